@@ -1,0 +1,37 @@
+"""Fixtures shared by every test tree (tests/ and gpu_batch/tests/).
+
+Azurite is started once per session, in memory, on free loopback ports. If it cannot start the tests FAIL with the
+reason (never skip): storage code is only trusted when it ran against the real protocol.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Iterator
+
+import pytest
+
+from devhost.azurite import Azurite, AzuriteError, start_azurite
+
+
+@pytest.fixture(scope="session")
+def azurite() -> Iterator[Azurite]:
+    try:
+        instance = start_azurite()
+    except AzuriteError as exc:
+        pytest.fail(f"Azurite could not start: {exc}", pytrace=False)
+    try:
+        yield instance
+    finally:
+        instance.stop()
+
+
+@pytest.fixture
+def storage_connection(azurite: Azurite) -> str:
+    return azurite.connection_string
+
+
+@pytest.fixture
+def unique_name() -> str:
+    """A fresh, valid container / task-hub name for one test."""
+    return "t" + uuid.uuid4().hex[:20]
