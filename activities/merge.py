@@ -1,0 +1,91 @@
+"""Fan-in: stream every shard's results into one MegaDetector format-1.6 file.
+
+Why streamed: at 10M images the merged document is gigabytes; entries are written shard by shard to a temporary file
+and uploaded once, so memory holds one shard at a time. Idempotent: the same shard results and the same
+``completed_at`` (passed in by the orchestrator, never read from the clock here) give the same bytes.
+Every image of every manifest appears exactly once: results from later attempts fill what earlier ones missed, and
+images no attempt covered get a ``failure`` entry (never silently dropped).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import tempfile
+from typing import Any, Iterator
+
+import azure.durable_functions as df
+
+from activities import context
+from activities.enumerate import enumeration_blob
+from adapters.blobs import BlobStore
+from core import mdformat
+from core.ids import shard_id
+from core.settings import Settings
+from gpu_batch.manifest import manifest_blob_name
+
+logger = logging.getLogger(__name__)
+bp = df.Blueprint()
+_ATTEMPT_RE = re.compile(r"/attempt-(\d+)\.results\.json$")
+
+
+def results_blob(task_id: str) -> str:
+    return f"results/{task_id}/detections.json"
+
+
+def shard_attempt_results(store: BlobStore, settings: Settings, task_id: str, sid: str) -> Iterator[list[dict[str, Any]]]:
+    """Result entries of each attempt of a shard, oldest attempt first; unreadable results count as none."""
+    attempts: list[tuple[int, str]] = []
+    for name in store.list_names(settings.container, f"tasks/{task_id}/shards/{sid}/"):
+        m = _ATTEMPT_RE.search(name)
+        if m:
+            attempts.append((int(m.group(1)), name))
+    for attempt, name in sorted(attempts):
+        try:
+            doc = json.loads(store.read_bytes(settings.container, name))
+            entries = doc.get("images") if isinstance(doc, dict) else None
+        except (ValueError, UnicodeDecodeError):
+            entries = None
+        if not isinstance(entries, list):
+            logger.warning("task %s shard %s attempt %d: results are not valid JSON; ignoring them", task_id, sid, attempt)
+            continue
+        yield [e for e in entries if isinstance(e, dict)]
+
+
+def run_merge(task_id: str, model: str, completed_at: str, settings: Settings, store: BlobStore) -> dict[str, Any]:
+    enumeration = store.read_json(settings.container, enumeration_blob(task_id))
+    counts = {"images": 0, "failed": 0, "with_detections": 0, "detections": 0, "empty": 0, "missing": 0}
+    info = {
+        "detector": model.rsplit("/", 1)[-1] or "unknown",
+        "detection_completion_time": completed_at,
+        "format_version": mdformat.FORMAT_VERSION,
+        "trapbatch": {"task_id": task_id, "container": enumeration.get("container"),
+                      "prefix": enumeration.get("prefix", "")},
+    }
+    with tempfile.TemporaryFile("w+b") as out:
+        head = json.dumps({"info": info, "detection_categories": mdformat.DETECTION_CATEGORIES}, indent=1)
+        out.write((head[:-2] + ',\n "images": [').encode("utf-8"))
+        first = True
+        for index in range(int(enumeration["shards"])):
+            sid = shard_id(index)
+            manifest = store.read_json(settings.container, manifest_blob_name(task_id, sid, 1))
+            entries, missing = mdformat.merge_entries(manifest["images"],
+                                                      shard_attempt_results(store, settings, task_id, sid))
+            counts["missing"] += missing
+            for key, value in mdformat.summarize(entries, settings.preview_threshold).items():
+                counts[key] += value
+            for entry in entries:
+                out.write((("\n  " if first else ",\n  ") + json.dumps(entry, ensure_ascii=False)).encode("utf-8"))
+                first = False
+        out.write(b"\n ]\n}\n")
+        out.seek(0)
+        store.service.get_blob_client(settings.container, results_blob(task_id)).upload_blob(out, overwrite=True)
+    logger.info("task %s: merged %d images (%d failed, %d missing)", task_id, counts["images"], counts["failed"],
+                counts["missing"])
+    return {"results_blob": results_blob(task_id), "container": settings.container, **counts}
+
+
+@bp.activity_trigger(input_name="payload", activity="merge_results")
+def merge_results(payload: dict[str, Any]) -> dict[str, Any]:
+    s = context.settings()
+    return run_merge(payload["task_id"], payload["model"], payload["completed_at"], s, context.store(s))

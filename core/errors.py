@@ -1,0 +1,58 @@
+"""The one exception tree of trapbatch; every error carries a ``hint`` telling the user what to do next.
+
+    TrapbatchError(Exception)
+    ├── ConfigError(TrapbatchError, KeyError)          a setting is missing or malformed
+    ├── RequestInvalid(TrapbatchError, ValueError)     a task request (HTTP body / task.json) is bad
+    ├── ContainerNotFound(TrapbatchError, LookupError) a storage container does not exist
+    ├── TaskNotFound(TrapbatchError, LookupError)      no task with that id
+    └── ModelUnavailable(TrapbatchError, RuntimeError) a detector checkpoint cannot be found or loaded
+
+A failure of one image is not an exception: it is data (a ``failure`` string in the results).
+"""
+from __future__ import annotations
+
+
+class TrapbatchError(Exception):
+    """Base class; ``hint`` says what the user should do next."""
+
+    status_code = 500
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+    def to_dict(self) -> dict[str, str]:
+        return {"error": self.message, "hint": self.hint}
+
+
+class ConfigError(TrapbatchError, KeyError):
+    status_code = 500
+
+    def __str__(self) -> str:  # KeyError would repr() the message otherwise
+        return TrapbatchError.__str__(self)
+
+
+class RequestInvalid(TrapbatchError, ValueError):
+    status_code = 400
+
+
+class ContainerNotFound(TrapbatchError, LookupError):
+    status_code = 404
+
+    def __str__(self) -> str:
+        return TrapbatchError.__str__(self)
+
+
+class TaskNotFound(TrapbatchError, LookupError):
+    status_code = 404
+
+    def __str__(self) -> str:
+        return TrapbatchError.__str__(self)
+
+
+class ModelUnavailable(TrapbatchError, RuntimeError):
+    status_code = 400

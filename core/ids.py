@@ -1,0 +1,42 @@
+"""Deterministic identifiers.
+
+The task id is a hash of the *normalized* request (the idea of a Luigi run id, seed 002): submitting the same request
+twice addresses the same orchestration instance instead of starting a second job. Shard and pool-task ids derive from
+it, so a resubmission after a crash is idempotent at every level.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Mapping
+
+TASK_PREFIX = "task-"
+
+
+def task_instance_id(normalized_request: Mapping[str, Any]) -> str:
+    """``task-<20 hex>`` from the canonical JSON of a normalized request (key order and whitespace do not matter)."""
+    canonical = json.dumps(normalized_request, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return TASK_PREFIX + hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:20]
+
+
+def is_task_id(value: str) -> bool:
+    body = value[len(TASK_PREFIX):]
+    return value.startswith(TASK_PREFIX) and len(body) == 20 and all(c in "0123456789abcdef" for c in body)
+
+
+def shard_id(index: int) -> str:
+    return f"s{index:05d}"
+
+
+def pool_job_id(task_id: str) -> str:
+    """Azure Batch job ids allow letters, digits, '-' and '_' (max 64): a task id already fits."""
+    return task_id
+
+
+def pool_task_id(shard: str, attempt: int) -> str:
+    return f"{shard}-a{attempt}"
+
+
+def shards_instance_id(task_id: str, group: int) -> str:
+    """Instance id of the sub-orchestration that drives shard group ``group`` of a task."""
+    return f"{task_id}-shards-{group:04d}"

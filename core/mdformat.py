@@ -1,0 +1,136 @@
+"""MegaDetector batch output format 1.6: build, merge and validate.
+
+The format (https://lila.science/megadetector-output-format) is what Timelapse, MegaDetector's postprocessing and every
+downstream camera-trap tool read, so trapbatch writes exactly it. ``validate`` mirrors the checks of MegaDetector's
+``validate_batch_results`` (the test suite also runs that function on our output), plus trapbatch's own promise:
+every listed image appears exactly once.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
+
+FORMAT_VERSION = "1.6"
+DETECTION_CATEGORIES = {"1": "animal", "2": "person", "3": "vehicle"}
+# Failure strings from MegaDetector's vocabulary (run_detector.py).
+FAILURE_IMAGE_ACCESS = "image access failure"
+FAILURE_INFERENCE = "inference failure"
+
+
+class FormatError(ValueError):
+    """A results document breaks the MegaDetector format."""
+
+
+def failure_entry(file: str, failure: str) -> dict[str, Any]:
+    return {"file": file, "failure": failure, "detections": None}
+
+
+def has_failure(entry: Mapping[str, Any]) -> bool:
+    return entry.get("failure") is not None
+
+
+def build_output(images: list[dict[str, Any]], info: Mapping[str, Any],
+                 detection_categories: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Assemble a format-1.6 document; ``images`` must already be in output order."""
+    return {
+        "info": {**info, "format_version": FORMAT_VERSION},
+        "detection_categories": dict(detection_categories or DETECTION_CATEGORIES),
+        "images": images,
+    }
+
+
+def merge_entries(manifest_order: Iterable[str], attempts: Iterable[Iterable[Mapping[str, Any]]],
+                  missing_failure: str = FAILURE_INFERENCE) -> tuple[list[dict[str, Any]], int]:
+    """One entry per manifest image, in manifest order, from the results of successive attempts.
+
+    A successful entry from any attempt wins over a failure entry; among failures the latest attempt's wins. Images no
+    attempt covered get ``missing_failure``. Entries for files not in the manifest are dropped (a worker bug must not
+    add images the user never asked for). Returns the entries and how many were missing.
+    """
+    best: dict[str, dict[str, Any]] = {}
+    for entries in attempts:
+        for entry in entries:
+            name = entry.get("file")
+            if not isinstance(name, str):
+                continue
+            current = best.get(name)
+            if current is None or has_failure(current):
+                best[name] = dict(entry)
+    merged: list[dict[str, Any]] = []
+    missing = 0
+    seen: set[str] = set()
+    for name in manifest_order:
+        if name in seen:
+            continue
+        seen.add(name)
+        entry = best.get(name)
+        if entry is None:
+            missing += 1
+            entry = failure_entry(name, missing_failure)
+        merged.append(entry)
+    return merged, missing
+
+
+def validate(doc: Any, expected_files: Iterable[str] | None = None) -> None:
+    """Raise ``FormatError`` if ``doc`` is not valid format-1.6 output (or lacks/duplicates an expected file)."""
+    if not isinstance(doc, dict):
+        raise FormatError("results must be a JSON object")
+    for key in ("info", "images", "detection_categories"):
+        if key not in doc:
+            raise FormatError(f"results lack the '{key}' field")
+    if not isinstance(doc["info"], dict) or not isinstance(doc["info"].get("format_version"), str):
+        raise FormatError("info.format_version must be a string such as '1.6'")
+    cats = doc["detection_categories"]
+    if not isinstance(cats, dict) or not all(isinstance(k, str) and k.isdigit() and isinstance(v, str) and v.strip()
+                                             for k, v in cats.items()):
+        raise FormatError("detection_categories must map string ids ('1') to non-blank names")
+    if not isinstance(doc["images"], list):
+        raise FormatError("images must be a list")
+    files: list[str] = []
+    for i, im in enumerate(doc["images"]):
+        if not isinstance(im, dict) or not isinstance(im.get("file"), str):
+            raise FormatError(f"image #{i} has no 'file'")
+        files.append(im["file"])
+        if im.get("failure") is not None:
+            if not isinstance(im["failure"], str):
+                raise FormatError(f"{im['file']}: failure must be a string")
+            if im.get("detections") is not None:
+                raise FormatError(f"{im['file']}: a failed image must have null detections")
+            continue
+        dets = im.get("detections")
+        if not isinstance(dets, list):
+            raise FormatError(f"{im['file']}: detections must be a list")
+        for det in dets:
+            if det.get("category") not in cats:
+                raise FormatError(f"{im['file']}: detection category {det.get('category')!r} is not in detection_categories")
+            if not isinstance(det.get("conf"), float):
+                raise FormatError(f"{im['file']}: conf must be a float")
+            bbox = det.get("bbox")
+            if not (isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, (int, float)) for v in bbox)):
+                raise FormatError(f"{im['file']}: bbox must be [x, y, w, h]")
+    if len(set(files)) != len(files):
+        dupes = sorted({f for f in files if files.count(f) > 1})[:5]
+        raise FormatError(f"images listed more than once: {dupes}")
+    if expected_files is not None:
+        expected = set(expected_files)
+        missing = expected - set(files)
+        extra = set(files) - expected
+        if missing or extra:
+            raise FormatError(f"results do not match the task's images: missing {sorted(missing)[:5]}, "
+                              f"unexpected {sorted(extra)[:5]}")
+
+
+def summarize(images: Iterable[Mapping[str, Any]], threshold: float) -> dict[str, int]:
+    """Counts for people: images, failures, images with a detection above ``threshold``, detections above it."""
+    counts = {"images": 0, "failed": 0, "with_detections": 0, "detections": 0, "empty": 0}
+    for im in images:
+        counts["images"] += 1
+        if has_failure(im):
+            counts["failed"] += 1
+            continue
+        above = [d for d in im.get("detections") or [] if d.get("conf", 0.0) >= threshold]
+        counts["detections"] += len(above)
+        if above:
+            counts["with_detections"] += 1
+        else:
+            counts["empty"] += 1
+    return counts

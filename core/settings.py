@@ -1,0 +1,166 @@
+"""All configuration, read from environment variables in one place.
+
+Why: the Functions app, devhost, the local pool and ``infra/`` must agree on variable names; this module is the list.
+``Settings.from_env`` is pure (pass any mapping) so tests use dicts. Orchestrators never read the environment: the
+starter snapshots the tuning knobs they need (``OrchestrationKnobs``) into the orchestration input, which keeps replay
+deterministic. Only tuning knobs have defaults; there is no default for anything secret. The storage connection
+string is the only secret-bearing value and it is never copied into orchestration inputs, statuses or logs.
+
+Variables (names shared with infra/main.bicep app settings):
+    AzureWebJobsStorage            storage connection string (``UseDevelopmentStorage=true`` locally) -- or, in Azure,
+    AzureWebJobsStorage__accountName / __blobServiceUri   identity-based connection (managed identity, no key)
+    TRAPBATCH_CONTAINER            container for task state and results (default ``trapbatch``)
+    TRAPBATCH_WEB_CONTAINER        static-website container for previews (default ``$web``)
+    TRAPBATCH_POOL                 ``local`` or ``azure_batch`` (default ``local``)
+    TRAPBATCH_MODEL                default detector: a known version (MDV5A, MDV5B), a path, a URL or blob://c/name
+    TRAPBATCH_IMAGES_PER_SHARD     default shard size (default 1000)
+    TRAPBATCH_MAX_ATTEMPTS         attempts per shard including the first (default 3)
+    TRAPBATCH_POLL_MIN_S / _MAX_S  durable-timer back-off between pool polls (default 30 / 300 s)
+    TRAPBATCH_MAX_IN_FLIGHT        pool tasks submitted at once per task (default 100)
+    TRAPBATCH_SHARDS_PER_GROUP     shards driven by one sub-orchestration (default 200)
+    TRAPBATCH_MAX_TASK_SECONDS     a pool task running longer is terminated and resubmitted (default 21600)
+    TRAPBATCH_DETECTION_THRESHOLD  lowest confidence written to results (default 0.005, MegaDetector's)
+    TRAPBATCH_PREVIEW_THRESHOLD    default threshold shown in previews (default 0.2)
+    TRAPBATCH_LOCAL_CONCURRENCY    local pool: workers at once (default: GPUs, or 1)
+    TRAPBATCH_DEVICE               local pool: auto | cpu | cuda (default auto)
+    TRAPBATCH_MODEL_CACHE          where workers cache model files
+    TRAPBATCH_WORKER_FAULTS        tests only: JSON {"<shard>/<attempt>": "crash_after:2", ...}
+    TRAPBATCH_BATCH_ACCOUNT_URL, TRAPBATCH_BATCH_POOL_ID, TRAPBATCH_WORKER_IMAGE,
+    TRAPBATCH_WORKER_IDENTITY, TRAPBATCH_STORAGE_ACCOUNT_URL   Azure Batch pool (see infra/)
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from core.errors import ConfigError
+
+WHERE = "set it in local.settings.json (Values) for local runs, or in the Function App settings (infra/main.bicep)"
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer", f"{WHERE}; e.g. {name}={default}") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={value} is below the minimum {minimum}", WHERE)
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number", f"{WHERE}; e.g. {name}={default}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class OrchestrationKnobs:
+    """The non-secret tuning values an orchestration needs; snapshotted into its input at start."""
+
+    images_per_shard: int = 1000
+    max_attempts: int = 3
+    poll_min_s: float = 30.0
+    poll_max_s: float = 300.0
+    max_in_flight: int = 100
+    shards_per_group: int = 200
+    max_task_seconds: int = 21600
+    polls_per_generation: int = 50  # continue_as_new after this many polls keeps the history small
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__slots__}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "OrchestrationKnobs":
+        return cls(**{k: data[k] for k in cls.__slots__ if k in data})
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    storage_connection: str = field(repr=False)
+    container: str = "trapbatch"
+    web_container: str = "$web"
+    incoming_container: str = "incoming"
+    pool: str = "local"
+    model: str = ""
+    detection_threshold: float = 0.005
+    preview_threshold: float = 0.2
+    knobs: OrchestrationKnobs = OrchestrationKnobs()
+    local_concurrency: int = 0
+    device: str = "auto"
+    model_cache: str = ""
+    worker_faults: Mapping[str, str] = field(default_factory=dict)
+    batch_account_url: str = ""
+    batch_pool_id: str = ""
+    worker_image: str = ""
+    worker_identity: str = ""
+    storage_account_url: str = ""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> "Settings":
+        storage = env.get("AzureWebJobsStorage", "")
+        if not storage:
+            account = env.get("AzureWebJobsStorage__accountName")
+            blob_uri = env.get("AzureWebJobsStorage__blobServiceUri")
+            if account and not blob_uri:
+                blob_uri = f"https://{account}.blob.core.windows.net"
+            storage = f"identity:{blob_uri}" if blob_uri else ""
+        if not storage:
+            raise ConfigError(
+                "AzureWebJobsStorage is not set",
+                f"{WHERE}; locally use 'UseDevelopmentStorage=true' with Azurite running, in Azure the "
+                "identity-based AzureWebJobsStorage__accountName",
+            )
+        pool = env.get("TRAPBATCH_POOL", "local")
+        if pool not in ("local", "azure_batch"):
+            raise ConfigError(f"TRAPBATCH_POOL={pool!r} is not a pool kind", "use 'local' or 'azure_batch'")
+        faults_raw = env.get("TRAPBATCH_WORKER_FAULTS", "")
+        try:
+            faults = json.loads(faults_raw) if faults_raw else {}
+        except json.JSONDecodeError:
+            raise ConfigError("TRAPBATCH_WORKER_FAULTS is not JSON", 'e.g. {"s00000/1": "crash_after:2"}') from None
+        knobs = OrchestrationKnobs(
+            images_per_shard=_int(env, "TRAPBATCH_IMAGES_PER_SHARD", 1000),
+            max_attempts=_int(env, "TRAPBATCH_MAX_ATTEMPTS", 3),
+            poll_min_s=_float(env, "TRAPBATCH_POLL_MIN_S", 30.0),
+            poll_max_s=_float(env, "TRAPBATCH_POLL_MAX_S", 300.0),
+            max_in_flight=_int(env, "TRAPBATCH_MAX_IN_FLIGHT", 100),
+            shards_per_group=_int(env, "TRAPBATCH_SHARDS_PER_GROUP", 200),
+            max_task_seconds=_int(env, "TRAPBATCH_MAX_TASK_SECONDS", 21600),
+        )
+        settings = cls(
+            storage_connection=storage,
+            container=env.get("TRAPBATCH_CONTAINER", "trapbatch"),
+            web_container=env.get("TRAPBATCH_WEB_CONTAINER", "$web"),
+            incoming_container=env.get("TRAPBATCH_INCOMING_CONTAINER", "incoming"),
+            pool=pool,
+            model=env.get("TRAPBATCH_MODEL", ""),
+            detection_threshold=_float(env, "TRAPBATCH_DETECTION_THRESHOLD", 0.005),
+            preview_threshold=_float(env, "TRAPBATCH_PREVIEW_THRESHOLD", 0.2),
+            knobs=knobs,
+            local_concurrency=_int(env, "TRAPBATCH_LOCAL_CONCURRENCY", 0, minimum=0),
+            device=env.get("TRAPBATCH_DEVICE", "auto"),
+            model_cache=env.get("TRAPBATCH_MODEL_CACHE", ""),
+            worker_faults=faults,
+            batch_account_url=env.get("TRAPBATCH_BATCH_ACCOUNT_URL", ""),
+            batch_pool_id=env.get("TRAPBATCH_BATCH_POOL_ID", ""),
+            worker_image=env.get("TRAPBATCH_WORKER_IMAGE", ""),
+            worker_identity=env.get("TRAPBATCH_WORKER_IDENTITY", ""),
+            storage_account_url=env.get("TRAPBATCH_STORAGE_ACCOUNT_URL", ""),
+        )
+        if pool == "azure_batch":
+            for name, value in (("TRAPBATCH_BATCH_ACCOUNT_URL", settings.batch_account_url),
+                                ("TRAPBATCH_BATCH_POOL_ID", settings.batch_pool_id),
+                                ("TRAPBATCH_WORKER_IMAGE", settings.worker_image),
+                                ("TRAPBATCH_STORAGE_ACCOUNT_URL", settings.storage_account_url)):
+                if not value:
+                    raise ConfigError(f"{name} is not set but TRAPBATCH_POOL=azure_batch", f"{WHERE} (infra/ sets it)")
+        return settings

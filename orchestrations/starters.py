@@ -1,0 +1,224 @@
+"""The edges that start and inspect tasks: the HTTP API and the blob-drop trigger (durable clients).
+
+This is the only place that turns exceptions into HTTP answers: a ``TrapbatchError`` becomes ``4xx {"error", "hint"}``;
+nothing here returns a 500 for bad input. Both edges share ``start_task``, so a request posted over HTTP and the same
+request dropped as ``incoming/<name>.json`` are the same task (the id is a hash of the normalized request).
+
+    POST /api/tasks                 start (or find) a task          202 {id, status_url, ...}
+    GET  /api/tasks/{id}            stage, counts, progress, ETA    200
+    GET  /api/tasks/{id}/results    where the results and previews are (409 while running)
+    POST /api/tasks/{id}/cancel     stop the task's pool work       202
+"""
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timezone
+from typing import Any
+
+import azure.durable_functions as df
+import azure.functions as func
+
+from activities import context
+from activities.merge import results_blob
+from activities.pool import cancel_marker
+from core.errors import ContainerNotFound, RequestInvalid, TaskNotFound, TrapbatchError
+from core.ids import is_task_id, shards_instance_id
+from core.requests import parse_task_request
+from core.settings import Settings
+from orchestrations import names
+
+logger = logging.getLogger(__name__)
+bp = df.Blueprint()
+
+ACTIVE = {"Running", "Pending", "ContinuedAsNew"}
+DROP_SUFFIXES_IGNORED = (".error.json", ".task.json")
+
+
+def _json(status: int, body: dict[str, Any]) -> func.HttpResponse:
+    return func.HttpResponse(json.dumps(body, indent=1), status_code=status, mimetype="application/json")
+
+
+def _error(exc: TrapbatchError) -> func.HttpResponse:
+    return _json(exc.status_code, exc.to_dict())
+
+
+def _base_url(req: func.HttpRequest) -> str:
+    url = req.url
+    marker = url.find("/api/")
+    return url[:marker] if marker >= 0 else url.rstrip("/")
+
+
+def _runtime(status: Any) -> str | None:
+    rs = getattr(status, "runtime_status", None)
+    return rs.value if rs is not None else None
+
+
+def _links(base: str, task_id: str) -> dict[str, str]:
+    return {"status_url": f"{base}/api/tasks/{task_id}", "results_url": f"{base}/api/tasks/{task_id}/results",
+            "cancel_url": f"{base}/api/tasks/{task_id}/cancel"}
+
+
+async def start_task(client: df.DurableOrchestrationClient, body: Any, settings: Settings) -> tuple[bool, str]:
+    """Validate ``body`` and start its task unless that task already runs or completed. Returns (started, id)."""
+    request = parse_task_request(body, settings.model, settings.knobs.images_per_shard)
+    if not request.model:
+        raise RequestInvalid("no detector model given", "add \"model\" (e.g. \"MDV5A\" or a checkpoint path) to the "
+                             "request, or set TRAPBATCH_MODEL for the app")
+    store = context.store(settings)
+    if not store.container_exists(request.container):
+        raise ContainerNotFound(f"container {request.container!r} does not exist in storage account {store.account!r}",
+                                "check the name, or create the container and upload the images first")
+    task_id = request.task_id
+    existing = await client.get_status(task_id)
+    if _runtime(existing) in ACTIVE | {"Completed"}:
+        return False, task_id
+    knobs = {**settings.knobs.to_dict(), "images_per_shard": request.images_per_shard}
+    await client.start_new(names.TASK_ORCHESTRATOR, task_id,
+                           {"task_id": task_id, "request": request.to_dict(), "knobs": knobs})
+    logger.info("task %s: started for container %s prefix %r", task_id, request.container, request.prefix)
+    return True, task_id
+
+
+@bp.route(route="tasks", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@bp.durable_client_input(client_name="client")
+async def post_task(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    try:
+        body = req.get_json()
+    except ValueError:
+        return _json(400, {"error": "the request body is not valid JSON",
+                           "hint": 'send e.g. {"container": "my-camera-traps"} with Content-Type: application/json'})
+    try:
+        started, task_id = await start_task(client, body, context.settings())
+    except TrapbatchError as exc:
+        return _error(exc)
+    return _json(202 if started else 200, {"id": task_id, "started": started,
+                                           **_links(_base_url(req), task_id)})
+
+
+async def _child_progress(client: df.DurableOrchestrationClient, task_id: str, groups: int) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for g in range(groups):
+        child = await client.get_status(shards_instance_id(task_id, g))
+        status = getattr(child, "custom_status", None)
+        if isinstance(status, dict):
+            for key, value in status.items():
+                if isinstance(value, int) and not isinstance(value, bool):
+                    totals[key] = totals.get(key, 0) + value
+    return totals
+
+
+def _parse_time(text: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+async def describe_task(client: df.DurableOrchestrationClient, task_id: str) -> dict[str, Any]:
+    if not is_task_id(task_id):
+        raise TaskNotFound(f"{task_id!r} is not a task id", "task ids look like task-<20 hex digits>; "
+                           "POST /api/tasks returns them")
+    status = await client.get_status(task_id)
+    runtime = _runtime(status)
+    if runtime is None:
+        raise TaskNotFound(f"no task {task_id}", "check the id, or start the task with POST /api/tasks")
+    custom = status.custom_status if isinstance(status.custom_status, dict) else {}
+    out: dict[str, Any] = {"id": task_id, "runtime_status": runtime, "stage": custom.get("stage", "starting"),
+                           **{k: v for k, v in custom.items() if k != "stage"}}
+    if runtime == "Failed":
+        out["stage"] = "failed"
+        out["error"] = custom.get("error") or str(status.output or "").split("\n")[0]
+    elif runtime == "Terminated":
+        out["stage"] = "terminated"
+    if out["stage"] == "detecting" and custom.get("groups"):
+        progress = await _child_progress(client, task_id, int(custom["groups"]))
+        out.update({k: progress.get(k, 0) for k in ("images_done", "images_failed", "images_missing", "resubmissions")})
+        out["shards_done"] = progress.get("done", 0) + progress.get("given_up", 0)
+        out["shards_running"] = progress.get("submitted", 0)
+        images = int(custom.get("images") or 0)
+        done = out["images_done"]
+        out["progress"] = round(done / images, 4) if images else 0.0
+        start = _parse_time(custom.get("started"))
+        if start and done:
+            elapsed = (datetime.now(timezone.utc) - start).total_seconds()
+            rate = done / elapsed if elapsed > 0 else 0.0
+            out["images_per_second"] = round(rate, 2)
+            out["eta_seconds"] = round((images - done) / rate) if rate else None
+    elif out["stage"] in ("completed", "completed_with_errors"):
+        out["progress"] = 1.0
+    return out
+
+
+@bp.route(route="tasks/{task_id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@bp.durable_client_input(client_name="client")
+async def get_task(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    try:
+        return _json(200, await describe_task(client, req.route_params["task_id"]))
+    except TrapbatchError as exc:
+        return _error(exc)
+
+
+@bp.route(route="tasks/{task_id}/results", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@bp.durable_client_input(client_name="client")
+async def get_results(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    task_id = req.route_params["task_id"]
+    try:
+        info = await describe_task(client, task_id)
+    except TrapbatchError as exc:
+        return _error(exc)
+    if info["stage"] not in ("completed", "completed_with_errors"):
+        return _json(409, {"error": f"task {task_id} has no results yet (stage: {info['stage']})",
+                           "hint": f"poll GET /api/tasks/{task_id} until its stage is 'completed'"})
+    s = context.settings()
+    store = context.store(s)
+    base = _base_url(req)
+    return _json(200, {
+        "id": task_id, "stage": info["stage"],
+        "results": {"container": s.container, "blob": results_blob(task_id),
+                    "url": store.url(s.container, results_blob(task_id))},
+        "previews": {"container": s.web_container, "blob": f"{task_id}/index.html",
+                     "local_url": f"{base}/web/{task_id}/index.html"},
+    })
+
+
+@bp.route(route="tasks/{task_id}/cancel", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@bp.durable_client_input(client_name="client")
+async def cancel_task(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    task_id = req.route_params["task_id"]
+    try:
+        info = await describe_task(client, task_id)
+    except TrapbatchError as exc:
+        return _error(exc)
+    if info["runtime_status"] not in ACTIVE:
+        return _json(409, {"error": f"task {task_id} is not running (stage: {info['stage']})",
+                           "hint": "only a running task can be cancelled"})
+    s = context.settings()
+    context.store(s).write_json(s.container, cancel_marker(task_id), {"requested": datetime.now(timezone.utc).isoformat()})
+    logger.info("task %s: cancel requested", task_id)
+    return _json(202, {"id": task_id, "cancel_requested": True,
+                       "hint": "pool work stops at the next poll; the task's stage becomes 'cancelled'"})
+
+
+@bp.blob_trigger(arg_name="blob", path="incoming/{name}", connection="AzureWebJobsStorage")
+@bp.durable_client_input(client_name="client")
+async def task_dropped(blob: func.InputStream, client: df.DurableOrchestrationClient) -> None:
+    """A ``*.json`` task request dropped into ``incoming`` starts the task; a bad one gets ``<name>.error.json``."""
+    full_name = blob.name or ""
+    container, _, name = full_name.partition("/")
+    if not name.lower().endswith(".json") or name.lower().endswith(DROP_SUFFIXES_IGNORED):
+        return
+    s = context.settings()
+    store = context.store(s)
+    try:
+        try:
+            body = json.loads(blob.read())
+        except (ValueError, UnicodeDecodeError):
+            raise RequestInvalid(f"{name} is not valid JSON", 'write e.g. {"container": "my-camera-traps"}') from None
+        started, task_id = await start_task(client, body, s)
+    except TrapbatchError as exc:
+        store.write_json(container or s.incoming_container, name + ".error.json", exc.to_dict())
+        logger.warning("dropped request %s rejected: %s", name, exc.message)
+        return
+    store.write_json(container or s.incoming_container, name[:-5] + ".task.json",
+                     {"id": task_id, "started": started, "status_path": f"/api/tasks/{task_id}"})
