@@ -35,3 +35,13 @@ def storage_connection(azurite: Azurite) -> str:
 def unique_name() -> str:
     """A fresh, valid container / task-hub name for one test."""
     return "t" + uuid.uuid4().hex[:20]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip ``slow`` tests unless TRAPBATCH_RUN_SLOW=1, with the reason printed (-rs)."""
+    if os.environ.get("TRAPBATCH_RUN_SLOW") == "1":
+        return
+    skip_slow = pytest.mark.skip(reason="slow test: set TRAPBATCH_RUN_SLOW=1 to run it (CI skips it to stay under 30 min)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip_slow)

@@ -1,0 +1,41 @@
+# trapbatch: two commands for a newcomer.
+#   make demo   set up, then run one task end to end on the bundled sample images (local pool, Azurite, devhost)
+#   make test   set up, then run the whole test suite (CI runs exactly this through .ci/run)
+# Everything installs from the project's own files: pip (requirements/), npm (package.json).
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.trapbatch-installed
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test test-fast clean bench
+
+setup: $(STAMP) node_modules/.bin/azurite
+
+$(STAMP): requirements/app.txt requirements/worker.txt requirements/dev.txt requirements/oracle.txt scripts/install_oracle_deps.sh
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] >= (3, 11) else "Python 3.11+ is needed; set PYTHON=python3.11")'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -r requirements/app.txt -r requirements/dev.txt
+	$(PIP) install -q -r requirements/worker.txt
+	bash scripts/install_oracle_deps.sh $(PY)
+	touch $(STAMP)
+
+node_modules/.bin/azurite: package.json
+	@command -v npm >/dev/null || { echo "npm (Node 20+) is needed for the Azurite storage emulator: apt-get install nodejs npm"; exit 1; }
+	npm install --no-audit --no-fund --loglevel=error
+	touch $@
+
+demo: setup
+	$(PY) -m scripts.demo
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) bench/worker_throughput.py --images 40 --arch yolov5n
+
+clean:
+	rm -rf demo-output .pytest_cache

@@ -1,0 +1,182 @@
+"""`make demo`: one task end to end on the bundled sample images, on this machine.
+
+Starts Azurite (in memory) and devhost (the local stand-in for `func host start`) on free loopback ports, uploads
+samples/images to a container, starts a task through the HTTP API exactly as a user would, shows progress, then copies
+the merged results and the preview site into demo-output/ and prints a summary. Everything it started is stopped on
+exit, also on Ctrl-C or failure.
+
+Model: TRAPBATCH_MODEL (a MegaDetector checkpoint path, or a known name such as MDV5A when the machine can download it).
+Without one, a small YOLOv5 network with RANDOM weights is built, and the demo says loudly that its detections are
+meaningless: it proves the pipeline, not the detector.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from adapters.blobs import BlobStore, service_client
+from core import mdformat
+from devhost.azurite import free_port, start_azurite
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "samples" / "images"
+OUT = ROOT / "demo-output"
+CONTAINER = "demo-camera-traps"
+THRESHOLD = 0.2
+
+
+def say(msg: str) -> None:
+    print(f"[demo] {msg}", flush=True)
+
+
+def demo_model() -> str:
+    model = os.environ.get("TRAPBATCH_MODEL", "")
+    if model:
+        say(f"model: {model}")
+        return model
+    from gpu_batch.worker.make_test_checkpoint import build_test_checkpoint
+
+    path = ROOT / ".cache" / "models" / "demo-yolov5n-random.pt"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        build_test_checkpoint(path)
+    bar = "!" * 78
+    say(bar)
+    say("NO TRAPBATCH_MODEL GIVEN: using a small YOLOv5n network with RANDOM weights.")
+    say("Its detections are MEANINGLESS; this run proves the pipeline, not the detector.")
+    say("For real detections: TRAPBATCH_MODEL=/path/to/md_v5a.0.0.pt make demo")
+    say(bar)
+    return str(path)
+
+
+def upload_samples(store: BlobStore) -> int:
+    store.ensure_container(CONTAINER)
+    n = 0
+    for path in sorted(SAMPLES.rglob("*")):
+        if path.is_file():
+            store.write_bytes(CONTAINER, path.relative_to(SAMPLES).as_posix(), path.read_bytes())
+            n += 1
+    return n
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"devhost exited early (code {proc.returncode}); its log:\n{log.read_text()[-3000:]}")
+        try:
+            requests.get(url, timeout=1)
+            return
+        except requests.ConnectionError:
+            time.sleep(0.2)
+    raise SystemExit(f"devhost did not answer at {url}; see {log}")
+
+
+def progress_line(st: dict[str, Any]) -> str:
+    stage = st.get("stage", "?")
+    if stage == "detecting":
+        done, total = st.get("images_done", 0), st.get("images", 0)
+        rate = st.get("images_per_second")
+        eta = st.get("eta_seconds")
+        extra = f", {rate} img/s, ETA {eta}s" if rate else ""
+        return (f"detecting: {done}/{total} images, shards {st.get('shards_done', 0)}/{st.get('shards', 0)} done, "
+                f"{st.get('shards_running', 0)} running, {st.get('resubmissions', 0)} resubmitted{extra}")
+    return stage
+
+
+def main() -> int:
+    t0 = time.monotonic()
+    if OUT.exists():
+        shutil.rmtree(OUT)
+    (OUT / "previews").mkdir(parents=True)
+    model = demo_model()
+    say("starting Azurite (in memory) ...")
+    azurite = start_azurite(log_path=OUT / "azurite.log")
+    devhost: subprocess.Popen[bytes] | None = None
+    try:
+        conn = azurite.connection_string
+        store = BlobStore(service_client(conn))
+        n_files = upload_samples(store)
+        say(f"uploaded {n_files} sample files to container '{CONTAINER}'")
+        port = free_port()
+        env = {**os.environ, "AzureWebJobsStorage": conn, "TRAPBATCH_POOL": "local",
+               "TRAPBATCH_POLL_MIN_S": "1", "TRAPBATCH_POLL_MAX_S": "3", "TRAPBATCH_IMAGES_PER_SHARD": "10",
+               "TRAPBATCH_PREVIEW_THRESHOLD": str(THRESHOLD),
+               "TRAPBATCH_LOCAL_CONCURRENCY": os.environ.get("TRAPBATCH_LOCAL_CONCURRENCY", "1")}
+        log = OUT / "devhost.log"
+        say(f"starting devhost on http://127.0.0.1:{port} (log: {log.relative_to(ROOT)}) ...")
+        devhost = subprocess.Popen([sys.executable, "-m", "devhost", "--port", str(port), "--hub", "demo"],
+                                   cwd=ROOT, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+        base = f"http://127.0.0.1:{port}"
+        wait_http(base + "/api/tasks/task-00000000000000000000", devhost, log)
+        body = {"container": CONTAINER, "model": model, "request_name": "trapbatch demo"}
+        r = requests.post(base + "/api/tasks", json=body, timeout=30)
+        if r.status_code not in (200, 202):
+            raise SystemExit(f"POST /api/tasks answered {r.status_code}: {r.text}")
+        task_id = r.json()["id"]
+        say(f"task {task_id} started; status: {r.json()['status_url']}")
+        last = ""
+        t_start = time.monotonic()
+        while True:
+            st = requests.get(f"{base}/api/tasks/{task_id}", timeout=30).json()
+            line = progress_line(st)
+            if line != last:
+                say(f"[{time.monotonic() - t_start:6.1f}s] {line}")
+                last = line
+            if st.get("runtime_status") in ("Completed", "Failed", "Terminated"):
+                break
+            if time.monotonic() - t_start > 1800:
+                raise SystemExit("the demo task did not finish within 30 minutes; see demo-output/devhost.log")
+            time.sleep(1)
+        task_seconds = time.monotonic() - t_start
+        if st["runtime_status"] != "Completed":
+            raise SystemExit(f"task ended {st['runtime_status']}: {st.get('error')}; see demo-output/devhost.log")
+        res = requests.get(f"{base}/api/tasks/{task_id}/results", timeout=30).json()
+        doc = store.read_json(res["results"]["container"], res["results"]["blob"])
+        (OUT / "detections.json").write_text(json.dumps(doc, indent=1))
+        expected = [p.relative_to(SAMPLES).as_posix() for p in SAMPLES.rglob("*")
+                    if p.is_file() and p.suffix.lower() in (".jpg", ".jpeg", ".png", ".gif")]
+        mdformat.validate(doc, expected_files=expected)
+        web = res["previews"]["container"]
+        for name in store.list_names(web, f"{task_id}/"):
+            dest = OUT / "previews" / name[len(task_id) + 1:]
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(store.read_bytes(web, name))
+        counts = mdformat.summarize(doc["images"], THRESHOLD)
+        wall = time.monotonic() - t0
+        say("=" * 78)
+        say(f"results:  {OUT.relative_to(ROOT)}/detections.json  (MegaDetector format {doc['info']['format_version']}, validated)")
+        say(f"previews: {OUT.relative_to(ROOT)}/previews/index.html  (served live at {res['previews']['local_url']} while devhost runs)")
+        say(f"images: {counts['images']}  with detections >= {THRESHOLD}: {counts['with_detections']} "
+            f"({counts['detections']} detections)  empty: {counts['empty']}  failures: {counts['failed']}")
+        for im in doc["images"]:
+            if im.get("failure"):
+                say(f"  failure: {im['file']}: {im['failure']}")
+        say(f"task time {task_seconds:.1f}s ({counts['images'] / task_seconds:.2f} img/s end to end), "
+            f"demo wall time {wall:.1f}s")
+        if not os.environ.get("TRAPBATCH_MODEL"):
+            say("(random-weight model: the detections above are meaningless)")
+        return 0
+    finally:
+        if devhost is not None and devhost.poll() is None:
+            os.killpg(devhost.pid, signal.SIGTERM)
+            try:
+                devhost.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(devhost.pid, signal.SIGKILL)
+        azurite.stop()
+        say("stopped devhost and Azurite")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

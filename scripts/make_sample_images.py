@@ -1,0 +1,59 @@
+"""Regenerate the bundled demo images under samples/images (committed; run only to change them).
+
+Synthetic camera-trap-like frames (textured ground, vegetation, a few blobby "animals"), in nested camera/day folders,
+plus the awkward cases a real card dump contains: a truncated JPEG, a PNG, a grayscale IR frame, an EXIF-rotated frame.
+Deterministic (seeded) so the committed files do not churn.
+"""
+from __future__ import annotations
+
+import io
+import random
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFilter
+
+OUT = Path(__file__).resolve().parent.parent / "samples" / "images"
+
+
+def scene(rng: random.Random, w: int = 640, h: int = 480) -> Image.Image:
+    im = Image.new("RGB", (w, h), (rng.randint(60, 110), rng.randint(80, 120), rng.randint(40, 80)))
+    d = ImageDraw.Draw(im)
+    for _ in range(400):
+        x, y = rng.randint(0, w), rng.randint(0, h)
+        c = (rng.randint(30, 140), rng.randint(60, 160), rng.randint(20, 90))
+        d.ellipse([x, y, x + rng.randint(3, 30), y + rng.randint(3, 30)], fill=c)
+    for _ in range(rng.randint(0, 3)):
+        x, y = rng.randint(40, w - 160), rng.randint(h // 3, h - 100)
+        body = (rng.randint(90, 160), rng.randint(60, 110), rng.randint(30, 70))
+        d.ellipse([x, y, x + rng.randint(80, 150), y + rng.randint(40, 70)], fill=body)
+        d.ellipse([x - 25, y - 15, x + 25, y + 25], fill=body)
+    return im.filter(ImageFilter.GaussianBlur(0.8))
+
+
+def main() -> None:
+    rng = random.Random(20261122)
+    OUT.mkdir(parents=True, exist_ok=True)
+    n = 0
+    for cam in ("camera-01", "camera-02", "camera-03"):
+        for day in ("2024-06-01", "2024-06-02"):
+            folder = OUT / cam / day
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(6):
+                scene(rng).save(folder / f"IMG_{i + 1:04d}.JPG", "JPEG", quality=85)
+                n += 1
+    ir = scene(rng).convert("L")
+    ir.save(OUT / "camera-03" / "2024-06-02" / "IMG_0099_night.jpg", "JPEG", quality=85)
+    scene(rng).save(OUT / "camera-02" / "2024-06-01" / "snapshot.png", "PNG")
+    rotated = scene(rng, 480, 640)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 CW on display
+    rotated.save(OUT / "camera-01" / "2024-06-02" / "IMG_0100_rotated.jpg", "JPEG", quality=85, exif=exif)
+    buf = io.BytesIO()
+    scene(rng).save(buf, "JPEG", quality=85)
+    (OUT / "camera-01" / "2024-06-01" / "IMG_0007_corrupt.JPG").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 3])
+    (OUT / "camera-02" / "2024-06-02" / "notes.txt").write_text("field notes: battery swapped\n")
+    print(f"wrote {n + 4} images (+1 non-image) under {OUT}")
+
+
+if __name__ == "__main__":
+    main()

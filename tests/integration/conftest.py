@@ -1,0 +1,74 @@
+"""Fixtures for end-to-end tests: a tiny real YOLOv5 checkpoint, sample images in Azurite, app settings."""
+from __future__ import annotations
+
+import io
+import random
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from adapters.blobs import BlobStore, service_client
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from gpu_batch.worker.make_test_checkpoint import build_test_checkpoint
+
+    path = tmp_path_factory.mktemp("model") / "tiny-yolov5n.pt"
+    build_test_checkpoint(path)
+    return path
+
+
+def _jpeg(seed: int, size: tuple[int, int] = (96, 72)) -> bytes:
+    from PIL import Image, ImageDraw
+
+    rng = random.Random(seed)
+    im = Image.new("RGB", size, (rng.randint(0, 255), rng.randint(0, 255), rng.randint(0, 255)))
+    d = ImageDraw.Draw(im)
+    for _ in range(10):
+        x, y = rng.randint(0, size[0]), rng.randint(0, size[1])
+        d.rectangle([x, y, x + 15, y + 10], fill=(rng.randint(0, 255), rng.randint(0, 255), rng.randint(0, 255)))
+    buf = io.BytesIO()
+    im.save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def upload_images(store: BlobStore, container: str, count: int, corrupt: int = 1) -> list[str]:
+    """``count`` small JPEGs in two camera folders, the first ``corrupt`` of them truncated. Returns the names."""
+    store.ensure_container(container)
+    names = []
+    for i in range(count):
+        name = f"cam{i % 2}/img {i:03d}.jpg"
+        data = _jpeg(i)
+        if i < corrupt:
+            data = data[: len(data) // 3]
+        store.write_bytes(container, name, data)
+        names.append(name)
+    store.write_bytes(container, "cam0/readme.txt", b"not an image")
+    return sorted(names)
+
+
+@pytest.fixture
+def app_env(storage_connection: str, unique_name: str, monkeypatch: pytest.MonkeyPatch,
+            tiny_checkpoint: Path) -> Iterator[dict[str, str]]:
+    """Environment for the Functions app: fast polls, small shards, CPU worker, this test's own containers."""
+    env = {
+        "AzureWebJobsStorage": storage_connection,
+        "TRAPBATCH_CONTAINER": unique_name + "-state",
+        "TRAPBATCH_POOL": "local",
+        "TRAPBATCH_MODEL": str(tiny_checkpoint),
+        "TRAPBATCH_POLL_MIN_S": "0.5",
+        "TRAPBATCH_POLL_MAX_S": "1",
+        "TRAPBATCH_IMAGES_PER_SHARD": "4",
+        "TRAPBATCH_LOCAL_CONCURRENCY": "2",
+        "TRAPBATCH_DEVICE": "cpu",
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    yield env
+
+
+@pytest.fixture
+def store(storage_connection: str) -> BlobStore:
+    return BlobStore(service_client(storage_connection))

@@ -1,0 +1,166 @@
+"""The whole path on one machine: HTTP / blob drop -> durable orchestration (real SDK replay in devhost) -> local pool
+running the real worker on a real (tiny, random-weight) YOLOv5 checkpoint -> one merged MegaDetector file."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import requests
+
+from activities.merge import results_blob
+from adapters.blobs import BlobStore
+from core import mdformat
+from devhost.azurite import free_port
+from gpu_batch.manifest import ShardManifest, manifest_blob_name
+from tests.integration.conftest import upload_images
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.25) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def check_results(store: BlobStore, env: dict[str, str], task_id: str, names: list[str]) -> dict[str, Any]:
+    doc = store.read_json(env["TRAPBATCH_CONTAINER"], results_blob(task_id))
+    mdformat.validate(doc, expected_files=names)
+    files = [im["file"] for im in doc["images"]]
+    assert sorted(files) == names and len(files) == len(set(files))
+    failures = {im["file"]: im["failure"] for im in doc["images"] if im.get("failure")}
+    assert failures == {names_corrupt: "image access failure" for names_corrupt in failures}
+    return doc
+
+
+@pytest.fixture
+def host(app_env: dict[str, str], unique_name: str):  # type: ignore[no-untyped-def]
+    from devhost.host import DevHost
+    import function_app
+
+    h = DevHost(function_app.app, app_env["AzureWebJobsStorage"], task_hub="h" + unique_name[:12], port=0,
+                blob_poll_s=0.5)
+    h.start()
+    yield h
+    h.stop()
+
+
+def test_http_start_runs_to_one_merged_file_with_every_image_once(host, app_env, store, unique_name) -> None:  # type: ignore[no-untyped-def]
+    names = upload_images(store, unique_name, 10, corrupt=1)
+    body = {"container": unique_name, "request_name": "e2e"}
+    r = requests.post(host.base_url + "/api/tasks", json=body, timeout=30)
+    assert r.status_code == 202, r.text
+    task_id = r.json()["id"]
+    assert r.json()["status_url"].endswith(f"/api/tasks/{task_id}")
+    # the same request again is the same task, not a second one
+    again = requests.post(host.base_url + "/api/tasks", json={**body, "request_name": "other label"}, timeout=30)
+    assert again.status_code == 200 and again.json()["id"] == task_id and again.json()["started"] is False
+    status = wait_until(lambda: (s := requests.get(f"{host.base_url}/api/tasks/{task_id}", timeout=30).json())
+                        if s["runtime_status"] in ("Completed", "Failed") else None, 240, "task completion")
+    assert status["runtime_status"] == "Completed", status
+    assert status["stage"] == "completed" and status["images"] == 10 and status["failed"] == 1
+    doc = check_results(store, app_env, task_id, names)
+    assert doc["images"][0]["file"] == names[0]
+    assert [im["failure"] for im in doc["images"] if im.get("failure")] == ["image access failure"]
+    assert sum(len(im["detections"]) for im in doc["images"] if not im.get("failure")) > 0  # real network, real boxes
+    res = requests.get(f"{host.base_url}/api/tasks/{task_id}/results", timeout=30)
+    assert res.status_code == 200 and res.json()["results"]["blob"] == results_blob(task_id)
+    page = requests.get(res.json()["previews"]["local_url"], timeout=30)
+    assert page.status_code == 200 and task_id in page.text
+
+
+def test_failed_shard_resubmits_only_its_missing_images(host, app_env, store, unique_name, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("TRAPBATCH_WORKER_FAULTS", json.dumps({"s00001/1": "crash_after:1"}))
+    names = upload_images(store, unique_name, 10, corrupt=0)
+    r = requests.post(host.base_url + "/api/tasks", json={"container": unique_name}, timeout=30)
+    task_id = r.json()["id"]
+    final = host.wait_for(task_id, timeout=240)
+    assert final["runtimeStatus"] == "Completed", final
+    assert final["output"]["resubmissions"] == 1 and final["output"]["missing"] == 0
+    state = app_env["TRAPBATCH_CONTAINER"]
+    first = ShardManifest.from_dict(store.read_json(state, manifest_blob_name(task_id, "s00001", 1)))
+    second = ShardManifest.from_dict(store.read_json(state, manifest_blob_name(task_id, "s00001", 2)))
+    done_in_first = [im["file"] for im in store.read_json(state, first.output_blob)["images"]]
+    assert len(done_in_first) == 1
+    assert list(second.images) == [n for n in first.images if n not in done_in_first]  # only the missing ones
+    for sid in ("s00000", "s00002"):  # the healthy shards ran once
+        assert not store.exists(state, manifest_blob_name(task_id, sid, 2))
+    check_results(store, app_env, task_id, names)
+
+
+def test_blob_drop_starts_the_same_task_and_bad_drop_gets_error_file(host, app_env, store, unique_name) -> None:  # type: ignore[no-untyped-def]
+    names = upload_images(store, unique_name, 4, corrupt=0)
+    store.ensure_container("incoming")
+    store.write_bytes("incoming", f"{unique_name}.json", json.dumps({"container": unique_name}).encode())
+    store.write_bytes("incoming", f"{unique_name}-bad.json", b'{"container": "Not_Valid"}')
+    receipt = wait_until(lambda: store.read_json_or_none("incoming", f"{unique_name}.task.json"), 60, "drop receipt")
+    error = wait_until(lambda: store.read_json_or_none("incoming", f"{unique_name}-bad.json.error.json"), 60, "error file")
+    assert "not a valid blob container name" in error["error"] and error["hint"]
+    final = host.wait_for(receipt["id"], timeout=240)
+    assert final["runtimeStatus"] == "Completed", final
+    check_results(store, app_env, receipt["id"], names)
+
+
+def test_bad_http_input_gets_4xx_json_never_500(host, unique_name) -> None:  # type: ignore[no-untyped-def]
+    base = host.base_url + "/api/tasks"
+    cases = [
+        (requests.post(base, data=b"{nope", headers={"Content-Type": "application/json"}, timeout=30), 400),
+        (requests.post(base, json={"container": "x"}, timeout=30), 400),
+        (requests.post(base, json={"container": "no-such-container-" + unique_name[:10]}, timeout=30), 404),
+        (requests.get(base + "/task-00000000000000000000", timeout=30), 404),
+        (requests.get(base + "/nonsense", timeout=30), 404),
+    ]
+    for resp, code in cases:
+        assert resp.status_code == code, resp.text
+        assert set(resp.json()) == {"error", "hint"} and resp.json()["hint"]
+
+
+def test_devhost_killed_mid_task_resumes_and_loses_nothing(app_env, store, unique_name) -> None:  # type: ignore[no-untyped-def]
+    names = upload_images(store, unique_name, 12, corrupt=1)
+    port = free_port()
+    hub = "k" + unique_name[:12]
+    env = {**os.environ, **app_env}
+    log = open(Path(os.environ.get("PYTEST_TMPDIR", "/tmp")) / f"devhost-{hub}.log", "ab")
+
+    def launch() -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-m", "devhost", "--port", str(port), "--hub", hub], cwd=ROOT,
+                                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    proc = launch()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: _answers(base), 60, "devhost to listen")
+        task_id = requests.post(base + "/api/tasks", json={"container": unique_name}, timeout=30).json()["id"]
+        wait_until(lambda: requests.get(f"{base}/api/tasks/{task_id}", timeout=30).json().get("stage") == "detecting",
+                   120, "the task to reach the detecting stage")
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        proc = launch()
+        wait_until(lambda: _answers(base), 60, "devhost to listen again")
+        status = wait_until(lambda: (s := requests.get(f"{base}/api/tasks/{task_id}", timeout=30).json())
+                            if s["runtime_status"] in ("Completed", "Failed") else None, 300, "task completion")
+        assert status["runtime_status"] == "Completed", status
+        assert status["images"] == 12 and status["missing"] == 0
+        check_results(store, app_env, task_id, names)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _answers(base: str) -> bool:
+    try:
+        requests.get(base + "/api/tasks/task-00000000000000000000", timeout=2)
+        return True
+    except requests.ConnectionError:
+        return False

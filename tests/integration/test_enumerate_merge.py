@@ -1,0 +1,106 @@
+"""Enumerate and merge against Azurite: manifests in blob, counts out; merge covers every image once."""
+from __future__ import annotations
+
+import json
+
+from activities.enumerate import run_enumerate
+from activities.merge import results_blob, run_merge
+from activities.pool import run_resubmit, shard_coverage
+from adapters.blobs import BlobStore, service_client
+from core import mdformat
+from core.requests import parse_task_request
+from core.settings import Settings
+from gpu_batch.manifest import ShardManifest, manifest_blob_name
+
+import pytest
+
+
+@pytest.fixture
+def env(storage_connection: str, unique_name: str) -> tuple[Settings, BlobStore, str]:
+    settings = Settings.from_env({"AzureWebJobsStorage": storage_connection, "TRAPBATCH_CONTAINER": unique_name + "s"})
+    store = BlobStore(service_client(storage_connection))
+    source = unique_name
+    store.ensure_container(source)
+    for cam in ("a", "b"):
+        for i in range(5):
+            store.write_bytes(source, f"{cam}/img{i}.jpg", b"x")
+    store.write_bytes(source, "a/readme.txt", b"not an image")
+    return settings, store, source
+
+
+def test_enumerate_writes_manifests_and_returns_only_counts(env: tuple[Settings, BlobStore, str]) -> None:
+    settings, store, source = env
+    request = parse_task_request({"container": source, "images_per_shard": 4, "model": "m.pt"})
+    out = run_enumerate(request.task_id, request, settings, store)
+    assert out == {"images": 10, "shards": 3}
+    manifests = [ShardManifest.from_dict(store.read_json(settings.container, manifest_blob_name(request.task_id, f"s{i:05d}", 1)))
+                 for i in range(3)]
+    listed = [im for m in manifests for im in m.images]
+    assert listed == sorted(f"{c}/img{i}.jpg" for c in "ab" for i in range(5))
+    assert all(m.model == "m.pt" and m.source_container == source for m in manifests)
+    # deterministic: a re-run writes the same manifests
+    assert run_enumerate(request.task_id, request, settings, store) == out
+    again = ShardManifest.from_dict(store.read_json(settings.container, manifest_blob_name(request.task_id, "s00000", 1)))
+    assert again == manifests[0]
+
+
+def test_enumerate_prefix_and_first_n(env: tuple[Settings, BlobStore, str]) -> None:
+    settings, store, source = env
+    request = parse_task_request({"container": source, "prefix": "b/", "first_n": 3, "model": "m"})
+    assert run_enumerate(request.task_id, request, settings, store) == {"images": 3, "shards": 1}
+
+
+def test_enumerate_missing_container_says_what_to_do(env: tuple[Settings, BlobStore, str]) -> None:
+    settings, store, source = env
+    from core.errors import ContainerNotFound
+
+    request = parse_task_request({"container": "no-such-container-x", "model": "m"})
+    with pytest.raises(ContainerNotFound) as info:
+        run_enumerate(request.task_id, request, settings, store)
+    assert "no-such-container-x" in info.value.message and info.value.hint
+
+
+def _write_results(store: BlobStore, settings: Settings, m: ShardManifest, entries: list[dict[str, object]] | str) -> None:
+    data = entries if isinstance(entries, str) else json.dumps({"images": entries})
+    store.write_bytes(settings.container, m.output_blob, data.encode())
+
+
+def test_merge_combines_attempts_marks_missing_and_is_idempotent(env: tuple[Settings, BlobStore, str]) -> None:
+    settings, store, source = env
+    request = parse_task_request({"container": source, "images_per_shard": 5, "model": "models/m.pt"})
+    run_enumerate(request.task_id, request, settings, store)
+    tid = request.task_id
+    m0 = ShardManifest.from_dict(store.read_json(settings.container, manifest_blob_name(tid, "s00000", 1)))
+    m1 = ShardManifest.from_dict(store.read_json(settings.container, manifest_blob_name(tid, "s00001", 1)))
+    det = {"category": "1", "conf": 0.9, "bbox": [0.1, 0.1, 0.2, 0.2]}
+    # shard 0: attempt 1 crashed after 2 images; attempt 2 (only the missing 3) completes
+    _write_results(store, settings, m0, [{"file": m0.images[0], "detections": [det]},
+                                         {"file": m0.images[1], "detections": []}])
+    assert shard_coverage(store, settings, tid, "s00000")["missing"] == 3
+
+    class RecordingPool:
+        def __init__(self) -> None:
+            self.submitted: list[object] = []
+
+        def ensure_job(self, job_id: str) -> None:
+            pass
+
+        def submit(self, job_id: str, tasks: list[object]) -> None:
+            self.submitted.extend(tasks)
+
+    pool = RecordingPool()
+    assert run_resubmit(tid, "s00000", 2, settings, store, pool) == {"missing": 3, "submitted": True}  # type: ignore[arg-type]
+    m0b = ShardManifest.from_dict(store.read_json(settings.container, manifest_blob_name(tid, "s00000", 2)))
+    assert list(m0b.images) == list(m0.images[2:])
+    assert pool.submitted[0].task_id == "s00000-a2"  # type: ignore[attr-defined]
+    _write_results(store, settings, m0b, [{"file": f, "detections": []} for f in m0b.images])
+    # shard 1: corrupt output on attempt 1 (ignored), one image never covered
+    _write_results(store, settings, m1, "{not json")
+    out = run_merge(tid, "models/m.pt", "2026-11-22T00:00:00", settings, store)
+    assert out["images"] == 10 and out["missing"] == 5 and out["with_detections"] == 1
+    doc = store.read_json(settings.container, results_blob(tid))
+    mdformat.validate(doc, expected_files=list(m0.images) + list(m1.images))
+    assert doc["info"]["detector"] == "m.pt" and doc["info"]["format_version"] == "1.6"
+    first = store.read_bytes(settings.container, results_blob(tid))
+    run_merge(tid, "models/m.pt", "2026-11-22T00:00:00", settings, store)
+    assert store.read_bytes(settings.container, results_blob(tid)) == first

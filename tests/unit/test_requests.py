@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import pytest
+
+from core.errors import RequestInvalid
+from core.requests import parse_task_request
+
+
+def test_minimal_request_normalizes_defaults() -> None:
+    r = parse_task_request({"container": "cams"}, default_model="MDV5A", default_images_per_shard=500)
+    assert (r.container, r.prefix, r.model, r.images_per_shard) == ("cams", "", "MDV5A", 500)
+    assert r.task_id.startswith("task-") and len(r.task_id) == 25
+
+
+def test_same_request_same_task_id_regardless_of_labels_and_key_order() -> None:
+    a = parse_task_request({"container": "cams", "prefix": "/site-a/", "model": "m.pt", "request_name": "one"})
+    b = parse_task_request({"request_name": "two", "caller": "x", "model": "m.pt", "prefix": "site-a/",
+                            "container": "cams"})
+    assert a.task_id == b.task_id
+    c = parse_task_request({"container": "cams", "prefix": "site-b/", "model": "m.pt"})
+    assert c.task_id != a.task_id
+
+
+def test_sample_defaults_seed_zero_and_seed_changes_id() -> None:
+    a = parse_task_request({"container": "cams", "sample_n": 10, "model": "m"})
+    assert a.seed == 0
+    b = parse_task_request({"container": "cams", "sample_n": 10, "seed": 1, "model": "m"})
+    assert a.task_id != b.task_id
+
+
+@pytest.mark.parametrize("body, field", [
+    ([], "JSON object"),
+    ({}, "'container' is required"),
+    ({"container": "Bad_Name"}, "not a valid blob container name"),
+    ({"container": "cams", "first_n": 0}, "'first_n' must be at least 1"),
+    ({"container": "cams", "first_n": "3"}, "'first_n' must be an integer"),
+    ({"container": "cams", "first_n": True}, "'first_n' must be an integer"),
+    ({"container": "cams", "first_n": 1, "sample_n": 1}, "cannot both be set"),
+    ({"container": "cams", "seed": 3}, "'seed' only applies"),
+    ({"container": "cams", "colour": "red"}, "unknown field(s): colour"),
+    ({"container": "cams", "prefix": 7}, "'prefix' must be a string"),
+    ({"container": "cams", "images_per_shard": 10**7}, "images_per_shard"),
+])
+def test_bad_requests_name_the_field_and_give_a_hint(body: object, field: str) -> None:
+    with pytest.raises(RequestInvalid) as info:
+        parse_task_request(body)
+    assert field in info.value.message
+    assert info.value.hint
+    assert info.value.to_dict() == {"error": info.value.message, "hint": info.value.hint}
