@@ -20,7 +20,7 @@ $(STAMP): requirements/app.txt requirements/worker.txt requirements/dev.txt requ
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -r requirements/app.txt -r requirements/dev.txt
 	$(PIP) install -q -r requirements/worker.txt
-	bash scripts/install_oracle_deps.sh $(PY)
+	bash scripts/install_oracle_deps.sh $(VENV)
 	touch $(STAMP)
 
 node_modules/.bin/azurite: package.json

@@ -1,0 +1,168 @@
+"""Worker throughput vs MegaDetector: ``python bench/worker_throughput.py [--images N] [--arch yolov5x6]``.
+
+Generates N synthetic 2048x1536 textured JPEGs (~1 MB each), builds a random-weight MegaDetector-style checkpoint
+of ``--arch`` (real MDv5 weights cannot be downloaded here; speed does not depend on the weight values), then times:
+
+* md_default: megadetector's ``load_and_run_detector_batch`` with its defaults (batch 1, no image queue);
+* md_best:    the same with ``batch_size``, ``use_image_queue=True`` and loader workers;
+* worker:     ``python -m gpu_batch.worker`` in local mode (fetch/decode pool, batching, fp16 on CUDA);
+* ceiling:    the model's forward pass alone on a ready batch at 1280x960 (fp16 + channels_last on CUDA, fp32 on CPU).
+
+Each figure is images / wall seconds of one run including model load (the worker's and MegaDetector's alike).
+Writes ``bench/results/worker_throughput-<date>-<gpu>.json``. Needs the oracle deps (scripts/install_oracle_deps.sh).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+MD_SCRIPT = r"""
+import sys, time, json
+from megadetector.detection.run_detector_batch import load_and_run_detector_batch
+model, listfile, batch, queue, loaders = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1", int(sys.argv[5])
+images = open(listfile).read().split("\n")
+t = time.monotonic()
+kwargs = dict(quiet=True)
+if batch > 1 or queue:
+    kwargs.update(batch_size=batch, use_image_queue=queue, loader_workers=loaders, preprocess_on_image_queue=queue)
+res = load_and_run_detector_batch(model, images, **kwargs)
+dt = time.monotonic() - t
+assert len(res) == len(images)
+print(json.dumps({"seconds": dt, "failures": sum(1 for r in res if r.get("failure"))}))
+"""
+
+
+def make_images(folder: Path, n: int) -> list[str]:
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    names = []
+    base = None
+    for i in range(n):
+        if base is None or i % 8 == 0:  # fresh texture every 8 images keeps generation fast
+            yy, xx = np.mgrid[0:1536, 0:2048].astype(np.float32)
+            f = rng.uniform(5, 40, size=3)
+            base = np.stack([np.sin(xx / f[0]) * 60 + 128, np.cos(yy / f[1]) * 60 + 128,
+                             np.sin((xx + yy) / f[2]) * 60 + 128], -1)
+        noisy = np.clip(base + rng.normal(0, 18, size=base.shape), 0, 255).astype(np.uint8)
+        name = f"bench_{i:05d}.jpg"
+        Image.fromarray(noisy).save(folder / name, quality=90)
+        names.append(name)
+    return names
+
+
+def run_md(model: Path, folder: Path, names: list[str], batch: int, queue: bool, loaders: int) -> float:
+    listfile = folder.parent / "list.txt"
+    listfile.write_text("\n".join(str(folder / n) for n in names))
+    env = dict(os.environ, YOLO_CONFIG_DIR=str(folder.parent / "yolo"))
+    proc = subprocess.run([sys.executable, "-c", MD_SCRIPT, str(model), str(listfile), str(batch),
+                           "1" if queue else "0", str(loaders)], capture_output=True, text=True, env=env,
+                          cwd=folder.parent)
+    if proc.returncode != 0:
+        raise SystemExit(f"megadetector run failed:\n{proc.stderr[-3000:]}")
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    return len(names) / out["seconds"]
+
+
+def run_worker(model: Path, folder: Path, names: list[str], batch: int | None, workers: int) -> float:
+    manifest = folder.parent / "manifest.json"
+    manifest.write_text(json.dumps({"task_id": "bench", "shard_id": "0", "attempt": 1, "source_container": "local",
+                                    "images": names, "output_container": "local", "output_blob": "out.json",
+                                    "model": str(model)}))
+    out = folder.parent / "worker_out.json"
+    out.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "gpu_batch.worker", "--manifest-file", str(manifest), "--image-root", str(folder),
+           "--output-file", str(out), "--workers", str(workers), "--log-level", "WARNING"]
+    if batch:
+        cmd += ["--batch-size", str(batch)]
+    t = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    wall = time.monotonic() - t
+    if proc.returncode != 0:
+        raise SystemExit(f"worker failed:\n{proc.stderr[-3000:]}")
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["done"] == len(names) and summary["failed"] == 0, summary
+    return len(names) / wall
+
+
+def ceiling(model_path: Path, batch: int, iters: int) -> float:
+    import torch
+
+    from gpu_batch.worker.loader import load_model
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    m = load_model(model_path, device=device)
+    dtype = torch.float16 if m.half else torch.float32
+    x = torch.rand(batch, 3, 960, 1280, device=device, dtype=dtype)
+    if device == "cuda":
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        m.network(x)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t = time.monotonic()
+        for _ in range(iters):
+            m.network(x)
+        if device == "cuda":
+            torch.cuda.synchronize()
+    return batch * iters / (time.monotonic() - t)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--images", type=int, default=2000)
+    p.add_argument("--arch", default="yolov5x6")
+    p.add_argument("--md-batch", type=int, default=None, help="MegaDetector 'best' batch size (default 8 GPU, 2 CPU)")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 4)
+    p.add_argument("--workdir", default=None)
+    args = p.parse_args()
+
+    import torch
+
+    from gpu_batch.worker.make_test_checkpoint import write_test_checkpoint
+
+    cuda = torch.cuda.is_available()
+    gpu = torch.cuda.get_device_name(0) if cuda else "cpu"
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="trapbatch-bench-"))
+    folder = work / "images"
+    t = time.monotonic()
+    names = make_images(folder, args.images)
+    size_mb = sum((folder / n).stat().st_size for n in names) / len(names) / 1e6
+    print(f"{len(names)} images of 2048x1536 (~{size_mb:.2f} MB) in {time.monotonic() - t:.0f}s; device {gpu}")
+    model = write_test_checkpoint(work / f"md_bench_{args.arch}.pt", arch=args.arch)
+    md_batch = args.md_batch or (8 if cuda else 2)
+    results = {"md_default_img_s": run_md(model, folder, names, 1, False, 4)}
+    print(f"md_default  {results['md_default_img_s']:.2f} img/s")
+    results["md_best_img_s"] = run_md(model, folder, names, md_batch, True, min(args.workers, 8))
+    print(f"md_best     {results['md_best_img_s']:.2f} img/s (batch {md_batch}, image queue)")
+    results["worker_img_s"] = run_worker(model, folder, names, None, args.workers)
+    print(f"worker      {results['worker_img_s']:.2f} img/s")
+    results["ceiling_img_s"] = ceiling(model, 16 if cuda else 2, 10 if cuda else 5)
+    print(f"ceiling     {results['ceiling_img_s']:.2f} img/s (forward only)")
+    print(f"worker / md_default = {results['worker_img_s'] / results['md_default_img_s']:.2f}x, "
+          f"worker / md_best = {results['worker_img_s'] / results['md_best_img_s']:.2f}x, "
+          f"worker / ceiling = {results['worker_img_s'] / results['ceiling_img_s']:.2f}")
+    date = dt.date.today().isoformat()
+    record = {"gpu": gpu, "date": date, "images": len(names), "model": f"random-weight {args.arch} (MDv5 layout)",
+              **{k: round(v, 3) for k, v in results.items()}, "cpu_count": os.cpu_count(),
+              "torch": torch.__version__}
+    out = REPO / "bench" / "results" / f"worker_throughput-{date}-{gpu.replace(' ', '_')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

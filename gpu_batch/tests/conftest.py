@@ -1,0 +1,44 @@
+"""Worker test fixtures: one tiny random-weight checkpoint per session, built by our own make_test_checkpoint."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TEST_ARCH = "yolov5n6"  # the P6 / stride-64 family of MDv5 (yolov5x6), at the smallest width
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from gpu_batch.worker.make_test_checkpoint import write_test_checkpoint
+
+    return write_test_checkpoint(tmp_path_factory.mktemp("ckpt") / "md_test_yolov5n6.pt", arch=TEST_ARCH, seed=0)
+
+
+def write_manifest(path: Path, images: Sequence[str], model: str, **overrides: Any) -> Path:
+    doc = {"task_id": "task-test", "shard_id": "s0", "attempt": 1, "source_container": "images",
+           "images": list(images), "output_container": "results", "output_blob": "out.json", "model": model,
+           "detection_threshold": 0.005, **overrides}
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    return path
+
+
+def run_worker_cli(args: Sequence[str], env_extra: dict[str, str] | None = None, timeout: float = 240
+                   ) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAPBATCH_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, "-m", "gpu_batch.worker", *args], capture_output=True, text=True,
+                          env=env, cwd=REPO_ROOT, timeout=timeout)
+
+
+def summary_line(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    assert lines, f"no stdout; stderr:\n{proc.stderr[-3000:]}"
+    return json.loads(lines[-1])

@@ -1,0 +1,131 @@
+"""The worker CLI: exit codes, resume after a crash, and every fault-injection mode (real subprocesses)."""
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from gpu_batch.tests.conftest import run_worker_cli, summary_line, write_manifest
+from gpu_batch.tests.imagegen import jpeg_bytes, textured
+
+
+@pytest.fixture
+def shard(tmp_path: Path, checkpoint: Path) -> tuple[Path, Path, list[str]]:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    names = [f"cam1/img{i:02d}.jpg" for i in range(8)]
+    for i, name in enumerate(names):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(jpeg_bytes(textured(320, 240, 40 + i)))
+    return write_manifest(tmp_path / "m.json", names, str(checkpoint)), folder, names
+
+
+def _local(manifest: Path, folder: Path, out: Path, *extra: str) -> list[str]:
+    return ["--manifest-file", str(manifest), "--image-root", str(folder), "--output-file", str(out),
+            "--device", "cpu", "--workers", "2", *extra]
+
+
+def test_local_run_writes_complete_md_document(shard: tuple[Path, Path, list[str]], tmp_path: Path) -> None:
+    manifest, folder, names = shard
+    proc = run_worker_cli(_local(manifest, folder, tmp_path / "out.json"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = summary_line(proc)
+    assert summary["images"] == summary["done"] == 8 and summary["failed"] == 0 and summary["img_s"] > 0
+    doc = json.loads((tmp_path / "out.json").read_text())
+    assert [e["file"] for e in doc["images"]] == sorted(names)
+    assert doc["detection_categories"] == {"1": "animal", "2": "person", "3": "vehicle"}
+    assert doc["info"]["format_version"] == "1.6" and doc["info"]["trapbatch"]["complete"] is True
+    assert sum(len(e["detections"]) for e in doc["images"]) > 0
+    assert "img/s" not in proc.stderr.split("finished")[0] or proc.stderr.count("img/s") < 8  # no per-image lines
+
+
+def test_crash_after_k_then_restart_resumes(shard: tuple[Path, Path, list[str]], tmp_path: Path) -> None:
+    manifest, folder, names = shard
+    out = tmp_path / "out.json"
+    crashed = run_worker_cli(_local(manifest, folder, out, "--batch-size", "1"),
+                             {"TRAPBATCH_WORKER_FAULT": "crash_after:3"})
+    assert crashed.returncode == 70, crashed.stderr[-2000:]
+    partial = json.loads(out.read_text())
+    done_before = {e["file"] for e in partial["images"]}
+    assert 3 <= len(done_before) < 8 and partial["info"]["trapbatch"]["complete"] is False
+    resumed = run_worker_cli(_local(manifest, folder, out))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    summary = summary_line(resumed)
+    assert summary["skipped_resumed"] == len(done_before)
+    assert summary["done"] == 8 - len(done_before)
+    final = json.loads(out.read_text())
+    assert sorted(e["file"] for e in final["images"]) == sorted(names)
+    for e in partial["images"]:  # kept entries are carried over unchanged
+        assert e in final["images"]
+
+
+def test_exit_fault_exits_with_given_status(shard: tuple[Path, Path, list[str]], tmp_path: Path) -> None:
+    manifest, folder, _ = shard
+    proc = run_worker_cli(_local(manifest, folder, tmp_path / "out.json"), {"TRAPBATCH_WORKER_FAULT": "exit:9"})
+    assert proc.returncode == 9
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_hang_fault_never_finishes(shard: tuple[Path, Path, list[str]], tmp_path: Path) -> None:
+    manifest, folder, _ = shard
+    with pytest.raises(subprocess.TimeoutExpired):
+        run_worker_cli(_local(manifest, folder, tmp_path / "out.json"), {"TRAPBATCH_WORKER_FAULT": "hang"},
+                       timeout=8)
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_corrupt_output_fault_leaves_invalid_json_and_exit_0(shard: tuple[Path, Path, list[str]],
+                                                              tmp_path: Path) -> None:
+    manifest, folder, _ = shard
+    out = tmp_path / "out.json"
+    proc = run_worker_cli(_local(manifest, folder, out), {"TRAPBATCH_WORKER_FAULT": "corrupt_output"})
+    assert proc.returncode == 0
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(out.read_text())
+    # and a later attempt over the corrupt output starts over instead of failing
+    again = run_worker_cli(_local(manifest, folder, out))
+    assert again.returncode == 0 and summary_line(again)["skipped_resumed"] == 0
+    assert len(json.loads(out.read_text())["images"]) == 8
+
+
+def test_bad_fault_spec_is_exit_2(shard: tuple[Path, Path, list[str]], tmp_path: Path) -> None:
+    manifest, folder, _ = shard
+    proc = run_worker_cli(_local(manifest, folder, tmp_path / "o.json"), {"TRAPBATCH_WORKER_FAULT": "explode"})
+    assert proc.returncode == 2 and "TRAPBATCH_WORKER_FAULT" in proc.stderr
+
+
+def test_unreadable_manifest_is_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "m.json").write_text("{not json")
+    proc = run_worker_cli(["--manifest-file", str(tmp_path / "m.json"), "--image-root", str(tmp_path)])
+    assert proc.returncode == 2 and "cannot read the shard manifest" in proc.stderr
+    missing = run_worker_cli(["--manifest-file", str(tmp_path / "nope.json"), "--image-root", str(tmp_path)])
+    assert missing.returncode == 2
+
+
+def test_bad_arguments_are_exit_2(tmp_path: Path) -> None:
+    assert run_worker_cli(["--bogus"]).returncode == 2
+    assert run_worker_cli([]).returncode == 2
+    proc = run_worker_cli(["--manifest-container", "c", "--manifest-blob", "b"])  # no storage configured
+    assert proc.returncode == 2 and "TRAPBATCH_STORAGE_CONNECTION" in proc.stderr
+
+
+def test_model_that_cannot_load_is_exit_3(shard: tuple[Path, Path, list[str]], tmp_path: Path) -> None:
+    _, folder, names = shard
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    for model in (str(bad), str(tmp_path / "absent.pt")):
+        manifest = write_manifest(tmp_path / "m3.json", names, model)
+        proc = run_worker_cli(_local(manifest, folder, tmp_path / "o.json"))
+        assert proc.returncode == 3, proc.stderr[-2000:]
+        assert "cannot be loaded" in proc.stderr
+
+
+def test_unwritable_output_is_exit_4(shard: tuple[Path, Path, list[str]], tmp_path: Path) -> None:
+    manifest, folder, _ = shard
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    proc = run_worker_cli(_local(manifest, folder, blocker / "out.json"))
+    assert proc.returncode == 4, proc.stderr[-2000:]
+    assert "cannot write results" in proc.stderr

@@ -1,0 +1,122 @@
+"""Robust input: every kind of awkward image gets a result or a failure entry, and the shard goes on.
+
+One worker run over a folder holding one image of each kind (module fixture), then one test per kind.
+"""
+from __future__ import annotations
+
+import io
+import json
+import struct
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gpu_batch.tests.conftest import run_worker_cli, summary_line, write_manifest
+from gpu_batch.tests.imagegen import jpeg_bytes, textured
+from gpu_batch.worker.preprocess import ImageAccessError, decode_image, letterbox_cpu, letterbox_geometry
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG that claims a huge size (decompression-bomb guard must refuse it before decoding)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+
+
+def _png(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+KINDS: dict[str, Any] = {
+    "corrupt.jpg": lambda: bytes(np.random.default_rng(1).integers(0, 256, 5000, dtype=np.uint8)),
+    "truncated.jpg": lambda: jpeg_bytes(textured(800, 600, 2))[:9000],
+    "zero.jpg": lambda: b"",
+    "not_an_image.jpg": lambda: b"%PDF-1.4 this is not an image\n" * 50,
+    "cmyk.jpg": lambda: jpeg_bytes(textured(400, 300, 3).convert("CMYK")),
+    "gray.jpg": lambda: jpeg_bytes(textured(400, 300, 4).convert("L")),
+    "gray16.png": lambda: _png(Image.fromarray(np.arange(120 * 160, dtype=np.uint16).reshape(120, 160) * 3)),
+    "exif_rot8.jpg": lambda: jpeg_bytes(textured(600, 400, 5), exif=_exif(8)),
+    "bomb.png": lambda: _png_header_only(20000, 20000),
+    "tiny_1x1.png": lambda: _png(Image.new("RGB", (1, 1), (200, 10, 10))),
+    "d\u00e9j\u00e0 vu/\u732b \u5199\u771f 01.jpg": lambda: jpeg_bytes(textured(320, 240, 6)),
+    "with space & sign+.jpg": lambda: jpeg_bytes(textured(300, 200, 7)),
+}
+
+EXPECTED_FAILURE = {  # MegaDetector's handling (see test_oracle for the cross-check against MegaDetector itself)
+    "corrupt.jpg": "image access failure",
+    "zero.jpg": "image access failure",
+    "not_an_image.jpg": "image access failure",
+    "cmyk.jpg": "image access failure",
+    "gray16.png": "inference failure",
+    "bomb.png": "image access failure",
+}
+
+
+def _exif(orientation: int) -> Image.Exif:
+    exif = Image.Exif()
+    exif[274] = orientation
+    return exif
+
+
+@pytest.fixture(scope="module")
+def robust_run(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], dict[str, Any]]:
+    root = tmp_path_factory.mktemp("robust")
+    folder = root / "images"
+    for name, make in KINDS.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(make())
+    names = list(KINDS) + ["missing.jpg"]
+    manifest = write_manifest(root / "m.json", names, str(checkpoint))
+    proc = run_worker_cli(["--manifest-file", str(manifest), "--image-root", str(folder), "--output-file",
+                           str(root / "out.json"), "--device", "cpu", "--workers", "2"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads((root / "out.json").read_text(encoding="utf-8"))
+    return {e["file"]: e for e in doc["images"]}, summary_line(proc)
+
+
+@pytest.mark.parametrize("name", list(KINDS) + ["missing.jpg"])
+def test_each_kind_gets_exactly_one_entry(robust_run: tuple[dict[str, Any], dict[str, Any]], name: str) -> None:
+    entries, summary = robust_run
+    entry = entries[name]
+    expected = EXPECTED_FAILURE.get(name, "image access failure" if name == "missing.jpg" else None)
+    if expected is None:
+        assert "failure" not in entry and isinstance(entry["detections"], list), entry
+        for d in entry["detections"]:
+            assert d["category"] in ("1", "2", "3") and 0 < d["conf"] <= 1 and len(d["bbox"]) == 4
+            assert all(0.0 <= v <= 1.0 for v in d["bbox"])
+    else:
+        assert entry == {"file": name, "failure": expected, "detections": None}
+    assert summary["images"] == len(KINDS) + 1 == len(entries)
+
+
+def test_exif_rotation_swaps_dimensions() -> None:
+    decoded = decode_image(jpeg_bytes(textured(600, 400, 5), exif=_exif(6)))
+    assert decoded.shape == (600, 400, 3)
+    mirrored = decode_image(jpeg_bytes(textured(600, 400, 5), exif=_exif(2)))  # MegaDetector ignores mirroring
+    assert mirrored.shape == (400, 600, 3)
+
+
+def test_grayscale_becomes_rgb_and_truncated_jpeg_decodes() -> None:
+    assert decode_image(jpeg_bytes(textured(64, 48, 1).convert("L"))).shape == (48, 64, 3)
+    assert decode_image(jpeg_bytes(textured(800, 600, 2))[:9000]).shape == (600, 800, 3)
+
+
+def test_decompression_bomb_is_refused_before_decoding() -> None:
+    with pytest.raises(ImageAccessError, match="DecompressionBomb"):
+        decode_image(_png_header_only(20000, 20000))
+
+
+def test_letterbox_matches_yolov5_geometry() -> None:
+    g = letterbox_geometry(1536, 2048, 1280, 64)
+    assert (g.new_h, g.new_w, g.padded_shape) == (960, 1280, (960, 1280))
+    g = letterbox_geometry(701, 1001, 1280, 64)
+    assert g.padded_shape[0] % 64 == 0 and g.padded_shape[1] == 1280 and g.top + g.bottom == g.padded_shape[0] - g.new_h
+    boxed, g = letterbox_cpu(np.zeros((333, 777, 3), np.uint8), 1280, 64)
+    assert boxed.shape[:2] == g.padded_shape and boxed[0, 0, 0] == 114

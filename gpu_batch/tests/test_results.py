@@ -1,0 +1,46 @@
+"""Incremental flushing and resume bookkeeping of the results writer."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from gpu_batch.worker.results import (FileSink, OutputNotWritable, ResultWriter, detections_entry, failure_entry,
+                                      load_resumable)
+
+
+def test_writer_flushes_periodically_off_the_caller_thread(tmp_path: Path) -> None:
+    sink = FileSink(tmp_path / "out.json")
+    flushed: list[int] = []
+    w = ResultWriter(sink, {"detector": "x"}, flush_seconds=0.2, on_flushed=flushed.append)
+    w.start()
+    assert json.loads(sink.read() or b"")["images"] == []  # initial document proves writability
+    w.add(detections_entry("b.jpg", []))
+    w.add(failure_entry("a.jpg", "image access failure"))
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and 2 not in flushed:
+        time.sleep(0.05)
+    assert 2 in flushed
+    doc = json.loads(sink.read() or b"")
+    assert [e["file"] for e in doc["images"]] == ["a.jpg", "b.jpg"]  # sorted like MegaDetector's writer
+    w.close({"complete": True})
+    assert json.loads(sink.read() or b"")["info"]["complete"] is True
+
+
+def test_load_resumable_keeps_successes_only_for_wanted_images(tmp_path: Path) -> None:
+    sink = FileSink(tmp_path / "out.json")
+    sink.write(json.dumps({"images": [detections_entry("a", []), failure_entry("b", "inference failure"),
+                                      detections_entry("zzz-not-in-shard", [])]}).encode())
+    assert set(load_resumable(sink, ["a", "b", "c"])) == {"a"}
+    sink.write(b'{"images": [ {"file": "trunc')
+    assert load_resumable(sink, ["a"]) == {}
+    assert load_resumable(FileSink(tmp_path / "absent.json"), ["a"]) == {}
+
+
+def test_unwritable_sink_raises_output_not_writable(tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("x")
+    w = ResultWriter(FileSink(tmp_path / "f" / "out.json"), {}, flush_seconds=10)
+    with pytest.raises(OutputNotWritable, match="cannot write results"):
+        w.start()

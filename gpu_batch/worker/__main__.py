@@ -1,0 +1,178 @@
+"""``python -m gpu_batch.worker``: run one shard manifest through the detector and write its results.
+
+Blob mode (Azure Batch tasks, the local pool):
+    python -m gpu_batch.worker --manifest-container C --manifest-blob B [--device auto|cpu|cuda]
+        [--batch-size N] [--workers N] [--flush-seconds S] [--log-seconds S]
+    Storage from TRAPBATCH_STORAGE_CONNECTION or TRAPBATCH_STORAGE_ACCOUNT_URL (+ managed identity). Images come from
+    the manifest's source_container, results go to output_container/output_blob.
+Local mode (bench, tests):
+    python -m gpu_batch.worker --manifest-file M.json --image-root DIR --output-file OUT.json [...]
+
+Exit codes: 0 shard processed (per-image failures are data in the output); 2 bad arguments or unreadable manifest;
+3 model cannot be resolved or loaded; 4 output not writable. The last stdout line is a one-line JSON summary:
+{"images", "done", "failed", "skipped_resumed", "seconds", "img_s", ...}.
+
+Must not: hold pipeline logic; this is the shell that maps problems to exit codes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+EXIT_OK = 0
+EXIT_BAD_INPUT = 2
+EXIT_MODEL = 3
+EXIT_OUTPUT = 4
+
+logger = logging.getLogger("gpu_batch.worker")
+
+
+class _Usage(Exception):
+    pass
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m gpu_batch.worker", description=__doc__.split("\n\n")[0])
+    p.add_argument("--manifest-container")
+    p.add_argument("--manifest-blob")
+    p.add_argument("--manifest-file")
+    p.add_argument("--image-root", help="local mode: folder the manifest's image names are relative to")
+    p.add_argument("--output-file", help="local mode: results file (default: the manifest's output_blob name)")
+    p.add_argument("--model", help="override the manifest's model (MDV5A, MDV5B, a path, or blob://c/name)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--workers", type=int, default=16)
+    p.add_argument("--flush-seconds", type=float, default=5.0)
+    p.add_argument("--log-seconds", type=float, default=30.0)
+    p.add_argument("--log-level", default="INFO")
+    return p
+
+
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    env = os.environ if env is None else env
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse already printed the usage error
+        return EXIT_BAD_INPUT if exc.code else EXIT_OK
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    from gpu_batch.worker.faults import Fault, FaultSpecError
+
+    try:
+        fault = Fault.from_env(env)
+    except FaultSpecError as exc:
+        logger.error("%s", exc)
+        return EXIT_BAD_INPUT
+    fault.at_start()
+
+    started = time.monotonic()
+    try:
+        return _run(args, env, fault, started)
+    except _Usage as exc:
+        logger.error("%s", exc)
+        return EXIT_BAD_INPUT
+
+
+def _run(args: argparse.Namespace, env: Mapping[str, str], fault: Any, started: float) -> int:
+    import torch
+
+    from gpu_batch.manifest import ShardManifest
+    from gpu_batch.worker import faults, sources
+    from gpu_batch.worker.loader import ModelLoadError, load_model, model_cache_dir, resolve_model_file
+    from gpu_batch.worker.pipeline import PipelineOptions, ShardSummary, run_images
+    from gpu_batch.worker.results import FileSink, OutputNotWritable, ResultWriter, load_resumable
+
+    blob_mode = bool(args.manifest_container or args.manifest_blob)
+    if blob_mode == bool(args.manifest_file):
+        raise _Usage("give either --manifest-container and --manifest-blob, or --manifest-file")
+    service = None
+    try:
+        if blob_mode:
+            if not (args.manifest_container and args.manifest_blob):
+                raise _Usage("--manifest-container and --manifest-blob go together")
+            service = sources.blob_service_from_env(env)
+            raw = service.get_blob_client(args.manifest_container, args.manifest_blob).download_blob().readall()
+        else:
+            if not args.image_root:
+                raise _Usage("local mode needs --image-root")
+            raw = Path(args.manifest_file).read_bytes()
+        manifest = ShardManifest.from_dict(json.loads(raw))
+    except _Usage:
+        raise
+    except sources.StorageConfigError as exc:
+        raise _Usage(str(exc)) from exc
+    except Exception as exc:  # noqa: BLE001 - any failure to obtain a manifest is exit 2, with the reason logged
+        raise _Usage(f"cannot read the shard manifest: {type(exc).__name__}: {exc}") from exc
+
+    label = f"task={manifest.task_id} shard={manifest.shard_id} attempt={manifest.attempt}"
+    if args.device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif args.device == "cuda" and not torch.cuda.is_available():
+        raise _Usage("--device cuda but no CUDA device is available")
+    else:
+        device = args.device
+    if blob_mode:
+        assert service is not None
+        source: sources.ImageSource = sources.BlobImageSource(service, manifest.source_container)
+        sink: Any = sources.BlobSink(service, manifest.output_container, manifest.output_blob)
+    else:
+        source = sources.LocalFolderSource(args.image_root)
+        sink = FileSink(args.output_file or manifest.output_blob)
+
+    model_ref = args.model or manifest.model
+    try:
+        fetcher = None
+        if service is not None or model_ref.startswith("blob://"):
+            svc = service if service is not None else sources.blob_service_from_env(env)
+            fetcher = lambda c, n, dest: sources.download_blob_to(svc, c, n, dest)  # noqa: E731
+        path = resolve_model_file(model_ref, cache_dir=model_cache_dir(env), blob_fetcher=fetcher)
+        model = load_model(path, device=device)
+    except (ModelLoadError, sources.StorageConfigError) as exc:
+        logger.error("%s model %r cannot be loaded: %s", label, model_ref, exc)
+        return EXIT_MODEL
+    logger.info("%s loaded %s on %s (fp16=%s)", label, path, device, model.half)
+
+    images = list(dict.fromkeys(manifest.images))  # a name listed twice gets one entry
+    summary = ShardSummary(images=len(images))
+    try:
+        kept = load_resumable(sink, images)
+    except Exception as exc:  # noqa: BLE001 - cannot even read the output location
+        logger.error("%s output %s unreadable: %s", label, sink.describe(), exc)
+        return EXIT_OUTPUT
+    summary.skipped_resumed = len(kept)
+    todo = [name for name in images if name not in kept]
+    info = {"detector": Path(str(path)).name, "trapbatch": {
+        "task_id": manifest.task_id, "shard_id": manifest.shard_id, "attempt": manifest.attempt,
+        "detection_threshold": manifest.detection_threshold, "complete": False}}
+    writer = ResultWriter(sink, info, initial=kept, flush_seconds=args.flush_seconds,
+                          on_flushed=fault.after_flush, flush_at_new=fault.crash_threshold)
+    options = PipelineOptions(batch_size=args.batch_size, workers=args.workers, flush_seconds=args.flush_seconds,
+                              log_seconds=args.log_seconds, shard_label=label)
+    logger.info("%s %d images, %d already done, %d to process", label, len(images), len(kept), len(todo))
+    try:
+        writer.start()
+        run_images(todo, source, model, writer, manifest.detection_threshold, options, summary)
+        done_info = {**info["trapbatch"], "complete": True}  # type: ignore[dict-item]
+        writer.close({"trapbatch": done_info,
+                      "detection_completion_time": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())})
+    except OutputNotWritable as exc:
+        logger.error("%s %s", label, exc)
+        return EXIT_OUTPUT
+    if fault.kind == "corrupt_output":
+        sink.write(faults.CORRUPT_BYTES)
+    summary.seconds = time.monotonic() - started
+    logger.info("%s finished: %s", label, summary.to_dict())
+    print(json.dumps({**summary.to_dict(), "batch_size": summary.batch_size, "device": device}), flush=True)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,66 @@
+"""Fault injection for tests of the pool's recovery logic: TRAPBATCH_WORKER_FAULT (never set in production).
+
+Values:
+    crash_after:K    os._exit(70) as soon as at least K images are written and flushed to the output
+    hang             sleep forever right after start (the pool must time the task out)
+    exit:N           exit with status N immediately
+    corrupt_output   process the shard, then overwrite the output with invalid JSON and exit 0
+
+Why this module exists: the local pool and the orchestration must be tested against real worker processes that
+misbehave in the ways real ones do. Keeping the hooks in one place makes them easy to audit and keeps them out of
+the pipeline logic. The environment is read by ``from_env`` at CLI start, never at import.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Mapping
+
+logger = logging.getLogger(__name__)
+
+ENV_VAR = "TRAPBATCH_WORKER_FAULT"
+CRASH_EXIT_CODE = 70
+CORRUPT_BYTES = b'{"images": [ {"file": "truncated'
+
+
+class FaultSpecError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    kind: str  # "none" | "crash_after" | "hang" | "exit" | "corrupt_output"
+    value: int = 0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> "Fault":
+        spec = env.get(ENV_VAR, "").strip()
+        if not spec:
+            return cls("none")
+        kind, _, arg = spec.partition(":")
+        if kind in ("hang", "corrupt_output") and not arg:
+            return cls(kind)
+        if kind in ("crash_after", "exit") and arg.strip().isdigit():
+            return cls(kind, int(arg))
+        raise FaultSpecError(f"{ENV_VAR}={spec!r} is not one of crash_after:K, hang, exit:N, corrupt_output")
+
+    @property
+    def crash_threshold(self) -> int | None:
+        return self.value if self.kind == "crash_after" else None
+
+    def at_start(self) -> None:
+        """Apply faults that act before any work."""
+        if self.kind == "exit":
+            logger.warning("fault injection: exiting with status %d", self.value)
+            os._exit(self.value)
+        if self.kind == "hang":
+            logger.warning("fault injection: hanging")
+            while True:
+                time.sleep(3600)
+
+    def after_flush(self, n_written: int) -> None:
+        if self.kind == "crash_after" and n_written >= self.value:
+            logger.warning("fault injection: crashing after %d flushed results", n_written)
+            os._exit(CRASH_EXIT_CODE)

@@ -1,0 +1,118 @@
+"""Image decoding and letterboxing, matching MegaDetector v5's batch path bit for bit on CPU.
+
+Why this module exists: to give the same answers as MegaDetector (``run_detector_batch`` with the default
+``classic`` compatibility mode), an image must reach the network exactly as it does there:
+
+* decoding = ``visualization_utils.load_image``: PIL, only modes RGB/RGBA/L/I;16 accepted (anything else, e.g. CMYK
+  or palette, is an "image access failure"), RGBA/L converted to RGB, EXIF orientation 3/6/8 applied with
+  ``rotate(expand=True)`` (mirrored orientations are ignored, as MegaDetector's assert-and-except does), truncated
+  files loaded with gray fill (MegaDetector sets ``ImageFile.LOAD_TRUNCATED_IMAGES``), PIL's decompression-bomb limit
+  left at its default (so images over ~179 MP fail);
+* letterbox = YOLOv5's ``letterbox(img, 1280, stride=64, auto=True, scaleup=True)``: ``cv2.resize`` INTER_LINEAR to
+  the long side, then minimal padding with value 114 to a multiple of the stride.
+
+JPEG draft mode (DCT-domain downscaling) is not used: it changes pixel values, so outputs would differ from
+MegaDetector's. On CUDA the resize runs on the GPU with torch's bilinear filter: close to, but not bit-identical
+with, OpenCV's fixed-point INTER_LINEAR (the GPU oracle test allows for that).
+
+Must not: know about models, storage, or result files.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image, ImageFile
+
+# As MegaDetector's visualization_utils does at import: decode what can be decoded of a truncated file.
+ImageFile.LOAD_TRUNCATED_IMAGES = True
+
+LETTERBOX_VALUE = 114
+_ACCEPTED_MODES = ("RGBA", "RGB", "L", "I;16")
+_EXIF_ORIENTATION = 274
+_EXIF_ROTATIONS = {3: 180, 6: 270, 8: 90}
+
+
+class ImageAccessError(Exception):
+    """The bytes are not an image MegaDetector would open (becomes ``failure: "image access failure"``)."""
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """Decode image bytes the way MegaDetector's ``load_image`` does; returns the ``np.asarray`` of the PIL image.
+
+    The result is HxWx3 uint8 for ordinary images. A 16-bit grayscale image (mode I;16) comes back as a 2-D uint16
+    array, as it does in MegaDetector, where it later fails at inference; callers report it the same way.
+    """
+    if not data:
+        raise ImageAccessError("zero-byte file")
+    try:
+        image = Image.open(io.BytesIO(data))
+        if image.mode not in _ACCEPTED_MODES:
+            raise ImageAccessError(f"unsupported image mode {image.mode}")
+        if image.mode in ("RGBA", "L"):
+            image = image.convert(mode="RGB")
+        try:
+            exif = image._getexif()  # type: ignore[attr-defined]  # JPEG/TIFF only, as in MegaDetector
+            orientation = exif.get(_EXIF_ORIENTATION, None)
+            if orientation is not None and orientation in _EXIF_ROTATIONS:
+                image = image.rotate(_EXIF_ROTATIONS[orientation], expand=True)
+        except Exception:  # no EXIF, unreadable EXIF, or not a JPEG: MegaDetector ignores all of these
+            pass
+        image.load()
+        return np.asarray(image)
+    except ImageAccessError:
+        raise
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, EOFError) as exc:
+        raise ImageAccessError(f"{type(exc).__name__}: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class LetterboxGeometry:
+    """Where an ``orig_h x orig_w`` image lands in the padded network input (YOLOv5 ``letterbox``, auto=True)."""
+
+    orig_h: int
+    orig_w: int
+    new_h: int
+    new_w: int
+    top: int
+    bottom: int
+    left: int
+    right: int
+
+    @property
+    def padded_shape(self) -> tuple[int, int]:
+        return self.new_h + self.top + self.bottom, self.new_w + self.left + self.right
+
+
+def letterbox_geometry(orig_h: int, orig_w: int, image_size: int, stride: int) -> LetterboxGeometry:
+    r = min(image_size / orig_h, image_size / orig_w)
+    new_w, new_h = int(round(orig_w * r)), int(round(orig_h * r))
+    dw, dh = float(np.mod(image_size - new_w, stride)) / 2, float(np.mod(image_size - new_h, stride)) / 2
+    if new_w <= 0 or new_h <= 0:
+        raise ImageAccessError(f"image {orig_w}x{orig_h} is too thin to letterbox")
+    return LetterboxGeometry(orig_h, orig_w, new_h, new_w,
+                             top=int(round(dh - 0.1)), bottom=int(round(dh + 0.1)),
+                             left=int(round(dw - 0.1)), right=int(round(dw + 0.1)))
+
+
+def letterbox_cpu(image: np.ndarray, image_size: int, stride: int) -> tuple[np.ndarray, LetterboxGeometry]:
+    """YOLOv5's letterbox with OpenCV, identical to MegaDetector's classic preprocessing."""
+    g = letterbox_geometry(image.shape[0], image.shape[1], image_size, stride)
+    if (image.shape[1], image.shape[0]) != (g.new_w, g.new_h):
+        image = cv2.resize(image, (g.new_w, g.new_h), interpolation=cv2.INTER_LINEAR)
+    image = cv2.copyMakeBorder(image, g.top, g.bottom, g.left, g.right, cv2.BORDER_CONSTANT,
+                               value=(LETTERBOX_VALUE,) * 3)
+    return image, g
+
+
+def letterbox_torch(image: torch.Tensor, g: LetterboxGeometry) -> torch.Tensor:
+    """Letterbox an HxWx3 uint8 tensor (on any device) into a 3xHxW float tensor in [0, 255]."""
+    x = image.permute(2, 0, 1).unsqueeze(0).float()
+    if (g.orig_h, g.orig_w) != (g.new_h, g.new_w):
+        x = torch.nn.functional.interpolate(x, size=(g.new_h, g.new_w), mode="bilinear", align_corners=False)
+        x = x.round_().clamp_(0, 255)  # OpenCV returns uint8: round like it does
+    x = torch.nn.functional.pad(x, (g.left, g.right, g.top, g.bottom), value=float(LETTERBOX_VALUE))
+    return x[0]

@@ -1,0 +1,204 @@
+"""Result entries in MegaDetector batch format, flushed incrementally, and resumed after a restart.
+
+Why this module exists: a shard attempt may die at any moment (pre-empted node, OOM, crash). Results are written
+to the output (file or blob) every few seconds by a background thread, off the inference hot path, as a complete,
+valid MegaDetector document each time; a restarted attempt reads it back and skips the images already done.
+
+Entry shapes (MegaDetector batch output format 1.6, https://lila.science/megadetector-output-format):
+    {"file": name, "detections": [{"category": "1", "conf": 0.912, "bbox": [x, y, w, h]}, ...]}
+    {"file": name, "failure": "image access failure" | "inference failure", "detections": null}
+Per-image failures are data, never exceptions.
+
+Must not: run models or decode images.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Protocol
+
+logger = logging.getLogger(__name__)
+
+FAILURE_IMAGE_OPEN = "image access failure"  # megadetector.detection.run_detector.FAILURE_IMAGE_OPEN
+FAILURE_INFER = "inference failure"  # megadetector.detection.run_detector.FAILURE_INFER
+DETECTION_CATEGORIES = {"1": "animal", "2": "person", "3": "vehicle"}
+FORMAT_VERSION = "1.6"
+
+
+class OutputNotWritable(Exception):
+    """The results output cannot be written (whole-shard problem, exit code 4)."""
+
+
+class ResultSink(Protocol):
+    """Where a shard's results document lives."""
+
+    def read(self) -> bytes | None: ...
+
+    def write(self, data: bytes) -> None: ...
+
+    def describe(self) -> str: ...
+
+
+class FileSink:
+    """A local results file, replaced atomically on every flush."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def read(self) -> bytes | None:
+        try:
+            return self.path.read_bytes()
+        except (FileNotFoundError, NotADirectoryError):  # no previous output (a bad folder fails at write)
+            return None
+
+    def write(self, data: bytes) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name + ".", suffix=".tmp")
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            raise OutputNotWritable(f"cannot write results to {self.path}: {exc}") from exc
+
+    def describe(self) -> str:
+        return str(self.path)
+
+
+def failure_entry(name: str, failure: str) -> dict[str, Any]:
+    return {"file": name, "failure": failure, "detections": None}
+
+
+def detections_entry(name: str, detections: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"file": name, "detections": detections}
+
+
+def results_document(entries: Iterable[Mapping[str, Any]], info: Mapping[str, Any]) -> dict[str, Any]:
+    """A complete MegaDetector document; images sorted by file name as MegaDetector's writer does."""
+    images = sorted(entries, key=lambda e: e["file"])
+    return {"images": images, "detection_categories": dict(DETECTION_CATEGORIES),
+            "info": {"format_version": FORMAT_VERSION, **info}}
+
+
+def load_resumable(sink: ResultSink, wanted: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Entries from a previous attempt's output that can be kept: successful ones for images still wanted.
+
+    Failed entries are dropped so that the image is tried again (a failure may have been a transient read error).
+    An unreadable or invalid previous output is ignored with a warning: starting over is always safe.
+    """
+    data = sink.read()
+    if not data:
+        return {}
+    try:
+        doc = json.loads(data)
+        images = doc["images"]
+        if not isinstance(images, list):
+            raise TypeError("'images' is not a list")
+    except (ValueError, KeyError, TypeError) as exc:
+        logger.warning("previous output %s is not a valid results document (%s); starting this shard over",
+                       sink.describe(), exc)
+        return {}
+    wanted_set = set(wanted)
+    kept = {}
+    for entry in images:
+        if (isinstance(entry, dict) and entry.get("file") in wanted_set and "failure" not in entry
+                and isinstance(entry.get("detections"), list)):
+            kept[entry["file"]] = entry
+    return kept
+
+
+class ResultWriter:
+    """Collects entries and flushes the whole document to the sink every ``flush_seconds`` from its own thread.
+
+    ``on_flushed(n_new)`` is called after each successful flush with the number of entries added by this attempt
+    (the fault-injection hook uses it);
+    ``flush_when(n_new)`` may ask for an immediate flush once that many new entries were added.
+    """
+
+    def __init__(self, sink: ResultSink, info: Mapping[str, Any], initial: Mapping[str, dict[str, Any]] | None = None,
+                 flush_seconds: float = 5.0, on_flushed: Callable[[int], None] | None = None,
+                 flush_at_new: int | None = None) -> None:
+        self.sink = sink
+        self.info = dict(info)
+        self._entries: dict[str, dict[str, Any]] = dict(initial or {})
+        self._lock = threading.Lock()
+        self._dirty = threading.Event()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self.flush_seconds = flush_seconds
+        self.on_flushed = on_flushed
+        self.flush_at_new = flush_at_new
+        self._new = 0
+        self.error: OutputNotWritable | None = None
+        self._thread = threading.Thread(target=self._run, name="result-writer", daemon=True)
+
+    def start(self) -> None:
+        """Write the initial document synchronously (proves the output is writable), then start flushing."""
+        self.flush()
+        self._thread.start()
+
+    def add(self, entry: dict[str, Any]) -> None:
+        with self._lock:
+            self._entries[entry["file"]] = entry
+            self._new += 1
+            due = self.flush_at_new is not None and self._new >= self.flush_at_new
+        self._dirty.set()
+        if due:
+            self._wake.set()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._entries.values())
+
+    def flush(self, extra_info: Mapping[str, Any] | None = None) -> None:
+        with self._lock:
+            entries = list(self._entries.values())
+            new = self._new
+            self._dirty.clear()
+        doc = results_document(entries, {**self.info, **(extra_info or {})})
+        data = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        last: OutputNotWritable | None = None
+        for attempt in range(3):  # transient storage errors: a short retry before declaring the output lost
+            try:
+                self.sink.write(data)
+                break
+            except OutputNotWritable as exc:
+                last = exc
+                time.sleep(0.5 * (attempt + 1))
+        else:
+            assert last is not None
+            raise last
+        if self.on_flushed is not None:
+            self.on_flushed(new)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.flush_seconds)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            if self._dirty.is_set():
+                try:
+                    self.flush()
+                except OutputNotWritable as exc:
+                    self.error = exc
+                    return
+
+    def close(self, extra_info: Mapping[str, Any] | None = None) -> None:
+        """Stop the flushing thread and write the final document."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        if self.error is not None:
+            raise self.error
+        self.flush(extra_info)
