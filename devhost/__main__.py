@@ -1,0 +1,60 @@
+"""``python -m devhost``: serve function_app.py locally, the way ``func host start`` would (see devhost/host.py)."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m devhost", description=__doc__)
+    parser.add_argument("--app", default="function_app:app", help="module:attribute of the FunctionApp")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=7071)
+    parser.add_argument("--hub", default=os.environ.get("TRAPBATCH_TASK_HUB", "devhost"), help="task hub name")
+    parser.add_argument("--activity-workers", type=int, default=4)
+    parser.add_argument("--blob-poll-seconds", type=float, default=2.0)
+    parser.add_argument("--with-azurite", action="store_true", help="start Azurite too (state under --azurite-location)")
+    parser.add_argument("--azurite-location", default=".azurite")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("azure").setLevel(logging.WARNING)
+
+    azurite = None
+    if args.with_azurite:
+        from devhost.azurite import start_azurite
+
+        azurite = start_azurite(location=Path(args.azurite_location), ports=(10000, 10001, 10002))
+        os.environ["AzureWebJobsStorage"] = azurite.connection_string
+    connection = os.environ.get("AzureWebJobsStorage", "")
+    if not connection:
+        print("AzureWebJobsStorage is not set: point it at Azurite ('UseDevelopmentStorage=true' with Azurite on its "
+              "default ports) or pass --with-azurite", file=sys.stderr)
+        return 2
+    sys.path.insert(0, os.getcwd())
+    module_name, _, attr = args.app.partition(":")
+    app = getattr(importlib.import_module(module_name), attr or "app")
+
+    from devhost.host import DevHost
+
+    host = DevHost(app, connection, task_hub=args.hub, host=args.host, port=args.port,
+                   activity_workers=args.activity_workers, blob_poll_s=args.blob_poll_seconds)
+    host.start()
+    print(f"devhost: serving {args.app} on {host.base_url}/api/ (task hub {args.hub}); Ctrl-C stops", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop.wait()
+    host.stop()
+    if azurite:
+        azurite.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,520 @@
+"""The orchestration and activity dispatchers: what the Durable extension does for out-of-process Python apps.
+
+An *episode* of an orchestration: take the due messages of one instance (completions, timer firings, raised events,
+the start), append them to its history after an ``OrchestratorStarted``, hand the whole history to the SDK's own
+replay entry point (the orchestrator function's ``get_user_function()`` handle), check the returned actions against
+what history already scheduled (non-determinism guard), record the new ones, save, then carry out their effects
+(activity work items, timer messages, child orchestrations). Activities run in a thread pool and come back as
+messages. Everything is in the ``Store`` (Azure Storage), so a killed devhost resumes where it stopped:
+
+* history is saved before effects; ``reconcile()`` at start re-creates effects of anything scheduled but unfinished
+  (deterministic ids make that idempotent), and a re-delivered message is dropped by its id;
+* a completion for a task id the history never scheduled fails the orchestration (the SDK would otherwise only warn
+  and wait forever);
+* ``call_*_with_retry``: the SDK expects the host to interleave a timer and a re-schedule after each failure, consuming
+  sequence numbers in replay order. devhost delivers such a failure (and the retry timer's firing) as the last event
+  of its episode, so the numbers the SDK assigns are "all new actions of this episode, then the retry task".
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import threading
+import time
+import traceback
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import Any
+
+import azure.functions as func
+from azure.functions import meta
+from azure.functions.durable_functions import ActivityTriggerConverter
+
+from devhost import history as h
+from devhost.functions import AppIndex
+from devhost.store import TERMINAL, Store
+
+logger = logging.getLogger("devhost.engine")
+OUT_OF_PROC = "$OutOfProcData$:"
+ANY_EXECUTION = "*"
+
+
+class UnknownFunction(LookupError):
+    pass
+
+
+class InstanceGone(RuntimeError):
+    pass
+
+
+def _new_doc(execution_id: str) -> dict[str, Any]:
+    return {"execution_id": execution_id, "history": [], "input": None, "recorded": [], "action_ids": [],
+            "next_seq": 0, "open": {}, "done": [], "consumed": []}
+
+
+def _json_or_none(value: Any) -> str | None:
+    return None if value is None else json.dumps(value)
+
+
+class Engine:
+    def __init__(self, index: AppIndex, store: Store, activity_workers: int = 4, poll_s: float = 0.1) -> None:
+        self.index = index
+        self.store = store
+        self.poll_s = poll_s
+        self.pool = ThreadPoolExecutor(max_workers=activity_workers, thread_name_prefix="activity")
+        self._inflight: set[str] = set()
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.wake = threading.Event()
+
+    # ----------------------------------------------------------------- control
+    def start(self) -> None:
+        self.reconcile()
+        for target, name in ((self._orchestration_loop, "orchestrations"), (self._activity_loop, "activities")):
+            t = threading.Thread(target=target, name=f"devhost-{name}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.wake.set()
+        for t in self._threads:
+            t.join(timeout=10)
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    # ------------------------------------------------------------- client API
+    def start_orchestration(self, name: str, input_json: str | None, instance_id: str | None = None,
+                            parent: tuple[str, int, str] | None = None) -> str:
+        if name not in self.index.orchestrators:
+            raise UnknownFunction(f"The function '{name}' doesn't exist, is disabled, or is not an orchestrator "
+                                  f"function. Known orchestrators: {sorted(self.index.orchestrators)}")
+        with self._lock:
+            return self._start(name, input_json, instance_id or uuid.uuid4().hex, parent)
+
+    def _start(self, name: str, input_json: str | None, iid: str, parent: tuple[str, int, str] | None) -> str:
+        execution_id = uuid.uuid4().hex
+        self.store.delete_messages_of(iid)
+        self.store.delete_activities_of(iid)
+        self.store.delete_history(iid)
+        now = h.ts(h.utcnow())
+        self.store.put_instance(iid, Name=name, Status="Pending", Input=input_json if input_json is not None else "",
+                                InputIsNull=input_json is None, Output="", CustomStatus="", Error="",
+                                CreatedTime=now, UpdatedTime=now, ExecutionId=execution_id,
+                                ParentInstanceId=parent[0] if parent else "", ParentTaskId=parent[1] if parent else -1,
+                                ParentExecutionId=parent[2] if parent else "")
+        self._add_start_message(iid, name, input_json, execution_id, parent)
+        logger.info("[%s] started orchestration %s", iid, name)
+        self.wake.set()
+        return iid
+
+    def _add_start_message(self, iid: str, name: str, input_json: str | None, execution_id: str,
+                           parent: tuple[str, int, str] | None) -> None:
+        ev = h.event(h.EXECUTION_STARTED, Name=name, Input=input_json, Version="",
+                     OrchestrationInstance={"InstanceId": iid, "ExecutionId": execution_id},
+                     ParentInstance={"OrchestrationInstance": {"InstanceId": parent[0]}, "TaskScheduleId": parent[1]}
+                     if parent else None)
+        self.store.add_message(iid, ev, execution_id, message_id=f"start-{execution_id}")
+
+    def raise_event(self, instance_id: str, name: str, data_json: str | None) -> None:
+        inst = self.store.get_instance(instance_id)
+        if inst is None:
+            raise UnknownFunction(f"No instance with ID {instance_id} found.")
+        if inst["Status"] in TERMINAL:
+            raise InstanceGone(f"Instance {instance_id} is {inst['Status']}")
+        self.store.add_message(instance_id, h.event(h.EVENT_RAISED, Name=name, Input=data_json), ANY_EXECUTION)
+        self.wake.set()
+
+    def terminate(self, instance_id: str, reason: str) -> None:
+        inst = self.store.get_instance(instance_id)
+        if inst is None:
+            raise UnknownFunction(f"No instance with ID '{instance_id}' found.")
+        if inst["Status"] in TERMINAL:
+            raise InstanceGone(f"Instance {instance_id} is {inst['Status']}")
+        with self._lock:
+            doc = self.store.load_history(instance_id)
+            if doc is not None:
+                doc["history"].append(h.event(h.EXECUTION_TERMINATED, Input=json.dumps(reason)))
+                self.store.save_history(instance_id, doc)
+            self.store.put_instance(instance_id, Status="Terminated", Output=json.dumps(reason),
+                                    UpdatedTime=h.ts(h.utcnow()))
+            self.store.delete_messages_of(instance_id)
+            self.store.delete_activities_of(instance_id)
+        logger.info("[%s] terminated: %s", instance_id, reason)
+
+    def status(self, instance_id: str, show_input: bool = True, show_history: bool = False) -> dict[str, Any] | None:
+        inst = self.store.get_instance(instance_id)
+        if inst is None:
+            return None
+        out: dict[str, Any] = {
+            "name": inst.get("Name"), "instanceId": instance_id, "runtimeStatus": inst.get("Status"),
+            "createdTime": inst.get("CreatedTime"), "lastUpdatedTime": inst.get("UpdatedTime"),
+            "customStatus": json.loads(inst["CustomStatus"]) if inst.get("CustomStatus") else None,
+            "output": json.loads(inst["Output"]) if inst.get("Output") else None,
+        }
+        if show_input:
+            out["input"] = None if inst.get("InputIsNull") or not inst.get("Input") else json.loads(inst["Input"])
+        if show_history:
+            doc = self.store.load_history(instance_id)
+            out["historyEvents"] = doc["history"] if doc else []
+        return out
+
+    # -------------------------------------------------------------- recovery
+    def reconcile(self) -> None:
+        """Re-create the effects of work that history scheduled but storage lost (a crash between the two)."""
+        messages = list(self.store.list_messages())
+        activities = {(a["InstanceId"], a["ExecutionId"], int(a["TaskId"])) for a in self.store.list_activities()}
+        pending_completions = set()
+        for m in messages:
+            ev = self.store.message_event(m)
+            tid = ev.get("TaskScheduledId", ev.get("TimerId"))
+            if tid is not None:
+                pending_completions.add((m["InstanceId"], m["ExecutionId"], int(tid)))
+        for inst in self.store.list_instances():
+            if inst.get("Status") in TERMINAL:
+                continue
+            iid = inst["InstanceId"]
+            execution = inst["ExecutionId"]
+            doc = self.store.load_history(iid)
+            if doc is None or doc["execution_id"] != execution:
+                if not any(m["InstanceId"] == iid and m["ExecutionId"] == execution for m in messages):
+                    parent = ((inst["ParentInstanceId"], int(inst["ParentTaskId"]), inst.get("ParentExecutionId", ""))
+                              if inst.get("ParentInstanceId") else None)
+                    self._add_start_message(iid, inst["Name"], None if inst.get("InputIsNull") else inst.get("Input"),
+                                            execution, parent)
+                continue
+            for key, spec in doc["open"].items():
+                tid = int(key)
+                if (iid, execution, tid) in pending_completions:
+                    continue
+                if spec["kind"] == "activity" and (iid, execution, tid) not in activities:
+                    self.store.add_activity(iid, execution, tid, spec["name"], spec["input"])
+                elif spec["kind"] == "timer":
+                    self._schedule_timer(iid, execution, tid, spec["fire_at"])
+                elif spec["kind"] == "suborch":
+                    child = self.store.get_instance(spec["child"])
+                    if child is None or child.get("ParentInstanceId") != iid:
+                        self.start_orchestration(spec["name"], spec["input"], spec["child"], (iid, tid, execution))
+                    elif child.get("Status") in TERMINAL:
+                        self._notify_parent(child, child["Status"])
+        logger.info("reconciled %d instances", len(self.store.list_instances()))
+
+    # ------------------------------------------------------ orchestration loop
+    def _orchestration_loop(self) -> None:
+        while not self._stop.is_set():
+            worked = False
+            try:
+                now = h.ts(h.utcnow())
+                due: dict[str, list[dict[str, Any]]] = {}
+                for m in self.store.list_messages():
+                    if not m.get("Due") or m["Due"] <= now:
+                        due.setdefault(m["InstanceId"], []).append(m)
+                for iid, msgs in due.items():
+                    if self._stop.is_set():
+                        break
+                    with self._lock:
+                        worked |= self._episode(iid, sorted(msgs, key=lambda m: m["RowKey"]))
+            except Exception:  # storage hiccup: log, back off, go on (state is in storage)
+                logger.exception("orchestration dispatcher error")
+                time.sleep(1)
+            if not worked:
+                self.wake.wait(self.poll_s)
+                self.wake.clear()
+
+    def _fail(self, iid: str, inst: dict[str, Any], doc: dict[str, Any], message: str) -> None:
+        logger.error("[%s] orchestration failed: %s", iid, message)
+        doc["history"].append(h.event(h.EXECUTION_FAILED, Reason=message))
+        self.store.save_history(iid, doc)
+        self.store.put_instance(iid, Status="Failed", Output=json.dumps(message), Error=message,
+                                UpdatedTime=h.ts(h.utcnow()))
+        self.store.delete_activities_of(iid)
+        self._notify_parent({**inst, "Output": json.dumps(message), "Error": message}, "Failed")
+
+    def _episode(self, iid: str, msgs: list[dict[str, Any]]) -> bool:
+        inst = self.store.get_instance(iid)
+        if inst is None or inst["Status"] in TERMINAL:
+            for m in msgs:
+                self.store.delete_message(m)
+            return bool(msgs)
+        execution = inst["ExecutionId"]
+        doc = self.store.load_history(iid)
+        if doc is None or doc["execution_id"] != execution:
+            doc = _new_doc(execution)
+        consumed: list[dict[str, Any]] = []
+        new_events: list[dict[str, Any]] = []
+        special: tuple[dict[str, Any], dict[str, Any], str] | None = None
+        for m in msgs:
+            if m["ExecutionId"] not in (execution, ANY_EXECUTION) or m["RowKey"] in doc["consumed"]:
+                consumed.append(m)  # stale (older execution) or already delivered before a crash
+                continue
+            ev = self.store.message_event(m)
+            t = ev["EventType"]
+            if t == h.EXECUTION_STARTED:
+                if doc["history"]:
+                    consumed.append(m)
+                    continue
+                doc["input"] = ev.get("Input")
+            elif t in h.COMPLETIONS or t == h.TIMER_FIRED:
+                tid = ev["TimerId"] if t == h.TIMER_FIRED else ev["TaskScheduledId"]
+                if tid in doc["done"]:
+                    consumed.append(m)  # a duplicate completion (at-least-once activities)
+                    continue
+                spec = doc["open"].get(str(tid))
+                if spec is None:
+                    if t == h.TIMER_FIRED:
+                        consumed.append(m)
+                        continue
+                    self._fail(iid, inst, doc, f"devhost received a completion for task id {tid}, which this "
+                               f"orchestration never scheduled (event type {t}); this is a host bug")
+                    for x in msgs:
+                        self.store.delete_message(x)
+                    return True
+                is_retry_failure = t in (h.TASK_FAILED, h.SUBORCH_FAILED) and spec.get("retry")
+                if is_retry_failure or spec.get("retry_timer"):
+                    if special is None:
+                        special = (m, ev, "timer" if t == h.TIMER_FIRED else "fail")
+                    continue  # at most one per episode, delivered last; the rest wait for later episodes
+            new_events.append(ev)
+            consumed.append(m)
+        if special is not None:
+            new_events.append(special[1])
+            consumed.append(special[0])
+        if not new_events:
+            for m in consumed:
+                self.store.delete_message(m)
+            return bool(consumed)
+        if not doc["history"] and new_events[0]["EventType"] != h.EXECUTION_STARTED:
+            starts = [e for e in new_events if e["EventType"] == h.EXECUTION_STARTED]
+            if not starts:
+                return False  # nothing can happen before the start message arrives
+            new_events.remove(starts[0])
+            new_events.insert(0, starts[0])
+
+        now = h.utcnow()
+        for e in doc["history"]:
+            e["IsPlayed"] = True
+        doc["history"].append(h.event(h.ORCHESTRATOR_STARTED, at=now))
+        for e in new_events:
+            doc["history"].append({**e, "Timestamp": h.ts(now), "IsPlayed": False})
+            tid = e.get("TimerId") if e["EventType"] == h.TIMER_FIRED else e.get("TaskScheduledId")
+            if e["EventType"] in h.COMPLETIONS or e["EventType"] == h.TIMER_FIRED:
+                doc["done"].append(tid)
+                if special is None or e is not special[1]:
+                    doc["open"].pop(str(tid), None)  # the retry chain's own entry is handled with the actions
+        doc["consumed"].extend(m["RowKey"] for m in consumed)
+
+        state = self._replay(iid, inst, doc)
+        effects: list[tuple[Any, ...]] = []
+        error = state.get("error")
+        if not error:
+            error = self._record_actions(iid, doc, state, special, now, effects)
+        if error:
+            self._fail(iid, inst, doc, error)
+        else:
+            self._finish_episode(iid, inst, doc, state, effects)
+        for m in consumed:
+            self.store.delete_message(m)
+        return True
+
+    def _replay(self, iid: str, inst: dict[str, Any], doc: dict[str, Any]) -> dict[str, Any]:
+        payload = {"history": doc["history"], "instanceId": iid, "isReplaying": False,
+                   "parentInstanceId": inst.get("ParentInstanceId") or None, "input": doc["input"],
+                   "upperSchemaVersion": 2, "upperSchemaVersionNew": 2}
+        handle = self.index.orchestrators[inst["Name"]]
+        try:
+            return dict(json.loads(handle(func.OrchestrationContext(json.dumps(payload)))))
+        except Exception as exc:  # the SDK reports orchestrator exceptions this way
+            text = str(exc)
+            if OUT_OF_PROC in text:
+                state = dict(json.loads(text.split(OUT_OF_PROC, 1)[1]))
+                state.setdefault("error", text.split(OUT_OF_PROC, 1)[0].strip())
+                return state
+            return {"error": f"orchestrator {inst['Name']} raised: {text}\n{traceback.format_exc()}"}
+
+    def _record_actions(self, iid: str, doc: dict[str, Any], state: dict[str, Any],
+                        special: tuple[dict[str, Any], dict[str, Any], str] | None, now: Any,
+                        effects: list[tuple[Any, ...]]) -> str | None:
+        atomic = h.flatten(state.get("actions") or [])
+        seq_actions = [a for a in atomic if a.get("actionType") != h.WAIT_FOR_EXTERNAL_EVENT]
+        recorded = doc["recorded"]
+        replayed = [h.signature(a) for a in seq_actions[: len(recorded)]]
+        if len(seq_actions) < len(recorded) or replayed != recorded:
+            first = next((i for i, (a, b) in enumerate(zip(replayed, recorded)) if a != b), len(replayed))
+            return (f"Non-deterministic orchestrator: on replay, action #{first} is "
+                    f"{replayed[first] if first < len(replayed) else 'missing'} but history recorded "
+                    f"{recorded[first] if first < len(recorded) else 'nothing'}. Orchestrator code must not depend "
+                    "on I/O, the clock or randomness, and must not change while instances are running.")
+        for a in seq_actions[len(recorded):]:
+            sid = doc["next_seq"]
+            doc["next_seq"] += 1
+            recorded.append(h.signature(a))
+            doc["action_ids"].append(sid)
+            t = a["actionType"]
+            if t not in h.SUPPORTED_ACTIONS:
+                return f"devhost does not support action type {t} ({a}); entities and call_http are not emulated"
+            if t == h.CONTINUE_AS_NEW:
+                effects.append(("continue", a.get("input")))
+            elif t == h.CREATE_TIMER:
+                doc["history"].append(h.event(h.TIMER_CREATED, sid, at=now, FireAt=a["fireAt"]))
+                if not a.get("isCanceled"):
+                    doc["open"][str(sid)] = {"kind": "timer", "fire_at": a["fireAt"]}
+                    effects.append(("timer", sid, a["fireAt"]))
+            else:
+                retry = a.get("retryOptions") if t in (h.CALL_ACTIVITY_WITH_RETRY, h.CALL_SUBORCH_WITH_RETRY) else None
+                spec = {"kind": "activity" if t in (h.CALL_ACTIVITY, h.CALL_ACTIVITY_WITH_RETRY) else "suborch",
+                        "name": a["functionName"], "input": a.get("input"),
+                        "child": a.get("instanceId") or f"{iid}:{sid}",
+                        "retry": ({"attempt": 1, "max": int(retry.get("maxNumberOfAttempts", 1)),
+                                   "interval_ms": int(retry.get("firstRetryIntervalInMilliseconds", 1000))}
+                                  if retry else None)}
+                self._schedule(iid, doc, sid, spec, now, effects)
+        # timers cancelled by the orchestrator since they were created (task_any losers)
+        for idx, a in enumerate(seq_actions):
+            if a.get("actionType") == h.CREATE_TIMER and a.get("isCanceled"):
+                sid = doc["action_ids"][idx]
+                if doc["open"].pop(str(sid), None) is not None:
+                    doc["done"].append(sid)
+                    effects.append(("cancel_timer", sid))
+        if special is not None:
+            _, ev, kind = special
+            if kind == "fail":
+                spec = doc["open"].pop(str(ev["TaskScheduledId"]))
+                tid = doc["next_seq"]
+                doc["next_seq"] += 1
+                fire = h.ts(now + timedelta(milliseconds=spec["retry"]["interval_ms"]))
+                doc["history"].append(h.event(h.TIMER_CREATED, tid, at=now, FireAt=fire))
+                doc["open"][str(tid)] = {"kind": "timer", "fire_at": fire, "retry_timer": True, "chain": spec}
+                effects.append(("timer", tid, fire))
+            else:
+                spec = doc["open"].pop(str(ev["TimerId"]))["chain"]
+                if spec["retry"]["attempt"] < spec["retry"]["max"]:
+                    sid = doc["next_seq"]
+                    doc["next_seq"] += 1
+                    spec = {**spec, "retry": {**spec["retry"], "attempt": spec["retry"]["attempt"] + 1},
+                            "child": f"{spec['child']}:retry{spec['retry']['attempt']}"}
+                    self._schedule(iid, doc, sid, spec, now, effects)
+        return None
+
+    def _schedule(self, iid: str, doc: dict[str, Any], sid: int, spec: dict[str, Any], now: Any,
+                  effects: list[tuple[Any, ...]]) -> None:
+        if spec["kind"] == "activity":
+            doc["history"].append(h.event(h.TASK_SCHEDULED, sid, at=now, Name=spec["name"], Input=spec["input"]))
+            effects.append(("activity", sid, spec["name"], spec["input"]))
+        else:
+            doc["history"].append(h.event(h.SUBORCH_CREATED, sid, at=now, Name=spec["name"],
+                                          InstanceId=spec["child"], Input=spec["input"]))
+            effects.append(("suborch", sid, spec["name"], spec["input"], spec["child"]))
+        doc["open"][str(sid)] = spec
+
+    def _schedule_timer(self, iid: str, execution: str, tid: int, fire_at: str) -> None:
+        self.store.add_message(iid, h.event(h.TIMER_FIRED, TimerId=tid, FireAt=fire_at), execution,
+                               due=fire_at, message_id=f"timer-{execution}-{tid:06d}")
+
+    def _finish_episode(self, iid: str, inst: dict[str, Any], doc: dict[str, Any], state: dict[str, Any],
+                        effects: list[tuple[Any, ...]]) -> None:
+        execution = doc["execution_id"]
+        custom = state.get("customStatus")
+        fields: dict[str, Any] = {"CustomStatus": json.dumps(custom) if custom is not None else "",
+                                  "UpdatedTime": h.ts(h.utcnow())}
+        cont = next((e for e in effects if e[0] == "continue"), None)
+        if cont is not None:
+            doc["history"].append(h.event(h.ORCHESTRATOR_COMPLETED))
+            self.store.save_history(iid, doc)
+            new_execution = uuid.uuid4().hex
+            self.store.put_instance(iid, Status="Running", ExecutionId=new_execution,
+                                    Input=cont[1] if cont[1] is not None else "", InputIsNull=cont[1] is None, **fields)
+            self.store.delete_activities_of(iid)
+            parent = ((inst["ParentInstanceId"], int(inst["ParentTaskId"]), inst.get("ParentExecutionId", ""))
+                      if inst.get("ParentInstanceId") else None)
+            self._add_start_message(iid, inst["Name"], cont[1], new_execution, parent)
+            logger.info("[%s] continued as new", iid)
+            return
+        if state.get("isDone"):
+            output = state.get("output")
+            doc["history"].append(h.event(h.ORCHESTRATOR_COMPLETED))
+            doc["history"].append(h.event(h.EXECUTION_COMPLETED, Result=_json_or_none(output)))
+            self.store.save_history(iid, doc)
+            self.store.put_instance(iid, Status="Completed", Output=json.dumps(output), **fields)
+            self.store.delete_activities_of(iid)
+            logger.info("[%s] completed", iid)
+            self._notify_parent({**inst, "Output": json.dumps(output)}, "Completed")
+            return
+        doc["history"].append(h.event(h.ORCHESTRATOR_COMPLETED))
+        self.store.save_history(iid, doc)
+        self.store.put_instance(iid, Status="Running", **fields)
+        for effect in effects:
+            kind = effect[0]
+            if kind == "activity":
+                self.store.add_activity(iid, execution, effect[1], effect[2], effect[3])
+            elif kind == "timer":
+                self._schedule_timer(iid, execution, effect[1], effect[2])
+            elif kind == "cancel_timer":
+                self.store.delete_message({"PartitionKey": iid, "RowKey": f"timer-{execution}-{effect[1]:06d}"})
+            elif kind == "suborch":
+                _, sid, name, input_json, child = effect
+                existing = self.store.get_instance(child)
+                if existing is None or existing.get("ParentInstanceId") != iid or existing.get("ParentTaskId") != sid:
+                    try:
+                        self.start_orchestration(name, input_json, child, (iid, sid, execution))
+                    except UnknownFunction as exc:
+                        self.store.add_message(iid, h.event(h.SUBORCH_FAILED, TaskScheduledId=sid, Reason=str(exc),
+                                                            Details=""), execution)
+
+    def _notify_parent(self, inst: dict[str, Any], status: str) -> None:
+        parent = inst.get("ParentInstanceId")
+        if not parent:
+            return
+        tid = int(inst["ParentTaskId"])
+        if status == "Completed":
+            ev = h.event(h.SUBORCH_COMPLETED, TaskScheduledId=tid, Result=inst.get("Output") or "null")
+        else:
+            reason = inst.get("Error") or status
+            ev = h.event(h.SUBORCH_FAILED, TaskScheduledId=tid, Reason=reason, Details=reason)
+        self.store.add_message(parent, ev, inst.get("ParentExecutionId") or ANY_EXECUTION,
+                               message_id=f"child-{inst['ExecutionId']}")
+        self.wake.set()
+
+    # ---------------------------------------------------------- activity loop
+    def _activity_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                for item in self.store.list_activities():
+                    key = item["PartitionKey"] + "/" + item["RowKey"]
+                    with self._lock:
+                        if key in self._inflight:
+                            continue
+                        self._inflight.add(key)
+                    self.pool.submit(self._run_activity, item, key)
+            except Exception:
+                logger.exception("activity dispatcher error")
+                time.sleep(1)
+            self._stop.wait(self.poll_s)
+
+    def _run_activity(self, item: dict[str, Any], key: str) -> None:
+        iid, execution, tid, name = item["InstanceId"], item["ExecutionId"], int(item["TaskId"]), item["Name"]
+        try:
+            input_json = self.store.activity_input(item)
+            if name not in self.index.activities:
+                raise UnknownFunction(f"activity function {name!r} does not exist; known: {sorted(self.index.activities)}")
+            fn, param = self.index.activities[name]
+            arg = (ActivityTriggerConverter.decode(meta.Datum(type="json", value=input_json), trigger_metadata=None)
+                   if input_json is not None else None)
+            result = fn(**{param: arg})
+            if inspect.isawaitable(result):
+                result = asyncio.run(result)  # type: ignore[arg-type]
+            encoded = ActivityTriggerConverter.encode(result, expected_type=None).value
+            ev = h.event(h.TASK_COMPLETED, TaskScheduledId=tid, Result=encoded)
+        except Exception as exc:  # an activity failure is data for the orchestrator, not a host crash
+            logger.warning("[%s] activity %s (task %d) failed: %s", iid, name, tid, exc)
+            ev = h.event(h.TASK_FAILED, TaskScheduledId=tid, Reason=str(exc), Details=traceback.format_exc())
+        try:
+            if not self._stop.is_set():
+                self.store.add_message(iid, ev, execution, message_id=f"act-{execution}-{tid:06d}")
+                self.store.delete_activity(item)
+                self.wake.set()
+        finally:
+            with self._lock:
+                self._inflight.discard(key)

@@ -1,0 +1,77 @@
+"""Index a v2-model Functions app the way the Python worker does: ``app.get_functions()``, once.
+
+``get_functions()`` is not idempotent once blueprints are registered (a second call raises "does not have a unique
+function name"), so the index is cached on the app object and shared by every DevHost built from it.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+
+@dataclass
+class HttpRoute:
+    name: str
+    route: str
+    methods: tuple[str, ...]
+    arg_name: str
+    client_arg: str | None
+    fn: Callable[..., Any]
+    pattern: re.Pattern[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        parts = []
+        for seg in self.route.strip("/").split("/"):
+            m = re.fullmatch(r"\{(\w+)(?::[^}]*)?\??\}", seg)
+            parts.append(f"(?P<{m.group(1)}>[^/]+)" if m else re.escape(seg))
+        self.pattern = re.compile("^" + "/".join(parts) + "$")
+
+
+@dataclass
+class BlobTrigger:
+    name: str
+    container: str
+    name_pattern: re.Pattern[str]
+    arg_name: str
+    client_arg: str | None
+    fn: Callable[..., Any]
+
+
+@dataclass
+class AppIndex:
+    orchestrators: dict[str, Callable[..., Any]] = field(default_factory=dict)
+    activities: dict[str, tuple[Callable[..., Any], str]] = field(default_factory=dict)
+    http: list[HttpRoute] = field(default_factory=list)
+    blob_triggers: list[BlobTrigger] = field(default_factory=list)
+
+
+def _blob_pattern(path: str) -> tuple[str, re.Pattern[str]]:
+    container, _, rest = path.partition("/")
+    regex = re.escape(rest)
+    regex = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>.+)", regex)
+    return container, re.compile("^" + regex + "$")
+
+
+def index_app(app: Any) -> AppIndex:
+    cached = getattr(app, "_devhost_index", None)
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    index = AppIndex()
+    for f in app.get_functions():
+        trigger = f.get_trigger()
+        name = f.get_function_name()
+        client_arg = next((b.name for b in f.get_bindings() if b.type == "durableClient"), None)
+        fn = f.get_user_function()
+        if trigger.type == "orchestrationTrigger":
+            index.orchestrators[getattr(trigger, "orchestration", None) or name] = fn
+        elif trigger.type == "activityTrigger":
+            index.activities[getattr(trigger, "activity", None) or name] = (fn, trigger.name)
+        elif trigger.type == "httpTrigger":
+            methods = tuple(str(getattr(m, "value", m)).upper() for m in (trigger.methods or ["GET", "POST"]))
+            index.http.append(HttpRoute(name, trigger.route or name, methods, trigger.name, client_arg, fn))
+        elif trigger.type == "blobTrigger":
+            container, pattern = _blob_pattern(trigger.path)
+            index.blob_triggers.append(BlobTrigger(name, container, pattern, trigger.name, client_arg, fn))
+    app._devhost_index = index
+    return index

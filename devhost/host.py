@@ -1,0 +1,138 @@
+"""DevHost: serve an unchanged v2-model Functions app (``function_app.py``) the way ``func host start`` would.
+
+Pieces: ``functions.index_app`` (what the Python worker indexes), ``engine.Engine`` (the Durable extension's
+dispatchers, state in Azure Storage via ``store.Store``), ``http_server.HttpFront`` (HTTP triggers, the management
+API, /web/), ``blob_trigger.BlobPoller``. One asyncio loop in a background thread runs the HTTP server and every
+async user function (the Durable SDK's client keeps one global aiohttp session, bound to one loop).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from typing import Any
+
+from aiohttp import web
+from azure.storage.blob import BlobServiceClient
+
+from devhost.blob_trigger import BlobPoller
+from devhost.engine import Engine
+from devhost.functions import index_app
+from devhost.http_server import HttpFront, binding_json
+from devhost.store import TERMINAL, Store
+
+logger = logging.getLogger("devhost")
+
+
+def _reset_sdk_session() -> None:
+    """Forget the Durable SDK's global aiohttp session (bound to a previous DevHost's loop, in tests)."""
+    from azure.durable_functions.models.utils import http_utils
+
+    http_utils._client_session = None
+    http_utils._session_lock = asyncio.Lock()
+
+
+class DevHost:
+    def __init__(self, app: Any, connection_string: str, task_hub: str = "devhost", host: str = "127.0.0.1",
+                 port: int = 7071, activity_workers: int = 4, blob_poll_s: float = 2.0, poll_s: float = 0.1) -> None:
+        self.index = index_app(app)
+        self.hub = task_hub
+        self.host = host
+        self.port = port
+        self.store = Store(connection_string, task_hub)
+        self.blobs = BlobServiceClient.from_connection_string(connection_string)
+        self.engine = Engine(self.index, self.store, activity_workers=activity_workers, poll_s=poll_s)
+        self.front = HttpFront(self.index, self.engine, task_hub, self.blobs)
+        self.blob_poll_s = blob_poll_s
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self._poller: BlobPoller | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> "DevHost":
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def serve() -> None:
+            loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+            self._loop = loop
+            try:
+                _reset_sdk_session()
+                self._runner = web.AppRunner(self.front.build(), access_log=None)
+                loop.run_until_complete(self._runner.setup())
+                site = web.TCPSite(self._runner, self.host, self.port)
+                loop.run_until_complete(site.start())
+                sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
+                if sockets:
+                    self.port = int(sockets[0].getsockname()[1])
+                self.front.origin = self.base_url
+            except BaseException as exc:  # surfaced to start()'s caller
+                failure.append(exc)
+                ready.set()
+                return
+            ready.set()
+            loop.run_forever()
+            loop.run_until_complete(self._runner.cleanup())
+            loop.close()
+
+        self._thread = threading.Thread(target=serve, name="devhost-http", daemon=True)
+        self._thread.start()
+        ready.wait(30)
+        if failure:
+            raise RuntimeError(f"devhost could not listen on {self.host}:{self.port}: {failure[0]}")
+        self.engine.start()
+        assert self._loop is not None
+        self._poller = BlobPoller(self.index, self.store, self.blobs, self.blob_poll_s, self._loop,
+                                  lambda: binding_json(self.base_url, self.hub))
+        self._poller.start()
+        logger.info("devhost serving %d functions on %s (task hub %s)", len(self.index.http) +
+                    len(self.index.activities) + len(self.index.orchestrators) + len(self.index.blob_triggers),
+                    self.base_url, self.hub)
+        return self
+
+    def stop(self) -> None:
+        if self._poller:
+            self._poller.stop()
+        self.engine.stop()
+        if self._loop:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread:
+            self._thread.join(timeout=10)
+
+    def __enter__(self) -> "DevHost":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --------------------------------------------- convenience for tests/scripts
+    def start_orchestration(self, name: str, input_: Any = None, instance_id: str | None = None) -> str:
+        import json
+
+        return self.engine.start_orchestration(name, None if input_ is None else json.dumps(input_), instance_id)
+
+    def get_status(self, instance_id: str) -> dict[str, Any] | None:
+        return self.engine.status(instance_id)
+
+    def raise_event(self, instance_id: str, name: str, data: Any = None) -> None:
+        import json
+
+        self.engine.raise_event(instance_id, name, json.dumps(data))
+
+    def terminate(self, instance_id: str, reason: str = "") -> None:
+        self.engine.terminate(instance_id, reason)
+
+    def wait_for(self, instance_id: str, timeout: float = 60.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            st = self.get_status(instance_id)
+            if st and st["runtimeStatus"] in TERMINAL:
+                return st
+            time.sleep(0.1)
+        raise TimeoutError(f"orchestration {instance_id} did not finish within {timeout}s: {self.get_status(instance_id)}")

@@ -1,0 +1,180 @@
+"""Durable state of devhost in Azure Storage (Azurite locally): instances, histories, messages, activity work items.
+
+Why storage and not memory: killing devhost (even ``kill -9``) and starting it again must resume every running
+orchestration, as the real Durable extension does with its Azure Storage backend. Layout, per task hub:
+
+    table <hub>Instances    PK "i",          RK instance id      name, status, input, output, custom status, parent
+    table <hub>Messages     PK instance id,  RK time-ordered id  one history event to deliver (Due for timers)
+    table <hub>Activities   PK instance id,  RK execution+task   one activity (or retry) to run
+    table <hub>Receipts     PK function,     RK blob-name hash   blob versions a blob trigger already fired for
+    container <hub>-state   history/<instance>.json             the orchestration history and host bookkeeping
+
+Large payloads (over ~30k characters) go to ``payloads/<id>`` in the same container; entities keep a reference.
+Single-host design: one devhost per task hub at a time (like one Functions host locally).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+import uuid
+from typing import Any, Iterator
+
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.data.tables import TableServiceClient, UpdateMode
+from azure.storage.blob import BlobServiceClient
+
+INLINE_LIMIT = 30_000
+TERMINAL = ("Completed", "Failed", "Terminated")
+
+
+def _table_safe(hub: str) -> str:
+    cleaned = re.sub(r"[^A-Za-z0-9]", "", hub)
+    if not cleaned or not cleaned[0].isalpha():
+        cleaned = "h" + cleaned
+    return cleaned[:40]
+
+
+def _key(text: str) -> str:
+    """Table keys may not contain / \\ # ? or control characters."""
+    return re.sub(r"[/\\#?\x00-\x1f]", "_", text)
+
+
+class Store:
+    def __init__(self, connection_string: str, hub: str) -> None:
+        self.hub = _table_safe(hub)
+        self.tables = TableServiceClient.from_connection_string(connection_string)
+        self.blobs = BlobServiceClient.from_connection_string(connection_string)
+        self.instances = self.tables.create_table_if_not_exists(self.hub + "Instances")
+        self.messages = self.tables.create_table_if_not_exists(self.hub + "Messages")
+        self.activities = self.tables.create_table_if_not_exists(self.hub + "Activities")
+        self.receipts = self.tables.create_table_if_not_exists(self.hub + "Receipts")
+        self.container = self.blobs.get_container_client(self.hub.lower() + "-state")
+        try:
+            self.container.create_container()
+        except ResourceExistsError:
+            pass
+
+    # ---------------------------------------------------------------- payloads
+    def _pack(self, value: str | None) -> dict[str, Any]:
+        if value is None:
+            return {"Null": True}
+        if len(value) <= INLINE_LIMIT:
+            return {"Inline": value}
+        ref = "payloads/" + uuid.uuid4().hex
+        self.container.upload_blob(ref, value.encode("utf-8"), overwrite=True)
+        return {"Ref": ref}
+
+    def _unpack(self, entity: dict[str, Any]) -> str | None:
+        if entity.get("Null"):
+            return None
+        if "Ref" in entity and entity["Ref"]:
+            return self.container.download_blob(entity["Ref"]).readall().decode("utf-8")
+        return str(entity.get("Inline", ""))
+
+    # --------------------------------------------------------------- instances
+    def get_instance(self, instance_id: str) -> dict[str, Any] | None:
+        try:
+            e = dict(self.instances.get_entity("i", _key(instance_id)))
+        except ResourceNotFoundError:
+            return None
+        e["instanceId"] = e.get("InstanceId", instance_id)
+        return e
+
+    def put_instance(self, instance_id: str, **fields: Any) -> None:
+        entity = {"PartitionKey": "i", "RowKey": _key(instance_id), "InstanceId": instance_id,
+                  "LastUpdated": time.time(), **fields}
+        self.instances.upsert_entity(entity, mode=UpdateMode.MERGE)
+
+    def list_instances(self) -> list[dict[str, Any]]:
+        return [dict(e) for e in self.instances.query_entities("PartitionKey eq 'i'")]
+
+    def delete_instance(self, instance_id: str) -> None:
+        try:
+            self.instances.delete_entity("i", _key(instance_id))
+        except ResourceNotFoundError:
+            pass
+        self.delete_history(instance_id)
+
+    # ----------------------------------------------------------------- history
+    def load_history(self, instance_id: str) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.container.download_blob(f"history/{_key(instance_id)}.json").readall())
+        except ResourceNotFoundError:
+            return None
+
+    def save_history(self, instance_id: str, doc: dict[str, Any]) -> None:
+        self.container.upload_blob(f"history/{_key(instance_id)}.json", json.dumps(doc).encode("utf-8"), overwrite=True)
+
+    def delete_history(self, instance_id: str) -> None:
+        try:
+            self.container.delete_blob(f"history/{_key(instance_id)}.json")
+        except ResourceNotFoundError:
+            pass
+
+    # ---------------------------------------------------------------- messages
+    def add_message(self, instance_id: str, event: dict[str, Any], execution_id: str, due: str = "",
+                    message_id: str | None = None) -> str:
+        mid = message_id or f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
+        body = json.dumps(event)
+        self.messages.upsert_entity({"PartitionKey": _key(instance_id), "RowKey": mid, "InstanceId": instance_id,
+                                     "ExecutionId": execution_id, "Due": due, **self._pack(body)})
+        return mid
+
+    def list_messages(self) -> Iterator[dict[str, Any]]:
+        for e in self.messages.list_entities():
+            yield dict(e)
+
+    def message_event(self, entity: dict[str, Any]) -> dict[str, Any]:
+        return json.loads(self._unpack(entity) or "{}")
+
+    def delete_message(self, entity: dict[str, Any]) -> None:
+        try:
+            self.messages.delete_entity(entity["PartitionKey"], entity["RowKey"])
+        except ResourceNotFoundError:
+            pass
+        if entity.get("Ref"):
+            try:
+                self.container.delete_blob(entity["Ref"])
+            except ResourceNotFoundError:
+                pass
+
+    def delete_messages_of(self, instance_id: str) -> None:
+        for e in list(self.messages.query_entities("PartitionKey eq @pk", parameters={"pk": _key(instance_id)})):
+            self.delete_message(dict(e))
+
+    # -------------------------------------------------------------- activities
+    def add_activity(self, instance_id: str, execution_id: str, task_id: int, name: str, input_json: str | None) -> None:
+        self.activities.upsert_entity({"PartitionKey": _key(instance_id), "RowKey": f"{execution_id}-{task_id:06d}",
+                                       "InstanceId": instance_id, "ExecutionId": execution_id, "TaskId": task_id,
+                                       "Name": name, **self._pack(input_json)})
+
+    def list_activities(self) -> list[dict[str, Any]]:
+        return [dict(e) for e in self.activities.list_entities()]
+
+    def activity_input(self, entity: dict[str, Any]) -> str | None:
+        return self._unpack(entity)
+
+    def delete_activity(self, entity: dict[str, Any]) -> None:
+        try:
+            self.activities.delete_entity(entity["PartitionKey"], entity["RowKey"])
+        except ResourceNotFoundError:
+            pass
+
+    def delete_activities_of(self, instance_id: str) -> None:
+        for e in list(self.activities.query_entities("PartitionKey eq @pk", parameters={"pk": _key(instance_id)})):
+            self.delete_activity(dict(e))
+
+    # ---------------------------------------------------------------- receipts
+    def has_receipt(self, function: str, blob_name: str, etag: str) -> bool:
+        try:
+            e = self.receipts.get_entity(_key(function), hashlib.sha256(blob_name.encode()).hexdigest())
+        except ResourceNotFoundError:
+            return False
+        return bool(e.get("Etag") == etag)
+
+    def add_receipt(self, function: str, blob_name: str, etag: str) -> None:
+        self.receipts.upsert_entity({"PartitionKey": _key(function),
+                                     "RowKey": hashlib.sha256(blob_name.encode()).hexdigest(),
+                                     "BlobName": blob_name, "Etag": etag})

@@ -1,0 +1,184 @@
+"""A small v2-model Durable app exercising every durable feature devhost claims, through the real SDK."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import threading
+from typing import Any
+
+import azure.durable_functions as df
+import azure.functions as func
+
+bp = df.Blueprint()
+ATTEMPTS: dict[str, int] = {}
+_lock = threading.Lock()
+
+
+@bp.activity_trigger(input_name="city")
+def say_hello(city: str) -> str:
+    if city == "Boom":
+        raise ValueError("activity exploded for Boom")
+    return f"Hello {city}!"
+
+
+@bp.activity_trigger(input_name="payload", activity="Double")
+async def double_it(payload: dict[str, int]) -> dict[str, int]:
+    return {"n": payload["n"] * 2}
+
+
+@bp.activity_trigger(input_name="key")
+def flaky(key: str) -> str:
+    """Fails until it has been called ``int(key.split(':')[1])`` times (counted per key, in this process)."""
+    with _lock:
+        ATTEMPTS[key] = ATTEMPTS.get(key, 0) + 1
+        n = ATTEMPTS[key]
+    if n < int(key.split(":")[1]):
+        raise RuntimeError(f"flaky {key} failed on attempt {n}")
+    return f"{key} ok after {n}"
+
+
+@bp.activity_trigger(input_name="path")
+def slow_marker(path: str) -> str:
+    """Sleeps, then appends one line to ``path``: lets a test count how often an activity ran."""
+    import time
+
+    time.sleep(float(os.environ.get("SAMPLE_SLOW_S", "0.5")))
+    with open(path, "a") as f:
+        f.write("ran\n")
+    return "slept"
+
+
+app = df.DFApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+app.register_functions(bp)
+
+
+@app.route(route="orchestrators/{functionName}", methods=["POST"])
+@app.durable_client_input(client_name="client")
+async def http_start(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    instance_id = await client.start_new(req.route_params["functionName"], None, req.get_json())
+    return client.create_check_status_response(req, instance_id)
+
+
+@app.route(route="status/{instanceId}", methods=["GET"])
+@app.durable_client_input(client_name="client")
+async def http_status(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    st = await client.get_status(req.route_params["instanceId"])
+    body = {"runtimeStatus": st.runtime_status.value if st.runtime_status else None, "output": st.output,
+            "customStatus": st.custom_status}
+    return func.HttpResponse(json.dumps(body), mimetype="application/json")
+
+
+@app.route(route="events/{instanceId}/{name}", methods=["POST"])
+@app.durable_client_input(client_name="client")
+async def http_raise(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    await client.raise_event(req.route_params["instanceId"], req.route_params["name"], req.get_json())
+    return func.HttpResponse(status_code=202)
+
+
+@app.route(route="terminate/{instanceId}", methods=["POST"])
+@app.durable_client_input(client_name="client")
+async def http_terminate(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    await client.terminate(req.route_params["instanceId"], "stopped by test")
+    return func.HttpResponse(status_code=202)
+
+
+@app.blob_trigger(arg_name="blob", path="drops/{name}", connection="AzureWebJobsStorage")
+@app.durable_client_input(client_name="client")
+async def on_drop(blob: func.InputStream, client: df.DurableOrchestrationClient) -> None:
+    await client.start_new("fanout", None, json.loads(blob.read()))
+
+
+@app.orchestration_trigger(context_name="context")
+def fanout(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+    cities = context.get_input()
+    results = yield context.task_all([context.call_activity(say_hello, c) for c in cities])
+    context.set_custom_status({"stage": "doubled", "n": len(results)})
+    doubled = yield context.call_activity("Double", {"n": len(results)})
+    return {"results": results, "doubled": doubled}
+
+
+@app.orchestration_trigger(context_name="context")
+def features(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+    """Timer, activity failure caught, sub-orchestration, guid, clock."""
+    start = context.current_utc_datetime
+    yield context.create_timer(start + dt.timedelta(seconds=0.3))
+    try:
+        yield context.call_activity("say_hello", "Boom")
+        caught = None
+    except Exception as exc:
+        caught = str(exc).splitlines()[0]
+    child = yield context.call_sub_orchestrator("fanout", ["Oslo"])
+    child2 = yield context.call_sub_orchestrator("fanout", ["Rome"], "fixed-child-id")
+    return {"caught": caught, "child": child, "child2": child2, "guid": str(context.new_guid()),
+            "waited": (context.current_utc_datetime - start).total_seconds()}
+
+
+@app.orchestration_trigger(context_name="context")
+def approval(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+    """task_any between an external event and a timeout timer."""
+    seconds = context.get_input() or 30
+    event = context.wait_for_external_event("Approve")
+    timeout = context.create_timer(context.current_utc_datetime + dt.timedelta(seconds=seconds))
+    winner = yield context.task_any([event, timeout])
+    if winner == event:
+        timeout.cancel()
+        return {"approved": event.result}
+    return {"approved": None}
+
+
+@app.orchestration_trigger(context_name="context")
+def counter(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+    """continue_as_new until n reaches the target, with an activity per generation."""
+    state = context.get_input()
+    yield context.call_activity("say_hello", f"gen{state['n']}")
+    if state["n"] < state["target"]:
+        context.continue_as_new({"n": state["n"] + 1, "target": state["target"]})
+        return None
+    return {"n": state["n"]}
+
+
+@app.orchestration_trigger(context_name="context")
+def retrying(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+    keys = context.get_input()
+    opts = df.RetryOptions(first_retry_interval_in_milliseconds=100, max_number_of_attempts=3)
+    ok = yield context.task_all([context.call_activity_with_retry("flaky", opts, k) for k in keys["ok"]])
+    after = yield context.call_activity("say_hello", "after-retries")
+    try:
+        yield context.call_activity_with_retry("flaky", opts, keys["fail"])
+        failed = None
+    except Exception as exc:
+        failed = str(exc).splitlines()[0]
+    return {"ok": ok, "after": after, "failed": failed}
+
+
+@app.orchestration_trigger(context_name="context")
+def sleepy(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+    context.set_custom_status("sleeping")
+    yield context.create_timer(context.current_utc_datetime + dt.timedelta(hours=1))
+    return "woke"
+
+
+@app.orchestration_trigger(context_name="context")
+def failing(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+    yield context.call_activity("say_hello", "ok")
+    raise RuntimeError("orchestrator bug")
+
+
+@app.orchestration_trigger(context_name="context")
+def slow_steps(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+    path = context.get_input()
+    out = []
+    for _ in range(4):
+        out.append((yield context.call_activity("slow_marker", path)))
+    return out
+
+
+NONDET_FLAG = {"value": "a"}
+
+
+@app.orchestration_trigger(context_name="context")
+def nondet(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+    first = yield context.call_activity("say_hello", NONDET_FLAG["value"])  # reads a global: not replay-safe
+    yield context.create_timer(context.current_utc_datetime + dt.timedelta(seconds=0.2))
+    return first
