@@ -90,11 +90,11 @@ def run_previews(task_id: str, model: str, request_name: str, settings: Settings
                     store.write_bytes(settings.web_container, f"{task_id}/{thumb}", data, "image/jpeg")
             items.append({"file": im["file"], "thumb": thumb, "failure": im.get("failure"),
                           "detections": im.get("detections") or []})
-        sections.append({"name": name, "title": name.replace("_", " "), "total": len(members), "items": items})
+        sections.append({"name": name, "title": name.replace("_", " "), "total": len(members), "entries": items})
     html = _templates.get_template("preview.html").render(
         task_id=task_id, request_name=request_name, model=model, threshold=threshold,
         total=len(images), sections=sections, categories=doc["detection_categories"],
-        sections_json=json.dumps({s["name"]: s["items"] for s in sections}),
+        sections_json=json.dumps({s["name"]: s["entries"] for s in sections}),
         completed=doc["info"].get("detection_completion_time", ""),
     )
     store.write_bytes(settings.web_container, f"{task_id}/index.html", html.encode("utf-8"), "text/html; charset=utf-8")

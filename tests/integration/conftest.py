@@ -13,10 +13,10 @@ from adapters.blobs import BlobStore, service_client
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from gpu_batch.worker.make_test_checkpoint import build_test_checkpoint
+    from gpu_batch.worker.make_test_checkpoint import write_test_checkpoint
 
     path = tmp_path_factory.mktemp("model") / "tiny-yolov5n.pt"
-    build_test_checkpoint(path)
+    write_test_checkpoint(path)
     return path
 
 

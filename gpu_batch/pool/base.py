@@ -1,0 +1,79 @@
+"""The GPU pool contract: submit shard tasks, poll their state, cancel them.
+
+Mirrors Azure Batch's task-state model (active -> preparing -> running -> completed, with a success/failure result and
+an exit code) so the orchestration logic is the same whether shards run on Azure Batch or on this machine
+(``LocalPool``). Everything here is plain data, importable without torch or any Azure package.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Mapping, Protocol, Sequence
+
+
+class TaskState(str, Enum):
+    active = "active"
+    preparing = "preparing"
+    running = "running"
+    completed = "completed"
+
+
+class TaskResult(str, Enum):
+    success = "success"
+    failure = "failure"
+
+
+@dataclass(frozen=True, slots=True)
+class ShardTask:
+    """One attempt of one shard. ``task_id`` is deterministic (``<shard>-a<attempt>``), so resubmitting is a no-op."""
+
+    task_id: str
+    manifest_container: str
+    manifest_blob: str
+    shard_id: str
+    attempt: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"task_id": self.task_id, "manifest_container": self.manifest_container,
+                "manifest_blob": self.manifest_blob, "shard_id": self.shard_id, "attempt": self.attempt}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "ShardTask":
+        return cls(str(d["task_id"]), str(d["manifest_container"]), str(d["manifest_blob"]), str(d["shard_id"]),
+                   int(d["attempt"]))
+
+    def worker_args(self) -> list[str]:
+        return ["--manifest-container", self.manifest_container, "--manifest-blob", self.manifest_blob]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskInfo:
+    task_id: str
+    state: TaskState
+    result: TaskResult | None = None
+    exit_code: int | None = None
+    failure_message: str | None = None
+    start_time: str | None = None
+    end_time: str | None = None
+    log: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"task_id": self.task_id, "state": self.state.value,
+                "result": self.result.value if self.result else None, "exit_code": self.exit_code,
+                "failure_message": self.failure_message, "start_time": self.start_time, "end_time": self.end_time,
+                "log": self.log}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "TaskInfo":
+        return cls(str(d["task_id"]), TaskState(d["state"]), TaskResult(d["result"]) if d.get("result") else None,
+                   d.get("exit_code"), d.get("failure_message"), d.get("start_time"), d.get("end_time"), d.get("log"))
+
+
+class GpuPool(Protocol):
+    def ensure_job(self, job_id: str) -> None: ...
+
+    def submit(self, job_id: str, tasks: Sequence[ShardTask]) -> None: ...
+
+    def poll(self, job_id: str, task_ids: Sequence[str] | None = None) -> list[TaskInfo]: ...
+
+    def cancel(self, job_id: str, task_id: str | None = None) -> None: ...

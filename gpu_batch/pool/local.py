@@ -1,0 +1,203 @@
+"""LocalPool: shard tasks as worker subprocesses on this machine, with Azure Batch's task-state model.
+
+Why it looks like this: the pool must survive its host (devhost, or ``func host start``) being killed. Each task runs
+under a small runner (``python -m gpu_batch.pool.local_runner``) started in its own process session, which outlives
+the host, streams the worker's output to a log blob and records the exit in the task table itself. Task state lives
+in a table (Azurite locally), so a new LocalPool on the same table sees every task. ``poll()`` is the scheduler: it
+marks tasks whose runner died or overran ``max_task_seconds`` as failed, starts queued tasks into free slots and
+reports states. Connection strings travel only in the runners' environment, never in the table or the logs.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+from typing import Any, Mapping, Sequence
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.data.tables import TableServiceClient, UpdateMode
+
+from gpu_batch.pool.base import ShardTask, TaskInfo, TaskResult, TaskState
+
+logger = logging.getLogger(__name__)
+HEARTBEAT_S = 5.0
+DEAD_AFTER_S = 60.0
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+def detect_gpu_count() -> int:
+    """GPUs visible to ``nvidia-smi`` (without importing torch); 0 when there is none."""
+    exe = shutil.which("nvidia-smi")
+    if not exe:
+        return 0
+    try:
+        out = subprocess.run([exe, "-L"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(1 for line in out.splitlines() if line.startswith("GPU "))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child of ours counts as dead
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+class LocalPool:
+    def __init__(self, connection_string: str, log_container: str = "trapbatch", table: str = "trapbatchpool",
+                 max_concurrent: int | None = None, worker_env: Mapping[str, str] | None = None,
+                 faults: Mapping[str, str] | None = None, max_task_seconds: int = 21600,
+                 worker_command: Sequence[str] | None = None) -> None:
+        self.connection_string = connection_string
+        self.log_container = log_container
+        self.table = TableServiceClient.from_connection_string(connection_string).create_table_if_not_exists(table)
+        env_conc = os.environ.get("TRAPBATCH_LOCAL_CONCURRENCY")
+        self.max_concurrent = max_concurrent or (int(env_conc) if env_conc else 0) or max(1, detect_gpu_count())
+        self.worker_env = dict(worker_env or {})
+        self.faults = dict(faults or {})
+        self.max_task_seconds = max_task_seconds
+        self.worker_command = list(worker_command or [sys.executable, "-m", "gpu_batch.worker"])
+        self._children: dict[str, subprocess.Popen[bytes]] = {}
+        self._lock = threading.Lock()  # activities poll from several threads; one scheduling pass at a time
+
+    # ---------------------------------------------------------------- API
+    def ensure_job(self, job_id: str) -> None:
+        """Local jobs are just a partition of the task table."""
+
+    def submit(self, job_id: str, tasks: Sequence[ShardTask]) -> None:
+        for task in tasks:
+            entity = {"PartitionKey": job_id, "RowKey": task.task_id, "State": TaskState.active.value,
+                      "Spec": json.dumps(task.to_dict()), "Submitted": now_iso()}
+            try:
+                self.table.create_entity(entity)
+            except ResourceExistsError:
+                pass  # deterministic ids: a resubmission of the same attempt is a no-op
+        self._schedule()
+
+    def poll(self, job_id: str, task_ids: Sequence[str] | None = None) -> list[TaskInfo]:
+        self._schedule()
+        rows = [dict(e) for e in self.table.query_entities("PartitionKey eq @j", parameters={"j": job_id})]
+        wanted = set(task_ids) if task_ids is not None else None
+        return [self._info(r) for r in rows if wanted is None or r["RowKey"] in wanted]
+
+    def cancel(self, job_id: str, task_id: str | None = None) -> None:
+        query = "PartitionKey eq @j" + (" and RowKey eq @t" if task_id else "")
+        for row in [dict(e) for e in self.table.query_entities(query, parameters={"j": job_id, "t": task_id or ""})]:
+            if row["State"] != TaskState.completed.value:
+                self._kill(row)
+                self._complete(row, None, "terminated: cancelled by the user")
+
+    def close_job(self, job_id: str) -> None:
+        self.cancel(job_id)
+
+    # ---------------------------------------------------------- scheduling
+    def _info(self, row: Mapping[str, Any]) -> TaskInfo:
+        result = row.get("Result")
+        return TaskInfo(task_id=row["RowKey"], state=TaskState(row["State"]),
+                        result=TaskResult(result) if result else None,
+                        exit_code=row.get("ExitCode") if row.get("ExitCode") is not None else None,
+                        failure_message=row.get("FailureMessage") or None, start_time=row.get("StartTime"),
+                        end_time=row.get("EndTime"), log=row.get("Log"))
+
+    def _schedule(self) -> None:
+        with self._lock:
+            self._schedule_locked()
+
+    def _schedule_locked(self) -> None:
+        rows = []
+        for e in self.table.query_entities("State ne 'completed'"):
+            row = dict(e)
+            row["_etag"] = e.metadata["etag"]
+            rows.append(row)
+        busy = 0
+        now = time.time()
+        for row in rows:
+            if row["State"] not in (TaskState.running.value, TaskState.preparing.value):
+                continue
+            pid = int(row.get("Pid") or 0)
+            child = self._children.get(row["RowKey"] + "@" + row["PartitionKey"])
+            if child is not None:
+                child.poll()  # reap our own exited runners so they do not linger as zombies
+            started = float(row.get("StartedAt") or now)
+            beat = float(row.get("Heartbeat") or started)
+            if now - started > self.max_task_seconds:
+                self._kill(row)
+                self._complete(row, None, f"timed out: ran longer than {self.max_task_seconds} s and was terminated")
+            elif (pid and not _alive(pid)) or now - beat > DEAD_AFTER_S:
+                self._refresh_and_fail_if_running(row, "the worker's runner process died without recording an exit "
+                                                       "(killed, or the machine restarted)")
+            else:
+                busy += 1
+        for row in sorted((r for r in rows if r["State"] == TaskState.active.value), key=lambda r: r.get("Submitted", "")):
+            if busy >= self.max_concurrent:
+                break
+            if self._launch(row):
+                busy += 1
+
+    def _refresh_and_fail_if_running(self, row: dict[str, Any], message: str) -> None:
+        try:
+            fresh = dict(self.table.get_entity(row["PartitionKey"], row["RowKey"]))
+        except ResourceNotFoundError:
+            return
+        if fresh["State"] != TaskState.completed.value:
+            self._complete(fresh, None, message)
+
+    def _launch(self, row: dict[str, Any]) -> bool:
+        spec = ShardTask.from_dict(json.loads(row["Spec"]))
+        etag = row.pop("_etag")
+        row.update(State=TaskState.preparing.value, StartTime=now_iso(), StartedAt=time.time(), Heartbeat=time.time())
+        try:  # etag-checked: another process's scheduler may have claimed the task first
+            self.table.update_entity(row, mode=UpdateMode.REPLACE, etag=etag,
+                                     match_condition=MatchConditions.IfNotModified)
+        except (ResourceModifiedError, ResourceNotFoundError):
+            return False
+        fault = self.faults.get(spec.task_id) or self.faults.get(f"{spec.shard_id}/{spec.attempt}") or ""
+        env = {**os.environ, **self.worker_env, "TRAPBATCH_STORAGE_CONNECTION": self.connection_string}
+        args = [sys.executable, "-m", "gpu_batch.pool.local_runner", "--table", self.table.table_name,
+                "--job", row["PartitionKey"], "--task", row["RowKey"], "--log-container", self.log_container,
+                "--fault", fault, "--"] + self.worker_command + spec.worker_args()
+        proc = subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+        self._children[row["RowKey"] + "@" + row["PartitionKey"]] = proc
+        self.table.update_entity({"PartitionKey": row["PartitionKey"], "RowKey": row["RowKey"], "Pid": proc.pid},
+                                 mode=UpdateMode.MERGE)
+        logger.info("job %s: started task %s (runner pid %d)", row["PartitionKey"], row["RowKey"], proc.pid)
+        return True
+
+    def _kill(self, row: Mapping[str, Any]) -> None:
+        pid = int(row.get("Pid") or 0)
+        if pid:
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                try:
+                    os.killpg(pid, sig)
+                except (ProcessLookupError, PermissionError):
+                    break
+                time.sleep(0.2)
+
+    def _complete(self, row: Mapping[str, Any], exit_code: int | None, message: str | None) -> None:
+        self.table.update_entity({"PartitionKey": row["PartitionKey"], "RowKey": row["RowKey"],
+                                  "State": TaskState.completed.value,
+                                  "Result": TaskResult.success.value if exit_code == 0 else TaskResult.failure.value,
+                                  "ExitCode": exit_code, "FailureMessage": message or "", "EndTime": now_iso()},
+                                 mode=UpdateMode.MERGE)
+        logger.info("job %s: task %s completed (exit %s) %s", row["PartitionKey"], row["RowKey"], exit_code,
+                    message or "")

@@ -1,0 +1,74 @@
+"""Runs one LocalPool task: the worker command, its log, its heartbeat, and its exit, recorded in the task table.
+
+Started by ``LocalPool`` in a new process session, so it outlives the host that launched it. The storage connection
+comes from ``TRAPBATCH_STORAGE_CONNECTION`` in the environment (never from arguments, which ``ps`` shows).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime, timezone
+
+from azure.core.exceptions import ResourceExistsError
+from azure.data.tables import TableServiceClient, UpdateMode
+from azure.storage.blob import BlobServiceClient
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--table", required=True)
+    p.add_argument("--job", required=True)
+    p.add_argument("--task", required=True)
+    p.add_argument("--log-container", required=True)
+    p.add_argument("--fault", default="")
+    p.add_argument("command", nargs=argparse.REMAINDER)
+    args = p.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    conn = os.environ["TRAPBATCH_STORAGE_CONNECTION"]
+    table = TableServiceClient.from_connection_string(conn).get_table_client(args.table)
+    key = {"PartitionKey": args.job, "RowKey": args.task}
+    table.update_entity({**key, "State": "running", "Pid": os.getpid(), "Heartbeat": time.time()}, mode=UpdateMode.MERGE)
+    env = dict(os.environ)
+    if args.fault:
+        env["TRAPBATCH_WORKER_FAULT"] = args.fault
+    log = tempfile.TemporaryFile()
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+    signal.signal(signal.SIGTERM, lambda *_: (proc.kill(), sys.exit(143)))
+    done = threading.Event()
+
+    def beat() -> None:
+        while not done.wait(5.0):
+            try:
+                table.update_entity({**key, "Heartbeat": time.time()}, mode=UpdateMode.MERGE)
+            except Exception:  # a missed heartbeat is harmless; a long outage marks the task dead, as it should
+                pass
+
+    threading.Thread(target=beat, daemon=True).start()
+    code = proc.wait()
+    done.set()
+    log_name = f"tasks/{args.job}/logs/{args.task}.log"
+    try:
+        log.seek(0)
+        blobs = BlobServiceClient.from_connection_string(conn)
+        try:
+            blobs.create_container(args.log_container)
+        except ResourceExistsError:
+            pass
+        blobs.get_blob_client(args.log_container, log_name).upload_blob(log, overwrite=True)
+    except Exception as exc:  # the exit still gets recorded; the log is a convenience
+        print(f"could not upload the task log: {exc}", file=sys.stderr)
+    message = "" if code == 0 else f"the worker exited with code {code}; see {args.log_container}/{log_name}"
+    table.update_entity({**key, "State": "completed", "Result": "success" if code == 0 else "failure",
+                         "ExitCode": code, "FailureMessage": message, "Log": f"{args.log_container}/{log_name}",
+                         "EndTime": datetime.now(timezone.utc).isoformat()}, mode=UpdateMode.MERGE)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
