@@ -29,9 +29,16 @@ from devhost.azurite import free_port, start_azurite
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples" / "images"
-OUT = ROOT / "demo-output"
+OUT = Path(os.environ.get("TRAPBATCH_DEMO_OUTPUT", ROOT / "demo-output")).resolve()
 CONTAINER = "demo-camera-traps"
 THRESHOLD = 0.2
+
+
+def _show(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def say(msg: str) -> None:
@@ -43,12 +50,12 @@ def demo_model() -> str:
     if model:
         say(f"model: {model}")
         return model
-    from gpu_batch.worker.make_test_checkpoint import build_test_checkpoint
+    from gpu_batch.worker.make_test_checkpoint import write_test_checkpoint
 
     path = ROOT / ".cache" / "models" / "demo-yolov5n-random.pt"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        build_test_checkpoint(path)
+        write_test_checkpoint(path)
     bar = "!" * 78
     say(bar)
     say("NO TRAPBATCH_MODEL GIVEN: using a small YOLOv5n network with RANDOM weights.")
@@ -79,6 +86,19 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float
         except requests.ConnectionError:
             time.sleep(0.2)
     raise SystemExit(f"devhost did not answer at {url}; see {log}")
+
+
+def validate_with_megadetector(doc: dict[str, Any]) -> str:
+    """Run MegaDetector's own validator when the package is installed (``make setup`` installs it for the tests)."""
+    try:
+        from megadetector.postprocessing.validate_batch_results import (ValidateBatchResultsOptions,
+                                                                         validate_batch_results)
+    except ImportError:
+        return "validated by trapbatch (install megadetector to also run its validate_batch_results)"
+    result = validate_batch_results(doc, ValidateBatchResultsOptions())["validation_results"]
+    if result["errors"]:
+        raise SystemExit(f"MegaDetector's validate_batch_results rejected the output: {result['errors']}")
+    return "passes MegaDetector's validate_batch_results"
 
 
 def progress_line(st: dict[str, Any]) -> str:
@@ -113,7 +133,7 @@ def main() -> int:
                "TRAPBATCH_PREVIEW_THRESHOLD": str(THRESHOLD),
                "TRAPBATCH_LOCAL_CONCURRENCY": os.environ.get("TRAPBATCH_LOCAL_CONCURRENCY", "1")}
         log = OUT / "devhost.log"
-        say(f"starting devhost on http://127.0.0.1:{port} (log: {log.relative_to(ROOT)}) ...")
+        say(f"starting devhost on http://127.0.0.1:{port} (log: {_show(log)}) ...")
         devhost = subprocess.Popen([sys.executable, "-m", "devhost", "--port", str(port), "--hub", "demo"],
                                    cwd=ROOT, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
                                    start_new_session=True)
@@ -147,6 +167,10 @@ def main() -> int:
         expected = [p.relative_to(SAMPLES).as_posix() for p in SAMPLES.rglob("*")
                     if p.is_file() and p.suffix.lower() in (".jpg", ".jpeg", ".png", ".gif")]
         mdformat.validate(doc, expected_files=expected)
+        md_check = validate_with_megadetector(doc)
+        unflagged = [im["file"] for im in doc["images"] if "corrupt" in im["file"] and not im.get("failure")]
+        if unflagged:
+            raise SystemExit(f"corrupt sample images were not reported as failures: {unflagged}")
         web = res["previews"]["container"]
         for name in store.list_names(web, f"{task_id}/"):
             dest = OUT / "previews" / name[len(task_id) + 1:]
@@ -155,8 +179,8 @@ def main() -> int:
         counts = mdformat.summarize(doc["images"], THRESHOLD)
         wall = time.monotonic() - t0
         say("=" * 78)
-        say(f"results:  {OUT.relative_to(ROOT)}/detections.json  (MegaDetector format {doc['info']['format_version']}, validated)")
-        say(f"previews: {OUT.relative_to(ROOT)}/previews/index.html  (served live at {res['previews']['local_url']} while devhost runs)")
+        say(f"results:  {_show(OUT)}/detections.json  (MegaDetector format {doc['info']['format_version']}; {md_check})")
+        say(f"previews: {_show(OUT)}/previews/index.html  (served live at {res['previews']['local_url']} while devhost runs)")
         say(f"images: {counts['images']}  with detections >= {THRESHOLD}: {counts['with_detections']} "
             f"({counts['detections']} detections)  empty: {counts['empty']}  failures: {counts['failed']}")
         for im in doc["images"]:

@@ -1,7 +1,7 @@
 """Regenerate the bundled demo images under samples/images (committed; run only to change them).
 
 Synthetic camera-trap-like frames (textured ground, vegetation, a few blobby "animals"), in nested camera/day folders,
-plus the awkward cases a real card dump contains: a truncated JPEG, a PNG, a grayscale IR frame, an EXIF-rotated frame.
+plus the awkward cases a real card dump contains: a corrupt file, a truncated JPEG, a PNG, a grayscale IR frame, an EXIF-rotated frame.
 Deterministic (seeded) so the committed files do not churn.
 """
 from __future__ import annotations
@@ -48,11 +48,15 @@ def main() -> None:
     exif = Image.Exif()
     exif[0x0112] = 6  # Orientation: rotate 90 CW on display
     rotated.save(OUT / "camera-01" / "2024-06-02" / "IMG_0100_rotated.jpg", "JPEG", quality=85, exif=exif)
+    # A card-reader casualty: a JPEG start-of-image marker followed by garbage. (A merely *truncated* JPEG is not a
+    # failure: MegaDetector decodes what it can, gray-filling the rest, and so does the worker.)
+    garbage = bytes(rng.randrange(256) for _ in range(20_000))
+    (OUT / "camera-01" / "2024-06-01" / "IMG_0007_corrupt.JPG").write_bytes(b"\xff\xd8\xff\xe0" + garbage)
     buf = io.BytesIO()
     scene(rng).save(buf, "JPEG", quality=85)
-    (OUT / "camera-01" / "2024-06-01" / "IMG_0007_corrupt.JPG").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 3])
+    (OUT / "camera-02" / "2024-06-02" / "IMG_0008_truncated.JPG").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
     (OUT / "camera-02" / "2024-06-02" / "notes.txt").write_text("field notes: battery swapped\n")
-    print(f"wrote {n + 4} images (+1 non-image) under {OUT}")
+    print(f"wrote {n + 5} images (+1 non-image) under {OUT}")
 
 
 if __name__ == "__main__":

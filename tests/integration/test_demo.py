@@ -1,0 +1,31 @@
+"""`make demo`'s script, run as a newcomer would (in a subprocess), on the bundled samples."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from core import mdformat
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_demo_writes_validated_results_listing_every_sample_once(tmp_path: Path) -> None:
+    out = tmp_path / "demo-output"
+    env = {**os.environ, "TRAPBATCH_DEMO_OUTPUT": str(out)}
+    env.pop("TRAPBATCH_MODEL", None)
+    proc = subprocess.run([sys.executable, "-m", "scripts.demo"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "RANDOM weights" in proc.stdout and "meaningless" in proc.stdout  # says so loudly
+    assert "img/s" in proc.stdout and "wall time" in proc.stdout
+    doc = json.loads((out / "detections.json").read_text())
+    samples = sorted(p.relative_to(ROOT / "samples" / "images").as_posix()
+                     for p in (ROOT / "samples" / "images").rglob("*")
+                     if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".gif"))
+    mdformat.validate(doc, expected_files=samples)
+    failures = {im["file"]: im["failure"] for im in doc["images"] if im.get("failure")}
+    assert failures == {"camera-01/2024-06-01/IMG_0007_corrupt.JPG": "image access failure"}
+    assert (out / "previews" / "index.html").read_text().count("<canvas") > 0
