@@ -47,6 +47,23 @@ def binding_json(origin: str, hub: str) -> str:
     })
 
 
+def decode_client_body(raw: str) -> str | None:
+    """The SDK client JSON-encodes the already JSON-encoded value (``json=df_dumps(value)``): undo one layer.
+
+    A body that is plain JSON (a raw HTTP client) is taken as the value itself.
+    """
+    if not raw:
+        return None
+    inner = json.loads(raw)
+    if isinstance(inner, str):
+        try:
+            json.loads(inner)
+            return inner
+        except ValueError:
+            return json.dumps(inner)
+    return json.dumps(inner)
+
+
 def status_code_for(runtime: str | None) -> int:
     return {"Completed": 200, "Failed": 500, "Terminated": 400}.get(runtime or "", 202)
 
@@ -113,11 +130,10 @@ class HttpFront:
 
     # ------------------------------------------------------ management API
     async def start(self, request: web.Request) -> web.Response:
-        raw = await request.text()
-        input_json: str | None = None
-        if raw:
-            inner = json.loads(raw)
-            input_json = inner if isinstance(inner, str) else json.dumps(inner)
+        try:
+            input_json = decode_client_body(await request.text())
+        except ValueError:
+            return web.json_response({"ExceptionMessage": "the request body is not JSON"}, status=400)
         try:
             iid = self.engine.start_orchestration(request.match_info["name"], input_json, request.match_info.get("iid"))
         except UnknownFunction as exc:
@@ -151,9 +167,12 @@ class HttpFront:
         return web.json_response(out)
 
     async def raise_event(self, request: web.Request) -> web.Response:
-        raw = await request.text()
         try:
-            self.engine.raise_event(request.match_info["iid"], request.match_info["event"], raw or None)
+            data = decode_client_body(await request.text())
+        except ValueError:
+            return web.Response(status=400, text="Only application/json request content is supported")
+        try:
+            self.engine.raise_event(request.match_info["iid"], request.match_info["event"], data)
         except UnknownFunction:
             return web.Response(status=404)
         except InstanceGone:

@@ -1,0 +1,219 @@
+"""devhost runs a v2-model Durable app through the real SDK replay, with its state in Azurite."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+import requests
+
+from devhost.azurite import free_port
+from devhost.host import DevHost
+from tests.devhost import sample_app
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def host(storage_connection: str, unique_name: str) -> Iterator[DevHost]:
+    h = DevHost(sample_app.app, storage_connection, task_hub=unique_name, port=0, blob_poll_s=0.3)
+    h.start()
+    yield h
+    h.stop()
+
+
+def test_activities_fan_out_fan_in_custom_status_and_async_activity(host: DevHost) -> None:
+    iid = host.start_orchestration("fanout", ["Tokyo", "Seattle", "London"])
+    st = host.wait_for(iid, 30)
+    assert st["runtimeStatus"] == "Completed"
+    assert st["output"] == {"results": ["Hello Tokyo!", "Hello Seattle!", "Hello London!"], "doubled": {"n": 6}}
+    assert st["customStatus"] == {"stage": "doubled", "n": 3}
+
+
+def test_timer_caught_activity_failure_and_sub_orchestrations(host: DevHost) -> None:
+    iid = host.start_orchestration("features")
+    st = host.wait_for(iid, 30)
+    out = st["output"]
+    assert st["runtimeStatus"] == "Completed", st
+    assert out["caught"].startswith("activity exploded for Boom")
+    assert out["child"] == {"results": ["Hello Oslo!"], "doubled": {"n": 2}}
+    assert out["child2"]["results"] == ["Hello Rome!"]
+    assert out["waited"] >= 0.3  # the durable timer really waited (real clock)
+    assert host.get_status("fixed-child-id")["runtimeStatus"] == "Completed"  # explicit sub-orchestration id
+
+
+def test_external_event_wins_task_any_and_timeout_wins_without_it(host: DevHost) -> None:
+    waiting = host.start_orchestration("approval", 60)
+    wait_until(lambda: host.get_status(waiting)["runtimeStatus"] == "Running", 10, "approval to run")
+    host.raise_event(waiting, "Approve", {"by": "alice"})
+    assert host.wait_for(waiting, 30)["output"] == {"approved": {"by": "alice"}}
+    early = host.start_orchestration("approval", 60)
+    host.raise_event(early, "Approve", {"by": "bob"})  # raised before the orchestrator waits: buffered
+    assert host.wait_for(early, 30)["output"] == {"approved": {"by": "bob"}}
+    timeout = host.start_orchestration("approval", 0.3)
+    assert host.wait_for(timeout, 30)["output"] == {"approved": None}
+
+
+def test_continue_as_new_restarts_with_new_input_and_small_history(host: DevHost) -> None:
+    iid = host.start_orchestration("counter", {"n": 0, "target": 3})
+    st = host.wait_for(iid, 30)
+    assert st["output"] == {"n": 3} and st["input"] == {"n": 3, "target": 3}
+    doc = host.store.load_history(iid)
+    assert doc is not None
+    names = [e.get("Name") for e in doc["history"] if e["EventType"] == 4]
+    assert names == ["say_hello"]  # only the last generation's history is kept
+
+
+def test_retry_options_retry_until_success_or_attempts_run_out(host: DevHost) -> None:
+    sample_app.ATTEMPTS.clear()
+    iid = host.start_orchestration("retrying", {"ok": ["a:2", "b:1", "c:3"], "fail": "d:9"})
+    st = host.wait_for(iid, 60)
+    assert st["runtimeStatus"] == "Completed", st
+    assert st["output"]["ok"] == ["a:2 ok after 2", "b:1 ok after 1", "c:3 ok after 3"]
+    assert st["output"]["after"] == "Hello after-retries!"
+    assert st["output"]["failed"].startswith("flaky d:9 failed on attempt 3")
+    assert sample_app.ATTEMPTS["d:9"] == 3  # max_number_of_attempts honoured
+
+
+def test_terminate_stops_a_running_orchestration(host: DevHost) -> None:
+    iid = host.start_orchestration("sleepy")
+    wait_until(lambda: host.get_status(iid)["customStatus"] == "sleeping", 10, "sleepy to start")
+    host.terminate(iid, "enough")
+    st = host.wait_for(iid, 10)
+    assert st["runtimeStatus"] == "Terminated" and st["output"] == "enough"
+
+
+def test_orchestrator_exception_fails_the_instance_with_its_message(host: DevHost) -> None:
+    st = host.wait_for(host.start_orchestration("failing"), 30)
+    assert st["runtimeStatus"] == "Failed" and "orchestrator bug" in st["output"]
+
+
+def test_non_deterministic_replay_fails_the_orchestration(host: DevHost) -> None:
+    sample_app.NONDET_FLAG["value"] = "a"
+    iid = host.start_orchestration("nondet")
+    wait_until(lambda: host.store.load_history(iid) and any(
+        e["EventType"] == 10 for e in host.store.load_history(iid)["history"]), 10, "the timer to be scheduled")
+    sample_app.NONDET_FLAG["value"] = "b"  # replay now schedules say_hello("b") where history has say_hello("a")
+    st = host.wait_for(iid, 30)
+    sample_app.NONDET_FLAG["value"] = "a"
+    assert st["runtimeStatus"] == "Failed" and "Non-deterministic" in st["output"]
+
+
+def test_completion_for_an_unscheduled_task_id_is_rejected(host: DevHost) -> None:
+    iid = host.start_orchestration("sleepy")
+    wait_until(lambda: host.get_status(iid)["runtimeStatus"] == "Running", 10, "sleepy to run")
+    from devhost import history as h
+
+    host.store.add_message(iid, h.event(h.TASK_COMPLETED, TaskScheduledId=42, Result='"x"'),
+                           host.store.get_instance(iid)["ExecutionId"])
+    host.engine.wake.set()
+    st = host.wait_for(iid, 10)
+    assert st["runtimeStatus"] == "Failed" and "never scheduled" in st["output"]
+
+
+def test_http_trigger_and_durable_client_through_the_management_api(host: DevHost) -> None:
+    r = requests.post(host.base_url + "/api/orchestrators/fanout", json=["Oslo", "Rome"], timeout=10)
+    assert r.status_code == 202
+    links = r.json()
+    assert links["statusQueryGetUri"].startswith(host.base_url)
+    iid = links["id"]
+    status = wait_until(lambda: (lambda b: b if b["runtimeStatus"] == "Completed" else None)(
+        requests.get(f"{host.base_url}/api/status/{iid}", timeout=10).json()), 30, "completion via client")
+    assert status["output"]["results"] == ["Hello Oslo!", "Hello Rome!"]
+    direct = requests.get(links["statusQueryGetUri"], timeout=10)
+    assert direct.status_code == 200 and direct.json()["output"] == status["output"]
+    # raise_event and terminate through the SDK client
+    waiting = host.start_orchestration("approval", 60)
+    assert requests.post(f"{host.base_url}/api/events/{waiting}/Approve", json={"ok": 1}, timeout=10).status_code == 202
+    assert host.wait_for(waiting, 30)["output"] == {"approved": {"ok": 1}}
+    sleeper = host.start_orchestration("sleepy")
+    assert requests.post(f"{host.base_url}/api/terminate/{sleeper}", timeout=10).status_code == 202
+    assert host.wait_for(sleeper, 10)["runtimeStatus"] == "Terminated"
+    missing = requests.get(f"{host.base_url}/runtime/webhooks/durabletask/instances/nope", timeout=10)
+    assert missing.status_code == 404
+    assert requests.get(host.base_url + "/api/nothing-here", timeout=10).status_code == 404
+
+
+def test_blob_trigger_fires_once_per_blob_version_even_after_restart(storage_connection: str, unique_name: str) -> None:
+    from azure.storage.blob import BlobServiceClient
+
+    blobs = BlobServiceClient.from_connection_string(storage_connection)
+    try:
+        blobs.create_container("drops")
+    except Exception:
+        pass
+    name = f"{unique_name}.json"
+    blobs.get_blob_client("drops", name).upload_blob(json.dumps(["Drop"]), overwrite=True)
+
+    def fanouts(h: DevHost) -> list[dict[str, Any]]:
+        return [i for i in h.store.list_instances() if i.get("Name") == "fanout"]
+
+    h = DevHost(sample_app.app, storage_connection, task_hub=unique_name, port=0, blob_poll_s=0.2).start()
+    try:
+        wait_until(lambda: fanouts(h), 20, "the blob trigger to start an orchestration")
+        time.sleep(1.0)  # several more polls
+        assert len(fanouts(h)) == 1
+    finally:
+        h.stop()
+    h = DevHost(sample_app.app, storage_connection, task_hub=unique_name, port=0, blob_poll_s=0.2).start()
+    try:
+        time.sleep(1.0)
+        assert len(fanouts(h)) == 1  # receipts survive the restart
+        blobs.get_blob_client("drops", name).upload_blob(json.dumps(["Again"]), overwrite=True)
+        wait_until(lambda: len(fanouts(h)) == 2, 20, "the overwritten blob to fire again")
+    finally:
+        h.stop()
+
+
+def test_kill_9_mid_orchestration_then_restart_completes_each_step_once(storage_connection: str, unique_name: str,
+                                                                      tmp_path: Path) -> None:
+    marker = tmp_path / "ran.txt"
+    port = free_port()
+    env = {**os.environ, "AzureWebJobsStorage": storage_connection, "SAMPLE_SLOW_S": "0.6"}
+    cmd = [sys.executable, "-m", "devhost", "--app", "tests.devhost.sample_app:app", "--port", str(port),
+           "--hub", unique_name]
+    log = open(tmp_path / "devhost.log", "ab")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: _answers(base), 30, "devhost to listen")
+        r = requests.post(f"{base}/api/orchestrators/slow_steps", json=str(marker), timeout=10)
+        iid = r.json()["id"]
+        wait_until(lambda: marker.exists() and marker.read_text().count("ran") >= 1, 30, "the first step")
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_until(lambda: _answers(base), 30, "devhost to listen again")
+        final = wait_until(lambda: (lambda b: b if b.get("runtimeStatus") in ("Completed", "Failed") else None)(
+            requests.get(f"{base}/runtime/webhooks/durabletask/instances/{iid}", timeout=10).json()), 60, "completion")
+        assert final["runtimeStatus"] == "Completed", final
+        assert final["output"] == ["slept"] * 4  # every step's result present exactly once
+        runs = marker.read_text().count("ran")
+        assert 4 <= runs <= 5  # at-least-once: the step in flight at the kill may run twice, no more
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _answers(base: str) -> bool:
+    try:
+        requests.get(base + "/api/none", timeout=1)
+        return True
+    except requests.ConnectionError:
+        return False
