@@ -45,7 +45,7 @@ def _pool(kind: str, connection: str, container: str, concurrency: int, device: 
                          max_task_seconds=max_task_seconds)
     account_url, pool_id, image, identity, storage_url = batch
     return make_pool("azure_batch", account_url=account_url, pool_id=pool_id, image=image,
-                     identity_resource_id=identity, storage_account_url=storage_url,
+                     worker_identity_client_id=identity, storage_account_url=storage_url,
                      max_task_seconds=max_task_seconds)
 
 

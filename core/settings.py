@@ -26,7 +26,7 @@ Variables (names shared with infra/main.bicep app settings):
     TRAPBATCH_MODEL_CACHE          where workers cache model files
     TRAPBATCH_WORKER_FAULTS        tests only: JSON {"<shard>/<attempt>": "crash_after:2", ...}
     TRAPBATCH_BATCH_ACCOUNT_URL, TRAPBATCH_BATCH_POOL_ID, TRAPBATCH_WORKER_IMAGE,
-    TRAPBATCH_WORKER_IDENTITY, TRAPBATCH_STORAGE_ACCOUNT_URL   Azure Batch pool (see infra/)
+    TRAPBATCH_WORKER_IDENTITY (client id of the nodes' managed identity), TRAPBATCH_STORAGE_ACCOUNT_URL   Azure Batch
 """
 from __future__ import annotations
 

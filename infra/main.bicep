@@ -163,7 +163,7 @@ resource functionApp 'Microsoft.Web/sites@2023-12-01' = {
         { name: 'TRAPBATCH_BATCH_ACCOUNT_URL', value: 'https://${batch.properties.accountEndpoint}' }
         { name: 'TRAPBATCH_BATCH_POOL_ID', value: gpuPool.name }
         { name: 'TRAPBATCH_WORKER_IMAGE', value: workerImage }
-        { name: 'TRAPBATCH_WORKER_IDENTITY', value: nodeIdentity.id }
+        { name: 'TRAPBATCH_WORKER_IDENTITY', value: nodeIdentity.properties.clientId }
         { name: 'TRAPBATCH_STORAGE_ACCOUNT_URL', value: storage.properties.primaryEndpoints.blob }
       ]
     }

@@ -1,0 +1,128 @@
+"""LocalPool against Azurite with a stand-in worker command (the real worker has its own tests)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+from azure.data.tables import TableServiceClient
+from azure.storage.blob import BlobServiceClient
+
+from gpu_batch.pool import ShardTask, TaskResult, TaskState, make_pool
+
+FAKE_WORKER = r'''
+import os, sys, time
+args = dict(zip(sys.argv[1::2], sys.argv[2::2]))
+blob = args["--manifest-blob"]
+fault = os.environ.get("TRAPBATCH_WORKER_FAULT", "")
+print("worker for", blob, "fault", fault, "conn set", bool(os.environ.get("TRAPBATCH_STORAGE_CONNECTION")))
+sys.stdout.flush()
+if "sleep" in blob:
+    time.sleep(float(blob.split("sleep")[1].split(".")[0]) / 10)
+if fault.startswith("exit:"):
+    sys.exit(int(fault[5:]))
+if "hang" in blob or fault == "hang":
+    time.sleep(3600)
+sys.exit(0)
+'''
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def pool_args(storage_connection: str, unique_name: str, tmp_path: Path) -> dict[str, Any]:
+    script = tmp_path / "fake_worker.py"
+    script.write_text(FAKE_WORKER)
+    return {"connection_string": storage_connection, "log_container": unique_name, "table": unique_name + "pool",
+            "worker_command": [sys.executable, str(script)], "worker_env": {"EXTRA": "1"}}
+
+
+def task(name: str, attempt: int = 1) -> ShardTask:
+    return ShardTask(f"{name}-a{attempt}", "state", f"tasks/t/{name}.json", name, attempt)
+
+
+def states(pool: Any, job: str) -> dict[str, Any]:
+    return {i.task_id: i for i in pool.poll(job)}
+
+
+def all_done(pool: Any, job: str, n: int) -> dict[str, Any] | None:
+    s = states(pool, job)
+    return s if len(s) == n and all(i.state is TaskState.completed for i in s.values()) else None
+
+
+def test_queues_beyond_concurrency_runs_all_and_keeps_logs(pool_args: dict[str, Any], storage_connection: str) -> None:
+    pool = make_pool("local", max_concurrent=2, **pool_args)
+    pool.ensure_job("job1")
+    pool.submit("job1", [task("sleep10"), task("sleep11"), task("sleep12")])
+    first = states(pool, "job1")
+    assert sum(i.state in (TaskState.preparing, TaskState.running) for i in first.values()) == 2
+    assert sum(i.state is TaskState.active for i in first.values()) == 1
+    done = wait_until(lambda: all_done(pool, "job1", 3), 60, "all three tasks")
+    assert all(i.result is TaskResult.success and i.exit_code == 0 for i in done.values())
+    log = BlobServiceClient.from_connection_string(storage_connection).get_blob_client(
+        pool_args["log_container"], "tasks/job1/logs/sleep10-a1.log").download_blob().readall().decode()
+    assert "worker for tasks/t/sleep10.json" in log and "conn set True" in log
+    # no connection string or key in the task table
+    rows = TableServiceClient.from_connection_string(storage_connection).get_table_client(pool_args["table"])
+    for row in rows.list_entities():
+        assert "AccountKey" not in json.dumps(dict(row), default=str)
+
+
+def test_idempotent_submit_failure_exit_code_and_fault_injection(pool_args: dict[str, Any]) -> None:
+    pool = make_pool("local", max_concurrent=2, faults={"bad/1": "exit:3"}, **pool_args)
+    pool.submit("job2", [task("ok"), task("bad")])
+    pool.submit("job2", [task("ok")])  # same id again: not a second task
+    done = wait_until(lambda: all_done(pool, "job2", 2), 60, "both tasks")
+    assert done["ok-a1"].result is TaskResult.success
+    assert done["bad-a1"].result is TaskResult.failure and done["bad-a1"].exit_code == 3
+    assert "exited with code 3" in done["bad-a1"].failure_message
+
+
+def test_runner_killed_is_detected_as_failure(pool_args: dict[str, Any]) -> None:
+    pool = make_pool("local", max_concurrent=1, **pool_args)
+    pool.submit("job3", [task("hang")])
+    running = wait_until(lambda: (lambda s: s if s["hang-a1"].state is TaskState.running else None)(
+        states(pool, "job3")), 30, "the task to run")
+    row = TableServiceClient.from_connection_string(pool_args["connection_string"]).get_table_client(
+        pool_args["table"]).get_entity("job3", "hang-a1")
+    os.killpg(int(row["Pid"]), signal.SIGKILL)
+    done = wait_until(lambda: all_done(pool, "job3", 1), 30, "the dead runner to be noticed")
+    assert done["hang-a1"].result is TaskResult.failure and "died" in done["hang-a1"].failure_message
+    assert running  # it was running before the kill
+
+
+def test_hung_task_is_terminated_at_its_deadline_and_cancel_works(pool_args: dict[str, Any]) -> None:
+    pool = make_pool("local", max_concurrent=2, max_task_seconds=2, **pool_args)
+    pool.submit("job4", [task("hang")])
+    done = wait_until(lambda: all_done(pool, "job4", 1), 30, "the deadline")
+    assert done["hang-a1"].result is TaskResult.failure and "timed out" in done["hang-a1"].failure_message
+    pool2 = make_pool("local", max_concurrent=2, **pool_args)
+    pool2.submit("job5", [task("hang"), task("hangtoo")])
+    wait_until(lambda: all(i.state is TaskState.running for i in states(pool2, "job5").values()), 30, "both running")
+    pool2.cancel("job5", "hang-a1")
+    s = states(pool2, "job5")
+    assert s["hang-a1"].state is TaskState.completed and "cancelled" in s["hang-a1"].failure_message
+    pool2.cancel("job5")
+    assert all_done(pool2, "job5", 2)
+
+
+def test_a_new_pool_object_on_the_same_table_sees_and_finishes_running_tasks(pool_args: dict[str, Any]) -> None:
+    first = make_pool("local", max_concurrent=1, **pool_args)
+    first.submit("job6", [task("sleep15"), task("sleep5")])
+    del first  # the host that launched them is gone; the runners live on
+    second = make_pool("local", max_concurrent=1, **pool_args)
+    done = wait_until(lambda: all_done(second, "job6", 2), 60, "both tasks via the new pool object")
+    assert all(i.result is TaskResult.success for i in done.values())
