@@ -170,3 +170,38 @@ def _answers(base: str) -> bool:
         return True
     except requests.ConnectionError:
         return False
+
+
+def test_hung_shard_is_terminated_at_its_deadline_and_resubmitted(host, app_env, store, unique_name, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("TRAPBATCH_WORKER_FAULTS", json.dumps({"s00000/1": "hang"}))
+    monkeypatch.setenv("TRAPBATCH_MAX_TASK_SECONDS", "30")
+    names = upload_images(store, unique_name, 6, corrupt=0)
+    task_id = requests.post(host.base_url + "/api/tasks", json={"container": unique_name}, timeout=30).json()["id"]
+    final = host.wait_for(task_id, timeout=240)
+    assert final["runtimeStatus"] == "Completed", final
+    assert final["output"]["resubmissions"] >= 1 and final["output"]["missing"] == 0
+    state = app_env["TRAPBATCH_CONTAINER"]
+    second = ShardManifest.from_dict(store.read_json(state, manifest_blob_name(task_id, "s00000", 2)))
+    first = ShardManifest.from_dict(store.read_json(state, manifest_blob_name(task_id, "s00000", 1)))
+    assert list(second.images) == list(first.images)  # the hung attempt finished nothing, so all of it is retried
+    check_results(store, app_env, task_id, names)
+
+
+def test_cancel_stops_pool_work_and_ends_the_task_cancelled(host, app_env, store, unique_name, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("TRAPBATCH_WORKER_FAULTS", json.dumps({"s00000/1": "hang", "s00001/1": "hang"}))
+    upload_images(store, unique_name, 8, corrupt=0)
+    task_id = requests.post(host.base_url + "/api/tasks", json={"container": unique_name}, timeout=30).json()["id"]
+    wait_until(lambda: requests.get(f"{host.base_url}/api/tasks/{task_id}", timeout=30).json().get("shards_running"),
+               120, "shards to run")
+    r = requests.post(f"{host.base_url}/api/tasks/{task_id}/cancel", timeout=30)
+    assert r.status_code == 202 and r.json()["cancel_requested"] is True
+    final = host.wait_for(task_id, timeout=120)
+    assert final["runtimeStatus"] == "Completed" and final["output"]["stage"] == "cancelled"
+    assert requests.get(f"{host.base_url}/api/tasks/{task_id}", timeout=30).json()["stage"] == "cancelled"
+    assert requests.post(f"{host.base_url}/api/tasks/{task_id}/cancel", timeout=30).status_code == 409
+    assert requests.get(f"{host.base_url}/api/tasks/{task_id}/results", timeout=30).status_code == 409
+    from azure.data.tables import TableServiceClient
+
+    rows = TableServiceClient.from_connection_string(app_env["AzureWebJobsStorage"]).get_table_client(
+        "trapbatchpool").query_entities("PartitionKey eq @j", parameters={"j": task_id})
+    assert {r["State"] for r in rows} == {"completed"}  # the hung workers were terminated
