@@ -33,6 +33,14 @@ def _reset_sdk_session() -> None:
     http_utils._session_lock = asyncio.Lock()
 
 
+async def _close_sdk_session() -> None:
+    from azure.durable_functions.models.utils import http_utils
+
+    if http_utils._client_session is not None and not http_utils._client_session.closed:
+        await http_utils._client_session.close()
+    http_utils._client_session = None
+
+
 class DevHost:
     def __init__(self, app: Any, connection_string: str, task_hub: str = "devhost", host: str = "127.0.0.1",
                  port: int = 7071, activity_workers: int = 4, blob_poll_s: float = 2.0, poll_s: float = 0.1) -> None:
@@ -100,7 +108,11 @@ class DevHost:
         if self._poller:
             self._poller.stop()
         self.engine.stop()
-        if self._loop:
+        if self._loop and self._loop.is_running():
+            try:
+                asyncio.run_coroutine_threadsafe(_close_sdk_session(), self._loop).result(5)
+            except Exception:  # closing a client session is best effort at shutdown
+                pass
             self._loop.call_soon_threadsafe(self._loop.stop)
         if self._thread:
             self._thread.join(timeout=10)
