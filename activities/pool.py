@@ -9,6 +9,7 @@ of truth) and submits only those as the next attempt.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from typing import Any
 
@@ -86,11 +87,29 @@ def shard_coverage(store: BlobStore, settings: Settings, task_id: str, sid: str)
     return {"images": len(images), "covered": covered, "failed": failed, "missing": len(images) - covered}
 
 
+PROGRESS_READ_LIMIT = 4 * 1024 * 1024  # partial results larger than this are not read just to show progress
+
+
+def partial_count(store: BlobStore, settings: Settings, task_id: str, sid: str, attempt: int) -> int:
+    """Images a running attempt has flushed so far (the worker rewrites its results every few seconds)."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    client = store.service.get_blob_client(settings.container, results_blob_name(task_id, sid, attempt))
+    try:
+        if client.get_blob_properties().size > PROGRESS_READ_LIMIT:
+            return 0
+        doc = json.loads(client.download_blob().readall())
+    except (ResourceNotFoundError, ValueError):
+        return 0
+    images = doc.get("images") if isinstance(doc, dict) else None
+    return len(images) if isinstance(images, list) else 0
+
+
 def run_poll(task_id: str, task_ids: list[str], settings: Settings, store: BlobStore, pool: GpuPool) -> dict[str, Any]:
     cancelled = store.exists(settings.container, cancel_marker(task_id))
     infos = pool.poll(pool_job_id(task_id), task_ids)
     completed: list[dict[str, Any]] = []
-    running = queued = 0
+    running = queued = in_progress = 0
     for info in infos:
         if info.state == TaskState.completed:
             sid, _, attempt = info.task_id.rpartition("-a")
@@ -101,9 +120,12 @@ def run_poll(task_id: str, task_ids: list[str], settings: Settings, store: BlobS
             completed.append(row)
         elif info.state == TaskState.running:
             running += 1
+            sid, _, attempt = info.task_id.rpartition("-a")
+            in_progress += partial_count(store, settings, task_id, sid, int(attempt))
         else:
             queued += 1
-    return {"cancelled": cancelled, "completed": completed, "running": running, "queued": queued}
+    return {"cancelled": cancelled, "completed": completed, "running": running, "queued": queued,
+            "images_in_progress": in_progress}
 
 
 def run_resubmit(task_id: str, sid: str, attempt: int, settings: Settings, store: BlobStore,

@@ -25,9 +25,12 @@ bp = df.Blueprint()
 POOL_RETRY = df.RetryOptions(first_retry_interval_in_milliseconds=2000, max_number_of_attempts=3)
 
 
-def _progress(state: dict[str, dict[str, Any]]) -> dict[str, int]:
+def _progress(state: dict[str, dict[str, Any]], pool: dict[str, int] | None = None) -> dict[str, int]:
+    pool = pool or {}
     counts = {"shards": len(state), "pending": 0, "submitted": 0, "done": 0, "given_up": 0,
-              "images_done": 0, "images_failed": 0, "images_missing": 0, "resubmissions": 0}
+              "images_done": 0, "images_failed": 0, "images_missing": 0, "resubmissions": 0,
+              "images_in_progress": pool.get("images_in_progress", 0),
+              "pool_running": pool.get("running", 0), "pool_queued": pool.get("queued", 0)}
     for s in state.values():
         counts[s["status"]] += 1
         counts["images_done"] += s.get("covered", 0)
@@ -46,6 +49,7 @@ def run_shards(context: df.DurableOrchestrationContext) -> Generator[Any, Any, d
         sid: {"attempt": 1, "status": "pending"} for sid in data["shards"]}
     delay = float(data.get("delay") or knobs.poll_min_s)
     polls = 0
+    pool_view: dict[str, int] = {}
     while True:
         in_flight = [sid for sid, s in state.items() if s["status"] == "submitted"]
         pending = [sid for sid, s in state.items() if s["status"] == "pending"]
@@ -56,12 +60,13 @@ def run_shards(context: df.DurableOrchestrationContext) -> Generator[Any, Any, d
             for sid in to_submit:
                 state[sid]["status"] = "submitted"
             in_flight += to_submit
-        context.set_custom_status({"stage": "detecting", **_progress(state)})
+        context.set_custom_status({"stage": "detecting", **_progress(state, pool_view)})
         if not in_flight:
             break
         yield context.create_timer(context.current_utc_datetime + timedelta(seconds=delay))
         poll = yield context.call_activity_with_retry(names.POLL, POOL_RETRY, {
             "task_id": task_id, "task_ids": [pool_task_id(sid, state[sid]["attempt"]) for sid in in_flight]})
+        pool_view = {k: int(poll.get(k, 0)) for k in ("images_in_progress", "running", "queued")}
         if poll["cancelled"]:
             yield context.call_activity(names.CANCEL, {
                 "task_id": task_id, "task_ids": [pool_task_id(sid, state[sid]["attempt"]) for sid in in_flight]})

@@ -134,8 +134,10 @@ async def describe_task(client: df.DurableOrchestrationClient, task_id: str) -> 
     if out["stage"] == "detecting" and custom.get("groups"):
         progress = await _child_progress(client, task_id, int(custom["groups"]))
         out.update({k: progress.get(k, 0) for k in ("images_done", "images_failed", "images_missing", "resubmissions")})
+        out["images_done"] += progress.get("images_in_progress", 0)  # flushed by running shards so far
         out["shards_done"] = progress.get("done", 0) + progress.get("given_up", 0)
-        out["shards_running"] = progress.get("submitted", 0)
+        out["shards_running"] = progress.get("pool_running", 0)
+        out["shards_queued"] = progress.get("pool_queued", 0)
         images = int(custom.get("images") or 0)
         done = out["images_done"]
         out["progress"] = round(done / images, 4) if images else 0.0

@@ -109,7 +109,8 @@ def progress_line(st: dict[str, Any]) -> str:
         eta = st.get("eta_seconds")
         extra = f", {rate} img/s, ETA {eta}s" if rate else ""
         return (f"detecting: {done}/{total} images, shards {st.get('shards_done', 0)}/{st.get('shards', 0)} done, "
-                f"{st.get('shards_running', 0)} running, {st.get('resubmissions', 0)} resubmitted{extra}")
+                f"{st.get('shards_running', 0)} running, {st.get('shards_queued', 0)} queued, "
+                f"{st.get('resubmissions', 0)} resubmitted{extra}")
     return stage
 
 
