@@ -5,15 +5,15 @@ import json
 import os
 import signal
 import sys
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobServiceClient
 
 from gpu_batch.pool import ShardTask, TaskResult, TaskState, make_pool
+from tests.waiting import wait_until
 
 FAKE_WORKER = r'''
 import os, sys, time
@@ -32,14 +32,6 @@ sys.exit(0)
 '''
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture

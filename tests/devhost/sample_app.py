@@ -5,7 +5,6 @@ import datetime as dt
 import json
 import os
 import threading
-from typing import Any
 
 import azure.durable_functions as df
 import azure.functions as func

@@ -7,9 +7,8 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import requests
@@ -20,18 +19,11 @@ from core import mdformat
 from devhost.azurite import free_port
 from gpu_batch.manifest import ShardManifest, manifest_blob_name
 from tests.integration.conftest import upload_images
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.25) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def finished_status(base: str, task_id: str) -> dict[str, Any] | None:
