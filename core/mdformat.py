@@ -62,11 +62,11 @@ def merge_entries(manifest_order: Iterable[str], attempts: Iterable[Iterable[Map
         if name in seen:
             continue
         seen.add(name)
-        entry = best.get(name)
-        if entry is None:
+        found = best.get(name)
+        if found is None:
             missing += 1
-            entry = failure_entry(name, missing_failure)
-        merged.append(entry)
+            found = failure_entry(name, missing_failure)
+        merged.append(found)
     return merged, missing
 
 

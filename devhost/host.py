@@ -76,7 +76,8 @@ class DevHost:
                 loop.run_until_complete(self._runner.setup())
                 site = web.TCPSite(self._runner, self.host, self.port)
                 loop.run_until_complete(site.start())
-                sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
+                server: Any = site._server
+                sockets = server.sockets if server is not None else []
                 if sockets:
                     self.port = int(sockets[0].getsockname()[1])
                 self.front.origin = self.base_url

@@ -100,7 +100,8 @@ class Store:
     # ----------------------------------------------------------------- history
     def load_history(self, instance_id: str) -> dict[str, Any] | None:
         try:
-            return json.loads(self.container.download_blob(f"history/{_key(instance_id)}.json").readall())
+            doc: dict[str, Any] = json.loads(self.container.download_blob(f"history/{_key(instance_id)}.json").readall())
+            return doc
         except ResourceNotFoundError:
             return None
 
@@ -127,7 +128,8 @@ class Store:
             yield dict(e)
 
     def message_event(self, entity: dict[str, Any]) -> dict[str, Any]:
-        return json.loads(self._unpack(entity) or "{}")
+        event: dict[str, Any] = json.loads(self._unpack(entity) or "{}")
+        return event
 
     def delete_message(self, entity: dict[str, Any]) -> None:
         try:

@@ -39,7 +39,11 @@ def main(argv: list[str] | None = None) -> int:
         env["TRAPBATCH_WORKER_FAULT"] = args.fault
     log = tempfile.TemporaryFile()
     proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
-    signal.signal(signal.SIGTERM, lambda *_: (proc.kill(), sys.exit(143)))
+    def on_term(*_: object) -> None:  # LocalPool.cancel: stop the worker too, and say so in the exit code
+        proc.kill()
+        sys.exit(143)
+
+    signal.signal(signal.SIGTERM, on_term)
     done = threading.Event()
 
     def beat() -> None:
