@@ -82,6 +82,7 @@ def test_job_and_tasks_requests_are_exactly_what_batch_expects() -> None:
                                     "--manifest-blob tasks/task-x/shards/s00000/attempt-1.json")
     assert first["containerSettings"]["imageName"] == "myacr.azurecr.io/trapbatch-worker:1.0"
     assert "--gpus all" in first["containerSettings"]["containerRunOptions"]
+    assert first["containerSettings"]["workingDirectory"] == "containerImageDefault"  # /app, where gpu_batch is
     assert first["constraints"] == {"maxWallClockTime": "PT01H00M00S", "maxTaskRetryCount": 0}  # ISO 8601, 1 h
     assert first["userIdentity"] == {"autoUser": {"scope": "pool", "elevationLevel": "nonadmin"}}
     env = {e["name"]: e["value"] for e in first["environmentSettings"]}
