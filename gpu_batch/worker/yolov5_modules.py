@@ -247,7 +247,8 @@ class Model(nn.Module):
 
     def forward(self, x: torch.Tensor, augment: bool = False, profile: bool = False, visualize: bool = False) -> Any:
         if augment:
-            raise NotImplementedError("test-time augmentation is not supported by the trapbatch worker")
+            raise ValueError("test-time augmentation (augment=True) is not offered by the trapbatch worker; "
+                             "MegaDetector's default batch path does not use it either")
         return self._forward_once(x)
 
     def _forward_once(self, x: Any, train: bool = False) -> Any:
