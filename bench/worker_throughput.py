@@ -10,8 +10,11 @@ of ``--arch`` (real MDv5 weights cannot be downloaded here; speed does not depen
 
 Each figure is images / seconds of one run, timed the same way for MegaDetector and the worker: from just before
 the model is loaded to the last result (the Python interpreter's start and imports excluded for both). The worker's
-whole-process wall time is reported too. ``--md-images N`` times MegaDetector on the first N of the same images
-(its per-image rate does not depend on N; it keeps the run inside a 10-minute GPU lease).
+whole-process wall time is reported too, and so are the worker's steady-state rate (after its first batch) and
+its per-stage seconds (main-thread waits for fetch / staging / post-processing, busy time of the staging and
+post-processing threads, GPU time of the forward passes). The ratios use the end-to-end figures.
+``--md-images N`` times MegaDetector on the first N of the same images (its per-image rate does not depend on N;
+it keeps the run inside a 10-minute GPU lease).
 Writes ``bench/results/worker_throughput-<date>-<gpu>.json``. Needs the oracle deps (scripts/install_oracle_deps.sh).
 """
 from __future__ import annotations
@@ -84,7 +87,8 @@ def run_md(model: Path, folder: Path, names: list[str], batch: int, queue: bool,
     return len(names) / out["seconds"]
 
 
-def run_worker(model: Path, folder: Path, names: list[str], batch: int | None, workers: int) -> tuple[float, float]:
+def run_worker(model: Path, folder: Path, names: list[str], batch: int | None, workers: int
+               ) -> tuple[float, float, dict]:
     manifest = folder.parent / "manifest.json"
     manifest.write_text(json.dumps({"task_id": "bench", "shard_id": "0", "attempt": 1, "source_container": "local",
                                     "images": names, "output_container": "local", "output_blob": "out.json",
@@ -102,7 +106,7 @@ def run_worker(model: Path, folder: Path, names: list[str], batch: int | None, w
         raise SystemExit(f"worker failed:\n{proc.stderr[-3000:]}")
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["done"] == len(names) and summary["failed"] == 0, summary
-    return len(names) / summary["seconds"], len(names) / wall
+    return len(names) / summary["seconds"], len(names) / wall, summary
 
 
 def ceiling(model_path: Path, batch: int, iters: int) -> float:
@@ -159,18 +163,29 @@ def main() -> None:
     print(f"md_default  {results['md_default_img_s']:.2f} img/s")
     results["md_best_img_s"] = run_md(model, folder, md_names, md_batch, True, min(args.workers, 8))
     print(f"md_best     {results['md_best_img_s']:.2f} img/s (batch {md_batch}, image queue)")
-    results["worker_img_s"], results["worker_wall_img_s"] = run_worker(model, folder, names, None, args.workers)
-    print(f"worker      {results['worker_img_s']:.2f} img/s ({results['worker_wall_img_s']:.2f} counting "
+    results["worker_img_s"], results["worker_wall_img_s"], summary = run_worker(model, folder, names, None,
+                                                                                args.workers)
+    print(f"worker      {results['worker_img_s']:.2f} img/s end to end ({results['worker_wall_img_s']:.2f} counting "
           "interpreter start and imports)")
+    worker_detail = {k: summary.get(k) for k in ("seconds", "batch_size", "first_batch_s", "steady_img_s", "stages")}
+    print(f"worker      first batch done after {summary.get('first_batch_s')} s, steady state "
+          f"{summary.get('steady_img_s')} img/s; stage seconds {summary.get('stages')}")
     results["ceiling_img_s"] = max(ceiling(model, b, 10 if cuda else 5) for b in ((16, 32) if cuda else (2,)))
     print(f"ceiling     {results['ceiling_img_s']:.2f} img/s (forward only)")
-    print(f"worker / md_default = {results['worker_img_s'] / results['md_default_img_s']:.2f}x, "
+    print(f"end to end: worker / md_default = {results['worker_img_s'] / results['md_default_img_s']:.2f}x, "
           f"worker / md_best = {results['worker_img_s'] / results['md_best_img_s']:.2f}x, "
           f"worker / ceiling = {results['worker_img_s'] / results['ceiling_img_s']:.2f}")
+    if summary.get("steady_img_s"):
+        print(f"steady state: worker / ceiling = {summary['steady_img_s'] / results['ceiling_img_s']:.2f}")
     date = dt.date.today().isoformat()
     record = {"gpu": gpu, "date": date, "images": len(names), "md_images": len(md_names),
               "model": f"random-weight {args.arch} (MDv5 layout)",
-              **{k: round(v, 3) for k, v in results.items()}, "cpu_count": os.cpu_count(),
+              **{k: round(v, 3) for k, v in results.items()},
+              "ratios_end_to_end": {
+                  "worker_over_md_default": round(results["worker_img_s"] / results["md_default_img_s"], 3),
+                  "worker_over_md_best": round(results["worker_img_s"] / results["md_best_img_s"], 3),
+                  "worker_over_ceiling": round(results["worker_img_s"] / results["ceiling_img_s"], 3)},
+              "worker_detail": worker_detail, "cpu_count": os.cpu_count(),
               "torch": torch.__version__}
     out = REPO / "bench" / "results" / f"worker_throughput-{date}-{gpu.replace(' ', '_')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -59,3 +59,52 @@ def test_test_checkpoint_gives_a_handful_of_confident_detections(checkpoint: Pat
         out = det.nms(det.forward(torch.from_numpy(img.transpose(2, 0, 1))[None]))[0]
         counts.append(len(Detector.to_md(out, g)))
     assert all(1 <= c <= 200 for c in counts), counts
+
+
+def _to_md_reference(det: torch.Tensor, g) -> list[dict]:  # type: ignore[no-untyped-def]
+    """The original per-detection Python tail of ``to_md`` (before it was vectorized), kept as the reference."""
+    if det.shape[0] == 0:
+        return []
+    det = det.clone()
+    h1, w1 = g.padded_shape
+    h0, w0 = g.orig_h, g.orig_w
+    gain = min(h1 / h0, w1 / w0)
+    pad_x, pad_y = (w1 - w0 * gain) / 2, (h1 - h0 * gain) / 2
+    det[:, [0, 2]] -= pad_x
+    det[:, [1, 3]] -= pad_y
+    det[:, :4] /= gain
+    det[:, 0].clamp_(0, w0)
+    det[:, 1].clamp_(0, h0)
+    det[:, 2].clamp_(0, w0)
+    det[:, 3].clamp_(0, h0)
+    det[:, :4] = det[:, :4].round()
+    gn = torch.tensor((w0, h0, w0, h0))
+    xyxy = det[:, :4]
+    xywh = torch.empty_like(xyxy)
+    xywh[:, 0] = (xyxy[:, 0] + xyxy[:, 2]) / 2
+    xywh[:, 1] = (xyxy[:, 1] + xyxy[:, 3]) / 2
+    xywh[:, 2] = xyxy[:, 2] - xyxy[:, 0]
+    xywh[:, 3] = xyxy[:, 3] - xyxy[:, 1]
+    out = []
+    for (xc, yc, w, h), conf, cls in zip((xywh / gn).tolist(), det[:, 4].tolist(), det[:, 5].tolist()):
+        box = [xc - w / 2.0, yc - h / 2.0, w, h]
+        out.append({"category": str(int(cls) + 1), "conf": truncate(conf, 3), "bbox": [truncate(v, 4) for v in box]})
+    out.sort(key=lambda d: d["conf"], reverse=True)
+    return out
+
+
+def test_vectorized_to_md_is_bit_identical_to_the_python_loop() -> None:
+    gen = torch.Generator().manual_seed(0)
+    compared = 0
+    for trial, (h0, w0) in enumerate([(1536, 2048), (768, 1024), (600, 800), (2000, 1500), (333, 1001)] * 12):
+        g = letterbox_geometry(h0, w0, 1280, 64)
+        n = int(torch.randint(0, 300, (1,), generator=gen))
+        xy = torch.rand(n, 2, generator=gen) * 1400 - 60
+        wh = torch.rand(n, 2, generator=gen) * 400
+        conf = torch.rand(n, 1, generator=gen)
+        if trial % 3 == 0:
+            conf = (conf * 20).round() / 20  # ties: the sort must stay stable as before
+        det = torch.cat([xy, xy + wh, conf, torch.randint(0, 3, (n, 1), generator=gen).float()], 1)
+        assert Detector.to_md(det, g) == _to_md_reference(det, g)
+        compared += n
+    assert compared > 3000

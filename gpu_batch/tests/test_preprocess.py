@@ -120,3 +120,18 @@ def test_letterbox_matches_yolov5_geometry() -> None:
     assert g.padded_shape[0] % 64 == 0 and g.padded_shape[1] == 1280 and g.top + g.bottom == g.padded_shape[0] - g.new_h
     boxed, g = letterbox_cpu(np.zeros((333, 777, 3), np.uint8), 1280, 64)
     assert boxed.shape[:2] == g.padded_shape and boxed[0, 0, 0] == 114
+
+
+def test_batched_letterbox_equals_per_image_letterbox() -> None:
+    import torch
+
+    from gpu_batch.worker.preprocess import letterbox_geometry, letterbox_torch, letterbox_torch_batch
+
+    gen = torch.Generator().manual_seed(3)
+    for h, w in ((1536, 2048), (600, 800), (1280, 960), (333, 1001)):
+        images = [torch.randint(0, 256, (h, w, 3), generator=gen, dtype=torch.uint8) for _ in range(3)]
+        g = letterbox_geometry(h, w, 1280, 64)
+        batch = letterbox_torch_batch(images, g)
+        assert batch.shape == (3, 3, *g.padded_shape)
+        for i, image in enumerate(images):
+            assert torch.equal(batch[i], letterbox_torch(image, g))

@@ -44,3 +44,25 @@ def test_unwritable_sink_raises_output_not_writable(tmp_path: Path) -> None:
     w = ResultWriter(FileSink(tmp_path / "f" / "out.json"), {}, flush_seconds=10)
     with pytest.raises(OutputNotWritable, match="cannot write results"):
         w.start()
+
+
+def test_incrementally_encoded_document_is_byte_identical_to_a_full_dump(tmp_path: Path) -> None:
+    from gpu_batch.worker.results import results_document
+
+    sink = FileSink(tmp_path / "out.json")
+    initial = {"z.jpg": detections_entry("z.jpg", [{"category": "1", "conf": 0.5, "bbox": [0.1, 0.2, 0.3, 0.4]}])}
+    w = ResultWriter(sink, {"detector": "x", "note": "é"}, initial=initial, flush_seconds=0.1)
+    w.start()
+    final = dict(initial)
+    for i in range(300):
+        entry = (failure_entry(f"f{i % 7}.jpg", "inference failure") if i % 10 == 0 else
+                 detections_entry(f"img_{i % 120:03d}é.jpg",
+                                  [{"category": "2", "conf": i / 1000, "bbox": [0.1, 0.2, i / 997, 0.4]}] * (i % 4)))
+        w.add(entry)  # names repeat: a replaced entry must be re-encoded
+        final[entry["file"]] = entry
+        if i % 100 == 0:
+            time.sleep(0.6)  # let the flushing thread encode and flush in between
+    w.close({"complete": True})
+    expected = json.dumps(results_document(list(final.values()), {"detector": "x", "note": "é", "complete": True}),
+                          separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    assert sink.read() == expected

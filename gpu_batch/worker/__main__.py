@@ -87,6 +87,7 @@ def _run(args: argparse.Namespace, env: Mapping[str, str], fault: Any, started: 
     from gpu_batch.manifest import ShardManifest
     from gpu_batch.worker import faults, sources
     from gpu_batch.worker.loader import ModelLoadError, load_model, model_cache_dir, resolve_model_file
+    from gpu_batch.worker.devices import start_cuda_warmup
     from gpu_batch.worker.pipeline import PipelineOptions, ShardSummary, run_images
     from gpu_batch.worker.results import FileSink, OutputNotWritable, ResultWriter, load_resumable
 
@@ -119,6 +120,7 @@ def _run(args: argparse.Namespace, env: Mapping[str, str], fault: Any, started: 
         raise _Usage("--device cuda but no CUDA device is available")
     else:
         device = args.device
+    start_cuda_warmup(device)  # overlaps CUDA/cuDNN/nvJPEG initialisation with the model download and load
     if blob_mode:
         assert service is not None
         source: sources.ImageSource = sources.BlobImageSource(service, manifest.source_container)
@@ -170,7 +172,12 @@ def _run(args: argparse.Namespace, env: Mapping[str, str], fault: Any, started: 
         sink.write(faults.CORRUPT_BYTES)
     summary.seconds = time.monotonic() - started
     logger.info("%s finished: %s", label, summary.to_dict())
-    print(json.dumps({**summary.to_dict(), "batch_size": summary.batch_size, "device": device}), flush=True)
+    steady = summary.steady_img_s()
+    print(json.dumps({**summary.to_dict(), "batch_size": summary.batch_size, "device": device,
+                      "first_batch_s": (round(summary.first_batch_at - started, 3)
+                                        if summary.first_batch_at is not None else None),
+                      "steady_img_s": round(steady, 3) if steady is not None else None,
+                      "stages": {k: round(v, 3) for k, v in sorted(summary.stages.items())}}), flush=True)
     return EXIT_OK
 
 

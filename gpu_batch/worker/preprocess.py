@@ -116,3 +116,16 @@ def letterbox_torch(image: torch.Tensor, g: LetterboxGeometry) -> torch.Tensor:
         x = x.round_().clamp_(0, 255)  # OpenCV returns uint8: round like it does
     x = torch.nn.functional.pad(x, (g.left, g.right, g.top, g.bottom), value=float(LETTERBOX_VALUE))
     return x[0]
+
+
+def letterbox_torch_batch(images: list[torch.Tensor], g: LetterboxGeometry) -> torch.Tensor:
+    """``letterbox_torch`` for several HxWx3 uint8 tensors of one shape at once: N x 3 x H x W float in [0, 255].
+
+    The same operations on a batch (bilinear interpolation and padding work per image), so each image comes out
+    exactly as ``letterbox_torch`` would give it, with a handful of kernel launches instead of a handful per image.
+    """
+    x = torch.stack(images).permute(0, 3, 1, 2).float()
+    if (g.orig_h, g.orig_w) != (g.new_h, g.new_w):
+        x = torch.nn.functional.interpolate(x, size=(g.new_h, g.new_w), mode="bilinear", align_corners=False)
+        x = x.round_().clamp_(0, 255)
+    return torch.nn.functional.pad(x, (g.left, g.right, g.top, g.bottom), value=float(LETTERBOX_VALUE))

@@ -120,6 +120,8 @@ class ResultWriter:
     ``flush_when(n_new)`` may ask for an immediate flush once that many new entries were added.
     """
 
+    ENCODE_SECONDS = 0.5  # how often the flushing thread encodes newly added entries between flushes
+
     def __init__(self, sink: ResultSink, info: Mapping[str, Any], initial: Mapping[str, dict[str, Any]] | None = None,
                  flush_seconds: float = 5.0, on_flushed: Callable[[int], None] | None = None,
                  flush_at_new: int | None = None) -> None:
@@ -134,6 +136,13 @@ class ResultWriter:
         self.on_flushed = on_flushed
         self.flush_at_new = flush_at_new
         self._new = 0
+        # Each entry is JSON-encoded once (by the flushing thread, soon after it is added) and the document is
+        # assembled from those pieces, instead of re-encoding every entry at every flush: for a large shard that
+        # was seconds of GIL time per flush, competing with the inference threads, and the last one ran on the
+        # critical path at close. Entries must not be mutated after ``add``.
+        self._encoded: dict[str, tuple[dict[str, Any], str]] = {}
+        self._fresh: list[dict[str, Any]] = []
+        self._encode_lock = threading.Lock()
         self.error: OutputNotWritable | None = None
         self._thread = threading.Thread(target=self._run, name="result-writer", daemon=True)
 
@@ -145,6 +154,7 @@ class ResultWriter:
     def add(self, entry: dict[str, Any]) -> None:
         with self._lock:
             self._entries[entry["file"]] = entry
+            self._fresh.append(entry)
             self._new += 1
             due = self.flush_at_new is not None and self._new >= self.flush_at_new
         self._dirty.set()
@@ -164,8 +174,7 @@ class ResultWriter:
             entries = list(self._entries.values())
             new = self._new
             self._dirty.clear()
-        doc = results_document(entries, {**self.info, **(extra_info or {})})
-        data = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        data = self._document_bytes(entries, {**self.info, **(extra_info or {})})
         last: OutputNotWritable | None = None
         for attempt in range(3):  # transient storage errors: a short retry before declaring the output lost
             try:
@@ -180,12 +189,41 @@ class ResultWriter:
         if self.on_flushed is not None:
             self.on_flushed(new)
 
+    def _encoded_entry(self, entry: dict[str, Any]) -> str:
+        cached = self._encoded.get(entry["file"])
+        if cached is not None and cached[0] is entry:
+            return cached[1]
+        text = json.dumps(entry, separators=(",", ":"), ensure_ascii=False)
+        self._encoded[entry["file"]] = (entry, text)
+        return text
+
+    def _encode_fresh(self) -> None:
+        with self._lock:
+            fresh, self._fresh = self._fresh, []
+        with self._encode_lock:
+            for entry in fresh:
+                self._encoded_entry(entry)
+
+    def _document_bytes(self, entries: list[dict[str, Any]], info: Mapping[str, Any]) -> bytes:
+        """Exactly ``json.dumps(results_document(entries, info), separators=(",", ":"), ensure_ascii=False)``."""
+        shell = json.dumps(results_document([], info), separators=(",", ":"), ensure_ascii=False)
+        head = '{"images":[]'
+        assert shell.startswith(head)
+        with self._encode_lock:
+            parts = [self._encoded_entry(e) for e in sorted(entries, key=lambda e: e["file"])]
+        return "".join(('{"images":[', ",".join(parts), "]", shell[len(head):])).encode("utf-8")
+
     def _run(self) -> None:
+        last_flush = time.monotonic()
         while not self._stop.is_set():
-            self._wake.wait(self.flush_seconds)
+            woken = self._wake.wait(min(self.flush_seconds, self.ENCODE_SECONDS))
             self._wake.clear()
             if self._stop.is_set():
                 break
+            self._encode_fresh()
+            if not woken and time.monotonic() - last_flush < self.flush_seconds:
+                continue
+            last_flush = time.monotonic()
             if self._dirty.is_set():
                 try:
                     self.flush()

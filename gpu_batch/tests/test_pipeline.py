@@ -1,0 +1,199 @@
+"""The batch pipeline in-process: stage overlap, ordering, out-of-memory splitting, failed batches, stopping.
+
+The driver (``batching.BatchOverlap``) is the same on CPU and CUDA, so these CPU tests cover the threading and error
+handling of the GPU path too; the CUDA stage internals are covered by the GPU oracle test.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from gpu_batch.tests.imagegen import jpeg_bytes, textured
+from gpu_batch.worker.batching import BatchOverlap, Entry, Launched, Prepared, StageClock, Staged
+from gpu_batch.worker.detector import Detector
+from gpu_batch.worker.loader import load_model
+from gpu_batch.worker.pipeline import PipelineOptions, ShardSummary, run_images
+from gpu_batch.worker.results import FileSink, ResultWriter
+from gpu_batch.worker.sources import LocalFolderSource
+
+
+class _RecordingStages:
+    """Stages that record which thread ran what, and how many batches existed at once."""
+
+    pads_tail = False
+
+    def __init__(self, fail_launch_of: str | None = None, oom_above: int | None = None,
+                 fail_finish_of: str | None = None) -> None:
+        self.threads: dict[str, set[str]] = {"stage": set(), "launch": set(), "finish": set()}
+        self.live = 0
+        self.max_live = 0
+        self.lock = threading.Lock()
+        self.fail_launch_of, self.oom_above, self.fail_finish_of = fail_launch_of, oom_above, fail_finish_of
+        self.released = 0
+
+    def stage(self, items: list[Prepared], pad_to: int | None) -> Staged:
+        self.threads["stage"].add(threading.current_thread().name.split("_")[0])
+        with self.lock:
+            self.live += 1
+            self.max_live = max(self.max_live, self.live)
+        time.sleep(0.01)
+        good = [it for it in items if not it.name.startswith("bad")]
+        for it in items:
+            if it.name.startswith("bad"):
+                it.failure = "image access failure"
+        return Staged(items=good, failed=[it for it in items if it.failure],
+                      batch=torch.zeros(len(good)) if good else None)
+
+    def launch(self, staged: Staged) -> Launched:
+        self.threads["launch"].add(threading.current_thread().name)
+        if self.oom_above is not None and len(staged.items) > self.oom_above:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        if any(it.name == self.fail_launch_of for it in staged.items):
+            raise RuntimeError("simulated forward failure")
+        assert staged.batch is not None
+        return Launched(staged.items, staged.batch)
+
+    def finish(self, launched: Launched) -> list[Entry]:
+        self.threads["finish"].add(threading.current_thread().name.split("_")[0])
+        time.sleep(0.01)
+        with self.lock:
+            self.live -= 1
+        if any(it.name == self.fail_finish_of for it in launched.items):
+            raise ValueError("simulated post-processing failure")
+        return [{"file": it.name, "detections": [], "batch": len(launched.items)} for it in launched.items]
+
+    def release_memory(self) -> None:
+        self.released += 1
+
+
+def _drive(stages: _RecordingStages, batches: list[list[str]]) -> list[Entry]:
+    emitted: list[Entry] = []
+    with BatchOverlap(stages, emitted.extend, StageClock()) as overlap:  # type: ignore[arg-type]
+        for names in batches:
+            overlap.submit([Prepared(n) for n in names])
+        overlap.drain()
+    return emitted
+
+
+def test_stages_run_on_their_own_threads_and_at_most_three_batches_exist() -> None:
+    stages = _RecordingStages()
+    batches = [[f"b{b}_{i}" for i in range(4)] for b in range(10)]
+    emitted = _drive(stages, batches)
+    assert [e["file"] for e in emitted] == [n for names in batches for n in names]  # batch order is kept
+    assert stages.threads["stage"] == {"stage"} and stages.threads["finish"] == {"post"}
+    assert stages.threads["launch"] == {threading.current_thread().name}
+    assert 2 <= stages.max_live <= 3  # overlapped, and bounded
+
+
+def test_decode_failures_found_while_staging_are_emitted_once() -> None:
+    emitted = _drive(_RecordingStages(), [["a", "bad1", "b"], ["bad2"]])
+    by_file = {e["file"]: e for e in emitted}
+    assert len(emitted) == len(by_file) == 4 and set(by_file) == {"a", "b", "bad1", "bad2"}
+    assert by_file["bad1"]["failure"] == "image access failure" and by_file["bad2"]["failure"] == "image access failure"
+    assert "failure" not in by_file["a"]
+
+
+def test_out_of_memory_splits_the_batch_until_it_fits() -> None:
+    stages = _RecordingStages(oom_above=2)
+    emitted = _drive(stages, [[f"x{i}" for i in range(8)], ["y0", "y1"]])
+    assert sorted(e["file"] for e in emitted) == sorted([f"x{i}" for i in range(8)] + ["y0", "y1"])
+    assert all("failure" not in e and e["batch"] <= 2 for e in emitted)
+    assert stages.released >= 1
+
+
+def test_single_image_out_of_memory_is_an_inference_failure() -> None:
+    emitted = _drive(_RecordingStages(oom_above=0), [["only"], ["other"]])
+    assert {e["file"]: e.get("failure") for e in emitted} == {"only": "inference failure",
+                                                              "other": "inference failure"}
+
+
+def test_failed_forward_or_post_processing_fails_that_batch_only() -> None:
+    emitted = _drive(_RecordingStages(fail_launch_of="a1", fail_finish_of="c0"),
+                     [["a0", "a1"], ["b0", "b1"], ["c0", "c1"], ["d0"]])
+    failures = {e["file"] for e in emitted if e.get("failure") == "inference failure"}
+    assert failures == {"a0", "a1", "c0", "c1"}
+    assert sorted(e["file"] for e in emitted) == ["a0", "a1", "b0", "b1", "c0", "c1", "d0"]
+
+
+# --- the real pipeline on the CPU with a tiny real network ---------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    root = tmp_path_factory.mktemp("imgs")
+    names = [f"img{i:02d}.jpg" for i in range(9)] + ["broken.jpg"]
+    for i, name in enumerate(names[:-1]):
+        (root / name).write_bytes(jpeg_bytes(textured(320, 240, 100 + i)))
+    (root / "broken.jpg").write_bytes(b"not a jpeg at all")
+    return root, names
+
+
+def _run(folder: tuple[Path, list[str]], checkpoint: Path, tmp_path: Path, batch_size: int,
+         stop_check: Any = None) -> tuple[dict[str, Any], ShardSummary]:
+    root, names = folder
+    model = load_model(checkpoint, device="cpu")
+    sink = FileSink(tmp_path / f"out-{batch_size}.json")
+    writer = ResultWriter(sink, {"detector": "test"}, flush_seconds=60)
+    summary = ShardSummary(images=len(names))
+    writer.start()
+    try:
+        run_images(names, LocalFolderSource(root), model, writer, 0.005,
+                   PipelineOptions(batch_size=batch_size, workers=2), summary, stop_check=stop_check)
+    finally:
+        writer.close()
+    data = sink.read()
+    assert data is not None
+    return {e["file"]: e for e in json.loads(data)["images"]}, summary
+
+
+def test_pipeline_gives_the_same_detections_at_any_batch_size(folder: tuple[Path, list[str]], checkpoint: Path,
+                                                              tmp_path: Path) -> None:
+    one, s1 = _run(folder, checkpoint, tmp_path, 1)
+    three, s3 = _run(folder, checkpoint, tmp_path, 3)
+    assert one == three
+    assert set(one) == set(folder[1]) and one["broken.jpg"]["failure"] == "image access failure"
+    assert sum(len(e.get("detections") or []) for e in one.values()) > 0  # the comparison is not empty
+    assert s3.done == 10 and s3.failed == 1 and s3.first_batch_at is not None
+    assert {"main_wait_stage_s", "main_launch_s", "main_wait_post_s", "stage_thread_busy_s",
+            "post_thread_busy_s"} <= set(s3.stages)
+
+
+def test_pipeline_out_of_memory_retries_give_the_same_detections(folder: tuple[Path, list[str]], checkpoint: Path,
+                                                                 tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    expected, _ = _run(folder, checkpoint, tmp_path, 4)
+    real_forward = Detector.forward
+
+    def forward(self: Detector, batch: torch.Tensor) -> torch.Tensor:
+        if batch.shape[0] > 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real_forward(self, batch)
+
+    monkeypatch.setattr(Detector, "forward", forward)
+    got, summary = _run(folder, checkpoint, tmp_path, 4)
+    assert got == expected and summary.failed == 1
+
+
+def test_a_stop_check_that_raises_stops_the_shard_and_joins_the_threads(folder: tuple[Path, list[str]],
+                                                                        checkpoint: Path, tmp_path: Path) -> None:
+    class Stop(Exception):
+        pass
+
+    calls = []
+
+    def stop_check() -> None:
+        calls.append(1)
+        if len(calls) == 3:
+            raise Stop()
+
+    before = {t.name for t in threading.enumerate()}
+    with pytest.raises(Stop):
+        _run(folder, checkpoint, tmp_path, 2, stop_check=stop_check)
+    leftover = [t.name for t in threading.enumerate() if t.name not in before and t.is_alive()
+                and t.name.startswith(("stage", "post", "fetch-decode"))]
+    assert leftover == []

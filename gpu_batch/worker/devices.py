@@ -1,0 +1,297 @@
+"""How one image is prepared and one batch staged, launched and finished, on CPU and on CUDA.
+
+Why this module exists: the two devices need different work to give MegaDetector's answers fast.
+
+* CPU: decode with PIL and letterbox with OpenCV in the fetch threads (bit-identical with MegaDetector), stack,
+  run the network in fp32.
+* CUDA: the fetch threads only read JPEG headers; the stage thread decodes the whole batch with nvJPEG
+  (``torchvision.io.decode_jpeg`` on the device) and letterboxes it on the GPU, on its own CUDA stream; the forward
+  pass runs in fp16/channels_last on the main thread's stream; NMS and the copy of its result to the host run on a
+  third stream in the post thread. Anything nvJPEG should not or cannot decode (CMYK, truncated, not a JPEG, a
+  refusal) takes the exact CPU decode. Short batches are padded to the batch size: a new input shape would make
+  cuDNN re-tune for seconds.
+
+Must not: decide batching, order or error policy (``batching`` and ``pipeline`` do) or touch result files.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import threading
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.io import ImageReadMode, decode_jpeg
+
+from gpu_batch.worker.batching import Entry, Launched, Prepared, Staged
+from gpu_batch.worker.detector import Detector
+from gpu_batch.worker.loader import LoadedModel
+from gpu_batch.worker.preprocess import (_EXIF_ORIENTATION, _EXIF_ROTATIONS, ImageAccessError, LetterboxGeometry,
+                                         decode_image, letterbox_cpu, letterbox_geometry, letterbox_torch_batch)
+from gpu_batch.worker.results import FAILURE_IMAGE_OPEN, FAILURE_INFER, detections_entry
+from gpu_batch.worker.sources import ImageSource, SourceError
+
+logger = logging.getLogger(__name__)
+
+CPU_BATCH_SIZE = 2
+
+
+def fit_batch_size(model: LoadedModel) -> int:
+    """A batch size from the GPU's total memory, without probing (probing cost seconds of start-up per shard).
+
+    32 letterboxed 1280-pixel images of YOLOv5x6 in fp16 need well under 40 GB; batches that still run out of memory
+    are split in two and retried (``batching``), so the guess only has to be safe, not exact.
+    """
+    if model.device.type != "cuda":
+        return CPU_BATCH_SIZE
+    total_gb = torch.cuda.get_device_properties(model.device).total_memory / 2**30
+    for need_gb, batch in ((40, 32), (20, 16), (10, 8), (5, 4)):
+        if total_gb >= need_gb:
+            return batch
+    return 1
+
+
+def start_cuda_warmup(device: torch.device | str) -> threading.Thread | None:
+    """Initialise CUDA, cuDNN and nvJPEG on a side thread, overlapping the checkpoint download and load.
+
+    Each costs a fraction of a second on first use (libraries, context, handles); here they stop adding up serially
+    before the first batch. Failures are ignored: the real use reports them.
+    """
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+
+    def work() -> None:
+        try:
+            x = torch.zeros((1, 8, 32, 32), device=device, dtype=torch.float16).contiguous(
+                memory_format=torch.channels_last)
+            torch.nn.functional.conv2d(x, torch.zeros((8, 8, 3, 3), device=device, dtype=torch.float16))
+            tiny = io.BytesIO()
+            Image.new("RGB", (16, 16)).save(tiny, format="JPEG")
+            decode_jpeg(torch.frombuffer(bytearray(tiny.getvalue()), dtype=torch.uint8), device=device)
+            torch.cuda.synchronize(device)
+        except Exception as exc:  # noqa: BLE001 - a warm-up only
+            logger.debug("CUDA warm-up failed: %s", exc)
+
+    thread = threading.Thread(target=work, name="cuda-warmup", daemon=True)
+    thread.start()
+    return thread
+
+
+def gpu_decodable_jpeg(data: bytes) -> tuple[int, int, int] | None:
+    """(height, width, rotation) as MegaDetector would see a plain RGB/grayscale JPEG, or None for the CPU path.
+
+    Reads only the header. Anything unusual (not JPEG, CMYK, no end-of-image marker, i.e. truncated, which
+    MegaDetector gray-fills through PIL) goes through the exact CPU decode instead.
+    """
+    try:
+        if data.rstrip(b"\0")[-2:] != b"\xff\xd9":
+            return None
+        image = Image.open(io.BytesIO(data))
+        if image.format != "JPEG" or image.mode not in ("RGB", "L"):
+            return None
+        rotation = 0
+        try:
+            rotation = _EXIF_ROTATIONS.get(image._getexif().get(_EXIF_ORIENTATION), 0)  # type: ignore[attr-defined]
+        except Exception:  # noqa: BLE001 - no or unreadable EXIF: MegaDetector ignores it too
+            rotation = 0
+        w, h = image.size
+        if w * h > (Image.MAX_IMAGE_PIXELS or 0) * 2:
+            return None  # let the CPU path raise the decompression-bomb failure
+        return (w, h, rotation) if rotation in (90, 270) else (h, w, rotation)
+    except Exception:  # noqa: BLE001 - the CPU path will report what is wrong with it
+        return None
+
+
+def _entries(detector: Detector, items: list[Prepared], prediction: torch.Tensor) -> list[Entry]:
+    dets = detector.nms(prediction)
+    out = []
+    for it, d in zip(items, dets):
+        assert it.geometry is not None
+        out.append(detections_entry(it.name, Detector.to_md(d, it.geometry)))
+    return out
+
+
+class CpuStages:
+    """MegaDetector's own CPU path, batched: exact decode and letterbox in the fetch threads, fp32 forward."""
+
+    pads_tail = False
+
+    def __init__(self, model: LoadedModel, detector: Detector) -> None:
+        self.model, self.detector = model, detector
+
+    def default_batch_size(self) -> int:
+        return CPU_BATCH_SIZE
+
+    def prepare(self, source: ImageSource, name: str) -> Prepared:
+        """Fetch and decode one image (a fetch thread). Never raises: problems become failures."""
+        try:
+            return self._prepare(source.fetch(name), name)
+        except (SourceError, ImageAccessError) as exc:
+            logger.info("image %r: %s", name, exc)
+            return Prepared(name, failure=FAILURE_IMAGE_OPEN)
+        except Exception as exc:  # noqa: BLE001 - one image must never stop the shard (e.g. cv2 on odd sizes)
+            logger.warning("image %r: unexpected %s: %s", name, type(exc).__name__, exc)
+            return Prepared(name, failure=FAILURE_IMAGE_OPEN)
+
+    def _prepare(self, data: bytes, name: str) -> Prepared:
+        pixels = decode_image(data)
+        if pixels.ndim != 3 or pixels.shape[2] != 3:
+            # MegaDetector accepts 16-bit grayscale (I;16) at load time, then fails it at inference.
+            return Prepared(name, failure=FAILURE_INFER)
+        boxed, g = letterbox_cpu(pixels, self.model.image_size, self.model.stride)
+        return Prepared(name, g, boxed)
+
+    def stage(self, items: list[Prepared], pad_to: int | None) -> Staged:
+        arrays = [it.pixels.transpose(2, 0, 1) for it in items if it.pixels is not None]
+        return Staged(items=list(items), batch=torch.from_numpy(np.stack(arrays)) if arrays else None)
+
+    def launch(self, staged: Staged) -> Launched:
+        assert staged.batch is not None
+        return Launched(staged.items, self.detector.forward(staged.batch))
+
+    def finish(self, launched: Launched) -> list[Entry]:
+        return _entries(self.detector, launched.items, launched.prediction)
+
+    def release_memory(self) -> None:
+        pass
+
+
+class CudaStages(CpuStages):
+    """nvJPEG decode and letterbox on a side stream, fp16 forward, NMS on a third stream (see the module doc)."""
+
+    pads_tail = True
+
+    def __init__(self, model: LoadedModel, detector: Detector) -> None:
+        super().__init__(model, detector)
+        self.stage_stream = torch.cuda.Stream(device=model.device)
+        self.post_stream = torch.cuda.Stream(device=model.device)
+        self.forward_seconds = 0.0  # GPU time of the forward passes (CUDA events), read by the post thread only
+
+    def default_batch_size(self) -> int:
+        return fit_batch_size(self.model)
+
+    def _prepare(self, data: bytes, name: str) -> Prepared:
+        header = gpu_decodable_jpeg(data)
+        if header is not None:
+            h, w, rotation = header
+            g = letterbox_geometry(h, w, self.model.image_size, self.model.stride)
+            return Prepared(name, g, jpeg=data, rotation=rotation)
+        pixels = decode_image(data)
+        if pixels.ndim != 3 or pixels.shape[2] != 3:
+            return Prepared(name, failure=FAILURE_INFER)
+        g = letterbox_geometry(pixels.shape[0], pixels.shape[1], self.model.image_size, self.model.stride)
+        return Prepared(name, g, np.ascontiguousarray(pixels))
+
+    def _decode(self, items: list[Prepared]) -> list[torch.Tensor | None]:
+        """HxWx3 uint8 CUDA tensors (None for a failure): JPEGs decoded together, others uploaded."""
+        device = self.model.device
+        jpegs = [it for it in items if it.jpeg is not None]
+        decoded: dict[int, torch.Tensor] = {}
+        if jpegs:
+            datas = [torch.frombuffer(bytearray(it.jpeg or b""), dtype=torch.uint8) for it in jpegs]
+            outs: list[torch.Tensor | None]
+            try:
+                outs = list(decode_jpeg(datas, mode=ImageReadMode.RGB, device=device))
+            except RuntimeError:  # one bad file fails the batched call: decode one by one
+                outs = []
+                for d in datas:
+                    try:
+                        outs.append(decode_jpeg(d, mode=ImageReadMode.RGB, device=device))
+                    except RuntimeError:
+                        outs.append(None)
+            for it, img in zip(jpegs, outs):
+                g = it.geometry
+                assert g is not None and it.jpeg is not None
+                if img is not None and it.rotation:
+                    img = torch.rot90(img, it.rotation // 90, dims=(1, 2))
+                if img is None or (img.shape[1], img.shape[2]) != (g.orig_h, g.orig_w):
+                    try:  # nvJPEG refused it or disagrees on its size: the exact CPU decode decides
+                        it.pixels = np.ascontiguousarray(decode_image(it.jpeg))
+                    except ImageAccessError:
+                        it.failure = FAILURE_IMAGE_OPEN
+                    it.jpeg = None
+                    continue
+                decoded[id(it)] = img.permute(1, 2, 0)
+        out: list[torch.Tensor | None] = []
+        for it in items:
+            if it.failure is not None:
+                out.append(None)
+            elif id(it) in decoded:
+                out.append(decoded[id(it)])
+            else:
+                assert it.pixels is not None
+                out.append(torch.from_numpy(it.pixels).to(device, non_blocking=True))
+        return out
+
+    def stage(self, items: list[Prepared], pad_to: int | None) -> Staged:
+        with torch.cuda.stream(self.stage_stream):
+            pixels = self._decode(items)
+            ok = [(px, it) for px, it in zip(pixels, items) if px is not None and it.failure is None]
+            staged = Staged(items=[it for _, it in ok], failed=[it for it in items if it.failure is not None])
+            if ok:
+                first = ok[0][1].geometry
+                assert first is not None
+                h, w = first.padded_shape
+                rows = max(pad_to or 0, len(ok))
+                # Letterboxed pixels are whole numbers in 0..255, exact in fp16: staging in the network's dtype
+                # halves the copy and makes the forward pass's cast a no-op.
+                dtype = torch.float16 if self.model.half else torch.float32
+                batch = torch.empty((rows, 3, h, w), dtype=dtype, device=self.model.device,
+                                    memory_format=torch.channels_last)
+                groups: dict[LetterboxGeometry, list[int]] = {}
+                for i, (_, it) in enumerate(ok):
+                    assert it.geometry is not None
+                    groups.setdefault(it.geometry, []).append(i)
+                for g, idx in groups.items():  # one set of kernels per original image size (usually one)
+                    boxed = letterbox_torch_batch([ok[i][0] for i in idx], g)  # type: ignore[misc]
+                    if idx == list(range(idx[0], idx[0] + len(idx))):
+                        batch[idx[0]:idx[0] + len(idx)] = boxed
+                    else:
+                        batch[torch.tensor(idx, device=self.model.device)] = boxed
+                if len(ok) < rows:  # tail padding: copies of the last image, results dropped after the forward
+                    batch[len(ok):] = batch[len(ok) - 1]
+                staged.batch = batch
+            event = torch.cuda.Event()
+            event.record(self.stage_stream)
+            staged.ready = event
+        return staged
+
+    def launch(self, staged: Staged) -> Launched:
+        assert staged.batch is not None
+        main = torch.cuda.current_stream(self.model.device)
+        main.wait_event(staged.ready)
+        staged.batch.record_stream(main)  # allocated on the stage stream, consumed here
+        started = torch.cuda.Event(enable_timing=True)
+        started.record(main)
+        prediction = self.detector.forward(staged.batch)[: len(staged.items)]
+        done = torch.cuda.Event(enable_timing=True)
+        done.record(main)
+        return Launched(staged.items, prediction, started, done)
+
+    def finish(self, launched: Launched) -> list[Entry]:
+        with torch.cuda.stream(self.post_stream):
+            self.post_stream.wait_event(launched.done)
+            launched.prediction.record_stream(self.post_stream)  # allocated on the main stream, consumed here
+            entries = _entries(self.detector, launched.items, launched.prediction)  # NMS ends with a host copy
+        try:  # both events are complete once the NMS result reached the host
+            self.forward_seconds += launched.started.elapsed_time(launched.done) / 1000.0
+        except RuntimeError:  # a measurement only
+            pass
+        return entries
+
+    def release_memory(self) -> None:
+        torch.cuda.empty_cache()
+
+
+def make_stages(model: LoadedModel, detector: Detector) -> CpuStages:
+    return CudaStages(model, detector) if model.device.type == "cuda" else CpuStages(model, detector)
+
+
+def describe_stages(stages: CpuStages) -> dict[str, Any]:
+    """Stage figures only the device knows (GPU forward seconds), for the shard summary."""
+    if isinstance(stages, CudaStages):
+        return {"gpu_forward_s": stages.forward_seconds}
+    return {}
