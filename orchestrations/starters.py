@@ -44,7 +44,7 @@ def _error(exc: TrapbatchError) -> func.HttpResponse:
 
 
 def _base_url(req: func.HttpRequest) -> str:
-    url = req.url
+    url = str(req.url)
     marker = url.find("/api/")
     return url[:marker] if marker >= 0 else url.rstrip("/")
 

@@ -33,7 +33,8 @@ MAX_DETECTIONS = 300
 
 
 def truncate(x: float, digits: int) -> float:
-    return math.floor(x * 10 ** digits) / 10 ** digits
+    scale = float(10 ** digits)
+    return math.floor(x * scale) / scale
 
 
 class Detector:
@@ -51,7 +52,8 @@ class Detector:
         x /= 255.0
         if self.model.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.model.network(x)[0]
+        out: torch.Tensor = self.model.network(x)[0]
+        return out
 
     @torch.inference_mode()
     def nms(self, prediction: torch.Tensor) -> list[torch.Tensor]:

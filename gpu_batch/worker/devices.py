@@ -166,8 +166,8 @@ class CudaStages(CpuStages):
 
     def __init__(self, model: LoadedModel, detector: Detector) -> None:
         super().__init__(model, detector)
-        self.stage_stream = torch.cuda.Stream(device=model.device)
-        self.post_stream = torch.cuda.Stream(device=model.device)
+        self.stage_stream = torch.cuda.Stream(device=model.device)  # type: ignore[no-untyped-call]
+        self.post_stream = torch.cuda.Stream(device=model.device)  # type: ignore[no-untyped-call]
         self.forward_seconds = 0.0  # GPU time of the forward passes (CUDA events), read by the post thread only
 
     def default_batch_size(self) -> int:
@@ -246,7 +246,7 @@ class CudaStages(CpuStages):
                     assert it.geometry is not None
                     groups.setdefault(it.geometry, []).append(i)
                 for g, idx in groups.items():  # one set of kernels per original image size (usually one)
-                    boxed = letterbox_torch_batch([ok[i][0] for i in idx], g)  # type: ignore[misc]
+                    boxed = letterbox_torch_batch([ok[i][0] for i in idx], g)
                     if idx == list(range(idx[0], idx[0] + len(idx))):
                         batch[idx[0]:idx[0] + len(idx)] = boxed
                     else:
@@ -254,7 +254,7 @@ class CudaStages(CpuStages):
                 if len(ok) < rows:  # tail padding: copies of the last image, results dropped after the forward
                     batch[len(ok):] = batch[len(ok) - 1]
                 staged.batch = batch
-            event = torch.cuda.Event()
+            event = torch.cuda.Event()  # type: ignore[no-untyped-call]
             event.record(self.stage_stream)
             staged.ready = event
         return staged
@@ -264,10 +264,10 @@ class CudaStages(CpuStages):
         main = torch.cuda.current_stream(self.model.device)
         main.wait_event(staged.ready)
         staged.batch.record_stream(main)  # allocated on the stage stream, consumed here
-        started = torch.cuda.Event(enable_timing=True)
+        started = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
         started.record(main)
         prediction = self.detector.forward(staged.batch)[: len(staged.items)]
-        done = torch.cuda.Event(enable_timing=True)
+        done = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
         done.record(main)
         return Launched(staged.items, prediction, started, done)
 

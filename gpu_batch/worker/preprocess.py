@@ -49,7 +49,7 @@ def decode_image(data: bytes) -> np.ndarray:
     if not data:
         raise ImageAccessError("zero-byte file")
     try:
-        image = Image.open(io.BytesIO(data))
+        image: Image.Image = Image.open(io.BytesIO(data))
         if image.mode not in _ACCEPTED_MODES:
             raise ImageAccessError(f"unsupported image mode {image.mode}")
         if image.mode in ("RGBA", "L"):

@@ -315,8 +315,8 @@ def parse_model(d: dict[str, Any], ch: list[int]) -> tuple[nn.Sequential, list[i
         else:
             c2 = ch[f]
         module = nn.Sequential(*(m(*args) for _ in range(n))) if n > 1 else m(*args)
-        module.i, module.f, module.type = i, f, f"models.common.{m_name}"  # type: ignore[assignment]
-        module.np = sum(x.numel() for x in module.parameters())  # type: ignore[assignment]
+        module.i, module.f, module.type = i, f, f"models.common.{m_name}"
+        module.np = sum(x.numel() for x in module.parameters())
         save.extend(x % i for x in ([f] if isinstance(f, int) else f) if x != -1)
         layers.append(module)
         if i == 0:

@@ -1,4 +1,4 @@
-"""The pure and storage layers type-check under ``mypy --strict`` (pyproject.toml [tool.mypy])."""
+"""The app, the dev host and the worker type-check under ``mypy --strict`` (pyproject.toml [tool.mypy])."""
 from __future__ import annotations
 
 import subprocess
@@ -6,7 +6,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-STRICT = ["core", "adapters", "devhost", "gpu_batch/pool", "gpu_batch/manifest.py"]
+STRICT = ["core", "adapters", "devhost", "activities", "orchestrations", "function_app.py",
+          "gpu_batch/worker", "gpu_batch/pool", "gpu_batch/manifest.py"]
 
 
 def test_strict_packages_type_check() -> None:
