@@ -9,7 +9,8 @@ of ``--arch`` (real MDv5 weights cannot be downloaded here; speed does not depen
 * ceiling:    the model's forward pass alone on a ready batch at 1280x960 (fp16 + channels_last on CUDA, fp32 on CPU).
 
 Each figure is images / seconds of one run, timed the same way for MegaDetector and the worker: from just before
-the model is loaded to the last result (the Python interpreter's start and imports excluded for both). The worker's
+the model is loaded to the last result (the Python interpreter's start and the torch/torchvision imports excluded for
+both; MegaDetector's own YOLOv5 modules, which it imports while loading the model, are inside its clock). The worker's
 whole-process wall time is reported too, and so are the worker's steady-state rate (after its first batch) and
 its per-stage seconds (main-thread waits for fetch / staging / post-processing, busy time of the staging and
 post-processing threads, GPU time of the forward passes). The ratios use the end-to-end figures.
@@ -28,12 +29,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 MD_SCRIPT = r"""
 import sys, time, json
+import torch, torchvision  # imported before the clock starts, as the worker's clock starts after its imports
 from megadetector.detection.run_detector_batch import load_and_run_detector_batch
 model, listfile, batch, queue, loaders = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1", int(sys.argv[5])
 images = open(listfile).read().split("\n")
@@ -84,11 +87,11 @@ def run_md(model: Path, folder: Path, names: list[str], batch: int, queue: bool,
     if proc.returncode != 0:
         raise SystemExit(f"megadetector run failed:\n{proc.stderr[-3000:]}")
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    return len(names) / out["seconds"]
+    return len(names) / float(out["seconds"])
 
 
-def run_worker(model: Path, folder: Path, names: list[str], batch: int | None, workers: int
-               ) -> tuple[float, float, dict]:
+def run_worker(model: Path, folder: Path, names: list[str], batch: int | None, workers: int,
+               extra: list[str] | None = None) -> tuple[float, float, dict[str, Any]]:
     manifest = folder.parent / "manifest.json"
     manifest.write_text(json.dumps({"task_id": "bench", "shard_id": "0", "attempt": 1, "source_container": "local",
                                     "images": names, "output_container": "local", "output_blob": "out.json",
@@ -99,6 +102,7 @@ def run_worker(model: Path, folder: Path, names: list[str], batch: int | None, w
            "--output-file", str(out), "--workers", str(workers), "--log-level", "WARNING"]
     if batch:
         cmd += ["--batch-size", str(batch)]
+    cmd += extra or []
     t = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)))
     wall = time.monotonic() - t
@@ -109,19 +113,38 @@ def run_worker(model: Path, folder: Path, names: list[str], batch: int | None, w
     return len(names) / summary["seconds"], len(names) / wall, summary
 
 
+def limiting_stage(stages: dict[str, float], seconds: float) -> str:
+    """A reading of the stage seconds: is the GPU busy, and if not, what did the main thread wait for most?
+
+    The main thread queues the forward passes; while the GPU is the limit it waits in ``main_launch_s`` (CUDA queue
+    full) or ``main_wait_post_s`` (post-processing waits for the forward pass), so GPU busy time is judged first.
+    """
+    gpu = stages.get("gpu_forward_s", 0.0)
+    if seconds > 0 and gpu / seconds >= 0.85:
+        return f"GPU forward passes ({gpu:.2f} s GPU time of {seconds:.2f} s)"
+    waits = {"fetch + header/decode threads": stages.get("main_wait_fetch_s", 0.0),
+             "stage thread (decode + letterbox)": stages.get("main_wait_stage_s", 0.0),
+             "post thread (NMS + formatting) or the forward pass it waits for": stages.get("main_wait_post_s", 0.0),
+             "forward passes (queueing them on a GPU; running them, on a CPU)": stages.get("main_launch_s", 0.0)}
+    name, waited = max(waits.items(), key=lambda kv: kv[1])
+    return f"{name}: main thread waited {waited:.2f} s of {seconds:.2f} s; GPU forward time {gpu:.2f} s"
+
+
 def ceiling(model_path: Path, batch: int, iters: int) -> float:
     import torch
 
     from gpu_batch.worker.loader import load_model
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.backends.cudnn.benchmark = True  # as the worker: the best algorithms for this one shape
     m = load_model(model_path, device=device)
     dtype = torch.float16 if m.half else torch.float32
     x = torch.rand(batch, 3, 960, 1280, device=device, dtype=dtype)
     if device == "cuda":
         x = x.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
-        m.network(x)
+        for _ in range(3):  # warm-up: cuDNN tuning / oneDNN primitive caches
+            m.network(x)
         if device == "cuda":
             torch.cuda.synchronize()
         t = time.monotonic()
@@ -140,6 +163,7 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 4)
     p.add_argument("--workdir", default=None)
     p.add_argument("--md-images", type=int, default=None, help="time MegaDetector on the first N images only")
+    p.add_argument("--worker-compile", action="store_true", help="also time the worker with --compile")
     args = p.parse_args()
 
     import torch
@@ -167,10 +191,19 @@ def main() -> None:
                                                                                 args.workers)
     print(f"worker      {results['worker_img_s']:.2f} img/s end to end ({results['worker_wall_img_s']:.2f} counting "
           "interpreter start and imports)")
-    worker_detail = {k: summary.get(k) for k in ("seconds", "batch_size", "first_batch_s", "steady_img_s", "stages")}
-    print(f"worker      first batch done after {summary.get('first_batch_s')} s, steady state "
-          f"{summary.get('steady_img_s')} img/s; stage seconds {summary.get('stages')}")
-    results["ceiling_img_s"] = max(ceiling(model, b, 10 if cuda else 5) for b in ((16, 32) if cuda else (2,)))
+    detail_keys = ("seconds", "batch_size", "import_s", "model_load_s", "first_batch_s", "steady_img_s", "stages")
+    worker_detail = {k: summary.get(k) for k in detail_keys}
+    print(f"worker      model ready after {summary.get('model_load_s')} s, first batch done after "
+          f"{summary.get('first_batch_s')} s, steady state {summary.get('steady_img_s')} img/s")
+    worker_limit = limiting_stage(summary.get("stages") or {}, float(summary["seconds"]))
+    print(f"worker      stage seconds {summary.get('stages')}; limited by {worker_limit}")
+    if args.worker_compile:
+        results["worker_compiled_img_s"], _, compiled = run_worker(model, folder, names, None, args.workers,
+                                                                   ["--compile"])
+        worker_detail["compiled"] = {k: compiled.get(k) for k in detail_keys}
+        print(f"worker      {results['worker_compiled_img_s']:.2f} img/s end to end with --compile (first batch "
+              f"after {compiled.get('first_batch_s')} s, steady {compiled.get('steady_img_s')} img/s)")
+    results["ceiling_img_s"] = max(ceiling(model, b, 10) for b in ((16, 32) if cuda else (2,)))
     print(f"ceiling     {results['ceiling_img_s']:.2f} img/s (forward only)")
     print(f"end to end: worker / md_default = {results['worker_img_s'] / results['md_default_img_s']:.2f}x, "
           f"worker / md_best = {results['worker_img_s'] / results['md_best_img_s']:.2f}x, "
@@ -185,7 +218,7 @@ def main() -> None:
                   "worker_over_md_default": round(results["worker_img_s"] / results["md_default_img_s"], 3),
                   "worker_over_md_best": round(results["worker_img_s"] / results["md_best_img_s"], 3),
                   "worker_over_ceiling": round(results["worker_img_s"] / results["ceiling_img_s"], 3)},
-              "worker_detail": worker_detail, "cpu_count": os.cpu_count(),
+              "worker_detail": worker_detail, "worker_limited_by": worker_limit, "cpu_count": os.cpu_count(),
               "torch": torch.__version__}
     out = REPO / "bench" / "results" / f"worker_throughput-{date}-{gpu.replace(' ', '_')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -123,7 +123,8 @@ except ImportError:  # pragma: no cover
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not _cuda, reason="needs a CUDA GPU (fp16 YOLOv5x6 oracle comparison)")
-def test_worker_matches_megadetector_gpu_fp16_x6(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["eager", "compiled"])
+def test_worker_matches_megadetector_gpu_fp16_x6(tmp_path: Path, mode: str) -> None:
     from gpu_batch.worker.make_test_checkpoint import write_test_checkpoint
 
     ckpt = write_test_checkpoint(tmp_path / "md_test_x6.pt", arch="yolov5x6", seed=0)
@@ -132,7 +133,8 @@ def test_worker_matches_megadetector_gpu_fp16_x6(tmp_path: Path) -> None:
     theirs = _run_megadetector(ckpt, folder, names, tmp_path / "md.json", cuda=True)
     manifest = write_manifest(tmp_path / "m.json", names, str(ckpt))
     proc = run_worker_cli(["--manifest-file", str(manifest), "--image-root", str(folder), "--output-file",
-                           str(tmp_path / "ours.json"), "--device", "cuda"])
+                           str(tmp_path / "ours.json"), "--device", "cuda",
+                           *(["--compile"] if mode == "compiled" else [])], timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert summary_line(proc)["device"] == "cuda"
     ours = {e["file"]: e for e in json.loads((tmp_path / "ours.json").read_text())["images"]}

@@ -197,3 +197,46 @@ def test_a_stop_check_that_raises_stops_the_shard_and_joins_the_threads(folder: 
     leftover = [t.name for t in threading.enumerate() if t.name not in before and t.is_alive()
                 and t.name.startswith(("stage", "post", "fetch-decode"))]
     assert leftover == []
+
+
+def test_images_in_memory_stay_bounded_on_a_long_mixed_shard(checkpoint: Path, tmp_path: Path) -> None:
+    """Fetched-but-unwritten images never exceed prefetch + partial buckets + the three overlapped batches.
+
+    3,000 tiny images (one in five portrait, so two input shapes and partial buckets) at a 128-pixel input size
+    stand in for a 50k-image shard: the bound does not depend on the shard length, which is what this checks.
+    """
+    from PIL import Image
+
+    from gpu_batch.tests.imagegen import jpeg_bytes as encode
+
+    landscape = encode(Image.new("RGB", (200, 50), (90, 120, 60)))
+    portrait = encode(Image.new("RGB", (50, 200), (60, 90, 120)))
+    names = [f"cam/{i:05d}.jpg" for i in range(3000)]
+    lock = threading.Lock()
+    counts = {"fetched": 0, "written": 0, "max_held": 0}
+
+    class Source:
+        def fetch(self, name: str) -> bytes:
+            with lock:
+                counts["fetched"] += 1
+                counts["max_held"] = max(counts["max_held"], counts["fetched"] - counts["written"])
+            return portrait if int(name[4:9]) % 5 == 0 else landscape
+
+    class CountingWriter(ResultWriter):
+        def add(self, entry: dict[str, Any]) -> None:
+            super().add(entry)
+            with lock:
+                counts["written"] += 1
+
+    model = load_model(checkpoint, device="cpu", image_size=128)
+    writer = CountingWriter(FileSink(tmp_path / "out.json"), {}, flush_seconds=60)
+    summary = ShardSummary(images=len(names))
+    batch, prefetch = 4, 16
+    writer.start()
+    run_images(names, Source(), model, writer, 0.005,  # type: ignore[arg-type]
+               PipelineOptions(batch_size=batch, workers=2, prefetch=prefetch), summary)
+    writer.close()
+    assert summary.done == 3000 and summary.failed == 0
+    assert counts["written"] == 3000
+    bound = prefetch + (2 * batch + 1) + 3 * batch
+    assert counts["max_held"] <= bound, counts
