@@ -100,3 +100,41 @@ def test_local_path_and_bad_refs(tmp_path: Path, checkpoint: Path) -> None:
 def test_model_cache_dir_from_env(tmp_path: Path) -> None:
     assert loader.model_cache_dir({"TRAPBATCH_MODEL_CACHE": str(tmp_path)}) == tmp_path
     assert loader.model_cache_dir({}).parts[-3:] == (".cache", "trapbatch", "models")
+
+
+@pytest.mark.parametrize("ref,url_tail", [("MDV1000-REDWOOD", "md_v1000.0.0-redwood.pt"),
+                                          ("spruce", "md_v1000.0.0-spruce.pt"), ("MDV5B", "md_v5b.0.1.pt")])
+def test_v1000_yolov5_family_names_resolve_to_megadetectors_release_files(tmp_path: Path, ref: str,
+                                                                          url_tail: str) -> None:
+    urls = []
+
+    def download(url: str, dest: Path) -> None:
+        urls.append(url)
+        dest.write_bytes(b"not the real file")
+
+    with pytest.raises(ModelLoadError, match="expected"):  # the published md5 is checked
+        resolve_model_file(ref, cache_dir=tmp_path, downloader=download)
+    assert len(urls) == 1 and urls[0].endswith("/" + url_tail)
+
+
+@pytest.mark.parametrize("ref,family", [("MDV1000-CEDAR", "YOLOv9"), ("larch", "YOLO11"),
+                                        ("v1000.0.0-sorrel", "YOLO11")])
+def test_unsupported_v1000_families_are_refused_before_any_download(tmp_path: Path, ref: str, family: str) -> None:
+    def download(url: str, dest: Path) -> None:
+        raise AssertionError("must not download a model it cannot run")
+
+    with pytest.raises(ModelLoadError, match=family) as info:
+        resolve_model_file(ref, cache_dir=tmp_path, downloader=download)
+    assert "MDV5A" in info.value.hint
+
+
+def test_metadata_image_size_sets_input_size_and_stride(tmp_path: Path) -> None:
+    from gpu_batch.worker.make_test_checkpoint import write_test_checkpoint
+
+    plain = write_test_checkpoint(tmp_path / "plain.pt", arch="yolov5n", seed=1)
+    assert loader.read_model_metadata(plain) is None
+    assert (load_model(plain).image_size, load_model(plain).stride) == (1280, 64)  # MDv5: no metadata
+    bad = write_test_checkpoint(tmp_path / "bad.pt", arch="yolov5n", seed=1, metadata={"image_size": "big"})
+    with pytest.raises(ModelLoadError, match="image_size"):
+        load_model(bad)
+    assert load_model(bad, image_size=960).image_size == 960  # an explicit size wins

@@ -140,3 +140,23 @@ def test_worker_matches_megadetector_gpu_fp16_x6(tmp_path: Path, mode: str) -> N
     ours = {e["file"]: e for e in json.loads((tmp_path / "ours.json").read_text())["images"]}
     pairs = compare(ours, theirs, coord_tol=2e-3, conf_tol=0.02, min_iou=0.95)
     assert pairs > 0
+
+
+def test_worker_matches_megadetector_on_a_v1000_style_checkpoint_with_image_size_metadata(tmp_path: Path) -> None:
+    """MDv1000 files carry megadetector_info.json (input size); both sides must read it and letterbox alike."""
+    from gpu_batch.worker.loader import load_model, read_model_metadata
+    from gpu_batch.worker.make_test_checkpoint import write_test_checkpoint
+
+    ckpt = write_test_checkpoint(tmp_path / "md_v1000_style.pt", arch="yolov5n", seed=3, metadata={"image_size": 640})
+    assert read_model_metadata(ckpt) == {"image_size": 640}
+    loaded = load_model(ckpt)
+    assert (loaded.image_size, loaded.stride) == (640, 32)
+    folder = tmp_path / "images"
+    names = write_oracle_set(folder)
+    theirs = _run_megadetector(ckpt, folder, names, tmp_path / "md.json")
+    manifest = write_manifest(tmp_path / "m.json", names, str(ckpt))
+    proc = run_worker_cli(["--manifest-file", str(manifest), "--image-root", str(folder), "--output-file",
+                           str(tmp_path / "ours.json"), "--device", "cpu", "--workers", "2"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ours = {e["file"]: e for e in json.loads((tmp_path / "ours.json").read_text())["images"]}
+    assert compare(ours, theirs, coord_tol=1e-3, conf_tol=0.005) >= 10

@@ -202,7 +202,7 @@ def test_a_stop_check_that_raises_stops_the_shard_and_joins_the_threads(folder: 
 def test_images_in_memory_stay_bounded_on_a_long_mixed_shard(checkpoint: Path, tmp_path: Path) -> None:
     """Fetched-but-unwritten images never exceed prefetch + partial buckets + the three overlapped batches.
 
-    3,000 tiny images (one in five portrait, so two input shapes and partial buckets) at a 128-pixel input size
+    3,000 tiny images (one in five portrait, so two input shapes and partial buckets) at a 256-pixel input size
     stand in for a 50k-image shard: the bound does not depend on the shard length, which is what this checks.
     """
     from PIL import Image
@@ -228,7 +228,7 @@ def test_images_in_memory_stay_bounded_on_a_long_mixed_shard(checkpoint: Path, t
             with lock:
                 counts["written"] += 1
 
-    model = load_model(checkpoint, device="cpu", image_size=128)
+    model = load_model(checkpoint, device="cpu", image_size=256)
     writer = CountingWriter(FileSink(tmp_path / "out.json"), {}, flush_seconds=60)
     summary = ShardSummary(images=len(names))
     batch, prefetch = 4, 16

@@ -14,16 +14,20 @@ MegaDetector releases, or files you built). The class allow-list above narrows, 
 
 Model support, given the packages available to the worker:
   * MDv5a / MDv5b (v5a.0.0/0.1, v5b.0.0/0.1, YOLOv5x6): supported.
-  * MDv1000-redwood and -spruce are YOLOv5-family networks; they load if pickled with the classes above
-    (untested here: their weights cannot be downloaded in this environment).
+  * MDv1000-redwood and -spruce (``MDV1000-REDWOOD``, ``MDV1000-SPRUCE``) are YOLOv5-family networks; they load if
+    pickled with the classes above (untested on the real files: their weights cannot be downloaded here). Like
+    MegaDetector, the input size comes from the ``megadetector_info.json`` that v1000 files carry inside the archive
+    (1280 when absent, as for MDv5), and the letterbox stride is 64 at 1280 pixels, else 32.
   * MDv1000-cedar (YOLOv9, needs ``yolov9pip``) and -larch/-sorrel (YOLO11 via the AGPL ``ultralytics`` package,
-    anchor-free output) are NOT supported; loading one fails with ``ModelLoadError`` naming the missing class.
+    anchor-free output) are NOT supported: naming one fails at once, before any download, and any other file
+    holding their classes fails with ``ModelLoadError`` naming the missing class.
 
 Must not: run inference, or touch image data.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import pickle
@@ -32,6 +36,7 @@ import tempfile
 import types
 import urllib.error
 import urllib.request
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -73,9 +78,29 @@ KNOWN_MODELS: Mapping[str, KnownModel] = {
                           "md5", "60f8e7ec1308554df258ed1f4040bc4f"),
     "v5b.0.1": KnownModel("v5b.0.1", "https://github.com/agentmorris/MegaDetector/releases/download/v5.0/md_v5b.0.1.pt",
                           "md5", "f17ed6fedfac2e403606a08c89984905"),
+    "v1000.0.0-redwood": KnownModel(
+        "v1000.0.0-redwood", "https://github.com/agentmorris/MegaDetector/releases/download/v1000.0/"
+        "md_v1000.0.0-redwood.pt", "md5", "74474b3aec9cf1a990da38b37ddf9197"),
+    "v1000.0.0-spruce": KnownModel(
+        "v1000.0.0-spruce", "https://github.com/agentmorris/MegaDetector/releases/download/v1000.0/"
+        "md_v1000.0.0-spruce.pt", "md5", "1c9d1d2b3ba54931881471fdd508e6f2"),
 }
-MODEL_ALIASES: Mapping[str, str] = {"mdv5a": "v5a.0.1", "mdv5b": "v5b.0.1", "v5a.0.0": "v5a.0.0",
-                                    "v5b.0.0": "v5b.0.0", "v5a.0.1": "v5a.0.1", "v5b.0.1": "v5b.0.1"}
+MODEL_ALIASES: Mapping[str, str] = {
+    "mdv5a": "v5a.0.1", "mdv5b": "v5b.0.1", "v5a.0.0": "v5a.0.0", "v5b.0.0": "v5b.0.0", "v5a.0.1": "v5a.0.1",
+    "v5b.0.1": "v5b.0.1",
+    **{alias: "v1000.0.0-redwood" for alias in ("mdv1000-redwood", "v1000-redwood", "v1000.0.0-redwood", "redwood")},
+    **{alias: "v1000.0.0-spruce" for alias in ("mdv1000-spruce", "v1000-spruce", "v1000.0.0-spruce", "spruce")},
+}
+# MegaDetector versions whose network family the worker does not implement, and why (refused before downloading).
+UNSUPPORTED_MODELS: Mapping[str, str] = {
+    **{alias: "MDv1000-cedar is a YOLOv9 network (MegaDetector runs it through the yolov9pip package)"
+       for alias in ("mdv1000-cedar", "v1000-cedar", "v1000.0.0-cedar", "cedar")},
+    **{alias: "MDv1000-larch is a YOLO11 network (anchor-free; MegaDetector runs it through the AGPL ultralytics "
+              "package)" for alias in ("mdv1000-larch", "v1000-larch", "v1000.0.0-larch", "larch")},
+    **{alias: "MDv1000-sorrel is a YOLO11 network (anchor-free; MegaDetector runs it through the AGPL ultralytics "
+              "package)" for alias in ("mdv1000-sorrel", "v1000-sorrel", "v1000.0.0-sorrel", "sorrel")},
+}
+METADATA_NAME = "megadetector_info.json"  # inside the checkpoint's zip archive, in its one top-level folder
 BLOB_SCHEME = "blob://"
 
 
@@ -116,6 +141,11 @@ def resolve_model_file(ref: str, cache_dir: Path | None = None, downloader: Down
     blob (the pipeline passes one built from the storage settings).
     """
     cache_dir = model_cache_dir() if cache_dir is None else cache_dir
+    unsupported = UNSUPPORTED_MODELS.get(ref.strip().lower())
+    if unsupported is not None:
+        raise ModelLoadError(f"model {ref!r} is not supported by the trapbatch worker: {unsupported}",
+                             hint="use MDV5A, MDV5B, MDV1000-REDWOOD or MDV1000-SPRUCE, or run this model with "
+                                  "MegaDetector's own run_detector_batch")
     known = known_model(ref)
     if known is not None:
         dest = cache_dir / Path(known.url).name
@@ -196,13 +226,42 @@ class LoadedModel:
     source: str
 
 
+def read_model_metadata(path: str | Path) -> dict[str, Any] | None:
+    """The ``megadetector_info.json`` that MDv1000 checkpoints carry inside their archive, or None (MDv5 has none).
+
+    Read as MegaDetector reads it (``pytorch_detector.read_metadata_from_megadetector_model_file``): the file sits in
+    the archive's one top-level folder; anything unreadable counts as absent.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            roots = {name.split("/")[0] for name in names}
+            if len(roots) != 1:
+                return None
+            member = f"{next(iter(roots))}/{METADATA_NAME}"
+            if member not in names:
+                return None
+            data = json.loads(archive.read(member).decode("utf-8"))
+    except (OSError, zipfile.BadZipFile, ValueError, KeyError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def load_model(path: str | Path, device: torch.device | str = "cpu", half: bool | None = None,
-               channels_last: bool | None = None, image_size: int = 1280) -> LoadedModel:
+               channels_last: bool | None = None, image_size: int | None = None) -> LoadedModel:
     """Unpickle a MegaDetector-style checkpoint and prepare it as MegaDetector does (``.float().fuse().eval()``).
 
     On CUDA the network is then cast to fp16 and channels_last unless told otherwise; on CPU it stays fp32.
+    ``image_size`` defaults to the checkpoint's metadata, else 1280, as in MegaDetector.
     Raises ModelLoadError for a missing/corrupt/unsupported file.
     """
+    if image_size is None:
+        metadata = read_model_metadata(path) or {}
+        try:
+            image_size = int(metadata.get("image_size", 1280))
+        except (TypeError, ValueError) as exc:
+            raise ModelLoadError(f"checkpoint {path} has an unreadable image_size in its {METADATA_NAME}: "
+                                 f"{metadata.get('image_size')!r}") from exc
     device = torch.device(device)
     on_cuda = device.type == "cuda"
     half = on_cuda if half is None else half
@@ -228,10 +287,9 @@ def load_model(path: str | Path, device: torch.device | str = "cpu", half: bool 
         model.half()
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    stride = int(model.stride.max()) if getattr(model, "stride", None) is not None else 32
-    # MegaDetector letterboxes with stride 64 whenever the image size is 1280 (MDv5 and our test checkpoints carry
-    # no metadata, so PTDetector assumes 1280), whatever the network's own stride; we do the same.
-    letterbox_stride = 64 if image_size == 1280 else stride
+    # MegaDetector letterboxes with stride 64 whenever the image size is 1280, else 32, whatever the network's own
+    # stride (PTDetector decides before loading the network); we do the same.
+    letterbox_stride = 64 if image_size == 1280 else 32
     return LoadedModel(network=model, device=device, half=half, stride=letterbox_stride, image_size=image_size,
                        source=str(path))
 

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import sys
 import threading
 import types
+import zipfile
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -170,11 +172,13 @@ def build_test_model(arch: str = "yolov5n", seed: int = 0, target_per_image: flo
     return model.eval()
 
 
-def write_test_checkpoint(path: str | Path, arch: str = "yolov5n", seed: int = 0) -> Path:
+def write_test_checkpoint(path: str | Path, arch: str = "yolov5n", seed: int = 0,
+                          metadata: dict[str, Any] | None = None) -> Path:
     """Write a MegaDetector-style checkpoint of a random-weight ``arch`` network to ``path`` and return the path.
 
     The file holds ``{'model': <fp16 models.yolo.Model>, ...}`` exactly as released MDv5 files do; load it with
-    ``gpu_batch.worker.loader.load_model`` (or MegaDetector's ``PTDetector``).
+    ``gpu_batch.worker.loader.load_model`` (or MegaDetector's ``PTDetector``). ``metadata`` is stored as
+    ``megadetector_info.json`` inside the archive, as MDv1000 files carry it (e.g. ``{"image_size": 640}``).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -193,6 +197,10 @@ def write_test_checkpoint(path: str | Path, arch: str = "yolov5n", seed: int = 0
     tmp = path.with_name(path.name + ".tmp")
     with pickled_as_yolov5():
         torch.save(checkpoint, tmp)
+    if metadata is not None:
+        with zipfile.ZipFile(tmp, "a") as archive:
+            root = archive.namelist()[0].split("/")[0]
+            archive.writestr(f"{root}/megadetector_info.json", json.dumps(metadata))
     tmp.replace(path)
     return path
 
