@@ -4,7 +4,8 @@ Why streamed: at 10M images the merged document is gigabytes; entries are writte
 and uploaded once, so memory holds one shard at a time. Idempotent: the same shard results and the same
 ``completed_at`` (passed in by the orchestrator, never read from the clock here) give the same bytes.
 Every image of every manifest appears exactly once: results from later attempts fill what earlier ones missed, and
-images no attempt covered get a ``failure`` entry (never silently dropped).
+images no attempt covered get a ``failure`` entry (never silently dropped). The same pass draws the preview page's
+per-category samples (``core.previewsample``) into a small side blob, so the preview step never reads the big file.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from activities.enumerate import enumeration_blob
 from adapters.blobs import BlobStore
 from core import mdformat
 from core.ids import shard_id
+from core.previewsample import PreviewSampler
 from core.settings import Settings
 from gpu_batch.manifest import manifest_blob_name
 
@@ -31,6 +33,10 @@ _ATTEMPT_RE = re.compile(r"/attempt-(\d+)\.results\.json$")
 
 def results_blob(task_id: str) -> str:
     return f"results/{task_id}/detections.json"
+
+
+def preview_sample_blob(task_id: str) -> str:
+    return f"results/{task_id}/preview-sample.json"
 
 
 def shard_attempt_results(store: BlobStore, settings: Settings, task_id: str, sid: str) -> Iterator[list[dict[str, Any]]]:
@@ -62,6 +68,7 @@ def run_merge(task_id: str, model: str, completed_at: str, settings: Settings, s
         "trapbatch": {"task_id": task_id, "container": enumeration.get("container"),
                       "prefix": enumeration.get("prefix", "")},
     }
+    sampler = PreviewSampler(task_id, settings.preview_threshold)
     with tempfile.TemporaryFile("w+b") as out:
         head = json.dumps({"info": info, "detection_categories": mdformat.DETECTION_CATEGORIES}, indent=1)
         out.write((head[:-2] + ',\n "images": [').encode("utf-8"))
@@ -75,11 +82,16 @@ def run_merge(task_id: str, model: str, completed_at: str, settings: Settings, s
             for key, value in mdformat.summarize(entries, settings.preview_threshold).items():
                 counts[key] += value
             for entry in entries:
+                sampler.add(entry)
                 out.write((("\n  " if first else ",\n  ") + json.dumps(entry, ensure_ascii=False)).encode("utf-8"))
                 first = False
         out.write(b"\n ]\n}\n")
         out.seek(0)
         store.service.get_blob_client(settings.container, results_blob(task_id)).upload_blob(out, overwrite=True)
+    sample = {**sampler.result(), "info": info, "detection_categories": mdformat.DETECTION_CATEGORIES,
+              "images": counts["images"]}
+    store.write_bytes(settings.container, preview_sample_blob(task_id),
+                      json.dumps(sample, ensure_ascii=False).encode("utf-8"), "application/json")
     logger.info("task %s: merged %d images (%d failed, %d missing)", task_id, counts["images"], counts["failed"],
                 counts["missing"])
     return {"results_blob": results_blob(task_id), "container": settings.container, **counts}

@@ -4,7 +4,9 @@ Replaces the manual "post-processing, then SCP the HTML to the web VM" step: one
 model and threshold, and per-category samples (detections / near misses / empty / failures) whose boxes are drawn
 client-side from embedded JSON, so the confidence threshold is a slider rather than a re-run. Thumbnails are small
 JPEG copies written beside the page (the source container stays private; no SAS is ever embedded).
-The sample is seeded by the task id, so re-rendering gives the same page.
+The samples come from the side blob the merge wrote while streaming (``core.previewsample``): this step reads a few
+hundred entries, never the merged file, whatever the task size. They are seeded by the task id, so re-rendering
+gives the same page.
 """
 from __future__ import annotations
 
@@ -12,7 +14,6 @@ import hashlib
 import io
 import json
 import logging
-import random
 from pathlib import Path
 from typing import Any
 
@@ -20,34 +21,17 @@ import azure.durable_functions as df
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from activities import context
-from activities.merge import results_blob
+from activities.merge import preview_sample_blob
 from adapters.blobs import BlobStore
+from core.errors import TrapbatchError
 from core.settings import Settings
 
 logger = logging.getLogger(__name__)
 bp = df.Blueprint()
 
-SAMPLE_PER_CATEGORY = 120
 THUMB_WIDTH = 480
-NEAR_MISS_FLOOR = 0.1
 _templates = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
                          autoescape=select_autoescape(["html"]))
-
-
-def categorize(images: list[dict[str, Any]], threshold: float) -> dict[str, list[dict[str, Any]]]:
-    cats: dict[str, list[dict[str, Any]]] = {"detections": [], "near_misses": [], "empty": [], "failures": []}
-    for im in images:
-        if im.get("failure") is not None:
-            cats["failures"].append(im)
-            continue
-        top = max((d.get("conf", 0.0) for d in im.get("detections") or []), default=0.0)
-        if top >= threshold:
-            cats["detections"].append(im)
-        elif top >= NEAR_MISS_FLOOR:
-            cats["near_misses"].append(im)
-        else:
-            cats["empty"].append(im)
-    return cats
 
 
 def _thumbnail(data: bytes) -> bytes | None:
@@ -66,17 +50,15 @@ def _thumbnail(data: bytes) -> bytes | None:
 
 
 def run_previews(task_id: str, model: str, request_name: str, settings: Settings, store: BlobStore) -> dict[str, Any]:
-    doc = store.read_json(settings.container, results_blob(task_id))
+    doc = store.read_json_or_none(settings.container, preview_sample_blob(task_id))
+    if doc is None:
+        raise TrapbatchError(f"task {task_id} has no preview sample ({settings.container}/"
+                             f"{preview_sample_blob(task_id)})", "the merge step writes it; run the merge first")
     source = doc["info"].get("trapbatch", {}).get("container", "")
-    images = doc["images"]
-    threshold = settings.preview_threshold
-    cats = categorize(images, threshold)
+    threshold = doc["threshold"]
     store.ensure_container(settings.web_container)
-    rng = random.Random(task_id)
     sections = []
-    for name, members in cats.items():
-        sample = members if len(members) <= SAMPLE_PER_CATEGORY else rng.sample(members, SAMPLE_PER_CATEGORY)
-        sample = sorted(sample, key=lambda im: im["file"])
+    for name, sample in doc["samples"].items():
         items = []
         for im in sample:
             thumb = None
@@ -90,10 +72,11 @@ def run_previews(task_id: str, model: str, request_name: str, settings: Settings
                     store.write_bytes(settings.web_container, f"{task_id}/{thumb}", data, "image/jpeg")
             items.append({"file": im["file"], "thumb": thumb, "failure": im.get("failure"),
                           "detections": im.get("detections") or []})
-        sections.append({"name": name, "title": name.replace("_", " "), "total": len(members), "entries": items})
+        sections.append({"name": name, "title": name.replace("_", " "), "total": doc["totals"][name],
+                         "entries": items})
     html = _templates.get_template("preview.html").render(
         task_id=task_id, request_name=request_name, model=model, threshold=threshold,
-        total=len(images), sections=sections, categories=doc["detection_categories"],
+        total=doc["images"], sections=sections, categories=doc["detection_categories"],
         sections_json=json.dumps({s["name"]: s["entries"] for s in sections}),
         completed=doc["info"].get("detection_completion_time", ""),
     )

@@ -104,3 +104,38 @@ def test_merge_combines_attempts_marks_missing_and_is_idempotent(env: tuple[Sett
     first = store.read_bytes(settings.container, results_blob(tid))
     run_merge(tid, "models/m.pt", "2026-11-22T00:00:00", settings, store)
     assert store.read_bytes(settings.container, results_blob(tid)) == first
+
+
+def test_previews_render_from_the_merge_sample_without_reading_the_merged_file(
+        env: tuple[Settings, BlobStore, str]) -> None:
+    import io
+
+    from PIL import Image
+
+    from activities.merge import preview_sample_blob
+    from activities.previews import run_previews
+
+    settings, store, source = env
+    for cam in ("a", "b"):  # real JPEGs this time, so thumbnails are made
+        for i in range(5):
+            buf = io.BytesIO()
+            Image.new("RGB", (64, 48), (10 * i, 80, 120)).save(buf, "JPEG")
+            store.write_bytes(source, f"{cam}/img{i}.jpg", buf.getvalue())
+    request = parse_task_request({"container": source, "images_per_shard": 5, "model": "m.pt"})
+    tid = request.task_id
+    run_enumerate(tid, request, settings, store)
+    det = {"category": "1", "conf": 0.9, "bbox": [0.1, 0.1, 0.2, 0.2]}
+    for sid in ("s00000", "s00001"):
+        m = ShardManifest.from_dict(store.read_json(settings.container, manifest_blob_name(tid, sid, 1)))
+        _write_results(store, settings, m, [{"file": f, "detections": [det] if f.endswith("0.jpg") else []}
+                                            for f in m.images])
+    run_merge(tid, "m.pt", "2026-11-22T00:00:00", settings, store)
+    sample = store.read_json(settings.container, preview_sample_blob(tid))
+    assert sample["totals"] == {"detections": 2, "near_misses": 0, "empty": 8, "failures": 0}
+    store.service.get_blob_client(settings.container, results_blob(tid)).delete_blob()
+    out = run_previews(tid, "m.pt", "my survey", settings, store)
+    assert out["counts"] == sample["totals"]
+    page = store.read_bytes(settings.web_container, f"{tid}/index.html").decode()
+    assert "my survey" in page and "a/img0.jpg" in page and "b/img0.jpg" in page
+    thumbs = store.list_names(settings.web_container, f"{tid}/thumbs/")
+    assert len(list(thumbs)) == 10

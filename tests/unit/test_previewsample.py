@@ -1,0 +1,74 @@
+"""Preview samples: exact totals, bounded and uniform samples, deterministic per task."""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from core.previewsample import PreviewSampler, preview_category
+
+
+def _entry(i: int, conf: float | None) -> dict[str, Any]:
+    if conf is None:
+        return {"file": f"img{i:06d}.jpg", "failure": "image access failure", "detections": None}
+    dets = [] if conf == 0 else [{"category": "1", "conf": conf, "bbox": [0.1, 0.1, 0.2, 0.2]}]
+    return {"file": f"img{i:06d}.jpg", "detections": dets}
+
+
+def test_categories_follow_the_most_confident_detection() -> None:
+    assert preview_category(_entry(0, None), 0.2) == "failures"
+    assert preview_category(_entry(0, 0.9), 0.2) == "detections"
+    assert preview_category(_entry(0, 0.2), 0.2) == "detections"
+    assert preview_category(_entry(0, 0.15), 0.2) == "near_misses"
+    assert preview_category(_entry(0, 0.05), 0.2) == "empty"
+    assert preview_category(_entry(0, 0), 0.2) == "empty"
+
+
+def test_totals_are_exact_and_samples_bounded_and_sorted() -> None:
+    sampler = PreviewSampler("task-a", 0.2, size=10)
+    confs = [0.9, 0.15, 0.0, None]
+    for i in range(4003):
+        sampler.add(_entry(i, confs[i % 4]))
+    out = sampler.result()
+    assert out["totals"] == {"detections": 1001, "near_misses": 1001, "empty": 1001, "failures": 1000}
+    for category, sample in out["samples"].items():
+        assert len(sample) == 10
+        assert [e["file"] for e in sample] == sorted(e["file"] for e in sample)
+        assert all(preview_category(e, 0.2) == category for e in sample)
+
+
+def test_small_categories_are_kept_whole() -> None:
+    sampler = PreviewSampler("t", 0.2, size=50)
+    for i in range(7):
+        sampler.add(_entry(i, 0.9))
+    assert [e["file"] for e in sampler.result()["samples"]["detections"]] == [f"img{i:06d}.jpg" for i in range(7)]
+
+
+def test_same_task_same_sample_other_task_other_sample() -> None:
+    def draw(seed: str) -> list[str]:
+        sampler = PreviewSampler(seed, 0.2, size=20)
+        for i in range(5000):
+            sampler.add(_entry(i, 0.9))
+        return [e["file"] for e in sampler.result()["samples"]["detections"]]
+
+    assert draw("task-1") == draw("task-1")
+    assert draw("task-1") != draw("task-2")
+
+
+def test_sample_is_uniform_over_the_stream() -> None:
+    """Late entries are as likely to be shown as early ones (a truncating 'first N' would fail this)."""
+    hits: Counter[int] = Counter()
+    for run in range(300):
+        sampler = PreviewSampler(f"seed-{run}", 0.2, size=10)
+        for i in range(100):
+            sampler.add(_entry(i, 0.9))
+        for e in sampler.result()["samples"]["detections"]:
+            hits[int(e["file"][3:9]) // 25] += 1  # four quarters of the stream
+    expected = 300 * 10 / 4
+    assert all(abs(hits[q] - expected) < 0.15 * expected for q in range(4)), hits
+
+
+def test_sample_size_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        PreviewSampler("t", 0.2, size=0)
