@@ -5,7 +5,8 @@ and uploaded once, so memory holds one shard at a time. Idempotent: the same sha
 ``completed_at`` (passed in by the orchestrator, never read from the clock here) give the same bytes.
 Every image of every manifest appears exactly once: results from later attempts fill what earlier ones missed, and
 images no attempt covered get a ``failure`` entry (never silently dropped). The same pass draws the preview page's
-per-category samples (``core.previewsample``) into a small side blob, so the preview step never reads the big file.
+per-category samples (``core.previewsample``) into a small side blob, so the preview step never reads the big file,
+and looks for repeated detections (``core.repeats``, MegaDetector's RDE phase 1) for the preview site to list.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from adapters.blobs import BlobStore
 from core import mdformat
 from core.ids import shard_id
 from core.previewsample import PreviewSampler
+from core.repeats import RepeatFinder
 from core.settings import Settings
 from gpu_batch.manifest import manifest_blob_name
 
@@ -37,6 +39,10 @@ def results_blob(task_id: str) -> str:
 
 def preview_sample_blob(task_id: str) -> str:
     return f"results/{task_id}/preview-sample.json"
+
+
+def repeats_blob(task_id: str) -> str:
+    return f"results/{task_id}/repeated-detections.json"
 
 
 def shard_attempt_results(store: BlobStore, settings: Settings, task_id: str, sid: str) -> Iterator[list[dict[str, Any]]]:
@@ -69,6 +75,7 @@ def run_merge(task_id: str, model: str, completed_at: str, settings: Settings, s
                       "prefix": enumeration.get("prefix", "")},
     }
     sampler = PreviewSampler(task_id, settings.preview_threshold)
+    repeats = RepeatFinder()
     with tempfile.TemporaryFile("w+b") as out:
         head = json.dumps({"info": info, "detection_categories": mdformat.DETECTION_CATEGORIES}, indent=1)
         out.write((head[:-2] + ',\n "images": [').encode("utf-8"))
@@ -83,6 +90,7 @@ def run_merge(task_id: str, model: str, completed_at: str, settings: Settings, s
                 counts[key] += value
             for entry in entries:
                 sampler.add(entry)
+                repeats.add(entry)
                 out.write((("\n  " if first else ",\n  ") + json.dumps(entry, ensure_ascii=False)).encode("utf-8"))
                 first = False
         out.write(b"\n ]\n}\n")
@@ -92,9 +100,14 @@ def run_merge(task_id: str, model: str, completed_at: str, settings: Settings, s
               "images": counts["images"]}
     store.write_bytes(settings.container, preview_sample_blob(task_id),
                       json.dumps(sample, ensure_ascii=False).encode("utf-8"), "application/json")
+    found = repeats.result()
+    store.write_bytes(settings.container, repeats_blob(task_id),
+                      json.dumps({"task_id": task_id, **found}, ensure_ascii=False).encode("utf-8"), "application/json")
+    counts["repeated_locations"] = len(found["locations"])
     logger.info("task %s: merged %d images (%d failed, %d missing)", task_id, counts["images"], counts["failed"],
                 counts["missing"])
-    return {"results_blob": results_blob(task_id), "container": settings.container, **counts}
+    return {"results_blob": results_blob(task_id), "repeats_blob": repeats_blob(task_id), "container": settings.container,
+            **counts}
 
 
 @bp.activity_trigger(input_name="payload", activity="merge_results")

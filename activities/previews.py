@@ -21,7 +21,7 @@ import azure.durable_functions as df
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from activities import context
-from activities.merge import preview_sample_blob
+from activities.merge import preview_sample_blob, repeats_blob
 from adapters.blobs import BlobStore
 from core.errors import TrapbatchError
 from core.settings import Settings
@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 bp = df.Blueprint()
 
 THUMB_WIDTH = 480
+REPEATS_SHOWN = 60  # repeated-detection locations shown on the page (all are in the repeats blob)
 _templates = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
                          autoescape=select_autoescape(["html"]))
 
@@ -57,23 +58,38 @@ def run_previews(task_id: str, model: str, request_name: str, settings: Settings
     source = doc["info"].get("trapbatch", {}).get("container", "")
     threshold = doc["threshold"]
     store.ensure_container(settings.web_container)
+
+    def thumb_for(file: str) -> str | None:
+        if not source:
+            return None
+        try:
+            data = _thumbnail(store.read_bytes(source, file))
+        except Exception:  # noqa: BLE001 - the image vanished since detection: show the entry without a picture
+            data = None
+        if data is None:
+            return None
+        thumb = "thumbs/" + hashlib.sha1(file.encode("utf-8")).hexdigest()[:16] + ".jpg"
+        store.write_bytes(settings.web_container, f"{task_id}/{thumb}", data, "image/jpeg")
+        return thumb
+
     sections = []
     for name, sample in doc["samples"].items():
-        items = []
-        for im in sample:
-            thumb = None
-            if name != "failures" and source:
-                try:
-                    data = _thumbnail(store.read_bytes(source, im["file"]))
-                except Exception:  # the image vanished since detection: show the entry without a picture
-                    data = None
-                if data is not None:
-                    thumb = "thumbs/" + hashlib.sha1(im["file"].encode("utf-8")).hexdigest()[:16] + ".jpg"
-                    store.write_bytes(settings.web_container, f"{task_id}/{thumb}", data, "image/jpeg")
-            items.append({"file": im["file"], "thumb": thumb, "failure": im.get("failure"),
-                          "detections": im.get("detections") or []})
+        items = [{"file": im["file"], "thumb": None if name == "failures" else thumb_for(im["file"]),
+                  "failure": im.get("failure"), "detections": im.get("detections") or []} for im in sample]
         sections.append({"name": name, "title": name.replace("_", " "), "total": doc["totals"][name],
-                         "entries": items})
+                         "unit": "images", "entries": items})
+    repeats = store.read_json_or_none(settings.container, repeats_blob(task_id))
+    if repeats is not None:
+        shown = repeats["locations"][:REPEATS_SHOWN]
+        items = [{"file": loc["files"][0], "thumb": thumb_for(loc["files"][0]), "failure": None,
+                  "note": f"{loc['count']} times in {loc['folder'] or '(top folder)'} ({loc['id']})",
+                  "detections": [{"category": loc["category"], "conf": loc["conf_max"], "bbox": loc["bbox"],
+                                  "always": True}]} for loc in shown]
+        sections.append({"name": "repeats", "title": "repeated detections", "total": len(repeats["locations"]),
+                         "unit": "places", "entries": items,
+                         "about": "The same box in many images of one folder: often a rock or branch, not an "
+                                  "animal (MegaDetector's repeat-detection rules). Review them before trusting counts; "
+                                  f"the full list is {settings.container}/{repeats_blob(task_id)}."})
     html = _templates.get_template("preview.html").render(
         task_id=task_id, request_name=request_name, model=model, threshold=threshold,
         total=doc["images"], sections=sections, categories=doc["detection_categories"],

@@ -76,6 +76,8 @@ def task_orchestrator(context: df.DurableOrchestrationContext) -> Generator[Any,
         "shards": enumeration["shards"],
         "resubmissions": sum(o.get("resubmissions", 0) for o in outcomes),
         "results": {"container": merged["container"], "blob": merged["results_blob"]},
+        "repeated_detections": {"locations": merged.get("repeated_locations", 0),
+                                "blob": merged.get("repeats_blob", "")},
         "previews": previews,
     }
     context.set_custom_status(summary)

@@ -134,8 +134,38 @@ def test_previews_render_from_the_merge_sample_without_reading_the_merged_file(
     assert sample["totals"] == {"detections": 2, "near_misses": 0, "empty": 8, "failures": 0}
     store.service.get_blob_client(settings.container, results_blob(tid)).delete_blob()
     out = run_previews(tid, "m.pt", "my survey", settings, store)
-    assert out["counts"] == sample["totals"]
+    assert out["counts"] == {**sample["totals"], "repeats": 0}
     page = store.read_bytes(settings.web_container, f"{tid}/index.html").decode()
     assert "my survey" in page and "a/img0.jpg" in page and "b/img0.jpg" in page
     thumbs = store.list_names(settings.web_container, f"{tid}/thumbs/")
     assert len(list(thumbs)) == 10
+
+
+def test_merge_finds_repeated_detections_and_the_preview_lists_them(env: tuple[Settings, BlobStore, str]) -> None:
+    import io
+
+    from PIL import Image
+
+    from activities.merge import repeats_blob
+    from activities.previews import run_previews
+
+    settings, store, source = env
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), (90, 80, 70)).save(buf, "JPEG")
+    for i in range(22):
+        store.write_bytes(source, f"site/cam7/img{i:02d}.jpg", buf.getvalue())
+    request = parse_task_request({"container": source, "prefix": "site/", "images_per_shard": 8, "model": "m.pt"})
+    tid = request.task_id
+    assert run_enumerate(tid, request, settings, store)["shards"] == 3
+    rock = {"category": "1", "conf": 0.31, "bbox": [0.5, 0.6, 0.1, 0.1]}  # the same "animal" in every frame
+    for sid in ("s00000", "s00001", "s00002"):
+        m = ShardManifest.from_dict(store.read_json(settings.container, manifest_blob_name(tid, sid, 1)))
+        _write_results(store, settings, m, [{"file": f, "detections": [rock]} for f in m.images])
+    out = run_merge(tid, "m.pt", "2026-11-22T00:00:00", settings, store)
+    assert out["repeated_locations"] == 1 and out["repeats_blob"] == repeats_blob(tid)
+    found = store.read_json(settings.container, repeats_blob(tid))["locations"]
+    assert [(r["folder"], r["count"], r["bbox"]) for r in found] == [("site/cam7", 22, rock["bbox"])]
+    previews = run_previews(tid, "m.pt", "", settings, store)
+    assert previews["counts"]["repeats"] == 1
+    page = store.read_bytes(settings.web_container, f"{tid}/index.html").decode()
+    assert "repeated detections" in page and "22 times in site/cam7" in page

@@ -1,0 +1,99 @@
+"""Repeated-detection search: MegaDetector's RDE phase-1 rules, streamed folder by folder."""
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from core.repeats import RepeatFinder, RepeatOptions, iou
+
+BOX = [0.40, 0.30, 0.10, 0.08]
+
+
+def _img(name: str, *dets: tuple[str, list[float], float]) -> dict[str, Any]:
+    return {"file": name, "detections": [{"category": c, "bbox": b, "conf": p} for c, b, p in dets]}
+
+
+def _jitter(box: list[float], rng: random.Random, amount: float = 0.001) -> list[float]:
+    return [v + rng.uniform(-amount, amount) for v in box]
+
+
+def test_a_box_in_twenty_images_of_a_folder_is_suspicious_nineteen_is_not() -> None:
+    rng = random.Random(1)
+    finder = RepeatFinder()
+    for i in range(20):
+        finder.add(_img(f"cam1/{i:03d}.jpg", ("1", _jitter(BOX, rng), 0.5)))
+    for i in range(19):
+        finder.add(_img(f"cam2/{i:03d}.jpg", ("1", _jitter(BOX, rng), 0.5)))
+    out = finder.result()
+    assert [(r["folder"], r["count"]) for r in out["locations"]] == [("cam1", 20)]
+    loc = out["locations"][0]
+    assert loc["id"] == "r00001" and loc["category"] == "1" and loc["files"][:2] == ["cam1/000.jpg", "cam1/001.jpg"]
+    assert len(loc["files"]) == 10 and loc["conf_min"] == loc["conf_max"] == 0.5
+
+
+def test_categories_sizes_and_confidences_are_filtered_as_megadetector_does() -> None:
+    finder = RepeatFinder(RepeatOptions(occurrence_threshold=10))
+    big = [0.1, 0.1, 0.5, 0.5]  # area 0.25 > 0.2: often a real animal filling the frame
+    for i in range(25):
+        finder.add(_img(f"c/{i:03d}.jpg", ("1" if i % 2 else "2", BOX, 0.5), ("1", big, 0.9),
+                        ("1", [0.7, 0.7, 0.05, 0.05], 0.05)))  # below confidence_min
+    found = finder.result()["locations"]
+    # the same place, counted per category; the big box and the low-confidence one are never candidates
+    assert [(r["category"], r["count"], r["bbox"]) for r in found] == [("2", 13, BOX), ("1", 12, BOX)]
+    assert finder.detections_considered == 25
+
+
+def test_folders_are_separate_and_nested_folders_do_not_close_their_parent() -> None:
+    finder = RepeatFinder(RepeatOptions(occurrence_threshold=3))
+    names = ["a/1.jpg", "a/b.jpg", "a/b/x1.jpg", "a/b/x2.jpg", "a/b/x3.jpg", "a/c.jpg", "b/1.jpg"]
+    for n in names:  # lexicographic order: folder "a" resumes after its subfolder "a/b"
+        finder.add(_img(n, ("1", BOX, 0.5)))
+    out = {r["folder"]: r["count"] for r in finder.result()["locations"]}
+    assert out == {"a": 3, "a/b": 3}
+
+
+def test_iou_matches_megadetector_definition() -> None:
+    assert iou((0, 0, 1, 1), (0, 0, 1, 1)) == 1.0
+    assert iou((0, 0, 1, 1), (2, 2, 1, 1)) == 0.0
+    assert iou((0, 0, 2, 1), (1, 0, 2, 1)) == pytest.approx(1 / 3)
+
+
+def test_same_locations_as_megadetectors_own_folder_search() -> None:
+    """Oracle: megadetector's repeat_detections_core._find_matches_in_directory on the same folder."""
+    try:
+        import pandas as pd
+        from megadetector.postprocessing.repeat_detection_elimination import repeat_detections_core as rdc
+    except ImportError as exc:  # a missing oracle is a broken setup, not a reason to skip
+        pytest.fail(f"MegaDetector oracle not installed ({exc}): run scripts/install_oracle_deps.sh", pytrace=False)
+
+    rng = random.Random(7)
+    fixed = [([0.40, 0.30, 0.10, 0.08], "1"), ([0.05, 0.70, 0.12, 0.20], "1"), ([0.62, 0.12, 0.30, 0.30], "2"),
+             ([0.41, 0.30, 0.10, 0.08], "2")]
+    entries = []
+    for i in range(300):
+        dets = []
+        for box, cat in fixed:
+            if rng.random() < 0.35:
+                dets.append({"category": cat, "bbox": _jitter(box, rng, 0.004), "conf": round(rng.uniform(0.05, 0.99), 3)})
+        for _ in range(rng.randint(0, 3)):  # animals: boxes anywhere
+            w, h = rng.uniform(0.02, 0.5), rng.uniform(0.02, 0.5)
+            dets.append({"category": rng.choice("123"), "bbox": [rng.uniform(0, 1 - w), rng.uniform(0, 1 - h), w, h],
+                         "conf": round(rng.uniform(0.05, 0.99), 3)})
+        entries.append({"file": f"site/cam/{i:04d}.jpg", "detections": dets})
+
+    ours_finder = RepeatFinder()
+    for e in entries:
+        ours_finder.add(e)
+    ours = sorted((r["category"], tuple(r["bbox"]), r["count"]) for r in ours_finder.result()["locations"])
+
+    rows = pd.DataFrame([{"file": e["file"], "detections": e["detections"],
+                          "max_detection_conf": max((d["conf"] for d in e["detections"]), default=0.0)}
+                         for e in entries])
+    options = rdc.RepeatDetectionOptions()
+    candidates = rdc._find_matches_in_directory(("site/cam", rows), options)
+    theirs = sorted((c.category, tuple(c.bbox), len(c.instances)) for c in candidates
+                    if len(c.instances) >= options.occurrenceThreshold)
+    assert len(theirs) >= 3  # the comparison is not empty
+    assert ours == theirs
