@@ -187,6 +187,10 @@ def main() -> int:
         for im in doc["images"]:
             if im.get("failure"):
                 say(f"  failure: {im['file']}: {im['failure']}")
+        repeats = st.get("repeated_detections") or {}
+        if repeats:
+            say(f"repeated detections (same box in >= 20 images of a folder): {repeats.get('locations', 0)} places; "
+                "see the preview page")
         say(f"task time {task_seconds:.1f}s ({counts['images'] / task_seconds:.2f} img/s end to end), "
             f"demo wall time {wall:.1f}s")
         if not os.environ.get("TRAPBATCH_MODEL"):
