@@ -24,7 +24,7 @@ from adapters.blobs import BlobStore
 from core import mdformat
 from core.ids import shard_id
 from core.previewsample import PreviewSampler
-from core.repeats import RepeatFinder
+from core.repeats import RepeatFinder, RepeatRemoval
 from core.settings import Settings
 from gpu_batch.manifest import manifest_blob_name
 
@@ -33,12 +33,17 @@ bp = df.Blueprint()
 _ATTEMPT_RE = re.compile(r"/attempt-(\d+)\.results\.json$")
 
 
-def results_blob(task_id: str) -> str:
-    return f"results/{task_id}/detections.json"
+# Variants of a task's results: "" the merged detections; "repeats-removed" the same with the repeated detections a
+# person chose to remove marked as false positives (``core.repeats.RepeatRemoval``).
+REPEATS_REMOVED = "repeats-removed"
 
 
-def preview_sample_blob(task_id: str) -> str:
-    return f"results/{task_id}/preview-sample.json"
+def results_blob(task_id: str, variant: str = "") -> str:
+    return f"results/{task_id}/detections{'.' + variant if variant else ''}.json"
+
+
+def preview_sample_blob(task_id: str, variant: str = "") -> str:
+    return f"results/{task_id}/preview-sample{'.' + variant if variant else ''}.json"
 
 
 def repeats_blob(task_id: str) -> str:
@@ -64,7 +69,10 @@ def shard_attempt_results(store: BlobStore, settings: Settings, task_id: str, si
         yield [e for e in entries if isinstance(e, dict)]
 
 
-def run_merge(task_id: str, model: str, completed_at: str, settings: Settings, store: BlobStore) -> dict[str, Any]:
+def run_merge(task_id: str, model: str, completed_at: str, settings: Settings, store: BlobStore,
+              removal: RepeatRemoval | None = None, removed_ids: list[str] | None = None) -> dict[str, Any]:
+    """Merge every shard's results; with ``removal``, write the repeats-removed variant instead (no new search)."""
+    variant = REPEATS_REMOVED if removal is not None else ""
     enumeration = store.read_json(settings.container, enumeration_blob(task_id))
     counts = {"images": 0, "failed": 0, "with_detections": 0, "detections": 0, "empty": 0, "missing": 0}
     info = {
@@ -74,8 +82,12 @@ def run_merge(task_id: str, model: str, completed_at: str, settings: Settings, s
         "trapbatch": {"task_id": task_id, "container": enumeration.get("container"),
                       "prefix": enumeration.get("prefix", "")},
     }
+    if removal is not None:
+        info["trapbatch"]["repeated_detections_removed"] = {  # type: ignore[index]
+            "locations": list(removed_ids or []), "blob": repeats_blob(task_id),
+            "how": "confidence negated, as MegaDetector's repeat detection elimination does"}
     sampler = PreviewSampler(task_id, settings.preview_threshold)
-    repeats = RepeatFinder()
+    repeats = RepeatFinder() if removal is None else None
     with tempfile.TemporaryFile("w+b") as out:
         head = json.dumps({"info": info, "detection_categories": mdformat.DETECTION_CATEGORIES}, indent=1)
         out.write((head[:-2] + ',\n "images": [').encode("utf-8"))
@@ -86,31 +98,54 @@ def run_merge(task_id: str, model: str, completed_at: str, settings: Settings, s
             entries, missing = mdformat.merge_entries(manifest["images"],
                                                       shard_attempt_results(store, settings, task_id, sid))
             counts["missing"] += missing
+            if removal is not None:
+                entries = [removal.apply(e) for e in entries]
             for key, value in mdformat.summarize(entries, settings.preview_threshold).items():
                 counts[key] += value
             for entry in entries:
                 sampler.add(entry)
-                repeats.add(entry)
+                if repeats is not None:
+                    repeats.add(entry)
                 out.write((("\n  " if first else ",\n  ") + json.dumps(entry, ensure_ascii=False)).encode("utf-8"))
                 first = False
         out.write(b"\n ]\n}\n")
         out.seek(0)
-        store.service.get_blob_client(settings.container, results_blob(task_id)).upload_blob(out, overwrite=True)
+        store.service.get_blob_client(settings.container, results_blob(task_id, variant)).upload_blob(
+            out, overwrite=True)
     sample = {**sampler.result(), "info": info, "detection_categories": mdformat.DETECTION_CATEGORIES,
               "images": counts["images"]}
-    store.write_bytes(settings.container, preview_sample_blob(task_id),
+    store.write_bytes(settings.container, preview_sample_blob(task_id, variant),
                       json.dumps(sample, ensure_ascii=False).encode("utf-8"), "application/json")
-    found = repeats.result()
-    store.write_bytes(settings.container, repeats_blob(task_id),
-                      json.dumps({"task_id": task_id, **found}, ensure_ascii=False).encode("utf-8"), "application/json")
-    counts["repeated_locations"] = len(found["locations"])
-    logger.info("task %s: merged %d images (%d failed, %d missing)", task_id, counts["images"], counts["failed"],
-                counts["missing"])
-    return {"results_blob": results_blob(task_id), "repeats_blob": repeats_blob(task_id), "container": settings.container,
-            **counts}
+    if repeats is not None:
+        found = repeats.result()
+        store.write_bytes(settings.container, repeats_blob(task_id), json.dumps(
+            {"task_id": task_id, **found}, ensure_ascii=False).encode("utf-8"), "application/json")
+        counts["repeated_locations"] = len(found["locations"])
+    else:
+        assert removal is not None
+        counts["detections_marked"] = removal.marked
+    logger.info("task %s: merged %d images (%d failed, %d missing)%s", task_id, counts["images"], counts["failed"],
+                counts["missing"], f", {removal.marked} repeated detections marked" if removal is not None else "")
+    return {"results_blob": results_blob(task_id, variant), "repeats_blob": repeats_blob(task_id),
+            "container": settings.container, **counts}
+
+
+def run_remove_repeats(task_id: str, model: str, completed_at: str, remove: list[str], settings: Settings,
+                       store: BlobStore) -> dict[str, Any]:
+    """The repeats-removed variant of a task's results, for the location ids in ``remove``."""
+    found = store.read_json(settings.container, repeats_blob(task_id))
+    chosen = [loc for loc in found["locations"] if loc["id"] in set(remove)]
+    return run_merge(task_id, model, completed_at, settings, store, RepeatRemoval(chosen), sorted(remove))
 
 
 @bp.activity_trigger(input_name="payload", activity="merge_results")
 def merge_results(payload: dict[str, Any]) -> dict[str, Any]:
     s = context.settings()
     return run_merge(payload["task_id"], payload["model"], payload["completed_at"], s, context.store(s))
+
+
+@bp.activity_trigger(input_name="payload", activity="remove_repeated_detections")
+def remove_repeated_detections(payload: dict[str, Any]) -> dict[str, Any]:
+    s = context.settings()
+    return run_remove_repeats(payload["task_id"], payload["model"], payload["completed_at"], payload["remove"], s,
+                              context.store(s))

@@ -50,11 +50,17 @@ def _thumbnail(data: bytes) -> bytes | None:
         return None
 
 
-def run_previews(task_id: str, model: str, request_name: str, settings: Settings, store: BlobStore) -> dict[str, Any]:
-    doc = store.read_json_or_none(settings.container, preview_sample_blob(task_id))
+def page_blob(task_id: str, variant: str = "") -> str:
+    """``<task>/index.html``; a results variant gets its own page beside it (``<task>/<variant>/index.html``)."""
+    return f"{task_id}/{variant + '/' if variant else ''}index.html"
+
+
+def run_previews(task_id: str, model: str, request_name: str, settings: Settings, store: BlobStore,
+                 variant: str = "") -> dict[str, Any]:
+    doc = store.read_json_or_none(settings.container, preview_sample_blob(task_id, variant))
     if doc is None:
         raise TrapbatchError(f"task {task_id} has no preview sample ({settings.container}/"
-                             f"{preview_sample_blob(task_id)})", "the merge step writes it; run the merge first")
+                             f"{preview_sample_blob(task_id, variant)})", "the merge step writes it; run it first")
     source = doc["info"].get("trapbatch", {}).get("container", "")
     threshold = doc["threshold"]
     store.ensure_container(settings.web_container)
@@ -70,7 +76,7 @@ def run_previews(task_id: str, model: str, request_name: str, settings: Settings
             return None
         thumb = "thumbs/" + hashlib.sha1(file.encode("utf-8")).hexdigest()[:16] + ".jpg"
         store.write_bytes(settings.web_container, f"{task_id}/{thumb}", data, "image/jpeg")
-        return thumb
+        return ("../" if variant else "") + thumb  # thumbnails are shared by the task's pages
 
     sections = []
     for name, sample in doc["samples"].items():
@@ -79,7 +85,11 @@ def run_previews(task_id: str, model: str, request_name: str, settings: Settings
         sections.append({"name": name, "title": name.replace("_", " "), "total": doc["totals"][name],
                          "unit": "images", "entries": items})
     repeats = store.read_json_or_none(settings.container, repeats_blob(task_id))
-    if repeats is not None:
+    removed = doc["info"].get("trapbatch", {}).get("repeated_detections_removed")
+    if removed is not None:
+        n = len(removed["locations"])
+        request_name = f"{request_name or task_id}: repeated detections removed at {n} place{'s' if n != 1 else ''}"
+    elif repeats is not None:
         shown = repeats["locations"][:REPEATS_SHOWN]
         items = [{"file": loc["files"][0], "thumb": thumb_for(loc["files"][0]), "failure": None,
                   "note": f"{loc['count']} times in {loc['folder'] or '(top folder)'} ({loc['id']})",
@@ -96,13 +106,14 @@ def run_previews(task_id: str, model: str, request_name: str, settings: Settings
         sections_json=json.dumps({s["name"]: s["entries"] for s in sections}),
         completed=doc["info"].get("detection_completion_time", ""),
     )
-    store.write_bytes(settings.web_container, f"{task_id}/index.html", html.encode("utf-8"), "text/html; charset=utf-8")
-    logger.info("task %s: previews written to %s/%s/index.html", task_id, settings.web_container, task_id)
-    return {"container": settings.web_container, "index": f"{task_id}/index.html",
-            "counts": {s["name"]: s["total"] for s in sections}}
+    page = page_blob(task_id, variant)
+    store.write_bytes(settings.web_container, page, html.encode("utf-8"), "text/html; charset=utf-8")
+    logger.info("task %s: previews written to %s/%s", task_id, settings.web_container, page)
+    return {"container": settings.web_container, "index": page, "counts": {s["name"]: s["total"] for s in sections}}
 
 
 @bp.activity_trigger(input_name="payload", activity="render_previews")
 def render_previews(payload: dict[str, Any]) -> dict[str, Any]:
     s = context.settings()
-    return run_previews(payload["task_id"], payload["model"], payload.get("request_name", ""), s, context.store(s))
+    return run_previews(payload["task_id"], payload["model"], payload.get("request_name", ""), s, context.store(s),
+                        payload.get("variant", ""))

@@ -37,6 +37,11 @@ def pool_task_id(shard: str, attempt: int) -> str:
     return f"{shard}-a{attempt}"
 
 
+def repeats_instance_id(task_id: str) -> str:
+    """Instance id of a task's repeated-detection removal (one at a time per task; a new request replaces the last)."""
+    return f"{task_id}-repeats"
+
+
 def shards_instance_id(task_id: str, group: int) -> str:
     """Instance id of the sub-orchestration that drives shard group ``group`` of a task."""
     return f"{task_id}-shards-{group:04d}"

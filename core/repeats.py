@@ -157,3 +157,44 @@ class RepeatFinder:
                      for i, r in enumerate(ranked)]
         return {"options": self.options.to_dict(), "detections_considered": self.detections_considered,
                 "locations": locations}
+
+
+class RepeatRemoval:
+    """Phase 2: mark the detections that make up chosen repeated locations as false positives.
+
+    As MegaDetector's ``remove_repeat_detections`` does, a marked detection stays in the file with its confidence
+    negated, so every threshold drops it while the original value can still be read back. A detection belongs to a
+    location when it passes the same filters as in the search and has IoU >= the threshold with the location's box,
+    in the same folder and category: exactly the detections the search counted for that location.
+    """
+
+    def __init__(self, locations: list[Mapping[str, Any]], options: RepeatOptions | None = None) -> None:
+        self.options = options or RepeatOptions()
+        self._by_folder: dict[str, list[tuple[str, tuple[float, float, float, float]]]] = {}
+        for loc in locations:
+            box = tuple(float(v) for v in loc["bbox"])
+            self._by_folder.setdefault(str(loc["folder"]), []).append((str(loc["category"]), box))  # type: ignore[arg-type]
+        self.marked = 0
+
+    def apply(self, entry: Mapping[str, Any]) -> dict[str, Any]:
+        """The entry with its matching detections' confidences negated (a new dict; the input is not changed)."""
+        out = dict(entry)
+        dets = entry.get("detections")
+        places = self._by_folder.get(posixpath.dirname(str(entry.get("file", ""))))
+        if not dets or not places or entry.get("failure") is not None:
+            return out
+        opts = self.options
+        new = []
+        for d in dets:
+            conf = float(d.get("conf", 0.0))
+            x, y, w, h = (float(v) for v in d["bbox"])
+            area = abs(w * h)
+            eligible = (opts.confidence_min <= conf <= opts.confidence_max and w != 0 and h != 0
+                        and opts.min_area <= area <= opts.max_area)
+            if eligible and any(cat == str(d.get("category")) and iou((x, y, w, h), box) >= opts.iou_threshold
+                                for cat, box in places):
+                d = {**d, "conf": -conf}
+                self.marked += 1
+            new.append(d)
+        out["detections"] = new
+        return out

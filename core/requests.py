@@ -114,3 +114,37 @@ def parse_task_request(body: Any, default_model: str = "", default_images_per_sh
         caller=_opt_str(body, "caller", 200),
         images_per_shard=images_per_shard,
     )
+
+
+def parse_repeat_removal(body: Any, known_ids: list[str]) -> list[str]:
+    """Which repeated-detection locations to remove, from ``{"remove": [ids] | "all"}`` or ``{"keep": [ids]}``.
+
+    ``keep`` lists the locations a person found to be real animals; every other location is removed (MegaDetector's
+    phase 2 works the same way: what is not taken out of the review folder is a false positive). Returns sorted ids.
+    """
+    if not isinstance(body, Mapping):
+        raise RequestInvalid("the request body must be a JSON object",
+                             'send {"keep": ["r00002"]} (real animals; the rest is removed) or {"remove": ["r00001"]}')
+    given = [k for k in ("keep", "remove") if k in body]
+    unknown_fields = sorted(set(body) - {"keep", "remove"})
+    if unknown_fields:
+        raise RequestInvalid(f"unknown field(s) {unknown_fields}", 'use exactly one of "keep" or "remove"')
+    if len(given) != 1:
+        raise RequestInvalid('give exactly one of "keep" or "remove"',
+                             '"keep": locations that are real animals (the rest is removed); "remove": the ones to drop')
+    field_name = given[0]
+    value = body[field_name]
+    if field_name == "remove" and value == "all":
+        chosen = list(known_ids)
+    else:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise RequestInvalid(f"'{field_name}' must be a list of location ids" +
+                                 (' or "all"' if field_name == "remove" else ""), 'e.g. ["r00001", "r00004"]')
+        unknown = sorted(set(value) - set(known_ids))
+        if unknown:
+            raise RequestInvalid(f"unknown location id(s) {unknown[:10]}",
+                                 "GET /api/tasks/<id>/repeats lists the task's repeated-detection locations")
+        chosen = list(value) if field_name == "remove" else [i for i in known_ids if i not in set(value)]
+    if not chosen:
+        raise RequestInvalid("nothing to remove", "the request leaves every repeated location in place")
+    return sorted(set(chosen))

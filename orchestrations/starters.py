@@ -8,6 +8,8 @@ request dropped as ``incoming/<name>.json`` are the same task (the id is a hash 
     GET  /api/tasks/{id}            stage, counts, progress, ETA    200
     GET  /api/tasks/{id}/results    where the results and previews are (409 while running)
     POST /api/tasks/{id}/cancel     stop the task's pool work       202
+    GET  /api/tasks/{id}/repeats    repeated detections found, and the state of their removal
+    POST /api/tasks/{id}/repeats    remove some ({"remove": [...] | "all"} or {"keep": [...]})   202
 """
 from __future__ import annotations
 
@@ -20,11 +22,11 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from activities import context
-from activities.merge import results_blob
+from activities.merge import repeats_blob, results_blob
 from activities.pool import cancel_marker
 from core.errors import ContainerNotFound, RequestInvalid, TaskNotFound, TrapbatchError
-from core.ids import is_task_id, shards_instance_id
-from core.requests import parse_task_request
+from core.ids import is_task_id, repeats_instance_id, shards_instance_id
+from core.requests import parse_repeat_removal, parse_task_request
 from core.settings import Settings
 from orchestrations import names
 
@@ -200,6 +202,66 @@ async def cancel_task(req: func.HttpRequest, client: df.DurableOrchestrationClie
     logger.info("task %s: cancel requested", task_id)
     return _json(202, {"id": task_id, "cancel_requested": True,
                        "hint": "pool work stops at the next poll; the task's stage becomes 'cancelled'"})
+
+
+def _task_input(status: Any) -> dict[str, Any]:
+    raw = getattr(status, "input_", None)
+    if isinstance(raw, str):
+        raw = json.loads(raw)
+    return raw if isinstance(raw, dict) else {}
+
+
+async def _removal_status(client: df.DurableOrchestrationClient, task_id: str) -> dict[str, Any] | None:
+    status = await client.get_status(repeats_instance_id(task_id))
+    runtime = _runtime(status)
+    if runtime is None:
+        return None
+    custom = status.custom_status if isinstance(status.custom_status, dict) else {}
+    out: dict[str, Any] = {"runtime_status": runtime, **custom}
+    if runtime == "Failed":
+        out["stage"], out["error"] = "failed", str(status.output or "").split("\n")[0]
+    return out
+
+
+@bp.route(route="tasks/{task_id}/repeats", methods=["GET", "POST"], auth_level=func.AuthLevel.FUNCTION)
+@bp.durable_client_input(client_name="client")
+async def task_repeats(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    """Repeated detections (MegaDetector's RDE): GET lists them, POST removes the chosen ones into a new file."""
+    task_id = req.route_params["task_id"]
+    try:
+        info = await describe_task(client, task_id)
+    except TrapbatchError as exc:
+        return _error(exc)
+    if info["stage"] not in ("completed", "completed_with_errors"):
+        return _json(409, {"error": f"task {task_id} is not finished (stage: {info['stage']})",
+                           "hint": "repeated detections are listed once the task has completed"})
+    s = context.settings()
+    found = context.store(s).read_json_or_none(s.container, repeats_blob(task_id))
+    if found is None:
+        return _json(404, {"error": f"task {task_id} has no repeated-detection list",
+                           "hint": "the merge writes it; a task merged by an older trapbatch has none"})
+    removal = await _removal_status(client, task_id)
+    if req.method == "GET":
+        return _json(200, {"id": task_id, "locations": found["locations"], "options": found["options"],
+                           "blob": repeats_blob(task_id), "removal": removal})
+    try:
+        body = req.get_json()
+    except ValueError:
+        body = None
+    try:
+        remove = parse_repeat_removal(body, [loc["id"] for loc in found["locations"]])
+    except TrapbatchError as exc:
+        return _error(exc)
+    if removal is not None and removal["runtime_status"] in ACTIVE:
+        return _json(409, {"error": f"a repeated-detection removal for task {task_id} is still running",
+                           "hint": f"wait until GET /api/tasks/{task_id}/repeats shows it completed, then retry"})
+    request = _task_input(await client.get_status(task_id, show_input=True)).get("request", {})
+    await client.start_new(names.REPEATS_ORCHESTRATOR, repeats_instance_id(task_id), {
+        "task_id": task_id, "model": request.get("model", ""), "request_name": request.get("request_name", ""),
+        "remove": remove})
+    logger.info("task %s: removing %d repeated-detection locations", task_id, len(remove))
+    return _json(202, {"id": task_id, "removing": remove, "status_url": f"{_base_url(req)}/api/tasks/{task_id}/repeats",
+                       "hint": "the new results are written beside the originals, which are left unchanged"})
 
 
 @bp.blob_trigger(arg_name="blob", path="incoming/{name}", connection="AzureWebJobsStorage")

@@ -77,6 +77,53 @@ def test_http_start_runs_to_one_merged_file_with_every_image_once(host, app_env,
     assert res.status_code == 200 and res.json()["results"]["blob"] == results_blob(task_id)
     page = requests.get(res.json()["previews"]["local_url"], timeout=30)
     assert page.status_code == 200 and task_id in page.text
+    check_repeat_removal(host, store, app_env, task_id, doc)
+
+
+def check_repeat_removal(host, store, app_env, task_id: str, doc: dict[str, Any]) -> None:  # type: ignore[no-untyped-def]
+    """Phase 2 of repeated-detection elimination through HTTP, the orchestration and the re-merge.
+
+    The tiny random-weight network gives no repeated boxes on these tiny images (and phase 1 is tested against
+    MegaDetector's own search elsewhere), so a "rock" is added to the cam0 images' shard results and named in the
+    task's repeated-detection list; the re-merge must mark exactly those detections and change nothing else.
+    """
+    from activities.merge import REPEATS_REMOVED, repeats_blob
+
+    url = f"{host.base_url}/api/tasks/{task_id}/repeats"
+    listed = requests.get(url, timeout=30)
+    assert listed.status_code == 200 and listed.json()["removal"] is None
+    assert isinstance(listed.json()["locations"], list)
+    container = app_env["TRAPBATCH_CONTAINER"]
+    rock = {"category": "1", "conf": 0.3, "bbox": [0.4, 0.4, 0.1, 0.1]}
+    for name in store.list_names(container, f"tasks/{task_id}/shards/"):
+        if name.endswith(".results.json"):
+            results = store.read_json(container, name)
+            for im in results["images"]:
+                if im["file"].startswith("cam0/") and not im.get("failure"):
+                    im["detections"] = [*im["detections"], rock]
+            store.write_json(container, name, results)
+    found = store.read_json(container, repeats_blob(task_id))
+    location = {"id": "r00001", "folder": "cam0", "category": "1", "bbox": rock["bbox"], "count": 20,
+                "conf_min": 0.3, "conf_max": 0.3, "files": ["cam0/img 002.jpg"]}
+    store.write_json(container, repeats_blob(task_id), {**found, "locations": [location]})
+    assert requests.post(url, json={"remove": ["r09999"]}, timeout=30).status_code == 400
+    started = requests.post(url, json={"keep": []}, timeout=30)
+    assert started.status_code == 202, started.text
+    assert started.json()["removing"] == ["r00001"]
+    done = wait_until(lambda: (lambda r: r if r and r.get("runtime_status") in ("Completed", "Failed") else None)(
+        requests.get(url, timeout=30).json()["removal"]), 120, "repeat removal")
+    rocks = [im["file"] for im in doc["images"] if im["file"].startswith("cam0/") and not im.get("failure")]
+    assert done["runtime_status"] == "Completed" and done["detections_marked"] == len(rocks) > 0, done
+    cleaned = store.read_json(container, results_blob(task_id, REPEATS_REMOVED))
+    mdformat.validate(cleaned, expected_files=[im["file"] for im in doc["images"]])
+    for before, after in zip(doc["images"], cleaned["images"]):
+        expected = dict(before)
+        if before["file"] in rocks:
+            expected["detections"] = [*before["detections"], {**rock, "conf": -0.3}]
+        assert after == expected
+    assert store.read_json(container, results_blob(task_id)) == doc  # the original results are left alone
+    page = requests.get(f"{host.base_url}/web/{task_id}/{REPEATS_REMOVED}/index.html", timeout=30)
+    assert page.status_code == 200 and "repeated detections removed at 1 place" in page.text
 
 
 def test_failed_shard_resubmits_only_its_missing_images(host, app_env, store, unique_name, monkeypatch) -> None:  # type: ignore[no-untyped-def]

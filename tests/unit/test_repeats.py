@@ -97,3 +97,34 @@ def test_same_locations_as_megadetectors_own_folder_search() -> None:
                     if len(c.instances) >= options.occurrenceThreshold)
     assert len(theirs) >= 3  # the comparison is not empty
     assert ours == theirs
+
+
+def test_removal_negates_exactly_the_detections_the_search_counted() -> None:
+    from core.repeats import RepeatRemoval
+
+    rng = random.Random(3)
+    entries = []
+    for i in range(30):
+        dets = [{"category": "1", "bbox": _jitter(BOX, rng), "conf": 0.4},      # the rock
+                {"category": "2", "bbox": _jitter(BOX, rng), "conf": 0.4},      # same place, other category
+                {"category": "1", "bbox": [0.05, 0.05, 0.1, 0.1], "conf": 0.9}]  # elsewhere
+        entries.append({"file": f"cam/{i:03d}.jpg", "detections": dets})
+    entries.append({"file": "other/000.jpg", "detections": [{"category": "1", "bbox": BOX, "conf": 0.4}]})
+    entries.append({"file": "cam/zz_failed.jpg", "failure": "image access failure", "detections": None})
+    finder = RepeatFinder()
+    for e in entries:
+        finder.add(e)
+    locations = finder.result()["locations"]
+    rock = [r for r in locations if r["category"] == "1" and r["bbox"][0] > 0.3]
+    assert len(rock) == 1 and rock[0]["count"] == 30
+    removal = RepeatRemoval(rock)
+    out = [removal.apply(e) for e in entries]
+    assert removal.marked == 30
+    for before, after in zip(entries, out):
+        if before.get("failure"):
+            assert after == before
+            continue
+        for b, a in zip(before["detections"], after["detections"]):
+            is_rock = before["file"].startswith("cam/") and b["category"] == "1" and b["bbox"][0] > 0.3
+            assert a["conf"] == (-b["conf"] if is_rock else b["conf"]) and a["bbox"] == b["bbox"]
+    assert entries[0]["detections"][0]["conf"] == 0.4  # inputs untouched

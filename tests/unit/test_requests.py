@@ -47,3 +47,18 @@ def test_bad_requests_name_the_field_and_give_a_hint(body: object, field: str) -
     assert field in info.value.message
     assert info.value.hint
     assert info.value.to_dict() == {"error": info.value.message, "hint": info.value.hint}
+
+
+def test_repeat_removal_bodies() -> None:
+    from core.requests import parse_repeat_removal
+
+    ids = ["r00001", "r00002", "r00003"]
+    assert parse_repeat_removal({"remove": ["r00003", "r00001"]}, ids) == ["r00001", "r00003"]
+    assert parse_repeat_removal({"remove": "all"}, ids) == ids
+    assert parse_repeat_removal({"keep": ["r00002"]}, ids) == ["r00001", "r00003"]
+    for bad, message in (([], "JSON object"), ({}, "exactly one"), ({"keep": [], "remove": []}, "exactly one"),
+                         ({"remove": "r00001"}, "list of location ids"), ({"remove": ["r09999"]}, "unknown location"),
+                         ({"keep": ids}, "nothing to remove"), ({"remove": [], "x": 1}, "unknown field")):
+        with pytest.raises(RequestInvalid, match=message) as info:
+            parse_repeat_removal(bad, ids)
+        assert info.value.hint
