@@ -91,7 +91,7 @@ def run_previews(task_id: str, model: str, request_name: str, settings: Settings
         request_name = f"{request_name or task_id}: repeated detections removed at {n} place{'s' if n != 1 else ''}"
     elif repeats is not None:
         shown = repeats["locations"][:REPEATS_SHOWN]
-        items = [{"file": loc["files"][0], "thumb": thumb_for(loc["files"][0]), "failure": None,
+        items = [{"file": loc["files"][0], "thumb": thumb_for(loc["files"][0]), "failure": None, "location": loc["id"],
                   "note": f"{loc['count']} times in {loc['folder'] or '(top folder)'} ({loc['id']})",
                   "detections": [{"category": loc["category"], "conf": loc["conf_max"], "bbox": loc["bbox"],
                                   "always": True}]} for loc in shown]

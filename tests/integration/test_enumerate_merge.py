@@ -169,3 +169,20 @@ def test_merge_finds_repeated_detections_and_the_preview_lists_them(env: tuple[S
     assert previews["counts"]["repeats"] == 1
     page = store.read_bytes(settings.web_container, f"{tid}/index.html").decode()
     assert "repeated detections" in page and "22 times in site/cam7" in page
+    assert 'data-id="r00001"' in page and 'id="rde-request"' in page
+    assert_script_parses(page)
+
+
+def assert_script_parses(page: str) -> None:
+    """The page's inline script is valid JavaScript (node --check), so a template edit cannot break it silently."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    node = shutil.which("node")
+    assert node, "node is needed (it also runs Azurite)"
+    script = page.split("<script>", 1)[1].split("</script>", 1)[0]
+    with tempfile.NamedTemporaryFile("w", suffix=".js", delete=False) as f:
+        f.write(script)
+    proc = subprocess.run([node, "--check", f.name], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
