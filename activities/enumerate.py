@@ -27,9 +27,11 @@ def enumeration_blob(task_id: str) -> str:
     return f"tasks/{task_id}/enumeration.json"
 
 
-def run_enumerate(task_id: str, request: TaskRequest, settings: Settings, store: BlobStore) -> dict[str, Any]:
+def run_enumerate(task_id: str, request: TaskRequest, settings: Settings, store: BlobStore,
+                  source: BlobStore | None = None) -> dict[str, Any]:
+    """Write the shard manifests; ``source`` lists the images when they are in another account."""
     store.ensure_container(settings.container)
-    names = store.list_names(request.container, request.prefix)
+    names = (source or store).list_names(request.container, request.prefix)
     selected = select_images(names, request.first_n, request.sample_n, request.seed)
     images = 0
     shards = 0
@@ -39,11 +41,13 @@ def run_enumerate(task_id: str, request: TaskRequest, settings: Settings, store:
             task_id=task_id, shard_id=sid, attempt=1, source_container=request.container, images=tuple(chunk),
             output_container=settings.container, output_blob=results_blob_name(task_id, sid, 1),
             model=request.model, detection_threshold=settings.detection_threshold,
+            source_account_url=request.source_account_url, source_credential_secret=request.credential_secret,
         )
         store.write_json(settings.container, manifest_blob_name(task_id, sid, 1), manifest.to_dict())
         images += len(chunk)
         shards += 1
-    summary = {"images": images, "shards": shards, "container": request.container, "prefix": request.prefix}
+    summary = {"images": images, "shards": shards, "container": request.container, "prefix": request.prefix,
+               "source_account_url": request.source_account_url, "credential_secret": request.credential_secret}
     store.write_json(settings.container, enumeration_blob(task_id), summary)
     store.write_json(settings.container, f"tasks/{task_id}/request.json", request.to_dict())
     logger.info("task %s: enumerated %d images into %d shards", task_id, images, shards)
@@ -53,4 +57,6 @@ def run_enumerate(task_id: str, request: TaskRequest, settings: Settings, store:
 @bp.activity_trigger(input_name="payload", activity="enumerate_images")
 def enumerate_images(payload: dict[str, Any]) -> dict[str, Any]:
     s = context.settings()
-    return run_enumerate(payload["task_id"], TaskRequest.from_dict(payload["request"]), s, context.store(s))
+    request = TaskRequest.from_dict(payload["request"])
+    return run_enumerate(payload["task_id"], request, s, context.store(s),
+                         context.source_store(s, request.source_account_url, request.credential_secret))

@@ -34,11 +34,12 @@ def cancel_marker(task_id: str) -> str:
 
 @functools.cache
 def _pool(kind: str, connection: str, container: str, concurrency: int, device: str, model_cache: str,
-          faults: tuple[tuple[str, str], ...], batch: tuple[str, ...], max_task_seconds: int) -> GpuPool:
+          faults: tuple[tuple[str, str], ...], batch: tuple[str, ...], max_task_seconds: int,
+          secret_env: tuple[tuple[str, str], ...] = ()) -> GpuPool:
     from gpu_batch.pool import make_pool
 
     if kind == "local":
-        worker_env = {"TRAPBATCH_STORAGE_CONNECTION": connection, "TRAPBATCH_DEVICE": device}
+        worker_env = {"TRAPBATCH_STORAGE_CONNECTION": connection, "TRAPBATCH_DEVICE": device, **dict(secret_env)}
         if model_cache:
             worker_env["TRAPBATCH_MODEL_CACHE"] = model_cache
         return make_pool("local", connection_string=connection, log_container=container,
@@ -47,7 +48,7 @@ def _pool(kind: str, connection: str, container: str, concurrency: int, device: 
     account_url, pool_id, image, identity, storage_url = batch
     return make_pool("azure_batch", account_url=account_url, pool_id=pool_id, image=image,
                      worker_identity_client_id=identity, storage_account_url=storage_url,
-                     max_task_seconds=max_task_seconds)
+                     max_task_seconds=max_task_seconds, key_vault_url=dict(secret_env).get("TRAPBATCH_KEY_VAULT_URL", ""))
 
 
 def pool_for(settings: Settings) -> GpuPool:
@@ -55,7 +56,7 @@ def pool_for(settings: Settings) -> GpuPool:
                  settings.device, settings.model_cache, tuple(sorted(settings.worker_faults.items())),
                  (settings.batch_account_url, settings.batch_pool_id, settings.worker_image,
                   settings.worker_identity, settings.storage_account_url),
-                 settings.knobs.max_task_seconds)
+                 settings.knobs.max_task_seconds, tuple(sorted(settings.secret_store_env().items())))
 
 
 def _shard_task(settings: Settings, task_id: str, sid: str, attempt: int) -> ShardTask:
@@ -140,7 +141,8 @@ def run_resubmit(task_id: str, sid: str, attempt: int, settings: Settings, store
         task_id=task_id, shard_id=sid, attempt=attempt, source_container=first.source_container,
         images=tuple(missing), output_container=first.output_container,
         output_blob=results_blob_name(task_id, sid, attempt), model=first.model,
-        detection_threshold=first.detection_threshold,
+        detection_threshold=first.detection_threshold, source_account_url=first.source_account_url,
+        source_credential_secret=first.source_credential_secret,
     )
     store.write_json(settings.container, manifest_blob_name(task_id, sid, attempt), manifest.to_dict())
     run_submit(task_id, [[sid, attempt]], settings, pool)

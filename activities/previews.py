@@ -21,6 +21,7 @@ import azure.durable_functions as df
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from activities import context
+from activities.enumerate import enumeration_blob
 from activities.merge import preview_sample_blob, repeats_blob
 from adapters.blobs import BlobStore
 from core.errors import TrapbatchError
@@ -56,7 +57,8 @@ def page_blob(task_id: str, variant: str = "") -> str:
 
 
 def run_previews(task_id: str, model: str, request_name: str, settings: Settings, store: BlobStore,
-                 variant: str = "") -> dict[str, Any]:
+                 variant: str = "", source_store: BlobStore | None = None) -> dict[str, Any]:
+    """Render the page; ``source_store`` reads the images for thumbnails when they are in another account."""
     doc = store.read_json_or_none(settings.container, preview_sample_blob(task_id, variant))
     if doc is None:
         raise TrapbatchError(f"task {task_id} has no preview sample ({settings.container}/"
@@ -69,7 +71,7 @@ def run_previews(task_id: str, model: str, request_name: str, settings: Settings
         if not source:
             return None
         try:
-            data = _thumbnail(store.read_bytes(source, file))
+            data = _thumbnail((source_store or store).read_bytes(source, file))
         except Exception:  # noqa: BLE001 - the image vanished since detection: show the entry without a picture
             data = None
         if data is None:
@@ -115,5 +117,8 @@ def run_previews(task_id: str, model: str, request_name: str, settings: Settings
 @bp.activity_trigger(input_name="payload", activity="render_previews")
 def render_previews(payload: dict[str, Any]) -> dict[str, Any]:
     s = context.settings()
-    return run_previews(payload["task_id"], payload["model"], payload.get("request_name", ""), s, context.store(s),
-                        payload.get("variant", ""))
+    own = context.store(s)
+    enumeration = own.read_json(s.container, enumeration_blob(payload["task_id"]))
+    source = context.source_store(s, enumeration.get("source_account_url", ""), enumeration.get("credential_secret", ""))
+    return run_previews(payload["task_id"], payload["model"], payload.get("request_name", ""), s, own,
+                        payload.get("variant", ""), source)

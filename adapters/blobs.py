@@ -50,6 +50,14 @@ class BlobStore:
     def container_exists(self, container: str) -> bool:
         return bool(self.service.get_container_client(container).exists())
 
+    def container_listable(self, container: str) -> bool:
+        """Whether ``container`` can be listed (what a container-scoped SAS allows, unlike ``exists``)."""
+        try:
+            next(iter(self.service.get_container_client(container).list_blob_names(results_per_page=1)), None)
+        except ResourceNotFoundError:
+            return False
+        return True
+
     def list_names(self, container: str, prefix: str = "") -> Iterator[str]:
         """Blob names under ``prefix`` in lexicographic order, paged lazily."""
         client = self.service.get_container_client(container)

@@ -40,6 +40,12 @@ class RequestInvalid(TrapbatchError, ValueError):
     status_code = 400
 
 
+class SourceUnavailable(TrapbatchError):
+    """The task's images are in another storage account that cannot be opened (missing secret, no access)."""
+
+    status_code = 400
+
+
 class ContainerNotFound(TrapbatchError, LookupError):
     status_code = 404
 

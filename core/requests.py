@@ -8,15 +8,19 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Any, Mapping
+from urllib.parse import urlsplit
 
 from core.errors import RequestInvalid
 from core.ids import task_instance_id
 
 _CONTAINER_RE = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$")
 ALLOWED_FIELDS = ("container", "prefix", "first_n", "sample_n", "seed", "model", "request_name", "caller",
-                  "images_per_shard")
+                  "images_per_shard", "source_account_url", "credential_secret")
 # Fields that define *what* is computed; request_name and caller are labels and do not change the task id.
 IDENTITY_FIELDS = ("container", "prefix", "first_n", "sample_n", "seed", "model", "images_per_shard")
+# Identity fields added later: part of the id only when set, so earlier requests keep their task ids.
+OPTIONAL_IDENTITY_FIELDS = ("source_account_url", "credential_secret")
+_SECRET_NAME_RE = re.compile(r"^[0-9A-Za-z-]{1,127}$")  # Key Vault secret names
 MAX_IMAGES_PER_SHARD = 100_000
 
 
@@ -31,13 +35,16 @@ class TaskRequest:
     request_name: str = ""
     caller: str = ""
     images_per_shard: int = 1000
+    source_account_url: str = ""  # images in another storage account (gpu_batch.storage_refs)
+    credential_secret: str = ""  # name of the Key Vault secret for that account; never the secret itself
 
     @property
     def task_id(self) -> str:
         return task_instance_id(self.identity())
 
     def identity(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in IDENTITY_FIELDS}
+        return {**{k: getattr(self, k) for k in IDENTITY_FIELDS},
+                **{k: getattr(self, k) for k in OPTIONAL_IDENTITY_FIELDS if getattr(self, k)}}
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ALLOWED_FIELDS}
@@ -67,6 +74,22 @@ def _opt_str(body: Mapping[str, Any], name: str, max_len: int = 1024) -> str:
     if len(value) > max_len:
         raise RequestInvalid(f"'{name}' is longer than {max_len} characters", "shorten it")
     return value
+
+
+def _source_account_url(body: Mapping[str, Any]) -> str:
+    url = _opt_str(body, "source_account_url", 300).strip().rstrip("/")
+    if not url:
+        return ""
+    parsed = urlsplit(url)
+    if parsed.query or parsed.fragment or "sig=" in url.lower() or parsed.username or parsed.password:
+        raise RequestInvalid("'source_account_url' must not carry a SAS token or other credentials",
+                             "store the SAS token (or a connection string) as a Key Vault secret and give its name "
+                             "as 'credential_secret'; requests are kept in plain tables")
+    local = parsed.hostname in ("127.0.0.1", "localhost")
+    if parsed.scheme != "https" and not (parsed.scheme == "http" and local):
+        raise RequestInvalid(f"'source_account_url' {url!r} is not an https storage account URL",
+                             'e.g. "https://partnerphotos.blob.core.windows.net" (http only for a local Azurite)')
+    return url
 
 
 def parse_task_request(body: Any, default_model: str = "", default_images_per_shard: int = 1000) -> TaskRequest:
@@ -103,6 +126,14 @@ def parse_task_request(body: Any, default_model: str = "", default_images_per_sh
     if images_per_shard > MAX_IMAGES_PER_SHARD:
         raise RequestInvalid(f"'images_per_shard' must be at most {MAX_IMAGES_PER_SHARD}", "use smaller shards")
     model = _opt_str(body, "model").strip() or default_model
+    source_account_url = _source_account_url(body)
+    credential_secret = _opt_str(body, "credential_secret", 127).strip()
+    if credential_secret and not _SECRET_NAME_RE.match(credential_secret):
+        raise RequestInvalid("'credential_secret' must be the *name* of a Key Vault secret (letters, digits, hyphens)",
+                             "store the SAS token or connection string in Key Vault and pass the secret's name")
+    if credential_secret and not source_account_url:
+        raise RequestInvalid("'credential_secret' needs 'source_account_url'",
+                             "name the storage account the secret opens, or drop 'credential_secret'")
     return TaskRequest(
         container=container,
         prefix=prefix,
@@ -113,6 +144,8 @@ def parse_task_request(body: Any, default_model: str = "", default_images_per_sh
         request_name=_opt_str(body, "request_name", 200),
         caller=_opt_str(body, "caller", 200),
         images_per_shard=images_per_shard,
+        source_account_url=source_account_url,
+        credential_secret=credential_secret,
     )
 
 

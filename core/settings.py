@@ -25,6 +25,8 @@ Variables (names shared with infra/main.bicep app settings):
     TRAPBATCH_DEVICE               local pool: auto | cpu | cuda (default auto)
     TRAPBATCH_MODEL_CACHE          where workers cache model files
     TRAPBATCH_WORKER_FAULTS        tests only: JSON {"<shard>/<attempt>": "crash_after:2", ...}
+    TRAPBATCH_KEY_VAULT_URL        Key Vault holding source-account credentials that requests name by secret name
+    TRAPBATCH_LOCAL_SECRETS_FILE   local runs and tests only, instead of Key Vault: a JSON file {name: value}
     TRAPBATCH_BATCH_ACCOUNT_URL, TRAPBATCH_BATCH_POOL_ID, TRAPBATCH_WORKER_IMAGE,
     TRAPBATCH_WORKER_IDENTITY (client id of the nodes' managed identity), TRAPBATCH_STORAGE_ACCOUNT_URL   Azure Batch
 """
@@ -103,6 +105,15 @@ class Settings:
     worker_image: str = ""
     worker_identity: str = ""
     storage_account_url: str = ""
+    key_vault_url: str = ""
+    local_secrets_file: str = ""
+
+    def secret_store_env(self) -> dict[str, str]:
+        """The secret-store variables for ``gpu_batch.storage_refs`` and for the workers' environment."""
+        from gpu_batch.storage_refs import KEY_VAULT_ENV, LOCAL_SECRETS_ENV
+
+        return {k: v for k, v in ((KEY_VAULT_ENV, self.key_vault_url), (LOCAL_SECRETS_ENV, self.local_secrets_file))
+                if v}
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "Settings":
@@ -155,6 +166,8 @@ class Settings:
             worker_image=env.get("TRAPBATCH_WORKER_IMAGE", ""),
             worker_identity=env.get("TRAPBATCH_WORKER_IDENTITY", ""),
             storage_account_url=env.get("TRAPBATCH_STORAGE_ACCOUNT_URL", ""),
+            key_vault_url=env.get("TRAPBATCH_KEY_VAULT_URL", ""),
+            local_secrets_file=env.get("TRAPBATCH_LOCAL_SECRETS_FILE", ""),
         )
         if pool == "azure_batch":
             for name, value in (("TRAPBATCH_BATCH_ACCOUNT_URL", settings.batch_account_url),

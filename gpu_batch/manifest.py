@@ -44,6 +44,9 @@ class ShardManifest:
     model: str
     detection_threshold: float = 0.005
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # Images in another storage account (``storage_refs``): its URL and the *name* of the secret that opens it.
+    source_account_url: str = ""
+    source_credential_secret: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -58,6 +61,8 @@ class ShardManifest:
             "model": self.model,
             "detection_threshold": self.detection_threshold,
             "extra": dict(self.extra),
+            "source_account_url": self.source_account_url,
+            "source_credential_secret": self.source_credential_secret,
         }
 
     @classmethod
@@ -82,4 +87,6 @@ class ShardManifest:
             model=str(data["model"]),
             detection_threshold=float(data.get("detection_threshold", 0.005)),
             extra=dict(data.get("extra") or {}),
+            source_account_url=str(data.get("source_account_url") or ""),
+            source_credential_secret=str(data.get("source_credential_secret") or ""),
         )

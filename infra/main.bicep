@@ -89,6 +89,19 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   }
 }
 
+// Source-account credentials (SAS tokens / connection strings that requests name by secret name) are read by the
+// app (enumeration, previews) and by the GPU nodes (image download), each with its own identity.
+var keyVaultSecretsUser = '4633458b-17de-408a-b874-0445c86b69e6'
+resource vaultReaders 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for principal in [appIdentity.properties.principalId, nodeIdentity.properties.principalId]: {
+  name: guid(vault.id, principal, keyVaultSecretsUser)
+  scope: vault
+  properties: {
+    principalId: principal
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', keyVaultSecretsUser)
+  }
+}]
+
 resource batch 'Microsoft.Batch/batchAccounts@2024-07-01' = {
   name: toLower('ba${take(name, 8)}${take(suffix, 10)}')
   location: location
@@ -165,6 +178,7 @@ resource functionApp 'Microsoft.Web/sites@2023-12-01' = {
         { name: 'TRAPBATCH_WORKER_IMAGE', value: workerImage }
         { name: 'TRAPBATCH_WORKER_IDENTITY', value: nodeIdentity.properties.clientId }
         { name: 'TRAPBATCH_STORAGE_ACCOUNT_URL', value: storage.properties.primaryEndpoints.blob }
+        { name: 'TRAPBATCH_KEY_VAULT_URL', value: vault.properties.vaultUri }
       ]
     }
   }

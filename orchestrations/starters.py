@@ -20,11 +20,12 @@ from typing import Any
 
 import azure.durable_functions as df
 import azure.functions as func
+from azure.core.exceptions import AzureError
 
 from activities import context
 from activities.merge import repeats_blob, results_blob
 from activities.pool import cancel_marker
-from core.errors import ContainerNotFound, RequestInvalid, TaskNotFound, TrapbatchError
+from core.errors import ContainerNotFound, RequestInvalid, SourceUnavailable, TaskNotFound, TrapbatchError
 from core.ids import is_task_id, repeats_instance_id, shards_instance_id
 from core.requests import parse_repeat_removal, parse_task_request
 from core.settings import Settings
@@ -67,9 +68,21 @@ async def start_task(client: df.DurableOrchestrationClient, body: Any, settings:
     if not request.model:
         raise RequestInvalid("no detector model given", "add \"model\" (e.g. \"MDV5A\" or a checkpoint path) to the "
                              "request, or set TRAPBATCH_MODEL for the app")
-    store = context.store(settings)
-    if not store.container_exists(request.container):
-        raise ContainerNotFound(f"container {request.container!r} does not exist in storage account {store.account!r}",
+    if request.credential_secret and not settings.secret_store_env():
+        raise RequestInvalid(f"the request names secret {request.credential_secret!r}, but this trapbatch has no "
+                             "Key Vault configured", "set TRAPBATCH_KEY_VAULT_URL in the app settings (infra/ does), "
+                             "or give the app's identity a role on the source account and drop 'credential_secret'")
+    source = context.source_store(settings, request.source_account_url, request.credential_secret)
+    try:
+        readable = (source.container_exists(request.container) if not request.source_account_url
+                    else source.container_listable(request.container))
+    except AzureError as exc:  # authorization problems with a foreign account: say what to fix, never echo secrets
+        raise SourceUnavailable(f"cannot list container {request.container!r} in {request.source_account_url}: "
+                                f"{type(exc).__name__}", "the secret (or the app's identity) needs read and list "
+                                "permission on that container") from None
+    if not readable:
+        raise ContainerNotFound(f"container {request.container!r} does not exist in storage account "
+                                f"{request.source_account_url or source.account!r}",
                                 "check the name, or create the container and upload the images first")
     task_id = request.task_id
     existing = await client.get_status(task_id)

@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 class AzureBatchPool:
     def __init__(self, account_url: str, pool_id: str, image: str, identity_resource_id: str = "",
                  storage_account_url: str = "", max_task_seconds: int = 21600, credential: Any = None,
-                 transport: Any = None, worker_identity_client_id: str = "") -> None:
+                 transport: Any = None, worker_identity_client_id: str = "", key_vault_url: str = "") -> None:
         if not account_url or not pool_id or not image:
             raise ValueError("AzureBatchPool needs the Batch account URL, pool id and worker image "
                              "(TRAPBATCH_BATCH_ACCOUNT_URL, TRAPBATCH_BATCH_POOL_ID, TRAPBATCH_WORKER_IMAGE)")
@@ -31,6 +31,7 @@ class AzureBatchPool:
         self.image = image
         self.identity_client_id = worker_identity_client_id or identity_resource_id
         self.storage_account_url = storage_account_url
+        self.key_vault_url = key_vault_url  # source-account secrets, read by the nodes' identity (never passed)
         self.max_task_seconds = max_task_seconds
         self._credential = credential
         self._transport = transport
@@ -71,6 +72,8 @@ class AzureBatchPool:
                m.EnvironmentSetting(name="TRAPBATCH_DEVICE", value="cuda")]
         if self.identity_client_id:
             env.append(m.EnvironmentSetting(name="AZURE_CLIENT_ID", value=self.identity_client_id))
+        if self.key_vault_url:
+            env.append(m.EnvironmentSetting(name="TRAPBATCH_KEY_VAULT_URL", value=self.key_vault_url))
         return m.BatchTaskCreateOptions(
             id=task.task_id,
             display_name=f"shard {task.shard_id} attempt {task.attempt}",

@@ -9,7 +9,8 @@ Local mode (bench, tests):
     python -m gpu_batch.worker --manifest-file M.json --image-root DIR --output-file OUT.json [...]
 
 Exit codes: 0 shard processed (per-image failures are data in the output); 2 bad arguments or unreadable manifest;
-3 model cannot be resolved or loaded; 4 output not writable. The last stdout line is a one-line JSON summary:
+3 model cannot be resolved or loaded; 4 output not writable; 5 the images' storage account cannot be opened (secret
+missing or unreadable: see ``gpu_batch.storage_refs``). The last stdout line is a one-line JSON summary:
 {"images", "done", "failed", "skipped_resumed", "seconds", "img_s", ...}: "seconds" runs from after the imports
 ("import_s") to the last result, "model_load_s" is manifest + model ready, "first_batch_s" the first batch's
 results, "steady_img_s" the rate after that, "stages" the per-stage seconds (see ``pipeline.ShardSummary``).
@@ -31,6 +32,7 @@ EXIT_OK = 0
 EXIT_BAD_INPUT = 2
 EXIT_MODEL = 3
 EXIT_OUTPUT = 4
+EXIT_SOURCE = 5
 
 logger = logging.getLogger("gpu_batch.worker")
 
@@ -133,7 +135,16 @@ def _run(args: argparse.Namespace, env: Mapping[str, str], fault: Any) -> int:
     start_cuda_warmup(device)  # overlaps CUDA/cuDNN/nvJPEG initialisation with the model download and load
     if blob_mode:
         assert service is not None
-        source: sources.ImageSource = sources.BlobImageSource(service, manifest.source_container)
+        from gpu_batch import storage_refs
+
+        ref = storage_refs.SourceRef(manifest.source_account_url, manifest.source_credential_secret)
+        try:
+            own = service
+            image_service = storage_refs.source_service(ref, lambda: own, storage_refs.secret_reader_from_env(env))
+        except storage_refs.SourceAccessError as exc:
+            logger.error("%s images cannot be read: %s", label, exc)
+            return EXIT_SOURCE
+        source: sources.ImageSource = sources.BlobImageSource(image_service, manifest.source_container)
         sink: Any = sources.BlobSink(service, manifest.output_container, manifest.output_blob)
     else:
         source = sources.LocalFolderSource(args.image_root)

@@ -244,3 +244,71 @@ def test_cancel_stops_pool_work_and_ends_the_task_cancelled(host, app_env, store
     rows = TableServiceClient.from_connection_string(app_env["AzureWebJobsStorage"]).get_table_client(
         "trapbatchpool").query_entities("PartitionKey eq @j", parameters={"j": task_id})
     assert {r["State"] for r in rows} == {"completed"}  # the hung workers were terminated
+
+
+def test_images_in_another_account_are_read_with_a_sas_named_by_secret(host, app_env, store, storage_connection,  # type: ignore[no-untyped-def]
+                                                                       tmp_path, monkeypatch) -> None:
+    """A second Azurite plays the partner's storage account; the request names it and a secret, never the SAS.
+
+    The SAS (container-scoped: read and list) lives in a local secrets file standing in for Key Vault. The images
+    can only be reached through it (trapbatch's own account has no such container), and afterwards no table entity
+    or blob of trapbatch's account, orchestration history and worker logs included, contains its signature.
+    """
+    from datetime import datetime, timedelta, timezone
+
+    from azure.data.tables import TableServiceClient
+    from azure.storage.blob import ContainerSasPermissions, generate_container_sas
+
+    from adapters.blobs import service_client
+    from devhost.azurite import ACCOUNT, ACCOUNT_KEY, start_azurite
+
+    partner = start_azurite()
+    try:
+        photos = BlobStore(service_client(partner.connection_string))
+        names = upload_images(photos, "partner-photos", 6, corrupt=1)
+        sas = generate_container_sas(ACCOUNT, "partner-photos", account_key=ACCOUNT_KEY,
+                                     permission=ContainerSasPermissions(read=True, list=True),
+                                     expiry=datetime.now(timezone.utc) + timedelta(hours=1))
+        signature = dict(p.split("=", 1) for p in sas.split("&"))["sig"]
+        secrets = tmp_path / "secrets.json"
+        secrets.write_text(json.dumps({"partner-sas": sas}))
+        monkeypatch.setenv("TRAPBATCH_LOCAL_SECRETS_FILE", str(secrets))
+        account_url = f"http://127.0.0.1:{partner.blob_port}/{ACCOUNT}"
+        assert not store.container_exists("partner-photos")
+        body = {"container": "partner-photos", "source_account_url": account_url, "request_name": "partner"}
+
+        refused = requests.post(host.base_url + "/api/tasks", json={**body, "credential_secret": "no-such"},
+                                timeout=30)
+        assert refused.status_code == 400 and "no-such" in refused.json()["error"], refused.text
+        leaked = requests.post(host.base_url + "/api/tasks", json={**body, "source_account_url": account_url + "?" + sas},
+                               timeout=30)
+        assert leaked.status_code == 400 and "Key Vault" in leaked.json()["hint"]
+
+        r = requests.post(host.base_url + "/api/tasks", json={**body, "credential_secret": "partner-sas"}, timeout=30)
+        assert r.status_code == 202, r.text
+        task_id = r.json()["id"]
+        status = wait_until(lambda: finished_status(host.base_url, task_id), 240, "task completion")
+        assert status["runtime_status"] == "Completed" and status["images"] == 6 and status["failed"] == 1, status
+        doc = check_results(store, app_env, task_id, names)
+        assert sum(len(im["detections"]) for im in doc["images"] if not im.get("failure")) > 0
+        thumbs = list(store.list_names("$web", f"{task_id}/thumbs/"))
+        assert thumbs  # the preview step read the partner's images too
+
+        from urllib.parse import unquote
+
+        forms = {signature, unquote(signature)}  # as it stands in the SAS, and decoded
+        leaks = []
+        for container in store.service.list_containers():
+            for name in store.list_names(container.name):
+                data = store.read_bytes(container.name, name)
+                if any(form.encode() in data for form in forms):
+                    leaks.append(f"blob {container.name}/{name}")
+        tables = TableServiceClient.from_connection_string(storage_connection)
+        for table in tables.list_tables():
+            for entity in tables.get_table_client(table.name).list_entities():
+                text = json.dumps({k: str(v) for k, v in entity.items()})
+                if any(form in text for form in forms):
+                    leaks.append(f"table {table.name}")
+        assert leaks == []
+    finally:
+        partner.stop()

@@ -62,3 +62,22 @@ def test_repeat_removal_bodies() -> None:
         with pytest.raises(RequestInvalid, match=message) as info:
             parse_repeat_removal(bad, ids)
         assert info.value.hint
+
+
+def test_source_account_and_secret_name() -> None:
+    base = {"container": "partner-photos"}
+    plain = parse_task_request(base)
+    r = parse_task_request({**base, "source_account_url": "https://partner.blob.core.windows.net/",
+                            "credential_secret": "partner-sas"})
+    assert (r.source_account_url, r.credential_secret) == ("https://partner.blob.core.windows.net", "partner-sas")
+    assert r.task_id != plain.task_id  # another account, other images
+    assert "source_account_url" not in plain.identity()  # earlier requests keep their ids
+    assert parse_task_request({**base, "source_account_url": "http://127.0.0.1:10000/devstoreaccount1"}).source_account_url
+    for bad, message in (
+            ({"source_account_url": "https://partner.blob.core.windows.net/?sv=2024&sig=abc"}, "must not carry a SAS"),
+            ({"source_account_url": "http://partner.blob.core.windows.net"}, "not an https"),
+            ({"source_account_url": "https://a.blob.core.windows.net", "credential_secret": "sv=2024&sig=x"}, "name"),
+            ({"credential_secret": "partner-sas"}, "needs 'source_account_url'")):
+        with pytest.raises(RequestInvalid, match=message) as info:
+            parse_task_request({**base, **bad})
+        assert info.value.hint

@@ -1,0 +1,125 @@
+"""Images in someone else's storage account: how a task names them, and how each reader gets in.
+
+Why this module exists: ecologists' photos usually sit in their own storage account, not trapbatch's. A task can name
+that account (``source_account_url``) and, where trapbatch's managed identity has no role on it, the *name* of a
+Key Vault secret holding a SAS token or a connection string (``credential_secret``). Only names travel: the request,
+the orchestration history (plain tables), shard manifests and pool task settings never hold the secret. Whatever
+needs the images (enumeration, preview thumbnails, every worker) reads the secret right before use, with its own
+identity, so a rotated SAS is picked up by the next reader.
+
+Secret stores: Key Vault (``TRAPBATCH_KEY_VAULT_URL``, with ``DefaultAzureCredential``), or, for local runs and tests
+only, a JSON file of name -> value (``TRAPBATCH_LOCAL_SECRETS_FILE``), the way Azurite stands in for storage.
+
+Shared by the Functions app and the GPU worker (like ``manifest.py``); must not import either side.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+KEY_VAULT_ENV = "TRAPBATCH_KEY_VAULT_URL"
+LOCAL_SECRETS_ENV = "TRAPBATCH_LOCAL_SECRETS_FILE"
+
+SecretReader = Callable[[str], str]
+
+
+class SourceAccessError(Exception):
+    """The source account or its credential cannot be used; the message says what to fix."""
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRef:
+    """Where a task's images are: trapbatch's own account (both empty), or another one."""
+
+    account_url: str = ""
+    credential_secret: str = ""  # a secret *name*; never a value
+
+    @property
+    def is_own_account(self) -> bool:
+        return not self.account_url
+
+
+def secret_reader_from_env(env: Mapping[str, str] | None = None, transport: Any = None,
+                           credential: Any = None) -> SecretReader | None:
+    """The configured secret store, or None when none is configured."""
+    env = os.environ if env is None else env
+    vault_url = env.get(KEY_VAULT_ENV, "")
+    if vault_url:
+        return key_vault_reader(vault_url, transport=transport, credential=credential)
+    local = env.get(LOCAL_SECRETS_ENV, "")
+    if local:
+        return local_file_reader(Path(local))
+    return None
+
+
+def key_vault_reader(vault_url: str, transport: Any = None, credential: Any = None) -> SecretReader:
+    from azure.core.exceptions import AzureError, ResourceNotFoundError
+    from azure.keyvault.secrets import SecretClient
+
+    if credential is None:
+        from azure.identity import DefaultAzureCredential
+
+        credential = DefaultAzureCredential()
+    kwargs = {"transport": transport} if transport is not None else {}
+    client = SecretClient(vault_url, credential, **kwargs)
+
+    def read(name: str) -> str:
+        try:
+            value = client.get_secret(name).value
+        except ResourceNotFoundError:
+            raise SourceAccessError(f"Key Vault {vault_url} has no secret named {name!r}; create it (a SAS token "
+                                    "with read and list permissions, or a connection string)") from None
+        except AzureError as exc:
+            raise SourceAccessError(f"cannot read secret {name!r} from Key Vault {vault_url}: "
+                                    f"{type(exc).__name__}; grant this app's identity 'Key Vault Secrets User' "
+                                    "on the vault") from None
+        if not value:
+            raise SourceAccessError(f"secret {name!r} in Key Vault {vault_url} is empty")
+        return str(value)
+
+    return read
+
+
+def local_file_reader(path: Path) -> SecretReader:
+    """Secrets from a JSON object file (local development and tests only)."""
+
+    def read(name: str) -> str:
+        try:
+            secrets = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise SourceAccessError(f"cannot read the local secrets file {path}: {type(exc).__name__}") from None
+        value = secrets.get(name) if isinstance(secrets, dict) else None
+        if not isinstance(value, str) or not value:
+            raise SourceAccessError(f"the local secrets file {path} has no secret named {name!r}")
+        return value
+
+    return read
+
+
+def client_from_secret(account_url: str, secret: str) -> Any:
+    """A ``BlobServiceClient`` for ``account_url`` from a SAS token or a connection string (told apart by shape)."""
+    from azure.storage.blob import BlobServiceClient
+
+    value = secret.strip()
+    if "=" in value and ";" in value and any(k in value for k in ("AccountKey=", "SharedAccessSignature=",
+                                                                  "BlobEndpoint=", "DefaultEndpointsProtocol=")):
+        return BlobServiceClient.from_connection_string(value, max_single_get_size=64 << 20)
+    return BlobServiceClient(account_url, credential=value.lstrip("?"), max_single_get_size=64 << 20)
+
+
+def source_service(ref: SourceRef, own_service: Callable[[], Any], read_secret: SecretReader | None) -> Any:
+    """The ``BlobServiceClient`` to read a task's images with."""
+    if ref.is_own_account:
+        return own_service()
+    if not ref.credential_secret:
+        from azure.identity import DefaultAzureCredential
+        from azure.storage.blob import BlobServiceClient
+
+        return BlobServiceClient(ref.account_url, credential=DefaultAzureCredential(), max_single_get_size=64 << 20)
+    if read_secret is None:
+        raise SourceAccessError(f"the task's images need secret {ref.credential_secret!r}, but no secret store is "
+                                f"configured: set {KEY_VAULT_ENV}")
+    return client_from_secret(ref.account_url, read_secret(ref.credential_secret))

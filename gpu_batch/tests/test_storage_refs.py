@@ -1,0 +1,74 @@
+"""Source-account credentials by secret name: Key Vault requests at the HTTP transport level, local secrets files,
+and telling a SAS token from a connection string."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from azure.core.pipeline.transport import HttpTransport
+
+from gpu_batch.storage_refs import (KEY_VAULT_ENV, LOCAL_SECRETS_ENV, SourceAccessError, SourceRef,
+                                    client_from_secret, secret_reader_from_env, source_service)
+from gpu_batch.tests.test_pool_azure_batch import FakeCredential, _Response
+
+VAULT = "https://trapbatch-kv.vault.azure.net"
+
+
+class FakeVault(HttpTransport):  # type: ignore[misc]
+    """Answers like Key Vault: a 401 challenge to the first, unauthenticated request, then the secret or 404."""
+
+    def __init__(self, secrets: dict[str, str]) -> None:
+        self.secrets = secrets
+        self.requests: list[Any] = []
+
+    def send(self, request: Any, **kwargs: Any) -> Any:
+        self.requests.append(request)
+        if "Authorization" not in request.headers:
+            response = _Response(request, 401, None)
+            response.headers["WWW-Authenticate"] = ('Bearer authorization="https://login.microsoftonline.com/tenant", '
+                                                    'resource="https://vault.azure.net"')
+            return response
+        name = request.url.split("?")[0].rsplit("/secrets/", 1)[1].split("/")[0]
+        if name not in self.secrets:
+            return _Response(request, 404, {"error": {"code": "SecretNotFound", "message": f"{name} not found"}})
+        return _Response(request, 200, {"value": self.secrets[name], "id": f"{VAULT}/secrets/{name}/abc"})
+
+    def open(self) -> None: ...
+    def close(self) -> None: ...
+    def __exit__(self, *a: Any) -> None: ...
+
+
+def test_key_vault_secret_is_read_with_the_apps_identity() -> None:
+    vault = FakeVault({"partner-sas": "sv=2025-01-05&sr=c&sp=rl&sig=abc"})
+    read = secret_reader_from_env({KEY_VAULT_ENV: VAULT}, transport=vault, credential=FakeCredential())
+    assert read is not None
+    assert read("partner-sas") == "sv=2025-01-05&sr=c&sp=rl&sig=abc"
+    last = vault.requests[-1]
+    assert last.method == "GET" and last.url.startswith(f"{VAULT}/secrets/partner-sas/?api-version=")  # latest version
+    assert last.headers["Authorization"] == "Bearer entra-token"
+    with pytest.raises(SourceAccessError, match="no secret named 'missing'"):
+        read("missing")
+
+
+def test_local_secrets_file_and_no_store(tmp_path: Path) -> None:
+    path = tmp_path / "secrets.json"
+    path.write_text(json.dumps({"partner-sas": "sv=1&sig=x"}))
+    read = secret_reader_from_env({LOCAL_SECRETS_ENV: str(path)})
+    assert read is not None and read("partner-sas") == "sv=1&sig=x"
+    with pytest.raises(SourceAccessError, match="no secret named 'other'"):
+        read("other")
+    assert secret_reader_from_env({}) is None
+    with pytest.raises(SourceAccessError, match="no secret store is configured"):
+        source_service(SourceRef("https://p.blob.core.windows.net", "partner-sas"), lambda: None, None)
+
+
+def test_sas_token_and_connection_string_make_the_right_client() -> None:
+    sas = client_from_secret("https://partner.blob.core.windows.net", "?sv=2025-01-05&sp=rl&sig=abc")
+    assert sas.url.startswith("https://partner.blob.core.windows.net") and "sig=abc" in sas.url
+    conn = client_from_secret("https://ignored", "DefaultEndpointsProtocol=https;AccountName=partner;"
+                              "AccountKey=a2V5;EndpointSuffix=core.windows.net")
+    assert conn.account_name == "partner" and conn.credential.account_key == "a2V5"
+    own = object()
+    assert source_service(SourceRef(), lambda: own, None) is own
