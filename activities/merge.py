@@ -6,10 +6,13 @@ and uploaded once, so memory holds one shard at a time. Idempotent: the same sha
 Every image of every manifest appears exactly once: results from later attempts fill what earlier ones missed, and
 images no attempt covered get a ``failure`` entry (never silently dropped). The same pass draws the preview page's
 per-category samples (``core.previewsample``) into a small side blob, so the preview step never reads the big file,
-and looks for repeated detections (``core.repeats``, MegaDetector's RDE phase 1) for the preview site to list.
+looks for repeated detections (``core.repeats``, MegaDetector's RDE phase 1) for the preview site to list, and writes
+the one-row-per-image CSV (``core.exports``) beside the JSON.
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
 import logging
 import re
@@ -17,11 +20,13 @@ import tempfile
 from typing import Any, Iterator
 
 import azure.durable_functions as df
+from azure.storage.blob import ContentSettings
 
 from activities import context
 from activities.enumerate import enumeration_blob
 from adapters.blobs import BlobStore
 from core import mdformat
+from core.exports import CSV_COLUMNS, csv_row
 from core.ids import shard_id
 from core.previewsample import PreviewSampler
 from core.repeats import RepeatFinder, RepeatRemoval
@@ -40,6 +45,10 @@ REPEATS_REMOVED = "repeats-removed"
 
 def results_blob(task_id: str, variant: str = "") -> str:
     return f"results/{task_id}/detections{'.' + variant if variant else ''}.json"
+
+
+def csv_blob(task_id: str, variant: str = "") -> str:
+    return f"results/{task_id}/detections{'.' + variant if variant else ''}.csv"
 
 
 def preview_sample_blob(task_id: str, variant: str = "") -> str:
@@ -88,7 +97,10 @@ def run_merge(task_id: str, model: str, completed_at: str, settings: Settings, s
             "how": "confidence negated, as MegaDetector's repeat detection elimination does"}
     sampler = PreviewSampler(task_id, settings.preview_threshold)
     repeats = RepeatFinder() if removal is None else None
-    with tempfile.TemporaryFile("w+b") as out:
+    with tempfile.TemporaryFile("w+b") as out, tempfile.TemporaryFile("w+b") as table_file:
+        table = io.TextIOWrapper(table_file, encoding="utf-8", newline="", write_through=True)
+        rows = csv.writer(table)
+        rows.writerow(CSV_COLUMNS)
         head = json.dumps({"info": info, "detection_categories": mdformat.DETECTION_CATEGORIES}, indent=1)
         out.write((head[:-2] + ',\n "images": [').encode("utf-8"))
         first = True
@@ -107,11 +119,17 @@ def run_merge(task_id: str, model: str, completed_at: str, settings: Settings, s
                 if repeats is not None:
                     repeats.add(entry)
                 out.write((("\n  " if first else ",\n  ") + json.dumps(entry, ensure_ascii=False)).encode("utf-8"))
+                rows.writerow(csv_row(entry, settings.preview_threshold))
                 first = False
         out.write(b"\n ]\n}\n")
         out.seek(0)
         store.service.get_blob_client(settings.container, results_blob(task_id, variant)).upload_blob(
             out, overwrite=True)
+        table.flush()
+        table_file.seek(0)
+        store.service.get_blob_client(settings.container, csv_blob(task_id, variant)).upload_blob(
+            table_file, overwrite=True, content_settings=ContentSettings(content_type="text/csv; charset=utf-8"))
+        table.detach()  # the temporary file closes itself
     sample = {**sampler.result(), "info": info, "detection_categories": mdformat.DETECTION_CATEGORIES,
               "images": counts["images"]}
     store.write_bytes(settings.container, preview_sample_blob(task_id, variant),
@@ -126,7 +144,8 @@ def run_merge(task_id: str, model: str, completed_at: str, settings: Settings, s
         counts["detections_marked"] = removal.marked
     logger.info("task %s: merged %d images (%d failed, %d missing)%s", task_id, counts["images"], counts["failed"],
                 counts["missing"], f", {removal.marked} repeated detections marked" if removal is not None else "")
-    return {"results_blob": results_blob(task_id, variant), "repeats_blob": repeats_blob(task_id),
+    return {"results_blob": results_blob(task_id, variant), "csv_blob": csv_blob(task_id, variant),
+            "repeats_blob": repeats_blob(task_id),
             "container": settings.container, **counts}
 
 

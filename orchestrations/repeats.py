@@ -32,7 +32,8 @@ def remove_repeats(context: df.DurableOrchestrationContext) -> Generator[Any, An
         "variant": REPEATS_REMOVED})
     summary = {"stage": "completed", "started": started, "finished": context.current_utc_datetime.isoformat(),
                "locations": len(data["remove"]), "detections_marked": merged["detections_marked"],
-               "results": {"container": merged["container"], "blob": merged["results_blob"]},
+               "results": {"container": merged["container"], "blob": merged["results_blob"],
+                           "csv": merged.get("csv_blob", "")},
                "previews": previews}
     context.set_custom_status(summary)
     return summary

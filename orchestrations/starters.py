@@ -23,7 +23,7 @@ import azure.functions as func
 from azure.core.exceptions import AzureError
 
 from activities import context
-from activities.merge import repeats_blob, results_blob
+from activities.merge import csv_blob, repeats_blob, results_blob
 from activities.pool import cancel_marker
 from core.errors import ContainerNotFound, RequestInvalid, SourceUnavailable, TaskNotFound, TrapbatchError
 from core.ids import is_task_id, repeats_instance_id, shards_instance_id
@@ -193,7 +193,7 @@ async def get_results(req: func.HttpRequest, client: df.DurableOrchestrationClie
     return _json(200, {
         "id": task_id, "stage": info["stage"],
         "results": {"container": s.container, "blob": results_blob(task_id),
-                    "url": store.url(s.container, results_blob(task_id))},
+                    "url": store.url(s.container, results_blob(task_id)), "csv": csv_blob(task_id)},
         "previews": {"container": s.web_container, "blob": f"{task_id}/index.html",
                      "local_url": f"{base}/web/{task_id}/index.html"},
     })

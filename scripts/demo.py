@@ -165,6 +165,7 @@ def main() -> int:
         res = requests.get(f"{base}/api/tasks/{task_id}/results", timeout=30).json()
         doc = store.read_json(res["results"]["container"], res["results"]["blob"])
         (OUT / "detections.json").write_text(json.dumps(doc, indent=1))
+        (OUT / "detections.csv").write_bytes(store.read_bytes(res["results"]["container"], res["results"]["csv"]))
         expected = [p.relative_to(SAMPLES).as_posix() for p in SAMPLES.rglob("*")
                     if p.is_file() and p.suffix.lower() in (".jpg", ".jpeg", ".png", ".gif")]
         mdformat.validate(doc, expected_files=expected)
@@ -181,6 +182,7 @@ def main() -> int:
         wall = time.monotonic() - t0
         say("=" * 78)
         say(f"results:  {_show(OUT)}/detections.json  (MegaDetector format {doc['info']['format_version']}; {md_check})")
+        say(f"table:    {_show(OUT)}/detections.csv  (one row per image, for spreadsheets)")
         say(f"previews: {_show(OUT)}/previews/index.html  (served live at {res['previews']['local_url']} while devhost runs)")
         say(f"images: {counts['images']}  with detections >= {THRESHOLD}: {counts['with_detections']} "
             f"({counts['detections']} detections)  empty: {counts['empty']}  failures: {counts['failed']}")

@@ -29,3 +29,5 @@ def test_demo_writes_validated_results_listing_every_sample_once(tmp_path: Path)
     failures = {im["file"]: im["failure"] for im in doc["images"] if im.get("failure")}
     assert failures == {"camera-01/2024-06-01/IMG_0007_corrupt.JPG": "image access failure"}
     assert (out / "previews" / "index.html").read_text().count("<canvas") > 0
+    table = (out / "detections.csv").read_text(encoding="utf-8").splitlines()
+    assert table[0].startswith("file,folder,status") and len(table) == 1 + len(samples)

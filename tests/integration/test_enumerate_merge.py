@@ -101,6 +101,14 @@ def test_merge_combines_attempts_marks_missing_and_is_idempotent(env: tuple[Sett
     doc = store.read_json(settings.container, results_blob(tid))
     mdformat.validate(doc, expected_files=list(m0.images) + list(m1.images))
     assert doc["info"]["detector"] == "m.pt" and doc["info"]["format_version"] == "1.6"
+    import csv
+    import io
+
+    from activities.merge import csv_blob
+
+    table = list(csv.DictReader(io.StringIO(store.read_bytes(settings.container, csv_blob(tid)).decode("utf-8"))))
+    assert [r["file"] for r in table] == [im["file"] for im in doc["images"]]  # one row per image, same order
+    assert sum(r["status"] == "failed" for r in table) == out["failed"] and table[0]["animal_count"] == "1"
     first = store.read_bytes(settings.container, results_blob(tid))
     run_merge(tid, "models/m.pt", "2026-11-22T00:00:00", settings, store)
     assert store.read_bytes(settings.container, results_blob(tid)) == first

@@ -1,0 +1,42 @@
+"""A spreadsheet-friendly summary of a task's results: one CSV row per image.
+
+Why this module exists: the MegaDetector JSON is what tools such as Timelapse read, but most people first open
+results in Excel or R. The merge writes this file in the same streaming pass (``results/<task>/detections.csv``),
+so it costs no extra read of the results, whatever their size.
+
+Columns: the image path and its folder (the camera, usually); ``status`` (``ok`` or ``failed``) and the failure
+text; how many detections of each MegaDetector category reach the threshold; the highest confidence of each
+category (any value, so a lower threshold can be applied in the spreadsheet); and ``max_conf``. Detections marked as
+repeated false positives (negative confidence) count nowhere.
+
+Must not: do I/O.
+"""
+from __future__ import annotations
+
+import posixpath
+from typing import Any, Mapping
+
+from core.mdformat import DETECTION_CATEGORIES
+
+_NAMES = [DETECTION_CATEGORIES[k] for k in sorted(DETECTION_CATEGORIES)]
+CSV_COLUMNS = (["file", "folder", "status", "failure"] + [f"{n}_count" for n in _NAMES]
+               + [f"{n}_max_conf" for n in _NAMES] + ["max_conf", "threshold"])
+
+
+def csv_row(entry: Mapping[str, Any], threshold: float) -> list[Any]:
+    """The CSV cells for one result entry (in ``CSV_COLUMNS`` order)."""
+    file = str(entry.get("file", ""))
+    folder = posixpath.dirname(file)
+    if entry.get("failure") is not None:
+        return [file, folder, "failed", entry["failure"]] + [""] * (2 * len(_NAMES) + 1) + [threshold]
+    counts = {k: 0 for k in sorted(DETECTION_CATEGORIES)}
+    best = {k: 0.0 for k in sorted(DETECTION_CATEGORIES)}
+    for d in entry.get("detections") or []:
+        category, conf = str(d.get("category")), float(d.get("conf", 0.0))
+        if category not in counts or conf < 0:
+            continue
+        best[category] = max(best[category], conf)
+        if conf >= threshold:
+            counts[category] += 1
+    return ([file, folder, "ok", ""] + [counts[k] for k in sorted(counts)] + [best[k] for k in sorted(best)]
+            + [max(best.values(), default=0.0), threshold])
