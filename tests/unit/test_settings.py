@@ -33,3 +33,12 @@ def test_config_errors_name_the_variable(env: dict[str, str], needle: str) -> No
         Settings.from_env(env)
     assert needle in str(info.value)
     assert info.value.hint
+
+
+def test_secret_store_settings_reach_the_workers_by_name_only() -> None:
+    base = {"AzureWebJobsStorage": "UseDevelopmentStorage=true"}
+    assert Settings.from_env(base).secret_store_env() == {}
+    s = Settings.from_env({**base, "TRAPBATCH_KEY_VAULT_URL": "https://kv.vault.azure.net/"})
+    assert s.secret_store_env() == {"TRAPBATCH_KEY_VAULT_URL": "https://kv.vault.azure.net/"}
+    local = Settings.from_env({**base, "TRAPBATCH_LOCAL_SECRETS_FILE": "/tmp/s.json"})
+    assert local.secret_store_env() == {"TRAPBATCH_LOCAL_SECRETS_FILE": "/tmp/s.json"}
