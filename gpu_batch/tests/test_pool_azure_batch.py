@@ -136,3 +136,13 @@ def test_poll_maps_batch_states_and_cancel_terminates() -> None:
 def test_missing_settings_fail_with_the_variable_names() -> None:
     with pytest.raises(ValueError, match="TRAPBATCH_BATCH_ACCOUNT_URL"):
         make_pool("azure_batch", account_url="", pool_id="gpu", image="img")
+
+
+def test_key_vault_url_reaches_the_nodes_as_a_setting() -> None:
+    t = FakeBatch()
+    p = make_pool("azure_batch", account_url="https://acct.westeurope.batch.azure.com", pool_id="gpu",
+                  image="img:1", storage_account_url="https://acct.blob.core.windows.net/",
+                  key_vault_url="https://kv.vault.azure.net/", credential=FakeCredential(), transport=t)
+    p.submit("task-0123456789abcdef0123", [shard("s00000", 1)])
+    env = {e["name"]: e["value"] for e in json.loads(t.requests[-1].content)["value"][0]["environmentSettings"]}
+    assert env["TRAPBATCH_KEY_VAULT_URL"] == "https://kv.vault.azure.net/"
