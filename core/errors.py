@@ -40,6 +40,12 @@ class RequestInvalid(TrapbatchError, ValueError):
     status_code = 400
 
 
+class TaskNotFinished(TrapbatchError):
+    """The task exists but has not reached a completed stage yet."""
+
+    status_code = 409
+
+
 class SourceUnavailable(TrapbatchError):
     """The task's images are in another storage account that cannot be opened (missing secret, no access)."""
 

@@ -25,7 +25,8 @@ from azure.core.exceptions import AzureError
 from activities import context
 from activities.merge import csv_blob, repeats_blob, results_blob
 from activities.pool import cancel_marker
-from core.errors import ContainerNotFound, RequestInvalid, SourceUnavailable, TaskNotFound, TrapbatchError
+from core.errors import (ContainerNotFound, RequestInvalid, SourceUnavailable, TaskNotFinished, TaskNotFound,
+                         TrapbatchError)
 from core.ids import is_task_id, repeats_instance_id, shards_instance_id
 from core.requests import parse_repeat_removal, parse_task_request
 from core.settings import Settings
@@ -176,17 +177,23 @@ async def get_task(req: func.HttpRequest, client: df.DurableOrchestrationClient)
         return _error(exc)
 
 
+async def finished_task(client: df.DurableOrchestrationClient, task_id: str, what: str) -> dict[str, Any]:
+    """``describe_task`` for a task that must have completed; ``TaskNotFinished`` (409) otherwise."""
+    info = await describe_task(client, task_id)
+    if info["stage"] not in ("completed", "completed_with_errors"):
+        raise TaskNotFinished(f"task {task_id} has no {what} yet (stage: {info['stage']})",
+                              f"poll GET /api/tasks/{task_id} until its stage is 'completed'")
+    return info
+
+
 @bp.route(route="tasks/{task_id}/results", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 @bp.durable_client_input(client_name="client")
 async def get_results(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     task_id = req.route_params["task_id"]
     try:
-        info = await describe_task(client, task_id)
+        info = await finished_task(client, task_id, "results")
     except TrapbatchError as exc:
         return _error(exc)
-    if info["stage"] not in ("completed", "completed_with_errors"):
-        return _json(409, {"error": f"task {task_id} has no results yet (stage: {info['stage']})",
-                           "hint": f"poll GET /api/tasks/{task_id} until its stage is 'completed'"})
     s = context.settings()
     store = context.store(s)
     base = _base_url(req)
@@ -242,12 +249,9 @@ async def task_repeats(req: func.HttpRequest, client: df.DurableOrchestrationCli
     """Repeated detections (MegaDetector's RDE): GET lists them, POST removes the chosen ones into a new file."""
     task_id = req.route_params["task_id"]
     try:
-        info = await describe_task(client, task_id)
+        await finished_task(client, task_id, "repeated-detection list")
     except TrapbatchError as exc:
         return _error(exc)
-    if info["stage"] not in ("completed", "completed_with_errors"):
-        return _json(409, {"error": f"task {task_id} is not finished (stage: {info['stage']})",
-                           "hint": "repeated detections are listed once the task has completed"})
     s = context.settings()
     found = context.store(s).read_json_or_none(s.container, repeats_blob(task_id))
     if found is None:
