@@ -5,6 +5,7 @@ nothing here returns a 500 for bad input. Both edges share ``start_task``, so a 
 request dropped as ``incoming/<name>.json`` are the same task (the id is a hash of the normalized request).
 
     POST /api/tasks                 start (or find) a task          202 {id, status_url, ...}
+    GET  /api/tasks                 the tasks this app knows, newest first (?limit=N, default 50)
     GET  /api/tasks/{id}            stage, counts, progress, ETA    200
     GET  /api/tasks/{id}/results    where the results and previews are (409 while running)
     POST /api/tasks/{id}/cancel     stop the task's pool work       202
@@ -110,6 +111,32 @@ async def post_task(req: func.HttpRequest, client: df.DurableOrchestrationClient
         return _error(exc)
     return _json(202 if started else 200, {"id": task_id, "started": started,
                                            **_links(_base_url(req), task_id)})
+
+
+@bp.route(route="tasks", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@bp.durable_client_input(client_name="client")
+async def list_tasks(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    """Tasks only (not their shard-group or repeat-removal orchestrations), newest first."""
+    try:
+        limit = int(req.params.get("limit", "50"))
+        if limit < 1:
+            raise ValueError
+    except ValueError:
+        return _json(400, {"error": f"limit must be a positive integer, got {req.params.get('limit')!r}",
+                           "hint": "e.g. GET /api/tasks?limit=20"})
+    base = _base_url(req)
+    rows = []
+    for status in await client.get_status_all():
+        task_id = str(getattr(status, "instance_id", "") or "")
+        if not is_task_id(task_id):
+            continue
+        custom = status.custom_status if isinstance(status.custom_status, dict) else {}
+        created = getattr(status, "created_time", None)
+        rows.append({"id": task_id, "runtime_status": _runtime(status), "stage": custom.get("stage", "starting"),
+                     "images": custom.get("images"), "created": created.isoformat() if created else None,
+                     "status_url": f"{base}/api/tasks/{task_id}"})
+    rows.sort(key=lambda r: r["created"] or "", reverse=True)
+    return _json(200, {"tasks": rows[:limit], "total": len(rows)})
 
 
 async def _child_progress(client: df.DurableOrchestrationClient, task_id: str, groups: int) -> dict[str, int]:

@@ -77,6 +77,10 @@ def test_http_start_runs_to_one_merged_file_with_every_image_once(host, app_env,
     assert res.status_code == 200 and res.json()["results"]["blob"] == results_blob(task_id)
     page = requests.get(res.json()["previews"]["local_url"], timeout=30)
     assert page.status_code == 200 and task_id in page.text
+    listed = requests.get(f"{host.base_url}/api/tasks", timeout=30).json()
+    assert [t["id"] for t in listed["tasks"]] == [task_id]  # its shard-group orchestrations are not tasks
+    assert listed["tasks"][0]["stage"] == "completed" and listed["tasks"][0]["images"] == 10
+    assert requests.get(f"{host.base_url}/api/tasks?limit=0", timeout=30).status_code == 400
     check_repeat_removal(host, store, app_env, task_id, doc)
 
 
