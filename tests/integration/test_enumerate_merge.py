@@ -194,3 +194,25 @@ def assert_script_parses(page: str) -> None:
         f.write(script)
     proc = subprocess.run([node, "--check", f.name], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_source_account_refs_travel_by_name_through_manifests_and_resubmits(
+        env: tuple[Settings, BlobStore, str]) -> None:
+    """Manifests (attempt 1 and resubmits) carry the source account and the secret *name*, nothing else."""
+    settings, store, source = env
+    request = parse_task_request({"container": source, "images_per_shard": 10, "model": "m.pt",
+                                  "source_account_url": "https://partner.blob.core.windows.net",
+                                  "credential_secret": "partner-sas"})
+    tid = request.task_id
+    run_enumerate(tid, request, settings, store, source=store)  # the partner account is played by our own here
+    m1 = ShardManifest.from_dict(store.read_json(settings.container, manifest_blob_name(tid, "s00000", 1)))
+    assert (m1.source_account_url, m1.source_credential_secret) == ("https://partner.blob.core.windows.net",
+                                                                    "partner-sas")
+
+    class NullPool:
+        def ensure_job(self, job_id: str) -> None: ...
+        def submit(self, job_id: str, tasks: list[object]) -> None: ...
+
+    assert run_resubmit(tid, "s00000", 2, settings, store, NullPool())["submitted"]  # type: ignore[arg-type]
+    m2 = ShardManifest.from_dict(store.read_json(settings.container, manifest_blob_name(tid, "s00000", 2)))
+    assert (m2.source_account_url, m2.source_credential_secret) == (m1.source_account_url, "partner-sas")
