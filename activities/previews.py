@@ -51,6 +51,13 @@ def _thumbnail(data: bytes) -> bytes | None:
         return None
 
 
+def script_json(value: Any) -> str:
+    """JSON safe to place inside ``<script>``: blob names are user data, and one named ``</script><script>...``
+    must stay a string, not end the script (the same escaping Jinja's ``tojson`` does)."""
+    text = json.dumps(value)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026").replace("'", "\\u0027")
+
+
 def page_blob(task_id: str, variant: str = "") -> str:
     """``<task>/index.html``; a results variant gets its own page beside it (``<task>/<variant>/index.html``)."""
     return f"{task_id}/{variant + '/' if variant else ''}index.html"
@@ -105,7 +112,7 @@ def run_previews(task_id: str, model: str, request_name: str, settings: Settings
     html = _templates.get_template("preview.html").render(
         task_id=task_id, request_name=request_name, model=model, threshold=threshold,
         total=doc["images"], sections=sections, categories=doc["detection_categories"],
-        sections_json=json.dumps({s["name"]: s["entries"] for s in sections}),
+        sections_json=script_json({s["name"]: s["entries"] for s in sections}),
         completed=doc["info"].get("detection_completion_time", ""),
     )
     page = page_blob(task_id, variant)

@@ -216,3 +216,19 @@ def test_source_account_refs_travel_by_name_through_manifests_and_resubmits(
     assert run_resubmit(tid, "s00000", 2, settings, store, NullPool())["submitted"]  # type: ignore[arg-type]
     m2 = ShardManifest.from_dict(store.read_json(settings.container, manifest_blob_name(tid, "s00000", 2)))
     assert (m2.source_account_url, m2.source_credential_secret) == (m1.source_account_url, "partner-sas")
+
+
+def test_blob_names_cannot_break_out_of_the_preview_script() -> None:
+    import shutil
+    import subprocess
+
+    from activities.previews import script_json
+
+    hostile = "cam/</script><script>alert('x')</script> & more.jpg"
+    embedded = script_json({"file": hostile})
+    assert "</script>" not in embedded and "<" not in embedded and "'" not in embedded
+    node = shutil.which("node")
+    assert node
+    out = subprocess.run([node, "-e", f"const v = {embedded}; process.stdout.write(v.file)"], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout == hostile  # the name survives intact as data
