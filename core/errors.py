@@ -5,6 +5,8 @@
     ├── RequestInvalid(TrapbatchError, ValueError)     a task request (HTTP body / task.json) is bad
     ├── ContainerNotFound(TrapbatchError, LookupError) a storage container does not exist
     ├── TaskNotFound(TrapbatchError, LookupError)      no task with that id
+    ├── TaskNotFinished(TrapbatchError, RuntimeError)  the task has not completed yet (HTTP 409)
+    ├── SourceUnavailable(TrapbatchError, PermissionError)  another account's images cannot be opened
     └── ModelUnavailable(TrapbatchError, RuntimeError) a detector checkpoint cannot be found or loaded
 
 A failure of one image is not an exception: it is data (a ``failure`` string in the results).
@@ -40,13 +42,13 @@ class RequestInvalid(TrapbatchError, ValueError):
     status_code = 400
 
 
-class TaskNotFinished(TrapbatchError):
+class TaskNotFinished(TrapbatchError, RuntimeError):
     """The task exists but has not reached a completed stage yet."""
 
     status_code = 409
 
 
-class SourceUnavailable(TrapbatchError):
+class SourceUnavailable(TrapbatchError, PermissionError):
     """The task's images are in another storage account that cannot be opened (missing secret, no access)."""
 
     status_code = 400
