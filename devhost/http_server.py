@@ -14,7 +14,7 @@ import inspect
 import json
 import logging
 import mimetypes
-from typing import Any
+from typing import Any, Callable
 
 import azure.functions as func
 from aiohttp import web
@@ -67,6 +67,16 @@ def decode_client_body(raw: str) -> str | None:
 def status_code_for(runtime: str | None) -> int:
     return {"Completed": 200, "Failed": 500, "Terminated": 400}.get(runtime or "", 202)
 
+
+def _accepted(action: Callable[[], object]) -> web.Response:
+    """Run an instance operation and answer as the Durable management API does: 202, 404 unknown, 410 finished."""
+    try:
+        action()
+    except UnknownFunction:
+        return web.Response(status=404)
+    except InstanceGone:
+        return web.Response(status=410)
+    return web.Response(status=202)
 
 class HttpFront:
     def __init__(self, index: AppIndex, engine: Engine, hub: str, blobs: BlobServiceClient) -> None:
@@ -171,22 +181,10 @@ class HttpFront:
             data = decode_client_body(await request.text())
         except ValueError:
             return web.Response(status=400, text="Only application/json request content is supported")
-        try:
-            self.engine.raise_event(request.match_info["iid"], request.match_info["event"], data)
-        except UnknownFunction:
-            return web.Response(status=404)
-        except InstanceGone:
-            return web.Response(status=410)
-        return web.Response(status=202)
+        return _accepted(lambda: self.engine.raise_event(request.match_info["iid"], request.match_info["event"], data))
 
     async def terminate(self, request: web.Request) -> web.Response:
-        try:
-            self.engine.terminate(request.match_info["iid"], request.query.get("reason", ""))
-        except UnknownFunction:
-            return web.Response(status=404)
-        except InstanceGone:
-            return web.Response(status=410)
-        return web.Response(status=202)
+        return _accepted(lambda: self.engine.terminate(request.match_info["iid"], request.query.get("reason", "")))
 
     async def purge(self, request: web.Request) -> web.Response:
         iid = request.match_info["iid"]
