@@ -32,7 +32,10 @@ def csv_row(entry: Mapping[str, Any], threshold: float) -> list[Any]:
     counts = {k: 0 for k in sorted(DETECTION_CATEGORIES)}
     best = {k: 0.0 for k in sorted(DETECTION_CATEGORIES)}
     for d in entry.get("detections") or []:
-        category, conf = str(d.get("category")), float(d.get("conf", 0.0))
+        try:
+            category, conf = str(d.get("category")), float(d.get("conf", 0.0))
+        except (AttributeError, TypeError, ValueError):  # a malformed detection must not stop the merge
+            continue
         if category not in counts or conf < 0:
             continue
         best[category] = max(best[category], conf)

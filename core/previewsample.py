@@ -21,7 +21,8 @@ def preview_category(entry: Mapping[str, Any], threshold: float) -> str:
     """Which preview section an image belongs to, by its most confident detection."""
     if entry.get("failure") is not None:
         return "failures"
-    top = max((d.get("conf", 0.0) for d in entry.get("detections") or []), default=0.0)
+    confs = [d.get("conf") for d in entry.get("detections") or [] if isinstance(d, Mapping)]
+    top = max((c for c in confs if isinstance(c, (int, float))), default=0.0)
     if top >= threshold:
         return "detections"
     if top >= NEAR_MISS_FLOOR:

@@ -42,6 +42,15 @@ class RepeatOptions:
         return {k: getattr(self, k) for k in self.__slots__}
 
 
+def detection_box(d: Mapping[str, Any]) -> tuple[float, float, float, float, float] | None:
+    """``(conf, x, y, w, h)`` of a detection, or None for a malformed one (skipped: it must not stop a merge)."""
+    try:
+        x, y, w, h = (float(v) for v in d["bbox"])
+        return float(d.get("conf", 0.0)), x, y, w, h
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
     """IoU of two ``[x, y, w, h]`` boxes (normalized), as MegaDetector's ``ct_utils.get_iou``."""
     ax2, ay2, bx2, by2 = a[0] + a[2], a[1] + a[3], b[0] + b[2], b[1] + b[3]
@@ -117,7 +126,8 @@ class RepeatFinder:
         if entry.get("failure") is not None or not dets:
             return
         opts = self.options
-        if max(d.get("conf", 0.0) for d in dets) < opts.confidence_min:
+        boxes = [(d, b) for d in dets if isinstance(d, Mapping) and (b := detection_box(d)) is not None]
+        if not boxes or max(b[0] for _, b in boxes) < opts.confidence_min:
             return
         folder_name = posixpath.dirname(name)
         folder = self._open.get(folder_name)
@@ -127,11 +137,9 @@ class RepeatFinder:
                                "are in name order?", folder_name)
                 self._warned = True
             folder = self._open[folder_name] = _Folder()
-        for d in dets:
-            conf = float(d.get("conf", 0.0))
+        for d, (conf, x, y, w, h) in boxes:
             if conf < opts.confidence_min or conf > opts.confidence_max:
                 continue
-            x, y, w, h = (float(v) for v in d["bbox"])
             area = abs(w * h)
             if w == 0 or h == 0 or area < opts.min_area or area > opts.max_area:
                 continue
@@ -186,8 +194,11 @@ class RepeatRemoval:
         opts = self.options
         new = []
         for d in dets:
-            conf = float(d.get("conf", 0.0))
-            x, y, w, h = (float(v) for v in d["bbox"])
+            box = detection_box(d) if isinstance(d, Mapping) else None
+            if box is None:
+                new.append(d)
+                continue
+            conf, x, y, w, h = box
             area = abs(w * h)
             eligible = (opts.confidence_min <= conf <= opts.confidence_max and w != 0 and h != 0
                         and opts.min_area <= area <= opts.max_area)

@@ -128,3 +128,22 @@ def test_removal_negates_exactly_the_detections_the_search_counted() -> None:
             is_rock = before["file"].startswith("cam/") and b["category"] == "1" and b["bbox"][0] > 0.3
             assert a["conf"] == (-b["conf"] if is_rock else b["conf"]) and a["bbox"] == b["bbox"]
     assert entries[0]["detections"][0]["conf"] == 0.4  # inputs untouched
+
+
+def test_malformed_detections_are_skipped_not_fatal() -> None:
+    from core.exports import csv_row
+    from core.previewsample import preview_category
+    from core.repeats import RepeatRemoval
+
+    odd = {"file": "cam/x.jpg", "detections": [{"category": "1", "conf": None, "bbox": BOX},
+                                               {"category": "1", "conf": 0.5, "bbox": [0.1, None]},
+                                               {"category": "1", "conf": 0.5}, "not a dict",
+                                               {"category": "1", "conf": 0.5, "bbox": BOX}]}
+    finder = RepeatFinder(RepeatOptions(occurrence_threshold=1))
+    finder.add(odd)
+    assert finder.detections_considered == 1
+    loc = finder.result()["locations"]
+    out = RepeatRemoval(loc).apply(odd)
+    assert out["detections"][:4] == odd["detections"][:4] and out["detections"][4]["conf"] == -0.5
+    assert csv_row(odd, 0.2)[4] == 3  # the CSV counts confidences (as summarize does); boxes are not its concern
+    assert preview_category(odd, 0.2) == "detections"
