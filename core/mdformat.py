@@ -127,7 +127,8 @@ def summarize(images: Iterable[Mapping[str, Any]], threshold: float) -> dict[str
         if has_failure(im):
             counts["failed"] += 1
             continue
-        above = [d for d in im.get("detections") or [] if d.get("conf", 0.0) >= threshold]
+        above = [d for d in im.get("detections") or []
+                 if isinstance(d, Mapping) and isinstance(d.get("conf"), (int, float)) and d["conf"] >= threshold]
         counts["detections"] += len(above)
         if above:
             counts["with_detections"] += 1

@@ -49,3 +49,10 @@ def test_summarize_counts_above_threshold() -> None:
               mdformat.failure_entry("c", "x")]
     assert mdformat.summarize(images, 0.2) == {"images": 3, "failed": 1, "with_detections": 1, "detections": 1,
                                                "empty": 1}
+
+
+def test_summarize_skips_malformed_detections() -> None:
+    from core.mdformat import summarize
+
+    images = [{"file": "a.jpg", "detections": [{"category": "1", "conf": None}, "x", {"category": "1", "conf": 0.5}]}]
+    assert summarize(images, 0.2) == {"images": 1, "failed": 0, "with_detections": 1, "detections": 1, "empty": 0}
