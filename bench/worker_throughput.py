@@ -25,6 +25,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -174,6 +175,10 @@ def main() -> None:
     p.add_argument("--workdir", default=None)
     p.add_argument("--md-images", type=int, default=None, help="time MegaDetector on the first N images only")
     p.add_argument("--worker-compile", action="store_true", help="also time the worker with --compile")
+    p.add_argument("--worker-args", default="", help='extra worker arguments for experiments, e.g. '
+                                                     '"--no-cudnn-benchmark --batch-size 16"')
+    p.add_argument("--skip-md", action="store_true",
+                   help="tuning runs: skip MegaDetector (saves GPU minutes; writes a separate -worker-only record)")
     args = p.parse_args()
 
     import torch
@@ -193,12 +198,15 @@ def main() -> None:
     md_names = names[: args.md_images] if args.md_images else names
     if len(md_names) < len(names):
         print(f"MegaDetector runs on the first {len(md_names)} of the {len(names)} images")
-    results = {"md_default_img_s": run_md(model, folder, md_names, 1, False, 4)}
-    print(f"md_default  {results['md_default_img_s']:.2f} img/s")
-    results["md_best_img_s"] = run_md(model, folder, md_names, md_batch, True, min(args.workers, 8))
-    print(f"md_best     {results['md_best_img_s']:.2f} img/s (batch {md_batch}, image queue)")
+    results: dict[str, float] = {}
+    if not args.skip_md:
+        results["md_default_img_s"] = run_md(model, folder, md_names, 1, False, 4)
+        print(f"md_default  {results['md_default_img_s']:.2f} img/s")
+        results["md_best_img_s"] = run_md(model, folder, md_names, md_batch, True, min(args.workers, 8))
+        print(f"md_best     {results['md_best_img_s']:.2f} img/s (batch {md_batch}, image queue)")
+    extra = shlex.split(args.worker_args)
     results["worker_img_s"], results["worker_wall_img_s"], summary = run_worker(model, folder, names, None,
-                                                                                args.workers)
+                                                                                args.workers, extra)
     print(f"worker      {results['worker_img_s']:.2f} img/s end to end ({results['worker_wall_img_s']:.2f} counting "
           "interpreter start and imports)")
     detail_keys = ("seconds", "batch_size", "import_s", "model_load_s", "first_batch_s", "steady_img_s", "stages")
@@ -215,22 +223,22 @@ def main() -> None:
               f"after {compiled.get('first_batch_s')} s, steady {compiled.get('steady_img_s')} img/s)")
     results["ceiling_img_s"] = max(ceiling(model, b, 10, [folder / n for n in names[:b]]) for b in ((16, 32) if cuda else (2,)))
     print(f"ceiling     {results['ceiling_img_s']:.2f} img/s (forward only)")
-    print(f"end to end: worker / md_default = {results['worker_img_s'] / results['md_default_img_s']:.2f}x, "
-          f"worker / md_best = {results['worker_img_s'] / results['md_best_img_s']:.2f}x, "
-          f"worker / ceiling = {results['worker_img_s'] / results['ceiling_img_s']:.2f}")
+    ratios = {"worker_over_ceiling": round(results["worker_img_s"] / results["ceiling_img_s"], 3)}
+    if not args.skip_md:
+        ratios["worker_over_md_default"] = round(results["worker_img_s"] / results["md_default_img_s"], 3)
+        ratios["worker_over_md_best"] = round(results["worker_img_s"] / results["md_best_img_s"], 3)
+    print("end to end: " + ", ".join(f"{k} = {v:.2f}" for k, v in sorted(ratios.items())))
     if summary.get("steady_img_s"):
         print(f"steady state: worker / ceiling = {summary['steady_img_s'] / results['ceiling_img_s']:.2f}")
     date = dt.date.today().isoformat()
-    record = {"gpu": gpu, "date": date, "images": len(names), "md_images": len(md_names),
+    record = {"gpu": gpu, "date": date, "images": len(names), "md_images": 0 if args.skip_md else len(md_names),
               "model": f"random-weight {args.arch} (MDv5 layout)",
-              **{k: round(v, 3) for k, v in results.items()},
-              "ratios_end_to_end": {
-                  "worker_over_md_default": round(results["worker_img_s"] / results["md_default_img_s"], 3),
-                  "worker_over_md_best": round(results["worker_img_s"] / results["md_best_img_s"], 3),
-                  "worker_over_ceiling": round(results["worker_img_s"] / results["ceiling_img_s"], 3)},
-              "worker_detail": worker_detail, "worker_limited_by": worker_limit, "cpu_count": os.cpu_count(),
-              "torch": torch.__version__}
-    out = REPO / "bench" / "results" / f"worker_throughput-{date}-{gpu.replace(' ', '_')}.json"
+              **{k: round(v, 3) for k, v in results.items()}, "ratios_end_to_end": ratios,
+              "worker_args": extra, "worker_detail": worker_detail, "worker_limited_by": worker_limit,
+              "cpu_count": os.cpu_count(), "torch": torch.__version__}
+    # A tuning run without MegaDetector never overwrites a full record (the figures need all four).
+    suffix = "-worker-only" if args.skip_md else ""
+    out = REPO / "bench" / "results" / f"worker_throughput-{date}-{gpu.replace(' ', '_')}{suffix}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {out}")

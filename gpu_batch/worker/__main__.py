@@ -2,7 +2,7 @@
 
 Blob mode (Azure Batch tasks, the local pool):
     python -m gpu_batch.worker --manifest-container C --manifest-blob B [--device auto|cpu|cuda]
-        [--batch-size N] [--workers N] [--flush-seconds S] [--log-seconds S] [--compile]
+        [--batch-size N] [--workers N] [--flush-seconds S] [--log-seconds S] [--compile] [--no-cudnn-benchmark]
     Storage from TRAPBATCH_STORAGE_CONNECTION or TRAPBATCH_STORAGE_ACCOUNT_URL (+ managed identity). Images come from
     the manifest's source_container, results go to output_container/output_blob.
 Local mode (bench, tests):
@@ -57,6 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true",
                    help="wrap the network in torch.compile: faster forward passes after a minute of compiling per "
                         "input shape; for long shards on a GPU")
+    p.add_argument("--no-cudnn-benchmark", action="store_true",
+                   help="skip cuDNN's per-shape algorithm search: faster start, possibly slower steady state")
     p.add_argument("--log-level", default="INFO")
     return p
 
@@ -182,6 +184,7 @@ def _run(args: argparse.Namespace, env: Mapping[str, str], fault: Any) -> int:
     writer = ResultWriter(sink, info, initial=kept, flush_seconds=args.flush_seconds,
                           on_flushed=fault.after_flush, flush_at_new=fault.crash_threshold)
     options = PipelineOptions(batch_size=args.batch_size, workers=args.workers, flush_seconds=args.flush_seconds,
+                              cudnn_benchmark=not args.no_cudnn_benchmark,
                               log_seconds=args.log_seconds, shard_label=label)
     logger.info("%s %d images, %d already done, %d to process", label, len(images), len(kept), len(todo))
     try:

@@ -39,6 +39,7 @@ class PipelineOptions:
     flush_seconds: float = 5.0
     log_seconds: float = 30.0
     shard_label: str = ""
+    cudnn_benchmark: bool = True  # tune conv algorithms once per input shape (seconds at start, faster after)
 
 
 @dataclass(slots=True)
@@ -124,7 +125,8 @@ def run_images(names: Sequence[str], source: ImageSource, model: LoadedModel, wr
     detector = Detector(model, threshold)
     stages = make_stages(model, detector)
     if model.device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # camera-trap shards are nearly one input shape: tune once
+        # Camera-trap shards are nearly one input shape: tuning once usually pays; --no-cudnn-benchmark measures it.
+        torch.backends.cudnn.benchmark = options.cudnn_benchmark
     batch_size = options.batch_size or stages.default_batch_size()
     summary.batch_size = batch_size
     prefetch = options.prefetch or max(4 * batch_size, 2 * options.workers)
