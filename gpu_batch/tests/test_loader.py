@@ -138,3 +138,44 @@ def test_metadata_image_size_sets_input_size_and_stride(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="image_size"):
         load_model(bad)
     assert load_model(bad, image_size=960).image_size == 960  # an explicit size wins
+
+
+def _yolov5_fuse(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """YOLOv5's own ``fuse_conv_and_bn`` (the matrix form MegaDetector runs), from the oracle's yolov5 package."""
+    monkeypatch.setenv("YOLO_CONFIG_DIR", "/tmp/trapbatch-yolo-config")
+    from yolov5.utils.torch_utils import fuse_conv_and_bn
+
+    return fuse_conv_and_bn
+
+
+@pytest.mark.parametrize("groups,bias", [(1, False), (1, True), (4, False)])
+def test_fast_conv_bn_fusion_is_bit_identical_to_yolov5s_matrix_form(monkeypatch: pytest.MonkeyPatch, groups: int,
+                                                                     bias: bool) -> None:
+    from gpu_batch.worker.yolov5_modules import fuse_conv_and_bn
+
+    reference = _yolov5_fuse(monkeypatch)
+    gen = torch.Generator().manual_seed(groups * 10 + bias)
+    for c_in, c_out, k in ((8, 16, 3), (64, 128, 1), (256, 96, 3)):
+        conv = torch.nn.Conv2d(c_in, c_out, k, groups=groups, bias=bias).requires_grad_(False)
+        conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen))
+        bn = torch.nn.BatchNorm2d(c_out).eval().requires_grad_(False)
+        for t in (bn.weight, bn.bias, bn.running_mean):
+            t.copy_(torch.randn(c_out, generator=gen) * 3)
+        bn.running_var.copy_(torch.rand(c_out, generator=gen) * 5 + 1e-4)
+        ours, theirs = fuse_conv_and_bn(conv, bn), reference(conv, bn)
+        assert torch.equal(ours.weight, theirs.weight) and torch.equal(ours.bias, theirs.bias), (c_in, c_out, k)
+
+
+def test_loaded_model_equals_yolov5_fusion_of_the_same_checkpoint(checkpoint: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    reference = _yolov5_fuse(monkeypatch)
+    ours = load_model(checkpoint, device="cpu").network
+    raw = torch.load(str(checkpoint), map_location="cpu", weights_only=False, pickle_module=loader._yolo_pickle)
+    theirs = raw["model"].float().eval()
+    for m in theirs.modules():
+        if hasattr(m, "bn") and hasattr(m, "conv"):
+            m.conv = reference(m.conv, m.bn)
+            delattr(m, "bn")
+    a, b = ours.state_dict(), theirs.state_dict()
+    assert a.keys() == b.keys() and len(a) > 100
+    assert all(torch.equal(a[k], b[k]) for k in a)
