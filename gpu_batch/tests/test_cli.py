@@ -109,6 +109,16 @@ def test_bad_arguments_are_exit_2(tmp_path: Path) -> None:
     assert run_worker_cli([]).returncode == 2
     proc = run_worker_cli(["--manifest-container", "c", "--manifest-blob", "b"])  # no storage configured
     assert proc.returncode == 2 and "TRAPBATCH_STORAGE_CONNECTION" in proc.stderr
+    both = run_worker_cli(["--manifest-file", "m.json", "--cudnn-benchmark", "--no-cudnn-benchmark"])
+    assert both.returncode == 2 and "not allowed with argument" in both.stderr
+
+
+def test_cudnn_tuning_is_chosen_by_shard_length() -> None:
+    """Tuning costs seconds per shard and saves a fraction of each forward pass: only long shards pay it back."""
+    from gpu_batch.worker.pipeline import CUDNN_TUNING_MIN_IMAGES, cudnn_benchmark_pays
+
+    assert not cudnn_benchmark_pays(2_000) and not cudnn_benchmark_pays(CUDNN_TUNING_MIN_IMAGES - 1)
+    assert cudnn_benchmark_pays(CUDNN_TUNING_MIN_IMAGES) and cudnn_benchmark_pays(50_000)
 
 
 def test_model_that_cannot_load_is_exit_3(shard: tuple[Path, Path, list[str]], tmp_path: Path) -> None:

@@ -2,7 +2,8 @@
 
 Blob mode (Azure Batch tasks, the local pool):
     python -m gpu_batch.worker --manifest-container C --manifest-blob B [--device auto|cpu|cuda]
-        [--batch-size N] [--workers N] [--flush-seconds S] [--log-seconds S] [--compile] [--no-cudnn-benchmark]
+        [--batch-size N] [--workers N] [--flush-seconds S] [--log-seconds S] [--compile]
+        [--cudnn-benchmark | --no-cudnn-benchmark] [--cudnn-benchmark-limit N]
     Storage from TRAPBATCH_STORAGE_CONNECTION or TRAPBATCH_STORAGE_ACCOUNT_URL (+ managed identity). Images come from
     the manifest's source_container, results go to output_container/output_blob.
 Local mode (bench, tests):
@@ -57,8 +58,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true",
                    help="wrap the network in torch.compile: faster forward passes after a minute of compiling per "
                         "input shape; for long shards on a GPU")
-    p.add_argument("--no-cudnn-benchmark", action="store_true",
-                   help="skip cuDNN's per-shape algorithm search: faster start, possibly slower steady state")
+    tuning = p.add_mutually_exclusive_group()
+    tuning.add_argument("--cudnn-benchmark", dest="cudnn_benchmark", action="store_const", const=True, default=None,
+                        help="always run cuDNN's per-shape algorithm search (default: only for shards of "
+                             "10,000+ images, where its seconds of start-up pay back)")
+    tuning.add_argument("--no-cudnn-benchmark", dest="cudnn_benchmark", action="store_const", const=False,
+                        help="never run it: fastest start, slower forward passes")
+    p.add_argument("--cudnn-benchmark-limit", type=int, default=None,
+                   help="algorithms cuDNN tries per convolution when tuning (torch's default 10; 0 = all)")
     p.add_argument("--log-level", default="INFO")
     return p
 
@@ -184,7 +191,8 @@ def _run(args: argparse.Namespace, env: Mapping[str, str], fault: Any) -> int:
     writer = ResultWriter(sink, info, initial=kept, flush_seconds=args.flush_seconds,
                           on_flushed=fault.after_flush, flush_at_new=fault.crash_threshold)
     options = PipelineOptions(batch_size=args.batch_size, workers=args.workers, flush_seconds=args.flush_seconds,
-                              cudnn_benchmark=not args.no_cudnn_benchmark,
+                              cudnn_benchmark=args.cudnn_benchmark,
+                              cudnn_benchmark_limit=args.cudnn_benchmark_limit,
                               log_seconds=args.log_seconds, shard_label=label)
     logger.info("%s %d images, %d already done, %d to process", label, len(images), len(kept), len(todo))
     try:
@@ -202,7 +210,8 @@ def _run(args: argparse.Namespace, env: Mapping[str, str], fault: Any) -> int:
     logger.info("%s finished: %s", label, summary.to_dict())
     steady = summary.steady_img_s()
     print(json.dumps({**summary.to_dict(), "batch_size": summary.batch_size, "device": device,
-                      "compiled": bool(args.compile), "import_s": round(import_s, 3),
+                      "compiled": bool(args.compile),
+                      "cudnn_benchmark": summary.cudnn_benchmark, "import_s": round(import_s, 3),
                       "model_load_s": round(model_loaded_s, 3),
                       "first_batch_s": (round(summary.first_batch_at - started, 3)
                                         if summary.first_batch_at is not None else None),
