@@ -22,6 +22,11 @@ IDENTITY_FIELDS = ("container", "prefix", "first_n", "sample_n", "seed", "model"
 OPTIONAL_IDENTITY_FIELDS = ("source_account_url", "credential_secret")
 _SECRET_NAME_RE = re.compile(r"^[0-9A-Za-z-]{1,127}$")  # Key Vault secret names
 MAX_IMAGES_PER_SHARD = 100_000
+# Each shard is one worker process on a GPU node, and each pays about 10 s before its first result (interpreter and
+# torch imports ~7 s, model ~1 s, first batch ~2 s; H100, bench/RESULTS.md). At ~250 img/s a 1,000-image shard would
+# spend 70 % of its time starting; 10,000 images keep that near 20 %. A failed shard loses little either way: the
+# worker flushes every few seconds and a resubmitted attempt skips what is done.
+DEFAULT_IMAGES_PER_SHARD = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +39,7 @@ class TaskRequest:
     model: str = ""
     request_name: str = ""
     caller: str = ""
-    images_per_shard: int = 1000
+    images_per_shard: int = DEFAULT_IMAGES_PER_SHARD
     source_account_url: str = ""  # images in another storage account (gpu_batch.storage_refs)
     credential_secret: str = ""  # name of the Key Vault secret for that account; never the secret itself
 
@@ -92,7 +97,7 @@ def _source_account_url(body: Mapping[str, Any]) -> str:
     return url
 
 
-def parse_task_request(body: Any, default_model: str = "", default_images_per_shard: int = 1000) -> TaskRequest:
+def parse_task_request(body: Any, default_model: str = "", default_images_per_shard: int = DEFAULT_IMAGES_PER_SHARD) -> TaskRequest:
     """Validate and normalize a request body; raise ``RequestInvalid`` naming the bad field."""
     if not isinstance(body, Mapping):
         raise RequestInvalid(

@@ -13,7 +13,7 @@ Variables (names shared with infra/main.bicep app settings):
     TRAPBATCH_WEB_CONTAINER        static-website container for previews (default ``$web``)
     TRAPBATCH_POOL                 ``local`` or ``azure_batch`` (default ``local``)
     TRAPBATCH_MODEL                default detector: a known version (MDV5A, MDV5B), a path, a URL or blob://c/name
-    TRAPBATCH_IMAGES_PER_SHARD     default shard size (default 1000)
+    TRAPBATCH_IMAGES_PER_SHARD     default shard size (default 10000: see core.requests)
     TRAPBATCH_MAX_ATTEMPTS         attempts per shard including the first (default 3)
     TRAPBATCH_POLL_MIN_S / _MAX_S  durable-timer back-off between pool polls (default 30 / 300 s)
     TRAPBATCH_MAX_IN_FLIGHT        pool tasks submitted at once per task (default 100)
@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from core.errors import ConfigError
+from core.requests import DEFAULT_IMAGES_PER_SHARD
 
 WHERE = "set it in local.settings.json (Values) for local runs, or in the Function App settings (infra/main.bicep)"
 
@@ -68,7 +69,7 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
 class OrchestrationKnobs:
     """The non-secret tuning values an orchestration needs; snapshotted into its input at start."""
 
-    images_per_shard: int = 1000
+    images_per_shard: int = DEFAULT_IMAGES_PER_SHARD
     max_attempts: int = 3
     poll_min_s: float = 30.0
     poll_max_s: float = 300.0
@@ -139,7 +140,7 @@ class Settings:
         except json.JSONDecodeError:
             raise ConfigError("TRAPBATCH_WORKER_FAULTS is not JSON", 'e.g. {"s00000/1": "crash_after:2"}') from None
         knobs = OrchestrationKnobs(
-            images_per_shard=_int(env, "TRAPBATCH_IMAGES_PER_SHARD", 1000),
+            images_per_shard=_int(env, "TRAPBATCH_IMAGES_PER_SHARD", DEFAULT_IMAGES_PER_SHARD),
             max_attempts=_int(env, "TRAPBATCH_MAX_ATTEMPTS", 3),
             poll_min_s=_float(env, "TRAPBATCH_POLL_MIN_S", 30.0),
             poll_max_s=_float(env, "TRAPBATCH_POLL_MAX_S", 300.0),

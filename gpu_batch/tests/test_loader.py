@@ -102,6 +102,16 @@ def test_model_cache_dir_from_env(tmp_path: Path) -> None:
     assert loader.model_cache_dir({}).parts[-3:] == (".cache", "trapbatch", "models")
 
 
+def test_batch_nodes_keep_model_and_compile_caches_in_the_node_shared_folder(tmp_path: Path) -> None:
+    """Each shard's container is removed after it; the node's shared folder outlives it (no re-download per shard)."""
+    node = {"AZ_BATCH_NODE_SHARED_DIR": str(tmp_path / "shared")}
+    assert loader.model_cache_dir(node) == tmp_path / "shared" / "trapbatch" / "models"
+    assert loader.model_cache_dir({**node, "TRAPBATCH_MODEL_CACHE": str(tmp_path / "m")}) == tmp_path / "m"
+    assert loader.compile_cache_dir(node) == tmp_path / "shared" / "trapbatch" / "inductor-cache"
+    assert loader.compile_cache_dir({**node, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "i")}) == tmp_path / "i"
+    assert loader.compile_cache_dir({}) is None  # torch's own default off Batch
+
+
 @pytest.mark.parametrize("ref,url_tail", [("MDV1000-REDWOOD", "md_v1000.0.0-redwood.pt"),
                                           ("spruce", "md_v1000.0.0-spruce.pt"), ("MDV5B", "md_v5b.0.1.pt")])
 def test_v1000_yolov5_family_names_resolve_to_megadetectors_release_files(tmp_path: Path, ref: str,
