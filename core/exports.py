@@ -9,6 +9,10 @@ text; how many detections of each MegaDetector category reach the threshold; the
 category (any value, so a lower threshold can be applied in the spreadsheet); and ``max_conf``. Detections marked as
 repeated false positives (negative confidence) count nowhere.
 
+Text cells come from blob names, which whoever uploads the images chooses: a name starting with ``=``, ``+``, ``-``,
+``@``, a tab or a carriage return would run as a formula when the CSV is opened in a spreadsheet (CSV injection), so
+such a cell gets a leading apostrophe, as OWASP recommends (the results JSON keeps the exact name).
+
 Must not: do I/O.
 """
 from __future__ import annotations
@@ -23,12 +27,21 @@ CSV_COLUMNS = (["file", "folder", "status", "failure"] + [f"{n}_count" for n in 
                + [f"{n}_max_conf" for n in _NAMES] + ["max_conf", "threshold"])
 
 
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(text: str) -> str:
+    """``text`` as a cell that a spreadsheet shows as text and never evaluates (see the module doc)."""
+    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+
+
 def csv_row(entry: Mapping[str, Any], threshold: float) -> list[Any]:
     """The CSV cells for one result entry (in ``CSV_COLUMNS`` order)."""
-    file = str(entry.get("file", ""))
-    folder = posixpath.dirname(file)
+    raw = str(entry.get("file", ""))
+    file, folder = spreadsheet_safe(raw), spreadsheet_safe(posixpath.dirname(raw))
     if entry.get("failure") is not None:
-        return [file, folder, "failed", entry["failure"]] + [""] * (2 * len(_NAMES) + 1) + [threshold]
+        return ([file, folder, "failed", spreadsheet_safe(str(entry["failure"]))] + [""] * (2 * len(_NAMES) + 1)
+                + [threshold])
     counts = {k: 0 for k in sorted(DETECTION_CATEGORIES)}
     best = {k: 0.0 for k in sorted(DETECTION_CATEGORIES)}
     for d in entry.get("detections") or []:

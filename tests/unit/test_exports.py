@@ -36,3 +36,17 @@ def test_rows_count_per_category_at_the_threshold_and_keep_best_confidences() ->
         ("failed", "image access failure", "", "")
     assert (odd["file"], odd["folder"], odd["vehicle_count"]) == ('cam, "two"/c.jpg', 'cam, "two"', "1")
     assert all(r["threshold"] == "0.2" for r in rows)
+
+
+def test_names_that_a_spreadsheet_would_run_as_formulas_stay_text() -> None:
+    rows = _table([
+        {"file": "=HYPERLINK(\"http://evil\")/a.jpg", "detections": []},
+        {"file": "+cmd/b.jpg", "failure": "image access failure"},
+        {"file": "@SUM(A1)/c.jpg", "detections": []},
+        {"file": "-1+2.jpg", "detections": []},
+        {"file": "site-a/=x.jpg", "detections": []},  # only a leading character matters
+    ])
+    assert [r["file"] for r in rows] == ["'=HYPERLINK(\"http://evil\")/a.jpg", "'+cmd/b.jpg", "'@SUM(A1)/c.jpg",
+                                         "'-1+2.jpg", "site-a/=x.jpg"]
+    assert [r["folder"] for r in rows] == ["'=HYPERLINK(\"http://evil\")", "'+cmd", "'@SUM(A1)", "", "site-a"]
+    assert rows[1]["failure"] == "image access failure"
