@@ -1,9 +1,10 @@
-"""Render the browsable preview site of a task into the static-website container (``$web/<task>/``).
+"""Render the browsable preview site of a task into the static-website container (``$web/<task>-<random>/``).
 
 Replaces the manual "post-processing, then SCP the HTML to the web VM" step: one page per task with the counts,
 model and threshold, and per-category samples (detections / near misses / empty / failures) whose boxes are drawn
 client-side from embedded JSON, so the confidence threshold is a slider rather than a re-run. Thumbnails are small
-JPEG copies written beside the page (the source container stays private; no SAS is ever embedded).
+JPEG copies written beside the page (the source container stays private; no SAS is ever embedded); the folder name
+carries 128 random bits (``preview_folder``), because the static website itself is public.
 The samples come from the side blob the merge wrote while streaming (``core.previewsample``): this step reads a few
 hundred entries, never the merged file, whatever the task size. They are seeded by the task id, so re-rendering
 gives the same page.
@@ -14,6 +15,7 @@ import hashlib
 import io
 import json
 import logging
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -58,9 +60,32 @@ def script_json(value: Any) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026").replace("'", "\\u0027")
 
 
-def page_blob(task_id: str, variant: str = "") -> str:
-    """``<task>/index.html``; a results variant gets its own page beside it (``<task>/<variant>/index.html``)."""
-    return f"{task_id}/{variant + '/' if variant else ''}index.html"
+def preview_folder_blob(task_id: str) -> str:
+    return f"results/{task_id}/preview-folder.txt"
+
+
+def preview_folder(store: BlobStore, settings: Settings, task_id: str) -> str:
+    """The task's folder in the static website, ``<task>-<128 random bits>``, created on first use.
+
+    Why random: the static website is public to anyone with a URL, and task ids are hashes of the request (container,
+    prefix, model...), which an outsider can often guess; the thumbnails show a partner's photos. The folder name
+    lives only in the private results container: never in the orchestration history or status (plain tables), so
+    the results API (behind the function key) is the way to learn it.
+    """
+    name = preview_folder_blob(task_id)
+    store.create_bytes(settings.container, name, f"{task_id}-{secrets.token_hex(16)}".encode())
+    return store.read_bytes(settings.container, name).decode().strip()  # whoever created it first
+
+
+def existing_preview_folder(store: BlobStore, settings: Settings, task_id: str) -> str | None:
+    """``preview_folder`` for readers: None before the previews were first rendered."""
+    data = store.read_bytes_or_none(settings.container, preview_folder_blob(task_id))
+    return data.decode().strip() if data is not None else None
+
+
+def page_blob(folder: str, variant: str = "") -> str:
+    """``<folder>/index.html``; a results variant gets its own page beside it (``<folder>/<variant>/index.html``)."""
+    return f"{folder}/{variant + '/' if variant else ''}index.html"
 
 
 def run_previews(task_id: str, model: str, request_name: str, settings: Settings, store: BlobStore,
@@ -73,6 +98,7 @@ def run_previews(task_id: str, model: str, request_name: str, settings: Settings
     source = doc["info"].get("trapbatch", {}).get("container", "")
     threshold = doc["threshold"]
     store.ensure_container(settings.web_container)
+    folder = preview_folder(store, settings, task_id)
 
     def thumb_for(file: str) -> str | None:
         if not source:
@@ -84,7 +110,7 @@ def run_previews(task_id: str, model: str, request_name: str, settings: Settings
         if data is None:
             return None
         thumb = "thumbs/" + hashlib.sha1(file.encode("utf-8")).hexdigest()[:16] + ".jpg"
-        store.write_bytes(settings.web_container, f"{task_id}/{thumb}", data, "image/jpeg")
+        store.write_bytes(settings.web_container, f"{folder}/{thumb}", data, "image/jpeg")
         return ("../" if variant else "") + thumb  # thumbnails are shared by the task's pages
 
     sections = []
@@ -115,10 +141,12 @@ def run_previews(task_id: str, model: str, request_name: str, settings: Settings
         sections_json=script_json({s["name"]: s["entries"] for s in sections}),
         completed=doc["info"].get("detection_completion_time", ""),
     )
-    page = page_blob(task_id, variant)
+    page = page_blob(folder, variant)
     store.write_bytes(settings.web_container, page, html.encode("utf-8"), "text/html; charset=utf-8")
-    logger.info("task %s: previews written to %s/%s", task_id, settings.web_container, page)
-    return {"container": settings.web_container, "index": page, "counts": {s["name"]: s["total"] for s in sections}}
+    logger.info("task %s: previews written to %s (folder in %s/%s)", task_id, settings.web_container,
+                settings.container, preview_folder_blob(task_id))
+    # No page path here: this return value is stored in the orchestration history; GET .../results gives the URL.
+    return {"container": settings.web_container, "counts": {s["name"]: s["total"] for s in sections}}
 
 
 @bp.activity_trigger(input_name="payload", activity="render_previews")

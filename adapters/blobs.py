@@ -82,9 +82,23 @@ class BlobStore:
         except ResourceNotFoundError:
             return None
 
+    def read_bytes_or_none(self, container: str, name: str) -> bytes | None:
+        try:
+            return self.read_bytes(container, name)
+        except ResourceNotFoundError:
+            return None
+
     def write_bytes(self, container: str, name: str, data: bytes, content_type: str | None = None) -> None:
         settings = ContentSettings(content_type=content_type) if content_type else None
         self.service.get_blob_client(container, name).upload_blob(data, overwrite=True, content_settings=settings)
+
+    def create_bytes(self, container: str, name: str, data: bytes) -> bool:
+        """Write ``data`` only if the blob does not exist yet; False when it already did (the first writer wins)."""
+        try:
+            self.service.get_blob_client(container, name).upload_blob(data, overwrite=False)
+        except ResourceExistsError:
+            return False
+        return True
 
     def write_json(self, container: str, name: str, value: Any) -> None:
         data = json.dumps(value, indent=1, ensure_ascii=False).encode("utf-8")

@@ -24,8 +24,9 @@ import azure.functions as func
 from azure.core.exceptions import AzureError
 
 from activities import context
-from activities.merge import csv_blob, repeats_blob, results_blob
+from activities.merge import REPEATS_REMOVED, csv_blob, repeats_blob, results_blob
 from activities.pool import cancel_marker
+from activities.previews import existing_preview_folder, page_blob
 from core.errors import (ContainerNotFound, RequestInvalid, SourceUnavailable, TaskNotFinished, TaskNotFound,
                          TrapbatchError)
 from core.ids import is_task_id, repeats_instance_id, shards_instance_id
@@ -224,12 +225,20 @@ async def get_results(req: func.HttpRequest, client: df.DurableOrchestrationClie
     s = context.settings()
     store = context.store(s)
     base = _base_url(req)
+    folder = existing_preview_folder(store, s, task_id)
+    previews: dict[str, Any] = {"container": s.web_container}
+    if folder is None:  # a task finished before previews had their own folders, or whose previews were deleted
+        previews["error"] = "no preview site was rendered for this task"
+    else:
+        page = page_blob(folder)
+        previews.update(folder=folder, blob=page, local_url=f"{base}/web/{page}",
+                        hint="the static website is public: share this address only with people who may see "
+                             "the images")
     return _json(200, {
         "id": task_id, "stage": info["stage"],
         "results": {"container": s.container, "blob": results_blob(task_id),
                     "url": store.url(s.container, results_blob(task_id)), "csv": csv_blob(task_id)},
-        "previews": {"container": s.web_container, "blob": f"{task_id}/index.html",
-                     "local_url": f"{base}/web/{task_id}/index.html"},
+        "previews": previews,
     })
 
 
@@ -285,6 +294,12 @@ async def task_repeats(req: func.HttpRequest, client: df.DurableOrchestrationCli
         return _json(404, {"error": f"task {task_id} has no repeated-detection list",
                            "hint": "the merge writes it; a task merged by an older trapbatch has none"})
     removal = await _removal_status(client, task_id)
+    if removal is not None and removal.get("stage") == "completed":
+        folder = existing_preview_folder(context.store(s), s, task_id)
+        if folder is not None:  # the page's address is not in the status (plain tables): composed here
+            page = page_blob(folder, REPEATS_REMOVED)
+            removal["previews"] = {**(removal.get("previews") or {}), "folder": folder, "blob": page,
+                                   "local_url": f"{_base_url(req)}/web/{page}"}
     if req.method == "GET":
         return _json(200, {"id": task_id, "locations": found["locations"], "options": found["options"],
                            "blob": repeats_blob(task_id), "removal": removal})

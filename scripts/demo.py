@@ -174,8 +174,9 @@ def main() -> int:
         if unflagged:
             raise SystemExit(f"corrupt sample images were not reported as failures: {unflagged}")
         web = res["previews"]["container"]
-        for name in store.list_names(web, f"{task_id}/"):
-            dest = OUT / "previews" / name[len(task_id) + 1:]
+        folder = res["previews"]["folder"]
+        for name in store.list_names(web, f"{folder}/"):
+            dest = OUT / "previews" / name[len(folder) + 1:]
             dest.parent.mkdir(parents=True, exist_ok=True)
             dest.write_bytes(store.read_bytes(web, name))
         counts = mdformat.summarize(doc["images"], THRESHOLD)

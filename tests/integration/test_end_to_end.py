@@ -26,6 +26,28 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 
+def places_holding(store: BlobStore, connection: str, forms: set[str],
+                   except_blobs: frozenset[str] | set[str] = frozenset()) -> list[str]:
+    """Every blob (by content) and table of the account whose text contains one of ``forms``."""
+    from azure.data.tables import TableServiceClient
+
+    found = []
+    for container in store.service.list_containers():
+        for name in store.list_names(container.name):
+            if f"{container.name}/{name}" in except_blobs:
+                continue
+            data = store.read_bytes(container.name, name)
+            if any(form.encode() in data for form in forms):
+                found.append(f"blob {container.name}/{name}")
+    tables = TableServiceClient.from_connection_string(connection)
+    for table in tables.list_tables():
+        for entity in tables.get_table_client(table.name).list_entities():
+            text = json.dumps({k: str(v) for k, v in entity.items()})
+            if any(form in text for form in forms):
+                found.append(f"table {table.name}")
+    return found
+
+
 def finished_status(base: str, task_id: str) -> dict[str, Any] | None:
     s = requests.get(f"{base}/api/tasks/{task_id}", timeout=30).json()
     return s if s["runtime_status"] in ("Completed", "Failed", "Terminated") else None
@@ -56,7 +78,8 @@ def host(app_env: dict[str, str], unique_name: str):  # type: ignore[no-untyped-
     h.stop()
 
 
-def test_http_start_runs_to_one_merged_file_with_every_image_once(host, app_env, store, unique_name) -> None:  # type: ignore[no-untyped-def]
+def test_http_start_runs_to_one_merged_file_with_every_image_once(host, app_env, store, unique_name,  # type: ignore[no-untyped-def]
+                                                                   storage_connection) -> None:  # type: ignore[no-untyped-def]
     names = upload_images(store, unique_name, 10, corrupt=1)
     body = {"container": unique_name, "request_name": "e2e"}
     r = requests.post(host.base_url + "/api/tasks", json=body, timeout=30)
@@ -77,11 +100,30 @@ def test_http_start_runs_to_one_merged_file_with_every_image_once(host, app_env,
     assert res.status_code == 200 and res.json()["results"]["blob"] == results_blob(task_id)
     page = requests.get(res.json()["previews"]["local_url"], timeout=30)
     assert page.status_code == 200 and task_id in page.text
+    check_preview_folder_is_unguessable(host, store, app_env, storage_connection, task_id, res.json()["previews"])
     listed = requests.get(f"{host.base_url}/api/tasks", timeout=30).json()
     assert [t["id"] for t in listed["tasks"]] == [task_id]  # its shard-group orchestrations are not tasks
     assert listed["tasks"][0]["stage"] == "completed" and listed["tasks"][0]["images"] == 10
     assert requests.get(f"{host.base_url}/api/tasks?limit=0", timeout=30).status_code == 400
     check_repeat_removal(host, store, app_env, task_id, doc)
+
+
+def check_preview_folder_is_unguessable(host, store, app_env, connection: str, task_id: str,  # type: ignore[no-untyped-def]
+                                        previews: dict[str, Any]) -> None:
+    """The static website is public and task ids are request hashes: the preview folder carries 128 random bits,
+    kept out of the orchestration history and status (plain tables) and every other blob."""
+    import re
+
+    from activities.previews import preview_folder_blob
+
+    folder = previews["folder"]
+    assert re.fullmatch(re.escape(task_id) + r"-[0-9a-f]{32}", folder), folder
+    assert previews["blob"] == f"{folder}/index.html"
+    assert requests.get(f"{host.base_url}/web/{task_id}/index.html", timeout=30).status_code == 404
+    token = folder.rsplit("-", 1)[1]
+    assert token not in requests.get(f"{host.base_url}/api/tasks/{task_id}", timeout=30).text
+    own = {f"{app_env['TRAPBATCH_CONTAINER']}/{preview_folder_blob(task_id)}"}
+    assert places_holding(store, connection, {token}, except_blobs=own) == []
 
 
 def check_repeat_removal(host, store, app_env, task_id: str, doc: dict[str, Any]) -> None:  # type: ignore[no-untyped-def]
@@ -126,8 +168,11 @@ def check_repeat_removal(host, store, app_env, task_id: str, doc: dict[str, Any]
             expected["detections"] = [*before["detections"], {**rock, "conf": -0.3}]
         assert after == expected
     assert store.read_json(container, results_blob(task_id)) == doc  # the original results are left alone
-    page = requests.get(f"{host.base_url}/web/{task_id}/{REPEATS_REMOVED}/index.html", timeout=30)
+    assert done["previews"]["blob"].endswith(f"/{REPEATS_REMOVED}/index.html")
+    page = requests.get(done["previews"]["local_url"], timeout=30)
     assert page.status_code == 200 and "repeated detections removed at 1 place" in page.text
+    main_page = requests.get(f"{host.base_url}/api/tasks/{task_id}/results", timeout=30).json()["previews"]
+    assert done["previews"]["folder"] == main_page["folder"]  # one folder per task, its thumbnails shared
 
 
 def test_failed_shard_resubmits_only_its_missing_images(host, app_env, store, unique_name, monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -260,7 +305,6 @@ def test_images_in_another_account_are_read_with_a_sas_named_by_secret(host, app
     """
     from datetime import datetime, timedelta, timezone
 
-    from azure.data.tables import TableServiceClient
     from azure.storage.blob import ContainerSasPermissions, generate_container_sas
 
     from adapters.blobs import service_client
@@ -295,24 +339,13 @@ def test_images_in_another_account_are_read_with_a_sas_named_by_secret(host, app
         assert status["runtime_status"] == "Completed" and status["images"] == 6 and status["failed"] == 1, status
         doc = check_results(store, app_env, task_id, names)
         assert sum(len(im["detections"]) for im in doc["images"] if not im.get("failure")) > 0
-        thumbs = list(store.list_names("$web", f"{task_id}/thumbs/"))
+        folder = requests.get(f"{host.base_url}/api/tasks/{task_id}/results", timeout=30).json()["previews"]["folder"]
+        thumbs = list(store.list_names("$web", f"{folder}/thumbs/"))
         assert thumbs  # the preview step read the partner's images too
 
         from urllib.parse import unquote
 
         forms = {signature, unquote(signature)}  # as it stands in the SAS, and decoded
-        leaks = []
-        for container in store.service.list_containers():
-            for name in store.list_names(container.name):
-                data = store.read_bytes(container.name, name)
-                if any(form.encode() in data for form in forms):
-                    leaks.append(f"blob {container.name}/{name}")
-        tables = TableServiceClient.from_connection_string(storage_connection)
-        for table in tables.list_tables():
-            for entity in tables.get_table_client(table.name).list_entities():
-                text = json.dumps({k: str(v) for k, v in entity.items()})
-                if any(form in text for form in forms):
-                    leaks.append(f"table {table.name}")
-        assert leaks == []
+        assert places_holding(store, storage_connection, forms) == []
     finally:
         partner.stop()

@@ -6,6 +6,7 @@ import json
 from activities.enumerate import run_enumerate
 from activities.merge import results_blob, run_merge
 from activities.pool import run_resubmit, shard_coverage
+from activities.previews import existing_preview_folder
 from adapters.blobs import BlobStore, service_client
 from core import mdformat
 from core.requests import parse_task_request
@@ -143,10 +144,15 @@ def test_previews_render_from_the_merge_sample_without_reading_the_merged_file(
     store.service.get_blob_client(settings.container, results_blob(tid)).delete_blob()
     out = run_previews(tid, "m.pt", "my survey", settings, store)
     assert out["counts"] == {**sample["totals"], "repeats": 0}
-    page = store.read_bytes(settings.web_container, f"{tid}/index.html").decode()
+    folder = existing_preview_folder(store, settings, tid)
+    assert folder is not None and folder.startswith(f"{tid}-") and folder not in json.dumps(out)
+    page = store.read_bytes(settings.web_container, f"{folder}/index.html").decode()
     assert "my survey" in page and "a/img0.jpg" in page and "b/img0.jpg" in page
-    thumbs = store.list_names(settings.web_container, f"{tid}/thumbs/")
+    thumbs = store.list_names(settings.web_container, f"{folder}/thumbs/")
     assert len(list(thumbs)) == 10
+    assert list(store.list_names(settings.web_container, f"{tid}/")) == []  # nothing at the guessable address
+    run_previews(tid, "m.pt", "my survey", settings, store)  # a re-render keeps the same folder
+    assert existing_preview_folder(store, settings, tid) == folder
 
 
 def test_merge_finds_repeated_detections_and_the_preview_lists_them(env: tuple[Settings, BlobStore, str]) -> None:
@@ -175,7 +181,8 @@ def test_merge_finds_repeated_detections_and_the_preview_lists_them(env: tuple[S
     assert [(r["folder"], r["count"], r["bbox"]) for r in found] == [("site/cam7", 22, rock["bbox"])]
     previews = run_previews(tid, "m.pt", "", settings, store)
     assert previews["counts"]["repeats"] == 1
-    page = store.read_bytes(settings.web_container, f"{tid}/index.html").decode()
+    page = store.read_bytes(settings.web_container, f"{existing_preview_folder(store, settings, tid)}/index.html"
+                            ).decode()
     assert "repeated detections" in page and "22 times in site/cam7" in page
     assert 'data-id="r00001"' in page and 'id="rde-request"' in page
     assert_script_parses(page)
