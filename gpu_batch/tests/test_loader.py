@@ -98,18 +98,22 @@ def test_local_path_and_bad_refs(tmp_path: Path, checkpoint: Path) -> None:
 
 
 def test_model_cache_dir_from_env(tmp_path: Path) -> None:
-    assert loader.model_cache_dir({"TRAPBATCH_MODEL_CACHE": str(tmp_path)}) == tmp_path
-    assert loader.model_cache_dir({}).parts[-3:] == (".cache", "trapbatch", "models")
+    from gpu_batch.worker.caches import model_cache_dir
+
+    assert model_cache_dir({"TRAPBATCH_MODEL_CACHE": str(tmp_path)}) == tmp_path
+    assert model_cache_dir({}).parts[-3:] == (".cache", "trapbatch", "models")
 
 
 def test_batch_nodes_keep_model_and_compile_caches_in_the_node_shared_folder(tmp_path: Path) -> None:
     """Each shard's container is removed after it; the node's shared folder outlives it (no re-download per shard)."""
+    from gpu_batch.worker import caches
+
     node = {"AZ_BATCH_NODE_SHARED_DIR": str(tmp_path / "shared")}
-    assert loader.model_cache_dir(node) == tmp_path / "shared" / "trapbatch" / "models"
-    assert loader.model_cache_dir({**node, "TRAPBATCH_MODEL_CACHE": str(tmp_path / "m")}) == tmp_path / "m"
-    assert loader.compile_cache_dir(node) == tmp_path / "shared" / "trapbatch" / "inductor-cache"
-    assert loader.compile_cache_dir({**node, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "i")}) == tmp_path / "i"
-    assert loader.compile_cache_dir({}) is None  # torch's own default off Batch
+    assert caches.model_cache_dir(node) == tmp_path / "shared" / "trapbatch" / "models"
+    assert caches.model_cache_dir({**node, "TRAPBATCH_MODEL_CACHE": str(tmp_path / "m")}) == tmp_path / "m"
+    assert caches.compile_cache_dir(node) == tmp_path / "shared" / "trapbatch" / "inductor-cache"
+    assert caches.compile_cache_dir({**node, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "i")}) == tmp_path / "i"
+    assert caches.compile_cache_dir({}) is None  # torch's own default off Batch
 
 
 @pytest.mark.parametrize("ref,url_tail", [("MDV1000-REDWOOD", "md_v1000.0.0-redwood.pt"),
@@ -189,3 +193,13 @@ def test_loaded_model_equals_yolov5_fusion_of_the_same_checkpoint(checkpoint: Pa
     a, b = ours.state_dict(), theirs.state_dict()
     assert a.keys() == b.keys() and len(a) > 100
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_network_traces_as_one_graph_for_torch_compile(checkpoint: Path) -> None:
+    """A graph break (YOLOv5's warnings.catch_warnings in SPPF was one) splits ``--compile`` into per-layer graphs
+    that recompile per shape until torch gives up and runs most layers eagerly."""
+    import torch._dynamo
+
+    network = load_model(checkpoint, device="cpu").network
+    explained = torch._dynamo.explain(network)(torch.rand(1, 3, 256, 320))
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons

@@ -84,7 +84,7 @@ def test_job_and_tasks_requests_are_exactly_what_batch_expects() -> None:
     assert "--gpus all" in first["containerSettings"]["containerRunOptions"]
     assert first["containerSettings"]["workingDirectory"] == "containerImageDefault"  # /app, where gpu_batch is
     # No bind-mount list: Batch then mounts the node's whole root, AZ_BATCH_NODE_SHARED_DIR included, where the
-    # worker keeps its model and compile caches across the per-shard containers (loader.model_cache_dir).
+    # worker keeps its model and compile caches across the per-shard containers (worker.caches).
     assert "containerHostBatchBindMounts" not in first["containerSettings"]
     assert first["constraints"] == {"maxWallClockTime": "PT01H00M00S", "maxTaskRetryCount": 0}  # ISO 8601, 1 h
     assert first["userIdentity"] == {"autoUser": {"scope": "pool", "elevationLevel": "nonadmin"}}

@@ -89,6 +89,12 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         return EXIT_BAD_INPUT
     fault.at_start()
 
+    if args.compile:  # before torch is imported: importing its compiler writes its own default into the variable
+        from gpu_batch.worker.caches import compile_cache_dir
+
+        cache = compile_cache_dir(env)
+        if cache is not None:
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache)
     try:
         return _run(args, env, fault)
     except _Usage as exc:
@@ -102,8 +108,8 @@ def _run(args: argparse.Namespace, env: Mapping[str, str], fault: Any) -> int:
 
     from gpu_batch.manifest import ShardManifest
     from gpu_batch.worker import faults, sources
-    from gpu_batch.worker.loader import (ModelLoadError, compile_cache_dir, compile_model, load_model,
-                                         model_cache_dir, resolve_model_file)
+    from gpu_batch.worker.caches import model_cache_dir
+    from gpu_batch.worker.loader import ModelLoadError, compile_model, load_model, resolve_model_file
     from gpu_batch.worker.devices import start_cuda_warmup
     from gpu_batch.worker.pipeline import PipelineOptions, ShardSummary, run_images
     from gpu_batch.worker.results import FileSink, OutputNotWritable, ResultWriter, load_resumable
@@ -169,9 +175,6 @@ def _run(args: argparse.Namespace, env: Mapping[str, str], fault: Any) -> int:
         path = resolve_model_file(model_ref, cache_dir=model_cache_dir(env), blob_fetcher=fetcher)
         model = load_model(path, device=device)
         if args.compile:
-            cache = compile_cache_dir(env)
-            if cache is not None:  # read by TorchInductor when it compiles (the first batch)
-                os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache)
             model = compile_model(model)
     except (ModelLoadError, sources.StorageConfigError) as exc:
         logger.error("%s model %r cannot be loaded: %s", label, model_ref, exc)

@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import pickle
 import shutil
 import tempfile
@@ -44,6 +43,7 @@ from typing import Any, Callable, Mapping
 import torch
 
 from gpu_batch.worker import yolov5_modules as y5
+from gpu_batch.worker.caches import model_cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -102,38 +102,6 @@ UNSUPPORTED_MODELS: Mapping[str, str] = {
 }
 METADATA_NAME = "megadetector_info.json"  # inside the checkpoint's zip archive, in its one top-level folder
 BLOB_SCHEME = "blob://"
-
-
-def model_cache_dir(env: Mapping[str, str] | None = None) -> Path:
-    """``TRAPBATCH_MODEL_CACHE``; on an Azure Batch node its shared folder; else ``~/.cache/trapbatch/models``.
-
-    Why the node's shared folder: each shard runs in a fresh ``--rm`` container whose home directory dies with it,
-    so a cache there would download the ~280 MB checkpoint again for every shard. Batch mounts the node's root
-    (``AZ_BATCH_NODE_SHARED_DIR`` included) into container tasks, and downloads land by atomic rename, so
-    concurrent tasks on one node share one copy safely.
-    """
-    env = os.environ if env is None else env
-    configured = env.get("TRAPBATCH_MODEL_CACHE")
-    if configured:
-        return Path(configured)
-    shared = env.get("AZ_BATCH_NODE_SHARED_DIR")
-    if shared:
-        return Path(shared) / "trapbatch" / "models"
-    return Path.home() / ".cache" / "trapbatch" / "models"
-
-
-def compile_cache_dir(env: Mapping[str, str] | None = None) -> Path | None:
-    """Where ``--compile`` should keep TorchInductor's compiled kernels, or None to leave torch's default.
-
-    Compiling YOLOv5x6 from a cold cache took 41 s before the first batch on the H100 and 16 s with a warm one
-    (bench/RESULTS.md). Torch's default, under ``/tmp``, dies with each shard's container; the node's shared folder
-    keeps it for every later shard on that node. An explicit ``TORCHINDUCTOR_CACHE_DIR`` always wins.
-    """
-    env = os.environ if env is None else env
-    if env.get("TORCHINDUCTOR_CACHE_DIR"):
-        return Path(env["TORCHINDUCTOR_CACHE_DIR"])
-    shared = env.get("AZ_BATCH_NODE_SHARED_DIR")
-    return Path(shared) / "trapbatch" / "inductor-cache" if shared else None
 
 
 def known_model(ref: str) -> KnownModel | None:
@@ -323,7 +291,7 @@ def compile_model(model: LoadedModel) -> LoadedModel:
     """The same model with its forward pass wrapped in ``torch.compile`` (TorchInductor, static shapes).
 
     Why opt-in: on an H100 the compiled YOLOv5x6 ran 336-340 img/s against 318 eager, but compiling cost 36 s before
-    the first batch from a cold cache and 14 s from a warm one (``compile_cache_dir``), so it pays from about 16,000
+    the first batch from a cold cache and 14 s from a warm one (``caches.compile_cache_dir``), so it pays from about 16,000
     images per shard on a warm node only (bench/RESULTS.md). Compilation happens at the first batch of each new shape; after
     ``torch._dynamo.config.cache_size_limit`` shapes it falls back to eager. Numbers differ from eager by float
     rounding only (covered by the oracle tolerances).

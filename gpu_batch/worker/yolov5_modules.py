@@ -16,7 +16,6 @@ and may hold ``anchor_grid`` as a buffer instead of a list; ``Detect.forward`` b
 from __future__ import annotations
 
 import math
-import warnings
 from copy import deepcopy
 from typing import Any
 
@@ -143,12 +142,13 @@ class SPPF(nn.Module):
         self.m = nn.MaxPool2d(kernel_size=k, stride=1, padding=k // 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # YOLOv5 wraps the pooling in ``warnings.catch_warnings()`` (a torch 1.9 max_pool2d warning). TorchDynamo
+        # cannot trace that context manager: it broke ``--compile``'d networks into ~20 graphs recompiled per layer
+        # shape until the recompile limit sent most layers back to eager. The numbers are the same without it.
         x = self.cv1(x)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            y1 = self.m(x)
-            y2 = self.m(y1)
-            return self.cv2(torch.cat((x, y1, y2, self.m(y2)), 1))
+        y1 = self.m(x)
+        y2 = self.m(y1)
+        return self.cv2(torch.cat((x, y1, y2, self.m(y2)), 1))
 
 
 class Focus(nn.Module):
