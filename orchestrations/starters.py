@@ -214,6 +214,17 @@ async def finished_task(client: df.DurableOrchestrationClient, task_id: str, wha
     return info
 
 
+def _preview_page(req: func.HttpRequest, s: Settings, task_id: str, variant: str = "") -> dict[str, Any]:
+    """Where a task's preview page is. Composed per request: the folder's random part is kept out of the
+    orchestration history and status (plain tables), see ``activities.previews.preview_folder``."""
+    folder = existing_preview_folder(context.store(s), s, task_id)
+    if folder is None:  # a task finished before previews had their own folders, or whose previews were deleted
+        return {"container": s.web_container, "error": "no preview site was rendered for this task"}
+    page = page_blob(folder, variant)
+    return {"container": s.web_container, "folder": folder, "blob": page, "local_url": f"{_base_url(req)}/web/{page}",
+            "hint": "the static website is public: share this address only with people who may see the images"}
+
+
 @bp.route(route="tasks/{task_id}/results", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 @bp.durable_client_input(client_name="client")
 async def get_results(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
@@ -224,21 +235,11 @@ async def get_results(req: func.HttpRequest, client: df.DurableOrchestrationClie
         return _error(exc)
     s = context.settings()
     store = context.store(s)
-    base = _base_url(req)
-    folder = existing_preview_folder(store, s, task_id)
-    previews: dict[str, Any] = {"container": s.web_container}
-    if folder is None:  # a task finished before previews had their own folders, or whose previews were deleted
-        previews["error"] = "no preview site was rendered for this task"
-    else:
-        page = page_blob(folder)
-        previews.update(folder=folder, blob=page, local_url=f"{base}/web/{page}",
-                        hint="the static website is public: share this address only with people who may see "
-                             "the images")
     return _json(200, {
         "id": task_id, "stage": info["stage"],
         "results": {"container": s.container, "blob": results_blob(task_id),
                     "url": store.url(s.container, results_blob(task_id)), "csv": csv_blob(task_id)},
-        "previews": previews,
+        "previews": _preview_page(req, s, task_id),
     })
 
 
@@ -295,11 +296,7 @@ async def task_repeats(req: func.HttpRequest, client: df.DurableOrchestrationCli
                            "hint": "the merge writes it; a task merged by an older trapbatch has none"})
     removal = await _removal_status(client, task_id)
     if removal is not None and removal.get("stage") == "completed":
-        folder = existing_preview_folder(context.store(s), s, task_id)
-        if folder is not None:  # the page's address is not in the status (plain tables): composed here
-            page = page_blob(folder, REPEATS_REMOVED)
-            removal["previews"] = {**(removal.get("previews") or {}), "folder": folder, "blob": page,
-                                   "local_url": f"{_base_url(req)}/web/{page}"}
+        removal["previews"] = {**(removal.get("previews") or {}), **_preview_page(req, s, task_id, REPEATS_REMOVED)}
     if req.method == "GET":
         return _json(200, {"id": task_id, "locations": found["locations"], "options": found["options"],
                            "blob": repeats_blob(task_id), "removal": removal})
