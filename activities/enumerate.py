@@ -7,28 +7,23 @@ Re-running it writes the same manifests (deterministic listing order and samplin
 from __future__ import annotations
 
 import logging
-from typing import Any
-
 import azure.durable_functions as df
 
-from activities import context
+from adapters import clients
 from adapters.blobs import BlobStore
-from core.ids import shard_id
+from core import contracts as c
 from core.requests import TaskRequest
 from core.settings import Settings
 from core.shards import plan_shards, select_images
-from gpu_batch.manifest import ShardManifest, manifest_blob_name, results_blob_name
+from gpu_batch import layout
+from gpu_batch.manifest import ShardManifest
 
 logger = logging.getLogger(__name__)
 bp = df.Blueprint()
 
 
-def enumeration_blob(task_id: str) -> str:
-    return f"tasks/{task_id}/enumeration.json"
-
-
 def run_enumerate(task_id: str, request: TaskRequest, settings: Settings, store: BlobStore,
-                  source: BlobStore | None = None) -> dict[str, Any]:
+                  source: BlobStore | None = None) -> c.EnumerateOutput:
     """Write the shard manifests; ``source`` lists the images when they are in another account."""
     store.ensure_container(settings.container)
     names = (source or store).list_names(request.container, request.prefix)
@@ -36,27 +31,27 @@ def run_enumerate(task_id: str, request: TaskRequest, settings: Settings, store:
     images = 0
     shards = 0
     for index, chunk in enumerate(plan_shards(selected, request.images_per_shard)):
-        sid = shard_id(index)
+        sid = layout.shard_id(index)
         manifest = ShardManifest(
             task_id=task_id, shard_id=sid, attempt=1, source_container=request.container, images=tuple(chunk),
-            output_container=settings.container, output_blob=results_blob_name(task_id, sid, 1),
+            output_container=settings.container, output_blob=layout.attempt_results_blob(task_id, sid, 1),
             model=request.model, detection_threshold=settings.detection_threshold,
             source_account_url=request.source_account_url, source_credential_secret=request.credential_secret,
         )
-        store.write_json(settings.container, manifest_blob_name(task_id, sid, 1), manifest.to_dict())
+        store.write_json(settings.container, layout.manifest_blob(task_id, sid, 1), manifest.to_dict())
         images += len(chunk)
         shards += 1
     summary = {"images": images, "shards": shards, "container": request.container, "prefix": request.prefix,
                "source_account_url": request.source_account_url, "credential_secret": request.credential_secret}
-    store.write_json(settings.container, enumeration_blob(task_id), summary)
-    store.write_json(settings.container, f"tasks/{task_id}/request.json", request.to_dict())
+    store.write_json(settings.container, layout.enumeration_blob(task_id), summary)
+    store.write_json(settings.container, layout.request_blob(task_id), request.to_dict())
     logger.info("task %s: enumerated %d images into %d shards", task_id, images, shards)
     return {"images": images, "shards": shards}
 
 
-@bp.activity_trigger(input_name="payload", activity="enumerate_images")
-def enumerate_images(payload: dict[str, Any]) -> dict[str, Any]:
-    s = context.settings()
+@bp.activity_trigger(input_name="payload", activity=c.ENUMERATE)
+def enumerate_images(payload: c.EnumerateInput) -> c.EnumerateOutput:
+    s = clients.settings()
     request = TaskRequest.from_dict(payload["request"])
-    return run_enumerate(payload["task_id"], request, s, context.store(s),
-                         context.source_store(s, request.source_account_url, request.credential_secret))
+    return run_enumerate(payload["task_id"], request, s, clients.store(s),
+                         clients.source_store(s, request.source_account_url, request.credential_secret))

@@ -11,23 +11,22 @@ gives the same page.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
-import secrets
 from pathlib import Path
 from typing import Any
 
 import azure.durable_functions as df
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from activities import context
-from activities.enumerate import enumeration_blob
-from activities.merge import preview_sample_blob, repeats_blob
+from adapters import clients
 from adapters.blobs import BlobStore
+from adapters.preview_folders import preview_folder
+from core import contracts as c
 from core.errors import TrapbatchError
 from core.settings import Settings
+from gpu_batch import layout
 
 logger = logging.getLogger(__name__)
 bp = df.Blueprint()
@@ -60,41 +59,13 @@ def script_json(value: Any) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026").replace("'", "\\u0027")
 
 
-def preview_folder_blob(task_id: str) -> str:
-    return f"results/{task_id}/preview-folder.txt"
-
-
-def preview_folder(store: BlobStore, settings: Settings, task_id: str) -> str:
-    """The task's folder in the static website, ``<task>-<128 random bits>``, created on first use.
-
-    Why random: the static website is public to anyone with a URL, and task ids are hashes of the request (container,
-    prefix, model...), which an outsider can often guess; the thumbnails show a partner's photos. The folder name
-    lives only in the private results container: never in the orchestration history or status (plain tables), so
-    the results API (behind the function key) is the way to learn it.
-    """
-    name = preview_folder_blob(task_id)
-    store.create_bytes(settings.container, name, f"{task_id}-{secrets.token_hex(16)}".encode())
-    return store.read_bytes(settings.container, name).decode().strip()  # whoever created it first
-
-
-def existing_preview_folder(store: BlobStore, settings: Settings, task_id: str) -> str | None:
-    """``preview_folder`` for readers: None before the previews were first rendered."""
-    data = store.read_bytes_or_none(settings.container, preview_folder_blob(task_id))
-    return data.decode().strip() if data is not None else None
-
-
-def page_blob(folder: str, variant: str = "") -> str:
-    """``<folder>/index.html``; a results variant gets its own page beside it (``<folder>/<variant>/index.html``)."""
-    return f"{folder}/{variant + '/' if variant else ''}index.html"
-
-
 def run_previews(task_id: str, model: str, request_name: str, settings: Settings, store: BlobStore,
-                 variant: str = "", source_store: BlobStore | None = None) -> dict[str, Any]:
+                 variant: str = "", source_store: BlobStore | None = None) -> c.PreviewsOutput:
     """Render the page; ``source_store`` reads the images for thumbnails when they are in another account."""
-    doc = store.read_json_or_none(settings.container, preview_sample_blob(task_id, variant))
+    doc = store.read_json_or_none(settings.container, layout.preview_sample_blob(task_id, variant))
     if doc is None:
         raise TrapbatchError(f"task {task_id} has no preview sample ({settings.container}/"
-                             f"{preview_sample_blob(task_id, variant)})", "the merge step writes it; run it first")
+                             f"{layout.preview_sample_blob(task_id, variant)})", "the merge step writes it; run it first")
     source = doc["info"].get("trapbatch", {}).get("container", "")
     threshold = doc["threshold"]
     store.ensure_container(settings.web_container)
@@ -109,9 +80,8 @@ def run_previews(task_id: str, model: str, request_name: str, settings: Settings
             data = None
         if data is None:
             return None
-        thumb = "thumbs/" + hashlib.sha1(file.encode("utf-8")).hexdigest()[:16] + ".jpg"
-        store.write_bytes(settings.web_container, f"{folder}/{thumb}", data, "image/jpeg")
-        return ("../" if variant else "") + thumb  # thumbnails are shared by the task's pages
+        store.write_bytes(settings.web_container, f"{folder}/{layout.thumbnail_path(file)}", data, "image/jpeg")
+        return layout.thumbnail_link(file, variant)
 
     sections = []
     for name, sample in doc["samples"].items():
@@ -119,7 +89,7 @@ def run_previews(task_id: str, model: str, request_name: str, settings: Settings
                   "failure": im.get("failure"), "detections": im.get("detections") or []} for im in sample]
         sections.append({"name": name, "title": name.replace("_", " "), "total": doc["totals"][name],
                          "unit": "images", "entries": items})
-    repeats = store.read_json_or_none(settings.container, repeats_blob(task_id))
+    repeats = store.read_json_or_none(settings.container, layout.repeats_blob(task_id))
     removed = doc["info"].get("trapbatch", {}).get("repeated_detections_removed")
     if removed is not None:
         n = len(removed["locations"])
@@ -134,26 +104,26 @@ def run_previews(task_id: str, model: str, request_name: str, settings: Settings
                          "unit": "places", "entries": items,
                          "about": "The same box in many images of one folder: often a rock or branch, not an "
                                   "animal (MegaDetector's repeat-detection rules). Review them before trusting counts; "
-                                  f"the full list is {settings.container}/{repeats_blob(task_id)}."})
+                                  f"the full list is {settings.container}/{layout.repeats_blob(task_id)}."})
     html = _templates.get_template("preview.html").render(
         task_id=task_id, request_name=request_name, model=model, threshold=threshold,
         total=doc["images"], sections=sections, categories=doc["detection_categories"],
         sections_json=script_json({s["name"]: s["entries"] for s in sections}),
         completed=doc["info"].get("detection_completion_time", ""),
     )
-    page = page_blob(folder, variant)
+    page = layout.page_blob(folder, variant)
     store.write_bytes(settings.web_container, page, html.encode("utf-8"), "text/html; charset=utf-8")
     logger.info("task %s: previews written to %s (folder in %s/%s)", task_id, settings.web_container,
-                settings.container, preview_folder_blob(task_id))
+                settings.container, layout.preview_folder_blob(task_id))
     # No page path here: this return value is stored in the orchestration history; GET .../results gives the URL.
     return {"container": settings.web_container, "counts": {s["name"]: s["total"] for s in sections}}
 
 
-@bp.activity_trigger(input_name="payload", activity="render_previews")
-def render_previews(payload: dict[str, Any]) -> dict[str, Any]:
-    s = context.settings()
-    own = context.store(s)
-    enumeration = own.read_json(s.container, enumeration_blob(payload["task_id"]))
-    source = context.source_store(s, enumeration.get("source_account_url", ""), enumeration.get("credential_secret", ""))
+@bp.activity_trigger(input_name="payload", activity=c.PREVIEWS)
+def render_previews(payload: c.PreviewsInput) -> c.PreviewsOutput:
+    s = clients.settings()
+    own = clients.store(s)
+    enumeration = own.read_json(s.container, layout.enumeration_blob(payload["task_id"]))
+    source = clients.source_store(s, enumeration.get("source_account_url", ""), enumeration.get("credential_secret", ""))
     return run_previews(payload["task_id"], payload["model"], payload.get("request_name", ""), s, own,
                         payload.get("variant", ""), source)

@@ -1,7 +1,7 @@
 """The only blob-storage code of the Functions app: a small ``BlobStore`` over azure-storage-blob.
 
-Why a wrapper: activities need five operations (list, read, write JSON/bytes, exists, ensure container) and one
-translation of SDK errors into trapbatch's errors with hints. Clients are built from settings once per process
+Why a wrapper: activities need a few operations (list, read, write JSON/bytes/files, exists, ensure container), and
+no activity should build SDK clients itself (storage errors are mapped in one place: ``adapters.storage_errors``). Clients are built from settings once per process
 (``blob_store``), never at import time and never per call. Identity-based connections (``identity:<blob uri>``, from
 ``AzureWebJobsStorage__accountName``) use a managed identity; nothing here logs a key or SAS.
 """
@@ -9,20 +9,12 @@ from __future__ import annotations
 
 import functools
 import json
-import re
-from typing import Any, Iterator
+from typing import IO, Any, Iterator
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient, ContentSettings
 
 from core.errors import ContainerNotFound
-
-_SIG_RE = re.compile(r"(sig|AccountKey|SharedAccessSignature)=[^&;\s]+", re.IGNORECASE)
-
-
-def redact(text: str) -> str:
-    """Remove SAS signatures and account keys from a URL or connection string before it is logged."""
-    return _SIG_RE.sub(lambda m: m.group(1) + "=REDACTED", text)
 
 
 def service_client(connection: str) -> BlobServiceClient:
@@ -99,6 +91,17 @@ class BlobStore:
         except ResourceExistsError:
             return False
         return True
+
+    def upload_file(self, container: str, name: str, data: IO[bytes], content_type: str | None = None) -> None:
+        """Upload a (temporary) file in blocks: how the merge writes results too large to hold in memory."""
+        settings = ContentSettings(content_type=content_type) if content_type else None
+        self.service.get_blob_client(container, name).upload_blob(data, overwrite=True, content_settings=settings)
+
+    def size_or_none(self, container: str, name: str) -> int | None:
+        try:
+            return int(self.service.get_blob_client(container, name).get_blob_properties().size)
+        except ResourceNotFoundError:
+            return None
 
     def write_json(self, container: str, name: str, value: Any) -> None:
         data = json.dumps(value, indent=1, ensure_ascii=False).encode("utf-8")

@@ -7,7 +7,12 @@
     ├── TaskNotFound(TrapbatchError, LookupError)      no task with that id
     ├── TaskNotFinished(TrapbatchError, RuntimeError)  the task has not completed yet (HTTP 409)
     ├── SourceUnavailable(TrapbatchError, PermissionError)  another account's images cannot be opened
-    └── ModelUnavailable(TrapbatchError, RuntimeError) a detector checkpoint cannot be found or loaded
+    ├── InternalError(TrapbatchError, RuntimeError)    a bug or an unforeseen failure (HTTP 500; details in the log)
+    └── StorageError(TrapbatchError)                   trapbatch's own storage failed (adapters.storage_errors maps
+        ├── StorageUnavailable(StorageError, ConnectionError)     every azure-core exception to one of these)
+        ├── StorageAccessDenied(StorageError, PermissionError)
+        ├── StorageConflict(StorageError)
+        └── StorageNotFound(StorageError, LookupError)
 
 A failure of one image is not an exception: it is data (a ``failure`` string in the results).
 """
@@ -68,5 +73,38 @@ class TaskNotFound(TrapbatchError, LookupError):
         return TrapbatchError.__str__(self)
 
 
-class ModelUnavailable(TrapbatchError, RuntimeError):
-    status_code = 400
+class InternalError(TrapbatchError, RuntimeError):
+    """What the HTTP edge answers for an exception nobody foresaw; the traceback goes to the log, not the caller."""
+
+    status_code = 500
+
+
+class StorageError(TrapbatchError):
+    """Storage answered something trapbatch cannot use (a malformed or unexpected response)."""
+
+    status_code = 502
+
+
+class StorageUnavailable(StorageError, ConnectionError):
+    """Storage cannot be reached, timed out or throttles: retrying later usually works."""
+
+    status_code = 503
+
+
+class StorageAccessDenied(StorageError, PermissionError):
+    """trapbatch's own identity or key was refused by its storage account: a deployment problem, not the caller's."""
+
+    status_code = 502
+
+
+class StorageConflict(StorageError):
+    """Someone else changed the blob at the same moment."""
+
+    status_code = 409
+
+
+class StorageNotFound(StorageError, LookupError):
+    status_code = 404
+
+    def __str__(self) -> str:
+        return TrapbatchError.__str__(self)

@@ -2,7 +2,8 @@
 
 The task id is a hash of the *normalized* request (the idea of a Luigi run id, seed 002): submitting the same request
 twice addresses the same orchestration instance instead of starting a second job. Shard and pool-task ids derive from
-it, so a resubmission after a crash is idempotent at every level.
+it, so a resubmission after a crash is idempotent at every level. Shard ids, pool ids and blob names are
+``gpu_batch.layout``'s; this module has the Durable instance ids.
 """
 from __future__ import annotations
 
@@ -23,18 +24,6 @@ def is_task_id(value: str) -> bool:
     body = value[len(TASK_PREFIX):]
     return value.startswith(TASK_PREFIX) and len(body) == 20 and all(c in "0123456789abcdef" for c in body)
 
-
-def shard_id(index: int) -> str:
-    return f"s{index:05d}"
-
-
-def pool_job_id(task_id: str) -> str:
-    """Azure Batch job ids allow letters, digits, '-' and '_' (max 64): a task id already fits."""
-    return task_id
-
-
-def pool_task_id(shard: str, attempt: int) -> str:
-    return f"{shard}-a{attempt}"
 
 
 def repeats_instance_id(task_id: str) -> str:

@@ -38,6 +38,7 @@ from typing import Any, Mapping
 
 from core.errors import ConfigError
 from core.requests import DEFAULT_IMAGES_PER_SHARD
+from gpu_batch.layout import DEFAULT_STATE_CONTAINER, STATIC_WEBSITE_CONTAINER
 
 WHERE = "set it in local.settings.json (Values) for local runs, or in the Function App settings (infra/main.bicep)"
 
@@ -89,9 +90,8 @@ class OrchestrationKnobs:
 @dataclass(frozen=True, slots=True)
 class Settings:
     storage_connection: str = field(repr=False)
-    container: str = "trapbatch"
-    web_container: str = "$web"
-    incoming_container: str = "incoming"
+    container: str = DEFAULT_STATE_CONTAINER
+    web_container: str = STATIC_WEBSITE_CONTAINER
     pool: str = "local"
     model: str = ""
     detection_threshold: float = 0.005
@@ -110,11 +110,10 @@ class Settings:
     local_secrets_file: str = ""
 
     def secret_store_env(self) -> dict[str, str]:
-        """The secret-store variables for ``gpu_batch.storage_refs`` and for the workers' environment."""
-        from gpu_batch.storage_refs import KEY_VAULT_ENV, LOCAL_SECRETS_ENV
-
-        return {k: v for k, v in ((KEY_VAULT_ENV, self.key_vault_url), (LOCAL_SECRETS_ENV, self.local_secrets_file))
-                if v}
+        """The secret-store variables for ``gpu_batch.storage_refs`` and for the workers' environment (the worker reads
+        the same names, ``storage_refs.KEY_VAULT_ENV`` and ``LOCAL_SECRETS_ENV``; tests/unit/test_settings pins it)."""
+        return {k: v for k, v in (("TRAPBATCH_KEY_VAULT_URL", self.key_vault_url),
+                                  ("TRAPBATCH_LOCAL_SECRETS_FILE", self.local_secrets_file)) if v}
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "Settings":
@@ -150,9 +149,8 @@ class Settings:
         )
         settings = cls(
             storage_connection=storage,
-            container=env.get("TRAPBATCH_CONTAINER", "trapbatch"),
-            web_container=env.get("TRAPBATCH_WEB_CONTAINER", "$web"),
-            incoming_container=env.get("TRAPBATCH_INCOMING_CONTAINER", "incoming"),
+            container=env.get("TRAPBATCH_CONTAINER", DEFAULT_STATE_CONTAINER),
+            web_container=env.get("TRAPBATCH_WEB_CONTAINER", STATIC_WEBSITE_CONTAINER),
             pool=pool,
             model=env.get("TRAPBATCH_MODEL", ""),
             detection_threshold=_float(env, "TRAPBATCH_DETECTION_THRESHOLD", 0.005),

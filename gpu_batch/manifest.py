@@ -5,9 +5,8 @@ travels as a small JSON document in blob storage. Both sides (``activities`` wri
 it, ``activities.merge`` reading the results) import these shapes from here, so the format is defined once.
 It must stay importable without torch or azure packages.
 
-Blob layout (all in the task-state container, ``Settings.state_container``):
-    tasks/<task_id>/shards/<shard_id>/attempt-<n>.json          the manifest of one attempt
-    tasks/<task_id>/shards/<shard_id>/attempt-<n>.results.json  what the worker wrote for that attempt
+Where these documents live (``layout.manifest_blob`` / ``layout.attempt_results_blob``) is ``gpu_batch.layout``'s
+business, like every other blob name.
 """
 from __future__ import annotations
 
@@ -16,13 +15,6 @@ from typing import Any, Mapping
 
 MANIFEST_VERSION = 1
 
-
-def manifest_blob_name(task_id: str, shard_id: str, attempt: int) -> str:
-    return f"tasks/{task_id}/shards/{shard_id}/attempt-{attempt}.json"
-
-
-def results_blob_name(task_id: str, shard_id: str, attempt: int) -> str:
-    return f"tasks/{task_id}/shards/{shard_id}/attempt-{attempt}.results.json"
 
 
 @dataclass(frozen=True, slots=True)

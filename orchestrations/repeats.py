@@ -10,30 +10,31 @@ from typing import Any, Generator
 
 import azure.durable_functions as df
 
-from activities.merge import REPEATS_REMOVED
-from orchestrations import names
-from orchestrations.task import STORAGE_RETRY
+from core import contracts as c
+from core.contracts import Stage
+from gpu_batch.layout import REPEATS_REMOVED
+from orchestrations.retries import STORAGE_RETRY
 
 bp = df.Blueprint()
 
 
-@bp.orchestration_trigger(context_name="context", orchestration=names.REPEATS_ORCHESTRATOR)
-def remove_repeats(context: df.DurableOrchestrationContext) -> Generator[Any, Any, dict[str, Any]]:
-    data = context.get_input()
-    task_id: str = data["task_id"]
+@bp.orchestration_trigger(context_name="context", orchestration=c.REPEATS_ORCHESTRATOR)
+def remove_repeats(context: df.DurableOrchestrationContext) -> Generator[Any, Any, c.RemovalStatus]:
+    data: c.RepeatsInput = context.get_input()
+    task_id = data["task_id"]
+    locations = len(data["remove"])
     started = context.current_utc_datetime.isoformat()
-    context.set_custom_status({"stage": "merging", "started": started, "locations": len(data["remove"])})
-    merged = yield context.call_activity_with_retry(names.REMOVE_REPEATS, STORAGE_RETRY, {
-        "task_id": task_id, "model": data["model"], "remove": data["remove"],
-        "completed_at": context.current_utc_datetime.isoformat()})
-    context.set_custom_status({"stage": "publishing", "started": started, "locations": len(data["remove"])})
-    previews = yield context.call_activity_with_retry(names.PREVIEWS, STORAGE_RETRY, {
-        "task_id": task_id, "model": data["model"], "request_name": data.get("request_name", ""),
-        "variant": REPEATS_REMOVED})
-    summary = {"stage": "completed", "started": started, "finished": context.current_utc_datetime.isoformat(),
-               "locations": len(data["remove"]), "detections_marked": merged["detections_marked"],
-               "results": {"container": merged["container"], "blob": merged["results_blob"],
-                           "csv": merged.get("csv_blob", "")},
-               "previews": previews}
+    context.set_custom_status(c.RemovalStatus(stage=Stage.merging, started=started, locations=locations))
+    merged: c.MergeOutput = yield context.call_activity_with_retry(c.REMOVE_REPEATS, STORAGE_RETRY, c.RemoveRepeatsInput(
+        task_id=task_id, model=data["model"], remove=data["remove"],
+        completed_at=context.current_utc_datetime.isoformat()))
+    context.set_custom_status(c.RemovalStatus(stage=Stage.publishing, started=started, locations=locations))
+    previews: c.PreviewsOutput = yield context.call_activity_with_retry(c.PREVIEWS, STORAGE_RETRY, c.PreviewsInput(
+        task_id=task_id, model=data["model"], request_name=data.get("request_name", ""), variant=REPEATS_REMOVED))
+    summary = c.RemovalStatus(
+        stage=Stage.completed, started=started, finished=context.current_utc_datetime.isoformat(),
+        locations=locations, detections_marked=merged.get("detections_marked", 0),
+        results={"container": merged["container"], "blob": merged["results_blob"], "csv": merged.get("csv_blob", "")},
+        previews=previews)
     context.set_custom_status(summary)
     return summary

@@ -11,93 +11,112 @@ writes a ``failure`` entry for each image still missing.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any, Generator
+from typing import Any, Generator, cast
 
 import azure.durable_functions as df
 
-from core.ids import pool_task_id
+from core import contracts as c
+from core.contracts import ShardStatus, Stage
 from core.settings import OrchestrationKnobs
-from orchestrations import names
+from gpu_batch.layout import pool_task_id
+from orchestrations.retries import POOL_RETRY
 
 bp = df.Blueprint()
 
-# Pool calls are I/O against a remote service: retry transient failures a few times before failing the task.
-POOL_RETRY = df.RetryOptions(first_retry_interval_in_milliseconds=2000, max_number_of_attempts=3)
 
-
-def _progress(state: dict[str, dict[str, Any]], pool: dict[str, int] | None = None) -> dict[str, int]:
+def _progress(state: dict[str, c.ShardState], pool: dict[str, int] | None = None) -> c.ShardCounts:
     pool = pool or {}
-    counts = {"shards": len(state), "pending": 0, "submitted": 0, "done": 0, "given_up": 0,
-              "images_done": 0, "images_failed": 0, "images_missing": 0, "resubmissions": 0,
-              "images_in_progress": pool.get("images_in_progress", 0),
-              "pool_running": pool.get("running", 0), "pool_queued": pool.get("queued", 0)}
+    counts: dict[str, int] = {
+        "shards": len(state), "pending": 0, "submitted": 0, "done": 0, "given_up": 0,
+        "images_done": 0, "images_failed": 0, "images_missing": 0, "resubmissions": 0,
+        "images_in_progress": pool.get("images_in_progress", 0),
+        "pool_running": pool.get("running", 0), "pool_queued": pool.get("queued", 0)}
     for s in state.values():
         counts[s["status"]] += 1
         counts["images_done"] += s.get("covered", 0)
         counts["images_failed"] += s.get("failed", 0)
-        counts["images_missing"] += s.get("missing", 0) if s["status"] == "given_up" else 0
+        counts["images_missing"] += s.get("missing", 0) if s["status"] == ShardStatus.given_up else 0
         counts["resubmissions"] += s["attempt"] - 1
-    return counts
+    return cast(c.ShardCounts, counts)
 
 
-@bp.orchestration_trigger(context_name="context", orchestration=names.SHARDS_ORCHESTRATOR)
-def run_shards(context: df.DurableOrchestrationContext) -> Generator[Any, Any, dict[str, Any]]:
-    data = context.get_input()
-    task_id: str = data["task_id"]
+def _outcome(state: dict[str, c.ShardState], cancelled: bool) -> c.ShardsOutcome:
+    # A cast: mypy wants every optional key spelled out when a TypedDict is built from ** items.
+    return cast(c.ShardsOutcome, {"cancelled": cancelled, **_progress(state)})
+
+
+def _pool_ids(state: dict[str, c.ShardState], shards: list[str]) -> list[str]:
+    return [pool_task_id(sid, state[sid]["attempt"]) for sid in shards]
+
+
+def _record_completions(state: dict[str, c.ShardState], completed: list[c.CompletedShard],
+                        max_attempts: int) -> list[str]:
+    """Update the state from the poll's completed pool tasks; the shards whose missing images need a next attempt."""
+    to_resubmit = []
+    for row in completed:
+        s = state[row["shard_id"]]
+        if row["attempt"] != s["attempt"] or s["status"] != ShardStatus.submitted:
+            continue  # a stale report about an older attempt
+        s["covered"], s["failed"], s["missing"] = row["covered"], row["failed"], row["missing"]
+        if row["missing"] == 0:
+            s["status"] = ShardStatus.done
+        elif s["attempt"] < max_attempts:
+            s["attempt"] += 1
+            to_resubmit.append(row["shard_id"])
+        else:
+            s["status"] = ShardStatus.given_up
+    return to_resubmit
+
+
+@bp.orchestration_trigger(context_name="context", orchestration=c.SHARDS_ORCHESTRATOR)
+def run_shards(context: df.DurableOrchestrationContext) -> Generator[Any, Any, c.ShardsOutcome]:
+    data: c.ShardsInput = context.get_input()
+    task_id = data["task_id"]
     knobs = OrchestrationKnobs.from_dict(data["knobs"])
-    state: dict[str, dict[str, Any]] = data.get("state") or {
-        sid: {"attempt": 1, "status": "pending"} for sid in data["shards"]}
+    state: dict[str, c.ShardState] = data.get("state") or {
+        sid: c.ShardState(attempt=1, status=ShardStatus.pending) for sid in data["shards"]}
     delay = float(data.get("delay") or knobs.poll_min_s)
     polls = 0
     pool_view: dict[str, int] = {}
     while True:
-        in_flight = [sid for sid, s in state.items() if s["status"] == "submitted"]
-        pending = [sid for sid, s in state.items() if s["status"] == "pending"]
+        in_flight = [sid for sid, s in state.items() if s["status"] == ShardStatus.submitted]
+        pending = [sid for sid, s in state.items() if s["status"] == ShardStatus.pending]
         to_submit = pending[: max(0, knobs.max_in_flight - len(in_flight))]
         if to_submit:
-            yield context.call_activity_with_retry(names.SUBMIT, POOL_RETRY, {
-                "task_id": task_id, "shards": [[sid, state[sid]["attempt"]] for sid in to_submit]})
+            yield context.call_activity_with_retry(c.SUBMIT, POOL_RETRY, c.SubmitInput(
+                task_id=task_id, shards=[(sid, state[sid]["attempt"]) for sid in to_submit]))
             for sid in to_submit:
-                state[sid]["status"] = "submitted"
+                state[sid]["status"] = ShardStatus.submitted
             in_flight += to_submit
-        context.set_custom_status({"stage": "detecting", **_progress(state, pool_view)})
+        context.set_custom_status({"stage": Stage.detecting, **_progress(state, pool_view)})
         if not in_flight:
             break
         yield context.create_timer(context.current_utc_datetime + timedelta(seconds=delay))
-        poll = yield context.call_activity_with_retry(names.POLL, POOL_RETRY, {
-            "task_id": task_id, "task_ids": [pool_task_id(sid, state[sid]["attempt"]) for sid in in_flight]})
-        pool_view = {k: int(poll.get(k, 0)) for k in ("images_in_progress", "running", "queued")}
+        poll: c.PollOutput = yield context.call_activity_with_retry(c.POLL, POOL_RETRY, c.PoolTasksInput(
+            task_id=task_id, task_ids=_pool_ids(state, in_flight)))
+        pool_view = {"images_in_progress": poll.get("images_in_progress", 0), "running": poll.get("running", 0),
+                     "queued": poll.get("queued", 0)}
         if poll["cancelled"]:
-            yield context.call_activity(names.CANCEL, {
-                "task_id": task_id, "task_ids": [pool_task_id(sid, state[sid]["attempt"]) for sid in in_flight]})
-            context.set_custom_status({"stage": "cancelled", **_progress(state)})
-            return {"cancelled": True, **_progress(state)}
-        resubmits = []
-        for row in poll["completed"]:
-            s = state[row["shard_id"]]
-            if row["attempt"] != s["attempt"] or s["status"] != "submitted":
-                continue  # a stale report about an older attempt
-            s.update(covered=row["covered"], failed=row["failed"], missing=row["missing"])
-            if row["missing"] == 0:
-                s["status"] = "done"
-            elif s["attempt"] < knobs.max_attempts:
-                s["attempt"] += 1
-                resubmits.append((row["shard_id"], context.call_activity_with_retry(names.RESUBMIT, POOL_RETRY, {
-                    "task_id": task_id, "shard_id": row["shard_id"], "attempt": s["attempt"]})))
-            else:
-                s["status"] = "given_up"
+            yield context.call_activity(c.CANCEL, c.PoolTasksInput(task_id=task_id,
+                                                                     task_ids=_pool_ids(state, in_flight)))
+            context.set_custom_status({"stage": Stage.cancelled, **_progress(state)})
+            return _outcome(state, cancelled=True)
+        resubmits = _record_completions(state, poll["completed"], knobs.max_attempts)
         if resubmits:
-            outcomes = yield context.task_all([task for _, task in resubmits])
-            for (sid, _), outcome in zip(resubmits, outcomes):
+            outcomes: list[c.ResubmitOutput] = yield context.task_all([
+                context.call_activity_with_retry(c.RESUBMIT, POOL_RETRY, c.ResubmitInput(
+                    task_id=task_id, shard_id=sid, attempt=state[sid]["attempt"])) for sid in resubmits])
+            for sid, outcome in zip(resubmits, outcomes):
                 # A resubmitted shard stays "submitted" under its new attempt number; if storage shows nothing
                 # missing any more (results landed late), the shard is done.
                 if not outcome["submitted"]:
-                    state[sid].update(status="done", missing=0, covered=state[sid].get("covered", 0)
-                                      + state[sid].get("missing", 0))
+                    s = state[sid]
+                    s["covered"] = s.get("covered", 0) + s.get("missing", 0)
+                    s["status"], s["missing"] = ShardStatus.done, 0
         delay = knobs.poll_min_s if poll["completed"] else min(delay * 2, knobs.poll_max_s)
         polls += 1
         if polls >= knobs.polls_per_generation:
-            context.continue_as_new({"task_id": task_id, "knobs": knobs.to_dict(), "state": state, "delay": delay,
-                                     "shards": list(state)})
+            context.continue_as_new(c.ShardsInput(task_id=task_id, knobs=knobs.to_dict(), state=state, delay=delay,
+                                                  shards=list(state)))
             return {"continued": True}
-    return {"cancelled": False, **_progress(state)}
+    return _outcome(state, cancelled=False)

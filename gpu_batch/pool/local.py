@@ -25,6 +25,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableServiceClient, UpdateMode
 
+from gpu_batch import layout
 from gpu_batch.pool.base import ShardTask, TaskInfo, TaskResult, TaskState
 
 logger = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ def _alive(pid: int) -> bool:
 
 
 class LocalPool:
-    def __init__(self, connection_string: str, log_container: str = "trapbatch", table: str = "trapbatchpool",
+    def __init__(self, connection_string: str, log_container: str = layout.DEFAULT_STATE_CONTAINER, table: str = "trapbatchpool",
                  max_concurrent: int | None = None, worker_env: Mapping[str, str] | None = None,
                  faults: Mapping[str, str] | None = None, max_task_seconds: int = 21600,
                  worker_command: Sequence[str] | None = None) -> None:
@@ -105,9 +106,6 @@ class LocalPool:
             if row["State"] != TaskState.completed.value:
                 self._kill(row)
                 self._complete(row, None, "terminated: cancelled by the user")
-
-    def close_job(self, job_id: str) -> None:
-        self.cancel(job_id)
 
     # ---------------------------------------------------------- scheduling
     def _info(self, row: Mapping[str, Any]) -> TaskInfo:

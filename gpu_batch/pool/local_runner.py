@@ -19,6 +19,8 @@ from azure.core.exceptions import ResourceExistsError
 from azure.data.tables import TableServiceClient, UpdateMode
 from azure.storage.blob import BlobServiceClient
 
+from gpu_batch import layout
+
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser()
@@ -56,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     threading.Thread(target=beat, daemon=True).start()
     code = proc.wait()
     done.set()
-    log_name = f"tasks/{args.job}/logs/{args.task}.log"
+    log_name = layout.pool_log_blob(args.job, args.task)
     try:
         log.seek(0)
         blobs = BlobServiceClient.from_connection_string(conn)

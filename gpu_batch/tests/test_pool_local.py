@@ -12,6 +12,7 @@ import pytest
 from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobServiceClient
 
+from gpu_batch import layout
 from gpu_batch.pool import ShardTask, TaskResult, TaskState, make_pool
 from tests.waiting import wait_until
 
@@ -65,7 +66,7 @@ def test_queues_beyond_concurrency_runs_all_and_keeps_logs(pool_args: dict[str, 
     done = wait_until(lambda: all_done(pool, "job1", 3), 60, "all three tasks")
     assert all(i.result is TaskResult.success and i.exit_code == 0 for i in done.values())
     log = BlobServiceClient.from_connection_string(storage_connection).get_blob_client(
-        pool_args["log_container"], "tasks/job1/logs/sleep10-a1.log").download_blob().readall().decode()
+        pool_args["log_container"], layout.pool_log_blob("job1", "sleep10-a1")).download_blob().readall().decode()
     assert "worker for tasks/t/sleep10.json" in log and "conn set True" in log
     # no connection string or key in the task table
     rows = TableServiceClient.from_connection_string(storage_connection).get_table_client(pool_args["table"])

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from azure.storage.blob import BlobServiceClient
 
-from gpu_batch.manifest import ShardManifest, manifest_blob_name, results_blob_name
+from gpu_batch import layout
+from gpu_batch.manifest import ShardManifest
 from gpu_batch.tests.conftest import run_worker_cli, summary_line
 from gpu_batch.tests.imagegen import jpeg_bytes, textured
 from gpu_batch.worker.sources import BlobImageSource, LocalFolderSource, SourceError
@@ -23,11 +24,11 @@ def test_blob_shard_end_to_end_with_resume(storage_connection: str, unique_name:
         images_c.upload_blob(name, jpeg_bytes(textured(400, 300, 60 + i)))
     images_c.upload_blob("site A/broken.jpg", b"\xff\xd8\xff garbage")
     state_c.upload_blob("models/md_test.pt", checkpoint.read_bytes())
-    out_blob = results_blob_name("task-b", "s1", 1)
+    out_blob = layout.attempt_results_blob("task-b", "s1", 1)
     manifest = ShardManifest(task_id="task-b", shard_id="s1", attempt=1, source_container=images_c.container_name,
                              images=tuple(names), output_container=state_c.container_name, output_blob=out_blob,
                              model=f"blob://{state_c.container_name}/models/md_test.pt")
-    state_c.upload_blob(manifest_blob_name("task-b", "s1", 1), json.dumps(manifest.to_dict()))
+    state_c.upload_blob(layout.manifest_blob("task-b", "s1", 1), json.dumps(manifest.to_dict()))
     # A previous attempt already did two images (one of them a failure, which must be retried).
     earlier = {"images": [{"file": names[0], "detections": [{"category": "1", "conf": 0.5, "bbox": [0, 0, 1, 1]}]},
                           {"file": names[1], "failure": "image access failure", "detections": None}],
@@ -35,7 +36,7 @@ def test_blob_shard_end_to_end_with_resume(storage_connection: str, unique_name:
     state_c.upload_blob(out_blob, json.dumps(earlier))
     env = {"TRAPBATCH_STORAGE_CONNECTION": storage_connection, "TRAPBATCH_MODEL_CACHE": str(tmp_path / "cache")}
     proc = run_worker_cli(["--manifest-container", state_c.container_name, "--manifest-blob",
-                           manifest_blob_name("task-b", "s1", 1), "--device", "cpu", "--workers", "8"], env)
+                           layout.manifest_blob("task-b", "s1", 1), "--device", "cpu", "--workers", "8"], env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = summary_line(proc)
     assert summary == {**summary, "images": 8, "skipped_resumed": 1, "done": 7, "failed": 2}

@@ -13,11 +13,12 @@ from typing import Any
 import pytest
 import requests
 
-from activities.merge import results_blob
+from gpu_batch.layout import results_blob
 from adapters.blobs import BlobStore
 from core import mdformat
 from devhost.azurite import free_port
-from gpu_batch.manifest import ShardManifest, manifest_blob_name
+from gpu_batch import layout
+from gpu_batch.manifest import ShardManifest
 from tests.integration.conftest import upload_images
 from tests.waiting import wait_until
 
@@ -114,7 +115,7 @@ def check_preview_folder_is_unguessable(host, store, app_env, connection: str, t
     kept out of the orchestration history and status (plain tables) and every other blob."""
     import re
 
-    from activities.previews import preview_folder_blob
+    from gpu_batch.layout import preview_folder_blob
 
     folder = previews["folder"]
     assert re.fullmatch(re.escape(task_id) + r"-[0-9a-f]{32}", folder), folder
@@ -133,7 +134,7 @@ def check_repeat_removal(host, store, app_env, task_id: str, doc: dict[str, Any]
     MegaDetector's own search elsewhere), so a "rock" is added to the cam0 images' shard results and named in the
     task's repeated-detection list; the re-merge must mark exactly those detections and change nothing else.
     """
-    from activities.merge import REPEATS_REMOVED, repeats_blob
+    from gpu_batch.layout import REPEATS_REMOVED, repeats_blob
 
     url = f"{host.base_url}/api/tasks/{task_id}/repeats"
     listed = requests.get(url, timeout=30)
@@ -184,13 +185,13 @@ def test_failed_shard_resubmits_only_its_missing_images(host, app_env, store, un
     assert final["runtimeStatus"] == "Completed", final
     assert final["output"]["resubmissions"] == 1 and final["output"]["missing"] == 0
     state = app_env["TRAPBATCH_CONTAINER"]
-    first = ShardManifest.from_dict(store.read_json(state, manifest_blob_name(task_id, "s00001", 1)))
-    second = ShardManifest.from_dict(store.read_json(state, manifest_blob_name(task_id, "s00001", 2)))
+    first = ShardManifest.from_dict(store.read_json(state, layout.manifest_blob(task_id, "s00001", 1)))
+    second = ShardManifest.from_dict(store.read_json(state, layout.manifest_blob(task_id, "s00001", 2)))
     done_in_first = [im["file"] for im in store.read_json(state, first.output_blob)["images"]]
     assert 0 < len(done_in_first) < len(first.images)  # the crash left part of the shard done
     assert list(second.images) == [n for n in first.images if n not in done_in_first]  # only the missing ones
     for sid in ("s00000", "s00002"):  # the healthy shards ran once
-        assert not store.exists(state, manifest_blob_name(task_id, sid, 2))
+        assert not store.exists(state, layout.manifest_blob(task_id, sid, 2))
     check_results(store, app_env, task_id, names)
 
 
@@ -269,8 +270,8 @@ def test_hung_shard_is_terminated_at_its_deadline_and_resubmitted(host, app_env,
     assert final["runtimeStatus"] == "Completed", final
     assert final["output"]["resubmissions"] >= 1 and final["output"]["missing"] == 0
     state = app_env["TRAPBATCH_CONTAINER"]
-    second = ShardManifest.from_dict(store.read_json(state, manifest_blob_name(task_id, "s00000", 2)))
-    first = ShardManifest.from_dict(store.read_json(state, manifest_blob_name(task_id, "s00000", 1)))
+    second = ShardManifest.from_dict(store.read_json(state, layout.manifest_blob(task_id, "s00000", 2)))
+    first = ShardManifest.from_dict(store.read_json(state, layout.manifest_blob(task_id, "s00000", 1)))
     assert list(second.images) == list(first.images)  # the hung attempt finished nothing, so all of it is retried
     check_results(store, app_env, task_id, names)
 

@@ -4,14 +4,17 @@ from __future__ import annotations
 import json
 
 from activities.enumerate import run_enumerate
-from activities.merge import results_blob, run_merge
-from activities.pool import run_resubmit, shard_coverage
-from activities.previews import existing_preview_folder
+from activities.merge import run_merge
+from gpu_batch.layout import csv_blob, preview_sample_blob, repeats_blob, results_blob
+from activities.pool import run_resubmit
+from activities.shard_results import shard_coverage
+from adapters.preview_folders import existing_preview_folder
 from adapters.blobs import BlobStore, service_client
 from core import mdformat
 from core.requests import parse_task_request
 from core.settings import Settings
-from gpu_batch.manifest import ShardManifest, manifest_blob_name
+from gpu_batch import layout
+from gpu_batch.manifest import ShardManifest
 
 import pytest
 
@@ -34,14 +37,14 @@ def test_enumerate_writes_manifests_and_returns_only_counts(env: tuple[Settings,
     request = parse_task_request({"container": source, "images_per_shard": 4, "model": "m.pt"})
     out = run_enumerate(request.task_id, request, settings, store)
     assert out == {"images": 10, "shards": 3}
-    manifests = [ShardManifest.from_dict(store.read_json(settings.container, manifest_blob_name(request.task_id, f"s{i:05d}", 1)))
+    manifests = [ShardManifest.from_dict(store.read_json(settings.container, layout.manifest_blob(request.task_id, f"s{i:05d}", 1)))
                  for i in range(3)]
     listed = [im for m in manifests for im in m.images]
     assert listed == sorted(f"{c}/img{i}.jpg" for c in "ab" for i in range(5))
     assert all(m.model == "m.pt" and m.source_container == source for m in manifests)
     # deterministic: a re-run writes the same manifests
     assert run_enumerate(request.task_id, request, settings, store) == out
-    again = ShardManifest.from_dict(store.read_json(settings.container, manifest_blob_name(request.task_id, "s00000", 1)))
+    again = ShardManifest.from_dict(store.read_json(settings.container, layout.manifest_blob(request.task_id, "s00000", 1)))
     assert again == manifests[0]
 
 
@@ -71,8 +74,8 @@ def test_merge_combines_attempts_marks_missing_and_is_idempotent(env: tuple[Sett
     request = parse_task_request({"container": source, "images_per_shard": 5, "model": "models/m.pt"})
     run_enumerate(request.task_id, request, settings, store)
     tid = request.task_id
-    m0 = ShardManifest.from_dict(store.read_json(settings.container, manifest_blob_name(tid, "s00000", 1)))
-    m1 = ShardManifest.from_dict(store.read_json(settings.container, manifest_blob_name(tid, "s00001", 1)))
+    m0 = ShardManifest.from_dict(store.read_json(settings.container, layout.manifest_blob(tid, "s00000", 1)))
+    m1 = ShardManifest.from_dict(store.read_json(settings.container, layout.manifest_blob(tid, "s00001", 1)))
     det = {"category": "1", "conf": 0.9, "bbox": [0.1, 0.1, 0.2, 0.2]}
     # shard 0: attempt 1 crashed after 2 images; attempt 2 (only the missing 3) completes
     _write_results(store, settings, m0, [{"file": m0.images[0], "detections": [det]},
@@ -91,7 +94,7 @@ def test_merge_combines_attempts_marks_missing_and_is_idempotent(env: tuple[Sett
 
     pool = RecordingPool()
     assert run_resubmit(tid, "s00000", 2, settings, store, pool) == {"missing": 3, "submitted": True}  # type: ignore[arg-type]
-    m0b = ShardManifest.from_dict(store.read_json(settings.container, manifest_blob_name(tid, "s00000", 2)))
+    m0b = ShardManifest.from_dict(store.read_json(settings.container, layout.manifest_blob(tid, "s00000", 2)))
     assert list(m0b.images) == list(m0.images[2:])
     assert pool.submitted[0].task_id == "s00000-a2"  # type: ignore[attr-defined]
     _write_results(store, settings, m0b, [{"file": f, "detections": []} for f in m0b.images])
@@ -105,7 +108,6 @@ def test_merge_combines_attempts_marks_missing_and_is_idempotent(env: tuple[Sett
     import csv
     import io
 
-    from activities.merge import csv_blob
 
     table = list(csv.DictReader(io.StringIO(store.read_bytes(settings.container, csv_blob(tid)).decode("utf-8"))))
     assert [r["file"] for r in table] == [im["file"] for im in doc["images"]]  # one row per image, same order
@@ -121,7 +123,6 @@ def test_previews_render_from_the_merge_sample_without_reading_the_merged_file(
 
     from PIL import Image
 
-    from activities.merge import preview_sample_blob
     from activities.previews import run_previews
 
     settings, store, source = env
@@ -135,7 +136,7 @@ def test_previews_render_from_the_merge_sample_without_reading_the_merged_file(
     run_enumerate(tid, request, settings, store)
     det = {"category": "1", "conf": 0.9, "bbox": [0.1, 0.1, 0.2, 0.2]}
     for sid in ("s00000", "s00001"):
-        m = ShardManifest.from_dict(store.read_json(settings.container, manifest_blob_name(tid, sid, 1)))
+        m = ShardManifest.from_dict(store.read_json(settings.container, layout.manifest_blob(tid, sid, 1)))
         _write_results(store, settings, m, [{"file": f, "detections": [det] if f.endswith("0.jpg") else []}
                                             for f in m.images])
     run_merge(tid, "m.pt", "2026-11-22T00:00:00", settings, store)
@@ -160,7 +161,6 @@ def test_merge_finds_repeated_detections_and_the_preview_lists_them(env: tuple[S
 
     from PIL import Image
 
-    from activities.merge import repeats_blob
     from activities.previews import run_previews
 
     settings, store, source = env
@@ -173,7 +173,7 @@ def test_merge_finds_repeated_detections_and_the_preview_lists_them(env: tuple[S
     assert run_enumerate(tid, request, settings, store)["shards"] == 3
     rock = {"category": "1", "conf": 0.31, "bbox": [0.5, 0.6, 0.1, 0.1]}  # the same "animal" in every frame
     for sid in ("s00000", "s00001", "s00002"):
-        m = ShardManifest.from_dict(store.read_json(settings.container, manifest_blob_name(tid, sid, 1)))
+        m = ShardManifest.from_dict(store.read_json(settings.container, layout.manifest_blob(tid, sid, 1)))
         _write_results(store, settings, m, [{"file": f, "detections": [rock]} for f in m.images])
     out = run_merge(tid, "m.pt", "2026-11-22T00:00:00", settings, store)
     assert out["repeated_locations"] == 1 and out["repeats_blob"] == repeats_blob(tid)
@@ -212,7 +212,7 @@ def test_source_account_refs_travel_by_name_through_manifests_and_resubmits(
                                   "credential_secret": "partner-sas"})
     tid = request.task_id
     run_enumerate(tid, request, settings, store, source=store)  # the partner account is played by our own here
-    m1 = ShardManifest.from_dict(store.read_json(settings.container, manifest_blob_name(tid, "s00000", 1)))
+    m1 = ShardManifest.from_dict(store.read_json(settings.container, layout.manifest_blob(tid, "s00000", 1)))
     assert (m1.source_account_url, m1.source_credential_secret) == ("https://partner.blob.core.windows.net",
                                                                     "partner-sas")
 
@@ -221,7 +221,7 @@ def test_source_account_refs_travel_by_name_through_manifests_and_resubmits(
         def submit(self, job_id: str, tasks: list[object]) -> None: ...
 
     assert run_resubmit(tid, "s00000", 2, settings, store, NullPool())["submitted"]  # type: ignore[arg-type]
-    m2 = ShardManifest.from_dict(store.read_json(settings.container, manifest_blob_name(tid, "s00000", 2)))
+    m2 = ShardManifest.from_dict(store.read_json(settings.container, layout.manifest_blob(tid, "s00000", 2)))
     assert (m2.source_account_url, m2.source_credential_secret) == (m1.source_account_url, "partner-sas")
 
 

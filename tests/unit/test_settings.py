@@ -4,6 +4,7 @@ import pytest
 
 from core.errors import ConfigError
 from core.settings import OrchestrationKnobs, Settings
+from gpu_batch.storage_refs import KEY_VAULT_ENV, LOCAL_SECRETS_ENV
 
 
 def test_defaults_and_overrides() -> None:
@@ -42,3 +43,5 @@ def test_secret_store_settings_reach_the_workers_by_name_only() -> None:
     assert s.secret_store_env() == {"TRAPBATCH_KEY_VAULT_URL": "https://kv.vault.azure.net/"}
     local = Settings.from_env({**base, "TRAPBATCH_LOCAL_SECRETS_FILE": "/tmp/s.json"})
     assert local.secret_store_env() == {"TRAPBATCH_LOCAL_SECRETS_FILE": "/tmp/s.json"}
+    # the names the worker's secret reader looks up
+    assert set(s.secret_store_env()) | set(local.secret_store_env()) == {KEY_VAULT_ENV, LOCAL_SECRETS_ENV}

@@ -1,7 +1,8 @@
 """The edges that start and inspect tasks: the HTTP API and the blob-drop trigger (durable clients).
 
-This is the only place that turns exceptions into HTTP answers: a ``TrapbatchError`` becomes ``4xx {"error", "hint"}``;
-nothing here returns a 500 for bad input. Both edges share ``start_task``, so a request posted over HTTP and the same
+Every handler is wrapped by ``api.edge.http_edge``, the one place exceptions become HTTP answers: a ``TrapbatchError``
+becomes ``{"error", "hint"}`` with its status, a storage error goes through ``adapters.storage_errors``, and nothing
+answers a bare 500. Both edges share ``start_task``, so a request posted over HTTP and the same
 request dropped as ``incoming/<name>.json`` are the same task (the id is a hash of the normalized request).
 
     POST /api/tasks                 start (or find) a task          202 {id, status_url, ...}
@@ -23,30 +24,24 @@ import azure.durable_functions as df
 import azure.functions as func
 from azure.core.exceptions import AzureError
 
-from activities import context
-from activities.merge import REPEATS_REMOVED, csv_blob, repeats_blob, results_blob
-from activities.pool import cancel_marker
-from activities.previews import existing_preview_folder, page_blob
+from adapters import clients
+from adapters.preview_folders import existing_preview_folder
+from api.edge import http_edge, json_response
+from core import contracts as c
+from core.contracts import FINISHED, Stage
 from core.errors import (ContainerNotFound, RequestInvalid, SourceUnavailable, TaskNotFinished, TaskNotFound,
                          TrapbatchError)
 from core.ids import is_task_id, repeats_instance_id, shards_instance_id
 from core.requests import parse_repeat_removal, parse_task_request
 from core.settings import Settings
-from orchestrations import names
+from gpu_batch import layout
+from gpu_batch.layout import REPEATS_REMOVED
 
 logger = logging.getLogger(__name__)
 bp = df.Blueprint()
 
 ACTIVE = {"Running", "Pending", "ContinuedAsNew"}
-DROP_SUFFIXES_IGNORED = (".error.json", ".task.json")
-
-
-def _json(status: int, body: dict[str, Any]) -> func.HttpResponse:
-    return func.HttpResponse(json.dumps(body, indent=1), status_code=status, mimetype="application/json")
-
-
-def _error(exc: TrapbatchError) -> func.HttpResponse:
-    return _json(exc.status_code, exc.to_dict())
+_json = json_response
 
 
 def _base_url(req: func.HttpRequest) -> str:
@@ -75,7 +70,7 @@ async def start_task(client: df.DurableOrchestrationClient, body: Any, settings:
         raise RequestInvalid(f"the request names secret {request.credential_secret!r}, but this trapbatch has no "
                              "Key Vault configured", "set TRAPBATCH_KEY_VAULT_URL in the app settings (infra/ does), "
                              "or give the app's identity a role on the source account and drop 'credential_secret'")
-    source = context.source_store(settings, request.source_account_url, request.credential_secret)
+    source = clients.source_store(settings, request.source_account_url, request.credential_secret)
     try:
         readable = (source.container_exists(request.container) if not request.source_account_url
                     else source.container_listable(request.container))
@@ -92,30 +87,29 @@ async def start_task(client: df.DurableOrchestrationClient, body: Any, settings:
     if _runtime(existing) in ACTIVE | {"Completed"}:
         return False, task_id
     knobs = {**settings.knobs.to_dict(), "images_per_shard": request.images_per_shard}
-    await client.start_new(names.TASK_ORCHESTRATOR, task_id,
-                           {"task_id": task_id, "request": request.to_dict(), "knobs": knobs})
+    await client.start_new(c.TASK_ORCHESTRATOR, task_id,
+                           c.TaskInput(task_id=task_id, request=request.to_dict(), knobs=knobs))
     logger.info("task %s: started for container %s prefix %r", task_id, request.container, request.prefix)
     return True, task_id
 
 
 @bp.route(route="tasks", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 @bp.durable_client_input(client_name="client")
+@http_edge
 async def post_task(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     try:
         body = req.get_json()
     except ValueError:
         return _json(400, {"error": "the request body is not valid JSON",
                            "hint": 'send e.g. {"container": "my-camera-traps"} with Content-Type: application/json'})
-    try:
-        started, task_id = await start_task(client, body, context.settings())
-    except TrapbatchError as exc:
-        return _error(exc)
+    started, task_id = await start_task(client, body, clients.settings())
     return _json(202 if started else 200, {"id": task_id, "started": started,
                                            **_links(_base_url(req), task_id)})
 
 
 @bp.route(route="tasks", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 @bp.durable_client_input(client_name="client")
+@http_edge
 async def list_tasks(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     """Tasks only (not their shard-group or repeat-removal orchestrations), newest first."""
     try:
@@ -133,7 +127,7 @@ async def list_tasks(req: func.HttpRequest, client: df.DurableOrchestrationClien
             continue
         custom = status.custom_status if isinstance(status.custom_status, dict) else {}
         created = getattr(status, "created_time", None)
-        rows.append({"id": task_id, "runtime_status": _runtime(status), "stage": custom.get("stage", "starting"),
+        rows.append({"id": task_id, "runtime_status": _runtime(status), "stage": custom.get("stage", Stage.starting),
                      "images": custom.get("images"), "created": created.isoformat() if created else None,
                      "status_url": f"{base}/api/tasks/{task_id}"})
     rows.sort(key=lambda r: r["created"] or "", reverse=True)
@@ -168,14 +162,14 @@ async def describe_task(client: df.DurableOrchestrationClient, task_id: str) -> 
     if runtime is None:
         raise TaskNotFound(f"no task {task_id}", "check the id, or start the task with POST /api/tasks")
     custom = status.custom_status if isinstance(status.custom_status, dict) else {}
-    out: dict[str, Any] = {"id": task_id, "runtime_status": runtime, "stage": custom.get("stage", "starting"),
+    out: dict[str, Any] = {"id": task_id, "runtime_status": runtime, "stage": custom.get("stage", Stage.starting),
                            **{k: v for k, v in custom.items() if k != "stage"}}
     if runtime == "Failed":
-        out["stage"] = "failed"
+        out["stage"] = Stage.failed
         out["error"] = custom.get("error") or str(status.output or "").split("\n")[0]
     elif runtime == "Terminated":
-        out["stage"] = "terminated"
-    if out["stage"] == "detecting" and custom.get("groups"):
+        out["stage"] = Stage.terminated
+    if out["stage"] == Stage.detecting and custom.get("groups"):
         progress = await _child_progress(client, task_id, int(custom["groups"]))
         out.update({k: progress.get(k, 0) for k in ("images_done", "images_failed", "images_missing", "resubmissions")})
         out["images_done"] += progress.get("images_in_progress", 0)  # flushed by running shards so far
@@ -191,24 +185,22 @@ async def describe_task(client: df.DurableOrchestrationClient, task_id: str) -> 
             rate = done / elapsed if elapsed > 0 else 0.0
             out["images_per_second"] = round(rate, 2)
             out["eta_seconds"] = round((images - done) / rate) if rate else None
-    elif out["stage"] in ("completed", "completed_with_errors"):
+    elif out["stage"] in FINISHED:
         out["progress"] = 1.0
     return out
 
 
 @bp.route(route="tasks/{task_id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 @bp.durable_client_input(client_name="client")
+@http_edge
 async def get_task(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    try:
-        return _json(200, await describe_task(client, req.route_params["task_id"]))
-    except TrapbatchError as exc:
-        return _error(exc)
+    return _json(200, await describe_task(client, req.route_params["task_id"]))
 
 
 async def finished_task(client: df.DurableOrchestrationClient, task_id: str, what: str) -> dict[str, Any]:
     """``describe_task`` for a task that must have completed; ``TaskNotFinished`` (409) otherwise."""
     info = await describe_task(client, task_id)
-    if info["stage"] not in ("completed", "completed_with_errors"):
+    if info["stage"] not in FINISHED:
         raise TaskNotFinished(f"task {task_id} has no {what} yet (stage: {info['stage']})",
                               f"poll GET /api/tasks/{task_id} until its stage is 'completed'")
     return info
@@ -216,46 +208,42 @@ async def finished_task(client: df.DurableOrchestrationClient, task_id: str, wha
 
 def _preview_page(req: func.HttpRequest, s: Settings, task_id: str, variant: str = "") -> dict[str, Any]:
     """Where a task's preview page is. Composed per request: the folder's random part is kept out of the
-    orchestration history and status (plain tables), see ``activities.previews.preview_folder``."""
-    folder = existing_preview_folder(context.store(s), s, task_id)
+    orchestration history and status (plain tables), see ``adapters.preview_folders.preview_folder``."""
+    folder = existing_preview_folder(clients.store(s), s, task_id)
     if folder is None:  # a task finished before previews had their own folders, or whose previews were deleted
         return {"container": s.web_container, "error": "no preview site was rendered for this task"}
-    page = page_blob(folder, variant)
+    page = layout.page_blob(folder, variant)
     return {"container": s.web_container, "folder": folder, "blob": page, "local_url": f"{_base_url(req)}/web/{page}",
             "hint": "the static website is public: share this address only with people who may see the images"}
 
 
 @bp.route(route="tasks/{task_id}/results", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 @bp.durable_client_input(client_name="client")
+@http_edge
 async def get_results(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     task_id = req.route_params["task_id"]
-    try:
-        info = await finished_task(client, task_id, "results")
-    except TrapbatchError as exc:
-        return _error(exc)
-    s = context.settings()
-    store = context.store(s)
+    info = await finished_task(client, task_id, "results")
+    s = clients.settings()
+    store = clients.store(s)
     return _json(200, {
         "id": task_id, "stage": info["stage"],
-        "results": {"container": s.container, "blob": results_blob(task_id),
-                    "url": store.url(s.container, results_blob(task_id)), "csv": csv_blob(task_id)},
+        "results": {"container": s.container, "blob": layout.results_blob(task_id),
+                    "url": store.url(s.container, layout.results_blob(task_id)), "csv": layout.csv_blob(task_id)},
         "previews": _preview_page(req, s, task_id),
     })
 
 
 @bp.route(route="tasks/{task_id}/cancel", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 @bp.durable_client_input(client_name="client")
+@http_edge
 async def cancel_task(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     task_id = req.route_params["task_id"]
-    try:
-        info = await describe_task(client, task_id)
-    except TrapbatchError as exc:
-        return _error(exc)
+    info = await describe_task(client, task_id)
     if info["runtime_status"] not in ACTIVE:
         return _json(409, {"error": f"task {task_id} is not running (stage: {info['stage']})",
                            "hint": "only a running task can be cancelled"})
-    s = context.settings()
-    context.store(s).write_json(s.container, cancel_marker(task_id), {"requested": datetime.now(timezone.utc).isoformat()})
+    s = clients.settings()
+    clients.store(s).write_json(s.container, layout.cancel_marker(task_id), {"requested": datetime.now(timezone.utc).isoformat()})
     logger.info("task %s: cancel requested", task_id)
     return _json(202, {"id": task_id, "cancel_requested": True,
                        "hint": "pool work stops at the next poll; the task's stage becomes 'cancelled'"})
@@ -276,60 +264,58 @@ async def _removal_status(client: df.DurableOrchestrationClient, task_id: str) -
     custom = status.custom_status if isinstance(status.custom_status, dict) else {}
     out: dict[str, Any] = {"runtime_status": runtime, **custom}
     if runtime == "Failed":
-        out["stage"], out["error"] = "failed", str(status.output or "").split("\n")[0]
+        out["stage"], out["error"] = Stage.failed, str(status.output or "").split("\n")[0]
     return out
 
 
 @bp.route(route="tasks/{task_id}/repeats", methods=["GET", "POST"], auth_level=func.AuthLevel.FUNCTION)
 @bp.durable_client_input(client_name="client")
+@http_edge
 async def task_repeats(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     """Repeated detections (MegaDetector's RDE): GET lists them, POST removes the chosen ones into a new file."""
     task_id = req.route_params["task_id"]
-    try:
-        await finished_task(client, task_id, "repeated-detection list")
-    except TrapbatchError as exc:
-        return _error(exc)
-    s = context.settings()
-    found = context.store(s).read_json_or_none(s.container, repeats_blob(task_id))
+    await finished_task(client, task_id, "repeated-detection list")
+    s = clients.settings()
+    found = clients.store(s).read_json_or_none(s.container, layout.repeats_blob(task_id))
     if found is None:
         return _json(404, {"error": f"task {task_id} has no repeated-detection list",
                            "hint": "the merge writes it; a task merged by an older trapbatch has none"})
     removal = await _removal_status(client, task_id)
-    if removal is not None and removal.get("stage") == "completed":
+    if removal is not None and removal.get("stage") == Stage.completed:
         removal["previews"] = {**(removal.get("previews") or {}), **_preview_page(req, s, task_id, REPEATS_REMOVED)}
     if req.method == "GET":
         return _json(200, {"id": task_id, "locations": found["locations"], "options": found["options"],
-                           "blob": repeats_blob(task_id), "removal": removal})
+                           "blob": layout.repeats_blob(task_id), "removal": removal})
     try:
         body = req.get_json()
     except ValueError:
         body = None
-    try:
-        remove = parse_repeat_removal(body, [loc["id"] for loc in found["locations"]])
-    except TrapbatchError as exc:
-        return _error(exc)
+    remove = parse_repeat_removal(body, [loc["id"] for loc in found["locations"]])
     if removal is not None and removal["runtime_status"] in ACTIVE:
         return _json(409, {"error": f"a repeated-detection removal for task {task_id} is still running",
                            "hint": f"wait until GET /api/tasks/{task_id}/repeats shows it completed, then retry"})
     request = _task_input(await client.get_status(task_id, show_input=True)).get("request", {})
-    await client.start_new(names.REPEATS_ORCHESTRATOR, repeats_instance_id(task_id), {
-        "task_id": task_id, "model": request.get("model", ""), "request_name": request.get("request_name", ""),
-        "remove": remove})
+    await client.start_new(c.REPEATS_ORCHESTRATOR, repeats_instance_id(task_id), c.RepeatsInput(
+        task_id=task_id, model=request.get("model", ""), request_name=request.get("request_name", ""),
+        remove=remove))
     logger.info("task %s: removing %d repeated-detection locations", task_id, len(remove))
     return _json(202, {"id": task_id, "removing": remove, "status_url": f"{_base_url(req)}/api/tasks/{task_id}/repeats",
                        "hint": "the new results are written beside the originals, which are left unchanged"})
 
 
-@bp.blob_trigger(arg_name="blob", path="incoming/{name}", connection="AzureWebJobsStorage")
+@bp.blob_trigger(arg_name="blob", path=layout.INCOMING_CONTAINER + "/{name}", connection="AzureWebJobsStorage")
 @bp.durable_client_input(client_name="client")
 async def task_dropped(blob: func.InputStream, client: df.DurableOrchestrationClient) -> None:
-    """A ``*.json`` task request dropped into ``incoming`` starts the task; a bad one gets ``<name>.error.json``."""
+    """A ``*.json`` task request dropped into ``incoming`` starts the task; a bad one gets ``<name>.error.json``.
+
+    Storage SDK errors are not answered here: they propagate, so the platform retries the trigger (a transient
+    failure must not become a permanent refusal written beside the request)."""
     full_name = blob.name or ""
     container, _, name = full_name.partition("/")
-    if not name.lower().endswith(".json") or name.lower().endswith(DROP_SUFFIXES_IGNORED):
+    if not layout.is_drop_request(name):
         return
-    s = context.settings()
-    store = context.store(s)
+    s = clients.settings()
+    store = clients.store(s)
     try:
         try:
             body = json.loads(blob.read())
@@ -337,8 +323,8 @@ async def task_dropped(blob: func.InputStream, client: df.DurableOrchestrationCl
             raise RequestInvalid(f"{name} is not valid JSON", 'write e.g. {"container": "my-camera-traps"}') from None
         started, task_id = await start_task(client, body, s)
     except TrapbatchError as exc:
-        store.write_json(container or s.incoming_container, name + ".error.json", exc.to_dict())
+        store.write_json(container or layout.INCOMING_CONTAINER, layout.drop_error_blob(name), exc.to_dict())
         logger.warning("dropped request %s rejected: %s", name, exc.message)
         return
-    store.write_json(container or s.incoming_container, name[:-5] + ".task.json",
+    store.write_json(container or layout.INCOMING_CONTAINER, layout.drop_receipt_blob(name),
                      {"id": task_id, "started": started, "status_path": f"/api/tasks/{task_id}"})

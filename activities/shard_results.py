@@ -1,0 +1,65 @@
+"""Reading what the GPU workers wrote for a shard: every attempt's results, their coverage, a running attempt's count.
+
+Why one module: the poll (coverage decides what to resubmit), the resubmission (which images are missing) and the
+merge (which entry wins) must read attempts the same way; unreadable results count as none everywhere.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Iterator
+
+from adapters.blobs import BlobStore
+from core.settings import Settings
+from gpu_batch import layout
+
+logger = logging.getLogger(__name__)
+PROGRESS_READ_LIMIT = 4 * 1024 * 1024  # partial results larger than this are not read just to show progress
+
+
+def shard_attempt_results(store: BlobStore, settings: Settings, task_id: str, sid: str) -> Iterator[list[dict[str, Any]]]:
+    """Result entries of each attempt of a shard, oldest attempt first; unreadable results count as none."""
+    attempts: list[tuple[int, str]] = []
+    for name in store.list_names(settings.container, layout.shard_prefix(task_id, sid)):
+        attempt = layout.attempt_of_results_blob(name)
+        if attempt is not None:
+            attempts.append((attempt, name))
+    for attempt, name in sorted(attempts):
+        try:
+            doc = json.loads(store.read_bytes(settings.container, name))
+            entries = doc.get("images") if isinstance(doc, dict) else None
+        except (ValueError, UnicodeDecodeError):
+            entries = None
+        if not isinstance(entries, list):
+            logger.warning("task %s shard %s attempt %d: results are not valid JSON; ignoring them", task_id, sid, attempt)
+            continue
+        yield [e for e in entries if isinstance(e, dict)]
+
+
+def shard_coverage(store: BlobStore, settings: Settings, task_id: str, sid: str) -> dict[str, int]:
+    """How many of the shard's images have a result entry (from any attempt), and how many of those are failures."""
+    manifest = store.read_json(settings.container, layout.manifest_blob(task_id, sid, 1))
+    entries: dict[str, bool] = {}
+    for attempt_entries in shard_attempt_results(store, settings, task_id, sid):
+        for e in attempt_entries:
+            name = e.get("file")
+            if isinstance(name, str):
+                entries[name] = entries.get(name, True) and e.get("failure") is not None
+    images = manifest["images"]
+    covered = sum(1 for n in images if n in entries)
+    failed = sum(1 for n in images if entries.get(n))
+    return {"images": len(images), "covered": covered, "failed": failed, "missing": len(images) - covered}
+
+
+def partial_count(store: BlobStore, settings: Settings, task_id: str, sid: str, attempt: int) -> int:
+    """Images a running attempt has flushed so far (the worker rewrites its results every few seconds)."""
+    name = layout.attempt_results_blob(task_id, sid, attempt)
+    size = store.size_or_none(settings.container, name)
+    if size is None or size > PROGRESS_READ_LIMIT:
+        return 0
+    try:
+        doc = json.loads(store.read_bytes_or_none(settings.container, name) or b"")
+    except ValueError:
+        return 0
+    images = doc.get("images") if isinstance(doc, dict) else None
+    return len(images) if isinstance(images, list) else 0

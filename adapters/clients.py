@@ -1,0 +1,64 @@
+"""Where activities and the HTTP edge get their settings and clients (storage, source accounts, the GPU pool).
+
+Settings are read from the environment at call time (cheap, and tests can change them); clients are cached per
+process by their connection values (``functools.cache``), so a burst of activities shares one client.
+"""
+from __future__ import annotations
+
+import functools
+import os
+
+from adapters.blobs import BlobStore, blob_store
+from core.errors import SourceUnavailable
+from core.settings import Settings
+from gpu_batch.pool import GpuPool
+from gpu_batch.storage_refs import SourceAccessError, SourceRef, secret_reader_from_env, source_service
+
+
+def settings() -> Settings:
+    return Settings.from_env(os.environ)
+
+
+def store(s: Settings | None = None) -> BlobStore:
+    return blob_store((s or settings()).storage_connection)
+
+
+def source_store(s: Settings, account_url: str = "", credential_secret: str = "") -> BlobStore:
+    """Where a task's images are read from: trapbatch's own account, or the one the request named.
+
+    Not cached: the secret is read at each use, so a rotated SAS takes effect at the next activity.
+    """
+    ref = SourceRef(account_url, credential_secret)
+    if ref.is_own_account:
+        return store(s)
+    try:
+        return BlobStore(source_service(ref, lambda: store(s).service, secret_reader_from_env(s.secret_store_env())))
+    except SourceAccessError as exc:
+        raise SourceUnavailable(str(exc), "see README 'Images in another storage account'") from None
+
+
+@functools.cache
+def _pool(kind: str, connection: str, container: str, concurrency: int, device: str, model_cache: str,
+          faults: tuple[tuple[str, str], ...], batch: tuple[str, ...], max_task_seconds: int,
+          secret_env: tuple[tuple[str, str], ...] = ()) -> GpuPool:
+    from gpu_batch.pool import make_pool
+
+    if kind == "local":
+        worker_env = {"TRAPBATCH_STORAGE_CONNECTION": connection, "TRAPBATCH_DEVICE": device, **dict(secret_env)}
+        if model_cache:
+            worker_env["TRAPBATCH_MODEL_CACHE"] = model_cache
+        return make_pool("local", connection_string=connection, log_container=container,
+                         max_concurrent=concurrency or None, worker_env=worker_env, faults=dict(faults),
+                         max_task_seconds=max_task_seconds)
+    account_url, pool_id, image, identity, storage_url = batch
+    return make_pool("azure_batch", account_url=account_url, pool_id=pool_id, image=image,
+                     worker_identity_client_id=identity, storage_account_url=storage_url,
+                     max_task_seconds=max_task_seconds, key_vault_url=dict(secret_env).get("TRAPBATCH_KEY_VAULT_URL", ""))
+
+
+def pool(s: Settings) -> GpuPool:
+    """The GPU pool the settings name, one per process and configuration."""
+    return _pool(s.pool, s.storage_connection, s.container, s.local_concurrency,
+                 s.device, s.model_cache, tuple(sorted(s.worker_faults.items())),
+                 (s.batch_account_url, s.batch_pool_id, s.worker_image, s.worker_identity, s.storage_account_url),
+                 s.knobs.max_task_seconds, tuple(sorted(s.secret_store_env().items())))

@@ -1,0 +1,89 @@
+"""The one map from storage SDK exceptions to trapbatch's errors, each with a hint that says what to do next.
+
+Why one map: handlers used to catch ``AzureError`` here and there and let the rest through as HTTP 500s with a
+traceback. Like httpx's mapping of transport errors, this names every azure-core exception type once; the HTTP edge
+(``api.edge``) and the blob-drop edge use it, and a test feeds it every exception class azure-core defines.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+from azure.core import exceptions as ax
+
+from core.errors import (StorageAccessDenied, StorageConflict, StorageError, StorageNotFound, StorageUnavailable,
+                         TrapbatchError)
+
+_RETRY = "retry in a minute; if it persists, check the storage account's health in the Azure portal"
+_REACH = ("trapbatch cannot reach its storage account: check AzureWebJobsStorage (locally: is Azurite running?) "
+          "and the network; then retry")
+_ROLE = ("the Function App's identity (or key) was refused by its storage account: grant the identity 'Storage Blob "
+         "Data Contributor' on the account (infra/ does), or fix AzureWebJobsStorage")
+_UNEXPECTED = "storage answered something trapbatch did not expect: retry; if it persists, report it with the log"
+
+# Most specific first: the first class the exception is an instance of decides.
+_MAP: tuple[tuple[type[BaseException], type[StorageError], str, str], ...] = (
+    (ax.ResourceNotFoundError, StorageNotFound, "not found in storage", "check the name, or wait until the task "
+                                                                       "has written it"),
+    (ax.ResourceExistsError, StorageConflict, "already exists in storage", "retry; another request wrote it first"),
+    (ax.ResourceModifiedError, StorageConflict, "was changed by someone else meanwhile", "retry the request"),
+    (ax.ResourceNotModifiedError, StorageConflict, "was not modified (a conditional request)", "retry the request"),
+    (ax.ClientAuthenticationError, StorageAccessDenied, "storage refused trapbatch's credentials", _ROLE),
+    (ax.IncompleteReadError, StorageUnavailable, "a storage download ended early", _RETRY),
+    (ax.DecodeError, StorageError, "a storage response could not be decoded", _UNEXPECTED),
+    (ax.TooManyRedirectsError, StorageError, "storage redirected too many times", _UNEXPECTED),
+    (ax.ODataV4Error, StorageError, "storage answered with an error", _UNEXPECTED),
+    (ax.HttpResponseError, StorageError, "storage answered with an error", _UNEXPECTED),  # by status below
+    (ax.ServiceRequestTimeoutError, StorageUnavailable, "a storage request timed out", _RETRY),
+    (ax.ServiceResponseTimeoutError, StorageUnavailable, "a storage response timed out", _RETRY),
+    (ax.ServiceRequestError, StorageUnavailable, "storage could not be reached", _REACH),
+    (ax.ServiceResponseError, StorageUnavailable, "storage dropped the connection", _RETRY),
+    (ax.StreamConsumedError, StorageError, "a storage stream was read twice", _UNEXPECTED),
+    (ax.StreamClosedError, StorageError, "a storage stream was closed early", _UNEXPECTED),
+    (ax.ResponseNotReadError, StorageError, "a storage response was used before it was read", _UNEXPECTED),
+    (ax.DeserializationError, StorageError, "a storage response could not be read", _UNEXPECTED),
+    (ax.SerializationError, StorageError, "a storage request could not be written", _UNEXPECTED),
+    (ax.AzureError, StorageError, "storage failed", _UNEXPECTED),
+)
+HANDLED: tuple[type[BaseException], ...] = tuple(cls for cls, *_ in _MAP)
+
+
+def _by_status(status: int | None) -> tuple[type[StorageError], str, str] | None:
+    """An ``HttpResponseError`` without a more specific class: its HTTP status decides."""
+    if status in (401, 403):
+        return StorageAccessDenied, "storage refused the request", _ROLE
+    if status == 404:
+        return StorageNotFound, "not found in storage", "check the name"
+    if status in (409, 412):
+        return StorageConflict, "storage reported a conflict", "retry the request"
+    if status in (408, 429, 500, 502, 503, 504):
+        return StorageUnavailable, f"storage is busy or unavailable (HTTP {status})", _RETRY
+    return None
+
+
+def storage_error(exc: BaseException, what: str = "") -> TrapbatchError:
+    """The trapbatch error for a storage SDK exception (``exc`` itself if it already is one).
+
+    The message names ``what`` was being done and the SDK's error code, never the request URL (it may carry a SAS).
+    """
+    if isinstance(exc, TrapbatchError):
+        return exc
+    for cls, kind, message, hint in _MAP:
+        if isinstance(exc, cls):
+            break
+    else:
+        raise TypeError(f"{type(exc).__name__} is not a storage SDK exception") from exc
+    if cls is ax.HttpResponseError:
+        kind, message, hint = _by_status(getattr(exc, "status_code", None)) or (kind, message, hint)
+    code = getattr(exc, "error_code", None)
+    detail = f" ({type(exc).__name__}{', ' + str(code) if code else ''})"
+    return kind(f"{what + ': ' if what else ''}{message}{detail}", hint)
+
+
+@contextlib.contextmanager
+def storage_errors(what: str = "") -> Iterator[None]:
+    """Turn any storage SDK exception raised inside into ``storage_error(exc, what)``."""
+    try:
+        yield
+    except HANDLED as exc:
+        raise storage_error(exc, what) from exc

@@ -1,0 +1,59 @@
+"""The one place exceptions become HTTP answers: ``{"error", "hint"}`` with the status the error names.
+
+Why a decorator: every handler used to catch ``TrapbatchError`` itself, and anything else (a storage hiccup, a bug)
+escaped as a bare 500 with the Functions host's own text. ``http_edge`` catches everything at the edge: trapbatch's
+errors answer with their status, storage SDK errors go through the one map (``adapters.storage_errors``), and
+anything else is logged with its traceback and answered 500 with a hint, never with internals.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from typing import Any, Awaitable, Callable, Coroutine, ParamSpec
+
+import azure.functions as func
+
+from adapters.storage_errors import HANDLED, storage_error
+from core.errors import InternalError, TrapbatchError
+
+logger = logging.getLogger(__name__)
+P = ParamSpec("P")
+
+
+def json_response(status: int, body: dict[str, Any]) -> func.HttpResponse:
+    return func.HttpResponse(json.dumps(body, indent=1), status_code=status, mimetype="application/json")
+
+
+def error_response(exc: BaseException) -> func.HttpResponse:
+    """The answer for any exception: its own status when it is trapbatch's, 500 with a hint otherwise."""
+    err = as_trapbatch_error(exc)
+    return json_response(err.status_code, err.to_dict())
+
+
+def as_trapbatch_error(exc: BaseException) -> TrapbatchError:
+    if isinstance(exc, TrapbatchError):
+        return exc
+    if isinstance(exc, HANDLED):
+        return storage_error(exc)
+    return InternalError(f"internal error ({type(exc).__name__})",
+                         "this is a trapbatch bug or an unforeseen failure: retry, and if it persists report it "
+                         "with the time of the request (the function log has the details)")
+
+
+def http_edge(handler: Callable[P, Awaitable[func.HttpResponse]]
+              ) -> Callable[P, Coroutine[Any, Any, func.HttpResponse]]:
+    """Wrap an HTTP handler so no exception leaves it unanswered. ``functools.wraps`` keeps the signature and the
+    annotations the Functions worker binds by."""
+
+    @functools.wraps(handler)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> func.HttpResponse:
+        try:
+            return await handler(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - this is the edge: everything gets an answer
+            err = as_trapbatch_error(exc)
+            if err.status_code >= 500:
+                logger.exception("%s failed: %s", handler.__name__, err.message)
+            return error_response(err)
+
+    return wrapper

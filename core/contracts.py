@@ -1,0 +1,272 @@
+"""The Durable boundary: function names, the task stages, and the shape of every input, output and custom status.
+
+Why one module: orchestrators and activities talk only through JSON that Durable stores in its history (plain
+tables), so the two sides never see each other's code. With ``dict[str, Any]`` on both sides ``mypy --strict``
+checked nothing across that boundary; these ``TypedDict``s make it check every key and value type, and the names
+below are used by the decorators *and* the call sites. A ``TypedDict`` is a plain ``dict`` at run time, so the JSON
+in the history is unchanged. The Functions worker binds activity parameters by their annotation: it refuses
+generic aliases such as ``dict[str, Any]`` (see ``tests/platform``), but a ``TypedDict`` is a class and passes.
+
+Names are stored in Durable history: choose once, never rename.
+"""
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, NotRequired, TypedDict
+
+# ---------------------------------------------------------------- names
+TASK_ORCHESTRATOR = "task_orchestrator"
+SHARDS_ORCHESTRATOR = "run_shards"
+REPEATS_ORCHESTRATOR = "remove_repeats"
+
+ENUMERATE = "enumerate_images"
+SUBMIT = "submit_shards"
+POLL = "poll_shards"
+RESUBMIT = "resubmit_shard"
+CANCEL = "cancel_pool_tasks"
+MERGE = "merge_results"
+PREVIEWS = "render_previews"
+REMOVE_REPEATS = "remove_repeated_detections"
+
+
+class Stage(StrEnum):
+    """Where a task (or a repeat removal) is; the ``stage`` of every custom status and of ``GET /api/tasks/{id}``."""
+
+    starting = "starting"  # started, before the orchestrator's first status
+    enumerating = "enumerating"
+    detecting = "detecting"
+    merging = "merging"
+    publishing = "publishing"
+    completed = "completed"
+    completed_with_errors = "completed_with_errors"
+    cancelled = "cancelled"
+    failed = "failed"
+    terminated = "terminated"  # stopped through the management API, not by trapbatch
+
+
+FINISHED = (Stage.completed, Stage.completed_with_errors)
+
+
+class ShardStatus(StrEnum):
+    pending = "pending"
+    submitted = "submitted"
+    done = "done"
+    given_up = "given_up"
+
+
+# ---------------------------------------------------------------- orchestrator inputs
+
+class TaskInput(TypedDict):
+    task_id: str
+    request: dict[str, Any]  # core.requests.TaskRequest.to_dict()
+    knobs: dict[str, Any]  # core.settings.OrchestrationKnobs.to_dict()
+
+
+class ShardState(TypedDict):
+    """One shard as the shard-group orchestrator tracks it (travels through ``continue_as_new``)."""
+
+    attempt: int
+    status: str  # ShardStatus
+    covered: NotRequired[int]
+    failed: NotRequired[int]
+    missing: NotRequired[int]
+
+
+class ShardsInput(TypedDict):
+    task_id: str
+    knobs: dict[str, Any]
+    shards: list[str]
+    state: NotRequired[dict[str, ShardState]]  # set by continue_as_new
+    delay: NotRequired[float]  # the poll back-off carried over by continue_as_new
+
+
+class RepeatsInput(TypedDict):
+    task_id: str
+    model: str
+    request_name: str
+    remove: list[str]
+
+
+# ---------------------------------------------------------------- activities
+
+class EnumerateInput(TypedDict):
+    task_id: str
+    request: dict[str, Any]
+
+
+class EnumerateOutput(TypedDict):
+    images: int
+    shards: int
+
+
+class SubmitInput(TypedDict):
+    task_id: str
+    shards: list[tuple[str, int]]  # (shard id, attempt); JSON brings each pair back as a two-item list
+
+
+class SubmitOutput(TypedDict):
+    submitted: int
+
+
+class PoolTasksInput(TypedDict):
+    """Input of the poll and of the cancel: the pool tasks of shard attempts in flight."""
+
+    task_id: str
+    task_ids: list[str]
+
+
+class CompletedShard(TypedDict):
+    """A pool task that completed, with what its shard's results cover (from every attempt so far)."""
+
+    task_id: str
+    shard_id: str
+    attempt: int
+    result: str | None
+    exit_code: int | None
+    failure_message: str | None
+    images: int
+    covered: int
+    failed: int
+    missing: int
+
+
+class PollOutput(TypedDict):
+    cancelled: bool
+    completed: list[CompletedShard]
+    running: int
+    queued: int
+    images_in_progress: int
+
+
+class ResubmitInput(TypedDict):
+    task_id: str
+    shard_id: str
+    attempt: int
+
+
+class ResubmitOutput(TypedDict):
+    missing: int
+    submitted: bool
+
+
+class CancelOutput(TypedDict):
+    cancelled: bool
+
+
+class MergeInput(TypedDict):
+    task_id: str
+    model: str
+    completed_at: str
+
+
+class RemoveRepeatsInput(TypedDict):
+    task_id: str
+    model: str
+    remove: list[str]
+    completed_at: str
+
+
+class MergeOutput(TypedDict):
+    results_blob: str
+    csv_blob: str
+    repeats_blob: str
+    container: str
+    images: int
+    failed: int
+    with_detections: int
+    detections: int
+    empty: int
+    missing: int
+    repeated_locations: NotRequired[int]  # the merge of the detections
+    detections_marked: NotRequired[int]  # the repeats-removed variant
+
+
+class PreviewsInput(TypedDict):
+    task_id: str
+    model: str
+    request_name: str
+    variant: NotRequired[str]
+
+
+class PreviewsOutput(TypedDict):
+    """No page path: this is stored in the orchestration history; the folder's random part stays out of it."""
+
+    container: str
+    counts: dict[str, int]
+
+
+# ---------------------------------------------------------------- custom status and outputs
+
+class ResultsRef(TypedDict):
+    container: str
+    blob: str
+    csv: str
+
+
+class RepeatsRef(TypedDict):
+    locations: int
+    blob: str
+
+
+class ShardCounts(TypedDict, total=False):
+    """Shard and image counts of one shard group; the status API sums the integers over groups."""
+
+    shards: int
+    pending: int
+    submitted: int
+    done: int
+    given_up: int
+    images_done: int
+    images_failed: int
+    images_missing: int
+    resubmissions: int
+    images_in_progress: int
+    pool_running: int
+    pool_queued: int
+
+
+class ShardProgress(ShardCounts):
+    """Custom status of a shard-group orchestration."""
+
+    stage: str  # Stage
+
+
+class ShardsOutcome(ShardCounts, total=False):
+    """What a shard-group orchestration returns: ``continued`` (it went on as new), or its final counts."""
+
+    continued: bool
+    cancelled: bool
+
+
+class TaskStatus(TypedDict, total=False):
+    """Custom status (and, with ``task_id``, the output) of a task orchestration; keys appear stage by stage."""
+
+    task_id: str
+    stage: str  # Stage
+    started: str
+    finished: str
+    error: str
+    images: int
+    shards: int
+    groups: int
+    failed: int
+    missing: int
+    with_detections: int
+    detections: int
+    empty: int
+    resubmissions: int
+    results: ResultsRef
+    repeated_detections: RepeatsRef
+    previews: PreviewsOutput
+
+
+class RemovalStatus(TypedDict, total=False):
+    """Custom status and output of a repeated-detection removal."""
+
+    stage: str  # Stage
+    started: str
+    finished: str
+    locations: int
+    detections_marked: int
+    results: ResultsRef
+    previews: PreviewsOutput

@@ -1,0 +1,189 @@
+"""Every blob name, prefix and pool id trapbatch uses: the one module that formats and parses them.
+
+Why one module: the Functions app writes manifests, the GPU worker writes results, the pools write logs, the merge
+lists attempts and the HTTP API points at results and pages. When each formatted its own names, a change in one
+place silently disagreed with the others. Everything here is a pure function of ids; it lives beside the shard
+contract (``gpu_batch.manifest``) because the worker stands alone and must import it without the app.
+Must stay importable without torch or azure packages.
+
+Containers: the task-state container and the static website are settings (``TRAPBATCH_CONTAINER``, default
+``DEFAULT_STATE_CONTAINER``; ``TRAPBATCH_WEB_CONTAINER``, default ``$web``, the name Azure gives a static website).
+The drop container is fixed, because the blob trigger's path is a literal in its decorator.
+
+In the task-state container::
+
+    tasks/<task>/request.json                            the normalized request
+    tasks/<task>/enumeration.json                        counts and source of the enumerated images
+    tasks/<task>/cancel-requested.json                   the cancel marker the poll looks for
+    tasks/<task>/shards/<shard>/attempt-<n>.json         the manifest of one shard attempt
+    tasks/<task>/shards/<shard>/attempt-<n>.results.json what the worker wrote for that attempt
+    tasks/<job>/logs/<pool task>.log                     a pool task's output (LocalPool; the job id is the task id)
+    results/<task>/detections[.<variant>].json | .csv    merged results (MegaDetector format 1.6) and the CSV
+    results/<task>/preview-sample[.<variant>].json       the preview page's samples, drawn by the merge
+    results/<task>/repeated-detections.json              the repeated detections the merge found
+    results/<task>/preview-folder.txt                    the task's unguessable folder in the static website
+
+In the static website: ``<folder>/index.html``, ``<folder>/<variant>/index.html``, ``<folder>/thumbs/<hash>.jpg``.
+In the drop container: ``<name>.json`` starts a task; trapbatch answers with ``<name>.task.json`` or
+``<name>.json.error.json``.
+
+Pool ids: the Batch job of a task is the task id; the pool task of a shard attempt is ``<shard>-a<attempt>``.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+
+DEFAULT_STATE_CONTAINER = "trapbatch"
+STATIC_WEBSITE_CONTAINER = "$web"
+INCOMING_CONTAINER = "incoming"
+
+# Variants of a task's results: "" the merged detections; REPEATS_REMOVED the same with the repeated detections a
+# person chose to remove marked as false positives (``core.repeats.RepeatRemoval``).
+REPEATS_REMOVED = "repeats-removed"
+
+_SHARD_RE = re.compile(r"s(\d{5,})")
+_POOL_TASK_RE = re.compile(r"(.+)-a(\d+)")
+_ATTEMPT_RESULTS_RE = re.compile(r"/attempt-(\d+)\.results\.json$")
+_DROP_ANSWERS = (".error.json", ".task.json")
+
+
+# ---------------------------------------------------------------- ids
+
+def shard_id(index: int) -> str:
+    return f"s{index:05d}"
+
+
+def shard_index(sid: str) -> int:
+    m = _SHARD_RE.fullmatch(sid)
+    if m is None:
+        raise ValueError(f"{sid!r} is not a shard id (s<5+ digits>)")
+    return int(m.group(1))
+
+
+def pool_job_id(task_id: str) -> str:
+    """Azure Batch job ids allow letters, digits, '-' and '_' (max 64): a task id already fits."""
+    return task_id
+
+
+def pool_task_id(sid: str, attempt: int) -> str:
+    return f"{sid}-a{attempt}"
+
+
+def parse_pool_task_id(pool_task: str) -> tuple[str, int]:
+    """(shard id, attempt) of a pool task id; ValueError for anything ``pool_task_id`` did not make."""
+    m = _POOL_TASK_RE.fullmatch(pool_task)
+    if m is None:
+        raise ValueError(f"{pool_task!r} is not a trapbatch pool task id (<shard>-a<attempt>)")
+    return m.group(1), int(m.group(2))
+
+
+# ---------------------------------------------------------------- task state
+
+def task_prefix(task_id: str) -> str:
+    return f"tasks/{task_id}/"
+
+
+def request_blob(task_id: str) -> str:
+    return f"{task_prefix(task_id)}request.json"
+
+
+def enumeration_blob(task_id: str) -> str:
+    return f"{task_prefix(task_id)}enumeration.json"
+
+
+def cancel_marker(task_id: str) -> str:
+    return f"{task_prefix(task_id)}cancel-requested.json"
+
+
+def shard_prefix(task_id: str, sid: str) -> str:
+    """Every attempt's manifest and results of one shard are under this prefix (the merge lists it)."""
+    return f"{task_prefix(task_id)}shards/{sid}/"
+
+
+def manifest_blob(task_id: str, sid: str, attempt: int) -> str:
+    return f"{shard_prefix(task_id, sid)}attempt-{attempt}.json"
+
+
+def attempt_results_blob(task_id: str, sid: str, attempt: int) -> str:
+    return f"{shard_prefix(task_id, sid)}attempt-{attempt}.results.json"
+
+
+def attempt_of_results_blob(name: str) -> int | None:
+    """The attempt number of a name ``attempt_results_blob`` made; None for any other blob under a shard."""
+    m = _ATTEMPT_RESULTS_RE.search(name)
+    return int(m.group(1)) if m else None
+
+
+def pool_log_blob(job_id: str, pool_task: str) -> str:
+    return f"{task_prefix(job_id)}logs/{pool_task}.log"
+
+
+# ---------------------------------------------------------------- results
+
+def results_prefix(task_id: str) -> str:
+    return f"results/{task_id}/"
+
+
+def _variant_suffix(variant: str) -> str:
+    return f".{variant}" if variant else ""
+
+
+def results_blob(task_id: str, variant: str = "") -> str:
+    return f"{results_prefix(task_id)}detections{_variant_suffix(variant)}.json"
+
+
+def csv_blob(task_id: str, variant: str = "") -> str:
+    return f"{results_prefix(task_id)}detections{_variant_suffix(variant)}.csv"
+
+
+def preview_sample_blob(task_id: str, variant: str = "") -> str:
+    return f"{results_prefix(task_id)}preview-sample{_variant_suffix(variant)}.json"
+
+
+def repeats_blob(task_id: str) -> str:
+    return f"{results_prefix(task_id)}repeated-detections.json"
+
+
+def preview_folder_blob(task_id: str) -> str:
+    return f"{results_prefix(task_id)}preview-folder.txt"
+
+
+# ---------------------------------------------------------------- static website
+
+def preview_folder_name(task_id: str, random_hex: str) -> str:
+    """``<task>-<random>``: the static website is public, so the folder carries random bits (see activities.previews)."""
+    return f"{task_id}-{random_hex}"
+
+
+def page_blob(folder: str, variant: str = "") -> str:
+    """``<folder>/index.html``; a results variant gets its own page beside it (``<folder>/<variant>/index.html``)."""
+    return f"{folder}/{variant + '/' if variant else ''}index.html"
+
+
+def thumbnail_path(file: str) -> str:
+    """A thumbnail's path relative to the task's folder; hashed, so a blob name never becomes a web path."""
+    return "thumbs/" + hashlib.sha1(file.encode("utf-8")).hexdigest()[:16] + ".jpg"
+
+
+def thumbnail_link(file: str, variant: str = "") -> str:
+    """The thumbnail as the page of ``variant`` links it (thumbnails are shared by a task's pages)."""
+    return ("../" if variant else "") + thumbnail_path(file)
+
+
+# ---------------------------------------------------------------- drop container
+
+def is_drop_request(name: str) -> bool:
+    """A blob in the drop container that asks for a task (not one of trapbatch's own answers)."""
+    lower = name.lower()
+    return lower.endswith(".json") and not lower.endswith(_DROP_ANSWERS)
+
+
+def drop_receipt_blob(request_name: str) -> str:
+    """``<name>.task.json`` beside a dropped ``<name>.json``: the id of the task it started."""
+    return request_name[: -len(".json")] + ".task.json"
+
+
+def drop_error_blob(request_name: str) -> str:
+    """``<name>.json.error.json`` beside a dropped request that was refused, saying why."""
+    return request_name + ".error.json"

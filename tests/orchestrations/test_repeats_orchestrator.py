@@ -1,0 +1,42 @@
+"""The repeated-detection removal orchestrator, replayed by the real Durable SDK with scripted activities."""
+from __future__ import annotations
+
+from typing import Any
+
+from core import contracts as c
+from core.contracts import Stage
+from gpu_batch.layout import REPEATS_REMOVED
+from orchestrations.repeats import remove_repeats
+from tests.orchestrations.replay import T0, run_orchestrator
+
+TASK = "task-0123456789abcdef0123"
+
+
+def test_re_merges_with_the_chosen_locations_then_renders_the_variant_previews() -> None:
+    merged: c.MergeOutput = {
+        "results_blob": f"results/{TASK}/detections.{REPEATS_REMOVED}.json",
+        "csv_blob": f"results/{TASK}/detections.{REPEATS_REMOVED}.csv",
+        "repeats_blob": f"results/{TASK}/repeated-detections.json", "container": "trapbatch",
+        "images": 25, "failed": 0, "with_detections": 5, "detections": 9, "empty": 20, "missing": 0,
+        "detections_marked": 6}
+    previews: c.PreviewsOutput = {"container": "$web", "counts": {"detections": 5}}
+    removal: c.RepeatsInput = {"task_id": TASK, "model": "MDV5A", "request_name": "site A",
+                               "remove": ["r00001", "r00003"]}
+    answers: dict[str, Any] = {c.REMOVE_REPEATS: merged, c.PREVIEWS: previews}
+
+    run = run_orchestrator(remove_repeats, removal, answers, instance_id=f"{TASK}-repeats")
+
+    assert run.status == "Completed"
+    assert run.activity_names == [c.REMOVE_REPEATS, c.PREVIEWS]
+    assert run.inputs(c.REMOVE_REPEATS) == [{"task_id": TASK, "model": "MDV5A", "remove": ["r00001", "r00003"],
+                                            "completed_at": T0.isoformat()}]
+    assert run.inputs(c.PREVIEWS) == [{"task_id": TASK, "model": "MDV5A", "request_name": "site A",
+                                       "variant": REPEATS_REMOVED}]
+    assert run.stages == [Stage.merging, Stage.publishing, Stage.completed]
+    assert run.statuses[0]["locations"] == 2
+    assert run.output == {
+        "stage": Stage.completed, "started": T0.isoformat(), "finished": T0.isoformat(), "locations": 2,
+        "detections_marked": 6,
+        "results": {"container": "trapbatch", "blob": merged["results_blob"], "csv": merged["csv_blob"]},
+        "previews": previews}
+    assert run.custom_status == run.output

@@ -1,0 +1,61 @@
+"""Self-checks of the replay harness itself (tiny inline orchestrators), so a harness bug cannot pass for a pass."""
+from __future__ import annotations
+
+import itertools
+from typing import Any, Generator
+
+import azure.durable_functions as df
+import pytest
+
+from tests.orchestrations.replay import HarnessError, run_orchestrator
+
+RETRY = df.RetryOptions(first_retry_interval_in_milliseconds=1000, max_number_of_attempts=2)
+
+
+def test_fan_out_with_a_retried_failure_keeps_task_ids_and_results_in_order() -> None:
+    def orchestrator(context: df.DurableOrchestrationContext) -> Generator[Any, Any, Any]:
+        values = yield context.task_all([context.call_activity_with_retry("square", RETRY, i) for i in range(3)])
+        return values
+
+    failed = set()
+
+    def square(name: str, n: Any) -> Any:
+        if n == 1 and n not in failed:
+            failed.add(n)
+            raise RuntimeError("once")
+        return n * n
+
+    run = run_orchestrator(orchestrator, None, square)
+
+    assert run.status == "Completed" and run.output == [0, 1, 4]
+    assert [(c.input, c.attempt) for c in run.activities] == [(0, 1), (1, 1), (2, 1), (1, 2)]
+    assert [t.retry for t in run.timers] == [True]
+
+
+def test_a_failing_child_fails_the_parent_task() -> None:
+    def parent(context: df.DurableOrchestrationContext) -> Generator[Any, Any, Any]:
+        try:
+            yield context.call_sub_orchestrator("child", 1, "child-1")
+        except Exception as exc:
+            return f"caught {exc}"
+        return "no error"
+
+    def child(name: str, instance_id: str, payload: Any) -> Any:
+        raise ValueError("child broke")
+
+    run = run_orchestrator(parent, None, {}, children=child)
+
+    assert run.status == "Completed" and "child broke" in run.output
+    assert [(s.name, s.instance_id, s.input) for s in run.sub_orchestrations] == [("child", "child-1", 1)]
+
+
+def test_non_deterministic_replay_is_reported() -> None:
+    counter = itertools.count()
+
+    def orchestrator(context: df.DurableOrchestrationContext) -> Generator[Any, Any, Any]:
+        yield context.call_activity("work", next(counter))  # a different input on every replay
+        yield context.call_activity("work", "again")
+        return None
+
+    with pytest.raises(HarnessError, match="non-deterministic"):
+        run_orchestrator(orchestrator, None, {"work": 1})

@@ -1,0 +1,221 @@
+"""Branches of the shard-group orchestrator (``run_shards``), replayed by the real Durable SDK with a scripted pool."""
+from __future__ import annotations
+
+from typing import Any
+
+from core import contracts as c
+from core.contracts import ShardStatus, Stage
+from core.settings import OrchestrationKnobs
+from gpu_batch.layout import parse_pool_task_id, pool_task_id, shard_id
+from orchestrations.shards import run_shards
+from tests.orchestrations.replay import HarnessError, Run, run_orchestrator
+
+TASK = "task-0123456789abcdef0123"
+IMAGES = 10  # images per shard in these tests
+
+
+def knobs(**overrides: Any) -> dict[str, Any]:
+    return OrchestrationKnobs(**overrides).to_dict()
+
+
+def row(pool_task: str, missing: int = 0, failed: int = 0, images: int = IMAGES) -> c.CompletedShard:
+    sid, attempt = parse_pool_task_id(pool_task)
+    return {"task_id": pool_task, "shard_id": sid, "attempt": attempt, "result": "success", "exit_code": 0,
+            "failure_message": None, "images": images, "covered": images - missing, "failed": failed,
+            "missing": missing}
+
+
+class Pool:
+    """The pool activities, scripted. A pool task completes once it has been polled ``runs_for`` times (default 1),
+    reporting ``missing[pool task id]`` images still missing (default 0); ``cancel_on_poll`` makes that poll (1-based)
+    report the cancel marker; ``resubmit`` answers the resubmit activity (default: it submits the next attempt);
+    ``extra_rows`` adds rows (e.g. stale ones) to a given poll."""
+
+    def __init__(self, runs_for: dict[str, int] | None = None, missing: dict[str, int] | None = None,
+                 cancel_on_poll: int | None = None, resubmit: dict[str, Any] | None = None,
+                 extra_rows: dict[int, list[c.CompletedShard]] | None = None) -> None:
+        self.runs_for = runs_for or {}
+        self.missing = missing or {}
+        self.cancel_on_poll = cancel_on_poll
+        self.resubmit = resubmit
+        self.extra_rows = extra_rows or {}
+        self.polled: dict[str, int] = {}
+        self.polls = 0
+
+    def __call__(self, name: str, payload: Any) -> Any:
+        assert payload["task_id"] == TASK
+        if name == c.SUBMIT:
+            return {"submitted": len(payload["shards"])}
+        if name == c.POLL:
+            self.polls += 1
+            if self.polls > 200:
+                raise HarnessError("the orchestrator keeps polling")
+            rows = []
+            for tid in payload["task_ids"]:
+                self.polled[tid] = self.polled.get(tid, 0) + 1
+                if self.polled[tid] >= self.runs_for.get(tid, 1):
+                    rows.append(row(tid, self.missing.get(tid, 0)))
+            rows += self.extra_rows.get(self.polls, [])
+            running = len(payload["task_ids"]) - len(rows)
+            return {"cancelled": self.polls == self.cancel_on_poll, "completed": rows, "running": running,
+                    "queued": 0, "images_in_progress": 0}
+        if name == c.RESUBMIT:
+            if self.resubmit is not None:
+                return self.resubmit
+            prior = pool_task_id(payload["shard_id"], payload["attempt"] - 1)
+            return {"missing": self.missing.get(prior, 0), "submitted": True}
+        if name == c.CANCEL:
+            return {"cancelled": True}
+        raise HarnessError(f"unexpected activity {name}")
+
+
+def run_group(shards: int, pool: Pool, **knob_overrides: Any) -> Run:
+    return run_orchestrator(run_shards, {"task_id": TASK, "knobs": knobs(**knob_overrides),
+                                         "shards": [shard_id(i) for i in range(shards)]}, pool,
+                            instance_id=f"{TASK}-shards-0000")
+
+
+def pool_ids(*pairs: tuple[int, int]) -> list[str]:
+    return [pool_task_id(shard_id(i), a) for i, a in pairs]
+
+
+def test_submits_no_more_than_max_in_flight_and_refills_as_shards_finish() -> None:
+    s0, s1, s2, s3 = (shard_id(i) for i in range(4))
+    pool = Pool(runs_for={pool_task_id(s1, 1): 3})
+    run = run_group(4, pool, max_in_flight=2)
+
+    assert run.status == "Completed"
+    assert [call["shards"] for call in run.inputs(c.SUBMIT)] == [[[s0, 1], [s1, 1]], [[s2, 1]], [[s3, 1]]]
+    assert [call["task_ids"] for call in run.inputs(c.POLL)] == [
+        pool_ids((0, 1), (1, 1)), pool_ids((1, 1), (2, 1)), pool_ids((1, 1), (3, 1))]
+    assert run.output["cancelled"] is False
+    assert run.output["done"] == 4 and run.output["images_done"] == 4 * IMAGES
+    assert run.custom_status["stage"] == Stage.detecting and run.custom_status["done"] == 4
+
+
+def test_continues_as_new_with_its_state_and_goes_on_from_there() -> None:
+    s0, s1 = shard_id(0), shard_id(1)
+    # s0 needs three polls; a generation holds two polls.
+    pool = Pool(runs_for={pool_task_id(s0, 1): 3})
+    run = run_group(2, pool, max_in_flight=1, polls_per_generation=2, poll_min_s=30, poll_max_s=300)
+
+    assert run.status == "Completed"
+    first = run.continued_as_new[0]
+    assert first["task_id"] == TASK and first["knobs"] == knobs(max_in_flight=1, polls_per_generation=2)
+    assert first["state"] == {s0: {"attempt": 1, "status": ShardStatus.submitted},
+                              s1: {"attempt": 1, "status": ShardStatus.pending}}
+    assert first["delay"] == 120.0  # two polls without completions: 30 -> 60 -> 120, carried over
+    assert first["shards"] == [s0, s1]
+    # The next generation does not submit s0 again, keeps its back-off, then finishes it and submits s1.
+    assert [(call.execution, call.input["shards"]) for call in run.calls(c.SUBMIT)] == [(0, [[s0, 1]]), (1, [[s1, 1]])]
+    assert [t.delay_s for t in run.orchestrator_timers if t.execution == 1][0] == 120.0
+    assert [call.input["task_ids"] for call in run.calls(c.POLL) if call.execution == 1] == [
+        pool_ids((0, 1)), pool_ids((1, 1))]
+    # Two polls in generation 2 as well: a third generation starts with everything done and returns at once.
+    assert len(run.continued_as_new) == 2
+    assert all(s["status"] == ShardStatus.done for s in run.continued_as_new[1]["state"].values())
+    assert run.executions == 3 and not [call for call in run.activities if call.execution == 2]
+    assert "continued" not in run.output
+    assert {k: run.output[k] for k in ("cancelled", "shards", "done", "images_done")} == {
+        "cancelled": False, "shards": 2, "done": 2, "images_done": 2 * IMAGES}
+
+
+def test_gives_a_shard_up_after_max_attempts() -> None:
+    s0 = shard_id(0)
+    pool = Pool(missing={pool_task_id(s0, 1): 4, pool_task_id(s0, 2): 3})
+    run = run_group(1, pool, max_attempts=2)
+
+    assert run.status == "Completed"
+    assert run.inputs(c.RESUBMIT) == [{"task_id": TASK, "shard_id": s0, "attempt": 2}]
+    assert [call["task_ids"] for call in run.inputs(c.POLL)] == [pool_ids((0, 1)), pool_ids((0, 2))]
+    assert run.output["given_up"] == 1 and run.output["done"] == 0
+    assert run.output["images_missing"] == 3 and run.output["images_done"] == IMAGES - 3
+    assert run.output["resubmissions"] == 1
+    assert run.custom_status["given_up"] == 1 and run.custom_status["images_missing"] == 3
+
+
+def test_ignores_a_stale_report_about_an_older_attempt() -> None:
+    s0 = shard_id(0)
+    a1, a2 = pool_task_id(s0, 1), pool_task_id(s0, 2)
+    # Attempt 1 leaves 5 missing; the poll after the resubmission reports attempt 1 again (late, stale) while
+    # attempt 2 still runs; the poll after that completes attempt 2.
+    pool = Pool(runs_for={a2: 2}, missing={a1: 5}, extra_rows={2: [row(a1, missing=5)]})
+    run = run_group(1, pool, max_attempts=3)
+
+    assert run.status == "Completed"
+    assert run.inputs(c.RESUBMIT) == [{"task_id": TASK, "shard_id": s0, "attempt": 2}]  # no attempt 3
+    assert [call["task_ids"] for call in run.inputs(c.POLL)] == [[a1], [a2], [a2]]
+    assert run.output["done"] == 1 and run.output["images_missing"] == 0 and run.output["resubmissions"] == 1
+
+
+def test_shard_is_done_when_the_resubmission_finds_nothing_missing() -> None:
+    s0 = shard_id(0)
+    pool = Pool(missing={pool_task_id(s0, 1): 2}, resubmit={"missing": 0, "submitted": False})
+    run = run_group(1, pool)
+
+    assert run.status == "Completed"
+    assert run.inputs(c.RESUBMIT) == [{"task_id": TASK, "shard_id": s0, "attempt": 2}]
+    assert len(run.calls(c.POLL)) == 1  # nothing left in flight: no attempt 2 to watch
+    assert run.output["done"] == 1 and run.output["submitted"] == 0
+    assert run.output["images_done"] == IMAGES and run.output["images_missing"] == 0
+
+
+def test_resubmits_only_the_shard_with_missing_images_as_its_next_attempt() -> None:
+    s0, s1, s2 = (shard_id(i) for i in range(3))
+    pool = Pool(missing={pool_task_id(s1, 1): 3})
+    run = run_group(3, pool)
+
+    assert run.status == "Completed"
+    assert run.inputs(c.RESUBMIT) == [{"task_id": TASK, "shard_id": s1, "attempt": 2}]
+    assert [call["shards"] for call in run.inputs(c.SUBMIT)] == [[[s0, 1], [s1, 1], [s2, 1]]]  # only the first
+    assert [call["task_ids"] for call in run.inputs(c.POLL)] == [pool_ids((0, 1), (1, 1), (2, 1)), pool_ids((1, 2))]
+    assert run.output["done"] == 3 and run.output["resubmissions"] == 1
+    assert run.output["images_done"] == 3 * IMAGES and run.output["images_missing"] == 0
+
+
+def test_a_transient_resubmit_failure_is_retried_alongside_the_other_resubmissions() -> None:
+    s0, s1 = shard_id(0), shard_id(1)
+    pool = Pool(missing={pool_task_id(s0, 1): 2, pool_task_id(s1, 1): 4})
+    failures = {"left": 1}
+
+    def flaky(name: str, payload: Any) -> Any:
+        if name == c.RESUBMIT and payload["shard_id"] == s0 and failures["left"]:
+            failures["left"] -= 1
+            raise ConnectionError("pool service busy")
+        return pool(name, payload)
+
+    run = run_orchestrator(run_shards, {"task_id": TASK, "knobs": knobs(), "shards": [s0, s1]}, flaky)
+
+    assert run.status == "Completed"
+    assert [(call.input["shard_id"], call.attempt, call.error is None) for call in run.calls(c.RESUBMIT)] == [
+        (s0, 1, False), (s1, 1, True), (s0, 2, True)]
+    assert [call["task_ids"] for call in run.inputs(c.POLL)] == [pool_ids((0, 1), (1, 1)), pool_ids((0, 2), (1, 2))]
+    assert run.output["done"] == 2 and run.output["resubmissions"] == 2
+
+
+def test_cancel_marker_cancels_the_pool_tasks_in_flight_and_stops() -> None:
+    s0, s1, s2 = (shard_id(i) for i in range(3))
+    pool = Pool(runs_for={pool_task_id(s1, 1): 5}, cancel_on_poll=2)
+    run = run_group(3, pool, max_in_flight=2)
+
+    assert run.status == "Completed"
+    assert [call["shards"] for call in run.inputs(c.SUBMIT)] == [[[s0, 1], [s1, 1]], [[s2, 1]]]
+    assert run.inputs(c.CANCEL) == [{"task_id": TASK, "task_ids": pool_ids((1, 1), (2, 1))}]
+    assert run.activity_names[-1] == c.CANCEL  # nothing after the cancel
+    assert len(run.calls(c.POLL)) == 2
+    assert run.output["cancelled"] is True
+    assert run.custom_status["stage"] == Stage.cancelled
+
+
+def test_poll_delay_doubles_up_to_the_maximum_and_resets_after_a_completion() -> None:
+    s0, s1 = shard_id(0), shard_id(1)
+    pool = Pool(runs_for={pool_task_id(s0, 1): 5, pool_task_id(s1, 1): 2})
+    run = run_group(2, pool, max_in_flight=1, poll_min_s=30, poll_max_s=200)
+
+    assert run.status == "Completed"
+    assert [t.delay_s for t in run.orchestrator_timers] == [30, 60, 120, 200, 200, 30, 60]
+    # Each poll happens when its timer has fired, on the orchestration clock.
+    fire_times = [t.fire_at for t in run.orchestrator_timers]
+    assert fire_times == sorted(fire_times)
+    assert run.output["done"] == 2
+

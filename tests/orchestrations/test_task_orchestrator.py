@@ -1,0 +1,171 @@
+"""Branches of the task orchestrator, replayed by the real Durable SDK with scripted activities and children."""
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from core import contracts as c
+from core.contracts import Stage
+from core.ids import shards_instance_id
+from core.settings import OrchestrationKnobs
+from gpu_batch.layout import parse_pool_task_id, shard_id
+from orchestrations.shards import run_shards
+from orchestrations.task import task_orchestrator
+from tests.orchestrations.replay import T0, HarnessError, Run, run_orchestrator
+
+TASK = "task-0123456789abcdef0123"
+REQUEST = {"container": "cams", "prefix": "2024/site-a/", "model": "MDV5A", "request_name": "site A"}
+
+
+def task_input(request: dict[str, Any] | None = None, **knob_overrides: Any) -> c.TaskInput:
+    return {"task_id": TASK, "request": request or REQUEST, "knobs": OrchestrationKnobs(**knob_overrides).to_dict()}
+
+
+def merged(missing: int = 0) -> c.MergeOutput:
+    return {"results_blob": f"results/{TASK}/detections.json", "csv_blob": f"results/{TASK}/detections.csv",
+            "repeats_blob": f"results/{TASK}/repeated-detections.json", "container": "trapbatch",
+            "images": 25, "failed": 1, "with_detections": 7, "detections": 12, "empty": 17 - missing,
+            "missing": missing, "repeated_locations": 2}
+
+
+PREVIEWS: c.PreviewsOutput = {"container": "$web", "counts": {"detections": 7, "empty": 17}}
+
+
+def activities(images: int = 25, shards: int = 3, missing: int = 0) -> Any:
+    """Enumeration, merge and previews, plus a pool on which every shard attempt completes at its first poll."""
+
+    def answer(name: str, payload: Any) -> Any:
+        assert payload["task_id"] == TASK
+        if name == c.ENUMERATE:
+            return {"images": images, "shards": shards}
+        if name == c.MERGE:
+            return merged(missing)
+        if name == c.PREVIEWS:
+            return PREVIEWS
+        if name == c.SUBMIT:
+            return {"submitted": len(payload["shards"])}
+        if name == c.POLL:
+            rows = []
+            for tid in payload["task_ids"]:
+                sid, attempt = parse_pool_task_id(tid)
+                rows.append({"task_id": tid, "shard_id": sid, "attempt": attempt, "result": "success",
+                             "exit_code": 0, "failure_message": None, "images": 10, "covered": 10, "failed": 0,
+                             "missing": 0})
+            return {"cancelled": False, "completed": rows, "running": 0, "queued": 0, "images_in_progress": 0}
+        raise HarnessError(f"unexpected activity {name}")
+
+    return answer
+
+
+def finished_group(shards: int, resubmissions: int = 0, cancelled: bool = False) -> c.ShardsOutcome:
+    return {"cancelled": cancelled, "shards": shards, "pending": 0, "submitted": 0, "done": shards, "given_up": 0,
+            "images_done": 10 * shards, "images_failed": 0, "images_missing": 0, "resubmissions": resubmissions,
+            "images_in_progress": 0, "pool_running": 0, "pool_queued": 0}
+
+
+def run_task(input_: c.TaskInput, answer: Any, children: Any = None) -> Run:
+    return run_orchestrator(task_orchestrator, input_, answer, orchestrators={c.SHARDS_ORCHESTRATOR: run_shards},
+                            children=children, instance_id=TASK)
+
+
+@pytest.mark.parametrize("prefix", ["2024/site-a/", ""])
+def test_fails_with_a_message_naming_the_place_when_there_are_no_images(prefix: str) -> None:
+    run = run_task(task_input({**REQUEST, "prefix": prefix}), activities(images=0, shards=0))
+
+    assert run.status == "Failed"
+    assert "no images" in (run.error or "") and "'cams'" in (run.error or "")
+    assert (f"under prefix '{prefix}'" in (run.error or "")) == bool(prefix)
+    assert run.custom_status["stage"] == Stage.failed
+    assert "'cams'" in run.custom_status["error"]
+    assert run.activity_names == [c.ENUMERATE] and not run.sub_orchestrations
+    assert run.inputs(c.ENUMERATE) == [{"task_id": TASK, "request": {**REQUEST, "prefix": prefix}}]
+
+
+def test_runs_one_shard_group_sub_orchestration_per_group() -> None:
+    groups = {shards_instance_id(TASK, 0): finished_group(2, resubmissions=1),
+              shards_instance_id(TASK, 1): finished_group(2, resubmissions=0),
+              shards_instance_id(TASK, 2): finished_group(1, resubmissions=2)}
+
+    def child(name: str, instance_id: str, payload: Any) -> Any:
+        assert name == c.SHARDS_ORCHESTRATOR
+        return groups[instance_id]
+
+    knob_values = task_input(shards_per_group=2)["knobs"]
+    run = run_task(task_input(shards_per_group=2), activities(shards=5), children=child)
+
+    assert run.status == "Completed"
+    assert [(s.name, s.instance_id, s.input) for s in run.sub_orchestrations] == [
+        (c.SHARDS_ORCHESTRATOR, shards_instance_id(TASK, g), {"task_id": TASK, "knobs": knob_values,
+                                                              "shards": [shard_id(i) for i in ids]})
+        for g, ids in enumerate([[0, 1], [2, 3], [4]])]
+    detecting = next(s for s in run.statuses if s["stage"] == Stage.detecting)
+    assert {k: detecting[k] for k in ("images", "shards", "groups")} == {"images": 25, "shards": 5, "groups": 3}
+    assert run.output["resubmissions"] == 3 and run.output["shards"] == 5
+
+
+def test_a_cancelled_group_cancels_the_task_without_merging() -> None:
+    def child(name: str, instance_id: str, payload: Any) -> Any:
+        return finished_group(len(payload["shards"]), cancelled=instance_id == shards_instance_id(TASK, 1))
+
+    run = run_task(task_input(shards_per_group=1), activities(shards=3), children=child)
+
+    assert run.status == "Completed"
+    assert len(run.sub_orchestrations) == 3  # every group is awaited
+    assert c.MERGE not in run.activity_names and c.PREVIEWS not in run.activity_names
+    assert run.output["stage"] == Stage.cancelled and run.output["task_id"] == TASK
+    assert run.custom_status["stage"] == Stage.cancelled
+    assert "finished" in run.output and "results" not in run.output
+
+
+def test_all_groups_done_merges_then_publishes_and_completes() -> None:
+    run = run_task(task_input(shards_per_group=2), activities(shards=3))
+
+    assert run.status == "Completed"
+    # The real shard-group orchestrator ran as the children, through the same replay.
+    assert [s.run.status if s.run else None for s in run.sub_orchestrations] == ["Completed", "Completed"]
+    assert [s.result["done"] for s in run.sub_orchestrations] == [2, 1]
+    assert run.activity_names == [c.ENUMERATE, c.MERGE, c.PREVIEWS]
+    merge_call = run.calls(c.MERGE)[0]
+    assert merge_call.input["task_id"] == TASK and merge_call.input["model"] == "MDV5A"
+    assert merge_call.input["completed_at"] > T0.isoformat()  # the orchestration clock, after the groups' timers
+    assert run.inputs(c.PREVIEWS) == [{"task_id": TASK, "model": "MDV5A", "request_name": "site A"}]
+    assert run.stages == [Stage.enumerating, Stage.detecting, Stage.merging, Stage.publishing, Stage.completed]
+    out = run.output
+    assert out["stage"] == Stage.completed and out["task_id"] == TASK
+    assert {k: out[k] for k in ("images", "failed", "missing", "with_detections", "detections", "shards")} == {
+        "images": 25, "failed": 1, "missing": 0, "with_detections": 7, "detections": 12, "shards": 3}
+    assert out["results"] == {"container": "trapbatch", "blob": f"results/{TASK}/detections.json",
+                              "csv": f"results/{TASK}/detections.csv"}
+    assert out["repeated_detections"] == {"locations": 2, "blob": f"results/{TASK}/repeated-detections.json"}
+    assert out["previews"] == PREVIEWS
+    assert run.custom_status == {k: v for k, v in out.items() if k != "task_id"}
+
+
+def test_images_still_missing_after_the_merge_complete_with_errors() -> None:
+    run = run_task(task_input(), activities(shards=1, missing=3))
+
+    assert run.status == "Completed"
+    assert run.activity_names == [c.ENUMERATE, c.MERGE, c.PREVIEWS]
+    assert run.output["stage"] == Stage.completed_with_errors and run.output["missing"] == 3
+    assert run.custom_status["stage"] == Stage.completed_with_errors
+
+
+@pytest.mark.parametrize("failures, status", [(2, "Completed"), (3, "Failed")])
+def test_enumeration_is_retried_on_transient_storage_errors(failures: int, status: str) -> None:
+    answer = activities(shards=1)
+    seen = {"n": 0}
+
+    def flaky(name: str, payload: Any) -> Any:
+        if name == c.ENUMERATE:
+            seen["n"] += 1
+            if seen["n"] <= failures:
+                raise ConnectionError("storage throttled")
+        return answer(name, payload)
+
+    run = run_task(task_input(), flaky)
+
+    assert run.status == status
+    assert [call.attempt for call in run.calls(c.ENUMERATE)] == list(range(1, min(failures + 1, 3) + 1))
+    if status == "Failed":
+        assert "storage throttled" in (run.error or "") and not run.sub_orchestrations

@@ -1,0 +1,83 @@
+"""The layering rules, written once, checked on the import graph of every module (lazy imports inside functions too).
+
+    gpu_batch        the GPU worker and pools: stands alone on the nodes, imports nothing of the app
+    core             pure logic: core, and only gpu_batch's contract modules (pure, torch- and azure-free)
+    adapters         clients of the outside world: core, adapters, gpu_batch's contracts
+    orchestrations   deterministic orchestrators: core, orchestrations, the blob layout and shard contract; never an
+                     activity, never an adapter (no I/O)
+    activities       I/O steps: core, adapters, activities, gpu_batch's contracts; never an orchestrator
+    api              HTTP and blob-drop edges: core, adapters, api, the blob layout; never an activity
+    devhost          the stand-in for the Functions host: nothing of the app (it loads function_app by name)
+    function_app     registers the blueprints of activities, api and orchestrations
+
+gpu_batch's contracts are ``layout`` (blob names, ids), ``manifest`` (the shard document), ``pool`` (the pool
+interface and its clients) and ``storage_refs`` (source-account references); ``gpu_batch.worker`` (torch) is for the
+nodes only.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+APP = ("core", "adapters", "activities", "orchestrations", "api", "gpu_batch", "devhost", "function_app")
+CONTRACTS = ("gpu_batch.layout", "gpu_batch.manifest", "gpu_batch.pool", "gpu_batch.storage_refs")
+ALLOWED: dict[str, tuple[str, ...]] = {
+    "gpu_batch": ("gpu_batch",),
+    "core": ("core", "gpu_batch.layout", "gpu_batch.manifest"),
+    "adapters": ("core", "adapters", *CONTRACTS),
+    "orchestrations": ("core", "orchestrations", "gpu_batch.layout", "gpu_batch.manifest"),
+    "activities": ("core", "adapters", "activities", *CONTRACTS),
+    "api": ("core", "adapters", "api", "gpu_batch.layout"),
+    "devhost": ("devhost",),
+    "function_app": ("activities", "api", "orchestrations"),
+}
+
+
+def _modules() -> list[Path]:
+    files = [ROOT / "function_app.py"]
+    for package in APP[:-1]:
+        files += [p for p in (ROOT / package).rglob("*.py") if "tests" not in p.relative_to(ROOT).parts]
+    return sorted(files)
+
+
+def _imports(path: Path) -> set[str]:
+    """Every app module a file imports, as dotted names (``from x import y`` counts ``x.y`` when y is a module)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names
+                         if (ROOT / node.module.replace(".", "/") / f"{alias.name}.py").exists()
+                         or (ROOT / node.module.replace(".", "/") / alias.name).is_dir())
+    return {name for name in found if name.split(".")[0] in APP}
+
+
+def _allowed(name: str, rules: tuple[str, ...]) -> bool:
+    return any(name == rule or name.startswith(rule + ".") or rule.startswith(name + ".") for rule in rules)
+
+
+def test_every_app_package_has_a_rule() -> None:
+    assert set(ALLOWED) == set(APP)
+
+
+@pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_imports_follow_the_layering(path: Path) -> None:
+    layer = path.relative_to(ROOT).parts[0].removesuffix(".py")
+    bad = sorted(name for name in _imports(path) if not _allowed(name, ALLOWED[layer]))
+    assert not bad, f"{path.relative_to(ROOT)} ({layer}) imports {bad}; {layer} may import only {ALLOWED[layer]}"
+
+
+def test_the_checker_sees_lazy_and_from_imports(tmp_path: Path) -> None:
+    """The rule test itself must catch what it is for: an import hidden in a function, and a ``from`` import."""
+    sample = tmp_path / "sample.py"
+    sample.write_text("def f():\n    from activities.merge import run_merge\n    import gpu_batch.worker.loader\n")
+    assert {"activities.merge", "gpu_batch.worker.loader"} <= _imports(sample)
+    assert not _allowed("activities.merge", ALLOWED["orchestrations"])
+    assert not _allowed("gpu_batch.worker.loader", ALLOWED["activities"])
+    assert _allowed("gpu_batch.layout", ALLOWED["orchestrations"])
