@@ -14,11 +14,12 @@ PYTEST_ARGS ?=
 
 setup: $(STAMP) node_modules/.bin/azurite
 
-$(STAMP): requirements/app.txt requirements/worker.txt requirements/dev.txt requirements/oracle.txt scripts/install_oracle_deps.sh
+$(STAMP): requirements/app.txt requirements/worker.txt requirements/dev.txt requirements/platform-test.txt requirements/oracle.txt scripts/install_oracle_deps.sh
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] >= (3, 11) else "Python 3.11+ is needed; set PYTHON=python3.11")'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -r requirements/app.txt -r requirements/dev.txt
+	$(PIP) install -q --no-deps --ignore-requires-python -r requirements/platform-test.txt
 	$(PIP) install -q -r requirements/worker.txt
 	bash scripts/install_oracle_deps.sh $(VENV)
 	touch $(STAMP)

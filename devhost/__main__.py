@@ -41,9 +41,17 @@ def main(argv: list[str] | None = None) -> int:
     app = getattr(importlib.import_module(module_name), attr or "app")
 
     from devhost.host import DevHost
+    from devhost.worker_indexing import WorkerIndexingError, WorkerUnavailableError
 
-    host = DevHost(app, connection, task_hub=args.hub, host=args.host, port=args.port,
-                   activity_workers=args.activity_workers, blob_poll_s=args.blob_poll_seconds)
+    try:
+        host = DevHost(app, connection, task_hub=args.hub, host=args.host, port=args.port,
+                       activity_workers=args.activity_workers, blob_poll_s=args.blob_poll_seconds)
+    except (WorkerIndexingError, WorkerUnavailableError) as exc:
+        # Azure would refuse to load this app (one refused function fails the whole app): so does devhost.
+        print(f"devhost: not serving {args.app}: {exc}", file=sys.stderr, flush=True)
+        if azurite:
+            azurite.stop()
+        return 3
     host.start()
     print(f"devhost: serving {args.app} on {host.base_url}/api/ (task hub {args.hub}); Ctrl-C stops", flush=True)
     stop = threading.Event()

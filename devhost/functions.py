@@ -1,13 +1,19 @@
 """Index a v2-model Functions app the way the Python worker does: ``app.get_functions()``, once.
 
 ``get_functions()`` is not idempotent once blueprints are registered (a second call raises "does not have a unique
-function name"), so the index is cached on the app object and shared by every DevHost built from it.
+function name"), so its functions and the index are cached on the app object and shared by every DevHost built from it.
+
+Before indexing, every function goes through the published worker's own indexing and binding validation
+(``devhost.worker_indexing``): an app the real worker would refuse (e.g. an activity parameter annotated
+``dict[str, Any]``) is refused here too, with the worker's messages, instead of running locally and failing on Azure.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
+
+from devhost.worker_indexing import check_functions
 
 
 @dataclass
@@ -57,8 +63,13 @@ def index_app(app: Any) -> AppIndex:
     cached = getattr(app, "_devhost_index", None)
     if cached is not None:
         return cached  # type: ignore[no-any-return]
+    functions = getattr(app, "_devhost_functions", None)
+    if functions is None:
+        functions = app.get_functions()
+        app._devhost_functions = functions
+    check_functions(functions)  # raises WorkerIndexingError with the worker's messages
     index = AppIndex()
-    for f in app.get_functions():
+    for f in functions:
         trigger = f.get_trigger()
         name = f.get_function_name()
         client_arg = next((b.name for b in f.get_bindings() if b.type == "durableClient"), None)

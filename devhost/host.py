@@ -1,6 +1,7 @@
 """DevHost: serve an unchanged v2-model Functions app (``function_app.py``) the way ``func host start`` would.
 
-Pieces: ``functions.index_app`` (what the Python worker indexes), ``engine.Engine`` (the Durable extension's
+Pieces: ``functions.index_app`` (what the Python worker indexes, refused where the published worker's own binding
+validation refuses it: ``worker_indexing``), ``engine.Engine`` (the Durable extension's
 dispatchers, state in Azure Storage via ``store.Store``), ``http_server.HttpFront`` (HTTP triggers, the management
 API, /web/), ``blob_trigger.BlobPoller``. One asyncio loop in a background thread runs the HTTP server and every
 async user function (the Durable SDK's client keeps one global aiohttp session, bound to one loop).

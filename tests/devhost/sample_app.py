@@ -5,6 +5,7 @@ import datetime as dt
 import json
 import os
 import threading
+from typing import Dict
 
 import azure.durable_functions as df
 import azure.functions as func
@@ -22,7 +23,7 @@ def say_hello(city: str) -> str:
 
 
 @bp.activity_trigger(input_name="payload", activity="Double")
-async def double_it(payload: dict[str, int]) -> dict[str, int]:
+async def double_it(payload: Dict[str, int]) -> dict[str, int]:
     return {"n": payload["n"] * 2}
 
 
