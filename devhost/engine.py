@@ -50,6 +50,14 @@ class InstanceGone(RuntimeError):
     pass
 
 
+class _UnscheduledCompletion(Exception):
+    """A completion arrived for a task id the history never scheduled; the orchestration fails (a host bug)."""
+
+
+# The one retry failure or retry-timer firing an episode delivers last: (message, its event, "fail" or "timer").
+_Special = tuple[dict[str, Any], dict[str, Any], str]
+
+
 def _new_doc(execution_id: str) -> dict[str, Any]:
     return {"execution_id": execution_id, "history": [], "input": None, "recorded": [], "action_ids": [],
             "next_seq": 0, "open": {}, "done": [], "consumed": []}
@@ -57,6 +65,42 @@ def _new_doc(execution_id: str) -> dict[str, Any]:
 
 def _json_or_none(value: Any) -> str | None:
     return None if value is None else json.dumps(value)
+
+
+def _start_event_first(doc: dict[str, Any], new_events: list[dict[str, Any]]) -> bool:
+    """Move the ``ExecutionStarted`` event to the front of a new history's events; False when there is none yet.
+
+    Why: a history must begin with its start event, but the episode's messages come sorted by row key, and an event
+    raised right after the start (its key is a timestamp) sorts before ``start-<execution>``.
+    """
+    if not doc["history"] and new_events[0]["EventType"] != h.EXECUTION_STARTED:
+        starts = [e for e in new_events if e["EventType"] == h.EXECUTION_STARTED]
+        if not starts:
+            return False
+        new_events.remove(starts[0])
+        new_events.insert(0, starts[0])
+    return True
+
+
+def _append_to_history(doc: dict[str, Any], new_events: list[dict[str, Any]], consumed: list[dict[str, Any]],
+                       special: _Special | None, now: Any) -> None:
+    """Append an ``OrchestratorStarted`` and ``new_events`` to the history, as the Durable extension does.
+
+    Earlier events are marked played, so the SDK replays them; completions close their open task ids (except the
+    retry chain's own, which ``_record_actions`` handles); the consumed message ids are kept, so a message
+    re-delivered after a crash is dropped.
+    """
+    for e in doc["history"]:
+        e["IsPlayed"] = True
+    doc["history"].append(h.event(h.ORCHESTRATOR_STARTED, at=now))
+    for e in new_events:
+        doc["history"].append({**e, "Timestamp": h.ts(now), "IsPlayed": False})
+        tid = e.get("TimerId") if e["EventType"] == h.TIMER_FIRED else e.get("TaskScheduledId")
+        if e["EventType"] in h.COMPLETIONS or e["EventType"] == h.TIMER_FIRED:
+            doc["done"].append(tid)
+            if special is None or e is not special[1]:
+                doc["open"].pop(str(tid), None)  # the retry chain's own entry is handled with the actions
+    doc["consumed"].extend(m["RowKey"] for m in consumed)
 
 
 class Engine:
@@ -234,18 +278,61 @@ class Engine:
         self._notify_parent({**inst, "Output": json.dumps(message), "Error": message}, "Failed")
 
     def _episode(self, iid: str, msgs: list[dict[str, Any]]) -> bool:
+        """Run one episode of instance ``iid`` on its due ``msgs`` (see the module docstring); returns whether it
+        did any work, so the dispatcher loop knows whether to sleep.
+        """
         inst = self.store.get_instance(iid)
         if inst is None or inst["Status"] in TERMINAL:
-            for m in msgs:
-                self.store.delete_message(m)
-            return bool(msgs)
+            return self._delete_messages(msgs)
         execution = inst["ExecutionId"]
+        doc = self._current_history(iid, execution)
+        try:
+            new_events, consumed, special = self._sort_messages(doc, execution, msgs)
+        except _UnscheduledCompletion as exc:
+            self._fail(iid, inst, doc, str(exc))
+            self._delete_messages(msgs)
+            return True
+        if not new_events:
+            return self._delete_messages(consumed)
+        if not _start_event_first(doc, new_events):
+            return False  # nothing can happen before the start message arrives
+
+        now = h.utcnow()
+        _append_to_history(doc, new_events, consumed, special, now)
+        self._replay_and_apply(iid, inst, doc, special, now)
+        self._delete_messages(consumed)
+        return True
+
+    def _delete_messages(self, msgs: list[dict[str, Any]]) -> bool:
+        """Delete ``msgs`` from the queue; returns whether there were any (deleting them counts as work done)."""
+        for m in msgs:
+            self.store.delete_message(m)
+        return bool(msgs)
+
+    def _current_history(self, iid: str, execution: str) -> dict[str, Any]:
+        """The saved history of ``execution``, or an empty one.
+
+        Why check the execution id: after ``continue_as_new`` the store still holds the previous execution's
+        history until the new one's first episode saves over it.
+        """
         doc = self.store.load_history(iid)
         if doc is None or doc["execution_id"] != execution:
             doc = _new_doc(execution)
+        return doc
+
+    def _sort_messages(self, doc: dict[str, Any], execution: str, msgs: list[dict[str, Any]]
+                       ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], _Special | None]:
+        """Split ``msgs`` into the events this episode delivers and the messages it consumes.
+
+        Returns ``(new_events, consumed, special)``. Stale, duplicate and already-delivered messages are consumed
+        without an event. ``special`` is the one retry failure or retry-timer firing this episode delivers, last
+        (the sequence numbering in the module docstring needs that); the others stay queued for later episodes.
+        Records the start message's input in ``doc``. Raises ``_UnscheduledCompletion`` for a completion of a task
+        id the history never scheduled.
+        """
         consumed: list[dict[str, Any]] = []
         new_events: list[dict[str, Any]] = []
-        special: tuple[dict[str, Any], dict[str, Any], str] | None = None
+        special: _Special | None = None
         for m in msgs:
             if m["ExecutionId"] not in (execution, ANY_EXECUTION) or m["RowKey"] in doc["consumed"]:
                 consumed.append(m)  # stale (older execution) or already delivered before a crash
@@ -267,11 +354,8 @@ class Engine:
                     if t == h.TIMER_FIRED:
                         consumed.append(m)
                         continue
-                    self._fail(iid, inst, doc, f"devhost received a completion for task id {tid}, which this "
-                               f"orchestration never scheduled (event type {t}); this is a host bug")
-                    for x in msgs:
-                        self.store.delete_message(x)
-                    return True
+                    raise _UnscheduledCompletion(f"devhost received a completion for task id {tid}, which this "
+                                                 f"orchestration never scheduled (event type {t}); this is a host bug")
                 is_retry_failure = t in (h.TASK_FAILED, h.SUBORCH_FAILED) and spec.get("retry")
                 if is_retry_failure or spec.get("retry_timer"):
                     if special is None:
@@ -282,30 +366,13 @@ class Engine:
         if special is not None:
             new_events.append(special[1])
             consumed.append(special[0])
-        if not new_events:
-            for m in consumed:
-                self.store.delete_message(m)
-            return bool(consumed)
-        if not doc["history"] and new_events[0]["EventType"] != h.EXECUTION_STARTED:
-            starts = [e for e in new_events if e["EventType"] == h.EXECUTION_STARTED]
-            if not starts:
-                return False  # nothing can happen before the start message arrives
-            new_events.remove(starts[0])
-            new_events.insert(0, starts[0])
+        return new_events, consumed, special
 
-        now = h.utcnow()
-        for e in doc["history"]:
-            e["IsPlayed"] = True
-        doc["history"].append(h.event(h.ORCHESTRATOR_STARTED, at=now))
-        for e in new_events:
-            doc["history"].append({**e, "Timestamp": h.ts(now), "IsPlayed": False})
-            tid = e.get("TimerId") if e["EventType"] == h.TIMER_FIRED else e.get("TaskScheduledId")
-            if e["EventType"] in h.COMPLETIONS or e["EventType"] == h.TIMER_FIRED:
-                doc["done"].append(tid)
-                if special is None or e is not special[1]:
-                    doc["open"].pop(str(tid), None)  # the retry chain's own entry is handled with the actions
-        doc["consumed"].extend(m["RowKey"] for m in consumed)
-
+    def _replay_and_apply(self, iid: str, inst: dict[str, Any], doc: dict[str, Any], special: _Special | None,
+                          now: Any) -> None:
+        """Replay the orchestrator over ``doc``, check and record its new actions, then save and carry them out;
+        or fail the instance when the orchestrator raised or broke determinism.
+        """
         state = self._replay(iid, inst, doc)
         effects: list[tuple[Any, ...]] = []
         error = state.get("error")
@@ -315,9 +382,6 @@ class Engine:
             self._fail(iid, inst, doc, error)
         else:
             self._finish_episode(iid, inst, doc, state, effects)
-        for m in consumed:
-            self.store.delete_message(m)
-        return True
 
     def _replay(self, iid: str, inst: dict[str, Any], doc: dict[str, Any]) -> dict[str, Any]:
         payload = {"history": doc["history"], "instanceId": iid, "isReplaying": False,

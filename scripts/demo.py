@@ -25,7 +25,7 @@ import requests
 
 from adapters.blobs import BlobStore, service_client
 from core import mdformat
-from devhost.azurite import free_port, start_azurite
+from devhost.azurite import Azurite, free_port, start_azurite
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples" / "images"
@@ -102,7 +102,7 @@ def validate_with_megadetector(doc: dict[str, Any]) -> str:
 
 
 def progress_line(st: dict[str, Any]) -> str:
-    stage = st.get("stage", "?")
+    stage: str = st.get("stage", "?")
     if stage == "detecting":
         done, total = st.get("images_done", 0), st.get("images", 0)
         rate = st.get("images_per_second")
@@ -115,10 +115,12 @@ def progress_line(st: dict[str, Any]) -> str:
 
 
 def main() -> int:
+    """Run the demo (module docstring); 0 when the task completed and its results check out.
+
+    Any failure ends it with ``SystemExit`` and its reason; the ``finally`` stops devhost and Azurite either way.
+    """
     t0 = time.monotonic()
-    if OUT.exists():
-        shutil.rmtree(OUT)
-    (OUT / "previews").mkdir(parents=True)
+    _fresh_output_folder()
     model = demo_model()
     say("starting Azurite (in memory) ...")
     azurite = start_azurite(log_path=OUT / "azurite.log")
@@ -129,85 +131,148 @@ def main() -> int:
         n_files = upload_samples(store)
         say(f"uploaded {n_files} sample files to container '{CONTAINER}'")
         port = free_port()
-        env = {**os.environ, "AzureWebJobsStorage": conn, "TRAPBATCH_POOL": "local",
-               "TRAPBATCH_POLL_MIN_S": "1", "TRAPBATCH_POLL_MAX_S": "3", "TRAPBATCH_IMAGES_PER_SHARD": "10",
-               "TRAPBATCH_PREVIEW_THRESHOLD": str(THRESHOLD),
-               "TRAPBATCH_LOCAL_CONCURRENCY": os.environ.get("TRAPBATCH_LOCAL_CONCURRENCY", "1")}
         log = OUT / "devhost.log"
         say(f"starting devhost on http://127.0.0.1:{port} (log: {_show(log)}) ...")
-        devhost = subprocess.Popen([sys.executable, "-m", "devhost", "--port", str(port), "--hub", "demo"],
-                                   cwd=ROOT, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        devhost = _start_devhost(port, conn, log)
         base = f"http://127.0.0.1:{port}"
         wait_http(base + "/api/tasks/task-00000000000000000000", devhost, log)
-        body = {"container": CONTAINER, "model": model, "request_name": "trapbatch demo"}
-        r = requests.post(base + "/api/tasks", json=body, timeout=30)
-        if r.status_code not in (200, 202):
-            raise SystemExit(f"POST /api/tasks answered {r.status_code}: {r.text}")
-        task_id = r.json()["id"]
-        say(f"task {task_id} started; status: {r.json()['status_url']}")
-        last = ""
-        t_start = time.monotonic()
-        while True:
-            st = requests.get(f"{base}/api/tasks/{task_id}", timeout=30).json()
-            line = progress_line(st)
-            if line != last:
-                say(f"[{time.monotonic() - t_start:6.1f}s] {line}")
-                last = line
-            if st.get("runtime_status") in ("Completed", "Failed", "Terminated"):
-                break
-            if time.monotonic() - t_start > 1800:
-                raise SystemExit("the demo task did not finish within 30 minutes; see demo-output/devhost.log")
-            time.sleep(1)
-        task_seconds = time.monotonic() - t_start
-        if st["runtime_status"] != "Completed":
-            raise SystemExit(f"task ended {st['runtime_status']}: {st.get('error')}; see demo-output/devhost.log")
-        res = requests.get(f"{base}/api/tasks/{task_id}/results", timeout=30).json()
-        doc = store.read_json(res["results"]["container"], res["results"]["blob"])
-        (OUT / "detections.json").write_text(json.dumps(doc, indent=1))
-        (OUT / "detections.csv").write_bytes(store.read_bytes(res["results"]["container"], res["results"]["csv"]))
-        expected = [p.relative_to(SAMPLES).as_posix() for p in SAMPLES.rglob("*")
-                    if p.is_file() and p.suffix.lower() in (".jpg", ".jpeg", ".png", ".gif")]
-        mdformat.validate(doc, expected_files=expected)
-        md_check = validate_with_megadetector(doc)
-        unflagged = [im["file"] for im in doc["images"] if "corrupt" in im["file"] and not im.get("failure")]
-        if unflagged:
-            raise SystemExit(f"corrupt sample images were not reported as failures: {unflagged}")
-        web = res["previews"]["container"]
-        folder = res["previews"]["folder"]
-        for name in store.list_names(web, f"{folder}/"):
-            dest = OUT / "previews" / name[len(folder) + 1:]
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            dest.write_bytes(store.read_bytes(web, name))
-        counts = mdformat.summarize(doc["images"], THRESHOLD)
-        wall = time.monotonic() - t0
-        say("=" * 78)
-        say(f"results:  {_show(OUT)}/detections.json  (MegaDetector format {doc['info']['format_version']}; {md_check})")
-        say(f"table:    {_show(OUT)}/detections.csv  (one row per image, for spreadsheets)")
-        say(f"previews: {_show(OUT)}/previews/index.html  (served live at {res['previews']['local_url']} while devhost runs)")
-        say(f"images: {counts['images']}  with detections >= {THRESHOLD}: {counts['with_detections']} "
-            f"({counts['detections']} detections)  empty: {counts['empty']}  failures: {counts['failed']}")
-        for im in doc["images"]:
-            if im.get("failure"):
-                say(f"  failure: {im['file']}: {im['failure']}")
-        repeats = st.get("repeated_detections") or {}
-        if repeats:
-            say(f"repeated detections (same box in >= 20 images of a folder): {repeats.get('locations', 0)} places; "
-                "see the preview page")
-        say(f"task time {task_seconds:.1f}s ({counts['images'] / task_seconds:.2f} img/s end to end), "
-            f"demo wall time {wall:.1f}s")
-        if not os.environ.get("TRAPBATCH_MODEL"):
-            say("(random-weight model: the detections above are meaningless)")
+        task_id = _start_task(base, model)
+        st, task_seconds = _wait_for_task(base, task_id)
+        res, doc = _download_results(store, base, task_id)
+        md_check = _check_results(doc)
+        _copy_previews(store, res)
+        _print_summary(doc, res, st, md_check, task_seconds, t0)
         return 0
     finally:
-        if devhost is not None and devhost.poll() is None:
-            os.killpg(devhost.pid, signal.SIGTERM)
-            try:
-                devhost.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(devhost.pid, signal.SIGKILL)
-        azurite.stop()
-        say("stopped devhost and Azurite")
+        _stop_services(devhost, azurite)
+
+
+def _fresh_output_folder() -> None:
+    """Empty ``OUT`` and create its ``previews`` folder, so nothing from an earlier run is mistaken for this one's."""
+    if OUT.exists():
+        shutil.rmtree(OUT)
+    (OUT / "previews").mkdir(parents=True)
+
+
+def _start_devhost(port: int, conn: str, log: Path) -> subprocess.Popen[bytes]:
+    """Start devhost on ``port`` against Azurite, with the local pool, its output going to ``log``.
+
+    Why these settings: short polls and 10-image shards let the few sample images show several shards and live
+    progress within seconds; its own process group lets ``_stop_services`` stop it with everything it started.
+    """
+    env = {**os.environ, "AzureWebJobsStorage": conn, "TRAPBATCH_POOL": "local",
+           "TRAPBATCH_POLL_MIN_S": "1", "TRAPBATCH_POLL_MAX_S": "3", "TRAPBATCH_IMAGES_PER_SHARD": "10",
+           "TRAPBATCH_PREVIEW_THRESHOLD": str(THRESHOLD),
+           "TRAPBATCH_LOCAL_CONCURRENCY": os.environ.get("TRAPBATCH_LOCAL_CONCURRENCY", "1")}
+    return subprocess.Popen([sys.executable, "-m", "devhost", "--port", str(port), "--hub", "demo"],
+                            cwd=ROOT, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def _start_task(base: str, model: str) -> str:
+    """Start the demo task through the HTTP API, as a user would, and return its id."""
+    body = {"container": CONTAINER, "model": model, "request_name": "trapbatch demo"}
+    r = requests.post(base + "/api/tasks", json=body, timeout=30)
+    if r.status_code not in (200, 202):
+        raise SystemExit(f"POST /api/tasks answered {r.status_code}: {r.text}")
+    task_id: str = r.json()["id"]
+    say(f"task {task_id} started; status: {r.json()['status_url']}")
+    return task_id
+
+
+def _wait_for_task(base: str, task_id: str) -> tuple[dict[str, Any], float]:
+    """Poll the task's status, showing each change of progress, until it ends; return its last status and seconds.
+
+    Exits (``SystemExit``) when the task does not finish within 30 minutes or ends other than ``Completed``.
+    """
+    last = ""
+    t_start = time.monotonic()
+    while True:
+        st = requests.get(f"{base}/api/tasks/{task_id}", timeout=30).json()
+        line = progress_line(st)
+        if line != last:
+            say(f"[{time.monotonic() - t_start:6.1f}s] {line}")
+            last = line
+        if st.get("runtime_status") in ("Completed", "Failed", "Terminated"):
+            break
+        if time.monotonic() - t_start > 1800:
+            raise SystemExit("the demo task did not finish within 30 minutes; see demo-output/devhost.log")
+        time.sleep(1)
+    task_seconds = time.monotonic() - t_start
+    if st["runtime_status"] != "Completed":
+        raise SystemExit(f"task ended {st['runtime_status']}: {st.get('error')}; see demo-output/devhost.log")
+    return st, task_seconds
+
+
+def _download_results(store: BlobStore, base: str, task_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Copy the merged results (JSON and CSV) into ``OUT``; return the API's results answer and the JSON document."""
+    res: dict[str, Any] = requests.get(f"{base}/api/tasks/{task_id}/results", timeout=30).json()
+    doc = store.read_json(res["results"]["container"], res["results"]["blob"])
+    (OUT / "detections.json").write_text(json.dumps(doc, indent=1))
+    (OUT / "detections.csv").write_bytes(store.read_bytes(res["results"]["container"], res["results"]["csv"]))
+    return res, doc
+
+
+def _check_results(doc: dict[str, Any]) -> str:
+    """Check the results list every sample once in MegaDetector's format and flag the corrupt samples as failures.
+
+    Returns how the format was validated, for the summary. Why the demo checks: it is also an end-to-end test
+    (``tests/integration/test_demo.py``), and a newcomer should see a broken pipeline fail, not a wrong file.
+    """
+    expected = [p.relative_to(SAMPLES).as_posix() for p in SAMPLES.rglob("*")
+                if p.is_file() and p.suffix.lower() in (".jpg", ".jpeg", ".png", ".gif")]
+    mdformat.validate(doc, expected_files=expected)
+    md_check = validate_with_megadetector(doc)
+    unflagged = [im["file"] for im in doc["images"] if "corrupt" in im["file"] and not im.get("failure")]
+    if unflagged:
+        raise SystemExit(f"corrupt sample images were not reported as failures: {unflagged}")
+    return md_check
+
+
+def _copy_previews(store: BlobStore, res: dict[str, Any]) -> None:
+    """Copy the preview site out of storage into ``OUT/previews``, so it outlives the in-memory Azurite."""
+    web = res["previews"]["container"]
+    folder = res["previews"]["folder"]
+    for name in store.list_names(web, f"{folder}/"):
+        dest = OUT / "previews" / name[len(folder) + 1:]
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(store.read_bytes(web, name))
+
+
+def _print_summary(doc: dict[str, Any], res: dict[str, Any], st: dict[str, Any], md_check: str,
+                   task_seconds: float, t0: float) -> None:
+    """Say where the outputs are, what was found, and how long the task and the whole demo (since ``t0``) took."""
+    counts = mdformat.summarize(doc["images"], THRESHOLD)
+    wall = time.monotonic() - t0
+    say("=" * 78)
+    say(f"results:  {_show(OUT)}/detections.json  (MegaDetector format {doc['info']['format_version']}; {md_check})")
+    say(f"table:    {_show(OUT)}/detections.csv  (one row per image, for spreadsheets)")
+    say(f"previews: {_show(OUT)}/previews/index.html  (served live at {res['previews']['local_url']} while devhost runs)")
+    say(f"images: {counts['images']}  with detections >= {THRESHOLD}: {counts['with_detections']} "
+        f"({counts['detections']} detections)  empty: {counts['empty']}  failures: {counts['failed']}")
+    for im in doc["images"]:
+        if im.get("failure"):
+            say(f"  failure: {im['file']}: {im['failure']}")
+    repeats = st.get("repeated_detections") or {}
+    if repeats:
+        say(f"repeated detections (same box in >= 20 images of a folder): {repeats.get('locations', 0)} places; "
+            "see the preview page")
+    say(f"task time {task_seconds:.1f}s ({counts['images'] / task_seconds:.2f} img/s end to end), "
+        f"demo wall time {wall:.1f}s")
+    if not os.environ.get("TRAPBATCH_MODEL"):
+        say("(random-weight model: the detections above are meaningless)")
+
+
+def _stop_services(devhost: subprocess.Popen[bytes] | None, azurite: Azurite) -> None:
+    """Stop devhost (its whole process group: SIGTERM, then SIGKILL after 15 s) and Azurite, whatever happened."""
+    if devhost is not None and devhost.poll() is None:
+        os.killpg(devhost.pid, signal.SIGTERM)
+        try:
+            devhost.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(devhost.pid, signal.SIGKILL)
+    azurite.stop()
+    say("stopped devhost and Azurite")
 
 
 if __name__ == "__main__":

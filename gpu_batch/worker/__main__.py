@@ -27,7 +27,14 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+if TYPE_CHECKING:  # the real imports wait until main has set up the environment torch reads (see _run)
+    from gpu_batch.manifest import ShardManifest
+    from gpu_batch.worker.loader import LoadedModel
+    from gpu_batch.worker.pipeline import PipelineOptions, ShardSummary
+    from gpu_batch.worker.results import ResultSink
+    from gpu_batch.worker.sources import ImageSource
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
@@ -103,25 +110,104 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 
 
 def _run(args: argparse.Namespace, env: Mapping[str, str], fault: Any) -> int:
-    imports_started = time.monotonic()
-    import torch
+    """Run one shard and return its exit code; each helper below owns one step and the exit code of its failure.
 
-    from gpu_batch.manifest import ShardManifest
-    from gpu_batch.worker import faults, sources
-    from gpu_batch.worker.caches import model_cache_dir
-    from gpu_batch.worker.loader import ModelLoadError, compile_model, load_model, resolve_model_file
+    Why the steps stay in this order: the shard's clock starts after the imports, the CUDA warm-up overlaps the model
+    load, and the images' account is checked (exit 5) before the model is downloaded (exit 3).
+    """
+    imports_started = time.monotonic()
+    _import_worker_modules()
+    from gpu_batch.worker import faults
     from gpu_batch.worker.devices import start_cuda_warmup
-    from gpu_batch.worker.pipeline import PipelineOptions, ShardSummary, run_images
-    from gpu_batch.worker.results import FileSink, OutputNotWritable, ResultWriter, load_resumable
+    from gpu_batch.worker.pipeline import ShardSummary, run_images
+    from gpu_batch.worker.results import OutputNotWritable, ResultWriter
 
     # The shard's clock starts here, after the imports, as the benchmark times MegaDetector from after its imports;
     # the import time is reported separately.
     started = time.monotonic()
     import_s = started - imports_started
 
+    blob_mode = _is_blob_mode(args)
+    service, manifest = _read_manifest(args, env, blob_mode)
+    label = f"task={manifest.task_id} shard={manifest.shard_id} attempt={manifest.attempt}"
+    device = _choose_device(args.device)
+    start_cuda_warmup(device)  # overlaps CUDA/cuDNN/nvJPEG initialisation with the model download and load
+    opened = _open_images_and_output(args, env, blob_mode, service, manifest, label)
+    if opened is None:
+        return EXIT_SOURCE
+    source, sink = opened
+
+    loaded = _load_detector(args, env, service, manifest, device, label)
+    if loaded is None:
+        return EXIT_MODEL
+    path, model = loaded
+    model_loaded_s = time.monotonic() - started
+    logger.info("%s loaded %s on %s (fp16=%s, compiled=%s) in %.1fs", label, path, device, model.half,
+                args.compile, model_loaded_s)
+
+    images = list(dict.fromkeys(manifest.images))  # a name listed twice gets one entry
+    summary = ShardSummary(images=len(images))
+    kept = _load_finished_results(sink, images, label)
+    if kept is None:
+        return EXIT_OUTPUT
+    summary.skipped_resumed = len(kept)
+    todo = [name for name in images if name not in kept]
+    info = _results_info(manifest, path)
+    writer = ResultWriter(sink, info, initial=kept, flush_seconds=args.flush_seconds,
+                          on_flushed=fault.after_flush, flush_at_new=fault.crash_threshold)
+    options = _pipeline_options(args, label)
+    logger.info("%s %d images, %d already done, %d to process", label, len(images), len(kept), len(todo))
+    try:
+        writer.start()
+        run_images(todo, source, model, writer, manifest.detection_threshold, options, summary)
+        writer.close(_completed_info(info))
+    except OutputNotWritable as exc:
+        logger.error("%s %s", label, exc)
+        return EXIT_OUTPUT
+    if fault.kind == "corrupt_output":
+        sink.write(faults.CORRUPT_BYTES)
+    summary.seconds = time.monotonic() - started
+    logger.info("%s finished: %s", label, summary.to_dict())
+    print(_summary_json(summary, args, device, started, import_s, model_loaded_s), flush=True)
+    return EXIT_OK
+
+
+def _import_worker_modules() -> None:
+    """Import torch and every worker module a shard needs, before the shard's clock starts.
+
+    Why a step of its own: the benchmark times MegaDetector from after its imports, so the summary's ``seconds``
+    must leave out torch's import (reported as ``import_s``); the helpers below then find these modules already
+    loaded. Why not at module top: ``main`` must choose the compile cache before torch is imported, and a bad
+    argument should exit without paying for torch.
+    """
+    import torch  # noqa: F401
+
+    import gpu_batch.manifest  # noqa: F401
+    from gpu_batch.worker import faults, sources, caches, loader, devices, pipeline, results  # noqa: F401
+
+
+def _is_blob_mode(args: argparse.Namespace) -> bool:
+    """Whether the manifest comes from blob storage (Batch tasks, the local pool) rather than a file (bench, tests).
+
+    Why refuse both and neither: the two modes read images and write results in different places, so a mix of
+    their flags has no sensible meaning.
+    """
     blob_mode = bool(args.manifest_container or args.manifest_blob)
     if blob_mode == bool(args.manifest_file):
         raise _Usage("give either --manifest-container and --manifest-blob, or --manifest-file")
+    return blob_mode
+
+
+def _read_manifest(args: argparse.Namespace, env: Mapping[str, str],
+                   blob_mode: bool) -> tuple[Any, ShardManifest]:
+    """Fetch and parse the shard manifest; in blob mode also return the storage client it came through.
+
+    Why every failure becomes ``_Usage``: without a manifest there is no shard to run, which is exit 2 whatever the
+    cause; the reason is kept in the message for the log.
+    """
+    from gpu_batch.manifest import ShardManifest
+    from gpu_batch.worker import sources
+
     service = None
     try:
         if blob_mode:
@@ -140,15 +226,36 @@ def _run(args: argparse.Namespace, env: Mapping[str, str], fault: Any) -> int:
         raise _Usage(str(exc)) from exc
     except Exception as exc:  # noqa: BLE001 - any failure to obtain a manifest is exit 2, with the reason logged
         raise _Usage(f"cannot read the shard manifest: {type(exc).__name__}: {exc}") from exc
+    return service, manifest
 
-    label = f"task={manifest.task_id} shard={manifest.shard_id} attempt={manifest.attempt}"
-    if args.device == "auto":
+
+def _choose_device(requested: str) -> str:
+    """Turn ``--device`` into ``"cuda"`` or ``"cpu"``.
+
+    Why ``--device cuda`` without a GPU is a usage error rather than a fall-back to the CPU: the caller asked for a
+    GPU, and a quiet CPU run would hide that the node has none.
+    """
+    import torch
+
+    if requested == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    elif args.device == "cuda" and not torch.cuda.is_available():
+    elif requested == "cuda" and not torch.cuda.is_available():
         raise _Usage("--device cuda but no CUDA device is available")
     else:
-        device = args.device
-    start_cuda_warmup(device)  # overlaps CUDA/cuDNN/nvJPEG initialisation with the model download and load
+        device = requested
+    return device
+
+
+def _open_images_and_output(args: argparse.Namespace, env: Mapping[str, str], blob_mode: bool, service: Any,
+                            manifest: ShardManifest, label: str) -> tuple[ImageSource, Any] | None:
+    """Open where the shard's images come from and where its results go.
+
+    Returns ``None`` (already logged) when the images' storage account cannot be opened, which ``_run`` turns into
+    exit 5: that is a configuration problem (a missing or unreadable secret), not a bad manifest.
+    """
+    from gpu_batch.worker import sources
+    from gpu_batch.worker.results import FileSink
+
     if blob_mode:
         assert service is not None
         from gpu_batch import storage_refs
@@ -159,12 +266,26 @@ def _run(args: argparse.Namespace, env: Mapping[str, str], fault: Any) -> int:
             image_service = storage_refs.source_service(ref, lambda: own, storage_refs.secret_reader_from_env(env))
         except storage_refs.SourceAccessError as exc:
             logger.error("%s images cannot be read: %s", label, exc)
-            return EXIT_SOURCE
+            return None
         source: sources.ImageSource = sources.BlobImageSource(image_service, manifest.source_container)
         sink: Any = sources.BlobSink(service, manifest.output_container, manifest.output_blob)
     else:
         source = sources.LocalFolderSource(args.image_root)
         sink = FileSink(args.output_file or manifest.output_blob)
+    return source, sink
+
+
+def _load_detector(args: argparse.Namespace, env: Mapping[str, str], service: Any, manifest: ShardManifest,
+                   device: str, label: str) -> tuple[Path, LoadedModel] | None:
+    """Resolve the checkpoint (``--model`` or the manifest's), load it onto ``device``, compile it if asked.
+
+    Returns the checkpoint's local path and the model, or ``None`` (already logged) when it cannot be resolved or
+    loaded, which ``_run`` turns into exit 3. Why the blob fetcher: a ``blob://`` model is downloaded through the
+    storage client (the shard's own in blob mode, else one built from the environment).
+    """
+    from gpu_batch.worker import sources
+    from gpu_batch.worker.caches import model_cache_dir
+    from gpu_batch.worker.loader import ModelLoadError, compile_model, load_model, resolve_model_file
 
     model_ref = args.model or manifest.model
     try:
@@ -178,53 +299,70 @@ def _run(args: argparse.Namespace, env: Mapping[str, str], fault: Any) -> int:
             model = compile_model(model)
     except (ModelLoadError, sources.StorageConfigError) as exc:
         logger.error("%s model %r cannot be loaded: %s", label, model_ref, exc)
-        return EXIT_MODEL
-    model_loaded_s = time.monotonic() - started
-    logger.info("%s loaded %s on %s (fp16=%s, compiled=%s) in %.1fs", label, path, device, model.half,
-                args.compile, model_loaded_s)
+        return None
+    return path, model
 
-    images = list(dict.fromkeys(manifest.images))  # a name listed twice gets one entry
-    summary = ShardSummary(images=len(images))
+
+def _load_finished_results(sink: ResultSink, images: list[str], label: str) -> dict[str, dict[str, Any]] | None:
+    """The results an earlier attempt of this shard already wrote for ``images``, so a retry resumes.
+
+    Returns ``None`` (already logged) when the output location cannot even be read, which ``_run`` turns into
+    exit 4, the code for an output location the worker cannot use.
+    """
+    from gpu_batch.worker.results import load_resumable
+
     try:
         kept = load_resumable(sink, images)
     except Exception as exc:  # noqa: BLE001 - cannot even read the output location
         logger.error("%s output %s unreadable: %s", label, sink.describe(), exc)
-        return EXIT_OUTPUT
-    summary.skipped_resumed = len(kept)
-    todo = [name for name in images if name not in kept]
-    info = {"detector": Path(str(path)).name, "trapbatch": {
+        return None
+    return kept
+
+
+def _results_info(manifest: ShardManifest, path: Path) -> dict[str, Any]:
+    """The results file's ``info`` block while the shard runs: ``complete`` stays false until the last result.
+
+    Why: results are flushed while the shard runs, so whoever reads the file (a crashed attempt's, say) must be able
+    to tell a partial file from a finished one.
+    """
+    return {"detector": Path(str(path)).name, "trapbatch": {
         "task_id": manifest.task_id, "shard_id": manifest.shard_id, "attempt": manifest.attempt,
         "detection_threshold": manifest.detection_threshold, "complete": False}}
-    writer = ResultWriter(sink, info, initial=kept, flush_seconds=args.flush_seconds,
-                          on_flushed=fault.after_flush, flush_at_new=fault.crash_threshold)
-    options = PipelineOptions(batch_size=args.batch_size, workers=args.workers, flush_seconds=args.flush_seconds,
-                              cudnn_benchmark=args.cudnn_benchmark,
-                              cudnn_benchmark_limit=args.cudnn_benchmark_limit,
-                              log_seconds=args.log_seconds, shard_label=label)
-    logger.info("%s %d images, %d already done, %d to process", label, len(images), len(kept), len(todo))
-    try:
-        writer.start()
-        run_images(todo, source, model, writer, manifest.detection_threshold, options, summary)
-        done_info = {**info["trapbatch"], "complete": True}  # type: ignore[dict-item]
-        writer.close({"trapbatch": done_info,
-                      "detection_completion_time": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())})
-    except OutputNotWritable as exc:
-        logger.error("%s %s", label, exc)
-        return EXIT_OUTPUT
-    if fault.kind == "corrupt_output":
-        sink.write(faults.CORRUPT_BYTES)
-    summary.seconds = time.monotonic() - started
-    logger.info("%s finished: %s", label, summary.to_dict())
+
+
+def _completed_info(info: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``info`` fields written with the final flush: ``complete`` true and MegaDetector's completion time (UTC)."""
+    done_info = {**info["trapbatch"], "complete": True}
+    return {"trapbatch": done_info,
+            "detection_completion_time": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}
+
+
+def _pipeline_options(args: argparse.Namespace, label: str) -> PipelineOptions:
+    """The pipeline's tuning knobs from the command line; ``label`` prefixes its log lines."""
+    from gpu_batch.worker.pipeline import PipelineOptions
+
+    return PipelineOptions(batch_size=args.batch_size, workers=args.workers, flush_seconds=args.flush_seconds,
+                           cudnn_benchmark=args.cudnn_benchmark,
+                           cudnn_benchmark_limit=args.cudnn_benchmark_limit,
+                           log_seconds=args.log_seconds, shard_label=label)
+
+
+def _summary_json(summary: ShardSummary, args: argparse.Namespace, device: str, started: float, import_s: float,
+                  model_loaded_s: float) -> str:
+    """The one-line JSON summary that ends stdout (fields in the module docstring).
+
+    Why one line of JSON: the last stdout line is the worker's machine-readable result (``bench/worker_throughput.py``
+    parses it), whatever was logged before it.
+    """
     steady = summary.steady_img_s()
-    print(json.dumps({**summary.to_dict(), "batch_size": summary.batch_size, "device": device,
-                      "compiled": bool(args.compile),
-                      "cudnn_benchmark": summary.cudnn_benchmark, "import_s": round(import_s, 3),
-                      "model_load_s": round(model_loaded_s, 3),
-                      "first_batch_s": (round(summary.first_batch_at - started, 3)
-                                        if summary.first_batch_at is not None else None),
-                      "steady_img_s": round(steady, 3) if steady is not None else None,
-                      "stages": {k: round(v, 3) for k, v in sorted(summary.stages.items())}}), flush=True)
-    return EXIT_OK
+    return json.dumps({**summary.to_dict(), "batch_size": summary.batch_size, "device": device,
+                       "compiled": bool(args.compile),
+                       "cudnn_benchmark": summary.cudnn_benchmark, "import_s": round(import_s, 3),
+                       "model_load_s": round(model_loaded_s, 3),
+                       "first_batch_s": (round(summary.first_batch_at - started, 3)
+                                         if summary.first_batch_at is not None else None),
+                       "steady_img_s": round(steady, 3) if steady is not None else None,
+                       "stages": {k: round(v, 3) for k, v in sorted(summary.stages.items())}})
 
 
 if __name__ == "__main__":

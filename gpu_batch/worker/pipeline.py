@@ -15,7 +15,7 @@ import logging
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
@@ -143,20 +143,66 @@ def run_images(names: Sequence[str], source: ImageSource, model: LoadedModel, wr
     detector = Detector(model, threshold)
     stages = make_stages(model, detector)
     if model.device.type == "cuda":
-        tune = options.cudnn_benchmark
-        torch.backends.cudnn.benchmark = cudnn_benchmark_pays(len(names)) if tune is None else tune
-        summary.cudnn_benchmark = torch.backends.cudnn.benchmark
-        if options.cudnn_benchmark_limit is not None:
-            torch.backends.cudnn.benchmark_limit = options.cudnn_benchmark_limit
-        logger.info("%s cuDNN algorithm tuning %s for %d images", options.shard_label,
-                    "on" if torch.backends.cudnn.benchmark else "off", len(names))
+        _choose_cudnn_tuning(len(names), options, summary)
     batch_size = options.batch_size or stages.default_batch_size()
     summary.batch_size = batch_size
     prefetch = options.prefetch or max(4 * batch_size, 2 * options.workers)
     meter = _Throughput(options.log_seconds, options.shard_label, len(names))
     buckets = _Buckets(batch_size)
     clock = StageClock()
+    emit = _result_emitter(writer, summary, meter, stop_check)
 
+    pending: set[Future[Prepared]] = set()
+    todo = iter(names)
+    pool = ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="fetch-decode")
+
+    def submit(name: str) -> Future[Prepared]:
+        return pool.submit(stages.prepare, source, name)
+
+    try:
+        with BatchOverlap(stages, emit, clock, pad_to=batch_size if stages.pads_tail else None,
+                          label=options.shard_label) as overlap:
+            exhausted = False
+            while True:
+                if not exhausted:
+                    exhausted = _fetch_ahead(todo, pending, prefetch, submit)
+                if not pending:
+                    break
+                t0 = time.monotonic()
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                clock.since("main_wait_fetch_s", t0)
+                _batch_or_report(finished, buckets, overlap, emit)
+            for batch in buckets.rest():
+                overlap.submit(batch)
+            overlap.drain()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # on a stop, queued downloads are dropped, not waited for
+        summary.stages = {**clock.snapshot(), **describe_stages(stages)}
+
+
+def _choose_cudnn_tuning(images: int, options: PipelineOptions, summary: ShardSummary) -> None:
+    """Switch cuDNN's per-shape algorithm search on or off for this shard (CUDA only) and record the choice.
+
+    Why per shard: the search only pays back on long shards (``cudnn_benchmark_pays``) unless the options force it;
+    the summary reports which way it went so throughput figures can be compared.
+    """
+    tune = options.cudnn_benchmark
+    torch.backends.cudnn.benchmark = cudnn_benchmark_pays(images) if tune is None else tune
+    summary.cudnn_benchmark = torch.backends.cudnn.benchmark
+    if options.cudnn_benchmark_limit is not None:
+        torch.backends.cudnn.benchmark_limit = options.cudnn_benchmark_limit
+    logger.info("%s cuDNN algorithm tuning %s for %d images", options.shard_label,
+                "on" if torch.backends.cudnn.benchmark else "off", images)
+
+
+def _result_emitter(writer: ResultWriter, summary: ShardSummary, meter: _Throughput,
+                    stop_check: Callable[[], None] | None) -> Callable[[list[Entry]], None]:
+    """The callback every finished entry goes through: to ``writer``, into ``summary`` and the throughput log.
+
+    Why one callback for the fetch failures and for ``BatchOverlap``'s results (which it emits on this thread):
+    every image is counted and written the same way, and a writer error or a stop request is raised right after
+    the result that revealed it. It also stamps the first and last result times ``ShardSummary.steady_img_s`` needs.
+    """
     def emit(entries: list[Entry]) -> None:
         for entry in entries:
             writer.add(entry)
@@ -174,36 +220,36 @@ def run_images(names: Sequence[str], source: ImageSource, model: LoadedModel, wr
             if summary.first_batch_at is None:
                 summary.first_batch_at, summary.done_at_first_batch = now, summary.done
 
-    pending: set[Future[Prepared]] = set()
-    todo = iter(names)
-    pool = ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="fetch-decode")
-    try:
-        with BatchOverlap(stages, emit, clock, pad_to=batch_size if stages.pads_tail else None,
-                          label=options.shard_label) as overlap:
-            exhausted = False
-            while True:
-                while not exhausted and len(pending) < prefetch:
-                    name = next(todo, None)
-                    if name is None:
-                        exhausted = True
-                        break
-                    pending.add(pool.submit(stages.prepare, source, name))
-                if not pending:
-                    break
-                t0 = time.monotonic()
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                clock.since("main_wait_fetch_s", t0)
-                for fut in finished:
-                    item = fut.result()
-                    if item.failure is not None:
-                        emit([failure_entry(item.name, item.failure)])
-                        continue
-                    batch = buckets.add(item)
-                    if batch is not None:
-                        overlap.submit(batch)
-            for batch in buckets.rest():
-                overlap.submit(batch)
-            overlap.drain()
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)  # on a stop, queued downloads are dropped, not waited for
-        summary.stages = {**clock.snapshot(), **describe_stages(stages)}
+    return emit
+
+
+def _fetch_ahead(todo: Iterator[str], pending: set[Future[Prepared]], prefetch: int,
+                 submit: Callable[[str], Future[Prepared]]) -> bool:
+    """Start fetch+decode of the next names until ``prefetch`` are in flight; returns whether ``todo`` ran out.
+
+    Why a bound: at most ``prefetch`` decoded images wait in memory, however long the shard.
+    """
+    while len(pending) < prefetch:
+        name = next(todo, None)
+        if name is None:
+            return True
+        pending.add(submit(name))
+    return False
+
+
+def _batch_or_report(finished: set[Future[Prepared]], buckets: _Buckets, overlap: BatchOverlap,
+                     emit: Callable[[list[Entry]], None]) -> None:
+    """Route each prepared image: one that failed to load becomes its failure entry now; the rest go into
+    ``buckets``, and a bucket that is due goes to ``overlap`` as a batch.
+
+    Why report failures here: an image that could not be read or decoded has nothing to batch, and its failure is
+    data in the results, not an error of the shard.
+    """
+    for fut in finished:
+        item = fut.result()
+        if item.failure is not None:
+            emit([failure_entry(item.name, item.failure)])
+            continue
+        batch = buckets.add(item)
+        if batch is not None:
+            overlap.submit(batch)
