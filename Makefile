@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 
 setup: $(STAMP) node_modules/.bin/azurite
 
-$(STAMP): requirements/app.txt requirements/worker.txt requirements/dev.txt requirements/platform-test.txt requirements/oracle.txt scripts/install_oracle_deps.sh
+$(STAMP): requirements/app.txt requirements/worker.txt requirements/dev.txt requirements/platform-test.txt requirements/oracle.txt scripts/install_oracle_deps.sh requirements/infra-test.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] >= (3, 11) else "Python 3.11+ is needed; set PYTHON=python3.11")'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
@@ -22,6 +22,7 @@ $(STAMP): requirements/app.txt requirements/worker.txt requirements/dev.txt requ
 	$(PIP) install -q --no-deps --ignore-requires-python -r requirements/platform-test.txt
 	$(PIP) install -q -r requirements/worker.txt
 	bash scripts/install_oracle_deps.sh $(VENV)
+	test -x $(VENV)/infra/bin/python || $(PYTHON) -m venv $(VENV)/infra && $(VENV)/infra/bin/pip install -q -r requirements/infra-test.txt
 	touch $(STAMP)
 
 node_modules/.bin/azurite: package.json

@@ -1,191 +1,246 @@
-// trapbatch: Functions app (Durable, Python) + storage + Azure Batch GPU pool + Key Vault, identity-based throughout.
-// App-setting names match core/settings.py exactly. No keys or SAS tokens are placed in app settings:
-// the Function App and the Batch nodes reach storage with managed identities.
-// NOT YET VALIDATED against a live subscription (no Azure account is reachable from our build machines);
-// `az bicep build --file infra/main.bicep` is the check we can run.
-targetScope = 'resourceGroup'
+// trapbatch on Azure, deployed by `azd up` (azure.yaml at the repository root; docs/deploy.md):
+//   Functions app on Flex Consumption (Python 3.11, Durable Functions, identity-based host storage)   app/api.bicep
+//   storage account: task state, `incoming` drops, deployment package, static website for previews  core/storage
+//   Event Grid system topic on that account (the blob trigger's event source)                        app/eventgrid.bicep
+//   Azure Batch account + autoscaling GPU pool of worker containers (Spot first)                     app/batch.bicep
+//   Azure Container Registry for the worker image (built by infra/hooks/postprovision)               core/host
+//   Key Vault (RBAC) for source-account SAS tokens                                                   core/security
+//   Log Analytics + Application Insights                                                             core/monitor
+//   two user-assigned identities (app, GPU nodes) and every role assignment                           app/rbac.bicep
+// Steps that ARM cannot do are azd hooks (azure.yaml): enabling the static website and building the worker image
+// (postprovision), and the Event Grid subscription to the app's blobs_extension webhook (postdeploy).
+// App-setting names are those of core/settings.py. No key, password or SAS appears in any setting or output.
+// Never deployed from our build machines (no subscription is reachable there): see docs/deploy.md, "Never run".
+targetScope = 'subscription'
 
-@description('Short name used to derive resource names.')
-param name string = 'trapbatch'
-param location string = resourceGroup().location
-@description('Container image of the GPU worker (gpu_batch/Dockerfile), e.g. myregistry.azurecr.io/trapbatch-worker:1.0')
-param workerImage string
-@description('GPU VM size of the Batch pool.')
+@minLength(1)
+@maxLength(64)
+@description('azd environment name; names and tags of every resource derive from it.')
+param environmentName string
+
+@minLength(1)
+@description('Region of every resource. It must offer Flex Consumption and the GPU VM size (docs/deploy.md).')
+@metadata({
+  azd: {
+    type: 'location'
+  }
+})
+param location string
+
+@description('Object id of the deploying user (azd sets AZURE_PRINCIPAL_ID); gets upload and Key Vault secret roles. Empty = none.')
+param principalId string = ''
+@allowed(['User', 'ServicePrincipal', 'Group'])
+param principalType string = 'User'
+
+@description('GPU VM size of the Batch pool. Default: 1x T4, the cheapest NVIDIA GPU size Batch offers widely.')
 param gpuVmSize string = 'Standard_NC4as_T4_v3'
-@description('Upper bound of GPU nodes; the pool autoscales on pending tasks.')
-param maxGpuNodes int = 16
-@description('Default detector model for tasks that name none.')
+@minValue(1)
+@description('Most GPU nodes at once (Spot + dedicated); the Batch account needs cores quota for it.')
+param maxGpuNodes int = 8
+@minValue(0)
+@maxValue(100)
+@description('Share of maxGpuNodes allowed to be Spot (low-priority) nodes, in percent; Spot fills first.')
+param spotPercent int = 75
+@description('Detector used by requests that name none (TRAPBATCH_MODEL).')
 param defaultModel string = 'MDV5A'
+@description('Tag of the worker image. Change it (azd env set TRAPBATCH_WORKER_TAG ...) to ship a new worker.')
+param workerImageTag string = 'v1'
+@description('Other storage accounts that requests may name as source_account_url (TRAPBATCH_SOURCE_ACCOUNTS).')
+param sourceAccounts string = ''
+@minValue(40)
+@maxValue(1000)
+@description('Most Flex Consumption instances of the Functions app.')
+param maximumFunctionInstances int = 100
+@allowed(['Standard_LRS', 'Standard_ZRS', 'Standard_GRS', 'Standard_RAGRS', 'Standard_GZRS', 'Standard_RAGZRS'])
+@description('Replication of the storage account (task state, results, previews).')
+param storageSkuName string = 'Standard_LRS'
 
-var suffix = uniqueString(resourceGroup().id, name)
-var storageName = toLower('st${take(name, 8)}${suffix}')
+var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+var tags = {
+  'azd-env-name': environmentName
+  project: 'trapbatch'
+}
+var functionAppName = 'func-api-${resourceToken}'
+var deploymentContainerName = 'app-package-${take(functionAppName, 32)}-${take(resourceToken, 7)}'
+var stateContainerName = 'trapbatch' // gpu_batch/layout.py DEFAULT_STATE_CONTAINER
+var incomingContainerName = 'incoming' // gpu_batch/layout.py INCOMING_CONTAINER
+var workerImageName = 'trapbatch-worker:${workerImageTag}'
+var systemTopicName = 'evgt-storage-${resourceToken}'
+var batchPoolId = 'gpu'
 
-resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
-  name: storageName
+resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: 'rg-${environmentName}'
   location: location
-  sku: { name: 'Standard_LRS' }
-  kind: 'StorageV2'
-  properties: {
-    allowBlobPublicAccess: false
-    allowSharedKeyAccess: false
-    minimumTlsVersion: 'TLS1_2'
+  tags: tags
+}
+
+module appIdentity 'core/security/user-assigned-identity.bicep' = {
+  name: 'appIdentity'
+  scope: rg
+  params: {
+    name: 'id-api-${resourceToken}'
+    location: location
+    tags: tags
   }
 }
 
-resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' = {
-  parent: storage
-  name: 'default'
-}
-
-resource containers 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = [for c in ['trapbatch', 'incoming', 'deployments']: {
-  parent: blobService
-  name: c
-}]
-
-resource appIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
-  name: 'id-${name}-app-${suffix}'
-  location: location
-}
-
-resource nodeIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
-  name: 'id-${name}-nodes-${suffix}'
-  location: location
-}
-
-// Storage Blob Data Owner for the app (blobs, plus the Durable task hub's queues and tables below),
-// Storage Blob Data Contributor for the GPU nodes (read images, write shard results).
-var blobDataOwner = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
-var blobDataContributor = 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
-var queueDataContributor = '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
-var tableDataContributor = '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
-
-resource appRoles 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for role in [blobDataOwner, queueDataContributor, tableDataContributor]: {
-  name: guid(storage.id, appIdentity.id, role)
-  scope: storage
-  properties: {
-    principalId: appIdentity.properties.principalId
-    principalType: 'ServicePrincipal'
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', role)
-  }
-}]
-
-resource nodeRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(storage.id, nodeIdentity.id, blobDataContributor)
-  scope: storage
-  properties: {
-    principalId: nodeIdentity.properties.principalId
-    principalType: 'ServicePrincipal'
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', blobDataContributor)
+module nodeIdentity 'core/security/user-assigned-identity.bicep' = {
+  name: 'nodeIdentity'
+  scope: rg
+  params: {
+    name: 'id-nodes-${resourceToken}'
+    location: location
+    tags: tags
   }
 }
 
-resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
-  name: 'kv-${take(name, 8)}-${take(suffix, 10)}'
-  location: location
-  properties: {
-    tenantId: subscription().tenantId
-    sku: { family: 'A', name: 'standard' }
-    enableRbacAuthorization: true
+module storage 'core/storage/storage-account.bicep' = {
+  name: 'storage'
+  scope: rg
+  params: {
+    name: 'st${resourceToken}'
+    location: location
+    tags: tags
+    skuName: storageSkuName
+    containers: [
+      deploymentContainerName
+      stateContainerName
+      incomingContainerName
+    ]
   }
 }
 
-// Source-account credentials (SAS tokens / connection strings that requests name by secret name) are read by the
-// app (enumeration, previews) and by the GPU nodes (image download), each with its own identity.
-var keyVaultSecretsUser = '4633458b-17de-408a-b874-0445c86b69e6'
-resource vaultReaders 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for principal in [appIdentity.properties.principalId, nodeIdentity.properties.principalId]: {
-  name: guid(vault.id, principal, keyVaultSecretsUser)
-  scope: vault
-  properties: {
-    principalId: principal
-    principalType: 'ServicePrincipal'
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', keyVaultSecretsUser)
-  }
-}]
-
-resource batch 'Microsoft.Batch/batchAccounts@2024-07-01' = {
-  name: toLower('ba${take(name, 8)}${take(suffix, 10)}')
-  location: location
-  identity: { type: 'UserAssigned', userAssignedIdentities: { '${appIdentity.id}': {} } }
-  properties: {
-    poolAllocationMode: 'BatchService'
-    allowedAuthenticationModes: ['AAD']
+module monitoring 'core/monitor/monitoring.bicep' = {
+  name: 'monitoring'
+  scope: rg
+  params: {
+    logAnalyticsName: 'log-${resourceToken}'
+    applicationInsightsName: 'appi-${resourceToken}'
+    location: location
+    tags: tags
   }
 }
 
-resource gpuPool 'Microsoft.Batch/batchAccounts/pools@2024-07-01' = {
-  parent: batch
-  name: 'gpu'
-  identity: { type: 'UserAssigned', userAssignedIdentities: { '${nodeIdentity.id}': {} } }
-  properties: {
+module keyVault 'core/security/keyvault.bicep' = {
+  name: 'keyVault'
+  scope: rg
+  params: {
+    name: 'kv-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module registry 'core/host/container-registry.bicep' = {
+  name: 'registry'
+  scope: rg
+  params: {
+    name: 'cr${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module batch 'app/batch.bicep' = {
+  name: 'batch'
+  scope: rg
+  params: {
+    accountName: 'ba${resourceToken}'
+    poolId: batchPoolId
+    location: location
+    tags: tags
     vmSize: gpuVmSize
-    taskSlotsPerNode: 1
-    deploymentConfiguration: {
-      virtualMachineConfiguration: {
-        imageReference: {
-          publisher: 'microsoft-dsvm'
-          offer: 'ubuntu-hpc'
-          sku: '2204'
-          version: 'latest'
-        }
-        nodeAgentSkuId: 'batch.node.ubuntu 22.04'
-        containerConfiguration: {
-          type: 'DockerCompatible'
-          containerImageNames: [workerImage]
-        }
-      }
-    }
-    scaleSettings: {
-      autoScale: {
-        evaluationInterval: 'PT5M'
-        formula: '$pending = max($PendingTasks.GetSample(1)); $TargetLowPriorityNodes = 0; $TargetDedicatedNodes = min(${maxGpuNodes}, $pending); $NodeDeallocationOption = taskcompletion;'
-      }
-    }
+    maxNodes: maxGpuNodes
+    spotPercent: spotPercent
+    nodeIdentityId: nodeIdentity.outputs.id
+    registryServer: registry.outputs.loginServer
   }
 }
 
-resource plan 'Microsoft.Web/serverfarms@2023-12-01' = {
-  name: 'plan-${name}-${suffix}'
-  location: location
-  sku: { name: 'EP1', tier: 'ElasticPremium' }
-  kind: 'elastic'
-  properties: { reserved: true }
-}
-
-resource functionApp 'Microsoft.Web/sites@2023-12-01' = {
-  name: 'func-${name}-${suffix}'
-  location: location
-  kind: 'functionapp,linux'
-  identity: { type: 'UserAssigned', userAssignedIdentities: { '${appIdentity.id}': {} } }
-  properties: {
-    serverFarmId: plan.id
-    httpsOnly: true
-    keyVaultReferenceIdentity: appIdentity.id
-    siteConfig: {
-      linuxFxVersion: 'Python|3.11'
-      appSettings: [
-        { name: 'FUNCTIONS_EXTENSION_VERSION', value: '~4' }
-        { name: 'FUNCTIONS_WORKER_RUNTIME', value: 'python' }
-        { name: 'AzureWebJobsStorage__accountName', value: storage.name }
-        { name: 'AzureWebJobsStorage__credential', value: 'managedidentity' }
-        { name: 'AzureWebJobsStorage__clientId', value: appIdentity.properties.clientId }
-        { name: 'AZURE_CLIENT_ID', value: appIdentity.properties.clientId }
-        { name: 'TRAPBATCH_TASK_HUB', value: 'trapbatch' }
-        { name: 'TRAPBATCH_CONTAINER', value: 'trapbatch' }
-        { name: 'TRAPBATCH_POOL', value: 'azure_batch' }
-        { name: 'TRAPBATCH_MODEL', value: defaultModel }
-        { name: 'TRAPBATCH_BATCH_ACCOUNT_URL', value: 'https://${batch.properties.accountEndpoint}' }
-        { name: 'TRAPBATCH_BATCH_POOL_ID', value: gpuPool.name }
-        { name: 'TRAPBATCH_WORKER_IMAGE', value: workerImage }
-        { name: 'TRAPBATCH_WORKER_IDENTITY', value: nodeIdentity.properties.clientId }
-        { name: 'TRAPBATCH_STORAGE_ACCOUNT_URL', value: storage.properties.primaryEndpoints.blob }
-        { name: 'TRAPBATCH_KEY_VAULT_URL', value: vault.properties.vaultUri }
-      ]
-    }
+module eventGrid 'app/eventgrid.bicep' = {
+  name: 'eventGrid'
+  scope: rg
+  params: {
+    name: systemTopicName
+    location: location
+    tags: tags
+    storageAccountId: storage.outputs.id
   }
 }
 
-output functionAppName string = functionApp.name
-output functionAppUrl string = 'https://${functionApp.properties.defaultHostName}'
-output storageAccountName string = storage.name
-output batchAccountEndpoint string = batch.properties.accountEndpoint
-output keyVaultName string = vault.name
+module rbac 'app/rbac.bicep' = {
+  name: 'rbac'
+  scope: rg
+  params: {
+    storageAccountName: storage.outputs.name
+    keyVaultName: keyVault.outputs.name
+    batchAccountName: batch.outputs.accountName
+    registryName: registry.outputs.name
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    appPrincipalId: appIdentity.outputs.principalId
+    nodePrincipalId: nodeIdentity.outputs.principalId
+    userPrincipalId: principalId
+    userPrincipalType: principalType
+  }
+}
+
+module api 'app/api.bicep' = {
+  name: 'api'
+  scope: rg
+  params: {
+    name: functionAppName
+    planName: 'plan-${resourceToken}'
+    location: location
+    tags: tags
+    serviceName: 'api'
+    identityId: appIdentity.outputs.id
+    identityClientId: appIdentity.outputs.clientId
+    blobEndpoint: storage.outputs.blobEndpoint
+    queueEndpoint: storage.outputs.queueEndpoint
+    tableEndpoint: storage.outputs.tableEndpoint
+    deploymentContainerName: deploymentContainerName
+    applicationInsightsConnectionString: monitoring.outputs.connectionString
+    maximumInstanceCount: maximumFunctionInstances
+    // trapbatch's own settings: the names of core/settings.py (tests/infra checks them against it).
+    appSettings: {
+      TRAPBATCH_TASK_HUB: 'trapbatch' // host.json durableTask.hubName
+      TRAPBATCH_CONTAINER: stateContainerName
+      TRAPBATCH_WEB_CONTAINER: '$web'
+      TRAPBATCH_PUBLIC_WEB_URL: storage.outputs.webEndpoint
+      TRAPBATCH_DROP_TRIGGER_SOURCE: 'EventGrid'
+      TRAPBATCH_POOL: 'azure_batch'
+      TRAPBATCH_MODEL: defaultModel
+      TRAPBATCH_BATCH_ACCOUNT_URL: batch.outputs.accountEndpoint
+      TRAPBATCH_BATCH_POOL_ID: batch.outputs.poolId
+      TRAPBATCH_WORKER_IMAGE: '${registry.outputs.loginServer}/${workerImageName}'
+      TRAPBATCH_WORKER_IDENTITY: nodeIdentity.outputs.clientId
+      TRAPBATCH_WORKER_IDENTITY_RESOURCE_ID: nodeIdentity.outputs.id
+      TRAPBATCH_STORAGE_ACCOUNT_URL: storage.outputs.blobEndpoint
+      TRAPBATCH_KEY_VAULT_URL: keyVault.outputs.uri
+      TRAPBATCH_SOURCE_ACCOUNTS: sourceAccounts
+    }
+  }
+  dependsOn: [
+    rbac // the app reads its deployment package and host storage with these roles from its first start
+  ]
+}
+
+// Outputs become azd environment values (`azd env get-values`), read by infra/hooks/*.
+output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenant().tenantId
+output AZURE_RESOURCE_GROUP string = rg.name
+output AZURE_FUNCTION_APP_NAME string = api.outputs.name
+output SERVICE_API_NAME string = api.outputs.name
+output SERVICE_API_BASE_URL string = api.outputs.baseUrl
+output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
+output AZURE_STORAGE_BLOB_ENDPOINT string = storage.outputs.blobEndpoint
+output INCOMING_CONTAINER_NAME string = incomingContainerName
+output EVENTGRID_SYSTEM_TOPIC_NAME string = eventGrid.outputs.name
+output AZURE_CONTAINER_REGISTRY_NAME string = registry.outputs.name
+output AZURE_CONTAINER_REGISTRY_ENDPOINT string = registry.outputs.loginServer
+output TRAPBATCH_WORKER_IMAGE_NAME string = workerImageName
+output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
+output AZURE_BATCH_ACCOUNT_NAME string = batch.outputs.accountName
+output AZURE_BATCH_POOL_ID string = batch.outputs.poolId
+output TRAPBATCH_PUBLIC_WEB_URL string = storage.outputs.webEndpoint
+output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName

@@ -1,0 +1,121 @@
+// Azure Batch account + the GPU pool that runs `python -m gpu_batch.worker` in the worker container.
+//
+// * Data-plane authentication is Entra ID only (allowedAuthenticationModes ['AAD']): the Functions app calls Batch
+//   with its managed identity and the "Azure Batch Job Submitter" role (app/rbac.bicep); no account keys are used.
+// * The pool is container-enabled (DockerCompatible) on the Batch-supported GPU container image family
+//   (microsoft-dsvm ubuntu-hpc, with NVIDIA drivers and the NVIDIA container runtime preinstalled;
+//   batch-docker-container-workloads.md "Supported virtual machine images"). Batch gives container tasks the GPUs
+//   itself on GPU sizes, so tasks must not pass `--gpus` (same article, "Container settings for the task").
+// * The nodes' user-assigned identity pulls the worker image from ACR (containerRegistries.identityReference, with
+//   AcrPull on the registry), and is the identity the worker's code uses for storage and Key Vault (AZURE_CLIENT_ID
+//   in each task, set by gpu_batch/pool/azure_batch.py from TRAPBATCH_WORKER_IDENTITY).
+// * No image is prefetched (containerImageNames is empty): the task names the image (TRAPBATCH_WORKER_IMAGE), so a new
+//   worker tag only changes an app setting, never the pool (pool image settings cannot be changed in place on a pool
+//   that has nodes). Each node pulls the image once, when its first task starts.
+// * Autoscale: one shard per node (taskSlotsPerNode 1); the pool follows the number of pending (active + running)
+//   tasks, filling Spot (low-priority) nodes first up to `maxNodes * spotPercent / 100` and dedicated nodes after
+//   that, and never removes a node while it runs a task (taskcompletion). With no work it scales to zero.
+//   A preempted Spot node's task is requeued by Batch (batch-spot-vms.md); trapbatch's results are flushed every few
+//   seconds, so the retry resumes where it stopped.
+
+param accountName string
+param poolId string = 'gpu'
+param location string = resourceGroup().location
+param tags object = {}
+@description('GPU VM size of the pool (quota per VM family: docs/deploy.md).')
+param vmSize string = 'Standard_NC4as_T4_v3'
+@minValue(1)
+@description('Most nodes the pool may have, Spot and dedicated together.')
+param maxNodes int = 8
+@minValue(0)
+@maxValue(100)
+@description('Share of maxNodes that may be Spot (low-priority) nodes, in percent; 0 = dedicated only.')
+param spotPercent int = 75
+@description('ARM resource id of the nodes\' user-assigned identity.')
+param nodeIdentityId string
+@description('Login server of the registry holding the worker image, e.g. crabc.azurecr.io.')
+param registryServer string
+param imagePublisher string = 'microsoft-dsvm'
+param imageOffer string = 'ubuntu-hpc'
+param imageSku string = '2204'
+param nodeAgentSkuId string = 'batch.node.ubuntu 22.04'
+@description('OS disk size of each node: the ubuntu-hpc image keeps Docker\'s data (the ~10 GB worker image) on it.')
+param osDiskSizeGB int = 128
+
+var maxSpotNodes = maxNodes * spotPercent / 100
+var maxDedicatedNodes = maxNodes - maxSpotNodes
+// Autoscale formula language: batch-automatic-scaling.md. $PendingTasks = active + running tasks; when fewer than
+// 70% of the last 5 minutes' samples exist (a new pool), the last sample alone decides.
+var autoScaleFormula = '$samples = $PendingTasks.GetSamplePercent(TimeInterval_Minute * 5);\n$tasks = $samples < 70 ? max(0, $PendingTasks.GetSample(1)) : max($PendingTasks.GetSample(1), avg($PendingTasks.GetSample(TimeInterval_Minute * 5)));\n$spot = min(${maxSpotNodes}, $tasks);\n$TargetLowPriorityNodes = $spot;\n$TargetDedicatedNodes = min(${maxDedicatedNodes}, max(0, $tasks - $spot));\n$NodeDeallocationOption = taskcompletion;'
+
+resource account 'Microsoft.Batch/batchAccounts@2024-07-01' = {
+  // checkov:skip=CKV_AZURE_76:Batch encrypts with Microsoft-managed keys by default; a customer-managed key would need a Key Vault key, its rotation and a system identity on the account, for task metadata that holds only blob names.
+  name: accountName
+  location: location
+  tags: tags
+  properties: {
+    poolAllocationMode: 'BatchService'
+    allowedAuthenticationModes: [
+      'AAD'
+    ]
+    publicNetworkAccess: 'Enabled'
+  }
+}
+
+resource pool 'Microsoft.Batch/batchAccounts/pools@2024-07-01' = {
+  parent: account
+  name: poolId
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: {
+      '${nodeIdentityId}': {}
+    }
+  }
+  properties: {
+    displayName: 'trapbatch GPU workers'
+    vmSize: vmSize
+    taskSlotsPerNode: 1
+    taskSchedulingPolicy: {
+      nodeFillType: 'Pack'
+    }
+    interNodeCommunication: 'Disabled'
+    targetNodeCommunicationMode: 'Simplified'
+    deploymentConfiguration: {
+      virtualMachineConfiguration: {
+        imageReference: {
+          publisher: imagePublisher
+          offer: imageOffer
+          sku: imageSku
+          version: 'latest'
+        }
+        nodeAgentSkuId: nodeAgentSkuId
+        osDisk: {
+          diskSizeGB: osDiskSizeGB
+        }
+        containerConfiguration: {
+          type: 'DockerCompatible'
+          containerRegistries: [
+            {
+              registryServer: registryServer
+              identityReference: {
+                resourceId: nodeIdentityId
+              }
+            }
+          ]
+        }
+      }
+    }
+    scaleSettings: {
+      autoScale: {
+        evaluationInterval: 'PT5M'
+        formula: autoScaleFormula
+      }
+    }
+  }
+}
+
+output accountName string = account.name
+output accountEndpoint string = 'https://${account.properties.accountEndpoint}'
+output poolId string = pool.name
+output maxSpotNodes int = maxSpotNodes
+output maxDedicatedNodes int = maxDedicatedNodes

@@ -1,0 +1,36 @@
+# azd postdeploy hook for Windows (azure.yaml); the same step as postdeploy.sh, which explains it: subscribe the
+# Functions host's blob webhook (task_dropped) to BlobCreated events of `incoming/`. The key is never printed.
+$ErrorActionPreference = 'Stop'
+. (Join-Path $PSScriptRoot 'load-env.ps1')
+Assert-Tool @('az')
+Assert-EnvValue @('AZURE_FUNCTION_APP_NAME', 'AZURE_RESOURCE_GROUP', 'SERVICE_API_BASE_URL', 'EVENTGRID_SYSTEM_TOPIC_NAME', 'INCOMING_CONTAINER_NAME')
+
+$functionName = 'task_dropped'  # the blob-trigger function of api/starters.py (tests/infra checks the name)
+$attempts = if ($env:TRAPBATCH_KEY_ATTEMPTS) { [int]$env:TRAPBATCH_KEY_ATTEMPTS } else { 20 }  # the host may need minutes to start
+$waitSeconds = if ($env:TRAPBATCH_KEY_WAIT_S) { [int]$env:TRAPBATCH_KEY_WAIT_S } else { 15 }
+$key = ''
+for ($i = 1; $i -le $attempts; $i++) {
+  $key = az functionapp keys list --name $env:AZURE_FUNCTION_APP_NAME --resource-group $env:AZURE_RESOURCE_GROUP `
+           --query 'systemKeys.blobs_extension' --output tsv 2>$null
+  if ($LASTEXITCODE -eq 0 -and $key) { break }
+  Write-Host "Waiting for the Functions host to create its blobs_extension key ($i/$attempts) ..."
+  Start-Sleep -Seconds $waitSeconds
+}
+if (-not $key) {
+  Write-Error "the app $env:AZURE_FUNCTION_APP_NAME has no blobs_extension key yet: check that the deployment succeeded and the host started, then run infra/hooks/postdeploy.ps1 again"
+  exit 1
+}
+
+# The extra double quotes keep PowerShell from splitting the URL at '&' when it calls az (as the Event Grid
+# quickstart's scripts/post-up.ps1 does).
+$endpoint = '"' + "$env:SERVICE_API_BASE_URL/runtime/webhooks/blobs?functionName=Host.Functions.$functionName&code=$key" + '"'
+Write-Host "Subscribing $functionName to BlobCreated events in '$env:INCOMING_CONTAINER_NAME' (system topic $env:EVENTGRID_SYSTEM_TOPIC_NAME) ..."
+az eventgrid system-topic event-subscription create --name trapbatch-incoming `
+  --resource-group $env:AZURE_RESOURCE_GROUP --system-topic-name $env:EVENTGRID_SYSTEM_TOPIC_NAME `
+  --endpoint-type webhook --endpoint $endpoint `
+  --included-event-types Microsoft.Storage.BlobCreated `
+  --subject-begins-with "/blobServices/default/containers/$env:INCOMING_CONTAINER_NAME/" `
+  --subject-ends-with .json `
+  --only-show-errors --output none
+if ($LASTEXITCODE -ne 0) { exit $LASTEXITCODE }
+Write-Host "Done: drop a request as $env:INCOMING_CONTAINER_NAME/<name>.json (docs/deploy.md, First task)."

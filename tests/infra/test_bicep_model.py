@@ -1,0 +1,435 @@
+"""What infra/ must contain, read from the parsed Bicep (pycep-parser, the parser checkov uses).
+
+No Azure subscription is reachable from our build machines, so `bicep build` and a deployment are never run here
+(docs/deploy.md lists what that leaves unverified). These tests stand in for the parts a compiler and a reviewer
+would check: every module is wired to parameters and outputs that exist, no loop runs over a value known only
+during the deployment (BCP178, what broke the previous template), and the resources, app settings and role
+assignments the app needs are all there.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.infra.bicep_model import REPO, Template, accessor_chain, loops, parse_files, walk
+
+# Built-in role definition ids (role-based-access-control/built-in-roles.md; the Batch roles:
+# articles/batch/batch-role-based-access-control.md, "Azure Batch built-in RBAC roles").
+ROLES = {
+    "b7e6dc6d-f1e8-4753-8033-0f276bb0955b": "Storage Blob Data Owner",
+    "ba92f5b4-2d11-453d-a403-e96b0029c9fe": "Storage Blob Data Contributor",
+    "974c5e8b-45b9-4653-ba55-5f855dd0fb88": "Storage Queue Data Contributor",
+    "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3": "Storage Table Data Contributor",
+    "48e5e92e-a480-4e71-aa9c-2778f4c13781": "Azure Batch Job Submitter",
+    "4633458b-17de-408a-b874-0445c86b69e6": "Key Vault Secrets User",
+    "b86a8fe4-44ce-4948-aee5-eccb2c155cd7": "Key Vault Secrets Officer",
+    "7f951dda-4ed3-4680-a7ca-43fe172d538d": "AcrPull",
+    "3913510d-42f4-4e42-8a64-420c390055eb": "Monitoring Metrics Publisher",
+}
+
+# (principal, scope resource type, role) that the app, the GPU nodes and the deploying user need.
+EXPECTED_ROLES = {
+    ("app", "Microsoft.Storage/storageAccounts", "Storage Blob Data Owner"),
+    ("app", "Microsoft.Storage/storageAccounts", "Storage Queue Data Contributor"),
+    ("app", "Microsoft.Storage/storageAccounts", "Storage Table Data Contributor"),
+    ("app", "Microsoft.Batch/batchAccounts", "Azure Batch Job Submitter"),
+    ("app", "Microsoft.KeyVault/vaults", "Key Vault Secrets User"),
+    ("app", "Microsoft.Insights/components", "Monitoring Metrics Publisher"),
+    ("node", "Microsoft.Storage/storageAccounts", "Storage Blob Data Contributor"),
+    ("node", "Microsoft.KeyVault/vaults", "Key Vault Secrets User"),
+    ("node", "Microsoft.ContainerRegistry/registries", "AcrPull"),
+    ("user", "Microsoft.Storage/storageAccounts", "Storage Blob Data Contributor"),
+    ("user", "Microsoft.KeyVault/vaults", "Key Vault Secrets Officer"),
+}
+
+# App settings the Functions app reads in Azure (core/settings.py; host.json's %TRAPBATCH_TASK_HUB%;
+# gpu_batch/pool/azure_batch.py for the nodes' identity resource id).
+REQUIRED_APP_SETTINGS = {
+    "TRAPBATCH_TASK_HUB", "TRAPBATCH_CONTAINER", "TRAPBATCH_PUBLIC_WEB_URL", "TRAPBATCH_DROP_TRIGGER_SOURCE",
+    "TRAPBATCH_POOL", "TRAPBATCH_MODEL", "TRAPBATCH_BATCH_ACCOUNT_URL", "TRAPBATCH_BATCH_POOL_ID",
+    "TRAPBATCH_WORKER_IMAGE", "TRAPBATCH_WORKER_IDENTITY", "TRAPBATCH_WORKER_IDENTITY_RESOURCE_ID",
+    "TRAPBATCH_STORAGE_ACCOUNT_URL", "TRAPBATCH_KEY_VAULT_URL",
+}
+REQUIRED_HOST_SETTINGS = {
+    "AzureWebJobsStorage__credential", "AzureWebJobsStorage__clientId", "AzureWebJobsStorage__blobServiceUri",
+    "AzureWebJobsStorage__queueServiceUri", "AzureWebJobsStorage__tableServiceUri", "AZURE_CLIENT_ID",
+    "APPLICATIONINSIGHTS_CONNECTION_STRING", "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+}
+# Settings Flex Consumption takes from functionAppConfig or rejects (functions-app-settings.md, "Flex Consumption
+# plan deprecations"): none may appear anywhere in infra/.
+FLEX_DEPRECATED = ("FUNCTIONS_WORKER_RUNTIME", "FUNCTIONS_EXTENSION_VERSION", "WEBSITE_RUN_FROM_PACKAGE",
+                   "WEBSITE_CONTENTSHARE", "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING", "SCM_DO_BUILD_DURING_DEPLOYMENT",
+                   "ENABLE_ORYX_BUILD", "linuxFxVersion")
+
+
+def main(templates: dict[str, Template]) -> Template:
+    return templates["main.bicep"]
+
+
+def module_file(templates: dict[str, Template], symbol: str) -> Template:
+    path = main(templates).modules[symbol]["detail"]["path"]
+    return templates[path]
+
+
+def module_param(templates: dict[str, Template], symbol: str, name: str) -> Any:
+    return main(templates).body(symbol)["params"][name]
+
+
+def chain(expr: Any) -> list[str]:
+    found = accessor_chain(expr)
+    assert found is not None, f"not a symbol reference: {expr!r}"
+    return found
+
+
+# ---------------------------------------------------------------------------------------------- compiler stand-ins
+def test_every_bicep_file_parses() -> None:
+    """With pycep-parser, the parser checkov scans with: a file it cannot read would go unscanned, silently."""
+    from tests.infra.bicep_model import bicep_files
+
+    files = bicep_files()
+    parsed = parse_files(files)
+    assert len(files) >= 10 and parsed["_pycep_version"]
+    errors = {path: result["error"] for path, result in parsed.items() if not path.startswith("_") and not result["ok"]}
+    assert not errors, errors
+
+
+def test_targets_subscription_and_creates_the_resource_group(templates: dict[str, Template]) -> None:
+    m = main(templates)
+    assert m.data["globals"]["scope"]["value"] == "subscription"
+    (rg,) = m.of_type("Microsoft.Resources/resourceGroups").values()
+    assert all(m.body(s)["scope"] == "rg" for s in m.modules), "every module deploys into the resource group"
+    assert rg["location"] == "location"
+
+
+def test_every_module_is_wired_to_parameters_and_outputs_that_exist(templates: dict[str, Template]) -> None:
+    """What `bicep build` would say first: unknown module parameters, missing required ones, unknown outputs."""
+    m = main(templates)
+    for symbol, module in m.modules.items():
+        target = module_file(templates, symbol)
+        passed = set(m.body(symbol)["params"])
+        declared = set(target.params)
+        assert passed <= declared, f"{symbol}: {target.name} has no parameter(s) {passed - declared}"
+        required = {p for p, spec in target.params.items() if "default" not in spec}
+        assert required <= passed, f"{symbol}: required parameter(s) {required - passed} of {target.name} not passed"
+    # every `<module>.outputs.<name>` in main.bicep names an output of that module's file
+    for item in walk(m.data):
+        ref = accessor_chain(item)
+        if ref and len(ref) >= 3 and ref[0] in m.modules and ref[1] == "outputs":
+            target = module_file(templates, ref[0])
+            assert ref[2] in target.outputs, f"main.bicep uses {'.'.join(ref)}, not an output of {target.name}"
+
+
+def runtime_loops(t: Template) -> list[str]:
+    """Loops whose iterated value names a resource or module of the same file (BCP178)."""
+    bad = []
+    runtime = t.runtime_symbols()
+    for loop in loops(t.data):
+        detail = loop["loop_type"].get("detail", {})
+        iterated = {k: v for k, v in detail.items() if k not in ("item_name", "index_name")}
+        names = t.identifiers(iterated) & runtime
+        if names:
+            bad.append(f"{t.name}: loop over {sorted(names)}")
+    return bad
+
+
+def test_no_loop_iterates_over_a_value_known_only_during_the_deployment(templates: dict[str, Template]) -> None:
+    """BCP178: a `for` must iterate over values known when the deployment starts (literals, parameters, variables
+    made of them), never over a resource's properties or a module's outputs. In a module file the parameters count as
+    known: the parent's values are fixed when the module's nested deployment starts."""
+    problems = [p for t in templates.values() for p in runtime_loops(t)]
+    assert not problems, problems
+
+
+def test_the_loop_check_catches_the_previous_templates_mistake(tmp_path: Path) -> None:
+    """The check above flags the loop of the old infra/main.bicep (a role assignment per principalId)."""
+    old = tmp_path / "old.bicep"
+    old.write_text("""
+resource appIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
+  name: 'a'
+  location: 'westeurope'
+}
+resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
+  name: 'v'
+}
+resource readers 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for principal in [appIdentity.properties.principalId]: {
+  name: guid(vault.id, principal)
+  scope: vault
+  properties: {
+    principalId: principal
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', '4633458b-17de-408a-b874-0445c86b69e6')
+  }
+}]
+""")
+    parsed = parse_files([old])[str(old)]
+    assert parsed["ok"], parsed
+    assert runtime_loops(Template(old, parsed["template"])) != []
+
+
+def test_role_assignment_names_use_no_runtime_values(templates: dict[str, Template]) -> None:
+    """BCP120: a role assignment's name must be computable at the start (ids and parameters, never `.properties`)."""
+    for t in templates.values():
+        for symbol, body in t.of_type("Microsoft.Authorization/roleAssignments").items():
+            for node in walk(body["name"]):
+                ref = accessor_chain(node)
+                assert not (ref and "properties" in ref), f"{t.name} {symbol}: name uses {'.'.join(ref or [])}"
+
+
+# ---------------------------------------------------------------------------------------------- Functions app
+def test_flex_consumption_plan_and_function_app(templates: dict[str, Template]) -> None:
+    api = module_file(templates, "api")
+    (plan,) = api.of_type("Microsoft.Web/serverfarms").values()
+    assert plan["sku"] == {"name": "FC1", "tier": "FlexConsumption"} and plan["properties"]["reserved"] is True
+    (app,) = api.of_type("Microsoft.Web/sites").values()
+    assert app["kind"] == "functionapp,linux" and app["properties"]["httpsOnly"] is True
+    assert app["identity"]["type"] == "UserAssigned"
+    config = app["properties"]["functionAppConfig"]
+    assert config["runtime"]["name"] == "python" and api.param_default(config["runtime"]["version"]) == "3.11"
+    storage = config["deployment"]["storage"]
+    assert storage["type"] == "blobContainer" and "deploymentContainerName" in storage["value"]
+    assert storage["authentication"] == {"type": "UserAssignedIdentity", "userAssignedIdentityResourceId": "identityId"}
+    assert {"instanceMemoryMB", "maximumInstanceCount"} <= set(config["scaleAndConcurrency"])
+    # azd finds the app to deploy the `api` service to by this tag (azure.yaml services.api)
+    assert "azd-service-name" in str(app["tags"]) and api.param_default("serviceName") == "api"
+    # the deployment container exists, and main passes the app its identity, not the nodes'
+    m = main(templates)
+    containers = m.resolve(module_param(templates, "storage", "containers"))
+    assert module_param(templates, "api", "deploymentContainerName") in containers
+    assert chain(module_param(templates, "api", "identityId")) == ["appIdentity", "outputs", "id"]
+
+
+def app_settings(templates: dict[str, Template]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(trapbatch's settings as main.bicep passes them, the host settings api.bicep adds)."""
+    api = module_file(templates, "api")
+    return module_param(templates, "api", "appSettings"), api.resolve("hostSettings")
+
+
+def test_app_settings_are_complete_and_identity_based(templates: dict[str, Template]) -> None:
+    api = module_file(templates, "api")
+    (app,) = api.of_type("Microsoft.Web/sites").values()
+    site_settings = app["properties"]["siteConfig"]["appSettings"]
+    assert "loop_type" in site_settings, "siteConfig.appSettings is built from the two objects below"
+    assert {"appSettings", "hostSettings"} <= api.identifiers(site_settings["loop_type"])
+    trapbatch, host = app_settings(templates)
+    assert REQUIRED_APP_SETTINGS <= set(trapbatch), REQUIRED_APP_SETTINGS - set(trapbatch)
+    assert REQUIRED_HOST_SETTINGS <= set(host), REQUIRED_HOST_SETTINGS - set(host)
+    assert host["AzureWebJobsStorage__credential"] == "managedidentity"
+    assert trapbatch["TRAPBATCH_POOL"] == "azure_batch" and trapbatch["TRAPBATCH_DROP_TRIGGER_SOURCE"] == "EventGrid"
+    assert not any(k.startswith("AzureWebJobsStorage") and k.endswith(("ConnectionString", "AccountKey"))
+                   or k == "AzureWebJobsStorage" for k in {**trapbatch, **host}), "no key-based storage setting"
+    assert "Authorization=AAD" in host["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"]
+
+
+def test_public_web_url_is_the_static_website_endpoint(templates: dict[str, Template]) -> None:
+    trapbatch, _ = app_settings(templates)
+    assert chain(trapbatch["TRAPBATCH_PUBLIC_WEB_URL"]) == ["storage", "outputs", "webEndpoint"]
+    storage = module_file(templates, "storage")
+    assert chain(storage.outputs["webEndpoint"]["value"]) == ["storage", "properties", "primaryEndpoints", "web"]
+
+
+def test_every_trapbatch_setting_is_one_the_code_reads(templates: dict[str, Template]) -> None:
+    """A typo in a setting name would be silently ignored by the app: each name must occur in the app's code."""
+    code = "\n".join(p.read_text() for d in ("core", "adapters", "activities", "api", "gpu_batch")
+                     for p in (REPO / d).rglob("*.py") if "tests" not in p.parts)
+    code += (REPO / "host.json").read_text()
+    trapbatch, _ = app_settings(templates)
+    unknown = [name for name in trapbatch if name not in code]
+    assert not unknown, f"app settings no code reads: {unknown}"
+
+
+def test_the_settings_load_as_the_app_loads_them(templates: dict[str, Template]) -> None:
+    """core.settings.Settings.from_env accepts exactly what infra sets (values stand in for deployment outputs)."""
+    from core.settings import Settings, drop_trigger_source
+
+    trapbatch, host = app_settings(templates)
+    env = {name: value if isinstance(value, str) and not value.isidentifier() else f"https://{name.lower()}.example/"
+           for name, value in {**trapbatch, **host}.items()}
+    env.update({k: v for k, v in trapbatch.items() if k in ("TRAPBATCH_POOL", "TRAPBATCH_DROP_TRIGGER_SOURCE")})
+    env["TRAPBATCH_SOURCE_ACCOUNTS"] = ""
+    env["TRAPBATCH_MODEL"] = "MDV5A"
+    settings = Settings.from_env(env)
+    assert settings.pool == "azure_batch" and settings.storage_connection.startswith("identity:https://")
+    assert drop_trigger_source(env) == "EventGrid"
+
+
+def test_host_json_task_hub_setting_is_set(templates: dict[str, Template]) -> None:
+    hub = re.search(r"%(\w+)%", (REPO / "host.json").read_text())
+    assert hub and hub.group(1) in app_settings(templates)[0]
+
+
+def test_no_flex_deprecated_setting_anywhere(templates: dict[str, Template]) -> None:
+    """Checked on the parsed templates (keys and values), so comments may still name these settings."""
+    for t in templates.values():
+        texts = [k for item in walk(t.data) if isinstance(item, dict) for k in item] + \
+                [item for item in walk(t.data) if isinstance(item, str)]
+        assert not [s for s in FLEX_DEPRECATED for text in texts if s in text], t.name
+
+
+# ---------------------------------------------------------------------------------------------- monitoring, events
+def test_application_insights_on_log_analytics_without_local_auth(templates: dict[str, Template]) -> None:
+    mon = module_file(templates, "monitoring")
+    (ai,) = mon.of_type("Microsoft.Insights/components").values()
+    assert ai["properties"]["DisableLocalAuth"] is True
+    assert chain(ai["properties"]["WorkspaceResourceId"]) == ["logAnalytics", "id"]
+    assert mon.of_type("Microsoft.OperationalInsights/workspaces")
+    assert chain(module_param(templates, "api", "applicationInsightsConnectionString")) == [
+        "monitoring", "outputs", "connectionString"]
+
+
+def test_event_grid_system_topic_on_the_storage_account(templates: dict[str, Template]) -> None:
+    eg = module_file(templates, "eventGrid")
+    (topic,) = eg.of_type("Microsoft.EventGrid/systemTopics").values()
+    assert topic["properties"] == {"source": "storageAccountId", "topicType": "Microsoft.Storage.StorageAccounts"}
+    assert chain(module_param(templates, "eventGrid", "storageAccountId")) == ["storage", "outputs", "id"]
+    m = main(templates)
+    assert chain(m.outputs["EVENTGRID_SYSTEM_TOPIC_NAME"]["value"]) == ["eventGrid", "outputs", "name"]
+
+
+def test_containers_match_the_app_layout(templates: dict[str, Template]) -> None:
+    from gpu_batch import layout
+
+    m = main(templates)
+    containers = {m.resolve(c) for c in m.resolve(module_param(templates, "storage", "containers"))}
+    assert {layout.DEFAULT_STATE_CONTAINER, layout.INCOMING_CONTAINER} <= containers
+    assert m.resolve(m.outputs["INCOMING_CONTAINER_NAME"]["value"]) == layout.INCOMING_CONTAINER
+    assert app_settings(templates)[0]["TRAPBATCH_WEB_CONTAINER"] == layout.STATIC_WEBSITE_CONTAINER
+
+
+def test_storage_account_allows_no_key_or_anonymous_access(templates: dict[str, Template]) -> None:
+    st = module_file(templates, "storage")
+    (acct,) = st.of_type("Microsoft.Storage/storageAccounts").values()
+    props = acct["properties"]
+    assert props["allowSharedKeyAccess"] is False and props["allowBlobPublicAccess"] is False
+    assert props["minimumTlsVersion"] == "TLS1_2" and acct["kind"] == "StorageV2"
+
+
+# ---------------------------------------------------------------------------------------------- registry, Batch
+def test_container_registry_without_admin_user(templates: dict[str, Template]) -> None:
+    reg = module_file(templates, "registry")
+    (acr,) = reg.of_type("Microsoft.ContainerRegistry/registries").values()
+    assert acr["properties"]["adminUserEnabled"] is False
+    trapbatch, _ = app_settings(templates)
+    assert trapbatch["TRAPBATCH_WORKER_IMAGE"] == "${registry.outputs.loginServer}/${workerImageName}"
+    assert main(templates).resolve("workerImageName").startswith("trapbatch-worker:")
+
+
+def test_batch_account_is_entra_id_only(templates: dict[str, Template]) -> None:
+    b = module_file(templates, "batch")
+    (account,) = b.of_type("Microsoft.Batch/batchAccounts").values()
+    assert account["properties"]["allowedAuthenticationModes"] == ["AAD"]
+    assert account["properties"]["poolAllocationMode"] == "BatchService"
+
+
+def test_gpu_pool_pulls_from_acr_with_the_node_identity(templates: dict[str, Template]) -> None:
+    b = module_file(templates, "batch")
+    (pool,) = b.of_type("Microsoft.Batch/batchAccounts/pools").values()
+    assert pool["identity"]["type"] == "UserAssigned"
+    assert [k.strip("'") for k in pool["identity"]["userAssignedIdentities"]] == ["${nodeIdentityId}"]
+    vm = pool["properties"]["deploymentConfiguration"]["virtualMachineConfiguration"]
+    containers = vm["containerConfiguration"]
+    assert containers["type"] == "DockerCompatible"
+    assert containers["containerRegistries"] == [{"registryServer": "registryServer",
+                                                  "identityReference": {"resourceId": "nodeIdentityId"}}]
+    assert chain(module_param(templates, "batch", "nodeIdentityId")) == ["nodeIdentity", "outputs", "id"]
+    assert chain(module_param(templates, "batch", "registryServer")) == ["registry", "outputs", "loginServer"]
+    assert pool["properties"]["taskSlotsPerNode"] == 1
+    m = main(templates)
+    assert m.param_default(module_param(templates, "batch", "vmSize")) == "Standard_NC4as_T4_v3"
+    # the pool id the app submits to is the pool's name
+    assert chain(app_settings(templates)[0]["TRAPBATCH_BATCH_POOL_ID"]) == ["batch", "outputs", "poolId"]
+    assert chain(b.outputs["poolId"]["value"]) == ["pool", "name"]
+
+
+def _eval_formula(formula: str, pending: float) -> dict[str, Any]:
+    """Evaluate the autoscale formula the way we read batch-automatic-scaling.md, with every $PendingTasks sample
+    equal to ``pending`` and all samples present. Our reading, not Batch's evaluator: it checks the arithmetic of the
+    Spot/dedicated split, nothing about Batch itself."""
+    class Metric:
+        def GetSample(self, *_: Any) -> list[float]:  # noqa: N802 - Batch's method name
+            return [pending] * 10
+
+        def GetSamplePercent(self, *_: Any) -> float:  # noqa: N802
+            return 100.0
+
+    def flat(args: tuple[Any, ...]) -> list[float]:
+        out: list[float] = []
+        for a in args:
+            out.extend(a if isinstance(a, list) else [a])
+        return out
+
+    scope: dict[str, Any] = {"PendingTasks": Metric(), "TimeInterval_Minute": 60.0, "taskcompletion": "taskcompletion",
+                             "max": lambda *a: max(flat(a)), "min": lambda *a: min(flat(a)),
+                             "avg": lambda *a: sum(flat(a)) / len(flat(a))}
+    for statement in filter(None, (s.strip() for s in formula.replace("\\n", "\n").split(";"))):
+        lhs, rhs = (part.strip() for part in statement.split("=", 1))
+        rhs = rhs.replace("$", "")
+        if "?" in rhs:
+            cond, rest = rhs.split("?", 1)
+            yes, no = rest.split(":", 1)
+            rhs = f"({yes}) if ({cond}) else ({no})"
+        scope[lhs.lstrip("$")] = eval(rhs, {"__builtins__": {}}, scope)  # noqa: S307 - our own formula text
+    return scope
+
+
+@pytest.mark.parametrize("pending, spot, dedicated", [(0, 0, 0), (3, 3, 0), (6, 6, 0), (7, 6, 1), (50, 6, 2)])
+def test_autoscale_fills_spot_first_then_dedicated(templates: dict[str, Template], pending: int, spot: int,
+                                                   dedicated: int) -> None:
+    """Defaults: 8 nodes at most, 75% Spot -> up to 6 Spot, then up to 2 dedicated; none without work."""
+    m, b = main(templates), module_file(templates, "batch")
+    max_nodes = m.param_default(module_param(templates, "batch", "maxNodes"))
+    percent = m.param_default(module_param(templates, "batch", "spotPercent"))
+    max_spot = max_nodes * percent // 100  # Bicep's int division
+    formula = b.resolve("autoScaleFormula").replace("${maxSpotNodes}", str(max_spot)) \
+        .replace("${maxDedicatedNodes}", str(max_nodes - max_spot))
+    result = _eval_formula(formula, pending)
+    assert (result["TargetLowPriorityNodes"], result["TargetDedicatedNodes"]) == (spot, dedicated)
+    assert result["NodeDeallocationOption"] == "taskcompletion"
+
+
+# ---------------------------------------------------------------------------------------------- Key Vault, roles
+def test_key_vault_uses_rbac(templates: dict[str, Template]) -> None:
+    kv = module_file(templates, "keyVault")
+    (vault,) = kv.of_type("Microsoft.KeyVault/vaults").values()
+    assert vault["properties"]["enableRbacAuthorization"] is True
+    assert "accessPolicies" not in vault["properties"]
+
+
+def role_assignments(templates: dict[str, Template]) -> set[tuple[str, str, str]]:
+    """(principal: app|node|user, scope resource type, role name) of every assignment in app/rbac.bicep."""
+    rbac = module_file(templates, "rbac")
+    principals = {}
+    for param in ("appPrincipalId", "nodePrincipalId", "userPrincipalId"):
+        passed = module_param(templates, "rbac", param)
+        principals[param] = {"appIdentity": "app", "nodeIdentity": "node"}.get(
+            chain(passed)[0] if not isinstance(passed, str) else "", "user" if passed == "principalId" else "?")
+    found = set()
+    for symbol, body in rbac.of_type("Microsoft.Authorization/roleAssignments").items():
+        props = body["properties"]
+        role_fn = props["roleDefinitionId"]["function"]
+        assert role_fn["type"] == "subscription_resource_id"
+        role_id = rbac.resolve(role_fn["parameters"]["resource_name_1"])
+        scope_type = rbac.resources[body["scope"]]["type"]
+        principal = principals[props["principalId"]]
+        if principal == "user":
+            assert rbac.condition(symbol) is not None, f"{symbol}: the user's roles depend on a principalId being given"
+            assert props["principalType"] == "userPrincipalType"
+        else:
+            assert props["principalType"] == "ServicePrincipal"
+        found.add((principal, scope_type, ROLES.get(role_id, role_id)))
+    return found
+
+
+def test_role_assignments(templates: dict[str, Template]) -> None:
+    assert role_assignments(templates) == EXPECTED_ROLES
+
+
+def test_rbac_scopes_are_the_deployed_resources(templates: dict[str, Template]) -> None:
+    """The `existing` resources rbac.bicep assigns on are the ones main.bicep created."""
+    expected = {"storageAccountName": "storage", "keyVaultName": "keyVault", "batchAccountName": "batch",
+                "registryName": "registry", "applicationInsightsName": "monitoring"}
+    for param, module in expected.items():
+        assert chain(module_param(templates, "rbac", param))[0] == module
+    assert module_param(templates, "rbac", "userPrincipalId") == "principalId"
+    assert "rbac" in str(main(templates).body("api")), "the app waits for its roles (dependsOn rbac)"

@@ -1,0 +1,142 @@
+"""The azd hooks (infra/hooks/*.sh), run by /bin/sh against stand-ins for `azd` and `az` that record their calls.
+
+What this proves: the scripts are valid POSIX sh, read the values infra/main.bicep outputs, call az with the
+arguments the Event Grid quickstart and the az reference document, never print the function key, and upload a build
+context holding only what gpu_batch/Dockerfile copies. What it cannot prove: that Azure accepts the calls (no
+subscription is reachable here; docs/deploy.md, "Never run"). The PowerShell twins are not run: no pwsh here.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.infra.bicep_model import REPO
+
+HOOKS = REPO / "infra" / "hooks"
+KEY = "SECRET-blobs-extension-key-0123456789"
+
+AZD_ENV = {
+    "AZURE_ENV_NAME": "dev", "AZURE_RESOURCE_GROUP": "rg-dev", "AZURE_FUNCTION_APP_NAME": "func-api-abc",
+    "SERVICE_API_BASE_URL": "https://func-api-abc.azurewebsites.net", "AZURE_STORAGE_ACCOUNT_NAME": "stabc",
+    "AZURE_CONTAINER_REGISTRY_NAME": "crabc", "AZURE_CONTAINER_REGISTRY_ENDPOINT": "crabc.azurecr.io",
+    "TRAPBATCH_WORKER_IMAGE_NAME": "trapbatch-worker:v1", "EVENTGRID_SYSTEM_TOPIC_NAME": "evgt-storage-abc",
+    "INCOMING_CONTAINER_NAME": "incoming", "TRAPBATCH_PUBLIC_WEB_URL": "https://stabc.z6.web.core.windows.net/",
+}
+
+FAKE_AZ = r'''
+import json, os, subprocess, sys
+args = sys.argv[1:]
+entry = {"args": args}
+if args[:2] == ["acr", "build"]:
+    context = args[-1]
+    entry["context"] = sorted(os.path.relpath(os.path.join(d, f), context)
+                              for d, _, files in os.walk(context) for f in files)
+with open(os.environ["FAKE_LOG"], "a") as log:
+    log.write(json.dumps(entry) + "\n")
+if args[:3] == ["acr", "repository", "show-tags"]:
+    print(os.environ.get("FAKE_TAGS", ""))
+    sys.exit(0 if os.environ.get("FAKE_TAGS") else 1)
+if args[:3] == ["functionapp", "keys", "list"]:
+    print(os.environ.get("FAKE_KEY", ""))
+'''
+
+
+def run_hook(tmp_path: Path, name: str, **env: str) -> tuple[subprocess.CompletedProcess[str], list[dict[str, Any]]]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "az").write_text(f"#!{sys.executable}\n{FAKE_AZ}")
+    values = "\n".join(f'{k}="{v}"' for k, v in AZD_ENV.items())
+    (bin_dir / "azd").write_text(f"#!/bin/sh\n[ \"$1 $2\" = 'env get-values' ] || exit 2\ncat <<'EOF'\n{values}\nEOF\n")
+    for tool in ("az", "azd"):
+        (bin_dir / tool).chmod(0o755)
+    log = tmp_path / "az.log"
+    log.write_text("")
+    proc = subprocess.run(["/bin/sh", str(HOOKS / name)], cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env={"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path), "FAKE_LOG": str(log),
+                               "TMPDIR": str(tmp_path), **env})
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    return proc, calls
+
+
+def option(args: list[str], name: str) -> str:
+    return args[args.index(name) + 1]
+
+
+def test_postprovision_enables_the_static_website_and_builds_the_worker(tmp_path: Path) -> None:
+    proc, calls = run_hook(tmp_path, "postprovision.sh")
+    assert proc.returncode == 0, proc.stderr
+    website = next(c["args"] for c in calls if c["args"][:3] == ["storage", "blob", "service-properties"])
+    assert option(website, "--account-name") == "stabc" and option(website, "--auth-mode") == "login"
+    assert "--static-website" in website and option(website, "--index-document") == "index.html"
+    build = next(c for c in calls if c["args"][:2] == ["acr", "build"])
+    args = build["args"]
+    assert option(args, "--registry") == "crabc" and option(args, "--image") == "trapbatch-worker:v1"
+    assert option(args, "--file") == "gpu_batch/Dockerfile"
+    context = build["context"]
+    # what gpu_batch/Dockerfile COPYs is there, and nothing else (gpu_batch's tests and caches left out)
+    sources = [line.split()[1] for line in (REPO / "gpu_batch" / "Dockerfile").read_text().splitlines()
+               if line.startswith("COPY ")]
+    assert sources, "the Dockerfile copies something"
+    for source in sources:
+        assert [p for p in context if p == source or p.startswith(source.rstrip("/") + "/")], source
+    assert "gpu_batch/Dockerfile" in context and "gpu_batch/worker/__main__.py" in context
+    extra = [p for p in context if p != "gpu_batch/Dockerfile"
+             and not any(p == s or p.startswith(s.rstrip("/") + "/") for s in sources)]
+    assert not extra, extra
+    assert not [p for p in context if p.startswith("gpu_batch/tests/") or "__pycache__" in p]
+    assert not Path(args[-1]).exists(), "the temporary build context is removed"
+
+
+def test_postprovision_does_not_rebuild_an_existing_tag(tmp_path: Path) -> None:
+    proc, calls = run_hook(tmp_path, "postprovision.sh", FAKE_TAGS="v0\nv1")
+    assert proc.returncode == 0, proc.stderr
+    assert not [c for c in calls if c["args"][:2] == ["acr", "build"]]
+    assert "already in crabc" in proc.stdout
+    proc, calls = run_hook(tmp_path, "postprovision.sh", FAKE_TAGS="v1", TRAPBATCH_FORCE_WORKER_BUILD="true")
+    assert [c for c in calls if c["args"][:2] == ["acr", "build"]]
+
+
+def test_postdeploy_subscribes_the_blob_webhook_to_incoming(tmp_path: Path) -> None:
+    proc, calls = run_hook(tmp_path, "postdeploy.sh", FAKE_KEY=KEY)
+    assert proc.returncode == 0, proc.stderr
+    sub = next(c["args"] for c in calls if c["args"][:3] == ["eventgrid", "system-topic", "event-subscription"])
+    assert sub[3] == "create" and option(sub, "--system-topic-name") == "evgt-storage-abc"
+    assert option(sub, "--resource-group") == "rg-dev" and option(sub, "--endpoint-type") == "webhook"
+    assert option(sub, "--endpoint") == ("https://func-api-abc.azurewebsites.net/runtime/webhooks/blobs"
+                                         f"?functionName=Host.Functions.task_dropped&code={KEY}")
+    assert option(sub, "--included-event-types") == "Microsoft.Storage.BlobCreated"
+    assert option(sub, "--subject-begins-with") == "/blobServices/default/containers/incoming/"
+    assert KEY not in proc.stdout + proc.stderr, "the function key is never printed"
+
+
+def test_postdeploy_fails_with_a_hint_when_the_host_has_no_key_yet(tmp_path: Path) -> None:
+    proc, calls = run_hook(tmp_path, "postdeploy.sh", TRAPBATCH_KEY_ATTEMPTS="2", TRAPBATCH_KEY_WAIT_S="0")
+    assert proc.returncode == 1
+    assert "no blobs_extension key" in proc.stderr and "postdeploy.sh again" in proc.stderr
+    assert len([c for c in calls if c["args"][:3] == ["functionapp", "keys", "list"]]) == 2
+    assert not [c for c in calls if c["args"][0] == "eventgrid"]
+
+
+@pytest.mark.parametrize("name", ["postprovision.sh", "postdeploy.sh"])
+def test_hooks_stop_when_azd_has_not_provisioned(tmp_path: Path, name: str) -> None:
+    saved = dict(AZD_ENV)
+    try:
+        AZD_ENV.clear()
+        AZD_ENV["AZURE_ENV_NAME"] = "dev"
+        proc, calls = run_hook(tmp_path, name)
+    finally:
+        AZD_ENV.clear()
+        AZD_ENV.update(saved)
+    assert proc.returncode == 1 and "run 'azd provision' first" in proc.stderr and not calls
+
+
+def test_windows_hooks_exist_beside_the_posix_ones() -> None:
+    for script in HOOKS.glob("*.sh"):
+        assert script.with_suffix(".ps1").exists(), script
+    assert os.access(HOOKS / "postprovision.sh", os.X_OK) and os.access(HOOKS / "postdeploy.sh", os.X_OK)

@@ -1,0 +1,113 @@
+"""What azd packages and deploys: azure.yaml, the parameters file, requirements.txt and .funcignore."""
+from __future__ import annotations
+
+import ast
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pathspec
+import pytest
+import yaml
+
+from tests.infra.bicep_model import REPO, Template
+
+
+def requirement_lines(path: Path) -> list[str]:
+    lines = []
+    for raw in path.read_text().splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if line:
+            lines.append(re.sub(r"\s+", "", line).lower())
+    return sorted(lines)
+
+
+def test_root_requirements_are_the_app_requirements() -> None:
+    """Remote build installs what the package root's requirements.txt lists (python-build-options.md, 'Remote
+    build'); it is a copy of requirements/app.txt rather than `-r requirements/app.txt`, so that it does not depend on
+    the builder following includes, nor on requirements/ being packaged (.funcignore leaves it out)."""
+    root = REPO / "requirements.txt"
+    assert not [line for line in root.read_text().splitlines() if line.strip().startswith("-")], \
+        "no pip options or includes in requirements.txt"
+    assert requirement_lines(root) == requirement_lines(REPO / "requirements" / "app.txt")
+
+
+# ---------------------------------------------------------------------------------------------- .funcignore
+def repository_files() -> list[str]:
+    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                         capture_output=True, text=True, check=True).stdout
+    return [p for p in out.splitlines() if (REPO / p).is_file()]
+
+
+@pytest.fixture(scope="module")
+def packaged() -> set[str]:
+    spec = pathspec.GitIgnoreSpec.from_lines((REPO / ".funcignore").read_text().splitlines())
+    return {p for p in repository_files() if not spec.match_file(p)}
+
+
+def modules_the_app_imports() -> list[str]:
+    """Repository files that `import function_app` loads (run apart, so this test process stays clean)."""
+    code = ("import sys, json, function_app, pathlib; root = pathlib.Path.cwd().resolve(); "
+            "print(json.dumps(sorted(str(pathlib.Path(m.__file__).resolve().relative_to(root)) "
+            "for m in list(sys.modules.values()) if getattr(m, '__file__', None) "
+            "and pathlib.Path(m.__file__).resolve().is_relative_to(root) and '.venv' not in m.__file__)))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return list(json.loads(proc.stdout))
+
+
+def test_the_package_holds_everything_the_app_loads(packaged: set[str]) -> None:
+    needed = set(modules_the_app_imports()) | {"function_app.py", "host.json", "requirements.txt"}
+    needed |= {str(p.relative_to(REPO)) for p in (REPO / "activities" / "templates").rglob("*") if p.is_file()}
+    # the Batch pool client is imported lazily (adapters.clients), the local pool only for TRAPBATCH_POOL=local
+    needed |= {"gpu_batch/pool/azure_batch.py", "gpu_batch/pool/local.py", "gpu_batch/storage_refs.py",
+               "gpu_batch/layout.py", "gpu_batch/manifest.py", "gpu_batch/__init__.py"}
+    for package in ("api", "activities", "orchestrations", "core", "adapters"):
+        needed |= {str(p.relative_to(REPO)) for p in (REPO / package).glob("*.py")}
+    missing = sorted(p for p in needed if p not in packaged and (REPO / p).exists())
+    assert not missing, f".funcignore leaves out files the app needs: {missing}"
+
+
+def test_the_package_leaves_out_tests_tools_and_the_worker(packaged: set[str]) -> None:
+    left_out = ("tests/", "bench/", "devhost/", "samples/", "scripts/", "infra/", "docs/", "gpu_batch/worker/",
+                "gpu_batch/tests/", "requirements/", ".ci/")
+    shipped = sorted(p for p in packaged if p.startswith(left_out) or p in ("gpu_batch/Dockerfile", "conftest.py"))
+    assert not shipped, shipped
+    spec = pathspec.GitIgnoreSpec.from_lines((REPO / ".funcignore").read_text().splitlines())
+    for path in (".venv/bin/python", "node_modules/azurite/package.json", "api/__pycache__/x.cpython-311.pyc",
+                 "local.settings.json", ".azure/dev/.env"):
+        assert spec.match_file(path), path
+
+
+# ---------------------------------------------------------------------------------------------- azure.yaml
+def test_azure_yaml_deploys_the_repository_root_as_a_python_function_app() -> None:
+    doc = yaml.safe_load((REPO / "azure.yaml").read_text())
+    assert doc["infra"] == {"provider": "bicep", "path": "infra", "module": "main"}
+    assert doc["services"] == {"api": {"project": ".", "language": "python", "host": "function"}}
+    for hook in ("postprovision", "postdeploy"):
+        for platform, shell in (("posix", "sh"), ("windows", "pwsh")):
+            spec = doc["hooks"][hook][platform]
+            assert spec["shell"] == shell and spec["continueOnError"] is False
+            assert (REPO / spec["run"]).is_file(), spec["run"]
+
+
+def test_parameters_file_matches_main_bicep(templates: dict[str, Template]) -> None:
+    params = templates["main.bicep"].params
+    values = json.loads((REPO / "infra" / "main.parameters.json").read_text())["parameters"]
+    assert set(values) <= set(params), set(values) - set(params)
+    assert {p for p, spec in params.items() if "default" not in spec} <= set(values)
+    assert values["environmentName"]["value"] == "${AZURE_ENV_NAME}"
+    assert values["principalId"]["value"] == "${AZURE_PRINCIPAL_ID}"
+
+
+def test_hooks_name_the_blob_trigger_function_of_the_app() -> None:
+    """The Event Grid endpoint names the function (Host.Functions.<name>): it must be the app's blob trigger."""
+    tree = ast.parse((REPO / "api" / "starters.py").read_text())
+    triggers = [f.name for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+                for d in f.decorator_list
+                if isinstance(d, ast.Call) and isinstance(d.func, ast.Attribute) and d.func.attr == "blob_trigger"]
+    assert len(triggers) == 1, triggers
+    assert f"function_name={triggers[0]} " in (REPO / "infra" / "hooks" / "postdeploy.sh").read_text()
+    assert f"$functionName = '{triggers[0]}'" in (REPO / "infra" / "hooks" / "postdeploy.ps1").read_text()
