@@ -12,6 +12,7 @@ import logging
 from typing import Iterable
 
 import azure.durable_functions as df
+from azure.core.exceptions import AzureError
 
 from activities.shard_results import partial_count, shard_attempt_results, shard_coverage
 from adapters import clients
@@ -19,7 +20,7 @@ from adapters.blobs import BlobStore
 from core import contracts as c
 from core.settings import Settings
 from core.shards import missing_images
-from gpu_batch import layout
+from gpu_batch import exit_codes, layout
 from gpu_batch.manifest import ShardManifest
 from gpu_batch.pool import GpuPool, ShardTask, TaskInfo, TaskState
 
@@ -32,8 +33,8 @@ def _shard_task(settings: Settings, task_id: str, sid: str, attempt: int) -> Sha
                      manifest_blob=layout.manifest_blob(task_id, sid, attempt), shard_id=sid, attempt=attempt)
 
 
-def run_submit(task_id: str, shards: Iterable[tuple[str, int]], settings: Settings, pool: GpuPool) -> c.SubmitOutput:
-    job = layout.pool_job_id(task_id)
+def run_submit(task_id: str, job: str, shards: Iterable[tuple[str, int]], settings: Settings,
+               pool: GpuPool) -> c.SubmitOutput:
     pool.ensure_job(job)
     tasks = [_shard_task(settings, task_id, str(sid), int(attempt)) for sid, attempt in shards]
     pool.submit(job, tasks)
@@ -41,18 +42,43 @@ def run_submit(task_id: str, shards: Iterable[tuple[str, int]], settings: Settin
     return {"submitted": len(tasks)}
 
 
+LOG_READ_LIMIT = 1024 * 1024  # a worker log larger than this is not read for its last error
+
+
+def worker_message(store: BlobStore, info: TaskInfo) -> str:
+    """The worker's last error line from the pool task's log (LocalPool: one blob; Batch: ``stderr.txt`` in a folder);
+    empty when there is none or it cannot be read (the exit code still says what kind of failure it was)."""
+    if not info.log:
+        return ""
+    container, _, name = info.log.partition("/")
+    if name.endswith("/"):
+        name += "stderr.txt"
+    try:
+        size = store.size_or_none(container, name)
+        if size is None or size > LOG_READ_LIMIT:
+            return ""
+        return exit_codes.worker_error_message(store.read_bytes(container, name).decode("utf-8", "replace"))
+    except AzureError:
+        return ""
+
+
 def _completed_row(info: TaskInfo, settings: Settings, store: BlobStore, task_id: str) -> c.CompletedShard:
     sid, attempt = layout.parse_pool_task_id(info.task_id)
     coverage = shard_coverage(store, settings, task_id, sid)
-    return {"task_id": info.task_id, "shard_id": sid, "attempt": attempt,
-            "result": info.result.value if info.result else None, "exit_code": info.exit_code,
-            "failure_message": info.failure_message, "images": coverage["images"], "covered": coverage["covered"],
-            "failed": coverage["failed"], "missing": coverage["missing"]}
+    row: c.CompletedShard = {
+        "task_id": info.task_id, "shard_id": sid, "attempt": attempt,
+        "result": info.result.value if info.result else None, "exit_code": info.exit_code,
+        "failure_message": info.failure_message, "images": coverage["images"], "covered": coverage["covered"],
+        "failed": coverage["failed"], "missing": coverage["missing"]}
+    if exit_codes.unfixable_reason(info.exit_code):
+        row["worker_message"] = worker_message(store, info)[:1000]
+    return row
 
 
-def run_poll(task_id: str, task_ids: list[str], settings: Settings, store: BlobStore, pool: GpuPool) -> c.PollOutput:
+def run_poll(task_id: str, job: str, task_ids: list[str], settings: Settings, store: BlobStore,
+             pool: GpuPool) -> c.PollOutput:
     cancelled = store.exists(settings.container, layout.cancel_marker(task_id))
-    infos = pool.poll(layout.pool_job_id(task_id), task_ids)
+    infos = pool.poll(job, task_ids)
     completed: list[c.CompletedShard] = []
     running = queued = in_progress = 0
     for info in infos:
@@ -68,14 +94,14 @@ def run_poll(task_id: str, task_ids: list[str], settings: Settings, store: BlobS
             "images_in_progress": in_progress}
 
 
-def run_resubmit(task_id: str, sid: str, attempt: int, settings: Settings, store: BlobStore,
-                 pool: GpuPool) -> c.ResubmitOutput:
+def resubmit_one(task_id: str, job: str, sid: str, attempt: int, settings: Settings, store: BlobStore,
+                 pool: GpuPool) -> c.Resubmitted:
     first = ShardManifest.from_dict(store.read_json(settings.container, layout.manifest_blob(task_id, sid, 1)))
     done = [e["file"] for entries in shard_attempt_results(store, settings, task_id, sid) for e in entries
             if isinstance(e.get("file"), str)]
     missing = missing_images(first.images, done)
     if not missing:
-        return {"missing": 0, "submitted": False}
+        return {"shard_id": sid, "attempt": attempt, "missing": 0, "submitted": False}
     manifest = ShardManifest(
         task_id=task_id, shard_id=sid, attempt=attempt, source_container=first.source_container,
         images=tuple(missing), output_container=first.output_container,
@@ -84,39 +110,59 @@ def run_resubmit(task_id: str, sid: str, attempt: int, settings: Settings, store
         source_credential_secret=first.source_credential_secret,
     )
     store.write_json(settings.container, layout.manifest_blob(task_id, sid, attempt), manifest.to_dict())
-    run_submit(task_id, [(sid, attempt)], settings, pool)
+    run_submit(task_id, job, [(sid, attempt)], settings, pool)
     logger.info("task %s shard %s: resubmitted %d missing images as attempt %d", task_id, sid, len(missing), attempt)
-    return {"missing": len(missing), "submitted": True}
+    return {"shard_id": sid, "attempt": attempt, "missing": len(missing), "submitted": True}
 
 
-def run_cancel(task_id: str, task_ids: list[str], pool: GpuPool) -> c.CancelOutput:
-    """Cancel the given pool tasks, or the task's whole job when none are given."""
-    job = layout.pool_job_id(task_id)
+def run_resubmit(task_id: str, job: str, shards: Iterable[tuple[str, int]], settings: Settings, store: BlobStore,
+                 pool: GpuPool) -> c.ResubmitOutput:
+    """Resubmit each shard's missing images as its next attempt. Idempotent: a retried call rewrites the same
+    manifests and the pool ignores task ids it already has."""
+    return {"shards": [resubmit_one(task_id, job, str(sid), int(attempt), settings, store, pool)
+                       for sid, attempt in shards]}
+
+
+def run_cancel(job: str, task_ids: list[str], pool: GpuPool) -> c.CancelOutput:
+    """Cancel the given pool tasks, or the whole job when none are given."""
     for tid in list[str | None](task_ids) or [None]:
         pool.cancel(job, tid)
     return {"cancelled": True}
 
 
+def run_close_job(job: str, pool: GpuPool) -> c.CloseJobOutput:
+    """End the run's pool job (its unfinished tasks stop). Idempotent: closing a closed or unknown job is fine."""
+    pool.close_job(job)
+    logger.info("pool job %s closed", job)
+    return {"closed": True}
+
+
 @bp.activity_trigger(input_name="payload", activity=c.SUBMIT)
 def submit_shards(payload: c.SubmitInput) -> c.SubmitOutput:
     s = clients.settings()
-    return run_submit(payload["task_id"], payload["shards"], s, clients.pool(s))
+    return run_submit(payload["task_id"], payload["job_id"], payload["shards"], s, clients.pool(s))
 
 
 @bp.activity_trigger(input_name="payload", activity=c.POLL)
 def poll_shards(payload: c.PoolTasksInput) -> c.PollOutput:
     s = clients.settings()
-    return run_poll(payload["task_id"], payload["task_ids"], s, clients.store(s), clients.pool(s))
+    return run_poll(payload["task_id"], payload["job_id"], payload["task_ids"], s, clients.store(s), clients.pool(s))
 
 
 @bp.activity_trigger(input_name="payload", activity=c.RESUBMIT)
-def resubmit_shard(payload: c.ResubmitInput) -> c.ResubmitOutput:
+def resubmit_shards(payload: c.ResubmitInput) -> c.ResubmitOutput:
     s = clients.settings()
-    return run_resubmit(payload["task_id"], payload["shard_id"], int(payload["attempt"]), s, clients.store(s),
+    return run_resubmit(payload["task_id"], payload["job_id"], payload["shards"], s, clients.store(s),
                         clients.pool(s))
 
 
 @bp.activity_trigger(input_name="payload", activity=c.CANCEL)
 def cancel_pool_tasks(payload: c.PoolTasksInput) -> c.CancelOutput:
     s = clients.settings()
-    return run_cancel(payload["task_id"], payload.get("task_ids") or [], clients.pool(s))
+    return run_cancel(payload["job_id"], payload.get("task_ids") or [], clients.pool(s))
+
+
+@bp.activity_trigger(input_name="payload", activity=c.CLOSE_JOB)
+def close_pool_job(payload: c.CloseJobInput) -> c.CloseJobOutput:
+    s = clients.settings()
+    return run_close_job(payload["job_id"], clients.pool(s))

@@ -9,7 +9,8 @@ import functools
 import os
 
 from adapters.blobs import BlobStore, blob_store
-from core.errors import SourceUnavailable
+from core.errors import SourceNotAllowed, SourceUnavailable
+from core.requests import normalize_account_url
 from core.settings import Settings
 from gpu_batch.pool import GpuPool
 from gpu_batch.storage_refs import SourceAccessError, SourceRef, secret_reader_from_env, source_service
@@ -31,10 +32,21 @@ def source_store(s: Settings, account_url: str = "", credential_secret: str = ""
     ref = SourceRef(account_url, credential_secret)
     if ref.is_own_account:
         return store(s)
+    check_source_allowed(s, account_url)
     try:
         return BlobStore(source_service(ref, lambda: store(s).service, secret_reader_from_env(s.secret_store_env())))
     except SourceAccessError as exc:
         raise SourceUnavailable(str(exc), "see README 'Images in another storage account'") from None
+
+
+def check_source_allowed(s: Settings, account_url: str) -> None:
+    """Refuse an account outside ``TRAPBATCH_SOURCE_ACCOUNTS`` before any secret is read or any request is made:
+    otherwise a caller could make the app send its managed-identity token, or a named secret, to a host they chose."""
+    if account_url and normalize_account_url(account_url) not in s.source_accounts:
+        allowed = ", ".join(s.source_accounts) or "none: only this app's own storage account"
+        raise SourceNotAllowed(f"storage account {account_url!r} is not one this trapbatch may read from",
+                               f"the operator lists the accounts requests may name in TRAPBATCH_SOURCE_ACCOUNTS "
+                               f"(now: {allowed})")
 
 
 @functools.cache
@@ -50,9 +62,10 @@ def _pool(kind: str, connection: str, container: str, concurrency: int, device: 
         return make_pool("local", connection_string=connection, log_container=container,
                          max_concurrent=concurrency or None, worker_env=worker_env, faults=dict(faults),
                          max_task_seconds=max_task_seconds)
-    account_url, pool_id, image, identity, storage_url = batch
+    account_url, pool_id, image, identity, identity_resource_id, storage_url = batch
     return make_pool("azure_batch", account_url=account_url, pool_id=pool_id, image=image,
-                     worker_identity_client_id=identity, storage_account_url=storage_url,
+                     worker_identity_client_id=identity, identity_resource_id=identity_resource_id,
+                     storage_account_url=storage_url, log_container=container,
                      max_task_seconds=max_task_seconds, key_vault_url=dict(secret_env).get("TRAPBATCH_KEY_VAULT_URL", ""))
 
 
@@ -60,5 +73,6 @@ def pool(s: Settings) -> GpuPool:
     """The GPU pool the settings name, one per process and configuration."""
     return _pool(s.pool, s.storage_connection, s.container, s.local_concurrency,
                  s.device, s.model_cache, tuple(sorted(s.worker_faults.items())),
-                 (s.batch_account_url, s.batch_pool_id, s.worker_image, s.worker_identity, s.storage_account_url),
+                 (s.batch_account_url, s.batch_pool_id, s.worker_image, s.worker_identity,
+                  s.worker_identity_resource_id, s.storage_account_url),
                  s.knobs.max_task_seconds, tuple(sorted(s.secret_store_env().items())))

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import secrets
 from datetime import datetime, timezone
 from typing import Any
 
@@ -33,7 +35,7 @@ from core.errors import (ContainerNotFound, RequestInvalid, SourceUnavailable, T
                          TrapbatchError)
 from core.ids import is_task_id, repeats_instance_id, shards_instance_id
 from core.requests import parse_repeat_removal, parse_task_request
-from core.settings import Settings
+from core.settings import Settings, drop_trigger_source
 from gpu_batch import layout
 from gpu_batch.layout import REPEATS_REMOVED
 
@@ -41,6 +43,7 @@ logger = logging.getLogger(__name__)
 bp = df.Blueprint()
 
 ACTIVE = {"Running", "Pending", "ContinuedAsNew"}
+CANCELLABLE = (Stage.starting, Stage.enumerating, Stage.detecting)  # the shard groups read the marker at each poll
 _json = json_response
 
 
@@ -87,8 +90,16 @@ async def start_task(client: df.DurableOrchestrationClient, body: Any, settings:
     if _runtime(existing) in ACTIVE | {"Completed"}:
         return False, task_id
     knobs = {**settings.knobs.to_dict(), "images_per_shard": request.images_per_shard}
-    await client.start_new(c.TASK_ORCHESTRATOR, task_id,
-                           c.TaskInput(task_id=task_id, request=request.to_dict(), knobs=knobs))
+    run = layout.run_id(datetime.now(timezone.utc), secrets.token_hex(2))  # a job of its own for this run's pool work
+    try:
+        await client.start_new(c.TASK_ORCHESTRATOR, task_id,
+                               c.TaskInput(task_id=task_id, request=request.to_dict(), knobs=knobs, run=run))
+    except Exception:
+        # The extension refuses to start an instance id that is running or pending (OverridableExistingInstanceStates
+        # = NonRunningStates): an identical request posted at the same moment won the race. Same task, not started.
+        if _runtime(await client.get_status(task_id)) in ACTIVE | {"Completed"}:
+            return False, task_id
+        raise
     logger.info("task %s: started for container %s prefix %r", task_id, request.container, request.prefix)
     return True, task_id
 
@@ -107,6 +118,35 @@ async def post_task(req: func.HttpRequest, client: df.DurableOrchestrationClient
                                            **_links(_base_url(req), task_id)})
 
 
+async def _all_instances(client: df.DurableOrchestrationClient, prefix: str) -> list[Any]:
+    """Every instance whose id starts with ``prefix``, following the management API's pages.
+
+    The extension answers the instance list 100 at a time with an ``x-ms-continuation-token`` header for the next page
+    (azure-functions-durable-extension HttpApiHandler.cs); the SDK's ``get_status_all``/``get_status_by``
+    (azure-functions-durable 1.7.0) read the first page only and never see the header. So this calls the same endpoint
+    the SDK calls (the binding's ``rpcBaseUrl``), sending each page's token back until the token is empty.
+    """
+    from urllib.parse import quote
+
+    import aiohttp
+    from azure.durable_functions.models.DurableOrchestrationStatus import DurableOrchestrationStatus
+
+    url = f"{client._orchestration_bindings.rpc_base_url}instances/?instanceIdPrefix={quote(prefix)}&top=100"
+    statuses: list[Any] = []
+    token, seen = "", set()
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=240)) as session:
+        while True:
+            async with session.get(url, headers={"x-ms-continuation-token": token} if token else {}) as resp:
+                if resp.status != 200:
+                    raise RuntimeError(f"the Durable management API answered {resp.status} to the instance list")
+                page = await resp.json(content_type=None) or []
+                token = resp.headers.get("x-ms-continuation-token", "") or ""
+            statuses.extend(DurableOrchestrationStatus.from_json(item) for item in page)
+            if not token or token in seen:
+                return statuses
+            seen.add(token)
+
+
 @bp.route(route="tasks", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 @bp.durable_client_input(client_name="client")
 @http_edge
@@ -119,9 +159,11 @@ async def list_tasks(req: func.HttpRequest, client: df.DurableOrchestrationClien
     except ValueError:
         return _json(400, {"error": f"limit must be a positive integer, got {req.params.get('limit')!r}",
                            "hint": "e.g. GET /api/tasks?limit=20"})
+    from core.ids import TASK_PREFIX
+
     base = _base_url(req)
     rows = []
-    for status in await client.get_status_all():
+    for status in await _all_instances(client, TASK_PREFIX):
         task_id = str(getattr(status, "instance_id", "") or "")
         if not is_task_id(task_id):
             continue
@@ -213,8 +255,12 @@ def _preview_page(req: func.HttpRequest, s: Settings, task_id: str, variant: str
     if folder is None:  # a task finished before previews had their own folders, or whose previews were deleted
         return {"container": s.web_container, "error": "no preview site was rendered for this task"}
     page = layout.page_blob(folder, variant)
-    return {"container": s.web_container, "folder": folder, "blob": page, "local_url": f"{_base_url(req)}/web/{page}",
-            "hint": "the static website is public: share this address only with people who may see the images"}
+    where: dict[str, Any] = {"container": s.web_container, "folder": folder, "blob": page}
+    if s.public_web_url:  # the storage account's static website endpoint (infra/ sets TRAPBATCH_PUBLIC_WEB_URL)
+        where["public_url"] = f"{s.public_web_url}/{page}"
+    where["local_url"] = f"{_base_url(req)}/web/{page}"  # devhost serves $web there; the Functions host does not
+    where["hint"] = "the static website is public: share this address only with people who may see the images"
+    return where
 
 
 @bp.route(route="tasks/{task_id}/results", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
@@ -242,8 +288,13 @@ async def cancel_task(req: func.HttpRequest, client: df.DurableOrchestrationClie
     if info["runtime_status"] not in ACTIVE:
         return _json(409, {"error": f"task {task_id} is not running (stage: {info['stage']})",
                            "hint": "only a running task can be cancelled"})
+    if info["stage"] not in CANCELLABLE:  # the pool work is over; the marker would be read by nobody
+        return _json(409, {"error": f"task {task_id} can no longer be cancelled (stage: {info['stage']})",
+                           "hint": "its detections are done and it is writing the results; it ends on its own "
+                                   f"within minutes: poll GET /api/tasks/{task_id}"})
     s = clients.settings()
-    clients.store(s).write_json(s.container, layout.cancel_marker(task_id), {"requested": datetime.now(timezone.utc).isoformat()})
+    clients.store(s).write_json(s.container, layout.cancel_marker(task_id),
+                                {"requested": datetime.now(timezone.utc).isoformat()})
     logger.info("task %s: cancel requested", task_id)
     return _json(202, {"id": task_id, "cancel_requested": True,
                        "hint": "pool work stops at the next poll; the task's stage becomes 'cancelled'"})
@@ -303,7 +354,8 @@ async def task_repeats(req: func.HttpRequest, client: df.DurableOrchestrationCli
                        "hint": "the new results are written beside the originals, which are left unchanged"})
 
 
-@bp.blob_trigger(arg_name="blob", path=layout.INCOMING_CONTAINER + "/{name}", connection="AzureWebJobsStorage")
+@bp.blob_trigger(arg_name="blob", path=layout.INCOMING_CONTAINER + "/{name}", connection="AzureWebJobsStorage",
+                 source=func.BlobSource(drop_trigger_source(os.environ)))
 @bp.durable_client_input(client_name="client")
 async def task_dropped(blob: func.InputStream, client: df.DurableOrchestrationClient) -> None:
     """A ``*.json`` task request dropped into ``incoming`` starts the task; a bad one gets ``<name>.error.json``.

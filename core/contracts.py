@@ -22,8 +22,9 @@ REPEATS_ORCHESTRATOR = "remove_repeats"
 ENUMERATE = "enumerate_images"
 SUBMIT = "submit_shards"
 POLL = "poll_shards"
-RESUBMIT = "resubmit_shard"
+RESUBMIT = "resubmit_shards"
 CANCEL = "cancel_pool_tasks"
+CLOSE_JOB = "close_pool_job"
 MERGE = "merge_results"
 PREVIEWS = "render_previews"
 REMOVE_REPEATS = "remove_repeated_detections"
@@ -60,6 +61,7 @@ class TaskInput(TypedDict):
     task_id: str
     request: dict[str, Any]  # core.requests.TaskRequest.to_dict()
     knobs: dict[str, Any]  # core.settings.OrchestrationKnobs.to_dict()
+    run: NotRequired[str]  # this run's id (gpu_batch.layout.run_id): its pool work goes to a job of its own
 
 
 class ShardState(TypedDict):
@@ -74,6 +76,7 @@ class ShardState(TypedDict):
 
 class ShardsInput(TypedDict):
     task_id: str
+    job_id: NotRequired[str]  # the run's pool job (default: the task id)
     knobs: dict[str, Any]
     shards: list[str]
     state: NotRequired[dict[str, ShardState]]  # set by continue_as_new
@@ -101,6 +104,7 @@ class EnumerateOutput(TypedDict):
 
 class SubmitInput(TypedDict):
     task_id: str
+    job_id: str
     shards: list[tuple[str, int]]  # (shard id, attempt); JSON brings each pair back as a two-item list
 
 
@@ -112,6 +116,7 @@ class PoolTasksInput(TypedDict):
     """Input of the poll and of the cancel: the pool tasks of shard attempts in flight."""
 
     task_id: str
+    job_id: str
     task_ids: list[str]
 
 
@@ -128,6 +133,7 @@ class CompletedShard(TypedDict):
     covered: int
     failed: int
     missing: int
+    worker_message: NotRequired[str]  # the worker's last error, when it exited with a code no retry can fix
 
 
 class PollOutput(TypedDict):
@@ -139,18 +145,38 @@ class PollOutput(TypedDict):
 
 
 class ResubmitInput(TypedDict):
+    """Shards whose missing images become their next attempt (``attempt`` is that next attempt's number). One
+    activity for all of a poll's resubmissions: a fan-out of retried activities is what #603 hangs on."""
+
     task_id: str
+    job_id: str
+    shards: list[tuple[str, int]]
+
+
+class Resubmitted(TypedDict):
     shard_id: str
     attempt: int
+    missing: int
+    submitted: bool  # False: storage shows nothing missing any more (results landed late), so the shard is done
 
 
 class ResubmitOutput(TypedDict):
-    missing: int
-    submitted: bool
+    shards: list[Resubmitted]
 
 
 class CancelOutput(TypedDict):
     cancelled: bool
+
+
+class CloseJobInput(TypedDict):
+    """End a run's pool job: its remaining tasks stop and the job stops counting against the account's active jobs."""
+
+    task_id: str
+    job_id: str
+
+
+class CloseJobOutput(TypedDict):
+    closed: bool
 
 
 class MergeInput(TypedDict):
@@ -246,6 +272,7 @@ class TaskStatus(TypedDict, total=False):
     started: str
     finished: str
     error: str
+    pool_job: str
     images: int
     shards: int
     groups: int

@@ -7,6 +7,7 @@
     ├── TaskNotFound(TrapbatchError, LookupError)      no task with that id
     ├── TaskNotFinished(TrapbatchError, RuntimeError)  the task has not completed yet (HTTP 409)
     ├── SourceUnavailable(TrapbatchError, PermissionError)  another account's images cannot be opened
+    ├── SourceNotAllowed(TrapbatchError, PermissionError)   that account is not on the operator's allow-list (403)
     ├── InternalError(TrapbatchError, RuntimeError)    a bug or an unforeseen failure (HTTP 500; details in the log)
     └── StorageError(TrapbatchError)                   trapbatch's own storage failed (adapters.storage_errors maps
         ├── StorageUnavailable(StorageError, ConnectionError)     every azure-core exception to one of these)
@@ -57,6 +58,13 @@ class SourceUnavailable(TrapbatchError, PermissionError):
     """The task's images are in another storage account that cannot be opened (missing secret, no access)."""
 
     status_code = 400
+
+
+class SourceNotAllowed(TrapbatchError, PermissionError):
+    """A request named a storage account outside ``TRAPBATCH_SOURCE_ACCOUNTS``: refused before any credential of the
+    app (managed-identity token or named secret) could be sent there."""
+
+    status_code = 403
 
 
 class ContainerNotFound(TrapbatchError, LookupError):

@@ -97,6 +97,13 @@ def _source_account_url(body: Mapping[str, Any]) -> str:
     return url
 
 
+def normalize_account_url(url: str) -> str:
+    """``scheme://host[:port]/path`` with the host lower-cased and no trailing slash: how allow-list entries and
+    requested accounts are compared (Azurite keeps the account name in the path)."""
+    parts = urlsplit(url.strip())
+    return f"{parts.scheme.lower()}://{parts.netloc.lower()}{parts.path.rstrip('/')}"
+
+
 def parse_task_request(body: Any, default_model: str = "", default_images_per_shard: int = DEFAULT_IMAGES_PER_SHARD) -> TaskRequest:
     """Validate and normalize a request body; raise ``RequestInvalid`` naming the bad field."""
     if not isinstance(body, Mapping):

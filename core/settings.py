@@ -11,6 +11,10 @@ Variables (names shared with infra/main.bicep app settings):
     AzureWebJobsStorage__accountName / __blobServiceUri   identity-based connection (managed identity, no key)
     TRAPBATCH_CONTAINER            container for task state and results (default ``trapbatch``)
     TRAPBATCH_WEB_CONTAINER        static-website container for previews (default ``$web``)
+    TRAPBATCH_PUBLIC_WEB_URL       the static website's public endpoint (infra/ sets it); previews' ``public_url``
+    TRAPBATCH_DROP_TRIGGER_SOURCE  how dropped requests are noticed: ``EventGrid`` (default; the only blob trigger
+                                   Flex Consumption supports) or ``LogsAndContainerScan`` (``func host start`` with
+                                   Azurite, which has no Event Grid); read when function_app.py is indexed
     TRAPBATCH_POOL                 ``local`` or ``azure_batch`` (default ``local``)
     TRAPBATCH_MODEL                default detector: a known version (MDV5A, MDV5B), a path, a URL or blob://c/name
     TRAPBATCH_IMAGES_PER_SHARD     default shard size (default 10000: see core.requests)
@@ -26,9 +30,13 @@ Variables (names shared with infra/main.bicep app settings):
     TRAPBATCH_MODEL_CACHE          where workers cache model files
     TRAPBATCH_WORKER_FAULTS        tests only: JSON {"<shard>/<attempt>": "crash_after:2", ...}
     TRAPBATCH_KEY_VAULT_URL        Key Vault holding source-account credentials that requests name by secret name
+    TRAPBATCH_SOURCE_ACCOUNTS      storage accounts requests may name as ``source_account_url`` (comma-separated blob
+                                   endpoints); default none: only the app's own account. The app sends its identity's
+                                   token, or a named secret, to the account a request names, so this is a door.
     TRAPBATCH_LOCAL_SECRETS_FILE   local runs and tests only, instead of Key Vault: a JSON file {name: value}
     TRAPBATCH_BATCH_ACCOUNT_URL, TRAPBATCH_BATCH_POOL_ID, TRAPBATCH_WORKER_IMAGE,
-    TRAPBATCH_WORKER_IDENTITY (client id of the nodes' managed identity), TRAPBATCH_STORAGE_ACCOUNT_URL   Azure Batch
+    TRAPBATCH_WORKER_IDENTITY (client id of the nodes' managed identity), TRAPBATCH_WORKER_IDENTITY_RESOURCE_ID (its
+    ARM id: Batch uploads each task's stdout/stderr with it), TRAPBATCH_STORAGE_ACCOUNT_URL   Azure Batch
 """
 from __future__ import annotations
 
@@ -37,7 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from core.errors import ConfigError
-from core.requests import DEFAULT_IMAGES_PER_SHARD
+from core.requests import DEFAULT_IMAGES_PER_SHARD, normalize_account_url
 from gpu_batch.layout import DEFAULT_STATE_CONTAINER, STATIC_WEBSITE_CONTAINER
 
 WHERE = "set it in local.settings.json (Values) for local runs, or in the Function App settings (infra/main.bicep)"
@@ -105,9 +113,12 @@ class Settings:
     batch_pool_id: str = ""
     worker_image: str = ""
     worker_identity: str = ""
+    worker_identity_resource_id: str = ""
     storage_account_url: str = ""
     key_vault_url: str = ""
     local_secrets_file: str = ""
+    public_web_url: str = ""
+    source_accounts: tuple[str, ...] = ()
 
     def secret_store_env(self) -> dict[str, str]:
         """The secret-store variables for ``gpu_batch.storage_refs`` and for the workers' environment (the worker reads
@@ -164,15 +175,33 @@ class Settings:
             batch_pool_id=env.get("TRAPBATCH_BATCH_POOL_ID", ""),
             worker_image=env.get("TRAPBATCH_WORKER_IMAGE", ""),
             worker_identity=env.get("TRAPBATCH_WORKER_IDENTITY", ""),
+            worker_identity_resource_id=env.get("TRAPBATCH_WORKER_IDENTITY_RESOURCE_ID", ""),
             storage_account_url=env.get("TRAPBATCH_STORAGE_ACCOUNT_URL", ""),
             key_vault_url=env.get("TRAPBATCH_KEY_VAULT_URL", ""),
             local_secrets_file=env.get("TRAPBATCH_LOCAL_SECRETS_FILE", ""),
+            public_web_url=env.get("TRAPBATCH_PUBLIC_WEB_URL", "").rstrip("/"),
+            source_accounts=tuple(normalize_account_url(u) for u in
+                                  env.get("TRAPBATCH_SOURCE_ACCOUNTS", "").replace(",", " ").split()),
         )
         if pool == "azure_batch":
             for name, value in (("TRAPBATCH_BATCH_ACCOUNT_URL", settings.batch_account_url),
                                 ("TRAPBATCH_BATCH_POOL_ID", settings.batch_pool_id),
                                 ("TRAPBATCH_WORKER_IMAGE", settings.worker_image),
+                                ("TRAPBATCH_WORKER_IDENTITY_RESOURCE_ID", settings.worker_identity_resource_id),
                                 ("TRAPBATCH_STORAGE_ACCOUNT_URL", settings.storage_account_url)):
                 if not value:
                     raise ConfigError(f"{name} is not set but TRAPBATCH_POOL=azure_batch", f"{WHERE} (infra/ sets it)")
         return settings
+
+
+DROP_TRIGGER_SOURCES = ("EventGrid", "LogsAndContainerScan")
+
+
+def drop_trigger_source(env: Mapping[str, str]) -> str:
+    """The blob trigger's source for ``incoming/``. Read at indexing time (a decorator argument), hence not a field of
+    ``Settings``, which activities read per call."""
+    value = env.get("TRAPBATCH_DROP_TRIGGER_SOURCE", "") or "EventGrid"
+    if value not in DROP_TRIGGER_SOURCES:
+        raise ConfigError(f"TRAPBATCH_DROP_TRIGGER_SOURCE={value!r} is not a blob trigger source",
+                          f"use one of {', '.join(DROP_TRIGGER_SOURCES)}; {WHERE}")
+    return value

@@ -17,7 +17,8 @@ In the task-state container::
     tasks/<task>/cancel-requested.json                   the cancel marker the poll looks for
     tasks/<task>/shards/<shard>/attempt-<n>.json         the manifest of one shard attempt
     tasks/<task>/shards/<shard>/attempt-<n>.results.json what the worker wrote for that attempt
-    tasks/<job>/logs/<pool task>.log                     a pool task's output (LocalPool; the job id is the task id)
+    tasks/<task>/logs/<job>/<pool task>.log              a pool task's output (LocalPool)
+    tasks/<task>/logs/<job>/<pool task>/stdout.txt | stderr.txt   a Batch task's output files (AzureBatchPool)
     results/<task>/detections[.<variant>].json | .csv    merged results (MegaDetector format 1.6) and the CSV
     results/<task>/preview-sample[.<variant>].json       the preview page's samples, drawn by the merge
     results/<task>/repeated-detections.json              the repeated detections the merge found
@@ -27,12 +28,15 @@ In the static website: ``<folder>/index.html``, ``<folder>/<variant>/index.html`
 In the drop container: ``<name>.json`` starts a task; trapbatch answers with ``<name>.task.json`` or
 ``<name>.json.error.json``.
 
-Pool ids: the Batch job of a task is the task id; the pool task of a shard attempt is ``<shard>-a<attempt>``.
+Pool ids: the Batch job of one run of a task is ``<task>_<run>`` (``<task>`` for a run without an id); the pool task of
+a shard attempt is ``<shard>-a<attempt>``. Each run gets its own job because a job is terminated when its run ends
+(an account allows only 100-300 active jobs) and Batch accepts no tasks into a terminated job.
 """
 from __future__ import annotations
 
 import hashlib
 import re
+from datetime import datetime, timezone
 
 DEFAULT_STATE_CONTAINER = "trapbatch"
 STATIC_WEBSITE_CONTAINER = "$web"
@@ -61,9 +65,19 @@ def shard_index(sid: str) -> int:
     return int(m.group(1))
 
 
-def pool_job_id(task_id: str) -> str:
-    """Azure Batch job ids allow letters, digits, '-' and '_' (max 64): a task id already fits."""
-    return task_id
+def run_id(started: datetime, random_hex: str) -> str:
+    """A run of a task: ``r<UTC yymmddHHMMSS><random hex>`` (sorts by start; two starts in one second differ)."""
+    return f"r{started.astimezone(timezone.utc):%y%m%d%H%M%S}{random_hex}"
+
+
+def pool_job_id(task_id: str, run: str = "") -> str:
+    """Azure Batch job ids allow letters, digits, '-' and '_' (max 64): ``task-<20 hex>_r<12 digits><hex>`` fits."""
+    return f"{task_id}_{run}" if run else task_id
+
+
+def task_of_pool_job(job_id: str) -> str:
+    """The task a pool job belongs to (task ids contain no '_')."""
+    return job_id.split("_", 1)[0]
 
 
 def pool_task_id(sid: str, attempt: int) -> str:
@@ -116,7 +130,16 @@ def attempt_of_results_blob(name: str) -> int | None:
 
 
 def pool_log_blob(job_id: str, pool_task: str) -> str:
-    return f"{task_prefix(job_id)}logs/{pool_task}.log"
+    return f"{task_prefix(task_of_pool_job(job_id))}logs/{job_id}/{pool_task}.log"
+
+
+def pool_log_prefix(job_id: str, pool_task: str) -> str:
+    """Where Azure Batch uploads a pool task's ``stdout.txt`` and ``stderr.txt`` (its output files), one blob each.
+
+    Why a folder rather than ``pool_log_blob``: Batch uploads each file a wildcard pattern matches under the blob
+    virtual directory it is given, keeping the file names (batch-task-output-files.md).
+    """
+    return f"{task_prefix(task_of_pool_job(job_id))}logs/{job_id}/{pool_task}/"
 
 
 # ---------------------------------------------------------------- results

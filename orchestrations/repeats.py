@@ -13,7 +13,7 @@ import azure.durable_functions as df
 from core import contracts as c
 from core.contracts import Stage
 from gpu_batch.layout import REPEATS_REMOVED
-from orchestrations.retries import STORAGE_RETRY
+from orchestrations.retries import STORAGE_RETRY, call
 
 bp = df.Blueprint()
 
@@ -25,11 +25,11 @@ def remove_repeats(context: df.DurableOrchestrationContext) -> Generator[Any, An
     locations = len(data["remove"])
     started = context.current_utc_datetime.isoformat()
     context.set_custom_status(c.RemovalStatus(stage=Stage.merging, started=started, locations=locations))
-    merged: c.MergeOutput = yield context.call_activity_with_retry(c.REMOVE_REPEATS, STORAGE_RETRY, c.RemoveRepeatsInput(
+    merged: c.MergeOutput = yield from call(context, c.REMOVE_REPEATS, STORAGE_RETRY, c.RemoveRepeatsInput(
         task_id=task_id, model=data["model"], remove=data["remove"],
         completed_at=context.current_utc_datetime.isoformat()))
     context.set_custom_status(c.RemovalStatus(stage=Stage.publishing, started=started, locations=locations))
-    previews: c.PreviewsOutput = yield context.call_activity_with_retry(c.PREVIEWS, STORAGE_RETRY, c.PreviewsInput(
+    previews: c.PreviewsOutput = yield from call(context, c.PREVIEWS, STORAGE_RETRY, c.PreviewsInput(
         task_id=task_id, model=data["model"], request_name=data.get("request_name", ""), variant=REPEATS_REMOVED))
     summary = c.RemovalStatus(
         stage=Stage.completed, started=started, finished=context.current_utc_datetime.isoformat(),

@@ -1,9 +1,51 @@
-"""Retry policies of the activities the orchestrators call (their values are part of the orchestration's behaviour)."""
+"""Activity retries as explicit durable timers, not the SDK's ``call_activity_with_retry``.
+
+Why: with the real Durable extension, an orchestration that retried an activity through ``call_activity_with_retry``
+and later yields ``task_all`` can hang for ever (azure-functions-durable-python#603, closed "wontfix"): the retried
+task's event ids collide with the new tasks'. Our orchestrators do exactly that (enumerate with retry, then
+``task_all`` over shard groups; submit and poll with retry in a loop). So a retry here is a plain ``call_activity``,
+a caught failure, a durable timer and another ``call_activity``: events DTFx numbers like any others, and the
+activities are idempotent, so running one twice is harmless. Use as ``result = yield from call(context, ...)``.
+"""
 from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Generator
 
 import azure.durable_functions as df
 
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """``attempts`` calls at most; the n-th retry waits ``first_delay_s * backoff ** (n - 1)`` seconds."""
+
+    attempts: int = 3
+    first_delay_s: float = 2.0
+    backoff: float = 2.0
+
+    def delay_s(self, retry: int) -> float:
+        return float(self.first_delay_s * self.backoff ** (retry - 1))
+
+
 # Listing a container or streaming a merge can hit transient storage throttling; a few retries spare a failed task.
-STORAGE_RETRY = df.RetryOptions(first_retry_interval_in_milliseconds=2000, max_number_of_attempts=3)
+STORAGE_RETRY = RetryPolicy()
 # Pool calls are I/O against a remote service: retry transient failures a few times before failing the task.
-POOL_RETRY = df.RetryOptions(first_retry_interval_in_milliseconds=2000, max_number_of_attempts=3)
+POOL_RETRY = RetryPolicy()
+
+
+def call(context: df.DurableOrchestrationContext, name: str, policy: RetryPolicy,
+         payload: Any) -> Generator[Any, Any, Any]:
+    """Call activity ``name``; after a failure wait on a durable timer and call it again, up to ``policy.attempts``.
+
+    The last failure propagates to the orchestrator unchanged (the task then fails with the activity's message).
+    """
+    retry = 0
+    while True:
+        try:
+            return (yield context.call_activity(name, payload))
+        except Exception:  # noqa: BLE001 - the activity's failure, as the SDK raises it in the orchestrator
+            retry += 1
+            if retry >= policy.attempts:
+                raise
+            yield context.create_timer(context.current_utc_datetime + timedelta(seconds=policy.delay_s(retry)))

@@ -18,8 +18,9 @@ import azure.durable_functions as df
 from core import contracts as c
 from core.contracts import ShardStatus, Stage
 from core.settings import OrchestrationKnobs
-from gpu_batch.layout import pool_task_id
-from orchestrations.retries import POOL_RETRY
+from gpu_batch.exit_codes import unfixable_reason
+from gpu_batch.layout import pool_job_id, pool_task_id
+from orchestrations.retries import POOL_RETRY, call
 
 bp = df.Blueprint()
 
@@ -49,14 +50,33 @@ def _pool_ids(state: dict[str, c.ShardState], shards: list[str]) -> list[str]:
     return [pool_task_id(sid, state[sid]["attempt"]) for sid in shards]
 
 
+class ShardUnfixable(RuntimeError):
+    """A worker exited with a code no further attempt can fix (``gpu_batch.exit_codes``): the task fails now, with the
+    worker's own message, instead of resubmitting every shard ``max_attempts`` times for the same failure."""
+
+
+def _unfixable(row: c.CompletedShard) -> ShardUnfixable | None:
+    reason = unfixable_reason(row["exit_code"])
+    if reason is None or row["missing"] == 0:
+        return None
+    said = row.get("worker_message") or row["failure_message"] or "no message; see the pool task's log"
+    return ShardUnfixable(f"{reason} (shard {row['shard_id']} attempt {row['attempt']}, worker exit code "
+                          f"{row['exit_code']}): {said}")
+
+
 def _record_completions(state: dict[str, c.ShardState], completed: list[c.CompletedShard],
                         max_attempts: int) -> list[str]:
-    """Update the state from the poll's completed pool tasks; the shards whose missing images need a next attempt."""
+    """Update the state from the poll's completed pool tasks; the shards whose missing images need a next attempt.
+
+    Raises ``ShardUnfixable`` for a worker failure no attempt can fix."""
     to_resubmit = []
     for row in completed:
         s = state[row["shard_id"]]
         if row["attempt"] != s["attempt"] or s["status"] != ShardStatus.submitted:
             continue  # a stale report about an older attempt
+        failure = _unfixable(row)
+        if failure is not None:
+            raise failure
         s["covered"], s["failed"], s["missing"] = row["covered"], row["failed"], row["missing"]
         if row["missing"] == 0:
             s["status"] = ShardStatus.done
@@ -72,6 +92,7 @@ def _record_completions(state: dict[str, c.ShardState], completed: list[c.Comple
 def run_shards(context: df.DurableOrchestrationContext) -> Generator[Any, Any, c.ShardsOutcome]:
     data: c.ShardsInput = context.get_input()
     task_id = data["task_id"]
+    job_id = data.get("job_id") or pool_job_id(task_id)
     knobs = OrchestrationKnobs.from_dict(data["knobs"])
     state: dict[str, c.ShardState] = data.get("state") or {
         sid: c.ShardState(attempt=1, status=ShardStatus.pending) for sid in data["shards"]}
@@ -83,8 +104,8 @@ def run_shards(context: df.DurableOrchestrationContext) -> Generator[Any, Any, c
         pending = [sid for sid, s in state.items() if s["status"] == ShardStatus.pending]
         to_submit = pending[: max(0, knobs.max_in_flight - len(in_flight))]
         if to_submit:
-            yield context.call_activity_with_retry(c.SUBMIT, POOL_RETRY, c.SubmitInput(
-                task_id=task_id, shards=[(sid, state[sid]["attempt"]) for sid in to_submit]))
+            yield from call(context, c.SUBMIT, POOL_RETRY, c.SubmitInput(
+                task_id=task_id, job_id=job_id, shards=[(sid, state[sid]["attempt"]) for sid in to_submit]))
             for sid in to_submit:
                 state[sid]["status"] = ShardStatus.submitted
             in_flight += to_submit
@@ -92,31 +113,30 @@ def run_shards(context: df.DurableOrchestrationContext) -> Generator[Any, Any, c
         if not in_flight:
             break
         yield context.create_timer(context.current_utc_datetime + timedelta(seconds=delay))
-        poll: c.PollOutput = yield context.call_activity_with_retry(c.POLL, POOL_RETRY, c.PoolTasksInput(
-            task_id=task_id, task_ids=_pool_ids(state, in_flight)))
+        poll: c.PollOutput = yield from call(context, c.POLL, POOL_RETRY, c.PoolTasksInput(
+            task_id=task_id, job_id=job_id, task_ids=_pool_ids(state, in_flight)))
         pool_view = {"images_in_progress": poll.get("images_in_progress", 0), "running": poll.get("running", 0),
                      "queued": poll.get("queued", 0)}
         if poll["cancelled"]:
-            yield context.call_activity(c.CANCEL, c.PoolTasksInput(task_id=task_id,
+            yield context.call_activity(c.CANCEL, c.PoolTasksInput(task_id=task_id, job_id=job_id,
                                                                      task_ids=_pool_ids(state, in_flight)))
             context.set_custom_status({"stage": Stage.cancelled, **_progress(state)})
             return _outcome(state, cancelled=True)
         resubmits = _record_completions(state, poll["completed"], knobs.max_attempts)
         if resubmits:
-            outcomes: list[c.ResubmitOutput] = yield context.task_all([
-                context.call_activity_with_retry(c.RESUBMIT, POOL_RETRY, c.ResubmitInput(
-                    task_id=task_id, shard_id=sid, attempt=state[sid]["attempt"])) for sid in resubmits])
-            for sid, outcome in zip(resubmits, outcomes):
+            resubmitted: c.ResubmitOutput = yield from call(context, c.RESUBMIT, POOL_RETRY, c.ResubmitInput(
+                task_id=task_id, job_id=job_id, shards=[(sid, state[sid]["attempt"]) for sid in resubmits]))
+            for outcome in resubmitted["shards"]:
                 # A resubmitted shard stays "submitted" under its new attempt number; if storage shows nothing
                 # missing any more (results landed late), the shard is done.
                 if not outcome["submitted"]:
-                    s = state[sid]
+                    s = state[outcome["shard_id"]]
                     s["covered"] = s.get("covered", 0) + s.get("missing", 0)
                     s["status"], s["missing"] = ShardStatus.done, 0
         delay = knobs.poll_min_s if poll["completed"] else min(delay * 2, knobs.poll_max_s)
         polls += 1
         if polls >= knobs.polls_per_generation:
-            context.continue_as_new(c.ShardsInput(task_id=task_id, knobs=knobs.to_dict(), state=state, delay=delay,
-                                                  shards=list(state)))
+            context.continue_as_new(c.ShardsInput(task_id=task_id, job_id=job_id, knobs=knobs.to_dict(), state=state,
+                                                  delay=delay, shards=list(state)))
             return {"continued": True}
     return _outcome(state, cancelled=False)

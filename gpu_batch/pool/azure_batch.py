@@ -6,31 +6,71 @@ Why these choices:
 * ``max_task_retry_count=0``: Batch must not re-run a whole shard; the orchestration resubmits only the missing images.
   ``max_wall_clock_time`` terminates a hung task, which then completes as a failure and gets resubmitted.
 * No keys or SAS in any request: the worker reaches storage through the pool's user-assigned managed identity
-  (``AZURE_CLIENT_ID`` selects it) and ``TRAPBATCH_STORAGE_ACCOUNT_URL``; this client authenticates with Entra ID.
+  (``AZURE_CLIENT_ID`` selects it) and ``TRAPBATCH_STORAGE_ACCOUNT_URL``; the Batch agent uploads each task's
+  ``stdout.txt`` / ``stderr.txt`` with the same identity (``identity_resource_id``); this client authenticates with
+  Entra ID.
+* The container run options carry no ``--gpus``: on GPU VM sizes Batch gives container tasks the GPUs itself
+  (batch-docker-container-workloads.md, "Container settings for the task"). ``--rm`` (the doc's own example) removes
+  each shard's container when it exits; the node-shared caches outlive it (``worker.caches``).
+* ``poll`` asks Batch only about the tasks it is given, by id, so a poll costs what its shard group has in flight,
+  not what the whole job has ever run (``poll``).
+* ``close_job`` terminates the job when its trapbatch task ends: only active jobs count against the account's job
+  quota (batch-quota-limit.md: 100-300 active jobs and job schedules per account; completed jobs have no limit).
 """
 from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
-from gpu_batch.pool.base import ShardTask, TaskInfo, TaskResult, TaskState
+from gpu_batch import layout
+from gpu_batch.pool.base import JobClosed, ShardTask, TaskInfo, TaskResult, TaskState
 
 logger = logging.getLogger(__name__)
 
+# Batch error codes (BatchErrorCodeStrings) that mean "this job is already closed, or closing".
+_JOB_CLOSED_CODES = frozenset({"JobCompleted", "JobBeingTerminated", "JobBeingDeleted"})
+_TASK_SELECT = ["id", "state", "executionInfo"]
+_UNFINISHED_STATES = (TaskState.active, TaskState.preparing, TaskState.running)
+
+
+def _error_code(exc: BaseException) -> str:
+    return str(getattr(getattr(exc, "error", None), "code", "") or "")
+
+
+def _odata_string(value: str) -> str:
+    """An OData string literal: single quotes, an inner quote doubled."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
 
 class AzureBatchPool:
+    # Task ids per list request: 40 ``id eq '...'`` terms keep the request URL near 1.5 KB once encoded.
+    POLL_IDS_PER_REQUEST = 40
+
     def __init__(self, account_url: str, pool_id: str, image: str, identity_resource_id: str = "",
                  storage_account_url: str = "", max_task_seconds: int = 21600, credential: Any = None,
-                 transport: Any = None, worker_identity_client_id: str = "", key_vault_url: str = "") -> None:
+                 transport: Any = None, worker_identity_client_id: str = "", key_vault_url: str = "",
+                 log_container: str = layout.DEFAULT_STATE_CONTAINER) -> None:
         if not account_url or not pool_id or not image:
             raise ValueError("AzureBatchPool needs the Batch account URL, pool id and worker image "
                              "(TRAPBATCH_BATCH_ACCOUNT_URL, TRAPBATCH_BATCH_POOL_ID, TRAPBATCH_WORKER_IMAGE)")
+        if not storage_account_url or not identity_resource_id:
+            raise ValueError("AzureBatchPool needs the storage account URL and the ARM resource id of the nodes' "
+                             "user-assigned identity, with which Batch uploads each task's stdout/stderr to the "
+                             "task-state container (TRAPBATCH_STORAGE_ACCOUNT_URL, "
+                             "TRAPBATCH_WORKER_IDENTITY_RESOURCE_ID)")
         self.account_url = account_url
         self.pool_id = pool_id
         self.image = image
-        self.identity_client_id = worker_identity_client_id or identity_resource_id
+        self.identity_client_id = worker_identity_client_id  # AZURE_CLIENT_ID for the worker's own storage calls
+        self.identity_resource_id = identity_resource_id  # the same identity, as Batch's output files name it
         self.storage_account_url = storage_account_url
+        self.log_container = log_container
         self.key_vault_url = key_vault_url  # source-account secrets, read by the nodes' identity (never passed)
         self.max_task_seconds = max_task_seconds
         self._credential = credential
@@ -51,7 +91,9 @@ class AzureBatchPool:
             self._client = BatchClient(self.account_url, credential, **kwargs)
         return self._client
 
+    # ---------------------------------------------------------------- jobs
     def ensure_job(self, job_id: str) -> None:
+        """Create the job (no ``on_all_tasks_complete``: see ``close_job``); an existing one is fine."""
         from azure.batch import models as m
         from azure.core.exceptions import HttpResponseError, ResourceExistsError
 
@@ -62,10 +104,39 @@ class AzureBatchPool:
         except ResourceExistsError:
             pass
         except HttpResponseError as exc:
-            if getattr(getattr(exc, "error", None), "code", "") != "JobExists":
+            if _error_code(exc) != "JobExists":
                 raise
 
-    def task_options(self, task: ShardTask) -> Any:
+    def close_job(self, job_id: str) -> None:
+        """Terminate the job: its trapbatch task has ended. A completed, terminating or missing job is no error.
+
+        Why not ``on_all_tasks_complete=terminatejob`` on the job instead: trapbatch adds tasks incrementally (at
+        most ``max_in_flight`` per shard group, then resubmissions of failed shards), and Batch terminates such a job
+        the moment every task added *so far* has completed, so the next submission would find it closed. Batch's own
+        advice is to set it only "once you have finished adding Tasks" (OnAllTasksComplete, REST Job - Add), and
+        only the orchestration knows when that is: it calls this when the task ends.
+        """
+        self._terminate(job_id, "trapbatch task ended")
+
+    def _terminate(self, job_id: str, reason: str) -> None:
+        from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+
+        # options must be given: azure-batch 15.1.0 builds no content-type header without a body
+        from azure.batch.models._models import BatchJobTerminateOptions  # not re-exported in 15.1.0
+
+        try:
+            # The terminate request is sent here; the returned poller (the job reaching "completed") is not waited on.
+            self.client.begin_terminate_job(job_id, BatchJobTerminateOptions(termination_reason=reason),
+                                            polling_interval=30)
+        except ResourceNotFoundError:
+            logger.info("job %s: not found, nothing to terminate", job_id)
+        except HttpResponseError as exc:
+            if _error_code(exc) not in _JOB_CLOSED_CODES:
+                raise
+            logger.info("job %s: already closed (%s)", job_id, _error_code(exc))
+
+    # ---------------------------------------------------------------- tasks
+    def task_options(self, job_id: str, task: ShardTask) -> Any:
         from azure.batch import models as m
 
         env = [m.EnvironmentSetting(name="TRAPBATCH_STORAGE_ACCOUNT_URL", value=self.storage_account_url),
@@ -77,47 +148,106 @@ class AzureBatchPool:
         return m.BatchTaskCreateOptions(
             id=task.task_id,
             display_name=f"shard {task.shard_id} attempt {task.attempt}",
-            command_line="python -m gpu_batch.worker " + " ".join(task.worker_args()),
+            # --device cuda: on a GPU node a CPU fall-back would only hide a broken driver (and run for hours)
+            command_line="python -m gpu_batch.worker " + " ".join([*task.worker_args(), "--device", "cuda"]),
             container_settings=m.BatchTaskContainerSettings(image_name=self.image,
-                                                            container_run_options="--rm --gpus all --shm-size 8g",
+                                                            container_run_options="--rm --shm-size 8g",
                                                             working_directory="containerImageDefault"),
             environment_settings=env,
             constraints=m.BatchTaskConstraints(max_wall_clock_time=timedelta(seconds=self.max_task_seconds),
                                                max_task_retry_count=0),
             user_identity=m.UserIdentity(auto_user=m.AutoUserSpecification(scope="pool", elevation_level="nonadmin")),
+            output_files=[self._log_output_file(job_id, task.task_id)],
+        )
+
+    def _log_output_file(self, job_id: str, task_id: str) -> Any:
+        """The task's ``stdout.txt`` and ``stderr.txt``, uploaded when it completes (success or not), one blob each.
+
+        As batch-task-output-files.md does it: the pattern ``../std*.txt`` (the files sit in the task directory, one
+        above its working directory), the task's own blob virtual directory as ``path`` (Batch adds the file name),
+        ``taskcompletion``; authenticated with the nodes' user-assigned identity instead of a SAS in the URL.
+        """
+        from azure.batch import models as m
+
+        container_url = f"{self.storage_account_url.rstrip('/')}/{self.log_container}"
+        folder = layout.pool_log_prefix(job_id, task_id).rstrip("/")  # Batch inserts the "/" before each file name
+        return m.OutputFile(
+            file_pattern="../std*.txt",
+            destination=m.OutputFileDestination(container=m.OutputFileBlobContainerDestination(
+                container_url=container_url, path=folder,
+                identity_reference=m.BatchNodeIdentityReference(resource_id=self.identity_resource_id))),
+            upload_options=m.OutputFileUploadConfiguration(upload_condition=m.OutputFileUploadCondition.TASK_COMPLETION),
         )
 
     def submit(self, job_id: str, tasks: Sequence[ShardTask]) -> None:
-        if tasks:
-            self.client.create_tasks(job_id, [self.task_options(t) for t in tasks])
-            logger.info("job %s: submitted %d Batch tasks", job_id, len(tasks))
+        from azure.batch.models import CreateTasksError
+
+        if not tasks:
+            return
+        try:
+            self.client.create_tasks(job_id, [self.task_options(job_id, t) for t in tasks])
+        except CreateTasksError as exc:
+            codes = {_error_code(e) for e in exc.errors} | {
+                str(getattr(getattr(r, "error", None), "code", "") or "") for r in exc.failure_tasks}
+            if codes & _JOB_CLOSED_CODES:
+                raise JobClosed(f"job {job_id} is closed ({', '.join(sorted(codes & _JOB_CLOSED_CODES))}): "
+                                "Batch accepts no tasks for a terminated job") from exc
+            raise
+        logger.info("job %s: submitted %d Batch tasks", job_id, len(tasks))
 
     def poll(self, job_id: str, task_ids: Sequence[str] | None = None) -> list[TaskInfo]:
-        wanted = set(task_ids) if task_ids is not None else None
-        out = []
-        for t in self.client.list_tasks(job_id, select=["id", "state", "executionInfo"]):
-            if wanted is not None and t.id not in wanted:
-                continue
-            info = t.execution_info
-            result = getattr(info, "result", None) if info else None
-            failure = getattr(info, "failure_info", None) if info else None
-            out.append(TaskInfo(
-                task_id=t.id, state=TaskState(str(getattr(t.state, "value", t.state)).lower()),
-                result=TaskResult(str(getattr(result, "value", result)).lower()) if result else None,
-                exit_code=getattr(info, "exit_code", None) if info else None,
-                failure_message=getattr(failure, "message", None) if failure else None,
-                start_time=str(info.start_time) if info and info.start_time else None,
-                end_time=str(info.end_time) if info and info.end_time else None,
-            ))
-        return out
+        """The state of the given tasks, asking Batch about those tasks only.
+
+        How (batch-efficient-list-queries.md: filter and select every list query): the ids go into the ``$filter``
+        as ``id eq '...'`` terms, ``POLL_IDS_PER_REQUEST`` per request, in two lists per group of ids:
+
+        1. ``state eq 'active' or 'preparing' or 'running'`` with ``$select=id,state``: a few bytes per task;
+        2. ``state eq 'completed'`` with ``$select=id,state,executionInfo``: the tasks that finished since the caller
+           last asked (the caller stops asking about a task once it has seen it completed), with exit code,
+           result and failure.
+
+        So a poll costs what its shard group has in flight and the detail of what changed; it never pages through the
+        job's other tasks (a job of 10,000 shards has 10,000+ tasks; each shard group polls its own ~100). The
+        running list goes first: a task that completes between the two requests is then reported as completed.
+        Why not ``get_job_task_counts``: it counts the whole job, while each shard group needs its own tasks' states
+        (and the counts "might not be up to date"). Why not a job-wide ``state eq 'completed'`` list: it grows with
+        every task the job ever finished and would be read again by every shard group at every poll.
+        Filterable task properties (odata-filters-in-batch, "List tasks"): ``id`` (eq, ..., startswith) and
+        ``state`` (eq). With ``task_ids=None`` the whole job is listed once.
+        """
+        if task_ids is None:
+            return [self._task_info(job_id, t) for t in self.client.list_tasks(job_id, select=_TASK_SELECT)]
+        wanted = list(dict.fromkeys(task_ids))
+        found: dict[str, TaskInfo] = {}
+        unfinished = " or ".join(f"state eq {_odata_string(s.value)}" for s in _UNFINISHED_STATES)
+        for chunk in _chunks(wanted, self.POLL_IDS_PER_REQUEST):
+            ids = " or ".join(f"id eq {_odata_string(i)}" for i in chunk)
+            for t in self.client.list_tasks(job_id, filter=f"({ids}) and ({unfinished})", select=["id", "state"]):
+                found[t.id] = self._task_info(job_id, t)
+            for t in self.client.list_tasks(job_id, filter=f"({ids}) and state eq 'completed'", select=_TASK_SELECT):
+                found[t.id] = self._task_info(job_id, t)
+        return [found[i] for i in wanted if i in found]
+
+    def _task_info(self, job_id: str, t: Any) -> TaskInfo:
+        state = TaskState(str(getattr(t.state, "value", t.state)).lower())
+        info = getattr(t, "execution_info", None)
+        result = getattr(info, "result", None) if info else None
+        failure = getattr(info, "failure_info", None) if info else None
+        start = getattr(info, "start_time", None) if info else None
+        end = getattr(info, "end_time", None) if info else None
+        completed = state is TaskState.completed
+        return TaskInfo(
+            task_id=t.id, state=state,
+            result=TaskResult(str(getattr(result, "value", result)).lower()) if result else None,
+            exit_code=getattr(info, "exit_code", None) if info else None,
+            failure_message=getattr(failure, "message", None) if failure else None,
+            start_time=str(start) if start else None,
+            end_time=str(end) if end else None,
+            log=f"{self.log_container}/{layout.pool_log_prefix(job_id, t.id)}" if completed else None,
+        )
 
     def cancel(self, job_id: str, task_id: str | None = None) -> None:
         if task_id:
             self.client.terminate_task(job_id, task_id)
         else:
-            # The terminate request is sent here; the returned poller (job reaching "completed") is not waited on.
-            # (options must be given: azure-batch 15.1.0 builds no content-type header without a body)
-            from azure.batch.models._models import BatchJobTerminateOptions  # not re-exported in 15.1.0
-
-            self.client.begin_terminate_job(job_id, BatchJobTerminateOptions(termination_reason="trapbatch cancel"),
-                                            polling_interval=30)
+            self._terminate(job_id, "trapbatch cancel")

@@ -1,4 +1,4 @@
-"""The GPU pool contract: submit shard tasks, poll their state, cancel them.
+"""The GPU pool contract: submit shard tasks, poll their state, cancel them, close the job when the task ends.
 
 Mirrors Azure Batch's task-state model (active -> preparing -> running -> completed, with a success/failure result and
 an exit code) so the orchestration logic is the same whether shards run on Azure Batch or on this machine
@@ -69,11 +69,27 @@ class TaskInfo:
                    d.get("exit_code"), d.get("failure_message"), d.get("start_time"), d.get("end_time"), d.get("log"))
 
 
+class JobClosed(RuntimeError):
+    """A task was submitted to a job that ``close_job`` closed (on Azure Batch also one a whole-job cancel ended).
+
+    Why an error rather than reopening the job: Azure Batch refuses tasks for a terminated job, and a closed job
+    means its trapbatch task has ended, so a late submission is a bug in the caller; both pools raise this.
+    """
+
+
 class GpuPool(Protocol):
     def ensure_job(self, job_id: str) -> None: ...
 
-    def submit(self, job_id: str, tasks: Sequence[ShardTask]) -> None: ...
+    def submit(self, job_id: str, tasks: Sequence[ShardTask]) -> None:
+        """Add shard tasks to the job; ``JobClosed`` if the job was closed."""
 
-    def poll(self, job_id: str, task_ids: Sequence[str] | None = None) -> list[TaskInfo]: ...
+    def poll(self, job_id: str, task_ids: Sequence[str] | None = None) -> list[TaskInfo]:
+        """The state of the given tasks (all of the job's when None); unknown ids are left out."""
 
     def cancel(self, job_id: str, task_id: str | None = None) -> None: ...
+
+    def close_job(self, job_id: str) -> None:
+        """The job's trapbatch task has ended: stop whatever of it still runs and accept no more tasks.
+
+        Idempotent: closing a closed (or never created) job is not an error.
+        """

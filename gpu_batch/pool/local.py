@@ -6,6 +6,8 @@ the host, streams the worker's output to a log blob and records the exit in the 
 in a table (Azurite locally), so a new LocalPool on the same table sees every task. ``poll()`` is the scheduler: it
 marks tasks whose runner died or overran ``max_task_seconds`` as failed, starts queued tasks into free slots and
 reports states. Connection strings travel only in the runners' environment, never in the table or the logs.
+Closed jobs (``close_job``) are rows of a second table, ``<table>jobs``, so that every LocalPool on the same tables
+refuses tasks for them, as Azure Batch refuses tasks for a terminated job.
 """
 from __future__ import annotations
 
@@ -26,11 +28,12 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.data.tables import TableServiceClient, UpdateMode
 
 from gpu_batch import layout
-from gpu_batch.pool.base import ShardTask, TaskInfo, TaskResult, TaskState
+from gpu_batch.pool.base import JobClosed, ShardTask, TaskInfo, TaskResult, TaskState
 
 logger = logging.getLogger(__name__)
 HEARTBEAT_S = 5.0
 DEAD_AFTER_S = 60.0
+_CLOSED_JOBS = "closed"  # the partition of the jobs table that lists closed jobs (row key: the job id)
 
 
 def now_iso() -> str:
@@ -68,9 +71,13 @@ class LocalPool:
                  max_concurrent: int | None = None, worker_env: Mapping[str, str] | None = None,
                  faults: Mapping[str, str] | None = None, max_task_seconds: int = 21600,
                  worker_command: Sequence[str] | None = None) -> None:
+        if len(table) > 59:  # the jobs table's name adds 4 characters; Azure table names have at most 63
+            raise ValueError(f"LocalPool table name {table!r} is longer than 59 characters")
         self.connection_string = connection_string
         self.log_container = log_container
-        self.table = TableServiceClient.from_connection_string(connection_string).create_table_if_not_exists(table)
+        tables = TableServiceClient.from_connection_string(connection_string)
+        self.table = tables.create_table_if_not_exists(table)
+        self.jobs = tables.create_table_if_not_exists(table + "jobs")
         env_conc = os.environ.get("TRAPBATCH_LOCAL_CONCURRENCY")
         self.max_concurrent = max_concurrent or (int(env_conc) if env_conc else 0) or max(1, detect_gpu_count())
         self.worker_env = dict(worker_env or {})
@@ -85,6 +92,9 @@ class LocalPool:
         """Local jobs are just a partition of the task table."""
 
     def submit(self, job_id: str, tasks: Sequence[ShardTask]) -> None:
+        if tasks and self._is_closed(job_id):
+            raise JobClosed(f"job {job_id} is closed (close_job): it accepts no tasks, as Azure Batch refuses tasks "
+                            "for a terminated job")
         for task in tasks:
             entity = {"PartitionKey": job_id, "RowKey": task.task_id, "State": TaskState.active.value,
                       "Spec": json.dumps(task.to_dict()), "Submitted": now_iso()}
@@ -101,11 +111,33 @@ class LocalPool:
         return [self._info(r) for r in rows if wanted is None or r["RowKey"] in wanted]
 
     def cancel(self, job_id: str, task_id: str | None = None) -> None:
+        self._terminate(job_id, task_id, "terminated: cancelled by the user")
+
+    def close_job(self, job_id: str) -> None:
+        """Close the job as Azure Batch terminates one: no task is added or started after this, running ones end.
+
+        The job is marked closed first, so a submission racing with this is refused, or (if it got in before the
+        mark) never started by any scheduler (``_schedule_locked``). Unlike Batch, which leaves a terminated job's
+        never-started tasks "active" forever, they are completed here as terminated, so that no scheduler pass keeps
+        reading them; nothing polls a closed job. Idempotent.
+        """
+        self.jobs.upsert_entity({"PartitionKey": _CLOSED_JOBS, "RowKey": job_id, "ClosedAt": now_iso()},
+                                mode=UpdateMode.REPLACE)
+        self._terminate(job_id, None, "terminated: the job was closed")
+
+    def _is_closed(self, job_id: str) -> bool:
+        try:
+            self.jobs.get_entity(_CLOSED_JOBS, job_id)
+        except ResourceNotFoundError:
+            return False
+        return True
+
+    def _terminate(self, job_id: str, task_id: str | None, message: str) -> None:
         query = "PartitionKey eq @j" + (" and RowKey eq @t" if task_id else "")
         for row in [dict(e) for e in self.table.query_entities(query, parameters={"j": job_id, "t": task_id or ""})]:
             if row["State"] != TaskState.completed.value:
                 self._kill(row)
-                self._complete(row, None, "terminated: cancelled by the user")
+                self._complete(row, None, message)
 
     # ---------------------------------------------------------- scheduling
     def _info(self, row: Mapping[str, Any]) -> TaskInfo:
@@ -145,7 +177,12 @@ class LocalPool:
                                                        "(killed, or the machine restarted)")
             else:
                 busy += 1
-        for row in sorted((r for r in rows if r["State"] == TaskState.active.value), key=lambda r: r.get("Submitted", "")):
+        queued = sorted((r for r in rows if r["State"] == TaskState.active.value), key=lambda r: r.get("Submitted", ""))
+        closed = {job for job in {r["PartitionKey"] for r in queued} if self._is_closed(job)}
+        for row in queued:
+            if row["PartitionKey"] in closed:  # submitted while close_job ran: never started, as on Batch
+                self._complete(row, None, "terminated: the job was closed")
+                continue
             if busy >= self.max_concurrent:
                 break
             if self._launch(row):

@@ -1,17 +1,34 @@
-"""AzureBatchPool's requests, asserted at the HTTP transport level (no Azure account is reachable here)."""
+"""AzureBatchPool's requests, asserted at the HTTP transport level (no Azure account is reachable here), and what the
+pool's nodes must satisfy: the worker image (gpu_batch/Dockerfile) and the node's NVIDIA driver (worker.cuda_check).
+
+Platform rules these tests hold the pool to (MicrosoftDocs/azure-docs, articles/batch/ unless said otherwise):
+batch-docker-container-workloads.md, batch-task-output-files.md, batch-efficient-list-queries.md,
+batch-quota-limit.md (includes/azure-batch-limits.md), batch-job-task-error-checking.md, and the Batch REST
+reference "OData filters in Azure Batch" (odata-filters-in-batch, "List tasks").
+"""
 from __future__ import annotations
 
 import json
-from typing import Any
+import math
+import re
+import urllib.parse
+from pathlib import Path
+from typing import Any, Callable
 
 import pytest
 from azure.core.credentials import AccessToken, AccessTokenInfo
 from azure.core.pipeline.transport import HttpTransport
 from azure.core.rest._http_response_impl import HttpResponseImpl
 
-from gpu_batch.pool import ShardTask, TaskResult, TaskState, make_pool
+from gpu_batch import layout
+from gpu_batch.pool import JobClosed, ShardTask, TaskResult, TaskState, make_pool
+from gpu_batch.worker.cuda_check import CudaDriverMismatch, CudaProbe, cuda_problem, require_cuda
 
 API = "api-version=2025-06-01"
+ACCOUNT = "https://acct.westeurope.batch.azure.com"
+NODE_IDENTITY = ("/subscriptions/0000/resourceGroups/rg/providers/Microsoft.ManagedIdentity/"
+                 "userAssignedIdentities/id-nodes")
+REPO = Path(__file__).resolve().parents[2]
 
 
 class _Response(HttpResponseImpl):  # type: ignore[misc]
@@ -24,21 +41,67 @@ class _Response(HttpResponseImpl):  # type: ignore[misc]
         self._is_stream_consumed = True
 
 
-class FakeBatch(HttpTransport):  # type: ignore[misc]
-    """Records every request; answers like the Batch service would for the calls trapbatch makes."""
+# The one grammar the fake's task listing understands: what "List tasks" allows for id and state, joined by and/or.
+_FILTER_TOKEN = re.compile(r"\s*(?:\(|\)|and\b|or\b|id eq '(?:[^']|'')*'|state eq '[a-z]+')")
 
-    def __init__(self, responses: dict[tuple[str, str], tuple[int, Any]] | None = None) -> None:
+
+class FakeBatch(HttpTransport):  # type: ignore[misc]
+    """Records every request; answers like the Batch service would for the calls trapbatch makes.
+
+    ``tasks``: job id -> the tasks Batch holds for it (REST JSON). A task listing is answered from them as the
+    service does: ``$filter`` (id / state terms; anything else is a 400, as Batch answers an invalid property),
+    ``$select``, and pages of at most 1,000 tasks linked by ``odata.nextLink``. ``after`` is called after each
+    request, to change what Batch holds between two requests.
+    """
+
+    def __init__(self, responses: dict[tuple[str, str], tuple[int, Any]] | None = None,
+                 tasks: dict[str, list[dict[str, Any]]] | None = None,
+                 after: Callable[[Any], None] | None = None) -> None:
         self.requests: list[Any] = []
         self.responses = responses or {}
+        self.tasks = tasks or {}
+        self.after = after
+        self.served: list[int] = []  # tasks returned by each task listing
 
     def send(self, request: Any, **kwargs: Any) -> Any:
         self.requests.append(request)
         path = request.url.split("?")[0].split(".com", 1)[1]
         status, body = self.responses.get((request.method, path), (201, None))
+        job = re.fullmatch(r"/jobs/([^/]+)/tasks", path)
+        if request.method == "GET" and job and job.group(1) in self.tasks and (request.method, path) not in self.responses:
+            status, body = self._list_tasks(request, job.group(1))
         if path.endswith("/addtaskcollection") and (request.method, path) not in self.responses:
             ids = [t["id"] for t in json.loads(request.content)["value"]]
             status, body = 200, {"value": [{"status": "success", "taskId": i} for i in ids]}
-        return _Response(request, status, body)
+        response = _Response(request, status, body)
+        if self.after:
+            self.after(request)
+        return response
+
+    def _list_tasks(self, request: Any, job: str) -> tuple[int, Any]:
+        query = {k: v[0] for k, v in urllib.parse.parse_qs(urllib.parse.urlsplit(request.url).query).items()}
+        flt = query.get("$filter", "")
+        if _FILTER_TOKEN.sub("", flt).strip():
+            return 400, {"code": "InvalidQueryParameterValue", "message": {"value": f"bad $filter {flt!r}"}}
+        ids = {i.replace("''", "'") for i in re.findall(r"id eq '((?:[^']|'')*)'", flt)}
+        states = set(re.findall(r"state eq '([a-z]+)'", flt))
+        rows = [t for t in self.tasks[job] if (not ids or t["id"] in ids) and (not states or t["state"] in states)]
+        if "$select" in query:
+            keep = query["$select"].split(",")
+            rows = [{k: v for k, v in t.items() if k in keep} for t in rows]
+        start = int(query.get("$skiptoken", 0))
+        page = rows[start:start + min(int(query.get("maxresults", 1000)), 1000)]
+        self.served.append(len(page))
+        body: dict[str, Any] = {"value": page}
+        if start + len(page) < len(rows):
+            rest = {k: v for k, v in query.items() if k not in ("$skiptoken", "api-version")}
+            body["odata.nextLink"] = (f"{ACCOUNT}/jobs/{job}/tasks?"
+                                      + urllib.parse.urlencode({**rest, "$skiptoken": start + len(page)}))
+        return 200, body
+
+    def task_listings(self) -> list[dict[str, str]]:
+        return [{k: v[0] for k, v in urllib.parse.parse_qs(urllib.parse.urlsplit(r.url).query).items()}
+                for r in self.requests if r.method == "GET" and re.search(r"/jobs/[^/]+/tasks\?", r.url)]
 
     def open(self) -> None: ...
     def close(self) -> None: ...
@@ -53,35 +116,54 @@ class FakeCredential:
         return AccessTokenInfo("entra-token", 9_999_999_999)
 
 
-def pool(transport: FakeBatch) -> Any:
-    return make_pool("azure_batch", account_url="https://acct.westeurope.batch.azure.com", pool_id="gpu",
-                     image="myacr.azurecr.io/trapbatch-worker:1.0", worker_identity_client_id="client-guid",
-                     storage_account_url="https://acct.blob.core.windows.net/", max_task_seconds=3600,
-                     credential=FakeCredential(), transport=transport)
+def pool(transport: FakeBatch, **overrides: Any) -> Any:
+    args: dict[str, Any] = dict(account_url=ACCOUNT, pool_id="gpu", image="myacr.azurecr.io/trapbatch-worker:1.0",
+                                worker_identity_client_id="client-guid", identity_resource_id=NODE_IDENTITY,
+                                storage_account_url="https://acct.blob.core.windows.net/", max_task_seconds=3600,
+                                credential=FakeCredential(), transport=transport)
+    return make_pool("azure_batch", **{**args, **overrides})
 
 
 def shard(sid: str, attempt: int) -> ShardTask:
     return ShardTask(f"{sid}-a{attempt}", "trapbatch", f"tasks/task-x/shards/{sid}/attempt-{attempt}.json", sid, attempt)
 
 
+def posts(t: FakeBatch) -> list[tuple[str, str]]:
+    """(method, path) of every POST: the terminate call's poller GETs the job on a thread of its own."""
+    return [(r.method, r.url.split("?")[0].split(".com")[1]) for r in t.requests if r.method == "POST"]
+
+
+def _batch_error(code: str) -> dict[str, Any]:
+    return {"code": code, "message": {"lang": "en-US", "value": code}}
+
+
+# ---------------------------------------------------------------- jobs and tasks
+
 def test_job_and_tasks_requests_are_exactly_what_batch_expects() -> None:
+    """batch-docker-container-workloads.md: no ``--gpus`` ("For container pools with GPU-enabled hardware, Batch will
+    automatically enable GPU for container tasks"); ``--rm`` as in the doc's own examples; other run options are
+    ``docker create`` arguments (``--shm-size``). batch-task-output-files.md: ``../std*.txt`` on task completion,
+    to a virtual directory per task, here with the node identity instead of a SAS."""
     t = FakeBatch()
     p = pool(t)
     p.ensure_job("task-0123456789abcdef0123")
     p.submit("task-0123456789abcdef0123", [shard("s00000", 1), shard("s00001", 2)])
     job, add = t.requests
-    assert (job.method, job.url) == ("POST", f"https://acct.westeurope.batch.azure.com/jobs?{API}")
+    assert (job.method, job.url) == ("POST", f"{ACCOUNT}/jobs?{API}")
     assert json.loads(job.content) == {"id": "task-0123456789abcdef0123", "poolInfo": {"poolId": "gpu"},
                                        "displayName": "trapbatch task-0123456789abcdef0123"}
+    assert "onAllTasksComplete" not in json.loads(job.content)  # tasks are added incrementally: see close_job
     assert job.headers["Authorization"] == "Bearer entra-token"
-    assert add.url == f"https://acct.westeurope.batch.azure.com/jobs/task-0123456789abcdef0123/addtaskcollection?{API}"
+    assert add.url == f"{ACCOUNT}/jobs/task-0123456789abcdef0123/addtaskcollection?{API}"
     sent = {t["id"]: t for t in json.loads(add.content)["value"]}
     assert set(sent) == {"s00000-a1", "s00001-a2"}  # the SDK may reorder a collection
     first = sent["s00000-a1"]
     assert first["commandLine"] == ("python -m gpu_batch.worker --manifest-container trapbatch "
-                                    "--manifest-blob tasks/task-x/shards/s00000/attempt-1.json")
+                                    "--manifest-blob tasks/task-x/shards/s00000/attempt-1.json --device cuda")
     assert first["containerSettings"]["imageName"] == "myacr.azurecr.io/trapbatch-worker:1.0"
-    assert "--gpus all" in first["containerSettings"]["containerRunOptions"]
+    options = first["containerSettings"]["containerRunOptions"].split()
+    assert "--gpus" not in options and not any(o.startswith("--gpus") for o in options)
+    assert options == ["--rm", "--shm-size", "8g"]
     assert first["containerSettings"]["workingDirectory"] == "containerImageDefault"  # /app, where gpu_batch is
     # No bind-mount list: Batch then mounts the node's whole root, AZ_BATCH_NODE_SHARED_DIR included, where the
     # worker keeps its model and compile caches across the per-shard containers (worker.caches).
@@ -91,10 +173,29 @@ def test_job_and_tasks_requests_are_exactly_what_batch_expects() -> None:
     env = {e["name"]: e["value"] for e in first["environmentSettings"]}
     assert env == {"TRAPBATCH_STORAGE_ACCOUNT_URL": "https://acct.blob.core.windows.net/", "TRAPBATCH_DEVICE": "cuda",
                    "AZURE_CLIENT_ID": "client-guid"}
+    assert first["outputFiles"] == [{
+        "filePattern": "../std*.txt",
+        "destination": {"container": {
+            "containerUrl": "https://acct.blob.core.windows.net/trapbatch",
+            "path": "tasks/task-0123456789abcdef0123/logs/task-0123456789abcdef0123/s00000-a1",
+            "identityReference": {"resourceId": NODE_IDENTITY}}},
+        "uploadOptions": {"uploadCondition": "taskcompletion"}}]
+    # The folder is layout's, with the separator Batch puts before each file name left to Batch.
+    folder = first["outputFiles"][0]["destination"]["container"]["path"]
+    assert folder + "/" == layout.pool_log_prefix("task-0123456789abcdef0123", "s00000-a1")
+    assert sent["s00001-a2"]["outputFiles"][0]["destination"]["container"]["path"].endswith("/s00001-a2")
     for r in t.requests:  # no key, SAS or connection string ever leaves in a request
         body = (r.content or "") if isinstance(r.content, str) else (r.content or b"").decode()
         for secret_marker in ("sig=", "AccountKey", "SharedAccessSignature", "DefaultEndpointsProtocol"):
             assert secret_marker not in body and secret_marker not in r.url
+
+
+def test_logs_go_to_the_configured_task_state_container() -> None:
+    t = FakeBatch()
+    pool(t, log_container="state2", storage_account_url="https://other.blob.core.windows.net").submit(
+        "task-x", [shard("s00000", 1)])
+    dest = json.loads(t.requests[-1].content)["value"][0]["outputFiles"][0]["destination"]["container"]
+    assert dest["containerUrl"] == "https://other.blob.core.windows.net/state2"
 
 
 def test_existing_job_and_existing_tasks_are_success() -> None:
@@ -108,44 +209,189 @@ def test_existing_job_and_existing_tasks_are_success() -> None:
     assert [r.method for r in t.requests] == ["POST", "POST"]
 
 
-def test_poll_maps_batch_states_and_cancel_terminates() -> None:
-    listing = {"value": [
-        {"id": "s00000-a1", "state": "completed", "executionInfo": {"exitCode": 0, "result": "success",
-                                                                     "retryCount": 0, "requeueCount": 0}},
-        {"id": "s00001-a1", "state": "completed", "executionInfo": {
-            "exitCode": 3, "result": "failure", "retryCount": 0, "requeueCount": 0,
-            "failureInfo": {"category": "usererror", "message": "model cannot load"}}},
-        {"id": "s00002-a1", "state": "running", "executionInfo": {"retryCount": 0, "requeueCount": 0}},
-        {"id": "s00003-a1", "state": "active"},
-        {"id": "s00004-a1", "state": "completed"},
-    ]}
-    t = FakeBatch({("GET", "/jobs/task-x/tasks"): (200, listing), ("POST", "/jobs/task-x/tasks/s00002-a1/terminate"): (204, None),
-                   ("POST", "/jobs/task-x/terminate"): (202, None),
-                   ("GET", "/jobs/task-x"): (200, {"id": "task-x", "state": "completed"})})
-    p = pool(t)
-    infos = {i.task_id: i for i in p.poll("task-x", ["s00000-a1", "s00001-a1", "s00002-a1", "s00003-a1"])}
-    assert set(infos) == {"s00000-a1", "s00001-a1", "s00002-a1", "s00003-a1"}
-    assert infos["s00000-a1"].state is TaskState.completed and infos["s00000-a1"].result is TaskResult.success
-    assert infos["s00001-a1"].result is TaskResult.failure and infos["s00001-a1"].exit_code == 3
-    assert infos["s00001-a1"].failure_message == "model cannot load"
-    assert infos["s00002-a1"].state is TaskState.running and infos["s00003-a1"].state is TaskState.active
-    assert "$select=id,state,executionInfo" in t.requests[0].url
-    p.cancel("task-x", "s00002-a1")
-    p.cancel("task-x")
-    assert [(r.method, r.url.split("?")[0].split(".com")[1]) for r in t.requests[1:3]] == [
-        ("POST", "/jobs/task-x/tasks/s00002-a1/terminate"), ("POST", "/jobs/task-x/terminate")]
-
-
 def test_missing_settings_fail_with_the_variable_names() -> None:
     with pytest.raises(ValueError, match="TRAPBATCH_BATCH_ACCOUNT_URL"):
         make_pool("azure_batch", account_url="", pool_id="gpu", image="img")
+    with pytest.raises(ValueError, match="TRAPBATCH_WORKER_IDENTITY_RESOURCE_ID"):  # the log upload needs it
+        make_pool("azure_batch", account_url=ACCOUNT, pool_id="gpu", image="img",
+                  storage_account_url="https://acct.blob.core.windows.net/")
 
 
 def test_key_vault_url_reaches_the_nodes_as_a_setting() -> None:
     t = FakeBatch()
-    p = make_pool("azure_batch", account_url="https://acct.westeurope.batch.azure.com", pool_id="gpu",
-                  image="img:1", storage_account_url="https://acct.blob.core.windows.net/",
+    p = make_pool("azure_batch", account_url=ACCOUNT, pool_id="gpu", image="img:1",
+                  storage_account_url="https://acct.blob.core.windows.net/", identity_resource_id=NODE_IDENTITY,
                   key_vault_url="https://kv.vault.azure.net/", credential=FakeCredential(), transport=t)
     p.submit("task-0123456789abcdef0123", [shard("s00000", 1)])
     env = {e["name"]: e["value"] for e in json.loads(t.requests[-1].content)["value"][0]["environmentSettings"]}
     assert env["TRAPBATCH_KEY_VAULT_URL"] == "https://kv.vault.azure.net/"
+
+
+# ---------------------------------------------------------------- closing the job
+
+def test_close_job_terminates_it_and_a_closed_job_is_no_error() -> None:
+    """batch-quota-limit.md / includes/azure-batch-limits.md: only *active* jobs count against the account's
+    100-300 job quota ("completed jobs have no limit"), so every task's job is terminated when the task ends."""
+    t = FakeBatch({("POST", "/jobs/task-x/terminate"): (202, None),
+                   ("GET", "/jobs/task-x"): (200, {"id": "task-x", "state": "completed"})})
+    pool(t).close_job("task-x")
+    (terminate,) = [r for r in t.requests if r.method == "POST"]
+    assert terminate.url == f"{ACCOUNT}/jobs/task-x/terminate?{API}"
+    assert json.loads(terminate.content) == {"terminateReason": "trapbatch task ended"}
+    for status, code in ((409, "JobCompleted"), (409, "JobBeingTerminated"), (404, "JobNotFound")):
+        closed = FakeBatch({("POST", "/jobs/task-x/terminate"): (status, _batch_error(code))})
+        pool(closed).close_job("task-x")  # already closed, closing, or never created: nothing to do
+        assert posts(closed) == [("POST", "/jobs/task-x/terminate")]
+    denied = FakeBatch({("POST", "/jobs/task-x/terminate"): (403, _batch_error("AuthorizationFailure"))})
+    with pytest.raises(Exception, match="AuthorizationFailure"):
+        pool(denied).close_job("task-x")
+
+
+def test_submitting_to_a_terminated_job_raises_job_closed() -> None:
+    t = FakeBatch({("POST", "/jobs/task-x/addtaskcollection"): (409, _batch_error("JobCompleted"))})
+    with pytest.raises(JobClosed, match="task-x is closed"):
+        pool(t).submit("task-x", [shard("s00000", 2)])
+
+
+# ---------------------------------------------------------------- polling
+
+def _task(tid: str, state: str, **execution: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {"id": tid, "state": state, "commandLine": "python -m gpu_batch.worker ...",
+                           "displayName": f"shard {tid}", "url": f"{ACCOUNT}/jobs/task-x/tasks/{tid}"}
+    if state != "active":
+        row["executionInfo"] = {"retryCount": 0, "requeueCount": 0, "startTime": "2026-12-01T10:00:00Z", **execution}
+    return row
+
+
+def test_poll_maps_batch_states_and_cancel_terminates() -> None:
+    tasks = [
+        _task("s00000-a1", "completed", exitCode=0, result="success", endTime="2026-12-01T10:05:00Z"),
+        _task("s00001-a1", "completed", exitCode=3, result="failure",
+              failureInfo={"category": "usererror", "message": "model cannot load"}),
+        _task("s00002-a1", "running"),
+        _task("s00003-a1", "active"),
+        _task("s00004-a1", "completed", exitCode=0, result="success"),
+        _task("s00005-a1", "preparing"),
+    ]
+    t = FakeBatch({("POST", "/jobs/task-x/tasks/s00002-a1/terminate"): (204, None),
+                   ("POST", "/jobs/task-x/terminate"): (202, None),
+                   ("GET", "/jobs/task-x"): (200, {"id": "task-x", "state": "completed"})}, tasks={"task-x": tasks})
+    p = pool(t)
+    asked = ["s00000-a1", "s00001-a1", "s00002-a1", "s00003-a1", "s00005-a1", "s09999-a1"]
+    infos = {i.task_id: i for i in p.poll("task-x", asked)}
+    assert set(infos) == {"s00000-a1", "s00001-a1", "s00002-a1", "s00003-a1", "s00005-a1"}  # unknown ids left out
+    assert infos["s00000-a1"].state is TaskState.completed and infos["s00000-a1"].result is TaskResult.success
+    assert infos["s00000-a1"].exit_code == 0 and infos["s00000-a1"].end_time
+    assert infos["s00000-a1"].log == "trapbatch/" + layout.pool_log_prefix("task-x", "s00000-a1")
+    assert infos["s00001-a1"].result is TaskResult.failure and infos["s00001-a1"].exit_code == 3
+    assert infos["s00001-a1"].failure_message == "model cannot load"
+    assert infos["s00002-a1"].state is TaskState.running and infos["s00003-a1"].state is TaskState.active
+    assert infos["s00005-a1"].state is TaskState.preparing
+    assert infos["s00002-a1"].result is None and infos["s00002-a1"].log is None
+    unfinished, completed = t.task_listings()
+    assert unfinished["$select"] == "id,state"  # the in-flight tasks: their state only
+    assert completed["$select"] == "id,state,executionInfo"  # what finished: with exit code, result, failure
+    assert completed["$filter"].endswith("and state eq 'completed'")
+    assert "state eq 'running'" in unfinished["$filter"] and "state eq 'completed'" not in unfinished["$filter"]
+    p.cancel("task-x", "s00002-a1")
+    p.cancel("task-x")
+    assert posts(t) == [("POST", "/jobs/task-x/tasks/s00002-a1/terminate"), ("POST", "/jobs/task-x/terminate")]
+
+
+def test_polling_a_shard_group_of_a_big_job_does_not_page_through_the_job() -> None:
+    """batch-efficient-list-queries.md: filter and select every list query. The job holds 5,000 tasks (five pages
+    of 1,000 when listed whole); a shard group polls its 100 in-flight tasks with a $filter on their ids and gets
+    back exactly those: two requests per 40 ids, no paging, nothing else."""
+    states = ("completed", "running", "active", "running", "completed")
+    tasks = [_task(f"s{i:05d}-a1", states[i % 5], exitCode=0, result="success") if states[i % 5] == "completed"
+             else _task(f"s{i:05d}-a1", states[i % 5]) for i in range(5000)]
+    t = FakeBatch(tasks={"task-x": tasks})
+    p = pool(t)
+    asked = [f"s{i:05d}-a1" for i in range(2000, 2100)]
+    infos = p.poll("task-x", asked)
+    assert [i.task_id for i in infos] == asked
+    assert [i.state.value for i in infos] == [states[i % 5] for i in range(2000, 2100)]
+    listings = t.task_listings()
+    assert len(listings) == 2 * math.ceil(100 / p.POLL_IDS_PER_REQUEST) == 6
+    assert all("$skiptoken" not in q for q in listings)  # never a second page
+    assert sum(t.served) == 100  # every asked task once; none of the other 4,900
+    for q in listings:
+        ids = re.findall(r"id eq '([^']+)'", q["$filter"])
+        assert 0 < len(ids) <= p.POLL_IDS_PER_REQUEST and set(ids) <= set(asked)
+        assert len(q["$filter"]) < 1200  # the URL stays small
+    # The fake pages like Batch: listing the whole job (task_ids=None) takes five requests.
+    whole = FakeBatch(tasks={"task-x": tasks})
+    assert len(pool(whole).poll("task-x")) == 5000 and whole.served == [1000] * 5
+
+
+def test_a_task_that_completes_between_the_two_lists_is_reported_completed() -> None:
+    tasks = [_task("s00000-a1", "running"), _task("s00001-a1", "active")]
+
+    def finish_after_first_listing(request: Any) -> None:
+        if request.method == "GET" and tasks[0]["state"] == "running":
+            tasks[0].update(state="completed", executionInfo={**tasks[0]["executionInfo"], "exitCode": 0,
+                                                              "result": "success"})
+
+    t = FakeBatch(tasks={"task-x": tasks}, after=finish_after_first_listing)
+    infos = {i.task_id: i for i in pool(t).poll("task-x", ["s00000-a1", "s00001-a1"])}
+    assert infos["s00000-a1"].state is TaskState.completed and infos["s00000-a1"].result is TaskResult.success
+    assert infos["s00001-a1"].state is TaskState.active
+
+
+def test_odd_ids_are_quoted_as_odata_strings() -> None:
+    t = FakeBatch(tasks={"task-x": [_task("it's-a1", "running")]})
+    (info,) = pool(t).poll("task-x", ["it's-a1"])
+    assert info.state is TaskState.running
+    assert "id eq 'it''s-a1'" in t.task_listings()[0]["$filter"]
+
+
+# ---------------------------------------------------------------- the worker image
+
+def test_worker_image_leaves_the_node_shared_caches_alone() -> None:
+    """batch-docker-container-workloads.md: everything under AZ_BATCH_NODE_ROOT_DIR (the shared folder included) is
+    mapped into each container task; the worker keeps its caches there (worker.caches). The image must not point
+    them into the container (ENV) or hide node folders (VOLUME)."""
+    lines = [ln.strip() for ln in (REPO / "gpu_batch" / "Dockerfile").read_text().splitlines()]
+    instructions = [ln for ln in lines if ln and not ln.startswith("#")]
+    text = "\n".join(instructions)
+    assert not any(ln.upper().startswith("VOLUME") for ln in instructions)
+    for variable in ("TRAPBATCH_MODEL_CACHE", "TORCHINDUCTOR_CACHE_DIR", "AZ_BATCH_NODE_SHARED_DIR", "XDG_CACHE_HOME"):
+        assert variable not in text
+    assert "--gpus" not in text
+
+
+# ---------------------------------------------------------------- the node's driver (worker.cuda_check)
+
+def probe(torch_cuda: str | None, available: bool, driver_cuda: int | None, driver: str | None = None) -> CudaProbe:
+    return CudaProbe(torch_version="2.14.1+cu130", torch_cuda=torch_cuda, cuda_available=available,
+                     driver_cuda=driver_cuda, driver_version=driver)
+
+
+def test_a_driver_older_than_the_images_cuda_is_named_with_the_driver_to_use() -> None:
+    message = cuda_problem("cuda", probe("13.0", False, 12020, "535.161.08"))
+    assert message == ("the node's NVIDIA driver 535.161.08 supports CUDA 12.2, but the worker image is built for "
+                       "CUDA 13.0 (torch 2.14.1+cu130): use a node image with NVIDIA driver >= 580.65.06, or a worker "
+                       "image built for CUDA <= 12.2")
+    with pytest.raises(CudaDriverMismatch, match="supports CUDA 12.2"):
+        require_cuda("cuda", probe("13.0", False, 12020, "535.161.08"))
+    # same major version, older minor: the driver of that exact release
+    assert "driver >= 570.26" in (cuda_problem("cuda", probe("12.8", False, 12020)) or "")
+    # a release this module has no driver for: said in words
+    assert "whose NVIDIA driver supports CUDA 13.7" in (cuda_problem("cuda", probe("13.7", False, 13000)) or "")
+
+
+def test_a_usable_gpu_or_a_cpu_run_is_no_problem() -> None:
+    assert cuda_problem("cuda", probe("13.0", True, 13000)) is None
+    assert cuda_problem("cuda", probe("12.8", True, 12020)) is None  # minor version compatibility worked
+    assert cuda_problem("cpu", probe("13.0", False, 12020)) is None
+    assert cuda_problem("auto", probe("13.0", False, None)) is None  # no GPU at all: the CPU is what auto means
+    assert cuda_problem("auto", probe(None, False, 13000)) is None  # a CPU-only torch
+    require_cuda("cuda", probe("13.0", True, 13000))
+
+
+def test_every_other_reason_cuda_is_unusable_is_said_plainly() -> None:
+    # auto, but a driver that cannot run this torch: the CPU run that follows is an accident, so it is reported
+    assert "supports CUDA 12.2" in (cuda_problem("auto", probe("13.0", False, 12020)) or "")
+    assert "no NVIDIA driver is visible" in (cuda_problem("cuda", probe("13.0", False, None)) or "")
+    assert "CPU-only build" in (cuda_problem("cuda", probe(None, False, 13000)) or "")
+    assert "finds no usable GPU" in (cuda_problem("cuda", probe("13.0", False, 13000, "580.95.05")) or "")

@@ -1,4 +1,8 @@
-"""LocalPool against Azurite with a stand-in worker command (the real worker has its own tests)."""
+"""LocalPool against Azurite with a stand-in worker command (the real worker has its own tests).
+
+Its task and job model copies Azure Batch's (MicrosoftDocs/azure-docs articles/batch/batch-job-task-error-checking.md:
+every task ends "completed", with a result and exit code; a terminated job accepts no more tasks).
+"""
 from __future__ import annotations
 
 import json
@@ -13,7 +17,7 @@ from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobServiceClient
 
 from gpu_batch import layout
-from gpu_batch.pool import ShardTask, TaskResult, TaskState, make_pool
+from gpu_batch.pool import JobClosed, ShardTask, TaskResult, TaskState, make_pool
 from tests.waiting import wait_until
 
 FAKE_WORKER = r'''
@@ -119,3 +123,47 @@ def test_a_new_pool_object_on_the_same_table_sees_and_finishes_running_tasks(poo
     second = make_pool("local", max_concurrent=1, **pool_args)
     done = wait_until(lambda: all_done(second, "job6", 2), 60, "both tasks via the new pool object")
     assert all(i.result is TaskResult.success for i in done.values())
+
+
+def test_close_job_ends_its_tasks_and_refuses_new_ones(pool_args: dict[str, Any]) -> None:
+    """As Azure Batch's Terminate Job: running tasks are terminated and the job accepts no more tasks; here the
+    never-started ones end too (Batch leaves them "active" for ever), so no scheduler keeps reading them."""
+    pool = make_pool("local", max_concurrent=1, **pool_args)
+    pool.submit("job7", [task("hang"), task("hangtoo")])  # one runs, one waits for the free slot
+    wait_until(lambda: states(pool, "job7")["hang-a1"].state is TaskState.running, 30, "the first task to run")
+    pid = int(TableServiceClient.from_connection_string(pool_args["connection_string"]).get_table_client(
+        pool_args["table"]).get_entity("job7", "hang-a1")["Pid"])
+    pool.close_job("job7")
+    done = all_done(pool, "job7", 2)
+    assert done and all(i.result is TaskResult.failure and "job was closed" in (i.failure_message or "")
+                        for i in done.values())
+    wait_until(lambda: not os.path.exists(f"/proc/{pid}") or _zombie(pid), 30, "the runner to be gone")
+    with pytest.raises(JobClosed, match="job7 is closed"):
+        pool.submit("job7", [task("late")])
+    pool.close_job("job7")  # idempotent
+    pool.close_job("never-used")  # nothing to close: no error
+    other = make_pool("local", max_concurrent=1, **pool_args)  # every pool object on the same tables agrees
+    with pytest.raises(JobClosed):
+        other.submit("job7", [task("later", 2)])
+    other.submit("job8", [task("ok")])  # other jobs are untouched
+    assert wait_until(lambda: all_done(other, "job8", 1), 60, "job8's task")["ok-a1"].result is TaskResult.success
+
+
+def test_a_task_that_slipped_in_while_the_job_closed_never_starts(pool_args: dict[str, Any]) -> None:
+    pool = make_pool("local", max_concurrent=1, **pool_args)
+    pool.close_job("job9")
+    # A submission that checked the job before close_job marked it, and wrote its task after: the row as submit writes it
+    TableServiceClient.from_connection_string(pool_args["connection_string"]).get_table_client(
+        pool_args["table"]).create_entity({"PartitionKey": "job9", "RowKey": "slow-a1", "State": "active",
+                                           "Spec": json.dumps(task("slow").to_dict()), "Submitted": "x"})
+    info = states(pool, "job9")["slow-a1"]
+    assert info.state is TaskState.completed and "job was closed" in (info.failure_message or "")
+    assert info.start_time is None  # never started
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] == "Z"
+    except OSError:
+        return True

@@ -63,6 +63,7 @@ def app_env(storage_connection: str, unique_name: str, monkeypatch: pytest.Monke
         "TRAPBATCH_IMAGES_PER_SHARD": "4",
         "TRAPBATCH_LOCAL_CONCURRENCY": "2",
         "TRAPBATCH_DEVICE": "cpu",
+        "TRAPBATCH_PUBLIC_WEB_URL": "https://trapbatchweb.z6.web.core.windows.net/",
     }
     for k, v in env.items():
         monkeypatch.setenv(k, v)

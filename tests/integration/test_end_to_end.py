@@ -101,6 +101,8 @@ def test_http_start_runs_to_one_merged_file_with_every_image_once(host, app_env,
     assert res.status_code == 200 and res.json()["results"]["blob"] == results_blob(task_id)
     page = requests.get(res.json()["previews"]["local_url"], timeout=30)
     assert page.status_code == 200 and task_id in page.text
+    previews = res.json()["previews"]
+    assert previews["public_url"] == f"https://trapbatchweb.z6.web.core.windows.net/{previews['blob']}"
     check_preview_folder_is_unguessable(host, store, app_env, storage_connection, task_id, res.json()["previews"])
     listed = requests.get(f"{host.base_url}/api/tasks", timeout=30).json()
     assert [t["id"] for t in listed["tasks"]] == [task_id]  # its shard-group orchestrations are not tasks
@@ -292,7 +294,8 @@ def test_cancel_stops_pool_work_and_ends_the_task_cancelled(host, app_env, store
     from azure.data.tables import TableServiceClient
 
     rows = TableServiceClient.from_connection_string(app_env["AzureWebJobsStorage"]).get_table_client(
-        "trapbatchpool").query_entities("PartitionKey eq @j", parameters={"j": task_id})
+        "trapbatchpool").query_entities("PartitionKey eq @j", parameters={"j": final["output"]["pool_job"]})
+    assert final["output"]["pool_job"].startswith(task_id + "_r")  # this run's own job
     assert {r["State"] for r in rows} == {"completed"}  # the hung workers were terminated
 
 
@@ -325,6 +328,10 @@ def test_images_in_another_account_are_read_with_a_sas_named_by_secret(host, app
         account_url = f"http://127.0.0.1:{partner.blob_port}/{ACCOUNT}"
         assert not store.container_exists("partner-photos")
         body = {"container": "partner-photos", "source_account_url": account_url, "request_name": "partner"}
+        outside = requests.post(host.base_url + "/api/tasks", json={**body, "credential_secret": "partner-sas"},
+                                timeout=30)  # the operator has not listed the partner's account yet
+        assert outside.status_code == 403 and "TRAPBATCH_SOURCE_ACCOUNTS" in outside.json()["hint"], outside.text
+        monkeypatch.setenv("TRAPBATCH_SOURCE_ACCOUNTS", account_url)
 
         refused = requests.post(host.base_url + "/api/tasks", json={**body, "credential_secret": "no-such"},
                                 timeout=30)
@@ -350,3 +357,27 @@ def test_images_in_another_account_are_read_with_a_sas_named_by_secret(host, app
         assert places_holding(store, storage_connection, forms) == []
     finally:
         partner.stop()
+
+
+def test_a_model_that_cannot_load_fails_the_task_at_once_with_the_workers_message(host, app_env, store, unique_name,  # type: ignore[no-untyped-def]
+                                                                                  tmp_path, monkeypatch) -> None:
+    """Exit code 3 is one no attempt can fix (gpu_batch.exit_codes): the first poll that sees it fails the task with
+    the worker's own log line in the status, no shard is resubmitted, and the run's pool job is closed."""
+    broken = tmp_path / "md_v5a.0.0.pt"
+    broken.write_bytes(b"this is not a checkpoint")
+    monkeypatch.setenv("TRAPBATCH_MODEL", str(broken))
+    monkeypatch.setenv("TRAPBATCH_MAX_ATTEMPTS", "3")
+    upload_images(store, unique_name, 8, corrupt=0)
+    task_id = requests.post(host.base_url + "/api/tasks", json={"container": unique_name}, timeout=30).json()["id"]
+    final = host.wait_for(task_id, timeout=180)
+    assert final["runtimeStatus"] == "Failed", final
+    status = requests.get(f"{host.base_url}/api/tasks/{task_id}", timeout=30).json()
+    assert status["stage"] == "failed" and "the model cannot be loaded" in status["error"], status
+    assert "cannot be loaded" in status["error"].split("):", 1)[1]  # the worker's own words follow the reason
+    state = app_env["TRAPBATCH_CONTAINER"]
+    assert not [n for n in store.list_names(state, f"tasks/{task_id}/shards/") if "attempt-2" in n]  # no resubmission
+    from azure.data.tables import TableServiceClient
+
+    rows = list(TableServiceClient.from_connection_string(app_env["AzureWebJobsStorage"]).get_table_client(
+        "trapbatchpool").query_entities("PartitionKey eq @j", parameters={"j": status["pool_job"]}))
+    assert rows and {r["State"] for r in rows} == {"completed"}  # nothing left running for this run

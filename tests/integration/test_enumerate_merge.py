@@ -6,7 +6,7 @@ import json
 from activities.enumerate import run_enumerate
 from activities.merge import run_merge
 from gpu_batch.layout import csv_blob, preview_sample_blob, repeats_blob, results_blob
-from activities.pool import run_resubmit
+from activities.pool import resubmit_one
 from activities.shard_results import shard_coverage
 from adapters.preview_folders import existing_preview_folder
 from adapters.blobs import BlobStore, service_client
@@ -93,7 +93,8 @@ def test_merge_combines_attempts_marks_missing_and_is_idempotent(env: tuple[Sett
             self.submitted.extend(tasks)
 
     pool = RecordingPool()
-    assert run_resubmit(tid, "s00000", 2, settings, store, pool) == {"missing": 3, "submitted": True}  # type: ignore[arg-type]
+    assert resubmit_one(tid, tid, "s00000", 2, settings, store, pool) == {  # type: ignore[arg-type]
+        "shard_id": "s00000", "attempt": 2, "missing": 3, "submitted": True}
     m0b = ShardManifest.from_dict(store.read_json(settings.container, layout.manifest_blob(tid, "s00000", 2)))
     assert list(m0b.images) == list(m0.images[2:])
     assert pool.submitted[0].task_id == "s00000-a2"  # type: ignore[attr-defined]
@@ -220,7 +221,7 @@ def test_source_account_refs_travel_by_name_through_manifests_and_resubmits(
         def ensure_job(self, job_id: str) -> None: ...
         def submit(self, job_id: str, tasks: list[object]) -> None: ...
 
-    assert run_resubmit(tid, "s00000", 2, settings, store, NullPool())["submitted"]  # type: ignore[arg-type]
+    assert resubmit_one(tid, tid, "s00000", 2, settings, store, NullPool())["submitted"]  # type: ignore[arg-type]
     m2 = ShardManifest.from_dict(store.read_json(settings.container, layout.manifest_blob(tid, "s00000", 2)))
     assert (m2.source_account_url, m2.source_credential_secret) == (m1.source_account_url, "partner-sas")
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from core import contracts as c
 from core.contracts import ShardStatus, Stage
 from core.settings import OrchestrationKnobs
@@ -28,7 +30,8 @@ def row(pool_task: str, missing: int = 0, failed: int = 0, images: int = IMAGES)
 class Pool:
     """The pool activities, scripted. A pool task completes once it has been polled ``runs_for`` times (default 1),
     reporting ``missing[pool task id]`` images still missing (default 0); ``cancel_on_poll`` makes that poll (1-based)
-    report the cancel marker; ``resubmit`` answers the resubmit activity (default: it submits the next attempt);
+    report the cancel marker; ``resubmit`` answers the resubmit activity for every shard (default: each shard's next
+    attempt is submitted);
     ``extra_rows`` adds rows (e.g. stale ones) to a given poll."""
 
     def __init__(self, runs_for: dict[str, int] | None = None, missing: dict[str, int] | None = None,
@@ -60,10 +63,12 @@ class Pool:
             return {"cancelled": self.polls == self.cancel_on_poll, "completed": rows, "running": running,
                     "queued": 0, "images_in_progress": 0}
         if name == c.RESUBMIT:
-            if self.resubmit is not None:
-                return self.resubmit
-            prior = pool_task_id(payload["shard_id"], payload["attempt"] - 1)
-            return {"missing": self.missing.get(prior, 0), "submitted": True}
+            out = []
+            for sid, attempt in payload["shards"]:
+                answer = self.resubmit or {"missing": self.missing.get(pool_task_id(sid, attempt - 1), 0),
+                                           "submitted": True}
+                out.append({"shard_id": sid, "attempt": attempt, **answer})
+            return {"shards": out}
         if name == c.CANCEL:
             return {"cancelled": True}
         raise HarnessError(f"unexpected activity {name}")
@@ -126,7 +131,7 @@ def test_gives_a_shard_up_after_max_attempts() -> None:
     run = run_group(1, pool, max_attempts=2)
 
     assert run.status == "Completed"
-    assert run.inputs(c.RESUBMIT) == [{"task_id": TASK, "shard_id": s0, "attempt": 2}]
+    assert run.inputs(c.RESUBMIT) == [{"task_id": TASK, "job_id": TASK, "shards": [[s0, 2]]}]
     assert [call["task_ids"] for call in run.inputs(c.POLL)] == [pool_ids((0, 1)), pool_ids((0, 2))]
     assert run.output["given_up"] == 1 and run.output["done"] == 0
     assert run.output["images_missing"] == 3 and run.output["images_done"] == IMAGES - 3
@@ -143,7 +148,7 @@ def test_ignores_a_stale_report_about_an_older_attempt() -> None:
     run = run_group(1, pool, max_attempts=3)
 
     assert run.status == "Completed"
-    assert run.inputs(c.RESUBMIT) == [{"task_id": TASK, "shard_id": s0, "attempt": 2}]  # no attempt 3
+    assert run.inputs(c.RESUBMIT) == [{"task_id": TASK, "job_id": TASK, "shards": [[s0, 2]]}]  # no attempt 3
     assert [call["task_ids"] for call in run.inputs(c.POLL)] == [[a1], [a2], [a2]]
     assert run.output["done"] == 1 and run.output["images_missing"] == 0 and run.output["resubmissions"] == 1
 
@@ -154,7 +159,7 @@ def test_shard_is_done_when_the_resubmission_finds_nothing_missing() -> None:
     run = run_group(1, pool)
 
     assert run.status == "Completed"
-    assert run.inputs(c.RESUBMIT) == [{"task_id": TASK, "shard_id": s0, "attempt": 2}]
+    assert run.inputs(c.RESUBMIT) == [{"task_id": TASK, "job_id": TASK, "shards": [[s0, 2]]}]
     assert len(run.calls(c.POLL)) == 1  # nothing left in flight: no attempt 2 to watch
     assert run.output["done"] == 1 and run.output["submitted"] == 0
     assert run.output["images_done"] == IMAGES and run.output["images_missing"] == 0
@@ -166,20 +171,21 @@ def test_resubmits_only_the_shard_with_missing_images_as_its_next_attempt() -> N
     run = run_group(3, pool)
 
     assert run.status == "Completed"
-    assert run.inputs(c.RESUBMIT) == [{"task_id": TASK, "shard_id": s1, "attempt": 2}]
+    assert run.inputs(c.RESUBMIT) == [{"task_id": TASK, "job_id": TASK, "shards": [[s1, 2]]}]
     assert [call["shards"] for call in run.inputs(c.SUBMIT)] == [[[s0, 1], [s1, 1], [s2, 1]]]  # only the first
     assert [call["task_ids"] for call in run.inputs(c.POLL)] == [pool_ids((0, 1), (1, 1), (2, 1)), pool_ids((1, 2))]
     assert run.output["done"] == 3 and run.output["resubmissions"] == 1
     assert run.output["images_done"] == 3 * IMAGES and run.output["images_missing"] == 0
 
 
-def test_a_transient_resubmit_failure_is_retried_alongside_the_other_resubmissions() -> None:
+def test_a_transient_resubmit_failure_is_retried_after_a_durable_timer_for_all_shards_at_once() -> None:
+    """One resubmit activity per poll, retried by an explicit timer (not call_activity_with_retry: #603)."""
     s0, s1 = shard_id(0), shard_id(1)
     pool = Pool(missing={pool_task_id(s0, 1): 2, pool_task_id(s1, 1): 4})
     failures = {"left": 1}
 
     def flaky(name: str, payload: Any) -> Any:
-        if name == c.RESUBMIT and payload["shard_id"] == s0 and failures["left"]:
+        if name == c.RESUBMIT and failures["left"]:
             failures["left"] -= 1
             raise ConnectionError("pool service busy")
         return pool(name, payload)
@@ -187,8 +193,9 @@ def test_a_transient_resubmit_failure_is_retried_alongside_the_other_resubmissio
     run = run_orchestrator(run_shards, {"task_id": TASK, "knobs": knobs(), "shards": [s0, s1]}, flaky)
 
     assert run.status == "Completed"
-    assert [(call.input["shard_id"], call.attempt, call.error is None) for call in run.calls(c.RESUBMIT)] == [
-        (s0, 1, False), (s1, 1, True), (s0, 2, True)]
+    assert [(call.input["shards"], call.error is None) for call in run.calls(c.RESUBMIT)] == [
+        ([[s0, 2], [s1, 2]], False), ([[s0, 2], [s1, 2]], True)]
+    assert [t.delay_s for t in run.timers if not t.retry][1] == 2.0  # the retry's durable timer, after the first poll's
     assert [call["task_ids"] for call in run.inputs(c.POLL)] == [pool_ids((0, 1), (1, 1)), pool_ids((0, 2), (1, 2))]
     assert run.output["done"] == 2 and run.output["resubmissions"] == 2
 
@@ -200,7 +207,7 @@ def test_cancel_marker_cancels_the_pool_tasks_in_flight_and_stops() -> None:
 
     assert run.status == "Completed"
     assert [call["shards"] for call in run.inputs(c.SUBMIT)] == [[[s0, 1], [s1, 1]], [[s2, 1]]]
-    assert run.inputs(c.CANCEL) == [{"task_id": TASK, "task_ids": pool_ids((1, 1), (2, 1))}]
+    assert run.inputs(c.CANCEL) == [{"task_id": TASK, "job_id": TASK, "task_ids": pool_ids((1, 1), (2, 1))}]
     assert run.activity_names[-1] == c.CANCEL  # nothing after the cancel
     assert len(run.calls(c.POLL)) == 2
     assert run.output["cancelled"] is True
@@ -219,3 +226,31 @@ def test_poll_delay_doubles_up_to_the_maximum_and_resets_after_a_completion() ->
     assert fire_times == sorted(fire_times)
     assert run.output["done"] == 2
 
+
+
+@pytest.mark.parametrize("exit_code, fails", [(3, True), (5, True), (2, True), (4, False), (1, False)])
+def test_a_worker_exit_no_retry_can_fix_fails_the_group_at_once_with_the_workers_message(exit_code: int,
+                                                                                          fails: bool) -> None:
+    s0 = shard_id(0)
+    a1 = pool_task_id(s0, 1)
+    pool = Pool()
+
+    def failing_worker(name: str, payload: Any) -> Any:
+        if name == c.POLL and a1 in payload["task_ids"]:
+            failed = {**row(a1, missing=IMAGES), "result": "failure", "exit_code": exit_code,
+                      "failure_message": f"the worker exited with code {exit_code}"}
+            if exit_code == 3:
+                failed["worker_message"] = "model '/models/md.pt' cannot be loaded: not a checkpoint"
+            return {"cancelled": False, "completed": [failed], "running": 0, "queued": 0, "images_in_progress": 0}
+        return pool(name, payload)
+
+    run = run_orchestrator(run_shards, {"task_id": TASK, "knobs": knobs(max_attempts=3), "shards": [s0]},
+                           failing_worker)
+
+    if fails:
+        assert run.status == "Failed" and run.calls(c.RESUBMIT) == []
+        assert f"worker exit code {exit_code}" in (run.error or "") and f"shard {s0} attempt 1" in (run.error or "")
+        if exit_code == 3:
+            assert "the model cannot be loaded" in (run.error or "") and "not a checkpoint" in (run.error or "")
+    else:  # output hiccups and crashes: the missing images get their next attempts
+        assert run.status == "Completed" and len(run.calls(c.RESUBMIT)) == 1

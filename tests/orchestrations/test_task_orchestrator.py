@@ -10,6 +10,7 @@ from core.contracts import Stage
 from core.ids import shards_instance_id
 from core.settings import OrchestrationKnobs
 from gpu_batch.layout import parse_pool_task_id, shard_id
+from orchestrations.retries import STORAGE_RETRY
 from orchestrations.shards import run_shards
 from orchestrations.task import task_orchestrator
 from tests.orchestrations.replay import T0, HarnessError, Run, run_orchestrator
@@ -45,6 +46,8 @@ def activities(images: int = 25, shards: int = 3, missing: int = 0) -> Any:
             return PREVIEWS
         if name == c.SUBMIT:
             return {"submitted": len(payload["shards"])}
+        if name == c.CLOSE_JOB:
+            return {"closed": True}
         if name == c.POLL:
             rows = []
             for tid in payload["task_ids"]:
@@ -96,7 +99,7 @@ def test_runs_one_shard_group_sub_orchestration_per_group() -> None:
 
     assert run.status == "Completed"
     assert [(s.name, s.instance_id, s.input) for s in run.sub_orchestrations] == [
-        (c.SHARDS_ORCHESTRATOR, shards_instance_id(TASK, g), {"task_id": TASK, "knobs": knob_values,
+        (c.SHARDS_ORCHESTRATOR, shards_instance_id(TASK, g), {"task_id": TASK, "job_id": TASK, "knobs": knob_values,
                                                               "shards": [shard_id(i) for i in ids]})
         for g, ids in enumerate([[0, 1], [2, 3], [4]])]
     detecting = next(s for s in run.statuses if s["stage"] == Stage.detecting)
@@ -113,8 +116,9 @@ def test_a_cancelled_group_cancels_the_task_without_merging() -> None:
     assert run.status == "Completed"
     assert len(run.sub_orchestrations) == 3  # every group is awaited
     assert c.MERGE not in run.activity_names and c.PREVIEWS not in run.activity_names
+    assert run.inputs(c.CLOSE_JOB) == [{"task_id": TASK, "job_id": TASK}]  # the cancelled run's job is ended
     assert run.output["stage"] == Stage.cancelled and run.output["task_id"] == TASK
-    assert run.custom_status["stage"] == Stage.cancelled
+    assert run.custom_status["stage"] == Stage.cancelled and run.output["pool_job"] == TASK
     assert "finished" in run.output and "results" not in run.output
 
 
@@ -125,7 +129,7 @@ def test_all_groups_done_merges_then_publishes_and_completes() -> None:
     # The real shard-group orchestrator ran as the children, through the same replay.
     assert [s.run.status if s.run else None for s in run.sub_orchestrations] == ["Completed", "Completed"]
     assert [s.result["done"] for s in run.sub_orchestrations] == [2, 1]
-    assert run.activity_names == [c.ENUMERATE, c.MERGE, c.PREVIEWS]
+    assert run.activity_names == [c.ENUMERATE, c.CLOSE_JOB, c.MERGE, c.PREVIEWS]  # the job ends before the merge
     merge_call = run.calls(c.MERGE)[0]
     assert merge_call.input["task_id"] == TASK and merge_call.input["model"] == "MDV5A"
     assert merge_call.input["completed_at"] > T0.isoformat()  # the orchestration clock, after the groups' timers
@@ -146,7 +150,7 @@ def test_images_still_missing_after_the_merge_complete_with_errors() -> None:
     run = run_task(task_input(), activities(shards=1, missing=3))
 
     assert run.status == "Completed"
-    assert run.activity_names == [c.ENUMERATE, c.MERGE, c.PREVIEWS]
+    assert run.activity_names == [c.ENUMERATE, c.CLOSE_JOB, c.MERGE, c.PREVIEWS]
     assert run.output["stage"] == Stage.completed_with_errors and run.output["missing"] == 3
     assert run.custom_status["stage"] == Stage.completed_with_errors
 
@@ -166,6 +170,52 @@ def test_enumeration_is_retried_on_transient_storage_errors(failures: int, statu
     run = run_task(task_input(), flaky)
 
     assert run.status == status
-    assert [call.attempt for call in run.calls(c.ENUMERATE)] == list(range(1, min(failures + 1, 3) + 1))
+    calls = run.calls(c.ENUMERATE)
+    assert len(calls) == min(failures + 1, STORAGE_RETRY.attempts)
+    # each retry waits on an explicit durable timer (no call_activity_with_retry, see orchestrations.retries)
+    assert all(call.attempt == 1 for call in calls) and not [t for t in run.timers if t.retry]
+    assert [t.delay_s for t in run.timers][:len(calls) - 1] == [STORAGE_RETRY.delay_s(n) for n in range(1, len(calls))]
     if status == "Failed":
         assert "storage throttled" in (run.error or "") and not run.sub_orchestrations
+
+
+def test_a_run_has_its_own_pool_job_which_ends_with_it() -> None:
+    run = run_task({**task_input(shards_per_group=2), "run": "r261201120000ab12"}, activities(shards=3))
+
+    job = f"{TASK}_r261201120000ab12"
+    assert run.status == "Completed"
+    assert {s.input["job_id"] for s in run.sub_orchestrations} == {job}
+    every_child_call = [call for s in run.sub_orchestrations if s.run for call in s.run.activities]
+    assert every_child_call and all(call.input["job_id"] == job for call in every_child_call)
+    assert run.inputs(c.CLOSE_JOB) == [{"task_id": TASK, "job_id": job}]
+
+
+def test_a_failing_group_closes_the_job_and_fails_with_the_reason_in_the_status() -> None:
+    def child(name: str, instance_id: str, payload: Any) -> Any:
+        if instance_id == shards_instance_id(TASK, 1):
+            raise RuntimeError("poll_shards failed: the Batch account refused the request (403)")
+        return finished_group(len(payload["shards"]))
+
+    run = run_task(task_input(shards_per_group=1), activities(shards=2), children=child)
+
+    assert run.status == "Failed"
+    assert run.inputs(c.CLOSE_JOB) == [{"task_id": TASK, "job_id": TASK}]
+    assert c.MERGE not in run.activity_names
+    assert run.custom_status["stage"] == Stage.failed and "403" in run.custom_status["error"]
+    assert run.custom_status["pool_job"] == TASK and "finished" in run.custom_status
+
+
+def test_a_failing_merge_fails_the_task_as_failed_not_merging() -> None:
+    answer = activities(shards=1)
+
+    def broken_merge(name: str, payload: Any) -> Any:
+        if name == c.MERGE:
+            raise OSError("disk full")
+        return answer(name, payload)
+
+    run = run_task(task_input(), broken_merge)
+
+    assert run.status == "Failed"
+    assert len(run.calls(c.MERGE)) == STORAGE_RETRY.attempts
+    assert run.custom_status["stage"] == Stage.failed and "disk full" in run.custom_status["error"]
+    assert run.inputs(c.CLOSE_JOB) == [{"task_id": TASK, "job_id": TASK}]  # once, when the pool work ended

@@ -3,6 +3,10 @@
 The worker runs every function through ``Registry.add_indexed_function`` when the host asks for metadata; one refused
 function fails the whole app on Azure. These tests run that code (azure-functions-runtime, requirements/
 platform-test.txt), not a re-implementation of its rules.
+
+On b68f23d (main before this test) the app test fails: the worker refuses all 8 activities with "binding payload has
+invalid non-type annotation dict[str, typing.Any]" (azure-functions-durable-python#468); their TypedDict annotations
+(core/contracts.py) pass.
 """
 from __future__ import annotations
 

@@ -3,14 +3,15 @@
     gpu_batch        the GPU worker and pools: stands alone on the nodes, imports nothing of the app
     core             pure logic: core, and only gpu_batch's contract modules (pure, torch- and azure-free)
     adapters         clients of the outside world: core, adapters, gpu_batch's contracts
-    orchestrations   deterministic orchestrators: core, orchestrations, the blob layout and shard contract; never an
-                     activity, never an adapter (no I/O)
+    orchestrations   deterministic orchestrators: core, orchestrations, the blob layout, shard contract and exit
+                     codes; never an activity, never an adapter (no I/O)
     activities       I/O steps: core, adapters, activities, gpu_batch's contracts; never an orchestrator
     api              HTTP and blob-drop edges: core, adapters, api, the blob layout; never an activity
     devhost          the stand-in for the Functions host: nothing of the app (it loads function_app by name)
     function_app     registers the blueprints of activities, api and orchestrations
 
-gpu_batch's contracts are ``layout`` (blob names, ids), ``manifest`` (the shard document), ``pool`` (the pool
+gpu_batch's contracts are ``layout`` (blob names, ids), ``manifest`` (the shard document), ``exit_codes`` (what a
+worker's exit means), ``pool`` (the pool
 interface and its clients) and ``storage_refs`` (source-account references); ``gpu_batch.worker`` (torch) is for the
 nodes only.
 """
@@ -23,12 +24,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = ("core", "adapters", "activities", "orchestrations", "api", "gpu_batch", "devhost", "function_app")
-CONTRACTS = ("gpu_batch.layout", "gpu_batch.manifest", "gpu_batch.pool", "gpu_batch.storage_refs")
+CONTRACTS = ("gpu_batch.layout", "gpu_batch.manifest", "gpu_batch.exit_codes", "gpu_batch.pool",
+             "gpu_batch.storage_refs")
 ALLOWED: dict[str, tuple[str, ...]] = {
     "gpu_batch": ("gpu_batch",),
     "core": ("core", "gpu_batch.layout", "gpu_batch.manifest"),
     "adapters": ("core", "adapters", *CONTRACTS),
-    "orchestrations": ("core", "orchestrations", "gpu_batch.layout", "gpu_batch.manifest"),
+    "orchestrations": ("core", "orchestrations", "gpu_batch.layout", "gpu_batch.manifest", "gpu_batch.exit_codes"),
     "activities": ("core", "adapters", "activities", *CONTRACTS),
     "api": ("core", "adapters", "api", "gpu_batch.layout"),
     "devhost": ("devhost",),

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from core.errors import ConfigError
-from core.settings import OrchestrationKnobs, Settings
+from core.settings import OrchestrationKnobs, Settings, drop_trigger_source
 from gpu_batch.storage_refs import KEY_VAULT_ENV, LOCAL_SECRETS_ENV
 
 
@@ -45,3 +48,49 @@ def test_secret_store_settings_reach_the_workers_by_name_only() -> None:
     assert local.secret_store_env() == {"TRAPBATCH_LOCAL_SECRETS_FILE": "/tmp/s.json"}
     # the names the worker's secret reader looks up
     assert set(s.secret_store_env()) | set(local.secret_store_env()) == {KEY_VAULT_ENV, LOCAL_SECRETS_ENV}
+
+
+def test_drop_trigger_source_defaults_to_event_grid_and_refuses_anything_else() -> None:
+    """Flex Consumption runs only the Event Grid blob trigger (flex-consumption-plan.md); ``func host start`` with
+    Azurite has no Event Grid, so local.settings.example.json polls instead."""
+    assert drop_trigger_source({}) == "EventGrid"
+    assert drop_trigger_source({"TRAPBATCH_DROP_TRIGGER_SOURCE": "LogsAndContainerScan"}) == "LogsAndContainerScan"
+    with pytest.raises(ConfigError) as info:
+        drop_trigger_source({"TRAPBATCH_DROP_TRIGGER_SOURCE": "Polling"})
+    assert "EventGrid" in info.value.hint
+    example = json.loads((Path(__file__).resolve().parents[2] / "local.settings.example.json").read_text())
+    assert example["Values"]["TRAPBATCH_DROP_TRIGGER_SOURCE"] == "LogsAndContainerScan"
+
+
+def test_the_drop_trigger_is_declared_with_the_event_grid_source() -> None:
+    from api import starters
+
+    binding = starters.task_dropped._function.get_trigger().get_dict_repr()
+    assert binding["type"] == "blobTrigger" and binding["source"] == "EventGrid"
+    assert binding["path"] == "incoming/{name}"
+
+
+def test_public_web_url_is_read_without_a_trailing_slash() -> None:
+    s = Settings.from_env({"AzureWebJobsStorage": "x", "TRAPBATCH_PUBLIC_WEB_URL": "https://a.z6.web.core.windows.net/"})
+    assert s.public_web_url == "https://a.z6.web.core.windows.net"
+
+
+BATCH_ENV = {"AzureWebJobsStorage": "x", "TRAPBATCH_POOL": "azure_batch",
+             "TRAPBATCH_BATCH_ACCOUNT_URL": "https://acct.westeurope.batch.azure.com", "TRAPBATCH_BATCH_POOL_ID": "gpu",
+             "TRAPBATCH_WORKER_IMAGE": "acr.azurecr.io/trapbatch-worker:1",
+             "TRAPBATCH_STORAGE_ACCOUNT_URL": "https://acct.blob.core.windows.net",
+             "TRAPBATCH_WORKER_IDENTITY": "client-guid",
+             "TRAPBATCH_WORKER_IDENTITY_RESOURCE_ID": "/subscriptions/s/resourceGroups/g/providers/"
+                                                      "Microsoft.ManagedIdentity/userAssignedIdentities/nodes"}
+
+
+def test_the_batch_pool_gets_the_node_identity_it_uploads_logs_with() -> None:
+    from adapters import clients
+
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({k: v for k, v in BATCH_ENV.items() if k != "TRAPBATCH_WORKER_IDENTITY_RESOURCE_ID"})
+    assert "TRAPBATCH_WORKER_IDENTITY_RESOURCE_ID" in str(info.value)
+    pool = clients.pool(Settings.from_env({**BATCH_ENV, "TRAPBATCH_CONTAINER": "state"}))
+    assert type(pool).__name__ == "AzureBatchPool"
+    assert pool.identity_resource_id == BATCH_ENV["TRAPBATCH_WORKER_IDENTITY_RESOURCE_ID"]  # type: ignore[attr-defined]
+    assert pool.log_container == "state"  # type: ignore[attr-defined]

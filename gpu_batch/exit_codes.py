@@ -1,0 +1,35 @@
+"""The worker's exit codes: a contract between ``python -m gpu_batch.worker`` and the app that watches its pool tasks.
+
+Why a module of its own: the orchestrator decides from an exit code whether another attempt can help. A shard whose
+worker could not read its manifest, load its model or open its images' storage account fails the same way on every
+attempt, so the task ends ``failed`` at once with the worker's message instead of burning ``max_attempts`` GPU starts
+per shard and hiding the cause behind "completed_with_errors". Importable without torch or azure packages.
+"""
+from __future__ import annotations
+
+OK = 0
+BAD_INPUT = 2  # bad arguments or an unreadable / malformed manifest
+MODEL = 3  # the model cannot be resolved or loaded
+OUTPUT = 4  # the results cannot be written (storage hiccups too: worth another attempt)
+SOURCE = 5  # the images' storage account cannot be opened (secret missing or unreadable)
+
+# No retry can fix these: the same manifest, model and source give the same failure on the next attempt.
+UNFIXABLE: dict[int, str] = {
+    BAD_INPUT: "the worker could not read its shard manifest",
+    MODEL: "the model cannot be loaded",
+    SOURCE: "the images' storage account cannot be opened",
+}
+
+
+def unfixable_reason(exit_code: int | None) -> str | None:
+    """What went wrong, when ``exit_code`` is one no further attempt can fix; None otherwise."""
+    return UNFIXABLE.get(exit_code) if exit_code is not None else None
+
+
+def worker_error_message(log_text: str) -> str:
+    """The worker's own last error from its log (``<time> ERROR <logger>: <message>``), for the task's status."""
+    for line in reversed(log_text.splitlines()):
+        head, sep, message = line.partition(" ERROR ")
+        if sep:
+            return message.partition(": ")[2].strip() or message.strip()
+    return ""

@@ -1,0 +1,58 @@
+"""gpu_batch.layout: the one place blob names and pool ids are formatted, and the parsers that invert them."""
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from gpu_batch import layout
+
+TASK = "task-0123456789abcdef0123"
+
+
+def test_pool_ids_round_trip_and_fit_batch_rules() -> None:
+    for sid, attempt in (("s00000", 1), ("s12345", 12), ("s100000", 3)):
+        assert layout.parse_pool_task_id(layout.pool_task_id(sid, attempt)) == (sid, attempt)
+        assert layout.shard_index(sid) == int(sid[1:])
+    with pytest.raises(ValueError):
+        layout.parse_pool_task_id("s00000")
+    with pytest.raises(ValueError):
+        layout.shard_index("shard-1")
+    run = layout.run_id(datetime(2026, 12, 1, 16, 30, 5, tzinfo=timezone(timedelta(hours=1))), "ab12")
+    assert run == "r261201153005ab12"  # UTC
+    job = layout.pool_job_id(TASK, run)
+    assert re.fullmatch(r"[A-Za-z0-9_-]{1,64}", job)  # Batch job id rules
+    assert layout.task_of_pool_job(job) == TASK == layout.task_of_pool_job(layout.pool_job_id(TASK))
+
+
+def test_shard_attempt_names_are_found_again_by_the_merge() -> None:
+    manifest = layout.manifest_blob(TASK, "s00003", 2)
+    results = layout.attempt_results_blob(TASK, "s00003", 2)
+    prefix = layout.shard_prefix(TASK, "s00003")
+    assert manifest.startswith(prefix) and results.startswith(prefix)
+    assert layout.attempt_of_results_blob(results) == 2
+    assert layout.attempt_of_results_blob(manifest) is None
+
+
+def test_logs_of_every_run_sit_under_their_task() -> None:
+    job = layout.pool_job_id(TASK, "r261201153005ab12")
+    assert layout.pool_log_blob(job, "s00000-a1").startswith(layout.task_prefix(TASK) + "logs/" + job + "/")
+    assert layout.pool_log_prefix(job, "s00000-a1").endswith("/s00000-a1/")
+
+
+def test_results_variants_and_pages() -> None:
+    assert layout.results_blob(TASK) == f"results/{TASK}/detections.json"
+    assert layout.results_blob(TASK, layout.REPEATS_REMOVED) == f"results/{TASK}/detections.repeats-removed.json"
+    assert layout.csv_blob(TASK, layout.REPEATS_REMOVED).endswith(".repeats-removed.csv")
+    assert layout.page_blob("f") == "f/index.html" and layout.page_blob("f", "v") == "f/v/index.html"
+    assert layout.thumbnail_link("a/b.jpg", "v") == "../" + layout.thumbnail_path("a/b.jpg")
+
+
+@pytest.mark.parametrize("name, is_request", [("a.json", True), ("dir/A.JSON", True), ("a.task.json", False),
+                                              ("a.json.error.json", False), ("a.txt", False)])
+def test_drop_requests_and_answers(name: str, is_request: bool) -> None:
+    assert layout.is_drop_request(name) is is_request
+    if is_request:
+        assert not layout.is_drop_request(layout.drop_receipt_blob(name))
+        assert not layout.is_drop_request(layout.drop_error_blob(name))

@@ -1,0 +1,59 @@
+"""Source accounts outside TRAPBATCH_SOURCE_ACCOUNTS are refused before any credential or request leaves the app."""
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from adapters import clients
+from core.errors import SourceNotAllowed
+from core.requests import normalize_account_url
+from core.settings import Settings
+
+PARTNER = "https://partnerphotos.blob.core.windows.net"
+
+
+def _settings(allowed: str = "") -> Settings:
+    return Settings.from_env({"AzureWebJobsStorage": "UseDevelopmentStorage=true",
+                              "TRAPBATCH_LOCAL_SECRETS_FILE": "/nonexistent/secrets.json",
+                              "TRAPBATCH_SOURCE_ACCOUNTS": allowed})
+
+
+@pytest.fixture
+def no_outbound(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record any attempt to read a secret or build a client for a foreign account (nothing may happen)."""
+    attempts: list[str] = []
+
+    def record(what: str) -> Any:
+        def fail(*args: Any, **kwargs: Any) -> Any:
+            attempts.append(what)
+            raise AssertionError(f"{what} was called for an account outside the allow-list")
+        return fail
+
+    monkeypatch.setattr(clients, "secret_reader_from_env", record("secret reader"))
+    monkeypatch.setattr(clients, "source_service", record("source client"))
+    return attempts
+
+
+@pytest.mark.parametrize("url", ["https://attacker.example.com", "https://evil.blob.core.windows.net",
+                                 PARTNER + ".attacker.example.com", "http://127.0.0.1:10000/devstoreaccount1"])
+def test_an_account_outside_the_list_is_refused_before_anything_is_sent(url: str, no_outbound: list[str]) -> None:
+    with pytest.raises(SourceNotAllowed) as info:
+        clients.source_store(_settings(PARTNER), url, "partner-sas")
+    assert info.value.status_code == 403 and "TRAPBATCH_SOURCE_ACCOUNTS" in info.value.hint
+    assert no_outbound == []
+
+
+def test_by_default_only_the_apps_own_account_is_read(no_outbound: list[str]) -> None:
+    with pytest.raises(SourceNotAllowed) as info:
+        clients.source_store(_settings(), PARTNER, "")
+    assert "only this app's own storage account" in info.value.hint and no_outbound == []
+
+
+def test_a_listed_account_passes_whatever_its_spelling(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[str] = []
+    monkeypatch.setattr(clients, "source_service", lambda ref, own, reader: seen.append(ref.account_url) or object())
+    monkeypatch.setattr(clients, "secret_reader_from_env", lambda env: None)
+    clients.source_store(_settings(f"https://other.blob.core.windows.net, {PARTNER.upper()}/"), PARTNER + "/", "")
+    assert seen == [PARTNER + "/"]
+    assert normalize_account_url("HTTPS://A.blob.core.windows.net/") == "https://a.blob.core.windows.net"
