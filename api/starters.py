@@ -90,6 +90,8 @@ async def start_task(client: df.DurableOrchestrationClient, body: Any, settings:
     if _runtime(existing) in ACTIVE | {"Completed"}:
         return False, task_id
     knobs = {**settings.knobs.to_dict(), "images_per_shard": request.images_per_shard}
+    if request.max_failed_fraction is not None:
+        knobs["max_failed_fraction"] = request.max_failed_fraction
     run = layout.run_id(datetime.now(timezone.utc), secrets.token_hex(2))  # a job of its own for this run's pool work
     try:
         await client.start_new(c.TASK_ORCHESTRATOR, task_id,

@@ -278,6 +278,8 @@ class TaskStatus(TypedDict, total=False):
     groups: int
     failed: int
     missing: int
+    failed_fraction: float  # failed / images; "completed" needs it <= max_failed_fraction and nothing missing
+    max_failed_fraction: float
     with_detections: int
     detections: int
     empty: int

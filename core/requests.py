@@ -15,7 +15,7 @@ from core.ids import task_instance_id
 
 _CONTAINER_RE = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$")
 ALLOWED_FIELDS = ("container", "prefix", "first_n", "sample_n", "seed", "model", "request_name", "caller",
-                  "images_per_shard", "source_account_url", "credential_secret")
+                  "images_per_shard", "source_account_url", "credential_secret", "max_failed_fraction")
 # Fields that define *what* is computed; request_name and caller are labels and do not change the task id.
 IDENTITY_FIELDS = ("container", "prefix", "first_n", "sample_n", "seed", "model", "images_per_shard")
 # Identity fields added later: part of the id only when set, so earlier requests keep their task ids.
@@ -42,6 +42,10 @@ class TaskRequest:
     images_per_shard: int = DEFAULT_IMAGES_PER_SHARD
     source_account_url: str = ""  # images in another storage account (gpu_batch.storage_refs)
     credential_secret: str = ""  # name of the Key Vault secret for that account; never the secret itself
+    # The share of images that may fail (unreadable, or still failing after every attempt) for the task to end
+    # "completed" rather than "completed_with_errors"; None: the app's TRAPBATCH_MAX_FAILED_FRACTION. Not part of the
+    # task id: it judges the outcome, it does not change the work.
+    max_failed_fraction: float | None = None
 
     @property
     def task_id(self) -> str:
@@ -104,6 +108,16 @@ def normalize_account_url(url: str) -> str:
     return f"{parts.scheme.lower()}://{parts.netloc.lower()}{parts.path.rstrip('/')}"
 
 
+def _opt_fraction(body: Mapping[str, Any], name: str) -> float | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise RequestInvalid(f"'{name}' must be a number from 0 to 1, got {value!r}",
+                             f'e.g. "{name}": 0.01 (up to 1 % of the images may fail)')
+    return float(value)
+
+
 def parse_task_request(body: Any, default_model: str = "", default_images_per_shard: int = DEFAULT_IMAGES_PER_SHARD) -> TaskRequest:
     """Validate and normalize a request body; raise ``RequestInvalid`` naming the bad field."""
     if not isinstance(body, Mapping):
@@ -158,6 +172,7 @@ def parse_task_request(body: Any, default_model: str = "", default_images_per_sh
         images_per_shard=images_per_shard,
         source_account_url=source_account_url,
         credential_secret=credential_secret,
+        max_failed_fraction=_opt_fraction(body, "max_failed_fraction"),
     )
 
 

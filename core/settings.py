@@ -19,6 +19,8 @@ Variables (names shared with infra/main.bicep app settings):
     TRAPBATCH_MODEL                default detector: a known version (MDV5A, MDV5B), a path, a URL or blob://c/name
     TRAPBATCH_IMAGES_PER_SHARD     default shard size (default 10000: see core.requests)
     TRAPBATCH_MAX_ATTEMPTS         attempts per shard including the first (default 3)
+    TRAPBATCH_MAX_FAILED_FRACTION  share of images that may fail for a task to end ``completed`` rather than
+                                   ``completed_with_errors`` (default 0.05; a request's ``max_failed_fraction`` wins)
     TRAPBATCH_POLL_MIN_S / _MAX_S  durable-timer back-off between pool polls (default 30 / 300 s)
     TRAPBATCH_MAX_IN_FLIGHT        pool tasks submitted at once per task (default 100)
     TRAPBATCH_SHARDS_PER_GROUP     shards driven by one sub-orchestration (default 200)
@@ -74,6 +76,13 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         raise ConfigError(f"{name}={raw!r} is not a number", f"{WHERE}; e.g. {name}={default}") from None
 
 
+def _fraction(env: Mapping[str, str], name: str, default: float) -> float:
+    value = _float(env, name, default)
+    if not 0 <= value <= 1:
+        raise ConfigError(f"{name}={value} is not a fraction from 0 to 1", f"{WHERE}; e.g. {name}={default}")
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class OrchestrationKnobs:
     """The non-secret tuning values an orchestration needs; snapshotted into its input at start."""
@@ -86,6 +95,7 @@ class OrchestrationKnobs:
     shards_per_group: int = 200
     max_task_seconds: int = 21600
     polls_per_generation: int = 50  # continue_as_new after this many polls keeps the history small
+    max_failed_fraction: float = 0.05
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__slots__}
@@ -157,6 +167,7 @@ class Settings:
             max_in_flight=_int(env, "TRAPBATCH_MAX_IN_FLIGHT", 100),
             shards_per_group=_int(env, "TRAPBATCH_SHARDS_PER_GROUP", 200),
             max_task_seconds=_int(env, "TRAPBATCH_MAX_TASK_SECONDS", 21600),
+            max_failed_fraction=_fraction(env, "TRAPBATCH_MAX_FAILED_FRACTION", 0.05),
         )
         settings = cls(
             storage_connection=storage,

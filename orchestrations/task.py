@@ -29,10 +29,19 @@ def _where(request: dict[str, Any]) -> str:
     return f"container {request['container']!r}" + (f" under prefix {request['prefix']!r}" if request["prefix"] else "")
 
 
+def _outcome(merged: c.MergeOutput, max_failed_fraction: float) -> tuple[Stage, float]:
+    """``completed`` when every image was processed and no more than ``max_failed_fraction`` of them failed; a task
+    that could not process some images (given up after every attempt) is never plainly ``completed``."""
+    fraction = merged["failed"] / merged["images"] if merged["images"] else 0.0
+    ok = merged["missing"] == 0 and fraction <= max_failed_fraction
+    return (Stage.completed if ok else Stage.completed_with_errors), round(fraction, 6)
+
+
 def _final_status(started: str, finished: str, enumeration: c.EnumerateOutput, outcomes: list[c.ShardsOutcome],
-                  merged: c.MergeOutput, previews: c.PreviewsOutput) -> c.TaskStatus:
+                  merged: c.MergeOutput, previews: c.PreviewsOutput, max_failed_fraction: float) -> c.TaskStatus:
+    stage, fraction = _outcome(merged, max_failed_fraction)
     return {
-        "stage": Stage.completed if merged["missing"] == 0 else Stage.completed_with_errors,
+        "stage": stage, "failed_fraction": fraction, "max_failed_fraction": max_failed_fraction,
         "started": started, "finished": finished,
         "images": merged["images"], "failed": merged["failed"], "missing": merged["missing"],
         "with_detections": merged["with_detections"], "detections": merged["detections"], "empty": merged["empty"],
@@ -123,6 +132,7 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
     previews: c.PreviewsOutput = yield from call(context, c.PREVIEWS, STORAGE_RETRY, c.PreviewsInput(
         task_id=task_id, model=request["model"], request_name=request.get("request_name", "")))
 
-    summary = _final_status(started, context.current_utc_datetime.isoformat(), enumeration, outcomes, merged, previews)
+    summary = _final_status(started, context.current_utc_datetime.isoformat(), enumeration, outcomes, merged, previews,
+                            knobs.max_failed_fraction)
     context.set_custom_status(summary)
     return summary

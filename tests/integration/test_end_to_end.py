@@ -82,17 +82,19 @@ def host(app_env: dict[str, str], unique_name: str):  # type: ignore[no-untyped-
 def test_http_start_runs_to_one_merged_file_with_every_image_once(host, app_env, store, unique_name,  # type: ignore[no-untyped-def]
                                                                    storage_connection) -> None:  # type: ignore[no-untyped-def]
     names = upload_images(store, unique_name, 10, corrupt=1)
-    body = {"container": unique_name, "request_name": "e2e"}
+    body = {"container": unique_name, "request_name": "e2e", "max_failed_fraction": 0.1}  # 1 corrupt image of 10
     r = requests.post(host.base_url + "/api/tasks", json=body, timeout=30)
     assert r.status_code == 202, r.text
     task_id = r.json()["id"]
     assert r.json()["status_url"].endswith(f"/api/tasks/{task_id}")
     # the same request again is the same task, not a second one
-    again = requests.post(host.base_url + "/api/tasks", json={**body, "request_name": "other label"}, timeout=30)
+    again = requests.post(host.base_url + "/api/tasks", json={**body, "request_name": "other label",
+                                                               "max_failed_fraction": 0.5}, timeout=30)
     assert again.status_code == 200 and again.json()["id"] == task_id and again.json()["started"] is False
     status = wait_until(lambda: finished_status(host.base_url, task_id), 240, "task completion")
     assert status["runtime_status"] == "Completed", status
     assert status["stage"] == "completed" and status["images"] == 10 and status["failed"] == 1
+    assert status["failed_fraction"] == 0.1 and status["max_failed_fraction"] == 0.1
     doc = check_results(store, app_env, task_id, names)
     assert doc["images"][0]["file"] == names[0]
     assert [im["failure"] for im in doc["images"] if im.get("failure")] == ["image access failure"]

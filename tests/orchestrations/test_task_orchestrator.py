@@ -219,3 +219,12 @@ def test_a_failing_merge_fails_the_task_as_failed_not_merging() -> None:
     assert len(run.calls(c.MERGE)) == STORAGE_RETRY.attempts
     assert run.custom_status["stage"] == Stage.failed and "disk full" in run.custom_status["error"]
     assert run.inputs(c.CLOSE_JOB) == [{"task_id": TASK, "job_id": TASK}]  # once, when the pool work ended
+
+
+@pytest.mark.parametrize("limit, stage", [(0.04, Stage.completed), (0.039, Stage.completed_with_errors),
+                                          (0.0, Stage.completed_with_errors)])
+def test_the_failed_fraction_decides_completed_or_completed_with_errors(limit: float, stage: Stage) -> None:
+    run = run_task(task_input(max_failed_fraction=limit), activities(shards=1))  # merged(): 1 of 25 failed = 0.04
+
+    assert run.status == "Completed" and run.output["stage"] == stage
+    assert run.output["failed_fraction"] == 0.04 and run.output["max_failed_fraction"] == limit

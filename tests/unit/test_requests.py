@@ -90,3 +90,15 @@ def test_source_account_and_secret_name() -> None:
         with pytest.raises(RequestInvalid, match=message) as info:
             parse_task_request({**base, **bad})
         assert info.value.hint
+
+
+def test_max_failed_fraction_is_a_bounded_number_that_does_not_change_the_task_id() -> None:
+    base = {"container": "cams"}
+    assert parse_task_request(base).max_failed_fraction is None
+    r = parse_task_request({**base, "max_failed_fraction": 0.02})
+    assert r.max_failed_fraction == 0.02 and r.task_id == parse_task_request(base).task_id
+    assert parse_task_request({**base, "max_failed_fraction": 1}).max_failed_fraction == 1.0
+    for bad in (-0.1, 1.5, "5%", True, [0.1]):
+        with pytest.raises(RequestInvalid) as info:
+            parse_task_request({**base, "max_failed_fraction": bad})
+        assert "max_failed_fraction" in info.value.message and info.value.hint
