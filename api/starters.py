@@ -34,7 +34,7 @@ from core.contracts import FINISHED, Stage
 from core.errors import (ContainerNotFound, RequestInvalid, SourceUnavailable, TaskNotFinished, TaskNotFound,
                          TrapbatchError)
 from core.ids import is_task_id, repeats_instance_id, shards_instance_id
-from core.requests import parse_repeat_removal, parse_task_request
+from core.requests import MAX_BODY_BYTES, parse_json_body, parse_repeat_removal, parse_task_request
 from core.settings import Settings, drop_trigger_source
 from gpu_batch import layout
 from gpu_batch.layout import REPEATS_REMOVED
@@ -110,11 +110,7 @@ async def start_task(client: df.DurableOrchestrationClient, body: Any, settings:
 @bp.durable_client_input(client_name="client")
 @http_edge
 async def post_task(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    try:
-        body = req.get_json()
-    except ValueError:
-        return _json(400, {"error": "the request body is not valid JSON",
-                           "hint": 'send e.g. {"container": "my-camera-traps"} with Content-Type: application/json'})
+    body = parse_json_body(req.get_body(), req.headers.get("content-type", ""))
     started, task_id = await start_task(client, body, clients.settings())
     return _json(202 if started else 200, {"id": task_id, "started": started,
                                            **_links(_base_url(req), task_id)})
@@ -339,10 +335,7 @@ async def task_repeats(req: func.HttpRequest, client: df.DurableOrchestrationCli
     if req.method == "GET":
         return _json(200, {"id": task_id, "locations": found["locations"], "options": found["options"],
                            "blob": layout.repeats_blob(task_id), "removal": removal})
-    try:
-        body = req.get_json()
-    except ValueError:
-        body = None
+    body = parse_json_body(req.get_body(), req.headers.get("content-type", ""))
     remove = parse_repeat_removal(body, [loc["id"] for loc in found["locations"]])
     if removal is not None and removal["runtime_status"] in ACTIVE:
         return _json(409, {"error": f"a repeated-detection removal for task {task_id} is still running",
@@ -371,10 +364,7 @@ async def task_dropped(blob: func.InputStream, client: df.DurableOrchestrationCl
     s = clients.settings()
     store = clients.store(s)
     try:
-        try:
-            body = json.loads(blob.read())
-        except (ValueError, UnicodeDecodeError):
-            raise RequestInvalid(f"{name} is not valid JSON", 'write e.g. {"container": "my-camera-traps"}') from None
+        body = parse_json_body(blob.read(MAX_BODY_BYTES + 1))
         started, task_id = await start_task(client, body, s)
     except TrapbatchError as exc:
         store.write_json(container or layout.INCOMING_CONTAINER, layout.drop_error_blob(name), exc.to_dict())

@@ -3,6 +3,8 @@
     TrapbatchError(Exception)
     ├── ConfigError(TrapbatchError, KeyError)          a setting is missing or malformed
     ├── RequestInvalid(TrapbatchError, ValueError)     a task request (HTTP body / task.json) is bad
+    │   ├── RequestTooLarge(RequestInvalid)            its body is larger than any request needs (413)
+    │   └── UnsupportedContentType(RequestInvalid)     it is not sent as JSON (415)
     ├── ContainerNotFound(TrapbatchError, LookupError) a storage container does not exist
     ├── TaskNotFound(TrapbatchError, LookupError)      no task with that id
     ├── TaskNotFinished(TrapbatchError, RuntimeError)  the task has not completed yet (HTTP 409)
@@ -46,6 +48,14 @@ class ConfigError(TrapbatchError, KeyError):
 
 class RequestInvalid(TrapbatchError, ValueError):
     status_code = 400
+
+
+class RequestTooLarge(RequestInvalid):
+    status_code = 413
+
+
+class UnsupportedContentType(RequestInvalid):
+    status_code = 415
 
 
 class TaskNotFinished(TrapbatchError, RuntimeError):

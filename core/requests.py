@@ -5,12 +5,13 @@ names the field and says how to fix it, because the person reading it is usually
 """
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
-from core.errors import RequestInvalid
+from core.errors import RequestInvalid, RequestTooLarge, UnsupportedContentType
 from core.ids import task_instance_id
 
 _CONTAINER_RE = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$")
@@ -22,6 +23,10 @@ IDENTITY_FIELDS = ("container", "prefix", "first_n", "sample_n", "seed", "model"
 OPTIONAL_IDENTITY_FIELDS = ("source_account_url", "credential_secret")
 _SECRET_NAME_RE = re.compile(r"^[0-9A-Za-z-]{1,127}$")  # Key Vault secret names
 MAX_IMAGES_PER_SHARD = 100_000
+MAX_IMAGES = 1_000_000_000  # first_n / sample_n: far above any camera-trap collection, far below overflow
+MAX_SEED = 2**32 - 1
+MAX_BODY_BYTES = 64 * 1024  # a task request is a few hundred bytes; anything near this is not one
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 # Each shard is one worker process on a GPU node, and each pays about 10 s before its first result (interpreter and
 # torch imports ~7 s, model ~1 s, first batch ~2 s; H100, bench/RESULTS.md). At ~250 img/s a 1,000-image shard would
 # spend 70 % of its time starting; 10,000 images keep that near 20 %. A failed shard loses little either way: the
@@ -63,7 +68,23 @@ class TaskRequest:
         return cls(**{k: data[k] for k in ALLOWED_FIELDS if k in data})
 
 
-def _opt_int(body: Mapping[str, Any], name: str, minimum: int) -> int | None:
+def parse_json_body(raw: bytes, content_type: str | None = None) -> Any:
+    """The JSON value of a request body, refused with a 4xx (never a 5xx) when it is not one a person would send.
+
+    ``content_type`` None skips the media-type check (a dropped ``*.json`` blob has no header worth trusting)."""
+    example = 'send e.g. {"container": "my-camera-traps"} with Content-Type: application/json'
+    if content_type is not None and content_type.split(";")[0].strip().lower() != "application/json":
+        raise UnsupportedContentType(f"the request body must be JSON, not {content_type or 'untyped'!r}", example)
+    if len(raw) > MAX_BODY_BYTES:
+        raise RequestTooLarge(f"the request body has {len(raw)} bytes; a task request needs far less than "
+                              f"{MAX_BODY_BYTES}", "send only the fields of a task request")
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser's stack
+        raise RequestInvalid("the request body is not valid JSON", example) from None
+
+
+def _opt_int(body: Mapping[str, Any], name: str, minimum: int, maximum: int = MAX_IMAGES) -> int | None:
     value = body.get(name)
     if value is None:
         return None
@@ -71,6 +92,8 @@ def _opt_int(body: Mapping[str, Any], name: str, minimum: int) -> int | None:
         raise RequestInvalid(f"'{name}' must be an integer, got {value!r}", f"e.g. \"{name}\": 100")
     if value < minimum:
         raise RequestInvalid(f"'{name}' must be at least {minimum}, got {value}", f"use a value >= {minimum}")
+    if value > maximum:
+        raise RequestInvalid(f"'{name}' must be at most {maximum}, got {value}", f"use a value <= {maximum}")
     return value
 
 
@@ -82,6 +105,8 @@ def _opt_str(body: Mapping[str, Any], name: str, max_len: int = 1024) -> str:
         raise RequestInvalid(f"'{name}' must be a string, got {type(value).__name__}", f'e.g. "{name}": "..."')
     if len(value) > max_len:
         raise RequestInvalid(f"'{name}' is longer than {max_len} characters", "shorten it")
+    if _CONTROL_RE.search(value):
+        raise RequestInvalid(f"'{name}' contains control characters", "use printable text only")
     return value
 
 
@@ -139,18 +164,16 @@ def parse_task_request(body: Any, default_model: str = "", default_images_per_sh
     prefix = _opt_str(body, "prefix").lstrip("/")
     first_n = _opt_int(body, "first_n", 1)
     sample_n = _opt_int(body, "sample_n", 1)
-    seed = _opt_int(body, "seed", 0)
+    seed = _opt_int(body, "seed", 0, MAX_SEED)
     if first_n is not None and sample_n is not None:
         raise RequestInvalid("'first_n' and 'sample_n' cannot both be set", "choose the first N images or a random sample")
     if seed is not None and sample_n is None:
         raise RequestInvalid("'seed' only applies with 'sample_n'", "add 'sample_n' or drop 'seed'")
     if sample_n is not None and seed is None:
         seed = 0
-    images_per_shard = _opt_int(body, "images_per_shard", 1)
+    images_per_shard = _opt_int(body, "images_per_shard", 1, MAX_IMAGES_PER_SHARD)
     if images_per_shard is None:
         images_per_shard = default_images_per_shard
-    if images_per_shard > MAX_IMAGES_PER_SHARD:
-        raise RequestInvalid(f"'images_per_shard' must be at most {MAX_IMAGES_PER_SHARD}", "use smaller shards")
     model = _opt_str(body, "model").strip() or default_model
     source_account_url = _source_account_url(body)
     credential_secret = _opt_str(body, "credential_secret", 127).strip()

@@ -220,6 +220,14 @@ def test_bad_http_input_gets_4xx_json_never_500(host, unique_name) -> None:  # t
         (requests.post(base, json={"container": "no-such-container-" + unique_name[:10]}, timeout=30), 404),
         (requests.get(base + "/task-00000000000000000000", timeout=30), 404),
         (requests.get(base + "/nonsense", timeout=30), 404),
+        (requests.post(base, data=b'{"container": "x"}', headers={"Content-Type": "text/plain"}, timeout=30), 415),
+        (requests.post(base, json={"container": unique_name, "request_name": "x" * 70_000}, timeout=30), 413),
+        (requests.post(base, data=b"[" * 100_000 + b"]" * 100_000, headers={"Content-Type": "application/json"},
+                       timeout=30), 413),
+        (requests.post(base, data=b"[" * 5_000 + b"]" * 5_000, headers={"Content-Type": "application/json"},
+                       timeout=30), 400),  # nested deeper than the parser's stack: refused, never a 500
+        (requests.post(base, json={"container": unique_name, "first_n": 10**12}, timeout=30), 400),
+        (requests.post(base, json={"container": unique_name, "prefix": "a\u0000b"}, timeout=30), 400),
     ]
     for resp, code in cases:
         assert resp.status_code == code, resp.text

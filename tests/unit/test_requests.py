@@ -102,3 +102,33 @@ def test_max_failed_fraction_is_a_bounded_number_that_does_not_change_the_task_i
         with pytest.raises(RequestInvalid) as info:
             parse_task_request({**base, "max_failed_fraction": bad})
         assert "max_failed_fraction" in info.value.message and info.value.hint
+
+
+def test_request_bodies_are_refused_with_4xx_before_parsing_goes_wrong() -> None:
+    from core.errors import RequestTooLarge, UnsupportedContentType
+    from core.requests import MAX_BODY_BYTES, parse_json_body
+
+    assert parse_json_body(b'{"container": "cams"}', "application/json; charset=utf-8") == {"container": "cams"}
+    assert parse_json_body(b'{"container": "cams"}') == {"container": "cams"}  # a dropped blob: no media type
+    with pytest.raises(UnsupportedContentType) as info:
+        parse_json_body(b'{"container": "cams"}', "application/x-www-form-urlencoded")
+    assert info.value.status_code == 415 and "Content-Type: application/json" in info.value.hint
+    with pytest.raises(RequestTooLarge) as too_big:
+        parse_json_body(b" " * (MAX_BODY_BYTES + 1), "application/json")
+    assert too_big.value.status_code == 413
+    for raw in (b"{nope", b"[" * 50_000 + b"]" * 50_000, b"\xff\xfe"):
+        with pytest.raises(RequestInvalid) as bad:
+            parse_json_body(raw[:MAX_BODY_BYTES], "application/json")
+        assert bad.value.status_code == 400
+
+
+@pytest.mark.parametrize("field, value", [("first_n", 10**10), ("sample_n", 10**10), ("seed", 2**32),
+                                          ("images_per_shard", 100_001), ("prefix", "a\x00b"),
+                                          ("request_name", "line\nbreak"), ("caller", "\x7f")])
+def test_every_field_is_bounded(field: str, value: object) -> None:
+    body = {"container": "cams", field: value}
+    if field == "seed":
+        body["sample_n"] = 5
+    with pytest.raises(RequestInvalid) as info:
+        parse_task_request(body)
+    assert field in info.value.message and info.value.hint
