@@ -77,7 +77,7 @@ def _completed_row(info: TaskInfo, settings: Settings, store: BlobStore, task_id
 
 def run_poll(task_id: str, job: str, task_ids: list[str], settings: Settings, store: BlobStore,
              pool: GpuPool) -> c.PollOutput:
-    cancelled = store.exists(settings.container, layout.cancel_marker(task_id))
+    cancelled = store.exists(settings.container, layout.cancel_marker(job))
     infos = pool.poll(job, task_ids)
     completed: list[c.CompletedShard] = []
     running = queued = in_progress = 0

@@ -290,8 +290,10 @@ async def cancel_task(req: func.HttpRequest, client: df.DurableOrchestrationClie
         return _json(409, {"error": f"task {task_id} can no longer be cancelled (stage: {info['stage']})",
                            "hint": "its detections are done and it is writing the results; it ends on its own "
                                    f"within minutes: poll GET /api/tasks/{task_id}"})
+    started = _task_input(await client.get_status(task_id, show_input=True))
+    job = layout.pool_job_id(task_id, str(started.get("run") or ""))  # this run's marker: the next run starts clean
     s = clients.settings()
-    clients.store(s).write_json(s.container, layout.cancel_marker(task_id),
+    clients.store(s).write_json(s.container, layout.cancel_marker(job),
                                 {"requested": datetime.now(timezone.utc).isoformat()})
     logger.info("task %s: cancel requested", task_id)
     return _json(202, {"id": task_id, "cancel_requested": True,

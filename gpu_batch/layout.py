@@ -14,7 +14,7 @@ In the task-state container::
 
     tasks/<task>/request.json                            the normalized request
     tasks/<task>/enumeration.json                        counts and source of the enumerated images
-    tasks/<task>/cancel-requested.json                   the cancel marker the poll looks for
+    tasks/<task>/cancel/<job>.json                       the cancel marker of one run, which its polls look for
     tasks/<task>/shards/<shard>/attempt-<n>.json         the manifest of one shard attempt
     tasks/<task>/shards/<shard>/attempt-<n>.results.json what the worker wrote for that attempt
     tasks/<task>/logs/<job>/<pool task>.log              a pool task's output (LocalPool)
@@ -106,8 +106,9 @@ def enumeration_blob(task_id: str) -> str:
     return f"{task_prefix(task_id)}enumeration.json"
 
 
-def cancel_marker(task_id: str) -> str:
-    return f"{task_prefix(task_id)}cancel-requested.json"
+def cancel_marker(job_id: str) -> str:
+    """The cancel marker of one run (its pool job): a marker left by a cancelled run never cancels the next one."""
+    return f"{task_prefix(task_of_pool_job(job_id))}cancel/{job_id}.json"
 
 
 def shard_prefix(task_id: str, sid: str) -> str:

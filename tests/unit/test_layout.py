@@ -56,3 +56,9 @@ def test_drop_requests_and_answers(name: str, is_request: bool) -> None:
     if is_request:
         assert not layout.is_drop_request(layout.drop_receipt_blob(name))
         assert not layout.is_drop_request(layout.drop_error_blob(name))
+
+
+def test_a_cancel_marker_belongs_to_one_run() -> None:
+    first, second = (layout.pool_job_id(TASK, run) for run in ("r261201153005ab12", "r261202090000cd34"))
+    assert layout.cancel_marker(first) != layout.cancel_marker(second)
+    assert layout.cancel_marker(first).startswith(layout.task_prefix(TASK))
