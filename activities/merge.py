@@ -62,6 +62,7 @@ class _MergeStreams:
         self.sampler = sampler
         self.repeats = repeats
         self.counts = {"images": 0, "failed": 0, "with_detections": 0, "detections": 0, "empty": 0, "missing": 0}
+        self.failure_reasons: dict[str, int] = {}
         self.out = tempfile.TemporaryFile("w+b")
         self.table_file = tempfile.TemporaryFile("w+b")
         self.table = io.TextIOWrapper(self.table_file, encoding="utf-8", newline="", write_through=True)
@@ -75,6 +76,8 @@ class _MergeStreams:
         self.counts["missing"] += missing
         for key, value in mdformat.summarize(entries, self.threshold).items():
             self.counts[key] += value
+        for reason, n in mdformat.failure_counts(entries).items():
+            self.failure_reasons[reason] = self.failure_reasons.get(reason, 0) + n
         for entry in entries:
             self.sampler.add(entry)
             if self.repeats is not None:
@@ -125,8 +128,9 @@ def run_merge(task_id: str, model: str, completed_at: str, settings: Settings, s
     finally:
         streams.close()
     counts: dict[str, int] = streams.counts
-    sample = {**sampler.result(), "info": info, "detection_categories": mdformat.DETECTION_CATEGORIES,
-              "images": counts["images"]}
+    failure_reasons = dict(sorted(streams.failure_reasons.items()))
+    sample = {**sampler.result(), "info": {**info, "failure_reasons": failure_reasons},
+              "detection_categories": mdformat.DETECTION_CATEGORIES, "images": counts["images"]}
     store.write_bytes(settings.container, layout.preview_sample_blob(task_id, variant),
                       json.dumps(sample, ensure_ascii=False).encode("utf-8"), "application/json")
     if streams.repeats is not None:
@@ -140,7 +144,7 @@ def run_merge(task_id: str, model: str, completed_at: str, settings: Settings, s
     logger.info("task %s: merged %d images (%d failed, %d missing)%s", task_id, counts["images"], counts["failed"],
                 counts["missing"], f", {removal.marked} repeated detections marked" if removal is not None else "")
     return {"results_blob": layout.results_blob(task_id, variant), "csv_blob": layout.csv_blob(task_id, variant),
-            "repeats_blob": layout.repeats_blob(task_id),
+            "repeats_blob": layout.repeats_blob(task_id), "failure_reasons": failure_reasons,
             "container": settings.container, **counts}  # type: ignore[typeddict-item]
 
 

@@ -14,7 +14,7 @@ from typing import Iterable
 import azure.durable_functions as df
 from azure.core.exceptions import AzureError
 
-from activities.shard_results import partial_count, shard_attempt_results, shard_coverage
+from activities.shard_results import done_images, partial_count, shard_coverage
 from adapters import clients
 from adapters.blobs import BlobStore
 from core import contracts as c
@@ -97,9 +97,8 @@ def run_poll(task_id: str, job: str, task_ids: list[str], settings: Settings, st
 def resubmit_one(task_id: str, job: str, sid: str, attempt: int, settings: Settings, store: BlobStore,
                  pool: GpuPool) -> c.Resubmitted:
     first = ShardManifest.from_dict(store.read_json(settings.container, layout.manifest_blob(task_id, sid, 1)))
-    done = [e["file"] for entries in shard_attempt_results(store, settings, task_id, sid) for e in entries
-            if isinstance(e.get("file"), str)]
-    missing = missing_images(first.images, done)
+    # successes and permanent failures are final; retryable failures (download, auth, throttling) run again
+    missing = missing_images(first.images, done_images(store, settings, task_id, sid))
     if not missing:
         return {"shard_id": sid, "attempt": attempt, "missing": 0, "submitted": False}
     manifest = ShardManifest(

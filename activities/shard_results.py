@@ -1,7 +1,9 @@
 """Reading what the GPU workers wrote for a shard: every attempt's results, their coverage, a running attempt's count.
 
 Why one module: the poll (coverage decides what to resubmit), the resubmission (which images are missing) and the
-merge (which entry wins) must read attempts the same way; unreadable results count as none everywhere.
+merge (which entry wins) must read attempts the same way; unreadable results count as none everywhere. An image is
+covered by a success or a permanent failure; a retryable failure (``failure_kind``, see ``gpu_batch.manifest``)
+leaves it missing, so it is resubmitted, and the rules are ``core.mdformat``'s, which the merge uses too.
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import logging
 from typing import Any, Iterator
 
 from adapters.blobs import BlobStore
+from core import mdformat
 from core.settings import Settings
 from gpu_batch import layout
 
@@ -37,18 +40,19 @@ def shard_attempt_results(store: BlobStore, settings: Settings, task_id: str, si
 
 
 def shard_coverage(store: BlobStore, settings: Settings, task_id: str, sid: str) -> dict[str, int]:
-    """How many of the shard's images have a result entry (from any attempt), and how many of those are failures."""
+    """How many of the shard's images have a final result (from any attempt), and how many of those are permanent
+    failures; ``missing`` counts the rest (never written, or only retryable failures, counted in ``retryable``)."""
     manifest = store.read_json(settings.container, layout.manifest_blob(task_id, sid, 1))
-    entries: dict[str, bool] = {}
-    for attempt_entries in shard_attempt_results(store, settings, task_id, sid):
-        for e in attempt_entries:
-            name = e.get("file")
-            if isinstance(name, str):
-                entries[name] = entries.get(name, True) and e.get("failure") is not None
-    images = manifest["images"]
-    covered = sum(1 for n in images if n in entries)
-    failed = sum(1 for n in images if entries.get(n))
-    return {"images": len(images), "covered": covered, "failed": failed, "missing": len(images) - covered}
+    return mdformat.coverage(manifest["images"], shard_attempt_results(store, settings, task_id, sid))
+
+
+def done_images(store: BlobStore, settings: Settings, task_id: str, sid: str) -> set[str]:
+    """Names of the shard's images that must NOT be run again: a success or a permanent failure in some attempt.
+
+    The resubmission runs the manifest's other images (``core.shards.missing_images(images, done_images(...))``):
+    those never written and those whose failures are all retryable.
+    """
+    return mdformat.final_files(shard_attempt_results(store, settings, task_id, sid))
 
 
 def partial_count(store: BlobStore, settings: Settings, task_id: str, sid: str, attempt: int) -> int:

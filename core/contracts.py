@@ -203,6 +203,7 @@ class MergeOutput(TypedDict):
     detections: int
     empty: int
     missing: int
+    failure_reasons: NotRequired[dict[str, int]]  # failed images by failure_reason (gpu_batch.manifest)
     repeated_locations: NotRequired[int]  # the merge of the detections
     detections_marked: NotRequired[int]  # the repeats-removed variant
 
@@ -279,6 +280,7 @@ class TaskStatus(TypedDict, total=False):
     failed: int
     missing: int
     failed_fraction: float  # failed / images; "completed" needs it <= max_failed_fraction and nothing missing
+    failure_reasons: dict[str, int]  # failed images by failure_reason: "auth", "undecodable", "not_processed"...
     max_failed_fraction: float
     with_detections: int
     detections: int

@@ -4,10 +4,16 @@ The format (https://lila.science/megadetector-output-format) is what Timelapse, 
 downstream camera-trap tool read, so trapbatch writes exactly it. ``validate`` mirrors the checks of MegaDetector's
 ``validate_batch_results`` (the test suite also runs that function on our output), plus trapbatch's own promise:
 every listed image appears exactly once.
+
+Failed entries carry, besides MegaDetector's ``failure`` string, trapbatch's ``failure_kind`` (retryable or
+permanent) and ``failure_reason`` (``gpu_batch.manifest`` defines them, since the worker writes them): they decide
+which attempt's entry the merge keeps, which images a shard still misses, and the counts by reason.
 """
 from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
+
+from gpu_batch import manifest as contract
 
 FORMAT_VERSION = "1.6"
 DETECTION_CATEGORIES = {"1": "animal", "2": "person", "3": "vehicle"}
@@ -20,12 +26,42 @@ class FormatError(ValueError):
     """A results document breaks the MegaDetector format."""
 
 
-def failure_entry(file: str, failure: str) -> dict[str, Any]:
-    return {"file": file, "failure": failure, "detections": None}
+def failure_entry(file: str, failure: str, reason: str | None = None) -> dict[str, Any]:
+    """A failed entry; with ``reason`` (one of ``gpu_batch.manifest.FAILURE_REASONS``) also its kind and reason."""
+    entry: dict[str, Any] = {"file": file, "failure": failure, "detections": None}
+    if reason is not None:
+        entry.update(contract.failure_fields(reason))
+    return entry
 
 
 def has_failure(entry: Mapping[str, Any]) -> bool:
     return entry.get("failure") is not None
+
+
+# Which entry for an image wins across attempts: a success, then a permanent failure, then a retryable one.
+_RANK = {None: 2, contract.PERMANENT: 1, contract.RETRYABLE: 0}
+
+
+def _rank(entry: Mapping[str, Any]) -> int:
+    return _RANK[contract.failure_kind(entry)]
+
+
+def best_entries(attempts: Iterable[Iterable[Mapping[str, Any]]]) -> dict[str, Mapping[str, Any]]:
+    """The winning entry per file name over successive attempts (oldest first); see ``merge_entries``."""
+    best: dict[str, Mapping[str, Any]] = {}
+    for entries in attempts:
+        for entry in entries:
+            name = entry.get("file")
+            if not isinstance(name, str):
+                continue
+            current = best.get(name)
+            if current is None:
+                best[name] = entry
+                continue
+            new, old = _rank(entry), _rank(current)
+            if new > old or (new == old and has_failure(entry)):  # of two failures alike, the later one says more
+                best[name] = entry
+    return best
 
 
 def build_output(images: list[dict[str, Any]], info: Mapping[str, Any],
@@ -40,21 +76,15 @@ def build_output(images: list[dict[str, Any]], info: Mapping[str, Any],
 
 def merge_entries(manifest_order: Iterable[str], attempts: Iterable[Iterable[Mapping[str, Any]]],
                   missing_failure: str = FAILURE_INFERENCE) -> tuple[list[dict[str, Any]], int]:
-    """One entry per manifest image, in manifest order, from the results of successive attempts.
+    """One entry per manifest image, in manifest order, from the results of successive attempts (oldest first).
 
-    A successful entry from any attempt wins over a failure entry; among failures the latest attempt's wins. Images no
-    attempt covered get ``missing_failure``. Entries for files not in the manifest are dropped (a worker bug must not
-    add images the user never asked for). Returns the entries and how many were missing.
+    Per image: a success from any attempt wins (the first one); else a permanent failure (final: the image was never
+    run again); else the latest retryable failure, kept with its reason. Images no attempt wrote anything for get
+    ``missing_failure`` with reason ``not_processed``. Entries for files not in the manifest are dropped (a worker bug
+    must not add images the user never asked for). Returns the entries and how many are missing: images whose entry
+    is a retryable failure or ``not_processed`` (no final result after every attempt).
     """
-    best: dict[str, dict[str, Any]] = {}
-    for entries in attempts:
-        for entry in entries:
-            name = entry.get("file")
-            if not isinstance(name, str):
-                continue
-            current = best.get(name)
-            if current is None or has_failure(current):
-                best[name] = dict(entry)
+    best = best_entries(attempts)
     merged: list[dict[str, Any]] = []
     missing = 0
     seen: set[str] = set()
@@ -65,9 +95,39 @@ def merge_entries(manifest_order: Iterable[str], attempts: Iterable[Iterable[Map
         found = best.get(name)
         if found is None:
             missing += 1
-            found = failure_entry(name, missing_failure)
-        merged.append(found)
+            merged.append(failure_entry(name, missing_failure, contract.REASON_NOT_PROCESSED))
+            continue
+        if not contract.is_final(found):
+            missing += 1
+        merged.append(dict(found))
     return merged, missing
+
+
+def final_files(attempts: Iterable[Iterable[Mapping[str, Any]]]) -> set[str]:
+    """Names that must not be run again: a success or a permanent failure in some attempt."""
+    return {name for name, entry in best_entries(attempts).items() if contract.is_final(entry)}
+
+
+def coverage(manifest_images: Iterable[str], attempts: Iterable[Iterable[Mapping[str, Any]]]) -> dict[str, int]:
+    """How far a shard's attempts got, over its manifest's images (each counted once).
+
+    ``covered``: images with a final entry (success or permanent failure); ``failed``: of those, the permanent
+    failures; ``retryable``: images whose best entry is a retryable failure; ``missing``: images not covered (the
+    retryable ones and those no attempt wrote anything for), which a resubmission runs again.
+    """
+    best = best_entries(attempts)
+    images = list(dict.fromkeys(manifest_images))
+    covered = failed = retryable = 0
+    for name in images:
+        entry = best.get(name)
+        kind = contract.failure_kind(entry) if entry is not None else contract.RETRYABLE
+        if kind == contract.RETRYABLE:
+            retryable += entry is not None
+            continue
+        covered += 1
+        failed += kind == contract.PERMANENT
+    return {"images": len(images), "covered": covered, "failed": failed, "retryable": retryable,
+            "missing": len(images) - covered}
 
 
 def validate(doc: Any, expected_files: Iterable[str] | None = None) -> None:
@@ -117,6 +177,20 @@ def validate(doc: Any, expected_files: Iterable[str] | None = None) -> None:
         if missing or extra:
             raise FormatError(f"results do not match the task's images: missing {sorted(missing)[:5]}, "
                               f"unexpected {sorted(extra)[:5]}")
+
+
+def failure_counts(images: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """Failed images by ``failure_reason`` (those without one, from older workers, as ``unclassified``).
+
+    For the task's status, summary and results ``info``: e.g. ``{"auth": 120, "undecodable": 2}``; the kind of each
+    reason is ``gpu_batch.manifest.FAILURE_REASONS[reason]``.
+    """
+    counts: dict[str, int] = {}
+    for im in images:
+        reason = contract.failure_reason(im)
+        if reason is not None:
+            counts[reason] = counts.get(reason, 0) + 1
+    return counts
 
 
 def summarize(images: Iterable[Mapping[str, Any]], threshold: float) -> dict[str, int]:

@@ -42,6 +42,7 @@ def _final_status(started: str, finished: str, enumeration: c.EnumerateOutput, o
     stage, fraction = _outcome(merged, max_failed_fraction)
     return {
         "stage": stage, "failed_fraction": fraction, "max_failed_fraction": max_failed_fraction,
+        "failure_reasons": merged.get("failure_reasons", {}),
         "started": started, "finished": finished,
         "images": merged["images"], "failed": merged["failed"], "missing": merged["missing"],
         "with_detections": merged["with_detections"], "detections": merged["detections"], "empty": merged["empty"],

@@ -139,3 +139,55 @@ def test_unwritable_output_is_exit_4(shard: tuple[Path, Path, list[str]], tmp_pa
     proc = run_worker_cli(_local(manifest, folder, blocker / "out.json"))
     assert proc.returncode == 4, proc.stderr[-2000:]
     assert "cannot write results" in proc.stderr
+
+
+# --- --device and the node's CUDA driver (cuda_check), with injected probes -----------------------------------------
+
+def _probe(**kw: object) -> object:
+    from gpu_batch.worker.cuda_check import CudaProbe
+
+    values: dict[str, object] = {"torch_version": "2.14.1+cu130", "torch_cuda": "13.0", "cuda_available": False,
+                                 "driver_cuda": 12020, "driver_version": "535.161.08"}
+    return CudaProbe(**{**values, **kw})  # type: ignore[arg-type]
+
+
+def test_device_cuda_without_cuda_says_why(caplog: pytest.LogCaptureFixture) -> None:
+    from gpu_batch.worker.__main__ import _choose_device, _Usage
+
+    with pytest.raises(_Usage, match=r"driver 535\.161\.08 supports CUDA 12\.2, but the worker image is built for "
+                                     r"CUDA 13\.0.*>= 580\.65\.06"):
+        _choose_device("cuda", _probe())  # type: ignore[arg-type]
+    with pytest.raises(_Usage, match="CPU-only build"):
+        _choose_device("cuda", _probe(torch_cuda=None, driver_cuda=None))  # type: ignore[arg-type]
+    with pytest.raises(_Usage, match="no NVIDIA driver is visible"):
+        _choose_device("cuda", _probe(driver_cuda=None, driver_version=None))  # type: ignore[arg-type]
+    assert _choose_device("cuda", _probe(cuda_available=True)) == "cuda"  # type: ignore[arg-type]
+    assert _choose_device("cpu", _probe()) == "cpu"  # type: ignore[arg-type]
+
+
+def test_device_auto_falls_back_to_the_cpu_and_warns_only_about_a_driver_mismatch(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from gpu_batch.worker.__main__ import _choose_device
+
+    with caplog.at_level("WARNING", logger="gpu_batch.worker"):
+        assert _choose_device("auto", _probe()) == "cpu"  # type: ignore[arg-type]
+    assert "running on the CPU, not CUDA" in caplog.text and "CUDA 12.2" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="gpu_batch.worker"):
+        assert _choose_device("auto", _probe(driver_cuda=None, driver_version=None)) == "cpu"  # type: ignore[arg-type]
+        assert _choose_device("auto", _probe(torch_cuda=None)) == "cpu"  # type: ignore[arg-type]
+        assert _choose_device("auto", _probe(cuda_available=True)) == "cuda"  # type: ignore[arg-type]
+    assert caplog.text == ""  # no GPU, or a CPU build: a CPU run is what "auto" means
+
+
+def test_device_cuda_on_a_machine_without_cuda_is_exit_2_with_the_reason(shard: tuple[Path, Path, list[str]],
+                                                                          tmp_path: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    manifest, folder, _ = shard
+    args = _local(manifest, folder, tmp_path / "o.json")
+    proc = run_worker_cli([*args[:-4], "--device", "cuda", *args[-2:]])
+    assert proc.returncode == 2
+    assert "CUDA was requested" in proc.stderr or "no CUDA device is available" in proc.stderr

@@ -6,6 +6,7 @@ import pickle
 import urllib.error
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -184,7 +185,7 @@ def test_loaded_model_equals_yolov5_fusion_of_the_same_checkpoint(checkpoint: Pa
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     reference = _yolov5_fuse(monkeypatch)
     ours = load_model(checkpoint, device="cpu").network
-    raw = torch.load(str(checkpoint), map_location="cpu", weights_only=False, pickle_module=loader._yolo_pickle)
+    raw = loader.read_checkpoint(checkpoint)
     theirs = raw["model"].float().eval()
     for m in theirs.modules():
         if hasattr(m, "bn") and hasattr(m, "conv"):
@@ -203,3 +204,106 @@ def test_the_network_traces_as_one_graph_for_torch_compile(checkpoint: Path) -> 
     network = load_model(checkpoint, device="cpu").network
     explained = torch._dynamo.explain(network)(torch.rand(1, 3, 256, 320))
     assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
+
+
+# --- crafted checkpoints: refused before anything in them runs ------------------------------------------------------
+
+def _reduce_to(func: Any, *args: Any) -> Any:
+    class Payload:
+        def __reduce__(self) -> Any:
+            return func, args
+    return Payload()
+
+
+def _malicious_pickles(marker: Path) -> dict[str, bytes]:
+    """Pickle programs that would create ``marker`` if anything in them ran, in the ways such files are built."""
+    import builtins
+    import os
+
+    touch = f"touch {marker}"
+    write = f"open({str(marker)!r}, 'w').write('pwned')"
+    def short(text: str) -> bytes:  # SHORT_BINUNICODE
+        return b"\x8c" + bytes([len(text)]) + text.encode()
+
+    raw = {
+        # hand-written protocol-2 program: getattr(__import__('os'), 'system')('touch ...')
+        "getattr_import": (b"\x80\x02cbuiltins\ngetattr\ncbuiltins\n__import__\nX\x02\x00\x00\x00os\x85RX\x06\x00\x00"
+                           b"\x00system\x86R(X" + len(touch).to_bytes(4, "little") + touch.encode() + b"tR."),
+        # os.system reached as an attribute of a torch module (pickle's protocol-4 dotted names): torch.serialization
+        # imports os, and "torch..." looks harmless to a module-prefix allow-list
+        "dotted_name": b"\x80\x04" + short("torch.serialization") + short("os.system") + b"\x93" + short(touch)
+                       + b"\x85R.",
+    }
+    for name, obj in {"os_system": _reduce_to(os.system, touch), "exec": _reduce_to(builtins.exec, write),
+                      "eval": _reduce_to(builtins.eval, write)}.items():
+        raw[name] = pickle.dumps({"model": obj}, protocol=2)
+    return raw
+
+
+def test_the_crafted_payloads_are_live(tmp_path: Path) -> None:
+    """Control: under plain pickle each program does create its file (so the tests below prove something)."""
+    for name, program in _malicious_pickles(tmp_path / "control").items():
+        try:
+            pickle.loads(program)
+        except Exception:  # noqa: BLE001 - what the payload's return value does next does not matter
+            pass
+        assert (tmp_path / "control").exists(), name
+        (tmp_path / "control").unlink()
+
+
+@pytest.mark.parametrize("container", ["torch_zip", "legacy_pickle"])
+def test_a_crafted_checkpoint_runs_nothing_and_is_a_model_load_error(tmp_path: Path, container: str) -> None:
+    import io
+
+    marker = tmp_path / "side-effect"
+    for name, program in _malicious_pickles(marker).items():
+        path = tmp_path / f"{name}.pt"
+        if container == "torch_zip":  # the program as data.pkl of a real torch.save archive
+            buf = io.BytesIO()
+            torch.save({"x": 1}, buf)
+            with zipfile.ZipFile(io.BytesIO(buf.getvalue())) as src, zipfile.ZipFile(path, "w") as dst:
+                for item in src.infolist():
+                    dst.writestr(item, program if item.filename.endswith("data.pkl") else src.read(item))
+        else:  # a bare pickle, which torch.load reads with its legacy loader
+            path.write_bytes(program)
+        with pytest.raises(ModelLoadError) as info:
+            load_model(path)
+        assert "was not loaded" in str(info.value), (name, str(info.value))
+        assert "weights_only=False" not in str(info.value)  # never advise turning the protection off
+        assert not marker.exists(), f"{name} ({container}) ran code"
+
+
+def test_a_refused_global_is_named(tmp_path: Path) -> None:
+    import os
+
+    marker = tmp_path / "side-effect"
+    path = tmp_path / "evil.pt"
+    torch.save({"model": _reduce_to(os.system, f"touch {marker}")}, path)
+    with pytest.raises(ModelLoadError, match=r"references posix\.system, which the trapbatch worker does not provide"):
+        load_model(path)
+    assert not marker.exists()
+
+
+def test_the_allow_list_is_exactly_yolov5_torch_layers_and_numpy_values() -> None:
+    names = {name for _, name in loader.checkpoint_globals()}  # type: ignore[misc]
+    assert {"models.yolo.Model", "models.yolo.Detect", "models.common.C3", "yolov5.models.common.SPPF",
+            "torch.nn.modules.conv.Conv2d", "numpy.core.multiarray._reconstruct"} <= names
+    assert not any(n.startswith(("builtins", "os.", "posix", "subprocess", "torch.load", "torch.jit", "importlib",
+                                 "pickle", "pathlib", "argparse")) for n in names)
+    assert all(n.startswith(("models.", "yolov5.models.", "torch.nn.modules.", "numpy.")) for n in names)
+
+
+def test_numpy_values_in_a_checkpoint_load(tmp_path: Path, checkpoint: Path) -> None:
+    """YOLOv5 training checkpoints keep best_fitness as a numpy array; that must not stop a real file loading."""
+    import numpy as np
+
+    raw = loader.read_checkpoint(checkpoint)
+    raw["best_fitness"] = np.array([0.71])
+    raw["epoch_fitness"] = np.float64(0.5)
+    path = tmp_path / "with_numpy.pt"
+    from gpu_batch.worker.make_test_checkpoint import pickled_as_yolov5
+
+    with pickled_as_yolov5():
+        torch.save(raw, path)
+    assert isinstance(load_model(path).network, Model)
+    assert loader.read_checkpoint(path)["best_fitness"][0] == 0.71

@@ -96,6 +96,7 @@ def test_decode_failures_found_while_staging_are_emitted_once() -> None:
     by_file = {e["file"]: e for e in emitted}
     assert len(emitted) == len(by_file) == 4 and set(by_file) == {"a", "b", "bad1", "bad2"}
     assert by_file["bad1"]["failure"] == "image access failure" and by_file["bad2"]["failure"] == "image access failure"
+    assert by_file["bad1"]["failure_kind"] == "permanent" and by_file["bad1"]["failure_reason"] == "undecodable"
     assert "failure" not in by_file["a"]
 
 
@@ -111,6 +112,7 @@ def test_single_image_out_of_memory_is_an_inference_failure() -> None:
     emitted = _drive(_RecordingStages(oom_above=0), [["only"], ["other"]])
     assert {e["file"]: e.get("failure") for e in emitted} == {"only": "inference failure",
                                                               "other": "inference failure"}
+    assert all(e["failure_kind"] == "retryable" and e["failure_reason"] == "inference" for e in emitted)
 
 
 def test_failed_forward_or_post_processing_fails_that_batch_only() -> None:
@@ -118,6 +120,9 @@ def test_failed_forward_or_post_processing_fails_that_batch_only() -> None:
                      [["a0", "a1"], ["b0", "b1"], ["c0", "c1"], ["d0"]])
     failures = {e["file"] for e in emitted if e.get("failure") == "inference failure"}
     assert failures == {"a0", "a1", "c0", "c1"}
+    # a failed batch says nothing about its images: the next attempt runs them again
+    assert all(e["failure_kind"] == "retryable" and e["failure_reason"] == "inference"
+               for e in emitted if e["file"] in failures)
     assert sorted(e["file"] for e in emitted) == ["a0", "a1", "b0", "b1", "c0", "c1", "d0"]
 
 

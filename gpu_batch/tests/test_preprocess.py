@@ -49,13 +49,16 @@ KINDS: dict[str, Any] = {
     "with space & sign+.jpg": lambda: jpeg_bytes(textured(300, 200, 7)),
 }
 
-EXPECTED_FAILURE = {  # MegaDetector's handling (see test_oracle for the cross-check against MegaDetector itself)
-    "corrupt.jpg": "image access failure",
-    "zero.jpg": "image access failure",
-    "not_an_image.jpg": "image access failure",
-    "cmyk.jpg": "image access failure",
-    "gray16.png": "inference failure",
-    "bomb.png": "image access failure",
+# MegaDetector's failure string (see test_oracle for the cross-check against MegaDetector itself) and trapbatch's
+# reason; every one of these is permanent: the same bytes fail the same way on every attempt.
+EXPECTED_FAILURE = {
+    "corrupt.jpg": ("image access failure", "undecodable"),
+    "zero.jpg": ("image access failure", "undecodable"),
+    "not_an_image.jpg": ("image access failure", "undecodable"),
+    "cmyk.jpg": ("image access failure", "unsupported"),
+    "gray16.png": ("inference failure", "unsupported"),
+    "bomb.png": ("image access failure", "unsupported"),
+    "missing.jpg": ("image access failure", "not_found"),
 }
 
 
@@ -85,14 +88,16 @@ def robust_run(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> tu
 def test_each_kind_gets_exactly_one_entry(robust_run: tuple[dict[str, Any], dict[str, Any]], name: str) -> None:
     entries, summary = robust_run
     entry = entries[name]
-    expected = EXPECTED_FAILURE.get(name, "image access failure" if name == "missing.jpg" else None)
+    expected = EXPECTED_FAILURE.get(name)
     if expected is None:
         assert "failure" not in entry and isinstance(entry["detections"], list), entry
         for d in entry["detections"]:
             assert d["category"] in ("1", "2", "3") and 0 < d["conf"] <= 1 and len(d["bbox"]) == 4
             assert all(0.0 <= v <= 1.0 for v in d["bbox"])
     else:
-        assert entry == {"file": name, "failure": expected, "detections": None}
+        failure, reason = expected
+        assert entry == {"file": name, "failure": failure, "detections": None, "failure_kind": "permanent",
+                         "failure_reason": reason}
     assert summary["images"] == len(KINDS) + 1 == len(entries)
 
 

@@ -18,7 +18,7 @@ def test_writer_flushes_periodically_off_the_caller_thread(tmp_path: Path) -> No
     w.start()
     assert json.loads(sink.read() or b"")["images"] == []  # initial document proves writability
     w.add(detections_entry("b.jpg", []))
-    w.add(failure_entry("a.jpg", "image access failure"))
+    w.add(failure_entry("a.jpg", "image access failure", "undecodable"))
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and 2 not in flushed:
         time.sleep(0.05)
@@ -29,11 +29,17 @@ def test_writer_flushes_periodically_off_the_caller_thread(tmp_path: Path) -> No
     assert json.loads(sink.read() or b"")["info"]["complete"] is True
 
 
-def test_load_resumable_keeps_successes_only_for_wanted_images(tmp_path: Path) -> None:
+def test_load_resumable_keeps_successes_and_permanent_failures_for_wanted_images(tmp_path: Path) -> None:
     sink = FileSink(tmp_path / "out.json")
-    sink.write(json.dumps({"images": [detections_entry("a", []), failure_entry("b", "inference failure"),
+    legacy = {"file": "e", "failure": "image access failure", "detections": None}  # written before kinds existed
+    sink.write(json.dumps({"images": [detections_entry("a", []), failure_entry("b", "inference failure", "inference"),
+                                      failure_entry("c", "image access failure", "undecodable"),
+                                      failure_entry("d", "image access failure", "auth"), legacy,
                                       detections_entry("zzz-not-in-shard", [])]}).encode())
-    assert set(load_resumable(sink, ["a", "b", "c"])) == {"a"}
+    kept = load_resumable(sink, ["a", "b", "c", "d", "e"])
+    assert set(kept) == {"a", "c"}  # retryable (b, d) and kind-less (e) failures are run again
+    assert kept["c"] == {"file": "c", "failure": "image access failure", "detections": None,
+                         "failure_kind": "permanent", "failure_reason": "undecodable"}
     sink.write(b'{"images": [ {"file": "trunc')
     assert load_resumable(sink, ["a"]) == {}
     assert load_resumable(FileSink(tmp_path / "absent.json"), ["a"]) == {}
@@ -55,7 +61,7 @@ def test_incrementally_encoded_document_is_byte_identical_to_a_full_dump(tmp_pat
     w.start()
     final = dict(initial)
     for i in range(300):
-        entry = (failure_entry(f"f{i % 7}.jpg", "inference failure") if i % 10 == 0 else
+        entry = (failure_entry(f"f{i % 7}.jpg", "inference failure", "inference") if i % 10 == 0 else
                  detections_entry(f"img_{i % 120:03d}é.jpg",
                                   [{"category": "2", "conf": i / 1000, "bbox": [0.1, 0.2, i / 997, 0.4]}] * (i % 4)))
         w.add(entry)  # names repeat: a replaced entry must be re-encoded

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from azure.storage.blob import BlobServiceClient
@@ -47,6 +48,9 @@ def test_blob_shard_end_to_end_with_resume(storage_connection: str, unique_name:
     assert "failure" not in by_file[names[1]]  # retried and now fine
     assert by_file["site A/broken.jpg"]["failure"] == "image access failure"
     assert by_file["site A/absent.jpg"]["failure"] == "image access failure"
+    assert [by_file[n]["failure_reason"] for n in ("site A/broken.jpg", "site A/absent.jpg")] == ["undecodable",
+                                                                                               "not_found"]
+    assert summary["retryable"] == 0 and summary["failure_reasons"] == {"not_found": 1, "undecodable": 1}
     assert (tmp_path / "cache" / "blob" / state_c.container_name / "models" / "md_test.pt").is_file()
 
 
@@ -62,3 +66,76 @@ def test_local_source_refuses_paths_outside_root(tmp_path: Path) -> None:
     (tmp_path / "secret.jpg").write_bytes(b"x")
     with pytest.raises(SourceError, match="outside the image root"):
         LocalFolderSource(tmp_path / "root").fetch("../secret.jpg")
+
+
+# --- failure reasons: what the next attempt may retry --------------------------------------------------------------
+
+def test_blob_source_classifies_storage_errors_into_retryable_and_permanent() -> None:
+    from azure.core import exceptions as az
+
+    class Response:
+        def __init__(self, status: int) -> None:
+            self.status_code, self.reason = status, "x"
+            self.headers: dict[str, str] = {}
+
+        def text(self, encoding: str | None = None) -> str:
+            return ""
+
+    def http(status: int, cls: type = az.HttpResponseError) -> Exception:
+        return cls(message=f"HTTP {status}", response=Response(status))  # type: ignore[no-any-return]
+
+    cases: list[tuple[BaseException, str]] = [
+        (http(403, az.ClientAuthenticationError), "auth"), (http(401), "auth"),
+        (az.ClientAuthenticationError("no token could be obtained"), "auth"),
+        (http(429), "throttled"), (http(503), "throttled"),
+        (az.ServiceRequestTimeoutError("connect timed out"), "timeout"),
+        (az.ServiceResponseTimeoutError("read timed out"), "timeout"), (http(504), "timeout"),
+        (TimeoutError("socket"), "timeout"),
+        (az.ServiceResponseError("connection reset"), "download"), (http(500), "download"),
+        (az.IncompleteReadError("short read"), "download"), (ConnectionResetError("reset"), "download"),
+        (http(404, az.ResourceNotFoundError), "not_found"),
+    ]
+    for exc, reason in cases:
+        class Container:
+            def download_blob(self, name: str, max_concurrency: int = 1) -> Any:
+                raise exc
+
+        class Service:
+            def get_container_client(self, container: str) -> Container:
+                return Container()
+
+        with pytest.raises(SourceError) as info:
+            BlobImageSource(Service(), "c").fetch("x.jpg")
+        assert (info.value.reason, info.value.retryable) == (reason, reason != "not_found"), exc
+
+
+def test_blob_source_missing_blob_and_refused_read_against_azurite(storage_connection: str, unique_name: str) -> None:
+    """The real protocol: a missing blob is permanent; a SAS that may list but not read gets 403, retryable."""
+    from datetime import datetime, timedelta, timezone
+
+    from azure.storage.blob import ContainerSasPermissions, generate_container_sas
+
+    service = BlobServiceClient.from_connection_string(storage_connection)
+    container = service.create_container(unique_name)
+    container.upload_blob("there.jpg", jpeg_bytes(textured(64, 48, 1)))
+    with pytest.raises(SourceError) as gone:
+        BlobImageSource(service, unique_name).fetch("nope.jpg")
+    assert gone.value.reason == "not_found" and not gone.value.retryable
+    sas = generate_container_sas(str(service.account_name), unique_name, account_key=service.credential.account_key,
+                                 permission=ContainerSasPermissions(list=True),
+                                 expiry=datetime.now(timezone.utc) + timedelta(hours=1))
+    listing_only = BlobServiceClient(service.url, credential=sas)
+    assert [b.name for b in listing_only.get_container_client(unique_name).list_blobs()] == ["there.jpg"]
+    with pytest.raises(SourceError) as refused:
+        BlobImageSource(listing_only, unique_name).fetch("there.jpg")
+    assert refused.value.reason == "auth" and refused.value.retryable and "403" in str(refused.value)
+
+
+def test_local_source_reasons(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "dir.jpg").mkdir(parents=True)
+    source = LocalFolderSource(root)
+    for name in ("absent.jpg", "dir.jpg", "../outside.jpg"):
+        with pytest.raises(SourceError) as info:
+            source.fetch(name)
+        assert info.value.reason == "not_found", name

@@ -12,7 +12,9 @@ Local mode (bench, tests):
 Exit codes: 0 shard processed (per-image failures are data in the output); 2 bad arguments or unreadable manifest;
 3 model cannot be resolved or loaded; 4 output not writable; 5 the images' storage account cannot be opened (secret
 missing or unreadable: see ``gpu_batch.storage_refs``). The last stdout line is a one-line JSON summary:
-{"images", "done", "failed", "skipped_resumed", "seconds", "img_s", ...}: "seconds" runs from after the imports
+{"images", "done", "failed", "retryable", "failure_reasons", "skipped_resumed", "seconds", "img_s", ...}: "failed"
+counts every failed image, "retryable" those the next attempt runs again, "failure_reasons" all of them by
+``failure_reason`` (``gpu_batch.manifest``); "seconds" runs from after the imports
 ("import_s") to the last result, "model_load_s" is manifest + model ready, "first_batch_s" the first batch's
 results, "steady_img_s" the rate after that, "stages" the per-stage seconds (see ``pipeline.ShardSummary``).
 
@@ -29,18 +31,22 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+from gpu_batch import exit_codes  # torch-free, like everything imported before main sets up the environment
+
 if TYPE_CHECKING:  # the real imports wait until main has set up the environment torch reads (see _run)
     from gpu_batch.manifest import ShardManifest
+    from gpu_batch.worker.cuda_check import CudaProbe
     from gpu_batch.worker.loader import LoadedModel
     from gpu_batch.worker.pipeline import PipelineOptions, ShardSummary
     from gpu_batch.worker.results import ResultSink
     from gpu_batch.worker.sources import ImageSource
 
-EXIT_OK = 0
-EXIT_BAD_INPUT = 2
-EXIT_MODEL = 3
-EXIT_OUTPUT = 4
-EXIT_SOURCE = 5
+# The exit codes are a contract with the app, which fails a task at once on those no retry can fix.
+EXIT_OK = exit_codes.OK
+EXIT_BAD_INPUT = exit_codes.BAD_INPUT
+EXIT_MODEL = exit_codes.MODEL
+EXIT_OUTPUT = exit_codes.OUTPUT
+EXIT_SOURCE = exit_codes.SOURCE
 
 logger = logging.getLogger("gpu_batch.worker")
 
@@ -136,6 +142,7 @@ def _run(args: argparse.Namespace, env: Mapping[str, str], fault: Any) -> int:
     if opened is None:
         return EXIT_SOURCE
     source, sink = opened
+    source = fault.wrap_source(source, manifest.attempt)
 
     loaded = _load_detector(args, env, service, manifest, device, label)
     if loaded is None:
@@ -229,21 +236,32 @@ def _read_manifest(args: argparse.Namespace, env: Mapping[str, str],
     return service, manifest
 
 
-def _choose_device(requested: str) -> str:
+def _choose_device(requested: str, probe: CudaProbe | None = None) -> str:
     """Turn ``--device`` into ``"cuda"`` or ``"cpu"``.
 
     Why ``--device cuda`` without a GPU is a usage error rather than a fall-back to the CPU: the caller asked for a
-    GPU, and a quiet CPU run would hide that the node has none.
+    GPU, and a quiet CPU run would hide that the node has none. The error, and the warning when ``auto`` falls back
+    to the CPU on a node whose driver is present but cannot run this torch, say why CUDA is unusable and what to
+    change (``cuda_check.cuda_problem``). ``probe`` replaces what this machine reports (tests).
     """
-    import torch
+    from gpu_batch.worker.cuda_check import cuda_problem
 
-    if requested == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    elif requested == "cuda" and not torch.cuda.is_available():
-        raise _Usage("--device cuda but no CUDA device is available")
+    if probe is None:
+        import torch
+
+        available = bool(torch.cuda.is_available())
     else:
-        device = requested
-    return device
+        available = probe.cuda_available
+    if requested == "auto":
+        if available:
+            return "cuda"
+        problem = cuda_problem("auto", probe)
+        if problem:
+            logger.warning("--device auto: running on the CPU, not CUDA: %s", problem)
+        return "cpu"
+    if requested == "cuda" and not available:
+        raise _Usage(cuda_problem("cuda", probe) or "--device cuda but no CUDA device is available")
+    return requested
 
 
 def _open_images_and_output(args: argparse.Namespace, env: Mapping[str, str], blob_mode: bool, service: Any,

@@ -11,8 +11,9 @@ so a forward pass is always queued while the neighbouring batches are prepared a
 runs on CPU and on CUDA (only the ``BatchStages`` differ), which is how the CPU test suite exercises the ordering,
 error handling and out-of-memory fallback of the GPU path.
 
-Error rules, as MegaDetector's: one image that cannot be decoded is one "image access failure"; a batch whose
-inference fails makes each of its images an "inference failure"; out of GPU memory, the batch is split in halves and
+Error rules, as MegaDetector's: one image that cannot be decoded is one "image access failure" (with the reason its
+decode gave); a batch whose inference fails makes each of its images an "inference failure" (reason ``inference``,
+retryable: the next attempt runs them again, on another node); out of GPU memory, the batch is split in halves and
 retried unpadded on the main thread. Nothing here decides an exit code.
 
 Must not: decode images or run the network itself (``devices`` does) or write results (entries go to ``emit``).
@@ -30,8 +31,9 @@ from typing import Any, Callable, Protocol
 import numpy as np
 import torch
 
+from gpu_batch import manifest as contract
 from gpu_batch.worker.preprocess import LetterboxGeometry
-from gpu_batch.worker.results import FAILURE_INFER, failure_entry
+from gpu_batch.worker.results import FAILURE_IMAGE_OPEN, FAILURE_INFER, failure_entry
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +47,8 @@ class Prepared:
     name: str
     geometry: LetterboxGeometry | None = None
     pixels: np.ndarray | None = None  # CPU: letterboxed HxWx3 uint8; CUDA: original HxWx3 uint8 (non-JPEG input)
-    failure: str | None = None
+    failure: str | None = None  # MegaDetector's failure string
+    failure_reason: str | None = None  # why (gpu_batch.manifest.FAILURE_REASONS); None with a failure: inference
     jpeg: bytes | None = None  # CUDA: JPEG bytes, decoded on the GPU together with the whole batch (nvJPEG)
     rotation: int = 0  # degrees counter-clockwise (EXIF orientation), applied after the GPU decode
 
@@ -80,6 +83,22 @@ class BatchStages(Protocol):
     def finish(self, launched: Launched) -> list[Entry]: ...
 
     def release_memory(self) -> None: ...
+
+
+def prepared_failure(item: Prepared) -> Entry:
+    """The failure entry of an image that failed before or while staging (``item.failure`` set).
+
+    Without a reason, an image that could not be opened counts as undecodable and any other failure as inference.
+    """
+    failure = item.failure or FAILURE_INFER
+    reason = item.failure_reason or (contract.REASON_UNDECODABLE if failure == FAILURE_IMAGE_OPEN
+                                     else contract.REASON_INFERENCE)
+    return failure_entry(item.name, failure, reason)
+
+
+def inference_failure(item: Prepared) -> Entry:
+    """The failure entry of an image whose batch failed in the network or its post-processing."""
+    return failure_entry(item.name, FAILURE_INFER, contract.REASON_INFERENCE)
 
 
 class StageClock:
@@ -168,7 +187,7 @@ class BatchOverlap:
             return
         finally:
             self._clock.since("main_wait_stage_s", t0)
-        self._emit([failure_entry(it.name, it.failure or FAILURE_INFER) for it in staged.failed])
+        self._emit([prepared_failure(it) for it in staged.failed])
         if staged.batch is None:
             return
         t0 = time.monotonic()
@@ -205,14 +224,14 @@ class BatchOverlap:
             self.run_serial(items)
             return
         logger.warning("%s batch of %d failed: %s: %s", self._label, len(items), type(exc).__name__, exc)
-        self._emit([failure_entry(it.name, FAILURE_INFER) for it in items])
+        self._emit([inference_failure(it) for it in items])
 
     def run_serial(self, items: list[Prepared]) -> None:
         """All three stages on this thread, without tail padding; out of memory splits the batch in halves."""
         staged: Staged | None = None
         try:
             staged = self._stages.stage(items, None)
-            self._emit([failure_entry(it.name, it.failure or FAILURE_INFER) for it in staged.failed])
+            self._emit([prepared_failure(it) for it in staged.failed])
             if staged.batch is None:
                 return
             entries = self._stages.finish(self._stages.launch(staged))
@@ -226,6 +245,6 @@ class BatchOverlap:
                 self.run_serial(good[half:])
                 return
             logger.warning("%s batch of %d failed: %s: %s", self._label, len(good), type(exc).__name__, exc)
-            self._emit([failure_entry(it.name, it.failure or FAILURE_INFER) for it in good])
+            self._emit([prepared_failure(it) if it.failure else inference_failure(it) for it in good])
             return
         self._emit(entries)

@@ -25,6 +25,7 @@ import torch
 from PIL import Image
 from torchvision.io import ImageReadMode, decode_jpeg
 
+from gpu_batch import manifest as contract
 from gpu_batch.worker.batching import Entry, Launched, Prepared, Staged
 from gpu_batch.worker.detector import Detector
 from gpu_batch.worker.loader import LoadedModel
@@ -126,21 +127,33 @@ class CpuStages:
         return CPU_BATCH_SIZE
 
     def prepare(self, source: ImageSource, name: str) -> Prepared:
-        """Fetch and decode one image (a fetch thread). Never raises: problems become failures."""
+        """Fetch and decode one image (a fetch thread). Never raises: problems become failures.
+
+        Why fetching and decoding are told apart: a read that failed says nothing about the image (retryable unless
+        the source says it is gone), while bytes that cannot be decoded fail the same way every time (permanent).
+        """
         try:
-            return self._prepare(source.fetch(name), name)
-        except (SourceError, ImageAccessError) as exc:
-            logger.info("image %r: %s", name, exc)
-            return Prepared(name, failure=FAILURE_IMAGE_OPEN)
+            data = source.fetch(name)
+        except SourceError as exc:
+            logger.info("image %r: %s (%s)", name, exc, exc.reason)
+            return Prepared(name, failure=FAILURE_IMAGE_OPEN, failure_reason=exc.reason)
+        except Exception as exc:  # noqa: BLE001 - a source bug or an error its SDK let through: try it again later
+            logger.warning("image %r: unexpected %s while fetching: %s", name, type(exc).__name__, exc)
+            return Prepared(name, failure=FAILURE_IMAGE_OPEN, failure_reason=contract.REASON_DOWNLOAD)
+        try:
+            return self._prepare(data, name)
+        except ImageAccessError as exc:
+            logger.info("image %r: %s (%s)", name, exc, exc.reason)
+            return Prepared(name, failure=FAILURE_IMAGE_OPEN, failure_reason=exc.reason)
         except Exception as exc:  # noqa: BLE001 - one image must never stop the shard (e.g. cv2 on odd sizes)
-            logger.warning("image %r: unexpected %s: %s", name, type(exc).__name__, exc)
-            return Prepared(name, failure=FAILURE_IMAGE_OPEN)
+            logger.warning("image %r: unexpected %s while decoding: %s", name, type(exc).__name__, exc)
+            return Prepared(name, failure=FAILURE_IMAGE_OPEN, failure_reason=contract.REASON_UNDECODABLE)
 
     def _prepare(self, data: bytes, name: str) -> Prepared:
         pixels = decode_image(data)
         if pixels.ndim != 3 or pixels.shape[2] != 3:
             # MegaDetector accepts 16-bit grayscale (I;16) at load time, then fails it at inference.
-            return Prepared(name, failure=FAILURE_INFER)
+            return Prepared(name, failure=FAILURE_INFER, failure_reason=contract.REASON_UNSUPPORTED)
         boxed, g = letterbox_cpu(pixels, self.model.image_size, self.model.stride)
         return Prepared(name, g, boxed)
 
@@ -181,7 +194,7 @@ class CudaStages(CpuStages):
             return Prepared(name, g, jpeg=data, rotation=rotation)
         pixels = decode_image(data)
         if pixels.ndim != 3 or pixels.shape[2] != 3:
-            return Prepared(name, failure=FAILURE_INFER)
+            return Prepared(name, failure=FAILURE_INFER, failure_reason=contract.REASON_UNSUPPORTED)
         g = letterbox_geometry(pixels.shape[0], pixels.shape[1], self.model.image_size, self.model.stride)
         return Prepared(name, g, np.ascontiguousarray(pixels))
 
@@ -210,8 +223,8 @@ class CudaStages(CpuStages):
                 if img is None or (img.shape[1], img.shape[2]) != (g.orig_h, g.orig_w):
                     try:  # nvJPEG refused it or disagrees on its size: the exact CPU decode decides
                         it.pixels = np.ascontiguousarray(decode_image(it.jpeg))
-                    except ImageAccessError:
-                        it.failure = FAILURE_IMAGE_OPEN
+                    except ImageAccessError as exc:
+                        it.failure, it.failure_reason = FAILURE_IMAGE_OPEN, exc.reason
                     it.jpeg = None
                     continue
                 decoded[id(it)] = img.permute(1, 2, 0)

@@ -5,6 +5,11 @@ Values:
     hang             sleep forever right after start (the pool must time the task out)
     exit:N           exit with status N immediately
     corrupt_output   process the shard, then overwrite the output with invalid JSON and exit 0
+    fetch_error:STATUS[:TEXT]
+                     on attempt 1 only, fetching an image whose name contains TEXT (every image when TEXT is left
+                     out) fails as a storage answer with HTTP STATUS would (403: an expired SAS, 503: throttling,
+                     404: gone), with the failure reason the blob source gives that status; later attempts read
+                     normally (as after a SAS rotated before the retry)
 
 Why this module exists: the local pool and the orchestration must be tested against real worker processes that
 misbehave in the ways real ones do. Keeping the hooks in one place makes them easy to audit and keeps them out of
@@ -16,7 +21,10 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
+
+if TYPE_CHECKING:
+    from gpu_batch.worker.sources import ImageSource
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +39,9 @@ class FaultSpecError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Fault:
-    kind: str  # "none" | "crash_after" | "hang" | "exit" | "corrupt_output"
+    kind: str  # "none" | "crash_after" | "hang" | "exit" | "corrupt_output" | "fetch_error"
     value: int = 0
+    text: str = ""  # fetch_error: the part of an image name that selects the images that fail
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "Fault":
@@ -44,7 +53,11 @@ class Fault:
             return cls(kind)
         if kind in ("crash_after", "exit") and arg.strip().isdigit():
             return cls(kind, int(arg))
-        raise FaultSpecError(f"{ENV_VAR}={spec!r} is not one of crash_after:K, hang, exit:N, corrupt_output")
+        status, _, text = arg.partition(":")
+        if kind == "fetch_error" and status.strip().isdigit():
+            return cls(kind, int(status), text)
+        raise FaultSpecError(f"{ENV_VAR}={spec!r} is not one of crash_after:K, hang, exit:N, corrupt_output, "
+                             "fetch_error:STATUS[:TEXT]")
 
     @property
     def crash_threshold(self) -> int | None:
@@ -60,7 +73,28 @@ class Fault:
             while True:
                 time.sleep(3600)
 
+    def wrap_source(self, source: ImageSource, attempt: int) -> ImageSource:
+        """The shard's image source, failing the chosen fetches when this is a ``fetch_error`` fault on attempt 1."""
+        if self.kind != "fetch_error" or attempt != 1:
+            return source
+        logger.warning("fault injection: fetches of images matching %r fail with HTTP %d", self.text, self.value)
+        return _FailingSource(source, self.value, self.text)
+
     def after_flush(self, n_written: int) -> None:
         if self.kind == "crash_after" and n_written >= self.value:
             logger.warning("fault injection: crashing after %d flushed results", n_written)
             os._exit(CRASH_EXIT_CODE)
+
+
+class _FailingSource:
+    """An image source whose fetches of matching names fail like a storage answer with ``status``."""
+
+    def __init__(self, inner: ImageSource, status: int, text: str) -> None:
+        self.inner, self.status, self.text = inner, status, text
+
+    def fetch(self, name: str) -> bytes:
+        from gpu_batch.worker.sources import SourceError, reason_for_status
+
+        if self.text in name:
+            raise SourceError(f"cannot download {name!r}: injected HTTP {self.status}", reason_for_status(self.status))
+        return self.inner.fetch(name)

@@ -5,12 +5,18 @@ a local path, or ``blob://<container>/<name>``. This module turns that into a lo
 model cache, checking the published hash) and unpickles it into an eval-mode, BatchNorm-fused network.
 
 How checkpoints are unpickled: MDv5 files are pickled YOLOv5 ``models.yolo.Model`` objects. We do **not** import the
-``yolov5``/``ultralytics`` packages; a custom ``Unpickler.find_class`` maps ``models.yolo.*``/``models.common.*``
-(and the ``yolov5.models.*`` spelling) onto our own torch-only re-implementation in ``yolov5_modules.py``. Any other
-non-torch class in the pickle is refused with a message naming it.
+``yolov5``/``ultralytics`` packages, and we do not run pickle's general machinery: ``torch.load(weights_only=True)``
+(torch's restricted unpickler, which calls and builds only allow-listed globals and refuses every other opcode that
+could reach code) runs with exactly the globals of ``CHECKPOINT_GLOBALS`` added: the YOLOv5 classes under their
+pickled names (``models.yolo.*``/``models.common.*``, and the ``yolov5.models.*`` spelling) mapped onto our own
+torch-only re-implementation in ``yolov5_modules.py``, the few ``torch.nn`` layers those use, and numpy's array and
+scalar reconstructors (YOLOv5 training checkpoints carry a numpy ``best_fitness``); torch itself admits tensors,
+storages, their rebuild functions and ``collections.OrderedDict``. Anything else (``os.system``, ``builtins.eval``,
+``getattr``, any other class) stops the load before it is called, with a ``ModelLoadError`` naming it.
 
-Security: ``torch.load(weights_only=False)`` executes pickle opcodes. Only load checkpoints you trust (the published
-MegaDetector releases, or files you built). The class allow-list above narrows, but does not remove, that risk.
+Security: a crafted checkpoint cannot run code on the GPU nodes this way: nothing outside the allow-list is called,
+and nothing on it runs code taken from the file (our YOLOv5 classes build layers from numbers; no ``eval``).
+TorchScript archives are refused too (``torch.load`` would hand them to ``torch.jit.load``).
 
 Model support, given the packages available to the worker:
   * MDv5a / MDv5b (v5a.0.0/0.1, v5b.0.0/0.1, YOLOv5x6): supported.
@@ -30,9 +36,9 @@ import hashlib
 import json
 import logging
 import pickle
+import re
 import shutil
 import tempfile
-import types
 import urllib.error
 import urllib.request
 import zipfile
@@ -187,24 +193,72 @@ def resolve_model_file(ref: str, cache_dir: Path | None = None, downloader: Down
     return path
 
 
-_TORCH_PREFIXES = ("torch", "collections", "builtins", "__builtin__", "numpy", "_codecs", "copyreg", "argparse", "pathlib")
+# The torch.nn layers our YOLOv5 modules are built from (yolov5_modules.py), plus the activations earlier YOLOv5
+# releases put in Conv (LeakyReLU, Hardswish): pickled under their torch module paths.
+_TORCH_LAYERS: tuple[type[torch.nn.Module], ...] = (
+    torch.nn.Conv2d, torch.nn.BatchNorm2d, torch.nn.SiLU, torch.nn.LeakyReLU, torch.nn.Hardswish, torch.nn.Identity,
+    torch.nn.MaxPool2d, torch.nn.Upsample, torch.nn.Sequential, torch.nn.ModuleList)
 
 
-class _YoloUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        key = (module[len("yolov5."):] if module.startswith("yolov5.") else module, name)
-        cls = y5.PICKLED_CLASSES.get(key)
-        if cls is not None:
-            return cls
-        if module.split(".")[0] in _TORCH_PREFIXES:
-            return super().find_class(module, name)
-        raise ModelLoadError(
-            f"checkpoint references {module}.{name}, which the trapbatch worker does not provide",
-            hint="only YOLOv5-family MegaDetector checkpoints (MDv5a/MDv5b) are supported")
+SafeGlobal = Callable[..., Any] | tuple[Callable[..., Any], str]
 
 
-# torch.load(pickle_module=...) needs a module-like object with Unpickler and load.
-_yolo_pickle = types.SimpleNamespace(Unpickler=_YoloUnpickler, load=pickle.load, __name__="trapbatch_yolo_pickle")
+def _numpy_globals() -> list[SafeGlobal]:
+    """numpy's array and scalar reconstructors under both module spellings (numpy 1 wrote ``numpy.core``), and its
+    dtype classes (an unpickled dtype is built as an instance of one)."""
+    import importlib
+
+    import numpy as np
+
+    try:
+        multiarray = importlib.import_module("numpy._core.multiarray")
+    except ImportError:  # numpy 1
+        multiarray = importlib.import_module("numpy.core.multiarray")
+    found: list[SafeGlobal] = [(np.ndarray, "numpy.ndarray"), (np.dtype, "numpy.dtype")]
+    found += [(getattr(np.dtypes, name), f"numpy.dtypes.{name}") for name in np.dtypes.__all__]
+    for package in ("numpy.core", "numpy._core"):
+        found += [(multiarray._reconstruct, f"{package}.multiarray._reconstruct"),
+                  (multiarray.scalar, f"{package}.multiarray.scalar")]
+    return found
+
+
+def checkpoint_globals() -> list[SafeGlobal]:
+    """Every global a checkpoint may name beyond torch's own weights-only set, as (object, name in the pickle)."""
+    found: list[SafeGlobal] = []
+    for (module, name), cls in y5.PICKLED_CLASSES.items():
+        found += [(cls, f"{module}.{name}"), (cls, f"yolov5.{module}.{name}")]
+    found += [(cls, f"{cls.__module__}.{cls.__qualname__}") for cls in _TORCH_LAYERS]
+    return found + _numpy_globals()
+
+
+_GLOBAL_RE = re.compile(r"GLOBAL ([\w.]+)")
+_DETAIL_RE = re.compile(r"WeightsUnpickler error:\s*(.+?)\s*(?:\n\s*\n|Check the documentation|$)", re.S)
+
+
+def read_checkpoint(path: str | Path) -> Any:
+    """Unpickle a checkpoint file with torch's weights-only unpickler and ``checkpoint_globals`` allowed.
+
+    Raises ModelLoadError for a file that names anything else (before it is called), and for a missing, corrupt or
+    non-checkpoint file.
+    """
+    try:
+        with torch.serialization.safe_globals(checkpoint_globals()):
+            return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        refused = _GLOBAL_RE.search(str(exc))
+        if refused is not None:
+            raise ModelLoadError(
+                f"checkpoint {path} references {refused.group(1)}, which the trapbatch worker does not provide: only "
+                "the YOLOv5 and torch classes of MegaDetector checkpoints are unpickled (anything else could run "
+                "code), so it was not loaded",
+                hint="only YOLOv5-family MegaDetector checkpoints (MDv5a/MDv5b) are supported") from None
+        detail = _DETAIL_RE.search(str(exc))
+        reason = detail.group(1) if detail is not None else (str(exc) or type(exc).__name__)
+        raise ModelLoadError(f"checkpoint {path} is not a plain MegaDetector checkpoint and was not loaded: {reason}",
+                             hint="only YOLOv5-family MegaDetector checkpoints (MDv5a/MDv5b) are supported") from None
+    except Exception as exc:  # corrupt zip, truncated file, wrong format: all mean "cannot load"
+        raise ModelLoadError(f"cannot read checkpoint {path}: {exc}",
+                             hint="check that it is a MegaDetector v5 .pt file and was fully downloaded") from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,13 +313,7 @@ def load_model(path: str | Path, device: torch.device | str = "cpu", half: bool 
     on_cuda = device.type == "cuda"
     half = on_cuda if half is None else half
     channels_last = on_cuda if channels_last is None else channels_last
-    try:
-        checkpoint = torch.load(str(path), map_location="cpu", weights_only=False, pickle_module=_yolo_pickle)
-    except ModelLoadError:
-        raise
-    except Exception as exc:  # corrupt zip, truncated file, wrong format: all mean "cannot load"
-        raise ModelLoadError(f"cannot read checkpoint {path}: {exc}",
-                             hint="check that it is a MegaDetector v5 .pt file and was fully downloaded") from exc
+    checkpoint = read_checkpoint(path)
     model = checkpoint.get("ema") or checkpoint.get("model") if isinstance(checkpoint, dict) else None
     if not isinstance(model, y5.Model):
         raise ModelLoadError(f"checkpoint {path} holds no YOLOv5 model under 'model'")

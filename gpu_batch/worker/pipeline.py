@@ -19,11 +19,12 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
-from gpu_batch.worker.batching import BatchOverlap, Entry, Prepared, StageClock
+from gpu_batch import manifest as contract
+from gpu_batch.worker.batching import BatchOverlap, Entry, Prepared, StageClock, prepared_failure
 from gpu_batch.worker.detector import Detector
 from gpu_batch.worker.devices import describe_stages, make_stages
 from gpu_batch.worker.loader import LoadedModel
-from gpu_batch.worker.results import ResultWriter, failure_entry
+from gpu_batch.worker.results import ResultWriter
 from gpu_batch.worker.sources import ImageSource
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,8 @@ class ShardSummary:
     images: int
     done: int = 0
     failed: int = 0
+    retryable: int = 0  # of ``failed``: the ones the next attempt runs again
+    failure_reasons: dict[str, int] = field(default_factory=dict)  # failed images by failure_reason
     skipped_resumed: int = 0
     seconds: float = 0.0
     batch_size: int = 0
@@ -68,7 +71,8 @@ class ShardSummary:
         return (self.done - self.done_at_first_batch) / (self.last_result_at - self.first_batch_at)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"images": self.images, "done": self.done, "failed": self.failed,
+        return {"images": self.images, "done": self.done, "failed": self.failed, "retryable": self.retryable,
+                "failure_reasons": dict(sorted(self.failure_reasons.items())),
                 "skipped_resumed": self.skipped_resumed, "seconds": round(self.seconds, 3),
                 "img_s": round(self.done / self.seconds, 3) if self.seconds > 0 else 0.0}
 
@@ -209,6 +213,10 @@ def _result_emitter(writer: ResultWriter, summary: ShardSummary, meter: _Through
             summary.done += 1
             if "failure" in entry:
                 summary.failed += 1
+                reason = contract.failure_reason(entry) or contract.REASON_UNCLASSIFIED
+                summary.failure_reasons[reason] = summary.failure_reasons.get(reason, 0) + 1
+                if contract.failure_kind(entry) == contract.RETRYABLE:
+                    summary.retryable += 1
             meter.tick(summary.done)
             if writer.error is not None:
                 raise writer.error
@@ -248,7 +256,7 @@ def _batch_or_report(finished: set[Future[Prepared]], buckets: _Buckets, overlap
     for fut in finished:
         item = fut.result()
         if item.failure is not None:
-            emit([failure_entry(item.name, item.failure)])
+            emit([prepared_failure(item)])
             continue
         batch = buckets.add(item)
         if batch is not None:

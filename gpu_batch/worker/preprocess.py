@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile
 
+from gpu_batch import manifest as contract
+
 # As MegaDetector's visualization_utils does at import: decode what can be decoded of a truncated file.
 ImageFile.LOAD_TRUNCATED_IMAGES = True
 
@@ -37,7 +39,15 @@ _EXIF_ROTATIONS = {3: 180, 6: 270, 8: 90}
 
 
 class ImageAccessError(Exception):
-    """The bytes are not an image MegaDetector would open (becomes ``failure: "image access failure"``)."""
+    """The bytes are not an image MegaDetector would open (becomes ``failure: "image access failure"``).
+
+    ``reason``: ``undecodable`` (not an image, corrupt, empty) or ``unsupported`` (an image MegaDetector refuses);
+    both permanent: the same bytes fail the same way on every attempt.
+    """
+
+    def __init__(self, message: str, reason: str = contract.REASON_UNDECODABLE) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def decode_image(data: bytes) -> np.ndarray:
@@ -51,7 +61,7 @@ def decode_image(data: bytes) -> np.ndarray:
     try:
         image: Image.Image = Image.open(io.BytesIO(data))
         if image.mode not in _ACCEPTED_MODES:
-            raise ImageAccessError(f"unsupported image mode {image.mode}")
+            raise ImageAccessError(f"unsupported image mode {image.mode}", contract.REASON_UNSUPPORTED)
         if image.mode in ("RGBA", "L"):
             image = image.convert(mode="RGB")
         try:
@@ -65,7 +75,9 @@ def decode_image(data: bytes) -> np.ndarray:
         return np.asarray(image)
     except ImageAccessError:
         raise
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, EOFError) as exc:
+    except Image.DecompressionBombError as exc:  # over PIL's pixel limit, as in MegaDetector
+        raise ImageAccessError(f"{type(exc).__name__}: {exc}", contract.REASON_UNSUPPORTED) from exc
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise ImageAccessError(f"{type(exc).__name__}: {exc}") from exc
 
 
@@ -92,7 +104,7 @@ def letterbox_geometry(orig_h: int, orig_w: int, image_size: int, stride: int) -
     new_w, new_h = int(round(orig_w * r)), int(round(orig_h * r))
     dw, dh = float(np.mod(image_size - new_w, stride)) / 2, float(np.mod(image_size - new_h, stride)) / 2
     if new_w <= 0 or new_h <= 0:
-        raise ImageAccessError(f"image {orig_w}x{orig_h} is too thin to letterbox")
+        raise ImageAccessError(f"image {orig_w}x{orig_h} is too thin to letterbox", contract.REASON_UNSUPPORTED)
     return LetterboxGeometry(orig_h, orig_w, new_h, new_w,
                              top=int(round(dh - 0.1)), bottom=int(round(dh + 0.1)),
                              left=int(round(dw - 0.1)), right=int(round(dw + 0.1)))

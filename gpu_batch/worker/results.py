@@ -6,8 +6,10 @@ valid MegaDetector document each time; a restarted attempt reads it back and ski
 
 Entry shapes (MegaDetector batch output format 1.6, https://lila.science/megadetector-output-format):
     {"file": name, "detections": [{"category": "1", "conf": 0.912, "bbox": [x, y, w, h]}, ...]}
-    {"file": name, "failure": "image access failure" | "inference failure", "detections": null}
-Per-image failures are data, never exceptions.
+    {"file": name, "failure": "image access failure" | "inference failure", "detections": null,
+     "failure_kind": "retryable" | "permanent", "failure_reason": "auth" | "undecodable" | ...}
+Per-image failures are data, never exceptions; ``failure_kind``/``failure_reason`` are trapbatch's additions (see
+``gpu_batch.manifest``): a restarted attempt keeps successes and permanent failures and runs retryable ones again.
 
 Must not: run models or decode images.
 """
@@ -21,6 +23,8 @@ import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Protocol
+
+from gpu_batch import manifest as contract
 
 logger = logging.getLogger(__name__)
 
@@ -70,8 +74,9 @@ class FileSink:
         return str(self.path)
 
 
-def failure_entry(name: str, failure: str) -> dict[str, Any]:
-    return {"file": name, "failure": failure, "detections": None}
+def failure_entry(name: str, failure: str, reason: str) -> dict[str, Any]:
+    """A failed entry: MegaDetector's ``failure`` string and trapbatch's kind and reason (``gpu_batch.manifest``)."""
+    return {"file": name, "failure": failure, "detections": None, **contract.failure_fields(reason)}
 
 
 def detections_entry(name: str, detections: list[dict[str, Any]]) -> dict[str, Any]:
@@ -86,10 +91,12 @@ def results_document(entries: Iterable[Mapping[str, Any]], info: Mapping[str, An
 
 
 def load_resumable(sink: ResultSink, wanted: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """Entries from a previous attempt's output that can be kept: successful ones for images still wanted.
+    """Entries from a previous run of this attempt that can be kept, for images still wanted: successes and
+    permanent failures (a corrupt image stays corrupt).
 
-    Failed entries are dropped so that the image is tried again (a failure may have been a transient read error).
-    An unreadable or invalid previous output is ignored with a warning: starting over is always safe.
+    Retryable failures are dropped so that the image is tried again, and so are failures without a kind (written
+    before kinds existed: they may have been transient read errors). An unreadable or invalid previous output is
+    ignored with a warning: starting over is always safe.
     """
     data = sink.read()
     if not data:
@@ -106,8 +113,12 @@ def load_resumable(sink: ResultSink, wanted: Iterable[str]) -> dict[str, dict[st
     wanted_set = set(wanted)
     kept = {}
     for entry in images:
-        if (isinstance(entry, dict) and entry.get("file") in wanted_set and "failure" not in entry
-                and isinstance(entry.get("detections"), list)):
+        if not isinstance(entry, dict) or entry.get("file") not in wanted_set:
+            continue
+        if contract.is_failure(entry):
+            if entry.get(contract.FAILURE_KIND) == contract.PERMANENT:
+                kept[entry["file"]] = entry
+        elif "failure" not in entry and isinstance(entry.get("detections"), list):
             kept[entry["file"]] = entry
     return kept
 

@@ -6,6 +6,10 @@ thread pool; ``BlobServiceClient`` is thread-safe). Storage configuration comes 
 ``TRAPBATCH_STORAGE_CONNECTION`` (a connection string, e.g. Azurite's) or ``TRAPBATCH_STORAGE_ACCOUNT_URL`` with
 ``DefaultAzureCredential`` (managed identity on Batch nodes).
 
+Why failures are classified here: only the source knows whether a read failed because of the image (it no longer
+exists: permanent) or because of the storage account or the network (401/403, 429/503, a timeout: the next attempt
+runs the image again). ``SourceError.reason`` is one of ``gpu_batch.manifest.FAILURE_REASONS``.
+
 Must not: decode images or interpret results.
 """
 from __future__ import annotations
@@ -14,12 +18,54 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Protocol
 
+from gpu_batch import manifest as contract
+
 CONNECTION_ENV = "TRAPBATCH_STORAGE_CONNECTION"
 ACCOUNT_URL_ENV = "TRAPBATCH_STORAGE_ACCOUNT_URL"
 
 
 class SourceError(Exception):
-    """One image could not be read (becomes that image's ``image access failure``)."""
+    """One image could not be read (becomes that image's ``image access failure``, with ``reason``)."""
+
+    def __init__(self, message: str, reason: str = contract.REASON_DOWNLOAD) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+    @property
+    def retryable(self) -> bool:
+        return contract.FAILURE_REASONS[self.reason] == contract.RETRYABLE
+
+
+def reason_for_status(status: int | None) -> str:
+    """The failure reason of a storage answer with HTTP ``status`` (None: no answer at all)."""
+    if status in (401, 403):
+        return contract.REASON_AUTH
+    if status in (429, 503):
+        return contract.REASON_THROTTLED
+    if status in (408, 504):
+        return contract.REASON_TIMEOUT
+    if status == 404:
+        return contract.REASON_NOT_FOUND
+    return contract.REASON_DOWNLOAD
+
+
+def storage_error_reason(exc: BaseException) -> str:
+    """Classify an exception raised while downloading one blob (azure-core's, or one the SDK let through).
+
+    Retryable unless the blob is gone (404). Timeouts are checked before the HTTP status because azure-core's
+    timeout errors have none; an authentication error without a status (no token could be obtained) is ``auth``.
+    """
+    from azure.core import exceptions as az
+
+    if isinstance(exc, (az.ServiceRequestTimeoutError, az.ServiceResponseTimeoutError, TimeoutError)):
+        return contract.REASON_TIMEOUT
+    if isinstance(exc, az.HttpResponseError) and exc.status_code is not None:
+        return reason_for_status(int(exc.status_code))
+    if isinstance(exc, az.ResourceNotFoundError):
+        return contract.REASON_NOT_FOUND
+    if isinstance(exc, az.ClientAuthenticationError):
+        return contract.REASON_AUTH
+    return contract.REASON_DOWNLOAD
 
 
 class StorageConfigError(Exception):
@@ -39,11 +85,17 @@ class LocalFolderSource:
     def fetch(self, name: str) -> bytes:
         path = (self.root / name).resolve()
         if self.root not in path.parents:
-            raise SourceError(f"{name!r} is outside the image root")
+            raise SourceError(f"{name!r} is outside the image root", contract.REASON_NOT_FOUND)
         try:
             return path.read_bytes()
-        except OSError as exc:
-            raise SourceError(f"cannot read {name!r}: {exc}") from exc
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
+            raise SourceError(f"cannot read {name!r}: {exc}", contract.REASON_NOT_FOUND) from exc
+        except PermissionError as exc:
+            raise SourceError(f"cannot read {name!r}: {exc}", contract.REASON_AUTH) from exc
+        except TimeoutError as exc:
+            raise SourceError(f"cannot read {name!r}: {exc}", contract.REASON_TIMEOUT) from exc
+        except OSError as exc:  # an I/O error of a network share, say: try again on the next attempt
+            raise SourceError(f"cannot read {name!r}: {exc}", contract.REASON_DOWNLOAD) from exc
 
 
 def _blob_imports() -> Any:
@@ -82,8 +134,10 @@ class BlobImageSource:
 
         try:
             return bytes(self.container.download_blob(name, max_concurrency=1).readall())
-        except AzureError as exc:
-            raise SourceError(f"cannot download {name!r}: {type(exc).__name__}") from exc
+        except (AzureError, OSError) as exc:  # OSError: a socket error or timeout the SDK let through
+            status = getattr(exc, "status_code", None)
+            raise SourceError(f"cannot download {name!r}: {type(exc).__name__}" + (f" ({status})" if status else ""),
+                              storage_error_reason(exc)) from exc
 
 
 class BlobSink:

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from core import mdformat
+from gpu_batch import manifest as contract
 
 
 def det(conf: float, cat: str = "1") -> dict[str, object]:
@@ -16,7 +19,8 @@ def test_merge_keeps_manifest_order_fills_from_later_attempts_and_marks_missing(
     merged, missing = mdformat.merge_entries(["a", "b", "c", "d"], [attempt1, attempt2])
     assert [m["file"] for m in merged] == ["a", "b", "c", "d"]
     assert merged[1]["detections"][0]["conf"] == 0.3  # success beats an earlier failure
-    assert merged[3] == {"file": "d", "failure": mdformat.FAILURE_INFERENCE, "detections": None}
+    assert merged[3] == {"file": "d", "failure": mdformat.FAILURE_INFERENCE, "detections": None,
+                         "failure_kind": "retryable", "failure_reason": "not_processed"}
     assert missing == 1
 
 
@@ -56,3 +60,121 @@ def test_summarize_skips_malformed_detections() -> None:
 
     images = [{"file": "a.jpg", "detections": [{"category": "1", "conf": None}, "x", {"category": "1", "conf": 0.5}]}]
     assert summarize(images, 0.2) == {"images": 1, "failed": 0, "with_detections": 1, "detections": 1, "empty": 0}
+
+
+# --- failure kinds across attempts (the worker writes kind and reason: gpu_batch.manifest) -------------------------
+
+def failed(name: str, reason: str, failure: str = mdformat.FAILURE_IMAGE_ACCESS) -> dict[str, Any]:
+    """An entry exactly as the worker writes a failure."""
+    return {"file": name, "failure": failure, "detections": None, **contract.failure_fields(reason)}
+
+
+def ok(name: str) -> dict[str, Any]:
+    return {"file": name, "detections": [det(0.7)]}
+
+
+def test_a_later_success_replaces_a_retryable_failure_and_is_not_missing() -> None:
+    merged, missing = mdformat.merge_entries(["a"], [[failed("a", "auth")], [ok("a")]])
+    assert merged == [ok("a")] and missing == 0
+
+
+def test_a_permanent_failure_is_final_and_not_missing() -> None:
+    merged, missing = mdformat.merge_entries(["a"], [[failed("a", "undecodable")]])
+    assert merged == [failed("a", "undecodable")] and missing == 0
+    # were it run again (it is not: see final_files), a retryable failure would not displace it
+    merged, missing = mdformat.merge_entries(["a"], [[failed("a", "undecodable")], [failed("a", "throttled")]])
+    assert merged == [failed("a", "undecodable")] and missing == 0
+    # but a success still would
+    merged, _ = mdformat.merge_entries(["a"], [[failed("a", "undecodable")], [ok("a")]])
+    assert merged == [ok("a")]
+
+
+def test_still_retryable_after_the_last_attempt_keeps_its_own_failure_and_reason_and_counts_missing() -> None:
+    attempts = [[failed("a", "auth"), failed("b", "timeout")],
+                [failed("a", "throttled"), failed("b", "inference", mdformat.FAILURE_INFERENCE)]]
+    merged, missing = mdformat.merge_entries(["a", "b", "c"], attempts)
+    assert merged[0] == failed("a", "throttled")  # the latest attempt's reason, not the generic one
+    assert merged[1] == failed("b", "inference", mdformat.FAILURE_INFERENCE)
+    assert merged[2] == {"file": "c", "failure": mdformat.FAILURE_INFERENCE, "detections": None,
+                         "failure_kind": "retryable", "failure_reason": "not_processed"}
+    assert missing == 3
+    mdformat.validate(mdformat.build_output(merged, {}), expected_files=["a", "b", "c"])
+
+
+def test_a_later_permanent_failure_replaces_a_retryable_one() -> None:
+    merged, missing = mdformat.merge_entries(["a"], [[failed("a", "download")], [failed("a", "not_found")]])
+    assert merged == [failed("a", "not_found")] and missing == 0
+
+
+def test_failures_from_workers_without_kinds_count_as_final_as_before() -> None:
+    legacy = {"file": "a", "failure": "image access failure", "detections": None}
+    merged, missing = mdformat.merge_entries(["a", "b"], [[legacy, failed("b", "auth")]])
+    assert merged[0] == legacy and missing == 1
+    assert mdformat.final_files([[legacy, failed("b", "auth")]]) == {"a"}
+    assert mdformat.failure_counts(merged) == {"unclassified": 1, "auth": 1}
+
+
+def test_coverage_and_final_files_agree_with_the_merge() -> None:
+    attempts = [[ok("a"), failed("b", "auth"), failed("c", "undecodable"), failed("d", "throttled"), ok("zz")],
+                [ok("b"), failed("d", "timeout")]]
+    images = ["a", "b", "c", "d", "e", "a"]
+    assert mdformat.final_files(attempts) == {"a", "b", "c", "zz"}
+    assert mdformat.coverage(images, attempts) == {"images": 5, "covered": 3, "failed": 1, "retryable": 1,
+                                                  "missing": 2}
+    _, missing = mdformat.merge_entries(images, attempts)
+    assert missing == 2
+    from core.shards import missing_images
+
+    assert missing_images(images, mdformat.final_files(attempts)) == ["d", "e"]  # what a resubmission runs
+
+
+def test_failure_counts_by_reason() -> None:
+    merged, _ = mdformat.merge_entries(["a", "b", "c", "d", "e"], [[
+        ok("a"), failed("b", "auth"), failed("c", "auth"), failed("d", "unsupported", mdformat.FAILURE_INFERENCE)]])
+    assert mdformat.failure_counts(merged) == {"auth": 2, "unsupported": 1, "not_processed": 1}
+    assert mdformat.summarize(merged, 0.2)["failed"] == 4  # summarize's keys are unchanged
+
+
+def test_every_reason_has_a_kind_and_kinds_decide_finality() -> None:
+    assert set(contract.FAILURE_REASONS.values()) == {contract.RETRYABLE, contract.PERMANENT}
+    for reason, kind in contract.FAILURE_REASONS.items():
+        assert contract.is_final(failed("x", reason)) == (kind == contract.PERMANENT)
+    assert contract.is_final(ok("x")) and contract.failure_kind(ok("x")) is None
+    # a kind the entry states wins; a reason alone decides when the kind is absent
+    assert contract.failure_kind({"file": "x", "failure": "f", "failure_reason": "auth"}) == contract.RETRYABLE
+
+
+def test_shard_results_read_attempts_with_the_same_rules() -> None:
+    """``activities.shard_results`` (coverage for the poll, ``done_images`` for the resubmission) over stored
+    attempts, with a stand-in for the blob store."""
+    import json
+    from types import SimpleNamespace
+
+    from activities.shard_results import done_images, shard_coverage
+    from gpu_batch import layout
+
+    class Store:
+        def __init__(self, blobs: dict[str, Any]) -> None:
+            self.blobs = {name: json.dumps(doc).encode() for name, doc in blobs.items()}
+
+        def list_names(self, container: str, prefix: str = "") -> list[str]:
+            return sorted(n for n in self.blobs if n.startswith(prefix))
+
+        def read_bytes(self, container: str, name: str) -> bytes:
+            return self.blobs[name]
+
+        def read_json(self, container: str, name: str) -> Any:
+            return json.loads(self.blobs[name])
+
+    images = ["a", "b", "c", "d"]
+    store = Store({
+        layout.manifest_blob("t", "s00000", 1): {"images": images},
+        layout.attempt_results_blob("t", "s00000", 1): {"images": [ok("a"), failed("b", "auth"),
+                                                                   failed("c", "undecodable")]},
+        layout.manifest_blob("t", "s00000", 2): {"images": ["b", "d"]},
+        layout.attempt_results_blob("t", "s00000", 2): {"images": [failed("b", "throttled")]},
+    })
+    settings = SimpleNamespace(container="trapbatch")
+    assert shard_coverage(store, settings, "t", "s00000") == {  # type: ignore[arg-type]
+        "images": 4, "covered": 2, "failed": 1, "retryable": 1, "missing": 2}
+    assert done_images(store, settings, "t", "s00000") == {"a", "c"}  # type: ignore[arg-type]

@@ -1,0 +1,86 @@
+"""Retryable and permanent per-image failures through real worker runs: a source that answers 403 for some images on
+attempt 1 (fault injection), and a corrupt image. The retryable ones are left for the next attempt and succeed there;
+the corrupt one is final after its first run and never run again, neither by a restart of the same attempt nor by
+the resubmission. The resubmission is computed here with the contract's own rule (``gpu_batch.manifest.is_final``),
+the one ``core.mdformat.final_files`` / ``activities.shard_results.done_images`` apply in the app."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gpu_batch import manifest as contract
+from gpu_batch.tests.conftest import run_worker_cli, summary_line, write_manifest
+from gpu_batch.tests.imagegen import jpeg_bytes, textured
+from gpu_batch.worker.faults import Fault, FaultSpecError
+from gpu_batch.worker.sources import LocalFolderSource, SourceError
+
+FAULT = {"TRAPBATCH_WORKER_FAULT": "fetch_error:403:cam2/"}
+
+
+@pytest.fixture
+def shard(tmp_path: Path) -> tuple[Path, list[str]]:
+    folder = tmp_path / "images"
+    names = [f"cam1/img{i:02d}.jpg" for i in range(4)] + [f"cam2/img{i:02d}.jpg" for i in range(3)]
+    for i, name in enumerate(names):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(jpeg_bytes(textured(160, 120, 70 + i)))
+    (folder / "cam1/corrupt.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg" * 20)
+    return folder, names + ["cam1/corrupt.jpg"]
+
+
+def _run(tmp_path: Path, folder: Path, checkpoint: Path, images: list[str], attempt: int, out: Path,
+         ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    manifest = write_manifest(tmp_path / f"m{attempt}.json", images, str(checkpoint), attempt=attempt)
+    proc = run_worker_cli(["--manifest-file", str(manifest), "--image-root", str(folder), "--output-file", str(out),
+                           "--device", "cpu", "--workers", "2"], FAULT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return {e["file"]: e for e in json.loads(out.read_text())["images"]}, summary_line(proc)
+
+
+def test_403s_are_retried_by_the_next_attempt_and_a_corrupt_image_runs_once(shard: tuple[Path, list[str]],
+                                                                              checkpoint: Path, tmp_path: Path) -> None:
+    folder, names = shard
+    cam2 = [n for n in names if n.startswith("cam2/")]
+    out1 = tmp_path / "attempt-1.results.json"
+    first, summary = _run(tmp_path, folder, checkpoint, names, 1, out1)
+    for name in cam2:
+        assert first[name] == {"file": name, "failure": "image access failure", "detections": None,
+                               "failure_kind": "retryable", "failure_reason": "auth"}
+    assert first["cam1/corrupt.jpg"]["failure_kind"] == "permanent"
+    assert first["cam1/corrupt.jpg"]["failure_reason"] == "undecodable"
+    assert all("failure" not in first[n] for n in names[:4])
+    assert summary == {**summary, "done": 8, "failed": 4, "retryable": 3,
+                       "failure_reasons": {"auth": 3, "undecodable": 1}}
+
+    # The same attempt restarted (a pool-level retry of the task): successes and the corrupt image are kept, the
+    # retryable failures are run again (still refused: the fault holds for attempt 1).
+    again, summary = _run(tmp_path, folder, checkpoint, names, 1, out1)
+    assert summary["skipped_resumed"] == 5 and summary["done"] == 3 and summary["retryable"] == 3
+    assert again["cam1/corrupt.jpg"] == first["cam1/corrupt.jpg"]
+
+    # The resubmission: every image without a final entry, which is exactly the refused ones.
+    final = {n for n, e in again.items() if contract.is_final(e)}
+    resubmit = [n for n in names if n not in final]
+    assert resubmit == cam2
+    second, summary = _run(tmp_path, folder, checkpoint, resubmit, 2, tmp_path / "attempt-2.results.json")
+    assert set(second) == set(cam2) and all("failure" not in e for e in second.values())
+    assert summary["failed"] == 0 and summary["failure_reasons"] == {}
+    assert final | set(second) == set(names)  # every image now has a final result
+
+
+def test_fetch_error_fault_spec_and_scope(tmp_path: Path) -> None:
+    fault = Fault.from_env({"TRAPBATCH_WORKER_FAULT": "fetch_error:503"})
+    assert (fault.kind, fault.value, fault.text) == ("fetch_error", 503, "")
+    for bad in ("fetch_error", "fetch_error:x", "fetch_error::cam"):
+        with pytest.raises(FaultSpecError, match="fetch_error:STATUS"):
+            Fault.from_env({"TRAPBATCH_WORKER_FAULT": bad})
+    (tmp_path / "a.jpg").write_bytes(b"x")
+    source = LocalFolderSource(tmp_path)
+    assert fault.wrap_source(source, attempt=2) is source  # later attempts read normally
+    with pytest.raises(SourceError) as info:
+        fault.wrap_source(source, attempt=1).fetch("a.jpg")
+    assert info.value.reason == "throttled" and info.value.retryable
+    assert Fault.from_env({}).wrap_source(source, attempt=1) is source
