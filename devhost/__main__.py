@@ -10,6 +10,8 @@ import sys
 import threading
 from pathlib import Path
 
+DEFAULT_KEY_FILE = Path(__file__).resolve().parent / ".function-key"
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devhost", description=__doc__)
@@ -21,6 +23,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--blob-poll-seconds", type=float, default=2.0)
     parser.add_argument("--with-azurite", action="store_true", help="start Azurite too (state under --azurite-location)")
     parser.add_argument("--azurite-location", default=".azurite")
+    parser.add_argument("--function-key", default=None,
+                        help="the key /api/ routes of auth level FUNCTION require (default: $TRAPBATCH_DEVHOST_FUNCTION_KEY, "
+                             "else the key in --key-file from an earlier run, else a new one)")
+    parser.add_argument("--key-file", default=os.environ.get("TRAPBATCH_DEVHOST_KEY_FILE", str(DEFAULT_KEY_FILE)),
+                        help="where a generated function key is kept (mode 0600) and found again on the next start; "
+                             "default %(default)s")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("azure").setLevel(logging.WARNING)
@@ -41,12 +49,16 @@ def main(argv: list[str] | None = None) -> int:
     app = getattr(importlib.import_module(module_name), attr or "app")
 
     from devhost.host import DevHost
+    from devhost.hostjson import HostConfig, HostJsonError
+    from devhost.keys import key_from_file_or_new
     from devhost.worker_indexing import WorkerIndexingError, WorkerUnavailableError
 
+    keys, key_source = key_from_file_or_new(Path(args.key_file), args.function_key)
     try:
         host = DevHost(app, connection, task_hub=args.hub, host=args.host, port=args.port,
-                       activity_workers=args.activity_workers, blob_poll_s=args.blob_poll_seconds)
-    except (WorkerIndexingError, WorkerUnavailableError) as exc:
+                       activity_workers=args.activity_workers, blob_poll_s=args.blob_poll_seconds,
+                       function_key=keys.function_key, host_config=HostConfig.load(Path.cwd() / "host.json"))
+    except (WorkerIndexingError, WorkerUnavailableError, HostJsonError) as exc:
         # Azure would refuse to load this app (one refused function fails the whole app): so does devhost.
         print(f"devhost: not serving {args.app}: {exc}", file=sys.stderr, flush=True)
         if azurite:
@@ -54,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     host.start()
     print(f"devhost: serving {args.app} on {host.base_url}/api/ (task hub {args.hub}); Ctrl-C stops", flush=True)
+    print(f"devhost: function key ({key_source}): {keys.function_key}\n"
+          "devhost: send it as the x-functions-key header (or ?code=) to routes with auth_level FUNCTION, as on Azure",
+          flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

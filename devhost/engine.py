@@ -3,9 +3,10 @@
 An *episode* of an orchestration: take the due messages of one instance (completions, timer firings, raised events,
 the start), append them to its history after an ``OrchestratorStarted``, hand the whole history to the SDK's own
 replay entry point (the orchestrator function's ``get_user_function()`` handle), check the returned actions against
-what history already scheduled (non-determinism guard), record the new ones, save, then carry out their effects
-(activity work items, timer messages, child orchestrations). Activities run in a thread pool and come back as
-messages. Everything is in the ``Store`` (Azure Storage), so a killed devhost resumes where it stopped:
+what history already scheduled (DTFx's non-determinism check: same kind and name per sequence number,
+``history.nondeterminism_error``), record the new ones, save, then carry out their effects (activity work items, timer
+messages, child orchestrations). Activities run in a thread pool, each within host.json's ``functionTimeout``, and
+come back as messages. Everything is in the ``Store`` (Azure Storage), so a killed devhost resumes where it stopped:
 
 * history is saved before effects; ``reconcile()`` at start re-creates effects of anything scheduled but unfinished
   (deterministic ids make that idempotent), and a re-delivered message is dropped by its id;
@@ -17,8 +18,6 @@ messages. Everything is in the ``Store`` (Azure Storage), so a killed devhost re
 """
 from __future__ import annotations
 
-import asyncio
-import inspect
 import json
 import logging
 import threading
@@ -36,6 +35,7 @@ from azure.functions.durable_functions import ActivityTriggerConverter
 from devhost import history as h
 from devhost.functions import AppIndex
 from devhost.store import TERMINAL, Store
+from devhost.timeouts import call_with_timeout
 
 logger = logging.getLogger("devhost.engine")
 OUT_OF_PROC = "$OutOfProcData$:"
@@ -43,11 +43,64 @@ ANY_EXECUTION = "*"
 
 
 class UnknownFunction(LookupError):
-    pass
+    """No orchestrator of that name (the extension's ``ThrowIfFunctionDoesNotExist``: an ``ArgumentException``)."""
+
+
+class InstanceNotFound(LookupError):
+    """No instance with that id (the management API answers 404)."""
 
 
 class InstanceGone(RuntimeError):
-    pass
+    """The instance has finished (the management API answers 410)."""
+
+
+class InvalidInstanceId(ValueError):
+    """An instance id the extension refuses (``DurableClient.StartNewAsync``: an ``ArgumentException``)."""
+
+
+class OrchestrationAlreadyExists(RuntimeError):
+    """``start_new`` on an id whose instance is Running/Pending/ContinuedAsNew/Suspended: DTFx's
+    ``OrchestrationAlreadyExistsException`` (the extension's default ``OverridableExistingInstanceStates`` is
+    ``NonRunningStates``, and its Azure Storage provider sets ``ThrowExceptionOnInvalidDedupeStatus``)."""
+
+
+# OverridableStates.cs ``NonRunning``: the states an existing instance must NOT be in for start_new to replace it.
+DEDUPE_STATUSES = ("Running", "ContinuedAsNew", "Pending", "Suspended")
+MAX_INSTANCE_ID_LENGTH = 256  # DurableClient.cs MaxInstanceIdLength
+MAX_CUSTOM_STATUS_KB = 16  # DurableOrchestrationContext.SetCustomStatus: MaxCustomStatusPayloadSizeInKB
+
+
+def validate_instance_id(instance_id: str) -> None:
+    """Refuse what ``DurableClient.StartNewAsync`` refuses, with its messages (the ``ArgumentException`` there is
+    constructed with message and parameter name swapped, so .NET's ``Message`` reads as below)."""
+    if instance_id.startswith("@"):
+        raise InvalidInstanceId("instanceId (Parameter 'Orchestration instance ids must not start with @.')")
+    if any(c in "/\\?#" or _is_control(c) for c in instance_id):
+        raise InvalidInstanceId("instanceId (Parameter 'Orchestration instance ids must not contain /, \\, #, ?, or "
+                                "control characters.')")
+    if len(instance_id) > MAX_INSTANCE_ID_LENGTH:
+        raise InvalidInstanceId(f"Instance ID lengths must not exceed {MAX_INSTANCE_ID_LENGTH} characters.")
+
+
+def _is_control(c: str) -> bool:
+    """.NET ``char.IsControl``: U+0000-U+001F and U+007F-U+009F."""
+    return ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F
+
+
+def custom_status_error(custom: Any) -> str | None:
+    """The extension's refusal of a custom status over 16 KB, or None.
+
+    ``MessagePayloadDataConverter.Serialize(value, 16)``: the compact JSON's UTF-16 byte count, divided by 1024 and
+    truncated, must not exceed 16; so about 8,700 characters of compact JSON pass and no more.
+    """
+    if custom is None:
+        return None
+    text = json.dumps(custom, separators=(",", ":"), ensure_ascii=False)
+    size_kb = int(len(text.encode("utf-16-le")) / 1024.0)
+    if size_kb > MAX_CUSTOM_STATUS_KB:
+        return (f"The UTF-16 size of the JSON-serialized payload must not exceed {MAX_CUSTOM_STATUS_KB:,} KB. "
+                f"The current payload size is {size_kb:,} KB.")
+    return None
 
 
 class _UnscheduledCompletion(Exception):
@@ -104,10 +157,12 @@ def _append_to_history(doc: dict[str, Any], new_events: list[dict[str, Any]], co
 
 
 class Engine:
-    def __init__(self, index: AppIndex, store: Store, activity_workers: int = 4, poll_s: float = 0.1) -> None:
+    def __init__(self, index: AppIndex, store: Store, activity_workers: int = 4, poll_s: float = 0.1,
+                 function_timeout_s: float | None = None) -> None:
         self.index = index
         self.store = store
         self.poll_s = poll_s
+        self.function_timeout_s = function_timeout_s  # host.json functionTimeout, applied to activities
         self.pool = ThreadPoolExecutor(max_workers=activity_workers, thread_name_prefix="activity")
         self._inflight: set[str] = set()
         self._lock = threading.RLock()
@@ -133,11 +188,29 @@ class Engine:
     # ------------------------------------------------------------- client API
     def start_orchestration(self, name: str, input_json: str | None, instance_id: str | None = None,
                             parent: tuple[str, int, str] | None = None) -> str:
+        """Start (or, for a finished id, replace) an instance.
+
+        A client start (``parent`` None) is checked as ``DurableClient.StartNewAsync`` checks it, in its order: the
+        orchestrator must exist, the id must be valid, and an instance with that id must not be running or pending
+        (``OrchestrationAlreadyExists``). The check and the start happen under the engine lock, so of two racing
+        starts of one id exactly one wins. Sub-orchestration starts (``parent`` given) come from the engine itself.
+        """
         if name not in self.index.orchestrators:
+            known = "', '".join(self.index.orchestrators)
             raise UnknownFunction(f"The function '{name}' doesn't exist, is disabled, or is not an orchestrator "
-                                  f"function. Known orchestrators: {sorted(self.index.orchestrators)}")
+                                  "function. Additional info: " + (f"The following are the known orchestrator "
+                                  f"functions: '{known}'." if known else "No orchestrator functions are currently "
+                                  "registered!"))
+        iid = instance_id or uuid.uuid4().hex
+        if parent is None:
+            validate_instance_id(iid)
         with self._lock:
-            return self._start(name, input_json, instance_id or uuid.uuid4().hex, parent)
+            if parent is None:
+                existing = self.store.get_instance(iid)
+                if existing is not None and existing.get("Status") in DEDUPE_STATUSES:
+                    raise OrchestrationAlreadyExists(f"An Orchestration instance with the status {existing['Status']} "
+                                                     "already exists.")
+            return self._start(name, input_json, iid, parent)
 
     def _start(self, name: str, input_json: str | None, iid: str, parent: tuple[str, int, str] | None) -> str:
         execution_id = uuid.uuid4().hex
@@ -166,19 +239,24 @@ class Engine:
     def raise_event(self, instance_id: str, name: str, data_json: str | None) -> None:
         inst = self.store.get_instance(instance_id)
         if inst is None:
-            raise UnknownFunction(f"No instance with ID {instance_id} found.")
+            raise InstanceNotFound(f"No instance with ID '{instance_id}' was found.")
         if inst["Status"] in TERMINAL:
-            raise InstanceGone(f"Instance {instance_id} is {inst['Status']}")
+            raise InstanceGone(f"Cannot raise event {name} for orchestration instance {instance_id} because instance "
+                               f"is in {inst['Status']} state")
         self.store.add_message(instance_id, h.event(h.EVENT_RAISED, Name=name, Input=data_json), ANY_EXECUTION)
         self.wake.set()
 
     def terminate(self, instance_id: str, reason: str) -> None:
-        inst = self.store.get_instance(instance_id)
-        if inst is None:
-            raise UnknownFunction(f"No instance with ID '{instance_id}' found.")
-        if inst["Status"] in TERMINAL:
-            raise InstanceGone(f"Instance {instance_id} is {inst['Status']}")
+        """Terminate a running or pending instance; a waiting parent sees its sub-orchestration fail with ``reason``,
+        as DTFx's ``TaskOrchestrationDispatcher`` sends a ``SubOrchestrationInstanceFailedEvent`` for a Terminated
+        child. The instance's own children are not terminated (DTFx does not cascade either)."""
         with self._lock:
+            inst = self.store.get_instance(instance_id)
+            if inst is None:
+                raise InstanceNotFound(f"No instance with ID '{instance_id}' was found.")
+            if inst["Status"] in TERMINAL:
+                raise InstanceGone(f"Cannot terminate the orchestration instance {instance_id} because instance is in "
+                                   f"the {inst['Status']} state.")
             doc = self.store.load_history(instance_id)
             if doc is not None:
                 doc["history"].append(h.event(h.EXECUTION_TERMINATED, Input=json.dumps(reason)))
@@ -187,24 +265,54 @@ class Engine:
                                     UpdatedTime=h.ts(h.utcnow()))
             self.store.delete_messages_of(instance_id)
             self.store.delete_activities_of(instance_id)
+            self._notify_parent({**inst, "Output": json.dumps(reason), "Error": reason}, "Terminated")
         logger.info("[%s] terminated: %s", instance_id, reason)
 
     def status(self, instance_id: str, show_input: bool = True, show_history: bool = False) -> dict[str, Any] | None:
         inst = self.store.get_instance(instance_id)
         if inst is None:
             return None
-        out: dict[str, Any] = {
-            "name": inst.get("Name"), "instanceId": instance_id, "runtimeStatus": inst.get("Status"),
-            "createdTime": inst.get("CreatedTime"), "lastUpdatedTime": inst.get("UpdatedTime"),
-            "customStatus": json.loads(inst["CustomStatus"]) if inst.get("CustomStatus") else None,
-            "output": json.loads(inst["Output"]) if inst.get("Output") else None,
-        }
-        if show_input:
-            out["input"] = None if inst.get("InputIsNull") or not inst.get("Input") else json.loads(inst["Input"])
+        out = self.status_from(inst, show_input)
         if show_history:
             doc = self.store.load_history(instance_id)
             out["historyEvents"] = doc["history"] if doc else []
         return out
+
+    @staticmethod
+    def status_from(inst: dict[str, Any], show_input: bool = True) -> dict[str, Any]:
+        """The management API's status payload (``StatusResponsePayload``) of an instance entity."""
+        out: dict[str, Any] = {
+            "name": inst.get("Name"), "instanceId": inst.get("InstanceId"), "runtimeStatus": inst.get("Status"),
+            "createdTime": inst.get("CreatedTime"), "lastUpdatedTime": inst.get("UpdatedTime"),
+            "customStatus": json.loads(inst["CustomStatus"]) if inst.get("CustomStatus") else None,
+            "output": json.loads(inst["Output"]) if inst.get("Output") else None,
+            "input": None,
+        }
+        if show_input:
+            out["input"] = None if inst.get("InputIsNull") or not inst.get("Input") else json.loads(inst["Input"])
+        return out
+
+    def purge(self, instance_id: str) -> bool:
+        """Delete an instance and all it left in storage; False if there is none."""
+        with self._lock:
+            if self.store.get_instance(instance_id) is None:
+                return False
+            self.store.delete_instance(instance_id)
+            self.store.delete_messages_of(instance_id)
+            self.store.delete_activities_of(instance_id)
+        return True
+
+    def purge_where(self, created_from: str, created_to: str, statuses: tuple[str, ...]) -> int:
+        """Purge the instances created in [created_from, created_to] (and in ``statuses``, if any); how many."""
+        deleted, after = 0, ""
+        while True:
+            page, more = self.store.query_instances(statuses=statuses, created_from=created_from,
+                                                    created_to=created_to, after=after, top=100)
+            for inst in page:
+                deleted += self.purge(inst["InstanceId"])
+            if not more or not page:
+                return deleted
+            after = page[-1]["InstanceId"]
 
     # -------------------------------------------------------------- recovery
     def reconcile(self) -> None:
@@ -375,7 +483,12 @@ class Engine:
         """
         state = self._replay(iid, inst, doc)
         effects: list[tuple[Any, ...]] = []
-        error = state.get("error")
+        # TaskOrchestrationShim / OutOfProcOrchestrationShim: the custom status is set first (16 KB limit), then an
+        # orchestrator error fails the instance as "Orchestrator function '<name>' failed: <error>".
+        too_big = custom_status_error(state.get("customStatus"))
+        error = f"Orchestrator function '{inst['Name']}' failed: {too_big}" if too_big else None
+        if not error and state.get("error"):
+            error = f"Orchestrator function '{inst['Name']}' failed: {state['error']}"
         if not error:
             error = self._record_actions(iid, doc, state, special, now, effects)
         if error:
@@ -396,7 +509,7 @@ class Engine:
                 state = dict(json.loads(text.split(OUT_OF_PROC, 1)[1]))
                 state.setdefault("error", text.split(OUT_OF_PROC, 1)[0].strip())
                 return state
-            return {"error": f"orchestrator {inst['Name']} raised: {text}\n{traceback.format_exc()}"}
+            return {"error": f"{text}\n{traceback.format_exc()}"}
 
     def _record_actions(self, iid: str, doc: dict[str, Any], state: dict[str, Any],
                         special: tuple[dict[str, Any], dict[str, Any], str] | None, now: Any,
@@ -404,17 +517,16 @@ class Engine:
         atomic = h.flatten(state.get("actions") or [])
         seq_actions = [a for a in atomic if a.get("actionType") != h.WAIT_FOR_EXTERNAL_EVENT]
         recorded = doc["recorded"]
-        replayed = [h.signature(a) for a in seq_actions[: len(recorded)]]
-        if len(seq_actions) < len(recorded) or replayed != recorded:
-            first = next((i for i, (a, b) in enumerate(zip(replayed, recorded)) if a != b), len(replayed))
-            return (f"Non-deterministic orchestrator: on replay, action #{first} is "
-                    f"{replayed[first] if first < len(replayed) else 'missing'} but history recorded "
-                    f"{recorded[first] if first < len(recorded) else 'nothing'}. Orchestrator code must not depend "
-                    "on I/O, the clock or randomness, and must not change while instances are running.")
+        nondeterministic = h.nondeterminism_error(seq_actions, recorded, doc["action_ids"])
+        if nondeterministic:
+            return nondeterministic
         for a in seq_actions[len(recorded):]:
             sid = doc["next_seq"]
             doc["next_seq"] += 1
-            recorded.append(h.signature(a))
+            record = h.replay_record(a)
+            if a["actionType"] in (h.CALL_SUBORCH, h.CALL_SUBORCH_WITH_RETRY) and not record[2]:
+                record[2] = f"{iid}:{sid}"
+            recorded.append(record)
             doc["action_ids"].append(sid)
             t = a["actionType"]
             if t not in h.SUPPORTED_ACTIONS:
@@ -534,6 +646,8 @@ class Engine:
         tid = int(inst["ParentTaskId"])
         if status == "Completed":
             ev = h.event(h.SUBORCH_COMPLETED, TaskScheduledId=tid, Result=inst.get("Output") or "null")
+        elif status == "Terminated":  # DTFx: Reason = the termination reason, no details
+            ev = h.event(h.SUBORCH_FAILED, TaskScheduledId=tid, Reason=inst.get("Error") or "", Details=None)
         else:
             reason = inst.get("Error") or status
             ev = h.event(h.SUBORCH_FAILED, TaskScheduledId=tid, Reason=reason, Details=reason)
@@ -566,9 +680,7 @@ class Engine:
             fn, param = self.index.activities[name]
             arg = (ActivityTriggerConverter.decode(meta.Datum(type="json", value=input_json), trigger_metadata=None)
                    if input_json is not None else None)
-            result = fn(**{param: arg})
-            if inspect.isawaitable(result):
-                result = asyncio.run(result)  # type: ignore[arg-type]
+            result = call_with_timeout(name, lambda: fn(**{param: arg}), self.function_timeout_s)
             encoded = ActivityTriggerConverter.encode(result, expected_type=None).value
             ev = h.event(h.TASK_COMPLETED, TaskScheduledId=tid, Result=encoded)
         except Exception as exc:  # an activity failure is data for the orchestrator, not a host crash

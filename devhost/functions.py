@@ -24,6 +24,7 @@ class HttpRoute:
     arg_name: str
     client_arg: str | None
     fn: Callable[..., Any]
+    auth_level: str = "function"  # anonymous | function | admin (the app's http_auth_level unless the route says)
     pattern: re.Pattern[str] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -80,7 +81,8 @@ def index_app(app: Any) -> AppIndex:
             index.activities[getattr(trigger, "activity", None) or name] = (fn, trigger.name)
         elif trigger.type == "httpTrigger":
             methods = tuple(str(getattr(m, "value", m)).upper() for m in (trigger.methods or ["GET", "POST"]))
-            index.http.append(HttpRoute(name, trigger.route or name, methods, trigger.name, client_arg, fn))
+            level = str(getattr(trigger.auth_level, "value", trigger.auth_level) or "function").lower()
+            index.http.append(HttpRoute(name, trigger.route or name, methods, trigger.name, client_arg, fn, level))
         elif trigger.type == "blobTrigger":
             container, pattern = _blob_pattern(trigger.path)
             index.blob_triggers.append(BlobTrigger(name, container, pattern, trigger.name, client_arg, fn))

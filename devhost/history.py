@@ -68,3 +68,82 @@ def signature(action: dict[str, Any]) -> list[Any]:
     if t == CREATE_TIMER:
         return [t]
     return [t, action.get("functionName"), action.get("input"), action.get("instanceId")]
+
+
+# ------------------------------------------------------------------ DTFx's non-determinism check
+# DurableTask.Core TaskOrchestrationContext.HandleTaskScheduledEvent / HandleTimerCreatedEvent /
+# HandleSubOrchestrationCreatedEvent: each TaskScheduled / TimerCreated / SubOrchestrationInstanceCreated event of the
+# history must meet, at its sequence number, a replayed action of the same kind with the same name (ordinal,
+# case-insensitive). Inputs, fire times and sub-orchestration instance ids are NOT compared. The messages below are
+# DTFx's, prefixed as NonDeterministicOrchestrationException(eventId, details) prefixes them.
+_DTFX_ACTION_CLASS = {CALL_ACTIVITY: "ScheduleTaskOrchestratorAction", CALL_ACTIVITY_WITH_RETRY: "ScheduleTaskOrchestratorAction",
+                      CALL_SUBORCH: "CreateSubOrchestrationAction", CALL_SUBORCH_WITH_RETRY: "CreateSubOrchestrationAction",
+                      CREATE_TIMER: "CreateTimerOrchestratorAction",
+                      CONTINUE_AS_NEW: "OrchestrationCompleteOrchestratorAction"}
+_KIND = {CALL_ACTIVITY: "activity", CALL_ACTIVITY_WITH_RETRY: "activity", CALL_SUBORCH: "suborch",
+         CALL_SUBORCH_WITH_RETRY: "suborch", CREATE_TIMER: "timer", CONTINUE_AS_NEW: "continue"}
+_CHANGED = "Was a change made to the orchestrator code after this instance had already started running?"
+NONDETERMINISTIC_PREFIX = "Non-Deterministic workflow detected: "
+
+
+def replay_record(action: dict[str, Any]) -> list[Any]:
+    """What the host keeps of a scheduled action for the determinism check: [actionType, name, instanceId]."""
+    return [action["actionType"], action.get("functionName"), action.get("instanceId")]
+
+
+def nondeterminism_error(replayed: list[dict[str, Any]], recorded: list[list[Any]], seq_ids: list[int]) -> str | None:
+    """DTFx's verdict on ``replayed`` (this replay's sequence-numbered actions, in order) against ``recorded`` (what
+    history scheduled, in the same order; ``seq_ids`` their sequence numbers). None when they agree.
+
+    ``recorded`` entries are ``replay_record`` lists (older devhost states hold ``signature`` lists, which begin the
+    same way).
+    """
+    for i, rec in enumerate(recorded):
+        kind, name = _KIND.get(rec[0], "other"), str((rec[1] if len(rec) > 1 else None) or "")
+        child = rec[3] if len(rec) > 3 else (rec[2] if len(rec) == 3 else None)
+        sid = seq_ids[i] if i < len(seq_ids) else i
+        now = replayed[i] if i < len(replayed) else None
+        now_kind = _KIND.get(now["actionType"], "other") if now is not None else None
+        now_class = _DTFX_ACTION_CLASS.get(now["actionType"], "OrchestratorAction") if now is not None else ""
+        now_name = str(now.get("functionName") or "") if now is not None else ""
+        if kind == "activity":
+            if now is None:
+                detail = (f"A previous execution of this orchestration scheduled an activity task with sequence ID {sid} "
+                          f"and name '{name}' (version ''), but the current replay execution hasn't (yet?) scheduled "
+                          f"this task. {_CHANGED}")
+            elif now_kind != "activity":
+                detail = (f"A previous execution of this orchestration scheduled an activity task with sequence number "
+                          f"{sid} named '{name}', but the current orchestration replay instead produced a {now_class} "
+                          f"action with this sequence number. {_CHANGED}")
+            elif name.lower() != now_name.lower():
+                detail = (f"A previous execution of this orchestration scheduled an activity task with sequence number "
+                          f"{sid} named '{name}', but the current orchestration replay instead scheduled an activity "
+                          f"task named '{now_name}' with this sequence number.  {_CHANGED}")
+            else:
+                continue
+        elif kind == "timer":
+            if now is None:
+                detail = (f"A previous execution of this orchestration scheduled a timer task with sequence number {sid} "
+                          f"but the current replay execution hasn't (yet?) scheduled this task. {_CHANGED}")
+            elif now_kind != "timer":
+                detail = (f"A previous execution of this orchestration scheduled a timer task with sequence number {sid} "
+                          f"named but the current orchestration replay instead produced a {now_class} action with "
+                          f"this sequence number. {_CHANGED}")
+            else:
+                continue
+        elif kind == "suborch":
+            head = (f"A previous execution of this orchestration scheduled a sub-orchestration task with sequence ID "
+                    f"{sid} and name '{name}' (version '', instance ID '{child or ''}'), but the current ")
+            if now is None:
+                detail = head + f"replay execution hasn't (yet?) scheduled this task. {_CHANGED}"
+            elif now_kind != "suborch":
+                detail = head + f"orchestration replay instead produced a {now_class} action at this sequence number. {_CHANGED}"
+            elif name.lower() != now_name.lower():
+                detail = (head + f"orchestration replay instead scheduled a sub-orchestration task with name {now_name} "
+                          f"at this sequence number. {_CHANGED}")
+            else:
+                continue
+        else:  # continue_as_new ends an episode: nothing after it is ever recorded
+            continue
+        return NONDETERMINISTIC_PREFIX + detail
+    return None

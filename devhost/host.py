@@ -2,9 +2,12 @@
 
 Pieces: ``functions.index_app`` (what the Python worker indexes, refused where the published worker's own binding
 validation refuses it: ``worker_indexing``), ``engine.Engine`` (the Durable extension's
-dispatchers, state in Azure Storage via ``store.Store``), ``http_server.HttpFront`` (HTTP triggers, the management
-API, /web/), ``blob_trigger.BlobPoller``. One asyncio loop in a background thread runs the HTTP server and every
-async user function (the Durable SDK's client keeps one global aiohttp session, bound to one loop).
+dispatchers, state in Azure Storage via ``store.Store``), ``http_server.HttpFront`` (HTTP triggers behind function
+keys, the management API, /web/), ``blob_trigger.BlobPoller``. One asyncio loop in a background thread runs the HTTP
+server, the extension's local RPC listener (a second loopback port, like the extension's) and every async user
+function (the Durable SDK's client keeps one global aiohttp session, bound to one loop). ``hostjson.HostConfig``
+carries the host.json settings devhost honours (functionTimeout, poisonBlobThreshold); ``keys.Keys`` the function,
+master and system keys. What devhost does like the platform and what it does differently: devhost/README.md.
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import asyncio
 import logging
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -20,7 +24,9 @@ from azure.storage.blob import BlobServiceClient
 from devhost.blob_trigger import BlobPoller
 from devhost.engine import Engine
 from devhost.functions import index_app
-from devhost.http_server import HttpFront, binding_json
+from devhost.hostjson import HostConfig
+from devhost.http_server import HttpFront
+from devhost.keys import Keys
 from devhost.store import TERMINAL, Store
 
 logger = logging.getLogger("devhost")
@@ -44,24 +50,47 @@ async def _close_sdk_session() -> None:
 
 class DevHost:
     def __init__(self, app: Any, connection_string: str, task_hub: str = "devhost", host: str = "127.0.0.1",
-                 port: int = 7071, activity_workers: int = 4, blob_poll_s: float = 2.0, poll_s: float = 0.1) -> None:
+                 port: int = 7071, activity_workers: int = 4, blob_poll_s: float = 2.0, poll_s: float = 0.1,
+                 function_key: str | None = None, host_config: HostConfig | None = None) -> None:
+        """``function_key``: the key /api/ routes of auth level FUNCTION require (default: TRAPBATCH_DEVHOST_FUNCTION_KEY,
+        else a new random one; see ``keys``). ``host_config``: default ./host.json's settings (or the defaults)."""
         self.index = index_app(app)
         self.hub = task_hub
         self.host = host
         self.port = port
+        self.config = host_config if host_config is not None else HostConfig.load(Path.cwd() / "host.json")
+        self.keys = Keys.from_env(function_key)
         self.store = Store(connection_string, task_hub)
         self.blobs = BlobServiceClient.from_connection_string(connection_string)
-        self.engine = Engine(self.index, self.store, activity_workers=activity_workers, poll_s=poll_s)
-        self.front = HttpFront(self.index, self.engine, task_hub, self.blobs)
+        self.engine = Engine(self.index, self.store, activity_workers=activity_workers, poll_s=poll_s,
+                             function_timeout_s=self.config.function_timeout_s)
+        self.front = HttpFront(self.index, self.engine, task_hub, self.blobs, self.keys)
+        self.connection_string = connection_string
         self.blob_poll_s = blob_poll_s
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
+        self._runners: list[web.AppRunner] = []
         self._poller: BlobPoller | None = None
+        self.rpc_port = 0
 
     @property
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def function_key(self) -> str:
+        """Send as the ``x-functions-key`` header (or ``?code=``) to /api/ routes of auth level FUNCTION."""
+        return self.keys.function_key
+
+    @property
+    def api_headers(self) -> dict[str, str]:
+        """Headers that authorize a call to any /api/ route (the function key)."""
+        return {"x-functions-key": self.keys.function_key}
+
+    @property
+    def rpc_base_url(self) -> str:
+        """The extension's local RPC endpoint (loopback, no keys): what the SDK client calls."""
+        return f"http://127.0.0.1:{self.rpc_port}/durabletask/"
 
     def start(self) -> "DevHost":
         ready = threading.Event()
@@ -73,22 +102,30 @@ class DevHost:
             self._loop = loop
             try:
                 _reset_sdk_session()
-                self._runner = web.AppRunner(self.front.build(), access_log=None)
-                loop.run_until_complete(self._runner.setup())
-                site = web.TCPSite(self._runner, self.host, self.port)
-                loop.run_until_complete(site.start())
-                server: Any = site._server
-                sockets = server.sockets if server is not None else []
-                if sockets:
-                    self.port = int(sockets[0].getsockname()[1])
+                for app, host, port in ((self.front.build(), self.host, self.port),
+                                        (self.front.build_rpc(), "127.0.0.1", 0)):
+                    runner = web.AppRunner(app, access_log=None)
+                    loop.run_until_complete(runner.setup())
+                    site = web.TCPSite(runner, host, port)
+                    loop.run_until_complete(site.start())
+                    self._runners.append(runner)
+                    server: Any = site._server
+                    sockets = server.sockets if server is not None else []
+                    bound = int(sockets[0].getsockname()[1]) if sockets else port
+                    if len(self._runners) == 1:
+                        self.port = bound
+                    else:
+                        self.rpc_port = bound
                 self.front.origin = self.base_url
+                self.front.rpc_origin = f"http://127.0.0.1:{self.rpc_port}"
             except BaseException as exc:  # surfaced to start()'s caller
                 failure.append(exc)
                 ready.set()
                 return
             ready.set()
             loop.run_forever()
-            loop.run_until_complete(self._runner.cleanup())
+            for runner in self._runners:
+                loop.run_until_complete(runner.cleanup())
             loop.close()
 
         self._thread = threading.Thread(target=serve, name="devhost-http", daemon=True)
@@ -99,7 +136,7 @@ class DevHost:
         self.engine.start()
         assert self._loop is not None
         self._poller = BlobPoller(self.index, self.store, self.blobs, self.blob_poll_s, self._loop,
-                                  lambda: binding_json(self.base_url, self.hub))
+                                  self.front.binding, self.connection_string, self.config)
         self._poller.start()
         logger.info("devhost serving %d functions on %s (task hub %s)", len(self.index.http) +
                     len(self.index.activities) + len(self.index.orchestrators) + len(self.index.blob_triggers),
@@ -118,6 +155,7 @@ class DevHost:
             self._loop.call_soon_threadsafe(self._loop.stop)
         if self._thread:
             self._thread.join(timeout=10)
+        self.front.close()
 
     def __enter__(self) -> "DevHost":
         return self.start()

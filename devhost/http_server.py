@@ -1,49 +1,78 @@
-"""The HTTP side of devhost: the app's HTTP triggers under /api/, the Durable extension's management API that the
-SDK's ``DurableOrchestrationClient`` calls (``rpcBaseUrl``), and /web/ serving the ``$web`` container (Azurite has no
-static-website endpoint).
+"""The HTTP side of devhost: the app's HTTP triggers under /api/ (function keys enforced), /web/ serving the ``$web``
+container (Azurite has no static-website endpoint), and the Durable extension's management API.
 
-Management API shapes follow what azure-functions-durable 1.7.0's client sends and expects (see its
-``DurableOrchestrationClient``): ``start_new`` posts a JSON *string* holding the input's JSON (decoded twice here),
-``get_status`` accepts 200/202/400/404/500 and reads the body as a status object, ``raise_event`` expects 202/404/410,
-``terminate`` 202/404/410. All user functions run on this one event loop, because the SDK keeps one global aiohttp
-session that is bound to the loop that created it.
+The management API is served twice, as the extension serves it: on the public port under
+``/runtime/webhooks/durabletask/`` (system key or master key required; the management URLs handed out carry the system
+key as ``code=``), and on a second, loopback-only listener under ``/durabletask/`` without keys: the extension's local
+RPC endpoint, which the binding's ``rpcBaseUrl`` names and the SDK's ``DurableOrchestrationClient`` calls.
+
+Routes, status codes and error bodies follow azure-functions-durable-extension ``HttpApiHandler.cs`` (see
+devhost/README.md's fidelity table). Every storage call runs in a thread pool (``_off``), never on the event loop, and
+a sync HTTP function runs in that pool too, as the Python worker runs sync functions in its thread pool; async
+functions run on this one loop, because the SDK keeps one global aiohttp session bound to the loop that created it.
 """
 from __future__ import annotations
 
+import asyncio
+import base64
+import datetime as dt
+import functools
 import inspect
 import json
 import logging
 import mimetypes
-from typing import Any, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, TypeVar
+from urllib.parse import quote
 
 import azure.functions as func
 from aiohttp import web
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient
 
-from devhost.engine import Engine, InstanceGone, UnknownFunction
+from devhost import history as h
+from devhost.engine import (Engine, InstanceGone, InstanceNotFound, InvalidInstanceId, OrchestrationAlreadyExists,
+                            UnknownFunction)
 from devhost.functions import AppIndex
+from devhost.keys import Keys
+from devhost.store import TERMINAL
 
 logger = logging.getLogger("devhost.http")
 WEBHOOKS = "/runtime/webhooks/durabletask/"
+RPC = "/durabletask/"
+PAGE_SIZE = 100  # OrchestrationStatusQueryCondition.PageSize default
+CONTINUATION = "x-ms-continuation-token"
+RUNNING = ("Running", "Pending", "ContinuedAsNew", "Suspended")
+T = TypeVar("T")
 
 
-def binding_json(origin: str, hub: str) -> str:
+def management_urls(origin: str, hub: str, system_key: str, instance_id: str = "INSTANCEID") -> dict[str, str]:
+    """``HttpApiHandler.CreateHttpManagementPayload``: the public webhook URLs of one instance, with the system key."""
+    inst = f"{origin}{WEBHOOKS}instances/{instance_id}"
+    suffix = f"taskHub={quote(hub)}&connection=Storage&code={system_key}"
+    return {"id": instance_id, "statusQueryGetUri": f"{inst}?{suffix}",
+            "sendEventPostUri": f"{inst}/raiseEvent/{{eventName}}?{suffix}",
+            "terminatePostUri": f"{inst}/terminate?reason={{text}}&{suffix}",
+            "rewindPostUri": f"{inst}/rewind?reason={{text}}&{suffix}",
+            "purgeHistoryDeleteUri": f"{inst}?{suffix}",
+            "restartPostUri": f"{inst}/restart?{suffix}",
+            "suspendPostUri": f"{inst}/suspend?reason={{text}}&{suffix}",
+            "resumePostUri": f"{inst}/resume?reason={{text}}&{suffix}"}
+
+
+def binding_json(origin: str, hub: str, rpc_origin: str = "", system_key: str = "") -> str:
     """The durable client binding the Functions host hands to ``@durable_client_input`` functions."""
-    inst = f"{origin}{WEBHOOKS}instances/INSTANCEID"
     return json.dumps({
         "taskHubName": hub,
-        "creationUrls": {"createNewInstancePostUri": f"{origin}{WEBHOOKS}orchestrators/{{functionName}}[/{{instanceId}}]",
-                         "createAndWaitOnNewInstancePostUri": f"{origin}{WEBHOOKS}orchestrators/{{functionName}}"},
-        "managementUrls": {"id": "INSTANCEID", "statusQueryGetUri": inst,
-                           "sendEventPostUri": inst + "/raiseEvent/{eventName}",
-                           "terminatePostUri": inst + "/terminate?reason={text}",
-                           "rewindPostUri": inst + "/rewind?reason={text}",
-                           "purgeHistoryDeleteUri": inst,
-                           "restartPostUri": inst + "/restart"},
-        "rpcBaseUrl": f"{origin}{WEBHOOKS}",
+        "creationUrls": {"createNewInstancePostUri": f"{origin}{WEBHOOKS}orchestrators/{{functionName}}[/{{instanceId}}]"
+                                                     f"?code={system_key}",
+                         "createAndWaitOnNewInstancePostUri": f"{origin}{WEBHOOKS}orchestrators/{{functionName}}"
+                                                              f"[/{{instanceId}}]?timeout={{timeoutInSeconds}}"
+                                                              f"&pollingInterval={{intervalInSeconds}}&code={system_key}"},
+        "managementUrls": management_urls(origin, hub, system_key),
+        "rpcBaseUrl": f"{rpc_origin or origin}{RPC}",
         "baseUrl": f"{origin}{WEBHOOKS}",
-        "requiredQueryStringParameters": "",
+        "requiredQueryStringParameters": f"code={system_key}",
     })
 
 
@@ -64,47 +93,102 @@ def decode_client_body(raw: str) -> str | None:
     return json.dumps(inner)
 
 
-def status_code_for(runtime: str | None) -> int:
-    return {"Completed": 200, "Failed": 500, "Terminated": 400}.get(runtime or "", 202)
+def status_code_for(runtime: str | None, error_500_on_failure: bool = False) -> int:
+    """``HttpApiHandler.HandleGetStatusRequestAsync``: 202 while running, 200 when finished (a Failed instance 500
+    only with ``returnInternalServerErrorOnFailure=true``)."""
+    if runtime in RUNNING:
+        return 202
+    if runtime == "Failed":
+        return 500 if error_500_on_failure else 200
+    if runtime in ("Completed", "Terminated", "Canceled"):
+        return 200
+    return 500
 
 
-def _accepted(action: Callable[[], object]) -> web.Response:
-    """Run an instance operation and answer as the Durable management API does: 202, 404 unknown, 410 finished."""
+def _error(status: int, message: str, exc: BaseException | None = None, exception_type: str = "") -> web.Response:
+    """``HttpRequestMessageExtensions.CreateErrorResponse``: {Message} or {Message, ExceptionMessage, ExceptionType,
+    StackTrace}."""
+    body: dict[str, Any] = {"Message": message}
+    if exc is not None:
+        body.update(ExceptionMessage=str(exc), ExceptionType=exception_type or type(exc).__name__, StackTrace=None)
+    return web.json_response(body, status=status)
+
+
+def _bool(query: Any, name: str, default: bool) -> bool:
+    value = next((v for k, v in query.items() if k.lower() == name.lower()), None)
+    if value is None or value.lower() not in ("true", "false"):
+        return default
+    return bool(value.lower() == "true")
+
+
+def _param(query: Any, name: str) -> str | None:
+    return next((v for k, v in query.items() if k.lower() == name.lower()), None)
+
+
+def _timestamp(text: str | None) -> str:
+    """A query's date (any ISO form) as devhost stores times, for string comparison in table queries; "" if none."""
+    if not text:
+        return ""
     try:
-        action()
-    except UnknownFunction:
-        return web.Response(status=404)
-    except InstanceGone:
-        return web.Response(status=410)
-    return web.Response(status=202)
+        parsed = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return ""
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.timezone.utc)
+    return h.ts(parsed)
+
+
+def _encode_token(after: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"after": after}).encode()).decode()
+
+
+def _decode_token(token: str) -> str:
+    return str(json.loads(base64.urlsafe_b64decode(token.encode()))["after"])
+
 
 class HttpFront:
-    def __init__(self, index: AppIndex, engine: Engine, hub: str, blobs: BlobServiceClient) -> None:
+    def __init__(self, index: AppIndex, engine: Engine, hub: str, blobs: BlobServiceClient, keys: Keys,
+                 workers: int = 8) -> None:
         self.index = index
         self.engine = engine
         self.hub = hub
         self.blobs = blobs
-        self.origin = ""  # set once the port is known
+        self.keys = keys
+        self.origin = ""  # set once the ports are known
+        self.rpc_origin = ""
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="devhost-http")
+
+    def binding(self) -> str:
+        return binding_json(self.origin, self.hub, self.rpc_origin, self.keys.system_key)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _off(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run devhost's own blocking work (storage calls, table scans) off the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, functools.partial(fn, *args))
 
     def build(self) -> web.Application:
+        """The public app: HTTP triggers, /web/, and the management API behind the system key."""
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.add_routes([
-            web.post(WEBHOOKS + "orchestrators/{name}", self.start),
-            web.post(WEBHOOKS + "orchestrators/{name}/{iid}", self.start),
-            web.get(WEBHOOKS + "instances/", self.list_instances),
-            web.get(WEBHOOKS + "instances", self.list_instances),
-            web.get(WEBHOOKS + "instances/{iid}", self.get_status),
-            web.delete(WEBHOOKS + "instances/{iid}", self.purge),
-            web.post(WEBHOOKS + "instances/{iid}/raiseEvent/{event}", self.raise_event),
-            web.post(WEBHOOKS + "instances/{iid}/terminate", self.terminate),
+            web.route("*", WEBHOOKS + "{tail:.*}", self.webhook),
             web.get("/web/{path:.*}", self.static),
             web.route("*", "/api/{tail:.*}", self.api),
         ])
         return app
 
+    def build_rpc(self) -> web.Application:
+        """The local RPC endpoint (loopback only, no keys), as the extension's ``LocalHttpListener``."""
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.add_routes([web.route("*", RPC + "{tail:.*}", self.rpc)])
+        return app
+
     # --------------------------------------------------------- HTTP triggers
     async def call_user(self, fn: Any, kwargs: dict[str, Any]) -> Any:
-        result = fn(**kwargs)
+        if inspect.iscoroutinefunction(fn):
+            return await fn(**kwargs)
+        result = await self._off(functools.partial(fn, **kwargs))  # the worker runs sync functions in a pool
         if inspect.isawaitable(result):
             result = await result
         return result
@@ -117,12 +201,14 @@ class HttpFront:
                 continue
             if request.method not in route.methods:
                 continue
+            if not self.keys.allows(route.auth_level, request.headers, request.query):
+                return web.Response(status=401)  # AuthenticationLevelHandler + the host's authorization policy
             body = await request.read()
             req = func.HttpRequest(request.method, str(request.url), headers=dict(request.headers),
                                    params=dict(request.query), route_params=m.groupdict(), body=body)
             kwargs: dict[str, Any] = {route.arg_name: req}
             if route.client_arg:
-                kwargs[route.client_arg] = binding_json(self.origin, self.hub)
+                kwargs[route.client_arg] = self.binding()
             try:
                 resp = await self.call_user(route.fn, kwargs)
             except Exception as exc:  # what the Functions host does: 500, and the error in the log
@@ -139,61 +225,156 @@ class HttpFront:
                                                                  for r in self.index.http)}, status=404)
 
     # ------------------------------------------------------ management API
-    async def start(self, request: web.Request) -> web.Response:
+    async def webhook(self, request: web.Request) -> web.StreamResponse:
+        if not self.keys.allows("system", request.headers, request.query):
+            return web.Response(status=401)
+        return await self.management(request)
+
+    async def rpc(self, request: web.Request) -> web.StreamResponse:
+        return await self.management(request)
+
+    async def management(self, request: web.Request) -> web.StreamResponse:
+        """``HttpApiHandler.HandleRequestAsync``: route by path segments; anything else is 404."""
+        parts = [p for p in request.match_info["tail"].split("/") if p != ""]
+        method = request.method
+        try:
+            if parts and parts[0].lower() == "orchestrators" and len(parts) in (2, 3):
+                if method != "POST":
+                    return web.Response(status=404)
+                return await self.start(request, parts[1], parts[2] if len(parts) == 3 else None)
+            if parts and parts[0].lower() == "instances":
+                if len(parts) == 1:
+                    if method == "GET":
+                        return await self.list_instances(request)
+                    if method == "DELETE":
+                        return await self.purge_by_filter(request)
+                    return web.Response(status=404)
+                iid = parts[1]
+                if len(parts) == 2:
+                    if method == "GET":
+                        return await self.get_status(request, iid)
+                    if method == "DELETE":
+                        return await self.purge(iid)
+                    return web.Response(status=404)
+                if len(parts) == 3 and method == "POST":
+                    operation = parts[2].lower()
+                    if operation == "terminate":
+                        return await self.terminate(request, iid)
+                    if operation in ("rewind", "restart", "suspend", "resume"):
+                        return _error(501, f"devhost does not implement the {operation} operation (the Durable "
+                                      "extension does); see devhost/README.md")
+                    return web.Response(status=404)
+                if len(parts) == 4 and parts[2].lower() == "raiseevent" and method == "POST":
+                    return await self.raise_event(request, iid, parts[3])
+            return web.Response(status=404)
+        except (ValueError, LookupError) as exc:  # the handler's ArgumentException branch
+            return _error(400, "One or more of the arguments submitted is incorrect", exc, "System.ArgumentException")
+        except Exception as exc:  # the handler's catch-all
+            logger.exception("management API %s %s failed", method, request.path)
+            return _error(500, "Something went wrong while processing your request", exc)
+
+    async def start(self, request: web.Request, name: str, iid: str | None) -> web.Response:
+        """``HandleStartOrchestratorRequestAsync`` -> ``DurableClient.StartNewAsync``."""
         try:
             input_json = decode_client_body(await request.text())
-        except ValueError:
-            return web.json_response({"ExceptionMessage": "the request body is not JSON"}, status=400)
+        except ValueError as exc:
+            return _error(400, "Invalid JSON content", exc, "Newtonsoft.Json.JsonReaderException")
         try:
-            iid = self.engine.start_orchestration(request.match_info["name"], input_json, request.match_info.get("iid"))
-        except UnknownFunction as exc:
-            return web.json_response({"ExceptionMessage": str(exc)}, status=400)
-        payload = json.loads(binding_json(self.origin, self.hub))["managementUrls"]
-        payload = {k: v.replace("INSTANCEID", iid) for k, v in payload.items()}
-        return web.json_response(payload, status=202)
+            iid = await self._off(self.engine.start_orchestration, name, input_json, iid)
+        except (UnknownFunction, InvalidInstanceId) as exc:
+            return _error(400, "One or more of the arguments submitted is incorrect", exc, "System.ArgumentException")
+        except OrchestrationAlreadyExists as exc:
+            return _error(500, "Something went wrong while processing your request", exc,
+                          "DurableTask.Core.Exceptions.OrchestrationAlreadyExistsException")
+        payload = management_urls(self.origin, self.hub, self.keys.system_key, iid)
+        return web.json_response(payload, status=202, headers={"Location": payload["statusQueryGetUri"],
+                                                                "Retry-After": "10"})
 
-    async def get_status(self, request: web.Request) -> web.Response:
+    async def get_status(self, request: web.Request, iid: str) -> web.Response:
         q = request.query
-        st = self.engine.status(request.match_info["iid"], show_input=q.get("showInput", "true").lower() != "false",
-                                show_history=q.get("showHistory", "false").lower() == "true")
+        st = await self._off(functools.partial(self.engine.status, iid, show_input=_bool(q, "showInput", True),
+                                               show_history=_bool(q, "showHistory", False)))
         if st is None:
             return web.Response(status=404)
-        return web.json_response(st, status=status_code_for(st["runtimeStatus"]))
+        code = status_code_for(st["runtimeStatus"], _bool(q, "returnInternalServerErrorOnFailure", False))
+        headers = {"Location": str(request.url), "Retry-After": "5"} if code == 202 else {}
+        return web.json_response(st, status=code, headers=headers)
 
     async def list_instances(self, request: web.Request) -> web.Response:
+        """``HandleGetStatusRequestAsync`` (all instances): one page of ``top`` (default 100) and the
+        ``x-ms-continuation-token`` header for the next ("" after the last page)."""
         q = request.query
-        wanted = set(filter(None, q.get("runtimeStatus", "").split(",")))
-        prefix = q.get("instanceIdPrefix", "")
-        out = []
-        for inst in self.engine.store.list_instances():
-            iid = inst["InstanceId"]
-            if prefix and not iid.startswith(prefix):
-                continue
-            if wanted and inst.get("Status") not in wanted:
-                continue
-            st = self.engine.status(iid)
-            if st:
-                out.append(st)
-        return web.json_response(out)
+        try:
+            top = int(_param(q, "top") or PAGE_SIZE)
+        except ValueError:
+            top = PAGE_SIZE
+        top = max(1, min(top, 1000))
+        token = request.headers.get(CONTINUATION, "")
+        after = _decode_token(token) if token else ""
+        statuses = tuple(s for s in (_param(q, "runtimeStatus") or "").split(",") if s)
+        page, more = await self._off(functools.partial(
+            self.engine.store.query_instances, prefix=_param(q, "instanceIdPrefix") or "", statuses=statuses,
+            created_from=_timestamp(_param(q, "createdTimeFrom")), created_to=_timestamp(_param(q, "createdTimeTo")),
+            after=after, top=top))
+        show_input = _bool(q, "showInput", True)  # OrchestrationStatusQueryCondition.ShowInput defaults to true
+        out = [self.engine.status_from(inst, show_input=show_input) for inst in page]
+        next_token = _encode_token(page[-1]["InstanceId"]) if more and page else ""
+        return web.json_response(out, headers={CONTINUATION: next_token})
 
-    async def raise_event(self, request: web.Request) -> web.Response:
+    async def raise_event(self, request: web.Request, iid: str, event: str) -> web.Response:
+        """``HandleRaiseEventRequestAsync``: 404 unknown, 410 finished, 400 not JSON, else 202."""
+        inst = await self._off(self.engine.store.get_instance, iid)
+        if inst is None:
+            return web.Response(status=404)
+        if inst.get("Status") in TERMINAL + ("Canceled",):
+            return web.Response(status=410)
+        if request.content_type.lower() != "application/json":
+            return _error(400, "Only application/json request content is supported")
         try:
             data = decode_client_body(await request.text())
-        except ValueError:
-            return web.Response(status=400, text="Only application/json request content is supported")
-        return _accepted(lambda: self.engine.raise_event(request.match_info["iid"], request.match_info["event"], data))
-
-    async def terminate(self, request: web.Request) -> web.Response:
-        return _accepted(lambda: self.engine.terminate(request.match_info["iid"], request.query.get("reason", "")))
-
-    async def purge(self, request: web.Request) -> web.Response:
-        iid = request.match_info["iid"]
-        if self.engine.store.get_instance(iid) is None:
+        except ValueError as exc:
+            return _error(400, "Invalid JSON content", exc, "Newtonsoft.Json.JsonReaderException")
+        try:
+            await self._off(self.engine.raise_event, iid, event, data)
+        except InstanceNotFound:
             return web.Response(status=404)
-        self.engine.store.delete_instance(iid)
-        self.engine.store.delete_messages_of(iid)
-        self.engine.store.delete_activities_of(iid)
+        except InstanceGone:
+            return web.Response(status=410)
+        return web.Response(status=202)
+
+    async def terminate(self, request: web.Request, iid: str) -> web.Response:
+        """``HandleTerminateInstanceRequestAsync``: 404 unknown, 410 finished (Failed too), else 202."""
+        try:
+            await self._off(self.engine.terminate, iid, _param(request.query, "reason") or "")
+        except InstanceNotFound:
+            return web.Response(status=404)
+        except InstanceGone:
+            return web.Response(status=410)
+        return web.Response(status=202)
+
+    async def purge(self, iid: str) -> web.Response:
+        """``HandleDeleteHistoryByIdRequestAsync``: 404 unknown, else 200 {"instancesDeleted": 1} (any status, as the
+        Azure Storage provider's ``PurgeInstanceHistoryAsync(instanceId)``)."""
+        deleted = await self._off(self.engine.purge, iid)
+        if not deleted:
+            return web.Response(status=404)
         return web.json_response({"instancesDeleted": 1})
+
+    async def purge_by_filter(self, request: web.Request) -> web.Response:
+        """``HandleDeleteHistoryWithFiltersRequestAsync``: createdTimeFrom required (400), 404 when nothing matched."""
+        q = request.query
+        created_from = _timestamp(_param(q, "createdTimeFrom"))
+        if not created_from:
+            return web.json_response("Please provide value for 'createdTimeFrom' parameter.", status=400)
+        created_to = _timestamp(_param(q, "createdTimeTo")) or h.ts(h.utcnow())
+        asked = [s for s in (_param(q, "runtimeStatus") or "").split(",") if s]
+        statuses = tuple(s for s in asked if s in ("Completed", "Terminated", "Canceled", "Failed"))
+        if asked and not statuses:  # the provider purges finished instances only
+            return web.Response(status=404)
+        deleted = await self._off(functools.partial(self.engine.purge_where, created_from, created_to, statuses))
+        if not deleted:
+            return web.Response(status=404)
+        return web.json_response({"instancesDeleted": deleted})
 
     # -------------------------------------------------------- static site
     async def static(self, request: web.Request) -> web.Response:
@@ -201,7 +382,7 @@ class HttpFront:
         if not path or path.endswith("/"):
             path += "index.html"
         try:
-            data = self.blobs.get_blob_client("$web", path).download_blob().readall()
+            data = await self._off(lambda: self.blobs.get_blob_client("$web", path).download_blob().readall())
         except ResourceNotFoundError:
             return web.Response(status=404, text=f"not found in $web: {path}")
         ctype = mimetypes.guess_type(path)[0] or "application/octet-stream"

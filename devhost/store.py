@@ -9,7 +9,14 @@ orchestration, as the real Durable extension does with its Azure Storage backend
     table <hub>Receipts     PK function,     RK blob-name hash   blob versions a blob trigger already fired for
     container <hub>-state   history/<instance>.json             the orchestration history and host bookkeeping
 
-Large payloads (over ~30k characters) go to ``payloads/<id>`` in the same container; entities keep a reference.
+Large payloads go to blobs in the same container and the table entity keeps a reference, as the Durable extension's
+Azure Storage provider does (durable-functions-azure-storage-provider.md: messages and table properties over its
+45 KB threshold are compressed into blobs): message and activity payloads to ``payloads/<id>``, an instance's Input,
+Output, CustomStatus and Error to ``instances/<instance>/<field>`` (``<Field>BlobName`` on the entity). devhost's
+threshold is ``INLINE_LIMIT`` UTF-16 code units, uncompressed, under the Table service's 64 KiB string-property limit
+(a 32 KB property write is refused by Azure Storage and by Azurite alike). Callers never see the difference: values of
+any size go in and come out.
+
 Single-host design: one devhost per task hub at a time (like one Functions host locally).
 """
 from __future__ import annotations
@@ -25,8 +32,18 @@ from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import TableServiceClient, UpdateMode
 from azure.storage.blob import BlobServiceClient
 
-INLINE_LIMIT = 30_000
+INLINE_LIMIT = 30_000  # UTF-16 code units; the Table service refuses string properties over 64 KiB (32K units)
 TERMINAL = ("Completed", "Failed", "Terminated")
+LARGE_INSTANCE_FIELDS = ("Input", "Output", "CustomStatus", "Error")
+
+
+def utf16_units(text: str) -> int:
+    """Length as the Table service (and .NET) counts it: UTF-16 code units."""
+    return len(text.encode("utf-16-le")) // 2
+
+
+def _odata_quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 def _table_safe(hub: str) -> str:
@@ -60,7 +77,7 @@ class Store:
     def _pack(self, value: str | None) -> dict[str, Any]:
         if value is None:
             return {"Null": True}
-        if len(value) <= INLINE_LIMIT:
+        if utf16_units(value) <= INLINE_LIMIT:
             return {"Inline": value}
         ref = "payloads/" + uuid.uuid4().hex
         self.container.upload_blob(ref, value.encode("utf-8"), overwrite=True)
@@ -74,27 +91,82 @@ class Store:
         return str(entity.get("Inline", ""))
 
     # --------------------------------------------------------------- instances
+    def _instance_blob(self, instance_id: str, field: str) -> str:
+        return f"instances/{_key(instance_id)}/{field}"
+
+    def _unpack_instance(self, entity: dict[str, Any]) -> dict[str, Any]:
+        e = dict(entity)
+        for field in LARGE_INSTANCE_FIELDS:
+            ref = e.get(field + "BlobName")
+            if ref:
+                try:
+                    e[field] = self.container.download_blob(ref).readall().decode("utf-8")
+                except ResourceNotFoundError:  # replaced under us by a newer write: read what the entity says now
+                    e[field] = ""
+        return e
+
     def get_instance(self, instance_id: str) -> dict[str, Any] | None:
         try:
-            e = dict(self.instances.get_entity("i", _key(instance_id)))
+            e = self._unpack_instance(dict(self.instances.get_entity("i", _key(instance_id))))
         except ResourceNotFoundError:
             return None
         e["instanceId"] = e.get("InstanceId", instance_id)
         return e
 
     def put_instance(self, instance_id: str, **fields: Any) -> None:
+        """Merge ``fields`` into the instance's entity; a large Input/Output/CustomStatus/Error goes to a blob."""
+        for field in LARGE_INSTANCE_FIELDS:
+            value = fields.get(field)
+            if not isinstance(value, str):
+                continue
+            if utf16_units(value) > INLINE_LIMIT:
+                ref = self._instance_blob(instance_id, field)
+                self.container.upload_blob(ref, value.encode("utf-8"), overwrite=True)
+                fields[field], fields[field + "BlobName"] = "", ref
+            else:
+                fields[field + "BlobName"] = ""
         entity = {"PartitionKey": "i", "RowKey": _key(instance_id), "InstanceId": instance_id,
                   "LastUpdated": time.time(), **fields}
         self.instances.upsert_entity(entity, mode=UpdateMode.MERGE)
 
     def list_instances(self) -> list[dict[str, Any]]:
-        return [dict(e) for e in self.instances.query_entities("PartitionKey eq 'i'")]
+        return [self._unpack_instance(dict(e)) for e in self.instances.query_entities("PartitionKey eq 'i'")]
+
+    def query_instances(self, *, prefix: str = "", statuses: tuple[str, ...] = (), created_from: str = "",
+                        created_to: str = "", after: str = "", top: int = 100) -> tuple[list[dict[str, Any]], bool]:
+        """One page of instances in instance-id order, filtered in the table query (as the Azure Storage provider's
+        ``GetStateAsync(condition, top, continuationToken)``). Returns ``(page, more)``; ``after`` is the last
+        instance id of the previous page.
+        """
+        clauses = ["PartitionKey eq 'i'"]
+        if after:
+            clauses.append(f"RowKey gt {_odata_quote(_key(after))}")
+        if prefix:
+            clauses.append(f"RowKey ge {_odata_quote(_key(prefix))}")
+            clauses.append(f"RowKey lt {_odata_quote(_key(prefix) + chr(0xFFFF))}")
+        if statuses:
+            clauses.append("(" + " or ".join(f"Status eq {_odata_quote(st)}" for st in statuses) + ")")
+        if created_from:
+            clauses.append(f"CreatedTime ge {_odata_quote(created_from)}")
+        if created_to:
+            clauses.append(f"CreatedTime le {_odata_quote(created_to)}")
+        out: list[dict[str, Any]] = []
+        for e in self.instances.query_entities(" and ".join(clauses), results_per_page=min(top + 1, 1000)):
+            if len(out) == top:
+                return out, True
+            out.append(self._unpack_instance(dict(e)))
+        return out, False
 
     def delete_instance(self, instance_id: str) -> None:
         try:
             self.instances.delete_entity("i", _key(instance_id))
         except ResourceNotFoundError:
             pass
+        for field in LARGE_INSTANCE_FIELDS:
+            try:
+                self.container.delete_blob(self._instance_blob(instance_id, field))
+            except ResourceNotFoundError:
+                pass
         self.delete_history(instance_id)
 
     # ----------------------------------------------------------------- history

@@ -174,11 +174,92 @@ def slow_steps(context: df.DurableOrchestrationContext):  # type: ignore[no-unty
     return out
 
 
-NONDET_FLAG = {"value": "a"}
+NONDET_FLAG = {"value": "a", "activity": "say_hello", "kind": "activity"}
 
 
 @app.orchestration_trigger(context_name="context")
 def nondet(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
-    first = yield context.call_activity("say_hello", NONDET_FLAG["value"])  # reads a global: not replay-safe
-    yield context.create_timer(context.current_utc_datetime + dt.timedelta(seconds=0.2))
+    """Reads a global (not replay-safe): tests flip the activity's input, name or kind while it waits for "Go"."""
+    if NONDET_FLAG["kind"] == "timer":
+        first = yield context.create_timer(context.current_utc_datetime + dt.timedelta(seconds=0.1))
+    else:
+        first = yield context.call_activity(NONDET_FLAG["activity"], NONDET_FLAG["value"])
+    context.set_custom_status("waiting")
+    yield context.wait_for_external_event("Go")
     return first
+
+
+# ----------------------------------------------------------------- for test_fidelity.py
+POISON_TRIES: dict[str, int] = {}
+SLOW_GATE = threading.Event()
+
+
+@app.activity_trigger(input_name="seconds")
+def nap(seconds: float) -> str:
+    """Sleeps ``seconds``: runs past a short functionTimeout."""
+    import time
+
+    time.sleep(seconds)
+    return "rested"
+
+
+@app.orchestration_trigger(context_name="context")
+def napping(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+    try:
+        return (yield context.call_activity("nap", context.get_input()))
+    except Exception as exc:
+        return "failed: " + str(exc).splitlines()[0].strip()
+
+
+@app.orchestration_trigger(context_name="context")
+def parent_of_sleepy(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+    """Waits on a sleepy child with the id given as input; reports how the child ended."""
+    try:
+        yield context.call_sub_orchestrator("sleepy", None, context.get_input())
+        return "child completed"
+    except Exception as exc:
+        return "child failed: " + str(exc)
+
+
+@app.orchestration_trigger(context_name="context")
+def chatty(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+    """Sets a custom status of ``input`` characters."""
+    context.set_custom_status("x" * context.get_input())
+    yield context.call_activity("say_hello", "chatty")
+    return "done"
+
+
+@app.orchestration_trigger(context_name="context")
+def grower(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+    """continue_as_new once with its (large) input, then returns it: a large input, history and output."""
+    state = context.get_input()
+    if state["n"] < 1:
+        context.continue_as_new({"n": state["n"] + 1, "pad": state["pad"]})
+        return None
+    yield context.call_activity("say_hello", "grown")
+    return state
+
+
+@app.route(route="secure/echo", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def secure_echo(req: func.HttpRequest) -> func.HttpResponse:
+    return func.HttpResponse("function-level ok")
+
+
+@app.route(route="secure/admin", methods=["GET"], auth_level=func.AuthLevel.ADMIN)
+def secure_admin(req: func.HttpRequest) -> func.HttpResponse:
+    return func.HttpResponse("admin-level ok")
+
+
+@app.route(route="slow-sync", methods=["GET"])
+def slow_sync(req: func.HttpRequest) -> func.HttpResponse:
+    """A sync function that blocks until a test opens SLOW_GATE (the worker runs sync functions in a thread pool)."""
+    SLOW_GATE.wait(30)
+    return func.HttpResponse("released")
+
+
+@app.blob_trigger(arg_name="blob", path="poisoned/{name}", connection="AzureWebJobsStorage")
+def on_poisoned(blob: func.InputStream) -> None:
+    """Always fails, counting its tries per blob."""
+    with _lock:
+        POISON_TRIES[blob.name or ""] = POISON_TRIES.get(blob.name or "", 0) + 1
+    raise RuntimeError(f"cannot digest {blob.name}")

@@ -93,19 +93,27 @@ def test_terminate_stops_a_running_orchestration(host: DevHost) -> None:
 
 
 def test_orchestrator_exception_fails_the_instance_with_its_message(host: DevHost) -> None:
+    """The output is the extension's: "Orchestrator function '<name>' failed: <error>" (azure-functions-durable-extension
+    src/WebJobs.Extensions.DurableTask/Listener/OutOfProcOrchestrationShim.cs ScheduleDurableTaskEvents)."""
     st = host.wait_for(host.start_orchestration("failing"), 30)
-    assert st["runtimeStatus"] == "Failed" and "orchestrator bug" in st["output"]
+    assert st["runtimeStatus"] == "Failed" and st["output"].startswith("Orchestrator function 'failing' failed: "
+                                                                       "orchestrator bug"), st
 
 
 def test_non_deterministic_replay_fails_the_orchestration(host: DevHost) -> None:
-    sample_app.NONDET_FLAG["value"] = "a"
+    """A replay that schedules another activity where history has one fails the orchestration, as DTFx's
+    TaskOrchestrationContext.HandleTaskScheduledEvent does (Azure/durabletask src/DurableTask.Core/
+    TaskOrchestrationContext.cs; more cases in test_fidelity.py)."""
+    sample_app.NONDET_FLAG.update(value="a", activity="say_hello", kind="activity")
     iid = host.start_orchestration("nondet")
-    wait_until(lambda: host.store.load_history(iid) and any(
-        e["EventType"] == 10 for e in host.store.load_history(iid)["history"]), 10, "the timer to be scheduled")
-    sample_app.NONDET_FLAG["value"] = "b"  # replay now schedules say_hello("b") where history has say_hello("a")
-    st = host.wait_for(iid, 30)
-    sample_app.NONDET_FLAG["value"] = "a"
-    assert st["runtimeStatus"] == "Failed" and "Non-deterministic" in st["output"]
+    wait_until(lambda: host.get_status(iid)["customStatus"] == "waiting", 20, "the first step to be done")
+    sample_app.NONDET_FLAG["activity"] = "Double"  # replay now schedules Double where history has say_hello
+    try:
+        host.raise_event(iid, "Go")
+        st = host.wait_for(iid, 30)
+    finally:
+        sample_app.NONDET_FLAG.update(value="a", activity="say_hello", kind="activity")
+    assert st["runtimeStatus"] == "Failed" and "Non-Deterministic workflow detected" in st["output"]
 
 
 def test_completion_for_an_unscheduled_task_id_is_rejected(host: DevHost) -> None:
@@ -138,7 +146,9 @@ def test_http_trigger_and_durable_client_through_the_management_api(host: DevHos
     sleeper = host.start_orchestration("sleepy")
     assert requests.post(f"{host.base_url}/api/terminate/{sleeper}", timeout=10).status_code == 202
     assert host.wait_for(sleeper, 10)["runtimeStatus"] == "Terminated"
-    missing = requests.get(f"{host.base_url}/runtime/webhooks/durabletask/instances/nope", timeout=10)
+    # the public webhook needs the extension's system key, which the management URLs carry as code=
+    assert requests.get(f"{host.base_url}/runtime/webhooks/durabletask/instances/nope", timeout=10).status_code == 401
+    missing = requests.get(links["statusQueryGetUri"].replace(iid, "nope"), timeout=10)
     assert missing.status_code == 404
     assert requests.get(host.base_url + "/api/nothing-here", timeout=10).status_code == 404
 
@@ -179,22 +189,29 @@ def test_kill_9_mid_orchestration_then_restart_completes_each_step_once(storage_
     marker = tmp_path / "ran.txt"
     port = free_port()
     env = {**os.environ, "AzureWebJobsStorage": storage_connection, "SAMPLE_SLOW_S": "0.6"}
+    env.pop("TRAPBATCH_DEVHOST_FUNCTION_KEY", None)  # devhost generates a key, keeps it in --key-file, prints it
     cmd = [sys.executable, "-m", "devhost", "--app", "tests.devhost.sample_app:app", "--port", str(port),
-           "--hub", unique_name]
+           "--hub", unique_name, "--key-file", str(tmp_path / "function-key")]
     log = open(tmp_path / "devhost.log", "ab")
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: _answers(base), 30, "devhost to listen")
         r = requests.post(f"{base}/api/orchestrators/slow_steps", json=str(marker), timeout=10)
-        iid = r.json()["id"]
+        iid, status_url = r.json()["id"], r.json()["statusQueryGetUri"]
         wait_until(lambda: marker.exists() and marker.read_text().count("ran") >= 1, 30, "the first step")
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         wait_until(lambda: _answers(base), 30, "devhost to listen again")
+        key = (tmp_path / "function-key").read_text().strip()
+        log_text = wait_until(lambda: (lambda t: t if "function key (kept in" in t else None)(
+            (tmp_path / "devhost.log").read_text()), 30, "devhost to print its key again")
+        assert f"function key (generated, written to {tmp_path / 'function-key'}): {key}" in log_text
+        assert f"function key (kept in {tmp_path / 'function-key'}): {key}" in log_text  # the same key after restart
+        assert requests.get(f"{base}/api/secure/echo", headers={"x-functions-key": key}, timeout=10).status_code == 200
         final = wait_until(lambda: (lambda b: b if b.get("runtimeStatus") in ("Completed", "Failed") else None)(
-            requests.get(f"{base}/runtime/webhooks/durabletask/instances/{iid}", timeout=10).json()), 60, "completion")
+            requests.get(status_url, timeout=10).json()), 60, "completion")  # the key survives the restart
         assert final["runtimeStatus"] == "Completed", final
         assert final["output"] == ["slept"] * 4  # every step's result present exactly once
         runs = marker.read_text().count("ran")

@@ -50,7 +50,7 @@ def places_holding(store: BlobStore, connection: str, forms: set[str],
 
 
 def finished_status(base: str, task_id: str) -> dict[str, Any] | None:
-    s = requests.get(f"{base}/api/tasks/{task_id}", timeout=30).json()
+    s = api.get(f"{base}/api/tasks/{task_id}", timeout=30).json()
     return s if s["runtime_status"] in ("Completed", "Failed", "Terminated") else None
 
 
@@ -67,13 +67,19 @@ def check_results(store: BlobStore, env: dict[str, str], task_id: str, names: li
     return doc
 
 
+# devhost, like the Functions host, answers 401 on /api/ routes without a function key (devhost/README.md).
+FUNCTION_KEY = "integration-tests-function-key"
+api = requests.Session()
+api.headers["x-functions-key"] = FUNCTION_KEY
+
+
 @pytest.fixture
 def host(app_env: dict[str, str], unique_name: str):  # type: ignore[no-untyped-def]
     from devhost.host import DevHost
     import function_app
 
     h = DevHost(function_app.app, app_env["AzureWebJobsStorage"], task_hub="h" + unique_name[:12], port=0,
-                blob_poll_s=0.5)
+                blob_poll_s=0.5, function_key=FUNCTION_KEY)
     h.start()
     yield h
     h.stop()
@@ -83,12 +89,12 @@ def test_http_start_runs_to_one_merged_file_with_every_image_once(host, app_env,
                                                                    storage_connection) -> None:  # type: ignore[no-untyped-def]
     names = upload_images(store, unique_name, 10, corrupt=1)
     body = {"container": unique_name, "request_name": "e2e", "max_failed_fraction": 0.1}  # 1 corrupt image of 10
-    r = requests.post(host.base_url + "/api/tasks", json=body, timeout=30)
+    r = api.post(host.base_url + "/api/tasks", json=body, timeout=30)
     assert r.status_code == 202, r.text
     task_id = r.json()["id"]
     assert r.json()["status_url"].endswith(f"/api/tasks/{task_id}")
     # the same request again is the same task, not a second one
-    again = requests.post(host.base_url + "/api/tasks", json={**body, "request_name": "other label",
+    again = api.post(host.base_url + "/api/tasks", json={**body, "request_name": "other label",
                                                                "max_failed_fraction": 0.5}, timeout=30)
     assert again.status_code == 200 and again.json()["id"] == task_id and again.json()["started"] is False
     status = wait_until(lambda: finished_status(host.base_url, task_id), 240, "task completion")
@@ -99,17 +105,17 @@ def test_http_start_runs_to_one_merged_file_with_every_image_once(host, app_env,
     assert doc["images"][0]["file"] == names[0]
     assert [im["failure"] for im in doc["images"] if im.get("failure")] == ["image access failure"]
     assert sum(len(im["detections"]) for im in doc["images"] if not im.get("failure")) > 0  # real network, real boxes
-    res = requests.get(f"{host.base_url}/api/tasks/{task_id}/results", timeout=30)
+    res = api.get(f"{host.base_url}/api/tasks/{task_id}/results", timeout=30)
     assert res.status_code == 200 and res.json()["results"]["blob"] == results_blob(task_id)
-    page = requests.get(res.json()["previews"]["local_url"], timeout=30)
+    page = api.get(res.json()["previews"]["local_url"], timeout=30)
     assert page.status_code == 200 and task_id in page.text
     previews = res.json()["previews"]
     assert previews["public_url"] == f"https://trapbatchweb.z6.web.core.windows.net/{previews['blob']}"
     check_preview_folder_is_unguessable(host, store, app_env, storage_connection, task_id, res.json()["previews"])
-    listed = requests.get(f"{host.base_url}/api/tasks", timeout=30).json()
+    listed = api.get(f"{host.base_url}/api/tasks", timeout=30).json()
     assert [t["id"] for t in listed["tasks"]] == [task_id]  # its shard-group orchestrations are not tasks
     assert listed["tasks"][0]["stage"] == "completed" and listed["tasks"][0]["images"] == 10
-    assert requests.get(f"{host.base_url}/api/tasks?limit=0", timeout=30).status_code == 400
+    assert api.get(f"{host.base_url}/api/tasks?limit=0", timeout=30).status_code == 400
     check_repeat_removal(host, store, app_env, task_id, doc)
 
 
@@ -124,9 +130,9 @@ def check_preview_folder_is_unguessable(host, store, app_env, connection: str, t
     folder = previews["folder"]
     assert re.fullmatch(re.escape(task_id) + r"-[0-9a-f]{32}", folder), folder
     assert previews["blob"] == f"{folder}/index.html"
-    assert requests.get(f"{host.base_url}/web/{task_id}/index.html", timeout=30).status_code == 404
+    assert api.get(f"{host.base_url}/web/{task_id}/index.html", timeout=30).status_code == 404
     token = folder.rsplit("-", 1)[1]
-    assert token not in requests.get(f"{host.base_url}/api/tasks/{task_id}", timeout=30).text
+    assert token not in api.get(f"{host.base_url}/api/tasks/{task_id}", timeout=30).text
     own = {f"{app_env['TRAPBATCH_CONTAINER']}/{preview_folder_blob(task_id)}"}
     assert places_holding(store, connection, {token}, except_blobs=own) == []
 
@@ -141,7 +147,7 @@ def check_repeat_removal(host, store, app_env, task_id: str, doc: dict[str, Any]
     from gpu_batch.layout import REPEATS_REMOVED, repeats_blob
 
     url = f"{host.base_url}/api/tasks/{task_id}/repeats"
-    listed = requests.get(url, timeout=30)
+    listed = api.get(url, timeout=30)
     assert listed.status_code == 200 and listed.json()["removal"] is None
     assert isinstance(listed.json()["locations"], list)
     container = app_env["TRAPBATCH_CONTAINER"]
@@ -157,12 +163,12 @@ def check_repeat_removal(host, store, app_env, task_id: str, doc: dict[str, Any]
     location = {"id": "r00001", "folder": "cam0", "category": "1", "bbox": rock["bbox"], "count": 20,
                 "conf_min": 0.3, "conf_max": 0.3, "files": ["cam0/img 002.jpg"]}
     store.write_json(container, repeats_blob(task_id), {**found, "locations": [location]})
-    assert requests.post(url, json={"remove": ["r09999"]}, timeout=30).status_code == 400
-    started = requests.post(url, json={"keep": []}, timeout=30)
+    assert api.post(url, json={"remove": ["r09999"]}, timeout=30).status_code == 400
+    started = api.post(url, json={"keep": []}, timeout=30)
     assert started.status_code == 202, started.text
     assert started.json()["removing"] == ["r00001"]
     done = wait_until(lambda: (lambda r: r if r and r.get("runtime_status") in ("Completed", "Failed") else None)(
-        requests.get(url, timeout=30).json()["removal"]), 120, "repeat removal")
+        api.get(url, timeout=30).json()["removal"]), 120, "repeat removal")
     rocks = [im["file"] for im in doc["images"] if im["file"].startswith("cam0/") and not im.get("failure")]
     assert done["runtime_status"] == "Completed" and done["detections_marked"] == len(rocks) > 0, done
     cleaned = store.read_json(container, results_blob(task_id, REPEATS_REMOVED))
@@ -174,16 +180,16 @@ def check_repeat_removal(host, store, app_env, task_id: str, doc: dict[str, Any]
         assert after == expected
     assert store.read_json(container, results_blob(task_id)) == doc  # the original results are left alone
     assert done["previews"]["blob"].endswith(f"/{REPEATS_REMOVED}/index.html")
-    page = requests.get(done["previews"]["local_url"], timeout=30)
+    page = api.get(done["previews"]["local_url"], timeout=30)
     assert page.status_code == 200 and "repeated detections removed at 1 place" in page.text
-    main_page = requests.get(f"{host.base_url}/api/tasks/{task_id}/results", timeout=30).json()["previews"]
+    main_page = api.get(f"{host.base_url}/api/tasks/{task_id}/results", timeout=30).json()["previews"]
     assert done["previews"]["folder"] == main_page["folder"]  # one folder per task, its thumbnails shared
 
 
 def test_failed_shard_resubmits_only_its_missing_images(host, app_env, store, unique_name, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("TRAPBATCH_WORKER_FAULTS", json.dumps({"s00001/1": "crash_after:1"}))
     names = upload_images(store, unique_name, 10, corrupt=0)
-    r = requests.post(host.base_url + "/api/tasks", json={"container": unique_name}, timeout=30)
+    r = api.post(host.base_url + "/api/tasks", json={"container": unique_name}, timeout=30)
     task_id = r.json()["id"]
     final = host.wait_for(task_id, timeout=240)
     assert final["runtimeStatus"] == "Completed", final
@@ -215,19 +221,19 @@ def test_blob_drop_starts_the_same_task_and_bad_drop_gets_error_file(host, app_e
 def test_bad_http_input_gets_4xx_json_never_500(host, unique_name) -> None:  # type: ignore[no-untyped-def]
     base = host.base_url + "/api/tasks"
     cases = [
-        (requests.post(base, data=b"{nope", headers={"Content-Type": "application/json"}, timeout=30), 400),
-        (requests.post(base, json={"container": "x"}, timeout=30), 400),
-        (requests.post(base, json={"container": "no-such-container-" + unique_name[:10]}, timeout=30), 404),
-        (requests.get(base + "/task-00000000000000000000", timeout=30), 404),
-        (requests.get(base + "/nonsense", timeout=30), 404),
-        (requests.post(base, data=b'{"container": "x"}', headers={"Content-Type": "text/plain"}, timeout=30), 415),
-        (requests.post(base, json={"container": unique_name, "request_name": "x" * 70_000}, timeout=30), 413),
-        (requests.post(base, data=b"[" * 100_000 + b"]" * 100_000, headers={"Content-Type": "application/json"},
+        (api.post(base, data=b"{nope", headers={"Content-Type": "application/json"}, timeout=30), 400),
+        (api.post(base, json={"container": "x"}, timeout=30), 400),
+        (api.post(base, json={"container": "no-such-container-" + unique_name[:10]}, timeout=30), 404),
+        (api.get(base + "/task-00000000000000000000", timeout=30), 404),
+        (api.get(base + "/nonsense", timeout=30), 404),
+        (api.post(base, data=b'{"container": "x"}', headers={"Content-Type": "text/plain"}, timeout=30), 415),
+        (api.post(base, json={"container": unique_name, "request_name": "x" * 70_000}, timeout=30), 413),
+        (api.post(base, data=b"[" * 100_000 + b"]" * 100_000, headers={"Content-Type": "application/json"},
                        timeout=30), 413),
-        (requests.post(base, data=b"[" * 5_000 + b"]" * 5_000, headers={"Content-Type": "application/json"},
+        (api.post(base, data=b"[" * 5_000 + b"]" * 5_000, headers={"Content-Type": "application/json"},
                        timeout=30), 400),  # nested deeper than the parser's stack: refused, never a 500
-        (requests.post(base, json={"container": unique_name, "first_n": 10**12}, timeout=30), 400),
-        (requests.post(base, json={"container": unique_name, "prefix": "a\u0000b"}, timeout=30), 400),
+        (api.post(base, json={"container": unique_name, "first_n": 10**12}, timeout=30), 400),
+        (api.post(base, json={"container": unique_name, "prefix": "a\u0000b"}, timeout=30), 400),
     ]
     for resp, code in cases:
         assert resp.status_code == code, resp.text
@@ -238,7 +244,7 @@ def test_devhost_killed_mid_task_resumes_and_loses_nothing(app_env, store, uniqu
     names = upload_images(store, unique_name, 12, corrupt=1)
     port = free_port()
     hub = "k" + unique_name[:12]
-    env = {**os.environ, **app_env}
+    env = {**os.environ, **app_env, "TRAPBATCH_DEVHOST_FUNCTION_KEY": FUNCTION_KEY}
     log = open(Path(os.environ.get("PYTEST_TMPDIR", "/tmp")) / f"devhost-{hub}.log", "ab")
 
     def launch() -> subprocess.Popen[bytes]:
@@ -249,8 +255,8 @@ def test_devhost_killed_mid_task_resumes_and_loses_nothing(app_env, store, uniqu
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: _answers(base), 60, "devhost to listen")
-        task_id = requests.post(base + "/api/tasks", json={"container": unique_name}, timeout=30).json()["id"]
-        wait_until(lambda: requests.get(f"{base}/api/tasks/{task_id}", timeout=30).json().get("stage") == "detecting",
+        task_id = api.post(base + "/api/tasks", json={"container": unique_name}, timeout=30).json()["id"]
+        wait_until(lambda: api.get(f"{base}/api/tasks/{task_id}", timeout=30).json().get("stage") == "detecting",
                    120, "the task to reach the detecting stage")
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
@@ -267,7 +273,7 @@ def test_devhost_killed_mid_task_resumes_and_loses_nothing(app_env, store, uniqu
 
 def _answers(base: str) -> bool:
     try:
-        requests.get(base + "/api/tasks/task-00000000000000000000", timeout=2)
+        api.get(base + "/api/tasks/task-00000000000000000000", timeout=2)
         return True
     except requests.ConnectionError:
         return False
@@ -277,7 +283,7 @@ def test_hung_shard_is_terminated_at_its_deadline_and_resubmitted(host, app_env,
     monkeypatch.setenv("TRAPBATCH_WORKER_FAULTS", json.dumps({"s00000/1": "hang"}))
     monkeypatch.setenv("TRAPBATCH_MAX_TASK_SECONDS", "30")
     names = upload_images(store, unique_name, 6, corrupt=0)
-    task_id = requests.post(host.base_url + "/api/tasks", json={"container": unique_name}, timeout=30).json()["id"]
+    task_id = api.post(host.base_url + "/api/tasks", json={"container": unique_name}, timeout=30).json()["id"]
     final = host.wait_for(task_id, timeout=240)
     assert final["runtimeStatus"] == "Completed", final
     assert final["output"]["resubmissions"] >= 1 and final["output"]["missing"] == 0
@@ -291,16 +297,16 @@ def test_hung_shard_is_terminated_at_its_deadline_and_resubmitted(host, app_env,
 def test_cancel_stops_pool_work_and_ends_the_task_cancelled(host, app_env, store, unique_name, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("TRAPBATCH_WORKER_FAULTS", json.dumps({"s00000/1": "hang", "s00001/1": "hang"}))
     upload_images(store, unique_name, 8, corrupt=0)
-    task_id = requests.post(host.base_url + "/api/tasks", json={"container": unique_name}, timeout=30).json()["id"]
-    wait_until(lambda: requests.get(f"{host.base_url}/api/tasks/{task_id}", timeout=30).json().get("shards_running"),
+    task_id = api.post(host.base_url + "/api/tasks", json={"container": unique_name}, timeout=30).json()["id"]
+    wait_until(lambda: api.get(f"{host.base_url}/api/tasks/{task_id}", timeout=30).json().get("shards_running"),
                120, "shards to run")
-    r = requests.post(f"{host.base_url}/api/tasks/{task_id}/cancel", timeout=30)
+    r = api.post(f"{host.base_url}/api/tasks/{task_id}/cancel", timeout=30)
     assert r.status_code == 202 and r.json()["cancel_requested"] is True
     final = host.wait_for(task_id, timeout=120)
     assert final["runtimeStatus"] == "Completed" and final["output"]["stage"] == "cancelled"
-    assert requests.get(f"{host.base_url}/api/tasks/{task_id}", timeout=30).json()["stage"] == "cancelled"
-    assert requests.post(f"{host.base_url}/api/tasks/{task_id}/cancel", timeout=30).status_code == 409
-    assert requests.get(f"{host.base_url}/api/tasks/{task_id}/results", timeout=30).status_code == 409
+    assert api.get(f"{host.base_url}/api/tasks/{task_id}", timeout=30).json()["stage"] == "cancelled"
+    assert api.post(f"{host.base_url}/api/tasks/{task_id}/cancel", timeout=30).status_code == 409
+    assert api.get(f"{host.base_url}/api/tasks/{task_id}/results", timeout=30).status_code == 409
     from azure.data.tables import TableServiceClient
 
     rows = TableServiceClient.from_connection_string(app_env["AzureWebJobsStorage"]).get_table_client(
@@ -338,26 +344,26 @@ def test_images_in_another_account_are_read_with_a_sas_named_by_secret(host, app
         account_url = f"http://127.0.0.1:{partner.blob_port}/{ACCOUNT}"
         assert not store.container_exists("partner-photos")
         body = {"container": "partner-photos", "source_account_url": account_url, "request_name": "partner"}
-        outside = requests.post(host.base_url + "/api/tasks", json={**body, "credential_secret": "partner-sas"},
+        outside = api.post(host.base_url + "/api/tasks", json={**body, "credential_secret": "partner-sas"},
                                 timeout=30)  # the operator has not listed the partner's account yet
         assert outside.status_code == 403 and "TRAPBATCH_SOURCE_ACCOUNTS" in outside.json()["hint"], outside.text
         monkeypatch.setenv("TRAPBATCH_SOURCE_ACCOUNTS", account_url)
 
-        refused = requests.post(host.base_url + "/api/tasks", json={**body, "credential_secret": "no-such"},
+        refused = api.post(host.base_url + "/api/tasks", json={**body, "credential_secret": "no-such"},
                                 timeout=30)
         assert refused.status_code == 400 and "no-such" in refused.json()["error"], refused.text
-        leaked = requests.post(host.base_url + "/api/tasks", json={**body, "source_account_url": account_url + "?" + sas},
+        leaked = api.post(host.base_url + "/api/tasks", json={**body, "source_account_url": account_url + "?" + sas},
                                timeout=30)
         assert leaked.status_code == 400 and "Key Vault" in leaked.json()["hint"]
 
-        r = requests.post(host.base_url + "/api/tasks", json={**body, "credential_secret": "partner-sas"}, timeout=30)
+        r = api.post(host.base_url + "/api/tasks", json={**body, "credential_secret": "partner-sas"}, timeout=30)
         assert r.status_code == 202, r.text
         task_id = r.json()["id"]
         status = wait_until(lambda: finished_status(host.base_url, task_id), 240, "task completion")
         assert status["runtime_status"] == "Completed" and status["images"] == 6 and status["failed"] == 1, status
         doc = check_results(store, app_env, task_id, names)
         assert sum(len(im["detections"]) for im in doc["images"] if not im.get("failure")) > 0
-        folder = requests.get(f"{host.base_url}/api/tasks/{task_id}/results", timeout=30).json()["previews"]["folder"]
+        folder = api.get(f"{host.base_url}/api/tasks/{task_id}/results", timeout=30).json()["previews"]["folder"]
         thumbs = list(store.list_names("$web", f"{folder}/thumbs/"))
         assert thumbs  # the preview step read the partner's images too
 
@@ -378,10 +384,10 @@ def test_a_model_that_cannot_load_fails_the_task_at_once_with_the_workers_messag
     monkeypatch.setenv("TRAPBATCH_MODEL", str(broken))
     monkeypatch.setenv("TRAPBATCH_MAX_ATTEMPTS", "3")
     upload_images(store, unique_name, 8, corrupt=0)
-    task_id = requests.post(host.base_url + "/api/tasks", json={"container": unique_name}, timeout=30).json()["id"]
+    task_id = api.post(host.base_url + "/api/tasks", json={"container": unique_name}, timeout=30).json()["id"]
     final = host.wait_for(task_id, timeout=180)
     assert final["runtimeStatus"] == "Failed", final
-    status = requests.get(f"{host.base_url}/api/tasks/{task_id}", timeout=30).json()
+    status = api.get(f"{host.base_url}/api/tasks/{task_id}", timeout=30).json()
     assert status["stage"] == "failed" and "the model cannot be loaded" in status["error"], status
     assert "cannot be loaded" in status["error"].split("):", 1)[1]  # the worker's own words follow the reason
     state = app_env["TRAPBATCH_CONTAINER"]

@@ -1,0 +1,60 @@
+"""The host.json settings devhost honours, read as the Functions host reads them.
+
+* ``functionTimeout`` ("hh:mm:ss", "d.hh:mm:ss" or "-1" for none): how long one invocation may run
+  (functions-host-json.md#functiontimeout). Without it the host's default for the plan applies: devhost takes 30
+  minutes, the default of the Flex Consumption, Premium and Dedicated plans (the Consumption plan's is 5).
+* ``extensions.blobs.poisonBlobThreshold`` (storage extension 5.x, default 5, minimum 1): how many times a blob
+  trigger runs for one blob version before the blob goes to the ``webjobs-blobtrigger-poison`` queue
+  (functions-bindings-storage-blob.md#hostjson-settings).
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DEFAULT_FUNCTION_TIMEOUT_S = 30 * 60.0
+DEFAULT_POISON_BLOB_THRESHOLD = 5
+
+
+class HostJsonError(ValueError):
+    """host.json holds a value the Functions host would refuse."""
+
+
+def parse_timespan(text: str) -> float | None:
+    """A .NET TimeSpan string as seconds; ``-1`` means no limit (None)."""
+    text = text.strip()
+    if text == "-1":
+        return None
+    m = re.fullmatch(r"(?:(\d+)\.)?(\d{1,2}):(\d{1,2}):(\d{1,2})(?:\.(\d{1,7}))?", text)
+    if not m:
+        raise HostJsonError(f"host.json functionTimeout {text!r} is not a TimeSpan such as \"00:10:00\"")
+    days, hours, minutes, seconds, frac = m.groups()
+    return (int(days or 0) * 86400 + int(hours) * 3600 + int(minutes) * 60 + int(seconds)
+            + (int(frac.ljust(7, "0")) / 10_000_000 if frac else 0.0))
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    function_timeout_s: float | None = DEFAULT_FUNCTION_TIMEOUT_S
+    poison_blob_threshold: int = DEFAULT_POISON_BLOB_THRESHOLD
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "HostConfig":
+        timeout: float | None = DEFAULT_FUNCTION_TIMEOUT_S
+        if data.get("functionTimeout") is not None:
+            timeout = parse_timespan(str(data["functionTimeout"]))
+        blobs = (data.get("extensions") or {}).get("blobs") or {}
+        threshold = int(blobs.get("poisonBlobThreshold", DEFAULT_POISON_BLOB_THRESHOLD))
+        if threshold < 1:
+            raise HostJsonError(f"host.json extensions.blobs.poisonBlobThreshold must be at least 1, got {threshold}")
+        return cls(function_timeout_s=timeout, poison_blob_threshold=threshold)
+
+    @classmethod
+    def load(cls, path: Path) -> "HostConfig":
+        """host.json at ``path``; the defaults when there is none."""
+        if not path.exists():
+            return cls()
+        return cls.from_dict(json.loads(path.read_text()))

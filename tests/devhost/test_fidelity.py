@@ -1,0 +1,400 @@
+"""devhost behaves as the Durable extension and the Functions host do, wherever the app can tell.
+
+Each test names the platform source it copies (primary sources: ../shared/reference/azure-platform-sources.md); the
+rows of devhost/README.md's fidelity table point here. Paths are in these repositories:
+
+* ext   = Azure/azure-functions-durable-extension, src/WebJobs.Extensions.DurableTask/
+* dtfx  = Azure/durabletask, src/
+* host  = Azure/azure-functions-host, src/WebJobs.Script.WebHost/
+* blobs = Azure/azure-sdk-for-net, sdk/storage/Microsoft.Azure.WebJobs.Extensions.Storage.Blobs/src/
+* docs  = MicrosoftDocs/azure-docs, articles/azure-functions/
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Coroutine, Iterator
+
+import pytest
+import requests
+from azure.durable_functions import DurableOrchestrationClient
+
+from devhost import history as h
+from devhost.engine import InvalidInstanceId, OrchestrationAlreadyExists
+from devhost.host import DevHost
+from devhost.hostjson import HostConfig, parse_timespan
+from devhost.keys import FUNCTION_KEY_ENV
+from devhost.store import INLINE_LIMIT
+from tests.devhost import sample_app
+from tests.waiting import wait_until
+
+KEY = "test-function-key"
+
+
+@pytest.fixture
+def host(storage_connection: str, unique_name: str) -> Iterator[DevHost]:
+    h_ = DevHost(sample_app.app, storage_connection, task_hub=unique_name, port=0, blob_poll_s=0.3,
+                 function_key=KEY, host_config=HostConfig())
+    h_.start()
+    yield h_
+    h_.stop()
+
+
+def sdk(host: DevHost, call: Callable[[DurableOrchestrationClient], Coroutine[Any, Any, Any]]) -> Any:
+    """Run one call of the SDK's own client (the one the app uses) on devhost's loop, where its session lives."""
+    assert host._loop is not None
+    client = DurableOrchestrationClient(host.front.binding())
+    return asyncio.run_coroutine_threadsafe(call(client), host._loop).result(60)
+
+
+def running(host: DevHost, iid: str) -> bool:
+    st = host.get_status(iid)
+    return bool(st and st["runtimeStatus"] == "Running")
+
+
+# ------------------------------------------------------------------ 1. start_new on a running id
+def test_start_new_on_a_running_or_pending_id_raises_and_a_finished_id_is_replaced(host: DevHost) -> None:
+    """ext Options/DurableTaskOptions.cs: OverridableExistingInstanceStates defaults to NonRunningStates;
+    ext OverridableStates.cs: NonRunning = Running, ContinuedAsNew, Pending, Suspended are not replaced;
+    dtfx DurableTask.AzureStorage/AzureStorageOrchestrationService.cs throws OrchestrationAlreadyExistsException
+    (ThrowExceptionOnInvalidDedupeStatus, set by ext AzureStorageDurabilityProviderFactory.cs); ext HttpApiHandler.cs
+    answers it 500 and the SDK's start_new raises."""
+    iid = "dup-" + uuid.uuid4().hex[:8]
+    assert sdk(host, lambda c: c.start_new("sleepy", iid)) == iid
+    wait_until(lambda: running(host, iid), 20, "the first instance to run")
+    with pytest.raises(Exception) as refused:
+        sdk(host, lambda c: c.start_new("sleepy", iid, "second"))
+    assert "An Orchestration instance with the status Running already exists." in str(refused.value)
+    assert host.get_status(iid)["input"] is None  # the running instance was not replaced
+    host.terminate(iid, "done")
+    assert sdk(host, lambda c: c.start_new("sleepy", iid, "third")) == iid  # a finished id may be reused
+    wait_until(lambda: (host.get_status(iid) or {}).get("input") == "third", 20, "the replacement to start")
+
+
+def test_of_two_racing_starts_of_one_id_exactly_one_wins(host: DevHost) -> None:
+    """The race the app's status-then-start_new leaves open: the second start finds the first Pending or Running
+    (ext OverridableStates.cs NonRunning includes Pending) and is refused with 500 (ext HttpApiHandler.cs catch-all)."""
+    iid = "race-" + uuid.uuid4().hex[:8]
+    url = f"{host.rpc_base_url}orchestrators/sleepy/{iid}"
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(lambda _: requests.post(url, json=None, timeout=30).status_code, range(8)))
+    assert sorted(codes) == [202] + [500] * 7, codes
+    with pytest.raises(OrchestrationAlreadyExists):
+        host.engine.start_orchestration("sleepy", None, iid)
+
+
+# ------------------------------------------------------------------ 2. terminate reaches a waiting parent
+def test_terminating_a_sub_orchestration_fails_the_waiting_parent(host: DevHost) -> None:
+    """dtfx DurableTask.Core/TaskOrchestrationDispatcher.cs: a Terminated (or Failed) child sends its parent a
+    SubOrchestrationInstanceFailedEvent with the termination reason; the SDK raises it in the orchestrator."""
+    child = "child-" + uuid.uuid4().hex[:8]
+    parent = host.start_orchestration("parent_of_sleepy", child)
+    wait_until(lambda: running(host, child), 20, "the child to run")
+    assert requests.post(f"{host.rpc_base_url}instances/{child}/terminate?reason=stop%20it", timeout=10).status_code == 202
+    st = host.wait_for(parent, 30)
+    assert st["runtimeStatus"] == "Completed" and st["output"].startswith("child failed: stop it"), st
+    assert host.get_status(child)["runtimeStatus"] == "Terminated"
+
+
+# ------------------------------------------------------------------ 3. management API status codes
+def test_management_api_answers_with_the_extensions_status_codes(host: DevHost) -> None:
+    """ext HttpApiHandler.cs: HandleStartOrchestratorRequestAsync (202 + Location, 400 unknown function),
+    HandleGetStatusRequestAsync (404; 202 + Location + Retry-After while running; 200 when finished, a Failed one
+    500 only with returnInternalServerErrorOnFailure), HandleRaiseEventRequestAsync (404, 410, 400 non-JSON),
+    HandleTerminateInstanceRequestAsync (404, 410, 202), HandleDeleteHistoryByIdRequestAsync (404, 200),
+    HandleDeleteHistoryWithFiltersRequestAsync (400 without createdTimeFrom), unknown routes 404."""
+    rpc = host.rpc_base_url
+    assert requests.get(f"{rpc}instances/nope", timeout=10).status_code == 404
+    unknown = requests.post(f"{rpc}orchestrators/no_such_orchestrator", timeout=10)
+    assert unknown.status_code == 400
+    assert unknown.json()["ExceptionMessage"].startswith("The function 'no_such_orchestrator' doesn't exist")
+
+    iid = "codes-" + uuid.uuid4().hex[:8]
+    started = requests.post(f"{rpc}orchestrators/sleepy/{iid}", timeout=10)
+    assert started.status_code == 202 and started.json()["id"] == iid
+    assert started.headers["Location"] == started.json()["statusQueryGetUri"]
+    wait_until(lambda: running(host, iid), 20, "sleepy to run")
+    live = requests.get(f"{rpc}instances/{iid}", timeout=10)
+    assert live.status_code == 202 and live.headers["Retry-After"] == "5" and "Location" in live.headers
+    event = f"{rpc}instances/{iid}/raiseEvent/Poke"
+    assert requests.post(event, data="hi", headers={"Content-Type": "text/plain"}, timeout=10).status_code == 400
+    assert requests.post(event, data="{not json", headers={"Content-Type": "application/json"},
+                         timeout=10).status_code == 400
+    assert requests.post(event, json={"a": 1}, timeout=10).status_code == 202
+    assert requests.post(f"{rpc}instances/{iid}/terminate?reason=x", timeout=10).status_code == 202
+    assert requests.post(f"{rpc}instances/{iid}/terminate?reason=x", timeout=10).status_code == 410
+    assert requests.post(event, json={"a": 1}, timeout=10).status_code == 410
+    done = requests.get(f"{rpc}instances/{iid}", timeout=10)
+    assert done.status_code == 200 and done.json()["runtimeStatus"] == "Terminated"
+    assert requests.post(f"{rpc}instances/nope/terminate", timeout=10).status_code == 404
+    assert requests.post(f"{rpc}instances/nope/raiseEvent/x", json=1, timeout=10).status_code == 404
+
+    failed = host.start_orchestration("failing")
+    host.wait_for(failed, 30)
+    assert requests.get(f"{rpc}instances/{failed}", timeout=10).status_code == 200
+    assert requests.get(f"{rpc}instances/{failed}?returnInternalServerErrorOnFailure=true", timeout=10).status_code == 500
+    assert requests.post(f"{rpc}instances/{failed}/terminate", timeout=10).status_code == 410  # Failed is finished
+
+    assert requests.delete(f"{rpc}instances/{iid}", timeout=10).json() == {"instancesDeleted": 1}
+    assert requests.delete(f"{rpc}instances/{iid}", timeout=10).status_code == 404
+    assert requests.delete(f"{rpc}instances/", timeout=10).status_code == 400
+    assert requests.put(f"{rpc}instances/{failed}", timeout=10).status_code == 404
+    assert requests.post(f"{rpc}instances/{failed}/bogus", timeout=10).status_code == 404
+    assert requests.get(f"{rpc}nothing/here", timeout=10).status_code == 404
+
+
+def test_the_public_webhook_needs_the_system_key_which_the_management_urls_carry(host: DevHost) -> None:
+    """ext HttpApiHandler.cs CreateHttpManagementPayload appends the extension's system key (code=) to every
+    management URL; host Security/Authentication/Keys/AuthenticationLevelHandler.cs: without it the webhook is 401
+    (the master key works too; a function key does not)."""
+    iid = host.start_orchestration("sleepy")
+    urls = DurableOrchestrationClient(host.front.binding()).create_http_management_payload(iid)
+    assert "code=" in urls["statusQueryGetUri"]
+    assert requests.get(urls["statusQueryGetUri"], timeout=10).status_code in (200, 202)
+    bare = f"{host.base_url}/runtime/webhooks/durabletask/instances/{iid}"
+    assert requests.get(bare, timeout=10).status_code == 401
+    assert requests.get(bare, headers={"x-functions-key": KEY}, timeout=10).status_code == 401
+    assert requests.get(bare, headers={"x-functions-key": host.keys.master_key}, timeout=10).status_code in (200, 202)
+    assert requests.post(urls["terminatePostUri"].replace("{text}", "bye"), timeout=10).status_code == 202
+
+
+# ------------------------------------------------------------------ 4. paging of the instance list
+def test_the_instance_list_pages_by_100_with_a_continuation_token_and_list_tasks_reads_every_page(
+        storage_connection: str, unique_name: str) -> None:
+    """ext HttpApiHandler.cs HandleGetStatusRequestAsync: ``top`` (default OrchestrationStatusQueryCondition.PageSize
+    100) and the x-ms-continuation-token header ("" on the last page). The SDK 1.7.0's get_status_all reads one page
+    only (azure-functions-durable-python DurableOrchestrationClient.get_status_all), so the app's list_tasks
+    (api/starters.py) follows the token itself: every task is listed."""
+    import function_app
+
+    task_ids = sorted(f"task-{uuid.uuid4().hex[:20]}" for _ in range(230))
+    host = DevHost(function_app.app, storage_connection, task_hub=unique_name, port=0, function_key=KEY,
+                   host_config=HostConfig())
+    now = h.ts(h.utcnow())
+    for iid in task_ids + [f"{task_ids[0]}-shards-0000", "other-instance"]:
+        host.store.put_instance(iid, Name="task_orchestrator", Status="Completed", Input="", InputIsNull=True,
+                                Output="null", CustomStatus=json.dumps({"stage": "completed"}), Error="",
+                                CreatedTime=now, UpdatedTime=now, ExecutionId="e", ParentInstanceId="")
+    host.start()
+    try:
+        pages: list[list[str]] = []
+        token = ""
+        while True:
+            r = requests.get(f"{host.rpc_base_url}instances/?instanceIdPrefix=task-", timeout=30,
+                             headers={"x-ms-continuation-token": token} if token else {})
+            assert r.status_code == 200 and "x-ms-continuation-token" in r.headers
+            pages.append([s["instanceId"] for s in r.json()])
+            token = r.headers["x-ms-continuation-token"]
+            if not token:
+                break
+        assert [len(p) for p in pages] == [100, 100, 31]
+        assert sorted(sum(pages, [])) == sorted(task_ids + [f"{task_ids[0]}-shards-0000"])
+        small = requests.get(f"{host.rpc_base_url}instances/?top=7", timeout=30)
+        assert len(small.json()) == 7 and small.headers["x-ms-continuation-token"]
+        assert len(sdk(host, lambda c: c.get_status_all())) == 100  # the SDK stops after the first page
+
+        listed = requests.get(f"{host.base_url}/api/tasks?limit=1000", headers={"x-functions-key": KEY}, timeout=60)
+        assert listed.status_code == 200, listed.text
+        assert listed.json()["total"] == 230
+        assert sorted(t["id"] for t in listed.json()["tasks"]) == task_ids
+    finally:
+        host.stop()
+
+
+# ------------------------------------------------------------------ 5. blob-trigger retries and poison queue
+def _poison_messages(storage_connection: str, blob_name: str) -> list[dict[str, Any]]:
+    from azure.storage.queue import QueueClient
+
+    queue = QueueClient.from_connection_string(storage_connection, "webjobs-blobtrigger-poison")
+    try:
+        messages = queue.peek_messages(max_messages=32)
+    except Exception:
+        return []
+    found = [json.loads(base64.b64decode(m.content)) for m in messages]
+    return [m for m in found if m.get("BlobName") == blob_name]
+
+
+@pytest.mark.parametrize("threshold", [None, 2])
+def test_a_failing_blob_trigger_is_tried_five_times_then_poisoned(storage_connection: str, unique_name: str,
+                                                                 threshold: int | None) -> None:
+    """docs functions-bindings-storage-blob-trigger.md#poison-blobs: 5 tries in all by default, then a message on
+    queue webjobs-blobtrigger-poison with FunctionId, BlobType, ContainerName, BlobName, ETag (blobs
+    Listeners/BlobTriggerMessage.cs, with "Type": "BlobTrigger", base64 as blobs QueueServiceClientProvider.cs writes);
+    the number of tries is host.json extensions.blobs.poisonBlobThreshold (docs functions-bindings-storage-blob.md)."""
+    from azure.storage.blob import BlobServiceClient
+
+    blobs = BlobServiceClient.from_connection_string(storage_connection)
+    try:
+        blobs.create_container("poisoned")
+    except Exception:
+        pass
+    name = f"{unique_name}.bin"
+    etag = blobs.get_blob_client("poisoned", name).upload_blob(b"bad", overwrite=True)["etag"]
+    config = HostConfig() if threshold is None else HostConfig.from_dict({"extensions": {"blobs": {
+        "poisonBlobThreshold": threshold}}})
+    host = DevHost(sample_app.app, storage_connection, task_hub=unique_name, port=0, blob_poll_s=0.2,
+                   function_key=KEY, host_config=config).start()
+    try:
+        found = wait_until(lambda: _poison_messages(storage_connection, name), 30, "the poison message")
+        time.sleep(1.0)  # several more polls: the blob version is not tried again
+        assert sample_app.POISON_TRIES[f"poisoned/{name}"] == (threshold or 5)
+        assert found == [{"Type": "BlobTrigger", "FunctionId": "Host.Functions.on_poisoned", "BlobType": "BlockBlob",
+                          "ContainerName": "poisoned", "BlobName": name, "ETag": etag}]
+    finally:
+        host.stop()
+        blobs.get_blob_client("poisoned", name).delete_blob()
+
+
+# ------------------------------------------------------------------ 6. functionTimeout
+def test_an_activity_running_past_function_timeout_fails(storage_connection: str, unique_name: str) -> None:
+    """host.json functionTimeout (docs functions-host-json.md#functiontimeout); the WebJobs SDK's FunctionExecutor
+    fails the invocation with "Timeout value of <timespan> was exceeded by function: Functions.<name>" and the
+    orchestrator sees the activity fail (azure-functions-durable-extension issue #1331 shows that message)."""
+    host = DevHost(sample_app.app, storage_connection, task_hub=unique_name, port=0, function_key=KEY,
+                   host_config=HostConfig.from_dict({"functionTimeout": "00:00:02"})).start()
+    try:
+        slow = host.wait_for(host.start_orchestration("napping", 10), 30)
+        quick = host.wait_for(host.start_orchestration("napping", 0), 30)
+    finally:
+        host.stop()
+    assert slow["output"] == "failed: Timeout value of 00:00:02 was exceeded by function: Functions.nap", slow
+    assert quick["output"] == "rested"
+    assert parse_timespan("1.02:03:04.5") == 93784.5 and parse_timespan("-1") is None
+
+
+# ------------------------------------------------------------------ 7. non-determinism by name and kind
+def _flip_after_first_step(host: DevHost, **change: str) -> dict[str, Any]:
+    sample_app.NONDET_FLAG.update(value="a", activity="say_hello", kind="activity")
+    iid = host.start_orchestration("nondet")
+    wait_until(lambda: host.get_status(iid)["customStatus"] == "waiting", 20, "the first step to be done")
+    sample_app.NONDET_FLAG.update(change)
+    try:
+        host.raise_event(iid, "Go")  # the next episode replays the first step with the changed code
+        return host.wait_for(iid, 30)
+    finally:
+        sample_app.NONDET_FLAG.update(value="a", activity="say_hello", kind="activity")
+
+
+def test_replay_is_checked_by_action_kind_and_name_only(host: DevHost) -> None:
+    """dtfx DurableTask.Core/TaskOrchestrationContext.cs HandleTaskScheduledEvent: a history TaskScheduled event needs
+    a replayed ScheduleTask action with the same name (ordinal, case-insensitive) at its sequence number; inputs are
+    not compared. The message is NonDeterministicOrchestrationException's (dtfx Exceptions/)."""
+    renamed = _flip_after_first_step(host, activity="Double")
+    assert renamed["runtimeStatus"] == "Failed"
+    assert renamed["output"] == (
+        "Non-Deterministic workflow detected: A previous execution of this orchestration scheduled an activity task "
+        "with sequence number 0 named 'say_hello', but the current orchestration replay instead scheduled an activity "
+        "task named 'Double' with this sequence number.  Was a change made to the orchestrator code after this "
+        "instance had already started running?")
+    other_kind = _flip_after_first_step(host, kind="timer")
+    assert other_kind["runtimeStatus"] == "Failed"
+    assert "instead produced a CreateTimerOrchestratorAction action" in other_kind["output"]
+    same = _flip_after_first_step(host, value="b", activity="SAY_HELLO")  # new input, other case: accepted
+    assert same["runtimeStatus"] == "Completed" and same["output"] == "Hello a!", same
+
+
+# ------------------------------------------------------------------ 8. custom status limit
+def test_a_custom_status_over_16_kb_fails_the_orchestration(host: DevHost) -> None:
+    """ext ContextImplementations/DurableOrchestrationContext.cs SetCustomStatus: MaxCustomStatusPayloadSizeInKB = 16,
+    checked by ext MessagePayloadDataConverter.Serialize as (int)(UTF-16 bytes / 1024) > 16; the out-of-proc shim
+    sets it before replaying actions and ext Listener/TaskOrchestrationShim.cs fails the orchestration with
+    "Orchestrator function '<name>' failed: <message>". A JSON string of 8,701 characters (17,406 bytes) passes."""
+    fits = host.wait_for(host.start_orchestration("chatty", 8701), 30)
+    assert fits["runtimeStatus"] == "Completed" and len(fits["customStatus"]) == 8701
+    too_big = host.wait_for(host.start_orchestration("chatty", 8702), 30)
+    assert too_big["runtimeStatus"] == "Failed"
+    assert too_big["output"] == ("Orchestrator function 'chatty' failed: The UTF-16 size of the JSON-serialized payload "
+                                 "must not exceed 16 KB. The current payload size is 17 KB.")
+
+
+# ------------------------------------------------------------------ 9. instance id rules
+@pytest.mark.parametrize("bad", ["@entity", "back\\slash", "ctl\x01char", "del\x7f", "x" * 257, "a/b"])
+def test_start_new_with_an_invalid_instance_id_raises(host: DevHost, bad: str) -> None:
+    """ext ContextImplementations/DurableClient.cs StartNewAsync: no leading '@', none of / \\ # ? or control
+    characters, at most MaxInstanceIdLength = 256 characters (ArgumentException: HttpApiHandler answers 400). Through
+    the SDK the id is a URL path segment: a '/' makes another route (404), which the SDK raises too (a tab, CR or LF
+    is dropped from a URL by the SDK's HTTP client before either host sees it)."""
+    with pytest.raises(Exception):
+        sdk(host, lambda c: c.start_new("sleepy", bad))
+    for direct in ("a?b", "a#b", "nul\x00", "\x85next-line"):
+        with pytest.raises(InvalidInstanceId):
+            host.engine.start_orchestration("sleepy", None, direct)
+    longest = "y" * 256
+    assert sdk(host, lambda c: c.start_new("sleepy", longest)) == longest
+
+
+# ------------------------------------------------------------------ 10. function keys
+def test_function_level_routes_need_a_key_in_the_header_or_code(host: DevHost, monkeypatch: pytest.MonkeyPatch,
+                                                                storage_connection: str) -> None:
+    """host Security/Authentication/Keys/AuthenticationLevelHandler.cs: the key is the x-functions-key header, else
+    the ``code`` query parameter (the header wins); FUNCTION routes take a function/host key or the master key, ADMIN
+    routes the master key only, ANONYMOUS routes none; otherwise 401."""
+    url = f"{host.base_url}/api/secure/echo"
+    assert requests.get(url, timeout=10).status_code == 401
+    assert requests.get(url, headers={"x-functions-key": "wrong"}, timeout=10).status_code == 401
+    assert requests.get(url, headers={"x-functions-key": KEY}, timeout=10).text == "function-level ok"
+    assert requests.get(url, params={"code": KEY}, timeout=10).status_code == 200
+    assert requests.get(url, params={"CODE": KEY}, timeout=10).status_code == 200  # ASP.NET query names ignore case
+    assert requests.get(url, params={"code": KEY}, headers={"x-functions-key": "wrong"}, timeout=10).status_code == 401
+    assert requests.get(url, headers={"x-functions-key": host.keys.master_key}, timeout=10).status_code == 200
+    assert requests.get(url, headers={"x-functions-key": host.keys.system_key}, timeout=10).status_code == 401
+    admin = f"{host.base_url}/api/secure/admin"
+    assert requests.get(admin, headers={"x-functions-key": KEY}, timeout=10).status_code == 401
+    assert requests.get(admin, headers={"x-functions-key": host.keys.master_key}, timeout=10).status_code == 200
+    assert requests.get(f"{host.base_url}/api/status/nope", timeout=10).status_code == 200  # anonymous route
+    monkeypatch.setenv(FUNCTION_KEY_ENV, "from-the-environment")
+    assert DevHost(sample_app.app, storage_connection, task_hub="keys" + uuid.uuid4().hex[:8], port=0,
+                   host_config=HostConfig()).function_key == "from-the-environment"
+
+
+# ------------------------------------------------------------------ 11. large payloads
+def test_inputs_and_outputs_over_64_kb_go_to_blobs_through_continue_as_new(host: DevHost) -> None:
+    """docs durable/durable-functions-azure-storage-provider.md: payloads over the 45 KB threshold are kept in blobs
+    and referenced from the tables, so any size works; the Table service refuses a string property over 64 KiB. A
+    continue_as_new with a > 64 KB input used to hang devhost (its instance-row write failed after the history was
+    saved)."""
+    pad = "p" * 70_000
+    iid = host.start_orchestration("grower", {"n": 0, "pad": pad})
+    st = host.wait_for(iid, 30)
+    assert st["runtimeStatus"] == "Completed", st
+    assert st["output"] == {"n": 1, "pad": pad} and st["input"] == {"n": 1, "pad": pad}
+    entity = dict(host.store.instances.get_entity("i", iid))
+    assert entity["InputBlobName"] and entity["OutputBlobName"] and len(entity["Input"]) < INLINE_LIMIT
+    over_http = requests.get(f"{host.rpc_base_url}instances/{iid}", timeout=30).json()
+    assert over_http["output"]["pad"] == pad
+
+
+# ------------------------------------------------------------------ 12. devhost's own work off the event loop
+def test_a_slow_table_scan_or_sync_function_does_not_stall_other_requests(host: DevHost) -> None:
+    """devhost's own storage work runs in a thread pool, never on the HTTP event loop, and sync HTTP functions run in
+    a pool as the Python worker runs them (its dispatcher hands non-async functions to a ThreadPoolExecutor)."""
+    entered, release = threading.Event(), threading.Event()
+    original = host.store.query_instances
+
+    def slow_scan(**kwargs: Any) -> Any:
+        entered.set()
+        release.wait(30)
+        return original(**kwargs)
+
+    host.store.query_instances = slow_scan  # type: ignore[method-assign]
+    sample_app.SLOW_GATE.clear()
+    with ThreadPoolExecutor(2) as pool:
+        listing = pool.submit(requests.get, f"{host.rpc_base_url}instances/", timeout=60)
+        blocked_sync = pool.submit(requests.get, f"{host.base_url}/api/slow-sync", timeout=60)
+        try:
+            assert entered.wait(20), "the slow scan never started"
+            time.sleep(0.2)  # the sync function is parked in the pool by now, or soon
+            quick = requests.get(f"{host.rpc_base_url}instances/nope", timeout=10)  # answered while both block
+            assert quick.status_code == 404
+            assert requests.get(f"{host.base_url}/api/status/nope", timeout=10).status_code == 200
+            assert not listing.done() and not blocked_sync.done()
+        finally:
+            release.set()
+            sample_app.SLOW_GATE.set()
+        assert listing.result().status_code == 200
+        assert blocked_sync.result().text == "released"
