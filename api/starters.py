@@ -37,6 +37,7 @@ from core.ids import is_task_id, repeats_instance_id, shards_instance_id
 from core.requests import MAX_BODY_BYTES, parse_json_body, parse_repeat_removal, parse_task_request
 from core.settings import Settings, drop_trigger_source
 from gpu_batch import layout
+from gpu_batch.models import BLOB_SCHEME, known_model, known_names, unsupported_reason
 from gpu_batch.layout import REPEATS_REMOVED
 
 logger = logging.getLogger(__name__)
@@ -63,12 +64,33 @@ def _links(base: str, task_id: str) -> dict[str, str]:
             "cancel_url": f"{base}/api/tasks/{task_id}/cancel"}
 
 
+def check_model_reference(ref: str, settings: Settings) -> None:
+    """A request may name a published MegaDetector model, a checkpoint in the operator's models container, or the app's
+    default. Anything else (a path on the nodes, a URL) is refused here, before a GPU starts: a checkpoint is code
+    the nodes run, so which ones exist is the operator's choice, not the caller's."""
+    if ref == settings.model or known_model(ref) is not None:
+        return
+    choices = ", ".join(known_names()) + (f", blob://{settings.models_container}/<name>" if settings.models_container
+                                          else "") + (f", or leave 'model' out for {settings.model!r}"
+                                                      if settings.model else "")
+    reason = unsupported_reason(ref)
+    if reason is not None:
+        raise RequestInvalid(f"model {ref!r} is not supported: {reason}", f"use one of {choices}")
+    if ref.startswith(BLOB_SCHEME):
+        container, _, name = ref[len(BLOB_SCHEME):].partition("/")
+        if settings.models_container and container == settings.models_container and name:
+            return
+    raise RequestInvalid(f"model {ref!r} is not one this trapbatch runs",
+                         f"use one of {choices} (the operator sets TRAPBATCH_MODELS_CONTAINER for own checkpoints)")
+
+
 async def start_task(client: df.DurableOrchestrationClient, body: Any, settings: Settings) -> tuple[bool, str]:
     """Validate ``body`` and start its task unless that task already runs or completed. Returns (started, id)."""
     request = parse_task_request(body, settings.model, settings.knobs.images_per_shard)
     if not request.model:
-        raise RequestInvalid("no detector model given", "add \"model\" (e.g. \"MDV5A\" or a checkpoint path) to the "
-                             "request, or set TRAPBATCH_MODEL for the app")
+        raise RequestInvalid("no detector model given", "add \"model\" (e.g. \"MDV5A\") to the request, or set "
+                             "TRAPBATCH_MODEL for the app")
+    check_model_reference(request.model, settings)
     if request.credential_secret and not settings.secret_store_env():
         raise RequestInvalid(f"the request names secret {request.credential_secret!r}, but this trapbatch has no "
                              "Key Vault configured", "set TRAPBATCH_KEY_VAULT_URL in the app settings (infra/ does), "

@@ -17,6 +17,8 @@ Variables (names shared with infra/main.bicep app settings):
                                    Azurite, which has no Event Grid); read when function_app.py is indexed
     TRAPBATCH_POOL                 ``local`` or ``azure_batch`` (default ``local``)
     TRAPBATCH_MODEL                default detector: a known version (MDV5A, MDV5B), a path, a URL or blob://c/name
+    TRAPBATCH_MODELS_CONTAINER     container (in trapbatch's account) whose checkpoints requests may name as
+                                   blob://<container>/<name>; requests may otherwise name only published models
     TRAPBATCH_IMAGES_PER_SHARD     default shard size (default 10000: see core.requests)
     TRAPBATCH_MAX_ATTEMPTS         attempts per shard including the first (default 3)
     TRAPBATCH_MAX_FAILED_FRACTION  share of images that may fail for a task to end ``completed`` rather than
@@ -128,6 +130,7 @@ class Settings:
     key_vault_url: str = ""
     local_secrets_file: str = ""
     public_web_url: str = ""
+    models_container: str = ""
     source_accounts: tuple[str, ...] = ()
 
     def secret_store_env(self) -> dict[str, str]:
@@ -191,6 +194,7 @@ class Settings:
             key_vault_url=env.get("TRAPBATCH_KEY_VAULT_URL", ""),
             local_secrets_file=env.get("TRAPBATCH_LOCAL_SECRETS_FILE", ""),
             public_web_url=env.get("TRAPBATCH_PUBLIC_WEB_URL", "").rstrip("/"),
+            models_container=env.get("TRAPBATCH_MODELS_CONTAINER", ""),
             source_accounts=tuple(normalize_account_url(u) for u in
                                   env.get("TRAPBATCH_SOURCE_ACCOUNTS", "").replace(",", " ").split()),
         )

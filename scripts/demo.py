@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -32,6 +33,11 @@ SAMPLES = ROOT / "samples" / "images"
 OUT = Path(os.environ.get("TRAPBATCH_DEMO_OUTPUT", ROOT / "demo-output")).resolve()
 CONTAINER = "demo-camera-traps"
 THRESHOLD = 0.2
+# devhost requires a function key on /api/ routes, as the Functions host does (auth_level=FUNCTION); the demo makes
+# one for its own devhost and sends it with every request.
+FUNCTION_KEY = secrets.token_urlsafe(24)
+API = requests.Session()
+API.headers["x-functions-key"] = FUNCTION_KEY
 
 
 def _show(path: Path) -> str:
@@ -133,10 +139,10 @@ def main() -> int:
         port = free_port()
         log = OUT / "devhost.log"
         say(f"starting devhost on http://127.0.0.1:{port} (log: {_show(log)}) ...")
-        devhost = _start_devhost(port, conn, log)
+        devhost = _start_devhost(port, conn, log, model)
         base = f"http://127.0.0.1:{port}"
         wait_http(base + "/api/tasks/task-00000000000000000000", devhost, log)
-        task_id = _start_task(base, model)
+        task_id = _start_task(base)
         st, task_seconds = _wait_for_task(base, task_id)
         res, doc = _download_results(store, base, task_id)
         md_check = _check_results(doc)
@@ -154,7 +160,7 @@ def _fresh_output_folder() -> None:
     (OUT / "previews").mkdir(parents=True)
 
 
-def _start_devhost(port: int, conn: str, log: Path) -> subprocess.Popen[bytes]:
+def _start_devhost(port: int, conn: str, log: Path, model: str) -> subprocess.Popen[bytes]:
     """Start devhost on ``port`` against Azurite, with the local pool, its output going to ``log``.
 
     Why these settings: short polls and 10-image shards let the few sample images show several shards and live
@@ -163,16 +169,18 @@ def _start_devhost(port: int, conn: str, log: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "AzureWebJobsStorage": conn, "TRAPBATCH_POOL": "local",
            "TRAPBATCH_POLL_MIN_S": "1", "TRAPBATCH_POLL_MAX_S": "3", "TRAPBATCH_IMAGES_PER_SHARD": "10",
            "TRAPBATCH_PREVIEW_THRESHOLD": str(THRESHOLD),
-           "TRAPBATCH_LOCAL_CONCURRENCY": os.environ.get("TRAPBATCH_LOCAL_CONCURRENCY", "1")}
+           "TRAPBATCH_LOCAL_CONCURRENCY": os.environ.get("TRAPBATCH_LOCAL_CONCURRENCY", "1"),
+           "TRAPBATCH_DEVHOST_FUNCTION_KEY": FUNCTION_KEY,
+           "TRAPBATCH_MODEL": model}  # the operator's default model: requests may name only published ones
     return subprocess.Popen([sys.executable, "-m", "devhost", "--port", str(port), "--hub", "demo"],
                             cwd=ROOT, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
                             start_new_session=True)
 
 
-def _start_task(base: str, model: str) -> str:
-    """Start the demo task through the HTTP API, as a user would, and return its id."""
-    body = {"container": CONTAINER, "model": model, "request_name": "trapbatch demo"}
-    r = requests.post(base + "/api/tasks", json=body, timeout=30)
+def _start_task(base: str) -> str:
+    """Start the demo task through the HTTP API, as a user would, and return its id (its model: the app's default)."""
+    body = {"container": CONTAINER, "request_name": "trapbatch demo"}
+    r = API.post(base + "/api/tasks", json=body, timeout=30)
     if r.status_code not in (200, 202):
         raise SystemExit(f"POST /api/tasks answered {r.status_code}: {r.text}")
     task_id: str = r.json()["id"]
@@ -188,7 +196,7 @@ def _wait_for_task(base: str, task_id: str) -> tuple[dict[str, Any], float]:
     last = ""
     t_start = time.monotonic()
     while True:
-        st = requests.get(f"{base}/api/tasks/{task_id}", timeout=30).json()
+        st = API.get(f"{base}/api/tasks/{task_id}", timeout=30).json()
         line = progress_line(st)
         if line != last:
             say(f"[{time.monotonic() - t_start:6.1f}s] {line}")
@@ -206,7 +214,7 @@ def _wait_for_task(base: str, task_id: str) -> tuple[dict[str, Any], float]:
 
 def _download_results(store: BlobStore, base: str, task_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """Copy the merged results (JSON and CSV) into ``OUT``; return the API's results answer and the JSON document."""
-    res: dict[str, Any] = requests.get(f"{base}/api/tasks/{task_id}/results", timeout=30).json()
+    res: dict[str, Any] = API.get(f"{base}/api/tasks/{task_id}/results", timeout=30).json()
     doc = store.read_json(res["results"]["container"], res["results"]["blob"])
     (OUT / "detections.json").write_text(json.dumps(doc, indent=1))
     (OUT / "detections.csv").write_bytes(store.read_bytes(res["results"]["container"], res["results"]["csv"]))

@@ -48,6 +48,8 @@ from typing import Any, Callable, Mapping
 
 import torch
 
+from gpu_batch.models import (BLOB_SCHEME, KNOWN_MODELS, MODEL_ALIASES, UNSUPPORTED_MODELS,  # noqa: F401
+                               KnownModel, known_model)
 from gpu_batch.worker import yolov5_modules as y5
 from gpu_batch.worker.caches import model_cache_dir
 
@@ -62,57 +64,7 @@ class ModelLoadError(Exception):
         self.hint = hint
 
 
-@dataclass(frozen=True, slots=True)
-class KnownModel:
-    """A published MegaDetector release: where to get it and the hash its publisher lists."""
-
-    version: str
-    url: str
-    hash_algorithm: str
-    hash_hex: str
-    image_size: int = 1280
-
-
-# URLs and md5 sums as published in MegaDetector's run_detector.known_models (megadetector 10.0.28); the upstream
-# table lists md5, not sha256, so md5 is what we can verify against. 'MDV5A' means v5a.0.1, as in MegaDetector.
-KNOWN_MODELS: Mapping[str, KnownModel] = {
-    "v5a.0.0": KnownModel("v5a.0.0", "https://github.com/agentmorris/MegaDetector/releases/download/v5.0/md_v5a.0.0.pt",
-                          "md5", "ec1d7603ec8cf642d6e0cd008ba2be8c"),
-    "v5b.0.0": KnownModel("v5b.0.0", "https://github.com/agentmorris/MegaDetector/releases/download/v5.0/md_v5b.0.0.pt",
-                          "md5", "bc235e73f53c5c95e66ea0d1b2cbf542"),
-    "v5a.0.1": KnownModel("v5a.0.1", "https://github.com/agentmorris/MegaDetector/releases/download/v5.0/md_v5a.0.1.pt",
-                          "md5", "60f8e7ec1308554df258ed1f4040bc4f"),
-    "v5b.0.1": KnownModel("v5b.0.1", "https://github.com/agentmorris/MegaDetector/releases/download/v5.0/md_v5b.0.1.pt",
-                          "md5", "f17ed6fedfac2e403606a08c89984905"),
-    "v1000.0.0-redwood": KnownModel(
-        "v1000.0.0-redwood", "https://github.com/agentmorris/MegaDetector/releases/download/v1000.0/"
-        "md_v1000.0.0-redwood.pt", "md5", "74474b3aec9cf1a990da38b37ddf9197"),
-    "v1000.0.0-spruce": KnownModel(
-        "v1000.0.0-spruce", "https://github.com/agentmorris/MegaDetector/releases/download/v1000.0/"
-        "md_v1000.0.0-spruce.pt", "md5", "1c9d1d2b3ba54931881471fdd508e6f2"),
-}
-MODEL_ALIASES: Mapping[str, str] = {
-    "mdv5a": "v5a.0.1", "mdv5b": "v5b.0.1", "v5a.0.0": "v5a.0.0", "v5b.0.0": "v5b.0.0", "v5a.0.1": "v5a.0.1",
-    "v5b.0.1": "v5b.0.1",
-    **{alias: "v1000.0.0-redwood" for alias in ("mdv1000-redwood", "v1000-redwood", "v1000.0.0-redwood", "redwood")},
-    **{alias: "v1000.0.0-spruce" for alias in ("mdv1000-spruce", "v1000-spruce", "v1000.0.0-spruce", "spruce")},
-}
-# MegaDetector versions whose network family the worker does not implement, and why (refused before downloading).
-UNSUPPORTED_MODELS: Mapping[str, str] = {
-    **{alias: "MDv1000-cedar is a YOLOv9 network (MegaDetector runs it through the yolov9pip package)"
-       for alias in ("mdv1000-cedar", "v1000-cedar", "v1000.0.0-cedar", "cedar")},
-    **{alias: "MDv1000-larch is a YOLO11 network (anchor-free; MegaDetector runs it through the AGPL ultralytics "
-              "package)" for alias in ("mdv1000-larch", "v1000-larch", "v1000.0.0-larch", "larch")},
-    **{alias: "MDv1000-sorrel is a YOLO11 network (anchor-free; MegaDetector runs it through the AGPL ultralytics "
-              "package)" for alias in ("mdv1000-sorrel", "v1000-sorrel", "v1000.0.0-sorrel", "sorrel")},
-}
 METADATA_NAME = "megadetector_info.json"  # inside the checkpoint's zip archive, in its one top-level folder
-BLOB_SCHEME = "blob://"
-
-
-def known_model(ref: str) -> KnownModel | None:
-    version = MODEL_ALIASES.get(ref.strip().lower())
-    return KNOWN_MODELS[version] if version else None
 
 
 def file_hash(path: Path, algorithm: str) -> str:

@@ -6,12 +6,12 @@
     orchestrations   deterministic orchestrators: core, orchestrations, the blob layout, shard contract and exit
                      codes; never an activity, never an adapter (no I/O)
     activities       I/O steps: core, adapters, activities, gpu_batch's contracts; never an orchestrator
-    api              HTTP and blob-drop edges: core, adapters, api, the blob layout; never an activity
+    api              HTTP and blob-drop edges: core, adapters, api, the blob layout and model names; never an activity
     devhost          the stand-in for the Functions host: nothing of the app (it loads function_app by name)
     function_app     registers the blueprints of activities, api and orchestrations
 
 gpu_batch's contracts are ``layout`` (blob names, ids), ``manifest`` (the shard document), ``exit_codes`` (what a
-worker's exit means), ``pool`` (the pool
+worker's exit means), ``models`` (the published detectors by name), ``pool`` (the pool
 interface and its clients) and ``storage_refs`` (source-account references); ``gpu_batch.worker`` (torch) is for the
 nodes only.
 """
@@ -24,7 +24,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = ("core", "adapters", "activities", "orchestrations", "api", "gpu_batch", "devhost", "function_app")
-CONTRACTS = ("gpu_batch.layout", "gpu_batch.manifest", "gpu_batch.exit_codes", "gpu_batch.pool",
+CONTRACTS = ("gpu_batch.layout", "gpu_batch.manifest", "gpu_batch.exit_codes", "gpu_batch.models", "gpu_batch.pool",
              "gpu_batch.storage_refs")
 ALLOWED: dict[str, tuple[str, ...]] = {
     "gpu_batch": ("gpu_batch",),
@@ -32,7 +32,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "adapters": ("core", "adapters", *CONTRACTS),
     "orchestrations": ("core", "orchestrations", "gpu_batch.layout", "gpu_batch.manifest", "gpu_batch.exit_codes"),
     "activities": ("core", "adapters", "activities", *CONTRACTS),
-    "api": ("core", "adapters", "api", "gpu_batch.layout"),
+    "api": ("core", "adapters", "api", "gpu_batch.layout", "gpu_batch.models"),
     "devhost": ("devhost",),
     "function_app": ("activities", "api", "orchestrations"),
 }

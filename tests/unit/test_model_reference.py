@@ -1,0 +1,41 @@
+"""Which models a request may name: checked at the edge, before any GPU starts (api.starters.check_model_reference)."""
+from __future__ import annotations
+
+import pytest
+
+from api.starters import check_model_reference
+from core.errors import RequestInvalid
+from core.settings import Settings
+
+
+def _settings(**env: str) -> Settings:
+    return Settings.from_env({"AzureWebJobsStorage": "UseDevelopmentStorage=true", **env})
+
+
+@pytest.mark.parametrize("ref", ["MDV5A", "mdv5b", "v5a.0.0", "MDV1000-REDWOOD", "spruce"])
+def test_published_models_are_accepted_by_any_of_their_names(ref: str) -> None:
+    check_model_reference(ref, _settings())
+
+
+def test_the_operators_default_and_its_models_container_are_accepted() -> None:
+    s = _settings(TRAPBATCH_MODEL="/models/custom.pt", TRAPBATCH_MODELS_CONTAINER="models")
+    check_model_reference("/models/custom.pt", s)
+    check_model_reference("blob://models/site-a-finetune.pt", s)
+
+
+@pytest.mark.parametrize("ref", ["/etc/passwd", "../../models/x.pt", "https://attacker.example.com/evil.pt",
+                                 "blob://trapbatch/tasks/x.pt", "blob://models/", "MDV4"])
+def test_anything_else_is_a_4xx_that_lists_the_choices(ref: str) -> None:
+    with pytest.raises(RequestInvalid) as info:
+        check_model_reference(ref, _settings(TRAPBATCH_MODEL="/models/custom.pt", TRAPBATCH_MODELS_CONTAINER="models"))
+    assert info.value.status_code == 400 and ref in info.value.message
+    assert "MDV5A" in info.value.hint and "blob://models/<name>" in info.value.hint and "custom.pt" in info.value.hint
+
+
+def test_an_unsupported_megadetector_says_why() -> None:
+    with pytest.raises(RequestInvalid) as info:
+        check_model_reference("MDV1000-CEDAR", _settings())
+    assert "YOLOv9" in info.value.message and "MDV5A" in info.value.hint
+    with pytest.raises(RequestInvalid) as no_container:
+        check_model_reference("blob://models/x.pt", _settings())  # no models container configured
+    assert "blob://" not in no_container.value.hint.split("(")[0]
