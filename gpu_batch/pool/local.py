@@ -173,6 +173,7 @@ class LocalPool:
                 self._kill(row)
                 self._complete(row, None, f"timed out: ran longer than {self.max_task_seconds} s and was terminated")
             elif (pid and not _alive(pid)) or now - beat > DEAD_AFTER_S:
+                self._kill(row)  # a worker that outlived its runner must not run beside the next attempt
                 self._refresh_and_fail_if_running(row, "the worker's runner process died without recording an exit "
                                                        "(killed, or the machine restarted)")
             else:

@@ -22,6 +22,16 @@ from azure.storage.blob import BlobServiceClient
 from gpu_batch import layout
 
 
+def _die_with_parent() -> None:
+    """In the worker, before exec: the kernel kills it when this runner dies (PR_SET_PDEATHSIG), so a runner killed
+    with SIGKILL leaves no worker running beside the next attempt of its shard. (LocalPool also kills the runner's
+    whole process group when it finds the runner dead.)"""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--table", required=True)
@@ -40,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.fault:
         env["TRAPBATCH_WORKER_FAULT"] = args.fault
     log = tempfile.TemporaryFile()
-    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                            preexec_fn=_die_with_parent if sys.platform == "linux" else None)
     def on_term(*_: object) -> None:  # LocalPool.cancel: stop the worker too, and say so in the exit code
         proc.kill()
         sys.exit(143)

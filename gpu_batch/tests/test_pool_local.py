@@ -101,6 +101,36 @@ def test_runner_killed_is_detected_as_failure(pool_args: dict[str, Any]) -> None
     assert running  # it was running before the kill
 
 
+def test_a_runner_killed_alone_leaves_no_worker_behind(pool_args: dict[str, Any]) -> None:
+    """Only the runner dies (kill -9 of its pid, not its group): its worker must not keep running beside the next
+    attempt of the shard (the kernel's parent-death signal, and LocalPool killing the runner's process group)."""
+    pool = make_pool("local", max_concurrent=1, **pool_args)
+    pool.submit("job6", [task("hang")])
+    wait_until(lambda: (lambda s: s if s["hang-a1"].state is TaskState.running else None)(states(pool, "job6")),
+               30, "the task to run")
+    row = TableServiceClient.from_connection_string(pool_args["connection_string"]).get_table_client(
+        pool_args["table"]).get_entity("job6", "hang-a1")
+    runner = int(row["Pid"])
+    wait_until(lambda: _group_size(runner) >= 2, 30, "the worker to start under its runner")
+    os.kill(runner, signal.SIGKILL)
+    done = wait_until(lambda: all_done(pool, "job6", 1), 30, "the dead runner to be noticed")
+    assert done["hang-a1"].result is TaskResult.failure and "died" in done["hang-a1"].failure_message
+    wait_until(lambda: _group_size(runner) == 0, 30, "no process of the runner's group to be left")
+
+
+def _group_size(pgid: int) -> int:
+    """Live (non-zombie) processes in process group ``pgid``, from /proc."""
+    count = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            count += 1
+    return count
+
+
 def test_hung_task_is_terminated_at_its_deadline_and_cancel_works(pool_args: dict[str, Any]) -> None:
     pool = make_pool("local", max_concurrent=2, max_task_seconds=2, **pool_args)
     pool.submit("job4", [task("hang")])
