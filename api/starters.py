@@ -15,6 +15,7 @@ request dropped as ``incoming/<name>.json`` are the same task (the id is a hash 
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -196,10 +197,20 @@ async def list_tasks(req: func.HttpRequest, client: df.DurableOrchestrationClien
     return _json(200, {"tasks": rows[:limit], "total": len(rows)})
 
 
+STATUS_READS_AT_ONCE = 16  # shard-group statuses read concurrently by GET /api/tasks/{id}
+
+
 async def _child_progress(client: df.DurableOrchestrationClient, task_id: str, groups: int) -> dict[str, int]:
+    """Sum the groups' progress counters. Read concurrently (at most STATUS_READS_AT_ONCE at a time): one after another,
+    a task of 5,000 shards (25 groups) took seconds per status request, and 10M images is 1,000 groups."""
+    gate = asyncio.Semaphore(STATUS_READS_AT_ONCE)
+
+    async def read(g: int) -> Any:
+        async with gate:
+            return await client.get_status(shards_instance_id(task_id, g))
+
     totals: dict[str, int] = {}
-    for g in range(groups):
-        child = await client.get_status(shards_instance_id(task_id, g))
+    for child in await asyncio.gather(*(read(g) for g in range(groups))):
         status = getattr(child, "custom_status", None)
         if isinstance(status, dict):
             for key, value in status.items():
