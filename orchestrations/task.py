@@ -38,7 +38,8 @@ def _outcome(merged: c.MergeOutput, max_failed_fraction: float) -> tuple[Stage, 
 
 
 def _final_status(started: str, finished: str, enumeration: c.EnumerateOutput, outcomes: list[c.ShardsOutcome],
-                  merged: c.MergeOutput, previews: c.PreviewsOutput, max_failed_fraction: float) -> c.TaskStatus:
+                  merged: c.MergeOutput, previews: c.PreviewsOutput, max_failed_fraction: float,
+                  job_id: str) -> c.TaskStatus:
     stage, fraction = _outcome(merged, max_failed_fraction)
     return {
         "stage": stage, "failed_fraction": fraction, "max_failed_fraction": max_failed_fraction,
@@ -53,6 +54,7 @@ def _final_status(started: str, finished: str, enumeration: c.EnumerateOutput, o
         "repeated_detections": {"locations": merged.get("repeated_locations", 0),
                                 "blob": merged.get("repeats_blob", "")},
         "previews": previews,
+        "pool_job": job_id,
     }
 
 
@@ -134,6 +136,6 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
         task_id=task_id, model=request["model"], request_name=request.get("request_name", "")))
 
     summary = _final_status(started, context.current_utc_datetime.isoformat(), enumeration, outcomes, merged, previews,
-                            knobs.max_failed_fraction)
+                            knobs.max_failed_fraction, job_id)
     context.set_custom_status(summary)
     return summary

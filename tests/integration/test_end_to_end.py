@@ -397,3 +397,45 @@ def test_a_model_that_cannot_load_fails_the_task_at_once_with_the_workers_messag
     rows = list(TableServiceClient.from_connection_string(app_env["AzureWebJobsStorage"]).get_table_client(
         "trapbatchpool").query_entities("PartitionKey eq @j", parameters={"j": status["pool_job"]}))
     assert rows and {r["State"] for r in rows} == {"completed"}  # nothing left running for this run
+
+
+def test_a_403_on_the_first_attempt_is_retried_and_a_corrupt_image_runs_once(host, app_env, store, unique_name,  # type: ignore[no-untyped-def]
+                                                                             monkeypatch) -> None:
+    """Failure taxonomy end to end: an image whose download is refused (an expired SAS: retryable) on attempt 1 is
+    missing, so attempt 2 runs it, and only it; the corrupt image (permanent) is never run again."""
+    monkeypatch.setenv("TRAPBATCH_WORKER_FAULTS", json.dumps({"s00000/1": "fetch_error:403:img 002"}))
+    names = upload_images(store, unique_name, 8, corrupt=1)  # cam0/img 000.jpg is the corrupt one
+    body = {"container": unique_name, "max_failed_fraction": 0.2}
+    task_id = api.post(host.base_url + "/api/tasks", json=body, timeout=30).json()["id"]
+    status = wait_until(lambda: finished_status(host.base_url, task_id), 240, "task completion")
+    assert status["runtime_status"] == "Completed" and status["stage"] == "completed", status
+    assert status["failed"] == 1 and status["failure_reasons"] == {"undecodable": 1}, status
+    state = app_env["TRAPBATCH_CONTAINER"]
+    second = ShardManifest.from_dict(store.read_json(state, layout.manifest_blob(task_id, "s00000", 2)))
+    assert list(second.images) == ["cam0/img 002.jpg"]  # only the refused download; not the corrupt image
+    assert not store.exists(state, layout.manifest_blob(task_id, "s00001", 2))
+    doc = check_results(store, app_env, task_id, names)
+    by_name = {im["file"]: im for im in doc["images"]}
+    assert "failure" not in by_name["cam0/img 002.jpg"]  # detected after the resubmission
+    assert by_name["cam0/img 000.jpg"]["failure_kind"] == "permanent"
+
+
+def test_five_identical_concurrent_posts_start_one_task(host, app_env, store, unique_name) -> None:  # type: ignore[no-untyped-def]
+    from concurrent.futures import ThreadPoolExecutor
+
+    upload_images(store, unique_name, 4, corrupt=0)
+    body = {"container": unique_name, "request_name": "same"}
+    with ThreadPoolExecutor(5) as pool:
+        answers = list(pool.map(lambda _: api.post(host.base_url + "/api/tasks", json=body, timeout=60), range(5)))
+    assert all(a.status_code in (200, 202) for a in answers), [a.text for a in answers]
+    ids = {a.json()["id"] for a in answers}
+    assert len(ids) == 1 and sum(a.json()["started"] for a in answers) == 1
+    task_id = ids.pop()
+    status = wait_until(lambda: finished_status(host.base_url, task_id), 240, "task completion")
+    assert status["runtime_status"] == "Completed", status
+    from azure.data.tables import TableServiceClient
+
+    rows = TableServiceClient.from_connection_string(app_env["AzureWebJobsStorage"]).get_table_client(
+        "trapbatchpool").query_entities("PartitionKey ge @a and PartitionKey lt @b",
+                                        parameters={"a": task_id, "b": task_id + "~"})
+    assert {r["PartitionKey"] for r in rows} == {status["pool_job"]}  # one run, one pool job
