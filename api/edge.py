@@ -21,14 +21,15 @@ logger = logging.getLogger(__name__)
 P = ParamSpec("P")
 
 
-def json_response(status: int, body: dict[str, Any]) -> func.HttpResponse:
-    return func.HttpResponse(json.dumps(body, indent=1), status_code=status, mimetype="application/json")
+def json_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> func.HttpResponse:
+    return func.HttpResponse(json.dumps(body, indent=1), status_code=status, mimetype="application/json",
+                             headers=headers or None)
 
 
 def error_response(exc: BaseException) -> func.HttpResponse:
     """The answer for any exception: its own status when it is trapbatch's, 500 with a hint otherwise."""
     err = as_trapbatch_error(exc)
-    return json_response(err.status_code, err.to_dict())
+    return json_response(err.status_code, err.to_dict(), err.headers)
 
 
 def as_trapbatch_error(exc: BaseException) -> TrapbatchError:

@@ -12,10 +12,17 @@ request dropped as ``incoming/<name>.json`` are the same task (the id is a hash 
     POST /api/tasks/{id}/cancel     stop the task's pool work       202
     GET  /api/tasks/{id}/repeats    repeated detections found, and the state of their removal
     POST /api/tasks/{id}/repeats    remove some ({"remove": [...] | "all"} or {"keep": [...]})   202
+
+Callers (``api.callers``, ``TRAPBATCH_CALLER_AUTH``): with ``none`` every key holder is an operator. With ``easyauth``
+each request's caller is App Service Authentication's verified identity (401 without one); the caller's id is recorded
+in the task's input (``owner``) and is part of its id; a caller lists and acts on its own tasks only (403 otherwise),
+within the per-caller limits; operators see and act on every task. A blob drop has no caller: its task has no owner,
+so only operators see it (writing to ``incoming`` already takes a data role on trapbatch's storage account).
 """
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -29,11 +36,13 @@ from azure.core.exceptions import AzureError
 
 from adapters import clients
 from adapters.preview_folders import existing_preview_folder
+from api.callers import (ANONYMOUS_OPERATOR, Caller, caller_from_headers, enforce_owner, enforce_request_limits,
+                         owner_of)
 from api.edge import http_edge, json_response
 from core import contracts as c
 from core.contracts import FINISHED, Stage
 from core.errors import (ContainerNotFound, RequestInvalid, SourceUnavailable, TaskNotFinished, TaskNotFound,
-                         TrapbatchError)
+                         TooManyActiveTasks, TrapbatchError)
 from core.ids import is_task_id, repeats_instance_id, shards_instance_id
 from core.requests import MAX_BODY_BYTES, parse_json_body, parse_repeat_removal, parse_task_request
 from core.settings import Settings, drop_trigger_source
@@ -85,9 +94,19 @@ def check_model_reference(ref: str, settings: Settings) -> None:
                          f"use one of {choices} (the operator sets TRAPBATCH_MODELS_CONTAINER for own checkpoints)")
 
 
-async def start_task(client: df.DurableOrchestrationClient, body: Any, settings: Settings) -> tuple[bool, str]:
-    """Validate ``body`` and start its task unless that task already runs or completed. Returns (started, id)."""
+ACTIVE_TASKS_RETRY_AFTER_S = 300  # Retry-After of a 429 for too many running tasks: tasks run for minutes to hours
+
+
+async def start_task(client: df.DurableOrchestrationClient, body: Any, settings: Settings,
+                     caller: Caller = ANONYMOUS_OPERATOR) -> tuple[bool, str]:
+    """Validate ``body`` and start its task unless that task already runs or completed. Returns (started, id).
+
+    A verified ``caller`` (``TRAPBATCH_CALLER_AUTH=easyauth``) replaces any ``caller`` the body names, is recorded in
+    the task's input as its ``owner`` and is part of the task id; its limits are checked (operators are exempt)."""
     request = parse_task_request(body, settings.model, settings.knobs.images_per_shard)
+    if caller.verified:  # a body-supplied 'caller' is a label nobody checked: the verified id replaces it
+        request = dataclasses.replace(request, caller=caller.id)
+    enforce_request_limits(caller, request, settings)
     if not request.model:
         raise RequestInvalid("no detector model given", "add \"model\" (e.g. \"MDV5A\") to the request, or set "
                              "TRAPBATCH_MODEL for the app")
@@ -108,33 +127,76 @@ async def start_task(client: df.DurableOrchestrationClient, body: Any, settings:
         raise ContainerNotFound(f"container {request.container!r} does not exist in storage account "
                                 f"{request.source_account_url or source.account!r}",
                                 "check the name, or create the container and upload the images first")
-    task_id = request.task_id
+    task_id = request.task_id_for(caller.id)
     existing = await client.get_status(task_id)
     if _runtime(existing) in ACTIVE | {"Completed"}:
         return False, task_id
+    await _enforce_active_limit(client, caller, settings)
     knobs = {**settings.knobs.to_dict(), "images_per_shard": request.images_per_shard}
     if request.max_failed_fraction is not None:
         knobs["max_failed_fraction"] = request.max_failed_fraction
     run = layout.run_id(datetime.now(timezone.utc), secrets.token_hex(2))  # a job of its own for this run's pool work
     try:
-        await client.start_new(c.TASK_ORCHESTRATOR, task_id,
-                               c.TaskInput(task_id=task_id, request=request.to_dict(), knobs=knobs, run=run))
+        task_input = c.TaskInput(task_id=task_id, request=request.to_dict(), knobs=knobs, run=run)
+        if caller.verified:
+            task_input["owner"] = caller.id
+        await client.start_new(c.TASK_ORCHESTRATOR, task_id, task_input)
     except Exception:
         # The extension refuses to start an instance id that is running or pending (OverridableExistingInstanceStates
         # = NonRunningStates): an identical request posted at the same moment won the race. Same task, not started.
         if _runtime(await client.get_status(task_id)) in ACTIVE | {"Completed"}:
             return False, task_id
         raise
-    logger.info("task %s: started for container %s prefix %r", task_id, request.container, request.prefix)
+    logger.info("task %s: started for container %s prefix %r%s", task_id, request.container, request.prefix,
+                f" by caller {caller.id}" if caller.verified else "")
     return True, task_id
+
+
+async def _enforce_active_limit(client: df.DurableOrchestrationClient, caller: Caller, settings: Settings) -> None:
+    """``TRAPBATCH_CALLER_MAX_ACTIVE_TASKS``: a caller running that many tasks gets 429. Counted from the instance
+    list before the start, so two posts at the same moment may both pass (a soft limit, off by at most the race)."""
+    limit = settings.caller_max_active_tasks
+    if not limit or caller.operator:
+        return
+    from core.ids import TASK_PREFIX
+
+    running = sum(1 for status in await _all_instances(client, TASK_PREFIX)
+                  if is_task_id(str(getattr(status, "instance_id", "") or "")) and _runtime(status) in ACTIVE
+                  and owner_of(_task_input(status)) == caller.id)
+    if running >= limit:
+        raise TooManyActiveTasks(f"you already run {running} tasks, the most this trapbatch runs at once for one "
+                                 f"caller ({limit})", "wait for one to finish (GET /api/tasks lists yours) or cancel "
+                                 "one, then post again", retry_after_s=ACTIVE_TASKS_RETRY_AFTER_S)
+
+
+def request_caller(req: func.HttpRequest) -> Caller:
+    """The request's caller (``api.callers``); 401 under ``easyauth`` without a verified identity. With the default
+    ``none`` nothing else is read: the handlers behave exactly as before callers existed."""
+    if (os.environ.get("TRAPBATCH_CALLER_AUTH", "") or "none") == "none":
+        return ANONYMOUS_OPERATOR
+    return caller_from_headers(req.headers, clients.settings())
+
+
+async def authorize_task(req: func.HttpRequest, client: df.DurableOrchestrationClient, task_id: str) -> Caller:
+    """The caller, after checking that it may see and act on ``task_id`` (403 if the task is another caller's).
+    The owner is read from the orchestration's input, which the caller cannot change."""
+    caller = request_caller(req)
+    if caller.operator or not is_task_id(task_id):  # a malformed id gets describe_task's 404
+        return caller
+    status = await client.get_status(task_id, show_input=True)
+    if _runtime(status) is None:
+        raise TaskNotFound(f"no task {task_id}", "check the id, or start the task with POST /api/tasks")
+    enforce_owner(caller, task_id, owner_of(_task_input(status)))
+    return caller
 
 
 @bp.route(route="tasks", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 @bp.durable_client_input(client_name="client")
 @http_edge
 async def post_task(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    caller = request_caller(req)
     body = parse_json_body(req.get_body(), req.headers.get("content-type", ""))
-    started, task_id = await start_task(client, body, clients.settings())
+    started, task_id = await start_task(client, body, clients.settings(), caller)
     return _json(202 if started else 200, {"id": task_id, "started": started,
                                            **_links(_base_url(req), task_id)})
 
@@ -152,7 +214,8 @@ async def _all_instances(client: df.DurableOrchestrationClient, prefix: str) -> 
     import aiohttp
     from azure.durable_functions.models.DurableOrchestrationStatus import DurableOrchestrationStatus
 
-    url = f"{client._orchestration_bindings.rpc_base_url}instances/?instanceIdPrefix={quote(prefix)}&top=100"
+    url = (f"{client._orchestration_bindings.rpc_base_url}instances/?instanceIdPrefix={quote(prefix)}&top=100"
+           "&showInput=true")  # the default, said out loud: a task's owner is in its input
     statuses: list[Any] = []
     token, seen = "", set()
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=240)) as session:
@@ -172,7 +235,9 @@ async def _all_instances(client: df.DurableOrchestrationClient, prefix: str) -> 
 @bp.durable_client_input(client_name="client")
 @http_edge
 async def list_tasks(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    """Tasks only (not their shard-group or repeat-removal orchestrations), newest first."""
+    """Tasks only (not their shard-group or repeat-removal orchestrations), newest first; a caller's own only
+    (operators: all)."""
+    caller = request_caller(req)
     try:
         limit = int(req.params.get("limit", "50"))
         if limit < 1:
@@ -188,11 +253,14 @@ async def list_tasks(req: func.HttpRequest, client: df.DurableOrchestrationClien
         task_id = str(getattr(status, "instance_id", "") or "")
         if not is_task_id(task_id):
             continue
+        owner = owner_of(_task_input(status))
+        if not caller.operator and owner != caller.id:
+            continue
         custom = status.custom_status if isinstance(status.custom_status, dict) else {}
         created = getattr(status, "created_time", None)
         rows.append({"id": task_id, "runtime_status": _runtime(status), "stage": custom.get("stage", Stage.starting),
                      "images": custom.get("images"), "created": created.isoformat() if created else None,
-                     "status_url": f"{base}/api/tasks/{task_id}"})
+                     "status_url": f"{base}/api/tasks/{task_id}", **({"owner": owner} if owner else {})})
     rows.sort(key=lambda r: r["created"] or "", reverse=True)
     return _json(200, {"tasks": rows[:limit], "total": len(rows)})
 
@@ -267,7 +335,9 @@ async def describe_task(client: df.DurableOrchestrationClient, task_id: str) -> 
 @bp.durable_client_input(client_name="client")
 @http_edge
 async def get_task(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    return _json(200, await describe_task(client, req.route_params["task_id"]))
+    task_id = req.route_params["task_id"]
+    await authorize_task(req, client, task_id)
+    return _json(200, await describe_task(client, task_id))
 
 
 async def finished_task(client: df.DurableOrchestrationClient, task_id: str, what: str) -> dict[str, Any]:
@@ -299,6 +369,7 @@ def _preview_page(req: func.HttpRequest, s: Settings, task_id: str, variant: str
 @http_edge
 async def get_results(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     task_id = req.route_params["task_id"]
+    await authorize_task(req, client, task_id)
     info = await finished_task(client, task_id, "results")
     s = clients.settings()
     store = clients.store(s)
@@ -315,6 +386,7 @@ async def get_results(req: func.HttpRequest, client: df.DurableOrchestrationClie
 @http_edge
 async def cancel_task(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     task_id = req.route_params["task_id"]
+    await authorize_task(req, client, task_id)
     info = await describe_task(client, task_id)
     if info["runtime_status"] not in ACTIVE:
         return _json(409, {"error": f"task {task_id} is not running (stage: {info['stage']})",
@@ -358,6 +430,7 @@ async def _removal_status(client: df.DurableOrchestrationClient, task_id: str) -
 async def task_repeats(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     """Repeated detections (MegaDetector's RDE): GET lists them, POST removes the chosen ones into a new file."""
     task_id = req.route_params["task_id"]
+    await authorize_task(req, client, task_id)
     await finished_task(client, task_id, "repeated-detection list")
     s = clients.settings()
     found = clients.store(s).read_json_or_none(s.container, layout.repeats_blob(task_id))

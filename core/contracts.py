@@ -62,6 +62,7 @@ class TaskInput(TypedDict):
     request: dict[str, Any]  # core.requests.TaskRequest.to_dict()
     knobs: dict[str, Any]  # core.settings.OrchestrationKnobs.to_dict()
     run: NotRequired[str]  # this run's id (gpu_batch.layout.run_id): its pool work goes to a job of its own
+    owner: NotRequired[str]  # the verified caller id (api/callers.py, TRAPBATCH_CALLER_AUTH=easyauth); absent: no owner
 
 
 class ShardState(TypedDict):

@@ -10,6 +10,10 @@
     ├── TaskNotFinished(TrapbatchError, RuntimeError)  the task has not completed yet (HTTP 409)
     ├── SourceUnavailable(TrapbatchError, PermissionError)  another account's images cannot be opened
     ├── SourceNotAllowed(TrapbatchError, PermissionError)   that account is not on the operator's allow-list (403)
+    ├── CallerUnauthenticated(TrapbatchError, PermissionError)  no verified caller identity (401)
+    ├── CallerForbidden(TrapbatchError, PermissionError)    the task belongs to another caller (403)
+    ├── CallerLimitExceeded(RequestInvalid)                a request beyond the caller's limits (400)
+    ├── TooManyActiveTasks(TrapbatchError)                 the caller runs as many tasks as allowed (429, Retry-After)
     ├── InternalError(TrapbatchError, RuntimeError)    a bug or an unforeseen failure (HTTP 500; details in the log)
     └── StorageError(TrapbatchError)                   trapbatch's own storage failed (adapters.storage_errors maps
         ├── StorageUnavailable(StorageError, ConnectionError)     every azure-core exception to one of these)
@@ -37,6 +41,11 @@ class TrapbatchError(Exception):
 
     def to_dict(self) -> dict[str, str]:
         return {"error": self.message, "hint": self.hint}
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """HTTP headers the answer carries besides the body (e.g. ``Retry-After``)."""
+        return {}
 
 
 class ConfigError(TrapbatchError, KeyError):
@@ -75,6 +84,38 @@ class SourceNotAllowed(TrapbatchError, PermissionError):
     app (managed-identity token or named secret) could be sent there."""
 
     status_code = 403
+
+
+class CallerUnauthenticated(TrapbatchError, PermissionError):
+    """``TRAPBATCH_CALLER_AUTH=easyauth`` and the request carries no (valid) App Service Authentication identity."""
+
+    status_code = 401
+
+
+class CallerForbidden(TrapbatchError, PermissionError):
+    """The caller is known but the task is another caller's (operators may act on every task)."""
+
+    status_code = 403
+
+
+class CallerLimitExceeded(RequestInvalid):
+    """The request asks for more than the operator allows one caller (``TRAPBATCH_CALLER_*``)."""
+
+    status_code = 400
+
+
+class TooManyActiveTasks(TrapbatchError):
+    """The caller already runs ``TRAPBATCH_CALLER_MAX_ACTIVE_TASKS`` tasks."""
+
+    status_code = 429
+
+    def __init__(self, message: str, hint: str = "", retry_after_s: int = 60) -> None:
+        super().__init__(message, hint)
+        self.retry_after_s = retry_after_s
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
 
 
 class ContainerNotFound(TrapbatchError, LookupError):

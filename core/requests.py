@@ -56,6 +56,11 @@ class TaskRequest:
     def task_id(self) -> str:
         return task_instance_id(self.identity())
 
+    def task_id_for(self, owner: str = "") -> str:
+        """The task id of this request started by the verified caller ``owner`` (api/callers.py): the owner is part
+        of the id, so two callers posting the same request get two tasks. No owner: ``task_id``, as before."""
+        return task_instance_id({**self.identity(), "owner": owner}) if owner else self.task_id
+
     def identity(self) -> dict[str, Any]:
         return {**{k: getattr(self, k) for k in IDENTITY_FIELDS},
                 **{k: getattr(self, k) for k in OPTIONAL_IDENTITY_FIELDS if getattr(self, k)}}

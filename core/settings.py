@@ -38,6 +38,13 @@ Variables (names shared with infra/main.bicep app settings):
                                    endpoints); default none: only the app's own account. The app sends its identity's
                                    token, or a named secret, to the account a request names, so this is a door.
     TRAPBATCH_LOCAL_SECRETS_FILE   local runs and tests only, instead of Key Vault: a JSON file {name: value}
+    TRAPBATCH_CALLER_AUTH          who a request comes from (api/callers.py): ``none`` (default: NO caller identity,
+                                   every function-key holder is an operator who sees, cancels and starts every task) or
+                                   ``easyauth`` (App Service Authentication's X-MS-CLIENT-PRINCIPAL headers, else 401)
+    TRAPBATCH_OPERATOR_ROLE        the app role (``roles`` claim) that makes a caller an operator (default
+                                   ``trapbatch.operator``): sees every task, exempt from the limits below
+    TRAPBATCH_CALLER_MAX_IMAGES_PER_TASK / _MAX_ACTIVE_TASKS / _MIN_IMAGES_PER_SHARD   per-caller limits with
+                                   ``easyauth`` (0, the default: unlimited); see api/callers.py
     TRAPBATCH_BATCH_ACCOUNT_URL, TRAPBATCH_BATCH_POOL_ID, TRAPBATCH_WORKER_IMAGE,
     TRAPBATCH_WORKER_IDENTITY (client id of the nodes' managed identity), TRAPBATCH_WORKER_IDENTITY_RESOURCE_ID (its
     ARM id: Batch uploads each task's stdout/stderr with it), TRAPBATCH_STORAGE_ACCOUNT_URL   Azure Batch
@@ -52,6 +59,7 @@ from core.errors import ConfigError
 from core.requests import DEFAULT_IMAGES_PER_SHARD, normalize_account_url
 from gpu_batch.layout import DEFAULT_STATE_CONTAINER, STATIC_WEBSITE_CONTAINER
 
+CALLER_AUTH_MODES = ("none", "easyauth")
 WHERE = "set it in local.settings.json (Values) for local runs, or in the Function App settings (infra/main.bicep)"
 
 
@@ -132,6 +140,11 @@ class Settings:
     public_web_url: str = ""
     models_container: str = ""
     source_accounts: tuple[str, ...] = ()
+    caller_auth: str = "none"
+    operator_role: str = "trapbatch.operator"
+    caller_max_images_per_task: int = 0
+    caller_max_active_tasks: int = 0
+    caller_min_images_per_shard: int = 0
 
     def secret_store_env(self) -> dict[str, str]:
         """The secret-store variables for ``gpu_batch.storage_refs`` and for the workers' environment (the worker reads
@@ -157,6 +170,10 @@ class Settings:
         pool = env.get("TRAPBATCH_POOL", "local")
         if pool not in ("local", "azure_batch"):
             raise ConfigError(f"TRAPBATCH_POOL={pool!r} is not a pool kind", "use 'local' or 'azure_batch'")
+        caller_auth = env.get("TRAPBATCH_CALLER_AUTH", "") or "none"
+        if caller_auth not in CALLER_AUTH_MODES:
+            raise ConfigError(f"TRAPBATCH_CALLER_AUTH={caller_auth!r} is not a caller authentication mode",
+                              f"use one of {', '.join(CALLER_AUTH_MODES)}; {WHERE}")
         faults_raw = env.get("TRAPBATCH_WORKER_FAULTS", "")
         try:
             faults = json.loads(faults_raw) if faults_raw else {}
@@ -197,6 +214,11 @@ class Settings:
             models_container=env.get("TRAPBATCH_MODELS_CONTAINER", ""),
             source_accounts=tuple(normalize_account_url(u) for u in
                                   env.get("TRAPBATCH_SOURCE_ACCOUNTS", "").replace(",", " ").split()),
+            caller_auth=caller_auth,
+            operator_role=env.get("TRAPBATCH_OPERATOR_ROLE", "").strip() or "trapbatch.operator",
+            caller_max_images_per_task=_int(env, "TRAPBATCH_CALLER_MAX_IMAGES_PER_TASK", 0, minimum=0),
+            caller_max_active_tasks=_int(env, "TRAPBATCH_CALLER_MAX_ACTIVE_TASKS", 0, minimum=0),
+            caller_min_images_per_shard=_int(env, "TRAPBATCH_CALLER_MIN_IMAGES_PER_SHARD", 0, minimum=0),
         )
         if pool == "azure_batch":
             for name, value in (("TRAPBATCH_BATCH_ACCOUNT_URL", settings.batch_account_url),

@@ -29,6 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--key-file", default=os.environ.get("TRAPBATCH_DEVHOST_KEY_FILE", str(DEFAULT_KEY_FILE)),
                         help="where a generated function key is kept (mode 0600) and found again on the next start; "
                              "default %(default)s")
+    parser.add_argument("--callers", default=os.environ.get("TRAPBATCH_DEVHOST_CALLERS", "") or None,
+                        help='JSON file {"<function key>": {"id": ..., "name": ..., "roles": [...]}}: further function '
+                             "keys, each signed in as that caller the way App Service Authentication sets it (pair with "
+                             "TRAPBATCH_CALLER_AUTH=easyauth; default $TRAPBATCH_DEVHOST_CALLERS)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("azure").setLevel(logging.WARNING)
@@ -50,14 +54,20 @@ def main(argv: list[str] | None = None) -> int:
 
     from devhost.host import DevHost
     from devhost.hostjson import HostConfig, HostJsonError
-    from devhost.keys import key_from_file_or_new
+    from devhost.keys import CallersFileError, load_callers, key_from_file_or_new
     from devhost.worker_indexing import WorkerIndexingError, WorkerUnavailableError
 
     keys, key_source = key_from_file_or_new(Path(args.key_file), args.function_key)
     try:
+        callers = load_callers(args.callers) if args.callers else {}
+    except CallersFileError as exc:
+        print(f"devhost: {exc}", file=sys.stderr, flush=True)
+        return 2
+    try:
         host = DevHost(app, connection, task_hub=args.hub, host=args.host, port=args.port,
                        activity_workers=args.activity_workers, blob_poll_s=args.blob_poll_seconds,
-                       function_key=keys.function_key, host_config=HostConfig.load(Path.cwd() / "host.json"))
+                       function_key=keys.function_key, host_config=HostConfig.load(Path.cwd() / "host.json"),
+                       callers=callers)
     except (WorkerIndexingError, WorkerUnavailableError, HostJsonError) as exc:
         # Azure would refuse to load this app (one refused function fails the whole app): so does devhost.
         print(f"devhost: not serving {args.app}: {exc}", file=sys.stderr, flush=True)
@@ -69,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"devhost: function key ({key_source}): {keys.function_key}\n"
           "devhost: send it as the x-functions-key header (or ?code=) to routes with auth_level FUNCTION, as on Azure",
           flush=True)
+    if callers:
+        print(f"devhost: {len(callers)} caller keys from {args.callers}: requests made with one carry that caller's "
+              "X-MS-CLIENT-PRINCIPAL headers, as App Service Authentication sets them "
+              f"(ids: {', '.join(sorted(c.id for c in callers.values()))})", flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from aiohttp import web
 from azure.storage.blob import BlobServiceClient
@@ -26,7 +26,7 @@ from devhost.engine import Engine
 from devhost.functions import index_app
 from devhost.hostjson import HostConfig
 from devhost.http_server import HttpFront
-from devhost.keys import Keys
+from devhost.keys import CallerIdentity, Keys
 from devhost.store import TERMINAL, Store
 
 logger = logging.getLogger("devhost")
@@ -51,15 +51,17 @@ async def _close_sdk_session() -> None:
 class DevHost:
     def __init__(self, app: Any, connection_string: str, task_hub: str = "devhost", host: str = "127.0.0.1",
                  port: int = 7071, activity_workers: int = 4, blob_poll_s: float = 2.0, poll_s: float = 0.1,
-                 function_key: str | None = None, host_config: HostConfig | None = None) -> None:
+                 function_key: str | None = None, host_config: HostConfig | None = None,
+                 callers: Mapping[str, CallerIdentity] | None = None) -> None:
         """``function_key``: the key /api/ routes of auth level FUNCTION require (default: TRAPBATCH_DEVHOST_FUNCTION_KEY,
-        else a new random one; see ``keys``). ``host_config``: default ./host.json's settings (or the defaults)."""
+        else a new random one; see ``keys``). ``host_config``: default ./host.json's settings (or the defaults).
+        ``callers``: further function keys, each with the identity devhost sets as Easy Auth would (``keys``)."""
         self.index = index_app(app)
         self.hub = task_hub
         self.host = host
         self.port = port
         self.config = host_config if host_config is not None else HostConfig.load(Path.cwd() / "host.json")
-        self.keys = Keys.from_env(function_key)
+        self.keys = Keys.from_env(function_key, callers=callers)
         self.store = Store(connection_string, task_hub)
         self.blobs = BlobServiceClient.from_connection_string(connection_string)
         self.engine = Engine(self.index, self.store, activity_workers=activity_workers, poll_s=poll_s,

@@ -34,7 +34,7 @@ from devhost import history as h
 from devhost.engine import (Engine, InstanceGone, InstanceNotFound, InvalidInstanceId, OrchestrationAlreadyExists,
                             UnknownFunction)
 from devhost.functions import AppIndex
-from devhost.keys import Keys
+from devhost.keys import PRINCIPAL_PREFIX, Keys
 from devhost.store import TERMINAL
 
 logger = logging.getLogger("devhost.http")
@@ -204,7 +204,7 @@ class HttpFront:
             if not self.keys.allows(route.auth_level, request.headers, request.query):
                 return web.Response(status=401)  # AuthenticationLevelHandler + the host's authorization policy
             body = await request.read()
-            req = func.HttpRequest(request.method, str(request.url), headers=dict(request.headers),
+            req = func.HttpRequest(request.method, str(request.url), headers=self.caller_headers(request),
                                    params=dict(request.query), route_params=m.groupdict(), body=body)
             kwargs: dict[str, Any] = {route.arg_name: req}
             if route.client_arg:
@@ -223,6 +223,15 @@ class HttpFront:
         return web.json_response({"error": f"no function serves {request.method} /api/{tail}",
                                   "hint": "routes: " + ", ".join(f"{'/'.join(r.methods)} /api/{r.route}"
                                                                  for r in self.index.http)}, status=404)
+
+    def caller_headers(self, request: web.Request) -> dict[str, str]:
+        """The headers the app sees, as behind App Service Authentication: client-supplied X-MS-CLIENT-PRINCIPAL*
+        copies are dropped, and the callers-file identity of the key used (if any) is added."""
+        headers = {k: v for k, v in request.headers.items() if not k.lower().startswith(PRINCIPAL_PREFIX)}
+        caller = self.keys.caller(request.headers, request.query)
+        if caller is not None:
+            headers.update(caller.principal_headers())
+        return headers
 
     # ------------------------------------------------------ management API
     async def webhook(self, request: web.Request) -> web.StreamResponse:

@@ -9,18 +9,29 @@ master key; the management URLs the extension hands out carry it as ``code=``.
 
 devhost has one host key (``function_key``: ``TRAPBATCH_DEVHOST_FUNCTION_KEY`` or generated), a master key and a
 system key derived from it (so they are stable while the function key is).
+
+Callers (``--callers FILE`` / ``TRAPBATCH_DEVHOST_CALLERS``): a JSON file ``{"<function key>": {"id": ..., "name":
+..., "roles": [...]}}``. Each of its keys is a further function key, and a request made with one carries that
+caller's identity as App Service Authentication (Easy Auth) would set it: ``X-MS-CLIENT-PRINCIPAL`` (base64 JSON
+``{auth_typ, claims, name_typ, role_typ}``), ``-ID``, ``-NAME``, ``-IDP`` (``devhost.http_server`` strips
+client-supplied copies first, as the platform does). See api/callers.py and devhost/README.md.
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
+import json
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 FUNCTION_KEY_ENV = "TRAPBATCH_DEVHOST_FUNCTION_KEY"
+CALLERS_ENV = "TRAPBATCH_DEVHOST_CALLERS"
+PRINCIPAL_PREFIX = "x-ms-client-principal"  # X-MS-CLIENT-PRINCIPAL, -ID, -NAME, -IDP: only the platform sets these
+OBJECT_ID_CLAIM = "http://schemas.microsoft.com/identity/claims/objectidentifier"
 KEY_HEADER = "x-functions-key"
 KEY_QUERY = "code"
 
@@ -29,9 +40,56 @@ def _derive(key: str, purpose: str) -> str:
     return hmac.new(key.encode(), purpose.encode(), hashlib.sha256).hexdigest()[:40]
 
 
+class CallersFileError(ValueError):
+    """The callers file is not ``{"<key>": {"id": str, "name": str, "roles": [str]}}``."""
+
+
+@dataclass(frozen=True)
+class CallerIdentity:
+    id: str
+    name: str = ""
+    roles: tuple[str, ...] = ()
+
+    def principal_headers(self) -> dict[str, str]:
+        """The headers App Service Authentication sets for a caller signed in with Microsoft Entra ID."""
+        claims = [{"typ": OBJECT_ID_CLAIM, "val": self.id}, {"typ": "name", "val": self.name}]
+        claims += [{"typ": "roles", "val": role} for role in self.roles]
+        principal = {"auth_typ": "aad", "claims": claims, "name_typ": "name", "role_typ": "roles"}
+        return {"X-MS-CLIENT-PRINCIPAL": base64.b64encode(json.dumps(principal).encode()).decode(),
+                "X-MS-CLIENT-PRINCIPAL-ID": self.id, "X-MS-CLIENT-PRINCIPAL-NAME": self.name,
+                "X-MS-CLIENT-PRINCIPAL-IDP": "aad"}
+
+
+def parse_callers(data: Any) -> dict[str, CallerIdentity]:
+    if not isinstance(data, dict):
+        raise CallersFileError('the callers file must be a JSON object {"<function key>": {"id": ..., "name": ..., '
+                               '"roles": [...]}}')
+    out = {}
+    for key, entry in data.items():
+        if not isinstance(key, str) or len(key) < 16:
+            raise CallersFileError(f"callers file: key {key!r} is shorter than 16 characters")
+        if not isinstance(entry, dict) or not isinstance(entry.get("id"), str) or not entry["id"]:
+            raise CallersFileError(f"callers file: the entry for key {key[:4]}... needs a non-empty string 'id'")
+        roles = entry.get("roles", [])
+        if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+            raise CallersFileError(f"callers file: 'roles' of {entry['id']!r} must be a list of strings")
+        name = entry.get("name", "")
+        out[key] = CallerIdentity(id=entry["id"], name=name if isinstance(name, str) else "", roles=tuple(roles))
+    return out
+
+
+def load_callers(path: str | Path) -> dict[str, CallerIdentity]:
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise CallersFileError(f"cannot read the callers file {path}: {exc}") from None
+    return parse_callers(data)
+
+
 @dataclass(frozen=True)
 class Keys:
     function_key: str
+    callers: Mapping[str, CallerIdentity] = field(default_factory=dict)
 
     @property
     def master_key(self) -> str:
@@ -43,15 +101,29 @@ class Keys:
         return _derive(self.function_key, "durabletask_extension")
 
     @classmethod
-    def from_env(cls, function_key: str | None = None, environ: Mapping[str, str] = os.environ) -> "Keys":
+    def from_env(cls, function_key: str | None = None, environ: Mapping[str, str] = os.environ,
+                 callers: Mapping[str, CallerIdentity] | None = None) -> "Keys":
         key = function_key or environ.get(FUNCTION_KEY_ENV, "") or secrets.token_urlsafe(32)
-        return cls(key)
+        return cls(key, dict(callers or {}))
 
-    def level(self, headers: Mapping[str, str], query: Mapping[str, str]) -> str:
-        """The authorization level a request's key gives: admin, function, system or anonymous."""
+    @staticmethod
+    def presented(headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
+        """The key a request presents: the header, else (only when the header is absent) ``code``."""
         value = headers.get(KEY_HEADER)
         if value is None:
             value = next((v for k, v in query.items() if k.lower() == KEY_QUERY), None)
+        return value
+
+    def caller(self, headers: Mapping[str, str], query: Mapping[str, str]) -> CallerIdentity | None:
+        """The callers-file identity whose key the request presents, if any."""
+        value = self.presented(headers, query)
+        if not value:
+            return None
+        return next((ident for key, ident in self.callers.items() if hmac.compare_digest(value, key)), None)
+
+    def level(self, headers: Mapping[str, str], query: Mapping[str, str]) -> str:
+        """The authorization level a request's key gives: admin, function, system or anonymous."""
+        value = self.presented(headers, query)
         if not value:
             return "anonymous"
         if hmac.compare_digest(value, self.master_key):
@@ -60,6 +132,8 @@ class Keys:
             return "function"
         if hmac.compare_digest(value, self.system_key):
             return "system"
+        if self.caller(headers, query) is not None:  # a callers-file key is a further function key
+            return "function"
         return "anonymous"
 
     def allows(self, required: str, headers: Mapping[str, str], query: Mapping[str, str]) -> bool:

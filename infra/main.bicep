@@ -47,6 +47,9 @@ param defaultModel string = 'MDV5A'
 param workerImageTag string = 'v1'
 @description('Other storage accounts that requests may name as source_account_url (TRAPBATCH_SOURCE_ACCOUNTS).')
 param sourceAccounts string = ''
+
+@description('Client id of the Entra ID app registration callers sign in to (created by the deployer; see docs/deploy.md). Empty: no App Service Authentication, and every function-key holder is an operator.')
+param authClientId string = ''
 @minValue(40)
 @maxValue(1000)
 @description('Most Flex Consumption instances of the Functions app.')
@@ -195,6 +198,7 @@ module api 'app/api.bicep' = {
     serviceName: 'api'
     identityId: appIdentity.outputs.id
     identityClientId: appIdentity.outputs.clientId
+    authClientId: authClientId
     blobEndpoint: storage.outputs.blobEndpoint
     queueEndpoint: storage.outputs.queueEndpoint
     tableEndpoint: storage.outputs.tableEndpoint

@@ -33,6 +33,16 @@ param instanceMemoryMB int = 2048
 @maxValue(1000)
 param maximumInstanceCount int = 100
 param runtimeVersion string = '3.11'
+// Callers (api/callers.py): App Service Authentication ("Easy Auth") with Microsoft Entra ID in front of the app. The
+// app registration is created by the deployer (docs/deploy.md): azd and this template cannot create it without
+// Microsoft Graph permissions. Empty: no Easy Auth, TRAPBATCH_CALLER_AUTH stays 'none' and every function-key holder
+// is an operator.
+@description('Client (application) id of the Entra ID app registration that callers get tokens for; empty: no App Service Authentication.')
+param authClientId string = ''
+@description('Tenant of that app registration.')
+param authTenantId string = tenant().tenantId
+@description('Token audiences accepted besides the client id and api://<client id>.')
+param authAllowedAudiences array = []
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   // checkov:skip=CKV_AZURE_225:Zone redundancy for Flex Consumption exists only in some regions and is not enabled here: all state of this batch workload (Durable task hub, task state) is in storage, so losing an instance only delays a poll.
@@ -62,8 +72,13 @@ var hostSettings = {
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
 }
 
+// With Easy Auth, the app trusts its X-MS-CLIENT-PRINCIPAL headers (api/callers.py). main.bicep's appSettings win.
+var callerSettings = empty(authClientId) ? {} : {
+  TRAPBATCH_CALLER_AUTH: 'easyauth'
+}
+
 resource app 'Microsoft.Web/sites@2024-04-01' = {
-  // checkov:skip=CKV_AZURE_17:Client certificates would lock out the HTTP API's callers (curl, the preview page's instructions); HTTP endpoints use function keys.
+  // checkov:skip=CKV_AZURE_17:Client certificates would lock out the HTTP API's callers (curl, the preview page's instructions); HTTP endpoints use function keys and, with authClientId, Entra ID (authsettingsV2 below).
   // checkov:skip=CKV_AZURE_212:Flex Consumption scales to zero between tasks; a minimum instance count would bill idle instances.
   // checkov:skip=CKV_AZURE_213:Health checks are an App Service feature for instances behind a load balancer; Flex Consumption manages instance health itself.
   // checkov:skip=CKV_AZURE_222:The HTTP API and the Event Grid webhook (/runtime/webhooks/blobs) must be reachable from the internet; both need keys.
@@ -84,7 +99,7 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
       minTlsVersion: '1.2'
       ftpsState: 'Disabled'
       http20Enabled: true
-      appSettings: [for setting in items(union(appSettings, hostSettings)): {
+      appSettings: [for setting in items(union(callerSettings, appSettings, hostSettings)): {
         name: setting.key
         value: setting.value
       }]
@@ -107,6 +122,55 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
       runtime: {
         name: 'python'
         version: runtimeVersion
+      }
+    }
+  }
+}
+
+// Every /api/ request needs an Entra ID token for the app registration (and still its function key); the platform
+// verifies it, answers 401 without one, and sets X-MS-CLIENT-PRINCIPAL* (removing client-supplied copies). The
+// host's own webhooks are excluded: Event Grid delivers blob events to /runtime/webhooks/blobs with the
+// blobs_extension key and has no Entra ID token for this app; the Durable management webhooks keep their system key.
+resource auth 'Microsoft.Web/sites/config@2024-04-01' = if (!empty(authClientId)) {
+  // checkov:skip=CKV_AZURE_13:checkov runs its Microsoft.Web/sites checks on this sites/config child (authsettingsV2), which has none of those properties; the site itself is checked above
+  // checkov:skip=CKV_AZURE_63:checkov runs its Microsoft.Web/sites checks on this sites/config child (authsettingsV2), which has none of those properties; the site itself is checked above
+  // checkov:skip=CKV_AZURE_65:checkov runs its Microsoft.Web/sites checks on this sites/config child (authsettingsV2), which has none of those properties; the site itself is checked above
+  // checkov:skip=CKV_AZURE_66:checkov runs its Microsoft.Web/sites checks on this sites/config child (authsettingsV2), which has none of those properties; the site itself is checked above
+  // checkov:skip=CKV_AZURE_80:checkov runs its Microsoft.Web/sites checks on this sites/config child (authsettingsV2), which has none of those properties; the site itself is checked above
+  // checkov:skip=CKV_AZURE_88:checkov runs its Microsoft.Web/sites checks on this sites/config child (authsettingsV2), which has none of those properties; the site itself is checked above
+  // checkov:skip=CKV_AZURE_222:checkov runs its Microsoft.Web/sites checks on this sites/config child (authsettingsV2), which has none of those properties; the site itself is checked above
+  parent: app
+  name: 'authsettingsV2'
+  properties: {
+    platform: {
+      enabled: true
+    }
+    globalValidation: {
+      requireAuthentication: true
+      unauthenticatedClientAction: 'Return401'
+      excludedPaths: [
+        '/runtime/webhooks/blobs'
+        '/runtime/webhooks/durabletask'
+      ]
+    }
+    httpSettings: {
+      requireHttps: true
+    }
+    identityProviders: {
+      azureActiveDirectory: {
+        enabled: true
+        registration: {
+          clientId: authClientId
+          openIdIssuer: '${environment().authentication.loginEndpoint}${authTenantId}/v2.0'
+        }
+        validation: {
+          allowedAudiences: concat([authClientId, 'api://${authClientId}'], authAllowedAudiences)
+        }
+      }
+    }
+    login: {
+      tokenStore: {
+        enabled: false
       }
     }
   }

@@ -433,3 +433,28 @@ def test_rbac_scopes_are_the_deployed_resources(templates: dict[str, Template]) 
         assert chain(module_param(templates, "rbac", param))[0] == module
     assert module_param(templates, "rbac", "userPrincipalId") == "principalId"
     assert "rbac" in str(main(templates).body("api")), "the app waits for its roles (dependsOn rbac)"
+
+
+def test_easy_auth_requires_entra_id_for_the_api_when_a_client_id_is_given(templates: dict[str, Template]) -> None:
+    """App Service Authentication (authsettingsV2) in front of the app: callers need an Entra ID token for the app
+    registration the deployer names (authClientId); the app then trusts X-MS-CLIENT-PRINCIPAL (api/callers.py)."""
+    api = module_file(templates, "api")
+    (auth_symbol, auth), = api.of_type("Microsoft.Web/sites/config").items()
+    assert auth["name"] == "authsettingsV2" and api.param_default("authClientId") == ""
+    assert "authClientId" in api.identifiers(api.condition(auth_symbol)), "only with an app registration"
+    props = auth["properties"]
+    assert props["platform"]["enabled"] is True
+    validation = props["globalValidation"]
+    assert validation["requireAuthentication"] is True and validation["unauthenticatedClientAction"] == "Return401"
+    # Event Grid's blob events and the Durable webhooks carry keys, not Entra ID tokens for this app
+    assert {"/runtime/webhooks/blobs", "/runtime/webhooks/durabletask"} <= set(validation["excludedPaths"])
+    assert not any(p.startswith("/api") for p in validation["excludedPaths"])
+    aad = props["identityProviders"]["azureActiveDirectory"]
+    assert aad["enabled"] is True and aad["registration"]["clientId"] == "authClientId"
+    assert "authTenantId" in str(aad["registration"]["openIdIssuer"])
+    assert "authClientId" in api.identifiers(aad["validation"]["allowedAudiences"])
+    # with Easy Auth on, the app reads its identity headers; main's explicit settings would win
+    callers = api.resolve("callerSettings")
+    assert "easyauth" in str(callers) and "authClientId" in str(callers)
+    (app,) = api.of_type("Microsoft.Web/sites").values()
+    assert "callerSettings" in api.identifiers(app["properties"]["siteConfig"]["appSettings"]["loop_type"])
