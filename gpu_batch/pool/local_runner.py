@@ -14,6 +14,7 @@ import tempfile
 import threading
 import time
 from datetime import datetime, timezone
+from typing import Any
 
 from azure.core.exceptions import ResourceExistsError
 from azure.data.tables import TableServiceClient, UpdateMode
@@ -32,6 +33,10 @@ def _die_with_parent() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+def _state(table: Any, job: str, task: str) -> str:
+    return str(table.get_entity(job, task).get("State", ""))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--table", required=True)
@@ -45,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     conn = os.environ["TRAPBATCH_STORAGE_CONNECTION"]
     table = TableServiceClient.from_connection_string(conn).get_table_client(args.table)
     key = {"PartitionKey": args.job, "RowKey": args.task}
+    if _state(table, args.job, args.task) == "completed":  # cancelled (or timed out) before this runner got going
+        return 143
     table.update_entity({**key, "State": "running", "Pid": os.getpid(), "Heartbeat": time.time()}, mode=UpdateMode.MERGE)
     env = dict(os.environ)
     if args.fault:
@@ -58,10 +65,17 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     done = threading.Event()
+    ended_elsewhere = threading.Event()
 
     def beat() -> None:
         while not done.wait(5.0):
             try:
+                if _state(table, args.job, args.task) == "completed":
+                    # Cancelled or timed out by a pool that did not know this runner's pid yet (it is recorded just
+                    # after the launch): stop the worker here, or it would run on beside the next attempt.
+                    ended_elsewhere.set()
+                    proc.kill()
+                    return
                 table.update_entity({**key, "Heartbeat": time.time()}, mode=UpdateMode.MERGE)
             except Exception:  # a missed heartbeat is harmless; a long outage marks the task dead, as it should
                 pass
@@ -69,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     threading.Thread(target=beat, daemon=True).start()
     code = proc.wait()
     done.set()
+    if ended_elsewhere.is_set():
+        return 143  # the pool already recorded how this task ended; do not overwrite it
     log_name = layout.pool_log_blob(args.job, args.task)
     try:
         log.seek(0)

@@ -118,6 +118,23 @@ def test_a_runner_killed_alone_leaves_no_worker_behind(pool_args: dict[str, Any]
     wait_until(lambda: _group_size(runner) == 0, 30, "no process of the runner's group to be left")
 
 
+def test_a_task_ended_by_a_pool_that_missed_the_runners_pid_stops_its_worker(pool_args: dict[str, Any]) -> None:
+    """A cancel that read the row before the runner recorded its pid marks it completed without killing anything;
+    the runner sees that at its next heartbeat and stops the worker instead of leaving it running."""
+    pool = make_pool("local", max_concurrent=1, **pool_args)
+    pool.submit("job7", [task("hang")])
+    wait_until(lambda: (lambda s: s if s["hang-a1"].state is TaskState.running else None)(states(pool, "job7")),
+               30, "the task to run")
+    table = TableServiceClient.from_connection_string(pool_args["connection_string"]).get_table_client(
+        pool_args["table"])
+    runner = int(table.get_entity("job7", "hang-a1")["Pid"])
+    wait_until(lambda: _group_size(runner) >= 2, 30, "the worker to start under its runner")
+    table.update_entity({"PartitionKey": "job7", "RowKey": "hang-a1", "State": "completed", "Result": "failure",
+                         "FailureMessage": "terminated: cancelled by the user"})
+    wait_until(lambda: _group_size(runner) == 0, 60, "the runner to stop its worker and exit")
+    assert table.get_entity("job7", "hang-a1")["FailureMessage"] == "terminated: cancelled by the user"  # kept
+
+
 def _group_size(pgid: int) -> int:
     """Live (non-zombie) processes in process group ``pgid``, from /proc."""
     count = 0
