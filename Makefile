@@ -1,7 +1,7 @@
 # trapbatch: two commands for a newcomer.
 #   make demo   set up, then run one task end to end on the bundled sample images (local pool, Azurite, devhost)
 #   make test   set up, then run the whole test suite (CI runs exactly this through .ci/run)
-# Everything installs from the project's own files: pip (requirements/), npm (package.json).
+# Everything installs from the project's own files: pip (requirements/), npm (package.json), apt (chromium).
 
 PYTHON ?= python3
 VENV := .venv
@@ -9,10 +9,17 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.trapbatch-installed
 PYTEST_ARGS ?=
+# Debian's Chromium drives the preview page's browser test (tests/browser); apt refreshes its lists only when needed.
+CHROMIUM := /usr/bin/chromium
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: setup demo test test-fast clean bench
 
-setup: $(STAMP) node_modules/.bin/azurite
+setup: $(STAMP) node_modules/.bin/azurite $(CHROMIUM)
+
+$(CHROMIUM):
+	@command -v apt-get >/dev/null || { echo "Chromium is needed for the browser test: install it (Debian: apt-get install chromium)"; exit 1; }
+	$(SUDO) apt-get install -y -q chromium >/dev/null || { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q chromium >/dev/null; }
 
 $(STAMP): requirements/app.txt requirements/worker.txt requirements/dev.txt requirements/platform-test.txt requirements/oracle.txt scripts/install_oracle_deps.sh requirements/infra-test.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] >= (3, 11) else "Python 3.11+ is needed; set PYTHON=python3.11")'

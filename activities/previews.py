@@ -2,8 +2,9 @@
 
 Replaces the manual "post-processing, then SCP the HTML to the web VM" step: one page per task with the counts,
 model and threshold, and per-category samples (detections / near misses / empty / failures) whose boxes are drawn
-client-side from embedded JSON, so the confidence threshold is a slider rather than a re-run. Thumbnails are small
-JPEG copies written beside the page (the source container stays private; no SAS is ever embedded); the folder name
+client-side from embedded JSON, so the confidence threshold is a slider rather than a re-run: the sampled images
+regroup as it moves, and the counts follow it exactly when the merge wrote a histogram of each image's top confidence.
+Thumbnails (and a larger rendering each opens) are JPEG copies written beside the page (the source container stays private; no SAS is ever embedded); the folder name
 carries 128 random bits (``preview_folder``), because the static website itself is public.
 The samples come from the side blob the merge wrote while streaming (``core.previewsample``): this step reads a few
 hundred entries, never the merged file, whatever the task size. They are seeded by the task id, so re-rendering
@@ -14,6 +15,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ from adapters.blobs import BlobStore
 from adapters.preview_folders import preview_folder
 from core import contracts as c
 from core.errors import TrapbatchError
+from core.previewsample import NEAR_MISS_FLOOR
 from core.settings import Settings
 from gpu_batch import layout
 
@@ -32,22 +35,35 @@ logger = logging.getLogger(__name__)
 bp = df.Blueprint()
 
 THUMB_WIDTH = 480
-REPEATS_SHOWN = 60  # repeated-detection locations shown on the page (all are in the repeats blob)
+LARGE_WIDTH = 1600  # the rendering a thumbnail opens: big enough to judge a small animal, far smaller than the original
+REPEAT_EXAMPLES = 3  # example images per repeated place (MegaDetector's review pages show several)
+REPEATS_PICTURED = 400  # places that get example pictures; every place is listed (and can be kept or removed)
+PAGE_SIZE = 24  # pictures per page of a section
+THUMB_THREADS = 8  # images are fetched and shrunk concurrently: the work is mostly waiting on storage
 _templates = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
                          autoescape=select_autoescape(["html"]))
 
 
-def _thumbnail(data: bytes) -> bytes | None:
-    from PIL import Image, ImageOps
+def _renderings(data: bytes) -> tuple[bytes, bytes] | None:
+    """(thumbnail, larger rendering) JPEGs of an image, or None when it cannot be decoded at all.
 
+    Truncated JPEGs are loaded with grey fill, as the worker (and MegaDetector) load them for detection: the page must
+    show what the detector saw, not a blank slot."""
+    from PIL import Image, ImageFile, ImageOps
+
+    ImageFile.LOAD_TRUNCATED_IMAGES = True  # process-wide, as in gpu_batch.worker.preprocess
     try:
         with Image.open(io.BytesIO(data)) as im:
-            im.draft("RGB", (THUMB_WIDTH, THUMB_WIDTH))
+            im.draft("RGB", (LARGE_WIDTH, LARGE_WIDTH))
             im = ImageOps.exif_transpose(im).convert("RGB")
-            im.thumbnail((THUMB_WIDTH, THUMB_WIDTH * 4))
-            out = io.BytesIO()
-            im.save(out, "JPEG", quality=80)
-            return out.getvalue()
+            out = []
+            for width in (THUMB_WIDTH, LARGE_WIDTH):
+                copy = im.copy()
+                copy.thumbnail((width, width * 4))
+                buf = io.BytesIO()
+                copy.save(buf, "JPEG", quality=80)
+                out.append(buf.getvalue())
+            return out[0], out[1]
     except Exception:  # any undecodable image just gets no thumbnail; the page says so
         return None
 
@@ -57,6 +73,48 @@ def script_json(value: Any) -> str:
     must stay a string, not end the script (the same escaping Jinja's ``tojson`` does)."""
     text = json.dumps(value)
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026").replace("'", "\\u0027")
+
+
+class _Pictures:
+    """Writes each image's thumbnail and larger rendering once, beside the page, and says how the page links them."""
+
+    def __init__(self, store: BlobStore, source_store: BlobStore, settings: Settings, folder: str, source: str,
+                 variant: str) -> None:
+        self.store, self.source_store, self.settings = store, source_store, settings
+        self.folder, self.source, self.variant = folder, source, variant
+
+    def make(self, file: str) -> dict[str, str] | None:
+        if not self.source:
+            return None
+        try:
+            made = _renderings(self.source_store.read_bytes(self.source, file))
+        except Exception:  # noqa: BLE001 - the image vanished since detection: show the entry without a picture
+            made = None
+        if made is None:
+            return None
+        for path, data in zip((layout.thumbnail_path(file), layout.large_rendering_path(file)), made):
+            self.store.write_bytes(self.settings.web_container, f"{self.folder}/{path}", data, "image/jpeg")
+        return {"thumb": layout.thumbnail_link(file, self.variant),
+                "large": layout.large_rendering_link(file, self.variant)}
+
+    def make_all(self, files: list[str]) -> dict[str, dict[str, str]]:
+        unique = sorted(set(files))
+        with ThreadPoolExecutor(THUMB_THREADS) as pool:
+            made = dict(zip(unique, pool.map(self.make, unique)))
+        return {f: links for f, links in made.items() if links is not None}
+
+
+def _repeat_entries(locations: list[dict[str, Any]], links: dict[str, dict[str, str]]) -> list[dict[str, Any]]:
+    entries = []
+    for k, loc in enumerate(locations):
+        files = loc["files"][:REPEAT_EXAMPLES] if k < REPEATS_PICTURED else []
+        examples = [{"file": f, **links[f]} for f in files if f in links]
+        entries.append({
+            "file": loc["files"][0] if loc["files"] else "", "examples": examples, "failure": None,
+            "location": loc["id"], "note": f"{loc['count']} times in {loc['folder'] or '(top folder)'} ({loc['id']})",
+            "detections": [{"category": loc["category"], "conf": loc["conf_max"], "bbox": loc["bbox"],
+                            "always": True}]})
+    return entries
 
 
 def run_previews(task_id: str, model: str, request_name: str, settings: Settings, store: BlobStore,
@@ -70,45 +128,39 @@ def run_previews(task_id: str, model: str, request_name: str, settings: Settings
     threshold = doc["threshold"]
     store.ensure_container(settings.web_container)
     folder = preview_folder(store, settings, task_id)
+    pictures = _Pictures(store, source_store or store, settings, folder, source, variant)
+    repeats = store.read_json_or_none(settings.container, layout.repeats_blob(task_id))
+    removed = doc["info"].get("trapbatch", {}).get("repeated_detections_removed")
+    locations = repeats["locations"] if repeats is not None and removed is None else []
 
-    def thumb_for(file: str) -> str | None:
-        if not source:
-            return None
-        try:
-            data = _thumbnail((source_store or store).read_bytes(source, file))
-        except Exception:  # noqa: BLE001 - the image vanished since detection: show the entry without a picture
-            data = None
-        if data is None:
-            return None
-        store.write_bytes(settings.web_container, f"{folder}/{layout.thumbnail_path(file)}", data, "image/jpeg")
-        return layout.thumbnail_link(file, variant)
+    wanted = [im["file"] for name, sample in doc["samples"].items() if name != "failures" for im in sample]
+    wanted += [f for loc in locations[:REPEATS_PICTURED] for f in loc["files"][:REPEAT_EXAMPLES]]
+    links = pictures.make_all(wanted)
 
     sections = []
     for name, sample in doc["samples"].items():
-        items = [{"file": im["file"], "thumb": None if name == "failures" else thumb_for(im["file"]),
-                  "failure": im.get("failure"), "detections": im.get("detections") or []} for im in sample]
+        items = [{"file": im["file"], **links.get(im["file"], {}), "failure": im.get("failure"),
+                  "detections": im.get("detections") or []} for im in sample]
         sections.append({"name": name, "title": name.replace("_", " "), "total": doc["totals"][name],
-                         "unit": "images", "entries": items})
-    repeats = store.read_json_or_none(settings.container, layout.repeats_blob(task_id))
-    removed = doc["info"].get("trapbatch", {}).get("repeated_detections_removed")
+                         "unit": "images", "entries": items, "paged": True})
     if removed is not None:
         n = len(removed["locations"])
         request_name = f"{request_name or task_id}: repeated detections removed at {n} place{'s' if n != 1 else ''}"
     elif repeats is not None:
-        shown = repeats["locations"][:REPEATS_SHOWN]
-        items = [{"file": loc["files"][0], "thumb": thumb_for(loc["files"][0]), "failure": None, "location": loc["id"],
-                  "note": f"{loc['count']} times in {loc['folder'] or '(top folder)'} ({loc['id']})",
-                  "detections": [{"category": loc["category"], "conf": loc["conf_max"], "bbox": loc["bbox"],
-                                  "always": True}]} for loc in shown]
-        sections.append({"name": "repeats", "title": "repeated detections", "total": len(repeats["locations"]),
-                         "unit": "places", "entries": items,
+        sections.append({"name": "repeats", "title": "repeated detections", "total": len(locations),
+                         "unit": "places", "entries": _repeat_entries(locations, links), "paged": True,
                          "about": "The same box in many images of one folder: often a rock or branch, not an "
                                   "animal (MegaDetector's repeat-detection rules). Review them before trusting counts; "
                                   f"the full list is {settings.container}/{layout.repeats_blob(task_id)}."})
+    histogram = doc.get("max_conf_histogram")
     html = _templates.get_template("preview.html").render(
         task_id=task_id, request_name=request_name, model=model, threshold=threshold,
         total=doc["images"], sections=sections, categories=doc["detection_categories"],
         sections_json=script_json({s["name"]: s["entries"] for s in sections}),
+        histogram_json=script_json(histogram), near_miss_floor=NEAR_MISS_FLOOR, page_size=PAGE_SIZE,
+        counts_note=("Counts follow the threshold; the pictures are a sample of each group." if histogram else
+                     f"Counts are at threshold {threshold}; the pictures are a sample of each group and regroup "
+                     "as the threshold moves."),
         completed=doc["info"].get("detection_completion_time", ""),
     )
     page = layout.page_blob(folder, variant)

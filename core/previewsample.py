@@ -15,14 +15,23 @@ from typing import Any, Mapping
 CATEGORIES = ("detections", "near_misses", "empty", "failures")
 SAMPLE_PER_CATEGORY = 120
 NEAR_MISS_FLOOR = 0.1  # below the preview threshold but worth a look: where a lower threshold would add images
+HISTOGRAM_BINS = 1000  # top confidence in steps of 0.001: the page's slider moves in steps of 0.01
+
+
+def top_confidence(entry: Mapping[str, Any]) -> float:
+    confs = [d.get("conf") for d in entry.get("detections") or [] if isinstance(d, Mapping)]
+    return max((float(c) for c in confs if isinstance(c, (int, float))), default=0.0)
+
+
+def histogram_bin(top: float) -> int:
+    return min(HISTOGRAM_BINS, max(0, int(top * HISTOGRAM_BINS)))
 
 
 def preview_category(entry: Mapping[str, Any], threshold: float) -> str:
     """Which preview section an image belongs to, by its most confident detection."""
     if entry.get("failure") is not None:
         return "failures"
-    confs = [d.get("conf") for d in entry.get("detections") or [] if isinstance(d, Mapping)]
-    top = max((c for c in confs if isinstance(c, (int, float))), default=0.0)
+    top = top_confidence(entry)
     if top >= threshold:
         return "detections"
     if top >= NEAR_MISS_FLOOR:
@@ -31,7 +40,8 @@ def preview_category(entry: Mapping[str, Any], threshold: float) -> str:
 
 
 class PreviewSampler:
-    """Uniform per-category samples of at most ``size`` entries each, plus exact per-category totals."""
+    """Uniform per-category samples of at most ``size`` entries each, plus exact per-category totals and a histogram
+    of each processed image's top confidence (so the page's counts follow its threshold slider exactly)."""
 
     def __init__(self, seed: str, threshold: float, size: int = SAMPLE_PER_CATEGORY) -> None:
         if size < 1:
@@ -40,9 +50,12 @@ class PreviewSampler:
         self._rng = random.Random(seed)  # str seeds hash with SHA-512: the same in every process
         self.totals: dict[str, int] = {c: 0 for c in CATEGORIES}
         self._samples: dict[str, list[dict[str, Any]]] = {c: [] for c in CATEGORIES}
+        self.histogram = [0] * (HISTOGRAM_BINS + 1)
 
     def add(self, entry: Mapping[str, Any]) -> None:
         category = preview_category(entry, self.threshold)
+        if category != "failures":
+            self.histogram[histogram_bin(top_confidence(entry))] += 1
         seen = self.totals[category]
         self.totals[category] = seen + 1
         sample = self._samples[category]
@@ -56,4 +69,5 @@ class PreviewSampler:
     def result(self) -> dict[str, Any]:
         """JSON-ready: threshold, totals and each category's sample sorted by file name."""
         return {"threshold": self.threshold, "sample_size": self.size, "totals": dict(self.totals),
+                "max_conf_histogram": list(self.histogram),
                 "samples": {c: sorted(s, key=lambda e: str(e.get("file", ""))) for c, s in self._samples.items()}}

@@ -195,6 +195,15 @@ def thumbnail_link(file: str, variant: str = "") -> str:
     return ("../" if variant else "") + thumbnail_path(file)
 
 
+def large_rendering_path(file: str) -> str:
+    """The larger rendering a thumbnail opens, relative to the task's folder (hashed like the thumbnail)."""
+    return "large/" + hashlib.sha1(file.encode("utf-8")).hexdigest()[:16] + ".jpg"
+
+
+def large_rendering_link(file: str, variant: str = "") -> str:
+    return ("../" if variant else "") + large_rendering_path(file)
+
+
 # ---------------------------------------------------------------- drop container
 
 def is_drop_request(name: str) -> bool:

@@ -1,0 +1,231 @@
+"""The preview page in a real browser (Debian's Chromium, headless, driven by Playwright over the DevTools protocol).
+
+Why a browser: the boxes, the slider, the regrouping and the counts are drawn by the page's script; only a browser
+says whether what a person sees matches the data. The page is rendered by the real previews activity from a preview
+sample written by the real sampler into Azurite, then served over HTTP from a folder (as the static website serves
+it), so canvases are same-origin and their pixels can be read. A phone-size screenshot is kept under
+``demo-output/`` (CI keeps that folder as an artifact).
+"""
+from __future__ import annotations
+
+import functools
+import io
+import json
+import random
+import shutil
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from activities.previews import PAGE_SIZE, THUMB_WIDTH, run_previews
+from adapters.blobs import BlobStore, service_client
+from adapters.preview_folders import existing_preview_folder
+from core.previewsample import PreviewSampler
+from core.settings import Settings
+from gpu_batch import layout
+
+CHROMIUM = "/usr/bin/chromium"
+# The flags the workplace's probe uses: without the background-networking ones Chromium dials out at every start.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "demo-output"
+THRESHOLD = 0.2
+RED = (221, 34, 34)  # the page's colour for category "1" (#d22)
+
+
+def _jpeg(w: int = 800, h: int = 600, truncate: bool = False) -> bytes:
+    from PIL import Image
+
+    im = Image.new("RGB", (w, h), (40, 120, 60))
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=90)
+    data = buf.getvalue()
+    return data[: len(data) // 2] if truncate else data
+
+
+def _entries() -> list[dict[str, Any]]:
+    rng = random.Random(7)
+    out: list[dict[str, Any]] = []
+    for i in range(40):
+        top = [0.95, 0.6, 0.3, 0.15, 0.05][i % 5]
+        dets = [{"category": "1", "conf": top, "bbox": [0.25, 0.25, 0.5, 0.5]}]
+        if i % 10 == 0:
+            dets.append({"category": "2", "conf": 0.8, "bbox": [0.05, 0.05, 0.1, 0.2]})
+        if rng.random() < 0.3:
+            dets.append({"category": "3", "conf": round(top / 2, 3), "bbox": [0.6, 0.6, 0.2, 0.2]})
+        out.append({"file": f"cam{i % 2}/img{i:03d}.jpg", "detections": dets})
+    out.append({"file": "cam0/truncated.jpg", "detections": [{"category": "1", "conf": 0.9,
+                                                              "bbox": [0.1, 0.1, 0.3, 0.3]}]})
+    out.append({"file": "cam1/broken.jpg", "failure": "Failure image access", "detections": None})
+    return out
+
+
+def _repeats(n: int) -> dict[str, Any]:
+    locations = [{"id": f"r{k + 1:05d}", "folder": "cam0", "category": "1", "bbox": [0.25, 0.25, 0.5, 0.5],
+                  "count": 40 - k, "conf_min": 0.3, "conf_max": 0.6,
+                  "files": [f"cam0/img{j:03d}.jpg" for j in range(0, 8, 2)]} for k in range(n)]
+    return {"task_id": "t", "locations": locations}
+
+
+@pytest.fixture
+def page_folder(storage_connection: str, unique_name: str, tmp_path: Path) -> tuple[Path, list[dict[str, Any]], int]:
+    """The rendered page, copied out of Azurite into a folder; the entries it was made from; its repeat count."""
+    settings = Settings.from_env({"AzureWebJobsStorage": storage_connection, "TRAPBATCH_CONTAINER": unique_name + "s",
+                                  "TRAPBATCH_WEB_CONTAINER": unique_name + "w"})
+    store = BlobStore(service_client(storage_connection))
+    source = unique_name
+    store.ensure_container(source)
+    store.ensure_container(settings.container)
+    entries = _entries()
+    for e in entries:
+        store.write_bytes(source, e["file"], _jpeg(truncate=e["file"].endswith("truncated.jpg")))
+    task_id = "browsertask"
+    sampler = PreviewSampler(task_id, THRESHOLD)
+    for e in entries:
+        sampler.add(e)
+    sample = {**sampler.result(), "images": len(entries), "detection_categories": {"1": "animal", "2": "person",
+                                                                                  "3": "vehicle"},
+              "info": {"detection_completion_time": "2026-12-01T00:00:00", "trapbatch": {"container": source}}}
+    store.write_json(settings.container, layout.preview_sample_blob(task_id), sample)
+    places = PAGE_SIZE + 6
+    store.write_json(settings.container, layout.repeats_blob(task_id), _repeats(places))
+    run_previews(task_id, "MDV5A", "browser check", settings, store)
+    folder = existing_preview_folder(store, settings, task_id)
+    assert folder
+    for name in store.list_names(settings.web_container, folder + "/"):
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(store.read_bytes(settings.web_container, name))
+    return tmp_path / folder, entries, places
+
+
+@pytest.fixture
+def served(page_folder: tuple[Path, list[dict[str, Any]], int]) -> Iterator[tuple[str, list[dict[str, Any]], int]]:
+    root, entries, places = page_folder
+    handler = functools.partial(_QuietHandler, directory=str(root))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/index.html", entries, places
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        pass
+
+
+def _top(entry: dict[str, Any]) -> float:
+    return max((d["conf"] for d in entry.get("detections") or []), default=0.0)
+
+
+def _expected_drawn(entry: dict[str, Any], threshold: float, near: bool) -> list[list[Any]]:
+    """The boxes the page must draw for an entry: those at or above the threshold; near-miss cards also draw boxes
+    from the near-miss floor up (dashed)."""
+    floor = 0.1 if near else threshold
+    return [[d["category"], d["conf"]] for d in entry["detections"] if d["conf"] >= threshold or d["conf"] >= floor]
+
+
+def _counts(entries: list[dict[str, Any]], threshold: float) -> dict[str, int]:
+    ok = [e for e in entries if e.get("failure") is None]
+    return {"detections": sum(_top(e) >= threshold for e in ok),
+            "near_misses": sum(0.1 <= _top(e) < threshold for e in ok),
+            "empty": sum(_top(e) < min(0.1, threshold) for e in ok)}
+
+
+def test_the_preview_page_draws_what_the_data_says_and_follows_the_slider(
+        served: tuple[str, list[dict[str, Any]], int]) -> None:
+    if not Path(CHROMIUM).exists() or shutil.which("node") is None:
+        pytest.fail("Chromium is needed for the browser test: `make setup` installs Debian's chromium package "
+                    "(apt-get install chromium)", pytrace=False)
+    from playwright.sync_api import sync_playwright
+
+    url, entries, places = served
+    by_file = {e["file"]: e for e in entries}
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2)
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(url)
+            page.wait_for_function("() => document.querySelectorAll('.grid canvas').length > 0 && "
+                                   "[...document.querySelectorAll('.grid canvas')].every(c => c.id in "
+                                   "window.trapbatchDrawn)", timeout=60_000)
+
+            # a phone shows the page at full scale: no sideways scrolling at 390 px
+            wide = page.evaluate("() => [...document.querySelectorAll('body *')].filter(e => "
+                                 "e.getBoundingClientRect().right > 391 || e.scrollWidth > e.clientWidth + 1).slice(0, 5).map(e => "
+                                 "e.outerHTML.slice(0, 80) + e.scrollWidth + '/' + e.clientWidth)")
+            assert page.evaluate("document.documentElement.scrollWidth") <= 390, wide
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "preview-phone.png"), full_page=False)
+
+            for threshold in (THRESHOLD, 0.5, 0.1):
+                page.evaluate("t => { const s = document.getElementById('thr'); s.value = String(t); "
+                              "s.dispatchEvent(new Event('input')); }", threshold)
+                page.wait_for_function("() => [...document.querySelectorAll('.grid canvas')].every(c => "
+                                       "c.id in window.trapbatchDrawn)", timeout=60_000)
+                shown = page.evaluate("""() => Object.fromEntries([...document.querySelectorAll('.grid')].map(g =>
+                    [g.dataset.section, [...g.querySelectorAll('figure')].map(f => ({
+                        file: f.querySelector('figcaption').firstChild.textContent,
+                        canvases: [...f.querySelectorAll('canvas')].map(c => c.id)}))]))""")
+                drawn = page.evaluate("window.trapbatchDrawn")
+                # each sampled image sits in the group its top confidence gives at this threshold ...
+                for section in ("detections", "near_misses", "empty"):
+                    for fig in shown[section]:
+                        entry = by_file[fig["file"]]
+                        top = _top(entry)
+                        assert {"detections": top >= threshold, "near_misses": 0.1 <= top < threshold,
+                                "empty": top < min(0.1, threshold)}[section], (section, fig)
+                        # ... and its canvas shows exactly the boxes the data holds at this threshold
+                        for cid in fig["canvases"]:
+                            assert sorted(drawn[cid]) == sorted(_expected_drawn(entry, threshold,
+                                                                                section == "near_misses")), cid
+                totals = page.evaluate("Object.fromEntries([...document.querySelectorAll('h2 .total')].map("
+                                       "e => [e.dataset.section, +e.textContent]))")
+                want = _counts(entries, threshold)
+                assert {k: totals[k] for k in want} == want, threshold
+                assert totals["failures"] == 1
+
+            # the pixels: the animal box of the most confident image is drawn in its colour at threshold 0.1
+            first = next(f for f in shown["detections"] if _top(by_file[f["file"]]) == 0.95 and f["canvases"])
+            pixel = page.evaluate("""id => { const c = document.getElementById(id);
+                const g = c.getContext('2d'); const x = Math.round(c.width * 0.25), y = Math.round(c.height * 0.6);
+                return [...g.getImageData(x, y, 1, 1).data].slice(0, 3); }""", first["canvases"][0])
+            assert all(abs(a - b) <= 40 for a, b in zip(pixel, RED)), pixel
+
+            # the truncated JPEG got a picture (loaded with grey fill, as the worker loads it)
+            assert any(f["file"] == "cam0/truncated.jpg" and f["canvases"] for f in shown["detections"])
+
+            # every repeated place is listed, a page at a time, several examples each
+            assert page.locator("#repeats figure").count() == min(places, PAGE_SIZE)
+            assert page.locator("#repeats figure").first.locator("canvas").count() == 3
+            page.locator(".pager[data-section='repeats'] button", has_text="2").click()
+            assert page.locator("#repeats figure").count() == places - PAGE_SIZE
+            assert page.locator("#repeats input.keep").count() == places - PAGE_SIZE
+
+            # a thumbnail opens the larger rendering, with the boxes drawn on it
+            page.locator("#detections figure canvas").first.click()
+            page.wait_for_function("() => 'large-canvas' in window.trapbatchDrawn", timeout=60_000)
+            assert page.evaluate("document.getElementById('large-canvas').width") > THUMB_WIDTH
+            assert errors == [], errors
+        finally:
+            browser.close()
+
+
+def test_the_page_embeds_every_repeated_place_and_the_request_covers_unticked_ones(
+        page_folder: tuple[Path, list[dict[str, Any]], int]) -> None:
+    root, _, places = page_folder
+    html = (root / "index.html").read_text()
+    data = json.loads(html.split("const SECTIONS = ", 1)[1].split(";\n", 1)[0])
+    assert [it["location"] for it in data["repeats"]] == [f"r{k + 1:05d}" for k in range(places)]
+    assert all(len(it["examples"]) == 3 for it in data["repeats"])
+    assert '<meta name="viewport"' in html
