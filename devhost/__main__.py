@@ -13,6 +13,10 @@ from pathlib import Path
 DEFAULT_KEY_FILE = Path(__file__).resolve().parent / ".function-key"
 
 
+# trapbatch's Event Grid subscription (infra/hooks/postdeploy.sh; tests pin both to gpu_batch.layout.READY_MARKER).
+DEFAULT_EVENT_GRID = ["container_ready=/blobs/trapbatch-ready.json"]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devhost", description=__doc__)
     parser.add_argument("--app", default="function_app:app", help="module:attribute of the FunctionApp")
@@ -33,6 +37,10 @@ def main(argv: list[str] | None = None) -> int:
                         help='JSON file {"<function key>": {"id": ..., "name": ..., "roles": [...]}}: further function '
                              "keys, each signed in as that caller the way App Service Authentication sets it (pair with "
                              "TRAPBATCH_CALLER_AUTH=easyauth; default $TRAPBATCH_DEVHOST_CALLERS)")
+    parser.add_argument("--event-grid", action="append", default=None, metavar="FUNCTION=/blobs/NAME",
+                        help="an Event Grid subscription as infra/hooks/postdeploy.sh creates it in Azure: BlobCreated "
+                             "events for a blob NAME at the top of any container go to FUNCTION (repeatable; default "
+                             f"{' '.join(DEFAULT_EVENT_GRID)} for trapbatch's app, or $TRAPBATCH_DEVHOST_EVENT_GRID)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("azure").setLevel(logging.WARNING)
@@ -52,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     module_name, _, attr = args.app.partition(":")
     app = getattr(importlib.import_module(module_name), attr or "app")
 
+    from devhost.event_grid import Subscription
     from devhost.host import DevHost
     from devhost.hostjson import HostConfig, HostJsonError
     from devhost.keys import CallersFileError, load_callers, key_from_file_or_new
@@ -60,14 +69,17 @@ def main(argv: list[str] | None = None) -> int:
     keys, key_source = key_from_file_or_new(Path(args.key_file), args.function_key)
     try:
         callers = load_callers(args.callers) if args.callers else {}
-    except CallersFileError as exc:
+        env_grid = [s for s in os.environ.get("TRAPBATCH_DEVHOST_EVENT_GRID", "").split(",") if s.strip()]
+        grid = args.event_grid or env_grid or (DEFAULT_EVENT_GRID if args.app == "function_app:app" else [])
+        subscriptions = [Subscription.parse(s.strip()) for s in grid]
+    except (CallersFileError, ValueError) as exc:
         print(f"devhost: {exc}", file=sys.stderr, flush=True)
         return 2
     try:
         host = DevHost(app, connection, task_hub=args.hub, host=args.host, port=args.port,
                        activity_workers=args.activity_workers, blob_poll_s=args.blob_poll_seconds,
                        function_key=keys.function_key, host_config=HostConfig.load(Path.cwd() / "host.json"),
-                       callers=callers)
+                       callers=callers, event_grid=subscriptions)
     except (WorkerIndexingError, WorkerUnavailableError, HostJsonError) as exc:
         # Azure would refuse to load this app (one refused function fails the whole app): so does devhost.
         print(f"devhost: not serving {args.app}: {exc}", file=sys.stderr, flush=True)

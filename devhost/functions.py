@@ -46,11 +46,20 @@ class BlobTrigger:
 
 
 @dataclass
+class EventGridTrigger:
+    name: str
+    arg_name: str
+    client_arg: str | None
+    fn: Callable[..., Any]
+
+
+@dataclass
 class AppIndex:
     orchestrators: dict[str, Callable[..., Any]] = field(default_factory=dict)
     activities: dict[str, tuple[Callable[..., Any], str]] = field(default_factory=dict)
     http: list[HttpRoute] = field(default_factory=list)
     blob_triggers: list[BlobTrigger] = field(default_factory=list)
+    event_grid_triggers: list[EventGridTrigger] = field(default_factory=list)
 
 
 def _blob_pattern(path: str) -> tuple[str, re.Pattern[str]]:
@@ -86,5 +95,7 @@ def index_app(app: Any) -> AppIndex:
         elif trigger.type == "blobTrigger":
             container, pattern = _blob_pattern(trigger.path)
             index.blob_triggers.append(BlobTrigger(name, container, pattern, trigger.name, client_arg, fn))
+        elif trigger.type == "eventGridTrigger":
+            index.event_grid_triggers.append(EventGridTrigger(name, trigger.name, client_arg, fn))
     app._devhost_index = index
     return index

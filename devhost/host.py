@@ -22,6 +22,7 @@ from aiohttp import web
 from azure.storage.blob import BlobServiceClient
 
 from devhost.blob_trigger import BlobPoller
+from devhost.event_grid import EventGridPoller, Subscription
 from devhost.engine import Engine
 from devhost.functions import index_app
 from devhost.hostjson import HostConfig
@@ -52,10 +53,12 @@ class DevHost:
     def __init__(self, app: Any, connection_string: str, task_hub: str = "devhost", host: str = "127.0.0.1",
                  port: int = 7071, activity_workers: int = 4, blob_poll_s: float = 2.0, poll_s: float = 0.1,
                  function_key: str | None = None, host_config: HostConfig | None = None,
-                 callers: Mapping[str, CallerIdentity] | None = None) -> None:
+                 callers: Mapping[str, CallerIdentity] | None = None,
+                 event_grid: list[Subscription] | None = None) -> None:
         """``function_key``: the key /api/ routes of auth level FUNCTION require (default: TRAPBATCH_DEVHOST_FUNCTION_KEY,
         else a new random one; see ``keys``). ``host_config``: default ./host.json's settings (or the defaults).
-        ``callers``: further function keys, each with the identity devhost sets as Easy Auth would (``keys``)."""
+        ``callers``: further function keys, each with the identity devhost sets as Easy Auth would (``keys``).
+        ``event_grid``: the Event Grid subscriptions Azure would have (``event_grid.Subscription``)."""
         self.index = index_app(app)
         self.hub = task_hub
         self.host = host
@@ -73,6 +76,8 @@ class DevHost:
         self._thread: threading.Thread | None = None
         self._runners: list[web.AppRunner] = []
         self._poller: BlobPoller | None = None
+        self.event_grid = list(event_grid or [])
+        self._events: EventGridPoller | None = None
         self.rpc_port = 0
 
     @property
@@ -140,12 +145,17 @@ class DevHost:
         self._poller = BlobPoller(self.index, self.store, self.blobs, self.blob_poll_s, self._loop,
                                   self.front.binding, self.connection_string, self.config)
         self._poller.start()
+        self._events = EventGridPoller(self.index, self.store, self.blobs, self.event_grid, self.blob_poll_s,
+                                       self._loop, self.front.binding, self.config)
+        self._events.start()
         logger.info("devhost serving %d functions on %s (task hub %s)", len(self.index.http) +
                     len(self.index.activities) + len(self.index.orchestrators) + len(self.index.blob_triggers),
                     self.base_url, self.hub)
         return self
 
     def stop(self) -> None:
+        if self._events:
+            self._events.stop()
         if self._poller:
             self._poller.stop()
         self.engine.stop()

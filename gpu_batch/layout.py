@@ -217,6 +217,30 @@ def drop_receipt_blob(request_name: str) -> str:
     return request_name[: -len(".json")] + ".task.json"
 
 
+# ---------------------------------------------------------------- start on arrival (a marker in an image container)
+
+READY_MARKER = "trapbatch-ready.json"  # at the top of an image container: "these images are all here, start"
+READY_SUBJECT_ENDS_WITH = "/blobs/" + READY_MARKER  # the Event Grid subscription's filter (infra/hooks/postdeploy.*)
+_READY_SUBJECT = re.compile(r"^/blobServices/default/containers/(?P<container>[a-z0-9-]{3,63})/blobs/"
+                            + re.escape(READY_MARKER) + "$")
+
+
+def ready_marker_container(subject: str) -> str | None:
+    """The container of a ``BlobCreated`` event's subject when the blob is a marker at the top of it, else None
+    (Event Grid subject: ``/blobServices/default/containers/<container>/blobs/<blob name>``)."""
+    m = _READY_SUBJECT.match(subject)
+    return m.group("container") if m else None
+
+
+def ready_receipt_blob() -> str:
+    """Beside the marker: the id of the task it started (a ``.json`` that is no image, so never enumerated)."""
+    return READY_MARKER[: -len(".json")] + ".task.json"
+
+
+def ready_error_blob() -> str:
+    return READY_MARKER + ".error.json"
+
+
 def drop_error_blob(request_name: str) -> str:
     """``<name>.json.error.json`` beside a dropped request that was refused, saying why."""
     return request_name + ".error.json"

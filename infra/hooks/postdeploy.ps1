@@ -33,4 +33,29 @@ az eventgrid system-topic event-subscription create --name trapbatch-incoming `
   --subject-ends-with .json `
   --only-show-errors --output none
 if ($LASTEXITCODE -ne 0) { exit $LASTEXITCODE }
-Write-Host "Done: drop a request as $env:INCOMING_CONTAINER_NAME/<name>.json (docs/deploy.md, First task)."
+
+# Start on arrival (api/arrivals.py): trapbatch-ready.json at the top of any container goes to the Event Grid trigger.
+$readyFunction = 'container_ready'
+$readySubject = '/blobs/trapbatch-ready.json'  # gpu_batch/layout.py READY_SUBJECT_ENDS_WITH (tests/unit checks it)
+$readyKey = ''
+for ($i = 1; $i -le $attempts; $i++) {
+  $readyKey = az functionapp keys list --name $env:AZURE_FUNCTION_APP_NAME --resource-group $env:AZURE_RESOURCE_GROUP `
+                --query 'systemKeys.eventgrid_extension' --output tsv 2>$null
+  if ($LASTEXITCODE -eq 0 -and $readyKey) { break }
+  Write-Host "Waiting for the Functions host to create its eventgrid_extension key ($i/$attempts) ..."
+  Start-Sleep -Seconds $waitSeconds
+}
+if (-not $readyKey) {
+  Write-Error "the app $env:AZURE_FUNCTION_APP_NAME has no eventgrid_extension key yet: run infra/hooks/postdeploy.ps1 again once the host started"
+  exit 1
+}
+$readyEndpoint = '"' + "$env:SERVICE_API_BASE_URL/runtime/webhooks/eventgrid?functionName=$readyFunction&code=$readyKey" + '"'
+Write-Host "Subscribing $readyFunction to BlobCreated events of $readySubject at the top of any container ..."
+az eventgrid system-topic event-subscription create --name trapbatch-ready `
+  --resource-group $env:AZURE_RESOURCE_GROUP --system-topic-name $env:EVENTGRID_SYSTEM_TOPIC_NAME `
+  --endpoint-type webhook --endpoint $readyEndpoint `
+  --included-event-types Microsoft.Storage.BlobCreated `
+  --subject-ends-with $readySubject `
+  --only-show-errors --output none
+if ($LASTEXITCODE -ne 0) { exit $LASTEXITCODE }
+Write-Host "Done: drop a request as $env:INCOMING_CONTAINER_NAME/<name>.json, or write trapbatch-ready.json at the top of an image container once its upload is complete (docs/deploy.md, First task)."

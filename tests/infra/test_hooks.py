@@ -112,6 +112,12 @@ def test_postdeploy_subscribes_the_blob_webhook_to_incoming(tmp_path: Path) -> N
                                          f"?functionName=Host.Functions.task_dropped&code={KEY}")
     assert option(sub, "--included-event-types") == "Microsoft.Storage.BlobCreated"
     assert option(sub, "--subject-begins-with") == "/blobServices/default/containers/incoming/"
+    ready = [c["args"] for c in calls if c["args"][:4] == ["eventgrid", "system-topic", "event-subscription", "create"]
+             and option(c["args"], "--name") == "trapbatch-ready"]
+    assert len(ready) == 1 and option(ready[0], "--subject-ends-with") == "/blobs/trapbatch-ready.json"
+    assert option(ready[0], "--endpoint") == ("https://func-api-abc.azurewebsites.net/runtime/webhooks/eventgrid"
+                                              f"?functionName=container_ready&code={KEY}")
+    assert "--subject-begins-with" not in ready[0]  # a marker at the top of ANY container
     assert KEY not in proc.stdout + proc.stderr, "the function key is never printed"
 
 

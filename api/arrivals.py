@@ -1,0 +1,77 @@
+"""Start on arrival: a marker blob written at the top of an image container starts a task over that container.
+
+Why: the design's "blob-drop trigger for new containers". Uploads of millions of images take hours and arrive in any
+order, so "a new image arrived" cannot start anything; the uploader (a person, AzCopy in a script, a camera station's
+sync job) writes ``trapbatch-ready.json`` last to say "all here". The marker may be empty or hold request fields
+(``prefix``, ``model``, ``images_per_shard``, ``request_name``, ...); its container is the task's container.
+
+How it arrives: in Azure, an Event Grid subscription on the storage account's system topic sends ``BlobCreated``
+events whose subject ends with ``/blobs/trapbatch-ready.json`` (a marker at the top of a container; created by
+infra/hooks/postdeploy.sh) to this Event Grid trigger; Flex Consumption supports blob triggers only through Event
+Grid anyway, and a blob trigger cannot watch every container. devhost delivers the same events by polling
+(``devhost/event_grid.py``). Event Grid delivers at least once, and a marker rewritten with the same content gives
+the same request, hence the same task id: nothing new starts while that task runs or after it completed.
+
+The answer goes beside the marker: ``trapbatch-ready.task.json`` (the task id) or ``trapbatch-ready.json.error.json``
+(why it was refused, and what to do). Markers in trapbatch's own containers are ignored.
+"""
+from __future__ import annotations
+
+import logging
+
+import azure.durable_functions as df
+import azure.functions as func
+
+from adapters import clients
+from api.starters import start_task
+from core.errors import RequestInvalid, TrapbatchError
+from core.requests import MAX_BODY_BYTES, parse_json_body
+from gpu_batch import layout
+
+logger = logging.getLogger(__name__)
+bp = df.Blueprint()
+BLOB_CREATED = "Microsoft.Storage.BlobCreated"
+
+
+def marker_request(container: str, raw: bytes) -> dict[str, object]:
+    """The task request a marker stands for: its fields (if any) over the container it sits in."""
+    if len(raw) > MAX_BODY_BYTES:
+        raise RequestInvalid(f"{layout.READY_MARKER} is {len(raw)} bytes", f"keep it under {MAX_BODY_BYTES} bytes: it "
+                             "holds request fields, not data")
+    fields = parse_json_body(raw) if raw.strip() else {}
+    if not isinstance(fields, dict):
+        raise RequestInvalid(f"{layout.READY_MARKER} must hold a JSON object of request fields (or nothing)",
+                             'e.g. {"prefix": "2024/", "model": "MDV5A"}')
+    if fields.get("container", container) != container:
+        raise RequestInvalid(f"{layout.READY_MARKER} in container {container!r} names container "
+                             f"{fields['container']!r}", "a marker starts a task over its own container: drop "
+                             "'container', or put the marker in that container")
+    return {**fields, "container": container}
+
+
+@bp.event_grid_trigger(arg_name="event")
+@bp.durable_client_input(client_name="client")
+async def container_ready(event: func.EventGridEvent, client: df.DurableOrchestrationClient) -> None:
+    """A ``BlobCreated`` event for a marker starts the task over its container (see the module docstring).
+
+    Storage SDK errors propagate: the platform redelivers the event (a transient failure must not become a refusal)."""
+    container = layout.ready_marker_container(event.subject)
+    if event.event_type != BLOB_CREATED or container is None:
+        return
+    s = clients.settings()
+    if container in {s.container, s.web_container, layout.INCOMING_CONTAINER}:
+        logger.warning("marker in trapbatch's own container %s ignored", container)
+        return
+    store = clients.store(s)
+    raw = store.read_bytes_or_none(container, layout.READY_MARKER)
+    if raw is None:
+        return  # deleted since the event was sent: nothing to start
+    try:
+        started, task_id = await start_task(client, marker_request(container, raw), s)
+    except TrapbatchError as exc:
+        store.write_json(container, layout.ready_error_blob(), exc.to_dict())
+        logger.warning("marker in container %s refused: %s", container, exc.message)
+        return
+    store.write_json(container, layout.ready_receipt_blob(),
+                     {"id": task_id, "started": started, "status_path": f"/api/tasks/{task_id}"})
+    logger.info("marker in container %s: task %s %s", container, task_id, "started" if started else "already known")

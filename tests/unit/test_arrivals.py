@@ -1,0 +1,64 @@
+"""The marker that starts a task on arrival: which events count, and what request a marker stands for."""
+from __future__ import annotations
+
+import pytest
+
+from api.arrivals import marker_request
+from core.errors import RequestInvalid
+from devhost.event_grid import Subscription
+from gpu_batch import layout
+
+
+@pytest.mark.parametrize("subject, container", [
+    ("/blobServices/default/containers/camera-traps-2024/blobs/trapbatch-ready.json", "camera-traps-2024"),
+    ("/blobServices/default/containers/abc/blobs/site1/trapbatch-ready.json", None),  # not at the top
+    ("/blobServices/default/containers/abc/blobs/trapbatch-ready.json.error.json", None),  # our own answer
+    ("/blobServices/default/containers/abc/blobs/trapbatch-ready.task.json", None),
+    ("/blobServices/default/containers/abc/blobs/img.jpg", None),
+    ("/blobServices/default/containers/Bad_Name/blobs/trapbatch-ready.json", None),
+])
+def test_only_a_marker_at_the_top_of_a_container_counts(subject: str, container: str | None) -> None:
+    assert layout.ready_marker_container(subject) == container
+    if container:  # what the Event Grid subscription's subjectEndsWith filter lets through
+        assert subject.endswith(layout.READY_SUBJECT_ENDS_WITH)
+
+
+def test_a_marker_is_its_fields_over_its_own_container() -> None:
+    assert marker_request("cams", b"") == {"container": "cams"}
+    assert marker_request("cams", b"  \n") == {"container": "cams"}
+    assert marker_request("cams", b'{"prefix": "2024/", "model": "MDV5A"}') == {
+        "container": "cams", "prefix": "2024/", "model": "MDV5A"}
+    assert marker_request("cams", b'{"container": "cams"}') == {"container": "cams"}
+
+
+@pytest.mark.parametrize("raw, says", [
+    (b'{"container": "other"}', "names container 'other'"),
+    (b"[1, 2]", "JSON object"),
+    (b"{not json", "JSON"),
+    (b"{}" + b" " * 70_000, "bytes"),
+])
+def test_a_bad_marker_is_refused_with_a_hint(raw: bytes, says: str) -> None:
+    with pytest.raises(RequestInvalid) as caught:
+        marker_request("cams", raw)
+    assert says in caught.value.message and caught.value.hint
+
+
+def test_devhost_takes_subscriptions_of_the_form_infra_creates() -> None:
+    assert Subscription.parse("container_ready" + "=" + layout.READY_SUBJECT_ENDS_WITH) == Subscription(
+        "container_ready", layout.READY_MARKER)
+    for bad in ("container_ready", "=/blobs/x.json", "f=/blobs/", "f=/blobs/a/b.json", "f=x.json"):
+        with pytest.raises(ValueError):
+            Subscription.parse(bad)
+
+
+def test_the_subscription_filters_agree_with_the_marker_name() -> None:
+    """devhost's default subscription and the deploy hooks' Event Grid filter name the same marker as the app."""
+    from pathlib import Path
+
+    from devhost.__main__ import DEFAULT_EVENT_GRID
+
+    assert DEFAULT_EVENT_GRID == ["container_ready=" + layout.READY_SUBJECT_ENDS_WITH]
+    root = Path(__file__).resolve().parents[2]
+    for hook in ("postdeploy.sh", "postdeploy.ps1"):
+        text = (root / "infra" / "hooks" / hook).read_text()
+        assert layout.READY_SUBJECT_ENDS_WITH in text and "container_ready" in text, hook
