@@ -11,7 +11,9 @@ which attempt's entry the merge keeps, which images a shard still misses, and th
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from typing import IO, Any, Iterable, Iterator, Mapping
+
+import ijson  # type: ignore[import-untyped]
 
 from gpu_batch import manifest as contract
 
@@ -270,3 +272,38 @@ def typical_threshold(model: str) -> float:
     """The confidence threshold MegaDetector's tools apply by default to results of ``model``: what the preview page
     and the CSV use unless a request sets ``preview_threshold``."""
     return float(detector_metadata(model)["typical_detection_threshold"])
+
+
+# ---------------------------------------------------------------- reading a results file, streaming
+
+def results_head(fp: IO[bytes]) -> dict[str, Any]:
+    """Every top-level field of a results file except ``images`` (``info``, ``detection_categories``...), read with
+    ``ijson`` so that memory stays bounded whatever the number of images (the images' events are skipped, never built).
+
+    Reads from the file's current position; the merge writes the head first, so this stops after a few hundred
+    bytes of trapbatch's own files, while a file written in another key order is scanned to its end.
+    """
+    head: dict[str, Any] = {}
+    key: str | None = None
+    builder: Any = None
+    for prefix, event, value in ijson.parse(fp, use_float=True):
+        if prefix == "" and event in ("map_key", "end_map"):
+            if builder is not None and key is not None:
+                head[key] = builder.value
+            builder = None
+            key = value if event == "map_key" else None
+            if key is not None and key != "images":
+                builder = ijson.ObjectBuilder()
+            if event == "end_map":
+                break
+            continue
+        if builder is not None:
+            builder.event(event, value)
+    return head
+
+
+def iter_images(fp: IO[bytes]) -> Iterator[dict[str, Any]]:
+    """The entries of ``images``, one at a time, from the file's current position (numbers as ``float``/``int``)."""
+    for entry in ijson.items(fp, "images.item", use_float=True):
+        if isinstance(entry, dict):
+            yield entry
