@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import IO, Any, Iterable, Iterator, Mapping
 
-import ijson  # type: ignore[import-untyped]
+import ijson
 
 from gpu_batch import manifest as contract
 
