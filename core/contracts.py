@@ -230,6 +230,7 @@ class ResultsRef(TypedDict):
     blob: str
     csv: str
     exports: NotRequired["ExportsRef"]  # activities.exports: COCO, Camtrap DP and Zooniverse beside the results
+    exports_error: NotRequired[str]  # why the exports are missing (the results themselves are complete)
 
 
 class RepeatsRef(TypedDict):
