@@ -35,6 +35,8 @@ Variables (names shared with infra/main.bicep app settings):
     TRAPBATCH_EXPORT_LICENSE       ``license`` column of Zooniverse manifests and the Camtrap DP package's media
                                    licence (default empty: no licence claimed)
     TRAPBATCH_ZOONIVERSE_BATCH_SIZE   largest Zooniverse manifest batch (default 10000)
+    TRAPBATCH_LINK_DAYS            how long the read-only links of ``GET /api/tasks/{id}/results`` work (default 7,
+                                   the most a user delegation SAS allows; fractions of a day are fine)
     TRAPBATCH_EXPORT_IMAGE_SIZES   ``true`` (default) or ``false``: read each image's header for COCO's pixel boxes
                                    (MegaDetector's results carry no sizes); ``false`` keeps normalized boxes
     TRAPBATCH_LOCAL_CONCURRENCY    local pool: workers at once (default: GPUs, or 1)
@@ -111,6 +113,17 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     return raw in ("true", "1")
 
 
+MAX_LINK_DAYS = 7.0  # a user delegation key is valid at most 7 days (adapters.share_links)
+
+
+def _link_days(env: Mapping[str, str]) -> float:
+    value = _float(env, "TRAPBATCH_LINK_DAYS", MAX_LINK_DAYS)
+    if not 0 < value <= MAX_LINK_DAYS:
+        raise ConfigError(f"TRAPBATCH_LINK_DAYS={value} is not a number of days above 0 and at most {MAX_LINK_DAYS:g}",
+                          f"{WHERE}; links are user delegation SAS, which Azure limits to 7 days")
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class OrchestrationKnobs:
     """The non-secret tuning values an orchestration needs; snapshotted into its input at start."""
@@ -147,6 +160,7 @@ class Settings:
     export_license: str = ""
     zooniverse_batch_size: int = 10_000
     export_image_sizes: bool = True
+    link_days: float = 7.0
     knobs: OrchestrationKnobs = OrchestrationKnobs()
     local_concurrency: int = 0
     device: str = "auto"
@@ -232,6 +246,7 @@ class Settings:
             export_license=env.get("TRAPBATCH_EXPORT_LICENSE", ""),
             zooniverse_batch_size=_int(env, "TRAPBATCH_ZOONIVERSE_BATCH_SIZE", 10_000),
             export_image_sizes=_bool(env, "TRAPBATCH_EXPORT_IMAGE_SIZES", True),
+            link_days=_link_days(env),
             knobs=knobs,
             local_concurrency=_int(env, "TRAPBATCH_LOCAL_CONCURRENCY", 0, minimum=0),
             device=env.get("TRAPBATCH_DEVICE", "auto"),
