@@ -60,12 +60,13 @@ def _entries(fp: IO[bytes]) -> Iterator[dict[str, Any]]:
 
 
 def _write_zooniverse(store: BlobStore, container: str, task_id: str, variant: str, results: IO[bytes],
-                      options: zooniverse.ManifestOptions, categories: dict[str, str], eligible: int) -> int:
-    """Write the manifest batches; returns how many. Each pass over the results writes up to ``OPEN_BATCH_FILES``."""
+                      options: zooniverse.ManifestOptions, categories: dict[str, str], eligible: int,
+                      open_files: int) -> int:
+    """Write the manifest batches; returns how many. Each pass over the results writes up to ``open_files``."""
     batches = zooniverse.batch_count(eligible, options)
     assigner = zooniverse.BatchAssigner(eligible, batches, options.shuffle, options.seed)
-    for first in range(0, batches, OPEN_BATCH_FILES):
-        group = range(first, min(first + OPEN_BATCH_FILES, batches))
+    for first in range(0, batches, open_files):
+        group = range(first, min(first + open_files, batches))
         with ExitStack() as files:
             outs = {b: _text(files.enter_context(tempfile.TemporaryFile("w+b"))) for b in group}
             writers = {b: csv.writer(out) for b, out in outs.items()}
@@ -90,9 +91,10 @@ def _write_zooniverse(store: BlobStore, container: str, task_id: str, variant: s
 
 
 def run_exports(task_id: str, settings: Settings, store: BlobStore, source: BlobStore | None = None,
-                variant: str = "", threshold: float | None = None) -> c.ExportsOutput:
+                variant: str = "", threshold: float | None = None,
+                open_batch_files: int = OPEN_BATCH_FILES) -> c.ExportsOutput:
     """Write every export of one results variant; ``source`` reads the images (for COCO's sizes) when they are in
-    another storage account."""
+    another storage account; ``open_batch_files`` Zooniverse batches are written per pass over the results."""
     container = settings.container
     request = store.read_json_or_none(container, layout.request_blob(task_id)) or {}
     enumeration = store.read_json(container, layout.enumeration_blob(task_id))
@@ -157,7 +159,8 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
             store.write_json(container, layout.camtrap_dp_blob(task_id, "datapackage.json", variant), descriptor)
             for wrapper in tmp.values():
                 wrapper.detach()
-        batches = _write_zooniverse(store, container, task_id, variant, results, manifest, categories, eligible)
+        batches = _write_zooniverse(store, container, task_id, variant, results, manifest, categories, eligible,
+                                    open_batch_files)
     prefix = layout.exports_prefix(task_id, variant)
     logger.info("task %s: exports%s written: %d images, %d COCO boxes, %d observations, %d Zooniverse batches",
                 task_id, f" ({variant})" if variant else "", writer.counts["images"], writer.counts["annotations"],

@@ -138,3 +138,18 @@ def test_exports_are_idempotent_and_drop_batches_a_smaller_rerun_does_not_write(
     assert names == [layout.zooniverse_batch_blob(TASK, 1)]
     coco = store.read_json(settings.container, out["coco"])
     assert [a.get("md_bbox") for a in coco["annotations"]] == [[0.1, 0.2, 0.3, 0.4], [0.25, 0.125, 0.5, 0.5]]
+
+
+def test_many_batches_are_written_a_group_of_files_per_pass(task: tuple[Settings, BlobStore, Path]) -> None:
+    settings, store, _ = task
+    one_each = Settings.from_env({"AzureWebJobsStorage": settings.storage_connection,
+                                  "TRAPBATCH_CONTAINER": settings.container, "TRAPBATCH_ZOONIVERSE_BATCH_SIZE": "1",
+                                  "TRAPBATCH_EXPORT_IMAGE_SIZES": "false"})
+    out = run_exports(TASK, one_each, store, open_batch_files=2)  # five batches: three passes over the results
+    assert out["zooniverse_batches"] == 5
+    rows = [r for b in range(1, 6) for r in _csv(store, settings.container, layout.zooniverse_batch_blob(TASK, b))]
+    assert sorted(r["#file"] for r in rows) == sorted(IMAGES) and len(rows) == 5
+    in_one_pass = run_exports(TASK, one_each, store)
+    assert in_one_pass == out  # the same seeded assignment however many passes write it
+    assert [_csv(store, settings.container, layout.zooniverse_batch_blob(TASK, b))[0]["#file"] for b in range(1, 6)] \
+        == [r["#file"] for r in rows]
