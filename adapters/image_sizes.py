@@ -62,10 +62,9 @@ def with_sizes(store: BlobStore, container: str, items: Iterable[T], name_of: Ca
     """``(item, size)`` for each item, in order: the size of the image ``name_of(item)`` names (None: no read, no
     size), reading ``threads`` headers at once and at most ``batch`` items ahead."""
     def sized(chunk: list[T], pool: ThreadPoolExecutor) -> Iterator[tuple[T, tuple[int, int] | None]]:
-        def one(item: T) -> tuple[int, int] | None:
-            name = name_of(item)
-            return None if name is None else _size(store, container, name)
-        return zip(chunk, pool.map(one, chunk))
+        names = [name_of(item) for item in chunk]
+        reads = iter(pool.map(lambda n: _size(store, container, n), [n for n in names if n is not None]))
+        return ((item, None if name is None else next(reads)) for item, name in zip(chunk, names))
 
     pending: list[T] = []
     with ThreadPoolExecutor(max_workers=threads) as pool:

@@ -30,6 +30,7 @@ Must not: do I/O; hold more than the per-deployment aggregates (one small record
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import posixpath
 import re
@@ -68,7 +69,14 @@ ROOT_DEPLOYMENT = "(root)"
 
 def camera_folder(file: str) -> str:
     """The camera folder of an image (MegaDetector's ``image_file_to_camera_folder``)."""
-    name = file.replace("\\", "/")
+    folder = posixpath.dirname(file.replace("\\", "/"))
+    return _camera_folder_of_dir(folder + "/") if folder else ""
+
+
+@functools.lru_cache(maxsize=4096)
+def _camera_folder_of_dir(folder: str) -> str:
+    """``camera_folder`` for every image of one folder (``folder`` ends with '/'): images come folder by folder."""
+    name = folder + "x"
     for pattern in _OVERFLOW:
         name = pattern.sub("/", name)
     return posixpath.dirname(name)

@@ -134,3 +134,10 @@ def test_timestamps_and_camera_folders() -> None:
     assert camtrapdp.camtrap_timestamp("2024:05:01 06:30:00") == "2024-05-01T06:30:00+00:00"
     assert camtrapdp.camtrap_timestamp("not a time") is None
     assert camtrapdp.camera_folder("a/b/100EK113/x.jpg") == "a/b" and camtrapdp.deployment_id("x.jpg") == "(root)"
+
+
+@pytest.mark.parametrize("file", ["a/b/100EK113/x.jpg", "x.jpg", "a\\b\\100RECNX\\y.jpg", "a/100MEDIA/101MEDIA/z.jpg",
+                                  "a/b/c.jpg", "/lead/100_BTCF/f.JPG", "site/123DSCIM/d.jpg", "site/RECNX/e.jpg"])
+def test_camera_folders_are_megadetectors(file: str) -> None:
+    ct_utils = pytest.importorskip("megadetector.utils.ct_utils")
+    assert camtrapdp.camera_folder(file) == ct_utils.image_file_to_camera_folder(file)
