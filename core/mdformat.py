@@ -274,6 +274,21 @@ def typical_threshold(model: str) -> float:
     return float(detector_metadata(model)["typical_detection_threshold"])
 
 
+def completion_time(iso: str) -> str:
+    """``info.detection_completion_time`` as MegaDetector writes it (run_detector_batch.write_results_to_file:
+    ``%Y-%m-%d %H:%M:%S``), from the orchestration clock's ISO 8601 time; UTC, since the orchestration clock is.
+    A value that is not ISO 8601 is returned unchanged."""
+    from datetime import datetime, timezone
+
+    try:
+        moment = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    except ValueError:
+        return iso
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(timezone.utc)
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
 # ---------------------------------------------------------------- reading a results file, streaming
 
 def results_head(fp: IO[bytes]) -> dict[str, Any]:

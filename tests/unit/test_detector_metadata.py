@@ -45,3 +45,15 @@ def test_typical_thresholds_per_family() -> None:
     assert mdformat.typical_threshold("MDV5A") == 0.2 and mdformat.typical_threshold("MDV1000-REDWOOD") == 0.3
     assert mdformat.detector_metadata("MDV5B")["conservative_detection_threshold"] == 0.05
     assert mdformat.detector_metadata("mystery.pt")["megadetector_version"] == "unknown"
+
+
+@pytest.mark.parametrize("iso,expected", [("2026-12-01T10:04:05.123456+00:00", "2026-12-01 10:04:05"),
+                                          ("2026-12-01T11:04:05+01:00", "2026-12-01 10:04:05"),
+                                          ("2026-12-01T10:04:05", "2026-12-01 10:04:05"),
+                                          ("yesterday", "yesterday")])
+def test_completion_time_in_megadetectors_format(iso: str, expected: str) -> None:
+    assert mdformat.completion_time(iso) == expected
+    if expected != "yesterday":  # and it parses back with that very format
+        from datetime import datetime
+
+        assert datetime.strptime(mdformat.completion_time(iso), "%Y-%m-%d %H:%M:%S")
