@@ -5,8 +5,8 @@ download one file, only read it, and only for a while. Each link is a blob-scope
 
 * in Azure (identity-based connection, no account key), a **user delegation SAS**, signed with a user delegation key
   the app's managed identity obtains (Get User Delegation Key; the identity needs
-  ``Microsoft.Storage/storageAccounts/blobServices/generateUserDelegationKey``, part of Storage Blob Data Contributor
-  and Storage Blob Delegator). The key, and so every link, is valid for at most 7 days from now
+  ``Microsoft.Storage/storageAccounts/blobServices/generateUserDelegationKey``, part of Storage Blob Data Owner, which
+  infra/app/rbac.bicep grants it, as of Contributor and Delegator). The key, and so every link, is valid for at most 7 days from now
   (https://learn.microsoft.com/rest/api/storageservices/get-user-delegation-key: "must be within 7 days of the
   current time"); revoking the app's role or rotating the delegation keys revokes them;
 * with a key connection string (Azurite locally, or an account that allows keys), an **account-key service SAS**.

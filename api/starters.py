@@ -381,7 +381,8 @@ async def get_results(req: func.HttpRequest, client: df.DurableOrchestrationClie
             store, s.container, share_links.all_names(files), s.link_days))
     except AzureError as exc:  # e.g. the app's identity may not get a user delegation key: the rest still answers
         links = {"error": f"no links: {type(exc).__name__}",
-                 "hint": "the app's identity needs Storage Blob Delegator (or Data Contributor) on its account"}
+                 "hint": "the app's identity needs generateUserDelegationKey on its storage account (Storage Blob "
+                         "Data Owner, which infra/app/rbac.bicep grants, includes it)"}
     return _json(200, {
         "id": task_id, "stage": info["stage"],
         "results": {"container": s.container, "blob": layout.results_blob(task_id),
