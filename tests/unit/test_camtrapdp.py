@@ -17,8 +17,8 @@ import pytest
 
 from core import camtrapdp, mdformat
 
-frictionless = pytest.importorskip("frictionless")
-requests = pytest.importorskip("requests")
+import frictionless  # requirements/dev.txt
+import requests
 
 # Copies of the 1.0.2 profile and table schemas (MIT, from ../shared/reference/camtrap-dp/, LICENSE beside them).
 REFERENCE = Path(__file__).resolve().parent / "data" / "camtrap-dp-1.0.2"
@@ -139,5 +139,6 @@ def test_timestamps_and_camera_folders() -> None:
 @pytest.mark.parametrize("file", ["a/b/100EK113/x.jpg", "x.jpg", "a\\b\\100RECNX\\y.jpg", "a/100MEDIA/101MEDIA/z.jpg",
                                   "a/b/c.jpg", "/lead/100_BTCF/f.JPG", "site/123DSCIM/d.jpg", "site/RECNX/e.jpg"])
 def test_camera_folders_are_megadetectors(file: str) -> None:
-    ct_utils = pytest.importorskip("megadetector.utils.ct_utils")
+    from megadetector.utils import ct_utils
+
     assert camtrapdp.camera_folder(file) == ct_utils.image_file_to_camera_folder(file)

@@ -10,7 +10,7 @@ import pytest
 
 from core import coco, mdformat
 
-md_to_coco = pytest.importorskip("megadetector.postprocessing.md_to_coco")
+from megadetector.postprocessing import md_to_coco  # the oracle (requirements/oracle.txt)
 
 SIZES = {"cam1/a.jpg": (640, 480), "cam1/b.jpg": (1920, 1080), "cam2/c.png": (97, 61), "cam2/d.jpg": (800, 600)}
 

@@ -9,7 +9,7 @@ import pytest
 
 from core import mdformat
 
-run_detector = pytest.importorskip("megadetector.detection.run_detector")
+from megadetector.detection import run_detector  # the oracle (requirements/oracle.txt)
 
 NAMES = ["MDV5A", "MDV5B", "mdv5a", "md_v5a.0.0.pt", "md_v5b.0.0.pt", "/models/md_v5a.0.1.pt",
          "blob://models/md_v5b.0.1.pt", "MDV1000-REDWOOD", "MDV1000-SPRUCE", "md_v1000.0.0-redwood.pt",
