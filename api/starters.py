@@ -371,13 +371,25 @@ async def get_results(req: func.HttpRequest, client: df.DurableOrchestrationClie
     task_id = req.route_params["task_id"]
     await authorize_task(req, client, task_id)
     info = await finished_task(client, task_id, "results")
+    from adapters import share_links  # read-only links, minted per request and returned only here
+
     s = clients.settings()
     store = clients.store(s)
+    files = share_links.result_files(store, s.container, task_id)
+    try:
+        links: dict[str, Any] = share_links.linked(files, share_links.read_links(
+            store, s.container, share_links.all_names(files), s.link_days))
+    except AzureError as exc:  # e.g. the app's identity may not get a user delegation key: the rest still answers
+        links = {"error": f"no links: {type(exc).__name__}",
+                 "hint": "the app's identity needs generateUserDelegationKey on its storage account (Storage Blob "
+                         "Data Owner, which infra/app/rbac.bicep grants, includes it)"}
     return _json(200, {
         "id": task_id, "stage": info["stage"],
         "results": {"container": s.container, "blob": layout.results_blob(task_id),
-                    "url": store.url(s.container, layout.results_blob(task_id)), "csv": layout.csv_blob(task_id)},
+                    "url": store.url(s.container, layout.results_blob(task_id)), "csv": layout.csv_blob(task_id),
+                    "exports": {v: e["exports"] for v, e in files.items()}},
         "previews": _preview_page(req, s, task_id),
+        "links": links,
     })
 
 

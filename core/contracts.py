@@ -229,6 +229,8 @@ class ResultsRef(TypedDict):
     container: str
     blob: str
     csv: str
+    exports: NotRequired["ExportsRef"]  # activities.exports: COCO, Camtrap DP and Zooniverse beside the results
+    exports_error: NotRequired[str]  # why the exports are missing (the results themselves are complete)
 
 
 class RepeatsRef(TypedDict):
@@ -302,3 +304,40 @@ class RemovalStatus(TypedDict, total=False):
     detections_marked: int
     results: ResultsRef
     previews: PreviewsOutput
+
+
+# ---------------------------------------------------------------- exports (activities.exports)
+
+EXPORTS = "write_exports"
+
+
+class ExportsInput(TypedDict):
+    """Write the exports of a finished results file (``variant``: "" the merged detections, or
+    ``gpu_batch.layout.REPEATS_REMOVED``). Everything else (model, threshold, source of the images) the activity reads
+    from the task's stored request and the results' own ``info``."""
+
+    task_id: str
+    variant: NotRequired[str]
+    threshold: NotRequired[float]  # overrides the request's preview_threshold / the model's typical threshold
+
+
+class ExportsRef(TypedDict):
+    """Where a variant's exports are (blob names in ``container``): small whatever the task size, since the final
+    status is limited to 16 KB; the Zooniverse batches are ``zooniverse`` + ``batch-001.csv`` ... up to the count."""
+
+    container: str
+    prefix: str
+    coco: str
+    camtrap_dp: str  # the package's folder (datapackage.json, deployments.csv, media.csv, observations.csv)
+    zooniverse: str  # the manifests' folder
+    zooniverse_batches: int
+    threshold: float
+
+
+class ExportsOutput(ExportsRef):
+    images: int
+    annotations: int
+    observations: int
+    deployments: int
+    zooniverse_subjects: int
+    sizes_unknown: int  # images whose size could not be read: their COCO boxes stay normalized (md_bbox)

@@ -11,7 +11,9 @@ which attempt's entry the merge keeps, which images a shard still misses, and th
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from typing import IO, Any, Iterable, Iterator, Mapping
+
+import ijson
 
 from gpu_batch import manifest as contract
 
@@ -209,3 +211,114 @@ def summarize(images: Iterable[Mapping[str, Any]], threshold: float) -> dict[str
         else:
             counts["empty"] += 1
     return counts
+
+
+# ---------------------------------------------------------------- detector metadata (info.detector_metadata)
+#
+# What MegaDetector writes as ``info.detector_metadata`` (run_detector_batch.write_results_to_file calls
+# run_detector.get_detector_metadata_from_version_string on the version its get_detector_version_from_filename finds
+# in the model's file name), and what Timelapse and MegaDetector's postprocessing read back as the default thresholds
+# (run_detector.get_typical_confidence_threshold_from_results). Values copied from megadetector 10.0.28,
+# megadetector/detection/run_detector.py: ``model_string_to_model_version`` (first match wins, so order matters) and
+# ``known_models`` (typical / conservative thresholds). MegaDetector publishes no thresholds for MDv1000 spruce, larch,
+# cedar and sorrel, nor a conservative one for redwood: there its tools fall back to ``fallback_detection_threshold``
+# (0.2), and its ``unknown`` entry says 0.1 for the conservative one; we write those fallbacks, so every results file
+# carries both values (tests/unit/test_detector_metadata.py checks the table against the installed package).
+_MODEL_STRINGS: tuple[tuple[str, str], ...] = (
+    ("mdv2", "v2.0.0"), ("mdv3", "v3.0.0"), ("mdv4", "v4.1.0"), ("mdv5a", "v5a.0.1"), ("mdv5b", "v5b.0.1"),
+    ("v2", "v2.0.0"), ("v3", "v3.0.0"), ("v4", "v4.1.0"), ("v4.1", "v4.1.0"), ("v5a.0.0", "v5a.0.1"),
+    ("v5b.0.0", "v5b.0.1"), ("v5a.0.1", "v5a.0.1"), ("v5b.0.1", "v5b.0.1"),
+    *((f"{prefix}-{tree}", f"v1000.0.0-{tree}") for prefix in ("md1000", "mdv1000", "v1000")
+      for tree in ("redwood", "cedar", "larch", "sorrel", "spruce")),
+    ("redwood", "v1000.0.0-redwood"), ("spruce", "v1000.0.0-spruce"), ("cedar", "v1000.0.0-cedar"),
+    ("larch", "v1000.0.0-larch"), ("mdv5", "v5a.0.1"), ("md5", "v5a.0.1"), ("mdv1000", "v1000.0.0-redwood"),
+    ("md1000", "v1000.0.0-redwood"), ("default", "v5a.0.1"), ("megadetector", "v5a.0.1"),
+)
+# (typical, conservative); None where MegaDetector publishes no value.
+_THRESHOLDS: dict[str, tuple[float | None, float | None]] = {
+    "v2.0.0": (0.8, 0.3), "v3.0.0": (0.8, 0.3), "v4.1.0": (0.8, 0.3),
+    "v5a.0.0": (0.2, 0.05), "v5b.0.0": (0.2, 0.05), "v5a.0.1": (0.2, 0.05), "v5b.0.1": (0.2, 0.05),
+    "v1000.0.0-redwood": (0.3, None), "v1000.0.0-spruce": (None, None), "v1000.0.0-larch": (None, None),
+    "v1000.0.0-cedar": (None, None), "v1000.0.0-sorrel": (None, None),
+}
+UNKNOWN_VERSION = "unknown"
+FALLBACK_TYPICAL_THRESHOLD = 0.2  # run_detector.fallback_detection_threshold
+FALLBACK_CONSERVATIVE_THRESHOLD = 0.1  # run_detector.get_detector_metadata_from_version_string('unknown')
+
+
+def detector_version(model: str) -> str:
+    """MegaDetector's canonical version (``v5a.0.1``) for a model reference, as MegaDetector derives it from a file
+    name: the first known string the lower-cased base name contains; ``unknown`` when none does.
+
+    ``model`` is what a request names: ``MDV5A``, ``MDV1000-REDWOOD``, a path, or ``blob://container/md_v5a.0.0.pt``.
+    """
+    name = model.strip().replace("\\", "/").rsplit("/", 1)[-1].lower()
+    for needle, version in _MODEL_STRINGS:
+        if needle in name:
+            return version
+    return UNKNOWN_VERSION
+
+
+def detector_metadata(model: str) -> dict[str, Any]:
+    """``info.detector_metadata`` for results made by ``model``: its MegaDetector version and its typical and
+    conservative confidence thresholds (see the table's comment for where they come from and the fallbacks)."""
+    typical, conservative = _THRESHOLDS.get(detector_version(model), (None, None))
+    return {"megadetector_version": detector_version(model),
+            "typical_detection_threshold": FALLBACK_TYPICAL_THRESHOLD if typical is None else typical,
+            "conservative_detection_threshold": FALLBACK_CONSERVATIVE_THRESHOLD if conservative is None else conservative}
+
+
+def typical_threshold(model: str) -> float:
+    """The confidence threshold MegaDetector's tools apply by default to results of ``model``: what the preview page
+    and the CSV use unless a request sets ``preview_threshold``."""
+    return float(detector_metadata(model)["typical_detection_threshold"])
+
+
+def completion_time(iso: str) -> str:
+    """``info.detection_completion_time`` as MegaDetector writes it (run_detector_batch.write_results_to_file:
+    ``%Y-%m-%d %H:%M:%S``), from the orchestration clock's ISO 8601 time; UTC, since the orchestration clock is.
+    A value that is not ISO 8601 is returned unchanged."""
+    from datetime import datetime, timezone
+
+    try:
+        moment = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    except ValueError:
+        return iso
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(timezone.utc)
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+# ---------------------------------------------------------------- reading a results file, streaming
+
+def results_head(fp: IO[bytes]) -> dict[str, Any]:
+    """Every top-level field of a results file except ``images`` (``info``, ``detection_categories``...), read with
+    ``ijson`` so that memory stays bounded whatever the number of images (the images' events are skipped, never built).
+
+    Reads from the file's current position; the merge writes the head first, so this stops after a few hundred
+    bytes of trapbatch's own files, while a file written in another key order is scanned to its end.
+    """
+    head: dict[str, Any] = {}
+    key: str | None = None
+    builder: Any = None
+    for prefix, event, value in ijson.parse(fp, use_float=True):
+        if prefix == "" and event in ("map_key", "end_map"):
+            if builder is not None and key is not None:
+                head[key] = builder.value
+            builder = None
+            key = value if event == "map_key" else None
+            if key is not None and key != "images":
+                builder = ijson.ObjectBuilder()
+            if event == "end_map":
+                break
+            continue
+        if builder is not None:
+            builder.event(event, value)
+    return head
+
+
+def iter_images(fp: IO[bytes]) -> Iterator[dict[str, Any]]:
+    """The entries of ``images``, one at a time, from the file's current position (numbers as ``float``/``int``)."""
+    for entry in ijson.items(fp, "images.item", use_float=True):
+        if isinstance(entry, dict):
+            yield entry

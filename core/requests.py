@@ -16,7 +16,8 @@ from core.ids import task_instance_id
 
 _CONTAINER_RE = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$")
 ALLOWED_FIELDS = ("container", "prefix", "first_n", "sample_n", "seed", "model", "request_name", "caller",
-                  "images_per_shard", "source_account_url", "credential_secret", "max_failed_fraction")
+                  "images_per_shard", "source_account_url", "credential_secret", "max_failed_fraction",
+                  "preview_threshold")
 # Fields that define *what* is computed; request_name and caller are labels and do not change the task id.
 IDENTITY_FIELDS = ("container", "prefix", "first_n", "sample_n", "seed", "model", "images_per_shard")
 # Identity fields added later: part of the id only when set, so earlier requests keep their task ids.
@@ -51,6 +52,10 @@ class TaskRequest:
     # "completed" rather than "completed_with_errors"; None: the app's TRAPBATCH_MAX_FAILED_FRACTION. Not part of the
     # task id: it judges the outcome, it does not change the work.
     max_failed_fraction: float | None = None
+    # The confidence from which a detection counts in the preview page, the CSV and the exports; None: the app's
+    # TRAPBATCH_PREVIEW_THRESHOLD, else the model's typical threshold (Settings.threshold_for). Not part of the task
+    # id: the detections (every one down to TRAPBATCH_DETECTION_THRESHOLD) are the same at any threshold.
+    preview_threshold: float | None = None
 
     @property
     def task_id(self) -> str:
@@ -148,6 +153,22 @@ def _opt_fraction(body: Mapping[str, Any], name: str) -> float | None:
     return float(value)
 
 
+MIN_PREVIEW_THRESHOLD = 0.005  # MegaDetector's output threshold (run_detector.DEFAULT_OUTPUT_CONFIDENCE_THRESHOLD)
+
+
+def _opt_threshold(body: Mapping[str, Any], name: str) -> float | None:
+    """A confidence threshold: a number from ``MIN_PREVIEW_THRESHOLD`` (nothing below it is in the results, so a
+    lower one would promise detections that were never kept) to 1."""
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not MIN_PREVIEW_THRESHOLD <= value <= 1:
+        raise RequestInvalid(f"'{name}' must be a number from {MIN_PREVIEW_THRESHOLD} to 1, got {value!r}",
+                             f'e.g. "{name}": 0.2 (MegaDetector v5\'s typical threshold); leave it out for the '
+                             "model's own default")
+    return float(value)
+
+
 def parse_task_request(body: Any, default_model: str = "", default_images_per_shard: int = DEFAULT_IMAGES_PER_SHARD) -> TaskRequest:
     """Validate and normalize a request body; raise ``RequestInvalid`` naming the bad field."""
     if not isinstance(body, Mapping):
@@ -201,6 +222,7 @@ def parse_task_request(body: Any, default_model: str = "", default_images_per_sh
         source_account_url=source_account_url,
         credential_secret=credential_secret,
         max_failed_fraction=_opt_fraction(body, "max_failed_fraction"),
+        preview_threshold=_opt_threshold(body, "preview_threshold"),
     )
 
 

@@ -28,7 +28,17 @@ Variables (names shared with infra/main.bicep app settings):
     TRAPBATCH_SHARDS_PER_GROUP     shards driven by one sub-orchestration (default 200)
     TRAPBATCH_MAX_TASK_SECONDS     a pool task running longer is terminated and resubmitted (default 21600)
     TRAPBATCH_DETECTION_THRESHOLD  lowest confidence written to results (default 0.005, MegaDetector's)
-    TRAPBATCH_PREVIEW_THRESHOLD    default threshold shown in previews (default 0.2)
+    TRAPBATCH_PREVIEW_THRESHOLD    threshold of previews, the CSV and the exports when a request sets no
+                                   ``preview_threshold``; unset: the model's typical threshold as MegaDetector
+                                   publishes it (``core.mdformat.typical_threshold``: 0.2 for MDv5, 0.3 for redwood)
+    TRAPBATCH_EXPORT_ATTRIBUTION   ``attribution`` column of Zooniverse manifests (default empty)
+    TRAPBATCH_EXPORT_LICENSE       ``license`` column of Zooniverse manifests and the Camtrap DP package's media
+                                   licence (default empty: no licence claimed)
+    TRAPBATCH_ZOONIVERSE_BATCH_SIZE   largest Zooniverse manifest batch (default 10000)
+    TRAPBATCH_LINK_DAYS            how long the read-only links of ``GET /api/tasks/{id}/results`` work (default 7,
+                                   the most a user delegation SAS allows; fractions of a day are fine)
+    TRAPBATCH_EXPORT_IMAGE_SIZES   ``true`` (default) or ``false``: read each image's header for COCO's pixel boxes
+                                   (MegaDetector's results carry no sizes); ``false`` keeps normalized boxes
     TRAPBATCH_LOCAL_CONCURRENCY    local pool: workers at once (default: GPUs, or 1)
     TRAPBATCH_DEVICE               local pool: auto | cpu | cuda (default auto)
     TRAPBATCH_MODEL_CACHE          where workers cache model files
@@ -56,6 +66,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from core.errors import ConfigError
+from core.mdformat import typical_threshold
 from core.requests import DEFAULT_IMAGES_PER_SHARD, normalize_account_url
 from gpu_batch.layout import DEFAULT_STATE_CONTAINER, STATIC_WEBSITE_CONTAINER
 
@@ -93,6 +104,26 @@ def _fraction(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in ("true", "false", "1", "0"):
+        raise ConfigError(f"{name}={raw!r} is not true or false", f"{WHERE}; e.g. {name}={str(default).lower()}")
+    return raw in ("true", "1")
+
+
+MAX_LINK_DAYS = 7.0  # a user delegation key is valid at most 7 days (adapters.share_links)
+
+
+def _link_days(env: Mapping[str, str]) -> float:
+    value = _float(env, "TRAPBATCH_LINK_DAYS", MAX_LINK_DAYS)
+    if not 0 < value <= MAX_LINK_DAYS:
+        raise ConfigError(f"TRAPBATCH_LINK_DAYS={value} is not a number of days above 0 and at most {MAX_LINK_DAYS:g}",
+                          f"{WHERE}; links are user delegation SAS, which Azure limits to 7 days")
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class OrchestrationKnobs:
     """The non-secret tuning values an orchestration needs; snapshotted into its input at start."""
@@ -124,6 +155,12 @@ class Settings:
     model: str = ""
     detection_threshold: float = 0.005
     preview_threshold: float = 0.2
+    preview_threshold_set: bool = False  # TRAPBATCH_PREVIEW_THRESHOLD was given; else the model decides
+    export_attribution: str = ""
+    export_license: str = ""
+    zooniverse_batch_size: int = 10_000
+    export_image_sizes: bool = True
+    link_days: float = 7.0
     knobs: OrchestrationKnobs = OrchestrationKnobs()
     local_concurrency: int = 0
     device: str = "auto"
@@ -145,6 +182,13 @@ class Settings:
     caller_max_images_per_task: int = 0
     caller_max_active_tasks: int = 0
     caller_min_images_per_shard: int = 0
+
+    def threshold_for(self, model: str, requested: float | None = None) -> float:
+        """The threshold of previews, CSV and exports: the request's ``preview_threshold``, else
+        ``TRAPBATCH_PREVIEW_THRESHOLD``, else the model's typical threshold (MegaDetector's own default for it)."""
+        if requested is not None:
+            return float(requested)
+        return self.preview_threshold if self.preview_threshold_set else typical_threshold(model)
 
     def secret_store_env(self) -> dict[str, str]:
         """The secret-store variables for ``gpu_batch.storage_refs`` and for the workers' environment (the worker reads
@@ -196,7 +240,13 @@ class Settings:
             pool=pool,
             model=env.get("TRAPBATCH_MODEL", ""),
             detection_threshold=_float(env, "TRAPBATCH_DETECTION_THRESHOLD", 0.005),
-            preview_threshold=_float(env, "TRAPBATCH_PREVIEW_THRESHOLD", 0.2),
+            preview_threshold=_fraction(env, "TRAPBATCH_PREVIEW_THRESHOLD", 0.2),
+            preview_threshold_set=bool(env.get("TRAPBATCH_PREVIEW_THRESHOLD")),
+            export_attribution=env.get("TRAPBATCH_EXPORT_ATTRIBUTION", ""),
+            export_license=env.get("TRAPBATCH_EXPORT_LICENSE", ""),
+            zooniverse_batch_size=_int(env, "TRAPBATCH_ZOONIVERSE_BATCH_SIZE", 10_000),
+            export_image_sizes=_bool(env, "TRAPBATCH_EXPORT_IMAGE_SIZES", True),
+            link_days=_link_days(env),
             knobs=knobs,
             local_concurrency=_int(env, "TRAPBATCH_LOCAL_CONCURRENCY", 0, minimum=0),
             device=env.get("TRAPBATCH_DEVICE", "auto"),

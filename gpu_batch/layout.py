@@ -23,6 +23,9 @@ In the task-state container::
     results/<task>/preview-sample[.<variant>].json       the preview page's samples, drawn by the merge
     results/<task>/repeated-detections.json              the repeated detections the merge found
     results/<task>/preview-folder.txt                    the task's unguessable folder in the static website
+    results/<task>/exports[/<variant>]/coco.json         COCO Camera Traps (activities.exports)
+    results/<task>/exports[/<variant>]/camtrap-dp/datapackage.json | deployments.csv | media.csv | observations.csv
+    results/<task>/exports[/<variant>]/zooniverse/batch-<n>.csv   Zooniverse subject manifests, n from 001
 
 In the static website: ``<folder>/index.html``, ``<folder>/<variant>/index.html``, ``<folder>/thumbs/<hash>.jpg``.
 In the drop container: ``<name>.json`` starts a task; trapbatch answers with ``<name>.task.json`` or
@@ -171,6 +174,34 @@ def repeats_blob(task_id: str) -> str:
 
 def preview_folder_blob(task_id: str) -> str:
     return f"{results_prefix(task_id)}preview-folder.txt"
+
+
+# ---------------------------------------------------------------- exports (activities.exports)
+
+CAMTRAP_DP_FILES = ("datapackage.json", "deployments.csv", "media.csv", "observations.csv")
+
+
+def exports_prefix(task_id: str, variant: str = "") -> str:
+    """Every export of one results variant is under this prefix (the original's directly, a variant's in a folder)."""
+    return f"{results_prefix(task_id)}exports/{variant + '/' if variant else ''}"
+
+
+def coco_blob(task_id: str, variant: str = "") -> str:
+    return f"{exports_prefix(task_id, variant)}coco.json"
+
+
+def camtrap_dp_blob(task_id: str, name: str, variant: str = "") -> str:
+    """One file of the Camtrap DP package (``name`` one of ``CAMTRAP_DP_FILES``); the package is the folder."""
+    if name not in CAMTRAP_DP_FILES:
+        raise ValueError(f"{name!r} is not a file of a Camtrap DP package ({', '.join(CAMTRAP_DP_FILES)})")
+    return f"{exports_prefix(task_id, variant)}camtrap-dp/{name}"
+
+
+def zooniverse_batch_blob(task_id: str, batch: int, variant: str = "") -> str:
+    """Zooniverse manifest of batch ``batch`` (1-based, as the seed workflow numbers them)."""
+    if batch < 1:
+        raise ValueError(f"batches are numbered from 1, got {batch}")
+    return f"{exports_prefix(task_id, variant)}zooniverse/batch-{batch:03d}.csv"
 
 
 # ---------------------------------------------------------------- static website

@@ -28,6 +28,13 @@ def remove_repeats(context: df.DurableOrchestrationContext) -> Generator[Any, An
     merged: c.MergeOutput = yield from call(context, c.REMOVE_REPEATS, STORAGE_RETRY, c.RemoveRepeatsInput(
         task_id=task_id, model=data["model"], remove=data["remove"],
         completed_at=context.current_utc_datetime.isoformat()))
+    exports: c.ExportsOutput | None = None
+    exports_error = ""
+    try:  # the variant's COCO, Camtrap DP and Zooniverse exports; the variant stands without them
+        exports = yield from call(context, c.EXPORTS, STORAGE_RETRY,
+                                  c.ExportsInput(task_id=task_id, variant=REPEATS_REMOVED))
+    except Exception as exc:  # noqa: BLE001 - the activity's last failure after its retries
+        exports_error = str(exc).strip().split("\n")[0][:500]
     context.set_custom_status(c.RemovalStatus(stage=Stage.publishing, started=started, locations=locations))
     previews: c.PreviewsOutput = yield from call(context, c.PREVIEWS, STORAGE_RETRY, c.PreviewsInput(
         task_id=task_id, model=data["model"], request_name=data.get("request_name", ""), variant=REPEATS_REMOVED))
@@ -36,5 +43,9 @@ def remove_repeats(context: df.DurableOrchestrationContext) -> Generator[Any, An
         locations=locations, detections_marked=merged.get("detections_marked", 0),
         results={"container": merged["container"], "blob": merged["results_blob"], "csv": merged.get("csv_blob", "")},
         previews=previews)
+    if exports is not None:
+        summary["results"]["exports"] = exports
+    else:
+        summary["results"]["exports_error"] = exports_error
     context.set_custom_status(summary)
     return summary

@@ -130,6 +130,12 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
                                            shards=enumeration["shards"]))
     merged: c.MergeOutput = yield from call(context, c.MERGE, STORAGE_RETRY, c.MergeInput(
         task_id=task_id, model=request["model"], completed_at=context.current_utc_datetime.isoformat()))
+    exports: c.ExportsOutput | None = None
+    exports_error = ""
+    try:  # COCO, Camtrap DP, Zooniverse (activities.exports); the results stand without them, so a failure is noted
+        exports = yield from call(context, c.EXPORTS, STORAGE_RETRY, c.ExportsInput(task_id=task_id, variant=""))
+    except Exception as exc:  # noqa: BLE001 - the activity's last failure after its retries
+        exports_error = _first_line(exc)
 
     context.set_custom_status(c.TaskStatus(stage=Stage.publishing, started=started, images=enumeration["images"]))
     previews: c.PreviewsOutput = yield from call(context, c.PREVIEWS, STORAGE_RETRY, c.PreviewsInput(
@@ -137,5 +143,9 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
 
     summary = _final_status(started, context.current_utc_datetime.isoformat(), enumeration, outcomes, merged, previews,
                             knobs.max_failed_fraction, job_id)
+    if exports is not None:
+        summary["results"]["exports"] = exports
+    else:
+        summary["results"]["exports_error"] = exports_error
     context.set_custom_status(summary)
     return summary

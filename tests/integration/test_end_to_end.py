@@ -107,6 +107,7 @@ def test_http_start_runs_to_one_merged_file_with_every_image_once(host, app_env,
     assert sum(len(im["detections"]) for im in doc["images"] if not im.get("failure")) > 0  # real network, real boxes
     res = api.get(f"{host.base_url}/api/tasks/{task_id}/results", timeout=30)
     assert res.status_code == 200 and res.json()["results"]["blob"] == results_blob(task_id)
+    check_exports_and_links(store, storage_connection, app_env, status, res.json(), doc)
     page = api.get(res.json()["previews"]["local_url"], timeout=30)
     assert page.status_code == 200 and task_id in page.text
     previews = res.json()["previews"]
@@ -117,6 +118,23 @@ def test_http_start_runs_to_one_merged_file_with_every_image_once(host, app_env,
     assert listed["tasks"][0]["stage"] == "completed" and listed["tasks"][0]["images"] == 10
     assert api.get(f"{host.base_url}/api/tasks?limit=0", timeout=30).status_code == 400
     check_repeat_removal(host, store, app_env, task_id, doc)
+
+
+def check_exports_and_links(store, connection: str, app_env, status: dict[str, Any],  # type: ignore[no-untyped-def]
+                            answer: dict[str, Any], doc: dict[str, Any]) -> None:
+    """The merge is followed by the exports; GET .../results links every file read-only, and no link is stored."""
+    from urllib.parse import parse_qs, urlsplit
+
+    exports = status["results"]["exports"]
+    assert exports["images"] == 10 and exports["zooniverse_subjects"] == 9 and exports["sizes_unknown"] == 0
+    assert exports["coco"] == layout.coco_blob(status["id"])
+    files = answer["links"]["files"]["original"]
+    assert requests.get(files["results"], timeout=30).json() == doc  # no credential but the link
+    coco = requests.get(files["exports"]["coco.json"], timeout=30).json()
+    assert [im["file_name"] for im in coco["images"]] == [im["file"] for im in doc["images"]]
+    assert set(files["exports"]) >= {"camtrap-dp/datapackage.json", "camtrap-dp/media.csv", "zooniverse/batch-001.csv"}
+    signature = parse_qs(urlsplit(files["results"]).query)["sig"][0]
+    assert places_holding(store, connection, {signature}) == []  # not in history, statuses or any blob
 
 
 def check_preview_folder_is_unguessable(host, store, app_env, connection: str, task_id: str,  # type: ignore[no-untyped-def]
@@ -366,6 +384,8 @@ def test_images_in_another_account_are_read_with_a_sas_named_by_secret(host, app
         folder = api.get(f"{host.base_url}/api/tasks/{task_id}/results", timeout=30).json()["previews"]["folder"]
         thumbs = list(store.list_names("$web", f"{folder}/thumbs/"))
         assert thumbs  # the preview step read the partner's images too
+        exports = status["results"]["exports"]  # and the exports read their headers, for COCO's pixel boxes
+        assert exports["images"] == 6 and exports["sizes_unknown"] == 0, status["results"]
 
         from urllib.parse import unquote
 

@@ -22,12 +22,18 @@ def test_re_merges_with_the_chosen_locations_then_renders_the_variant_previews()
     previews: c.PreviewsOutput = {"container": "$web", "counts": {"detections": 5}}
     removal: c.RepeatsInput = {"task_id": TASK, "model": "MDV5A", "request_name": "site A",
                                "remove": ["r00001", "r00003"]}
-    answers: dict[str, Any] = {c.REMOVE_REPEATS: merged, c.PREVIEWS: previews}
+    prefix = f"results/{TASK}/exports/{REPEATS_REMOVED}/"
+    exports: c.ExportsOutput = {
+        "container": "trapbatch", "prefix": prefix, "coco": prefix + "coco.json", "camtrap_dp": prefix + "camtrap-dp/",
+        "zooniverse": prefix + "zooniverse/", "zooniverse_batches": 1, "threshold": 0.2, "images": 25,
+        "annotations": 9, "observations": 29, "deployments": 2, "zooniverse_subjects": 25, "sizes_unknown": 0}
+    answers: dict[str, Any] = {c.REMOVE_REPEATS: merged, c.EXPORTS: exports, c.PREVIEWS: previews}
 
     run = run_orchestrator(remove_repeats, removal, answers, instance_id=f"{TASK}-repeats")
 
     assert run.status == "Completed"
-    assert run.activity_names == [c.REMOVE_REPEATS, c.PREVIEWS]
+    assert run.activity_names == [c.REMOVE_REPEATS, c.EXPORTS, c.PREVIEWS]
+    assert run.inputs(c.EXPORTS) == [{"task_id": TASK, "variant": REPEATS_REMOVED}]
     assert run.inputs(c.REMOVE_REPEATS) == [{"task_id": TASK, "model": "MDV5A", "remove": ["r00001", "r00003"],
                                             "completed_at": T0.isoformat()}]
     assert run.inputs(c.PREVIEWS) == [{"task_id": TASK, "model": "MDV5A", "request_name": "site A",
@@ -37,6 +43,7 @@ def test_re_merges_with_the_chosen_locations_then_renders_the_variant_previews()
     assert run.output == {
         "stage": Stage.completed, "started": T0.isoformat(), "finished": T0.isoformat(), "locations": 2,
         "detections_marked": 6,
-        "results": {"container": "trapbatch", "blob": merged["results_blob"], "csv": merged["csv_blob"]},
+        "results": {"container": "trapbatch", "blob": merged["results_blob"], "csv": merged["csv_blob"],
+                    "exports": exports},
         "previews": previews}
     assert run.custom_status == run.output

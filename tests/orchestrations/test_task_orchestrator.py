@@ -31,6 +31,11 @@ def merged(missing: int = 0) -> c.MergeOutput:
 
 
 PREVIEWS: c.PreviewsOutput = {"container": "$web", "counts": {"detections": 7, "empty": 17}}
+EXPORTS: c.ExportsOutput = {
+    "container": "trapbatch", "prefix": f"results/{TASK}/exports/", "coco": f"results/{TASK}/exports/coco.json",
+    "camtrap_dp": f"results/{TASK}/exports/camtrap-dp/", "zooniverse": f"results/{TASK}/exports/zooniverse/",
+    "zooniverse_batches": 1, "threshold": 0.2, "images": 25, "annotations": 12, "observations": 29, "deployments": 2,
+    "zooniverse_subjects": 24, "sizes_unknown": 0}
 
 
 def activities(images: int = 25, shards: int = 3, missing: int = 0) -> Any:
@@ -44,6 +49,8 @@ def activities(images: int = 25, shards: int = 3, missing: int = 0) -> Any:
             return merged(missing)
         if name == c.PREVIEWS:
             return PREVIEWS
+        if name == c.EXPORTS:
+            return EXPORTS
         if name == c.SUBMIT:
             return {"submitted": len(payload["shards"])}
         if name == c.CLOSE_JOB:
@@ -129,7 +136,9 @@ def test_all_groups_done_merges_then_publishes_and_completes() -> None:
     # The real shard-group orchestrator ran as the children, through the same replay.
     assert [s.run.status if s.run else None for s in run.sub_orchestrations] == ["Completed", "Completed"]
     assert [s.result["done"] for s in run.sub_orchestrations] == [2, 1]
-    assert run.activity_names == [c.ENUMERATE, c.CLOSE_JOB, c.MERGE, c.PREVIEWS]  # the job ends before the merge
+    # the job ends before the merge; the exports follow the merge
+    assert run.activity_names == [c.ENUMERATE, c.CLOSE_JOB, c.MERGE, c.EXPORTS, c.PREVIEWS]
+    assert run.inputs(c.EXPORTS) == [{"task_id": TASK, "variant": ""}]
     merge_call = run.calls(c.MERGE)[0]
     assert merge_call.input["task_id"] == TASK and merge_call.input["model"] == "MDV5A"
     assert merge_call.input["completed_at"] > T0.isoformat()  # the orchestration clock, after the groups' timers
@@ -140,7 +149,7 @@ def test_all_groups_done_merges_then_publishes_and_completes() -> None:
     assert {k: out[k] for k in ("images", "failed", "missing", "with_detections", "detections", "shards")} == {
         "images": 25, "failed": 1, "missing": 0, "with_detections": 7, "detections": 12, "shards": 3}
     assert out["results"] == {"container": "trapbatch", "blob": f"results/{TASK}/detections.json",
-                              "csv": f"results/{TASK}/detections.csv"}
+                              "csv": f"results/{TASK}/detections.csv", "exports": EXPORTS}
     assert out["repeated_detections"] == {"locations": 2, "blob": f"results/{TASK}/repeated-detections.json"}
     assert out["previews"] == PREVIEWS
     assert run.custom_status == {k: v for k, v in out.items() if k != "task_id"}
@@ -150,7 +159,7 @@ def test_images_still_missing_after_the_merge_complete_with_errors() -> None:
     run = run_task(task_input(), activities(shards=1, missing=3))
 
     assert run.status == "Completed"
-    assert run.activity_names == [c.ENUMERATE, c.CLOSE_JOB, c.MERGE, c.PREVIEWS]
+    assert run.activity_names == [c.ENUMERATE, c.CLOSE_JOB, c.MERGE, c.EXPORTS, c.PREVIEWS]
     assert run.output["stage"] == Stage.completed_with_errors and run.output["missing"] == 3
     assert run.custom_status["stage"] == Stage.completed_with_errors
 
@@ -228,3 +237,23 @@ def test_the_failed_fraction_decides_completed_or_completed_with_errors(limit: f
 
     assert run.status == "Completed" and run.output["stage"] == stage
     assert run.output["failed_fraction"] == 0.04 and run.output["max_failed_fraction"] == limit
+
+
+def test_failing_exports_leave_the_results_and_say_why() -> None:
+    """The exports are views of a complete results file: after their retries fail, the task still completes, without
+    them, and its status says why."""
+    answer = activities(shards=1)
+
+    def broken_exports(name: str, payload: Any) -> Any:
+        if name == c.EXPORTS:
+            raise RuntimeError("results/x/detections.json is not valid JSON\nTraceback ...")
+        return answer(name, payload)
+
+    run = run_task(task_input(), broken_exports)
+
+    assert run.status == "Completed" and run.output["stage"] == Stage.completed
+    assert len(run.calls(c.EXPORTS)) == STORAGE_RETRY.attempts
+    assert c.PREVIEWS in run.activity_names
+    assert "exports" not in run.output["results"]
+    assert "not valid JSON" in run.output["results"]["exports_error"]
+    assert "Traceback" not in run.output["results"]["exports_error"]

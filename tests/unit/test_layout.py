@@ -62,3 +62,18 @@ def test_a_cancel_marker_belongs_to_one_run() -> None:
     first, second = (layout.pool_job_id(TASK, run) for run in ("r261201153005ab12", "r261202090000cd34"))
     assert layout.cancel_marker(first) != layout.cancel_marker(second)
     assert layout.cancel_marker(first).startswith(layout.task_prefix(TASK))
+
+
+def test_exports_sit_under_their_results_per_variant() -> None:
+    assert layout.coco_blob(TASK) == f"results/{TASK}/exports/coco.json"
+    assert layout.coco_blob(TASK, layout.REPEATS_REMOVED) == f"results/{TASK}/exports/repeats-removed/coco.json"
+    assert layout.camtrap_dp_blob(TASK, "media.csv") == f"results/{TASK}/exports/camtrap-dp/media.csv"
+    assert layout.zooniverse_batch_blob(TASK, 2, layout.REPEATS_REMOVED) == \
+        f"results/{TASK}/exports/repeats-removed/zooniverse/batch-002.csv"
+    # the original's exports never fall under a variant's folder, nor the reverse
+    original = [layout.coco_blob(TASK), layout.zooniverse_batch_blob(TASK, 1)]
+    assert not any(n.startswith(layout.exports_prefix(TASK, layout.REPEATS_REMOVED)) for n in original)
+    with pytest.raises(ValueError):
+        layout.camtrap_dp_blob(TASK, "../x.csv")
+    with pytest.raises(ValueError):
+        layout.zooniverse_batch_blob(TASK, 0)

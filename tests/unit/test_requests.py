@@ -132,3 +132,16 @@ def test_every_field_is_bounded(field: str, value: object) -> None:
     with pytest.raises(RequestInvalid) as info:
         parse_task_request(body)
     assert field in info.value.message and info.value.hint
+
+
+def test_preview_threshold_is_bounded_and_does_not_change_the_task_id() -> None:
+    base = {"container": "cams"}
+    assert parse_task_request(base).preview_threshold is None
+    r = parse_task_request({**base, "preview_threshold": 0.35})
+    assert r.preview_threshold == 0.35 and r.task_id == parse_task_request(base).task_id
+    assert r.to_dict()["preview_threshold"] == 0.35
+    assert parse_task_request({**base, "preview_threshold": 1}).preview_threshold == 1.0
+    for bad in (0, 0.001, -0.2, 1.01, "0.2", True):
+        with pytest.raises(RequestInvalid) as info:
+            parse_task_request({**base, "preview_threshold": bad})
+        assert "'preview_threshold' must be a number from 0.005 to 1" in info.value.message and info.value.hint

@@ -94,3 +94,29 @@ def test_the_batch_pool_gets_the_node_identity_it_uploads_logs_with() -> None:
     assert type(pool).__name__ == "AzureBatchPool"
     assert pool.identity_resource_id == BATCH_ENV["TRAPBATCH_WORKER_IDENTITY_RESOURCE_ID"]  # type: ignore[attr-defined]
     assert pool.log_container == "state"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("env,model,requested,expected", [
+    ({}, "MDV5A", None, 0.2),  # MegaDetector's typical threshold for the model
+    ({}, "MDV1000-REDWOOD", None, 0.3),
+    ({}, "blob://models/mystery.pt", None, 0.2),  # MegaDetector's fallback
+    ({"TRAPBATCH_PREVIEW_THRESHOLD": "0.4"}, "MDV1000-REDWOOD", None, 0.4),  # the operator's default wins
+    ({"TRAPBATCH_PREVIEW_THRESHOLD": "0.4"}, "MDV5A", 0.15, 0.15),  # and the request over both
+])
+def test_the_preview_threshold_comes_from_the_request_the_app_or_the_model(
+        env: dict[str, str], model: str, requested: float | None, expected: float) -> None:
+    s = Settings.from_env({"AzureWebJobsStorage": "UseDevelopmentStorage=true", **env})
+    assert s.threshold_for(model, requested) == expected
+
+
+def test_export_settings() -> None:
+    s = Settings.from_env({"AzureWebJobsStorage": "x", "TRAPBATCH_EXPORT_ATTRIBUTION": "Univ. of X",
+                           "TRAPBATCH_EXPORT_LICENSE": "CC-BY-4.0", "TRAPBATCH_ZOONIVERSE_BATCH_SIZE": "500",
+                           "TRAPBATCH_EXPORT_IMAGE_SIZES": "false"})
+    assert (s.export_attribution, s.export_license, s.zooniverse_batch_size, s.export_image_sizes) == \
+        ("Univ. of X", "CC-BY-4.0", 500, False)
+    assert Settings.from_env({"AzureWebJobsStorage": "x"}).export_image_sizes is True
+    for name, bad in (("TRAPBATCH_EXPORT_IMAGE_SIZES", "maybe"), ("TRAPBATCH_PREVIEW_THRESHOLD", "1.5"),
+                      ("TRAPBATCH_ZOONIVERSE_BATCH_SIZE", "0")):
+        with pytest.raises(ConfigError, match=name):
+            Settings.from_env({"AzureWebJobsStorage": "x", name: bad})

@@ -1,0 +1,77 @@
+"""Image sizes from the first bytes of each image blob, for exports that need pixels (COCO's boxes).
+
+Why: MegaDetector's results give boxes relative to the image and carry no sizes, and MegaDetector's ``md_to_coco``
+reads each image to get them. Reading whole images would move terabytes for a large task; an image's size (and its
+EXIF orientation) sits in its first bytes, so one ranged read (``HEADER_BYTES``) per image is enough, with the whole
+blob read only when the header is not (a JPEG whose EXIF block is unusually large). Sizes are as MegaDetector's
+``visualization_utils.open_image`` sees them: an EXIF orientation of 6 or 8 (90-degree turns) swaps width and height,
+since the detector ran on the turned image; mirrored orientations are not turned (MegaDetector does not either).
+
+Must not: hold more than ``batch`` images' headers at a time; fail the export for one unreadable image (its size is
+None).
+"""
+from __future__ import annotations
+
+import io
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterable, Iterator, TypeVar
+
+from azure.core.exceptions import AzureError
+
+from adapters.blobs import BlobStore
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+HEADER_BYTES = 128 * 1024  # a JPEG's APP1 (EXIF) segment is at most 64 KiB; the frame header follows it
+_TURNED = (6, 8)  # EXIF orientations MegaDetector rotates by 90 degrees (visualization_utils.EXIF_IMAGE_ROTATIONS)
+
+
+def size_from_bytes(data: bytes) -> tuple[int, int] | None:
+    """``(width, height)`` as MegaDetector sees the image, from its first bytes or all of them; None if unreadable."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            width, height = im.size
+            try:
+                orientation = im._getexif().get(274)  # JPEG only, as MegaDetector reads it
+            except Exception:  # no EXIF, or not a JPEG: MegaDetector does not turn it either
+                orientation = None
+    except Exception:  # a truncated header or an undecodable file
+        return None
+    return (height, width) if orientation in _TURNED else (width, height)
+
+
+def _size(store: BlobStore, container: str, name: str) -> tuple[int, int] | None:
+    client = store.service.get_blob_client(container, name)
+    try:
+        head = bytes(client.download_blob(offset=0, length=HEADER_BYTES).readall())
+        size = size_from_bytes(head)
+        if size is None and len(head) == HEADER_BYTES:
+            size = size_from_bytes(bytes(client.download_blob().readall()))
+    except AzureError as exc:
+        logger.warning("image size of %s/%s unreadable: %s", container, name, type(exc).__name__)
+        return None
+    return size
+
+
+def with_sizes(store: BlobStore, container: str, items: Iterable[T], name_of: Callable[[T], str | None],
+               threads: int = 16, batch: int = 512) -> Iterator[tuple[T, tuple[int, int] | None]]:
+    """``(item, size)`` for each item, in order: the size of the image ``name_of(item)`` names (None: no read, no
+    size), reading ``threads`` headers at once and at most ``batch`` items ahead."""
+    def sized(chunk: list[T], pool: ThreadPoolExecutor) -> Iterator[tuple[T, tuple[int, int] | None]]:
+        names = [name_of(item) for item in chunk]
+        reads = iter(pool.map(lambda n: _size(store, container, n), [n for n in names if n is not None]))
+        return ((item, None if name is None else next(reads)) for item, name in zip(chunk, names))
+
+    pending: list[T] = []
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for item in items:
+            pending.append(item)
+            if len(pending) >= batch:
+                yield from sized(pending, pool)
+                pending = []
+        if pending:
+            yield from sized(pending, pool)

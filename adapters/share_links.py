@@ -1,0 +1,106 @@
+"""Time-limited, read-only links to result files, for people without an Azure role on trapbatch's storage.
+
+Why: the results, the CSV and the exports live in a private container; a partner who gets a link must be able to
+download one file, only read it, and only for a while. Each link is a blob-scoped SAS with read permission alone:
+
+* in Azure (identity-based connection, no account key), a **user delegation SAS**, signed with a user delegation key
+  the app's managed identity obtains (Get User Delegation Key; the identity needs
+  ``Microsoft.Storage/storageAccounts/blobServices/generateUserDelegationKey``, part of Storage Blob Data Owner, which
+  infra/app/rbac.bicep grants it, as of Contributor and Delegator). The key, and so every link, is valid for at most 7 days from now
+  (https://learn.microsoft.com/rest/api/storageservices/get-user-delegation-key: "must be within 7 days of the
+  current time"); revoking the app's role or rotating the delegation keys revokes them;
+* with a key connection string (Azurite locally, or an account that allows keys), an **account-key service SAS**.
+
+Links are minted per HTTP request and returned to the caller only: they are never written to orchestration history,
+statuses, blobs or logs (a link is a bearer credential; ``redact`` shows what may be logged).
+
+Must not: grant more than read on one blob; sign with anything but the app's own credential.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterable
+from urllib.parse import quote
+
+from azure.storage.blob import BlobSasPermissions, generate_blob_sas
+
+from adapters.blobs import BlobStore
+from gpu_batch import layout
+
+MAX_DAYS = 7.0  # the longest a user delegation key (and so a user delegation SAS) may be valid
+_CLOCK_SKEW = timedelta(minutes=5)  # key start a little in the past: machines' clocks differ
+
+
+@dataclass(frozen=True, slots=True)
+class Links:
+    expires: datetime
+    kind: str  # "user-delegation" or "account-key"
+    urls: dict[str, str]  # blob name -> link
+
+
+def read_links(store: BlobStore, container: str, names: Iterable[str], days: float,
+               now: datetime | None = None) -> Links:
+    """A read-only link to each blob in ``names`` (in ``container``), valid ``days`` days (at most ``MAX_DAYS``)."""
+    if not 0 < days <= MAX_DAYS:
+        raise ValueError(f"links are valid for more than 0 and at most {MAX_DAYS:g} days, not {days}")
+    now = now or datetime.now(timezone.utc)
+    expires = (now + timedelta(days=days)).replace(microsecond=0)
+    service = store.service
+    credential: Any = service.credential
+    account = str(service.account_name)
+    signing: dict[str, Any]
+    if getattr(credential, "account_key", None):
+        signing, kind = {"account_key": credential.account_key}, "account-key"
+    else:
+        key = service.get_user_delegation_key(now - _CLOCK_SKEW, expires)
+        signing, kind = {"user_delegation_key": key}, "user-delegation"
+    urls = {}
+    for name in names:
+        token = generate_blob_sas(account, container, name, permission=BlobSasPermissions(read=True), expiry=expires,
+                                  **signing)
+        urls[name] = f"{service.url.rstrip('/')}/{container}/{quote(name)}?{token}"
+    return Links(expires, kind, urls)
+
+
+def redact(url: str) -> str:
+    """A link without its signature, fit for a log line."""
+    return url.split("?", 1)[0] + ("?<sas>" if "?" in url else "")
+
+
+VARIANTS = ("", layout.REPEATS_REMOVED)
+
+
+def result_files(store: BlobStore, container: str, task_id: str) -> dict[str, dict[str, Any]]:
+    """The files a task's people may download, per results variant that exists (``original`` / ``repeats-removed``):
+    ``results`` and ``csv`` (blob names) and ``exports`` (name relative to the variant's exports folder -> blob)."""
+    found: dict[str, dict[str, Any]] = {}
+    for variant in VARIANTS:
+        results = layout.results_blob(task_id, variant)
+        if not store.exists(container, results):
+            continue
+        entry: dict[str, Any] = {"results": results}
+        if store.exists(container, layout.csv_blob(task_id, variant)):
+            entry["csv"] = layout.csv_blob(task_id, variant)
+        prefix = layout.exports_prefix(task_id, variant)
+        others = tuple(layout.exports_prefix(task_id, v) for v in VARIANTS if v and v != variant)
+        entry["exports"] = {name[len(prefix):]: name for name in store.list_names(container, prefix)
+                            if not name.startswith(others)}
+        found[variant or "original"] = entry
+    return found
+
+
+def linked(files: dict[str, dict[str, Any]], links: Links) -> dict[str, Any]:
+    """``files`` with each blob name replaced by its link, plus when they stop working."""
+    def url(name: str) -> str:
+        return links.urls[name]
+
+    return {"expires": links.expires.isoformat(), "kind": links.kind, "read_only": True,
+            "files": {variant: {**{k: url(v) for k, v in entry.items() if k != "exports"},
+                                "exports": {rel: url(name) for rel, name in entry["exports"].items()}}
+                      for variant, entry in files.items()}}
+
+
+def all_names(files: dict[str, dict[str, Any]]) -> list[str]:
+    return [name for entry in files.values()
+            for name in [*(v for k, v in entry.items() if k != "exports"), *entry["exports"].values()]]

@@ -1,0 +1,228 @@
+"""Camtrap DP export of a results file: deployments from camera folders, media, and machine observations with boxes.
+
+Why: Camera Trap Data Package (TDWG, https://camtrap-dp.tdwg.org, version 1.0.2 here) is how camera-trap data goes
+to GBIF, Agouti, Wildlife Insights and camtraptor; a partner can open it without knowing MegaDetector's format.
+``tests/unit/test_camtrapdp.py`` validates what this module writes with ``frictionless`` against the 1.0.2 profile
+and table schemas (../shared/reference/camtrap-dp/).
+
+What maps to what:
+
+* a **deployment** per camera folder: the folder of the image with camera overflow folders (``100RECNX``,
+  ``100EK113``, ``100_BTCF``, ``100MEDIA``, ``100DSCIM``) removed, as MegaDetector's
+  ``ct_utils.image_file_to_camera_folder`` does; its start and end are its first and last media timestamps;
+* a **media** row per image (failed ones too: the file exists), ``filePath`` the blob name, ``filePublic`` false
+  (the images stay in the owner's storage);
+* **observations** at media level: one per detection at or above the threshold (``animal`` / ``human`` /
+  ``vehicle``, ``count`` 1, the box as MegaDetector's normalized ``bboxX``/``bboxY``/``bboxWidth``/``bboxHeight``
+  clipped to the image, ``classificationMethod`` ``machine``, ``classifiedBy`` the MegaDetector version,
+  ``classificationProbability`` the confidence), and one ``blank`` observation per image without any. Failed images
+  and removed repeats (negative confidence) get none.
+
+What the results do not know, and how it is said instead of invented: capture time (the results carry no EXIF
+dates; an entry's ``datetime``, as MegaDetector writes it when asked to read EXIF, is used when present) falls back to
+the detection completion time, and such media say so in ``mediaComments`` while their deployment gets
+``timestampIssues`` true; coordinates (required by Camtrap DP) are taken from ``locations`` when the caller gives them,
+else written as 0, 0 with a ``deploymentComments`` note to replace them before publishing.
+
+The tables are data, not spreadsheet cells: names are written exactly (no formula guard, unlike the CSV).
+
+Must not: do I/O; hold more than the per-deployment aggregates (one small record per camera folder).
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import posixpath
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Mapping
+
+
+VERSION = "1.0.2"
+_BASE = f"https://raw.githubusercontent.com/tdwg/camtrap-dp/{VERSION}/"
+PROFILE_URL = _BASE + "camtrap-dp-profile.json"
+TABLES = ("deployments", "media", "observations")
+SCHEMA_URLS = {name: f"{_BASE}{name}-table-schema.json" for name in TABLES}
+
+DEPLOYMENT_COLUMNS = ["deploymentID", "locationID", "locationName", "latitude", "longitude", "coordinateUncertainty",
+                      "deploymentStart", "deploymentEnd", "setupBy", "cameraID", "cameraModel", "cameraDelay",
+                      "cameraHeight", "cameraDepth", "cameraTilt", "cameraHeading", "detectionDistance",
+                      "timestampIssues", "baitUse", "featureType", "habitat", "deploymentGroups", "deploymentTags",
+                      "deploymentComments"]
+MEDIA_COLUMNS = ["mediaID", "deploymentID", "captureMethod", "timestamp", "filePath", "filePublic", "fileName",
+                 "fileMediatype", "exifData", "favorite", "mediaComments"]
+OBSERVATION_COLUMNS = ["observationID", "deploymentID", "mediaID", "eventID", "eventStart", "eventEnd",
+                       "observationLevel", "observationType", "cameraSetupType", "scientificName", "count",
+                       "lifeStage", "sex", "behavior", "individualID", "individualPositionRadius",
+                       "individualPositionAngle", "individualSpeed", "bboxX", "bboxY", "bboxWidth", "bboxHeight",
+                       "classificationMethod", "classifiedBy", "classificationTimestamp",
+                       "classificationProbability", "observationTags", "observationComments"]
+# MegaDetector category names -> Camtrap DP observationType
+OBSERVATION_TYPES = {"animal": "animal", "person": "human", "vehicle": "vehicle"}
+_OVERFLOW = [re.compile(p) for p in (r"/\d+RECNX/", r"/\d+EK\d+/", r"/\d+_BTCF/", r"/\d+MEDIA/", r"/\d+DSCIM/")]
+_MEDIATYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".gif": "image/gif"}
+NO_CAPTURE_TIME = "capture time unknown: the detection completion time stands in for it"
+NO_COORDINATES = "coordinates unknown (0, 0 stand in): replace latitude and longitude before publishing"
+ROOT_DEPLOYMENT = "(root)"
+
+
+def camera_folder(file: str) -> str:
+    """The camera folder of an image (MegaDetector's ``image_file_to_camera_folder``)."""
+    folder = posixpath.dirname(file.replace("\\", "/"))
+    return _camera_folder_of_dir(folder + "/") if folder else ""
+
+
+@functools.lru_cache(maxsize=4096)
+def _camera_folder_of_dir(folder: str) -> str:
+    """``camera_folder`` for every image of one folder (``folder`` ends with '/'): images come folder by folder."""
+    name = folder + "x"
+    for pattern in _OVERFLOW:
+        name = pattern.sub("/", name)
+    return posixpath.dirname(name)
+
+
+def deployment_id(file: str) -> str:
+    return camera_folder(file) or ROOT_DEPLOYMENT
+
+
+def media_id(file: str) -> str:
+    """A short stable id (the blob name can be long and hold any character)."""
+    return hashlib.sha1(file.encode("utf-8")).hexdigest()[:16]
+
+
+def camtrap_timestamp(value: str) -> str | None:
+    """An ISO 8601 time (or MegaDetector's ``YYYY:MM:DD HH:MM:SS`` EXIF form) as Camtrap DP's
+    ``%Y-%m-%dT%H:%M:%S%z``; a time without offset is taken as UTC. None when it cannot be read."""
+    text = value.strip()
+    if re.match(r"^\d{4}:\d{2}:\d{2} ", text):
+        text = text.replace(":", "-", 2)
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.replace(microsecond=0).isoformat()
+
+
+def _num(value: float) -> str:
+    return f"{min(max(value, 0.0), 1.0):.6g}"
+
+
+@dataclass(slots=True)
+class _Deployment:
+    start: str
+    end: str
+    timestamp_issues: bool = False
+
+
+@dataclass(slots=True)
+class CamtrapBuilder:
+    """Rows for one results file, entry by entry (``media_rows`` / ``observation_rows``), then the deployments and
+    the package descriptor. ``completed_at`` is the results' ``detection_completion_time``."""
+
+    threshold: float
+    detection_categories: Mapping[str, str]
+    completed_at: str
+    classified_by: str
+    locations: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    deployments: dict[str, _Deployment] = field(default_factory=dict)
+    taxa: set[str] = field(default_factory=set)
+    counts: dict[str, int] = field(default_factory=lambda: {"media": 0, "observations": 0})
+
+    def __post_init__(self) -> None:
+        self.completed_at = camtrap_timestamp(self.completed_at) or datetime(1970, 1, 1, tzinfo=timezone.utc).isoformat()
+
+    def add(self, entry: Mapping[str, Any]) -> tuple[list[Any], list[list[Any]]]:
+        """The media row of one entry and its observation rows (in ``*_COLUMNS`` order)."""
+        file = str(entry["file"])
+        dep, mid = deployment_id(file), media_id(file)
+        raw_time = entry.get("datetime")
+        timestamp = camtrap_timestamp(raw_time) if isinstance(raw_time, str) else None
+        comments = []
+        if timestamp is None:
+            timestamp = self.completed_at
+            comments.append(NO_CAPTURE_TIME)
+        failed = entry.get("failure") is not None
+        known = self.deployments.setdefault(dep, _Deployment(timestamp, timestamp))
+        known.start, known.end = min(known.start, timestamp), max(known.end, timestamp)
+        known.timestamp_issues = known.timestamp_issues or bool(comments)
+        if failed:
+            comments.append(f"detection failed: {entry['failure']}")
+        media = [mid, dep, "", timestamp, file, "false",
+                 posixpath.basename(file),
+                 _MEDIATYPES.get(posixpath.splitext(file)[1].lower(), "image/jpeg"), "", "", "; ".join(comments)]
+        self.counts["media"] += 1
+        if failed:
+            return media, []
+        observations = []
+        for index, det in enumerate(entry.get("detections") or []):
+            conf, box = det.get("conf"), det.get("bbox")
+            kind = OBSERVATION_TYPES.get(self.detection_categories.get(str(det.get("category")), ""), "unknown")
+            if not isinstance(conf, (int, float)) or conf < self.threshold:
+                continue
+            x = y = w = h = ""
+            if isinstance(box, list) and len(box) == 4:
+                x0, y0 = min(max(box[0], 0.0), 1.0), min(max(box[1], 0.0), 1.0)
+                x1, y1 = min(max(box[0] + box[2], 0.0), 1.0), min(max(box[1] + box[3], 0.0), 1.0)
+                if x1 > x0 and y1 > y0:
+                    x, y, w, h = _num(x0), _num(y0), _num(x1 - x0), _num(y1 - y0)
+            observations.append(self._observation(f"{mid}_{index + 1}", dep, mid, timestamp, kind, x, y, w, h,
+                                                  f"{min(float(conf), 1.0):.4g}"))
+        if not observations:
+            observations.append(self._observation(f"{mid}_0", dep, mid, timestamp, "blank", "", "", "", "", ""))
+        self.counts["observations"] += len(observations)
+        return media, observations
+
+    def _observation(self, oid: str, dep: str, mid: str, timestamp: str, kind: str, x: str, y: str, w: str,
+                     h: str, probability: str) -> list[Any]:
+        return [oid, dep, mid, "", timestamp, timestamp, "media", kind, "", "",
+                "1" if kind not in ("blank", "unknown") else "", "", "", "", "", "", "", "", x, y, w, h, "machine",
+                self.classified_by, self.completed_at, probability, "", ""]
+
+    def deployment_rows(self) -> list[list[Any]]:
+        rows = []
+        for dep, span in sorted(self.deployments.items()):
+            where = self.locations.get(dep, {})
+            lat, lon = where.get("latitude"), where.get("longitude")
+            comments = [] if isinstance(lat, (int, float)) and isinstance(lon, (int, float)) else [NO_COORDINATES]
+            row = {"deploymentID": dep, "locationName": str(where.get("locationName", dep)),
+                   "latitude": lat if not comments else 0, "longitude": lon if not comments else 0,
+                   "deploymentStart": span.start, "deploymentEnd": span.end,
+                   "timestampIssues": "true" if span.timestamp_issues else "false",
+                   "deploymentComments": "; ".join(comments + ([NO_CAPTURE_TIME] if span.timestamp_issues else []))}
+            rows.append([row.get(c, "") for c in DEPLOYMENT_COLUMNS])
+        return rows
+
+    def descriptor(self, name: str, title: str, created: str, contributors: list[dict[str, str]],
+                   licenses: list[dict[str, str]] | None = None) -> dict[str, Any]:
+        """``datapackage.json``: the three tables with the canonical 1.0.2 schemas, and the required metadata."""
+        starts = [d.start for d in self.deployments.values()] or [self.completed_at]
+        ends = [d.end for d in self.deployments.values()] or [self.completed_at]
+        coords = [(float(w["longitude"]), float(w["latitude"])) for w in self.locations.values()
+                  if isinstance(w.get("latitude"), (int, float)) and isinstance(w.get("longitude"), (int, float))]
+        if not coords:
+            coords = [(0.0, 0.0)]
+        xs, ys = [c[0] for c in coords], [c[1] for c in coords]
+        spatial = {"type": "Polygon", "coordinates": [[[min(xs), min(ys)], [max(xs), min(ys)], [max(xs), max(ys)],
+                                                       [min(xs), max(ys)], [min(xs), min(ys)]]]}
+        doc: dict[str, Any] = {
+            "resources": [{"name": t, "path": f"{t}.csv", "profile": "tabular-data-resource", "format": "csv",
+                           "mediatype": "text/csv", "encoding": "utf-8", "schema": SCHEMA_URLS[t]} for t in TABLES],
+            "profile": PROFILE_URL,
+            "name": name,
+            "title": title,
+            "created": camtrap_timestamp(created) or created,
+            "contributors": contributors,
+            "description": ("MegaDetector detections (machine observations, not species identifications) made by "
+                            f"{self.classified_by}; observations at or above confidence {self.threshold}."),
+            "project": {"title": title, "samplingDesign": "opportunistic", "captureMethod": ["activityDetection"],
+                        "individualAnimals": False, "observationLevel": ["media"]},
+            "spatial": spatial,
+            "temporal": {"start": min(starts)[:10], "end": max(ends)[:10]},
+            "taxonomic": [],
+        }
+        if licenses:
+            doc["licenses"] = licenses
+        return doc

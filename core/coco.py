@@ -1,0 +1,117 @@
+"""COCO Camera Traps export of a results file: the same document MegaDetector's ``md_to_coco`` makes of it.
+
+Why: COCO Camera Traps (https://lila.science/coco-camera-traps) is how LILA and most training pipelines exchange
+camera-trap boxes. MegaDetector's ``postprocessing/md_to_coco.py`` is the reference conversion and this module follows
+it choice by choice (megadetector 10.0.28), so ``tests/unit/test_coco.py`` runs both on the same results and compares:
+
+* one image per entry, ``id`` = ``file_name`` = the results' ``file``; a failed image keeps only ``id``,
+  ``file_name`` and ``failure``; other fields of a successful entry are carried over (``preserve_nonstandard_metadata``);
+* one annotation per detection at or above the threshold, ``category_id`` the integer MegaDetector category,
+  ``bbox`` in pixels (MegaDetector's normalized ``[x, y, w, h]`` times the image size), the confidence as ``score``;
+* ``categories`` from ``detection_categories``; ``info.confidence_threshold``; every float rounded to 3 places.
+
+Where we differ, on purpose: annotation ids are ``uuid5`` of the file and the detection's index instead of
+``uuid1`` (so a rerun writes the same bytes), and an image whose size could not be read keeps its annotations with
+MegaDetector's normalized box as ``md_bbox`` and no ``bbox`` (``md_to_coco`` refuses the whole file instead).
+
+Images sizes: MegaDetector's results carry none unless ``width``/``height`` are in an entry; the caller supplies
+them (the exports activity reads each image's header).
+
+Must not: do I/O (``CocoWriter`` writes to the text streams it is given), or hold more than one entry at a time.
+"""
+from __future__ import annotations
+
+import json
+import uuid
+from typing import IO, Any, Mapping
+
+PRECISION = 3  # md_to_coco's default ``precision``
+_ID_NAMESPACE = uuid.UUID("5d0a8b5c-5e0b-4a52-9d54-2f2f0b7a3c11")  # trapbatch's; any fixed namespace would do
+
+
+def _round(value: Any) -> Any:
+    """``megadetector.utils.ct_utils.round_floats_in_nested_dict`` on one value: floats rounded, the rest kept."""
+    if isinstance(value, float):
+        return round(value, PRECISION)
+    if isinstance(value, dict):
+        return {k: _round(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_round(v) for v in value]
+    return value
+
+
+def categories(detection_categories: Mapping[str, str]) -> list[dict[str, Any]]:
+    return [{"id": int(k), "name": v} for k, v in detection_categories.items()]
+
+
+def entry_size(entry: Mapping[str, Any]) -> tuple[int, int] | None:
+    """The ``(width, height)`` an entry itself carries (MegaDetector writes them when it knows them), else None."""
+    w, h = entry.get("width"), entry.get("height")
+    return (w, h) if isinstance(w, int) and isinstance(h, int) else None
+
+
+def convert_entry(entry: Mapping[str, Any], size: tuple[int, int] | None, threshold: float,
+                  detection_categories: Mapping[str, str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One results entry as a COCO image and its annotations (see the module doc for every rule)."""
+    file = str(entry["file"])
+    image: dict[str, Any] = {"id": file, "file_name": file}
+    if entry.get("failure") is not None:
+        image["failure"] = entry["failure"]
+        return image, []
+    size = entry_size(entry) or size
+    if size is not None:
+        image["width"], image["height"] = size
+    for key, value in entry.items():
+        if key not in ("file", "detections", "width", "height"):
+            image[key] = value
+    annotations = []
+    for index, det in enumerate(entry.get("detections") or []):
+        conf = det.get("conf")
+        if not isinstance(conf, (int, float)) or conf < threshold or str(det.get("category")) not in detection_categories:
+            continue
+        ann: dict[str, Any] = {"id": str(uuid.uuid5(_ID_NAMESPACE, f"{file}#{index}")), "image_id": file,
+                               "category_id": int(det["category"])}
+        box = det.get("bbox")
+        if isinstance(box, list) and len(box) == 4:
+            if size is not None:
+                w, h = size
+                ann["bbox"] = [box[0] * w, box[1] * h, box[2] * w, box[3] * h]
+            else:
+                ann["md_bbox"] = list(box)
+        ann["score"] = conf
+        annotations.append(_round(ann))
+    return _round(image), annotations
+
+
+class CocoWriter:
+    """Streams a COCO Camera Traps document: images go to ``images``, annotations to ``annotations`` (two text
+    streams, e.g. temporary files), and ``finish`` writes the whole document to ``out`` from them.
+
+    Why two streams: COCO lists all images, then all annotations; one pass over the results yields both.
+    """
+
+    def __init__(self, images: IO[str], annotations: IO[str], threshold: float,
+                 detection_categories: Mapping[str, str]) -> None:
+        self.images, self.annotations = images, annotations
+        self.threshold = threshold
+        self.detection_categories = dict(detection_categories)
+        self.counts = {"images": 0, "annotations": 0}
+
+    def add(self, entry: Mapping[str, Any], size: tuple[int, int] | None) -> None:
+        image, anns = convert_entry(entry, size, self.threshold, self.detection_categories)
+        self.images.write(("," if self.counts["images"] else "") + json.dumps(image, ensure_ascii=False) + "\n")
+        self.counts["images"] += 1
+        for ann in anns:
+            self.annotations.write(("," if self.counts["annotations"] else "") + json.dumps(ann) + "\n")
+            self.counts["annotations"] += 1
+
+    def finish(self, out: IO[str], info: Mapping[str, Any]) -> None:
+        """Write the document: ``info`` (with ``confidence_threshold``), images, annotations, categories."""
+        out.write('{"info": ' + json.dumps(_round({**info, "confidence_threshold": self.threshold}),
+                                           ensure_ascii=False) + ',\n"images": [\n')
+        for stream in (self.images, self.annotations):
+            stream.seek(0)
+            for line in stream:
+                out.write(line)
+            out.write('],\n"annotations": [\n' if stream is self.images else "],\n")
+        out.write('"categories": ' + json.dumps(categories(self.detection_categories), ensure_ascii=False) + "}\n")

@@ -1,0 +1,128 @@
+"""Zooniverse subject manifests from a results file: every image a volunteer should see, split into upload batches.
+
+Why: projects that classify species with volunteers upload subjects to Zooniverse with a manifest (a CSV the
+Panoptes CLI reads: a file column plus metadata; columns starting with ``#`` are hidden from volunteers). The seed
+workflow (../shared/reference/seeds/001) builds one from its captures, adds the detector's predictions, and splits it
+into batches by ``max_batch_size`` or ``number_of_batches``, at random by default, because Zooniverse advises against
+very large uploads. This module does the same for a results file:
+
+* one row per image, except failed images (nothing to show) and images flagged as excluded in the image list
+  (``EXCLUDING_FLAGS``, the seed's captures-file rules: ``invalid`` 1 or 2; ``image_is_invalid``,
+  ``image_no_upload``, ``image_was_deleted`` 1), so each remaining image is in exactly one batch;
+* ``attribution`` and ``license`` columns (shown to volunteers), and the detector's view as hidden fields:
+  ``#detector_max_conf`` (the image's highest confidence, 0 without detections; removed repeats do not count) and
+  ``#detector_top_category`` (that detection's category, ``empty`` when it is below the threshold);
+* batches as even as possible; with ``shuffle`` (the default) which image goes to which batch is a seeded
+  pseudo-random permutation (a Feistel network over the image ordinals, cycle-walked to the exact count), so it is
+  random yet computable image by image, with no list of millions of rows in memory; without, batches follow the
+  results' order.
+
+Must not: do I/O.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from core.errors import RequestInvalid
+
+COLUMNS = ["image_name_1", "folder", "attribution", "license", "#file", "#detector_max_conf",
+           "#detector_top_category", "#detector_threshold"]
+# Flags of the seed's captures file that keep an image out of the manifest, and the values that do.
+EXCLUDING_FLAGS: Mapping[str, tuple[str, ...]] = {"invalid": ("1", "2"), "image_is_invalid": ("1",),
+                                                  "image_no_upload": ("1",), "image_was_deleted": ("1",)}
+DEFAULT_MAX_BATCH_SIZE = 10_000
+MAX_BATCHES = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestOptions:
+    """How to build the manifests; exactly one of ``max_batch_size`` / ``number_of_batches`` (neither: the default
+    batch size)."""
+
+    threshold: float
+    attribution: str = ""
+    license: str = ""
+    max_batch_size: int | None = None
+    number_of_batches: int | None = None
+    shuffle: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size is not None and self.number_of_batches is not None:
+            raise RequestInvalid("give 'max_batch_size' or 'number_of_batches', not both",
+                                 "the seed workflow's split_manifest_into_batches takes one of them")
+        for name in ("max_batch_size", "number_of_batches"):
+            value = getattr(self, name)
+            if value is not None and not 1 <= value <= (MAX_BATCHES if name == "number_of_batches" else 10**9):
+                raise RequestInvalid(f"'{name}' must be a positive integer, got {value}", f"e.g. {name}: 10")
+
+
+def excluded(entry: Mapping[str, Any]) -> bool:
+    """Whether an entry stays out of the manifests: a failed image, or one the image list flags."""
+    if entry.get("failure") is not None:
+        return True
+    return any(str(entry.get(flag, "")).strip() in values for flag, values in EXCLUDING_FLAGS.items())
+
+
+def row(entry: Mapping[str, Any], options: ManifestOptions, detection_categories: Mapping[str, str]) -> list[Any]:
+    """The manifest row of an image (``COLUMNS`` order)."""
+    file = str(entry["file"])
+    best_conf, best_cat = 0.0, ""
+    for det in entry.get("detections") or []:
+        conf = det.get("conf")
+        if isinstance(conf, (int, float)) and conf > best_conf:
+            best_conf, best_cat = float(conf), detection_categories.get(str(det.get("category")), "unknown")
+    top = best_cat if best_cat and best_conf >= options.threshold else "empty"
+    folder = file.rsplit("/", 1)[0] if "/" in file else ""
+    return [file, folder, options.attribution, options.license, file, round(best_conf, 4), top, options.threshold]
+
+
+def batch_count(eligible: int, options: ManifestOptions) -> int:
+    if eligible == 0:
+        return 0
+    if options.number_of_batches is not None:
+        return min(options.number_of_batches, eligible)
+    return math.ceil(eligible / (options.max_batch_size or DEFAULT_MAX_BATCH_SIZE))
+
+
+class BatchAssigner:
+    """Which batch (0-based) the ``i``-th eligible image goes to, for ``n`` images in ``batches`` batches whose sizes
+    differ by at most one (the first ``n % batches`` get one more)."""
+
+    def __init__(self, n: int, batches: int, shuffle: bool, seed: int) -> None:
+        self.n, self.batches = n, max(batches, 1)
+        self.q, self.r = divmod(n, self.batches)
+        self.shuffle = shuffle and n > 1
+        bits = max(2, (n - 1).bit_length())
+        self.half = (bits + 1) // 2
+        self.mask = (1 << self.half) - 1
+        digest = hashlib.sha256(f"trapbatch-zooniverse-{seed}".encode()).digest()
+        self.keys = [int.from_bytes(digest[i:i + 4], "big") for i in range(0, 24, 4)]  # six Feistel rounds
+
+    def _round(self, value: int, key: int) -> int:
+        x = (value * 0x9E3779B1 + key) & 0xFFFFFFFF
+        x ^= x >> 15
+        x = (x * 0x85EBCA6B) & 0xFFFFFFFF
+        x ^= x >> 13
+        return x & self.mask
+
+    def position(self, i: int) -> int:
+        """The image's place in the shuffled order: a bijection of ``range(n)``."""
+        if not self.shuffle:
+            return i
+        x = i
+        while True:  # cycle walking: the Feistel network permutes [0, 4**half); stay until we land below n
+            left, right = x >> self.half, x & self.mask
+            for key in self.keys:
+                left, right = right, left ^ self._round(right, key)
+            x = (left << self.half) | right
+            if x < self.n:
+                return x
+
+    def batch(self, i: int) -> int:
+        p = self.position(i)
+        big = self.r * (self.q + 1)
+        return p // (self.q + 1) if p < big else self.r + (p - big) // self.q

@@ -1,0 +1,155 @@
+"""The exports activity against Azurite: COCO equal to MegaDetector's md_to_coco reading the same images, a Camtrap
+DP package frictionless accepts, Zooniverse batches covering each non-excluded image once, for both variants."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from activities.exports import run_exports
+from adapters.blobs import BlobStore, service_client
+from core import mdformat
+from core.settings import Settings
+from gpu_batch import layout
+from tests.unit.test_camtrapdp import validate
+
+from megadetector.postprocessing import md_to_coco  # the oracle (requirements/oracle.txt)
+TASK = "task-00112233445566778899"
+
+
+def _image(size: tuple[int, int], fmt: str = "JPEG", orientation: int | None = None) -> bytes:
+    im = Image.new("RGB", size, (30, 120, 60))
+    buf = io.BytesIO()
+    if orientation is not None:
+        exif = Image.Exif()
+        exif[274] = orientation
+        im.save(buf, fmt, exif=exif.tobytes())
+    else:
+        im.save(buf, fmt)
+    return buf.getvalue()
+
+
+IMAGES = {"siteA/cam1/a.jpg": _image((96, 72)), "siteA/cam1/b.jpg": _image((640, 480), orientation=6),
+          "siteA/cam2/c.png": _image((50, 40), "PNG"), "siteA/cam2/d.jpg": _image((120, 90)),
+          "siteA/cam2/e.jpg": _image((64, 48))}
+
+
+def _results() -> dict[str, Any]:
+    det = lambda cat, conf, box: {"category": cat, "conf": conf, "bbox": box}  # noqa: E731
+    return mdformat.build_output([
+        {"file": "siteA/cam1/a.jpg", "detections": [det("1", 0.93, [0.1, 0.2, 0.3, 0.4]),
+                                                    det("2", 0.12, [0.5, 0.5, 0.1, 0.1])]},
+        {"file": "siteA/cam1/b.jpg", "detections": [det("1", 0.55, [0.25, 0.125, 0.5, 0.5])]},  # EXIF-turned
+        {"file": "siteA/cam2/c.png", "detections": []},
+        {"file": "siteA/cam2/d.jpg", "detections": [det("3", 0.3, [0.0, 0.0, 0.5, 0.5])]},
+        {"file": "siteA/cam2/e.jpg", "detections": [det("1", -0.9, [0.2, 0.2, 0.1, 0.1])]},  # a removed repeat
+        mdformat.failure_entry("siteA/cam2/broken.jpg", mdformat.FAILURE_IMAGE_ACCESS, "undecodable"),
+    ], {"detector": "MDV5A", "detection_completion_time": "2026-12-01T10:00:00"})
+
+
+@pytest.fixture
+def task(storage_connection: str, unique_name: str, tmp_path: Path) -> tuple[Settings, BlobStore, Path]:
+    settings = Settings.from_env({"AzureWebJobsStorage": storage_connection, "TRAPBATCH_CONTAINER": unique_name + "s",
+                                  "TRAPBATCH_ZOONIVERSE_BATCH_SIZE": "2", "TRAPBATCH_EXPORT_LICENSE": "CC-BY-4.0",
+                                  "TRAPBATCH_EXPORT_ATTRIBUTION": "Univ. of X"})
+    store = BlobStore(service_client(storage_connection))
+    store.ensure_container(unique_name)
+    store.ensure_container(settings.container)
+    folder = tmp_path / "images"
+    for name, data in IMAGES.items():
+        store.write_bytes(unique_name, name, data)
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+    store.write_json(settings.container, layout.enumeration_blob(TASK), {"container": unique_name, "prefix": "",
+                                                                         "images": 6, "shards": 1})
+    store.write_json(settings.container, layout.request_blob(TASK), {"container": unique_name, "model": "MDV5A",
+                                                                     "request_name": "site A", "caller": "ana"})
+    for variant in ("", layout.REPEATS_REMOVED):
+        store.write_json(settings.container, layout.results_blob(TASK, variant), _results())
+    return settings, store, folder
+
+
+def _csv(store: BlobStore, container: str, name: str) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(store.read_bytes(container, name).decode("utf-8"))))
+
+
+@pytest.mark.parametrize("variant", ["", layout.REPEATS_REMOVED])
+def test_exports_of_a_results_file(task: tuple[Settings, BlobStore, Path], tmp_path: Path, variant: str) -> None:
+    settings, store, folder = task
+    out = run_exports(TASK, settings, store, variant=variant)
+    assert out["threshold"] == 0.2  # MDV5A's typical threshold: the request set none
+    assert out["coco"] == layout.coco_blob(TASK, variant) and out["sizes_unknown"] == 0
+    assert (out["images"], out["annotations"], out["zooniverse_subjects"], out["zooniverse_batches"]) == (6, 3, 5, 3)
+
+    # COCO: what MegaDetector's md_to_coco makes of the same results file, reading the same images itself
+    results_file = tmp_path / "detections.json"
+    results_file.write_bytes(store.read_bytes(settings.container, layout.results_blob(TASK, variant)))
+    theirs = md_to_coco.md_to_coco(str(results_file), str(tmp_path / "md.coco.json"), image_folder=str(folder),
+                                   confidence_threshold=0.2, verbose=False)
+    mine = store.read_json(settings.container, out["coco"])
+    strip = lambda doc: [{k: v for k, v in a.items() if k != "id"} for a in doc["annotations"]]  # noqa: E731
+    assert mine["images"] == theirs["images"] and strip(mine) == strip(theirs)
+    assert mine["categories"] == theirs["categories"]
+    assert mine["info"]["confidence_threshold"] == 0.2
+    assert mine["info"]["detector_metadata"]["typical_detection_threshold"] == 0.2
+    turned = next(i for i in mine["images"] if i["file_name"] == "siteA/cam1/b.jpg")
+    assert (turned["width"], turned["height"]) == (480, 640)  # EXIF orientation 6, as MegaDetector sees it
+
+    # Camtrap DP: the four files, valid for frictionless with the 1.0.2 profile
+    package = tmp_path / "camtrap-dp"
+    package.mkdir()
+    for name in layout.CAMTRAP_DP_FILES:
+        (package / name).write_bytes(store.read_bytes(settings.container, layout.camtrap_dp_blob(TASK, name, variant)))
+    report = validate(package)
+    assert report.valid, report.flatten(["type", "note"])
+    descriptor = json.loads((package / "datapackage.json").read_text())
+    assert descriptor["contributors"] == [{"title": "ana", "role": "contact"}]
+    assert {lic["scope"] for lic in descriptor["licenses"]} == {"data", "media"}
+
+    # Zooniverse: batches of at most 2, every image but the failed one exactly once
+    rows = [r for b in range(1, 4) for r in _csv(store, settings.container, layout.zooniverse_batch_blob(TASK, b, variant))]
+    assert sorted(r["image_name_1"] for r in rows) == sorted(n for n in IMAGES)
+    assert {r["attribution"] for r in rows} == {"Univ. of X"} and {r["license"] for r in rows} == {"CC-BY-4.0"}
+    by_file = {r["#file"]: r for r in rows}
+    assert (by_file["siteA/cam1/a.jpg"]["#detector_top_category"], by_file["siteA/cam1/a.jpg"]["#detector_max_conf"]) \
+        == ("animal", "0.93")
+    assert by_file["siteA/cam2/e.jpg"]["#detector_top_category"] == "empty"  # the removed repeat does not count
+
+
+def test_exports_are_idempotent_and_drop_batches_a_smaller_rerun_does_not_write(
+        task: tuple[Settings, BlobStore, Path]) -> None:
+    settings, store, _ = task
+    first = run_exports(TASK, settings, store)
+    coco_bytes = store.read_bytes(settings.container, first["coco"])
+    batch = store.read_bytes(settings.container, layout.zooniverse_batch_blob(TASK, 2))
+    again = run_exports(TASK, settings, store)
+    assert again == first and store.read_bytes(settings.container, first["coco"]) == coco_bytes
+    assert store.read_bytes(settings.container, layout.zooniverse_batch_blob(TASK, 2)) == batch
+    bigger = Settings.from_env({"AzureWebJobsStorage": settings.storage_connection,
+                                "TRAPBATCH_CONTAINER": settings.container, "TRAPBATCH_EXPORT_IMAGE_SIZES": "false"})
+    out = run_exports(TASK, bigger, store, threshold=0.5)
+    assert out["zooniverse_batches"] == 1 and out["threshold"] == 0.5 and out["sizes_unknown"] == 5
+    names = list(store.list_names(settings.container, out["zooniverse"]))
+    assert names == [layout.zooniverse_batch_blob(TASK, 1)]
+    coco = store.read_json(settings.container, out["coco"])
+    assert [a.get("md_bbox") for a in coco["annotations"]] == [[0.1, 0.2, 0.3, 0.4], [0.25, 0.125, 0.5, 0.5]]
+
+
+def test_many_batches_are_written_a_group_of_files_per_pass(task: tuple[Settings, BlobStore, Path]) -> None:
+    settings, store, _ = task
+    one_each = Settings.from_env({"AzureWebJobsStorage": settings.storage_connection,
+                                  "TRAPBATCH_CONTAINER": settings.container, "TRAPBATCH_ZOONIVERSE_BATCH_SIZE": "1",
+                                  "TRAPBATCH_EXPORT_IMAGE_SIZES": "false"})
+    out = run_exports(TASK, one_each, store, open_batch_files=2)  # five batches: three passes over the results
+    assert out["zooniverse_batches"] == 5
+    rows = [r for b in range(1, 6) for r in _csv(store, settings.container, layout.zooniverse_batch_blob(TASK, b))]
+    assert sorted(r["#file"] for r in rows) == sorted(IMAGES) and len(rows) == 5
+    in_one_pass = run_exports(TASK, one_each, store)
+    assert in_one_pass == out  # the same seeded assignment however many passes write it
+    assert [_csv(store, settings.container, layout.zooniverse_batch_blob(TASK, b))[0]["#file"] for b in range(1, 6)] \
+        == [r["#file"] for r in rows]

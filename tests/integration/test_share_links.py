@@ -1,0 +1,100 @@
+"""Read-only links to a task's files (GET /api/tasks/{id}/results), against Azurite: they download without any
+credential, refuse writes, and stop working when they expire."""
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import datetime, timedelta, timezone
+from enum import Enum
+from types import SimpleNamespace
+from typing import Any
+
+import azure.functions as func
+import pytest
+import requests
+
+from adapters import share_links
+from adapters.blobs import BlobStore, service_client
+from api import starters
+from gpu_batch import layout
+from tests.waiting import wait_until
+
+TASK = "task-00112233445566778899"
+
+
+@pytest.fixture
+def files(storage_connection: str, unique_name: str) -> tuple[BlobStore, str]:
+    store = BlobStore(service_client(storage_connection))
+    container = unique_name + "s"
+    store.ensure_container(container)
+    for variant in ("", layout.REPEATS_REMOVED):
+        store.write_bytes(container, layout.results_blob(TASK, variant), f'{{"variant": "{variant}"}}'.encode())
+        store.write_bytes(container, layout.csv_blob(TASK, variant), b"file,status\n")
+        store.write_bytes(container, layout.coco_blob(TASK, variant), b"{}")
+        store.write_bytes(container, layout.zooniverse_batch_blob(TASK, 1, variant), b"image_name_1\na b.jpg\n")
+    return store, container
+
+
+def test_links_download_anonymously_read_only_until_they_expire(files: tuple[BlobStore, str]) -> None:
+    store, container = files
+    found = share_links.result_files(store, container, TASK)
+    assert set(found) == {"original", layout.REPEATS_REMOVED}
+    assert set(found["original"]["exports"]) == {"coco.json", "zooniverse/batch-001.csv"}  # not the variant's
+    names = share_links.all_names(found)
+    links = share_links.read_links(store, container, names, days=4 / 86400)  # four seconds
+    assert links.kind == "account-key" and set(links.urls) == set(names)
+    for name, url in links.urls.items():
+        got = requests.get(url, timeout=10)  # no credential but the link itself
+        assert got.status_code == 200 and got.content == store.read_bytes(container, name), name
+    url = links.urls[layout.results_blob(TASK)]
+    assert requests.put(url, data=b"x", headers={"x-ms-blob-type": "BlockBlob"}, timeout=10).status_code == 403
+    assert requests.delete(url, timeout=10).status_code == 403
+    assert requests.get(url.split("?")[0], timeout=10).status_code in (403, 404)  # the blob itself is private
+    wait_until(lambda: requests.get(url, timeout=10).status_code == 403, timeout=30, what="the link to expire",
+               interval=0.5)
+    assert share_links.redact(url).endswith("?<sas>") and "sig=" not in share_links.redact(url)
+
+
+@pytest.mark.parametrize("days", [0, -1, 7.5])
+def test_link_lifetimes_outside_what_azure_allows_are_refused(files: tuple[BlobStore, str], days: float) -> None:
+    store, container = files
+    with pytest.raises(ValueError, match="at most 7"):
+        share_links.read_links(store, container, [layout.results_blob(TASK)], days)
+
+
+class _Runtime(Enum):
+    Completed = "Completed"
+
+
+class _Client:
+    def __init__(self) -> None:
+        self.status = SimpleNamespace(runtime_status=_Runtime.Completed, custom_status={"stage": "completed"},
+                                      output=None, input_=json.dumps({"task_id": TASK}))
+
+    async def get_status(self, instance_id: str, *args: Any, **kwargs: Any) -> Any:
+        return self.status
+
+
+def test_the_results_route_answers_with_links_for_every_file(files: tuple[BlobStore, str], storage_connection: str,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    store, container = files
+    monkeypatch.setenv("AzureWebJobsStorage", storage_connection)
+    monkeypatch.setenv("TRAPBATCH_CONTAINER", container)
+    monkeypatch.setenv("TRAPBATCH_LINK_DAYS", "2")
+    handler = starters.get_results._function.get_user_function().__wrapped__  # http_edge(get_results), no binding
+    req = func.HttpRequest("GET", f"http://h/api/tasks/{TASK}/results", body=b"", route_params={"task_id": TASK})
+    before = datetime.now(timezone.utc)
+    response = asyncio.run(handler(req, _Client()))
+    body = json.loads(response.get_body())
+    assert response.status_code == 200
+    links = body["links"]
+    expires = datetime.fromisoformat(links["expires"])
+    assert before + timedelta(days=2) - timedelta(seconds=5) <= expires <= before + timedelta(days=2, seconds=5)
+    original = links["files"]["original"]
+    assert requests.get(original["results"], timeout=10).json() == {"variant": ""}
+    assert requests.get(links["files"][layout.REPEATS_REMOVED]["exports"]["zooniverse/batch-001.csv"],
+                        timeout=10).content == b"image_name_1\na b.jpg\n"  # a blob name with a space
+    assert body["results"]["exports"]["original"]["coco.json"] == layout.coco_blob(TASK)
+    # the links exist only in this answer: nothing stored in the task's container carries a signature
+    for name in store.list_names(container):
+        assert b"sig=" not in store.read_bytes(container, name), name

@@ -1,0 +1,144 @@
+"""Camtrap DP export, validated by ``frictionless`` against the 1.0.2 profile and table schemas, offline.
+
+The package names the canonical schema URLs (the profile requires exactly those); frictionless is given an HTTP
+session that answers them from copies in tests/unit/data/camtrap-dp-1.0.2/ and refuses every other address, so the test never
+touches the network. Two documents the profile ``$ref``s are not in the reference folder: the GeoJSON schema is
+served from frictionless's own bundled copy, and the generic Data Package schema by a permissive stand-in, since
+frictionless checks a package's Data Package rules itself (``Package.metadata_profile``).
+"""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core import camtrapdp, mdformat
+
+import frictionless  # requirements/dev.txt
+import requests
+
+# Copies of the 1.0.2 profile and table schemas (MIT, from ../shared/reference/camtrap-dp/, LICENSE beside them).
+REFERENCE = Path(__file__).resolve().parent / "data" / "camtrap-dp-1.0.2"
+
+
+class _OfflineAdapter(requests.adapters.BaseAdapter):
+    def send(self, request: Any, **kwargs: Any) -> Any:
+        url = request.url
+        if url.startswith("https://raw.githubusercontent.com/tdwg/camtrap-dp/1.0.2/"):
+            body = (REFERENCE / url.rsplit("/", 1)[-1]).read_bytes()
+        elif url == "http://json.schemastore.org/geojson.json":
+            body = (Path(frictionless.__file__).parent / "assets" / "profiles" / "geojson.json").read_bytes()
+        elif url == "https://specs.frictionlessdata.io/schemas/data-package.json":
+            body = b"{}"
+        else:
+            raise AssertionError(f"the validation tried to reach {url}")
+        response = requests.Response()
+        response.status_code, response.url, response.request = 200, url, request
+        import io
+
+        response.raw = io.BytesIO(body)
+        return response
+
+    def close(self) -> None:
+        pass
+
+
+def validate(folder: Path) -> Any:
+    session = requests.Session()
+    session.mount("https://", _OfflineAdapter())
+    session.mount("http://", _OfflineAdapter())
+    with frictionless.system.use_context(http_session=session):
+        return frictionless.validate(str(folder / "datapackage.json"))
+
+
+ENTRIES: list[dict[str, Any]] = [
+    {"file": "siteA/cam1/100RECNX/IMG_0001.JPG", "datetime": "2024:05:01 06:30:00",
+     "detections": [{"category": "1", "conf": 0.93, "bbox": [0.1, 0.2, 0.3, 0.4]},
+                    {"category": "2", "conf": 0.51, "bbox": [0.9, 0.9, 0.3, 0.3]},  # runs off the image: clipped
+                    {"category": "3", "conf": 0.05, "bbox": [0.1, 0.1, 0.1, 0.1]},  # below the threshold
+                    {"category": "1", "conf": -0.7, "bbox": [0.5, 0.5, 0.1, 0.1]}]},  # a removed repeat
+    {"file": "siteA/cam1/101RECNX/IMG_0002.JPG", "datetime": "2024-05-03T07:00:00+02:00", "detections": []},
+    {"file": "siteA/cam2/x.png", "detections": [{"category": "3", "conf": 0.4, "bbox": [0.0, 0.0, 1.0, 1.0]}]},
+    mdformat.failure_entry("top.jpg", mdformat.FAILURE_IMAGE_ACCESS, "undecodable"),
+]
+
+
+def build(folder: Path, entries: list[dict[str, Any]], locations: dict[str, Any] | None = None) -> camtrapdp.CamtrapBuilder:
+    b = camtrapdp.CamtrapBuilder(threshold=0.2, detection_categories=mdformat.DETECTION_CATEGORIES,
+                                 completed_at="2026-12-01T10:00:00", classified_by="MegaDetector v5a.0.1",
+                                 locations=locations or {})
+    with (folder / "media.csv").open("w", newline="", encoding="utf-8") as m, \
+            (folder / "observations.csv").open("w", newline="", encoding="utf-8") as o:
+        media, obs = csv.writer(m), csv.writer(o)
+        media.writerow(camtrapdp.MEDIA_COLUMNS)
+        obs.writerow(camtrapdp.OBSERVATION_COLUMNS)
+        for e in entries:
+            row, rows = b.add(e)
+            media.writerow(row)
+            obs.writerows(rows)
+    with (folder / "deployments.csv").open("w", newline="", encoding="utf-8") as d:
+        w = csv.writer(d)
+        w.writerow(camtrapdp.DEPLOYMENT_COLUMNS)
+        w.writerows(b.deployment_rows())
+    descriptor = b.descriptor("trapbatch-task-x", "site A", "2026-12-01T10:00:00Z",
+                              [{"title": "trapbatch", "role": "contributor"}],
+                              [{"name": "CC-BY-4.0", "scope": "data"}, {"name": "CC-BY-4.0", "scope": "media"}])
+    (folder / "datapackage.json").write_text(json.dumps(descriptor))
+    return b
+
+
+def rows(path: Path) -> list[dict[str, str]]:
+    with path.open(encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_the_package_is_valid_camtrap_dp(tmp_path: Path) -> None:
+    build(tmp_path, ENTRIES, {"siteA/cam1": {"latitude": 51.5, "longitude": 4.7}})
+    report = validate(tmp_path)
+    assert report.valid, report.flatten(["type", "note"])
+    deployments = {r["deploymentID"]: r for r in rows(tmp_path / "deployments.csv")}
+    assert set(deployments) == {"siteA/cam1", "siteA/cam2", "(root)"}  # overflow folders belong to their camera
+    cam1 = deployments["siteA/cam1"]
+    assert (cam1["latitude"], cam1["timestampIssues"]) == ("51.5", "false")
+    assert cam1["deploymentStart"] == "2024-05-01T06:30:00+00:00" and cam1["deploymentEnd"] == "2024-05-03T07:00:00+02:00"
+    assert deployments["siteA/cam2"]["timestampIssues"] == "true" and "0, 0" in deployments["siteA/cam2"]["deploymentComments"]
+    observations = rows(tmp_path / "observations.csv")
+    kinds = [(o["mediaID"], o["observationType"]) for o in observations]
+    a, b, c = (camtrapdp.media_id(e["file"]) for e in ENTRIES[:3])
+    assert kinds == [(a, "animal"), (a, "human"), (b, "blank"), (c, "vehicle")]  # nothing for the failed image
+    assert {o["classificationMethod"] for o in observations} == {"machine"}
+    human = observations[1]
+    assert (human["bboxX"], human["bboxWidth"], human["classificationProbability"]) == ("0.9", "0.1", "0.51")
+    media = {m["filePath"]: m for m in rows(tmp_path / "media.csv")}
+    assert len(media) == 4 and "detection failed" in media["top.jpg"]["mediaComments"]
+
+
+def test_a_broken_package_is_caught(tmp_path: Path) -> None:
+    """The validation is real: a classification method outside the schema's enum fails it."""
+    build(tmp_path, ENTRIES)
+    table = rows(tmp_path / "observations.csv")
+    table[0]["classificationMethod"] = "robot"
+    with (tmp_path / "observations.csv").open("w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, camtrapdp.OBSERVATION_COLUMNS)
+        w.writeheader()
+        w.writerows(table)
+    report = validate(tmp_path)
+    assert not report.valid
+    assert report.flatten(["fieldName", "cell"]) == [["classificationMethod", "robot"]]
+
+
+def test_timestamps_and_camera_folders() -> None:
+    assert camtrapdp.camtrap_timestamp("2024:05:01 06:30:00") == "2024-05-01T06:30:00+00:00"
+    assert camtrapdp.camtrap_timestamp("not a time") is None
+    assert camtrapdp.camera_folder("a/b/100EK113/x.jpg") == "a/b" and camtrapdp.deployment_id("x.jpg") == "(root)"
+
+
+@pytest.mark.parametrize("file", ["a/b/100EK113/x.jpg", "x.jpg", "a\\b\\100RECNX\\y.jpg", "a/100MEDIA/101MEDIA/z.jpg",
+                                  "a/b/c.jpg", "/lead/100_BTCF/f.JPG", "site/123DSCIM/d.jpg", "site/RECNX/e.jpg"])
+def test_camera_folders_are_megadetectors(file: str) -> None:
+    from megadetector.utils import ct_utils
+
+    assert camtrapdp.camera_folder(file) == ct_utils.image_file_to_camera_folder(file)

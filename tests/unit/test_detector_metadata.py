@@ -1,0 +1,59 @@
+"""``info.detector_metadata``: the same version and thresholds MegaDetector's own code derives for a model name.
+
+MegaDetector (installed for the tests as an oracle) is the reference: its ``get_detector_version_from_filename`` and
+``known_models`` decide, and its ``get_typical_confidence_threshold_from_results`` must read our value back.
+"""
+from __future__ import annotations
+
+import pytest
+
+from core import mdformat
+
+from megadetector.detection import run_detector  # the oracle (requirements/oracle.txt)
+
+NAMES = ["MDV5A", "MDV5B", "mdv5a", "md_v5a.0.0.pt", "md_v5b.0.0.pt", "/models/md_v5a.0.1.pt",
+         "blob://models/md_v5b.0.1.pt", "MDV1000-REDWOOD", "MDV1000-SPRUCE", "md_v1000.0.0-redwood.pt",
+         "md_v1000.0.0-spruce.pt", "v1000-larch", "md_v4.1.0.pb", "megadetector_v3.pb", "mystery.pt", "",
+         "C:\\models\\md_v5a.0.0.pt", "cedar", "md1000-sorrel.pt"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_version_and_thresholds_agree_with_megadetector(name: str) -> None:
+    expected_version = run_detector.get_detector_version_from_filename(name.replace("\\", "/"))
+    meta = mdformat.detector_metadata(name)
+    assert meta["megadetector_version"] == expected_version
+    theirs = run_detector.get_detector_metadata_from_version_string(expected_version)
+    for key in ("typical_detection_threshold", "conservative_detection_threshold"):
+        if key in theirs:  # where MegaDetector publishes a value, it is ours
+            assert meta[key] == theirs[key]
+    # and MegaDetector's tools read back the same default threshold from our info block
+    assert run_detector.get_typical_confidence_threshold_from_results(
+        {"info": {"detector": name, "detector_metadata": meta}}) == mdformat.typical_threshold(name)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_without_published_values_we_write_megadetectors_fallbacks(name: str) -> None:
+    meta = mdformat.detector_metadata(name)
+    theirs = run_detector.get_detector_metadata_from_version_string(meta["megadetector_version"])
+    if "typical_detection_threshold" not in theirs:
+        # what MegaDetector's tools apply to a results file that has no threshold for this model
+        assert meta["typical_detection_threshold"] == run_detector.fallback_detection_threshold
+    assert 0 < meta["conservative_detection_threshold"] <= meta["typical_detection_threshold"]
+
+
+def test_typical_thresholds_per_family() -> None:
+    assert mdformat.typical_threshold("MDV5A") == 0.2 and mdformat.typical_threshold("MDV1000-REDWOOD") == 0.3
+    assert mdformat.detector_metadata("MDV5B")["conservative_detection_threshold"] == 0.05
+    assert mdformat.detector_metadata("mystery.pt")["megadetector_version"] == "unknown"
+
+
+@pytest.mark.parametrize("iso,expected", [("2026-12-01T10:04:05.123456+00:00", "2026-12-01 10:04:05"),
+                                          ("2026-12-01T11:04:05+01:00", "2026-12-01 10:04:05"),
+                                          ("2026-12-01T10:04:05", "2026-12-01 10:04:05"),
+                                          ("yesterday", "yesterday")])
+def test_completion_time_in_megadetectors_format(iso: str, expected: str) -> None:
+    assert mdformat.completion_time(iso) == expected
+    if expected != "yesterday":  # and it parses back with that very format
+        from datetime import datetime
+
+        assert datetime.strptime(mdformat.completion_time(iso), "%Y-%m-%d %H:%M:%S")

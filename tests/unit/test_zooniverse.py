@@ -1,0 +1,69 @@
+"""Zooniverse manifests: every non-excluded image in exactly one batch, batch sizes as asked, seeded randomness."""
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from core import mdformat, zooniverse
+from core.errors import RequestInvalid
+from core.zooniverse import BatchAssigner, ManifestOptions
+
+
+@pytest.mark.parametrize("n,batches", [(1, 1), (2, 1), (10, 3), (97, 7), (1000, 10), (4096, 5), (4097, 64)])
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_batches_cover_every_image_once_with_even_sizes(n: int, batches: int, shuffle: bool) -> None:
+    a = BatchAssigner(n, batches, shuffle, seed=7)
+    assert sorted(a.position(i) for i in range(n)) == list(range(n))  # a permutation
+    sizes = Counter(a.batch(i) for i in range(n))
+    assert set(sizes) == set(range(batches)) and max(sizes.values()) - min(sizes.values()) <= 1
+
+
+def test_shuffled_batches_are_random_yet_seeded() -> None:
+    n = 1000
+    order = [BatchAssigner(n, 10, True, seed=1).batch(i) for i in range(n)]
+    assert order == [BatchAssigner(n, 10, True, seed=1).batch(i) for i in range(n)]
+    assert order != [BatchAssigner(n, 10, True, seed=2).batch(i) for i in range(n)]
+    assert order != sorted(order)  # not the results' order
+    assert [BatchAssigner(n, 10, False, seed=1).batch(i) for i in range(n)] == sorted(order)
+    # the first 100 images land in many batches, not one
+    assert len(set(order[:100])) >= 8
+
+
+def test_batch_count_from_either_option() -> None:
+    assert zooniverse.batch_count(25, ManifestOptions(0.2, max_batch_size=10)) == 3
+    assert zooniverse.batch_count(25, ManifestOptions(0.2, number_of_batches=4)) == 4
+    assert zooniverse.batch_count(3, ManifestOptions(0.2, number_of_batches=4)) == 3
+    assert zooniverse.batch_count(0, ManifestOptions(0.2)) == 0
+    assert zooniverse.batch_count(25_000, ManifestOptions(0.2)) == 3  # DEFAULT_MAX_BATCH_SIZE
+    with pytest.raises(RequestInvalid, match="not both"):
+        ManifestOptions(0.2, max_batch_size=10, number_of_batches=2)
+    with pytest.raises(RequestInvalid, match="positive"):
+        ManifestOptions(0.2, max_batch_size=0)
+
+
+def test_rows_carry_attribution_licence_and_the_detectors_view_hidden() -> None:
+    opts = ManifestOptions(0.2, attribution="Univ. of X", license="CC BY 4.0")
+    cats = mdformat.DETECTION_CATEGORIES
+    row = dict(zip(zooniverse.COLUMNS, zooniverse.row(
+        {"file": "cam1/a.jpg", "detections": [{"category": "2", "conf": 0.45, "bbox": [0, 0, 1, 1]},
+                                              {"category": "1", "conf": -0.9, "bbox": [0, 0, 1, 1]}]}, opts, cats)))
+    assert row == {"image_name_1": "cam1/a.jpg", "folder": "cam1", "attribution": "Univ. of X", "license": "CC BY 4.0",
+                   "#file": "cam1/a.jpg", "#detector_max_conf": 0.45, "#detector_top_category": "person",
+                   "#detector_threshold": 0.2}
+    low = zooniverse.row({"file": "b.jpg", "detections": [{"category": "1", "conf": 0.1, "bbox": [0, 0, 1, 1]}]}, opts, cats)
+    assert low[5:7] == [0.1, "empty"]
+    assert [c for c in zooniverse.COLUMNS if c.startswith("#")] == ["#file", "#detector_max_conf",
+                                                                     "#detector_top_category", "#detector_threshold"]
+
+
+@pytest.mark.parametrize("entry,out", [
+    ({"file": "a", "detections": []}, False),
+    ({"file": "a", "failure": "image access failure", "detections": None}, True),
+    ({"file": "a", "detections": [], "invalid": "2"}, True),
+    ({"file": "a", "detections": [], "invalid": 0}, False),
+    ({"file": "a", "detections": [], "image_no_upload": 1}, True),
+    ({"file": "a", "detections": [], "image_was_deleted": "0"}, False),
+])
+def test_exclusions(entry: dict[str, object], out: bool) -> None:
+    assert zooniverse.excluded(entry) is out
