@@ -302,3 +302,61 @@ def test_a_worker_exit_no_retry_can_fix_fails_the_group_at_once_with_the_workers
             assert "the model cannot be loaded" in (run.error or "") and "not a checkpoint" in (run.error or "")
     else:  # output hiccups and crashes: the missing images get their next attempts
         assert run.status == "Completed" and len(run.calls(c.RESUBMIT)) == 1
+
+
+# ---------------------------------------------------------------- fixed bugs (each failed on the code before them)
+
+def test_a_resubmission_that_found_nothing_missing_is_not_counted_as_one() -> None:
+    s0 = shard_id(0)
+    pool = Pool(missing={pool_task_id(s0, 1): 2}, resubmit={"missing": 0, "submitted": False})
+    run = run_group(1, pool)
+
+    assert run.status == "Completed" and run.output["done"] == 1
+    assert run.output["resubmissions"] == 0  # no attempt 2 was ever submitted
+    assert run.custom_status["resubmissions"] == 0
+
+
+def test_a_poll_with_only_stale_rows_does_not_reset_the_back_off() -> None:
+    s0 = shard_id(0)
+    a1, a2 = pool_task_id(s0, 1), pool_task_id(s0, 2)
+    # attempt 1 leaves images missing; while attempt 2 runs (4 polls), polls 3 and 4 repeat attempt 1's late report
+    pool = Pool(runs_for={a2: 4}, missing={a1: 5}, extra_rows={3: [row(a1, missing=5)], 4: [row(a1, missing=5)]})
+    run = run_group(1, pool, poll_min_s=30, poll_max_s=1000)
+
+    assert run.status == "Completed" and run.output["done"] == 1
+    # poll 1 completes attempt 1 (reset to 30), then attempt 2 runs: 60, 120, 240 whatever the stale rows say
+    assert [t.delay_s for t in run.orchestrator_timers] == [30, 30, 60, 120, 240]
+
+
+def test_no_empty_generation_when_the_last_work_finishes_just_before_the_threshold() -> None:
+    """Whatever poll the last completion lands on, the group ends in the generation that saw it. (The old knob
+    ``polls_per_generation`` is in the input too, as a generation boundary the code before this fix honoured.)"""
+    ended = set()
+    for polls_needed in range(15, 19):
+        pool = Pool(runs_for={pool_task_id(shard_id(0), 1): polls_needed})
+        run = run_orchestrator(run_shards, {"task_id": TASK, "knobs": {**knobs(history_events=200),
+                                                                       "polls_per_generation": 16},
+                                            "shards": [shard_id(0)]}, pool)
+        ended.add(run.executions)
+        assert run.status == "Completed" and run.output["done"] == 1
+        for execution in range(run.executions):
+            assert [c_ for c_ in run.calls(c.POLL) if c_.execution == execution], (polls_needed, execution)
+    assert ended == {1, 2}  # the range crosses the generation boundary
+
+
+def test_images_shown_done_never_go_backwards() -> None:
+    """The counter of a running attempt counts retryable failures too; its completion may then cover fewer images
+    than the counter said, and a counter read can come back lower (a restarted attempt). The shown count holds."""
+    s0, s1 = shard_id(0), shard_id(1)
+    a0 = pool_task_id(s0, 1)
+    pool = Pool(runs_for={a0: 5, pool_task_id(s0, 2): 3, pool_task_id(s1, 1): 2},
+                counter={(a0, 3): 9, (a0, 4): 4},  # 9 images at the 3rd poll, then a restarted worker says 4
+                missing={a0: 3})
+    run = run_group(2, pool, max_in_flight=2)
+
+    assert run.status == "Completed" and run.output["done"] == 2
+    shown = [s["images_progress"] for s in run.statuses if "images_progress" in s]
+    assert shown == sorted(shown) and shown[-1] == 2 * IMAGES
+    assert 19 in shown  # s1's 10 and the 9 of s0's counter, while s0 ran
+    # the running attempts' counters were asked for only once their tasks were known to run
+    assert pool.requests[0].get("running") == [] and a0 in pool.requests[1]["running"]
