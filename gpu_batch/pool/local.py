@@ -8,8 +8,8 @@ marks tasks whose runner died or overran ``max_task_seconds`` as failed, starts 
 reports states. Connection strings travel only in the runners' environment, never in the table or the logs.
 Every state change stamps the row's ``Changed`` (seconds since the epoch, this machine's clock, which the runners
 share), so ``changes`` lists only the rows changed after a cursor, as AzureBatchPool filters on Batch's
-``stateTransitionTime``. Closed jobs (``close_job``) are rows of a second table, ``<table>jobs``, so that every LocalPool on the same tables
-refuses tasks for them, as Azure Batch refuses tasks for a terminated job.
+``stateTransitionTime``. Closed jobs (``close_job``) are rows of a second table, ``<table>jobs``, so that every
+LocalPool on the same tables refuses tasks for them, as Azure Batch refuses tasks for a terminated job.
 """
 from __future__ import annotations
 
