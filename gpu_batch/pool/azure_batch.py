@@ -132,9 +132,8 @@ class AzureBatchPool:
         Why not ``on_all_tasks_complete=terminatejob`` on the job instead: trapbatch adds tasks incrementally (at
         most each shard group's share of ``max_in_flight``, then resubmissions of failed shards), and Batch terminates
         such a job the moment every task added *so far* has completed, so the next submission would find it closed.
-        Batch's own
-        advice is to set it only "once you have finished adding Tasks" (OnAllTasksComplete, REST Job - Add), and
-        only the orchestration knows when that is: it calls this when the task ends.
+        Batch's own advice is to set it only "once you have finished adding Tasks" (OnAllTasksComplete, REST Job -
+        Add), and only the orchestration knows when that is: it calls this when the task ends.
         """
         self._terminate(job_id, "trapbatch task ended")
 
