@@ -45,10 +45,10 @@ _CALL_TASKS = 2 * POOL_RETRY.attempts - 1
 # Between two checks of the history size: the poll timer, the poll, a resubmission, a cancel, the next submission.
 ROUND_EVENTS = EVENTS_PER_TASK * (1 + 3 * _CALL_TASKS + 1) + 4  # + the generation's closing events
 
-# The events that complete a task: the SDK resumes the orchestrator once per such event (TaskOrchestrationExecutor).
-_COMPLETIONS = frozenset({HistoryEventType.TASK_COMPLETED, HistoryEventType.TASK_FAILED, HistoryEventType.TIMER_FIRED,
-                          HistoryEventType.SUB_ORCHESTRATION_INSTANCE_COMPLETED,
-                          HistoryEventType.SUB_ORCHESTRATION_INSTANCE_FAILED, HistoryEventType.EVENT_RAISED})
+# The events that complete a task this orchestrator awaits (activities and timers; it raises and awaits no external
+# events and starts no sub-orchestrations): the SDK resumes the orchestrator once per such event
+# (TaskOrchestrationExecutor.process_event).
+_COMPLETIONS = frozenset({HistoryEventType.TASK_COMPLETED, HistoryEventType.TASK_FAILED, HistoryEventType.TIMER_FIRED})
 
 
 def history_so_far(context: df.DurableOrchestrationContext, awaited: int) -> int:
