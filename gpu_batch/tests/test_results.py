@@ -91,3 +91,24 @@ def test_a_progress_counter_follows_each_flush_and_its_failure_never_stops_the_s
     broken.add(detections_entry("a.jpg", []))
     broken.close({"complete": True})  # no exception: the results were written
     assert json.loads((tmp_path / "out2.json").read_text())["info"]["complete"] is True
+
+
+def test_a_blob_shard_writes_its_counter_where_the_poll_reads_it() -> None:
+    """The worker's wiring (``__main__._progress_sink``): beside the attempt's results, at the name the poll activity
+    reads (``layout.attempt_progress_blob``); a file-mode run (bench, tests) writes none."""
+    from types import SimpleNamespace
+
+    from gpu_batch import layout
+    from gpu_batch.manifest import ShardManifest
+    from gpu_batch.worker.__main__ import _progress_sink
+
+    opened: list[tuple[str, str]] = []
+    service = SimpleNamespace(get_blob_client=lambda container, name: opened.append((container, name)))
+    manifest = ShardManifest(task_id="task-0123456789abcdef0123", shard_id="s00007", attempt=2, source_container="cams",
+                             images=("a.jpg",), output_container="state",
+                             output_blob=layout.attempt_results_blob("task-0123456789abcdef0123", "s00007", 2),
+                             model="m.pt")
+    sink = _progress_sink(True, service, manifest)
+    assert sink is not None and opened == [("state", layout.attempt_progress_blob("task-0123456789abcdef0123",
+                                                                                  "s00007", 2))]
+    assert _progress_sink(False, None, manifest) is None
