@@ -14,7 +14,7 @@ from typing import Iterable
 import azure.durable_functions as df
 from azure.core.exceptions import AzureError
 
-from activities.shard_results import done_images, partial_count, shard_coverage
+from activities.shard_results import done_images, progress_count, shard_coverage
 from adapters import clients
 from adapters.blobs import BlobStore
 from core import contracts as c
@@ -75,23 +75,45 @@ def _completed_row(info: TaskInfo, settings: Settings, store: BlobStore, task_id
     return row
 
 
-def run_poll(task_id: str, job: str, task_ids: list[str], settings: Settings, store: BlobStore,
-             pool: GpuPool) -> c.PollOutput:
+def run_poll(task_id: str, job: str, task_ids: list[str], settings: Settings, store: BlobStore, pool: GpuPool,
+             since: str | None = None, running: list[str] | None = None) -> c.PollOutput:
+    """One poll round of a shard group: what changed among its in-flight pool tasks, and its running ones' progress.
+
+    Without ``since`` the pool is asked about every id in ``task_ids`` (a full reconciliation, once per generation of
+    the group); with it, ONE listing of the job's tasks changed after that cursor (``GpuPool.changes``), of which the
+    group's in-flight ids are kept (a repeat from the cursor's overlap, or another group's task, is dropped here). The
+    returned cursor is for the next round. Completed tasks get their shard's coverage (a results read: what the
+    orchestrator decides on). Progress comes from the counters of the tasks the orchestrator knows to run
+    (``running``) plus those this round found running: a few bytes each, never the results.
+    """
     cancelled = store.exists(settings.container, layout.cancel_marker(job))
-    infos = pool.poll(job, task_ids)
+    wanted = set(task_ids)
+    if since:
+        found = pool.changes(job, since)
+        infos, cursor = [i for i in found.tasks if i.task_id in wanted], found.cursor
+    else:
+        cursor = pool.cursor()  # before asking: a change after this is in the next round's listing
+        infos = pool.poll(job, task_ids)
     completed: list[c.CompletedShard] = []
-    running = queued = in_progress = 0
+    states: dict[str, str] = {}
     for info in infos:
         if info.state == TaskState.completed:
             completed.append(_completed_row(info, settings, store, task_id))
-        elif info.state == TaskState.running:
-            running += 1
-            sid, attempt = layout.parse_pool_task_id(info.task_id)
-            in_progress += partial_count(store, settings, task_id, sid, attempt)
         else:
-            queued += 1
-    return {"cancelled": cancelled, "completed": completed, "running": running, "queued": queued,
-            "images_in_progress": in_progress}
+            states[info.task_id] = "running" if info.state == TaskState.running else "queued"
+    finished = {row["task_id"] for row in completed}
+    now_running = {tid for tid in running or [] if tid in wanted and states.get(tid, "running") == "running"}
+    now_running |= {tid for tid, state in states.items() if state == "running"}
+    progress: dict[str, int] = {}
+    for tid in sorted(now_running - finished):
+        sid, attempt = layout.parse_pool_task_id(tid)
+        done = progress_count(store, settings, task_id, sid, attempt)
+        if done is not None:
+            progress[tid] = done
+    return {"cancelled": cancelled, "completed": completed,
+            "running": sum(1 for s in states.values() if s == "running"),
+            "queued": sum(1 for s in states.values() if s == "queued"),
+            "images_in_progress": sum(progress.values()), "cursor": cursor, "states": states, "progress": progress}
 
 
 def resubmit_one(task_id: str, job: str, sid: str, attempt: int, settings: Settings, store: BlobStore,
@@ -145,7 +167,8 @@ def submit_shards(payload: c.SubmitInput) -> c.SubmitOutput:
 @bp.activity_trigger(input_name="payload", activity=c.POLL)
 def poll_shards(payload: c.PoolTasksInput) -> c.PollOutput:
     s = clients.settings()
-    return run_poll(payload["task_id"], payload["job_id"], payload["task_ids"], s, clients.store(s), clients.pool(s))
+    return run_poll(payload["task_id"], payload["job_id"], payload["task_ids"], s, clients.store(s), clients.pool(s),
+                    since=payload.get("since"), running=payload.get("running"))
 
 
 @bp.activity_trigger(input_name="payload", activity=c.RESUBMIT)

@@ -1,4 +1,4 @@
-"""Reading what the GPU workers wrote for a shard: every attempt's results, their coverage, a running attempt's count.
+"""Reading what the GPU workers wrote for a shard: every attempt's results, their coverage, a running attempt's counter.
 
 Why one module: the poll (coverage decides what to resubmit), the resubmission (which images are missing) and the
 merge (which entry wins) must read attempts the same way; unreadable results count as none everywhere. An image is
@@ -17,7 +17,7 @@ from core.settings import Settings
 from gpu_batch import layout
 
 logger = logging.getLogger(__name__)
-PROGRESS_READ_LIMIT = 4 * 1024 * 1024  # partial results larger than this are not read just to show progress
+PROGRESS_READ_LIMIT = 4096  # a progress counter is a few bytes; anything larger is not one
 
 
 def shard_attempt_results(store: BlobStore, settings: Settings, task_id: str, sid: str) -> Iterator[list[dict[str, Any]]]:
@@ -55,15 +55,17 @@ def done_images(store: BlobStore, settings: Settings, task_id: str, sid: str) ->
     return mdformat.final_files(shard_attempt_results(store, settings, task_id, sid))
 
 
-def partial_count(store: BlobStore, settings: Settings, task_id: str, sid: str, attempt: int) -> int:
-    """Images a running attempt has flushed so far (the worker rewrites its results every few seconds)."""
-    name = layout.attempt_results_blob(task_id, sid, attempt)
-    size = store.size_or_none(settings.container, name)
-    if size is None or size > PROGRESS_READ_LIMIT:
-        return 0
+def progress_count(store: BlobStore, settings: Settings, task_id: str, sid: str, attempt: int) -> int | None:
+    """Images a running attempt has done so far, from the small counter the worker rewrites after each flush of its
+    results (``layout.attempt_progress_blob``; ``gpu_batch.worker.results.progress_document``); None when there is
+    no readable counter yet. One read of a few bytes: the results themselves (megabytes for a large shard) are
+    never read for progress."""
+    data = store.read_bytes_or_none(settings.container, layout.attempt_progress_blob(task_id, sid, attempt))
+    if not data or len(data) > PROGRESS_READ_LIMIT:
+        return None
     try:
-        doc = json.loads(store.read_bytes_or_none(settings.container, name) or b"")
-    except ValueError:
-        return 0
-    images = doc.get("images") if isinstance(doc, dict) else None
-    return len(images) if isinstance(images, list) else 0
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    done = doc.get("images_done") if isinstance(doc, dict) else None
+    return done if isinstance(done, int) and not isinstance(done, bool) and done >= 0 else None

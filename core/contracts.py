@@ -73,6 +73,9 @@ class ShardState(TypedDict):
     covered: NotRequired[int]
     failed: NotRequired[int]
     missing: NotRequired[int]
+    pool: NotRequired[str]  # the in-flight attempt's pool state as last reported: "queued" or "running"
+    running: NotRequired[int]  # images the running attempt has done so far (its counter blob)
+    seen: NotRequired[int]  # images of this shard shown as done so far; never decreases (the status's progress)
 
 
 class ShardsInput(TypedDict):
@@ -82,6 +85,8 @@ class ShardsInput(TypedDict):
     shards: list[str]
     state: NotRequired[dict[str, ShardState]]  # set by continue_as_new
     delay: NotRequired[float]  # the poll back-off carried over by continue_as_new
+    max_in_flight: NotRequired[int]  # this group's share of TRAPBATCH_MAX_IN_FLIGHT (core.shards.in_flight_shares)
+    cursor: NotRequired[str]  # the pool's change cursor (GpuPool.changes), carried over by continue_as_new
 
 
 class RepeatsInput(TypedDict):
@@ -119,6 +124,8 @@ class PoolTasksInput(TypedDict):
     task_id: str
     job_id: str
     task_ids: list[str]
+    since: NotRequired[str]  # poll: the pool's change cursor; ask only about tasks changed since (absent: ask by id)
+    running: NotRequired[list[str]]  # poll: in-flight tasks known to run, whose progress counters to read
 
 
 class CompletedShard(TypedDict):
@@ -140,9 +147,12 @@ class CompletedShard(TypedDict):
 class PollOutput(TypedDict):
     cancelled: bool
     completed: list[CompletedShard]
-    running: int
+    running: int  # of the tasks this poll reported (with ``since``: only those that changed)
     queued: int
     images_in_progress: int
+    cursor: NotRequired[str]  # pass as the next poll's ``since``
+    states: NotRequired[dict[str, str]]  # in-flight pool task -> "queued" | "running", for those reported
+    progress: NotRequired[dict[str, int]]  # running pool task -> images done so far (its counter blob)
 
 
 class ResubmitInput(TypedDict):
@@ -253,6 +263,7 @@ class ShardCounts(TypedDict, total=False):
     images_in_progress: int
     pool_running: int
     pool_queued: int
+    images_progress: int  # images done so far, final or counted by running shards; never decreases
 
 
 class ShardProgress(ShardCounts):

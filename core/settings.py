@@ -24,7 +24,11 @@ Variables (names shared with infra/main.bicep app settings):
     TRAPBATCH_MAX_FAILED_FRACTION  share of images that may fail for a task to end ``completed`` rather than
                                    ``completed_with_errors`` (default 0.05; a request's ``max_failed_fraction`` wins)
     TRAPBATCH_POLL_MIN_S / _MAX_S  durable-timer back-off between pool polls (default 30 / 300 s)
-    TRAPBATCH_MAX_IN_FLIGHT        pool tasks submitted at once per task (default 100)
+    TRAPBATCH_MAX_IN_FLIGHT        pool tasks in flight at once per task, all shard groups together (default 100):
+                                   each group gets a fixed share (``core.shards.in_flight_shares``), and a task never
+                                   has more groups than this (groups grow past TRAPBATCH_SHARDS_PER_GROUP if needed)
+    TRAPBATCH_HISTORY_EVENTS       a shard group goes on as new (``continue_as_new``) before its generation's Durable
+                                   history passes this many events (default 1000, minimum 200): replay cost follows it
     TRAPBATCH_SHARDS_PER_GROUP     shards driven by one sub-orchestration (default 200)
     TRAPBATCH_MAX_TASK_SECONDS     a pool task running longer is terminated and resubmitted (default 21600)
     TRAPBATCH_DETECTION_THRESHOLD  lowest confidence written to results (default 0.005, MegaDetector's)
@@ -71,6 +75,7 @@ from core.requests import DEFAULT_IMAGES_PER_SHARD, normalize_account_url
 from gpu_batch.layout import DEFAULT_STATE_CONTAINER, STATIC_WEBSITE_CONTAINER
 
 CALLER_AUTH_MODES = ("none", "easyauth")
+MIN_HISTORY_EVENTS = 200  # a shard group's generation must hold at least a few poll rounds (orchestrations.shards)
 WHERE = "set it in local.settings.json (Values) for local runs, or in the Function App settings (infra/main.bicep)"
 
 
@@ -135,7 +140,7 @@ class OrchestrationKnobs:
     max_in_flight: int = 100
     shards_per_group: int = 200
     max_task_seconds: int = 21600
-    polls_per_generation: int = 50  # continue_as_new after this many polls keeps the history small
+    history_events: int = 1000  # a shard group's generation goes on as new before its history passes this
     max_failed_fraction: float = 0.05
 
     def to_dict(self) -> dict[str, Any]:
@@ -231,6 +236,7 @@ class Settings:
             max_in_flight=_int(env, "TRAPBATCH_MAX_IN_FLIGHT", 100),
             shards_per_group=_int(env, "TRAPBATCH_SHARDS_PER_GROUP", 200),
             max_task_seconds=_int(env, "TRAPBATCH_MAX_TASK_SECONDS", 21600),
+            history_events=_int(env, "TRAPBATCH_HISTORY_EVENTS", 1000, minimum=MIN_HISTORY_EVENTS),
             max_failed_fraction=_fraction(env, "TRAPBATCH_MAX_FAILED_FRACTION", 0.05),
         )
         settings = cls(

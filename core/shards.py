@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 from itertools import islice
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 # MegaDetector's own image extensions (ct_utils / path_utils IMG_EXTENSIONS), compared case-insensitively.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".gif", ".png")
@@ -63,3 +63,42 @@ def missing_images(manifest_images: Iterable[str], covered: Iterable[str]) -> li
     """Images of a manifest that have no result entry yet, in manifest order."""
     done = set(covered)
     return [name for name in manifest_images if name not in done]
+
+
+def group_count_limit(shard_count: int, shards_per_group: int, max_in_flight: int) -> int:
+    """Shards per group for a task: ``shards_per_group``, raised just enough that there are no more groups than
+    ``max_in_flight`` (each group needs a share of at least one pool task to make progress)."""
+    needed = -(-shard_count // max(1, max_in_flight))  # ceil
+    return max(shards_per_group, needed, 1)
+
+
+def in_flight_shares(group_sizes: Sequence[int], max_in_flight: int) -> list[int]:
+    """Each shard group's share of the task's ``TRAPBATCH_MAX_IN_FLIGHT`` pool tasks.
+
+    The rule (deterministic, computed once by the task orchestrator and passed in each group's input): the highest
+    level ``L`` such that ``sum(min(size, L)) <= max_in_flight``; each group gets ``min(size, L)``; what is left goes
+    one by one to the groups still larger than their share, lowest group number first. So no group gets more than
+    it has shards, the shares never sum past ``max_in_flight``, and every group gets at least one when there are no
+    more groups than ``max_in_flight`` (``group_count_limit``). Shares are fixed for the task's life: a group that
+    finishes early does not hand its share on (the tail of a task may run below the limit).
+    """
+    sizes = [max(0, s) for s in group_sizes]
+    limit = max(0, max_in_flight)
+    if sum(sizes) <= limit:
+        return list(sizes)
+    lo, hi = 0, max(sizes)
+    while lo < hi:  # the highest level whose capped sum fits
+        mid = (lo + hi + 1) // 2
+        if sum(min(s, mid) for s in sizes) <= limit:
+            lo = mid
+        else:
+            hi = mid - 1
+    shares = [min(s, lo) for s in sizes]
+    left = limit - sum(shares)
+    for g, size in enumerate(sizes):
+        if left <= 0:
+            break
+        if size > shares[g]:
+            shares[g] += 1
+            left -= 1
+    return shares

@@ -17,6 +17,8 @@ In the task-state container::
     tasks/<task>/cancel/<job>.json                       the cancel marker of one run, which its polls look for
     tasks/<task>/shards/<shard>/attempt-<n>.json         the manifest of one shard attempt
     tasks/<task>/shards/<shard>/attempt-<n>.results.json what the worker wrote for that attempt
+    tasks/<task>/shards/<shard>/attempt-<n>.progress.json how many images that attempt has done so far (the poll
+                                                         reads this small counter, never the results, for progress)
     tasks/<task>/logs/<job>/<pool task>.log              a pool task's output (LocalPool)
     tasks/<task>/logs/<job>/<pool task>/stdout.txt | stderr.txt   a Batch task's output files (AzureBatchPool)
     results/<task>/detections[.<variant>].json | .csv    merged results (MegaDetector format 1.6) and the CSV
@@ -125,6 +127,11 @@ def manifest_blob(task_id: str, sid: str, attempt: int) -> str:
 
 def attempt_results_blob(task_id: str, sid: str, attempt: int) -> str:
     return f"{shard_prefix(task_id, sid)}attempt-{attempt}.results.json"
+
+
+def attempt_progress_blob(task_id: str, sid: str, attempt: int) -> str:
+    """The running attempt's counter (``gpu_batch.worker.results.progress_document``), rewritten after each flush."""
+    return f"{shard_prefix(task_id, sid)}attempt-{attempt}.progress.json"
 
 
 def attempt_of_results_blob(name: str) -> int | None:

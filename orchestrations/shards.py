@@ -1,8 +1,18 @@
 """Shard-group sub-orchestrator: submit shard attempts, watch them with durable timers, resubmit what is missing.
 
 Deterministic code only (no I/O, no clock, no random): every fact about the outside world arrives as an activity
-result. The state (attempt and status per shard) travels in the input, so ``continue_as_new`` after
-``polls_per_generation`` polls keeps the history short however long the shards run.
+result. The state (attempt, status, last known pool state and progress per shard) travels in the input, so
+``continue_as_new`` keeps the history short however long the shards run. A generation goes on as new before its
+history would pass ``history_events`` (``TRAPBATCH_HISTORY_EVENTS``): each episode replays the whole history of its
+generation, so replay cost follows the history's size, not the number of polls.
+
+In flight: at most the group's share of ``TRAPBATCH_MAX_IN_FLIGHT`` (``max_in_flight`` in the input, set by the task
+orchestrator with ``core.shards.in_flight_shares``; an input without it, from before shares, uses the whole knob).
+
+Polls cost what changed: the first poll of each generation asks the pool about every in-flight task by id (a full
+reconciliation, which also returns the pool's change cursor); later polls pass that cursor and get only the tasks
+whose state changed since (``GpuPool.changes``). So the orchestrator remembers which attempts run (``pool``), and asks
+for the progress counters of those only.
 
 A shard is done when its pool task completed AND its results cover every image of its manifest. Otherwise its missing
 images (only those) become the next attempt, up to ``max_attempts``; after that the shard is given up and the merge
@@ -14,30 +24,85 @@ from datetime import timedelta
 from typing import Any, Generator, cast
 
 import azure.durable_functions as df
+from azure.durable_functions.models.history.HistoryEventType import HistoryEventType
 
 from core import contracts as c
 from core.contracts import ShardStatus, Stage
 from core.settings import OrchestrationKnobs
 from gpu_batch.exit_codes import unfixable_reason
-from gpu_batch.layout import pool_job_id, pool_task_id
+from gpu_batch.layout import parse_pool_task_id, pool_job_id, pool_task_id
 from orchestrations.retries import POOL_RETRY, call
 
 bp = df.Blueprint()
 
+RUNNING, QUEUED = "running", "queued"
 
-def _progress(state: dict[str, c.ShardState], pool: dict[str, int] | None = None) -> c.ShardCounts:
-    pool = pool or {}
+# History events one awaited task adds: its TaskScheduled/TimerCreated, its completion, and the episode boundary
+# (OrchestratorCompleted + OrchestratorStarted) around the completion's delivery. Each of our awaits is one task.
+EVENTS_PER_TASK = 4
+# Tasks one activity call through ``call`` can await: every attempt, and a retry timer between two attempts.
+_CALL_TASKS = 2 * POOL_RETRY.attempts - 1
+# Between two checks of the history size: the poll timer, the poll, a resubmission, a cancel, the next submission.
+ROUND_EVENTS = EVENTS_PER_TASK * (1 + 3 * _CALL_TASKS + 1) + 4  # + the generation's closing events
+
+# The events that complete a task this orchestrator awaits (activities and timers; it raises and awaits no external
+# events and starts no sub-orchestrations): the SDK resumes the orchestrator once per such event
+# (TaskOrchestrationExecutor.process_event).
+_COMPLETIONS = frozenset({HistoryEventType.TASK_COMPLETED, HistoryEventType.TASK_FAILED, HistoryEventType.TIMER_FIRED})
+
+
+def history_so_far(context: df.DurableOrchestrationContext, awaited: int) -> int:
+    """Events of this generation's history up to the orchestrator's current point, read from the history itself.
+
+    The SDK hands the orchestrator the whole history of its generation as ``context.histories`` (azure-functions-
+    durable 1.7.0, ``models/DurableOrchestrationContext.py``: ``self._histories``, property ``histories``), the same
+    list ``TaskOrchestrationExecutor.execute`` walks, resuming the generator at each completion event. Its length is
+    not replay-safe: a later episode's replay would see a longer list at the same point of the code and decide
+    differently (non-determinism). The position of the ``awaited``-th completion event is replay-safe: history is
+    append-only and this orchestrator waits on one task at a time, so its n-th completion is always the n-th
+    completion event, wherever the replay is.
+    """
+    seen = 0
+    for index, event in enumerate(context.histories):
+        if event.event_type in _COMPLETIONS:
+            seen += 1
+            if seen == awaited:
+                return index + 1
+    return len(context.histories)
+
+
+def counted(inner: Generator[Any, Any, Any], tally: list[int]) -> Generator[Any, Any, Any]:
+    """``yield from inner``, counting in ``tally[0]`` the tasks it waited on (completed or failed)."""
+    value: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            task = inner.throw(error) if error is not None else inner.send(value)
+        except StopIteration as stop:
+            return stop.value
+        try:
+            value, error = (yield task), None
+        except Exception as exc:  # noqa: BLE001 - a failed task, handed back to ``inner`` as the SDK raised it
+            value, error = None, exc
+        tally[0] += 1
+
+
+def _progress(state: dict[str, c.ShardState]) -> c.ShardCounts:
     counts: dict[str, int] = {
         "shards": len(state), "pending": 0, "submitted": 0, "done": 0, "given_up": 0,
         "images_done": 0, "images_failed": 0, "images_missing": 0, "resubmissions": 0,
-        "images_in_progress": pool.get("images_in_progress", 0),
-        "pool_running": pool.get("running", 0), "pool_queued": pool.get("queued", 0)}
+        "images_in_progress": 0, "pool_running": 0, "pool_queued": 0, "images_progress": 0}
     for s in state.values():
         counts[s["status"]] += 1
         counts["images_done"] += s.get("covered", 0)
         counts["images_failed"] += s.get("failed", 0)
         counts["images_missing"] += s.get("missing", 0) if s["status"] == ShardStatus.given_up else 0
         counts["resubmissions"] += s["attempt"] - 1
+        counts["images_progress"] += max(s.get("seen", 0), s.get("covered", 0))
+        if s["status"] == ShardStatus.submitted:
+            running = s.get("pool") == RUNNING
+            counts["pool_running" if running else "pool_queued"] += 1
+            counts["images_in_progress"] += s.get("running", 0) if running else 0
     return cast(c.ShardCounts, counts)
 
 
@@ -48,6 +113,23 @@ def _outcome(state: dict[str, c.ShardState], cancelled: bool) -> c.ShardsOutcome
 
 def _pool_ids(state: dict[str, c.ShardState], shards: list[str]) -> list[str]:
     return [pool_task_id(sid, state[sid]["attempt"]) for sid in shards]
+
+
+def _current(state: dict[str, c.ShardState], pool_task: str) -> c.ShardState | None:
+    """The shard state a report about ``pool_task`` may change: its shard's in-flight attempt, else None (stale)."""
+    try:
+        sid, attempt = parse_pool_task_id(pool_task)
+    except ValueError:
+        return None
+    s = state.get(sid)
+    if s is None or attempt != s["attempt"] or s["status"] != ShardStatus.submitted:
+        return None
+    return s
+
+
+def _show(s: c.ShardState) -> None:
+    """Raise the images shown as done for this shard to what is known now; never lower them."""
+    s["seen"] = max(s.get("seen", 0), s.get("covered", 0) + s.get("running", 0))
 
 
 class ShardUnfixable(RuntimeError):
@@ -65,11 +147,13 @@ def _unfixable(row: c.CompletedShard) -> ShardUnfixable | None:
 
 
 def _record_completions(state: dict[str, c.ShardState], completed: list[c.CompletedShard],
-                        max_attempts: int) -> list[str]:
-    """Update the state from the poll's completed pool tasks; the shards whose missing images need a next attempt.
+                        max_attempts: int) -> tuple[int, list[str]]:
+    """Update the state from the poll's completed pool tasks: how many were news (not stale reports about an older
+    attempt), and the shards whose missing images need a next attempt.
 
     Raises ``ShardUnfixable`` for a worker failure no attempt can fix."""
     to_resubmit = []
+    fresh = 0
     for row in completed:
         s = state[row["shard_id"]]
         if row["attempt"] != s["attempt"] or s["status"] != ShardStatus.submitted:
@@ -77,15 +161,33 @@ def _record_completions(state: dict[str, c.ShardState], completed: list[c.Comple
         failure = _unfixable(row)
         if failure is not None:
             raise failure
+        fresh += 1
         s["covered"], s["failed"], s["missing"] = row["covered"], row["failed"], row["missing"]
+        s["running"] = 0
+        s.pop("pool", None)
+        _show(s)
         if row["missing"] == 0:
             s["status"] = ShardStatus.done
         elif s["attempt"] < max_attempts:
             s["attempt"] += 1
+            s["pool"] = QUEUED
             to_resubmit.append(row["shard_id"])
         else:
             s["status"] = ShardStatus.given_up
-    return to_resubmit
+    return fresh, to_resubmit
+
+
+def _record_pool_view(state: dict[str, c.ShardState], poll: c.PollOutput) -> None:
+    """The pool states and progress counters the poll reported, for the attempts still in flight."""
+    for tid, pool_state in (poll.get("states") or {}).items():
+        s = _current(state, tid)
+        if s is not None:
+            s["pool"] = RUNNING if pool_state == RUNNING else QUEUED
+    for tid, images in (poll.get("progress") or {}).items():
+        s = _current(state, tid)
+        if s is not None and isinstance(images, int):
+            s["running"] = max(s.get("running", 0), images)  # a counter read late never lowers what was seen
+            _show(s)
 
 
 @bp.orchestration_trigger(context_name="context", orchestration=c.SHARDS_ORCHESTRATOR)
@@ -94,49 +196,58 @@ def run_shards(context: df.DurableOrchestrationContext) -> Generator[Any, Any, c
     task_id = data["task_id"]
     job_id = data.get("job_id") or pool_job_id(task_id)
     knobs = OrchestrationKnobs.from_dict(data["knobs"])
+    limit = int(data.get("max_in_flight") or knobs.max_in_flight)
     state: dict[str, c.ShardState] = data.get("state") or {
         sid: c.ShardState(attempt=1, status=ShardStatus.pending) for sid in data["shards"]}
     delay = float(data.get("delay") or knobs.poll_min_s)
+    cursor = ""  # each generation starts with a full reconciliation by id, which returns a fresh cursor
+    awaited = [0]  # tasks this generation has waited on (history_so_far)
     polls = 0
-    pool_view: dict[str, int] = {}
     while True:
         in_flight = [sid for sid, s in state.items() if s["status"] == ShardStatus.submitted]
         pending = [sid for sid, s in state.items() if s["status"] == ShardStatus.pending]
-        to_submit = pending[: max(0, knobs.max_in_flight - len(in_flight))]
+        to_submit = pending[: max(0, limit - len(in_flight))]
         if to_submit:
-            yield from call(context, c.SUBMIT, POOL_RETRY, c.SubmitInput(
-                task_id=task_id, job_id=job_id, shards=[(sid, state[sid]["attempt"]) for sid in to_submit]))
+            yield from counted(call(context, c.SUBMIT, POOL_RETRY, c.SubmitInput(
+                task_id=task_id, job_id=job_id, shards=[(sid, state[sid]["attempt"]) for sid in to_submit])), awaited)
             for sid in to_submit:
-                state[sid]["status"] = ShardStatus.submitted
+                state[sid]["status"], state[sid]["pool"] = ShardStatus.submitted, QUEUED
             in_flight += to_submit
-        context.set_custom_status({"stage": Stage.detecting, **_progress(state, pool_view)})
+        context.set_custom_status({"stage": Stage.detecting, **_progress(state)})
         if not in_flight:
             break
+        if polls and history_so_far(context, awaited[0]) + ROUND_EVENTS > knobs.history_events:
+            context.continue_as_new(c.ShardsInput(task_id=task_id, job_id=job_id, knobs=knobs.to_dict(), state=state,
+                                                  delay=delay, shards=list(state), max_in_flight=limit))
+            return {"continued": True}
         yield context.create_timer(context.current_utc_datetime + timedelta(seconds=delay))
-        poll: c.PollOutput = yield from call(context, c.POLL, POOL_RETRY, c.PoolTasksInput(
-            task_id=task_id, job_id=job_id, task_ids=_pool_ids(state, in_flight)))
-        pool_view = {"images_in_progress": poll.get("images_in_progress", 0), "running": poll.get("running", 0),
-                     "queued": poll.get("queued", 0)}
+        awaited[0] += 1
+        request = c.PoolTasksInput(task_id=task_id, job_id=job_id, task_ids=_pool_ids(state, in_flight),
+                                   running=[tid for sid, tid in zip(in_flight, _pool_ids(state, in_flight))
+                                            if state[sid].get("pool") == RUNNING])
+        if cursor:
+            request["since"] = cursor
+        poll: c.PollOutput = yield from counted(call(context, c.POLL, POOL_RETRY, request), awaited)
+        cursor = poll.get("cursor") or ""
         if poll["cancelled"]:
             yield context.call_activity(c.CANCEL, c.PoolTasksInput(task_id=task_id, job_id=job_id,
                                                                      task_ids=_pool_ids(state, in_flight)))
             context.set_custom_status({"stage": Stage.cancelled, **_progress(state)})
             return _outcome(state, cancelled=True)
-        resubmits = _record_completions(state, poll["completed"], knobs.max_attempts)
+        _record_pool_view(state, poll)
+        fresh, resubmits = _record_completions(state, poll["completed"], knobs.max_attempts)
         if resubmits:
-            resubmitted: c.ResubmitOutput = yield from call(context, c.RESUBMIT, POOL_RETRY, c.ResubmitInput(
-                task_id=task_id, job_id=job_id, shards=[(sid, state[sid]["attempt"]) for sid in resubmits]))
+            resubmitted: c.ResubmitOutput = yield from counted(call(context, c.RESUBMIT, POOL_RETRY, c.ResubmitInput(
+                task_id=task_id, job_id=job_id, shards=[(sid, state[sid]["attempt"]) for sid in resubmits])), awaited)
             for outcome in resubmitted["shards"]:
                 # A resubmitted shard stays "submitted" under its new attempt number; if storage shows nothing
-                # missing any more (results landed late), the shard is done.
+                # missing any more (results landed late), the shard is done, and no attempt was added.
                 if not outcome["submitted"]:
                     s = state[outcome["shard_id"]]
                     s["covered"] = s.get("covered", 0) + s.get("missing", 0)
-                    s["status"], s["missing"] = ShardStatus.done, 0
-        delay = knobs.poll_min_s if poll["completed"] else min(delay * 2, knobs.poll_max_s)
+                    s["status"], s["missing"], s["attempt"] = ShardStatus.done, 0, s["attempt"] - 1
+                    s.pop("pool", None)
+                    _show(s)
+        delay = knobs.poll_min_s if fresh else min(delay * 2, knobs.poll_max_s)
         polls += 1
-        if polls >= knobs.polls_per_generation:
-            context.continue_as_new(c.ShardsInput(task_id=task_id, job_id=job_id, knobs=knobs.to_dict(), state=state,
-                                                  delay=delay, shards=list(state)))
-            return {"continued": True}
     return _outcome(state, cancelled=False)

@@ -14,7 +14,7 @@ from core import contracts as c
 from core.contracts import Stage
 from core.ids import shards_instance_id
 from core.settings import OrchestrationKnobs
-from core.shards import group_shards
+from core.shards import group_count_limit, group_shards, in_flight_shares
 from gpu_batch.layout import pool_job_id, shard_id
 from orchestrations.retries import POOL_RETRY, STORAGE_RETRY, call
 
@@ -106,13 +106,18 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
         raise NoImagesFound(f"no images (.jpg, .jpeg, .png, .gif) found in {_where(request)}; "
                             "check the container and prefix")
 
-    groups = group_shards(enumeration["shards"], knobs.shards_per_group)
+    # No more groups than TRAPBATCH_MAX_IN_FLIGHT, each with a fixed share of it: the limit is the task's, whatever
+    # the number of groups (core.shards.in_flight_shares has the rule).
+    groups = group_shards(enumeration["shards"], group_count_limit(enumeration["shards"], knobs.shards_per_group,
+                                                                   knobs.max_in_flight))
+    shares = in_flight_shares([len(group) for group in groups], knobs.max_in_flight)
     context.set_custom_status(c.TaskStatus(stage=Stage.detecting, started=started, images=enumeration["images"],
                                            shards=enumeration["shards"], groups=len(groups), pool_job=job_id))
     children = [
         context.call_sub_orchestrator(
             c.SHARDS_ORCHESTRATOR,
-            c.ShardsInput(task_id=task_id, job_id=job_id, knobs=knobs.to_dict(), shards=[shard_id(i) for i in group]),
+            c.ShardsInput(task_id=task_id, job_id=job_id, knobs=knobs.to_dict(), shards=[shard_id(i) for i in group],
+                          max_in_flight=shares[g]),
             shards_instance_id(task_id, g))
         for g, group in enumerate(groups)
     ]

@@ -13,24 +13,30 @@ Why these choices:
   (batch-docker-container-workloads.md, "Container settings for the task"). ``--rm`` (the doc's own example) removes
   each shard's container when it exits; the node-shared caches outlive it (``worker.caches``).
 * ``poll`` asks Batch only about the tasks it is given, by id, so a poll costs what its shard group has in flight,
-  not what the whole job has ever run (``poll``).
+  not what the whole job has ever run (``poll``); ``changes`` asks only about the tasks whose state changed since
+  the last call, in one listing (``changes``).
 * ``close_job`` terminates the job when its trapbatch task ends: only active jobs count against the account's job
   quota (batch-quota-limit.md: 100-300 active jobs and job schedules per account; completed jobs have no limit).
 """
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Sequence
 
 from gpu_batch import layout
-from gpu_batch.pool.base import JobClosed, ShardTask, TaskInfo, TaskResult, TaskState
+from gpu_batch.pool.base import JobClosed, PoolChanges, ShardTask, TaskInfo, TaskResult, TaskState
 
 logger = logging.getLogger(__name__)
 
 # Batch error codes (BatchErrorCodeStrings) that mean "this job is already closed, or closing".
 _JOB_CLOSED_CODES = frozenset({"JobCompleted", "JobBeingTerminated", "JobBeingDeleted"})
 _TASK_SELECT = ["id", "state", "executionInfo"]
+_CHANGES_SELECT = ["id", "state", "stateTransitionTime", "executionInfo"]
+# How far a change cursor reaches back. Batch's own monitoring sample allows "a clock skew (which is within 30 seconds
+# approximately for Azure)" between client and service (Azure-Samples/azure-batch-samples,
+# CSharp/BatchMetrics/BatchMetrics/MetricMonitor.cs); twice that covers it, and a change reported twice is harmless.
+CHANGE_OVERLAP = timedelta(seconds=60)
 _UNFINISHED_STATES = (TaskState.active, TaskState.preparing, TaskState.running)
 
 
@@ -41,6 +47,19 @@ def _error_code(exc: BaseException) -> str:
 def _odata_string(value: str) -> str:
     """An OData string literal: single quotes, an inner quote doubled."""
     return "'" + value.replace("'", "''") + "'"
+
+
+def _odata_datetime(value: datetime) -> str:
+    """A DateTime literal as Batch's samples write one (``DateTime'<round-trip ISO 8601>'``)."""
+    return "DateTime'" + value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f") + "0Z'"
+
+
+def _parse_cursor(cursor: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(cursor.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{cursor!r} is not an AzureBatchPool change cursor (an ISO 8601 UTC time)") from None
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:
@@ -111,10 +130,10 @@ class AzureBatchPool:
         """Terminate the job: its trapbatch task has ended. A completed, terminating or missing job is no error.
 
         Why not ``on_all_tasks_complete=terminatejob`` on the job instead: trapbatch adds tasks incrementally (at
-        most ``max_in_flight`` per shard group, then resubmissions of failed shards), and Batch terminates such a job
-        the moment every task added *so far* has completed, so the next submission would find it closed. Batch's own
-        advice is to set it only "once you have finished adding Tasks" (OnAllTasksComplete, REST Job - Add), and
-        only the orchestration knows when that is: it calls this when the task ends.
+        most each shard group's share of ``max_in_flight``, then resubmissions of failed shards), and Batch terminates
+        such a job the moment every task added *so far* has completed, so the next submission would find it closed.
+        Batch's own advice is to set it only "once you have finished adding Tasks" (OnAllTasksComplete, REST Job -
+        Add), and only the orchestration knows when that is: it calls this when the task ends.
         """
         self._terminate(job_id, "trapbatch task ended")
 
@@ -227,6 +246,38 @@ class AzureBatchPool:
             for t in self.client.list_tasks(job_id, filter=f"({ids}) and state eq 'completed'", select=_TASK_SELECT):
                 found[t.id] = self._task_info(job_id, t)
         return [found[i] for i in wanted if i in found]
+
+    def cursor(self) -> str:
+        """Now on this machine's clock, less ``CHANGE_OVERLAP`` (the service's clock may be behind ours)."""
+        return (datetime.now(timezone.utc) - CHANGE_OVERLAP).isoformat()
+
+    def changes(self, job_id: str, since: str) -> PoolChanges:
+        """The job's tasks whose state changed after ``since``: ONE task listing, whatever the job's size.
+
+        The filter is ``stateTransitionTime gt DateTime'<since>'`` with ``$select=id,state,stateTransitionTime,
+        executionInfo``: exactly the delta query of Batch's own guidance for monitoring ("Filtering on state
+        transition times to download only changes since the last query", batch-efficient-list-queries.md, the
+        BatchMetrics sample; Azure-Samples/azure-batch-samples CSharp/BatchMetrics/BatchMetrics/DetailLevels.cs
+        ``OnlyChangedAfter`` and MetricMonitor.cs, which lists a job's tasks with it). ``stateTransitionTime`` is
+        filterable with eq, ne, ge, gt, le and lt on Batch's list operations (odata-filters-in-batch; the SDK's
+        ``list_tasks`` points at its "list-tasks" section). ``executionInfo`` rides along, so a completed task's exit
+        code and failure need no second request.
+
+        The next cursor is the latest transition time Batch reported (the service's clock, not ours) less
+        ``CHANGE_OVERLAP``, never earlier than ``since``: a transition recorded a moment before another the listing
+        saw cannot fall between two calls; the overlap's repeats are for the caller to ignore.
+        """
+        after = _parse_cursor(since)
+        latest = after
+        tasks = []
+        for t in self.client.list_tasks(job_id, filter=f"stateTransitionTime gt {_odata_datetime(after)}",
+                                        select=_CHANGES_SELECT):
+            tasks.append(self._task_info(job_id, t))
+            changed = getattr(t, "state_transition_time", None)
+            if isinstance(changed, datetime):
+                changed = changed if changed.tzinfo else changed.replace(tzinfo=timezone.utc)
+                latest = max(latest, changed)
+        return PoolChanges(tasks=tasks, cursor=max(after, latest - CHANGE_OVERLAP).isoformat())
 
     def _task_info(self, job_id: str, t: Any) -> TaskInfo:
         state = TaskState(str(getattr(t.state, "value", t.state)).lower())

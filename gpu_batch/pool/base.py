@@ -69,6 +69,19 @@ class TaskInfo:
                    d.get("exit_code"), d.get("failure_message"), d.get("start_time"), d.get("end_time"), d.get("log"))
 
 
+@dataclass(frozen=True, slots=True)
+class PoolChanges:
+    """What ``GpuPool.changes`` found: the job's tasks whose state changed after a cursor, and the next cursor.
+
+    A cursor is opaque to callers (each pool has its own clock): pass the one a call returned to the next call. A
+    change may be reported twice (cursors overlap a little, so that no change falls between two calls); a change
+    is never left out.
+    """
+
+    tasks: list[TaskInfo]
+    cursor: str
+
+
 class JobClosed(RuntimeError):
     """A task was submitted to a job that ``close_job`` closed (on Azure Batch also one a whole-job cancel ended).
 
@@ -85,6 +98,13 @@ class GpuPool(Protocol):
 
     def poll(self, job_id: str, task_ids: Sequence[str] | None = None) -> list[TaskInfo]:
         """The state of the given tasks (all of the job's when None); unknown ids are left out."""
+
+    def cursor(self) -> str:
+        """A change cursor for now: ``changes(job, cursor())`` reports every state change after this call."""
+
+    def changes(self, job_id: str, since: str) -> PoolChanges:
+        """The job's tasks whose state changed after cursor ``since`` (one listing, whatever the job's size), with
+        their current state and, for completed ones, how they ended; and the cursor for the next call."""
 
     def cancel(self, job_id: str, task_id: str | None = None) -> None: ...
 

@@ -6,8 +6,10 @@ the host, streams the worker's output to a log blob and records the exit in the 
 in a table (Azurite locally), so a new LocalPool on the same table sees every task. ``poll()`` is the scheduler: it
 marks tasks whose runner died or overran ``max_task_seconds`` as failed, starts queued tasks into free slots and
 reports states. Connection strings travel only in the runners' environment, never in the table or the logs.
-Closed jobs (``close_job``) are rows of a second table, ``<table>jobs``, so that every LocalPool on the same tables
-refuses tasks for them, as Azure Batch refuses tasks for a terminated job.
+Every state change stamps the row's ``Changed`` (seconds since the epoch, this machine's clock, which the runners
+share), so ``changes`` lists only the rows changed after a cursor, as AzureBatchPool filters on Batch's
+``stateTransitionTime``. Closed jobs (``close_job``) are rows of a second table, ``<table>jobs``, so that every
+LocalPool on the same tables refuses tasks for them, as Azure Batch refuses tasks for a terminated job.
 """
 from __future__ import annotations
 
@@ -28,12 +30,15 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.data.tables import TableServiceClient, UpdateMode
 
 from gpu_batch import layout
-from gpu_batch.pool.base import JobClosed, ShardTask, TaskInfo, TaskResult, TaskState
+from gpu_batch.pool.base import JobClosed, PoolChanges, ShardTask, TaskInfo, TaskResult, TaskState
 
 logger = logging.getLogger(__name__)
 HEARTBEAT_S = 5.0
 DEAD_AFTER_S = 60.0
 _CLOSED_JOBS = "closed"  # the partition of the jobs table that lists closed jobs (row key: the job id)
+# How far a change cursor reaches back: a writer stamps ``Changed`` a moment before its write lands, so a listing
+# could miss a change stamped just before its cursor; repeats within the overlap are for the caller to ignore.
+CHANGE_OVERLAP_S = 5.0
 
 
 def now_iso() -> str:
@@ -97,7 +102,7 @@ class LocalPool:
                             "for a terminated job")
         for task in tasks:
             entity = {"PartitionKey": job_id, "RowKey": task.task_id, "State": TaskState.active.value,
-                      "Spec": json.dumps(task.to_dict()), "Submitted": now_iso()}
+                      "Spec": json.dumps(task.to_dict()), "Submitted": now_iso(), "Changed": time.time()}
             try:
                 self.table.create_entity(entity)
             except ResourceExistsError:
@@ -109,6 +114,23 @@ class LocalPool:
         rows = [dict(e) for e in self.table.query_entities("PartitionKey eq @j", parameters={"j": job_id})]
         wanted = set(task_ids) if task_ids is not None else None
         return [self._info(r) for r in rows if wanted is None or r["RowKey"] in wanted]
+
+    def cursor(self) -> str:
+        return repr(time.time() - CHANGE_OVERLAP_S)
+
+    def changes(self, job_id: str, since: str) -> PoolChanges:
+        """The job's tasks whose ``Changed`` stamp is after ``since``: one table query on the job's partition. This
+        is also a scheduling pass, as ``poll`` is."""
+        try:
+            after = float(since)
+        except ValueError:
+            raise ValueError(f"{since!r} is not a LocalPool change cursor (seconds since the epoch)") from None
+        self._schedule()
+        listed_at = time.time()
+        rows = [dict(e) for e in self.table.query_entities("PartitionKey eq @j and Changed gt @t",
+                                                           parameters={"j": job_id, "t": after})]
+        return PoolChanges(tasks=[self._info(r) for r in rows],
+                           cursor=repr(max(after, listed_at - CHANGE_OVERLAP_S)))
 
     def cancel(self, job_id: str, task_id: str | None = None) -> None:
         self._terminate(job_id, task_id, "terminated: cancelled by the user")
@@ -200,7 +222,8 @@ class LocalPool:
     def _launch(self, row: dict[str, Any]) -> bool:
         spec = ShardTask.from_dict(json.loads(row["Spec"]))
         etag = row.pop("_etag")
-        row.update(State=TaskState.preparing.value, StartTime=now_iso(), StartedAt=time.time(), Heartbeat=time.time())
+        row.update(State=TaskState.preparing.value, StartTime=now_iso(), StartedAt=time.time(), Heartbeat=time.time(),
+                   Changed=time.time())
         try:  # etag-checked: another process's scheduler may have claimed the task first
             self.table.update_entity(row, mode=UpdateMode.REPLACE, etag=etag,
                                      match_condition=MatchConditions.IfNotModified)
@@ -233,7 +256,8 @@ class LocalPool:
         self.table.update_entity({"PartitionKey": row["PartitionKey"], "RowKey": row["RowKey"],
                                   "State": TaskState.completed.value,
                                   "Result": TaskResult.success.value if exit_code == 0 else TaskResult.failure.value,
-                                  "ExitCode": exit_code, "FailureMessage": message or "", "EndTime": now_iso()},
+                                  "ExitCode": exit_code, "FailureMessage": message or "", "EndTime": now_iso(),
+                                  "Changed": time.time()},
                                  mode=UpdateMode.MERGE)
         logger.info("job %s: task %s completed (exit %s) %s", row["PartitionKey"], row["RowKey"], exit_code,
                     message or "")

@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     key = {"PartitionKey": args.job, "RowKey": args.task}
     if _state(table, args.job, args.task) == "completed":  # cancelled (or timed out) before this runner got going
         return 143
-    table.update_entity({**key, "State": "running", "Pid": os.getpid(), "Heartbeat": time.time()}, mode=UpdateMode.MERGE)
+    table.update_entity({**key, "State": "running", "Pid": os.getpid(), "Heartbeat": time.time(),
+                         "Changed": time.time()}, mode=UpdateMode.MERGE)  # Changed: LocalPool.changes
     env = dict(os.environ)
     if args.fault:
         env["TRAPBATCH_WORKER_FAULT"] = args.fault
@@ -99,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     message = "" if code == 0 else f"the worker exited with code {code}; see {args.log_container}/{log_name}"
     table.update_entity({**key, "State": "completed", "Result": "success" if code == 0 else "failure",
                          "ExitCode": code, "FailureMessage": message, "Log": f"{args.log_container}/{log_name}",
-                         "EndTime": datetime.now(timezone.utc).isoformat()}, mode=UpdateMode.MERGE)
+                         "EndTime": datetime.now(timezone.utc).isoformat(), "Changed": time.time()},
+                        mode=UpdateMode.MERGE)
     return 0
 
 

@@ -12,6 +12,7 @@ import json
 import math
 import re
 import urllib.parse
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -42,14 +43,20 @@ class _Response(HttpResponseImpl):  # type: ignore[misc]
 
 
 # The one grammar the fake's task listing understands: what "List tasks" allows for id and state, joined by and/or.
-_FILTER_TOKEN = re.compile(r"\s*(?:\(|\)|and\b|or\b|id eq '(?:[^']|'')*'|state eq '[a-z]+')")
+_FILTER_TOKEN = re.compile(r"\s*(?:\(|\)|and\b|or\b|id eq '(?:[^']|'')*'|state eq '[a-z]+'"
+                           r"|stateTransitionTime gt DateTime'\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{7}Z')")
+
+
+def _when(text: str) -> datetime:
+    return datetime.fromisoformat(text[:26].rstrip("Z") + "+00:00")
 
 
 class FakeBatch(HttpTransport):  # type: ignore[misc]
     """Records every request; answers like the Batch service would for the calls trapbatch makes.
 
     ``tasks``: job id -> the tasks Batch holds for it (REST JSON). A task listing is answered from them as the
-    service does: ``$filter`` (id / state terms; anything else is a 400, as Batch answers an invalid property),
+    service does: ``$filter`` (id / state terms and ``stateTransitionTime gt DateTime'...'`` in the round-trip
+    format of Batch's own samples; anything else is a 400, as Batch answers an invalid property),
     ``$select``, and pages of at most 1,000 tasks linked by ``odata.nextLink``. ``after`` is called after each
     request, to change what Batch holds between two requests.
     """
@@ -85,7 +92,9 @@ class FakeBatch(HttpTransport):  # type: ignore[misc]
             return 400, {"code": "InvalidQueryParameterValue", "message": {"value": f"bad $filter {flt!r}"}}
         ids = {i.replace("''", "'") for i in re.findall(r"id eq '((?:[^']|'')*)'", flt)}
         states = set(re.findall(r"state eq '([a-z]+)'", flt))
-        rows = [t for t in self.tasks[job] if (not ids or t["id"] in ids) and (not states or t["state"] in states)]
+        after = re.search(r"stateTransitionTime gt DateTime'([^']+)'", flt)
+        rows = [t for t in self.tasks[job] if (not ids or t["id"] in ids) and (not states or t["state"] in states)
+                and (after is None or _when(t["stateTransitionTime"]) > _when(after.group(1)))]
         if "$select" in query:
             keep = query["$select"].split(",")
             rows = [{k: v for k, v in t.items() if k in keep} for t in rows]
@@ -255,9 +264,10 @@ def test_submitting_to_a_terminated_job_raises_job_closed() -> None:
 
 # ---------------------------------------------------------------- polling
 
-def _task(tid: str, state: str, **execution: Any) -> dict[str, Any]:
+def _task(tid: str, state: str, changed: str = "2026-12-01T09:00:00Z", **execution: Any) -> dict[str, Any]:
     row: dict[str, Any] = {"id": tid, "state": state, "commandLine": "python -m gpu_batch.worker ...",
-                           "displayName": f"shard {tid}", "url": f"{ACCOUNT}/jobs/task-x/tasks/{tid}"}
+                           "displayName": f"shard {tid}", "url": f"{ACCOUNT}/jobs/task-x/tasks/{tid}",
+                           "stateTransitionTime": changed}
     if state != "active":
         row["executionInfo"] = {"retryCount": 0, "requeueCount": 0, "startTime": "2026-12-01T10:00:00Z", **execution}
     return row
@@ -343,6 +353,52 @@ def test_odd_ids_are_quoted_as_odata_strings() -> None:
     (info,) = pool(t).poll("task-x", ["it's-a1"])
     assert info.state is TaskState.running
     assert "id eq 'it''s-a1'" in t.task_listings()[0]["$filter"]
+
+
+def test_changes_is_one_listing_of_what_changed_after_the_cursor_whatever_the_jobs_size() -> None:
+    """batch-efficient-list-queries.md ("Filtering on state transition times to download only changes since the
+    last query"; the BatchMetrics sample's ``OnlyChangedAfter``: ``stateTransitionTime gt DateTime'{0:o}'``). A job
+    of 5,000 tasks of which 7 changed after the cursor: one request, 7 tasks served, completed ones with their exit
+    code in the same response, and a cursor from Batch's own transition times."""
+    old = "2026-12-01T09:00:00Z"
+    tasks = [_task(f"s{i:05d}-a1", "completed", old, exitCode=0, result="success") for i in range(5000)]
+    changed = {"s00010-a1": ("running", "2026-12-01T10:00:01Z"), "s00011-a1": ("active", "2026-12-01T10:00:02Z"),
+               "s04999-a1": ("preparing", "2026-12-01T10:00:03Z")}
+    for i in range(3000, 3004):
+        changed[f"s{i:05d}-a1"] = ("completed", f"2026-12-01T10:01:0{i - 3000}Z")
+    for t in tasks:
+        if t["id"] in changed:
+            state, when = changed[t["id"]]
+            t.update(state=state, stateTransitionTime=when)
+            if state == "completed":
+                t["executionInfo"].update(exitCode=70, result="failure", failureInfo={"message": "exit 70"})
+    t = FakeBatch(tasks={"task-x": tasks})
+    p = pool(t)
+    found = p.changes("task-x", "2026-12-01T10:00:00+00:00")
+    (listing,) = t.task_listings()  # ONE request
+    assert listing["$filter"] == "stateTransitionTime gt DateTime'2026-12-01T10:00:00.0000000Z'"
+    assert listing["$select"] == "id,state,stateTransitionTime,executionInfo"
+    assert sum(t.served) == 7 and "$skiptoken" not in listing
+    infos = {i.task_id: i for i in found.tasks}
+    assert {k: infos[k].state.value for k in infos} == {k: v[0] for k, v in changed.items()}
+    assert infos["s03003-a1"].exit_code == 70 and infos["s03003-a1"].result is TaskResult.failure
+    assert infos["s03003-a1"].failure_message == "exit 70" and infos["s03003-a1"].log
+    # the next cursor: the latest transition Batch reported (10:01:03) less the overlap, never before the last one
+    assert datetime.fromisoformat(found.cursor) == datetime(2026, 12, 1, 10, 0, 3, tzinfo=timezone.utc)
+    again = p.changes("task-x", found.cursor)  # the overlap repeats the four completions; nothing is lost
+    assert {i.task_id for i in again.tasks} == {f"s{i:05d}-a1" for i in range(3000, 3004)}
+    assert datetime.fromisoformat(again.cursor) == datetime.fromisoformat(found.cursor)
+    quiet = FakeBatch(tasks={"task-x": [_task("s00000-a1", "running", old)]})
+    nothing = pool(quiet).changes("task-x", found.cursor)
+    assert nothing.tasks == [] and nothing.cursor == found.cursor  # no change: the cursor stays
+
+
+def test_a_fresh_cursor_reaches_back_past_the_clock_skew_batch_allows() -> None:
+    before = datetime.now(timezone.utc)
+    cursor = datetime.fromisoformat(pool(FakeBatch()).cursor())
+    assert before - timedelta(seconds=61) <= cursor <= before - timedelta(seconds=59)
+    with pytest.raises(ValueError, match="not an AzureBatchPool change cursor"):
+        pool(FakeBatch()).changes("task-x", "12.5")
 
 
 # ---------------------------------------------------------------- the worker image

@@ -214,3 +214,34 @@ def _zombie(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] == "Z"
     except OSError:
         return True
+
+
+def test_changes_lists_only_what_changed_after_the_cursor(pool_args: dict[str, Any], storage_connection: str) -> None:
+    """The model AzureBatchPool.changes has (Batch's stateTransitionTime filter): a cursor, then only the tasks whose
+    state changed after it, each change reported (a repeat within the overlap is allowed, a loss is not)."""
+    pool = make_pool("local", max_concurrent=1, **pool_args)
+    pool.ensure_job("jobc")
+    pool.submit("jobc", [task("sleep5"), task("sleep6")])
+    wait_until(lambda: all_done(pool, "jobc", 2), 60, "the first two tasks")
+    rows = TableServiceClient.from_connection_string(storage_connection).get_table_client(pool_args["table"])
+    last = max(float(r["Changed"]) for r in rows.query_entities("PartitionKey eq 'jobc'"))
+    cursor = repr(last)  # right after their last change: they are old news
+    assert pool.changes("jobc", cursor).tasks == []
+    assert float(pool.cursor()) < last + 5.0  # a fresh cursor reaches back (the overlap) and would report them
+    pool.submit("jobc", [task("sleep20")])
+    seen: dict[str, list[str]] = {}
+
+    def finished() -> bool:
+        nonlocal cursor
+        found = pool.changes("jobc", cursor)
+        assert float(found.cursor) >= float(cursor)  # the cursor never goes back
+        cursor = found.cursor
+        for info in found.tasks:
+            seen.setdefault(info.task_id, []).append(info.state.value)
+        return "completed" in seen.get("sleep20-a1", [])
+
+    wait_until(finished, 60, "the new task to complete")
+    assert set(seen) == {"sleep20-a1"}  # the two old tasks never came back
+    assert "running" in seen["sleep20-a1"] or "preparing" in seen["sleep20-a1"]
+    with pytest.raises(ValueError, match="not a LocalPool change cursor"):
+        pool.changes("jobc", "2026-12-01T10:00:00Z")

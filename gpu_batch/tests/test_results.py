@@ -72,3 +72,43 @@ def test_incrementally_encoded_document_is_byte_identical_to_a_full_dump(tmp_pat
     expected = json.dumps(results_document(list(final.values()), {"detector": "x", "note": "é", "complete": True}),
                           separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     assert sink.read() == expected
+
+
+def test_a_progress_counter_follows_each_flush_and_its_failure_never_stops_the_shard(tmp_path: Path) -> None:
+    sink, counter = FileSink(tmp_path / "out.json"), FileSink(tmp_path / "out.progress.json")
+    w = ResultWriter(sink, {}, initial={"k.jpg": detections_entry("k.jpg", [])}, flush_seconds=60, progress=counter)
+    w.start()
+    assert json.loads(counter.read() or b"") == {"images_done": 1}  # a kept entry of a restarted attempt counts
+    w.add(detections_entry("a.jpg", []))
+    w.add(failure_entry("b.jpg", "image access failure", "auth"))  # a retryable failure is done for progress
+    w.flush()
+    assert json.loads(counter.read() or b"") == {"images_done": 3}
+    assert len(counter.read() or b"") < 64  # a few bytes, whatever the shard's size
+    (tmp_path / "blocked").write_text("x")
+    broken = ResultWriter(FileSink(tmp_path / "out2.json"), {}, flush_seconds=60,
+                          progress=FileSink(tmp_path / "blocked" / "p.json"))
+    broken.start()
+    broken.add(detections_entry("a.jpg", []))
+    broken.close({"complete": True})  # no exception: the results were written
+    assert json.loads((tmp_path / "out2.json").read_text())["info"]["complete"] is True
+
+
+def test_a_blob_shard_writes_its_counter_where_the_poll_reads_it() -> None:
+    """The worker's wiring (``__main__._progress_sink``): beside the attempt's results, at the name the poll activity
+    reads (``layout.attempt_progress_blob``); a file-mode run (bench, tests) writes none."""
+    from types import SimpleNamespace
+
+    from gpu_batch import layout
+    from gpu_batch.manifest import ShardManifest
+    from gpu_batch.worker.__main__ import _progress_sink
+
+    opened: list[tuple[str, str]] = []
+    service = SimpleNamespace(get_blob_client=lambda container, name: opened.append((container, name)))
+    manifest = ShardManifest(task_id="task-0123456789abcdef0123", shard_id="s00007", attempt=2, source_container="cams",
+                             images=("a.jpg",), output_container="state",
+                             output_blob=layout.attempt_results_blob("task-0123456789abcdef0123", "s00007", 2),
+                             model="m.pt")
+    sink = _progress_sink(True, service, manifest)
+    assert sink is not None and opened == [("state", layout.attempt_progress_blob("task-0123456789abcdef0123",
+                                                                                  "s00007", 2))]
+    assert _progress_sink(False, None, manifest) is None

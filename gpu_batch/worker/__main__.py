@@ -161,7 +161,8 @@ def _run(args: argparse.Namespace, env: Mapping[str, str], fault: Any) -> int:
     todo = [name for name in images if name not in kept]
     info = _results_info(manifest, path)
     writer = ResultWriter(sink, info, initial=kept, flush_seconds=args.flush_seconds,
-                          on_flushed=fault.after_flush, flush_at_new=fault.crash_threshold)
+                          on_flushed=fault.after_flush, flush_at_new=fault.crash_threshold,
+                          progress=_progress_sink(blob_mode, service, manifest))
     options = _pipeline_options(args, label)
     logger.info("%s %d images, %d already done, %d to process", label, len(images), len(kept), len(todo))
     try:
@@ -291,6 +292,18 @@ def _open_images_and_output(args: argparse.Namespace, env: Mapping[str, str], bl
         source = sources.LocalFolderSource(args.image_root)
         sink = FileSink(args.output_file or manifest.output_blob)
     return source, sink
+
+
+def _progress_sink(blob_mode: bool, service: Any, manifest: ShardManifest) -> ResultSink | None:
+    """Where the attempt's progress counter goes (blob mode: beside its results, ``layout.attempt_progress_blob``;
+    the orchestration's poll reads it); none for file outputs."""
+    if not blob_mode:
+        return None
+    from gpu_batch import layout
+    from gpu_batch.worker import sources
+
+    return sources.BlobSink(service, manifest.output_container,
+                            layout.attempt_progress_blob(manifest.task_id, manifest.shard_id, manifest.attempt))
 
 
 def _load_detector(args: argparse.Namespace, env: Mapping[str, str], service: Any, manifest: ShardManifest,

@@ -11,6 +11,11 @@ Entry shapes (MegaDetector batch output format 1.6, https://lila.science/megadet
 Per-image failures are data, never exceptions; ``failure_kind``/``failure_reason`` are trapbatch's additions (see
 ``gpu_batch.manifest``): a restarted attempt keeps successes and permanent failures and runs retryable ones again.
 
+Beside the results, a small counter (``progress_document``, in ``layout.attempt_progress_blob`` for blob outputs) is
+rewritten after each flush, so that the orchestration's poll learns how far a running shard is from a few bytes,
+instead of reading megabytes of results every poll. It is best effort: a counter that cannot be written never stops
+the shard.
+
 Must not: run models or decode images.
 """
 from __future__ import annotations
@@ -90,6 +95,12 @@ def results_document(entries: Iterable[Mapping[str, Any]], info: Mapping[str, An
             "info": {"format_version": FORMAT_VERSION, **info}}
 
 
+def progress_document(images_done: int) -> bytes:
+    """The counter a running attempt writes after each flush: the entries in its results so far (successes and
+    failures of any kind, those kept from a restart of the same attempt included)."""
+    return json.dumps({"images_done": images_done}, separators=(",", ":")).encode("utf-8")
+
+
 def load_resumable(sink: ResultSink, wanted: Iterable[str]) -> dict[str, dict[str, Any]]:
     """Entries from a previous run of this attempt that can be kept, for images still wanted: successes and
     permanent failures (a corrupt image stays corrupt).
@@ -128,15 +139,17 @@ class ResultWriter:
 
     ``on_flushed(n_new)`` is called after each successful flush with the number of entries added by this attempt
     (the fault-injection hook uses it);
-    ``flush_when(n_new)`` may ask for an immediate flush once that many new entries were added.
+    ``flush_when(n_new)`` may ask for an immediate flush once that many new entries were added;
+    ``progress``, when given, receives ``progress_document`` after each flush (best effort).
     """
 
     ENCODE_SECONDS = 0.5  # how often the flushing thread encodes newly added entries between flushes
 
     def __init__(self, sink: ResultSink, info: Mapping[str, Any], initial: Mapping[str, dict[str, Any]] | None = None,
                  flush_seconds: float = 5.0, on_flushed: Callable[[int], None] | None = None,
-                 flush_at_new: int | None = None) -> None:
+                 flush_at_new: int | None = None, progress: ResultSink | None = None) -> None:
         self.sink = sink
+        self.progress = progress
         self.info = dict(info)
         self._entries: dict[str, dict[str, Any]] = dict(initial or {})
         self._lock = threading.Lock()
@@ -197,6 +210,11 @@ class ResultWriter:
         else:
             assert last is not None
             raise last
+        if self.progress is not None:
+            try:
+                self.progress.write(progress_document(len(entries)))
+            except OutputNotWritable as exc:  # the results are safe; only the poll's progress view lags
+                logger.warning("progress counter %s not written: %s", self.progress.describe(), exc)
         if self.on_flushed is not None:
             self.on_flushed(new)
 

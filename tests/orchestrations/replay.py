@@ -104,6 +104,7 @@ class Run:
     continued_as_new: list[Any] = field(default_factory=list)  # the input of each continue_as_new
     executions: int = 0
     episodes: int = 0
+    history_events: list[int] = field(default_factory=list)  # each execution's history at its end, closing included
 
     def calls(self, name: str) -> list[ActivityCall]:
         """Activity calls of one activity, first attempts and retries, in scheduling order."""
@@ -306,6 +307,8 @@ class Harness:
                 else:
                     raise HarnessError(f"action type {kind} is not emulated: {action}")
 
+            if state.get("error") or continued or state.get("isDone"):
+                run.history_events.append(len(history) + 2)  # + OrchestratorCompleted, ExecutionCompleted
             if state.get("error"):
                 run.status, run.error = "Failed", str(state["error"])
                 return False, None

@@ -32,12 +32,17 @@ class Pool:
     reporting ``missing[pool task id]`` images still missing (default 0); ``cancel_on_poll`` makes that poll (1-based)
     report the cancel marker; ``resubmit`` answers the resubmit activity for every shard (default: each shard's next
     attempt is submitted);
-    ``extra_rows`` adds rows (e.g. stale ones) to a given poll."""
+    ``extra_rows`` adds rows (e.g. stale ones) to a given poll; ``counter[(pool task, n)]`` is what the running
+    attempt's counter blob says at its n-th poll (default n). Unfinished tasks are reported "running"."""
 
     def __init__(self, runs_for: dict[str, int] | None = None, missing: dict[str, int] | None = None,
                  cancel_on_poll: int | None = None, resubmit: dict[str, Any] | None = None,
-                 extra_rows: dict[int, list[c.CompletedShard]] | None = None) -> None:
+                 extra_rows: dict[int, list[c.CompletedShard]] | None = None,
+                 counter: dict[tuple[str, int], int] | None = None, max_polls: int = 200) -> None:
         self.runs_for = runs_for or {}
+        self.counter = counter or {}
+        self.max_polls = max_polls
+        self.requests: list[Any] = []
         self.missing = missing or {}
         self.cancel_on_poll = cancel_on_poll
         self.resubmit = resubmit
@@ -51,17 +56,23 @@ class Pool:
             return {"submitted": len(payload["shards"])}
         if name == c.POLL:
             self.polls += 1
-            if self.polls > 200:
+            if self.polls > self.max_polls:
                 raise HarnessError("the orchestrator keeps polling")
-            rows = []
+            self.requests.append(payload)
+            rows, states = [], {}
             for tid in payload["task_ids"]:
                 self.polled[tid] = self.polled.get(tid, 0) + 1
                 if self.polled[tid] >= self.runs_for.get(tid, 1):
                     rows.append(row(tid, self.missing.get(tid, 0)))
+                else:
+                    states[tid] = "running"
             rows += self.extra_rows.get(self.polls, [])
-            running = len(payload["task_ids"]) - len(rows)
-            return {"cancelled": self.polls == self.cancel_on_poll, "completed": rows, "running": running,
-                    "queued": 0, "images_in_progress": 0}
+            # the counter blob of a running attempt: one image per poll so far (``counter`` overrides)
+            progress = {tid: self.counter.get((tid, self.polled.get(tid, 0)), self.polled.get(tid, 0))
+                        for tid in payload.get("running", []) if tid in states}
+            return {"cancelled": self.polls == self.cancel_on_poll, "completed": rows, "running": len(states),
+                    "queued": 0, "images_in_progress": sum(progress.values()), "cursor": f"cursor-{self.polls}",
+                    "states": states, "progress": progress}
         if name == c.RESUBMIT:
             out = []
             for sid, attempt in payload["shards"]:
@@ -98,31 +109,68 @@ def test_submits_no_more_than_max_in_flight_and_refills_as_shards_finish() -> No
     assert run.custom_status["stage"] == Stage.detecting and run.custom_status["done"] == 4
 
 
-def test_continues_as_new_with_its_state_and_goes_on_from_there() -> None:
+def test_continues_as_new_before_the_history_passes_its_threshold_and_goes_on_from_there() -> None:
+    """The decision reads the generation's history (``history_so_far``) in a replay-safe way: the harness fails any
+    replay that takes another path than the episode that first ran it."""
     s0, s1 = shard_id(0), shard_id(1)
-    # s0 needs three polls; a generation holds two polls.
-    pool = Pool(runs_for={pool_task_id(s0, 1): 3})
-    run = run_group(2, pool, max_in_flight=1, polls_per_generation=2, poll_min_s=30, poll_max_s=300)
+    # s0 needs 40 polls; with a 200-event threshold a generation holds far fewer.
+    pool = Pool(runs_for={pool_task_id(s0, 1): 40})
+    run = run_group(2, pool, max_in_flight=1, history_events=200, poll_min_s=30, poll_max_s=300)
 
     assert run.status == "Completed"
+    assert len(run.continued_as_new) >= 2
+    assert max(run.history_events) <= 200 and len(run.history_events) == run.executions
     first = run.continued_as_new[0]
-    assert first["task_id"] == TASK and first["knobs"] == knobs(max_in_flight=1, polls_per_generation=2)
-    assert first["state"] == {s0: {"attempt": 1, "status": ShardStatus.submitted},
-                              s1: {"attempt": 1, "status": ShardStatus.pending}}
-    assert first["delay"] == 120.0  # two polls without completions: 30 -> 60 -> 120, carried over
+    assert first["task_id"] == TASK and first["knobs"] == knobs(max_in_flight=1, history_events=200)
+    assert first["max_in_flight"] == 1  # the group's share travels with it
+    assert first["state"][s1] == {"attempt": 1, "status": ShardStatus.pending}
+    assert first["state"][s0]["status"] == ShardStatus.submitted and first["state"][s0]["pool"] == "running"
+    assert first["delay"] == 300.0  # polls without completions: 30 -> ... -> 300, carried over
     assert first["shards"] == [s0, s1]
-    # The next generation does not submit s0 again, keeps its back-off, then finishes it and submits s1.
-    assert [(call.execution, call.input["shards"]) for call in run.calls(c.SUBMIT)] == [(0, [[s0, 1]]), (1, [[s1, 1]])]
-    assert [t.delay_s for t in run.orchestrator_timers if t.execution == 1][0] == 120.0
-    assert [call.input["task_ids"] for call in run.calls(c.POLL) if call.execution == 1] == [
-        pool_ids((0, 1)), pool_ids((1, 1))]
-    # Two polls in generation 2 as well: a third generation starts with everything done and returns at once.
-    assert len(run.continued_as_new) == 2
-    assert all(s["status"] == ShardStatus.done for s in run.continued_as_new[1]["state"].values())
-    assert run.executions == 3 and not [call for call in run.activities if call.execution == 2]
+    # The next generation does not submit s0 again and keeps its back-off.
+    assert [(call.execution, call.input["shards"]) for call in run.calls(c.SUBMIT)] == [
+        (0, [[s0, 1]]), (run.executions - 1, [[s1, 1]])]
+    assert [t.delay_s for t in run.orchestrator_timers if t.execution == 1][0] == 300.0
+    # Each generation's first poll asks by id (no cursor); later polls pass the cursor of the poll before.
+    for execution in range(run.executions):
+        polls = [call for call in run.calls(c.POLL) if call.execution == execution]
+        assert "since" not in polls[0].input
+        assert [p.input.get("since") for p in polls[1:]] == [p.result["cursor"] for p in polls[:-1]]
+    # No empty generation at the end: the last one still had work (it finished s0 and ran s1).
+    assert [call for call in run.calls(c.POLL) if call.execution == run.executions - 1]
     assert "continued" not in run.output
     assert {k: run.output[k] for k in ("cancelled", "shards", "done", "images_done")} == {
         "cancelled": False, "shards": 2, "done": 2, "images_done": 2 * IMAGES}
+
+
+@pytest.mark.parametrize("threshold", [200, 400])
+def test_every_generation_stays_under_the_history_threshold_whatever_the_polls(threshold: int) -> None:
+    """Many polls (long shards, three at a time, a poll that fails now and then and is retried, resubmissions):
+    the history of every generation, as the harness built it for the SDK, stays at or under the threshold."""
+    shards = 4
+    runs_for = {pool_task_id(shard_id(i), 1): 25 + 7 * i for i in range(shards)}
+    runs_for.update({pool_task_id(shard_id(i), 2): 15 for i in range(shards)})
+    pool = Pool(runs_for=runs_for, missing={pool_task_id(shard_id(i), 1): 2 for i in range(0, shards, 2)},
+                max_polls=2000)
+    calls = {"n": 0}
+
+    def flaky(name: str, payload: Any) -> Any:
+        if name == c.POLL:
+            calls["n"] += 1
+            if calls["n"] % 9 == 0:
+                raise ConnectionError("pool service busy")
+        return pool(name, payload)
+
+    run = run_orchestrator(run_shards, {"task_id": TASK, "knobs": knobs(max_in_flight=3, history_events=threshold,
+                                                                         poll_min_s=30, poll_max_s=60),
+                                        "shards": [shard_id(i) for i in range(shards)]}, flaky)
+
+    assert run.status == "Completed" and run.output["done"] == shards
+    assert pool.polls > 60
+    assert len(run.continued_as_new) >= 2
+    assert max(run.history_events) <= threshold
+    # the threshold is used, not wasted: a generation that went on as new had filled most of it
+    assert min(run.history_events[:-1]) > threshold - 2 * 80
 
 
 def test_gives_a_shard_up_after_max_attempts() -> None:
@@ -254,3 +302,61 @@ def test_a_worker_exit_no_retry_can_fix_fails_the_group_at_once_with_the_workers
             assert "the model cannot be loaded" in (run.error or "") and "not a checkpoint" in (run.error or "")
     else:  # output hiccups and crashes: the missing images get their next attempts
         assert run.status == "Completed" and len(run.calls(c.RESUBMIT)) == 1
+
+
+# ---------------------------------------------------------------- fixed bugs (each failed on the code before them)
+
+def test_a_resubmission_that_found_nothing_missing_is_not_counted_as_one() -> None:
+    s0 = shard_id(0)
+    pool = Pool(missing={pool_task_id(s0, 1): 2}, resubmit={"missing": 0, "submitted": False})
+    run = run_group(1, pool)
+
+    assert run.status == "Completed" and run.output["done"] == 1
+    assert run.output["resubmissions"] == 0  # no attempt 2 was ever submitted
+    assert run.custom_status["resubmissions"] == 0
+
+
+def test_a_poll_with_only_stale_rows_does_not_reset_the_back_off() -> None:
+    s0 = shard_id(0)
+    a1, a2 = pool_task_id(s0, 1), pool_task_id(s0, 2)
+    # attempt 1 leaves images missing; while attempt 2 runs (4 polls), polls 3 and 4 repeat attempt 1's late report
+    pool = Pool(runs_for={a2: 4}, missing={a1: 5}, extra_rows={3: [row(a1, missing=5)], 4: [row(a1, missing=5)]})
+    run = run_group(1, pool, poll_min_s=30, poll_max_s=1000)
+
+    assert run.status == "Completed" and run.output["done"] == 1
+    # poll 1 completes attempt 1 (reset to 30), then attempt 2 runs: 60, 120, 240 whatever the stale rows say
+    assert [t.delay_s for t in run.orchestrator_timers] == [30, 30, 60, 120, 240]
+
+
+def test_no_empty_generation_when_the_last_work_finishes_just_before_the_threshold() -> None:
+    """Whatever poll the last completion lands on, the group ends in the generation that saw it. (The old knob
+    ``polls_per_generation`` is in the input too, as a generation boundary the code before this fix honoured.)"""
+    ended = set()
+    for polls_needed in range(15, 19):
+        pool = Pool(runs_for={pool_task_id(shard_id(0), 1): polls_needed})
+        run = run_orchestrator(run_shards, {"task_id": TASK, "knobs": {**knobs(history_events=200),
+                                                                       "polls_per_generation": 16},
+                                            "shards": [shard_id(0)]}, pool)
+        ended.add(run.executions)
+        assert run.status == "Completed" and run.output["done"] == 1
+        for execution in range(run.executions):
+            assert [c_ for c_ in run.calls(c.POLL) if c_.execution == execution], (polls_needed, execution)
+    assert ended == {1, 2}  # the range crosses the generation boundary
+
+
+def test_images_shown_done_never_go_backwards() -> None:
+    """The counter of a running attempt counts retryable failures too; its completion may then cover fewer images
+    than the counter said, and a counter read can come back lower (a restarted attempt). The shown count holds."""
+    s0, s1 = shard_id(0), shard_id(1)
+    a0 = pool_task_id(s0, 1)
+    pool = Pool(runs_for={a0: 5, pool_task_id(s0, 2): 3, pool_task_id(s1, 1): 2},
+                counter={(a0, 3): 9, (a0, 4): 4},  # 9 images at the 3rd poll, then a restarted worker says 4
+                missing={a0: 3})
+    run = run_group(2, pool, max_in_flight=2)
+
+    assert run.status == "Completed" and run.output["done"] == 2
+    shown = [s["images_progress"] for s in run.statuses if "images_progress" in s]
+    assert shown == sorted(shown) and shown[-1] == 2 * IMAGES
+    assert 19 in shown  # s1's 10 and the 9 of s0's counter, while s0 ran
+    # the running attempts' counters were asked for only once their tasks were known to run
+    assert pool.requests[0].get("running") == [] and a0 in pool.requests[1]["running"]

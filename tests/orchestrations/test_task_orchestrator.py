@@ -107,7 +107,8 @@ def test_runs_one_shard_group_sub_orchestration_per_group() -> None:
     assert run.status == "Completed"
     assert [(s.name, s.instance_id, s.input) for s in run.sub_orchestrations] == [
         (c.SHARDS_ORCHESTRATOR, shards_instance_id(TASK, g), {"task_id": TASK, "job_id": TASK, "knobs": knob_values,
-                                                              "shards": [shard_id(i) for i in ids]})
+                                                              "shards": [shard_id(i) for i in ids],
+                                                              "max_in_flight": len(ids)})
         for g, ids in enumerate([[0, 1], [2, 3], [4]])]
     detecting = next(s for s in run.statuses if s["stage"] == Stage.detecting)
     assert {k: detecting[k] for k in ("images", "shards", "groups")} == {"images": 25, "shards": 5, "groups": 3}
@@ -257,3 +258,45 @@ def test_failing_exports_leave_the_results_and_say_why() -> None:
     assert "exports" not in run.output["results"]
     assert "not valid JSON" in run.output["results"]["exports_error"]
     assert "Traceback" not in run.output["results"]["exports_error"]
+
+
+@pytest.mark.parametrize("shards, per_group, limit", [(23, 4, 7), (23, 4, 5), (12, 200, 5), (9, 2, 100)])
+def test_max_in_flight_limits_the_whole_task_over_all_its_groups(shards: int, per_group: int, limit: int) -> None:
+    """TRAPBATCH_MAX_IN_FLIGHT is the task's: each group's pool tasks in flight never pass the share the task
+    orchestrator gave it, and the shares sum to at most the limit, so the task's in-flight total (the sum over its
+    groups at any moment) never passes it either. The groups run for real (the harness runs them one after the
+    other, so each group's in-flight count is measured on its own; the sum of their maxima bounds any moment's sum)."""
+    in_flight: set[str] = set()
+    polls: dict[str, int] = {}
+    peak: dict[str, int] = {}  # shard -> the in-flight count of its group's tasks when it was submitted
+    base = activities(shards=shards)
+
+    def pool(name: str, payload: Any) -> Any:
+        if name == c.SUBMIT:
+            in_flight.update(sid for sid, _ in payload["shards"])
+            for sid, _ in payload["shards"]:
+                peak[sid] = len(in_flight)
+            return {"submitted": len(payload["shards"])}
+        if name == c.POLL:
+            done = []
+            for tid in payload["task_ids"]:
+                polls[tid] = polls.get(tid, 0) + 1
+                if polls[tid] >= 3:  # each task runs for three polls
+                    done.append(tid)
+            answer = base(name, {**payload, "task_ids": done})
+            in_flight.difference_update(parse_pool_task_id(t)[0] for t in done)
+            return answer
+        return base(name, payload)
+
+    run = run_task(task_input(shards_per_group=per_group, max_in_flight=limit), pool)
+
+    assert run.status == "Completed"
+    shares = [s.input["max_in_flight"] for s in run.sub_orchestrations]
+    assert sum(shares) <= limit and all(share >= 1 for share in shares)
+    assert len(run.sub_orchestrations) <= limit
+    for child, share in zip(run.sub_orchestrations, shares):
+        group = set(child.input["shards"])
+        most = max(peak[sid] for sid in group)
+        assert most <= share, (child.instance_id, most, share)
+    assert sum(max(peak[sid] for sid in child.input["shards"]) for child in run.sub_orchestrations) <= limit
+    assert sorted(peak) == [shard_id(i) for i in range(shards)]  # every shard ran

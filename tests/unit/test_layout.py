@@ -35,6 +35,13 @@ def test_shard_attempt_names_are_found_again_by_the_merge() -> None:
     assert layout.attempt_of_results_blob(manifest) is None
 
 
+def test_a_progress_counter_sits_beside_its_results_and_is_never_taken_for_them() -> None:
+    progress = layout.attempt_progress_blob(TASK, "s00003", 2)
+    assert progress.startswith(layout.shard_prefix(TASK, "s00003"))
+    assert progress not in (layout.attempt_results_blob(TASK, "s00003", 2), layout.manifest_blob(TASK, "s00003", 2))
+    assert layout.attempt_of_results_blob(progress) is None  # the merge lists the prefix and must skip it
+
+
 def test_logs_of_every_run_sit_under_their_task() -> None:
     job = layout.pool_job_id(TASK, "r261201153005ab12")
     assert layout.pool_log_blob(job, "s00000-a1").startswith(layout.task_prefix(TASK) + "logs/" + job + "/")

@@ -120,3 +120,14 @@ def test_export_settings() -> None:
                       ("TRAPBATCH_ZOONIVERSE_BATCH_SIZE", "0")):
         with pytest.raises(ConfigError, match=name):
             Settings.from_env({"AzureWebJobsStorage": "x", name: bad})
+
+
+def test_history_events_knob_has_a_default_well_under_5000_and_a_floor() -> None:
+    base = {"AzureWebJobsStorage": "x"}
+    assert Settings.from_env(base).knobs.history_events == 1000
+    assert Settings.from_env({**base, "TRAPBATCH_HISTORY_EVENTS": "300"}).knobs.history_events == 300
+    with pytest.raises(ConfigError, match="TRAPBATCH_HISTORY_EVENTS=100 is below the minimum 200"):
+        Settings.from_env({**base, "TRAPBATCH_HISTORY_EVENTS": "100"})
+    # an input from before the knob (polls_per_generation) still loads, with the default
+    assert OrchestrationKnobs.from_dict({"polls_per_generation": 50, "max_in_flight": 7}) == OrchestrationKnobs(
+        max_in_flight=7)

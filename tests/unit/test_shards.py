@@ -37,3 +37,30 @@ def test_groups_and_missing() -> None:
     assert group_shards(5, 2) == [[0, 1], [2, 3], [4]]
     assert group_shards(0, 2) == []
     assert missing_images(["a", "b", "c"], ["c", "a", "zzz"]) == ["b"]
+
+
+# ---------------------------------------------------------------- the task's in-flight limit over its groups
+
+from hypothesis import given, strategies as st  # noqa: E402
+
+from core.shards import group_count_limit, in_flight_shares  # noqa: E402
+
+
+@given(st.integers(1, 5000), st.integers(1, 300), st.integers(1, 400))
+def test_groups_never_outnumber_the_limit_and_shares_never_pass_it(shards: int, per_group: int, limit: int) -> None:
+    groups = group_shards(shards, group_count_limit(shards, per_group, limit))
+    sizes = [len(g) for g in groups]
+    shares = in_flight_shares(sizes, limit)
+    assert sum(sizes) == shards and len(groups) <= limit
+    assert sum(shares) == min(limit, shards)  # the whole limit is handed out (or every shard, if fewer)
+    assert all(1 <= share <= size for share, size in zip(shares, sizes))  # each group can progress
+    # as even as the sizes allow: a group held below its size is within one of the largest share
+    assert all(share >= max(shares) - 1 for share, size in zip(shares, sizes) if share < size)
+
+
+def test_in_flight_shares_rule_examples() -> None:
+    assert in_flight_shares([200] * 25, 100) == [4] * 25  # 25 groups used to put 2,500 in flight
+    assert in_flight_shares([4, 4, 4, 4, 4, 3], 7) == [2, 1, 1, 1, 1, 1]  # the rest, lowest group first
+    assert in_flight_shares([10, 1, 10], 12) == [6, 1, 5]  # a small group's unused share goes to the others
+    assert in_flight_shares([3, 2], 100) == [3, 2]  # never more than a group's shards
+    assert group_count_limit(23, 4, 5) == 5 and group_count_limit(23, 4, 100) == 4

@@ -1,0 +1,105 @@
+"""The poll activity (``activities.pool.run_poll``) against Azurite: it asks the pool only about what changed, once
+per round, and reads progress from the workers' small counters, never from their results.
+
+The pool is scripted behind our own ``GpuPool`` Protocol (its real implementations have their own tests,
+gpu_batch/tests/test_pool_*.py); storage is Azurite.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Sequence
+
+import pytest
+
+from activities.pool import run_poll
+from adapters.blobs import BlobStore, service_client
+from core.settings import Settings
+from gpu_batch import layout
+from gpu_batch.pool import PoolChanges, TaskInfo, TaskResult, TaskState
+
+TASK = "task-0123456789abcdef0123"
+
+
+class ReadSpy(BlobStore):
+    """The real adapter, recording the names of the blobs whose content it reads."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.reads: list[str] = []
+
+    def read_bytes(self, container: str, name: str) -> bytes:
+        self.reads.append(name)
+        return super().read_bytes(container, name)
+
+    def read_bytes_or_none(self, container: str, name: str) -> bytes | None:
+        self.reads.append(name)
+        return super().read_bytes_or_none(container, name)
+
+
+class ScriptedPool:
+    def __init__(self, tasks: dict[str, TaskState], changed: list[str]) -> None:
+        self.tasks, self.changed = tasks, changed
+        self.calls: list[tuple[str, Any]] = []
+
+    def _info(self, tid: str) -> TaskInfo:
+        state = self.tasks[tid]
+        done = state is TaskState.completed
+        return TaskInfo(tid, state, TaskResult.success if done else None, 0 if done else None)
+
+    def poll(self, job_id: str, task_ids: Sequence[str] | None = None) -> list[TaskInfo]:
+        self.calls.append(("poll", list(task_ids or [])))
+        return [self._info(t) for t in task_ids or self.tasks if t in self.tasks]
+
+    def cursor(self) -> str:
+        self.calls.append(("cursor", None))
+        return "cursor-1"
+
+    def changes(self, job_id: str, since: str) -> PoolChanges:
+        self.calls.append(("changes", since))
+        return PoolChanges([self._info(t) for t in self.changed], "cursor-2")
+
+
+@pytest.fixture
+def setup(storage_connection: str, unique_name: str) -> tuple[Settings, ReadSpy]:
+    settings = Settings.from_env({"AzureWebJobsStorage": storage_connection, "TRAPBATCH_CONTAINER": unique_name})
+    store = ReadSpy(service_client(storage_connection))
+    store.ensure_container(settings.container)
+    for sid in ("s00000", "s00001", "s00002"):
+        store.write_json(settings.container, layout.manifest_blob(TASK, sid, 1), {"images": ["a.jpg", "b.jpg"]})
+    done = {"images": [{"file": "a.jpg", "detections": []}, {"file": "b.jpg", "detections": []}]}
+    store.write_json(settings.container, layout.attempt_results_blob(TASK, "s00000", 1), done)
+    for sid, n in (("s00001", 1), ("s00002", 2)):  # running: a counter, and results the poll must not read
+        store.write_bytes(settings.container, layout.attempt_progress_blob(TASK, sid, 1),
+                          json.dumps({"images_done": n}).encode())
+        store.write_json(settings.container, layout.attempt_results_blob(TASK, sid, 1), done)
+    return settings, store
+
+
+def test_a_round_with_a_cursor_is_one_listing_of_changes_and_counters_of_running_tasks(
+        setup: tuple[Settings, ReadSpy]) -> None:
+    settings, store = setup
+    tasks = {"s00000-a1": TaskState.completed, "s00001-a1": TaskState.running, "s00002-a1": TaskState.running,
+             "s00400-a1": TaskState.completed}  # another group's task, in the same job
+    pool = ScriptedPool(tasks, changed=["s00000-a1", "s00002-a1", "s00400-a1"])
+    out = run_poll(TASK, TASK, ["s00000-a1", "s00001-a1", "s00002-a1"], settings, store, pool,
+                   since="cursor-1", running=["s00001-a1"])
+
+    assert pool.calls == [("changes", "cursor-1")]  # one listing; nothing asked by id
+    assert [row["task_id"] for row in out["completed"]] == ["s00000-a1"]  # the other group's task is not ours
+    assert out["completed"][0]["covered"] == 2 and out["completed"][0]["missing"] == 0
+    assert out["states"] == {"s00002-a1": "running"} and out["cursor"] == "cursor-2"
+    # s00001 runs (the orchestrator knew), s00002 was just seen running: both counters, no running results
+    assert out["progress"] == {"s00001-a1": 1, "s00002-a1": 2} and out["images_in_progress"] == 3
+    assert not [n for n in store.reads if n.endswith(".results.json") and "/s00000/" not in n]
+
+
+def test_a_round_without_a_cursor_asks_by_id_and_starts_a_cursor(setup: tuple[Settings, ReadSpy]) -> None:
+    settings, store = setup
+    pool = ScriptedPool({"s00001-a1": TaskState.active, "s00002-a1": TaskState.running}, changed=[])
+    out = run_poll(TASK, TASK, ["s00001-a1", "s00002-a1"], settings, store, pool)
+
+    assert pool.calls == [("cursor", None), ("poll", ["s00001-a1", "s00002-a1"])]  # the cursor first
+    assert out["cursor"] == "cursor-1" and out["completed"] == []
+    assert out["states"] == {"s00001-a1": "queued", "s00002-a1": "running"}
+    assert out["progress"] == {"s00002-a1": 2} and out["running"] == 1 and out["queued"] == 1
+    assert not [n for n in store.reads if n.endswith(".results.json")]
