@@ -16,6 +16,7 @@ from core.ids import shards_instance_id
 from core.settings import OrchestrationKnobs
 from core.shards import group_shards
 from gpu_batch.layout import pool_job_id, shard_id
+from orchestrations.fanin import fan_in
 from orchestrations.retries import POOL_RETRY, STORAGE_RETRY, call
 
 bp = df.Blueprint()
@@ -128,8 +129,8 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
 
     context.set_custom_status(c.TaskStatus(stage=Stage.merging, started=started, images=enumeration["images"],
                                            shards=enumeration["shards"]))
-    merged: c.MergeOutput = yield from call(context, c.MERGE, STORAGE_RETRY, c.MergeInput(
-        task_id=task_id, model=request["model"], completed_at=context.current_utc_datetime.isoformat()))
+    merged: c.MergeOutput = yield from fan_in(context, task_id, request["model"], enumeration["images"],
+                                              enumeration["shards"], knobs)
 
     context.set_custom_status(c.TaskStatus(stage=Stage.publishing, started=started, images=enumeration["images"]))
     previews: c.PreviewsOutput = yield from call(context, c.PREVIEWS, STORAGE_RETRY, c.PreviewsInput(
