@@ -41,7 +41,7 @@ def merge_orchestrator(context: Any) -> Any:
 
 
 def real_activities(settings: Settings, store: BlobStore) -> Any:
-    bodies = {c.MERGE_PART: fanin_activities.run_merge_part, c.MERGE_COMBINE: fanin_activities.run_merge_combine,
+    bodies: dict[str, Any] = {c.MERGE_PART: fanin_activities.run_merge_part, c.MERGE_COMBINE: fanin_activities.run_merge_combine,
               c.SEARCH_REPEATS: fanin_activities.run_search_repeats, c.RANK_REPEATS: fanin_activities.run_rank_repeats}
 
     def answer(name: str, payload: Any) -> Any:
@@ -53,7 +53,7 @@ def real_activities(settings: Settings, store: BlobStore) -> Any:
 
 
 @pytest.fixture
-def task(storage_connection: str, unique_name: str) -> tuple[Settings, BlobStore, str, dict[str, int]]:
+def task(storage_connection: str, unique_name: str) -> tuple[Settings, BlobStore, str, c.EnumerateOutput]:
     settings = Settings.from_env({"AzureWebJobsStorage": storage_connection, "TRAPBATCH_CONTAINER": unique_name + "s"})
     store = BlobStore(service_client(storage_connection))
     source = unique_name

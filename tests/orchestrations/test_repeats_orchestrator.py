@@ -22,14 +22,22 @@ def test_re_merges_with_the_chosen_locations_then_renders_the_variant_previews()
     previews: c.PreviewsOutput = {"container": "$web", "counts": {"detections": 5}}
     removal: c.RepeatsInput = {"task_id": TASK, "model": "MDV5A", "request_name": "site A",
                                "remove": ["r00001", "r00003"]}
-    answers: dict[str, Any] = {c.REMOVE_REPEATS: merged, c.PREVIEWS: previews}
+    part = {"images": 25, "failed": 0, "with_detections": 5, "detections": 9, "empty": 20, "missing": 0,
+            "failure_reasons": {}, "json_bytes": 10, "csv_bytes": 10, "detections_considered": 0, "marked": 6}
+    answers: dict[str, Any] = {
+        c.READ_ENUMERATION: {"images": 25, "shards": 2},
+        c.MERGE_PART: lambda p: {**part, "part": p["part"]},
+        c.MERGE_COMBINE: {"container": "trapbatch", "search_groups": 0}, c.PREVIEWS: previews}
 
     run = run_orchestrator(remove_repeats, removal, answers, instance_id=f"{TASK}-repeats")
 
     assert run.status == "Completed"
-    assert run.activity_names == [c.REMOVE_REPEATS, c.PREVIEWS]
-    assert run.inputs(c.REMOVE_REPEATS) == [{"task_id": TASK, "model": "MDV5A", "remove": ["r00001", "r00003"],
-                                            "completed_at": T0.isoformat()}]
+    assert run.activity_names == [c.READ_ENUMERATION, c.MERGE_PART, c.MERGE_COMBINE, c.PREVIEWS]  # no new search
+    assert run.inputs(c.MERGE_PART) == [{"task_id": TASK, "part": 0, "first_shard": 0, "shards": 2,
+                                         "variant": REPEATS_REMOVED, "remove": ["r00001", "r00003"]}]
+    combine = run.inputs(c.MERGE_COMBINE)[0]
+    assert combine["completed_at"] == T0.isoformat() and combine["removed"] == ["r00001", "r00003"]
+    assert combine["variant"] == REPEATS_REMOVED
     assert run.inputs(c.PREVIEWS) == [{"task_id": TASK, "model": "MDV5A", "request_name": "site A",
                                        "variant": REPEATS_REMOVED}]
     assert run.stages == [Stage.merging, Stage.publishing, Stage.completed]
