@@ -76,7 +76,7 @@ def run_merge_part(payload: c.MergePartInput, settings: Settings, store: BlobSto
     threshold = settings.preview_threshold
     sampler = PreviewSampler(task_id, threshold)
     options = RepeatOptions()
-    folders: dict[str, list[Any]] = {}
+    folders: dict[str, list[str]] = {}  # folder -> its eligible detections as JSON rows, in stream order
     counts = {"images": 0, "failed": 0, "with_detections": 0, "detections": 0, "empty": 0, "missing": 0}
     reasons: dict[str, int] = {}
     considered = 0
@@ -97,9 +97,10 @@ def run_merge_part(payload: c.MergePartInput, settings: Settings, store: BlobSto
                 rows.writerow(csv_row(entry, threshold))
                 if removal is None:
                     eligible = eligible_detections(entry, options)
-                    if eligible:
+                    if eligible:  # held as JSON text: a few dozen bytes per detection for the part's duration
                         considered += len(eligible)
-                        folders.setdefault(posixpath.dirname(eligible[0][0]), []).extend(eligible)
+                        folders.setdefault(posixpath.dirname(eligible[0][0]), []).extend(
+                            json.dumps(row, ensure_ascii=False) for row in eligible)
         json_bytes = _upload(store, container, layout.merge_part_blob(task_id, part, "json", variant), out,
                              "application/octet-stream")
         table.flush()
@@ -115,13 +116,14 @@ def run_merge_part(payload: c.MergePartInput, settings: Settings, store: BlobSto
             "marked": removal.marked if removal is not None else 0}
 
 
-def _write_folders(store: BlobStore, container: str, task_id: str, part: int, folders: dict[str, list[Any]]) -> None:
+def _write_folders(store: BlobStore, container: str, task_id: str, part: int, folders: dict[str, list[str]]) -> None:
     """Each folder's eligible detections as one JSON line ``[folder, [[file, cat, x, y, w, h, conf], ...]]``, folders
     in name order, and the index ``[[folder, offset, length, detections], ...]`` the combine plans from."""
     index: list[list[Any]] = []
     with tempfile.TemporaryFile("w+b") as lines:
         for folder in sorted(folders):
-            line = (json.dumps([folder, folders[folder]], ensure_ascii=False) + "\n").encode("utf-8")
+            text = "[" + json.dumps(folder, ensure_ascii=False) + ", [" + ", ".join(folders[folder]) + "]]\n"
+            line = text.encode("utf-8")
             index.append([folder, lines.tell(), len(line), len(folders[folder])])
             lines.write(line)
         _upload(store, container, layout.merge_part_blob(task_id, part, "folders.jsonl"), lines, "application/x-ndjson")
@@ -158,7 +160,8 @@ def run_merge_combine(payload: c.MergeCombineInput, settings: Settings, store: B
     if variant != REPEATS_REMOVED:
         indexes = [store.read_json(container, layout.merge_part_blob(task_id, p, "folders-index.json"))
                    for p in range(len(json_sizes))]
-        plan = fanin.plan_search_groups(indexes)
+        plan = fanin.plan_search_groups(indexes, payload.get("detections_per_group",
+                                                             fanin.SEARCH_DETECTIONS_PER_GROUP))
         for g, group in enumerate(plan):
             store.write_bytes(container, layout.repeat_search_blob(task_id, g, "plan.json"),
                               json.dumps(group, ensure_ascii=False).encode("utf-8"), "application/json")

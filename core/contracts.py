@@ -354,6 +354,7 @@ class MergeCombineInput(TypedDict):
     images: int
     failure_reasons: dict[str, int]
     removed: NotRequired[list[str]]  # the variant: the location ids removed, for the results' info block
+    detections_per_group: NotRequired[int]  # repeat-search group size (default core.fanin.SEARCH_DETECTIONS_PER_GROUP)
 
 
 class MergeCombineOutput(TypedDict):

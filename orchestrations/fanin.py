@@ -89,6 +89,8 @@ def fan_in(context: df.DurableOrchestrationContext, task_id: str, model: str, im
                                   images=counts["images"], failure_reasons=failure_reasons)
     if variant == REPEATS_REMOVED:
         combine["removed"] = sorted(remove or [])
+    else:
+        combine["detections_per_group"] = knobs.repeat_search_detections_per_group
     combined: c.MergeCombineOutput = yield from call(context, c.MERGE_COMBINE, STORAGE_RETRY, combine)
     merged: c.MergeOutput = {
         "results_blob": results_blob(task_id, variant), "csv_blob": csv_blob(task_id, variant),

@@ -35,9 +35,10 @@ ROCK = [0.52, 0.61, 0.08, 0.07]
 
 def merge_orchestrator(context: Any) -> Any:
     d = context.get_input()
-    return (yield from fan_in(context, d["task_id"], d["model"], d["images"], d["shards"],
-                              OrchestrationKnobs(merge_images_per_part=d["images_per_part"]), d.get("variant", ""),
-                              d.get("remove")))
+    knobs = OrchestrationKnobs(merge_images_per_part=d["images_per_part"],
+                               repeat_search_detections_per_group=d.get("per_group", 400_000))
+    return (yield from fan_in(context, d["task_id"], d["model"], d["images"], d["shards"], knobs,
+                              d.get("variant", ""), d.get("remove")))
 
 
 def real_activities(settings: Settings, store: BlobStore) -> Any:
@@ -114,19 +115,23 @@ def _outputs(settings: Settings, store: BlobStore, tid: str, variant: str = "") 
     return out
 
 
-@pytest.mark.parametrize("images_per_part", [4, 12, 1_000_000])  # one shard per part, three, everything in one
-def test_parallel_fan_in_writes_the_single_pass_bytes(task: Any, images_per_part: int) -> None:
+@pytest.mark.parametrize("images_per_part, per_group", [(4, 5), (12, 400_000), (1_000_000, 30)])
+def test_parallel_fan_in_writes_the_single_pass_bytes(task: Any, images_per_part: int, per_group: int) -> None:
+    """One shard per part, three, or everything in one; repeat-search groups of one folder each, one group, or a
+    few: the folder with the repeated rock spans a dozen shards, so its search reads it from many parts."""
     settings, store, tid, counts = task
     reference = run_merge(tid, MODEL, T0.isoformat(), settings, store)
     expected = _outputs(settings, store, tid)
     assert reference["repeated_locations"] == 1 and reference["missing"] > 4 and reference["failed"] > 4
 
     run = run_orchestrator(merge_orchestrator, {"task_id": tid, "model": MODEL, "images_per_part": images_per_part,
-                                                **counts}, real_activities(settings, store))
+                                                "per_group": per_group, **counts}, real_activities(settings, store))
 
     assert run.status == "Completed", run.error
     parts = len(run.calls(c.MERGE_PART))
     assert parts == {4: counts["shards"], 12: -(-counts["shards"] // 3), 1_000_000: 1}[images_per_part]
+    groups = len(run.calls(c.SEARCH_REPEATS))
+    assert (groups == 1) if per_group == 400_000 else (groups > 2)
     assert run.output == reference
     got = _outputs(settings, store, tid)
     assert got["results"] == expected["results"]
