@@ -5,7 +5,8 @@ image grows with the folder (every animal's box starts a candidate, and each new
 candidate near its centre) turns a 10M-image task's fan-in into hours. This times ``core.repeats.RepeatFinder`` (the
 same folder search the fan-in runs per folder with ``search_folder``) on one folder of N images with a realistic mix:
 0-3 "animal" boxes per image anywhere, of any size (2-50 % of each side), plus five fixed "rocks" that each appear in
-about a third of the images with a small jitter (the true repeats), confidences uniform in [0.05, 0.99]. The
+about a third of the images, moving by up to 1.5 % of their size (``--jitter``; the detector's box for a still object
+moves by a few pixels) (the true repeats), confidences uniform in [0.05, 0.99]. The
 detections are generated before the clock starts. Prints one line per size (CPU microseconds per image and per
 eligible detection, the candidates each detection was compared with on average, which no machine load changes, and
 the locations found) and, with ``--json``, the same as JSON. Pure CPU, no storage.
@@ -28,15 +29,17 @@ ROCKS = [([0.40, 0.30, 0.10, 0.08], "1"), ([0.05, 0.70, 0.12, 0.20], "1"), ([0.6
          ([0.41, 0.30, 0.10, 0.08], "2"), ([0.80, 0.80, 0.05, 0.04], "1")]
 
 
-def folder_entries(n: int, seed: int = 1) -> list[dict[str, Any]]:
+def folder_entries(n: int, seed: int = 1, jitter: float = 0.015) -> list[dict[str, Any]]:
+    """One folder of ``n`` images; each rock's box moves by up to ``jitter`` of its own width / height per image."""
     rng = random.Random(seed)
     entries = []
     for i in range(n):
         dets = []
-        for box, cat in ROCKS:
+        for (x, y, w, h), cat in ROCKS:
             if rng.random() < 0.33:
-                dets.append({"category": cat, "bbox": [v + rng.uniform(-0.003, 0.003) for v in box],
-                             "conf": round(rng.uniform(0.05, 0.99), 3)})
+                box = [x + rng.uniform(-jitter, jitter) * w, y + rng.uniform(-jitter, jitter) * h,
+                       w * (1 + rng.uniform(-jitter, jitter)), h * (1 + rng.uniform(-jitter, jitter))]
+                dets.append({"category": cat, "bbox": box, "conf": round(rng.uniform(0.05, 0.99), 3)})
         for _ in range(rng.randint(0, 3)):
             w, h = rng.uniform(0.02, 0.5), rng.uniform(0.02, 0.5)
             dets.append({"category": rng.choice("123"), "bbox": [rng.uniform(0, 1 - w), rng.uniform(0, 1 - h), w, h],
@@ -45,8 +48,8 @@ def folder_entries(n: int, seed: int = 1) -> list[dict[str, Any]]:
     return entries
 
 
-def measure(n: int) -> dict[str, Any]:
-    entries = folder_entries(n)
+def measure(n: int, jitter: float = 0.015) -> dict[str, Any]:
+    entries = folder_entries(n, jitter=jitter)
     finder = RepeatFinder()
     start = time.process_time()
     for entry in entries:
@@ -63,9 +66,11 @@ def measure(n: int) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[500, 5_000, 50_000], help="images per folder")
+    parser.add_argument("--jitter", type=float, default=0.015,
+                        help="how far a rock's box moves between images, as a share of its side (default 0.015)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON as well")
     args = parser.parse_args(argv)
-    rows = [measure(n) for n in args.sizes]
+    rows = [measure(n, args.jitter) for n in args.sizes]
     for r in rows:
         print(f"{r['images']:>8} images/folder: {r['us_per_image']:>8.1f} us/image  {r['us_per_detection']:>6.2f} "
               f"us/detection  {r['compared_per_detection']:>6.2f} candidates compared/detection  "

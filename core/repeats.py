@@ -97,14 +97,15 @@ class _Folder:
       ``(wA + wB) / 2 - d`` and must be at least ``t * max(wA, wB)`` (the intersection is at least ``t`` times the
       larger area, and its height at most the smaller height). The same holds along y with heights.
 
-    A candidate is filed under ``(category, kw, kh)`` and then ``(ix, iy)``: ``kw = floor(ln w / (2 L))`` with ``L`` a
-    little more than ``-ln t``, so a match is in the same width class or in the one neighbour on the side the
-    query's width is nearer to, and ``ix = floor(cx / sx)`` with a cell size ``sx`` the reach of the largest
-    width of the class, so the centres that can match span at most four cells (usually three). A detection looks in
-    at most 2 x 2 size classes and at most 4 x 4 cells in each: a bounded number of places, whatever the folder size,
-    and it still finds every candidate with ``IoU >= t``, so the counts equal a comparison with all of them
-    (MegaDetector's own search, with a quadtree index over centres, counts the same pairs). Boxes with a non-positive or
-    non-finite side are never indexed: their IoU with anything is 0 (``iou``), so they only ever start a candidate.
+    Candidates are indexed by ``(category, kw, kh)`` and then by centre cell ``(ix, iy)``: ``kw = floor(ln w / 2L)``
+    with ``L`` a little more than ``-ln t``, so a match is in the detection's width class or in the one neighbour on
+    the side its width is nearer to (at most 2 x 2 size classes). In class ``k`` (largest width ``W``) a cell is
+    ``R = (1 - t) W e^(2L)`` wide: every box that can match a candidate of the class is at most one class larger, so
+    its centre lies within ``R`` of the candidate's. A candidate is filed in every cell that this reach touches (at
+    most 3 x 3), so a detection looks up ONE cell per size class: at most four lookups, whatever the folder size, and
+    it still meets every candidate with ``IoU >= t``, so the counts equal a comparison with all of them (MegaDetector's
+    own search, with a quadtree index over centres, counts the same pairs). Boxes with a non-positive or non-finite
+    side are never indexed: their IoU with anything is 0 (``iou``), so they only ever start a candidate.
     """
 
     def __init__(self, iou_threshold: float) -> None:
@@ -114,19 +115,14 @@ class _Folder:
         self._span = max(-math.log(iou_threshold), 1e-3) * (1 + _SLACK)  # largest |ln side ratio| of a match
         self._step = 2 * self._span  # log-size class width: a match is in the class or in one neighbour
         self._reach = (1 - iou_threshold) * (1 + _SLACK)  # centre distance per unit of the larger side
-        self._tops: dict[int, tuple[float, float]] = {}  # class -> (largest side, cell size)
+        self._cells: dict[int, float] = {}  # class -> cell size (= the reach of a match with the class)
         self.compared = 0  # candidates a detection was compared with (IoU computed), summed: the search's work
 
-    def _top(self, k: int) -> tuple[float, float]:
-        top = self._tops.get(k)
-        if top is None:
-            side = math.exp((k + 1) * self._step)
-            # the reach of the class's largest side: a query's centre range (two reaches) spans at most 4 cells
-            top = self._tops[k] = (side, max(self._reach * side, _MIN_CELL))
-        return top
-
-    def _class(self, side: float) -> int:
-        return math.floor(math.log(side) / self._step)
+    def _cell(self, k: int) -> float:
+        size = self._cells.get(k)
+        if size is None:
+            size = self._cells[k] = max(self._reach * math.exp((k + 2) * self._step), _MIN_CELL)
+        return size
 
     def _classes(self, side: float) -> tuple[int, ...]:
         """The (at most two) size classes that hold every side within ``_span`` of ``side`` in log space."""
@@ -143,27 +139,24 @@ class _Folder:
         cx, cy = x + w / 2, y + h / 2
         out: list[_Location] = []
         classes = self.classes
-        for kw2 in self._classes(w):
-            for kh2 in self._classes(h):
-                cells = classes.get((category, kw2, kh2))
-                if not cells:
-                    continue
-                top_w, sx = self._top(kw2)
-                top_h, sy = self._top(kh2)
-                rx, ry = self._reach * max(w, top_w), self._reach * max(h, top_h)
-                for ix in range(math.floor((cx - rx) / sx), math.floor((cx + rx) / sx) + 1):
-                    for iy in range(math.floor((cy - ry) / sy), math.floor((cy + ry) / sy) + 1):
-                        found = cells.get((ix, iy))
-                        if found:
-                            out.extend(found)
+        for kw in self._classes(w):
+            for kh in self._classes(h):
+                cells = classes.get((category, kw, kh))
+                if cells:
+                    found = cells.get((math.floor(cx / self._cell(kw)), math.floor(cy / self._cell(kh))))
+                    if found:
+                        out.extend(found)
         return out
 
     def _file(self, category: str, box: tuple[float, float, float, float], loc: _Location) -> None:
-        kw, kh = self._class(box[2]), self._class(box[3])
-        sx, sy = self._top(kw)[1], self._top(kh)[1]
+        x, y, w, h = box
+        cx, cy = x + w / 2, y + h / 2
+        kw, kh = math.floor(math.log(w) / self._step), math.floor(math.log(h) / self._step)
+        sx, sy = self._cell(kw), self._cell(kh)  # the reach is one cell: 2-3 cells along each axis
         cells = self.classes.setdefault((category, kw, kh), {})
-        cells.setdefault((math.floor((box[0] + box[2] / 2) / sx), math.floor((box[1] + box[3] / 2) / sy)),
-                         []).append(loc)
+        for ix in range(math.floor((cx - sx) / sx), math.floor((cx + sx) / sx) + 1):
+            for iy in range(math.floor((cy - sy) / sy), math.floor((cy + sy) / sy) + 1):
+                cells.setdefault((ix, iy), []).append(loc)
 
     def add(self, file: str, category: str, box: tuple[float, float, float, float], conf: float,
             options: RepeatOptions) -> None:
