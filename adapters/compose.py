@@ -79,11 +79,11 @@ _server_side_refused: set[str] = set()  # accounts that answered APINotImplement
 
 
 def compose_blob(store: BlobStore, container: str, name: str, pieces: Sequence[Piece],
-                 content_type: str | None = None) -> str:
+                 content_type: str | None = None, stream_block: int = STREAM_BLOCK) -> str:
     """Write ``container/name`` as the concatenation of ``pieces``; returns ``"server"`` or ``"streamed"``."""
     target = store.service.get_blob_client(container, name)
     mode = "streamed" if store.account in _server_side_refused else "server"
-    blocks = _blocks(pieces, SERVER_BLOCK if mode == "server" else STREAM_BLOCK)
+    blocks = _blocks(pieces, SERVER_BLOCK if mode == "server" else stream_block)
 
     def stage(item: tuple[int, Piece]) -> None:
         i, piece = item
@@ -112,7 +112,7 @@ def compose_blob(store: BlobStore, container: str, name: str, pieces: Sequence[P
                 logger.info("storage account %s has no Put Block From URL (Azurite?): copying blocks through this "
                             "process instead", store.account)
                 _server_side_refused.add(store.account)
-                return compose_blob(store, container, name, pieces, content_type)
+                return compose_blob(store, container, name, pieces, content_type, stream_block)
     with ThreadPoolExecutor(THREADS) as pool:
         list(pool.map(stage, [(i, p) for i, p in enumerate(blocks) if i not in staged]))
     settings = ContentSettings(content_type=content_type) if content_type else None
