@@ -19,6 +19,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from core import mdformat
 
 MAX_PARTS = 10_000  # parts per merge; a block blob holds 50,000 committed blocks (see adapters.compose)
+MAX_SHARDS_PER_PART = 1_000  # each shard costs a listing and two reads (~10-30 ms) whatever its size
 SEARCH_DETECTIONS_PER_GROUP = 400_000  # eligible detections per repeat-search activity (~20-60 s at ~50-150 us)
 RESULTS_TAIL = b"\n ]\n}\n"
 ENTRY_SEPARATOR = ",\n  "
@@ -28,13 +29,14 @@ def plan_parts(shards: int, images: int, images_per_part: int, max_parts: int = 
     """``(first shard, shard count)`` of each merge part, in order, covering ``range(shards)`` exactly.
 
     Shards hold ``ceil(images / shards)`` images (enumeration fills every shard but the last), so a part of
-    ``images_per_part // that`` shards (at least one) merges about ``images_per_part`` images: the activity's time is
-    bounded by the knob, not by the task. Never more than ``max_parts`` parts (ranges grow instead).
+    ``images_per_part // that`` shards (at least one, at most ``MAX_SHARDS_PER_PART``: tiny shards cost their I/O)
+    merges about ``images_per_part`` images: the activity's time is bounded by the knob, not by the task. Never more
+    than ``max_parts`` parts (ranges grow instead).
     """
     if shards <= 0:
         return []
     per_shard = max(1, math.ceil(images / shards)) if images > 0 else 1
-    size = max(1, images_per_part // per_shard, math.ceil(shards / max_parts))
+    size = max(1, min(images_per_part // per_shard, MAX_SHARDS_PER_PART), math.ceil(shards / max_parts))
     return [(first, min(size, shards - first)) for first in range(0, shards, size)]
 
 

@@ -17,9 +17,10 @@ def test_parts_cover_every_shard_once_in_order_and_stay_bounded(shards: int, per
     covered = [s for first, n in parts for s in range(first, first + n)]
     assert covered == list(range(shards))
     assert len(parts) <= 200
-    if per_part >= per_shard and -(-shards // 200) <= per_part // per_shard:  # the knob decided, not the cap
-        assert all(n * per_shard <= per_part for _, n in parts)
-        assert all(n * per_shard > per_part - per_shard for _, n in parts[:-1])  # and as large as it allows
+    wanted = min(per_part // per_shard, fanin.MAX_SHARDS_PER_PART)
+    if wanted >= 1 and -(-shards // 200) <= wanted:  # the knob decided, not the cap on parts
+        assert all(n * per_shard <= per_part and n <= fanin.MAX_SHARDS_PER_PART for _, n in parts)
+        assert all(n == wanted for _, n in parts[:-1])  # and as large as it allows
     if parts:
         assert all(n >= 1 for _, n in parts)
 
@@ -27,6 +28,8 @@ def test_parts_cover_every_shard_once_in_order_and_stay_bounded(shards: int, per
 def test_ten_million_images_in_default_shards_are_fifty_parts() -> None:
     parts = fanin.plan_parts(1000, 10_000_000, 200_000)
     assert len(parts) == 50 and parts[0] == (0, 20) and parts[-1] == (980, 20)
+    tiny = fanin.plan_parts(1_000_000, 10_000_000, 200_000)  # shards of 10 images: their I/O bounds a part
+    assert len(tiny) == 1000 and tiny[0] == (0, fanin.MAX_SHARDS_PER_PART)
 
 
 @pytest.mark.parametrize("sizes", [[], [0, 0], [5], [0, 7, 0, 3], [4, 4, 4]])
