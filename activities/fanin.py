@@ -13,8 +13,8 @@ far past ``functionTimeout``. ``orchestrations.fanin`` runs these instead, each 
   ``adapters.compose`` (server side where the service has Put Block From URL), absorbs the parts' sampler states
   into the preview sample, and plans the repeat search's folder groups from the parts' small indexes
   (``core.fanin.plan_search_groups``). Time per part and per folder, not per image or byte.
-* ``run_search_repeats``: one group of folders; reads, per part, one byte range holding its folders' lines, and runs
-  ``core.repeats.search_folder`` per folder on its detections in stream order (part order, then line order).
+* ``run_search_repeats``: one group of folders; reads, per part, one byte range holding its folders' lines, and feeds
+  each folder's ``core.repeats.FolderSearch`` its detections in stream order (part order, then line order).
 * ``run_rank_repeats``: ranks what the groups found (``core.repeats.rank_locations``) into the repeats blob.
 
 The results JSON and CSV are byte-identical to the single pass's (a test compares them in Azurite); so is the
@@ -41,7 +41,7 @@ from core import contracts as c
 from core import fanin, mdformat
 from core.exports import CSV_COLUMNS, csv_row
 from core.previewsample import PreviewSampler
-from core.repeats import RepeatOptions, RepeatRemoval, eligible_detections, rank_locations, search_folder
+from core.repeats import FolderSearch, RepeatOptions, RepeatRemoval, eligible_detections, rank_locations
 from core.settings import Settings
 from gpu_batch import layout
 from gpu_batch.layout import REPEATS_REMOVED
@@ -174,19 +174,21 @@ def run_search_repeats(payload: c.SearchRepeatsInput, settings: Settings, store:
     task_id, group = payload["task_id"], payload["group"]
     container = settings.container
     plan = store.read_json(container, layout.repeat_search_blob(task_id, group, "plan.json"))
-    wanted = set(plan["folders"])
-    rows: dict[str, list[Any]] = {f: [] for f in plan["folders"]}
+    options = RepeatOptions()
+    # each folder's search is fed as its lines come (part order, then line order: stream order), so memory holds
+    # the candidates and one range of lines, not a folder's detections
+    searches = {folder: FolderSearch(folder, options) for folder in plan["folders"]}
     for part, offset, length in plan["ranges"]:
         client = store.service.get_blob_client(container, layout.merge_part_blob(task_id, part, "folders.jsonl"))
         data = client.download_blob(offset=offset, length=length).readall()
         for line in data.splitlines():
             folder, detections = json.loads(line)
-            if folder in wanted:
-                rows[folder].extend(detections)
-    options = RepeatOptions()
+            search = searches.get(folder)
+            if search is not None:
+                search.add_rows(detections)
     found: list[dict[str, Any]] = []
     for folder in plan["folders"]:
-        found.extend(search_folder(folder, rows.pop(folder), options))
+        found.extend(searches.pop(folder).suspicious())
     store.write_bytes(container, layout.repeat_search_blob(task_id, group, "found.json"),
                       json.dumps(found, ensure_ascii=False).encode("utf-8"), "application/json")
     return {"group": group, "locations": len(found)}

@@ -216,15 +216,31 @@ def eligible_detections(entry: Mapping[str, Any], options: RepeatOptions) -> lis
     return out
 
 
+class FolderSearch:
+    """MegaDetector's folder search over one folder's eligible detections (``Eligible`` rows), fed in stream order
+    in as many batches as come (a folder's detections may come from several parts of the fan-in)."""
+
+    def __init__(self, folder_name: str, options: RepeatOptions | None = None) -> None:
+        self.folder_name = folder_name
+        self.options = options or RepeatOptions()
+        self._folder = _Folder(self.options.iou_threshold)
+
+    def add_rows(self, rows: Iterable[Sequence[Any]]) -> None:
+        for file, category, x, y, w, h, conf in rows:
+            self._folder.add(str(file), str(category), (float(x), float(y), float(w), float(h)), float(conf),
+                             self.options)
+
+    def suspicious(self) -> list[dict[str, Any]]:
+        """Its suspicious locations, each with ``_order`` (rank among the folder's candidates) for ``rank_locations``."""
+        return self._folder.suspicious(self.folder_name, self.options)
+
+
 def search_folder(folder_name: str, detections: Iterable[Sequence[Any]],
                   options: RepeatOptions | None = None) -> list[dict[str, Any]]:
-    """MegaDetector's folder search over one folder's eligible detections (``Eligible`` rows, in stream order):
-    its suspicious locations, each with ``_order`` (rank among the folder's candidates) for ``rank_locations``."""
-    opts = options or RepeatOptions()
-    folder = _Folder(opts.iou_threshold)
-    for file, category, x, y, w, h, conf in detections:
-        folder.add(str(file), str(category), (float(x), float(y), float(w), float(h)), float(conf), opts)
-    return folder.suspicious(folder_name, opts)
+    """``FolderSearch`` over all of one folder's detections at once."""
+    search = FolderSearch(folder_name, options)
+    search.add_rows(detections)
+    return search.suspicious()
 
 
 def rank_locations(found: Iterable[Mapping[str, Any]], options: RepeatOptions,
