@@ -16,6 +16,7 @@ far past ``functionTimeout``. ``orchestrations.fanin`` runs these instead, each 
 * ``run_search_repeats``: one group of folders; reads, per part, one byte range holding its folders' lines, and feeds
   each folder's ``core.repeats.FolderSearch`` its detections in stream order (part order, then line order).
 * ``run_rank_repeats``: ranks what the groups found (``core.repeats.rank_locations``) into the repeats blob.
+* ``run_clean_merge_work``: deletes the work blobs (as large as the results) once the results are written.
 
 The results JSON and CSV are byte-identical to the single pass's (a test compares them in Azurite); so is the
 repeats document. Idempotent: the same shard results and ``completed_at`` give the same bytes. Must not: hold a
@@ -36,7 +37,7 @@ import azure.durable_functions as df
 from activities.merge import _merged_shard, _results_info
 from adapters import clients
 from adapters.blobs import BlobStore
-from adapters.compose import Piece, compose_blob
+from adapters.compose import Piece, compose_blob, delete_prefix, read_range
 from core import contracts as c
 from core import fanin, mdformat
 from core.exports import CSV_COLUMNS, csv_row
@@ -179,8 +180,7 @@ def run_search_repeats(payload: c.SearchRepeatsInput, settings: Settings, store:
     # the candidates and one range of lines, not a folder's detections
     searches = {folder: FolderSearch(folder, options) for folder in plan["folders"]}
     for part, offset, length in plan["ranges"]:
-        client = store.service.get_blob_client(container, layout.merge_part_blob(task_id, part, "folders.jsonl"))
-        data = client.download_blob(offset=offset, length=length).readall()
+        data = read_range(store, container, layout.merge_part_blob(task_id, part, "folders.jsonl"), offset, length)
         for line in data.splitlines():
             folder, detections = json.loads(line)
             search = searches.get(folder)
@@ -203,6 +203,19 @@ def run_rank_repeats(payload: c.RankRepeatsInput, settings: Settings, store: Blo
     store.write_bytes(settings.container, layout.repeats_blob(task_id), json.dumps(
         {"task_id": task_id, **result}, ensure_ascii=False).encode("utf-8"), "application/json")
     return {"locations": len(result["locations"])}
+
+
+def run_clean_merge_work(payload: c.CleanMergeWorkInput, settings: Settings, store: BlobStore) -> c.CleanMergeWorkOutput:
+    """Delete the fan-in's work blobs of one variant (fragments as large as the results themselves)."""
+    deleted = delete_prefix(store, settings.container, layout.merge_work_prefix(payload["task_id"],
+                                                                                payload.get("variant", "")))
+    return {"deleted": deleted}
+
+
+@bp.activity_trigger(input_name="payload", activity=c.CLEAN_MERGE_WORK)
+def clean_merge_work(payload: c.CleanMergeWorkInput) -> c.CleanMergeWorkOutput:
+    s = clients.settings()
+    return run_clean_merge_work(payload, s, clients.store(s))
 
 
 @bp.activity_trigger(input_name="payload", activity=c.READ_ENUMERATION)

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from typing import Any, Sequence, Union
 
-from azure.core.exceptions import HttpResponseError
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.storage.blob import BlobClient, BlobSasPermissions, ContentSettings, generate_blob_sas
 
 from adapters.blobs import BlobStore
@@ -119,3 +119,25 @@ def compose_blob(store: BlobStore, container: str, name: str, pieces: Sequence[P
     ids: list[Any] = [_block_id(i) for i in range(len(blocks))]  # the SDK takes ids or BlobBlock objects
     target.commit_block_list(ids, content_settings=settings)
     return mode
+
+
+def read_range(store: BlobStore, container: str, name: str, offset: int, length: int) -> bytes:
+    """``length`` bytes of a blob from ``offset`` (one ranged GET): how a repeat-search group reads its folders."""
+    return bytes(store.service.get_blob_client(container, name).download_blob(offset=offset, length=length).readall())
+
+
+def delete_prefix(store: BlobStore, container: str, prefix: str) -> int:
+    """Delete every blob under ``prefix`` (the fan-in's work blobs, once the results are written); how many."""
+    client = store.service.get_container_client(container)
+    names = list(client.list_blob_names(name_starts_with=prefix))
+    for start in range(0, len(names), 256):  # a blob batch takes at most 256 sub-requests
+        batch = names[start:start + 256]
+        try:
+            client.delete_blobs(*batch, raise_on_any_failure=False)  # one already gone is no failure here
+        except HttpResponseError:  # no batch API on this service: one by one
+            for name in batch:
+                try:
+                    client.delete_blob(name)
+                except ResourceNotFoundError:
+                    pass
+    return len(names)

@@ -314,6 +314,7 @@ MERGE_PART = "merge_part"
 MERGE_COMBINE = "merge_combine"
 SEARCH_REPEATS = "search_repeats"
 RANK_REPEATS = "rank_repeats"
+CLEAN_MERGE_WORK = "clean_merge_work"
 
 
 class ReadEnumerationInput(TypedDict):
@@ -380,3 +381,12 @@ class RankRepeatsInput(TypedDict):
 
 class RankRepeatsOutput(TypedDict):
     locations: int
+
+
+class CleanMergeWorkInput(TypedDict):
+    task_id: str
+    variant: NotRequired[str]
+
+
+class CleanMergeWorkOutput(TypedDict):
+    deleted: int

@@ -7,6 +7,7 @@ Here every activity is bounded whatever the task size (``activities.fanin`` says
     merge_combine                                        composes the results from the parts' fragments
     search_repeats x groups                              in parallel, about 400,000 eligible detections each
     rank_repeats                                         the repeated-detections document
+    clean_merge_work                                     deletes the parts' work blobs (best effort)
 
 Used with ``yield from`` by the task orchestrator (``fan_in(...)`` where it called the merge) and the repeats removal
 (``variant=REPEATS_REMOVED``: parts mark the chosen locations, no search). Deterministic code only: the completion
@@ -106,4 +107,11 @@ def fan_in(context: df.DurableOrchestrationContext, task_id: str, model: str, im
         ranked: c.RankRepeatsOutput = yield from call(context, c.RANK_REPEATS, STORAGE_RETRY, c.RankRepeatsInput(
             task_id=task_id, groups=groups, detections_considered=sum(p["detections_considered"] for p in parts)))
         merged["repeated_locations"] = ranked["locations"]
+    clean = c.CleanMergeWorkInput(task_id=task_id)
+    if variant:
+        clean["variant"] = variant
+    try:  # the results are written; the work blobs (as large as they are) only cost storage from here on
+        yield from call(context, c.CLEAN_MERGE_WORK, STORAGE_RETRY, clean)
+    except Exception:  # noqa: BLE001 - best effort: leftovers under tasks/<task>/merge*/ harm nothing
+        pass
     return merged

@@ -43,7 +43,8 @@ def merge_orchestrator(context: Any) -> Any:
 
 def real_activities(settings: Settings, store: BlobStore) -> Any:
     bodies: dict[str, Any] = {c.MERGE_PART: fanin_activities.run_merge_part, c.MERGE_COMBINE: fanin_activities.run_merge_combine,
-              c.SEARCH_REPEATS: fanin_activities.run_search_repeats, c.RANK_REPEATS: fanin_activities.run_rank_repeats}
+              c.SEARCH_REPEATS: fanin_activities.run_search_repeats, c.RANK_REPEATS: fanin_activities.run_rank_repeats,
+              c.CLEAN_MERGE_WORK: fanin_activities.run_clean_merge_work}
 
     def answer(name: str, payload: Any) -> Any:
         if name == c.READ_ENUMERATION:
@@ -139,6 +140,7 @@ def test_parallel_fan_in_writes_the_single_pass_bytes(task: Any, images_per_part
     assert got["repeats"] == expected["repeats"]
     # the preview sample draws the same images whatever the split (bottom-k by a keyed hash of the name)
     assert json.loads(got["sample"]) == json.loads(expected["sample"])
+    assert list(store.list_names(settings.container, layout.merge_work_prefix(tid))) == []  # the work is cleaned
     doc = json.loads(got["results"])
     mdformat.validate(doc)
     assert any(im["file"] == "=SUM(A1).jpg" for im in doc["images"]) and "写真00" in got["results"].decode()
@@ -159,6 +161,7 @@ def test_parallel_repeats_removed_variant_writes_the_single_pass_bytes(task: Any
     assert run.status == "Completed", run.error
     assert c.SEARCH_REPEATS not in run.activity_names
     assert run.output == reference
+    assert list(store.list_names(settings.container, layout.merge_work_prefix(tid, REPEATS_REMOVED))) == []
     got = _outputs(settings, store, tid, REPEATS_REMOVED)
     assert got["results"] == expected["results"] and got["csv"] == expected["csv"]
     assert json.loads(got["sample"]) == json.loads(expected["sample"])

@@ -42,6 +42,8 @@ def script(fail: dict[tuple[str, int], int] | None = None, groups: int = 3) -> A
             return {"group": payload["group"], "locations": payload["group"]}
         if name == c.RANK_REPEATS:
             return {"locations": 3}
+        if name == c.CLEAN_MERGE_WORK:
+            return {"deleted": 1}
         raise AssertionError(name)
 
     return answer
@@ -99,3 +101,13 @@ def test_no_search_groups_still_writes_the_repeats_document() -> None:
     assert run.status == "Completed", run.error
     assert c.SEARCH_REPEATS not in run.activity_names
     assert run.inputs(c.RANK_REPEATS) == [{"task_id": TASK, "groups": 0, "detections_considered": 5}]
+
+
+def test_the_work_blobs_are_cleaned_last_and_a_failed_cleanup_does_not_fail_the_merge() -> None:
+    run = run_orchestrator(merge_only, {"images": 40, "shards": 4, "per_part": 20},
+                           script({(c.CLEAN_MERGE_WORK, -1): STORAGE_RETRY.attempts}))
+
+    assert run.status == "Completed", run.error
+    assert run.activity_names[-1] == c.CLEAN_MERGE_WORK
+    assert run.inputs(c.CLEAN_MERGE_WORK) == [{"task_id": TASK}] * STORAGE_RETRY.attempts
+    assert run.output["repeated_locations"] == 3

@@ -27,12 +27,15 @@ def test_re_merges_with_the_chosen_locations_then_renders_the_variant_previews()
     answers: dict[str, Any] = {
         c.READ_ENUMERATION: {"images": 25, "shards": 2},
         c.MERGE_PART: lambda p: {**part, "part": p["part"]},
-        c.MERGE_COMBINE: {"container": "trapbatch", "search_groups": 0}, c.PREVIEWS: previews}
+        c.MERGE_COMBINE: {"container": "trapbatch", "search_groups": 0}, c.PREVIEWS: previews,
+        c.CLEAN_MERGE_WORK: {"deleted": 3}}
 
     run = run_orchestrator(remove_repeats, removal, answers, instance_id=f"{TASK}-repeats")
 
     assert run.status == "Completed"
-    assert run.activity_names == [c.READ_ENUMERATION, c.MERGE_PART, c.MERGE_COMBINE, c.PREVIEWS]  # no new search
+    assert run.activity_names == [c.READ_ENUMERATION, c.MERGE_PART, c.MERGE_COMBINE, c.CLEAN_MERGE_WORK,
+                                  c.PREVIEWS]  # no new search
+    assert run.inputs(c.CLEAN_MERGE_WORK) == [{"task_id": TASK, "variant": REPEATS_REMOVED}]
     assert run.inputs(c.MERGE_PART) == [{"task_id": TASK, "part": 0, "first_shard": 0, "shards": 2,
                                          "variant": REPEATS_REMOVED, "remove": ["r00001", "r00003"]}]
     combine = run.inputs(c.MERGE_COMBINE)[0]

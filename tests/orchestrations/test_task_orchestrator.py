@@ -52,6 +52,8 @@ def activities(images: int = 25, shards: int = 3, missing: int = 0) -> Any:
             return {"group": payload["group"], "locations": 1}
         if name == c.RANK_REPEATS:
             return {"locations": 2}
+        if name == c.CLEAN_MERGE_WORK:
+            return {"deleted": 9}
         if name == c.PREVIEWS:
             return PREVIEWS
         if name == c.SUBMIT:
@@ -140,7 +142,7 @@ def test_all_groups_done_merges_then_publishes_and_completes() -> None:
     assert [s.run.status if s.run else None for s in run.sub_orchestrations] == ["Completed", "Completed"]
     assert [s.result["done"] for s in run.sub_orchestrations] == [2, 1]
     # the job ends before the merge; the merge is the parallel fan-in (orchestrations.fanin)
-    assert run.activity_names == [c.ENUMERATE, c.CLOSE_JOB, c.MERGE_PART, c.MERGE_COMBINE, c.SEARCH_REPEATS, c.SEARCH_REPEATS, c.RANK_REPEATS, c.PREVIEWS]
+    assert run.activity_names == [c.ENUMERATE, c.CLOSE_JOB, c.MERGE_PART, c.MERGE_COMBINE, c.SEARCH_REPEATS, c.SEARCH_REPEATS, c.RANK_REPEATS, c.CLEAN_MERGE_WORK, c.PREVIEWS]
     assert run.inputs(c.MERGE_PART) == [{"task_id": TASK, "part": 0, "first_shard": 0, "shards": 3}]
     combine = run.calls(c.MERGE_COMBINE)[0]
     assert combine.input["task_id"] == TASK and combine.input["model"] == "MDV5A"
@@ -163,7 +165,7 @@ def test_images_still_missing_after_the_merge_complete_with_errors() -> None:
     run = run_task(task_input(), activities(shards=1, missing=3))
 
     assert run.status == "Completed"
-    assert run.activity_names == [c.ENUMERATE, c.CLOSE_JOB, c.MERGE_PART, c.MERGE_COMBINE, c.SEARCH_REPEATS, c.SEARCH_REPEATS, c.RANK_REPEATS, c.PREVIEWS]
+    assert run.activity_names == [c.ENUMERATE, c.CLOSE_JOB, c.MERGE_PART, c.MERGE_COMBINE, c.SEARCH_REPEATS, c.SEARCH_REPEATS, c.RANK_REPEATS, c.CLEAN_MERGE_WORK, c.PREVIEWS]
     assert run.output["stage"] == Stage.completed_with_errors and run.output["missing"] == 3
     assert run.custom_status["stage"] == Stage.completed_with_errors
 
