@@ -3,7 +3,7 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from activities import enumerate as enumerate_activity
-from activities import exports, merge, pool, previews
+from activities import exports, fanin, merge, pool, previews
 from api import arrivals, starters
 from orchestrations import repeats, shards, task
 
@@ -17,6 +17,7 @@ for blueprint in (
     enumerate_activity.bp,
     pool.bp,
     merge.bp,
+    fanin.bp,
     previews.bp,
     exports.bp,
 ):

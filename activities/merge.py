@@ -8,6 +8,12 @@ images no attempt covered get a ``failure`` entry (never silently dropped). The 
 per-category samples (``core.previewsample``) into a small side blob, so the preview step never reads the big file,
 looks for repeated detections (``core.repeats``, MegaDetector's RDE phase 1) for the preview site to list, and writes
 the one-row-per-image CSV (``core.exports``) beside the JSON.
+
+Since the parallel fan-in (``orchestrations.fanin``, ``activities.fanin``) new orchestrations no longer call these
+activities: one activity over every shard takes ~190 us per image, hours for ten million images. They stay
+registered for orchestrations started before (their history names them), and ``run_merge`` /
+``run_remove_repeats`` are the reference the fan-in is tested against byte for byte (tests/integration/test_fanin.py);
+the fan-in reuses ``_merged_shard`` and ``_results_info`` so both read shards and describe results the same way.
 """
 from __future__ import annotations
 

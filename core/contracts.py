@@ -352,3 +352,91 @@ class ExportsOutput(ExportsRef):
     deployments: int
     zooniverse_subjects: int
     sizes_unknown: int  # images whose size could not be read: their COCO boxes stay normalized (md_bbox)
+
+
+# ---------------------------------------------------------------- parallel fan-in (orchestrations.fanin)
+# The merge as parallel parts over fixed ranges of shards, a combine that composes their fragments into the results
+# without reading them, and the repeated-detection search in parallel groups of folders. MERGE and REMOVE_REPEATS
+# stay registered (activities.merge) for orchestrations started before the fan-in; new ones use these.
+
+READ_ENUMERATION = "read_enumeration"
+MERGE_PART = "merge_part"
+MERGE_COMBINE = "merge_combine"
+SEARCH_REPEATS = "search_repeats"
+RANK_REPEATS = "rank_repeats"
+CLEAN_MERGE_WORK = "clean_merge_work"
+
+
+class ReadEnumerationInput(TypedDict):
+    task_id: str
+
+
+class MergePartInput(TypedDict):
+    task_id: str
+    part: int
+    first_shard: int
+    shards: int  # shards first_shard .. first_shard + shards - 1
+    variant: NotRequired[str]  # "" or gpu_batch.layout.REPEATS_REMOVED
+    remove: NotRequired[list[str]]  # the variant's repeated locations to mark (ids in the repeats blob)
+
+
+class MergePartOutput(TypedDict):
+    part: int
+    images: int
+    failed: int
+    with_detections: int
+    detections: int
+    empty: int
+    missing: int
+    failure_reasons: dict[str, int]
+    json_bytes: int  # size of the part's JSON fragment (the combine trims the first fragment's leading comma)
+    csv_bytes: int
+    detections_considered: int  # eligible for the repeat search (0 for the variant: it does not search)
+    marked: int  # repeated detections marked (the variant)
+
+
+class MergeCombineInput(TypedDict):
+    task_id: str
+    model: str
+    completed_at: str
+    variant: str
+    json_bytes: list[int]  # per part, in part order
+    csv_bytes: list[int]
+    images: int
+    failure_reasons: dict[str, int]
+    removed: NotRequired[list[str]]  # the variant: the location ids removed, for the results' info block
+    detections_per_group: NotRequired[int]  # repeat-search group size (default core.fanin.SEARCH_DETECTIONS_PER_GROUP)
+
+
+class MergeCombineOutput(TypedDict):
+    container: str  # where the results are (the task-state container)
+    search_groups: int  # repeat-search groups planned (0 for the variant)
+
+
+class SearchRepeatsInput(TypedDict):
+    task_id: str
+    group: int
+
+
+class SearchRepeatsOutput(TypedDict):
+    group: int
+    locations: int
+
+
+class RankRepeatsInput(TypedDict):
+    task_id: str
+    groups: int
+    detections_considered: int
+
+
+class RankRepeatsOutput(TypedDict):
+    locations: int
+
+
+class CleanMergeWorkInput(TypedDict):
+    task_id: str
+    variant: NotRequired[str]
+
+
+class CleanMergeWorkOutput(TypedDict):
+    deleted: int

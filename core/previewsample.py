@@ -1,15 +1,19 @@
 """Per-category preview samples, drawn while the merge streams, so the preview step never loads the merged file.
 
 Why this module exists: a multi-million-image task's merged results run to gigabytes, more than a Functions worker
-should hold, but the preview page shows at most ``SAMPLE_PER_CATEGORY`` images per category. Reservoir sampling
-(Algorithm R) draws a uniform sample in one pass, holding only the sample. Seeded by the task id and fed in the
-merge's fixed order (shard by shard, manifest order), it is deterministic: a re-run gives the same page.
+should hold, but the preview page shows at most ``SAMPLE_PER_CATEGORY`` images per category. Each image gets a key, a
+hash of the task id (the seed) and its file name, and each category keeps the ``size`` images with the smallest keys
+(bottom-k sampling): a uniform sample without replacement, holding only the sample. Because an image's key does not
+depend on where it came in the stream, the samples of parts of the stream combine exactly (``absorb``): the fan-in's
+parallel parts (``activities.fanin``) each sample their shards and the combined sample is the one a single pass over
+all of them would draw, however the shards were split. Deterministic: a re-run gives the same page.
 
-Must not: do I/O. The merge activity feeds entries in; the previews activity reads the result.
+Must not: do I/O. The merge activities feed entries in; the previews activity reads the result.
 """
 from __future__ import annotations
 
-import random
+import hashlib
+import heapq
 from typing import Any, Mapping
 
 CATEGORIES = ("detections", "near_misses", "empty", "failures")
@@ -39,6 +43,11 @@ def preview_category(entry: Mapping[str, Any], threshold: float) -> str:
     return "empty"
 
 
+def sample_key(seed: str, file: str) -> int:
+    """An image's place in the sample order: the first 8 bytes of SHA-256(seed, NUL, file), the same in every process."""
+    return int.from_bytes(hashlib.sha256(f"{seed}\0{file}".encode("utf-8")).digest()[:8], "big")
+
+
 class PreviewSampler:
     """Uniform per-category samples of at most ``size`` entries each, plus exact per-category totals and a histogram
     of each processed image's top confidence (so the page's counts follow its threshold slider exactly)."""
@@ -46,28 +55,51 @@ class PreviewSampler:
     def __init__(self, seed: str, threshold: float, size: int = SAMPLE_PER_CATEGORY) -> None:
         if size < 1:
             raise ValueError(f"sample size must be at least 1, got {size}")
-        self.threshold, self.size = threshold, size
-        self._rng = random.Random(seed)  # str seeds hash with SHA-512: the same in every process
+        self.seed, self.threshold, self.size = seed, threshold, size
         self.totals: dict[str, int] = {c: 0 for c in CATEGORIES}
-        self._samples: dict[str, list[dict[str, Any]]] = {c: [] for c in CATEGORIES}
+        # per category a max-heap (negated keys) of the smallest keys so far, and the entries it holds by file
+        self._heaps: dict[str, list[tuple[int, str]]] = {c: [] for c in CATEGORIES}
+        self._kept: dict[str, dict[str, dict[str, Any]]] = {c: {} for c in CATEGORIES}
         self.histogram = [0] * (HISTOGRAM_BINS + 1)
 
     def add(self, entry: Mapping[str, Any]) -> None:
         category = preview_category(entry, self.threshold)
+        self.totals[category] += 1
         if category != "failures":
             self.histogram[histogram_bin(top_confidence(entry))] += 1
-        seen = self.totals[category]
-        self.totals[category] = seen + 1
-        sample = self._samples[category]
-        if len(sample) < self.size:
-            sample.append(dict(entry))
+        file = str(entry.get("file", ""))
+        self._offer(category, sample_key(self.seed, file), file, entry)
+
+    def _offer(self, category: str, key: int, file: str, entry: Mapping[str, Any]) -> None:
+        heap, kept = self._heaps[category], self._kept[category]
+        if file in kept:  # the same image twice (never from a merge): keep the first
+            return
+        if len(heap) < self.size:
+            heapq.heappush(heap, (-key, file))
+        elif (-key, file) > heap[0]:  # a smaller key (ties by name) than the largest kept
+            _, dropped = heapq.heapreplace(heap, (-key, file))
+            del kept[dropped]
         else:
-            slot = self._rng.randrange(seen + 1)
-            if slot < self.size:
-                sample[slot] = dict(entry)
+            return
+        kept[file] = dict(entry)
+
+    def state(self) -> dict[str, Any]:
+        """JSON-ready partial state (totals and the kept entries with their keys), for ``absorb`` elsewhere."""
+        return {"threshold": self.threshold, "sample_size": self.size, "totals": dict(self.totals),
+                "histogram": list(self.histogram), "kept": {c: [[-k, f, self._kept[c][f]] for k, f in sorted(self._heaps[c], reverse=True)]
+                         for c in CATEGORIES}}
+
+    def absorb(self, state: Mapping[str, Any]) -> None:
+        """Add another sampler's ``state`` (same seed and size): the result is as if its entries had been added here."""
+        for category, n in state["totals"].items():
+            self.totals[category] += int(n)
+        for i, n in enumerate(state.get("histogram") or []):
+            self.histogram[i] += int(n)
+        for category, kept in state["kept"].items():
+            for key, file, entry in kept:
+                self._offer(category, int(key), str(file), entry)
 
     def result(self) -> dict[str, Any]:
         """JSON-ready: threshold, totals and each category's sample sorted by file name."""
         return {"threshold": self.threshold, "sample_size": self.size, "totals": dict(self.totals),
-                "max_conf_histogram": list(self.histogram),
-                "samples": {c: sorted(s, key=lambda e: str(e.get("file", ""))) for c, s in self._samples.items()}}
+                "max_conf_histogram": list(self.histogram), "samples": {c: [self._kept[c][f] for f in sorted(self._kept[c])] for c in CATEGORIES}}

@@ -12,20 +12,25 @@ occurrence of each such candidate, otherwise it starts a new candidate (whose bo
 candidate with at least 20 occurrences is suspicious. An oracle test runs MegaDetector's own folder search on the
 same detections. Unlike MegaDetector, which holds all results in a DataFrame, this streams: entries arrive in the
 merge's lexicographic order, in which a folder's images are contiguous (every name under ``folder/`` sorts
-together), so a folder's candidates are dropped as soon as the stream leaves it.
+together), so a folder's candidates are dropped as soon as the stream leaves it. The parallel fan-in
+(``activities.fanin``) instead collects each folder's ``eligible_detections`` in the same order and runs
+``search_folder`` per folder; ``rank_locations`` makes the same document either way. Candidates are indexed by size
+and place (``_Folder``), so the search costs about the same per image in a folder of 500 images as in one of 50,000.
 
 Must not: do I/O or change any result; it only reports.
 """
 from __future__ import annotations
 
 import logging
+import math
 import posixpath
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 logger = logging.getLogger(__name__)
 
-_CELL = 0.15  # spatial-hash cell: two boxes with IoU >= 0.9 have centres far closer than this in x and in y
+_SLACK = 0.01  # widens the size classes and reach past the exact bound, against rounding at the edges
+_MIN_CELL = 1e-9
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +42,10 @@ class RepeatOptions:
     min_area: float = 0.0
     max_area: float = 0.2
     files_listed: int = 10  # file names kept per suspicious location (the first ones)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.iou_threshold <= 1:  # the index's bound (``_Folder``) needs a positive threshold
+            raise ValueError(f"iou_threshold must be in (0, 1], got {self.iou_threshold}")
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__slots__}
@@ -75,29 +84,103 @@ class _Location:
 
 
 class _Folder:
-    def __init__(self) -> None:
-        self.locations: list[_Location] = []
-        self.cells: dict[tuple[int, int], list[_Location]] = {}
+    """The candidate locations of one folder, indexed so a detection meets only candidates that can reach the IoU.
 
-    @staticmethod
-    def _cell(box: tuple[float, float, float, float]) -> tuple[int, int]:
-        return int((box[0] + box[2] / 2) // _CELL), int((box[1] + box[3] / 2) // _CELL)
+    Why an index over size as well as place: camera folders hold 10,000-100,000 images, and almost every detection of
+    an animal starts a candidate of its own, so comparing each detection with every candidate (or with every
+    candidate whose centre lies near) grows with the square of the folder. Bound (``t`` the IoU threshold, here 0.9;
+    boxes A, B with positive width and height; ``d`` the distance of their centres along x):
+
+    * ``IoU >= t`` needs ``min(wA, wB) / max(wA, wB) >= t`` (and the same for heights): the intersection is at most
+      ``min(wA, wB) * hA`` while the union is at least ``wA * hA``. So ``|ln wA - ln wB| <= -ln t``.
+    * ``IoU >= t`` needs ``d <= (1 - t) * max(wA, wB)``: the intersection's width is at most
+      ``(wA + wB) / 2 - d`` and must be at least ``t * max(wA, wB)`` (the intersection is at least ``t`` times the
+      larger area, and its height at most the smaller height). The same holds along y with heights.
+
+    Candidates are indexed by ``(category, kw, kh)`` and then by centre cell ``(ix, iy)``: ``kw = floor(ln w / 2L)``
+    with ``L`` a little more than ``-ln t``, so a match is in the detection's width class or in the one neighbour on
+    the side its width is nearer to (at most 2 x 2 size classes). In class ``k`` (largest width ``W``) a cell is
+    ``R = (1 - t) W e^(2L)`` wide: every box that can match a candidate of the class is at most one class larger, so
+    its centre lies within ``R`` of the candidate's. A candidate is filed in every cell that this reach touches (at
+    most 3 x 3), so a detection looks up ONE cell per size class: at most four lookups, whatever the folder size, and
+    it still meets every candidate with ``IoU >= t``, so the counts equal a comparison with all of them (MegaDetector's
+    own search, with a quadtree index over centres, counts the same pairs). Boxes with a non-positive or non-finite
+    side are never indexed: their IoU with anything is 0 (``iou``), so they only ever start a candidate.
+    """
+
+    def __init__(self, iou_threshold: float) -> None:
+        self.locations: list[_Location] = []
+        # (category, kw, kh) -> (ix, iy) -> candidates: a size class with no candidate costs one lookup
+        self.classes: dict[tuple[str, int, int], dict[tuple[int, int], list[_Location]]] = {}
+        self._span = max(-math.log(iou_threshold), 1e-3) * (1 + _SLACK)  # largest |ln side ratio| of a match
+        self._step = 2 * self._span  # log-size class width: a match is in the class or in one neighbour
+        self._reach = (1 - iou_threshold) * (1 + _SLACK)  # centre distance per unit of the larger side
+        self._cells: dict[int, float] = {}  # class -> cell size (= the reach of a match with the class)
+        self.compared = 0  # candidates a detection was compared with (IoU computed), summed: the search's work
+
+    def _cell(self, k: int) -> float:
+        size = self._cells.get(k)
+        if size is None:
+            size = self._cells[k] = max(self._reach * math.exp((k + 2) * self._step), _MIN_CELL)
+        return size
+
+    def _classes(self, side: float) -> tuple[int, ...]:
+        """The (at most two) size classes that hold every side within ``_span`` of ``side`` in log space."""
+        ln = math.log(side)
+        k = math.floor(ln / self._step)
+        if ln - k * self._step < self._span:
+            return (k - 1, k)
+        if (k + 1) * self._step - ln <= self._span:
+            return (k, k + 1)
+        return (k,)
+
+    def _near(self, category: str, box: tuple[float, float, float, float]) -> list[_Location]:
+        x, y, w, h = box
+        cx, cy = x + w / 2, y + h / 2
+        out: list[_Location] = []
+        classes = self.classes
+        for kw in self._classes(w):
+            for kh in self._classes(h):
+                cells = classes.get((category, kw, kh))
+                if cells:
+                    found = cells.get((math.floor(cx / self._cell(kw)), math.floor(cy / self._cell(kh))))
+                    if found:
+                        out.extend(found)
+        return out
+
+    def _file(self, category: str, box: tuple[float, float, float, float], loc: _Location) -> None:
+        x, y, w, h = box
+        cx, cy = x + w / 2, y + h / 2
+        kw, kh = math.floor(math.log(w) / self._step), math.floor(math.log(h) / self._step)
+        sx, sy = self._cell(kw), self._cell(kh)  # the reach is one cell: 2-3 cells along each axis
+        cells = self.classes.setdefault((category, kw, kh), {})
+        for ix in range(math.floor((cx - sx) / sx), math.floor((cx + sx) / sx) + 1):
+            for iy in range(math.floor((cy - sy) / sy), math.floor((cy + sy) / sy) + 1):
+                cells.setdefault((ix, iy), []).append(loc)
 
     def add(self, file: str, category: str, box: tuple[float, float, float, float], conf: float,
             options: RepeatOptions) -> None:
-        cx, cy = self._cell(box)
+        indexable = box[2] > 0 and box[3] > 0 and all(math.isfinite(v) for v in box)
         matched = False
-        for dx in (-1, 0, 1):
-            for dy in (-1, 0, 1):
-                for loc in self.cells.get((cx + dx, cy + dy), ()):
-                    if loc.category == category and iou(box, loc.bbox) >= options.iou_threshold:
-                        matched = True  # like MegaDetector, one detection may count for several locations
-                        _count(loc, file, conf, options)
+        if indexable:
+            near = self._near(category, box)
+            self.compared += len(near)
+            for loc in near:
+                if iou(box, loc.bbox) >= options.iou_threshold:
+                    matched = True  # like MegaDetector, one detection may count for several locations
+                    _count(loc, file, conf, options)
         if not matched:
             loc = _Location(len(self.locations), category, box)
             _count(loc, file, conf, options)
             self.locations.append(loc)
-            self.cells.setdefault((cx, cy), []).append(loc)
+            if indexable:
+                self._file(category, box, loc)
+
+    def suspicious(self, folder_name: str, options: RepeatOptions) -> list[dict[str, Any]]:
+        """The folder's candidates with enough occurrences, in the order they were found (``_order``)."""
+        return [{"folder": folder_name, "category": loc.category, "bbox": list(loc.bbox), "count": loc.count,
+                 "conf_min": loc.conf_min, "conf_max": loc.conf_max, "files": list(loc.files), "_order": loc.order}
+                for loc in self.locations if loc.count >= options.occurrence_threshold]
 
 
 def _count(loc: _Location, file: str, conf: float, options: RepeatOptions) -> None:
@@ -105,6 +188,69 @@ def _count(loc: _Location, file: str, conf: float, options: RepeatOptions) -> No
     loc.conf_min, loc.conf_max = min(loc.conf_min, conf), max(loc.conf_max, conf)
     if len(loc.files) < options.files_listed and (not loc.files or loc.files[-1] != file):
         loc.files.append(file)
+
+
+# One eligible detection as the search sees it: (file, category, x, y, w, h, conf). Plain JSON-ready values, so the
+# fan-in can write a folder's detections to a side blob and search the folder in another activity.
+Eligible = tuple[str, str, float, float, float, float, float]
+
+
+def eligible_detections(entry: Mapping[str, Any], options: RepeatOptions) -> list[Eligible] | None:
+    """The detections of a result entry the search considers, in entry order; None when the entry takes no part
+    (a failure, no detections, or nothing at ``confidence_min``: MegaDetector's ``max_detection_conf`` check)."""
+    dets = entry.get("detections")
+    if entry.get("failure") is not None or not dets:
+        return None
+    boxes = [(d, b) for d in dets if isinstance(d, Mapping) and (b := detection_box(d)) is not None]
+    if not boxes or max(b[0] for _, b in boxes) < options.confidence_min:
+        return None
+    name = str(entry.get("file", ""))
+    out: list[Eligible] = []
+    for d, (conf, x, y, w, h) in boxes:
+        if conf < options.confidence_min or conf > options.confidence_max:
+            continue
+        area = abs(w * h)
+        if w == 0 or h == 0 or area < options.min_area or area > options.max_area:
+            continue
+        out.append((name, str(d.get("category")), x, y, w, h, conf))
+    return out
+
+
+class FolderSearch:
+    """MegaDetector's folder search over one folder's eligible detections (``Eligible`` rows), fed in stream order
+    in as many batches as come (a folder's detections may come from several parts of the fan-in)."""
+
+    def __init__(self, folder_name: str, options: RepeatOptions | None = None) -> None:
+        self.folder_name = folder_name
+        self.options = options or RepeatOptions()
+        self._folder = _Folder(self.options.iou_threshold)
+
+    def add_rows(self, rows: Iterable[Sequence[Any]]) -> None:
+        for file, category, x, y, w, h, conf in rows:
+            self._folder.add(str(file), str(category), (float(x), float(y), float(w), float(h)), float(conf),
+                             self.options)
+
+    def suspicious(self) -> list[dict[str, Any]]:
+        """Its suspicious locations, each with ``_order`` (rank among the folder's candidates) for ``rank_locations``."""
+        return self._folder.suspicious(self.folder_name, self.options)
+
+
+def search_folder(folder_name: str, detections: Iterable[Sequence[Any]],
+                  options: RepeatOptions | None = None) -> list[dict[str, Any]]:
+    """``FolderSearch`` over all of one folder's detections at once."""
+    search = FolderSearch(folder_name, options)
+    search.add_rows(detections)
+    return search.suspicious()
+
+
+def rank_locations(found: Iterable[Mapping[str, Any]], options: RepeatOptions,
+                   detections_considered: int) -> dict[str, Any]:
+    """The repeated-detections document: locations most occurrences first (ties by folder, then order found), with
+    ids; the same whether the folders were searched in one stream or in parallel."""
+    ranked = sorted(found, key=lambda r: (-r["count"], r["folder"], r["_order"]))
+    locations = [{"id": f"r{i + 1:05d}", **{k: v for k, v in r.items() if k != "_order"}}
+                 for i, r in enumerate(ranked)]
+    return {"options": options.to_dict(), "detections_considered": detections_considered, "locations": locations}
 
 
 class RepeatFinder:
@@ -116,18 +262,15 @@ class RepeatFinder:
         self._closed: set[str] = set()
         self._found: list[dict[str, Any]] = []
         self.detections_considered = 0
+        self.compared = 0  # candidates compared, over closed folders (bench/repeat_search.py reports it)
         self._warned = False
 
     def add(self, entry: Mapping[str, Any]) -> None:
         name = str(entry.get("file", ""))
         for left in [f for f in self._open if f and not name.startswith(f + "/")]:
             self._close(left)
-        dets = entry.get("detections")
-        if entry.get("failure") is not None or not dets:
-            return
-        opts = self.options
-        boxes = [(d, b) for d in dets if isinstance(d, Mapping) and (b := detection_box(d)) is not None]
-        if not boxes or max(b[0] for _, b in boxes) < opts.confidence_min:
+        rows = eligible_detections(entry, self.options)
+        if rows is None:
             return
         folder_name = posixpath.dirname(name)
         folder = self._open.get(folder_name)
@@ -136,35 +279,22 @@ class RepeatFinder:
                 logger.warning("repeated-detection search: folder %r seen again after the stream left it; results "
                                "are in name order?", folder_name)
                 self._warned = True
-            folder = self._open[folder_name] = _Folder()
-        for d, (conf, x, y, w, h) in boxes:
-            if conf < opts.confidence_min or conf > opts.confidence_max:
-                continue
-            area = abs(w * h)
-            if w == 0 or h == 0 or area < opts.min_area or area > opts.max_area:
-                continue
+            folder = self._open[folder_name] = _Folder(self.options.iou_threshold)
+        for file, category, x, y, w, h, conf in rows:
             self.detections_considered += 1
-            folder.add(name, str(d.get("category")), (x, y, w, h), conf, opts)
+            folder.add(file, category, (x, y, w, h), conf, self.options)
 
     def _close(self, folder_name: str) -> None:
         folder = self._open.pop(folder_name)
         self._closed.add(folder_name)
-        for loc in folder.locations:
-            if loc.count >= self.options.occurrence_threshold:
-                self._found.append({
-                    "folder": folder_name, "category": loc.category, "bbox": list(loc.bbox), "count": loc.count,
-                    "conf_min": loc.conf_min, "conf_max": loc.conf_max, "files": list(loc.files),
-                    "_order": loc.order})
+        self.compared += folder.compared
+        self._found.extend(folder.suspicious(folder_name, self.options))
 
     def result(self) -> dict[str, Any]:
         """Suspicious locations, most occurrences first, with ids; ends the stream."""
         for folder in list(self._open):
             self._close(folder)
-        ranked = sorted(self._found, key=lambda r: (-r["count"], r["folder"], r["_order"]))
-        locations = [{"id": f"r{i + 1:05d}", **{k: v for k, v in r.items() if k != "_order"}}
-                     for i, r in enumerate(ranked)]
-        return {"options": self.options.to_dict(), "detections_considered": self.detections_considered,
-                "locations": locations}
+        return rank_locations(self._found, self.options, self.detections_considered)
 
 
 class RepeatRemoval:

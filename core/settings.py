@@ -30,6 +30,10 @@ Variables (names shared with infra/main.bicep app settings):
     TRAPBATCH_HISTORY_EVENTS       a shard group goes on as new (``continue_as_new``) before its generation's Durable
                                    history passes this many events (default 1000, minimum 200): replay cost follows it
     TRAPBATCH_SHARDS_PER_GROUP     shards driven by one sub-orchestration (default 200)
+    TRAPBATCH_MERGE_IMAGES_PER_PART  images one fan-in activity merges (default 200000, whole shards, at least one:
+                                   ~40 s at ~190 us/image, far inside functionTimeout; see orchestrations.fanin)
+    TRAPBATCH_REPEAT_SEARCH_DETECTIONS_PER_GROUP  eligible detections one repeat-search activity takes (default
+                                   400000: ~20-60 s; whole folders, so a larger folder is a group of its own)
     TRAPBATCH_MAX_TASK_SECONDS     a pool task running longer is terminated and resubmitted (default 21600)
     TRAPBATCH_DETECTION_THRESHOLD  lowest confidence written to results (default 0.005, MegaDetector's)
     TRAPBATCH_PREVIEW_THRESHOLD    threshold of previews, the CSV and the exports when a request sets no
@@ -142,6 +146,8 @@ class OrchestrationKnobs:
     max_task_seconds: int = 21600
     history_events: int = 1000  # a shard group's generation goes on as new before its history passes this
     max_failed_fraction: float = 0.05
+    merge_images_per_part: int = 200_000  # the fan-in merges ranges of about this many images per activity
+    repeat_search_detections_per_group: int = 400_000  # eligible detections per repeat-search activity
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__slots__}
@@ -238,6 +244,8 @@ class Settings:
             max_task_seconds=_int(env, "TRAPBATCH_MAX_TASK_SECONDS", 21600),
             history_events=_int(env, "TRAPBATCH_HISTORY_EVENTS", 1000, minimum=MIN_HISTORY_EVENTS),
             max_failed_fraction=_fraction(env, "TRAPBATCH_MAX_FAILED_FRACTION", 0.05),
+            merge_images_per_part=_int(env, "TRAPBATCH_MERGE_IMAGES_PER_PART", 200_000),
+            repeat_search_detections_per_group=_int(env, "TRAPBATCH_REPEAT_SEARCH_DETECTIONS_PER_GROUP", 400_000),
         )
         settings = cls(
             storage_connection=storage,

@@ -282,3 +282,34 @@ def ready_error_blob() -> str:
 def drop_error_blob(request_name: str) -> str:
     """``<name>.json.error.json`` beside a dropped request that was refused, saying why."""
     return request_name + ".error.json"
+
+
+# ---------------------------------------------------------------- parallel fan-in (activities.fanin)
+# Under ``tasks/<task>/merge[.<variant>]/``: what each part (a fixed range of shards) of the merge wrote, composed
+# into the results by the combine step, and the repeated-detection search's plan and findings per group of folders::
+#
+#     part-<n>.json | .csv         the part's entries as they appear in the results JSON / rows in the CSV
+#     part-<n>.sample.json         the part's preview-sampler state (core.previewsample.PreviewSampler.state)
+#     part-<n>.folders.jsonl       the part's eligible detections, one line per folder, folders in name order
+#     part-<n>.folders-index.json  [folder, byte offset, byte length, detections] per line of the file above
+#     search-<g>.plan.json         the folders search group g looks at, and where their detections are
+#     search-<g>.found.json        the suspicious locations group g found
+
+MERGE_PART_KINDS = ("json", "csv", "sample.json", "folders.jsonl", "folders-index.json")
+SEARCH_KINDS = ("plan.json", "found.json")
+
+
+def merge_work_prefix(task_id: str, variant: str = "") -> str:
+    return f"{task_prefix(task_id)}merge{_variant_suffix(variant)}/"
+
+
+def merge_part_blob(task_id: str, part: int, kind: str, variant: str = "") -> str:
+    if kind not in MERGE_PART_KINDS:
+        raise ValueError(f"{kind!r} is not a merge part kind ({', '.join(MERGE_PART_KINDS)})")
+    return f"{merge_work_prefix(task_id, variant)}part-{part:05d}.{kind}"
+
+
+def repeat_search_blob(task_id: str, group: int, kind: str) -> str:
+    if kind not in SEARCH_KINDS:
+        raise ValueError(f"{kind!r} is not a repeat search kind ({', '.join(SEARCH_KINDS)})")
+    return f"{merge_work_prefix(task_id)}search-{group:05d}.{kind}"

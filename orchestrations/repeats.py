@@ -1,7 +1,7 @@
 """Repeated-detection removal: re-merge a finished task with chosen repeated locations marked, then its page.
 
-Why an orchestration and not the HTTP call itself: the re-merge streams every shard's results again (minutes for
-millions of images), longer than an HTTP request should live. Deterministic code only; the ids to remove come in
+Why an orchestration and not the HTTP call itself: the re-merge reads every shard's results again (the parallel
+fan-in of ``orchestrations.fanin``, minutes for millions of images), longer than an HTTP request should live. Deterministic code only; the ids to remove come in
 the input, the completion time from the orchestration clock, everything else from the activities.
 """
 from __future__ import annotations
@@ -13,6 +13,8 @@ import azure.durable_functions as df
 from core import contracts as c
 from core.contracts import Stage
 from gpu_batch.layout import REPEATS_REMOVED
+from core.settings import OrchestrationKnobs
+from orchestrations.fanin import fan_in
 from orchestrations.retries import STORAGE_RETRY, call
 
 bp = df.Blueprint()
@@ -25,9 +27,12 @@ def remove_repeats(context: df.DurableOrchestrationContext) -> Generator[Any, An
     locations = len(data["remove"])
     started = context.current_utc_datetime.isoformat()
     context.set_custom_status(c.RemovalStatus(stage=Stage.merging, started=started, locations=locations))
-    merged: c.MergeOutput = yield from call(context, c.REMOVE_REPEATS, STORAGE_RETRY, c.RemoveRepeatsInput(
-        task_id=task_id, model=data["model"], remove=data["remove"],
-        completed_at=context.current_utc_datetime.isoformat()))
+    enumeration: c.EnumerateOutput = yield from call(context, c.READ_ENUMERATION, STORAGE_RETRY,
+                                                     c.ReadEnumerationInput(task_id=task_id))
+    # the removal's input carries no knobs: the default part size (the starter predates the fan-in)
+    merged: c.MergeOutput = yield from fan_in(context, task_id, data["model"], enumeration["images"],
+                                              enumeration["shards"], OrchestrationKnobs(), REPEATS_REMOVED,
+                                              data["remove"])
     exports: c.ExportsOutput | None = None
     exports_error = ""
     try:  # the variant's COCO, Camtrap DP and Zooniverse exports; the variant stands without them

@@ -16,6 +16,7 @@ from core.ids import shards_instance_id
 from core.settings import OrchestrationKnobs
 from core.shards import group_count_limit, group_shards, in_flight_shares
 from gpu_batch.layout import pool_job_id, shard_id
+from orchestrations.fanin import fan_in
 from orchestrations.retries import POOL_RETRY, STORAGE_RETRY, call
 
 bp = df.Blueprint()
@@ -133,8 +134,8 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
 
     context.set_custom_status(c.TaskStatus(stage=Stage.merging, started=started, images=enumeration["images"],
                                            shards=enumeration["shards"]))
-    merged: c.MergeOutput = yield from call(context, c.MERGE, STORAGE_RETRY, c.MergeInput(
-        task_id=task_id, model=request["model"], completed_at=context.current_utc_datetime.isoformat()))
+    merged: c.MergeOutput = yield from fan_in(context, task_id, request["model"], enumeration["images"],
+                                              enumeration["shards"], knobs)
     exports: c.ExportsOutput | None = None
     exports_error = ""
     try:  # COCO, Camtrap DP, Zooniverse (activities.exports); the results stand without them, so a failure is noted

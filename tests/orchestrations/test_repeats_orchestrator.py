@@ -27,15 +27,26 @@ def test_re_merges_with_the_chosen_locations_then_renders_the_variant_previews()
         "container": "trapbatch", "prefix": prefix, "coco": prefix + "coco.json", "camtrap_dp": prefix + "camtrap-dp/",
         "zooniverse": prefix + "zooniverse/", "zooniverse_batches": 1, "threshold": 0.2, "images": 25,
         "annotations": 9, "observations": 29, "deployments": 2, "zooniverse_subjects": 25, "sizes_unknown": 0}
-    answers: dict[str, Any] = {c.REMOVE_REPEATS: merged, c.EXPORTS: exports, c.PREVIEWS: previews}
+    part = {"images": 25, "failed": 0, "with_detections": 5, "detections": 9, "empty": 20, "missing": 0,
+            "failure_reasons": {}, "json_bytes": 10, "csv_bytes": 10, "detections_considered": 0, "marked": 6}
+    answers: dict[str, Any] = {
+        c.READ_ENUMERATION: {"images": 25, "shards": 2},
+        c.MERGE_PART: lambda p: {**part, "part": p["part"]},
+        c.MERGE_COMBINE: {"container": "trapbatch", "search_groups": 0}, c.PREVIEWS: previews,
+        c.CLEAN_MERGE_WORK: {"deleted": 3}, c.EXPORTS: exports}
 
     run = run_orchestrator(remove_repeats, removal, answers, instance_id=f"{TASK}-repeats")
 
     assert run.status == "Completed"
-    assert run.activity_names == [c.REMOVE_REPEATS, c.EXPORTS, c.PREVIEWS]
+    assert run.activity_names == [c.READ_ENUMERATION, c.MERGE_PART, c.MERGE_COMBINE, c.CLEAN_MERGE_WORK,
+                                  c.EXPORTS, c.PREVIEWS]  # no new search
     assert run.inputs(c.EXPORTS) == [{"task_id": TASK, "variant": REPEATS_REMOVED}]
-    assert run.inputs(c.REMOVE_REPEATS) == [{"task_id": TASK, "model": "MDV5A", "remove": ["r00001", "r00003"],
-                                            "completed_at": T0.isoformat()}]
+    assert run.inputs(c.CLEAN_MERGE_WORK) == [{"task_id": TASK, "variant": REPEATS_REMOVED}]
+    assert run.inputs(c.MERGE_PART) == [{"task_id": TASK, "part": 0, "first_shard": 0, "shards": 2,
+                                         "variant": REPEATS_REMOVED, "remove": ["r00001", "r00003"]}]
+    combine = run.inputs(c.MERGE_COMBINE)[0]
+    assert combine["completed_at"] == T0.isoformat() and combine["removed"] == ["r00001", "r00003"]
+    assert combine["variant"] == REPEATS_REMOVED
     assert run.inputs(c.PREVIEWS) == [{"task_id": TASK, "model": "MDV5A", "request_name": "site A",
                                        "variant": REPEATS_REMOVED}]
     assert run.stages == [Stage.merging, Stage.publishing, Stage.completed]

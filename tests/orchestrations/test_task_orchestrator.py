@@ -27,7 +27,7 @@ def merged(missing: int = 0) -> c.MergeOutput:
     return {"results_blob": f"results/{TASK}/detections.json", "csv_blob": f"results/{TASK}/detections.csv",
             "repeats_blob": f"results/{TASK}/repeated-detections.json", "container": "trapbatch",
             "images": 25, "failed": 1, "with_detections": 7, "detections": 12, "empty": 17 - missing,
-            "missing": missing, "repeated_locations": 2}
+            "missing": missing, "repeated_locations": 2, "failure_reasons": {}}
 
 
 PREVIEWS: c.PreviewsOutput = {"container": "$web", "counts": {"detections": 7, "empty": 17}}
@@ -45,8 +45,20 @@ def activities(images: int = 25, shards: int = 3, missing: int = 0) -> Any:
         assert payload["task_id"] == TASK
         if name == c.ENUMERATE:
             return {"images": images, "shards": shards}
-        if name == c.MERGE:
-            return merged(missing)
+        if name == c.MERGE_PART:  # the whole task is one part (25 images, far below merge_images_per_part)
+            m = merged(missing)
+            return {"part": 0, **{k: m[k] for k in ("images", "failed", "with_detections", "detections", "empty",
+                                                   "missing")},
+                    "failure_reasons": {}, "json_bytes": 100, "csv_bytes": 50, "detections_considered": 40,
+                    "marked": 0}
+        if name == c.MERGE_COMBINE:
+            return {"container": "trapbatch", "search_groups": 2}
+        if name == c.SEARCH_REPEATS:
+            return {"group": payload["group"], "locations": 1}
+        if name == c.RANK_REPEATS:
+            return {"locations": 2}
+        if name == c.CLEAN_MERGE_WORK:
+            return {"deleted": 9}
         if name == c.PREVIEWS:
             return PREVIEWS
         if name == c.EXPORTS:
@@ -123,7 +135,7 @@ def test_a_cancelled_group_cancels_the_task_without_merging() -> None:
 
     assert run.status == "Completed"
     assert len(run.sub_orchestrations) == 3  # every group is awaited
-    assert c.MERGE not in run.activity_names and c.PREVIEWS not in run.activity_names
+    assert c.MERGE_PART not in run.activity_names and c.PREVIEWS not in run.activity_names
     assert run.inputs(c.CLOSE_JOB) == [{"task_id": TASK, "job_id": TASK}]  # the cancelled run's job is ended
     assert run.output["stage"] == Stage.cancelled and run.output["task_id"] == TASK
     assert run.custom_status["stage"] == Stage.cancelled and run.output["pool_job"] == TASK
@@ -137,12 +149,15 @@ def test_all_groups_done_merges_then_publishes_and_completes() -> None:
     # The real shard-group orchestrator ran as the children, through the same replay.
     assert [s.run.status if s.run else None for s in run.sub_orchestrations] == ["Completed", "Completed"]
     assert [s.result["done"] for s in run.sub_orchestrations] == [2, 1]
-    # the job ends before the merge; the exports follow the merge
-    assert run.activity_names == [c.ENUMERATE, c.CLOSE_JOB, c.MERGE, c.EXPORTS, c.PREVIEWS]
+    # the job ends before the merge; the merge is the parallel fan-in (orchestrations.fanin); the exports follow it
+    assert run.activity_names == [c.ENUMERATE, c.CLOSE_JOB, c.MERGE_PART, c.MERGE_COMBINE, c.SEARCH_REPEATS, c.SEARCH_REPEATS,
+                                  c.RANK_REPEATS, c.CLEAN_MERGE_WORK, c.EXPORTS, c.PREVIEWS]
     assert run.inputs(c.EXPORTS) == [{"task_id": TASK, "variant": ""}]
-    merge_call = run.calls(c.MERGE)[0]
-    assert merge_call.input["task_id"] == TASK and merge_call.input["model"] == "MDV5A"
-    assert merge_call.input["completed_at"] > T0.isoformat()  # the orchestration clock, after the groups' timers
+    assert run.inputs(c.MERGE_PART) == [{"task_id": TASK, "part": 0, "first_shard": 0, "shards": 3}]
+    combine = run.calls(c.MERGE_COMBINE)[0]
+    assert combine.input["task_id"] == TASK and combine.input["model"] == "MDV5A"
+    assert combine.input["completed_at"] > T0.isoformat()  # the orchestration clock, after the groups' timers
+    assert run.inputs(c.RANK_REPEATS) == [{"task_id": TASK, "groups": 2, "detections_considered": 40}]
     assert run.inputs(c.PREVIEWS) == [{"task_id": TASK, "model": "MDV5A", "request_name": "site A"}]
     assert run.stages == [Stage.enumerating, Stage.detecting, Stage.merging, Stage.publishing, Stage.completed]
     out = run.output
@@ -160,7 +175,8 @@ def test_images_still_missing_after_the_merge_complete_with_errors() -> None:
     run = run_task(task_input(), activities(shards=1, missing=3))
 
     assert run.status == "Completed"
-    assert run.activity_names == [c.ENUMERATE, c.CLOSE_JOB, c.MERGE, c.EXPORTS, c.PREVIEWS]
+    assert run.activity_names == [c.ENUMERATE, c.CLOSE_JOB, c.MERGE_PART, c.MERGE_COMBINE, c.SEARCH_REPEATS, c.SEARCH_REPEATS,
+                                  c.RANK_REPEATS, c.CLEAN_MERGE_WORK, c.EXPORTS, c.PREVIEWS]
     assert run.output["stage"] == Stage.completed_with_errors and run.output["missing"] == 3
     assert run.custom_status["stage"] == Stage.completed_with_errors
 
@@ -210,7 +226,7 @@ def test_a_failing_group_closes_the_job_and_fails_with_the_reason_in_the_status(
 
     assert run.status == "Failed"
     assert run.inputs(c.CLOSE_JOB) == [{"task_id": TASK, "job_id": TASK}]
-    assert c.MERGE not in run.activity_names
+    assert c.MERGE_PART not in run.activity_names
     assert run.custom_status["stage"] == Stage.failed and "403" in run.custom_status["error"]
     assert run.custom_status["pool_job"] == TASK and "finished" in run.custom_status
 
@@ -219,14 +235,14 @@ def test_a_failing_merge_fails_the_task_as_failed_not_merging() -> None:
     answer = activities(shards=1)
 
     def broken_merge(name: str, payload: Any) -> Any:
-        if name == c.MERGE:
+        if name == c.MERGE_PART:
             raise OSError("disk full")
         return answer(name, payload)
 
     run = run_task(task_input(), broken_merge)
 
     assert run.status == "Failed"
-    assert len(run.calls(c.MERGE)) == STORAGE_RETRY.attempts
+    assert len(run.calls(c.MERGE_PART)) == STORAGE_RETRY.attempts
     assert run.custom_status["stage"] == Stage.failed and "disk full" in run.custom_status["error"]
     assert run.inputs(c.CLOSE_JOB) == [{"task_id": TASK, "job_id": TASK}]  # once, when the pool work ended
 

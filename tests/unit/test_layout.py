@@ -84,3 +84,16 @@ def test_exports_sit_under_their_results_per_variant() -> None:
         layout.camtrap_dp_blob(TASK, "../x.csv")
     with pytest.raises(ValueError):
         layout.zooniverse_batch_blob(TASK, 0)
+
+
+def test_fan_in_work_blobs_live_under_the_task_and_apart_per_variant() -> None:
+    part = layout.merge_part_blob(TASK, 3, "json")
+    assert part == f"tasks/{TASK}/merge/part-00003.json" and part.startswith(layout.task_prefix(TASK))
+    assert layout.merge_part_blob(TASK, 3, "csv", layout.REPEATS_REMOVED) == (
+        f"tasks/{TASK}/merge.repeats-removed/part-00003.csv")
+    assert layout.repeat_search_blob(TASK, 12, "found.json") == f"tasks/{TASK}/merge/search-00012.found.json"
+    assert len({layout.merge_part_blob(TASK, 1, k) for k in layout.MERGE_PART_KINDS}) == len(layout.MERGE_PART_KINDS)
+    with pytest.raises(ValueError, match="merge part kind"):
+        layout.merge_part_blob(TASK, 1, "txt")
+    with pytest.raises(ValueError, match="repeat search kind"):
+        layout.repeat_search_blob(TASK, 1, "json")

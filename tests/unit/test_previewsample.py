@@ -1,6 +1,7 @@
 """Preview samples: exact totals, bounded and uniform samples, deterministic per task."""
 from __future__ import annotations
 
+import json
 from collections import Counter
 from typing import Any
 
@@ -72,3 +73,22 @@ def test_sample_is_uniform_over_the_stream() -> None:
 def test_sample_size_must_be_positive() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         PreviewSampler("t", 0.2, size=0)
+
+
+@pytest.mark.parametrize("cuts", [[], [1], [17, 18, 400], [999], list(range(0, 1000, 37))])
+def test_samples_of_parts_combine_to_the_sample_of_the_whole_however_split(cuts: list[int]) -> None:
+    """The fan-in samples each range of shards apart; absorbing the parts' states must give exactly the single-pass
+    sample, wherever the ranges begin and end (empty parts included)."""
+    entries = [_entry(i, [0.9, 0.15, 0.0, None][i % 4]) for i in range(1000)]
+    whole = PreviewSampler("task-x", 0.2, size=25)
+    for e in entries:
+        whole.add(e)
+    bounds = [0, *cuts, 1000]
+    combined = PreviewSampler("task-x", 0.2, size=25)
+    for lo, hi in zip(bounds, bounds[1:]):
+        part = PreviewSampler("task-x", 0.2, size=25)
+        for e in entries[lo:hi]:
+            part.add(e)
+        combined.absorb(json.loads(json.dumps(part.state())))  # through JSON, as between activities
+    assert combined.result() == whole.result()
+    assert all(len(s) == 25 for s in whole.result()["samples"].values())

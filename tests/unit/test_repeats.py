@@ -147,3 +147,60 @@ def test_malformed_detections_are_skipped_not_fatal() -> None:
     assert out["detections"][:4] == odd["detections"][:4] and out["detections"][4]["conf"] == -0.5
     assert csv_row(odd, 0.2)[4] == 3  # the CSV counts confidences (as summarize does); boxes are not its concern
     assert preview_category(odd, 0.2) == "detections"
+
+
+def _brute_force(rows: list[tuple[str, str, float, float, float, float, float]],
+                 options: RepeatOptions) -> list[tuple[Any, ...]]:
+    """The folder search with every candidate compared (what MegaDetector's rules say, without any index)."""
+    locs: list[dict[str, Any]] = []
+    for file, cat, x, y, w, h, conf in rows:
+        box = (x, y, w, h)
+        matched = False
+        for loc in locs:
+            if loc["category"] == cat and iou(box, loc["bbox"]) >= options.iou_threshold:
+                matched = True
+                loc["count"] += 1
+                loc["conf"] = (min(loc["conf"][0], conf), max(loc["conf"][1], conf))
+                if len(loc["files"]) < options.files_listed and loc["files"][-1] != file:
+                    loc["files"].append(file)
+        if not matched:
+            locs.append({"category": cat, "bbox": box, "count": 1, "conf": (conf, conf), "files": [file]})
+    return [(loc["category"], list(loc["bbox"]), loc["count"], *loc["conf"], loc["files"]) for loc in locs]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_size_and_place_index_finds_every_pair_a_full_comparison_finds(seed: int) -> None:
+    """Boxes made to sit at the edge of the bound: sides scaled by 0.88-1.0 and centres shifted by up to 12 % of the
+    side, so many pairs have IoU just above and just below 0.9; every candidate's count, confidence range and files
+    must equal those of comparing with all candidates."""
+    from core.repeats import search_folder
+
+    rng = random.Random(seed)
+    options = RepeatOptions(occurrence_threshold=1)
+    bases = [(rng.uniform(0, 0.9), rng.uniform(0, 0.9), rng.uniform(0.005, 0.45), rng.uniform(0.005, 0.45))
+             for _ in range(30)]
+    rows = []
+    for i in range(1500):
+        x, y, w, h = rng.choice(bases)
+        sw, sh = rng.uniform(0.88, 1.0), rng.uniform(0.88, 1.0)
+        box = (x + rng.uniform(-0.12, 0.12) * w, y + rng.uniform(-0.12, 0.12) * h, w * sw, h * sh)
+        rows.append((f"cam/{i // 2:05d}.jpg", rng.choice("12"), *box, round(rng.uniform(0.1, 1.0), 3)))
+    ours = search_folder("cam", rows, options)
+    theirs = _brute_force(rows, options)
+    assert len(ours) == len(theirs) > 200  # many candidates, so the index really had to choose
+    assert sum(r["count"] for r in ours) - len(ours) > 500  # and many detections matched a candidate
+    assert sum(r["count"] for r in ours) > len(rows)  # some of them several
+    assert [(r["category"], r["bbox"], r["count"], r["conf_min"], r["conf_max"], r["files"]) for r in ours] == theirs
+
+
+def test_boxes_with_odd_sides_only_start_candidates() -> None:
+    from core.repeats import search_folder
+
+    rows = [("c/a.jpg", "1", 0.5, 0.5, -0.1, 0.1, 0.5), ("c/b.jpg", "1", 0.5, 0.5, -0.1, 0.1, 0.5),
+            ("c/c.jpg", "1", 0.5, 0.5, float("inf"), 0.1, 0.5), ("c/d.jpg", "1", 0.4, 0.5, 0.1, 0.1, 0.5),
+            ("c/e.jpg", "1", 0.4, 0.5, 0.1, 0.1, 0.5)]
+    found = search_folder("c", rows, RepeatOptions(occurrence_threshold=1))
+    assert [r["count"] for r in found] == [1, 1, 1, 2]
+    assert [r["count"] for r in found] == [r[2] for r in _brute_force(rows, RepeatOptions(occurrence_threshold=1))]
+    with pytest.raises(ValueError):
+        RepeatOptions(iou_threshold=0)

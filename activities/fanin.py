@@ -1,0 +1,248 @@
+"""The parallel fan-in's activities: merge a range of shards into fragments, compose them, search folders in groups.
+
+Why: one activity merging every shard (``activities.merge``, ~190 us per image) takes hours at ten million images,
+far past ``functionTimeout``. ``orchestrations.fanin`` runs these instead, each bounded whatever the task size:
+
+* ``run_merge_part``: shards ``first_shard .. +shards`` (``core.fanin.plan_parts``: about
+  ``merge_images_per_part`` images), exactly as the single pass treats them (each manifest image once, later
+  attempts filling gaps, ``failure`` entries for the rest, the variant's removals), written as a JSON fragment and a
+  CSV fragment (``core.fanin``'s byte layout), a preview-sampler state, and for the repeat search each folder's
+  eligible detections in stream order (one line per folder, folders in name order, with a byte-offset index);
+  returns the part's counts. Memory: one shard's entries plus the part's eligible detections (a few columns each).
+* ``run_merge_combine``: composes the results JSON (head, fragments, tail) and the CSV (header, fragments) with
+  ``adapters.compose`` (server side where the service has Put Block From URL), absorbs the parts' sampler states
+  into the preview sample, and plans the repeat search's folder groups from the parts' small indexes
+  (``core.fanin.plan_search_groups``). Time per part and per folder, not per image or byte.
+* ``run_search_repeats``: one group of folders; reads, per part, one byte range holding its folders' lines, and feeds
+  each folder's ``core.repeats.FolderSearch`` its detections in stream order (part order, then line order).
+* ``run_rank_repeats``: ranks what the groups found (``core.repeats.rank_locations``) into the repeats blob.
+* ``run_clean_merge_work``: deletes the work blobs (as large as the results) once the results are written.
+
+The results JSON and CSV are byte-identical to the single pass's (a test compares them in Azurite); so is the
+repeats document. Idempotent: the same shard results and ``completed_at`` give the same bytes. Must not: hold a
+part's entries, or the results, in memory at once.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import posixpath
+import tempfile
+from typing import IO, Any
+
+import azure.durable_functions as df
+
+from activities.merge import _merged_shard, _results_info
+from adapters import clients
+from adapters.blobs import BlobStore
+from adapters.compose import Piece, compose_blob, delete_prefix, read_range
+from core import contracts as c
+from core import fanin, mdformat
+from core.exports import CSV_COLUMNS, csv_row
+from core.previewsample import PreviewSampler
+from core.repeats import FolderSearch, RepeatOptions, RepeatRemoval, eligible_detections, rank_locations
+from core.settings import Settings
+from gpu_batch import layout
+from gpu_batch.layout import REPEATS_REMOVED
+
+logger = logging.getLogger(__name__)
+bp = df.Blueprint()
+
+
+def run_read_enumeration(task_id: str, settings: Settings, store: BlobStore) -> c.EnumerateOutput:
+    """The enumeration's counts, for an orchestration that does not carry them (the repeats removal)."""
+    doc = store.read_json(settings.container, layout.enumeration_blob(task_id))
+    return {"images": int(doc["images"]), "shards": int(doc["shards"])}
+
+
+def _removal(store: BlobStore, settings: Settings, task_id: str, remove: list[str]) -> RepeatRemoval:
+    found = store.read_json(settings.container, layout.repeats_blob(task_id))
+    chosen = [loc for loc in found["locations"] if loc["id"] in set(remove)]
+    return RepeatRemoval(chosen)
+
+
+def _upload(store: BlobStore, container: str, name: str, data: IO[bytes], content_type: str) -> int:
+    size = data.tell()
+    data.seek(0)
+    store.upload_file(container, name, data, content_type)
+    return size
+
+
+def run_merge_part(payload: c.MergePartInput, settings: Settings, store: BlobStore) -> c.MergePartOutput:
+    task_id, part = payload["task_id"], payload["part"]
+    variant = payload.get("variant", "")
+    removal = _removal(store, settings, task_id, payload.get("remove", [])) if variant == REPEATS_REMOVED else None
+    threshold = settings.preview_threshold
+    sampler = PreviewSampler(task_id, threshold)
+    options = RepeatOptions()
+    folders: dict[str, list[str]] = {}  # folder -> its eligible detections as JSON rows, in stream order
+    counts = {"images": 0, "failed": 0, "with_detections": 0, "detections": 0, "empty": 0, "missing": 0}
+    reasons: dict[str, int] = {}
+    considered = 0
+    container = settings.container
+    with tempfile.TemporaryFile("w+b") as out, tempfile.TemporaryFile("w+b") as table_file:
+        table = io.TextIOWrapper(table_file, encoding="utf-8", newline="", write_through=True)
+        rows = csv.writer(table)
+        for index in range(payload["first_shard"], payload["first_shard"] + payload["shards"]):
+            entries, missing = _merged_shard(store, settings, task_id, index, removal)
+            counts["missing"] += missing
+            for key, value in mdformat.summarize(entries, threshold).items():
+                counts[key] += value
+            for reason, n in mdformat.failure_counts(entries).items():
+                reasons[reason] = reasons.get(reason, 0) + n
+            for entry in entries:
+                sampler.add(entry)
+                out.write(fanin.entry_fragment(entry))
+                rows.writerow(csv_row(entry, threshold))
+                if removal is None:
+                    eligible = eligible_detections(entry, options)
+                    if eligible:  # held as JSON text: a few dozen bytes per detection for the part's duration
+                        considered += len(eligible)
+                        folders.setdefault(posixpath.dirname(eligible[0][0]), []).extend(
+                            json.dumps(row, ensure_ascii=False) for row in eligible)
+        json_bytes = _upload(store, container, layout.merge_part_blob(task_id, part, "json", variant), out,
+                             "application/octet-stream")
+        table.flush()
+        csv_bytes = _upload(store, container, layout.merge_part_blob(task_id, part, "csv", variant), table_file,
+                            "text/csv; charset=utf-8")
+        table.detach()
+    store.write_bytes(container, layout.merge_part_blob(task_id, part, "sample.json", variant),
+                      json.dumps(sampler.state(), ensure_ascii=False).encode("utf-8"), "application/json")
+    if removal is None:
+        _write_folders(store, container, task_id, part, folders)
+    return {"part": part, **counts, "failure_reasons": dict(sorted(reasons.items())),  # type: ignore[typeddict-item]
+            "json_bytes": json_bytes, "csv_bytes": csv_bytes, "detections_considered": considered,
+            "marked": removal.marked if removal is not None else 0}
+
+
+def _write_folders(store: BlobStore, container: str, task_id: str, part: int, folders: dict[str, list[str]]) -> None:
+    """Each folder's eligible detections as one JSON line ``[folder, [[file, cat, x, y, w, h, conf], ...]]``, folders
+    in name order, and the index ``[[folder, offset, length, detections], ...]`` the combine plans from."""
+    index: list[list[Any]] = []
+    with tempfile.TemporaryFile("w+b") as lines:
+        for folder in sorted(folders):
+            text = "[" + json.dumps(folder, ensure_ascii=False) + ", [" + ", ".join(folders[folder]) + "]]\n"
+            line = text.encode("utf-8")
+            index.append([folder, lines.tell(), len(line), len(folders[folder])])
+            lines.write(line)
+        _upload(store, container, layout.merge_part_blob(task_id, part, "folders.jsonl"), lines, "application/x-ndjson")
+    store.write_bytes(container, layout.merge_part_blob(task_id, part, "folders-index.json"),
+                      json.dumps(index, ensure_ascii=False).encode("utf-8"), "application/json")
+
+
+def run_merge_combine(payload: c.MergeCombineInput, settings: Settings, store: BlobStore) -> c.MergeCombineOutput:
+    task_id, variant = payload["task_id"], payload["variant"]
+    container = settings.container
+    enumeration = store.read_json(container, layout.enumeration_blob(task_id))
+    removed = payload.get("removed") if variant == REPEATS_REMOVED else None
+    info = _results_info(task_id, payload["model"], payload["completed_at"], enumeration,
+                         (removed or []) if variant == REPEATS_REMOVED else None)
+    json_sizes, csv_sizes = payload["json_bytes"], payload["csv_bytes"]
+    pieces: list[Piece] = [fanin.results_head(info)]
+    pieces += [(layout.merge_part_blob(task_id, p, "json", variant), off, n) for p, off, n in fanin.json_ranges(json_sizes)]
+    pieces.append(fanin.RESULTS_TAIL)
+    how = compose_blob(store, container, layout.results_blob(task_id, variant), pieces)
+    header = io.StringIO(newline="")
+    csv.writer(header).writerow(CSV_COLUMNS)
+    table: list[Piece] = [header.getvalue().encode("utf-8")]
+    table += [(layout.merge_part_blob(task_id, p, "csv", variant), 0, n) for p, n in enumerate(csv_sizes) if n > 0]
+    compose_blob(store, container, layout.csv_blob(task_id, variant), table, "text/csv; charset=utf-8")
+
+    sampler = PreviewSampler(task_id, settings.preview_threshold)
+    for part in range(len(json_sizes)):
+        sampler.absorb(store.read_json(container, layout.merge_part_blob(task_id, part, "sample.json", variant)))
+    sample = {**sampler.result(), "info": {**info, "failure_reasons": dict(sorted(payload["failure_reasons"].items()))},
+              "detection_categories": mdformat.DETECTION_CATEGORIES, "images": payload["images"]}
+    store.write_bytes(container, layout.preview_sample_blob(task_id, variant),
+                      json.dumps(sample, ensure_ascii=False).encode("utf-8"), "application/json")
+    groups = 0
+    if variant != REPEATS_REMOVED:
+        indexes = [store.read_json(container, layout.merge_part_blob(task_id, p, "folders-index.json"))
+                   for p in range(len(json_sizes))]
+        plan = fanin.plan_search_groups(indexes, payload.get("detections_per_group",
+                                                             fanin.SEARCH_DETECTIONS_PER_GROUP))
+        for g, group in enumerate(plan):
+            store.write_bytes(container, layout.repeat_search_blob(task_id, g, "plan.json"),
+                              json.dumps(group, ensure_ascii=False).encode("utf-8"), "application/json")
+        groups = len(plan)
+    logger.info("task %s: combined %d merge parts (%s), %d repeat-search groups", task_id, len(json_sizes), how, groups)
+    return {"container": container, "search_groups": groups}
+
+
+def run_search_repeats(payload: c.SearchRepeatsInput, settings: Settings, store: BlobStore) -> c.SearchRepeatsOutput:
+    task_id, group = payload["task_id"], payload["group"]
+    container = settings.container
+    plan = store.read_json(container, layout.repeat_search_blob(task_id, group, "plan.json"))
+    options = RepeatOptions()
+    # each folder's search is fed as its lines come (part order, then line order: stream order), so memory holds
+    # the candidates and one range of lines, not a folder's detections
+    searches = {folder: FolderSearch(folder, options) for folder in plan["folders"]}
+    for part, offset, length in plan["ranges"]:
+        data = read_range(store, container, layout.merge_part_blob(task_id, part, "folders.jsonl"), offset, length)
+        for line in data.splitlines():
+            folder, detections = json.loads(line)
+            search = searches.get(folder)
+            if search is not None:
+                search.add_rows(detections)
+    found: list[dict[str, Any]] = []
+    for folder in plan["folders"]:
+        found.extend(searches.pop(folder).suspicious())
+    store.write_bytes(container, layout.repeat_search_blob(task_id, group, "found.json"),
+                      json.dumps(found, ensure_ascii=False).encode("utf-8"), "application/json")
+    return {"group": group, "locations": len(found)}
+
+
+def run_rank_repeats(payload: c.RankRepeatsInput, settings: Settings, store: BlobStore) -> c.RankRepeatsOutput:
+    task_id = payload["task_id"]
+    found: list[dict[str, Any]] = []
+    for g in range(payload["groups"]):
+        found.extend(store.read_json(settings.container, layout.repeat_search_blob(task_id, g, "found.json")))
+    result = rank_locations(found, RepeatOptions(), payload["detections_considered"])
+    store.write_bytes(settings.container, layout.repeats_blob(task_id), json.dumps(
+        {"task_id": task_id, **result}, ensure_ascii=False).encode("utf-8"), "application/json")
+    return {"locations": len(result["locations"])}
+
+
+def run_clean_merge_work(payload: c.CleanMergeWorkInput, settings: Settings, store: BlobStore) -> c.CleanMergeWorkOutput:
+    """Delete the fan-in's work blobs of one variant (fragments as large as the results themselves)."""
+    deleted = delete_prefix(store, settings.container, layout.merge_work_prefix(payload["task_id"],
+                                                                                payload.get("variant", "")))
+    return {"deleted": deleted}
+
+
+@bp.activity_trigger(input_name="payload", activity=c.CLEAN_MERGE_WORK)
+def clean_merge_work(payload: c.CleanMergeWorkInput) -> c.CleanMergeWorkOutput:
+    s = clients.settings()
+    return run_clean_merge_work(payload, s, clients.store(s))
+
+
+@bp.activity_trigger(input_name="payload", activity=c.READ_ENUMERATION)
+def read_enumeration(payload: c.ReadEnumerationInput) -> c.EnumerateOutput:
+    s = clients.settings()
+    return run_read_enumeration(payload["task_id"], s, clients.store(s))
+
+
+@bp.activity_trigger(input_name="payload", activity=c.MERGE_PART)
+def merge_part(payload: c.MergePartInput) -> c.MergePartOutput:
+    s = clients.settings()
+    return run_merge_part(payload, s, clients.store(s))
+
+
+@bp.activity_trigger(input_name="payload", activity=c.MERGE_COMBINE)
+def merge_combine(payload: c.MergeCombineInput) -> c.MergeCombineOutput:
+    s = clients.settings()
+    return run_merge_combine(payload, s, clients.store(s))
+
+
+@bp.activity_trigger(input_name="payload", activity=c.SEARCH_REPEATS)
+def search_repeats(payload: c.SearchRepeatsInput) -> c.SearchRepeatsOutput:
+    s = clients.settings()
+    return run_search_repeats(payload, s, clients.store(s))
+
+
+@bp.activity_trigger(input_name="payload", activity=c.RANK_REPEATS)
+def rank_repeats(payload: c.RankRepeatsInput) -> c.RankRepeatsOutput:
+    s = clients.settings()
+    return run_rank_repeats(payload, s, clients.store(s))

@@ -1,0 +1,104 @@
+"""The parallel fan-in's pure parts: which shards each merge part takes, how fragments make the results' bytes, and
+how folders are grouped for the repeated-detection search.
+
+Why this module exists: the merge used to stream every shard through one activity (~190 us per image: hours for ten
+million images, far past ``functionTimeout``). Now fixed ranges of shards are merged by parallel activities
+(``activities.fanin``), each into fragments that the combine step composes into the same bytes the single pass
+wrote. The byte layout of the results JSON is the single pass's (``activities.merge``): a head, then the entries,
+each preceded by ``",\\n  "`` except the first, preceded by ``"\\n  "``, then ``"\\n ]\\n}\\n"``. A part writes every
+entry with the comma, so the combine drops exactly one byte: the first byte of the first non-empty fragment.
+
+Must not: do I/O, or read the clock.
+"""
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Iterable, Mapping, Sequence
+
+from core import mdformat
+
+MAX_PARTS = 10_000  # parts per merge; a block blob holds 50,000 committed blocks (see adapters.compose)
+MAX_SHARDS_PER_PART = 1_000  # each shard costs a listing and two reads (~10-30 ms) whatever its size
+SEARCH_DETECTIONS_PER_GROUP = 400_000  # eligible detections per repeat-search activity (~20-60 s at ~50-150 us)
+RESULTS_TAIL = b"\n ]\n}\n"
+ENTRY_SEPARATOR = ",\n  "
+
+
+def plan_parts(shards: int, images: int, images_per_part: int, max_parts: int = MAX_PARTS) -> list[tuple[int, int]]:
+    """``(first shard, shard count)`` of each merge part, in order, covering ``range(shards)`` exactly.
+
+    Shards hold ``ceil(images / shards)`` images (enumeration fills every shard but the last), so a part of
+    ``images_per_part // that`` shards (at least one, at most ``MAX_SHARDS_PER_PART``: tiny shards cost their I/O)
+    merges about ``images_per_part`` images: the activity's time is bounded by the knob, not by the task. Never more
+    than ``max_parts`` parts (ranges grow instead).
+    """
+    if shards <= 0:
+        return []
+    per_shard = max(1, math.ceil(images / shards)) if images > 0 else 1
+    size = max(1, min(images_per_part // per_shard, MAX_SHARDS_PER_PART), math.ceil(shards / max_parts))
+    return [(first, min(size, shards - first)) for first in range(0, shards, size)]
+
+
+def results_head(info: Mapping[str, Any]) -> bytes:
+    """The results JSON up to and including ``"images": [`` (as the single-pass merge writes it)."""
+    head = json.dumps({"info": info, "detection_categories": mdformat.DETECTION_CATEGORIES}, indent=1)
+    return (head[:-2] + ',\n "images": [').encode("utf-8")
+
+
+def entry_fragment(entry: Mapping[str, Any]) -> bytes:
+    """One entry as a part writes it: always with the separator (the combine drops the very first comma)."""
+    return (ENTRY_SEPARATOR + json.dumps(entry, ensure_ascii=False)).encode("utf-8")
+
+
+def json_ranges(sizes: Sequence[int]) -> list[tuple[int, int, int]]:
+    """``(part, offset, length)`` of each non-empty JSON fragment as it goes into the results: the first one without
+    its leading comma (one byte), the others whole."""
+    out: list[tuple[int, int, int]] = []
+    for part, size in enumerate(sizes):
+        if size > 0:
+            skip = 0 if out else 1
+            out.append((part, skip, size - skip))
+    return out
+
+
+def plan_search_groups(indexes: Iterable[Sequence[Sequence[Any]]],
+                       per_group: int = SEARCH_DETECTIONS_PER_GROUP) -> list[dict[str, Any]]:
+    """Group folders (in name order) for the parallel repeat search, from each part's folder index.
+
+    ``indexes`` is, per part in order, that part's ``[folder, offset, length, detections]`` rows, folders in name
+    order (``activities.fanin`` writes them). Folders are taken in name order into groups of about ``per_group``
+    detections; a folder is never split (its search is sequential), so a folder larger than ``per_group`` is a group
+    of its own. A group's plan names, per part, the one byte range covering all its folders' lines there (its
+    folders are contiguous in each part's file): ``{"folders": [...], "ranges": [[part, offset, length], ...]}``,
+    parts in order, so reading the ranges in order gives each folder's detections in stream order.
+    """
+    where: dict[str, list[tuple[int, int, int, int]]] = {}
+    for part, rows in enumerate(indexes):
+        for folder, offset, length, count in rows:
+            where.setdefault(str(folder), []).append((part, int(offset), int(length), int(count)))
+    groups: list[dict[str, Any]] = []
+    current: list[str] = []
+    load = 0
+    for folder in sorted(where):
+        count = sum(r[3] for r in where[folder])
+        if current and load + count > per_group:
+            groups.append(_group(current, where))
+            current, load = [], 0
+        current.append(folder)
+        load += count
+    if current:
+        groups.append(_group(current, where))
+    return groups
+
+
+def _group(folders: list[str], where: Mapping[str, list[tuple[int, int, int, int]]]) -> dict[str, Any]:
+    spans: dict[int, list[int]] = {}
+    for folder in folders:
+        for part, offset, length, _ in where[folder]:
+            span = spans.get(part)
+            if span is None:
+                spans[part] = [offset, offset + length]
+            else:
+                span[0], span[1] = min(span[0], offset), max(span[1], offset + length)
+    return {"folders": folders, "ranges": [[part, lo, hi - lo] for part, (lo, hi) in sorted(spans.items())]}

@@ -1,0 +1,117 @@
+"""The merge as a parallel fan-in: parts over fixed ranges of shards, a combine, and the repeat search by folders.
+
+Why: the single merge activity took ~190 us per image, hours for ten million images, far past ``functionTimeout``.
+Here every activity is bounded whatever the task size (``activities.fanin`` says what each does):
+
+    merge_part  x ceil(images / merge_images_per_part)   in parallel, about ``merge_images_per_part`` images each
+    merge_combine                                        composes the results from the parts' fragments
+    search_repeats x groups                              in parallel, about 400,000 eligible detections each
+    rank_repeats                                         the repeated-detections document
+    clean_merge_work                                     deletes the parts' work blobs (best effort)
+
+Used with ``yield from`` by the task orchestrator (``fan_in(...)`` where it called the merge) and the repeats removal
+(``variant=REPEATS_REMOVED``: parts mark the chosen locations, no search). Deterministic code only: the completion
+time comes from the orchestration clock, everything else from the activities' outputs.
+
+A failed part (or search group) does not re-run the others: the fan-out waits on a durable timer and calls again only
+the activities that had not succeeded when the failure surfaced (``STORAGE_RETRY.attempts`` rounds at most), with
+plain ``call_activity`` for the reason given in ``orchestrations.retries`` (azure-functions-durable-python#603).
+``task_all`` fails as soon as one child fails (the SDK's ``WhenAllTask``); children that were still running then may
+run twice, which the activities allow (they write the same bytes).
+"""
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any, Generator, Sequence
+
+import azure.durable_functions as df
+from azure.durable_functions.models.Task import TaskState
+
+from core import contracts as c
+from core.fanin import plan_parts
+from core.settings import OrchestrationKnobs
+from gpu_batch.layout import REPEATS_REMOVED, csv_blob, repeats_blob, results_blob
+from orchestrations.retries import STORAGE_RETRY, RetryPolicy, call
+
+COUNTS = ("images", "failed", "with_detections", "detections", "empty", "missing")
+
+
+def fan_out(context: df.DurableOrchestrationContext, name: str, payloads: Sequence[Any],
+            policy: RetryPolicy = STORAGE_RETRY) -> Generator[Any, Any, list[Any]]:
+    """Call activity ``name`` once per payload in parallel; the results in payload order (see the module doc)."""
+    results: list[Any] = [None] * len(payloads)
+    todo = list(range(len(payloads)))
+    retry = 0
+    while todo:
+        tasks = [context.call_activity(name, payloads[i]) for i in todo]
+        try:
+            done = yield context.task_all(tasks)
+        except Exception:  # noqa: BLE001 - one activity's failure, as the SDK raises it in the orchestrator
+            left = []
+            for i, task in zip(todo, tasks):
+                if task.state is TaskState.SUCCEEDED:
+                    results[i] = task.result
+                else:
+                    left.append(i)
+            todo = left
+            retry += 1
+            if retry >= policy.attempts:
+                raise
+            yield context.create_timer(context.current_utc_datetime + timedelta(seconds=policy.delay_s(retry)))
+            continue
+        for i, result in zip(todo, done):
+            results[i] = result
+        todo = []
+    return results
+
+
+def fan_in(context: df.DurableOrchestrationContext, task_id: str, model: str, images: int, shards: int,
+           knobs: OrchestrationKnobs, variant: str = "",
+           remove: list[str] | None = None) -> Generator[Any, Any, c.MergeOutput]:
+    """Merge every shard's results (or write the repeats-removed ``variant`` for the location ids ``remove``)."""
+    completed_at = context.current_utc_datetime.isoformat()
+    payloads: list[c.MergePartInput] = []
+    for part, (first, count) in enumerate(plan_parts(shards, images, knobs.merge_images_per_part)):
+        payload = c.MergePartInput(task_id=task_id, part=part, first_shard=first, shards=count)
+        if variant:
+            payload["variant"] = variant
+            payload["remove"] = list(remove or [])
+        payloads.append(payload)
+    parts: list[c.MergePartOutput] = yield from fan_out(context, c.MERGE_PART, payloads)
+    rows: list[dict[str, Any]] = [dict(p) for p in parts]
+    counts = {k: sum(int(r[k]) for r in rows) for k in COUNTS}
+    reasons: dict[str, int] = {}
+    for p in parts:
+        for reason, n in p["failure_reasons"].items():
+            reasons[reason] = reasons.get(reason, 0) + n
+    failure_reasons = dict(sorted(reasons.items()))
+    combine = c.MergeCombineInput(task_id=task_id, model=model, completed_at=completed_at, variant=variant,
+                                  json_bytes=[p["json_bytes"] for p in parts], csv_bytes=[p["csv_bytes"] for p in parts],
+                                  images=counts["images"], failure_reasons=failure_reasons)
+    if variant == REPEATS_REMOVED:
+        combine["removed"] = sorted(remove or [])
+    else:
+        combine["detections_per_group"] = knobs.repeat_search_detections_per_group
+    combined: c.MergeCombineOutput = yield from call(context, c.MERGE_COMBINE, STORAGE_RETRY, combine)
+    merged: c.MergeOutput = {
+        "results_blob": results_blob(task_id, variant), "csv_blob": csv_blob(task_id, variant),
+        "repeats_blob": repeats_blob(task_id), "failure_reasons": failure_reasons, "container": combined["container"],
+        "images": counts["images"], "failed": counts["failed"], "with_detections": counts["with_detections"],
+        "detections": counts["detections"], "empty": counts["empty"], "missing": counts["missing"]}
+    if variant == REPEATS_REMOVED:
+        merged["detections_marked"] = sum(p["marked"] for p in parts)
+    else:
+        groups = combined["search_groups"]
+        yield from fan_out(context, c.SEARCH_REPEATS, [c.SearchRepeatsInput(task_id=task_id, group=g)
+                                                        for g in range(groups)])
+        ranked: c.RankRepeatsOutput = yield from call(context, c.RANK_REPEATS, STORAGE_RETRY, c.RankRepeatsInput(
+            task_id=task_id, groups=groups, detections_considered=sum(p["detections_considered"] for p in parts)))
+        merged["repeated_locations"] = ranked["locations"]
+    clean = c.CleanMergeWorkInput(task_id=task_id)
+    if variant:
+        clean["variant"] = variant
+    try:  # the results are written; the work blobs (as large as they are) only cost storage from here on
+        yield from call(context, c.CLEAN_MERGE_WORK, STORAGE_RETRY, clean)
+    except Exception:  # noqa: BLE001 - best effort: leftovers under tasks/<task>/merge*/ harm nothing
+        pass
+    return merged

@@ -1,0 +1,189 @@
+"""The parallel fan-in against Azurite: byte-identical to the single-pass merge, however the shards are split.
+
+The reference is ``activities.merge.run_merge`` (today's single activity, kept callable); the parallel path is the
+real ``orchestrations.fanin`` generator replayed by the Durable SDK (tests/orchestrations/replay.py) with its real
+activities (``activities.fanin``) reading and writing Azurite. Odd cases on purpose: a shard with no results at all,
+one whose results are not JSON, one that wrote an empty list, permanent and retryable failures, images no attempt
+covered, unicode and formula-like names, nested folders, images at the container root, a repeated "rock" in a
+folder that spans many shards, and the repeats-removed variant.
+"""
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+import pytest
+
+from activities import fanin as fanin_activities
+from activities.enumerate import run_enumerate
+from activities.merge import run_merge, run_remove_repeats
+from adapters.blobs import BlobStore, service_client
+from core import contracts as c
+from core import mdformat
+from core.requests import parse_task_request
+from core.settings import OrchestrationKnobs, Settings
+from gpu_batch import layout
+from gpu_batch.layout import REPEATS_REMOVED
+from gpu_batch.manifest import ShardManifest
+from orchestrations.fanin import fan_in
+from tests.orchestrations.replay import T0, run_orchestrator
+
+MODEL = "models/md_v5a.0.0.pt"
+ROCK = [0.52, 0.61, 0.08, 0.07]
+
+
+def merge_orchestrator(context: Any) -> Any:
+    d = context.get_input()
+    knobs = OrchestrationKnobs(merge_images_per_part=d["images_per_part"],
+                               repeat_search_detections_per_group=d.get("per_group", 400_000))
+    return (yield from fan_in(context, d["task_id"], d["model"], d["images"], d["shards"], knobs,
+                              d.get("variant", ""), d.get("remove")))
+
+
+def real_activities(settings: Settings, store: BlobStore) -> Any:
+    bodies: dict[str, Any] = {c.MERGE_PART: fanin_activities.run_merge_part, c.MERGE_COMBINE: fanin_activities.run_merge_combine,
+              c.SEARCH_REPEATS: fanin_activities.run_search_repeats, c.RANK_REPEATS: fanin_activities.run_rank_repeats,
+              c.CLEAN_MERGE_WORK: fanin_activities.run_clean_merge_work}
+
+    def answer(name: str, payload: Any) -> Any:
+        if name == c.READ_ENUMERATION:
+            return fanin_activities.run_read_enumeration(payload["task_id"], settings, store)
+        return bodies[name](payload, settings, store)
+
+    return answer
+
+
+@pytest.fixture
+def task(storage_connection: str, unique_name: str) -> tuple[Settings, BlobStore, str, c.EnumerateOutput]:
+    settings = Settings.from_env({"AzureWebJobsStorage": storage_connection, "TRAPBATCH_CONTAINER": unique_name + "s"})
+    store = BlobStore(service_client(storage_connection))
+    source = unique_name
+    store.ensure_container(source)
+    names = ([f"cam1/img{i:03d}.jpg" for i in range(48)] + [f"cam1/sub/x{i}.jpg" for i in range(5)]
+             + [f"ünïcødé 森/写真{i:02d}.jpg" for i in range(4)] + ["=SUM(A1).jpg", "root.jpg", "+plus.png"]
+             + [f"cam2/{i:03d}.jpg" for i in range(14)])
+    for name in names:
+        store.write_bytes(source, name, b"x")
+    request = parse_task_request({"container": source, "images_per_shard": 4, "model": MODEL})
+    tid = request.task_id
+    counts = run_enumerate(tid, request, settings, store)
+    rng = random.Random(5)
+    for index in range(counts["shards"]):
+        sid = layout.shard_id(index)
+        m = ShardManifest.from_dict(store.read_json(settings.container, layout.manifest_blob(tid, sid, 1)))
+        if index == 2:
+            continue  # no results at all: every image "not processed"
+        if index == 3:
+            store.write_bytes(settings.container, m.output_blob, b"{not json")
+            continue
+        if index == 5:
+            store.write_bytes(settings.container, m.output_blob, json.dumps({"images": []}).encode())
+            continue
+        entries: list[dict[str, Any]] = []
+        for k, f in enumerate(m.images):
+            if index == 7 and k == 0:
+                entries.append(mdformat.failure_entry(f, "image access failure", "undecodable"))
+                continue
+            if index == 7 and k == 1:
+                entries.append(mdformat.failure_entry(f, "image access failure", "download"))
+                continue
+            if index == 8 and k == 3:
+                continue  # never written: missing
+            dets = []
+            if f.startswith("cam1/img"):
+                dets.append({"category": "1", "conf": round(rng.uniform(0.15, 0.9), 3),
+                             "bbox": [v + rng.uniform(-0.0005, 0.0005) for v in ROCK]})
+            for _ in range(rng.randint(0, 2)):
+                w, h = rng.uniform(0.02, 0.4), rng.uniform(0.02, 0.4)
+                dets.append({"category": rng.choice("123"), "conf": round(rng.uniform(0.005, 0.99), 3),
+                             "bbox": [round(rng.uniform(0, 1 - w), 4), round(rng.uniform(0, 1 - h), 4),
+                                      round(w, 4), round(h, 4)]})
+            entries.append({"file": f, "detections": dets})
+        store.write_bytes(settings.container, m.output_blob, json.dumps({"images": entries}).encode())
+    return settings, store, tid, counts
+
+
+def _outputs(settings: Settings, store: BlobStore, tid: str, variant: str = "") -> dict[str, bytes]:
+    names = {"results": layout.results_blob(tid, variant), "csv": layout.csv_blob(tid, variant),
+             "sample": layout.preview_sample_blob(tid, variant)}
+    if not variant:
+        names["repeats"] = layout.repeats_blob(tid)
+    out = {}
+    for key, name in names.items():
+        out[key] = store.read_bytes(settings.container, name)
+        store.service.get_blob_client(settings.container, name).delete_blob()  # the next run must write it again
+    return out
+
+
+@pytest.mark.parametrize("images_per_part, per_group", [(4, 5), (12, 400_000), (1_000_000, 30)])
+def test_parallel_fan_in_writes_the_single_pass_bytes(task: Any, images_per_part: int, per_group: int) -> None:
+    """One shard per part, three, or everything in one; repeat-search groups of one folder each, one group, or a
+    few: the folder with the repeated rock spans a dozen shards, so its search reads it from many parts."""
+    settings, store, tid, counts = task
+    reference = run_merge(tid, MODEL, T0.isoformat(), settings, store)
+    expected = _outputs(settings, store, tid)
+    assert reference["repeated_locations"] == 1 and reference["missing"] > 4 and reference["failed"] > 4
+
+    run = run_orchestrator(merge_orchestrator, {"task_id": tid, "model": MODEL, "images_per_part": images_per_part,
+                                                "per_group": per_group, **counts}, real_activities(settings, store))
+
+    assert run.status == "Completed", run.error
+    parts = len(run.calls(c.MERGE_PART))
+    assert parts == {4: counts["shards"], 12: -(-counts["shards"] // 3), 1_000_000: 1}[images_per_part]
+    groups = len(run.calls(c.SEARCH_REPEATS))
+    assert (groups == 1) if per_group == 400_000 else (groups > 2)
+    assert run.output == reference
+    got = _outputs(settings, store, tid)
+    assert got["results"] == expected["results"]
+    assert got["csv"] == expected["csv"]
+    assert got["repeats"] == expected["repeats"]
+    # the preview sample draws the same images whatever the split (bottom-k by a keyed hash of the name)
+    assert json.loads(got["sample"]) == json.loads(expected["sample"])
+    assert list(store.list_names(settings.container, layout.merge_work_prefix(tid))) == []  # the work is cleaned
+    doc = json.loads(got["results"])
+    mdformat.validate(doc)
+    assert any(im["file"] == "=SUM(A1).jpg" for im in doc["images"]) and "写真00" in got["results"].decode()
+
+
+def test_parallel_repeats_removed_variant_writes_the_single_pass_bytes(task: Any) -> None:
+    settings, store, tid, counts = task
+    run_merge(tid, MODEL, T0.isoformat(), settings, store)  # the search that the removal chooses from
+    ids = [loc["id"] for loc in store.read_json(settings.container, layout.repeats_blob(tid))["locations"]]
+    reference = run_remove_repeats(tid, MODEL, T0.isoformat(), ids, settings, store)
+    expected = _outputs(settings, store, tid, REPEATS_REMOVED)
+    assert reference["detections_marked"] >= 20
+
+    run = run_orchestrator(merge_orchestrator, {"task_id": tid, "model": MODEL, "images_per_part": 8,
+                                                "variant": REPEATS_REMOVED, "remove": ids, **counts},
+                           real_activities(settings, store))
+
+    assert run.status == "Completed", run.error
+    assert c.SEARCH_REPEATS not in run.activity_names
+    assert run.output == reference
+    assert list(store.list_names(settings.container, layout.merge_work_prefix(tid, REPEATS_REMOVED))) == []
+    got = _outputs(settings, store, tid, REPEATS_REMOVED)
+    assert got["results"] == expected["results"] and got["csv"] == expected["csv"]
+    assert json.loads(got["sample"]) == json.loads(expected["sample"])
+    assert b'"conf": -' in got["results"]
+
+
+def test_compose_concatenates_ranges_across_block_boundaries(storage_connection: str, unique_name: str) -> None:
+    from adapters.compose import MAX_BLOCKS, ComposeError, compose_blob
+
+    store = BlobStore(service_client(storage_connection))
+    store.ensure_container(unique_name)
+    sources = {"a": b",0123456789abcdef", "b": "ünï€ødé 森".encode(), "c": b""}
+    for name, data in sources.items():
+        store.write_bytes(unique_name, name, data)
+    pieces: list[Any] = [b"HEAD[", ("a", 1, 16), b"", ("b", 0, len(sources["b"])), ("a", 3, 5), b"]"]
+    # Azurite has no Put Block From URL (501 APINotImplemented): the blocks are copied through this process
+    assert compose_blob(store, unique_name, "out", pieces, "text/plain", stream_block=7) == "streamed"
+    expected = b"HEAD[" + sources["a"][1:] + sources["b"] + sources["a"][3:8] + b"]"
+    assert store.read_bytes(unique_name, "out") == expected
+    blocks = store.service.get_blob_client(unique_name, "out").get_block_list("committed")[0]
+    assert len(blocks) == 1 + 3 + 3 + 1 + 1  # head, 16 and 17 bytes in blocks of 7, 5 bytes, tail
+    compose_blob(store, unique_name, "out", [b"short"])  # a shorter rewrite leaves nothing of the longer one
+    assert store.read_bytes(unique_name, "out") == b"short"
+    with pytest.raises(ComposeError, match="block blob holds"):
+        compose_blob(store, unique_name, "out", [("a", 0, MAX_BLOCKS + 1)], stream_block=1)

@@ -1,0 +1,56 @@
+"""The parallel fan-in's pure parts (core.fanin): part ranges, the byte layout of fragments, search groups."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from core import fanin
+
+
+@given(shards=st.integers(0, 5000), per_shard=st.integers(1, 20_000), per_part=st.integers(1, 500_000))
+def test_parts_cover_every_shard_once_in_order_and_stay_bounded(shards: int, per_shard: int, per_part: int) -> None:
+    images = shards * per_shard
+    parts = fanin.plan_parts(shards, images, per_part, max_parts=200)
+    covered = [s for first, n in parts for s in range(first, first + n)]
+    assert covered == list(range(shards))
+    assert len(parts) <= 200
+    wanted = min(per_part // per_shard, fanin.MAX_SHARDS_PER_PART)
+    if wanted >= 1 and -(-shards // 200) <= wanted:  # the knob decided, not the cap on parts
+        assert all(n * per_shard <= per_part and n <= fanin.MAX_SHARDS_PER_PART for _, n in parts)
+        assert all(n == wanted for _, n in parts[:-1])  # and as large as it allows
+    if parts:
+        assert all(n >= 1 for _, n in parts)
+
+
+def test_ten_million_images_in_default_shards_are_fifty_parts() -> None:
+    parts = fanin.plan_parts(1000, 10_000_000, 200_000)
+    assert len(parts) == 50 and parts[0] == (0, 20) and parts[-1] == (980, 20)
+    tiny = fanin.plan_parts(1_000_000, 10_000_000, 200_000)  # shards of 10 images: their I/O bounds a part
+    assert len(tiny) == 1000 and tiny[0] == (0, fanin.MAX_SHARDS_PER_PART)
+
+
+@pytest.mark.parametrize("sizes", [[], [0, 0], [5], [0, 7, 0, 3], [4, 4, 4]])
+def test_json_fragments_drop_exactly_the_first_comma(sizes: list[int]) -> None:
+    entries = [[{"file": f"p{p}/{i}.jpg", "detections": []} for i in range(n)] for p, n in enumerate(sizes)]
+    fragments = [b"".join(fanin.entry_fragment(e) for e in part) for part in entries]
+    head = fanin.results_head({"format_version": "1.6"})
+    body = b"".join(fragments[p][off:off + n] for p, off, n in fanin.json_ranges([len(f) for f in fragments]))
+    doc = json.loads(head + body + fanin.RESULTS_TAIL)
+    assert doc["images"] == [e for part in entries for e in part]
+    if body:
+        assert body.startswith(b"\n  {")
+
+
+def test_search_groups_keep_folders_whole_and_in_order_with_one_range_per_part() -> None:
+    # part 0: folders a, b; part 1: b (continued), c; part 2: c (continued), d
+    indexes = [[["a", 0, 100, 3], ["b", 100, 50, 2]], [["b", 0, 40, 1], ["c", 40, 60, 5]],
+               [["c", 0, 30, 2], ["d", 30, 10, 1]]]
+    groups = fanin.plan_search_groups(indexes, per_group=6)
+    assert [g["folders"] for g in groups] == [["a", "b"], ["c"], ["d"]]
+    assert groups[0]["ranges"] == [[0, 0, 150], [1, 0, 40]]
+    assert groups[1]["ranges"] == [[1, 40, 60], [2, 0, 30]]  # c is 7 detections: a group of its own
+    assert groups[2]["ranges"] == [[2, 30, 10]]
+    assert fanin.plan_search_groups([[], []]) == []
