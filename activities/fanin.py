@@ -34,7 +34,7 @@ from typing import IO, Any
 
 import azure.durable_functions as df
 
-from activities.merge import _merged_shard, _results_info
+from activities.merge import _merged_shard, _results_info, task_threshold
 from adapters import clients
 from adapters.blobs import BlobStore
 from adapters.compose import Piece, compose_blob, delete_prefix, read_range
@@ -63,6 +63,12 @@ def _removal(store: BlobStore, settings: Settings, task_id: str, remove: list[st
     return RepeatRemoval(chosen)
 
 
+def _task_model(store: BlobStore, settings: Settings, task_id: str) -> str:
+    """The task's model as its request named it (a part's input carries no model; the threshold may depend on it)."""
+    request = store.read_json_or_none(settings.container, layout.request_blob(task_id)) or {}
+    return str(request.get("model", ""))
+
+
 def _upload(store: BlobStore, container: str, name: str, data: IO[bytes], content_type: str) -> int:
     size = data.tell()
     data.seek(0)
@@ -74,7 +80,7 @@ def run_merge_part(payload: c.MergePartInput, settings: Settings, store: BlobSto
     task_id, part = payload["task_id"], payload["part"]
     variant = payload.get("variant", "")
     removal = _removal(store, settings, task_id, payload.get("remove", [])) if variant == REPEATS_REMOVED else None
-    threshold = settings.preview_threshold
+    threshold = task_threshold(store, settings, task_id, _task_model(store, settings, task_id))
     sampler = PreviewSampler(task_id, threshold)
     options = RepeatOptions()
     folders: dict[str, list[str]] = {}  # folder -> its eligible detections as JSON rows, in stream order
@@ -138,7 +144,7 @@ def run_merge_combine(payload: c.MergeCombineInput, settings: Settings, store: B
     enumeration = store.read_json(container, layout.enumeration_blob(task_id))
     removed = payload.get("removed") if variant == REPEATS_REMOVED else None
     info = _results_info(task_id, payload["model"], payload["completed_at"], enumeration,
-                         (removed or []) if variant == REPEATS_REMOVED else None)
+                         (removed or []) if variant == REPEATS_REMOVED else None, payload["failure_reasons"])
     json_sizes, csv_sizes = payload["json_bytes"], payload["csv_bytes"]
     pieces: list[Piece] = [fanin.results_head(info)]
     pieces += [(layout.merge_part_blob(task_id, p, "json", variant), off, n) for p, off, n in fanin.json_ranges(json_sizes)]
@@ -150,7 +156,7 @@ def run_merge_combine(payload: c.MergeCombineInput, settings: Settings, store: B
     table += [(layout.merge_part_blob(task_id, p, "csv", variant), 0, n) for p, n in enumerate(csv_sizes) if n > 0]
     compose_blob(store, container, layout.csv_blob(task_id, variant), table, "text/csv; charset=utf-8")
 
-    sampler = PreviewSampler(task_id, settings.preview_threshold)
+    sampler = PreviewSampler(task_id, task_threshold(store, settings, task_id, payload["model"]))
     for part in range(len(json_sizes)):
         sampler.absorb(store.read_json(container, layout.merge_part_blob(task_id, part, "sample.json", variant)))
     sample = {**sampler.result(), "info": {**info, "failure_reasons": dict(sorted(payload["failure_reasons"].items()))},

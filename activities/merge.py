@@ -21,6 +21,7 @@ import csv
 import io
 import json
 import logging
+import shutil
 import tempfile
 from typing import Any
 
@@ -42,17 +43,30 @@ logger = logging.getLogger(__name__)
 bp = df.Blueprint()
 
 
+def task_threshold(store: BlobStore, settings: Settings, task_id: str, model: str) -> float:
+    """The threshold of the task's CSV and preview (and exports): its request's ``preview_threshold``, else the app's
+    setting, else the model's typical threshold (``Settings.threshold_for``)."""
+    request = store.read_json_or_none(settings.container, layout.request_blob(task_id)) or {}
+    return settings.threshold_for(model, request.get("preview_threshold"))
+
+
 def _results_info(task_id: str, model: str, completed_at: str, enumeration: dict[str, Any],
-                  removed_ids: list[str] | None) -> dict[str, Any]:
-    """The ``info`` block of the results file (and of the preview sample, which the page reads it from)."""
+                  removed_ids: list[str] | None, failure_reasons: dict[str, int] | None = None) -> dict[str, Any]:
+    """The ``info`` block of the results file (and of the preview sample, which the page reads it from).
+
+    ``detector_metadata`` as MegaDetector writes it (Timelapse and MegaDetector's tools read default thresholds from
+    it); ``trapbatch.failure_reasons`` counts the failed images by reason (``gpu_batch.manifest``)."""
     trapbatch: dict[str, Any] = {"task_id": task_id, "container": enumeration.get("container"),
                                  "prefix": enumeration.get("prefix", "")}
+    if failure_reasons is not None:
+        trapbatch["failure_reasons"] = dict(sorted(failure_reasons.items()))
     if removed_ids is not None:
         trapbatch["repeated_detections_removed"] = {
             "locations": list(removed_ids), "blob": layout.repeats_blob(task_id),
             "how": "confidence negated, as MegaDetector's repeat detection elimination does"}
     return {"detector": model.rsplit("/", 1)[-1] or "unknown", "detection_completion_time": completed_at,
-            "format_version": mdformat.FORMAT_VERSION, "trapbatch": trapbatch}
+            "format_version": mdformat.FORMAT_VERSION, "detector_metadata": mdformat.detector_metadata(model),
+            "trapbatch": trapbatch}
 
 
 class _MergeStreams:
@@ -62,8 +76,7 @@ class _MergeStreams:
     search; holding them together keeps that pass a short loop (``add``) and memory bounded by one shard.
     """
 
-    def __init__(self, info: dict[str, Any], threshold: float, sampler: PreviewSampler,
-                 repeats: RepeatFinder | None) -> None:
+    def __init__(self, threshold: float, sampler: PreviewSampler, repeats: RepeatFinder | None) -> None:
         self.threshold = threshold
         self.sampler = sampler
         self.repeats = repeats
@@ -74,9 +87,7 @@ class _MergeStreams:
         self.table = io.TextIOWrapper(self.table_file, encoding="utf-8", newline="", write_through=True)
         self.rows = csv.writer(self.table)
         self.rows.writerow(CSV_COLUMNS)
-        head = json.dumps({"info": info, "detection_categories": mdformat.DETECTION_CATEGORIES}, indent=1)
-        self.out.write((head[:-2] + ',\n "images": [').encode("utf-8"))
-        self.first = True
+        self.first = True  # the head is written at upload, once the failure counts for ``info`` are known
 
     def add(self, entries: list[dict[str, Any]], missing: int) -> None:
         self.counts["missing"] += missing
@@ -92,10 +103,16 @@ class _MergeStreams:
             self.rows.writerow(csv_row(entry, self.threshold))
             self.first = False
 
-    def upload(self, store: BlobStore, container: str, results_name: str, csv_name: str) -> None:
+    def upload(self, store: BlobStore, container: str, results_name: str, csv_name: str,
+               info: dict[str, Any]) -> None:
         self.out.write(b"\n ]\n}\n")
         self.out.seek(0)
-        store.upload_file(container, results_name, self.out)
+        with tempfile.TemporaryFile("w+b") as whole:
+            head = json.dumps({"info": info, "detection_categories": mdformat.DETECTION_CATEGORIES}, indent=1)
+            whole.write((head[:-2] + ',\n "images": [').encode("utf-8"))
+            shutil.copyfileobj(self.out, whole, 8 * 1024 * 1024)
+            whole.seek(0)
+            store.upload_file(container, results_name, whole)
         self.table.flush()
         self.table_file.seek(0)
         store.upload_file(container, csv_name, self.table_file, "text/csv; charset=utf-8")
@@ -122,19 +139,20 @@ def run_merge(task_id: str, model: str, completed_at: str, settings: Settings, s
     """Merge every shard's results; with ``removal``, write the repeats-removed variant instead (no new search)."""
     variant = REPEATS_REMOVED if removal is not None else ""
     enumeration = store.read_json(settings.container, layout.enumeration_blob(task_id))
-    info = _results_info(task_id, model, completed_at, enumeration,
-                         (removed_ids or []) if removal is not None else None)
-    sampler = PreviewSampler(task_id, settings.preview_threshold)
-    streams = _MergeStreams(info, settings.preview_threshold, sampler, RepeatFinder() if removal is None else None)
+    threshold = task_threshold(store, settings, task_id, model)
+    sampler = PreviewSampler(task_id, threshold)
+    streams = _MergeStreams(threshold, sampler, RepeatFinder() if removal is None else None)
     try:
         for index in range(int(enumeration["shards"])):
             streams.add(*_merged_shard(store, settings, task_id, index, removal))
+        failure_reasons = dict(sorted(streams.failure_reasons.items()))
+        info = _results_info(task_id, model, completed_at, enumeration,
+                             (removed_ids or []) if removal is not None else None, failure_reasons)
         streams.upload(store, settings.container, layout.results_blob(task_id, variant),
-                       layout.csv_blob(task_id, variant))
+                       layout.csv_blob(task_id, variant), info)
     finally:
         streams.close()
     counts: dict[str, int] = streams.counts
-    failure_reasons = dict(sorted(streams.failure_reasons.items()))
     sample = {**sampler.result(), "info": {**info, "failure_reasons": failure_reasons},
               "detection_categories": mdformat.DETECTION_CATEGORIES, "images": counts["images"]}
     store.write_bytes(settings.container, layout.preview_sample_blob(task_id, variant),
