@@ -43,6 +43,7 @@ class Stage(StrEnum):
     cancelled = "cancelled"
     failed = "failed"
     terminated = "terminated"  # stopped through the management API, not by trapbatch
+    estimated = "estimated"  # a "dry_run" request: enumerated and estimated (core/estimate.py), nothing submitted
 
 
 FINISHED = (Stage.completed, Stage.completed_with_errors)
@@ -290,6 +291,7 @@ class TaskStatus(TypedDict, total=False):
     results: ResultsRef
     repeated_detections: RepeatsRef
     previews: PreviewsOutput
+    estimate: dict[str, Any]  # core.estimate.estimate(): a "dry_run" task's images, shards, GPU-hours, wall time, cost
 
 
 class RemovalStatus(TypedDict, total=False):

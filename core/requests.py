@@ -16,11 +16,12 @@ from core.ids import task_instance_id
 
 _CONTAINER_RE = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$")
 ALLOWED_FIELDS = ("container", "prefix", "first_n", "sample_n", "seed", "model", "request_name", "caller",
-                  "images_per_shard", "source_account_url", "credential_secret", "max_failed_fraction")
+                  "images_per_shard", "source_account_url", "credential_secret", "max_failed_fraction", "dry_run")
 # Fields that define *what* is computed; request_name and caller are labels and do not change the task id.
 IDENTITY_FIELDS = ("container", "prefix", "first_n", "sample_n", "seed", "model", "images_per_shard")
 # Identity fields added later: part of the id only when set, so earlier requests keep their task ids.
-OPTIONAL_IDENTITY_FIELDS = ("source_account_url", "credential_secret")
+# dry_run is one: an estimate is a task of its own, whose id never collides with the real run's.
+OPTIONAL_IDENTITY_FIELDS = ("source_account_url", "credential_secret", "dry_run")
 _SECRET_NAME_RE = re.compile(r"^[0-9A-Za-z-]{1,127}$")  # Key Vault secret names
 MAX_IMAGES_PER_SHARD = 100_000
 MAX_IMAGES = 1_000_000_000  # first_n / sample_n: far above any camera-trap collection, far below overflow
@@ -51,6 +52,8 @@ class TaskRequest:
     # "completed" rather than "completed_with_errors"; None: the app's TRAPBATCH_MAX_FAILED_FRACTION. Not part of the
     # task id: it judges the outcome, it does not change the work.
     max_failed_fraction: float | None = None
+    # Enumerate and estimate only (core/estimate.py): the task ends in stage "estimated" and submits nothing.
+    dry_run: bool = False
 
     @property
     def task_id(self) -> str:
@@ -148,6 +151,15 @@ def _opt_fraction(body: Mapping[str, Any], name: str) -> float | None:
     return float(value)
 
 
+def _opt_bool(body: Mapping[str, Any], name: str) -> bool:
+    value = body.get(name)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise RequestInvalid(f"'{name}' must be true or false, got {value!r}", f'e.g. "{name}": true')
+    return value
+
+
 def parse_task_request(body: Any, default_model: str = "", default_images_per_shard: int = DEFAULT_IMAGES_PER_SHARD) -> TaskRequest:
     """Validate and normalize a request body; raise ``RequestInvalid`` naming the bad field."""
     if not isinstance(body, Mapping):
@@ -201,6 +213,7 @@ def parse_task_request(body: Any, default_model: str = "", default_images_per_sh
         source_account_url=source_account_url,
         credential_secret=credential_secret,
         max_failed_fraction=_opt_fraction(body, "max_failed_fraction"),
+        dry_run=_opt_bool(body, "dry_run"),
     )
 
 

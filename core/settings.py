@@ -43,6 +43,10 @@ Variables (names shared with infra/main.bicep app settings):
                                    ``easyauth`` (App Service Authentication's X-MS-CLIENT-PRINCIPAL headers, else 401)
     TRAPBATCH_OPERATOR_ROLE        the app role (``roles`` claim) that makes a caller an operator (default
                                    ``trapbatch.operator``): sees every task, exempt from the limits below
+    TRAPBATCH_WORKER_IMAGES_PER_S  estimates (``"dry_run": true``, core/estimate.py): one worker's images per second
+                                   (default 244, one H100 in bench/RESULTS.md; measure your node size and set it)
+    TRAPBATCH_POOL_NODES           estimates: GPU nodes the pool runs at once, one worker each (default 1)
+    TRAPBATCH_NODE_PRICE_PER_HOUR  estimates: one node's list price per hour (default 0: unknown, no cost given)
     TRAPBATCH_CALLER_MAX_IMAGES_PER_TASK / _MAX_ACTIVE_TASKS / _MIN_IMAGES_PER_SHARD   per-caller limits with
                                    ``easyauth`` (0, the default: unlimited); see api/callers.py
     TRAPBATCH_BATCH_ACCOUNT_URL, TRAPBATCH_BATCH_POOL_ID, TRAPBATCH_WORKER_IMAGE,
@@ -56,6 +60,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from core.errors import ConfigError
+from core.estimate import DEFAULT_POOL_NODES, DEFAULT_WORKER_IMAGES_PER_S
 from core.requests import DEFAULT_IMAGES_PER_SHARD, normalize_account_url
 from gpu_batch.layout import DEFAULT_STATE_CONTAINER, STATIC_WEBSITE_CONTAINER
 
@@ -86,6 +91,13 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         raise ConfigError(f"{name}={raw!r} is not a number", f"{WHERE}; e.g. {name}={default}") from None
 
 
+def _positive(env: Mapping[str, str], name: str, default: float, allow_zero: bool = False) -> float:
+    value = _float(env, name, default)
+    if value < 0 or (value == 0 and not allow_zero) or value != value or value == float("inf"):
+        raise ConfigError(f"{name}={value} must be a positive number", f"{WHERE}; e.g. {name}={default}")
+    return value
+
+
 def _fraction(env: Mapping[str, str], name: str, default: float) -> float:
     value = _float(env, name, default)
     if not 0 <= value <= 1:
@@ -106,6 +118,10 @@ class OrchestrationKnobs:
     max_task_seconds: int = 21600
     polls_per_generation: int = 50  # continue_as_new after this many polls keeps the history small
     max_failed_fraction: float = 0.05
+    # estimates (core/estimate.py) for "dry_run" requests
+    worker_images_per_s: float = DEFAULT_WORKER_IMAGES_PER_S
+    pool_nodes: int = DEFAULT_POOL_NODES
+    node_price_per_hour: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__slots__}
@@ -188,6 +204,9 @@ class Settings:
             shards_per_group=_int(env, "TRAPBATCH_SHARDS_PER_GROUP", 200),
             max_task_seconds=_int(env, "TRAPBATCH_MAX_TASK_SECONDS", 21600),
             max_failed_fraction=_fraction(env, "TRAPBATCH_MAX_FAILED_FRACTION", 0.05),
+            worker_images_per_s=_positive(env, "TRAPBATCH_WORKER_IMAGES_PER_S", DEFAULT_WORKER_IMAGES_PER_S),
+            pool_nodes=_int(env, "TRAPBATCH_POOL_NODES", DEFAULT_POOL_NODES),
+            node_price_per_hour=_positive(env, "TRAPBATCH_NODE_PRICE_PER_HOUR", 0.0, allow_zero=True),
         )
         settings = cls(
             storage_connection=storage,

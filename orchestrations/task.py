@@ -12,6 +12,7 @@ import azure.durable_functions as df
 
 from core import contracts as c
 from core.contracts import Stage
+from core.estimate import estimate
 from core.ids import shards_instance_id
 from core.settings import OrchestrationKnobs
 from core.shards import group_shards
@@ -105,6 +106,14 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
     if enumeration["images"] == 0:
         raise NoImagesFound(f"no images (.jpg, .jpeg, .png, .gif) found in {_where(request)}; "
                             "check the container and prefix")
+    if request.get("dry_run"):  # an estimate only (core/estimate.py): stop before anything reaches the pool
+        estimated = c.TaskStatus(stage=Stage.estimated, started=started, images=enumeration["images"],
+                                 shards=enumeration["shards"], finished=context.current_utc_datetime.isoformat(),
+                                 estimate=estimate(enumeration["images"], enumeration["shards"],
+                                                   knobs.images_per_shard, knobs.worker_images_per_s,
+                                                   knobs.pool_nodes, knobs.node_price_per_hour))
+        context.set_custom_status(estimated)
+        return estimated
 
     groups = group_shards(enumeration["shards"], knobs.shards_per_group)
     context.set_custom_status(c.TaskStatus(stage=Stage.detecting, started=started, images=enumeration["images"],

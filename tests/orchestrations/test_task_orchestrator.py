@@ -228,3 +228,16 @@ def test_the_failed_fraction_decides_completed_or_completed_with_errors(limit: f
 
     assert run.status == "Completed" and run.output["stage"] == stage
     assert run.output["failed_fraction"] == 0.04 and run.output["max_failed_fraction"] == limit
+
+
+def test_a_dry_run_stops_after_enumeration_with_an_estimate_and_touches_no_pool() -> None:
+    knobs = {"images_per_shard": 10_000, "worker_images_per_s": 250.0, "pool_nodes": 4, "node_price_per_hour": 3.0}
+    run = run_task(task_input({**REQUEST, "dry_run": True}, **knobs), activities(images=100_000, shards=10))
+
+    assert run.status == "Completed"
+    assert run.activity_names == [c.ENUMERATE] and not run.sub_orchestrations  # no submit, no job to close
+    assert run.custom_status["stage"] == Stage.estimated and run.output["stage"] == Stage.estimated
+    est = run.output["estimate"]
+    assert (est["images"], est["shards"], est["pool_nodes"], est["nodes_used"]) == (100_000, 10, 4, 4)
+    assert est["gpu_hours"] == round((100_000 / 250 + 10 * 10) / 3600, 4)  # 400 s of images + 10 shard starts
+    assert est["cost"] == round(est["gpu_hours"] * 3.0, 2)
