@@ -13,7 +13,7 @@ from rich.table import Table
 from cli import config as cfg
 from cli.client import ApiClient
 from cli.errors import EXIT_API, EXIT_INTERRUPTED, EXIT_OK, CliError
-from cli.progress import BarReporter, LineReporter, exit_code_for, is_final, progress_line, wait_for
+from cli.progress import BarReporter, LineReporter, exit_code_for, wait_for
 from core.errors import TrapbatchError
 from core.requests import parse_task_request
 
