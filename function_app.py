@@ -3,11 +3,11 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from activities import enumerate as enumerate_activity
-from activities import merge, pool, previews
+from activities import merge, notify, pool, previews
 from api import openapi, starters
 from orchestrations import repeats, shards, task
 
 app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
 for blueprint in (starters.bp, task.bp, shards.bp, repeats.bp, enumerate_activity.bp, pool.bp, merge.bp, previews.bp,
-                  openapi.bp):
+                  openapi.bp, notify.bp):
     app.register_functions(blueprint)

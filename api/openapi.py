@@ -56,6 +56,8 @@ REQUEST_FIELDS: dict[str, dict[str, Any]] = {
                             "description": "share of images that may fail for the task to end 'completed'"},
     "dry_run": {"type": ["boolean", "null"], "description": "enumerate and estimate only (stage 'estimated'); "
                 "submits nothing to the pool; part of the task id"},
+    "notify_url": {**_text(2000), "description": "https address that receives one signed JSON POST when the task "
+                   "ends (hosts allowed by the app's TRAPBATCH_NOTIFY_HOSTS)"},
 }
 
 

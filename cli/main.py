@@ -72,6 +72,7 @@ REQUEST_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--source-account-url", "source_account_url", str, "the images' storage account, when not trapbatch's"),
     ("--credential-secret", "credential_secret", str, "name of the Key Vault secret that opens that account"),
     ("--max-failed-fraction", "max_failed_fraction", float, "share of images that may fail for 'completed'"),
+    ("--notify-url", "notify_url", str, "https address told (one signed POST) when the task ends"),
 ]
 
 

@@ -28,6 +28,7 @@ CLOSE_JOB = "close_pool_job"
 MERGE = "merge_results"
 PREVIEWS = "render_previews"
 REMOVE_REPEATS = "remove_repeated_detections"
+NOTIFY = "notify_task_end"
 
 
 class Stage(StrEnum):
@@ -304,3 +305,17 @@ class RemovalStatus(TypedDict, total=False):
     detections_marked: int
     results: ResultsRef
     previews: PreviewsOutput
+
+
+class NotifyInput(TypedDict):
+    """The notification of a task's end (core/notify.py): sent to ``url`` once per final stage."""
+
+    task_id: str
+    url: str
+    status: dict[str, Any]  # the final TaskStatus
+
+
+class NotifyOutput(TypedDict):
+    sent: bool
+    status_code: int  # the receiver's answer; 0 when nothing was sent
+    reason: str  # why nothing was sent ("" when sent)

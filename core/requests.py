@@ -16,7 +16,8 @@ from core.ids import task_instance_id
 
 _CONTAINER_RE = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$")
 ALLOWED_FIELDS = ("container", "prefix", "first_n", "sample_n", "seed", "model", "request_name", "caller",
-                  "images_per_shard", "source_account_url", "credential_secret", "max_failed_fraction", "dry_run")
+                  "images_per_shard", "source_account_url", "credential_secret", "max_failed_fraction", "dry_run",
+                  "notify_url")
 # Fields that define *what* is computed; request_name and caller are labels and do not change the task id.
 IDENTITY_FIELDS = ("container", "prefix", "first_n", "sample_n", "seed", "model", "images_per_shard")
 # Identity fields added later: part of the id only when set, so earlier requests keep their task ids.
@@ -54,6 +55,9 @@ class TaskRequest:
     max_failed_fraction: float | None = None
     # Enumerate and estimate only (core/estimate.py): the task ends in stage "estimated" and submits nothing.
     dry_run: bool = False
+    # Where to POST one signed JSON notification when the task ends (core/notify.py); hosts must be in the app's
+    # TRAPBATCH_NOTIFY_HOSTS. Not part of the task id: it says whom to tell, not what to compute.
+    notify_url: str = ""
 
     @property
     def task_id(self) -> str:
@@ -151,6 +155,21 @@ def _opt_fraction(body: Mapping[str, Any], name: str) -> float | None:
     return float(value)
 
 
+def _notify_url(body: Mapping[str, Any]) -> str:
+    url = _opt_str(body, "notify_url", 2000).strip()
+    if not url:
+        return ""
+    parsed = urlsplit(url)
+    if parsed.username or parsed.password or parsed.fragment:
+        raise RequestInvalid("'notify_url' must not carry credentials or a fragment",
+                             "give a plain https address; the notification is signed with the app's secret")
+    local = parsed.hostname in ("127.0.0.1", "localhost")
+    if not parsed.hostname or (parsed.scheme != "https" and not (parsed.scheme == "http" and local)):
+        raise RequestInvalid(f"'notify_url' {url!r} is not an https address",
+                             'e.g. "https://hooks.example.org/trapbatch" (http only for localhost)')
+    return url
+
+
 def _opt_bool(body: Mapping[str, Any], name: str) -> bool:
     value = body.get(name)
     if value is None:
@@ -214,6 +233,7 @@ def parse_task_request(body: Any, default_model: str = "", default_images_per_sh
         credential_secret=credential_secret,
         max_failed_fraction=_opt_fraction(body, "max_failed_fraction"),
         dry_run=_opt_bool(body, "dry_run"),
+        notify_url=_notify_url(body),
     )
 
 

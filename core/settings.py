@@ -47,6 +47,10 @@ Variables (names shared with infra/main.bicep app settings):
                                    (default 244, one H100 in bench/RESULTS.md; measure your node size and set it)
     TRAPBATCH_POOL_NODES           estimates: GPU nodes the pool runs at once, one worker each (default 1)
     TRAPBATCH_NODE_PRICE_PER_HOUR  estimates: one node's list price per hour (default 0: unknown, no cost given)
+    TRAPBATCH_NOTIFY_HOSTS         hosts a request's ``notify_url`` may name (comma-separated, ``host:port`` for a
+                                   port); default none: no notification is sent (core/notify.py)
+    TRAPBATCH_NOTIFY_SECRET        name of the Key Vault secret (locally: of the local secrets file) whose value signs
+                                   notifications (HMAC-SHA256); without it none is sent
     TRAPBATCH_CALLER_MAX_IMAGES_PER_TASK / _MAX_ACTIVE_TASKS / _MIN_IMAGES_PER_SHARD   per-caller limits with
                                    ``easyauth`` (0, the default: unlimited); see api/callers.py
     TRAPBATCH_BATCH_ACCOUNT_URL, TRAPBATCH_BATCH_POOL_ID, TRAPBATCH_WORKER_IMAGE,
@@ -161,6 +165,8 @@ class Settings:
     caller_max_images_per_task: int = 0
     caller_max_active_tasks: int = 0
     caller_min_images_per_shard: int = 0
+    notify_hosts: tuple[str, ...] = ()
+    notify_secret: str = ""
 
     def secret_store_env(self) -> dict[str, str]:
         """The secret-store variables for ``gpu_batch.storage_refs`` and for the workers' environment (the worker reads
@@ -238,6 +244,8 @@ class Settings:
             caller_max_images_per_task=_int(env, "TRAPBATCH_CALLER_MAX_IMAGES_PER_TASK", 0, minimum=0),
             caller_max_active_tasks=_int(env, "TRAPBATCH_CALLER_MAX_ACTIVE_TASKS", 0, minimum=0),
             caller_min_images_per_shard=_int(env, "TRAPBATCH_CALLER_MIN_IMAGES_PER_SHARD", 0, minimum=0),
+            notify_hosts=tuple(h.lower() for h in env.get("TRAPBATCH_NOTIFY_HOSTS", "").replace(",", " ").split()),
+            notify_secret=env.get("TRAPBATCH_NOTIFY_SECRET", "").strip(),
         )
         if pool == "azure_batch":
             for name, value in (("TRAPBATCH_BATCH_ACCOUNT_URL", settings.batch_account_url),
