@@ -132,3 +132,48 @@ def test_estimate_enumerates_and_submits_no_pool_work(host, store: BlobStore, un
     from core.requests import parse_task_request
 
     assert listed[0]["id"] != parse_task_request({"container": unique_name}).task_id  # never the real run's task
+
+
+def test_the_end_of_a_task_is_announced_once_with_a_signed_post(host, store: BlobStore, unique_name: str,  # type: ignore[no-untyped-def]
+                                                                 monkeypatch: pytest.MonkeyPatch,
+                                                                 tmp_path: Path) -> None:
+    """On devhost (real orchestration, real activity, a real HTTP receiver): one signed POST per task end, for an
+    estimate (no pool work, so it is quick) started with ``trapbatch estimate --notify-url``."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from core import notify
+
+    got: list[tuple[dict[str, str], bytes]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            got.append((dict(self.headers), self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    secrets = tmp_path / "secrets.json"
+    secrets.write_text(json.dumps({"notify-key": "s3cret-for-hmac"}))
+    monkeypatch.setenv("TRAPBATCH_NOTIFY_HOSTS", f"127.0.0.1:{server.server_port}")
+    monkeypatch.setenv("TRAPBATCH_NOTIFY_SECRET", "notify-key")
+    monkeypatch.setenv("TRAPBATCH_LOCAL_SECRETS_FILE", str(secrets))
+    upload_images(store, unique_name, 3, corrupt=0)
+    try:
+        est = trapbatch("estimate", "--container", unique_name, "--json", "--notify-url",
+                        f"http://127.0.0.1:{server.server_port}/hook", url=host.base_url)
+        assert est.returncode == 0, est.stderr
+        from tests.waiting import wait_until
+
+        wait_until(lambda: got, 60, "the notification")
+    finally:
+        server.shutdown()
+    [(headers, raw)] = got
+    assert notify.verify("s3cret-for-hmac", raw, headers[notify.SIGNATURE_HEADER])
+    doc = json.loads(raw)
+    assert doc["stage"] == "estimated" and doc["estimate"]["images"] == 3
+    assert headers[notify.DELIVERY_HEADER] == f"{doc['task_id']}/estimated"
