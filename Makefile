@@ -15,22 +15,28 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: setup demo test test-fast clean bench
 
-setup: $(STAMP) node_modules/.bin/azurite $(CHROMIUM)
+setup: $(STAMP) node_modules/.bin/azurite $(CHROMIUM) $(VENV)/bin/trapbatch
 
 $(CHROMIUM):
 	@command -v apt-get >/dev/null || { echo "Chromium is needed for the browser test: install it (Debian: apt-get install chromium)"; exit 1; }
 	$(SUDO) apt-get install -y -q chromium >/dev/null || { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q chromium >/dev/null; }
 
-$(STAMP): requirements/app.txt requirements/worker.txt requirements/dev.txt requirements/platform-test.txt requirements/oracle.txt scripts/install_oracle_deps.sh requirements/infra-test.txt
+$(STAMP): requirements/app.txt requirements/worker.txt requirements/dev.txt requirements/cli.txt requirements/platform-test.txt requirements/oracle.txt scripts/install_oracle_deps.sh requirements/infra-test.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] >= (3, 11) else "Python 3.11+ is needed; set PYTHON=python3.11")'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -r requirements/app.txt -r requirements/dev.txt
+	$(PIP) install -q -r requirements/app.txt -r requirements/dev.txt -r requirements/cli.txt
 	$(PIP) install -q --no-deps --ignore-requires-python -r requirements/platform-test.txt
 	$(PIP) install -q -r requirements/worker.txt
 	bash scripts/install_oracle_deps.sh $(VENV)
 	test -x $(VENV)/infra/bin/python || $(PYTHON) -m venv $(VENV)/infra && $(VENV)/infra/bin/pip install -q -r requirements/infra-test.txt
 	touch $(STAMP)
+
+# The `trapbatch` command (cli/, pyproject's [project.scripts]): a launcher rather than `pip install -e .`, which would
+# put this checkout's top-level packages (core, api, ...) on every interpreter path of the environment.
+$(VENV)/bin/trapbatch: $(STAMP)
+	printf '#!/bin/sh\n# trapbatch launcher written by make setup\nPYTHONPATH="%s$${PYTHONPATH:+:$$PYTHONPATH}" exec "%s" -m cli "$$@"\n' "$(CURDIR)" "$(CURDIR)/$(PY)" > $@
+	chmod +x $@
 
 node_modules/.bin/azurite: package.json
 	@command -v npm >/dev/null || { echo "npm (Node 20+) is needed for the Azurite storage emulator: apt-get install nodejs npm"; exit 1; }

@@ -3,14 +3,15 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from activities import enumerate as enumerate_activity
-from activities import exports, fanin, merge, pool, previews
-from api import arrivals, starters
+from activities import exports, fanin, merge, notify, pool, previews
+from api import arrivals, openapi, starters
 from orchestrations import repeats, shards, task
 
 app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
 for blueprint in (
     starters.bp,
     arrivals.bp,
+    openapi.bp,
     task.bp,
     shards.bp,
     repeats.bp,
@@ -20,5 +21,6 @@ for blueprint in (
     fanin.bp,
     previews.bp,
     exports.bp,
+    notify.bp,
 ):
     app.register_functions(blueprint)

@@ -28,6 +28,7 @@ CLOSE_JOB = "close_pool_job"
 MERGE = "merge_results"
 PREVIEWS = "render_previews"
 REMOVE_REPEATS = "remove_repeated_detections"
+NOTIFY = "notify_task_end"
 
 
 class Stage(StrEnum):
@@ -43,6 +44,7 @@ class Stage(StrEnum):
     cancelled = "cancelled"
     failed = "failed"
     terminated = "terminated"  # stopped through the management API, not by trapbatch
+    estimated = "estimated"  # a "dry_run" request: enumerated and estimated (core/estimate.py), nothing submitted
 
 
 FINISHED = (Stage.completed, Stage.completed_with_errors)
@@ -303,6 +305,7 @@ class TaskStatus(TypedDict, total=False):
     results: ResultsRef
     repeated_detections: RepeatsRef
     previews: PreviewsOutput
+    estimate: dict[str, Any]  # core.estimate.estimate(): a "dry_run" task's images, shards, GPU-hours, wall time, cost
 
 
 class RemovalStatus(TypedDict, total=False):
@@ -440,3 +443,17 @@ class CleanMergeWorkInput(TypedDict):
 
 class CleanMergeWorkOutput(TypedDict):
     deleted: int
+
+
+class NotifyInput(TypedDict):
+    """The notification of a task's end (core/notify.py): sent to ``url`` once per final stage."""
+
+    task_id: str
+    url: str
+    status: dict[str, Any]  # the final TaskStatus
+
+
+class NotifyOutput(TypedDict):
+    sent: bool
+    status_code: int  # the receiver's answer; 0 when nothing was sent
+    reason: str  # why nothing was sent ("" when sent)

@@ -17,11 +17,12 @@ from core.ids import task_instance_id
 _CONTAINER_RE = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$")
 ALLOWED_FIELDS = ("container", "prefix", "first_n", "sample_n", "seed", "model", "request_name", "caller",
                   "images_per_shard", "source_account_url", "credential_secret", "max_failed_fraction",
-                  "preview_threshold")
+                  "preview_threshold", "dry_run", "notify_url")
 # Fields that define *what* is computed; request_name and caller are labels and do not change the task id.
 IDENTITY_FIELDS = ("container", "prefix", "first_n", "sample_n", "seed", "model", "images_per_shard")
 # Identity fields added later: part of the id only when set, so earlier requests keep their task ids.
-OPTIONAL_IDENTITY_FIELDS = ("source_account_url", "credential_secret")
+# dry_run is one: an estimate is a task of its own, whose id never collides with the real run's.
+OPTIONAL_IDENTITY_FIELDS = ("source_account_url", "credential_secret", "dry_run")
 _SECRET_NAME_RE = re.compile(r"^[0-9A-Za-z-]{1,127}$")  # Key Vault secret names
 MAX_IMAGES_PER_SHARD = 100_000
 MAX_IMAGES = 1_000_000_000  # first_n / sample_n: far above any camera-trap collection, far below overflow
@@ -56,6 +57,13 @@ class TaskRequest:
     # TRAPBATCH_PREVIEW_THRESHOLD, else the model's typical threshold (Settings.threshold_for). Not part of the task
     # id: the detections (every one down to TRAPBATCH_DETECTION_THRESHOLD) are the same at any threshold.
     preview_threshold: float | None = None
+
+
+    # Enumerate and estimate only (core/estimate.py): the task ends in stage "estimated" and submits nothing.
+    dry_run: bool = False
+    # Where to POST one signed JSON notification when the task ends (core/notify.py); hosts must be in the app's
+    # TRAPBATCH_NOTIFY_HOSTS. Not part of the task id: it says whom to tell, not what to compute.
+    notify_url: str = ""
 
     @property
     def task_id(self) -> str:
@@ -169,6 +177,30 @@ def _opt_threshold(body: Mapping[str, Any], name: str) -> float | None:
     return float(value)
 
 
+def _notify_url(body: Mapping[str, Any]) -> str:
+    url = _opt_str(body, "notify_url", 2000).strip()
+    if not url:
+        return ""
+    parsed = urlsplit(url)
+    if parsed.username or parsed.password or parsed.fragment:
+        raise RequestInvalid("'notify_url' must not carry credentials or a fragment",
+                             "give a plain https address; the notification is signed with the app's secret")
+    local = parsed.hostname in ("127.0.0.1", "localhost")
+    if not parsed.hostname or (parsed.scheme != "https" and not (parsed.scheme == "http" and local)):
+        raise RequestInvalid(f"'notify_url' {url!r} is not an https address",
+                             'e.g. "https://hooks.example.org/trapbatch" (http only for localhost)')
+    return url
+
+
+def _opt_bool(body: Mapping[str, Any], name: str) -> bool:
+    value = body.get(name)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise RequestInvalid(f"'{name}' must be true or false, got {value!r}", f'e.g. "{name}": true')
+    return value
+
+
 def parse_task_request(body: Any, default_model: str = "", default_images_per_shard: int = DEFAULT_IMAGES_PER_SHARD) -> TaskRequest:
     """Validate and normalize a request body; raise ``RequestInvalid`` naming the bad field."""
     if not isinstance(body, Mapping):
@@ -223,6 +255,10 @@ def parse_task_request(body: Any, default_model: str = "", default_images_per_sh
         credential_secret=credential_secret,
         max_failed_fraction=_opt_fraction(body, "max_failed_fraction"),
         preview_threshold=_opt_threshold(body, "preview_threshold"),
+
+
+        dry_run=_opt_bool(body, "dry_run"),
+        notify_url=_notify_url(body),
     )
 
 

@@ -61,6 +61,14 @@ Variables (names shared with infra/main.bicep app settings):
                                    ``easyauth`` (App Service Authentication's X-MS-CLIENT-PRINCIPAL headers, else 401)
     TRAPBATCH_OPERATOR_ROLE        the app role (``roles`` claim) that makes a caller an operator (default
                                    ``trapbatch.operator``): sees every task, exempt from the limits below
+    TRAPBATCH_WORKER_IMAGES_PER_S  estimates (``"dry_run": true``, core/estimate.py): one worker's images per second
+                                   (default 244, one H100 in bench/RESULTS.md; measure your node size and set it)
+    TRAPBATCH_POOL_NODES           estimates: GPU nodes the pool runs at once, one worker each (default 1)
+    TRAPBATCH_NODE_PRICE_PER_HOUR  estimates: one node's list price per hour (default 0: unknown, no cost given)
+    TRAPBATCH_NOTIFY_HOSTS         hosts a request's ``notify_url`` may name (comma-separated, ``host:port`` for a
+                                   port); default none: no notification is sent (core/notify.py)
+    TRAPBATCH_NOTIFY_SECRET        name of the Key Vault secret (locally: of the local secrets file) whose value signs
+                                   notifications (HMAC-SHA256); without it none is sent
     TRAPBATCH_CALLER_MAX_IMAGES_PER_TASK / _MAX_ACTIVE_TASKS / _MIN_IMAGES_PER_SHARD   per-caller limits with
                                    ``easyauth`` (0, the default: unlimited); see api/callers.py
     TRAPBATCH_BATCH_ACCOUNT_URL, TRAPBATCH_BATCH_POOL_ID, TRAPBATCH_WORKER_IMAGE,
@@ -74,6 +82,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from core.errors import ConfigError
+from core.estimate import DEFAULT_POOL_NODES, DEFAULT_WORKER_IMAGES_PER_S
 from core.mdformat import typical_threshold
 from core.requests import DEFAULT_IMAGES_PER_SHARD, normalize_account_url
 from gpu_batch.layout import DEFAULT_STATE_CONTAINER, STATIC_WEBSITE_CONTAINER
@@ -104,6 +113,13 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         return float(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a number", f"{WHERE}; e.g. {name}={default}") from None
+
+
+def _positive(env: Mapping[str, str], name: str, default: float, allow_zero: bool = False) -> float:
+    value = _float(env, name, default)
+    if value < 0 or (value == 0 and not allow_zero) or value != value or value == float("inf"):
+        raise ConfigError(f"{name}={value} must be a positive number", f"{WHERE}; e.g. {name}={default}")
+    return value
 
 
 def _fraction(env: Mapping[str, str], name: str, default: float) -> float:
@@ -149,6 +165,12 @@ class OrchestrationKnobs:
     merge_images_per_part: int = 200_000  # the fan-in merges ranges of about this many images per activity
     repeat_search_detections_per_group: int = 400_000  # eligible detections per repeat-search activity
 
+
+    # estimates (core/estimate.py) for "dry_run" requests
+    worker_images_per_s: float = DEFAULT_WORKER_IMAGES_PER_S
+    pool_nodes: int = DEFAULT_POOL_NODES
+    node_price_per_hour: float = 0.0
+
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__slots__}
 
@@ -193,6 +215,8 @@ class Settings:
     caller_max_images_per_task: int = 0
     caller_max_active_tasks: int = 0
     caller_min_images_per_shard: int = 0
+    notify_hosts: tuple[str, ...] = ()
+    notify_secret: str = ""
 
     def threshold_for(self, model: str, requested: float | None = None) -> float:
         """The threshold of previews, CSV and exports: the request's ``preview_threshold``, else
@@ -246,6 +270,11 @@ class Settings:
             max_failed_fraction=_fraction(env, "TRAPBATCH_MAX_FAILED_FRACTION", 0.05),
             merge_images_per_part=_int(env, "TRAPBATCH_MERGE_IMAGES_PER_PART", 200_000),
             repeat_search_detections_per_group=_int(env, "TRAPBATCH_REPEAT_SEARCH_DETECTIONS_PER_GROUP", 400_000),
+
+
+            worker_images_per_s=_positive(env, "TRAPBATCH_WORKER_IMAGES_PER_S", DEFAULT_WORKER_IMAGES_PER_S),
+            pool_nodes=_int(env, "TRAPBATCH_POOL_NODES", DEFAULT_POOL_NODES),
+            node_price_per_hour=_positive(env, "TRAPBATCH_NODE_PRICE_PER_HOUR", 0.0, allow_zero=True),
         )
         settings = cls(
             storage_connection=storage,
@@ -283,6 +312,8 @@ class Settings:
             caller_max_images_per_task=_int(env, "TRAPBATCH_CALLER_MAX_IMAGES_PER_TASK", 0, minimum=0),
             caller_max_active_tasks=_int(env, "TRAPBATCH_CALLER_MAX_ACTIVE_TASKS", 0, minimum=0),
             caller_min_images_per_shard=_int(env, "TRAPBATCH_CALLER_MIN_IMAGES_PER_SHARD", 0, minimum=0),
+            notify_hosts=tuple(h.lower() for h in env.get("TRAPBATCH_NOTIFY_HOSTS", "").replace(",", " ").split()),
+            notify_secret=env.get("TRAPBATCH_NOTIFY_SECRET", "").strip(),
         )
         if pool == "azure_batch":
             for name, value in (("TRAPBATCH_BATCH_ACCOUNT_URL", settings.batch_account_url),

@@ -12,12 +12,13 @@ import azure.durable_functions as df
 
 from core import contracts as c
 from core.contracts import Stage
+from core.estimate import estimate
 from core.ids import shards_instance_id
 from core.settings import OrchestrationKnobs
 from core.shards import group_count_limit, group_shards, in_flight_shares
 from gpu_batch.layout import pool_job_id, shard_id
 from orchestrations.fanin import fan_in
-from orchestrations.retries import POOL_RETRY, STORAGE_RETRY, call
+from orchestrations.retries import POOL_RETRY, STORAGE_RETRY, RetryPolicy, call
 
 bp = df.Blueprint()
 
@@ -88,10 +89,31 @@ def task_orchestrator(context: df.DurableOrchestrationContext) -> Generator[Any,
                 yield from _close_job(context, task_id, job_id)
             except Exception:  # noqa: BLE001 - keep the original failure; the job is closed by its next run anyway
                 pass
-        context.set_custom_status(c.TaskStatus(stage=Stage.failed, started=started, error=_first_line(exc),
-                                               finished=context.current_utc_datetime.isoformat(), pool_job=job_id))
+        failed = c.TaskStatus(stage=Stage.failed, started=started, error=_first_line(exc),
+                              finished=context.current_utc_datetime.isoformat(), pool_job=job_id)
+        context.set_custom_status(failed)
+        yield from _notify(context, data, failed)
         raise
+    yield from _notify(context, data, summary)
     return {"task_id": task_id, **summary}
+
+
+# A receiver that is down gets the notification again after 30 s, 1, 2, 4 and 8 minutes (durable timers).
+NOTIFY_RETRY = RetryPolicy(attempts=6, first_delay_s=30.0, backoff=2.0)
+
+
+def _notify(context: df.DurableOrchestrationContext, data: c.TaskInput,
+            status: c.TaskStatus) -> Generator[Any, Any, None]:
+    """One signed POST of the final status to the request's ``notify_url`` (core/notify.py), if it names one. A
+    receiver that stays down does not change how the task ended."""
+    url = data["request"].get("notify_url")
+    if not url:
+        return
+    try:
+        yield from call(context, c.NOTIFY, NOTIFY_RETRY,
+                        c.NotifyInput(task_id=data["task_id"], url=str(url), status=dict(status)))
+    except Exception:  # noqa: BLE001 - every attempt failed; the activity logged why
+        pass
 
 
 def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id: str, started: str,
@@ -106,6 +128,14 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
     if enumeration["images"] == 0:
         raise NoImagesFound(f"no images (.jpg, .jpeg, .png, .gif) found in {_where(request)}; "
                             "check the container and prefix")
+    if request.get("dry_run"):  # an estimate only (core/estimate.py): stop before anything reaches the pool
+        estimated = c.TaskStatus(stage=Stage.estimated, started=started, images=enumeration["images"],
+                                 shards=enumeration["shards"], finished=context.current_utc_datetime.isoformat(),
+                                 estimate=estimate(enumeration["images"], enumeration["shards"],
+                                                   knobs.images_per_shard, knobs.worker_images_per_s,
+                                                   knobs.pool_nodes, knobs.node_price_per_hour))
+        context.set_custom_status(estimated)
+        return estimated
 
     # No more groups than TRAPBATCH_MAX_IN_FLIGHT, each with a fixed share of it: the limit is the task's, whatever
     # the number of groups (core.shards.in_flight_shares has the rule).

@@ -1,8 +1,9 @@
 """`make demo`: one task end to end on the bundled sample images, on this machine.
 
 Starts Azurite (in memory) and devhost (the local stand-in for `func host start`) on free loopback ports, uploads
-samples/images to a container, starts a task through the HTTP API exactly as a user would, shows progress, then copies
-the merged results and the preview site into demo-output/ and prints a summary. Everything it started is stopped on
+samples/images to a container, starts a task through the HTTP API exactly as a user would, with the functions of the
+``trapbatch`` command (cli/: the same client, progress lines and downloads), shows progress, then downloads the merged
+results and the preview site into demo-output/ and prints a summary. Everything it started is stopped on
 exit, also on Ctrl-C or failure.
 
 Model: TRAPBATCH_MODEL (a MegaDetector checkpoint path, or a known name such as MDV5A when the machine can download it).
@@ -25,6 +26,10 @@ from typing import Any
 import requests
 
 from adapters.blobs import BlobStore, service_client
+from cli.client import ApiClient
+from cli.config import Config
+from cli.download import blob_service, download
+from cli.progress import LineReporter, wait_for
 from core import mdformat
 from devhost.azurite import Azurite, free_port, start_azurite
 
@@ -34,10 +39,8 @@ OUT = Path(os.environ.get("TRAPBATCH_DEMO_OUTPUT", ROOT / "demo-output")).resolv
 CONTAINER = "demo-camera-traps"
 THRESHOLD = 0.2
 # devhost requires a function key on /api/ routes, as the Functions host does (auth_level=FUNCTION); the demo makes
-# one for its own devhost and sends it with every request.
+# one for its own devhost and sends it with every request (as `trapbatch --key` / TRAPBATCH_KEY would).
 FUNCTION_KEY = secrets.token_urlsafe(24)
-API = requests.Session()
-API.headers["x-functions-key"] = FUNCTION_KEY
 
 
 def _show(path: Path) -> str:
@@ -107,19 +110,6 @@ def validate_with_megadetector(doc: dict[str, Any]) -> str:
     return "passes MegaDetector's validate_batch_results"
 
 
-def progress_line(st: dict[str, Any]) -> str:
-    stage: str = st.get("stage", "?")
-    if stage == "detecting":
-        done, total = st.get("images_done", 0), st.get("images", 0)
-        rate = st.get("images_per_second")
-        eta = st.get("eta_seconds")
-        extra = f", {rate} img/s, ETA {eta}s" if rate else ""
-        return (f"detecting: {done}/{total} images, shards {st.get('shards_done', 0)}/{st.get('shards', 0)} done, "
-                f"{st.get('shards_running', 0)} running, {st.get('shards_queued', 0)} queued, "
-                f"{st.get('resubmissions', 0)} resubmitted{extra}")
-    return stage
-
-
 def main() -> int:
     """Run the demo (module docstring); 0 when the task completed and its results check out.
 
@@ -142,11 +132,11 @@ def main() -> int:
         devhost = _start_devhost(port, conn, log, model)
         base = f"http://127.0.0.1:{port}"
         wait_http(base + "/api/tasks/task-00000000000000000000", devhost, log)
-        task_id = _start_task(base)
-        st, task_seconds = _wait_for_task(base, task_id)
-        res, doc = _download_results(store, base, task_id)
+        api = ApiClient(Config(url=base, key=FUNCTION_KEY))
+        task_id = _start_task(api)
+        st, task_seconds = _wait_for_task(api, task_id)
+        res, doc = _download_results(api, conn, task_id, st)
         md_check = _check_results(doc)
-        _copy_previews(store, res)
         _print_summary(doc, res, st, md_check, task_seconds, t0)
         return 0
     finally:
@@ -177,47 +167,38 @@ def _start_devhost(port: int, conn: str, log: Path, model: str) -> subprocess.Po
                             start_new_session=True)
 
 
-def _start_task(base: str) -> str:
+def _start_task(api: ApiClient) -> str:
     """Start the demo task through the HTTP API, as a user would, and return its id (its model: the app's default)."""
-    body = {"container": CONTAINER, "request_name": "trapbatch demo"}
-    r = API.post(base + "/api/tasks", json=body, timeout=30)
-    if r.status_code not in (200, 202):
-        raise SystemExit(f"POST /api/tasks answered {r.status_code}: {r.text}")
-    task_id: str = r.json()["id"]
-    say(f"task {task_id} started; status: {r.json()['status_url']}")
+    answer = api.submit({"container": CONTAINER, "request_name": "trapbatch demo"})
+    task_id: str = answer["id"]
+    say(f"task {task_id} started; status: {answer['status_url']}")
     return task_id
 
 
-def _wait_for_task(base: str, task_id: str) -> tuple[dict[str, Any], float]:
-    """Poll the task's status, showing each change of progress, until it ends; return its last status and seconds.
+def _wait_for_task(api: ApiClient, task_id: str) -> tuple[dict[str, Any], float]:
+    """Follow the task's status (``trapbatch watch``'s loop), showing each change of progress, until it ends; return
+    its last status and seconds.
 
     Exits (``SystemExit``) when the task does not finish within 30 minutes or ends other than ``Completed``.
     """
-    last = ""
     t_start = time.monotonic()
-    while True:
-        st = API.get(f"{base}/api/tasks/{task_id}", timeout=30).json()
-        line = progress_line(st)
-        if line != last:
-            say(f"[{time.monotonic() - t_start:6.1f}s] {line}")
-            last = line
-        if st.get("runtime_status") in ("Completed", "Failed", "Terminated"):
-            break
-        if time.monotonic() - t_start > 1800:
-            raise SystemExit("the demo task did not finish within 30 minutes; see demo-output/devhost.log")
-        time.sleep(1)
+    try:
+        st = wait_for(lambda: api.status(task_id), LineReporter(say), poll_s=1, timeout_s=1800)
+    except TimeoutError:
+        raise SystemExit("the demo task did not finish within 30 minutes; see demo-output/devhost.log") from None
     task_seconds = time.monotonic() - t_start
     if st["runtime_status"] != "Completed":
         raise SystemExit(f"task ended {st['runtime_status']}: {st.get('error')}; see demo-output/devhost.log")
     return st, task_seconds
 
 
-def _download_results(store: BlobStore, base: str, task_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Copy the merged results (JSON and CSV) into ``OUT``; return the API's results answer and the JSON document."""
-    res: dict[str, Any] = API.get(f"{base}/api/tasks/{task_id}/results", timeout=30).json()
-    doc = store.read_json(res["results"]["container"], res["results"]["blob"])
-    (OUT / "detections.json").write_text(json.dumps(doc, indent=1))
-    (OUT / "detections.csv").write_bytes(store.read_bytes(res["results"]["container"], res["results"]["csv"]))
+def _download_results(api: ApiClient, conn: str, task_id: str, st: dict[str, Any]
+                      ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Download the merged results (JSON, CSV, the repeated-detection list) and the preview site into ``OUT``, as
+    ``trapbatch results --previews`` does; return the API's results answer and the JSON document."""
+    res = api.results(task_id)
+    download(blob_service(conn, ""), res, st, OUT, previews=True)
+    doc: dict[str, Any] = json.loads((OUT / "detections.json").read_text())
     return res, doc
 
 
@@ -235,16 +216,6 @@ def _check_results(doc: dict[str, Any]) -> str:
     if unflagged:
         raise SystemExit(f"corrupt sample images were not reported as failures: {unflagged}")
     return md_check
-
-
-def _copy_previews(store: BlobStore, res: dict[str, Any]) -> None:
-    """Copy the preview site out of storage into ``OUT/previews``, so it outlives the in-memory Azurite."""
-    web = res["previews"]["container"]
-    folder = res["previews"]["folder"]
-    for name in store.list_names(web, f"{folder}/"):
-        dest = OUT / "previews" / name[len(folder) + 1:]
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_bytes(store.read_bytes(web, name))
 
 
 def _print_summary(doc: dict[str, Any], res: dict[str, Any], st: dict[str, Any], md_check: str,

@@ -316,3 +316,80 @@ def test_max_in_flight_limits_the_whole_task_over_all_its_groups(shards: int, pe
         assert most <= share, (child.instance_id, most, share)
     assert sum(max(peak[sid] for sid in child.input["shards"]) for child in run.sub_orchestrations) <= limit
     assert sorted(peak) == [shard_id(i) for i in range(shards)]  # every shard ran
+
+
+def test_a_dry_run_stops_after_enumeration_with_an_estimate_and_touches_no_pool() -> None:
+    knobs = {"images_per_shard": 10_000, "worker_images_per_s": 250.0, "pool_nodes": 4, "node_price_per_hour": 3.0}
+    run = run_task(task_input({**REQUEST, "dry_run": True}, **knobs), activities(images=100_000, shards=10))
+
+    assert run.status == "Completed"
+    assert run.activity_names == [c.ENUMERATE] and not run.sub_orchestrations  # no submit, no job to close
+    assert run.custom_status["stage"] == Stage.estimated and run.output["stage"] == Stage.estimated
+    est = run.output["estimate"]
+    assert (est["images"], est["shards"], est["pool_nodes"], est["nodes_used"]) == (100_000, 10, 4, 4)
+    assert est["gpu_hours"] == round((100_000 / 250 + 10 * 10) / 3600, 4)  # 400 s of images + 10 shard starts
+    assert est["cost"] == round(est["gpu_hours"] * 3.0, 2)
+
+
+NOTIFY_URL = "https://hooks.example.org/trapbatch"
+
+
+def with_notify(answer: Any, failures: int = 0) -> tuple[Any, dict[str, int]]:
+    seen = {"n": 0}
+
+    def wrapped(name: str, payload: Any) -> Any:
+        if name == c.NOTIFY:
+            seen["n"] += 1
+            if seen["n"] <= failures:
+                raise ConnectionError("receiver down")
+            return {"sent": True, "status_code": 204, "reason": ""}
+        return answer(name, payload)
+
+    return wrapped, seen
+
+
+def test_a_notify_url_gets_the_final_status_once_when_the_task_ends() -> None:
+    answer, _ = with_notify(activities(shards=1))
+    run = run_task(task_input({**REQUEST, "notify_url": NOTIFY_URL}), answer)
+
+    assert run.status == "Completed"
+    sent = run.inputs(c.NOTIFY)
+    assert len(sent) == 1 and sent[0]["url"] == NOTIFY_URL and sent[0]["task_id"] == TASK
+    assert sent[0]["status"]["stage"] == Stage.completed and sent[0]["status"]["images"] == 25
+    assert run.activity_names[-1] == c.NOTIFY  # after the final status was set
+
+
+def test_no_notify_url_sends_nothing() -> None:
+    answer, seen = with_notify(activities(shards=1))
+    assert run_task(task_input(), answer).status == "Completed" and seen["n"] == 0
+
+
+@pytest.mark.parametrize("failures", [2, 10])
+def test_a_receiver_that_is_down_is_retried_with_back_off_and_never_changes_the_outcome(failures: int) -> None:
+    from orchestrations.task import NOTIFY_RETRY
+
+    answer, seen = with_notify(activities(shards=1), failures=failures)
+    run = run_task(task_input({**REQUEST, "notify_url": NOTIFY_URL}), answer)
+
+    assert run.status == "Completed" and run.custom_status["stage"] == Stage.completed
+    assert seen["n"] == min(failures + 1, NOTIFY_RETRY.attempts)
+    delays = [t.delay_s for t in run.timers][-(seen["n"] - 1):]
+    assert delays == [NOTIFY_RETRY.delay_s(n) for n in range(1, seen["n"])] and delays[0] == 30
+
+
+def test_a_failed_task_notifies_its_failure_then_fails() -> None:
+    answer, _ = with_notify(activities(images=0, shards=0))
+    run = run_task(task_input({**REQUEST, "notify_url": NOTIFY_URL}), answer)
+
+    assert run.status == "Failed"
+    [sent] = run.inputs(c.NOTIFY)
+    assert sent["status"]["stage"] == Stage.failed and "no images" in sent["status"]["error"]
+
+
+def test_a_dry_run_notifies_its_estimate() -> None:
+    answer, _ = with_notify(activities(images=30, shards=3))
+    run = run_task(task_input({**REQUEST, "dry_run": True, "notify_url": NOTIFY_URL}), answer)
+
+    [sent] = run.inputs(c.NOTIFY)
+    assert sent["status"]["stage"] == Stage.estimated and sent["status"]["estimate"]["images"] == 30
+    assert run.activity_names == [c.ENUMERATE, c.NOTIFY]

@@ -8,6 +8,7 @@
     activities       I/O steps: core, adapters, activities, gpu_batch's contracts; never an orchestrator
     api              HTTP and blob-drop edges: core, adapters, api, the blob layout and model names; never an activity
     devhost          the stand-in for the Functions host: nothing of the app (it loads function_app by name)
+    cli              the operator's ``trapbatch`` command (runs on a laptop, talks HTTP): core's pure modules only
     function_app     registers the blueprints of activities, api and orchestrations
 
 gpu_batch's contracts are ``layout`` (blob names, ids), ``manifest`` (the shard document), ``exit_codes`` (what a
@@ -23,7 +24,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-APP = ("core", "adapters", "activities", "orchestrations", "api", "gpu_batch", "devhost", "function_app")
+APP = ("core", "adapters", "activities", "orchestrations", "api", "gpu_batch", "devhost", "cli", "function_app")
 CONTRACTS = ("gpu_batch.layout", "gpu_batch.manifest", "gpu_batch.exit_codes", "gpu_batch.models", "gpu_batch.pool",
              "gpu_batch.storage_refs")
 ALLOWED: dict[str, tuple[str, ...]] = {
@@ -34,6 +35,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "activities": ("core", "adapters", "activities", *CONTRACTS),
     "api": ("core", "adapters", "api", "gpu_batch.layout", "gpu_batch.models"),
     "devhost": ("devhost",),
+    "cli": ("core", "cli"),
     "function_app": ("activities", "api", "orchestrations"),
 }
 

@@ -145,3 +145,15 @@ def test_preview_threshold_is_bounded_and_does_not_change_the_task_id() -> None:
         with pytest.raises(RequestInvalid) as info:
             parse_task_request({**base, "preview_threshold": bad})
         assert "'preview_threshold' must be a number from 0.005 to 1" in info.value.message and info.value.hint
+
+
+def test_dry_run_is_a_boolean_and_part_of_the_task_id_only_when_set() -> None:
+    from core.requests import parse_task_request
+
+    real = parse_task_request({"container": "cams"})
+    dry = parse_task_request({"container": "cams", "dry_run": True})
+    assert dry.dry_run is True and real.dry_run is False
+    assert dry.task_id != real.task_id  # an estimate never finds (or blocks) the real run
+    assert parse_task_request({"container": "cams", "dry_run": False}).task_id == real.task_id
+    with pytest.raises(RequestInvalid, match="dry_run"):
+        parse_task_request({"container": "cams", "dry_run": "yes"})

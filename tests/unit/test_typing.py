@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-STRICT = ["core", "adapters", "devhost", "activities", "orchestrations", "api", "function_app.py",
+STRICT = ["core", "adapters", "devhost", "cli", "activities", "orchestrations", "api", "function_app.py",
           "tests/orchestrations", "gpu_batch/worker", "gpu_batch/pool", "gpu_batch/manifest.py", "gpu_batch/layout.py"]
 
 

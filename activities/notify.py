@@ -1,0 +1,70 @@
+"""Send a task's end to its request's ``notify_url``: one signed JSON POST (core/notify.py says what and how).
+
+Nothing is sent to a host outside ``TRAPBATCH_NOTIFY_HOSTS``, or without ``TRAPBATCH_NOTIFY_SECRET``: the answer then
+says why, and the orchestrator does not retry (retrying cannot change a setting). A receiver that cannot be reached
+or answers other than 2xx raises, so the orchestrator retries with back-off (orchestrations/task.py NOTIFY_RETRY).
+Redirects are not followed: a redirect could lead to a host the allow-list does not name.
+"""
+from __future__ import annotations
+
+import logging
+import urllib.error
+import urllib.request
+
+import azure.durable_functions as df
+
+from adapters import clients
+from core import contracts as c
+from core import notify
+from gpu_batch.storage_refs import secret_reader_from_env
+
+logger = logging.getLogger(__name__)
+bp = df.Blueprint()
+TIMEOUT_S = 15
+
+
+class ReceiverFailed(RuntimeError):
+    """The receiver did not take the notification; the orchestrator retries."""
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
+def send(payload: c.NotifyInput, allowed_hosts: tuple[str, ...], secret_name: str,
+         secret_env: dict[str, str]) -> c.NotifyOutput:
+    url = payload["url"]
+    if not notify.host_allowed(url, allowed_hosts):
+        reason = (f"host {notify.host_of(url)!r} is not in TRAPBATCH_NOTIFY_HOSTS")
+        logger.warning("task %s: notification not sent: %s", payload["task_id"], reason)
+        return {"sent": False, "status_code": 0, "reason": reason}
+    read = secret_reader_from_env(secret_env) if secret_name else None
+    if read is None:
+        reason = "TRAPBATCH_NOTIFY_SECRET (and a Key Vault or local secrets file holding it) is not configured"
+        logger.warning("task %s: notification not sent: %s", payload["task_id"], reason)
+        return {"sent": False, "status_code": 0, "reason": reason}
+    raw = notify.body(payload["task_id"], payload["status"])
+    stage = str(payload["status"].get("stage", ""))
+    request = urllib.request.Request(url, data=raw, method="POST", headers={
+        "Content-Type": "application/json", "User-Agent": "trapbatch",
+        notify.SIGNATURE_HEADER: notify.signature(read(secret_name), raw),
+        notify.DELIVERY_HEADER: f"{payload['task_id']}/{stage}"})
+    opener = urllib.request.build_opener(_NoRedirect)
+    try:
+        with opener.open(request, timeout=TIMEOUT_S) as resp:
+            code = int(resp.status)
+    except urllib.error.HTTPError as exc:
+        code = int(exc.code)
+    except (urllib.error.URLError, OSError) as exc:
+        raise ReceiverFailed(f"notification to {notify.host_of(url)} failed: {type(exc).__name__}") from None
+    if not 200 <= code < 300:
+        raise ReceiverFailed(f"notification to {notify.host_of(url)} answered {code}")
+    logger.info("task %s: notified %s (%s)", payload["task_id"], notify.host_of(url), stage)
+    return {"sent": True, "status_code": code, "reason": ""}
+
+
+@bp.activity_trigger(input_name="payload", activity=c.NOTIFY)
+def notify_task_end(payload: c.NotifyInput) -> c.NotifyOutput:
+    s = clients.settings()
+    return send(payload, s.notify_hosts, s.notify_secret, s.secret_store_env())

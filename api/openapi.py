@@ -1,0 +1,207 @@
+"""``GET /api/openapi.json``: the HTTP API described in OpenAPI 3.1, so clients can be generated and fuzzers can check it.
+
+The task request's schema is written here beside the one validation that matters (``core.requests``) and is checked
+against it twice: ``request_schema`` refuses to build when its fields differ from ``core.requests.ALLOWED_FIELDS`` (a
+field added to the request without its schema fails at import, and so every test), and tests/unit/test_openapi.py
+feeds the same bodies to this schema and to ``parse_task_request`` and requires them to agree. The bounds (lengths,
+maxima, the container name rule) are the validation's own constants. tests/integration/test_openapi.py runs
+schemathesis against devhost with this description: no 5xx, no answer outside the documented status codes and schemas.
+
+JSON Schema 2020-12 is OpenAPI 3.1's schema dialect (``nullable`` is gone: ``type: [..., "null"]``), per the
+OpenAPI Specification 3.1.0, "Schema Object".
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import azure.durable_functions as df
+import azure.functions as func
+
+from api.edge import http_edge, json_response
+from core import requests as rq
+from core.contracts import Stage
+
+bp = df.Blueprint()  # as api/starters.py: DFApp registers durable blueprints
+
+TASK_ID_PATTERN = r"^task-[0-9a-f]{20}$"  # core.ids.is_task_id
+_STR = {"type": ["string", "null"]}
+
+
+def _int(minimum: int, maximum: int) -> dict[str, Any]:
+    return {"type": ["integer", "null"], "minimum": minimum, "maximum": maximum}
+
+
+def _text(max_len: int) -> dict[str, Any]:
+    # no control characters (core.requests._CONTROL_RE)
+    return {**_STR, "maxLength": max_len, "pattern": r"^[^\u0000-\u001f\u007f]*$"}
+
+
+# One entry per core.requests.ALLOWED_FIELDS name; request_schema() refuses any difference.
+REQUEST_FIELDS: dict[str, dict[str, Any]] = {
+    "container": {"type": "string", "minLength": 3, "maxLength": 63, "pattern": r"^[a-z0-9]+(-[a-z0-9]+)*$",
+                  "description": "blob container holding the images", "examples": ["my-camera-traps"]},
+    "prefix": {**_text(1024), "description": "only blobs under this prefix", "examples": ["2024/site-a/"]},
+    "first_n": {**_int(1, rq.MAX_IMAGES), "description": "only the first N images (listing order); not with sample_n"},
+    "sample_n": {**_int(1, rq.MAX_IMAGES), "description": "a seeded uniform random sample of N images"},
+    "seed": {**_int(0, rq.MAX_SEED), "description": "the sample's seed (only with sample_n; default 0)"},
+    "model": {**_text(1024), "description": "MDV5A, MDV5B, MDV1000-REDWOOD, MDV1000-SPRUCE or blob://<models "
+              "container>/<name>; default: the app's TRAPBATCH_MODEL", "examples": ["MDV5A"]},
+    "request_name": {**_text(200), "description": "a label; not part of the task id"},
+    "caller": {**_text(200), "description": "a label (replaced by the verified caller where callers sign in)"},
+    "images_per_shard": {**_int(1, rq.MAX_IMAGES_PER_SHARD), "description": "shard size (default: the app's)"},
+    "source_account_url": {**_text(300), "description": "the images' storage account blob endpoint (https; no SAS)"},
+    "credential_secret": {**_STR, "maxLength": 127, "pattern": r"^([0-9A-Za-z-]{1,127})?$",
+                          "description": "name of the Key Vault secret that opens source_account_url"},
+    "max_failed_fraction": {"type": ["number", "null"], "minimum": 0, "maximum": 1,
+                            "description": "share of images that may fail for the task to end 'completed'"},
+    "preview_threshold": {"type": ["number", "null"], "minimum": rq.MIN_PREVIEW_THRESHOLD, "maximum": 1,
+                          "description": "confidence from which a detection counts in the preview, CSV and exports "
+                          "(default: the app's setting, else the model's typical threshold); not part of the task id"},
+    "dry_run": {"type": ["boolean", "null"], "description": "enumerate and estimate only (stage 'estimated'); "
+                "submits nothing to the pool; part of the task id"},
+    "notify_url": {**_text(2000), "description": "https address that receives one signed JSON POST when the task "
+                   "ends (hosts allowed by the app's TRAPBATCH_NOTIFY_HOSTS)"},
+}
+
+
+class SchemaDrift(AssertionError):
+    """The request schema and core.requests disagree on the fields."""
+
+
+def request_schema(fields: dict[str, dict[str, Any]] | None = None,
+                   allowed: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """The TaskRequest schema; ``SchemaDrift`` when its fields are not exactly ``core.requests.ALLOWED_FIELDS``."""
+    fields = REQUEST_FIELDS if fields is None else fields
+    allowed = rq.ALLOWED_FIELDS if allowed is None else allowed
+    missing, extra = sorted(set(allowed) - set(fields)), sorted(set(fields) - set(allowed))
+    if missing or extra:
+        raise SchemaDrift(f"api/openapi.py REQUEST_FIELDS and core.requests.ALLOWED_FIELDS differ: without a schema "
+                          f"{missing}, not accepted by the validation {extra}; describe every request field")
+    return {"type": "object", "required": ["container"], "additionalProperties": False,
+            "properties": {name: fields[name] for name in allowed}}
+
+
+def _error() -> dict[str, Any]:
+    return {"type": "object", "required": ["error"],
+            "properties": {"error": {"type": "string"}, "hint": {"type": "string"}}}
+
+
+def _answer(description: str, schema: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/"
+                                                                                              f"{schema}"}}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    why = {400: "invalid request (the body names the field and the fix)", 401: "no or wrong function key, or no "
+           "verified caller", 403: "another caller's task, or a source account not allowed", 404: "no such task "
+           "or container", 409: "the task is not in a stage that allows this", 413: "body too large",
+           415: "body is not JSON", 429: "too many running tasks for this caller (Retry-After)"}
+    # 401 without a key is the Functions host's own answer, before the app runs: no body at all (devhost does the same)
+    return {str(c): ({"description": why[c]} if c == 401 else _answer(why[c], "Error")) for c in codes}
+
+
+TASK_ID_PARAM = {"name": "task_id", "in": "path", "required": True,
+                 "schema": {"type": "string", "pattern": TASK_ID_PATTERN}, "description": "the id POST /api/tasks gave"}
+
+
+def description(base_url: str = "") -> dict[str, Any]:
+    """The OpenAPI 3.1 document; ``base_url`` becomes its server."""
+    task_ref = {"parameters": [TASK_ID_PARAM]}
+    obj: dict[str, Any] = {"type": "object"}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "trapbatch", "version": "1",
+                 "description": "MegaDetector batch detection over a blob container. Every route needs a function key "
+                                "(x-functions-key header). Errors are {error, hint}."},
+        "servers": [{"url": base_url}] if base_url else [],
+        "security": [{"functionKey": []}],
+        "paths": {
+            "/api/tasks": {
+                "post": {"operationId": "submitTask", "summary": "start (or find) a task",
+                         "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                             "$ref": "#/components/schemas/TaskRequest"}}}},
+                         "responses": {"202": _answer("started", "TaskStarted"),
+                                       "200": _answer("the same request's task already runs or completed",
+                                                      "TaskStarted"),
+                                       **_errors(400, 401, 403, 404, 413, 415, 429)}},
+                "get": {"operationId": "listTasks", "summary": "tasks, newest first",
+                        "parameters": [{"name": "limit", "in": "query", "required": False,
+                                        "schema": {"type": "integer", "minimum": 1, "default": 50}}],
+                        "responses": {"200": _answer("tasks", "TaskList"), **_errors(400, 401)}},
+            },
+            "/api/tasks/{task_id}": {**task_ref, "get": {
+                "operationId": "getTask", "summary": "stage, counts, progress, ETA, estimate",
+                "responses": {"200": _answer("the task's status", "TaskStatus"), **_errors(401, 403, 404)}}},
+            "/api/tasks/{task_id}/results": {**task_ref, "get": {
+                "operationId": "getResults", "summary": "where the results and previews are",
+                "responses": {"200": _answer("blob names and addresses", "Results"),
+                              **_errors(401, 403, 404, 409)}}},
+            "/api/tasks/{task_id}/cancel": {**task_ref, "post": {
+                "operationId": "cancelTask", "summary": "stop the task's pool work at the next poll",
+                "responses": {"202": _answer("cancel requested", "CancelRequested"),
+                              **_errors(401, 403, 404, 409)}}},
+            "/api/tasks/{task_id}/repeats": {**task_ref, "get": {
+                "operationId": "getRepeats", "summary": "repeated detections and the state of their removal",
+                "responses": {"200": _answer("places", "Repeats"), **_errors(401, 403, 404, 409)}},
+                "post": {"operationId": "removeRepeats", "summary": "remove chosen repeated detections",
+                         "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                             "$ref": "#/components/schemas/RepeatChoice"}}}},
+                         "responses": {"202": _answer("removal started", "RemovalStarted"),
+                                       **_errors(400, 401, 403, 404, 409, 413, 415)}}},
+        },
+        "components": {
+            "securitySchemes": {"functionKey": {"type": "apiKey", "in": "header", "name": "x-functions-key"}},
+            "schemas": {
+                "TaskRequest": request_schema(),
+                "Error": _error(),
+                "TaskStarted": {"type": "object", "required": ["id", "started", "status_url"], "properties": {
+                    "id": {"type": "string", "pattern": TASK_ID_PATTERN}, "started": {"type": "boolean"},
+                    "status_url": {"type": "string"}, "results_url": {"type": "string"},
+                    "cancel_url": {"type": "string"}}},
+                "TaskList": {"type": "object", "required": ["tasks", "total"], "properties": {
+                    "total": {"type": "integer", "minimum": 0},
+                    "tasks": {"type": "array", "items": {"type": "object", "required": ["id", "stage"], "properties": {
+                        "id": {"type": "string", "pattern": TASK_ID_PATTERN}, "stage": {"enum": [*Stage]},
+                        "images": {"type": ["integer", "null"]}, "created": {"type": ["string", "null"]},
+                        "owner": {"type": "string"}}}}}},
+                "TaskStatus": {"type": "object", "required": ["id", "runtime_status", "stage"], "properties": {
+                    "id": {"type": "string", "pattern": TASK_ID_PATTERN}, "runtime_status": {"type": "string"},
+                    "stage": {"enum": [*Stage]}, "images": {"type": "integer"}, "images_done": {"type": "integer"},
+                    "progress": {"type": "number"}, "images_per_second": {"type": "number"},
+                    "eta_seconds": {"type": ["integer", "null"]}, "error": {"type": "string"},
+                    "estimate": {"type": "object", "properties": {
+                        "images": {"type": "integer"}, "shards": {"type": "integer"},
+                        "gpu_hours": {"type": "number"}, "wall_seconds": {"type": "integer"},
+                        "cost": {"type": ["number", "null"]}}}}},
+                "Results": {"type": "object", "required": ["id", "stage", "results", "previews"], "properties": {
+                    "id": {"type": "string"}, "stage": {"enum": [*Stage]}, "previews": obj,
+                    "results": {"type": "object", "required": ["container", "blob"], "properties": {
+                        "container": {"type": "string"}, "blob": {"type": "string"}, "csv": {"type": "string"},
+                        "url": {"type": "string"}}}}},
+                "CancelRequested": {"type": "object", "required": ["id", "cancel_requested"], "properties": {
+                    "id": {"type": "string"}, "cancel_requested": {"const": True}, "hint": {"type": "string"}}},
+                "Repeats": {"type": "object", "required": ["id", "locations"], "properties": {
+                    "id": {"type": "string"}, "locations": {"type": "array", "items": obj}, "options": obj,
+                    "blob": {"type": "string"}, "removal": {"type": ["object", "null"]}}},
+                "RepeatChoice": {"type": "object", "additionalProperties": False, "minProperties": 1,
+                                 "maxProperties": 1, "properties": {
+                                     "keep": {"type": "array", "items": {"type": "string"}},
+                                     "remove": {"oneOf": [{"const": "all"},
+                                                          {"type": "array", "items": {"type": "string"}}]}}},
+                "RemovalStarted": {"type": "object", "required": ["id", "removing"], "properties": {
+                    "id": {"type": "string"}, "removing": {"type": "array", "items": {"type": "string"}},
+                    "status_url": {"type": "string"}, "hint": {"type": "string"}}},
+            },
+        },
+    }
+
+
+request_schema()  # at import: a request field without a schema fails here, before any route is served
+
+
+@bp.route(route="openapi.json", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@http_edge
+async def openapi_json(req: func.HttpRequest) -> func.HttpResponse:
+    url = str(req.url)
+    marker = url.find("/api/")
+    return json_response(200, description(url[:marker] if marker >= 0 else ""))

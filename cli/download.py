@@ -1,0 +1,111 @@
+"""A finished task's files, out of blob storage into a folder: results JSON, CSV, every export and list the API
+names, and (on request) the preview site.
+
+Which blobs: exactly the names ``GET /api/tasks/{id}/results`` returns (``results``: ``blob``, ``csv`` and any other
+blob name it lists, such as exports) and the status's ``repeated_detections.blob``, so the CLI never guesses the
+layout. How: with a connection string when one is configured (Azurite locally; ``--storage-connection`` /
+``TRAPBATCH_STORAGE_CONNECTION``), otherwise with the signed-in Azure identity (``DefaultAzureCredential``: az login,
+a managed identity...) against the account in the results' ``url``; that identity needs Storage Blob Data Reader.
+"""
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+from typing import Any, Iterator
+from urllib.parse import urlsplit
+
+from cli.errors import CliError
+
+NOT_BLOB_NAMES = ("container", "url")  # keys of the results answer that are not blob names
+
+
+def blob_service(connection: str, results_url: str) -> Any:
+    from azure.storage.blob import BlobServiceClient
+
+    if connection:
+        try:
+            return BlobServiceClient.from_connection_string(connection)
+        except ValueError:
+            raise CliError("the storage connection string is not one",
+                           "give the account's connection string (Azurite: the one devhost was started with), or "
+                           "leave it out to use your Azure sign-in") from None
+    parts = urlsplit(results_url or "")
+    if parts.scheme != "https" or not parts.hostname:
+        raise CliError("no way to read the results' storage account",
+                       "set TRAPBATCH_STORAGE_CONNECTION (or --storage-connection) to the account's connection "
+                       "string; for a local devhost, the Azurite connection string it was started with")
+    from azure.identity import DefaultAzureCredential
+
+    return BlobServiceClient(f"https://{parts.hostname}", credential=DefaultAzureCredential())
+
+
+def result_blobs(results: dict[str, Any], status: dict[str, Any]) -> list[tuple[str, str]]:
+    """(container, blob) of every file the API names for a finished task, de-duplicated, in a stable order."""
+    ref = results.get("results") or {}
+    container = str(ref.get("container") or "")
+    names: list[str] = []
+
+    def add(value: Any) -> None:
+        if isinstance(value, str) and value and "://" not in value:
+            names.append(value)
+        elif isinstance(value, dict):
+            for v in value.values():
+                add(v)
+        elif isinstance(value, list):
+            for v in value:
+                add(v)
+
+    for key, value in ref.items():
+        if key not in NOT_BLOB_NAMES:
+            add(value)
+    add((status.get("repeated_detections") or {}).get("blob"))
+    return [(container, n) for n in dict.fromkeys(names)] if container else []
+
+
+def _read(service: Any, container: str, name: str) -> bytes:
+    from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
+
+    try:
+        return bytes(service.get_blob_client(container, name).download_blob().readall())
+    except ResourceNotFoundError:
+        raise CliError(f"blob {container}/{name} does not exist", "the task's files may have been deleted; "
+                       "check the storage account") from None
+    except ClientAuthenticationError as exc:
+        raise CliError(f"not allowed to read {container}/{name} ({type(exc).__name__})",
+                       "sign in with an identity that has Storage Blob Data Reader on the account (az login), or "
+                       "give its connection string (TRAPBATCH_STORAGE_CONNECTION)") from None
+    except HttpResponseError as exc:
+        raise CliError(f"reading {container}/{name} failed: {exc.status_code} {exc.reason}",
+                       "check TRAPBATCH_STORAGE_CONNECTION / your Azure sign-in, then retry") from None
+
+
+def _list(service: Any, container: str, prefix: str) -> Iterator[str]:
+    for blob in service.get_container_client(container).list_blobs(name_starts_with=prefix):
+        yield str(blob.name)
+
+
+def _safe_join(root: Path, relative: str) -> Path:
+    """``root / relative`` for a blob name, refusing names that would leave ``root``."""
+    parts = [p for p in PurePosixPath(relative).parts if p not in ("", ".")]
+    if not parts or ".." in parts or relative.startswith("/"):
+        raise CliError(f"refusing to write blob name {relative!r} outside {root}", "report this: it is a bug")
+    return root.joinpath(*parts)
+
+
+def download(service: Any, results: dict[str, Any], status: dict[str, Any], out: Path,
+             previews: bool = False) -> list[Path]:
+    """Write the task's files into ``out`` (results by their file names; previews under ``out/previews``)."""
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for container, name in result_blobs(results, status):
+        dest = _safe_join(out, PurePosixPath(name).name)
+        dest.write_bytes(_read(service, container, name))
+        written.append(dest)
+    page = results.get("previews") or {}
+    if previews and page.get("folder"):
+        folder = str(page["folder"])
+        for name in _list(service, str(page["container"]), folder + "/"):
+            dest = _safe_join(out / "previews", name[len(folder) + 1:])
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(_read(service, str(page["container"]), name))
+            written.append(dest)
+    return written

@@ -1,0 +1,19 @@
+"""The CLI's one error type and its exit codes (docs/cli.md)."""
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_TASK_FAILED = 1  # the task ended failed, cancelled or terminated
+EXIT_USAGE = 2  # click's own code for bad arguments
+EXIT_COMPLETED_WITH_ERRORS = 3  # the task ended completed_with_errors
+EXIT_API = 4  # the app could not be reached, or refused the request
+EXIT_INTERRUPTED = 130  # Ctrl-C while watching (the task keeps running)
+
+
+class CliError(Exception):
+    """A failure the operator can act on: what happened (``message``) and what to do next (``hint``)."""
+
+    def __init__(self, message: str, hint: str, exit_code: int = EXIT_API) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.exit_code = exit_code

@@ -1,0 +1,399 @@
+"""The ``trapbatch`` command (click): one subcommand per thing an operator does with a task. See docs/cli.md."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from cli import config as cfg
+from cli.client import ApiClient
+from cli.errors import EXIT_API, EXIT_INTERRUPTED, EXIT_OK, CliError
+from cli.progress import BarReporter, LineReporter, exit_code_for, wait_for
+from core.errors import TrapbatchError
+from core.requests import parse_task_request
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class State:
+    """The group's options; the configuration is resolved at the first command that needs it (so --help needs none)."""
+
+    def __init__(self, flags: dict[str, str | None]) -> None:
+        self.flags = flags
+        self._client: ApiClient | None = None
+
+    @property
+    def config(self) -> cfg.Config:
+        return cfg.resolve(self.flags)
+
+    @property
+    def client(self) -> ApiClient:
+        if self._client is None:
+            self._client = ApiClient(self.config)
+        return self._client
+
+
+pass_state = click.make_pass_decorator(State)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.option("--url", help="the app's address (or TRAPBATCH_URL, or url in the config file)")
+@click.option("--key", help="a function key (or TRAPBATCH_KEY, or key in the config file); never printed")
+@click.option("--token", help="a bearer token where the app identifies callers (or TRAPBATCH_TOKEN)")
+@click.version_option("0.1.0", prog_name="trapbatch")
+@click.pass_context
+def cli(ctx: click.Context, url: str | None, key: str | None, token: str | None) -> None:
+    """Run MegaDetector over a blob container with trapbatch, and watch, fetch and tidy its results.
+
+    Configuration: flags, then TRAPBATCH_URL / TRAPBATCH_KEY / TRAPBATCH_TOKEN / TRAPBATCH_STORAGE_CONNECTION, then
+    ~/.config/trapbatch/config.toml (TRAPBATCH_CONFIG names another). Exit codes: 0 done, 1 the task failed or was
+    cancelled, 2 bad arguments, 3 completed with errors, 4 the app could not be reached or refused the request.
+    """
+    ctx.obj = State({"url": url, "key": key, "token": token})
+
+
+# ------------------------------------------------------------------ the request, from a file and flags
+
+REQUEST_FLAGS: list[tuple[str, str, Any, str]] = [
+    ("--container", "container", str, "blob container holding the images"),
+    ("--prefix", "prefix", str, "only blobs under this prefix"),
+    ("--first-n", "first_n", int, "only the first N images"),
+    ("--sample-n", "sample_n", int, "a seeded random sample of N images"),
+    ("--seed", "seed", int, "the sample's seed"),
+    ("--model", "model", str, "MDV5A, MDV5B, MDV1000-REDWOOD, MDV1000-SPRUCE or blob://<models container>/<name>"),
+    ("--name", "request_name", str, "a label for the task"),
+    ("--images-per-shard", "images_per_shard", int, "shard size (default: the app's)"),
+    ("--source-account-url", "source_account_url", str, "the images' storage account, when not trapbatch's"),
+    ("--credential-secret", "credential_secret", str, "name of the Key Vault secret that opens that account"),
+    ("--max-failed-fraction", "max_failed_fraction", float, "share of images that may fail for 'completed'"),
+    ("--notify-url", "notify_url", str, "https address told (one signed POST) when the task ends"),
+]
+
+
+def request_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    for flag, dest, kind, text in reversed(REQUEST_FLAGS):
+        f = click.option(flag, dest, type=kind, default=None, help=text)(f)
+    return click.argument("request_file", required=False, type=click.Path(exists=True, dir_okay=False,
+                                                                          path_type=Path))(f)
+
+
+def build_request(request_file: Path | None, fields: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
+    """The request body: the JSON file's fields, overridden by flags; checked here with the app's own validation
+    (core.requests) so a typo is reported before anything is sent."""
+    body: dict[str, Any] = {}
+    if request_file is not None:
+        try:
+            loaded = json.loads(request_file.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise CliError(f"{request_file} is not JSON ({exc})",
+                           'write a JSON object, e.g. {"container": "my-camera-traps", "prefix": "2024/"}',
+                           exit_code=2) from None
+        if not isinstance(loaded, dict):
+            raise CliError(f"{request_file} holds a JSON {type(loaded).__name__}, not an object",
+                           'write a JSON object, e.g. {"container": "my-camera-traps"}', exit_code=2)
+        body.update(loaded)
+    body.update({k: v for k, v in fields.items() if v is not None})
+    if dry_run:
+        body["dry_run"] = True
+    if "container" not in body:
+        raise CliError("no container given", "pass --container NAME or a request JSON file", exit_code=2)
+    try:
+        parse_task_request(body)
+    except TrapbatchError as exc:
+        raise CliError(f"the request is not valid: {exc.message}", exc.hint, exit_code=2) from None
+    return body
+
+
+# ------------------------------------------------------------------ output helpers
+
+
+def _print_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=1, sort_keys=True))
+
+
+def _reporter(task_id: str, plain: bool) -> LineReporter | BarReporter:
+    if plain or not out.is_terminal:
+        return LineReporter(lambda line: click.echo(line))
+    return BarReporter(out, task_id)
+
+
+def watch_task(client: ApiClient, task_id: str, plain: bool = False, poll_s: float = 2.0,
+               timeout_s: float | None = None) -> dict[str, Any]:
+    """Follow a task to its end with progress; the final status. Ctrl-C stops watching, not the task."""
+    reporter = _reporter(task_id, plain)
+    try:
+        return wait_for(lambda: client.status(task_id), reporter, poll_s=poll_s, timeout_s=timeout_s)
+    except KeyboardInterrupt:
+        reporter.close()
+        raise CliError("stopped watching; the task keeps running",
+                       f"trapbatch watch {task_id} to follow it again, trapbatch cancel {task_id} to stop it",
+                       exit_code=EXIT_INTERRUPTED) from None
+    except TimeoutError as exc:
+        reporter.close()
+        raise CliError(str(exc), f"the task keeps running: trapbatch watch {task_id}", exit_code=EXIT_API) from None
+    finally:
+        reporter.close()
+
+
+def _summary(st: dict[str, Any]) -> None:
+    table = Table(show_header=False, box=None)
+    keys = ("id", "stage", "runtime_status", "images", "images_done", "failed", "missing", "with_detections",
+            "detections", "empty", "shards", "shards_done", "shards_running", "shards_queued", "resubmissions",
+            "images_per_second", "eta_seconds", "progress", "started", "finished", "pool_job", "error")
+    for k in keys:
+        if st.get(k) not in (None, ""):
+            table.add_row(k, str(st[k]))
+    if st.get("failure_reasons"):
+        table.add_row("failure_reasons", ", ".join(f"{k}: {v}" for k, v in st["failure_reasons"].items()))
+    if (st.get("repeated_detections") or {}).get("locations"):
+        table.add_row("repeated places", str(st["repeated_detections"]["locations"]) + " (trapbatch repeats ID)")
+    out.print(table)
+    if st.get("estimate"):
+        _estimate_table(st["estimate"])
+
+
+def _estimate_table(est: dict[str, Any]) -> None:
+    table = Table(title="estimate", show_header=False, box=None)
+    wall = int(est.get("wall_seconds") or 0)
+    rows = [("images", est.get("images")), ("shards", est.get("shards")),
+            ("GPU-hours", est.get("gpu_hours")), ("wall time", f"{wall // 3600}h{wall % 3600 // 60:02d}m{wall % 60:02d}s"
+                                                  f" on {est.get('nodes_used')} node(s)"),
+            ("cost (list price)", est.get("cost") if est.get("cost") is not None
+             else "unknown: the app has no TRAPBATCH_NODE_PRICE_PER_HOUR"),
+            ("worker rate", f"{est.get('worker_images_per_s')} img/s per node"),
+            ("assumes", est.get("assumes"))]
+    for k, v in rows:
+        table.add_row(k, str(v))
+    out.print(table)
+
+
+def _finish(st: dict[str, Any]) -> int:
+    code = exit_code_for(st)
+    if code != EXIT_OK:
+        err.print(f"[bold red]task {st.get('id')} ended {st.get('stage')}[/]" +
+                  (f": {st['error']}" if st.get("error") else ""))
+    return code
+
+
+# ------------------------------------------------------------------ commands
+
+
+@cli.command(short_help="Start a task (flags or a request JSON); --wait follows it to its end.")
+@request_options
+@click.option("--wait/--no-wait", default=False, help="follow the task with a progress bar until it ends")
+@click.option("--plain", is_flag=True, help="one line per change instead of a progress bar")
+@click.option("--json", "as_json", is_flag=True, help="print the API's answer as JSON")
+@pass_state
+def submit(state: State, /, request_file: Path | None, wait: bool, plain: bool, as_json: bool, **fields: Any) -> None:
+    """Start a task over a container, from a request JSON file and/or flags (flags win).
+
+    Posting the same request again finds the same task instead of running it twice. With --wait the command follows
+    the task and exits 0 only if it completed (1 failed or cancelled, 3 completed with errors)."""
+    body = build_request(request_file, fields)
+    answer = state.client.submit(body)
+    if as_json and not wait:
+        _print_json(answer)
+        return
+    task_id = answer["id"]
+    out.print(f"task {task_id} " + ("started" if answer.get("started") else "already known (same request)"))
+    if not wait:
+        out.print(f"follow it: trapbatch watch {task_id}")
+        return
+    st = watch_task(state.client, task_id, plain)
+    if as_json:
+        _print_json(st)
+    else:
+        _summary(st)
+    sys.exit(_finish(st))
+
+
+@cli.command(short_help="Estimate images, shards, GPU-hours, wall time and cost; submits no pool work.")
+@request_options
+@click.option("--json", "as_json", is_flag=True, help="print the estimate as JSON")
+@pass_state
+def estimate(state: State, /, request_file: Path | None, as_json: bool, **fields: Any) -> None:
+    """Enumerate the images a request would run over and estimate the run ("dry_run": true); no GPU starts.
+
+    The figures use the app's TRAPBATCH_WORKER_IMAGES_PER_S, TRAPBATCH_POOL_NODES and TRAPBATCH_NODE_PRICE_PER_HOUR.
+    Run the same request with `trapbatch submit` to start it."""
+    body = build_request(request_file, fields, dry_run=True)
+    answer = state.client.submit(body)
+    st = wait_for(lambda: state.client.status(answer["id"]), lambda s: None, poll_s=1.0)
+    if exit_code_for(st) != EXIT_OK:
+        raise CliError(f"the estimate ended {st.get('stage')}: {st.get('error', '')}",
+                       "check the container and prefix (trapbatch status " + answer["id"] + ")", exit_code=1)
+    if as_json:
+        _print_json(st.get("estimate"))
+        return
+    _estimate_table(st.get("estimate") or {})
+    out.print("to run it: the same command with 'submit' instead of 'estimate' (a separate task: an estimate never "
+              "starts the real run)")
+
+
+@cli.command(short_help="Show a task's stage, counts, progress and outcome.")
+@click.argument("task_id")
+@click.option("--json", "as_json", is_flag=True, help="print the API's answer as JSON")
+@pass_state
+def status(state: State, /, task_id: str, as_json: bool) -> None:
+    """Show a task's status (GET /api/tasks/{id})."""
+    st = state.client.status(task_id)
+    if as_json:
+        _print_json(st)
+    else:
+        _summary(st)
+
+
+@cli.command(name="list", short_help="List tasks, newest first.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1))
+@click.option("--json", "as_json", is_flag=True, help="print the API's answer as JSON")
+@pass_state
+def list_(state: State, /, limit: int, as_json: bool) -> None:
+    """List the tasks the app knows (with callers: yours), newest first."""
+    answer = state.client.list(limit)
+    if as_json:
+        _print_json(answer)
+        return
+    table = Table("id", "stage", "images", "created")
+    for row in answer.get("tasks", []):
+        table.add_row(row["id"], str(row.get("stage")), str(row.get("images") or ""), str(row.get("created") or ""))
+    out.print(table)
+    out.print(f"{len(answer.get('tasks', []))} of {answer.get('total', 0)} tasks")
+
+
+@cli.command(short_help="Follow a running task with a progress bar until it ends.")
+@click.argument("task_id")
+@click.option("--plain", is_flag=True, help="one line per change instead of a progress bar")
+@pass_state
+def watch(state: State, /, task_id: str, plain: bool) -> None:
+    """Follow a task until it ends; exits like `submit --wait` (0 only if it completed)."""
+    st = watch_task(state.client, task_id, plain)
+    _summary(st)
+    sys.exit(_finish(st))
+
+
+@cli.command(short_help="Cancel a running task (its pool work stops at the next poll).")
+@click.argument("task_id")
+@pass_state
+def cancel(state: State, /, task_id: str) -> None:
+    """Ask a running task to stop; its stage becomes 'cancelled' after the next poll."""
+    answer = state.client.cancel(task_id)
+    out.print(f"cancel requested for {task_id}: {answer.get('hint', '')}")
+
+
+@cli.command(short_help="Download results JSON, CSV and exports (and --previews) into a folder.")
+@click.argument("task_id")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="folder to write into (default: ./<task id>)")
+@click.option("--previews", is_flag=True, help="also download the preview site into <folder>/previews")
+@click.option("--storage-connection", default=None,
+              help="storage connection string (or TRAPBATCH_STORAGE_CONNECTION); default: your Azure sign-in")
+@pass_state
+def results(state: State, /, task_id: str, out_dir: Path | None, previews: bool, storage_connection: str | None) -> None:
+    """Download a finished task's files into a folder, and say where its preview site is."""
+    from cli.download import blob_service, download
+
+    answer = state.client.results(task_id)
+    st = state.client.status(task_id)
+    config = cfg.resolve({**state.flags, "storage_connection": storage_connection})
+    service = blob_service(config.storage_connection, str((answer.get("results") or {}).get("url") or ""))
+    folder = out_dir or Path(task_id)
+    for path in download(service, answer, st, folder, previews):
+        if not previews or "previews" not in path.relative_to(folder).parts:
+            out.print(f"wrote {path}")
+    page = answer.get("previews") or {}
+    if previews and page.get("folder"):
+        out.print(f"wrote {folder / 'previews'}/ (open {folder / 'previews' / 'index.html'})")
+    where = page.get("public_url") or page.get("local_url")
+    if where:
+        out.print(f"preview site: {where}")
+
+
+@cli.command(short_help="List repeated detections; --keep/--remove sends your choice.")
+@click.argument("task_id")
+@click.option("--keep", default=None, help="comma-separated places that are real animals; all others are removed")
+@click.option("--remove", default=None, help="comma-separated places to remove, or 'all'")
+@click.option("--open", "open_page", is_flag=True, help="open the preview page in a browser")
+@click.option("--json", "as_json", is_flag=True, help="print the API's answer as JSON")
+@pass_state
+def repeats(state: State, /, task_id: str, keep: str | None, remove: str | None, open_page: bool, as_json: bool) -> None:
+    """Repeated detections (a box at the same place in many images: usually a rock or a branch).
+
+    Without --keep/--remove: list the places. With one of them: write results without those detections (the
+    original results are never changed); then run this again to see the removal's state."""
+    if keep is not None and remove is not None:
+        raise CliError("give --keep or --remove, not both",
+                       "--keep: places that are real animals (the rest goes); --remove: the places to drop", 2)
+    if keep is not None or remove is not None:
+        choice: dict[str, Any] = ({"keep": _ids(keep or "")} if keep is not None else
+                                  {"remove": "all" if remove == "all" else _ids(remove or "")})
+        answer = state.client.choose_repeats(task_id, choice)
+        if as_json:
+            _print_json(answer)
+        else:
+            out.print(f"removing {len(answer.get('removing', []))} place(s): {', '.join(answer.get('removing', []))}")
+            out.print(f"see its state: trapbatch repeats {task_id}")
+        return
+    answer = state.client.repeats(task_id)
+    if as_json:
+        _print_json(answer)
+    else:
+        table = Table("place", "folder", "category", "images", "confidence", "box (x, y, w, h)")
+        for loc in answer.get("locations", []):
+            box = ", ".join(f"{v:.3f}" for v in loc.get("bbox", []))
+            table.add_row(loc["id"], str(loc.get("folder")), str(loc.get("category")), str(loc.get("count")),
+                          f"{loc.get('conf_min')}-{loc.get('conf_max')}", box)
+        out.print(table)
+        removal = answer.get("removal")
+        if removal:
+            out.print(f"removal: {removal.get('stage') or removal.get('runtime_status')}")
+        else:
+            out.print(f"keep the real animals: trapbatch repeats {task_id} --keep r00002,... (or --remove ...)")
+    if open_page:
+        page = (state.client.results(task_id).get("previews") or {})
+        url = page.get("public_url") or page.get("local_url")
+        if not url:
+            raise CliError("the task has no preview page", "it may have finished before previews existed")
+        click.launch(url)
+
+
+def _ids(text: str) -> list[str]:
+    ids = [p.strip() for p in text.split(",") if p.strip()]
+    if not ids:
+        raise CliError("no place ids given", "e.g. --keep r00002,r00005 (trapbatch repeats ID lists them)", 2)
+    return ids
+
+
+@cli.command(name="config", short_help="Show where the address, key and storage access come from (no secrets).")
+def show_config() -> None:
+    """Show the configuration in force and where each value comes from; secrets only as set / not set."""
+    import os
+
+    state = click.get_current_context().find_object(State)
+    config = cfg.resolve(state.flags if state else {})
+    out.print(f"config file: {cfg.config_path(os.environ)}")
+    for name, value in config.describe().items():
+        out.print(f"{name}: {value}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command; errors print what happened and what to do next, and set the exit code."""
+    try:
+        cli.main(args=argv, prog_name="trapbatch", standalone_mode=False)
+    except CliError as exc:
+        err.print(f"[bold red]error:[/] {exc.message}")
+        err.print(f"[bold]next:[/] {exc.hint}")
+        return exc.exit_code
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        return EXIT_INTERRUPTED
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except SystemExit as exc:
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 1
+    return EXIT_OK

@@ -1,0 +1,116 @@
+"""Waiting for a task: poll its status until it ends, showing progress as it goes.
+
+On a terminal a rich progress bar shows images done of the total, img/s and ETA (the app's own figures, from
+``GET /api/tasks/{id}``), shards running and queued, and resubmissions. Elsewhere (CI logs, pipes, ``make demo``) one
+plain line is printed per change, so a log reads as a history.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+from core.contracts import Stage
+
+FINAL_RUNTIME = ("Completed", "Failed", "Terminated")
+# "completed" (and an estimate, which is all a dry run does) is success; the rest is not (cli/errors.py codes)
+SUCCESS_STAGES = (Stage.completed, Stage.estimated)
+
+
+def is_final(status: dict[str, Any]) -> bool:
+    return status.get("runtime_status") in FINAL_RUNTIME
+
+
+def exit_code_for(status: dict[str, Any]) -> int:
+    from cli.errors import EXIT_COMPLETED_WITH_ERRORS, EXIT_OK, EXIT_TASK_FAILED
+
+    stage = status.get("stage")
+    if status.get("runtime_status") == "Completed" and stage in SUCCESS_STAGES:
+        return EXIT_OK
+    if status.get("runtime_status") == "Completed" and stage == Stage.completed_with_errors:
+        return EXIT_COMPLETED_WITH_ERRORS
+    return EXIT_TASK_FAILED
+
+
+def _eta(seconds: Any) -> str:
+    if not isinstance(seconds, (int, float)):
+        return "-"
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def progress_line(st: dict[str, Any]) -> str:
+    """One line for a status: the stage, and while detecting the counts, rate and ETA."""
+    stage: str = str(st.get("stage", "?"))
+    if stage == Stage.detecting:
+        done, total = st.get("images_done", 0), st.get("images", 0)
+        rate = st.get("images_per_second")
+        extra = f", {rate} img/s, ETA {_eta(st.get('eta_seconds'))}" if rate else ""
+        return (f"detecting: {done}/{total} images, shards {st.get('shards_done', 0)}/{st.get('shards', 0)} done, "
+                f"{st.get('shards_running', 0)} running, {st.get('shards_queued', 0)} queued, "
+                f"{st.get('resubmissions', 0)} resubmitted{extra}")
+    if stage in (Stage.failed,) and st.get("error"):
+        return f"failed: {st['error']}"
+    return stage
+
+
+def wait_for(fetch: Callable[[], dict[str, Any]], on_status: Callable[[dict[str, Any]], None],
+             poll_s: float = 2.0, timeout_s: float | None = None,
+             sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
+    """Call ``fetch`` (a task's status) every ``poll_s`` until the task ends; each status goes to ``on_status``.
+
+    Returns the final status; ``TimeoutError`` after ``timeout_s`` (None: no limit)."""
+    start = time.monotonic()
+    while True:
+        st = fetch()
+        on_status(st)
+        if is_final(st):
+            return st
+        if timeout_s is not None and time.monotonic() - start > timeout_s:
+            raise TimeoutError(f"the task did not end within {timeout_s:.0f} s")
+        sleep(poll_s)
+
+
+class LineReporter:
+    """``on_status`` for logs: one line per change, with the seconds since the start."""
+
+    def __init__(self, echo: Callable[[str], None]) -> None:
+        self.echo = echo
+        self.last = ""
+        self.t0 = time.monotonic()
+
+    def __call__(self, st: dict[str, Any]) -> None:
+        line = progress_line(st)
+        if line != self.last:
+            self.echo(f"[{time.monotonic() - self.t0:6.1f}s] {line}")
+            self.last = line
+
+    def close(self) -> None:
+        pass
+
+
+class BarReporter:
+    """``on_status`` for a terminal: a rich progress bar over the images, with the shard counts beside it."""
+
+    def __init__(self, console: Any, task_id: str) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[rate]}"), TextColumn("ETA {task.fields[eta]}"),
+                                 TextColumn("{task.fields[shards]}"), TimeElapsedColumn(),
+                                 console=console, transient=False)
+        self.bar = self.progress.add_task(task_id, total=None, rate="", eta="-", shards="")
+        self.progress.start()
+
+    def __call__(self, st: dict[str, Any]) -> None:
+        stage = str(st.get("stage", "?"))
+        images = st.get("images")
+        done = st.get("images_done", images if is_final(st) and images else 0)
+        rate = st.get("images_per_second")
+        shards = (f"shards {st.get('shards_done', 0)}/{st.get('shards', 0)} done, {st.get('shards_running', 0)} "
+                  f"running, {st.get('shards_queued', 0)} queued, {st.get('resubmissions', 0)} resubmitted"
+                  if stage == Stage.detecting else "")
+        self.progress.update(self.bar, description=stage, total=images or None, completed=done or 0,
+                             rate=f"{rate} img/s" if rate else "", eta=_eta(st.get("eta_seconds")), shards=shards)
+
+    def close(self) -> None:
+        self.progress.stop()

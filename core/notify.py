@@ -1,0 +1,54 @@
+"""Word when a task ends: the signed JSON a request's ``notify_url`` receives once per final stage.
+
+Pure: the body, its signature and the host check. The activity (activities/notify.py) sends it; the task orchestrator
+calls that activity once when the task ends (completed, completed_with_errors, cancelled, failed, estimated), retrying
+a receiver that is down with back-off on durable timers.
+
+Signature: ``X-Trapbatch-Signature: sha256=<hex HMAC-SHA256 of the raw body>`` with the secret the app setting
+``TRAPBATCH_NOTIFY_SECRET`` names (a Key Vault secret, or locally an entry of ``TRAPBATCH_LOCAL_SECRETS_FILE``, read
+as gpu_batch/storage_refs.py reads source-account secrets). The receiver recomputes it over the bytes it got and
+compares in constant time (``verify``). ``X-Trapbatch-Delivery`` (``<task id>/<stage>``) is the same on every retry,
+so a receiver can drop a repeat (a retry after a lost answer, or an activity Durable ran twice).
+
+Where: only hosts in ``TRAPBATCH_NOTIFY_HOSTS`` (comma-separated host names, ``host:port`` for a port) are sent to;
+the app would otherwise POST to any address a request names, from inside its network.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from typing import Any, Mapping
+from urllib.parse import urlsplit
+
+SIGNATURE_HEADER = "X-Trapbatch-Signature"
+DELIVERY_HEADER = "X-Trapbatch-Delivery"
+# what of the final status a notification carries (no previews: their address is unguessable on purpose)
+STATUS_KEYS = ("stage", "started", "finished", "error", "images", "failed", "missing", "failed_fraction",
+               "with_detections", "detections", "empty", "shards", "resubmissions", "results", "estimate")
+
+
+def body(task_id: str, status: Mapping[str, Any]) -> bytes:
+    """The notification's bytes: the task id and the final status's public fields, as canonical JSON."""
+    doc = {"task_id": task_id, **{k: status[k] for k in STATUS_KEYS if k in status}}
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
+def signature(secret: str, raw: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode("utf-8"), raw, hashlib.sha256).hexdigest()
+
+
+def verify(secret: str, raw: bytes, header: str) -> bool:
+    """What a receiver does: recompute the signature over the received bytes, compare in constant time."""
+    return hmac.compare_digest(signature(secret, raw), header or "")
+
+
+def host_of(url: str) -> str:
+    """``host`` or ``host:port`` (lower-case) of a URL, as allow-list entries are written."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    return f"{host}:{parts.port}" if parts.port else host
+
+
+def host_allowed(url: str, allowed: tuple[str, ...]) -> bool:
+    return bool(allowed) and host_of(url) in {a.strip().lower() for a in allowed if a.strip()}

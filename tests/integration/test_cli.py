@@ -1,0 +1,179 @@
+"""The ``trapbatch`` command against a real devhost (real orchestrations, the local pool, a tiny real checkpoint), run
+as an operator runs it: a separate process, configured by environment variables."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapters.blobs import BlobStore
+from devhost.azurite import free_port
+from tests.integration.conftest import upload_images
+
+ROOT = Path(__file__).resolve().parents[2]
+FUNCTION_KEY = "cli-tests-function-key-not-to-be-printed"
+
+
+@pytest.fixture
+def host(app_env: dict[str, str], unique_name: str):  # type: ignore[no-untyped-def]
+    from devhost.host import DevHost
+    import function_app
+
+    h = DevHost(function_app.app, app_env["AzureWebJobsStorage"], task_hub="c" + unique_name[:12], port=0,
+                blob_poll_s=0.5, function_key=FUNCTION_KEY)
+    h.start()
+    yield h
+    h.stop()
+
+
+def trapbatch(*args: str, url: str, key: str = FUNCTION_KEY, extra_env: dict[str, str] | None = None,
+              timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAPBATCH_")}
+    env.update({"TRAPBATCH_URL": url, "TRAPBATCH_KEY": key, "TRAPBATCH_CONFIG": "/nonexistent/config.toml",
+                **(extra_env or {})})
+    proc = subprocess.run([sys.executable, "-m", "cli", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    assert key not in proc.stdout + proc.stderr or not key  # the key is never printed
+    return proc
+
+
+def pool_rows(connection: str, task_id: str) -> list[dict[str, Any]]:
+    """The local pool's task rows of any run of ``task_id`` (job ids are ``<task id>`` or ``<task id>_<run>``)."""
+    from azure.data.tables import TableServiceClient
+
+    table = TableServiceClient.from_connection_string(connection).create_table_if_not_exists("trapbatchpool")
+    return [dict(e) for e in table.query_entities("PartitionKey ge @a and PartitionKey lt @b",
+                                                  parameters={"a": task_id, "b": task_id + "`"})]
+
+
+def test_submit_wait_completes_and_results_downloads_every_file(host, store: BlobStore, unique_name: str,  # type: ignore[no-untyped-def]
+                                                               storage_connection: str, tmp_path: Path) -> None:
+    names = upload_images(store, unique_name, 6, corrupt=0)
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps({"container": unique_name, "request_name": "from a file"}))
+
+    done = trapbatch("submit", str(request), "--wait", url=host.base_url)
+
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    task_id = done.stdout.split()[1]
+    assert done.stdout.startswith(f"task {task_id} started")
+    assert "detecting:" in done.stdout and "completed" in done.stdout  # plain progress lines off a terminal
+    status = json.loads(trapbatch("status", task_id, "--json", url=host.base_url).stdout)
+    assert status["stage"] == "completed" and status["images"] == 6
+
+    again = trapbatch("submit", "--container", unique_name, "--name", "other label", url=host.base_url)
+    assert again.returncode == 0 and f"task {task_id} already known" in again.stdout
+
+    listed = trapbatch("list", "--json", url=host.base_url)
+    assert [t["id"] for t in json.loads(listed.stdout)["tasks"]] == [task_id]
+
+    folder = tmp_path / "out"
+    got = trapbatch("results", task_id, "--out", str(folder), "--previews", url=host.base_url,
+                    extra_env={"TRAPBATCH_STORAGE_CONNECTION": storage_connection})
+    assert got.returncode == 0, got.stderr
+    assert storage_connection not in got.stdout + got.stderr
+    doc = json.loads((folder / "detections.json").read_text())
+    assert sorted(im["file"] for im in doc["images"]) == names
+    assert len((folder / "detections.csv").read_text().splitlines()) == 1 + len(names)
+    assert (folder / "repeated-detections.json").exists()  # named by the status, fetched too
+    assert (folder / "previews" / "index.html").read_text().count(task_id) > 0
+    assert "preview site: http" in got.stdout
+
+    repeats = trapbatch("repeats", task_id, "--json", url=host.base_url)
+    assert repeats.returncode == 0 and json.loads(repeats.stdout)["locations"] == []
+    nothing = trapbatch("repeats", task_id, "--remove", "all", url=host.base_url)
+    assert nothing.returncode == 4 and "nothing to remove" in nothing.stderr and "next:" in nothing.stderr
+
+    finished = trapbatch("cancel", task_id, url=host.base_url)  # 409 with the API's own hint
+    assert finished.returncode == 4
+    assert "409" in finished.stderr and "only a running task can be cancelled" in finished.stderr
+
+
+def test_a_failing_task_exits_non_zero_and_errors_say_what_to_do(host, store: BlobStore,  # type: ignore[no-untyped-def]
+                                                                unique_name: str) -> None:
+    store.ensure_container(unique_name)
+    store.write_bytes(unique_name, "notes/readme.txt", b"no images here")
+
+    failed = trapbatch("submit", "--container", unique_name, "--wait", url=host.base_url)
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "no images" in failed.stdout + failed.stderr and "ended failed" in failed.stderr
+
+    missing = trapbatch("status", "task-00000000000000000000", url=host.base_url)
+    assert missing.returncode == 4 and "404" in missing.stderr and "POST /api/tasks" in missing.stderr
+    refused = trapbatch("list", url=host.base_url, key="wrong-key")
+    assert refused.returncode == 4 and "refused the function key" in refused.stderr
+    assert "TRAPBATCH_KEY" in refused.stderr
+    bad = trapbatch("submit", "--container", "No_Such", url=host.base_url)
+    assert bad.returncode == 2 and "not a valid blob container name" in bad.stderr  # checked before sending
+    absent = trapbatch("submit", "--container", "absent-" + unique_name[:10], url=host.base_url)
+    assert absent.returncode == 4 and "404" in absent.stderr and "create the container" in absent.stderr
+    nowhere = trapbatch("list", url=f"http://127.0.0.1:{free_port()}")
+    assert nowhere.returncode == 4 and "cannot reach" in nowhere.stderr and "devhost" in nowhere.stderr
+
+
+def test_estimate_enumerates_and_submits_no_pool_work(host, store: BlobStore, unique_name: str,  # type: ignore[no-untyped-def]
+                                                      storage_connection: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    upload_images(store, unique_name, 9, corrupt=0)  # images_per_shard 4 (app_env): 3 shards
+
+    est = trapbatch("estimate", "--container", unique_name, "--json", url=host.base_url)
+
+    assert est.returncode == 0, est.stdout + est.stderr
+    figures = json.loads(est.stdout)
+    assert (figures["images"], figures["shards"], figures["worker_images_per_s"]) == (9, 3, 244)
+    assert figures["gpu_hours"] > 0 and figures["wall_seconds"] > 0 and figures["cost"] is None
+    listed = json.loads(trapbatch("list", "--json", url=host.base_url).stdout)["tasks"]
+    assert [t["stage"] for t in listed] == ["estimated"]
+    assert pool_rows(storage_connection, listed[0]["id"]) == []  # nothing reached the pool
+    from core.requests import parse_task_request
+
+    assert listed[0]["id"] != parse_task_request({"container": unique_name}).task_id  # never the real run's task
+
+
+def test_the_end_of_a_task_is_announced_once_with_a_signed_post(host, store: BlobStore, unique_name: str,  # type: ignore[no-untyped-def]
+                                                                 monkeypatch: pytest.MonkeyPatch,
+                                                                 tmp_path: Path) -> None:
+    """On devhost (real orchestration, real activity, a real HTTP receiver): one signed POST per task end, for an
+    estimate (no pool work, so it is quick) started with ``trapbatch estimate --notify-url``."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from core import notify
+
+    got: list[tuple[dict[str, str], bytes]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            got.append((dict(self.headers), self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    secrets = tmp_path / "secrets.json"
+    secrets.write_text(json.dumps({"notify-key": "s3cret-for-hmac"}))
+    monkeypatch.setenv("TRAPBATCH_NOTIFY_HOSTS", f"127.0.0.1:{server.server_port}")
+    monkeypatch.setenv("TRAPBATCH_NOTIFY_SECRET", "notify-key")
+    monkeypatch.setenv("TRAPBATCH_LOCAL_SECRETS_FILE", str(secrets))
+    upload_images(store, unique_name, 3, corrupt=0)
+    try:
+        est = trapbatch("estimate", "--container", unique_name, "--json", "--notify-url",
+                        f"http://127.0.0.1:{server.server_port}/hook", url=host.base_url)
+        assert est.returncode == 0, est.stderr
+        from tests.waiting import wait_until
+
+        wait_until(lambda: got, 60, "the notification")
+    finally:
+        server.shutdown()
+    [(headers, raw)] = got
+    assert notify.verify("s3cret-for-hmac", raw, headers[notify.SIGNATURE_HEADER])
+    doc = json.loads(raw)
+    assert doc["stage"] == "estimated" and doc["estimate"]["images"] == 3
+    assert headers[notify.DELIVERY_HEADER] == f"{doc['task_id']}/estimated"

@@ -1,0 +1,104 @@
+"""The ``trapbatch`` command without an app: configuration, help, request building and progress (tests/integration/
+test_cli.py runs it against devhost)."""
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from cli import config as cfg
+from cli.errors import CliError
+from cli.main import build_request, cli, main
+from cli.progress import exit_code_for, progress_line, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+SUBCOMMANDS = ("submit", "status", "list", "watch", "cancel", "results", "repeats", "estimate")
+
+
+def test_help_lists_every_subcommand_with_one_line() -> None:
+    result = CliRunner().invoke(cli, ["--help"], terminal_width=200)
+    assert result.exit_code == 0
+    listing = result.output.split("Commands:")[1].splitlines()
+    for name in SUBCOMMANDS:
+        line = next(row for row in listing if row.strip().startswith(name + " "))
+        assert len(line.split(name, 1)[1].strip()) > 10 and "..." not in line
+
+
+def test_the_pyproject_entry_point_is_the_main_function() -> None:
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    module, _, attr = scripts["trapbatch"].partition(":")
+    assert module == "cli.main" and attr == "main" and main.__module__ == module
+
+
+def test_flags_win_over_environment_which_wins_over_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('url = "https://from-file.example"\nkey = "file-key"\nstorage_connection = "file-conn"\n')
+    env = {"TRAPBATCH_CONFIG": str(path), "TRAPBATCH_KEY": "env-key"}
+    config = cfg.resolve({"url": "http://flag.example", "key": None}, env)
+    assert (config.url, config.key, config.storage_connection) == ("http://flag.example", "env-key", "file-conn")
+    assert config.sources == {"url": "flag", "key": "env TRAPBATCH_KEY", "storage_connection": f"file {path}"}
+    shown = repr(config) + json.dumps(config.describe())
+    assert "env-key" not in shown and "file-conn" not in shown and "http://flag.example" in shown
+
+
+def test_the_default_config_file_follows_xdg(tmp_path: Path) -> None:
+    assert cfg.config_path({"XDG_CONFIG_HOME": str(tmp_path)}) == tmp_path / "trapbatch" / "config.toml"
+    assert cfg.config_path({}) == Path.home() / ".config" / "trapbatch" / "config.toml"
+
+
+@pytest.mark.parametrize("text,needle", [("url = ", "cannot read"), ('uri = "x"', "unknown setting"),
+                                         ("key = 5", "must be strings")])
+def test_a_bad_config_file_says_what_is_wrong(tmp_path: Path, text: str, needle: str) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    with pytest.raises(CliError, match=needle):
+        cfg.resolve({}, {"TRAPBATCH_CONFIG": str(path)})
+
+
+def test_no_address_anywhere_says_where_to_put_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("TRAPBATCH_CONFIG", str(tmp_path / "none.toml"))
+    monkeypatch.delenv("TRAPBATCH_URL", raising=False)
+    assert main(["list"]) == 4
+    assert "TRAPBATCH_URL" in capsys.readouterr().err
+
+
+def test_a_request_file_and_flags_combine_and_are_validated_before_sending(tmp_path: Path) -> None:
+    path = tmp_path / "req.json"
+    path.write_text(json.dumps({"container": "cams", "prefix": "a/", "first_n": 5}))
+    assert build_request(path, {"prefix": "b/", "first_n": None}) == {"container": "cams", "prefix": "b/",
+                                                                      "first_n": 5}
+    assert build_request(None, {"container": "cams"}, dry_run=True) == {"container": "cams", "dry_run": True}
+    with pytest.raises(CliError, match="first_n") as info:
+        build_request(path, {"sample_n": 3})
+    assert info.value.exit_code == 2 and "choose" in info.value.hint
+    with pytest.raises(CliError, match="no container"):
+        build_request(None, {})
+
+
+@pytest.mark.parametrize("runtime,stage,code", [("Completed", "completed", 0), ("Completed", "estimated", 0),
+                                                ("Completed", "completed_with_errors", 3),
+                                                ("Completed", "cancelled", 1), ("Failed", "failed", 1),
+                                                ("Terminated", "terminated", 1)])
+def test_only_a_completed_task_exits_zero(runtime: str, stage: str, code: int) -> None:
+    assert exit_code_for({"runtime_status": runtime, "stage": stage}) == code
+
+
+def test_waiting_polls_until_the_task_ends_and_reports_each_status() -> None:
+    statuses: list[dict[str, Any]] = [
+        {"runtime_status": "Running", "stage": "enumerating"},
+        {"runtime_status": "Running", "stage": "detecting", "images": 100, "images_done": 40, "shards": 4,
+         "shards_done": 1, "shards_running": 2, "shards_queued": 1, "resubmissions": 1, "images_per_second": 12.5,
+         "eta_seconds": 75},
+        {"runtime_status": "Completed", "stage": "completed"}]
+    seen: list[str] = []
+    sleeps: list[float] = []
+    final = wait_for(lambda: statuses.pop(0), lambda st: seen.append(progress_line(st)), poll_s=3,
+                     sleep=sleeps.append)
+    assert final["stage"] == "completed" and sleeps == [3, 3]
+    assert seen[1] == ("detecting: 40/100 images, shards 1/4 done, 2 running, 1 queued, 1 resubmitted, "
+                       "12.5 img/s, ETA 1m15s")

@@ -1,0 +1,122 @@
+"""Word when a task ends: the signed body (core/notify.py), the request field, and the activity that sends it to a real
+local HTTP receiver (activities/notify.py)."""
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from activities.notify import ReceiverFailed, send
+from core import notify
+from core.errors import RequestInvalid
+from core.requests import parse_task_request
+from core.settings import Settings
+
+SECRET = "notify-secret-value"
+STATUS = {"stage": "completed", "images": 10, "failed": 1, "previews": {"folder": "task-x-0123abcd"},
+          "results": {"container": "trapbatch", "blob": "results/t/detections.json"}}
+
+
+def test_the_body_is_signed_and_the_receiver_can_verify_it() -> None:
+    raw = notify.body("task-0123456789abcdef0123", STATUS)
+    doc = json.loads(raw)
+    assert doc["task_id"] == "task-0123456789abcdef0123" and doc["stage"] == "completed"
+    assert "previews" not in doc  # the preview folder's address is unguessable on purpose: never sent around
+    header = notify.signature(SECRET, raw)
+    assert header.startswith("sha256=") and notify.verify(SECRET, raw, header)
+    assert not notify.verify("other secret", raw, header) and not notify.verify(SECRET, raw + b" ", header)
+
+
+@pytest.mark.parametrize("url,allowed,ok", [
+    ("https://hooks.example.org/x", ("hooks.example.org",), True),
+    ("https://HOOKS.example.org/x", ("hooks.example.org",), True),
+    ("https://hooks.example.org.evil.net/x", ("hooks.example.org",), False),
+    ("http://127.0.0.1:8080/x", ("127.0.0.1",), False),  # a port must be named
+    ("http://127.0.0.1:8080/x", ("127.0.0.1:8080",), True),
+    ("https://hooks.example.org/x", (), False)])
+def test_only_allow_listed_hosts(url: str, allowed: tuple[str, ...], ok: bool) -> None:
+    assert notify.host_allowed(url, allowed) is ok
+
+
+def test_notify_url_is_validated_and_not_part_of_the_task_id() -> None:
+    plain = parse_task_request({"container": "cams"})
+    told = parse_task_request({"container": "cams", "notify_url": "https://hooks.example.org/t"})
+    assert told.notify_url == "https://hooks.example.org/t" and told.task_id == plain.task_id
+    for bad in ("http://hooks.example.org/t", "https://user:pw@hooks.example.org/", "ftp://x/", "https://", 5):
+        with pytest.raises(RequestInvalid, match="notify_url"):
+            parse_task_request({"container": "cams", "notify_url": bad})
+    assert parse_task_request({"container": "cams", "notify_url": "http://127.0.0.1:9/x"}).notify_url
+
+
+def test_settings_read_the_allow_list_and_the_secret_name() -> None:
+    s = Settings.from_env({"AzureWebJobsStorage": "x", "TRAPBATCH_NOTIFY_HOSTS": "Hooks.example.org, 127.0.0.1:81",
+                           "TRAPBATCH_NOTIFY_SECRET": "notify-key"})
+    assert s.notify_hosts == ("hooks.example.org", "127.0.0.1:81") and s.notify_secret == "notify-key"
+
+
+@pytest.fixture
+def receiver() -> Iterator[dict[str, Any]]:
+    """A real HTTP receiver on loopback; ``answer`` sets its status code, ``got`` collects what arrived."""
+    state: dict[str, Any] = {"answer": 204, "got": []}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            raw = self.rfile.read(int(self.headers["Content-Length"]))
+            state["got"].append((dict(self.headers), raw))
+            self.send_response(state["answer"])
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    state["url"] = f"http://127.0.0.1:{server.server_port}/hook"
+    state["host"] = f"127.0.0.1:{server.server_port}"
+    yield state
+    server.shutdown()
+
+
+@pytest.fixture
+def secrets_env(tmp_path: Path) -> dict[str, str]:
+    path = tmp_path / "secrets.json"
+    path.write_text(json.dumps({"notify-key": SECRET}))
+    return {"TRAPBATCH_LOCAL_SECRETS_FILE": str(path)}
+
+
+def test_the_activity_posts_one_signed_notification(receiver: dict[str, Any], secrets_env: dict[str, str]) -> None:
+    out = send({"task_id": "task-0123456789abcdef0123", "url": receiver["url"], "status": STATUS},
+               (receiver["host"],), "notify-key", secrets_env)
+
+    assert out == {"sent": True, "status_code": 204, "reason": ""}
+    [(headers, raw)] = receiver["got"]
+    assert notify.verify(SECRET, raw, headers[notify.SIGNATURE_HEADER])
+    assert headers[notify.DELIVERY_HEADER] == "task-0123456789abcdef0123/completed"
+    assert json.loads(raw)["images"] == 10 and SECRET.encode() not in raw
+
+
+def test_nothing_is_sent_to_a_host_off_the_list_or_without_a_secret(receiver: dict[str, Any],
+                                                                   secrets_env: dict[str, str]) -> None:
+    payload = {"task_id": "task-0123456789abcdef0123", "url": receiver["url"], "status": STATUS}
+    off = send(payload, ("hooks.example.org",), "notify-key", secrets_env)  # type: ignore[arg-type]
+    unsigned = send(payload, (receiver["host"],), "", secrets_env)  # type: ignore[arg-type]
+    assert not off["sent"] and "TRAPBATCH_NOTIFY_HOSTS" in off["reason"]
+    assert not unsigned["sent"] and "TRAPBATCH_NOTIFY_SECRET" in unsigned["reason"]
+    assert receiver["got"] == []
+
+
+def test_a_receiver_error_raises_so_the_orchestrator_retries(receiver: dict[str, Any],
+                                                             secrets_env: dict[str, str]) -> None:
+    receiver["answer"] = 503
+    with pytest.raises(ReceiverFailed, match="503"):
+        send({"task_id": "task-0123456789abcdef0123", "url": receiver["url"], "status": STATUS},
+             (receiver["host"],), "notify-key", secrets_env)
+    receiver["answer"] = 302  # a redirect is not followed (it could lead off the allow-list)
+    with pytest.raises(ReceiverFailed, match="302"):
+        send({"task_id": "task-0123456789abcdef0123", "url": receiver["url"], "status": STATUS},
+             (receiver["host"],), "notify-key", secrets_env)
