@@ -112,7 +112,7 @@ def run_on_server(argv: Sequence[str], env: Mapping[str, str], process_started: 
     sock, _ = connect_or_start(path, env)
     with sock:
         try:
-            wire.send_message(sock, {"type": "run", "argv": list(argv), "env": dict(env),
+            wire.send_message(sock, {"type": "run", "argv": list(argv), "env": dict(env), "cwd": os.getcwd(),
                                      "process_started": process_started, "client_pid": os.getpid()})
             first = wire.recv_message(sock)
         except (OSError, wire.ProtocolError) as exc:

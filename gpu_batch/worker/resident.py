@@ -14,9 +14,9 @@ goes away (SIGTERM from LocalPool's cancel or Batch's terminate, SIGKILL, a cras
 batches, flushes the results so far (incomplete, so the next attempt resumes) and takes the next request.
 
 Each shard runs with the environment its client sent (``os.environ`` is swapped for the shard's duration; only one
-shard runs at a time), so storage settings, managed-identity variables and fault injection act as in the CLI; the
-variables torch reads once at start (``PINNED_ENV``) keep the server's values. The start-time faults (``hang``,
-``exit:N``) are applied by the client, which is the pool task; ``crash_after:K`` ends this server, as it would end a
+shard runs at a time) and in its client's working folder, so storage settings, managed-identity variables, fault
+injection and local-mode paths act as in the CLI; the variables torch reads once at start (``PINNED_ENV``) keep the
+server's values. The start-time faults (``hang``, ``exit:N``) are applied by the client, which is the pool task; ``crash_after:K`` ends this server, as it would end a
 CLI worker, and the client then exits with ``client.EXIT_SERVER_LOST`` (retryable).
 
 The server exits after ``--idle-exit`` seconds without a shard (``TRAPBATCH_RESIDENT_IDLE_S``, default 600). It
@@ -228,10 +228,13 @@ class Server:
         env = {str(k): str(v) for k, v in (request.get("env") or {}).items()}
         process_started = float(request.get("process_started") or time.time())
         root = logging.getLogger()
-        saved_level, saved_env = root.level, dict(os.environ)
+        saved_level, saved_env, saved_cwd = root.level, dict(os.environ), os.getcwd()
         handler: logging.Handler | None = None
         try:
             _swap_environ(env)
+            cwd = request.get("cwd")
+            if isinstance(cwd, str) and os.path.isdir(cwd):
+                os.chdir(cwd)  # local-mode paths are the client's (one shard at a time: the folder is ours)
             args = cli.parse_args(argv)  # argparse's own messages go to this server's stderr
             if isinstance(args, int):
                 conn.send({"type": "log", "line": f"bad worker arguments: {' '.join(argv)}"})
@@ -262,6 +265,7 @@ class Server:
                 root.removeHandler(handler)
             root.setLevel(saved_level)
             _swap_environ(saved_env, keep=())
+            os.chdir(saved_cwd)
 
 
 def _swap_environ(env: Mapping[str, str], keep: Sequence[str] = PINNED_ENV) -> None:

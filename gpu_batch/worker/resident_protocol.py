@@ -5,14 +5,15 @@ so it imports only this, ``exit_codes`` and ``faults``; the server shares the sa
 
 Protocol: one Unix-domain stream connection per shard. Each message is a 4-byte big-endian length and that many
 bytes of UTF-8 JSON (an object with a ``type``).
-    client -> server   {"type": "run", "argv": [worker CLI args], "env": {environment}, "process_started": unix s,
-                        "client_pid": n}
+    client -> server   {"type": "run", "argv": [worker CLI args], "env": {environment}, "cwd": client's folder,
+                        "process_started": unix s, "client_pid": n}
     server -> client   {"type": "accepted", "pid": server pid, "shards_served": n}   (the shard is now the server's)
                        {"type": "log", "line": "..."}   (any number: the shard's log, formatted as the CLI's)
                        {"type": "done", "exit_code": n, "summary": {...} | null}
 The client sends nothing after ``run``: the server reads its end only to notice the client closing it (terminated,
 killed, crashed), which stops the shard between batches. The client's whole environment travels with the request
-(storage settings, fault injection) because the server runs each shard with the environment of the task that asked;
+(storage settings, fault injection) because the server runs each shard with the environment of the task that asked,
+and in its working folder (local-mode paths are relative to it);
 the socket lives in a folder only its user can enter (0700) and is itself 0600.
 
 Settings (environment; documented with the others in ``core/settings.py``):
