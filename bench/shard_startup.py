@@ -67,6 +67,8 @@ def main() -> None:
     p.add_argument("--arch", default="yolov5n6")
     p.add_argument("--images", type=int, default=4)
     p.add_argument("--runs", type=int, default=3, help="runs of the CLI and of the warm client (median reported)")
+    p.add_argument("--batch-size", type=int, default=1,
+                   help="the shard's batch size (default 1: the first batch is then one image's forward pass)")
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="tbstart", dir="/tmp"))
     sock = work / "w.sock"
@@ -86,7 +88,7 @@ def main() -> None:
 
         def shard_args(i: int) -> list[str]:  # a fresh output each run, so no run resumes another's results
             return ["--manifest-file", str(manifest), "--image-root", str(work / "images"), "--output-file",
-                    str(work / f"out{i}.json"), "--device", args.device]
+                    str(work / f"out{i}.json"), "--device", args.device, "--batch-size", str(args.batch_size)]
 
         rows: dict[str, list[dict[str, Any]]] = {"cli": [], "client cold": [], "client warm": []}
         n = 0
@@ -98,16 +100,17 @@ def main() -> None:
         for _ in range(args.runs):
             n += 1
             rows["client warm"].append(_run("gpu_batch.worker.client", shard_args(n), env))
-        print(f"shard start-up, {args.images} images, device {rows['cli'][0]['device']}, model "
-              f"{Path(model).name if os.path.exists(model) else model}; seconds, median of the runs")
+        print(f"shard start-up, {args.images} images, batch {args.batch_size}, device {rows['cli'][0]['device']}, "
+              f"model {Path(model).name if os.path.exists(model) else model}; seconds, median of the runs")
         print(f"{'':12} {'runs':>4} {'spawn->1st batch':>17} {'/proc start->1st':>17} {'import':>7} "
               f"{'model ready':>11} {'cache hit':>9}")
         for name, runs in rows.items():
             def med(key: str) -> float:
                 return statistics.median(float(r[key] or 0.0) for r in runs)
 
-            print(f"{name:12} {len(runs):>4} {med('spawn_to_first_batch_s'):>17.2f} {med('start_to_first_batch_s'):>17.2f} "
-                  f"{med('import_s'):>7.2f} {med('model_load_s'):>11.2f} {str(runs[-1]['model_cache_hit']):>9}")
+            print(f"{name:12} {len(runs):>4} {med('spawn_to_first_batch_s'):>17.2f} "
+                  f"{med('start_to_first_batch_s'):>17.2f} {med('import_s'):>7.2f} {med('model_load_s'):>11.2f} "
+                  f"{str(runs[-1]['model_cache_hit']):>9}")
         print(json.dumps(rows))
     finally:
         pid_file = Path(str(sock) + ".pid")

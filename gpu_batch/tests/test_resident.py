@@ -58,9 +58,10 @@ class Shards:
 
     def output(self, name: str) -> dict[str, Any] | None:
         try:
-            return json.loads(self.service.get_blob_client(self.results, name).download_blob().readall())
+            doc: dict[str, Any] = json.loads(self.service.get_blob_client(self.results, name).download_blob().readall())
         except ResourceNotFoundError:
             return None
+        return doc
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TRAPBATCH_")}
@@ -269,7 +270,8 @@ def test_the_client_imports_no_torch_and_no_azure_package() -> None:
 
 def test_the_setting_chooses_the_module_the_pools_run(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not resident_enabled({}) and not resident_enabled({"TRAPBATCH_WORKER_RESIDENT": "0"})
-    assert resident_enabled({"TRAPBATCH_WORKER_RESIDENT": "1"}) and resident_enabled({"TRAPBATCH_WORKER_RESIDENT": "true"})
+    assert resident_enabled({"TRAPBATCH_WORKER_RESIDENT": "1"})
+    assert resident_enabled({"TRAPBATCH_WORKER_RESIDENT": "true"})
     assert worker_module(False) == "gpu_batch.worker" and worker_module(True) == "gpu_batch.worker.client"
     from gpu_batch.tests.test_pool_azure_batch import FakeBatch, pool, shard
 

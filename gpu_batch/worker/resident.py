@@ -16,8 +16,9 @@ batches, flushes the results so far (incomplete, so the next attempt resumes) an
 Each shard runs with the environment its client sent (``os.environ`` is swapped for the shard's duration; only one
 shard runs at a time) and in its client's working folder, so storage settings, managed-identity variables, fault
 injection and local-mode paths act as in the CLI; the variables torch reads once at start (``PINNED_ENV``) keep the
-server's values. The start-time faults (``hang``, ``exit:N``) are applied by the client, which is the pool task; ``crash_after:K`` ends this server, as it would end a
-CLI worker, and the client then exits with ``client.EXIT_SERVER_LOST`` (retryable).
+server's values. The start-time faults (``hang``, ``exit:N``) are applied by the client, which is the pool task;
+``crash_after:K`` ends this server, as it would end a CLI worker, and the client then exits with
+``client.EXIT_SERVER_LOST`` (retryable).
 
 The server exits after ``--idle-exit`` seconds without a shard (``TRAPBATCH_RESIDENT_IDLE_S``, default 600). It
 logs to ``<socket>.log`` when the client started it, and writes its pid to ``<socket>.pid``.
