@@ -284,3 +284,17 @@ def test_the_setting_chooses_the_module_the_pools_run(monkeypatch: pytest.Monkey
         sent = json.loads(fake.requests[-1].content)["value"][0]
         assert sent["commandLine"] == (f"python -m {module} --manifest-container trapbatch "
                                        "--manifest-blob tasks/task-x/shards/s00000/attempt-1.json --device cuda")
+
+
+def test_without_a_usable_resident_path_the_client_runs_the_shard_itself(shards: Shards) -> None:
+    images = shards.put_images(["cam/f0.jpg", "cam/f1.jpg"], 330)
+    too_long = "/tmp/" + "x" * 120 + "/w.sock"  # longer than a Unix socket path may be
+    proc = shards.run(RESIDENT_CLIENT_MODULE, shards.manifest("s0", images, "f.json"),
+                      TRAPBATCH_RESIDENT_SOCKET=too_long)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "running the shard in this process" in proc.stderr
+    summary = summary_line(proc)
+    assert summary["done"] == 2 and "resident" not in summary and summary["import_s"] > 0
+    doc = shards.output("f.json")
+    assert doc is not None and doc["info"]["trapbatch"]["complete"] is True
+    assert not Path(too_long).parent.exists()

@@ -166,10 +166,14 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _apply_start_faults(env)
-    try:
-        return run_on_server(argv, env, process_started)
-    except ResidentUnavailable as exc:
-        logger.warning("resident worker unavailable (%s); running the shard in this process", exc)
+    for attempt in (1, 2):  # a second try: a server may close (idle exit) just as this client connects
+        try:
+            return run_on_server(argv, env, process_started)
+        except ResidentUnavailable as exc:
+            problem = exc
+            if attempt == 1:
+                logger.warning("resident worker unavailable (%s); trying once more", exc)
+    logger.warning("resident worker unavailable (%s); running the shard in this process", problem)
     from gpu_batch.worker import __main__ as cli  # torch is imported only on this path
 
     return cli.main(argv, env)

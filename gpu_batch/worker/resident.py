@@ -20,6 +20,11 @@ server's values. The start-time faults (``hang``, ``exit:N``) are applied by the
 ``crash_after:K`` ends this server, as it would end a CLI worker, and the client then exits with
 ``client.EXIT_SERVER_LOST`` (retryable).
 
+Two cases end the server instead of risking the next shard: a shard whose client went away but which does not stop
+within ``STOP_GRACE_S`` (stuck outside the pipeline's stop checks: the next client then starts a fresh server), and
+a shard that raised an unexpected exception (torch or CUDA state can no longer be trusted; the client gets exit 1,
+as from a CLI that crashed with a traceback).
+
 The server exits after ``--idle-exit`` seconds without a shard (``TRAPBATCH_RESIDENT_IDLE_S``, default 600). It
 logs to ``<socket>.log`` when the client started it, and writes its pid to ``<socket>.pid``.
 
@@ -47,6 +52,8 @@ logger = logging.getLogger("gpu_batch.worker.resident")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"  # the CLI's (exit_codes.worker_error_message reads it)
 # Read by torch or CUDA once per process: a shard's environment cannot change them, so the server's values stay.
 PINNED_ENV = ("TORCHINDUCTOR_CACHE_DIR", "CUDA_VISIBLE_DEVICES", "PYTORCH_CUDA_ALLOC_CONF", "CUDA_DEVICE_ORDER")
+STOP_GRACE_S = 120.0  # how long a shard whose client went away may take to stop before the server gives up on it
+STUCK_EXIT_CODE = 75
 
 
 class ModelCache:
@@ -126,6 +133,7 @@ class Server:
         self._active = 0  # connections being served or waiting for the shard lock
         self._active_lock = threading.Lock()
         self._last_activity = time.monotonic()
+        self._broken = threading.Event()  # a shard failed unexpectedly: finish the request, then exit
 
     def prepare(self) -> None:
         """Import torch and the worker once, before the first request (what every CLI run pays)."""
@@ -169,6 +177,9 @@ class Server:
                 try:
                     sock, _ = listener.accept()
                 except socket.timeout:
+                    if self._broken.is_set():
+                        logger.error("resident worker pid %d: exiting after a shard failed unexpectedly", os.getpid())
+                        return
                     with self._active_lock:
                         idle = self._active == 0 and time.monotonic() - self._last_activity > self.idle_exit_s
                     if idle:
@@ -204,12 +215,19 @@ class Server:
                 self.shards_served += 1
                 conn.send({"type": "accepted", "pid": os.getpid(), "shards_served": self.shards_served})
                 threading.Thread(target=conn.watch, name="resident-watch", daemon=True).start()
-                code, summary = self._run(request, conn)
+                finished = threading.Event()
+                threading.Thread(target=_stop_watchdog, args=(conn, finished), name="resident-stop-watchdog",
+                                 daemon=True).start()
+                try:
+                    code, summary = self._run(request, conn)
+                finally:
+                    finished.set()
                 conn.send({"type": "done", "exit_code": code, "summary": summary})
         except wire.ProtocolError as exc:
             logger.warning("resident worker: bad request: %s", exc)
-        except Exception:  # noqa: BLE001 - one request's failure must not end the server
-            logger.exception("resident worker: request failed")
+        except Exception:  # noqa: BLE001 - answered as a crashed CLI would be; then the server exits
+            logger.exception("resident worker: the shard failed unexpectedly")
+            self._broken.set()
             conn.send({"type": "done", "exit_code": 1, "summary": None})
         finally:
             try:
@@ -254,8 +272,12 @@ class Server:
                 if conn.gone.is_set():
                     raise cli.ShardCancelled("the client went away (terminated or killed)")
 
-            outcome = cli.run_shard(args, env, fault, process_started=process_started, models=self.models,
-                                    stop_check=stop_check)
+            try:
+                outcome = cli.run_shard(args, env, fault, process_started=process_started, models=self.models,
+                                        stop_check=stop_check)
+            except Exception:
+                logging.getLogger("gpu_batch.worker").exception("the shard failed unexpectedly")  # to the client too
+                raise
             summary = outcome.summary
             if summary is not None:
                 summary["resident"] = {"server_pid": os.getpid(), "shard_number": self.shards_served,
@@ -267,6 +289,24 @@ class Server:
             root.setLevel(saved_level)
             _swap_environ(saved_env, keep=())
             os.chdir(saved_cwd)
+
+
+def _stop_watchdog(conn: _Connection, finished: threading.Event) -> None:
+    """End the server when a shard whose client went away has not stopped ``STOP_GRACE_S`` later.
+
+    Why: the pipeline checks for a stop after each result; a shard stuck elsewhere (a download that never returns)
+    would otherwise hold the server, and every later client would queue behind it.
+    """
+    while not finished.is_set():
+        if conn.gone.wait(1.0):
+            break
+    if finished.is_set():
+        return
+    if not finished.wait(STOP_GRACE_S):
+        logger.error("resident worker pid %d: a shard whose client went away did not stop within %.0fs; exiting",
+                     os.getpid(), STOP_GRACE_S)
+        logging.shutdown()
+        os._exit(STUCK_EXIT_CODE)
 
 
 def _swap_environ(env: Mapping[str, str], keep: Sequence[str] = PINNED_ENV) -> None:
