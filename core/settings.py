@@ -51,6 +51,15 @@ Variables (names shared with infra/main.bicep app settings):
     TRAPBATCH_DEVICE               local pool: auto | cpu | cuda (default auto)
     TRAPBATCH_MODEL_CACHE          where workers cache model files
     TRAPBATCH_WORKER_FAULTS        tests only: JSON {"<shard>/<attempt>": "crash_after:2", ...}
+    TRAPBATCH_WORKER_RESIDENT      ``1``: pool tasks run ``gpu_batch.worker.client``, which hands each shard to a
+                                   node-resident worker that keeps torch and the model loaded (start-up paid once per
+                                   node); default off until measured on a GPU. Read by the pools where they build the
+                                   task command (``gpu_batch.pool.base.worker_module``). On Azure Batch the server must
+                                   run outside the tasks' ``--rm`` containers to outlive a task (not set up yet). The
+                                   client and server read TRAPBATCH_RESIDENT_SOCKET (socket path; default in the
+                                   node-shared folder), TRAPBATCH_RESIDENT_IDLE_S (server exits after this long
+                                   without a shard, default 600) and TRAPBATCH_RESIDENT_START_S (how long a client
+                                   waits for a server it started, default 300); see gpu_batch.worker.resident_protocol
     TRAPBATCH_KEY_VAULT_URL        Key Vault holding source-account credentials that requests name by secret name
     TRAPBATCH_SOURCE_ACCOUNTS      storage accounts requests may name as ``source_account_url`` (comma-separated blob
                                    endpoints); default none: only the app's own account. The app sends its identity's

@@ -21,11 +21,13 @@ Why these choices:
 from __future__ import annotations
 
 import logging
+import os
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Sequence
 
 from gpu_batch import layout
-from gpu_batch.pool.base import JobClosed, PoolChanges, ShardTask, TaskInfo, TaskResult, TaskState
+from gpu_batch.pool.base import (JobClosed, PoolChanges, ShardTask, TaskInfo, TaskResult, TaskState, resident_enabled,
+                                 worker_module)
 
 logger = logging.getLogger(__name__)
 
@@ -167,8 +169,13 @@ class AzureBatchPool:
         return m.BatchTaskCreateOptions(
             id=task.task_id,
             display_name=f"shard {task.shard_id} attempt {task.attempt}",
-            # --device cuda: on a GPU node a CPU fall-back would only hide a broken driver (and run for hours)
-            command_line="python -m gpu_batch.worker " + " ".join([*task.worker_args(), "--device", "cuda"]),
+            # --device cuda: on a GPU node a CPU fall-back would only hide a broken driver (and run for hours).
+            # TRAPBATCH_WORKER_RESIDENT=1 runs the resident client instead (base.worker_module). NOTE: a server the
+            # client starts lives in this task's --rm container and ends with it, so on Batch the start-up is paid
+            # once per node only when the server runs outside the task containers (started by the pool's start task
+            # with the node-shared folder, where the client looks for its socket); until then leave it off here.
+            command_line=f"python -m {worker_module(resident_enabled(os.environ))} "
+                         + " ".join([*task.worker_args(), "--device", "cuda"]),
             container_settings=m.BatchTaskContainerSettings(image_name=self.image,
                                                             container_run_options="--rm --shm-size 8g",
                                                             working_directory="containerImageDefault"),

@@ -43,7 +43,28 @@ class ShardTask:
                    int(d["attempt"]))
 
     def worker_args(self) -> list[str]:
+        """The worker's arguments for this attempt; the same for the CLI and the resident client (``worker_module``)."""
         return ["--manifest-container", self.manifest_container, "--manifest-blob", self.manifest_blob]
+
+
+RESIDENT_ENV = "TRAPBATCH_WORKER_RESIDENT"
+WORKER_MODULE = "gpu_batch.worker"
+RESIDENT_CLIENT_MODULE = "gpu_batch.worker.client"
+
+
+def resident_enabled(env: Mapping[str, str]) -> bool:
+    """Whether ``TRAPBATCH_WORKER_RESIDENT`` asks for the node-resident worker (``1``/``true``/``yes``/``on``)."""
+    return env.get(RESIDENT_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def worker_module(resident: bool) -> str:
+    """The module a pool task runs with ``python -m``, followed by ``ShardTask.worker_args()``.
+
+    Resident: ``gpu_batch.worker.client``, which hands the shard to the node's resident worker (start-up paid once
+    per node) and exits with the shard's exit code; the pool's task model is unchanged (one task per shard attempt,
+    exit code = the shard's outcome, per-image resume). Otherwise the worker CLI, one fresh process per shard.
+    """
+    return RESIDENT_CLIENT_MODULE if resident else WORKER_MODULE
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,8 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.data.tables import TableServiceClient, UpdateMode
 
 from gpu_batch import layout
-from gpu_batch.pool.base import JobClosed, PoolChanges, ShardTask, TaskInfo, TaskResult, TaskState
+from gpu_batch.pool.base import (JobClosed, PoolChanges, ShardTask, TaskInfo, TaskResult, TaskState, resident_enabled,
+                                 worker_module)
 
 logger = logging.getLogger(__name__)
 HEARTBEAT_S = 5.0
@@ -88,7 +89,8 @@ class LocalPool:
         self.worker_env = dict(worker_env or {})
         self.faults = dict(faults or {})
         self.max_task_seconds = max_task_seconds
-        self.worker_command = list(worker_command or [sys.executable, "-m", "gpu_batch.worker"])
+        resident = resident_enabled({**os.environ, **self.worker_env})  # TRAPBATCH_WORKER_RESIDENT (base.py)
+        self.worker_command = list(worker_command or [sys.executable, "-m", worker_module(resident)])
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         self._lock = threading.Lock()  # activities poll from several threads; one scheduling pass at a time
 

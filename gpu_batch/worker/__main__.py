@@ -16,7 +16,14 @@ missing or unreadable: see ``gpu_batch.storage_refs``). The last stdout line is 
 counts every failed image, "retryable" those the next attempt runs again, "failure_reasons" all of them by
 ``failure_reason`` (``gpu_batch.manifest``); "seconds" runs from after the imports
 ("import_s") to the last result, "model_load_s" is manifest + model ready, "first_batch_s" the first batch's
-results, "steady_img_s" the rate after that, "stages" the per-stage seconds (see ``pipeline.ShardSummary``).
+results, "steady_img_s" the rate after that, "stages" the per-stage seconds (see ``pipeline.ShardSummary``),
+"first_batch_unix" the first batch's wall-clock time and "start_to_first_batch_s" the seconds from the start of the
+process the pool launched (this one, or ``gpu_batch.worker.client``) to the first batch's results; "model_cache_hit"
+whether the model came loaded from a resident worker's cache (always false here).
+
+``run_shard`` is the one function that runs a shard: this CLI calls it once, the node-resident worker
+(``gpu_batch.worker.resident``) once per request with its model cache and a stop check; both give the same exit
+codes and summary.
 
 Must not: hold pipeline logic; this is the shell that maps problems to exit codes.
 """
@@ -28,17 +35,19 @@ import logging
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Hashable, Mapping, Protocol, Sequence
 
 from gpu_batch import exit_codes  # torch-free, like everything imported before main sets up the environment
+from gpu_batch.worker.resident_protocol import process_start_unix
 
 if TYPE_CHECKING:  # the real imports wait until main has set up the environment torch reads (see _run)
     from gpu_batch.manifest import ShardManifest
     from gpu_batch.worker.cuda_check import CudaProbe
     from gpu_batch.worker.loader import LoadedModel
     from gpu_batch.worker.pipeline import PipelineOptions, ShardSummary
-    from gpu_batch.worker.results import ResultSink
+    from gpu_batch.worker.results import ResultSink, ResultWriter
     from gpu_batch.worker.sources import ImageSource
 
 # The exit codes are a contract with the app, which fails a task at once on those no retry can fix.
@@ -47,12 +56,33 @@ EXIT_BAD_INPUT = exit_codes.BAD_INPUT
 EXIT_MODEL = exit_codes.MODEL
 EXIT_OUTPUT = exit_codes.OUTPUT
 EXIT_SOURCE = exit_codes.SOURCE
+EXIT_CANCELLED = 143  # a resident worker's shard stopped because its client went away (128 + SIGTERM, as a killed CLI)
 
 logger = logging.getLogger("gpu_batch.worker")
 
 
 class _Usage(Exception):
     pass
+
+
+class ShardCancelled(Exception):
+    """Raised by a ``stop_check`` to stop the shard between batches (the resident worker's client went away)."""
+
+
+class ModelCache(Protocol):
+    """Loaded models kept between shards by a resident worker, keyed by ``_model_key``."""
+
+    def get(self, key: Hashable) -> tuple[Path, LoadedModel] | None: ...
+
+    def put(self, key: Hashable, value: tuple[Path, LoadedModel]) -> None: ...
+
+
+@dataclass(slots=True)
+class ShardOutcome:
+    """What one shard run gives its caller: the exit code and, when the shard ran to the end, its summary."""
+
+    code: int
+    summary: dict[str, Any] | None = None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -83,13 +113,19 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
-    env = os.environ if env is None else env
-    parser = _parser()
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace | int:
+    """The parsed command line, or the exit code when argparse refused it (it already printed why) or printed help."""
     try:
-        args = parser.parse_args(argv)
+        return _parser().parse_args(argv)
     except SystemExit as exc:  # argparse already printed the usage error
         return EXIT_BAD_INPUT if exc.code else EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    env = os.environ if env is None else env
+    args = parse_args(argv)
+    if isinstance(args, int):
+        return args
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -103,19 +139,43 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     fault.at_start()
 
     if args.compile:  # before torch is imported: importing its compiler writes its own default into the variable
-        from gpu_batch.worker.caches import compile_cache_dir
+        choose_compile_cache(env)
+    outcome = run_shard(args, env, fault, process_started=process_start_unix())
+    if outcome.summary is not None:
+        print(json.dumps(outcome.summary), flush=True)
+    return outcome.code
 
-        cache = compile_cache_dir(env)
-        if cache is not None:
-            os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache)
+
+def choose_compile_cache(env: Mapping[str, str]) -> None:
+    """Point TorchInductor at the node's compile cache; must run before torch is imported (``caches``)."""
+    from gpu_batch.worker.caches import compile_cache_dir
+
+    cache = compile_cache_dir(env)
+    if cache is not None:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache)
+
+
+def run_shard(args: argparse.Namespace, env: Mapping[str, str], fault: Any, *, process_started: float,
+              models: ModelCache | None = None, stop_check: Callable[[], None] | None = None) -> ShardOutcome:
+    """Run the shard ``args`` name; the exit code and summary, the same for the CLI and the resident worker.
+
+    ``fault`` is the ``faults.Fault`` of this run (its start-time part already applied by the caller);
+    ``process_started`` the wall-clock start of the process the pool launched (for ``start_to_first_batch_s``);
+    ``models`` a resident worker's model cache (None: load the model); ``stop_check`` is called between results and
+    raises ``ShardCancelled`` to stop the shard, whose results so far are then flushed (exit ``EXIT_CANCELLED``).
+    """
     try:
-        return _run(args, env, fault)
+        return _run(args, env, fault, process_started, models, stop_check)
     except _Usage as exc:
         logger.error("%s", exc)
-        return EXIT_BAD_INPUT
+        return ShardOutcome(EXIT_BAD_INPUT)
+    except ShardCancelled as exc:
+        logger.warning("shard stopped before it ran: %s", exc)
+        return ShardOutcome(EXIT_CANCELLED)
 
 
-def _run(args: argparse.Namespace, env: Mapping[str, str], fault: Any) -> int:
+def _run(args: argparse.Namespace, env: Mapping[str, str], fault: Any, process_started: float,
+         models: ModelCache | None, stop_check: Callable[[], None] | None) -> ShardOutcome:
     """Run one shard and return its exit code; each helper below owns one step and the exit code of its failure.
 
     Why the steps stay in this order: the shard's clock starts after the imports, the CUDA warm-up overlaps the model
@@ -140,23 +200,25 @@ def _run(args: argparse.Namespace, env: Mapping[str, str], fault: Any) -> int:
     start_cuda_warmup(device)  # overlaps CUDA/cuDNN/nvJPEG initialisation with the model download and load
     opened = _open_images_and_output(args, env, blob_mode, service, manifest, label)
     if opened is None:
-        return EXIT_SOURCE
+        return ShardOutcome(EXIT_SOURCE)
     source, sink = opened
     source = fault.wrap_source(source, manifest.attempt)
 
-    loaded = _load_detector(args, env, service, manifest, device, label)
+    if stop_check is not None:
+        stop_check()
+    loaded = _cached_detector(args, env, service, manifest, device, label, models)
     if loaded is None:
-        return EXIT_MODEL
-    path, model = loaded
+        return ShardOutcome(EXIT_MODEL)
+    path, model, cache_hit = loaded
     model_loaded_s = time.monotonic() - started
-    logger.info("%s loaded %s on %s (fp16=%s, compiled=%s) in %.1fs", label, path, device, model.half,
-                args.compile, model_loaded_s)
+    logger.info("%s %s %s on %s (fp16=%s, compiled=%s) in %.1fs", label,
+                "reused the loaded" if cache_hit else "loaded", path, device, model.half, args.compile, model_loaded_s)
 
     images = list(dict.fromkeys(manifest.images))  # a name listed twice gets one entry
     summary = ShardSummary(images=len(images))
     kept = _load_finished_results(sink, images, label)
     if kept is None:
-        return EXIT_OUTPUT
+        return ShardOutcome(EXIT_OUTPUT)
     summary.skipped_resumed = len(kept)
     todo = [name for name in images if name not in kept]
     info = _results_info(manifest, path)
@@ -167,17 +229,31 @@ def _run(args: argparse.Namespace, env: Mapping[str, str], fault: Any) -> int:
     logger.info("%s %d images, %d already done, %d to process", label, len(images), len(kept), len(todo))
     try:
         writer.start()
-        run_images(todo, source, model, writer, manifest.detection_threshold, options, summary)
+        run_images(todo, source, model, writer, manifest.detection_threshold, options, summary, stop_check)
         writer.close(_completed_info(info))
     except OutputNotWritable as exc:
         logger.error("%s %s", label, exc)
-        return EXIT_OUTPUT
+        return ShardOutcome(EXIT_OUTPUT)
+    except ShardCancelled as exc:
+        return _stopped(writer, label, summary, exc)
     if fault.kind == "corrupt_output":
         sink.write(faults.CORRUPT_BYTES)
     summary.seconds = time.monotonic() - started
     logger.info("%s finished: %s", label, summary.to_dict())
-    print(_summary_json(summary, args, device, started, import_s, model_loaded_s), flush=True)
-    return EXIT_OK
+    return ShardOutcome(EXIT_OK, _summary_dict(summary, args, device, started, import_s, model_loaded_s,
+                                               process_started, cache_hit))
+
+
+def _stopped(writer: ResultWriter, label: str, summary: ShardSummary, why: ShardCancelled) -> ShardOutcome:
+    """A shard stopped on request: flush what it has (still marked incomplete) so the next attempt resumes there."""
+    from gpu_batch.worker.results import OutputNotWritable
+
+    try:
+        writer.close()
+    except OutputNotWritable as exc:
+        logger.error("%s stopped, and its results so far could not be written: %s", label, exc)
+    logger.warning("%s stopped after %d images: %s", label, summary.done, why)
+    return ShardOutcome(EXIT_CANCELLED)
 
 
 def _import_worker_modules() -> None:
@@ -334,6 +410,43 @@ def _load_detector(args: argparse.Namespace, env: Mapping[str, str], service: An
     return path, model
 
 
+def _model_key(args: argparse.Namespace, manifest: ShardManifest, device: str) -> Hashable:
+    """What a loaded model is cached under: the model reference and the options that shape the loaded network.
+
+    Why a local path also carries its size and modification time: a file rewritten in place is a different model.
+    Known versions and ``blob://`` references resolve to node-cache files that are never rewritten under the same
+    reference (``loader.resolve_model_file``), so the reference itself names the weights.
+    """
+    ref = args.model or manifest.model
+    from gpu_batch.models import BLOB_SCHEME, known_model
+
+    identity: tuple[Any, ...] = (ref,)
+    if known_model(ref) is None and not ref.startswith(BLOB_SCHEME):
+        path = Path(ref).expanduser()
+        try:
+            st = path.stat()
+            identity = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+        except OSError:
+            return None  # not loadable anyway; never cached
+    return (*identity, device, bool(args.compile))
+
+
+def _cached_detector(args: argparse.Namespace, env: Mapping[str, str], service: Any, manifest: ShardManifest,
+                     device: str, label: str, models: ModelCache | None) -> tuple[Path, LoadedModel, bool] | None:
+    """``_load_detector`` through a resident worker's model cache; the third value says whether it was a hit."""
+    key = _model_key(args, manifest, device) if models is not None else None
+    if models is not None and key is not None:
+        hit = models.get(key)
+        if hit is not None:
+            return hit[0], hit[1], True
+    loaded = _load_detector(args, env, service, manifest, device, label)
+    if loaded is None:
+        return None
+    if models is not None and key is not None:
+        models.put(key, loaded)
+    return loaded[0], loaded[1], False
+
+
 def _load_finished_results(sink: ResultSink, images: list[str], label: str) -> dict[str, dict[str, Any]] | None:
     """The results an earlier attempt of this shard already wrote for ``images``, so a retry resumes.
 
@@ -378,22 +491,27 @@ def _pipeline_options(args: argparse.Namespace, label: str) -> PipelineOptions:
                            log_seconds=args.log_seconds, shard_label=label)
 
 
-def _summary_json(summary: ShardSummary, args: argparse.Namespace, device: str, started: float, import_s: float,
-                  model_loaded_s: float) -> str:
+def _summary_dict(summary: ShardSummary, args: argparse.Namespace, device: str, started: float, import_s: float,
+                  model_loaded_s: float, process_started: float, cache_hit: bool) -> dict[str, Any]:
     """The one-line JSON summary that ends stdout (fields in the module docstring).
 
     Why one line of JSON: the last stdout line is the worker's machine-readable result (``bench/worker_throughput.py``
     parses it), whatever was logged before it.
     """
     steady = summary.steady_img_s()
-    return json.dumps({**summary.to_dict(), "batch_size": summary.batch_size, "device": device,
-                       "compiled": bool(args.compile),
-                       "cudnn_benchmark": summary.cudnn_benchmark, "import_s": round(import_s, 3),
-                       "model_load_s": round(model_loaded_s, 3),
-                       "first_batch_s": (round(summary.first_batch_at - started, 3)
-                                         if summary.first_batch_at is not None else None),
-                       "steady_img_s": round(steady, 3) if steady is not None else None,
-                       "stages": {k: round(v, 3) for k, v in sorted(summary.stages.items())}})
+    first_unix = (time.time() - (time.monotonic() - summary.first_batch_at)
+                  if summary.first_batch_at is not None else None)
+    return {**summary.to_dict(), "batch_size": summary.batch_size, "device": device,
+            "compiled": bool(args.compile),
+            "cudnn_benchmark": summary.cudnn_benchmark, "import_s": round(import_s, 3),
+            "model_load_s": round(model_loaded_s, 3),
+            "model_cache_hit": cache_hit,
+            "first_batch_s": (round(summary.first_batch_at - started, 3)
+                              if summary.first_batch_at is not None else None),
+            "first_batch_unix": round(first_unix, 3) if first_unix is not None else None,
+            "start_to_first_batch_s": round(first_unix - process_started, 3) if first_unix is not None else None,
+            "steady_img_s": round(steady, 3) if steady is not None else None,
+            "stages": {k: round(v, 3) for k, v in sorted(summary.stages.items())}}
 
 
 if __name__ == "__main__":

@@ -1,0 +1,300 @@
+"""The node-resident worker and its client, with real processes, a tiny real checkpoint and images in Azurite.
+
+What is checked: shards through one server give the CLI's results, and the second reuses the loaded model (no import,
+no model load); two clients starting at once start one server; a server that dies mid-shard makes the client exit
+with the retryable code and the next attempt resumes from what was flushed; a terminated client stops its shard on
+the server, which then takes the next; LocalPool with TRAPBATCH_WORKER_RESIDENT=1 runs a shard end to end; the
+client imports no torch; the pools' command lines follow the setting.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from azure.core.exceptions import ResourceNotFoundError
+from azure.storage.blob import BlobServiceClient
+
+from gpu_batch.pool import ShardTask, TaskResult, TaskState, make_pool
+from gpu_batch.pool.base import RESIDENT_CLIENT_MODULE, WORKER_MODULE, resident_enabled, worker_module
+from gpu_batch.tests.conftest import REPO_ROOT, summary_line
+from gpu_batch.tests.imagegen import jpeg_bytes, textured
+from gpu_batch.worker.client import EXIT_SERVER_LOST
+from tests.waiting import wait_until
+
+CPU = ["--device", "cpu", "--workers", "2", "--batch-size", "1", "--flush-seconds", "0.2"]
+
+
+class Shards:
+    """Images and shard manifests in Azurite, and the environment a worker process gets."""
+
+    def __init__(self, connection: str, prefix: str, checkpoint: Path, socket_path: Path) -> None:
+        self.connection, self.prefix, self.checkpoint, self.socket_path = connection, prefix, checkpoint, socket_path
+        self.service = BlobServiceClient.from_connection_string(connection)
+        self.images, self.state, self.results = prefix + "img", prefix + "state", prefix + "out"
+        for c in (self.images, self.state, self.results):
+            self.service.create_container(c)
+
+    def put_images(self, names: list[str], seed: int) -> list[str]:
+        for i, name in enumerate(names):
+            self.service.get_blob_client(self.images, name).upload_blob(jpeg_bytes(textured(256, 192, seed + i)))
+        return names
+
+    def manifest(self, shard: str, images: list[str], output: str, attempt: int = 1) -> list[str]:
+        doc = {"task_id": "task-res", "shard_id": shard, "attempt": attempt, "source_container": self.images,
+               "images": images, "output_container": self.results, "output_blob": output,
+               "model": str(self.checkpoint), "detection_threshold": 0.005}
+        blob = f"tasks/task-res/{shard}/attempt-{attempt}-{output}.json"
+        self.service.get_blob_client(self.state, blob).upload_blob(json.dumps(doc), overwrite=True)
+        return ["--manifest-container", self.state, "--manifest-blob", blob]
+
+    def output(self, name: str) -> dict[str, Any] | None:
+        try:
+            doc: dict[str, Any] = json.loads(self.service.get_blob_client(self.results, name).download_blob().readall())
+        except ResourceNotFoundError:
+            return None
+        return doc
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TRAPBATCH_")}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+        env.update(TRAPBATCH_STORAGE_CONNECTION=self.connection, TRAPBATCH_RESIDENT_SOCKET=str(self.socket_path),
+                   TRAPBATCH_RESIDENT_IDLE_S="300", TRAPBATCH_MODEL_CACHE=str(self.socket_path.parent / "models"))
+        env.update(extra)
+        return env
+
+    def run(self, module: str, args: list[str], timeout: float = 300, **extra: str
+            ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", module, *args, *CPU], capture_output=True, text=True,
+                              env=self.env(**extra), cwd=REPO_ROOT, timeout=timeout)
+
+    def start(self, module: str, args: list[str], log: Path, **extra: str) -> subprocess.Popen[bytes]:
+        with open(log, "wb") as err:
+            return subprocess.Popen([sys.executable, "-m", module, *args, *CPU], stdout=subprocess.PIPE, stderr=err,
+                                    env=self.env(**extra), cwd=REPO_ROOT)
+
+    def server_pid(self) -> int | None:
+        pid_file = Path(str(self.socket_path) + ".pid")
+        return int(pid_file.read_text()) if pid_file.exists() else None
+
+    def server_log(self) -> str:
+        log = Path(str(self.socket_path) + ".log")
+        return log.read_text(errors="replace") if log.exists() else ""
+
+
+def _stop_servers(folder: Path) -> None:
+    for pid_file in folder.glob("*.pid"):
+        try:
+            pid = int(pid_file.read_text())
+            os.kill(pid, signal.SIGTERM)
+            wait_until(lambda: not _alive(pid), 20, f"resident server {pid} to exit")
+        except (ValueError, ProcessLookupError, OSError):
+            pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def shards(storage_connection: str, unique_name: str, checkpoint: Path) -> Iterator[Shards]:
+    folder = Path(tempfile.mkdtemp(prefix="tbres", dir="/tmp"))  # short: a Unix socket path has at most 107 bytes
+    try:
+        yield Shards(storage_connection, unique_name, checkpoint, folder / "w.sock")
+    finally:
+        _stop_servers(folder)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _same_results(a: dict[str, Any], b: dict[str, Any]) -> None:
+    ea, eb = ({e["file"]: e for e in doc["images"]} for doc in (a, b))
+    assert sorted(ea) == sorted(eb)
+    for name, x in ea.items():
+        y = eb[name]
+        assert ("failure" in x) == ("failure" in y), name
+        assert len(x.get("detections", [])) == len(y.get("detections", [])), name
+        for dx, dy in zip(x.get("detections", []), y.get("detections", [])):
+            assert dx["category"] == dy["category"]
+            assert abs(dx["conf"] - dy["conf"]) < 1e-4
+            assert all(abs(p - q) < 1e-4 for p, q in zip(dx["bbox"], dy["bbox"]))
+    assert a["info"]["trapbatch"]["complete"] is b["info"]["trapbatch"]["complete"] is True
+
+
+def test_two_shards_through_one_server_match_two_cli_runs_and_the_second_reuses_the_model(shards: Shards) -> None:
+    first = shards.put_images([f"cam1/a{i}.jpg" for i in range(4)], 10)
+    second = shards.put_images([f"cam2/b{i}.jpg" for i in range(4)], 50)
+    for shard, images in (("s0", first), ("s1", second)):
+        cli = shards.run(WORKER_MODULE, shards.manifest(shard, images, f"{shard}-cli.json"))
+        assert cli.returncode == 0, cli.stderr[-3000:]
+        assert summary_line(cli)["model_cache_hit"] is False
+    runs = []
+    for shard, images in (("s0", first), ("s1", second)):
+        proc = shards.run(RESIDENT_CLIENT_MODULE, shards.manifest(shard, images, f"{shard}-res.json"))
+        assert proc.returncode == 0, proc.stderr[-3000:] + shards.server_log()[-3000:]
+        assert "runs this shard" in proc.stderr and "INFO gpu_batch.worker: task=task-res" in proc.stderr
+        runs.append(summary_line(proc))
+    for shard in ("s0", "s1"):
+        cli_doc, res_doc = shards.output(f"{shard}-cli.json"), shards.output(f"{shard}-res.json")
+        assert cli_doc is not None and res_doc is not None
+        _same_results(cli_doc, res_doc)
+    one, two = runs
+    assert one["done"] == two["done"] == 4 and one["failed"] == two["failed"] == 0
+    assert one["resident"]["server_pid"] == two["resident"]["server_pid"]  # one server took both
+    assert (one["resident"]["shard_number"], two["resident"]["shard_number"]) == (1, 2)
+    assert one["model_cache_hit"] is False and two["model_cache_hit"] is True  # no model load the second time
+    assert one["resident"]["server_import_s"] > 0 and two["import_s"] < 0.5  # torch was imported once, by the server
+    for summary in runs:  # measured from the client process's start, which the pool launched
+        assert summary["start_to_first_batch_s"] > 0
+    print(f"start to first batch: first shard {one['start_to_first_batch_s']} s (server cold), "
+          f"second {two['start_to_first_batch_s']} s (model cached)")
+
+
+def test_two_clients_at_once_start_exactly_one_server(shards: Shards, tmp_path: Path) -> None:
+    images = shards.put_images([f"cam/c{i}.jpg" for i in range(2)], 90)
+    procs = [shards.start(RESIDENT_CLIENT_MODULE, shards.manifest(f"p{i}", images, f"p{i}.json"),
+                          tmp_path / f"p{i}.log") for i in range(2)]
+    outs = [p.communicate(timeout=300)[0].decode() for p in procs]
+    logs = [(tmp_path / f"p{i}.log").read_text() for i in range(2)]
+    assert [p.returncode for p in procs] == [0, 0], logs
+    summaries = [json.loads(out.strip().splitlines()[-1]) for out in outs]
+    assert len({s["resident"]["server_pid"] for s in summaries}) == 1
+    assert sorted(s["resident"]["shard_number"] for s in summaries) == [1, 2]
+    assert sum("started a resident worker" in log for log in logs) == 1
+    assert shards.server_log().count("imports took") == 1
+
+
+def test_a_server_that_dies_mid_shard_makes_the_client_exit_retryable_and_the_next_attempt_resumes(
+        shards: Shards) -> None:
+    images = shards.put_images([f"cam/d{i:02d}.jpg" for i in range(8)], 130)
+    args = shards.manifest("s0", images, "d.json")
+    # crash_after:3 ends the process running the shard, here the server (as it ends a CLI worker).
+    crashed = shards.run(RESIDENT_CLIENT_MODULE, args, TRAPBATCH_WORKER_FAULT="crash_after:3")
+    assert crashed.returncode == EXIT_SERVER_LOST, crashed.stderr[-3000:]
+    assert "died during the shard" in crashed.stderr
+    partial = shards.output("d.json")
+    assert partial is not None and partial["info"]["trapbatch"]["complete"] is False
+    kept = {e["file"] for e in partial["images"]}
+    assert 3 <= len(kept) < 8
+    resumed = shards.run(RESIDENT_CLIENT_MODULE, args)  # a new server is started for the retry
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    summary = summary_line(resumed)
+    assert summary["skipped_resumed"] == len(kept) and summary["done"] == 8 - len(kept)
+    assert summary["resident"]["shard_number"] == 1
+    final = shards.output("d.json")
+    assert final is not None and final["info"]["trapbatch"]["complete"] is True
+    assert sorted(e["file"] for e in final["images"]) == sorted(images)
+
+
+def test_a_server_killed_outright_mid_shard_gives_the_retryable_code(shards: Shards, tmp_path: Path) -> None:
+    images = shards.put_images([f"cam/k{i:02d}.jpg" for i in range(40)], 170)
+    proc = shards.start(RESIDENT_CLIENT_MODULE, shards.manifest("s0", images, "k.json"), tmp_path / "k.log")
+    try:
+        wait_until(lambda: "runs this shard" in (tmp_path / "k.log").read_text(), 120, "the server to take the shard")
+        pid = shards.server_pid()
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == EXIT_SERVER_LOST, (tmp_path / "k.log").read_text()[-3000:]
+
+
+def test_a_terminated_client_stops_its_shard_and_the_server_takes_the_next(shards: Shards, tmp_path: Path) -> None:
+    images = shards.put_images([f"cam/t{i:02d}.jpg" for i in range(40)], 210)
+    log = tmp_path / "t.log"
+    proc = shards.start(RESIDENT_CLIENT_MODULE, shards.manifest("s0", images, "t.json"), log)
+    try:
+        wait_until(lambda: len((shards.output("t.json") or {}).get("images", [])) >= 1, 240,
+                   "the shard's first flushed results")
+        proc.send_signal(signal.SIGTERM)  # as LocalPool's cancel (killpg) and Batch's terminate do
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    wait_until(lambda: "stopped after" in shards.server_log(), 120, "the server to stop the shard between batches")
+    stopped = shards.output("t.json")  # what it had is flushed, still incomplete, for the next attempt to resume
+    assert stopped is not None and stopped["info"]["trapbatch"]["complete"] is False
+    assert 1 <= len(stopped["images"]) < 40
+    small = shards.put_images(["cam/next.jpg"], 250)
+    nxt = shards.run(RESIDENT_CLIENT_MODULE, shards.manifest("s1", small, "n.json"))
+    assert nxt.returncode == 0, nxt.stderr[-3000:]
+    summary = summary_line(nxt)
+    assert summary["resident"]["shard_number"] == 2 and summary["model_cache_hit"] is True
+    assert summary["resident"]["server_pid"] == shards.server_pid()
+
+
+def test_local_pool_with_the_resident_setting_runs_a_shard_end_to_end(shards: Shards) -> None:
+    images = shards.put_images([f"cam/l{i}.jpg" for i in range(3)], 300)
+    args = shards.manifest("s00000", images, "l.json")
+    env = {k: v for k, v in shards.env(TRAPBATCH_WORKER_RESIDENT="1").items() if k.startswith("TRAPBATCH_")}
+    pool = make_pool("local", connection_string=shards.connection, log_container=shards.state,
+                     table=shards.prefix + "pool", max_concurrent=1, worker_env=env,
+                     worker_command=None)
+    assert pool.worker_command[-1] == RESIDENT_CLIENT_MODULE  # type: ignore[attr-defined]
+    pool.worker_command += CPU  # type: ignore[attr-defined]
+    pool.submit("job1", [ShardTask("s00000-a1", args[1], args[3], "s00000", 1)])
+
+    def finished() -> Any:
+        infos = pool.poll("job1")
+        return infos[0] if infos and infos[0].state is TaskState.completed else None
+
+    info = wait_until(finished, 300, "the resident shard task to complete", interval=1.0)
+    log = shards.service.get_blob_client(shards.state, info.log.split("/", 1)[1]).download_blob().readall().decode()
+    assert info.result is TaskResult.success and info.exit_code == 0, log[-3000:]
+    assert "runs this shard" in log
+    assert json.loads(log.strip().splitlines()[-1])["model_cache_hit"] is False
+    doc = shards.output("l.json")
+    assert doc is not None and doc["info"]["trapbatch"]["complete"] is True
+    assert sorted(e["file"] for e in doc["images"]) == sorted(images)
+
+
+def test_the_client_imports_no_torch_and_no_azure_package() -> None:
+    code = ("import sys, gpu_batch.worker.client; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'azure', 'numpy')))")
+    started = time.monotonic()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+    print(f"client import: {time.monotonic() - started:.2f} s")
+
+
+def test_the_setting_chooses_the_module_the_pools_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert not resident_enabled({}) and not resident_enabled({"TRAPBATCH_WORKER_RESIDENT": "0"})
+    assert resident_enabled({"TRAPBATCH_WORKER_RESIDENT": "1"})
+    assert resident_enabled({"TRAPBATCH_WORKER_RESIDENT": "true"})
+    assert worker_module(False) == "gpu_batch.worker" and worker_module(True) == "gpu_batch.worker.client"
+    from gpu_batch.tests.test_pool_azure_batch import FakeBatch, pool, shard
+
+    for value, module in (("", "gpu_batch.worker"), ("1", "gpu_batch.worker.client")):
+        monkeypatch.setenv("TRAPBATCH_WORKER_RESIDENT", value)
+        fake = FakeBatch()
+        batch = pool(fake)
+        batch.ensure_job("job")
+        batch.submit("job", [shard("s00000", 1)])
+        sent = json.loads(fake.requests[-1].content)["value"][0]
+        assert sent["commandLine"] == (f"python -m {module} --manifest-container trapbatch "
+                                       "--manifest-blob tasks/task-x/shards/s00000/attempt-1.json --device cuda")
+
+
+def test_without_a_usable_resident_path_the_client_runs_the_shard_itself(shards: Shards) -> None:
+    images = shards.put_images(["cam/f0.jpg", "cam/f1.jpg"], 330)
+    too_long = "/tmp/" + "x" * 120 + "/w.sock"  # longer than a Unix socket path may be
+    proc = shards.run(RESIDENT_CLIENT_MODULE, shards.manifest("s0", images, "f.json"),
+                      TRAPBATCH_RESIDENT_SOCKET=too_long)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "running the shard in this process" in proc.stderr
+    summary = summary_line(proc)
+    assert summary["done"] == 2 and "resident" not in summary and summary["import_s"] > 0
+    doc = shards.output("f.json")
+    assert doc is not None and doc["info"]["trapbatch"]["complete"] is True
+    assert not Path(too_long).parent.exists()

@@ -1,0 +1,183 @@
+"""``python -m gpu_batch.worker.client <worker CLI args>``: run one shard on the node's resident worker.
+
+What a pool task runs instead of ``python -m gpu_batch.worker`` when ``TRAPBATCH_WORKER_RESIDENT=1``
+(``gpu_batch.pool.base.worker_module``). It takes the worker CLI's arguments, imports nothing heavy (no torch, no
+Azure package: it starts in about 0.1 s), connects to the node's resident worker (``gpu_batch.worker.resident``;
+socket from ``TRAPBATCH_RESIDENT_SOCKET`` or ``resident_protocol.default_socket_path``), starts one when none
+answers, forwards the shard, prints the streamed log on stderr and the summary as the last stdout line, and exits
+with the shard's exit code, so the pool task's exit code is the shard's outcome exactly as with the CLI.
+
+* Starting a server: under an exclusive ``flock`` on ``<socket>.lock``, so clients starting at once start one
+  server; the server runs in a session of its own (``setsid``), so it outlives this client and a pool's
+  process-group kill of the task; it exits after ``TRAPBATCH_RESIDENT_IDLE_S`` without a shard.
+* The server dies mid-shard (after it accepted the shard): exit ``EXIT_SERVER_LOST`` (75, EX_TEMPFAIL), which the
+  app retries like any crash; the next attempt resumes from the results the shard flushed.
+* The resident path cannot be used at all (socket path too long, the server cannot start or never answers, it went
+  away before accepting the shard): the shard runs in this process through the CLI's ``main`` (logged as such).
+* Cancellation: nothing to do here; when this process ends (SIGTERM, SIGKILL) the kernel closes its socket and the
+  server stops the shard between batches.
+* Faults (tests): the start-time faults of ``TRAPBATCH_WORKER_FAULT`` (``hang``, ``exit:N``) act here, in the
+  process the pool watches; the others travel with the environment to the server.
+
+Must not: import torch or anything that does (``tests`` check the start time).
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from gpu_batch.worker import resident_protocol as wire
+
+EXIT_SERVER_LOST = 75  # EX_TEMPFAIL; not an unfixable code (gpu_batch.exit_codes), so the app retries the shard
+logger = logging.getLogger("gpu_batch.worker.client")
+
+
+class ResidentUnavailable(Exception):
+    """The resident path cannot be used for this shard; it runs in this process instead."""
+
+
+def _connect(path: Path) -> socket.socket | None:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(str(path))
+    except OSError:
+        sock.close()
+        return None
+    return sock
+
+
+def _spawn_server(path: Path, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+    """Start ``resident serve`` in a session of its own, logging to ``<socket>.log``."""
+    log = open(str(path) + ".log", "ab")  # noqa: SIM115 - handed to the child, closed here right after
+    try:
+        return subprocess.Popen([sys.executable, "-m", "gpu_batch.worker.resident", "serve", "--socket", str(path)],
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=dict(env),
+                                start_new_session=True, close_fds=True)
+    finally:
+        log.close()
+
+
+def connect_or_start(path: Path, env: Mapping[str, str]) -> tuple[socket.socket, bool]:
+    """A connection to the resident server at ``path``, starting it first when none answers; and whether we did.
+
+    Raises ``ResidentUnavailable`` when none can be reached.
+    """
+    if len(str(path).encode()) > wire.UNIX_PATH_MAX:
+        raise ResidentUnavailable(f"socket path {path} is longer than {wire.UNIX_PATH_MAX} bytes")
+    sock = _connect(path)
+    if sock is not None:
+        return sock, False
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(path.parent, 0o700)
+        lock = open(str(path) + ".lock", "a+b")  # noqa: SIM115 - held until the server answers
+    except OSError as exc:
+        raise ResidentUnavailable(f"cannot prepare {path.parent}: {exc}") from exc
+    deadline = time.monotonic() + wire.float_setting(env, wire.START_ENV, wire.DEFAULT_START_S)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a client starting a server holds it until the server listens
+        sock = _connect(path)  # another client may have started it while we waited for the lock
+        if sock is not None:
+            return sock, False
+        proc = _spawn_server(path, env)
+        logger.info("started a resident worker (pid %d) on %s", proc.pid, path)
+        while time.monotonic() < deadline:
+            sock = _connect(path)
+            if sock is not None:
+                return sock, True
+            if proc.poll() is not None:
+                raise ResidentUnavailable(f"the resident worker exited with code {proc.returncode} before it "
+                                          f"listened; see {path}.log")
+            time.sleep(0.05)
+        raise ResidentUnavailable(f"the resident worker did not listen on {path} within "
+                                  f"{wire.float_setting(env, wire.START_ENV, wire.DEFAULT_START_S):.0f}s")
+    except OSError as exc:
+        raise ResidentUnavailable(f"cannot start a resident worker: {exc}") from exc
+    finally:
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        lock.close()
+
+
+def run_on_server(argv: Sequence[str], env: Mapping[str, str], process_started: float) -> int:
+    """Forward the shard, relay its log and summary; its exit code. ``ResidentUnavailable`` before it is accepted."""
+    path = wire.default_socket_path(env)
+    sock, _ = connect_or_start(path, env)
+    with sock:
+        try:
+            wire.send_message(sock, {"type": "run", "argv": list(argv), "env": dict(env), "cwd": os.getcwd(),
+                                     "process_started": process_started, "client_pid": os.getpid()})
+            first = wire.recv_message(sock)
+        except (OSError, wire.ProtocolError) as exc:
+            raise ResidentUnavailable(f"the resident worker on {path} did not take the shard: {exc}") from exc
+        if first is None or first.get("type") != "accepted":
+            raise ResidentUnavailable(f"the resident worker on {path} did not take the shard: {first!r}")
+        logger.info("resident worker pid %s on %s runs this shard (its shard number %s)", first.get("pid"), path,
+                    first.get("shards_served"))
+        return _relay(sock, first)
+
+
+def _relay(sock: socket.socket, accepted: Mapping[str, Any]) -> int:
+    while True:
+        try:
+            message = wire.recv_message(sock)
+        except (OSError, wire.ProtocolError) as exc:
+            message, problem = None, f"{type(exc).__name__}: {exc}"
+        else:
+            problem = "the connection closed"
+        if message is None:
+            # The shard belonged to the server, which is gone: whatever it flushed stays for the next attempt.
+            logger.error("the resident worker (pid %s) died during the shard (%s); exiting %d so the shard is "
+                         "retried", accepted.get("pid"), problem, EXIT_SERVER_LOST)
+            return EXIT_SERVER_LOST
+        kind = message.get("type")
+        if kind == "log":
+            sys.stderr.write(str(message.get("line", "")) + "\n")
+            sys.stderr.flush()
+        elif kind == "done":
+            summary = message.get("summary")
+            if summary is not None:
+                print(json.dumps(summary), flush=True)
+            return int(message.get("exit_code", 1))
+
+
+def _apply_start_faults(env: Mapping[str, str]) -> None:
+    """``hang`` and ``exit:N`` act in the process the pool watches, as they do in the CLI."""
+    from gpu_batch.worker.faults import Fault, FaultSpecError
+
+    try:
+        fault = Fault.from_env(env)
+    except FaultSpecError:
+        return  # the server reports it with the CLI's exit code
+    fault.at_start()
+
+
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    process_started = wire.process_start_unix()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    env = dict(os.environ if env is None else env)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _apply_start_faults(env)
+    for attempt in (1, 2):  # a second try: a server may close (idle exit) just as this client connects
+        try:
+            return run_on_server(argv, env, process_started)
+        except ResidentUnavailable as exc:
+            problem = exc
+            if attempt == 1:
+                logger.warning("resident worker unavailable (%s); trying once more", exc)
+    logger.warning("resident worker unavailable (%s); running the shard in this process", problem)
+    from gpu_batch.worker import __main__ as cli  # torch is imported only on this path
+
+    return cli.main(argv, env)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

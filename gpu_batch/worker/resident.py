@@ -1,0 +1,355 @@
+"""``python -m gpu_batch.worker.resident serve --socket PATH``: a node-resident worker that keeps models loaded.
+
+Why: a fresh worker process pays 7-8 s of torch/torchvision imports, the model load and CUDA/cuDNN start-up before
+its first batch, on every shard. This server pays them once per node: it imports torch at start, keeps loaded
+models in a small cache (``ModelCache``, keyed by model reference and device options, see ``__main__._model_key``)
+and runs shard after shard, each through ``gpu_batch.worker.__main__.run_shard``, the same function the CLI runs,
+so exit codes, summaries, per-image resume and results are the same.
+
+The pool's task model does not change: each pool task still runs one process per shard attempt, now the thin
+``gpu_batch.worker.client``, which forwards its command line here over a Unix socket (``resident_protocol``),
+prints the streamed log and exits with the shard's exit code. The server runs one shard at a time (a second client
+waits its turn); while a shard runs, the server watches the client's end of the connection, and when the client
+goes away (SIGTERM from LocalPool's cancel or Batch's terminate, SIGKILL, a crash) it stops the shard between
+batches, flushes the results so far (incomplete, so the next attempt resumes) and takes the next request.
+
+Each shard runs with the environment its client sent (``os.environ`` is swapped for the shard's duration; only one
+shard runs at a time) and in its client's working folder, so storage settings, managed-identity variables, fault
+injection and local-mode paths act as in the CLI; the variables torch reads once at start (``PINNED_ENV``) keep the
+server's values. The start-time faults (``hang``, ``exit:N``) are applied by the client, which is the pool task;
+``crash_after:K`` ends this server, as it would end a CLI worker, and the client then exits with
+``client.EXIT_SERVER_LOST`` (retryable).
+
+Two cases end the server instead of risking the next shard: a shard whose client went away but which does not stop
+within ``STOP_GRACE_S`` (stuck outside the pipeline's stop checks: the next client then starts a fresh server), and
+a shard that raised an unexpected exception (torch or CUDA state can no longer be trusted; the client gets exit 1,
+as from a CLI that crashed with a traceback).
+
+The server exits after ``--idle-exit`` seconds without a shard (``TRAPBATCH_RESIDENT_IDLE_S``, default 600). It
+logs to ``<socket>.log`` when the client started it, and writes its pid to ``<socket>.pid``.
+
+Must not: hold pipeline logic or decide exit codes (``__main__.run_shard`` does).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Hashable, Mapping, Sequence
+
+from gpu_batch.worker import resident_protocol as wire
+
+if TYPE_CHECKING:
+    from gpu_batch.worker.loader import LoadedModel
+
+logger = logging.getLogger("gpu_batch.worker.resident")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"  # the CLI's (exit_codes.worker_error_message reads it)
+# Read by torch or CUDA once per process: a shard's environment cannot change them, so the server's values stay.
+PINNED_ENV = ("TORCHINDUCTOR_CACHE_DIR", "CUDA_VISIBLE_DEVICES", "PYTORCH_CUDA_ALLOC_CONF", "CUDA_DEVICE_ORDER")
+STOP_GRACE_S = 120.0  # how long a shard whose client went away may take to stop before the server gives up on it
+STUCK_EXIT_CODE = 75
+
+
+class ModelCache:
+    """The last ``size`` loaded models, least recently used dropped first (a node usually runs one model)."""
+
+    def __init__(self, size: int = 2) -> None:
+        self.size = max(1, size)
+        self._items: OrderedDict[Hashable, tuple[Path, LoadedModel]] = OrderedDict()
+
+    def get(self, key: Hashable) -> tuple[Path, LoadedModel] | None:
+        value = self._items.get(key)
+        if value is not None:
+            self._items.move_to_end(key)
+        return value
+
+    def put(self, key: Hashable, value: tuple[Path, LoadedModel]) -> None:
+        self._items[key] = value
+        self._items.move_to_end(key)
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class _Connection:
+    """One client's connection: sends are serialised (the shard logs from several threads); a send that fails
+    means the client is gone."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._lock = threading.Lock()
+        self.gone = threading.Event()
+
+    def send(self, message: Mapping[str, Any]) -> None:
+        if self.gone.is_set():
+            return
+        try:
+            with self._lock:
+                wire.send_message(self.sock, message)
+        except OSError:
+            self.gone.set()
+
+    def watch(self) -> None:
+        """Block until the client closes its end (it sends nothing more after its request), then flag it gone."""
+        try:
+            while self.sock.recv(4096):
+                pass
+        except OSError:
+            pass
+        self.gone.set()
+
+
+class _StreamHandler(logging.Handler):
+    """Sends each log record of the running shard to its client, formatted as the CLI formats its log."""
+
+    def __init__(self, conn: _Connection, level: int) -> None:
+        super().__init__(level)
+        self.conn = conn
+        self.setFormatter(logging.Formatter(LOG_FORMAT))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.conn.send({"type": "log", "line": self.format(record)})
+        except Exception:  # noqa: BLE001 - logging must never break the shard
+            self.handleError(record)
+
+
+class Server:
+    def __init__(self, socket_path: Path, idle_exit_s: float, cache_size: int = 2) -> None:
+        self.socket_path = socket_path
+        self.idle_exit_s = idle_exit_s
+        self.models = ModelCache(cache_size)
+        self.shards_served = 0
+        self.import_s = 0.0
+        self._shard_lock = threading.Lock()
+        self._active = 0  # connections being served or waiting for the shard lock
+        self._active_lock = threading.Lock()
+        self._last_activity = time.monotonic()
+        self._broken = threading.Event()  # a shard failed unexpectedly: finish the request, then exit
+
+    def prepare(self) -> None:
+        """Import torch and the worker once, before the first request (what every CLI run pays)."""
+        from gpu_batch.worker import __main__ as cli
+
+        started = time.monotonic()
+        cli.choose_compile_cache(os.environ)
+        cli._import_worker_modules()
+        self.import_s = time.monotonic() - started
+        logger.info("resident worker pid %d: imports took %.1fs", os.getpid(), self.import_s)
+
+    def bind(self) -> socket.socket | None:
+        """Listen on the socket; None when another server already answers there."""
+        path = self.socket_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(path.parent, 0o700)
+        if path.exists() or path.is_symlink():
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                probe.connect(str(path))
+                return None  # a live server: leave it be
+            except OSError:
+                path.unlink(missing_ok=True)  # a stale socket of a server that died
+            finally:
+                probe.close()
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o177)
+        try:
+            listener.bind(str(path))
+        finally:
+            os.umask(old_umask)
+        listener.listen(16)
+        listener.settimeout(1.0)
+        Path(str(path) + ".pid").write_text(str(os.getpid()), encoding="ascii")
+        return listener
+
+    def serve_forever(self, listener: socket.socket) -> None:
+        inode = os.stat(self.socket_path).st_ino
+        try:
+            while True:
+                try:
+                    sock, _ = listener.accept()
+                except socket.timeout:
+                    if self._broken.is_set():
+                        logger.error("resident worker pid %d: exiting after a shard failed unexpectedly", os.getpid())
+                        return
+                    with self._active_lock:
+                        idle = self._active == 0 and time.monotonic() - self._last_activity > self.idle_exit_s
+                    if idle:
+                        logger.info("resident worker pid %d: idle for %.0fs after %d shards, exiting", os.getpid(),
+                                    self.idle_exit_s, self.shards_served)
+                        return
+                    continue
+                with self._active_lock:
+                    self._active += 1
+                threading.Thread(target=self._serve_one, args=(sock,), name="resident-request", daemon=True).start()
+        finally:
+            listener.close()
+            try:  # remove the socket only if it is still ours (not a successor's after a stale-socket takeover)
+                if os.stat(self.socket_path).st_ino == inode:
+                    self.socket_path.unlink()
+                    Path(str(self.socket_path) + ".pid").unlink(missing_ok=True)
+            except OSError:
+                pass
+
+    def _serve_one(self, sock: socket.socket) -> None:
+        conn = _Connection(sock)
+        try:
+            request = wire.recv_message(sock)
+            if request is None:
+                return
+            if request.get("type") != "run":
+                conn.send({"type": "done", "exit_code": 2, "summary": None,
+                           "error": f"unknown request type {request.get('type')!r}"})
+                return
+            with self._shard_lock:  # one shard at a time: the GPU, os.environ and the root logger are the server's
+                if conn.gone.is_set():
+                    return
+                self.shards_served += 1
+                conn.send({"type": "accepted", "pid": os.getpid(), "shards_served": self.shards_served})
+                threading.Thread(target=conn.watch, name="resident-watch", daemon=True).start()
+                finished = threading.Event()
+                threading.Thread(target=_stop_watchdog, args=(conn, finished), name="resident-stop-watchdog",
+                                 daemon=True).start()
+                try:
+                    code, summary = self._run(request, conn)
+                finally:
+                    finished.set()
+                conn.send({"type": "done", "exit_code": code, "summary": summary})
+        except wire.ProtocolError as exc:
+            logger.warning("resident worker: bad request: %s", exc)
+        except Exception:  # noqa: BLE001 - answered as a crashed CLI would be; then the server exits
+            logger.exception("resident worker: the shard failed unexpectedly")
+            self._broken.set()
+            conn.send({"type": "done", "exit_code": 1, "summary": None})
+        finally:
+            try:
+                sock.close()
+            except OSError:
+                pass
+            with self._active_lock:
+                self._active -= 1
+                self._last_activity = time.monotonic()
+
+    def _run(self, request: Mapping[str, Any], conn: _Connection) -> tuple[int, dict[str, Any] | None]:
+        """Run one shard with the request's command line and environment; its exit code and summary."""
+        from gpu_batch.worker import __main__ as cli
+        from gpu_batch.worker.faults import Fault, FaultSpecError
+
+        argv = [str(a) for a in request.get("argv") or []]
+        env = {str(k): str(v) for k, v in (request.get("env") or {}).items()}
+        process_started = float(request.get("process_started") or time.time())
+        root = logging.getLogger()
+        saved_level, saved_env, saved_cwd = root.level, dict(os.environ), os.getcwd()
+        handler: logging.Handler | None = None
+        try:
+            _swap_environ(env)
+            cwd = request.get("cwd")
+            if isinstance(cwd, str) and os.path.isdir(cwd):
+                os.chdir(cwd)  # local-mode paths are the client's (one shard at a time: the folder is ours)
+            args = cli.parse_args(argv)  # argparse's own messages go to this server's stderr
+            if isinstance(args, int):
+                conn.send({"type": "log", "line": f"bad worker arguments: {' '.join(argv)}"})
+                return args, None
+            level = logging.getLevelName(args.log_level.upper())
+            handler = _StreamHandler(conn, level if isinstance(level, int) else logging.INFO)
+            root.addHandler(handler)
+            root.setLevel(min(handler.level, logging.INFO))
+            try:
+                fault = Fault.from_env(env)
+            except FaultSpecError as exc:
+                logging.getLogger("gpu_batch.worker").error("%s", exc)
+                return cli.EXIT_BAD_INPUT, None
+
+            def stop_check() -> None:
+                if conn.gone.is_set():
+                    raise cli.ShardCancelled("the client went away (terminated or killed)")
+
+            try:
+                outcome = cli.run_shard(args, env, fault, process_started=process_started, models=self.models,
+                                        stop_check=stop_check)
+            except Exception:
+                logging.getLogger("gpu_batch.worker").exception("the shard failed unexpectedly")  # to the client too
+                raise
+            summary = outcome.summary
+            if summary is not None:
+                summary["resident"] = {"server_pid": os.getpid(), "shard_number": self.shards_served,
+                                       "server_import_s": round(self.import_s, 3), "models_cached": len(self.models)}
+            return outcome.code, summary
+        finally:
+            if handler is not None:
+                root.removeHandler(handler)
+            root.setLevel(saved_level)
+            _swap_environ(saved_env, keep=())
+            os.chdir(saved_cwd)
+
+
+def _stop_watchdog(conn: _Connection, finished: threading.Event) -> None:
+    """End the server when a shard whose client went away has not stopped ``STOP_GRACE_S`` later.
+
+    Why: the pipeline checks for a stop after each result; a shard stuck elsewhere (a download that never returns)
+    would otherwise hold the server, and every later client would queue behind it.
+    """
+    while not finished.is_set():
+        if conn.gone.wait(1.0):
+            break
+    if finished.is_set():
+        return
+    if not finished.wait(STOP_GRACE_S):
+        logger.error("resident worker pid %d: a shard whose client went away did not stop within %.0fs; exiting",
+                     os.getpid(), STOP_GRACE_S)
+        logging.shutdown()
+        os._exit(STUCK_EXIT_CODE)
+
+
+def _swap_environ(env: Mapping[str, str], keep: Sequence[str] = PINNED_ENV) -> None:
+    """Make ``os.environ`` equal ``env``, except the ``keep`` variables, which stay as they are."""
+    kept = {k: os.environ[k] for k in keep if k in os.environ}
+    for k in list(os.environ):
+        if k not in env and k not in kept:
+            del os.environ[k]
+    for k, v in env.items():
+        if k not in kept and os.environ.get(k) != v:
+            os.environ[k] = v
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m gpu_batch.worker.resident", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the resident worker on a Unix socket")
+    serve.add_argument("--socket", help=f"socket path (default: {wire.SOCKET_ENV} or the node's default)")
+    serve.add_argument("--idle-exit", type=float, default=None,
+                       help=f"seconds without a shard before exiting (default: {wire.IDLE_ENV} or "
+                            f"{wire.DEFAULT_IDLE_S:.0f})")
+    serve.add_argument("--cache-size", type=int, default=2, help="loaded models kept (default 2)")
+    serve.add_argument("--log-level", default="INFO")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr, format=LOG_FORMAT)
+    path = Path(args.socket) if args.socket else wire.default_socket_path(os.environ)
+    if len(str(path).encode()) > wire.UNIX_PATH_MAX:
+        logger.error("socket path %s is longer than a Unix socket path may be (%d bytes)", path, wire.UNIX_PATH_MAX)
+        return 2
+    idle = args.idle_exit if args.idle_exit is not None else wire.float_setting(os.environ, wire.IDLE_ENV,
+                                                                                wire.DEFAULT_IDLE_S)
+    server = Server(path, idle, args.cache_size)
+    listener = server.bind()
+    if listener is None:
+        logger.info("a resident worker already answers on %s", path)
+        return 0
+    try:  # bound before the imports, so a client's connection waits in the backlog instead of starting another
+        server.prepare()
+        server.serve_forever(listener)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

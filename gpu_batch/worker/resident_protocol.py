@@ -1,0 +1,124 @@
+"""The wire between ``gpu_batch.worker.client`` and the node-resident worker (``gpu_batch.worker.resident``).
+
+Why a module of its own, free of torch and of every Azure package: the client must start in a fraction of a second,
+so it imports only this, ``exit_codes`` and ``faults``; the server shares the same framing and socket rules.
+
+Protocol: one Unix-domain stream connection per shard. Each message is a 4-byte big-endian length and that many
+bytes of UTF-8 JSON (an object with a ``type``).
+    client -> server   {"type": "run", "argv": [worker CLI args], "env": {environment}, "cwd": client's folder,
+                        "process_started": unix s, "client_pid": n}
+    server -> client   {"type": "accepted", "pid": server pid, "shards_served": n}   (the shard is now the server's)
+                       {"type": "log", "line": "..."}   (any number: the shard's log, formatted as the CLI's)
+                       {"type": "done", "exit_code": n, "summary": {...} | null}
+The client sends nothing after ``run``: the server reads its end only to notice the client closing it (terminated,
+killed, crashed), which stops the shard between batches. The client's whole environment travels with the request
+(storage settings, fault injection) because the server runs each shard with the environment of the task that asked,
+and in its working folder (local-mode paths are relative to it);
+the socket lives in a folder only its user can enter (0700) and is itself 0600.
+
+Settings (environment; documented with the others in ``core/settings.py``):
+    TRAPBATCH_RESIDENT_SOCKET   the server's socket (default: ``resident/worker[-<CUDA_VISIBLE_DEVICES>].sock`` in
+                                the node's shared folder ``AZ_BATCH_NODE_SHARED_DIR/trapbatch``, else in
+                                ``~/.cache/trapbatch``)
+    TRAPBATCH_RESIDENT_IDLE_S   seconds a server waits without a shard before it exits (default 600)
+    TRAPBATCH_RESIDENT_START_S  seconds a client waits for a server it started to answer (default 300)
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+SOCKET_ENV = "TRAPBATCH_RESIDENT_SOCKET"
+IDLE_ENV = "TRAPBATCH_RESIDENT_IDLE_S"
+START_ENV = "TRAPBATCH_RESIDENT_START_S"
+DEFAULT_IDLE_S = 600.0
+DEFAULT_START_S = 300.0
+MAX_MESSAGE = 64 << 20  # a request carries a command line and an environment; anything near this is garbage
+UNIX_PATH_MAX = 107  # sun_path is 108 bytes with its terminating NUL (unix(7))
+_HEADER = struct.Struct(">I")
+_IMPORTED_AT = time.time()
+
+
+class ProtocolError(Exception):
+    """The other end sent something that is not a message of this protocol."""
+
+
+def send_message(sock: socket.socket, message: Mapping[str, Any]) -> None:
+    data = json.dumps(message, separators=(",", ":")).encode("utf-8")
+    sock.sendall(_HEADER.pack(len(data)) + data)
+
+
+def _read_exactly(sock: socket.socket, n: int) -> bytes | None:
+    chunks: list[bytes] = []
+    while n:
+        chunk = sock.recv(min(n, 1 << 20))
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
+def recv_message(sock: socket.socket) -> dict[str, Any] | None:
+    """The next message, or None when the other end closed the connection (before or between messages)."""
+    head = _read_exactly(sock, _HEADER.size)
+    if head is None:
+        return None
+    (size,) = _HEADER.unpack(head)
+    if size > MAX_MESSAGE:
+        raise ProtocolError(f"message of {size} bytes announced")
+    body = _read_exactly(sock, size)
+    if body is None:
+        return None
+    try:
+        message = json.loads(body.decode("utf-8"))
+    except ValueError as exc:
+        raise ProtocolError(f"not JSON: {exc}") from exc
+    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+        raise ProtocolError("not a message object")
+    return message
+
+
+def default_socket_path(env: Mapping[str, str]) -> Path:
+    """``TRAPBATCH_RESIDENT_SOCKET``, else one socket per node (per visible GPU set) in the node-shared folder.
+
+    Why per ``CUDA_VISIBLE_DEVICES``: a server runs one shard at a time on the GPUs it was started with; tasks pinned
+    to different GPUs of one node need servers of their own.
+    """
+    configured = env.get(SOCKET_ENV)
+    if configured:
+        return Path(configured)
+    shared = env.get("AZ_BATCH_NODE_SHARED_DIR")
+    base = Path(shared) / "trapbatch" if shared else Path.home() / ".cache" / "trapbatch"
+    gpus = "".join(c for c in env.get("CUDA_VISIBLE_DEVICES", "") if c.isalnum() or c in ",-").replace(",", "_")
+    return base / "resident" / (f"worker-{gpus}.sock" if gpus else "worker.sock")
+
+
+def float_setting(env: Mapping[str, str], name: str, default: float) -> float:
+    try:
+        value = float(env.get(name, "") or default)
+    except ValueError:
+        return default
+    return value if value > 0 else default
+
+
+def process_start_unix() -> float:
+    """When this process started (wall clock), from ``/proc`` (10 ms resolution); else when this module was imported.
+
+    Why: "process start to first batch" is the start-up a pool task pays; the CLI and the client both report it, so
+    interpreter start and imports are counted, not only what follows them.
+    """
+    try:
+        with open("/proc/self/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        start_ticks = int(fields[19])  # field 22 of proc(5); the text after ")" starts at field 3
+        with open("/proc/uptime", encoding="ascii") as f:
+            uptime = float(f.read().split()[0])
+        return time.time() - (uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return _IMPORTED_AT
