@@ -1,4 +1,6 @@
-"""Send a task's end to its request's ``notify_url``: one signed JSON POST (core/notify.py says what and how).
+"""Word when a task ends: one signed JSON POST to its request's ``notify_url`` (core/notify.py says what and how),
+and, for a request dropped as ``incoming/<name>.json``, an answer file beside it (``<name>.done.json`` when the task
+ended, ``<name>.estimate.json`` while it awaits confirmation).
 
 Nothing is sent to a host outside ``TRAPBATCH_NOTIFY_HOSTS``, or without ``TRAPBATCH_NOTIFY_SECRET``: the answer then
 says why, and the orchestrator does not retry (retrying cannot change a setting). A receiver that cannot be reached
@@ -16,6 +18,8 @@ import azure.durable_functions as df
 from adapters import clients
 from core import contracts as c
 from core import notify
+from adapters.blobs import BlobStore
+from gpu_batch import layout
 from gpu_batch.storage_refs import secret_reader_from_env
 
 logger = logging.getLogger(__name__)
@@ -68,3 +72,17 @@ def send(payload: c.NotifyInput, allowed_hosts: tuple[str, ...], secret_name: st
 def notify_task_end(payload: c.NotifyInput) -> c.NotifyOutput:
     s = clients.settings()
     return send(payload, s.notify_hosts, s.notify_secret, s.secret_store_env())
+
+
+def write_drop_answer(payload: c.DropAnswerInput, store: BlobStore) -> c.DropAnswerOutput:
+    """The answer beside the dropped request (idempotent: a retried or replayed call writes the same content)."""
+    name = layout.drop_answer_blob(payload["drop"], payload["kind"])
+    store.write_json(layout.INCOMING_CONTAINER, name, {"id": payload["task_id"], **payload["status"]})
+    logger.info("task %s: wrote %s/%s", payload["task_id"], layout.INCOMING_CONTAINER, name)
+    return {"blob": name}
+
+
+@bp.activity_trigger(input_name="payload", activity=c.DROP_ANSWER)
+def drop_answer(payload: c.DropAnswerInput) -> c.DropAnswerOutput:
+    s = clients.settings()
+    return write_drop_answer(payload, clients.store(s))

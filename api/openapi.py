@@ -140,6 +140,10 @@ def description(base_url: str = "") -> dict[str, Any]:
                 "operationId": "cancelTask", "summary": "stop the task's pool work at the next poll",
                 "responses": {"202": _answer("cancel requested", "CancelRequested"),
                               **_errors(401, 403, 404, 409)}}},
+            "/api/tasks/{task_id}/confirm": {**task_ref, "post": {
+                "operationId": "confirmTask", "summary": "say yes to a task awaiting confirmation (its shards go to "
+                                                         "the pool)",
+                "responses": {"202": _answer("confirmed", "Confirmed"), **_errors(401, 403, 404, 409)}}},
             "/api/tasks/{task_id}/repeats": {**task_ref, "get": {
                 "operationId": "getRepeats", "summary": "repeated detections and the state of their removal",
                 "responses": {"200": _answer("places", "Repeats"), **_errors(401, 403, 404, 409)}},
@@ -180,6 +184,9 @@ def description(base_url: str = "") -> dict[str, Any]:
                         "url": {"type": "string"}}}}},
                 "CancelRequested": {"type": "object", "required": ["id", "cancel_requested"], "properties": {
                     "id": {"type": "string"}, "cancel_requested": {"const": True}, "hint": {"type": "string"}}},
+                "Confirmed": {"type": "object", "required": ["id", "confirmed"], "properties": {
+                    "id": {"type": "string"}, "confirmed": {"const": True}, "status_url": {"type": "string"},
+                    "hint": {"type": "string"}}},
                 "Repeats": {"type": "object", "required": ["id", "locations"], "properties": {
                     "id": {"type": "string"}, "locations": {"type": "array", "items": obj}, "options": obj,
                     "blob": {"type": "string"}, "removal": {"type": ["object", "null"]}}},

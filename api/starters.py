@@ -98,7 +98,7 @@ ACTIVE_TASKS_RETRY_AFTER_S = 300  # Retry-After of a 429 for too many running ta
 
 
 async def start_task(client: df.DurableOrchestrationClient, body: Any, settings: Settings,
-                     caller: Caller = ANONYMOUS_OPERATOR) -> tuple[bool, str]:
+                     caller: Caller = ANONYMOUS_OPERATOR, drop: str = "") -> tuple[bool, str]:
     """Validate ``body`` and start its task unless that task already runs or completed. Returns (started, id).
 
     A verified ``caller`` (``TRAPBATCH_CALLER_AUTH=easyauth``) replaces any ``caller`` the body names, is recorded in
@@ -140,6 +140,8 @@ async def start_task(client: df.DurableOrchestrationClient, body: Any, settings:
         task_input = c.TaskInput(task_id=task_id, request=request.to_dict(), knobs=knobs, run=run)
         if caller.verified:
             task_input["owner"] = caller.id
+        if drop:  # answers (done, estimate) go beside the dropped request
+            task_input["drop"] = drop
         await client.start_new(c.TASK_ORCHESTRATOR, task_id, task_input)
     except Exception:
         # The extension refuses to start an instance id that is running or pending (OverridableExistingInstanceStates
@@ -409,6 +411,11 @@ async def cancel_task(req: func.HttpRequest, client: df.DurableOrchestrationClie
     if info["runtime_status"] not in ACTIVE:
         return _json(409, {"error": f"task {task_id} is not running (stage: {info['stage']})",
                            "hint": "only a running task can be cancelled"})
+    if info["stage"] == Stage.awaiting_confirmation:  # nothing reached the pool: the waiting task just ends
+        await client.raise_event(task_id, c.CANCEL_EVENT, {})
+        logger.info("task %s: cancelled before confirmation", task_id)
+        return _json(202, {"id": task_id, "cancel_requested": True,
+                           "hint": "nothing was submitted; the task's stage becomes 'cancelled'"})
     if info["stage"] not in CANCELLABLE:  # the pool work is over; the marker would be read by nobody
         return _json(409, {"error": f"task {task_id} can no longer be cancelled (stage: {info['stage']})",
                            "hint": "its detections are done and it is writing the results; it ends on its own "
@@ -421,6 +428,25 @@ async def cancel_task(req: func.HttpRequest, client: df.DurableOrchestrationClie
     logger.info("task %s: cancel requested", task_id)
     return _json(202, {"id": task_id, "cancel_requested": True,
                        "hint": "pool work stops at the next poll; the task's stage becomes 'cancelled'"})
+
+
+@bp.route(route="tasks/{task_id}/confirm", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@bp.durable_client_input(client_name="client")
+@http_edge
+async def confirm_task(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    """Say yes to a task waiting in ``awaiting_confirmation`` (above TRAPBATCH_CONFIRM_ABOVE_IMAGES): its shards go
+    to the pool. Anything else answers 409 with what the task is doing."""
+    task_id = req.route_params["task_id"]
+    await authorize_task(req, client, task_id)
+    info = await describe_task(client, task_id)
+    if info["runtime_status"] not in ACTIVE or info["stage"] != Stage.awaiting_confirmation:
+        return _json(409, {"error": f"task {task_id} is not awaiting confirmation (stage: {info['stage']})",
+                           "hint": "only a task in stage 'awaiting_confirmation' can be confirmed; poll "
+                                   f"GET /api/tasks/{task_id}"})
+    await client.raise_event(task_id, c.CONFIRM_EVENT, {})
+    logger.info("task %s: confirmed", task_id)
+    return _json(202, {"id": task_id, "confirmed": True, "status_url": f"{_base_url(req)}/api/tasks/{task_id}",
+                       "hint": "its shards go to the pool now; the stage becomes 'detecting'"})
 
 
 def _task_input(status: Any) -> dict[str, Any]:
@@ -491,7 +517,7 @@ async def task_dropped(blob: func.InputStream, client: df.DurableOrchestrationCl
     store = clients.store(s)
     try:
         body = parse_json_body(blob.read(MAX_BODY_BYTES + 1))
-        started, task_id = await start_task(client, body, s)
+        started, task_id = await start_task(client, body, s, drop=name)
     except TrapbatchError as exc:
         store.write_json(container or layout.INCOMING_CONTAINER, layout.drop_error_blob(name), exc.to_dict())
         logger.warning("dropped request %s rejected: %s", name, exc.message)

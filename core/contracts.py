@@ -29,6 +29,9 @@ MERGE = "merge_results"
 PREVIEWS = "render_previews"
 REMOVE_REPEATS = "remove_repeated_detections"
 NOTIFY = "notify_task_end"
+DROP_ANSWER = "write_drop_answer"
+CONFIRM_EVENT = "confirm"  # the external event POST /api/tasks/{id}/confirm raises on a task awaiting confirmation
+CANCEL_EVENT = "cancel"  # POST /api/tasks/{id}/cancel on a task awaiting confirmation (nothing is in the pool yet)
 
 
 class Stage(StrEnum):
@@ -45,6 +48,8 @@ class Stage(StrEnum):
     failed = "failed"
     terminated = "terminated"  # stopped through the management API, not by trapbatch
     estimated = "estimated"  # a "dry_run" request: enumerated and estimated (core/estimate.py), nothing submitted
+    awaiting_confirmation = "awaiting_confirmation"  # above TRAPBATCH_CONFIRM_ABOVE_IMAGES: waits for POST .../confirm
+    expired = "expired"  # never confirmed within TRAPBATCH_CONFIRM_TIMEOUT_S; nothing was submitted
 
 
 FINISHED = (Stage.completed, Stage.completed_with_errors)
@@ -65,6 +70,7 @@ class TaskInput(TypedDict):
     knobs: dict[str, Any]  # core.settings.OrchestrationKnobs.to_dict()
     run: NotRequired[str]  # this run's id (gpu_batch.layout.run_id): its pool work goes to a job of its own
     owner: NotRequired[str]  # the verified caller id (api/callers.py, TRAPBATCH_CALLER_AUTH=easyauth); absent: no owner
+    drop: NotRequired[str]  # the name of the dropped request (incoming/<name>.json) that started it: answers go beside
 
 
 class ShardState(TypedDict):
@@ -457,3 +463,19 @@ class NotifyOutput(TypedDict):
     sent: bool
     status_code: int  # the receiver's answer; 0 when nothing was sent
     reason: str  # why nothing was sent ("" when sent)
+
+
+# ---------------------------------------------------------------- answers beside a dropped request (activities.notify)
+
+class DropAnswerInput(TypedDict):
+    """Write ``incoming/<drop minus .json>.<kind>.json`` (``kind``: "done" when the task ended, "estimate" while it
+    awaits confirmation) holding ``status``."""
+
+    task_id: str
+    drop: str
+    kind: str
+    status: dict[str, Any]
+
+
+class DropAnswerOutput(TypedDict):
+    blob: str

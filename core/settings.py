@@ -74,6 +74,9 @@ Variables (names shared with infra/main.bicep app settings):
                                    (default 244, one H100 in bench/RESULTS.md; measure your node size and set it)
     TRAPBATCH_POOL_NODES           estimates: GPU nodes the pool runs at once, one worker each (default 1)
     TRAPBATCH_NODE_PRICE_PER_HOUR  estimates: one node's list price per hour (default 0: unknown, no cost given)
+    TRAPBATCH_CONFIRM_ABOVE_IMAGES a task with more images waits in stage ``awaiting_confirmation`` (with its estimate)
+                                   until POST /api/tasks/{id}/confirm (default 0: never waits)
+    TRAPBATCH_CONFIRM_TIMEOUT_S    how long it waits before it ends ``expired`` (default 604800, a week)
     TRAPBATCH_NOTIFY_HOSTS         hosts a request's ``notify_url`` may name (comma-separated, ``host:port`` for a
                                    port); default none: no notification is sent (core/notify.py)
     TRAPBATCH_NOTIFY_SECRET        name of the Key Vault secret (locally: of the local secrets file) whose value signs
@@ -179,6 +182,8 @@ class OrchestrationKnobs:
     worker_images_per_s: float = DEFAULT_WORKER_IMAGES_PER_S
     pool_nodes: int = DEFAULT_POOL_NODES
     node_price_per_hour: float = 0.0
+    confirm_above_images: int = 0  # 0: never wait for a confirmation
+    confirm_timeout_s: int = 7 * 24 * 3600
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__slots__}
@@ -284,6 +289,8 @@ class Settings:
             worker_images_per_s=_positive(env, "TRAPBATCH_WORKER_IMAGES_PER_S", DEFAULT_WORKER_IMAGES_PER_S),
             pool_nodes=_int(env, "TRAPBATCH_POOL_NODES", DEFAULT_POOL_NODES),
             node_price_per_hour=_positive(env, "TRAPBATCH_NODE_PRICE_PER_HOUR", 0.0, allow_zero=True),
+            confirm_above_images=_int(env, "TRAPBATCH_CONFIRM_ABOVE_IMAGES", 0, minimum=0),
+            confirm_timeout_s=_int(env, "TRAPBATCH_CONFIRM_TIMEOUT_S", 7 * 24 * 3600),
         )
         settings = cls(
             storage_connection=storage,

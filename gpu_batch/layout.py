@@ -54,7 +54,7 @@ REPEATS_REMOVED = "repeats-removed"
 _SHARD_RE = re.compile(r"s(\d{5,})")
 _POOL_TASK_RE = re.compile(r"(.+)-a(\d+)")
 _ATTEMPT_RESULTS_RE = re.compile(r"/attempt-(\d+)\.results\.json$")
-_DROP_ANSWERS = (".error.json", ".task.json")
+_DROP_ANSWERS = (".error.json", ".task.json", ".done.json", ".estimate.json")
 
 
 # ---------------------------------------------------------------- ids
@@ -277,6 +277,14 @@ def ready_receipt_blob() -> str:
 
 def ready_error_blob() -> str:
     return READY_MARKER + ".error.json"
+
+
+def drop_answer_blob(request_name: str, kind: str) -> str:
+    """``<name>.<kind>.json`` beside a dropped ``<name>.json``: ``done`` (how its task ended) or ``estimate`` (what it
+    would cost, while it waits for confirmation)."""
+    if kind not in ("done", "estimate"):
+        raise ValueError(f"unknown drop answer {kind!r}")
+    return request_name[: -len(".json")] + f".{kind}.json"
 
 
 def drop_error_blob(request_name: str) -> str:

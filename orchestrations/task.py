@@ -6,6 +6,7 @@ sub-orchestrations, whose ids are derived from the task id so the status API can
 """
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any, Generator
 
 import azure.durable_functions as df
@@ -92,10 +93,70 @@ def task_orchestrator(context: df.DurableOrchestrationContext) -> Generator[Any,
         failed = c.TaskStatus(stage=Stage.failed, started=started, error=_first_line(exc),
                               finished=context.current_utc_datetime.isoformat(), pool_job=job_id)
         context.set_custom_status(failed)
-        yield from _notify(context, data, failed)
+        yield from _tell(context, data, failed)
         raise
-    yield from _notify(context, data, summary)
+    yield from _tell(context, data, summary)
     return {"task_id": task_id, **summary}
+
+
+def _tell(context: df.DurableOrchestrationContext, data: c.TaskInput,
+          status: c.TaskStatus) -> Generator[Any, Any, None]:
+    """Word that the task ended: the done file beside a dropped request, and the request's ``notify_url``."""
+    yield from _drop_answer(context, data, "done", status)
+    yield from _notify(context, data, status)
+
+
+def _drop_answer(context: df.DurableOrchestrationContext, data: c.TaskInput, kind: str,
+                 status: c.TaskStatus) -> Generator[Any, Any, None]:
+    """``incoming/<name>.<kind>.json`` beside the dropped request that started the task, if one did. Best effort: the
+    task's outcome stands whether or not its answer file could be written."""
+    drop = data.get("drop")
+    if not drop:
+        return
+    try:
+        yield from call(context, c.DROP_ANSWER, STORAGE_RETRY, c.DropAnswerInput(
+            task_id=data["task_id"], drop=drop, kind=kind, status=dict(status)))
+    except Exception:  # noqa: BLE001 - every attempt failed; the activity logged why
+        pass
+
+
+def _confirmed(context: df.DurableOrchestrationContext, data: c.TaskInput, started: str,
+               enumeration: c.EnumerateOutput, knobs: OrchestrationKnobs) -> Generator[Any, Any, c.TaskStatus | None]:
+    """Above ``TRAPBATCH_CONFIRM_ABOVE_IMAGES`` the task waits, with its estimate in the status (and beside a dropped
+    request), for POST /api/tasks/{id}/confirm: nothing reaches the pool before a person said yes. None when confirmed
+    (or not needed); the ``expired`` status when the wait timed out, ``cancelled`` when POST .../cancel came first."""
+    if not knobs.confirm_above_images or enumeration["images"] <= knobs.confirm_above_images:
+        return None
+    waiting = c.TaskStatus(stage=Stage.awaiting_confirmation, started=started, images=enumeration["images"],
+                           shards=enumeration["shards"], estimate=_estimate(enumeration, knobs))
+    context.set_custom_status(waiting)
+    yield from _drop_answer(context, data, "estimate", waiting)
+    deadline = context.current_utc_datetime + timedelta(seconds=knobs.confirm_timeout_s)
+    confirm = context.wait_for_external_event(c.CONFIRM_EVENT)
+    cancel = context.wait_for_external_event(c.CANCEL_EVENT)
+    timer = context.create_timer(deadline)
+    winner = yield context.task_any([confirm, cancel, timer])
+    if winner == confirm:
+        timer.cancel()
+        return None
+    if winner == cancel:
+        timer.cancel()
+        cancelled = c.TaskStatus(stage=Stage.cancelled, started=started, images=enumeration["images"],
+                                 finished=context.current_utc_datetime.isoformat())
+        context.set_custom_status(cancelled)
+        return cancelled
+    expired = c.TaskStatus(stage=Stage.expired, started=started, images=enumeration["images"],
+                           shards=enumeration["shards"], estimate=_estimate(enumeration, knobs),
+                           finished=context.current_utc_datetime.isoformat(),
+                           error=f"not confirmed within {knobs.confirm_timeout_s} s: nothing was run; post the "
+                                 "request again to start over")
+    context.set_custom_status(expired)
+    return expired
+
+
+def _estimate(enumeration: c.EnumerateOutput, knobs: OrchestrationKnobs) -> dict[str, Any]:
+    return estimate(enumeration["images"], enumeration["shards"], knobs.images_per_shard, knobs.worker_images_per_s,
+                    knobs.pool_nodes, knobs.node_price_per_hour)
 
 
 # A receiver that is down gets the notification again after 30 s, 1, 2, 4 and 8 minutes (durable timers).
@@ -131,11 +192,12 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
     if request.get("dry_run"):  # an estimate only (core/estimate.py): stop before anything reaches the pool
         estimated = c.TaskStatus(stage=Stage.estimated, started=started, images=enumeration["images"],
                                  shards=enumeration["shards"], finished=context.current_utc_datetime.isoformat(),
-                                 estimate=estimate(enumeration["images"], enumeration["shards"],
-                                                   knobs.images_per_shard, knobs.worker_images_per_s,
-                                                   knobs.pool_nodes, knobs.node_price_per_hour))
+                                 estimate=_estimate(enumeration, knobs))
         context.set_custom_status(estimated)
         return estimated
+    unconfirmed = yield from _confirmed(context, data, started, enumeration, knobs)
+    if unconfirmed is not None:  # expired, or cancelled while it waited
+        return unconfirmed
 
     # No more groups than TRAPBATCH_MAX_IN_FLIGHT, each with a fixed share of it: the limit is the task's, whatever
     # the number of groups (core.shards.in_flight_shares has the rule).

@@ -234,6 +234,8 @@ def test_blob_drop_starts_the_same_task_and_bad_drop_gets_error_file(host, app_e
     final = host.wait_for(receipt["id"], timeout=240)
     assert final["runtimeStatus"] == "Completed", final
     check_results(store, app_env, receipt["id"], names)
+    done = wait_until(lambda: store.read_json_or_none("incoming", f"{unique_name}.done.json"), 60, "done file")
+    assert done["id"] == receipt["id"] and done["stage"] == "completed" and done["images"] == len(names)
 
 
 def test_bad_http_input_gets_4xx_json_never_500(host, unique_name) -> None:  # type: ignore[no-untyped-def]

@@ -393,3 +393,33 @@ def test_a_dry_run_notifies_its_estimate() -> None:
     [sent] = run.inputs(c.NOTIFY)
     assert sent["status"]["stage"] == Stage.estimated and sent["status"]["estimate"]["images"] == 30
     assert run.activity_names == [c.ENUMERATE, c.NOTIFY]
+
+
+def test_above_the_confirmation_limit_a_task_waits_and_expires_without_touching_the_pool() -> None:
+    """Nothing reaches the pool before a person confirms: with no confirmation the wait's timer fires and the task
+    ends ``expired``, its estimate in the status; a dropped request gets the estimate, then the done file."""
+    data = task_input(confirm_above_images=10, confirm_timeout_s=3600)
+    data["drop"] = "survey.json"
+    answers = activities(images=25, shards=3)
+
+    def with_drop_answers(name: str, payload: Any) -> Any:
+        if name == c.DROP_ANSWER:
+            return {"blob": payload["drop"].replace(".json", f".{payload['kind']}.json")}
+        return answers(name, payload)
+
+    run = run_task(data, with_drop_answers)
+
+    assert run.status == "Completed"
+    assert run.activity_names == [c.ENUMERATE, c.DROP_ANSWER, c.DROP_ANSWER]  # no SUBMIT, no merge
+    assert [p["kind"] for p in run.inputs(c.DROP_ANSWER)] == ["estimate", "done"]
+    assert run.inputs(c.DROP_ANSWER)[0]["status"]["stage"] == Stage.awaiting_confirmation
+    assert run.orchestrator_timers[0].delay_s == 3600
+    assert run.output["stage"] == Stage.expired and run.output["estimate"]["images"] == 25
+    assert "not confirmed within 3600 s" in run.output["error"]
+    assert Stage.awaiting_confirmation in run.stages
+
+
+def test_at_or_below_the_confirmation_limit_a_task_runs_at_once() -> None:
+    run = run_task(task_input(confirm_above_images=25), activities(images=25, shards=1))
+    assert run.status == "Completed" and run.output["stage"] == Stage.completed
+    assert Stage.awaiting_confirmation not in run.stages and c.DROP_ANSWER not in run.activity_names
