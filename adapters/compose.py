@@ -133,11 +133,17 @@ def delete_prefix(store: BlobStore, container: str, prefix: str) -> int:
     for start in range(0, len(names), 256):  # a blob batch takes at most 256 sub-requests
         batch = names[start:start + 256]
         try:
-            client.delete_blobs(*batch, raise_on_any_failure=False)  # one already gone is no failure here
+            answers = list(client.delete_blobs(*batch, raise_on_any_failure=False))
+            # one already gone (404) is no failure here; any other refused sub-request is retried alone below
+            # (Azurite, e.g., refuses every sub-request of a batch in the "$web" container with 400)
+            # (and a batch refused as a whole answers once, for all of its sub-requests)
+            left = ([n for n, a in zip(batch, answers) if not (200 <= a.status_code < 300 or a.status_code == 404)]
+                    if len(answers) == len(batch) else batch)
         except HttpResponseError:  # no batch API on this service: one by one
-            for name in batch:
-                try:
-                    client.delete_blob(name)
-                except ResourceNotFoundError:
-                    pass
+            left = batch
+        for name in left:
+            try:
+                client.delete_blob(name)
+            except ResourceNotFoundError:
+                pass
     return len(names)

@@ -25,3 +25,17 @@ def existing_preview_folder(store: BlobStore, settings: Settings, task_id: str) 
     """``preview_folder`` for readers: None before the previews were first rendered."""
     data = store.read_bytes_or_none(settings.container, layout.preview_folder_blob(task_id))
     return data.decode().strip() if data is not None else None
+
+
+def delete_preview_folder(store: BlobStore, settings: Settings, task_id: str) -> int | None:
+    """Take the task's pages off the public website: every blob of its folder, then the record of the folder (so a
+    later re-render gets a new random address and the old one stays dead). None when there was no folder; else how
+    many blobs went."""
+    from adapters.compose import delete_prefix
+
+    folder = existing_preview_folder(store, settings, task_id)
+    if folder is None:
+        return None
+    deleted = delete_prefix(store, settings.web_container, folder + "/")
+    store.service.get_blob_client(settings.container, layout.preview_folder_blob(task_id)).delete_blob()
+    return deleted

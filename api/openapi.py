@@ -140,6 +140,9 @@ def description(base_url: str = "") -> dict[str, Any]:
                 "operationId": "cancelTask", "summary": "stop the task's pool work at the next poll",
                 "responses": {"202": _answer("cancel requested", "CancelRequested"),
                               **_errors(401, 403, 404, 409)}}},
+            "/api/tasks/{task_id}/previews": {**task_ref, "delete": {
+                "operationId": "deletePreviews", "summary": "take the task's preview pages off the public website",
+                "responses": {"200": _answer("deleted", "PreviewsDeleted"), **_errors(401, 403, 404, 409)}}},
             "/api/tasks/{task_id}/confirm": {**task_ref, "post": {
                 "operationId": "confirmTask", "summary": "say yes to a task awaiting confirmation (its shards go to "
                                                          "the pool)",
@@ -184,6 +187,9 @@ def description(base_url: str = "") -> dict[str, Any]:
                         "url": {"type": "string"}}}}},
                 "CancelRequested": {"type": "object", "required": ["id", "cancel_requested"], "properties": {
                     "id": {"type": "string"}, "cancel_requested": {"const": True}, "hint": {"type": "string"}}},
+                "PreviewsDeleted": {"type": "object", "required": ["id", "deleted"], "properties": {
+                    "id": {"type": "string"}, "deleted": {"type": "integer", "minimum": 0},
+                    "hint": {"type": "string"}}},
                 "Confirmed": {"type": "object", "required": ["id", "confirmed"], "properties": {
                     "id": {"type": "string"}, "confirmed": {"const": True}, "status_url": {"type": "string"},
                     "hint": {"type": "string"}}},

@@ -35,7 +35,7 @@ import azure.functions as func
 from azure.core.exceptions import AzureError
 
 from adapters import clients
-from adapters.preview_folders import existing_preview_folder
+from adapters.preview_folders import delete_preview_folder, existing_preview_folder
 from api.callers import (ANONYMOUS_OPERATOR, Caller, caller_from_headers, enforce_owner, enforce_request_limits,
                          owner_of)
 from api.edge import http_edge, json_response
@@ -399,6 +399,24 @@ async def get_results(req: func.HttpRequest, client: df.DurableOrchestrationClie
         "previews": _preview_page(req, s, task_id),
         "links": links,
     })
+
+
+@bp.route(route="tasks/{task_id}/previews", methods=["DELETE"], auth_level=func.AuthLevel.FUNCTION)
+@bp.durable_client_input(client_name="client")
+@http_edge
+async def delete_previews(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    """Take a finished task's preview pages (and thumbnails) off the public static website. The results stay."""
+    task_id = req.route_params["task_id"]
+    await authorize_task(req, client, task_id)
+    await finished_task(client, task_id, "previews")
+    s = clients.settings()
+    deleted = delete_preview_folder(clients.store(s), s, task_id)
+    if deleted is None:
+        return _json(404, {"error": f"task {task_id} has no preview pages", "hint": "they were deleted already, or "
+                           "the task never reached its publishing stage"})
+    logger.info("task %s: preview pages deleted (%d files)", task_id, deleted)
+    return _json(200, {"id": task_id, "deleted": deleted,
+                       "hint": "the pages' address no longer works; the results and exports are unchanged"})
 
 
 @bp.route(route="tasks/{task_id}/cancel", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)

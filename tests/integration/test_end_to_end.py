@@ -203,6 +203,14 @@ def check_repeat_removal(host, store, app_env, task_id: str, doc: dict[str, Any]
     main_page = api.get(f"{host.base_url}/api/tasks/{task_id}/results", timeout=30).json()["previews"]
     assert done["previews"]["folder"] == main_page["folder"]  # one folder per task, its thumbnails shared
 
+    # the pages come off the public website on request; the results stay
+    gone = api.delete(f"{host.base_url}/api/tasks/{task_id}/previews", timeout=30)
+    assert gone.status_code == 200 and gone.json()["deleted"] > 0, gone.text
+    assert api.get(done["previews"]["local_url"], timeout=30).status_code == 404
+    assert not list(store.list_names("$web", main_page["folder"] + "/"))
+    assert api.delete(f"{host.base_url}/api/tasks/{task_id}/previews", timeout=30).status_code == 404
+    assert store.read_json(container, results_blob(task_id)) == doc
+
 
 def test_failed_shard_resubmits_only_its_missing_images(host, app_env, store, unique_name, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("TRAPBATCH_WORKER_FAULTS", json.dumps({"s00001/1": "crash_after:1"}))

@@ -187,3 +187,20 @@ def test_compose_concatenates_ranges_across_block_boundaries(storage_connection:
     assert store.read_bytes(unique_name, "out") == b"short"
     with pytest.raises(ComposeError, match="block blob holds"):
         compose_blob(store, unique_name, "out", [("a", 0, MAX_BLOCKS + 1)], stream_block=1)
+
+
+@pytest.mark.parametrize("container", ["$web", "plainbox"])
+def test_delete_prefix_deletes_everything_under_it_even_where_a_batch_is_refused(storage_connection: str,
+                                                                                 container: str) -> None:
+    """Azurite refuses a blob batch in "$web" as a whole (one 400 answer for all sub-requests): every blob under the
+    prefix must still go (the preview pages' DELETE relies on it), and nothing beside it."""
+    from adapters.blobs import blob_store
+    from adapters.compose import delete_prefix
+
+    store = blob_store(storage_connection)
+    store.ensure_container(container)
+    names = [f"t-1/p{i:03d}.jpg" for i in range(300)] + ["t-1/index.html", "t-1/repeats-removed/index.html"]
+    for n in names + ["t-10/keep.html", "t-2/keep.html"]:
+        store.write_bytes(container, n, b"x")
+    assert delete_prefix(store, container, "t-1/") == len(names)
+    assert list(store.list_names(container, "t-")) == ["t-10/keep.html", "t-2/keep.html"]
