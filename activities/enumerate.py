@@ -117,21 +117,26 @@ def run_plan_listing(task_id: str, request: TaskRequest, settings: Settings, sto
 
 
 def run_list_part(task_id: str, request: TaskRequest, settings: Settings, store: BlobStore, unit: int, part: int,
-                  cursor: c.ListingCursor | None, source: BlobStore | None = None,
-                  max_images: int | None = None) -> c.ListPartOutput:
-    """List one bounded slice of a unit from ``cursor`` and write its image names as part ``part``; the returned
-    cursor says where the next call goes on (None: the unit is done)."""
+                  source: BlobStore | None = None, max_images: int | None = None) -> c.ListPartOutput:
+    """List one bounded slice of a unit, from where part ``part - 1`` stopped, and write its image names as part
+    ``part``, and where the next part goes on (a cursor blob: the leaf and the service's continuation marker, which
+    may encode a blob name, so it never enters the orchestration history)."""
     src = source or store
     plan = store.read_json(settings.container, layout.listing_plan_blob(task_id))
     limits = ListingLimits(**plan["limits"])
     leaves: list[Leaf] = store.read_json(settings.container, layout.listing_unit_blob(task_id, unit))
-    leaf, marker = (cursor["leaf"], cursor["marker"]) if cursor else (0, None)
+    leaf, marker = 0, None
+    if part > 0:
+        cursor = store.read_json(settings.container, layout.listing_cursor_blob(task_id, unit, part - 1))
+        leaf, marker = int(cursor["leaf"]), cursor["marker"]
     images: list[str] = []
     listed = 0
-    next_cursor: c.ListingCursor | None = None
+    more = False
     while leaf < len(leaves):
         if listed >= limits.names_per_call or (max_images is not None and len(images) >= max_images):
-            next_cursor = {"leaf": leaf, "marker": marker}
+            more = True
+            store.write_json(settings.container, layout.listing_cursor_blob(task_id, unit, part),
+                             {"leaf": leaf, "marker": marker})
             break
         item = leaves[leaf]
         folder = item.get("prefix")
@@ -150,7 +155,7 @@ def run_list_part(task_id: str, request: TaskRequest, settings: Settings, store:
     if request.sample_n is not None:
         keys = heapq.nsmallest(request.sample_n, (sample_key(request.seed, n) for n in images))
         store.write_json(settings.container, layout.listing_sample_blob(task_id, unit, part), keys)
-    return {"images": len(images), "listed": listed, "cursor": next_cursor}
+    return {"images": len(images), "listed": listed, "more": more}
 
 
 def run_choose_sample(task_id: str, request: TaskRequest, settings: Settings, store: BlobStore,
@@ -231,7 +236,7 @@ def list_images_part(payload: c.ListPartInput) -> c.ListPartOutput:
     s = clients.settings()
     request = TaskRequest.from_dict(payload["request"])
     return run_list_part(payload["task_id"], request, s, clients.store(s), payload["unit"], payload["part"],
-                         payload["cursor"], _source(s, request), payload.get("max_images"))
+                         _source(s, request), payload.get("max_images"))
 
 
 @bp.activity_trigger(input_name="payload", activity=c.CHOOSE_SAMPLE)

@@ -320,26 +320,21 @@ class PlanListingOutput(TypedDict):
     images_per_write: int  # images of the shards one WRITE_SHARDS call writes
 
 
-class ListingCursor(TypedDict):
-    """Where a unit's listing goes on: its ``leaf``-th leaf, from the service's continuation ``marker``."""
-
-    leaf: int
-    marker: str | None
-
-
 class ListPartInput(TypedDict):
+    """List part ``part`` of unit ``unit``: from the unit's start (part 0), else from where part ``part - 1`` stopped
+    (its cursor blob: the service's continuation marker may encode a blob name, so it stays out of the history)."""
+
     task_id: str
     request: dict[str, Any]
     unit: int
-    part: int  # this call's part number within the unit (0, 1, ...)
-    cursor: ListingCursor | None  # None: the unit's start
+    part: int
     max_images: NotRequired[int]  # stop once this many images are found (first_n: later ones are not needed)
 
 
 class ListPartOutput(TypedDict):
     images: int
     listed: int  # blobs seen, images or not
-    cursor: ListingCursor | None  # None: the unit is fully listed
+    more: bool  # False: the unit is fully listed
 
 
 class ChooseSampleInput(TypedDict):

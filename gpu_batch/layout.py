@@ -21,6 +21,7 @@ In the task-state container::
     tasks/<task>/listing/u<unit>.json                    one listing unit's leaves (folders and single blobs)
     tasks/<task>/listing/u<unit>-p<part>.json            the image names one listing call found, in listing order
     tasks/<task>/listing/u<unit>-p<part>.sample.json     that part's smallest sample keys (requests with sample_n)
+    tasks/<task>/listing/u<unit>-p<part>.next.json       where the unit's next part goes on (leaf, service marker)
     tasks/<task>/listing/sample-threshold.json           the largest sample key selected (requests with sample_n)
     tasks/<task>/logs/<job>/<pool task>.log              a pool task's output (LocalPool)
     tasks/<task>/logs/<job>/<pool task>/stdout.txt | stderr.txt   a Batch task's output files (AzureBatchPool)
@@ -169,6 +170,10 @@ def listing_part_blob(task_id: str, unit: int, part: int) -> str:
 
 def listing_sample_blob(task_id: str, unit: int, part: int) -> str:
     return f"{listing_prefix(task_id)}u{unit:04d}-p{part:05d}.sample.json"
+
+
+def listing_cursor_blob(task_id: str, unit: int, part: int) -> str:
+    return f"{listing_prefix(task_id)}u{unit:04d}-p{part:05d}.next.json"
 
 
 def sample_threshold_blob(task_id: str) -> str:

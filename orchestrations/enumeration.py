@@ -14,9 +14,9 @@ ten million blobs were half an hour in one activity, far past ``functionTimeout`
    (``core.shards.shard_batches``), exactly the shards the single stream would have cut;
 5. ``finish_enumeration`` writes the summary.
 
-What it must not do: hold image names. The orchestration history is plain tables with ~64 KB messages, so only counts,
-part numbers and the service's opaque continuation markers pass through it; the names stay in the listing blobs
-(``gpu_batch.layout.listing_*``). Use as ``enumeration = yield from enumerate_in_parallel(context, task_id, request)``.
+What it must not do: hold image names. The orchestration history is plain tables with ~64 KB messages, so only counts
+and part numbers pass through it; the names, and the service's continuation markers (which may encode a blob name:
+Azurite's are the next name), stay in the listing blobs (``gpu_batch.layout.listing_*``). Use as ``enumeration = yield from enumerate_in_parallel(context, task_id, request)``.
 
 Retries: activities are idempotent (the same input lists and writes the same blobs), so a failed round is retried
 for the calls that did not succeed, after a durable timer, like ``orchestrations.retries.call`` (and for the same
@@ -77,27 +77,24 @@ def enumerate_in_parallel(context: df.DurableOrchestrationContext, task_id: str,
     first_n, sample_n = parsed.first_n, parsed.sample_n
 
     counts: list[list[int]] = [[] for _ in range(units)]  # images of each part, per unit
-    cursors: dict[int, c.ListingCursor | None] = {u: None for u in range(units)}  # unfinished units
-    while cursors:
-        active = sorted(cursors)
+    unfinished = set(range(units))
+    while unfinished:
+        active = sorted(unfinished)
         payloads = []
         for u in active:
-            payload = c.ListPartInput(task_id=task_id, request=request, unit=u, part=len(counts[u]),
-                                      cursor=cursors[u])
+            payload = c.ListPartInput(task_id=task_id, request=request, unit=u, part=len(counts[u]))
             if first_n is not None:
                 payload["max_images"] = first_n
             payloads.append(payload)
         outputs: list[c.ListPartOutput] = yield from call_all(context, c.LIST_PART, payloads)
         for u, out in zip(active, outputs):
             counts[u].append(out["images"])
-            if out["cursor"] is None:
-                del cursors[u]
-            else:
-                cursors[u] = out["cursor"]
-        if first_n is not None and cursors:
-            last = first_n_satisfied([sum(n) for n in counts], [u not in cursors for u in range(units)], first_n)
+            if not out["more"]:
+                unfinished.discard(u)
+        if first_n is not None and unfinished:
+            last = first_n_satisfied([sum(n) for n in counts], [u not in unfinished for u in range(units)], first_n)
             if last is not None:  # the first N images are listed: later units are not needed
-                cursors = {}
+                unfinished = set()
 
     parts = [(u, p) for u in range(units) for p in range(len(counts[u]))]
     found = [n for unit in counts for n in unit]

@@ -33,13 +33,27 @@ def merged(missing: int = 0) -> c.MergeOutput:
 PREVIEWS: c.PreviewsOutput = {"container": "$web", "counts": {"detections": 7, "empty": 17}}
 
 
+ENUMERATION = [c.PLAN_LISTING, c.LIST_PART, c.WRITE_SHARDS, c.FINISH_ENUMERATION]
+
+
+def enumeration_answer(name: str, images: int, shards: int) -> Any:
+    """One listing unit of one part holding every image; the summary reports ``shards``."""
+    if name == c.PLAN_LISTING:
+        return {"units": 1 if images else 0, "leaves": 1 if images else 0, "images_per_write": 200_000}
+    if name == c.LIST_PART:
+        return {"images": images, "listed": images, "more": False}
+    if name == c.WRITE_SHARDS:
+        return {"shards": shards, "images": images}
+    return {"images": images, "shards": shards}
+
+
 def activities(images: int = 25, shards: int = 3, missing: int = 0) -> Any:
     """Enumeration, merge and previews, plus a pool on which every shard attempt completes at its first poll."""
 
     def answer(name: str, payload: Any) -> Any:
         assert payload["task_id"] == TASK
-        if name == c.ENUMERATE:
-            return {"images": images, "shards": shards}
+        if name in ENUMERATION:  # the parallel enumeration (tests/orchestrations/test_enumeration_orchestrator.py)
+            return enumeration_answer(name, images, shards)
         if name == c.MERGE:
             return merged(missing)
         if name == c.PREVIEWS:
@@ -81,8 +95,8 @@ def test_fails_with_a_message_naming_the_place_when_there_are_no_images(prefix: 
     assert (f"under prefix '{prefix}'" in (run.error or "")) == bool(prefix)
     assert run.custom_status["stage"] == Stage.failed
     assert "'cams'" in run.custom_status["error"]
-    assert run.activity_names == [c.ENUMERATE] and not run.sub_orchestrations
-    assert run.inputs(c.ENUMERATE) == [{"task_id": TASK, "request": {**REQUEST, "prefix": prefix}}]
+    assert run.activity_names == [c.PLAN_LISTING, c.FINISH_ENUMERATION] and not run.sub_orchestrations
+    assert run.inputs(c.PLAN_LISTING) == [{"task_id": TASK, "request": {**REQUEST, "prefix": prefix}}]
 
 
 def test_runs_one_shard_group_sub_orchestration_per_group() -> None:
@@ -129,7 +143,7 @@ def test_all_groups_done_merges_then_publishes_and_completes() -> None:
     # The real shard-group orchestrator ran as the children, through the same replay.
     assert [s.run.status if s.run else None for s in run.sub_orchestrations] == ["Completed", "Completed"]
     assert [s.result["done"] for s in run.sub_orchestrations] == [2, 1]
-    assert run.activity_names == [c.ENUMERATE, c.CLOSE_JOB, c.MERGE, c.PREVIEWS]  # the job ends before the merge
+    assert run.activity_names == [*ENUMERATION, c.CLOSE_JOB, c.MERGE, c.PREVIEWS]  # the job ends before the merge
     merge_call = run.calls(c.MERGE)[0]
     assert merge_call.input["task_id"] == TASK and merge_call.input["model"] == "MDV5A"
     assert merge_call.input["completed_at"] > T0.isoformat()  # the orchestration clock, after the groups' timers
@@ -150,7 +164,7 @@ def test_images_still_missing_after_the_merge_complete_with_errors() -> None:
     run = run_task(task_input(), activities(shards=1, missing=3))
 
     assert run.status == "Completed"
-    assert run.activity_names == [c.ENUMERATE, c.CLOSE_JOB, c.MERGE, c.PREVIEWS]
+    assert run.activity_names == [*ENUMERATION, c.CLOSE_JOB, c.MERGE, c.PREVIEWS]
     assert run.output["stage"] == Stage.completed_with_errors and run.output["missing"] == 3
     assert run.custom_status["stage"] == Stage.completed_with_errors
 
@@ -161,7 +175,7 @@ def test_enumeration_is_retried_on_transient_storage_errors(failures: int, statu
     seen = {"n": 0}
 
     def flaky(name: str, payload: Any) -> Any:
-        if name == c.ENUMERATE:
+        if name == c.PLAN_LISTING:
             seen["n"] += 1
             if seen["n"] <= failures:
                 raise ConnectionError("storage throttled")
@@ -170,7 +184,7 @@ def test_enumeration_is_retried_on_transient_storage_errors(failures: int, statu
     run = run_task(task_input(), flaky)
 
     assert run.status == status
-    calls = run.calls(c.ENUMERATE)
+    calls = run.calls(c.PLAN_LISTING)
     assert len(calls) == min(failures + 1, STORAGE_RETRY.attempts)
     # each retry waits on an explicit durable timer (no call_activity_with_retry, see orchestrations.retries)
     assert all(call.attempt == 1 for call in calls) and not [t for t in run.timers if t.retry]
