@@ -15,7 +15,9 @@ Variables (names shared with infra/main.bicep app settings):
     TRAPBATCH_DROP_TRIGGER_SOURCE  how dropped requests are noticed: ``EventGrid`` (default; the only blob trigger
                                    Flex Consumption supports) or ``LogsAndContainerScan`` (``func host start`` with
                                    Azurite, which has no Event Grid); read when function_app.py is indexed
-    TRAPBATCH_POOL                 ``local`` or ``azure_batch`` (default ``local``)
+    TRAPBATCH_POOL                 ``local`` or ``azure_batch`` (default ``local``); ``simulated`` is for the control-plane
+                                   benchmark only (bench/control_plane.py): no detector, synthetic results
+    TRAPBATCH_SIMULATED_FAILURE_RATE  ``simulated`` pool only: share of images (0-1) failing per attempt (default 0)
     TRAPBATCH_MODEL                default detector: a known version (MDV5A, MDV5B), a path, a URL or blob://c/name
     TRAPBATCH_MODELS_CONTAINER     container (in trapbatch's account) whose checkpoints requests may name as
                                    blob://<container>/<name>; requests may otherwise name only published models
@@ -60,6 +62,7 @@ from core.requests import DEFAULT_IMAGES_PER_SHARD, normalize_account_url
 from gpu_batch.layout import DEFAULT_STATE_CONTAINER, STATIC_WEBSITE_CONTAINER
 
 CALLER_AUTH_MODES = ("none", "easyauth")
+POOL_KINDS = ("local", "azure_batch", "simulated")
 WHERE = "set it in local.settings.json (Values) for local runs, or in the Function App settings (infra/main.bicep)"
 
 
@@ -145,6 +148,7 @@ class Settings:
     caller_max_images_per_task: int = 0
     caller_max_active_tasks: int = 0
     caller_min_images_per_shard: int = 0
+    simulated_failure_rate: float = 0.0
 
     def secret_store_env(self) -> dict[str, str]:
         """The secret-store variables for ``gpu_batch.storage_refs`` and for the workers' environment (the worker reads
@@ -168,8 +172,9 @@ class Settings:
                 "identity-based AzureWebJobsStorage__accountName",
             )
         pool = env.get("TRAPBATCH_POOL", "local")
-        if pool not in ("local", "azure_batch"):
-            raise ConfigError(f"TRAPBATCH_POOL={pool!r} is not a pool kind", "use 'local' or 'azure_batch'")
+        if pool not in POOL_KINDS:
+            raise ConfigError(f"TRAPBATCH_POOL={pool!r} is not a pool kind",
+                              "use 'local' or 'azure_batch' ('simulated' is for the control-plane benchmark only)")
         caller_auth = env.get("TRAPBATCH_CALLER_AUTH", "") or "none"
         if caller_auth not in CALLER_AUTH_MODES:
             raise ConfigError(f"TRAPBATCH_CALLER_AUTH={caller_auth!r} is not a caller authentication mode",
@@ -219,6 +224,7 @@ class Settings:
             caller_max_images_per_task=_int(env, "TRAPBATCH_CALLER_MAX_IMAGES_PER_TASK", 0, minimum=0),
             caller_max_active_tasks=_int(env, "TRAPBATCH_CALLER_MAX_ACTIVE_TASKS", 0, minimum=0),
             caller_min_images_per_shard=_int(env, "TRAPBATCH_CALLER_MIN_IMAGES_PER_SHARD", 0, minimum=0),
+            simulated_failure_rate=_fraction(env, "TRAPBATCH_SIMULATED_FAILURE_RATE", 0.0),
         )
         if pool == "azure_batch":
             for name, value in (("TRAPBATCH_BATCH_ACCOUNT_URL", settings.batch_account_url),
