@@ -75,7 +75,7 @@ def upload(connection: str, container: str, names: list[str], concurrency: int =
         service.create_container(container)
     except Exception:  # noqa: BLE001 - exists already
         pass
-    sas = generate_container_sas(service.account_name, container, account_key=service.credential.account_key,
+    sas = generate_container_sas(str(service.account_name), container, account_key=service.credential.account_key,
                                  permission=ContainerSasPermissions(write=True, create=True),
                                  expiry=datetime.now(timezone.utc) + timedelta(hours=12))
     base = service.url.rstrip("/") + "/" + container + "/"
