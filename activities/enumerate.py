@@ -99,7 +99,8 @@ def run_plan_listing(task_id: str, request: TaskRequest, settings: Settings, sto
             for leaf in leaves:
                 folder = leaf.get("prefix")
                 if folder is not None and budget > 0:
-                    sub_prefixes, sub_names, sub_complete = src.list_level(request.container, folder, budget, limits.page_size)
+                    sub_prefixes, sub_names, sub_complete = src.list_level(request.container, folder, budget,
+                                                                           limits.page_size)
                     budget -= len(sub_prefixes) + len(sub_names)
                     if sub_complete:
                         expanded.extend(merge_level(sub_prefixes, sub_names))
@@ -162,7 +163,8 @@ def run_choose_sample(task_id: str, request: TaskRequest, settings: Settings, st
                       parts: Iterable[tuple[int, int]]) -> c.ChooseSampleOutput:
     """Merge the parts' smallest sample keys: the ``sample_n``-th smallest overall is the threshold (written to blob:
     it holds a name), and each part contributes its keys up to it."""
-    assert request.sample_n is not None
+    if request.sample_n is None:
+        raise ValueError(f"task {task_id}: choose_sample needs a request with sample_n")
     keys = [[(str(k[0]), str(k[1])) for k in store.read_json(settings.container,
                                                              layout.listing_sample_blob(task_id, u, p))]
             for u, p in parts]
