@@ -16,7 +16,8 @@ ten million blobs were half an hour in one activity, far past ``functionTimeout`
 
 What it must not do: hold image names. The orchestration history is plain tables with ~64 KB messages, so only counts
 and part numbers pass through it; the names, and the service's continuation markers (which may encode a blob name:
-Azurite's are the next name), stay in the listing blobs (``gpu_batch.layout.listing_*``). Use as ``enumeration = yield from enumerate_in_parallel(context, task_id, request)``.
+Azurite's are the next name), stay in the listing blobs (``gpu_batch.layout.listing_*``).
+Use as ``enumeration = yield from enumerate_in_parallel(context, task_id, request)``.
 
 Retries: activities are idempotent (the same input lists and writes the same blobs), so a failed round is retried
 for the calls that did not succeed, after a durable timer, like ``orchestrations.retries.call`` (and for the same
@@ -110,9 +111,10 @@ def enumerate_in_parallel(context: df.DurableOrchestrationContext, task_id: str,
     writes = []
     for batch in batches:
         used = [s["part"] for s in batch["slices"]]
+        slices = [{"part": k, "skip": s["skip"], "take": s["take"]} for k, s in enumerate(batch["slices"])]
         writes.append(c.WriteShardsInput(
             task_id=task_id, request=request, parts=[parts[p] for p in used], first=batch["first"],
-            count=batch["count"], slices=[{"part": k, "skip": s["skip"], "take": s["take"]} for k, s in enumerate(batch["slices"])], sampled=sampled))
+            count=batch["count"], slices=slices, sampled=sampled))
     written: list[c.WriteShardsOutput] = yield from call_all(context, c.WRITE_SHARDS, writes)
     images = sum(w["images"] for w in written)
     shards = sum(w["shards"] for w in written)
