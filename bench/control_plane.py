@@ -25,7 +25,8 @@ Record (printed, and saved to ``bench/results/control_plane-<N>.json`` or ``--ou
     enumerate_s                     time in stage "enumerating" (from the polled statuses)
     merge_s                         time in stage "merging" (from the polled statuses; 0 if no poll saw it, then see
                                     ``functions``)
-    repeat_search_s                 time inside ``core.repeats.RepeatFinder`` (add + result), wherever it runs
+    repeat_search_s                 time inside ``core.repeats.RepeatFinder`` (add + result), wherever it runs in this
+                                    process (repeat_search_cpu_s: the CPU of that time)
     functions                       per orchestrator and activity: calls, cpu_s, wall_s, max_wall_s
     machine                         CPUs, load average before and after (this machine is shared), Python, git commit
 
@@ -105,6 +106,7 @@ class RepeatTimer:
 
     def __init__(self) -> None:
         self.seconds = 0.0
+        self.cpu_seconds = 0.0  # the calling threads' CPU: steadier than wall time on a shared machine
         self._lock = threading.Lock()
 
     def install(self) -> bool:
@@ -123,12 +125,13 @@ class RepeatTimer:
 
     def _timed(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.thread_time()
             try:
                 return fn(*args, **kwargs)
             finally:
                 with self._lock:
                     self.seconds += time.perf_counter() - started
+                    self.cpu_seconds += time.thread_time() - cpu
         return wrapper
 
 
@@ -267,6 +270,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "enumerate_s": _stage_span(stages, "enumerating", ("detecting", "failed")),
         "merge_s": _stage_span(stages, "merging", ("publishing", "completed", "completed_with_errors", "failed")),
         "repeat_search_s": round(repeat_timer.seconds, 3) if repeat_timed else None,
+        "repeat_search_cpu_s": round(repeat_timer.cpu_seconds, 3) if repeat_timed else None,
         "stages_first_seen_s": {k: round(v, 3) for k, v in stages.items()},
         "upload_s": round(upload_s, 3),
         "functions": {"orchestrators": metrics["orchestrators"], "activities": metrics["activities"]},
