@@ -3,10 +3,26 @@
 Why an activity: listing a container is I/O (forbidden in orchestrators), and the image list must never enter the
 Durable history (plain tables, and 10M names would not fit): the manifests go to blob, the orchestrator gets counts.
 Re-running it writes the same manifests (deterministic listing order and sampling), so a retried activity is harmless.
+
+Two ways, same manifests (``tests/integration/test_parallel_enumeration.py`` compares them):
+
+* ``enumerate_images`` (``run_enumerate``): one activity lists the whole container in one stream. Kept for
+  orchestrations started before the parallel enumeration (their histories name it) and as the reference.
+* the parallel enumeration, driven by ``orchestrations.enumeration``: ``plan_listing`` lists one or two levels of
+  virtual folders and groups them into units; ``list_images_part`` lists a bounded slice of one unit and writes its
+  image names as a listing part (units run in parallel, each a chain of calls carrying the service's continuation
+  marker); ``choose_sample`` merges the parts' smallest sample keys (``sample_n``); ``write_shard_manifests`` cuts a
+  batch of shards from the part slices the orchestrator computed from counts; ``finish_enumeration`` writes the
+  summary. Each is bounded in time by ``core.shards.ListingLimits``, whatever the container holds.
 """
 from __future__ import annotations
 
+import bisect
+import heapq
 import logging
+from itertools import islice
+from typing import Iterable, Iterator
+
 import azure.durable_functions as df
 
 from adapters import clients
@@ -14,7 +30,8 @@ from adapters.blobs import BlobStore
 from core import contracts as c
 from core.requests import TaskRequest
 from core.settings import Settings
-from core.shards import plan_shards, select_images
+from core.shards import (Leaf, ListingLimits, group_leaves, is_image_name, merge_level, plan_shards, sample_key,
+                         select_images)
 from gpu_batch import layout
 from gpu_batch.manifest import ShardManifest
 
@@ -31,21 +48,169 @@ def run_enumerate(task_id: str, request: TaskRequest, settings: Settings, store:
     images = 0
     shards = 0
     for index, chunk in enumerate(plan_shards(selected, request.images_per_shard)):
-        sid = layout.shard_id(index)
-        manifest = ShardManifest(
-            task_id=task_id, shard_id=sid, attempt=1, source_container=request.container, images=tuple(chunk),
-            output_container=settings.container, output_blob=layout.attempt_results_blob(task_id, sid, 1),
-            model=request.model, detection_threshold=settings.detection_threshold,
-            source_account_url=request.source_account_url, source_credential_secret=request.credential_secret,
-        )
-        store.write_json(settings.container, layout.manifest_blob(task_id, sid, 1), manifest.to_dict())
+        _write_manifest(task_id, request, settings, store, index, chunk)
         images += len(chunk)
         shards += 1
+    _write_summary(task_id, request, settings, store, images, shards)
+    return {"images": images, "shards": shards}
+
+
+def _write_manifest(task_id: str, request: TaskRequest, settings: Settings, store: BlobStore, index: int,
+                    chunk: list[str]) -> None:
+    sid = layout.shard_id(index)
+    manifest = ShardManifest(
+        task_id=task_id, shard_id=sid, attempt=1, source_container=request.container, images=tuple(chunk),
+        output_container=settings.container, output_blob=layout.attempt_results_blob(task_id, sid, 1),
+        model=request.model, detection_threshold=settings.detection_threshold,
+        source_account_url=request.source_account_url, source_credential_secret=request.credential_secret,
+    )
+    store.write_json(settings.container, layout.manifest_blob(task_id, sid, 1), manifest.to_dict())
+
+
+def _write_summary(task_id: str, request: TaskRequest, settings: Settings, store: BlobStore, images: int,
+                   shards: int, **extra: int) -> None:
     summary = {"images": images, "shards": shards, "container": request.container, "prefix": request.prefix,
-               "source_account_url": request.source_account_url, "credential_secret": request.credential_secret}
+               "source_account_url": request.source_account_url, "credential_secret": request.credential_secret,
+               **extra}
     store.write_json(settings.container, layout.enumeration_blob(task_id), summary)
     store.write_json(settings.container, layout.request_blob(task_id), request.to_dict())
     logger.info("task %s: enumerated %d images into %d shards", task_id, images, shards)
+
+
+# ---------------------------------------------------------------- parallel enumeration
+
+def run_plan_listing(task_id: str, request: TaskRequest, settings: Settings, store: BlobStore,
+                     source: BlobStore | None = None, limits: ListingLimits = ListingLimits()) -> c.PlanListingOutput:
+    """List one level of virtual folders under the request's prefix (two while there are few folders), within
+    ``limits.plan_items`` entries, and write the listing units. A level too large to list within that budget (a flat
+    folder of millions of blobs) stays one folder leaf: it is then listed in bounded calls, one after another."""
+    store.ensure_container(settings.container)
+    src = source or store
+    budget = limits.plan_items
+    prefixes, names, complete = src.list_level(request.container, request.prefix, budget, limits.page_size)
+    leaves: list[Leaf]
+    if not complete:
+        leaves = [{"prefix": request.prefix}]
+    else:
+        budget -= len(prefixes) + len(names)
+        leaves = merge_level(prefixes, names)
+        if len(prefixes) < limits.expand_below:
+            expanded: list[Leaf] = []
+            for leaf in leaves:
+                folder = leaf.get("prefix")
+                if folder is not None and budget > 0:
+                    sub_prefixes, sub_names, sub_complete = src.list_level(request.container, folder, budget,
+                                                                           limits.page_size)
+                    budget -= len(sub_prefixes) + len(sub_names)
+                    if sub_complete:
+                        expanded.extend(merge_level(sub_prefixes, sub_names))
+                        continue
+                expanded.append(leaf)
+            leaves = expanded
+    leaves = [leaf for leaf in leaves if "prefix" in leaf or is_image_name(leaf.get("name", ""))]
+    units = group_leaves(leaves, limits.max_units)
+    for u, unit in enumerate(units):
+        store.write_json(settings.container, layout.listing_unit_blob(task_id, u), unit)
+    store.write_json(settings.container, layout.listing_plan_blob(task_id),
+                     {"units": len(units), "leaves": len(leaves), "limits": limits.to_dict()})
+    logger.info("task %s: listing plan of %d units over %d folders and blobs", task_id, len(units), len(leaves))
+    return {"units": len(units), "leaves": len(leaves), "images_per_write": limits.images_per_write}
+
+
+def run_list_part(task_id: str, request: TaskRequest, settings: Settings, store: BlobStore, unit: int, part: int,
+                  source: BlobStore | None = None, max_images: int | None = None) -> c.ListPartOutput:
+    """List one bounded slice of a unit, from where part ``part - 1`` stopped, and write its image names as part
+    ``part``, and where the next part goes on (a cursor blob: the leaf and the service's continuation marker, which
+    may encode a blob name, so it never enters the orchestration history)."""
+    src = source or store
+    plan = store.read_json(settings.container, layout.listing_plan_blob(task_id))
+    limits = ListingLimits(**plan["limits"])
+    leaves: list[Leaf] = store.read_json(settings.container, layout.listing_unit_blob(task_id, unit))
+    leaf, marker = 0, None
+    if part > 0:
+        cursor = store.read_json(settings.container, layout.listing_cursor_blob(task_id, unit, part - 1))
+        leaf, marker = int(cursor["leaf"]), cursor["marker"]
+    images: list[str] = []
+    listed = 0
+    more = False
+    while leaf < len(leaves):
+        if listed >= limits.names_per_call or (max_images is not None and len(images) >= max_images):
+            more = True
+            store.write_json(settings.container, layout.listing_cursor_blob(task_id, unit, part),
+                             {"leaf": leaf, "marker": marker})
+            break
+        item = leaves[leaf]
+        folder = item.get("prefix")
+        if folder is None:
+            listed += 1
+            if is_image_name(item.get("name", "")):
+                images.append(item["name"])
+            leaf += 1
+            continue
+        names, marker = src.list_names_page(request.container, folder, marker, limits.page_size)
+        listed += len(names)
+        images.extend(n for n in names if is_image_name(n))
+        if marker is None:
+            leaf += 1
+    store.write_json(settings.container, layout.listing_part_blob(task_id, unit, part), {"names": images})
+    if request.sample_n is not None:
+        keys = heapq.nsmallest(request.sample_n, (sample_key(request.seed, n) for n in images))
+        store.write_json(settings.container, layout.listing_sample_blob(task_id, unit, part), keys)
+    return {"images": len(images), "listed": listed, "more": more}
+
+
+def run_choose_sample(task_id: str, request: TaskRequest, settings: Settings, store: BlobStore,
+                      parts: Iterable[tuple[int, int]]) -> c.ChooseSampleOutput:
+    """Merge the parts' smallest sample keys: the ``sample_n``-th smallest overall is the threshold (written to blob:
+    it holds a name), and each part contributes its keys up to it."""
+    if request.sample_n is None:
+        raise ValueError(f"task {task_id}: choose_sample needs a request with sample_n")
+    keys = [[(str(k[0]), str(k[1])) for k in store.read_json(settings.container,
+                                                             layout.listing_sample_blob(task_id, u, p))]
+            for u, p in parts]
+    chosen = list(islice(heapq.merge(*keys), request.sample_n))
+    threshold = chosen[-1] if chosen else ("", "")
+    store.write_json(settings.container, layout.sample_threshold_blob(task_id), {"key": list(threshold)})
+    return {"counts": [bisect.bisect_right(k, threshold) for k in keys]}
+
+
+def _selected_names(task_id: str, request: TaskRequest, settings: Settings, store: BlobStore, unit: int, part: int,
+                    threshold: tuple[str, str] | None) -> list[str]:
+    names: list[str] = store.read_json(settings.container, layout.listing_part_blob(task_id, unit, part))["names"]
+    if threshold is None:
+        return names
+    return [n for n in names if sample_key(request.seed, n) <= threshold]
+
+
+def run_write_shards(task_id: str, request: TaskRequest, settings: Settings, store: BlobStore,
+                     parts: list[tuple[int, int]], first: int, count: int, slices: list[dict[str, int]],
+                     sampled: bool) -> c.WriteShardsOutput:
+    """Write the manifests of shards ``first .. first + count - 1`` from the slices of the listing parts."""
+    threshold: tuple[str, str] | None = None
+    if sampled:
+        key = store.read_json(settings.container, layout.sample_threshold_blob(task_id))["key"]
+        threshold = (str(key[0]), str(key[1]))
+
+    def stream() -> Iterator[str]:
+        for s in slices:
+            unit, part = parts[s["part"]]
+            names = _selected_names(task_id, request, settings, store, unit, part, threshold)
+            yield from names[s["skip"]: s["skip"] + s["take"]]
+
+    shards = images = 0
+    for index, shard in enumerate(plan_shards(stream(), request.images_per_shard), start=first):
+        _write_manifest(task_id, request, settings, store, index, shard)
+        shards += 1
+        images += len(shard)
+    if shards != count:
+        raise RuntimeError(f"task {task_id}: shards {first}..{first + count - 1} came out as {shards} shards; the "
+                           "listing parts changed under the enumeration")
+    return {"shards": shards, "images": images}
+
+
+def run_finish_enumeration(task_id: str, request: TaskRequest, settings: Settings, store: BlobStore, images: int,
+                           shards: int, found: int, parts: int) -> c.EnumerateOutput:
+    _write_summary(task_id, request, settings, store, images, shards, found=found, listing_parts=parts)
     return {"images": images, "shards": shards}
 
 
@@ -55,3 +220,44 @@ def enumerate_images(payload: c.EnumerateInput) -> c.EnumerateOutput:
     request = TaskRequest.from_dict(payload["request"])
     return run_enumerate(payload["task_id"], request, s, clients.store(s),
                          clients.source_store(s, request.source_account_url, request.credential_secret))
+
+
+def _source(s: Settings, request: TaskRequest) -> BlobStore:
+    return clients.source_store(s, request.source_account_url, request.credential_secret)
+
+
+@bp.activity_trigger(input_name="payload", activity=c.PLAN_LISTING)
+def plan_listing(payload: c.EnumerateInput) -> c.PlanListingOutput:
+    s = clients.settings()
+    request = TaskRequest.from_dict(payload["request"])
+    return run_plan_listing(payload["task_id"], request, s, clients.store(s), _source(s, request))
+
+
+@bp.activity_trigger(input_name="payload", activity=c.LIST_PART)
+def list_images_part(payload: c.ListPartInput) -> c.ListPartOutput:
+    s = clients.settings()
+    request = TaskRequest.from_dict(payload["request"])
+    return run_list_part(payload["task_id"], request, s, clients.store(s), payload["unit"], payload["part"],
+                         _source(s, request), payload.get("max_images"))
+
+
+@bp.activity_trigger(input_name="payload", activity=c.CHOOSE_SAMPLE)
+def choose_sample(payload: c.ChooseSampleInput) -> c.ChooseSampleOutput:
+    s = clients.settings()
+    return run_choose_sample(payload["task_id"], TaskRequest.from_dict(payload["request"]), s, clients.store(s),
+                             [(int(u), int(p)) for u, p in payload["parts"]])
+
+
+@bp.activity_trigger(input_name="payload", activity=c.WRITE_SHARDS)
+def write_shard_manifests(payload: c.WriteShardsInput) -> c.WriteShardsOutput:
+    s = clients.settings()
+    return run_write_shards(payload["task_id"], TaskRequest.from_dict(payload["request"]), s, clients.store(s),
+                            [(int(u), int(p)) for u, p in payload["parts"]], payload["first"], payload["count"],
+                            payload["slices"], payload["sampled"])
+
+
+@bp.activity_trigger(input_name="payload", activity=c.FINISH_ENUMERATION)
+def finish_enumeration(payload: c.FinishEnumerationInput) -> c.EnumerateOutput:
+    s = clients.settings()
+    return run_finish_enumeration(payload["task_id"], TaskRequest.from_dict(payload["request"]), s, clients.store(s),
+                                  payload["images"], payload["shards"], payload["found"], payload["parts"])

@@ -12,7 +12,7 @@ import json
 from typing import IO, Any, Iterator
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
-from azure.storage.blob import BlobServiceClient, ContentSettings
+from azure.storage.blob import BlobPrefix, BlobServiceClient, ContentSettings
 
 from core.errors import ContainerNotFound
 
@@ -61,6 +61,47 @@ class BlobStore:
                 f"container {container!r} not found in storage account {self.account!r}",
                 "check the container name in the task request, or create the container and upload the images",
             ) from None
+
+    def list_level(self, container: str, prefix: str, max_items: int,
+                   page_size: int = 5000) -> tuple[list[str], list[str], bool]:
+        """One level of the virtual folders under ``prefix`` (delimiter ``/``): the folder prefixes and the blob names
+        found there, in pages, stopping after the page that reaches ``max_items``. Returns ``(prefixes, names,
+        complete)``; ``complete`` False means the level has more (the plan then lists that folder flat instead).
+        Order is restored by ``core.shards.merge_level`` (the SDK returns each page's prefixes before its blobs)."""
+        client = self.service.get_container_client(container)
+        prefixes: list[str] = []
+        names: list[str] = []
+        try:
+            pages: Any = client.walk_blobs(name_starts_with=prefix or None, delimiter="/",
+                                         results_per_page=page_size).by_page()
+            for page in pages:
+                for item in page:
+                    (prefixes if isinstance(item, BlobPrefix) else names).append(str(item.name))
+                if len(prefixes) + len(names) >= max_items and pages.continuation_token:
+                    return prefixes, names, False
+        except ResourceNotFoundError:
+            raise self._container_not_found(container) from None
+        return prefixes, names, True
+
+    def list_names_page(self, container: str, prefix: str, marker: str | None,
+                        page_size: int = 5000) -> tuple[list[str], str | None]:
+        """One page (up to 5,000, the service's maximum) of the blob names under ``prefix`` from the continuation
+        ``marker`` (None: the start), and the marker of the next page (None: no more). Markers are the service's
+        opaque ``NextMarker`` strings, small enough to travel through an orchestration."""
+        client = self.service.get_container_client(container)
+        try:
+            pages: Any = client.list_blob_names(name_starts_with=prefix or None,
+                                                     results_per_page=page_size).by_page(continuation_token=marker)
+            names = [str(n) for n in next(pages, [])]
+        except ResourceNotFoundError:
+            raise self._container_not_found(container) from None
+        return names, pages.continuation_token or None
+
+    def _container_not_found(self, container: str) -> ContainerNotFound:
+        return ContainerNotFound(
+            f"container {container!r} not found in storage account {self.account!r}",
+            "check the container name in the task request, or create the container and upload the images",
+        )
 
     def read_bytes(self, container: str, name: str) -> bytes:
         return bytes(self.service.get_blob_client(container, name).download_blob().readall())

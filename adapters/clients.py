@@ -52,9 +52,11 @@ def check_source_allowed(s: Settings, account_url: str) -> None:
 @functools.cache
 def _pool(kind: str, connection: str, container: str, concurrency: int, device: str, model_cache: str,
           faults: tuple[tuple[str, str], ...], batch: tuple[str, ...], max_task_seconds: int,
-          secret_env: tuple[tuple[str, str], ...] = ()) -> GpuPool:
+          secret_env: tuple[tuple[str, str], ...] = (), simulated_failure_rate: float = 0.0) -> GpuPool:
     from gpu_batch.pool import make_pool
 
+    if kind == "simulated":  # the control-plane benchmark's pool (bench/control_plane.py); no detector
+        return make_pool("simulated", connection_string=connection, failure_rate=simulated_failure_rate)
     if kind == "local":
         worker_env = {"TRAPBATCH_STORAGE_CONNECTION": connection, "TRAPBATCH_DEVICE": device, **dict(secret_env)}
         if model_cache:
@@ -75,4 +77,4 @@ def pool(s: Settings) -> GpuPool:
                  s.device, s.model_cache, tuple(sorted(s.worker_faults.items())),
                  (s.batch_account_url, s.batch_pool_id, s.worker_image, s.worker_identity,
                   s.worker_identity_resource_id, s.storage_account_url),
-                 s.knobs.max_task_seconds, tuple(sorted(s.secret_store_env().items())))
+                 s.knobs.max_task_seconds, tuple(sorted(s.secret_store_env().items())), s.simulated_failure_rate)

@@ -479,3 +479,70 @@ class DropAnswerInput(TypedDict):
 
 class DropAnswerOutput(TypedDict):
     blob: str
+
+
+# ---------------------------------------------------------------- parallel enumeration (orchestrations.enumeration)
+# The orchestrator holds counts, part numbers and opaque listing markers; image names stay in the listing blobs.
+
+PLAN_LISTING = "plan_listing"
+LIST_PART = "list_images_part"
+CHOOSE_SAMPLE = "choose_sample"
+WRITE_SHARDS = "write_shard_manifests"
+FINISH_ENUMERATION = "finish_enumeration"
+
+
+class PlanListingOutput(TypedDict):
+    units: int  # listing units, each listed by a chain of LIST_PART calls; units run in parallel
+    leaves: int  # folders and single blobs the plan found
+    images_per_write: int  # images of the shards one WRITE_SHARDS call writes
+
+
+class ListPartInput(TypedDict):
+    """List part ``part`` of unit ``unit``: from the unit's start (part 0), else from where part ``part - 1`` stopped
+    (its cursor blob: the service's continuation marker may encode a blob name, so it stays out of the history)."""
+
+    task_id: str
+    request: dict[str, Any]
+    unit: int
+    part: int
+    max_images: NotRequired[int]  # stop once this many images are found (first_n: later ones are not needed)
+
+
+class ListPartOutput(TypedDict):
+    images: int
+    listed: int  # blobs seen, images or not
+    more: bool  # False: the unit is fully listed
+
+
+class ChooseSampleInput(TypedDict):
+    task_id: str
+    request: dict[str, Any]
+    parts: list[tuple[int, int]]  # (unit, part) of every part, in listing order
+
+
+class ChooseSampleOutput(TypedDict):
+    counts: list[int]  # selected images per part, in the order of ``parts``
+
+
+class WriteShardsInput(TypedDict):
+    task_id: str
+    request: dict[str, Any]
+    parts: list[tuple[int, int]]  # (unit, part) of the parts the slices name, by slice ``part`` index
+    first: int  # the first shard index this call writes
+    count: int
+    slices: list[dict[str, int]]  # core.shards.Slice, with ``part`` an index into ``parts``
+    sampled: bool  # apply the sample threshold (sample_n smaller than the images found)
+
+
+class WriteShardsOutput(TypedDict):
+    shards: int
+    images: int
+
+
+class FinishEnumerationInput(TypedDict):
+    task_id: str
+    request: dict[str, Any]
+    images: int
+    shards: int
+    found: int  # images found before first_n / sample_n
+    parts: int

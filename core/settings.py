@@ -15,7 +15,9 @@ Variables (names shared with infra/main.bicep app settings):
     TRAPBATCH_DROP_TRIGGER_SOURCE  how dropped requests are noticed: ``EventGrid`` (default; the only blob trigger
                                    Flex Consumption supports) or ``LogsAndContainerScan`` (``func host start`` with
                                    Azurite, which has no Event Grid); read when function_app.py is indexed
-    TRAPBATCH_POOL                 ``local`` or ``azure_batch`` (default ``local``)
+    TRAPBATCH_POOL                 ``local`` or ``azure_batch`` (default ``local``); ``simulated`` is for the control-plane
+                                   benchmark only (bench/control_plane.py): no detector, synthetic results
+    TRAPBATCH_SIMULATED_FAILURE_RATE  ``simulated`` pool only: share of images (0-1) failing per attempt (default 0)
     TRAPBATCH_MODEL                default detector: a known version (MDV5A, MDV5B), a path, a URL or blob://c/name
     TRAPBATCH_MODELS_CONTAINER     container (in trapbatch's account) whose checkpoints requests may name as
                                    blob://<container>/<name>; requests may otherwise name only published models
@@ -101,6 +103,9 @@ from gpu_batch.layout import DEFAULT_STATE_CONTAINER, STATIC_WEBSITE_CONTAINER
 
 CALLER_AUTH_MODES = ("none", "easyauth")
 MIN_HISTORY_EVENTS = 200  # a shard group's generation must hold at least a few poll rounds (orchestrations.shards)
+
+
+POOL_KINDS = ("local", "azure_batch", "simulated")
 WHERE = "set it in local.settings.json (Values) for local runs, or in the Function App settings (infra/main.bicep)"
 
 
@@ -239,6 +244,9 @@ class Settings:
             return float(requested)
         return self.preview_threshold if self.preview_threshold_set else typical_threshold(model)
 
+
+    simulated_failure_rate: float = 0.0
+
     def secret_store_env(self) -> dict[str, str]:
         """The secret-store variables for ``gpu_batch.storage_refs`` and for the workers' environment (the worker reads
         the same names, ``storage_refs.KEY_VAULT_ENV`` and ``LOCAL_SECRETS_ENV``; tests/unit/test_settings pins it)."""
@@ -261,8 +269,9 @@ class Settings:
                 "identity-based AzureWebJobsStorage__accountName",
             )
         pool = env.get("TRAPBATCH_POOL", "local")
-        if pool not in ("local", "azure_batch"):
-            raise ConfigError(f"TRAPBATCH_POOL={pool!r} is not a pool kind", "use 'local' or 'azure_batch'")
+        if pool not in POOL_KINDS:
+            raise ConfigError(f"TRAPBATCH_POOL={pool!r} is not a pool kind",
+                              "use 'local' or 'azure_batch' ('simulated' is for the control-plane benchmark only)")
         caller_auth = env.get("TRAPBATCH_CALLER_AUTH", "") or "none"
         if caller_auth not in CALLER_AUTH_MODES:
             raise ConfigError(f"TRAPBATCH_CALLER_AUTH={caller_auth!r} is not a caller authentication mode",
@@ -330,6 +339,9 @@ class Settings:
             caller_min_images_per_shard=_int(env, "TRAPBATCH_CALLER_MIN_IMAGES_PER_SHARD", 0, minimum=0),
             notify_hosts=tuple(h.lower() for h in env.get("TRAPBATCH_NOTIFY_HOSTS", "").replace(",", " ").split()),
             notify_secret=env.get("TRAPBATCH_NOTIFY_SECRET", "").strip(),
+
+
+            simulated_failure_rate=_fraction(env, "TRAPBATCH_SIMULATED_FAILURE_RATE", 0.0),
         )
         if pool == "azure_batch":
             for name, value in (("TRAPBATCH_BATCH_ACCOUNT_URL", settings.batch_account_url),

@@ -3,12 +3,26 @@
 Pure: it takes an iterable of blob names (the storage adapter lists them in lexicographic order, as Azure does) and
 yields shards. Deterministic: the same listing and request give the same shards, which is what makes the task id a
 promise ("same request, same work").
+
+Two ways to the same shards: ``select_images`` + ``plan_shards`` over one listing stream (``run_enumerate``), and the
+parallel enumeration (``orchestrations.enumeration``), which lists virtual folders in parallel *parts* and then cuts
+shards from the parts' counts (``selected_counts``, ``shard_slices``). Both select the same images in the same
+order, because the selection rules are mergeable:
+
+* ``first_n``: the first N images of the global listing order (parts are concatenated in that order);
+* ``sample_n``: the N images with the smallest seeded hash keys (``sample_key``: blake2b of the seed and the name,
+  ties impossible in practice and broken by the name), kept in listing order. Every image is equally likely to be
+  among them (a uniform sample without replacement) and each part can keep its own N smallest keys, which merge.
+  (Before the parallel enumeration this was a seeded reservoir sample: a request with ``sample_n`` now selects a
+  different, equally uniform, sample than it did then.)
 """
 from __future__ import annotations
 
-import random
+import hashlib
+import heapq
+from dataclasses import asdict, dataclass
 from itertools import islice
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Sequence, TypedDict
 
 # MegaDetector's own image extensions (ct_utils / path_utils IMG_EXTENSIONS), compared case-insensitively.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".gif", ".png")
@@ -21,7 +35,8 @@ def is_image_name(name: str) -> bool:
 
 def select_images(names: Iterable[str], first_n: int | None = None, sample_n: int | None = None,
                   seed: int | None = None) -> Iterator[str]:
-    """Filter to images, then keep the first N, or a seeded uniform sample of N (reservoir, then sorted)."""
+    """Filter to images, then keep the first N, or a seeded uniform sample of N (the N smallest ``sample_key``s),
+    in listing order either way."""
     images = (n for n in names if is_image_name(n))
     if first_n is not None:
         yield from islice(images, first_n)
@@ -29,16 +44,18 @@ def select_images(names: Iterable[str], first_n: int | None = None, sample_n: in
     if sample_n is None:
         yield from images
         return
-    rng = random.Random(seed or 0)
-    reservoir: list[str] = []
-    for i, name in enumerate(images):
-        if i < sample_n:
-            reservoir.append(name)
-        else:
-            j = rng.randint(0, i)
-            if j < sample_n:
-                reservoir[j] = name
-    yield from sorted(reservoir)
+    smallest = heapq.nsmallest(sample_n, ((sample_key(seed, name), i, name) for i, name in enumerate(images)))
+    yield from (name for _, _, name in sorted(smallest, key=lambda t: t[1]))
+
+
+def sample_key(seed: int | None, name: str) -> tuple[str, str]:
+    """The order of a seeded sample: the N images with the smallest keys are the sample.
+
+    A 128-bit hash of seed and name (hex, so string order is numeric order), then the name (a tie-break that never
+    matters in practice but keeps the choice exact). Independent of listing order and of how the listing is split.
+    """
+    digest = hashlib.blake2b(f"{seed or 0}\0{name}".encode("utf-8"), digest_size=16).hexdigest()
+    return digest, name
 
 
 def plan_shards(images: Iterable[str], images_per_shard: int) -> Iterator[list[str]]:
@@ -102,3 +119,137 @@ def in_flight_shares(group_sizes: Sequence[int], max_in_flight: int) -> list[int
             shares[g] += 1
             left -= 1
     return shares
+
+
+# ---------------------------------------------------------------- parallel enumeration (pure parts)
+
+@dataclass(frozen=True, slots=True)
+class ListingLimits:
+    """How the parallel enumeration splits its work; fixed when the plan is made and stored with it.
+
+    Every activity is bounded whatever the container holds: the plan lists at most ``plan_items`` folder entries
+    (one level, a second one while there are fewer than ``expand_below`` folders), a listing call at most about
+    ``names_per_call`` blob names (whole pages of 5,000; ~23 us CPU each, so about 5 s), a shard-writing call about
+    ``images_per_write`` images. Units (``max_units``) are what runs in parallel. Defaults suit production;
+    tests pass small values to reach every branch with a few blobs.
+    """
+
+    max_units: int = 32
+    plan_items: int = 20_000
+    expand_below: int = 64
+    names_per_call: int = 200_000
+    images_per_write: int = 200_000
+    page_size: int = 5000  # names per listing request (the service's maximum; tests use less to reach markers)
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+class Leaf(TypedDict, total=False):
+    """One piece of the listing plan, in listing order: every blob under ``prefix`` (a virtual folder, listed flat),
+    or one blob ``name`` the folder listing already saw (a blob beside the folders)."""
+
+    prefix: str
+    name: str
+
+
+def merge_level(prefixes: Iterable[str], names: Iterable[str]) -> list[Leaf]:
+    """One page of a delimiter listing as leaves in listing order.
+
+    Why sort: the service returns a page's BlobPrefix and Blob elements in one alphabetical order, but the Python SDK
+    hands back the page's prefixes first and its blobs after (``BlobPrefixPaged._extract_data_cb``:
+    ``segment.blob_prefixes + segment.blob_items``). The set of names under a prefix is one contiguous range of the
+    order, so sorting the page by prefix and name restores the service's order (Python compares code points, which
+    is UTF-8 byte order; that is the listing order for the names camera traps produce).
+    """
+    leaves = [Leaf(prefix=p) for p in prefixes] + [Leaf(name=n) for n in names]
+    leaves.sort(key=lambda leaf: leaf.get("prefix") or leaf.get("name") or "")
+    return leaves
+
+
+FOLDER_WEIGHT = 1000  # a folder costs as much listing as this many single blobs the plan already saw (a guess)
+
+
+def group_leaves(leaves: Sequence[Leaf], max_units: int) -> list[list[Leaf]]:
+    """Consecutive leaves grouped into at most ``max_units`` listing units of about equal weight (folders weigh
+    ``FOLDER_WEIGHT``, single blobs 1), so units list in parallel and each stays in listing order."""
+    if not leaves:
+        return []
+    weights = [FOLDER_WEIGHT if "prefix" in leaf else 1 for leaf in leaves]
+    total = sum(weights)
+    units = max(1, min(max_units, sum(1 for w in weights if w == FOLDER_WEIGHT) or 1))
+    target = total / units
+    groups: list[list[Leaf]] = [[]]
+    acc = 0.0
+    for leaf, w in zip(leaves, weights):
+        if groups[-1] and acc + w / 2 > target * len(groups) and len(groups) < units:
+            groups.append([])
+        groups[-1].append(leaf)
+        acc += w
+    return groups
+
+
+def selected_counts(part_counts: Sequence[int], first_n: int | None = None) -> list[int]:
+    """Images each part contributes, in order: all of them, or only the global first ``first_n``."""
+    if first_n is None:
+        return list(part_counts)
+    out, left = [], first_n
+    for n in part_counts:
+        take = min(n, left)
+        out.append(take)
+        left -= take
+    return out
+
+
+def first_n_satisfied(unit_counts: Sequence[int], unit_done: Sequence[bool], first_n: int) -> int | None:
+    """The unit that completes the first ``first_n`` images, once every unit before it is fully listed (so later units
+    need no more listing); None while that is not known yet."""
+    acc = 0
+    for u, (n, done) in enumerate(zip(unit_counts, unit_done)):
+        acc += n
+        if acc >= first_n:
+            return u
+        if not done:
+            return None
+    return None
+
+
+class Slice(TypedDict):
+    """Images ``[skip, skip + take)`` of the selected images of listing part ``part`` (its index in listing order)."""
+
+    part: int
+    skip: int
+    take: int
+
+
+class ShardBatch(TypedDict):
+    """Shards ``first .. first + count - 1``, cut from the concatenation of ``slices`` (one activity writes them)."""
+
+    first: int
+    count: int
+    slices: list[Slice]
+
+
+def shard_batches(counts: Sequence[int], images_per_shard: int, images_per_batch: int) -> list[ShardBatch]:
+    """Cut the selected images (``counts`` per part, in listing order) into shards of ``images_per_shard``, as
+    ``plan_shards`` cuts the single stream, and group the shards into batches of about ``images_per_batch`` images
+    (at least one shard), each naming only the part slices it needs. Pure arithmetic on counts: no names."""
+    if images_per_shard < 1:
+        raise ValueError("images_per_shard must be >= 1")
+    total = sum(counts)
+    shards = -(-total // images_per_shard)
+    per_batch = max(1, images_per_batch // images_per_shard)
+    starts = [0]
+    for n in counts:
+        starts.append(starts[-1] + n)
+    batches: list[ShardBatch] = []
+    for first in range(0, shards, per_batch):
+        count = min(per_batch, shards - first)
+        lo, hi = first * images_per_shard, min(total, (first + count) * images_per_shard)
+        slices: list[Slice] = []
+        for part, n in enumerate(counts):
+            a, b = max(lo, starts[part]), min(hi, starts[part] + n)
+            if a < b:
+                slices.append({"part": part, "skip": a - starts[part], "take": b - a})
+        batches.append({"first": first, "count": count, "slices": slices})
+    return batches

@@ -34,6 +34,7 @@ from azure.functions.durable_functions import ActivityTriggerConverter
 
 from devhost import history as h
 from devhost.functions import AppIndex
+from devhost.metrics import Metrics, Timer
 from devhost.store import TERMINAL, Store
 from devhost.timeouts import call_with_timeout
 
@@ -169,6 +170,7 @@ class Engine:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.wake = threading.Event()
+        self.metrics = Metrics()  # benchmark counters (devhost.metrics); instrumentation only
 
     # ----------------------------------------------------------------- control
     def start(self) -> None:
@@ -481,7 +483,9 @@ class Engine:
         """Replay the orchestrator over ``doc``, check and record its new actions, then save and carry them out;
         or fail the instance when the orchestrator raised or broke determinism.
         """
-        state = self._replay(iid, inst, doc)
+        with Timer() as timer:
+            state = self._replay(iid, inst, doc)
+        self.metrics.orchestrator(inst["Name"], timer.cpu_s, timer.wall_s)
         effects: list[tuple[Any, ...]] = []
         # TaskOrchestrationShim / OutOfProcOrchestrationShim: the custom status is set first (16 KB limit), then an
         # orchestrator error fails the instance as "Orchestrator function '<name>' failed: <error>".
@@ -495,6 +499,7 @@ class Engine:
             self._fail(iid, inst, doc, error)
         else:
             self._finish_episode(iid, inst, doc, state, effects)
+        self.metrics.history(iid, len(doc["history"]))
 
     def _replay(self, iid: str, inst: dict[str, Any], doc: dict[str, Any]) -> dict[str, Any]:
         payload = {"history": doc["history"], "instanceId": iid, "isReplaying": False,
@@ -680,7 +685,20 @@ class Engine:
             fn, param = self.index.activities[name]
             arg = (ActivityTriggerConverter.decode(meta.Datum(type="json", value=input_json), trigger_metadata=None)
                    if input_json is not None else None)
-            result = call_with_timeout(name, lambda: fn(**{param: arg}), self.function_timeout_s)
+            cpu: list[float] = []
+
+            def invoke() -> Any:  # runs in the invocation thread, so its thread CPU is the activity's
+                start_cpu = time.thread_time()
+                try:
+                    return fn(**{param: arg})
+                finally:
+                    cpu.append(time.thread_time() - start_cpu)
+
+            started = time.perf_counter()
+            try:
+                result = call_with_timeout(name, invoke, self.function_timeout_s)
+            finally:
+                self.metrics.activity(name, sum(cpu), time.perf_counter() - started)
             encoded = ActivityTriggerConverter.encode(result, expected_type=None).value
             ev = h.event(h.TASK_COMPLETED, TaskScheduledId=tid, Result=encoded)
         except Exception as exc:  # an activity failure is data for the orchestrator, not a host crash

@@ -19,6 +19,14 @@ In the task-state container::
     tasks/<task>/shards/<shard>/attempt-<n>.results.json what the worker wrote for that attempt
     tasks/<task>/shards/<shard>/attempt-<n>.progress.json how many images that attempt has done so far (the poll
                                                          reads this small counter, never the results, for progress)
+
+
+    tasks/<task>/listing/plan.json                       the parallel enumeration's plan (units, limits)
+    tasks/<task>/listing/u<unit>.json                    one listing unit's leaves (folders and single blobs)
+    tasks/<task>/listing/u<unit>-p<part>.json            the image names one listing call found, in listing order
+    tasks/<task>/listing/u<unit>-p<part>.sample.json     that part's smallest sample keys (requests with sample_n)
+    tasks/<task>/listing/u<unit>-p<part>.next.json       where the unit's next part goes on (leaf, service marker)
+    tasks/<task>/listing/sample-threshold.json           the largest sample key selected (requests with sample_n)
     tasks/<task>/logs/<job>/<pool task>.log              a pool task's output (LocalPool)
     tasks/<task>/logs/<job>/<pool task>/stdout.txt | stderr.txt   a Batch task's output files (AzureBatchPool)
     results/<task>/detections[.<variant>].json | .csv    merged results (MegaDetector format 1.6) and the CSV
@@ -151,6 +159,37 @@ def pool_log_prefix(job_id: str, pool_task: str) -> str:
     virtual directory it is given, keeping the file names (batch-task-output-files.md).
     """
     return f"{task_prefix(task_of_pool_job(job_id))}logs/{job_id}/{pool_task}/"
+
+
+# ---------------------------------------------------------------- listing parts (parallel enumeration)
+# Working files of ``orchestrations.enumeration``: image names stay in blobs, the orchestrator holds counts.
+
+def listing_prefix(task_id: str) -> str:
+    return f"{task_prefix(task_id)}listing/"
+
+
+def listing_plan_blob(task_id: str) -> str:
+    return f"{listing_prefix(task_id)}plan.json"
+
+
+def listing_unit_blob(task_id: str, unit: int) -> str:
+    return f"{listing_prefix(task_id)}u{unit:04d}.json"
+
+
+def listing_part_blob(task_id: str, unit: int, part: int) -> str:
+    return f"{listing_prefix(task_id)}u{unit:04d}-p{part:05d}.json"
+
+
+def listing_sample_blob(task_id: str, unit: int, part: int) -> str:
+    return f"{listing_prefix(task_id)}u{unit:04d}-p{part:05d}.sample.json"
+
+
+def listing_cursor_blob(task_id: str, unit: int, part: int) -> str:
+    return f"{listing_prefix(task_id)}u{unit:04d}-p{part:05d}.next.json"
+
+
+def sample_threshold_blob(task_id: str) -> str:
+    return f"{listing_prefix(task_id)}sample-threshold.json"
 
 
 # ---------------------------------------------------------------- results

@@ -18,6 +18,7 @@ from core.ids import shards_instance_id
 from core.settings import OrchestrationKnobs
 from core.shards import group_count_limit, group_shards, in_flight_shares
 from gpu_batch.layout import pool_job_id, shard_id
+from orchestrations.enumeration import enumerate_in_parallel
 from orchestrations.fanin import fan_in
 from orchestrations.retries import POOL_RETRY, STORAGE_RETRY, RetryPolicy, call
 
@@ -184,8 +185,7 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
     knobs = OrchestrationKnobs.from_dict(data["knobs"])
     context.set_custom_status(c.TaskStatus(stage=Stage.enumerating, started=started))
 
-    enumeration: c.EnumerateOutput = yield from call(context, c.ENUMERATE, STORAGE_RETRY,
-                                                     c.EnumerateInput(task_id=task_id, request=request))
+    enumeration: c.EnumerateOutput = yield from enumerate_in_parallel(context, task_id, request)
     if enumeration["images"] == 0:
         raise NoImagesFound(f"no images (.jpg, .jpeg, .png, .gif) found in {_where(request)}; "
                             "check the container and prefix")

@@ -13,8 +13,12 @@ def make_pool(kind: str, **kwargs: Any) -> GpuPool:
         from gpu_batch.pool.local import LocalPool
 
         return LocalPool(**kwargs)
+    if kind == "simulated":  # benchmark only: no detector (gpu_batch/pool/simulated.py)
+        from gpu_batch.pool.simulated import SimulatedPool
+
+        return SimulatedPool(**kwargs)
     if kind == "azure_batch":
         from gpu_batch.pool.azure_batch import AzureBatchPool
 
         return AzureBatchPool(**kwargs)
-    raise ValueError(f"unknown pool kind {kind!r}: use 'local' or 'azure_batch'")
+    raise ValueError(f"unknown pool kind {kind!r}: use 'local', 'azure_batch' or (benchmarks only) 'simulated'")

@@ -38,13 +38,27 @@ EXPORTS: c.ExportsOutput = {
     "zooniverse_subjects": 24, "sizes_unknown": 0}
 
 
+ENUMERATION = [c.PLAN_LISTING, c.LIST_PART, c.WRITE_SHARDS, c.FINISH_ENUMERATION]
+
+
+def enumeration_answer(name: str, images: int, shards: int) -> Any:
+    """One listing unit of one part holding every image; the summary reports ``shards``."""
+    if name == c.PLAN_LISTING:
+        return {"units": 1 if images else 0, "leaves": 1 if images else 0, "images_per_write": 200_000}
+    if name == c.LIST_PART:
+        return {"images": images, "listed": images, "more": False}
+    if name == c.WRITE_SHARDS:
+        return {"shards": shards, "images": images}
+    return {"images": images, "shards": shards}
+
+
 def activities(images: int = 25, shards: int = 3, missing: int = 0) -> Any:
     """Enumeration, merge and previews, plus a pool on which every shard attempt completes at its first poll."""
 
     def answer(name: str, payload: Any) -> Any:
         assert payload["task_id"] == TASK
-        if name == c.ENUMERATE:
-            return {"images": images, "shards": shards}
+        if name in ENUMERATION:  # the parallel enumeration (tests/orchestrations/test_enumeration_orchestrator.py)
+            return enumeration_answer(name, images, shards)
         if name == c.MERGE_PART:  # the whole task is one part (25 images, far below merge_images_per_part)
             m = merged(missing)
             return {"part": 0, **{k: m[k] for k in ("images", "failed", "with_detections", "detections", "empty",
@@ -100,8 +114,8 @@ def test_fails_with_a_message_naming_the_place_when_there_are_no_images(prefix: 
     assert (f"under prefix '{prefix}'" in (run.error or "")) == bool(prefix)
     assert run.custom_status["stage"] == Stage.failed
     assert "'cams'" in run.custom_status["error"]
-    assert run.activity_names == [c.ENUMERATE] and not run.sub_orchestrations
-    assert run.inputs(c.ENUMERATE) == [{"task_id": TASK, "request": {**REQUEST, "prefix": prefix}}]
+    assert run.activity_names == [c.PLAN_LISTING, c.FINISH_ENUMERATION] and not run.sub_orchestrations
+    assert run.inputs(c.PLAN_LISTING) == [{"task_id": TASK, "request": {**REQUEST, "prefix": prefix}}]
 
 
 def test_runs_one_shard_group_sub_orchestration_per_group() -> None:
@@ -150,7 +164,7 @@ def test_all_groups_done_merges_then_publishes_and_completes() -> None:
     assert [s.run.status if s.run else None for s in run.sub_orchestrations] == ["Completed", "Completed"]
     assert [s.result["done"] for s in run.sub_orchestrations] == [2, 1]
     # the job ends before the merge; the merge is the parallel fan-in (orchestrations.fanin); the exports follow it
-    assert run.activity_names == [c.ENUMERATE, c.CLOSE_JOB, c.MERGE_PART, c.MERGE_COMBINE, c.SEARCH_REPEATS, c.SEARCH_REPEATS,
+    assert run.activity_names == [*ENUMERATION, c.CLOSE_JOB, c.MERGE_PART, c.MERGE_COMBINE, c.SEARCH_REPEATS, c.SEARCH_REPEATS,
                                   c.RANK_REPEATS, c.CLEAN_MERGE_WORK, c.EXPORTS, c.PREVIEWS]
     assert run.inputs(c.EXPORTS) == [{"task_id": TASK, "variant": ""}]
     assert run.inputs(c.MERGE_PART) == [{"task_id": TASK, "part": 0, "first_shard": 0, "shards": 3}]
@@ -175,7 +189,7 @@ def test_images_still_missing_after_the_merge_complete_with_errors() -> None:
     run = run_task(task_input(), activities(shards=1, missing=3))
 
     assert run.status == "Completed"
-    assert run.activity_names == [c.ENUMERATE, c.CLOSE_JOB, c.MERGE_PART, c.MERGE_COMBINE, c.SEARCH_REPEATS, c.SEARCH_REPEATS,
+    assert run.activity_names == [*ENUMERATION, c.CLOSE_JOB, c.MERGE_PART, c.MERGE_COMBINE, c.SEARCH_REPEATS, c.SEARCH_REPEATS,
                                   c.RANK_REPEATS, c.CLEAN_MERGE_WORK, c.EXPORTS, c.PREVIEWS]
     assert run.output["stage"] == Stage.completed_with_errors and run.output["missing"] == 3
     assert run.custom_status["stage"] == Stage.completed_with_errors
@@ -187,7 +201,7 @@ def test_enumeration_is_retried_on_transient_storage_errors(failures: int, statu
     seen = {"n": 0}
 
     def flaky(name: str, payload: Any) -> Any:
-        if name == c.ENUMERATE:
+        if name == c.PLAN_LISTING:
             seen["n"] += 1
             if seen["n"] <= failures:
                 raise ConnectionError("storage throttled")
@@ -196,7 +210,7 @@ def test_enumeration_is_retried_on_transient_storage_errors(failures: int, statu
     run = run_task(task_input(), flaky)
 
     assert run.status == status
-    calls = run.calls(c.ENUMERATE)
+    calls = run.calls(c.PLAN_LISTING)
     assert len(calls) == min(failures + 1, STORAGE_RETRY.attempts)
     # each retry waits on an explicit durable timer (no call_activity_with_retry, see orchestrations.retries)
     assert all(call.attempt == 1 for call in calls) and not [t for t in run.timers if t.retry]
@@ -323,7 +337,7 @@ def test_a_dry_run_stops_after_enumeration_with_an_estimate_and_touches_no_pool(
     run = run_task(task_input({**REQUEST, "dry_run": True}, **knobs), activities(images=100_000, shards=10))
 
     assert run.status == "Completed"
-    assert run.activity_names == [c.ENUMERATE] and not run.sub_orchestrations  # no submit, no job to close
+    assert run.activity_names == [*ENUMERATION] and not run.sub_orchestrations  # no submit, no job to close
     assert run.custom_status["stage"] == Stage.estimated and run.output["stage"] == Stage.estimated
     est = run.output["estimate"]
     assert (est["images"], est["shards"], est["pool_nodes"], est["nodes_used"]) == (100_000, 10, 4, 4)
@@ -392,7 +406,7 @@ def test_a_dry_run_notifies_its_estimate() -> None:
 
     [sent] = run.inputs(c.NOTIFY)
     assert sent["status"]["stage"] == Stage.estimated and sent["status"]["estimate"]["images"] == 30
-    assert run.activity_names == [c.ENUMERATE, c.NOTIFY]
+    assert run.activity_names == [*ENUMERATION, c.NOTIFY]
 
 
 def test_above_the_confirmation_limit_a_task_waits_and_expires_without_touching_the_pool() -> None:
@@ -410,7 +424,7 @@ def test_above_the_confirmation_limit_a_task_waits_and_expires_without_touching_
     run = run_task(data, with_drop_answers)
 
     assert run.status == "Completed"
-    assert run.activity_names == [c.ENUMERATE, c.DROP_ANSWER, c.DROP_ANSWER]  # no SUBMIT, no merge
+    assert run.activity_names == [*ENUMERATION, c.DROP_ANSWER, c.DROP_ANSWER]  # no SUBMIT, no merge
     assert [p["kind"] for p in run.inputs(c.DROP_ANSWER)] == ["estimate", "done"]
     assert run.inputs(c.DROP_ANSWER)[0]["status"]["stage"] == Stage.awaiting_confirmation
     assert run.orchestrator_timers[0].delay_s == 3600

@@ -97,3 +97,15 @@ def test_fan_in_work_blobs_live_under_the_task_and_apart_per_variant() -> None:
         layout.merge_part_blob(TASK, 1, "txt")
     with pytest.raises(ValueError, match="repeat search kind"):
         layout.repeat_search_blob(TASK, 1, "json")
+
+
+def test_listing_parts_sit_apart_from_shards_and_sort_in_listing_order() -> None:
+    names = [layout.listing_plan_blob(TASK), layout.listing_unit_blob(TASK, 3), layout.listing_part_blob(TASK, 3, 7),
+             layout.listing_sample_blob(TASK, 3, 7), layout.listing_cursor_blob(TASK, 3, 7),
+             layout.sample_threshold_blob(TASK)]
+    assert len(set(names)) == len(names)
+    assert all(n.startswith(layout.listing_prefix(TASK)) and n.startswith(layout.task_prefix(TASK)) for n in names)
+    assert not any(n.startswith(layout.task_prefix(TASK) + "shards/") for n in names)
+    assert all(layout.attempt_of_results_blob(n) is None for n in names)
+    parts = [layout.listing_part_blob(TASK, u, p) for u in (0, 1, 12) for p in (0, 2, 10, 11)]
+    assert sorted(parts) == parts

@@ -2,7 +2,10 @@ from __future__ import annotations
 
 import pytest
 
-from core.shards import group_shards, is_image_name, missing_images, plan_shards, select_images
+from collections import Counter
+
+from core.shards import (FOLDER_WEIGHT, first_n_satisfied, group_leaves, group_shards, is_image_name, merge_level,
+                         missing_images, plan_shards, sample_key, select_images, selected_counts, shard_batches)
 
 NAMES = [f"cam{c}/img{i:03d}.JPG" for c in range(3) for i in range(20)] + ["cam0/notes.txt", "cam1/.hidden.jpg"]
 
@@ -17,10 +20,10 @@ def test_first_n_keeps_listing_order() -> None:
     assert list(select_images(NAMES, first_n=5)) == NAMES[:5]
 
 
-def test_sample_is_deterministic_sorted_and_seed_dependent() -> None:
+def test_sample_is_deterministic_in_listing_order_and_seed_dependent() -> None:
     a = list(select_images(NAMES, sample_n=10, seed=1))
     assert a == list(select_images(NAMES, sample_n=10, seed=1))
-    assert a == sorted(a) and len(a) == 10 and len(set(a)) == 10
+    assert a == [n for n in NAMES if n in set(a)] and len(a) == 10 and len(set(a)) == 10
     assert a != list(select_images(NAMES, sample_n=10, seed=2))
     assert len(list(select_images(NAMES, sample_n=100))) == 60
 
@@ -64,3 +67,58 @@ def test_in_flight_shares_rule_examples() -> None:
     assert in_flight_shares([10, 1, 10], 12) == [6, 1, 5]  # a small group's unused share goes to the others
     assert in_flight_shares([3, 2], 100) == [3, 2]  # never more than a group's shards
     assert group_count_limit(23, 4, 5) == 5 and group_count_limit(23, 4, 100) == 4
+
+
+def test_sample_is_the_smallest_seeded_keys_whatever_the_listing_order() -> None:
+    images = NAMES[:60]
+    chosen = list(select_images(images, sample_n=7, seed=5))
+    assert set(chosen) == set(sorted(images, key=lambda n: sample_key(5, n))[:7])
+    assert set(select_images(list(reversed(images)), sample_n=7, seed=5)) == set(chosen)  # mergeable across parts
+
+
+def test_sample_is_roughly_uniform_over_seeds() -> None:
+    images = [f"cam/{i:02d}.jpg" for i in range(40)]
+    seeds = 2000
+    hits = Counter(n for seed in range(seeds) for n in select_images(images, sample_n=10, seed=seed))
+    expected = seeds * 10 / 40  # 500 each; binomial sd ~19
+    assert set(hits) == set(images)
+    assert all(abs(h - expected) < 0.25 * expected for h in hits.values()), hits.most_common(3)
+
+
+def test_merge_level_restores_listing_order_of_a_page() -> None:
+    # the SDK gives a page's prefixes first; "a-b/" < "a.jpg" < "a/" in the service's order
+    leaves = merge_level(["a-b/", "a/", "c/"], ["a.jpg", "b.jpg", "d.png"])
+    assert leaves == [{"prefix": "a-b/"}, {"name": "a.jpg"}, {"prefix": "a/"}, {"name": "b.jpg"}, {"prefix": "c/"},
+                      {"name": "d.png"}]
+
+
+@pytest.mark.parametrize("folders, names, units", [(10, 0, 4), (3, 0, 8), (0, 5, 4), (50, 200, 7)])
+def test_leaves_group_into_consecutive_balanced_units(folders: int, names: int, units: int) -> None:
+    leaves = merge_level([f"f{i:03d}/" for i in range(folders)], [f"n{i:03d}.jpg" for i in range(names)])
+    groups = group_leaves(leaves, units)
+    assert [leaf for g in groups for leaf in g] == leaves and all(groups)
+    assert len(groups) == max(1, min(units, folders))
+    weights = [sum(FOLDER_WEIGHT if "prefix" in leaf else 1 for leaf in g) for g in groups]
+    assert max(weights) <= 2 * sum(weights) / len(groups) + FOLDER_WEIGHT
+
+
+def test_first_n_counts_and_when_later_units_are_not_needed() -> None:
+    assert selected_counts([3, 0, 4, 5], 5) == [3, 0, 2, 0]
+    assert selected_counts([3, 4]) == [3, 4]
+    assert first_n_satisfied([3, 9, 1], [True, False, False], 5) == 1  # unit 1 already has enough
+    assert first_n_satisfied([3, 1, 9], [True, False, False], 5) is None  # unit 1 may have more before unit 2
+    assert first_n_satisfied([3, 1, 9], [True, True, False], 5) == 2
+
+
+@pytest.mark.parametrize("counts, per, batch", [([5, 0, 7, 1], 3, 6), ([10], 4, 1), ([], 3, 9), ([2, 2, 2], 2, 100)])
+def test_shard_batches_cut_the_concatenated_parts_like_the_single_stream(counts: list[int], per: int,
+                                                                           batch: int) -> None:
+    parts = [[f"p{p}-{i}" for i in range(n)] for p, n in enumerate(counts)]
+    stream = [x for part in parts for x in part]
+    shards: list[list[str]] = []
+    for b in shard_batches(counts, per, batch):
+        names = [x for s in b["slices"] for x in parts[s["part"]][s["skip"]: s["skip"] + s["take"]]]
+        cut = list(plan_shards(names, per))
+        assert len(cut) == b["count"] and b["first"] == len(shards)
+        shards += cut
+    assert shards == list(plan_shards(stream, per))

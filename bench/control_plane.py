@@ -1,0 +1,316 @@
+"""Control-plane benchmark: ``python bench/control_plane.py --images N --images-per-shard S [--failure-rate F]``.
+
+What it measures: everything trapbatch's Functions app does for a task of N images *except detection*: enumeration,
+orchestration (task, shard groups), pool submissions and polls, resubmissions, the merge with its repeat search,
+previews, and the status API while all that runs. The detector is replaced by ``gpu_batch.pool.simulated``
+(``TRAPBATCH_POOL=simulated``, benchmark only), which completes each shard task at once with seeded synthetic
+detections, so the figures are the control plane's alone.
+
+How: Azurite (in memory, or ``--connection`` to an existing one) holds N real, zero-byte blobs (only names matter to
+the control plane) in camera folders (``site<s>/cam<c>/IMG_<i>.JPG``, ``--images-per-folder`` each); devhost serves
+``function_app.py`` in this process; the task starts with ``POST /api/tasks`` and ``GET /api/tasks/{id}`` is polled
+every ``--status-interval`` seconds until it ends. devhost's counters (``devhost.metrics``) give CPU per orchestrator
+and activity, activity wall times and history events per instance.
+
+Record (printed, and saved to ``bench/results/control_plane-<N>.json`` or ``--out``):
+
+    wall_s                          POST to the final status
+    orchestrator_cpu_s              CPU of every orchestrator replay (all instances, all episodes)
+    activity_cpu_s                  CPU of every activity body (their invocation threads)
+    control_plane_cpu_share_of_gpu  (orchestrator + activity CPU) / (N / 250 img/s): the share of the GPU time the task
+                                    represents that the control plane costs
+    max_history_events_per_instance the most history events one instance held in one execution (generation)
+    max_activity_s                  the longest activity invocation (wall), and which one (max_activity)
+    status_p99_s                    99th percentile latency of GET /api/tasks/{id} during the run (also p50, max)
+    enumerate_s                     time in stage "enumerating" (from the polled statuses)
+    merge_s                         time in stage "merging" (from the polled statuses; 0 if no poll saw it, then see
+                                    ``functions``)
+    repeat_search_s                 time inside ``core.repeats.RepeatFinder`` (add + result), wherever it runs in this
+                                    process (repeat_search_cpu_s: the CPU of that time)
+    functions                       per orchestrator and activity: calls, cpu_s, wall_s, max_wall_s
+    machine                         CPUs, load average before and after (this machine is shared), Python, git commit
+
+The figures change with other work on the merge, the repeat search and the polls; rerun the same command to compare.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+GPU_IMAGES_PER_S = 250.0  # the GPU throughput the control plane's cost is compared with (issue 11)
+FUNCTION_KEY = "control-plane-benchmark-key"
+
+
+def image_names(n: int, per_folder: int, cams_per_site: int = 10) -> list[str]:
+    names = []
+    for i in range(n):
+        folder = i // per_folder
+        names.append(f"site{folder // cams_per_site:03d}/cam{folder % cams_per_site:02d}/IMG_{i:08d}.JPG")
+    return names
+
+
+def upload(connection: str, container: str, names: list[str], concurrency: int = 64) -> float:
+    """Create ``names`` as zero-byte blobs: plain PUTs with one container SAS over aiohttp, many at once (the SDK's
+    per-call overhead made this the slowest part of a large run)."""
+    import asyncio
+    from datetime import datetime, timedelta, timezone
+    from urllib.parse import quote
+
+    import aiohttp
+    from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, generate_container_sas
+
+    service = BlobServiceClient.from_connection_string(connection)
+    try:
+        service.create_container(container)
+    except Exception:  # noqa: BLE001 - exists already
+        pass
+    sas = generate_container_sas(str(service.account_name), container, account_key=service.credential.account_key,
+                                 permission=ContainerSasPermissions(write=True, create=True),
+                                 expiry=datetime.now(timezone.utc) + timedelta(hours=12))
+    base = service.url.rstrip("/") + "/" + container + "/"
+    headers = {"x-ms-blob-type": "BlockBlob", "Content-Length": "0"}
+
+    async def put_all() -> None:
+        queue = iter(names)
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+            async def worker() -> None:
+                for name in queue:
+                    for attempt in range(5):
+                        async with session.put(base + quote(name) + "?" + sas, data=b"", headers=headers) as resp:
+                            if resp.status == 201:
+                                break
+                            if attempt == 4:
+                                raise RuntimeError(f"upload of {name} failed: {resp.status} {await resp.text()}")
+                        await asyncio.sleep(0.5)
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+    started = time.perf_counter()
+    asyncio.run(put_all())
+    return time.perf_counter() - started
+
+
+class RepeatTimer:
+    """Time spent in ``core.repeats.RepeatFinder`` (``add`` and ``result``), wrapped for this process only."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.cpu_seconds = 0.0  # the calling threads' CPU: steadier than wall time on a shared machine
+        self._lock = threading.Lock()
+
+    def install(self) -> bool:
+        try:
+            from core import repeats
+        except ImportError:
+            return False
+        finder = getattr(repeats, "RepeatFinder", None)
+        if finder is None:
+            return False
+        for attr in ("add", "result"):
+            original = getattr(finder, attr, None)
+            if original is not None:
+                setattr(finder, attr, self._timed(original))
+        return True
+
+    def _timed(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            started, cpu = time.perf_counter(), time.thread_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                with self._lock:
+                    self.seconds += time.perf_counter() - started
+                    self.cpu_seconds += time.thread_time() - cpu
+        return wrapper
+
+
+class StatusPoller(threading.Thread):
+    """GET /api/tasks/{id} every ``interval`` s: each call's latency, and when each stage was first seen."""
+
+    def __init__(self, base: str, task_id: str, interval: float, t0: float) -> None:
+        super().__init__(daemon=True)
+        import requests
+
+        self.session = requests.Session()
+        self.session.headers["x-functions-key"] = FUNCTION_KEY
+        self.url = f"{base}/api/tasks/{task_id}"
+        self.interval = interval
+        self.t0 = t0
+        self.latencies: list[float] = []
+        self.stages: dict[str, float] = {}
+        self.last: dict[str, Any] = {}
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            started = time.perf_counter()
+            try:
+                status = self.session.get(self.url, timeout=120).json()
+            except Exception as exc:  # noqa: BLE001 - a failed status call is recorded as such
+                status = {"error": str(exc)}
+            now = time.perf_counter()
+            self.latencies.append(now - started)
+            stage = status.get("stage")
+            if stage and stage not in self.stages:
+                self.stages[stage] = now - self.t0
+            self.last = status
+            if status.get("runtime_status") in ("Completed", "Failed", "Terminated"):
+                self.done.set()
+                return
+            self.done.wait(self.interval)
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _stage_span(stages: dict[str, float], start: str, ends: tuple[str, ...], t_start: float = 0.0) -> float:
+    begin = stages.get(start, t_start if start == "enumerating" else None)
+    end = min((stages[s] for s in ends if s in stages), default=None)
+    return round(end - begin, 3) if begin is not None and end is not None else 0.0
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from devhost.azurite import start_azurite
+
+    azurite = None
+    connection = args.connection
+    if not connection:
+        azurite = start_azurite()
+        connection = azurite.connection_string
+    load_before = os.getloadavg()
+    container = f"bench{args.images}"
+    names = image_names(args.images, args.images_per_folder)
+    upload_s = upload(connection, container, names)
+    print(f"uploaded {len(names):,} blobs in {upload_s:.1f} s", flush=True)
+
+    os.environ.update({
+        "AzureWebJobsStorage": connection, "TRAPBATCH_POOL": "simulated", "TRAPBATCH_CONTAINER": f"state{args.images}",
+        "TRAPBATCH_SIMULATED_FAILURE_RATE": str(args.failure_rate), "TRAPBATCH_POLL_MIN_S": str(args.poll_min_s),
+        "TRAPBATCH_POLL_MAX_S": str(args.poll_max_s), "TRAPBATCH_MODEL": "MDV5A",
+    })
+    repeat_timer = RepeatTimer()
+    repeat_timed = repeat_timer.install()
+    import function_app
+    from devhost.host import DevHost
+
+    host = DevHost(function_app.app, connection, task_hub=f"bench{args.images}", port=0, blob_poll_s=30,
+                   activity_workers=args.activity_workers, function_key=FUNCTION_KEY)
+    host.start()
+    try:
+        import requests
+
+        body = {"container": container, "images_per_shard": args.images_per_shard, "model": "MDV5A",
+                "request_name": f"control-plane benchmark {args.images}"}
+        t0 = time.perf_counter()
+        r = requests.post(f"{host.base_url}/api/tasks", json=body, headers={"x-functions-key": FUNCTION_KEY},
+                          timeout=60)
+        r.raise_for_status()
+        task_id = r.json()["id"]
+        poller = StatusPoller(host.base_url, task_id, args.status_interval, t0)
+        poller.start()
+        if not poller.done.wait(args.timeout_s):
+            raise TimeoutError(f"the task did not end within {args.timeout_s} s: {poller.last}")
+        wall_s = time.perf_counter() - t0
+        poller.join(5)
+        metrics = host.engine.metrics.snapshot()
+    finally:
+        host.stop()
+        if azurite is not None:
+            azurite.stop()
+
+    final = poller.last
+    orchestrator_cpu = sum(f["cpu_s"] for f in metrics["orchestrators"].values())
+    activity_cpu = sum(f["cpu_s"] for f in metrics["activities"].values())
+    longest = max(metrics["activities"].items(), key=lambda kv: kv[1]["max_wall_s"], default=("", {"max_wall_s": 0}))
+    history = metrics["history_events"]
+    gpu_s = args.images / GPU_IMAGES_PER_S
+    stages = poller.stages
+    record: dict[str, Any] = {
+        "images": args.images, "images_per_shard": args.images_per_shard, "failure_rate": args.failure_rate,
+        "images_per_folder": args.images_per_folder, "task_id": task_id,
+        "final_stage": final.get("stage"), "runtime_status": final.get("runtime_status"),
+        "final_images": final.get("images"), "final_failed": final.get("failed"), "shards": final.get("shards"),
+        "resubmissions": final.get("resubmissions"),
+        "wall_s": round(wall_s, 3),
+        "orchestrator_cpu_s": round(orchestrator_cpu, 3),
+        "activity_cpu_s": round(activity_cpu, 3),
+        "control_plane_cpu_s": round(orchestrator_cpu + activity_cpu, 3),
+        "gpu_s_at_250_img_s": round(gpu_s, 3),
+        "control_plane_cpu_share_of_gpu": round((orchestrator_cpu + activity_cpu) / gpu_s, 5) if gpu_s else None,
+        "max_history_events_per_instance": max(history.values(), default=0),
+        "max_history_instance": max(history, key=lambda k: history[k], default=""),
+        "instances": len(history),
+        "max_activity_s": round(longest[1]["max_wall_s"], 3), "max_activity": longest[0],
+        "status_p99_s": round(percentile(poller.latencies, 0.99), 4),
+        "status_p50_s": round(percentile(poller.latencies, 0.5), 4),
+        "status_max_s": round(max(poller.latencies, default=0.0), 4), "status_polls": len(poller.latencies),
+        "enumerate_s": _stage_span(stages, "enumerating", ("detecting", "failed")),
+        "merge_s": _stage_span(stages, "merging", ("publishing", "completed", "completed_with_errors", "failed")),
+        "repeat_search_s": round(repeat_timer.seconds, 3) if repeat_timed else None,
+        "repeat_search_cpu_s": round(repeat_timer.cpu_seconds, 3) if repeat_timed else None,
+        "stages_first_seen_s": {k: round(v, 3) for k, v in stages.items()},
+        "upload_s": round(upload_s, 3),
+        "functions": {"orchestrators": metrics["orchestrators"], "activities": metrics["activities"]},
+        "settings": {"poll_min_s": args.poll_min_s, "poll_max_s": args.poll_max_s,
+                     "activity_workers": args.activity_workers, "status_interval_s": args.status_interval},
+        "machine": {"cpus": os.cpu_count(), "loadavg_before": [round(x, 2) for x in load_before],
+                    "loadavg_after": [round(x, 2) for x in os.getloadavg()], "python": platform.python_version(),
+                    "git_commit": _git_commit(), "simulated": "pool: gpu_batch.pool.simulated (no detector); "
+                    "storage: Azurite; host: devhost"},
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--images", type=int, required=True)
+    p.add_argument("--images-per-shard", type=int, required=True)
+    p.add_argument("--failure-rate", type=float, default=0.0, help="share of images failing per attempt (retryable)")
+    p.add_argument("--images-per-folder", type=int, default=2000)
+    p.add_argument("--poll-min-s", type=float, default=1.0)
+    p.add_argument("--poll-max-s", type=float, default=2.0)
+    p.add_argument("--activity-workers", type=int, default=8)
+    p.add_argument("--status-interval", type=float, default=0.5)
+    p.add_argument("--timeout-s", type=float, default=3600.0)
+    p.add_argument("--connection", default="", help="an existing Azurite's connection string (default: start one)")
+    p.add_argument("--out", default="", help="default bench/results/control_plane-<N>.json")
+    args = p.parse_args(argv)
+    record = run(args)
+    out = Path(args.out) if args.out else REPO / "bench" / "results" / f"control_plane-{args.images}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=1) + "\n")
+    summary = {k: record[k] for k in ("images", "final_stage", "wall_s", "orchestrator_cpu_s", "activity_cpu_s",
+                                      "control_plane_cpu_share_of_gpu", "max_history_events_per_instance",
+                                      "max_activity_s", "max_activity", "status_p99_s", "enumerate_s", "merge_s",
+                                      "repeat_search_s")}
+    print(json.dumps(summary, indent=1))
+    print(f"saved {out}")
+    return 0 if record["runtime_status"] == "Completed" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

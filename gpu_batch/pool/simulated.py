@@ -1,0 +1,171 @@
+"""SimulatedPool: BENCHMARK ONLY. A pool without a detector, for measuring trapbatch's control plane.
+
+What it is for: ``bench/control_plane.py`` measures what the Functions app costs (enumeration, orchestration, polls,
+merge, repeat search, status) for millions of images, which no GPU could detect in a benchmark's time. This pool
+"runs" each shard task at once: a background thread reads the shard manifest and writes the attempt's results
+document, every image of the manifest with **seeded synthetic detections** (random boxes; a few boxes recur at fixed
+places per folder, like the rocks MegaDetector's repeat detection looks for). Its results are fake by design: never
+select it (``TRAPBATCH_POOL=simulated``) for anything but a control-plane benchmark.
+
+What it keeps of a real pool: Azure Batch's task-state model as ``GpuPool`` describes it (a task is ``active`` when
+submitted, ``running`` while its results are written, then ``completed`` with ``success`` and exit code 0; a
+resubmission of the same task id is a no-op; ``cancel`` completes unfinished tasks with a failure; ``close_job``
+completes the job's unfinished tasks and refuses later submissions with ``JobClosed``), and per-image failures as the
+worker writes them: with ``failure_rate`` F, each image of each attempt fails with probability F (seeded by image and
+attempt) as a *retryable* download failure, so the app resubmits it as the next attempt, as it would on Batch.
+
+Task state is in memory (one pool object per process, as ``adapters.clients.pool`` caches it); the results go to blob
+storage, where the app reads them. The writing threads are not the control plane: the benchmark counts only the
+app's orchestrator and activity CPU.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from typing import Any, Sequence
+
+from gpu_batch import manifest as contract
+from gpu_batch.pool.base import JobClosed, PoolChanges, ShardTask, TaskInfo, TaskResult, TaskState
+
+CATEGORIES = {"1": "animal", "2": "person", "3": "vehicle"}
+REPEAT_SHARE = 0.3  # images of a folder that show one of its fixed "rock" boxes
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+def _rng(*parts: object) -> random.Random:
+    digest = hashlib.blake2b("\0".join(map(str, parts)).encode("utf-8"), digest_size=8).digest()
+    return random.Random(int.from_bytes(digest, "big"))
+
+
+def synthetic_entry(name: str, attempt: int, failure_rate: float, seed: int = 0) -> dict[str, Any]:
+    """One image's synthetic result: a retryable failure with probability ``failure_rate`` (per attempt), else 0-3
+    random detections, plus with probability ``REPEAT_SHARE`` one of three fixed boxes of the image's folder."""
+    if failure_rate and _rng(seed, "fail", name, attempt).random() < failure_rate:
+        return {"file": name, "failure": "image access failure", "detections": None,
+                **contract.failure_fields(contract.REASON_DOWNLOAD)}
+    rng = _rng(seed, name)
+    detections = []
+    for _ in range(rng.choice((0, 0, 1, 1, 2, 3))):
+        x, y = rng.random() * 0.8, rng.random() * 0.8
+        detections.append({"category": rng.choice(("1", "1", "1", "2", "3")), "conf": round(rng.uniform(0.005, 1), 3),
+                           "bbox": [round(x, 4), round(y, 4), round(rng.uniform(0.02, 0.2), 4),
+                                    round(rng.uniform(0.02, 0.2), 4)]})
+    if rng.random() < REPEAT_SHARE:
+        folder = name.rsplit("/", 1)[0] if "/" in name else ""
+        place = _rng(seed, "rock", folder, rng.randrange(3))
+        detections.append({"category": "1", "conf": round(rng.uniform(0.3, 0.9), 3),
+                           "bbox": [round(place.random() * 0.8, 4), round(place.random() * 0.8, 4), 0.1, 0.1]})
+    return {"file": name, "detections": detections}
+
+
+class SimulatedPool:
+    def __init__(self, connection_string: str, failure_rate: float = 0.0, seed: int = 0, writers: int = 2) -> None:
+        from azure.storage.blob import BlobServiceClient
+
+        if not 0 <= failure_rate < 1:
+            raise ValueError(f"failure_rate {failure_rate} is not in [0, 1)")
+        self.blobs = BlobServiceClient.from_connection_string(connection_string)
+        self.failure_rate = failure_rate
+        self.seed = seed
+        self._tasks: dict[str, dict[str, TaskInfo]] = {}
+        self._changed: dict[str, dict[str, int]] = {}  # job -> task -> the change counter at its last state write
+        self._clock = 0  # the change cursor: a counter, so no change can fall between two calls
+        self._closed: set[str] = set()
+        self._lock = threading.Lock()
+        self._writers = ThreadPoolExecutor(max_workers=writers, thread_name_prefix="simulated-pool")
+
+    # ---------------------------------------------------------------- GpuPool
+    def ensure_job(self, job_id: str) -> None:
+        with self._lock:
+            self._tasks.setdefault(job_id, {})
+
+    def submit(self, job_id: str, tasks: Sequence[ShardTask]) -> None:
+        with self._lock:
+            if tasks and job_id in self._closed:
+                raise JobClosed(f"job {job_id} is closed (close_job): it accepts no tasks")
+            job = self._tasks.setdefault(job_id, {})
+            new = [t for t in tasks if t.task_id not in job]
+            for t in new:
+                job[t.task_id] = TaskInfo(t.task_id, TaskState.active)
+                self._touch(job_id, t.task_id)
+        for t in new:
+            self._writers.submit(self._run, job_id, t)
+
+    def poll(self, job_id: str, task_ids: Sequence[str] | None = None) -> list[TaskInfo]:
+        with self._lock:
+            job = self._tasks.get(job_id, {})
+            if task_ids is None:
+                return list(job.values())
+            return [job[t] for t in task_ids if t in job]
+
+    def cursor(self) -> str:
+        with self._lock:
+            return str(self._clock)
+
+    def changes(self, job_id: str, since: str) -> PoolChanges:
+        """The job's tasks written after ``since`` (a value of this pool's change counter)."""
+        after = int(since)
+        with self._lock:
+            job, stamps = self._tasks.get(job_id, {}), self._changed.get(job_id, {})
+            return PoolChanges(tasks=[job[t] for t, n in stamps.items() if n > after], cursor=str(self._clock))
+
+    def cancel(self, job_id: str, task_id: str | None = None) -> None:
+        self._end(job_id, task_id, "terminated: cancelled by the user")
+
+    def close_job(self, job_id: str) -> None:
+        with self._lock:
+            self._closed.add(job_id)
+        self._end(job_id, None, "terminated: the job was closed")
+
+    # ---------------------------------------------------------------- the simulated worker
+    def _end(self, job_id: str, task_id: str | None, message: str) -> None:
+        with self._lock:
+            job = self._tasks.get(job_id, {})
+            for tid, info in list(job.items()):
+                if (task_id is None or tid == task_id) and info.state is not TaskState.completed:
+                    job[tid] = TaskInfo(tid, TaskState.completed, TaskResult.failure, None, message,
+                                        info.start_time, _now())
+                    self._touch(job_id, tid)
+
+    def _touch(self, job_id: str, task_id: str) -> None:
+        """Stamp a state write with the next counter value (callers hold the lock)."""
+        self._clock += 1
+        self._changed.setdefault(job_id, {})[task_id] = self._clock
+
+    def _set(self, job_id: str, info: TaskInfo) -> bool:
+        """Record a state change unless the task already completed (cancelled or closed meanwhile)."""
+        with self._lock:
+            job = self._tasks.get(job_id, {})
+            current = job.get(info.task_id)
+            if current is None or current.state is TaskState.completed:
+                return False
+            job[info.task_id] = info
+            self._touch(job_id, info.task_id)
+            return True
+
+    def _run(self, job_id: str, task: ShardTask) -> None:
+        started = _now()
+        if not self._set(job_id, TaskInfo(task.task_id, TaskState.running, start_time=started)):
+            return
+        try:
+            raw = self.blobs.get_blob_client(task.manifest_container, task.manifest_blob).download_blob().readall()
+            shard = contract.ShardManifest.from_dict(json.loads(raw))
+            entries = [synthetic_entry(name, shard.attempt, self.failure_rate, self.seed) for name in shard.images]
+            doc = {"images": sorted(entries, key=lambda e: e["file"]), "detection_categories": dict(CATEGORIES),
+                   "info": {"format_version": "1.6", "detector": "simulated (control-plane benchmark, not a model)",
+                            "trapbatch": {"task_id": shard.task_id, "shard_id": shard.shard_id,
+                                          "attempt": shard.attempt, "complete": True}}}
+            self.blobs.get_blob_client(shard.output_container, shard.output_blob).upload_blob(
+                json.dumps(doc).encode("utf-8"), overwrite=True)
+        except Exception as exc:  # noqa: BLE001 - the simulated worker failed: a failed task, as on a pool
+            self._set(job_id, TaskInfo(task.task_id, TaskState.completed, TaskResult.failure, 1,
+                                       f"simulated worker failed: {exc}", started, _now()))
+            return
+        self._set(job_id, TaskInfo(task.task_id, TaskState.completed, TaskResult.success, 0, None, started, _now()))

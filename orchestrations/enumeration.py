@@ -1,0 +1,123 @@
+"""The parallel enumeration: list a container's virtual folders in parallel activities, then cut the shard manifests.
+
+Why: one activity listing a whole container in one stream (``enumerate_images``) costs ~23 us of CPU per blob, so
+ten million blobs were half an hour in one activity, far past ``functionTimeout``. Here:
+
+1. ``plan_listing`` lists one or two levels of virtual folders (delimiter ``/``) and writes *units*: consecutive
+   folders and single blobs, in listing order;
+2. each unit is listed by a chain of ``list_images_part`` calls, each bounded (``core.shards.ListingLimits``) and
+   carrying the service's continuation marker to the next; the units' chains run in parallel, in rounds (one call
+   per unfinished unit, then ``task_all``);
+3. with ``sample_n``, ``choose_sample`` merges the parts' smallest seeded keys; with ``first_n``, pure arithmetic
+   on the part counts;
+4. ``write_shard_manifests`` calls, in parallel, each write a batch of shards from the part slices computed here
+   (``core.shards.shard_batches``), exactly the shards the single stream would have cut;
+5. ``finish_enumeration`` writes the summary.
+
+What it must not do: hold image names. The orchestration history is plain tables with ~64 KB messages, so only counts
+and part numbers pass through it; the names, and the service's continuation markers (which may encode a blob name:
+Azurite's are the next name), stay in the listing blobs (``gpu_batch.layout.listing_*``).
+Use as ``enumeration = yield from enumerate_in_parallel(context, task_id, request)``.
+
+Retries: activities are idempotent (the same input lists and writes the same blobs), so a failed round is retried
+for the calls that did not succeed, after a durable timer, like ``orchestrations.retries.call`` (and for the same
+reason, azure-functions-durable-python#603, not with ``call_activity_with_retry``). ``task_all`` fails as soon as
+one call fails (the SDK's ``WhenAllTask.try_set_value``); the calls that had succeeded by then keep their results.
+"""
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any, Generator
+
+import azure.durable_functions as df
+from azure.durable_functions.models.Task import TaskState
+
+from core import contracts as c
+from core.requests import TaskRequest
+from core.shards import first_n_satisfied, selected_counts, shard_batches
+from orchestrations.retries import STORAGE_RETRY, RetryPolicy, call
+
+IMAGES_PER_WRITE = 200_000  # images of the shards one write_shard_manifests call writes (about 10 s of blob writes)
+
+
+def call_all(context: df.DurableOrchestrationContext, name: str, payloads: list[Any],
+             policy: RetryPolicy = STORAGE_RETRY) -> Generator[Any, Any, list[Any]]:
+    """Call activity ``name`` once per payload, in parallel; retry the calls that failed (and those still running
+    when one failed) after a durable timer, up to ``policy.attempts`` rounds. Results in payload order."""
+    results: list[Any] = [None] * len(payloads)
+    todo = list(range(len(payloads)))
+    retry = 0
+    while todo:
+        tasks = [context.call_activity(name, payloads[i]) for i in todo]
+        try:
+            values = yield context.task_all(tasks)
+        except Exception:  # noqa: BLE001 - one call's failure; keep what succeeded, retry the rest
+            retry += 1
+            if retry >= policy.attempts:
+                raise
+            done = [i for i, t in zip(todo, tasks) if getattr(t, "state", None) is TaskState.SUCCEEDED]
+            for i, t in zip(todo, tasks):
+                if i in done:
+                    results[i] = t.result
+            todo = [i for i in todo if i not in done]
+            yield context.create_timer(context.current_utc_datetime + timedelta(seconds=policy.delay_s(retry)))
+            continue
+        for i, value in zip(todo, values):
+            results[i] = value
+        todo = []
+    return results
+
+
+def enumerate_in_parallel(context: df.DurableOrchestrationContext, task_id: str,
+                          request: dict[str, Any]) -> Generator[Any, Any, c.EnumerateOutput]:
+    """Enumerate the request's images into shard manifests; returns the counts (``EnumerateOutput``)."""
+    plan: c.PlanListingOutput = yield from call(context, c.PLAN_LISTING, STORAGE_RETRY,
+                                                c.EnumerateInput(task_id=task_id, request=request))
+    units = plan["units"]
+    parsed = TaskRequest.from_dict(request)
+    first_n, sample_n = parsed.first_n, parsed.sample_n
+
+    counts: list[list[int]] = [[] for _ in range(units)]  # images of each part, per unit
+    unfinished = set(range(units))
+    while unfinished:
+        active = sorted(unfinished)
+        payloads = []
+        for u in active:
+            payload = c.ListPartInput(task_id=task_id, request=request, unit=u, part=len(counts[u]))
+            if first_n is not None:
+                payload["max_images"] = first_n
+            payloads.append(payload)
+        outputs: list[c.ListPartOutput] = yield from call_all(context, c.LIST_PART, payloads)
+        for u, out in zip(active, outputs):
+            counts[u].append(out["images"])
+            if not out["more"]:
+                unfinished.discard(u)
+        if first_n is not None and unfinished:
+            last = first_n_satisfied([sum(n) for n in counts], [u not in unfinished for u in range(units)], first_n)
+            if last is not None:  # the first N images are listed: later units are not needed
+                unfinished = set()
+
+    parts = [(u, p) for u in range(units) for p in range(len(counts[u]))]
+    found = [n for unit in counts for n in unit]
+    sampled = sample_n is not None and sample_n < sum(found)
+    if sampled:
+        chosen: c.ChooseSampleOutput = yield from call(context, c.CHOOSE_SAMPLE, STORAGE_RETRY, c.ChooseSampleInput(
+            task_id=task_id, request=request, parts=parts))
+        selected = chosen["counts"]
+    else:
+        selected = selected_counts(found, first_n)
+
+    batches = shard_batches(selected, parsed.images_per_shard, plan.get("images_per_write", IMAGES_PER_WRITE))
+    writes = []
+    for batch in batches:
+        used = [s["part"] for s in batch["slices"]]
+        slices = [{"part": k, "skip": s["skip"], "take": s["take"]} for k, s in enumerate(batch["slices"])]
+        writes.append(c.WriteShardsInput(
+            task_id=task_id, request=request, parts=[parts[p] for p in used], first=batch["first"],
+            count=batch["count"], slices=slices, sampled=sampled))
+    written: list[c.WriteShardsOutput] = yield from call_all(context, c.WRITE_SHARDS, writes)
+    images = sum(w["images"] for w in written)
+    shards = sum(w["shards"] for w in written)
+    result: c.EnumerateOutput = yield from call(context, c.FINISH_ENUMERATION, STORAGE_RETRY, c.FinishEnumerationInput(
+        task_id=task_id, request=request, images=images, shards=shards, found=sum(found), parts=len(parts)))
+    return result

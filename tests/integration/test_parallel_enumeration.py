@@ -1,0 +1,167 @@
+"""The parallel enumeration writes exactly the manifests of the single-stream one, on the same container in Azurite.
+
+The orchestration side (``orchestrations.enumeration``) runs under the replay harness (the real Durable SDK replay),
+with its activities answered by the real activity bodies against Azurite and small ``ListingLimits``, so that every
+branch is reached with a few dozen blobs: continuation markers inside a folder, a level too large for the plan (a flat
+folder listed in bounded calls), several units, several shard-writing batches.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Generator
+
+import azure.durable_functions as df
+import pytest
+
+from activities.enumerate import (run_choose_sample, run_enumerate, run_finish_enumeration, run_list_part,
+                                  run_plan_listing, run_write_shards)
+from adapters.blobs import BlobStore
+from core import contracts as c
+from core.requests import TaskRequest
+from core.settings import Settings
+from core.shards import ListingLimits
+from gpu_batch import layout
+from orchestrations.enumeration import enumerate_in_parallel
+from tests.orchestrations.replay import run_orchestrator
+
+# Top-level names beside folders, "a-b/" before "a.jpg" before "a/" ('-' < '.' < '/'), deep trees, a folder whose
+# flat listing needs several pages, non-images, hidden files, a folder with 30 direct blobs (over the plan budget).
+NAMES = (
+    ["a.jpg", "a-b/x.jpg", "a-b/y.JPG", "a/x.jpg", "a/b.jpg", "a/b/c/d/e/f.jpg", "a/b/c/g.png", "a/b0/h.jpeg",
+     "a0.gif", "b.txt", ".hidden.jpg", "c/.hidden.jpg", "c/readme.md", "z.png", "zz/q/r/s.jpg"]
+    + [f"big/{i:03d}.jpg" for i in range(23)]
+    + [f"cams/site{s}/cam{c}/{i:02d}.jpg" for s in range(2) for c in range(3) for i in range(4)]
+    + [f"flat/{i:03d}.jpg" for i in range(30)] + ["flat/sub/deeper.jpg"]
+)
+
+
+@pytest.fixture
+def env(storage_connection: str, unique_name: str, store: BlobStore) -> tuple[Settings, BlobStore, str]:
+    settings = Settings.from_env({"AzureWebJobsStorage": storage_connection,
+                                  "TRAPBATCH_CONTAINER": unique_name + "-state"})
+    store.ensure_container(unique_name)
+    for name in NAMES:
+        store.write_bytes(unique_name, name, b"")
+    return settings, store, unique_name
+
+
+def _orchestrator(context: df.DurableOrchestrationContext) -> Generator[Any, Any, c.EnumerateOutput]:
+    data = context.get_input()
+    return (yield from enumerate_in_parallel(context, data["task_id"], data["request"]))
+
+
+def run_parallel(settings: Settings, store: BlobStore, task_id: str, request: TaskRequest,
+                 limits: ListingLimits) -> tuple[Any, Any]:
+    def answer(name: str, p: Any) -> Any:
+        r = TaskRequest.from_dict(p["request"])
+        if name == c.PLAN_LISTING:
+            return run_plan_listing(task_id, r, settings, store, limits=limits)
+        if name == c.LIST_PART:
+            return run_list_part(task_id, r, settings, store, p["unit"], p["part"], max_images=p.get("max_images"))
+        if name == c.CHOOSE_SAMPLE:
+            return run_choose_sample(task_id, r, settings, store, [tuple(x) for x in p["parts"]])
+        if name == c.WRITE_SHARDS:
+            return run_write_shards(task_id, r, settings, store, [tuple(x) for x in p["parts"]], p["first"],
+                                    p["count"], p["slices"], p["sampled"])
+        if name == c.FINISH_ENUMERATION:
+            return run_finish_enumeration(task_id, r, settings, store, p["images"], p["shards"], p["found"],
+                                          p["parts"])
+        raise AssertionError(name)
+
+    run = run_orchestrator(_orchestrator, {"task_id": task_id, "request": request.to_dict()}, answer,
+                           instance_id=task_id)
+    assert run.status == "Completed", run.error
+    return run, run.output
+
+
+def manifests(settings: Settings, store: BlobStore, task_id: str) -> list[list[str]]:
+    out: list[list[str]] = []
+    for i in range(10_000):
+        doc = store.read_json_or_none(settings.container, layout.manifest_blob(task_id, layout.shard_id(i), 1))
+        if doc is None:
+            return out
+        assert doc["shard_id"] == layout.shard_id(i) and doc["task_id"] == task_id
+        out.append(doc["images"])
+    return out
+
+
+SMALL = ListingLimits(max_units=3, plan_items=12, expand_below=64, names_per_call=4, images_per_write=7, page_size=2)
+REQUESTS = [
+    {}, {"images_per_shard": 1}, {"images_per_shard": 100}, {"prefix": "a"}, {"prefix": "a/"}, {"prefix": "cams/"},
+    {"prefix": "flat/"}, {"prefix": "nothing-here/"}, {"first_n": 1}, {"first_n": 9}, {"first_n": 1000},
+    {"first_n": 5, "prefix": "cams/site1"}, {"sample_n": 7, "seed": 3}, {"sample_n": 7, "seed": 4},
+    {"sample_n": 1000, "seed": 1}, {"sample_n": 3, "seed": 9, "prefix": "big/"},
+]
+
+
+TINY = ListingLimits(max_units=1, plan_items=2, expand_below=0, names_per_call=1, images_per_write=1, page_size=1)
+CASES = ([(fields, SMALL) for fields in REQUESTS]
+         + [(fields, TINY) for fields in ({"prefix": "a/"}, {"prefix": "cams/site1", "first_n": 3},
+                                          {"prefix": "cams/", "sample_n": 5, "seed": 2})]
+         + [(fields, ListingLimits()) for fields in ({}, {"first_n": 9}, {"sample_n": 7, "seed": 3})])
+
+
+@pytest.mark.parametrize("fields, limits", CASES,
+                         ids=[json.dumps(f) + ("-small" if lim == SMALL else "-tiny" if lim == TINY else "-defaults")
+                              for f, lim in CASES])
+def test_parallel_manifests_equal_the_single_stream(env: tuple[Settings, BlobStore, str], fields: dict[str, Any],
+                                                    limits: ListingLimits) -> None:
+    settings, store, container = env
+    request = TaskRequest(container=container, model="MDV5A", **{"images_per_shard": 3, **fields})
+    single = run_enumerate("task-single", request, settings, store)
+    run, parallel = run_parallel(settings, store, "task-parallel", request, limits)
+
+    assert parallel == single
+    assert manifests(settings, store, "task-parallel") == manifests(settings, store, "task-single")
+    summary = store.read_json(settings.container, layout.enumeration_blob("task-parallel"))
+    assert {k: summary[k] for k in ("images", "shards")} == single
+    # the orchestrator never saw an image name (nor a listing marker, which may hold one): only counts
+    history_text = json.dumps([a.input for a in run.activities] + [a.result for a in run.activities])
+    assert not any(name in history_text for name in NAMES if "/" in name or name.endswith("g"))
+
+
+def test_small_limits_reach_every_branch(env: tuple[Settings, BlobStore, str]) -> None:
+    settings, store, container = env
+    request = TaskRequest(container=container, model="MDV5A", images_per_shard=3)
+    run, out = run_parallel(settings, store, "task-branches", request, SMALL)
+
+    plan = store.read_json(settings.container, layout.listing_plan_blob("task-branches"))
+    assert plan["units"] == 3
+    parts = run.calls(c.LIST_PART)
+    cursors = [store.read_json_or_none(settings.container, layout.listing_cursor_blob("task-branches", u, p))
+               for u in range(3) for p in range(10)]
+    assert any(cur and cur["marker"] for cur in cursors)  # a folder continued from the service's marker
+    assert max(p.input["part"] for p in parts) >= 2  # a unit listed in a chain of calls
+    assert len(run.calls(c.WRITE_SHARDS)) > 1
+    assert all(p.result["listed"] <= SMALL.names_per_call + SMALL.page_size for p in parts)  # bounded calls
+    images = sorted(n for n in NAMES if n.lower().endswith((".jpg", ".jpeg", ".png", ".gif"))
+                    and not n.rsplit("/", 1)[-1].startswith("."))
+    assert out["images"] == len(images)
+
+
+def test_a_flat_level_over_the_plan_budget_is_listed_in_bounded_calls(env: tuple[Settings, BlobStore, str]) -> None:
+    settings, store, container = env
+    request = TaskRequest(container=container, prefix="flat/", model="MDV5A", images_per_shard=10)
+    limits = ListingLimits(max_units=4, plan_items=10, names_per_call=8, page_size=5)
+    run, out = run_parallel(settings, store, "task-flat", request, limits)
+
+    assert run.calls(c.PLAN_LISTING)[0].result["units"] == 1  # one folder leaf: the level is too large to plan
+    assert len(run.calls(c.LIST_PART)) == 4 and out == {"images": 31, "shards": 4}
+
+
+def test_first_n_stops_listing_once_the_first_images_are_known(env: tuple[Settings, BlobStore, str]) -> None:
+    settings, store, container = env
+    request = TaskRequest(container=container, first_n=2, model="MDV5A", images_per_shard=3)
+    run, out = run_parallel(settings, store, "task-first", request, SMALL)
+    assert out == {"images": 2, "shards": 1}
+    assert all(p.input["max_images"] == 2 for p in run.calls(c.LIST_PART))
+    assert len(run.calls(c.LIST_PART)) <= SMALL.max_units + 1  # not every unit listed to its end
+
+
+def test_missing_container_fails_with_what_to_do(env: tuple[Settings, BlobStore, str]) -> None:
+    settings, store, _ = env
+    request = TaskRequest(container="no-such-container", model="MDV5A")
+    from core.errors import ContainerNotFound
+
+    with pytest.raises(ContainerNotFound, match="not found"):
+        run_plan_listing("task-x", request, settings, store)

@@ -1,0 +1,98 @@
+"""The benchmark-only SimulatedPool keeps the GpuPool task-state model and writes results the app reads (Azurite)."""
+from __future__ import annotations
+
+import pytest
+
+from adapters import clients
+from adapters.blobs import BlobStore
+from core.errors import ConfigError
+from core.settings import Settings
+from gpu_batch import layout
+from gpu_batch.manifest import ShardManifest, is_failure
+from gpu_batch.pool import JobClosed, ShardTask, TaskResult, TaskState, make_pool
+from gpu_batch.pool.simulated import SimulatedPool, synthetic_entry
+from tests.waiting import wait_until
+
+TASK = "task-0123456789abcdef0123"
+
+
+def _manifest(store: BlobStore, container: str, sid: str, images: list[str], attempt: int = 1) -> ShardTask:
+    m = ShardManifest(task_id=TASK, shard_id=sid, attempt=attempt, source_container="cams", images=tuple(images),
+                      output_container=container, output_blob=layout.attempt_results_blob(TASK, sid, attempt),
+                      model="MDV5A")
+    store.write_json(container, layout.manifest_blob(TASK, sid, attempt), m.to_dict())
+    return ShardTask(layout.pool_task_id(sid, attempt), container, layout.manifest_blob(TASK, sid, attempt), sid,
+                     attempt)
+
+
+def test_tasks_complete_with_a_results_document_of_every_image(storage_connection: str, store: BlobStore,
+                                                                 unique_name: str) -> None:
+    store.ensure_container(unique_name)
+    pool = SimulatedPool(storage_connection, failure_rate=0.3)
+    names = [f"cam{i % 3}/img{i:03d}.jpg" for i in range(40)]
+    task = _manifest(store, unique_name, "s00000", names)
+    pool.ensure_job("job")
+    pool.submit("job", [task])
+    pool.submit("job", [task])  # the same id again: a no-op
+    info = wait_until(lambda: next((i for i in pool.poll("job") if i.state is TaskState.completed), None), 30,
+                      "the simulated task to complete")
+    assert len(pool.poll("job")) == 1 and pool.poll("job", ["other"]) == []
+    assert info.result is TaskResult.success and info.exit_code == 0 and info.start_time and info.end_time
+    doc = store.read_json(unique_name, layout.attempt_results_blob(TASK, "s00000", 1))
+    assert sorted(e["file"] for e in doc["images"]) == sorted(names)
+    failed = [e for e in doc["images"] if is_failure(e)]
+    assert 0 < len(failed) < len(names) and all(e["failure_kind"] == "retryable" for e in failed)
+    assert doc == store.read_json(unique_name, layout.attempt_results_blob(TASK, "s00000", 1))
+    # seeded: the same image and attempt give the same entry; another attempt may succeed
+    assert synthetic_entry(names[0], 1, 0.3) == synthetic_entry(names[0], 1, 0.3)
+    assert any(not is_failure(synthetic_entry(e["file"], 2, 0.3)) for e in failed)
+
+
+def test_closed_jobs_refuse_tasks_and_a_task_without_its_manifest_fails(storage_connection: str, store: BlobStore,
+                                                                   unique_name: str) -> None:
+    store.ensure_container(unique_name)
+    pool = SimulatedPool(storage_connection, writers=1)
+    pool.cancel("job")  # nothing to cancel: fine
+    pool.close_job("job")
+    pool.close_job("job")  # idempotent
+    with pytest.raises(JobClosed):
+        pool.submit("job", [_manifest(store, unique_name, "s00001", ["a.jpg"])])
+    missing = ShardTask("s00002-a1", unique_name, "no/such/manifest.json", "s00002", 1)
+    pool.submit("job2", [missing])
+    info = wait_until(lambda: next((i for i in pool.poll("job2") if i.state is TaskState.completed), None), 30,
+                      "the task with no manifest to fail")
+    assert info.result is TaskResult.failure and "simulated worker failed" in (info.failure_message or "")
+
+
+def test_selected_only_by_name_and_with_its_failure_rate(storage_connection: str) -> None:
+    s = Settings.from_env({"AzureWebJobsStorage": storage_connection, "TRAPBATCH_POOL": "simulated",
+                           "TRAPBATCH_SIMULATED_FAILURE_RATE": "0.25"})
+    pool = clients.pool(s)
+    assert isinstance(pool, SimulatedPool) and pool.failure_rate == 0.25
+    assert isinstance(make_pool("simulated", connection_string=storage_connection), SimulatedPool)
+    with pytest.raises(ConfigError, match="not a fraction"):
+        Settings.from_env({"AzureWebJobsStorage": "x", "TRAPBATCH_SIMULATED_FAILURE_RATE": "2"})
+
+
+def test_the_simulated_pool_reports_only_what_changed_after_a_cursor(storage_connection: str,
+                                                                       unique_name: str) -> None:
+    """The change model the polls rely on (GpuPool.changes): a task shows up after each of its state writes, and a
+    cursor taken after the last write sees nothing more."""
+    from gpu_batch.pool.base import TaskState
+    from gpu_batch.pool.simulated import SimulatedPool
+
+    from gpu_batch.pool.base import ShardTask
+
+    pool = SimulatedPool(storage_connection)
+    pool._run = lambda job_id, task: None  # type: ignore[method-assign]  # no simulated worker: only our writes
+    start = pool.cursor()
+    pool.ensure_job("j")
+    pool.cancel("j")  # nothing yet
+    assert pool.changes("j", start).tasks == []
+    pool.submit("j", [ShardTask("s00000-a1", unique_name, "missing.json", "s00000", 1)])
+    first = pool.changes("j", start)
+    assert [t.task_id for t in first.tasks] == ["s00000-a1"]
+    pool.cancel("j", "s00000-a1")
+    after_cancel = pool.changes("j", first.cursor)
+    assert [(t.task_id, t.state) for t in after_cancel.tasks] == [("s00000-a1", TaskState.completed)]
+    assert pool.changes("j", after_cancel.cursor).tasks == []
