@@ -32,7 +32,7 @@ class HttpRoute:
         for seg in self.route.strip("/").split("/"):
             m = re.fullmatch(r"\{(\w+)(?::[^}]*)?\??\}", seg)
             parts.append(f"(?P<{m.group(1)}>[^/]+)" if m else re.escape(seg))
-        self.pattern = re.compile("^" + "/".join(parts) + "$")
+        self.pattern = re.compile("^" + "/".join(parts) + r"\Z")  # \Z: a value ending in a newline is not cut
 
 
 @dataclass

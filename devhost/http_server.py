@@ -174,7 +174,9 @@ class HttpFront:
         app.add_routes([
             web.route("*", WEBHOOKS + "{tail:.*}", self.webhook),
             web.get("/web/{path:.*}", self.static),
-            web.route("*", "/api/{tail:.*}", self.api),
+            # [\s\S]: a route value may hold any decoded character, a newline (%0A) included, as the host's routing
+            # passes it to the function (a plain .* would leave such paths to aiohttp's own text/plain 404)
+            web.route("*", "/api/{tail:[\\s\\S]*}", self.api),
         ])
         return app
 

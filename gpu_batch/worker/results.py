@@ -183,7 +183,11 @@ class ResultWriter:
             due = self.flush_at_new is not None and self._new >= self.flush_at_new
         self._dirty.set()
         if due:
-            self._wake.set()
+            # Only fault injection sets flush_at_new (crash_after:K): flush here, on the adding thread, so exactly the
+            # first K results are written when the fault fires, however fast the pipeline outruns the writer thread
+            # (waking the writer let a loaded machine flush the whole shard first, and nothing was left to resubmit).
+            self.flush_at_new = None
+            self.flush()
 
     def __len__(self) -> int:
         with self._lock:

@@ -73,3 +73,16 @@ def app_env(storage_connection: str, unique_name: str, monkeypatch: pytest.Monke
 @pytest.fixture
 def store(storage_connection: str) -> BlobStore:
     return BlobStore(service_client(storage_connection))
+
+
+@pytest.fixture
+def incoming(store: BlobStore, unique_name: str) -> Iterator[str]:
+    """The shared drop container, with this test's requests (``<unique_name>*``) removed afterwards: every devhost
+    in the session watches it, and a later test's host (another task hub, other receipts) would start a leftover."""
+    from gpu_batch.layout import INCOMING_CONTAINER
+
+    store.ensure_container(INCOMING_CONTAINER)
+    yield INCOMING_CONTAINER
+    from adapters.compose import delete_prefix
+
+    delete_prefix(store, INCOMING_CONTAINER, unique_name)

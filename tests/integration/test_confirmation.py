@@ -70,9 +70,8 @@ def test_a_large_task_waits_with_its_estimate_and_runs_once_confirmed(host: Any,
 
 
 def test_a_dropped_request_gets_its_estimate_then_its_done_file_and_cancel_ends_the_wait(
-        host: Any, store: BlobStore, unique_name: str) -> None:
+        host: Any, store: BlobStore, unique_name: str, incoming: str) -> None:
     upload_images(store, unique_name, 3, corrupt=0)
-    store.ensure_container(layout.INCOMING_CONTAINER)
     name = f"{unique_name}.json"
     store.write_bytes(layout.INCOMING_CONTAINER, name, json.dumps({"container": unique_name}).encode())
     estimate = wait_until(lambda: store.read_json_or_none(layout.INCOMING_CONTAINER,

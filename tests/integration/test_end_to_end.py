@@ -231,9 +231,9 @@ def test_failed_shard_resubmits_only_its_missing_images(host, app_env, store, un
     check_results(store, app_env, task_id, names)
 
 
-def test_blob_drop_starts_the_same_task_and_bad_drop_gets_error_file(host, app_env, store, unique_name) -> None:  # type: ignore[no-untyped-def]
+def test_blob_drop_starts_the_same_task_and_bad_drop_gets_error_file(host, app_env, store, unique_name,  # type: ignore[no-untyped-def]
+                                                                    incoming) -> None:
     names = upload_images(store, unique_name, 4, corrupt=0)
-    store.ensure_container("incoming")
     store.write_bytes("incoming", f"{unique_name}.json", json.dumps({"container": unique_name}).encode())
     store.write_bytes("incoming", f"{unique_name}-bad.json", b'{"container": "Not_Valid"}')
     receipt = wait_until(lambda: store.read_json_or_none("incoming", f"{unique_name}.task.json"), 60, "drop receipt")
