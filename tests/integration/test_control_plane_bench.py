@@ -37,6 +37,6 @@ def test_the_benchmark_runs_a_task_end_to_end_and_records_every_figure(storage_c
     assert r["repeat_search_s"] is not None and 0 < r["repeat_search_s"] < wall
     activities = r["functions"]["activities"]
     assert {"plan_listing", "list_images_part", "write_shard_manifests", "submit_shards", "poll_shards",
-            "merge_results"} <= set(activities)
+            "merge_part", "merge_combine", "search_repeats", "rank_repeats"} <= set(activities)  # the parallel fan-in
     assert all(f["calls"] > 0 and f["cpu_s"] >= 0 for f in activities.values())
     assert r["machine"]["cpus"] and len(r["machine"]["loadavg_before"]) == 3
