@@ -150,6 +150,7 @@ resource auth 'Microsoft.Web/sites/config@2024-04-01' = if (!empty(authClientId)
       unauthenticatedClientAction: 'Return401'
       excludedPaths: [
         '/runtime/webhooks/blobs'
+        '/runtime/webhooks/eventgrid'
         '/runtime/webhooks/durabletask'
       ]
     }

@@ -447,7 +447,9 @@ def test_easy_auth_requires_entra_id_for_the_api_when_a_client_id_is_given(templ
     validation = props["globalValidation"]
     assert validation["requireAuthentication"] is True and validation["unauthenticatedClientAction"] == "Return401"
     # Event Grid's blob events and the Durable webhooks carry keys, not Entra ID tokens for this app
-    assert {"/runtime/webhooks/blobs", "/runtime/webhooks/durabletask"} <= set(validation["excludedPaths"])
+    # Event Grid's deliveries (blob trigger, and the marker's Event Grid trigger) carry the host's system keys, no token
+    assert {"/runtime/webhooks/blobs", "/runtime/webhooks/eventgrid",
+            "/runtime/webhooks/durabletask"} <= set(validation["excludedPaths"])
     assert not any(p.startswith("/api") for p in validation["excludedPaths"])
     aad = props["identityProviders"]["azureActiveDirectory"]
     assert aad["enabled"] is True and aad["registration"]["clientId"] == "authClientId"
