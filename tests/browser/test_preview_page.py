@@ -169,10 +169,14 @@ def test_the_preview_page_draws_what_the_data_says_and_follows_the_slider(
             page.screenshot(path=str(ARTIFACTS / "preview-phone.png"), full_page=False)
 
             for threshold in (THRESHOLD, 0.5, 0.1):
-                page.evaluate("t => { const s = document.getElementById('thr'); s.value = String(t); "
-                              "s.dispatchEvent(new Event('input')); }", threshold)
-                page.wait_for_function("() => [...document.querySelectorAll('.grid canvas')].every(c => "
-                                       "c.id in window.trapbatchDrawn)", timeout=60_000)
+                renders = page.evaluate("t => { const s = document.getElementById('thr'); s.value = String(t); "
+                                        "const n = window.trapbatchRenders; s.dispatchEvent(new Event('input')); "
+                                        "return n; }", threshold)
+                # the slider renders on the next animation frame: wait for that render and its images
+                page.wait_for_function("n => window.trapbatchRenders > n && window.trapbatchRendered === "
+                                       "+document.getElementById('thr').value && [...document.querySelectorAll("
+                                       "'.grid canvas')].every(c => c.id in window.trapbatchDrawn)",
+                                       arg=renders, timeout=60_000)
                 shown = page.evaluate("""() => Object.fromEntries([...document.querySelectorAll('.grid')].map(g =>
                     [g.dataset.section, [...g.querySelectorAll('figure')].map(f => ({
                         file: f.querySelector('figcaption').firstChild.textContent,
