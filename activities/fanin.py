@@ -48,6 +48,7 @@ from gpu_batch import layout
 from gpu_batch.layout import REPEATS_REMOVED
 
 logger = logging.getLogger(__name__)
+_ROWS_JSON = json.JSONEncoder(ensure_ascii=False)
 bp = df.Blueprint()
 
 
@@ -83,7 +84,8 @@ def run_merge_part(payload: c.MergePartInput, settings: Settings, store: BlobSto
     threshold = task_threshold(store, settings, task_id, _task_model(store, settings, task_id))
     sampler = PreviewSampler(task_id, threshold)
     options = RepeatOptions()
-    folders: dict[str, list[str]] = {}  # folder -> its eligible detections as JSON rows, in stream order
+    folders: dict[str, list[str]] = {}  # folder -> its eligible detections as JSON text (an entry's rows a piece)
+    in_folder: dict[str, int] = {}  # folder -> how many eligible detections
     counts = {"images": 0, "failed": 0, "with_detections": 0, "detections": 0, "empty": 0, "missing": 0}
     reasons: dict[str, int] = {}
     considered = 0
@@ -106,8 +108,10 @@ def run_merge_part(payload: c.MergePartInput, settings: Settings, store: BlobSto
                     eligible = eligible_detections(entry, options)
                     if eligible:  # held as JSON text: a few dozen bytes per detection for the part's duration
                         considered += len(eligible)
-                        folders.setdefault(posixpath.dirname(eligible[0][0]), []).extend(
-                            json.dumps(row, ensure_ascii=False) for row in eligible)
+                        # one dump of the list, brackets off: the rows joined by ", ", as ", ".join of each row's
+                        folder = posixpath.dirname(eligible[0][0])
+                        folders.setdefault(folder, []).append(_ROWS_JSON.encode(eligible)[1:-1])
+                        in_folder[folder] = in_folder.get(folder, 0) + len(eligible)
         json_bytes = _upload(store, container, layout.merge_part_blob(task_id, part, "json", variant), out,
                              "application/octet-stream")
         table.flush()
@@ -117,13 +121,14 @@ def run_merge_part(payload: c.MergePartInput, settings: Settings, store: BlobSto
     store.write_bytes(container, layout.merge_part_blob(task_id, part, "sample.json", variant),
                       json.dumps(sampler.state(), ensure_ascii=False).encode("utf-8"), "application/json")
     if removal is None:
-        _write_folders(store, container, task_id, part, folders)
+        _write_folders(store, container, task_id, part, folders, in_folder)
     return {"part": part, **counts, "failure_reasons": dict(sorted(reasons.items())),  # type: ignore[typeddict-item]
             "json_bytes": json_bytes, "csv_bytes": csv_bytes, "detections_considered": considered,
             "marked": removal.marked if removal is not None else 0}
 
 
-def _write_folders(store: BlobStore, container: str, task_id: str, part: int, folders: dict[str, list[str]]) -> None:
+def _write_folders(store: BlobStore, container: str, task_id: str, part: int, folders: dict[str, list[str]],
+                   in_folder: dict[str, int]) -> None:
     """Each folder's eligible detections as one JSON line ``[folder, [[file, cat, x, y, w, h, conf], ...]]``, folders
     in name order, and the index ``[[folder, offset, length, detections], ...]`` the combine plans from."""
     index: list[list[Any]] = []
@@ -131,7 +136,7 @@ def _write_folders(store: BlobStore, container: str, task_id: str, part: int, fo
         for folder in sorted(folders):
             text = "[" + json.dumps(folder, ensure_ascii=False) + ", [" + ", ".join(folders[folder]) + "]]\n"
             line = text.encode("utf-8")
-            index.append([folder, lines.tell(), len(line), len(folders[folder])])
+            index.append([folder, lines.tell(), len(line), in_folder[folder]])
             lines.write(line)
         _upload(store, container, layout.merge_part_blob(task_id, part, "folders.jsonl"), lines, "application/x-ndjson")
     store.write_bytes(container, layout.merge_part_blob(task_id, part, "folders-index.json"),

@@ -22,7 +22,8 @@ from typing import Any, Mapping
 
 from core.mdformat import DETECTION_CATEGORIES
 
-_NAMES = [DETECTION_CATEGORIES[k] for k in sorted(DETECTION_CATEGORIES)]
+_KEYS = sorted(DETECTION_CATEGORIES)
+_NAMES = [DETECTION_CATEGORIES[k] for k in _KEYS]
 CSV_COLUMNS = (["file", "folder", "status", "failure"] + [f"{n}_count" for n in _NAMES]
                + [f"{n}_max_conf" for n in _NAMES] + ["max_conf", "threshold"])
 
@@ -42,8 +43,8 @@ def csv_row(entry: Mapping[str, Any], threshold: float) -> list[Any]:
     if entry.get("failure") is not None:
         return ([file, folder, "failed", spreadsheet_safe(str(entry["failure"]))] + [""] * (2 * len(_NAMES) + 1)
                 + [threshold])
-    counts = {k: 0 for k in sorted(DETECTION_CATEGORIES)}
-    best = {k: 0.0 for k in sorted(DETECTION_CATEGORIES)}
+    counts = dict.fromkeys(_KEYS, 0)
+    best = dict.fromkeys(_KEYS, 0.0)
     for d in entry.get("detections") or []:
         try:
             category, conf = str(d.get("category")), float(d.get("conf", 0.0))
@@ -54,5 +55,5 @@ def csv_row(entry: Mapping[str, Any], threshold: float) -> list[Any]:
         best[category] = max(best[category], conf)
         if conf >= threshold:
             counts[category] += 1
-    return ([file, folder, "ok", ""] + [counts[k] for k in sorted(counts)] + [best[k] for k in sorted(best)]
+    return ([file, folder, "ok", ""] + [counts[k] for k in _KEYS] + [best[k] for k in _KEYS]
             + [max(best.values(), default=0.0), threshold])

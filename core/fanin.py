@@ -23,6 +23,8 @@ MAX_SHARDS_PER_PART = 1_000  # each shard costs a listing and two reads (~10-30 
 SEARCH_DETECTIONS_PER_GROUP = 400_000  # eligible detections per repeat-search activity (~20-60 s at ~50-150 us)
 RESULTS_TAIL = b"\n ]\n}\n"
 ENTRY_SEPARATOR = ",\n  "
+# json.dumps(entry, ensure_ascii=False) builds a new encoder per call; one shared encoder gives the same bytes, faster.
+_ENTRY_JSON = json.JSONEncoder(ensure_ascii=False)
 
 
 def plan_parts(shards: int, images: int, images_per_part: int, max_parts: int = MAX_PARTS) -> list[tuple[int, int]]:
@@ -48,7 +50,7 @@ def results_head(info: Mapping[str, Any]) -> bytes:
 
 def entry_fragment(entry: Mapping[str, Any]) -> bytes:
     """One entry as a part writes it: always with the separator (the combine drops the very first comma)."""
-    return (ENTRY_SEPARATOR + json.dumps(entry, ensure_ascii=False)).encode("utf-8")
+    return (ENTRY_SEPARATOR + _ENTRY_JSON.encode(entry)).encode("utf-8")
 
 
 def json_ranges(sizes: Sequence[int]) -> list[tuple[int, int, int]]:

@@ -11,7 +11,8 @@ which attempt's entry the merge keeps, which images a shard still misses, and th
 """
 from __future__ import annotations
 
-from typing import IO, Any, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping  # typing's isinstance is slow (per detection)
+from typing import IO, Any
 
 import ijson
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-from typing import Any, Mapping
+from collections.abc import Mapping  # not typing's: its isinstance is several times slower, per detection
+from typing import Any
 
 CATEGORIES = ("detections", "near_misses", "empty", "failures")
 SAMPLE_PER_CATEGORY = 120
@@ -31,11 +32,12 @@ def histogram_bin(top: float) -> int:
     return min(HISTOGRAM_BINS, max(0, int(top * HISTOGRAM_BINS)))
 
 
-def preview_category(entry: Mapping[str, Any], threshold: float) -> str:
-    """Which preview section an image belongs to, by its most confident detection."""
+def preview_category(entry: Mapping[str, Any], threshold: float, top: float | None = None) -> str:
+    """Which preview section an image belongs to, by its most confident detection (``top``, when known)."""
     if entry.get("failure") is not None:
         return "failures"
-    top = top_confidence(entry)
+    if top is None:
+        top = top_confidence(entry)
     if top >= threshold:
         return "detections"
     if top >= NEAR_MISS_FLOOR:
@@ -63,10 +65,11 @@ class PreviewSampler:
         self.histogram = [0] * (HISTOGRAM_BINS + 1)
 
     def add(self, entry: Mapping[str, Any]) -> None:
-        category = preview_category(entry, self.threshold)
+        top = top_confidence(entry)
+        category = preview_category(entry, self.threshold, top)
         self.totals[category] += 1
         if category != "failures":
-            self.histogram[histogram_bin(top_confidence(entry))] += 1
+            self.histogram[histogram_bin(top)] += 1
         file = str(entry.get("file", ""))
         self._offer(category, sample_key(self.seed, file), file, entry)
 

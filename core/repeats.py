@@ -25,7 +25,8 @@ import logging
 import math
 import posixpath
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence  # typing's isinstance is slow (per detection)
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
