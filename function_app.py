@@ -4,8 +4,11 @@ import azure.functions as func
 
 from activities import enumerate as enumerate_activity
 from activities import exports, fanin, merge, notify, pool, previews
-from api import arrivals, openapi, starters
-from orchestrations import repeats, shards, task
+from activities import expiry as expiry_activities
+from activities import rethreshold, results_zip
+from api import after_task, arrivals, openapi, starters
+from orchestrations import expiry, repeats, rerender, shards, task
+from orchestrations import results_zip as results_zip_orchestration
 
 app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
 for blueprint in (
@@ -22,5 +25,12 @@ for blueprint in (
     previews.bp,
     exports.bp,
     notify.bp,
+    after_task.bp,
+    rerender.bp,
+    expiry.bp,
+    results_zip_orchestration.bp,
+    rethreshold.bp,
+    expiry_activities.bp,
+    results_zip.bp,
 ):
     app.register_functions(blueprint)

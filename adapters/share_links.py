@@ -73,7 +73,8 @@ VARIANTS = ("", layout.REPEATS_REMOVED)
 
 def result_files(store: BlobStore, container: str, task_id: str) -> dict[str, dict[str, Any]]:
     """The files a task's people may download, per results variant that exists (``original`` / ``repeats-removed``):
-    ``results`` and ``csv`` (blob names) and ``exports`` (name relative to the variant's exports folder -> blob)."""
+    ``results`` and ``csv`` (blob names), ``exports`` (name relative to the variant's exports folder -> blob) and
+    ``thresholds`` (the CSVs at other thresholds that ``POST .../previews`` wrote: threshold -> blob)."""
     found: dict[str, dict[str, Any]] = {}
     for variant in VARIANTS:
         results = layout.results_blob(task_id, variant)
@@ -86,6 +87,9 @@ def result_files(store: BlobStore, container: str, task_id: str) -> dict[str, di
         others = tuple(layout.exports_prefix(task_id, v) for v in VARIANTS if v and v != variant)
         entry["exports"] = {name[len(prefix):]: name for name in store.list_names(container, prefix)
                             if not name.startswith(others)}
+        marker = layout.threshold_csv_prefix(task_id, variant)
+        entry["thresholds"] = {name[len(marker):-len(".csv")]: name for name in store.list_names(container, marker)
+                               if name.endswith(".csv")}
         found[variant or "original"] = entry
     return found
 
@@ -96,11 +100,12 @@ def linked(files: dict[str, dict[str, Any]], links: Links) -> dict[str, Any]:
         return links.urls[name]
 
     return {"expires": links.expires.isoformat(), "kind": links.kind, "read_only": True,
-            "files": {variant: {**{k: url(v) for k, v in entry.items() if k != "exports"},
-                                "exports": {rel: url(name) for rel, name in entry["exports"].items()}}
+            "files": {variant: {k: ({rel: url(name) for rel, name in v.items()} if isinstance(v, dict) else url(v))
+                                for k, v in entry.items()}
                       for variant, entry in files.items()}}
 
 
 def all_names(files: dict[str, dict[str, Any]]) -> list[str]:
-    return [name for entry in files.values()
-            for name in [*(v for k, v in entry.items() if k != "exports"), *entry["exports"].values()]]
+    """Every blob name in ``files`` (the single files and those of its ``exports`` and ``thresholds`` groups)."""
+    return [name for entry in files.values() for value in entry.values()
+            for name in (value.values() if isinstance(value, dict) else [value])]

@@ -61,6 +61,9 @@ REQUEST_FIELDS: dict[str, dict[str, Any]] = {
                 "submits nothing to the pool; part of the task id"},
     "notify_url": {**_text(2000), "description": "https address that receives one signed JSON POST when the task "
                    "ends (hosts allowed by the app's TRAPBATCH_NOTIFY_HOSTS)"},
+    "previews_expire_days": {**_int(1, rq.MAX_PREVIEWS_EXPIRE_DAYS), "description": "days after the task ends that "
+                             "its preview pages come off the public website (a durable timer); not part of the task "
+                             "id"},
 }
 
 
@@ -142,7 +145,13 @@ def description(base_url: str = "") -> dict[str, Any]:
                               **_errors(401, 403, 404, 409)}}},
             "/api/tasks/{task_id}/previews": {**task_ref, "delete": {
                 "operationId": "deletePreviews", "summary": "take the task's preview pages off the public website",
-                "responses": {"200": _answer("deleted", "PreviewsDeleted"), **_errors(401, 403, 404, 409)}}},
+                "responses": {"200": _answer("deleted", "PreviewsDeleted"), **_errors(401, 403, 404, 409)}},
+                "post": {"operationId": "rerenderPreviews", "summary": "re-render the preview pages, their counts "
+                         "and a CSV at another threshold (the results are unchanged)",
+                         "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                             "$ref": "#/components/schemas/RerenderRequest"}}}},
+                         "responses": {"202": _answer("re-render started", "RerenderStarted"),
+                                       **_errors(400, 401, 403, 404, 409, 413, 415)}}},
             "/api/tasks/{task_id}/confirm": {**task_ref, "post": {
                 "operationId": "confirmTask", "summary": "say yes to a task awaiting confirmation (its shards go to "
                                                          "the pool)",
@@ -181,7 +190,11 @@ def description(base_url: str = "") -> dict[str, Any]:
                         "gpu_hours": {"type": "number"}, "wall_seconds": {"type": "integer"},
                         "cost": {"type": ["number", "null"]}}}}},
                 "Results": {"type": "object", "required": ["id", "stage", "results", "previews"], "properties": {
-                    "id": {"type": "string"}, "stage": {"enum": [*Stage]}, "previews": obj,
+                    "id": {"type": "string"}, "stage": {"enum": [*Stage]}, "previews": obj, "links": obj,
+                    "zip": {"type": "object", "required": ["state"], "properties": {
+                        "state": {"enum": ["not_needed", "building", "ready"]}, "blob": {"type": "string"},
+                        "bytes": {"type": "integer"}, "files": {"type": "integer"},
+                        "files_bytes": {"type": "integer"}}},
                     "results": {"type": "object", "required": ["container", "blob"], "properties": {
                         "container": {"type": "string"}, "blob": {"type": "string"}, "csv": {"type": "string"},
                         "url": {"type": "string"}}}}},
@@ -201,6 +214,14 @@ def description(base_url: str = "") -> dict[str, Any]:
                                      "keep": {"type": "array", "items": {"type": "string"}},
                                      "remove": {"oneOf": [{"const": "all"},
                                                           {"type": "array", "items": {"type": "string"}}]}}},
+                "RerenderRequest": {"type": "object", "additionalProperties": False, "required": ["threshold"],
+                                    "properties": {"threshold": {
+                                        "type": "number", "minimum": rq.MIN_PREVIEW_THRESHOLD, "maximum": 1,
+                                        "description": "confidence from which a detection counts in the page, its "
+                                                       "counts and the new CSV"}}},
+                "RerenderStarted": {"type": "object", "required": ["id", "threshold"], "properties": {
+                    "id": {"type": "string"}, "threshold": {"type": "number"}, "status_url": {"type": "string"},
+                    "csv": {"type": "object"}, "hint": {"type": "string"}}},
                 "RemovalStarted": {"type": "object", "required": ["id", "removing"], "properties": {
                     "id": {"type": "string"}, "removing": {"type": "array", "items": {"type": "string"}},
                     "status_url": {"type": "string"}, "hint": {"type": "string"}}},

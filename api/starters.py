@@ -391,14 +391,18 @@ async def get_results(req: func.HttpRequest, client: df.DurableOrchestrationClie
         links = {"error": f"no links: {type(exc).__name__}",
                  "hint": "the app's identity needs generateUserDelegationKey on its storage account (Storage Blob "
                          "Data Owner, which infra/app/rbac.bicep grants, includes it)"}
-    return _json(200, {
+    answer: dict[str, Any] = {
         "id": task_id, "stage": info["stage"],
         "results": {"container": s.container, "blob": layout.results_blob(task_id),
                     "url": store.url(s.container, layout.results_blob(task_id)), "csv": layout.csv_blob(task_id),
                     "exports": {v: e["exports"] for v, e in files.items()}},
         "previews": _preview_page(req, s, task_id),
         "links": links,
-    })
+    }
+    from api.after_task import extend_results  # re-renders, expiry, the zip (api/after_task.py)
+
+    await extend_results(client, s, store, task_id, files, answer)
+    return _json(200, answer)
 
 
 @bp.route(route="tasks/{task_id}/previews", methods=["DELETE"], auth_level=func.AuthLevel.FUNCTION)

@@ -68,6 +68,9 @@ class ApiClient:
     def choose_repeats(self, task_id: str, choice: dict[str, Any]) -> dict[str, Any]:
         return self._call("POST", f"/api/tasks/{_seg(task_id)}/repeats", json=choice)
 
+    def rerender_previews(self, task_id: str, threshold: float) -> dict[str, Any]:
+        return self._call("POST", f"/api/tasks/{_seg(task_id)}/previews", json={"threshold": threshold})
+
     # ------------------------------------------------------------------ transport
 
     def _call(self, method: str, path: str, json: Any = None, params: dict[str, str] | None = None) -> dict[str, Any]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -15,7 +16,7 @@ from cli.client import ApiClient
 from cli.errors import EXIT_API, EXIT_INTERRUPTED, EXIT_OK, CliError
 from cli.progress import BarReporter, LineReporter, exit_code_for, wait_for
 from core.errors import TrapbatchError
-from core.requests import parse_task_request
+from core.requests import parse_rerender, parse_task_request
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -73,6 +74,8 @@ REQUEST_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--credential-secret", "credential_secret", str, "name of the Key Vault secret that opens that account"),
     ("--max-failed-fraction", "max_failed_fraction", float, "share of images that may fail for 'completed'"),
     ("--notify-url", "notify_url", str, "https address told (one signed POST) when the task ends"),
+    ("--previews-expire-days", "previews_expire_days", int, "days after the task ends that its preview pages come "
+     "off the public website"),
 ]
 
 
@@ -312,6 +315,45 @@ def results(state: State, /, task_id: str, out_dir: Path | None, previews: bool,
     where = page.get("public_url") or page.get("local_url")
     if where:
         out.print(f"preview site: {where}")
+
+
+@cli.command(short_help="Re-render the preview page, its counts and a CSV at another threshold.")
+@click.argument("task_id")
+@click.option("--threshold", type=float, required=True, help="confidence from which a detection counts (0.005-1)")
+@click.option("--wait", is_flag=True, help="wait until the re-render is done and print its counts")
+@click.option("--json", "as_json", is_flag=True, help="print the API's answer as JSON")
+@pass_state
+def previews(state: State, /, task_id: str, threshold: float, wait: bool, as_json: bool) -> None:
+    """Re-render a finished task's preview page and its counts at THRESHOLD, and write a CSV at it beside the task's
+    own (detections.threshold-<t>.csv; `trapbatch results` downloads it). The results file is not changed."""
+    try:
+        parse_rerender({"threshold": threshold})
+    except TrapbatchError as exc:
+        raise CliError(exc.message, exc.hint, exit_code=2) from None
+    answer = state.client.rerender_previews(task_id, threshold)
+    if wait:
+        def done() -> dict[str, Any] | None:
+            state_ = (state.client.results(task_id).get("previews") or {}).get("rerender") or {}
+            return state_ if state_.get("runtime_status") in ("Completed", "Failed", "Terminated") else None
+
+        while (finished := done()) is None:
+            time.sleep(2.0)
+        answer = finished
+        if finished.get("runtime_status") != "Completed":
+            raise CliError(f"the re-render ended {finished.get('runtime_status')}: {finished.get('error', '')}",
+                           "see the app's log; the results and the earlier page are unchanged")
+    if as_json:
+        _print_json(answer)
+        return
+    if wait:
+        for variant, page in (answer.get("previews") or {}).items():
+            counts = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in (page.get("counts") or {}).items())
+            out.print(f"{variant} at {threshold}: {counts}")
+        for variant, name in (answer.get("csv") or {}).items():
+            out.print(f"{variant} CSV: {name}")
+    else:
+        out.print(f"re-rendering {task_id} at {threshold}; see: trapbatch previews {task_id} --threshold "
+                  f"{threshold} --wait, or trapbatch results {task_id}")
 
 
 @cli.command(short_help="List repeated detections; --keep/--remove sends your choice.")

@@ -239,6 +239,8 @@ class PreviewsOutput(TypedDict):
 
     container: str
     counts: dict[str, int]
+    expires: NotRequired[str]  # the request's previews_expire_days: when the pages come off (ISO time, UTC)
+    expiry_error: NotRequired[str]  # why no expiry could be scheduled (the pages then stay until deleted)
 
 
 # ---------------------------------------------------------------- custom status and outputs
@@ -546,3 +548,82 @@ class FinishEnumerationInput(TypedDict):
     shards: int
     found: int  # images found before first_n / sample_n
     parts: int
+
+
+# ---------------------------------------------------------------- after the task: re-render, expiry, zip
+# (orchestrations/rerender.py, orchestrations/expiry.py, orchestrations/results_zip.py)
+
+RERENDER_ORCHESTRATOR = "rerender_previews"
+EXPIRY_ORCHESTRATOR = "expire_previews"
+RESULTS_ZIP_ORCHESTRATOR = "zip_results"
+RETHRESHOLD = "rethreshold_results"
+SCHEDULE_EXPIRY = "schedule_preview_expiry"
+DELETE_PREVIEWS = "delete_preview_folder"
+BUILD_RESULTS_ZIP = "build_results_zip"
+
+
+class RerenderInput(TypedDict):
+    task_id: str
+    threshold: float
+    model: str
+    request_name: str
+    variants: list[str]  # "" (the original results) and/or gpu_batch.layout.REPEATS_REMOVED, those that exist
+
+
+class RethresholdInput(TypedDict):
+    task_id: str
+    threshold: float
+    variant: str
+
+
+class RethresholdOutput(TypedDict):
+    variant: str
+    threshold: float
+    csv_blob: str
+    images: int
+    counts: dict[str, int]  # images per preview section at the threshold (detections, near_misses, empty, failures)
+
+
+class RerenderStatus(TypedDict, total=False):
+    """Custom status and output of a re-render at another threshold."""
+
+    stage: str  # Stage
+    started: str
+    finished: str
+    threshold: float
+    csv: dict[str, str]  # variant ("original" or "repeats-removed") -> the CSV at the threshold
+    previews: dict[str, PreviewsOutput]  # variant -> the re-rendered page's counts
+
+
+class ExpiryInput(TypedDict):
+    task_id: str
+    expires: str  # ISO time (UTC) when the preview folder is deleted
+
+
+class ExpiryOutput(TypedDict):
+    scheduled: bool  # False: an expiry of this task was already waiting, and keeps its own time
+    instance_id: str
+
+
+class ExpiryStatus(TypedDict, total=False):
+    stage: str  # "waiting", then Stage.completed
+    expires: str
+    deleted: int  # blobs removed from the static website (0: the folder was gone already)
+
+
+class DeletePreviewsInput(TypedDict):
+    task_id: str
+
+
+class DeletePreviewsOutput(TypedDict):
+    deleted: int
+
+
+class ResultsZipInput(TypedDict):
+    task_id: str
+
+
+class ResultsZipOutput(TypedDict):
+    blob: str
+    files: int
+    bytes: int  # the zip's size

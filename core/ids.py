@@ -34,3 +34,19 @@ def repeats_instance_id(task_id: str) -> str:
 def shards_instance_id(task_id: str, group: int) -> str:
     """Instance id of the sub-orchestration that drives shard group ``group`` of a task."""
     return f"{task_id}-shards-{group:04d}"
+
+
+def rerender_instance_id(task_id: str) -> str:
+    """Instance id of a task's preview re-render at another threshold (one at a time per task)."""
+    return f"{task_id}-previews"
+
+
+def expiry_instance_id(task_id: str) -> str:
+    """Instance id of the durable timer that takes a task's preview pages off the website (``previews_expire_days``):
+    an orchestration of its own, so the task itself completes when its work does."""
+    return f"{task_id}-expiry"
+
+
+def results_zip_instance_id(task_id: str) -> str:
+    """Instance id of the build of a task's results zip (one at a time per task)."""
+    return f"{task_id}-zip"

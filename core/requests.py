@@ -17,7 +17,7 @@ from core.ids import task_instance_id
 _CONTAINER_RE = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$")
 ALLOWED_FIELDS = ("container", "prefix", "first_n", "sample_n", "seed", "model", "request_name", "caller",
                   "images_per_shard", "source_account_url", "credential_secret", "max_failed_fraction",
-                  "preview_threshold", "dry_run", "notify_url")
+                  "preview_threshold", "dry_run", "notify_url", "previews_expire_days")
 # Fields that define *what* is computed; request_name and caller are labels and do not change the task id.
 IDENTITY_FIELDS = ("container", "prefix", "first_n", "sample_n", "seed", "model", "images_per_shard")
 # Identity fields added later: part of the id only when set, so earlier requests keep their task ids.
@@ -27,6 +27,7 @@ _SECRET_NAME_RE = re.compile(r"^[0-9A-Za-z-]{1,127}$")  # Key Vault secret names
 MAX_IMAGES_PER_SHARD = 100_000
 MAX_IMAGES = 1_000_000_000  # first_n / sample_n: far above any camera-trap collection, far below overflow
 MAX_SEED = 2**32 - 1
+MAX_PREVIEWS_EXPIRE_DAYS = 365  # previews_expire_days: a year; a longer-lived public page should be deleted by hand
 MAX_BODY_BYTES = 64 * 1024  # a task request is a few hundred bytes; anything near this is not one
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 # Each shard is one worker process on a GPU node, and each pays about 10 s before its first result (interpreter and
@@ -64,6 +65,10 @@ class TaskRequest:
     # Where to POST one signed JSON notification when the task ends (core/notify.py); hosts must be in the app's
     # TRAPBATCH_NOTIFY_HOSTS. Not part of the task id: it says whom to tell, not what to compute.
     notify_url: str = ""
+    # Days after the task ends that its preview folder comes off the public website (a durable timer, see
+    # orchestrations/expiry.py); None: the pages stay until DELETE /api/tasks/{id}/previews. Not part of the task id:
+    # it says how long to publish, not what to compute.
+    previews_expire_days: int | None = None
 
     @property
     def task_id(self) -> str:
@@ -259,7 +264,25 @@ def parse_task_request(body: Any, default_model: str = "", default_images_per_sh
 
         dry_run=_opt_bool(body, "dry_run"),
         notify_url=_notify_url(body),
+        previews_expire_days=_opt_int(body, "previews_expire_days", 1, MAX_PREVIEWS_EXPIRE_DAYS),
     )
+
+
+RERENDER_FIELDS = ("threshold",)
+
+
+def parse_rerender(body: Any) -> float:
+    """The threshold of ``POST /api/tasks/{id}/previews``: ``{"threshold": t}``, ``t`` as ``preview_threshold``."""
+    example = 'send e.g. {"threshold": 0.35}'
+    if not isinstance(body, Mapping):
+        raise RequestInvalid("the request body must be a JSON object", example)
+    unknown = sorted(set(body) - set(RERENDER_FIELDS))
+    if unknown:
+        raise RequestInvalid(f"unknown field(s): {', '.join(unknown)}", f"allowed fields: {', '.join(RERENDER_FIELDS)}")
+    threshold = _opt_threshold(body, "threshold")
+    if threshold is None:
+        raise RequestInvalid("'threshold' is required", example)
+    return threshold
 
 
 def parse_repeat_removal(body: Any, known_ids: list[str]) -> list[str]:

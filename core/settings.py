@@ -47,6 +47,11 @@ Variables (names shared with infra/main.bicep app settings):
     TRAPBATCH_ZOONIVERSE_BATCH_SIZE   largest Zooniverse manifest batch (default 10000)
     TRAPBATCH_LINK_DAYS            how long the read-only links of ``GET /api/tasks/{id}/results`` work (default 7,
                                    the most a user delegation SAS allows; fractions of a day are fine)
+    TRAPBATCH_RESULTS_ZIP_ABOVE_BYTES  when a task's linked files (results, CSVs, exports) together exceed this many
+                                   bytes (default 52428800, 50 MiB), ``GET /api/tasks/{id}/results`` also offers one
+                                   zip of them, built on first request (orchestrations/results_zip.py)
+    TRAPBATCH_PREVIEWS_EXPIRE_DAY_S  tests only: the seconds in one of a request's ``previews_expire_days`` (default
+                                   86400); lets a test see an expiry happen within seconds
     TRAPBATCH_EXPORT_IMAGE_SIZES   ``true`` (default) or ``false``: read each image's header for COCO's pixel boxes
                                    (MegaDetector's results carry no sizes); ``false`` keeps normalized boxes
     TRAPBATCH_LOCAL_CONCURRENCY    local pool: workers at once (default: GPUs, or 1)
@@ -189,6 +194,8 @@ class OrchestrationKnobs:
     node_price_per_hour: float = 0.0
     confirm_above_images: int = 0  # 0: never wait for a confirmation
     confirm_timeout_s: int = 7 * 24 * 3600
+    # the length of one of a request's previews_expire_days, in seconds: 86400, changed by tests only
+    previews_expire_day_s: int = 86400
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__slots__}
@@ -213,6 +220,7 @@ class Settings:
     zooniverse_batch_size: int = 10_000
     export_image_sizes: bool = True
     link_days: float = 7.0
+    results_zip_above_bytes: int = 50 * 1024 * 1024  # GET .../results offers one zip of the files above this
     knobs: OrchestrationKnobs = OrchestrationKnobs()
     local_concurrency: int = 0
     device: str = "auto"
@@ -300,6 +308,7 @@ class Settings:
             node_price_per_hour=_positive(env, "TRAPBATCH_NODE_PRICE_PER_HOUR", 0.0, allow_zero=True),
             confirm_above_images=_int(env, "TRAPBATCH_CONFIRM_ABOVE_IMAGES", 0, minimum=0),
             confirm_timeout_s=_int(env, "TRAPBATCH_CONFIRM_TIMEOUT_S", 7 * 24 * 3600),
+            previews_expire_day_s=_int(env, "TRAPBATCH_PREVIEWS_EXPIRE_DAY_S", 86400),
         )
         settings = cls(
             storage_connection=storage,
@@ -315,6 +324,7 @@ class Settings:
             zooniverse_batch_size=_int(env, "TRAPBATCH_ZOONIVERSE_BATCH_SIZE", 10_000),
             export_image_sizes=_bool(env, "TRAPBATCH_EXPORT_IMAGE_SIZES", True),
             link_days=_link_days(env),
+            results_zip_above_bytes=_int(env, "TRAPBATCH_RESULTS_ZIP_ABOVE_BYTES", 50 * 1024 * 1024, minimum=0),
             knobs=knobs,
             local_concurrency=_int(env, "TRAPBATCH_LOCAL_CONCURRENCY", 0, minimum=0),
             device=env.get("TRAPBATCH_DEVICE", "auto"),

@@ -18,6 +18,8 @@ come back as messages. Everything is in the ``Store`` (Azure Storage), so a kill
 """
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 import logging
 import threading
@@ -26,7 +28,7 @@ import traceback
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from typing import Any
+from typing import Any, Callable
 
 import azure.functions as func
 from azure.functions import meta
@@ -171,6 +173,10 @@ class Engine:
         self._threads: list[threading.Thread] = []
         self.wake = threading.Event()
         self.metrics = Metrics()  # benchmark counters (devhost.metrics); instrumentation only
+        # set by the host once it serves: its event loop (async activities run there, as the worker runs them on its
+        # own loop) and the durable client binding an activity with ``durable_client_input`` receives
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.client_binding: Callable[[], str] | None = None
 
     # ----------------------------------------------------------------- control
     def start(self) -> None:
@@ -687,10 +693,21 @@ class Engine:
                    if input_json is not None else None)
             cpu: list[float] = []
 
+            kwargs: dict[str, Any] = {param: arg}
+            client_arg = self.index.activity_clients.get(name)
+            if client_arg:
+                if self.client_binding is None:
+                    raise UnknownFunction(f"activity {name!r} takes a durable client, which this engine has none of")
+                kwargs[client_arg] = self.client_binding()
+
             def invoke() -> Any:  # runs in the invocation thread, so its thread CPU is the activity's
                 start_cpu = time.thread_time()
                 try:
-                    return fn(**{param: arg})
+                    if inspect.iscoroutinefunction(fn):  # an async activity runs on the host's loop
+                        if self.loop is None:
+                            raise UnknownFunction(f"async activity {name!r} needs the host's event loop")
+                        return asyncio.run_coroutine_threadsafe(fn(**kwargs), self.loop).result()
+                    return fn(**kwargs)
                 finally:
                     cpu.append(time.thread_time() - start_cpu)
 

@@ -57,6 +57,7 @@ class EventGridTrigger:
 class AppIndex:
     orchestrators: dict[str, Callable[..., Any]] = field(default_factory=dict)
     activities: dict[str, tuple[Callable[..., Any], str]] = field(default_factory=dict)
+    activity_clients: dict[str, str] = field(default_factory=dict)  # activity -> its durable client parameter
     http: list[HttpRoute] = field(default_factory=list)
     blob_triggers: list[BlobTrigger] = field(default_factory=list)
     event_grid_triggers: list[EventGridTrigger] = field(default_factory=list)
@@ -88,6 +89,8 @@ def index_app(app: Any) -> AppIndex:
             index.orchestrators[getattr(trigger, "orchestration", None) or name] = fn
         elif trigger.type == "activityTrigger":
             index.activities[getattr(trigger, "activity", None) or name] = (fn, trigger.name)
+            if client_arg:  # an activity may take the orchestration client too (activities/expiry.py does)
+                index.activity_clients[getattr(trigger, "activity", None) or name] = client_arg
         elif trigger.type == "httpTrigger":
             methods = tuple(str(getattr(m, "value", m)).upper() for m in (trigger.methods or ["GET", "POST"]))
             level = str(getattr(trigger.auth_level, "value", trigger.auth_level) or "function").lower()

@@ -140,8 +140,9 @@ class DevHost:
         ready.wait(30)
         if failure:
             raise RuntimeError(f"devhost could not listen on {self.host}:{self.port}: {failure[0]}")
-        self.engine.start()
         assert self._loop is not None
+        self.engine.loop, self.engine.client_binding = self._loop, self.front.binding
+        self.engine.start()
         self._poller = BlobPoller(self.index, self.store, self.blobs, self.blob_poll_s, self._loop,
                                   self.front.binding, self.connection_string, self.config)
         self._poller.start()

@@ -214,6 +214,31 @@ def preview_sample_blob(task_id: str, variant: str = "") -> str:
     return f"{results_prefix(task_id)}preview-sample{_variant_suffix(variant)}.json"
 
 
+def threshold_label(threshold: float) -> str:
+    """A threshold as file names carry it: ``0.35``, ``0.005``, ``1`` (up to six significant digits)."""
+    return f"{float(threshold):g}"
+
+
+def threshold_csv_blob(task_id: str, threshold: float, variant: str = "") -> str:
+    """The CSV of a results variant at a threshold asked for after the task (``POST /api/tasks/{id}/previews``):
+    ``detections[.<variant>].threshold-0.35.csv``, beside the task's own ``detections.csv``."""
+    return f"{results_prefix(task_id)}detections{_variant_suffix(variant)}.threshold-{threshold_label(threshold)}.csv"
+
+
+def threshold_csv_prefix(task_id: str, variant: str = "") -> str:
+    return f"{results_prefix(task_id)}detections{_variant_suffix(variant)}.threshold-"
+
+
+def results_zip_blob(task_id: str) -> str:
+    """One zip of a task's downloadable files (``GET /api/tasks/{id}/results`` offers it above a size)."""
+    return f"{results_prefix(task_id)}download/{task_id}-results.zip"
+
+
+def results_zip_manifest_blob(task_id: str) -> str:
+    """What the zip holds (each file's etag when it was read), so a stale zip is noticed and rebuilt."""
+    return f"{results_prefix(task_id)}download/{task_id}-results.zip.json"
+
+
 def repeats_blob(task_id: str) -> str:
     return f"{results_prefix(task_id)}repeated-detections.json"
 

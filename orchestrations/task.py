@@ -14,6 +14,7 @@ import azure.durable_functions as df
 from core import contracts as c
 from core.contracts import Stage
 from core.estimate import estimate
+from core.expiry import expiry_time
 from core.ids import shards_instance_id
 from core.settings import OrchestrationKnobs
 from core.shards import group_count_limit, group_shards, in_flight_shares
@@ -245,5 +246,22 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
         summary["results"]["exports"] = exports
     else:
         summary["results"]["exports_error"] = exports_error
+    yield from _schedule_expiry(context, data, knobs, summary)
     context.set_custom_status(summary)
     return summary
+
+
+def _schedule_expiry(context: df.DurableOrchestrationContext, data: c.TaskInput, knobs: OrchestrationKnobs,
+                     summary: c.TaskStatus) -> Generator[Any, Any, None]:
+    """The request's ``previews_expire_days``: an expiry orchestration of its own takes the pages off the website
+    then (orchestrations/expiry.py), and the status says when. Best effort: a failure is noted, the task stands."""
+    days = data["request"].get("previews_expire_days")
+    if not days:
+        return
+    expires = expiry_time(context.current_utc_datetime, int(days), knobs.previews_expire_day_s).isoformat()
+    summary["previews"]["expires"] = expires
+    try:
+        yield from call(context, c.SCHEDULE_EXPIRY, STORAGE_RETRY, c.ExpiryInput(task_id=data["task_id"],
+                                                                                 expires=expires))
+    except Exception as exc:  # noqa: BLE001 - every attempt failed; the pages stay until deleted
+        summary["previews"]["expiry_error"] = _first_line(exc)

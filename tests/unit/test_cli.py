@@ -16,7 +16,7 @@ from cli.main import build_request, cli, main
 from cli.progress import exit_code_for, progress_line, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
-SUBCOMMANDS = ("submit", "status", "list", "watch", "cancel", "results", "repeats", "estimate")
+SUBCOMMANDS = ("submit", "status", "list", "watch", "cancel", "results", "repeats", "estimate", "previews")
 
 
 def test_help_lists_every_subcommand_with_one_line() -> None:
@@ -102,3 +102,9 @@ def test_waiting_polls_until_the_task_ends_and_reports_each_status() -> None:
     assert final["stage"] == "completed" and sleeps == [3, 3]
     assert seen[1] == ("detecting: 40/100 images, shards 1/4 done, 2 running, 1 queued, 1 resubmitted, "
                        "12.5 img/s, ETA 1m15s")
+
+
+@pytest.mark.parametrize("value", ["0.001", "1.5"])
+def test_previews_checks_the_threshold_before_sending(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["--url", "http://127.0.0.1:9", "--key", "k", "previews", "task-0", "--threshold", value])
+    assert code == 2 and "'threshold' must be a number from 0.005 to 1" in capsys.readouterr().err

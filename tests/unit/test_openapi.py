@@ -71,6 +71,7 @@ def test_the_description_is_valid_openapi_3_1() -> None:
     assert labels == {"POST /api/tasks", "GET /api/tasks", "GET /api/tasks/{task_id}",
                       "GET /api/tasks/{task_id}/results", "POST /api/tasks/{task_id}/cancel",
                       "POST /api/tasks/{task_id}/confirm", "DELETE /api/tasks/{task_id}/previews",
+                      "POST /api/tasks/{task_id}/previews",
                       "GET /api/tasks/{task_id}/repeats", "POST /api/tasks/{task_id}/repeats"}
     assert labels == served_routes() - {"GET /api/openapi.json"}  # every route the app serves is described
     for name, sub in doc["components"]["schemas"].items():

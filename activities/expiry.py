@@ -1,0 +1,50 @@
+"""The activities of a preview expiry: start its orchestration when the task ends, and delete the folder when due.
+
+Why an activity starts the expiry: an orchestrator cannot start an independent orchestration in Python (the SDK has
+sub-orchestrations, whose parent waits for them), and the task must complete when its work does
+(orchestrations/expiry.py says why). The Durable docs' answer for non-.NET apps is an activity with the orchestration
+client binding (``durable_client_input``), which any function may take. Idempotent: an expiry already waiting for
+this task keeps its time (a rerun of the activity, or of the task, starts nothing new).
+"""
+from __future__ import annotations
+
+import logging
+
+import azure.durable_functions as df
+
+from adapters import clients
+from adapters.preview_folders import delete_preview_folder
+from core import contracts as c
+from core.ids import expiry_instance_id
+
+logger = logging.getLogger(__name__)
+bp = df.Blueprint()
+
+WAITING = {"Running", "Pending"}
+
+
+async def run_schedule_expiry(payload: c.ExpiryInput, client: df.DurableOrchestrationClient) -> c.ExpiryOutput:
+    instance = expiry_instance_id(payload["task_id"])
+    status = await client.get_status(instance)
+    runtime = getattr(getattr(status, "runtime_status", None), "value", None)
+    if runtime in WAITING:
+        return {"scheduled": False, "instance_id": instance}
+    await client.start_new(c.EXPIRY_ORCHESTRATOR, instance, c.ExpiryInput(task_id=payload["task_id"],
+                                                                          expires=payload["expires"]))
+    logger.info("task %s: preview pages expire at %s (%s)", payload["task_id"], payload["expires"], instance)
+    return {"scheduled": True, "instance_id": instance}
+
+
+@bp.activity_trigger(input_name="payload", activity=c.SCHEDULE_EXPIRY)
+@bp.durable_client_input(client_name="client")
+async def schedule_preview_expiry(payload: c.ExpiryInput,
+                                  client: df.DurableOrchestrationClient) -> c.ExpiryOutput:
+    return await run_schedule_expiry(payload, client)
+
+
+@bp.activity_trigger(input_name="payload", activity=c.DELETE_PREVIEWS)
+def delete_previews_when_due(payload: c.DeletePreviewsInput) -> c.DeletePreviewsOutput:
+    s = clients.settings()
+    deleted = delete_preview_folder(clients.store(s), s, payload["task_id"])
+    logger.info("task %s: preview pages expired (%s files deleted)", payload["task_id"], deleted or 0)
+    return {"deleted": deleted or 0}

@@ -1,0 +1,66 @@
+"""One zip of a finished task's downloadable files, for ``GET /api/tasks/{id}/results`` above a size.
+
+Why: above ``TRAPBATCH_RESULTS_ZIP_ABOVE_BYTES`` (50 MiB by default) a partner faces dozens of links (results, CSVs,
+COCO, Camtrap DP, Zooniverse batches, per variant); one zip is one download. Built on demand (the results route
+starts ``orchestrations.results_zip``), not at the end of the task, because the set of files grows afterwards (a
+repeats-removed variant, CSVs at other thresholds): the zip's manifest records each file's etag when it was read, and
+the results route rebuilds a zip that no longer matches (``zip_is_current``).
+
+Streamed, memory bounded whatever the size: each file is read from storage in chunks into ``zipfile`` (deflated,
+zip64), which writes into ``adapters.block_writer.BlockBlobWriter`` (one 8 MiB block in memory). Paths in the zip are
+``<task>/<path under results/<task>/>``, e.g. ``task-.../detections.json``, ``task-.../exports/coco.json``.
+
+Must not: put anything but the linked files in the zip (never the preview sample, the folder record, or itself).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import zipfile
+from typing import Any
+
+from adapters import share_links
+from adapters.block_writer import BlockBlobWriter
+from adapters.blobs import BlobStore
+from gpu_batch import layout
+
+logger = logging.getLogger(__name__)
+
+
+def linked_blobs(store: BlobStore, container: str, task_id: str) -> dict[str, dict[str, Any]]:
+    """Every linked file of the task (``share_links.result_files``) with its ``size`` and ``etag``, by blob name, from
+    one listing of the task's results folder."""
+    names = set(share_links.all_names(share_links.result_files(store, container, task_id)))
+    client = store.service.get_container_client(container)
+    return {b.name: {"size": int(b.size), "etag": str(b.etag)}
+            for b in client.list_blobs(name_starts_with=layout.results_prefix(task_id)) if b.name in names}
+
+
+def zip_path(task_id: str, name: str) -> str:
+    """A file's path in the zip: under one folder named for the task, as under ``results/<task>/``."""
+    return task_id + "/" + name[len(layout.results_prefix(task_id)):]
+
+
+def zip_is_current(manifest: Any, current: dict[str, dict[str, Any]]) -> bool:
+    """The zip recorded in ``manifest`` holds exactly ``current``'s files, each as it is now (same etag)."""
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        return False
+    return {n: f.get("etag") for n, f in manifest["files"].items()} == {n: f["etag"] for n, f in current.items()}
+
+
+def write_zip(store: BlobStore, container: str, task_id: str) -> dict[str, Any]:
+    """Write the zip and then its manifest; returns the manifest (``zip``, ``bytes``, ``files``)."""
+    files = linked_blobs(store, container, task_id)  # etags before reading: a file changed meanwhile reads stale
+    name = layout.results_zip_blob(task_id)
+    with BlockBlobWriter(store, container, name) as out:
+        with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as zf:
+            for blob in sorted(files):
+                with zf.open(zip_path(task_id, blob), "w", force_zip64=True) as member:
+                    for chunk in store.service.get_blob_client(container, blob).download_blob().chunks():
+                        member.write(chunk)
+        size = out.bytes_written
+    manifest = {"task_id": task_id, "zip": name, "bytes": size, "files": files}
+    store.write_bytes(container, layout.results_zip_manifest_blob(task_id),
+                      json.dumps(manifest, indent=1).encode("utf-8"), "application/json")
+    logger.info("task %s: results zip written, %d files, %d bytes", task_id, len(files), size)
+    return manifest

@@ -1,0 +1,38 @@
+"""Take a task's preview pages off the public website when the request's ``previews_expire_days`` have passed.
+
+Why an orchestration of its own (instance ``<task>-expiry``, started by the task's last activity) rather than a timer
+in the task orchestration: a task waiting days for a timer would stay ``Running``, so it would count against its
+caller's running tasks, hold its output back, and keep its (large) history loaded for replay; the expiry's own
+history is a few events. Timers are chained, at most ``core.expiry.MAX_TIMER_STEP`` each (why: core/expiry.py).
+A ``DELETE /api/tasks/{id}/previews`` before the time leaves nothing to delete: the expiry then deletes 0 blobs.
+Deterministic code only.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generator
+
+import azure.durable_functions as df
+
+from core import contracts as c
+from core.contracts import Stage
+from core.expiry import next_timer
+from orchestrations.retries import STORAGE_RETRY, call
+
+bp = df.Blueprint()
+
+
+@bp.orchestration_trigger(context_name="context", orchestration=c.EXPIRY_ORCHESTRATOR)
+def expire_previews(context: df.DurableOrchestrationContext) -> Generator[Any, Any, c.ExpiryStatus]:
+    data: c.ExpiryInput = context.get_input()
+    until = datetime.fromisoformat(data["expires"])
+    context.set_custom_status(c.ExpiryStatus(stage="waiting", expires=data["expires"]))
+    fire = next_timer(context.current_utc_datetime, until)
+    while fire is not None:
+        yield context.create_timer(fire)
+        fire = next_timer(context.current_utc_datetime, until)
+    gone: c.DeletePreviewsOutput = yield from call(context, c.DELETE_PREVIEWS, STORAGE_RETRY,
+                                                   c.DeletePreviewsInput(task_id=data["task_id"]))
+    done = c.ExpiryStatus(stage=Stage.completed, expires=data["expires"], deleted=gone["deleted"])
+    context.set_custom_status(done)
+    return done

@@ -1,0 +1,140 @@
+"""What acts on a finished task, end to end through devhost and Azurite with the real worker on a tiny checkpoint:
+a re-render at another threshold (page counts and CSV rows as the data says, results byte-identical), the results
+zip (exactly the linked files, downloaded anonymously by its link, rebuilt when the files change) and the preview
+expiry of ``previews_expire_days`` (with a day of a few seconds: TRAPBATCH_PREVIEWS_EXPIRE_DAY_S, tests only)."""
+from __future__ import annotations
+
+import csv
+import io
+import zipfile
+from typing import Any
+
+import pytest
+import requests
+
+from core.exports import CSV_COLUMNS, csv_row
+from core.previewsample import preview_category, top_confidence
+from gpu_batch import layout
+from tests.integration.conftest import upload_images
+from tests.integration.test_end_to_end import FUNCTION_KEY, api, finished_status
+from tests.waiting import wait_until
+
+
+@pytest.fixture
+def host(app_env: dict[str, str], unique_name: str, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    from devhost.host import DevHost
+    import function_app
+
+    monkeypatch.setenv("TRAPBATCH_PREVIEWS_EXPIRE_DAY_S", "3")
+    monkeypatch.setenv("TRAPBATCH_RESULTS_ZIP_ABOVE_BYTES", "1")  # every task's files are "large": a zip is offered
+    h = DevHost(function_app.app, app_env["AzureWebJobsStorage"], task_hub="h" + unique_name[:12], port=0,
+                blob_poll_s=0.5, function_key=FUNCTION_KEY)
+    h.start()
+    yield h
+    h.stop()
+
+
+def _done(url: str, key: str) -> Any:
+    state = api.get(url, timeout=30).json()["previews"].get(key)
+    return state if state and state.get("runtime_status") in ("Completed", "Failed") else None
+
+
+def _csv_text(entries: list[dict[str, Any]], threshold: float) -> bytes:
+    out = io.StringIO(newline="")
+    writer = csv.writer(out)
+    writer.writerow(CSV_COLUMNS)
+    for entry in entries:
+        writer.writerow(csv_row(entry, threshold))
+    return out.getvalue().encode("utf-8")
+
+
+def test_rerender_zip_and_expiry_of_finished_tasks(host, app_env, store, unique_name) -> None:  # type: ignore[no-untyped-def]
+    upload_images(store, unique_name, 8, corrupt=1)
+    base = {"container": unique_name, "max_failed_fraction": 0.5}
+    task = api.post(host.base_url + "/api/tasks", json=base, timeout=30).json()["id"]
+    expiring = api.post(host.base_url + "/api/tasks", json={**base, "first_n": 3, "previews_expire_days": 1},
+                        timeout=30).json()["id"]
+    container = app_env["TRAPBATCH_CONTAINER"]
+    for task_id in (task, expiring):
+        status = wait_until(lambda: finished_status(host.base_url, task_id), 240, "task completion")
+        assert status["runtime_status"] == "Completed", status
+    check_expiry(host, store, expiring)
+
+    results_url = f"{host.base_url}/api/tasks/{task}/results"
+    before = store.read_bytes(container, layout.results_blob(task))
+    own_csv = store.read_bytes(container, layout.csv_blob(task))
+    doc = store.read_json(container, layout.results_blob(task))
+    first = api.get(results_url, timeout=30).json()
+    default = store.read_json(container, layout.preview_sample_blob(task))["threshold"]
+    tops = sorted({top_confidence(e) for e in doc["images"] if not e.get("failure") and e.get("detections")})
+    at = {t: sum(1 for e in doc["images"] if preview_category(e, t) == "detections") for t in tops}
+    threshold = next(t for t in tops if at[t] != at.get(default, sum(
+        1 for e in doc["images"] if preview_category(e, default) == "detections")))  # one that changes the counts
+
+    assert api.post(f"{host.base_url}/api/tasks/{task}/previews", json={"threshold": 7}, timeout=30).status_code == 400
+    assert api.post(f"{host.base_url}/api/tasks/{task}/previews", json={}, timeout=30).status_code == 400
+    started = api.post(f"{host.base_url}/api/tasks/{task}/previews", json={"threshold": threshold}, timeout=30)
+    assert started.status_code == 202, started.text
+    again = api.post(f"{host.base_url}/api/tasks/{task}/previews", json={"threshold": threshold}, timeout=30)
+    done = wait_until(lambda: _done(results_url, "rerender"), 120, "the re-render")
+    assert again.status_code in (202, 409)  # 409 while the first still ran
+    assert done["runtime_status"] == "Completed" and done["threshold"] == threshold, done
+
+    expected = {name: sum(1 for e in doc["images"] if preview_category(e, threshold) == name)
+                for name in ("detections", "near_misses", "empty", "failures")}
+    assert done["previews"]["original"]["counts"]["detections"] == expected["detections"]
+    assert {k: done["previews"]["original"]["counts"][k] for k in expected} == expected
+    sample = store.read_json(container, layout.preview_sample_blob(task))
+    assert sample["threshold"] == threshold and sample["totals"] == expected
+    page = api.get(first["previews"]["local_url"], timeout=30)
+    assert page.status_code == 200 and str(threshold) in page.text
+
+    assert store.read_bytes(container, layout.results_blob(task)) == before  # the results are only read
+    assert store.read_bytes(container, layout.csv_blob(task)) == own_csv  # the task's own CSV stays
+    csv_name = layout.threshold_csv_blob(task, threshold)
+    assert started.json()["csv"]["original"] == csv_name
+    assert store.read_bytes(container, csv_name) == _csv_text(doc["images"], threshold)
+
+    answer = api.get(results_url, timeout=30).json()
+    label = layout.threshold_label(threshold)
+    assert answer["results"]["thresholds"]["original"] == {label: csv_name}
+    link = answer["links"]["files"]["original"]["thresholds"][label]
+    assert requests.get(link, timeout=30).content == _csv_text(doc["images"], threshold)  # no credential
+
+    check_zip(host, store, container, task, results_url)
+
+
+def check_zip(host, store, container: str, task: str, results_url: str) -> None:  # type: ignore[no-untyped-def]
+    """Above TRAPBATCH_RESULTS_ZIP_ABOVE_BYTES the results answer offers one zip, built on first request."""
+    from adapters.results_bundle import linked_blobs, zip_path
+
+    ready = wait_until(lambda: (lambda a: a if a["zip"]["state"] == "ready" else None)(
+        api.get(results_url, timeout=30).json()), 120, "the results zip")
+    files = linked_blobs(store, container, task)
+    assert ready["zip"]["files"] == len(files) >= 5
+    got = requests.get(ready["links"]["zip"], timeout=60)  # anonymously, by its read-only link
+    assert got.status_code == 200
+    with zipfile.ZipFile(io.BytesIO(got.content)) as zf:
+        assert sorted(zf.namelist()) == sorted(zip_path(task, name) for name in files)
+        for name in files:
+            assert zf.read(zip_path(task, name)) == store.read_bytes(container, name), name
+    assert requests.put(ready["links"]["zip"], data=b"x", headers={"x-ms-blob-type": "BlockBlob"},
+                        timeout=30).status_code == 403
+    # a file changed since: the zip is stale, so the next answer builds it again rather than link the old one
+    store.write_bytes(container, layout.csv_blob(task), b"file\n")
+    assert api.get(results_url, timeout=30).json()["zip"]["state"] == "building"
+    wait_until(lambda: api.get(results_url, timeout=30).json()["zip"]["state"] == "ready", 120, "the rebuilt zip")
+
+
+def check_expiry(host, store, task: str) -> None:  # type: ignore[no-untyped-def]
+    """previews_expire_days=1 with a 3-second day: the status says when, then the folder is gone."""
+    status = api.get(f"{host.base_url}/api/tasks/{task}", timeout=30).json()
+    assert status["previews"]["expires"] > status["finished"]
+    url = f"{host.base_url}/api/tasks/{task}/results"
+    done = wait_until(lambda: (lambda e: e if e and e.get("runtime_status") == "Completed" else None)(
+        api.get(url, timeout=30).json()["previews"]["expiry"]), 120, "the preview expiry")
+    assert done["deleted"] > 0 and done["expires"] == status["previews"]["expires"]
+    answer = api.get(url, timeout=30).json()
+    assert "error" in answer["previews"] and not list(store.list_names("$web", task + "-"))
+    refused = api.post(f"{host.base_url}/api/tasks/{task}/previews", json={"threshold": 0.5}, timeout=30)
+    assert refused.status_code == 409 and "no preview pages" in refused.json()["error"]

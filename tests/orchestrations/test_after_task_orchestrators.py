@@ -1,0 +1,107 @@
+"""The orchestrations that act on a finished task (re-render at another threshold, preview expiry, results zip) and
+the task's own expiry scheduling, replayed by the real Durable SDK with scripted activities."""
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from core import contracts as c
+from core.contracts import Stage
+from gpu_batch.layout import REPEATS_REMOVED, threshold_csv_blob
+from orchestrations.expiry import expire_previews
+from orchestrations.rerender import rerender_previews
+from orchestrations.results_zip import zip_results
+from tests.orchestrations.replay import T0, run_orchestrator
+from tests.orchestrations.test_task_orchestrator import REQUEST, TASK, activities, run_task, task_input
+
+
+def test_a_rerender_passes_over_each_variant_then_renders_its_page() -> None:
+    counts = {"detections": 3, "near_misses": 4, "empty": 17, "failures": 1}
+
+    def answer(name: str, payload: Any) -> Any:
+        if name == c.RETHRESHOLD:
+            return {"variant": payload["variant"], "threshold": payload["threshold"], "images": 25, "counts": counts,
+                    "csv_blob": threshold_csv_blob(TASK, payload["threshold"], payload["variant"])}
+        assert name == c.PREVIEWS
+        return {"container": "$web", "counts": counts}
+
+    data: c.RerenderInput = {"task_id": TASK, "threshold": 0.35, "model": "MDV5A", "request_name": "site A",
+                             "variants": ["", REPEATS_REMOVED]}
+    run = run_orchestrator(rerender_previews, data, answer, instance_id=f"{TASK}-previews")
+
+    assert run.status == "Completed"
+    assert run.activity_names == [c.RETHRESHOLD, c.PREVIEWS, c.RETHRESHOLD, c.PREVIEWS]
+    assert run.inputs(c.RETHRESHOLD) == [{"task_id": TASK, "threshold": 0.35, "variant": ""},
+                                         {"task_id": TASK, "threshold": 0.35, "variant": REPEATS_REMOVED}]
+    assert run.inputs(c.PREVIEWS)[1] == {"task_id": TASK, "model": "MDV5A", "request_name": "site A",
+                                         "variant": REPEATS_REMOVED}
+    assert run.stages[0] == Stage.publishing and run.stages[-1] == Stage.completed
+    assert run.output == {
+        "stage": Stage.completed, "started": T0.isoformat(), "finished": T0.isoformat(), "threshold": 0.35,
+        "csv": {"original": threshold_csv_blob(TASK, 0.35), REPEATS_REMOVED: threshold_csv_blob(TASK, 0.35,
+                                                                                               REPEATS_REMOVED)},
+        "previews": {"original": {"container": "$web", "counts": counts},
+                     REPEATS_REMOVED: {"container": "$web", "counts": counts}}}
+
+
+@pytest.mark.parametrize("days, steps", [(20, [6, 12, 18, 20]), (6, [6]), (1, [1]), (13, [6, 12, 13])])
+def test_an_expiry_waits_in_timers_of_at_most_six_days_then_deletes_the_folder(days: int, steps: list[int]) -> None:
+    expires = (T0 + timedelta(days=days)).isoformat()
+    run = run_orchestrator(expire_previews, {"task_id": TASK, "expires": expires},
+                           {c.DELETE_PREVIEWS: {"deleted": 42}}, instance_id=f"{TASK}-expiry")
+
+    assert run.status == "Completed"
+    assert [t.fire_at for t in run.orchestrator_timers] == [T0 + timedelta(days=d) for d in steps]
+    assert all(t.delay_s <= 6 * 86400 for t in run.orchestrator_timers)
+    assert run.inputs(c.DELETE_PREVIEWS) == [{"task_id": TASK}]
+    assert run.statuses[0] == {"stage": "waiting", "expires": expires}
+    assert run.output == {"stage": Stage.completed, "expires": expires, "deleted": 42}
+
+
+def test_an_expiry_already_due_deletes_at_once() -> None:
+    run = run_orchestrator(expire_previews, {"task_id": TASK, "expires": (T0 - timedelta(hours=1)).isoformat()},
+                           {c.DELETE_PREVIEWS: {"deleted": 0}})
+    assert run.status == "Completed" and run.orchestrator_timers == [] and run.output["deleted"] == 0
+
+
+def test_the_zip_orchestration_builds_it_in_one_activity() -> None:
+    built = {"blob": f"results/{TASK}/download/{TASK}-results.zip", "files": 9, "bytes": 1234}
+    run = run_orchestrator(zip_results, {"task_id": TASK}, {c.BUILD_RESULTS_ZIP: built})
+    assert run.status == "Completed" and run.output == built and run.inputs(c.BUILD_RESULTS_ZIP) == [{"task_id": TASK}]
+
+
+def with_expiry(answer: Any, fail: bool = False) -> Any:
+    def wrapped(name: str, payload: Any) -> Any:
+        if name == c.SCHEDULE_EXPIRY:
+            if fail:
+                raise ConnectionError("management API down")
+            return {"scheduled": True, "instance_id": f"{TASK}-expiry"}
+        return answer(name, payload)
+
+    return wrapped
+
+
+def test_a_task_with_previews_expire_days_schedules_its_expiry_and_says_when() -> None:
+    run = run_task(task_input({**REQUEST, "previews_expire_days": 3}, previews_expire_day_s=60),
+                   with_expiry(activities(shards=1)))
+
+    assert run.status == "Completed"
+    scheduled = run.inputs(c.SCHEDULE_EXPIRY)
+    finished = run.output["finished"]
+    from datetime import datetime
+
+    expected = (datetime.fromisoformat(finished) + timedelta(seconds=3 * 60)).isoformat()
+    assert scheduled == [{"task_id": TASK, "expires": expected}]
+    assert run.output["previews"]["expires"] == expected == run.custom_status["previews"]["expires"]
+    assert run.activity_names.index(c.SCHEDULE_EXPIRY) > run.activity_names.index(c.PREVIEWS)
+
+
+def test_a_task_without_it_schedules_nothing_and_a_failed_schedule_is_noted_not_fatal() -> None:
+    plain = run_task(task_input(REQUEST), with_expiry(activities(shards=1)))
+    assert plain.status == "Completed" and plain.inputs(c.SCHEDULE_EXPIRY) == []
+    assert "expires" not in plain.output["previews"]
+    failing = run_task(task_input({**REQUEST, "previews_expire_days": 1}), with_expiry(activities(shards=1), True))
+    assert failing.status == "Completed" and failing.output["stage"] == Stage.completed
+    assert "management API down" in failing.output["previews"]["expiry_error"]

@@ -1,0 +1,78 @@
+"""Pure parts of what acts on a finished task: threshold CSV names, the re-render body, previews_expire_days, the
+expiry's timer chain, the zip's settings and staleness rule."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from core.errors import ConfigError, RequestInvalid
+from core.expiry import MAX_TIMER_STEP, expiry_time, next_timer
+from core.requests import MAX_PREVIEWS_EXPIRE_DAYS, parse_rerender, parse_task_request
+from core.settings import Settings
+from gpu_batch import layout
+
+TASK = "task-0123456789abcdef0123"
+NOW = datetime(2026, 3, 1, 12, tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize("t, label", [(0.35, "0.35"), (0.005, "0.005"), (1, "1"), (1.0, "1"), (0.123456, "0.123456")])
+def test_threshold_csvs_sit_beside_the_tasks_own_with_the_threshold_in_the_name(t: float, label: str) -> None:
+    assert layout.threshold_csv_blob(TASK, t) == f"results/{TASK}/detections.threshold-{label}.csv"
+    assert layout.threshold_csv_blob(TASK, t, layout.REPEATS_REMOVED) == (
+        f"results/{TASK}/detections.{layout.REPEATS_REMOVED}.threshold-{label}.csv")
+    assert layout.threshold_csv_blob(TASK, t) != layout.csv_blob(TASK)
+    assert layout.threshold_csv_blob(TASK, t).startswith(layout.threshold_csv_prefix(TASK))
+    assert not layout.threshold_csv_blob(TASK, t, layout.REPEATS_REMOVED).startswith(layout.threshold_csv_prefix(TASK))
+
+
+def test_the_rerender_body_needs_one_threshold_in_range() -> None:
+    assert parse_rerender({"threshold": 0.35}) == 0.35
+    assert parse_rerender({"threshold": 1}) == 1.0
+    for body, message in (({}, "'threshold' is required"), ({"threshold": None}, "'threshold' is required"),
+                          ({"threshold": 0.001}, "from 0.005 to 1"), ({"threshold": 2}, "from 0.005 to 1"),
+                          ({"threshold": True}, "from 0.005 to 1"), ({"threshold": "0.3"}, "from 0.005 to 1"),
+                          ({"threshold": 0.3, "variant": "x"}, "unknown field(s): variant"),
+                          ([0.3], "must be a JSON object")):
+        with pytest.raises(RequestInvalid) as info:
+            parse_rerender(body)
+        assert message in info.value.message and info.value.hint
+
+
+def test_previews_expire_days_is_bounded_and_not_part_of_the_task_id() -> None:
+    base = {"container": "cams"}
+    assert parse_task_request(base).previews_expire_days is None
+    r = parse_task_request({**base, "previews_expire_days": 30})
+    assert r.previews_expire_days == 30 and r.task_id == parse_task_request(base).task_id
+    assert r.to_dict()["previews_expire_days"] == 30
+    for bad in (0, -1, MAX_PREVIEWS_EXPIRE_DAYS + 1, 1.5, "7", True):
+        with pytest.raises(RequestInvalid, match="previews_expire_days"):
+            parse_task_request({**base, "previews_expire_days": bad})
+
+
+def test_expiry_time_counts_days_of_the_configured_length() -> None:
+    assert expiry_time(NOW, 3) == NOW + timedelta(days=3)
+    assert expiry_time(NOW, 3, day_s=2) == NOW + timedelta(seconds=6)
+
+
+def test_timers_chain_in_steps_of_at_most_six_days_to_the_exact_time() -> None:
+    until = NOW + timedelta(days=20, hours=5)
+    fired, now = [], NOW
+    while (fire := next_timer(now, until)) is not None:
+        assert fire - now <= MAX_TIMER_STEP
+        fired.append(fire)
+        now = fire
+    assert fired == [NOW + timedelta(days=6), NOW + timedelta(days=12), NOW + timedelta(days=18), until]
+    assert next_timer(until + timedelta(seconds=1), until) is None
+    # the orchestration clock may be naive: it is UTC, as the stored times are
+    assert next_timer(NOW.replace(tzinfo=None), NOW + timedelta(hours=1)) == NOW + timedelta(hours=1)
+
+
+def test_the_zip_size_and_the_expiry_day_are_settings() -> None:
+    s = Settings.from_env({"AzureWebJobsStorage": "x"})
+    assert s.results_zip_above_bytes == 50 * 1024 * 1024 and s.knobs.previews_expire_day_s == 86400
+    s = Settings.from_env({"AzureWebJobsStorage": "x", "TRAPBATCH_RESULTS_ZIP_ABOVE_BYTES": "10",
+                           "TRAPBATCH_PREVIEWS_EXPIRE_DAY_S": "2"})
+    assert s.results_zip_above_bytes == 10 and s.knobs.previews_expire_day_s == 2
+    with pytest.raises(ConfigError, match="TRAPBATCH_PREVIEWS_EXPIRE_DAY_S"):
+        Settings.from_env({"AzureWebJobsStorage": "x", "TRAPBATCH_PREVIEWS_EXPIRE_DAY_S": "0"})
