@@ -47,6 +47,8 @@ Variables (names shared with infra/main.bicep app settings):
     TRAPBATCH_ZOONIVERSE_BATCH_SIZE   largest Zooniverse manifest batch (default 10000)
     TRAPBATCH_LINK_DAYS            how long the read-only links of ``GET /api/tasks/{id}/results`` work (default 7,
                                    the most a user delegation SAS allows; fractions of a day are fine)
+    TRAPBATCH_IMAGE_LIST_MAX_BYTES the largest image list (``image_list``) a request may name (default 268435456,
+                                   256 MiB: about three million CSV rows); the edge reads it whole to hash and check it
     TRAPBATCH_EXPORT_IMAGE_SIZES   ``true`` (default) or ``false``: read each image's header for COCO's pixel boxes
                                    (MegaDetector's results carry no sizes); ``false`` keeps normalized boxes
     TRAPBATCH_LOCAL_CONCURRENCY    local pool: workers at once (default: GPUs, or 1)
@@ -155,6 +157,9 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     return raw in ("true", "1")
 
 
+# The edge downloads, hashes and parses the whole list while the POST waits (the HTTP front end gives up after 230 s):
+# 256 MiB is seconds of work, and about three million rows of a captures CSV.
+DEFAULT_IMAGE_LIST_MAX_BYTES = 256 * 1024 * 1024
 MAX_LINK_DAYS = 7.0  # a user delegation key is valid at most 7 days (adapters.share_links)
 
 
@@ -212,6 +217,7 @@ class Settings:
     export_license: str = ""
     zooniverse_batch_size: int = 10_000
     export_image_sizes: bool = True
+    image_list_max_bytes: int = DEFAULT_IMAGE_LIST_MAX_BYTES
     link_days: float = 7.0
     knobs: OrchestrationKnobs = OrchestrationKnobs()
     local_concurrency: int = 0
@@ -314,6 +320,7 @@ class Settings:
             export_license=env.get("TRAPBATCH_EXPORT_LICENSE", ""),
             zooniverse_batch_size=_int(env, "TRAPBATCH_ZOONIVERSE_BATCH_SIZE", 10_000),
             export_image_sizes=_bool(env, "TRAPBATCH_EXPORT_IMAGE_SIZES", True),
+            image_list_max_bytes=_int(env, "TRAPBATCH_IMAGE_LIST_MAX_BYTES", DEFAULT_IMAGE_LIST_MAX_BYTES),
             link_days=_link_days(env),
             knobs=knobs,
             local_concurrency=_int(env, "TRAPBATCH_LOCAL_CONCURRENCY", 0, minimum=0),
