@@ -73,6 +73,7 @@ REQUEST_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--credential-secret", "credential_secret", str, "name of the Key Vault secret that opens that account"),
     ("--max-failed-fraction", "max_failed_fraction", float, "share of images that may fail for 'completed'"),
     ("--notify-url", "notify_url", str, "https address told (one signed POST) when the task ends"),
+    ("--image-list", "image_list", str, "a JSON or CSV blob in the container naming exactly the images to run"),
 ]
 
 

@@ -145,3 +145,20 @@ def test_zooniverse_rows_carry_the_lists_metadata() -> None:
     row = zooniverse.row(entry, options, {"1": "animal"}, {"site": "J05"})
     assert row[len(zooniverse.COLUMNS):] == ["J05", ""]
     assert len(row) == len(zooniverse.columns(options))
+
+
+@pytest.mark.parametrize("body", [{"container": "cams", "image_list": "lists/a.csv"},
+                                  {"container": "cams", "image_list": ""}, {"container": "cams", "image_list": None},
+                                  {"container": "cams", "image_list": "a\nb.csv"}, {"container": "cams", "image_list": 5},
+                                  {"container": "cams", "image_list": "x" * 1025}], ids=repr)
+def test_the_described_field_is_the_validated_field(body: dict[str, Any]) -> None:
+    from jsonschema import Draft202012Validator
+
+    from api import openapi
+
+    try:
+        parse_task_request(body)
+        accepted = True
+    except RequestInvalid:
+        accepted = False
+    assert Draft202012Validator(openapi.request_schema()).is_valid(body) == accepted
