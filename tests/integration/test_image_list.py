@@ -188,8 +188,10 @@ def test_a_list_of_5_of_10_images_gives_exactly_those_5(host, app_env: dict[str,
     assert again.status_code == 200 and again.json()["id"] == task_id
     estimate = {**body, "dry_run": True}  # enumerates only: nothing more runs in the background
     before = api.post(host.base_url + "/api/tasks", json=estimate, timeout=60).json()["id"]
+    # (its enumeration reads the list again and checks the hash: wait, or the change below would fail it)
+    assert wait_until(lambda: finished_status(host.base_url, before), 120, "estimate")["stage"] == "estimated"
     store.write_bytes(unique_name, "lists/five.json", json.dumps(rows[:4]).encode())
     after = api.post(host.base_url + "/api/tasks", json=estimate, timeout=60)
     assert after.status_code == 202 and after.json()["id"] not in (before, task_id)
-    for dry in (before, after.json()["id"]):
-        assert wait_until(lambda: finished_status(host.base_url, dry), 120, "estimate")["stage"] == "estimated"
+    done = wait_until(lambda: finished_status(host.base_url, after.json()["id"]), 120, "estimate")
+    assert done["stage"] == "estimated" and done["images"] == 4
