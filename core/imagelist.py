@@ -49,7 +49,6 @@ _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 MAX_NAME_CHARS = 1024  # the service's limit on a blob name
 MAX_METADATA_COLUMNS = 64
 MAX_METADATA_VALUE_CHARS = 2000
-MAX_ERRORS_NAMED = 1  # an error names the first bad row; the list is fixed and posted again
 
 
 class ImageListInvalid(RequestInvalid):
