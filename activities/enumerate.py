@@ -21,10 +21,11 @@ import bisect
 import heapq
 import logging
 from itertools import islice
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import azure.durable_functions as df
 
+from activities import image_list
 from adapters import clients
 from adapters.blobs import BlobStore
 from core import contracts as c
@@ -43,6 +44,8 @@ def run_enumerate(task_id: str, request: TaskRequest, settings: Settings, store:
                   source: BlobStore | None = None) -> c.EnumerateOutput:
     """Write the shard manifests; ``source`` lists the images when they are in another account."""
     store.ensure_container(settings.container)
+    if request.image_list:  # only orchestrations from before image lists call this; they never carry one
+        raise ValueError(f"task {task_id}: an image list is enumerated by the parallel enumeration only")
     names = (source or store).list_names(request.container, request.prefix)
     selected = select_images(names, request.first_n, request.sample_n, request.seed)
     images = 0
@@ -68,7 +71,7 @@ def _write_manifest(task_id: str, request: TaskRequest, settings: Settings, stor
 
 
 def _write_summary(task_id: str, request: TaskRequest, settings: Settings, store: BlobStore, images: int,
-                   shards: int, **extra: int) -> None:
+                   shards: int, **extra: Any) -> None:
     summary = {"images": images, "shards": shards, "container": request.container, "prefix": request.prefix,
                "source_account_url": request.source_account_url, "credential_secret": request.credential_secret,
                **extra}
@@ -86,6 +89,8 @@ def run_plan_listing(task_id: str, request: TaskRequest, settings: Settings, sto
     folder of millions of blobs) stays one folder leaf: it is then listed in bounded calls, one after another."""
     store.ensure_container(settings.container)
     src = source or store
+    if request.image_list:  # an explicit list names the images: no listing of the container (activities.image_list)
+        return image_list.run_plan_image_list(task_id, request, settings, store, src, limits)
     budget = limits.plan_items
     prefixes, names, complete = src.list_level(request.container, request.prefix, budget, limits.page_size)
     leaves: list[Leaf]
@@ -123,6 +128,8 @@ def run_list_part(task_id: str, request: TaskRequest, settings: Settings, store:
     ``part``, and where the next part goes on (a cursor blob: the leaf and the service's continuation marker, which
     may encode a blob name, so it never enters the orchestration history)."""
     src = source or store
+    if request.image_list:
+        return image_list.run_list_image_part(task_id, request, settings, store, unit, part, src)
     plan = store.read_json(settings.container, layout.listing_plan_blob(task_id))
     limits = ListingLimits(**plan["limits"])
     leaves: list[Leaf] = store.read_json(settings.container, layout.listing_unit_blob(task_id, unit))
@@ -184,7 +191,7 @@ def _selected_names(task_id: str, request: TaskRequest, settings: Settings, stor
 
 def run_write_shards(task_id: str, request: TaskRequest, settings: Settings, store: BlobStore,
                      parts: list[tuple[int, int]], first: int, count: int, slices: list[dict[str, int]],
-                     sampled: bool) -> c.WriteShardsOutput:
+                     sampled: bool, not_found: list[list[int]] | None = None) -> c.WriteShardsOutput:
     """Write the manifests of shards ``first .. first + count - 1`` from the slices of the listing parts."""
     threshold: tuple[str, str] | None = None
     if sampled:
@@ -198,10 +205,15 @@ def run_write_shards(task_id: str, request: TaskRequest, settings: Settings, sto
             yield from names[s["skip"]: s["skip"] + s["take"]]
 
     shards = images = 0
+    written: list[list[str]] = []
     for index, shard in enumerate(plan_shards(stream(), request.images_per_shard), start=first):
         _write_manifest(task_id, request, settings, store, index, shard)
         shards += 1
         images += len(shard)
+        if request.image_list:  # a batch's shards: held as names only (about images_per_write of them)
+            written.append(shard)
+    if request.image_list:
+        image_list.write_list_shards(task_id, settings, store, first, written, parts, not_found or [])
     if shards != count:
         raise RuntimeError(f"task {task_id}: shards {first}..{first + count - 1} came out as {shards} shards; the "
                            "listing parts changed under the enumeration")
@@ -209,8 +221,11 @@ def run_write_shards(task_id: str, request: TaskRequest, settings: Settings, sto
 
 
 def run_finish_enumeration(task_id: str, request: TaskRequest, settings: Settings, store: BlobStore, images: int,
-                           shards: int, found: int, parts: int) -> c.EnumerateOutput:
-    _write_summary(task_id, request, settings, store, images, shards, found=found, listing_parts=parts)
+                           shards: int, found: int, parts: int, not_found: int = 0) -> c.EnumerateOutput:
+    extra: dict[str, Any] = {}
+    if request.image_list:
+        extra["image_list"] = image_list.list_summary(store, settings, task_id, not_found)
+    _write_summary(task_id, request, settings, store, images, shards, found=found, listing_parts=parts, **extra)
     return {"images": images, "shards": shards}
 
 
@@ -253,11 +268,12 @@ def write_shard_manifests(payload: c.WriteShardsInput) -> c.WriteShardsOutput:
     s = clients.settings()
     return run_write_shards(payload["task_id"], TaskRequest.from_dict(payload["request"]), s, clients.store(s),
                             [(int(u), int(p)) for u, p in payload["parts"]], payload["first"], payload["count"],
-                            payload["slices"], payload["sampled"])
+                            payload["slices"], payload["sampled"], payload.get("not_found"))
 
 
 @bp.activity_trigger(input_name="payload", activity=c.FINISH_ENUMERATION)
 def finish_enumeration(payload: c.FinishEnumerationInput) -> c.EnumerateOutput:
     s = clients.settings()
     return run_finish_enumeration(payload["task_id"], TaskRequest.from_dict(payload["request"]), s, clients.store(s),
-                                  payload["images"], payload["shards"], payload["found"], payload["parts"])
+                                  payload["images"], payload["shards"], payload["found"], payload["parts"],
+                                  payload.get("not_found", 0))

@@ -65,9 +65,43 @@ def _entries(fp: IO[bytes]) -> Iterator[dict[str, Any]]:
     return mdformat.iter_images(fp)
 
 
+class ListMetadata:
+    """The image list's metadata of each results entry, read shard by shard (``layout.shard_list_blob``) in step
+    with the results, which hold the shards' entries in shard order: memory is one shard's rows, not the list's.
+
+    ``get(file)`` looks in the current shard, then moves on when the next shard holds the file (an entry of a later
+    shard means the earlier ones are done). It must see every entry, in order, and each shard's document names
+    every image it reports (``activities.image_list.write_list_shards``). ``shards`` 0 (no metadata columns) reads
+    nothing."""
+
+    def __init__(self, store: BlobStore, container: str, task_id: str, shards: int) -> None:
+        self.store, self.container, self.task_id, self.shards = store, container, task_id, shards
+        self.index = -1
+        self.current: dict[str, dict[str, str]] = {}
+        self.upcoming: dict[str, dict[str, str]] | None = None
+
+    def _load(self, index: int) -> dict[str, dict[str, str]]:
+        doc = self.store.read_json_or_none(self.container, layout.shard_list_blob(self.task_id,
+                                                                                 layout.shard_id(index)))
+        return dict((doc or {}).get("metadata") or {})
+
+    def get(self, file: str) -> dict[str, str] | None:
+        if self.shards == 0:
+            return None
+        if self.index < 0:
+            self.index, self.current = 0, self._load(0)
+        while file not in self.current and self.index + 1 < self.shards:
+            if self.upcoming is None:
+                self.upcoming = self._load(self.index + 1)
+            if file not in self.upcoming:
+                return None
+            self.index, self.current, self.upcoming = self.index + 1, self.upcoming, None
+        return self.current.get(file)
+
+
 def _write_zooniverse(store: BlobStore, container: str, task_id: str, variant: str, results: IO[bytes],
                       options: zooniverse.ManifestOptions, categories: dict[str, str], eligible: int,
-                      open_files: int) -> int:
+                      open_files: int, shards: int = 0) -> int:
     """Write the manifest batches; returns how many. Each pass over the results writes up to ``open_files``."""
     batches = zooniverse.batch_count(eligible, options)
     assigner = zooniverse.BatchAssigner(eligible, batches, options.shuffle, options.seed)
@@ -77,15 +111,17 @@ def _write_zooniverse(store: BlobStore, container: str, task_id: str, variant: s
             outs = {b: _text(files.enter_context(tempfile.TemporaryFile("w+b"))) for b in group}
             writers = {b: csv.writer(out) for b, out in outs.items()}
             for w in writers.values():
-                w.writerow(zooniverse.COLUMNS)
+                w.writerow(zooniverse.columns(options))
+            listed = ListMetadata(store, container, task_id, shards if options.metadata_columns else 0)
             index = 0
             for entry in _entries(results):
+                metadata = listed.get(str(entry["file"]))  # every entry, so the walk keeps step with the shards
                 if zooniverse.excluded(entry):
                     continue
                 b = assigner.batch(index)
                 index += 1
                 if b in writers:
-                    writers[b].writerow(zooniverse.row(entry, options, categories))
+                    writers[b].writerow(zooniverse.row(entry, options, categories, metadata))
             for b, out in outs.items():
                 _upload_text(store, container, layout.zooniverse_batch_blob(task_id, b + 1, variant), out,
                              "text/csv; charset=utf-8")
@@ -120,7 +156,8 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
         manifest = zooniverse.ManifestOptions(
             threshold=cut, attribution=settings.export_attribution, license=settings.export_license,
             max_batch_size=settings.zooniverse_batch_size,
-            seed=int(hashlib.sha256(f"{task_id}/{variant}".encode()).hexdigest()[:8], 16))
+            seed=int(hashlib.sha256(f"{task_id}/{variant}".encode()).hexdigest()[:8], 16),
+            metadata_columns=tuple((enumeration.get("image_list") or {}).get("metadata_columns") or ()))
         eligible = sizes_unknown = 0
         with ExitStack() as files:
             tmp = {k: _text(files.enter_context(tempfile.TemporaryFile("w+b")))
@@ -166,7 +203,7 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
             for wrapper in tmp.values():
                 wrapper.detach()
         batches = _write_zooniverse(store, container, task_id, variant, results, manifest, categories, eligible,
-                                    open_batch_files)
+                                    open_batch_files, int(enumeration.get("shards") or 0))
     prefix = layout.exports_prefix(task_id, variant)
     logger.info("task %s: exports%s written: %d images, %d COCO boxes, %d observations, %d Zooniverse batches",
                 task_id, f" ({variant})" if variant else "", writer.counts["images"], writer.counts["annotations"],

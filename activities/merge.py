@@ -38,6 +38,7 @@ from core.repeats import RepeatFinder, RepeatRemoval
 from core.settings import Settings
 from gpu_batch import layout
 from gpu_batch.layout import REPEATS_REMOVED
+from gpu_batch.manifest import REASON_LISTED_NOT_FOUND
 
 logger = logging.getLogger(__name__)
 bp = df.Blueprint()
@@ -60,6 +61,9 @@ def _results_info(task_id: str, model: str, completed_at: str, enumeration: dict
                                  "prefix": enumeration.get("prefix", "")}
     if failure_reasons is not None:
         trapbatch["failure_reasons"] = dict(sorted(failure_reasons.items()))
+    listed = enumeration.get("image_list")
+    if isinstance(listed, dict):  # the explicit list the images came from (core.imagelist)
+        trapbatch["image_list"] = {k: listed.get(k) for k in ("blob", "sha256", "rows", "excluded", "not_found")}
     if removed_ids is not None:
         trapbatch["repeated_detections_removed"] = {
             "locations": list(removed_ids), "blob": layout.repeats_blob(task_id),
@@ -125,10 +129,15 @@ class _MergeStreams:
 
 def _merged_shard(store: BlobStore, settings: Settings, task_id: str, index: int,
                   removal: RepeatRemoval | None) -> tuple[list[dict[str, Any]], int]:
-    """One shard's entries (each manifest image exactly once, later attempts filling gaps) and how many are missing."""
+    """One shard's entries (each manifest image exactly once, later attempts filling gaps, then the image list's names
+    not found that the shard reports, ``activities.image_list``) and how many are missing."""
     sid = layout.shard_id(index)
     manifest = store.read_json(settings.container, layout.manifest_blob(task_id, sid, 1))
     entries, missing = mdformat.merge_entries(manifest["images"], shard_attempt_results(store, settings, task_id, sid))
+    listed = store.read_json_or_none(settings.container, layout.shard_list_blob(task_id, sid))
+    if listed:  # an image list's names the container did not hold: failed entries, after the shard's own images
+        entries += [mdformat.failure_entry(name, mdformat.FAILURE_IMAGE_ACCESS, REASON_LISTED_NOT_FOUND)
+                    for name in listed.get("not_found", [])]
     if removal is not None:
         entries = [removal.apply(e) for e in entries]
     return entries, missing

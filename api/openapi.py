@@ -64,6 +64,15 @@ REQUEST_FIELDS: dict[str, dict[str, Any]] = {
     "previews_expire_days": {**_int(1, rq.MAX_PREVIEWS_EXPIRE_DAYS), "description": "days after the task ends that "
                              "its preview pages come off the public website (a durable timer); not part of the task "
                              "id"},
+    "image_list": {**_text(1024), "description": "a blob in 'container' listing exactly the images to run: a JSON "
+                   "array of paths or of objects ({\"file\": ..., flags, metadata}), or a CSV with a path column "
+                   "(path, file, filename, image_path or image_path_rel), optional flag columns (invalid, "
+                   "image_is_invalid, image_no_upload, image_was_deleted: a truthy value leaves the row out) and "
+                   "metadata columns (carried into the Zooniverse manifests). Paths are relative to 'prefix'. Names "
+                   "the container does not hold end as failures of reason 'listed_not_found'. The list's content "
+                   "hash is part of the task id; with first_n only its first N rows run; not with sample_n. A "
+                   "missing, unreadable, empty, malformed or too large list is a 400",
+                   "examples": ["lists/season-1.csv"]},
 }
 
 

@@ -35,6 +35,7 @@ import azure.functions as func
 from azure.core.exceptions import AzureError
 
 from adapters import clients
+from adapters.image_lists import scan_image_list
 from adapters.preview_folders import delete_preview_folder, existing_preview_folder
 from api.callers import (ANONYMOUS_OPERATOR, Caller, caller_from_headers, enforce_owner, enforce_request_limits,
                          owner_of)
@@ -127,6 +128,10 @@ async def start_task(client: df.DurableOrchestrationClient, body: Any, settings:
         raise ContainerNotFound(f"container {request.container!r} does not exist in storage account "
                                 f"{request.source_account_url or source.account!r}",
                                 "check the name, or create the container and upload the images first")
+    if request.image_list:  # read whole at the edge: a bad list is a 400 now, and its hash is part of the task id
+        listed = await asyncio.to_thread(scan_image_list, source, request.container, request.image_list,
+                                         settings.image_list_max_bytes)
+        request = dataclasses.replace(request, image_list_sha256=listed.sha256)
     task_id = request.task_id_for(caller.id)
     existing = await client.get_status(task_id)
     if _runtime(existing) in ACTIVE | {"Completed"}:

@@ -76,6 +76,7 @@ REQUEST_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--notify-url", "notify_url", str, "https address told (one signed POST) when the task ends"),
     ("--previews-expire-days", "previews_expire_days", int, "days after the task ends that its preview pages come "
      "off the public website"),
+    ("--image-list", "image_list", str, "a JSON or CSV blob in the container naming exactly the images to run"),
 ]
 
 

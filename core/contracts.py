@@ -514,6 +514,7 @@ class ListPartOutput(TypedDict):
     images: int
     listed: int  # blobs seen, images or not
     more: bool  # False: the unit is fully listed
+    not_found: NotRequired[int]  # an image list's names this part did not find in the container (activities.image_list)
 
 
 class ChooseSampleInput(TypedDict):
@@ -534,6 +535,7 @@ class WriteShardsInput(TypedDict):
     count: int
     slices: list[dict[str, int]]  # core.shards.Slice, with ``part`` an index into ``parts``
     sampled: bool  # apply the sample threshold (sample_n smaller than the images found)
+    not_found: NotRequired[list[list[int]]]  # image list: [unit, part, shard] whose names not found a shard reports
 
 
 class WriteShardsOutput(TypedDict):
@@ -627,3 +629,4 @@ class ResultsZipOutput(TypedDict):
     blob: str
     files: int
     bytes: int  # the zip's size
+    not_found: NotRequired[int]  # image list: its names the container does not hold (failed entries in the results)

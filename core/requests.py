@@ -17,12 +17,16 @@ from core.ids import task_instance_id
 _CONTAINER_RE = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$")
 ALLOWED_FIELDS = ("container", "prefix", "first_n", "sample_n", "seed", "model", "request_name", "caller",
                   "images_per_shard", "source_account_url", "credential_secret", "max_failed_fraction",
-                  "preview_threshold", "dry_run", "notify_url", "previews_expire_days")
+                  "preview_threshold", "dry_run", "notify_url", "previews_expire_days", "image_list")
+# Fields the edge sets, never the body: the image list's content hash (api/starters.py reads the list). They travel
+# with the request (to_dict / from_dict) so the enumeration can check it reads the list the id was made from.
+EDGE_FIELDS = ("image_list_sha256",)
 # Fields that define *what* is computed; request_name and caller are labels and do not change the task id.
 IDENTITY_FIELDS = ("container", "prefix", "first_n", "sample_n", "seed", "model", "images_per_shard")
 # Identity fields added later: part of the id only when set, so earlier requests keep their task ids.
 # dry_run is one: an estimate is a task of its own, whose id never collides with the real run's.
-OPTIONAL_IDENTITY_FIELDS = ("source_account_url", "credential_secret", "dry_run")
+# image_list and its content hash are one: the same list blob with other rows is another task.
+OPTIONAL_IDENTITY_FIELDS = ("source_account_url", "credential_secret", "dry_run", "image_list", "image_list_sha256")
 _SECRET_NAME_RE = re.compile(r"^[0-9A-Za-z-]{1,127}$")  # Key Vault secret names
 MAX_IMAGES_PER_SHARD = 100_000
 MAX_IMAGES = 1_000_000_000  # first_n / sample_n: far above any camera-trap collection, far below overflow
@@ -69,6 +73,9 @@ class TaskRequest:
     # orchestrations/expiry.py); None: the pages stay until DELETE /api/tasks/{id}/previews. Not part of the task id:
     # it says how long to publish, not what to compute.
     previews_expire_days: int | None = None
+    # A blob in ``container`` listing exactly the images to run (core/imagelist.py); paths relative to ``prefix``.
+    image_list: str = ""
+    image_list_sha256: str = ""  # set by the edge from the list's bytes (EDGE_FIELDS), part of the task id
 
     @property
     def task_id(self) -> str:
@@ -84,11 +91,11 @@ class TaskRequest:
                 **{k: getattr(self, k) for k in OPTIONAL_IDENTITY_FIELDS if getattr(self, k)}}
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ALLOWED_FIELDS}
+        return {k: getattr(self, k) for k in (*ALLOWED_FIELDS, *EDGE_FIELDS)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "TaskRequest":
-        return cls(**{k: data[k] for k in ALLOWED_FIELDS if k in data})
+        return cls(**{k: data[k] for k in (*ALLOWED_FIELDS, *EDGE_FIELDS) if k in data})
 
 
 def parse_json_body(raw: bytes, content_type: str | None = None) -> Any:
@@ -234,6 +241,11 @@ def parse_task_request(body: Any, default_model: str = "", default_images_per_sh
         raise RequestInvalid("'seed' only applies with 'sample_n'", "add 'sample_n' or drop 'seed'")
     if sample_n is not None and seed is None:
         seed = 0
+    image_list = _image_list(body)
+    if image_list and sample_n is not None:
+        raise RequestInvalid("'sample_n' cannot be combined with 'image_list'",
+                             "the list names exactly the images to run: shorten the list, or give 'first_n' to run "
+                             "its first N rows")
     images_per_shard = _opt_int(body, "images_per_shard", 1, MAX_IMAGES_PER_SHARD)
     if images_per_shard is None:
         images_per_shard = default_images_per_shard
@@ -260,11 +272,10 @@ def parse_task_request(body: Any, default_model: str = "", default_images_per_sh
         credential_secret=credential_secret,
         max_failed_fraction=_opt_fraction(body, "max_failed_fraction"),
         preview_threshold=_opt_threshold(body, "preview_threshold"),
-
-
         dry_run=_opt_bool(body, "dry_run"),
         notify_url=_notify_url(body),
         previews_expire_days=_opt_int(body, "previews_expire_days", 1, MAX_PREVIEWS_EXPIRE_DAYS),
+        image_list=image_list,
     )
 
 
@@ -283,6 +294,15 @@ def parse_rerender(body: Any) -> float:
     if threshold is None:
         raise RequestInvalid("'threshold' is required", example)
     return threshold
+
+
+def _image_list(body: Mapping[str, Any]) -> str:
+    """The image list's blob name in the request's container ("" for none); the edge reads and checks the list."""
+    name = _opt_str(body, "image_list").strip().lstrip("/")
+    if name.endswith("/"):
+        raise RequestInvalid(f"'image_list' {name!r} names a folder, not a blob",
+                             'name the CSV or JSON blob in the container, e.g. "lists/season-1.csv"')
+    return name
 
 
 def parse_repeat_removal(body: Any, known_ids: list[str]) -> list[str]:

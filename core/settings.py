@@ -52,6 +52,8 @@ Variables (names shared with infra/main.bicep app settings):
                                    zip of them, built on first request (orchestrations/results_zip.py)
     TRAPBATCH_PREVIEWS_EXPIRE_DAY_S  tests only: the seconds in one of a request's ``previews_expire_days`` (default
                                    86400); lets a test see an expiry happen within seconds
+    TRAPBATCH_IMAGE_LIST_MAX_BYTES the largest image list (``image_list``) a request may name (default 268435456,
+                                   256 MiB: about three million CSV rows); the edge reads it whole to hash and check it
     TRAPBATCH_EXPORT_IMAGE_SIZES   ``true`` (default) or ``false``: read each image's header for COCO's pixel boxes
                                    (MegaDetector's results carry no sizes); ``false`` keeps normalized boxes
     TRAPBATCH_LOCAL_CONCURRENCY    local pool: workers at once (default: GPUs, or 1)
@@ -160,6 +162,9 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     return raw in ("true", "1")
 
 
+# The edge downloads, hashes and parses the whole list while the POST waits (the HTTP front end gives up after 230 s):
+# 256 MiB is seconds of work, and about three million rows of a captures CSV.
+DEFAULT_IMAGE_LIST_MAX_BYTES = 256 * 1024 * 1024
 MAX_LINK_DAYS = 7.0  # a user delegation key is valid at most 7 days (adapters.share_links)
 
 
@@ -219,6 +224,7 @@ class Settings:
     export_license: str = ""
     zooniverse_batch_size: int = 10_000
     export_image_sizes: bool = True
+    image_list_max_bytes: int = DEFAULT_IMAGE_LIST_MAX_BYTES
     link_days: float = 7.0
     results_zip_above_bytes: int = 50 * 1024 * 1024  # GET .../results offers one zip of the files above this
     knobs: OrchestrationKnobs = OrchestrationKnobs()
@@ -323,6 +329,7 @@ class Settings:
             export_license=env.get("TRAPBATCH_EXPORT_LICENSE", ""),
             zooniverse_batch_size=_int(env, "TRAPBATCH_ZOONIVERSE_BATCH_SIZE", 10_000),
             export_image_sizes=_bool(env, "TRAPBATCH_EXPORT_IMAGE_SIZES", True),
+            image_list_max_bytes=_int(env, "TRAPBATCH_IMAGE_LIST_MAX_BYTES", DEFAULT_IMAGE_LIST_MAX_BYTES),
             link_days=_link_days(env),
             results_zip_above_bytes=_int(env, "TRAPBATCH_RESULTS_ZIP_ABOVE_BYTES", 50 * 1024 * 1024, minimum=0),
             knobs=knobs,

@@ -9,6 +9,7 @@ very large uploads. This module does the same for a results file:
 * one row per image, except failed images (nothing to show) and images flagged as excluded in the image list
   (``EXCLUDING_FLAGS``, the seed's captures-file rules: ``invalid`` 1 or 2; ``image_is_invalid``,
   ``image_no_upload``, ``image_was_deleted`` 1), so each remaining image is in exactly one batch;
+* an image list's metadata columns (``core.imagelist``: e.g. season, site, roll, capture) after the fixed ones;
 * ``attribution`` and ``license`` columns (shown to volunteers), and the detector's view as hidden fields:
   ``#detector_max_conf`` (the image's highest confidence, 0 without detections; removed repeats do not count) and
   ``#detector_top_category`` (that detection's category, ``empty`` when it is below the threshold);
@@ -49,6 +50,9 @@ class ManifestOptions:
     number_of_batches: int | None = None
     shuffle: bool = True
     seed: int = 0
+    # The image list's metadata columns (core.imagelist), after the fixed ones: the seed's manifests carry the
+    # captures file's columns (season, site, roll, capture...) as subject metadata.
+    metadata_columns: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.max_batch_size is not None and self.number_of_batches is not None:
@@ -67,8 +71,15 @@ def excluded(entry: Mapping[str, Any]) -> bool:
     return any(str(entry.get(flag, "")).strip() in values for flag, values in EXCLUDING_FLAGS.items())
 
 
-def row(entry: Mapping[str, Any], options: ManifestOptions, detection_categories: Mapping[str, str]) -> list[Any]:
-    """The manifest row of an image (``COLUMNS`` order)."""
+def columns(options: ManifestOptions) -> list[str]:
+    """The manifest's header: ``COLUMNS``, then the image list's metadata columns (one named like a fixed column
+    gets the prefix ``list_``, so neither hides the other)."""
+    return COLUMNS + [f"list_{c}" if c in COLUMNS else c for c in options.metadata_columns]
+
+
+def row(entry: Mapping[str, Any], options: ManifestOptions, detection_categories: Mapping[str, str],
+        metadata: Mapping[str, str] | None = None) -> list[Any]:
+    """The manifest row of an image (``columns(options)`` order); ``metadata``: its row of the image list."""
     file = str(entry["file"])
     best_conf, best_cat = 0.0, ""
     for det in entry.get("detections") or []:
@@ -77,7 +88,9 @@ def row(entry: Mapping[str, Any], options: ManifestOptions, detection_categories
             best_conf, best_cat = float(conf), detection_categories.get(str(det.get("category")), "unknown")
     top = best_cat if best_cat and best_conf >= options.threshold else "empty"
     folder = file.rsplit("/", 1)[0] if "/" in file else ""
-    return [file, folder, options.attribution, options.license, file, round(best_conf, 4), top, options.threshold]
+    listed = [(metadata or {}).get(c, "") for c in options.metadata_columns]
+    return [file, folder, options.attribution, options.license, file, round(best_conf, 4), top, options.threshold,
+            *listed]
 
 
 def batch_count(eligible: int, options: ManifestOptions) -> int:

@@ -188,6 +188,21 @@ def listing_cursor_blob(task_id: str, unit: int, part: int) -> str:
     return f"{listing_prefix(task_id)}u{unit:04d}-p{part:05d}.next.json"
 
 
+def listing_list_unit_blob(task_id: str, unit: int) -> str:
+    """An image list's rows of one unit (``core.imagelist``), one JSON line ``[name, metadata]`` each."""
+    return f"{listing_prefix(task_id)}list-u{unit:04d}.jsonl"
+
+
+def listing_list_part_blob(task_id: str, unit: int, part: int) -> str:
+    """An image-list part's names not found and metadata (``activities.image_list``)."""
+    return f"{listing_prefix(task_id)}u{unit:04d}-p{part:05d}.list.json"
+
+
+def shard_list_blob(task_id: str, sid: str) -> str:
+    """An image-list task's shard: the listed names not found that its results report, and its images' metadata."""
+    return f"{shard_prefix(task_id, sid)}image-list.json"
+
+
 def sample_threshold_blob(task_id: str) -> str:
     return f"{listing_prefix(task_id)}sample-threshold.json"
 

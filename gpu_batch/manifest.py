@@ -112,6 +112,8 @@ class ShardManifest:
 #     not_processed  retryable  no attempt wrote any result for the image (merged output only; "inference failure")
 #     not_found      permanent  the blob or file no longer exists (404)
 #     undecodable    permanent  the bytes are not an image PIL can open (zero bytes, corrupt, not an image)
+#     listed_not_found permanent a name in the request's image list that the container does not hold (found missing
+#                               at enumeration: never sent to the pool; core.imagelist)
 #     unsupported    permanent  an image MegaDetector refuses: a pixel mode other than RGB/RGBA/L (CMYK, palette),
 #                               16-bit grayscale ("inference failure", as in MegaDetector), over PIL's pixel limit,
 #                               or too thin to letterbox
@@ -133,12 +135,14 @@ REASON_NOT_PROCESSED = "not_processed"
 REASON_NOT_FOUND = "not_found"
 REASON_UNDECODABLE = "undecodable"
 REASON_UNSUPPORTED = "unsupported"
+REASON_LISTED_NOT_FOUND = "listed_not_found"
 REASON_UNCLASSIFIED = "unclassified"  # never written: what counts by reason call a failure without a reason
 
 FAILURE_REASONS: Mapping[str, str] = {
     REASON_DOWNLOAD: RETRYABLE, REASON_AUTH: RETRYABLE, REASON_THROTTLED: RETRYABLE, REASON_TIMEOUT: RETRYABLE,
     REASON_INFERENCE: RETRYABLE, REASON_NOT_PROCESSED: RETRYABLE,
     REASON_NOT_FOUND: PERMANENT, REASON_UNDECODABLE: PERMANENT, REASON_UNSUPPORTED: PERMANENT,
+    REASON_LISTED_NOT_FOUND: PERMANENT,
 }
 
 

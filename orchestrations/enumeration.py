@@ -33,6 +33,7 @@ import azure.durable_functions as df
 from azure.durable_functions.models.Task import TaskState
 
 from core import contracts as c
+from core.imagelist import not_found_by_batch
 from core.requests import TaskRequest
 from core.shards import first_n_satisfied, selected_counts, shard_batches
 from orchestrations.retries import STORAGE_RETRY, RetryPolicy, call
@@ -78,6 +79,7 @@ def enumerate_in_parallel(context: df.DurableOrchestrationContext, task_id: str,
     first_n, sample_n = parsed.first_n, parsed.sample_n
 
     counts: list[list[int]] = [[] for _ in range(units)]  # images of each part, per unit
+    missing: list[list[int]] = [[] for _ in range(units)]  # an image list's names not found, per part, per unit
     unfinished = set(range(units))
     while unfinished:
         active = sorted(unfinished)
@@ -90,6 +92,7 @@ def enumerate_in_parallel(context: df.DurableOrchestrationContext, task_id: str,
         outputs: list[c.ListPartOutput] = yield from call_all(context, c.LIST_PART, payloads)
         for u, out in zip(active, outputs):
             counts[u].append(out["images"])
+            missing[u].append(out.get("not_found", 0))
             if not out["more"]:
                 unfinished.discard(u)
         if first_n is not None and unfinished:
@@ -115,9 +118,17 @@ def enumerate_in_parallel(context: df.DurableOrchestrationContext, task_id: str,
         writes.append(c.WriteShardsInput(
             task_id=task_id, request=request, parts=[parts[p] for p in used], first=batch["first"],
             count=batch["count"], slices=slices, sampled=sampled))
+    not_found = [n for unit in missing for n in unit]
+    if any(not_found):  # an image list's names not found: each part's are reported by one shard (core.imagelist)
+        for write, extra in zip(writes, not_found_by_batch(batches, parts, selected, not_found,
+                                                           parsed.images_per_shard)):
+            write["not_found"] = extra
     written: list[c.WriteShardsOutput] = yield from call_all(context, c.WRITE_SHARDS, writes)
     images = sum(w["images"] for w in written)
     shards = sum(w["shards"] for w in written)
-    result: c.EnumerateOutput = yield from call(context, c.FINISH_ENUMERATION, STORAGE_RETRY, c.FinishEnumerationInput(
-        task_id=task_id, request=request, images=images, shards=shards, found=sum(found), parts=len(parts)))
+    finish = c.FinishEnumerationInput(task_id=task_id, request=request, images=images, shards=shards,
+                                      found=sum(found), parts=len(parts))
+    if any(not_found):
+        finish["not_found"] = sum(not_found)
+    result: c.EnumerateOutput = yield from call(context, c.FINISH_ENUMERATION, STORAGE_RETRY, finish)
     return result

@@ -188,6 +188,9 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
 
     enumeration: c.EnumerateOutput = yield from enumerate_in_parallel(context, task_id, request)
     if enumeration["images"] == 0:
+        if request.get("image_list"):
+            raise NoImagesFound(f"none of the images of list {request['image_list']!r} exist in {_where(request)}; "
+                                "the list's paths are blob names in the container, relative to the prefix")
         raise NoImagesFound(f"no images (.jpg, .jpeg, .png, .gif) found in {_where(request)}; "
                             "check the container and prefix")
     if request.get("dry_run"):  # an estimate only (core/estimate.py): stop before anything reaches the pool

@@ -1,0 +1,167 @@
+"""The parallel enumeration's other source of names: a request's explicit image list (``core.imagelist``).
+
+Why beside ``activities.enumerate`` rather than in it: the listing of a container and the reading of a list are two
+ways to fill the same listing parts (``{"names": [...]}`` per unit and part), from which the same
+``write_shard_manifests`` cuts the same kind of shards. ``activities.enumerate`` hands over to this module at the top
+of ``run_plan_listing`` and ``run_list_part`` when the request names a list; everything after the parts is shared.
+
+* ``run_plan_image_list`` downloads the list (checking its hash against the one the task id was made from: a list
+  replaced after the POST fails the task rather than running other images under the same id), drops excluded rows,
+  keeps the first ``first_n`` rows when asked, and spreads the rows over units by a hash of their blob name
+  (``core.imagelist.unit_of``: a name listed twice lands in one unit), each a JSON-lines blob;
+* ``run_list_image_part`` reads its unit, keeps each name once, sorts by name, and checks the existence of a bounded
+  slice (``checks_per_call``) with parallel HEAD requests (cost: one read transaction per name, in parallel within a
+  call and across units; a list of ten million names is ~10M HEADs, a few dollars). It writes the names found as the
+  listing part, and the names not found and the metadata beside it (``layout.listing_list_part_blob``);
+* ``write_list_shards`` (called by ``run_write_shards``) writes, per shard, the listed names not found that its
+  results report and the metadata of its images (``layout.shard_list_blob``), read by the merge and the exports.
+
+Must not: send a name that is not in the container to the pool, or drop it: it is reported as a failed entry of
+reason ``listed_not_found``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from typing import Any, Iterable
+
+from adapters.blobs import BlobStore
+from adapters.image_lists import download_image_list
+from core import contracts as c
+from core.errors import TrapbatchError
+from core.imagelist import blob_name, iter_rows, scan, unit_of
+from core.requests import TaskRequest
+from core.settings import Settings
+from core.shards import ListingLimits
+from gpu_batch import layout
+
+logger = logging.getLogger(__name__)
+
+LIST_ROWS_PER_UNIT = 100_000  # rows of a list unit (a few MB of JSON lines; one call sorts and slices it)
+MAX_LIST_UNITS = 256  # units written at once (one temporary file each)
+CHECKS_PER_CALL = 20_000  # existence checks of one list part (HEAD requests, HEAD_THREADS at a time: seconds)
+HEAD_THREADS = 32
+
+
+class ImageListChanged(TrapbatchError, RuntimeError):
+    """The list blob no longer holds the bytes the task id was made from: the task fails rather than run others."""
+
+
+def checks_per_call(limits: ListingLimits) -> int:
+    return max(1, min(CHECKS_PER_CALL, limits.names_per_call))
+
+
+def run_plan_image_list(task_id: str, request: TaskRequest, settings: Settings, store: BlobStore, source: BlobStore,
+                        limits: ListingLimits) -> c.PlanListingOutput:
+    """Write the list's units and the listing plan (with the list's summary, for the enumeration summary)."""
+    with tempfile.TemporaryFile("w+b") as fp:
+        download_image_list(source, request.container, request.image_list, fp, settings.image_list_max_bytes)
+        summary = scan(fp, request.image_list)
+        if summary.sha256 != request.image_list_sha256:
+            raise ImageListChanged(f"task {task_id}: image list {request.image_list!r} changed after the task was "
+                                   "posted", "post the request again: the new list is a task of its own")
+        rows = summary.images if request.first_n is None else min(summary.images, request.first_n)
+        # rows per unit: LIST_ROWS_PER_UNIT, or fewer with small limits (tests spread a few rows over units)
+        units = max(1, min(MAX_LIST_UNITS, -(-rows // max(1, min(LIST_ROWS_PER_UNIT, limits.names_per_call)))))
+        taken = 0
+        with ExitStack() as stack:
+            outs = [stack.enter_context(tempfile.TemporaryFile("w+b")) for _ in range(units)]
+            for item in iter_rows(fp, request.image_list):
+                if item.excluded:
+                    continue
+                if taken >= rows:
+                    break
+                taken += 1
+                name = blob_name(request.prefix, item.path)
+                line = json.dumps([name, dict(item.metadata)] if item.metadata else [name], ensure_ascii=False)
+                outs[unit_of(name, units)].write(line.encode("utf-8") + b"\n")
+            for u, out in enumerate(outs):
+                out.seek(0)
+                store.upload_file(settings.container, layout.listing_list_unit_blob(task_id, u), out,
+                                  "application/x-ndjson")
+    for u in range(units):  # the unit documents the listing parts read: an image list instead of leaves
+        store.write_json(settings.container, layout.listing_unit_blob(task_id, u), [{"image_list": u}])
+    store.write_json(settings.container, layout.listing_plan_blob(task_id),
+                     {"units": units, "leaves": 0, "limits": limits.to_dict(),
+                      "image_list": {**summary.to_dict(), "blob": request.image_list, "taken": taken}})
+    logger.info("task %s: image list %s of %d rows (%d excluded) spread over %d units", task_id, request.image_list,
+                summary.rows, summary.excluded, units)
+    return {"units": units, "leaves": 0, "images_per_write": limits.images_per_write}
+
+
+def _unit_rows(store: BlobStore, settings: Settings, task_id: str, unit: int) -> list[tuple[str, dict[str, str]]]:
+    """The unit's names, each once (its first row's metadata), sorted by name."""
+    data = store.read_bytes(settings.container, layout.listing_list_unit_blob(task_id, unit))
+    rows: dict[str, dict[str, str]] = {}
+    for line in data.splitlines():
+        if line:
+            item = json.loads(line)
+            rows.setdefault(str(item[0]), item[1] if len(item) > 1 else {})
+    return sorted(rows.items())
+
+
+def existing(source: BlobStore, container: str, names: Iterable[str], threads: int = HEAD_THREADS) -> list[bool]:
+    """Whether each blob exists, by HEAD requests ``threads`` at a time (answers in the order of ``names``)."""
+    names = list(names)
+    if not names:
+        return []
+    with ThreadPoolExecutor(max_workers=min(threads, len(names))) as pool:
+        return list(pool.map(lambda n: source.exists(container, n), names))
+
+
+def run_list_image_part(task_id: str, request: TaskRequest, settings: Settings, store: BlobStore, unit: int,
+                        part: int, source: BlobStore) -> c.ListPartOutput:
+    """Check part ``part`` of list unit ``unit`` (``checks_per_call`` names of the sorted unit) and write its names
+    found as the listing part, its names not found and its metadata beside it."""
+    plan = store.read_json(settings.container, layout.listing_plan_blob(task_id))
+    per_call = checks_per_call(ListingLimits(**plan["limits"]))
+    rows = _unit_rows(store, settings, task_id, unit)
+    chunk = rows[part * per_call:(part + 1) * per_call]
+    found_flags = existing(source, request.container, [name for name, _ in chunk])
+    found = [name for (name, _), ok in zip(chunk, found_flags) if ok]
+    missing = [name for (name, _), ok in zip(chunk, found_flags) if not ok]
+    metadata = {name: md for name, md in chunk if md}
+    store.write_json(settings.container, layout.listing_part_blob(task_id, unit, part), {"names": found})
+    store.write_json(settings.container, layout.listing_list_part_blob(task_id, unit, part),
+                     {"not_found": missing, "metadata": metadata})
+    if missing:
+        logger.info("task %s: list unit %d part %d: %d of %d names not found", task_id, unit, part, len(missing),
+                    len(chunk))
+    return {"images": len(found), "listed": len(chunk), "more": (part + 1) * per_call < len(rows),
+            "not_found": len(missing)}
+
+
+def write_list_shards(task_id: str, settings: Settings, store: BlobStore, first: int,
+                      shards: list[list[str]], parts: list[tuple[int, int]], not_found: list[list[int]]) -> None:
+    """Per shard ``first + i`` (images ``shards[i]``), its image-list document: the metadata of its images and of
+    the names not found it reports (``not_found``: ``[unit, part, shard]``, the parts whose names it reports)."""
+    infos: dict[tuple[int, int], Any] = {}
+
+    def info(key: tuple[int, int]) -> Any:
+        if key not in infos:
+            infos[key] = store.read_json(settings.container, layout.listing_list_part_blob(task_id, *key))
+        return infos[key]
+
+    plan = store.read_json(settings.container, layout.listing_plan_blob(task_id))
+    with_metadata = bool((plan.get("image_list") or {}).get("metadata_columns"))
+    for key in parts:
+        info(key)
+    for index, images in enumerate(shards, start=first):
+        reported = [(u, p) for u, p, s in not_found if s == index]
+        names_missing = [n for key in reported for n in info(key)["not_found"]]
+        metadata: dict[str, Any] = {}
+        if with_metadata:  # every name, so the exports' walk (activities.exports.ListMetadata) finds each shard's
+            for name in (*images, *names_missing):
+                metadata[name] = next((info(key)["metadata"][name] for key in infos
+                                       if name in info(key)["metadata"]), {})
+        store.write_json(settings.container, layout.shard_list_blob(task_id, layout.shard_id(index)),
+                         {"not_found": names_missing, "metadata": metadata})
+
+
+def list_summary(store: BlobStore, settings: Settings, task_id: str, not_found: int) -> dict[str, Any]:
+    """The list's part of the enumeration summary (``enumeration.json``): its blob, hash, counts and columns."""
+    plan = store.read_json(settings.container, layout.listing_plan_blob(task_id))
+    return {**plan.get("image_list", {}), "not_found": not_found}

@@ -1,0 +1,197 @@
+"""An explicit image list, in Azurite: the parallel enumeration (real replay) cuts shards of exactly the listed images
+and reports the names not found; end to end on devhost, a list of 5 of 10 images gives exactly those 5, the task id
+follows the list's content, a bad list is a 400, and the Zooniverse manifests carry the list's metadata."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any
+
+import pytest
+
+from activities.enumerate import run_finish_enumeration
+from adapters.blobs import BlobStore
+from core import contracts as c
+from core import mdformat
+from core.imagelist import scan
+from core.requests import TaskRequest
+from core.settings import Settings
+from core.shards import ListingLimits
+from gpu_batch import layout
+from tests.integration.conftest import upload_images
+from tests.integration.test_end_to_end import api, finished_status, host  # noqa: F401  (the devhost fixture)
+from tests.integration.test_parallel_enumeration import _orchestrator, manifests
+from tests.orchestrations.replay import run_orchestrator
+from tests.waiting import wait_until
+
+# 12 images in the container; the list names 7 of them (one twice, one flagged), two that are not there
+LISTED = [f"cam{i % 2}/{i:02d}.jpg" for i in range(12)]
+
+
+def run_parallel(settings: Settings, store: BlobStore, task_id: str, request: TaskRequest,
+                 limits: ListingLimits) -> tuple[Any, Any]:
+    """The enumeration orchestrator under replay, its activities answered by their bodies (with the list's fields)."""
+    from activities.enumerate import run_list_part, run_plan_listing, run_write_shards
+
+    def answer(name: str, p: Any) -> Any:
+        r = TaskRequest.from_dict(p["request"])
+        if name == c.PLAN_LISTING:
+            return run_plan_listing(task_id, r, settings, store, limits=limits)
+        if name == c.LIST_PART:
+            return run_list_part(task_id, r, settings, store, p["unit"], p["part"], max_images=p.get("max_images"))
+        if name == c.WRITE_SHARDS:
+            return run_write_shards(task_id, r, settings, store, [tuple(x) for x in p["parts"]], p["first"],
+                                    p["count"], p["slices"], p["sampled"], p.get("not_found"))
+        if name == c.FINISH_ENUMERATION:
+            return run_finish_enumeration(task_id, r, settings, store, p["images"], p["shards"], p["found"],
+                                          p["parts"], p.get("not_found", 0))
+        raise AssertionError(name)
+
+    run = run_orchestrator(_orchestrator, {"task_id": task_id, "request": request.to_dict()}, answer,
+                           instance_id=task_id)
+    assert run.status == "Completed", run.error
+    return run, run.output
+
+
+def _list_csv(rows: list[tuple[str, str, str]]) -> bytes:
+    out = io.StringIO()
+    w = csv.writer(out)
+    w.writerow(["site", "path", "invalid"])
+    w.writerows(rows)
+    return out.getvalue().encode("utf-8")
+
+
+@pytest.mark.parametrize("limits", [ListingLimits(), ListingLimits(names_per_call=2, images_per_write=4)],
+                         ids=["one unit", "small parts"])
+def test_enumeration_of_a_list_writes_exactly_its_images_and_reports_the_missing(
+        storage_connection: str, unique_name: str, store: BlobStore, limits: ListingLimits) -> None:
+    settings = Settings.from_env({"AzureWebJobsStorage": storage_connection,
+                                  "TRAPBATCH_CONTAINER": unique_name + "-state"})
+    store.ensure_container(unique_name)
+    for name in LISTED:
+        store.write_bytes(unique_name, "root/" + name, b"")
+    wanted = ["cam0/00.jpg", "cam1/03.jpg", "cam0/04.jpg", "cam1/07.jpg", "cam0/08.jpg", "cam1/11.jpg"]
+    rows = [(f"s{i}", n, "0") for i, n in enumerate(wanted)]
+    rows += [("dup", "cam1/03.jpg", "0"), ("flagged", "cam0/02.jpg", "1"), ("gone", "cam9/x.jpg", "0"),
+             ("gone", "cam9/y.jpg", "")]
+    data = _list_csv(rows)
+    store.write_bytes(unique_name, "lists/season.csv", data)
+    request = TaskRequest(container=unique_name, prefix="root", images_per_shard=2, image_list="lists/season.csv",
+                          image_list_sha256=scan(io.BytesIO(data), "l").sha256)
+    task_id = "task-" + "1" * 20
+    _, out = run_parallel(settings, store, task_id, request, limits)
+    shards = manifests(settings, store, task_id)
+    assert sorted(n for s in shards for n in s) == sorted("root/" + n for n in wanted)
+    assert out == {"images": 6, "shards": 3}
+    side = [store.read_json(settings.container, layout.shard_list_blob(task_id, layout.shard_id(i))) for i in range(3)]
+    assert sorted(n for s in side for n in s["not_found"]) == ["root/cam9/x.jpg", "root/cam9/y.jpg"]
+    assert side[0]["metadata"]  # every image of the shard, with its row's columns
+    for shard, doc in zip(shards, side):
+        assert set(shard) <= set(doc["metadata"])
+    assert {doc["metadata"].get("root/cam1/03.jpg", {}).get("site") for doc in side} >= {"s1"}  # the first row wins
+    summary = store.read_json(settings.container, layout.enumeration_blob(task_id))
+    listed = summary["image_list"]
+    assert (listed["rows"], listed["excluded"], listed["not_found"], listed["metadata_columns"]) == (10, 1, 2, ["site"])
+
+    # the merge's view of a shard: its images, then the names not found that it reports, as failures with a reason
+    from activities.merge import _merged_shard
+
+    entries = [e for i in range(3) for e in _merged_shard(store, settings, task_id, i, None)[0]]
+    failed = {e["file"]: e for e in entries if e.get("failure_reason") == "listed_not_found"}
+    assert set(failed) == {"root/cam9/x.jpg", "root/cam9/y.jpg"}
+    assert all(e["failure"] == mdformat.FAILURE_IMAGE_ACCESS and e["failure_kind"] == "permanent"
+               for e in failed.values())
+    assert mdformat.failure_counts(entries)["listed_not_found"] == 2
+
+
+def test_first_n_takes_the_lists_first_rows(storage_connection: str, unique_name: str, store: BlobStore) -> None:
+    settings = Settings.from_env({"AzureWebJobsStorage": storage_connection,
+                                  "TRAPBATCH_CONTAINER": unique_name + "-state"})
+    store.ensure_container(unique_name)
+    for name in LISTED:
+        store.write_bytes(unique_name, name, b"")
+    data = json.dumps([{"file": "cam1/11.jpg", "invalid": 1}, "cam1/09.jpg", "nope/1.jpg", "cam0/00.jpg",
+                       "cam0/02.jpg"]).encode()
+    store.write_bytes(unique_name, "l.json", data)
+    request = TaskRequest(container=unique_name, first_n=3, image_list="l.json",
+                          image_list_sha256=scan(io.BytesIO(data), "l").sha256)
+    task_id = "task-" + "2" * 20
+    _, out = run_parallel(settings, store, task_id, request, ListingLimits(names_per_call=1))
+    assert sorted(n for s in manifests(settings, store, task_id) for n in s) == ["cam0/00.jpg", "cam1/09.jpg"]
+    assert out["images"] == 2
+    assert store.read_json(settings.container, layout.enumeration_blob(task_id))["image_list"]["not_found"] == 1
+
+
+def test_a_list_changed_after_the_post_fails_the_enumeration(storage_connection: str, unique_name: str,
+                                                             store: BlobStore) -> None:
+    from activities.enumerate import run_plan_listing
+    from activities.image_list import ImageListChanged
+
+    settings = Settings.from_env({"AzureWebJobsStorage": storage_connection,
+                                  "TRAPBATCH_CONTAINER": unique_name + "-state"})
+    store.ensure_container(unique_name)
+    store.write_bytes(unique_name, "l.json", b'["a.jpg"]')
+    request = TaskRequest(container=unique_name, image_list="l.json", image_list_sha256="0" * 64)
+    with pytest.raises(ImageListChanged, match="changed after the task was posted"):
+        run_plan_listing("task-" + "3" * 20, request, settings, store)
+
+
+def test_a_list_of_5_of_10_images_gives_exactly_those_5(host, app_env: dict[str, str], store: BlobStore,  # noqa: F811
+                                                        unique_name: str) -> None:
+    names = upload_images(store, unique_name, 10, corrupt=0)
+    chosen = [names[i] for i in (1, 2, 5, 7, 8)]
+    rows = [{"file": n, "site": f"site-{i}", "image_no_upload": 0} for i, n in enumerate(chosen)]
+    rows += [{"file": names[9], "image_no_upload": 1}, {"file": "cam0/missing.jpg", "site": "lost"}]
+    store.write_bytes(unique_name, "lists/five.json", json.dumps(rows).encode())
+    body = {"container": unique_name, "image_list": "lists/five.json", "request_name": "list"}
+    r = api.post(host.base_url + "/api/tasks", json=body, timeout=60)
+    assert r.status_code == 202, r.text
+    task_id = r.json()["id"]
+
+    # the task id follows the list's content: the same blob name with other rows is another task
+    bad = [({**body, "image_list": "lists/none.json"}, "does not exist"),
+           ({**body, "image_list": "lists/empty.json"}, "names no images"),
+           ({**body, "image_list": "lists/bad.csv"}, "no path column"),
+           ({**body, "image_list": "lists/five.json", "sample_n": 2}, "cannot be combined")]
+    store.write_bytes(unique_name, "lists/empty.json", b"[]")
+    store.write_bytes(unique_name, "lists/bad.csv", b"site,when\nx,y\n")
+    for wrong, message in bad:
+        answer = api.post(host.base_url + "/api/tasks", json=wrong, timeout=60)
+        assert answer.status_code == 400 and message in answer.json()["error"], answer.text
+        assert answer.json()["hint"]
+
+    status = wait_until(lambda: finished_status(host.base_url, task_id), 240, "task completion")
+    assert status["runtime_status"] == "Completed", status
+    assert status["images"] == 6 and status["failed"] == 1
+    assert status["failure_reasons"] == {"listed_not_found": 1}
+    container = app_env["TRAPBATCH_CONTAINER"]
+    doc = store.read_json(container, layout.results_blob(task_id))
+    files = [im["file"] for im in doc["images"] if not im.get("failure")]
+    assert sorted(files) == sorted(chosen)
+    failed = [im for im in doc["images"] if im.get("failure")]
+    assert [(im["file"], im["failure_reason"]) for im in failed] == [("cam0/missing.jpg", "listed_not_found")]
+    mdformat.validate(doc, expected_files=[*chosen, "cam0/missing.jpg"])
+    assert doc["info"]["trapbatch"]["image_list"]["blob"] == "lists/five.json"
+
+    # Zooniverse: the 5 found images, not the flagged one nor the missing one, with the list's columns
+    batches = status["results"]["exports"]["zooniverse_batches"]
+    manifest: list[dict[str, Any]] = []
+    for b in range(1, batches + 1):
+        text = store.read_bytes(container, layout.zooniverse_batch_blob(task_id, b)).decode("utf-8")
+        manifest += list(csv.DictReader(io.StringIO(text)))
+    assert sorted(r["#file"] for r in manifest) == sorted(chosen)
+    assert {r["#file"]: r["site"] for r in manifest} == {n: f"site-{i}" for i, n in enumerate(chosen)}
+
+    # the same request posted again is the same task; the same blob holding another list is another task
+    again = api.post(host.base_url + "/api/tasks", json=body, timeout=60)
+    assert again.status_code == 200 and again.json()["id"] == task_id
+    estimate = {**body, "dry_run": True}  # enumerates only: nothing more runs in the background
+    before = api.post(host.base_url + "/api/tasks", json=estimate, timeout=60).json()["id"]
+    # (its enumeration reads the list again and checks the hash: wait, or the change below would fail it)
+    assert wait_until(lambda: finished_status(host.base_url, before), 120, "estimate")["stage"] == "estimated"
+    store.write_bytes(unique_name, "lists/five.json", json.dumps(rows[:4]).encode())
+    after = api.post(host.base_url + "/api/tasks", json=estimate, timeout=60)
+    assert after.status_code == 202 and after.json()["id"] not in (before, task_id)
+    done = wait_until(lambda: finished_status(host.base_url, after.json()["id"]), 120, "estimate")
+    assert done["stage"] == "estimated" and done["images"] == 4

@@ -1,0 +1,164 @@
+"""core/imagelist.py: an explicit image list read as JSON or CSV, its flags and metadata, and what it refuses."""
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import pytest
+
+from core import zooniverse
+from core.imagelist import (ImageListInvalid, ListedImage, blob_name, is_truthy, iter_rows, not_found_by_batch,
+                            not_found_shards, scan, unit_of)
+from core.requests import TaskRequest, parse_task_request
+from core.errors import RequestInvalid
+from core.shards import shard_batches
+
+
+def rows(data: bytes | str, name: str = "list") -> list[ListedImage]:
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    return list(iter_rows(io.BytesIO(raw), name))
+
+
+def test_a_json_list_of_paths() -> None:
+    assert rows(json.dumps(["a/1.jpg", "/b/2.PNG", " c/3.jpeg "])) == [
+        ListedImage("a/1.jpg"), ListedImage("b/2.PNG"), ListedImage("c/3.jpeg")]
+
+
+def test_json_objects_carry_flags_and_metadata() -> None:
+    got = rows(json.dumps([{"file": "a/1.jpg", "site": "J05", "capture": 14, "invalid": 0},
+                           {"path": "a/2.jpg", "image_no_upload": True},
+                           {"Image_Path": "a/3.jpg", "invalid": "2", "roll": None, "ok": False}]))
+    assert got == [ListedImage("a/1.jpg", False, {"site": "J05", "capture": "14"}),
+                   ListedImage("a/2.jpg", True, {}),
+                   ListedImage("a/3.jpg", True, {"roll": "", "ok": "false"})]
+
+
+def test_a_csv_like_the_seeds_captures_file() -> None:
+    text = ("season,site,roll,capture,image,path,invalid,image_was_deleted\r\n"
+            "GRU_S1,J05,1,14,1,GRU_S1/J05/J05_R1/IMAG0036.JPG,1,\r\n"
+            "GRU_S1,J06,1,17,1,GRU_S1/J06/J06_R1/IMAG0043.JPG,0,0\r\n"
+            "\r\n"
+            '"GRU_S1","J06, north",1,18,1,GRU_S1/J06/J06_R1/IMAG0044.JPG,,yes\r\n')
+    got = rows("\ufeff" + text)  # Excel's byte-order mark
+    assert [(r.path, r.excluded) for r in got] == [("GRU_S1/J05/J05_R1/IMAG0036.JPG", True),
+                                                   ("GRU_S1/J06/J06_R1/IMAG0043.JPG", False),
+                                                   ("GRU_S1/J06/J06_R1/IMAG0044.JPG", True)]
+    assert got[1].metadata == {"season": "GRU_S1", "site": "J06", "roll": "1", "capture": "17", "image": "1"}
+    assert got[2].metadata["site"] == "J06, north"
+
+
+@pytest.mark.parametrize("column", ["path", "File", "filename", "image_path", "IMAGE_PATH_REL"])
+def test_csv_path_column_names(column: str) -> None:
+    assert rows(f"{column},site\nx/1.jpg,a\n") == [ListedImage("x/1.jpg", False, {"site": "a"})]
+
+
+def test_a_headerless_list_of_paths() -> None:
+    assert [r.path for r in rows("a/1.jpg\na/2.jpg\n\n")] == ["a/1.jpg", "a/2.jpg"]
+
+
+@pytest.mark.parametrize("value,truthy", [("1", True), ("2", True), ("true", True), ("Yes", True), (1, True),
+                                          (True, True), ("0", False), ("", False), ("false", False), ("no", False),
+                                          (0, False), (None, False), (False, False), ("0.0", False)])
+def test_flag_values(value: Any, truthy: bool) -> None:
+    assert is_truthy(value) is truthy
+
+
+@pytest.mark.parametrize("data,message", [
+    ("site,when\na,b\n", "no path column"),
+    ('{"file": "a.jpg"}', "a JSON object, not a list"),
+    ('["a.jpg", ', "not valid JSON"),
+    ('[["a.jpg"]]', "a list, not a path"),
+    ('[{"site": "x"}]', "the object has no path"),
+    ('[""]', "the path is empty"),
+    ('["clip.avi"]', "not an image trapbatch runs"),
+    ('[5]', "int, not a path"),
+    ("path\na/1.jpg\na/2.jpg,extra\n", "row 3: 2 values for 1 columns"),
+    ("path,invalid\na/1.jpg,maybe\n", "flag 'invalid' has the value 'maybe'"),
+    ('[{"file": "a.jpg", "tags": ["x"]}]', "'tags' holds a list"),
+    (b"path\n\xff\xfe.jpg\n", "not UTF-8"),
+    ("a/1.jpg\nb/2.jpg,x\n", "2 columns in a list of paths"),
+])
+def test_bad_lists_name_the_row_and_the_fix(data: str | bytes, message: str) -> None:
+    with pytest.raises(ImageListInvalid, match=message) as info:
+        rows(data)
+    assert info.value.hint and info.value.status_code == 400
+
+
+def test_scan_counts_and_hashes_and_refuses_empty_or_all_excluded() -> None:
+    data = b"path,site,invalid\na/1.jpg,x,0\na/2.jpg,y,1\n"
+    summary = scan(io.BytesIO(data), "l.csv")
+    assert (summary.format, summary.rows, summary.images, summary.excluded) == ("csv", 2, 1, 1)
+    assert summary.metadata_columns == ("site",) and summary.bytes == len(data)
+    assert summary.sha256 != scan(io.BytesIO(data + b"a/3.jpg,z,0\n"), "l.csv").sha256
+    with pytest.raises(ImageListInvalid, match="names no images"):
+        scan(io.BytesIO(b"[]"), "l.json")
+    with pytest.raises(ImageListInvalid, match="names no images"):
+        scan(io.BytesIO(b"path\n"), "l.csv")
+    with pytest.raises(ImageListInvalid, match="every one of the 1 rows"):
+        scan(io.BytesIO(b"path,invalid\na.jpg,1\n"), "l.csv")
+
+
+def test_blob_names_are_relative_to_the_prefix() -> None:
+    assert blob_name("", "a/1.jpg") == "a/1.jpg"
+    assert blob_name("albums/GRU", "S1/1.jpg") == "albums/GRU/S1/1.jpg"
+    assert blob_name("albums/GRU/", "S1/1.jpg") == "albums/GRU/S1/1.jpg"
+
+
+def test_units_are_stable_and_spread() -> None:
+    names = [f"cam/{i}.jpg" for i in range(200)]
+    assert [unit_of(n, 4) for n in names] == [unit_of(n, 4) for n in names]
+    assert set(unit_of(n, 4) for n in names) == {0, 1, 2, 3}
+
+
+def test_names_not_found_go_to_the_shard_of_their_parts_place() -> None:
+    # parts' selected images [3, 0, 4, 0] in shards of 2 (shards 0..3); parts 1 and 3 found nothing
+    assert not_found_shards([3, 0, 4, 0], [1, 2, 0, 5], 2) == {0: 0, 1: 1, 3: 3}
+    assert not_found_shards([0, 0], [4, 1], 2) == {}  # nothing found: no shard (the task fails: no images)
+    batches = shard_batches([3, 0, 4, 0], 2, 4)  # two shards per batch
+    assert not_found_by_batch(batches, [(0, 0), (1, 0), (2, 0), (3, 0)], [3, 0, 4, 0], [1, 2, 0, 5], 2) == [
+        [[0, 0, 0], [1, 0, 1]], [[3, 0, 3]]]
+
+
+def test_the_request_field_and_the_task_id() -> None:
+    base = parse_task_request({"container": "cams", "image_list": "/lists/a.csv"})
+    assert base.image_list == "lists/a.csv"
+    with_hash = TaskRequest.from_dict({**base.to_dict(), "image_list_sha256": "ab" * 32})
+    other = TaskRequest.from_dict({**base.to_dict(), "image_list_sha256": "cd" * 32})
+    assert len({with_hash.task_id, other.task_id, parse_task_request({"container": "cams"}).task_id}) == 3
+    assert with_hash.to_dict()["image_list_sha256"] == "ab" * 32
+    # a request without a list keeps the id it always had
+    assert "image_list" not in parse_task_request({"container": "cams"}).identity()
+    with pytest.raises(RequestInvalid, match="'sample_n' cannot be combined"):
+        parse_task_request({"container": "cams", "image_list": "l.csv", "sample_n": 3})
+    with pytest.raises(RequestInvalid, match="names a folder"):
+        parse_task_request({"container": "cams", "image_list": "lists/"})
+    with pytest.raises(RequestInvalid, match="unknown field"):
+        parse_task_request({"container": "cams", "image_list_sha256": "ab" * 32})
+    assert parse_task_request({"container": "cams", "image_list": "l.csv", "first_n": 2}).first_n == 2
+
+
+def test_zooniverse_rows_carry_the_lists_metadata() -> None:
+    options = zooniverse.ManifestOptions(threshold=0.2, metadata_columns=("site", "folder"))
+    assert zooniverse.columns(options) == [*zooniverse.COLUMNS, "site", "list_folder"]
+    entry = {"file": "a/1.jpg", "detections": [{"category": "1", "conf": 0.9, "bbox": [0, 0, 1, 1]}]}
+    row = zooniverse.row(entry, options, {"1": "animal"}, {"site": "J05"})
+    assert row[len(zooniverse.COLUMNS):] == ["J05", ""]
+    assert len(row) == len(zooniverse.columns(options))
+
+
+@pytest.mark.parametrize("body", [{"container": "cams", "image_list": "lists/a.csv"},
+                                  {"container": "cams", "image_list": ""}, {"container": "cams", "image_list": None},
+                                  {"container": "cams", "image_list": "a\nb.csv"}, {"container": "cams", "image_list": 5},
+                                  {"container": "cams", "image_list": "x" * 1025}], ids=repr)
+def test_the_described_field_is_the_validated_field(body: dict[str, Any]) -> None:
+    from jsonschema import Draft202012Validator
+
+    from api import openapi
+
+    try:
+        parse_task_request(body)
+        accepted = True
+    except RequestInvalid:
+        accepted = False
+    assert Draft202012Validator(openapi.request_schema()).is_valid(body) == accepted
