@@ -550,6 +550,7 @@ class FinishEnumerationInput(TypedDict):
     shards: int
     found: int  # images found before first_n / sample_n
     parts: int
+    not_found: NotRequired[int]  # image list: its names the container does not hold (failed entries in the results)
 
 
 # ---------------------------------------------------------------- after the task: re-render, expiry, zip
