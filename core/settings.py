@@ -55,8 +55,9 @@ Variables (names shared with infra/main.bicep app settings):
     TRAPBATCH_WORKER_FAULTS        tests only: JSON {"<shard>/<attempt>": "crash_after:2", ...}
     TRAPBATCH_WORKER_RESIDENT      ``1``: pool tasks run ``gpu_batch.worker.client``, which hands each shard to a
                                    node-resident worker that keeps torch and the model loaded (start-up paid once per
-                                   node); default off until measured on a GPU. Read by the pools where they build the
-                                   task command (``gpu_batch.pool.base.worker_module``). On Azure Batch the server must
+                                   node); default off until measured on a GPU (``1``/``true``/``yes``/``on``: on).
+                                   Read here only and handed to the pools (``resident=``), which build the task
+                                   command with it (``gpu_batch.pool.base.worker_module``). On Azure Batch the server must
                                    run outside the tasks' ``--rm`` containers to outlive a task (not set up yet). The
                                    client and server read TRAPBATCH_RESIDENT_SOCKET (socket path; default in the
                                    node-shared folder), TRAPBATCH_RESIDENT_IDLE_S (server exits after this long
@@ -218,6 +219,7 @@ class Settings:
     device: str = "auto"
     model_cache: str = ""
     worker_faults: Mapping[str, str] = field(default_factory=dict)
+    worker_resident: bool = False  # TRAPBATCH_WORKER_RESIDENT: pool tasks run the resident client
     batch_account_url: str = ""
     batch_pool_id: str = ""
     worker_image: str = ""
@@ -320,6 +322,7 @@ class Settings:
             device=env.get("TRAPBATCH_DEVICE", "auto"),
             model_cache=env.get("TRAPBATCH_MODEL_CACHE", ""),
             worker_faults=faults,
+            worker_resident=env.get("TRAPBATCH_WORKER_RESIDENT", "").strip().lower() in ("1", "true", "yes", "on"),
             batch_account_url=env.get("TRAPBATCH_BATCH_ACCOUNT_URL", ""),
             batch_pool_id=env.get("TRAPBATCH_BATCH_POOL_ID", ""),
             worker_image=env.get("TRAPBATCH_WORKER_IMAGE", ""),
