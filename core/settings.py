@@ -84,6 +84,10 @@ Variables (names shared with infra/main.bicep app settings):
                                    port); default none: no notification is sent (core/notify.py)
     TRAPBATCH_NOTIFY_SECRET        name of the Key Vault secret (locally: of the local secrets file) whose value signs
                                    notifications (HMAC-SHA256); without it none is sent
+    TRAPBATCH_EVENT_GRID_TOPIC_ENDPOINT  an Event Grid custom topic's endpoint (``https://<topic>.<region>-1.eventgrid.
+                                   azure.net/api/events``; infra/ sets it): every task's end is published there as a
+                                   CloudEvents event (core/task_events.py) with the app's managed identity (role
+                                   EventGrid Data Sender; no key). Unset (default): no event is published
     TRAPBATCH_CALLER_MAX_IMAGES_PER_TASK / _MAX_ACTIVE_TASKS / _MIN_IMAGES_PER_SHARD   per-caller limits with
                                    ``easyauth`` (0, the default: unlimited); see api/callers.py
     TRAPBATCH_BATCH_ACCOUNT_URL, TRAPBATCH_BATCH_POOL_ID, TRAPBATCH_WORKER_IMAGE,
@@ -100,6 +104,7 @@ from core.errors import ConfigError
 from core.estimate import DEFAULT_POOL_NODES, DEFAULT_WORKER_IMAGES_PER_S
 from core.mdformat import typical_threshold
 from core.requests import DEFAULT_IMAGES_PER_SHARD, normalize_account_url
+from core.task_events import endpoint_problem
 from gpu_batch.layout import DEFAULT_STATE_CONTAINER, STATIC_WEBSITE_CONTAINER
 
 CALLER_AUTH_MODES = ("none", "easyauth")
@@ -190,6 +195,7 @@ class OrchestrationKnobs:
     node_price_per_hour: float = 0.0
     confirm_above_images: int = 0  # 0: never wait for a confirmation
     confirm_timeout_s: int = 7 * 24 * 3600
+    task_events: bool = False  # TRAPBATCH_EVENT_GRID_TOPIC_ENDPOINT is set: publish an event when the task ends
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__slots__}
@@ -238,6 +244,7 @@ class Settings:
     caller_min_images_per_shard: int = 0
     notify_hosts: tuple[str, ...] = ()
     notify_secret: str = ""
+    event_grid_topic_endpoint: str = ""
 
     def threshold_for(self, model: str, requested: float | None = None) -> float:
         """The threshold of previews, CSV and exports: the request's ``preview_threshold``, else
@@ -283,6 +290,10 @@ class Settings:
             faults = json.loads(faults_raw) if faults_raw else {}
         except json.JSONDecodeError:
             raise ConfigError("TRAPBATCH_WORKER_FAULTS is not JSON", 'e.g. {"s00000/1": "crash_after:2"}') from None
+        topic_endpoint = env.get("TRAPBATCH_EVENT_GRID_TOPIC_ENDPOINT", "").strip()
+        if topic_endpoint and (problem := endpoint_problem(topic_endpoint)):
+            raise ConfigError(problem, f"give the topic's endpoint, as `az eventgrid topic show --query endpoint` "
+                                       f"prints it, or unset it; {WHERE}")
         knobs = OrchestrationKnobs(
             images_per_shard=_int(env, "TRAPBATCH_IMAGES_PER_SHARD", DEFAULT_IMAGES_PER_SHARD),
             max_attempts=_int(env, "TRAPBATCH_MAX_ATTEMPTS", 3),
@@ -302,6 +313,7 @@ class Settings:
             node_price_per_hour=_positive(env, "TRAPBATCH_NODE_PRICE_PER_HOUR", 0.0, allow_zero=True),
             confirm_above_images=_int(env, "TRAPBATCH_CONFIRM_ABOVE_IMAGES", 0, minimum=0),
             confirm_timeout_s=_int(env, "TRAPBATCH_CONFIRM_TIMEOUT_S", 7 * 24 * 3600),
+            task_events=bool(topic_endpoint),
         )
         settings = cls(
             storage_connection=storage,
@@ -342,6 +354,7 @@ class Settings:
             caller_min_images_per_shard=_int(env, "TRAPBATCH_CALLER_MIN_IMAGES_PER_SHARD", 0, minimum=0),
             notify_hosts=tuple(h.lower() for h in env.get("TRAPBATCH_NOTIFY_HOSTS", "").replace(",", " ").split()),
             notify_secret=env.get("TRAPBATCH_NOTIFY_SECRET", "").strip(),
+            event_grid_topic_endpoint=topic_endpoint,
 
 
             simulated_failure_rate=_fraction(env, "TRAPBATCH_SIMULATED_FAILURE_RATE", 0.0),
