@@ -3,7 +3,7 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from activities import enumerate as enumerate_activity
-from activities import exports, fanin, merge, notify, pool, previews
+from activities import exports, fanin, merge, notify, pool, previews, task_events
 from activities import expiry as expiry_activities
 from activities import rethreshold, results_zip
 from api import after_task, arrivals, openapi, starters
@@ -32,5 +32,6 @@ for blueprint in (
     rethreshold.bp,
     expiry_activities.bp,
     results_zip.bp,
+    task_events.bp,
 ):
     app.register_functions(blueprint)

@@ -52,7 +52,8 @@ def check_source_allowed(s: Settings, account_url: str) -> None:
 @functools.cache
 def _pool(kind: str, connection: str, container: str, concurrency: int, device: str, model_cache: str,
           faults: tuple[tuple[str, str], ...], batch: tuple[str, ...], max_task_seconds: int,
-          secret_env: tuple[tuple[str, str], ...] = (), simulated_failure_rate: float = 0.0) -> GpuPool:
+          secret_env: tuple[tuple[str, str], ...] = (), simulated_failure_rate: float = 0.0,
+          resident: bool = False) -> GpuPool:
     from gpu_batch.pool import make_pool
 
     if kind == "simulated":  # the control-plane benchmark's pool (bench/control_plane.py); no detector
@@ -63,12 +64,13 @@ def _pool(kind: str, connection: str, container: str, concurrency: int, device: 
             worker_env["TRAPBATCH_MODEL_CACHE"] = model_cache
         return make_pool("local", connection_string=connection, log_container=container,
                          max_concurrent=concurrency or None, worker_env=worker_env, faults=dict(faults),
-                         max_task_seconds=max_task_seconds)
+                         max_task_seconds=max_task_seconds, resident=resident)
     account_url, pool_id, image, identity, identity_resource_id, storage_url = batch
     return make_pool("azure_batch", account_url=account_url, pool_id=pool_id, image=image,
                      worker_identity_client_id=identity, identity_resource_id=identity_resource_id,
                      storage_account_url=storage_url, log_container=container,
-                     max_task_seconds=max_task_seconds, key_vault_url=dict(secret_env).get("TRAPBATCH_KEY_VAULT_URL", ""))
+                     max_task_seconds=max_task_seconds, key_vault_url=dict(secret_env).get("TRAPBATCH_KEY_VAULT_URL", ""),
+                     resident=resident)
 
 
 def pool(s: Settings) -> GpuPool:
@@ -77,4 +79,5 @@ def pool(s: Settings) -> GpuPool:
                  s.device, s.model_cache, tuple(sorted(s.worker_faults.items())),
                  (s.batch_account_url, s.batch_pool_id, s.worker_image, s.worker_identity,
                   s.worker_identity_resource_id, s.storage_account_url),
-                 s.knobs.max_task_seconds, tuple(sorted(s.secret_store_env().items())), s.simulated_failure_rate)
+                 s.knobs.max_task_seconds, tuple(sorted(s.secret_store_env().items())), s.simulated_failure_rate,
+                 s.worker_resident)

@@ -30,6 +30,7 @@ PREVIEWS = "render_previews"
 REMOVE_REPEATS = "remove_repeated_detections"
 NOTIFY = "notify_task_end"
 DROP_ANSWER = "write_drop_answer"
+PUBLISH_EVENT = "publish_task_event"
 CONFIRM_EVENT = "confirm"  # the external event POST /api/tasks/{id}/confirm raises on a task awaiting confirmation
 CANCEL_EVENT = "cancel"  # POST /api/tasks/{id}/cancel on a task awaiting confirmation (nothing is in the pool yet)
 
@@ -464,6 +465,20 @@ class NotifyInput(TypedDict):
 class NotifyOutput(TypedDict):
     sent: bool
     status_code: int  # the receiver's answer; 0 when nothing was sent
+    reason: str  # why nothing was sent ("" when sent)
+
+
+class PublishEventInput(TypedDict):
+    """The Event Grid event of a task's end (core/task_events.py): published once per final stage."""
+
+    task_id: str
+    run: str  # the task run's id ("" when none): part of the event id, so each run's end is an event of its own
+    status: dict[str, Any]  # the final TaskStatus
+
+
+class PublishEventOutput(TypedDict):
+    sent: bool
+    status_code: int  # the topic's answer; 0 when nothing was sent
     reason: str  # why nothing was sent ("" when sent)
 
 

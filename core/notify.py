@@ -1,7 +1,7 @@
 """Word when a task ends: the signed JSON a request's ``notify_url`` receives once per final stage.
 
 Pure: the body, its signature and the host check. The activity (activities/notify.py) sends it; the task orchestrator
-calls that activity once when the task ends (completed, completed_with_errors, cancelled, failed, estimated), retrying
+calls that activity once when the task ends (completed, completed_with_errors, cancelled, failed, expired, estimated), retrying
 a receiver that is down with back-off on durable timers.
 
 Signature: ``X-Trapbatch-Signature: sha256=<hex HMAC-SHA256 of the raw body>`` with the secret the app setting
@@ -28,10 +28,14 @@ STATUS_KEYS = ("stage", "started", "finished", "error", "images", "failed", "mis
                "with_detections", "detections", "empty", "shards", "resubmissions", "results", "estimate")
 
 
+def public_status(task_id: str, status: Mapping[str, Any]) -> dict[str, Any]:
+    """The task id and the final status's public fields: what a notification and an Event Grid event carry."""
+    return {"task_id": task_id, **{k: status[k] for k in STATUS_KEYS if k in status}}
+
+
 def body(task_id: str, status: Mapping[str, Any]) -> bytes:
-    """The notification's bytes: the task id and the final status's public fields, as canonical JSON."""
-    doc = {"task_id": task_id, **{k: status[k] for k in STATUS_KEYS if k in status}}
-    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    """The notification's bytes: ``public_status`` as canonical JSON."""
+    return json.dumps(public_status(task_id, status), sort_keys=True, separators=(",", ":")).encode("utf-8")
 
 
 def signature(secret: str, raw: bytes) -> str:

@@ -62,8 +62,9 @@ Variables (names shared with infra/main.bicep app settings):
     TRAPBATCH_WORKER_FAULTS        tests only: JSON {"<shard>/<attempt>": "crash_after:2", ...}
     TRAPBATCH_WORKER_RESIDENT      ``1``: pool tasks run ``gpu_batch.worker.client``, which hands each shard to a
                                    node-resident worker that keeps torch and the model loaded (start-up paid once per
-                                   node); default off until measured on a GPU. Read by the pools where they build the
-                                   task command (``gpu_batch.pool.base.worker_module``). On Azure Batch the server must
+                                   node); default off until measured on a GPU (``1``/``true``/``yes``/``on``: on).
+                                   Read here only and handed to the pools (``resident=``), which build the task
+                                   command with it (``gpu_batch.pool.base.worker_module``). On Azure Batch the server must
                                    run outside the tasks' ``--rm`` containers to outlive a task (not set up yet). The
                                    client and server read TRAPBATCH_RESIDENT_SOCKET (socket path; default in the
                                    node-shared folder), TRAPBATCH_RESIDENT_IDLE_S (server exits after this long
@@ -90,6 +91,10 @@ Variables (names shared with infra/main.bicep app settings):
                                    port); default none: no notification is sent (core/notify.py)
     TRAPBATCH_NOTIFY_SECRET        name of the Key Vault secret (locally: of the local secrets file) whose value signs
                                    notifications (HMAC-SHA256); without it none is sent
+    TRAPBATCH_EVENT_GRID_TOPIC_ENDPOINT  an Event Grid custom topic's endpoint (``https://<topic>.<region>-1.eventgrid.
+                                   azure.net/api/events``; infra/ sets it): every task's end is published there as a
+                                   CloudEvents event (core/task_events.py) with the app's managed identity (role
+                                   EventGrid Data Sender; no key). Unset (default): no event is published
     TRAPBATCH_CALLER_MAX_IMAGES_PER_TASK / _MAX_ACTIVE_TASKS / _MIN_IMAGES_PER_SHARD   per-caller limits with
                                    ``easyauth`` (0, the default: unlimited); see api/callers.py
     TRAPBATCH_BATCH_ACCOUNT_URL, TRAPBATCH_BATCH_POOL_ID, TRAPBATCH_WORKER_IMAGE,
@@ -106,6 +111,7 @@ from core.errors import ConfigError
 from core.estimate import DEFAULT_POOL_NODES, DEFAULT_WORKER_IMAGES_PER_S
 from core.mdformat import typical_threshold
 from core.requests import DEFAULT_IMAGES_PER_SHARD, normalize_account_url
+from core.task_events import endpoint_problem
 from gpu_batch.layout import DEFAULT_STATE_CONTAINER, STATIC_WEBSITE_CONTAINER
 
 CALLER_AUTH_MODES = ("none", "easyauth")
@@ -201,6 +207,7 @@ class OrchestrationKnobs:
     confirm_timeout_s: int = 7 * 24 * 3600
     # the length of one of a request's previews_expire_days, in seconds: 86400, changed by tests only
     previews_expire_day_s: int = 86400
+    task_events: bool = False  # TRAPBATCH_EVENT_GRID_TOPIC_ENDPOINT is set: publish an event when the task ends
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__slots__}
@@ -232,6 +239,7 @@ class Settings:
     device: str = "auto"
     model_cache: str = ""
     worker_faults: Mapping[str, str] = field(default_factory=dict)
+    worker_resident: bool = False  # TRAPBATCH_WORKER_RESIDENT: pool tasks run the resident client
     batch_account_url: str = ""
     batch_pool_id: str = ""
     worker_image: str = ""
@@ -250,6 +258,7 @@ class Settings:
     caller_min_images_per_shard: int = 0
     notify_hosts: tuple[str, ...] = ()
     notify_secret: str = ""
+    event_grid_topic_endpoint: str = ""
 
     def threshold_for(self, model: str, requested: float | None = None) -> float:
         """The threshold of previews, CSV and exports: the request's ``preview_threshold``, else
@@ -295,6 +304,10 @@ class Settings:
             faults = json.loads(faults_raw) if faults_raw else {}
         except json.JSONDecodeError:
             raise ConfigError("TRAPBATCH_WORKER_FAULTS is not JSON", 'e.g. {"s00000/1": "crash_after:2"}') from None
+        topic_endpoint = env.get("TRAPBATCH_EVENT_GRID_TOPIC_ENDPOINT", "").strip()
+        if topic_endpoint and (problem := endpoint_problem(topic_endpoint)):
+            raise ConfigError(problem, f"give the topic's endpoint, as `az eventgrid topic show --query endpoint` "
+                                       f"prints it, or unset it; {WHERE}")
         knobs = OrchestrationKnobs(
             images_per_shard=_int(env, "TRAPBATCH_IMAGES_PER_SHARD", DEFAULT_IMAGES_PER_SHARD),
             max_attempts=_int(env, "TRAPBATCH_MAX_ATTEMPTS", 3),
@@ -315,6 +328,7 @@ class Settings:
             confirm_above_images=_int(env, "TRAPBATCH_CONFIRM_ABOVE_IMAGES", 0, minimum=0),
             confirm_timeout_s=_int(env, "TRAPBATCH_CONFIRM_TIMEOUT_S", 7 * 24 * 3600),
             previews_expire_day_s=_int(env, "TRAPBATCH_PREVIEWS_EXPIRE_DAY_S", 86400),
+            task_events=bool(topic_endpoint),
         )
         settings = cls(
             storage_connection=storage,
@@ -337,6 +351,7 @@ class Settings:
             device=env.get("TRAPBATCH_DEVICE", "auto"),
             model_cache=env.get("TRAPBATCH_MODEL_CACHE", ""),
             worker_faults=faults,
+            worker_resident=env.get("TRAPBATCH_WORKER_RESIDENT", "").strip().lower() in ("1", "true", "yes", "on"),
             batch_account_url=env.get("TRAPBATCH_BATCH_ACCOUNT_URL", ""),
             batch_pool_id=env.get("TRAPBATCH_BATCH_POOL_ID", ""),
             worker_image=env.get("TRAPBATCH_WORKER_IMAGE", ""),
@@ -356,6 +371,7 @@ class Settings:
             caller_min_images_per_shard=_int(env, "TRAPBATCH_CALLER_MIN_IMAGES_PER_SHARD", 0, minimum=0),
             notify_hosts=tuple(h.lower() for h in env.get("TRAPBATCH_NOTIFY_HOSTS", "").replace(",", " ").split()),
             notify_secret=env.get("TRAPBATCH_NOTIFY_SECRET", "").strip(),
+            event_grid_topic_endpoint=topic_endpoint,
 
 
             simulated_failure_rate=_fraction(env, "TRAPBATCH_SIMULATED_FAILURE_RATE", 0.0),

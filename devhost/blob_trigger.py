@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import concurrent.futures
-import inspect
 import json
 import logging
 import threading
@@ -33,7 +31,7 @@ from azure.storage.queue import QueueClient
 from devhost.functions import AppIndex, BlobTrigger
 from devhost.hostjson import HostConfig
 from devhost.store import Store
-from devhost.timeouts import FunctionTimeout, call_with_timeout, timeout_message
+from devhost.triggers import invoke, try_at_once
 
 logger = logging.getLogger("devhost.blob")
 POISON_QUEUE = "webjobs-blobtrigger-poison"  # HostQueueNames.BlobTriggerPoisonQueue
@@ -96,17 +94,11 @@ class BlobPoller:
             if self.store.has_receipt(trigger.name, props.name, etag):
                 continue
             blob_type = str(getattr(props.blob_type, "value", props.blob_type) or "BlockBlob")
-            attempts = self.config.poison_blob_threshold
-            for attempt in range(1, attempts + 1):
-                if self._stop.is_set():
-                    return
-                try:
-                    self._invoke(trigger, container, props.name)
-                    break
-                except Exception as exc:
-                    logger.warning("blob trigger %s failed for %s (try %d of %d): %s", trigger.name, props.name,
-                                   attempt, attempts, exc)
-            else:
+            done = try_at_once(logger, f"blob trigger {trigger.name}", props.name, self.config.poison_blob_threshold,
+                               self._stop, lambda: self._invoke(trigger, container, props.name))
+            if done is None:
+                return
+            if not done:
                 self._poison(trigger, props.name, etag, blob_type)
             self.store.add_receipt(trigger.name, props.name, etag)
 
@@ -118,16 +110,7 @@ class BlobPoller:
         if trigger.client_arg:
             kwargs[trigger.client_arg] = self.client_binding()
         logger.info("blob trigger %s fired for %s/%s", trigger.name, trigger.container, name)
-        timeout = self.config.function_timeout_s
-        if inspect.iscoroutinefunction(trigger.fn):  # async functions run on the host's loop (the SDK's session)
-            future = asyncio.run_coroutine_threadsafe(trigger.fn(**kwargs), self.loop)
-            try:
-                future.result(timeout=timeout)
-            except concurrent.futures.TimeoutError:
-                future.cancel()
-                raise FunctionTimeout(timeout_message(timeout or 0, trigger.name)) from None
-        else:
-            call_with_timeout(trigger.name, lambda: trigger.fn(**kwargs), timeout)
+        invoke(trigger.name, trigger.fn, kwargs, self.loop, self.config.function_timeout_s)
 
     def _poison(self, trigger: BlobTrigger, name: str, etag: str, blob_type: str) -> None:
         text = poison_message(trigger.name, trigger.container, name, etag, blob_type)

@@ -20,8 +20,6 @@ Event shape (Event Grid schema; docs: event-grid/event-schema-blob-storage.md)::
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import inspect
 import logging
 import threading
 import uuid
@@ -36,7 +34,7 @@ from azure.storage.blob import BlobServiceClient
 from devhost.functions import AppIndex, EventGridTrigger
 from devhost.hostjson import HostConfig
 from devhost.store import Store
-from devhost.timeouts import FunctionTimeout, call_with_timeout, timeout_message
+from devhost.triggers import invoke, try_at_once
 
 logger = logging.getLogger("devhost.eventgrid")
 BLOB_CREATED = "Microsoft.Storage.BlobCreated"
@@ -131,16 +129,11 @@ class EventGridPoller:
                                    etag, int(props.size or 0),
                                    str(getattr(props.content_settings, "content_type", "") or ""))
         attempts = self.config.poison_blob_threshold
-        for attempt in range(1, attempts + 1):
-            if self._stop.is_set():
-                return
-            try:
-                self._invoke(trigger, event)
-                break
-            except Exception as exc:
-                logger.warning("event grid trigger %s failed for %s (try %d of %d): %s", trigger.name, key, attempt,
-                               attempts, exc)
-        else:
+        done = try_at_once(logger, f"event grid trigger {trigger.name}", key, attempts, self._stop,
+                           lambda: self._invoke(trigger, event))
+        if done is None:
+            return
+        if not done:
             logger.error("event grid trigger %s failed %d times for %s: event dropped (Azure retries for up to 24 h, "
                          "then drops it or dead-letters it)", trigger.name, attempts, key)
         self.store.add_receipt(RECEIPT_PREFIX + trigger.name, key, etag)
@@ -150,13 +143,4 @@ class EventGridPoller:
         if trigger.client_arg:
             kwargs[trigger.client_arg] = self.client_binding()
         logger.info("event grid trigger %s fired for %s", trigger.name, event.subject)
-        timeout = self.config.function_timeout_s
-        if inspect.iscoroutinefunction(trigger.fn):
-            future = asyncio.run_coroutine_threadsafe(trigger.fn(**kwargs), self.loop)
-            try:
-                future.result(timeout=timeout)
-            except concurrent.futures.TimeoutError:
-                future.cancel()
-                raise FunctionTimeout(timeout_message(timeout or 0, trigger.name)) from None
-        else:
-            call_with_timeout(trigger.name, lambda: trigger.fn(**kwargs), timeout)
+        invoke(trigger.name, trigger.fn, kwargs, self.loop, self.config.function_timeout_s)

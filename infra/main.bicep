@@ -2,6 +2,7 @@
 //   Functions app on Flex Consumption (Python 3.11, Durable Functions, identity-based host storage)   app/api.bicep
 //   storage account: task state, `incoming` drops, deployment package, static website for previews  core/storage
 //   Event Grid system topic on that account (the blob trigger's event source)                        app/eventgrid.bicep
+//   Event Grid custom topic for "a task ended" events (CloudEvents 1.0, Entra ID only)               app/task-events.bicep
 //   Azure Batch account + autoscaling GPU pool of worker containers (Spot first)                     app/batch.bicep
 //   Azure Container Registry for the worker image (built by infra/hooks/postprovision)               core/host
 //   Key Vault (RBAC) for source-account SAS tokens                                                   core/security
@@ -69,6 +70,7 @@ var stateContainerName = 'trapbatch' // gpu_batch/layout.py DEFAULT_STATE_CONTAI
 var incomingContainerName = 'incoming' // gpu_batch/layout.py INCOMING_CONTAINER
 var workerImageName = 'trapbatch-worker:${workerImageTag}'
 var systemTopicName = 'evgt-storage-${resourceToken}'
+var taskEventsTopicName = 'evgt-tasks-${resourceToken}'
 var batchPoolId = 'gpu'
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
@@ -171,6 +173,16 @@ module eventGrid 'app/eventgrid.bicep' = {
   }
 }
 
+module taskEvents 'app/task-events.bicep' = {
+  name: 'taskEvents'
+  scope: rg
+  params: {
+    name: taskEventsTopicName
+    location: location
+    tags: tags
+  }
+}
+
 module rbac 'app/rbac.bicep' = {
   name: 'rbac'
   scope: rg
@@ -180,6 +192,7 @@ module rbac 'app/rbac.bicep' = {
     batchAccountName: batch.outputs.accountName
     registryName: registry.outputs.name
     applicationInsightsName: monitoring.outputs.applicationInsightsName
+    taskEventsTopicName: taskEvents.outputs.name
     appPrincipalId: appIdentity.outputs.principalId
     nodePrincipalId: nodeIdentity.outputs.principalId
     userPrincipalId: principalId
@@ -222,6 +235,7 @@ module api 'app/api.bicep' = {
       TRAPBATCH_STORAGE_ACCOUNT_URL: storage.outputs.blobEndpoint
       TRAPBATCH_KEY_VAULT_URL: keyVault.outputs.uri
       TRAPBATCH_SOURCE_ACCOUNTS: sourceAccounts
+      TRAPBATCH_EVENT_GRID_TOPIC_ENDPOINT: taskEvents.outputs.endpoint
     }
   }
   dependsOn: [
@@ -240,6 +254,8 @@ output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output AZURE_STORAGE_BLOB_ENDPOINT string = storage.outputs.blobEndpoint
 output INCOMING_CONTAINER_NAME string = incomingContainerName
 output EVENTGRID_SYSTEM_TOPIC_NAME string = eventGrid.outputs.name
+output EVENTGRID_TASK_EVENTS_TOPIC_NAME string = taskEvents.outputs.name
+output EVENTGRID_TASK_EVENTS_TOPIC_ENDPOINT string = taskEvents.outputs.endpoint
 output AZURE_CONTAINER_REGISTRY_NAME string = registry.outputs.name
 output AZURE_CONTAINER_REGISTRY_ENDPOINT string = registry.outputs.loginServer
 output TRAPBATCH_WORKER_IMAGE_NAME string = workerImageName

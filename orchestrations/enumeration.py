@@ -20,53 +20,23 @@ Azurite's are the next name), stay in the listing blobs (``gpu_batch.layout.list
 Use as ``enumeration = yield from enumerate_in_parallel(context, task_id, request)``.
 
 Retries: activities are idempotent (the same input lists and writes the same blobs), so a failed round is retried
-for the calls that did not succeed, after a durable timer, like ``orchestrations.retries.call`` (and for the same
-reason, azure-functions-durable-python#603, not with ``call_activity_with_retry``). ``task_all`` fails as soon as
+for the calls that did not succeed, after a durable timer (``orchestrations.retries.call_all``; for the reason given
+there, azure-functions-durable-python#603, not with ``call_activity_with_retry``). ``task_all`` fails as soon as
 one call fails (the SDK's ``WhenAllTask.try_set_value``); the calls that had succeeded by then keep their results.
 """
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any, Generator
 
 import azure.durable_functions as df
-from azure.durable_functions.models.Task import TaskState
 
 from core import contracts as c
 from core.imagelist import not_found_by_batch
 from core.requests import TaskRequest
 from core.shards import first_n_satisfied, selected_counts, shard_batches
-from orchestrations.retries import STORAGE_RETRY, RetryPolicy, call
+from orchestrations.retries import STORAGE_RETRY, call, call_all
 
 IMAGES_PER_WRITE = 200_000  # images of the shards one write_shard_manifests call writes (about 10 s of blob writes)
-
-
-def call_all(context: df.DurableOrchestrationContext, name: str, payloads: list[Any],
-             policy: RetryPolicy = STORAGE_RETRY) -> Generator[Any, Any, list[Any]]:
-    """Call activity ``name`` once per payload, in parallel; retry the calls that failed (and those still running
-    when one failed) after a durable timer, up to ``policy.attempts`` rounds. Results in payload order."""
-    results: list[Any] = [None] * len(payloads)
-    todo = list(range(len(payloads)))
-    retry = 0
-    while todo:
-        tasks = [context.call_activity(name, payloads[i]) for i in todo]
-        try:
-            values = yield context.task_all(tasks)
-        except Exception:  # noqa: BLE001 - one call's failure; keep what succeeded, retry the rest
-            retry += 1
-            if retry >= policy.attempts:
-                raise
-            done = [i for i, t in zip(todo, tasks) if getattr(t, "state", None) is TaskState.SUCCEEDED]
-            for i, t in zip(todo, tasks):
-                if i in done:
-                    results[i] = t.result
-            todo = [i for i in todo if i not in done]
-            yield context.create_timer(context.current_utc_datetime + timedelta(seconds=policy.delay_s(retry)))
-            continue
-        for i, value in zip(todo, values):
-            results[i] = value
-        todo = []
-    return results
 
 
 def enumerate_in_parallel(context: df.DurableOrchestrationContext, task_id: str,

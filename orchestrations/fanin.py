@@ -14,55 +14,25 @@ Used with ``yield from`` by the task orchestrator (``fan_in(...)`` where it call
 time comes from the orchestration clock, everything else from the activities' outputs.
 
 A failed part (or search group) does not re-run the others: the fan-out waits on a durable timer and calls again only
-the activities that had not succeeded when the failure surfaced (``STORAGE_RETRY.attempts`` rounds at most), with
-plain ``call_activity`` for the reason given in ``orchestrations.retries`` (azure-functions-durable-python#603).
+the activities that had not succeeded when the failure surfaced (``STORAGE_RETRY.attempts`` rounds at most;
+``orchestrations.retries.call_all``), with plain ``call_activity`` for the reason given there
+(azure-functions-durable-python#603).
 ``task_all`` fails as soon as one child fails (the SDK's ``WhenAllTask``); children that were still running then may
 run twice, which the activities allow (they write the same bytes).
 """
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import Any, Generator, Sequence
+from typing import Any, Generator
 
 import azure.durable_functions as df
-from azure.durable_functions.models.Task import TaskState
 
 from core import contracts as c
 from core.fanin import plan_parts
 from core.settings import OrchestrationKnobs
 from gpu_batch.layout import REPEATS_REMOVED, csv_blob, repeats_blob, results_blob
-from orchestrations.retries import STORAGE_RETRY, RetryPolicy, call
+from orchestrations.retries import STORAGE_RETRY, call, call_all
 
 COUNTS = ("images", "failed", "with_detections", "detections", "empty", "missing")
-
-
-def fan_out(context: df.DurableOrchestrationContext, name: str, payloads: Sequence[Any],
-            policy: RetryPolicy = STORAGE_RETRY) -> Generator[Any, Any, list[Any]]:
-    """Call activity ``name`` once per payload in parallel; the results in payload order (see the module doc)."""
-    results: list[Any] = [None] * len(payloads)
-    todo = list(range(len(payloads)))
-    retry = 0
-    while todo:
-        tasks = [context.call_activity(name, payloads[i]) for i in todo]
-        try:
-            done = yield context.task_all(tasks)
-        except Exception:  # noqa: BLE001 - one activity's failure, as the SDK raises it in the orchestrator
-            left = []
-            for i, task in zip(todo, tasks):
-                if task.state is TaskState.SUCCEEDED:
-                    results[i] = task.result
-                else:
-                    left.append(i)
-            todo = left
-            retry += 1
-            if retry >= policy.attempts:
-                raise
-            yield context.create_timer(context.current_utc_datetime + timedelta(seconds=policy.delay_s(retry)))
-            continue
-        for i, result in zip(todo, done):
-            results[i] = result
-        todo = []
-    return results
 
 
 def fan_in(context: df.DurableOrchestrationContext, task_id: str, model: str, images: int, shards: int,
@@ -77,7 +47,7 @@ def fan_in(context: df.DurableOrchestrationContext, task_id: str, model: str, im
             payload["variant"] = variant
             payload["remove"] = list(remove or [])
         payloads.append(payload)
-    parts: list[c.MergePartOutput] = yield from fan_out(context, c.MERGE_PART, payloads)
+    parts: list[c.MergePartOutput] = yield from call_all(context, c.MERGE_PART, payloads)
     rows: list[dict[str, Any]] = [dict(p) for p in parts]
     counts = {k: sum(int(r[k]) for r in rows) for k in COUNTS}
     reasons: dict[str, int] = {}
@@ -102,7 +72,7 @@ def fan_in(context: df.DurableOrchestrationContext, task_id: str, model: str, im
         merged["detections_marked"] = sum(p["marked"] for p in parts)
     else:
         groups = combined["search_groups"]
-        yield from fan_out(context, c.SEARCH_REPEATS, [c.SearchRepeatsInput(task_id=task_id, group=g)
+        yield from call_all(context, c.SEARCH_REPEATS, [c.SearchRepeatsInput(task_id=task_id, group=g)
                                                         for g in range(groups)])
         ranked: c.RankRepeatsOutput = yield from call(context, c.RANK_REPEATS, STORAGE_RETRY, c.RankRepeatsInput(
             task_id=task_id, groups=groups, detections_considered=sum(p["detections_considered"] for p in parts)))

@@ -5,15 +5,17 @@ and later yields ``task_all`` can hang for ever (azure-functions-durable-python#
 task's event ids collide with the new tasks'. Our orchestrators do exactly that (enumerate with retry, then
 ``task_all`` over shard groups; submit and poll with retry in a loop). So a retry here is a plain ``call_activity``,
 a caught failure, a durable timer and another ``call_activity``: events DTFx numbers like any others, and the
-activities are idempotent, so running one twice is harmless. Use as ``result = yield from call(context, ...)``.
+activities are idempotent, so running one twice is harmless. Use as ``result = yield from call(context, ...)``, or
+``results = yield from call_all(context, ...)`` for one activity over many payloads in parallel.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Generator
+from typing import Any, Generator, Sequence
 
 import azure.durable_functions as df
+from azure.durable_functions.models.Task import TaskState
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,3 +51,38 @@ def call(context: df.DurableOrchestrationContext, name: str, policy: RetryPolicy
             if retry >= policy.attempts:
                 raise
             yield context.create_timer(context.current_utc_datetime + timedelta(seconds=policy.delay_s(retry)))
+
+
+def call_all(context: df.DurableOrchestrationContext, name: str, payloads: Sequence[Any],
+             policy: RetryPolicy = STORAGE_RETRY) -> Generator[Any, Any, list[Any]]:
+    """Call activity ``name`` once per payload, in parallel (``task_all``); results in payload order.
+
+    A failed round does not re-run what succeeded: after a durable timer only the calls that had not succeeded when
+    the failure surfaced are made again, ``policy.attempts`` rounds at most, and the last failure propagates.
+    ``task_all`` fails as soon as one call fails (the SDK's ``WhenAllTask``), so calls still running then may run
+    twice, which idempotent activities allow. Used by the parallel enumeration and the merge fan-in.
+    """
+    results: list[Any] = [None] * len(payloads)
+    todo = list(range(len(payloads)))
+    retry = 0
+    while todo:
+        tasks = [context.call_activity(name, payloads[i]) for i in todo]
+        try:
+            values = yield context.task_all(tasks)
+        except Exception:  # noqa: BLE001 - one call's failure, as the SDK raises it in the orchestrator
+            left = []
+            for i, task in zip(todo, tasks):
+                if getattr(task, "state", None) is TaskState.SUCCEEDED:
+                    results[i] = task.result
+                else:
+                    left.append(i)
+            todo = left
+            retry += 1
+            if retry >= policy.attempts:
+                raise
+            yield context.create_timer(context.current_utc_datetime + timedelta(seconds=policy.delay_s(retry)))
+            continue
+        for i, value in zip(todo, values):
+            results[i] = value
+        todo = []
+    return results

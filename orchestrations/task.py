@@ -103,9 +103,11 @@ def task_orchestrator(context: df.DurableOrchestrationContext) -> Generator[Any,
 
 def _tell(context: df.DurableOrchestrationContext, data: c.TaskInput,
           status: c.TaskStatus) -> Generator[Any, Any, None]:
-    """Word that the task ended: the done file beside a dropped request, and the request's ``notify_url``."""
+    """Word that the task ended: the done file beside a dropped request, the request's ``notify_url``, and the Event
+    Grid event where a topic is configured. Each is best effort: none changes how the task ended."""
     yield from _drop_answer(context, data, "done", status)
     yield from _notify(context, data, status)
+    yield from _publish_event(context, data, status)
 
 
 def _drop_answer(context: df.DurableOrchestrationContext, data: c.TaskInput, kind: str,
@@ -161,7 +163,8 @@ def _estimate(enumeration: c.EnumerateOutput, knobs: OrchestrationKnobs) -> dict
                     knobs.pool_nodes, knobs.node_price_per_hour)
 
 
-# A receiver that is down gets the notification again after 30 s, 1, 2, 4 and 8 minutes (durable timers).
+# A receiver that is down gets the notification again after 30 s, 1, 2, 4 and 8 minutes (durable timers). The Event
+# Grid event is retried the same way: long enough for a role assignment made at deployment to reach the topic.
 NOTIFY_RETRY = RetryPolicy(attempts=6, first_delay_s=30.0, backoff=2.0)
 
 
@@ -175,6 +178,20 @@ def _notify(context: df.DurableOrchestrationContext, data: c.TaskInput,
     try:
         yield from call(context, c.NOTIFY, NOTIFY_RETRY,
                         c.NotifyInput(task_id=data["task_id"], url=str(url), status=dict(status)))
+    except Exception:  # noqa: BLE001 - every attempt failed; the activity logged why
+        pass
+
+
+def _publish_event(context: df.DurableOrchestrationContext, data: c.TaskInput,
+                   status: c.TaskStatus) -> Generator[Any, Any, None]:
+    """One CloudEvents event of the final status on the Event Grid custom topic (core/task_events.py), where
+    ``TRAPBATCH_EVENT_GRID_TOPIC_ENDPOINT`` was set when the task started (the knob snapshots it). A topic that stays
+    unreachable does not change how the task ended."""
+    if not OrchestrationKnobs.from_dict(data["knobs"]).task_events:
+        return
+    try:
+        yield from call(context, c.PUBLISH_EVENT, NOTIFY_RETRY,
+                        c.PublishEventInput(task_id=data["task_id"], run=data.get("run", ""), status=dict(status)))
     except Exception:  # noqa: BLE001 - every attempt failed; the activity logged why
         pass
 

@@ -21,12 +21,11 @@ Why these choices:
 from __future__ import annotations
 
 import logging
-import os
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Sequence
 
 from gpu_batch import layout
-from gpu_batch.pool.base import (JobClosed, PoolChanges, ShardTask, TaskInfo, TaskResult, TaskState, resident_enabled,
+from gpu_batch.pool.base import (JobClosed, PoolChanges, ShardTask, TaskInfo, TaskResult, TaskState,
                                  worker_module)
 
 logger = logging.getLogger(__name__)
@@ -76,7 +75,7 @@ class AzureBatchPool:
     def __init__(self, account_url: str, pool_id: str, image: str, identity_resource_id: str = "",
                  storage_account_url: str = "", max_task_seconds: int = 21600, credential: Any = None,
                  transport: Any = None, worker_identity_client_id: str = "", key_vault_url: str = "",
-                 log_container: str = layout.DEFAULT_STATE_CONTAINER) -> None:
+                 log_container: str = layout.DEFAULT_STATE_CONTAINER, resident: bool = False) -> None:
         if not account_url or not pool_id or not image:
             raise ValueError("AzureBatchPool needs the Batch account URL, pool id and worker image "
                              "(TRAPBATCH_BATCH_ACCOUNT_URL, TRAPBATCH_BATCH_POOL_ID, TRAPBATCH_WORKER_IMAGE)")
@@ -94,6 +93,7 @@ class AzureBatchPool:
         self.log_container = log_container
         self.key_vault_url = key_vault_url  # source-account secrets, read by the nodes' identity (never passed)
         self.max_task_seconds = max_task_seconds
+        self.resident = resident  # TRAPBATCH_WORKER_RESIDENT (core.settings): tasks run the resident client
         self._credential = credential
         self._transport = transport
         self._client: Any = None
@@ -174,7 +174,7 @@ class AzureBatchPool:
             # client starts lives in this task's --rm container and ends with it, so on Batch the start-up is paid
             # once per node only when the server runs outside the task containers (started by the pool's start task
             # with the node-shared folder, where the client looks for its socket); until then leave it off here.
-            command_line=f"python -m {worker_module(resident_enabled(os.environ))} "
+            command_line=f"python -m {worker_module(self.resident)} "
                          + " ".join([*task.worker_args(), "--device", "cuda"]),
             container_settings=m.BatchTaskContainerSettings(image_name=self.image,
                                                             container_run_options="--rm --shm-size 8g",

@@ -47,14 +47,8 @@ class ShardTask:
         return ["--manifest-container", self.manifest_container, "--manifest-blob", self.manifest_blob]
 
 
-RESIDENT_ENV = "TRAPBATCH_WORKER_RESIDENT"
 WORKER_MODULE = "gpu_batch.worker"
 RESIDENT_CLIENT_MODULE = "gpu_batch.worker.client"
-
-
-def resident_enabled(env: Mapping[str, str]) -> bool:
-    """Whether ``TRAPBATCH_WORKER_RESIDENT`` asks for the node-resident worker (``1``/``true``/``yes``/``on``)."""
-    return env.get(RESIDENT_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def worker_module(resident: bool) -> str:

@@ -30,7 +30,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.data.tables import TableServiceClient, UpdateMode
 
 from gpu_batch import layout
-from gpu_batch.pool.base import (JobClosed, PoolChanges, ShardTask, TaskInfo, TaskResult, TaskState, resident_enabled,
+from gpu_batch.pool.base import (JobClosed, PoolChanges, ShardTask, TaskInfo, TaskResult, TaskState,
                                  worker_module)
 
 logger = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ class LocalPool:
     def __init__(self, connection_string: str, log_container: str = layout.DEFAULT_STATE_CONTAINER, table: str = "trapbatchpool",
                  max_concurrent: int | None = None, worker_env: Mapping[str, str] | None = None,
                  faults: Mapping[str, str] | None = None, max_task_seconds: int = 21600,
-                 worker_command: Sequence[str] | None = None) -> None:
+                 worker_command: Sequence[str] | None = None, resident: bool = False) -> None:
         if len(table) > 59:  # the jobs table's name adds 4 characters; Azure table names have at most 63
             raise ValueError(f"LocalPool table name {table!r} is longer than 59 characters")
         self.connection_string = connection_string
@@ -89,7 +89,6 @@ class LocalPool:
         self.worker_env = dict(worker_env or {})
         self.faults = dict(faults or {})
         self.max_task_seconds = max_task_seconds
-        resident = resident_enabled({**os.environ, **self.worker_env})  # TRAPBATCH_WORKER_RESIDENT (base.py)
         self.worker_command = list(worker_command or [sys.executable, "-m", worker_module(resident)])
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         self._lock = threading.Lock()  # activities poll from several threads; one scheduling pass at a time

@@ -23,11 +23,11 @@ import pytest
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient
 
+from gpu_batch import exit_codes
 from gpu_batch.pool import ShardTask, TaskResult, TaskState, make_pool
-from gpu_batch.pool.base import RESIDENT_CLIENT_MODULE, WORKER_MODULE, resident_enabled, worker_module
+from gpu_batch.pool.base import RESIDENT_CLIENT_MODULE, WORKER_MODULE, worker_module
 from gpu_batch.tests.conftest import REPO_ROOT, summary_line
 from gpu_batch.tests.imagegen import jpeg_bytes, textured
-from gpu_batch.worker.client import EXIT_SERVER_LOST
 from tests.waiting import wait_until
 
 CPU = ["--device", "cpu", "--workers", "2", "--batch-size", "1", "--flush-seconds", "0.2"]
@@ -181,7 +181,7 @@ def test_a_server_that_dies_mid_shard_makes_the_client_exit_retryable_and_the_ne
     args = shards.manifest("s0", images, "d.json")
     # crash_after:3 ends the process running the shard, here the server (as it ends a CLI worker).
     crashed = shards.run(RESIDENT_CLIENT_MODULE, args, TRAPBATCH_WORKER_FAULT="crash_after:3")
-    assert crashed.returncode == EXIT_SERVER_LOST, crashed.stderr[-3000:]
+    assert crashed.returncode == exit_codes.SERVER_LOST, crashed.stderr[-3000:]
     assert "died during the shard" in crashed.stderr
     partial = shards.output("d.json")
     assert partial is not None and partial["info"]["trapbatch"]["complete"] is False
@@ -208,7 +208,7 @@ def test_a_server_killed_outright_mid_shard_gives_the_retryable_code(shards: Sha
         proc.wait(timeout=60)
     finally:
         proc.kill()
-    assert proc.returncode == EXIT_SERVER_LOST, (tmp_path / "k.log").read_text()[-3000:]
+    assert proc.returncode == exit_codes.SERVER_LOST, (tmp_path / "k.log").read_text()[-3000:]
 
 
 def test_a_terminated_client_stops_its_shard_and_the_server_takes_the_next(shards: Shards, tmp_path: Path) -> None:
@@ -237,10 +237,10 @@ def test_a_terminated_client_stops_its_shard_and_the_server_takes_the_next(shard
 def test_local_pool_with_the_resident_setting_runs_a_shard_end_to_end(shards: Shards) -> None:
     images = shards.put_images([f"cam/l{i}.jpg" for i in range(3)], 300)
     args = shards.manifest("s00000", images, "l.json")
-    env = {k: v for k, v in shards.env(TRAPBATCH_WORKER_RESIDENT="1").items() if k.startswith("TRAPBATCH_")}
+    env = {k: v for k, v in shards.env().items() if k.startswith("TRAPBATCH_")}
     pool = make_pool("local", connection_string=shards.connection, log_container=shards.state,
                      table=shards.prefix + "pool", max_concurrent=1, worker_env=env,
-                     worker_command=None)
+                     worker_command=None, resident=True)
     assert pool.worker_command[-1] == RESIDENT_CLIENT_MODULE  # type: ignore[attr-defined]
     pool.worker_command += CPU  # type: ignore[attr-defined]
     pool.submit("job1", [ShardTask("s00000-a1", args[1], args[3], "s00000", 1)])
@@ -268,17 +268,13 @@ def test_the_client_imports_no_torch_and_no_azure_package() -> None:
     print(f"client import: {time.monotonic() - started:.2f} s")
 
 
-def test_the_setting_chooses_the_module_the_pools_run(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert not resident_enabled({}) and not resident_enabled({"TRAPBATCH_WORKER_RESIDENT": "0"})
-    assert resident_enabled({"TRAPBATCH_WORKER_RESIDENT": "1"})
-    assert resident_enabled({"TRAPBATCH_WORKER_RESIDENT": "true"})
+def test_the_resident_flag_chooses_the_module_the_pools_run() -> None:
     assert worker_module(False) == "gpu_batch.worker" and worker_module(True) == "gpu_batch.worker.client"
     from gpu_batch.tests.test_pool_azure_batch import FakeBatch, pool, shard
 
-    for value, module in (("", "gpu_batch.worker"), ("1", "gpu_batch.worker.client")):
-        monkeypatch.setenv("TRAPBATCH_WORKER_RESIDENT", value)
+    for resident, module in ((False, "gpu_batch.worker"), (True, "gpu_batch.worker.client")):
         fake = FakeBatch()
-        batch = pool(fake)
+        batch = pool(fake, resident=resident)
         batch.ensure_job("job")
         batch.submit("job", [shard("s00000", 1)])
         sent = json.loads(fake.requests[-1].content)["value"][0]

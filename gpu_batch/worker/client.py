@@ -10,7 +10,7 @@ with the shard's exit code, so the pool task's exit code is the shard's outcome 
 * Starting a server: under an exclusive ``flock`` on ``<socket>.lock``, so clients starting at once start one
   server; the server runs in a session of its own (``setsid``), so it outlives this client and a pool's
   process-group kill of the task; it exits after ``TRAPBATCH_RESIDENT_IDLE_S`` without a shard.
-* The server dies mid-shard (after it accepted the shard): exit ``EXIT_SERVER_LOST`` (75, EX_TEMPFAIL), which the
+* The server dies mid-shard (after it accepted the shard): exit ``exit_codes.SERVER_LOST`` (75, EX_TEMPFAIL), which the
   app retries like any crash; the next attempt resumes from the results the shard flushed.
 * The resident path cannot be used at all (socket path too long, the server cannot start or never answers, it went
   away before accepting the shard): the shard runs in this process through the CLI's ``main`` (logged as such).
@@ -34,9 +34,8 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from gpu_batch import exit_codes
 from gpu_batch.worker import resident_protocol as wire
-
-EXIT_SERVER_LOST = 75  # EX_TEMPFAIL; not an unfixable code (gpu_batch.exit_codes), so the app retries the shard
 logger = logging.getLogger("gpu_batch.worker.client")
 
 
@@ -135,8 +134,8 @@ def _relay(sock: socket.socket, accepted: Mapping[str, Any]) -> int:
         if message is None:
             # The shard belonged to the server, which is gone: whatever it flushed stays for the next attempt.
             logger.error("the resident worker (pid %s) died during the shard (%s); exiting %d so the shard is "
-                         "retried", accepted.get("pid"), problem, EXIT_SERVER_LOST)
-            return EXIT_SERVER_LOST
+                         "retried", accepted.get("pid"), problem, exit_codes.SERVER_LOST)
+            return exit_codes.SERVER_LOST
         kind = message.get("type")
         if kind == "log":
             sys.stderr.write(str(message.get("line", "")) + "\n")

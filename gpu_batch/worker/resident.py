@@ -18,7 +18,7 @@ shard runs at a time) and in its client's working folder, so storage settings, m
 injection and local-mode paths act as in the CLI; the variables torch reads once at start (``PINNED_ENV``) keep the
 server's values. The start-time faults (``hang``, ``exit:N``) are applied by the client, which is the pool task;
 ``crash_after:K`` ends this server, as it would end a CLI worker, and the client then exits with
-``client.EXIT_SERVER_LOST`` (retryable).
+``exit_codes.SERVER_LOST`` (retryable).
 
 Two cases end the server instead of risking the next shard: a shard whose client went away but which does not stop
 within ``STOP_GRACE_S`` (stuck outside the pipeline's stop checks: the next client then starts a fresh server), and
@@ -43,6 +43,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Hashable, Mapping, Sequence
 
+from gpu_batch import exit_codes
 from gpu_batch.worker import resident_protocol as wire
 
 if TYPE_CHECKING:
@@ -53,7 +54,6 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"  # the CLI's (exi
 # Read by torch or CUDA once per process: a shard's environment cannot change them, so the server's values stay.
 PINNED_ENV = ("TORCHINDUCTOR_CACHE_DIR", "CUDA_VISIBLE_DEVICES", "PYTORCH_CUDA_ALLOC_CONF", "CUDA_DEVICE_ORDER")
 STOP_GRACE_S = 120.0  # how long a shard whose client went away may take to stop before the server gives up on it
-STUCK_EXIT_CODE = 75
 
 
 class ModelCache:
@@ -306,7 +306,7 @@ def _stop_watchdog(conn: _Connection, finished: threading.Event) -> None:
         logger.error("resident worker pid %d: a shard whose client went away did not stop within %.0fs; exiting",
                      os.getpid(), STOP_GRACE_S)
         logging.shutdown()
-        os._exit(STUCK_EXIT_CODE)
+        os._exit(exit_codes.SERVER_LOST)  # retryable, as the client's exit when a server is lost
 
 
 def _swap_environ(env: Mapping[str, str], keep: Sequence[str] = PINNED_ENV) -> None:

@@ -14,6 +14,8 @@
 //             (batch-role-based-access-control.md; everything trapbatch's AzureBatchPool calls is under jobs/*)
 //   vault     Key Vault Secrets User         read source-account SAS tokens by name
 //   insights  Monitoring Metrics Publisher   send telemetry with Entra ID (local auth is off)
+//   events    EventGrid Data Sender          publish "task ended" events to the custom topic (local auth is off;
+//             event-grid/authenticate-with-microsoft-entra-id.md)
 // GPU node identity (gpu_batch/worker, and the Batch agent uploading task logs):
 //   storage   Storage Blob Data Contributor  read images and manifests, write results and logs
 //   vault     Key Vault Secrets User         read source-account SAS tokens by name
@@ -27,6 +29,7 @@ param keyVaultName string
 param batchAccountName string
 param registryName string
 param applicationInsightsName string
+param taskEventsTopicName string
 param appPrincipalId string
 param nodePrincipalId string
 @description('Object id of the deploying user or CI principal; empty = no user roles.')
@@ -44,6 +47,7 @@ var keyVaultSecretsUser = '4633458b-17de-408a-b874-0445c86b69e6'
 var keyVaultSecretsOfficer = 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7'
 var acrPull = '7f951dda-4ed3-4680-a7ca-43fe172d538d'
 var monitoringMetricsPublisher = '3913510d-42f4-4e42-8a64-420c390055eb'
+var eventGridDataSender = 'd5a91429-5739-47e2-a06b-3470a27159e7'
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
@@ -63,6 +67,10 @@ resource registry 'Microsoft.ContainerRegistry/registries@2023-07-01' existing =
 
 resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing = {
   name: applicationInsightsName
+}
+
+resource taskEvents 'Microsoft.EventGrid/topics@2025-02-15' existing = {
+  name: taskEventsTopicName
 }
 
 // ---------------------------------------------------------------- Functions app identity
@@ -123,6 +131,16 @@ resource appMetricsPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01
     principalId: appPrincipalId
     principalType: 'ServicePrincipal'
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', monitoringMetricsPublisher)
+  }
+}
+
+resource appEventsSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(taskEvents.id, appPrincipalId, eventGridDataSender)
+  scope: taskEvents
+  properties: {
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', eventGridDataSender)
   }
 }
 

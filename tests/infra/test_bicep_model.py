@@ -28,6 +28,7 @@ ROLES = {
     "b86a8fe4-44ce-4948-aee5-eccb2c155cd7": "Key Vault Secrets Officer",
     "7f951dda-4ed3-4680-a7ca-43fe172d538d": "AcrPull",
     "3913510d-42f4-4e42-8a64-420c390055eb": "Monitoring Metrics Publisher",
+    "d5a91429-5739-47e2-a06b-3470a27159e7": "EventGrid Data Sender",
 }
 
 # (principal, scope resource type, role) that the app, the GPU nodes and the deploying user need.
@@ -38,6 +39,7 @@ EXPECTED_ROLES = {
     ("app", "Microsoft.Batch/batchAccounts", "Azure Batch Job Submitter"),
     ("app", "Microsoft.KeyVault/vaults", "Key Vault Secrets User"),
     ("app", "Microsoft.Insights/components", "Monitoring Metrics Publisher"),
+    ("app", "Microsoft.EventGrid/topics", "EventGrid Data Sender"),
     ("node", "Microsoft.Storage/storageAccounts", "Storage Blob Data Contributor"),
     ("node", "Microsoft.KeyVault/vaults", "Key Vault Secrets User"),
     ("node", "Microsoft.ContainerRegistry/registries", "AcrPull"),
@@ -51,7 +53,7 @@ REQUIRED_APP_SETTINGS = {
     "TRAPBATCH_TASK_HUB", "TRAPBATCH_CONTAINER", "TRAPBATCH_PUBLIC_WEB_URL", "TRAPBATCH_DROP_TRIGGER_SOURCE",
     "TRAPBATCH_POOL", "TRAPBATCH_MODEL", "TRAPBATCH_BATCH_ACCOUNT_URL", "TRAPBATCH_BATCH_POOL_ID",
     "TRAPBATCH_WORKER_IMAGE", "TRAPBATCH_WORKER_IDENTITY", "TRAPBATCH_WORKER_IDENTITY_RESOURCE_ID",
-    "TRAPBATCH_STORAGE_ACCOUNT_URL", "TRAPBATCH_KEY_VAULT_URL",
+    "TRAPBATCH_STORAGE_ACCOUNT_URL", "TRAPBATCH_KEY_VAULT_URL", "TRAPBATCH_EVENT_GRID_TOPIC_ENDPOINT",
 }
 REQUIRED_HOST_SETTINGS = {
     "AzureWebJobsStorage__credential", "AzureWebJobsStorage__clientId", "AzureWebJobsStorage__blobServiceUri",
@@ -287,6 +289,21 @@ def test_event_grid_system_topic_on_the_storage_account(templates: dict[str, Tem
     assert chain(m.outputs["EVENTGRID_SYSTEM_TOPIC_NAME"]["value"]) == ["eventGrid", "outputs", "name"]
 
 
+def test_task_events_topic_takes_cloudevents_with_entra_id_only(templates: dict[str, Template]) -> None:
+    """The custom topic the app publishes "task ended" events to (core/task_events.py): CloudEvents 1.0 input (what
+    the app posts), no access keys (local auth off: the app's identity publishes as EventGrid Data Sender, see
+    test_role_assignments), and its endpoint is the app setting that turns publishing on."""
+    events = module_file(templates, "taskEvents")
+    (topic,) = events.of_type("Microsoft.EventGrid/topics").values()
+    props = topic["properties"]
+    assert props["inputSchema"] == "CloudEventSchemaV1_0" and props["disableLocalAuth"] is True
+    assert props["minimumTlsVersionAllowed"] == "1.2"
+    assert chain(events.outputs["endpoint"]["value"]) == ["topic", "properties", "endpoint"]
+    trapbatch, _ = app_settings(templates)
+    assert chain(trapbatch["TRAPBATCH_EVENT_GRID_TOPIC_ENDPOINT"]) == ["taskEvents", "outputs", "endpoint"]
+    assert chain(module_param(templates, "rbac", "taskEventsTopicName")) == ["taskEvents", "outputs", "name"]
+
+
 def test_containers_match_the_app_layout(templates: dict[str, Template]) -> None:
     from gpu_batch import layout
 
@@ -428,7 +445,8 @@ def test_role_assignments(templates: dict[str, Template]) -> None:
 def test_rbac_scopes_are_the_deployed_resources(templates: dict[str, Template]) -> None:
     """The `existing` resources rbac.bicep assigns on are the ones main.bicep created."""
     expected = {"storageAccountName": "storage", "keyVaultName": "keyVault", "batchAccountName": "batch",
-                "registryName": "registry", "applicationInsightsName": "monitoring"}
+                "registryName": "registry", "applicationInsightsName": "monitoring",
+                "taskEventsTopicName": "taskEvents"}
     for param, module in expected.items():
         assert chain(module_param(templates, "rbac", param))[0] == module
     assert module_param(templates, "rbac", "userPrincipalId") == "principalId"

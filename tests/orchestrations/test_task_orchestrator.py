@@ -348,18 +348,24 @@ def test_a_dry_run_stops_after_enumeration_with_an_estimate_and_touches_no_pool(
 NOTIFY_URL = "https://hooks.example.org/trapbatch"
 
 
-def with_notify(answer: Any, failures: int = 0) -> tuple[Any, dict[str, int]]:
+def with_receiver(answer: Any, activity: str, taken: Any, failures: int = 0) -> tuple[Any, dict[str, int]]:
+    """``answer``, plus ``activity`` (a word-of-the-end sender) failing its first ``failures`` calls, then ``taken``;
+    ``seen["n"]`` counts its calls."""
     seen = {"n": 0}
 
     def wrapped(name: str, payload: Any) -> Any:
-        if name == c.NOTIFY:
+        if name == activity:
             seen["n"] += 1
             if seen["n"] <= failures:
-                raise ConnectionError("receiver down")
-            return {"sent": True, "status_code": 204, "reason": ""}
+                raise ConnectionError(f"{activity}: receiver down")
+            return taken
         return answer(name, payload)
 
     return wrapped, seen
+
+
+def with_notify(answer: Any, failures: int = 0) -> tuple[Any, dict[str, int]]:
+    return with_receiver(answer, c.NOTIFY, {"sent": True, "status_code": 204, "reason": ""}, failures)
 
 
 def test_a_notify_url_gets_the_final_status_once_when_the_task_ends() -> None:
@@ -437,3 +443,61 @@ def test_at_or_below_the_confirmation_limit_a_task_runs_at_once() -> None:
     run = run_task(task_input(confirm_above_images=25), activities(images=25, shards=1))
     assert run.status == "Completed" and run.output["stage"] == Stage.completed
     assert Stage.awaiting_confirmation not in run.stages and c.DROP_ANSWER not in run.activity_names
+
+
+def with_events(answer: Any, failures: int = 0) -> tuple[Any, dict[str, int]]:
+    """``answer``, plus a topic that refuses the first ``failures`` events and takes the rest."""
+    return with_receiver(answer, c.PUBLISH_EVENT, {"sent": True, "status_code": 200, "reason": ""}, failures)
+
+
+def _group_cancelled(name: str, instance_id: str, payload: Any) -> Any:
+    return finished_group(len(payload["shards"]), cancelled=True)
+
+
+@pytest.mark.parametrize("stage, images, shards, missing, request_extra, knobs, children", [
+    (Stage.completed, 25, 1, 0, {}, {}, None),
+    (Stage.completed_with_errors, 25, 1, 3, {}, {}, None),
+    (Stage.failed, 0, 0, 0, {}, {}, None),
+    (Stage.cancelled, 25, 1, 0, {}, {}, _group_cancelled),
+    (Stage.expired, 25, 3, 0, {}, {"confirm_above_images": 10, "confirm_timeout_s": 60}, None),
+    (Stage.estimated, 30, 3, 0, {"dry_run": True}, {}, None),
+])
+def test_with_a_topic_each_final_stage_publishes_one_event_last(
+        stage: Stage, images: int, shards: int, missing: int, request_extra: dict[str, Any], knobs: dict[str, Any],
+        children: Any) -> None:
+    answer, seen = with_events(activities(images=images, shards=shards, missing=missing))
+    data = task_input({**REQUEST, **request_extra}, task_events=True, **knobs)
+    data["run"] = "r1"
+    run = run_task(data, answer, children=children)
+
+    assert run.status == ("Failed" if stage == Stage.failed else "Completed")
+    [sent] = run.inputs(c.PUBLISH_EVENT)
+    assert sent["task_id"] == TASK and sent["run"] == "r1"
+    assert sent["status"]["stage"] == stage and sent["status"] == run.custom_status
+    assert run.activity_names[-1] == c.PUBLISH_EVENT  # after the final status was set
+    assert seen["n"] == 1
+
+
+def test_without_a_topic_no_event_is_published() -> None:
+    answer, seen = with_events(activities(shards=1))
+    run = run_task(task_input({**REQUEST, "notify_url": NOTIFY_URL}), with_notify(answer)[0])
+    assert run.status == "Completed" and seen["n"] == 0 and c.PUBLISH_EVENT not in run.activity_names
+
+
+@pytest.mark.parametrize("failures", [2, 10])
+def test_a_topic_that_refuses_is_retried_with_back_off_and_never_changes_the_outcome(failures: int) -> None:
+    from orchestrations.task import NOTIFY_RETRY
+
+    answer, seen = with_events(activities(shards=1), failures=failures)
+    run = run_task(task_input(task_events=True), answer)
+
+    assert run.status == "Completed" and run.custom_status["stage"] == Stage.completed
+    assert seen["n"] == min(failures + 1, NOTIFY_RETRY.attempts)
+    delays = [t.delay_s for t in run.timers][-(seen["n"] - 1):]
+    assert delays == [NOTIFY_RETRY.delay_s(n) for n in range(1, seen["n"])]
+
+
+def test_the_notification_and_the_event_both_go_out_once() -> None:
+    answer, seen = with_events(activities(shards=1))
+    run = run_task(task_input({**REQUEST, "notify_url": NOTIFY_URL}, task_events=True), with_notify(answer)[0])
+    assert run.activity_names[-2:] == [c.NOTIFY, c.PUBLISH_EVENT] and seen["n"] == 1

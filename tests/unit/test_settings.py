@@ -96,6 +96,17 @@ def test_the_batch_pool_gets_the_node_identity_it_uploads_logs_with() -> None:
     assert pool.log_container == "state"  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize("value,resident", [("", False), ("0", False), ("no", False), ("1", True), ("true", True),
+                                            ("yes", True), ("On", True)])
+def test_the_resident_worker_setting_reaches_the_pool_through_settings(value: str, resident: bool) -> None:
+    """TRAPBATCH_WORKER_RESIDENT is read once, here, and handed to the pool (which reads no environment for it)."""
+    from adapters import clients
+
+    s = Settings.from_env({**BATCH_ENV, "TRAPBATCH_WORKER_RESIDENT": value})
+    assert s.worker_resident is resident
+    assert clients.pool(s).resident is resident  # type: ignore[attr-defined]
+
+
 @pytest.mark.parametrize("env,model,requested,expected", [
     ({}, "MDV5A", None, 0.2),  # MegaDetector's typical threshold for the model
     ({}, "MDV1000-REDWOOD", None, 0.3),
