@@ -4,21 +4,26 @@ import azure.functions as func
 
 from activities import enumerate as enumerate_activity
 from activities import exports, fanin, merge, notify, pool, previews
+from activities import repeat_search as repeat_search_activities
 from api import arrivals, openapi, starters
-from orchestrations import repeats, shards, task
+from api import repeat_search as repeat_search_api
+from orchestrations import repeat_search, repeats, shards, task
 
 app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
 for blueprint in (
     starters.bp,
+    repeat_search_api.bp,
     arrivals.bp,
     openapi.bp,
     task.bp,
     shards.bp,
     repeats.bp,
+    repeat_search.bp,
     enumerate_activity.bp,
     pool.bp,
     merge.bp,
     fanin.bp,
+    repeat_search_activities.bp,
     previews.bp,
     exports.bp,
     notify.bp,
