@@ -19,6 +19,7 @@ Devhost and the Functions host route by whole path segments: ``tasks/{task_id}/r
 """
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 from datetime import datetime, timezone
@@ -43,12 +44,16 @@ _ACTIVE = {"Running", "Pending", "ContinuedAsNew"}
 
 async def search_status(client: df.DurableOrchestrationClient, task_id: str) -> dict[str, Any] | None:
     """The state of the task's latest search run again (its custom status), or None when none ever ran."""
-    status = await client.get_status(repeat_search_instance_id(task_id))
+    status = await client.get_status(repeat_search_instance_id(task_id), show_input=True)
     runtime = status.runtime_status.value if getattr(status, "runtime_status", None) is not None else None
     if runtime is None:
         return None
     custom = status.custom_status if isinstance(status.custom_status, dict) else {}
-    out: dict[str, Any] = {"runtime_status": runtime, **custom}
+    raw = getattr(status, "input_", None)
+    started = json.loads(raw) if isinstance(raw, str) else raw if isinstance(raw, dict) else {}
+    # before its first custom status (Pending) the search and options come from its input
+    out: dict[str, Any] = {"runtime_status": runtime, "search": started.get("search", ""),
+                           "options": started.get("options", {}), **custom}
     if runtime == "Failed":
         out["stage"], out["error"] = c.Stage.failed, str(status.output or "").split("\n")[0]
     return out
