@@ -59,8 +59,7 @@ async def search_status(client: df.DurableOrchestrationClient, task_id: str) -> 
     return out
 
 
-async def ensure_idle(client: df.DurableOrchestrationClient, task_id: str, removal: Mapping[str, Any] | None,
-                      searching: Mapping[str, Any] | None) -> None:
+def ensure_idle(task_id: str, removal: Mapping[str, Any] | None, searching: Mapping[str, Any] | None) -> None:
     """``RepeatsBusy`` (409) while a search or a removal of the task runs."""
     if searching is not None and searching["runtime_status"] in _ACTIVE:
         raise RepeatsBusy(f"a repeated-detection search of task {task_id} is still running "
@@ -106,7 +105,7 @@ async def post_repeat_search(req: func.HttpRequest, client: df.DurableOrchestrat
     raw = req.get_body() or b""
     body = parse_json_body(raw, req.headers.get("content-type", "")) if raw.strip() else {}
     options = parse_repeat_search(body)
-    await ensure_idle(client, task_id, await _removal_status(client, task_id), await search_status(client, task_id))
+    ensure_idle(task_id, await _removal_status(client, task_id), await search_status(client, task_id))
     search = repeat_search_id(datetime.now(timezone.utc), secrets.token_hex(3))
     s = clients.settings()
     request = _task_input(await client.get_status(task_id, show_input=True)).get("request", {})

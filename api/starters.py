@@ -512,7 +512,7 @@ async def task_repeats(req: func.HttpRequest, client: df.DurableOrchestrationCli
                            **repeat_search.list_fields(found), "blob": layout.repeats_blob(task_id),
                            "removal": removal, "searching": searching})
     body = parse_json_body(req.get_body(), req.headers.get("content-type", ""))
-    await repeat_search.ensure_idle(client, task_id, removal, searching)
+    repeat_search.ensure_idle(task_id, removal, searching)
     search = repeat_search.current_list(body, found, task_id)
     remove = parse_repeat_removal(body, [loc["id"] for loc in found["locations"]])
     request = _task_input(await client.get_status(task_id, show_input=True)).get("request", {})

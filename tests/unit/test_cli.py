@@ -102,3 +102,14 @@ def test_waiting_polls_until_the_task_ends_and_reports_each_status() -> None:
     assert final["stage"] == "completed" and sleeps == [3, 3]
     assert seen[1] == ("detecting: 40/100 images, shards 1/4 done, 2 running, 1 queued, 1 resubmitted, "
                        "12.5 img/s, ETA 1m15s")
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--occurrence-threshold", "10"], "--occurrence-threshold is an option of --search"),
+    (["--search", "--keep", "r00001"], "not both"),
+])
+def test_repeat_search_options_go_with_search_alone(args: list[str], needle: str, monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("TRAPBATCH_URL", "http://127.0.0.1:9")  # nothing listens: the command must stop before
+    assert main(["repeats", "task-0123456789abcdef0123", *args]) == 2
+    assert needle in capsys.readouterr().err

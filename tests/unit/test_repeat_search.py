@@ -78,3 +78,39 @@ def test_options_survive_the_document_and_a_stricter_threshold_keeps_a_subset() 
     loose = search_folder("cam", rows, RepeatOptions(occurrence_threshold=5))
     strict = search_folder("cam", rows, RepeatOptions(occurrence_threshold=10))
     assert [r["count"] for r in loose] == [12, 6] and [r["count"] for r in strict] == [12]
+
+
+def test_a_search_or_removal_in_flight_makes_the_other_wait() -> None:
+    from api.repeat_search import ensure_idle
+    from core.errors import RepeatsBusy
+
+    task = "task-0123456789abcdef0123"
+    ensure_idle(task, None, None)
+    ensure_idle(task, {"runtime_status": "Completed"}, {"runtime_status": "Failed", "search": "s1"})
+    for removal, searching, needle in (({"runtime_status": "Running"}, None, "removal"),
+                                       (None, {"runtime_status": "Pending", "search": "s2"}, "search of task"),
+                                       (None, {"runtime_status": "ContinuedAsNew"}, "search of task")):
+        with pytest.raises(RepeatsBusy, match=needle) as err:
+            ensure_idle(task, removal, searching)
+        assert err.value.status_code == 409 and "GET /api/tasks/" in err.value.hint
+
+
+def test_a_removal_must_name_the_current_list() -> None:
+    from api.repeat_search import current_list, list_fields
+    from core.errors import RepeatListChanged
+
+    task = "task-0123456789abcdef0123"
+    merged = {"options": RepeatOptions().to_dict(), "locations": []}
+    again = {"search": "s2", "searched": "2025-01-01T00:00:00+00:00",
+             "options": RepeatOptions(occurrence_threshold=5).to_dict(), "locations": []}
+    assert current_list({"remove": "all"}, merged, task) == "merge"
+    assert current_list({"remove": "all", "search": "merge"}, merged, task) == "merge"
+    assert current_list({"keep": [], "search": "s2"}, again, task) == "s2"
+    for body, found in (({"remove": "all"}, again), ({"remove": "all", "search": "s1"}, again),
+                        ({"remove": "all", "search": "s2"}, merged)):
+        with pytest.raises(RepeatListChanged) as err:
+            current_list(body, found, task)
+        assert err.value.status_code == 409 and "choose from its list" in err.value.hint
+    assert list_fields(again) == {"search": "s2", "searched": "2025-01-01T00:00:00+00:00",
+                                  "search_options": repeat_search_fields(RepeatOptions(occurrence_threshold=5))}
+    assert list_fields(merged)["search"] == "merge" and list_fields(merged)["searched"] is None
