@@ -5,23 +5,28 @@ import azure.functions as func
 from activities import enumerate as enumerate_activity
 from activities import exports, fanin, merge, notify, pool, previews, task_events
 from activities import expiry as expiry_activities
+from activities import repeat_search as repeat_search_activities
 from activities import rethreshold, results_zip
 from api import after_task, arrivals, openapi, starters
-from orchestrations import expiry, repeats, rerender, shards, task
+from api import repeat_search as repeat_search_api
+from orchestrations import expiry, repeat_search, repeats, rerender, shards, task
 from orchestrations import results_zip as results_zip_orchestration
 
 app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
 for blueprint in (
     starters.bp,
+    repeat_search_api.bp,
     arrivals.bp,
     openapi.bp,
     task.bp,
     shards.bp,
     repeats.bp,
+    repeat_search.bp,
     enumerate_activity.bp,
     pool.bp,
     merge.bp,
     fanin.bp,
+    repeat_search_activities.bp,
     previews.bp,
     exports.bp,
     notify.bp,

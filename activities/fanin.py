@@ -42,7 +42,9 @@ from core import contracts as c
 from core import fanin, mdformat
 from core.exports import CSV_COLUMNS, csv_row
 from core.previewsample import PreviewSampler
-from core.repeats import FolderSearch, RepeatOptions, RepeatRemoval, eligible_detections, rank_locations
+from core.errors import RepeatListChanged
+from core.repeats import (Eligible, FolderSearch, RepeatOptions, RepeatRemoval, eligible_detections, list_search_id,
+                          rank_locations)
 from core.settings import Settings
 from gpu_batch import layout
 from gpu_batch.layout import REPEATS_REMOVED
@@ -58,10 +60,16 @@ def run_read_enumeration(task_id: str, settings: Settings, store: BlobStore) -> 
     return {"images": int(doc["images"]), "shards": int(doc["shards"])}
 
 
-def _removal(store: BlobStore, settings: Settings, task_id: str, remove: list[str]) -> RepeatRemoval:
+def _removal(store: BlobStore, settings: Settings, task_id: str, remove: list[str], search: str | None) -> RepeatRemoval:
+    """The chosen locations of the task's list, matched with the options that list was made with (a search run again
+    may have used other ones). ``search``: the list the ids were chosen from; a replaced list fails the part."""
     found = store.read_json(settings.container, layout.repeats_blob(task_id))
+    if search is not None and list_search_id(found) != search:
+        raise RepeatListChanged(f"task {task_id}: the repeated-detection list is now search {list_search_id(found)!r}, "
+                                f"not {search!r} whose location ids this removal names",
+                                f"GET /api/tasks/{task_id}/repeats and choose again from the current list")
     chosen = [loc for loc in found["locations"] if loc["id"] in set(remove)]
-    return RepeatRemoval(chosen)
+    return RepeatRemoval(chosen, RepeatOptions.from_dict(found.get("options") or {}))
 
 
 def _task_model(store: BlobStore, settings: Settings, task_id: str) -> str:
@@ -80,12 +88,12 @@ def _upload(store: BlobStore, container: str, name: str, data: IO[bytes], conten
 def run_merge_part(payload: c.MergePartInput, settings: Settings, store: BlobStore) -> c.MergePartOutput:
     task_id, part = payload["task_id"], payload["part"]
     variant = payload.get("variant", "")
-    removal = _removal(store, settings, task_id, payload.get("remove", [])) if variant == REPEATS_REMOVED else None
+    removal = (_removal(store, settings, task_id, payload.get("remove", []), payload.get("search"))
+               if variant == REPEATS_REMOVED else None)
     threshold = task_threshold(store, settings, task_id, _task_model(store, settings, task_id))
     sampler = PreviewSampler(task_id, threshold)
     options = RepeatOptions()
-    folders: dict[str, list[str]] = {}  # folder -> its eligible detections as JSON text (an entry's rows a piece)
-    in_folder: dict[str, int] = {}  # folder -> how many eligible detections
+    folders = FolderRows()
     counts = {"images": 0, "failed": 0, "with_detections": 0, "detections": 0, "empty": 0, "missing": 0}
     reasons: dict[str, int] = {}
     considered = 0
@@ -106,12 +114,9 @@ def run_merge_part(payload: c.MergePartInput, settings: Settings, store: BlobSto
                 rows.writerow(csv_row(entry, threshold))
                 if removal is None:
                     eligible = eligible_detections(entry, options)
-                    if eligible:  # held as JSON text: a few dozen bytes per detection for the part's duration
+                    if eligible:
                         considered += len(eligible)
-                        # one dump of the list, brackets off: the rows joined by ", ", as ", ".join of each row's
-                        folder = posixpath.dirname(eligible[0][0])
-                        folders.setdefault(folder, []).append(_ROWS_JSON.encode(eligible)[1:-1])
-                        in_folder[folder] = in_folder.get(folder, 0) + len(eligible)
+                        folders.add(eligible)
         json_bytes = _upload(store, container, layout.merge_part_blob(task_id, part, "json", variant), out,
                              "application/octet-stream")
         table.flush()
@@ -121,25 +126,46 @@ def run_merge_part(payload: c.MergePartInput, settings: Settings, store: BlobSto
     store.write_bytes(container, layout.merge_part_blob(task_id, part, "sample.json", variant),
                       json.dumps(sampler.state(), ensure_ascii=False).encode("utf-8"), "application/json")
     if removal is None:
-        _write_folders(store, container, task_id, part, folders, in_folder)
+        write_folders(store, container, task_id, part, folders)
     return {"part": part, **counts, "failure_reasons": dict(sorted(reasons.items())),  # type: ignore[typeddict-item]
             "json_bytes": json_bytes, "csv_bytes": csv_bytes, "detections_considered": considered,
             "marked": removal.marked if removal is not None else 0}
 
 
-def _write_folders(store: BlobStore, container: str, task_id: str, part: int, folders: dict[str, list[str]],
-                   in_folder: dict[str, int]) -> None:
+class FolderRows:
+    """A part's eligible detections per folder, in stream order, held as JSON text (one piece per entry: a few
+    dozen bytes per detection for the part's duration) with their counts."""
+
+    def __init__(self) -> None:
+        self.text: dict[str, list[str]] = {}
+        self.count: dict[str, int] = {}
+
+    def add(self, eligible: list[Eligible]) -> None:
+        """One entry's eligible detections (all in its folder): one dump of the list with its brackets off, which
+        is the rows joined by ", ", as ", ".join of each row's dump would give."""
+        folder = posixpath.dirname(eligible[0][0])
+        self.text.setdefault(folder, []).append(_ROWS_JSON.encode(eligible)[1:-1])
+        self.count[folder] = self.count.get(folder, 0) + len(eligible)
+
+    def __len__(self) -> int:
+        return len(self.text)
+
+
+def write_folders(store: BlobStore, container: str, task_id: str, part: int, folders: FolderRows,
+                  work: str = "") -> None:
     """Each folder's eligible detections as one JSON line ``[folder, [[file, cat, x, y, w, h, conf], ...]]``, folders
-    in name order, and the index ``[[folder, offset, length, detections], ...]`` the combine plans from."""
+    in name order, and the index ``[[folder, offset, length, detections], ...]`` the combine plans from (in the work
+    folder ``work``: the merge's, or a search run again's)."""
     index: list[list[Any]] = []
     with tempfile.TemporaryFile("w+b") as lines:
-        for folder in sorted(folders):
-            text = "[" + json.dumps(folder, ensure_ascii=False) + ", [" + ", ".join(folders[folder]) + "]]\n"
+        for folder in sorted(folders.text):
+            text = "[" + json.dumps(folder, ensure_ascii=False) + ", [" + ", ".join(folders.text[folder]) + "]]\n"
             line = text.encode("utf-8")
-            index.append([folder, lines.tell(), len(line), in_folder[folder]])
+            index.append([folder, lines.tell(), len(line), folders.count[folder]])
             lines.write(line)
-        _upload(store, container, layout.merge_part_blob(task_id, part, "folders.jsonl"), lines, "application/x-ndjson")
-    store.write_bytes(container, layout.merge_part_blob(task_id, part, "folders-index.json"),
+        _upload(store, container, layout.merge_part_blob(task_id, part, "folders.jsonl", work), lines,
+                "application/x-ndjson")
+    store.write_bytes(container, layout.merge_part_blob(task_id, part, "folders-index.json", work),
                       json.dumps(index, ensure_ascii=False).encode("utf-8"), "application/json")
 
 
@@ -170,28 +196,36 @@ def run_merge_combine(payload: c.MergeCombineInput, settings: Settings, store: B
                       json.dumps(sample, ensure_ascii=False).encode("utf-8"), "application/json")
     groups = 0
     if variant != REPEATS_REMOVED:
-        indexes = [store.read_json(container, layout.merge_part_blob(task_id, p, "folders-index.json"))
-                   for p in range(len(json_sizes))]
-        plan = fanin.plan_search_groups(indexes, payload.get("detections_per_group",
-                                                             fanin.SEARCH_DETECTIONS_PER_GROUP))
-        for g, group in enumerate(plan):
-            store.write_bytes(container, layout.repeat_search_blob(task_id, g, "plan.json"),
-                              json.dumps(group, ensure_ascii=False).encode("utf-8"), "application/json")
-        groups = len(plan)
+        groups = plan_groups(store, container, task_id, len(json_sizes),
+                             payload.get("detections_per_group", fanin.SEARCH_DETECTIONS_PER_GROUP))
     logger.info("task %s: combined %d merge parts (%s), %d repeat-search groups", task_id, len(json_sizes), how, groups)
     return {"container": container, "search_groups": groups}
+
+
+def plan_groups(store: BlobStore, container: str, task_id: str, parts: int, per_group: int, work: str = "") -> int:
+    """Plan the search's folder groups from the parts' folder indexes (``core.fanin.plan_search_groups``), write each
+    group's plan, and return how many there are."""
+    indexes = [store.read_json(container, layout.merge_part_blob(task_id, p, "folders-index.json", work))
+               for p in range(parts)]
+    plan = fanin.plan_search_groups(indexes, per_group)
+    for g, group in enumerate(plan):
+        store.write_bytes(container, layout.repeat_search_blob(task_id, g, "plan.json", work),
+                          json.dumps(group, ensure_ascii=False).encode("utf-8"), "application/json")
+    return len(plan)
 
 
 def run_search_repeats(payload: c.SearchRepeatsInput, settings: Settings, store: BlobStore) -> c.SearchRepeatsOutput:
     task_id, group = payload["task_id"], payload["group"]
     container = settings.container
-    plan = store.read_json(container, layout.repeat_search_blob(task_id, group, "plan.json"))
-    options = RepeatOptions()
+    work = payload.get("work", "")
+    plan = store.read_json(container, layout.repeat_search_blob(task_id, group, "plan.json", work))
+    options = RepeatOptions.from_dict(payload.get("options") or {})
     # each folder's search is fed as its lines come (part order, then line order: stream order), so memory holds
     # the candidates and one range of lines, not a folder's detections
     searches = {folder: FolderSearch(folder, options) for folder in plan["folders"]}
     for part, offset, length in plan["ranges"]:
-        data = read_range(store, container, layout.merge_part_blob(task_id, part, "folders.jsonl"), offset, length)
+        data = read_range(store, container, layout.merge_part_blob(task_id, part, "folders.jsonl", work), offset,
+                          length)
         for line in data.splitlines():
             folder, detections = json.loads(line)
             search = searches.get(folder)
@@ -200,19 +234,25 @@ def run_search_repeats(payload: c.SearchRepeatsInput, settings: Settings, store:
     found: list[dict[str, Any]] = []
     for folder in plan["folders"]:
         found.extend(searches.pop(folder).suspicious())
-    store.write_bytes(container, layout.repeat_search_blob(task_id, group, "found.json"),
+    store.write_bytes(container, layout.repeat_search_blob(task_id, group, "found.json", work),
                       json.dumps(found, ensure_ascii=False).encode("utf-8"), "application/json")
     return {"group": group, "locations": len(found)}
 
 
 def run_rank_repeats(payload: c.RankRepeatsInput, settings: Settings, store: BlobStore) -> c.RankRepeatsOutput:
-    task_id = payload["task_id"]
+    """Rank the groups' findings into the task's repeats document, replacing the one there. A search run again
+    writes its ``search`` id and time first, so a reader can tell the lists apart (the merge's has neither)."""
+    task_id, work = payload["task_id"], payload.get("work", "")
     found: list[dict[str, Any]] = []
     for g in range(payload["groups"]):
-        found.extend(store.read_json(settings.container, layout.repeat_search_blob(task_id, g, "found.json")))
-    result = rank_locations(found, RepeatOptions(), payload["detections_considered"])
+        found.extend(store.read_json(settings.container, layout.repeat_search_blob(task_id, g, "found.json", work)))
+    result = rank_locations(found, RepeatOptions.from_dict(payload.get("options") or {}),
+                            payload["detections_considered"])
+    head: dict[str, Any] = {"task_id": task_id}
+    if "search" in payload:
+        head.update(search=payload["search"], searched=payload.get("searched", ""))
     store.write_bytes(settings.container, layout.repeats_blob(task_id), json.dumps(
-        {"task_id": task_id, **result}, ensure_ascii=False).encode("utf-8"), "application/json")
+        {**head, **result}, ensure_ascii=False).encode("utf-8"), "application/json")
     return {"locations": len(result["locations"])}
 
 

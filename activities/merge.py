@@ -34,7 +34,7 @@ from core import contracts as c
 from core import mdformat
 from core.exports import CSV_COLUMNS, csv_row
 from core.previewsample import PreviewSampler
-from core.repeats import RepeatFinder, RepeatRemoval
+from core.repeats import RepeatFinder, RepeatOptions, RepeatRemoval
 from core.settings import Settings
 from gpu_batch import layout
 from gpu_batch.layout import REPEATS_REMOVED
@@ -186,7 +186,8 @@ def run_remove_repeats(task_id: str, model: str, completed_at: str, remove: list
     """The repeats-removed variant of a task's results, for the location ids in ``remove``."""
     found = store.read_json(settings.container, layout.repeats_blob(task_id))
     chosen = [loc for loc in found["locations"] if loc["id"] in set(remove)]
-    return run_merge(task_id, model, completed_at, settings, store, RepeatRemoval(chosen), sorted(remove))
+    removal = RepeatRemoval(chosen, RepeatOptions.from_dict(found.get("options") or {}))  # the list's own options
+    return run_merge(task_id, model, completed_at, settings, store, removal, sorted(remove))
 
 
 @bp.activity_trigger(input_name="payload", activity=c.MERGE)

@@ -28,6 +28,8 @@ from adapters.preview_folders import preview_folder
 from core import contracts as c
 from core.errors import TrapbatchError
 from core.previewsample import NEAR_MISS_FLOOR
+from core.repeats import RepeatOptions, list_search_id
+from core.requests import repeat_search_fields
 from core.settings import Settings
 from gpu_batch import layout
 
@@ -117,6 +119,15 @@ def _repeat_entries(locations: list[dict[str, Any]], links: dict[str, dict[str, 
     return entries
 
 
+def _search_note(repeats: dict[str, Any]) -> str:
+    """How the list was made: its options in the names POST /api/tasks/{id}/repeats/search takes to change them."""
+    fields = repeat_search_fields(RepeatOptions.from_dict(repeats.get("options") or {}))
+    made = (f"Search {repeats['search']} found them with " if repeats.get("search") else
+            "The merge found them with MegaDetector's defaults: ")
+    return made + ", ".join(f"{k} {v}" for k, v in fields.items()) + "; POST /api/tasks/<id>/repeats/search runs it " \
+        "again with others."
+
+
 def run_previews(task_id: str, model: str, request_name: str, settings: Settings, store: BlobStore,
                  variant: str = "", source_store: BlobStore | None = None) -> c.PreviewsOutput:
     """Render the page; ``source_store`` reads the images for thumbnails when they are in another account."""
@@ -151,12 +162,15 @@ def run_previews(task_id: str, model: str, request_name: str, settings: Settings
                          "unit": "places", "entries": _repeat_entries(locations, links), "paged": True,
                          "about": "The same box in many images of one folder: often a rock or branch, not an "
                                   "animal (MegaDetector's repeat-detection rules). Review them before trusting counts; "
-                                  f"the full list is {settings.container}/{layout.repeats_blob(task_id)}."})
+                                  f"the full list is {settings.container}/{layout.repeats_blob(task_id)}. "
+                                  + _search_note(repeats)})
     histogram = doc.get("max_conf_histogram")
     html = _templates.get_template("preview.html").render(
         task_id=task_id, request_name=request_name, model=model, threshold=threshold,
         total=doc["images"], sections=sections, categories=doc["detection_categories"],
         sections_json=script_json({s["name"]: s["entries"] for s in sections}),
+        repeats_search_json=script_json(list_search_id(repeats) if repeats is not None and repeats.get("search")
+                                        else None),
         histogram_json=script_json(histogram), near_miss_floor=NEAR_MISS_FLOOR, page_size=PAGE_SIZE,
         counts_note=("Counts follow the threshold; the pictures are a sample of each group." if histogram else
                      f"Counts are at threshold {threshold}; the pictures are a sample of each group and regroup "

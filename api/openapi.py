@@ -76,6 +76,30 @@ REQUEST_FIELDS: dict[str, dict[str, Any]] = {
 }
 
 
+# One entry per core.requests.REPEAT_SEARCH_FIELDS name (repeat_search_schema() refuses any difference); the bounds
+# are the validation's constants. MegaDetector's names (RepeatDetectionOptions) are given in camelCase.
+REPEAT_SEARCH_PROPERTIES: dict[str, dict[str, Any]] = {
+    "occurrence_threshold": {**_int(rq.MIN_OCCURRENCE_THRESHOLD, rq.MAX_OCCURRENCE_THRESHOLD),
+                             "description": "occurrenceThreshold: images of one folder a box must recur in to be a "
+                                            "repeated place (default 20)"},
+    "iou_threshold": {"type": ["number", "null"], "minimum": rq.MIN_SEARCH_IOU, "maximum": 1,
+                      "description": "iouThreshold: IoU from which two boxes are the same place (default 0.9; below "
+                                     f"{rq.MIN_SEARCH_IOU} the search would no longer grow linearly with the folder)"},
+    "confidence_min": {"type": ["number", "null"], "minimum": 0, "maximum": 1,
+                       "description": "confidenceMin: detections below this take no part (default 0.1)"},
+    "confidence_max": {"type": ["number", "null"], "minimum": 0, "maximum": 1,
+                       "description": "confidenceMax: detections above this take no part (default 1.0); not below "
+                                      "confidence_min"},
+    "min_suspicious_detection_size": {"type": ["number", "null"], "minimum": 0, "maximum": 1,
+                                      "description": "minSuspiciousDetectionSize: boxes smaller than this fraction of "
+                                                     "the image take no part (default 0)"},
+    "max_suspicious_detection_size": {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": 1,
+                                      "description": "maxSuspiciousDetectionSize: boxes larger than this fraction of "
+                                                     "the image take no part (default 0.2); not below "
+                                                     "min_suspicious_detection_size"},
+}
+
+
 class SchemaDrift(AssertionError):
     """The request schema and core.requests disagree on the fields."""
 
@@ -91,6 +115,20 @@ def request_schema(fields: dict[str, dict[str, Any]] | None = None,
                           f"{missing}, not accepted by the validation {extra}; describe every request field")
     return {"type": "object", "required": ["container"], "additionalProperties": False,
             "properties": {name: fields[name] for name in allowed}}
+
+
+def repeat_search_schema(properties: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The body of POST /api/tasks/{id}/repeats/search; ``SchemaDrift`` when its fields are not exactly
+    ``core.requests.REPEAT_SEARCH_FIELDS``."""
+    properties = REPEAT_SEARCH_PROPERTIES if properties is None else properties
+    missing = sorted(set(rq.REPEAT_SEARCH_FIELDS) - set(properties))
+    extra = sorted(set(properties) - set(rq.REPEAT_SEARCH_FIELDS))
+    if missing or extra:
+        raise SchemaDrift(f"api/openapi.py REPEAT_SEARCH_PROPERTIES and core.requests.REPEAT_SEARCH_FIELDS differ: "
+                          f"without a schema {missing}, not accepted by the validation {extra}")
+    return {"type": "object", "additionalProperties": False,
+            "description": "MegaDetector's RDE phase-1 options; fields left out take MegaDetector's defaults",
+            "properties": {name: properties[name] for name in rq.REPEAT_SEARCH_FIELDS}}
 
 
 def _error() -> dict[str, Any]:
@@ -173,6 +211,13 @@ def description(base_url: str = "") -> dict[str, Any]:
                              "$ref": "#/components/schemas/RepeatChoice"}}}},
                          "responses": {"202": _answer("removal started", "RemovalStarted"),
                                        **_errors(400, 401, 403, 404, 409, 413, 415)}}},
+            "/api/tasks/{task_id}/repeats/search": {**task_ref, "post": {
+                "operationId": "searchRepeats", "summary": "search for repeated detections again with other options; "
+                                                           "the new list replaces the current one",
+                "requestBody": {"required": False, "content": {"application/json": {"schema": {
+                    "$ref": "#/components/schemas/RepeatSearch"}}}},
+                "responses": {"202": _answer("search started", "SearchStarted"),
+                              **_errors(400, 401, 403, 404, 409, 413, 415)}}},
         },
         "components": {
             "securitySchemes": {"functionKey": {"type": "apiKey", "in": "header", "name": "x-functions-key"}},
@@ -215,14 +260,24 @@ def description(base_url: str = "") -> dict[str, Any]:
                 "Confirmed": {"type": "object", "required": ["id", "confirmed"], "properties": {
                     "id": {"type": "string"}, "confirmed": {"const": True}, "status_url": {"type": "string"},
                     "hint": {"type": "string"}}},
-                "Repeats": {"type": "object", "required": ["id", "locations"], "properties": {
+                "Repeats": {"type": "object", "required": ["id", "locations", "search"], "properties": {
                     "id": {"type": "string"}, "locations": {"type": "array", "items": obj}, "options": obj,
-                    "blob": {"type": "string"}, "removal": {"type": ["object", "null"]}}},
-                "RepeatChoice": {"type": "object", "additionalProperties": False, "minProperties": 1,
-                                 "maxProperties": 1, "properties": {
-                                     "keep": {"type": "array", "items": {"type": "string"}},
-                                     "remove": {"oneOf": [{"const": "all"},
-                                                          {"type": "array", "items": {"type": "string"}}]}}},
+                    "search": {"type": "string", "description": "the list's id: send it with a removal"},
+                    "searched": {"type": ["string", "null"]}, "search_options": obj,
+                    "blob": {"type": "string"}, "removal": {"type": ["object", "null"]},
+                    "searching": {"type": ["object", "null"]}}},
+                "RepeatChoice": {"type": "object", "additionalProperties": False, "properties": {
+                    "keep": {"type": "array", "items": {"type": "string"}},
+                    "remove": {"oneOf": [{"const": "all"}, {"type": "array", "items": {"type": "string"}}]},
+                    "search": {"type": ["string", "null"], "minLength": 1, "maxLength": 100,
+                               "description": "the 'search' of the list the ids come from (GET .../repeats shows it); "
+                                              "left out: the merge's own list. Another list answers 409"}},
+                    "oneOf": [{"required": ["keep"], "not": {"required": ["remove"]}},
+                              {"required": ["remove"], "not": {"required": ["keep"]}}]},
+                "RepeatSearch": repeat_search_schema(),
+                "SearchStarted": {"type": "object", "required": ["id", "search", "options"], "properties": {
+                    "id": {"type": "string"}, "search": {"type": "string"}, "options": obj,
+                    "status_url": {"type": "string"}, "hint": {"type": "string"}}},
                 "RerenderRequest": {"type": "object", "additionalProperties": False, "required": ["threshold"],
                                     "properties": {"threshold": {
                                         "type": "number", "minimum": rq.MIN_PREVIEW_THRESHOLD, "maximum": 1,
@@ -240,6 +295,7 @@ def description(base_url: str = "") -> dict[str, Any]:
 
 
 request_schema()  # at import: a request field without a schema fails here, before any route is served
+repeat_search_schema()
 
 
 @bp.route(route="openapi.json", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)

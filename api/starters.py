@@ -11,7 +11,8 @@ request dropped as ``incoming/<name>.json`` are the same task (the id is a hash 
     GET  /api/tasks/{id}/results    where the results and previews are (409 while running)
     POST /api/tasks/{id}/cancel     stop the task's pool work       202
     GET  /api/tasks/{id}/repeats    repeated detections found, and the state of their removal
-    POST /api/tasks/{id}/repeats    remove some ({"remove": [...] | "all"} or {"keep": [...]})   202
+    POST /api/tasks/{id}/repeats    remove some ({"remove": [...] | "all"} or {"keep": [...]}, "search": id)   202
+    POST /api/tasks/{id}/repeats/search   search again with other options (api.repeat_search)   202
 
 Callers (``api.callers``, ``TRAPBATCH_CALLER_AUTH``): with ``none`` every key holder is an operator. With ``easyauth``
 each request's caller is App Service Authentication's verified identity (401 without one); the caller's id is recorded
@@ -499,7 +500,10 @@ async def _removal_status(client: df.DurableOrchestrationClient, task_id: str) -
 @bp.durable_client_input(client_name="client")
 @http_edge
 async def task_repeats(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    """Repeated detections (MegaDetector's RDE): GET lists them, POST removes the chosen ones into a new file."""
+    """Repeated detections (MegaDetector's RDE): GET lists them, POST removes the chosen ones into a new file. The
+    list may be replaced by a search run again (``api.repeat_search``): a removal names the list it chose from."""
+    from api import repeat_search
+
     task_id = req.route_params["task_id"]
     await authorize_task(req, client, task_id)
     await finished_task(client, task_id, "repeated-detection list")
@@ -509,20 +513,21 @@ async def task_repeats(req: func.HttpRequest, client: df.DurableOrchestrationCli
         return _json(404, {"error": f"task {task_id} has no repeated-detection list",
                            "hint": "the merge writes it; a task merged by an older trapbatch has none"})
     removal = await _removal_status(client, task_id)
+    searching = await repeat_search.search_status(client, task_id)
     if removal is not None and removal.get("stage") == Stage.completed:
         removal["previews"] = {**(removal.get("previews") or {}), **_preview_page(req, s, task_id, REPEATS_REMOVED)}
     if req.method == "GET":
         return _json(200, {"id": task_id, "locations": found["locations"], "options": found["options"],
-                           "blob": layout.repeats_blob(task_id), "removal": removal})
+                           **repeat_search.list_fields(found), "blob": layout.repeats_blob(task_id),
+                           "removal": removal, "searching": searching})
     body = parse_json_body(req.get_body(), req.headers.get("content-type", ""))
+    repeat_search.ensure_idle(task_id, removal, searching)
+    search = repeat_search.current_list(body, found, task_id)
     remove = parse_repeat_removal(body, [loc["id"] for loc in found["locations"]])
-    if removal is not None and removal["runtime_status"] in ACTIVE:
-        return _json(409, {"error": f"a repeated-detection removal for task {task_id} is still running",
-                           "hint": f"wait until GET /api/tasks/{task_id}/repeats shows it completed, then retry"})
     request = _task_input(await client.get_status(task_id, show_input=True)).get("request", {})
     await client.start_new(c.REPEATS_ORCHESTRATOR, repeats_instance_id(task_id), c.RepeatsInput(
         task_id=task_id, model=request.get("model", ""), request_name=request.get("request_name", ""),
-        remove=remove))
+        remove=remove, search=search))
     logger.info("task %s: removing %d repeated-detection locations", task_id, len(remove))
     return _json(202, {"id": task_id, "removing": remove, "status_url": f"{_base_url(req)}/api/tasks/{task_id}/repeats",
                        "hint": "the new results are written beside the originals, which are left unchanged"})

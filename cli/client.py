@@ -1,7 +1,7 @@
 """The trapbatch HTTP API as Python calls, with every failure turned into a ``CliError`` that says what to do next.
 
 The routes (api/starters.py): ``POST/GET /api/tasks``, ``GET /api/tasks/{id}``, ``.../results``, ``POST .../cancel``,
-``GET/POST .../repeats``. Errors come back as ``{"error", "hint"}`` (api/edge.py); the hint is shown as it is. The key
+``GET/POST .../repeats``, ``POST .../repeats/search``. Errors come back as ``{"error", "hint"}`` (api/edge.py); the hint is shown as it is. The key
 travels only in the ``x-functions-key`` header (never in a URL, which proxies and logs keep) and is never printed.
 """
 from __future__ import annotations
@@ -70,6 +70,8 @@ class ApiClient:
 
     def rerender_previews(self, task_id: str, threshold: float) -> dict[str, Any]:
         return self._call("POST", f"/api/tasks/{_seg(task_id)}/previews", json={"threshold": threshold})
+    def search_repeats(self, task_id: str, options: dict[str, Any]) -> dict[str, Any]:
+        return self._call("POST", f"/api/tasks/{_seg(task_id)}/repeats/search", json=options)
 
     # ------------------------------------------------------------------ transport
 

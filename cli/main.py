@@ -357,24 +357,64 @@ def previews(state: State, /, task_id: str, threshold: float, wait: bool, as_jso
                   f"{threshold} --wait, or trapbatch results {task_id}")
 
 
-@cli.command(short_help="List repeated detections; --keep/--remove sends your choice.")
+# --search options: MegaDetector's RDE phase-1 options, by the names POST /api/tasks/{id}/repeats/search takes
+SEARCH_OPTIONS = ("occurrence_threshold", "iou_threshold", "confidence_min", "confidence_max",
+                  "min_suspicious_detection_size", "max_suspicious_detection_size")
+
+
+@cli.command(short_help="List repeated detections; --keep/--remove sends your choice; --search finds them again.")
 @click.argument("task_id")
 @click.option("--keep", default=None, help="comma-separated places that are real animals; all others are removed")
 @click.option("--remove", default=None, help="comma-separated places to remove, or 'all'")
+@click.option("--list", "list_id", default=None,
+              help="with --keep/--remove: the id of the list the places come from (the listing shows it); needed "
+                   "once a search ran again")
+@click.option("--search", "search_again", is_flag=True,
+              help="search again with the options below (the others: MegaDetector's defaults); the new list "
+                   "replaces the current one")
+@click.option("--occurrence-threshold", type=int, default=None, help="--search: images a box must recur in (20)")
+@click.option("--iou-threshold", type=float, default=None, help="--search: IoU from which boxes are one place (0.9)")
+@click.option("--confidence-min", type=float, default=None, help="--search: lowest confidence taking part (0.1)")
+@click.option("--confidence-max", type=float, default=None, help="--search: highest confidence taking part (1.0)")
+@click.option("--min-suspicious-detection-size", type=float, default=None,
+              help="--search: smallest box, as a fraction of the image (0)")
+@click.option("--max-suspicious-detection-size", type=float, default=None,
+              help="--search: largest box, as a fraction of the image (0.2)")
 @click.option("--open", "open_page", is_flag=True, help="open the preview page in a browser")
 @click.option("--json", "as_json", is_flag=True, help="print the API's answer as JSON")
 @pass_state
-def repeats(state: State, /, task_id: str, keep: str | None, remove: str | None, open_page: bool, as_json: bool) -> None:
+def repeats(state: State, /, task_id: str, keep: str | None, remove: str | None, list_id: str | None,
+            search_again: bool, open_page: bool, as_json: bool, **search_options: Any) -> None:
     """Repeated detections (a box at the same place in many images: usually a rock or a branch).
 
-    Without --keep/--remove: list the places. With one of them: write results without those detections (the
-    original results are never changed); then run this again to see the removal's state."""
+    Without --keep/--remove/--search: list the places. With --keep or --remove: write results without those
+    detections (the original results are never changed). With --search: find the places again with other options
+    (MegaDetector's phase 1); the new list replaces the current one and the preview page. Then run this again to see
+    the removal's or the search's state."""
+    given = {k: v for k, v in search_options.items() if v is not None}
+    if given and not search_again:
+        raise CliError(f"--{next(iter(given)).replace('_', '-')} is an option of --search",
+                       f"add --search: trapbatch repeats {task_id} --search --occurrence-threshold 10", 2)
+    if search_again and (keep is not None or remove is not None):
+        raise CliError("give --search or a choice (--keep/--remove), not both",
+                       "search first, look at the new list, then choose from it", 2)
     if keep is not None and remove is not None:
         raise CliError("give --keep or --remove, not both",
                        "--keep: places that are real animals (the rest goes); --remove: the places to drop", 2)
+    if search_again:
+        started = state.client.search_repeats(task_id, given)
+        if as_json:
+            _print_json(started)
+        else:
+            out.print(f"searching again as list {started.get('search')} with "
+                      + ", ".join(f"{k} {v}" for k, v in (started.get("options") or {}).items()))
+            out.print(f"see its state and the new list: trapbatch repeats {task_id}")
+        return
     if keep is not None or remove is not None:
         choice: dict[str, Any] = ({"keep": _ids(keep or "")} if keep is not None else
                                   {"remove": "all" if remove == "all" else _ids(remove or "")})
+        if list_id:
+            choice["search"] = list_id
         answer = state.client.choose_repeats(task_id, choice)
         if as_json:
             _print_json(answer)
@@ -392,11 +432,20 @@ def repeats(state: State, /, task_id: str, keep: str | None, remove: str | None,
             table.add_row(loc["id"], str(loc.get("folder")), str(loc.get("category")), str(loc.get("count")),
                           f"{loc.get('conf_min')}-{loc.get('conf_max')}", box)
         out.print(table)
+        listed = answer.get("search") or "merge"
+        options = answer.get("search_options") or {}
+        out.print(f"list {listed}: " + ", ".join(f"{k} {v}" for k, v in options.items()))
+        searching = answer.get("searching")
+        if searching and searching.get("search") != listed:
+            out.print(f"search {searching.get('search')}: {searching.get('stage') or searching.get('runtime_status')}"
+                      + (f" ({searching['error']})" if searching.get("error") else ""))
         removal = answer.get("removal")
         if removal:
             out.print(f"removal: {removal.get('stage') or removal.get('runtime_status')}")
         else:
-            out.print(f"keep the real animals: trapbatch repeats {task_id} --keep r00002,... (or --remove ...)")
+            suffix = "" if listed == "merge" else f" --list {listed}"
+            out.print(f"keep the real animals: trapbatch repeats {task_id} --keep r00002,...{suffix} "
+                      "(or --remove ...)")
     if open_page:
         page = (state.client.results(task_id).get("previews") or {})
         url = page.get("public_url") or page.get("local_url")

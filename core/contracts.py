@@ -18,6 +18,7 @@ from typing import Any, NotRequired, TypedDict
 TASK_ORCHESTRATOR = "task_orchestrator"
 SHARDS_ORCHESTRATOR = "run_shards"
 REPEATS_ORCHESTRATOR = "remove_repeats"
+REPEAT_SEARCH_ORCHESTRATOR = "search_repeats_again"
 
 ENUMERATE = "enumerate_images"
 SUBMIT = "submit_shards"
@@ -42,6 +43,7 @@ class Stage(StrEnum):
     enumerating = "enumerating"
     detecting = "detecting"
     merging = "merging"
+    searching = "searching"  # a repeated-detection search run again (POST /api/tasks/{id}/repeats/search)
     publishing = "publishing"
     completed = "completed"
     completed_with_errors = "completed_with_errors"
@@ -103,6 +105,18 @@ class RepeatsInput(TypedDict):
     model: str
     request_name: str
     remove: list[str]
+    search: NotRequired[str]  # the search id of the list the ids come from (core.repeats.list_search_id)
+
+
+class RepeatSearchInput(TypedDict):
+    """A repeated-detection search run again over a finished task's shard results (orchestrations.repeat_search)."""
+
+    task_id: str
+    model: str
+    request_name: str
+    search: str  # the new list's id, minted by the starter
+    options: dict[str, Any]  # core.repeats.RepeatOptions.to_dict()
+    knobs: dict[str, Any]  # core.settings.OrchestrationKnobs.to_dict() (part and group sizes)
 
 
 # ---------------------------------------------------------------- activities
@@ -323,9 +337,25 @@ class RemovalStatus(TypedDict, total=False):
     stage: str  # Stage
     started: str
     finished: str
+    search: str  # the search id of the list the removed locations came from
     locations: int
     detections_marked: int
     results: ResultsRef
+    previews: PreviewsOutput
+
+
+class RepeatSearchStatus(TypedDict, total=False):
+    """Custom status and output of a repeated-detection search run again."""
+
+    stage: str  # Stage: searching, publishing, completed
+    started: str
+    finished: str
+    search: str
+    options: dict[str, Any]  # core.repeats.RepeatOptions.to_dict()
+    parts: int
+    groups: int
+    detections_considered: int
+    locations: int
     previews: PreviewsOutput
 
 
@@ -390,6 +420,7 @@ class MergePartInput(TypedDict):
     shards: int  # shards first_shard .. first_shard + shards - 1
     variant: NotRequired[str]  # "" or gpu_batch.layout.REPEATS_REMOVED
     remove: NotRequired[list[str]]  # the variant's repeated locations to mark (ids in the repeats blob)
+    search: NotRequired[str]  # the variant: the search id of the list ``remove`` refers to (checked against the blob)
 
 
 class MergePartOutput(TypedDict):
@@ -428,6 +459,8 @@ class MergeCombineOutput(TypedDict):
 class SearchRepeatsInput(TypedDict):
     task_id: str
     group: int
+    options: NotRequired[dict[str, Any]]  # core.repeats.RepeatOptions.to_dict(); absent: the defaults (the merge)
+    work: NotRequired[str]  # the work folder's name (gpu_batch.layout.merge_work_prefix); absent: the merge's
 
 
 class SearchRepeatsOutput(TypedDict):
@@ -439,10 +472,45 @@ class RankRepeatsInput(TypedDict):
     task_id: str
     groups: int
     detections_considered: int
+    options: NotRequired[dict[str, Any]]  # as SearchRepeatsInput
+    work: NotRequired[str]
+    search: NotRequired[str]  # a search run again: the new list's id, written into the document
+    searched: NotRequired[str]  # ... and when it started (orchestration clock, ISO 8601)
 
 
 class RankRepeatsOutput(TypedDict):
     locations: int
+
+
+# A repeated-detection search run again (orchestrations.repeat_search): parts re-read the shard results for the
+# eligible detections under other options, a plan groups their folders; then SEARCH_REPEATS and RANK_REPEATS as above.
+SEARCH_PART = "repeat_search_part"
+PLAN_SEARCH = "plan_repeat_search"
+
+
+class SearchPartInput(TypedDict):
+    task_id: str
+    part: int
+    first_shard: int
+    shards: int
+    options: dict[str, Any]  # core.repeats.RepeatOptions.to_dict()
+    work: str
+
+
+class SearchPartOutput(TypedDict):
+    part: int
+    detections_considered: int
+
+
+class PlanSearchInput(TypedDict):
+    task_id: str
+    parts: int
+    detections_per_group: int
+    work: str
+
+
+class PlanSearchOutput(TypedDict):
+    groups: int
 
 
 class CleanMergeWorkInput(TypedDict):

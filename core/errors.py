@@ -8,6 +8,8 @@
     ├── ContainerNotFound(TrapbatchError, LookupError) a storage container does not exist
     ├── TaskNotFound(TrapbatchError, LookupError)      no task with that id
     ├── TaskNotFinished(TrapbatchError, RuntimeError)  the task has not completed yet (HTTP 409)
+    ├── RepeatsBusy(TrapbatchError, RuntimeError)      a repeat search or removal of the task still runs (409)
+    ├── RepeatListChanged(TrapbatchError, RuntimeError)  a removal names ids of a replaced repeats list (409)
     ├── SourceUnavailable(TrapbatchError, PermissionError)  another account's images cannot be opened
     ├── SourceNotAllowed(TrapbatchError, PermissionError)   that account is not on the operator's allow-list (403)
     ├── CallerUnauthenticated(TrapbatchError, PermissionError)  no verified caller identity (401)
@@ -69,6 +71,20 @@ class UnsupportedContentType(RequestInvalid):
 
 class TaskNotFinished(TrapbatchError, RuntimeError):
     """The task exists but has not reached a completed stage yet."""
+
+    status_code = 409
+
+
+class RepeatsBusy(TrapbatchError, RuntimeError):
+    """A repeated-detection search or removal of the task is still running: one at a time, since each reads (and a
+    search replaces) the task's repeats list."""
+
+    status_code = 409
+
+
+class RepeatListChanged(TrapbatchError, RuntimeError):
+    """A removal names location ids of a repeats list that a search run again has replaced (ids are assigned afresh
+    by each search, so ``r00001`` may now be another place)."""
 
     status_code = 409
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import datetime, timezone
 from typing import Any, Mapping
 
 TASK_PREFIX = "task-"
@@ -29,6 +30,18 @@ def is_task_id(value: str) -> bool:
 def repeats_instance_id(task_id: str) -> str:
     """Instance id of a task's repeated-detection removal (one at a time per task; a new request replaces the last)."""
     return f"{task_id}-repeats"
+
+
+def repeat_search_instance_id(task_id: str) -> str:
+    """Instance id of a task's repeated-detection search run again (one at a time per task; a new one replaces the
+    last)."""
+    return f"{task_id}-repeat-search"
+
+
+def repeat_search_id(started: datetime, random_hex: str) -> str:
+    """The id of a repeats list made by a search run again: ``s<UTC time>-<random>``, readable and never reused (the
+    time alone could repeat within a second). The merge's own list is ``core.repeats.ORIGINAL_SEARCH``."""
+    return f"s{started.astimezone(timezone.utc):%Y%m%dT%H%M%SZ}-{random_hex}"
 
 
 def shards_instance_id(task_id: str, group: int) -> str:

@@ -51,6 +51,22 @@ class RepeatOptions:
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__slots__}
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "RepeatOptions":
+        """The options a repeats document (or an activity input) records; keys it lacks take the defaults."""
+        return cls(**{k: data[k] for k in cls.__slots__ if k in data})
+
+
+# The id of a repeats document ("search"): the list the merge wrote has none and is ORIGINAL_SEARCH; a search run
+# again (POST /api/tasks/{id}/repeats/search, orchestrations.repeat_search) writes its own. A removal names the id of
+# the list it chose from, so ids of a replaced list (r00001 ... are assigned afresh by each search) are refused.
+ORIGINAL_SEARCH = "merge"
+
+
+def list_search_id(doc: Mapping[str, Any]) -> str:
+    """The search id of a repeats document."""
+    return str(doc.get("search") or ORIGINAL_SEARCH)
+
 
 def detection_box(d: Mapping[str, Any]) -> tuple[float, float, float, float, float] | None:
     """``(conf, x, y, w, h)`` of a detection, or None for a malformed one (skipped: it must not stop a merge)."""

@@ -6,6 +6,7 @@ names the field and says how to fix it, because the person reading it is usually
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -13,6 +14,7 @@ from urllib.parse import urlsplit
 
 from core.errors import RequestInvalid, RequestTooLarge, UnsupportedContentType
 from core.ids import task_instance_id
+from core.repeats import RepeatOptions
 
 _CONTAINER_RE = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$")
 ALLOWED_FIELDS = ("container", "prefix", "first_n", "sample_n", "seed", "model", "request_name", "caller",
@@ -315,9 +317,10 @@ def parse_repeat_removal(body: Any, known_ids: list[str]) -> list[str]:
         raise RequestInvalid("the request body must be a JSON object",
                              'send {"keep": ["r00002"]} (real animals; the rest is removed) or {"remove": ["r00001"]}')
     given = [k for k in ("keep", "remove") if k in body]
-    unknown_fields = sorted(set(body) - {"keep", "remove"})
+    unknown_fields = sorted(set(body) - {"keep", "remove", "search"})
     if unknown_fields:
-        raise RequestInvalid(f"unknown field(s) {unknown_fields}", 'use exactly one of "keep" or "remove"')
+        raise RequestInvalid(f"unknown field(s) {unknown_fields}", 'use exactly one of "keep" or "remove" (and '
+                             '"search": the id of the list they come from)')
     if len(given) != 1:
         raise RequestInvalid('give exactly one of "keep" or "remove"',
                              '"keep": locations that are real animals (the rest is removed); "remove": the ones to drop')
@@ -337,3 +340,90 @@ def parse_repeat_removal(body: Any, known_ids: list[str]) -> list[str]:
     if not chosen:
         raise RequestInvalid("nothing to remove", "the request leaves every repeated location in place")
     return sorted(set(chosen))
+
+
+# ---------------------------------------------------------------- POST /api/tasks/{id}/repeats/search
+# MegaDetector's RDE phase-1 options (repeat_detections_core.RepeatDetectionOptions), by their names in snake_case, and
+# the core.repeats.RepeatOptions field each sets. Fields left out take MegaDetector's defaults (RepeatOptions()).
+REPEAT_SEARCH_FIELDS = {
+    "occurrence_threshold": "occurrence_threshold",  # occurrenceThreshold
+    "iou_threshold": "iou_threshold",  # iouThreshold
+    "confidence_min": "confidence_min",  # confidenceMin
+    "confidence_max": "confidence_max",  # confidenceMax
+    "min_suspicious_detection_size": "min_area",  # minSuspiciousDetectionSize (fraction of the image area)
+    "max_suspicious_detection_size": "max_area",  # maxSuspiciousDetectionSize
+}
+MIN_OCCURRENCE_THRESHOLD = 2  # one occurrence would make every detection a "repeated place"
+MAX_OCCURRENCE_THRESHOLD = 1_000_000
+# The search's index (core.repeats._Folder) meets only candidates whose sides are within a factor 1/t and centres within
+# (1 - t) of the larger side: below t = 0.5 a cell reaches across most of the image and every size class, and the
+# search of a folder grows with the square of its detections. MegaDetector's default is 0.9; 0.5 is looser than any
+# use of RDE we know of.
+MIN_SEARCH_IOU = 0.5
+
+
+def _search_number(body: Mapping[str, Any], name: str, low: float, high: float, low_open: bool = False) -> float | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    bad = isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+    if bad or value > high or value < low or (low_open and value == low):
+        span = f"{'above' if low_open else 'from'} {low} to {high}"
+        raise RequestInvalid(f"'{name}' must be a number {span}, got {value!r}",
+                             f"leave it out for MegaDetector's default ({_search_default(name)})")
+    return float(value)
+
+
+def _search_default(name: str) -> Any:
+    return getattr(RepeatOptions(), REPEAT_SEARCH_FIELDS[name])
+
+
+def parse_repeat_search(body: Any) -> RepeatOptions:
+    """The phase-1 options of a repeated-detection search run again; ``RequestInvalid`` names the bad field.
+
+    ``{}`` (or no body) is MegaDetector's defaults, which the merge used. Bounds: see ``MIN_OCCURRENCE_THRESHOLD`` and
+    ``MIN_SEARCH_IOU``; the sizes and confidences are fractions, each minimum at most its maximum."""
+    if body is None:
+        body = {}
+    if not isinstance(body, Mapping):
+        raise RequestInvalid("the request body must be a JSON object",
+                             'send e.g. {"occurrence_threshold": 10, "iou_threshold": 0.85}, or {} for the defaults')
+    unknown = sorted(set(body) - set(REPEAT_SEARCH_FIELDS))
+    if unknown:
+        raise RequestInvalid(f"unknown field(s) {unknown}", "use " + ", ".join(REPEAT_SEARCH_FIELDS))
+    values: dict[str, Any] = {}
+    occurrences = body.get("occurrence_threshold")
+    if occurrences is not None:
+        values["occurrence_threshold"] = _opt_int(body, "occurrence_threshold", MIN_OCCURRENCE_THRESHOLD,
+                                                  MAX_OCCURRENCE_THRESHOLD)
+    numbers = {"iou_threshold": (MIN_SEARCH_IOU, 1.0, False), "confidence_min": (0.0, 1.0, False),
+               "confidence_max": (0.0, 1.0, False), "min_suspicious_detection_size": (0.0, 1.0, False),
+               "max_suspicious_detection_size": (0.0, 1.0, True)}
+    for name, (low, high, low_open) in numbers.items():
+        value = _search_number(body, name, low, high, low_open)
+        if value is not None:
+            values[REPEAT_SEARCH_FIELDS[name]] = value
+    options = RepeatOptions(**values)
+    if options.confidence_min > options.confidence_max:
+        raise RequestInvalid(f"'confidence_min' ({options.confidence_min}) is above 'confidence_max' "
+                             f"({options.confidence_max})", "the confidence range must not be empty")
+    if options.min_area > options.max_area:
+        raise RequestInvalid(f"'min_suspicious_detection_size' ({options.min_area}) is above "
+                             f"'max_suspicious_detection_size' ({options.max_area})", "the size range must not be empty")
+    return options
+
+
+def repeat_search_fields(options: RepeatOptions) -> dict[str, Any]:
+    """The options in the request's names: what ``POST /api/tasks/{id}/repeats/search`` takes to make the list again."""
+    return {name: getattr(options, field) for name, field in REPEAT_SEARCH_FIELDS.items()}
+
+
+def requested_list(body: Any) -> str | None:
+    """The ``search`` id a repeat removal names (the list its ids come from), or None when it names none."""
+    if not isinstance(body, Mapping) or body.get("search") is None:
+        return None
+    value = body["search"]
+    if not isinstance(value, str) or not value or len(value) > 100 or _CONTROL_RE.search(value):
+        raise RequestInvalid(f"'search' must be the list's search id, got {value!r}",
+                             "send the 'search' that GET /api/tasks/<id>/repeats shows with the list")
+    return value

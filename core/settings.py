@@ -33,9 +33,11 @@ Variables (names shared with infra/main.bicep app settings):
                                    history passes this many events (default 1000, minimum 200): replay cost follows it
     TRAPBATCH_SHARDS_PER_GROUP     shards driven by one sub-orchestration (default 200)
     TRAPBATCH_MERGE_IMAGES_PER_PART  images one fan-in activity merges (default 200000, whole shards, at least one:
-                                   ~40 s at ~190 us/image, far inside functionTimeout; see orchestrations.fanin)
+                                   ~40 s at ~190 us/image, far inside functionTimeout; see orchestrations.fanin);
+                                   a repeat search run again (orchestrations.repeat_search) reads parts of this size
     TRAPBATCH_REPEAT_SEARCH_DETECTIONS_PER_GROUP  eligible detections one repeat-search activity takes (default
-                                   400000: ~20-60 s; whole folders, so a larger folder is a group of its own)
+                                   400000: ~20-60 s; whole folders, so a larger folder is a group of its own), at the
+                                   merge and in a search run again
     TRAPBATCH_MAX_TASK_SECONDS     a pool task running longer is terminated and resubmitted (default 21600)
     TRAPBATCH_DETECTION_THRESHOLD  lowest confidence written to results (default 0.005, MegaDetector's)
     TRAPBATCH_PREVIEW_THRESHOLD    threshold of previews, the CSV and the exports when a request sets no

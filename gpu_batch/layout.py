@@ -396,7 +396,12 @@ def merge_part_blob(task_id: str, part: int, kind: str, variant: str = "") -> st
     return f"{merge_work_prefix(task_id, variant)}part-{part:05d}.{kind}"
 
 
-def repeat_search_blob(task_id: str, group: int, kind: str) -> str:
+# The work folder of a repeated-detection search run again (``tasks/<task>/merge.repeat-search/``): its parts write
+# only ``folders.jsonl`` and ``folders-index.json``, its groups ``search-<g>.*``, as the merge's do.
+REPEAT_SEARCH_WORK = "repeat-search"
+
+
+def repeat_search_blob(task_id: str, group: int, kind: str, work: str = "") -> str:
     if kind not in SEARCH_KINDS:
         raise ValueError(f"{kind!r} is not a repeat search kind ({', '.join(SEARCH_KINDS)})")
-    return f"{merge_work_prefix(task_id)}search-{group:05d}.{kind}"
+    return f"{merge_work_prefix(task_id, work)}search-{group:05d}.{kind}"

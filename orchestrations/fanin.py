@@ -37,8 +37,9 @@ COUNTS = ("images", "failed", "with_detections", "detections", "empty", "missing
 
 def fan_in(context: df.DurableOrchestrationContext, task_id: str, model: str, images: int, shards: int,
            knobs: OrchestrationKnobs, variant: str = "",
-           remove: list[str] | None = None) -> Generator[Any, Any, c.MergeOutput]:
-    """Merge every shard's results (or write the repeats-removed ``variant`` for the location ids ``remove``)."""
+           remove: list[str] | None = None, search: str | None = None) -> Generator[Any, Any, c.MergeOutput]:
+    """Merge every shard's results (or write the repeats-removed ``variant`` for the location ids ``remove`` of the
+    list ``search``: the parts refuse to mark anything when the task's list is another one)."""
     completed_at = context.current_utc_datetime.isoformat()
     payloads: list[c.MergePartInput] = []
     for part, (first, count) in enumerate(plan_parts(shards, images, knobs.merge_images_per_part)):
@@ -46,6 +47,8 @@ def fan_in(context: df.DurableOrchestrationContext, task_id: str, model: str, im
         if variant:
             payload["variant"] = variant
             payload["remove"] = list(remove or [])
+            if search is not None:
+                payload["search"] = search
         payloads.append(payload)
     parts: list[c.MergePartOutput] = yield from call_all(context, c.MERGE_PART, payloads)
     rows: list[dict[str, Any]] = [dict(p) for p in parts]

@@ -26,13 +26,17 @@ def remove_repeats(context: df.DurableOrchestrationContext) -> Generator[Any, An
     task_id = data["task_id"]
     locations = len(data["remove"])
     started = context.current_utc_datetime.isoformat()
-    context.set_custom_status(c.RemovalStatus(stage=Stage.merging, started=started, locations=locations))
+    head = c.RemovalStatus(started=started, locations=locations)
+    if "search" in data:  # the list the ids come from (a starter before searches could run again sent none)
+        head["search"] = data["search"]
+    merging: c.RemovalStatus = {**head, "stage": Stage.merging}
+    context.set_custom_status(merging)
     enumeration: c.EnumerateOutput = yield from call(context, c.READ_ENUMERATION, STORAGE_RETRY,
                                                      c.ReadEnumerationInput(task_id=task_id))
     # the removal's input carries no knobs: the default part size (the starter predates the fan-in)
     merged: c.MergeOutput = yield from fan_in(context, task_id, data["model"], enumeration["images"],
                                               enumeration["shards"], OrchestrationKnobs(), REPEATS_REMOVED,
-                                              data["remove"])
+                                              data["remove"], data.get("search"))
     exports: c.ExportsOutput | None = None
     exports_error = ""
     try:  # the variant's COCO, Camtrap DP and Zooniverse exports; the variant stands without them
@@ -40,14 +44,16 @@ def remove_repeats(context: df.DurableOrchestrationContext) -> Generator[Any, An
                                   c.ExportsInput(task_id=task_id, variant=REPEATS_REMOVED))
     except Exception as exc:  # noqa: BLE001 - the activity's last failure after its retries
         exports_error = str(exc).strip().split("\n")[0][:500]
-    context.set_custom_status(c.RemovalStatus(stage=Stage.publishing, started=started, locations=locations))
+    publishing: c.RemovalStatus = {**head, "stage": Stage.publishing}
+    context.set_custom_status(publishing)
     previews: c.PreviewsOutput = yield from call(context, c.PREVIEWS, STORAGE_RETRY, c.PreviewsInput(
         task_id=task_id, model=data["model"], request_name=data.get("request_name", ""), variant=REPEATS_REMOVED))
-    summary = c.RemovalStatus(
-        stage=Stage.completed, started=started, finished=context.current_utc_datetime.isoformat(),
-        locations=locations, detections_marked=merged.get("detections_marked", 0),
-        results={"container": merged["container"], "blob": merged["results_blob"], "csv": merged.get("csv_blob", "")},
-        previews=previews)
+    summary: c.RemovalStatus = {
+        **head, "stage": Stage.completed, "finished": context.current_utc_datetime.isoformat(),
+        "detections_marked": merged.get("detections_marked", 0),
+        "results": {"container": merged["container"], "blob": merged["results_blob"],
+                    "csv": merged.get("csv_blob", "")},
+        "previews": previews}
     if exports is not None:
         summary["results"]["exports"] = exports
     else:

@@ -13,6 +13,7 @@ import pytest
 
 from adapters.blobs import BlobStore
 from devhost.azurite import free_port
+from tests.waiting import wait_until
 from tests.integration.conftest import upload_images
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,6 +89,19 @@ def test_submit_wait_completes_and_results_downloads_every_file(host, store: Blo
     assert repeats.returncode == 0 and json.loads(repeats.stdout)["locations"] == []
     nothing = trapbatch("repeats", task_id, "--remove", "all", url=host.base_url)
     assert nothing.returncode == 4 and "nothing to remove" in nothing.stderr and "next:" in nothing.stderr
+    searched = trapbatch("repeats", task_id, "--search", "--occurrence-threshold", "5", "--json", url=host.base_url)
+    assert searched.returncode == 0, searched.stderr
+    sid = json.loads(searched.stdout)["search"]
+    assert json.loads(searched.stdout)["options"]["occurrence_threshold"] == 5
+    listed_again = wait_until(lambda: (lambda a: a if a["search"] == sid else None)(
+        json.loads(trapbatch("repeats", task_id, "--json", url=host.base_url).stdout)), 120, "the new list")
+    assert listed_again["search_options"]["occurrence_threshold"] == 5
+    shown = trapbatch("repeats", task_id, url=host.base_url)
+    assert f"list {sid}: occurrence_threshold 5" in shown.stdout and f"--list {sid}" in shown.stdout
+    stale = trapbatch("repeats", task_id, "--remove", "all", url=host.base_url)  # chosen from the merge's list
+    assert stale.returncode == 4 and "409" in stale.stderr and sid in stale.stderr
+    current = trapbatch("repeats", task_id, "--remove", "all", "--list", sid, url=host.base_url)
+    assert current.returncode == 4 and "nothing to remove" in current.stderr
 
     finished = trapbatch("cancel", task_id, url=host.base_url)  # 409 with the API's own hint
     assert finished.returncode == 4

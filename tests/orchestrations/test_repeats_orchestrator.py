@@ -58,3 +58,23 @@ def test_re_merges_with_the_chosen_locations_then_renders_the_variant_previews()
                     "exports": exports},
         "previews": previews}
     assert run.custom_status == run.output
+
+
+def test_the_list_the_ids_come_from_goes_to_every_part_and_into_the_status() -> None:
+    """The parts check it against the task's list before marking anything (a search run again may replace it)."""
+    part = {"images": 5, "failed": 0, "with_detections": 1, "detections": 1, "empty": 4, "missing": 0,
+            "failure_reasons": {}, "json_bytes": 10, "csv_bytes": 10, "detections_considered": 0, "marked": 1}
+    answers: dict[str, Any] = {
+        c.READ_ENUMERATION: {"images": 5, "shards": 1}, c.MERGE_PART: lambda p: {**part, "part": p["part"]},
+        c.MERGE_COMBINE: {"container": "trapbatch", "search_groups": 0},
+        c.PREVIEWS: {"container": "$web", "counts": {}}, c.CLEAN_MERGE_WORK: {"deleted": 3},
+        c.EXPORTS: lambda p: (_ for _ in ()).throw(ConnectionError("no exports"))}
+    removal: c.RepeatsInput = {"task_id": TASK, "model": "MDV5A", "request_name": "", "remove": ["r00002"],
+                               "search": "s20250101T000000Z-abcdef"}
+
+    run = run_orchestrator(remove_repeats, removal, answers, instance_id=f"{TASK}-repeats")
+
+    assert run.status == "Completed", run.error
+    assert [p["search"] for p in run.inputs(c.MERGE_PART)] == ["s20250101T000000Z-abcdef"]
+    assert all(s["search"] == "s20250101T000000Z-abcdef" for s in run.statuses)
+    assert run.output["search"] == "s20250101T000000Z-abcdef" and "no exports" in run.output["results"]["exports_error"]

@@ -108,3 +108,14 @@ def test_waiting_polls_until_the_task_ends_and_reports_each_status() -> None:
 def test_previews_checks_the_threshold_before_sending(value: str, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["--url", "http://127.0.0.1:9", "--key", "k", "previews", "task-0", "--threshold", value])
     assert code == 2 and "'threshold' must be a number from 0.005 to 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--occurrence-threshold", "10"], "--occurrence-threshold is an option of --search"),
+    (["--search", "--keep", "r00001"], "not both"),
+])
+def test_repeat_search_options_go_with_search_alone(args: list[str], needle: str, monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("TRAPBATCH_URL", "http://127.0.0.1:9")  # nothing listens: the command must stop before
+    assert main(["repeats", "task-0123456789abcdef0123", *args]) == 2
+    assert needle in capsys.readouterr().err

@@ -72,10 +72,47 @@ def test_the_description_is_valid_openapi_3_1() -> None:
                       "GET /api/tasks/{task_id}/results", "POST /api/tasks/{task_id}/cancel",
                       "POST /api/tasks/{task_id}/confirm", "DELETE /api/tasks/{task_id}/previews",
                       "POST /api/tasks/{task_id}/previews",
-                      "GET /api/tasks/{task_id}/repeats", "POST /api/tasks/{task_id}/repeats"}
+                      "GET /api/tasks/{task_id}/repeats", "POST /api/tasks/{task_id}/repeats",
+                      "POST /api/tasks/{task_id}/repeats/search"}
     assert labels == served_routes() - {"GET /api/openapi.json"}  # every route the app serves is described
     for name, sub in doc["components"]["schemas"].items():
         Draft202012Validator.check_schema(sub)
+
+
+SEARCH_VALIDATOR = Draft202012Validator(openapi.repeat_search_schema())
+# Single-field rules of POST .../repeats/search (the cross-field ones, a minimum above its maximum, are the
+# validation's alone and answer 400).
+SEARCH_BODIES: list[Any] = [
+    {}, {"occurrence_threshold": 2}, {"occurrence_threshold": 1}, {"occurrence_threshold": 1_000_000},
+    {"occurrence_threshold": 1_000_001}, {"occurrence_threshold": 10.5}, {"occurrence_threshold": True},
+    {"occurrence_threshold": None}, {"iou_threshold": 0.5}, {"iou_threshold": 0.49}, {"iou_threshold": 1},
+    {"iou_threshold": 1.01}, {"iou_threshold": "0.9"}, {"confidence_min": 0}, {"confidence_min": -0.1},
+    {"confidence_max": 1}, {"confidence_max": 1.5}, {"min_suspicious_detection_size": 0},
+    {"max_suspicious_detection_size": 0}, {"max_suspicious_detection_size": 1e-6},
+    {"max_suspicious_detection_size": 1}, {"max_suspicious_detection_size": 1.1}, {"occurrenceThreshold": 10},
+    {"unknown": 1}, [1], "x",
+]
+
+
+def _search_accepted(body: Any) -> bool:
+    from core.requests import parse_repeat_search
+
+    try:
+        parse_repeat_search(body)
+        return True
+    except RequestInvalid:
+        return False
+
+
+@pytest.mark.parametrize("body", SEARCH_BODIES, ids=lambda b: repr(b)[:60])
+def test_the_search_schema_and_its_validation_agree(body: Any) -> None:
+    assert SEARCH_VALIDATOR.is_valid(body) == _search_accepted(body)
+
+
+def test_a_search_field_added_without_its_schema_fails() -> None:
+    with pytest.raises(openapi.SchemaDrift, match="iou_threshold"):
+        openapi.repeat_search_schema({k: v for k, v in openapi.REPEAT_SEARCH_PROPERTIES.items()
+                                      if k != "iou_threshold"})
 
 
 def served_routes() -> set[str]:

@@ -1,0 +1,121 @@
+"""``POST /api/tasks/{id}/repeats/search``: run the repeated-detection search again with other phase-1 options.
+
+    POST /api/tasks/{id}/repeats/search   {"occurrence_threshold": 10, ...} (or {})   202 {id, search, options, ...}
+
+Why its own module: the search is a second writer of the task's repeats list, beside the removal that reads it
+(``api.starters.task_repeats``); the rules that keep them apart live here, and ``task_repeats`` calls them:
+
+* one at a time: a search is refused (409) while a search or a removal of the task runs, and so is a removal while a
+  search runs (``ensure_idle``);
+* the new list replaces the current one (there is one list per task, the one the page shows). It carries a
+  ``search`` id, and the location ids (``r00001`` ...) are assigned afresh by each search, so a removal names the
+  ``search`` of the list it chose from and is refused (409) when the list has changed since (``current_list``). A
+  removal that names none means the merge's own list (``core.repeats.ORIGINAL_SEARCH``), as before searches could be
+  run again. Both checks read state and then start, so two requests at the same moment may both pass; the removal's
+  merge parts check the list's id again before marking anything (``activities.fanin._removal``).
+
+Devhost and the Functions host route by whole path segments: ``tasks/{task_id}/repeats/search`` and
+``tasks/{task_id}/repeats`` never match the same path.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from datetime import datetime, timezone
+from typing import Any, Mapping
+
+import azure.durable_functions as df
+import azure.functions as func
+
+from adapters import clients
+from api.edge import http_edge, json_response
+from core import contracts as c
+from core.errors import RepeatListChanged, RepeatsBusy
+from core.ids import repeat_search_id, repeat_search_instance_id
+from core.repeats import ORIGINAL_SEARCH, RepeatOptions, list_search_id
+from core.requests import parse_json_body, parse_repeat_search, repeat_search_fields, requested_list
+
+logger = logging.getLogger(__name__)
+bp = df.Blueprint()
+
+_ACTIVE = {"Running", "Pending", "ContinuedAsNew"}
+
+
+async def search_status(client: df.DurableOrchestrationClient, task_id: str) -> dict[str, Any] | None:
+    """The state of the task's latest search run again (its custom status), or None when none ever ran."""
+    status = await client.get_status(repeat_search_instance_id(task_id), show_input=True)
+    runtime = status.runtime_status.value if getattr(status, "runtime_status", None) is not None else None
+    if runtime is None:
+        return None
+    custom = status.custom_status if isinstance(status.custom_status, dict) else {}
+    raw = getattr(status, "input_", None)
+    started = json.loads(raw) if isinstance(raw, str) else raw if isinstance(raw, dict) else {}
+    # before its first custom status (Pending) the search and options come from its input
+    out: dict[str, Any] = {"runtime_status": runtime, "search": started.get("search", ""),
+                           "options": started.get("options", {}), **custom}
+    if runtime == "Failed":
+        out["stage"], out["error"] = c.Stage.failed, str(status.output or "").split("\n")[0]
+    return out
+
+
+def ensure_idle(task_id: str, removal: Mapping[str, Any] | None, searching: Mapping[str, Any] | None) -> None:
+    """``RepeatsBusy`` (409) while a search or a removal of the task runs."""
+    if searching is not None and searching["runtime_status"] in _ACTIVE:
+        raise RepeatsBusy(f"a repeated-detection search of task {task_id} is still running "
+                          f"(search {searching.get('search', '?')})",
+                          f"wait until GET /api/tasks/{task_id}/repeats shows 'searching' completed, then retry")
+    if removal is not None and removal["runtime_status"] in _ACTIVE:
+        raise RepeatsBusy(f"a repeated-detection removal for task {task_id} is still running",
+                          f"wait until GET /api/tasks/{task_id}/repeats shows it completed, then retry")
+
+
+def current_list(body: Any, found: Mapping[str, Any], task_id: str) -> str:
+    """The search id of the list a removal chose from, which must be the task's current list: ``RepeatListChanged``
+    (409) otherwise. A removal naming no ``search`` chose from the merge's own list."""
+    named = requested_list(body) or ORIGINAL_SEARCH
+    current = list_search_id(found)
+    if named != current:
+        raise RepeatListChanged(
+            f"the repeated-detection list of task {task_id} is now search {current!r}; the location ids given are "
+            f"those of {named!r}" + (" (the merge's list)" if named == ORIGINAL_SEARCH else ""),
+            f"GET /api/tasks/{task_id}/repeats, choose from its list and send its 'search' ({current!r}) with the "
+            "choice")
+    return current
+
+
+def list_fields(found: Mapping[str, Any]) -> dict[str, Any]:
+    """What GET .../repeats adds about the list: its id (to send back with a removal), when it was made, and its
+    options in the names POST .../repeats/search takes."""
+    return {"search": list_search_id(found), "searched": found.get("searched") or None,
+            "search_options": repeat_search_fields(RepeatOptions.from_dict(found.get("options") or {}))}
+
+
+@bp.route(route="tasks/{task_id}/repeats/search", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@bp.durable_client_input(client_name="client")
+@http_edge
+async def post_repeat_search(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    """Start a search of the finished task's results with the options in the body; the new list replaces the
+    current one and the preview page is rendered again."""
+    from api.starters import _base_url, _removal_status, _task_input, authorize_task, finished_task
+
+    task_id = req.route_params["task_id"]
+    await authorize_task(req, client, task_id)
+    await finished_task(client, task_id, "results to search")
+    raw = req.get_body() or b""
+    body = parse_json_body(raw, req.headers.get("content-type", "")) if raw.strip() else {}
+    options = parse_repeat_search(body)
+    ensure_idle(task_id, await _removal_status(client, task_id), await search_status(client, task_id))
+    search = repeat_search_id(datetime.now(timezone.utc), secrets.token_hex(3))
+    s = clients.settings()
+    request = _task_input(await client.get_status(task_id, show_input=True)).get("request", {})
+    await client.start_new(c.REPEAT_SEARCH_ORCHESTRATOR, repeat_search_instance_id(task_id), c.RepeatSearchInput(
+        task_id=task_id, model=request.get("model", ""), request_name=request.get("request_name", ""), search=search,
+        options=options.to_dict(), knobs=s.knobs.to_dict()))
+    logger.info("task %s: repeated-detection search %s started with %s", task_id, search, options.to_dict())
+    return json_response(202, {
+        "id": task_id, "search": search, "options": repeat_search_fields(options),
+        "status_url": f"{_base_url(req)}/api/tasks/{task_id}/repeats",
+        "hint": "the new list replaces the current one when 'searching' in the status_url completes; removals "
+                "must then name this 'search'"})
+

@@ -1,0 +1,138 @@
+"""POST /api/tasks/{id}/repeats/search end to end: devhost, Azurite, the simulated pool (seeded synthetic results).
+
+The simulated pool puts one of three fixed "rock" boxes into about 30 % of each folder's images, so each rock recurs in
+about a tenth of its folder; folders of different sizes give places with graded counts. The lists the API shows must
+be exactly what ``core.repeats`` finds offline in the task's merged results with the same options: a stricter
+occurrence threshold gives fewer places, a looser one more. A removal must name the list it chose from.
+"""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Iterator
+
+import pytest
+import requests
+
+from adapters.blobs import BlobStore
+from core.repeats import RepeatFinder, RepeatOptions, RepeatRemoval
+from gpu_batch import layout
+from tests.waiting import wait_until
+
+FUNCTION_KEY = "repeat-search-tests-key"
+api = requests.Session()
+api.headers["x-functions-key"] = FUNCTION_KEY
+ENDED = ("Completed", "Failed", "Terminated")
+FOLDERS = {"camA": 600, "camB": 300, "camC": 120, "camD/night": 40}
+
+
+@pytest.fixture
+def host(storage_connection: str, unique_name: str, store: BlobStore,
+         monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    from devhost.host import DevHost
+    import function_app
+
+    env = {"AzureWebJobsStorage": storage_connection, "TRAPBATCH_CONTAINER": unique_name + "-state",
+           "TRAPBATCH_POOL": "simulated", "TRAPBATCH_MODEL": "MDV5A", "TRAPBATCH_POLL_MIN_S": "0.5",
+           "TRAPBATCH_POLL_MAX_S": "1", "TRAPBATCH_IMAGES_PER_SHARD": "100",
+           "TRAPBATCH_MERGE_IMAGES_PER_PART": "300",  # four parts
+           "TRAPBATCH_REPEAT_SEARCH_DETECTIONS_PER_GROUP": "200"}  # several search groups
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    store.ensure_container(unique_name)
+    names = [f"{folder}/img{i:04d}.jpg" for folder, n in FOLDERS.items() for i in range(n)]
+    with ThreadPoolExecutor(8) as pool:  # the SDK client keeps 10 connections
+        list(pool.map(lambda name: store.write_bytes(unique_name, name, b"x"), names))
+    h = DevHost(function_app.app, storage_connection, task_hub="h" + unique_name[:12], port=0, blob_poll_s=0.5,
+                function_key=FUNCTION_KEY)
+    h.start()
+    yield h
+    h.stop()
+
+
+def offline(doc: dict[str, Any], options: RepeatOptions) -> list[dict[str, Any]]:
+    """The places core.repeats finds in the merged results, streamed in their order (the merge's own search)."""
+    finder = RepeatFinder(options)
+    for entry in doc["images"]:
+        finder.add(entry)
+    locations: list[dict[str, Any]] = finder.result()["locations"]
+    return locations
+
+
+def search(base: str, task_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    started = api.post(f"{base}/api/tasks/{task_id}/repeats/search", json=body, timeout=30)
+    assert started.status_code == 202, started.text
+    sid = started.json()["search"]
+
+    def finished() -> dict[str, Any] | None:
+        listed = api.get(f"{base}/api/tasks/{task_id}/repeats", timeout=30).json()
+        state = listed["searching"]
+        return listed if state and state["search"] == sid and state["runtime_status"] in ENDED else None
+
+    listed = wait_until(finished, 180, f"repeat search {sid}")
+    assert listed["searching"]["runtime_status"] == "Completed", listed["searching"]
+    assert listed["search"] == sid
+    return listed
+
+
+def test_searching_again_replaces_the_list_with_what_core_finds_offline_and_removals_name_their_list(
+        host: Any, store: BlobStore, unique_name: str) -> None:
+    base, container = host.base_url, unique_name + "-state"
+    r = api.post(f"{base}/api/tasks", json={"container": unique_name, "request_name": "rde"}, timeout=30)
+    assert r.status_code == 202, r.text
+    task_id = r.json()["id"]
+    status = wait_until(lambda: (lambda s: s if s["runtime_status"] in ("Completed", "Failed") else None)(
+        api.get(f"{base}/api/tasks/{task_id}", timeout=30).json()), 240, "task completion")
+    assert status["stage"] == "completed", status
+    doc = store.read_json(container, layout.results_blob(task_id))
+    url = f"{base}/api/tasks/{task_id}/repeats"
+
+    merged = api.get(url, timeout=30).json()  # the merge's list: MegaDetector's defaults
+    default = offline(doc, RepeatOptions())
+    assert merged["search"] == "merge" and merged["searched"] is None and merged["searching"] is None
+    assert merged["locations"] == default and len(default) >= 3
+    assert merged["search_options"]["occurrence_threshold"] == 20
+
+    for body, field in (({"iou_threshold": 0.2}, "iou_threshold"), ({"occurrence_threshold": 1}, "occurrence_threshold"),
+                        ({"confidence_min": 0.7, "confidence_max": 0.6}, "confidence_min")):
+        bad = api.post(f"{url}/search", json=body, timeout=30)
+        assert bad.status_code == 400 and field in bad.json()["error"] and bad.json()["hint"], bad.text
+    assert api.post(f"{url}/search", data=b"x", headers={"Content-Type": "text/plain"}, timeout=30).status_code == 415
+
+    strict = search(base, task_id, {"occurrence_threshold": 45})
+    expected_strict = offline(doc, RepeatOptions(occurrence_threshold=45))
+    assert strict["locations"] == expected_strict and 0 < len(expected_strict) < len(default)
+    assert strict["search_options"] == {**merged["search_options"], "occurrence_threshold": 45}
+    assert strict["options"] == RepeatOptions(occurrence_threshold=45).to_dict()
+    assert strict["searching"]["locations"] == len(expected_strict)
+
+    loose_body = {"occurrence_threshold": 8, "iou_threshold": 0.85, "confidence_max": 0.95,
+                  "max_suspicious_detection_size": 0.1}
+    loose_options = RepeatOptions(occurrence_threshold=8, iou_threshold=0.85, confidence_max=0.95, max_area=0.1)
+    loose = search(base, task_id, loose_body)
+    expected_loose = offline(doc, loose_options)
+    assert loose["locations"] == expected_loose and len(expected_loose) > len(default)
+    assert loose["search"] != strict["search"]
+    assert list(store.list_names(container, layout.merge_work_prefix(task_id, layout.REPEAT_SEARCH_WORK))) == []
+    assert store.read_json(container, layout.results_blob(task_id)) == doc  # a search changes no result
+
+    # the page lists the new places, and its removal request names the new list
+    page = api.get(api.get(f"{base}/api/tasks/{task_id}/results", timeout=30).json()["previews"]["local_url"],
+                   timeout=30).text
+    assert f'data-section="repeats">{len(expected_loose)}</span>' in page and loose["search"] in page
+
+    # a removal by the ids of a replaced list is refused; one naming the current list removes with its options
+    first = expected_loose[0]["id"]
+    for stale in ({"remove": [first]}, {"remove": [first], "search": strict["search"]}):
+        refused = api.post(url, json=stale, timeout=30)
+        assert refused.status_code == 409 and "is now search" in refused.json()["error"], refused.text
+        assert loose["search"] in refused.json()["hint"]
+    started = api.post(url, json={"remove": [first], "search": loose["search"]}, timeout=30)
+    assert started.status_code == 202, started.text
+    done = wait_until(lambda: (lambda s: s if s and s["runtime_status"] in ENDED else None)(
+        api.get(url, timeout=30).json()["removal"]), 180, "repeat removal")
+    removal = RepeatRemoval([expected_loose[0]], loose_options)
+    cleaned = [removal.apply(entry) for entry in doc["images"]]
+    assert done["runtime_status"] == "Completed" and done["search"] == loose["search"], done
+    assert done["detections_marked"] == removal.marked >= 8
+    assert store.read_json(container, layout.results_blob(task_id, layout.REPEATS_REMOVED))["images"] == cleaned
+
