@@ -25,8 +25,7 @@ from core.contracts import Stage
 from core.fanin import plan_parts
 from core.settings import OrchestrationKnobs
 from gpu_batch.layout import REPEAT_SEARCH_WORK
-from orchestrations.fanin import fan_out
-from orchestrations.retries import STORAGE_RETRY, call
+from orchestrations.retries import STORAGE_RETRY, call, call_all
 
 bp = df.Blueprint()
 
@@ -42,13 +41,13 @@ def search_repeats_again(context: df.DurableOrchestrationContext) -> Generator[A
     enumeration: c.EnumerateOutput = yield from call(context, c.READ_ENUMERATION, STORAGE_RETRY,
                                                      c.ReadEnumerationInput(task_id=task_id))
     plan = plan_parts(enumeration["shards"], enumeration["images"], knobs.merge_images_per_part)
-    parts: list[c.SearchPartOutput] = yield from fan_out(context, c.SEARCH_PART, [
+    parts: list[c.SearchPartOutput] = yield from call_all(context, c.SEARCH_PART, [
         c.SearchPartInput(task_id=task_id, part=p, first_shard=first, shards=count, options=options, work=work)
         for p, (first, count) in enumerate(plan)])
     planned: c.PlanSearchOutput = yield from call(context, c.PLAN_SEARCH, STORAGE_RETRY, c.PlanSearchInput(
         task_id=task_id, parts=len(parts), detections_per_group=knobs.repeat_search_detections_per_group, work=work))
     groups = planned["groups"]
-    yield from fan_out(context, c.SEARCH_REPEATS, [c.SearchRepeatsInput(task_id=task_id, group=g, options=options,
+    yield from call_all(context, c.SEARCH_REPEATS, [c.SearchRepeatsInput(task_id=task_id, group=g, options=options,
                                                                         work=work) for g in range(groups)])
     considered = sum(p["detections_considered"] for p in parts)
     ranked: c.RankRepeatsOutput = yield from call(context, c.RANK_REPEATS, STORAGE_RETRY, c.RankRepeatsInput(
