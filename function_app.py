@@ -3,7 +3,7 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from activities import enumerate as enumerate_activity
-from activities import exports, fanin, merge, notify, pool, previews
+from activities import exports, fanin, generations, merge, notify, pool, previews
 from api import arrivals, openapi, starters
 from orchestrations import repeats, shards, task
 
@@ -22,5 +22,6 @@ for blueprint in (
     previews.bp,
     exports.bp,
     notify.bp,
+    generations.bp,
 ):
     app.register_functions(blueprint)

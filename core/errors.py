@@ -8,6 +8,7 @@
     ├── ContainerNotFound(TrapbatchError, LookupError) a storage container does not exist
     ├── TaskNotFound(TrapbatchError, LookupError)      no task with that id
     ├── TaskNotFinished(TrapbatchError, RuntimeError)  the task has not completed yet (HTTP 409)
+    ├── TaskStillRunning(TrapbatchError, RuntimeError) a re-run asked for while the task runs (HTTP 409)
     ├── SourceUnavailable(TrapbatchError, PermissionError)  another account's images cannot be opened
     ├── SourceNotAllowed(TrapbatchError, PermissionError)   that account is not on the operator's allow-list (403)
     ├── CallerUnauthenticated(TrapbatchError, PermissionError)  no verified caller identity (401)
@@ -69,6 +70,12 @@ class UnsupportedContentType(RequestInvalid):
 
 class TaskNotFinished(TrapbatchError, RuntimeError):
     """The task exists but has not reached a completed stage yet."""
+
+    status_code = 409
+
+
+class TaskStillRunning(TrapbatchError, RuntimeError):
+    """``"rerun": true`` for a task that is still running: a task runs one generation at a time."""
 
     status_code = 409
 

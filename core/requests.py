@@ -17,7 +17,7 @@ from core.ids import task_instance_id
 _CONTAINER_RE = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$")
 ALLOWED_FIELDS = ("container", "prefix", "first_n", "sample_n", "seed", "model", "request_name", "caller",
                   "images_per_shard", "source_account_url", "credential_secret", "max_failed_fraction",
-                  "preview_threshold", "dry_run", "notify_url")
+                  "preview_threshold", "dry_run", "notify_url", "rerun", "only_new")
 # Fields that define *what* is computed; request_name and caller are labels and do not change the task id.
 IDENTITY_FIELDS = ("container", "prefix", "first_n", "sample_n", "seed", "model", "images_per_shard")
 # Identity fields added later: part of the id only when set, so earlier requests keep their task ids.
@@ -64,6 +64,11 @@ class TaskRequest:
     # Where to POST one signed JSON notification when the task ends (core/notify.py); hosts must be in the app's
     # TRAPBATCH_NOTIFY_HOSTS. Not part of the task id: it says whom to tell, not what to compute.
     notify_url: str = ""
+    # Verbs, not part of the task id (``identity``): run a task that already finished again, as a new generation with
+    # its own state and results (``orchestrations.task``); ``only_new`` is to reuse the previous generation's detections
+    # of the images whose name and ETag are unchanged (refused until that is built, ``_only_new``).
+    rerun: bool = False
+    only_new: bool = False
 
     @property
     def task_id(self) -> str:
@@ -259,7 +264,19 @@ def parse_task_request(body: Any, default_model: str = "", default_images_per_sh
 
         dry_run=_opt_bool(body, "dry_run"),
         notify_url=_notify_url(body),
+        rerun=_opt_bool(body, "rerun") or _only_new(body),
+        only_new=_only_new(body),
     )
+
+
+def _only_new(body: Mapping[str, Any]) -> bool:
+    """Refused until the reuse step exists: running every image again, where the caller asked for the new ones only,
+    would cost GPU hours nobody expected."""
+    if _opt_bool(body, "only_new"):
+        raise RequestInvalid("'only_new' is not available yet: this trapbatch cannot yet reuse earlier detections",
+                             "send \"rerun\": true to run every image again, or post the new images as a task of "
+                             "their own (a prefix)")
+    return False
 
 
 def parse_repeat_removal(body: Any, known_ids: list[str]) -> list[str]:
