@@ -3,7 +3,7 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from activities import enumerate as enumerate_activity
-from activities import exports, fanin, merge, notify, pool, previews, task_events
+from activities import exports, fanin, generations, merge, notify, pool, previews, task_events
 from activities import expiry as expiry_activities
 from activities import repeat_search as repeat_search_activities
 from activities import rethreshold, results_zip
@@ -38,5 +38,6 @@ for blueprint in (
     expiry_activities.bp,
     results_zip.bp,
     task_events.bp,
+    generations.bp,
 ):
     app.register_functions(blueprint)

@@ -13,6 +13,7 @@ import logging
 import azure.durable_functions as df
 
 from adapters import clients
+from adapters.generations import served_key
 from adapters.preview_folders import delete_preview_folder
 from core import contracts as c
 from core.ids import expiry_instance_id
@@ -45,6 +46,8 @@ async def schedule_preview_expiry(payload: c.ExpiryInput,
 @bp.activity_trigger(input_name="payload", activity=c.DELETE_PREVIEWS)
 def delete_previews_when_due(payload: c.DeletePreviewsInput) -> c.DeletePreviewsOutput:
     s = clients.settings()
-    deleted = delete_preview_folder(clients.store(s), s, payload["task_id"])
+    store = clients.store(s)
+    # the pages the public sees now: a re-run promoted since the task ended serves its own (adapters.generations)
+    deleted = delete_preview_folder(store, s, served_key(store, s.container, payload["task_id"]))
     logger.info("task %s: preview pages expired (%s files deleted)", payload["task_id"], deleted or 0)
     return {"deleted": deleted or 0}

@@ -24,7 +24,8 @@ from adapters.blobs import BlobStore
 from adapters.preview_folders import existing_preview_folder
 from adapters.results_bundle import linked_blobs, zip_is_current
 from api.edge import http_edge, json_response
-from api.starters import ACTIVE, _base_url, _runtime, _task_input, authorize_task, finished_task
+from api.starters import (ACTIVE, _base_url, _runtime, _task_input, authorize_task, finished_task,
+                          first_generation_only)
 from core import contracts as c
 from core.ids import expiry_instance_id, repeats_instance_id, rerender_instance_id, results_zip_instance_id
 from core.requests import parse_json_body, parse_rerender
@@ -57,6 +58,8 @@ async def post_previews(req: func.HttpRequest, client: df.DurableOrchestrationCl
     task_id = req.route_params["task_id"]
     await authorize_task(req, client, task_id)
     await finished_task(client, task_id, "previews")
+    first_generation_only(clients.store(clients.settings()), clients.settings().container, task_id,
+                          "a re-render at another threshold")
     threshold = parse_rerender(parse_json_body(req.get_body(), req.headers.get("content-type", "")))
     status_url = f"{_base_url(req)}/api/tasks/{task_id}/results"
     for instance, what in ((rerender_instance_id(task_id), "a preview re-render"),

@@ -73,6 +73,13 @@ REQUEST_FIELDS: dict[str, dict[str, Any]] = {
                    "hash is part of the task id; with first_n only its first N rows run; not with sample_n. A "
                    "missing, unreadable, empty, malformed or too large list is a 400",
                    "examples": ["lists/season-1.csv"]},
+    "rerun": {"type": ["boolean", "null"], "description": "run a task that finished (or failed) again as a new "
+              "generation: its own pool job and results; the previous results stay served until it completes; 409 "
+              "while the task runs; not part of the task id"},
+    "only_new": {"type": ["boolean", "null"], "description": "NOT AVAILABLE YET (true is refused with 400): a "
+                 "re-run that reuses the previous generation's detections of images whose name and ETag are "
+                 "unchanged and sends only new or changed images to the pool (implies rerun); not part of the task "
+                 "id"},
 }
 
 
@@ -173,7 +180,7 @@ def description(base_url: str = "") -> dict[str, Any]:
                          "responses": {"202": _answer("started", "TaskStarted"),
                                        "200": _answer("the same request's task already runs or completed",
                                                       "TaskStarted"),
-                                       **_errors(400, 401, 403, 404, 413, 415, 429)}},
+                                       **_errors(400, 401, 403, 404, 409, 413, 415, 429)}},
                 "get": {"operationId": "listTasks", "summary": "tasks, newest first",
                         "parameters": [{"name": "limit", "in": "query", "required": False,
                                         "schema": {"type": "integer", "minimum": 1, "default": 50}}],
@@ -244,7 +251,13 @@ def description(base_url: str = "") -> dict[str, Any]:
                         "gpu_hours": {"type": "number"}, "wall_seconds": {"type": "integer"},
                         "cost": {"type": ["number", "null"]}}}}},
                 "Results": {"type": "object", "required": ["id", "stage", "results", "previews"], "properties": {
-                    "id": {"type": "string"}, "stage": {"enum": [*Stage]}, "previews": obj, "links": obj,
+                    "id": {"type": "string"}, "stage": {"enum": [*Stage]}, "previews": obj,
+                    "generation": {"type": "string", "description": "the run id of the generation served (a "
+                                   "re-run's, once promoted); empty for the task's first run"},
+                    "rerun": {"type": "object", "description": "present while a re-run runs: these results are the "
+                              "previous generation's", "properties": {"stage": {"enum": [*Stage]},
+                                                                        "hint": {"type": "string"}}},
+                    "links": obj,
                     "zip": {"type": "object", "required": ["state"], "properties": {
                         "state": {"enum": ["not_needed", "building", "ready"]}, "blob": {"type": "string"},
                         "bytes": {"type": "integer"}, "files": {"type": "integer"},

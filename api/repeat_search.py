@@ -97,11 +97,13 @@ def list_fields(found: Mapping[str, Any]) -> dict[str, Any]:
 async def post_repeat_search(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     """Start a search of the finished task's results with the options in the body; the new list replaces the
     current one and the preview page is rendered again."""
-    from api.starters import _base_url, _removal_status, _task_input, authorize_task, finished_task
+    from api.starters import (_base_url, _removal_status, _task_input, authorize_task, finished_task,
+                              first_generation_only)
 
     task_id = req.route_params["task_id"]
     await authorize_task(req, client, task_id)
     await finished_task(client, task_id, "results to search")
+    first_generation_only(clients.store(clients.settings()), clients.settings().container, task_id, "a repeat search")
     raw = req.get_body() or b""
     body = parse_json_body(raw, req.headers.get("content-type", "")) if raw.strip() else {}
     options = parse_repeat_search(body)

@@ -6,9 +6,11 @@ answers a bare 500. Both edges share ``start_task``, so a request posted over HT
 request dropped as ``incoming/<name>.json`` are the same task (the id is a hash of the normalized request).
 
     POST /api/tasks                 start (or find) a task          202 {id, status_url, ...}
+                                    ("rerun": true: run a finished task again as a new generation; 409 while it runs)
     GET  /api/tasks                 the tasks this app knows, newest first (?limit=N, default 50)
     GET  /api/tasks/{id}            stage, counts, progress, ETA    200
-    GET  /api/tasks/{id}/results    where the results and previews are (409 while running)
+    GET  /api/tasks/{id}/results    where the results and previews are (409 while running, except a re-run: the
+                                    previous generation's until the re-run completes; adapters.generations)
     POST /api/tasks/{id}/cancel     stop the task's pool work       202
     GET  /api/tasks/{id}/repeats    repeated detections found, and the state of their removal
     POST /api/tasks/{id}/repeats    remove some ({"remove": [...] | "all"} or {"keep": [...]}, "search": id)   202
@@ -29,13 +31,15 @@ import logging
 import os
 import secrets
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypedDict
 
 import azure.durable_functions as df
 import azure.functions as func
 from azure.core.exceptions import AzureError
 
 from adapters import clients
+from adapters.blobs import BlobStore
+from adapters.generations import served_generation, served_key
 from adapters.image_lists import scan_image_list
 from adapters.preview_folders import delete_preview_folder, existing_preview_folder
 from api.callers import (ANONYMOUS_OPERATOR, Caller, caller_from_headers, enforce_owner, enforce_request_limits,
@@ -43,10 +47,10 @@ from api.callers import (ANONYMOUS_OPERATOR, Caller, caller_from_headers, enforc
 from api.edge import http_edge, json_response
 from core import contracts as c
 from core.contracts import FINISHED, Stage
-from core.errors import (ContainerNotFound, RequestInvalid, SourceUnavailable, TaskNotFinished, TaskNotFound,
-                         TooManyActiveTasks, TrapbatchError)
+from core.errors import (ContainerNotFound, RequestInvalid, RerunGenerationUnsupported, SourceUnavailable,
+                         TaskNotFinished, TaskNotFound, TaskStillRunning, TooManyActiveTasks, TrapbatchError)
 from core.ids import is_task_id, repeats_instance_id, shards_instance_id
-from core.requests import MAX_BODY_BYTES, parse_json_body, parse_repeat_removal, parse_task_request
+from core.requests import MAX_BODY_BYTES, TaskRequest, parse_json_body, parse_repeat_removal, parse_task_request
 from core.settings import Settings, drop_trigger_source
 from gpu_batch import layout
 from gpu_batch.models import BLOB_SCHEME, known_model, known_names, unsupported_reason
@@ -134,16 +138,26 @@ async def start_task(client: df.DurableOrchestrationClient, body: Any, settings:
                                          settings.image_list_max_bytes)
         request = dataclasses.replace(request, image_list_sha256=listed.sha256)
     task_id = request.task_id_for(caller.id)
-    existing = await client.get_status(task_id)
-    if _runtime(existing) in ACTIVE | {"Completed"}:
+    existing = await client.get_status(task_id, show_input=True)
+    runtime = _runtime(existing)
+    if runtime in ACTIVE and request.rerun:
+        raise TaskStillRunning(f"task {task_id} is still running (stage: {_stage_of(existing)}); it can be run again "
+                               "once it has finished", f"wait until GET /api/tasks/{task_id} shows it finished, or "
+                               f"POST /api/tasks/{task_id}/cancel it, then post the request with \"rerun\" again")
+    if runtime in ACTIVE or (runtime == "Completed" and not request.rerun):
         return False, task_id
     await _enforce_active_limit(client, caller, settings)
     knobs = {**settings.knobs.to_dict(), "images_per_shard": request.images_per_shard}
     if request.max_failed_fraction is not None:
         knobs["max_failed_fraction"] = request.max_failed_fraction
     run = layout.run_id(datetime.now(timezone.utc), secrets.token_hex(2))  # a job of its own for this run's pool work
+    generations = _generations(task_id, run, runtime, _task_input(existing), request, settings)
     try:
         task_input = c.TaskInput(task_id=task_id, request=request.to_dict(), knobs=knobs, run=run)
+        if "generation" in generations:
+            task_input["generation"] = generations["generation"]
+        if "previous" in generations:
+            task_input["previous"] = generations["previous"]
         if caller.verified:
             task_input["owner"] = caller.id
         if drop:  # answers (done, estimate) go beside the dropped request
@@ -158,6 +172,43 @@ async def start_task(client: df.DurableOrchestrationClient, body: Any, settings:
     logger.info("task %s: started for container %s prefix %r%s", task_id, request.container, request.prefix,
                 f" by caller {caller.id}" if caller.verified else "")
     return True, task_id
+
+
+def _stage_of(status: Any) -> str:
+    custom = getattr(status, "custom_status", None)
+    return str(custom.get("stage", Stage.starting)) if isinstance(custom, dict) else str(Stage.starting)
+
+
+class _Generations(TypedDict, total=False):
+    generation: str
+    previous: str
+
+
+def _generations(task_id: str, run: str, runtime: str | None, last: dict[str, Any], request: TaskRequest,
+                 settings: Settings) -> _Generations:
+    """Which generation a start is (``orchestrations.task``), and which one is served until it completes.
+
+    * the task's first start: its first generation, under the task id itself (no keys: as before re-runs);
+    * ``rerun`` of a task that ran before: a new generation, ``run``, with its own state and results; the generation
+      served now stays served (``previous``) until the new one is promoted, if it has results at all;
+    * a plain request for a task whose last run failed or was terminated: that run's generation again, which resumes
+      from the results its attempts already wrote (as before re-runs), serving what that run would have served.
+    """
+    if runtime is None:
+        return {}
+    if not request.rerun:
+        again = _Generations()
+        if last.get("generation"):
+            again["generation"] = str(last["generation"])
+        if "previous" in last:
+            again["previous"] = str(last["previous"])
+        return again
+    store = clients.store(settings)
+    served = served_generation(store, settings.container, task_id)
+    out = _Generations(generation=run)
+    if store.exists(settings.container, layout.results_blob(layout.generation_key(task_id, served))):
+        out["previous"] = served
+    return out
 
 
 async def _enforce_active_limit(client: df.DurableOrchestrationClient, caller: Caller, settings: Settings) -> None:
@@ -183,6 +234,16 @@ def request_caller(req: func.HttpRequest) -> Caller:
     if (os.environ.get("TRAPBATCH_CALLER_AUTH", "") or "none") == "none":
         return ANONYMOUS_OPERATOR
     return caller_from_headers(req.headers, clients.settings())
+
+
+def first_generation_only(store: BlobStore, container: str, task_id: str, what: str) -> None:
+    """409 for ``what`` on a task whose served results are a re-run's (``adapters.generations``): the re-render,
+    repeat search and zip read and write the first generation's names (not built for re-runs yet)."""
+    if served_generation(store, container, task_id):
+        raise RerunGenerationUnsupported(f"{what} is not available for task {task_id}: its results come from a re-run",
+                                         "download the results and CSV (GET .../results) and work on them locally, or "
+                                         "post the request again without rerun as a task of its own (another "
+                                         "request_name does not change the id: change e.g. images_per_shard)")
 
 
 async def authorize_task(req: func.HttpRequest, client: df.DurableOrchestrationClient, task_id: str) -> Caller:
@@ -273,7 +334,8 @@ async def list_tasks(req: func.HttpRequest, client: df.DurableOrchestrationClien
     return _json(200, {"tasks": rows[:limit], "total": len(rows)})
 
 
-async def _child_progress(client: df.DurableOrchestrationClient, task_id: str, groups: int) -> dict[str, int]:
+async def _child_progress(client: df.DurableOrchestrationClient, task_id: str, groups: int,
+                          run: str = "") -> dict[str, int]:
     """Sum the progress counters of the task's shard groups, from their custom statuses, in ONE instance query.
 
     Why a query by id prefix rather than one status read per group: each read cost a round trip (~12.5 ms per group
@@ -285,8 +347,8 @@ async def _child_progress(client: df.DurableOrchestrationClient, task_id: str, g
     ``images_progress`` sums each group's own never-decreasing count; a group from before that count reports its
     final and in-progress images instead.
     """
-    wanted = {shards_instance_id(task_id, g) for g in range(groups)}
-    prefix = shards_instance_id(task_id, 0)[: -len("0000")]
+    wanted = {shards_instance_id(task_id, g, run) for g in range(groups)}
+    prefix = shards_instance_id(task_id, 0)[: -len("0000")]  # every run's groups: a re-run's ids carry its run
     totals: dict[str, int] = {}
     for child in await _all_instances(client, prefix, show_input=False):
         if str(getattr(child, "instance_id", "") or "") not in wanted:
@@ -325,7 +387,7 @@ async def describe_task(client: df.DurableOrchestrationClient, task_id: str) -> 
     elif runtime == "Terminated":
         out["stage"] = Stage.terminated
     if out["stage"] == Stage.detecting and custom.get("groups"):
-        progress = await _child_progress(client, task_id, int(custom["groups"]))
+        progress = await _child_progress(client, task_id, int(custom["groups"]), str(custom.get("groups_run") or ""))
         out.update({k: progress.get(k, 0) for k in ("images_done", "images_failed", "images_missing", "resubmissions")})
         out["images_done"] = progress.get("images_progress", 0)  # final or counted by running shards; never lower
         out["shards_done"] = progress.get("done", 0) + progress.get("given_up", 0)
@@ -384,12 +446,17 @@ def _preview_page(req: func.HttpRequest, s: Settings, task_id: str, variant: str
 async def get_results(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     task_id = req.route_params["task_id"]
     await authorize_task(req, client, task_id)
-    info = await finished_task(client, task_id, "results")
+    info = await describe_task(client, task_id)
+    rerunning = info["stage"] not in FINISHED
+    if rerunning and "previous" not in _task_input(await client.get_status(task_id, show_input=True)):
+        info = await finished_task(client, task_id, "results")  # 409: no generation of it has results to serve
     from adapters import share_links  # read-only links, minted per request and returned only here
 
     s = clients.settings()
     store = clients.store(s)
-    files = share_links.result_files(store, s.container, task_id)
+    generation = served_generation(store, s.container, task_id)
+    key = layout.generation_key(task_id, generation)  # a re-run's results only once it completed (promotion)
+    files = share_links.result_files(store, s.container, key)
     try:
         links: dict[str, Any] = share_links.linked(files, share_links.read_links(
             store, s.container, share_links.all_names(files), s.link_days))
@@ -398,16 +465,20 @@ async def get_results(req: func.HttpRequest, client: df.DurableOrchestrationClie
                  "hint": "the app's identity needs generateUserDelegationKey on its storage account (Storage Blob "
                          "Data Owner, which infra/app/rbac.bicep grants, includes it)"}
     answer: dict[str, Any] = {
-        "id": task_id, "stage": info["stage"],
-        "results": {"container": s.container, "blob": layout.results_blob(task_id),
-                    "url": store.url(s.container, layout.results_blob(task_id)), "csv": layout.csv_blob(task_id),
+        "id": task_id, "stage": info["stage"], "generation": generation,
+        "results": {"container": s.container, "blob": layout.results_blob(key),
+                    "url": store.url(s.container, layout.results_blob(key)), "csv": layout.csv_blob(key),
                     "exports": {v: e["exports"] for v, e in files.items()}},
-        "previews": _preview_page(req, s, task_id),
+        "previews": _preview_page(req, s, key),
         "links": links,
     }
-    from api.after_task import extend_results  # re-renders, expiry, the zip (api/after_task.py)
+    if rerunning:
+        answer["rerun"] = {"stage": info["stage"], "hint": "these are the results of the task's previous run; the "
+                           "re-run's replace them when it completes (its stage becomes 'completed')"}
+    if not generation:  # re-renders, expiry, the zip (api/after_task.py) work on a task's first generation only
+        from api.after_task import extend_results
 
-    await extend_results(client, s, store, task_id, files, answer)
+        await extend_results(client, s, store, task_id, files, answer)
     return _json(200, answer)
 
 
@@ -420,7 +491,8 @@ async def delete_previews(req: func.HttpRequest, client: df.DurableOrchestration
     await authorize_task(req, client, task_id)
     await finished_task(client, task_id, "previews")
     s = clients.settings()
-    deleted = delete_preview_folder(clients.store(s), s, task_id)
+    store = clients.store(s)
+    deleted = delete_preview_folder(store, s, served_key(store, s.container, task_id))
     if deleted is None:
         return _json(404, {"error": f"task {task_id} has no preview pages", "hint": "they were deleted already, or "
                            "the task never reached its publishing stage"})
@@ -484,10 +556,12 @@ def _task_input(status: Any) -> dict[str, Any]:
     return raw if isinstance(raw, dict) else {}
 
 
-async def _removal_status(client: df.DurableOrchestrationClient, task_id: str) -> dict[str, Any] | None:
-    status = await client.get_status(repeats_instance_id(task_id))
+async def _removal_status(client: df.DurableOrchestrationClient, task_id: str, key: str) -> dict[str, Any] | None:
+    """The task's last repeat removal, if it was of the served generation ``key`` (a removal of a generation a re-run
+    replaced is not this one's)."""
+    status = await client.get_status(repeats_instance_id(task_id), show_input=True)
     runtime = _runtime(status)
-    if runtime is None:
+    if runtime is None or _task_input(status).get("task_id", task_id) != key:
         return None
     custom = status.custom_status if isinstance(status.custom_status, dict) else {}
     out: dict[str, Any] = {"runtime_status": runtime, **custom}
@@ -508,17 +582,19 @@ async def task_repeats(req: func.HttpRequest, client: df.DurableOrchestrationCli
     await authorize_task(req, client, task_id)
     await finished_task(client, task_id, "repeated-detection list")
     s = clients.settings()
-    found = clients.store(s).read_json_or_none(s.container, layout.repeats_blob(task_id))
+    store = clients.store(s)
+    key = served_key(store, s.container, task_id)  # the served generation's (layout.generation_key)
+    found = store.read_json_or_none(s.container, layout.repeats_blob(key))
     if found is None:
         return _json(404, {"error": f"task {task_id} has no repeated-detection list",
                            "hint": "the merge writes it; a task merged by an older trapbatch has none"})
-    removal = await _removal_status(client, task_id)
+    removal = await _removal_status(client, task_id, key)
     searching = await repeat_search.search_status(client, task_id)
     if removal is not None and removal.get("stage") == Stage.completed:
-        removal["previews"] = {**(removal.get("previews") or {}), **_preview_page(req, s, task_id, REPEATS_REMOVED)}
+        removal["previews"] = {**(removal.get("previews") or {}), **_preview_page(req, s, key, REPEATS_REMOVED)}
     if req.method == "GET":
         return _json(200, {"id": task_id, "locations": found["locations"], "options": found["options"],
-                           **repeat_search.list_fields(found), "blob": layout.repeats_blob(task_id),
+                           **repeat_search.list_fields(found), "blob": layout.repeats_blob(key),
                            "removal": removal, "searching": searching})
     body = parse_json_body(req.get_body(), req.headers.get("content-type", ""))
     repeat_search.ensure_idle(task_id, removal, searching)
@@ -526,7 +602,7 @@ async def task_repeats(req: func.HttpRequest, client: df.DurableOrchestrationCli
     remove = parse_repeat_removal(body, [loc["id"] for loc in found["locations"]])
     request = _task_input(await client.get_status(task_id, show_input=True)).get("request", {})
     await client.start_new(c.REPEATS_ORCHESTRATOR, repeats_instance_id(task_id), c.RepeatsInput(
-        task_id=task_id, model=request.get("model", ""), request_name=request.get("request_name", ""),
+        task_id=key, model=request.get("model", ""), request_name=request.get("request_name", ""),
         remove=remove, search=search))
     logger.info("task %s: removing %d repeated-detection locations", task_id, len(remove))
     return _json(202, {"id": task_id, "removing": remove, "status_url": f"{_base_url(req)}/api/tasks/{task_id}/repeats",

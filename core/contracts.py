@@ -74,6 +74,11 @@ class TaskInput(TypedDict):
     run: NotRequired[str]  # this run's id (gpu_batch.layout.run_id): its pool work goes to a job of its own
     owner: NotRequired[str]  # the verified caller id (api/callers.py, TRAPBATCH_CALLER_AUTH=easyauth); absent: no owner
     drop: NotRequired[str]  # the name of the dropped request (incoming/<name>.json) that started it: answers go beside
+    # A re-run (``"rerun": true``): the generation this run is (its state and results under
+    # ``gpu_batch.layout.generation_key(task_id, generation)``; absent or "": the task's first generation) ...
+    generation: NotRequired[str]
+    # ... and the generation whose results the task serves until this one completes and is promoted (absent: none).
+    previous: NotRequired[str]
 
 
 class ShardState(TypedDict):
@@ -313,6 +318,8 @@ class TaskStatus(TypedDict, total=False):
     finished: str
     error: str
     pool_job: str
+    generation: str  # a re-run's run id (its results are under gpu_batch.layout.generation_key); absent: the first
+    groups_run: str  # the run in the shard groups' instance ids (core.ids.shards_instance_id); absent: none
     images: int
     shards: int
     groups: int
@@ -714,3 +721,21 @@ class ResultsZipOutput(TypedDict):
     files: int
     bytes: int  # the zip's size
     not_found: NotRequired[int]  # image list: its names the container does not hold (failed entries in the results)
+
+
+# ---------------------------------------------------------------- generations (activities.generations)
+PROMOTE = "promote_generation"
+
+
+class PromoteInput(TypedDict):
+    """Make ``generation`` the task's results (``current.json``) and take ``previous``'s preview pages offline."""
+
+    task_id: str
+    generation: str
+    previous: NotRequired[str]  # absent: no generation was served before this one
+
+
+class PromoteOutput(TypedDict):
+    promoted: str  # the generation key now served
+    previews_deleted: int  # blobs of the previous generation's preview folder taken off the static website
+

@@ -44,9 +44,12 @@ def repeat_search_id(started: datetime, random_hex: str) -> str:
     return f"s{started.astimezone(timezone.utc):%Y%m%dT%H%M%SZ}-{random_hex}"
 
 
-def shards_instance_id(task_id: str, group: int) -> str:
-    """Instance id of the sub-orchestration that drives shard group ``group`` of a task."""
-    return f"{task_id}-shards-{group:04d}"
+def shards_instance_id(task_id: str, group: int, run: str = "") -> str:
+    """Instance id of the sub-orchestration that drives shard group ``group`` of a task; a re-run's groups carry its
+    ``run`` (``gpu_batch.layout.run_id``), so they never reuse the ids of the finished groups of an earlier run (a
+    sub-orchestration started under the id of a completed instance was never started by devhost, and the task waited
+    for it forever). Either way the ids start with ``<task>-shards-``, which the status API lists."""
+    return f"{task_id}-shards-{run + '-' if run else ''}{group:04d}"
 
 
 def rerender_instance_id(task_id: str) -> str:

@@ -19,7 +19,8 @@ from core.repeats import RepeatOptions
 _CONTAINER_RE = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$")
 ALLOWED_FIELDS = ("container", "prefix", "first_n", "sample_n", "seed", "model", "request_name", "caller",
                   "images_per_shard", "source_account_url", "credential_secret", "max_failed_fraction",
-                  "preview_threshold", "dry_run", "notify_url", "previews_expire_days", "image_list")
+                  "preview_threshold", "dry_run", "notify_url", "previews_expire_days", "image_list", "rerun",
+                  "only_new")
 # Fields the edge sets, never the body: the image list's content hash (api/starters.py reads the list). They travel
 # with the request (to_dict / from_dict) so the enumeration can check it reads the list the id was made from.
 EDGE_FIELDS = ("image_list_sha256",)
@@ -78,6 +79,11 @@ class TaskRequest:
     # A blob in ``container`` listing exactly the images to run (core/imagelist.py); paths relative to ``prefix``.
     image_list: str = ""
     image_list_sha256: str = ""  # set by the edge from the list's bytes (EDGE_FIELDS), part of the task id
+    # Verbs, not part of the task id (``identity``): run a task that already finished again, as a new generation with
+    # its own state and results (``orchestrations.task``); ``only_new`` is to reuse the previous generation's detections
+    # of the images whose name and ETag are unchanged (refused until that is built, ``_only_new``).
+    rerun: bool = False
+    only_new: bool = False
 
     @property
     def task_id(self) -> str:
@@ -278,6 +284,8 @@ def parse_task_request(body: Any, default_model: str = "", default_images_per_sh
         notify_url=_notify_url(body),
         previews_expire_days=_opt_int(body, "previews_expire_days", 1, MAX_PREVIEWS_EXPIRE_DAYS),
         image_list=image_list,
+        rerun=_opt_bool(body, "rerun") or _only_new(body),
+        only_new=_only_new(body),
     )
 
 
@@ -305,6 +313,16 @@ def _image_list(body: Mapping[str, Any]) -> str:
         raise RequestInvalid(f"'image_list' {name!r} names a folder, not a blob",
                              'name the CSV or JSON blob in the container, e.g. "lists/season-1.csv"')
     return name
+
+
+def _only_new(body: Mapping[str, Any]) -> bool:
+    """Refused until the reuse step exists: running every image again, where the caller asked for the new ones only,
+    would cost GPU hours nobody expected."""
+    if _opt_bool(body, "only_new"):
+        raise RequestInvalid("'only_new' is not available yet: this trapbatch cannot yet reuse earlier detections",
+                             "send \"rerun\": true to run every image again, or post the new images as a task of "
+                             "their own (a prefix)")
+    return False
 
 
 def parse_repeat_removal(body: Any, known_ids: list[str]) -> list[str]:

@@ -36,6 +36,14 @@ In the task-state container::
     results/<task>/exports[/<variant>]/coco.json         COCO Camera Traps (activities.exports)
     results/<task>/exports[/<variant>]/camtrap-dp/datapackage.json | deployments.csv | media.csv | observations.csv
     results/<task>/exports[/<variant>]/zooniverse/batch-<n>.csv   Zooniverse subject manifests, n from 001
+    results/<task>/current.json                          which generation's results are the task's (re-runs)
+
+Generations (``"rerun": true``, ``api.starters``): the first run of a task keeps its state and results under the task
+id itself, as above. A re-run is a new generation whose key is ``<task>/runs/<run>`` (``generation_key``), so all of
+its state lives under ``tasks/<task>/runs/<run>/`` and its results under ``results/<task>/runs/<run>/``, with the same
+names as above below those prefixes. When it completes, ``current.json`` is rewritten to name it (one blob write:
+readers see the old generation or the new one, never a mix); without ``current.json`` the first generation's are the
+task's results.
 
 In the static website: ``<folder>/index.html``, ``<folder>/<variant>/index.html``, ``<folder>/thumbs/<hash>.jpg``.
 In the drop container: ``<name>.json`` starts a task; trapbatch answers with ``<name>.task.json`` or
@@ -159,6 +167,27 @@ def pool_log_prefix(job_id: str, pool_task: str) -> str:
     virtual directory it is given, keeping the file names (batch-task-output-files.md).
     """
     return f"{task_prefix(task_of_pool_job(job_id))}logs/{job_id}/{pool_task}/"
+
+
+# ---------------------------------------------------------------- generations (re-runs)
+
+_RUN_RE = re.compile(r"r\d{12}[0-9a-f]+")
+
+
+def generation_key(task_id: str, generation: str = "") -> str:
+    """Where one generation of a task keeps its state and results: the task id for its first generation (every task
+    from before re-runs), ``<task>/runs/<run>`` for a generation a re-run started. Every name above takes it in place
+    of a task id; pool jobs, cancel markers and logs stay the task's (they carry the run themselves)."""
+    if not generation:
+        return task_id
+    if _RUN_RE.fullmatch(generation) is None:
+        raise ValueError(f"{generation!r} is not a run id (r<12 digits><hex>)")
+    return f"{task_id}/runs/{generation}"
+
+
+def current_generation_blob(task_id: str) -> str:
+    """``{"generation": <run>}``: the generation whose results are the task's (absent: the first generation's)."""
+    return f"{results_prefix(task_id)}current.json"
 
 
 # ---------------------------------------------------------------- listing parts (parallel enumeration)
@@ -293,8 +322,9 @@ def zooniverse_batch_blob(task_id: str, batch: int, variant: str = "") -> str:
 # ---------------------------------------------------------------- static website
 
 def preview_folder_name(task_id: str, random_hex: str) -> str:
-    """``<task>-<random>``: the static website is public, so the folder carries random bits (see activities.previews)."""
-    return f"{task_id}-{random_hex}"
+    """``<task>-<random>``: the static website is public, so the folder carries random bits (see activities.previews).
+    A re-run's generation key (``<task>/runs/<run>``) becomes ``<task>-runs-<run>-<random>``: one folder level."""
+    return f"{task_id.replace('/', '-')}-{random_hex}"
 
 
 def page_blob(folder: str, variant: str = "") -> str:

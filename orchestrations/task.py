@@ -1,4 +1,12 @@
-"""The task orchestrator: enumerate -> shard groups (sub-orchestrations) -> merge -> previews.
+"""The task orchestrator: enumerate -> shard groups (sub-orchestrations) -> merge -> previews [-> promote].
+
+A re-run (``"rerun": true``) is a new *generation* of the task (``TaskInput["generation"]``, a run id): everything it
+writes (listing, manifests, attempt results, merge work, results, exports, previews) goes under its own key,
+``gpu_batch.layout.generation_key(task_id, generation)``, which every activity takes in place of the task id, so the
+previous generation's files are never touched and stay served. Only when the re-run completes (``completed`` or
+``completed_with_errors``) does the ``promote_generation`` activity point the task at the new results; a re-run that is
+cancelled, fails, expires or only estimates leaves the previous generation served. Pool jobs, cancel markers, shard
+group instance ids and notifications stay the task's (the groups' ids carry the run: ``core.ids.shards_instance_id``).
 
 Deterministic code only. Its input is the normalized request plus a snapshot of the tuning knobs (orchestrators never
 read the environment). Progress for people goes to ``custom_status``; the per-shard detail lives in the shard-group
@@ -18,7 +26,7 @@ from core.expiry import expiry_time
 from core.ids import shards_instance_id
 from core.settings import OrchestrationKnobs
 from core.shards import group_count_limit, group_shards, in_flight_shares
-from gpu_batch.layout import pool_job_id, shard_id
+from gpu_batch.layout import generation_key, pool_job_id, shard_id
 from orchestrations.enumeration import enumerate_in_parallel
 from orchestrations.fanin import fan_in
 from orchestrations.retries import POOL_RETRY, STORAGE_RETRY, RetryPolicy, call
@@ -199,11 +207,13 @@ def _publish_event(context: df.DurableOrchestrationContext, data: c.TaskInput,
 def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id: str, started: str,
               pool_used: list[bool]) -> Generator[Any, Any, c.TaskStatus]:
     task_id = data["task_id"]
+    generation = data.get("generation", "")
+    key = generation_key(task_id, generation)  # where this generation's state and results go (the task id at first)
     request = data["request"]
     knobs = OrchestrationKnobs.from_dict(data["knobs"])
     context.set_custom_status(c.TaskStatus(stage=Stage.enumerating, started=started))
 
-    enumeration: c.EnumerateOutput = yield from enumerate_in_parallel(context, task_id, request)
+    enumeration: c.EnumerateOutput = yield from enumerate_in_parallel(context, key, request)
     if enumeration["images"] == 0:
         if request.get("image_list"):
             raise NoImagesFound(f"none of the images of list {request['image_list']!r} exist in {_where(request)}; "
@@ -225,14 +235,18 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
     groups = group_shards(enumeration["shards"], group_count_limit(enumeration["shards"], knobs.shards_per_group,
                                                                    knobs.max_in_flight))
     shares = in_flight_shares([len(group) for group in groups], knobs.max_in_flight)
-    context.set_custom_status(c.TaskStatus(stage=Stage.detecting, started=started, images=enumeration["images"],
-                                           shards=enumeration["shards"], groups=len(groups), pool_job=job_id))
+    detecting = c.TaskStatus(stage=Stage.detecting, started=started, images=enumeration["images"],
+                             shards=enumeration["shards"], groups=len(groups), pool_job=job_id)
+    groups_run = data.get("run", "") if generation else ""  # a re-run's groups get ids of their own
+    if groups_run:
+        detecting["generation"], detecting["groups_run"] = generation, groups_run
+    context.set_custom_status(detecting)
     children = [
         context.call_sub_orchestrator(
             c.SHARDS_ORCHESTRATOR,
-            c.ShardsInput(task_id=task_id, job_id=job_id, knobs=knobs.to_dict(), shards=[shard_id(i) for i in group],
+            c.ShardsInput(task_id=key, job_id=job_id, knobs=knobs.to_dict(), shards=[shard_id(i) for i in group],
                           max_in_flight=shares[g]),
-            shards_instance_id(task_id, g))
+            shards_instance_id(task_id, g, groups_run))
         for g, group in enumerate(groups)
     ]
     pool_used[0] = True
@@ -247,21 +261,28 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
 
     context.set_custom_status(c.TaskStatus(stage=Stage.merging, started=started, images=enumeration["images"],
                                            shards=enumeration["shards"]))
-    merged: c.MergeOutput = yield from fan_in(context, task_id, request["model"], enumeration["images"],
+    merged: c.MergeOutput = yield from fan_in(context, key, request["model"], enumeration["images"],
                                               enumeration["shards"], knobs)
     exports: c.ExportsOutput | None = None
     exports_error = ""
     try:  # COCO, Camtrap DP, Zooniverse (activities.exports); the results stand without them, so a failure is noted
-        exports = yield from call(context, c.EXPORTS, STORAGE_RETRY, c.ExportsInput(task_id=task_id, variant=""))
+        exports = yield from call(context, c.EXPORTS, STORAGE_RETRY, c.ExportsInput(task_id=key, variant=""))
     except Exception as exc:  # noqa: BLE001 - the activity's last failure after its retries
         exports_error = _first_line(exc)
 
     context.set_custom_status(c.TaskStatus(stage=Stage.publishing, started=started, images=enumeration["images"]))
     previews: c.PreviewsOutput = yield from call(context, c.PREVIEWS, STORAGE_RETRY, c.PreviewsInput(
-        task_id=task_id, model=request["model"], request_name=request.get("request_name", "")))
+        task_id=key, model=request["model"], request_name=request.get("request_name", "")))
+    if generation:  # a re-run's results are complete: from now on they are the task's
+        promote = c.PromoteInput(task_id=task_id, generation=generation)
+        if "previous" in data:
+            promote["previous"] = data["previous"]
+        yield from call(context, c.PROMOTE, STORAGE_RETRY, promote)
 
     summary = _final_status(started, context.current_utc_datetime.isoformat(), enumeration, outcomes, merged, previews,
                             knobs.max_failed_fraction, job_id)
+    if generation:
+        summary["generation"] = generation
     if exports is not None:
         summary["results"]["exports"] = exports
     else:

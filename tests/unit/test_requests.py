@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from core.errors import RequestInvalid
-from core.requests import parse_task_request
+from core.requests import TaskRequest, parse_task_request
 
 
 def test_minimal_request_normalizes_defaults() -> None:
@@ -157,3 +157,20 @@ def test_dry_run_is_a_boolean_and_part_of_the_task_id_only_when_set() -> None:
     assert parse_task_request({"container": "cams", "dry_run": False}).task_id == real.task_id
     with pytest.raises(RequestInvalid, match="dry_run"):
         parse_task_request({"container": "cams", "dry_run": "yes"})
+
+
+def test_rerun_is_a_verb_not_part_of_the_task_id() -> None:
+    plain = parse_task_request({"container": "cams"})
+    again = parse_task_request({"container": "cams", "rerun": True})
+    assert again.rerun is True and plain.rerun is False
+    assert again.task_id == plain.task_id and again.task_id_for("ana") == plain.task_id_for("ana")
+    assert again.to_dict()["rerun"] is True and TaskRequest.from_dict(again.to_dict()) == again
+    with pytest.raises(RequestInvalid, match="'rerun' must be true or false"):
+        parse_task_request({"container": "cams", "rerun": "yes"})
+
+
+def test_only_new_is_refused_with_a_hint_until_the_reuse_step_exists() -> None:
+    assert parse_task_request({"container": "cams", "only_new": False}).only_new is False
+    with pytest.raises(RequestInvalid, match="'only_new' is not available yet") as refused:
+        parse_task_request({"container": "cams", "only_new": True})
+    assert '"rerun": true' in refused.value.hint

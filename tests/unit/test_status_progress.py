@@ -132,3 +132,15 @@ def test_the_images_done_count_never_goes_backwards_while_groups_move_on() -> No
 
     with_api({}, body)
     assert seen == [9, 14, 14, 18] and seen == sorted(seen)
+
+
+def test_a_reruns_progress_sums_its_own_groups_not_those_of_the_earlier_run() -> None:
+    run = "r261201120000ab12"
+    groups = {shards_instance_id(TASK, g): group_status(done=50, progress=500) for g in range(3)}  # the earlier run
+    groups.update({shards_instance_id(TASK, g, run): group_status(done=g, progress=g * 10 + 1) for g in range(2)})
+
+    async def body(base: str, api: ManagementApi) -> Any:
+        return await starters.describe_task(Client(base, {**TASK_STATUS, "groups": 2, "groups_run": run}), TASK)
+
+    out = with_api(groups, body)
+    assert out["images_done"] == 1 + 11 and out["shards_done"] == 0 + 1

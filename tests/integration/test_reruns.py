@@ -1,0 +1,116 @@
+"""Re-runs end to end on devhost with the local pool: ``"rerun": true`` runs a finished task again as a new generation
+(its own pool job and results), while the previous results stay served until the new ones are complete.
+
+The re-run is held in ``awaiting_confirmation`` (TRAPBATCH_CONFIRM_ABOVE_IMAGES) to look at the task between its
+start and its completion without racing it; pool work is counted from LocalPool's table (one row per shard attempt)
+and the manifests those rows ran."""
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import pytest
+import requests
+
+from adapters.blobs import BlobStore
+from core.contracts import Stage
+from gpu_batch import layout
+from tests.integration.conftest import upload_images
+from tests.waiting import wait_until
+
+FUNCTION_KEY = "rerun-tests-function-key"
+api = requests.Session()
+api.headers["x-functions-key"] = FUNCTION_KEY
+
+
+@pytest.fixture
+def host(app_env: dict[str, str], unique_name: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    from devhost.host import DevHost
+    import function_app
+
+    monkeypatch.setenv("TRAPBATCH_CONFIRM_ABOVE_IMAGES", "2")  # every run here waits for POST .../confirm
+    monkeypatch.setenv("TRAPBATCH_CONFIRM_TIMEOUT_S", "600")
+    h = DevHost(function_app.app, app_env["AzureWebJobsStorage"], task_hub="r" + unique_name[:12], port=0,
+                blob_poll_s=0.5, function_key=FUNCTION_KEY)
+    h.start()
+    yield h
+    h.stop()
+
+
+def status(host: Any, task_id: str) -> dict[str, Any]:
+    return dict(api.get(f"{host.base_url}/api/tasks/{task_id}", timeout=30).json())
+
+
+def confirm_and_finish(host: Any, task_id: str, timeout: float = 300) -> dict[str, Any]:
+    wait_until(lambda: status(host, task_id)["stage"] == Stage.awaiting_confirmation, 120, "awaiting confirmation")
+    assert api.post(f"{host.base_url}/api/tasks/{task_id}/confirm", timeout=30).status_code == 202
+    return dict(wait_until(lambda: (lambda s: s if s["runtime_status"] in ("Completed", "Failed") and s["stage"] !=
+                                    Stage.awaiting_confirmation else None)(status(host, task_id)), timeout, "task end"))
+
+
+def pool_work(app_env: dict[str, str], store: BlobStore, key: str, job: str) -> list[str]:
+    """The images of every shard attempt LocalPool was given in pool job ``job`` (manifests under ``key``)."""
+    from azure.data.tables import TableServiceClient
+
+    table = TableServiceClient.from_connection_string(app_env["AzureWebJobsStorage"]).get_table_client("trapbatchpool")
+    images: list[str] = []
+    for row in table.query_entities("PartitionKey eq @j", parameters={"j": job}):
+        sid, attempt = layout.parse_pool_task_id(str(row["RowKey"]))
+        images += store.read_json(app_env["TRAPBATCH_CONTAINER"], layout.manifest_blob(key, sid, attempt))["images"]
+    return sorted(images)
+
+
+def results_files(store: BlobStore, app_env: dict[str, str], blob: str) -> list[str]:
+    return sorted(im["file"] for im in store.read_json(app_env["TRAPBATCH_CONTAINER"], blob)["images"])
+
+
+def test_rerun_runs_everything_again_under_a_new_job_and_the_old_results_stay_served_until_it_completes(
+        host: Any, app_env: dict[str, str], store: BlobStore, unique_name: str) -> None:
+    names = upload_images(store, unique_name, 6, corrupt=0)
+    base = host.base_url
+    body = {"container": unique_name}
+    first = api.post(f"{base}/api/tasks", json=body, timeout=30)
+    assert first.status_code == 202, first.text
+    task_id = first.json()["id"]
+    early = api.post(f"{base}/api/tasks", json={**body, "rerun": True}, timeout=30)  # it is still running
+    assert early.status_code == 409 and "still running" in early.json()["error"]
+    assert "cancel" in early.json()["hint"]
+    done = confirm_and_finish(host, task_id)
+    assert done["stage"] == Stage.completed and "generation" not in done
+    first_job = done["pool_job"]
+    assert pool_work(app_env, store, task_id, first_job) == names
+    old = api.get(f"{base}/api/tasks/{task_id}/results", timeout=30).json()
+    assert old["generation"] == "" and old["results"]["blob"] == layout.results_blob(task_id)
+    old_page = old["previews"]["blob"]
+    assert store.exists(app_env.get("TRAPBATCH_WEB_CONTAINER", "$web"), old_page)
+
+    plain = api.post(f"{base}/api/tasks", json=body, timeout=30)  # without rerun a finished task is only found
+    assert plain.status_code == 200 and plain.json() == {**plain.json(), "id": task_id, "started": False}
+    again = api.post(f"{base}/api/tasks", json={**body, "rerun": True, "request_name": "again"}, timeout=30)
+    assert again.status_code == 202 and again.json()["id"] == task_id and again.json()["started"] is True  # same id
+
+    # while the re-run waits (and would run), the previous results are what the task serves
+    wait_until(lambda: status(host, task_id)["stage"] == Stage.awaiting_confirmation, 120, "re-run waiting")
+    during = api.get(f"{base}/api/tasks/{task_id}/results", timeout=30)
+    assert during.status_code == 200, during.text
+    assert during.json()["results"] == old["results"] and during.json()["generation"] == ""
+    assert during.json()["rerun"]["stage"] == Stage.awaiting_confirmation
+    assert store.exists(app_env["TRAPBATCH_CONTAINER"], layout.current_generation_blob(task_id)) is False
+
+    final = confirm_and_finish(host, task_id)
+    assert final["stage"] == Stage.completed, final
+    run = final["generation"]
+    key = layout.generation_key(task_id, run)
+    assert final["pool_job"] == layout.pool_job_id(task_id, run) != first_job
+    assert pool_work(app_env, store, key, final["pool_job"]) == names  # everything ran again, once
+    assert pool_work(app_env, store, task_id, first_job) == names  # and the first job got nothing new
+    after = api.get(f"{base}/api/tasks/{task_id}/results", timeout=30).json()
+    assert after["generation"] == run and after["results"]["blob"] == layout.results_blob(key)
+    assert "rerun" not in after
+    assert results_files(store, app_env, layout.results_blob(key)) == names
+    assert results_files(store, app_env, layout.results_blob(task_id)) == names  # old file kept (links handed out)
+    assert store.read_json(app_env["TRAPBATCH_CONTAINER"], layout.current_generation_blob(task_id)) == {
+        "generation": run}
+    # the previous generation's public pages went offline; the new generation has its own
+    assert not store.exists("$web", old_page) and after["previews"]["blob"] != old_page
+    assert store.exists("$web", after["previews"]["blob"])
+
