@@ -107,7 +107,7 @@ async def post_repeat_search(req: func.HttpRequest, client: df.DurableOrchestrat
     raw = req.get_body() or b""
     body = parse_json_body(raw, req.headers.get("content-type", "")) if raw.strip() else {}
     options = parse_repeat_search(body)
-    ensure_idle(task_id, await _removal_status(client, task_id), await search_status(client, task_id))
+    ensure_idle(task_id, await _removal_status(client, task_id, task_id), await search_status(client, task_id))
     search = repeat_search_id(datetime.now(timezone.utc), secrets.token_hex(3))
     s = clients.settings()
     request = _task_input(await client.get_status(task_id, show_input=True)).get("request", {})
