@@ -114,3 +114,10 @@ def test_rerun_runs_everything_again_under_a_new_job_and_the_old_results_stay_se
     assert not store.exists("$web", old_page) and after["previews"]["blob"] != old_page
     assert store.exists("$web", after["previews"]["blob"])
 
+
+    # the after-task operations work on a first generation only: on a re-run's results they refuse, changing nothing
+    for path, payload in (("previews", {"threshold": 0.5}), ("repeats/search", {"occurrence_threshold": 3})):
+        refused = api.post(f"{base}/api/tasks/{task_id}/{path}", json=payload, timeout=30)
+        assert refused.status_code == 409 and "re-run" in refused.json()["error"], (path, refused.text)
+        assert refused.json()["hint"]
+    assert api.get(f"{base}/api/tasks/{task_id}/results", timeout=30).json()["results"] == after["results"]
