@@ -5,7 +5,10 @@ the exports are other views of that same file, for the tools ecologists hand dat
 keeps the merge's single pass unchanged and lets each variant (the original, the repeats-removed one) be exported
 alike. Memory stays bounded whatever the task size: the results are downloaded to a temporary file and read with
 ``ijson`` one entry at a time (``core.mdformat.iter_images``), every export is written to temporary files and
-uploaded in blocks, and the Zooniverse batches are written a group of files at a time.
+uploaded in blocks, and the Zooniverse batches are written a group of files at a time. An explicit image list's
+metadata (``ListMetadata``) is read one shard's document at a time, in step with the results, and goes into every
+export: COCO image fields (``core.coco.list_fields``), Camtrap DP media, deployments and events (``core.camtrapdp``)
+and Zooniverse subject columns (``core.zooniverse``).
 
 Writes ``results/<task>/exports[/<variant>]/`` (names in ``gpu_batch.layout``): ``coco.json``
 (``core.coco``), ``camtrap-dp/`` (``core.camtrapdp``), ``zooniverse/batch-NNN.csv`` (``core.zooniverse``).
@@ -158,6 +161,8 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
             max_batch_size=settings.zooniverse_batch_size,
             seed=int(hashlib.sha256(f"{task_id}/{variant}".encode()).hexdigest()[:8], 16),
             metadata_columns=tuple((enumeration.get("image_list") or {}).get("metadata_columns") or ()))
+        shards = int(enumeration.get("shards") or 0)
+        list_shards = shards if manifest.metadata_columns else 0  # no metadata columns: nothing to read
         eligible = sizes_unknown = 0
         with ExitStack() as files:
             tmp = {k: _text(files.enter_context(tempfile.TemporaryFile("w+b")))
@@ -172,12 +177,14 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
                     return None
                 return str(entry.get("file"))
 
+            listed = ListMetadata(store, container, task_id, list_shards)
             for entry, size in with_sizes(source or store, str(enumeration.get("container", "")),
                                           _entries(results), needs_size):
                 if entry.get("failure") is None and size is None and coco.entry_size(entry) is None:
                     sizes_unknown += 1
-                writer.add(entry, size)
-                row, rows = camtrap.add(entry)
+                metadata = listed.get(str(entry["file"]))  # every entry, in order (the walk keeps step)
+                writer.add(entry, size, metadata)
+                row, rows = camtrap.add(entry, metadata)
                 media.writerow(row)
                 observations.writerows(rows)
                 eligible += not zooniverse.excluded(entry)
@@ -203,7 +210,7 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
             for wrapper in tmp.values():
                 wrapper.detach()
         batches = _write_zooniverse(store, container, task_id, variant, results, manifest, categories, eligible,
-                                    open_batch_files, int(enumeration.get("shards") or 0))
+                                    open_batch_files, list_shards)
     prefix = layout.exports_prefix(task_id, variant)
     logger.info("task %s: exports%s written: %d images, %d COCO boxes, %d observations, %d Zooniverse batches",
                 task_id, f" ({variant})" if variant else "", writer.counts["images"], writer.counts["annotations"],

@@ -24,6 +24,21 @@ the detection completion time, and such media say so in ``mediaComments`` while 
 ``timestampIssues`` true; coordinates (required by Camtrap DP) are taken from ``locations`` when the caller gives them,
 else written as 0, 0 with a ``deploymentComments`` note to replace them before publishing.
 
+An explicit image list's metadata (``core.imagelist``), when the caller gives an image's row: the columns
+``core.listfields`` recognises fill Camtrap DP fields, and the rest is kept in the media row:
+
+* a capture time (``datetime``, ``timestamp``...) is the media ``timestamp`` when the entry has no readable
+  ``datetime`` of its own (a time without offset is taken as UTC, as for EXIF);
+* a location (``location``, ``site``...) is the deployment's ``locationID`` and ``locationName``, and part of its
+  id: images of one camera folder at two locations are two deployments (``<folder>@<location>``), since a
+  deployment is one camera at one place;
+* ``latitude`` / ``longitude`` (in range, both given) and a camera (``camera_id``, ``camera``...) fill the
+  deployment's ``latitude``, ``longitude`` and ``cameraID`` (the first image of the deployment that gives them);
+* a sequence (``seq_id``, ``event_id``...) is the ``eventID`` of the image's observations;
+* every other column, and a recognised one that cannot be read (a time, a coordinate out of range), goes into the
+  media's ``mediaComments``, last, as ``image list: {"season": "S1", ...}`` (a JSON object after that fixed label):
+  the 1.0 media table has no other free field, and a column it does not define fails the package's validation.
+
 The tables are data, not spreadsheet cells: names are written exactly (no formula guard, unlike the CSV).
 
 Must not: do I/O; hold more than the per-deployment aggregates (one small record per camera folder).
@@ -32,12 +47,14 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import posixpath
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
+from core import listfields
 
 VERSION = "1.0.2"
 _BASE = f"https://raw.githubusercontent.com/tdwg/camtrap-dp/{VERSION}/"
@@ -65,6 +82,9 @@ _MEDIATYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png",
 NO_CAPTURE_TIME = "capture time unknown: the detection completion time stands in for it"
 NO_COORDINATES = "coordinates unknown (0, 0 stand in): replace latitude and longitude before publishing"
 ROOT_DEPLOYMENT = "(root)"
+LIST_METADATA_LABEL = "image list: "  # mediaComments: the image list's other columns follow, as a JSON object
+# core.listfields concepts the Camtrap DP tables have a field for
+LIST_FIELDS = ("datetime", "location", "latitude", "longitude", "camera_id", "seq_id")
 
 
 def camera_folder(file: str) -> str:
@@ -82,8 +102,10 @@ def _camera_folder_of_dir(folder: str) -> str:
     return posixpath.dirname(name)
 
 
-def deployment_id(file: str) -> str:
-    return camera_folder(file) or ROOT_DEPLOYMENT
+def deployment_id(file: str, location: str = "") -> str:
+    """The camera folder (``(root)`` for none), with ``@<location>`` when the image list gives a location."""
+    folder = camera_folder(file) or ROOT_DEPLOYMENT
+    return f"{folder}@{location}" if location else folder
 
 
 def media_id(file: str) -> str:
@@ -115,6 +137,10 @@ class _Deployment:
     start: str
     end: str
     timestamp_issues: bool = False
+    location: str = ""  # from the image list (its first image's values)
+    latitude: float | None = None
+    longitude: float | None = None
+    camera: str = ""
 
 
 @dataclass(slots=True)
@@ -134,25 +160,41 @@ class CamtrapBuilder:
     def __post_init__(self) -> None:
         self.completed_at = camtrap_timestamp(self.completed_at) or datetime(1970, 1, 1, tzinfo=timezone.utc).isoformat()
 
-    def add(self, entry: Mapping[str, Any]) -> tuple[list[Any], list[list[Any]]]:
-        """The media row of one entry and its observation rows (in ``*_COLUMNS`` order)."""
+    def add(self, entry: Mapping[str, Any],
+            metadata: Mapping[str, str] | None = None) -> tuple[list[Any], list[list[Any]]]:
+        """The media row of one entry and its observation rows (in ``*_COLUMNS`` order); ``metadata``: its row
+        of the image list, if any (see the module doc for where each column goes)."""
         file = str(entry["file"])
-        dep, mid = deployment_id(file), media_id(file)
+        known_fields, rest = listfields.split(metadata, LIST_FIELDS)
+        location = known_fields.get("location", ("", ""))[1]
+        dep, mid = deployment_id(file, location), media_id(file)
         raw_time = entry.get("datetime")
         timestamp = camtrap_timestamp(raw_time) if isinstance(raw_time, str) else None
+        if "datetime" in known_fields:
+            column, value = known_fields["datetime"]
+            listed_time = camtrap_timestamp(value) if timestamp is None else None
+            if listed_time is None:
+                rest[column] = value  # unreadable, or the entry's own time stands: kept, not lost
+            timestamp = timestamp or listed_time
         comments = []
         if timestamp is None:
             timestamp = self.completed_at
             comments.append(NO_CAPTURE_TIME)
         failed = entry.get("failure") is not None
-        known = self.deployments.setdefault(dep, _Deployment(timestamp, timestamp))
+        known = self.deployments.get(dep)
+        if known is None:
+            known = self.deployments[dep] = _Deployment(timestamp, timestamp, location=location)
         known.start, known.end = min(known.start, timestamp), max(known.end, timestamp)
         known.timestamp_issues = known.timestamp_issues or bool(comments)
+        self._deployment_fields(known, known_fields, rest)
         if failed:
             comments.append(f"detection failed: {entry['failure']}")
+        if rest:
+            comments.append(LIST_METADATA_LABEL + json.dumps(rest, ensure_ascii=False))
         media = [mid, dep, "", timestamp, file, "false",
                  posixpath.basename(file),
                  _MEDIATYPES.get(posixpath.splitext(file)[1].lower(), "image/jpeg"), "", "", "; ".join(comments)]
+        event = known_fields.get("seq_id", ("", ""))[1]
         self.counts["media"] += 1
         if failed:
             return media, []
@@ -168,28 +210,60 @@ class CamtrapBuilder:
                 x1, y1 = min(max(box[0] + box[2], 0.0), 1.0), min(max(box[1] + box[3], 0.0), 1.0)
                 if x1 > x0 and y1 > y0:
                     x, y, w, h = _num(x0), _num(y0), _num(x1 - x0), _num(y1 - y0)
-            observations.append(self._observation(f"{mid}_{index + 1}", dep, mid, timestamp, kind, x, y, w, h,
-                                                  f"{min(float(conf), 1.0):.4g}"))
+            observations.append(self._observation(f"{mid}_{index + 1}", dep, mid, event, timestamp, kind, x, y, w,
+                                                  h, f"{min(float(conf), 1.0):.4g}"))
         if not observations:
-            observations.append(self._observation(f"{mid}_0", dep, mid, timestamp, "blank", "", "", "", "", ""))
+            observations.append(self._observation(f"{mid}_0", dep, mid, event, timestamp, "blank", "", "", "", "",
+                                                  ""))
         self.counts["observations"] += len(observations)
         return media, observations
 
-    def _observation(self, oid: str, dep: str, mid: str, timestamp: str, kind: str, x: str, y: str, w: str,
-                     h: str, probability: str) -> list[Any]:
-        return [oid, dep, mid, "", timestamp, timestamp, "media", kind, "", "",
+    @staticmethod
+    def _deployment_fields(known: _Deployment, fields: Mapping[str, tuple[str, str]], rest: dict[str, str]) -> None:
+        """Fill a deployment's coordinates and camera from the first image's list row that gives them; values that
+        cannot be read (a coordinate out of range, or only one of the two) or that differ from the deployment's
+        join the image's ``rest``, so none is lost."""
+        given = {k: fields[k] for k in ("latitude", "longitude") if k in fields}
+        if given:
+            lat = listfields.coordinate(given["latitude"][1], 90) if "latitude" in given else None
+            lon = listfields.coordinate(given["longitude"][1], 180) if "longitude" in given else None
+            if lat is not None and lon is not None and known.latitude is None:
+                known.latitude, known.longitude = lat, lon
+            elif lat is None or lon is None or (lat, lon) != (known.latitude, known.longitude):
+                rest.update(given.values())
+        if "camera_id" in fields:
+            column, camera = fields["camera_id"]
+            if not known.camera:
+                known.camera = camera
+            elif camera != known.camera:
+                rest[column] = camera
+
+    def _observation(self, oid: str, dep: str, mid: str, event: str, timestamp: str, kind: str, x: str, y: str,
+                     w: str, h: str, probability: str) -> list[Any]:
+        return [oid, dep, mid, event, timestamp, timestamp, "media", kind, "", "",
                 "1" if kind not in ("blank", "unknown") else "", "", "", "", "", "", "", "", x, y, w, h, "machine",
                 self.classified_by, self.completed_at, probability, "", ""]
+
+    def _coordinates(self, dep: str, span: _Deployment) -> tuple[float, float] | None:
+        """``(latitude, longitude)`` of a deployment: the caller's ``locations``, else the image list's."""
+        where = self.locations.get(dep, {})
+        lat, lon = where.get("latitude"), where.get("longitude")
+        if isinstance(lat, (int, float)) and isinstance(lon, (int, float)):
+            return float(lat), float(lon)
+        if span.latitude is not None and span.longitude is not None:
+            return span.latitude, span.longitude
+        return None
 
     def deployment_rows(self) -> list[list[Any]]:
         rows = []
         for dep, span in sorted(self.deployments.items()):
             where = self.locations.get(dep, {})
-            lat, lon = where.get("latitude"), where.get("longitude")
-            comments = [] if isinstance(lat, (int, float)) and isinstance(lon, (int, float)) else [NO_COORDINATES]
-            row = {"deploymentID": dep, "locationName": str(where.get("locationName", dep)),
-                   "latitude": lat if not comments else 0, "longitude": lon if not comments else 0,
-                   "deploymentStart": span.start, "deploymentEnd": span.end,
+            coords = self._coordinates(dep, span)
+            comments = [] if coords else [NO_COORDINATES]
+            row = {"deploymentID": dep, "locationID": span.location,
+                   "locationName": str(where.get("locationName", span.location or dep)),
+                   "latitude": coords[0] if coords else 0, "longitude": coords[1] if coords else 0,
+                   "cameraID": span.camera, "deploymentStart": span.start, "deploymentEnd": span.end,
                    "timestampIssues": "true" if span.timestamp_issues else "false",
                    "deploymentComments": "; ".join(comments + ([NO_CAPTURE_TIME] if span.timestamp_issues else []))}
             rows.append([row.get(c, "") for c in DEPLOYMENT_COLUMNS])
@@ -202,6 +276,8 @@ class CamtrapBuilder:
         ends = [d.end for d in self.deployments.values()] or [self.completed_at]
         coords = [(float(w["longitude"]), float(w["latitude"])) for w in self.locations.values()
                   if isinstance(w.get("latitude"), (int, float)) and isinstance(w.get("longitude"), (int, float))]
+        coords += [(d.longitude, d.latitude) for d in self.deployments.values()
+                   if d.latitude is not None and d.longitude is not None]
         if not coords:
             coords = [(0.0, 0.0)]
         xs, ys = [c[0] for c in coords], [c[1] for c in coords]

@@ -14,6 +14,12 @@ Where we differ, on purpose: annotation ids are ``uuid5`` of the file and the de
 ``uuid1`` (so a rerun writes the same bytes), and an image whose size could not be read keeps its annotations with
 MegaDetector's normalized box as ``md_bbox`` and no ``bbox`` (``md_to_coco`` refuses the whole file instead).
 
+An explicit image list's metadata (``core.imagelist``), when the caller gives an image's row: the columns
+``core.listfields`` recognises fill COCO Camera Traps' optional image fields (``datetime``, ``location``, ``seq_id``,
+``frame_num``, ``seq_num_frames``, ``rights_holder``; see ``list_fields``), and every other column goes, under its
+own name, into one object, ``image_list_metadata`` (COCO Camera Traps allows additional image fields). md_to_coco
+knows no image list: without one the document is exactly its.
+
 Images sizes: MegaDetector's results carry none unless ``width``/``height`` are in an entry; the caller supplies
 them (the exports activity reads each image's header).
 
@@ -25,6 +31,13 @@ import json
 import uuid
 from typing import IO, Any, Mapping
 
+from core import listfields
+
+LIST_METADATA_FIELD = "image_list_metadata"  # the image list's columns that are no COCO Camera Traps field
+# COCO Camera Traps' optional image fields an image list may fill (core.listfields concepts); the integer ones
+# must read as integers (else the value stays in LIST_METADATA_FIELD)
+LIST_FIELDS = ("datetime", "location", "seq_id", "frame_num", "seq_num_frames", "rights_holder")
+_INTEGER_FIELDS = ("frame_num", "seq_num_frames")
 PRECISION = 3  # md_to_coco's default ``precision``
 _ID_NAMESPACE = uuid.UUID("5d0a8b5c-5e0b-4a52-9d54-2f2f0b7a3c11")  # trapbatch's; any fixed namespace would do
 
@@ -50,14 +63,34 @@ def entry_size(entry: Mapping[str, Any]) -> tuple[int, int] | None:
     return (w, h) if isinstance(w, int) and isinstance(h, int) else None
 
 
+def list_fields(image: dict[str, Any], metadata: Mapping[str, str] | None) -> dict[str, Any]:
+    """``image`` with its image-list row added: the recognised columns as COCO Camera Traps fields (``location``,
+    ``seq_id``, ``datetime`` and ``rights_holder`` as text, as the format's sanity check wants a string location;
+    ``frame_num`` and ``seq_num_frames`` as integers), the rest under ``image_list_metadata``. A field the entry
+    already has (MegaDetector writes ``datetime`` when it reads EXIF) is kept, and the list's value joins the rest,
+    as does an integer field that is not a whole number. No metadata: ``image`` unchanged."""
+    known, rest = listfields.split(metadata, LIST_FIELDS)
+    for field, (column, value) in known.items():
+        typed: Any = listfields.integer(value) if field in _INTEGER_FIELDS else value
+        if typed is None or field in image:
+            rest[column] = value
+        else:
+            image[field] = typed
+    if rest:
+        image[LIST_METADATA_FIELD] = rest
+    return image
+
+
 def convert_entry(entry: Mapping[str, Any], size: tuple[int, int] | None, threshold: float,
-                  detection_categories: Mapping[str, str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """One results entry as a COCO image and its annotations (see the module doc for every rule)."""
+                  detection_categories: Mapping[str, str],
+                  metadata: Mapping[str, str] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One results entry as a COCO image and its annotations (see the module doc for every rule); ``metadata``:
+    its row of the image list, if any (a failed image gets it too: where it was taken is still known)."""
     file = str(entry["file"])
     image: dict[str, Any] = {"id": file, "file_name": file}
     if entry.get("failure") is not None:
         image["failure"] = entry["failure"]
-        return image, []
+        return list_fields(image, metadata), []
     size = entry_size(entry) or size
     if size is not None:
         image["width"], image["height"] = size
@@ -80,7 +113,7 @@ def convert_entry(entry: Mapping[str, Any], size: tuple[int, int] | None, thresh
                 ann["md_bbox"] = list(box)
         ann["score"] = conf
         annotations.append(_round(ann))
-    return _round(image), annotations
+    return list_fields(_round(image), metadata), annotations
 
 
 class CocoWriter:
@@ -97,8 +130,10 @@ class CocoWriter:
         self.detection_categories = dict(detection_categories)
         self.counts = {"images": 0, "annotations": 0}
 
-    def add(self, entry: Mapping[str, Any], size: tuple[int, int] | None) -> None:
-        image, anns = convert_entry(entry, size, self.threshold, self.detection_categories)
+    def add(self, entry: Mapping[str, Any], size: tuple[int, int] | None,
+            metadata: Mapping[str, str] | None = None) -> None:
+        """Write one entry's image and annotations; ``metadata``: its image-list row (``list_fields``)."""
+        image, anns = convert_entry(entry, size, self.threshold, self.detection_categories, metadata)
         self.images.write(("," if self.counts["images"] else "") + json.dumps(image, ensure_ascii=False) + "\n")
         self.counts["images"] += 1
         for ann in anns:

@@ -66,7 +66,8 @@ ENTRIES: list[dict[str, Any]] = [
 ]
 
 
-def build(folder: Path, entries: list[dict[str, Any]], locations: dict[str, Any] | None = None) -> camtrapdp.CamtrapBuilder:
+def build(folder: Path, entries: list[dict[str, Any]], locations: dict[str, Any] | None = None,
+          listed: dict[str, dict[str, str]] | None = None) -> camtrapdp.CamtrapBuilder:
     b = camtrapdp.CamtrapBuilder(threshold=0.2, detection_categories=mdformat.DETECTION_CATEGORIES,
                                  completed_at="2026-12-01T10:00:00", classified_by="MegaDetector v5a.0.1",
                                  locations=locations or {})
@@ -76,7 +77,7 @@ def build(folder: Path, entries: list[dict[str, Any]], locations: dict[str, Any]
         media.writerow(camtrapdp.MEDIA_COLUMNS)
         obs.writerow(camtrapdp.OBSERVATION_COLUMNS)
         for e in entries:
-            row, rows = b.add(e)
+            row, rows = b.add(e, (listed or {}).get(e["file"]))
             media.writerow(row)
             obs.writerows(rows)
     with (folder / "deployments.csv").open("w", newline="", encoding="utf-8") as d:
@@ -142,3 +143,68 @@ def test_camera_folders_are_megadetectors(file: str) -> None:
     from megadetector.utils import ct_utils
 
     assert camtrapdp.camera_folder(file) == ct_utils.image_file_to_camera_folder(file)
+
+
+# an image list's rows for ENTRIES (and one more image), as core.imagelist reads them: text, the list's column names
+LISTED: dict[str, dict[str, str]] = {
+    "siteA/cam1/100RECNX/IMG_0001.JPG": {"Site": "J05", "datetime": "2024-04-01 00:00:00", "seq_id": "S1#J05#1#7",
+                                         "Latitude": "-2.33", "longitude": "34.83", "camera": "CAM-17",
+                                         "season": "S1", "roll": "1"},
+    "siteA/cam1/101RECNX/IMG_0002.JPG": {"site": "J05", "latitude": "95", "longitude": "34.8", "season": "S1"},
+    "siteA/cam1/IMG_0003.JPG": {"site": "J06", "timestamp": "2024-05-04 08:15:00+03:00",
+                                "note": 'says "hi"; twice'},
+    "siteA/cam2/x.png": {"datetime": "yesterday", "camera_id": "CAM-2", "season": ""},
+    "top.jpg": {"site": "J05", "latitude": "-2.33", "longitude": "34.83", "camera": "CAM-99"},
+}
+LISTED_ENTRIES = [*ENTRIES[:3], {"file": "siteA/cam1/IMG_0003.JPG", "detections": []}, ENTRIES[3]]
+
+
+def listed_part(comment: str) -> dict[str, str]:
+    """The image list's columns a mediaComments holds (last, after the fixed label)."""
+    assert camtrapdp.LIST_METADATA_LABEL in comment, comment
+    return dict(json.loads(comment.split(camtrapdp.LIST_METADATA_LABEL, 1)[1]))
+
+
+def test_an_image_lists_columns_fill_camtrap_dp_fields_and_the_package_stays_valid(tmp_path: Path) -> None:
+    build(tmp_path, LISTED_ENTRIES, listed=LISTED)
+    report = validate(tmp_path)
+    assert report.valid, report.flatten(["type", "note"])
+    deployments = {r["deploymentID"]: r for r in rows(tmp_path / "deployments.csv")}
+    # a deployment is a camera folder at one location: the listed location splits a folder's images
+    assert set(deployments) == {"siteA/cam1@J05", "siteA/cam1@J06", "siteA/cam2", "(root)@J05"}
+    j05 = deployments["siteA/cam1@J05"]
+    assert (j05["locationID"], j05["locationName"], j05["latitude"], j05["longitude"], j05["cameraID"]) == \
+        ("J05", "J05", "-2.33", "34.83", "CAM-17")
+    assert "0, 0" not in j05["deploymentComments"] and j05["timestampIssues"] == "false"
+    assert (deployments["(root)@J05"]["locationID"], deployments["(root)@J05"]["cameraID"]) == ("J05", "CAM-99")
+    cam2 = deployments["siteA/cam2"]
+    assert (cam2["locationID"], cam2["cameraID"], cam2["timestampIssues"]) == ("", "CAM-2", "true")
+    media = {m["filePath"]: m for m in rows(tmp_path / "media.csv")}
+    first, second, x, third, top = (media[e["file"]] for e in LISTED_ENTRIES)
+    # the entry's own EXIF time stands over the list's, which is kept in the comments
+    assert first["timestamp"] == "2024-05-01T06:30:00+00:00"
+    assert listed_part(first["mediaComments"]) == {"datetime": "2024-04-01 00:00:00", "season": "S1", "roll": "1"}
+    # a latitude out of range is no coordinate: kept with its partner, the deployment keeps the first image's
+    assert listed_part(second["mediaComments"]) == {"latitude": "95", "longitude": "34.8", "season": "S1"}
+    # a listed time (with its offset) is the timestamp when the entry has none; text with quotes and ";" survives
+    assert third["timestamp"] == "2024-05-04T08:15:00+03:00" and third["deploymentID"] == "siteA/cam1@J06"
+    assert listed_part(third["mediaComments"]) == {"note": 'says "hi"; twice'}
+    assert camtrapdp.NO_CAPTURE_TIME not in third["mediaComments"]
+    # an unreadable time: the completion time stands in, said so, and the list's value kept
+    assert x["mediaComments"].startswith(camtrapdp.NO_CAPTURE_TIME)
+    assert listed_part(x["mediaComments"]) == {"datetime": "yesterday"}
+    assert "detection failed" in top["mediaComments"] and camtrapdp.LIST_METADATA_LABEL not in top["mediaComments"]
+    # the sequence is the observations' event
+    events = {o["mediaID"]: o["eventID"] for o in rows(tmp_path / "observations.csv")}
+    assert events[first["mediaID"]] == "S1#J05#1#7" and events[second["mediaID"]] == ""
+    descriptor = json.loads((tmp_path / "datapackage.json").read_text())
+    assert [34.83, -2.33] in descriptor["spatial"]["coordinates"][0]
+
+
+def test_without_a_list_rows_are_unchanged(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    build(tmp_path / "a", ENTRIES)
+    build(tmp_path / "b", ENTRIES, listed={e["file"]: {"blank": ""} for e in ENTRIES})
+    for name in ("media.csv", "observations.csv", "deployments.csv"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()

@@ -69,3 +69,73 @@ def test_annotation_ids_are_stable_and_an_unknown_size_keeps_the_normalized_box(
                                                                      "bbox": [0.1, 0.2, 0.3, 0.4]}]},
                                      None, 0.2, {"1": "animal"})
     assert "width" not in image and anns[0]["md_bbox"] == [0.1, 0.2, 0.3, 0.4] and "bbox" not in anns[0]
+
+
+LISTED = {  # an image list's rows (core.imagelist metadata: text values, columns as the list spells them)
+    "cam1/a.jpg": {"Site": "B04", "date time": "2024-05-01 06:30:00", "seq_id": "S1#B04#1#1", "Frame": "2",
+                   "season": "S1", "roll": "", "sequence": "other"},
+    "cam1/b.jpg": {"Site": "B04", "frame_num": "two", "num_frames": "3", "rights_holder": "ZSL", "season": "S1"},
+    "cam1/broken.jpg": {"site": "B05", "season": "S2"},
+    "cam2/c.png": {"location": "B06", "site": "B06-alias"},
+    "cam2/d.jpg": {"location": "B07", "datetime": "2024-05-02T10:00:00"},
+}
+
+
+def with_list(path: Path, threshold: float, entries_datetime: bool = False) -> dict[str, Any]:
+    with path.open("rb") as fp:
+        head = mdformat.results_head(fp)
+        fp.seek(0)
+        images, annotations, out = io.StringIO(), io.StringIO(), io.StringIO()
+        writer = coco.CocoWriter(images, annotations, threshold, head["detection_categories"])
+        for entry in mdformat.iter_images(fp):
+            if entries_datetime and entry["file"] == "cam2/d.jpg":
+                entry = {**entry, "datetime": "2024:05:02 09:59:58"}  # as MegaDetector writes EXIF times
+            writer.add(entry, SIZES.get(entry["file"]), LISTED.get(entry["file"]))
+    writer.finish(out, {"description": "test", "version": "1"})
+    return json.loads(out.getvalue())
+
+
+def test_an_image_lists_columns_become_coco_camera_traps_fields(tmp_path: Path) -> None:
+    path = tmp_path / "detections.json"
+    path.write_text(json.dumps(results()))
+    doc = with_list(path, 0.2, entries_datetime=True)
+    images = {im["id"]: im for im in doc["images"]}
+    a, b, broken, c, d = (images[f] for f in ("cam1/a.jpg", "cam1/b.jpg", "cam1/broken.jpg", "cam2/c.png",
+                                               "cam2/d.jpg"))
+    assert (a["location"], a["datetime"], a["seq_id"], a["frame_num"]) == ("B04", "2024-05-01 06:30:00",
+                                                                           "S1#B04#1#1", 2)
+    # the rest under one object, by the list's own names; an empty cell says nothing; a second alias is rest
+    assert a["image_list_metadata"] == {"season": "S1", "sequence": "other"}
+    # an integer field that is not one stays in the rest; the other fields are typed
+    assert (b["seq_num_frames"], b["rights_holder"], "frame_num" in b) == (3, "ZSL", False)
+    assert b["image_list_metadata"] == {"frame_num": "two", "season": "S1"}
+    # a failed image keeps md_to_coco's three fields, plus where it was taken
+    assert broken == {"id": "cam1/broken.jpg", "file_name": "cam1/broken.jpg", "failure": mdformat.FAILURE_IMAGE_ACCESS,
+                      "location": "B05", "image_list_metadata": {"season": "S2"}}
+    assert (c["location"], c["image_list_metadata"], c["exif_note"]) == ("B06", {"site": "B06-alias"}, 1.235)
+    # the entry's own datetime (EXIF, from MegaDetector) stands; the list's joins the rest
+    assert (d["datetime"], d["image_list_metadata"]) == ("2024:05:02 09:59:58", {"datetime": "2024-05-02T10:00:00"})
+    # the annotations do not change with a list
+    assert without_ids(doc)["annotations"] == without_ids(ours(path, 0.2))["annotations"]
+
+
+def test_with_a_list_the_document_passes_megadetectors_coco_camera_traps_check(tmp_path: Path) -> None:
+    """MegaDetector's own CCT integrity check (it requires a string ``location`` on every image when asked to, and
+    refuses ``sequence``/``sequence_id`` as image fields) accepts the document an image list fills."""
+    from megadetector.data_management.integrity_check_json_db import IntegrityCheckOptions, integrity_check_json_db
+
+    path = tmp_path / "detections.json"
+    path.write_text(json.dumps(results()))
+    doc = with_list(path, 0.2)
+    options = IntegrityCheckOptions()
+    options.bRequireLocation, options.verbose, options.nThreads, options.requireInfo = True, False, 1, True
+    sorted_categories, data, _ = integrity_check_json_db(doc, options)
+    assert len(data["images"]) == 5 and sorted_categories
+    assert all(isinstance(im["location"], str) for im in doc["images"])
+
+
+def test_without_metadata_an_image_is_md_to_cocos() -> None:
+    entry = {"file": "x.jpg", "detections": []}
+    assert coco.convert_entry(entry, (4, 3), 0.2, {"1": "animal"}, None) == \
+        coco.convert_entry(entry, (4, 3), 0.2, {"1": "animal"}, {"empty": ""}) == \
+        ({"id": "x.jpg", "file_name": "x.jpg", "width": 4, "height": 3}, [])
