@@ -153,3 +153,84 @@ def test_many_batches_are_written_a_group_of_files_per_pass(task: tuple[Settings
     assert in_one_pass == out  # the same seeded assignment however many passes write it
     assert [_csv(store, settings.container, layout.zooniverse_batch_blob(TASK, b))[0]["#file"] for b in range(1, 6)] \
         == [r["#file"] for r in rows]
+
+
+# An image list's metadata for the results above, in two shards' documents (activities.image_list.write_list_shards:
+# every name of the shard, an image without values too): the exports read it one shard at a time, in step.
+LIST_SHARDS = [
+    {"siteA/cam1/a.jpg": {"site": "J05", "datetime": "2024-05-01 06:30:00", "seq_id": "S1#J05#1#7", "frame": "1",
+                          "latitude": "-2.33", "longitude": "34.83", "season": "S1"},
+     "siteA/cam1/b.jpg": {"site": "J05", "datetime": "2024-05-01 06:30:02", "seq_id": "S1#J05#1#7", "frame": "2",
+                          "latitude": "", "longitude": "", "season": "S1"},
+     "siteA/cam2/c.png": {}},
+    {"siteA/cam2/d.jpg": {"site": "J06", "datetime": "2024-05-03T07:00:00+02:00", "seq_id": "", "frame": "",
+                          "latitude": "", "longitude": "", "season": "S2"},
+     "siteA/cam2/e.jpg": {"site": "J06", "datetime": "", "seq_id": "", "frame": "", "latitude": "", "longitude": "",
+                          "season": "S2"},
+     "siteA/cam2/broken.jpg": {"site": "J06", "datetime": "", "seq_id": "", "frame": "", "latitude": "",
+                               "longitude": "", "season": "S2"}},
+]
+LIST_COLUMNS = ["site", "datetime", "seq_id", "frame", "latitude", "longitude", "season"]
+
+
+@pytest.mark.parametrize("variant", ["", layout.REPEATS_REMOVED])
+def test_an_image_lists_metadata_reaches_coco_and_camtrap_dp(task: tuple[Settings, BlobStore, Path], tmp_path: Path,
+                                                             variant: str) -> None:
+    settings, store, folder = task
+    enumeration = store.read_json(settings.container, layout.enumeration_blob(TASK))
+    store.write_json(settings.container, layout.enumeration_blob(TASK),
+                     {**enumeration, "shards": 2, "image_list": {"metadata_columns": LIST_COLUMNS}})
+    for index, metadata in enumerate(LIST_SHARDS):
+        store.write_json(settings.container, layout.shard_list_blob(TASK, layout.shard_id(index)),
+                         {"not_found": [], "metadata": metadata})
+    out = run_exports(TASK, settings, store, variant=variant)
+
+    # COCO: the recognised columns as COCO Camera Traps fields, the rest in image_list_metadata; without them the
+    # images are still md_to_coco's
+    mine = store.read_json(settings.container, out["coco"])
+    images = {im["file_name"]: im for im in mine["images"]}
+    a = images["siteA/cam1/a.jpg"]
+    assert (a["location"], a["datetime"], a["seq_id"], a["frame_num"]) == ("J05", "2024-05-01 06:30:00",
+                                                                           "S1#J05#1#7", 1)
+    assert a["image_list_metadata"] == {"latitude": "-2.33", "longitude": "34.83", "season": "S1"}
+    assert (images["siteA/cam2/d.jpg"]["location"], images["siteA/cam2/d.jpg"]["image_list_metadata"]) == \
+        ("J06", {"season": "S2"})  # the second shard's rows: the walk moved on
+    assert images["siteA/cam2/broken.jpg"]["location"] == "J06"  # a failed image keeps where it was taken
+    assert "location" not in images["siteA/cam2/c.png"] and "image_list_metadata" not in images["siteA/cam2/c.png"]
+    results_file = tmp_path / "detections.json"
+    results_file.write_bytes(store.read_bytes(settings.container, layout.results_blob(TASK, variant)))
+    theirs = md_to_coco.md_to_coco(str(results_file), str(tmp_path / "md.coco.json"), image_folder=str(folder),
+                                   confidence_threshold=0.2, verbose=False)
+    listed = ("location", "datetime", "seq_id", "frame_num", "image_list_metadata")
+    assert [{k: v for k, v in im.items() if k not in listed} for im in mine["images"]] == theirs["images"]
+
+    # Camtrap DP: timestamps, deployments per folder and location with the list's coordinates, events; still valid
+    package = tmp_path / "camtrap-dp"
+    package.mkdir()
+    for name in layout.CAMTRAP_DP_FILES:
+        (package / name).write_bytes(store.read_bytes(settings.container, layout.camtrap_dp_blob(TASK, name, variant)))
+    report = validate(package)
+    assert report.valid, report.flatten(["type", "note"])
+    deployments = {r["deploymentID"]: r for r in _csv_file(package / "deployments.csv")}
+    assert set(deployments) == {"siteA/cam1@J05", "siteA/cam2", "siteA/cam2@J06"}
+    j05 = deployments["siteA/cam1@J05"]
+    assert (j05["locationID"], j05["latitude"], j05["longitude"], j05["timestampIssues"]) == \
+        ("J05", "-2.33", "34.83", "false")
+    assert (j05["deploymentStart"], j05["deploymentEnd"]) == ("2024-05-01T06:30:00+00:00", "2024-05-01T06:30:02+00:00")
+    media = {m["filePath"]: m for m in _csv_file(package / "media.csv")}
+    assert media["siteA/cam2/d.jpg"]["timestamp"] == "2024-05-03T07:00:00+02:00"
+    assert media["siteA/cam1/a.jpg"]["mediaComments"] == 'image list: {"frame": "1", "season": "S1"}'
+    assert media["siteA/cam2/c.png"]["deploymentID"] == "siteA/cam2"
+    events = {o["mediaID"]: o["eventID"] for o in _csv_file(package / "observations.csv")}
+    assert events[media["siteA/cam1/b.jpg"]["mediaID"]] == "S1#J05#1#7"
+
+    # Zooniverse: the list's columns, as before
+    rows = [r for b in range(1, out["zooniverse_batches"] + 1)
+            for r in _csv(store, settings.container, layout.zooniverse_batch_blob(TASK, b, variant))]
+    seasons = {n: md.get("season", "") for shard in LIST_SHARDS for n, md in shard.items() if n in IMAGES}
+    assert {r["#file"]: r["season"] for r in rows} == seasons and seasons["siteA/cam2/d.jpg"] == "S2"
+
+
+def _csv_file(path: Path) -> list[dict[str, str]]:
+    with path.open(encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
