@@ -1,11 +1,13 @@
 """An explicit image list, in Azurite: the parallel enumeration (real replay) cuts shards of exactly the listed images
 and reports the names not found; end to end on devhost, a list of 5 of 10 images gives exactly those 5, the task id
-follows the list's content, a bad list is a 400, and the Zooniverse manifests carry the list's metadata."""
+follows the list's content, a bad list is a 400, and the exports carry the list's metadata (Zooniverse columns, COCO
+Camera Traps locations, Camtrap DP deployments per site, the package still valid)."""
 from __future__ import annotations
 
 import csv
 import io
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,7 +15,7 @@ import pytest
 from activities.enumerate import run_finish_enumeration
 from adapters.blobs import BlobStore
 from core import contracts as c
-from core import mdformat
+from core import camtrapdp, mdformat
 from core.imagelist import scan
 from core.requests import TaskRequest
 from core.settings import Settings
@@ -23,6 +25,7 @@ from tests.integration.conftest import upload_images
 from tests.integration.test_end_to_end import api, finished_status, host  # noqa: F401  (the devhost fixture)
 from tests.integration.test_parallel_enumeration import _orchestrator, manifests
 from tests.orchestrations.replay import run_orchestrator
+from tests.unit.test_camtrapdp import validate
 from tests.waiting import wait_until
 
 # 12 images in the container; the list names 7 of them (one twice, one flagged), two that are not there
@@ -138,7 +141,7 @@ def test_a_list_changed_after_the_post_fails_the_enumeration(storage_connection:
 
 
 def test_a_list_of_5_of_10_images_gives_exactly_those_5(host, app_env: dict[str, str], store: BlobStore,  # noqa: F811
-                                                        unique_name: str) -> None:
+                                                        unique_name: str, tmp_path: Path) -> None:
     names = upload_images(store, unique_name, 10, corrupt=0)
     chosen = [names[i] for i in (1, 2, 5, 7, 8)]
     rows = [{"file": n, "site": f"site-{i}", "image_no_upload": 0} for i, n in enumerate(chosen)]
@@ -182,6 +185,22 @@ def test_a_list_of_5_of_10_images_gives_exactly_those_5(host, app_env: dict[str,
         manifest += list(csv.DictReader(io.StringIO(text)))
     assert sorted(r["#file"] for r in manifest) == sorted(chosen)
     assert {r["#file"]: r["site"] for r in manifest} == {n: f"site-{i}" for i, n in enumerate(chosen)}
+
+    # COCO Camera Traps: the list's "site" is each image's location (the missing image's too); Camtrap DP: each
+    # camera folder at each site is a deployment, and the package still validates
+    coco_doc = store.read_json(container, layout.coco_blob(task_id))
+    assert {im["file_name"]: im.get("location") for im in coco_doc["images"]} == \
+        {**{n: f"site-{i}" for i, n in enumerate(chosen)}, "cam0/missing.jpg": "lost"}
+    package = tmp_path / "camtrap-dp"
+    package.mkdir()
+    for name in layout.CAMTRAP_DP_FILES:
+        (package / name).write_bytes(store.read_bytes(container, layout.camtrap_dp_blob(task_id, name)))
+    report = validate(package)
+    assert report.valid, report.flatten(["type", "note"])
+    with (package / "media.csv").open(encoding="utf-8", newline="") as f:
+        media = {m["filePath"]: m["deploymentID"] for m in csv.DictReader(f)}
+    assert media == {**{n: f"{camtrapdp.camera_folder(n) or '(root)'}@site-{i}" for i, n in enumerate(chosen)},
+                     "cam0/missing.jpg": "cam0@lost"}
 
     # the same request posted again is the same task; the same blob holding another list is another task
     again = api.post(host.base_url + "/api/tasks", json=body, timeout=60)
