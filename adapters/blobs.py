@@ -79,7 +79,7 @@ class BlobStore:
                 for item in page:
                     (prefixes if isinstance(item, BlobPrefix) else names).append(str(item.name))
                     if etags is not None and not isinstance(item, BlobPrefix) and getattr(item, "etag", None):
-                        etags[str(item.name)] = str(item.etag)
+                        etags[str(item.name)] = _etag(item.etag)
                 if len(prefixes) + len(names) >= max_items and pages.continuation_token:
                     return prefixes, names, False
         except ResourceNotFoundError:
@@ -109,7 +109,7 @@ class BlobStore:
         try:
             pages: Any = client.list_blobs(name_starts_with=prefix or None,
                                            results_per_page=page_size).by_page(continuation_token=marker)
-            items = [(str(b.name), str(b.etag or "")) for b in next(pages, [])]
+            items = [(str(b.name), _etag(b.etag)) for b in next(pages, [])]
         except ResourceNotFoundError:
             raise self._container_not_found(container) from None
         return items, pages.continuation_token or None
@@ -117,7 +117,7 @@ class BlobStore:
     def etag_or_none(self, container: str, name: str) -> str | None:
         """The blob's ETag (one HEAD request), None when it does not exist."""
         try:
-            return str(self.service.get_blob_client(container, name).get_blob_properties().etag or "")
+            return _etag(self.service.get_blob_client(container, name).get_blob_properties().etag)
         except ResourceNotFoundError:
             return None
 
@@ -178,6 +178,12 @@ class BlobStore:
     def url(self, container: str, name: str) -> str:
         """The blob's URL without any SAS (callers use their own credentials)."""
         return str(self.service.get_blob_client(container, name).url)
+
+
+def _etag(value: Any) -> str:
+    """An ETag as one string whichever call returned it: blob properties quote it (``"0x8D..."``, as the HTTP header
+    does), listings do not."""
+    return str(value or "").strip('"')
 
 
 @functools.cache
