@@ -5,7 +5,10 @@ writes (listing, manifests, attempt results, merge work, results, exports, previ
 ``gpu_batch.layout.generation_key(task_id, generation)``, which every activity takes in place of the task id, so the
 previous generation's files are never touched and stay served. Only when the re-run completes (``completed`` or
 ``completed_with_errors``) does the ``promote_generation`` activity point the task at the new results; a re-run that is
-cancelled, fails, expires or only estimates leaves the previous generation served. Pool jobs, cancel markers, shard
+cancelled, fails, expires or only estimates leaves the previous generation served. With ``"only_new": true`` the
+re-run first reuses, per shard, the served generation's results of images whose name and ETag are unchanged
+(``activities.reuse``, parallel calls after the enumeration): shards with nothing left to run start done in their
+group's input and never reach the pool. Pool jobs, cancel markers, shard
 group instance ids and notifications stay the task's (the groups' ids carry the run: ``core.ids.shards_instance_id``).
 
 Deterministic code only. Its input is the normalized request plus a snapshot of the tuning knobs (orchestrators never
