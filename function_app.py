@@ -6,7 +6,7 @@ from activities import enumerate as enumerate_activity
 from activities import exports, fanin, generations, merge, notify, pool, previews, task_events
 from activities import expiry as expiry_activities
 from activities import repeat_search as repeat_search_activities
-from activities import rethreshold, results_zip
+from activities import rethreshold, results_zip, reuse
 from api import after_task, arrivals, openapi, starters
 from api import repeat_search as repeat_search_api
 from orchestrations import expiry, repeat_search, repeats, rerender, shards, task
@@ -39,5 +39,6 @@ for blueprint in (
     results_zip.bp,
     task_events.bp,
     generations.bp,
+    reuse.bp,
 ):
     app.register_functions(blueprint)

@@ -92,7 +92,8 @@ def run_plan_listing(task_id: str, request: TaskRequest, settings: Settings, sto
     if request.image_list:  # an explicit list names the images: no listing of the container (activities.image_list)
         return image_list.run_plan_image_list(task_id, request, settings, store, src, limits)
     budget = limits.plan_items
-    prefixes, names, complete = src.list_level(request.container, request.prefix, budget, limits.page_size)
+    etags: dict[str, str] = {}
+    prefixes, names, complete = src.list_level(request.container, request.prefix, budget, limits.page_size, etags)
     leaves: list[Leaf]
     if not complete:
         leaves = [{"prefix": request.prefix}]
@@ -105,7 +106,7 @@ def run_plan_listing(task_id: str, request: TaskRequest, settings: Settings, sto
                 folder = leaf.get("prefix")
                 if folder is not None and budget > 0:
                     sub_prefixes, sub_names, sub_complete = src.list_level(request.container, folder, budget,
-                                                                           limits.page_size)
+                                                                           limits.page_size, etags)
                     budget -= len(sub_prefixes) + len(sub_names)
                     if sub_complete:
                         expanded.extend(merge_level(sub_prefixes, sub_names))
@@ -113,6 +114,9 @@ def run_plan_listing(task_id: str, request: TaskRequest, settings: Settings, sto
                 expanded.append(leaf)
             leaves = expanded
     leaves = [leaf for leaf in leaves if "prefix" in leaf or is_image_name(leaf.get("name", ""))]
+    for leaf in leaves:
+        if leaf.get("name", "") in etags:
+            leaf["etag"] = etags[leaf["name"]]
     units = group_leaves(leaves, limits.max_units)
     for u, unit in enumerate(units):
         store.write_json(settings.container, layout.listing_unit_blob(task_id, u), unit)
@@ -138,6 +142,7 @@ def run_list_part(task_id: str, request: TaskRequest, settings: Settings, store:
         cursor = store.read_json(settings.container, layout.listing_cursor_blob(task_id, unit, part - 1))
         leaf, marker = int(cursor["leaf"]), cursor["marker"]
     images: list[str] = []
+    etags: list[str] = []  # beside ``images``: each image's ETag ("" unknown), for a later ``only_new`` re-run
     listed = 0
     more = False
     while leaf < len(leaves):
@@ -152,14 +157,19 @@ def run_list_part(task_id: str, request: TaskRequest, settings: Settings, store:
             listed += 1
             if is_image_name(item.get("name", "")):
                 images.append(item["name"])
+                etags.append(item.get("etag", ""))
             leaf += 1
             continue
-        names, marker = src.list_names_page(request.container, folder, marker, limits.page_size)
-        listed += len(names)
-        images.extend(n for n in names if is_image_name(n))
+        blobs, marker = src.list_blobs_page(request.container, folder, marker, limits.page_size)
+        listed += len(blobs)
+        for name, etag in blobs:
+            if is_image_name(name):
+                images.append(name)
+                etags.append(etag)
         if marker is None:
             leaf += 1
-    store.write_json(settings.container, layout.listing_part_blob(task_id, unit, part), {"names": images})
+    store.write_json(settings.container, layout.listing_part_blob(task_id, unit, part),
+                     {"names": images, "etags": etags})
     if request.sample_n is not None:
         keys = heapq.nsmallest(request.sample_n, (sample_key(request.seed, n) for n in images))
         store.write_json(settings.container, layout.listing_sample_blob(task_id, unit, part), keys)
@@ -182,11 +192,15 @@ def run_choose_sample(task_id: str, request: TaskRequest, settings: Settings, st
 
 
 def _selected_names(task_id: str, request: TaskRequest, settings: Settings, store: BlobStore, unit: int, part: int,
-                    threshold: tuple[str, str] | None) -> list[str]:
-    names: list[str] = store.read_json(settings.container, layout.listing_part_blob(task_id, unit, part))["names"]
+                    threshold: tuple[str, str] | None) -> list[tuple[str, str]]:
+    """The part's selected names with their ETags ("" where the part recorded none: parts from before ETags)."""
+    doc = store.read_json(settings.container, layout.listing_part_blob(task_id, unit, part))
+    names: list[str] = doc["names"]
+    etags = doc.get("etags")
+    pairs = list(zip(names, etags)) if isinstance(etags, list) and len(etags) == len(names) else [(n, "") for n in names]
     if threshold is None:
-        return names
-    return [n for n in names if sample_key(request.seed, n) <= threshold]
+        return pairs
+    return [(n, e) for n, e in pairs if sample_key(request.seed, n) <= threshold]
 
 
 def run_write_shards(task_id: str, request: TaskRequest, settings: Settings, store: BlobStore,
@@ -198,20 +212,32 @@ def run_write_shards(task_id: str, request: TaskRequest, settings: Settings, sto
         key = store.read_json(settings.container, layout.sample_threshold_blob(task_id))["key"]
         threshold = (str(key[0]), str(key[1]))
 
+    etag_of: dict[str, str] = {}  # the batch's names with a known ETag (about images_per_write of them)
+
     def stream() -> Iterator[str]:
         for s in slices:
             unit, part = parts[s["part"]]
-            names = _selected_names(task_id, request, settings, store, unit, part, threshold)
-            yield from names[s["skip"]: s["skip"] + s["take"]]
+            pairs = _selected_names(task_id, request, settings, store, unit, part, threshold)
+            for name, etag in pairs[s["skip"]: s["skip"] + s["take"]]:
+                if etag:
+                    etag_of[name] = etag
+                yield name
 
     shards = images = 0
     written: list[list[str]] = []
+    ranges: list[list[str]] = []
     for index, shard in enumerate(plan_shards(stream(), request.images_per_shard), start=first):
         _write_manifest(task_id, request, settings, store, index, shard)
+        sid = layout.shard_id(index)
+        store.write_json(settings.container, layout.shard_etags_blob(task_id, sid),
+                         {"etags": {n: etag_of.pop(n) for n in shard if n in etag_of}})
+        if shard:
+            ranges.append([sid, min(shard), max(shard)])
         shards += 1
         images += len(shard)
         if request.image_list:  # a batch's shards: held as names only (about images_per_write of them)
             written.append(shard)
+    store.write_json(settings.container, layout.shard_ranges_blob(task_id, first), ranges)
     if request.image_list:
         image_list.write_list_shards(task_id, settings, store, first, written, parts, not_found or [])
     if shards != count:

@@ -27,7 +27,7 @@ from typing import Any
 
 import azure.durable_functions as df
 
-from activities.shard_results import shard_attempt_results
+from activities.shard_results import shard_attempt_results, shard_manifest
 from adapters import clients
 from adapters.blobs import BlobStore
 from core import contracts as c
@@ -132,7 +132,7 @@ def _merged_shard(store: BlobStore, settings: Settings, task_id: str, index: int
     """One shard's entries (each manifest image exactly once, later attempts filling gaps, then the image list's names
     not found that the shard reports, ``activities.image_list``) and how many are missing."""
     sid = layout.shard_id(index)
-    manifest = store.read_json(settings.container, layout.manifest_blob(task_id, sid, 1))
+    manifest = shard_manifest(store, settings, task_id, sid)  # every image, reused ones (attempt 0) included
     entries, missing = mdformat.merge_entries(manifest["images"], shard_attempt_results(store, settings, task_id, sid))
     listed = store.read_json_or_none(settings.container, layout.shard_list_blob(task_id, sid))
     if listed:  # an image list's names the container did not hold: failed entries, after the shard's own images

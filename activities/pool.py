@@ -14,7 +14,7 @@ from typing import Iterable
 import azure.durable_functions as df
 from azure.core.exceptions import AzureError
 
-from activities.shard_results import done_images, progress_count, shard_coverage
+from activities.shard_results import done_images, progress_count, shard_coverage, shard_manifest
 from adapters import clients
 from adapters.blobs import BlobStore
 from core import contracts as c
@@ -118,7 +118,7 @@ def run_poll(task_id: str, job: str, task_ids: list[str], settings: Settings, st
 
 def resubmit_one(task_id: str, job: str, sid: str, attempt: int, settings: Settings, store: BlobStore,
                  pool: GpuPool) -> c.Resubmitted:
-    first = ShardManifest.from_dict(store.read_json(settings.container, layout.manifest_blob(task_id, sid, 1)))
+    first = ShardManifest.from_dict(shard_manifest(store, settings, task_id, sid))  # every image of the shard
     # successes and permanent failures are final; retryable failures (download, auth, throttling) run again
     missing = missing_images(first.images, done_images(store, settings, task_id, sid))
     if not missing:

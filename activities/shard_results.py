@@ -39,10 +39,22 @@ def shard_attempt_results(store: BlobStore, settings: Settings, task_id: str, si
         yield [e for e in entries if isinstance(e, dict)]
 
 
+def shard_manifest(store: BlobStore, settings: Settings, task_id: str, sid: str) -> dict[str, Any]:
+    """The manifest that lists every image of the shard: attempt 1's, as the enumeration wrote it, except in a re-run
+    with ``only_new`` that reuses some of the shard's results (``activities.reuse``): there attempt 0's lists them all
+    (its results are the reused entries) and attempt 1's only the images still to run. Poll, resubmission and merge
+    read the shard's images here, so reused entries count as final results and each image is merged once."""
+    reused = store.read_json_or_none(settings.container, layout.manifest_blob(task_id, sid, 0))
+    if isinstance(reused, dict):
+        return reused
+    first: dict[str, Any] = store.read_json(settings.container, layout.manifest_blob(task_id, sid, 1))
+    return first
+
+
 def shard_coverage(store: BlobStore, settings: Settings, task_id: str, sid: str) -> dict[str, int]:
     """How many of the shard's images have a final result (from any attempt), and how many of those are permanent
     failures; ``missing`` counts the rest (never written, or only retryable failures, counted in ``retryable``)."""
-    manifest = store.read_json(settings.container, layout.manifest_blob(task_id, sid, 1))
+    manifest = shard_manifest(store, settings, task_id, sid)
     return mdformat.coverage(manifest["images"], shard_attempt_results(store, settings, task_id, sid))
 
 

@@ -62,12 +62,13 @@ class BlobStore:
                 "check the container name in the task request, or create the container and upload the images",
             ) from None
 
-    def list_level(self, container: str, prefix: str, max_items: int,
-                   page_size: int = 5000) -> tuple[list[str], list[str], bool]:
+    def list_level(self, container: str, prefix: str, max_items: int, page_size: int = 5000,
+                   etags: dict[str, str] | None = None) -> tuple[list[str], list[str], bool]:
         """One level of the virtual folders under ``prefix`` (delimiter ``/``): the folder prefixes and the blob names
         found there, in pages, stopping after the page that reaches ``max_items``. Returns ``(prefixes, names,
         complete)``; ``complete`` False means the level has more (the plan then lists that folder flat instead).
-        Order is restored by ``core.shards.merge_level`` (the SDK returns each page's prefixes before its blobs)."""
+        Order is restored by ``core.shards.merge_level`` (the SDK returns each page's prefixes before its blobs).
+        ``etags``, when given, receives each blob's ETag by name (``only_new`` compares them across generations)."""
         client = self.service.get_container_client(container)
         prefixes: list[str] = []
         names: list[str] = []
@@ -77,6 +78,8 @@ class BlobStore:
             for page in pages:
                 for item in page:
                     (prefixes if isinstance(item, BlobPrefix) else names).append(str(item.name))
+                    if etags is not None and not isinstance(item, BlobPrefix) and getattr(item, "etag", None):
+                        etags[str(item.name)] = _etag(item.etag)
                 if len(prefixes) + len(names) >= max_items and pages.continuation_token:
                     return prefixes, names, False
         except ResourceNotFoundError:
@@ -96,6 +99,27 @@ class BlobStore:
         except ResourceNotFoundError:
             raise self._container_not_found(container) from None
         return names, pages.continuation_token or None
+
+    def list_blobs_page(self, container: str, prefix: str, marker: str | None,
+                        page_size: int = 5000) -> tuple[list[tuple[str, str]], str | None]:
+        """``list_names_page`` with each blob's ETag: ``([(name, etag), ...], next marker)``. The listing returns the
+        ETag with the name at no extra cost; a re-run with ``only_new`` reuses results of images whose name and ETag
+        are unchanged (``activities.reuse``)."""
+        client = self.service.get_container_client(container)
+        try:
+            pages: Any = client.list_blobs(name_starts_with=prefix or None,
+                                           results_per_page=page_size).by_page(continuation_token=marker)
+            items = [(str(b.name), _etag(b.etag)) for b in next(pages, [])]
+        except ResourceNotFoundError:
+            raise self._container_not_found(container) from None
+        return items, pages.continuation_token or None
+
+    def etag_or_none(self, container: str, name: str) -> str | None:
+        """The blob's ETag (one HEAD request), None when it does not exist."""
+        try:
+            return _etag(self.service.get_blob_client(container, name).get_blob_properties().etag)
+        except ResourceNotFoundError:
+            return None
 
     def _container_not_found(self, container: str) -> ContainerNotFound:
         return ContainerNotFound(
@@ -154,6 +178,12 @@ class BlobStore:
     def url(self, container: str, name: str) -> str:
         """The blob's URL without any SAS (callers use their own credentials)."""
         return str(self.service.get_blob_client(container, name).url)
+
+
+def _etag(value: Any) -> str:
+    """An ETag as one string whichever call returned it: blob properties quote it (``"0x8D..."``, as the HTTP header
+    does), listings do not."""
+    return str(value or "").strip('"')
 
 
 @functools.cache

@@ -76,10 +76,11 @@ REQUEST_FIELDS: dict[str, dict[str, Any]] = {
     "rerun": {"type": ["boolean", "null"], "description": "run a task that finished (or failed) again as a new "
               "generation: its own pool job and results; the previous results stay served until it completes; 409 "
               "while the task runs; not part of the task id"},
-    "only_new": {"type": ["boolean", "null"], "description": "NOT AVAILABLE YET (true is refused with 400): a "
-                 "re-run that reuses the previous generation's detections of images whose name and ETag are "
-                 "unchanged and sends only new or changed images to the pool (implies rerun); not part of the task "
-                 "id"},
+    "only_new": {"type": ["boolean", "null"], "description": "a re-run (implies rerun) that reuses the served "
+                 "generation's final results of images whose name and ETag are unchanged and sends only new or "
+                 "changed images (and those without a final result) to the pool; the new results file holds every "
+                 "image once (images deleted since are dropped); a served generation enumerated before ETags were "
+                 "recorded reuses nothing; the status counts 'reused'; not part of the task id"},
 }
 
 

@@ -99,7 +99,7 @@ class ShardsInput(TypedDict):
     job_id: NotRequired[str]  # the run's pool job (default: the task id)
     knobs: dict[str, Any]
     shards: list[str]
-    state: NotRequired[dict[str, ShardState]]  # set by continue_as_new
+    state: NotRequired[dict[str, ShardState]]  # set by continue_as_new, or by the task for ``only_new`` reuse
     delay: NotRequired[float]  # the poll back-off carried over by continue_as_new
     max_in_flight: NotRequired[int]  # this group's share of TRAPBATCH_MAX_IN_FLIGHT (core.shards.in_flight_shares)
     cursor: NotRequired[str]  # the pool's change cursor (GpuPool.changes), carried over by continue_as_new
@@ -332,6 +332,7 @@ class TaskStatus(TypedDict, total=False):
     detections: int
     empty: int
     resubmissions: int
+    reused: int  # a re-run with ``only_new``: images whose previous results were reused (not sent to the pool)
     results: ResultsRef
     repeated_detections: RepeatsRef
     previews: PreviewsOutput
@@ -739,3 +740,22 @@ class PromoteOutput(TypedDict):
     promoted: str  # the generation key now served
     previews_deleted: int  # blobs of the previous generation's preview folder taken off the static website
 
+
+
+# ---------------------------------------------------------------- reuse (activities.reuse, ``only_new``)
+REUSE = "reuse_previous_results"
+
+
+class ReuseInput(TypedDict):
+    """Reuse, for shards ``first .. first + count - 1`` of generation ``task_id`` (a generation key), the final
+    results that generation ``previous`` (a generation key) has for the same images with unchanged ETags."""
+
+    task_id: str
+    previous: str
+    first: int
+    count: int
+
+
+class ReuseOutput(TypedDict):
+    reused: list[int]  # per shard, in order: images whose previous results were reused (its attempt 0)
+    to_run: list[int]  # per shard: images its attempt 1 still runs (0: the shard is done without the pool)

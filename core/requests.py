@@ -80,8 +80,8 @@ class TaskRequest:
     image_list: str = ""
     image_list_sha256: str = ""  # set by the edge from the list's bytes (EDGE_FIELDS), part of the task id
     # Verbs, not part of the task id (``identity``): run a task that already finished again, as a new generation with
-    # its own state and results (``orchestrations.task``); ``only_new`` is to reuse the previous generation's detections
-    # of the images whose name and ETag are unchanged (refused until that is built, ``_only_new``).
+    # its own state and results (``orchestrations.task``); ``only_new`` (a re-run too) reuses the served generation's
+    # results of the images whose name and ETag are unchanged and runs only the others (``activities.reuse``).
     rerun: bool = False
     only_new: bool = False
 
@@ -316,13 +316,9 @@ def _image_list(body: Mapping[str, Any]) -> str:
 
 
 def _only_new(body: Mapping[str, Any]) -> bool:
-    """Refused until the reuse step exists: running every image again, where the caller asked for the new ones only,
-    would cost GPU hours nobody expected."""
-    if _opt_bool(body, "only_new"):
-        raise RequestInvalid("'only_new' is not available yet: this trapbatch cannot yet reuse earlier detections",
-                             "send \"rerun\": true to run every image again, or post the new images as a task of "
-                             "their own (a prefix)")
-    return False
+    """``only_new`` is a re-run (it implies ``rerun``) that reuses the served generation's results of images whose
+    name and ETag are unchanged (``activities.reuse``)."""
+    return _opt_bool(body, "only_new")
 
 
 def parse_repeat_removal(body: Any, known_ids: list[str]) -> list[str]:

@@ -151,6 +151,7 @@ class Leaf(TypedDict, total=False):
 
     prefix: str
     name: str
+    etag: str  # a single blob's ETag, as the plan's listing saw it (``only_new`` compares them; absent: unknown)
 
 
 def merge_level(prefixes: Iterable[str], names: Iterable[str]) -> list[Leaf]:

@@ -19,11 +19,20 @@ In the task-state container::
     tasks/<task>/shards/<shard>/attempt-<n>.results.json what the worker wrote for that attempt
     tasks/<task>/shards/<shard>/attempt-<n>.progress.json how many images that attempt has done so far (the poll
                                                          reads this small counter, never the results, for progress)
+    tasks/<task>/shards/<shard>/etags.json               {"etags": {name: ETag}} of the shard's images as listed
+    tasks/<task>/shards/<shard>/attempt-0.json           a re-run with ``only_new``: every image of the shard (the
+                                                         shard's own list; attempt 1 then holds only those to run)
+    tasks/<task>/shards/<shard>/attempt-0.results.json   ... and the previous generation's entries it reuses
+                                                         (``activities.reuse``), read as the oldest attempt
+    tasks/<task>/listing/shard-ranges-<first>.json        [[shard, first name, last name], ...] (names' order) of the
+                                                         shards one manifest write cut: where a later ``only_new``
+                                                         finds the shards holding a name
 
 
     tasks/<task>/listing/plan.json                       the parallel enumeration's plan (units, limits)
     tasks/<task>/listing/u<unit>.json                    one listing unit's leaves (folders and single blobs)
-    tasks/<task>/listing/u<unit>-p<part>.json            the image names one listing call found, in listing order
+    tasks/<task>/listing/u<unit>-p<part>.json            the image names one listing call found, in listing order,
+                                                         and their ETags
     tasks/<task>/listing/u<unit>-p<part>.sample.json     that part's smallest sample keys (requests with sample_n)
     tasks/<task>/listing/u<unit>-p<part>.next.json       where the unit's next part goes on (leaf, service marker)
     tasks/<task>/listing/sample-threshold.json           the largest sample key selected (requests with sample_n)
@@ -225,6 +234,20 @@ def listing_list_unit_blob(task_id: str, unit: int) -> str:
 def listing_list_part_blob(task_id: str, unit: int, part: int) -> str:
     """An image-list part's names not found and metadata (``activities.image_list``)."""
     return f"{listing_prefix(task_id)}u{unit:04d}-p{part:05d}.list.json"
+
+
+def shard_etags_blob(task_id: str, sid: str) -> str:
+    """The ETags of a shard's images as its enumeration listed them: what a later ``only_new`` re-run compares."""
+    return f"{shard_prefix(task_id, sid)}etags.json"
+
+
+def shard_ranges_blob(task_id: str, first: int) -> str:
+    """The name range of each shard that one ``write_shard_manifests`` call cut, from shard ``first`` on."""
+    return f"{listing_prefix(task_id)}shard-ranges-{first:05d}.json"
+
+
+def shard_ranges_prefix(task_id: str) -> str:
+    return f"{listing_prefix(task_id)}shard-ranges-"
 
 
 def shard_list_blob(task_id: str, sid: str) -> str:

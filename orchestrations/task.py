@@ -5,7 +5,10 @@ writes (listing, manifests, attempt results, merge work, results, exports, previ
 ``gpu_batch.layout.generation_key(task_id, generation)``, which every activity takes in place of the task id, so the
 previous generation's files are never touched and stay served. Only when the re-run completes (``completed`` or
 ``completed_with_errors``) does the ``promote_generation`` activity point the task at the new results; a re-run that is
-cancelled, fails, expires or only estimates leaves the previous generation served. Pool jobs, cancel markers, shard
+cancelled, fails, expires or only estimates leaves the previous generation served. With ``"only_new": true`` the
+re-run first reuses, per shard, the served generation's results of images whose name and ETag are unchanged
+(``activities.reuse``, parallel calls after the enumeration): shards with nothing left to run start done in their
+group's input and never reach the pool. Pool jobs, cancel markers, shard
 group instance ids and notifications stay the task's (the groups' ids carry the run: ``core.ids.shards_instance_id``).
 
 Deterministic code only. Its input is the normalized request plus a snapshot of the tuning knobs (orchestrators never
@@ -20,7 +23,7 @@ from typing import Any, Generator
 import azure.durable_functions as df
 
 from core import contracts as c
-from core.contracts import Stage
+from core.contracts import ShardStatus, Stage
 from core.estimate import estimate
 from core.expiry import expiry_time
 from core.ids import shards_instance_id
@@ -29,7 +32,7 @@ from core.shards import group_count_limit, group_shards, in_flight_shares
 from gpu_batch.layout import generation_key, pool_job_id, shard_id
 from orchestrations.enumeration import enumerate_in_parallel
 from orchestrations.fanin import fan_in
-from orchestrations.retries import POOL_RETRY, STORAGE_RETRY, RetryPolicy, call
+from orchestrations.retries import POOL_RETRY, STORAGE_RETRY, RetryPolicy, call, call_all
 
 bp = df.Blueprint()
 
@@ -220,13 +223,18 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
                                 "the list's paths are blob names in the container, relative to the prefix")
         raise NoImagesFound(f"no images (.jpg, .jpeg, .png, .gif) found in {_where(request)}; "
                             "check the container and prefix")
+    reuse: c.ReuseOutput | None = None
+    work = enumeration  # what goes to the pool: every image, or with only_new those not reused
+    if request.get("only_new") and generation and "previous" in data:
+        reuse = yield from _reuse(context, key, generation_key(task_id, data["previous"]), enumeration["shards"])
+        work = c.EnumerateOutput(images=sum(reuse["to_run"]), shards=sum(1 for n in reuse["to_run"] if n))
     if request.get("dry_run"):  # an estimate only (core/estimate.py): stop before anything reaches the pool
         estimated = c.TaskStatus(stage=Stage.estimated, started=started, images=enumeration["images"],
                                  shards=enumeration["shards"], finished=context.current_utc_datetime.isoformat(),
-                                 estimate=_estimate(enumeration, knobs))
+                                 estimate=_estimate(work, knobs))
         context.set_custom_status(estimated)
         return estimated
-    unconfirmed = yield from _confirmed(context, data, started, enumeration, knobs)
+    unconfirmed = yield from _confirmed(context, data, started, work, knobs)
     if unconfirmed is not None:  # expired, or cancelled while it waited
         return unconfirmed
 
@@ -240,15 +248,17 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
     groups_run = data.get("run", "") if generation else ""  # a re-run's groups get ids of their own
     if groups_run:
         detecting["generation"], detecting["groups_run"] = generation, groups_run
+    if reuse is not None:
+        detecting["reused"] = sum(reuse["reused"])
     context.set_custom_status(detecting)
-    children = [
-        context.call_sub_orchestrator(
-            c.SHARDS_ORCHESTRATOR,
-            c.ShardsInput(task_id=key, job_id=job_id, knobs=knobs.to_dict(), shards=[shard_id(i) for i in group],
-                          max_in_flight=shares[g]),
-            shards_instance_id(task_id, g, groups_run))
-        for g, group in enumerate(groups)
-    ]
+    children = []
+    for g, group in enumerate(groups):
+        shards_input = c.ShardsInput(task_id=key, job_id=job_id, knobs=knobs.to_dict(),
+                                     shards=[shard_id(i) for i in group], max_in_flight=shares[g])
+        if reuse is not None:
+            shards_input["state"] = _reused_state(group, reuse)
+        children.append(context.call_sub_orchestrator(c.SHARDS_ORCHESTRATOR, shards_input,
+                                                      shards_instance_id(task_id, g, groups_run)))
     pool_used[0] = True
     outcomes: list[c.ShardsOutcome] = yield context.task_all(children)
     yield from _close_job(context, task_id, job_id)  # no pool work is left: free the job before the long merge
@@ -283,6 +293,8 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
                             knobs.max_failed_fraction, job_id)
     if generation:
         summary["generation"] = generation
+    if reuse is not None:
+        summary["reused"] = sum(reuse["reused"])
     if exports is not None:
         summary["results"]["exports"] = exports
     else:
@@ -290,6 +302,34 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
     yield from _schedule_expiry(context, data, knobs, summary)
     context.set_custom_status(summary)
     return summary
+
+
+# Shards one reuse call handles (``activities.reuse``): each reads its previous shards, a few seconds per shard.
+REUSE_SHARDS_PER_CALL = 10
+
+
+def _reuse(context: df.DurableOrchestrationContext, key: str, previous: str,
+           shards: int) -> Generator[Any, Any, c.ReuseOutput]:
+    """``only_new``: per shard of this generation, the images whose results ``previous`` (a generation key) already
+    has for the same name and ETag (``activities.reuse``, in parallel calls); counts only pass through history."""
+    payloads = [c.ReuseInput(task_id=key, previous=previous, first=first,
+                             count=min(REUSE_SHARDS_PER_CALL, shards - first))
+                for first in range(0, shards, REUSE_SHARDS_PER_CALL)]
+    outputs: list[c.ReuseOutput] = yield from call_all(context, c.REUSE, payloads)
+    return c.ReuseOutput(reused=[n for out in outputs for n in out["reused"]],
+                         to_run=[n for out in outputs for n in out["to_run"]])
+
+
+def _reused_state(group: list[int], reuse: c.ReuseOutput) -> dict[str, c.ShardState]:
+    """A shard group's starting state after reuse: a shard with nothing left to run is done (no pool task); the
+    others start pending with their reused images already counted as covered."""
+    state: dict[str, c.ShardState] = {}
+    for i in group:
+        s = c.ShardState(attempt=1, status=ShardStatus.done if reuse["to_run"][i] == 0 else ShardStatus.pending)
+        if reuse["reused"][i]:
+            s["covered"] = s["seen"] = reuse["reused"][i]
+        state[shard_id(i)] = s
+    return state
 
 
 def _schedule_expiry(context: df.DurableOrchestrationContext, data: c.TaskInput, knobs: OrchestrationKnobs,

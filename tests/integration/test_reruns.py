@@ -121,3 +121,45 @@ def test_rerun_runs_everything_again_under_a_new_job_and_the_old_results_stay_se
         assert refused.status_code == 409 and "re-run" in refused.json()["error"], (path, refused.text)
         assert refused.json()["hint"]
     assert api.get(f"{base}/api/tasks/{task_id}/results", timeout=30).json()["results"] == after["results"]
+
+
+def test_only_new_runs_exactly_the_new_and_changed_images_and_merges_them_with_the_reused_results(
+        host: Any, app_env: dict[str, str], store: BlobStore, unique_name: str) -> None:
+    from tests.integration.conftest import _jpeg
+
+    state = app_env["TRAPBATCH_CONTAINER"]
+    names = upload_images(store, unique_name, 10, corrupt=0)  # 3 shards of 4 (TRAPBATCH_IMAGES_PER_SHARD)
+    base = host.base_url
+    body = {"container": unique_name}
+    started = api.post(f"{base}/api/tasks", json=body, timeout=30)
+    assert started.status_code == 202, started.text
+    task_id = started.json()["id"]
+    done = confirm_and_finish(host, task_id)
+    assert done["stage"] == Stage.completed, done
+    before = {im["file"]: im for im in store.read_json(state, layout.results_blob(task_id))["images"]}
+    assert sorted(before) == names
+
+    changed, deleted = "cam0/img 002.jpg", "cam1/img 003.jpg"
+    added = ["cam1/img 100.jpg", "cam1/img 101.jpg"]
+    store.write_bytes(unique_name, changed, _jpeg(1002))  # new bytes: a new ETag
+    for i, name in enumerate(added):
+        store.write_bytes(unique_name, name, _jpeg(2000 + i))
+    store.service.get_blob_client(unique_name, deleted).delete_blob()
+    now = sorted({*names, *added} - {deleted})
+
+    again = api.post(f"{base}/api/tasks", json={**body, "only_new": True}, timeout=30)
+    assert again.status_code == 202 and again.json()["id"] == task_id and again.json()["started"] is True
+    final = confirm_and_finish(host, task_id)
+    assert final["stage"] == Stage.completed, final
+    key = layout.generation_key(task_id, final["generation"])
+    # the pool ran exactly the new and the changed images, each once; the shard with no change had no pool task
+    assert pool_work(app_env, store, key, final["pool_job"]) == sorted([changed, *added])
+    assert final["reused"] == len(now) - 3 and final["images"] == len(now)
+    after = store.read_json(state, layout.results_blob(key))["images"]
+    files = [im["file"] for im in after]
+    assert sorted(files) == now and len(files) == len(set(files))  # every image once, the deleted one dropped
+    for im in after:
+        if im["file"] not in (changed, *added):
+            assert im == before[im["file"]]  # reused as the previous generation detected it
+    served = api.get(f"{base}/api/tasks/{task_id}/results", timeout=30).json()
+    assert served["generation"] == final["generation"] and served["results"]["blob"] == layout.results_blob(key)

@@ -102,3 +102,57 @@ def test_a_rerun_that_fails_before_promotion_is_not_promoted() -> None:
     assert run.status == "Failed" and run.custom_status["stage"] == Stage.failed
     assert c.PROMOTE not in run.activity_names
     assert [name for name in run.activity_names if name in ENUMERATION][0] == c.PLAN_LISTING
+
+
+def only_new_input(**extra: Any) -> c.TaskInput:
+    data = rerun_input(**extra)
+    return {**data, "request": {**data["request"], "rerun": True, "only_new": True}}
+
+
+def reuse_answers(to_run: list[int], reused: list[int]) -> tuple[Any, list[tuple[str, str]]]:
+    """``generation_activities`` plus a reuse step that answers ``to_run`` / ``reused`` per shard."""
+    answer, seen = generation_activities(shards=len(to_run))
+
+    def run(name: str, payload: Any) -> Any:
+        if name == c.REUSE:
+            seen.append((name, payload["task_id"]))
+            first, count = payload["first"], payload["count"]
+            return {"reused": reused[first:first + count], "to_run": to_run[first:first + count]}
+        return answer(name, payload)
+
+    return run, seen
+
+
+def test_only_new_reuses_in_parallel_calls_and_sends_only_shards_with_images_left_to_the_pool() -> None:
+    to_run = [0, 3, 10, 0, 0, 1, 0, 0, 0, 0, 0, 4]  # 12 shards: two reuse calls (10 shards each at most)
+    reused = [10 - n for n in to_run]
+    answer, seen = reuse_answers(to_run, reused)
+    run = run_task(only_new_input(previous=""), answer)
+
+    assert run.status == "Completed", run.error
+    # after the enumeration, before any shard group: the reuse step, reading the served (first) generation
+    assert run.inputs(c.REUSE) == [{"task_id": KEY, "previous": TASK, "first": 0, "count": 10},
+                                   {"task_id": KEY, "previous": TASK, "first": 10, "count": 2}]
+    names = run.activity_names
+    assert names.index(c.FINISH_ENUMERATION) < names.index(c.REUSE) < names.index(c.MERGE_PART)
+    # shards with nothing left to run start done and never reach the pool; the others start pending
+    submitted = sorted(sid for call in run.sub_orchestrations if call.run for a in call.run.calls(c.SUBMIT)
+                       for sid, _ in a.input["shards"])
+    assert submitted == [f"s{i:05d}" for i, n in enumerate(to_run) if n]
+    states = {sid: s for call in run.sub_orchestrations for sid, s in call.input["state"].items()}
+    assert states["s00000"] == {"attempt": 1, "status": "done", "covered": 10, "seen": 10}
+    assert states["s00002"] == {"attempt": 1, "status": "pending"}  # nothing reused: no covered count
+    assert run.output["reused"] == sum(reused) and run.output["generation"] == RUN
+    assert next(s for s in run.statuses if s["stage"] == Stage.detecting)["reused"] == sum(reused)
+    assert c.PROMOTE in names
+
+
+def test_only_new_without_served_results_runs_everything_and_a_plain_rerun_reuses_nothing() -> None:
+    answer, _ = reuse_answers([10, 10], [0, 0])
+    without_previous = run_task(only_new_input(), answer)  # no generation of the task had results
+    plain = run_task(rerun_input(previous=""), answer)
+
+    for run in (without_previous, plain):
+        assert run.status == "Completed", run.error
+        assert c.REUSE not in run.activity_names and "reused" not in run.output
+        assert all("state" not in call.input for call in run.sub_orchestrations)

@@ -166,6 +166,9 @@ def test_shard_results_read_attempts_with_the_same_rules() -> None:
         def read_json(self, container: str, name: str) -> Any:
             return json.loads(self.blobs[name])
 
+        def read_json_or_none(self, container: str, name: str) -> Any:
+            return self.read_json(container, name) if name in self.blobs else None
+
     images = ["a", "b", "c", "d"]
     store = Store({
         layout.manifest_blob("t", "s00000", 1): {"images": images},

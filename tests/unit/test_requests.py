@@ -169,8 +169,12 @@ def test_rerun_is_a_verb_not_part_of_the_task_id() -> None:
         parse_task_request({"container": "cams", "rerun": "yes"})
 
 
-def test_only_new_is_refused_with_a_hint_until_the_reuse_step_exists() -> None:
+def test_only_new_is_a_rerun_verb_not_part_of_the_task_id() -> None:
     assert parse_task_request({"container": "cams", "only_new": False}).only_new is False
-    with pytest.raises(RequestInvalid, match="'only_new' is not available yet") as refused:
-        parse_task_request({"container": "cams", "only_new": True})
-    assert '"rerun": true' in refused.value.hint
+    plain = parse_task_request({"container": "cams"})
+    only_new = parse_task_request({"container": "cams", "only_new": True})
+    assert only_new.only_new is True and only_new.rerun is True  # it implies rerun
+    assert only_new.task_id == plain.task_id
+    assert TaskRequest.from_dict(only_new.to_dict()) == only_new
+    with pytest.raises(RequestInvalid, match="'only_new' must be true or false"):
+        parse_task_request({"container": "cams", "only_new": 1})

@@ -1,0 +1,127 @@
+"""Reuse a previous generation's results (``"only_new": true``): per shard of a re-run, what need not run again.
+
+Why: a re-run over a container where a few images were added or replaced should cost the GPU time of those few. For
+each shard of the new generation this activity finds the previous generation's entries for the shard's images whose
+name AND ETag are unchanged (the ETags both enumerations recorded: ``layout.shard_etags_blob``) and whose entry is
+final (a success or a permanent failure; a retryable failure or an image never processed runs again). It writes them
+as the shard's *attempt 0* (``attempt-0.results.json``, read first by every reader of a shard's attempts), with
+``attempt-0.json`` listing every image of the shard (``activities.shard_results.shard_manifest``), and rewrites
+attempt 1's manifest to the images still to run. A shard with nothing left to run is then done without the pool
+(the task orchestrator starts it as done); the merge emits each image once (reused entries are final results).
+
+How the previous entries are found, in bounded memory: each enumeration records the name range of each shard it cut
+(``layout.shard_ranges_blob``, one small blob per manifest write); a new shard reads only the previous shards whose
+range holds one of its names, one at a time, keeping only the entries it reuses. Container listings are in name
+order, so that is one or two previous shards per new shard; an image list's shards are not (its units are spread by a
+hash), which costs more reads, never other answers. A previous generation enumerated before ETags were recorded has
+no ranges: nothing is reused and every image runs again (as with ``rerun``). Images deleted since are in no new shard,
+so they are simply not carried over.
+
+Idempotent: a retried call finds attempt 0's manifest (every image) and writes the same three blobs again. Must not:
+reuse an entry whose image's ETag changed or is unknown on either side; send a reused image to the pool.
+"""
+from __future__ import annotations
+
+import bisect
+import logging
+from typing import Any, Mapping
+
+import azure.durable_functions as df
+
+from activities.shard_results import shard_attempt_results, shard_manifest
+from adapters import clients
+from adapters.blobs import BlobStore
+from core import contracts as c
+from core import mdformat
+from core.settings import Settings
+from gpu_batch import layout
+from gpu_batch.manifest import ShardManifest, is_final
+
+logger = logging.getLogger(__name__)
+bp = df.Blueprint()
+
+SHARDS_PER_CALL = 10  # shards one reuse call handles (each reads a few previous shards: seconds per shard)
+
+
+def previous_ranges(store: BlobStore, settings: Settings, previous: str) -> list[tuple[str, str, str]]:
+    """``(shard, first name, last name)`` of every shard of the previous generation that recorded its range."""
+    ranges: list[tuple[str, str, str]] = []
+    for name in store.list_names(settings.container, layout.shard_ranges_prefix(previous)):
+        for row in store.read_json(settings.container, name) or []:
+            ranges.append((str(row[0]), str(row[1]), str(row[2])))
+    return ranges
+
+
+def _etags(store: BlobStore, settings: Settings, key: str, sid: str) -> dict[str, str]:
+    doc = store.read_json_or_none(settings.container, layout.shard_etags_blob(key, sid))
+    etags = doc.get("etags") if isinstance(doc, dict) else None
+    return {str(k): str(v) for k, v in etags.items() if v} if isinstance(etags, dict) else {}
+
+
+def reusable_entries(store: BlobStore, settings: Settings, previous: str, ranges: list[tuple[str, str, str]],
+                     etags: Mapping[str, str]) -> dict[str, Mapping[str, Any]]:
+    """The previous generation's final entries for the names in ``etags`` whose ETag is unchanged there."""
+    names = sorted(etags)
+    found: dict[str, Mapping[str, Any]] = {}
+    for sid, low, high in ranges:
+        start = bisect.bisect_left(names, low)
+        if start == len(names) or names[start] > high:
+            continue  # none of our names in this previous shard's range
+        before = _etags(store, settings, previous, sid)
+        same = {n for n in names[start: bisect.bisect_right(names, high)] if before.get(n) == etags[n]}
+        if not same:
+            continue
+        best = mdformat.best_entries(shard_attempt_results(store, settings, previous, sid))
+        for name in same:
+            entry = best.get(name)
+            if entry is not None and is_final(entry):
+                found[name] = entry
+    return found
+
+
+def reuse_shard(key: str, previous: str, sid: str, ranges: list[tuple[str, str, str]], settings: Settings,
+                store: BlobStore) -> tuple[int, int]:
+    """Write shard ``sid``'s attempt 0 (reused entries) and its attempt 1 (the rest); (reused, to run)."""
+    full = ShardManifest.from_dict(shard_manifest(store, settings, key, sid))
+    etags = _etags(store, settings, key, sid)
+    images = set(full.images)
+    wanted = {n: e for n, e in etags.items() if n in images}
+    found = reusable_entries(store, settings, previous, ranges, wanted) if wanted and ranges else {}
+    if not found:
+        return 0, len(full.images)
+    to_run = tuple(n for n in full.images if n not in found)
+    whole = ShardManifest(**{**_fields(full), "attempt": 0,
+                             "output_blob": layout.attempt_results_blob(key, sid, 0)})
+    # Order matters for a retry: attempt 0's manifest first, so a retried call still sees every image of the shard.
+    store.write_json(settings.container, layout.manifest_blob(key, sid, 0), whole.to_dict())
+    store.write_json(settings.container, layout.attempt_results_blob(key, sid, 0), {
+        "images": [dict(found[n]) for n in full.images if n in found],
+        "info": {"trapbatch": {"reused_from": previous}}})
+    run = ShardManifest(**{**_fields(full), "attempt": 1, "images": to_run,
+                           "output_blob": layout.attempt_results_blob(key, sid, 1)})
+    store.write_json(settings.container, layout.manifest_blob(key, sid, 1), run.to_dict())
+    return len(found), len(to_run)
+
+
+def _fields(manifest: ShardManifest) -> dict[str, Any]:
+    return {f: getattr(manifest, f) for f in ShardManifest.__dataclass_fields__}
+
+
+def run_reuse(key: str, previous: str, first: int, count: int, settings: Settings,
+              store: BlobStore) -> c.ReuseOutput:
+    ranges = previous_ranges(store, settings, previous)
+    reused: list[int] = []
+    to_run: list[int] = []
+    for index in range(first, first + count):
+        n_reused, n_run = reuse_shard(key, previous, layout.shard_id(index), ranges, settings, store)
+        reused.append(n_reused)
+        to_run.append(n_run)
+    logger.info("generation %s shards %d..%d: %d images reused from %s, %d to run", key, first, first + count - 1,
+                sum(reused), previous, sum(to_run))
+    return {"reused": reused, "to_run": to_run}
+
+
+@bp.activity_trigger(input_name="payload", activity=c.REUSE)
+def reuse_previous_results(payload: c.ReuseInput) -> c.ReuseOutput:
+    s = clients.settings()
+    return run_reuse(payload["task_id"], payload["previous"], payload["first"], payload["count"], s, clients.store(s))

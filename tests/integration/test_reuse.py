@@ -1,0 +1,101 @@
+"""``only_new``'s reuse step (``activities.reuse``) on enumerations made in Azurite by the real parallel enumeration.
+
+The enumeration records each image's ETag (from the listing pages and the plan's single blobs) and each shard's name
+range; the reuse step carries over exactly the final entries of images whose name and ETag are unchanged, and writes
+the rest as attempt 1, so the poll, the resubmission and the merge see every image of the shard once.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from activities.merge import _merged_shard
+from activities.reuse import run_reuse
+from activities.shard_results import done_images, shard_coverage
+from adapters.blobs import BlobStore
+from core.requests import TaskRequest
+from core.settings import Settings
+from gpu_batch import layout
+from tests.integration.test_parallel_enumeration import SMALL, env, manifests, run_parallel  # noqa: F401 - fixture
+
+OLD = "task-old"
+NEW = layout.generation_key(OLD, "r260101120000ab12")
+
+
+def _images(settings: Settings, store: BlobStore, key: str) -> list[str]:
+    return [n for shard in manifests(settings, store, key) for n in shard]
+
+
+def _first_run(settings: Settings, store: BlobStore, container: str) -> tuple[TaskRequest, dict[str, Any]]:
+    """Enumerate the first generation and write a result for each image: a success, except one retryable failure."""
+    request = TaskRequest(container=container, model="MDV5A", images_per_shard=3)
+    run_parallel(settings, store, OLD, request, SMALL)
+    entries: dict[str, Any] = {}
+    for i, shard in enumerate(manifests(settings, store, OLD)):
+        docs = []
+        for name in shard:
+            entry: dict[str, Any] = {"file": name, "max_detection_conf": 0.5,
+                                     "detections": [{"category": "1", "conf": 0.5, "bbox": [0.1, 0.1, 0.2, 0.2]}]}
+            if name == "a/x.jpg":
+                entry = {"file": name, "failure": "image access failure", "detections": None,
+                         "failure_kind": "retryable", "failure_reason": "auth"}
+            entries[name] = entry
+            docs.append(entry)
+        store.write_json(settings.container, layout.attempt_results_blob(OLD, layout.shard_id(i), 1), {"images": docs})
+    return request, entries
+
+
+def test_the_enumeration_records_every_image_etag_and_each_shard_range(env: tuple[Settings, BlobStore, str]) -> None:
+    settings, store, container = env
+    run_parallel(settings, store, OLD, TaskRequest(container=container, model="MDV5A", images_per_shard=3), SMALL)
+
+    shards = manifests(settings, store, OLD)
+    ranges = [row for name in store.list_names(settings.container, layout.shard_ranges_prefix(OLD))
+              for row in store.read_json(settings.container, name)]
+    assert len(ranges) == len(shards) > 3  # several manifest writes (SMALL.images_per_write)
+    for (sid, low, high), images in zip(sorted(ranges), shards):
+        assert (low, high) == (min(images), max(images))
+        etags = store.read_json(settings.container, layout.shard_etags_blob(OLD, sid))["etags"]
+        assert etags == {n: store.etag_or_none(container, n) for n in images}  # the plan's single blobs too
+
+
+def test_reuse_carries_over_final_entries_of_unchanged_images_and_runs_the_rest(
+        env: tuple[Settings, BlobStore, str]) -> None:
+    settings, store, container = env
+    request, before = _first_run(settings, store, container)
+    changed, deleted, added = "cams/site0/cam1/02.jpg", "big/007.jpg", ["a/new.jpg", "zz/new.png"]
+    store.write_bytes(container, changed, b"other bytes")
+    store.service.get_blob_client(container, deleted).delete_blob()
+    for name in added:
+        store.write_bytes(container, name, b"")
+    _, new = run_parallel(settings, store, NEW, request, SMALL)
+    now = _images(settings, store, NEW)
+    to_run_expected = sorted([changed, *added, "a/x.jpg"])  # "a/x.jpg": only a retryable failure before
+
+    out = run_reuse(NEW, OLD, 0, new["shards"], settings, store)
+    assert out == run_reuse(NEW, OLD, 0, new["shards"], settings, store)  # a retried call: the same answer
+    assert sum(out["to_run"]) == len(to_run_expected) and sum(out["reused"]) == len(now) - len(to_run_expected)
+    assert 0 in out["to_run"]  # a shard left with nothing to run (it starts done)
+    sent = sorted(n for shard in manifests(settings, store, NEW) for n in shard)  # attempt 1: what goes to the pool
+    assert sent == to_run_expected
+    merged: list[dict[str, Any]] = []
+    for i in range(new["shards"]):
+        sid = layout.shard_id(i)
+        coverage = shard_coverage(store, settings, NEW, sid)
+        assert (coverage["covered"], coverage["missing"]) == (out["reused"][i], out["to_run"][i])
+        assert done_images(store, settings, NEW, sid).isdisjoint(sent)
+        merged += _merged_shard(store, settings, NEW, i, None)[0]
+    files = [e["file"] for e in merged]
+    assert sorted(files) == sorted(now) and deleted not in files and len(set(files)) == len(files)
+    assert all(e == before[e["file"]] for e in merged if e["file"] not in to_run_expected)
+
+
+def test_a_previous_generation_without_recorded_etags_reuses_nothing(env: tuple[Settings, BlobStore, str]) -> None:
+    settings, store, container = env
+    request, _ = _first_run(settings, store, container)
+    for i in range(len(manifests(settings, store, OLD))):  # as enumerations from before ETags were recorded
+        store.service.get_blob_client(settings.container, layout.shard_etags_blob(OLD, layout.shard_id(i))).delete_blob()
+    _, new = run_parallel(settings, store, NEW, request, SMALL)
+
+    out = run_reuse(NEW, OLD, 0, new["shards"], settings, store)
+    assert sum(out["reused"]) == 0 and sum(out["to_run"]) == new["images"]
+    assert not store.exists(settings.container, layout.manifest_blob(NEW, layout.shard_id(0), 0))
