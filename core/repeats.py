@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 _SLACK = 0.01  # widens the size classes and reach past the exact bound, against rounding at the edges
 _MIN_CELL = 1e-9
+_CELL_REACHES = 2  # a cell is two reaches wide: a candidate is filed in 2 x 2 cells, not 3 x 3 (see _Folder)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +142,7 @@ class _Folder:
     def _cell(self, k: int) -> float:
         size = self._cells.get(k)
         if size is None:
-            size = self._cells[k] = max(2 * self._reach * math.exp((k + 2) * self._step), _MIN_CELL)
+            size = self._cells[k] = max(_CELL_REACHES * self._reach * math.exp((k + 2) * self._step), _MIN_CELL)
         return size
 
     def _classes(self, side: float) -> tuple[int, tuple[int, ...]]:
@@ -184,10 +185,11 @@ class _Folder:
             _count(loc, file, conf, options)
             self.locations.append(loc)
             if indexable:
-                sx, sy = self._cell(own_w), self._cell(own_h)  # the reach is half a cell: 1-2 cells along each axis
+                sx, sy = self._cell(own_w), self._cell(own_h)
+                rx, ry = sx / _CELL_REACHES, sy / _CELL_REACHES  # the reach
                 cells = self.classes.setdefault((category, own_w, own_h), {})
-                x0, x1 = math.floor((cx - sx / 2) / sx), math.floor((cx + sx / 2) / sx)
-                y0, y1 = math.floor((cy - sy / 2) / sy), math.floor((cy + sy / 2) / sy)
+                x0, x1 = math.floor((cx - rx) / sx), math.floor((cx + rx) / sx)
+                y0, y1 = math.floor((cy - ry) / sy), math.floor((cy + ry) / sy)
                 for ix in range(x0, x1 + 1):
                     for iy in range(y0, y1 + 1):
                         key = (ix, iy)
