@@ -21,7 +21,7 @@ from core import mdformat
 MAX_PARTS = 10_000  # parts per merge; a block blob holds 50,000 committed blocks (see adapters.compose)
 MAX_SHARDS_PER_PART = 1_000  # each shard costs a listing and two reads (~10-30 ms) whatever its size
 SEARCH_DETECTIONS_PER_GROUP = 400_000  # eligible detections per repeat-search activity (~20-60 s at ~50-150 us)
-RESULTS_TAIL = b"\n ]\n}\n"
+RESULTS_TAIL = mdformat.RESULTS_TAIL
 ENTRY_SEPARATOR = ",\n  "
 # json.dumps(entry, ensure_ascii=False) builds a new encoder per call; one shared encoder gives the same bytes, faster.
 _ENTRY_JSON = json.JSONEncoder(ensure_ascii=False)

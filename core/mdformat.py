@@ -296,18 +296,26 @@ def results_head(fp: IO[bytes]) -> dict[str, Any]:
     """Every top-level field of a results file except ``images`` (``info``, ``detection_categories``...), read with
     ``ijson`` so that memory stays bounded whatever the number of images (the images' events are skipped, never built).
 
-    Reads from the file's current position; the merge writes the head first, so this stops after a few hundred
-    bytes of trapbatch's own files, while a file written in another key order is scanned to its end.
+    Reads from the file's current position. trapbatch's merge writes the head first and ``images`` last, ending the
+    file with ``RESULTS_TAIL``: in such a file (seekable, with that ending) this stops at the ``images`` key, after a
+    few hundred bytes (walking the images' events cost ~40 us per image, as much as an export's own work). Any other
+    file is scanned to its end, so fields after ``images`` are found too.
     """
     head: dict[str, Any] = {}
     key: str | None = None
     builder: Any = None
+    images_last: bool | None = None
     for prefix, event, value in ijson.parse(fp, use_float=True):
         if prefix == "" and event in ("map_key", "end_map"):
             if builder is not None and key is not None:
                 head[key] = builder.value
             builder = None
             key = value if event == "map_key" else None
+            if key == "images":
+                if images_last is None:
+                    images_last = _ends_with_images(fp)
+                if images_last:
+                    break
             if key is not None and key != "images":
                 builder = ijson.ObjectBuilder()
             if event == "end_map":
@@ -316,6 +324,22 @@ def results_head(fp: IO[bytes]) -> dict[str, Any]:
         if builder is not None:
             builder.event(event, value)
     return head
+
+
+RESULTS_TAIL = b"\n ]\n}\n"  # how trapbatch's merge ends a results file: the ``images`` list, then the object
+
+
+def _ends_with_images(fp: IO[bytes]) -> bool:
+    """Whether ``fp`` ends as the merge ends a results file (``images`` its last key); its position is kept."""
+    try:
+        here = fp.tell()
+        try:
+            fp.seek(-len(RESULTS_TAIL), 2)
+            return fp.read(len(RESULTS_TAIL)) == RESULTS_TAIL
+        finally:
+            fp.seek(here)
+    except (OSError, ValueError):  # not seekable, or shorter than the tail
+        return False
 
 
 def iter_images(fp: IO[bytes]) -> Iterator[dict[str, Any]]:

@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 _SLACK = 0.01  # widens the size classes and reach past the exact bound, against rounding at the edges
 _MIN_CELL = 1e-9
+_CELL_REACHES = 2  # a cell is two reaches wide: a candidate is filed in 2 x 2 cells, not 3 x 3 (see _Folder)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,12 +117,15 @@ class _Folder:
 
     Candidates are indexed by ``(category, kw, kh)`` and then by centre cell ``(ix, iy)``: ``kw = floor(ln w / 2L)``
     with ``L`` a little more than ``-ln t``, so a match is in the detection's width class or in the one neighbour on
-    the side its width is nearer to (at most 2 x 2 size classes). In class ``k`` (largest width ``W``) a cell is
-    ``R = (1 - t) W e^(2L)`` wide: every box that can match a candidate of the class is at most one class larger, so
-    its centre lies within ``R`` of the candidate's. A candidate is filed in every cell that this reach touches (at
-    most 3 x 3), so a detection looks up ONE cell per size class: at most four lookups, whatever the folder size, and
-    it still meets every candidate with ``IoU >= t``, so the counts equal a comparison with all of them (MegaDetector's
-    own search, with a quadtree index over centres, counts the same pairs). Boxes with a non-positive or non-finite
+    the side its width is nearer to (at most 2 x 2 size classes). In class ``k`` (largest width ``W``) the reach is
+    ``R = (1 - t) W e^(2L)``: every box that can match a candidate of the class is at most one class larger, so its
+    centre lies within ``R`` of the candidate's. Cells are ``2R`` wide, and a candidate is filed in every cell that
+    its reach ``[c - R, c + R]`` touches (2 x 2, rarely 1 x 1: a span of ``2R`` touches at most two cells of ``2R``
+    along each axis), so a detection looks up ONE cell per size class: at most four lookups, whatever the folder size,
+    and it still meets every candidate with ``IoU >= t``, so the counts equal a comparison with all of them
+    (MegaDetector's own search, with a quadtree index over centres, counts the same pairs). Cells of ``2R`` rather
+    than ``R`` file each candidate in 4 cells instead of 9 (filing is most of the work: almost every detection of an
+    animal starts a candidate) for a few more IoU comparisons per lookup. Boxes with a non-positive or non-finite
     side are never indexed: their IoU with anything is 0 (``iou``), so they only ever start a candidate.
     """
 
@@ -132,66 +136,68 @@ class _Folder:
         self._span = max(-math.log(iou_threshold), 1e-3) * (1 + _SLACK)  # largest |ln side ratio| of a match
         self._step = 2 * self._span  # log-size class width: a match is in the class or in one neighbour
         self._reach = (1 - iou_threshold) * (1 + _SLACK)  # centre distance per unit of the larger side
-        self._cells: dict[int, float] = {}  # class -> cell size (= the reach of a match with the class)
+        self._cells: dict[int, float] = {}  # class -> cell size (twice the reach of a match with the class)
         self.compared = 0  # candidates a detection was compared with (IoU computed), summed: the search's work
 
     def _cell(self, k: int) -> float:
         size = self._cells.get(k)
         if size is None:
-            size = self._cells[k] = max(self._reach * math.exp((k + 2) * self._step), _MIN_CELL)
+            size = self._cells[k] = max(_CELL_REACHES * self._reach * math.exp((k + 2) * self._step), _MIN_CELL)
         return size
 
-    def _classes(self, side: float) -> tuple[int, ...]:
-        """The (at most two) size classes that hold every side within ``_span`` of ``side`` in log space."""
+    def _classes(self, side: float) -> tuple[int, tuple[int, ...]]:
+        """The side's own size class, and the (at most two) classes that hold every side within ``_span`` of it in
+        log space."""
         ln = math.log(side)
         k = math.floor(ln / self._step)
         if ln - k * self._step < self._span:
-            return (k - 1, k)
+            return k, (k - 1, k)
         if (k + 1) * self._step - ln <= self._span:
-            return (k, k + 1)
-        return (k,)
-
-    def _near(self, category: str, box: tuple[float, float, float, float]) -> list[_Location]:
-        x, y, w, h = box
-        cx, cy = x + w / 2, y + h / 2
-        out: list[_Location] = []
-        classes = self.classes
-        for kw in self._classes(w):
-            for kh in self._classes(h):
-                cells = classes.get((category, kw, kh))
-                if cells:
-                    found = cells.get((math.floor(cx / self._cell(kw)), math.floor(cy / self._cell(kh))))
-                    if found:
-                        out.extend(found)
-        return out
-
-    def _file(self, category: str, box: tuple[float, float, float, float], loc: _Location) -> None:
-        x, y, w, h = box
-        cx, cy = x + w / 2, y + h / 2
-        kw, kh = math.floor(math.log(w) / self._step), math.floor(math.log(h) / self._step)
-        sx, sy = self._cell(kw), self._cell(kh)  # the reach is one cell: 2-3 cells along each axis
-        cells = self.classes.setdefault((category, kw, kh), {})
-        for ix in range(math.floor((cx - sx) / sx), math.floor((cx + sx) / sx) + 1):
-            for iy in range(math.floor((cy - sy) / sy), math.floor((cy + sy) / sy) + 1):
-                cells.setdefault((ix, iy), []).append(loc)
+            return k, (k, k + 1)
+        return k, (k,)
 
     def add(self, file: str, category: str, box: tuple[float, float, float, float], conf: float,
             options: RepeatOptions) -> None:
-        indexable = box[2] > 0 and box[3] > 0 and all(math.isfinite(v) for v in box)
+        x, y, w, h = box
         matched = False
+        # finite and positive sides (a NaN fails every comparison), finite corners: the box can be indexed
+        indexable = 0 < w < math.inf and 0 < h < math.inf and -math.inf < x < math.inf and -math.inf < y < math.inf
         if indexable:
-            near = self._near(category, box)
-            self.compared += len(near)
-            for loc in near:
-                if iou(box, loc.bbox) >= options.iou_threshold:
-                    matched = True  # like MegaDetector, one detection may count for several locations
-                    _count(loc, file, conf, options)
+            cx, cy = x + w / 2, y + h / 2
+            own_w, kws = self._classes(w)
+            own_h, khs = self._classes(h)
+            classes, cell = self.classes, self._cell
+            threshold = options.iou_threshold
+            for kw in kws:
+                sx = cell(kw)
+                for kh in khs:
+                    cells = classes.get((category, kw, kh))
+                    if cells:
+                        found = cells.get((math.floor(cx / sx), math.floor(cy / cell(kh))))
+                        if found:
+                            self.compared += len(found)
+                            for loc in found:
+                                if iou(box, loc.bbox) >= threshold:
+                                    matched = True  # like MegaDetector, one detection may count for several
+                                    _count(loc, file, conf, options)
         if not matched:
             loc = _Location(len(self.locations), category, box)
             _count(loc, file, conf, options)
             self.locations.append(loc)
             if indexable:
-                self._file(category, box, loc)
+                sx, sy = self._cell(own_w), self._cell(own_h)
+                rx, ry = sx / _CELL_REACHES, sy / _CELL_REACHES  # the reach
+                cells = self.classes.setdefault((category, own_w, own_h), {})
+                x0, x1 = math.floor((cx - rx) / sx), math.floor((cx + rx) / sx)
+                y0, y1 = math.floor((cy - ry) / sy), math.floor((cy + ry) / sy)
+                for ix in range(x0, x1 + 1):
+                    for iy in range(y0, y1 + 1):
+                        key = (ix, iy)
+                        bucket = cells.get(key)
+                        if bucket is None:
+                            cells[key] = [loc]
+                        else:
+                            bucket.append(loc)
 
     def suspicious(self, folder_name: str, options: RepeatOptions) -> list[dict[str, Any]]:
         """The folder's candidates with enough occurrences, in the order they were found (``_order``)."""

@@ -127,11 +127,16 @@ class BatchAssigner:
         if not self.shuffle:
             return i
         x = i
+        half, mask, keys = self.half, self.mask, self.keys
         while True:  # cycle walking: the Feistel network permutes [0, 4**half); stay until we land below n
-            left, right = x >> self.half, x & self.mask
-            for key in self.keys:
-                left, right = right, left ^ self._round(right, key)
-            x = (left << self.half) | right
+            left, right = x >> half, x & mask
+            for key in keys:  # self._round, inlined (a call per round was most of the export's shuffle cost)
+                y = (right * 0x9E3779B1 + key) & 0xFFFFFFFF
+                y ^= y >> 15
+                y = (y * 0x85EBCA6B) & 0xFFFFFFFF
+                y ^= y >> 13
+                left, right = right, left ^ (y & mask)
+            x = (left << half) | right
             if x < self.n:
                 return x
 
