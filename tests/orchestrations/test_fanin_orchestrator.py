@@ -65,7 +65,8 @@ def test_parts_cover_every_shard_once_in_ranges_of_about_the_knob() -> None:
         "results_blob": f"results/{TASK}/detections.json", "csv_blob": f"results/{TASK}/detections.csv",
         "repeats_blob": f"results/{TASK}/repeated-detections.json", "failure_reasons": {"undecodable": 100},
         "container": "trapbatch", "images": 1000, "failed": 100, "with_detections": 8, "detections": 12,
-        "empty": 892, "missing": 0, "repeated_locations": 3}
+        "empty": 892, "missing": 0, "repeated_locations": 3,
+        "parts": [[25 * i, 25, 25_000] for i in range(4)]}
 
 
 def test_a_failed_part_is_called_again_after_a_durable_timer_but_finished_parts_are_not() -> None:
