@@ -512,6 +512,9 @@ class MergeCombineInput(TypedDict):
 class MergeCombineOutput(TypedDict):
     container: str  # where the results are (the task-state container)
     search_groups: int  # repeat-search groups planned (0 for the variant)
+    # True from the combine that came with the exports fan-out: fan_in then returns ``MergeOutput.parts``. Recorded in
+    # the history, so an orchestration whose combine ran before keeps the single exports call when it replays.
+    exports_parts: NotRequired[bool]
 
 
 class SearchRepeatsInput(TypedDict):

@@ -71,8 +71,9 @@ def fan_in(context: df.DurableOrchestrationContext, task_id: str, model: str, im
         "results_blob": results_blob(task_id, variant), "csv_blob": csv_blob(task_id, variant),
         "repeats_blob": repeats_blob(task_id), "failure_reasons": failure_reasons, "container": combined["container"],
         "images": counts["images"], "failed": counts["failed"], "with_detections": counts["with_detections"],
-        "detections": counts["detections"], "empty": counts["empty"], "missing": counts["missing"],
-        "parts": [[first, count, p["json_bytes"]] for (first, count), p in zip(plan, parts)]}
+        "detections": counts["detections"], "empty": counts["empty"], "missing": counts["missing"]}
+    if combined.get("exports_parts"):  # absent from a combine that ran before the exports fan-out: single exports
+        merged["parts"] = [[first, count, p["json_bytes"]] for (first, count), p in zip(plan, parts)]
     if variant == REPEATS_REMOVED:
         merged["detections_marked"] = sum(p["marked"] for p in parts)
     else:
