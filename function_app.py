@@ -3,7 +3,7 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from activities import enumerate as enumerate_activity
-from activities import exports, fanin, generations, merge, notify, pool, previews, task_events
+from activities import exportparts, exports, fanin, generations, merge, notify, pool, previews, task_events
 from activities import expiry as expiry_activities
 from activities import repeat_search as repeat_search_activities
 from activities import rethreshold, results_zip, reuse
@@ -29,6 +29,7 @@ for blueprint in (
     repeat_search_activities.bp,
     previews.bp,
     exports.bp,
+    exportparts.bp,
     notify.bp,
     after_task.bp,
     rerender.bp,

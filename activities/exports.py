@@ -17,9 +17,12 @@ beyond this run's count are deleted.
 
 Scale, measured: ~3,200 images/s on one shared CPU core without size reads (50,000 images in 16 s, Azurite), so
 one activity exports about 1.9M images within the app's ``functionTimeout`` (10 min, host.json); the header reads for
-COCO's sizes add one ranged GET per image (16 at a time). Beyond that the exports must fan out per part of the
-results, as the parallel merge does, and compose the parts; until then a larger task's exports fail after their
-retries and the task completes with ``exports_error`` in its status (orchestrations/task.py).
+COCO's sizes add one ranged GET per image (16 at a time). So this activity runs only for a merge of one part, for an
+orchestration whose merge predates the fan-out, and as the fallback when the parts' deployments conflict: a merge of
+several parts fans out (``orchestrations.exports``: ``exports_part`` per merge part in parallel, ``exports_combine``
+composing COCO and Camtrap DP, ``activities.exportparts``). The Zooniverse batches are still one activity
+(``exports_zooniverse``) reading the whole results, so a task far above ~1.9M images can still see its exports fail
+after their retries and complete with ``exports_error`` in its status (orchestrations/task.py), as can the fallback.
 
 Must not: change the results, or read whole images (COCO's pixel sizes come from each image's first bytes,
 ``adapters.image_sizes``; ``TRAPBATCH_EXPORT_IMAGE_SIZES=false`` skips even that).
@@ -33,6 +36,7 @@ import json
 import logging
 import tempfile
 from contextlib import ExitStack
+from dataclasses import dataclass
 from typing import IO, Any, Iterator
 
 import azure.durable_functions as df
@@ -77,8 +81,10 @@ class ListMetadata:
     every image it reports (``activities.image_list.write_list_shards``). ``shards`` 0 (no metadata columns) reads
     nothing."""
 
-    def __init__(self, store: BlobStore, container: str, task_id: str, shards: int) -> None:
+    def __init__(self, store: BlobStore, container: str, task_id: str, shards: int, first: int = 0) -> None:
+        """``first``: the shard the walk starts at (an exports part's first shard)."""
         self.store, self.container, self.task_id, self.shards = store, container, task_id, shards
+        self.first = first
         self.index = -1
         self.current: dict[str, dict[str, str]] = {}
         self.upcoming: dict[str, dict[str, str]] | None = None
@@ -92,7 +98,7 @@ class ListMetadata:
         if self.shards == 0:
             return None
         if self.index < 0:
-            self.index, self.current = 0, self._load(0)
+            self.index, self.current = self.first, self._load(self.first)
         while file not in self.current and self.index + 1 < self.shards:
             if self.upcoming is None:
                 self.upcoming = self._load(self.index + 1)
@@ -135,34 +141,81 @@ def _write_zooniverse(store: BlobStore, container: str, task_id: str, variant: s
     return batches
 
 
+@dataclass(frozen=True)
+class ExportContext:
+    """What every exports step derives from the task's request, enumeration and results head."""
+
+    task_id: str
+    variant: str
+    container: str
+    request: dict[str, Any]
+    enumeration: dict[str, Any]
+    info: dict[str, Any]
+    categories: dict[str, str]
+    model: str
+    cut: float
+    completed_at: str
+    title: str
+    manifest: zooniverse.ManifestOptions
+    list_shards: int
+    license: str
+
+    def camtrap(self) -> camtrapdp.CamtrapBuilder:
+        return camtrapdp.CamtrapBuilder(threshold=self.cut, detection_categories=self.categories,
+                                        completed_at=self.completed_at,
+                                        classified_by=f"MegaDetector {mdformat.detector_version(self.model)}")
+
+    def coco_info(self) -> dict[str, Any]:
+        return {"description": f"trapbatch {self.task_id}: {self.title}", "detector": self.info.get("detector"),
+                "detection_completion_time": self.completed_at,
+                "detector_metadata": mdformat.detector_metadata(self.model)}
+
+
+def prepare(task_id: str, settings: Settings, store: BlobStore, variant: str, threshold: float | None,
+            head: dict[str, Any]) -> ExportContext:
+    """The shared context of one variant's exports (``head``: ``mdformat.results_head`` of its results)."""
+    container = settings.container
+    request = store.read_json_or_none(container, layout.request_blob(task_id)) or {}
+    enumeration = store.read_json(container, layout.enumeration_blob(task_id))
+    info: dict[str, Any] = head.get("info") or {}
+    categories: dict[str, str] = head.get("detection_categories") or dict(mdformat.DETECTION_CATEGORIES)
+    model = str(request.get("model") or info.get("detector") or "")
+    cut = settings.threshold_for(model, threshold if threshold is not None else request.get("preview_threshold"))
+    manifest = zooniverse.ManifestOptions(
+        threshold=cut, attribution=settings.export_attribution, license=settings.export_license,
+        max_batch_size=settings.zooniverse_batch_size,
+        seed=int(hashlib.sha256(f"{task_id}/{variant}".encode()).hexdigest()[:8], 16),
+        metadata_columns=tuple((enumeration.get("image_list") or {}).get("metadata_columns") or ()))
+    shards = int(enumeration.get("shards") or 0)
+    return ExportContext(task_id, variant, container, request, enumeration, info, categories, model, cut,
+                         str(info.get("detection_completion_time") or ""), str(request.get("request_name") or task_id),
+                         manifest, shards if manifest.metadata_columns else 0, settings.export_license)
+
+
+def write_descriptor(store: BlobStore, ctx: ExportContext, camtrap: camtrapdp.CamtrapBuilder) -> None:
+    """``datapackage.json`` of the variant's Camtrap DP package."""
+    licenses = ([{"name": ctx.license, "scope": "data"}, {"name": ctx.license, "scope": "media"}]
+                if ctx.license else None)
+    caller = str(ctx.request.get("caller") or "")
+    descriptor = camtrap.descriptor(
+        f"trapbatch-{ctx.task_id}" + (f"-{ctx.variant}" if ctx.variant else ""), ctx.title, ctx.completed_at,
+        [{"title": caller, "role": "contact"}] if caller else [], licenses)
+    store.write_json(ctx.container, layout.camtrap_dp_blob(ctx.task_id, "datapackage.json", ctx.variant), descriptor)
+
+
 def run_exports(task_id: str, settings: Settings, store: BlobStore, source: BlobStore | None = None,
                 variant: str = "", threshold: float | None = None,
                 open_batch_files: int = OPEN_BATCH_FILES) -> c.ExportsOutput:
     """Write every export of one results variant; ``source`` reads the images (for COCO's sizes) when they are in
     another storage account; ``open_batch_files`` Zooniverse batches are written per pass over the results."""
     container = settings.container
-    request = store.read_json_or_none(container, layout.request_blob(task_id)) or {}
-    enumeration = store.read_json(container, layout.enumeration_blob(task_id))
     with tempfile.TemporaryFile("w+b") as results:
         download_to(store, container, layout.results_blob(task_id, variant), results)
         results.seek(0)
-        head = mdformat.results_head(results)
-        info: dict[str, Any] = head.get("info") or {}
-        categories: dict[str, str] = head.get("detection_categories") or dict(mdformat.DETECTION_CATEGORIES)
-        model = str(request.get("model") or info.get("detector") or "")
-        cut = settings.threshold_for(model, threshold if threshold is not None else request.get("preview_threshold"))
-        completed_at = str(info.get("detection_completion_time") or "")
-        version = mdformat.detector_version(model)
-        title = str(request.get("request_name") or task_id)
-        camtrap = camtrapdp.CamtrapBuilder(threshold=cut, detection_categories=categories, completed_at=completed_at,
-                                           classified_by=f"MegaDetector {version}")
-        manifest = zooniverse.ManifestOptions(
-            threshold=cut, attribution=settings.export_attribution, license=settings.export_license,
-            max_batch_size=settings.zooniverse_batch_size,
-            seed=int(hashlib.sha256(f"{task_id}/{variant}".encode()).hexdigest()[:8], 16),
-            metadata_columns=tuple((enumeration.get("image_list") or {}).get("metadata_columns") or ()))
-        shards = int(enumeration.get("shards") or 0)
-        list_shards = shards if manifest.metadata_columns else 0  # no metadata columns: nothing to read
+        ctx = prepare(task_id, settings, store, variant, threshold, mdformat.results_head(results))
+        enumeration, categories, cut, manifest, list_shards = (ctx.enumeration, ctx.categories, ctx.cut, ctx.manifest,
+                                                               ctx.list_shards)
+        camtrap = ctx.camtrap()
         eligible = sizes_unknown = 0
         with ExitStack() as files:
             tmp = {k: _text(files.enter_context(tempfile.TemporaryFile("w+b")))
@@ -188,9 +241,7 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
                 media.writerow(row)
                 observations.writerows(rows)
                 eligible += not zooniverse.excluded(entry)
-            writer.finish(tmp["coco"], {"description": f"trapbatch {task_id}: {title}", "detector": info.get("detector"),
-                                        "detection_completion_time": completed_at,
-                                        "detector_metadata": mdformat.detector_metadata(model)})
+            writer.finish(tmp["coco"], ctx.coco_info())
             store_put = [(layout.coco_blob(task_id, variant), tmp["coco"], "application/json")]
             deployments = csv.writer(tmp["deployments"])
             deployments.writerow(camtrapdp.DEPLOYMENT_COLUMNS)
@@ -200,13 +251,7 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
                                   "text/csv; charset=utf-8"))
             for name, wrapper, content_type in store_put:
                 _upload_text(store, container, name, wrapper, content_type)
-            licenses = ([{"name": settings.export_license, "scope": "data"},
-                         {"name": settings.export_license, "scope": "media"}] if settings.export_license else None)
-            caller = str(request.get("caller") or "")
-            descriptor = camtrap.descriptor(
-                f"trapbatch-{task_id}" + (f"-{variant}" if variant else ""), title, completed_at,
-                [{"title": caller, "role": "contact"}] if caller else [], licenses)
-            store.write_json(container, layout.camtrap_dp_blob(task_id, "datapackage.json", variant), descriptor)
+            write_descriptor(store, ctx, camtrap)
             for wrapper in tmp.values():
                 wrapper.detach()
         batches = _write_zooniverse(store, container, task_id, variant, results, manifest, categories, eligible,

@@ -199,7 +199,7 @@ def run_merge_combine(payload: c.MergeCombineInput, settings: Settings, store: B
         groups = plan_groups(store, container, task_id, len(json_sizes),
                              payload.get("detections_per_group", fanin.SEARCH_DETECTIONS_PER_GROUP))
     logger.info("task %s: combined %d merge parts (%s), %d repeat-search groups", task_id, len(json_sizes), how, groups)
-    return {"container": container, "search_groups": groups}
+    return {"container": container, "search_groups": groups, "exports_parts": True}
 
 
 def plan_groups(store: BlobStore, container: str, task_id: str, parts: int, per_group: int, work: str = "") -> int:

@@ -39,6 +39,7 @@ LIST_METADATA_FIELD = "image_list_metadata"  # the image list's columns that are
 # must read as integers (else the value stays in LIST_METADATA_FIELD)
 LIST_FIELDS = ("datetime", "location", "seq_id", "frame_num", "seq_num_frames", "rights_holder")
 _INTEGER_FIELDS = ("frame_num", "seq_num_frames")
+IMAGES_TO_ANNOTATIONS = '],\n"annotations": [\n'  # between the images and the annotations
 PRECISION = 3  # md_to_coco's default ``precision``
 # json.dumps(value, ensure_ascii=False) builds an encoder per call; shared ones give the same text, faster
 _IMAGE_JSON = json.JSONEncoder(ensure_ascii=False)
@@ -142,8 +143,11 @@ class CocoWriter:
     """
 
     def __init__(self, images: IO[str], annotations: IO[str], threshold: float,
-                 detection_categories: Mapping[str, str]) -> None:
+                 detection_categories: Mapping[str, str], continued: bool = False) -> None:
+        """``continued``: every image and annotation gets its leading comma (an exports part's fragments: the
+        combine drops the first one's)."""
         self.images, self.annotations = images, annotations
+        self.continued = continued
         self.threshold = threshold
         self.detection_categories = dict(detection_categories)
         self.counts = {"images": 0, "annotations": 0}
@@ -152,19 +156,28 @@ class CocoWriter:
             metadata: Mapping[str, str] | None = None) -> None:
         """Write one entry's image and annotations; ``metadata``: its image-list row (``list_fields``)."""
         image, anns = convert_entry(entry, size, self.threshold, self.detection_categories, metadata)
-        self.images.write(("," if self.counts["images"] else "") + _IMAGE_JSON.encode(image) + "\n")
+        self.images.write(("," if self.counts["images"] or self.continued else "") + _IMAGE_JSON.encode(image) + "\n")
         self.counts["images"] += 1
         for ann in anns:
-            self.annotations.write(("," if self.counts["annotations"] else "") + _ANNOTATION_JSON.encode(ann) + "\n")
+            self.annotations.write(("," if self.counts["annotations"] or self.continued else "") + _ANNOTATION_JSON.encode(ann) + "\n")
             self.counts["annotations"] += 1
+
+    def head(self, info: Mapping[str, Any]) -> str:
+        """The document up to the first image (``finish`` writes it first)."""
+        return ('{"info": ' + json.dumps(_round({**info, "confidence_threshold": self.threshold}), ensure_ascii=False)
+                + ',\n"images": [\n')
+
+    def tail(self) -> str:
+        """The document after the last annotation."""
+        return "],\n" + '"categories": ' + json.dumps(categories(self.detection_categories), ensure_ascii=False) + "}\n"
 
     def finish(self, out: IO[str], info: Mapping[str, Any]) -> None:
         """Write the document: ``info`` (with ``confidence_threshold``), images, annotations, categories."""
-        out.write('{"info": ' + json.dumps(_round({**info, "confidence_threshold": self.threshold}),
-                                           ensure_ascii=False) + ',\n"images": [\n')
+        out.write(self.head(info))
         for stream in (self.images, self.annotations):
             stream.seek(0)
             for line in stream:
                 out.write(line)
-            out.write('],\n"annotations": [\n' if stream is self.images else "],\n")
-        out.write('"categories": ' + json.dumps(categories(self.detection_categories), ensure_ascii=False) + "}\n")
+            if stream is self.images:
+                out.write(IMAGES_TO_ANNOTATIONS)
+        out.write(self.tail())

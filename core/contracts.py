@@ -245,6 +245,9 @@ class MergeOutput(TypedDict):
     failure_reasons: NotRequired[dict[str, int]]  # failed images by failure_reason (gpu_batch.manifest)
     repeated_locations: NotRequired[int]  # the merge of the detections
     detections_marked: NotRequired[int]  # the repeats-removed variant
+    # [first shard, shards, JSON fragment bytes] of each fan-in part: where its entries are in the results file, so
+    # the exports can fan out over the same ranges (orchestrations.exports)
+    parts: NotRequired[list[list[int]]]
 
 
 class PreviewsInput(TypedDict):
@@ -404,6 +407,53 @@ class ExportsOutput(ExportsRef):
     sizes_unknown: int  # images whose size could not be read: their COCO boxes stay normalized (md_bbox)
 
 
+# Exports fanned out (orchestrations.exports, activities.exportparts): parts over the merge parts' ranges of the
+# results file, then a combine composing COCO and Camtrap DP, then the Zooniverse batches in one activity.
+EXPORTS_PART = "exports_part"
+EXPORTS_COMBINE = "exports_combine"
+EXPORTS_ZOONIVERSE = "exports_zooniverse"
+
+
+class ExportsPartInput(TypedDict):
+    task_id: str
+    variant: str
+    part: int
+    first_shard: int  # the part's image-list shards start here (ListMetadata)
+    offset: int  # the part's bytes in the results' images array, from just after its "[" (core.exportparts)
+    length: int
+    threshold: NotRequired[float]
+
+
+class ExportsPartOutput(TypedDict):
+    part: int
+    images: int
+    annotations: int
+    observations: int
+    eligible: int
+    sizes_unknown: int
+    bytes: dict[str, int]  # fragment name -> size (core.exportparts.FRAGMENTS)
+    deployments: list[list[Any]]  # core.exportparts.deployment_facts rows
+
+
+class ExportsCombineInput(TypedDict):
+    task_id: str
+    variant: str
+    parts: list[ExportsPartOutput]
+    threshold: NotRequired[float]
+
+
+class ExportsCombineOutput(TypedDict):
+    conflict: bool  # deployments' image-list facts differ between parts: the orchestrator runs the single activity
+    output: NotRequired[ExportsOutput]
+
+
+class ExportsZooniverseInput(TypedDict):
+    task_id: str
+    variant: str
+    eligible: int
+    threshold: NotRequired[float]
+
+
 # ---------------------------------------------------------------- parallel fan-in (orchestrations.fanin)
 # The merge as parallel parts over fixed ranges of shards, a combine that composes their fragments into the results
 # without reading them, and the repeated-detection search in parallel groups of folders. MERGE and REMOVE_REPEATS
@@ -462,6 +512,9 @@ class MergeCombineInput(TypedDict):
 class MergeCombineOutput(TypedDict):
     container: str  # where the results are (the task-state container)
     search_groups: int  # repeat-search groups planned (0 for the variant)
+    # True from the combine that came with the exports fan-out: fan_in then returns ``MergeOutput.parts``. Recorded in
+    # the history, so an orchestration whose combine ran before keeps the single exports call when it replays.
+    exports_parts: NotRequired[bool]
 
 
 class SearchRepeatsInput(TypedDict):

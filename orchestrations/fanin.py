@@ -42,7 +42,8 @@ def fan_in(context: df.DurableOrchestrationContext, task_id: str, model: str, im
     list ``search``: the parts refuse to mark anything when the task's list is another one)."""
     completed_at = context.current_utc_datetime.isoformat()
     payloads: list[c.MergePartInput] = []
-    for part, (first, count) in enumerate(plan_parts(shards, images, knobs.merge_images_per_part)):
+    plan = plan_parts(shards, images, knobs.merge_images_per_part)
+    for part, (first, count) in enumerate(plan):
         payload = c.MergePartInput(task_id=task_id, part=part, first_shard=first, shards=count)
         if variant:
             payload["variant"] = variant
@@ -71,6 +72,8 @@ def fan_in(context: df.DurableOrchestrationContext, task_id: str, model: str, im
         "repeats_blob": repeats_blob(task_id), "failure_reasons": failure_reasons, "container": combined["container"],
         "images": counts["images"], "failed": counts["failed"], "with_detections": counts["with_detections"],
         "detections": counts["detections"], "empty": counts["empty"], "missing": counts["missing"]}
+    if combined.get("exports_parts"):  # absent from a combine that ran before the exports fan-out: single exports
+        merged["parts"] = [[first, count, p["json_bytes"]] for (first, count), p in zip(plan, parts)]
     if variant == REPEATS_REMOVED:
         merged["detections_marked"] = sum(p["marked"] for p in parts)
     else:

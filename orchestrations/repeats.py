@@ -14,6 +14,7 @@ from core import contracts as c
 from core.contracts import Stage
 from gpu_batch.layout import REPEATS_REMOVED
 from core.settings import OrchestrationKnobs
+from orchestrations.exports import exports as run_exports
 from orchestrations.fanin import fan_in
 from orchestrations.retries import STORAGE_RETRY, call
 
@@ -40,8 +41,7 @@ def remove_repeats(context: df.DurableOrchestrationContext) -> Generator[Any, An
     exports: c.ExportsOutput | None = None
     exports_error = ""
     try:  # the variant's COCO, Camtrap DP and Zooniverse exports; the variant stands without them
-        exports = yield from call(context, c.EXPORTS, STORAGE_RETRY,
-                                  c.ExportsInput(task_id=task_id, variant=REPEATS_REMOVED))
+        exports = yield from run_exports(context, task_id, REPEATS_REMOVED, merged)
     except Exception as exc:  # noqa: BLE001 - the activity's last failure after its retries
         exports_error = str(exc).strip().split("\n")[0][:500]
     publishing: c.RemovalStatus = {**head, "stage": Stage.publishing}

@@ -31,6 +31,7 @@ from core.settings import OrchestrationKnobs
 from core.shards import group_count_limit, group_shards, in_flight_shares
 from gpu_batch.layout import generation_key, pool_job_id, shard_id
 from orchestrations.enumeration import enumerate_in_parallel
+from orchestrations.exports import exports as run_exports
 from orchestrations.fanin import fan_in
 from orchestrations.retries import POOL_RETRY, STORAGE_RETRY, RetryPolicy, call, call_all
 
@@ -275,8 +276,8 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
                                               enumeration["shards"], knobs)
     exports: c.ExportsOutput | None = None
     exports_error = ""
-    try:  # COCO, Camtrap DP, Zooniverse (activities.exports); the results stand without them, so a failure is noted
-        exports = yield from call(context, c.EXPORTS, STORAGE_RETRY, c.ExportsInput(task_id=key, variant=""))
+    try:  # COCO, Camtrap DP, Zooniverse (orchestrations.exports); the results stand without them, so a failure is noted
+        exports = yield from run_exports(context, key, "", merged)
     except Exception as exc:  # noqa: BLE001 - the activity's last failure after its retries
         exports_error = _first_line(exc)
 

@@ -25,7 +25,7 @@ def part_output(payload: Any) -> c.MergePartOutput:
             "json_bytes": 100 * n, "csv_bytes": 40 * n, "detections_considered": 5, "marked": 0}
 
 
-def script(fail: dict[tuple[str, int], int] | None = None, groups: int = 3) -> Any:
+def script(fail: dict[tuple[str, int], int] | None = None, groups: int = 3, exports_parts: bool = True) -> Any:
     """Scripted fan-in activities; ``fail[(name, part or group)]`` = how many calls of that one fail first."""
     left = dict(fail or {})
 
@@ -37,7 +37,10 @@ def script(fail: dict[tuple[str, int], int] | None = None, groups: int = 3) -> A
         if name == c.MERGE_PART:
             return part_output(payload)
         if name == c.MERGE_COMBINE:
-            return {"container": "trapbatch", "search_groups": groups}
+            out: c.MergeCombineOutput = {"container": "trapbatch", "search_groups": groups}
+            if exports_parts:
+                out["exports_parts"] = True
+            return out
         if name == c.SEARCH_REPEATS:
             return {"group": payload["group"], "locations": payload["group"]}
         if name == c.RANK_REPEATS:
@@ -65,7 +68,15 @@ def test_parts_cover_every_shard_once_in_ranges_of_about_the_knob() -> None:
         "results_blob": f"results/{TASK}/detections.json", "csv_blob": f"results/{TASK}/detections.csv",
         "repeats_blob": f"results/{TASK}/repeated-detections.json", "failure_reasons": {"undecodable": 100},
         "container": "trapbatch", "images": 1000, "failed": 100, "with_detections": 8, "detections": 12,
-        "empty": 892, "missing": 0, "repeated_locations": 3}
+        "empty": 892, "missing": 0, "repeated_locations": 3,
+        "parts": [[25 * i, 25, 25_000] for i in range(4)]}
+
+
+def test_a_combine_recorded_before_the_exports_fan_out_gives_no_parts_so_the_single_exports_call_replays() -> None:
+    run = run_orchestrator(merge_only, {"images": 1000, "shards": 100, "per_part": 250}, script(exports_parts=False))
+
+    assert run.status == "Completed", run.error
+    assert "parts" not in run.output and run.output["images"] == 1000
 
 
 def test_a_failed_part_is_called_again_after_a_durable_timer_but_finished_parts_are_not() -> None:

@@ -1,0 +1,210 @@
+"""The exports fanned out: parts over the merge parts' ranges of the results, a combine, the Zooniverse batches.
+
+Why: one exports activity (``activities.exports``) handles about 1.9M images within ``functionTimeout``; a
+ten-million-image task needs every step bounded. ``orchestrations.exports`` runs these instead when the merge had
+more than one part:
+
+* ``run_exports_part``: one merge part's entries (``core.exportparts.part_ranges``: a byte range of the results,
+  one entry per line), exactly as the single activity treats them (image sizes, the image list's rows from the
+  part's first shard on), written as four fragments (COCO images and annotations, each item with its leading comma;
+  Camtrap DP media and observations rows) plus the part's deployment facts. Memory: one entry at a time.
+* ``run_exports_combine``: composes ``coco.json``, ``media.csv`` and ``observations.csv`` from the fragments with
+  ``adapters.compose`` (server side where the service allows), writes ``deployments.csv`` and ``datapackage.json``
+  from the combined deployments, deletes the fragments. When the parts' deployment facts conflict
+  (``core.exportparts.conflicts``) it writes nothing and says so: the orchestrator runs the single activity.
+* ``run_exports_zooniverse``: the Zooniverse batches, still one activity over the whole results: the seeded
+  shuffle (``core.zooniverse.BatchAssigner``) is an index permutation, computable per image from its eligible index
+  and the total, so parts could write per-batch fragments; not done yet (known gap, README).
+
+Same bytes as the single activity (tests/integration/test_exports_fanout.py). Idempotent.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import tempfile
+from typing import IO, Any, Iterator
+
+import azure.durable_functions as df
+
+from activities.exports import (ListMetadata, _write_zooniverse, prepare, write_descriptor)
+from adapters import clients
+from adapters.blob_files import download_to
+from adapters.blobs import BlobStore
+from adapters.compose import Piece, compose_blob, delete_prefix
+from adapters.image_sizes import with_sizes
+from core import camtrapdp, coco, exportparts, mdformat, zooniverse
+from core import contracts as c
+from core.fanin import json_ranges
+from core.settings import Settings
+from gpu_batch import layout
+
+bp = df.Blueprint()
+FRAGMENTS = ("images", "annotations", "media", "observations")
+HEAD_READ = 64 * 1024
+IMAGES_KEY = b'\n "images": ['  # the results' top-level key, on a line of its own (core.fanin.results_head)
+
+
+def _work(task_id: str, variant: str) -> str:
+    return layout.exports_prefix(task_id, variant) + ".parts/"
+
+
+def _fragment(task_id: str, variant: str, part: int, name: str) -> str:
+    return f"{_work(task_id, variant)}{part:05d}.{name}"
+
+
+def _head(store: BlobStore, container: str, name: str) -> tuple[dict[str, Any], int]:
+    """The results head and the offset just after the images array's ``[``."""
+    client = store.service.get_blob_client(container, name)
+    size = HEAD_READ
+    while True:
+        data = client.download_blob(offset=0, length=size).readall()
+        at = data.find(IMAGES_KEY)
+        if at >= 0:
+            start = at + len(IMAGES_KEY)
+            return mdformat.results_head(io.BytesIO(data[:start] + b"]}")), start
+        if len(data) < size:
+            raise ValueError(f"{name}: no images array")
+        size *= 4
+
+
+def _lines(fp: IO[bytes]) -> Iterator[dict[str, Any]]:
+    fp.seek(0)
+    for line in fp:
+        text = line.strip().rstrip(b",")
+        if text:
+            entry = json.loads(text)
+            if isinstance(entry, dict):
+                yield entry
+
+
+def run_exports_part(payload: c.ExportsPartInput, settings: Settings, store: BlobStore,
+                     source: BlobStore | None = None) -> c.ExportsPartOutput:
+    task_id, variant, part = payload["task_id"], payload["variant"], payload["part"]
+    container = settings.container
+    results_name = layout.results_blob(task_id, variant)
+    head, start = _head(store, container, results_name)
+    ctx = prepare(task_id, settings, store, variant, payload.get("threshold"), head)
+    camtrap = ctx.camtrap()
+    counts = {"eligible": 0, "sizes_unknown": 0}
+    sizes: dict[str, int] = {}
+    with tempfile.TemporaryFile("w+b") as entries, tempfile.TemporaryFile("w+b") as i_fp, \
+            tempfile.TemporaryFile("w+b") as a_fp, tempfile.TemporaryFile("w+b") as m_fp, \
+            tempfile.TemporaryFile("w+b") as o_fp:
+        store.service.get_blob_client(container, results_name).download_blob(
+            offset=start + payload["offset"], length=payload["length"]).readinto(entries)
+        files = dict(zip(FRAGMENTS, (i_fp, a_fp, m_fp, o_fp)))
+        text = {k: io.TextIOWrapper(f, encoding="utf-8", newline="", write_through=True) for k, f in files.items()}
+        writer = coco.CocoWriter(text["images"], text["annotations"], ctx.cut, ctx.categories, continued=True)
+        media, observations = csv.writer(text["media"]), csv.writer(text["observations"])
+
+        def needs_size(entry: dict[str, Any]) -> str | None:
+            if not settings.export_image_sizes or entry.get("failure") is not None or coco.entry_size(entry):
+                return None
+            return str(entry.get("file"))
+
+        listed = ListMetadata(store, container, task_id, ctx.list_shards, payload["first_shard"])
+        for entry, size in with_sizes(source or store, str(ctx.enumeration.get("container", "")), _lines(entries),
+                                      needs_size):
+            if entry.get("failure") is None and size is None and coco.entry_size(entry) is None:
+                counts["sizes_unknown"] += 1
+            metadata = listed.get(str(entry["file"]))
+            writer.add(entry, size, metadata)
+            row, rows = camtrap.add(entry, metadata)
+            media.writerow(row)
+            observations.writerows(rows)
+            counts["eligible"] += not zooniverse.excluded(entry)
+        for name, fp in files.items():
+            text[name].flush()
+            sizes[name] = fp.tell()
+            fp.seek(0)
+            store.upload_file(container, _fragment(task_id, variant, part, name), fp, "application/octet-stream")
+            text[name].detach()
+    return {"part": part, "images": writer.counts["images"], "annotations": writer.counts["annotations"],
+            "observations": camtrap.counts["observations"], "eligible": counts["eligible"],
+            "sizes_unknown": counts["sizes_unknown"], "bytes": sizes,
+            "deployments": exportparts.deployment_facts(camtrap.deployments)}
+
+
+def _csv_line(row: list[Any]) -> bytes:
+    out = io.StringIO(newline="")
+    csv.writer(out).writerow(row)
+    return out.getvalue().encode("utf-8")
+
+
+def _pieces(task_id: str, variant: str, parts: list[c.ExportsPartOutput], name: str, comma: bool) -> list[Piece]:
+    """The parts' fragments ``name`` in order; ``comma``: the first non-empty one without its leading comma."""
+    sizes = [p["bytes"][name] for p in parts]
+    if comma:
+        return [(_fragment(task_id, variant, parts[i]["part"], name), skip, length)
+                for i, skip, length in json_ranges(sizes)]
+    return [(_fragment(task_id, variant, p["part"], name), 0, s) for p, s in zip(parts, sizes) if s]
+
+
+def run_exports_combine(payload: c.ExportsCombineInput, settings: Settings,
+                        store: BlobStore) -> c.ExportsCombineOutput:
+    task_id, variant, parts = payload["task_id"], payload["variant"], payload["parts"]
+    container = settings.container
+    facts = [p["deployments"] for p in parts]
+    if exportparts.conflicts(facts):
+        delete_prefix(store, container, _work(task_id, variant))
+        return {"conflict": True}
+    head, _ = _head(store, container, layout.results_blob(task_id, variant))
+    ctx = prepare(task_id, settings, store, variant, payload.get("threshold"), head)
+    camtrap = ctx.camtrap()
+    exportparts.combine_deployments(camtrap, facts)
+    writer = coco.CocoWriter(io.StringIO(), io.StringIO(), ctx.cut, ctx.categories)
+    compose_blob(store, container, layout.coco_blob(task_id, variant),
+                 [writer.head(ctx.coco_info()).encode("utf-8"), *_pieces(task_id, variant, parts, "images", True),
+                  coco.IMAGES_TO_ANNOTATIONS.encode("utf-8"), *_pieces(task_id, variant, parts, "annotations", True),
+                  writer.tail().encode("utf-8")], "application/json")
+    for name, columns in (("media", camtrapdp.MEDIA_COLUMNS), ("observations", camtrapdp.OBSERVATION_COLUMNS)):
+        compose_blob(store, container, layout.camtrap_dp_blob(task_id, f"{name}.csv", variant),
+                     [_csv_line(columns), *_pieces(task_id, variant, parts, name, False)], "text/csv; charset=utf-8")
+    table = b"".join(_csv_line(r) for r in [camtrapdp.DEPLOYMENT_COLUMNS, *camtrap.deployment_rows()])
+    store.write_bytes(container, layout.camtrap_dp_blob(task_id, "deployments.csv", variant), table,
+                      "text/csv; charset=utf-8")
+    write_descriptor(store, ctx, camtrap)
+    delete_prefix(store, container, _work(task_id, variant))
+    prefix = layout.exports_prefix(task_id, variant)
+    eligible = sum(p["eligible"] for p in parts)
+    return {"conflict": False, "output": {
+        "container": container, "prefix": prefix, "coco": layout.coco_blob(task_id, variant),
+        "camtrap_dp": prefix + "camtrap-dp/", "zooniverse": prefix + "zooniverse/",
+        "zooniverse_batches": zooniverse.batch_count(eligible, ctx.manifest), "threshold": ctx.cut,
+        "images": sum(p["images"] for p in parts), "annotations": sum(p["annotations"] for p in parts),
+        "observations": sum(p["observations"] for p in parts), "deployments": len(camtrap.deployments),
+        "zooniverse_subjects": eligible, "sizes_unknown": sum(p["sizes_unknown"] for p in parts)}}
+
+
+def run_exports_zooniverse(payload: c.ExportsZooniverseInput, settings: Settings, store: BlobStore) -> int:
+    """The Zooniverse batches of the whole results (one activity; see the module doc); returns how many."""
+    task_id, variant = payload["task_id"], payload["variant"]
+    with tempfile.TemporaryFile("w+b") as results:
+        download_to(store, settings.container, layout.results_blob(task_id, variant), results)
+        results.seek(0)
+        ctx = prepare(task_id, settings, store, variant, payload.get("threshold"), mdformat.results_head(results))
+        return _write_zooniverse(store, settings.container, task_id, variant, results, ctx.manifest, ctx.categories,
+                                 payload["eligible"], 128, ctx.list_shards)
+
+
+@bp.activity_trigger(input_name="payload", activity=c.EXPORTS_PART)
+def exports_part(payload: c.ExportsPartInput) -> c.ExportsPartOutput:
+    s = clients.settings()
+    store = clients.store(s)
+    enumeration = store.read_json(s.container, layout.enumeration_blob(payload["task_id"]))
+    source = clients.source_store(s, enumeration.get("source_account_url", ""), enumeration.get("credential_secret", ""))
+    return run_exports_part(payload, s, store, source)
+
+
+@bp.activity_trigger(input_name="payload", activity=c.EXPORTS_COMBINE)
+def exports_combine(payload: c.ExportsCombineInput) -> c.ExportsCombineOutput:
+    s = clients.settings()
+    return run_exports_combine(payload, s, clients.store(s))
+
+
+@bp.activity_trigger(input_name="payload", activity=c.EXPORTS_ZOONIVERSE)
+def exports_zooniverse(payload: c.ExportsZooniverseInput) -> int:
+    s = clients.settings()
+    return run_exports_zooniverse(payload, s, clients.store(s))

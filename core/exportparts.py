@@ -1,0 +1,80 @@
+"""The exports' fan-out, pure parts: where each part's entries are in the results file, and how the parts'
+per-deployment facts combine into the single pass's deployments.
+
+Why: one exports activity handles about 1.9M images within ``functionTimeout`` (activities.exports). The parts
+(``activities.exportparts``) take the merge fan-in's own ranges (``MergeOutput.parts``): the results' images array
+is the merge parts' JSON fragments in order, the very first one without its leading comma (``core.fanin``), each
+entry on a line of its own (compact JSON holds no raw newline). So a part reads one byte range of the results, one
+entry per line, and starts the image list's walk (``ListMetadata``) at its first shard.
+
+Deployments: a part reports, per deployment in order of first appearance, ``[id, start, end, timestamp_issues,
+location, latitude, longitude, camera]`` (the ``_Deployment`` its own walk built). Start, end and issues combine
+whatever the order; coordinates and camera are the first image's that gives them, and a media row's comments depend
+on them (``CamtrapBuilder._deployment_fields``): a part's rows equal the single pass's exactly when every part that
+saw values for a deployment saw the same first ones. ``conflicts`` finds the deployments where they differ; then the
+orchestrator runs the single activity instead (correct bytes, bounded only to its ~1.9M images).
+
+Must not: do I/O.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from core import camtrapdp
+from core.fanin import json_ranges
+
+
+def part_ranges(parts: Sequence[Sequence[int]]) -> list[tuple[int, int, int, int]]:
+    """``(part, first_shard, offset, length)`` of each merge part with entries, ``offset`` from just after the
+    images array's ``[``; ``parts`` is ``MergeOutput.parts`` (``[first shard, shards, json bytes]``)."""
+    out = []
+    position = 0
+    firsts = {i: p[0] for i, p in enumerate(parts)}
+    for part, skip, length in json_ranges([p[2] for p in parts]):
+        out.append((part, firsts[part], position, length))
+        position += length
+    return out
+
+
+def deployment_facts(deployments: dict[str, Any]) -> list[list[Any]]:
+    """A ``CamtrapBuilder``'s deployments as rows (insertion order)."""
+    return [[dep, d.start, d.end, d.timestamp_issues, d.location, d.latitude, d.longitude, d.camera]
+            for dep, d in deployments.items()]
+
+
+def conflicts(parts_facts: Sequence[Sequence[Sequence[Any]]]) -> list[str]:
+    """Deployments whose first coordinates or camera differ between the parts that saw any (see the module doc)."""
+    seen: dict[str, list[Any]] = {}
+    out = []
+    for facts in parts_facts:
+        for dep, _, _, _, _, lat, lon, camera in facts:
+            known = seen.setdefault(dep, [None, None, ""])
+            bad = False
+            if lat is not None:
+                if known[0] is None:
+                    known[0], known[1] = lat, lon
+                elif (known[0], known[1]) != (lat, lon):
+                    bad = True
+            if camera:
+                if not known[2]:
+                    known[2] = camera
+                elif known[2] != camera:
+                    bad = True
+            if bad and dep not in out:
+                out.append(dep)
+    return out
+
+
+def combine_deployments(builder: camtrapdp.CamtrapBuilder, parts_facts: Sequence[Sequence[Sequence[Any]]]) -> None:
+    """Fill ``builder.deployments`` as the single pass would have (parts in order)."""
+    for facts in parts_facts:
+        for dep, start, end, issues, location, lat, lon, camera in facts:
+            known = builder.deployments.get(dep)
+            if known is None:
+                known = builder.deployments[dep] = camtrapdp._Deployment(start, end, location=location)
+            known.start, known.end = min(known.start, start), max(known.end, end)
+            known.timestamp_issues = known.timestamp_issues or bool(issues)
+            if known.latitude is None and lat is not None:
+                known.latitude, known.longitude = lat, lon
+            if not known.camera and camera:
+                known.camera = camera

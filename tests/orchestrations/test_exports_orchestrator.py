@@ -1,0 +1,133 @@
+"""The exports step (orchestrations.exports) and its wiring, replayed by the real Durable SDK with scripted activities."""
+from __future__ import annotations
+
+from typing import Any
+
+from core import contracts as c
+from gpu_batch.layout import REPEATS_REMOVED
+from orchestrations.exports import exports
+from orchestrations.repeats import remove_repeats
+from tests.orchestrations.replay import run_orchestrator
+
+TASK = "task-0123456789abcdef0123"
+PREFIX = f"results/{TASK}/exports/"
+OUTPUT: c.ExportsOutput = {
+    "container": "trapbatch", "prefix": PREFIX, "coco": PREFIX + "coco.json", "camtrap_dp": PREFIX + "camtrap-dp/",
+    "zooniverse": PREFIX + "zooniverse/", "zooniverse_batches": 0, "threshold": 0.2, "images": 30, "annotations": 9,
+    "observations": 29, "deployments": 2, "zooniverse_subjects": 12, "sizes_unknown": 0}
+SINGLE: c.ExportsOutput = {**OUTPUT, "zooniverse_batches": 1}
+# [first shard, shards, json bytes] per merge part; part 2 wrote no entries (all its shards empty)
+PARTS = [[0, 25, 1000], [25, 25, 1000], [50, 25, 0], [75, 25, 500]]
+
+
+def exports_only(context: Any) -> Any:
+    d = context.get_input()
+    return (yield from exports(context, TASK, d["variant"], d["merged"]))
+
+
+def merged(parts: list[list[int]] | None) -> c.MergeOutput:
+    out: c.MergeOutput = {"results_blob": f"results/{TASK}/detections.json", "csv_blob": "", "repeats_blob": "",
+                          "container": "trapbatch", "images": 30, "failed": 0, "with_detections": 9,
+                          "detections": 9, "empty": 21, "missing": 0}
+    if parts is not None:
+        out["parts"] = parts
+    return out
+
+
+def part_output(payload: Any) -> c.ExportsPartOutput:
+    return {"part": payload["part"], "images": 10, "annotations": 3, "observations": 10, "eligible": 4,
+            "sizes_unknown": 0, "bytes": {"coco_images": 100}, "deployments": [["d1", "", "", 0, "", None, None, ""]]}
+
+
+def script(fail: dict[int, int] | None = None, conflict: bool = False) -> Any:
+    """Scripted exports activities; ``fail[part]`` = how many calls of that exports part fail first."""
+    left = dict(fail or {})
+
+    def answer(name: str, payload: Any) -> Any:
+        if name == c.EXPORTS_PART:
+            if left.get(payload["part"], 0) > 0:
+                left[payload["part"]] -= 1
+                raise ConnectionError(f"part {payload['part']}: storage throttled")
+            return part_output(payload)
+        if name == c.EXPORTS_COMBINE:
+            return {"conflict": True} if conflict else {"conflict": False, "output": OUTPUT}
+        if name == c.EXPORTS_ZOONIVERSE:
+            return 1
+        if name == c.EXPORTS:
+            return SINGLE
+        raise AssertionError(name)
+
+    return answer
+
+
+def test_several_parts_run_exports_part_per_part_with_entries_then_combine_then_zooniverse() -> None:
+    run = run_orchestrator(exports_only, {"variant": "", "merged": merged(PARTS)}, script())
+
+    assert run.status == "Completed", run.error
+    assert run.activity_names == [c.EXPORTS_PART] * 3 + [c.EXPORTS_COMBINE, c.EXPORTS_ZOONIVERSE]
+    # offsets from just after the images array's "[": the first fragment without its leading comma; part 2 is empty
+    assert run.inputs(c.EXPORTS_PART) == [
+        {"task_id": TASK, "variant": "", "part": 0, "first_shard": 0, "offset": 0, "length": 999},
+        {"task_id": TASK, "variant": "", "part": 1, "first_shard": 25, "offset": 999, "length": 1000},
+        {"task_id": TASK, "variant": "", "part": 3, "first_shard": 75, "offset": 1999, "length": 500}]
+    assert run.inputs(c.EXPORTS_COMBINE) == [
+        {"task_id": TASK, "variant": "", "parts": [part_output({"part": p}) for p in (0, 1, 3)]}]
+    assert run.inputs(c.EXPORTS_ZOONIVERSE) == [{"task_id": TASK, "variant": "", "eligible": 12}]
+    assert run.output == {**OUTPUT, "zooniverse_batches": 1}
+
+
+def test_a_failing_part_is_called_again_alone_after_a_durable_timer() -> None:
+    run = run_orchestrator(exports_only, {"variant": "", "merged": merged(PARTS)}, script(fail={3: 2}))
+
+    assert run.status == "Completed", run.error
+    assert [p["part"] for p in run.inputs(c.EXPORTS_PART)] == [0, 1, 3, 3, 3]
+    assert len(run.orchestrator_timers) == 2
+    assert run.inputs(c.EXPORTS_COMBINE)[0]["parts"] == [part_output({"part": p}) for p in (0, 1, 3)]
+    assert run.output["zooniverse_batches"] == 1
+
+
+def test_parts_failing_past_their_retries_fail_the_step() -> None:
+    run = run_orchestrator(exports_only, {"variant": "", "merged": merged(PARTS)}, script(fail={1: 99}))
+
+    assert run.status == "Failed" and "part 1: storage throttled" in (run.error or "")
+    assert c.EXPORTS_COMBINE not in run.activity_names and c.EXPORTS not in run.activity_names
+
+
+def test_a_combine_answering_conflict_runs_the_single_exports_activity_instead() -> None:
+    run = run_orchestrator(exports_only, {"variant": REPEATS_REMOVED, "merged": merged(PARTS)}, script(conflict=True))
+
+    assert run.status == "Completed", run.error
+    assert run.activity_names == [c.EXPORTS_PART] * 3 + [c.EXPORTS_COMBINE, c.EXPORTS]
+    assert run.inputs(c.EXPORTS) == [{"task_id": TASK, "variant": REPEATS_REMOVED}]
+    assert run.output == SINGLE
+
+
+def test_one_part_or_no_parts_in_the_merge_output_take_the_single_activity() -> None:
+    for parts in ([[0, 100, 2500]], [[0, 50, 2500], [50, 50, 0]], None):  # None: a history from before the parts
+        run = run_orchestrator(exports_only, {"variant": "", "merged": merged(parts)}, script())
+
+        assert run.status == "Completed", run.error
+        assert run.activity_names == [c.EXPORTS], parts
+        assert run.output == SINGLE
+
+
+def test_the_repeats_removal_fans_out_when_its_combine_gives_parts_and_notes_a_failure_as_exports_error() -> None:
+    part = {"images": 300_000, "failed": 0, "with_detections": 1, "detections": 1, "empty": 299_999, "missing": 0,
+            "failure_reasons": {}, "json_bytes": 1000, "csv_bytes": 10, "detections_considered": 0, "marked": 1}
+    answers: dict[str, Any] = {
+        c.READ_ENUMERATION: {"images": 600_000, "shards": 60}, c.MERGE_PART: lambda p: {**part, "part": p["part"]},
+        c.MERGE_COMBINE: {"container": "trapbatch", "search_groups": 0, "exports_parts": True},
+        c.PREVIEWS: {"container": "$web", "counts": {}}, c.CLEAN_MERGE_WORK: {"deleted": 3},
+        c.EXPORTS_PART: part_output, c.EXPORTS_COMBINE: {"conflict": False, "output": OUTPUT},
+        c.EXPORTS_ZOONIVERSE: lambda p: (_ for _ in ()).throw(ConnectionError("zooniverse: storage throttled"))}
+    removal: c.RepeatsInput = {"task_id": TASK, "model": "MDV5A", "request_name": "", "remove": ["r00002"]}
+
+    run = run_orchestrator(remove_repeats, removal, answers, instance_id=f"{TASK}-repeats")
+
+    assert run.status == "Completed", run.error
+    n = len(run.inputs(c.MERGE_PART))
+    assert n > 1 and [p["part"] for p in run.inputs(c.EXPORTS_PART)] == list(range(n))
+    assert {p["variant"] for p in run.inputs(c.EXPORTS_PART)} == {REPEATS_REMOVED}
+    assert c.EXPORTS not in run.activity_names
+    assert "zooniverse: storage throttled" in run.output["results"]["exports_error"]
+    assert "exports" not in run.output["results"]
