@@ -58,16 +58,18 @@ def _fanned(settings: Settings, store: BlobStore, variant: str, parts: list[list
     return {**output, "zooniverse_batches": batches}
 
 
+SPLITS = [([3, 3], 1), ([3, 3], 2), ([1] * 6, 1), ([1] * 6, 4), ([2, 2, 2], 1), ([2, 0, 4], 1)]
+
+
 @pytest.mark.parametrize("variant", ["", layout.REPEATS_REMOVED])
-@pytest.mark.parametrize("listed", [False, True])
-@pytest.mark.parametrize("shard_sizes,shards_per_part", [([3, 3], 1), ([3, 3], 2), ([1] * 6, 1), ([1] * 6, 4),
-                                                         ([2, 2, 2], 1), ([2, 0, 4], 1)])
+@pytest.mark.parametrize("listed,shard_sizes,shards_per_part",
+                         [(False, sizes, per) for sizes, per in SPLITS]
+                         # with a list, only the splits of its own shards (three images each) apply
+                         + [(True, sizes, per) for sizes, per in SPLITS if sizes == SHARDS_OF_LIST])
 def test_fanned_out_exports_are_the_single_activitys_bytes(task: Any, variant: str, listed: bool,
                                                             shard_sizes: list[int], shards_per_part: int) -> None:
     settings, store, _ = task
     if listed:
-        if shard_sizes != SHARDS_OF_LIST:
-            pytest.skip("the list's shards hold three images each")
         enumeration = store.read_json(settings.container, layout.enumeration_blob(TASK))
         store.write_json(settings.container, layout.enumeration_blob(TASK),
                          {**enumeration, "shards": 2, "image_list": {"metadata_columns": LIST_COLUMNS}})
