@@ -12,9 +12,7 @@ from typing import Any
 
 import pytest
 
-from activities.enumerate import run_finish_enumeration
 from adapters.blobs import BlobStore
-from core import contracts as c
 from core import camtrapdp, mdformat
 from core.imagelist import scan
 from core.requests import TaskRequest
@@ -23,38 +21,12 @@ from core.shards import ListingLimits
 from gpu_batch import layout
 from tests.integration.conftest import upload_images
 from tests.integration.test_end_to_end import api, finished_status, host  # noqa: F401  (the devhost fixture)
-from tests.integration.test_parallel_enumeration import _orchestrator, manifests
-from tests.orchestrations.replay import run_orchestrator
+from tests.integration.test_parallel_enumeration import manifests, run_parallel
 from tests.unit.test_camtrapdp import validate
 from tests.waiting import wait_until
 
 # 12 images in the container; the list names 7 of them (one twice, one flagged), two that are not there
 LISTED = [f"cam{i % 2}/{i:02d}.jpg" for i in range(12)]
-
-
-def run_parallel(settings: Settings, store: BlobStore, task_id: str, request: TaskRequest,
-                 limits: ListingLimits) -> tuple[Any, Any]:
-    """The enumeration orchestrator under replay, its activities answered by their bodies (with the list's fields)."""
-    from activities.enumerate import run_list_part, run_plan_listing, run_write_shards
-
-    def answer(name: str, p: Any) -> Any:
-        r = TaskRequest.from_dict(p["request"])
-        if name == c.PLAN_LISTING:
-            return run_plan_listing(task_id, r, settings, store, limits=limits)
-        if name == c.LIST_PART:
-            return run_list_part(task_id, r, settings, store, p["unit"], p["part"], max_images=p.get("max_images"))
-        if name == c.WRITE_SHARDS:
-            return run_write_shards(task_id, r, settings, store, [tuple(x) for x in p["parts"]], p["first"],
-                                    p["count"], p["slices"], p["sampled"], p.get("not_found"))
-        if name == c.FINISH_ENUMERATION:
-            return run_finish_enumeration(task_id, r, settings, store, p["images"], p["shards"], p["found"],
-                                          p["parts"], p.get("not_found", 0))
-        raise AssertionError(name)
-
-    run = run_orchestrator(_orchestrator, {"task_id": task_id, "request": request.to_dict()}, answer,
-                           instance_id=task_id)
-    assert run.status == "Completed", run.error
-    return run, run.output
 
 
 def _list_csv(rows: list[tuple[str, str, str]]) -> bytes:

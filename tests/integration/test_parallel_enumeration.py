@@ -62,10 +62,10 @@ def run_parallel(settings: Settings, store: BlobStore, task_id: str, request: Ta
             return run_choose_sample(task_id, r, settings, store, [tuple(x) for x in p["parts"]])
         if name == c.WRITE_SHARDS:
             return run_write_shards(task_id, r, settings, store, [tuple(x) for x in p["parts"]], p["first"],
-                                    p["count"], p["slices"], p["sampled"])
-        if name == c.FINISH_ENUMERATION:
+                                    p["count"], p["slices"], p["sampled"], p.get("not_found"))
+        if name == c.FINISH_ENUMERATION:  # not_found: an image list's names the container does not hold
             return run_finish_enumeration(task_id, r, settings, store, p["images"], p["shards"], p["found"],
-                                          p["parts"])
+                                          p["parts"], p.get("not_found", 0))
         raise AssertionError(name)
 
     run = run_orchestrator(_orchestrator, {"task_id": task_id, "request": request.to_dict()}, answer,
