@@ -31,6 +31,15 @@ Record (printed, and saved to ``bench/results/control_plane-<N>.json`` or ``--ou
     functions                       per orchestrator and activity: calls, cpu_s, wall_s, max_wall_s
     machine                         CPUs, load average before and after (this machine is shared), Python, git commit
 
+Scale model (``--shape-of M``): the same run over N images, with every per-activity and per-shard size divided by
+M / N (images per shard, per merge part, per listing call and page, per shard write, per folder, repeat-search
+detections per group; counts such as shards per group, tasks in flight and the history threshold unchanged), so the
+orchestration has the shape it would have at M images: as many shards, shard groups, listing, merge, search and
+export activities, and as many history events per instance. What such a run measures at M's shape: history events per
+instance, instances, status latency while it runs and how the orchestrations pace themselves. What it does NOT
+measure: CPU or wall time per image or per activity at M (its per-shard and per-call overheads weigh M / N times more
+per image than they would); those come from full-size runs. The record says ``"shape_of": M``.
+
 The figures change with other work on the merge, the repeat search and the polls; rerun the same command to compare.
 """
 from __future__ import annotations
@@ -193,6 +202,47 @@ def _git_commit() -> str:
         return ""
 
 
+def scale_model(args: argparse.Namespace) -> dict[str, Any]:
+    """The sizes a run over ``args.images`` uses to have the orchestration shape of ``args.shape_of`` images (see the
+    module doc); without ``--shape-of``, the request's and the production defaults unchanged. ``--images-per-shard``
+    and ``--images-per-folder`` are sizes at ``shape_of``'s scale."""
+    from core.settings import OrchestrationKnobs
+    from core.shards import ListingLimits
+
+    scale = (args.shape_of / args.images) if args.shape_of else 1.0
+    if scale < 1:
+        raise SystemExit(f"--shape-of {args.shape_of} is smaller than --images {args.images}")
+
+    def down(size: int) -> int:
+        return max(1, round(size / scale))
+
+    knobs, limits = OrchestrationKnobs(), ListingLimits()
+    listing = {"names_per_call": down(limits.names_per_call), "images_per_write": down(limits.images_per_write),
+               "page_size": min(limits.page_size, down(limits.page_size)), "plan_items": limits.plan_items,
+               "max_units": limits.max_units, "expand_below": limits.expand_below}
+    env = {} if not args.shape_of else {
+        "TRAPBATCH_MERGE_IMAGES_PER_PART": str(down(knobs.merge_images_per_part)),
+        "TRAPBATCH_REPEAT_SEARCH_DETECTIONS_PER_GROUP": str(down(knobs.repeat_search_detections_per_group)),
+    }
+    return {"scale": scale, "images_per_shard": down(args.images_per_shard),
+            "images_per_folder": down(args.images_per_folder), "env": env,
+            "listing": listing if args.shape_of else None}
+
+
+def _install_listing_limits(listing: dict[str, int] | None) -> None:
+    """Benchmark only: the scale model's listing sizes as the plan's defaults (production always plans with
+    ``ListingLimits()``; the plan records its limits, so every later listing call follows them)."""
+    if not listing:
+        return
+    from activities import enumerate as enumeration
+    from core.shards import ListingLimits
+
+    defaults = enumeration.run_plan_listing.__defaults__ or ()
+    if not defaults or not isinstance(defaults[-1], ListingLimits):
+        raise SystemExit("activities.enumerate.run_plan_listing no longer takes `limits` last: update the benchmark")
+    enumeration.run_plan_listing.__defaults__ = (*defaults[:-1], ListingLimits(**listing))
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from devhost.azurite import start_azurite
 
@@ -203,7 +253,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         connection = azurite.connection_string
     load_before = os.getloadavg()
     container = f"bench{args.images}"
-    names = image_names(args.images, args.images_per_folder)
+    shape = scale_model(args)
+    names = image_names(args.images, shape["images_per_folder"])
     upload_s = upload(connection, container, names)
     print(f"uploaded {len(names):,} blobs in {upload_s:.1f} s", flush=True)
 
@@ -211,7 +262,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "AzureWebJobsStorage": connection, "TRAPBATCH_POOL": "simulated", "TRAPBATCH_CONTAINER": f"state{args.images}",
         "TRAPBATCH_SIMULATED_FAILURE_RATE": str(args.failure_rate), "TRAPBATCH_POLL_MIN_S": str(args.poll_min_s),
         "TRAPBATCH_POLL_MAX_S": str(args.poll_max_s), "TRAPBATCH_MODEL": "MDV5A",
+        **shape["env"],
     })
+    _install_listing_limits(shape["listing"])
     repeat_timer = RepeatTimer()
     repeat_timed = repeat_timer.install()
     import function_app
@@ -224,7 +277,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         import requests
 
-        body = {"container": container, "images_per_shard": args.images_per_shard, "model": "MDV5A",
+        body = {"container": container, "images_per_shard": shape["images_per_shard"], "model": "MDV5A",
                 "request_name": f"control-plane benchmark {args.images}"}
         t0 = time.perf_counter()
         r = requests.post(f"{host.base_url}/api/tasks", json=body, headers={"x-functions-key": FUNCTION_KEY},
@@ -256,8 +309,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     gpu_s = args.images / GPU_IMAGES_PER_S
     stages = poller.stages
     record: dict[str, Any] = {
-        "images": args.images, "images_per_shard": args.images_per_shard, "failure_rate": args.failure_rate,
-        "images_per_folder": args.images_per_folder, "task_id": task_id,
+        "images": args.images, "images_per_shard": shape["images_per_shard"], "failure_rate": args.failure_rate,
+        "images_per_folder": shape["images_per_folder"], "task_id": task_id,
+        "shape_of": args.shape_of or None, "scale_model": shape if args.shape_of else None,
         "final_stage": final.get("stage"), "runtime_status": final.get("runtime_status"),
         "final_images": final.get("images"), "final_failed": final.get("failed"), "shards": final.get("shards"),
         "resubmissions": final.get("resubmissions"),
@@ -304,13 +358,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--status-interval", type=float, default=0.5)
     p.add_argument("--timeout-s", type=float, default=3600.0)
     p.add_argument("--connection", default="", help="an existing Azurite's connection string (default: start one)")
-    p.add_argument("--out", default="", help="default bench/results/control_plane-<N>.json")
+    p.add_argument("--shape-of", type=int, default=0, metavar="M",
+                   help="scale model: run --images images with the orchestration shape of M images (module doc)")
+    p.add_argument("--out", default="", help="default bench/results/control_plane-<N>.json "
+                                             "(control_plane-<N>-shape-of-<M>.json with --shape-of)")
     args = p.parse_args(argv)
     record = run(args)
-    out = Path(args.out) if args.out else REPO / "bench" / "results" / f"control_plane-{args.images}.json"
+    name = f"control_plane-{args.images}" + (f"-shape-of-{args.shape_of}" if args.shape_of else "") + ".json"
+    out = Path(args.out) if args.out else REPO / "bench" / "results" / name
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=1) + "\n")
-    summary = {k: record[k] for k in ("images", "final_stage", "wall_s", "orchestrator_cpu_s", "activity_cpu_s",
+    summary = {k: record[k] for k in ("images", "shape_of", "final_stage", "wall_s", "orchestrator_cpu_s", "activity_cpu_s",
                                       "control_plane_cpu_share_of_gpu", "max_history_events_per_instance",
                                       "max_activity_s", "max_activity", "status_p99_s", "enumerate_s", "merge_s",
                                       "repeat_search_s")}
