@@ -1,6 +1,7 @@
-"""The exports fanned out (activities.exportparts over core.exportparts' ranges) write the same bytes as the single
-activity (activities.exports.run_exports), for several splits of the results into merge parts, both variants, with
-and without an image list's metadata (ListMetadata walked from each part's first shard)."""
+"""The exports fanned out (activities.exportparts over core.exportparts' ranges, the Zooniverse batches through
+activities.zooniverseparts) write the same bytes as the single activity (activities.exports.run_exports), for
+several splits of the results into merge parts, both variants, with and without an image list's metadata
+(ListMetadata walked from each part's first shard), and for batches of 1 to 1000 of a larger results file."""
 from __future__ import annotations
 
 from dataclasses import replace
