@@ -12,9 +12,9 @@ more than one part:
   ``adapters.compose`` (server side where the service allows), writes ``deployments.csv`` and ``datapackage.json``
   from the combined deployments, deletes the fragments. When the parts' deployment facts conflict
   (``core.exportparts.conflicts``) it writes nothing and says so: the orchestrator runs the single activity.
-* ``run_exports_zooniverse``: the Zooniverse batches, still one activity over the whole results: the seeded
-  shuffle (``core.zooniverse.BatchAssigner``) is an index permutation, computable per image from its eligible index
-  and the total, so parts could write per-batch fragments; not done yet (known gap, README).
+* ``run_exports_zooniverse``: the Zooniverse batches as one activity over the whole results, for orchestrations
+  whose combine ran before the Zooniverse fan-out (its output has no ``zooniverse_parts``); newer ones fan out
+  (``activities.zooniverseparts``).
 
 Same bytes as the single activity (tests/integration/test_exports_fanout.py). Idempotent.
 """
@@ -169,7 +169,7 @@ def run_exports_combine(payload: c.ExportsCombineInput, settings: Settings,
     delete_prefix(store, container, _work(task_id, variant))
     prefix = layout.exports_prefix(task_id, variant)
     eligible = sum(p["eligible"] for p in parts)
-    return {"conflict": False, "output": {
+    return {"conflict": False, "zooniverse_parts": True, "output": {
         "container": container, "prefix": prefix, "coco": layout.coco_blob(task_id, variant),
         "camtrap_dp": prefix + "camtrap-dp/", "zooniverse": prefix + "zooniverse/",
         "zooniverse_batches": zooniverse.batch_count(eligible, ctx.manifest), "threshold": ctx.cut,

@@ -20,9 +20,9 @@ one activity exports about 1.9M images within the app's ``functionTimeout`` (10 
 COCO's sizes add one ranged GET per image (16 at a time). So this activity runs only for a merge of one part, for an
 orchestration whose merge predates the fan-out, and as the fallback when the parts' deployments conflict: a merge of
 several parts fans out (``orchestrations.exports``: ``exports_part`` per merge part in parallel, ``exports_combine``
-composing COCO and Camtrap DP, ``activities.exportparts``). The Zooniverse batches are still one activity
-(``exports_zooniverse``) reading the whole results, so a task far above ~1.9M images can still see its exports fail
-after their retries and complete with ``exports_error`` in its status (orchestrations/task.py), as can the fallback.
+composing COCO and Camtrap DP, ``activities.exportparts``; the Zooniverse batches per part and per group of batches,
+``activities.zooniverseparts``). A task far above ~1.9M images that takes this activity (the fallback) can still see
+its exports fail after their retries and complete with ``exports_error`` in its status (orchestrations/task.py).
 
 Must not: change the results, or read whole images (COCO's pixel sizes come from each image's first bytes,
 ``adapters.image_sizes``; ``TRAPBATCH_EXPORT_IMAGE_SIZES=false`` skips even that).

@@ -445,6 +445,10 @@ class ExportsCombineInput(TypedDict):
 class ExportsCombineOutput(TypedDict):
     conflict: bool  # deployments' image-list facts differ between parts: the orchestrator runs the single activity
     output: NotRequired[ExportsOutput]
+    # True from the combine that came with the Zooniverse fan-out: the orchestrator then writes the batches with
+    # EXPORTS_ZOONIVERSE_PART / _COMBINE / _CLEAN. Recorded in the history, so an orchestration whose combine ran
+    # before keeps calling the single EXPORTS_ZOONIVERSE on replay.
+    zooniverse_parts: NotRequired[bool]
 
 
 class ExportsZooniverseInput(TypedDict):
@@ -452,6 +456,49 @@ class ExportsZooniverseInput(TypedDict):
     variant: str
     eligible: int
     threshold: NotRequired[float]
+
+
+# The Zooniverse batches fanned out (activities.zooniverseparts): per merge part with eligible images, its manifest
+# rows grouped by batch; then groups of batches composed from the parts' rows; then the work blobs and stale batches
+# deleted.
+EXPORTS_ZOONIVERSE_PART = "exports_zooniverse_part"
+EXPORTS_ZOONIVERSE_COMBINE = "exports_zooniverse_combine"
+EXPORTS_ZOONIVERSE_CLEAN = "exports_zooniverse_clean"
+
+
+class ExportsZooniversePartInput(TypedDict):
+    task_id: str
+    variant: str
+    part: int
+    first_shard: int  # as ExportsPartInput
+    offset: int
+    length: int
+    before: int  # eligible images in the parts before this one: its first eligible image's index in the results
+    rows: int  # eligible images in this part (its ExportsPartOutput): a different count fails the activity
+    eligible: int  # eligible images in the whole results (the shuffle permutes range(eligible))
+    batches: int  # the batch count (ExportsOutput.zooniverse_batches of the combine)
+    threshold: NotRequired[float]
+
+
+class ExportsZooniversePartOutput(TypedDict):
+    part: int
+    rows: int
+    bytes: int
+
+
+class ExportsZooniverseCombineInput(TypedDict):
+    task_id: str
+    variant: str
+    parts: list[int]  # the parts that wrote rows, in order
+    first: int  # the group's first batch, 0-based (its blob is batch-<first + 1>)
+    count: int
+    threshold: NotRequired[float]
+
+
+class ExportsZooniverseCleanInput(TypedDict):
+    task_id: str
+    variant: str
+    batches: int  # batches 1..batches stay; every other blob under the manifests' folder goes, as do the work blobs
 
 
 # ---------------------------------------------------------------- parallel fan-in (orchestrations.fanin)

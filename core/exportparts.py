@@ -14,6 +14,13 @@ on them (``CamtrapBuilder._deployment_fields``): a part's rows equal the single 
 saw values for a deployment saw the same first ones. ``conflicts`` finds the deployments where they differ; then the
 orchestrator runs the single activity instead (correct bytes, bounded only to its ~1.9M images).
 
+Zooniverse batches (``activities.zooniverseparts``): the shuffle (``core.zooniverse.BatchAssigner``) is a
+permutation of the eligible images' global indexes, so a part that knows how many eligible images the parts before
+it hold (``eligible_before``, from the exports parts' counts) assigns each of its images its batch alone; a batch's
+file is the header, then each part's rows of that batch in part order. ``zooniverse_groups`` cuts the batches into
+combine activities of at most ``ZOONIVERSE_PIECES`` storage requests each, so a combine's time is bounded whatever the
+task size.
+
 Must not: do I/O.
 """
 from __future__ import annotations
@@ -22,6 +29,11 @@ from typing import Any, Sequence
 
 from core import camtrapdp
 from core.fanin import json_ranges
+
+# Storage requests per Zooniverse combine activity (a Put Block From URL, or a streamed copy, per part range; a Put
+# Block per header; a Put Block List per batch): at ~50 ms each, ~100 s one at a time, and the combine runs 4
+# batches at a time, each with adapters.compose's 8 threads.
+ZOONIVERSE_PIECES = 2_000
 
 
 def part_ranges(parts: Sequence[Sequence[int]]) -> list[tuple[int, int, int, int]]:
@@ -78,3 +90,20 @@ def combine_deployments(builder: camtrapdp.CamtrapBuilder, parts_facts: Sequence
                 known.latitude, known.longitude = lat, lon
             if not known.camera and camera:
                 known.camera = camera
+
+
+def eligible_before(eligible: Sequence[int]) -> list[int]:
+    """Per part, how many eligible images the parts before it hold (its first one's global index)."""
+    out, total = [], 0
+    for n in eligible:
+        out.append(total)
+        total += n
+    return out
+
+
+def zooniverse_groups(batches: int, parts: int, pieces: int = ZOONIVERSE_PIECES) -> list[tuple[int, int]]:
+    """``(first batch, count)`` of each Zooniverse combine: batches in order, each group making at most ``pieces``
+    storage requests (per batch: its header, a range of each of the ``parts`` at most, the commit), at least one
+    batch per group."""
+    size = max(1, pieces // (max(parts, 0) + 2))
+    return [(first, min(size, batches - first)) for first in range(0, batches, size)]

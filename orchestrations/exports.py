@@ -2,9 +2,13 @@
 
 Why: the single exports activity (``activities.exports``) handles about 1.9M images within ``functionTimeout``.
 When the merge had more than one part, ``exports_part`` runs per merge part in parallel (``core.exportparts``),
-``exports_combine`` composes COCO and Camtrap DP, and ``exports_zooniverse`` writes the batches (still one
-activity over the whole results). A one-part merge, and an orchestration whose merge output has no ``parts`` (its
-history predates them), call the single activity as before, so existing histories replay unchanged. Deterministic.
+``exports_combine`` composes COCO and Camtrap DP and gives the eligible counts, then the Zooniverse batches fan out
+too (``activities.zooniverseparts``): ``exports_zooniverse_part`` per part with eligible images in parallel (each
+told how many eligible images precede it, the total and the batch count), ``exports_zooniverse_combine`` per group of
+batches in parallel (``core.exportparts.zooniverse_groups``), then ``exports_zooniverse_clean``. The orchestrator
+holds counts only. The path follows recorded outputs, so existing histories replay unchanged: a merge output without
+``parts`` (or with one part) takes the single activity, and a combine output without ``zooniverse_parts`` takes the
+single ``exports_zooniverse`` over the whole results. Deterministic.
 """
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from typing import Any, Generator
 import azure.durable_functions as df
 
 from core import contracts as c
-from core.exportparts import part_ranges
+from core.exportparts import eligible_before, part_ranges, zooniverse_groups
 from orchestrations.retries import STORAGE_RETRY, call, call_all
 
 
@@ -35,6 +39,22 @@ def exports(context: df.DurableOrchestrationContext, task_id: str, variant: str,
                                                     c.ExportsInput(task_id=task_id, variant=variant))
         return fallback
     output = combined["output"]
-    batches: int = yield from call(context, c.EXPORTS_ZOONIVERSE, STORAGE_RETRY, c.ExportsZooniverseInput(
-        task_id=task_id, variant=variant, eligible=output["zooniverse_subjects"]))
-    return {**output, "zooniverse_batches": batches}
+    if not combined.get("zooniverse_parts"):  # a combine recorded before the Zooniverse fan-out
+        batches: int = yield from call(context, c.EXPORTS_ZOONIVERSE, STORAGE_RETRY, c.ExportsZooniverseInput(
+            task_id=task_id, variant=variant, eligible=output["zooniverse_subjects"]))
+        return {**output, "zooniverse_batches": batches}
+    total, count = output["zooniverse_subjects"], output["zooniverse_batches"]
+    zparts = [c.ExportsZooniversePartInput(task_id=task_id, variant=variant, part=part, first_shard=first,
+                                           offset=offset, length=length, before=before, rows=p["eligible"],
+                                           eligible=total, batches=count)
+              for (part, first, offset, length), p, before in zip(ranges, parts,
+                                                                  eligible_before([p["eligible"] for p in parts]))
+              if p["eligible"]]
+    written: list[c.ExportsZooniversePartOutput] = yield from call_all(context, c.EXPORTS_ZOONIVERSE_PART, zparts)
+    with_rows = [w["part"] for w in written if w["rows"]]
+    yield from call_all(context, c.EXPORTS_ZOONIVERSE_COMBINE, [
+        c.ExportsZooniverseCombineInput(task_id=task_id, variant=variant, parts=with_rows, first=first, count=n)
+        for first, n in zooniverse_groups(count, len(with_rows))])
+    yield from call(context, c.EXPORTS_ZOONIVERSE_CLEAN, STORAGE_RETRY,
+                    c.ExportsZooniverseCleanInput(task_id=task_id, variant=variant, batches=count))
+    return output

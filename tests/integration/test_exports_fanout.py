@@ -1,8 +1,10 @@
-"""The exports fanned out (activities.exportparts over core.exportparts' ranges) write the same bytes as the single
-activity (activities.exports.run_exports), for several splits of the results into merge parts, both variants, with
-and without an image list's metadata (ListMetadata walked from each part's first shard)."""
+"""The exports fanned out (activities.exportparts over core.exportparts' ranges, the Zooniverse batches through
+activities.zooniverseparts) write the same bytes as the single activity (activities.exports.run_exports), for
+several splits of the results into merge parts, both variants, with and without an image list's metadata
+(ListMetadata walked from each part's first shard), and for batches of 1 to 1000 of a larger results file."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -10,10 +12,11 @@ import pytest
 
 from activities.exportparts import run_exports_combine, run_exports_part, run_exports_zooniverse
 from activities.exports import run_exports
+from activities.zooniverseparts import run_zooniverse_clean, run_zooniverse_combine, run_zooniverse_part
 from adapters.blobs import BlobStore
 from core import contracts as c
-from core import fanin, mdformat
-from core.exportparts import part_ranges
+from core import fanin, mdformat, zooniverse
+from core.exportparts import ZOONIVERSE_PIECES, eligible_before, part_ranges, zooniverse_groups
 from core.settings import Settings
 from gpu_batch import layout
 from tests.integration.test_exports import LIST_COLUMNS, LIST_SHARDS, TASK, _results, task  # noqa: F401
@@ -22,9 +25,10 @@ SHARDS_OF_LIST = [3, 3]  # LIST_SHARDS' images per shard
 
 
 def _write_fanin_results(store: BlobStore, container: str, variant: str, shard_sizes: list[int],
-                         shards_per_part: int) -> list[list[int]]:
-    """The results as the merge fan-in writes them; returns MergeOutput.parts."""
-    doc = _results()
+                         shards_per_part: int, doc: dict[str, Any] | None = None) -> list[list[int]]:
+    """The results (``doc``, else test_exports' six entries) as the merge fan-in writes them; returns
+    MergeOutput.parts."""
+    doc = doc or _results()
     entries, parts, fragments = doc["images"], [], []
     starts = [sum(shard_sizes[:i]) for i in range(len(shard_sizes))]
     for first in range(0, len(shard_sizes), shards_per_part):
@@ -47,15 +51,34 @@ def _snapshot(store: BlobStore, container: str, variant: str) -> dict[str, bytes
     return {n: store.read_bytes(container, n) for n in client.list_blob_names(name_starts_with=prefix)}
 
 
-def _fanned(settings: Settings, store: BlobStore, variant: str, parts: list[list[int]]) -> c.ExportsOutput:
+def _fanned(settings: Settings, store: BlobStore, variant: str, parts: list[list[int]],
+            zooniverse_pieces: int | None = ZOONIVERSE_PIECES) -> c.ExportsOutput:
+    """What orchestrations.exports runs, in order; ``zooniverse_pieces`` None: the single Zooniverse activity (a
+    combine recorded before the Zooniverse fan-out), else the Zooniverse fan-out with groups of that many requests."""
+    ranges = part_ranges(parts)
     outs = [run_exports_part(c.ExportsPartInput(task_id=TASK, variant=variant, part=p, first_shard=f, offset=o,
-                                                length=n), settings, store) for p, f, o, n in part_ranges(parts)]
+                                                length=n), settings, store) for p, f, o, n in ranges]
     combined = run_exports_combine(c.ExportsCombineInput(task_id=TASK, variant=variant, parts=outs), settings, store)
-    assert not combined["conflict"]
+    assert not combined["conflict"] and combined.get("zooniverse_parts")
     output = combined["output"]
-    batches = run_exports_zooniverse(c.ExportsZooniverseInput(task_id=TASK, variant=variant,
-                                                              eligible=output["zooniverse_subjects"]), settings, store)
-    return {**output, "zooniverse_batches": batches}
+    if zooniverse_pieces is None:
+        batches = run_exports_zooniverse(c.ExportsZooniverseInput(
+            task_id=TASK, variant=variant, eligible=output["zooniverse_subjects"]), settings, store)
+        return {**output, "zooniverse_batches": batches}
+    total, count = output["zooniverse_subjects"], output["zooniverse_batches"]
+    written = [run_zooniverse_part(c.ExportsZooniversePartInput(
+        task_id=TASK, variant=variant, part=p, first_shard=f, offset=o, length=n, before=before, rows=out["eligible"],
+        eligible=total, batches=count), settings, store)
+        for (p, f, o, n), out, before in zip(ranges, outs, eligible_before([o["eligible"] for o in outs]))
+        if out["eligible"]]
+    assert sum(w["rows"] for w in written) == total
+    with_rows = [w["part"] for w in written if w["rows"]]
+    groups = zooniverse_groups(count, len(with_rows), zooniverse_pieces)
+    assert sum(run_zooniverse_combine(c.ExportsZooniverseCombineInput(
+        task_id=TASK, variant=variant, parts=with_rows, first=first, count=n), settings, store)
+        for first, n in groups) == count
+    run_zooniverse_clean(c.ExportsZooniverseCleanInput(task_id=TASK, variant=variant, batches=count), settings, store)
+    return output
 
 
 SPLITS = [([3, 3], 1), ([3, 3], 2), ([1] * 6, 1), ([1] * 6, 4), ([2, 2, 2], 1), ([2, 0, 4], 1)]
@@ -82,9 +105,73 @@ def test_fanned_out_exports_are_the_single_activitys_bytes(task: Any, variant: s
     for name in expected:
         store.delete(settings.container, name) if hasattr(store, "delete") else \
             store.service.get_blob_client(settings.container, name).delete_blob()
-    fanned = _fanned(settings, store, variant, parts)
+    stale = layout.zooniverse_batch_blob(TASK, single["zooniverse_batches"] + 1, variant)
+    store.write_bytes(settings.container, stale, b"a batch an earlier, larger run wrote\r\n")
+    # groups of at most 4 requests: one batch per Zooniverse combine
+    fanned = _fanned(settings, store, variant, parts, zooniverse_pieces=4)
     assert fanned == single
     got = _snapshot(store, settings.container, variant)
+    assert sorted(got) == sorted(expected)
+    for name in expected:
+        assert got[name] == expected[name], name
+
+
+def _clear(store: BlobStore, container: str, variant: str) -> dict[str, bytes]:
+    expected = _snapshot(store, container, variant)
+    for name in expected:
+        store.service.get_blob_client(container, name).delete_blob()
+    return expected
+
+
+@pytest.mark.parametrize("variant", ["", layout.REPEATS_REMOVED])
+def test_a_combine_recorded_before_the_zooniverse_fan_out_still_gets_the_single_zooniverse_activity(
+        task: Any, variant: str) -> None:
+    settings, store, _ = task
+    parts = _write_fanin_results(store, settings.container, variant, [2, 2, 2], 1)
+    single = run_exports(TASK, settings, store, variant=variant)
+    expected = _clear(store, settings.container, variant)
+    assert _fanned(settings, store, variant, parts, zooniverse_pieces=None) == single
+    assert _snapshot(store, settings.container, variant) == expected
+
+
+def _many(count: int) -> dict[str, Any]:
+    """``count`` entries over three sites: failures, entries the image list flags, detections of every kind."""
+    entries: list[dict[str, Any]] = []
+    for k in range(count):
+        file = f"site{k % 3}/cam{k % 2}/img{k:04d}.jpg"
+        if k % 7 == 3:
+            entries.append(mdformat.failure_entry(file, mdformat.FAILURE_IMAGE_ACCESS, "undecodable"))
+            continue
+        dets = [{"category": str(1 + (k * j) % 3), "conf": round(((k * 37 + j * 11) % 100) / 100, 3),
+                 "bbox": [0.1, 0.1, 0.2, 0.2]} for j in range(k % 4)]
+        entry: dict[str, Any] = {"file": file, "detections": dets}
+        if k % 11 == 5:
+            entry["image_no_upload"] = "1"
+        elif k % 13 == 6:
+            entry["invalid"] = "2"
+        entries.append(entry)
+    return mdformat.build_output(entries, {"detector": "MDV5A", "detection_completion_time": "2026-12-01T10:00:00"})
+
+
+@pytest.mark.parametrize("batch_size", ["1", "4", "9", "1000"])
+@pytest.mark.parametrize("shard_sizes,shards_per_part", [
+    ([10] * 9 + [7], 1), ([10] * 9 + [7], 3), ([10, 0, 0, 30, 0, 57], 2), ([97], 1), ([1] * 97, 13)])
+def test_fanned_out_zooniverse_batches_of_a_larger_results_are_the_single_passes_bytes(
+        task: Any, batch_size: str, shard_sizes: list[int], shards_per_part: int) -> None:
+    """97 entries (some failed, some flagged), shuffled into batches of 1 .. 1000, over several splits: the fan-out
+    (parts with their eligible offsets, combines of a few batches each) writes every batch byte for byte."""
+    settings, store, _ = task
+    settings = replace(settings, zooniverse_batch_size=int(batch_size), export_image_sizes=False)
+    doc = _many(97)
+    store.write_json(settings.container, layout.enumeration_blob(TASK),
+                     {"container": "elsewhere", "prefix": "", "images": 97, "shards": len(shard_sizes)})
+    parts = _write_fanin_results(store, settings.container, "", shard_sizes, shards_per_part, doc)
+    single = run_exports(TASK, settings, store)
+    assert single["zooniverse_subjects"] == sum(1 for e in doc["images"] if not zooniverse.excluded(e)) < 97
+    assert single["zooniverse_batches"] == -(-single["zooniverse_subjects"] // int(batch_size))
+    expected = _clear(store, settings.container, "")
+    assert _fanned(settings, store, "", parts, zooniverse_pieces=9) == single
+    got = _snapshot(store, settings.container, "")
     assert sorted(got) == sorted(expected)
     for name in expected:
         assert got[name] == expected[name], name

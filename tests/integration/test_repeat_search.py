@@ -35,7 +35,8 @@ def host(storage_connection: str, unique_name: str, store: BlobStore,
            "TRAPBATCH_POOL": "simulated", "TRAPBATCH_MODEL": "MDV5A", "TRAPBATCH_POLL_MIN_S": "0.5",
            "TRAPBATCH_POLL_MAX_S": "1", "TRAPBATCH_IMAGES_PER_SHARD": "100",
            "TRAPBATCH_MERGE_IMAGES_PER_PART": "300",  # four parts
-           "TRAPBATCH_REPEAT_SEARCH_DETECTIONS_PER_GROUP": "200"}  # several search groups
+           "TRAPBATCH_REPEAT_SEARCH_DETECTIONS_PER_GROUP": "200",  # several search groups
+           "TRAPBATCH_ZOONIVERSE_BATCH_SIZE": "100"}  # Zooniverse batches fanned out over the four parts
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     store.ensure_container(unique_name)
@@ -85,6 +86,7 @@ def test_searching_again_replaces_the_list_with_what_core_finds_offline_and_remo
     assert status["stage"] == "completed", status
     doc = store.read_json(container, layout.results_blob(task_id))
     url = f"{base}/api/tasks/{task_id}/repeats"
+    check_fanned_zooniverse(store, container, task_id, status, doc)
 
     merged = api.get(url, timeout=30).json()  # the merge's list: MegaDetector's defaults
     default = offline(doc, RepeatOptions())
@@ -134,6 +136,28 @@ def test_searching_again_replaces_the_list_with_what_core_finds_offline_and_remo
     assert done["runtime_status"] == "Completed" and done["search"] == loose["search"], done
     assert done["detections_marked"] == removal.marked >= 8
     assert store.read_json(container, layout.results_blob(task_id, layout.REPEATS_REMOVED))["images"] == cleaned
+
+
+def check_fanned_zooniverse(store: BlobStore, container: str, task_id: str, status: dict[str, Any],
+                            doc: dict[str, Any]) -> None:
+    """The exports of a four-part merge ran through the function app's fan-out (activities.zooniverseparts): every
+    subject in exactly one batch, batches within one row of each other, rows in results order, no work left."""
+    exports = status["results"]["exports"]
+    subjects = [e["file"] for e in doc["images"] if e.get("failure") is None]
+    assert exports["zooniverse_subjects"] == len(subjects) > 1000
+    assert exports["zooniverse_batches"] == -(-len(subjects) // 100)
+    order = {name: i for i, name in enumerate(subjects)}
+    batches = []
+    for b in range(1, exports["zooniverse_batches"] + 1):
+        lines = store.read_bytes(container, layout.zooniverse_batch_blob(task_id, b)).decode("utf-8").splitlines()
+        assert lines[0].startswith("image_name_1,folder,")
+        batches.append([line.split(",")[0] for line in lines[1:]])
+    assert sorted(n for rows in batches for n in rows) == sorted(subjects)
+    assert max(map(len, batches)) - min(map(len, batches)) <= 1
+    assert all([order[n] for n in rows] == sorted(order[n] for n in rows) for rows in batches)
+    assert batches[0] != subjects[:len(batches[0])]  # shuffled
+    names = list(store.list_names(container, layout.exports_prefix(task_id)))
+    assert not [n for n in names if "/.zooniverse-parts/" in n or "/.parts/" in n], names
 
 
 def _ended_removal(url: str) -> dict[str, Any] | None:

@@ -60,7 +60,8 @@ def script(fail: dict[int, int] | None = None, conflict: bool = False) -> Any:
     return answer
 
 
-def test_several_parts_run_exports_part_per_part_with_entries_then_combine_then_zooniverse() -> None:
+def test_a_combine_recorded_before_the_zooniverse_fan_out_replays_into_the_single_zooniverse_activity() -> None:
+    """The combine's recorded output has no ``zooniverse_parts``: the history goes on as it was written."""
     run = run_orchestrator(exports_only, {"variant": "", "merged": merged(PARTS)}, script())
 
     assert run.status == "Completed", run.error
@@ -131,3 +132,85 @@ def test_the_repeats_removal_fans_out_when_its_combine_gives_parts_and_notes_a_f
     assert c.EXPORTS not in run.activity_names
     assert "zooniverse: storage throttled" in run.output["results"]["exports_error"]
     assert "exports" not in run.output["results"]
+
+
+# [eligible, rows written] per exports part (0, 1, 3): part 1 has no eligible image
+ELIGIBLE = {0: 5, 1: 0, 3: 7}
+
+
+def fan_script(batches: int, eligible: dict[int, int] | None = None, fail: dict[int, int] | None = None) -> Any:
+    """A combine from the Zooniverse fan-out (``zooniverse_parts``); ``fail[part]``: failures of its Zooniverse
+    part before it succeeds."""
+    counts = dict(ELIGIBLE if eligible is None else eligible)
+    left = dict(fail or {})
+    total = sum(counts.values())
+
+    def answer(name: str, payload: Any) -> Any:
+        if name == c.EXPORTS_PART:
+            return {**part_output(payload), "eligible": counts[payload["part"]]}
+        if name == c.EXPORTS_COMBINE:
+            return {"conflict": False, "zooniverse_parts": True,
+                    "output": {**OUTPUT, "zooniverse_subjects": total, "zooniverse_batches": batches}}
+        if name == c.EXPORTS_ZOONIVERSE_PART:
+            if left.get(payload["part"], 0) > 0:
+                left[payload["part"]] -= 1
+                raise ConnectionError(f"zooniverse part {payload['part']}: storage throttled")
+            return {"part": payload["part"], "rows": payload["rows"], "bytes": 100 * payload["rows"]}
+        if name == c.EXPORTS_ZOONIVERSE_COMBINE:
+            return payload["count"]
+        if name == c.EXPORTS_ZOONIVERSE_CLEAN:
+            return 0
+        raise AssertionError(name)
+
+    return answer
+
+
+def test_a_combine_with_zooniverse_parts_fans_the_batches_out_over_the_parts_with_eligible_images() -> None:
+    run = run_orchestrator(exports_only, {"variant": REPEATS_REMOVED, "merged": merged(PARTS)}, fan_script(3))
+
+    assert run.status == "Completed", run.error
+    assert run.activity_names == [c.EXPORTS_PART] * 3 + [c.EXPORTS_COMBINE] + [c.EXPORTS_ZOONIVERSE_PART] * 2 + [
+        c.EXPORTS_ZOONIVERSE_COMBINE, c.EXPORTS_ZOONIVERSE_CLEAN]
+    assert c.EXPORTS_ZOONIVERSE not in run.activity_names and c.EXPORTS not in run.activity_names
+    common = {"task_id": TASK, "variant": REPEATS_REMOVED, "eligible": 12, "batches": 3}
+    # each part learns its byte range (as its exports part) and how many eligible images precede it
+    assert run.inputs(c.EXPORTS_ZOONIVERSE_PART) == [
+        {**common, "part": 0, "first_shard": 0, "offset": 0, "length": 999, "before": 0, "rows": 5},
+        {**common, "part": 3, "first_shard": 75, "offset": 1999, "length": 500, "before": 5, "rows": 7}]
+    assert run.inputs(c.EXPORTS_ZOONIVERSE_COMBINE) == [
+        {"task_id": TASK, "variant": REPEATS_REMOVED, "parts": [0, 3], "first": 0, "count": 3}]
+    assert run.inputs(c.EXPORTS_ZOONIVERSE_CLEAN) == [{"task_id": TASK, "variant": REPEATS_REMOVED, "batches": 3}]
+    assert run.output == {**OUTPUT, "zooniverse_subjects": 12, "zooniverse_batches": 3}
+
+
+def test_many_batches_are_composed_by_parallel_combines_of_bounded_size() -> None:
+    run = run_orchestrator(exports_only, {"variant": "", "merged": merged(PARTS)}, fan_script(1500))
+
+    assert run.status == "Completed", run.error
+    # two parts with rows: at most ZOONIVERSE_PIECES // (2 + 2) = 500 batches per combine
+    assert [(p["first"], p["count"]) for p in run.inputs(c.EXPORTS_ZOONIVERSE_COMBINE)] == [
+        (0, 500), (500, 500), (1000, 500)]
+    assert run.activity_names[-1] == c.EXPORTS_ZOONIVERSE_CLEAN
+    assert run.output["zooniverse_batches"] == 1500
+
+
+def test_a_failing_zooniverse_part_is_called_again_alone_and_past_its_retries_fails_the_step() -> None:
+    run = run_orchestrator(exports_only, {"variant": "", "merged": merged(PARTS)}, fan_script(3, fail={3: 1}))
+
+    assert run.status == "Completed", run.error
+    assert [p["part"] for p in run.inputs(c.EXPORTS_ZOONIVERSE_PART)] == [0, 3, 3]
+    assert len(run.orchestrator_timers) == 1
+
+    run = run_orchestrator(exports_only, {"variant": "", "merged": merged(PARTS)}, fan_script(3, fail={0: 99}))
+    assert run.status == "Failed" and "zooniverse part 0: storage throttled" in (run.error or "")
+    assert c.EXPORTS_ZOONIVERSE_COMBINE not in run.activity_names
+
+
+def test_no_eligible_image_writes_no_batch_but_still_cleans_up() -> None:
+    run = run_orchestrator(exports_only, {"variant": "", "merged": merged(PARTS)},
+                           fan_script(0, eligible={0: 0, 1: 0, 3: 0}))
+
+    assert run.status == "Completed", run.error
+    assert run.activity_names == [c.EXPORTS_PART] * 3 + [c.EXPORTS_COMBINE, c.EXPORTS_ZOONIVERSE_CLEAN]
+    assert run.inputs(c.EXPORTS_ZOONIVERSE_CLEAN) == [{"task_id": TASK, "variant": "", "batches": 0}]
+    assert run.output["zooniverse_batches"] == 0
