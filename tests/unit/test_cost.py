@@ -123,3 +123,10 @@ def test_settings_take_the_vm_size_for_a_batch_pool_only() -> None:
     assert Settings.from_env(BATCH_ENV).knobs.pool_vm_size == ""
     local = {"AzureWebJobsStorage": "UseDevelopmentStorage=true", "TRAPBATCH_POOL_VM_SIZE": H100}
     assert Settings.from_env(local).knobs.pool_vm_size == ""  # the local pool has no VM size
+
+
+def test_the_notification_and_the_event_carry_the_cost_block() -> None:
+    from core.notify import public_status
+
+    block = task_cost(images=10, node_seconds=5.0, attempts=1, attempts_timed=1, vm_size=H100)
+    assert public_status("task-0123456789abcdef0123", {"stage": "completed", "cost": block})["cost"] == block
