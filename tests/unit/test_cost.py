@@ -130,3 +130,33 @@ def test_the_notification_and_the_event_carry_the_cost_block() -> None:
 
     block = task_cost(images=10, node_seconds=5.0, attempts=1, attempts_timed=1, vm_size=H100)
     assert public_status("task-0123456789abcdef0123", {"stage": "completed", "cost": block})["cost"] == block
+
+
+def _bench_cost():  # type: ignore[no-untyped-def]
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "cost.py"
+    spec = importlib.util.spec_from_file_location("bench_cost", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_bench_helper_prints_the_recorded_h100_rate_and_no_invented_rate_for_the_others(capsys) -> None:  # type: ignore[no-untyped-def]
+    bench = _bench_cost()
+    assert bench.main([]) == 0
+    rows = {line.split(" | ")[0].strip("| "): line for line in capsys.readouterr().out.splitlines()
+            if line.startswith("| Standard_")}
+    assert set(rows) == {p.vm_size for p in VM_PRICES.values()}
+    assert f"${cost_per_million(6.98, 243.8):.2f}" in rows[H100]
+    assert all("rate not measured" in line for size, line in rows.items() if size != H100)
+
+
+def test_the_bench_helper_adds_the_shard_start_up_the_node_pays_for(capsys) -> None:  # type: ignore[no-untyped-def]
+    bench = _bench_cost()
+    assert bench.main(["--rate", "244", "--vm-size", H100, "--shard-images", "10000"]) == 0
+    out = capsys.readouterr().out
+    per_node = 10_000 / (10_000 / 244 + 10.0)
+    assert f"${cost_per_million(6.98, 244):.2f} |" in out and f"${cost_per_million(6.98, per_node):.2f} at" in out
