@@ -1,6 +1,8 @@
 """core/cost.py: the price table, the price a cost is computed at, pool-task times, and the cost block's arithmetic."""
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from core.cost import (OVERRIDE_ENV, PRICE_REGION, VM_PRICES, attempt_seconds, cost_per_million, node_price,
@@ -132,7 +134,7 @@ def test_the_notification_and_the_event_carry_the_cost_block() -> None:
     assert public_status("task-0123456789abcdef0123", {"stage": "completed", "cost": block})["cost"] == block
 
 
-def _bench_cost():  # type: ignore[no-untyped-def]
+def _bench_cost() -> Any:
     import importlib.util
     from pathlib import Path
 
