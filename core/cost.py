@@ -5,8 +5,9 @@ what it *did* cost from what the pool measured, and the same arithmetic turns a 
 million images (``bench/cost.py``). Pure: no I/O, no clock, no environment; the orchestrator calls ``task_cost``
 (deterministic, replay-safe) and the settings supply the VM size and any negotiated price.
 
-What is measured, and why node time rather than GPU time: Azure bills a pool node for every second it exists, busy or
-not, so the honest rate is images per *node* second. trapbatch runs one shard attempt per node at a time
+What is measured, and why node time rather than GPU time: a pool node is a VM, billed for every second it is allocated,
+busy or not (docs/deploy.md "Costs"; not re-checked against a Microsoft page here), so the honest rate is images per
+*node* second. trapbatch runs one shard attempt per node at a time
 (``taskSlotsPerNode: 1`` in infra/app/batch.bicep), so a node's billed time while it works for a task is the wall time
 of the attempts it runs. ``node_seconds`` is therefore the sum, over every shard attempt that ended (failed and
 resubmitted attempts included), of its pool task's end time minus start time (``gpu_batch.pool.TaskInfo``; on Azure
