@@ -18,6 +18,7 @@ from activities.shard_results import done_images, progress_count, shard_coverage
 from adapters import clients
 from adapters.blobs import BlobStore
 from core import contracts as c
+from core.cost import attempt_seconds
 from core.settings import Settings
 from core.shards import missing_images
 from gpu_batch import exit_codes, layout
@@ -72,6 +73,9 @@ def _completed_row(info: TaskInfo, settings: Settings, store: BlobStore, task_id
         "failed": coverage["failed"], "missing": coverage["missing"]}
     if exit_codes.unfixable_reason(info.exit_code):
         row["worker_message"] = worker_message(store, info)[:1000]
+    seconds = attempt_seconds(info.start_time, info.end_time)  # node time for the task's cost (core.cost)
+    if seconds is not None:
+        row["seconds"] = round(seconds, 3)
     return row
 
 

@@ -188,7 +188,7 @@ def description(base_url: str = "") -> dict[str, Any]:
                         "responses": {"200": _answer("tasks", "TaskList"), **_errors(400, 401)}},
             },
             "/api/tasks/{task_id}": {**task_ref, "get": {
-                "operationId": "getTask", "summary": "stage, counts, progress, ETA, estimate",
+                "operationId": "getTask", "summary": "stage, counts, progress, ETA, estimate, cost",
                 "responses": {"200": _answer("the task's status", "TaskStatus"), **_errors(401, 403, 404)}}},
             "/api/tasks/{task_id}/results": {**task_ref, "get": {
                 "operationId": "getResults", "summary": "where the results and previews are",
@@ -250,7 +250,21 @@ def description(base_url: str = "") -> dict[str, Any]:
                     "estimate": {"type": "object", "properties": {
                         "images": {"type": "integer"}, "shards": {"type": "integer"},
                         "gpu_hours": {"type": "number"}, "wall_seconds": {"type": "integer"},
-                        "cost": {"type": ["number", "null"]}}}}},
+                        "cost": {"type": ["number", "null"]}}},
+                    "cost": {"type": "object", "description": "a finished task: what its pool work cost "
+                             "(core/cost.py). node_seconds is the wall time of every shard attempt's pool task, so "
+                             "the figures are a lower bound of the bill (node boot and idle nodes are not in it); "
+                             "the price is TRAPBATCH_NODE_PRICE_PER_HOUR, else the list price of the pool's VM size, "
+                             "else null with a note", "properties": {
+                                 "images": {"type": "integer"}, "node_seconds": {"type": "number"},
+                                 "attempts": {"type": "integer"}, "attempts_timed": {"type": "integer"},
+                                 "images_per_node_second": {"type": ["number", "null"]},
+                                 "vm_size": {"type": ["string", "null"]},
+                                 "price_per_hour": {"type": ["number", "null"]},
+                                 "price_source": {"type": ["string", "null"]},
+                                 "usd": {"type": ["number", "null"]},
+                                 "usd_per_million_images": {"type": ["number", "null"]},
+                                 "measures": {"type": "string"}, "note": {"type": "string"}}}}},
                 "Results": {"type": "object", "required": ["id", "stage", "results", "previews"], "properties": {
                     "id": {"type": "string"}, "stage": {"enum": [*Stage]}, "previews": obj,
                     "generation": {"type": "string", "description": "the run id of the generation served (a "

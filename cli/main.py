@@ -160,6 +160,26 @@ def _summary(st: dict[str, Any]) -> None:
     out.print(table)
     if st.get("estimate"):
         _estimate_table(st["estimate"])
+    if st.get("cost"):
+        _cost_table(st["cost"])
+
+
+def _cost_table(cost: dict[str, Any]) -> None:
+    """A finished task's ``cost`` block (core/cost.py): measured node time, and USD where the app knows a price."""
+    table = Table(title="cost (node time measured by the pool; a lower bound of the bill)", show_header=False,
+                  box=None)
+    price = cost.get("price_per_hour")
+    rows = [("node time", f"{cost.get('node_seconds')} s over {cost.get('attempts')} shard attempt(s)"),
+            ("rate", f"{cost.get('images_per_node_second')} images per node-second"),
+            ("price", f"${price}/node-hour on {cost.get('vm_size') or 'a pool without a VM size'} "
+                      f"({cost.get('price_source')})" if price is not None else "unknown"),
+            ("cost", f"${cost.get('usd')}, ${cost.get('usd_per_million_images')} per million images"
+             if cost.get("usd") is not None else "unknown"),
+            ("note", cost.get("note"))]
+    for k, v in rows:
+        if v not in (None, ""):
+            table.add_row(k, str(v))
+    out.print(table)
 
 
 def _estimate_table(est: dict[str, Any]) -> None:
@@ -169,7 +189,7 @@ def _estimate_table(est: dict[str, Any]) -> None:
             ("GPU-hours", est.get("gpu_hours")), ("wall time", f"{wall // 3600}h{wall % 3600 // 60:02d}m{wall % 60:02d}s"
                                                   f" on {est.get('nodes_used')} node(s)"),
             ("cost (list price)", est.get("cost") if est.get("cost") is not None
-             else "unknown: the app has no TRAPBATCH_NODE_PRICE_PER_HOUR"),
+             else "unknown: the app has no TRAPBATCH_NODE_PRICE_PER_HOUR nor a listed TRAPBATCH_POOL_VM_SIZE"),
             ("worker rate", f"{est.get('worker_images_per_s')} img/s per node"),
             ("assumes", est.get("assumes"))]
     for k, v in rows:

@@ -92,6 +92,9 @@ class ShardState(TypedDict):
     pool: NotRequired[str]  # the in-flight attempt's pool state as last reported: "queued" or "running"
     running: NotRequired[int]  # images the running attempt has done so far (its counter blob)
     seen: NotRequired[int]  # images of this shard shown as done so far; never decreases (the status's progress)
+    ended: NotRequired[int]  # attempts whose pool task ended (each counted once) ...
+    timed: NotRequired[int]  # ... of which this many came with start and end times ...
+    node_s: NotRequired[float]  # ... summing to this many seconds of node time (core.cost)
 
 
 class ShardsInput(TypedDict):
@@ -170,6 +173,7 @@ class CompletedShard(TypedDict):
     failed: int
     missing: int
     worker_message: NotRequired[str]  # the worker's last error, when it exited with a code no retry can fix
+    seconds: NotRequired[float]  # the pool task's wall time (end - start; core.cost.attempt_seconds), when known
 
 
 class PollOutput(TypedDict):
@@ -297,6 +301,9 @@ class ShardCounts(TypedDict, total=False):
     pool_running: int
     pool_queued: int
     images_progress: int  # images done so far, final or counted by running shards; never decreases
+    attempts_ended: int  # shard attempts whose pool task ended ...
+    attempts_timed: int  # ... of which this many had start and end times ...
+    node_seconds: float  # ... summing to this much node time (a float: the status API's sum of integers skips it)
 
 
 class ShardProgress(ShardCounts):
@@ -340,6 +347,7 @@ class TaskStatus(TypedDict, total=False):
     repeated_detections: RepeatsRef
     previews: PreviewsOutput
     estimate: dict[str, Any]  # core.estimate.estimate(): a "dry_run" task's images, shards, GPU-hours, wall time, cost
+    cost: dict[str, Any]  # core.cost.task_cost(): measured node time, rate and, where a price is known, USD
 
 
 class RemovalStatus(TypedDict, total=False):

@@ -2,8 +2,8 @@
 
 Pure arithmetic over what enumeration found and three settings (``core.settings``): the measured worker rate
 (``TRAPBATCH_WORKER_IMAGES_PER_S``, default 244 img/s: one H100 on a 20,000-image shard, bench/RESULTS.md), the pool's
-node count (``TRAPBATCH_POOL_NODES``) and one node's list price per hour (``TRAPBATCH_NODE_PRICE_PER_HOUR``; 0: not
-configured, so no cost is given). A request with ``"dry_run": true`` stops after enumeration with stage ``estimated``
+node count (``TRAPBATCH_POOL_NODES``) and one node's price per hour (``TRAPBATCH_NODE_PRICE_PER_HOUR``, else the list
+price of ``TRAPBATCH_POOL_VM_SIZE`` from ``core.cost``; neither known: no cost is given). A request with ``"dry_run": true`` stops after enumeration with stage ``estimated``
 and this in its status (orchestrations/task.py); nothing goes to the pool.
 
 The model: each shard is one worker process on one GPU node (one worker per node), which pays ``SHARD_START_S``

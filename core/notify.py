@@ -25,7 +25,7 @@ SIGNATURE_HEADER = "X-Trapbatch-Signature"
 DELIVERY_HEADER = "X-Trapbatch-Delivery"
 # what of the final status a notification carries (no previews: their address is unguessable on purpose)
 STATUS_KEYS = ("stage", "started", "finished", "error", "images", "failed", "missing", "failed_fraction",
-               "with_detections", "detections", "empty", "shards", "resubmissions", "results", "estimate")
+               "with_detections", "detections", "empty", "shards", "resubmissions", "results", "estimate", "cost")
 
 
 def public_status(task_id: str, status: Mapping[str, Any]) -> dict[str, Any]:

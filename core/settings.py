@@ -85,7 +85,13 @@ Variables (names shared with infra/main.bicep app settings):
     TRAPBATCH_WORKER_IMAGES_PER_S  estimates (``"dry_run": true``, core/estimate.py): one worker's images per second
                                    (default 244, one H100 in bench/RESULTS.md; measure your node size and set it)
     TRAPBATCH_POOL_NODES           estimates: GPU nodes the pool runs at once, one worker each (default 1)
-    TRAPBATCH_NODE_PRICE_PER_HOUR  estimates: one node's list price per hour (default 0: unknown, no cost given)
+    TRAPBATCH_NODE_PRICE_PER_HOUR  one node's price per hour in USD, for estimates and for the ``cost`` block of a
+                                   finished task (core/cost.py); set it for Spot, low-priority or negotiated prices.
+                                   Default 0: the list price of TRAPBATCH_POOL_VM_SIZE from core/cost.py's table, and
+                                   without a known size no price (the cost block still gives node time and rate)
+    TRAPBATCH_POOL_VM_SIZE         ``azure_batch`` pool only: the pool's VM size (infra/ sets it from ``gpuVmSize``),
+                                   whose list price core/cost.py knows; ignored for the local and simulated pools,
+                                   which have no VM size
     TRAPBATCH_CONFIRM_ABOVE_IMAGES a task with more images waits in stage ``awaiting_confirmation`` (with its estimate)
                                    until POST /api/tasks/{id}/confirm (default 0: never waits)
     TRAPBATCH_CONFIRM_TIMEOUT_S    how long it waits before it ends ``expired`` (default 604800, a week)
@@ -204,7 +210,8 @@ class OrchestrationKnobs:
     # estimates (core/estimate.py) for "dry_run" requests
     worker_images_per_s: float = DEFAULT_WORKER_IMAGES_PER_S
     pool_nodes: int = DEFAULT_POOL_NODES
-    node_price_per_hour: float = 0.0
+    node_price_per_hour: float = 0.0  # 0: the list price of pool_vm_size (core.cost.node_price), if known
+    pool_vm_size: str = ""  # the Batch pool's VM size; "" for pools without one (local, simulated)
     confirm_above_images: int = 0  # 0: never wait for a confirmation
     confirm_timeout_s: int = 7 * 24 * 3600
     # the length of one of a request's previews_expire_days, in seconds: 86400, changed by tests only
@@ -327,6 +334,7 @@ class Settings:
             worker_images_per_s=_positive(env, "TRAPBATCH_WORKER_IMAGES_PER_S", DEFAULT_WORKER_IMAGES_PER_S),
             pool_nodes=_int(env, "TRAPBATCH_POOL_NODES", DEFAULT_POOL_NODES),
             node_price_per_hour=_positive(env, "TRAPBATCH_NODE_PRICE_PER_HOUR", 0.0, allow_zero=True),
+            pool_vm_size=env.get("TRAPBATCH_POOL_VM_SIZE", "").strip() if pool == "azure_batch" else "",
             confirm_above_images=_int(env, "TRAPBATCH_CONFIRM_ABOVE_IMAGES", 0, minimum=0),
             confirm_timeout_s=_int(env, "TRAPBATCH_CONFIRM_TIMEOUT_S", 7 * 24 * 3600),
             previews_expire_day_s=_int(env, "TRAPBATCH_PREVIEWS_EXPIRE_DAY_S", 86400),

@@ -229,6 +229,7 @@ module api 'app/api.bicep' = {
       TRAPBATCH_MODEL: defaultModel
       TRAPBATCH_BATCH_ACCOUNT_URL: batch.outputs.accountEndpoint
       TRAPBATCH_BATCH_POOL_ID: batch.outputs.poolId
+      TRAPBATCH_POOL_VM_SIZE: gpuVmSize // the pool's size: its list price prices each task (core/cost.py)
       TRAPBATCH_WORKER_IMAGE: '${registry.outputs.loginServer}/${workerImageName}'
       TRAPBATCH_WORKER_IDENTITY: nodeIdentity.outputs.clientId
       TRAPBATCH_WORKER_IDENTITY_RESOURCE_ID: nodeIdentity.outputs.id

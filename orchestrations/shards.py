@@ -91,8 +91,13 @@ def _progress(state: dict[str, c.ShardState]) -> c.ShardCounts:
     counts: dict[str, int] = {
         "shards": len(state), "pending": 0, "submitted": 0, "done": 0, "given_up": 0,
         "images_done": 0, "images_failed": 0, "images_missing": 0, "resubmissions": 0,
-        "images_in_progress": 0, "pool_running": 0, "pool_queued": 0, "images_progress": 0}
+        "images_in_progress": 0, "pool_running": 0, "pool_queued": 0, "images_progress": 0,
+        "attempts_ended": 0, "attempts_timed": 0}
+    node_seconds = 0.0
     for s in state.values():
+        counts["attempts_ended"] += s.get("ended", 0)
+        counts["attempts_timed"] += s.get("timed", 0)
+        node_seconds += s.get("node_s", 0.0)
         counts[s["status"]] += 1
         counts["images_done"] += s.get("covered", 0)
         counts["images_failed"] += s.get("failed", 0)
@@ -103,7 +108,7 @@ def _progress(state: dict[str, c.ShardState]) -> c.ShardCounts:
             running = s.get("pool") == RUNNING
             counts["pool_running" if running else "pool_queued"] += 1
             counts["images_in_progress"] += s.get("running", 0) if running else 0
-    return cast(c.ShardCounts, counts)
+    return cast(c.ShardCounts, {**counts, "node_seconds": round(node_seconds, 3)})
 
 
 def _outcome(state: dict[str, c.ShardState], cancelled: bool) -> c.ShardsOutcome:
@@ -162,6 +167,7 @@ def _record_completions(state: dict[str, c.ShardState], completed: list[c.Comple
         if failure is not None:
             raise failure
         fresh += 1
+        _count_node_time(s, row)
         s["covered"], s["failed"], s["missing"] = row["covered"], row["failed"], row["missing"]
         s["running"] = 0
         s.pop("pool", None)
@@ -175,6 +181,16 @@ def _record_completions(state: dict[str, c.ShardState], completed: list[c.Comple
         else:
             s["status"] = ShardStatus.given_up
     return fresh, to_resubmit
+
+
+def _count_node_time(s: c.ShardState, row: c.CompletedShard) -> None:
+    """Add an ended attempt's node time to its shard (the task's cost, core.cost). Called once per attempt: only for
+    fresh reports, so a report repeated by the change cursor's overlap is not counted twice."""
+    s["ended"] = s.get("ended", 0) + 1
+    seconds = row.get("seconds")
+    if isinstance(seconds, (int, float)) and seconds >= 0:
+        s["timed"] = s.get("timed", 0) + 1
+        s["node_s"] = round(s.get("node_s", 0.0) + float(seconds), 3)
 
 
 def _record_pool_view(state: dict[str, c.ShardState], poll: c.PollOutput) -> None:

@@ -24,6 +24,7 @@ import azure.durable_functions as df
 
 from core import contracts as c
 from core.contracts import ShardStatus, Stage
+from core.cost import node_price, task_cost
 from core.estimate import estimate
 from core.expiry import expiry_time
 from core.ids import shards_instance_id
@@ -171,8 +172,18 @@ def _confirmed(context: df.DurableOrchestrationContext, data: c.TaskInput, start
 
 
 def _estimate(enumeration: c.EnumerateOutput, knobs: OrchestrationKnobs) -> dict[str, Any]:
+    price = node_price(knobs.pool_vm_size, knobs.node_price_per_hour).usd_per_hour  # the override, else list price
     return estimate(enumeration["images"], enumeration["shards"], knobs.images_per_shard, knobs.worker_images_per_s,
-                    knobs.pool_nodes, knobs.node_price_per_hour)
+                    knobs.pool_nodes, price or 0.0)
+
+
+def _cost(work: c.EnumerateOutput, outcomes: list[c.ShardsOutcome], knobs: OrchestrationKnobs) -> dict[str, Any]:
+    """What the pool work cost (core/cost.py): the images sent to the pool, the node time the shard groups summed from
+    their attempts' pool tasks, at the override or the pool's list price."""
+    return task_cost(images=work["images"], node_seconds=sum(float(o.get("node_seconds", 0.0)) for o in outcomes),
+                     attempts=sum(o.get("attempts_ended", 0) for o in outcomes),
+                     attempts_timed=sum(o.get("attempts_timed", 0) for o in outcomes),
+                     vm_size=knobs.pool_vm_size, override_per_hour=knobs.node_price_per_hour)
 
 
 # A receiver that is down gets the notification again after 30 s, 1, 2, 4 and 8 minutes (durable timers). The Event
@@ -296,6 +307,7 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
         summary["generation"] = generation
     if reuse is not None:
         summary["reused"] = sum(reuse["reused"])
+    summary["cost"] = _cost(work, outcomes, knobs)
     if exports is not None:
         summary["results"]["exports"] = exports
     else:

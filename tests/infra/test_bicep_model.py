@@ -54,6 +54,7 @@ REQUIRED_APP_SETTINGS = {
     "TRAPBATCH_POOL", "TRAPBATCH_MODEL", "TRAPBATCH_BATCH_ACCOUNT_URL", "TRAPBATCH_BATCH_POOL_ID",
     "TRAPBATCH_WORKER_IMAGE", "TRAPBATCH_WORKER_IDENTITY", "TRAPBATCH_WORKER_IDENTITY_RESOURCE_ID",
     "TRAPBATCH_STORAGE_ACCOUNT_URL", "TRAPBATCH_KEY_VAULT_URL", "TRAPBATCH_EVENT_GRID_TOPIC_ENDPOINT",
+    "TRAPBATCH_POOL_VM_SIZE",
 }
 REQUIRED_HOST_SETTINGS = {
     "AzureWebJobsStorage__credential", "AzureWebJobsStorage__clientId", "AzureWebJobsStorage__blobServiceUri",
@@ -229,6 +230,13 @@ def test_public_web_url_is_the_static_website_endpoint(templates: dict[str, Temp
     assert chain(trapbatch["TRAPBATCH_PUBLIC_WEB_URL"]) == ["storage", "outputs", "webEndpoint"]
     storage = module_file(templates, "storage")
     assert chain(storage.outputs["webEndpoint"]["value"]) == ["storage", "properties", "primaryEndpoints", "web"]
+
+
+def test_the_app_is_told_the_pool_vm_size_the_pool_is_made_of(templates: dict[str, Template]) -> None:
+    """The app prices each task's node time at the list price of the pool's size (core/cost.py): it must be the size
+    the Batch module builds the pool with, not a second parameter that could differ."""
+    trapbatch, _ = app_settings(templates)
+    assert trapbatch["TRAPBATCH_POOL_VM_SIZE"] == module_param(templates, "batch", "vmSize") == "gpuVmSize"
 
 
 def test_every_trapbatch_setting_is_one_the_code_reads(templates: dict[str, Template]) -> None:

@@ -229,6 +229,22 @@ def test_failed_shard_resubmits_only_its_missing_images(host, app_env, store, un
     for sid in ("s00000", "s00002"):  # the healthy shards ran once
         assert not store.exists(state, layout.manifest_blob(task_id, sid, 2))
     check_results(store, app_env, task_id, names)
+    check_cost(host, task_id, final["output"])
+
+
+def check_cost(host, task_id: str, output: dict[str, Any]) -> None:  # type: ignore[no-untyped-def]
+    """The final status prices the node time of every attempt, the crashed one included (core/cost.py); the local
+    pool has no VM size, so it gives the time and rate but no price, and says so."""
+    cost = output["cost"]
+    attempts = output["shards"] + output["resubmissions"]  # every attempt the pool ran, the crashed one included
+    assert (cost["images"], cost["attempts"], cost["attempts_timed"]) == (10, attempts, attempts), cost
+    # each attempt is a worker process that imports torch and loads a model before its first image: over a second
+    assert cost["node_seconds"] > attempts * 1.0, cost
+    assert cost["images_per_node_second"] == round(10 / cost["node_seconds"], 3)
+    assert cost["vm_size"] is None and cost["price_per_hour"] is None and cost["usd"] is None
+    assert "local pool" in cost["note"]
+    status = api.get(f"{host.base_url}/api/tasks/{task_id}", timeout=30).json()
+    assert status["cost"] == cost
 
 
 def test_blob_drop_starts_the_same_task_and_bad_drop_gets_error_file(host, app_env, store, unique_name,  # type: ignore[no-untyped-def]

@@ -37,14 +37,18 @@ class ReadSpy(BlobStore):
 
 
 class ScriptedPool:
-    def __init__(self, tasks: dict[str, TaskState], changed: list[str]) -> None:
+    def __init__(self, tasks: dict[str, TaskState], changed: list[str],
+                 times: dict[str, tuple[str, str]] | None = None) -> None:
         self.tasks, self.changed = tasks, changed
+        self.times = times or {}  # pool task -> (start time, end time), as the pool reports them
         self.calls: list[tuple[str, Any]] = []
 
     def _info(self, tid: str) -> TaskInfo:
         state = self.tasks[tid]
         done = state is TaskState.completed
-        return TaskInfo(tid, state, TaskResult.success if done else None, 0 if done else None)
+        start, end = self.times.get(tid, (None, None))
+        return TaskInfo(tid, state, TaskResult.success if done else None, 0 if done else None, start_time=start,
+                        end_time=end)
 
     def poll(self, job_id: str, task_ids: Sequence[str] | None = None) -> list[TaskInfo]:
         self.calls.append(("poll", list(task_ids or [])))
@@ -80,13 +84,15 @@ def test_a_round_with_a_cursor_is_one_listing_of_changes_and_counters_of_running
     settings, store = setup
     tasks = {"s00000-a1": TaskState.completed, "s00001-a1": TaskState.running, "s00002-a1": TaskState.running,
              "s00400-a1": TaskState.completed}  # another group's task, in the same job
-    pool = ScriptedPool(tasks, changed=["s00000-a1", "s00002-a1", "s00400-a1"])
+    pool = ScriptedPool(tasks, changed=["s00000-a1", "s00002-a1", "s00400-a1"],
+                        times={"s00000-a1": ("2026-12-02 00:00:00+00:00", "2026-12-02 00:01:05.500000+00:00")})
     out = run_poll(TASK, TASK, ["s00000-a1", "s00001-a1", "s00002-a1"], settings, store, pool,
                    since="cursor-1", running=["s00001-a1"])
 
     assert pool.calls == [("changes", "cursor-1")]  # one listing; nothing asked by id
     assert [row["task_id"] for row in out["completed"]] == ["s00000-a1"]  # the other group's task is not ours
     assert out["completed"][0]["covered"] == 2 and out["completed"][0]["missing"] == 0
+    assert out["completed"][0]["seconds"] == 65.5  # the pool task's wall time: node time for the task's cost
     assert out["states"] == {"s00002-a1": "running"} and out["cursor"] == "cursor-2"
     # s00001 runs (the orchestrator knew), s00002 was just seen running: both counters, no running results
     assert out["progress"] == {"s00001-a1": 1, "s00002-a1": 2} and out["images_in_progress"] == 3
@@ -103,3 +109,12 @@ def test_a_round_without_a_cursor_asks_by_id_and_starts_a_cursor(setup: tuple[Se
     assert out["states"] == {"s00001-a1": "queued", "s00002-a1": "running"}
     assert out["progress"] == {"s00002-a1": 2} and out["running"] == 1 and out["queued"] == 1
     assert not [n for n in store.reads if n.endswith(".results.json")]
+
+
+def test_a_completed_task_without_start_and_end_times_has_no_seconds(setup: tuple[Settings, ReadSpy]) -> None:
+    """The cost then counts the attempt as ended but not timed (core/cost.py says so in its note)."""
+    settings, store = setup
+    pool = ScriptedPool({"s00000-a1": TaskState.completed}, changed=[])
+    out = run_poll(TASK, TASK, ["s00000-a1"], settings, store, pool)
+
+    assert [row["task_id"] for row in out["completed"]] == ["s00000-a1"] and "seconds" not in out["completed"][0]

@@ -20,11 +20,15 @@ def knobs(**overrides: Any) -> dict[str, Any]:
     return OrchestrationKnobs(**overrides).to_dict()
 
 
-def row(pool_task: str, missing: int = 0, failed: int = 0, images: int = IMAGES) -> c.CompletedShard:
+def row(pool_task: str, missing: int = 0, failed: int = 0, images: int = IMAGES,
+        seconds: float | None = None) -> c.CompletedShard:
     sid, attempt = parse_pool_task_id(pool_task)
-    return {"task_id": pool_task, "shard_id": sid, "attempt": attempt, "result": "success", "exit_code": 0,
-            "failure_message": None, "images": images, "covered": images - missing, "failed": failed,
-            "missing": missing}
+    out: c.CompletedShard = {"task_id": pool_task, "shard_id": sid, "attempt": attempt, "result": "success",
+                             "exit_code": 0, "failure_message": None, "images": images, "covered": images - missing,
+                             "failed": failed, "missing": missing}
+    if seconds is not None:
+        out["seconds"] = seconds
+    return out
 
 
 class Pool:
@@ -38,8 +42,10 @@ class Pool:
     def __init__(self, runs_for: dict[str, int] | None = None, missing: dict[str, int] | None = None,
                  cancel_on_poll: int | None = None, resubmit: dict[str, Any] | None = None,
                  extra_rows: dict[int, list[c.CompletedShard]] | None = None,
-                 counter: dict[tuple[str, int], int] | None = None, max_polls: int = 200) -> None:
+                 counter: dict[tuple[str, int], int] | None = None, max_polls: int = 200,
+                 seconds: dict[str, float] | None = None) -> None:
         self.runs_for = runs_for or {}
+        self.seconds = seconds or {}  # pool task id -> its wall time, as the poll reports it (absent: not known)
         self.counter = counter or {}
         self.max_polls = max_polls
         self.requests: list[Any] = []
@@ -63,7 +69,7 @@ class Pool:
             for tid in payload["task_ids"]:
                 self.polled[tid] = self.polled.get(tid, 0) + 1
                 if self.polled[tid] >= self.runs_for.get(tid, 1):
-                    rows.append(row(tid, self.missing.get(tid, 0)))
+                    rows.append(row(tid, self.missing.get(tid, 0), seconds=self.seconds.get(tid)))
                 else:
                     states[tid] = "running"
             rows += self.extra_rows.get(self.polls, [])
@@ -360,3 +366,18 @@ def test_images_shown_done_never_go_backwards() -> None:
     assert 19 in shown  # s1's 10 and the 9 of s0's counter, while s0 ran
     # the running attempts' counters were asked for only once their tasks were known to run
     assert pool.requests[0].get("running") == [] and a0 in pool.requests[1]["running"]
+
+
+def test_node_time_sums_every_ended_attempt_once_for_the_tasks_cost() -> None:
+    """Each attempt's pool-task seconds count once (a report repeated by the cursor's overlap does not count again),
+    a failed attempt's time counts too (the node was paid for), and an attempt without times is counted as ended but
+    not timed."""
+    s0a1, s0a2, s1a1 = pool_task_id(shard_id(0), 1), pool_task_id(shard_id(0), 2), pool_task_id(shard_id(1), 1)
+    pool = Pool(missing={s0a1: 3}, seconds={s0a1: 100.5, s0a2: 20.25},
+                extra_rows={2: [row(s0a1, missing=3, seconds=100.5)]})  # poll 2 repeats attempt 1's end
+    run = run_group(2, pool)
+
+    assert run.status == "Completed" and run.output["done"] == 2 and run.output["resubmissions"] == 1
+    assert (run.output["attempts_ended"], run.output["attempts_timed"]) == (3, 2)
+    assert run.output["node_seconds"] == 120.75
+    assert run.custom_status["node_seconds"] == 120.75

@@ -52,8 +52,12 @@ def enumeration_answer(name: str, images: int, shards: int) -> Any:
     return {"images": images, "shards": shards}
 
 
+ATTEMPT_S = 40.0  # what the scripted pool reports as each attempt's wall time (CompletedShard["seconds"])
+
+
 def activities(images: int = 25, shards: int = 3, missing: int = 0) -> Any:
-    """Enumeration, merge and previews, plus a pool on which every shard attempt completes at its first poll."""
+    """Enumeration, merge and previews, plus a pool on which every shard attempt completes at its first poll, after
+    ``ATTEMPT_S`` seconds."""
 
     def answer(name: str, payload: Any) -> Any:
         assert payload["task_id"] == TASK
@@ -87,7 +91,7 @@ def activities(images: int = 25, shards: int = 3, missing: int = 0) -> Any:
                 sid, attempt = parse_pool_task_id(tid)
                 rows.append({"task_id": tid, "shard_id": sid, "attempt": attempt, "result": "success",
                              "exit_code": 0, "failure_message": None, "images": 10, "covered": 10, "failed": 0,
-                             "missing": 0})
+                             "missing": 0, "seconds": ATTEMPT_S})
             return {"cancelled": False, "completed": rows, "running": 0, "queued": 0, "images_in_progress": 0}
         raise HarnessError(f"unexpected activity {name}")
 
@@ -343,6 +347,41 @@ def test_a_dry_run_stops_after_enumeration_with_an_estimate_and_touches_no_pool(
     assert (est["images"], est["shards"], est["pool_nodes"], est["nodes_used"]) == (100_000, 10, 4, 4)
     assert est["gpu_hours"] == round((100_000 / 250 + 10 * 10) / 3600, 4)  # 400 s of images + 10 shard starts
     assert est["cost"] == round(est["gpu_hours"] * 3.0, 2)
+
+
+@pytest.mark.parametrize("knobs, price, source", [
+    ({"pool_vm_size": "Standard_NC40ads_H100_v5"}, 6.98, "list price"),
+    ({"pool_vm_size": "standard_nc40ads_h100_v5", "node_price_per_hour": 2.5}, 2.5, "TRAPBATCH_NODE_PRICE_PER_HOUR"),
+    ({}, None, None),  # a local pool: no VM size, so no price
+])
+def test_the_final_status_prices_the_node_time_the_shard_groups_measured(
+        knobs: dict[str, Any], price: float | None, source: str | None) -> None:
+    """Three shards, one attempt each, each reported by the poll as 40 s of pool-task time: the real shard-group
+    orchestrators sum them and the task prices the 120 node-seconds."""
+    run = run_task(task_input(shards_per_group=2, **knobs), activities(images=25, shards=3))
+
+    assert run.status == "Completed"
+    cost = run.output["cost"]
+    assert (cost["images"], cost["node_seconds"], cost["attempts"], cost["attempts_timed"]) == (25, 120.0, 3, 3)
+    assert cost["images_per_node_second"] == round(25 / 120, 3)
+    assert cost["price_per_hour"] == price
+    assert cost["vm_size"] == (knobs.get("pool_vm_size") or None)
+    if price is None:
+        assert cost["usd"] is None and cost["usd_per_million_images"] is None
+        assert "no VM size" in cost["note"] and "TRAPBATCH_NODE_PRICE_PER_HOUR" in cost["note"]
+    else:
+        assert source in cost["price_source"]
+        assert cost["usd"] == round(price * 120 / 3600, 4)
+        assert cost["usd_per_million_images"] == round(price / (25 / 120 * 3600) * 1e6, 2)
+    assert run.custom_status["cost"] == cost
+
+
+def test_a_dry_run_of_a_pool_with_a_known_vm_size_is_estimated_at_its_list_price() -> None:
+    knobs = {"images_per_shard": 10_000, "worker_images_per_s": 250.0, "pool_vm_size": "Standard_NC24ads_A100_v4"}
+    run = run_task(task_input({**REQUEST, "dry_run": True}, **knobs), activities(images=100_000, shards=10))
+
+    est = run.output["estimate"]
+    assert est["node_price_per_hour"] == 3.673 and est["cost"] == round(est["gpu_hours"] * 3.673, 2)
 
 
 NOTIFY_URL = "https://hooks.example.org/trapbatch"

@@ -119,3 +119,17 @@ def test_repeat_search_options_go_with_search_alone(args: list[str], needle: str
     monkeypatch.setenv("TRAPBATCH_URL", "http://127.0.0.1:9")  # nothing listens: the command must stop before
     assert main(["repeats", "task-0123456789abcdef0123", *args]) == 2
     assert needle in capsys.readouterr().err
+
+
+def test_the_summary_shows_a_finished_tasks_cost(capsys: pytest.CaptureFixture[str]) -> None:
+    from cli.main import _summary
+    from core.cost import task_cost
+
+    cost = task_cost(images=20_000, node_seconds=100.0, attempts=2, attempts_timed=2,
+                     vm_size="Standard_NC40ads_H100_v5")
+    _summary({"id": "task-0", "stage": "completed", "cost": cost})
+    shown = capsys.readouterr().out
+    assert "100.0 s over 2 shard attempt(s)" in shown and "200.0 images per node-second" in shown
+    assert f"${cost['usd']}, ${cost['usd_per_million_images']} per million images" in shown
+    _summary({"id": "task-0", "stage": "completed", "cost": task_cost(10, 5.0, 1, 1, vm_size="")})
+    assert "local pool" in capsys.readouterr().out
