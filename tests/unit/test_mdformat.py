@@ -214,15 +214,18 @@ def ijson_entries(data: bytes) -> list[dict[str, Any]]:
     return [e for e in ijson.items(io.BytesIO(data), "images.item", use_float=True) if isinstance(e, dict)]
 
 
-@pytest.mark.parametrize("entries", [LAYOUT_ENTRIES, LAYOUT_ENTRIES[:1], []])
-def test_a_merged_file_is_read_line_by_line_without_ijson(entries: list[dict[str, Any]],
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    import json
+def layout_values(data: bytes) -> list[Any]:
+    """What the line-by-line reader gives for ``data`` (raises ``_NotLayout`` where it leaves the layout)."""
+    import io
+    return list(mdformat._layout_entries(io.BytesIO(data)))
 
-    import ijson
+
+@pytest.mark.parametrize("entries", [LAYOUT_ENTRIES, LAYOUT_ENTRIES[:1], []])
+def test_a_merged_file_is_read_line_by_line(entries: list[dict[str, Any]]) -> None:
+    import json
     data = merged_file(entries, {"format_version": "1.6", "note": 'a "images": [ inside\n a string'})
     assert json.loads(data)["images"] == entries  # the fixture is the merge's layout, valid JSON
-    monkeypatch.setattr(ijson, "items", lambda *a, **k: pytest.fail("ijson used on the merge's layout"))
+    assert layout_values(data) == entries  # all of it line by line: ijson never reads it
     assert read_all(data) == entries
     assert read_all(b"junk before" + data, skip=len(b"junk before")) == entries  # from the current position
 
@@ -235,6 +238,8 @@ def test_an_entry_line_that_is_no_single_value_falls_back_to_ijson_after_the_ent
     two = lines[:at] + [lines[at] + b" " + lines[at + 1].lstrip()] + lines[at + 2:]
     data = b"\n".join(two)
     assert ijson_entries(data) == LAYOUT_ENTRIES
+    with pytest.raises(mdformat._NotLayout):
+        layout_values(data)
     assert read_all(data) == LAYOUT_ENTRIES
 
 
@@ -244,11 +249,15 @@ def test_an_entry_line_that_is_no_single_value_falls_back_to_ijson_after_the_ent
     b'{\n "info": {\n  "images": [\n  {"file": "nested"}\n ]\n}\n, "images": [{"file": "a"}\n ]\n}\n',
 ])
 def test_files_in_other_layouts_read_as_ijson_reads_them(data: bytes) -> None:
+    with pytest.raises(mdformat._NotLayout):
+        layout_values(data)
     assert read_all(data) == ijson_entries(data)
 
 
 def test_a_nested_images_key_on_its_own_line_is_not_taken_for_the_top_level_one() -> None:
     data = b'{\n "info": {\n "images": [\n  {"file": "nested"}\n ]\n},\n "images": [\n  {"file": "top"}\n ]\n}\n'
+    with pytest.raises(mdformat._NotLayout):
+        layout_values(data)
     assert read_all(data) == ijson_entries(data) == [{"file": "top"}]
 
 
