@@ -3,9 +3,13 @@
 Why: at 250 images/s per GPU the control plane's CPU per image must fall toward 40 us, and the standard library's
 json was half of the merge part (parsing the workers' results, writing each entry again) and a large share of the
 exports. orjson (requirements/app.txt) is 2-5x faster for these documents. Only the per-image paths use this
-module (the merge and fan-in entries and folder rows, reading shard results, the exports' entries and rows); small
-per-task documents (previews, sample, repeats, heads, ``BlobStore.read_json``/``write_json``), the orchestrators
-(the Durable SDK's own JSON) and the HTTP API keep the standard library: their bytes stay as they were.
+module: the results entries both merges write (``core.fanin.entry_json``) and the folder rows of the repeat search
+(``activities.fanin``), reading the workers' shard results (``activities.shard_results``) and the search's folder
+lines, the exports reading entries (``core.mdformat.iter_images`` on the merge's layout, ``activities.exportparts``)
+and writing COCO's image and annotation lines (``core.coco``). Small per-task documents (preview sample, repeats,
+indexes and plans, results and COCO heads, ``BlobStore.read_json``/``write_json``), text people read (Camtrap DP's
+list-metadata comment), the orchestrators (the Durable SDK's own JSON) and the HTTP API keep the standard library:
+their bytes stay as they were.
 
 ``dumps(value) -> bytes`` (``orjson.dumps`` without options), byte for byte:
 
