@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import tempfile
 from typing import IO, Any, Iterator
 
@@ -34,7 +33,7 @@ from adapters.blob_files import download_to
 from adapters.blobs import BlobStore
 from adapters.compose import Piece, compose_blob, delete_prefix
 from adapters.image_sizes import with_sizes
-from core import camtrapdp, coco, exportparts, mdformat, zooniverse
+from core import camtrapdp, coco, exportparts, jsonio, mdformat, zooniverse
 from core import contracts as c
 from core.fanin import json_ranges
 from core.settings import Settings
@@ -74,7 +73,7 @@ def _lines(fp: IO[bytes]) -> Iterator[dict[str, Any]]:
     for line in fp:
         text = line.strip().rstrip(b",")
         if text:
-            entry = json.loads(text)
+            entry = jsonio.loads(text)
             if isinstance(entry, dict):
                 yield entry
 

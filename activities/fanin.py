@@ -39,7 +39,7 @@ from adapters import clients
 from adapters.blobs import BlobStore
 from adapters.compose import Piece, compose_blob, delete_prefix, read_range
 from core import contracts as c
-from core import fanin, mdformat
+from core import fanin, jsonio, mdformat
 from core.exports import CSV_COLUMNS, csv_row
 from core.previewsample import PreviewSampler
 from core.errors import RepeatListChanged
@@ -50,7 +50,6 @@ from gpu_batch import layout
 from gpu_batch.layout import REPEATS_REMOVED
 
 logger = logging.getLogger(__name__)
-_ROWS_JSON = json.JSONEncoder(ensure_ascii=False)
 bp = df.Blueprint()
 
 
@@ -133,18 +132,18 @@ def run_merge_part(payload: c.MergePartInput, settings: Settings, store: BlobSto
 
 
 class FolderRows:
-    """A part's eligible detections per folder, in stream order, held as JSON text (one piece per entry: a few
-    dozen bytes per detection for the part's duration) with their counts."""
+    """A part's eligible detections per folder, in stream order, held as JSON (``core.jsonio``: one piece of bytes
+    per entry, a few dozen bytes per detection for the part's duration) with their counts."""
 
     def __init__(self) -> None:
-        self.text: dict[str, list[str]] = {}
+        self.text: dict[str, list[bytes]] = {}
         self.count: dict[str, int] = {}
 
     def add(self, eligible: list[Eligible]) -> None:
         """One entry's eligible detections (all in its folder): one dump of the list with its brackets off, which
-        is the rows joined by ", ", as ", ".join of each row's dump would give."""
+        is the rows joined by ",", as b",".join of each row's dump would give."""
         folder = posixpath.dirname(eligible[0][0])
-        self.text.setdefault(folder, []).append(_ROWS_JSON.encode(eligible)[1:-1])
+        self.text.setdefault(folder, []).append(jsonio.dumps(eligible)[1:-1])
         self.count[folder] = self.count.get(folder, 0) + len(eligible)
 
     def __len__(self) -> int:
@@ -154,13 +153,12 @@ class FolderRows:
 def write_folders(store: BlobStore, container: str, task_id: str, part: int, folders: FolderRows,
                   work: str = "") -> None:
     """Each folder's eligible detections as one JSON line ``[folder, [[file, cat, x, y, w, h, conf], ...]]``, folders
-    in name order, and the index ``[[folder, offset, length, detections], ...]`` the combine plans from (in the work
-    folder ``work``: the merge's, or a search run again's)."""
+    in name order (``core.jsonio``'s compact form), and the index ``[[folder, offset, length, detections], ...]``
+    the combine plans from (in the work folder ``work``: the merge's, or a search run again's)."""
     index: list[list[Any]] = []
     with tempfile.TemporaryFile("w+b") as lines:
         for folder in sorted(folders.text):
-            text = "[" + json.dumps(folder, ensure_ascii=False) + ", [" + ", ".join(folders.text[folder]) + "]]\n"
-            line = text.encode("utf-8")
+            line = b"[" + jsonio.dumps(folder) + b",[" + b",".join(folders.text[folder]) + b"]]\n"
             index.append([folder, lines.tell(), len(line), folders.count[folder]])
             lines.write(line)
         _upload(store, container, layout.merge_part_blob(task_id, part, "folders.jsonl", work), lines,
@@ -227,7 +225,7 @@ def run_search_repeats(payload: c.SearchRepeatsInput, settings: Settings, store:
         data = read_range(store, container, layout.merge_part_blob(task_id, part, "folders.jsonl", work), offset,
                           length)
         for line in data.splitlines():
-            folder, detections = json.loads(line)
+            folder, detections = jsonio.loads(line)
             search = searches.get(folder)
             if search is not None:
                 search.add_rows(detections)

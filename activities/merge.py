@@ -31,7 +31,7 @@ from activities.shard_results import shard_attempt_results, shard_manifest
 from adapters import clients
 from adapters.blobs import BlobStore
 from core import contracts as c
-from core import mdformat
+from core import fanin, mdformat
 from core.exports import CSV_COLUMNS, csv_row
 from core.previewsample import PreviewSampler
 from core.repeats import RepeatFinder, RepeatOptions, RepeatRemoval
@@ -103,7 +103,7 @@ class _MergeStreams:
             self.sampler.add(entry)
             if self.repeats is not None:
                 self.repeats.add(entry)
-            self.out.write((("\n  " if self.first else ",\n  ") + json.dumps(entry, ensure_ascii=False)).encode("utf-8"))
+            self.out.write((b"\n  " if self.first else fanin.ENTRY_SEPARATOR) + fanin.entry_json(entry))
             self.rows.writerow(csv_row(entry, self.threshold))
             self.first = False
 

@@ -12,7 +12,7 @@ import logging
 from typing import Any, Iterator
 
 from adapters.blobs import BlobStore
-from core import mdformat
+from core import jsonio, mdformat
 from core.settings import Settings
 from gpu_batch import layout
 
@@ -29,7 +29,7 @@ def shard_attempt_results(store: BlobStore, settings: Settings, task_id: str, si
             attempts.append((attempt, name))
     for attempt, name in sorted(attempts):
         try:
-            doc = json.loads(store.read_bytes(settings.container, name))
+            doc = jsonio.loads(store.read_bytes(settings.container, name))
             entries = doc.get("images") if isinstance(doc, dict) else None
         except (ValueError, UnicodeDecodeError):
             entries = None

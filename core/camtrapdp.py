@@ -83,6 +83,9 @@ NO_CAPTURE_TIME = "capture time unknown: the detection completion time stands in
 NO_COORDINATES = "coordinates unknown (0, 0 stand in): replace latitude and longitude before publishing"
 ROOT_DEPLOYMENT = "(root)"
 LIST_METADATA_LABEL = "image list: "  # mediaComments: the image list's other columns follow, as a JSON object
+# that object as json.dumps(rest, ensure_ascii=False) writes it (people read it; tests and docs spell it), from one
+# shared encoder (json.dumps builds one per call); deliberately not core.jsonio's compact form
+_COMMENT_JSON = json.JSONEncoder(ensure_ascii=False)
 # core.listfields concepts the Camtrap DP tables have a field for
 LIST_FIELDS = ("datetime", "location", "latitude", "longitude", "camera_id", "seq_id")
 
@@ -190,7 +193,7 @@ class CamtrapBuilder:
         if failed:
             comments.append(f"detection failed: {entry['failure']}")
         if rest:
-            comments.append(LIST_METADATA_LABEL + json.dumps(rest, ensure_ascii=False))
+            comments.append(LIST_METADATA_LABEL + _COMMENT_JSON.encode(rest))
         media = [mid, dep, "", timestamp, file, "false",
                  posixpath.basename(file),
                  _MEDIATYPES.get(posixpath.splitext(file)[1].lower(), "image/jpeg"), "", "", "; ".join(comments)]

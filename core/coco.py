@@ -32,7 +32,7 @@ import json
 import uuid
 from typing import IO, Any, Mapping
 
-from core import listfields
+from core import jsonio, listfields
 
 LIST_METADATA_FIELD = "image_list_metadata"  # the image list's columns that are no COCO Camera Traps field
 # COCO Camera Traps' optional image fields an image list may fill (core.listfields concepts); the integer ones
@@ -41,9 +41,6 @@ LIST_FIELDS = ("datetime", "location", "seq_id", "frame_num", "seq_num_frames", 
 _INTEGER_FIELDS = ("frame_num", "seq_num_frames")
 IMAGES_TO_ANNOTATIONS = '],\n"annotations": [\n'  # between the images and the annotations
 PRECISION = 3  # md_to_coco's default ``precision``
-# json.dumps(value, ensure_ascii=False) builds an encoder per call; shared ones give the same text, faster
-_IMAGE_JSON = json.JSONEncoder(ensure_ascii=False)
-_ANNOTATION_JSON = json.JSONEncoder()
 _ID_NAMESPACE = uuid.UUID("5d0a8b5c-5e0b-4a52-9d54-2f2f0b7a3c11")  # trapbatch's; any fixed namespace would do
 
 
@@ -139,7 +136,9 @@ class CocoWriter:
     """Streams a COCO Camera Traps document: images go to ``images``, annotations to ``annotations`` (two text
     streams, e.g. temporary files), and ``finish`` writes the whole document to ``out`` from them.
 
-    Why two streams: COCO lists all images, then all annotations; one pass over the results yields both.
+    Why two streams: COCO lists all images, then all annotations; one pass over the results yields both. Each
+    image and annotation is one line of ``core.jsonio`` JSON (compact, UTF-8: since issue 11 no spaces, and an
+    annotation's non-ASCII ``image_id`` is no longer ``\\u``-escaped); the head and tail keep ``json.dumps``'s form.
     """
 
     def __init__(self, images: IO[str], annotations: IO[str], threshold: float,
@@ -156,10 +155,10 @@ class CocoWriter:
             metadata: Mapping[str, str] | None = None) -> None:
         """Write one entry's image and annotations; ``metadata``: its image-list row (``list_fields``)."""
         image, anns = convert_entry(entry, size, self.threshold, self.detection_categories, metadata)
-        self.images.write(("," if self.counts["images"] or self.continued else "") + _IMAGE_JSON.encode(image) + "\n")
+        self.images.write(("," if self.counts["images"] or self.continued else "") + jsonio.dumps_text(image) + "\n")
         self.counts["images"] += 1
         for ann in anns:
-            self.annotations.write(("," if self.counts["annotations"] or self.continued else "") + _ANNOTATION_JSON.encode(ann) + "\n")
+            self.annotations.write(("," if self.counts["annotations"] or self.continued else "") + jsonio.dumps_text(ann) + "\n")
             self.counts["annotations"] += 1
 
     def head(self, info: Mapping[str, Any]) -> str:

@@ -181,3 +181,88 @@ def test_shard_results_read_attempts_with_the_same_rules() -> None:
     assert shard_coverage(store, settings, "t", "s00000") == {  # type: ignore[arg-type]
         "images": 4, "covered": 2, "failed": 1, "retryable": 1, "missing": 2}
     assert done_images(store, settings, "t", "s00000") == {"a", "c"}  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- iter_images: the merge's layout, line by line
+
+def merged_file(entries: list[dict[str, Any]], info: dict[str, Any] | None = None) -> bytes:
+    """A results file exactly as the merges write it (core.fanin: head, entry fragments, first comma off, tail)."""
+    from core import fanin
+    body = b"".join(fanin.entry_fragment(e) for e in entries)
+    return fanin.results_head(info or {"format_version": "1.6"}) + body[1:] + fanin.RESULTS_TAIL
+
+
+LAYOUT_ENTRIES: list[dict[str, Any]] = [
+    {"file": "caméra/日本/🦊.jpg", "detections": [det(0.91), det(1e-05, "2")], "datetime": "2024:05:01 06:30:00"},
+    {"file": "ctrl/a\nb\t\"q\".jpg", "detections": []},
+    {"file": "x/failed.jpg", "failure": "image access failure", "detections": None},
+    {"file": "x/sizes.jpg", "width": 4000, "height": 3000, "detections": [det(0.0001)]},
+]
+
+
+def read_all(data: bytes, skip: int = 0) -> list[dict[str, Any]]:
+    import io
+    fp = io.BytesIO(data)
+    fp.seek(skip)
+    return list(mdformat.iter_images(fp))
+
+
+def ijson_entries(data: bytes) -> list[dict[str, Any]]:
+    import io
+
+    import ijson
+    return [e for e in ijson.items(io.BytesIO(data), "images.item", use_float=True) if isinstance(e, dict)]
+
+
+def layout_values(data: bytes) -> list[Any]:
+    """What the line-by-line reader gives for ``data`` (raises ``_NotLayout`` where it leaves the layout)."""
+    import io
+    return list(mdformat._layout_entries(io.BytesIO(data)))
+
+
+@pytest.mark.parametrize("entries", [LAYOUT_ENTRIES, LAYOUT_ENTRIES[:1], []])
+def test_a_merged_file_is_read_line_by_line(entries: list[dict[str, Any]]) -> None:
+    import json
+    data = merged_file(entries, {"format_version": "1.6", "note": 'a "images": [ inside\n a string'})
+    assert json.loads(data)["images"] == entries  # the fixture is the merge's layout, valid JSON
+    assert layout_values(data) == entries  # all of it line by line: ijson never reads it
+    assert read_all(data) == entries
+    assert read_all(b"junk before" + data, skip=len(b"junk before")) == entries  # from the current position
+
+
+def test_an_entry_line_that_is_no_single_value_falls_back_to_ijson_after_the_entries_already_given() -> None:
+    good = merged_file(LAYOUT_ENTRIES)
+    # two entries on one line (valid JSON, not the layout), after two lines that were
+    lines = good.split(b"\n")
+    at = lines.index(b' "images": [') + 3
+    two = lines[:at] + [lines[at] + b" " + lines[at + 1].lstrip()] + lines[at + 2:]
+    data = b"\n".join(two)
+    assert ijson_entries(data) == LAYOUT_ENTRIES
+    with pytest.raises(mdformat._NotLayout):
+        layout_values(data)
+    assert read_all(data) == LAYOUT_ENTRIES
+
+
+@pytest.mark.parametrize("data", [
+    b'{"images": [{"file": "a"}, 7, {"file": "b"}], "info": {}}',  # MegaDetector's order, one line
+    b'{"info": {},\n "images": [\n  {"file": "a"}\n ]\n}\n'.replace(b'"info": {},\n', b'"info": {}, '),
+    b'{\n "info": {\n  "images": [\n  {"file": "nested"}\n ]\n}\n, "images": [{"file": "a"}\n ]\n}\n',
+])
+def test_files_in_other_layouts_read_as_ijson_reads_them(data: bytes) -> None:
+    with pytest.raises(mdformat._NotLayout):
+        layout_values(data)
+    assert read_all(data) == ijson_entries(data)
+
+
+def test_a_nested_images_key_on_its_own_line_is_not_taken_for_the_top_level_one() -> None:
+    data = b'{\n "info": {\n "images": [\n  {"file": "nested"}\n ]\n},\n "images": [\n  {"file": "top"}\n ]\n}\n'
+    with pytest.raises(mdformat._NotLayout):
+        layout_values(data)
+    assert read_all(data) == ijson_entries(data) == [{"file": "top"}]
+
+
+def test_a_malformed_merged_file_raises_as_ijson_does() -> None:
+    import ijson
+    data = merged_file(LAYOUT_ENTRIES).replace(b"},\n  {", b"}\n  {", 1)  # a missing comma
+    with pytest.raises(ijson.JSONError):
+        read_all(data)
