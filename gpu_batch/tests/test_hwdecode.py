@@ -67,7 +67,7 @@ def test_a_working_probe_selects_the_hardware_decoder_it_built() -> None:
     built = object()  # stands for the decoder the probe returns; never asked to decode here
     chosen = choose_decoder("cuda", "auto", lambda: (built, "hardware JPEG decoder available"))  # type: ignore[arg-type,return-value]
     assert chosen.choice == hwdecode.DecodeChoice(DECODER_HW, "hardware JPEG decoder available") and chosen.hw is built
-    assert choose_decoder("cuda", "on", lambda: (built, "ok")).hw is built  # type: ignore[arg-type,return-value]
+    assert choose_decoder("cuda", "on", lambda: (built, "ok")).hw is built
 
 
 @pytest.mark.skipif(_cuda, reason="shows the CPU-only behaviour; this machine has CUDA")
