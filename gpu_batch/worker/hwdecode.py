@@ -29,6 +29,9 @@ Choice: ``--hw-decode auto|on|off`` on the worker's command line, else ``TRAPBAT
 ``auto``). ``on`` requires the hardware decoder: without it the shard is a usage error (exit 2), as ``--device cuda``
 without a GPU is, so a benchmark never measures the wrong decoder by accident. ``off`` keeps today's path.
 
+nvImageCodec logs at import, to stderr, that its JPEG 2000 and TIFF extensions find no nvJPEG2000/nvTIFF library:
+harmless, only its JPEG decoders are used (and only their hardware backend).
+
 Must not: decide batching or failures (``devices`` and ``batching`` do), or read the environment itself
 (``__main__`` passes the mode in).
 """
@@ -50,8 +53,8 @@ DECODERS = (DECODER_HW, DECODER_NVJPEG, DECODER_CPU)
 MODES = ("auto", "on", "off")
 ENV_MODE = "TRAPBATCH_HW_DECODE"
 
-# A small baseline 4:2:0 JPEG, as camera traps write them: the probe decodes it on the engine.
-_PROBE_SIZE = (96, 64)
+# A baseline 4:2:0 JPEG of an ordinary size, as camera traps write them: the probe decodes it on the engine.
+_PROBE_SIZE = (640, 480)
 
 
 class HwDecodeUnavailable(RuntimeError):
@@ -181,11 +184,14 @@ class HwJpegDecoder:
     ``cudaMallocAsync`` on that stream and frees it with ``cudaFreeAsync`` there (NVIDIA/nvImageCodec
     ``python/image.cpp``, ``Image::initDeviceBuffer``), so the letterbox kernels queued after it on the same stream
     read it safely, and the tensors (``torch.as_tensor`` over the image's ``__cuda_array_interface__``, which keeps the
-    ``Image`` alive) need no copy.
+    ``Image`` alive) need no copy. One call at a time: the stage thread decodes, but a batch retried after an
+    out-of-memory split is staged on the main thread meanwhile, and nvImageCodec does not promise that a ``Decoder``
+    may be used from two threads at once.
     """
 
     def __init__(self, module: Any, decoder: Any, device_index: int) -> None:
         self._nvimgcodec, self._decoder, self.device_index = module, decoder, device_index
+        self._lock = threading.Lock()
         self._params = module.DecodeParams(apply_exif_orientation=False, color_spec=module.ColorSpec.SRGB,
                                            sample_format=module.SampleFormat.I_RGB)
 
@@ -199,7 +205,8 @@ class HwJpegDecoder:
         device = torch.device("cuda", self.device_index)
         cuda_stream = (stream if stream is not None else torch.cuda.current_stream(device)).cuda_stream
         code_streams = [self._nvimgcodec.CodeStream(bytes(d)) for d in datas]
-        images = self._decoder.decode(code_streams, params=self._params, cuda_stream=cuda_stream)
+        with self._lock:
+            images = self._decoder.decode(code_streams, params=self._params, cuda_stream=cuda_stream)
         return [None if img is None else torch.as_tensor(img, device=device) for img in images]
 
 
