@@ -17,6 +17,10 @@ its per-stage seconds (main-thread waits for fetch / staging / post-processing, 
 post-processing threads, GPU time of the forward passes). The ratios use the end-to-end figures.
 ``--md-images N`` times MegaDetector on the first N of the same images (its per-image rate does not depend on N;
 it keeps the run inside a 10-minute GPU lease).
+``--decode-compare`` (CUDA) also times the worker with ``--hw-decode on`` (the GPU's hardware JPEG engine through
+nvImageCodec) and ``--hw-decode off`` (nvJPEG's CUDA backend, the path before it), recorded under
+``worker_detail.decode_compare``; every worker record carries the summary's ``decode``, ``decode_reason`` and
+``decoded_by`` (which decoder the headline run chose, and how many images each decoder took).
 Writes ``bench/results/worker_throughput-<date>-<gpu>.json``. Needs the oracle deps (scripts/install_oracle_deps.sh).
 """
 from __future__ import annotations
@@ -180,6 +184,29 @@ def ceiling(model_path: Path, batch: int, iters: int, images: list[Path]) -> flo
     return batch * iters / (time.monotonic() - t)
 
 
+def compare_decoders(model: Path, folder: Path, names: list[str], workers: int, extra: list[str],
+                     detail_keys: tuple[str, ...], worker_detail: dict[str, Any], save: Any) -> None:
+    """Time the worker with the hardware JPEG decoder required and switched off (same images, same other arguments).
+
+    A node without the engine (or without nvImageCodec) makes ``--hw-decode on`` exit 2: recorded as the reason, and
+    the ``off`` run still happens.
+    """
+    runs: dict[str, Any] = worker_detail.setdefault("decode_compare", {})
+    for mode in ("on", "off"):
+        try:
+            img_s, _, s = run_worker(model, folder, names, None, workers, [*extra, "--hw-decode", mode])
+        except SystemExit as exc:
+            runs[mode] = {"error": str(exc)[-1500:]}
+            print(f"decode {mode:3s}  failed: {str(exc)[-300:]}")
+            save()
+            continue
+        runs[mode] = {"img_s": round(img_s, 3), **{k: s.get(k) for k in detail_keys}}
+        gpu = (s.get("stages") or {}).get("gpu_forward_s")
+        print(f"decode {mode:3s}  {img_s:.2f} img/s end to end, steady {s.get('steady_img_s')} img/s, decoder "
+              f"{s.get('decode')} {s.get('decoded_by')}, GPU forward {gpu} s of {s.get('seconds')} s")
+        save()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--images", type=int, default=2000)
@@ -195,6 +222,8 @@ def main() -> None:
                    help='repeatable: also time the worker with these extra arguments (recorded under '
                         'worker_detail.variants; the headline worker figure stays the plain run)')
     p.add_argument("--record-suffix", default="", help="appended to the record's file name (e.g. -10k)")
+    p.add_argument("--decode-compare", action="store_true",
+                   help="CUDA: also time the worker with --hw-decode on and with --hw-decode off")
     p.add_argument("--skip-md", action="store_true",
                    help="tuning runs: skip MegaDetector (saves GPU minutes; writes a separate -worker-only record)")
     args = p.parse_args()
@@ -227,10 +256,13 @@ def main() -> None:
                                                                                 args.workers, extra)
     print(f"worker      {results['worker_img_s']:.2f} img/s end to end ({results['worker_wall_img_s']:.2f} counting "
           "interpreter start and imports)")
-    detail_keys = ("seconds", "batch_size", "cudnn_benchmark", "import_s", "model_load_s", "first_batch_s", "steady_img_s", "stages")
-    worker_detail = {k: summary.get(k) for k in detail_keys}
+    detail_keys = ("seconds", "batch_size", "cudnn_benchmark", "import_s", "model_load_s", "first_batch_s",
+                   "steady_img_s", "stages", "decode", "decode_reason", "decoded_by")
+    worker_detail: dict[str, Any] = {k: summary.get(k) for k in detail_keys}
     print(f"worker      model ready after {summary.get('model_load_s')} s, first batch done after "
           f"{summary.get('first_batch_s')} s, steady state {summary.get('steady_img_s')} img/s")
+    print(f"worker      decoder {summary.get('decode')} ({summary.get('decode_reason')}); "
+          f"decoded by {summary.get('decoded_by')}")
     worker_limit = limiting_stage(summary.get("stages") or {}, float(summary["seconds"]))
     print(f"worker      stage seconds {summary.get('stages')}; limited by {worker_limit}")
     # The ceiling and the record come before the optional extra runs, so a run cut off by a time limit while
@@ -262,6 +294,8 @@ def main() -> None:
         print(f"wrote {out}")
 
     save()
+    if args.decode_compare and cuda:
+        compare_decoders(model, folder, names, args.workers, extra, detail_keys, worker_detail, save)
     for variant in args.worker_variants:
         v_img_s, _, v_summary = run_worker(model, folder, names, None, args.workers, shlex.split(variant))
         worker_detail.setdefault("variants", {})[variant] = {"img_s": round(v_img_s, 3),

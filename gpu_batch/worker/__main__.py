@@ -3,7 +3,7 @@
 Blob mode (Azure Batch tasks, the local pool):
     python -m gpu_batch.worker --manifest-container C --manifest-blob B [--device auto|cpu|cuda]
         [--batch-size N] [--workers N] [--flush-seconds S] [--log-seconds S] [--compile]
-        [--cudnn-benchmark | --no-cudnn-benchmark] [--cudnn-benchmark-limit N]
+        [--cudnn-benchmark | --no-cudnn-benchmark] [--cudnn-benchmark-limit N] [--hw-decode auto|on|off]
     Storage from TRAPBATCH_STORAGE_CONNECTION or TRAPBATCH_STORAGE_ACCOUNT_URL (+ managed identity). Images come from
     the manifest's source_container, results go to output_container/output_blob.
 Local mode (bench, tests):
@@ -19,7 +19,9 @@ counts every failed image, "retryable" those the next attempt runs again, "failu
 results, "steady_img_s" the rate after that, "stages" the per-stage seconds (see ``pipeline.ShardSummary``),
 "first_batch_unix" the first batch's wall-clock time and "start_to_first_batch_s" the seconds from the start of the
 process the pool launched (this one, or ``gpu_batch.worker.client``) to the first batch's results; "model_cache_hit"
-whether the model came loaded from a resident worker's cache (always false here).
+whether the model came loaded from a resident worker's cache (always false here); "decode" the decoder chosen for
+the shard's JPEGs (``nvimgcodec-hw``, ``nvjpeg-cuda`` or ``cpu``) with "decode_reason" why, and on CUDA
+"decoded_by" the images each decoder actually decoded (refusals fall back per image; see ``hwdecode``).
 
 ``run_shard`` is the one function that runs a shard: this CLI calls it once, the node-resident worker
 (``gpu_batch.worker.resident``) once per request with its model cache and a stop check; both give the same exit
@@ -45,6 +47,7 @@ from gpu_batch.worker.resident_protocol import process_start_unix
 if TYPE_CHECKING:  # the real imports wait until main has set up the environment torch reads (see _run)
     from gpu_batch.manifest import ShardManifest
     from gpu_batch.worker.cuda_check import CudaProbe
+    from gpu_batch.worker.hwdecode import DecodeSelection
     from gpu_batch.worker.loader import LoadedModel
     from gpu_batch.worker.pipeline import PipelineOptions, ShardSummary
     from gpu_batch.worker.results import ResultSink, ResultWriter
@@ -109,6 +112,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="never run it: fastest start, slower forward passes")
     p.add_argument("--cudnn-benchmark-limit", type=int, default=None,
                    help="algorithms cuDNN tries per convolution when tuning (torch's default 10; 0 = all)")
+    p.add_argument("--hw-decode", choices=("auto", "on", "off"), default=None,
+                   help="decode JPEGs on the GPU's hardware JPEG engine (nvImageCodec): auto = where CUDA is used and "
+                        "the engine works (default; TRAPBATCH_HW_DECODE sets it when this option is absent), on = "
+                        "require it (exit 2 without it), off = nvJPEG's CUDA backend as before")
     p.add_argument("--log-level", default="INFO")
     return p
 
@@ -198,6 +205,7 @@ def _run(args: argparse.Namespace, env: Mapping[str, str], fault: Any, process_s
     label = f"task={manifest.task_id} shard={manifest.shard_id} attempt={manifest.attempt}"
     device = _choose_device(args.device)
     start_cuda_warmup(device)  # overlaps CUDA/cuDNN/nvJPEG initialisation with the model download and load
+    decode = _choose_decode(args, env, device)
     opened = _open_images_and_output(args, env, blob_mode, service, manifest, label)
     if opened is None:
         return ShardOutcome(EXIT_SOURCE)
@@ -225,7 +233,7 @@ def _run(args: argparse.Namespace, env: Mapping[str, str], fault: Any, process_s
     writer = ResultWriter(sink, info, initial=kept, flush_seconds=args.flush_seconds,
                           on_flushed=fault.after_flush, flush_at_new=fault.crash_threshold,
                           progress=_progress_sink(blob_mode, service, manifest))
-    options = _pipeline_options(args, label)
+    options = _pipeline_options(args, label, decode)
     logger.info("%s %d images, %d already done, %d to process", label, len(images), len(kept), len(todo))
     try:
         writer.start()
@@ -339,6 +347,20 @@ def _choose_device(requested: str, probe: CudaProbe | None = None) -> str:
     if requested == "cuda" and not available:
         raise _Usage(cuda_problem("cuda", probe) or "--device cuda but no CUDA device is available")
     return requested
+
+
+def _choose_decode(args: argparse.Namespace, env: Mapping[str, str], device: str) -> DecodeSelection:
+    """The shard's JPEG decoder (``hwdecode.DecodeSelection``) from ``--hw-decode`` / ``TRAPBATCH_HW_DECODE``.
+
+    Why a usage error when ``on`` cannot be honoured: as with ``--device cuda`` without a GPU, the caller asked for
+    the hardware decoder, and quietly decoding another way would hide that the node lacks it.
+    """
+    from gpu_batch.worker import hwdecode
+
+    try:
+        return hwdecode.select_decoder(device, hwdecode.decode_mode(args.hw_decode, env))
+    except (ValueError, hwdecode.HwDecodeUnavailable) as exc:
+        raise _Usage(str(exc)) from exc
 
 
 def _open_images_and_output(args: argparse.Namespace, env: Mapping[str, str], blob_mode: bool, service: Any,
@@ -481,14 +503,16 @@ def _completed_info(info: Mapping[str, Any]) -> dict[str, Any]:
             "detection_completion_time": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}
 
 
-def _pipeline_options(args: argparse.Namespace, label: str) -> PipelineOptions:
-    """The pipeline's tuning knobs from the command line; ``label`` prefixes its log lines."""
+def _pipeline_options(args: argparse.Namespace, label: str,
+                      decode: DecodeSelection | None = None) -> PipelineOptions:
+    """The pipeline's tuning knobs from the command line; ``label`` prefixes its log lines; ``decode`` is the
+    ``hwdecode.DecodeSelection`` of ``_choose_decode``."""
     from gpu_batch.worker.pipeline import PipelineOptions
 
     return PipelineOptions(batch_size=args.batch_size, workers=args.workers, flush_seconds=args.flush_seconds,
                            cudnn_benchmark=args.cudnn_benchmark,
                            cudnn_benchmark_limit=args.cudnn_benchmark_limit,
-                           log_seconds=args.log_seconds, shard_label=label)
+                           log_seconds=args.log_seconds, shard_label=label, decode=decode)
 
 
 def _summary_dict(summary: ShardSummary, args: argparse.Namespace, device: str, started: float, import_s: float,
@@ -504,6 +528,7 @@ def _summary_dict(summary: ShardSummary, args: argparse.Namespace, device: str, 
     return {**summary.to_dict(), "batch_size": summary.batch_size, "device": device,
             "compiled": bool(args.compile),
             "cudnn_benchmark": summary.cudnn_benchmark, "import_s": round(import_s, 3),
+            "decode": summary.decode, "decode_reason": summary.decode_reason, "decoded_by": summary.decoded_by,
             "model_load_s": round(model_loaded_s, 3),
             "model_cache_hit": cache_hit,
             "first_batch_s": (round(summary.first_batch_at - started, 3)

@@ -8,8 +8,9 @@ Why this module exists: the two devices need different work to give MegaDetector
   (``torchvision.io.decode_jpeg`` on the device) and letterboxes it on the GPU, on its own CUDA stream; the forward
   pass runs in fp16/channels_last on the main thread's stream; NMS and the copy of its result to the host run on a
   third stream in the post thread. Anything nvJPEG should not or cannot decode (CMYK, truncated, not a JPEG, a
-  refusal) takes the exact CPU decode. Short batches are padded to the batch size: a new input shape would make
-  cuDNN re-tune for seconds.
+  refusal) takes the exact CPU decode. Where the GPU has a hardware JPEG engine, ``hwdecode`` decodes the batch's
+  JPEGs there first (nvImageCodec) and only what it refuses takes the nvJPEG CUDA path. Short batches are padded to
+  the batch size: a new input shape would make cuDNN re-tune for seconds.
 
 Must not: decide batching, order or error policy (``batching`` and ``pipeline`` do) or touch result files.
 """
@@ -28,6 +29,8 @@ from torchvision.io import ImageReadMode, decode_jpeg
 from gpu_batch import manifest as contract
 from gpu_batch.worker.batching import Entry, Launched, Prepared, Staged
 from gpu_batch.worker.detector import Detector
+from gpu_batch.worker.hwdecode import (DECODER_CPU, DECODER_HW, DECODER_NVJPEG, DecodeCounts, HwJpegDecoder,
+                                       route_decoded)
 from gpu_batch.worker.loader import LoadedModel
 from gpu_batch.worker.preprocess import (_EXIF_ORIENTATION, _EXIF_ROTATIONS, ImageAccessError, LetterboxGeometry,
                                          decode_image, letterbox_cpu, letterbox_geometry, letterbox_torch_batch)
@@ -177,8 +180,10 @@ class CudaStages(CpuStages):
 
     pads_tail = True
 
-    def __init__(self, model: LoadedModel, detector: Detector) -> None:
+    def __init__(self, model: LoadedModel, detector: Detector, hw: HwJpegDecoder | None = None) -> None:
         super().__init__(model, detector)
+        self.hw = hw  # the hardware JPEG decoder (hwdecode), or None: nvJPEG's CUDA backend decodes every JPEG
+        self.decoded_by = DecodeCounts()
         self.stage_stream = torch.cuda.Stream(device=model.device)  # type: ignore[no-untyped-call]
         self.post_stream = torch.cuda.Stream(device=model.device)  # type: ignore[no-untyped-call]
         self.forward_seconds = 0.0  # GPU time of the forward passes (CUDA events), read by the post thread only
@@ -203,6 +208,9 @@ class CudaStages(CpuStages):
         device = self.model.device
         jpegs = [it for it in items if it.jpeg is not None]
         decoded: dict[int, torch.Tensor] = {}
+        source: dict[int, str] = {}
+        if jpegs and self.hw is not None:
+            jpegs = self._decode_hw(jpegs, decoded, source)  # what the engine refused goes on below
         if jpegs:
             datas = [torch.frombuffer(bytearray(it.jpeg or b""), dtype=torch.uint8) for it in jpegs]
             outs: list[torch.Tensor | None]
@@ -227,17 +235,37 @@ class CudaStages(CpuStages):
                         it.failure, it.failure_reason = FAILURE_IMAGE_OPEN, exc.reason
                     it.jpeg = None
                     continue
-                decoded[id(it)] = img.permute(1, 2, 0)
+                decoded[id(it)], source[id(it)] = img.permute(1, 2, 0), DECODER_NVJPEG
         out: list[torch.Tensor | None] = []
         for it in items:
             if it.failure is not None:
                 out.append(None)
             elif id(it) in decoded:
                 out.append(decoded[id(it)])
+                self.decoded_by.record(it.name, source[id(it)])
             else:
                 assert it.pixels is not None
                 out.append(torch.from_numpy(it.pixels).to(device, non_blocking=True))
+                self.decoded_by.record(it.name, DECODER_CPU)
         return out
+
+    def _decode_hw(self, jpegs: list[Prepared], decoded: dict[int, torch.Tensor],
+                   source: dict[int, str]) -> list[Prepared]:
+        """Decode ``jpegs`` on the hardware engine in one call (HxWx3 into ``decoded``, rotated as the nvJPEG path
+        rotates); returns those it refused or sized differently from their header, for the nvJPEG/PIL path."""
+        assert self.hw is not None
+        try:
+            outs = self.hw.decode([it.jpeg or b"" for it in jpegs], self.stage_stream)
+        except Exception as exc:  # noqa: BLE001 - the whole call failed: today's path decodes the batch
+            logger.warning("hardware JPEG decode of %d images failed (%s: %s); using nvJPEG's CUDA backend",
+                           len(jpegs), type(exc).__name__, exc)
+            return jpegs
+        routed = route_decoded(jpegs, outs, _stored_shape, lambda t: tuple(t.shape))
+        for it, img in routed.accepted:
+            if it.rotation:
+                img = torch.rot90(img, it.rotation // 90, dims=(0, 1))
+            decoded[id(it)], source[id(it)] = img, DECODER_HW
+        return routed.fallback
 
     def stage(self, items: list[Prepared], pad_to: int | None) -> Staged:
         with torch.cuda.stream(self.stage_stream):
@@ -299,8 +327,16 @@ class CudaStages(CpuStages):
         torch.cuda.empty_cache()
 
 
-def make_stages(model: LoadedModel, detector: Detector) -> CpuStages:
-    return CudaStages(model, detector) if model.device.type == "cuda" else CpuStages(model, detector)
+def _stored_shape(item: Prepared) -> tuple[int, int]:
+    """(height, width) of a JPEG as stored, i.e. before its EXIF rotation (``geometry`` is after it)."""
+    g = item.geometry
+    assert g is not None
+    return (g.orig_w, g.orig_h) if item.rotation in (90, 270) else (g.orig_h, g.orig_w)
+
+
+def make_stages(model: LoadedModel, detector: Detector, hw: HwJpegDecoder | None = None) -> CpuStages:
+    """The device's stages; ``hw``: the hardware JPEG decoder a CUDA shard uses first (``hwdecode``), if any."""
+    return CudaStages(model, detector, hw) if model.device.type == "cuda" else CpuStages(model, detector)
 
 
 def describe_stages(stages: CpuStages) -> dict[str, Any]:
@@ -308,3 +344,8 @@ def describe_stages(stages: CpuStages) -> dict[str, Any]:
     if isinstance(stages, CudaStages):
         return {"gpu_forward_s": stages.forward_seconds}
     return {}
+
+
+def decoded_by(stages: CpuStages) -> dict[str, int] | None:
+    """Images per decoder that actually decoded them (CUDA; None on the CPU, where PIL decodes every image)."""
+    return stages.decoded_by.counts() if isinstance(stages, CudaStages) else None

@@ -22,7 +22,8 @@ import torch
 from gpu_batch import manifest as contract
 from gpu_batch.worker.batching import BatchOverlap, Entry, Prepared, StageClock, prepared_failure
 from gpu_batch.worker.detector import Detector
-from gpu_batch.worker.devices import describe_stages, make_stages
+from gpu_batch.worker.devices import decoded_by, describe_stages, make_stages
+from gpu_batch.worker.hwdecode import DecodeSelection, default_selection
 from gpu_batch.worker.loader import LoadedModel
 from gpu_batch.worker.results import ResultWriter
 from gpu_batch.worker.sources import ImageSource
@@ -44,6 +45,8 @@ class PipelineOptions:
     # enough to pay the tuning back (``cudnn_benchmark_pays``).
     cudnn_benchmark: bool | None = None
     cudnn_benchmark_limit: int | None = None  # algorithms tried per conv when tuning (torch's default: 10)
+    # The JPEG decoder (``hwdecode.select_decoder``); None: today's for the device (nvJPEG CUDA, or PIL on the CPU).
+    decode: DecodeSelection | None = None
 
 
 @dataclass(slots=True)
@@ -63,6 +66,9 @@ class ShardSummary:
     # Seconds per pipeline stage: where the main thread waited and how busy the stage/post threads and the GPU were.
     stages: dict[str, float] = field(default_factory=dict)
     cudnn_benchmark: bool | None = None  # whether cuDNN tuned its algorithms (None: not on CUDA)
+    decode: str | None = None  # the decoder chosen for the shard's JPEGs (hwdecode.DECODERS) and why
+    decode_reason: str | None = None
+    decoded_by: dict[str, int] | None = None  # CUDA: images per decoder that actually decoded them (fallbacks)
 
     def steady_img_s(self) -> float | None:
         """Images per second after the first batch's results (start-up, cuDNN tuning and pipeline fill excluded)."""
@@ -145,7 +151,9 @@ def run_images(names: Sequence[str], source: ImageSource, model: LoadedModel, wr
     first). A ``writer`` that can no longer write raises its ``OutputNotWritable`` the same way.
     """
     detector = Detector(model, threshold)
-    stages = make_stages(model, detector)
+    selection = options.decode or default_selection(model.device.type)
+    summary.decode, summary.decode_reason = selection.choice.decoder, selection.choice.reason
+    stages = make_stages(model, detector, selection.hw)
     if model.device.type == "cuda":
         _choose_cudnn_tuning(len(names), options, summary)
     batch_size = options.batch_size or stages.default_batch_size()
@@ -182,6 +190,7 @@ def run_images(names: Sequence[str], source: ImageSource, model: LoadedModel, wr
     finally:
         pool.shutdown(wait=True, cancel_futures=True)  # on a stop, queued downloads are dropped, not waited for
         summary.stages = {**clock.snapshot(), **describe_stages(stages)}
+        summary.decoded_by = decoded_by(stages)
 
 
 def _choose_cudnn_tuning(images: int, options: PipelineOptions, summary: ShardSummary) -> None:
