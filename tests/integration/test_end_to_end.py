@@ -64,6 +64,10 @@ def check_results(store: BlobStore, env: dict[str, str], task_id: str, names: li
     assert sorted(files) == names and len(files) == len(set(files))
     failures = {im["file"]: im["failure"] for im in doc["images"] if im.get("failure")}
     assert failures == {names_corrupt: "image access failure" for names_corrupt in failures}
+    # the worker's image sizes reach the final results: every success has them, no failure does
+    assert all(isinstance(im["width"], int) and isinstance(im["height"], int) for im in doc["images"]
+               if not im.get("failure"))
+    assert not any("width" in im for im in doc["images"] if im.get("failure"))
     return doc
 
 
