@@ -5,9 +5,10 @@ ten-million-image task needs every step bounded. ``orchestrations.exports`` runs
 more than one part:
 
 * ``run_exports_part``: one merge part's entries (``core.exportparts.part_ranges``: a byte range of the results,
-  one entry per line), exactly as the single activity treats them (image sizes, the image list's rows from the
-  part's first shard on), written as four fragments (COCO images and annotations, each item with its leading comma;
-  Camtrap DP media and observations rows) plus the part's deployment facts. Memory: one entry at a time.
+  one entry per line), exactly as the single activity treats them (image sizes from the entries, a ranged header
+  read only for an entry without them; the image list's rows from the part's first shard on), written as four
+  fragments (COCO images and annotations, each item with its leading comma; Camtrap DP media and observations rows)
+  plus the part's deployment facts. Memory: one entry at a time.
 * ``run_exports_combine``: composes ``coco.json``, ``media.csv`` and ``observations.csv`` from the fragments with
   ``adapters.compose`` (server side where the service allows), writes ``deployments.csv`` and ``datapackage.json``
   from the combined deployments, deletes the fragments. When the parts' deployment facts conflict

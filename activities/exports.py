@@ -16,16 +16,18 @@ Idempotent: the same results give the same bytes (stable ids, a seeded shuffle),
 beyond this run's count are deleted.
 
 Scale, measured: ~3,200 images/s on one shared CPU core without size reads (50,000 images in 16 s, Azurite), so
-one activity exports about 1.9M images within the app's ``functionTimeout`` (10 min, host.json); the header reads for
-COCO's sizes add one ranged GET per image (16 at a time). So this activity runs only for a merge of one part, for an
+one activity exports about 1.9M images within the app's ``functionTimeout`` (10 min, host.json). COCO's pixel sizes
+come from the entries themselves (the worker writes ``width``/``height``, ``core.coco.entry_size``), so results
+written by today's worker need no image read; only entries without them (results written before, entries a re-run
+reused from them) add one ranged header GET per image (16 at a time), the fallback. So this activity runs only for a merge of one part, for an
 orchestration whose merge predates the fan-out, and as the fallback when the parts' deployments conflict: a merge of
 several parts fans out (``orchestrations.exports``: ``exports_part`` per merge part in parallel, ``exports_combine``
 composing COCO and Camtrap DP, ``activities.exportparts``; the Zooniverse batches per part and per group of batches,
 ``activities.zooniverseparts``). A task far above ~1.9M images that takes this activity (the fallback) can still see
 its exports fail after their retries and complete with ``exports_error`` in its status (orchestrations/task.py).
 
-Must not: change the results, or read whole images (COCO's pixel sizes come from each image's first bytes,
-``adapters.image_sizes``; ``TRAPBATCH_EXPORT_IMAGE_SIZES=false`` skips even that).
+Must not: change the results, or read whole images (COCO's pixel sizes come from the entry, else from each image's
+first bytes, ``adapters.image_sizes``; ``TRAPBATCH_EXPORT_IMAGE_SIZES=false`` skips even that).
 """
 from __future__ import annotations
 

@@ -1,7 +1,11 @@
-"""Image sizes from the first bytes of each image blob, for exports that need pixels (COCO's boxes).
+"""Image sizes from the first bytes of each image blob, for exports that need pixels (COCO's boxes): the FALLBACK.
 
-Why: MegaDetector's results give boxes relative to the image and carry no sizes, and MegaDetector's ``md_to_coco``
-reads each image to get them. Reading whole images would move terabytes for a large task; an image's size (and its
+The worker writes each image's ``width``/``height`` into its entry (as MegaDetector does with
+``--include_image_size``), and the exports use those and call this only for entries without them: results written
+before the worker wrote sizes, older entries a re-run reused, or results made elsewhere.
+
+Why: MegaDetector's results give boxes relative to the image and carry no sizes by default, and MegaDetector's
+``md_to_coco`` reads each image to get them. Reading whole images would move terabytes for a large task; an image's size (and its
 EXIF orientation) sits in its first bytes, so one ranged read (``HEADER_BYTES``) per image is enough, with the whole
 blob read only when the header is not (a JPEG whose EXIF block is unusually large). Sizes are as MegaDetector's
 ``visualization_utils.open_image`` sees them: an EXIF orientation of 6 or 8 (90-degree turns) swaps width and height,

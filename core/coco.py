@@ -20,8 +20,9 @@ An explicit image list's metadata (``core.imagelist``), when the caller gives an
 own name, into one object, ``image_list_metadata`` (COCO Camera Traps allows additional image fields). md_to_coco
 knows no image list: without one the document is exactly its.
 
-Images sizes: MegaDetector's results carry none unless ``width``/``height`` are in an entry; the caller supplies
-them (the exports activity reads each image's header).
+Images sizes: an entry's own ``width``/``height`` (trapbatch's worker writes them on every success, as MegaDetector
+does with ``--include_image_size``) win; for an entry without them the caller supplies them (the exports activity
+reads that image's header, ``adapters.image_sizes``).
 
 Must not: do I/O (``CocoWriter`` writes to the text streams it is given), or hold more than one entry at a time.
 """

@@ -56,8 +56,9 @@ Variables (names shared with infra/main.bicep app settings):
                                    86400); lets a test see an expiry happen within seconds
     TRAPBATCH_IMAGE_LIST_MAX_BYTES the largest image list (``image_list``) a request may name (default 268435456,
                                    256 MiB: about three million CSV rows); the edge reads it whole to hash and check it
-    TRAPBATCH_EXPORT_IMAGE_SIZES   ``true`` (default) or ``false``: read each image's header for COCO's pixel boxes
-                                   (MegaDetector's results carry no sizes); ``false`` keeps normalized boxes
+    TRAPBATCH_EXPORT_IMAGE_SIZES   ``true`` (default) or ``false``: read the header of each image whose entry has no
+                                   ``width``/``height`` for COCO's pixel boxes (the worker writes them; older results
+                                   lack them); ``false`` keeps normalized boxes for those
     TRAPBATCH_LOCAL_CONCURRENCY    local pool: workers at once (default: GPUs, or 1)
     TRAPBATCH_DEVICE               local pool: auto | cpu | cuda (default auto)
     TRAPBATCH_MODEL_CACHE          where workers cache model files

@@ -11,7 +11,9 @@ What it keeps of a real pool: Azure Batch's task-state model as ``GpuPool`` desc
 submitted, ``running`` while its results are written, then ``completed`` with ``success`` and exit code 0; a
 resubmission of the same task id is a no-op; ``cancel`` completes unfinished tasks with a failure; ``close_job``
 completes the job's unfinished tasks and refuses later submissions with ``JobClosed``), and per-image failures as the
-worker writes them: with ``failure_rate`` F, each image of each attempt fails with probability F (seeded by image and
+worker writes them: every success carries a plausible ``width``/``height`` (one camera resolution per folder,
+seeded), as the real worker's entries do, so the exports take the same path as for real results (no image read for
+COCO's pixel boxes); with ``failure_rate`` F, each image of each attempt fails with probability F (seeded by image and
 attempt) as a *retryable* download failure, so the app resubmits it as the next attempt, as it would on Batch.
 
 Task state is in memory (one pool object per process, as ``adapters.clients.pool`` caches it); the results go to blob
@@ -33,6 +35,8 @@ from gpu_batch.pool.base import JobClosed, PoolChanges, ShardTask, TaskInfo, Tas
 
 CATEGORIES = {"1": "animal", "2": "person", "3": "vehicle"}
 REPEAT_SHARE = 0.3  # images of a folder that show one of its fixed "rock" boxes
+# Common camera-trap still resolutions (width, height); each folder (camera) gets one, seeded.
+CAMERA_SIZES = ((1920, 1080), (2048, 1536), (2560, 1920), (3264, 2448), (4000, 3000), (5184, 2916))
 
 
 def _now() -> str:
@@ -46,7 +50,8 @@ def _rng(*parts: object) -> random.Random:
 
 def synthetic_entry(name: str, attempt: int, failure_rate: float, seed: int = 0) -> dict[str, Any]:
     """One image's synthetic result: a retryable failure with probability ``failure_rate`` (per attempt), else 0-3
-    random detections, plus with probability ``REPEAT_SHARE`` one of three fixed boxes of the image's folder."""
+    random detections, plus with probability ``REPEAT_SHARE`` one of three fixed boxes of the image's folder, and
+    the folder's camera resolution as ``width``/``height`` (failures carry none, as the worker's)."""
     if failure_rate and _rng(seed, "fail", name, attempt).random() < failure_rate:
         return {"file": name, "failure": "image access failure", "detections": None,
                 **contract.failure_fields(contract.REASON_DOWNLOAD)}
@@ -57,12 +62,13 @@ def synthetic_entry(name: str, attempt: int, failure_rate: float, seed: int = 0)
         detections.append({"category": rng.choice(("1", "1", "1", "2", "3")), "conf": round(rng.uniform(0.005, 1), 3),
                            "bbox": [round(x, 4), round(y, 4), round(rng.uniform(0.02, 0.2), 4),
                                     round(rng.uniform(0.02, 0.2), 4)]})
+    folder = name.rsplit("/", 1)[0] if "/" in name else ""
     if rng.random() < REPEAT_SHARE:
-        folder = name.rsplit("/", 1)[0] if "/" in name else ""
         place = _rng(seed, "rock", folder, rng.randrange(3))
         detections.append({"category": "1", "conf": round(rng.uniform(0.3, 0.9), 3),
                            "bbox": [round(place.random() * 0.8, 4), round(place.random() * 0.8, 4), 0.1, 0.1]})
-    return {"file": name, "detections": detections}
+    width, height = _rng(seed, "camera", folder).choice(CAMERA_SIZES)
+    return {"file": name, "detections": detections, "width": width, "height": height}
 
 
 class SimulatedPool:

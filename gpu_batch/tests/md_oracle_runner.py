@@ -11,8 +11,9 @@ def main() -> None:
     model, out, images = sys.argv[1], sys.argv[2], sys.argv[3:]
     from megadetector.detection.run_detector_batch import load_and_run_detector_batch, write_results_to_file
 
-    # MegaDetector picks its own device (CUDA when present; it always runs fp32).
-    results = load_and_run_detector_batch(model, images, quiet=True)
+    # MegaDetector picks its own device (CUDA when present; it always runs fp32). include_image_size: each success
+    # carries the decoded image's width/height, which the worker always writes (compared by test_oracle.compare).
+    results = load_and_run_detector_batch(model, images, quiet=True, include_image_size=True)
     write_results_to_file(results, out, detector_file=model)
     json.dump({"ok": True}, sys.stdout)
 

@@ -52,6 +52,7 @@ def test_403s_are_retried_by_the_next_attempt_and_a_corrupt_image_runs_once(shar
     assert first["cam1/corrupt.jpg"]["failure_kind"] == "permanent"
     assert first["cam1/corrupt.jpg"]["failure_reason"] == "undecodable"
     assert all("failure" not in first[n] for n in names[:4])
+    assert all((first[n]["width"], first[n]["height"]) == (160, 120) for n in names[:4])  # failures have none (above)
     assert summary == {**summary, "done": 8, "failed": 4, "retryable": 3,
                        "failure_reasons": {"auth": 3, "undecodable": 1}}
 
@@ -60,6 +61,7 @@ def test_403s_are_retried_by_the_next_attempt_and_a_corrupt_image_runs_once(shar
     again, summary = _run(tmp_path, folder, checkpoint, names, 1, out1)
     assert summary["skipped_resumed"] == 5 and summary["done"] == 3 and summary["retryable"] == 3
     assert again["cam1/corrupt.jpg"] == first["cam1/corrupt.jpg"]
+    assert all(again[n] == first[n] for n in names[:4])  # kept as written, image sizes included
 
     # The resubmission: every image without a final entry, which is exactly the refused ones.
     final = {n for n, e in again.items() if contract.is_final(e)}
@@ -67,6 +69,7 @@ def test_403s_are_retried_by_the_next_attempt_and_a_corrupt_image_runs_once(shar
     assert resubmit == cam2
     second, summary = _run(tmp_path, folder, checkpoint, resubmit, 2, tmp_path / "attempt-2.results.json")
     assert set(second) == set(cam2) and all("failure" not in e for e in second.values())
+    assert all((e["width"], e["height"]) == (160, 120) for e in second.values())
     assert summary["failed"] == 0 and summary["failure_reasons"] == {}
     assert final | set(second) == set(names)  # every image now has a final result
 

@@ -1,5 +1,8 @@
 """Same answers as MegaDetector: our worker vs megadetector's own run_detector_batch on the same checkpoint.
 
+MegaDetector runs with ``include_image_size``, so each success's ``width``/``height`` (which the worker always
+writes) must be MegaDetector's too, EXIF-turned images included.
+
 The oracle is the real ``megadetector`` package (installed by scripts/install_oracle_deps.sh), run in a subprocess
 on a random-weight YOLOv5n6 checkpoint pickled like MDv5. On CPU in fp32 every detection above 0.05 must pair up
 with coordinates within 1e-3 and confidence within 0.005, and failures must carry the same strings.
@@ -71,12 +74,17 @@ def _iou(a: list[float], b: list[float]) -> float:
 
 def compare(ours: dict[str, dict[str, Any]], theirs: dict[str, dict[str, Any]], coord_tol: float,
             conf_tol: float, min_iou: float | None = None) -> int:
-    """Assert every detection above CONF_FLOOR on either side has a partner; returns the number of pairs."""
+    """Assert every detection above CONF_FLOOR on either side has a partner, and each success's size is
+    MegaDetector's (``--include_image_size``); returns the number of pairs."""
     assert set(ours) == set(theirs)
     pairs = 0
     for name in sorted(ours):
         a, b = ours[name], theirs[name]
         assert a.get("failure") == b.get("failure"), (name, a.get("failure"), b.get("failure"))
+        if not a.get("failure"):  # MegaDetector also sizes an image it opened but failed at inference; we do not
+            assert (a.get("width"), a.get("height")) == (b.get("width"), b.get("height")), name
+        else:
+            assert "width" not in a and "height" not in a, name
         if a.get("failure"):
             continue
         for src, dst, label in ((a, b, "ours->md"), (b, a, "md->ours")):
@@ -110,6 +118,8 @@ def test_worker_matches_megadetector_cpu_fp32(checkpoint: Path, tmp_path: Path) 
     assert ours["cmyk.jpg"]["failure"] == "image access failure"
     assert ours["gray16.png"]["failure"] == "inference failure"
     assert ours["rot6.jpg"]["detections"] and ours["truncated.jpg"]["detections"]
+    assert (ours["rot6.jpg"]["width"], ours["rot6.jpg"]["height"]) == (600, 800)  # stored 800 x 600, turned
+    assert all(isinstance(e.get("width"), int) for e in ours.values() if not e.get("failure"))
     print(f"oracle: {len(names)} images, {pairs} detection pairs above {CONF_FLOOR} matched")
 
 

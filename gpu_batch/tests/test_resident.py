@@ -124,6 +124,9 @@ def _same_results(a: dict[str, Any], b: dict[str, Any]) -> None:
     for name, x in ea.items():
         y = eb[name]
         assert ("failure" in x) == ("failure" in y), name
+        # every success carries its image's size (all test images are 256 x 192), as the CLI writes it
+        assert (x.get("width"), x.get("height")) == (y.get("width"), y.get("height")) == (
+            (None, None) if "failure" in x else (256, 192)), name
         assert len(x.get("detections", [])) == len(y.get("detections", [])), name
         for dx, dy in zip(x.get("detections", []), y.get("detections", [])):
             assert dx["category"] == dy["category"]
@@ -195,6 +198,7 @@ def test_a_server_that_dies_mid_shard_makes_the_client_exit_retryable_and_the_ne
     final = shards.output("d.json")
     assert final is not None and final["info"]["trapbatch"]["complete"] is True
     assert sorted(e["file"] for e in final["images"]) == sorted(images)
+    assert all((e["width"], e["height"]) == (256, 192) for e in final["images"])  # kept and new entries alike
 
 
 def test_a_server_killed_outright_mid_shard_gives_the_retryable_code(shards: Shards, tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ def test_writer_flushes_periodically_off_the_caller_thread(tmp_path: Path) -> No
     w = ResultWriter(sink, {"detector": "x"}, flush_seconds=0.2, on_flushed=flushed.append)
     w.start()
     assert json.loads(sink.read() or b"")["images"] == []  # initial document proves writability
-    w.add(detections_entry("b.jpg", []))
+    w.add(detections_entry("b.jpg", [], 640, 480))
     w.add(failure_entry("a.jpg", "image access failure", "undecodable"))
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and 2 not in flushed:
@@ -32,12 +32,17 @@ def test_writer_flushes_periodically_off_the_caller_thread(tmp_path: Path) -> No
 def test_load_resumable_keeps_successes_and_permanent_failures_for_wanted_images(tmp_path: Path) -> None:
     sink = FileSink(tmp_path / "out.json")
     legacy = {"file": "e", "failure": "image access failure", "detections": None}  # written before kinds existed
-    sink.write(json.dumps({"images": [detections_entry("a", []), failure_entry("b", "inference failure", "inference"),
+    older = {"file": "f", "detections": []}  # written before entries carried their image's size
+    sink.write(json.dumps({"images": [detections_entry("a", [], 640, 480),
+                                      failure_entry("b", "inference failure", "inference"),
                                       failure_entry("c", "image access failure", "undecodable"),
-                                      failure_entry("d", "image access failure", "auth"), legacy,
-                                      detections_entry("zzz-not-in-shard", [])]}).encode())
-    kept = load_resumable(sink, ["a", "b", "c", "d", "e"])
-    assert set(kept) == {"a", "c"}  # retryable (b, d) and kind-less (e) failures are run again
+                                      failure_entry("d", "image access failure", "auth"), legacy, older,
+                                      detections_entry("zzz-not-in-shard", [], 640, 480)]}).encode())
+    kept = load_resumable(sink, ["a", "b", "c", "d", "e", "f"])
+    assert set(kept) == {"a", "c", "f"}  # retryable (b, d) and kind-less (e) failures are run again
+    # A kept success keeps its size as written; one written without a size stays without (the exports then read it).
+    assert kept["a"] == {"file": "a", "detections": [], "width": 640, "height": 480}
+    assert kept["f"] == older
     assert kept["c"] == {"file": "c", "failure": "image access failure", "detections": None,
                          "failure_kind": "permanent", "failure_reason": "undecodable"}
     sink.write(b'{"images": [ {"file": "trunc')
@@ -56,14 +61,16 @@ def test_incrementally_encoded_document_is_byte_identical_to_a_full_dump(tmp_pat
     from gpu_batch.worker.results import results_document
 
     sink = FileSink(tmp_path / "out.json")
-    initial = {"z.jpg": detections_entry("z.jpg", [{"category": "1", "conf": 0.5, "bbox": [0.1, 0.2, 0.3, 0.4]}])}
+    initial = {"z.jpg": detections_entry("z.jpg", [{"category": "1", "conf": 0.5, "bbox": [0.1, 0.2, 0.3, 0.4]}],
+                                         4000, 3000)}
     w = ResultWriter(sink, {"detector": "x", "note": "é"}, initial=initial, flush_seconds=0.1)
     w.start()
     final = dict(initial)
     for i in range(300):
         entry = (failure_entry(f"f{i % 7}.jpg", "inference failure", "inference") if i % 10 == 0 else
                  detections_entry(f"img_{i % 120:03d}é.jpg",
-                                  [{"category": "2", "conf": i / 1000, "bbox": [0.1, 0.2, i / 997, 0.4]}] * (i % 4)))
+                                  [{"category": "2", "conf": i / 1000, "bbox": [0.1, 0.2, i / 997, 0.4]}] * (i % 4),
+                                  width=1000 + i, height=700 + i))
         w.add(entry)  # names repeat: a replaced entry must be re-encoded
         final[entry["file"]] = entry
         if i % 100 == 0:
@@ -76,10 +83,11 @@ def test_incrementally_encoded_document_is_byte_identical_to_a_full_dump(tmp_pat
 
 def test_a_progress_counter_follows_each_flush_and_its_failure_never_stops_the_shard(tmp_path: Path) -> None:
     sink, counter = FileSink(tmp_path / "out.json"), FileSink(tmp_path / "out.progress.json")
-    w = ResultWriter(sink, {}, initial={"k.jpg": detections_entry("k.jpg", [])}, flush_seconds=60, progress=counter)
+    w = ResultWriter(sink, {}, initial={"k.jpg": detections_entry("k.jpg", [], 640, 480)}, flush_seconds=60,
+                     progress=counter)
     w.start()
     assert json.loads(counter.read() or b"") == {"images_done": 1}  # a kept entry of a restarted attempt counts
-    w.add(detections_entry("a.jpg", []))
+    w.add(detections_entry("a.jpg", [], 640, 480))
     w.add(failure_entry("b.jpg", "image access failure", "auth"))  # a retryable failure is done for progress
     w.flush()
     assert json.loads(counter.read() or b"") == {"images_done": 3}
@@ -88,7 +96,7 @@ def test_a_progress_counter_follows_each_flush_and_its_failure_never_stops_the_s
     broken = ResultWriter(FileSink(tmp_path / "out2.json"), {}, flush_seconds=60,
                           progress=FileSink(tmp_path / "blocked" / "p.json"))
     broken.start()
-    broken.add(detections_entry("a.jpg", []))
+    broken.add(detections_entry("a.jpg", [], 640, 480))
     broken.close({"complete": True})  # no exception: the results were written
     assert json.loads((tmp_path / "out2.json").read_text())["info"]["complete"] is True
 

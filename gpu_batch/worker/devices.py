@@ -110,11 +110,19 @@ def gpu_decodable_jpeg(data: bytes) -> tuple[int, int, int] | None:
 
 
 def _entries(detector: Detector, items: list[Prepared], prediction: torch.Tensor) -> list[Entry]:
+    """The entries of a batch, each with its image's size as decoded (``results.detections_entry``).
+
+    The size is the letterbox geometry's original size, which every decode path sets from the image as MegaDetector
+    decodes it, EXIF orientation applied: the decoded pixels (CPU, and the exact-PIL fallback of the GPU path, whose
+    pixels must have that size or the batch does not stage) or the JPEG header with the EXIF turn (nvJPEG, whose
+    output is checked against it). No image is read again for it.
+    """
     dets = detector.nms(prediction)
     out = []
     for it, d in zip(items, dets):
-        assert it.geometry is not None
-        out.append(detections_entry(it.name, Detector.to_md(d, it.geometry)))
+        g = it.geometry
+        assert g is not None
+        out.append(detections_entry(it.name, Detector.to_md(d, g), width=g.orig_w, height=g.orig_h))
     return out
 
 

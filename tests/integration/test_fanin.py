@@ -99,7 +99,10 @@ def task(storage_connection: str, unique_name: str) -> tuple[Settings, BlobStore
                 dets.append({"category": rng.choice("123"), "conf": round(rng.uniform(0.005, 0.99), 3),
                              "bbox": [round(rng.uniform(0, 1 - w), 4), round(rng.uniform(0, 1 - h), 4),
                                       round(w, 4), round(h, 4)]})
-            entries.append({"file": f, "detections": dets})
+            entry: dict[str, Any] = {"file": f, "detections": dets}
+            if index != 4:  # the worker writes each image's size; shard 4 stands for older results without sizes
+                entry.update(width=2048 + index, height=1536 + k)
+            entries.append(entry)
         store.write_bytes(settings.container, m.output_blob, json.dumps({"images": entries}).encode())
     return settings, store, tid, counts
 
@@ -146,6 +149,11 @@ def test_parallel_fan_in_writes_the_single_pass_bytes(task: Any, images_per_part
     assert list(store.list_names(settings.container, layout.merge_work_prefix(tid))) == []  # the work is cleaned
     doc = json.loads(got["results"])
     mdformat.validate(doc)
+    # the image sizes the worker wrote reach the final results unchanged (and none where it wrote none)
+    sized = [im for im in doc["images"] if "width" in im]
+    assert len(sized) > 40 and all("failure" not in im for im in sized)
+    assert all(isinstance(im["width"], int) and im["width"] >= 2048 and im["height"] >= 1536 for im in sized)
+    assert any("width" not in im and "failure" not in im for im in doc["images"])  # shard 4's, without sizes
     assert any(im["file"] == "=SUM(A1).jpg" for im in doc["images"]) and "写真00" in got["results"].decode()
 
 

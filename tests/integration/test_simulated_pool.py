@@ -42,6 +42,11 @@ def test_tasks_complete_with_a_results_document_of_every_image(storage_connectio
     assert sorted(e["file"] for e in doc["images"]) == sorted(names)
     failed = [e for e in doc["images"] if is_failure(e)]
     assert 0 < len(failed) < len(names) and all(e["failure_kind"] == "retryable" for e in failed)
+    assert all("width" not in e and "height" not in e for e in failed)
+    sized = {e["file"].split("/")[0]: (e["width"], e["height"]) for e in doc["images"] if not is_failure(e)}
+    assert all(isinstance(w, int) and w > h > 0 for w, h in sized.values())  # each camera (folder) one resolution:
+    assert len(sized) == 3 and {(e["width"], e["height"]) for e in doc["images"]  # the same for all its images
+                                if not is_failure(e) and e["file"].startswith("cam0/")} == {sized["cam0"]}
     assert doc == store.read_json(unique_name, layout.attempt_results_blob(TASK, "s00000", 1))
     # seeded: the same image and attempt give the same entry; another attempt may succeed
     assert synthetic_entry(names[0], 1, 0.3) == synthetic_entry(names[0], 1, 0.3)

@@ -71,6 +71,19 @@ def test_annotation_ids_are_stable_and_an_unknown_size_keeps_the_normalized_box(
     assert "width" not in image and anns[0]["md_bbox"] == [0.1, 0.2, 0.3, 0.4] and "bbox" not in anns[0]
 
 
+def test_an_entry_that_carries_its_size_needs_none_from_the_caller() -> None:
+    """The worker writes each image's width/height (MegaDetector's --include_image_size keys): the exports then pass
+    no size (no image read), and the entry's own wins over one passed."""
+    entry = {"file": "x.jpg", "width": 1000, "height": 500,
+             "detections": [{"category": "1", "conf": 0.9, "bbox": [0.1, 0.2, 0.3, 0.4]}]}
+    assert coco.entry_size(entry) == (1000, 500)
+    for given in (None, (1, 1)):
+        image, anns = coco.convert_entry(entry, given, 0.2, {"1": "animal"})
+        assert (image["width"], image["height"]) == (1000, 500)
+        assert anns[0]["bbox"] == [100.0, 100.0, 300.0, 200.0] and "md_bbox" not in anns[0]
+    assert coco.entry_size({"file": "y.jpg", "detections": []}) is None  # older results: the exports read the size
+
+
 LISTED = {  # an image list's rows (core.imagelist metadata: text values, columns as the list spells them)
     "cam1/a.jpg": {"Site": "B04", "date time": "2024-05-01 06:30:00", "seq_id": "S1#B04#1#1", "Frame": "2",
                    "season": "S1", "roll": "", "sequence": "other"},

@@ -48,6 +48,23 @@ def test_validate_accepts_built_output_and_rejects_breaches() -> None:
         mdformat.validate(bad)
 
 
+def test_image_sizes_the_worker_writes_are_valid_and_kept_by_the_merge() -> None:
+    """``width``/``height`` (MegaDetector's ``--include_image_size`` keys, written by the worker on every success) pass
+    both validators and reach the merged entries unchanged; entries without them stay without."""
+    from megadetector.postprocessing.validate_batch_results import validate_batch_results
+
+    sized = {"file": "a", "detections": [det(0.5)], "width": 4000, "height": 3000}
+    older = {"file": "c", "detections": []}
+    retryable = mdformat.failure_entry("b", mdformat.FAILURE_IMAGE_ACCESS, contract.REASON_DOWNLOAD)
+    merged, missing = mdformat.merge_entries(["a", "b", "c"], [[sized, retryable, older],
+                                                               [{"file": "b", "detections": [], "width": 640,
+                                                                 "height": 480}]])
+    assert merged == [sized, {"file": "b", "detections": [], "width": 640, "height": 480}, older] and missing == 0
+    doc = mdformat.build_output(merged, {"detector": "m"})
+    mdformat.validate(doc, expected_files=["a", "b", "c"])
+    assert validate_batch_results(doc)["validation_results"]["errors"] == []
+
+
 def test_summarize_counts_above_threshold() -> None:
     images = [{"file": "a", "detections": [det(0.9), det(0.1)]}, {"file": "b", "detections": [det(0.1)]},
               mdformat.failure_entry("c", "x")]
