@@ -119,6 +119,7 @@ def _cuda_stages_on_cpu(model: LoadedModel) -> devices.CudaStages:
     """The CUDA stages without their CUDA streams: ``_prepare`` and ``_decode`` then run on CPU tensors."""
     stages = devices.CudaStages.__new__(devices.CudaStages)
     stages.model, stages.detector = model, Detector(model, 0.005)
+    stages.hw, stages.decoded_by = None, devices.DecodeCounts()  # nvJPEG's path (the hardware engine needs a GPU)
     return stages
 
 
