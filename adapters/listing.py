@@ -46,20 +46,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Iterator, NamedTuple, cast
 from urllib.parse import quote, unquote
-from xml.etree.ElementTree import Element, XMLPullParser
+from xml.etree.ElementTree import Element, ParseError, XMLPullParser, fromstring
 
-from azure.core.exceptions import (ClientAuthenticationError, HttpResponseError, ResourceNotFoundError,
-                                   map_error)
-from azure.core.rest import HttpRequest
+from azure.core.exceptions import (ClientAuthenticationError, HttpResponseError, ResourceExistsError,
+                                   ResourceNotFoundError, ResourceNotModifiedError)
+from azure.core.rest import HttpRequest, HttpResponse
 from azure.storage.blob import ContainerClient
 
 MAX_PAGE_SIZE = 5000  # List Blobs: "If ... greater than 5,000, the server will return up to 5,000 items"
 _EVENTS = frozenset({"Blob", "BlobPrefix", "NextMarker"})  # the only end events that reach Python
-# The SDK's list operations map these statuses the same way (the generated operation's error_map for 401/404,
-# ``process_storage_error`` for an authentication or authorisation failure, 403).
-_ERRORS: dict[int, type[HttpResponseError]] = {401: ClientAuthenticationError, 403: ClientAuthenticationError,
-                                               404: ResourceNotFoundError}
-
+# How the SDK's list operation classes an error answer: by status (the generated operation's error_map), then by the
+# service's error code (``process_storage_error``); everything else is an ``HttpResponseError`` with its status
+# (``adapters.storage_errors`` maps 401/403 by status, e.g. a SAS without list permission: 403
+# AuthorizationPermissionMismatch).
+_BY_STATUS: dict[int, type[HttpResponseError]] = {401: ClientAuthenticationError, 404: ResourceNotFoundError,
+                                                  409: ResourceExistsError, 304: ResourceNotModifiedError}
+_BY_CODE: dict[str, type[HttpResponseError]] = {"InvalidAuthenticationInfo": ClientAuthenticationError,
+                                                "AuthenticationFailed": ClientAuthenticationError,
+                                                "ContainerNotFound": ResourceNotFoundError,
+                                                "ResourceNotFound": ResourceNotFoundError}
 
 class ListedBlob(NamedTuple):
     """One ``Blob`` of a listing: what the enumeration uses of it."""
@@ -83,8 +88,9 @@ def list_page(container: ContainerClient, prefix: str | None = None, marker: str
               page_size: int | None = None, delimiter: str | None = None) -> ListedPage:
     """One page of List Blobs: up to ``page_size`` (<= 5,000) entries under ``prefix`` from ``marker``.
 
-    Raises ``ResourceNotFoundError`` for a missing container, ``ClientAuthenticationError`` for refused credentials
-    and ``HttpResponseError`` otherwise, as the SDK's listing does.
+    Raises what the SDK's listing raises: ``ResourceNotFoundError`` for a missing container,
+    ``ClientAuthenticationError`` for credentials the service did not accept, ``HttpResponseError`` (with the status
+    and the service's error code) otherwise.
     """
     params = {"restype": "container", "comp": "list"}
     for key, value in (("prefix", prefix), ("delimiter", delimiter), ("marker", marker)):
@@ -98,14 +104,26 @@ def list_page(container: ContainerClient, prefix: str | None = None, marker: str
     response = container._pipeline.run(request, stream=True).http_response  # see the module docstring
     try:
         if response.status_code != 200:
-            response.read()
-            map_error(response.status_code, response, _ERRORS)
-            code = response.headers.get("x-ms-error-code", "")
-            raise HttpResponseError(message=f"List Blobs answered HTTP {response.status_code} {code}".rstrip(),
-                                    response=response)
+            raise _error(response)
         return parse_listing(response.iter_bytes())
     finally:
         response.close()
+
+
+def _error(response: HttpResponse) -> HttpResponseError:
+    """The exception the SDK's listing raises for this answer, with the service's error code and message."""
+    response.read()
+    code = response.headers.get("x-ms-error-code", "")
+    message = ""
+    try:
+        body = fromstring(response.content)
+        code, message = body.findtext("Code") or code, body.findtext("Message") or ""
+    except ParseError:
+        pass
+    cls = _BY_STATUS.get(response.status_code) or _BY_CODE.get(code, HttpResponseError)
+    error = cls(message=f"List Blobs: HTTP {response.status_code} {code}: {message}".strip(" :"), response=response)
+    error.error_code = code or None  # type: ignore[attr-defined]  # as process_storage_error sets it
+    return error
 
 
 def iter_pages(container: ContainerClient, prefix: str | None = None, page_size: int | None = None,
