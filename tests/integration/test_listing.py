@@ -7,7 +7,11 @@ holds a SAS instead of the account key (the request goes through the client's ow
 """
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +22,8 @@ from azure.storage.blob import (BlobPrefix, BlobServiceClient, ContainerClient, 
 from adapters import listing
 from adapters.blobs import BlobStore, service_client
 from core.errors import ContainerNotFound
+
+ROOT = Path(__file__).resolve().parents[2]
 
 NAMES = [
     "plain.jpg", "with space.jpg", "dir with space/a b c.JPG", "ünïcödé/日本語/写真.jpg", "emoji/🦊 fox.jpg",
@@ -148,3 +154,16 @@ def _refusal(client: ContainerClient) -> tuple[str, int | None, str | None]:
     seen = [(type(e.value).__name__, e.value.status_code, getattr(e.value, "error_code", None)) for e in (fast, sdk)]
     assert seen[0] == seen[1]
     return seen[0]
+
+
+def test_the_listing_benchmark_records_every_way(storage_connection: str, unique_name: str, tmp_path: Path) -> None:
+    """bench/listing.py at a small size (CI keeps the script working; the figures are for bench/RESULTS.md)."""
+    out = tmp_path / "listing.json"
+    proc = subprocess.run([sys.executable, "bench/listing.py", "--images", "40", "--page-size", "15", "--repeat", "2",
+                           "--connection", storage_connection, "--container", unique_name, "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert set(r["ways"]) == {"sdk_list_blobs", "sdk_walk_blobs", "sdk_list_blob_names", "fast", "fast_delimiter"}
+    assert all(w["blobs"] == 40 and w["cpu_us_per_blob"] > 0 and len(w["cpu_s_runs"]) == 2 for w in r["ways"].values())
+    assert r["speedup_vs_sdk_list_blobs"]["sdk_list_blobs"] == 1.0
