@@ -12,6 +12,10 @@ page, the way the enumeration activities do:
                         what BlobStore.list_names used
     fast                adapters.listing.iter_pages: (name, etag, size) per blob, what BlobStore's listings use now
     fast_delimiter      the same with delimiter "/" (plan_listing's one level)
+    activity_sdk        the enumeration's listing activities (run_plan_listing, then run_list_part for every unit
+                        and part, writing the listing parts to Azurite) with BlobStore's listings as they were before
+                        adapters.listing (SdkListingStore below)
+    activity_fast       the same activities with today's BlobStore
 
 Record (printed, and saved to ``bench/results/listing-<N>.json`` or ``--out``): per way, ``cpu_us_per_blob`` (best),
 all runs, wall seconds, the blob count it saw (each way must see all N), and the machine's load before and after.
@@ -67,6 +71,66 @@ def ways(container: Any, page_size: int) -> dict[str, Callable[[], int]]:
             "sdk_list_blob_names": sdk_list_blob_names, "fast": fast, "fast_delimiter": fast_delimiter}
 
 
+class SdkListingStore:
+    """BlobStore with ``list_level`` and ``list_blobs_page`` as they were before ``adapters.listing`` (the SDK's
+    ``walk_blobs``/``list_blobs``), for the activity-level comparison; everything else is today's BlobStore."""
+
+    def __new__(cls, service: Any) -> Any:
+        from azure.storage.blob import BlobPrefix
+
+        from adapters.blobs import BlobStore, _etag
+        from adapters.listing import ListedBlob
+
+        class Store(BlobStore):
+            def list_level(self, container: str, prefix: str, max_items: int, page_size: int = 5000,
+                           etags: dict[str, str] | None = None) -> tuple[list[str], list[str], bool]:
+                client = self.service.get_container_client(container)
+                prefixes: list[str] = []
+                names: list[str] = []
+                pages: Any = client.walk_blobs(name_starts_with=prefix or None, delimiter="/",
+                                               results_per_page=page_size).by_page()
+                for page in pages:
+                    for item in page:
+                        (prefixes if isinstance(item, BlobPrefix) else names).append(str(item.name))
+                        if etags is not None and not isinstance(item, BlobPrefix) and getattr(item, "etag", None):
+                            etags[str(item.name)] = _etag(item.etag)
+                    if len(prefixes) + len(names) >= max_items and pages.continuation_token:
+                        return prefixes, names, False
+                return prefixes, names, True
+
+            def list_blobs_page(self, container: str, prefix: str, marker: str | None,
+                                page_size: int = 5000) -> tuple[list[ListedBlob], str | None]:
+                client = self.service.get_container_client(container)
+                pages: Any = client.list_blobs(name_starts_with=prefix or None,
+                                               results_per_page=page_size).by_page(continuation_token=marker)
+                items = [ListedBlob(str(b.name), _etag(b.etag), int(b.size)) for b in next(pages, [])]
+                return items, pages.continuation_token or None
+
+        return Store(service)
+
+
+def activities(connection: str, container_name: str, store: Any, state: str) -> Callable[[], int]:
+    """The enumeration's listing activities over the whole container, units and parts one after another."""
+    from activities.enumerate import run_list_part, run_plan_listing
+    from core.requests import TaskRequest
+    from core.settings import Settings
+
+    settings = Settings.from_env({"AzureWebJobsStorage": connection, "TRAPBATCH_CONTAINER": state})
+    request = TaskRequest(container=container_name, model="MDV5A", images_per_shard=1000)
+
+    def run() -> int:
+        images = 0
+        plan = run_plan_listing("bench-listing", request, settings, store)
+        for unit in range(plan["units"]):
+            part, more = 0, True
+            while more:
+                out = run_list_part("bench-listing", request, settings, store, unit, part)
+                images, more, part = images + out["images"], out["more"], part + 1
+        return images
+
+    return run
+
+
 FOLDER = "site000/cam00/"  # where bench_names puts every blob (one folder, so the delimiter listing sees all)
 
 
@@ -117,6 +181,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                   flush=True)
             if results[name]["blobs"] != args.images:
                 raise SystemExit(f"{name} saw {results[name]['blobs']} blobs of {args.images}")
+        from adapters.blobs import BlobStore
+
+        for name, store in (("activity_sdk", SdkListingStore(service)), ("activity_fast", BlobStore(service))):
+            fn = activities(connection, container_name, store, container_name + "-state")
+            fn()
+            results[name] = measure(fn, args.repeat)
+            print(f"{name:20s} {results[name]['cpu_us_per_blob']:8.2f} us CPU/blob  ({results[name]['blobs']} images)",
+                  flush=True)
     finally:
         if azurite is not None:
             azurite.stop()
