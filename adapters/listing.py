@@ -5,7 +5,7 @@ Why: at ten million images (issue 11) the enumeration activities spent most of t
 deserializer walks every element of it into ``BlobItemInternal`` models (msrest-style, a dozen Python calls per field)
 and the paging layer turns each into a ``BlobProperties`` with lease, copy and content-settings objects. The
 enumeration uses three fields of a blob: its name, its ETag (``only_new``) and its size. ``bench/listing.py``
-measures both ways (``bench/RESULTS.md``: the SDK's ``list_blobs`` spends about nine times the CPU per blob of this
+measures both ways (``bench/RESULTS.md``: the SDK's ``list_blobs`` spends about eight times the CPU per blob of this
 module; in a profile ~83 % of its CPU was the model deserializer).
 
 How: the same documented REST operation, `List Blobs
@@ -65,6 +65,7 @@ _BY_CODE: dict[str, type[HttpResponseError]] = {"InvalidAuthenticationInfo": Cli
                                                 "AuthenticationFailed": ClientAuthenticationError,
                                                 "ContainerNotFound": ResourceNotFoundError,
                                                 "ResourceNotFound": ResourceNotFoundError}
+
 
 class ListedBlob(NamedTuple):
     """One ``Blob`` of a listing: what the enumeration uses of it."""
