@@ -162,7 +162,7 @@ def run_list_part(task_id: str, request: TaskRequest, settings: Settings, store:
             continue
         blobs, marker = src.list_blobs_page(request.container, folder, marker, limits.page_size)
         listed += len(blobs)
-        for name, etag in blobs:
+        for name, etag, _size in blobs:
             if is_image_name(name):
                 images.append(name)
                 etags.append(etag)

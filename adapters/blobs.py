@@ -3,7 +3,9 @@
 Why a wrapper: activities need a few operations (list, read, write JSON/bytes/files, exists, ensure container), and
 no activity should build SDK clients itself (storage errors are mapped in one place: ``adapters.storage_errors``). Clients are built from settings once per process
 (``blob_store``), never at import time and never per call. Identity-based connections (``identity:<blob uri>``, from
-``AzureWebJobsStorage__accountName``) use a managed identity; nothing here logs a key or SAS.
+``AzureWebJobsStorage__accountName``) use a managed identity; nothing here logs a key or SAS. Listings go through
+``adapters.listing`` (List Blobs parsed for the few fields used, through the same client's pipeline), not the SDK's
+``list_blobs``/``walk_blobs``: at millions of blobs their model deserialisation was most of the enumeration's CPU.
 """
 from __future__ import annotations
 
@@ -12,8 +14,9 @@ import json
 from typing import IO, Any, Iterator
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
-from azure.storage.blob import BlobPrefix, BlobServiceClient, ContentSettings
+from azure.storage.blob import BlobServiceClient, ContentSettings
 
+from adapters import listing
 from core.errors import ContainerNotFound
 
 
@@ -51,36 +54,32 @@ class BlobStore:
         return True
 
     def list_names(self, container: str, prefix: str = "") -> Iterator[str]:
-        """Blob names under ``prefix`` in lexicographic order, paged lazily."""
+        """Blob names under ``prefix`` in lexicographic order, paged lazily (``adapters.listing``)."""
         client = self.service.get_container_client(container)
         try:
-            for name in client.list_blob_names(name_starts_with=prefix or None):
-                yield name
+            for page in listing.iter_pages(client, prefix or None):
+                yield from (blob.name for blob in page.blobs)
         except ResourceNotFoundError:
-            raise ContainerNotFound(
-                f"container {container!r} not found in storage account {self.account!r}",
-                "check the container name in the task request, or create the container and upload the images",
-            ) from None
+            raise self._container_not_found(container) from None
 
     def list_level(self, container: str, prefix: str, max_items: int, page_size: int = 5000,
                    etags: dict[str, str] | None = None) -> tuple[list[str], list[str], bool]:
         """One level of the virtual folders under ``prefix`` (delimiter ``/``): the folder prefixes and the blob names
         found there, in pages, stopping after the page that reaches ``max_items``. Returns ``(prefixes, names,
         complete)``; ``complete`` False means the level has more (the plan then lists that folder flat instead).
-        Order is restored by ``core.shards.merge_level`` (the SDK returns each page's prefixes before its blobs).
+        Order is restored by ``core.shards.merge_level`` (prefixes and blobs come back as two lists per page).
         ``etags``, when given, receives each blob's ETag by name (``only_new`` compares them across generations)."""
         client = self.service.get_container_client(container)
         prefixes: list[str] = []
         names: list[str] = []
         try:
-            pages: Any = client.walk_blobs(name_starts_with=prefix or None, delimiter="/",
-                                         results_per_page=page_size).by_page()
-            for page in pages:
-                for item in page:
-                    (prefixes if isinstance(item, BlobPrefix) else names).append(str(item.name))
-                    if etags is not None and not isinstance(item, BlobPrefix) and getattr(item, "etag", None):
-                        etags[str(item.name)] = _etag(item.etag)
-                if len(prefixes) + len(names) >= max_items and pages.continuation_token:
+            for page in listing.iter_pages(client, prefix or None, page_size, delimiter="/"):
+                prefixes.extend(page.prefixes)
+                for blob in page.blobs:
+                    names.append(blob.name)
+                    if etags is not None and blob.etag:
+                        etags[blob.name] = blob.etag
+                if len(prefixes) + len(names) >= max_items and page.next_marker is not None:
                     return prefixes, names, False
         except ResourceNotFoundError:
             raise self._container_not_found(container) from None
@@ -91,28 +90,21 @@ class BlobStore:
         """One page (up to 5,000, the service's maximum) of the blob names under ``prefix`` from the continuation
         ``marker`` (None: the start), and the marker of the next page (None: no more). Markers are the service's
         opaque ``NextMarker`` strings, small enough to travel through an orchestration."""
-        client = self.service.get_container_client(container)
-        try:
-            pages: Any = client.list_blob_names(name_starts_with=prefix or None,
-                                                     results_per_page=page_size).by_page(continuation_token=marker)
-            names = [str(n) for n in next(pages, [])]
-        except ResourceNotFoundError:
-            raise self._container_not_found(container) from None
-        return names, pages.continuation_token or None
+        blobs, marker = self.list_blobs_page(container, prefix, marker, page_size)
+        return [blob.name for blob in blobs], marker
 
     def list_blobs_page(self, container: str, prefix: str, marker: str | None,
-                        page_size: int = 5000) -> tuple[list[tuple[str, str]], str | None]:
-        """``list_names_page`` with each blob's ETag: ``([(name, etag), ...], next marker)``. The listing returns the
-        ETag with the name at no extra cost; a re-run with ``only_new`` reuses results of images whose name and ETag
-        are unchanged (``activities.reuse``)."""
-        client = self.service.get_container_client(container)
+                        page_size: int = 5000) -> tuple[list[listing.ListedBlob], str | None]:
+        """``list_names_page`` with each blob's ETag and size: ``([(name, etag, size), ...], next marker)``. The
+        listing returns them with the name at no extra cost; a re-run with ``only_new`` reuses results of images
+        whose name and ETag are unchanged (``activities.reuse``). Parsed by ``adapters.listing`` (a fraction of the
+        SDK's ``list_blobs`` CPU; ``bench/listing.py``)."""
         try:
-            pages: Any = client.list_blobs(name_starts_with=prefix or None,
-                                           results_per_page=page_size).by_page(continuation_token=marker)
-            items = [(str(b.name), _etag(b.etag)) for b in next(pages, [])]
+            page = listing.list_page(self.service.get_container_client(container), prefix or None, marker or None,
+                                     page_size)
         except ResourceNotFoundError:
             raise self._container_not_found(container) from None
-        return items, pages.continuation_token or None
+        return page.blobs, page.next_marker
 
     def etag_or_none(self, container: str, name: str) -> str | None:
         """The blob's ETag (one HEAD request), None when it does not exist."""

@@ -129,7 +129,8 @@ class ListingLimits:
 
     Every activity is bounded whatever the container holds: the plan lists at most ``plan_items`` folder entries
     (one level, a second one while there are fewer than ``expand_below`` folders), a listing call at most about
-    ``names_per_call`` blob names (whole pages of 5,000; ~23 us CPU each, so about 5 s), a shard-writing call about
+    ``names_per_call`` blob names (whole pages of 5,000; a few us of listing CPU each with ``adapters.listing``, ~10x
+    that through the SDK's ``list_blobs``: ``bench/RESULTS.md``), a shard-writing call about
     ``images_per_write`` images. Units (``max_units``) are what runs in parallel. Defaults suit production;
     tests pass small values to reach every branch with a few blobs.
     """
