@@ -114,6 +114,15 @@ class BlobStore:
             raise self._container_not_found(container) from None
         return items, pages.continuation_token or None
 
+    def list_etags(self, container: str, prefix: str) -> dict[str, str]:
+        """Every blob under ``prefix`` with its ETag (unquoted), in one paged listing: what the shard readers compare
+        coverage summaries against (``activities.shard_results``) at the cost of the listing they make anyway."""
+        client = self.service.get_container_client(container)
+        try:
+            return {str(b.name): _etag(b.etag) for b in client.list_blobs(name_starts_with=prefix or None)}
+        except ResourceNotFoundError:
+            raise self._container_not_found(container) from None
+
     def etag_or_none(self, container: str, name: str) -> str | None:
         """The blob's ETag (one HEAD request), None when it does not exist."""
         try:
