@@ -11,7 +11,8 @@ listing of the shard (with ETags) and one small read per attempt, instead of par
 parse the results, as the merge does, whenever a summary cannot be trusted: an attempt with results but no summary
 (an older worker, one that died before its last flush, the reused attempt 0 of an ``only_new`` re-run), a summary
 whose ETag is not the results blob's now (stale or torn), or attempts that did not run exactly what the previous
-ones left (``gpu_batch.manifest.combine_coverage``). Both ways give the same numbers (tests/unit/test_shard_coverage.py).
+ones left (``gpu_batch.manifest.combine_coverage``). Both ways give the same numbers
+(tests/integration/test_shard_coverage.py).
 """
 from __future__ import annotations
 

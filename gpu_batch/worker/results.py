@@ -67,6 +67,7 @@ class CoverageTarget:
     sink: ResultSink
     images: Sequence[str]
     manifest_etag: str
+    names_limit: int = contract.COVERAGE_NAMES_LIMIT
 
 
 class FileSink:
@@ -304,7 +305,7 @@ class ResultWriter:
         identity, entries = self._written
         assert identity is not None
         doc = contract.coverage_summary({e["file"]: e for e in entries}, self.coverage.images, identity,
-                                        self.coverage.manifest_etag)
+                                        self.coverage.manifest_etag, self.coverage.names_limit)
         try:
             self.coverage.sink.write(json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
         except OutputNotWritable as exc:  # the results are safe; the app parses them instead
