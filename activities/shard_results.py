@@ -9,7 +9,7 @@ The poll and the resubmission need only counts and the few names still missing, 
 summaries the workers write beside their results (``layout.attempt_coverage_blob``; ``gpu_batch.manifest``): one
 listing of the shard (with ETags) and one small read per attempt, instead of parsing every attempt's results. They
 parse the results, as the merge does, whenever a summary cannot be trusted: an attempt with results but no summary
-(an older worker, one that died before its last flush, the reused attempt 0 of an ``only_new`` re-run), a summary
+(an older worker or app, a worker that died before its last flush, too many names left not final), a summary
 whose ETag is not the results blob's now (stale or torn), or attempts that did not run exactly what the previous
 ones left (``gpu_batch.manifest.combine_coverage``). Both ways give the same numbers
 (tests/integration/test_shard_coverage.py).

@@ -217,7 +217,8 @@ def test_attempts_that_ran_other_images_than_the_previous_ones_left_are_parsed(
 
 
 def test_a_reused_attempt_0_without_a_summary_is_parsed(env: tuple[Settings, ReadSpy]) -> None:
-    """An ``only_new`` re-run's attempt 0 holds reused entries the app wrote (no summary): the shard is parsed."""
+    """An ``only_new`` re-run's attempt 0 as an app from before summaries wrote it (reused entries, no summary): the
+    shard is parsed. (``activities.reuse`` now writes one: tests/integration/test_reuse.py.)"""
     settings, store = env
     sid = "s00007"
     _write_manifest(store, settings, sid, 0, NAMES[:4])
