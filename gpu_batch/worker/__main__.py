@@ -5,7 +5,9 @@ Blob mode (Azure Batch tasks, the local pool):
         [--batch-size N] [--workers N] [--flush-seconds S] [--log-seconds S] [--compile]
         [--cudnn-benchmark | --no-cudnn-benchmark] [--cudnn-benchmark-limit N]
     Storage from TRAPBATCH_STORAGE_CONNECTION or TRAPBATCH_STORAGE_ACCOUNT_URL (+ managed identity). Images come from
-    the manifest's source_container, results go to output_container/output_blob.
+    the manifest's source_container, results go to output_container/output_blob, with a progress counter beside them
+    and, after the last flush, the attempt's coverage summary (``layout.attempt_coverage_blob``; the poll reads it
+    instead of the results: ``gpu_batch.manifest.coverage_summary``).
 Local mode (bench, tests):
     python -m gpu_batch.worker --manifest-file M.json --image-root DIR --output-file OUT.json [...]
 
