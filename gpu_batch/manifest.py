@@ -206,12 +206,14 @@ def is_final(entry: Mapping[str, Any]) -> bool:
 # rewrote them). The worker writes its results blob itself (``gpu_batch.worker.sources.BlobSink``, on Batch with
 # the nodes' managed identity: Batch's output files carry only the logs), so the ETag that Put Blob returns is known
 # to it, and the reader gets the current ETag of every blob of the shard from the one listing it makes anyway.
-# Blob storage changes a blob's ETag on every write (learn.microsoft.com/azure/storage/blobs/concurrency-manage,
-# "optimistic concurrency": the ETag is updated on every write operation). A digest of the bytes would need the
-# reader to compare it with a stored Content-MD5, which the service keeps only for a blob written in one Put Blob
-# or when the client sends x-ms-blob-content-md5 ("Windows Azure Blob MD5 Overview", learn.microsoft.com/archive/
-# blogs/windowsazurestorage: Put Block List stores the client's value, the service computes none); the SDK uploads
-# anything above ``max_single_put_size`` (64 MiB) in blocks, so large results would have none. ``manifest_etag`` is
+# Blob storage updates a blob's ETag on every write ("Azure Storage assigns an identifier to every object stored. This
+# identifier is updated every time an update operation is performed on an object": MicrosoftDocs/azure-docs,
+# articles/storage/blobs/concurrency-manage.md, "Optimistic concurrency"). A digest of the bytes would need the
+# reader to compare it with a stored Content-MD5, which the service keeps for a blob written in one Put Blob, but
+# for one committed from blocks only when the client sends x-ms-blob-content-md5 with Put Block List ("Windows Azure
+# Blob MD5 Overview", learn.microsoft.com/archive/blogs/windowsazurestorage/windows-azure-blob-md5-overview); the SDK
+# uploads anything above ``max_single_put_size`` (64 MiB) in blocks, so large results would have none, and a file
+# output (local mode) has neither: it gets no summary, the app never reads one. ``manifest_etag`` is
 # the ETag of the manifest blob as the worker read it: the reader checks that the oldest attempt ran exactly the
 # shard's manifest, and ``images_digest`` that each later attempt ran exactly the names the earlier ones left not
 # final (``combine_coverage``), so the counts add up to what parsing every attempt gives, or the reader parses.
