@@ -7,7 +7,9 @@ It must stay importable without torch or azure packages.
 
 Failed entries of a results document carry MegaDetector's ``failure`` string plus trapbatch's ``failure_kind`` and
 ``failure_reason`` (retryable or permanent, and why): they are defined once, at the end of this module, because the
-worker writes them and the app's coverage, resubmission and merge read them.
+worker writes them and the app's coverage, resubmission and merge read them. So is the small coverage summary a
+worker writes after its last flush (``coverage_summary``), with which the poll and the resubmission count a shard's
+coverage without parsing its results (``combine_coverage``; ``activities.shard_results``).
 
 Where these documents live (``layout.manifest_blob`` / ``layout.attempt_results_blob``) is ``gpu_batch.layout``'s
 business, like every other blob name.
