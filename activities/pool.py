@@ -14,13 +14,12 @@ from typing import Iterable
 import azure.durable_functions as df
 from azure.core.exceptions import AzureError
 
-from activities.shard_results import done_images, progress_count, shard_coverage, shard_manifest
+from activities.shard_results import images_to_rerun, progress_count, shard_coverage, shard_manifest
 from adapters import clients
 from adapters.blobs import BlobStore
 from core import contracts as c
 from core.cost import attempt_seconds
 from core.settings import Settings
-from core.shards import missing_images
 from gpu_batch import exit_codes, layout
 from gpu_batch.manifest import ShardManifest
 from gpu_batch.pool import GpuPool, ShardTask, TaskInfo, TaskState
@@ -86,8 +85,9 @@ def run_poll(task_id: str, job: str, task_ids: list[str], settings: Settings, st
     Without ``since`` the pool is asked about every id in ``task_ids`` (a full reconciliation, once per generation of
     the group); with it, ONE listing of the job's tasks changed after that cursor (``GpuPool.changes``), of which the
     group's in-flight ids are kept (a repeat from the cursor's overlap, or another group's task, is dropped here). The
-    returned cursor is for the next round. Completed tasks get their shard's coverage (a results read: what the
-    orchestrator decides on). Progress comes from the counters of the tasks the orchestrator knows to run
+    returned cursor is for the next round. Completed tasks get their shard's coverage (what the orchestrator decides
+    on), from the attempts' small coverage summaries where they can be trusted, else from their results
+    (``activities.shard_results``). Progress comes from the counters of the tasks the orchestrator knows to run
     (``running``) plus those this round found running: a few bytes each, never the results.
     """
     cancelled = store.exists(settings.container, layout.cancel_marker(job))
@@ -124,7 +124,7 @@ def resubmit_one(task_id: str, job: str, sid: str, attempt: int, settings: Setti
                  pool: GpuPool) -> c.Resubmitted:
     first = ShardManifest.from_dict(shard_manifest(store, settings, task_id, sid))  # every image of the shard
     # successes and permanent failures are final; retryable failures (download, auth, throttling) run again
-    missing = missing_images(first.images, done_images(store, settings, task_id, sid))
+    missing = images_to_rerun(store, settings, task_id, sid, first.images)
     if not missing:
         return {"shard_id": sid, "attempt": attempt, "missing": 0, "submitted": False}
     manifest = ShardManifest(

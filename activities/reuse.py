@@ -8,6 +8,8 @@ as the shard's *attempt 0* (``attempt-0.results.json``, read first by every read
 ``attempt-0.json`` listing every image of the shard (``activities.shard_results.shard_manifest``), and rewrites
 attempt 1's manifest to the images still to run. A shard with nothing left to run is then done without the pool
 (the task orchestrator starts it as done); the merge emits each image once (reused entries are final results).
+Attempt 0 also gets its coverage summary (``layout.attempt_coverage_blob``), as a worker's attempt does, so the
+poll counts the shard without parsing the reused entries.
 
 How the previous entries are found, in bounded memory: each enumeration records the name range of each shard it cut
 (``layout.shard_ranges_blob``, one small blob per manifest write); a new shard reads only the previous shards whose
@@ -17,8 +19,9 @@ hash), which costs more reads, never other answers. A previous generation enumer
 no ranges: nothing is reused and every image runs again (as with ``rerun``). Images deleted since are in no new shard,
 so they are simply not carried over.
 
-Idempotent: a retried call finds attempt 0's manifest (every image) and writes the same three blobs again. Must not:
-reuse an entry whose image's ETag changed or is unknown on either side; send a reused image to the pool.
+Idempotent: a retried call finds attempt 0's manifest (every image) and writes the same four blobs again (the
+summary after the results whose new ETag it names). Must not: reuse an entry whose image's ETag changed or is unknown
+on either side; send a reused image to the pool.
 """
 from __future__ import annotations
 
@@ -35,7 +38,7 @@ from core import contracts as c
 from core import mdformat
 from core.settings import Settings
 from gpu_batch import layout
-from gpu_batch.manifest import ShardManifest, is_final
+from gpu_batch.manifest import ShardManifest, coverage_summary, is_final
 
 logger = logging.getLogger(__name__)
 bp = df.Blueprint()
@@ -93,10 +96,13 @@ def reuse_shard(key: str, previous: str, sid: str, ranges: list[tuple[str, str, 
     whole = ShardManifest(**{**_fields(full), "attempt": 0,
                              "output_blob": layout.attempt_results_blob(key, sid, 0)})
     # Order matters for a retry: attempt 0's manifest first, so a retried call still sees every image of the shard.
-    store.write_json(settings.container, layout.manifest_blob(key, sid, 0), whole.to_dict())
-    store.write_json(settings.container, layout.attempt_results_blob(key, sid, 0), {
+    manifest_etag = store.write_json(settings.container, layout.manifest_blob(key, sid, 0), whole.to_dict())
+    results_etag = store.write_json(settings.container, layout.attempt_results_blob(key, sid, 0), {
         "images": [dict(found[n]) for n in full.images if n in found],
         "info": {"trapbatch": {"reused_from": previous}}})
+    # As a worker does after its results: the poll counts this attempt from the summary (``shard_results``).
+    store.write_json(settings.container, layout.attempt_coverage_blob(key, sid, 0),
+                     coverage_summary(found, full.images, results_etag, manifest_etag))
     run = ShardManifest(**{**_fields(full), "attempt": 1, "images": to_run,
                            "output_blob": layout.attempt_results_blob(key, sid, 1)})
     store.write_json(settings.container, layout.manifest_blob(key, sid, 1), run.to_dict())

@@ -4,17 +4,28 @@ Why one module: the poll (coverage decides what to resubmit), the resubmission (
 merge (which entry wins) must read attempts the same way; unreadable results count as none everywhere. An image is
 covered by a success or a permanent failure; a retryable failure (``failure_kind``, see ``gpu_batch.manifest``)
 leaves it missing, so it is resubmitted, and the rules are ``core.mdformat``'s, which the merge uses too.
+
+The poll and the resubmission need only counts and the few names still missing, so they first try the coverage
+summaries the workers write beside their results (``layout.attempt_coverage_blob``; ``gpu_batch.manifest``): one
+listing of the shard (with ETags) and one small read per attempt, instead of parsing every attempt's results. They
+parse the results, as the merge does, whenever a summary cannot be trusted: an attempt with results but no summary
+(an older worker or app, a worker that died before its last flush, too many names left not final), a summary
+whose ETag is not the results blob's now (stale or torn), or attempts that did not run exactly what the previous
+ones left (``gpu_batch.manifest.combine_coverage``). Both ways give the same numbers
+(tests/integration/test_shard_coverage.py).
 """
 from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from adapters.blobs import BlobStore
 from core import jsonio, mdformat
 from core.settings import Settings
+from core.shards import missing_images
 from gpu_batch import layout
+from gpu_batch import manifest as contract
 
 logger = logging.getLogger(__name__)
 PROGRESS_READ_LIMIT = 4096  # a progress counter is a few bytes; anything larger is not one
@@ -51,20 +62,55 @@ def shard_manifest(store: BlobStore, settings: Settings, task_id: str, sid: str)
     return first
 
 
-def shard_coverage(store: BlobStore, settings: Settings, task_id: str, sid: str) -> dict[str, int]:
-    """How many of the shard's images have a final result (from any attempt), and how many of those are permanent
-    failures; ``missing`` counts the rest (never written, or only retryable failures, counted in ``retryable``)."""
+def summarized_coverage(store: BlobStore, settings: Settings, task_id: str,
+                        sid: str) -> contract.ShardCoverage | None:
+    """The shard's coverage from its attempts' coverage summaries, or None when they cannot be trusted for every
+    attempt that has results (the callers then parse the results). Costs one listing of the shard and one read of a
+    small blob per attempt; the results and the manifest are never read."""
+    listed = store.list_etags(settings.container, layout.shard_prefix(task_id, sid))
+    attempts = sorted((a, name) for name in listed if (a := layout.attempt_of_results_blob(name)) is not None)
+    first = 0 if layout.manifest_blob(task_id, sid, 0) in listed else 1  # whose manifest lists the shard's images
+    if not attempts or attempts[0][0] != first:
+        return None
+    summaries: list[contract.CoverageSummary] = []
+    for attempt, name in attempts:
+        summary_name = layout.attempt_coverage_blob(task_id, sid, attempt)
+        if summary_name not in listed:
+            return None
+        summary = contract.read_coverage_summary(store.read_bytes_or_none(settings.container, summary_name))
+        if summary is None or not summary.matches(listed[name]):
+            return None
+        summaries.append(summary)
+    return contract.combine_coverage(listed.get(layout.manifest_blob(task_id, sid, first), ""), summaries)
+
+
+def parsed_coverage(store: BlobStore, settings: Settings, task_id: str, sid: str) -> dict[str, int]:
+    """``shard_coverage`` by parsing the shard's manifest and every attempt's results (what summaries stand in for)."""
     manifest = shard_manifest(store, settings, task_id, sid)
     return mdformat.coverage(manifest["images"], shard_attempt_results(store, settings, task_id, sid))
 
 
-def done_images(store: BlobStore, settings: Settings, task_id: str, sid: str) -> set[str]:
-    """Names of the shard's images that must NOT be run again: a success or a permanent failure in some attempt.
+def shard_coverage(store: BlobStore, settings: Settings, task_id: str, sid: str) -> dict[str, int]:
+    """How many of the shard's images have a final result (from any attempt), and how many of those are permanent
+    failures; ``missing`` counts the rest (never written, or only retryable failures, counted in ``retryable``).
+    From the attempts' coverage summaries when they can be trusted, else by parsing the results."""
+    summarized = summarized_coverage(store, settings, task_id, sid)
+    return summarized.counts if summarized is not None else parsed_coverage(store, settings, task_id, sid)
 
-    The resubmission runs the manifest's other images (``core.shards.missing_images(images, done_images(...))``):
-    those never written and those whose failures are all retryable.
-    """
+
+def done_images(store: BlobStore, settings: Settings, task_id: str, sid: str) -> set[str]:
+    """Names of the shard's images that must NOT be run again: a success or a permanent failure in some attempt."""
     return mdformat.final_files(shard_attempt_results(store, settings, task_id, sid))
+
+
+def images_to_rerun(store: BlobStore, settings: Settings, task_id: str, sid: str, images: Iterable[str]) -> list[str]:
+    """Of the shard's ``images`` (its manifest's, in order), those without a final result in any attempt: what a
+    resubmission runs (never written, or only retryable failures). From the coverage summaries' names when they can
+    be trusted, else ``core.shards.missing_images(images, done_images(...))`` over the parsed results."""
+    summarized = summarized_coverage(store, settings, task_id, sid)
+    if summarized is not None:
+        return [name for name in images if name in summarized.not_final]
+    return missing_images(images, done_images(store, settings, task_id, sid))
 
 
 def progress_count(store: BlobStore, settings: Settings, task_id: str, sid: str, attempt: int) -> int | None:

@@ -106,6 +106,15 @@ class BlobStore:
             raise self._container_not_found(container) from None
         return page.blobs, page.next_marker
 
+    def list_etags(self, container: str, prefix: str) -> dict[str, str]:
+        """Every blob under ``prefix`` with its ETag (unquoted), in one paged listing: what the shard readers compare
+        coverage summaries against (``activities.shard_results``) at the cost of the listing they make anyway."""
+        client = self.service.get_container_client(container)
+        try:
+            return {str(b.name): _etag(b.etag) for b in client.list_blobs(name_starts_with=prefix or None)}
+        except ResourceNotFoundError:
+            raise self._container_not_found(container) from None
+
     def etag_or_none(self, container: str, name: str) -> str | None:
         """The blob's ETag (one HEAD request), None when it does not exist."""
         try:
@@ -137,9 +146,13 @@ class BlobStore:
         except ResourceNotFoundError:
             return None
 
-    def write_bytes(self, container: str, name: str, data: bytes, content_type: str | None = None) -> None:
+    def write_bytes(self, container: str, name: str, data: bytes, content_type: str | None = None) -> str:
+        """Write (replace) the blob; returns its new ETag, as Put Blob returns it (a coverage summary names the
+        results it describes by it: ``gpu_batch.manifest``)."""
         settings = ContentSettings(content_type=content_type) if content_type else None
-        self.service.get_blob_client(container, name).upload_blob(data, overwrite=True, content_settings=settings)
+        written = self.service.get_blob_client(container, name).upload_blob(data, overwrite=True,
+                                                                             content_settings=settings)
+        return _etag(written.get("etag") if isinstance(written, dict) else None)
 
     def create_bytes(self, container: str, name: str, data: bytes) -> bool:
         """Write ``data`` only if the blob does not exist yet; False when it already did (the first writer wins)."""
@@ -160,9 +173,10 @@ class BlobStore:
         except ResourceNotFoundError:
             return None
 
-    def write_json(self, container: str, name: str, value: Any) -> None:
+    def write_json(self, container: str, name: str, value: Any) -> str:
+        """``write_bytes`` of ``value`` as JSON; returns the new ETag."""
         data = json.dumps(value, indent=1, ensure_ascii=False).encode("utf-8")
-        self.write_bytes(container, name, data, "application/json")
+        return self.write_bytes(container, name, data, "application/json")
 
     def exists(self, container: str, name: str) -> bool:
         return bool(self.service.get_blob_client(container, name).exists())

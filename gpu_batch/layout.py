@@ -19,6 +19,10 @@ In the task-state container::
     tasks/<task>/shards/<shard>/attempt-<n>.results.json what the worker wrote for that attempt
     tasks/<task>/shards/<shard>/attempt-<n>.progress.json how many images that attempt has done so far (the poll
                                                          reads this small counter, never the results, for progress)
+    tasks/<task>/shards/<shard>/attempt-<n>.coverage.json what that attempt's final results cover (counts, the names
+                                                         it left not final, the results blob's ETag): the poll and
+                                                         the resubmission read this instead of the results
+                                                         (``gpu_batch.manifest.CoverageSummary``)
     tasks/<task>/shards/<shard>/etags.json               {"etags": {name: ETag}} of the shard's images as listed
     tasks/<task>/shards/<shard>/attempt-0.json           a re-run with ``only_new``: every image of the shard (the
                                                          shard's own list; attempt 1 then holds only those to run)
@@ -157,6 +161,12 @@ def attempt_results_blob(task_id: str, sid: str, attempt: int) -> str:
 def attempt_progress_blob(task_id: str, sid: str, attempt: int) -> str:
     """The running attempt's counter (``gpu_batch.worker.results.progress_document``), rewritten after each flush."""
     return f"{shard_prefix(task_id, sid)}attempt-{attempt}.progress.json"
+
+
+def attempt_coverage_blob(task_id: str, sid: str, attempt: int) -> str:
+    """The finished attempt's coverage summary (``gpu_batch.manifest.coverage_summary``), written after its last
+    flush of results; valid only while the results blob still has the ETag the summary names."""
+    return f"{shard_prefix(task_id, sid)}attempt-{attempt}.coverage.json"
 
 
 def attempt_of_results_blob(name: str) -> int | None:

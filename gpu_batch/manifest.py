@@ -7,15 +7,19 @@ It must stay importable without torch or azure packages.
 
 Failed entries of a results document carry MegaDetector's ``failure`` string plus trapbatch's ``failure_kind`` and
 ``failure_reason`` (retryable or permanent, and why): they are defined once, at the end of this module, because the
-worker writes them and the app's coverage, resubmission and merge read them.
+worker writes them and the app's coverage, resubmission and merge read them. So is the small coverage summary a
+worker writes after its last flush (``coverage_summary``), with which the poll and the resubmission count a shard's
+coverage without parsing its results (``combine_coverage``; ``activities.shard_results``).
 
 Where these documents live (``layout.manifest_blob`` / ``layout.attempt_results_blob``) is ``gpu_batch.layout``'s
 business, like every other blob name.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 MANIFEST_VERSION = 1
 
@@ -180,3 +184,168 @@ def failure_reason(entry: Mapping[str, Any]) -> str | None:
 def is_final(entry: Mapping[str, Any]) -> bool:
     """Whether the image of this entry must not be run again: a success or a permanent failure."""
     return failure_kind(entry) != RETRYABLE
+
+
+# ---------------------------------------------------------------- the coverage summary of a finished attempt
+#
+# Why: the poll must know, for each completed shard attempt, how many of the shard's images have a final result.
+# Parsing every attempt's whole results document for that (a second full parse per image; the merge parses them
+# again) was most of the poll's CPU. So the worker, after the last flush of its results, writes beside them
+# (``layout.attempt_coverage_blob``) a few counts and the few names it left not final, and the app reads those.
+#
+#     {"version": 1, "results_etag": "0x8DC...", "manifest_etag": "0x8DB...",
+#      "images": 1000, "images_digest": "<sha256>", "final": 997, "permanent": 2, "foreign": 0,
+#      "retryable": ["cam1/IMG_0007.JPG"], "unwritten": ["cam1/IMG_0999.JPG", "cam2/IMG_0001.JPG"]}
+#
+# ``images``/``images_digest``: the attempt's manifest (distinct names; ``names_digest``); ``final``/``permanent``:
+# its manifest images whose entry is final / a permanent failure; ``retryable``/``unwritten``: the names of its
+# manifest images whose entry is a retryable failure / that have no entry (both null when together they exceed
+# ``COVERAGE_NAMES_LIMIT``: then the reader parses the results, as for an attempt without a summary); ``foreign``:
+# entries for names outside its manifest (never written by this worker; any makes the reader parse the results).
+#
+# Identity (why the results blob's ETag): a summary describes one exact results document, and must never be trusted
+# for another (a restart of the attempt rewrote the results, the worker died between the two writes, a fault
+# rewrote them). The worker writes its results blob itself (``gpu_batch.worker.sources.BlobSink``, on Batch with
+# the nodes' managed identity: Batch's output files carry only the logs), so the ETag that Put Blob returns is known
+# to it, and the reader gets the current ETag of every blob of the shard from the one listing it makes anyway.
+# Blob storage updates a blob's ETag on every write ("Azure Storage assigns an identifier to every object stored. This
+# identifier is updated every time an update operation is performed on an object": MicrosoftDocs/azure-docs,
+# articles/storage/blobs/concurrency-manage.md, "Optimistic concurrency"). A digest of the bytes would need the
+# reader to compare it with a stored Content-MD5, which the service keeps for a blob written in one Put Blob, but
+# for one committed from blocks only when the client sends x-ms-blob-content-md5 with Put Block List ("Windows Azure
+# Blob MD5 Overview", learn.microsoft.com/archive/blogs/windowsazurestorage/windows-azure-blob-md5-overview); the SDK
+# uploads anything above ``max_single_put_size`` (64 MiB) in blocks, so large results would have none, and a file
+# output (local mode) has neither: it gets no summary, the app never reads one. ``manifest_etag`` is
+# the ETag of the manifest blob as the worker read it: the reader checks that the oldest attempt ran exactly the
+# shard's manifest, and ``images_digest`` that each later attempt ran exactly the names the earlier ones left not
+# final (``combine_coverage``), so the counts add up to what parsing every attempt gives, or the reader parses.
+
+COVERAGE_VERSION = 1
+COVERAGE_NAMES_LIMIT = 1000  # names not final above which a summary lists none (the reader then parses)
+
+
+def names_digest(names: Iterable[str]) -> str:
+    """SHA-256 of the distinct names, sorted, as a compact JSON list: one canonical form for the worker and the app."""
+    text = json.dumps(sorted(set(names)), ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def coverage_summary(entries: Mapping[str, Mapping[str, Any]], images: Iterable[str], results_etag: str,
+                     manifest_etag: str, limit: int = COVERAGE_NAMES_LIMIT) -> dict[str, Any]:
+    """The summary of the results document holding ``entries`` (by file name) for a manifest of ``images``, which
+    Put Blob stored with ETag ``results_etag``; ``manifest_etag`` is the manifest blob's as the worker read it."""
+    wanted = list(dict.fromkeys(images))
+    final = permanent = 0
+    retryable: list[str] = []
+    unwritten: list[str] = []
+    for name in wanted:
+        entry = entries.get(name)
+        kind = failure_kind(entry) if entry is not None else None
+        if entry is None:
+            unwritten.append(name)
+        elif kind == RETRYABLE:
+            retryable.append(name)
+        else:
+            final += 1
+            permanent += kind == PERMANENT
+    wanted_set = set(wanted)
+    listed = len(retryable) + len(unwritten) <= limit
+    return {"version": COVERAGE_VERSION, "results_etag": _plain_etag(results_etag),
+            "manifest_etag": _plain_etag(manifest_etag), "images": len(wanted), "images_digest": names_digest(wanted),
+            "final": final, "permanent": permanent, "foreign": sum(1 for n in entries if n not in wanted_set),
+            "retryable": retryable if listed else None, "unwritten": unwritten if listed else None}
+
+
+def _plain_etag(value: str) -> str:
+    """An ETag without the quotes some calls return it in (Put Blob's header quotes it, a listing does not)."""
+    return str(value or "").strip('"')
+
+
+@dataclass(frozen=True, slots=True)
+class CoverageSummary:
+    """A parsed coverage summary (``coverage_summary``); ``read_coverage_summary`` makes one from the blob's bytes."""
+
+    results_etag: str
+    manifest_etag: str
+    images: int
+    images_digest: str
+    final: int
+    permanent: int
+    foreign: int
+    retryable: tuple[str, ...] | None
+    unwritten: tuple[str, ...] | None
+
+    def matches(self, results_etag: str) -> bool:
+        """Whether this summary describes the results blob that now has ``results_etag``."""
+        return bool(self.results_etag) and self.results_etag == _plain_etag(results_etag)
+
+
+def read_coverage_summary(data: bytes | None) -> CoverageSummary | None:
+    """The summary in ``data``, or None when it is not one (absent, torn, another version, a wrong field)."""
+    if not data:
+        return None
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(doc, dict) or doc.get("version") != COVERAGE_VERSION:
+        return None
+    counts = [doc.get(k) for k in ("images", "final", "permanent", "foreign")]
+    ints = [n for n in counts if isinstance(n, int) and not isinstance(n, bool) and n >= 0]
+    texts = [t for t in (doc.get(k) for k in ("results_etag", "manifest_etag", "images_digest")) if isinstance(t, str)]
+    if len(ints) != 4 or len(texts) != 3:
+        return None
+    names: list[tuple[str, ...] | None] = []
+    for key in ("retryable", "unwritten"):
+        value = doc.get(key)
+        if value is not None and not (isinstance(value, list) and all(isinstance(n, str) for n in value)):
+            return None
+        names.append(tuple(value) if value is not None else None)
+    if (names[0] is None) != (names[1] is None):
+        return None
+    return CoverageSummary(texts[0], texts[1], ints[0], texts[2], ints[1], ints[2], ints[3], names[0], names[1])
+
+
+@dataclass(frozen=True, slots=True)
+class ShardCoverage:
+    """A shard's coverage from its attempts' summaries: ``core.mdformat.coverage``'s counts, and the names of the
+    shard's images that have no final result in any attempt (what a resubmission runs)."""
+
+    counts: dict[str, int]
+    not_final: frozenset[str]
+
+
+def combine_coverage(shard_manifest_etag: str, summaries: Sequence[CoverageSummary]) -> ShardCoverage | None:
+    """The shard's coverage from the summaries of ALL its attempts that have results, oldest first, each already
+    matched to its results blob (``CoverageSummary.matches``); None when they cannot give exactly what parsing the
+    results gives (``core.mdformat.coverage`` over every attempt), so that the caller parses.
+
+    Why the counts add up: the oldest attempt must have run the shard's manifest (``shard_manifest_etag``, the
+    manifest blob's ETag now, is the one the worker read), and each later one exactly the names the one before left
+    not final (``images_digest``); an attempt only writes entries for its own manifest (``foreign`` 0). Then no image
+    is final in two attempts, so ``covered`` and ``failed`` are sums, the images still missing are those the newest
+    attempt left not final, and of those the retryable ones are the names some attempt wrote a retryable failure for.
+    """
+    if not summaries or not shard_manifest_etag or summaries[0].manifest_etag != _plain_etag(shard_manifest_etag):
+        return None
+    covered = failed = 0
+    retryable: set[str] = set()
+    left: tuple[str, ...] | None = None
+    for summary in summaries:
+        if summary.foreign or summary.retryable is None or summary.unwritten is None:
+            return None
+        if summary.final + len(summary.retryable) + len(summary.unwritten) != summary.images:
+            return None
+        if left is not None and (summary.images != len(set(left)) or summary.images_digest != names_digest(left)):
+            return None
+        covered += summary.final
+        failed += summary.permanent
+        retryable.update(summary.retryable)
+        left = summary.retryable + summary.unwritten
+    assert left is not None
+    not_final = frozenset(left)
+    images = summaries[0].images
+    if covered + len(not_final) != images:
+        return None
+    return ShardCoverage({"images": images, "covered": covered, "failed": failed,
+                          "retryable": len(not_final & retryable), "missing": len(not_final)}, not_final)

@@ -14,7 +14,9 @@ completes the job's unfinished tasks and refuses later submissions with ``JobClo
 worker writes them: every success carries a plausible ``width``/``height`` (one camera resolution per folder,
 seeded), as the real worker's entries do, so the exports take the same path as for real results (no image read for
 COCO's pixel boxes); with ``failure_rate`` F, each image of each attempt fails with probability F (seeded by image and
-attempt) as a *retryable* download failure, so the app resubmits it as the next attempt, as it would on Batch.
+attempt) as a *retryable* download failure, so the app resubmits it as the next attempt, as it would on Batch. After
+the results it writes the attempt's coverage summary, as the worker does (``gpu_batch.manifest.coverage_summary``),
+so the benchmark measures the poll that reads summaries, not results.
 
 Task state is in memory (one pool object per process, as ``adapters.clients.pool`` caches it); the results go to blob
 storage, where the app reads them. The writing threads are not the control plane: the benchmark counts only the
@@ -30,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any, Sequence
 
+from gpu_batch import layout
 from gpu_batch import manifest as contract
 from gpu_batch.pool.base import JobClosed, PoolChanges, ShardTask, TaskInfo, TaskResult, TaskState
 
@@ -161,15 +164,19 @@ class SimulatedPool:
         if not self._set(job_id, TaskInfo(task.task_id, TaskState.running, start_time=started)):
             return
         try:
-            raw = self.blobs.get_blob_client(task.manifest_container, task.manifest_blob).download_blob().readall()
-            shard = contract.ShardManifest.from_dict(json.loads(raw))
+            download = self.blobs.get_blob_client(task.manifest_container, task.manifest_blob).download_blob()
+            shard = contract.ShardManifest.from_dict(json.loads(download.readall()))
             entries = [synthetic_entry(name, shard.attempt, self.failure_rate, self.seed) for name in shard.images]
             doc = {"images": sorted(entries, key=lambda e: e["file"]), "detection_categories": dict(CATEGORIES),
                    "info": {"format_version": "1.6", "detector": "simulated (control-plane benchmark, not a model)",
                             "trapbatch": {"task_id": shard.task_id, "shard_id": shard.shard_id,
                                           "attempt": shard.attempt, "complete": True}}}
-            self.blobs.get_blob_client(shard.output_container, shard.output_blob).upload_blob(
+            written = self.blobs.get_blob_client(shard.output_container, shard.output_blob).upload_blob(
                 json.dumps(doc).encode("utf-8"), overwrite=True)
+            summary = contract.coverage_summary({e["file"]: e for e in entries}, shard.images, written["etag"],
+                                                download.properties.etag)
+            self.blobs.get_blob_client(shard.output_container, layout.attempt_coverage_blob(
+                shard.task_id, shard.shard_id, shard.attempt)).upload_blob(json.dumps(summary).encode(), overwrite=True)
         except Exception as exc:  # noqa: BLE001 - the simulated worker failed: a failed task, as on a pool
             self._set(job_id, TaskInfo(task.task_id, TaskState.completed, TaskResult.failure, 1,
                                        f"simulated worker failed: {exc}", started, _now()))

@@ -120,3 +120,70 @@ def test_a_blob_shard_writes_its_counter_where_the_poll_reads_it() -> None:
     assert sink is not None and opened == [("state", layout.attempt_progress_blob("task-0123456789abcdef0123",
                                                                                   "s00007", 2))]
     assert _progress_sink(False, None, manifest) is None
+
+
+class _EtagSink:
+    """A blob-like sink: keeps the bytes and returns a new ETag per write, as ``BlobSink`` returns Put Blob's."""
+
+    def __init__(self) -> None:
+        self.data: bytes | None = None
+        self.writes = 0
+
+    def read(self) -> bytes | None:
+        return self.data
+
+    def write(self, data: bytes) -> str | None:
+        self.data, self.writes = data, self.writes + 1
+        return f"0x{self.writes:04X}"
+
+    def describe(self) -> str:
+        return "etag sink"
+
+
+def test_close_writes_the_coverage_summary_of_the_final_document_with_its_etag(tmp_path: Path) -> None:
+    from gpu_batch.manifest import read_coverage_summary
+    from gpu_batch.worker.results import CoverageTarget
+
+    results, summary = _EtagSink(), _EtagSink()
+    images = ["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg", "a.jpg"]
+    w = ResultWriter(results, {}, initial={"a.jpg": detections_entry("a.jpg", [])}, flush_seconds=60,
+                     coverage=CoverageTarget(summary, images, '"0xMANIFEST"'))
+    w.start()
+    w.add(failure_entry("b.jpg", "image access failure", "undecodable"))
+    w.add(failure_entry("c.jpg", "image access failure", "auth"))
+    w.flush()
+    assert summary.data is None  # only after the last flush
+    w.add(detections_entry("x.jpg", []))  # not in the manifest: counted as foreign
+    w.close({"complete": True})
+    parsed = read_coverage_summary(summary.data)
+    assert parsed is not None and parsed.matches(f"0x{results.writes:04X}") and not parsed.matches("0x0001")
+    assert (parsed.images, parsed.final, parsed.permanent, parsed.foreign) == (5, 2, 1, 1)
+    assert parsed.retryable == ("c.jpg",) and parsed.unwritten == ("d.jpg", "e.jpg")
+    assert parsed.manifest_etag == "0xMANIFEST"
+
+    file_summary = _EtagSink()  # a file output has no identity the app could check: no summary
+    f = ResultWriter(FileSink(tmp_path / "out.json"), {}, flush_seconds=60,
+                     coverage=CoverageTarget(file_summary, images, "0xM"))
+    f.start()
+    f.close()
+    assert file_summary.data is None
+
+
+def test_a_blob_shard_writes_its_coverage_summary_where_the_poll_reads_it() -> None:
+    from types import SimpleNamespace
+
+    from gpu_batch import layout
+    from gpu_batch.manifest import ShardManifest
+    from gpu_batch.worker.__main__ import _coverage_target
+
+    opened: list[tuple[str, str]] = []
+    service = SimpleNamespace(get_blob_client=lambda container, name: opened.append((container, name)))
+    manifest = ShardManifest(task_id="task-0123456789abcdef0123", shard_id="s00007", attempt=2, source_container="cams",
+                             images=("a.jpg",), output_container="state",
+                             output_blob=layout.attempt_results_blob("task-0123456789abcdef0123", "s00007", 2),
+                             model="m.pt")
+    target = _coverage_target(True, service, manifest, ["a.jpg"], "0xM")
+    assert target is not None and target.images == ["a.jpg"] and target.manifest_etag == "0xM"
+    assert opened == [("state", layout.attempt_coverage_blob("task-0123456789abcdef0123", "s00007", 2))]
+    assert _coverage_target(False, None, manifest, ["a.jpg"], "") is None
+    assert _coverage_target(True, service, manifest, ["a.jpg"], "") is None  # no ETag: nothing to tie it to

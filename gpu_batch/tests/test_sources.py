@@ -51,6 +51,14 @@ def test_blob_shard_end_to_end_with_resume(storage_connection: str, unique_name:
     assert [by_file[n]["failure_reason"] for n in ("site A/broken.jpg", "site A/absent.jpg")] == ["undecodable",
                                                                                                "not_found"]
     assert summary["retryable"] == 0 and summary["failure_reasons"] == {"not_found": 1, "undecodable": 1}
+    # after its last flush, the coverage summary: tied to the results' and the manifest's ETags as stored
+    from gpu_batch.manifest import read_coverage_summary
+
+    covered = read_coverage_summary(state_c.download_blob(layout.attempt_coverage_blob("task-b", "s1", 1)).readall())
+    assert covered is not None and covered.matches(str(state_c.get_blob_client(out_blob).get_blob_properties().etag))
+    manifest_props = state_c.get_blob_client(layout.manifest_blob("task-b", "s1", 1)).get_blob_properties()
+    assert covered.manifest_etag == str(manifest_props.etag).strip('"')
+    assert (covered.images, covered.final, covered.permanent, covered.retryable, covered.unwritten) == (8, 8, 2, (), ())
     assert (tmp_path / "cache" / "blob" / state_c.container_name / "models" / "md_test.pt").is_file()
 
 

@@ -5,7 +5,9 @@ Blob mode (Azure Batch tasks, the local pool):
         [--batch-size N] [--workers N] [--flush-seconds S] [--log-seconds S] [--compile]
         [--cudnn-benchmark | --no-cudnn-benchmark] [--cudnn-benchmark-limit N] [--hw-decode auto|on|off]
     Storage from TRAPBATCH_STORAGE_CONNECTION or TRAPBATCH_STORAGE_ACCOUNT_URL (+ managed identity). Images come from
-    the manifest's source_container, results go to output_container/output_blob.
+    the manifest's source_container, results go to output_container/output_blob, with a progress counter beside them
+    and, after the last flush, the attempt's coverage summary (``layout.attempt_coverage_blob``; the poll reads it
+    instead of the results: ``gpu_batch.manifest.coverage_summary``).
 Local mode (bench, tests):
     python -m gpu_batch.worker --manifest-file M.json --image-root DIR --output-file OUT.json [...]
 
@@ -50,7 +52,7 @@ if TYPE_CHECKING:  # the real imports wait until main has set up the environment
     from gpu_batch.worker.hwdecode import DecodeSelection
     from gpu_batch.worker.loader import LoadedModel
     from gpu_batch.worker.pipeline import PipelineOptions, ShardSummary
-    from gpu_batch.worker.results import ResultSink, ResultWriter
+    from gpu_batch.worker.results import CoverageTarget, ResultSink, ResultWriter
     from gpu_batch.worker.sources import ImageSource
 
 # The exit codes are a contract with the app, which fails a task at once on those no retry can fix.
@@ -201,7 +203,7 @@ def _run(args: argparse.Namespace, env: Mapping[str, str], fault: Any, process_s
     import_s = started - imports_started
 
     blob_mode = _is_blob_mode(args)
-    service, manifest = _read_manifest(args, env, blob_mode)
+    service, manifest, manifest_etag = _read_manifest(args, env, blob_mode)
     label = f"task={manifest.task_id} shard={manifest.shard_id} attempt={manifest.attempt}"
     device = _choose_device(args.device)
     start_cuda_warmup(device)  # overlaps CUDA/cuDNN/nvJPEG initialisation with the model download and load
@@ -232,7 +234,8 @@ def _run(args: argparse.Namespace, env: Mapping[str, str], fault: Any, process_s
     info = _results_info(manifest, path)
     writer = ResultWriter(sink, info, initial=kept, flush_seconds=args.flush_seconds,
                           on_flushed=fault.after_flush, flush_at_new=fault.crash_threshold,
-                          progress=_progress_sink(blob_mode, service, manifest))
+                          progress=_progress_sink(blob_mode, service, manifest),
+                          coverage=_coverage_target(blob_mode, service, manifest, images, manifest_etag))
     options = _pipeline_options(args, label, decode)
     logger.info("%s %d images, %d already done, %d to process", label, len(images), len(kept), len(todo))
     try:
@@ -291,8 +294,9 @@ def _is_blob_mode(args: argparse.Namespace) -> bool:
 
 
 def _read_manifest(args: argparse.Namespace, env: Mapping[str, str],
-                   blob_mode: bool) -> tuple[Any, ShardManifest]:
-    """Fetch and parse the shard manifest; in blob mode also return the storage client it came through.
+                   blob_mode: bool) -> tuple[Any, ShardManifest, str]:
+    """Fetch and parse the shard manifest; in blob mode also return the storage client it came through and the
+    manifest blob's ETag as read (the coverage summary names the manifest by it; empty in local mode).
 
     Why every failure becomes ``_Usage``: without a manifest there is no shard to run, which is exit 2 whatever the
     cause; the reason is kept in the message for the log.
@@ -301,12 +305,15 @@ def _read_manifest(args: argparse.Namespace, env: Mapping[str, str],
     from gpu_batch.worker import sources
 
     service = None
+    etag = ""
     try:
         if blob_mode:
             if not (args.manifest_container and args.manifest_blob):
                 raise _Usage("--manifest-container and --manifest-blob go together")
             service = sources.blob_service_from_env(env)
-            raw = service.get_blob_client(args.manifest_container, args.manifest_blob).download_blob().readall()
+            download = service.get_blob_client(args.manifest_container, args.manifest_blob).download_blob()
+            raw = download.readall()
+            etag = str(getattr(download.properties, "etag", "") or "")
         else:
             if not args.image_root:
                 raise _Usage("local mode needs --image-root")
@@ -318,7 +325,7 @@ def _read_manifest(args: argparse.Namespace, env: Mapping[str, str],
         raise _Usage(str(exc)) from exc
     except Exception as exc:  # noqa: BLE001 - any failure to obtain a manifest is exit 2, with the reason logged
         raise _Usage(f"cannot read the shard manifest: {type(exc).__name__}: {exc}") from exc
-    return service, manifest
+    return service, manifest, etag
 
 
 def _choose_device(requested: str, probe: CudaProbe | None = None) -> str:
@@ -402,6 +409,22 @@ def _progress_sink(blob_mode: bool, service: Any, manifest: ShardManifest) -> Re
 
     return sources.BlobSink(service, manifest.output_container,
                             layout.attempt_progress_blob(manifest.task_id, manifest.shard_id, manifest.attempt))
+
+
+def _coverage_target(blob_mode: bool, service: Any, manifest: ShardManifest, images: Sequence[str],
+                     manifest_etag: str) -> CoverageTarget | None:
+    """Where the finished attempt's coverage summary goes (blob mode: ``layout.attempt_coverage_blob``, which the
+    poll reads instead of the results; ``gpu_batch.manifest.coverage_summary``); none for file outputs or when the
+    manifest's ETag is unknown (the app then parses the results)."""
+    if not blob_mode or not manifest_etag:
+        return None
+    from gpu_batch import layout
+    from gpu_batch.worker import sources
+    from gpu_batch.worker.results import CoverageTarget
+
+    sink = sources.BlobSink(service, manifest.output_container,
+                            layout.attempt_coverage_blob(manifest.task_id, manifest.shard_id, manifest.attempt))
+    return CoverageTarget(sink, images, manifest_etag)
 
 
 def _load_detector(args: argparse.Namespace, env: Mapping[str, str], service: Any, manifest: ShardManifest,

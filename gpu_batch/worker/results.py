@@ -20,7 +20,10 @@ Per-image failures are data, never exceptions; ``failure_kind``/``failure_reason
 Beside the results, a small counter (``progress_document``, in ``layout.attempt_progress_blob`` for blob outputs) is
 rewritten after each flush, so that the orchestration's poll learns how far a running shard is from a few bytes,
 instead of reading megabytes of results every poll. It is best effort: a counter that cannot be written never stops
-the shard.
+the shard. After the last flush (``ResultWriter.close``), a blob output also gets its coverage summary
+(``gpu_batch.manifest.coverage_summary``, in ``layout.attempt_coverage_blob``): counts and the names left not final,
+tied to the ETag Put Blob returned for the results, so the poll counts coverage without parsing them. Best effort
+too: without it (or with a stale one) the app parses the results, as before.
 
 Must not: run models or decode images.
 """
@@ -32,8 +35,9 @@ import os
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Protocol
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
 from gpu_batch import manifest as contract
 
@@ -54,9 +58,22 @@ class ResultSink(Protocol):
 
     def read(self) -> bytes | None: ...
 
-    def write(self, data: bytes) -> None: ...
+    def write(self, data: bytes) -> str | None:
+        """Replace the document; returns what identifies the bytes now stored (a blob's ETag), None for a file."""
+        ...
 
     def describe(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CoverageTarget:
+    """Where a finished attempt's coverage summary goes (``sink``), and what it summarizes against: the attempt's
+    manifest ``images`` and the ETag of the manifest blob as the worker read it (``gpu_batch.manifest``)."""
+
+    sink: ResultSink
+    images: Sequence[str]
+    manifest_etag: str
+    names_limit: int = contract.COVERAGE_NAMES_LIMIT
 
 
 class FileSink:
@@ -71,7 +88,7 @@ class FileSink:
         except (FileNotFoundError, NotADirectoryError):  # no previous output (a bad folder fails at write)
             return None
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes) -> None:  # a file has no identity the app could check: no coverage summary
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name + ".", suffix=".tmp")
@@ -148,16 +165,21 @@ class ResultWriter:
     ``on_flushed(n_new)`` is called after each successful flush with the number of entries added by this attempt
     (the fault-injection hook uses it);
     ``flush_when(n_new)`` may ask for an immediate flush once that many new entries were added;
-    ``progress``, when given, receives ``progress_document`` after each flush (best effort).
+    ``progress``, when given, receives ``progress_document`` after each flush (best effort);
+    ``coverage``, when given, receives the coverage summary of the final document after ``close`` (best effort; only
+    when the sink returned an identity for it, i.e. a blob's ETag).
     """
 
     ENCODE_SECONDS = 0.5  # how often the flushing thread encodes newly added entries between flushes
 
     def __init__(self, sink: ResultSink, info: Mapping[str, Any], initial: Mapping[str, dict[str, Any]] | None = None,
                  flush_seconds: float = 5.0, on_flushed: Callable[[int], None] | None = None,
-                 flush_at_new: int | None = None, progress: ResultSink | None = None) -> None:
+                 flush_at_new: int | None = None, progress: ResultSink | None = None,
+                 coverage: CoverageTarget | None = None) -> None:
         self.sink = sink
         self.progress = progress
+        self.coverage = coverage
+        self._written: tuple[str | None, list[dict[str, Any]]] | None = None  # the last flush: identity, entries
         self.info = dict(info)
         self._entries: dict[str, dict[str, Any]] = dict(initial or {})
         self._lock = threading.Lock()
@@ -214,7 +236,7 @@ class ResultWriter:
         last: OutputNotWritable | None = None
         for attempt in range(3):  # transient storage errors: a short retry before declaring the output lost
             try:
-                self.sink.write(data)
+                identity = self.sink.write(data)
                 break
             except OutputNotWritable as exc:
                 last = exc
@@ -222,6 +244,7 @@ class ResultWriter:
         else:
             assert last is not None
             raise last
+        self._written = (identity, entries)
         if self.progress is not None:
             try:
                 self.progress.write(progress_document(len(entries)))
@@ -281,3 +304,17 @@ class ResultWriter:
         if self.error is not None:
             raise self.error
         self.flush(extra_info)
+        self._write_coverage()
+
+    def _write_coverage(self) -> None:
+        """The coverage summary of what the last flush wrote, tied to the identity its write returned."""
+        if self.coverage is None or self._written is None or not self._written[0]:
+            return
+        identity, entries = self._written
+        assert identity is not None
+        doc = contract.coverage_summary({e["file"]: e for e in entries}, self.coverage.images, identity,
+                                        self.coverage.manifest_etag, self.coverage.names_limit)
+        try:
+            self.coverage.sink.write(json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+        except OutputNotWritable as exc:  # the results are safe; the app parses them instead
+            logger.warning("coverage summary %s not written: %s", self.coverage.sink.describe(), exc)

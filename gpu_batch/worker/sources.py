@@ -155,16 +155,21 @@ class BlobSink:
         except ResourceNotFoundError:
             return None
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes) -> str | None:
+        """Upload ``data`` in one request (the worker's documents are far below the SDK's 64 MiB single-put size;
+        above it the SDK uploads blocks, still one commit); returns the new ETag, which Put Blob and Put Block List
+        return in their response (the coverage summary names the results by it: ``gpu_batch.manifest``)."""
         from azure.core.exceptions import AzureError
 
         from gpu_batch.worker.results import OutputNotWritable
 
         try:
-            self.client.upload_blob(data, overwrite=True)
+            response = self.client.upload_blob(data, overwrite=True)
         except AzureError as exc:
             raise OutputNotWritable(f"cannot write results to blob {self.container}/{self.name}: "
                                     f"{type(exc).__name__}: {exc}") from exc
+        etag = response.get("etag") if isinstance(response, dict) else None
+        return str(etag).strip('"') if etag else None
 
     def describe(self) -> str:
         return f"blob {self.container}/{self.name}"

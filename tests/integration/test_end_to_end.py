@@ -232,6 +232,14 @@ def test_failed_shard_resubmits_only_its_missing_images(host, app_env, store, un
     assert list(second.images) == [n for n in first.images if n not in done_in_first]  # only the missing ones
     for sid in ("s00000", "s00002"):  # the healthy shards ran once
         assert not store.exists(state, layout.manifest_blob(task_id, sid, 2))
+    # each finished attempt's coverage summary names its results as stored; the crashed one never wrote one
+    from gpu_batch.manifest import read_coverage_summary
+
+    for sid, attempt in (("s00000", 1), ("s00002", 1), ("s00001", 2)):
+        summary = read_coverage_summary(store.read_bytes(state, layout.attempt_coverage_blob(task_id, sid, attempt)))
+        etag = store.etag_or_none(state, layout.attempt_results_blob(task_id, sid, attempt))
+        assert summary is not None and etag and summary.matches(etag)
+    assert not store.exists(state, layout.attempt_coverage_blob(task_id, "s00001", 1))
     check_results(store, app_env, task_id, names)
     check_cost(host, task_id, final["output"])
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from activities.merge import _merged_shard
 from activities.reuse import run_reuse
-from activities.shard_results import done_images, shard_coverage
+from activities.shard_results import done_images, parsed_coverage, shard_coverage, summarized_coverage
 from adapters.blobs import BlobStore
 from core.requests import TaskRequest
 from core.settings import Settings
@@ -82,6 +82,9 @@ def test_reuse_carries_over_final_entries_of_unchanged_images_and_runs_the_rest(
         sid = layout.shard_id(i)
         coverage = shard_coverage(store, settings, NEW, sid)
         assert (coverage["covered"], coverage["missing"]) == (out["reused"][i], out["to_run"][i])
+        summarized = summarized_coverage(store, settings, NEW, sid)  # attempt 0's summary, when something was reused
+        assert (summarized is not None) == (out["reused"][i] > 0) and coverage == parsed_coverage(store, settings,
+                                                                                                  NEW, sid)
         assert done_images(store, settings, NEW, sid).isdisjoint(sent)
         merged += _merged_shard(store, settings, NEW, i, None)[0]
     files = [e["file"] for e in merged]

@@ -53,6 +53,26 @@ def test_tasks_complete_with_a_results_document_of_every_image(storage_connectio
     assert any(not is_failure(synthetic_entry(e["file"], 2, 0.3)) for e in failed)
 
 
+def test_its_coverage_summaries_let_the_poll_count_without_parsing(storage_connection: str, store: BlobStore,
+                                                                    unique_name: str) -> None:
+    """As the worker, it writes each attempt's coverage summary, so the benchmark's polls take the summary path."""
+    from activities.shard_results import images_to_rerun, parsed_coverage, summarized_coverage
+
+    store.ensure_container(unique_name)
+    settings = Settings.from_env({"AzureWebJobsStorage": storage_connection, "TRAPBATCH_CONTAINER": unique_name})
+    pool = SimulatedPool(storage_connection, failure_rate=0.3)
+    names = [f"cam{i % 3}/img{i:03d}.jpg" for i in range(40)]
+    pool.ensure_job("job")
+    for attempt, images in ((1, names), (2, None)):
+        if images is None:
+            images = images_to_rerun(store, settings, TASK, "s00000", names)
+        pool.submit("job", [_manifest(store, unique_name, "s00000", images, attempt)])
+        wait_until(lambda: all(i.state is TaskState.completed for i in pool.poll("job")), 30, "the attempt to end")
+        summarized = summarized_coverage(store, settings, TASK, "s00000")
+        assert summarized is not None and summarized.counts == parsed_coverage(store, settings, TASK, "s00000")
+        assert 0 < summarized.counts["missing"] < len(names)
+
+
 def test_closed_jobs_refuse_tasks_and_a_task_without_its_manifest_fails(storage_connection: str, store: BlobStore,
                                                                    unique_name: str) -> None:
     store.ensure_container(unique_name)

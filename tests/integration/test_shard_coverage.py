@@ -1,0 +1,249 @@
+"""A shard's coverage from the workers' coverage summaries equals the coverage from parsing every attempt's results.
+
+The summaries are written by the worker's own code (``ResultWriter`` with ``BlobSink``s and a ``CoverageTarget``,
+as ``gpu_batch.worker.__main__`` wires them) into Azurite, whose ETags are the identity a summary is checked by.
+Each shard is counted both ways (``activities.shard_results.summarized_coverage`` and ``parsed_coverage``), and the
+resubmission's image list both ways, in the cases that make the summaries usable and those that must not be trusted:
+a resubmitted shard with retryable and permanent failures, an attempt without a summary, a stale summary, a reused
+attempt 0, an attempt that ran more than the previous one left (a late flush after the resubmission), a summary
+that lists no names.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Mapping
+
+import pytest
+
+from activities.pool import resubmit_one
+from activities.shard_results import (done_images, images_to_rerun, parsed_coverage, shard_coverage,
+                                      summarized_coverage)
+from adapters.blobs import BlobStore, service_client
+from core.settings import Settings
+from core.shards import missing_images
+from gpu_batch import layout
+from gpu_batch import manifest as contract
+from gpu_batch.worker.results import CoverageTarget, ResultWriter, detections_entry, failure_entry
+from gpu_batch.worker.sources import BlobSink
+
+TASK = "task-0123456789abcdef0123"
+DET = {"category": "1", "conf": 0.8, "bbox": [0.1, 0.1, 0.2, 0.2]}
+
+
+class ReadSpy(BlobStore):
+    """The real adapter, recording the names of the blobs whose content it reads."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.reads: list[str] = []
+
+    def read_bytes(self, container: str, name: str) -> bytes:
+        self.reads.append(name)
+        return super().read_bytes(container, name)
+
+
+class NullPool:
+    def ensure_job(self, job_id: str) -> None:
+        pass
+
+    def submit(self, job_id: str, tasks: list[object]) -> None:
+        pass
+
+
+@pytest.fixture
+def env(storage_connection: str, unique_name: str) -> tuple[Settings, ReadSpy]:
+    settings = Settings.from_env({"AzureWebJobsStorage": storage_connection, "TRAPBATCH_CONTAINER": unique_name})
+    store = ReadSpy(service_client(storage_connection))
+    store.ensure_container(settings.container)
+    return settings, store
+
+
+def _write_manifest(store: BlobStore, settings: Settings, sid: str, attempt: int, images: list[str]) -> None:
+    m = contract.ShardManifest(task_id=TASK, shard_id=sid, attempt=attempt, source_container="src",
+                               images=tuple(images), output_container=settings.container,
+                               output_blob=layout.attempt_results_blob(TASK, sid, attempt), model="m.pt")
+    store.write_json(settings.container, layout.manifest_blob(TASK, sid, attempt), m.to_dict())
+
+
+def _entry(name: str, outcome: str) -> dict[str, Any]:
+    if outcome == "ok":
+        return detections_entry(name, [DET])
+    if outcome == "perm":
+        return failure_entry(name, "image access failure", contract.REASON_UNDECODABLE)
+    if outcome == "retry":
+        return failure_entry(name, "image access failure", contract.REASON_DOWNLOAD)
+    if outcome == "old":  # a failure from before kinds existed: counts as permanent
+        return {"file": name, "failure": "image access failure", "detections": None}
+    raise ValueError(outcome)
+
+
+def _run_attempt(store: BlobStore, settings: Settings, sid: str, attempt: int, outcomes: Mapping[str, str],
+                 summary: bool = True, limit: int | None = None) -> None:
+    """What the worker does for one attempt: read its manifest (and ETag), write the results of ``outcomes`` (names
+    left out are never written) and, with ``summary``, its coverage summary after the last flush."""
+    name = layout.manifest_blob(TASK, sid, attempt)
+    download = store.service.get_blob_client(settings.container, name).download_blob()
+    images = list(dict.fromkeys(json.loads(download.readall())["images"]))
+    target = None
+    if summary:
+        target = CoverageTarget(BlobSink(store.service, settings.container,
+                                         layout.attempt_coverage_blob(TASK, sid, attempt)),
+                                images, str(download.properties.etag), limit or contract.COVERAGE_NAMES_LIMIT)
+    writer = ResultWriter(BlobSink(store.service, settings.container, layout.attempt_results_blob(TASK, sid, attempt)),
+                          {"detector": "test"}, flush_seconds=60, coverage=target)
+    writer.start()
+    for n, outcome in outcomes.items():
+        writer.add(_entry(n, outcome))
+    writer.close()
+
+
+def _resubmit(store: BlobStore, settings: Settings, sid: str, attempt: int) -> list[str]:
+    """The next attempt's manifest, written by the real resubmission; its images."""
+    resubmit_one(TASK, TASK, sid, attempt, settings, store, NullPool())  # type: ignore[arg-type]
+    doc = store.read_json_or_none(settings.container, layout.manifest_blob(TASK, sid, attempt))
+    return list(doc["images"]) if doc else []
+
+
+def _both_ways(store: BlobStore, settings: Settings, sid: str) -> tuple[contract.ShardCoverage | None, dict[str, int]]:
+    """The summaries' answer (None: not usable) and the parsed one, after checking that every caller agrees."""
+    summarized = summarized_coverage(store, settings, TASK, sid)
+    parsed = parsed_coverage(store, settings, TASK, sid)
+    assert shard_coverage(store, settings, TASK, sid) == parsed
+    images = store.read_json(settings.container, layout.manifest_blob(
+        TASK, sid, 0 if store.exists(settings.container, layout.manifest_blob(TASK, sid, 0)) else 1))["images"]
+    expected = missing_images(images, done_images(store, settings, TASK, sid))
+    assert images_to_rerun(store, settings, TASK, sid, images) == expected
+    if summarized is not None:
+        assert summarized.counts == parsed
+        assert summarized.not_final == frozenset(expected)
+    return summarized, parsed
+
+
+NAMES = [f"cam{i % 3}/IMG_{i:04d}.JPG" for i in range(12)]
+
+
+def test_a_resubmitted_shard_counts_the_same_from_summaries_without_reading_results(
+        env: tuple[Settings, ReadSpy]) -> None:
+    settings, store = env
+    sid = "s00001"
+    _write_manifest(store, settings, sid, 1, NAMES + NAMES[:2])  # a name listed twice counts once
+    first = {NAMES[0]: "ok", NAMES[1]: "ok", NAMES[2]: "perm", NAMES[3]: "old", NAMES[4]: "retry",
+             NAMES[5]: "retry", NAMES[6]: "ok"}  # 7..11 never written (the attempt died... then flushed, closed)
+    _run_attempt(store, settings, sid, 1, first)
+    summarized, parsed = _both_ways(store, settings, sid)
+    assert summarized is not None
+    assert parsed == {"images": 12, "covered": 5, "failed": 2, "retryable": 2, "missing": 7}
+
+    second_images = _resubmit(store, settings, sid, 2)
+    assert second_images == NAMES[4:6] + NAMES[7:]
+    _run_attempt(store, settings, sid, 2, {NAMES[4]: "ok", NAMES[5]: "retry", NAMES[7]: "perm", NAMES[8]: "ok",
+                                           NAMES[9]: "retry"})  # 10, 11 never written again
+    summarized, parsed = _both_ways(store, settings, sid)
+    assert summarized is not None
+    assert parsed == {"images": 12, "covered": 8, "failed": 3, "retryable": 2, "missing": 4}
+
+    third_images = _resubmit(store, settings, sid, 3)
+    _run_attempt(store, settings, sid, 3, {n: "ok" for n in third_images})
+    store.reads.clear()
+    summarized, parsed = _both_ways(store, settings, sid)
+    assert summarized is not None and parsed["missing"] == 0 and parsed["covered"] == 12
+    store.reads.clear()
+    shard_coverage(store, settings, TASK, sid)
+    assert store.reads and all(n.endswith(".coverage.json") for n in store.reads)  # no results, no manifest
+
+
+def test_summaries_that_cannot_be_trusted_fall_back_to_the_same_numbers(env: tuple[Settings, ReadSpy]) -> None:
+    settings, store = env
+    outcomes = {NAMES[0]: "ok", NAMES[1]: "retry", NAMES[2]: "perm"}
+
+    # an attempt with results and no summary (an older worker; one that died before its last flush)
+    _write_manifest(store, settings, "s00002", 1, NAMES[:5])
+    _run_attempt(store, settings, "s00002", 1, outcomes)
+    _resubmit(store, settings, "s00002", 2)
+    _run_attempt(store, settings, "s00002", 2, {NAMES[1]: "ok", NAMES[3]: "retry"}, summary=False)
+    summarized, parsed = _both_ways(store, settings, "s00002")
+    assert summarized is None and parsed == {"images": 5, "covered": 3, "failed": 1, "retryable": 1, "missing": 2}
+
+    # a stale summary: the results were rewritten after it (a restart of the attempt, a fault), so their ETag moved
+    _write_manifest(store, settings, "s00003", 1, NAMES[:5])
+    _run_attempt(store, settings, "s00003", 1, outcomes)
+    assert summarized_coverage(store, settings, TASK, "s00003") is not None
+    doc = store.read_json(settings.container, layout.attempt_results_blob(TASK, "s00003", 1))
+    doc["images"] = [_entry(n, "ok") for n in NAMES[:4]]
+    store.write_json(settings.container, layout.attempt_results_blob(TASK, "s00003", 1), doc)
+    summarized, parsed = _both_ways(store, settings, "s00003")
+    assert summarized is None and parsed["covered"] == 4
+
+    # a torn summary (not JSON) and one of another version
+    _write_manifest(store, settings, "s00004", 1, NAMES[:5])
+    _run_attempt(store, settings, "s00004", 1, outcomes)
+    coverage_blob = layout.attempt_coverage_blob(TASK, "s00004", 1)
+    good = store.read_bytes(settings.container, coverage_blob)
+    for bad in (good[: len(good) // 2], json.dumps({**json.loads(good), "version": 99}).encode()):
+        store.write_bytes(settings.container, coverage_blob, bad)
+        summarized, parsed = _both_ways(store, settings, "s00004")
+        assert summarized is None and parsed["covered"] == 2
+
+    # too many names not final: the summary lists none, and the reader parses
+    _write_manifest(store, settings, "s00005", 1, NAMES)
+    _run_attempt(store, settings, "s00005", 1, outcomes, limit=3)
+    assert json.loads(store.read_bytes(settings.container, layout.attempt_coverage_blob(TASK, "s00005", 1)))[
+        "unwritten"] is None
+    summarized, parsed = _both_ways(store, settings, "s00005")
+    assert summarized is None and parsed["missing"] == 10
+
+
+def test_attempts_that_ran_other_images_than_the_previous_ones_left_are_parsed(
+        env: tuple[Settings, ReadSpy]) -> None:
+    """Attempt 2 was cut while attempt 1 still wrote (a resident worker's late flush after its task ended), so it ran
+    an image attempt 1 then finished too; attempt 3's manifest lacks an image attempt 2 left. Every summary matches
+    its results and the counts even add up to the shard's images, but only the chain of manifests (each attempt ran
+    exactly what the previous left) shows that they overlap and miss one: the reader must parse."""
+    settings, store = env
+    sid = "s00006"
+    _write_manifest(store, settings, sid, 1, NAMES[:6])
+    _run_attempt(store, settings, sid, 1, {NAMES[0]: "ok"}, summary=False)
+    assert _resubmit(store, settings, sid, 2) == NAMES[1:6]
+    _run_attempt(store, settings, sid, 1, {NAMES[0]: "ok", NAMES[1]: "ok"})  # the late flush, then its summary
+    _run_attempt(store, settings, sid, 2, {NAMES[1]: "ok", NAMES[2]: "ok", NAMES[3]: "retry"})
+    _write_manifest(store, settings, sid, 3, NAMES[3:5])  # without NAMES[5], which attempt 2 never wrote
+    _run_attempt(store, settings, sid, 3, {NAMES[3]: "ok", NAMES[4]: "retry"})
+    sums = [json.loads(store.read_bytes(settings.container, layout.attempt_coverage_blob(TASK, sid, a)))
+            for a in (1, 2, 3)]
+    assert sum(d["final"] for d in sums) + len(sums[-1]["retryable"] + sums[-1]["unwritten"]) == 6
+    summarized, parsed = _both_ways(store, settings, sid)
+    assert summarized is None
+    assert parsed == {"images": 6, "covered": 4, "failed": 0, "retryable": 1, "missing": 2}
+
+
+def test_a_reused_attempt_0_without_a_summary_is_parsed(env: tuple[Settings, ReadSpy]) -> None:
+    """An ``only_new`` re-run's attempt 0 as an app from before summaries wrote it (reused entries, no summary): the
+    shard is parsed. (``activities.reuse`` now writes one: tests/integration/test_reuse.py.)"""
+    settings, store = env
+    sid = "s00007"
+    _write_manifest(store, settings, sid, 0, NAMES[:4])
+    store.write_json(settings.container, layout.attempt_results_blob(TASK, sid, 0),
+                     {"images": [_entry(NAMES[0], "ok")]})
+    _write_manifest(store, settings, sid, 1, NAMES[1:4])
+    _run_attempt(store, settings, sid, 1, {NAMES[1]: "ok", NAMES[2]: "retry"})
+    summarized, parsed = _both_ways(store, settings, sid)
+    assert summarized is None and parsed == {"images": 4, "covered": 2, "failed": 0, "retryable": 1, "missing": 2}
+
+
+def test_a_summary_for_another_manifest_is_not_trusted(env: tuple[Settings, ReadSpy]) -> None:
+    """The shard manifest was rewritten after the worker read it: its ETag is not the summary's any more."""
+    settings, store = env
+    sid = "s00008"
+    _write_manifest(store, settings, sid, 1, NAMES[:3])
+    _run_attempt(store, settings, sid, 1, {n: "ok" for n in NAMES[:3]})
+    assert summarized_coverage(store, settings, TASK, sid) is not None
+    _write_manifest(store, settings, sid, 1, NAMES[:5])
+    summarized, parsed = _both_ways(store, settings, sid)
+    assert summarized is None and parsed == {"images": 5, "covered": 3, "failed": 0, "retryable": 0, "missing": 2}
+
+
+def test_a_shard_without_results_is_counted_from_its_manifest(env: tuple[Settings, ReadSpy]) -> None:
+    settings, store = env
+    _write_manifest(store, settings, "s00009", 1, NAMES[:3])
+    summarized, parsed = _both_ways(store, settings, "s00009")
+    assert summarized is None and parsed == {"images": 3, "covered": 0, "failed": 0, "retryable": 0, "missing": 3}

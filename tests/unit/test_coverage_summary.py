@@ -1,0 +1,77 @@
+"""The coverage summary (``gpu_batch.manifest``): what the worker writes, what the app accepts, and that combining
+the summaries of chained attempts gives exactly ``core.mdformat.coverage`` over their entries (seeded random shards;
+the same against Azurite, through the worker's writer: tests/integration/test_shard_coverage.py)."""
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+from core import mdformat
+from gpu_batch import manifest as contract
+
+OUTCOMES = ("ok", "perm", "old", "retry", None)
+
+
+def _entry(name: str, outcome: str) -> dict[str, Any]:
+    if outcome == "ok":
+        return {"file": name, "detections": []}
+    if outcome == "old":  # a failure without a kind (an older worker): permanent
+        return {"file": name, "failure": "image access failure", "detections": None}
+    reason = contract.REASON_UNDECODABLE if outcome == "perm" else contract.REASON_TIMEOUT
+    return {"file": name, "failure": "image access failure", "detections": None, **contract.failure_fields(reason)}
+
+
+def _summary(entries: dict[str, dict[str, Any]], images: list[str], etag: str, manifest_etag: str = "m",
+             limit: int = contract.COVERAGE_NAMES_LIMIT) -> contract.CoverageSummary:
+    doc = contract.coverage_summary(entries, images, etag, manifest_etag, limit)
+    parsed = contract.read_coverage_summary(json.dumps(doc).encode())
+    assert parsed is not None and parsed.matches(f'"{etag}"')  # quoted as Put Blob returns it, or not
+    return parsed
+
+
+def test_chained_attempts_combine_to_the_parsed_coverage() -> None:
+    rng = random.Random(7)
+    for _ in range(300):
+        shard = [f"cam{i % 4}/{i:03d}.jpg" for i in range(rng.randint(1, 40))]
+        manifest = shard + rng.sample(shard, rng.randint(0, min(3, len(shard))))  # names listed twice
+        images, attempts, summaries = manifest, [], []
+        for attempt in range(rng.randint(1, 4)):
+            entries = {}
+            for name in dict.fromkeys(images):
+                outcome = rng.choice(OUTCOMES)
+                if outcome is not None:
+                    entries[name] = _entry(name, outcome)
+            attempts.append(list(entries.values()))
+            summaries.append(_summary(entries, images, f"0x{attempt}"))
+            images = [n for n in dict.fromkeys(images) if n not in entries or not contract.is_final(entries[n])]
+        combined = contract.combine_coverage("m", summaries)
+        assert combined is not None
+        assert combined.counts == mdformat.coverage(manifest, attempts)
+        assert combined.not_final == set(shard) - mdformat.final_files(attempts)
+
+
+def test_summaries_that_do_not_chain_or_describe_other_documents_are_refused() -> None:
+    names = ["a", "b", "c", "d"]
+    first = {"a": _entry("a", "ok"), "b": _entry("b", "retry")}
+    s1 = _summary(first, names, "0x1")
+    assert contract.combine_coverage("m", [s1]) is not None
+    assert contract.combine_coverage("other", [s1]) is None  # the shard's manifest is not the one the worker ran
+    assert contract.combine_coverage("", [s1]) is None and contract.combine_coverage("m", []) is None
+    assert contract.combine_coverage("m", [s1, _summary({}, ["b", "c"], "0x2")]) is None  # lost "d"
+    assert contract.combine_coverage("m", [s1, _summary({}, ["b", "c", "d"], "0x2")]) is not None
+    assert contract.combine_coverage("m", [_summary({**first, "x": _entry("x", "ok")}, names, "0x1")]) is None
+    unlisted = _summary(first, names, "0x1", limit=2)  # three names not final: over the limit, none listed
+    assert unlisted.retryable is None and unlisted.unwritten is None
+    assert contract.combine_coverage("m", [unlisted]) is None
+    assert not s1.matches("0x2") and not s1.matches("")
+
+
+def test_only_well_formed_summaries_are_read() -> None:
+    good = contract.coverage_summary({"a": _entry("a", "ok")}, ["a", "b"], "0x1", "m")
+    assert contract.read_coverage_summary(json.dumps(good).encode()) is not None
+    bad = [b"", b"{", b"[]", json.dumps({**good, "version": 2}).encode(), json.dumps({**good, "final": True}).encode(),
+           json.dumps({**good, "images": -1}).encode(), json.dumps({**good, "results_etag": None}).encode(),
+           json.dumps({**good, "retryable": None}).encode(), json.dumps({**good, "unwritten": [1]}).encode()]
+    assert [contract.read_coverage_summary(data) for data in bad] == [None] * len(bad)
+    assert contract.read_coverage_summary(None) is None
