@@ -146,14 +146,14 @@ def test_close_writes_the_coverage_summary_of_the_final_document_with_its_etag(t
 
     results, summary = _EtagSink(), _EtagSink()
     images = ["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg", "a.jpg"]
-    w = ResultWriter(results, {}, initial={"a.jpg": detections_entry("a.jpg", [])}, flush_seconds=60,
+    w = ResultWriter(results, {}, initial={"a.jpg": detections_entry("a.jpg", [], 640, 480)}, flush_seconds=60,
                      coverage=CoverageTarget(summary, images, '"0xMANIFEST"'))
     w.start()
     w.add(failure_entry("b.jpg", "image access failure", "undecodable"))
     w.add(failure_entry("c.jpg", "image access failure", "auth"))
     w.flush()
     assert summary.data is None  # only after the last flush
-    w.add(detections_entry("x.jpg", []))  # not in the manifest: counted as foreign
+    w.add(detections_entry("x.jpg", [], 640, 480))  # not in the manifest: counted as foreign
     w.close({"complete": True})
     parsed = read_coverage_summary(summary.data)
     assert parsed is not None and parsed.matches(f"0x{results.writes:04X}") and not parsed.matches("0x0001")

@@ -67,7 +67,7 @@ def _write_manifest(store: BlobStore, settings: Settings, sid: str, attempt: int
 
 def _entry(name: str, outcome: str) -> dict[str, Any]:
     if outcome == "ok":
-        return detections_entry(name, [DET])
+        return detections_entry(name, [DET], 640, 480)
     if outcome == "perm":
         return failure_entry(name, "image access failure", contract.REASON_UNDECODABLE)
     if outcome == "retry":
