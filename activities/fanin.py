@@ -139,11 +139,16 @@ class FolderRows:
     def __init__(self) -> None:
         self.text: dict[str, list[bytes]] = {}
         self.count: dict[str, int] = {}
+        self._dirnames: dict[str, str] = {}  # posixpath.dirname per directory prefix (it depends on that only)
 
     def add(self, eligible: list[Eligible]) -> None:
         """One entry's eligible detections (all in its folder): one dump of the list with its brackets off, which
         is the rows joined by ",", as b",".join of each row's dump would give."""
-        folder = posixpath.dirname(eligible[0][0])
+        name = eligible[0][0]
+        head = name[:name.rfind("/") + 1]
+        folder = self._dirnames.get(head)
+        if folder is None:
+            folder = self._dirnames[head] = posixpath.dirname(name)
         self.text.setdefault(folder, []).append(jsonio.dumps(eligible)[1:-1])
         self.count[folder] = self.count.get(folder, 0) + len(eligible)
 

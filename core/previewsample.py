@@ -24,8 +24,20 @@ HISTOGRAM_BINS = 1000  # top confidence in steps of 0.001: the page's slider mov
 
 
 def top_confidence(entry: Mapping[str, Any]) -> float:
-    confs = [d.get("conf") for d in entry.get("detections") or [] if isinstance(d, Mapping)]
-    return max((float(c) for c in confs if isinstance(c, (int, float))), default=0.0)
+    """The largest conf of the entry's detections (numbers only), 0.0 when none: ``max`` of them, whose rules it
+    keeps (the first of equals; a leading NaN stays). One pass, a dict with a float conf read directly (issue 11)."""
+    top: float | None = None
+    for d in entry.get("detections") or ():
+        if d.__class__ is dict or isinstance(d, Mapping):
+            c = d.get("conf")
+            if c.__class__ is float:
+                if top is None or c > top:
+                    top = c
+            elif isinstance(c, (int, float)):
+                v = float(c)
+                if top is None or v > top:
+                    top = v
+    return 0.0 if top is None else top
 
 
 def histogram_bin(top: float) -> int:
