@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+from hashlib import sha256
 from collections.abc import Mapping  # not typing's: its isinstance is several times slower, per detection
 from typing import Any
 
@@ -77,13 +78,21 @@ class PreviewSampler:
         self.histogram = [0] * (HISTOGRAM_BINS + 1)
 
     def add(self, entry: Mapping[str, Any]) -> None:
+        # preview_category, histogram_bin and sample_key inlined (issue 11: per-image CPU); the same rules
         top = top_confidence(entry)
-        category = preview_category(entry, self.threshold, top)
-        self.totals[category] += 1
-        if category != "failures":
-            self.histogram[histogram_bin(top)] += 1
-        file = str(entry.get("file", ""))
-        self._offer(category, sample_key(self.seed, file), file, entry)
+        if entry.get("failure") is not None:
+            category = "failures"
+            self.totals[category] += 1
+        else:
+            category = ("detections" if top >= self.threshold else "near_misses" if top >= NEAR_MISS_FLOOR
+                        else "empty")
+            self.totals[category] += 1
+            self.histogram[min(HISTOGRAM_BINS, max(0, int(top * HISTOGRAM_BINS)))] += 1
+        file = entry.get("file", "")
+        if file.__class__ is not str:
+            file = str(file)
+        key = int.from_bytes(sha256(f"{self.seed}\0{file}".encode("utf-8")).digest()[:8], "big")
+        self._offer(category, key, file, entry)
 
     def _offer(self, category: str, key: int, file: str, entry: Mapping[str, Any]) -> None:
         heap, kept = self._heaps[category], self._kept[category]
