@@ -108,10 +108,11 @@ def run_merge_part(payload: c.MergePartInput, settings: Settings, store: BlobSto
                 reasons[reason] = reasons.get(reason, 0) + n
             fragments: list[bytes] = []
             table: list[str] = []
+            sample, fragment, line = sampler.add, fanin.entry_fragment, lines.line
             for entry in entries:
-                sampler.add(entry)
-                fragments.append(fanin.entry_fragment(entry))
-                table.append(lines.line(entry))
+                sample(entry)
+                fragments.append(fragment(entry))
+                table.append(line(entry))
                 if removal is None:
                     eligible = eligible_detections(entry, options)
                     if eligible:

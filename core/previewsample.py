@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import struct
 from hashlib import sha256
 from collections.abc import Mapping  # not typing's: its isinstance is several times slower, per detection
 from typing import Any
@@ -22,6 +23,8 @@ CATEGORIES = ("detections", "near_misses", "empty", "failures")
 SAMPLE_PER_CATEGORY = 120
 NEAR_MISS_FLOOR = 0.1  # below the preview threshold but worth a look: where a lower threshold would add images
 HISTOGRAM_BINS = 1000  # top confidence in steps of 0.001: the page's slider moves in steps of 0.01
+
+_FIRST_8_BYTES = struct.Struct(">Q").unpack_from  # int.from_bytes(digest[:8], "big") without the slice
 
 
 def top_confidence(entry: Mapping[str, Any]) -> float:
@@ -91,7 +94,7 @@ class PreviewSampler:
         file = entry.get("file", "")
         if file.__class__ is not str:
             file = str(file)
-        key = int.from_bytes(sha256(f"{self.seed}\0{file}".encode("utf-8")).digest()[:8], "big")
+        key = _FIRST_8_BYTES(sha256(f"{self.seed}\0{file}".encode("utf-8")).digest())[0]  # sample_key's
         self._offer(category, key, file, entry)
 
     def _offer(self, category: str, key: int, file: str, entry: Mapping[str, Any]) -> None:
