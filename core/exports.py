@@ -78,11 +78,13 @@ def _plain(text: str) -> bool:
 
 
 class CsvLines:
-    """``csv_row`` as ``csv.writer`` writes it (line end included), built with one join (issue 11: per-image CPU).
+    """``csv_row`` as ``csv.writer`` writes it (line end included), built with one ``%`` format (issue 11: per-image
+    CPU).
 
     Byte for byte the writer's text: a cell of text goes in as it is when ``_plain`` (else the whole row is written
-    by ``csv.writer``, so its quoting is the writer's own); ints as ``str``, floats as ``repr`` (what ``_csv``
-    writes for them); the threshold cell, and a failed row's empty cells, once per task through ``csv.writer``.
+    by ``csv.writer``, so its quoting is the writer's own); ints as ``str`` (``%d``), floats as ``repr`` (``%r``),
+    which is what ``_csv`` writes for them; the threshold cell, and a failed row's empty cells, once per task
+    through ``csv.writer``.
     Detections that are dicts with a ``str`` category and a ``float`` conf take a fast path; any other detection is
     read as ``csv_row`` reads it. Folders are computed once per directory prefix."""
 
@@ -91,7 +93,10 @@ class CsvLines:
         n = len(_NAMES)
         tail = _writer_text([""] * (2 * n + 1) + [threshold])
         self._failed_tail = tail  # ",,...,<threshold>\r\n" after the failure cell
-        self._threshold_tail = "," + _writer_text([threshold])
+        # file, folder, ints (``%d``: str's text), floats (``%r``: repr's) and the threshold's cell; "%" in the
+        # threshold's text (it has none: a number) is doubled so the format keeps it as it is
+        self._ok_format = ("%s,%s,ok,," + ",".join(["%d"] * n) + "," + ",".join(["%r"] * (n + 1)) + ","
+                           + _writer_text([threshold]).replace("%", "%%"))
         self._folders: dict[str, str] = {}
 
     def line(self, entry: Mapping[str, Any]) -> str:
@@ -135,5 +140,4 @@ class CsvLines:
                 best[i] = conf
             if conf >= threshold:
                 counts[i] += 1
-        return (f"{file},{folder},ok,,{','.join(map(str, counts))},{','.join(map(repr, best))},{max(best)!r}"
-                + self._threshold_tail)
+        return self._ok_format % (file, folder, *counts, *best, max(best))
