@@ -40,7 +40,7 @@ from adapters.blobs import BlobStore
 from adapters.compose import Piece, compose_blob, delete_prefix, read_range
 from core import contracts as c
 from core import fanin, jsonio, mdformat
-from core.exports import CSV_COLUMNS, csv_row
+from core.exports import CSV_COLUMNS, CsvLines
 from core.previewsample import PreviewSampler
 from core.errors import RepeatListChanged
 from core.repeats import (Eligible, FolderSearch, RepeatOptions, RepeatRemoval, eligible_detections, list_search_id,
@@ -97,9 +97,8 @@ def run_merge_part(payload: c.MergePartInput, settings: Settings, store: BlobSto
     reasons: dict[str, int] = {}
     considered = 0
     container = settings.container
+    lines = CsvLines(threshold)  # per-task constants hoisted; each row built with one join (issue 11)
     with tempfile.TemporaryFile("w+b") as out, tempfile.TemporaryFile("w+b") as table_file:
-        table = io.TextIOWrapper(table_file, encoding="utf-8", newline="", write_through=True)
-        rows = csv.writer(table)
         for index in range(payload["first_shard"], payload["first_shard"] + payload["shards"]):
             entries, missing = _merged_shard(store, settings, task_id, index, removal)
             counts["missing"] += missing
@@ -107,21 +106,24 @@ def run_merge_part(payload: c.MergePartInput, settings: Settings, store: BlobSto
                 counts[key] += value
             for reason, n in mdformat.failure_counts(entries).items():
                 reasons[reason] = reasons.get(reason, 0) + n
+            fragments: list[bytes] = []
+            table: list[str] = []
+            sample, fragment, line = sampler.add, fanin.entry_fragment, lines.line
             for entry in entries:
-                sampler.add(entry)
-                out.write(fanin.entry_fragment(entry))
-                rows.writerow(csv_row(entry, threshold))
+                sample(entry)
+                fragments.append(fragment(entry))
+                table.append(line(entry))
                 if removal is None:
                     eligible = eligible_detections(entry, options)
                     if eligible:
                         considered += len(eligible)
                         folders.add(eligible)
+            out.write(b"".join(fragments))  # one write per shard: the same bytes as one per entry
+            table_file.write("".join(table).encode("utf-8"))
         json_bytes = _upload(store, container, layout.merge_part_blob(task_id, part, "json", variant), out,
                              "application/octet-stream")
-        table.flush()
         csv_bytes = _upload(store, container, layout.merge_part_blob(task_id, part, "csv", variant), table_file,
                             "text/csv; charset=utf-8")
-        table.detach()
     store.write_bytes(container, layout.merge_part_blob(task_id, part, "sample.json", variant),
                       json.dumps(sampler.state(), ensure_ascii=False).encode("utf-8"), "application/json")
     if removal is None:
@@ -138,11 +140,16 @@ class FolderRows:
     def __init__(self) -> None:
         self.text: dict[str, list[bytes]] = {}
         self.count: dict[str, int] = {}
+        self._dirnames: dict[str, str] = {}  # posixpath.dirname per directory prefix (it depends on that only)
 
     def add(self, eligible: list[Eligible]) -> None:
         """One entry's eligible detections (all in its folder): one dump of the list with its brackets off, which
         is the rows joined by ",", as b",".join of each row's dump would give."""
-        folder = posixpath.dirname(eligible[0][0])
+        name = eligible[0][0]
+        head = name[:name.rfind("/") + 1]
+        folder = self._dirnames.get(head)
+        if folder is None:
+            folder = self._dirnames[head] = posixpath.dirname(name)
         self.text.setdefault(folder, []).append(jsonio.dumps(eligible)[1:-1])
         self.count[folder] = self.count.get(folder, 0) + len(eligible)
 

@@ -17,6 +17,8 @@ Must not: do I/O.
 """
 from __future__ import annotations
 
+import csv
+import io
 import posixpath
 from typing import Any, Mapping
 
@@ -57,3 +59,85 @@ def csv_row(entry: Mapping[str, Any], threshold: float) -> list[Any]:
             counts[category] += 1
     return ([file, folder, "ok", ""] + [counts[k] for k in _KEYS] + [best[k] for k in _KEYS]
             + [max(best.values(), default=0.0), threshold])
+
+
+_KEY_INDEX = {k: i for i, k in enumerate(_KEYS)}
+
+
+def _writer_text(row: list[Any]) -> str:
+    """``row`` as ``csv.writer`` (the excel dialect: ``,``, QUOTE_MINIMAL, ``\\r\\n``) writes it."""
+    buf = io.StringIO(newline="")
+    csv.writer(buf).writerow(row)
+    return buf.getvalue()
+
+
+def _plain(text: str) -> bool:
+    """Whether ``csv.writer`` writes ``text`` as it is: QUOTE_MINIMAL quotes a field only when it holds the delimiter
+    ``,``, the quote ``"``, ``\\r`` or ``\\n`` (the excel dialect has no escape character)."""
+    return not ("," in text or '"' in text or "\n" in text or "\r" in text)
+
+
+class CsvLines:
+    """``csv_row`` as ``csv.writer`` writes it (line end included), built with one ``%`` format (issue 11: per-image
+    CPU).
+
+    Byte for byte the writer's text: a cell of text goes in as it is when ``_plain`` (else the whole row is written
+    by ``csv.writer``, so its quoting is the writer's own); ints as ``str`` (``%d``), floats as ``repr`` (``%r``),
+    which is what ``_csv`` writes for them; the threshold cell, and a failed row's empty cells, once per task
+    through ``csv.writer``.
+    Detections that are dicts with a ``str`` category and a ``float`` conf take a fast path; any other detection is
+    read as ``csv_row`` reads it. Folders are computed once per directory prefix."""
+
+    def __init__(self, threshold: float) -> None:
+        self.threshold = threshold
+        n = len(_NAMES)
+        tail = _writer_text([""] * (2 * n + 1) + [threshold])
+        self._failed_tail = tail  # ",,...,<threshold>\r\n" after the failure cell
+        # file, folder, ints (``%d``: str's text), floats (``%r``: repr's) and the threshold's cell; "%" in the
+        # threshold's text (it has none: a number) is doubled so the format keeps it as it is
+        self._ok_format = ("%s,%s,ok,," + ",".join(["%d"] * n) + "," + ",".join(["%r"] * (n + 1)) + ","
+                           + _writer_text([threshold]).replace("%", "%%"))
+        self._folders: dict[str, str] = {}
+
+    def line(self, entry: Mapping[str, Any]) -> str:
+        threshold = self.threshold
+        raw = entry.get("file", "")
+        if raw.__class__ is not str:
+            raw = str(raw)
+        if not _plain(raw):
+            return _writer_text(csv_row(entry, threshold))
+        head = raw[:raw.rfind("/") + 1]  # posixpath.dirname depends on this prefix only
+        folder = self._folders.get(head)
+        if folder is None:
+            folder = self._folders[head] = spreadsheet_safe(posixpath.dirname(raw))
+        file = "'" + raw if raw.startswith(_FORMULA_STARTS) else raw
+        failure = entry.get("failure")
+        if failure is not None:
+            text = spreadsheet_safe(str(failure))
+            if not _plain(text):
+                return _writer_text(csv_row(entry, threshold))
+            return f"{file},{folder},failed,{text},{self._failed_tail}"
+        counts = [0] * len(_KEYS)
+        best = [0.0] * len(_KEYS)
+        index = _KEY_INDEX
+        for d in entry.get("detections") or ():
+            if d.__class__ is dict:
+                category, conf = d.get("category"), d.get("conf", 0.0)
+                if category.__class__ is not str or conf.__class__ is not float:
+                    try:
+                        category, conf = str(category), float(conf)
+                    except (TypeError, ValueError):
+                        continue
+            else:
+                try:
+                    category, conf = str(d.get("category")), float(d.get("conf", 0.0))
+                except (AttributeError, TypeError, ValueError):
+                    continue
+            i = index.get(category)
+            if i is None or conf < 0:
+                continue
+            if conf > best[i]:  # max(best, conf): the first of equals stays
+                best[i] = conf
+            if conf >= threshold:
+                counts[i] += 1
+        return self._ok_format % (file, folder, *counts, *best, max(best))

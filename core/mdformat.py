@@ -101,7 +101,7 @@ def merge_entries(manifest_order: Iterable[str], attempts: Iterable[Iterable[Map
             missing += 1
             merged.append(failure_entry(name, missing_failure, contract.REASON_NOT_PROCESSED))
             continue
-        if not contract.is_final(found):
+        if found.get("failure") is not None and not contract.is_final(found):  # a success is final
             missing += 1
         merged.append(dict(found))
     return merged, missing
@@ -199,19 +199,25 @@ def failure_counts(images: Iterable[Mapping[str, Any]]) -> dict[str, int]:
 
 def summarize(images: Iterable[Mapping[str, Any]], threshold: float) -> dict[str, int]:
     """Counts for people: images, failures, images with a detection above ``threshold``, detections above it."""
-    counts = {"images": 0, "failed": 0, "with_detections": 0, "detections": 0, "empty": 0}
+    n = failed = with_detections = detections = 0
     for im in images:
-        counts["images"] += 1
-        if has_failure(im):
-            counts["failed"] += 1
+        n += 1
+        if im.get("failure") is not None:
+            failed += 1
             continue
-        above = [d for d in im.get("detections") or []
-                 if isinstance(d, Mapping) and isinstance(d.get("conf"), (int, float)) and d["conf"] >= threshold]
-        counts["detections"] += len(above)
+        above = 0
+        for d in im.get("detections") or ():  # a dict with a float conf is read without the isinstance checks
+            if d.__class__ is dict:
+                conf = d.get("conf")
+                if (conf.__class__ is float or isinstance(conf, (int, float))) and conf >= threshold:
+                    above += 1
+            elif isinstance(d, Mapping) and isinstance(d.get("conf"), (int, float)) and d["conf"] >= threshold:
+                above += 1
+        detections += above
         if above:
-            counts["with_detections"] += 1
-        else:
-            counts["empty"] += 1
+            with_detections += 1
+    counts = {"images": n, "failed": failed, "with_detections": with_detections, "detections": detections,
+              "empty": n - failed - with_detections}
     return counts
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import struct
+from hashlib import sha256
 from collections.abc import Mapping  # not typing's: its isinstance is several times slower, per detection
 from typing import Any
 
@@ -22,10 +24,24 @@ SAMPLE_PER_CATEGORY = 120
 NEAR_MISS_FLOOR = 0.1  # below the preview threshold but worth a look: where a lower threshold would add images
 HISTOGRAM_BINS = 1000  # top confidence in steps of 0.001: the page's slider moves in steps of 0.01
 
+_FIRST_8_BYTES = struct.Struct(">Q").unpack_from  # int.from_bytes(digest[:8], "big") without the slice
+
 
 def top_confidence(entry: Mapping[str, Any]) -> float:
-    confs = [d.get("conf") for d in entry.get("detections") or [] if isinstance(d, Mapping)]
-    return max((float(c) for c in confs if isinstance(c, (int, float))), default=0.0)
+    """The largest conf of the entry's detections (numbers only), 0.0 when none: ``max`` of them, whose rules it
+    keeps (the first of equals; a leading NaN stays). One pass, a dict with a float conf read directly (issue 11)."""
+    top: float | None = None
+    for d in entry.get("detections") or ():
+        if d.__class__ is dict or isinstance(d, Mapping):
+            c = d.get("conf")
+            if c.__class__ is float:
+                if top is None or c > top:
+                    top = c
+            elif isinstance(c, (int, float)):
+                v = float(c)
+                if top is None or v > top:
+                    top = v
+    return 0.0 if top is None else top
 
 
 def histogram_bin(top: float) -> int:
@@ -65,13 +81,21 @@ class PreviewSampler:
         self.histogram = [0] * (HISTOGRAM_BINS + 1)
 
     def add(self, entry: Mapping[str, Any]) -> None:
+        # preview_category, histogram_bin and sample_key inlined (issue 11: per-image CPU); the same rules
         top = top_confidence(entry)
-        category = preview_category(entry, self.threshold, top)
-        self.totals[category] += 1
-        if category != "failures":
-            self.histogram[histogram_bin(top)] += 1
-        file = str(entry.get("file", ""))
-        self._offer(category, sample_key(self.seed, file), file, entry)
+        if entry.get("failure") is not None:
+            category = "failures"
+            self.totals[category] += 1
+        else:
+            category = ("detections" if top >= self.threshold else "near_misses" if top >= NEAR_MISS_FLOOR
+                        else "empty")
+            self.totals[category] += 1
+            self.histogram[min(HISTOGRAM_BINS, max(0, int(top * HISTOGRAM_BINS)))] += 1
+        file = entry.get("file", "")
+        if file.__class__ is not str:
+            file = str(file)
+        key = _FIRST_8_BYTES(sha256(f"{self.seed}\0{file}".encode("utf-8")).digest())[0]  # sample_key's
+        self._offer(category, key, file, entry)
 
     def _offer(self, category: str, key: int, file: str, entry: Mapping[str, Any]) -> None:
         heap, kept = self._heaps[category], self._kept[category]

@@ -224,18 +224,48 @@ def eligible_detections(entry: Mapping[str, Any], options: RepeatOptions) -> lis
     dets = entry.get("detections")
     if entry.get("failure") is not None or not dets:
         return None
-    boxes = [(d, b) for d in dets if isinstance(d, Mapping) and (b := detection_box(d)) is not None]
-    if not boxes or max(b[0] for _, b in boxes) < options.confidence_min:
-        return None
-    name = str(entry.get("file", ""))
+    # one pass (issue 11: per-image CPU): a dict whose bbox is a list of 4 floats and whose conf is a float is read
+    # directly, anything else by ``detection_box``; ``top`` is ``max`` of the confs (the first of equals, and a
+    # leading NaN stays, as ``max`` keeps it)
+    cmin, cmax, amin, amax = options.confidence_min, options.confidence_max, options.min_area, options.max_area
+    name: str | None = None
     out: list[Eligible] = []
-    for d, (conf, x, y, w, h) in boxes:
-        if conf < options.confidence_min or conf > options.confidence_max:
+    top: float | None = None
+    for d in dets:
+        if d.__class__ is dict:
+            bbox, conf = d.get("bbox"), d.get("conf", 0.0)
+            if bbox.__class__ is list and len(bbox) == 4 and conf.__class__ is float:
+                x, y, w, h = bbox
+                if not (x.__class__ is float and y.__class__ is float and w.__class__ is float
+                        and h.__class__ is float):
+                    b = detection_box(d)
+                    if b is None:
+                        continue
+                    conf, x, y, w, h = b
+            else:
+                b = detection_box(d)
+                if b is None:
+                    continue
+                conf, x, y, w, h = b
+        elif isinstance(d, Mapping):
+            b = detection_box(d)
+            if b is None:
+                continue
+            conf, x, y, w, h = b
+        else:
+            continue
+        if top is None or conf > top:
+            top = conf
+        if conf < cmin or conf > cmax:
             continue
         area = abs(w * h)
-        if w == 0 or h == 0 or area < options.min_area or area > options.max_area:
+        if w == 0 or h == 0 or area < amin or area > amax:
             continue
+        if name is None:
+            name = str(entry.get("file", ""))
         out.append((name, str(d.get("category")), x, y, w, h, conf))
+    if top is None or top < cmin:
+        return None
     return out
 
 

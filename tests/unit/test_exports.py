@@ -3,8 +3,12 @@ from __future__ import annotations
 
 import csv
 import io
+import random
+from typing import Any
 
-from core.exports import CSV_COLUMNS, csv_row
+import pytest
+
+from core.exports import CSV_COLUMNS, CsvLines, csv_row
 
 
 def _table(entries: list[dict[str, object]], threshold: float = 0.2) -> list[dict[str, str]]:
@@ -50,3 +54,61 @@ def test_names_that_a_spreadsheet_would_run_as_formulas_stay_text() -> None:
                                          "'-1+2.jpg", "site-a/=x.jpg"]
     assert [r["folder"] for r in rows] == ["'=HYPERLINK(\"http://evil\")", "'+cmd", "'@SUM(A1)", "", "site-a"]
     assert rows[1]["failure"] == "image access failure"
+
+
+def _random_entries(seed: int, n: int) -> list[dict[str, Any]]:
+    """Entries with adversarial names and failures (commas, quotes, CR/LF, NUL, formula starts, non-ASCII) and
+    detections of every odd shape JSON could give (int/str/None confs and categories, edge floats, non-dicts)."""
+    rnd = random.Random(seed)
+    alphabet = list('abc/,"\r\n =+-@\t\'é漢\x00 .xyz') + ["\u2028", "\x7f", "//", "\ud7ff", "😀"]
+    floats = [0, 1, 0.0005, 1e-05, 1e-7, 0.0, -0.0, 1.0, 0.2, 0.19999999999999998, 0.1, 0.5, 1e16, 123456789.123,
+              float("nan"), float("inf"), -float("inf"), -0.3, 2.5e-320, 0.99999999999]
+
+    def text() -> str:
+        return "".join(rnd.choice(alphabet) for _ in range(rnd.randint(0, 12)))
+
+    def conf() -> Any:
+        r = rnd.random()
+        if r < 0.3:
+            return rnd.choice(floats)
+        if r < 0.35:
+            return rnd.choice(["0.5", "x", None, True, 1, 0, [], {}])
+        return round(rnd.random(), rnd.randint(1, 6)) if r < 0.5 else rnd.random()
+
+    def detection() -> Any:
+        if rnd.random() < 0.03:
+            return rnd.choice([None, 1, "s", [1], {}])
+        d: dict[str, Any] = {"bbox": [rnd.random() for _ in range(4)]}
+        if rnd.random() < 0.97:
+            d["category"] = rnd.choice(["1", "2", "3", "4", 1, None, "x"]) if rnd.random() < 0.1 else rnd.choice("123")
+        if rnd.random() < 0.97:
+            d["conf"] = conf()
+        return d
+
+    out: list[dict[str, Any]] = []
+    for _ in range(n):
+        e: dict[str, Any] = {}
+        r = rnd.random()
+        if r < 0.05:
+            pass
+        elif r < 0.1:
+            e["file"] = rnd.choice([1, None, 2.5])
+        elif r < 0.5:
+            e["file"] = text()
+        else:
+            e["file"] = f"site{rnd.randint(0, 3)}/cam{rnd.randint(0, 3)}/IMG_{rnd.randint(0, 99)}.JPG"
+        if rnd.random() < 0.15:
+            e["failure"], e["detections"] = rnd.choice([text(), "Failure image access", 3, "=x", "a,b"]), None
+        else:
+            e["detections"] = rnd.choice([None, [], [detection() for _ in range(rnd.randint(0, 6))]])
+        out.append(e)
+    return out
+
+
+@pytest.mark.parametrize("threshold", [0.2, 0.0, 1, 0.0005, 1e-05, 0.1])
+def test_csv_lines_are_csv_writers_text_byte_for_byte(threshold: float) -> None:
+    lines = CsvLines(threshold)
+    for entry in _random_entries(int(threshold * 1e6), 20000):
+        buf = io.StringIO(newline="")
+        csv.writer(buf).writerow(csv_row(entry, threshold))
+        assert lines.line(entry) == buf.getvalue(), entry

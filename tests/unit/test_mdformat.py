@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import random
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -286,3 +288,36 @@ def test_a_malformed_merged_file_raises_as_ijson_does() -> None:
     data = merged_file(LAYOUT_ENTRIES).replace(b"},\n  {", b"}\n  {", 1)  # a missing comma
     with pytest.raises(ijson.JSONError):
         read_all(data)
+
+
+def test_summarize_counts_odd_detections_as_the_plain_reading_does() -> None:
+    """The fast path for dicts with float confs counts as the isinstance reading: numbers only (bools count),
+    NaN never reaches the threshold, non-dict detections are skipped."""
+    rng = random.Random(9)
+    odd = [0, 1, 0.0005, 1e-05, 0.0, -0.0, 1.0, 0.2, 0.19999, float("nan"), float("inf"), True, False, "0.3", None, 2]
+
+    def plain(images: list[dict[str, Any]], threshold: float) -> dict[str, int]:
+        counts = {"images": 0, "failed": 0, "with_detections": 0, "detections": 0, "empty": 0}
+        for im in images:
+            counts["images"] += 1
+            if im.get("failure") is not None:
+                counts["failed"] += 1
+                continue
+            above = [d for d in im.get("detections") or []
+                     if isinstance(d, Mapping) and isinstance(d.get("conf"), (int, float)) and d["conf"] >= threshold]
+            counts["detections"] += len(above)
+            counts["with_detections" if above else "empty"] += 1
+        return counts
+
+    for _ in range(3000):
+        images: list[dict[str, Any]] = []
+        for _ in range(rng.randint(0, 20)):
+            im: dict[str, Any] = {"file": "f"}
+            if rng.random() < 0.2:
+                im["failure"] = rng.choice(["x", None])
+            im["detections"] = rng.choice([None, [], [
+                rng.choice([None, 1, "s"]) if rng.random() < 0.05 else
+                {"conf": rng.choice(odd) if rng.random() < 0.3 else rng.random()} for _ in range(rng.randint(0, 5))]])
+            images.append(im)
+        for threshold in (0.2, 0, 1, 0.0005):
+            assert mdformat.summarize(images, threshold) == plain(images, threshold), images

@@ -7,7 +7,10 @@ from typing import Any
 
 import pytest
 
-from core.previewsample import PreviewSampler, preview_category
+import random
+from collections.abc import Mapping
+
+from core.previewsample import PreviewSampler, preview_category, top_confidence
 
 
 def _entry(i: int, conf: float | None) -> dict[str, Any]:
@@ -92,3 +95,17 @@ def test_samples_of_parts_combine_to_the_sample_of_the_whole_however_split(cuts:
         combined.absorb(json.loads(json.dumps(part.state())))  # through JSON, as between activities
     assert combined.result() == whole.result()
     assert all(len(s) == 25 for s in whole.result()["samples"].values())
+
+
+def test_top_confidence_is_max_of_the_numeric_confs() -> None:
+    """The one-pass reading keeps ``max``'s rules: numbers only (bools count), the first of equals (-0.0 before
+    0.0), a leading NaN stays, 0.0 when there is none."""
+    rng = random.Random(5)
+    odd = [0, 1, 0.0005, 1e-05, 0.0, -0.0, 1.0, 0.1, float("nan"), float("inf"), -0.5, True, False, "0.3", None, 2]
+    for _ in range(50000):
+        dets = [rng.choice([None, 1, "s", [1]]) if rng.random() < 0.05 else
+                {"conf": rng.choice(odd) if rng.random() < 0.3 else rng.random()} for _ in range(rng.randint(0, 5))]
+        entry = {"detections": rng.choice([None, dets])}
+        confs = [d.get("conf") for d in entry["detections"] or [] if isinstance(d, Mapping)]
+        want = max((float(c) for c in confs if isinstance(c, (int, float))), default=0.0)
+        assert repr(top_confidence(entry)) == repr(want), entry

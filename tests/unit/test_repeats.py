@@ -6,7 +6,9 @@ from typing import Any
 
 import pytest
 
-from core.repeats import RepeatFinder, RepeatOptions, iou
+from collections.abc import Mapping
+
+from core.repeats import RepeatFinder, RepeatOptions, detection_box, eligible_detections, iou
 
 BOX = [0.40, 0.30, 0.10, 0.08]
 
@@ -204,3 +206,54 @@ def test_boxes_with_odd_sides_only_start_candidates() -> None:
     assert [r["count"] for r in found] == [r[2] for r in _brute_force(rows, RepeatOptions(occurrence_threshold=1))]
     with pytest.raises(ValueError):
         RepeatOptions(iou_threshold=0)
+
+
+def _eligible_plainly(entry: dict[str, Any], options: RepeatOptions) -> list[Any] | None:
+    """``eligible_detections`` as first written (two passes, every detection through ``detection_box``): the
+    reference its one-pass fast path must reproduce."""
+    dets = entry.get("detections")
+    if entry.get("failure") is not None or not dets:
+        return None
+    boxes = [(d, b) for d in dets if isinstance(d, Mapping) and (b := detection_box(d)) is not None]
+    if not boxes or max(b[0] for _, b in boxes) < options.confidence_min:
+        return None
+    out = []
+    for d, (conf, x, y, w, h) in boxes:
+        if conf < options.confidence_min or conf > options.confidence_max:  # a NaN conf passes both comparisons
+            continue
+        area = abs(w * h)
+        if w == 0 or h == 0 or area < options.min_area or area > options.max_area:
+            continue
+        out.append((str(entry.get("file", "")), str(d.get("category")), x, y, w, h, conf))
+    return out
+
+
+@pytest.mark.parametrize("options", [RepeatOptions(), RepeatOptions(confidence_min=0.0, min_area=0.01, max_area=1.0),
+                                     RepeatOptions(confidence_max=0.5)])
+def test_eligible_detections_read_odd_detections_as_the_plain_reading_does(options: RepeatOptions) -> None:
+    rng = random.Random(3)
+    odd = [0, 1, 0.0005, 1e-05, 0.0, -0.0, 1.0, 0.1, 0.2, 0.09999999, float("nan"), float("inf"), -0.5, True, "0.3",
+           "x", None, 2]
+
+    def value() -> Any:
+        return rng.choice(odd) if rng.random() < 0.2 else rng.random() * rng.choice([1, 0.5, 0.1, 0.01])
+
+    def detection() -> Any:
+        if rng.random() < 0.03:
+            return rng.choice([None, 1, "s", [1], {}])
+        d: dict[str, Any] = {}
+        if rng.random() < 0.95:
+            d["category"] = rng.choice(["1", "2", "3", 1, None])
+        if rng.random() < 0.95:
+            d["conf"] = value()
+        if rng.random() < 0.95:
+            box = [value() for _ in range(rng.choice([4] * 10 + [3, 5, 0]))]
+            d["bbox"] = box if rng.random() < 0.95 else rng.choice([tuple(box), "1234", None, 5])
+        return d
+
+    for _ in range(30000):
+        entry: dict[str, Any] = {"file": rng.choice(["a/b/c.jpg", 3, "x"])}
+        if rng.random() < 0.1:
+            entry["failure"] = "f"
+        entry["detections"] = rng.choice([None, [], [detection() for _ in range(rng.randint(0, 6))]])
+        assert repr(eligible_detections(entry, options)) == repr(_eligible_plainly(entry, options)), entry
