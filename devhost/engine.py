@@ -8,8 +8,9 @@ what history already scheduled (DTFx's non-determinism check: same kind and name
 messages, child orchestrations). Activities run in a thread pool, each within host.json's ``functionTimeout``, and
 come back as messages. Everything is in the ``Store`` (Azure Storage), so a killed devhost resumes where it stopped:
 
-* history is saved before effects; ``reconcile()`` at start re-creates effects of anything scheduled but unfinished
-  (deterministic ids make that idempotent), and a re-delivered message is dropped by its id;
+* history is saved before effects; ``reconcile()`` at start, and after a storage error in the dispatcher,
+  re-creates effects of anything scheduled but unfinished (deterministic ids make that idempotent), and a
+  re-delivered message is dropped by its id;
 * a completion for a task id the history never scheduled fails the orchestration (the SDK would otherwise only warn
   and wait forever);
 * ``call_*_with_retry``: the SDK expects the host to interleave a timer and a re-schedule after each failure, consuming
@@ -323,10 +324,28 @@ class Engine:
             after = page[-1]["InstanceId"]
 
     # -------------------------------------------------------------- recovery
+    def _recover_after_error(self) -> None:
+        """After a storage error inside an episode: history is saved before effects, so an episode cut between the two
+        has recorded what it scheduled but queued none of it, and its messages, already in history, are then dropped
+        as consumed; nothing would ever run the scheduled work (a 20,000-image benchmark hung on one Azurite
+        connection reset). The Durable extension loses no work here: a work item that fails to commit is abandoned
+        and its messages come back. So repair as at start-up, under the dispatcher's lock."""
+        try:
+            with self._lock:
+                self.reconcile()
+        except Exception:  # storage still failing: the next error retries the repair
+            logger.exception("reconcile after a dispatcher error failed")
+
     def reconcile(self) -> None:
-        """Re-create the effects of work that history scheduled but storage lost (a crash between the two)."""
-        messages = list(self.store.list_messages())
+        """Re-create the effects of work that history scheduled but storage lost (a crash between the two).
+
+        Safe while activities run: their rows are read before the messages. A running activity either still has its
+        row, or has already queued its completion message (it queues, then deletes the row), which the later read of
+        the messages then sees; read the other way round, an activity finishing in between would look lost and run
+        twice. The dispatcher's lock (held by callers other than start-up) keeps episodes from consuming messages
+        meanwhile."""
         activities = {(a["InstanceId"], a["ExecutionId"], int(a["TaskId"])) for a in self.store.list_activities()}
+        messages = list(self.store.list_messages())
         pending_completions = set()
         for m in messages:
             ev = self.store.message_event(m)
@@ -380,6 +399,7 @@ class Engine:
             except Exception:  # storage hiccup: log, back off, go on (state is in storage)
                 logger.exception("orchestration dispatcher error")
                 time.sleep(1)
+                self._recover_after_error()
             if not worked:
                 self.wake.wait(self.poll_s)
                 self.wake.clear()
