@@ -114,6 +114,7 @@ class BatchAssigner:
         self.mask = (1 << self.half) - 1
         digest = hashlib.sha256(f"trapbatch-zooniverse-{seed}".encode()).digest()
         self.keys = [int.from_bytes(digest[i:i + 4], "big") for i in range(0, 24, 4)]  # six Feistel rounds
+        self._table: tuple[list[int], ...] | None = None
 
     def _round(self, value: int, key: int) -> int:
         x = (value * 0x9E3779B1 + key) & 0xFFFFFFFF
@@ -122,22 +123,33 @@ class BatchAssigner:
         x ^= x >> 13
         return x & self.mask
 
+    def _tables(self) -> tuple[list[int], ...]:
+        """``self._round(r, key)`` for every ``r`` below ``2**half``, one list per round key: a round of
+        ``position`` is then one lookup and one xor. ``2**half`` is at most about ``2 * sqrt(n)``, so building them
+        costs a small fraction of assigning the ``n`` images (built on the first ``position``)."""
+        if self._table is None:
+            self._table = tuple([self._round(r, key) for r in range(self.mask + 1)] for key in self.keys)
+        return self._table
+
     def position(self, i: int) -> int:
         """The image's place in the shuffled order: a bijection of ``range(n)``."""
         if not self.shuffle:
             return i
         x = i
-        half, mask, keys = self.half, self.mask, self.keys
+        half, mask, n = self.half, self.mask, self.n
+        f0, f1, f2, f3, f4, f5 = self._tables()
         while True:  # cycle walking: the Feistel network permutes [0, 4**half); stay until we land below n
-            left, right = x >> half, x & mask
-            for key in keys:  # self._round, inlined (a call per round was most of the export's shuffle cost)
-                y = (right * 0x9E3779B1 + key) & 0xFFFFFFFF
-                y ^= y >> 15
-                y = (y * 0x85EBCA6B) & 0xFFFFFFFF
-                y ^= y >> 13
-                left, right = right, left ^ (y & mask)
-            x = (left << half) | right
-            if x < self.n:
+            # six rounds of (left, right) -> (right, left ^ _round(right, key)), unrolled on the tables: after
+            # rounds 1, 3, 5 the halves are (b, a), after 2, 4, 6 (a, b)
+            a, b = x >> half, x & mask
+            a ^= f0[b]
+            b ^= f1[a]
+            a ^= f2[b]
+            b ^= f3[a]
+            a ^= f4[b]
+            b ^= f5[a]
+            x = (a << half) | b
+            if x < n:
                 return x
 
     def batch(self, i: int) -> int:

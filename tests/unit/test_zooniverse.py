@@ -19,6 +19,27 @@ def test_batches_cover_every_image_once_with_even_sizes(n: int, batches: int, sh
     assert set(sizes) == set(range(batches)) and max(sizes.values()) - min(sizes.values()) <= 1
 
 
+def _position_by_rounds(a: BatchAssigner, i: int) -> int:
+    """The Feistel permutation as written before the round tables: each round ``_round`` of the right half."""
+    x = i
+    while True:
+        left, right = x >> a.half, x & a.mask
+        for key in a.keys:
+            left, right = right, left ^ a._round(right, key)
+        x = (left << a.half) | right
+        if x < a.n:
+            return x
+
+
+@pytest.mark.parametrize("n", [2, 3, 5, 17, 1000, 4097, 20_000, 65_537, 1_000_003, 2**31 + 11])
+@pytest.mark.parametrize("seed", [0, 7, 0xFFFFFFFF])
+def test_round_tables_give_the_same_permutation(n: int, seed: int) -> None:
+    a = BatchAssigner(n, 3, True, seed)
+    step = max(1, n // 3000)
+    for i in [*range(0, n, step), n - 1]:
+        assert a.position(i) == _position_by_rounds(a, i)
+
+
 def test_shuffled_batches_are_random_yet_seeded() -> None:
     n = 1000
     order = [BatchAssigner(n, 10, True, seed=1).batch(i) for i in range(n)]
