@@ -28,7 +28,7 @@ from typing import IO, Any, Iterator
 
 import azure.durable_functions as df
 
-from activities.exports import (ListMetadata, _write_zooniverse, prepare, write_descriptor)
+from activities.exports import LineBuffer, ListMetadata, _write_zooniverse, prepare, write_descriptor
 from adapters import clients
 from adapters.blob_files import download_to
 from adapters.blobs import BlobStore
@@ -97,7 +97,7 @@ def run_exports_part(payload: c.ExportsPartInput, settings: Settings, store: Blo
         files = dict(zip(FRAGMENTS, (i_fp, a_fp, m_fp, o_fp)))
         text = {k: io.TextIOWrapper(f, encoding="utf-8", newline="", write_through=True) for k, f in files.items()}
         writer = coco.CocoWriter(text["images"], text["annotations"], ctx.cut, ctx.categories, continued=True)
-        media, observations = csv.writer(text["media"]), csv.writer(text["observations"])
+        media, observations = LineBuffer(text["media"]), LineBuffer(text["observations"])
 
         def needs_size(entry: dict[str, Any]) -> str | None:
             if not settings.export_image_sizes or entry.get("failure") is not None or coco.entry_size(entry):
@@ -111,10 +111,13 @@ def run_exports_part(payload: c.ExportsPartInput, settings: Settings, store: Blo
                 counts["sizes_unknown"] += 1
             metadata = listed.get(str(entry["file"]))
             writer.add(entry, size, metadata)
-            row, rows = camtrap.add(entry, metadata)
-            media.writerow(row)
-            observations.writerows(rows)
+            row, rows = camtrap.add_lines(entry, metadata)
+            media.write(row)
+            observations.write(rows)
             counts["eligible"] += not zooniverse.excluded(entry)
+        writer.flush()
+        media.flush()
+        observations.flush()
         for name, fp in files.items():
             text[name].flush()
             sizes[name] = fp.tell()

@@ -47,7 +47,7 @@ from adapters import clients
 from adapters.blob_files import delete_under, download_to
 from adapters.blobs import BlobStore
 from adapters.image_sizes import with_sizes
-from core import camtrapdp, coco, mdformat, zooniverse
+from core import camtrapdp, coco, csvline, mdformat, zooniverse
 from core import contracts as c
 from core.settings import Settings
 from gpu_batch import layout
@@ -56,6 +56,26 @@ logger = logging.getLogger(__name__)
 bp = df.Blueprint()
 
 OPEN_BATCH_FILES = 128  # Zooniverse batches written per pass over the results (open file handles stay bounded)
+
+
+class LineBuffer:
+    """Text for a stream, handed on in chunks of about ``chunk`` writes: a ``TextIOWrapper`` over a file opened
+    for reading too resets its decoder on every ``write`` (CPython's ``textiowrapper_write``), a Python call per
+    row that cost more than building the row. ``flush`` hands on the rest; the stream then has every byte."""
+
+    def __init__(self, out: IO[str], chunk: int = 512) -> None:
+        self.out, self.chunk = out, chunk
+        self.parts: list[str] = []
+
+    def write(self, text: str) -> None:
+        self.parts.append(text)
+        if len(self.parts) >= self.chunk:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.parts:
+            self.out.write("".join(self.parts))
+            self.parts.clear()
 
 
 def _text(fp: IO[bytes]) -> io.TextIOWrapper:
@@ -223,9 +243,9 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
             tmp = {k: _text(files.enter_context(tempfile.TemporaryFile("w+b")))
                    for k in ("images", "annotations", "coco", "media", "observations", "deployments")}
             writer = coco.CocoWriter(tmp["images"], tmp["annotations"], cut, categories)
-            media, observations = csv.writer(tmp["media"]), csv.writer(tmp["observations"])
-            media.writerow(camtrapdp.MEDIA_COLUMNS)
-            observations.writerow(camtrapdp.OBSERVATION_COLUMNS)
+            media, observations = LineBuffer(tmp["media"]), LineBuffer(tmp["observations"])
+            media.write(csvline.line(camtrapdp.MEDIA_COLUMNS))
+            observations.write(csvline.line(camtrapdp.OBSERVATION_COLUMNS))
 
             def needs_size(entry: dict[str, Any]) -> str | None:
                 if not settings.export_image_sizes or entry.get("failure") is not None or coco.entry_size(entry):
@@ -239,10 +259,12 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
                     sizes_unknown += 1
                 metadata = listed.get(str(entry["file"]))  # every entry, in order (the walk keeps step)
                 writer.add(entry, size, metadata)
-                row, rows = camtrap.add(entry, metadata)
-                media.writerow(row)
-                observations.writerows(rows)
+                row, rows = camtrap.add_lines(entry, metadata)
+                media.write(row)
+                observations.write(rows)
                 eligible += not zooniverse.excluded(entry)
+            media.flush()
+            observations.flush()
             writer.finish(tmp["coco"], ctx.coco_info())
             store_put = [(layout.coco_blob(task_id, variant), tmp["coco"], "application/json")]
             deployments = csv.writer(tmp["deployments"])

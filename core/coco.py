@@ -24,7 +24,8 @@ Images sizes: an entry's own ``width``/``height`` (trapbatch's worker writes the
 does with ``--include_image_size``) win; for an entry without them the caller supplies them (the exports activity
 reads that image's header, ``adapters.image_sizes``).
 
-Must not: do I/O (``CocoWriter`` writes to the text streams it is given), or hold more than one entry at a time.
+Must not: do I/O (``CocoWriter`` writes to the text streams it is given), or hold more than one entry at a time
+(``CocoWriter`` holds the finished lines of up to ``_CHUNK`` images before writing them on, ``flush``).
 """
 from __future__ import annotations
 
@@ -54,6 +55,9 @@ def _round(value: Any) -> Any:
     if isinstance(value, list):
         return [_round(v) for v in value]
     return value
+
+
+_KEPT = (str, int, bool, type(None))  # types (exactly) that _round returns as they are
 
 
 def categories(detection_categories: Mapping[str, str]) -> list[dict[str, Any]]:
@@ -116,7 +120,11 @@ def convert_entry(entry: Mapping[str, Any], size: tuple[int, int] | None, thresh
                 ann["md_bbox"] = [_round(v) for v in box]
         ann["score"] = _round(conf)
         annotations.append(ann)  # every value rounded as _round(ann) would (the id, image_id and category_id are not floats)
-    return list_fields(_round(image), metadata), annotations
+    for value in image.values():
+        if type(value) not in _KEPT:  # _round(image) is a copy of it when every value is of a type it keeps
+            image = _round(image)
+            break
+    return list_fields(image, metadata), annotations
 
 
 def annotation_id(file: str, index: int) -> str:
@@ -131,6 +139,7 @@ def annotation_id(file: str, index: int) -> str:
 
 _VARIANT_CLEAR = ~((0xc000 << 48) | (0xf000 << 64))  # uuid.UUID(..., version=5): variant and version bits
 _VARIANT_5 = (0x8000 << 48) | (5 << 76)
+_CHUNK = 512  # images CocoWriter holds before writing them (and their annotations) to its streams
 
 
 class CocoWriter:
@@ -151,16 +160,35 @@ class CocoWriter:
         self.threshold = threshold
         self.detection_categories = dict(detection_categories)
         self.counts = {"images": 0, "annotations": 0}
+        # lines waiting for the streams, handed on together (``flush``): one write per line to a TextIOWrapper
+        # over a read-write file costs a decoder reset each (CPython's textiowrapper_write)
+        self._pending: dict[str, list[str]] = {"images": [], "annotations": []}
 
     def add(self, entry: Mapping[str, Any], size: tuple[int, int] | None,
             metadata: Mapping[str, str] | None = None) -> None:
         """Write one entry's image and annotations; ``metadata``: its image-list row (``list_fields``)."""
         image, anns = convert_entry(entry, size, self.threshold, self.detection_categories, metadata)
-        self.images.write(("," if self.counts["images"] or self.continued else "") + jsonio.dumps_text(image) + "\n")
-        self.counts["images"] += 1
-        for ann in anns:
-            self.annotations.write(("," if self.counts["annotations"] or self.continued else "") + jsonio.dumps_text(ann) + "\n")
-            self.counts["annotations"] += 1
+        counts, pending = self.counts, self._pending
+        images = pending["images"]
+        images.append(("," if counts["images"] or self.continued else "") + jsonio.dumps_text(image) + "\n")
+        counts["images"] += 1
+        if anns:
+            annotations = pending["annotations"]
+            for ann in anns:
+                annotations.append(("," if counts["annotations"] or self.continued else "") + jsonio.dumps_text(ann)
+                                   + "\n")
+                counts["annotations"] += 1
+        if len(images) >= _CHUNK:
+            self.flush()
+
+    def flush(self) -> None:
+        """Hand the lines ``add`` holds on to the streams (``finish`` does; a caller that reads the streams itself
+        calls it first)."""
+        for name, stream in (("images", self.images), ("annotations", self.annotations)):
+            lines = self._pending[name]
+            if lines:
+                stream.write("".join(lines))
+                lines.clear()
 
     def head(self, info: Mapping[str, Any]) -> str:
         """The document up to the first image (``finish`` writes it first)."""
@@ -173,6 +201,7 @@ class CocoWriter:
 
     def finish(self, out: IO[str], info: Mapping[str, Any]) -> None:
         """Write the document: ``info`` (with ``confidence_threshold``), images, annotations, categories."""
+        self.flush()
         out.write(self.head(info))
         for stream in (self.images, self.annotations):
             stream.seek(0)
