@@ -163,6 +163,37 @@ def _write_zooniverse(store: BlobStore, container: str, task_id: str, variant: s
     return batches
 
 
+def _write_zooniverse_rows(store: BlobStore, container: str, task_id: str, variant: str, rows: IO[bytes],
+                           options: zooniverse.ManifestOptions, eligible: int, open_files: int) -> int:
+    """``_write_zooniverse`` from the rows the exports' pass already made (``rows``: each eligible image's
+    ``zooniverse.row_line`` in UTF-8, in results order, after its length as 4 bytes little-endian), so the results
+    are parsed once for every format; the same batches, byte for byte. Returns how many."""
+    batches = zooniverse.batch_count(eligible, options)
+    assigner = zooniverse.BatchAssigner(eligible, batches, options.shuffle, options.seed)
+    header = csvline.line(zooniverse.columns(options)).encode("utf-8")
+    for first in range(0, batches, open_files):
+        group = range(first, min(first + open_files, batches))
+        with ExitStack() as files:
+            outs = {b: files.enter_context(tempfile.TemporaryFile("w+b")) for b in group}
+            for out in outs.values():
+                out.write(header)
+            rows.seek(0)
+            read, batch = rows.read, assigner.batch
+            for index in range(eligible):
+                data = read(int.from_bytes(read(4), "little"))
+                target = outs.get(batch(index))
+                if target is not None:
+                    target.write(data)
+            for b, out in outs.items():
+                out.seek(0)
+                store.upload_file(container, layout.zooniverse_batch_blob(task_id, b + 1, variant), out,
+                                  "text/csv; charset=utf-8")
+    prefix = layout.exports_prefix(task_id, variant) + "zooniverse/"
+    delete_under(store, container, prefix, {layout.zooniverse_batch_blob(task_id, b + 1, variant)
+                                            for b in range(batches)})
+    return batches
+
+
 @dataclass(frozen=True)
 class ExportContext:
     """What every exports step derives from the task's request, enumeration and results head."""
@@ -242,6 +273,7 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
         with ExitStack() as files:
             tmp = {k: _text(files.enter_context(tempfile.TemporaryFile("w+b")))
                    for k in ("images", "annotations", "coco", "media", "observations", "deployments")}
+            zooniverse_rows = files.enter_context(tempfile.TemporaryFile("w+b"))
             writer = coco.CocoWriter(tmp["images"], tmp["annotations"], cut, categories)
             media, observations = LineBuffer(tmp["media"]), LineBuffer(tmp["observations"])
             media.write(csvline.line(camtrapdp.MEDIA_COLUMNS))
@@ -262,7 +294,11 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
                 row, rows = camtrap.add_lines(entry, metadata)
                 media.write(row)
                 observations.write(rows)
-                eligible += not zooniverse.excluded(entry)
+                if not zooniverse.excluded(entry):
+                    eligible += 1
+                    line = zooniverse.row_line(entry, manifest, categories, metadata).encode("utf-8")
+                    zooniverse_rows.write(len(line).to_bytes(4, "little"))
+                    zooniverse_rows.write(line)
             media.flush()
             observations.flush()
             writer.finish(tmp["coco"], ctx.coco_info())
@@ -278,8 +314,8 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
             write_descriptor(store, ctx, camtrap)
             for wrapper in tmp.values():
                 wrapper.detach()
-        batches = _write_zooniverse(store, container, task_id, variant, results, manifest, categories, eligible,
-                                    open_batch_files, list_shards)
+            batches = _write_zooniverse_rows(store, container, task_id, variant, zooniverse_rows, manifest,
+                                             eligible, open_batch_files)
     prefix = layout.exports_prefix(task_id, variant)
     logger.info("task %s: exports%s written: %d images, %d COCO boxes, %d observations, %d Zooniverse batches",
                 task_id, f" ({variant})" if variant else "", writer.counts["images"], writer.counts["annotations"],

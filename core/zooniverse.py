@@ -27,6 +27,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from core import csvline
 from core.errors import RequestInvalid
 
 COLUMNS = ["image_name_1", "folder", "attribution", "license", "#file", "#detector_max_conf",
@@ -68,7 +69,10 @@ def excluded(entry: Mapping[str, Any]) -> bool:
     """Whether an entry stays out of the manifests: a failed image, or one the image list flags."""
     if entry.get("failure") is not None:
         return True
-    return any(str(entry.get(flag, "")).strip() in values for flag, values in EXCLUDING_FLAGS.items())
+    for flag, values in EXCLUDING_FLAGS.items():  # an absent flag reads as "", which no flag's values hold
+        if flag in entry and str(entry[flag]).strip() in values:
+            return True
+    return False
 
 
 def columns(options: ManifestOptions) -> list[str]:
@@ -91,6 +95,21 @@ def row(entry: Mapping[str, Any], options: ManifestOptions, detection_categories
     listed = [(metadata or {}).get(c, "") for c in options.metadata_columns]
     return [file, folder, options.attribution, options.license, file, round(best_conf, 4), top, options.threshold,
             *listed]
+
+
+def _cell(value: Any) -> str:
+    """A value as ``csv.writer`` writes it before quoting: ``None`` empty, a float its ``repr``, else ``str``."""
+    if type(value) is str:
+        return value
+    if value is None:
+        return ""
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def row_line(entry: Mapping[str, Any], options: ManifestOptions, detection_categories: Mapping[str, str],
+             metadata: Mapping[str, str] | None = None) -> str:
+    """``row`` as the CSV line (with its ``\r\n``) ``csv.writer`` writes of it (``core.csvline``)."""
+    return csvline.line([_cell(v) for v in row(entry, options, detection_categories, metadata)])
 
 
 def batch_count(eligible: int, options: ManifestOptions) -> int:

@@ -88,3 +88,33 @@ def test_rows_carry_attribution_licence_and_the_detectors_view_hidden() -> None:
 ])
 def test_exclusions(entry: dict[str, object], out: bool) -> None:
     assert zooniverse.excluded(entry) is out
+
+
+@pytest.mark.parametrize("metadata", [None, {"season": 'S,"1"', "site": "a\nb", "roll": "", "n": "\u2028 x "}])
+@pytest.mark.parametrize("threshold", [0.2, 0.123456789, 1e-7, 1])
+def test_row_line_is_csv_writer_over_row(metadata: dict[str, str] | None, threshold: float) -> None:
+    import csv
+    import io
+    import random
+
+    rng = random.Random(5)
+    options = ManifestOptions(threshold, attribution='Zoo, "the" lab', license="CC\r\nBY",
+                              metadata_columns=("season", "site", "roll", "n", "absent"))
+    names = ["a.jpg", 'f,o"l/d\ne r/IMG 1.JPG', "é/\x00/x", "/lead", "trail/", " / "]
+    categories = {"1": "animal", "2": 'per,son', "3": 've"hicle'}
+    for _ in range(2000):
+        entry = {"file": rng.choice(names), "detections": [
+            {"category": rng.choice(["1", "2", "3", "9"]), "conf": rng.choice([rng.random(), 1, 0, -0.5, 1e-9, "x"])}
+            for _ in range(rng.randrange(4))]}
+        out = io.StringIO(newline="")
+        csv.writer(out).writerow(zooniverse.row(entry, options, categories, metadata))
+        assert zooniverse.row_line(entry, options, categories, metadata) == out.getvalue()
+
+
+@pytest.mark.parametrize("entry", [{}, {"invalid": 1}, {"invalid": " 2 "}, {"invalid": "3"}, {"image_no_upload": "1"},
+                                   {"image_was_deleted": 0}, {"image_is_invalid": True}, {"failure": ""},
+                                   {"failure": None, "invalid": None}, {"invalid": ""}])
+def test_excluded_reads_the_flags_as_before(entry: dict[str, object]) -> None:
+    before = entry.get("failure") is not None or any(
+        str(entry.get(flag, "")).strip() in values for flag, values in zooniverse.EXCLUDING_FLAGS.items())
+    assert zooniverse.excluded(entry) == before
