@@ -174,17 +174,21 @@ class CamtrapBuilder:
         observation lines (empty for none), for the exports' hot path: the constant fields are joined, not checked
         per row (``tests/unit/test_camtrapdp.py`` compares with ``csv.writer`` over ``add``)."""
         media, (mid, dep, event, timestamp), boxes = self._facts(entry, metadata)
+        field = csvline.field
+        # media: the ids (hex), "false", the media type (_MEDIATYPES) and the empty fields need no quoting
+        at, where = field(timestamp), field(dep)
+        media_line = (f"{mid},{where},,{at},{field(media[4])},false,{field(media[6])},{media[7]},,,"
+                      f"{field(media[10])}\r\n")
         if not boxes:
-            return csvline.line(media), ""
+            return media_line, ""
         quoted = self._quoted
         if quoted is None:
-            quoted = self._quoted = (f",machine,{csvline.field(self.classified_by)},"
-                                     f"{csvline.field(self.completed_at)},")
-        at = csvline.field(timestamp)
-        head = f",{csvline.field(dep)},{mid},{csvline.field(event)},{at},{at},media,"
+            quoted = self._quoted = f",machine,{field(self.classified_by)},{field(self.completed_at)},"
+        head = f",{where},{mid},{field(event)},{at},{at},media,"
+        # observations: the kinds (OBSERVATION_TYPES, "unknown", "blank") and the numbers need no quoting
         lines = [f"{mid}_{n}{head}{kind},,,{'1' if kind not in ('blank', 'unknown') else ''},,,,,,,,"
                  f"{x},{y},{w},{h}{quoted}{probability},,\r\n" for n, kind, x, y, w, h, probability in boxes]
-        return csvline.line(media), "".join(lines)
+        return media_line, "".join(lines)
 
     def _facts(self, entry: Mapping[str, Any], metadata: Mapping[str, str] | None
                ) -> tuple[list[str], tuple[str, str, str, str], list[tuple[int, str, str, str, str, str, str]]]:

@@ -22,6 +22,7 @@ Must not: do I/O.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from dataclasses import dataclass
@@ -81,9 +82,9 @@ def columns(options: ManifestOptions) -> list[str]:
     return COLUMNS + [f"list_{c}" if c in COLUMNS else c for c in options.metadata_columns]
 
 
-def row(entry: Mapping[str, Any], options: ManifestOptions, detection_categories: Mapping[str, str],
-        metadata: Mapping[str, str] | None = None) -> list[Any]:
-    """The manifest row of an image (``columns(options)`` order); ``metadata``: its row of the image list."""
+def _facts(entry: Mapping[str, Any], options: ManifestOptions,
+           detection_categories: Mapping[str, str]) -> tuple[str, str, float, str]:
+    """``(file, folder, #detector_max_conf, #detector_top_category)`` of an image's row."""
     file = str(entry["file"])
     best_conf, best_cat = 0.0, ""
     for det in entry.get("detections") or []:
@@ -92,9 +93,15 @@ def row(entry: Mapping[str, Any], options: ManifestOptions, detection_categories
             best_conf, best_cat = float(conf), detection_categories.get(str(det.get("category")), "unknown")
     top = best_cat if best_cat and best_conf >= options.threshold else "empty"
     folder = file.rsplit("/", 1)[0] if "/" in file else ""
+    return file, folder, round(best_conf, 4), top
+
+
+def row(entry: Mapping[str, Any], options: ManifestOptions, detection_categories: Mapping[str, str],
+        metadata: Mapping[str, str] | None = None) -> list[Any]:
+    """The manifest row of an image (``columns(options)`` order); ``metadata``: its row of the image list."""
+    file, folder, conf, top = _facts(entry, options, detection_categories)
     listed = [(metadata or {}).get(c, "") for c in options.metadata_columns]
-    return [file, folder, options.attribution, options.license, file, round(best_conf, 4), top, options.threshold,
-            *listed]
+    return [file, folder, options.attribution, options.license, file, conf, top, options.threshold, *listed]
 
 
 def _cell(value: Any) -> str:
@@ -106,10 +113,24 @@ def _cell(value: Any) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
 
+@functools.lru_cache(maxsize=64)
+def _quoted_options(options: ManifestOptions) -> tuple[str, str]:
+    """The row's per-task fields as CSV text: ``,attribution,license,`` and ``,threshold``."""
+    return (f",{csvline.field(_cell(options.attribution))},{csvline.field(_cell(options.license))},",
+            "," + csvline.field(_cell(options.threshold)))
+
+
 def row_line(entry: Mapping[str, Any], options: ManifestOptions, detection_categories: Mapping[str, str],
              metadata: Mapping[str, str] | None = None) -> str:
-    """``row`` as the CSV line (with its ``\r\n``) ``csv.writer`` writes of it (``core.csvline``)."""
-    return csvline.line([_cell(v) for v in row(entry, options, detection_categories, metadata)])
+    """``row`` as the CSV line (with its ``\\r\\n``) ``csv.writer`` writes of it (``core.csvline``), the per-task
+    fields quoted once."""
+    file, folder, conf, top = _facts(entry, options, detection_categories)
+    middle, threshold = _quoted_options(options)
+    quoted = csvline.field(file)
+    text = f"{quoted},{csvline.field(folder)}{middle}{quoted},{conf!r},{csvline.field(top)}{threshold}"
+    if options.metadata_columns:
+        text += "".join(["," + csvline.field(_cell((metadata or {}).get(c, ""))) for c in options.metadata_columns])
+    return text + csvline.TERMINATOR
 
 
 def batch_count(eligible: int, options: ManifestOptions) -> int:
