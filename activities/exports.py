@@ -5,7 +5,9 @@ the exports are other views of that same file, for the tools ecologists hand dat
 keeps the merge's single pass unchanged and lets each variant (the original, the repeats-removed one) be exported
 alike. Memory stays bounded whatever the task size: the results are downloaded to a temporary file and read with
 ``ijson`` one entry at a time (``core.mdformat.iter_images``), every export is written to temporary files and
-uploaded in blocks, and the Zooniverse batches are written a group of files at a time. An explicit image list's
+uploaded in blocks, and the Zooniverse batches are written a group of files at a time. Each entry is parsed once for
+all three formats: its Zooniverse row is made in the same pass and kept in a temporary file until the eligible count
+(which the shuffle needs) is known, then handed to its batch (``_write_zooniverse_rows``). An explicit image list's
 metadata (``ListMetadata``) is read one shard's document at a time, in step with the results, and goes into every
 export: COCO image fields (``core.coco.list_fields``), Camtrap DP media, deployments and events (``core.camtrapdp``)
 and Zooniverse subject columns (``core.zooniverse``).
