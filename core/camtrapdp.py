@@ -239,16 +239,22 @@ class CamtrapBuilder:
         boxes = []
         threshold, categories = self.threshold, self.detection_categories
         for index, det in enumerate(entry.get("detections") or []):
-            conf, box = det.get("conf"), det.get("bbox")
-            kind = OBSERVATION_TYPES.get(categories.get(str(det.get("category")), ""), "unknown")
+            conf = det.get("conf")
             if not isinstance(conf, (int, float)) or conf < threshold:
                 continue
+            box = det.get("bbox")
+            kind = OBSERVATION_TYPES.get(categories.get(str(det.get("category")), ""), "unknown")
             x = y = w = h = ""
             if isinstance(box, list) and len(box) == 4:
-                x0, y0 = min(max(box[0], 0.0), 1.0), min(max(box[1], 0.0), 1.0)
-                x1, y1 = min(max(box[0] + box[2], 0.0), 1.0), min(max(box[1] + box[3], 0.0), 1.0)
+                # each min(max(v, 0.0), 1.0), which is v itself (the same object) when 0 <= v <= 1
+                b0, b1, b2, b3 = box
+                x0 = b0 if 0.0 <= b0 <= 1.0 else min(max(b0, 0.0), 1.0)
+                y0 = b1 if 0.0 <= b1 <= 1.0 else min(max(b1, 0.0), 1.0)
+                x1, y1 = b0 + b2, b1 + b3
+                x1 = x1 if 0.0 <= x1 <= 1.0 else min(max(x1, 0.0), 1.0)
+                y1 = y1 if 0.0 <= y1 <= 1.0 else min(max(y1, 0.0), 1.0)
                 if x1 > x0 and y1 > y0:
-                    # the clamp to [0, 1] the boxes' numbers had is the identity here: x0, y0 are clamped, and 0 < x1 - x0 <= x1 <= 1
+                    # the numbers' clamp to [0, 1] is the identity: x0, y0 are in it, and 0 < x1 - x0 <= x1 <= 1
                     x, y, w, h = f"{x0:.6g}", f"{y0:.6g}", f"{x1 - x0:.6g}", f"{y1 - y0:.6g}"
             boxes.append((index + 1, kind, x, y, w, h, f"{min(float(conf), 1.0):.4g}"))
         if not boxes:

@@ -243,3 +243,23 @@ def test_add_lines_is_csv_writer_over_add(listed: dict[str, dict[str, str]] | No
         assert observations == out.getvalue()
     assert by_rows.counts == by_lines.counts and by_rows.deployments == by_lines.deployments
     assert by_rows.deployment_rows() == by_lines.deployment_rows()
+
+
+def test_boxes_are_clamped_and_formatted_as_before() -> None:
+    """The box fields against the rule as first written (each number clamped with min/max, then ``.6g``)."""
+    import random
+
+    def num(v: float) -> str:
+        return f"{min(max(v, 0.0), 1.0):.6g}"
+
+    rng = random.Random(2)
+    edge = [0, 1, 0.0, 1.0, -0.0, -1, 2, 0.5, 1e-7, 1.0000001, -1e-300, float("inf"), -float("inf"), 1e-320]
+    b = camtrapdp.CamtrapBuilder(threshold=0.2, detection_categories=mdformat.DETECTION_CATEGORIES,
+                                 completed_at="2026-12-01T10:00:00", classified_by="MD")
+    for i in range(5000):
+        box = [rng.choice(edge) if rng.random() < 0.3 else rng.uniform(-0.3, 1.3) for _ in range(4)]
+        _, rows = b.add({"file": f"a/{i}.jpg", "detections": [{"category": "1", "conf": 0.5, "bbox": box}]})
+        x0, y0 = min(max(box[0], 0.0), 1.0), min(max(box[1], 0.0), 1.0)
+        x1, y1 = min(max(box[0] + box[2], 0.0), 1.0), min(max(box[1] + box[3], 0.0), 1.0)
+        want = [num(x0), num(y0), num(x1 - x0), num(y1 - y0)] if x1 > x0 and y1 > y0 else ["", "", "", ""]
+        assert rows[0][18:22] == want, box
