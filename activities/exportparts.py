@@ -28,12 +28,11 @@ from typing import IO, Any, Iterator
 
 import azure.durable_functions as df
 
-from activities.exports import LineBuffer, ListMetadata, _write_zooniverse, prepare, write_descriptor
+from activities.exports import LineBuffer, ListMetadata, _write_zooniverse, prepare, sized, write_descriptor
 from adapters import clients
 from adapters.blob_files import download_to
 from adapters.blobs import BlobStore
 from adapters.compose import Piece, compose_blob, delete_prefix
-from adapters.image_sizes import with_sizes
 from core import camtrapdp, coco, exportparts, jsonio, mdformat, zooniverse
 from core import contracts as c
 from core.fanin import json_ranges
@@ -105,8 +104,8 @@ def run_exports_part(payload: c.ExportsPartInput, settings: Settings, store: Blo
             return str(entry.get("file"))
 
         listed = ListMetadata(store, container, task_id, ctx.list_shards, payload["first_shard"])
-        for entry, size in with_sizes(source or store, str(ctx.enumeration.get("container", "")), _lines(entries),
-                                      needs_size):
+        for entry, size in sized(settings, source or store, str(ctx.enumeration.get("container", "")),
+                                 _lines(entries), needs_size):
             if entry.get("failure") is None and size is None and coco.entry_size(entry) is None:
                 counts["sizes_unknown"] += 1
             metadata = listed.get(str(entry["file"]))

@@ -41,7 +41,7 @@ import logging
 import tempfile
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import IO, Any, Iterator
+from typing import IO, Any, Callable, Iterator
 
 import azure.durable_functions as df
 
@@ -58,6 +58,15 @@ logger = logging.getLogger(__name__)
 bp = df.Blueprint()
 
 OPEN_BATCH_FILES = 128  # Zooniverse batches written per pass over the results (open file handles stay bounded)
+
+
+def sized(settings: Settings, store: BlobStore, container: str, entries: Iterator[dict[str, Any]],
+          needs_size: Callable[[dict[str, Any]], str | None]) -> Iterator[tuple[dict[str, Any], tuple[int, int] | None]]:
+    """``adapters.image_sizes.with_sizes`` of the entries; with ``export_image_sizes`` off (``needs_size`` then
+    names no image), each entry with None directly, without its thread pool and chunks."""
+    if not settings.export_image_sizes:
+        return ((entry, None) for entry in entries)
+    return with_sizes(store, container, entries, needs_size)
 
 
 class LineBuffer:
@@ -287,8 +296,8 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
                 return str(entry.get("file"))
 
             listed = ListMetadata(store, container, task_id, list_shards)
-            for entry, size in with_sizes(source or store, str(enumeration.get("container", "")),
-                                          _entries(results), needs_size):
+            for entry, size in sized(settings, source or store, str(enumeration.get("container", "")),
+                                     _entries(results), needs_size):
                 if entry.get("failure") is None and size is None and coco.entry_size(entry) is None:
                     sizes_unknown += 1
                 metadata = listed.get(str(entry["file"]))  # every entry, in order (the walk keeps step)
