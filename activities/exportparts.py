@@ -28,12 +28,11 @@ from typing import IO, Any, Iterator
 
 import azure.durable_functions as df
 
-from activities.exports import (ListMetadata, _write_zooniverse, prepare, write_descriptor)
+from activities.exports import LineBuffer, ListMetadata, _write_zooniverse, prepare, sized, write_descriptor
 from adapters import clients
 from adapters.blob_files import download_to
 from adapters.blobs import BlobStore
 from adapters.compose import Piece, compose_blob, delete_prefix
-from adapters.image_sizes import with_sizes
 from core import camtrapdp, coco, exportparts, jsonio, mdformat, zooniverse
 from core import contracts as c
 from core.fanin import json_ranges
@@ -97,7 +96,7 @@ def run_exports_part(payload: c.ExportsPartInput, settings: Settings, store: Blo
         files = dict(zip(FRAGMENTS, (i_fp, a_fp, m_fp, o_fp)))
         text = {k: io.TextIOWrapper(f, encoding="utf-8", newline="", write_through=True) for k, f in files.items()}
         writer = coco.CocoWriter(text["images"], text["annotations"], ctx.cut, ctx.categories, continued=True)
-        media, observations = csv.writer(text["media"]), csv.writer(text["observations"])
+        media, observations = LineBuffer(text["media"]), LineBuffer(text["observations"])
 
         def needs_size(entry: dict[str, Any]) -> str | None:
             if not settings.export_image_sizes or entry.get("failure") is not None or coco.entry_size(entry):
@@ -105,16 +104,19 @@ def run_exports_part(payload: c.ExportsPartInput, settings: Settings, store: Blo
             return str(entry.get("file"))
 
         listed = ListMetadata(store, container, task_id, ctx.list_shards, payload["first_shard"])
-        for entry, size in with_sizes(source or store, str(ctx.enumeration.get("container", "")), _lines(entries),
-                                      needs_size):
+        for entry, size in sized(settings, source or store, str(ctx.enumeration.get("container", "")),
+                                 _lines(entries), needs_size):
             if entry.get("failure") is None and size is None and coco.entry_size(entry) is None:
                 counts["sizes_unknown"] += 1
             metadata = listed.get(str(entry["file"]))
             writer.add(entry, size, metadata)
-            row, rows = camtrap.add(entry, metadata)
-            media.writerow(row)
-            observations.writerows(rows)
+            row, rows = camtrap.add_lines(entry, metadata)
+            media.write(row)
+            observations.write(rows)
             counts["eligible"] += not zooniverse.excluded(entry)
+        writer.flush()
+        media.flush()
+        observations.flush()
         for name, fp in files.items():
             text[name].flush()
             sizes[name] = fp.tell()

@@ -5,7 +5,9 @@ the exports are other views of that same file, for the tools ecologists hand dat
 keeps the merge's single pass unchanged and lets each variant (the original, the repeats-removed one) be exported
 alike. Memory stays bounded whatever the task size: the results are downloaded to a temporary file and read with
 ``ijson`` one entry at a time (``core.mdformat.iter_images``), every export is written to temporary files and
-uploaded in blocks, and the Zooniverse batches are written a group of files at a time. An explicit image list's
+uploaded in blocks, and the Zooniverse batches are written a group of files at a time. Each entry is parsed once for
+all three formats: its Zooniverse row is made in the same pass and kept in a temporary file until the eligible count
+(which the shuffle needs) is known, then handed to its batch (``_write_zooniverse_rows``). An explicit image list's
 metadata (``ListMetadata``) is read one shard's document at a time, in step with the results, and goes into every
 export: COCO image fields (``core.coco.list_fields``), Camtrap DP media, deployments and events (``core.camtrapdp``)
 and Zooniverse subject columns (``core.zooniverse``).
@@ -39,7 +41,7 @@ import logging
 import tempfile
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import IO, Any, Iterator
+from typing import IO, Any, Callable, Iterator
 
 import azure.durable_functions as df
 
@@ -47,7 +49,7 @@ from adapters import clients
 from adapters.blob_files import delete_under, download_to
 from adapters.blobs import BlobStore
 from adapters.image_sizes import with_sizes
-from core import camtrapdp, coco, mdformat, zooniverse
+from core import camtrapdp, coco, csvline, mdformat, zooniverse
 from core import contracts as c
 from core.settings import Settings
 from gpu_batch import layout
@@ -56,6 +58,35 @@ logger = logging.getLogger(__name__)
 bp = df.Blueprint()
 
 OPEN_BATCH_FILES = 128  # Zooniverse batches written per pass over the results (open file handles stay bounded)
+
+
+def sized(settings: Settings, store: BlobStore, container: str, entries: Iterator[dict[str, Any]],
+          needs_size: Callable[[dict[str, Any]], str | None]) -> Iterator[tuple[dict[str, Any], tuple[int, int] | None]]:
+    """``adapters.image_sizes.with_sizes`` of the entries; with ``export_image_sizes`` off (``needs_size`` then
+    names no image), each entry with None directly, without its thread pool and chunks."""
+    if not settings.export_image_sizes:
+        return ((entry, None) for entry in entries)
+    return with_sizes(store, container, entries, needs_size)
+
+
+class LineBuffer:
+    """Text for a stream, handed on in chunks of about ``chunk`` writes: a ``TextIOWrapper`` over a file opened
+    for reading too resets its decoder on every ``write`` (CPython's ``textiowrapper_write``), a Python call per
+    row that cost more than building the row. ``flush`` hands on the rest; the stream then has every byte."""
+
+    def __init__(self, out: IO[str], chunk: int = 512) -> None:
+        self.out, self.chunk = out, chunk
+        self.parts: list[str] = []
+
+    def write(self, text: str) -> None:
+        self.parts.append(text)
+        if len(self.parts) >= self.chunk:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.parts:
+            self.out.write("".join(self.parts))
+            self.parts.clear()
 
 
 def _text(fp: IO[bytes]) -> io.TextIOWrapper:
@@ -143,6 +174,37 @@ def _write_zooniverse(store: BlobStore, container: str, task_id: str, variant: s
     return batches
 
 
+def _write_zooniverse_rows(store: BlobStore, container: str, task_id: str, variant: str, rows: IO[bytes],
+                           options: zooniverse.ManifestOptions, eligible: int, open_files: int) -> int:
+    """``_write_zooniverse`` from the rows the exports' pass already made (``rows``: each eligible image's
+    ``zooniverse.row_line`` in UTF-8, in results order, after its length as 4 bytes little-endian), so the results
+    are parsed once for every format; the same batches, byte for byte. Returns how many."""
+    batches = zooniverse.batch_count(eligible, options)
+    assigner = zooniverse.BatchAssigner(eligible, batches, options.shuffle, options.seed)
+    header = csvline.line(zooniverse.columns(options)).encode("utf-8")
+    for first in range(0, batches, open_files):
+        group = range(first, min(first + open_files, batches))
+        with ExitStack() as files:
+            outs = {b: files.enter_context(tempfile.TemporaryFile("w+b")) for b in group}
+            for out in outs.values():
+                out.write(header)
+            rows.seek(0)
+            read, batch = rows.read, assigner.batch
+            for index in range(eligible):
+                data = read(int.from_bytes(read(4), "little"))
+                target = outs.get(batch(index))
+                if target is not None:
+                    target.write(data)
+            for b, out in outs.items():
+                out.seek(0)
+                store.upload_file(container, layout.zooniverse_batch_blob(task_id, b + 1, variant), out,
+                                  "text/csv; charset=utf-8")
+    prefix = layout.exports_prefix(task_id, variant) + "zooniverse/"
+    delete_under(store, container, prefix, {layout.zooniverse_batch_blob(task_id, b + 1, variant)
+                                            for b in range(batches)})
+    return batches
+
+
 @dataclass(frozen=True)
 class ExportContext:
     """What every exports step derives from the task's request, enumeration and results head."""
@@ -222,10 +284,11 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
         with ExitStack() as files:
             tmp = {k: _text(files.enter_context(tempfile.TemporaryFile("w+b")))
                    for k in ("images", "annotations", "coco", "media", "observations", "deployments")}
+            zooniverse_rows = files.enter_context(tempfile.TemporaryFile("w+b"))
             writer = coco.CocoWriter(tmp["images"], tmp["annotations"], cut, categories)
-            media, observations = csv.writer(tmp["media"]), csv.writer(tmp["observations"])
-            media.writerow(camtrapdp.MEDIA_COLUMNS)
-            observations.writerow(camtrapdp.OBSERVATION_COLUMNS)
+            media, observations = LineBuffer(tmp["media"]), LineBuffer(tmp["observations"])
+            media.write(csvline.line(camtrapdp.MEDIA_COLUMNS))
+            observations.write(csvline.line(camtrapdp.OBSERVATION_COLUMNS))
 
             def needs_size(entry: dict[str, Any]) -> str | None:
                 if not settings.export_image_sizes or entry.get("failure") is not None or coco.entry_size(entry):
@@ -233,16 +296,22 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
                 return str(entry.get("file"))
 
             listed = ListMetadata(store, container, task_id, list_shards)
-            for entry, size in with_sizes(source or store, str(enumeration.get("container", "")),
-                                          _entries(results), needs_size):
+            for entry, size in sized(settings, source or store, str(enumeration.get("container", "")),
+                                     _entries(results), needs_size):
                 if entry.get("failure") is None and size is None and coco.entry_size(entry) is None:
                     sizes_unknown += 1
                 metadata = listed.get(str(entry["file"]))  # every entry, in order (the walk keeps step)
                 writer.add(entry, size, metadata)
-                row, rows = camtrap.add(entry, metadata)
-                media.writerow(row)
-                observations.writerows(rows)
-                eligible += not zooniverse.excluded(entry)
+                row, rows = camtrap.add_lines(entry, metadata)
+                media.write(row)
+                observations.write(rows)
+                if not zooniverse.excluded(entry):
+                    eligible += 1
+                    line = zooniverse.row_line(entry, manifest, categories, metadata).encode("utf-8")
+                    zooniverse_rows.write(len(line).to_bytes(4, "little"))
+                    zooniverse_rows.write(line)
+            media.flush()
+            observations.flush()
             writer.finish(tmp["coco"], ctx.coco_info())
             store_put = [(layout.coco_blob(task_id, variant), tmp["coco"], "application/json")]
             deployments = csv.writer(tmp["deployments"])
@@ -256,8 +325,8 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
             write_descriptor(store, ctx, camtrap)
             for wrapper in tmp.values():
                 wrapper.detach()
-        batches = _write_zooniverse(store, container, task_id, variant, results, manifest, categories, eligible,
-                                    open_batch_files, list_shards)
+            batches = _write_zooniverse_rows(store, container, task_id, variant, zooniverse_rows, manifest,
+                                             eligible, open_batch_files)
     prefix = layout.exports_prefix(task_id, variant)
     logger.info("task %s: exports%s written: %d images, %d COCO boxes, %d observations, %d Zooniverse batches",
                 task_id, f" ({variant})" if variant else "", writer.counts["images"], writer.counts["annotations"],

@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
-from core import listfields
+from core import csvline, listfields
 
 VERSION = "1.0.2"
 _BASE = f"https://raw.githubusercontent.com/tdwg/camtrap-dp/{VERSION}/"
@@ -131,10 +131,6 @@ def camtrap_timestamp(value: str) -> str | None:
     return parsed.replace(microsecond=0).isoformat()
 
 
-def _num(value: float) -> str:
-    return f"{min(max(value, 0.0), 1.0):.6g}"
-
-
 @dataclass(slots=True)
 class _Deployment:
     start: str
@@ -159,6 +155,7 @@ class CamtrapBuilder:
     deployments: dict[str, _Deployment] = field(default_factory=dict)
     taxa: set[str] = field(default_factory=set)
     counts: dict[str, int] = field(default_factory=lambda: {"media": 0, "observations": 0})
+    _quoted: str | None = None  # add_lines: the observations' constant tail, quoted once
 
     def __post_init__(self) -> None:
         self.completed_at = camtrap_timestamp(self.completed_at) or datetime(1970, 1, 1, tzinfo=timezone.utc).isoformat()
@@ -167,9 +164,43 @@ class CamtrapBuilder:
             metadata: Mapping[str, str] | None = None) -> tuple[list[Any], list[list[Any]]]:
         """The media row of one entry and its observation rows (in ``*_COLUMNS`` order); ``metadata``: its row
         of the image list, if any (see the module doc for where each column goes)."""
+        media, (mid, dep, event, timestamp), boxes = self._facts(entry, metadata)
+        observations = [self._observation(f"{mid}_{n}", dep, mid, event, timestamp, kind, x, y, w, h, probability)
+                        for n, kind, x, y, w, h, probability in boxes]
+        return media, observations
+
+    def add_lines(self, entry: Mapping[str, Any], metadata: Mapping[str, str] | None = None) -> tuple[str, str]:
+        """``add``'s rows as the CSV text ``csv.writer`` writes of them (``core.csvline``): the media line and the
+        observation lines (empty for none), for the exports' hot path: the constant fields are joined, not checked
+        per row (``tests/unit/test_camtrapdp.py`` compares with ``csv.writer`` over ``add``)."""
+        media, (mid, dep, event, timestamp), boxes = self._facts(entry, metadata)
+        field = csvline.field
+        # media: the ids (hex), "false", the media type (_MEDIATYPES) and the empty fields need no quoting
+        at, where = field(timestamp), field(dep)
+        media_line = (f"{mid},{where},,{at},{field(media[4])},false,{field(media[6])},{media[7]},,,"
+                      f"{field(media[10])}\r\n")
+        if not boxes:
+            return media_line, ""
+        quoted = self._quoted
+        if quoted is None:
+            quoted = self._quoted = f",machine,{field(self.classified_by)},{field(self.completed_at)},"
+        head = f",{where},{mid},{field(event)},{at},{at},media,"
+        # observations: the kinds (OBSERVATION_TYPES, "unknown", "blank") and the numbers need no quoting
+        lines = [f"{mid}_{n}{head}{kind},,,{'1' if kind not in ('blank', 'unknown') else ''},,,,,,,,"
+                 f"{x},{y},{w},{h}{quoted}{probability},,\r\n" for n, kind, x, y, w, h, probability in boxes]
+        return media_line, "".join(lines)
+
+    def _facts(self, entry: Mapping[str, Any], metadata: Mapping[str, str] | None
+               ) -> tuple[list[str], tuple[str, str, str, str], list[tuple[int, str, str, str, str, str, str]]]:
+        """One entry's media row, its ``(mediaID, deploymentID, eventID, timestamp)`` and its observations as
+        ``(n, observationType, bboxX, bboxY, bboxWidth, bboxHeight, classificationProbability)`` (``n`` the
+        observation id's suffix: the detection's index + 1, 0 for the blank one); counts and deployments updated."""
         file = str(entry["file"])
-        known_fields, rest = listfields.split(metadata, LIST_FIELDS)
-        location = known_fields.get("location", ("", ""))[1]
+        if metadata:
+            known_fields, rest = listfields.split(metadata, LIST_FIELDS)
+        else:
+            known_fields, rest = {}, {}  # listfields.split of no row
+        location = known_fields["location"][1] if "location" in known_fields else ""
         dep, mid = deployment_id(file, location), media_id(file)
         raw_time = entry.get("datetime")
         timestamp = camtrap_timestamp(raw_time) if isinstance(raw_time, str) else None
@@ -187,39 +218,49 @@ class CamtrapBuilder:
         known = self.deployments.get(dep)
         if known is None:
             known = self.deployments[dep] = _Deployment(timestamp, timestamp, location=location)
-        known.start, known.end = min(known.start, timestamp), max(known.end, timestamp)
-        known.timestamp_issues = known.timestamp_issues or bool(comments)
-        self._deployment_fields(known, known_fields, rest)
+        if timestamp < known.start:
+            known.start = timestamp
+        if timestamp > known.end:
+            known.end = timestamp
+        if comments:
+            known.timestamp_issues = True
+        if known_fields:
+            self._deployment_fields(known, known_fields, rest)
         if failed:
             comments.append(f"detection failed: {entry['failure']}")
         if rest:
             comments.append(LIST_METADATA_LABEL + _COMMENT_JSON.encode(rest))
-        media = [mid, dep, "", timestamp, file, "false",
-                 posixpath.basename(file),
+        media = [mid, dep, "", timestamp, file, "false", file[file.rfind("/") + 1:],  # posixpath.basename
                  _MEDIATYPES.get(posixpath.splitext(file)[1].lower(), "image/jpeg"), "", "", "; ".join(comments)]
-        event = known_fields.get("seq_id", ("", ""))[1]
+        event = known_fields["seq_id"][1] if "seq_id" in known_fields else ""
         self.counts["media"] += 1
         if failed:
-            return media, []
-        observations = []
+            return media, (mid, dep, event, timestamp), []
+        boxes = []
+        threshold, categories = self.threshold, self.detection_categories
         for index, det in enumerate(entry.get("detections") or []):
-            conf, box = det.get("conf"), det.get("bbox")
-            kind = OBSERVATION_TYPES.get(self.detection_categories.get(str(det.get("category")), ""), "unknown")
-            if not isinstance(conf, (int, float)) or conf < self.threshold:
+            conf = det.get("conf")
+            if not isinstance(conf, (int, float)) or conf < threshold:
                 continue
+            box = det.get("bbox")
+            kind = OBSERVATION_TYPES.get(categories.get(str(det.get("category")), ""), "unknown")
             x = y = w = h = ""
             if isinstance(box, list) and len(box) == 4:
-                x0, y0 = min(max(box[0], 0.0), 1.0), min(max(box[1], 0.0), 1.0)
-                x1, y1 = min(max(box[0] + box[2], 0.0), 1.0), min(max(box[1] + box[3], 0.0), 1.0)
+                # each min(max(v, 0.0), 1.0), which is v itself (the same object) when 0 <= v <= 1
+                b0, b1, b2, b3 = box
+                x0 = b0 if 0.0 <= b0 <= 1.0 else min(max(b0, 0.0), 1.0)
+                y0 = b1 if 0.0 <= b1 <= 1.0 else min(max(b1, 0.0), 1.0)
+                x1, y1 = b0 + b2, b1 + b3
+                x1 = x1 if 0.0 <= x1 <= 1.0 else min(max(x1, 0.0), 1.0)
+                y1 = y1 if 0.0 <= y1 <= 1.0 else min(max(y1, 0.0), 1.0)
                 if x1 > x0 and y1 > y0:
-                    x, y, w, h = _num(x0), _num(y0), _num(x1 - x0), _num(y1 - y0)
-            observations.append(self._observation(f"{mid}_{index + 1}", dep, mid, event, timestamp, kind, x, y, w,
-                                                  h, f"{min(float(conf), 1.0):.4g}"))
-        if not observations:
-            observations.append(self._observation(f"{mid}_0", dep, mid, event, timestamp, "blank", "", "", "", "",
-                                                  ""))
-        self.counts["observations"] += len(observations)
-        return media, observations
+                    # the numbers' clamp to [0, 1] is the identity: x0, y0 are in it, and 0 < x1 - x0 <= x1 <= 1
+                    x, y, w, h = f"{x0:.6g}", f"{y0:.6g}", f"{x1 - x0:.6g}", f"{y1 - y0:.6g}"
+            boxes.append((index + 1, kind, x, y, w, h, f"{min(float(conf), 1.0):.4g}"))
+        if not boxes:
+            boxes.append((0, "blank", "", "", "", "", ""))
+        self.counts["observations"] += len(boxes)
+        return media, (mid, dep, event, timestamp), boxes
 
     @staticmethod
     def _deployment_fields(known: _Deployment, fields: Mapping[str, tuple[str, str]], rest: dict[str, str]) -> None:

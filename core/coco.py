@@ -24,7 +24,8 @@ Images sizes: an entry's own ``width``/``height`` (trapbatch's worker writes the
 does with ``--include_image_size``) win; for an entry without them the caller supplies them (the exports activity
 reads that image's header, ``adapters.image_sizes``).
 
-Must not: do I/O (``CocoWriter`` writes to the text streams it is given), or hold more than one entry at a time.
+Must not: do I/O (``CocoWriter`` writes to the text streams it is given), or hold more than one entry at a time
+(``CocoWriter`` holds the finished lines of up to ``_CHUNK`` images before writing them on, ``flush``).
 """
 from __future__ import annotations
 
@@ -56,6 +57,9 @@ def _round(value: Any) -> Any:
     return value
 
 
+_KEPT = (str, int, bool, type(None))  # types (exactly) that _round returns as they are
+
+
 def categories(detection_categories: Mapping[str, str]) -> list[dict[str, Any]]:
     return [{"id": int(k), "name": v} for k, v in detection_categories.items()]
 
@@ -72,6 +76,8 @@ def list_fields(image: dict[str, Any], metadata: Mapping[str, str] | None) -> di
     ``frame_num`` and ``seq_num_frames`` as integers), the rest under ``image_list_metadata``. A field the entry
     already has (MegaDetector writes ``datetime`` when it reads EXIF) is kept, and the list's value joins the rest,
     as does an integer field that is not a whole number. No metadata: ``image`` unchanged."""
+    if not metadata:
+        return image  # what the rest does with listfields.split's ({}, {}) of no row
     known, rest = listfields.split(metadata, LIST_FIELDS)
     for field, (column, value) in known.items():
         typed: Any = listfields.integer(value) if field in _INTEGER_FIELDS else value
@@ -111,26 +117,36 @@ def convert_entry(entry: Mapping[str, Any], size: tuple[int, int] | None, thresh
         if isinstance(box, list) and len(box) == 4:
             if size is not None:
                 w, h = size
-                ann["bbox"] = [_round(box[0] * w), _round(box[1] * h), _round(box[2] * w), _round(box[3] * h)]
+                x, y, bw, bh = box[0] * w, box[1] * h, box[2] * w, box[3] * h
+                if type(x) is float and type(y) is float and type(bw) is float and type(bh) is float:
+                    ann["bbox"] = [round(x, PRECISION), round(y, PRECISION), round(bw, PRECISION),
+                                   round(bh, PRECISION)]  # _round of each, without the calls
+                else:
+                    ann["bbox"] = [_round(x), _round(y), _round(bw), _round(bh)]
             else:
                 ann["md_bbox"] = [_round(v) for v in box]
-        ann["score"] = _round(conf)
+        ann["score"] = round(conf, PRECISION) if type(conf) is float else _round(conf)
         annotations.append(ann)  # every value rounded as _round(ann) would (the id, image_id and category_id are not floats)
-    return list_fields(_round(image), metadata), annotations
+    for value in image.values():
+        if type(value) not in _KEPT:  # _round(image) is a copy of it when every value is of a type it keeps
+            image = _round(image)
+            break
+    return list_fields(image, metadata), annotations
 
 
 def annotation_id(file: str, index: int) -> str:
     """``str(uuid.uuid5(_ID_NAMESPACE, f"{file}#{index}"))``, without building a ``UUID`` per annotation (a third of
-    the id's cost): SHA-1 of namespace and name, version 5 and the RFC 4122 variant set, as ``uuid.uuid5`` does."""
-    digest = hashlib.sha1(_ID_NAMESPACE.bytes + f"{file}#{index}".encode("utf-8")).digest()
-    value = int.from_bytes(digest[:16], "big")
-    value = (value & _VARIANT_CLEAR) | _VARIANT_5
-    hexed = f"{value:032x}"
+    the id's cost): SHA-1 of namespace and name, its first 16 bytes with the version (5, the high nibble of byte 6)
+    and the RFC 4122 variant (``10`` in the top bits of byte 8) set, as ``uuid.uuid5`` does, then its hex form."""
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + f"{file}#{index}".encode("utf-8")).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50
+    digest[8] = (digest[8] & 0x3F) | 0x80
+    hexed = digest.hex()
     return f"{hexed[:8]}-{hexed[8:12]}-{hexed[12:16]}-{hexed[16:20]}-{hexed[20:]}"
 
 
-_VARIANT_CLEAR = ~((0xc000 << 48) | (0xf000 << 64))  # uuid.UUID(..., version=5): variant and version bits
-_VARIANT_5 = (0x8000 << 48) | (5 << 76)
+_NAMESPACE_BYTES = _ID_NAMESPACE.bytes
+_CHUNK = 512  # images CocoWriter holds before writing them (and their annotations) to its streams
 
 
 class CocoWriter:
@@ -151,16 +167,35 @@ class CocoWriter:
         self.threshold = threshold
         self.detection_categories = dict(detection_categories)
         self.counts = {"images": 0, "annotations": 0}
+        # lines waiting for the streams, handed on together (``flush``): one write per line to a TextIOWrapper
+        # over a read-write file costs a decoder reset each (CPython's textiowrapper_write)
+        self._pending: dict[str, list[str]] = {"images": [], "annotations": []}
 
     def add(self, entry: Mapping[str, Any], size: tuple[int, int] | None,
             metadata: Mapping[str, str] | None = None) -> None:
         """Write one entry's image and annotations; ``metadata``: its image-list row (``list_fields``)."""
         image, anns = convert_entry(entry, size, self.threshold, self.detection_categories, metadata)
-        self.images.write(("," if self.counts["images"] or self.continued else "") + jsonio.dumps_text(image) + "\n")
-        self.counts["images"] += 1
-        for ann in anns:
-            self.annotations.write(("," if self.counts["annotations"] or self.continued else "") + jsonio.dumps_text(ann) + "\n")
-            self.counts["annotations"] += 1
+        counts, pending = self.counts, self._pending
+        images = pending["images"]
+        images.append(("," if counts["images"] or self.continued else "") + jsonio.dumps_text(image) + "\n")
+        counts["images"] += 1
+        if anns:
+            annotations = pending["annotations"]
+            for ann in anns:
+                annotations.append(("," if counts["annotations"] or self.continued else "") + jsonio.dumps_text(ann)
+                                   + "\n")
+                counts["annotations"] += 1
+        if len(images) >= _CHUNK:
+            self.flush()
+
+    def flush(self) -> None:
+        """Hand the lines ``add`` holds on to the streams (``finish`` does; a caller that reads the streams itself
+        calls it first)."""
+        for name, stream in (("images", self.images), ("annotations", self.annotations)):
+            lines = self._pending[name]
+            if lines:
+                stream.write("".join(lines))
+                lines.clear()
 
     def head(self, info: Mapping[str, Any]) -> str:
         """The document up to the first image (``finish`` writes it first)."""
@@ -173,6 +208,7 @@ class CocoWriter:
 
     def finish(self, out: IO[str], info: Mapping[str, Any]) -> None:
         """Write the document: ``info`` (with ``confidence_threshold``), images, annotations, categories."""
+        self.flush()
         out.write(self.head(info))
         for stream in (self.images, self.annotations):
             stream.seek(0)

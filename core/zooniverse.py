@@ -22,11 +22,13 @@ Must not: do I/O.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from core import csvline
 from core.errors import RequestInvalid
 
 COLUMNS = ["image_name_1", "folder", "attribution", "license", "#file", "#detector_max_conf",
@@ -68,7 +70,10 @@ def excluded(entry: Mapping[str, Any]) -> bool:
     """Whether an entry stays out of the manifests: a failed image, or one the image list flags."""
     if entry.get("failure") is not None:
         return True
-    return any(str(entry.get(flag, "")).strip() in values for flag, values in EXCLUDING_FLAGS.items())
+    for flag, values in EXCLUDING_FLAGS.items():  # an absent flag reads as "", which no flag's values hold
+        if flag in entry and str(entry[flag]).strip() in values:
+            return True
+    return False
 
 
 def columns(options: ManifestOptions) -> list[str]:
@@ -77,9 +82,9 @@ def columns(options: ManifestOptions) -> list[str]:
     return COLUMNS + [f"list_{c}" if c in COLUMNS else c for c in options.metadata_columns]
 
 
-def row(entry: Mapping[str, Any], options: ManifestOptions, detection_categories: Mapping[str, str],
-        metadata: Mapping[str, str] | None = None) -> list[Any]:
-    """The manifest row of an image (``columns(options)`` order); ``metadata``: its row of the image list."""
+def _facts(entry: Mapping[str, Any], options: ManifestOptions,
+           detection_categories: Mapping[str, str]) -> tuple[str, str, float, str]:
+    """``(file, folder, #detector_max_conf, #detector_top_category)`` of an image's row."""
     file = str(entry["file"])
     best_conf, best_cat = 0.0, ""
     for det in entry.get("detections") or []:
@@ -88,9 +93,44 @@ def row(entry: Mapping[str, Any], options: ManifestOptions, detection_categories
             best_conf, best_cat = float(conf), detection_categories.get(str(det.get("category")), "unknown")
     top = best_cat if best_cat and best_conf >= options.threshold else "empty"
     folder = file.rsplit("/", 1)[0] if "/" in file else ""
+    return file, folder, round(best_conf, 4), top
+
+
+def row(entry: Mapping[str, Any], options: ManifestOptions, detection_categories: Mapping[str, str],
+        metadata: Mapping[str, str] | None = None) -> list[Any]:
+    """The manifest row of an image (``columns(options)`` order); ``metadata``: its row of the image list."""
+    file, folder, conf, top = _facts(entry, options, detection_categories)
     listed = [(metadata or {}).get(c, "") for c in options.metadata_columns]
-    return [file, folder, options.attribution, options.license, file, round(best_conf, 4), top, options.threshold,
-            *listed]
+    return [file, folder, options.attribution, options.license, file, conf, top, options.threshold, *listed]
+
+
+def _cell(value: Any) -> str:
+    """A value as ``csv.writer`` writes it before quoting: ``None`` empty, a float its ``repr``, else ``str``."""
+    if type(value) is str:
+        return value
+    if value is None:
+        return ""
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+@functools.lru_cache(maxsize=64)
+def _quoted_options(options: ManifestOptions) -> tuple[str, str]:
+    """The row's per-task fields as CSV text: ``,attribution,license,`` and ``,threshold``."""
+    return (f",{csvline.field(_cell(options.attribution))},{csvline.field(_cell(options.license))},",
+            "," + csvline.field(_cell(options.threshold)))
+
+
+def row_line(entry: Mapping[str, Any], options: ManifestOptions, detection_categories: Mapping[str, str],
+             metadata: Mapping[str, str] | None = None) -> str:
+    """``row`` as the CSV line (with its ``\\r\\n``) ``csv.writer`` writes of it (``core.csvline``), the per-task
+    fields quoted once."""
+    file, folder, conf, top = _facts(entry, options, detection_categories)
+    middle, threshold = _quoted_options(options)
+    quoted = csvline.field(file)
+    text = f"{quoted},{csvline.field(folder)}{middle}{quoted},{conf!r},{csvline.field(top)}{threshold}"
+    if options.metadata_columns:
+        text += "".join(["," + csvline.field(_cell((metadata or {}).get(c, ""))) for c in options.metadata_columns])
+    return text + csvline.TERMINATOR
 
 
 def batch_count(eligible: int, options: ManifestOptions) -> int:
@@ -114,6 +154,7 @@ class BatchAssigner:
         self.mask = (1 << self.half) - 1
         digest = hashlib.sha256(f"trapbatch-zooniverse-{seed}".encode()).digest()
         self.keys = [int.from_bytes(digest[i:i + 4], "big") for i in range(0, 24, 4)]  # six Feistel rounds
+        self._table: tuple[list[int], ...] | None = None
 
     def _round(self, value: int, key: int) -> int:
         x = (value * 0x9E3779B1 + key) & 0xFFFFFFFF
@@ -122,22 +163,33 @@ class BatchAssigner:
         x ^= x >> 13
         return x & self.mask
 
+    def _tables(self) -> tuple[list[int], ...]:
+        """``self._round(r, key)`` for every ``r`` below ``2**half``, one list per round key: a round of
+        ``position`` is then one lookup and one xor. ``2**half`` is at most about ``2 * sqrt(n)``, so building them
+        costs a small fraction of assigning the ``n`` images (built on the first ``position``)."""
+        if self._table is None:
+            self._table = tuple([self._round(r, key) for r in range(self.mask + 1)] for key in self.keys)
+        return self._table
+
     def position(self, i: int) -> int:
         """The image's place in the shuffled order: a bijection of ``range(n)``."""
         if not self.shuffle:
             return i
         x = i
-        half, mask, keys = self.half, self.mask, self.keys
+        half, mask, n = self.half, self.mask, self.n
+        f0, f1, f2, f3, f4, f5 = self._tables()
         while True:  # cycle walking: the Feistel network permutes [0, 4**half); stay until we land below n
-            left, right = x >> half, x & mask
-            for key in keys:  # self._round, inlined (a call per round was most of the export's shuffle cost)
-                y = (right * 0x9E3779B1 + key) & 0xFFFFFFFF
-                y ^= y >> 15
-                y = (y * 0x85EBCA6B) & 0xFFFFFFFF
-                y ^= y >> 13
-                left, right = right, left ^ (y & mask)
-            x = (left << half) | right
-            if x < self.n:
+            # six rounds of (left, right) -> (right, left ^ _round(right, key)), unrolled on the tables: after
+            # rounds 1, 3, 5 the halves are (b, a), after 2, 4, 6 (a, b)
+            a, b = x >> half, x & mask
+            a ^= f0[b]
+            b ^= f1[a]
+            a ^= f2[b]
+            b ^= f3[a]
+            a ^= f4[b]
+            b ^= f5[a]
+            x = (a << half) | b
+            if x < n:
                 return x
 
     def batch(self, i: int) -> int:

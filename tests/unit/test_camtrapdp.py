@@ -9,6 +9,7 @@ frictionless checks a package's Data Package rules itself (``Package.metadata_pr
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -208,3 +209,57 @@ def test_without_a_list_rows_are_unchanged(tmp_path: Path) -> None:
     build(tmp_path / "b", ENTRIES, listed={e["file"]: {"blank": ""} for e in ENTRIES})
     for name in ("media.csv", "observations.csv", "deployments.csv"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
+ODD_ENTRIES = [
+    {"file": 'a,b/c"d/IMG\r\n1.JPG', "detections": [{"category": "1", "conf": 0.9, "bbox": [0, 0.1, 0.2, 0.3]}]},
+    {"file": "x/ \u2028é\x00/y.PNG", "datetime": "2024:05:01 06:30:00",
+     "detections": [{"category": "9", "conf": 1.5, "bbox": [-0.5, 2, 0.7, 1e-7]},
+                    {"category": "2", "conf": 1, "bbox": [0.1, 0.1]},
+                    {"category": "3", "conf": 0.3, "bbox": [0.999999, 0.5, 1e-5, 0.25]}]},
+    {"file": "x/ \u2028é\x00/z,.jpeg", "detections": None, "failure": 'odd, "quoted"\nfailure'},
+    {"file": ".hidden", "detections": [{"category": "1", "conf": "high", "bbox": [0.1, 0.1, 0.1, 0.1]}]},
+]
+ODD_LISTED = {ODD_ENTRIES[0]["file"]: {"site": "S,1", "seq_id": 'ev"1', "camera": "c\n1", "lat": "1.5", "lon": "2"},
+              ODD_ENTRIES[1]["file"]: {"site": "S,1", "seq_id": "e,2", "datetime": "not, a time", "note": '"x"'},
+              ODD_ENTRIES[3]["file"]: {"lat": "91", "lon": "2", "date time": "2024-05-01T06:30:00"}}
+
+
+@pytest.mark.parametrize("listed", [None, LISTED, ODD_LISTED])
+def test_add_lines_is_csv_writer_over_add(listed: dict[str, dict[str, str]] | None) -> None:
+    def builder() -> camtrapdp.CamtrapBuilder:
+        return camtrapdp.CamtrapBuilder(threshold=0.2, detection_categories=mdformat.DETECTION_CATEGORIES,
+                                        completed_at="2026-12-01T10:00:00", classified_by='Mega, "Detector"')
+    by_rows, by_lines = builder(), builder()
+    for e in [*ENTRIES, *LISTED_ENTRIES, *ODD_ENTRIES]:
+        metadata = (listed or {}).get(e["file"])
+        row, rows = by_rows.add(e, metadata)
+        media, observations = by_lines.add_lines(e, metadata)
+        out = io.StringIO(newline="")
+        csv.writer(out).writerow(row)
+        assert media == out.getvalue()
+        out = io.StringIO(newline="")
+        csv.writer(out).writerows(rows)
+        assert observations == out.getvalue()
+    assert by_rows.counts == by_lines.counts and by_rows.deployments == by_lines.deployments
+    assert by_rows.deployment_rows() == by_lines.deployment_rows()
+
+
+def test_boxes_are_clamped_and_formatted_as_before() -> None:
+    """The box fields against the rule as first written (each number clamped with min/max, then ``.6g``)."""
+    import random
+
+    def num(v: float) -> str:
+        return f"{min(max(v, 0.0), 1.0):.6g}"
+
+    rng = random.Random(2)
+    edge = [0, 1, 0.0, 1.0, -0.0, -1, 2, 0.5, 1e-7, 1.0000001, -1e-300, float("inf"), -float("inf"), 1e-320]
+    b = camtrapdp.CamtrapBuilder(threshold=0.2, detection_categories=mdformat.DETECTION_CATEGORIES,
+                                 completed_at="2026-12-01T10:00:00", classified_by="MD")
+    for i in range(5000):
+        box = [rng.choice(edge) if rng.random() < 0.3 else rng.uniform(-0.3, 1.3) for _ in range(4)]
+        _, rows = b.add({"file": f"a/{i}.jpg", "detections": [{"category": "1", "conf": 0.5, "bbox": box}]})
+        x0, y0 = min(max(box[0], 0.0), 1.0), min(max(box[1], 0.0), 1.0)
+        x1, y1 = min(max(box[0] + box[2], 0.0), 1.0), min(max(box[1] + box[3], 0.0), 1.0)
+        want = [num(x0), num(y0), num(x1 - x0), num(y1 - y0)] if x1 > x0 and y1 > y0 else ["", "", "", ""]
+        assert rows[0][18:22] == want, box

@@ -152,3 +152,14 @@ def test_without_metadata_an_image_is_md_to_cocos() -> None:
     assert coco.convert_entry(entry, (4, 3), 0.2, {"1": "animal"}, None) == \
         coco.convert_entry(entry, (4, 3), 0.2, {"1": "animal"}, {"empty": ""}) == \
         ({"id": "x.jpg", "file_name": "x.jpg", "width": 4, "height": 3}, [])
+
+
+def test_annotation_id_is_uuid5_of_file_and_index() -> None:
+    import random
+    import uuid
+
+    rng = random.Random(3)
+    for _ in range(20_000):
+        name = "".join(rng.choice("ab/é日\x00 ,#") for _ in range(rng.randrange(12)))
+        index = rng.randrange(1000)
+        assert coco.annotation_id(name, index) == str(uuid.uuid5(coco._ID_NAMESPACE, f"{name}#{index}"))

@@ -19,6 +19,27 @@ def test_batches_cover_every_image_once_with_even_sizes(n: int, batches: int, sh
     assert set(sizes) == set(range(batches)) and max(sizes.values()) - min(sizes.values()) <= 1
 
 
+def _position_by_rounds(a: BatchAssigner, i: int) -> int:
+    """The Feistel permutation as written before the round tables: each round ``_round`` of the right half."""
+    x = i
+    while True:
+        left, right = x >> a.half, x & a.mask
+        for key in a.keys:
+            left, right = right, left ^ a._round(right, key)
+        x = (left << a.half) | right
+        if x < a.n:
+            return x
+
+
+@pytest.mark.parametrize("n", [2, 3, 5, 17, 1000, 4097, 20_000, 65_537, 1_000_003, 2**31 + 11])
+@pytest.mark.parametrize("seed", [0, 7, 0xFFFFFFFF])
+def test_round_tables_give_the_same_permutation(n: int, seed: int) -> None:
+    a = BatchAssigner(n, 3, True, seed)
+    step = max(1, n // 3000)
+    for i in [*range(0, n, step), n - 1]:
+        assert a.position(i) == _position_by_rounds(a, i)
+
+
 def test_shuffled_batches_are_random_yet_seeded() -> None:
     n = 1000
     order = [BatchAssigner(n, 10, True, seed=1).batch(i) for i in range(n)]
@@ -67,3 +88,33 @@ def test_rows_carry_attribution_licence_and_the_detectors_view_hidden() -> None:
 ])
 def test_exclusions(entry: dict[str, object], out: bool) -> None:
     assert zooniverse.excluded(entry) is out
+
+
+@pytest.mark.parametrize("metadata", [None, {"season": 'S,"1"', "site": "a\nb", "roll": "", "n": "\u2028 x "}])
+@pytest.mark.parametrize("threshold", [0.2, 0.123456789, 1e-7, 1])
+def test_row_line_is_csv_writer_over_row(metadata: dict[str, str] | None, threshold: float) -> None:
+    import csv
+    import io
+    import random
+
+    rng = random.Random(5)
+    options = ManifestOptions(threshold, attribution='Zoo, "the" lab', license="CC\r\nBY",
+                              metadata_columns=("season", "site", "roll", "n", "absent"))
+    names = ["a.jpg", 'f,o"l/d\ne r/IMG 1.JPG', "é/\x00/x", "/lead", "trail/", " / "]
+    categories = {"1": "animal", "2": 'per,son', "3": 've"hicle'}
+    for _ in range(2000):
+        entry = {"file": rng.choice(names), "detections": [
+            {"category": rng.choice(["1", "2", "3", "9"]), "conf": rng.choice([rng.random(), 1, 0, -0.5, 1e-9, "x"])}
+            for _ in range(rng.randrange(4))]}
+        out = io.StringIO(newline="")
+        csv.writer(out).writerow(zooniverse.row(entry, options, categories, metadata))
+        assert zooniverse.row_line(entry, options, categories, metadata) == out.getvalue()
+
+
+@pytest.mark.parametrize("entry", [{}, {"invalid": 1}, {"invalid": " 2 "}, {"invalid": "3"}, {"image_no_upload": "1"},
+                                   {"image_was_deleted": 0}, {"image_is_invalid": True}, {"failure": ""},
+                                   {"failure": None, "invalid": None}, {"invalid": ""}])
+def test_excluded_reads_the_flags_as_before(entry: dict[str, object]) -> None:
+    before = entry.get("failure") is not None or any(
+        str(entry.get(flag, "")).strip() in values for flag, values in zooniverse.EXCLUDING_FLAGS.items())
+    assert zooniverse.excluded(entry) == before
