@@ -22,6 +22,7 @@ import io
 import posixpath
 from typing import Any, Mapping
 
+from core.csvline import plain as _plain
 from core.mdformat import DETECTION_CATEGORIES
 
 _KEYS = sorted(DETECTION_CATEGORIES)
@@ -69,12 +70,6 @@ def _writer_text(row: list[Any]) -> str:
     buf = io.StringIO(newline="")
     csv.writer(buf).writerow(row)
     return buf.getvalue()
-
-
-def _plain(text: str) -> bool:
-    """Whether ``csv.writer`` writes ``text`` as it is: QUOTE_MINIMAL quotes a field only when it holds the delimiter
-    ``,``, the quote ``"``, ``\\r`` or ``\\n`` (the excel dialect has no escape character)."""
-    return not ("," in text or '"' in text or "\n" in text or "\r" in text)
 
 
 class CsvLines:
