@@ -30,18 +30,23 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _read_for_scan(store: BlobStore, container: str, name: str) -> bytes | None:
     """A listed blob's bytes; None if it was deleted since the listing (it holds nothing now). Azurite answers a read
-    racing a concurrent rewrite or delete with a 500 now and then on a loaded machine: read again, and fail only if it
-    keeps failing, so no blob goes unscanned."""
-    from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+    racing a concurrent rewrite or delete with a 500 now and then on a loaded machine, and a read can outlast its
+    socket deadline there (an error with no response at all): read again, and fail only if it keeps failing or Azurite
+    answers with a 4xx, so no blob goes unscanned."""
+    from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
 
-    for attempt in range(5):
+    for attempt in range(6):
         try:
             return store.read_bytes(container, name)
         except ResourceNotFoundError:
             return None
-        except HttpResponseError as exc:
-            if (exc.status_code or 0) < 500 or attempt == 4:
-                raise
+        except AzureError as exc:
+            status = exc.status_code if isinstance(exc, HttpResponseError) else None
+            if (status is not None and status < 500) or attempt == 5:
+                if name not in set(store.list_names(container, name)):
+                    return None  # deleted while the read failed: it holds nothing now
+                raise AssertionError(f"could not read {container}/{name} to scan it ({type(exc).__name__}, "
+                                     f"status {status})") from exc
             time.sleep(1 + attempt)
     return None
 
