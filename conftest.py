@@ -13,6 +13,11 @@ import pytest
 
 from devhost.azurite import Azurite, AzuriteError, start_azurite
 
+# Under pytest-xdist (``make test``: two workers on CI's two cores) each test process, and each worker process it
+# starts, runs torch on one OpenMP thread: more threads than cores only spin-wait against each other.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 
 @pytest.fixture(scope="session")
 def azurite() -> Iterator[Azurite]:

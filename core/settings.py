@@ -59,7 +59,8 @@ Variables (names shared with infra/main.bicep app settings):
     TRAPBATCH_EXPORT_IMAGE_SIZES   ``true`` (default) or ``false``: read the header of each image whose entry has no
                                    ``width``/``height`` for COCO's pixel boxes (the worker writes them; older results
                                    lack them); ``false`` keeps normalized boxes for those
-    TRAPBATCH_LOCAL_CONCURRENCY    local pool: workers at once (default: GPUs, or 1)
+    TRAPBATCH_LOCAL_CONCURRENCY    local pool: workers at once (default: GPUs, or 1); each gets cores // this many
+                                   OpenMP threads unless OMP_NUM_THREADS is set (gpu_batch.pool.local: Cores)
     TRAPBATCH_DEVICE               local pool: auto | cpu | cuda (default auto)
     TRAPBATCH_MODEL_CACHE          where workers cache model files
     TRAPBATCH_WORKER_FAULTS        tests only: JSON {"<shard>/<attempt>": "crash_after:2", ...}

@@ -25,7 +25,8 @@ import os, sys, time
 args = dict(zip(sys.argv[1::2], sys.argv[2::2]))
 blob = args["--manifest-blob"]
 fault = os.environ.get("TRAPBATCH_WORKER_FAULT", "")
-print("worker for", blob, "fault", fault, "conn set", bool(os.environ.get("TRAPBATCH_STORAGE_CONNECTION")))
+print("worker for", blob, "fault", fault, "conn set", bool(os.environ.get("TRAPBATCH_STORAGE_CONNECTION")),
+      "threads", os.environ.get("OMP_NUM_THREADS"))
 sys.stdout.flush()
 if "sleep" in blob:
     time.sleep(float(blob.split("sleep")[1].split(".")[0]) / 10)
@@ -76,6 +77,30 @@ def test_queues_beyond_concurrency_runs_all_and_keeps_logs(pool_args: dict[str, 
     rows = TableServiceClient.from_connection_string(storage_connection).get_table_client(pool_args["table"])
     for row in rows.list_entities():
         assert "AccountKey" not in json.dumps(dict(row), default=str)
+
+
+def _log(connection: str, container: str, job: str, task_id: str) -> str:
+    return BlobServiceClient.from_connection_string(connection).get_blob_client(
+        container, layout.pool_log_blob(job, task_id)).download_blob().readall().decode()
+
+
+def test_concurrent_workers_share_the_cores_unless_the_environment_says_otherwise(
+        pool_args: dict[str, Any], storage_connection: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each of ``max_concurrent`` workers gets cores // max_concurrent OpenMP threads (at least one); a value the
+    operator set (environment or worker_env) is passed through unchanged."""
+    from gpu_batch.pool.local import worker_threads
+
+    assert (worker_threads(2, cores=16), worker_threads(3, cores=16), worker_threads(4, cores=2)) == (8, 5, 1)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    pool = make_pool("local", max_concurrent=1, **pool_args)
+    pool.submit("jobt", [task("shares")])
+    wait_until(lambda: all_done(pool, "jobt", 1), 60, "the task")
+    cores = os.cpu_count() or 1
+    assert f"threads {cores}" in _log(storage_connection, pool_args["log_container"], "jobt", "shares-a1")
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    pool.submit("jobt", [task("told")])
+    wait_until(lambda: all_done(pool, "jobt", 2), 60, "the second task")
+    assert "threads 3" in _log(storage_connection, pool_args["log_container"], "jobt", "told-a1")
 
 
 def test_idempotent_submit_failure_exit_code_and_fault_injection(pool_args: dict[str, Any]) -> None:
