@@ -15,9 +15,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_the_benchmark_runs_a_task_end_to_end_and_records_every_figure(storage_connection: str,
                                                                         tmp_path: Path) -> None:
-    out = tmp_path / "control_plane-2000.json"
+    out = tmp_path / "control_plane-1000.json"
     proc = subprocess.run(
-        [sys.executable, "bench/control_plane.py", "--images", "2000", "--images-per-shard", "100",
+        [sys.executable, "bench/control_plane.py", "--images", "1000", "--images-per-shard", "50",
          "--images-per-folder", "500", "--failure-rate", "0.02", "--poll-min-s", "0.5", "--poll-max-s", "1",
          "--status-interval", "0.25", "--timeout-s", "500", "--connection", storage_connection, "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -25,11 +25,11 @@ def test_the_benchmark_runs_a_task_end_to_end_and_records_every_figure(storage_c
     r = json.loads(out.read_text())
 
     assert r["runtime_status"] == "Completed" and r["final_stage"] in ("completed", "completed_with_errors")
-    assert r["final_images"] == 2000 and r["shards"] == 20
+    assert r["final_images"] == 1000 and r["shards"] == 20
     assert r["resubmissions"] > 0  # 2% of images fail per attempt: their shards get a second attempt
     wall = r["wall_s"]
     assert 0 < r["orchestrator_cpu_s"] < wall and 0 < r["activity_cpu_s"]
-    assert abs(r["control_plane_cpu_share_of_gpu"] - r["control_plane_cpu_s"] / (2000 / 250)) < 1e-3
+    assert abs(r["control_plane_cpu_share_of_gpu"] - r["control_plane_cpu_s"] / (1000 / 250)) < 1e-3
     assert 0 < r["max_history_events_per_instance"] < 5000 and r["instances"] >= 2  # the task and its shard group
     assert 0 < r["max_activity_s"] <= wall and r["max_activity"] in r["functions"]["activities"]
     assert 0 < r["status_p50_s"] <= r["status_p99_s"] <= r["status_max_s"] < wall and r["status_polls"] > 3
