@@ -10,7 +10,8 @@ Why this module exists: the two devices need different work to give MegaDetector
   third stream in the post thread. Anything nvJPEG should not or cannot decode (CMYK, truncated, not a JPEG, a
   refusal) takes the exact CPU decode. Where the GPU has a hardware JPEG engine, ``hwdecode`` decodes the batch's
   JPEGs there first (nvImageCodec) and only what it refuses takes the nvJPEG CUDA path. Short batches are padded to
-  the batch size: a new input shape would make cuDNN re-tune for seconds.
+  the batch size: a new input shape would make cuDNN re-tune for seconds. ``torchvision.io`` is imported only by
+  the CUDA path, when first needed: ``import torchvision`` costs ~1.4 s that a CPU shard has no use for.
 
 Must not: decide batching, order or error policy (``batching`` and ``pipeline`` do) or touch result files.
 """
@@ -24,7 +25,6 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.io import ImageReadMode, decode_jpeg
 
 from gpu_batch import manifest as contract
 from gpu_batch.worker.batching import Entry, Launched, Prepared, Staged
@@ -69,6 +69,8 @@ def start_cuda_warmup(device: torch.device | str) -> threading.Thread | None:
 
     def work() -> None:
         try:
+            from torchvision.io import decode_jpeg  # CUDA only (see the module doc); imported off the main thread
+
             x = torch.zeros((1, 8, 32, 32), device=device, dtype=torch.float16).contiguous(
                 memory_format=torch.channels_last)
             torch.nn.functional.conv2d(x, torch.zeros((8, 8, 3, 3), device=device, dtype=torch.float16))
@@ -220,6 +222,8 @@ class CudaStages(CpuStages):
         if jpegs and self.hw is not None:
             jpegs = self._decode_hw(jpegs, decoded, source)  # what the engine refused goes on below
         if jpegs:
+            from torchvision.io import ImageReadMode, decode_jpeg  # CUDA only (see the module doc)
+
             datas = [torch.frombuffer(bytearray(it.jpeg or b""), dtype=torch.uint8) for it in jpegs]
             outs: list[torch.Tensor | None]
             try:
