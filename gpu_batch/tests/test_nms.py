@@ -103,6 +103,7 @@ def test_the_strategies_disagree_on_some_inputs_and_each_size_follows_torchvisio
     """Far-apart category ids make the offset strategy round the shifted boxes: it then keeps other boxes than the
     per-category loop. Parity therefore needs torchvision's size threshold, not just its arithmetic."""
     op = nms.backend().nms
+    assert op is not None
     disagreeing = 0
     for n in (300, 1000, 1001, 2000):
         for seed in range(12):

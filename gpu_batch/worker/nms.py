@@ -98,7 +98,7 @@ def _load_library() -> tuple[Callable[..., Any] | None, str]:
     try:
         # Loading it again (e.g. torchvision imported later loads the same file) is a no-op: the dynamic loader
         # returns the library already mapped, so its ops are registered once.
-        torch.ops.load_library(str(path))
+        torch.ops.load_library(str(path))  # type: ignore[no-untyped-call]
     except (OSError, ImportError, RuntimeError) as exc:
         return None, f"loading {path} failed: {type(exc).__name__}: {exc}"
     try:
@@ -146,7 +146,7 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor,
         return kept
     assert b.nms is not None
     limit = CPU_LOOP_ABOVE_NUMEL if boxes.device.type == "cpu" else CUDA_LOOP_ABOVE_NUMEL
-    if boxes.numel() > limit and not torch.jit.is_tracing():
+    if boxes.numel() > limit and not torch.jit.is_tracing():  # type: ignore[attr-defined,no-untyped-call]
         return _per_group(b.nms, boxes, scores, groups, iou_threshold)
     return _offset(b.nms, boxes, scores, groups, iou_threshold)
 
