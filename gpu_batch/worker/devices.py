@@ -57,6 +57,16 @@ def fit_batch_size(model: LoadedModel) -> int:
     return 1
 
 
+def decode_jpeg_rgb(data: torch.Tensor | list[torch.Tensor], device: torch.device) -> Any:
+    """``torchvision.io.decode_jpeg`` to RGB on ``device``: a tensor, or a list for a list (one nvJPEG batch).
+
+    ``torchvision.io`` is imported on the first call: only the CUDA path decodes with it (see the module doc).
+    """
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+
+
 def start_cuda_warmup(device: torch.device | str) -> threading.Thread | None:
     """Initialise CUDA, cuDNN and nvJPEG on a side thread, overlapping the checkpoint download and load.
 
@@ -69,14 +79,12 @@ def start_cuda_warmup(device: torch.device | str) -> threading.Thread | None:
 
     def work() -> None:
         try:
-            from torchvision.io import decode_jpeg  # CUDA only (see the module doc); imported off the main thread
-
             x = torch.zeros((1, 8, 32, 32), device=device, dtype=torch.float16).contiguous(
                 memory_format=torch.channels_last)
             torch.nn.functional.conv2d(x, torch.zeros((8, 8, 3, 3), device=device, dtype=torch.float16))
             tiny = io.BytesIO()
             Image.new("RGB", (16, 16)).save(tiny, format="JPEG")
-            decode_jpeg(torch.frombuffer(bytearray(tiny.getvalue()), dtype=torch.uint8), device=device)
+            decode_jpeg_rgb(torch.frombuffer(bytearray(tiny.getvalue()), dtype=torch.uint8), device)  # imports it
             torch.cuda.synchronize(device)
         except Exception as exc:  # noqa: BLE001 - a warm-up only
             logger.debug("CUDA warm-up failed: %s", exc)
@@ -222,17 +230,15 @@ class CudaStages(CpuStages):
         if jpegs and self.hw is not None:
             jpegs = self._decode_hw(jpegs, decoded, source)  # what the engine refused goes on below
         if jpegs:
-            from torchvision.io import ImageReadMode, decode_jpeg  # CUDA only (see the module doc)
-
             datas = [torch.frombuffer(bytearray(it.jpeg or b""), dtype=torch.uint8) for it in jpegs]
             outs: list[torch.Tensor | None]
             try:
-                outs = list(decode_jpeg(datas, mode=ImageReadMode.RGB, device=device))
+                outs = list(decode_jpeg_rgb(datas, device))
             except RuntimeError:  # one bad file fails the batched call: decode one by one
                 outs = []
                 for d in datas:
                     try:
-                        outs.append(decode_jpeg(d, mode=ImageReadMode.RGB, device=device))
+                        outs.append(decode_jpeg_rgb(d, device))
                     except RuntimeError:
                         outs.append(None)
             for it, img in zip(jpegs, outs):
