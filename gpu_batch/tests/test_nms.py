@@ -77,7 +77,7 @@ def _assert_same(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor
 def test_same_indices_and_order_as_torchvision_on_random_inputs(n: int, strategies: dict[str, int]) -> None:
     kept_any = 0
     for seed in range(6):
-        for categories in (1, 3, 97, max(n, 1)):
+        for categories in (1, 3, 97, min(max(n, 1), 500)):  # up to one per box
             for ties in (False, True):
                 kept = _assert_same(*_inputs(n, seed, categories, ties), f"n={n} seed={seed} c={categories} t={ties}")
                 kept_any += len(kept)
