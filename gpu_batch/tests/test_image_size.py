@@ -167,13 +167,13 @@ def test_cuda_stages_write_the_decoded_size_from_the_jpeg_header_and_the_exact_d
 def test_cuda_stages_exact_pil_fallback_keeps_the_decoded_size(model: LoadedModel, folder: Path, refusal: str,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """When the JPEG decoder refuses a file or returns another size, the exact PIL decode decides, size included."""
-    def refusing_decode(data: Any, mode: Any = None, device: Any = None) -> Any:
+    def refusing_decode(data: Any, device: Any = None) -> Any:
         if refusal == "raises":
             raise RuntimeError("nvJPEG refused it (simulated)")
         one = torch.zeros((3, 7, 5), dtype=torch.uint8)
         return [one for _ in data] if isinstance(data, list) else one
 
-    monkeypatch.setattr(devices, "decode_jpeg", refusing_decode)
+    monkeypatch.setattr(devices, "decode_jpeg_rgb", refusing_decode)
     names = ["plain.jpg", "portrait.jpg", "rot6.jpg", "rot8.jpg", "gray.jpg", "broken.jpg"]
     stages = _cuda_stages_on_cpu(model)
     entries, prepared = _through_cuda_stages(stages, folder, names)

@@ -10,7 +10,8 @@ Why this module exists: the two devices need different work to give MegaDetector
   third stream in the post thread. Anything nvJPEG should not or cannot decode (CMYK, truncated, not a JPEG, a
   refusal) takes the exact CPU decode. Where the GPU has a hardware JPEG engine, ``hwdecode`` decodes the batch's
   JPEGs there first (nvImageCodec) and only what it refuses takes the nvJPEG CUDA path. Short batches are padded to
-  the batch size: a new input shape would make cuDNN re-tune for seconds.
+  the batch size: a new input shape would make cuDNN re-tune for seconds. ``torchvision.io`` is imported only by
+  the CUDA path, when first needed: ``import torchvision`` costs ~1.4 s that a CPU shard has no use for.
 
 Must not: decide batching, order or error policy (``batching`` and ``pipeline`` do) or touch result files.
 """
@@ -24,7 +25,6 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.io import ImageReadMode, decode_jpeg
 
 from gpu_batch import manifest as contract
 from gpu_batch.worker.batching import Entry, Launched, Prepared, Staged
@@ -57,6 +57,16 @@ def fit_batch_size(model: LoadedModel) -> int:
     return 1
 
 
+def decode_jpeg_rgb(data: torch.Tensor | list[torch.Tensor], device: torch.device) -> Any:
+    """``torchvision.io.decode_jpeg`` to RGB on ``device``: a tensor, or a list for a list (one nvJPEG batch).
+
+    ``torchvision.io`` is imported on the first call: only the CUDA path decodes with it (see the module doc).
+    """
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+
+
 def start_cuda_warmup(device: torch.device | str) -> threading.Thread | None:
     """Initialise CUDA, cuDNN and nvJPEG on a side thread, overlapping the checkpoint download and load.
 
@@ -74,7 +84,7 @@ def start_cuda_warmup(device: torch.device | str) -> threading.Thread | None:
             torch.nn.functional.conv2d(x, torch.zeros((8, 8, 3, 3), device=device, dtype=torch.float16))
             tiny = io.BytesIO()
             Image.new("RGB", (16, 16)).save(tiny, format="JPEG")
-            decode_jpeg(torch.frombuffer(bytearray(tiny.getvalue()), dtype=torch.uint8), device=device)
+            decode_jpeg_rgb(torch.frombuffer(bytearray(tiny.getvalue()), dtype=torch.uint8), device)  # imports it
             torch.cuda.synchronize(device)
         except Exception as exc:  # noqa: BLE001 - a warm-up only
             logger.debug("CUDA warm-up failed: %s", exc)
@@ -223,12 +233,12 @@ class CudaStages(CpuStages):
             datas = [torch.frombuffer(bytearray(it.jpeg or b""), dtype=torch.uint8) for it in jpegs]
             outs: list[torch.Tensor | None]
             try:
-                outs = list(decode_jpeg(datas, mode=ImageReadMode.RGB, device=device))
+                outs = list(decode_jpeg_rgb(datas, device))
             except RuntimeError:  # one bad file fails the batched call: decode one by one
                 outs = []
                 for d in datas:
                     try:
-                        outs.append(decode_jpeg(d, mode=ImageReadMode.RGB, device=device))
+                        outs.append(decode_jpeg_rgb(d, device))
                     except RuntimeError:
                         outs.append(None)
             for it, img in zip(jpegs, outs):
