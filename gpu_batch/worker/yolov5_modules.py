@@ -40,6 +40,16 @@ def make_divisible(x: float, divisor: int) -> int:
     return int(math.ceil(x / divisor) * divisor)
 
 
+class FusedConv2d(nn.Conv2d):
+    """A ``Conv2d`` whose weight and bias are written right after construction (``fuse_conv_and_bn``), so it skips
+    the random initialisation (a third of a second for YOLOv5x6). Why not ``torch.nn.utils.skip_init``: it builds the
+    module on the meta device, whose first use imports ``torch.fx.experimental.symbolic_shapes`` and sympy, 0.4-0.7 s
+    of every CPU worker's start once torchvision no longer imported them (bench/RESULTS.md, eighth session)."""
+
+    def reset_parameters(self) -> None:
+        """No initialisation: the parameters are uninitialised memory until ``fuse_conv_and_bn`` fills them."""
+
+
 def fuse_conv_and_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     """Fold a BatchNorm into the preceding convolution, with the values of YOLOv5's ``fuse_conv_and_bn``.
 
@@ -48,20 +58,9 @@ def fuse_conv_and_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     one non-zero term plus exact zeros, i.e. ``round(scale[i] * w[i, j])``, which is what the row-wise multiply
     below computes: the same numbers (tested bit for bit against the matrix form), without the matrix.
     """
-    # skip_init: both tensors are overwritten below, so the random initialisation (a third of a second for
-    # YOLOv5x6) is skipped.
-    fused = torch.nn.utils.skip_init(
-        nn.Conv2d,
-        conv.in_channels,
-        conv.out_channels,
-        kernel_size=conv.kernel_size,
-        stride=conv.stride,
-        padding=conv.padding,
-        dilation=conv.dilation,
-        groups=conv.groups,
-        bias=True,
-        device=conv.weight.device,
-    ).requires_grad_(False)
+    fused = FusedConv2d(conv.in_channels, conv.out_channels, kernel_size=conv.kernel_size, stride=conv.stride,
+                        padding=conv.padding, dilation=conv.dilation, groups=conv.groups, bias=True,
+                        device=conv.weight.device).requires_grad_(False)
     w_conv = conv.weight.view(conv.out_channels, -1)
     scale = bn.weight.div(torch.sqrt(bn.eps + bn.running_var))
     fused.weight.copy_((w_conv * scale[:, None]).view(fused.weight.shape))
