@@ -1,6 +1,7 @@
 """``python -m gpu_batch.worker.resident serve --socket PATH``: a node-resident worker that keeps models loaded.
 
-Why: a fresh worker process pays 7-8 s of torch/torchvision imports, the model load and CUDA/cuDNN start-up before
+Why: a fresh worker process pays the torch import (~2 s on a CPU since torchvision is no longer imported on the CPU
+path; 7-8 s with torchvision on the H100 node measured in November), the model load and CUDA/cuDNN start-up before
 its first batch, on every shard. This server pays them once per node: it imports torch at start, keeps loaded
 models in a small cache (``ModelCache``, keyed by model reference and device options, see ``__main__._model_key``)
 and runs shard after shard, each through ``gpu_batch.worker.__main__.run_shard``, the same function the CLI runs,
