@@ -43,10 +43,11 @@ enumeration needs. It never logs a URL (a SAS may be in it).
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from typing import Iterable, Iterator, NamedTuple, cast
+from typing import Iterable, Iterator, NamedTuple
 from urllib.parse import quote, unquote
-from xml.etree.ElementTree import Element, ParseError, XMLPullParser, fromstring
+from xml.etree.ElementTree import Element, ParseError, fromstring
 
 from azure.core.exceptions import (ClientAuthenticationError, HttpResponseError, ResourceExistsError,
                                    ResourceNotFoundError, ResourceNotModifiedError)
@@ -54,7 +55,6 @@ from azure.core.rest import HttpRequest, HttpResponse
 from azure.storage.blob import ContainerClient
 
 MAX_PAGE_SIZE = 5000  # List Blobs: "If ... greater than 5,000, the server will return up to 5,000 items"
-_EVENTS = frozenset({"Blob", "BlobPrefix", "NextMarker"})  # the only end events that reach Python
 # How the SDK's list operation classes an error answer: by status (the generated operation's error_map), then by the
 # service's error code (``process_storage_error``); everything else is an ``HttpResponseError`` with its status
 # (``adapters.storage_errors`` maps 401/403 by status, e.g. a SAS without list permission: 403
@@ -139,43 +139,110 @@ def iter_pages(container: ContainerClient, prefix: str | None = None, page_size:
 
 
 def parse_listing(chunks: Iterable[bytes]) -> ListedPage:
-    """A List Blobs response body (in chunks, as they arrive) to a ``ListedPage``.
+    """A List Blobs response body (the transport's chunks, joined: a page of 5,000 entries is ~3 MB) to a
+    ``ListedPage``.
 
-    Only the ``Blob``/``BlobPrefix``/``NextMarker`` end events are looked at (a list comprehension over each chunk's
-    events, in C but for that filter); a ``Blob``'s name, ETag and size are read with ``find`` (C) and the element is
-    cleared. Those names occur nowhere else in the schema: user-named elements (metadata keys, tags) come only with
-    ``include``, which ``list_page`` never sends.
+    The body as the service writes it (compact, UTF-8, the documented element order) is read by one compiled regex
+    (``_ENTRIES``, C) and a list comprehension; anything else falls back to ``_parse_tree`` (ElementTree), so every
+    well-formed body reads as an XML parser reads it and a malformed or truncated one raises ``ParseError``. See
+    ``_parse_fast`` for what is recognised and why nothing else can slip through.
     """
+    body = b"".join(chunks)
+    return _parse_fast(body) or _parse_tree(body)
+
+
+# The fast path. Why it is exact: in XML a "<" in text is always escaped, so every "<" of a body is markup; the
+# only markup that could hide one (comments, CDATA, processing instructions, a DOCTYPE declaring entities) starts
+# "<!" or "<?", and any of those after the XML declaration sends the body to ElementTree. ``_ENTRIES`` scans from
+# "<" to "<" (C) and matches, in document order:
+#   * a Blob as the service writes it: ``<Blob><Name>`` (optionally ``Encoded="true"|"false"``) with text, then within
+#     its ``Properties`` the first ``<Etag>`` and the first ``<Content-Length>`` after it (schema order: Creation-Time,
+#     Last-Modified, Etag, Content-Length, ...; a missing Content-Length is size 0, as before). The skips between
+#     them never pass ``</Properties>``, a Blob tag or a "<!"/"<?", so a match never reaches into another entry;
+#   * a BlobPrefix as written: ``<BlobPrefix><Name>text</Name></BlobPrefix>``;
+#   * otherwise ("bad", all groups empty): any other Blob or BlobPrefix start tag (whitespace, attributes, a Name
+#     not first, an empty name, no Etag, a self-closed or CDATA field), any Content-Length start tag a Blob match
+#     did not take (one outside the schema's place), and any "<!" or "<?". One such match: ElementTree reads the
+#     body instead.
+# Text (names, ETags, the marker) is taken as XML text: with no "&" and no CR in the body it is the raw text;
+# otherwise each field holding one is read by ElementTree (entities, character references, line-end
+# normalisation: exactly an XML parser's text). User-named elements (metadata, tags) come only with ``include``.
+_NAME = r'<Name(?: Encoded="(?:(true)|false)")?>([^<]++)</Name>'
+_NOT = r'[!?]|/Properties>|/?Blob[\s/>]|/?BlobPrefix[\s/>]'  # where a skip inside a Blob must stop
+
+
+def _skip(stop: str) -> str:
+    return r'(?:[^<]++|<(?!' + stop + '|' + _NOT + r'))*+'
+
+
+_ENTRIES = re.compile(
+    r'<(?:Blob(?:>' + _NAME + _skip(r'Etag[\s/>]') + r'<Etag>([^<]*+)</Etag>' + _skip(r'Content-Length[\s/>]')
+    + r'(?:<Content-Length>([^<]*+)</Content-Length>)?'
+    + r'|Prefix>' + _NAME + r'</BlobPrefix>'
+    + r'|(?:Prefix)?[\s/>])|Content-Length[\s/>]|[!?])')
+_BAD = ("", "", "", "", "", "")  # the tuple of a "bad" match (every entry match has a non-empty name)
+# the XML declaration if any (UTF-8 or no encoding named), then the root's start tag
+_START = re.compile(r'\ufeff?(?:<\?xml\s+version\s*=\s*(["\'])1\.[0-9]+\1(?:\s+encoding\s*=\s*(["\'])(?i:utf-?8)\2)?'
+                    r'(?:\s+standalone\s*=\s*(["\'])(?:yes|no)\3)?\s*\?>)?\s*(?=<EnumerationResults[\s/>])')
+_NEXT = re.compile(r'<NextMarker(?:>([^<]*+)</NextMarker>|\s*/>)')
+_END = "</EnumerationResults>"
+
+
+def _parse_fast(body: bytes) -> ListedPage | None:
+    """``parse_listing`` for a body as the service writes it; None for anything else (ElementTree reads that)."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    start = _START.match(text)
+    if start is None or not text.rstrip().endswith(_END):  # another encoding, something before the root; truncated
+        return None
+    found: list[tuple[str, str, str, str, str, str]] = _ENTRIES.findall(text, start.end())
+    if _BAD in found:
+        return None
+    marker: str | None = None
+    at = text.rfind("<NextMarker")
+    if at >= 0:
+        m = _NEXT.match(text, at)
+        if m is None:
+            return None
+        marker = m.group(1) or None
+    if "&" in text or "\r" in text:  # entities, character references or CRs somewhere: read such fields as XML
+        found = [(enc, _xml_text(name), _xml_text(etag), size, penc, _xml_text(prefix))
+                 for enc, name, etag, size, penc, prefix in found]
+        marker = _xml_text(marker or "") or None
+    blobs = [ListedBlob(unquote(name) if enc else name, etag.strip('"'), int(size) if size else 0)
+             for enc, name, etag, size, _, _ in found if name]
+    prefixes = [unquote(prefix) if penc else prefix for _, name, _, _, penc, prefix in found if not name]
+    return ListedPage(blobs, prefixes, marker)
+
+
+def _xml_text(raw: str) -> str:
+    """Raw XML character data (no markup) as an XML parser returns it."""
+    if "&" not in raw and "\r" not in raw:
+        return raw
+    return fromstring("<t>" + raw + "</t>").text or ""
+
+
+def _parse_tree(body: bytes) -> ListedPage:
+    """Any List Blobs body, with ElementTree (C): the fallback of ``parse_listing``. ``Blob``/``BlobPrefix`` entries
+    in document order, the ``NextMarker`` text; raises ``ParseError`` for a body that is not well-formed XML."""
     blobs: list[ListedBlob] = []
     prefixes: list[str] = []
-    marker: list[str | None] = [None]
-    parser: XMLPullParser[Element] = XMLPullParser(events=("end",))
-
-    def consume() -> None:
-        events = cast(Iterator[tuple[str, Element]], parser.read_events())  # "end" events carry elements only
-        for el in [el for _, el in events if el.tag in _EVENTS]:
-            tag = el.tag
-            if tag == "Blob":
-                name, props = el.find("Name"), el.find("Properties")
-                if name is None or props is None:
-                    raise ValueError("a List Blobs entry without Name or Properties")
-                text = name.text or ""
-                size = props.findtext("Content-Length")
-                blobs.append(ListedBlob(unquote(text) if name.get("Encoded") == "true" else text,
-                                        (props.findtext("Etag") or "").strip('"'), int(size) if size else 0))
-                el.clear()
-            elif tag == "BlobPrefix":
-                prefixes.append(_name(el))
-                el.clear()
-            else:
-                marker[0] = el.text or None
-
-    for chunk in chunks:
-        parser.feed(chunk)
-        consume()
-    parser.close()
-    consume()
-    return ListedPage(blobs, prefixes, marker[0])
+    marker: str | None = None
+    for el in fromstring(body).iter():
+        tag = el.tag
+        if tag == "Blob":
+            props = el.find("Properties")
+            if props is None:
+                raise ValueError("a List Blobs entry without Properties")
+            size = props.findtext("Content-Length")
+            blobs.append(ListedBlob(_name(el), (props.findtext("Etag") or "").strip('"'), int(size) if size else 0))
+        elif tag == "BlobPrefix":
+            prefixes.append(_name(el))
+        elif tag == "NextMarker":
+            marker = el.text or None
+    return ListedPage(blobs, prefixes, marker)
 
 
 def _name(el: Element) -> str:
