@@ -158,7 +158,8 @@ def parse_listing(chunks: Iterable[bytes]) -> ListedPage:
 #   * a Blob as the service writes it: ``<Blob><Name>`` (optionally ``Encoded="true"|"false"``) with text, then within
 #     its ``Properties`` the first ``<Etag>`` and the first ``<Content-Length>`` after it (schema order: Creation-Time,
 #     Last-Modified, Etag, Content-Length, ...; a missing Content-Length is size 0, as before). The skips between
-#     them never pass ``</Properties>``, a Blob tag or a "<!"/"<?", so a match never reaches into another entry;
+#     them never pass ``</Properties>``, a Blob tag or a "<!"/"<?" (nor, before the Etag, a Content-Length), so a
+#     match never reaches into another entry;
 #   * a BlobPrefix as written: ``<BlobPrefix><Name>text</Name></BlobPrefix>``;
 #   * otherwise ("bad", all groups empty): any other Blob or BlobPrefix start tag (whitespace, attributes, a Name
 #     not first, an empty name, no Etag, a self-closed or CDATA field), any Content-Length start tag a Blob match
@@ -176,7 +177,7 @@ def _skip(stop: str) -> str:
 
 
 _ENTRIES = re.compile(
-    r'<(?:Blob(?:>' + _NAME + _skip(r'Etag[\s/>]') + r'<Etag>([^<]*+)</Etag>' + _skip(r'Content-Length[\s/>]')
+    r'<(?:Blob(?:>' + _NAME + _skip(r'Etag[\s/>]|Content-Length[\s/>]') + r'<Etag>([^<]*+)</Etag>' + _skip(r'Content-Length[\s/>]')
     + r'(?:<Content-Length>([^<]*+)</Content-Length>)?'
     + r'|Prefix>' + _NAME + r'</BlobPrefix>'
     + r'|(?:Prefix)?[\s/>])|Content-Length[\s/>]|[!?])')
