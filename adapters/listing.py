@@ -177,7 +177,8 @@ def _skip(stop: str) -> str:
 
 
 _ENTRIES = re.compile(
-    r'<(?:Blob(?:>' + _NAME + _skip(r'Etag[\s/>]|Content-Length[\s/>]') + r'<Etag>([^<]*+)</Etag>' + _skip(r'Content-Length[\s/>]')
+    r'<(?:Blob(?:>' + _NAME + _skip(r'Etag[\s/>]|Content-Length[\s/>]') + r'<Etag>([^<]*+)</Etag>'
+    + _skip(r'Content-Length[\s/>]')
     + r'(?:<Content-Length>([^<]*+)</Content-Length>)?'
     + r'|Prefix>' + _NAME + r'</BlobPrefix>'
     + r'|(?:Prefix)?[\s/>])|Content-Length[\s/>]|[!?])')

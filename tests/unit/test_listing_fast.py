@@ -105,9 +105,9 @@ def test_decoded_values() -> None:
     assert [b.name for b in page.blobs[4:6]] == ["100%25.jpg", "50% off.jpg"]
     assert [b.etag for b in page.blobs[6:]] == ["0x1", "0x2", "0x3", ""]
     assert page.prefixes == ["a&b/"] and page.next_marker == "a&b c"
-    assert check(body(*CASES["sizes"])).blobs == [ListedBlob("a.jpg", "0x8DCAFE0", 0),
-                                                  ListedBlob("b.jpg", "0x8DCAFE0", 123456789012),
-                                                  ListedBlob("c.jpg", "0x8DCAFE0", 0), ListedBlob("d.jpg", "0x8DCAFE0", 0)]
+    assert check(body(*CASES["sizes"])).blobs == [
+        ListedBlob("a.jpg", "0x8DCAFE0", 0), ListedBlob("b.jpg", "0x8DCAFE0", 123456789012),
+        ListedBlob("c.jpg", "0x8DCAFE0", 0), ListedBlob("d.jpg", "0x8DCAFE0", 0)]
 
 
 OTHER_FORMS = {
@@ -122,7 +122,8 @@ OTHER_FORMS = {
     "single-quoted attribute": blob("a%20b.jpg", attr=" Encoded='true'"),
     "a space in a tag": blob("a.jpg").replace("<Content-Length>", "<Content-Length >"),
     "self-closed Content-Length": blob("a.jpg", size=None).replace("<Content-Type>", "<Content-Length/><Content-Type>"),
-    "Content-Length before Etag": blob("a.jpg", size=None).replace("<Etag>", "<Content-Length>7</Content-Length><Etag>"),
+    "Content-Length before Etag": blob("a.jpg", size=None).replace("<Etag>",
+                                                                  "<Content-Length>7</Content-Length><Etag>"),
     "Content-Length outside Properties": blob("a.jpg", size=None).replace("</Blob>",
                                                                         "<Content-Length>5</Content-Length></Blob>"),
     "no Etag": blob("a.jpg").replace("<Etag>0x8DCAFE0</Etag>", "") + blob("b.jpg"),
