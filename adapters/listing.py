@@ -153,23 +153,25 @@ def parse_listing(chunks: Iterable[bytes]) -> ListedPage:
 
 # The fast path. Why it is exact: in XML a "<" in text is always escaped, so every "<" of a body is markup; the
 # only markup that could hide one (comments, CDATA, processing instructions, a DOCTYPE declaring entities) starts
-# "<!" or "<?", and any of those after the XML declaration sends the body to ElementTree. ``_ENTRIES`` scans from
-# "<" to "<" (C) and matches, in document order:
-#   * a Blob as the service writes it: ``<Blob><Name>`` (optionally ``Encoded="true"|"false"``) with text, then within
-#     its ``Properties`` the first ``<Etag>`` and the first ``<Content-Length>`` after it (schema order: Creation-Time,
-#     Last-Modified, Etag, Content-Length, ...; a missing Content-Length is size 0, as before). The skips between
-#     them never pass ``</Properties>``, a Blob tag or a "<!"/"<?" (nor, before the Etag, a Content-Length), so a
-#     match never reaches into another entry;
+# "<!" or "<?", and any of those after the XML declaration sends the body to ElementTree (``_declarations``).
+# ``_ENTRIES`` finds each "<Blob" (C) and matches, in document order:
+#   * a Blob as the service writes it: ``<Blob><Name>`` (optionally ``Encoded="true"|"false"``) with text, then
+#     ``<Properties>`` and within it the first ``<Etag>`` and the first ``<Content-Length>`` after it (schema order:
+#     Creation-Time, Last-Modified, Etag, Content-Length, ...; no Content-Length in Properties is size 0, as an XML
+#     parser's ``findtext`` reads it). The documented Creation-Time and Last-Modified are matched literally; other
+#     skips never pass ``</Properties>``, a Blob or BlobPrefix tag (nor, before the Etag, a Content-Length), so a
+#     match never reaches into another entry. A Content-Length the match cannot read (``<Content-Length />``, one
+#     with whitespace) fails the match;
 #   * a BlobPrefix as written: ``<BlobPrefix><Name>text</Name></BlobPrefix>``;
-#   * otherwise ("bad", all groups empty): any other Blob or BlobPrefix start tag (whitespace, attributes, a Name
-#     not first, an empty name, no Etag, a self-closed or CDATA field), any Content-Length start tag a Blob match
-#     did not take (one outside the schema's place), and any "<!" or "<?". One such match: ElementTree reads the
-#     body instead.
+#   * otherwise ("bad", all groups empty): a Blob or BlobPrefix start tag in any other form (whitespace, attributes,
+#     a Name not first, an empty name, no Properties or Etag, a self-closed or CDATA field, a Content-Length before
+#     the Etag). One such match: ElementTree reads the body instead.
 # Text (names, ETags, the marker) is taken as XML text: with no "&" and no CR in the body it is the raw text;
 # otherwise each field holding one is read by ElementTree (entities, character references, line-end
 # normalisation: exactly an XML parser's text). User-named elements (metadata, tags) come only with ``include``.
 _NAME = r'<Name(?: Encoded="(?:(true)|false)")?>([^<]++)</Name>'
-_NOT = r'[!?]|/Properties>|/?Blob[\s/>]|/?BlobPrefix[\s/>]'  # where a skip inside a Blob must stop
+_NOT = r'/Properties>|/?Blob(?:Prefix)?[\s/>]'  # where a skip inside a Blob must stop
+_KNOWN = r'<Properties><Creation-Time>[^<]*+</Creation-Time><Last-Modified>[^<]*+</Last-Modified>'
 
 
 def _skip(stop: str) -> str:
@@ -177,11 +179,13 @@ def _skip(stop: str) -> str:
 
 
 _ENTRIES = re.compile(
-    r'<(?:Blob(?:>' + _NAME + _skip(r'Etag[\s/>]|Content-Length[\s/>]') + r'<Etag>([^<]*+)</Etag>'
-    + _skip(r'Content-Length[\s/>]')
-    + r'(?:<Content-Length>([^<]*+)</Content-Length>)?'
+    r'<Blob(?:>' + _NAME
+    + r'(?:' + _KNOWN + '|' + _skip(r'Properties[\s/>]') + '<Properties>' + _skip(r'Etag[\s/>]|Content-Length[\s/>]')
+    + r')<Etag>([^<]*+)</Etag>' + _skip(r'Content-Length[\s/>]')
+    + r'(?:<Content-Length>([^<]*+)</Content-Length>|(?!<Content-Length[\s/>]))'
     + r'|Prefix>' + _NAME + r'</BlobPrefix>'
-    + r'|(?:Prefix)?[\s/>])|Content-Length[\s/>]|[!?])')
+    + r'|(?:Prefix)?[\s/>])')
+_new = tuple.__new__
 _BAD = ("", "", "", "", "", "")  # the tuple of a "bad" match (every entry match has a non-empty name)
 # the XML declaration if any (UTF-8 or no encoding named), then the root's start tag
 _START = re.compile(r'\ufeff?(?:<\?xml\s+version\s*=\s*(["\'])1\.[0-9]+\1(?:\s+encoding\s*=\s*(["\'])(?i:utf-?8)\2)?'
@@ -199,6 +203,8 @@ def _parse_fast(body: bytes) -> ListedPage | None:
     start = _START.match(text)
     if start is None or not text.rstrip().endswith(_END):  # another encoding, something before the root; truncated
         return None
+    if _declarations(text, start.end()):
+        return None
     found: list[tuple[str, str, str, str, str, str]] = _ENTRIES.findall(text, start.end())
     if _BAD in found:
         return None
@@ -213,10 +219,29 @@ def _parse_fast(body: bytes) -> ListedPage | None:
         found = [(enc, _xml_text(name), _xml_text(etag), size, penc, _xml_text(prefix))
                  for enc, name, etag, size, penc, prefix in found]
         marker = _xml_text(marker or "") or None
-    blobs = [ListedBlob(unquote(name) if enc else name, etag.strip('"'), int(size) if size else 0)
-             for enc, name, etag, size, _, _ in found if name]
+    # tuple.__new__: a NamedTuple's own __new__ is a Python function (a frame per blob, ~0.2 us)
+    blobs: list[ListedBlob] = [_new(ListedBlob, (unquote(name) if enc else name, etag.strip('"'),
+                                                 int(size) if size else 0))
+                               for enc, name, etag, size, _, _ in found if name]
     prefixes = [unquote(prefix) if penc else prefix for _, name, _, _, penc, prefix in found if not name]
     return ListedPage(blobs, prefixes, marker)
+
+
+def _declarations(text: str, start: int) -> bool:
+    """Whether "<!" or "<?" occurs in ``text`` from ``start``: each "!" and "?" (memchr, C) is looked at until a few
+    were not one ("!" is in every marker of Azure's), then the rest is searched for the pair."""
+    for mark in ("!", "?"):
+        at = text.find(mark, start)
+        for _ in range(8):
+            if at < 0:
+                break
+            if text[at - 1] == "<":
+                return True
+            at = text.find(mark, at + 1)
+        else:
+            if at >= 0 and text.find("<" + mark, at - 1) >= 0:
+                return True
+    return False
 
 
 def _xml_text(raw: str) -> str:

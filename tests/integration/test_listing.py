@@ -176,7 +176,7 @@ def test_the_listing_benchmark_records_every_way(storage_connection: str, unique
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     r = json.loads(out.read_text())
-    assert set(r["ways"]) == {"sdk_list_blobs", "sdk_walk_blobs", "sdk_list_blob_names", "fast", "fast_delimiter",
-                              "activity_sdk", "activity_fast"}
+    assert set(r["ways"]) == {"sdk_list_blobs", "sdk_walk_blobs", "sdk_list_blob_names", "fast", "parse_filter",
+                              "fast_delimiter", "activity_sdk", "activity_fast"}
     assert all(w["blobs"] == 40 and w["cpu_us_per_blob"] > 0 and len(w["cpu_s_runs"]) == 2 for w in r["ways"].values())
     assert r["speedup_vs_sdk_list_blobs"]["sdk_list_blobs"] == 1.0

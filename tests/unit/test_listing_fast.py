@@ -78,6 +78,16 @@ CASES = {
                                   blob("c.jpg", etag="&quot;0x3&quot;"), blob("d.jpg", etag="")],
     "sizes": [blob("a.jpg", size="0"), blob("b.jpg", size="123456789012"), blob("c.jpg", size=None),
               blob("d.jpg", size="")],
+    "Content-Length outside Properties (not read, as findtext)": [
+        blob("a.jpg", size=None).replace("</Blob>", "<Content-Length>5</Content-Length></Blob>")],
+    "more properties first": [blob("a.jpg").replace("<Last-Modified>", "<Owner>me</Owner><Last-Modified>"),
+                              blob("b.jpg").replace("<Creation-Time>", "<X/><Creation-Time>")],
+    "a second Content-Length": [blob("a.jpg").replace("<Content-Type>", "<Content-Length>9</Content-Length>"
+                                                      "<Content-Type>")],
+    "an Etag before Properties (not read, as findtext)": [
+        blob("a.jpg").replace("<Properties>", "<Etag>0x9</Etag><Properties>")],
+    "exclamation and question marks": [blob("!?!/a!b?.jpg"), blob("!!!!!!!!!!!!!!!!!!!!.jpg"),
+                                       blob("??????????????????????.jpg")],
     "prefixes": [prefix("site 1/"), blob("site 1.jpg"), prefix("a&amp;b/"), prefix("x%01%2F", ' Encoded="true"'),
                  prefix("ü/")],
     "only prefixes": [prefix("a/"), prefix("b/")],
@@ -124,11 +134,13 @@ OTHER_FORMS = {
     "self-closed Content-Length": blob("a.jpg", size=None).replace("<Content-Type>", "<Content-Length/><Content-Type>"),
     "Content-Length before Etag": blob("a.jpg", size=None).replace("<Etag>",
                                                                   "<Content-Length>7</Content-Length><Etag>"),
-    "Content-Length outside Properties": blob("a.jpg", size=None).replace("</Blob>",
-                                                                        "<Content-Length>5</Content-Length></Blob>"),
     "no Etag": blob("a.jpg").replace("<Etag>0x8DCAFE0</Etag>", "") + blob("b.jpg"),
     "an empty name": blob("") + blob("b.jpg"),
     "a prefix with more": prefix("a/").replace("</Name>", "</Name><X/>"),
+    "comment after many marks": blob("!!!!!!!!!!!!!!!!.jpg") + "<!-- x -->",
+    "PI after many marks": blob("????????????????.jpg") + "<?x y?>",
+    "comment after a marker-like name": blob("2!96!MDAwMDE3IXNpdGUgMS96LmpwZyEwMDAwMjgh") + "<!---->",
+
     "Name not first": blob("a.jpg").replace("<Name>a.jpg</Name><Properties>", "<Properties>").replace(
         "</Properties>", "</Properties><Name>a.jpg</Name>"),
 }
@@ -137,6 +149,13 @@ OTHER_FORMS = {
 @pytest.mark.parametrize("form", OTHER_FORMS)
 def test_other_forms_fall_back_to_elementtree(form: str) -> None:
     check(body(blob("first.jpg"), OTHER_FORMS[form], blob("last.jpg"), marker=MARKERS["a name"]), fast=False)
+
+
+def test_a_blob_without_properties_is_an_error() -> None:
+    bad = body(blob("a.jpg").replace("<Properties>", "<Props>").replace("</Properties>", "</Props>"))
+    assert listing._parse_fast(bad) is None
+    with pytest.raises(ValueError, match="without Properties"):
+        parse_listing([bad])
 
 
 def test_whole_body_forms() -> None:
