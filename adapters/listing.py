@@ -5,8 +5,8 @@ Why: at ten million images (issue 11) the enumeration activities spent most of t
 deserializer walks every element of it into ``BlobItemInternal`` models (msrest-style, a dozen Python calls per field)
 and the paging layer turns each into a ``BlobProperties`` with lease, copy and content-settings objects. The
 enumeration uses three fields of a blob: its name, its ETag (``only_new``) and its size. ``bench/listing.py``
-measures both ways (``bench/RESULTS.md``: the SDK's ``list_blobs`` spends about eight times the CPU per blob of this
-module; in a profile ~83 % of its CPU was the model deserializer).
+measures both ways (``bench/RESULTS.md``: the SDK's ``list_blobs`` spends about a hundred times the CPU per blob of
+this module, eight times with its first, ElementTree parser; in a profile ~83 % of its CPU was the model deserializer).
 
 How: the same documented REST operation, `List Blobs
 <https://learn.microsoft.com/rest/api/storageservices/list-blobs>`_ (``GET <container>?restype=container&comp=list``
@@ -147,8 +147,10 @@ def parse_listing(chunks: Iterable[bytes]) -> ListedPage:
 
     The body as the service writes it (compact, UTF-8, the documented element order) is read by one compiled regex
     (``_ENTRIES``, C) and a list comprehension; anything else falls back to ``_parse_tree`` (ElementTree), so every
-    well-formed body reads as an XML parser reads it and a malformed or truncated one raises ``ParseError``. See
-    ``_parse_fast`` for what is recognised and why nothing else can slip through.
+    well-formed body reads as an XML parser reads it, and a truncated one (or one that is not XML) raises
+    ``ParseError``. The regex path does not re-check the well-formedness of what it skips (the service's bodies are
+    well-formed; a cut-off body is caught by its missing end tag). See ``_parse_fast`` for what is recognised and why
+    nothing else can slip through.
     """
     body = b"".join(chunks)
     return _parse_fast(body) or _parse_tree(body)
@@ -192,11 +194,13 @@ _ENTRIES = re.compile(
 _new = tuple.__new__
 _BAD = ("", "", "", "", "", "")  # the tuple of a "bad" match (every entry match has a non-empty name)
 # the XML declaration if any (UTF-8 or no encoding named), then the root's start tag
-_START = re.compile(r'\ufeff?(?:<\?xml\s+version\s*=\s*(["\'])1\.[0-9]+\1(?:\s+encoding\s*=\s*(["\'])(?i:utf-?8)\2)?'
-                    r'(?:\s+standalone\s*=\s*(["\'])(?:yes|no)\3)?\s*\?>)?\s*(?=<EnumerationResults[\s/>])')
+_START = re.compile(r'\ufeff?(?:<\?xml[ \t\r\n]+version[ \t\r\n]*=[ \t\r\n]*(["\'])1\.[0-9]+\1'
+                    r'(?:[ \t\r\n]+encoding[ \t\r\n]*=[ \t\r\n]*(["\'])(?i:utf-?8)\2)?'
+                    r'(?:[ \t\r\n]+standalone[ \t\r\n]*=[ \t\r\n]*(["\'])(?:yes|no)\3)?[ \t\r\n]*\?>)?'
+                    r'[ \t\r\n]*(?=<EnumerationResults[ \t\r\n/>])')  # (XML's white space is these four)
 # NextMarker: "When the NextMarker element is empty, the listing is complete" (Listing Blob storage resources,
 # https://learn.microsoft.com/rest/api/storageservices/enumerating-blob-resources): empty or absent is None
-_NEXT = re.compile(r'<NextMarker(?:>([^<]*+)</NextMarker>|\s*/>)')
+_NEXT = re.compile(r'<NextMarker(?:>([^<]*+)</NextMarker>|[ \t\r\n]*/>)')
 _END = "</EnumerationResults>"
 
 
@@ -207,8 +211,8 @@ def _parse_fast(body: bytes) -> ListedPage | None:
     except UnicodeDecodeError:
         return None
     start = _START.match(text)
-    if start is None or not text.rstrip().endswith(_END):  # another encoding, something before the root; truncated
-        return None
+    if start is None or not text.rstrip(" \t\r\n").endswith(_END):  # another encoding, text before the root;
+        return None  # truncated
     if _declarations(text, start.end()):
         return None
     found: list[tuple[str, str, str, str, str, str]] = _ENTRIES.findall(text, start.end())
