@@ -86,6 +86,17 @@ CASES = {
                                                       "<Content-Type>")],
     "an Etag before Properties (not read, as findtext)": [
         blob("a.jpg").replace("<Properties>", "<Etag>0x9</Etag><Properties>")],
+    # the shape of Azure's own answers (as recorded in the Azure SDKs' test recordings): versions, self-closed
+    # empty properties, tags and OrMetadata after Properties
+    "Azure's shape": [
+        "<Blob><Name>blob159210827051603960</Name><VersionId>2020-06-14T04:17:50.5321926Z</VersionId>"
+        "<IsCurrentVersion>true</IsCurrentVersion><Properties><Creation-Time>Sun, 14 Jun 2020 04:17:50 GMT"
+        "</Creation-Time><Last-Modified>Sun, 14 Jun 2020 04:17:50 GMT</Last-Modified><Etag>0x8D81019E6CC9FC6</Etag>"
+        "<Content-Length>11</Content-Length><Content-Type>application/octet-stream</Content-Type><Content-Encoding />"
+        "<Content-Language /><Content-CRC64 /><Content-MD5>sQqNsWTgdUEFt6mb5y4/5Q==</Content-MD5><Cache-Control />"
+        "<Content-Disposition /><BlobType>BlockBlob</BlobType><AccessTier>Hot</AccessTier><TagCount>2</TagCount>"
+        "</Properties><Tags><TagSet><Tag><Key>tag1</Key><Value>val1</Value></Tag></TagSet></Tags><OrMetadata />"
+        "</Blob>", blob("plain.jpg")],
     "exclamation and question marks": [blob("!?!/a!b?.jpg"), blob("!!!!!!!!!!!!!!!!!!!!.jpg"),
                                        blob("??????????????????????.jpg")],
     "prefixes": [prefix("site 1/"), blob("site 1.jpg"), prefix("a&amp;b/"), prefix("x%01%2F", ' Encoded="true"'),
@@ -164,6 +175,8 @@ def test_whole_body_forms() -> None:
     check(compact.replace(b' encoding="UTF-8" standalone="yes"', b""))  # UTF-8 by default
     check(compact[compact.index(b"<Enum"):])  # no declaration
     check(compact + b"\r\n")
+    with pytest.raises(ParseError):  # white space to Python, not to XML
+        parse_listing([compact.replace(b"?><Enum", "?>\u2028<Enum".encode())])
     check(compact.replace(b"<EnumerationResults", b"<!DOCTYPE EnumerationResults><EnumerationResults"), fast=False)
     latin = compact.replace(b"UTF-8", b"ISO-8859-1").replace(b"a.jpg", "\u00e9.jpg".encode("latin-1"))
     assert check(latin, fast=False).blobs[0].name == "\u00e9.jpg"
