@@ -29,6 +29,7 @@ from activities import image_list
 from adapters import clients
 from adapters.blobs import BlobStore
 from core import contracts as c
+from core import jsonio
 from core.requests import TaskRequest
 from core.settings import Settings
 from core.shards import (Leaf, ListingLimits, group_leaves, is_image_name, merge_level, plan_shards, sample_key,
@@ -168,8 +169,10 @@ def run_list_part(task_id: str, request: TaskRequest, settings: Settings, store:
                 etags.append(etag)
         if marker is None:
             leaf += 1
-    store.write_json(settings.container, layout.listing_part_blob(task_id, unit, part),
-                     {"names": images, "etags": etags})
+    # orjson (core.jsonio): the part is a per-image document (json.dumps with an indent was ~0.7 us per image, orjson
+    # ~0.02); its readers (_selected_names, BlobStore.read_json) read any JSON
+    store.write_bytes(settings.container, layout.listing_part_blob(task_id, unit, part),
+                      jsonio.dumps({"names": images, "etags": etags}), "application/json")
     if request.sample_n is not None:
         keys = heapq.nsmallest(request.sample_n, (sample_key(request.seed, n) for n in images))
         store.write_json(settings.container, layout.listing_sample_blob(task_id, unit, part), keys)

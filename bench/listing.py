@@ -11,6 +11,8 @@ page, the way the enumeration activities do:
     sdk_list_blob_names ContainerClient.list_blob_names(): names only (the SDK's cheaper path, ElementTree + lookups);
                         what BlobStore.list_names used
     fast                adapters.listing.iter_pages: (name, etag, size) per blob, what BlobStore's listings use now
+    parse_filter        adapters.listing.parse_listing and core.shards.is_image_name alone, on the same pages' bodies
+                        fetched beforehand (no HTTP): the per-blob CPU of reading a page and keeping its images
     fast_delimiter      the same with delimiter "/" (plan_listing's one level)
     activity_sdk        the enumeration's listing activities (run_plan_listing, then run_list_part for every unit
                         and part, writing the listing parts to Azurite) with BlobStore's listings as they were before
@@ -42,6 +44,7 @@ def ways(container: Any, page_size: int) -> dict[str, Callable[[], int]]:
     from azure.storage.blob import BlobPrefix
 
     from adapters import listing
+    from core.shards import is_image_name
 
     def sdk_list_blobs() -> int:
         n = 0
@@ -64,11 +67,28 @@ def ways(container: Any, page_size: int) -> dict[str, Callable[[], int]]:
     def fast() -> int:
         return sum(len(page.blobs) for page in listing.iter_pages(container, None, page_size))
 
+    bodies: list[bytes] = []  # every page's body as the service sent it, for parse_filter
+    parse = listing.parse_listing
+
+    def keep(chunks: Any) -> Any:
+        bodies.append(b"".join(chunks))
+        return parse([bodies[-1]])
+
+    listing.parse_listing = keep  # list_page looks it up at each call
+    try:
+        fast()
+    finally:
+        listing.parse_listing = parse
+
+    def parse_filter() -> int:
+        return sum(len([b.name for b in parse([body]).blobs if is_image_name(b.name)]) for body in bodies)
+
     def fast_delimiter() -> int:
         return sum(len(page.blobs) for page in listing.iter_pages(container, FOLDER, page_size, "/"))
 
     return {"sdk_list_blobs": sdk_list_blobs, "sdk_walk_blobs": sdk_walk_blobs,
-            "sdk_list_blob_names": sdk_list_blob_names, "fast": fast, "fast_delimiter": fast_delimiter}
+            "sdk_list_blob_names": sdk_list_blob_names, "fast": fast, "parse_filter": parse_filter,
+            "fast_delimiter": fast_delimiter}
 
 
 class SdkListingStore:
