@@ -312,6 +312,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "images": args.images, "images_per_shard": shape["images_per_shard"], "failure_rate": args.failure_rate,
         "images_per_folder": shape["images_per_folder"], "task_id": task_id,
         "shape_of": args.shape_of or None, "scale_model": shape if args.shape_of else None,
+        "scale_model_note": (f"SIMULATED SIZE: {args.images:,} real blobs run with the orchestration shape of "
+                             f"{args.shape_of:,} images (every per-shard and per-activity size divided by "
+                             f"{shape['scale']:g}); history events, instances and status latency are at "
+                             f"{args.shape_of:,}'s shape, CPU per image and activity times are not (module doc)"
+                             ) if args.shape_of else None,
         "final_stage": final.get("stage"), "runtime_status": final.get("runtime_status"),
         "final_images": final.get("images"), "final_failed": final.get("failed"), "shards": final.get("shards"),
         "resubmissions": final.get("resubmissions"),
@@ -361,7 +366,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shape-of", type=int, default=0, metavar="M",
                    help="scale model: run --images images with the orchestration shape of M images (module doc)")
     p.add_argument("--out", default="", help="default bench/results/control_plane-<N>.json "
-                                             "(control_plane-<N>-shape-of-<M>.json with --shape-of)")
+                                             "(control_plane-<N>-shape-of-<M>.json with --shape-of; the record's "
+                                             "scale_model_note says what was simulated, whatever the file name)")
     args = p.parse_args(argv)
     record = run(args)
     name = f"control_plane-{args.images}" + (f"-shape-of-{args.shape_of}" if args.shape_of else "") + ".json"
