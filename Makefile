@@ -48,9 +48,10 @@ demo: setup
 
 # Two pytest workers (pytest-xdist), one test file each at a time: most integration tests wait on Azurite, devhost
 # and worker processes, so two files at once fit CI's two cores (TEST_WORKERS=0 runs everything in one process).
+# The 25 slowest tests are listed at the end, to keep CI's 30 minutes in view.
 TEST_WORKERS ?= 2
 test: setup
-	$(PY) -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
+	$(PY) -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) --durations=25 $(PYTEST_ARGS)
 
 bench: setup
 	$(PY) bench/worker_throughput.py --images 40 --arch yolov5n
