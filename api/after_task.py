@@ -12,6 +12,7 @@ exceed ``TRAPBATCH_RESULTS_ZIP_ABOVE_BYTES``, ``zip``: ``ready`` with ``links.zi
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -58,8 +59,8 @@ async def post_previews(req: func.HttpRequest, client: df.DurableOrchestrationCl
     task_id = req.route_params["task_id"]
     await authorize_task(req, client, task_id)
     await finished_task(client, task_id, "previews")
-    first_generation_only(clients.store(clients.settings()), clients.settings().container, task_id,
-                          "a re-render at another threshold")
+    await asyncio.to_thread(first_generation_only, clients.store(clients.settings()), clients.settings().container,
+                            task_id, "a re-render at another threshold")
     threshold = parse_rerender(parse_json_body(req.get_body(), req.headers.get("content-type", "")))
     status_url = f"{_base_url(req)}/api/tasks/{task_id}/results"
     for instance, what in ((rerender_instance_id(task_id), "a preview re-render"),
@@ -69,13 +70,12 @@ async def post_previews(req: func.HttpRequest, client: df.DurableOrchestrationCl
             return json_response(409, {"error": f"{what} for task {task_id} is still running",
                                        "hint": f"wait until it completed (GET {status_url}), then retry"})
     s = clients.settings()
-    store = clients.store(s)
-    if existing_preview_folder(store, s, task_id) is None:
+    variants = await asyncio.to_thread(_rerender_variants, s, task_id)
+    if variants is None:
         return json_response(409, {"error": f"task {task_id} has no preview pages to re-render",
                                    "hint": "they were deleted (DELETE .../previews or previews_expire_days), or the "
                                            "task never reached its publishing stage; re-rendering would publish "
                                            "them again, so it is refused"})
-    variants = [v for v in share_links.VARIANTS if store.exists(s.container, layout.results_blob(task_id, v))]
     request = _task_input(await client.get_status(task_id, show_input=True)).get("request", {})
     await client.start_new(c.RERENDER_ORCHESTRATOR, rerender_instance_id(task_id), c.RerenderInput(
         task_id=task_id, threshold=threshold, model=str(request.get("model", "")),
@@ -86,6 +86,15 @@ async def post_previews(req: func.HttpRequest, client: df.DurableOrchestrationCl
                                        for v in variants},
                                "hint": "the results are unchanged; the CSV at this threshold is written beside the "
                                        "task's own; GET the status_url: previews.rerender says when it is done"})
+
+
+def _rerender_variants(s: Settings, task_id: str) -> list[str] | None:
+    """The results variants a re-render renders, or None when the task has no preview folder (deleted or never
+    published). Blocking: ``post_previews`` runs it off the event loop (``api.edge`` module docstring)."""
+    store = clients.store(s)
+    if existing_preview_folder(store, s, task_id) is None:
+        return None
+    return [v for v in share_links.VARIANTS if store.exists(s.container, layout.results_blob(task_id, v))]
 
 
 def _zip_state(store: BlobStore, s: Settings, task_id: str) -> tuple[dict[str, Any], bool]:
@@ -109,7 +118,7 @@ async def extend_results(client: df.DurableOrchestrationClient, s: Settings, sto
     previews = answer.setdefault("previews", {})
     previews["rerender"] = await _instance(client, rerender_instance_id(task_id))
     previews["expiry"] = await _instance(client, expiry_instance_id(task_id))
-    state, build = _zip_state(store, s, task_id)
+    state, build = await asyncio.to_thread(_zip_state, store, s, task_id)
     if build:
         running = await _instance(client, results_zip_instance_id(task_id))
         if running is None or running["runtime_status"] not in ACTIVE:
@@ -122,6 +131,7 @@ async def extend_results(client: df.DurableOrchestrationClient, s: Settings, sto
     links = answer.get("links")
     if state["state"] == "ready" and isinstance(links, dict) and "files" in links:
         try:
-            links["zip"] = share_links.read_links(store, s.container, [state["blob"]], s.link_days).urls[state["blob"]]
+            zipped = await asyncio.to_thread(share_links.read_links, store, s.container, [state["blob"]], s.link_days)
+            links["zip"] = zipped.urls[state["blob"]]
         except AzureError as exc:  # the other links failed alike; get_results already said why
             links["zip_error"] = f"no link: {type(exc).__name__}"

@@ -17,6 +17,7 @@ The answer goes beside the marker: ``trapbatch-ready.task.json`` (the task id) o
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import azure.durable_functions as df
@@ -63,15 +64,15 @@ async def container_ready(event: func.EventGridEvent, client: df.DurableOrchestr
         logger.warning("marker in trapbatch's own container %s ignored", container)
         return
     store = clients.store(s)
-    raw = store.read_bytes_or_none(container, layout.READY_MARKER)
+    raw = await asyncio.to_thread(store.read_bytes_or_none, container, layout.READY_MARKER)
     if raw is None:
         return  # deleted since the event was sent: nothing to start
     try:
         started, task_id = await start_task(client, marker_request(container, raw), s)
     except TrapbatchError as exc:
-        store.write_json(container, layout.ready_error_blob(), exc.to_dict())
+        await asyncio.to_thread(store.write_json, container, layout.ready_error_blob(), exc.to_dict())
         logger.warning("marker in container %s refused: %s", container, exc.message)
         return
-    store.write_json(container, layout.ready_receipt_blob(),
-                     {"id": task_id, "started": started, "status_path": f"/api/tasks/{task_id}"})
+    await asyncio.to_thread(store.write_json, container, layout.ready_receipt_blob(),
+                            {"id": task_id, "started": started, "status_path": f"/api/tasks/{task_id}"})
     logger.info("marker in container %s: task %s %s", container, task_id, "started" if started else "already known")

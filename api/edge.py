@@ -4,6 +4,19 @@ Why a decorator: every handler used to catch ``TrapbatchError`` itself, and anyt
 escaped as a bare 500 with the Functions host's own text. ``http_edge`` catches everything at the edge: trapbatch's
 errors answer with their status, storage SDK errors go through the one map (``adapters.storage_errors``), and
 anything else is logged with its traceback and answered 500 with a hint, never with internals.
+
+The event-loop rule, for every ``async def`` handler in ``api/`` (HTTP, blob drop, Event Grid): nothing blocking runs
+on the loop. The Python worker runs ``async def`` functions on its one event loop and only sync functions in its
+thread pool (``PYTHON_THREADPOOL_THREAD_COUNT``), so a blocking call in an async function stalls every other
+invocation of that worker process, status polls included ("Improve throughput performance of Python apps in Azure
+Functions", https://learn.microsoft.com/azure/azure-functions/python-scale-performance-reference, section Async; the
+worker's maintainers in Azure/azure-functions-python-worker#236: a blocking request "blocks the entire event loop";
+#744 adds the sync pool's setting). devhost does the same (devhost/README.md, fidelity row 12). Storage
+(``adapters.blobs.BlobStore``, azure-storage-blob, tables, Key Vault) is synchronous: a handler groups its storage
+work into one sync helper and awaits ``asyncio.to_thread(helper, ...)``; the Durable client's calls
+(``await client.get_status(...)``) are aiohttp and stay on the loop. ``tests/integration/test_event_loop.py`` checks
+that a slow storage call of one request does not hold up another, and that no ``async def`` in ``api/`` calls the
+storage helpers directly.
 """
 from __future__ import annotations
 

@@ -19,6 +19,7 @@ Devhost and the Functions host route by whole path segments: ``tasks/{task_id}/r
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import secrets
@@ -103,7 +104,8 @@ async def post_repeat_search(req: func.HttpRequest, client: df.DurableOrchestrat
     task_id = req.route_params["task_id"]
     await authorize_task(req, client, task_id)
     await finished_task(client, task_id, "results to search")
-    first_generation_only(clients.store(clients.settings()), clients.settings().container, task_id, "a repeat search")
+    await asyncio.to_thread(first_generation_only, clients.store(clients.settings()), clients.settings().container,
+                            task_id, "a repeat search")
     raw = req.get_body() or b""
     body = parse_json_body(raw, req.headers.get("content-type", "")) if raw.strip() else {}
     options = parse_repeat_search(body)

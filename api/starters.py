@@ -121,22 +121,7 @@ async def start_task(client: df.DurableOrchestrationClient, body: Any, settings:
         raise RequestInvalid(f"the request names secret {request.credential_secret!r}, but this trapbatch has no "
                              "Key Vault configured", "set TRAPBATCH_KEY_VAULT_URL in the app settings (infra/ does), "
                              "or give the app's identity a role on the source account and drop 'credential_secret'")
-    source = clients.source_store(settings, request.source_account_url, request.credential_secret)
-    try:
-        readable = (source.container_exists(request.container) if not request.source_account_url
-                    else source.container_listable(request.container))
-    except AzureError as exc:  # authorization problems with a foreign account: say what to fix, never echo secrets
-        raise SourceUnavailable(f"cannot list container {request.container!r} in {request.source_account_url}: "
-                                f"{type(exc).__name__}", "the secret (or the app's identity) needs read and list "
-                                "permission on that container") from None
-    if not readable:
-        raise ContainerNotFound(f"container {request.container!r} does not exist in storage account "
-                                f"{request.source_account_url or source.account!r}",
-                                "check the name, or create the container and upload the images first")
-    if request.image_list:  # read whole at the edge: a bad list is a 400 now, and its hash is part of the task id
-        listed = await asyncio.to_thread(scan_image_list, source, request.container, request.image_list,
-                                         settings.image_list_max_bytes)
-        request = dataclasses.replace(request, image_list_sha256=listed.sha256)
+    request = await asyncio.to_thread(_check_source, request, settings)  # blocking storage calls: off the loop
     task_id = request.task_id_for(caller.id)
     existing = await client.get_status(task_id, show_input=True)
     runtime = _runtime(existing)
@@ -151,7 +136,8 @@ async def start_task(client: df.DurableOrchestrationClient, body: Any, settings:
     if request.max_failed_fraction is not None:
         knobs["max_failed_fraction"] = request.max_failed_fraction
     run = layout.run_id(datetime.now(timezone.utc), secrets.token_hex(2))  # a job of its own for this run's pool work
-    generations = _generations(task_id, run, runtime, _task_input(existing), request, settings)
+    generations = await asyncio.to_thread(_generations, task_id, run, runtime, _task_input(existing), request,
+                                          settings)
     try:
         task_input = c.TaskInput(task_id=task_id, request=request.to_dict(), knobs=knobs, run=run)
         if "generation" in generations:
@@ -172,6 +158,28 @@ async def start_task(client: df.DurableOrchestrationClient, body: Any, settings:
     logger.info("task %s: started for container %s prefix %r%s", task_id, request.container, request.prefix,
                 f" by caller {caller.id}" if caller.verified else "")
     return True, task_id
+
+
+def _check_source(request: TaskRequest, settings: Settings) -> TaskRequest:
+    """The request's container must be readable (404/502 otherwise); with an ``image_list`` the request gains the
+    list's hash. Blocking (a Key Vault secret, the source account, the list): ``start_task`` runs it off the event loop
+    (``api.edge`` module docstring)."""
+    source = clients.source_store(settings, request.source_account_url, request.credential_secret)
+    try:
+        readable = (source.container_exists(request.container) if not request.source_account_url
+                    else source.container_listable(request.container))
+    except AzureError as exc:  # authorization problems with a foreign account: say what to fix, never echo secrets
+        raise SourceUnavailable(f"cannot list container {request.container!r} in {request.source_account_url}: "
+                                f"{type(exc).__name__}", "the secret (or the app's identity) needs read and list "
+                                "permission on that container") from None
+    if not readable:
+        raise ContainerNotFound(f"container {request.container!r} does not exist in storage account "
+                                f"{request.source_account_url or source.account!r}",
+                                "check the name, or create the container and upload the images first")
+    if request.image_list:  # read whole at the edge: a bad list is a 400 now, and its hash is part of the task id
+        listed = scan_image_list(source, request.container, request.image_list, settings.image_list_max_bytes)
+        request = dataclasses.replace(request, image_list_sha256=listed.sha256)
+    return request
 
 
 def _stage_of(status: Any) -> str:
@@ -440,20 +448,12 @@ def _preview_page(req: func.HttpRequest, s: Settings, task_id: str, variant: str
     return where
 
 
-@bp.route(route="tasks/{task_id}/results", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
-@bp.durable_client_input(client_name="client")
-@http_edge
-async def get_results(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    task_id = req.route_params["task_id"]
-    await authorize_task(req, client, task_id)
-    info = await describe_task(client, task_id)
-    rerunning = info["stage"] not in FINISHED
-    if rerunning and "previous" not in _task_input(await client.get_status(task_id, show_input=True)):
-        info = await finished_task(client, task_id, "results")  # 409: no generation of it has results to serve
+def _results_answer(req: func.HttpRequest, s: Settings, store: BlobStore, task_id: str, stage: str
+                    ) -> tuple[str, dict[str, dict[str, Any]], dict[str, Any]]:
+    """(served generation, its result files, the answer of GET .../results): the blob reads and the links of
+    ``get_results``, one blocking step it runs off the event loop (``api.edge`` module docstring)."""
     from adapters import share_links  # read-only links, minted per request and returned only here
 
-    s = clients.settings()
-    store = clients.store(s)
     generation = served_generation(store, s.container, task_id)
     key = layout.generation_key(task_id, generation)  # a re-run's results only once it completed (promotion)
     files = share_links.result_files(store, s.container, key)
@@ -465,13 +465,29 @@ async def get_results(req: func.HttpRequest, client: df.DurableOrchestrationClie
                  "hint": "the app's identity needs generateUserDelegationKey on its storage account (Storage Blob "
                          "Data Owner, which infra/app/rbac.bicep grants, includes it)"}
     answer: dict[str, Any] = {
-        "id": task_id, "stage": info["stage"], "generation": generation,
+        "id": task_id, "stage": stage, "generation": generation,
         "results": {"container": s.container, "blob": layout.results_blob(key),
                     "url": store.url(s.container, layout.results_blob(key)), "csv": layout.csv_blob(key),
                     "exports": {v: e["exports"] for v, e in files.items()}},
         "previews": _preview_page(req, s, key),
         "links": links,
     }
+    return generation, files, answer
+
+
+@bp.route(route="tasks/{task_id}/results", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@bp.durable_client_input(client_name="client")
+@http_edge
+async def get_results(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    task_id = req.route_params["task_id"]
+    await authorize_task(req, client, task_id)
+    info = await describe_task(client, task_id)
+    rerunning = info["stage"] not in FINISHED
+    if rerunning and "previous" not in _task_input(await client.get_status(task_id, show_input=True)):
+        info = await finished_task(client, task_id, "results")  # 409: no generation of it has results to serve
+    s = clients.settings()
+    store = clients.store(s)
+    generation, files, answer = await asyncio.to_thread(_results_answer, req, s, store, task_id, info["stage"])
     if rerunning:
         answer["rerun"] = {"stage": info["stage"], "hint": "these are the results of the task's previous run; the "
                            "re-run's replace them when it completes (its stage becomes 'completed')"}
@@ -482,6 +498,13 @@ async def get_results(req: func.HttpRequest, client: df.DurableOrchestrationClie
     return _json(200, answer)
 
 
+def _delete_served_previews(s: Settings, task_id: str) -> int | None:
+    """Delete the served generation's preview folder (one delete per blob): the number deleted, None when there was
+    none. Blocking: ``delete_previews`` runs it off the event loop (``api.edge`` module docstring)."""
+    store = clients.store(s)
+    return delete_preview_folder(store, s, served_key(store, s.container, task_id))
+
+
 @bp.route(route="tasks/{task_id}/previews", methods=["DELETE"], auth_level=func.AuthLevel.FUNCTION)
 @bp.durable_client_input(client_name="client")
 @http_edge
@@ -490,9 +513,7 @@ async def delete_previews(req: func.HttpRequest, client: df.DurableOrchestration
     task_id = req.route_params["task_id"]
     await authorize_task(req, client, task_id)
     await finished_task(client, task_id, "previews")
-    s = clients.settings()
-    store = clients.store(s)
-    deleted = delete_preview_folder(store, s, served_key(store, s.container, task_id))
+    deleted = await asyncio.to_thread(_delete_served_previews, clients.settings(), task_id)
     if deleted is None:
         return _json(404, {"error": f"task {task_id} has no preview pages", "hint": "they were deleted already, or "
                            "the task never reached its publishing stage"})
@@ -523,8 +544,8 @@ async def cancel_task(req: func.HttpRequest, client: df.DurableOrchestrationClie
     started = _task_input(await client.get_status(task_id, show_input=True))
     job = layout.pool_job_id(task_id, str(started.get("run") or ""))  # this run's marker: the next run starts clean
     s = clients.settings()
-    clients.store(s).write_json(s.container, layout.cancel_marker(job),
-                                {"requested": datetime.now(timezone.utc).isoformat()})
+    await asyncio.to_thread(clients.store(s).write_json, s.container, layout.cancel_marker(job),
+                            {"requested": datetime.now(timezone.utc).isoformat()})
     logger.info("task %s: cancel requested", task_id)
     return _json(202, {"id": task_id, "cancel_requested": True,
                        "hint": "pool work stops at the next poll; the task's stage becomes 'cancelled'"})
@@ -570,6 +591,14 @@ async def _removal_status(client: df.DurableOrchestrationClient, task_id: str, k
     return out
 
 
+def _served_repeats(s: Settings, task_id: str) -> tuple[str, dict[str, Any] | None]:
+    """(the served generation's key, its repeated-detection list or None). Blocking: ``task_repeats`` runs it off the
+    event loop (``api.edge`` module docstring)."""
+    store = clients.store(s)
+    key = served_key(store, s.container, task_id)  # the served generation's (layout.generation_key)
+    return key, store.read_json_or_none(s.container, layout.repeats_blob(key))
+
+
 @bp.route(route="tasks/{task_id}/repeats", methods=["GET", "POST"], auth_level=func.AuthLevel.FUNCTION)
 @bp.durable_client_input(client_name="client")
 @http_edge
@@ -582,16 +611,15 @@ async def task_repeats(req: func.HttpRequest, client: df.DurableOrchestrationCli
     await authorize_task(req, client, task_id)
     await finished_task(client, task_id, "repeated-detection list")
     s = clients.settings()
-    store = clients.store(s)
-    key = served_key(store, s.container, task_id)  # the served generation's (layout.generation_key)
-    found = store.read_json_or_none(s.container, layout.repeats_blob(key))
+    key, found = await asyncio.to_thread(_served_repeats, s, task_id)
     if found is None:
         return _json(404, {"error": f"task {task_id} has no repeated-detection list",
                            "hint": "the merge writes it; a task merged by an older trapbatch has none"})
     removal = await _removal_status(client, task_id, key)
     searching = await repeat_search.search_status(client, task_id)
     if removal is not None and removal.get("stage") == Stage.completed:
-        removal["previews"] = {**(removal.get("previews") or {}), **_preview_page(req, s, key, REPEATS_REMOVED)}
+        page = await asyncio.to_thread(_preview_page, req, s, key, REPEATS_REMOVED)
+        removal["previews"] = {**(removal.get("previews") or {}), **page}
     if req.method == "GET":
         return _json(200, {"id": task_id, "locations": found["locations"], "options": found["options"],
                            **repeat_search.list_fields(found), "blob": layout.repeats_blob(key),
@@ -627,8 +655,9 @@ async def task_dropped(blob: func.InputStream, client: df.DurableOrchestrationCl
         body = parse_json_body(blob.read(MAX_BODY_BYTES + 1))
         started, task_id = await start_task(client, body, s, drop=name)
     except TrapbatchError as exc:
-        store.write_json(container or layout.INCOMING_CONTAINER, layout.drop_error_blob(name), exc.to_dict())
+        await asyncio.to_thread(store.write_json, container or layout.INCOMING_CONTAINER,
+                                layout.drop_error_blob(name), exc.to_dict())
         logger.warning("dropped request %s rejected: %s", name, exc.message)
         return
-    store.write_json(container or layout.INCOMING_CONTAINER, layout.drop_receipt_blob(name),
-                     {"id": task_id, "started": started, "status_path": f"/api/tasks/{task_id}"})
+    await asyncio.to_thread(store.write_json, container or layout.INCOMING_CONTAINER, layout.drop_receipt_blob(name),
+                            {"id": task_id, "started": started, "status_path": f"/api/tasks/{task_id}"})
