@@ -6,10 +6,12 @@ reason (never skip): storage code is only trusted when it ran against the real p
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from typing import Iterator
 
 import pytest
+from PIL import Image
 
 from devhost.azurite import Azurite, AzuriteError, start_azurite
 
@@ -17,6 +19,27 @@ from devhost.azurite import Azurite, AzuriteError, start_azurite
 # starts, runs torch on one OpenMP thread: more threads than cores only spin-wait against each other.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+_PIL_OPEN = Image.open
+
+
+@pytest.fixture(autouse=True)
+def _oracle_patches_do_not_leak() -> Iterator[None]:
+    """Undo the global patches the MegaDetector oracle's packages make when a test imports them.
+
+    ``yolov5.utils`` imports ultralytics, which replaces ``PIL.Image.open`` (ultralytics/utils/patches.py: on a file
+    PIL cannot identify it runs ``check_requirements("pi-heif")``, an online check and pip "AutoUpdate" that stall
+    offline) and ``torch.save``. devhost runs in the test process, so a later test's activities (previews of the
+    corrupt test images) went through that patch and a CI run timed out. After each test the originals are back.
+    """
+    yield
+    if Image.open is not _PIL_OPEN:
+        Image.open = _PIL_OPEN  # type: ignore[assignment]
+    torch = sys.modules.get("torch")
+    serialization = sys.modules.get("torch.serialization")
+    if torch is not None and serialization is not None and torch.save is not serialization.save:
+        torch.save = serialization.save
 
 
 @pytest.fixture(scope="session")
