@@ -35,7 +35,7 @@ def host(app_env: dict[str, str], unique_name: str, monkeypatch: pytest.MonkeyPa
 
 
 def _done(url: str, key: str) -> Any:
-    state = api.get(url, timeout=30).json()["previews"].get(key)
+    state = api.get(url, timeout=120).json()["previews"].get(key)
     return state if state and state.get("runtime_status") in ("Completed", "Failed") else None
 
 
@@ -51,9 +51,9 @@ def _csv_text(entries: list[dict[str, Any]], threshold: float) -> bytes:
 def test_rerender_zip_and_expiry_of_finished_tasks(host, app_env, store, unique_name) -> None:  # type: ignore[no-untyped-def]
     upload_images(store, unique_name, 8, corrupt=1)
     base = {"container": unique_name, "max_failed_fraction": 0.5}
-    task = api.post(host.base_url + "/api/tasks", json=base, timeout=30).json()["id"]
+    task = api.post(host.base_url + "/api/tasks", json=base, timeout=120).json()["id"]
     expiring = api.post(host.base_url + "/api/tasks", json={**base, "first_n": 3, "previews_expire_days": 1},
-                        timeout=30).json()["id"]
+                        timeout=120).json()["id"]
     container = app_env["TRAPBATCH_CONTAINER"]
     for task_id in (task, expiring):
         status = wait_until(lambda: finished_status(host.base_url, task_id), 240, "task completion")
@@ -64,18 +64,18 @@ def test_rerender_zip_and_expiry_of_finished_tasks(host, app_env, store, unique_
     before = store.read_bytes(container, layout.results_blob(task))
     own_csv = store.read_bytes(container, layout.csv_blob(task))
     doc = store.read_json(container, layout.results_blob(task))
-    first = api.get(results_url, timeout=30).json()
+    first = api.get(results_url, timeout=120).json()
     default = store.read_json(container, layout.preview_sample_blob(task))["threshold"]
     tops = sorted({top_confidence(e) for e in doc["images"] if not e.get("failure") and e.get("detections")})
     at = {t: sum(1 for e in doc["images"] if preview_category(e, t) == "detections") for t in tops}
     threshold = next(t for t in tops if at[t] != at.get(default, sum(
         1 for e in doc["images"] if preview_category(e, default) == "detections")))  # one that changes the counts
 
-    assert api.post(f"{host.base_url}/api/tasks/{task}/previews", json={"threshold": 7}, timeout=30).status_code == 400
-    assert api.post(f"{host.base_url}/api/tasks/{task}/previews", json={}, timeout=30).status_code == 400
-    started = api.post(f"{host.base_url}/api/tasks/{task}/previews", json={"threshold": threshold}, timeout=30)
+    assert api.post(f"{host.base_url}/api/tasks/{task}/previews", json={"threshold": 7}, timeout=120).status_code == 400
+    assert api.post(f"{host.base_url}/api/tasks/{task}/previews", json={}, timeout=120).status_code == 400
+    started = api.post(f"{host.base_url}/api/tasks/{task}/previews", json={"threshold": threshold}, timeout=120)
     assert started.status_code == 202, started.text
-    again = api.post(f"{host.base_url}/api/tasks/{task}/previews", json={"threshold": threshold}, timeout=30)
+    again = api.post(f"{host.base_url}/api/tasks/{task}/previews", json={"threshold": threshold}, timeout=120)
     done = wait_until(lambda: _done(results_url, "rerender"), 120, "the re-render")
     assert again.status_code in (202, 409)  # 409 while the first still ran
     assert done["runtime_status"] == "Completed" and done["threshold"] == threshold, done
@@ -86,7 +86,7 @@ def test_rerender_zip_and_expiry_of_finished_tasks(host, app_env, store, unique_
     assert {k: done["previews"]["original"]["counts"][k] for k in expected} == expected
     sample = store.read_json(container, layout.preview_sample_blob(task))
     assert sample["threshold"] == threshold and sample["totals"] == expected
-    page = api.get(first["previews"]["local_url"], timeout=30)
+    page = api.get(first["previews"]["local_url"], timeout=120)
     assert page.status_code == 200 and str(threshold) in page.text
 
     assert store.read_bytes(container, layout.results_blob(task)) == before  # the results are only read
@@ -95,11 +95,11 @@ def test_rerender_zip_and_expiry_of_finished_tasks(host, app_env, store, unique_
     assert started.json()["csv"]["original"] == csv_name
     assert store.read_bytes(container, csv_name) == _csv_text(doc["images"], threshold)
 
-    answer = api.get(results_url, timeout=30).json()
+    answer = api.get(results_url, timeout=120).json()
     label = layout.threshold_label(threshold)
     assert answer["results"]["thresholds"]["original"] == {label: csv_name}
     link = answer["links"]["files"]["original"]["thresholds"][label]
-    assert requests.get(link, timeout=30).content == _csv_text(doc["images"], threshold)  # no credential
+    assert requests.get(link, timeout=120).content == _csv_text(doc["images"], threshold)  # no credential
 
     check_zip(host, store, container, task, results_url)
 
@@ -109,7 +109,7 @@ def check_zip(host, store, container: str, task: str, results_url: str) -> None:
     from adapters.results_bundle import linked_blobs, zip_path
 
     ready = wait_until(lambda: (lambda a: a if a["zip"]["state"] == "ready" else None)(
-        api.get(results_url, timeout=30).json()), 120, "the results zip")
+        api.get(results_url, timeout=120).json()), 120, "the results zip")
     files = linked_blobs(store, container, task)
     assert ready["zip"]["files"] == len(files) >= 5
     got = requests.get(ready["links"]["zip"], timeout=60)  # anonymously, by its read-only link
@@ -119,22 +119,22 @@ def check_zip(host, store, container: str, task: str, results_url: str) -> None:
         for name in files:
             assert zf.read(zip_path(task, name)) == store.read_bytes(container, name), name
     assert requests.put(ready["links"]["zip"], data=b"x", headers={"x-ms-blob-type": "BlockBlob"},
-                        timeout=30).status_code == 403
+                        timeout=120).status_code == 403
     # a file changed since: the zip is stale, so the next answer builds it again rather than link the old one
     store.write_bytes(container, layout.csv_blob(task), b"file\n")
-    assert api.get(results_url, timeout=30).json()["zip"]["state"] == "building"
-    wait_until(lambda: api.get(results_url, timeout=30).json()["zip"]["state"] == "ready", 120, "the rebuilt zip")
+    assert api.get(results_url, timeout=120).json()["zip"]["state"] == "building"
+    wait_until(lambda: api.get(results_url, timeout=120).json()["zip"]["state"] == "ready", 120, "the rebuilt zip")
 
 
 def check_expiry(host, store, task: str) -> None:  # type: ignore[no-untyped-def]
     """previews_expire_days=1 with a 3-second day: the status says when, then the folder is gone."""
-    status = api.get(f"{host.base_url}/api/tasks/{task}", timeout=30).json()
+    status = api.get(f"{host.base_url}/api/tasks/{task}", timeout=120).json()
     assert status["previews"]["expires"] > status["finished"]
     url = f"{host.base_url}/api/tasks/{task}/results"
     done = wait_until(lambda: (lambda e: e if e and e.get("runtime_status") == "Completed" else None)(
-        api.get(url, timeout=30).json()["previews"]["expiry"]), 120, "the preview expiry")
+        api.get(url, timeout=120).json()["previews"]["expiry"]), 120, "the preview expiry")
     assert done["deleted"] > 0 and done["expires"] == status["previews"]["expires"]
-    answer = api.get(url, timeout=30).json()
+    answer = api.get(url, timeout=120).json()
     assert "error" in answer["previews"] and not list(store.list_names("$web", task + "-"))
-    refused = api.post(f"{host.base_url}/api/tasks/{task}/previews", json={"threshold": 0.5}, timeout=30)
+    refused = api.post(f"{host.base_url}/api/tasks/{task}/previews", json={"threshold": 0.5}, timeout=120)
     assert refused.status_code == 409 and "no preview pages" in refused.json()["error"]

@@ -34,7 +34,7 @@ def host(app_env: dict[str, str], unique_name: str, monkeypatch: pytest.MonkeyPa
 
 
 def _stage(host: Any, task_id: str) -> str:
-    return str(api.get(f"{host.base_url}/api/tasks/{task_id}", timeout=30).json()["stage"])
+    return str(api.get(f"{host.base_url}/api/tasks/{task_id}", timeout=120).json()["stage"])
 
 
 def _pool_rows(app_env: dict[str, str], task_id: str) -> int:
@@ -52,20 +52,20 @@ def test_a_large_task_waits_with_its_estimate_and_runs_once_confirmed(host: Any,
                                                                       store: BlobStore, unique_name: str) -> None:
     upload_images(store, unique_name, 4, corrupt=0)
     base = host.base_url
-    early = api.post(f"{base}/api/tasks/nobody-here/confirm", timeout=30)
+    early = api.post(f"{base}/api/tasks/nobody-here/confirm", timeout=120)
     assert early.status_code == 404
-    started = api.post(f"{base}/api/tasks", json={"container": unique_name}, timeout=30).json()
+    started = api.post(f"{base}/api/tasks", json={"container": unique_name}, timeout=120).json()
     task_id = started["id"]
     wait_until(lambda: _stage(host, task_id) == Stage.awaiting_confirmation, 120, "awaiting confirmation")
-    status = api.get(f"{base}/api/tasks/{task_id}", timeout=30).json()
+    status = api.get(f"{base}/api/tasks/{task_id}", timeout=120).json()
     assert status["estimate"]["images"] == 4 and status["estimate"]["gpu_hours"] > 0
     assert _pool_rows(app_env, task_id) == 0  # nothing reaches the pool before the confirmation
-    confirmed = api.post(f"{base}/api/tasks/{task_id}/confirm", timeout=30)
+    confirmed = api.post(f"{base}/api/tasks/{task_id}/confirm", timeout=120)
     assert confirmed.status_code == 202 and confirmed.json()["confirmed"] is True
     final = host.wait_for(task_id, timeout=300)
     assert final["runtimeStatus"] == "Completed" and final["output"]["stage"] == Stage.completed
     assert _pool_rows(app_env, task_id) >= 1  # its shard reached the pool once confirmed
-    again = api.post(f"{base}/api/tasks/{task_id}/confirm", timeout=30)
+    again = api.post(f"{base}/api/tasks/{task_id}/confirm", timeout=120)
     assert again.status_code == 409 and "not awaiting confirmation" in again.json()["error"]
 
 
@@ -78,7 +78,7 @@ def test_a_dropped_request_gets_its_estimate_then_its_done_file_and_cancel_ends_
                                                           layout.drop_answer_blob(name, "estimate")), 120, "estimate")
     assert estimate["stage"] == Stage.awaiting_confirmation and estimate["estimate"]["images"] == 3
     task_id = estimate["id"]
-    cancelled = api.post(f"{host.base_url}/api/tasks/{task_id}/cancel", timeout=30)
+    cancelled = api.post(f"{host.base_url}/api/tasks/{task_id}/cancel", timeout=120)
     assert cancelled.status_code == 202
     done = wait_until(lambda: store.read_json_or_none(layout.INCOMING_CONTAINER, layout.drop_answer_blob(name, "done")),
                       120, "done file")

@@ -60,12 +60,12 @@ def offline(doc: dict[str, Any], options: RepeatOptions) -> list[dict[str, Any]]
 
 
 def search(base: str, task_id: str, body: dict[str, Any]) -> dict[str, Any]:
-    started = api.post(f"{base}/api/tasks/{task_id}/repeats/search", json=body, timeout=30)
+    started = api.post(f"{base}/api/tasks/{task_id}/repeats/search", json=body, timeout=120)
     assert started.status_code == 202, started.text
     sid = started.json()["search"]
 
     def finished() -> dict[str, Any] | None:
-        listed = api.get(f"{base}/api/tasks/{task_id}/repeats", timeout=30).json()
+        listed = api.get(f"{base}/api/tasks/{task_id}/repeats", timeout=120).json()
         state = listed["searching"]
         return listed if state and state["search"] == sid and state["runtime_status"] in ENDED else None
 
@@ -78,17 +78,17 @@ def search(base: str, task_id: str, body: dict[str, Any]) -> dict[str, Any]:
 def test_searching_again_replaces_the_list_with_what_core_finds_offline_and_removals_name_their_list(
         host: Any, store: BlobStore, unique_name: str) -> None:
     base, container = host.base_url, unique_name + "-state"
-    r = api.post(f"{base}/api/tasks", json={"container": unique_name, "request_name": "rde"}, timeout=30)
+    r = api.post(f"{base}/api/tasks", json={"container": unique_name, "request_name": "rde"}, timeout=120)
     assert r.status_code == 202, r.text
     task_id = r.json()["id"]
     status = wait_until(lambda: (lambda s: s if s["runtime_status"] in ("Completed", "Failed") else None)(
-        api.get(f"{base}/api/tasks/{task_id}", timeout=30).json()), 240, "task completion")
+        api.get(f"{base}/api/tasks/{task_id}", timeout=120).json()), 240, "task completion")
     assert status["stage"] == "completed", status
     doc = store.read_json(container, layout.results_blob(task_id))
     url = f"{base}/api/tasks/{task_id}/repeats"
     check_fanned_zooniverse(store, container, task_id, status, doc)
 
-    merged = api.get(url, timeout=30).json()  # the merge's list: MegaDetector's defaults
+    merged = api.get(url, timeout=120).json()  # the merge's list: MegaDetector's defaults
     default = offline(doc, RepeatOptions())
     assert merged["search"] == "merge" and merged["searched"] is None and merged["searching"] is None
     assert merged["locations"] == default and len(default) >= 3
@@ -96,9 +96,9 @@ def test_searching_again_replaces_the_list_with_what_core_finds_offline_and_remo
 
     for body, field in (({"iou_threshold": 0.2}, "iou_threshold"), ({"occurrence_threshold": 1}, "occurrence_threshold"),
                         ({"confidence_min": 0.7, "confidence_max": 0.6}, "confidence_min")):
-        bad = api.post(f"{url}/search", json=body, timeout=30)
+        bad = api.post(f"{url}/search", json=body, timeout=120)
         assert bad.status_code == 400 and field in bad.json()["error"] and bad.json()["hint"], bad.text
-    assert api.post(f"{url}/search", data=b"x", headers={"Content-Type": "text/plain"}, timeout=30).status_code == 415
+    assert api.post(f"{url}/search", data=b"x", headers={"Content-Type": "text/plain"}, timeout=120).status_code == 415
 
     strict = search(base, task_id, {"occurrence_threshold": 45})
     expected_strict = offline(doc, RepeatOptions(occurrence_threshold=45))
@@ -118,17 +118,17 @@ def test_searching_again_replaces_the_list_with_what_core_finds_offline_and_remo
     assert store.read_json(container, layout.results_blob(task_id)) == doc  # a search changes no result
 
     # the page lists the new places, and its removal request names the new list
-    page = api.get(api.get(f"{base}/api/tasks/{task_id}/results", timeout=30).json()["previews"]["local_url"],
-                   timeout=30).text
+    page = api.get(api.get(f"{base}/api/tasks/{task_id}/results", timeout=120).json()["previews"]["local_url"],
+                   timeout=120).text
     assert f'data-section="repeats">{len(expected_loose)}</span>' in page and loose["search"] in page
 
     # a removal by the ids of a replaced list is refused; one naming the current list removes with its options
     first = expected_loose[0]["id"]
     for stale in ({"remove": [first]}, {"remove": [first], "search": strict["search"]}):
-        refused = api.post(url, json=stale, timeout=30)
+        refused = api.post(url, json=stale, timeout=120)
         assert refused.status_code == 409 and "is now search" in refused.json()["error"], refused.text
         assert loose["search"] in refused.json()["hint"]
-    started = api.post(url, json={"remove": [first], "search": loose["search"]}, timeout=30)
+    started = api.post(url, json={"remove": [first], "search": loose["search"]}, timeout=120)
     assert started.status_code == 202, started.text
     done = wait_until(lambda: _ended_removal(url), 180, "repeat removal")
     removal = RepeatRemoval([expected_loose[0]], loose_options)
@@ -165,7 +165,7 @@ def _ended_removal(url: str) -> dict[str, Any] | None:
     activities in its own process, and on a loaded two-core CI machine one GET once took over 30 s to answer while
     they ran (the deadline of the wait still holds)."""
     try:
-        removal = api.get(url, timeout=30).json()["removal"]
+        removal = api.get(url, timeout=120).json()["removal"]
     except requests.Timeout:
         return None
     return removal if removal and removal["runtime_status"] in ENDED else None

@@ -37,12 +37,12 @@ def host(app_env: dict[str, str], unique_name: str, monkeypatch: pytest.MonkeyPa
 
 
 def status(host: Any, task_id: str) -> dict[str, Any]:
-    return dict(api.get(f"{host.base_url}/api/tasks/{task_id}", timeout=30).json())
+    return dict(api.get(f"{host.base_url}/api/tasks/{task_id}", timeout=120).json())
 
 
 def confirm_and_finish(host: Any, task_id: str, timeout: float = 300) -> dict[str, Any]:
     wait_until(lambda: status(host, task_id)["stage"] == Stage.awaiting_confirmation, 120, "awaiting confirmation")
-    assert api.post(f"{host.base_url}/api/tasks/{task_id}/confirm", timeout=30).status_code == 202
+    assert api.post(f"{host.base_url}/api/tasks/{task_id}/confirm", timeout=120).status_code == 202
     return dict(wait_until(lambda: (lambda s: s if s["runtime_status"] in ("Completed", "Failed") and s["stage"] !=
                                     Stage.awaiting_confirmation else None)(status(host, task_id)), timeout, "task end"))
 
@@ -68,29 +68,29 @@ def test_rerun_runs_everything_again_under_a_new_job_and_the_old_results_stay_se
     names = upload_images(store, unique_name, 6, corrupt=0)
     base = host.base_url
     body = {"container": unique_name}
-    first = api.post(f"{base}/api/tasks", json=body, timeout=30)
+    first = api.post(f"{base}/api/tasks", json=body, timeout=120)
     assert first.status_code == 202, first.text
     task_id = first.json()["id"]
-    early = api.post(f"{base}/api/tasks", json={**body, "rerun": True}, timeout=30)  # it is still running
+    early = api.post(f"{base}/api/tasks", json={**body, "rerun": True}, timeout=120)  # it is still running
     assert early.status_code == 409 and "still running" in early.json()["error"]
     assert "cancel" in early.json()["hint"]
     done = confirm_and_finish(host, task_id)
     assert done["stage"] == Stage.completed and "generation" not in done
     first_job = done["pool_job"]
     assert pool_work(app_env, store, task_id, first_job) == names
-    old = api.get(f"{base}/api/tasks/{task_id}/results", timeout=30).json()
+    old = api.get(f"{base}/api/tasks/{task_id}/results", timeout=120).json()
     assert old["generation"] == "" and old["results"]["blob"] == layout.results_blob(task_id)
     old_page = old["previews"]["blob"]
     assert store.exists(app_env.get("TRAPBATCH_WEB_CONTAINER", "$web"), old_page)
 
-    plain = api.post(f"{base}/api/tasks", json=body, timeout=30)  # without rerun a finished task is only found
+    plain = api.post(f"{base}/api/tasks", json=body, timeout=120)  # without rerun a finished task is only found
     assert plain.status_code == 200 and plain.json() == {**plain.json(), "id": task_id, "started": False}
-    again = api.post(f"{base}/api/tasks", json={**body, "rerun": True, "request_name": "again"}, timeout=30)
+    again = api.post(f"{base}/api/tasks", json={**body, "rerun": True, "request_name": "again"}, timeout=120)
     assert again.status_code == 202 and again.json()["id"] == task_id and again.json()["started"] is True  # same id
 
     # while the re-run waits (and would run), the previous results are what the task serves
     wait_until(lambda: status(host, task_id)["stage"] == Stage.awaiting_confirmation, 120, "re-run waiting")
-    during = api.get(f"{base}/api/tasks/{task_id}/results", timeout=30)
+    during = api.get(f"{base}/api/tasks/{task_id}/results", timeout=120)
     assert during.status_code == 200, during.text
     assert during.json()["results"] == old["results"] and during.json()["generation"] == ""
     assert during.json()["rerun"]["stage"] == Stage.awaiting_confirmation
@@ -103,7 +103,7 @@ def test_rerun_runs_everything_again_under_a_new_job_and_the_old_results_stay_se
     assert final["pool_job"] == layout.pool_job_id(task_id, run) != first_job
     assert pool_work(app_env, store, key, final["pool_job"]) == names  # everything ran again, once
     assert pool_work(app_env, store, task_id, first_job) == names  # and the first job got nothing new
-    after = api.get(f"{base}/api/tasks/{task_id}/results", timeout=30).json()
+    after = api.get(f"{base}/api/tasks/{task_id}/results", timeout=120).json()
     assert after["generation"] == run and after["results"]["blob"] == layout.results_blob(key)
     assert "rerun" not in after
     assert results_files(store, app_env, layout.results_blob(key)) == names
@@ -117,10 +117,10 @@ def test_rerun_runs_everything_again_under_a_new_job_and_the_old_results_stay_se
 
     # the after-task operations work on a first generation only: on a re-run's results they refuse, changing nothing
     for path, payload in (("previews", {"threshold": 0.5}), ("repeats/search", {"occurrence_threshold": 3})):
-        refused = api.post(f"{base}/api/tasks/{task_id}/{path}", json=payload, timeout=30)
+        refused = api.post(f"{base}/api/tasks/{task_id}/{path}", json=payload, timeout=120)
         assert refused.status_code == 409 and "re-run" in refused.json()["error"], (path, refused.text)
         assert refused.json()["hint"]
-    assert api.get(f"{base}/api/tasks/{task_id}/results", timeout=30).json()["results"] == after["results"]
+    assert api.get(f"{base}/api/tasks/{task_id}/results", timeout=120).json()["results"] == after["results"]
 
 
 def test_only_new_runs_exactly_the_new_and_changed_images_and_merges_them_with_the_reused_results(
@@ -131,7 +131,7 @@ def test_only_new_runs_exactly_the_new_and_changed_images_and_merges_them_with_t
     names = upload_images(store, unique_name, 10, corrupt=0)  # 3 shards of 4 (TRAPBATCH_IMAGES_PER_SHARD)
     base = host.base_url
     body = {"container": unique_name}
-    started = api.post(f"{base}/api/tasks", json=body, timeout=30)
+    started = api.post(f"{base}/api/tasks", json=body, timeout=120)
     assert started.status_code == 202, started.text
     task_id = started.json()["id"]
     done = confirm_and_finish(host, task_id)
@@ -147,7 +147,7 @@ def test_only_new_runs_exactly_the_new_and_changed_images_and_merges_them_with_t
     store.service.get_blob_client(unique_name, deleted).delete_blob()
     now = sorted({*names, *added} - {deleted})
 
-    again = api.post(f"{base}/api/tasks", json={**body, "only_new": True}, timeout=30)
+    again = api.post(f"{base}/api/tasks", json={**body, "only_new": True}, timeout=120)
     assert again.status_code == 202 and again.json()["id"] == task_id and again.json()["started"] is True
     final = confirm_and_finish(host, task_id)
     assert final["stage"] == Stage.completed, final
@@ -161,5 +161,5 @@ def test_only_new_runs_exactly_the_new_and_changed_images_and_merges_them_with_t
     for im in after:
         if im["file"] not in (changed, *added):
             assert im == before[im["file"]]  # reused as the previous generation detected it
-    served = api.get(f"{base}/api/tasks/{task_id}/results", timeout=30).json()
+    served = api.get(f"{base}/api/tasks/{task_id}/results", timeout=120).json()
     assert served["generation"] == final["generation"] and served["results"]["blob"] == layout.results_blob(key)

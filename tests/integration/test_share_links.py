@@ -39,7 +39,7 @@ def _status_or_none(url: str) -> int | None:
     """The status of a GET, or None when Azurite is too slow to answer within the request's deadline (CI saw one GET
     of a small blob wait over 10 s on a loaded machine): the wait's own deadline decides."""
     try:
-        return requests.get(url, timeout=30).status_code
+        return requests.get(url, timeout=120).status_code
     except requests.exceptions.Timeout:
         return None
 
