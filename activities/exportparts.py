@@ -49,6 +49,11 @@ def _work(task_id: str, variant: str) -> str:
     return layout.exports_prefix(task_id, variant) + ".parts/"
 
 
+def work_prefix(task_id: str, variant: str) -> str:
+    """Where the parts' fragments are, until ``exports_zooniverse_clean`` deletes them."""
+    return _work(task_id, variant)
+
+
 def _fragment(task_id: str, variant: str, part: int, name: str) -> str:
     return f"{_work(task_id, variant)}{part:05d}.{name}"
 
@@ -168,7 +173,8 @@ def run_exports_combine(payload: c.ExportsCombineInput, settings: Settings,
     store.write_bytes(container, layout.camtrap_dp_blob(task_id, "deployments.csv", variant), table,
                       "text/csv; charset=utf-8")
     write_descriptor(store, ctx, camtrap)
-    delete_prefix(store, container, _work(task_id, variant))
+    # The fragments stay until exports_zooniverse_clean: a combine run again (its completion lost, as Durable's
+    # at-least-once delivery allows) must find them; deleting them here made every retry fail with BlobNotFound.
     prefix = layout.exports_prefix(task_id, variant)
     eligible = sum(p["eligible"] for p in parts)
     return {"conflict": False, "zooniverse_parts": True, "output": {

@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import azure.durable_functions as df
 
-from activities.exportparts import _csv_line, _head, _lines
+from activities.exportparts import _csv_line, _head, _lines, work_prefix
 from activities.exports import ListMetadata, prepare
 from adapters import clients
 from adapters.blob_files import delete_under
@@ -141,10 +141,12 @@ def run_zooniverse_combine(payload: c.ExportsZooniverseCombineInput, settings: S
 
 
 def run_zooniverse_clean(payload: c.ExportsZooniverseCleanInput, settings: Settings, store: BlobStore) -> int:
-    """Delete the work blobs and stale batches; returns how many blobs went."""
+    """Delete the work blobs (this fan-out's and exports_combine's fragments) and stale batches; returns how many
+    blobs went."""
     task_id, variant = payload["task_id"], payload["variant"]
     container = settings.container
     gone = delete_prefix(store, container, _work(task_id, variant))
+    gone += delete_prefix(store, container, work_prefix(task_id, variant))  # exports_combine's fragments
     keep = {layout.zooniverse_batch_blob(task_id, b + 1, variant) for b in range(payload["batches"])}
     return gone + delete_under(store, container, layout.exports_prefix(task_id, variant) + "zooniverse/", keep)
 

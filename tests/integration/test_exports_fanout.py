@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 
-from activities.exportparts import run_exports_combine, run_exports_part, run_exports_zooniverse
+from activities.exportparts import run_exports_combine, run_exports_part, run_exports_zooniverse, work_prefix
 from activities.exports import run_exports
 from activities.zooniverseparts import run_zooniverse_clean, run_zooniverse_combine, run_zooniverse_part
 from adapters.blobs import BlobStore
+from adapters.compose import delete_prefix
 from core import contracts as c
 from core import fanin, mdformat, zooniverse
 from core.exportparts import ZOONIVERSE_PIECES, eligible_before, part_ranges, zooniverse_groups
@@ -60,8 +61,13 @@ def _fanned(settings: Settings, store: BlobStore, variant: str, parts: list[list
                                                 length=n), settings, store) for p, f, o, n in ranges]
     combined = run_exports_combine(c.ExportsCombineInput(task_id=TASK, variant=variant, parts=outs), settings, store)
     assert not combined["conflict"] and combined.get("zooniverse_parts")
+    # run again, as after a lost completion (at-least-once): the same answer, not a BlobNotFound
+    assert run_exports_combine(c.ExportsCombineInput(task_id=TASK, variant=variant, parts=outs), settings,
+                               store) == combined
     output = combined["output"]
     if zooniverse_pieces is None:
+        # a combine recorded before the fan-out was made by code that deleted its fragments itself
+        delete_prefix(store, settings.container, work_prefix(TASK, variant))
         batches = run_exports_zooniverse(c.ExportsZooniverseInput(
             task_id=TASK, variant=variant, eligible=output["zooniverse_subjects"]), settings, store)
         return {**output, "zooniverse_batches": batches}
