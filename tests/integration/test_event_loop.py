@@ -24,23 +24,12 @@ import requests
 from adapters.blobs import BlobStore
 from gpu_batch import layout
 from tests.integration.conftest import upload_images
-from tests.integration.test_end_to_end import FUNCTION_KEY, api, finished_status
+from tests.integration.test_end_to_end import api, finished_status
+from tests.integration.test_end_to_end import host  # noqa: F401  (the same devhost fixture)
 from tests.waiting import wait_until
 
 UNKNOWN_TASK = "task-" + "0" * 20  # a well-formed id no task has: its status poll is answered 404
 GATE_S = 90  # the longest a held call waits; the test opens the gate long before
-
-
-@pytest.fixture
-def host(app_env: dict[str, str], unique_name: str):  # type: ignore[no-untyped-def]
-    from devhost.host import DevHost
-    import function_app
-
-    h = DevHost(function_app.app, app_env["AzureWebJobsStorage"], task_hub="l" + unique_name[:12], port=0,
-                blob_poll_s=0.5, function_key=FUNCTION_KEY)
-    h.start()
-    yield h
-    h.stop()
 
 
 class _Gate:
