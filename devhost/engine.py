@@ -10,7 +10,7 @@ come back as messages. Everything is in the ``Store`` (Azure Storage), so a kill
 
 * history is saved before effects; ``reconcile()`` at start, and after a storage error in the dispatcher,
   re-creates effects of anything scheduled but unfinished (deterministic ids make that idempotent), and a
-  re-delivered message is dropped by its id;
+  re-delivered message is dropped by its id; an activity's first completion wins, as in DTFx (fidelity row 20);
 * a completion for a task id the history never scheduled fails the orchestration (the SDK would otherwise only warn
   and wait forever);
 * ``call_*_with_retry``: the SDK expects the host to interleave a timer and a re-schedule after each failure, consuming
@@ -703,6 +703,19 @@ class Engine:
             self._stop.wait(self.poll_s)
 
     def _run_activity(self, item: dict[str, Any], key: str) -> None:
+        """Run one work item unless it is gone. The dispatcher's listing is a snapshot: an activity that finished
+        after it was taken (completion queued, row deleted, key out of ``_inflight``) is still in it, and was run a
+        second time; its completion then replaced the first (a CI run's ``exports_combine`` succeeded, deleted its
+        fragments, and the orchestrator saw the second run's BlobNotFound). So the row is read again first."""
+        try:
+            gone = not self.store.activity_exists(item)
+        except Exception:  # storage hiccup: leave it for the next listing
+            logger.exception("activity dispatcher: could not read work item %s", key)
+            gone = True
+        if gone:
+            with self._lock:
+                self._inflight.discard(key)
+            return
         iid, execution, tid, name = item["InstanceId"], item["ExecutionId"], int(item["TaskId"]), item["Name"]
         try:
             input_json = self.store.activity_input(item)
@@ -743,7 +756,7 @@ class Engine:
             ev = h.event(h.TASK_FAILED, TaskScheduledId=tid, Reason=str(exc), Details=traceback.format_exc())
         try:
             if not self._stop.is_set():
-                self.store.add_message(iid, ev, execution, message_id=f"act-{execution}-{tid:06d}")
+                self.store.add_message(iid, ev, execution, message_id=f"act-{execution}-{tid:06d}", first_wins=True)
                 self.store.delete_activity(item)
                 self.wake.set()
         finally:

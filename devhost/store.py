@@ -188,11 +188,22 @@ class Store:
 
     # ---------------------------------------------------------------- messages
     def add_message(self, instance_id: str, event: dict[str, Any], execution_id: str, due: str = "",
-                    message_id: str | None = None) -> str:
+                    message_id: str | None = None, first_wins: bool = False) -> str:
+        """Queue ``event`` for the instance. ``first_wins``: a message with that id already queued stays as it is
+        (an activity's completion: DTFx processes the first completion of a task and drops later ones; an upsert
+        let a second run's failure replace the first run's success before the episode read it)."""
         mid = message_id or f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
         body = json.dumps(event)
-        self.messages.upsert_entity({"PartitionKey": _key(instance_id), "RowKey": mid, "InstanceId": instance_id,
-                                     "ExecutionId": execution_id, "Due": due, **self._pack(body)})
+        entity = {"PartitionKey": _key(instance_id), "RowKey": mid, "InstanceId": instance_id,
+                  "ExecutionId": execution_id, "Due": due, **self._pack(body)}
+        if not first_wins:
+            self.messages.upsert_entity(entity)
+            return mid
+        try:
+            self.messages.create_entity(entity)
+        except ResourceExistsError:
+            if entity.get("Ref"):
+                self.container.delete_blob(entity["Ref"])
         return mid
 
     def list_messages(self) -> Iterator[dict[str, Any]]:
@@ -226,6 +237,15 @@ class Store:
 
     def list_activities(self) -> list[dict[str, Any]]:
         return [dict(e) for e in self.activities.list_entities()]
+
+    def activity_exists(self, entity: dict[str, Any]) -> bool:
+        """Whether the work item is still queued: a listing is a snapshot, and the activity it shows may have run
+        and been deleted since (``Engine._run_activity`` reads this before it runs one)."""
+        try:
+            self.activities.get_entity(entity["PartitionKey"], entity["RowKey"], select=["PartitionKey"])
+        except ResourceNotFoundError:
+            return False
+        return True
 
     def activity_input(self, entity: dict[str, Any]) -> str | None:
         return self._unpack(entity)

@@ -254,3 +254,52 @@ def test_a_storage_error_between_history_and_effects_loses_no_work(host: DevHost
     assert failures == [iid]  # the fault was hit, in this instance's first episode
     assert st["runtimeStatus"] == "Completed"
     assert st["output"] == {"results": ["Hello Tokyo!", "Hello Seattle!", "Hello London!"], "doubled": {"n": 6}}
+
+
+def test_an_activity_in_a_stale_listing_runs_once(host: DevHost, tmp_path: Path) -> None:
+    """The activity dispatcher lists the work items, then submits each one not already running. A listing taken
+    while an activity ran and read after it finished still shows it: devhost ran it again, and the second run's
+    completion replaced the first's (a CI run: ``exports_combine`` succeeded, deleted its fragments, and the
+    orchestrator was handed the second run's BlobNotFound). Here every listing also returns the rows earlier
+    listings showed, as a slow listing would: each step must still run once."""
+    marker = tmp_path / "ran.txt"
+    store = host.engine.store
+    real_list = store.list_activities
+    seen: dict[str, dict[str, Any]] = {}
+    stale_served: list[int] = []
+
+    def stale_listing() -> list[dict[str, Any]]:
+        rows = real_list()
+        live = {r["PartitionKey"] + "/" + r["RowKey"] for r in rows}
+        stale = [r for k, r in seen.items() if k not in live]
+        stale_served.append(len(stale))
+        seen.update({r["PartitionKey"] + "/" + r["RowKey"]: r for r in rows})
+        return rows + stale
+
+    store.list_activities = stale_listing  # type: ignore[method-assign]
+    try:
+        iid = host.start_orchestration("slow_steps", str(marker))
+        st = host.wait_for(iid, 120)
+        served_at_end = sum(1 for n in stale_served if n)
+        wait_until(lambda: sum(1 for n in stale_served if n) >= served_at_end + 3, 60,
+                   "three more listings with finished steps in them")
+        wait_until(lambda: not host.engine._inflight or marker.read_text().count("ran") > 4, 60,
+                   "no activity in flight (or a step run again)")
+    finally:
+        store.list_activities = real_list  # type: ignore[method-assign]
+    assert st["runtimeStatus"] == "Completed", st
+    assert st["output"] == ["slept"] * 4
+    assert marker.read_text().count("ran") == 4  # each step once, though finished steps were listed again
+
+
+def test_an_activitys_first_completion_wins(host: DevHost) -> None:
+    """DTFx processes a task's first completion and drops later ones; devhost's completion messages have one id per
+    task, and a second one must not replace the first while it waits."""
+    store = host.engine.store
+    first = {"EventType": 5, "TaskScheduledId": 7, "Result": '"first"'}
+    second = {"EventType": 6, "TaskScheduledId": 7, "Reason": "BlobNotFound"}
+    store.add_message("first-wins", first, "exec", message_id="act-exec-000007", first_wins=True)
+    store.add_message("first-wins", second, "exec", message_id="act-exec-000007", first_wins=True)
+    queued = [m for m in store.list_messages() if m["InstanceId"] == "first-wins"]
+    assert [store.message_event(m) for m in queued] == [first]
+    store.delete_messages_of("first-wins")
