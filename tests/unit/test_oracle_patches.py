@@ -19,7 +19,7 @@ from PIL import Image
 _LEAK_PROBE = """
 import torch
 from PIL import Image
-import yolov5.utils.torch_utils  # what test_loader's reference fusion imports
+import ultralytics.utils.checks  # what yolov5.utils.general imports (test_loader imports yolov5.utils)
 print(Image.open.__module__, torch.save is torch.serialization.save)
 """
 
