@@ -10,6 +10,8 @@ import sys
 import threading
 from pathlib import Path
 
+from devhost.diagnostics import describe_live_hosts
+
 DEFAULT_KEY_FILE = Path(__file__).resolve().parent / ".function-key"
 
 
@@ -98,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    # kill -USR1 <pid>: what every part of devhost is doing now (a request that hangs: devhost/diagnostics.py)
+    signal.signal(signal.SIGUSR1, lambda *_: print(describe_live_hosts(), file=sys.stderr, flush=True))
     stop.wait()
     host.stop()
     if azurite:

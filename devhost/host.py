@@ -21,6 +21,7 @@ from typing import Any, Mapping
 from aiohttp import web
 from azure.storage.blob import BlobServiceClient
 
+from devhost import diagnostics
 from devhost.blob_trigger import BlobPoller
 from devhost.event_grid import EventGridPoller, Subscription
 from devhost.engine import Engine
@@ -143,6 +144,7 @@ class DevHost:
         assert self._loop is not None
         self.engine.loop, self.engine.client_binding = self._loop, self.front.binding
         self.engine.start()
+        diagnostics.register(self)
         self._poller = BlobPoller(self.index, self.store, self.blobs, self.blob_poll_s, self._loop,
                                   self.front.binding, self.connection_string, self.config)
         self._poller.start()
@@ -155,6 +157,7 @@ class DevHost:
         return self
 
     def stop(self) -> None:
+        diagnostics.unregister(self)
         if self._events:
             self._events.stop()
         if self._poller:

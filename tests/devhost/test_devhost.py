@@ -303,3 +303,17 @@ def test_an_activitys_first_completion_wins(host: DevHost) -> None:
     queued = [m for m in store.list_messages() if m["InstanceId"] == "first-wins"]
     assert [store.message_event(m) for m in queued] == [first]
     store.delete_messages_of("first-wins")
+
+
+def test_diagnostics_describe_a_live_host_its_pools_loop_and_threads(host: DevHost) -> None:
+    """What the integration tests print when a request to devhost times out (devhost/diagnostics.py)."""
+    from devhost.diagnostics import describe_live_hosts
+
+    iid = host.start_orchestration("fanout", ["Tokyo"])
+    host.wait_for(iid, 60)
+    text = describe_live_hosts()
+    assert f"host {host.base_url} (hub {host.hub}, rpc port {host.rpc_port})" in text
+    assert "devhost HTTP pool: " in text and "activity pool: " in text and "pending tasks on the loop" in text
+    assert "--- thread devhost-http" in text and "--- thread MainThread" in text
+    host.stop()
+    assert f"host {host.base_url}" not in describe_live_hosts()  # a stopped host is no longer described

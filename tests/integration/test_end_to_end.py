@@ -20,6 +20,7 @@ from core import mdformat
 from devhost.azurite import free_port
 from gpu_batch import layout
 from gpu_batch.manifest import ShardManifest
+from tests.api_session import DiagnosingSession
 from tests.integration.conftest import upload_images
 from tests.waiting import wait_until
 
@@ -97,7 +98,7 @@ def check_results(store: BlobStore, env: dict[str, str], task_id: str, names: li
 
 # devhost, like the Functions host, answers 401 on /api/ routes without a function key (devhost/README.md).
 FUNCTION_KEY = "integration-tests-function-key"
-api = requests.Session()
+api = DiagnosingSession()
 api.headers["x-functions-key"] = FUNCTION_KEY
 
 

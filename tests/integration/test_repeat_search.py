@@ -16,10 +16,11 @@ import requests
 from adapters.blobs import BlobStore
 from core.repeats import RepeatFinder, RepeatOptions, RepeatRemoval
 from gpu_batch import layout
+from tests.api_session import DiagnosingSession
 from tests.waiting import wait_until
 
 FUNCTION_KEY = "repeat-search-tests-key"
-api = requests.Session()
+api = DiagnosingSession()
 api.headers["x-functions-key"] = FUNCTION_KEY
 ENDED = ("Completed", "Failed", "Terminated")
 FOLDERS = {"camA": 600, "camB": 300, "camC": 120, "camD/night": 40}

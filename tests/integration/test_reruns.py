@@ -14,11 +14,12 @@ import requests
 from adapters.blobs import BlobStore
 from core.contracts import Stage
 from gpu_batch import layout
+from tests.api_session import DiagnosingSession
 from tests.integration.conftest import upload_images
 from tests.waiting import wait_until
 
 FUNCTION_KEY = "rerun-tests-function-key"
-api = requests.Session()
+api = DiagnosingSession()
 api.headers["x-functions-key"] = FUNCTION_KEY
 
 
