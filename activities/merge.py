@@ -27,7 +27,7 @@ from typing import Any
 
 import azure.durable_functions as df
 
-from activities.shard_results import shard_attempt_results, shard_manifest
+from activities.shard_results import shard_attempt_results, shard_blobs, shard_manifest
 from adapters import clients
 from adapters.blobs import BlobStore
 from core import contracts as c
@@ -132,9 +132,12 @@ def _merged_shard(store: BlobStore, settings: Settings, task_id: str, index: int
     """One shard's entries (each manifest image exactly once, later attempts filling gaps, then the image list's names
     not found that the shard reports, ``activities.image_list``) and how many are missing."""
     sid = layout.shard_id(index)
-    manifest = shard_manifest(store, settings, task_id, sid)  # every image, reused ones (attempt 0) included
-    entries, missing = mdformat.merge_entries(manifest["images"], shard_attempt_results(store, settings, task_id, sid))
-    listed = store.read_json_or_none(settings.container, layout.shard_list_blob(task_id, sid))
+    names = shard_blobs(store, settings, task_id, sid)  # after the shards ran: nothing is written there any more
+    manifest = shard_manifest(store, settings, task_id, sid, names)  # every image, reused ones (attempt 0) included
+    entries, missing = mdformat.merge_entries(manifest["images"],
+                                              shard_attempt_results(store, settings, task_id, sid, names))
+    list_name = layout.shard_list_blob(task_id, sid)
+    listed = store.read_json_or_none(settings.container, list_name) if list_name in names else None
     if listed:  # an image list's names the container did not hold: failed entries, after the shard's own images
         entries += [mdformat.failure_entry(name, mdformat.FAILURE_IMAGE_ACCESS, REASON_LISTED_NOT_FOUND)
                     for name in listed.get("not_found", [])]
