@@ -17,6 +17,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient, ContentSettings
 
 from adapters import listing
+from adapters.transport import transport_options
 from core.errors import ContainerNotFound
 
 
@@ -24,8 +25,9 @@ def service_client(connection: str) -> BlobServiceClient:
     if connection.startswith("identity:"):
         from azure.identity import DefaultAzureCredential
 
-        return BlobServiceClient(connection[len("identity:"):], credential=DefaultAzureCredential())
-    return BlobServiceClient.from_connection_string(connection)
+        return BlobServiceClient(connection[len("identity:"):], credential=DefaultAzureCredential(),
+                                 **transport_options())
+    return BlobServiceClient.from_connection_string(connection, **transport_options())
 
 
 class BlobStore:
