@@ -1,12 +1,17 @@
 """Where activities and the HTTP edge get their settings and clients (storage, source accounts, the GPU pool).
 
 Settings are read from the environment at call time (cheap, and tests can change them); clients are cached per
-process by their connection values (``functools.cache``), so a burst of activities shares one client.
+process by their connection values (``functools.cache``), so a burst of activities shares one client. The pool is
+created under a lock: ``functools.cache`` lets concurrent first calls each build one, and a local or simulated pool
+keeps state per object (its worker processes, its concurrency limit, the simulated tasks), so shards submitted through
+an object the cache then dropped were unknown to every later poll (a 10M-shape benchmark waited forever on three of
+five shard groups whose first submissions raced).
 """
 from __future__ import annotations
 
 import functools
 import os
+import threading
 
 from adapters.blobs import BlobStore, blob_store
 from core.errors import SourceNotAllowed, SourceUnavailable
@@ -73,11 +78,15 @@ def _pool(kind: str, connection: str, container: str, concurrency: int, device: 
                      resident=resident)
 
 
+_POOL_LOCK = threading.Lock()
+
+
 def pool(s: Settings) -> GpuPool:
-    """The GPU pool the settings name, one per process and configuration."""
-    return _pool(s.pool, s.storage_connection, s.container, s.local_concurrency,
-                 s.device, s.model_cache, tuple(sorted(s.worker_faults.items())),
-                 (s.batch_account_url, s.batch_pool_id, s.worker_image, s.worker_identity,
-                  s.worker_identity_resource_id, s.storage_account_url),
-                 s.knobs.max_task_seconds, tuple(sorted(s.secret_store_env().items())), s.simulated_failure_rate,
-                 s.worker_resident)
+    """The GPU pool the settings name, one per process and configuration (see the module doc for the lock)."""
+    with _POOL_LOCK:
+        return _pool(s.pool, s.storage_connection, s.container, s.local_concurrency,
+                     s.device, s.model_cache, tuple(sorted(s.worker_faults.items())),
+                     (s.batch_account_url, s.batch_pool_id, s.worker_image, s.worker_identity,
+                      s.worker_identity_resource_id, s.storage_account_url),
+                     s.knobs.max_task_seconds, tuple(sorted(s.secret_store_env().items())), s.simulated_failure_rate,
+                     s.worker_resident)
