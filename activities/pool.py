@@ -88,7 +88,9 @@ def run_poll(task_id: str, job: str, task_ids: list[str], settings: Settings, st
     returned cursor is for the next round. Completed tasks get their shard's coverage (what the orchestrator decides
     on), from the attempts' small coverage summaries where they can be trusted, else from their results
     (``activities.shard_results``). Progress comes from the counters of the tasks the orchestrator knows to run
-    (``running``) plus those this round found running: a few bytes each, never the results.
+    (``running``) plus those this round found running: a few bytes each, never the results. A full reconciliation
+    also names the asked-about tasks the pool does not know (``unknown``): a submission that never reached it would
+    otherwise leave its shard "submitted" for ever.
     """
     cancelled = store.exists(settings.container, layout.cancel_marker(job))
     wanted = set(task_ids)
@@ -114,10 +116,15 @@ def run_poll(task_id: str, job: str, task_ids: list[str], settings: Settings, st
         done = progress_count(store, settings, task_id, sid, attempt)
         if done is not None:
             progress[tid] = done
-    return {"cancelled": cancelled, "completed": completed,
-            "running": sum(1 for s in states.values() if s == "running"),
-            "queued": sum(1 for s in states.values() if s == "queued"),
-            "images_in_progress": sum(progress.values()), "cursor": cursor, "states": states, "progress": progress}
+    out: c.PollOutput = {"cancelled": cancelled, "completed": completed,
+                         "running": sum(1 for s in states.values() if s == "running"),
+                         "queued": sum(1 for s in states.values() if s == "queued"),
+                         "images_in_progress": sum(progress.values()), "cursor": cursor, "states": states,
+                         "progress": progress}
+    if not since:  # asked by id: an id the pool left out is one it does not know (GpuPool.poll)
+        known = {info.task_id for info in infos}
+        out["unknown"] = [tid for tid in task_ids if tid not in known]
+    return out
 
 
 def resubmit_one(task_id: str, job: str, sid: str, attempt: int, settings: Settings, store: BlobStore,

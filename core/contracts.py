@@ -185,6 +185,9 @@ class PollOutput(TypedDict):
     cursor: NotRequired[str]  # pass as the next poll's ``since``
     states: NotRequired[dict[str, str]]  # in-flight pool task -> "queued" | "running", for those reported
     progress: NotRequired[dict[str, int]]  # running pool task -> images done so far (its counter blob)
+    # a full reconciliation (no ``since``) only: asked-about tasks the pool does not know (a submission that never
+    # reached it); the orchestrator submits them again (a submit of a known id is a no-op)
+    unknown: NotRequired[list[str]]
 
 
 class ResubmitInput(TypedDict):

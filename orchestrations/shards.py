@@ -12,7 +12,8 @@ orchestrator with ``core.shards.in_flight_shares``; an input without it, from be
 Polls cost what changed: the first poll of each generation asks the pool about every in-flight task by id (a full
 reconciliation, which also returns the pool's change cursor); later polls pass that cursor and get only the tasks
 whose state changed since (``GpuPool.changes``). So the orchestrator remembers which attempts run (``pool``), and asks
-for the progress counters of those only.
+for the progress counters of those only. An in-flight attempt the full reconciliation finds unknown to the pool (its
+submission never reached it) is submitted again, so no shard waits for ever on a task that does not exist.
 
 A shard is done when its pool task completed AND its results cover every image of its manifest. Otherwise its missing
 images (only those) become the next attempt, up to ``max_attempts``; after that the shard is given up and the merge
@@ -114,6 +115,17 @@ def _progress(state: dict[str, c.ShardState]) -> c.ShardCounts:
 def _outcome(state: dict[str, c.ShardState], cancelled: bool) -> c.ShardsOutcome:
     # A cast: mypy wants every optional key spelled out when a TypedDict is built from ** items.
     return cast(c.ShardsOutcome, {"cancelled": cancelled, **_progress(state)})
+
+
+def _unknown_shards(state: dict[str, c.ShardState], unknown: list[str]) -> list[str]:
+    """Shards whose in-flight attempt the pool said it does not know (a full reconciliation's ``unknown``), in
+    shard order. A history recorded before polls reported them has none, so it replays unchanged."""
+    lost = []
+    for tid in unknown:
+        s = _current(state, tid)
+        if s is not None and s["status"] == ShardStatus.submitted:
+            lost.append(parse_pool_task_id(tid)[0])
+    return sorted(set(lost))
 
 
 def _pool_ids(state: dict[str, c.ShardState], shards: list[str]) -> list[str]:
@@ -251,6 +263,10 @@ def run_shards(context: df.DurableOrchestrationContext) -> Generator[Any, Any, c
             context.set_custom_status({"stage": Stage.cancelled, **_progress(state)})
             return _outcome(state, cancelled=True)
         _record_pool_view(state, poll)
+        lost = _unknown_shards(state, poll.get("unknown") or [])
+        if lost:  # a submission the pool never received: submit it again (a known id would be a no-op)
+            yield from counted(call(context, c.SUBMIT, POOL_RETRY, c.SubmitInput(
+                task_id=task_id, job_id=job_id, shards=[(sid, state[sid]["attempt"]) for sid in lost])), awaited)
         fresh, resubmits = _record_completions(state, poll["completed"], knobs.max_attempts)
         if resubmits:
             resubmitted: c.ResubmitOutput = yield from counted(call(context, c.RESUBMIT, POOL_RETRY, c.ResubmitInput(

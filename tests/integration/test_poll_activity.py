@@ -109,6 +109,17 @@ def test_a_round_without_a_cursor_asks_by_id_and_starts_a_cursor(setup: tuple[Se
     assert out["states"] == {"s00001-a1": "queued", "s00002-a1": "running"}
     assert out["progress"] == {"s00002-a1": 2} and out["running"] == 1 and out["queued"] == 1
     assert not [n for n in store.reads if n.endswith(".results.json")]
+    assert out["unknown"] == []
+
+
+def test_a_round_without_a_cursor_names_the_tasks_the_pool_does_not_know(setup: tuple[Settings, ReadSpy]) -> None:
+    """A submission that never reached the pool: the orchestrator submits it again (orchestrations/shards.py)."""
+    settings, store = setup
+    pool = ScriptedPool({"s00001-a1": TaskState.running}, changed=[])
+    out = run_poll(TASK, TASK, ["s00000-a1", "s00001-a1", "s00002-a1"], settings, store, pool)
+    assert out["unknown"] == ["s00000-a1", "s00002-a1"] and out["states"] == {"s00001-a1": "running"}
+    with_cursor = run_poll(TASK, TASK, ["s00000-a1", "s00001-a1"], settings, store, pool, since="cursor-1")
+    assert "unknown" not in with_cursor  # a listing of changes says nothing about tasks that did not change
 
 
 def test_a_completed_task_without_start_and_end_times_has_no_seconds(setup: tuple[Settings, ReadSpy]) -> None:

@@ -381,3 +381,51 @@ def test_node_time_sums_every_ended_attempt_once_for_the_tasks_cost() -> None:
     assert (run.output["attempts_ended"], run.output["attempts_timed"]) == (3, 2)
     assert run.output["node_seconds"] == 120.75
     assert run.custom_status["node_seconds"] == 120.75
+
+
+class LosingPool(Pool):
+    """A pool that never received the first submission of ``lost`` (each a pool task id): until submitted again it
+    knows nothing of it, leaves it out of every poll and, asked by id without a cursor, names it ``unknown``."""
+
+    def __init__(self, lost: set[str], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.lost = set(lost)
+        self.known: set[str] = set()
+        self.submits: list[list[tuple[str, int]]] = []
+
+    def __call__(self, name: str, payload: Any) -> Any:
+        if name == c.SUBMIT:
+            self.submits.append([tuple(s) for s in payload["shards"]])
+            for sid, attempt in payload["shards"]:
+                tid = pool_task_id(sid, attempt)
+                if tid in self.lost:
+                    self.lost.discard(tid)  # lost once: the next submission arrives
+                else:
+                    self.known.add(tid)
+            return {"submitted": len(payload["shards"])}
+        if name == c.POLL:
+            asked = payload["task_ids"]
+            answer = super().__call__(name, {**payload, "task_ids": [t for t in asked if t in self.known]})
+            if "since" not in payload:
+                answer["unknown"] = [t for t in asked if t not in self.known]
+            return answer
+        return super().__call__(name, payload)
+
+
+def test_a_submission_the_pool_never_received_is_submitted_again_after_the_reconciliation() -> None:
+    """Without this the shard stayed "submitted" for ever: every later poll asks only for changes, and a task the
+    pool does not know never changes (a benchmark whose pool lost submissions waited without end)."""
+    lost = pool_task_id(shard_id(1), 1)
+    pool = LosingPool({lost}, runs_for={pool_task_id(shard_id(0), 1): 3})
+    run = run_group(2, pool, max_in_flight=2)
+    assert run.status == "Completed", run.error
+    assert pool.submits == [[(shard_id(0), 1), (shard_id(1), 1)], [(shard_id(1), 1)]]  # the same attempt, again
+    assert run.output["done"] == 2 and run.output["given_up"] == 0
+
+
+def test_a_poll_without_unknown_ids_submits_nothing_again() -> None:
+    """Histories recorded before polls reported ``unknown`` replay unchanged: no key, no extra submission."""
+    pool = Pool(runs_for={pool_task_id(shard_id(0), 1): 2})
+    run = run_group(2, pool, max_in_flight=2)
+    assert run.status == "Completed", run.error
+    assert len(run.calls(c.SUBMIT)) == 1
