@@ -158,6 +158,7 @@ class StatusPoller(threading.Thread):
         self.interval = interval
         self.t0 = t0
         self.latencies: list[float] = []
+        self.timeline: list[tuple[float, float, str]] = []  # (seconds since start, latency, stage it answered)
         self.stages: dict[str, float] = {}
         self.last: dict[str, Any] = {}
         self.done = threading.Event()
@@ -172,6 +173,7 @@ class StatusPoller(threading.Thread):
             now = time.perf_counter()
             self.latencies.append(now - started)
             stage = status.get("stage")
+            self.timeline.append((round(started - self.t0, 3), round(now - started, 4), str(stage or "error")))
             if stage and stage not in self.stages:
                 self.stages[stage] = now - self.t0
             self.last = status
@@ -333,6 +335,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "status_p99_s": round(percentile(poller.latencies, 0.99), 4),
         "status_p50_s": round(percentile(poller.latencies, 0.5), 4),
         "status_max_s": round(max(poller.latencies, default=0.0), 4), "status_polls": len(poller.latencies),
+        # the slowest answers, when and in which stage: what a p99 miss was waiting behind
+        "status_slowest": [list(t) for t in sorted(poller.timeline, key=lambda t: -t[1])[:8]],
         "enumerate_s": _stage_span(stages, "enumerating", ("detecting", "failed")),
         "merge_s": _stage_span(stages, "merging", ("publishing", "completed", "completed_with_errors", "failed")),
         "repeat_search_s": round(search_wall + (repeat_timer.seconds if repeat_timed else 0.0), 3),

@@ -33,6 +33,10 @@ def test_the_benchmark_runs_a_task_end_to_end_and_records_every_figure(storage_c
     assert 0 < r["max_history_events_per_instance"] < 5000 and r["instances"] >= 2  # the task and its shard group
     assert 0 < r["max_activity_s"] <= wall and r["max_activity"] in r["functions"]["activities"]
     assert 0 < r["status_p50_s"] <= r["status_p99_s"] <= r["status_max_s"] < wall and r["status_polls"] > 3
+    slowest = r["status_slowest"]  # [seconds since start, latency, stage], slowest first
+    assert slowest[0][1] == r["status_max_s"] and [s[1] for s in slowest] == sorted((s[1] for s in slowest),
+                                                                                    reverse=True)
+    assert all(0 <= s[0] < wall and isinstance(s[2], str) for s in slowest)
     assert 0 < r["enumerate_s"] < wall and 0 <= r["merge_s"] < wall
     assert r["repeat_search_s"] is not None and 0 < r["repeat_search_s"] < wall
     activities = r["functions"]["activities"]
