@@ -186,7 +186,9 @@ class PollOutput(TypedDict):
     states: NotRequired[dict[str, str]]  # in-flight pool task -> "queued" | "running", for those reported
     progress: NotRequired[dict[str, int]]  # running pool task -> images done so far (its counter blob)
     # a full reconciliation (no ``since``) only: asked-about tasks the pool does not know (a submission that never
-    # reached it); the orchestrator submits them again (a submit of a known id is a no-op)
+    # reached it); the orchestrator submits them again (a submit of a known id is a no-op: Batch's "TaskExists" is
+    # success in AzureBatchPool.submit). On Batch "unknown" is exact: its poll lists all four task states
+    # (BatchTaskState: active, preparing, running, completed; tests/.../test_pool_azure_batch.py pins the filters)
     unknown: NotRequired[list[str]]
 
 

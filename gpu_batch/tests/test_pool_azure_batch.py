@@ -303,6 +303,9 @@ def test_poll_maps_batch_states_and_cancel_terminates() -> None:
     assert completed["$select"] == "id,state,executionInfo"  # what finished: with exit code, result, failure
     assert completed["$filter"].endswith("and state eq 'completed'")
     assert "state eq 'running'" in unfinished["$filter"] and "state eq 'completed'" not in unfinished["$filter"]
+    # Batch's task states are exactly active | preparing | running | completed (BatchTaskState, azure-batch docs):
+    # the two listings cover all four, so an id neither returns does not exist (the shard groups resubmit it)
+    assert all(f"state eq '{st}'" in unfinished["$filter"] for st in ("active", "preparing", "running"))
     p.cancel("task-x", "s00002-a1")
     p.cancel("task-x")
     assert posts(t) == [("POST", "/jobs/task-x/tasks/s00002-a1/terminate"), ("POST", "/jobs/task-x/terminate")]
