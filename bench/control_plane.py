@@ -349,7 +349,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "machine": {"cpus": os.cpu_count(), "loadavg_before": [round(x, 2) for x in load_before],
                     "loadavg_after": [round(x, 2) for x in os.getloadavg()], "python": platform.python_version(),
                     "git_commit": _git_commit(), "simulated": "pool: gpu_batch.pool.simulated (no detector); "
-                    "storage: Azurite; host: devhost"},
+                    "storage: Azurite, one process per service unless --connection names another "
+                    "(devhost/azurite.py); host: devhost"},
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     return record

@@ -4,6 +4,16 @@ Why: every storage-touching piece of trapbatch is tested against real Azure Stor
 installed into ``node_modules`` by ``make setup``), never an in-memory fake. This module owns the one way to launch it:
 loopback only, free ports, telemetry off (Azurite otherwise tries to reach an Application Insights host), and stopped
 by its PID. It never installs anything itself; it tells the user which command to run instead.
+
+One process per service (``azurite-blob``, ``azurite-queue``, ``azurite-table``), not the combined ``azurite``: each
+Azurite process serves every request on one JavaScript thread, and its in-memory store looks a blob up by scanning
+the account's blobs (LokiJS indexes only the query's first field, ``accountName``, in
+``LokiBlobMetadataStore.createBlob``/``getBlob``), so one batch delete of a few hundred blobs held the combined
+process for seconds and every table read behind it waited: the durable status reads of ``GET /api/tasks/{id}``
+answered in up to 12 s at ten million images' shape (bench/RESULTS.md, ninth session). Azure's Blob and Table
+services are separate services and do not queue one's requests behind the other's; separate processes keep that
+independence in the stand-in. Same ports, same connection string, same ``--location`` folder (each service keeps its
+own files there).
 """
 from __future__ import annotations
 
@@ -41,11 +51,16 @@ def connection_string(blob_port: int, queue_port: int, table_port: int, host: st
     )
 
 
-def azurite_executable() -> Path:
-    exe = REPO_ROOT / "node_modules" / ".bin" / "azurite"
+SERVICES = ("blob", "queue", "table")
+
+
+def azurite_executable(service: str = "") -> Path:
+    """``node_modules/.bin/azurite-<service>`` (or ``azurite`` for ``service=""``), else the same name on PATH."""
+    name = f"azurite-{service}" if service else "azurite"
+    exe = REPO_ROOT / "node_modules" / ".bin" / name
     if exe.exists():
         return exe
-    found = shutil.which("azurite")
+    found = shutil.which(name)
     if found:
         return Path(found)
     raise AzuriteError(
@@ -56,9 +71,9 @@ def azurite_executable() -> Path:
 
 @dataclass
 class Azurite:
-    """A running Azurite process."""
+    """A running Azurite: one process per storage service (module doc)."""
 
-    process: subprocess.Popen[bytes]
+    processes: dict[str, subprocess.Popen[bytes]]
     blob_port: int
     queue_port: int
     table_port: int
@@ -69,18 +84,21 @@ class Azurite:
         return connection_string(self.blob_port, self.queue_port, self.table_port)
 
     @property
-    def pid(self) -> int:
-        return self.process.pid
+    def pids(self) -> dict[str, int]:
+        return {service: proc.pid for service, proc in self.processes.items()}
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=timeout)
+        running = [p for p in self.processes.values() if p.poll() is None]
+        for proc in running:
+            # SIGINT: azurite-table saves its store and exits on SIGINT only (its main.js has no SIGTERM handler, so
+            # SIGTERM ends it without saving); azurite-blob and azurite-queue handle both.
+            proc.send_signal(signal.SIGINT)
+        for proc in running:
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=timeout)
 
     def __enter__(self) -> "Azurite":
         return self
@@ -89,19 +107,20 @@ class Azurite:
         self.stop()
 
 
-def _wait_listening(ports: list[int], proc: subprocess.Popen[bytes], deadline: float, log_path: Path | None) -> None:
-    pending = set(ports)
+def _wait_listening(ports: dict[int, tuple[str, subprocess.Popen[bytes]]], deadline: float,
+                    log_path: Path | None) -> None:
+    pending = dict(ports)
     while pending:
-        if proc.poll() is not None:
-            tail = log_path.read_text(errors="replace")[-2000:] if log_path and log_path.exists() else ""
-            raise AzuriteError(f"Azurite exited with code {proc.returncode} while starting. Its log:\n{tail}")
-        for port in list(pending):
+        for port, (name, proc) in list(pending.items()):
+            if proc.poll() is not None:
+                tail = log_path.read_text(errors="replace")[-2000:] if log_path and log_path.exists() else ""
+                raise AzuriteError(f"Azurite ({name}) exited with code {proc.returncode} while starting. "
+                                   f"Its log:\n{tail}")
             with socket.socket() as s:
                 s.settimeout(0.2)
                 if s.connect_ex(("127.0.0.1", port)) == 0:
-                    pending.discard(port)
+                    del pending[port]
         if time.monotonic() > deadline:
-            proc.kill()
             raise AzuriteError(f"Azurite did not listen on ports {sorted(pending)} within the time limit")
         time.sleep(0.1)
 
@@ -119,21 +138,29 @@ def start_azurite(
         ports: (blob, queue, table); ``None`` picks free ports.
         log_path: where Azurite's stdout/stderr go (default: discarded).
     """
-    exe = azurite_executable()
     blob_port, queue_port, table_port = ports or (free_port(), free_port(), free_port())
-    args = [
-        str(exe), "--silent", "--disableTelemetry", "--skipApiVersionCheck", "--loose",
-        "--blobHost", "127.0.0.1", "--blobPort", str(blob_port),
-        "--queueHost", "127.0.0.1", "--queuePort", str(queue_port),
-        "--tableHost", "127.0.0.1", "--tablePort", str(table_port),
-    ]
+    common = ["--silent", "--disableTelemetry", "--skipApiVersionCheck", "--loose"]
     if location is None:
-        args.append("--inMemoryPersistence")
+        common.append("--inMemoryPersistence")
     else:
         location.mkdir(parents=True, exist_ok=True)
-        args += ["--location", str(location)]
+        common += ["--location", str(location)]
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL
-    proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True, env={**os.environ})
-    _wait_listening([blob_port, queue_port, table_port], proc, time.monotonic() + timeout_s, log_path)
-    return Azurite(proc, blob_port, queue_port, table_port, log_path)
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    by_port: dict[int, tuple[str, subprocess.Popen[bytes]]] = {}
+    try:
+        for service, port in zip(SERVICES, (blob_port, queue_port, table_port)):
+            args = [str(azurite_executable(service)), *common,
+                    f"--{service}Host", "127.0.0.1", f"--{service}Port", str(port)]
+            proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True, env={**os.environ})
+            processes[service] = proc
+            by_port[port] = (f"azurite-{service}", proc)
+        _wait_listening(by_port, time.monotonic() + timeout_s, log_path)
+    except BaseException:
+        Azurite(processes, blob_port, queue_port, table_port, log_path).stop(timeout=5.0)
+        raise
+    finally:
+        if not isinstance(out, int):
+            out.close()  # each child has its own copy of the descriptor
+    return Azurite(processes, blob_port, queue_port, table_port, log_path)
