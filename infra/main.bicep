@@ -46,6 +46,8 @@ param spotPercent int = 75
 param defaultModel string = 'MDV5A'
 @description('Tag of the worker image. Change it (azd env set TRAPBATCH_WORKER_TAG ...) to ship a new worker.')
 param workerImageTag string = 'v1'
+@description('Shards run on a node-resident worker started by the pool\'s start task: start-up paid once per node (TRAPBATCH_WORKER_RESIDENT; app/batch.bicep).')
+param residentWorker bool = false
 @description('Other storage accounts that requests may name as source_account_url (TRAPBATCH_SOURCE_ACCOUNTS).')
 param sourceAccounts string = ''
 
@@ -159,6 +161,8 @@ module batch 'app/batch.bicep' = {
     spotPercent: spotPercent
     nodeIdentityId: nodeIdentity.outputs.id
     registryServer: registry.outputs.loginServer
+    workerImage: '${registry.outputs.loginServer}/${workerImageName}'
+    residentWorker: residentWorker
   }
 }
 
@@ -231,6 +235,7 @@ module api 'app/api.bicep' = {
       TRAPBATCH_BATCH_POOL_ID: batch.outputs.poolId
       TRAPBATCH_POOL_VM_SIZE: gpuVmSize // the pool's size: its list price prices each task (core/cost.py)
       TRAPBATCH_WORKER_IMAGE: '${registry.outputs.loginServer}/${workerImageName}'
+      TRAPBATCH_WORKER_RESIDENT: residentWorker ? '1' : '0' // tasks run the resident client (app/batch.bicep)
       TRAPBATCH_WORKER_IDENTITY: nodeIdentity.outputs.clientId
       TRAPBATCH_WORKER_IDENTITY_RESOURCE_ID: nodeIdentity.outputs.id
       TRAPBATCH_STORAGE_ACCOUNT_URL: storage.outputs.blobEndpoint

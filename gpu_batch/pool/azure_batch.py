@@ -170,10 +170,11 @@ class AzureBatchPool:
             id=task.task_id,
             display_name=f"shard {task.shard_id} attempt {task.attempt}",
             # --device cuda: on a GPU node a CPU fall-back would only hide a broken driver (and run for hours).
-            # TRAPBATCH_WORKER_RESIDENT=1 runs the resident client instead (base.worker_module). NOTE: a server the
-            # client starts lives in this task's --rm container and ends with it, so on Batch the start-up is paid
-            # once per node only when the server runs outside the task containers (started by the pool's start task
-            # with the node-shared folder, where the client looks for its socket); until then leave it off here.
+            # TRAPBATCH_WORKER_RESIDENT=1 runs the resident client instead (base.worker_module): it hands the shard
+            # to the server the pool's start task runs on the node (infra/app/batch.bicep, residentWorker, which
+            # sets this setting too), found by its socket in the node-shared folder. Without one (or when it refuses:
+            # other worker code, no CUDA) the client starts a server in this task's --rm container, which ends with
+            # it, or runs the shard itself: start-up per shard, as without the setting.
             command_line=f"python -m {worker_module(self.resident)} "
                          + " ".join([*task.worker_args(), "--device", "cuda"]),
             container_settings=m.BatchTaskContainerSettings(image_name=self.image,

@@ -298,3 +298,87 @@ def test_without_a_usable_resident_path_the_client_runs_the_shard_itself(shards:
     doc = shards.output("f.json")
     assert doc is not None and doc["info"]["trapbatch"]["complete"] is True
     assert not Path(too_long).parent.exists()
+
+
+def _start_server_from(package_root: Path, socket_path: Path, log: Path) -> subprocess.Popen[bytes]:
+    """A resident server run from ``package_root`` (a copy of the repository's gpu_batch, possibly edited)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAPBATCH_")}
+    env["PYTHONPATH"] = str(package_root)
+    with open(log, "wb") as out:
+        return subprocess.Popen([sys.executable, "-m", "gpu_batch.worker.resident", "serve", "--socket",
+                                 str(socket_path), "--idle-exit", "inf"], stdout=out, stderr=out, env=env,
+                                cwd=package_root)
+
+
+def _edited_copy(tmp_path: Path) -> Path:
+    root = tmp_path / "older"
+    shutil.copytree(REPO_ROOT / "gpu_batch", root / "gpu_batch", ignore=shutil.ignore_patterns("tests", "__pycache__"))
+    with open(root / "gpu_batch" / "worker" / "pipeline.py", "a", encoding="utf-8") as f:
+        f.write("\n# an older image's worker differs from the task's\n")
+    return root
+
+
+def test_a_server_running_other_worker_code_refuses_steps_aside_and_the_client_starts_a_current_one(
+        shards: Shards, tmp_path: Path) -> None:
+    """What a node sees after the worker image is updated while its start task's server still runs the old one."""
+    from gpu_batch.worker import resident_protocol as wire
+
+    stale = _start_server_from(_edited_copy(tmp_path), shards.socket_path, tmp_path / "stale.log")
+    try:
+        wait_until(lambda: shards.socket_path.exists(), 120, "the stale server to listen")
+        images = shards.put_images(["cam/s0.jpg", "cam/s1.jpg"], 410)
+        proc = shards.run(RESIDENT_CLIENT_MODULE, shards.manifest("s0", images, "s.json"))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert "refused the shard: this resident worker runs other worker code" in proc.stderr
+        stale.wait(timeout=60)  # it stepped aside and exited once idle
+        assert stale.returncode == 0
+        assert "stepping aside" in (tmp_path / "stale.log").read_text()
+        summary = summary_line(proc)
+        assert summary["done"] == 2 and summary["resident"]["server_pid"] not in (stale.pid, None)
+        assert summary["resident"]["server_pid"] == shards.server_pid()  # the current server took the socket
+        doc = shards.output("s.json")
+        assert doc is not None and doc["info"]["trapbatch"]["complete"] is True
+        assert wire.code_fingerprint() != ""
+    finally:
+        if stale.poll() is None:
+            stale.kill()
+            stale.wait()
+
+
+def test_a_server_without_cuda_refuses_a_cuda_shard_and_steps_aside(shards: Shards, tmp_path: Path) -> None:
+    """What a node sees if the start task's container did not get the GPUs: the task's client is told why."""
+    import socket as sockets
+
+    import torch
+
+    from gpu_batch.worker import resident_protocol as wire
+
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA (the refusal is for a server that has none)")
+    server = _start_server_from(REPO_ROOT, shards.socket_path, tmp_path / "server.log")
+    try:
+        wait_until(lambda: shards.socket_path.exists(), 120, "the server to listen")
+        with sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM) as sock:
+            sock.connect(str(shards.socket_path))
+            wire.send_message(sock, {"type": "run", "argv": ["--manifest-container", "x", "--manifest-blob", "y",
+                                                             "--device", "cpu", "--device", "cuda"],
+                                     "env": {}, "cwd": str(REPO_ROOT), "code": wire.code_fingerprint()})
+            answer = wire.recv_message(sock)
+        assert answer is not None and answer["type"] == "refused"
+        assert "no CUDA device" in answer["reason"]
+        assert not shards.socket_path.exists()  # gone at once: the client's next try starts another server
+        server.wait(timeout=60)
+        assert server.returncode == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+
+
+def test_the_device_a_command_line_insists_on() -> None:
+    from gpu_batch.worker.resident_protocol import wants_cuda
+
+    assert wants_cuda(["--manifest-blob", "b", "--device", "cuda"])
+    assert wants_cuda(["--device=cuda"])
+    assert not wants_cuda(["--device", "cuda", "--device", "cpu"])  # argparse keeps the last
+    assert not wants_cuda(["--device", "auto"]) and not wants_cuda([])

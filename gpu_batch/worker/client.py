@@ -12,6 +12,9 @@ with the shard's exit code, so the pool task's exit code is the shard's outcome 
   process-group kill of the task; it exits after ``TRAPBATCH_RESIDENT_IDLE_S`` without a shard.
 * The server dies mid-shard (after it accepted the shard): exit ``exit_codes.SERVER_LOST`` (75, EX_TEMPFAIL), which the
   app retries like any crash; the next attempt resumes from the results the shard flushed.
+* The server refuses the shard (its worker code differs from this client's, or the shard asks for CUDA and the
+  server has none; ``resident_protocol``): it steps aside, and the second try starts a server from this client's
+  code (or, where that cannot be had, the shard runs in this process).
 * The resident path cannot be used at all (socket path too long, the server cannot start or never answers, it went
   away before accepting the shard): the shard runs in this process through the CLI's ``main`` (logged as such).
 * Cancellation: nothing to do here; when this process ends (SIGTERM, SIGKILL) the kernel closes its socket and the
@@ -112,10 +115,13 @@ def run_on_server(argv: Sequence[str], env: Mapping[str, str], process_started: 
     with sock:
         try:
             wire.send_message(sock, {"type": "run", "argv": list(argv), "env": dict(env), "cwd": os.getcwd(),
-                                     "process_started": process_started, "client_pid": os.getpid()})
+                                     "process_started": process_started, "client_pid": os.getpid(),
+                                     "code": wire.code_fingerprint()})
             first = wire.recv_message(sock)
         except (OSError, wire.ProtocolError) as exc:
             raise ResidentUnavailable(f"the resident worker on {path} did not take the shard: {exc}") from exc
+        if first is not None and first.get("type") == "refused":  # it stepped aside: the next try starts another
+            raise ResidentUnavailable(f"the resident worker on {path} refused the shard: {first.get('reason')}")
         if first is None or first.get("type") != "accepted":
             raise ResidentUnavailable(f"the resident worker on {path} did not take the shard: {first!r}")
         logger.info("resident worker pid %s on %s runs this shard (its shard number %s)", first.get("pid"), path,

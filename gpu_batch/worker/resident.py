@@ -26,6 +26,10 @@ within ``STOP_GRACE_S`` (stuck outside the pipeline's stop checks: the next clie
 a shard that raised an unexpected exception (torch or CUDA state can no longer be trusted; the client gets exit 1,
 as from a CLI that crashed with a traceback).
 
+A server refuses a shard whose client runs other worker code, or that asks for CUDA it lacks, and steps aside
+(``resident_protocol``). On Azure Batch the pool's start task runs this server in the worker image with
+``--idle-exit inf`` (``infra/app/batch.bicep``, parameter ``residentWorker``), so shards pay start-up once per node.
+
 The server exits after ``--idle-exit`` seconds without a shard (``TRAPBATCH_RESIDENT_IDLE_S``, default 600). It
 logs to ``<socket>.log`` when the client started it, and writes its pid to ``<socket>.pid``.
 
@@ -135,6 +139,13 @@ class Server:
         self._active_lock = threading.Lock()
         self._last_activity = time.monotonic()
         self._broken = threading.Event()  # a shard failed unexpectedly: finish the request, then exit
+        self._stepped_aside = threading.Event()  # a shard was refused (resident_protocol): exit once idle
+        self._inode: int | None = None  # the socket file this server bound
+        self._cuda: bool | None = None
+
+    @property
+    def broken(self) -> bool:
+        return self._broken.is_set()
 
     def prepare(self) -> None:
         """Import torch and the worker once, before the first request (what every CLI run pays)."""
@@ -168,6 +179,7 @@ class Server:
             os.umask(old_umask)
         listener.listen(16)
         listener.settimeout(1.0)
+        self._inode = os.stat(path).st_ino
         Path(str(path) + ".pid").write_text(str(os.getpid()), encoding="ascii")
         return listener
 
@@ -182,6 +194,10 @@ class Server:
                         logger.error("resident worker pid %d: exiting after a shard failed unexpectedly", os.getpid())
                         return
                     with self._active_lock:
+                        if self._active == 0 and self._stepped_aside.is_set():
+                            logger.info("resident worker pid %d: stepped aside after %d shards, exiting",
+                                        os.getpid(), self.shards_served)
+                            return
                         idle = self._active == 0 and time.monotonic() - self._last_activity > self.idle_exit_s
                     if idle:
                         logger.info("resident worker pid %d: idle for %.0fs after %d shards, exiting", os.getpid(),
@@ -209,6 +225,11 @@ class Server:
             if request.get("type") != "run":
                 conn.send({"type": "done", "exit_code": 2, "summary": None,
                            "error": f"unknown request type {request.get('type')!r}"})
+                return
+            reason = self.refusal(request)
+            if reason:
+                self.step_aside(reason)
+                conn.send({"type": "refused", "reason": reason})
                 return
             with self._shard_lock:  # one shard at a time: the GPU, os.environ and the root logger are the server's
                 if conn.gone.is_set():
@@ -238,6 +259,36 @@ class Server:
             with self._active_lock:
                 self._active -= 1
                 self._last_activity = time.monotonic()
+
+    def refusal(self, request: Mapping[str, Any]) -> str:
+        """Why this server must not run the shard (``resident_protocol``), or "" when it may."""
+        code = request.get("code")
+        if code is not None and code != wire.code_fingerprint():
+            return (f"this resident worker runs other worker code ({wire.code_fingerprint()}) than the task "
+                    f"({code}): an updated image or checkout")
+        if wire.wants_cuda([str(a) for a in request.get("argv") or []]) and not self.cuda_available():
+            return "the shard asks for --device cuda and this resident worker has no CUDA device"
+        return ""
+
+    def cuda_available(self) -> bool:
+        if self._cuda is None:
+            import torch
+
+            self._cuda = bool(torch.cuda.is_available())
+        return self._cuda
+
+    def step_aside(self, reason: str) -> None:
+        """Stop taking shards: remove the socket now (if it is still this server's), so the next client starts a
+        server of its own, and exit once the requests in hand are answered."""
+        if not self._stepped_aside.is_set():
+            logger.warning("resident worker pid %d: stepping aside: %s", os.getpid(), reason)
+        self._stepped_aside.set()
+        try:
+            if self._inode is not None and os.stat(self.socket_path).st_ino == self._inode:
+                self.socket_path.unlink()
+                Path(str(self.socket_path) + ".pid").unlink(missing_ok=True)
+        except OSError:
+            pass
 
     def _run(self, request: Mapping[str, Any], conn: _Connection) -> tuple[int, dict[str, Any] | None]:
         """Run one shard with the request's command line and environment; its exit code and summary."""
@@ -321,7 +372,8 @@ def _swap_environ(env: Mapping[str, str], keep: Sequence[str] = PINNED_ENV) -> N
             os.environ[k] = v
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (infra/app/batch.bicep's start task runs ``serve --idle-exit inf``; tests/infra parses it)."""
     p = argparse.ArgumentParser(prog="python -m gpu_batch.worker.resident", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the resident worker on a Unix socket")
@@ -331,7 +383,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                             f"{wire.DEFAULT_IDLE_S:.0f})")
     serve.add_argument("--cache-size", type=int, default=2, help="loaded models kept (default 2)")
     serve.add_argument("--log-level", default="INFO")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr, format=LOG_FORMAT)
     path = Path(args.socket) if args.socket else wire.default_socket_path(os.environ)
     if len(str(path).encode()) > wire.UNIX_PATH_MAX:
@@ -349,7 +405,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         server.serve_forever(listener)
     except KeyboardInterrupt:
         pass
-    return 0
+    # Non-zero after a shard broke the server: as a Batch start task (infra/app/batch.bicep) it is then started again
+    # (maxTaskRetryCount); idle, stepped aside or interrupted it has nothing to redo.
+    return exit_codes.SERVER_LOST if server.broken else 0
 
 
 if __name__ == "__main__":

@@ -7,10 +7,16 @@ Protocol: one Unix-domain stream connection per shard. Each message is a 4-byte 
 bytes of UTF-8 JSON (an object with a ``type``).
     client -> server   {"type": "run", "argv": [worker CLI args], "env": {environment}, "cwd": client's folder,
                         "process_started": unix s, "client_pid": n}
+    client -> server   ... "code": code_fingerprint() of the client's worker package (absent from older clients)
     server -> client   {"type": "accepted", "pid": server pid, "shards_served": n}   (the shard is now the server's)
+                       {"type": "refused", "reason": "..."}   (instead of accepted: the server steps aside, below)
                        {"type": "log", "line": "..."}   (any number: the shard's log, formatted as the CLI's)
                        {"type": "done", "exit_code": n, "summary": {...} | null}
-The client sends nothing after ``run``: the server reads its end only to notice the client closing it (terminated,
+A server refuses a shard it must not run: its worker code differs from the client's (``code``: an image updated
+while a node's server, started by the pool's start task, still runs the old one; a local checkout edited while a
+server idles) or the shard asks for CUDA and the server has none (a start task's container without the GPUs). It
+then steps aside at once (removes its socket, exits when its requests are answered), so the client's second try
+starts a server of its own or runs the shard itself. The client sends nothing after ``run``: the server reads its end only to notice the client closing it (terminated,
 killed, crashed), which stops the shard between batches. The client's whole environment travels with the request
 (storage settings, fault injection) because the server runs each shard with the environment of the task that asked,
 and in its working folder (local-mode paths are relative to it);
@@ -25,6 +31,8 @@ Settings (environment; documented with the others in ``core/settings.py``):
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 import socket
@@ -97,6 +105,36 @@ def default_socket_path(env: Mapping[str, str]) -> Path:
     base = Path(shared) / "trapbatch" if shared else Path.home() / ".cache" / "trapbatch"
     gpus = "".join(c for c in env.get("CUDA_VISIBLE_DEVICES", "") if c.isalnum() or c in ",-").replace(",", "_")
     return base / "resident" / (f"worker-{gpus}.sock" if gpus else "worker.sock")
+
+
+@functools.lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """SHA-256 over the worker package's Python files (relative path and bytes; ``tests`` left out), hex, 16 chars.
+
+    Why the files rather than a version string: any edit changes what a shard would run, and nobody has to remember
+    to bump anything. About 60 small files: a few milliseconds, once per process.
+    """
+    package = Path(__file__).resolve().parents[1]  # gpu_batch/
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        relative = path.relative_to(package)
+        if relative.parts[0] == "tests":
+            continue
+        digest.update(relative.as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def wants_cuda(argv: list[str]) -> bool:
+    """Whether the worker command line asks for ``--device cuda`` (the CLI's default, ``auto``, does not insist); the
+    last ``--device`` counts, as argparse takes it."""
+    device = ""
+    for i, arg in enumerate(argv):
+        if arg == "--device" and i + 1 < len(argv):
+            device = argv[i + 1]
+        elif arg.startswith("--device="):
+            device = arg.split("=", 1)[1]
+    return device == "cuda"
 
 
 def float_setting(env: Mapping[str, str], name: str, default: float) -> float:

@@ -10,8 +10,19 @@
 //   AcrPull on the registry), and is the identity the worker's code uses for storage and Key Vault (AZURE_CLIENT_ID
 //   in each task, set by gpu_batch/pool/azure_batch.py from TRAPBATCH_WORKER_IDENTITY).
 // * No image is prefetched (containerImageNames is empty): the task names the image (TRAPBATCH_WORKER_IMAGE), so a new
-//   worker tag only changes an app setting, never the pool (pool image settings cannot be changed in place on a pool
-//   that has nodes). Each node pulls the image once, when its first task starts.
+//   worker tag changes an app setting and the pool's start task (both updatable in place), never the pool's image
+//   settings (those cannot be changed on a pool that has nodes). Each node pulls the image once, for its start task.
+// * The start task runs the node-resident worker (gpu_batch/worker/resident.py) in the worker image when
+//   `residentWorker` is true (the app's TRAPBATCH_WORKER_RESIDENT follows the same parameter): a server that keeps
+//   torch and the model loaded, so each shard's task (`python -m gpu_batch.worker.client`) pays start-up once per
+//   node instead of once per shard. Relied on (StartTask and TaskContainerSettings in the 2024-07-01 types):
+//   waitForSuccess false lets tasks run while the start task still runs; a container start task gets everything below
+//   AZ_BATCH_NODE_ROOT_DIR mapped in, as each task container does, so the server's socket in the node-shared folder
+//   (AZ_BATCH_NODE_SHARED_DIR/trapbatch/resident/) is the one the task's client finds; same user as the tasks (pool
+//   auto-user, non-admin), since the socket's folder is 0700. A node that joined before a new worker tag keeps the
+//   old server until it is reimaged: that server refuses shards of other worker code and steps aside, and the
+//   client then runs the shard itself (resident_protocol.py), as it does if the start task's container has no GPU.
+//   With `residentWorker` false the start task only pulls the image and exits.
 // * Autoscale: one shard per node (taskSlotsPerNode 1); the pool follows the number of pending (active + running)
 //   tasks, filling Spot (low-priority) nodes first up to `maxNodes * spotPercent / 100` and dedicated nodes after
 //   that, and never removes a node while it runs a task (taskcompletion). With no work it scales to zero.
@@ -39,6 +50,12 @@ param imagePublisher string = 'microsoft-dsvm'
 param imageOffer string = 'ubuntu-hpc'
 param imageSku string = '2204'
 param nodeAgentSkuId string = 'batch.node.ubuntu 22.04'
+@description('The worker image, as the tasks name it (TRAPBATCH_WORKER_IMAGE): the start task runs it too.')
+param workerImage string
+
+@description('Run the node-resident worker from the start task (TRAPBATCH_WORKER_RESIDENT in the app).')
+param residentWorker bool = false
+
 @description('OS disk size of each node: the ubuntu-hpc image keeps Docker\'s data (the ~10 GB worker image) on it.')
 param osDiskSizeGB int = 128
 
@@ -75,6 +92,22 @@ resource pool 'Microsoft.Batch/batchAccounts/pools@2024-07-01' = {
     displayName: 'trapbatch GPU workers'
     vmSize: vmSize
     taskSlotsPerNode: 1
+    startTask: {
+      commandLine: residentWorker ? 'python -m gpu_batch.worker.resident serve --idle-exit inf' : 'python -c pass'
+      containerSettings: {
+        imageName: workerImage
+        containerRunOptions: '--rm --shm-size 8g'
+        workingDirectory: 'ContainerImageDefault'
+      }
+      userIdentity: {
+        autoUser: {
+          scope: 'Pool'
+          elevationLevel: 'NonAdmin'
+        }
+      }
+      waitForSuccess: false
+      maxTaskRetryCount: 3
+    }
     taskSchedulingPolicy: {
       nodeFillType: 'Pack'
     }

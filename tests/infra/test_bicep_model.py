@@ -486,3 +486,44 @@ def test_easy_auth_requires_entra_id_for_the_api_when_a_client_id_is_given(templ
     assert "easyauth" in str(callers) and "authClientId" in str(callers)
     (app,) = api.of_type("Microsoft.Web/sites").values()
     assert "callerSettings" in api.identifiers(app["properties"]["siteConfig"]["appSettings"]["loop_type"])
+
+
+def test_the_pool_start_task_runs_the_resident_worker_the_tasks_use(templates: dict[str, Template]) -> None:
+    """Start-up paid once per node (issue 14): with ``residentWorker`` the start task runs the resident server in the
+    worker image the tasks name, as the tasks' own user, without holding the node back; the app's
+    TRAPBATCH_WORKER_RESIDENT follows the same parameter, so tasks run the client exactly when a server is there."""
+    import shlex
+
+    from gpu_batch.worker.resident import build_parser
+
+    b = module_file(templates, "batch")
+    (pool,) = b.of_type("Microsoft.Batch/batchAccounts/pools").values()
+    start = pool["properties"]["startTask"]
+    assert start["containerSettings"] == {"imageName": "workerImage", "containerRunOptions": "--rm --shm-size 8g",
+                                          "workingDirectory": "ContainerImageDefault"}
+    # the image the tasks name (TRAPBATCH_WORKER_IMAGE) and the start task's are one expression of main.bicep
+    trapbatch, _ = app_settings(templates)
+    assert module_param(templates, "batch", "workerImage") == trapbatch["TRAPBATCH_WORKER_IMAGE"]
+    # waitForSuccess false: tasks may start while the start task (the server) runs; that is its whole life
+    assert start["waitForSuccess"] is False and start["maxTaskRetryCount"] >= 1
+    # the tasks' user (gpu_batch/pool/azure_batch.py: AutoUserSpecification(scope="pool", elevation_level="nonadmin")):
+    # the socket's folder is 0700, so another user's client could not connect
+    assert {k: v.lower() for k, v in start["userIdentity"]["autoUser"].items()} == {"scope": "pool",
+                                                                                    "elevationLevel": "nonadmin"}
+    command = start["commandLine"]["operator"]
+    assert command["type"] == "conditional" and command["operands"]["condition"] == "residentWorker"
+    served = shlex.split(command["operands"]["true_value"])
+    assert served[:3] == ["python", "-m", "gpu_batch.worker.resident"]
+    args = build_parser().parse_args(served[3:])
+    assert args.command == "serve" and args.idle_exit == float("inf") and args.socket is None  # the node default
+    assert shlex.split(command["operands"]["false_value"]) == ["python", "-c", "pass"]
+    assert b.param_default("residentWorker") is False and main(templates).param_default("residentWorker") is False
+    assert module_param(templates, "batch", "residentWorker") == "residentWorker"
+    setting = trapbatch["TRAPBATCH_WORKER_RESIDENT"]["operator"]
+    assert setting["type"] == "conditional" and setting["operands"] == {
+        "condition": "residentWorker", "true_value": "1", "false_value": "0"}
+    from core.settings import Settings
+
+    base = {"AzureWebJobsStorage": "UseDevelopmentStorage=true"}
+    assert Settings.from_env({**base, "TRAPBATCH_WORKER_RESIDENT": "1"}).worker_resident is True
+    assert Settings.from_env({**base, "TRAPBATCH_WORKER_RESIDENT": "0"}).worker_resident is False
