@@ -101,6 +101,11 @@ class _Location:
     files: list[str] = field(default_factory=list)
 
 
+# A candidate as its cells hold it: width, height, centre x, centre y, x, y, x + w, y + h, w * h (its box's numbers as
+# ``iou`` computes them, once) and the location.
+_Filed = tuple[float, float, float, float, float, float, float, float, float, _Location]
+
+
 class _Folder:
     """The candidate locations of one folder, indexed so a detection meets only candidates that can reach the IoU.
 
@@ -132,12 +137,19 @@ class _Folder:
     def __init__(self, iou_threshold: float) -> None:
         self.locations: list[_Location] = []
         # (category, kw, kh) -> (ix, iy) -> candidates: a size class with no candidate costs one lookup
-        self.classes: dict[tuple[str, int, int], dict[tuple[int, int], list[_Location]]] = {}
+        self.classes: dict[tuple[str, int, int], dict[tuple[int, int], list[_Filed]]] = {}
         self._span = max(-math.log(iou_threshold), 1e-3) * (1 + _SLACK)  # largest |ln side ratio| of a match
         self._step = 2 * self._span  # log-size class width: a match is in the class or in one neighbour
         self._reach = (1 - iou_threshold) * (1 + _SLACK)  # centre distance per unit of the larger side
         self._cells: dict[int, float] = {}  # class -> cell size (twice the reach of a match with the class)
-        self.compared = 0  # candidates a detection was compared with (IoU computed), summed: the search's work
+        self.compared = 0  # candidates a detection met in its cells, summed: the index's work
+        self.ious = 0  # of those, the ones that passed the size and centre bounds and had their IoU computed
+        # The bounds above as a sieve before the IoU (``add``): a candidate of width ``lw`` can match a detection of
+        # width ``w`` only if ``w * t <= lw <= w / t`` and its centre is within ``(1 - t) * max(w, lw)``; widened by
+        # _SLACK (and 1e-9 against t = 1), so nothing that reaches the threshold is sieved out.
+        self._ratio_lo = iou_threshold * (1 - _SLACK)
+        self._ratio_hi = (1 + _SLACK) / iou_threshold
+        self._distance = (1 - iou_threshold + 1e-9) * (1 + _SLACK)
 
     def _cell(self, k: int) -> float:
         size = self._cells.get(k)
@@ -164,10 +176,13 @@ class _Folder:
         indexable = 0 < w < math.inf and 0 < h < math.inf and -math.inf < x < math.inf and -math.inf < y < math.inf
         if indexable:
             cx, cy = x + w / 2, y + h / 2
+            x2, y2, area = x + w, y + h, w * h  # as ``iou`` computes them
             own_w, kws = self._classes(w)
             own_h, khs = self._classes(h)
             classes, cell = self.classes, self._cell
             threshold = options.iou_threshold
+            w_lo, w_hi, h_lo, h_hi = w * self._ratio_lo, w * self._ratio_hi, h * self._ratio_lo, h * self._ratio_hi
+            rx, ry = self._distance * w_hi, self._distance * h_hi  # w_hi >= max(w, lw) once lw passed the sieve
             for kw in kws:
                 sx = cell(kw)
                 for kh in khs:
@@ -176,8 +191,21 @@ class _Folder:
                         found = cells.get((math.floor(cx / sx), math.floor(cy / cell(kh))))
                         if found:
                             self.compared += len(found)
-                            for loc in found:
-                                if iou(box, loc.bbox) >= threshold:
+                            for lw, lh, lcx, lcy, lx, ly, lx2, ly2, larea, loc in found:
+                                # the sieve (__init__), then ``iou(box, loc.bbox)`` inlined: the same float
+                                # operations in the same order (``min``/``max`` as conditionals that pick the same
+                                # operand), so the same value and the same decisions
+                                if not (w_lo <= lw <= w_hi and h_lo <= lh <= h_hi
+                                        and -rx <= lcx - cx <= rx and -ry <= lcy - cy <= ry):
+                                    continue
+                                self.ious += 1
+                                iw = (lx2 if lx2 < x2 else x2) - (lx if lx > x else x)
+                                ih = (ly2 if ly2 < y2 else y2) - (ly if ly > y else y)
+                                if iw < 0 or ih < 0:
+                                    continue
+                                inter = iw * ih
+                                union = area + larea - inter
+                                if union > 0 and inter / union >= threshold:
                                     matched = True  # like MegaDetector, one detection may count for several
                                     _count(loc, file, conf, options)
         if not matched:
@@ -190,14 +218,15 @@ class _Folder:
                 cells = self.classes.setdefault((category, own_w, own_h), {})
                 x0, x1 = math.floor((cx - rx) / sx), math.floor((cx + rx) / sx)
                 y0, y1 = math.floor((cy - ry) / sy), math.floor((cy + ry) / sy)
+                filed: _Filed = (w, h, cx, cy, x, y, x2, y2, area, loc)  # one tuple for all its cells
                 for ix in range(x0, x1 + 1):
                     for iy in range(y0, y1 + 1):
                         key = (ix, iy)
                         bucket = cells.get(key)
                         if bucket is None:
-                            cells[key] = [loc]
+                            cells[key] = [filed]
                         else:
-                            bucket.append(loc)
+                            bucket.append(filed)
 
     def suspicious(self, folder_name: str, options: RepeatOptions) -> list[dict[str, Any]]:
         """The folder's candidates with enough occurrences, in the order they were found (``_order``)."""
@@ -315,7 +344,8 @@ class RepeatFinder:
         self._closed: set[str] = set()
         self._found: list[dict[str, Any]] = []
         self.detections_considered = 0
-        self.compared = 0  # candidates compared, over closed folders (bench/repeat_search.py reports it)
+        self.compared = 0  # candidates met in the index, over closed folders (bench/repeat_search.py reports it)
+        self.ious = 0  # of those, the IoUs computed (past the sieve)
         self._warned = False
 
     def add(self, entry: Mapping[str, Any]) -> None:
@@ -341,6 +371,7 @@ class RepeatFinder:
         folder = self._open.pop(folder_name)
         self._closed.add(folder_name)
         self.compared += folder.compared
+        self.ious += folder.ious
         self._found.extend(folder.suspicious(folder_name, self.options))
 
     def result(self) -> dict[str, Any]:

@@ -195,6 +195,33 @@ def test_the_size_and_place_index_finds_every_pair_a_full_comparison_finds(seed:
     assert [(r["category"], r["bbox"], r["count"], r["conf_min"], r["conf_max"], r["files"]) for r in ours] == theirs
 
 
+@pytest.mark.parametrize("threshold", [0.5, 0.75, 1.0])
+def test_the_sieve_before_the_iou_keeps_every_pair_at_other_thresholds(threshold: float) -> None:
+    """The index's size and centre bounds, and the sieve that applies them to each candidate a detection meets, follow
+    the IoU threshold: at 0.5 they are wide, at 1.0 only an identical box may match (exact copies are mixed in)."""
+    from core.repeats import search_folder
+
+    rng = random.Random(int(threshold * 100))
+    options = RepeatOptions(occurrence_threshold=1, iou_threshold=threshold)
+    shrink = max(threshold - 0.05, 0.3)
+    bases = [(rng.uniform(0, 0.9), rng.uniform(0, 0.9), rng.uniform(0.005, 0.45), rng.uniform(0.005, 0.45))
+             for _ in range(25)]
+    rows = []
+    for i in range(1200):
+        x, y, w, h = rng.choice(bases)
+        if rng.random() < 0.3:
+            box = (x, y, w, h)  # an exact repeat: matches at any threshold
+        else:
+            shift = (1 - threshold) * 1.3 + 0.01
+            box = (x + rng.uniform(-shift, shift) * w, y + rng.uniform(-shift, shift) * h,
+                   w * rng.uniform(shrink, 1.0), h * rng.uniform(shrink, 1.0))
+        rows.append((f"cam/{i // 2:05d}.jpg", "1", *box, 0.5))
+    ours = search_folder("cam", rows, options)
+    theirs = _brute_force(rows, options)
+    assert sum(r["count"] for r in ours) - len(ours) > 100  # many matches
+    assert [(r["category"], r["bbox"], r["count"], r["conf_min"], r["conf_max"], r["files"]) for r in ours] == theirs
+
+
 def test_boxes_with_odd_sides_only_start_candidates() -> None:
     from core.repeats import search_folder
 
