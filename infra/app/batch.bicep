@@ -10,8 +10,9 @@
 //   AcrPull on the registry), and is the identity the worker's code uses for storage and Key Vault (AZURE_CLIENT_ID
 //   in each task, set by gpu_batch/pool/azure_batch.py from TRAPBATCH_WORKER_IDENTITY).
 // * No image is prefetched (containerImageNames is empty): the task names the image (TRAPBATCH_WORKER_IMAGE), so a new
-//   worker tag changes an app setting and the pool's start task (both updatable in place), never the pool's image
-//   settings (those cannot be changed on a pool that has nodes). Each node pulls the image once, for its start task.
+//   worker tag changes an app setting and the pool's start task (both updatable in place: batch-pool-update-properties.md;
+//   a changed start task runs on nodes that join or restart), never the pool's image settings (those cannot be
+//   changed on a pool that has nodes). Each node pulls the image once, for its start task.
 // * The start task runs the node-resident worker (gpu_batch/worker/resident.py) in the worker image when
 //   `residentWorker` is true (the app's TRAPBATCH_WORKER_RESIDENT follows the same parameter): a server that keeps
 //   torch and the model loaded, so each shard's task (`python -m gpu_batch.worker.client`) pays start-up once per
