@@ -382,3 +382,39 @@ def test_the_device_a_command_line_insists_on() -> None:
     assert wants_cuda(["--device=cuda"])
     assert not wants_cuda(["--device", "cuda", "--device", "cpu"])  # argparse keeps the last
     assert not wants_cuda(["--device", "auto"]) and not wants_cuda([])
+
+
+def test_a_checkout_edited_while_its_server_runs_gets_its_shards_refused(shards: Shards, tmp_path: Path) -> None:
+    """The server hashes its code when it starts: files edited afterwards (a ``git pull`` while it idles) are not
+    what it imported, so a client of the edited checkout is refused rather than served by the old code."""
+    import socket as sockets
+
+    from gpu_batch.worker import resident_protocol as wire
+
+    root = tmp_path / "checkout"
+    shutil.copytree(REPO_ROOT / "gpu_batch", root / "gpu_batch", ignore=shutil.ignore_patterns("tests", "__pycache__"))
+    server = _start_server_from(root, shards.socket_path, tmp_path / "server.log")
+    try:
+        def fingerprint() -> str:
+            return subprocess.run([sys.executable, "-c", "from gpu_batch.worker import resident_protocol as w; "
+                                   "print(w.code_fingerprint())"], capture_output=True, text=True, cwd=root,
+                                  env={**os.environ, "PYTHONPATH": str(root)}, check=True).stdout.strip()
+
+        wait_until(lambda: shards.socket_path.exists(), 120, "the server to listen")
+        before = fingerprint()
+        with open(root / "gpu_batch" / "worker" / "pipeline.py", "a", encoding="utf-8") as f:
+            f.write("\n# edited after the server started\n")
+        edited = fingerprint()
+        assert len(edited) == 16 and edited != before
+        with sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM) as sock:
+            sock.connect(str(shards.socket_path))
+            wire.send_message(sock, {"type": "run", "argv": ["--device", "cpu"], "env": {}, "cwd": str(root),
+                                     "code": edited})
+            answer = wire.recv_message(sock)
+        assert answer is not None and answer["type"] == "refused", answer
+        assert "other worker code" in answer["reason"]
+        server.wait(timeout=60)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()

@@ -142,6 +142,8 @@ class Server:
         self._stepped_aside = threading.Event()  # a shard was refused (resident_protocol): exit once idle
         self._inode: int | None = None  # the socket file this server bound
         self._cuda: bool | None = None
+        # the code this process runs: hashed now, at start, since files edited later are not what it imported
+        self.code = wire.code_fingerprint()
 
     @property
     def broken(self) -> bool:
@@ -263,9 +265,9 @@ class Server:
     def refusal(self, request: Mapping[str, Any]) -> str:
         """Why this server must not run the shard (``resident_protocol``), or "" when it may."""
         code = request.get("code")
-        if code is not None and code != wire.code_fingerprint():
-            return (f"this resident worker runs other worker code ({wire.code_fingerprint()}) than the task "
-                    f"({code}): an updated image or checkout")
+        if code is not None and code != self.code:
+            return (f"this resident worker runs other worker code ({self.code}) than the task ({code}): an updated "
+                    "image or checkout")
         if wire.wants_cuda([str(a) for a in request.get("argv") or []]) and not self.cuda_available():
             return "the shard asks for --device cuda and this resident worker has no CUDA device"
         return ""
