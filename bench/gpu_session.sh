@@ -22,6 +22,10 @@ else
 fi
 STEP_ORACLE_S="${STEP_ORACLE_S:-120}" STEP_BENCH_S="${STEP_BENCH_S:-280}" STEP_COMPILED_S="${STEP_COMPILED_S:-140}"
 STEP_HWDECODE_S="${STEP_HWDECODE_S:-30}" DECODE_COMPARE="${DECODE_COMPARE:-1}"
+# Optional (0 = skipped; the default steps already fill the command limit): shard start-up, CLI against the resident
+# worker cold and warm (bench/shard_startup.py; issue 14's <= 2 s on a warm node). E.g. STEP_STARTUP_S=90 with
+# STEP_COMPILED_S=50 in a session whose compiled oracle already passed.
+STEP_STARTUP_S="${STEP_STARTUP_S:-0}"
 { date -u; nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,temperature.gpu --format=csv; nproc
   python3 -c 'import sys, torch, torchvision; print(sys.version.split()[0], torch.__version__, torchvision.__version__)'
   python3 -c 'from gpu_batch.worker import hwdecode as h; s = h.select_decoder("cuda", "auto")
@@ -39,6 +43,11 @@ timeout "$STEP_BENCH_S" python3 bench/worker_throughput.py --workdir /tmp/bench 
   | tee "$OUT/bench.log"
 echo "bench rc=${PIPESTATUS[0]} after $((SECONDS - t0)) s"
 cp $(ls -t bench/results/*.json | head -2) "$OUT/" 2>/dev/null
+if [ "$STEP_STARTUP_S" -gt 0 ]; then
+  t0=$SECONDS
+  timeout "$STEP_STARTUP_S" python3 bench/shard_startup.py --device cuda --arch yolov5x6 --runs 2 2>&1 \
+    | tee "$OUT/startup.log"; echo "startup rc=${PIPESTATUS[0]} after $((SECONDS - t0)) s"
+fi
 t0=$SECONDS
 timeout "$STEP_COMPILED_S" python3 -m pytest -p no:cacheprovider gpu_batch/tests/test_oracle.py -q \
   -k "gpu and compiled" 2>&1 | tee "$OUT/oracle_compiled.log"
