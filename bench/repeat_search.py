@@ -66,7 +66,7 @@ def measure(n: int, jitter: float = 0.015, repeats: int = 3) -> dict[str, Any]:
             "us_per_detection": round(cpu / max(finder.detections_considered, 1) * 1e6, 2),
             "detections_considered": finder.detections_considered,
             "compared_per_detection": round(finder.compared / max(finder.detections_considered, 1), 2),
-            "ious_per_detection": round(getattr(finder, "ious", 0) / max(finder.detections_considered, 1), 2),
+            "ious_per_detection": round(finder.ious / max(finder.detections_considered, 1), 2),
             "locations": len(result["locations"])}
 
 

@@ -3,7 +3,7 @@
 Why: every storage-touching piece of trapbatch is tested against real Azure Storage protocol (Azurite from npm,
 installed into ``node_modules`` by ``make setup``), never an in-memory fake. This module owns the one way to launch it:
 loopback only, free ports, telemetry off (Azurite otherwise tries to reach an Application Insights host), and stopped
-by its PID. It never installs anything itself; it tells the user which command to run instead.
+by their PIDs. It never installs anything itself; it tells the user which command to run instead.
 
 One process per service (``azurite-blob``, ``azurite-queue``, ``azurite-table``), not the combined ``azurite``: each
 Azurite process serves every request on one JavaScript thread, and its in-memory store looks a blob up by scanning
@@ -54,9 +54,9 @@ def connection_string(blob_port: int, queue_port: int, table_port: int, host: st
 SERVICES = ("blob", "queue", "table")
 
 
-def azurite_executable(service: str = "") -> Path:
-    """``node_modules/.bin/azurite-<service>`` (or ``azurite`` for ``service=""``), else the same name on PATH."""
-    name = f"azurite-{service}" if service else "azurite"
+def azurite_executable(service: str) -> Path:
+    """``node_modules/.bin/azurite-<service>`` (``SERVICES``), else the same name on PATH."""
+    name = f"azurite-{service}"
     exe = REPO_ROOT / "node_modules" / ".bin" / name
     if exe.exists():
         return exe

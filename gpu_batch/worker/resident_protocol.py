@@ -16,7 +16,9 @@ A server refuses a shard it must not run: its worker code differs from the clien
 while a node's server, started by the pool's start task, still runs the old one; a local checkout edited while a
 server idles) or the shard asks for CUDA and the server has none (a start task's container without the GPUs). It
 then steps aside at once (removes its socket, exits when its requests are answered), so the client's second try
-starts a server of its own or runs the shard itself. The client sends nothing after ``run``: the server reads its end only to notice the client closing it (terminated,
+starts a server of its own or runs the shard itself.
+
+The client sends nothing after ``run``: the server reads its end only to notice the client closing it (terminated,
 killed, crashed), which stops the shard between batches. The client's whole environment travels with the request
 (storage settings, fault injection) because the server runs each shard with the environment of the task that asked,
 and in its working folder (local-mode paths are relative to it);
@@ -112,7 +114,7 @@ def code_fingerprint() -> str:
     """SHA-256 over the worker package's Python files (relative path and bytes; ``tests`` left out), hex, 16 chars.
 
     Why the files rather than a version string: any edit changes what a shard would run, and nobody has to remember
-    to bump anything. About 60 small files: a few milliseconds, once per process.
+    to bump anything. About 30 small files: a few milliseconds, once per process.
     """
     package = Path(__file__).resolve().parents[1]  # gpu_batch/
     digest = hashlib.sha256()

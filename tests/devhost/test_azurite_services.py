@@ -17,6 +17,7 @@ from azure.storage.queue import QueueServiceClient
 
 from devhost.azurite import SERVICES, start_azurite
 
+
 def test_each_service_is_its_own_process_and_a_frozen_blob_service_holds_no_table_read(tmp_path: Path) -> None:
     azurite = start_azurite(log_path=tmp_path / "azurite.log")
     try:
