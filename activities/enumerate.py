@@ -29,7 +29,7 @@ from activities import image_list
 from adapters import clients
 from adapters.blobs import BlobStore
 from core import contracts as c
-from core import jsonio
+from gpu_batch.formats import jsonio
 from core.requests import TaskRequest
 from core.settings import Settings
 from core.shards import (Leaf, ListingLimits, group_leaves, is_image_name, merge_level, plan_shards, sample_key,
@@ -67,8 +67,9 @@ def _write_manifest(task_id: str, request: TaskRequest, settings: Settings, stor
         output_container=settings.container, output_blob=layout.attempt_results_blob(task_id, sid, 1),
         model=request.model, detection_threshold=settings.detection_threshold,
         source_account_url=request.source_account_url, source_credential_secret=request.credential_secret,
+        merge_view_threshold=settings.threshold_for(request.model, request.preview_threshold),
     )
-    # compact orjson (core.jsonio): a manifest holds a shard's names; json.dumps with an indent was most of the
+    # compact orjson (gpu_batch.formats.jsonio): a manifest holds a shard's names; json.dumps with an indent was most of the
     # shard-writing activity's CPU per image. The worker reads any JSON (ShardManifest.from_dict of json.loads).
     store.write_bytes(settings.container, layout.manifest_blob(task_id, sid, 1), jsonio.dumps(manifest.to_dict()),
                       "application/json")
@@ -172,7 +173,7 @@ def run_list_part(task_id: str, request: TaskRequest, settings: Settings, store:
                 etags.append(etag)
         if marker is None:
             leaf += 1
-    # orjson (core.jsonio): the part is a per-image document (json.dumps with an indent was ~0.7 us per image, orjson
+    # orjson (gpu_batch.formats.jsonio): the part is a per-image document (json.dumps with an indent was ~0.7 us per image, orjson
     # ~0.02); its readers (_selected_names, BlobStore.read_json) read any JSON
     store.write_bytes(settings.container, layout.listing_part_blob(task_id, unit, part),
                       jsonio.dumps({"names": images, "etags": etags}), "application/json")

@@ -33,7 +33,8 @@ from adapters import clients
 from adapters.blob_files import download_to
 from adapters.blobs import BlobStore
 from adapters.compose import Piece, compose_blob, delete_prefix
-from core import camtrapdp, coco, exportparts, jsonio, mdformat, zooniverse
+from core import camtrapdp, coco, exportparts, mdformat, zooniverse
+from gpu_batch.formats import jsonio
 from core import contracts as c
 from core.fanin import json_ranges
 from core.settings import Settings

@@ -49,7 +49,8 @@ from adapters import clients
 from adapters.blob_files import delete_under, download_to
 from adapters.blobs import BlobStore
 from adapters.image_sizes import with_sizes
-from core import camtrapdp, coco, csvline, mdformat, zooniverse
+from core import camtrapdp, coco, mdformat, zooniverse
+from gpu_batch.formats import csvline
 from core import contracts as c
 from core.settings import Settings
 from gpu_batch import layout

@@ -9,6 +9,8 @@ far past ``functionTimeout``. ``orchestrations.fanin`` runs these instead, each 
   CSV fragment (``core.fanin``'s byte layout), a preview-sampler state, and for the repeat search each folder's
   eligible detections in stream order (one line per folder, folders in name order, with a byte-offset index);
   returns the part's counts. Memory: one shard's entries plus the part's eligible detections (a few columns each).
+  A shard whose worker wrote a merge view that still names its blobs (``clean_view``) is not read entry by entry:
+  the part composes the view's bytes (``gpu_batch.formats.mergeview``: the same bytes, made on the GPU node).
 * ``run_merge_combine``: composes the results JSON (head, fragments, tail) and the CSV (header, fragments) with
   ``adapters.compose`` (server side where the service has Put Block From URL), absorbs the parts' sampler states
   into the preview sample, and plans the repeat search's folder groups from the parts' small indexes
@@ -28,7 +30,6 @@ import csv
 import io
 import json
 import logging
-import posixpath
 import tempfile
 from typing import IO, Any
 
@@ -39,14 +40,16 @@ from adapters import clients
 from adapters.blobs import BlobStore
 from adapters.compose import Piece, compose_blob, delete_prefix, read_range
 from core import contracts as c
-from core import fanin, jsonio, mdformat
-from core.exports import CSV_COLUMNS, CsvLines
-from core.previewsample import PreviewSampler
+from core import fanin, mdformat
 from core.errors import RepeatListChanged
-from core.repeats import (Eligible, FolderSearch, RepeatOptions, RepeatRemoval, eligible_detections, list_search_id,
-                          rank_locations)
+from core.repeats import FolderSearch, RepeatRemoval, list_search_id, rank_locations
 from core.settings import Settings
 from gpu_batch import layout
+from gpu_batch.formats import jsonio
+from gpu_batch.formats.detections_csv import CSV_COLUMNS
+from gpu_batch.formats.eligible import FolderRows, RepeatOptions
+from gpu_batch.formats.mergeview import ShardFormatter, ShardView, read_view
+from gpu_batch.formats.previewsample import PreviewSampler
 from gpu_batch.layout import REPEATS_REMOVED
 
 logger = logging.getLogger(__name__)
@@ -90,77 +93,63 @@ def run_merge_part(payload: c.MergePartInput, settings: Settings, store: BlobSto
     removal = (_removal(store, settings, task_id, payload.get("remove", []), payload.get("search"))
                if variant == REPEATS_REMOVED else None)
     threshold = task_threshold(store, settings, task_id, _task_model(store, settings, task_id))
-    sampler = PreviewSampler(task_id, threshold)
-    options = RepeatOptions()
-    folders = FolderRows()
-    counts = {"images": 0, "failed": 0, "with_detections": 0, "detections": 0, "empty": 0, "missing": 0}
-    reasons: dict[str, int] = {}
-    considered = 0
+    formatter = ShardFormatter(task_id, threshold, search=removal is None)
+    missing = viewed = 0
     container = settings.container
-    lines = CsvLines(threshold)  # per-task constants hoisted; each row built with one join (issue 11)
     with tempfile.TemporaryFile("w+b") as out, tempfile.TemporaryFile("w+b") as table_file:
         for index in range(payload["first_shard"], payload["first_shard"] + payload["shards"]):
-            entries, missing = _merged_shard(store, settings, task_id, index, removal)
-            counts["missing"] += missing
-            for key, value in mdformat.summarize(entries, threshold).items():
-                counts[key] += value
-            for reason, n in mdformat.failure_counts(entries).items():
-                reasons[reason] = reasons.get(reason, 0) + n
-            fragments: list[bytes] = []
-            table: list[str] = []
-            sample, fragment, line = sampler.add, fanin.entry_fragment, lines.line
-            for entry in entries:
-                sample(entry)
-                fragments.append(fragment(entry))
-                table.append(line(entry))
-                if removal is None:
-                    eligible = eligible_detections(entry, options)
-                    if eligible:
-                        considered += len(eligible)
-                        folders.add(eligible)
-            out.write(b"".join(fragments))  # one write per shard: the same bytes as one per entry
-            table_file.write("".join(table).encode("utf-8"))
+            listed = store.list_etags(container, layout.shard_prefix(task_id, layout.shard_id(index)))
+            view = clean_view(store, settings, task_id, index, threshold, listed) if removal is None else None
+            if view is not None:  # the worker's bytes for this shard: nothing to parse or format here
+                formatter.absorb(view)
+                json_part, csv_part = view.json, view.csv
+                viewed += 1
+            else:
+                entries, shard_missing = _merged_shard(store, settings, task_id, index, removal, set(listed))
+                missing += shard_missing
+                json_part, csv_part = formatter.add_shard(entries)
+            out.write(json_part)  # one write per shard: the same bytes as one per entry
+            table_file.write(csv_part)
         json_bytes = _upload(store, container, layout.merge_part_blob(task_id, part, "json", variant), out,
                              "application/octet-stream")
         csv_bytes = _upload(store, container, layout.merge_part_blob(task_id, part, "csv", variant), table_file,
                             "text/csv; charset=utf-8")
     store.write_bytes(container, layout.merge_part_blob(task_id, part, "sample.json", variant),
-                      json.dumps(sampler.state(), ensure_ascii=False).encode("utf-8"), "application/json")
+                      json.dumps(formatter.sampler.state(), ensure_ascii=False).encode("utf-8"), "application/json")
     if removal is None:
-        write_folders(store, container, task_id, part, folders)
-    return {"part": part, **counts, "failure_reasons": dict(sorted(reasons.items())),  # type: ignore[typeddict-item]
-            "json_bytes": json_bytes, "csv_bytes": csv_bytes, "detections_considered": considered,
+        write_folders(store, container, task_id, part, formatter.folders)
+    logger.info("task %s merge part %d: %d of %d shards from the workers' merge views", task_id, part, viewed,
+                payload["shards"])
+    return {"part": part, **formatter.counts, "missing": missing,  # type: ignore[typeddict-item]
+            "failure_reasons": dict(sorted(formatter.reasons.items())), "json_bytes": json_bytes,
+            "csv_bytes": csv_bytes, "detections_considered": formatter.considered,
             "marked": removal.marked if removal is not None else 0}
 
 
-class FolderRows:
-    """A part's eligible detections per folder, in stream order, held as JSON (``core.jsonio``: one piece of bytes
-    per entry, a few dozen bytes per detection for the part's duration) with their counts."""
-
-    def __init__(self) -> None:
-        self.text: dict[str, list[bytes]] = {}
-        self.count: dict[str, int] = {}
-        self._dirnames: dict[str, str] = {}  # posixpath.dirname per directory prefix (it depends on that only)
-
-    def add(self, eligible: list[Eligible]) -> None:
-        """One entry's eligible detections (all in its folder): one dump of the list with its brackets off, which
-        is the rows joined by ",", as b",".join of each row's dump would give."""
-        name = eligible[0][0]
-        head = name[:name.rfind("/") + 1]
-        folder = self._dirnames.get(head)
-        if folder is None:
-            folder = self._dirnames[head] = posixpath.dirname(name)
-        self.text.setdefault(folder, []).append(jsonio.dumps(eligible)[1:-1])
-        self.count[folder] = self.count.get(folder, 0) + len(eligible)
-
-    def __len__(self) -> int:
-        return len(self.text)
+def clean_view(store: BlobStore, settings: Settings, task_id: str, index: int, threshold: float,
+               listed: dict[str, str]) -> ShardView | None:
+    """The worker's merge view of shard ``index`` when the merge may use it instead of the entries: the shard ran in
+    exactly one attempt (no reused results, no resubmission), has no image-list names that were not found, and the
+    view names the results and manifest blobs as they are now (``listed``: the shard's blobs and ETags, from the one
+    listing the entry path needs too), this task and this threshold (``gpu_batch.formats.mergeview``). One read."""
+    sid = layout.shard_id(index)
+    view_name = layout.attempt_view_blob(task_id, sid, 1)
+    results_name = layout.attempt_results_blob(task_id, sid, 1)
+    manifest_name = layout.manifest_blob(task_id, sid, 1)
+    attempts = [a for name in listed if (a := layout.attempt_of_results_blob(name)) is not None]
+    if (view_name not in listed or attempts != [1] or manifest_name not in listed
+            or layout.manifest_blob(task_id, sid, 0) in listed or layout.shard_list_blob(task_id, sid) in listed):
+        return None
+    view = read_view(store.read_bytes_or_none(settings.container, view_name))
+    if view is None or not view.matches(task_id, threshold, listed[results_name], listed[manifest_name]):
+        return None
+    return view
 
 
 def write_folders(store: BlobStore, container: str, task_id: str, part: int, folders: FolderRows,
                   work: str = "") -> None:
     """Each folder's eligible detections as one JSON line ``[folder, [[file, cat, x, y, w, h, conf], ...]]``, folders
-    in name order (``core.jsonio``'s compact form), and the index ``[[folder, offset, length, detections], ...]``
+    in name order (``gpu_batch.formats.jsonio``'s compact form), and the index ``[[folder, offset, length, detections], ...]``
     the combine plans from (in the work folder ``work``: the merge's, or a search run again's)."""
     index: list[list[Any]] = []
     with tempfile.TemporaryFile("w+b") as lines:

@@ -5,9 +5,9 @@ and uploaded once, so memory holds one shard at a time. Idempotent: the same sha
 ``completed_at`` (passed in by the orchestrator, never read from the clock here) give the same bytes.
 Every image of every manifest appears exactly once: results from later attempts fill what earlier ones missed, and
 images no attempt covered get a ``failure`` entry (never silently dropped). The same pass draws the preview page's
-per-category samples (``core.previewsample``) into a small side blob, so the preview step never reads the big file,
+per-category samples (``gpu_batch.formats.previewsample``) into a small side blob, so the preview step never reads the big file,
 looks for repeated detections (``core.repeats``, MegaDetector's RDE phase 1) for the preview site to list, and writes
-the one-row-per-image CSV (``core.exports``) beside the JSON.
+the one-row-per-image CSV (``gpu_batch.formats.detections_csv``) beside the JSON.
 
 Since the parallel fan-in (``orchestrations.fanin``, ``activities.fanin``) new orchestrations no longer call these
 activities: one activity over every shard takes ~190 us per image, hours for ten million images. They stay
@@ -32,8 +32,8 @@ from adapters import clients
 from adapters.blobs import BlobStore
 from core import contracts as c
 from core import fanin, mdformat
-from core.exports import CSV_COLUMNS, csv_row
-from core.previewsample import PreviewSampler
+from gpu_batch.formats.detections_csv import CSV_COLUMNS, csv_row
+from gpu_batch.formats.previewsample import PreviewSampler
 from core.repeats import RepeatFinder, RepeatOptions, RepeatRemoval
 from core.settings import Settings
 from gpu_batch import layout
@@ -128,11 +128,13 @@ class _MergeStreams:
 
 
 def _merged_shard(store: BlobStore, settings: Settings, task_id: str, index: int,
-                  removal: RepeatRemoval | None) -> tuple[list[dict[str, Any]], int]:
+                  removal: RepeatRemoval | None, listed: set[str] | None = None) -> tuple[list[dict[str, Any]], int]:
     """One shard's entries (each manifest image exactly once, later attempts filling gaps, then the image list's names
-    not found that the shard reports, ``activities.image_list``) and how many are missing."""
+    not found that the shard reports, ``activities.image_list``) and how many are missing. ``listed``: the shard's
+    blob names, when the caller listed them already."""
     sid = layout.shard_id(index)
-    names = shard_blobs(store, settings, task_id, sid)  # after the shards ran: nothing is written there any more
+    # after the shards ran: nothing is written there any more
+    names = listed if listed is not None else shard_blobs(store, settings, task_id, sid)
     manifest = shard_manifest(store, settings, task_id, sid, names)  # every image, reused ones (attempt 0) included
     entries, missing = mdformat.merge_entries(manifest["images"],
                                               shard_attempt_results(store, settings, task_id, sid, names))

@@ -20,13 +20,13 @@ import logging
 
 import azure.durable_functions as df
 
-from activities.fanin import FolderRows, plan_groups, write_folders
+from activities.fanin import plan_groups, write_folders
 from activities.merge import _merged_shard
 from adapters import clients
 from adapters.blobs import BlobStore
 from core import contracts as c
-from core.repeats import RepeatOptions, eligible_detections
 from core.settings import Settings
+from gpu_batch.formats.eligible import FolderRows, RepeatOptions, eligible_detections
 
 logger = logging.getLogger(__name__)
 bp = df.Blueprint()

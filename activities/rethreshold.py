@@ -1,7 +1,7 @@
 """A finished task's CSV and preview sample at another threshold (``POST /api/tasks/{id}/previews``).
 
 Why a pass over the results file: the CSV counts the detections of each image at the threshold, which no summary
-kept by the merge holds; the same pass draws the preview sample again (``core.previewsample``, seeded by the task id,
+kept by the merge holds; the same pass draws the preview sample again (``gpu_batch.formats.previewsample``, seeded by the task id,
 so the sections hold the sample the merge would have drawn at this threshold, and the counts are exact). Memory stays
 bounded: the results are downloaded to a temporary file and read one entry at a time (``core.mdformat.iter_images``),
 the CSV is written to a temporary file and uploaded in blocks. Scale: one activity, like the exports
@@ -32,8 +32,8 @@ from adapters.blobs import BlobStore
 from core import contracts as c
 from core import mdformat
 from core.errors import TrapbatchError
-from core.exports import CSV_COLUMNS, csv_row
-from core.previewsample import PreviewSampler
+from gpu_batch.formats.detections_csv import CSV_COLUMNS, csv_row
+from gpu_batch.formats.previewsample import PreviewSampler
 from core.settings import Settings
 from gpu_batch import layout
 

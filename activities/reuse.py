@@ -103,8 +103,8 @@ def reuse_shard(key: str, previous: str, sid: str, ranges: list[tuple[str, str, 
     # As a worker does after its results: the poll counts this attempt from the summary (``shard_results``).
     store.write_json(settings.container, layout.attempt_coverage_blob(key, sid, 0),
                      coverage_summary(found, full.images, results_etag, manifest_etag))
-    run = ShardManifest(**{**_fields(full), "attempt": 1, "images": to_run,
-                           "output_blob": layout.attempt_results_blob(key, sid, 1)})
+    run = ShardManifest(**{**_fields(full), "attempt": 1, "images": to_run,  # no merge view: two attempts now
+                           "output_blob": layout.attempt_results_blob(key, sid, 1), "merge_view_threshold": None})
     store.write_json(settings.container, layout.manifest_blob(key, sid, 1), run.to_dict())
     return len(found), len(to_run)
 

@@ -21,7 +21,8 @@ import logging
 from typing import Any, Iterable, Iterator
 
 from adapters.blobs import BlobStore
-from core import jsonio, mdformat
+from core import mdformat
+from gpu_batch.formats import jsonio
 from core.settings import Settings
 from core.shards import missing_images
 from gpu_batch import layout

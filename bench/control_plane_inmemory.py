@@ -2,7 +2,8 @@
 the repeat search of its folders, and the exports (without image-size reads) of the results they make.
 
 usage: ``python bench/control_plane_inmemory.py N [merge|search|exports ...]`` (env ``R``: repeats, best CPU kept;
-``PROF=<stage>``: print that stage's cProfile). Entries are ``gpu_batch.pool.simulated``'s, 1,000 per shard, 2,000
+``PROF=<stage>``: print that stage's cProfile; ``VIEWS=1``: every shard has its worker's merge view, as a shard that
+finished in one attempt has, so the merge part composes bytes instead of reading entries). Entries are ``gpu_batch.pool.simulated``'s, 1,000 per shard, 2,000
 per folder, as ``bench/control_plane.py`` makes them. Prints us of thread CPU per image per stage and an md5 of each
 stage's output blobs: a change that keeps the md5s keeps the bytes (for these inputs). Benchmark only: it patches
 the activities' blob helpers to an in-memory store."""
@@ -28,6 +29,8 @@ class Mem(BlobStore):
         from azure.core.exceptions import ResourceNotFoundError
         try: return self.blobs[(container, name)]
         except KeyError: raise ResourceNotFoundError(name)
+    def list_etags(self, container, prefix):
+        return {n: hashlib.md5(self.blobs[(container, n)]).hexdigest() for n in self.list_names(container, prefix)}
     def write_bytes(self, container, name, data, content_type=None): self.blobs[(container, name)] = bytes(data)
     def upload_file(self, container, name, data, content_type=None): self.blobs[(container, name)] = data.read()
 
@@ -53,6 +56,16 @@ for s in range(shards):
     doc = {"images": [synthetic_entry(n, 1, 0.0) for n in imgs]}
     store.write_bytes(C, layout.attempt_results_blob(TID, sid, 1), json.dumps(doc, indent=1).encode())
 store.write_bytes(C, layout.request_blob(TID), json.dumps({"model": "MDV5A", "container": "src"}).encode())
+if os.environ.get("VIEWS") == "1":  # the workers' merge views (gpu_batch.formats.mergeview), made on the GPU nodes
+    from gpu_batch.formats import jsonio
+    from gpu_batch.formats.mergeview import build_view
+    for s in range(shards):
+        sid = layout.shard_id(s)
+        etags = store.list_etags(C, layout.shard_prefix(TID, sid))
+        results, manifest = layout.attempt_results_blob(TID, sid, 1), layout.manifest_blob(TID, sid, 1)
+        view = build_view(TID, settings.threshold_for("MDV5A"), names[s * PER_SHARD:(s + 1) * PER_SHARD],
+                          jsonio.loads(store.blobs[(C, results)])["images"], etags[results], etags[manifest])
+        store.write_bytes(C, layout.attempt_view_blob(TID, sid, 1), view)
 store.write_bytes(C, layout.enumeration_blob(TID), json.dumps({"images": N, "shards": shards, "container": "src"}).encode())
 
 def cpu(fn, *a, prof=None):

@@ -54,7 +54,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
-from core import csvline, listfields
+from core import listfields
+from gpu_batch.formats import csvline
 
 VERSION = "1.0.2"
 _BASE = f"https://raw.githubusercontent.com/tdwg/camtrap-dp/{VERSION}/"
@@ -84,7 +85,7 @@ NO_COORDINATES = "coordinates unknown (0, 0 stand in): replace latitude and long
 ROOT_DEPLOYMENT = "(root)"
 LIST_METADATA_LABEL = "image list: "  # mediaComments: the image list's other columns follow, as a JSON object
 # that object as json.dumps(rest, ensure_ascii=False) writes it (people read it; tests and docs spell it), from one
-# shared encoder (json.dumps builds one per call); deliberately not core.jsonio's compact form
+# shared encoder (json.dumps builds one per call); deliberately not gpu_batch.formats.jsonio's compact form
 _COMMENT_JSON = json.JSONEncoder(ensure_ascii=False)
 # core.listfields concepts the Camtrap DP tables have a field for
 LIST_FIELDS = ("datetime", "location", "latitude", "longitude", "camera_id", "seq_id")
@@ -170,7 +171,7 @@ class CamtrapBuilder:
         return media, observations
 
     def add_lines(self, entry: Mapping[str, Any], metadata: Mapping[str, str] | None = None) -> tuple[str, str]:
-        """``add``'s rows as the CSV text ``csv.writer`` writes of them (``core.csvline``): the media line and the
+        """``add``'s rows as the CSV text ``csv.writer`` writes of them (``gpu_batch.formats.csvline``): the media line and the
         observation lines (empty for none), for the exports' hot path: the constant fields are joined, not checked
         per row (``tests/unit/test_camtrapdp.py`` compares with ``csv.writer`` over ``add``)."""
         media, (mid, dep, event, timestamp), boxes = self._facts(entry, metadata)

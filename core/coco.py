@@ -34,7 +34,8 @@ import json
 import uuid
 from typing import IO, Any, Mapping
 
-from core import jsonio, listfields
+from core import listfields
+from gpu_batch.formats import jsonio
 
 LIST_METADATA_FIELD = "image_list_metadata"  # the image list's columns that are no COCO Camera Traps field
 # COCO Camera Traps' optional image fields an image list may fill (core.listfields concepts); the integer ones
@@ -154,7 +155,7 @@ class CocoWriter:
     streams, e.g. temporary files), and ``finish`` writes the whole document to ``out`` from them.
 
     Why two streams: COCO lists all images, then all annotations; one pass over the results yields both. Each
-    image and annotation is one line of ``core.jsonio`` JSON (compact, UTF-8: since issue 11 no spaces, and an
+    image and annotation is one line of ``gpu_batch.formats.jsonio`` JSON (compact, UTF-8: since issue 11 no spaces, and an
     annotation's non-ASCII ``image_id`` is no longer ``\\u``-escaped); the head and tail keep ``json.dumps``'s form.
     """
 

@@ -7,7 +7,8 @@ million images, far past ``functionTimeout``). Now fixed ranges of shards are me
 wrote. The byte layout of the results JSON is the single pass's (``activities.merge``): a head, then the entries,
 each preceded by ``",\\n  "`` except the first, preceded by ``"\\n  "``, then ``"\\n ]\\n}\\n"``. A part writes every
 entry with the comma, so the combine drops exactly one byte: the first byte of the first non-empty fragment. Each
-entry is ``entry_json``'s bytes (``core.jsonio.dumps``: compact, UTF-8, one line), which both merges use.
+entry is ``entry_json``'s bytes (``gpu_batch.formats.entries``: compact, UTF-8, one line), which both merges use, as
+does the GPU worker's merge view.
 
 Must not: do I/O, or read the clock.
 """
@@ -17,13 +18,16 @@ import json
 import math
 from typing import Any, Iterable, Mapping, Sequence
 
-from core import jsonio, mdformat
+from core import mdformat
+# the entries' bytes, shared with the GPU worker's merge view; re-exported here for the merges
+from gpu_batch.formats.entries import ENTRY_SEPARATOR as ENTRY_SEPARATOR
+from gpu_batch.formats.entries import entry_fragment as entry_fragment
+from gpu_batch.formats.entries import entry_json as entry_json
 
 MAX_PARTS = 10_000  # parts per merge; a block blob holds 50,000 committed blocks (see adapters.compose)
 MAX_SHARDS_PER_PART = 1_000  # each shard costs a listing and two reads (~10-30 ms) whatever its size
 SEARCH_DETECTIONS_PER_GROUP = 400_000  # eligible detections per repeat-search activity (~20-60 s at ~50-150 us)
 RESULTS_TAIL = mdformat.RESULTS_TAIL
-ENTRY_SEPARATOR = b",\n  "
 
 
 def plan_parts(shards: int, images: int, images_per_part: int, max_parts: int = MAX_PARTS) -> list[tuple[int, int]]:
@@ -45,18 +49,6 @@ def results_head(info: Mapping[str, Any]) -> bytes:
     """The results JSON up to and including ``"images": [`` (as the single-pass merge writes it)."""
     head = json.dumps({"info": info, "detection_categories": mdformat.DETECTION_CATEGORIES}, indent=1)
     return (head[:-2] + ',\n "images": [').encode("utf-8")
-
-
-def entry_json(entry: Mapping[str, Any]) -> bytes:
-    """One results entry's JSON, as both merges write it: ``core.jsonio.dumps`` (compact, UTF-8, on one line: the
-    exports read the results one entry per line). Since orjson (issue 11) entries have no spaces after ``,`` and
-    ``:`` and floats below 1e-4 are written ``0.00001``/``1e-7`` rather than ``1e-05``/``1e-07``: the same values."""
-    return jsonio.dumps(entry)
-
-
-def entry_fragment(entry: Mapping[str, Any]) -> bytes:
-    """One entry as a part writes it: always with the separator (the combine drops the very first comma)."""
-    return ENTRY_SEPARATOR + entry_json(entry)
 
 
 def json_ranges(sizes: Sequence[int]) -> list[tuple[int, int, int]]:

@@ -16,56 +16,24 @@ from typing import IO, Any
 
 import ijson
 
-from core import jsonio
+from gpu_batch.formats import jsonio
 from gpu_batch import manifest as contract
+# the merge's per-image rules, shared with the GPU worker's merge view; re-exported here for the app's modules
+from gpu_batch.formats.entries import DETECTION_CATEGORIES as DETECTION_CATEGORIES
+from gpu_batch.formats.entries import FAILURE_IMAGE_ACCESS as FAILURE_IMAGE_ACCESS
+from gpu_batch.formats.entries import FAILURE_INFERENCE as FAILURE_INFERENCE
+from gpu_batch.formats.entries import FORMAT_VERSION as FORMAT_VERSION
+from gpu_batch.formats.entries import best_entries as best_entries
+from gpu_batch.formats.entries import failure_counts as failure_counts
+from gpu_batch.formats.entries import failure_entry as failure_entry
+from gpu_batch.formats.entries import has_failure as has_failure
+from gpu_batch.formats.entries import merge_entries as merge_entries
+from gpu_batch.formats.entries import summarize as summarize
 
-FORMAT_VERSION = "1.6"
-DETECTION_CATEGORIES = {"1": "animal", "2": "person", "3": "vehicle"}
-# Failure strings from MegaDetector's vocabulary (run_detector.py).
-FAILURE_IMAGE_ACCESS = "image access failure"
-FAILURE_INFERENCE = "inference failure"
 
 
 class FormatError(ValueError):
     """A results document breaks the MegaDetector format."""
-
-
-def failure_entry(file: str, failure: str, reason: str | None = None) -> dict[str, Any]:
-    """A failed entry; with ``reason`` (one of ``gpu_batch.manifest.FAILURE_REASONS``) also its kind and reason."""
-    entry: dict[str, Any] = {"file": file, "failure": failure, "detections": None}
-    if reason is not None:
-        entry.update(contract.failure_fields(reason))
-    return entry
-
-
-def has_failure(entry: Mapping[str, Any]) -> bool:
-    return entry.get("failure") is not None
-
-
-# Which entry for an image wins across attempts: a success, then a permanent failure, then a retryable one.
-_RANK = {None: 2, contract.PERMANENT: 1, contract.RETRYABLE: 0}
-
-
-def _rank(entry: Mapping[str, Any]) -> int:
-    return _RANK[contract.failure_kind(entry)]
-
-
-def best_entries(attempts: Iterable[Iterable[Mapping[str, Any]]]) -> dict[str, Mapping[str, Any]]:
-    """The winning entry per file name over successive attempts (oldest first); see ``merge_entries``."""
-    best: dict[str, Mapping[str, Any]] = {}
-    for entries in attempts:
-        for entry in entries:
-            name = entry.get("file")
-            if not isinstance(name, str):
-                continue
-            current = best.get(name)
-            if current is None:
-                best[name] = entry
-                continue
-            new, old = _rank(entry), _rank(current)
-            if new > old or (new == old and has_failure(entry)):  # of two failures alike, the later one says more
-                best[name] = entry
-    return best
 
 
 def build_output(images: list[dict[str, Any]], info: Mapping[str, Any],
@@ -76,35 +44,6 @@ def build_output(images: list[dict[str, Any]], info: Mapping[str, Any],
         "detection_categories": dict(detection_categories or DETECTION_CATEGORIES),
         "images": images,
     }
-
-
-def merge_entries(manifest_order: Iterable[str], attempts: Iterable[Iterable[Mapping[str, Any]]],
-                  missing_failure: str = FAILURE_INFERENCE) -> tuple[list[dict[str, Any]], int]:
-    """One entry per manifest image, in manifest order, from the results of successive attempts (oldest first).
-
-    Per image: a success from any attempt wins (the first one); else a permanent failure (final: the image was never
-    run again); else the latest retryable failure, kept with its reason. Images no attempt wrote anything for get
-    ``missing_failure`` with reason ``not_processed``. Entries for files not in the manifest are dropped (a worker bug
-    must not add images the user never asked for). Returns the entries and how many are missing: images whose entry
-    is a retryable failure or ``not_processed`` (no final result after every attempt).
-    """
-    best = best_entries(attempts)
-    merged: list[dict[str, Any]] = []
-    missing = 0
-    seen: set[str] = set()
-    for name in manifest_order:
-        if name in seen:
-            continue
-        seen.add(name)
-        found = best.get(name)
-        if found is None:
-            missing += 1
-            merged.append(failure_entry(name, missing_failure, contract.REASON_NOT_PROCESSED))
-            continue
-        if found.get("failure") is not None and not contract.is_final(found):  # a success is final
-            missing += 1
-        merged.append(dict(found))
-    return merged, missing
 
 
 def final_files(attempts: Iterable[Iterable[Mapping[str, Any]]]) -> set[str]:
@@ -181,44 +120,6 @@ def validate(doc: Any, expected_files: Iterable[str] | None = None) -> None:
         if missing or extra:
             raise FormatError(f"results do not match the task's images: missing {sorted(missing)[:5]}, "
                               f"unexpected {sorted(extra)[:5]}")
-
-
-def failure_counts(images: Iterable[Mapping[str, Any]]) -> dict[str, int]:
-    """Failed images by ``failure_reason`` (those without one, from older workers, as ``unclassified``).
-
-    For the task's status, summary and results ``info``: e.g. ``{"auth": 120, "undecodable": 2}``; the kind of each
-    reason is ``gpu_batch.manifest.FAILURE_REASONS[reason]``.
-    """
-    counts: dict[str, int] = {}
-    for im in images:
-        reason = contract.failure_reason(im)
-        if reason is not None:
-            counts[reason] = counts.get(reason, 0) + 1
-    return counts
-
-
-def summarize(images: Iterable[Mapping[str, Any]], threshold: float) -> dict[str, int]:
-    """Counts for people: images, failures, images with a detection above ``threshold``, detections above it."""
-    n = failed = with_detections = detections = 0
-    for im in images:
-        n += 1
-        if im.get("failure") is not None:
-            failed += 1
-            continue
-        above = 0
-        for d in im.get("detections") or ():  # a dict with a float conf is read without the isinstance checks
-            if d.__class__ is dict:
-                conf = d.get("conf")
-                if (conf.__class__ is float or isinstance(conf, (int, float))) and conf >= threshold:
-                    above += 1
-            elif isinstance(d, Mapping) and isinstance(d.get("conf"), (int, float)) and d["conf"] >= threshold:
-                above += 1
-        detections += above
-        if above:
-            with_detections += 1
-    counts = {"images": n, "failed": failed, "with_detections": with_detections, "detections": detections,
-              "empty": n - failed - with_detections}
-    return counts
 
 
 # ---------------------------------------------------------------- detector metadata (info.detector_metadata)
@@ -362,10 +263,10 @@ def iter_images(fp: IO[bytes]) -> Iterator[dict[str, Any]]:
 
     A file in the merge's layout (seekable, ending with ``RESULTS_TAIL``; ``IMAGES_LINE`` closing a head that is
     then a JSON object, so ``images`` is a top-level key; one entry per line, ``"  " + entry``, every line but the
-    last ending with ``,``) is read line by line with ``core.jsonio`` (orjson: about twice as fast as ijson here).
+    last ending with ``,``) is read line by line with ``gpu_batch.formats.jsonio`` (orjson: about twice as fast as ijson here).
     Anything else (another layout, or any line not of that shape or not one JSON value) is read with ijson from the
     starting position, skipping the entries already given, so the entries, and a malformed file's error, are
-    ijson's. Integers beyond 64 bits read as floats on the fast path (``core.jsonio``); results hold none.
+    ijson's. Integers beyond 64 bits read as floats on the fast path (``gpu_batch.formats.jsonio``); results hold none.
     """
     start = fp.tell() if _ends_with_images(fp) else None
     given = 0

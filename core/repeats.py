@@ -28,34 +28,17 @@ from dataclasses import dataclass, field
 from collections.abc import Iterable, Mapping, Sequence  # typing's isinstance is slow (per detection)
 from typing import Any
 
+# what the search considers, shared with the GPU worker's merge view; re-exported here for the app's modules
+from gpu_batch.formats.eligible import Eligible as Eligible
+from gpu_batch.formats.eligible import RepeatOptions as RepeatOptions
+from gpu_batch.formats.eligible import detection_box as detection_box
+from gpu_batch.formats.eligible import eligible_detections as eligible_detections
+
 logger = logging.getLogger(__name__)
 
 _SLACK = 0.01  # widens the size classes and reach past the exact bound, against rounding at the edges
 _MIN_CELL = 1e-9
 _CELL_REACHES = 2  # a cell is two reaches wide: a candidate is filed in 2 x 2 cells, not 3 x 3 (see _Folder)
-
-
-@dataclass(frozen=True, slots=True)
-class RepeatOptions:
-    confidence_min: float = 0.1
-    confidence_max: float = 1.0
-    iou_threshold: float = 0.9
-    occurrence_threshold: int = 20
-    min_area: float = 0.0
-    max_area: float = 0.2
-    files_listed: int = 10  # file names kept per suspicious location (the first ones)
-
-    def __post_init__(self) -> None:
-        if not 0 < self.iou_threshold <= 1:  # the index's bound (``_Folder``) needs a positive threshold
-            raise ValueError(f"iou_threshold must be in (0, 1], got {self.iou_threshold}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__slots__}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "RepeatOptions":
-        """The options a repeats document (or an activity input) records; keys it lacks take the defaults."""
-        return cls(**{k: data[k] for k in cls.__slots__ if k in data})
 
 
 # The id of a repeats document ("search"): the list the merge wrote has none and is ORIGINAL_SEARCH; a search run
@@ -67,15 +50,6 @@ ORIGINAL_SEARCH = "merge"
 def list_search_id(doc: Mapping[str, Any]) -> str:
     """The search id of a repeats document."""
     return str(doc.get("search") or ORIGINAL_SEARCH)
-
-
-def detection_box(d: Mapping[str, Any]) -> tuple[float, float, float, float, float] | None:
-    """``(conf, x, y, w, h)`` of a detection, or None for a malformed one (skipped: it must not stop a merge)."""
-    try:
-        x, y, w, h = (float(v) for v in d["bbox"])
-        return float(d.get("conf", 0.0)), x, y, w, h
-    except (KeyError, TypeError, ValueError):
-        return None
 
 
 def iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
@@ -240,62 +214,6 @@ def _count(loc: _Location, file: str, conf: float, options: RepeatOptions) -> No
     loc.conf_min, loc.conf_max = min(loc.conf_min, conf), max(loc.conf_max, conf)
     if len(loc.files) < options.files_listed and (not loc.files or loc.files[-1] != file):
         loc.files.append(file)
-
-
-# One eligible detection as the search sees it: (file, category, x, y, w, h, conf). Plain JSON-ready values, so the
-# fan-in can write a folder's detections to a side blob and search the folder in another activity.
-Eligible = tuple[str, str, float, float, float, float, float]
-
-
-def eligible_detections(entry: Mapping[str, Any], options: RepeatOptions) -> list[Eligible] | None:
-    """The detections of a result entry the search considers, in entry order; None when the entry takes no part
-    (a failure, no detections, or nothing at ``confidence_min``: MegaDetector's ``max_detection_conf`` check)."""
-    dets = entry.get("detections")
-    if entry.get("failure") is not None or not dets:
-        return None
-    # one pass (issue 11: per-image CPU): a dict whose bbox is a list of 4 floats and whose conf is a float is read
-    # directly, anything else by ``detection_box``; ``top`` is ``max`` of the confs (the first of equals, and a
-    # leading NaN stays, as ``max`` keeps it)
-    cmin, cmax, amin, amax = options.confidence_min, options.confidence_max, options.min_area, options.max_area
-    name: str | None = None
-    out: list[Eligible] = []
-    top: float | None = None
-    for d in dets:
-        if d.__class__ is dict:
-            bbox, conf = d.get("bbox"), d.get("conf", 0.0)
-            if bbox.__class__ is list and len(bbox) == 4 and conf.__class__ is float:
-                x, y, w, h = bbox
-                if not (x.__class__ is float and y.__class__ is float and w.__class__ is float
-                        and h.__class__ is float):
-                    b = detection_box(d)
-                    if b is None:
-                        continue
-                    conf, x, y, w, h = b
-            else:
-                b = detection_box(d)
-                if b is None:
-                    continue
-                conf, x, y, w, h = b
-        elif isinstance(d, Mapping):
-            b = detection_box(d)
-            if b is None:
-                continue
-            conf, x, y, w, h = b
-        else:
-            continue
-        if top is None or conf > top:
-            top = conf
-        if conf < cmin or conf > cmax:
-            continue
-        area = abs(w * h)
-        if w == 0 or h == 0 or area < amin or area > amax:
-            continue
-        if name is None:
-            name = str(entry.get("file", ""))
-        out.append((name, str(d.get("category")), x, y, w, h, conf))
-    if top is None or top < cmin:
-        return None
-    return out
 
 
 class FolderSearch:

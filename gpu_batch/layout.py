@@ -23,6 +23,11 @@ In the task-state container::
                                                          it left not final, the results blob's ETag): the poll and
                                                          the resubmission read this instead of the results
                                                          (``gpu_batch.manifest.CoverageSummary``)
+    tasks/<task>/shards/<shard>/attempt-<n>.view         the merge's view of that attempt's final results, when they
+                                                         finish its manifest (their JSON, CSV lines, counts, preview
+                                                         sample, search rows; the ETags it was made from): a merge
+                                                         part composes it instead of reading the entries
+                                                         (``gpu_batch.formats.mergeview``)
     tasks/<task>/shards/<shard>/etags.json               {"etags": {name: ETag}} of the shard's images as listed
     tasks/<task>/shards/<shard>/attempt-0.json           a re-run with ``only_new``: every image of the shard (the
                                                          shard's own list; attempt 1 then holds only those to run)
@@ -167,6 +172,12 @@ def attempt_coverage_blob(task_id: str, sid: str, attempt: int) -> str:
     """The finished attempt's coverage summary (``gpu_batch.manifest.coverage_summary``), written after its last
     flush of results; valid only while the results blob still has the ETag the summary names."""
     return f"{shard_prefix(task_id, sid)}attempt-{attempt}.coverage.json"
+
+
+def attempt_view_blob(task_id: str, sid: str, attempt: int) -> str:
+    """The finished attempt's merge view (``gpu_batch.formats.mergeview``), written by the worker after its coverage
+    summary when every image of the manifest got a final entry; valid only for the ETags it names."""
+    return f"{shard_prefix(task_id, sid)}attempt-{attempt}.view"
 
 
 def attempt_of_results_blob(name: str) -> int | None:
@@ -439,7 +450,7 @@ def drop_error_blob(request_name: str) -> str:
 # into the results by the combine step, and the repeated-detection search's plan and findings per group of folders::
 #
 #     part-<n>.json | .csv         the part's entries as they appear in the results JSON / rows in the CSV
-#     part-<n>.sample.json         the part's preview-sampler state (core.previewsample.PreviewSampler.state)
+#     part-<n>.sample.json         the part's preview-sampler state (gpu_batch.formats.previewsample.PreviewSampler.state)
 #     part-<n>.folders.jsonl       the part's eligible detections, one line per folder, folders in name order
 #     part-<n>.folders-index.json  [folder, byte offset, byte length, detections] per line of the file above
 #     search-<g>.plan.json         the folders search group g looks at, and where their detections are

@@ -45,8 +45,12 @@ class ShardManifest:
     # Images in another storage account (``storage_refs``): its URL and the *name* of the secret that opens it.
     source_account_url: str = ""
     source_credential_secret: str = ""
+    # The task's CSV and preview threshold, set by the app on a shard's first manifest: with it the worker writes, when
+    # the attempt finishes every image, the merge's view of its results (``gpu_batch.formats.mergeview``).
+    merge_view_threshold: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        optional = {} if self.merge_view_threshold is None else {"merge_view_threshold": self.merge_view_threshold}
         return {
             "version": MANIFEST_VERSION,
             "task_id": self.task_id,
@@ -61,6 +65,7 @@ class ShardManifest:
             "extra": dict(self.extra),
             "source_account_url": self.source_account_url,
             "source_credential_secret": self.source_credential_secret,
+            **optional,
         }
 
     @classmethod
@@ -87,6 +92,8 @@ class ShardManifest:
             extra=dict(data.get("extra") or {}),
             source_account_url=str(data.get("source_account_url") or ""),
             source_credential_secret=str(data.get("source_credential_secret") or ""),
+            merge_view_threshold=(float(data["merge_view_threshold"])
+                                  if data.get("merge_view_threshold") is not None else None),
         )
 
 
@@ -250,13 +257,13 @@ def coverage_summary(entries: Mapping[str, Mapping[str, Any]], images: Iterable[
             permanent += kind == PERMANENT
     wanted_set = set(wanted)
     listed = len(retryable) + len(unwritten) <= limit
-    return {"version": COVERAGE_VERSION, "results_etag": _plain_etag(results_etag),
-            "manifest_etag": _plain_etag(manifest_etag), "images": len(wanted), "images_digest": names_digest(wanted),
+    return {"version": COVERAGE_VERSION, "results_etag": plain_etag(results_etag),
+            "manifest_etag": plain_etag(manifest_etag), "images": len(wanted), "images_digest": names_digest(wanted),
             "final": final, "permanent": permanent, "foreign": sum(1 for n in entries if n not in wanted_set),
             "retryable": retryable if listed else None, "unwritten": unwritten if listed else None}
 
 
-def _plain_etag(value: str) -> str:
+def plain_etag(value: str) -> str:
     """An ETag without the quotes some calls return it in (Put Blob's header quotes it, a listing does not)."""
     return str(value or "").strip('"')
 
@@ -277,7 +284,7 @@ class CoverageSummary:
 
     def matches(self, results_etag: str) -> bool:
         """Whether this summary describes the results blob that now has ``results_etag``."""
-        return bool(self.results_etag) and self.results_etag == _plain_etag(results_etag)
+        return bool(self.results_etag) and self.results_etag == plain_etag(results_etag)
 
 
 def read_coverage_summary(data: bytes | None) -> CoverageSummary | None:
@@ -326,7 +333,7 @@ def combine_coverage(shard_manifest_etag: str, summaries: Sequence[CoverageSumma
     is final in two attempts, so ``covered`` and ``failed`` are sums, the images still missing are those the newest
     attempt left not final, and of those the retryable ones are the names some attempt wrote a retryable failure for.
     """
-    if not summaries or not shard_manifest_etag or summaries[0].manifest_etag != _plain_etag(shard_manifest_etag):
+    if not summaries or not shard_manifest_etag or summaries[0].manifest_etag != plain_etag(shard_manifest_etag):
         return None
     covered = failed = 0
     retryable: set[str] = set()

@@ -34,6 +34,7 @@ from typing import Any, Sequence
 
 from gpu_batch import layout
 from gpu_batch import manifest as contract
+from gpu_batch.formats import jsonio, mergeview
 from gpu_batch.pool.base import JobClosed, PoolChanges, ShardTask, TaskInfo, TaskResult, TaskState
 
 CATEGORIES = {"1": "animal", "2": "person", "3": "vehicle"}
@@ -171,12 +172,19 @@ class SimulatedPool:
                    "info": {"format_version": "1.6", "detector": "simulated (control-plane benchmark, not a model)",
                             "trapbatch": {"task_id": shard.task_id, "shard_id": shard.shard_id,
                                           "attempt": shard.attempt, "complete": True}}}
+            data = json.dumps(doc).encode("utf-8")
             written = self.blobs.get_blob_client(shard.output_container, shard.output_blob).upload_blob(
-                json.dumps(doc).encode("utf-8"), overwrite=True)
+                data, overwrite=True)
             summary = contract.coverage_summary({e["file"]: e for e in entries}, shard.images, written["etag"],
                                                 download.properties.etag)
             self.blobs.get_blob_client(shard.output_container, layout.attempt_coverage_blob(
                 shard.task_id, shard.shard_id, shard.attempt)).upload_blob(json.dumps(summary).encode(), overwrite=True)
+            if shard.merge_view_threshold is not None:  # as the worker does (gpu_batch.worker.results), on its CPU
+                view = mergeview.build_view(shard.task_id, shard.merge_view_threshold, shard.images,
+                                            jsonio.loads(data)["images"], written["etag"], download.properties.etag)
+                if view is not None:
+                    self.blobs.get_blob_client(shard.output_container, layout.attempt_view_blob(
+                        shard.task_id, shard.shard_id, shard.attempt)).upload_blob(view, overwrite=True)
         except Exception as exc:  # noqa: BLE001 - the simulated worker failed: a failed task, as on a pool
             self._set(job_id, TaskInfo(task.task_id, TaskState.completed, TaskResult.failure, 1,
                                        f"simulated worker failed: {exc}", started, _now()))

@@ -28,7 +28,7 @@ def test_blob_shard_end_to_end_with_resume(storage_connection: str, unique_name:
     out_blob = layout.attempt_results_blob("task-b", "s1", 1)
     manifest = ShardManifest(task_id="task-b", shard_id="s1", attempt=1, source_container=images_c.container_name,
                              images=tuple(names), output_container=state_c.container_name, output_blob=out_blob,
-                             model=f"blob://{state_c.container_name}/models/md_test.pt")
+                             model=f"blob://{state_c.container_name}/models/md_test.pt", merge_view_threshold=0.2)
     state_c.upload_blob(layout.manifest_blob("task-b", "s1", 1), json.dumps(manifest.to_dict()))
     # A previous attempt already did two images (one of them a failure, which must be retried).
     earlier = {"images": [{"file": names[0], "detections": [{"category": "1", "conf": 0.5, "bbox": [0, 0, 1, 1]}]},
@@ -59,6 +59,13 @@ def test_blob_shard_end_to_end_with_resume(storage_connection: str, unique_name:
     manifest_props = state_c.get_blob_client(layout.manifest_blob("task-b", "s1", 1)).get_blob_properties()
     assert covered.manifest_etag == str(manifest_props.etag).strip('"')
     assert (covered.images, covered.final, covered.permanent, covered.retryable, covered.unwritten) == (8, 8, 2, (), ())
+    # and the merge's view of those results (gpu_batch.formats.mergeview): the same ETags, the task's threshold
+    from gpu_batch.formats.mergeview import read_view
+
+    view = read_view(state_c.download_blob(layout.attempt_view_blob("task-b", "s1", 1)).readall())
+    assert view is not None and view.matches("task-b", 0.2, str(state_c.get_blob_client(out_blob).get_blob_properties()
+                                                                 .etag), str(manifest_props.etag))
+    assert view.counts["images"] == 8 and view.counts["failed"] == 2 and view.json.count(b"\n  {") == 8
     assert (tmp_path / "cache" / "blob" / state_c.container_name / "models" / "md_test.pt").is_file()
 
 

@@ -52,7 +52,7 @@ if TYPE_CHECKING:  # the real imports wait until main has set up the environment
     from gpu_batch.worker.hwdecode import DecodeSelection
     from gpu_batch.worker.loader import LoadedModel
     from gpu_batch.worker.pipeline import PipelineOptions, ShardSummary
-    from gpu_batch.worker.results import CoverageTarget, ResultSink, ResultWriter
+    from gpu_batch.worker.results import CoverageTarget, ResultSink, ResultWriter, ViewTarget
     from gpu_batch.worker.sources import ImageSource
 
 # The exit codes are a contract with the app, which fails a task at once on those no retry can fix.
@@ -235,7 +235,8 @@ def _run(args: argparse.Namespace, env: Mapping[str, str], fault: Any, process_s
     writer = ResultWriter(sink, info, initial=kept, flush_seconds=args.flush_seconds,
                           on_flushed=fault.after_flush, flush_at_new=fault.crash_threshold,
                           progress=_progress_sink(blob_mode, service, manifest),
-                          coverage=_coverage_target(blob_mode, service, manifest, images, manifest_etag))
+                          coverage=_coverage_target(blob_mode, service, manifest, images, manifest_etag),
+                          view=_view_target(blob_mode, service, manifest, manifest_etag))
     options = _pipeline_options(args, label, decode)
     logger.info("%s %d images, %d already done, %d to process", label, len(images), len(kept), len(todo))
     try:
@@ -425,6 +426,21 @@ def _coverage_target(blob_mode: bool, service: Any, manifest: ShardManifest, ima
     sink = sources.BlobSink(service, manifest.output_container,
                             layout.attempt_coverage_blob(manifest.task_id, manifest.shard_id, manifest.attempt))
     return CoverageTarget(sink, images, manifest_etag)
+
+
+def _view_target(blob_mode: bool, service: Any, manifest: ShardManifest, manifest_etag: str) -> ViewTarget | None:
+    """Where the finished attempt's merge view goes (blob mode: ``layout.attempt_view_blob``, which the merge reads
+    instead of the entries; ``gpu_batch.formats.mergeview``) when the manifest asks for one
+    (``merge_view_threshold``); none for file outputs or when the manifest's ETag is unknown."""
+    if not blob_mode or not manifest_etag or manifest.merge_view_threshold is None:
+        return None
+    from gpu_batch import layout
+    from gpu_batch.worker import sources
+    from gpu_batch.worker.results import ViewTarget
+
+    sink = sources.BlobSink(service, manifest.output_container,
+                            layout.attempt_view_blob(manifest.task_id, manifest.shard_id, manifest.attempt))
+    return ViewTarget(sink, manifest.task_id, manifest.merge_view_threshold, manifest.images, manifest_etag)
 
 
 def _load_detector(args: argparse.Namespace, env: Mapping[str, str], service: Any, manifest: ShardManifest,

@@ -40,13 +40,13 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
 from gpu_batch import manifest as contract
+from gpu_batch.formats import jsonio, mergeview
+from gpu_batch.formats.entries import DETECTION_CATEGORIES, FAILURE_IMAGE_ACCESS, FAILURE_INFERENCE, FORMAT_VERSION
 
 logger = logging.getLogger(__name__)
 
-FAILURE_IMAGE_OPEN = "image access failure"  # megadetector.detection.run_detector.FAILURE_IMAGE_OPEN
-FAILURE_INFER = "inference failure"  # megadetector.detection.run_detector.FAILURE_INFER
-DETECTION_CATEGORIES = {"1": "animal", "2": "person", "3": "vehicle"}
-FORMAT_VERSION = "1.6"
+FAILURE_IMAGE_OPEN = FAILURE_IMAGE_ACCESS  # megadetector.detection.run_detector.FAILURE_IMAGE_OPEN
+FAILURE_INFER = FAILURE_INFERENCE  # megadetector.detection.run_detector.FAILURE_INFER
 
 
 class OutputNotWritable(Exception):
@@ -74,6 +74,19 @@ class CoverageTarget:
     images: Sequence[str]
     manifest_etag: str
     names_limit: int = contract.COVERAGE_NAMES_LIMIT
+
+
+@dataclass(frozen=True, slots=True)
+class ViewTarget:
+    """Where a finished attempt's merge view goes (``sink``) and what it is made for: the task and its CSV and
+    preview threshold (``ShardManifest.merge_view_threshold``), the manifest's ``images`` and its ETag as the worker
+    read it (``gpu_batch.formats.mergeview``)."""
+
+    sink: ResultSink
+    task_id: str
+    threshold: float
+    images: Sequence[str]
+    manifest_etag: str
 
 
 class FileSink:
@@ -175,11 +188,13 @@ class ResultWriter:
     def __init__(self, sink: ResultSink, info: Mapping[str, Any], initial: Mapping[str, dict[str, Any]] | None = None,
                  flush_seconds: float = 5.0, on_flushed: Callable[[int], None] | None = None,
                  flush_at_new: int | None = None, progress: ResultSink | None = None,
-                 coverage: CoverageTarget | None = None) -> None:
+                 coverage: CoverageTarget | None = None, view: ViewTarget | None = None) -> None:
         self.sink = sink
         self.progress = progress
         self.coverage = coverage
-        self._written: tuple[str | None, list[dict[str, Any]]] | None = None  # the last flush: identity, entries
+        self.view = view
+        # the last flush: the identity its write returned, its entries and its bytes (the merge view reads those)
+        self._written: tuple[str | None, list[dict[str, Any]], bytes] | None = None
         self.info = dict(info)
         self._entries: dict[str, dict[str, Any]] = dict(initial or {})
         self._lock = threading.Lock()
@@ -244,7 +259,7 @@ class ResultWriter:
         else:
             assert last is not None
             raise last
-        self._written = (identity, entries)
+        self._written = (identity, entries, data)
         if self.progress is not None:
             try:
                 self.progress.write(progress_document(len(entries)))
@@ -305,12 +320,13 @@ class ResultWriter:
             raise self.error
         self.flush(extra_info)
         self._write_coverage()
+        self._write_view()
 
     def _write_coverage(self) -> None:
         """The coverage summary of what the last flush wrote, tied to the identity its write returned."""
         if self.coverage is None or self._written is None or not self._written[0]:
             return
-        identity, entries = self._written
+        identity, entries, _ = self._written
         assert identity is not None
         doc = contract.coverage_summary({e["file"]: e for e in entries}, self.coverage.images, identity,
                                         self.coverage.manifest_etag, self.coverage.names_limit)
@@ -318,3 +334,29 @@ class ResultWriter:
             self.coverage.sink.write(json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
         except OutputNotWritable as exc:  # the results are safe; the app parses them instead
             logger.warning("coverage summary %s not written: %s", self.coverage.sink.describe(), exc)
+
+    def _write_view(self) -> None:
+        """The merge's view of what the last flush wrote (``gpu_batch.formats.mergeview``), made from those bytes as
+        the merge parses them and tied to the identity their write returned. Best effort: without it the merge reads
+        the entries, as before; none when an image of the manifest has no final entry (the shard runs again)."""
+        if self.view is None or self._written is None or not self._written[0]:
+            return
+        identity, _, data = self._written
+        assert identity is not None
+        started = time.monotonic()
+        try:
+            doc = jsonio.loads(data)
+            view = mergeview.build_view(self.view.task_id, self.view.threshold, self.view.images,
+                                        doc.get("images") or [], identity, self.view.manifest_etag)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:  # our own document: a bug, not a stop
+            logger.warning("merge view for %s not made: %s", self.sink.describe(), exc)
+            return
+        if view is None:
+            return
+        try:
+            self.view.sink.write(view)
+        except OutputNotWritable as exc:  # the results are safe; the merge reads the entries instead
+            logger.warning("merge view %s not written: %s", self.view.sink.describe(), exc)
+            return
+        logger.info("merge view %s written (%d bytes) in %.2fs", self.view.sink.describe(), len(view),
+                    time.monotonic() - started)

@@ -23,7 +23,7 @@ import pytest
 from activities.previews import PAGE_SIZE, THUMB_WIDTH, run_previews
 from adapters.blobs import BlobStore, service_client
 from adapters.preview_folders import existing_preview_folder
-from core.previewsample import PreviewSampler
+from gpu_batch.formats.previewsample import PreviewSampler
 from core.settings import Settings
 from gpu_batch import layout
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import random
-from typing import Any
+from typing import Any, Iterable
 
 import pytest
 
@@ -247,3 +247,67 @@ def test_a_merge_part_reads_only_blobs_that_exist(task: Any) -> None:
     manifests = {layout.manifest_blob(tid, layout.shard_id(i), 1) for i in range(counts["shards"])}
     assert manifests <= set(shard_reads)
     assert len(shard_reads) == 2 * counts["shards"] - 1  # a manifest each, results for all but shard 2
+
+
+def write_worker_views(settings: Settings, store: BlobStore, tid: str, shards: Iterable[int],
+                       threshold: float) -> set[int]:
+    """What a worker writes after its results (``gpu_batch.worker.results``), for every shard whose results finish
+    its manifest: the view of the results blob's bytes, tied to the ETags the shard's listing shows now."""
+    from gpu_batch.formats import jsonio
+    from gpu_batch.formats.mergeview import build_view
+
+    viewed = set()
+    for index in shards:
+        sid = layout.shard_id(index)
+        listed = store.list_etags(settings.container, layout.shard_prefix(tid, sid))
+        results, manifest = layout.attempt_results_blob(tid, sid, 1), layout.manifest_blob(tid, sid, 1)
+        if results not in listed:
+            continue
+        try:
+            entries = jsonio.loads(store.read_bytes(settings.container, results))["images"]
+        except ValueError:
+            continue
+        images = ShardManifest.from_dict(store.read_json(settings.container, manifest)).images
+        view = build_view(tid, threshold, images, entries, listed[results], listed[manifest])
+        if view is not None:
+            store.write_bytes(settings.container, layout.attempt_view_blob(tid, sid, 1), view)
+            viewed.add(index)
+    return viewed
+
+
+def test_merge_parts_compose_the_workers_views_into_the_single_pass_bytes(task: Any) -> None:
+    """Shards with a usable view are not read entry by entry, and the outputs stay the single pass's bytes; a view
+    whose results were rewritten after it (a restarted attempt), or made for another threshold, is not used."""
+    settings, store, tid, counts = task
+    viewed = write_worker_views(settings, store, tid, range(counts["shards"]), settings.threshold_for(MODEL, None))
+    assert {2, 3, 5, 7, 8}.isdisjoint(viewed) and len(viewed) == counts["shards"] - 5  # the odd shards have none
+    stale, other = sorted(viewed)[1], sorted(viewed)[4]
+    stale_blob = layout.attempt_results_blob(tid, layout.shard_id(stale), 1)
+    doc = store.read_json(settings.container, stale_blob)
+    doc["images"][0]["detections"] = [{"category": "2", "conf": 0.97, "bbox": [0.1, 0.1, 0.1, 0.1]}]
+    store.write_bytes(settings.container, stale_blob, json.dumps(doc).encode())  # a new ETag: its view is stale
+    assert write_worker_views(settings, store, tid, [other], 0.5) == {other}  # made for another threshold
+
+    reference = run_merge(tid, MODEL, T0.isoformat(), settings, store)
+    expected = _outputs(settings, store, tid)
+    reads: list[str] = []
+    original = store.read_bytes
+
+    def recording(container: str, name: str) -> bytes:
+        reads.append(name)
+        return original(container, name)
+
+    store.read_bytes = recording  # type: ignore[method-assign]
+    run = run_orchestrator(merge_orchestrator, {"task_id": tid, "model": MODEL, "images_per_part": 12,
+                                                "per_group": 30, **counts}, real_activities(settings, store))
+    store.read_bytes = original  # type: ignore[method-assign]
+
+    assert run.status == "Completed", run.error
+    assert {k: v for k, v in run.output.items() if k != "parts"} == reference
+    got = _outputs(settings, store, tid)
+    assert got["results"] == expected["results"] and got["csv"] == expected["csv"]
+    assert got["repeats"] == expected["repeats"] and json.loads(got["repeats"])["locations"]
+    assert json.loads(got["sample"]) == json.loads(expected["sample"])
+    read_results = {i for i in range(counts["shards"])
+                    if layout.attempt_results_blob(tid, layout.shard_id(i), 1) in reads}
+    assert read_results == {3, 5, 7, 8, stale, other}  # shard 2 has none; every usable view was used instead

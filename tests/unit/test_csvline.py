@@ -1,4 +1,4 @@
-"""core.csvline writes what csv.writer writes, on adversarial fields."""
+"""gpu_batch.formats.csvline writes what csv.writer writes, on adversarial fields."""
 from __future__ import annotations
 
 import csv
@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from core import csvline
+from gpu_batch.formats import csvline
 
 ODD = ["", " ", ",", '"', '""', "\r", "\n", "\r\n", "a,b", 'say "hi"', " lead", "trail ", "\t", "\x00", "\x1f",
        "\x7f", "\u2028", "\u2029", "\ufeff", "\ud800", "é", "日本", "=1+2", "'", ";", "\\", "a\rb", "x\n,\"y",

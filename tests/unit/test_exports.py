@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from core.exports import CSV_COLUMNS, CsvLines, csv_row
+from gpu_batch.formats.detections_csv import CSV_COLUMNS, CsvLines, csv_row
 
 
 def _table(entries: list[dict[str, object]], threshold: float = 0.2) -> list[dict[str, str]]:

@@ -1,4 +1,4 @@
-"""core.jsonio: the rules its docstring states, checked against the standard library's json."""
+"""gpu_batch.formats.jsonio: the rules its docstring states, checked against the standard library's json."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from core import jsonio
+from gpu_batch.formats import jsonio
 
 NAMES = ["site/caméra 1/IMG_0001.JPG", "日本/カメラ/写真.jpg", "emoji/🦊 fox.jpg", "ctrl/a\tb\nc\x01\x1f\x7f.jpg",
          'quote/"q" back\\slash/x.jpg', "sep/\u2028\u2029.jpg", "combining/e\u0301.jpg", "/slash//a.jpg"]

@@ -13,8 +13,9 @@
 
 gpu_batch's contracts are ``layout`` (blob names, ids), ``manifest`` (the shard document), ``exit_codes`` (what a
 worker's exit means), ``models`` (the published detectors by name), ``pool`` (the pool
-interface and its clients) and ``storage_refs`` (source-account references); ``gpu_batch.worker`` (torch) is for the
-nodes only.
+interface and its clients), ``storage_refs`` (source-account references) and ``formats`` (the per-image formats the
+worker's merge view and the app's merge both write: pure, importing only ``formats`` and ``manifest``);
+``gpu_batch.worker`` (torch) is for the nodes only.
 """
 from __future__ import annotations
 
@@ -26,10 +27,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 APP = ("core", "adapters", "activities", "orchestrations", "api", "gpu_batch", "devhost", "cli", "function_app")
 CONTRACTS = ("gpu_batch.layout", "gpu_batch.manifest", "gpu_batch.exit_codes", "gpu_batch.models", "gpu_batch.pool",
-             "gpu_batch.storage_refs")
+             "gpu_batch.storage_refs", "gpu_batch.formats")
 ALLOWED: dict[str, tuple[str, ...]] = {
     "gpu_batch": ("gpu_batch",),
-    "core": ("core", "gpu_batch.layout", "gpu_batch.manifest"),
+    "core": ("core", "gpu_batch.layout", "gpu_batch.manifest", "gpu_batch.formats"),
     "adapters": ("core", "adapters", *CONTRACTS),
     "orchestrations": ("core", "orchestrations", "gpu_batch.layout", "gpu_batch.manifest", "gpu_batch.exit_codes"),
     "activities": ("core", "adapters", "activities", *CONTRACTS),
@@ -85,3 +86,16 @@ def test_the_checker_sees_lazy_and_from_imports(tmp_path: Path) -> None:
     assert not _allowed("activities.merge", ALLOWED["orchestrations"])
     assert not _allowed("gpu_batch.worker.loader", ALLOWED["activities"])
     assert _allowed("gpu_batch.layout", ALLOWED["orchestrations"])
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "gpu_batch" / "formats").glob("*.py")), ids=lambda p: p.name)
+def test_the_shared_formats_import_only_formats_and_the_manifest(path: Path) -> None:
+    """``gpu_batch.formats`` runs in the worker image and in the app alike: no torch, no storage, nothing of either."""
+    bad = sorted(name for name in _imports(path) if not _allowed(name, ("gpu_batch.formats", "gpu_batch.manifest")))
+    assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    third_party = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                   for alias in node.names} | {node.module.split(".")[0] for node in ast.walk(tree)
+                                               if isinstance(node, ast.ImportFrom) and node.module and not node.level}
+    assert third_party <= {"__future__", "collections", "csv", "dataclasses", "hashlib", "heapq", "io", "json",
+                           "math", "orjson", "posixpath", "struct", "typing", "gpu_batch"}, third_party

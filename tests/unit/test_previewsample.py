@@ -10,7 +10,7 @@ import pytest
 import random
 from collections.abc import Mapping
 
-from core.previewsample import PreviewSampler, preview_category, top_confidence
+from gpu_batch.formats.previewsample import PreviewSampler, preview_category, top_confidence
 
 
 def _entry(i: int, conf: float | None) -> dict[str, Any]:

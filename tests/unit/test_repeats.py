@@ -133,8 +133,8 @@ def test_removal_negates_exactly_the_detections_the_search_counted() -> None:
 
 
 def test_malformed_detections_are_skipped_not_fatal() -> None:
-    from core.exports import csv_row
-    from core.previewsample import preview_category
+    from gpu_batch.formats.detections_csv import csv_row
+    from gpu_batch.formats.previewsample import preview_category
     from core.repeats import RepeatRemoval
 
     odd = {"file": "cam/x.jpg", "detections": [{"category": "1", "conf": None, "bbox": BOX},

@@ -22,8 +22,8 @@ import io
 import posixpath
 from typing import Any, Mapping
 
-from core.csvline import plain as _plain
-from core.mdformat import DETECTION_CATEGORIES
+from gpu_batch.formats.csvline import plain as _plain
+from gpu_batch.formats.entries import DETECTION_CATEGORIES
 
 _KEYS = sorted(DETECTION_CATEGORIES)
 _NAMES = [DETECTION_CATEGORIES[k] for k in _KEYS]

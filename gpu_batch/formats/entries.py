@@ -1,0 +1,142 @@
+"""The merge's per-image rules that the GPU worker applies too: which entry of an image wins across attempts, the
+counts people read, and each entry's bytes in the merged results.
+
+Why here, in the worker's package: a shard that ran in one clean attempt gets its merge view written by the worker
+(``gpu_batch.formats.mergeview``), and the merge composes those bytes instead of re-reading every entry (issue 11:
+the control plane's CPU per image). Both sides must apply exactly the same rules, so they live once, here;
+``core.mdformat`` and ``core.fanin`` import them. The worker image copies ``gpu_batch/`` only, so nothing here
+imports ``core``.
+
+Must not: do I/O.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping  # typing's isinstance is slow (per detection)
+from typing import Any
+
+from gpu_batch import manifest as contract
+from gpu_batch.formats import jsonio
+
+FORMAT_VERSION = "1.6"
+DETECTION_CATEGORIES = {"1": "animal", "2": "person", "3": "vehicle"}
+# Failure strings from MegaDetector's vocabulary (run_detector.py).
+FAILURE_IMAGE_ACCESS = "image access failure"
+FAILURE_INFERENCE = "inference failure"
+ENTRY_SEPARATOR = b",\n  "  # before each entry of the merged results but the first (core.fanin's byte layout)
+
+
+def failure_entry(file: str, failure: str, reason: str | None = None) -> dict[str, Any]:
+    """A failed entry; with ``reason`` (one of ``gpu_batch.manifest.FAILURE_REASONS``) also its kind and reason."""
+    entry: dict[str, Any] = {"file": file, "failure": failure, "detections": None}
+    if reason is not None:
+        entry.update(contract.failure_fields(reason))
+    return entry
+
+
+def has_failure(entry: Mapping[str, Any]) -> bool:
+    return entry.get("failure") is not None
+
+
+# Which entry for an image wins across attempts: a success, then a permanent failure, then a retryable one.
+_RANK = {None: 2, contract.PERMANENT: 1, contract.RETRYABLE: 0}
+
+
+def _rank(entry: Mapping[str, Any]) -> int:
+    return _RANK[contract.failure_kind(entry)]
+
+
+def best_entries(attempts: Iterable[Iterable[Mapping[str, Any]]]) -> dict[str, Mapping[str, Any]]:
+    """The winning entry per file name over successive attempts (oldest first); see ``merge_entries``."""
+    best: dict[str, Mapping[str, Any]] = {}
+    for entries in attempts:
+        for entry in entries:
+            name = entry.get("file")
+            if not isinstance(name, str):
+                continue
+            current = best.get(name)
+            if current is None:
+                best[name] = entry
+                continue
+            new, old = _rank(entry), _rank(current)
+            if new > old or (new == old and has_failure(entry)):  # of two failures alike, the later one says more
+                best[name] = entry
+    return best
+
+
+def merge_entries(manifest_order: Iterable[str], attempts: Iterable[Iterable[Mapping[str, Any]]],
+                  missing_failure: str = FAILURE_INFERENCE) -> tuple[list[dict[str, Any]], int]:
+    """One entry per manifest image, in manifest order, from the results of successive attempts (oldest first).
+
+    Per image: a success from any attempt wins (the first one); else a permanent failure (final: the image was never
+    run again); else the latest retryable failure, kept with its reason. Images no attempt wrote anything for get
+    ``missing_failure`` with reason ``not_processed``. Entries for files not in the manifest are dropped (a worker bug
+    must not add images the user never asked for). Returns the entries and how many are missing: images whose entry
+    is a retryable failure or ``not_processed`` (no final result after every attempt).
+    """
+    best = best_entries(attempts)
+    merged: list[dict[str, Any]] = []
+    missing = 0
+    seen: set[str] = set()
+    for name in manifest_order:
+        if name in seen:
+            continue
+        seen.add(name)
+        found = best.get(name)
+        if found is None:
+            missing += 1
+            merged.append(failure_entry(name, missing_failure, contract.REASON_NOT_PROCESSED))
+            continue
+        if found.get("failure") is not None and not contract.is_final(found):  # a success is final
+            missing += 1
+        merged.append(dict(found))
+    return merged, missing
+
+
+def failure_counts(images: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """Failed images by ``failure_reason`` (those without one, from older workers, as ``unclassified``).
+
+    For the task's status, summary and results ``info``: e.g. ``{"auth": 120, "undecodable": 2}``; the kind of each
+    reason is ``gpu_batch.manifest.FAILURE_REASONS[reason]``.
+    """
+    counts: dict[str, int] = {}
+    for im in images:
+        reason = contract.failure_reason(im)
+        if reason is not None:
+            counts[reason] = counts.get(reason, 0) + 1
+    return counts
+
+
+def summarize(images: Iterable[Mapping[str, Any]], threshold: float) -> dict[str, int]:
+    """Counts for people: images, failures, images with a detection above ``threshold``, detections above it."""
+    n = failed = with_detections = detections = 0
+    for im in images:
+        n += 1
+        if im.get("failure") is not None:
+            failed += 1
+            continue
+        above = 0
+        for d in im.get("detections") or ():  # a dict with a float conf is read without the isinstance checks
+            if d.__class__ is dict:
+                conf = d.get("conf")
+                if (conf.__class__ is float or isinstance(conf, (int, float))) and conf >= threshold:
+                    above += 1
+            elif isinstance(d, Mapping) and isinstance(d.get("conf"), (int, float)) and d["conf"] >= threshold:
+                above += 1
+        detections += above
+        if above:
+            with_detections += 1
+    counts = {"images": n, "failed": failed, "with_detections": with_detections, "detections": detections,
+              "empty": n - failed - with_detections}
+    return counts
+
+
+def entry_json(entry: Mapping[str, Any]) -> bytes:
+    """One results entry's JSON, as both merges write it: ``gpu_batch.formats.jsonio.dumps`` (compact, UTF-8, on one line: the
+    exports read the results one entry per line). Since orjson (issue 11) entries have no spaces after ``,`` and
+    ``:`` and floats below 1e-4 are written ``0.00001``/``1e-7`` rather than ``1e-05``/``1e-07``: the same values."""
+    return jsonio.dumps(entry)
+
+
+def entry_fragment(entry: Mapping[str, Any]) -> bytes:
+    """One entry as a part writes it: always with the separator (the combine drops the very first comma)."""
+    return ENTRY_SEPARATOR + entry_json(entry)

@@ -1,0 +1,102 @@
+"""The worker's merge view gives a merge part exactly the bytes, counts, sample and search rows of its entry path."""
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+import pytest
+
+from gpu_batch import manifest as contract
+from gpu_batch.formats import jsonio
+from gpu_batch.formats.mergeview import VIEW_VERSION, ShardFormatter, build_view, read_view
+from gpu_batch.pool.simulated import synthetic_entry
+
+TASK, THRESHOLD = "task-view", 0.2
+
+
+def awkward_entries() -> tuple[list[str], list[dict[str, Any]]]:
+    """A shard whose names and entries reach every branch of the per-image formatting: two folders and the root,
+    names a CSV must quote or guard, non-ASCII, permanent failures, no detections, boxes too large for the search,
+    confidences below the search's floor, a repeated box, integer confidences."""
+    names = (["cam1/IMG_%04d.JPG" % i for i in range(40)] + ["cam2/ü, \"quoted\".jpg", "=formula.jpg", "root.jpg"]
+             + ["cam2/sub/%02d.png" % i for i in range(10)])
+    entries = [synthetic_entry(n, 1, 0.1, seed=7) for n in names]
+    for e in entries:  # the simulated worker's retryable failures would leave the shard to run again
+        if e.get("failure_kind") == contract.RETRYABLE:
+            e.update(contract.failure_fields("undecodable"))
+    entries[3] = {"file": names[3], "detections": [], "width": 640, "height": 480}
+    entries[4] = {"file": names[4], "detections": [{"category": "1", "conf": 0.9, "bbox": [0.1, 0.1, 0.9, 0.9]},
+                                                   {"category": "2", "conf": 0.05, "bbox": [0.1, 0.2, 0.1, 0.1]},
+                                                   {"category": "3", "conf": 1, "bbox": [0.5, 0.5, 0.1, 0.1]}],
+                  "width": 640, "height": 480}
+    rock = {"category": "1", "conf": 0.7, "bbox": [0.4, 0.3, 0.1, 0.08]}
+    for e in entries[10:30]:
+        if e.get("failure") is None:
+            e["detections"] = [*e["detections"], dict(rock)]
+    random.Random(3).shuffle(entries)  # a worker writes in any order; the merge goes by the manifest
+    return names, entries
+
+
+def as_merge_reads(entries: list[dict[str, Any]]) -> list[Any]:
+    """The entries as the merge has them: parsed from the results blob's bytes."""
+    return jsonio.loads(json.dumps({"images": entries}).encode("utf-8"))["images"]
+
+
+def test_a_view_absorbed_equals_the_shard_formatted_entry_by_entry() -> None:
+    names, entries = awkward_entries()
+    data = build_view(TASK, THRESHOLD, names, as_merge_reads(entries), '"0x8D1"', "0x8D2")
+    view = read_view(data)
+    assert view is not None and view.matches(TASK, THRESHOLD, "0x8D1", '"0x8D2"')
+
+    from gpu_batch.formats.entries import merge_entries
+    merged, missing = merge_entries(names, [as_merge_reads(entries)])
+    assert missing == 0
+    direct, viewed = ShardFormatter(TASK, THRESHOLD), ShardFormatter(TASK, THRESHOLD)
+    first = direct.add_shard(as_merge_reads([synthetic_entry("a/0.jpg", 1, 0.0)]))  # a shard before it, both ways
+    assert viewed.add_shard(as_merge_reads([synthetic_entry("a/0.jpg", 1, 0.0)])) == first
+    assert direct.add_shard(merged) == (view.json, view.csv)
+    viewed.absorb(view)
+
+    assert direct.counts == viewed.counts and direct.counts["failed"] > 0 and direct.counts["empty"] > 0
+    assert direct.reasons == viewed.reasons and direct.considered == viewed.considered > 0
+    assert json.dumps(direct.sampler.state()) == json.dumps(viewed.sampler.state())
+    assert {f: b",".join(p) for f, p in direct.folders.text.items()} == \
+           {f: b",".join(p) for f, p in viewed.folders.text.items()}
+    assert direct.folders.count == viewed.folders.count and len(direct.folders) == 4  # a, cam1, cam2, cam2/sub
+    assert view.json.count(b"\n  {") == len(names)  # every manifest image once, in the merged layout
+    assert '"=formula.jpg' not in view.csv.decode() and "'=formula.jpg" in view.csv.decode()
+
+
+def test_no_view_for_an_attempt_that_left_an_image_to_run_again() -> None:
+    names, entries = awkward_entries()
+    entries[0] = synthetic_entry(entries[0]["file"], 1, 1.0, seed=1)  # failure_rate 1: a failure, maybe retryable
+    entries[0].update(contract.failure_fields("download"))
+    assert build_view(TASK, THRESHOLD, names, as_merge_reads(entries), "e1", "e2") is None
+    assert build_view(TASK, THRESHOLD, names + ["never/written.jpg"], as_merge_reads(entries[1:] + [entries[0]]),
+                      "e1", "e2") is None
+
+
+@pytest.mark.parametrize("change", ["task", "threshold", "results", "manifest", "no results etag"])
+def test_a_view_matches_only_its_task_threshold_and_blobs(change: str) -> None:
+    names, entries = awkward_entries()
+    view = read_view(build_view(TASK, THRESHOLD, names, as_merge_reads(entries),
+                                "" if change == "no results etag" else "r1", "m1"))
+    assert view is not None
+    args = {"task_id": TASK, "threshold": THRESHOLD, "results_etag": "r1", "manifest_etag": "m1"}
+    if change != "no results etag":
+        assert view.matches(**args)
+        args[{"task": "task_id", "threshold": "threshold", "results": "results_etag",
+              "manifest": "manifest_etag"}[change]] = {"task": "other", "threshold": 0.21, "results": "r2",
+                                                       "manifest": "m2"}[change]
+    assert not view.matches(**args)
+
+
+def test_torn_or_foreign_bytes_are_no_view() -> None:
+    names, entries = awkward_entries()
+    data = build_view(TASK, THRESHOLD, names, as_merge_reads(entries), "r1", "m1")
+    assert data is not None and read_view(data) is not None
+    head, body = data.split(b"\n", 1)
+    other = json.dumps({**json.loads(head), "version": VIEW_VERSION + 1}).encode()
+    for bad in (None, b"", data[:-1], data + b"x", b"{}\n", other + b"\n" + body, b"not json\n" + body, head):
+        assert read_view(bad) is None
