@@ -48,10 +48,12 @@ class Shards:
             self.service.get_blob_client(self.images, name).upload_blob(jpeg_bytes(textured(256, 192, seed + i)))
         return names
 
-    def manifest(self, shard: str, images: list[str], output: str, attempt: int = 1) -> list[str]:
+    def manifest(self, shard: str, images: list[str], output: str, attempt: int = 1,
+                 merge_view_threshold: float | None = None) -> list[str]:
         doc = {"task_id": "task-res", "shard_id": shard, "attempt": attempt, "source_container": self.images,
                "images": images, "output_container": self.results, "output_blob": output,
-               "model": str(self.checkpoint), "detection_threshold": 0.005}
+               "model": str(self.checkpoint), "detection_threshold": 0.005,
+               "merge_view_threshold": merge_view_threshold}
         blob = f"tasks/task-res/{shard}/attempt-{attempt}-{output}.json"
         self.service.get_blob_client(self.state, blob).upload_blob(json.dumps(doc), overwrite=True)
         return ["--manifest-container", self.state, "--manifest-blob", blob]
@@ -144,7 +146,8 @@ def test_two_shards_through_one_server_match_two_cli_runs_and_the_second_reuses_
         assert summary_line(cli)["model_cache_hit"] is False
     runs = []
     for shard, images in (("s0", first), ("s1", second)):
-        proc = shards.run(RESIDENT_CLIENT_MODULE, shards.manifest(shard, images, f"{shard}-res.json"))
+        proc = shards.run(RESIDENT_CLIENT_MODULE, shards.manifest(shard, images, f"{shard}-res.json",
+                                                                  merge_view_threshold=0.2))
         assert proc.returncode == 0, proc.stderr[-3000:] + shards.server_log()[-3000:]
         assert "runs this shard" in proc.stderr and "INFO gpu_batch.worker: task=task-res" in proc.stderr
         runs.append(summary_line(proc))
@@ -160,6 +163,18 @@ def test_two_shards_through_one_server_match_two_cli_runs_and_the_second_reuses_
     assert one["resident"]["server_import_s"] > 0 and two["import_s"] < 0.5  # torch was imported once, by the server
     for summary in runs:  # measured from the client process's start, which the pool launched
         assert summary["start_to_first_batch_s"] > 0
+    # each shard's merge view, written by the server after it answered (while the next shard could run), names the
+    # results blob as stored (gpu_batch.formats.mergeview)
+    from gpu_batch import layout
+    from gpu_batch.formats.mergeview import read_view
+
+    container = shards.service.get_container_client(shards.results)
+    for shard in ("s0", "s1"):
+        name = layout.attempt_view_blob("task-res", shard, 1)
+        wait_until(lambda: container.get_blob_client(name).exists(), 60, f"the merge view of {shard}")
+        view = read_view(container.download_blob(name).readall())
+        results_etag = str(container.get_blob_client(f"{shard}-res.json").get_blob_properties().etag)
+        assert view is not None and view.counts["images"] == 4 and view.results_etag == results_etag.strip('"')
     print(f"start to first batch: first shard {one['start_to_first_batch_s']} s (server cold), "
           f"second {two['start_to_first_batch_s']} s (model cached)")
 

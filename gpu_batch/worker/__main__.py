@@ -88,6 +88,9 @@ class ShardOutcome:
 
     code: int
     summary: dict[str, Any] | None = None
+    # work left for after the answer (``run_shard``'s ``defer_view``): the merge view, written while the GPU runs
+    # the next shard instead of before this one ends
+    after: Callable[[], None] | None = None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -165,16 +168,19 @@ def choose_compile_cache(env: Mapping[str, str]) -> None:
 
 
 def run_shard(args: argparse.Namespace, env: Mapping[str, str], fault: Any, *, process_started: float,
-              models: ModelCache | None = None, stop_check: Callable[[], None] | None = None) -> ShardOutcome:
+              models: ModelCache | None = None, stop_check: Callable[[], None] | None = None,
+              defer_view: bool = False) -> ShardOutcome:
     """Run the shard ``args`` name; the exit code and summary, the same for the CLI and the resident worker.
 
     ``fault`` is the ``faults.Fault`` of this run (its start-time part already applied by the caller);
     ``process_started`` the wall-clock start of the process the pool launched (for ``start_to_first_batch_s``);
     ``models`` a resident worker's model cache (None: load the model); ``stop_check`` is called between results and
-    raises ``ShardCancelled`` to stop the shard, whose results so far are then flushed (exit ``EXIT_CANCELLED``).
+    raises ``ShardCancelled`` to stop the shard, whose results so far are then flushed (exit ``EXIT_CANCELLED``);
+    ``defer_view``: the merge view is not written before returning but left to the outcome's ``after`` (a resident
+    worker runs it once it has answered, so the GPU does not wait on it; a process that exits must not defer).
     """
     try:
-        return _run(args, env, fault, process_started, models, stop_check)
+        return _run(args, env, fault, process_started, models, stop_check, defer_view)
     except _Usage as exc:
         logger.error("%s", exc)
         return ShardOutcome(EXIT_BAD_INPUT)
@@ -184,7 +190,7 @@ def run_shard(args: argparse.Namespace, env: Mapping[str, str], fault: Any, *, p
 
 
 def _run(args: argparse.Namespace, env: Mapping[str, str], fault: Any, process_started: float,
-         models: ModelCache | None, stop_check: Callable[[], None] | None) -> ShardOutcome:
+         models: ModelCache | None, stop_check: Callable[[], None] | None, defer_view: bool = False) -> ShardOutcome:
     """Run one shard and return its exit code; each helper below owns one step and the exit code of its failure.
 
     Why the steps stay in this order: the shard's clock starts after the imports, the CUDA warm-up overlaps the model
@@ -242,7 +248,7 @@ def _run(args: argparse.Namespace, env: Mapping[str, str], fault: Any, process_s
     try:
         writer.start()
         run_images(todo, source, model, writer, manifest.detection_threshold, options, summary, stop_check)
-        writer.close(_completed_info(info))
+        writer.close(_completed_info(info), view_later=defer_view)
     except OutputNotWritable as exc:
         logger.error("%s %s", label, exc)
         return ShardOutcome(EXIT_OUTPUT)
@@ -253,7 +259,7 @@ def _run(args: argparse.Namespace, env: Mapping[str, str], fault: Any, process_s
     summary.seconds = time.monotonic() - started
     logger.info("%s finished: %s", label, summary.to_dict())
     return ShardOutcome(EXIT_OK, _summary_dict(summary, args, device, started, import_s, model_loaded_s,
-                                               process_started, cache_hit))
+                                               process_started, cache_hit), writer.write_view if defer_view else None)
 
 
 def _stopped(writer: ResultWriter, label: str, summary: ShardSummary, why: ShardCancelled) -> ShardOutcome:

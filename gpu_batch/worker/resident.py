@@ -46,7 +46,7 @@ import threading
 import time
 from collections import OrderedDict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Hashable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Hashable, Mapping, Sequence
 
 from gpu_batch import exit_codes
 from gpu_batch.worker import resident_protocol as wire
@@ -243,10 +243,13 @@ class Server:
                 threading.Thread(target=_stop_watchdog, args=(conn, finished), name="resident-stop-watchdog",
                                  daemon=True).start()
                 try:
-                    code, summary = self._run(request, conn)
+                    code, summary, after = self._run(request, conn)
                 finally:
                     finished.set()
                 conn.send({"type": "done", "exit_code": code, "summary": summary})
+                if after is not None:  # the merge view: written while the next shard runs (gpu_batch.formats.mergeview)
+                    threading.Thread(target=_after_shard, args=(after,), name="resident-merge-view",
+                                     daemon=True).start()
         except wire.ProtocolError as exc:
             logger.warning("resident worker: bad request: %s", exc)
         except Exception:  # noqa: BLE001 - answered as a crashed CLI would be; then the server exits
@@ -292,8 +295,10 @@ class Server:
         except OSError:
             pass
 
-    def _run(self, request: Mapping[str, Any], conn: _Connection) -> tuple[int, dict[str, Any] | None]:
-        """Run one shard with the request's command line and environment; its exit code and summary."""
+    def _run(self, request: Mapping[str, Any], conn: _Connection
+             ) -> tuple[int, dict[str, Any] | None, Callable[[], None] | None]:
+        """Run one shard with the request's command line and environment; its exit code, summary and the work left
+        for after the answer (``ShardOutcome.after``)."""
         from gpu_batch.worker import __main__ as cli
         from gpu_batch.worker.faults import Fault, FaultSpecError
 
@@ -311,7 +316,7 @@ class Server:
             args = cli.parse_args(argv)  # argparse's own messages go to this server's stderr
             if isinstance(args, int):
                 conn.send({"type": "log", "line": f"bad worker arguments: {' '.join(argv)}"})
-                return args, None
+                return args, None, None
             level = logging.getLevelName(args.log_level.upper())
             handler = _StreamHandler(conn, level if isinstance(level, int) else logging.INFO)
             root.addHandler(handler)
@@ -320,7 +325,7 @@ class Server:
                 fault = Fault.from_env(env)
             except FaultSpecError as exc:
                 logging.getLogger("gpu_batch.worker").error("%s", exc)
-                return cli.EXIT_BAD_INPUT, None
+                return cli.EXIT_BAD_INPUT, None, None
 
             def stop_check() -> None:
                 if conn.gone.is_set():
@@ -328,7 +333,7 @@ class Server:
 
             try:
                 outcome = cli.run_shard(args, env, fault, process_started=process_started, models=self.models,
-                                        stop_check=stop_check)
+                                        stop_check=stop_check, defer_view=True)
             except Exception:
                 logging.getLogger("gpu_batch.worker").exception("the shard failed unexpectedly")  # to the client too
                 raise
@@ -336,13 +341,21 @@ class Server:
             if summary is not None:
                 summary["resident"] = {"server_pid": os.getpid(), "shard_number": self.shards_served,
                                        "server_import_s": round(self.import_s, 3), "models_cached": len(self.models)}
-            return outcome.code, summary
+            return outcome.code, summary, outcome.after
         finally:
             if handler is not None:
                 root.removeHandler(handler)
             root.setLevel(saved_level)
             _swap_environ(saved_env, keep=())
             os.chdir(saved_cwd)
+
+
+def _after_shard(work: Callable[[], None]) -> None:
+    """Run a shard's deferred work (its merge view, best effort: the merge reads the entries without it)."""
+    try:
+        work()
+    except Exception:  # noqa: BLE001 - never the server's end: the shard's results are written already
+        logger.exception("resident worker: a shard's merge view failed")
 
 
 def _stop_watchdog(conn: _Connection, finished: threading.Event) -> None:

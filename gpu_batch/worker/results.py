@@ -29,6 +29,7 @@ Must not: run models or decode images.
 """
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -310,8 +311,9 @@ class ResultWriter:
                     self.error = exc
                     return
 
-    def close(self, extra_info: Mapping[str, Any] | None = None) -> None:
-        """Stop the flushing thread and write the final document."""
+    def close(self, extra_info: Mapping[str, Any] | None = None, view_later: bool = False) -> None:
+        """Stop the flushing thread and write the final document, its coverage summary and (unless ``view_later``:
+        the caller runs ``write_view`` when the GPU has other work, as the resident worker does) its merge view."""
         self._stop.set()
         self._wake.set()
         if self._thread.is_alive():
@@ -320,7 +322,8 @@ class ResultWriter:
             raise self.error
         self.flush(extra_info)
         self._write_coverage()
-        self._write_view()
+        if not view_later:
+            self.write_view()
 
     def _write_coverage(self) -> None:
         """The coverage summary of what the last flush wrote, tied to the identity its write returned."""
@@ -335,15 +338,20 @@ class ResultWriter:
         except OutputNotWritable as exc:  # the results are safe; the app parses them instead
             logger.warning("coverage summary %s not written: %s", self.coverage.sink.describe(), exc)
 
-    def _write_view(self) -> None:
+    def write_view(self) -> None:
         """The merge's view of what the last flush wrote (``gpu_batch.formats.mergeview``), made from those bytes as
         the merge parses them and tied to the identity their write returned. Best effort: without it the merge reads
-        the entries, as before; none when an image of the manifest has no final entry (the shard runs again)."""
+        the entries, as before; none when an image of the manifest has no final entry (the shard runs again).
+
+        Cost: about 0.1 s of one core per 10,000 images (``bench/RESULTS.md``, eleventh session), with the garbage
+        collector paused meanwhile (a few MB of short-lived objects, each young collection otherwise a third more)."""
         if self.view is None or self._written is None or not self._written[0]:
             return
         identity, _, data = self._written
         assert identity is not None
         started = time.monotonic()
+        collecting = gc.isenabled()
+        gc.disable()
         try:
             doc = jsonio.loads(data)
             view = mergeview.build_view(self.view.task_id, self.view.threshold, self.view.images,
@@ -351,6 +359,9 @@ class ResultWriter:
         except (ValueError, TypeError, KeyError, AttributeError) as exc:  # our own document: a bug, not a stop
             logger.warning("merge view for %s not made: %s", self.sink.describe(), exc)
             return
+        finally:
+            if collecting:
+                gc.enable()
         if view is None:
             return
         try:
