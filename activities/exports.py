@@ -9,17 +9,17 @@ uploaded in blocks, and the Zooniverse batches are written a group of files at a
 all three formats: its Zooniverse row is made in the same pass and kept in a temporary file until the eligible count
 (which the shuffle needs) is known, then handed to its batch (``_write_zooniverse_rows``). An explicit image list's
 metadata (``ListMetadata``) is read one shard's document at a time, in step with the results, and goes into every
-export: COCO image fields (``core.coco.list_fields``), Camtrap DP media, deployments and events (``core.camtrapdp``)
+export: COCO image fields (``gpu_batch.formats.coco.list_fields``), Camtrap DP media, deployments and events (``core.camtrapdp``)
 and Zooniverse subject columns (``core.zooniverse``).
 
 Writes ``results/<task>/exports[/<variant>]/`` (names in ``gpu_batch.layout``): ``coco.json``
-(``core.coco``), ``camtrap-dp/`` (``core.camtrapdp``), ``zooniverse/batch-NNN.csv`` (``core.zooniverse``).
+(``gpu_batch.formats.coco``), ``camtrap-dp/`` (``core.camtrapdp``), ``zooniverse/batch-NNN.csv`` (``core.zooniverse``).
 Idempotent: the same results give the same bytes (stable ids, a seeded shuffle), and batches an earlier run wrote
 beyond this run's count are deleted.
 
 Scale, measured: ~3,200 images/s on one shared CPU core without size reads (50,000 images in 16 s, Azurite), so
 one activity exports about 1.9M images within the app's ``functionTimeout`` (10 min, host.json). COCO's pixel sizes
-come from the entries themselves (the worker writes ``width``/``height``, ``core.coco.entry_size``), so results
+come from the entries themselves (the worker writes ``width``/``height``, ``gpu_batch.formats.coco.entry_size``), so results
 written by today's worker need no image read; only entries without them (results written before, entries a re-run
 reused from them) add one ranged header GET per image (16 at a time), the fallback. So this activity runs only for a merge of one part, for an
 orchestration whose merge predates the fan-out, and as the fallback when the parts' deployments conflict: a merge of
@@ -45,15 +45,16 @@ from typing import IO, Any, Callable, Iterator
 
 import azure.durable_functions as df
 
+from activities.fanin import coco_views
 from adapters import clients
 from adapters.blob_files import delete_under, download_to
 from adapters.blobs import BlobStore
 from adapters.image_sizes import with_sizes
-from core import camtrapdp, coco, mdformat, zooniverse
-from gpu_batch.formats import csvline
+from core import camtrapdp, mdformat, zooniverse
 from core import contracts as c
 from core.settings import Settings
 from gpu_batch import layout
+from gpu_batch.formats import coco, csvline
 
 logger = logging.getLogger(__name__)
 bp = df.Blueprint()
@@ -140,6 +141,23 @@ class ListMetadata:
                 return None
             self.index, self.current, self.upcoming = self.index + 1, self.upcoming, None
         return self.current.get(file)
+
+
+def needs_no_size(entry: dict[str, Any]) -> str | None:
+    """No image's header is read: COCO's lines come from the merge views, whose entries all have sizes."""
+    return None
+
+
+def write_view_lines(writer: coco.CocoWriter, views: list[tuple[bytes, bytes, int, int]], images: IO[str],
+                     annotations: IO[str], continued: bool) -> None:
+    """The views' COCO lines into the writer's streams, and their counts into its counts: what ``writer.add`` of
+    every entry would have written. Each line carries its leading comma; ``continued`` False (the whole document)
+    drops the very first one of each stream, as ``CocoWriter`` writes no comma before its first line."""
+    for stream, lines in ((images, [view[0] for view in views]), (annotations, [view[1] for view in views])):
+        text = b"".join(lines).decode("utf-8")
+        stream.write(text if continued or not text else text[1:])
+    writer.counts["images"] += sum(view[2] for view in views)
+    writer.counts["annotations"] += sum(view[3] for view in views)
 
 
 def _write_zooniverse(store: BlobStore, container: str, task_id: str, variant: str, results: IO[bytes],
@@ -230,6 +248,11 @@ class ExportContext:
                                         completed_at=self.completed_at,
                                         classified_by=f"MegaDetector {mdformat.detector_version(self.model)}")
 
+    def plain(self) -> bool:
+        """Whether these exports are what a worker's merge view assumes for its COCO lines: the original variant,
+        MegaDetector's categories, no image-list metadata (``activities.fanin.coco_views``)."""
+        return not self.variant and self.categories == mdformat.DETECTION_CATEGORIES and not self.list_shards
+
     def coco_info(self) -> dict[str, Any]:
         return {"description": f"trapbatch {self.task_id}: {self.title}", "detector": self.info.get("detector"),
                 "detection_completion_time": self.completed_at,
@@ -297,12 +320,17 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
                 return str(entry.get("file"))
 
             listed = ListMetadata(store, container, task_id, list_shards)
+            views = coco_views(store, settings, task_id, 0, int(enumeration.get("shards") or 0), cut, ctx.plain())
+            if views is not None:  # the workers made COCO's lines (issue 11): the entries go to the other formats
+                write_view_lines(writer, views, tmp["images"], tmp["annotations"], continued=False)
+                needs_size = needs_no_size
             for entry, size in sized(settings, source or store, str(enumeration.get("container", "")),
                                      _entries(results), needs_size):
                 if entry.get("failure") is None and size is None and coco.entry_size(entry) is None:
                     sizes_unknown += 1
                 metadata = listed.get(str(entry["file"]))  # every entry, in order (the walk keeps step)
-                writer.add(entry, size, metadata)
+                if views is None:
+                    writer.add(entry, size, metadata)
                 row, rows = camtrap.add_lines(entry, metadata)
                 media.write(row)
                 observations.write(rows)

@@ -146,6 +146,24 @@ def clean_view(store: BlobStore, settings: Settings, task_id: str, index: int, t
     return view
 
 
+def coco_views(store: BlobStore, settings: Settings, task_id: str, first_shard: int, shards: int, threshold: float,
+               plain: bool) -> list[tuple[bytes, bytes, int, int]] | None:
+    """COCO's lines of shards ``first_shard .. +shards`` from the workers' merge views (``gpu_batch.formats.mergeview``,
+    ``clean_view``): what an exports activity would write for their entries at ``threshold``; None unless every one
+    of them has a usable view with COCO lines (then the caller formats every entry, as before). ``plain``: the
+    exports have MegaDetector's categories, no image-list metadata and the original variant (what a view assumes)."""
+    if not plain or shards <= 0:
+        return None
+    found = []
+    for index in range(first_shard, first_shard + shards):
+        listed = store.list_etags(settings.container, layout.shard_prefix(task_id, layout.shard_id(index)))
+        view = clean_view(store, settings, task_id, index, threshold, listed)
+        if view is None or view.coco is None:
+            return None
+        found.append(view.coco)
+    return found
+
+
 def write_folders(store: BlobStore, container: str, task_id: str, part: int, folders: FolderRows,
                   work: str = "") -> None:
     """Each folder's eligible detections as one JSON line ``[folder, [[file, cat, x, y, w, h, conf], ...]]``, folders

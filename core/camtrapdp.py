@@ -25,7 +25,7 @@ the detection completion time, and such media say so in ``mediaComments`` while 
 else written as 0, 0 with a ``deploymentComments`` note to replace them before publishing.
 
 An explicit image list's metadata (``core.imagelist``), when the caller gives an image's row: the columns
-``core.listfields`` recognises fill Camtrap DP fields, and the rest is kept in the media row:
+``gpu_batch.formats.listfields`` recognises fill Camtrap DP fields, and the rest is kept in the media row:
 
 * a capture time (``datetime``, ``timestamp``...) is the media ``timestamp`` when the entry has no readable
   ``datetime`` of its own (a time without offset is taken as UTC, as for EXIF);
@@ -54,8 +54,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
-from core import listfields
-from gpu_batch.formats import csvline
+from gpu_batch.formats import csvline, listfields
 
 VERSION = "1.0.2"
 _BASE = f"https://raw.githubusercontent.com/tdwg/camtrap-dp/{VERSION}/"
@@ -87,7 +86,7 @@ LIST_METADATA_LABEL = "image list: "  # mediaComments: the image list's other co
 # that object as json.dumps(rest, ensure_ascii=False) writes it (people read it; tests and docs spell it), from one
 # shared encoder (json.dumps builds one per call); deliberately not gpu_batch.formats.jsonio's compact form
 _COMMENT_JSON = json.JSONEncoder(ensure_ascii=False)
-# core.listfields concepts the Camtrap DP tables have a field for
+# gpu_batch.formats.listfields concepts the Camtrap DP tables have a field for
 LIST_FIELDS = ("datetime", "location", "latitude", "longitude", "camera_id", "seq_id")
 
 

@@ -435,6 +435,7 @@ class ExportsPartInput(TypedDict):
     offset: int  # the part's bytes in the results' images array, from just after its "[" (core.exportparts)
     length: int
     threshold: NotRequired[float]
+    shards: NotRequired[int]  # how many shards from first_shard (the workers' merge views hold their COCO lines)
 
 
 class ExportsPartOutput(TypedDict):

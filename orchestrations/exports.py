@@ -28,9 +28,10 @@ def exports(context: df.DurableOrchestrationContext, task_id: str, variant: str,
         single: c.ExportsOutput = yield from call(context, c.EXPORTS, STORAGE_RETRY,
                                                   c.ExportsInput(task_id=task_id, variant=variant))
         return single
+    shards = [int(p[1]) for p in merged.get("parts") or []]  # MergeOutput.parts: [first shard, shards, json bytes]
     parts: list[c.ExportsPartOutput] = yield from call_all(context, c.EXPORTS_PART, [
         c.ExportsPartInput(task_id=task_id, variant=variant, part=part, first_shard=first, offset=offset,
-                           length=length) for part, first, offset, length in ranges])
+                           length=length, shards=shards[part]) for part, first, offset, length in ranges])
     combined: c.ExportsCombineOutput = yield from call(context, c.EXPORTS_COMBINE, STORAGE_RETRY,
                                                       c.ExportsCombineInput(task_id=task_id, variant=variant,
                                                                             parts=parts))

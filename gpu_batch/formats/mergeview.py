@@ -18,20 +18,26 @@ A view is trusted only for the exact documents it was made from, as the coverage
 and only for the task and threshold it was made with (the app's setting may have changed since the manifest was
 written). Anything else, or a view that does not parse, and the merge reads the entries as before.
 
-Layout: one line of JSON (the header: version, identity, counts, the preview sampler's state, the folders' sizes),
-``\\n``, then the entries' JSON fragments, their CSV lines, and each folder's rows, back to back.
+The exports use it too: its COCO lines (``coco_lines``: they depend only on the entry, the threshold and the
+categories) are what an exports activity writes for the shard when the task has no image-list metadata.
+
+Layout: one line of JSON (the header: version, identity, counts, the preview sampler's state, the folders' sizes,
+COCO's sizes and counts), ``\\n``, then the entries' JSON fragments, their CSV lines, each folder's rows, and COCO's
+image and annotation lines, back to back.
 
 Must not: do I/O.
 """
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
+from gpu_batch.formats import coco
 from gpu_batch.formats.detections_csv import CsvLines
 from gpu_batch.formats.eligible import FolderRows, RepeatOptions, eligible_detections
-from gpu_batch.formats.entries import entry_fragment, failure_counts, merge_entries, summarize
+from gpu_batch.formats.entries import DETECTION_CATEGORIES, entry_fragment, failure_counts, merge_entries, summarize
 from gpu_batch.formats.previewsample import PreviewSampler
 from gpu_batch.manifest import plain_etag
 
@@ -103,6 +109,9 @@ class ShardView:
     json: bytes
     csv: bytes
     folders: list[tuple[str, int, bytes]] = field(default_factory=list)
+    # COCO's image and annotation lines of the shard as an exports part writes them (each with its leading comma),
+    # and how many of each; None when a success has no size (the exports then read that image's header)
+    coco: tuple[bytes, bytes, int, int] | None = None
 
     def matches(self, task_id: str, threshold: float, results_etag: str, manifest_etag: str) -> bool:
         """Whether this view was made for this task's threshold from exactly these results and manifest blobs."""
@@ -127,8 +136,27 @@ def build_view(task_id: str, threshold: float, manifest_images: Iterable[str], a
               "counts": formatter.counts, "failure_reasons": formatter.reasons, "considered": formatter.considered,
               "sample": formatter.sampler.state(), "json_bytes": len(json_bytes), "csv_bytes": len(csv_bytes),
               "folders": [[folder, count, len(rows)] for folder, count, rows in folders]}
+    images, annotations, counts = coco_lines(entries, threshold)
+    if images is not None:
+        header["coco"] = {"images_bytes": len(images), "annotations_bytes": len(annotations), **counts}
     head = json.dumps(header, ensure_ascii=False, separators=(",", ":")).encode("utf-8")  # one line: no raw newline
-    return b"".join([head, b"\n", json_bytes, csv_bytes, *(rows for _, _, rows in folders)])
+    return b"".join([head, b"\n", json_bytes, csv_bytes, *(rows for _, _, rows in folders), images or b"",
+                     annotations])
+
+
+def coco_lines(entries: Sequence[Mapping[str, Any]], threshold: float) -> tuple[bytes | None, bytes, dict[str, int]]:
+    """The shard's COCO image and annotation lines (``coco.CocoWriter`` of an exports part: each line with its
+    leading comma) at ``threshold``, with MegaDetector's categories and no image list; ``(None, b"", {})`` when a
+    success has no size of its own (an exports activity reads such an image's header for it)."""
+    if not all(e.get("failure") is not None or coco.entry_size(e) for e in entries):
+        return None, b"", {}
+    images, annotations = io.StringIO(), io.StringIO()
+    writer = coco.CocoWriter(images, annotations, threshold, DETECTION_CATEGORIES, continued=True)
+    for entry in entries:
+        writer.add(entry, None)
+    writer.flush()
+    return (images.getvalue().encode("utf-8"), annotations.getvalue().encode("utf-8"),
+            {"images": writer.counts["images"], "annotations": writer.counts["annotations"]})
 
 
 def read_view(data: bytes | None) -> ShardView | None:
@@ -151,6 +179,14 @@ def read_view(data: bytes | None) -> ShardView | None:
         for folder, count, length in header["folders"]:
             folders.append((str(folder), int(count), data[position:position + int(length)]))
             position += int(length)
+        coco_view: tuple[bytes, bytes, int, int] | None = None
+        if header.get("coco") is not None:
+            c = header["coco"]
+            images_end = position + int(c["images_bytes"])
+            annotations_end = images_end + int(c["annotations_bytes"])
+            coco_view = (data[position:images_end], data[images_end:annotations_end], int(c["images"]),
+                         int(c["annotations"]))
+            position = annotations_end
         if position != len(data):
             return None  # torn or padded: not the bytes the header describes
         counts = {key: int(header["counts"][key]) for key in COUNTS}
@@ -160,6 +196,6 @@ def read_view(data: bytes | None) -> ShardView | None:
             return None
         return ShardView(str(header["task_id"]), float(header["threshold"]), str(header["results_etag"]),
                          str(header["manifest_etag"]), counts, reasons, int(header["considered"]), sample,
-                         data[at:json_end], data[json_end:csv_end], folders)
+                         data[at:json_end], data[json_end:csv_end], folders, coco_view)
     except (KeyError, TypeError, ValueError):
         return None

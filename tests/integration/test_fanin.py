@@ -311,3 +311,64 @@ def test_merge_parts_compose_the_workers_views_into_the_single_pass_bytes(task: 
     read_results = {i for i in range(counts["shards"])
                     if layout.attempt_results_blob(tid, layout.shard_id(i), 1) in reads}
     assert read_results == {3, 5, 7, 8, stale, other}  # shard 2 has none; every usable view was used instead
+
+
+def test_exports_take_cocos_lines_from_the_workers_views_and_write_the_same_bytes(task: Any, monkeypatch: Any) -> None:
+    """With every shard viewed, neither the single exports activity nor an exports part formats a COCO line (the
+    views hold them), and COCO and Camtrap DP are the bytes the entries give; one shard without a view sends its
+    part (the single activity: everything) back to the entries."""
+    from activities.exportparts import run_exports_combine, run_exports_part
+    from activities.exports import run_exports
+    from core.exportparts import part_ranges
+    from gpu_batch.formats import coco
+    from gpu_batch.pool.simulated import synthetic_entry
+
+    settings, store, tid, counts = task
+    for index in range(counts["shards"]):  # every shard finished cleanly, with sizes: each can have a view
+        sid = layout.shard_id(index)
+        images = ShardManifest.from_dict(store.read_json(settings.container, layout.manifest_blob(tid, sid, 1))).images
+        store.write_bytes(settings.container, layout.attempt_results_blob(tid, sid, 1),
+                          json.dumps({"images": [synthetic_entry(n, 1, 0.0, seed=3) for n in images]}).encode())
+    merged = run_orchestrator(merge_orchestrator, {"task_id": tid, "model": MODEL, "images_per_part": 12, **counts},
+                              real_activities(settings, store)).output
+    prefix = layout.exports_prefix(tid)
+
+    def exported() -> dict[str, bytes]:
+        names = [n for n in store.list_names(settings.container, prefix)
+                 if n.endswith(("coco.json", "media.csv", "observations.csv", "deployments.csv"))]
+        out = {n: store.read_bytes(settings.container, n) for n in names}
+        for name in store.list_names(settings.container, prefix):
+            store.service.get_blob_client(settings.container, name).delete_blob()
+        return out
+
+    single = run_exports(tid, settings, store)
+    expected = exported()
+    assert len(expected) == 4 and single["annotations"] > 0
+    written = write_worker_views(settings, store, tid, range(counts["shards"]), settings.threshold_for(MODEL, None))
+    assert written == set(range(counts["shards"]))
+    formatted: list[str] = []
+    original = coco.convert_entry
+    monkeypatch.setattr(coco, "convert_entry", lambda entry, *a, **k: formatted.append(entry["file"]) or original(
+        entry, *a, **k))
+
+    assert run_exports(tid, settings, store) == single and exported() == expected and formatted == []
+
+    ranges = part_ranges(merged["parts"])
+    assert len(ranges) > 2
+
+    def fanned() -> dict[str, bytes]:
+        outs = [run_exports_part(c.ExportsPartInput(task_id=tid, variant="", part=p, first_shard=f, offset=o,
+                                                    length=n, shards=merged["parts"][p][1]), settings, store)
+                for p, f, o, n in ranges]
+        combined = run_exports_combine(c.ExportsCombineInput(task_id=tid, variant="", parts=outs), settings, store)
+        assert not combined["conflict"] and combined["output"]["annotations"] == single["annotations"]
+        return exported()
+
+    assert fanned() == expected and formatted == []
+    view_of_1 = layout.attempt_view_blob(tid, layout.shard_id(1), 1)
+    store.service.get_blob_client(settings.container, view_of_1).delete_blob()
+    assert fanned() == expected
+    first, shards = merged["parts"][0][0], merged["parts"][0][1]
+    assert first == 0 and shards > 1  # the part of shard 1 formatted its entries again, and only it did
+    assert len(formatted) == sum(len(ShardManifest.from_dict(store.read_json(settings.container, layout.manifest_blob(
+        tid, layout.shard_id(i), 1))).images) for i in range(shards)) > 0

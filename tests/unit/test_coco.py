@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from core import coco, mdformat
+from core import mdformat
+from gpu_batch.formats import coco
 
 from megadetector.postprocessing import md_to_coco  # the oracle (requirements/oracle.txt)
 

@@ -1,9 +1,9 @@
-"""Which image-list columns are well-known export fields (core.listfields)."""
+"""Which image-list columns are well-known export fields (gpu_batch.formats.listfields)."""
 from __future__ import annotations
 
 import pytest
 
-from core import listfields
+from gpu_batch.formats import listfields
 
 
 @pytest.mark.parametrize(("column", "concept"), [("Site", "location"), ("location_id", "location"),

@@ -15,7 +15,7 @@ Where we differ, on purpose: annotation ids are ``uuid5`` of the file and the de
 MegaDetector's normalized box as ``md_bbox`` and no ``bbox`` (``md_to_coco`` refuses the whole file instead).
 
 An explicit image list's metadata (``core.imagelist``), when the caller gives an image's row: the columns
-``core.listfields`` recognises fill COCO Camera Traps' optional image fields (``datetime``, ``location``, ``seq_id``,
+``gpu_batch.formats.listfields`` recognises fill COCO Camera Traps' optional image fields (``datetime``, ``location``, ``seq_id``,
 ``frame_num``, ``seq_num_frames``, ``rights_holder``; see ``list_fields``), and every other column goes, under its
 own name, into one object, ``image_list_metadata`` (COCO Camera Traps allows additional image fields). md_to_coco
 knows no image list: without one the document is exactly its.
@@ -34,11 +34,11 @@ import json
 import uuid
 from typing import IO, Any, Mapping
 
-from core import listfields
+from gpu_batch.formats import listfields
 from gpu_batch.formats import jsonio
 
 LIST_METADATA_FIELD = "image_list_metadata"  # the image list's columns that are no COCO Camera Traps field
-# COCO Camera Traps' optional image fields an image list may fill (core.listfields concepts); the integer ones
+# COCO Camera Traps' optional image fields an image list may fill (gpu_batch.formats.listfields concepts); the integer ones
 # must read as integers (else the value stays in LIST_METADATA_FIELD)
 LIST_FIELDS = ("datetime", "location", "seq_id", "frame_num", "seq_num_frames", "rights_holder")
 _INTEGER_FIELDS = ("frame_num", "seq_num_frames")
