@@ -28,14 +28,15 @@ from typing import IO, Any, Iterator
 
 import azure.durable_functions as df
 
-from activities.exports import (LineBuffer, ListMetadata, _write_zooniverse, needs_no_size, prepare, sized,
-                               write_descriptor, write_view_lines)
-from activities.fanin import coco_views
+from activities.exports import (LineBuffer, ListMetadata, ViewLines, _write_zooniverse, needs_no_size, prepare, sized,
+                               write_descriptor)
+from activities.fanin import export_views
 from adapters import clients
 from adapters.blob_files import download_to
 from adapters.blobs import BlobStore
 from adapters.compose import Piece, compose_blob, delete_prefix
-from core import camtrapdp, exportparts, mdformat, zooniverse
+from core import exportparts, mdformat, zooniverse
+from gpu_batch.formats import camtrapdp
 from gpu_batch.formats import coco, jsonio
 from core import contracts as c
 from core.fanin import json_ranges
@@ -112,21 +113,24 @@ def run_exports_part(payload: c.ExportsPartInput, settings: Settings, store: Blo
             return str(entry.get("file"))
 
         listed = ListMetadata(store, container, task_id, ctx.list_shards, payload["first_shard"])
-        views = coco_views(store, settings, task_id, payload["first_shard"], int(payload.get("shards", 0)), ctx.cut,
-                           ctx.plain())
-        if views is not None:  # the workers made COCO's lines (issue 11): the entries go to the other formats
-            write_view_lines(writer, views, text["images"], text["annotations"], continued=True)
+        views = ViewLines(export_views(store, settings, task_id, payload["first_shard"], int(payload.get("shards", 0)),
+                                       ctx.cut, ctx.plain()), camtrap)
+        if views.coco:  # the workers made COCO's lines (issue 11): the entries go to the other formats
+            views.write_coco(writer, text["images"], text["annotations"], continued=True)
             needs_size = needs_no_size
+        if views.camtrap:  # and Camtrap DP's
+            views.write_camtrap(camtrap, media, observations)
         for entry, size in sized(settings, source or store, str(ctx.enumeration.get("container", "")),
                                  _lines(entries), needs_size):
             if entry.get("failure") is None and size is None and coco.entry_size(entry) is None:
                 counts["sizes_unknown"] += 1
             metadata = listed.get(str(entry["file"]))
-            if views is None:
+            if not views.coco:
                 writer.add(entry, size, metadata)
-            row, rows = camtrap.add_lines(entry, metadata)
-            media.write(row)
-            observations.write(rows)
+            if not views.camtrap:
+                row, rows = camtrap.add_lines(entry, metadata)
+                media.write(row)
+                observations.write(rows)
             counts["eligible"] += not zooniverse.excluded(entry)
         writer.flush()
         media.flush()

@@ -9,11 +9,11 @@ uploaded in blocks, and the Zooniverse batches are written a group of files at a
 all three formats: its Zooniverse row is made in the same pass and kept in a temporary file until the eligible count
 (which the shuffle needs) is known, then handed to its batch (``_write_zooniverse_rows``). An explicit image list's
 metadata (``ListMetadata``) is read one shard's document at a time, in step with the results, and goes into every
-export: COCO image fields (``gpu_batch.formats.coco.list_fields``), Camtrap DP media, deployments and events (``core.camtrapdp``)
+export: COCO image fields (``gpu_batch.formats.coco.list_fields``), Camtrap DP media, deployments and events (``gpu_batch.formats.camtrapdp``)
 and Zooniverse subject columns (``core.zooniverse``).
 
 Writes ``results/<task>/exports[/<variant>]/`` (names in ``gpu_batch.layout``): ``coco.json``
-(``gpu_batch.formats.coco``), ``camtrap-dp/`` (``core.camtrapdp``), ``zooniverse/batch-NNN.csv`` (``core.zooniverse``).
+(``gpu_batch.formats.coco``), ``camtrap-dp/`` (``gpu_batch.formats.camtrapdp``), ``zooniverse/batch-NNN.csv`` (``core.zooniverse``).
 Idempotent: the same results give the same bytes (stable ids, a seeded shuffle), and batches an earlier run wrote
 beyond this run's count are deleted.
 
@@ -45,16 +45,18 @@ from typing import IO, Any, Callable, Iterator
 
 import azure.durable_functions as df
 
-from activities.fanin import coco_views
+from activities.fanin import export_views
 from adapters import clients
 from adapters.blob_files import delete_under, download_to
 from adapters.blobs import BlobStore
 from adapters.image_sizes import with_sizes
-from core import camtrapdp, mdformat, zooniverse
+from core import mdformat, zooniverse
+from gpu_batch.formats import camtrapdp
 from core import contracts as c
 from core.settings import Settings
 from gpu_batch import layout
 from gpu_batch.formats import coco, csvline
+from gpu_batch.formats.mergeview import ShardView
 
 logger = logging.getLogger(__name__)
 bp = df.Blueprint()
@@ -148,16 +150,41 @@ def needs_no_size(entry: dict[str, Any]) -> str | None:
     return None
 
 
-def write_view_lines(writer: coco.CocoWriter, views: list[tuple[bytes, bytes, int, int]], images: IO[str],
-                     annotations: IO[str], continued: bool) -> None:
-    """The views' COCO lines into the writer's streams, and their counts into its counts: what ``writer.add`` of
-    every entry would have written. Each line carries its leading comma; ``continued`` False (the whole document)
-    drops the very first one of each stream, as ``CocoWriter`` writes no comma before its first line."""
-    for stream, lines in ((images, [view[0] for view in views]), (annotations, [view[1] for view in views])):
-        text = b"".join(lines).decode("utf-8")
-        stream.write(text if continued or not text else text[1:])
-    writer.counts["images"] += sum(view[2] for view in views)
-    writer.counts["annotations"] += sum(view[3] for view in views)
+class ViewLines:
+    """What the workers' merge views give an exports activity (``activities.fanin.export_views``): COCO's lines when
+    every view has them, Camtrap DP's when every view has them and the task's values fit in them; each part alone
+    (``coco`` / ``camtrap`` False: the entries are formatted for it, as before)."""
+
+    def __init__(self, views: list[ShardView] | None, camtrap: camtrapdp.CamtrapBuilder) -> None:
+        self.views = views or []
+        self.coco = bool(views) and all(v.coco is not None for v in self.views)
+        self.filled = [v.camtrap.filled(camtrap.completed_at, camtrap.classified_by) if v.camtrap is not None
+                       else None for v in self.views]
+        self.camtrap = bool(views) and all(f is not None for f in self.filled)
+
+    def write_coco(self, writer: coco.CocoWriter, images: IO[str], annotations: IO[str], continued: bool) -> None:
+        """The views' COCO lines into the writer's streams and their counts into its counts: what ``writer.add`` of
+        every entry would have written. Each line carries its leading comma; ``continued`` False (the whole
+        document) drops the very first one of each stream, as ``CocoWriter`` writes no comma before its first line."""
+        coco_lines = [v.coco for v in self.views if v.coco is not None]
+        for stream, pieces in ((images, [c[0] for c in coco_lines]), (annotations, [c[1] for c in coco_lines])):
+            text = b"".join(pieces).decode("utf-8")
+            stream.write(text if continued or not text else text[1:])
+        writer.counts["images"] += sum(c[2] for c in coco_lines)
+        writer.counts["annotations"] += sum(c[3] for c in coco_lines)
+
+    def write_camtrap(self, builder: camtrapdp.CamtrapBuilder, media: "LineBuffer", observations: "LineBuffer") -> None:
+        """The views' Camtrap DP lines, with the task's values, into the tables, and their counts and deployments
+        into ``builder``: what ``builder.add_lines`` of every entry would have made."""
+        from core.exportparts import combine_deployments
+
+        for view, filled in zip(self.views, self.filled):
+            assert filled is not None and view.camtrap is not None
+            media.write(filled[0])
+            observations.write(filled[1])
+            builder.counts["media"] += view.camtrap.media_count
+            builder.counts["observations"] += view.camtrap.observation_count
+        combine_deployments(builder, [f[2] for f in self.filled if f is not None])
 
 
 def _write_zooniverse(store: BlobStore, container: str, task_id: str, variant: str, results: IO[bytes],
@@ -320,20 +347,24 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
                 return str(entry.get("file"))
 
             listed = ListMetadata(store, container, task_id, list_shards)
-            views = coco_views(store, settings, task_id, 0, int(enumeration.get("shards") or 0), cut, ctx.plain())
-            if views is not None:  # the workers made COCO's lines (issue 11): the entries go to the other formats
-                write_view_lines(writer, views, tmp["images"], tmp["annotations"], continued=False)
+            views = ViewLines(export_views(store, settings, task_id, 0, int(enumeration.get("shards") or 0), cut,
+                                           ctx.plain()), camtrap)
+            if views.coco:  # the workers made COCO's lines (issue 11): the entries go to the other formats
+                views.write_coco(writer, tmp["images"], tmp["annotations"], continued=False)
                 needs_size = needs_no_size
+            if views.camtrap:  # and Camtrap DP's
+                views.write_camtrap(camtrap, media, observations)
             for entry, size in sized(settings, source or store, str(enumeration.get("container", "")),
                                      _entries(results), needs_size):
                 if entry.get("failure") is None and size is None and coco.entry_size(entry) is None:
                     sizes_unknown += 1
                 metadata = listed.get(str(entry["file"]))  # every entry, in order (the walk keeps step)
-                if views is None:
+                if not views.coco:
                     writer.add(entry, size, metadata)
-                row, rows = camtrap.add_lines(entry, metadata)
-                media.write(row)
-                observations.write(rows)
+                if not views.camtrap:
+                    row, rows = camtrap.add_lines(entry, metadata)
+                    media.write(row)
+                    observations.write(rows)
                 if not zooniverse.excluded(entry):
                     eligible += 1
                     line = zooniverse.row_line(entry, manifest, categories, metadata).encode("utf-8")

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from core import camtrapdp
+from gpu_batch.formats import camtrapdp
 from core.fanin import json_ranges
 
 # Storage requests per Zooniverse combine activity (a Put Block From URL, or a streamed copy, per part range; a Put

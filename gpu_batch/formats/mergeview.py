@@ -18,12 +18,13 @@ A view is trusted only for the exact documents it was made from, as the coverage
 and only for the task and threshold it was made with (the app's setting may have changed since the manifest was
 written). Anything else, or a view that does not parse, and the merge reads the entries as before.
 
-The exports use it too: its COCO lines (``coco_lines``: they depend only on the entry, the threshold and the
-categories) are what an exports activity writes for the shard when the task has no image-list metadata.
+The exports use it too, when the task has no image-list metadata: its COCO lines (``coco_lines``: they depend only
+on the entry, the threshold and the categories) and its Camtrap DP lines (``camtrap_lines``, with placeholders for
+the task's completion time and classifier, which the exports put in) are what an exports activity writes for it.
 
 Layout: one line of JSON (the header: version, identity, counts, the preview sampler's state, the folders' sizes,
-COCO's sizes and counts), ``\\n``, then the entries' JSON fragments, their CSV lines, each folder's rows, and COCO's
-image and annotation lines, back to back.
+COCO's and Camtrap DP's sizes and counts), ``\\n``, then the entries' JSON fragments, their CSV lines, each folder's
+rows, COCO's image and annotation lines, and Camtrap DP's media and observation lines, back to back.
 
 Must not: do I/O.
 """
@@ -34,7 +35,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
-from gpu_batch.formats import coco
+from gpu_batch.formats import camtrapdp, coco, csvline
 from gpu_batch.formats.detections_csv import CsvLines
 from gpu_batch.formats.eligible import FolderRows, RepeatOptions, eligible_detections
 from gpu_batch.formats.entries import DETECTION_CATEGORIES, entry_fragment, failure_counts, merge_entries, summarize
@@ -112,6 +113,10 @@ class ShardView:
     # COCO's image and annotation lines of the shard as an exports part writes them (each with its leading comma),
     # and how many of each; None when a success has no size (the exports then read that image's header)
     coco: tuple[bytes, bytes, int, int] | None = None
+    # Camtrap DP's media and observation lines with COMPLETED_AT and CLASSIFIED_BY standing for the task's values, their
+    # counts, and the deployments' facts (``core.exportparts.deployment_facts``); None when an entry has a capture
+    # time of its own (a deployment's start and end would then depend on the task's completion time)
+    camtrap: "CamtrapLines | None" = None
 
     def matches(self, task_id: str, threshold: float, results_etag: str, manifest_etag: str) -> bool:
         """Whether this view was made for this task's threshold from exactly these results and manifest blobs."""
@@ -139,9 +144,66 @@ def build_view(task_id: str, threshold: float, manifest_images: Iterable[str], a
     images, annotations, counts = coco_lines(entries, threshold)
     if images is not None:
         header["coco"] = {"images_bytes": len(images), "annotations_bytes": len(annotations), **counts}
+    camtrap = camtrap_lines(entries, threshold)
+    if camtrap is not None:
+        header["camtrap"] = {"media_bytes": len(camtrap.media), "observations_bytes": len(camtrap.observations),
+                             "media": camtrap.media_count, "observations": camtrap.observation_count,
+                             "deployments": camtrap.deployments}
     head = json.dumps(header, ensure_ascii=False, separators=(",", ":")).encode("utf-8")  # one line: no raw newline
     return b"".join([head, b"\n", json_bytes, csv_bytes, *(rows for _, _, rows in folders), images or b"",
-                     annotations])
+                     annotations, *((camtrap.media, camtrap.observations) if camtrap is not None else ())])
+
+
+# What a view's Camtrap DP lines hold in place of the task's completion time and classifier (the exports replace
+# them; NUL is in no blob name a view is made for, and in no value the exports put in their place)
+COMPLETED_AT = "\x00completed_at\x00"
+CLASSIFIED_BY = "\x00classified_by\x00"
+
+
+@dataclass(frozen=True, slots=True)
+class CamtrapLines:
+    """A shard's Camtrap DP media and observation lines (``camtrapdp.CamtrapBuilder.add_lines``) with
+    ``COMPLETED_AT`` and ``CLASSIFIED_BY`` in place of the task's values, how many of each, and the deployments'
+    facts (``[id, start, end, timestamp_issues, location, latitude, longitude, camera]``, start and end
+    ``COMPLETED_AT``)."""
+
+    media: bytes
+    observations: bytes
+    media_count: int
+    observation_count: int
+    deployments: list[list[Any]]
+
+    def filled(self, completed_at: str, classified_by: str) -> tuple[str, str, list[list[Any]]] | None:
+        """The lines and facts with the task's values in, or None when a value would need CSV quoting (then the
+        entries are formatted instead)."""
+        if not (csvline.plain(completed_at) and csvline.plain(classified_by)) or "\x00" in completed_at + classified_by:
+            return None
+        media, observations = (text.decode("utf-8").replace(COMPLETED_AT, completed_at).replace(
+            CLASSIFIED_BY, classified_by) for text in (self.media, self.observations))
+        facts = [[completed_at if value == COMPLETED_AT else value for value in fact] for fact in self.deployments]
+        return media, observations, facts
+
+
+def camtrap_lines(entries: Sequence[Mapping[str, Any]], threshold: float) -> CamtrapLines | None:
+    """The shard's Camtrap DP lines at ``threshold`` with MegaDetector's categories and no image list (see
+    ``CamtrapLines``); None when an entry carries a ``datetime`` of its own, or a name or failure holding NUL."""
+    if any("datetime" in e or "\x00" in str(e.get("file", "")) + str(e.get("failure") or "") for e in entries):
+        return None
+    builder = camtrapdp.CamtrapBuilder(threshold=threshold, detection_categories=DETECTION_CATEGORIES,
+                                       completed_at="", classified_by=CLASSIFIED_BY)
+    builder.completed_at = COMPLETED_AT  # after __post_init__, which would read it as a time
+    media: list[str] = []
+    observations: list[str] = []
+    for entry in entries:
+        row, rows = builder.add_lines(entry, None)
+        media.append(row)
+        observations.append(rows)
+    facts = [[dep, d.start, d.end, d.timestamp_issues, d.location, d.latitude, d.longitude, d.camera]
+             for dep, d in builder.deployments.items()]
+    if any(fact[1] != COMPLETED_AT or fact[2] != COMPLETED_AT for fact in facts):
+        return None
+    return CamtrapLines("".join(media).encode("utf-8"), "".join(observations).encode("utf-8"),
+                        builder.counts["media"], builder.counts["observations"], facts)
 
 
 def coco_lines(entries: Sequence[Mapping[str, Any]], threshold: float) -> tuple[bytes | None, bytes, dict[str, int]]:
@@ -187,6 +249,14 @@ def read_view(data: bytes | None) -> ShardView | None:
             coco_view = (data[position:images_end], data[images_end:annotations_end], int(c["images"]),
                          int(c["annotations"]))
             position = annotations_end
+        camtrap_view: CamtrapLines | None = None
+        if header.get("camtrap") is not None:
+            t = header["camtrap"]
+            media_end = position + int(t["media_bytes"])
+            observations_end = media_end + int(t["observations_bytes"])
+            camtrap_view = CamtrapLines(data[position:media_end], data[media_end:observations_end], int(t["media"]),
+                                        int(t["observations"]), [list(fact) for fact in t["deployments"]])
+            position = observations_end
         if position != len(data):
             return None  # torn or padded: not the bytes the header describes
         counts = {key: int(header["counts"][key]) for key in COUNTS}
@@ -196,6 +266,6 @@ def read_view(data: bytes | None) -> ShardView | None:
             return None
         return ShardView(str(header["task_id"]), float(header["threshold"]), str(header["results_etag"]),
                          str(header["manifest_etag"]), counts, reasons, int(header["considered"]), sample,
-                         data[at:json_end], data[json_end:csv_end], folders, coco_view)
+                         data[at:json_end], data[json_end:csv_end], folders, coco_view, camtrap_view)
     except (KeyError, TypeError, ValueError):
         return None

@@ -313,14 +313,14 @@ def test_merge_parts_compose_the_workers_views_into_the_single_pass_bytes(task: 
     assert read_results == {3, 5, 7, 8, stale, other}  # shard 2 has none; every usable view was used instead
 
 
-def test_exports_take_cocos_lines_from_the_workers_views_and_write_the_same_bytes(task: Any, monkeypatch: Any) -> None:
-    """With every shard viewed, neither the single exports activity nor an exports part formats a COCO line (the
-    views hold them), and COCO and Camtrap DP are the bytes the entries give; one shard without a view sends its
-    part (the single activity: everything) back to the entries."""
+def test_exports_take_coco_and_camtrap_dp_lines_from_the_workers_views(task: Any, monkeypatch: Any) -> None:
+    """With every shard viewed, neither the single exports activity nor an exports part formats a COCO or Camtrap DP
+    line (the views hold them, Camtrap DP's with the task's completion time and classifier put in), and both are
+    the bytes the entries give; one shard without a view sends its part (the single activity: all) to the entries."""
     from activities.exportparts import run_exports_combine, run_exports_part
     from activities.exports import run_exports
     from core.exportparts import part_ranges
-    from gpu_batch.formats import coco
+    from gpu_batch.formats import camtrapdp, coco
     from gpu_batch.pool.simulated import synthetic_entry
 
     settings, store, tid, counts = task
@@ -346,10 +346,12 @@ def test_exports_take_cocos_lines_from_the_workers_views_and_write_the_same_byte
     assert len(expected) == 4 and single["annotations"] > 0
     written = write_worker_views(settings, store, tid, range(counts["shards"]), settings.threshold_for(MODEL, None))
     assert written == set(range(counts["shards"]))
-    formatted: list[str] = []
-    original = coco.convert_entry
+    formatted: list[str] = []  # COCO and Camtrap DP lines made from entries, by file
+    original, original_lines = coco.convert_entry, camtrapdp.CamtrapBuilder.add_lines
     monkeypatch.setattr(coco, "convert_entry", lambda entry, *a, **k: formatted.append(entry["file"]) or original(
         entry, *a, **k))
+    monkeypatch.setattr(camtrapdp.CamtrapBuilder, "add_lines", lambda self, entry, *a, **k: formatted.append(
+        entry["file"]) or original_lines(self, entry, *a, **k))
 
     assert run_exports(tid, settings, store) == single and exported() == expected and formatted == []
 
@@ -370,5 +372,6 @@ def test_exports_take_cocos_lines_from_the_workers_views_and_write_the_same_byte
     assert fanned() == expected
     first, shards = merged["parts"][0][0], merged["parts"][0][1]
     assert first == 0 and shards > 1  # the part of shard 1 formatted its entries again, and only it did
-    assert len(formatted) == sum(len(ShardManifest.from_dict(store.read_json(settings.container, layout.manifest_blob(
-        tid, layout.shard_id(i), 1))).images) for i in range(shards)) > 0
+    manifests = [store.read_json(settings.container, layout.manifest_blob(tid, layout.shard_id(i), 1))
+                 for i in range(shards)]
+    assert len(formatted) == 2 * sum(len(m["images"]) for m in manifests) > 0  # COCO and Camtrap DP, each image once

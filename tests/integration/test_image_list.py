@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from adapters.blobs import BlobStore
-from core import camtrapdp, mdformat
+from core import mdformat
+from gpu_batch.formats import camtrapdp
 from core.imagelist import scan
 from core.requests import TaskRequest
 from core.settings import Settings

@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from core import camtrapdp, mdformat
+from core import mdformat
+from gpu_batch.formats import camtrapdp
 
 import frictionless  # requirements/dev.txt
 import requests

@@ -97,6 +97,7 @@ def test_the_shared_formats_import_only_formats_and_the_manifest(path: Path) -> 
     third_party = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
                    for alias in node.names} | {node.module.split(".")[0] for node in ast.walk(tree)
                                                if isinstance(node, ast.ImportFrom) and node.module and not node.level}
-    assert third_party <= {"__future__", "collections", "csv", "dataclasses", "functools", "hashlib", "heapq", "io",
-                           "json", "math", "orjson", "posixpath", "re", "struct", "typing", "uuid", "gpu_batch"}, \
+    assert third_party <= {"__future__", "collections", "csv", "dataclasses", "datetime", "functools", "hashlib",
+                           "heapq", "io", "json", "math", "orjson", "posixpath", "re", "struct", "typing", "uuid",
+                           "gpu_batch"}, \
         third_party

@@ -100,3 +100,25 @@ def test_torn_or_foreign_bytes_are_no_view() -> None:
     other = json.dumps({**json.loads(head), "version": VIEW_VERSION + 1}).encode()
     for bad in (None, b"", data[:-1], data + b"x", b"{}\n", other + b"\n" + body, b"not json\n" + body, head):
         assert read_view(bad) is None
+
+
+def test_camtrap_lines_put_in_the_tasks_values_are_the_builders_own() -> None:
+    from gpu_batch.formats.camtrapdp import CamtrapBuilder
+    from gpu_batch.formats.entries import DETECTION_CATEGORIES, merge_entries
+    from gpu_batch.formats.mergeview import camtrap_lines
+
+    names, entries = awkward_entries()
+    merged, _ = merge_entries(names, [as_merge_reads(entries)])
+    lines = camtrap_lines(merged, THRESHOLD)
+    assert lines is not None
+    builder = CamtrapBuilder(THRESHOLD, DETECTION_CATEGORIES, "2026-12-02T10:00:00Z", "MegaDetector v5a.0.1")
+    made = [builder.add_lines(e) for e in merged]
+    filled = lines.filled(builder.completed_at, builder.classified_by)
+    assert filled is not None
+    assert filled[0] == "".join(m for m, _ in made) and filled[1] == "".join(o for _, o in made)
+    assert filled[2] == [[dep, d.start, d.end, d.timestamp_issues, d.location, d.latitude, d.longitude, d.camera]
+                         for dep, d in builder.deployments.items()]
+    assert (lines.media_count, lines.observation_count) == (builder.counts["media"], builder.counts["observations"])
+    assert lines.filled("2026-12-02T10:00:00+00:00", "MegaDetector, quoted") is None  # would need CSV quoting
+    merged[5] = {**merged[5], "datetime": "2026:01:02 03:04:05"}  # a capture time of its own: no lines
+    assert camtrap_lines(merged, THRESHOLD) is None
