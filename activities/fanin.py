@@ -34,6 +34,7 @@ import tempfile
 from typing import IO, Any
 
 import azure.durable_functions as df
+from azure.core.exceptions import ResourceNotFoundError
 
 from activities.merge import _merged_shard, _results_info, task_threshold
 from adapters import clients
@@ -48,7 +49,7 @@ from gpu_batch import layout
 from gpu_batch.formats import jsonio
 from gpu_batch.formats.detections_csv import CSV_COLUMNS
 from gpu_batch.formats.eligible import FolderRows, RepeatOptions
-from gpu_batch.formats.mergeview import ShardFormatter, ShardView, read_view
+from gpu_batch.formats.mergeview import HEAD_BYTES, ShardFormatter, ShardView, read_view_part
 from gpu_batch.formats.previewsample import PreviewSampler
 from gpu_batch.layout import REPEATS_REMOVED
 
@@ -127,11 +128,12 @@ def run_merge_part(payload: c.MergePartInput, settings: Settings, store: BlobSto
 
 
 def clean_view(store: BlobStore, settings: Settings, task_id: str, index: int, threshold: float,
-               listed: dict[str, str]) -> ShardView | None:
+               listed: dict[str, str], part: str = "merge") -> ShardView | None:
     """The worker's merge view of shard ``index`` when the merge may use it instead of the entries: the shard ran in
     exactly one attempt (no reused results, no resubmission), has no image-list names that were not found, and the
     view names the results and manifest blobs as they are now (``listed``: the shard's blobs and ETags, from the one
-    listing the entry path needs too), this task and this threshold (``gpu_batch.formats.mergeview``). One read."""
+    listing the entry path needs too), this task and this threshold (``gpu_batch.formats.mergeview``). Reads the
+    view's header and the sections of ``part`` (``mergeview.PARTS``): one or two ranged reads."""
     sid = layout.shard_id(index)
     view_name = layout.attempt_view_blob(task_id, sid, 1)
     results_name = layout.attempt_results_blob(task_id, sid, 1)
@@ -140,7 +142,12 @@ def clean_view(store: BlobStore, settings: Settings, task_id: str, index: int, t
     if (view_name not in listed or attempts != [1] or manifest_name not in listed
             or layout.manifest_blob(task_id, sid, 0) in listed or layout.shard_list_blob(task_id, sid) in listed):
         return None
-    view = read_view(store.read_bytes_or_none(settings.container, view_name))
+    try:
+        view = read_view_part(read_range(store, settings.container, view_name, 0, HEAD_BYTES),
+                              lambda offset, length: read_range(store, settings.container, view_name, offset, length),
+                              part)
+    except ResourceNotFoundError:  # deleted since the listing (its task's work cleaned up): the entries then
+        return None
     if view is None or not view.matches(task_id, threshold, listed[results_name], listed[manifest_name]):
         return None
     return view
@@ -157,7 +164,7 @@ def export_views(store: BlobStore, settings: Settings, task_id: str, first_shard
     found = []
     for index in range(first_shard, first_shard + shards):
         listed = store.list_etags(settings.container, layout.shard_prefix(task_id, layout.shard_id(index)))
-        view = clean_view(store, settings, task_id, index, threshold, listed)
+        view = clean_view(store, settings, task_id, index, threshold, listed, "exports")
         if view is None:
             return None
         found.append(view)

@@ -33,7 +33,7 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from gpu_batch.formats import camtrapdp, coco, csvline
 from gpu_batch.formats.detections_csv import CsvLines
@@ -221,44 +221,105 @@ def coco_lines(entries: Sequence[Mapping[str, Any]], threshold: float) -> tuple[
             {"images": writer.counts["images"], "annotations": writer.counts["annotations"]})
 
 
+HEAD_BYTES = 256 * 1024  # a first read that holds a view's header line (the preview sample is most of it)
+PARTS = ("merge", "exports")  # what each reader reads of a view's body: its entries' bytes, or its exports' lines
+
+
 def read_view(data: bytes | None) -> ShardView | None:
-    """The view in ``data``, or None when it is not one this code can use (absent, torn, another version)."""
-    if not data:
+    """The view in ``data`` (a whole view blob), or None when it is not one this code can use (absent, torn, another
+    version)."""
+    header, at = _header(data)
+    if header is None or data is None:
         return None
+    return _assemble(header, data, at, len(data) - at, None)
+
+
+def read_view_part(head: bytes | None, fetch: Callable[[int, int], bytes], part: str) -> ShardView | None:
+    """One reader's part of a view (``PARTS``) from the blob's first bytes ``head`` (``HEAD_BYTES`` of them, or the
+    whole blob if shorter) and ``fetch(offset, length)``, a ranged read of the rest when ``head`` does not hold it:
+    the merge reads a third of a view, the exports the rest (each ~3-8 MB per 10,000 images). The other part's
+    sections come back empty (``b""``, no folders, no COCO or Camtrap DP lines). None as for ``read_view``."""
+    header, at = _header(head)
+    if header is None or head is None:
+        return None
+    try:
+        sizes = _sizes(header)
+    except (KeyError, TypeError, ValueError):
+        return None
+    merge_length = sizes["json"] + sizes["csv"] + sizes["folders"]
+    start, length = (0, merge_length) if part == "merge" else (merge_length, sizes["total"] - merge_length)
+    if at + start + length <= len(head):
+        chunk = head[at + start:at + start + length]
+    else:
+        chunk = fetch(at + start, length) if length else b""
+    if len(chunk) != length:
+        return None
+    return _assemble(header, chunk, -start, sizes["total"], part)
+
+
+def _header(data: bytes | None) -> tuple[dict[str, Any] | None, int]:
+    """The header line of a view and where its body starts; (None, 0) when there is none of this version."""
+    if not data:
+        return None, 0
     end = data.find(b"\n")
     try:
         header = json.loads(data[:end]) if end > 0 else None
     except (ValueError, UnicodeDecodeError):
-        return None
+        return None, 0
     if not isinstance(header, dict) or header.get("version") != VIEW_VERSION:
-        return None
+        return None, 0
+    return header, end + 1
+
+
+def _sizes(header: Mapping[str, Any]) -> dict[str, int]:
+    """The byte length of each body section the header describes, and of the whole body (``total``)."""
+    coco_part, camtrap = header.get("coco") or {}, header.get("camtrap") or {}
+    sizes = {"json": int(header["json_bytes"]), "csv": int(header["csv_bytes"]),
+             "folders": sum(int(length) for _, _, length in header["folders"]),
+             "coco": int(coco_part.get("images_bytes", 0)) + int(coco_part.get("annotations_bytes", 0)),
+             "camtrap": int(camtrap.get("media_bytes", 0)) + int(camtrap.get("observations_bytes", 0))}
+    if min(sizes.values()) < 0:
+        raise ValueError("a negative section size")
+    sizes["total"] = sum(sizes.values())
+    return sizes
+
+
+def _assemble(header: Mapping[str, Any], body: bytes, origin: int, total: int, part: str | None) -> ShardView | None:
+    """The ``ShardView`` of a header and the body bytes read: the section at body offset ``o`` is at ``body[o +
+    origin]`` (``origin`` is where the body starts in a whole view, or ``-start`` for the bytes of a part from body
+    offset ``start`` on). ``total``: the body's length (a whole view's must match the header's); ``part`` None: the
+    whole body, else only that part's sections are filled."""
     try:
-        at = end + 1
-        json_end = at + int(header["json_bytes"])
-        csv_end = json_end + int(header["csv_bytes"])
+        sizes = _sizes(header)
+        if sizes["total"] != total:
+            return None  # torn or padded: not the bytes the header describes
+        wants_merge, wants_exports = part in (None, "merge"), part in (None, "exports")
+
+        def section(offset: int, length: int) -> bytes:
+            return body[offset + origin:offset + origin + length]
+
+        json_bytes = section(0, sizes["json"]) if wants_merge else b""
+        csv_bytes = section(sizes["json"], sizes["csv"]) if wants_merge else b""
         folders: list[tuple[str, int, bytes]] = []
-        position = csv_end
+        position = sizes["json"] + sizes["csv"]
         for folder, count, length in header["folders"]:
-            folders.append((str(folder), int(count), data[position:position + int(length)]))
+            if wants_merge:
+                folders.append((str(folder), int(count), section(position, int(length))))
             position += int(length)
         coco_view: tuple[bytes, bytes, int, int] | None = None
-        if header.get("coco") is not None:
+        if header.get("coco") is not None and wants_exports:
             c = header["coco"]
-            images_end = position + int(c["images_bytes"])
-            annotations_end = images_end + int(c["annotations_bytes"])
-            coco_view = (data[position:images_end], data[images_end:annotations_end], int(c["images"]),
-                         int(c["annotations"]))
-            position = annotations_end
+            images = section(position, int(c["images_bytes"]))
+            annotations = section(position + int(c["images_bytes"]), int(c["annotations_bytes"]))
+            coco_view = (images, annotations, int(c["images"]), int(c["annotations"]))
+        position += sizes["coco"]
         camtrap_view: CamtrapLines | None = None
-        if header.get("camtrap") is not None:
+        if header.get("camtrap") is not None and wants_exports:
             t = header["camtrap"]
-            media_end = position + int(t["media_bytes"])
-            observations_end = media_end + int(t["observations_bytes"])
-            camtrap_view = CamtrapLines(data[position:media_end], data[media_end:observations_end], int(t["media"]),
-                                        int(t["observations"]), [list(fact) for fact in t["deployments"]])
-            position = observations_end
-        if position != len(data):
-            return None  # torn or padded: not the bytes the header describes
+            media = section(position, int(t["media_bytes"]))
+            observations = section(position + int(t["media_bytes"]), int(t["observations_bytes"]))
+            camtrap_view = CamtrapLines(media, observations, int(t["media"]), int(t["observations"]),
+                                        [list(fact) for fact in t["deployments"]])
         counts = {key: int(header["counts"][key]) for key in COUNTS}
         reasons = {str(k): int(v) for k, v in dict(header["failure_reasons"]).items()}
         sample = header["sample"]
@@ -266,6 +327,6 @@ def read_view(data: bytes | None) -> ShardView | None:
             return None
         return ShardView(str(header["task_id"]), float(header["threshold"]), str(header["results_etag"]),
                          str(header["manifest_etag"]), counts, reasons, int(header["considered"]), sample,
-                         data[at:json_end], data[json_end:csv_end], folders, coco_view, camtrap_view)
+                         json_bytes, csv_bytes, folders, coco_view, camtrap_view)
     except (KeyError, TypeError, ValueError):
         return None

@@ -122,3 +122,39 @@ def test_camtrap_lines_put_in_the_tasks_values_are_the_builders_own() -> None:
     assert lines.filled("2026-12-02T10:00:00+00:00", "MegaDetector, quoted") is None  # would need CSV quoting
     merged[5] = {**merged[5], "datetime": "2026:01:02 03:04:05"}  # a capture time of its own: no lines
     assert camtrap_lines(merged, THRESHOLD) is None
+
+
+@pytest.mark.parametrize("head", ["part of the header line", "the header line and a little", "the whole view"])
+def test_each_reader_gets_its_part_of_a_view_from_the_head_and_one_ranged_read(head: str) -> None:
+    from gpu_batch.formats.mergeview import read_view_part
+
+    names, entries = awkward_entries()
+    data = build_view(TASK, THRESHOLD, names, as_merge_reads(entries), "r1", "m1")
+    assert data is not None
+    whole = read_view(data)
+    assert whole is not None and whole.coco is not None and whole.camtrap is not None
+    line = data.index(b"\n")
+    head_bytes = {"part of the header line": line // 2, "the header line and a little": line + 10,
+                  "the whole view": len(data) + 1}[head]
+    fetched: list[tuple[int, int]] = []
+
+    def fetch(offset: int, length: int) -> bytes:
+        fetched.append((offset, length))
+        return data[offset:offset + length]
+
+    merge = read_view_part(data[:head_bytes], fetch, "merge")
+    exports = read_view_part(data[:head_bytes], fetch, "exports")
+    if head_bytes < line:
+        assert merge is None and exports is None and fetched == []  # no header line in the head: no view
+        return
+    assert merge is not None and exports is not None
+    assert (merge.json, merge.csv, merge.folders, merge.coco, merge.camtrap) == (whole.json, whole.csv, whole.folders,
+                                                                                 None, None)
+    assert (exports.json, exports.csv, exports.folders) == (b"", b"", [])
+    assert exports.coco == whole.coco and exports.camtrap == whole.camtrap
+    assert merge.sample == whole.sample and merge.counts == whole.counts and exports.matches(TASK, THRESHOLD, "r1", "m1")
+    assert len(fetched) == (0 if head_bytes >= len(data) else 2)  # each part in one read when the head lacks it
+    assert sum(n for _, n in fetched) <= len(data)
+    short = read_view_part(data[:data.index(b"\n") + 1], lambda offset, length: data[offset:offset + length - 1],
+                           "exports")
+    assert short is None  # a ranged read that came back short is no view
