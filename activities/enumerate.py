@@ -67,7 +67,8 @@ def _write_manifest(task_id: str, request: TaskRequest, settings: Settings, stor
         output_container=settings.container, output_blob=layout.attempt_results_blob(task_id, sid, 1),
         model=request.model, detection_threshold=settings.detection_threshold,
         source_account_url=request.source_account_url, source_credential_secret=request.credential_secret,
-        merge_view_threshold=settings.threshold_for(request.model, request.preview_threshold),
+        merge_view_threshold=(settings.threshold_for(request.model, request.preview_threshold)
+                              if settings.merge_views else None),
     )
     # compact orjson (gpu_batch.formats.jsonio): a manifest holds a shard's names; json.dumps with an indent was most of the
     # shard-writing activity's CPU per image. The worker reads any JSON (ShardManifest.from_dict of json.loads).

@@ -56,6 +56,14 @@ Variables (names shared with infra/main.bicep app settings):
                                    86400); lets a test see an expiry happen within seconds
     TRAPBATCH_IMAGE_LIST_MAX_BYTES the largest image list (``image_list``) a request may name (default 268435456,
                                    256 MiB: about three million CSV rows); the edge reads it whole to hash and check it
+    TRAPBATCH_MERGE_VIEWS          ``auto`` (default), ``on`` or ``off``: whether shard manifests ask the workers for the
+                                   merge's view of their results (``gpu_batch.formats.mergeview``: the merge and the
+                                   exports compose its bytes instead of formatting every entry, a third of the control
+                                   plane's CPU per image). A worker spends ~0.25 s of a core per 10,000 images on it:
+                                   the resident worker after answering (while the GPU runs the next shard), the CLI
+                                   worker before it exits (the GPU waits). ``auto``: on, except on Azure Batch with the
+                                   CLI worker (TRAPBATCH_WORKER_RESIDENT off), where GPU time costs more than the
+                                   Functions CPU it saves
     TRAPBATCH_EXPORT_IMAGE_SIZES   ``true`` (default) or ``false``: read the header of each image whose entry has no
                                    ``width``/``height`` for COCO's pixel boxes (the worker writes them; older results
                                    lack them); ``false`` keeps normalized boxes for those
@@ -178,6 +186,13 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     return raw in ("true", "1")
 
 
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
+    raw = env.get(name, "").strip().lower() or default
+    if raw not in choices:
+        raise ConfigError(f"{name}={raw!r} is not one of {', '.join(choices)}", f"{WHERE}; e.g. {name}={default}")
+    return raw
+
+
 # The edge downloads, hashes and parses the whole list while the POST waits (the HTTP front end gives up after 230 s):
 # 256 MiB is seconds of work, and about three million rows of a captures CSV.
 DEFAULT_IMAGE_LIST_MAX_BYTES = 256 * 1024 * 1024
@@ -242,6 +257,7 @@ class Settings:
     export_license: str = ""
     zooniverse_batch_size: int = 10_000
     export_image_sizes: bool = True
+    merge_views_mode: str = "auto"  # TRAPBATCH_MERGE_VIEWS; ``merge_views`` decides
     image_list_max_bytes: int = DEFAULT_IMAGE_LIST_MAX_BYTES
     link_days: float = 7.0
     results_zip_above_bytes: int = 50 * 1024 * 1024  # GET .../results offers one zip of the files above this
@@ -270,6 +286,13 @@ class Settings:
     notify_hosts: tuple[str, ...] = ()
     notify_secret: str = ""
     event_grid_topic_endpoint: str = ""
+
+    @property
+    def merge_views(self) -> bool:
+        """Whether shard manifests ask the workers for merge views (TRAPBATCH_MERGE_VIEWS; see the module doc)."""
+        if self.merge_views_mode != "auto":
+            return self.merge_views_mode == "on"
+        return not (self.pool == "azure_batch" and not self.worker_resident)
 
     def threshold_for(self, model: str, requested: float | None = None) -> float:
         """The threshold of previews, CSV and exports: the request's ``preview_threshold``, else
@@ -355,6 +378,7 @@ class Settings:
             export_license=env.get("TRAPBATCH_EXPORT_LICENSE", ""),
             zooniverse_batch_size=_int(env, "TRAPBATCH_ZOONIVERSE_BATCH_SIZE", 10_000),
             export_image_sizes=_bool(env, "TRAPBATCH_EXPORT_IMAGE_SIZES", True),
+            merge_views_mode=_choice(env, "TRAPBATCH_MERGE_VIEWS", ("auto", "on", "off"), "auto"),
             image_list_max_bytes=_int(env, "TRAPBATCH_IMAGE_LIST_MAX_BYTES", DEFAULT_IMAGE_LIST_MAX_BYTES),
             link_days=_link_days(env),
             results_zip_above_bytes=_int(env, "TRAPBATCH_RESULTS_ZIP_ABOVE_BYTES", 50 * 1024 * 1024, minimum=0),

@@ -142,3 +142,20 @@ def test_history_events_knob_has_a_default_well_under_5000_and_a_floor() -> None
     # an input from before the knob (polls_per_generation) still loads, with the default
     assert OrchestrationKnobs.from_dict({"polls_per_generation": 50, "max_in_flight": 7}) == OrchestrationKnobs(
         max_in_flight=7)
+
+
+@pytest.mark.parametrize("env, views", [
+    ({}, True),  # the local pool: no GPU bill waits on the view
+    ({"TRAPBATCH_POOL": "simulated"}, True),
+    ({**BATCH_ENV}, False),  # Batch with the CLI worker: the GPU would wait ~0.25 s per 10,000 images
+    ({**BATCH_ENV, "TRAPBATCH_WORKER_RESIDENT": "1"}, True),  # written after the answer, while the next shard runs
+    ({**BATCH_ENV, "TRAPBATCH_MERGE_VIEWS": "on"}, True),
+    ({"TRAPBATCH_MERGE_VIEWS": "OFF"}, False),
+])
+def test_merge_views_are_asked_for_where_no_gpu_waits_on_them(env: dict[str, str], views: bool) -> None:
+    assert Settings.from_env({"AzureWebJobsStorage": "x", **env}).merge_views is views
+
+
+def test_a_merge_views_setting_that_is_no_choice_says_the_choices() -> None:
+    with pytest.raises(ConfigError, match="TRAPBATCH_MERGE_VIEWS='sometimes' is not one of auto, on, off"):
+        Settings.from_env({"AzureWebJobsStorage": "x", "TRAPBATCH_MERGE_VIEWS": "sometimes"})
