@@ -125,12 +125,7 @@ def run_exports_part(payload: c.ExportsPartInput, settings: Settings, store: Blo
             if entry.get("failure") is None and size is None and coco.entry_size(entry) is None:
                 counts["sizes_unknown"] += 1
             metadata = listed.get(str(entry["file"]))
-            if not views.coco:
-                writer.add(entry, size, metadata)
-            if not views.camtrap:
-                row, rows = camtrap.add_lines(entry, metadata)
-                media.write(row)
-                observations.write(rows)
+            views.add(entry, size, metadata, writer, camtrap, media, observations)
             counts["eligible"] += not zooniverse.excluded(entry)
         writer.flush()
         media.flush()

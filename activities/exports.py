@@ -173,6 +173,17 @@ class ViewLines:
         writer.counts["images"] += sum(c[2] for c in coco_lines)
         writer.counts["annotations"] += sum(c[3] for c in coco_lines)
 
+    def add(self, entry: dict[str, Any], size: tuple[int, int] | None, metadata: dict[str, str] | None,
+            writer: coco.CocoWriter, builder: camtrapdp.CamtrapBuilder, media: "LineBuffer",
+            observations: "LineBuffer") -> None:
+        """One entry's COCO and Camtrap DP lines, for the formats the views do not hold."""
+        if not self.coco:
+            writer.add(entry, size, metadata)
+        if not self.camtrap:
+            row, rows = builder.add_lines(entry, metadata)
+            media.write(row)
+            observations.write(rows)
+
     def write_camtrap(self, builder: camtrapdp.CamtrapBuilder, media: "LineBuffer", observations: "LineBuffer") -> None:
         """The views' Camtrap DP lines, with the task's values, into the tables, and their counts and deployments
         into ``builder``: what ``builder.add_lines`` of every entry would have made."""
@@ -359,12 +370,7 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
                 if entry.get("failure") is None and size is None and coco.entry_size(entry) is None:
                     sizes_unknown += 1
                 metadata = listed.get(str(entry["file"]))  # every entry, in order (the walk keeps step)
-                if not views.coco:
-                    writer.add(entry, size, metadata)
-                if not views.camtrap:
-                    row, rows = camtrap.add_lines(entry, metadata)
-                    media.write(row)
-                    observations.write(rows)
+                views.add(entry, size, metadata, writer, camtrap, media, observations)
                 if not zooniverse.excluded(entry):
                     eligible += 1
                     line = zooniverse.row_line(entry, manifest, categories, metadata).encode("utf-8")
