@@ -68,9 +68,9 @@ def test_a_combine_recorded_before_the_zooniverse_fan_out_replays_into_the_singl
     assert run.activity_names == [c.EXPORTS_PART] * 3 + [c.EXPORTS_COMBINE, c.EXPORTS_ZOONIVERSE]
     # offsets from just after the images array's "[": the first fragment without its leading comma; part 2 is empty
     assert run.inputs(c.EXPORTS_PART) == [
-        {"task_id": TASK, "variant": "", "part": 0, "first_shard": 0, "offset": 0, "length": 999},
-        {"task_id": TASK, "variant": "", "part": 1, "first_shard": 25, "offset": 999, "length": 1000},
-        {"task_id": TASK, "variant": "", "part": 3, "first_shard": 75, "offset": 1999, "length": 500}]
+        {"task_id": TASK, "variant": "", "part": 0, "first_shard": 0, "offset": 0, "length": 999, "shards": 25},
+        {"task_id": TASK, "variant": "", "part": 1, "first_shard": 25, "offset": 999, "length": 1000, "shards": 25},
+        {"task_id": TASK, "variant": "", "part": 3, "first_shard": 75, "offset": 1999, "length": 500, "shards": 25}]
     assert run.inputs(c.EXPORTS_COMBINE) == [
         {"task_id": TASK, "variant": "", "parts": [part_output({"part": p}) for p in (0, 1, 3)]}]
     assert run.inputs(c.EXPORTS_ZOONIVERSE) == [{"task_id": TASK, "variant": "", "eligible": 12}]
