@@ -29,12 +29,12 @@ from activities import image_list
 from adapters import clients
 from adapters.blobs import BlobStore
 from core import contracts as c
-from gpu_batch.formats import jsonio
 from core.requests import TaskRequest
 from core.settings import Settings
 from core.shards import (Leaf, ListingLimits, group_leaves, is_image_name, merge_level, plan_shards, sample_key,
                          select_images)
 from gpu_batch import layout
+from gpu_batch.formats import jsonio
 from gpu_batch.manifest import ShardManifest
 
 logger = logging.getLogger(__name__)
@@ -70,8 +70,8 @@ def _write_manifest(task_id: str, request: TaskRequest, settings: Settings, stor
         merge_view_threshold=(settings.threshold_for(request.model, request.preview_threshold)
                               if settings.merge_views else None),
     )
-    # compact orjson (gpu_batch.formats.jsonio): a manifest holds a shard's names; json.dumps with an indent was most of the
-    # shard-writing activity's CPU per image. The worker reads any JSON (ShardManifest.from_dict of json.loads).
+    # compact orjson (gpu_batch.formats.jsonio): a manifest holds a shard's names; json.dumps with an indent was most of
+    # the shard-writing activity's CPU per image. The worker reads any JSON (ShardManifest.from_dict of json.loads).
     store.write_bytes(settings.container, layout.manifest_blob(task_id, sid, 1), jsonio.dumps(manifest.to_dict()),
                       "application/json")
 
@@ -174,8 +174,8 @@ def run_list_part(task_id: str, request: TaskRequest, settings: Settings, store:
                 etags.append(etag)
         if marker is None:
             leaf += 1
-    # orjson (gpu_batch.formats.jsonio): the part is a per-image document (json.dumps with an indent was ~0.7 us per image, orjson
-    # ~0.02); its readers (_selected_names, BlobStore.read_json) read any JSON
+    # orjson (gpu_batch.formats.jsonio): the part is a per-image document (json.dumps with an indent was ~0.7 us per
+    # image, orjson ~0.02); its readers (_selected_names, BlobStore.read_json) read any JSON
     store.write_bytes(settings.container, layout.listing_part_blob(task_id, unit, part),
                       jsonio.dumps({"names": images, "etags": etags}), "application/json")
     if request.sample_n is not None:

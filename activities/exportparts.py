@@ -35,13 +35,12 @@ from adapters import clients
 from adapters.blob_files import download_to
 from adapters.blobs import BlobStore
 from adapters.compose import Piece, compose_blob, delete_prefix
-from core import exportparts, mdformat, zooniverse
-from gpu_batch.formats import camtrapdp
-from gpu_batch.formats import coco, jsonio
 from core import contracts as c
+from core import exportparts, mdformat, zooniverse
 from core.fanin import json_ranges
 from core.settings import Settings
 from gpu_batch import layout
+from gpu_batch.formats import camtrapdp, coco, jsonio
 
 bp = df.Blueprint()
 FRAGMENTS = ("images", "annotations", "media", "observations")
@@ -115,11 +114,9 @@ def run_exports_part(payload: c.ExportsPartInput, settings: Settings, store: Blo
         listed = ListMetadata(store, container, task_id, ctx.list_shards, payload["first_shard"])
         views = ViewLines(export_views(store, settings, task_id, payload["first_shard"], int(payload.get("shards", 0)),
                                        ctx.cut, ctx.plain()), camtrap)
-        if views.coco:  # the workers made COCO's lines (issue 11): the entries go to the other formats
-            views.write_coco(writer, text["images"], text["annotations"], continued=True)
+        views.write(writer, text["images"], text["annotations"], camtrap, media, observations, continued=True)
+        if views.coco:
             needs_size = needs_no_size
-        if views.camtrap:  # and Camtrap DP's
-            views.write_camtrap(camtrap, media, observations)
         for entry, size in sized(settings, source or store, str(ctx.enumeration.get("container", "")),
                                  _lines(entries), needs_size):
             if entry.get("failure") is None and size is None and coco.entry_size(entry) is None:
@@ -139,7 +136,7 @@ def run_exports_part(payload: c.ExportsPartInput, settings: Settings, store: Blo
     return {"part": part, "images": writer.counts["images"], "annotations": writer.counts["annotations"],
             "observations": camtrap.counts["observations"], "eligible": counts["eligible"],
             "sizes_unknown": counts["sizes_unknown"], "bytes": sizes,
-            "deployments": exportparts.deployment_facts(camtrap.deployments)}
+            "deployments": camtrap.deployment_facts()}
 
 
 def _csv_line(row: list[Any]) -> bytes:

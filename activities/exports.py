@@ -9,24 +9,25 @@ uploaded in blocks, and the Zooniverse batches are written a group of files at a
 all three formats: its Zooniverse row is made in the same pass and kept in a temporary file until the eligible count
 (which the shuffle needs) is known, then handed to its batch (``_write_zooniverse_rows``). An explicit image list's
 metadata (``ListMetadata``) is read one shard's document at a time, in step with the results, and goes into every
-export: COCO image fields (``gpu_batch.formats.coco.list_fields``), Camtrap DP media, deployments and events (``gpu_batch.formats.camtrapdp``)
-and Zooniverse subject columns (``core.zooniverse``).
+export: COCO image fields (``gpu_batch.formats.coco.list_fields``), Camtrap DP media, deployments and events
+(``gpu_batch.formats.camtrapdp``) and Zooniverse subject columns (``core.zooniverse``).
 
 Writes ``results/<task>/exports[/<variant>]/`` (names in ``gpu_batch.layout``): ``coco.json``
-(``gpu_batch.formats.coco``), ``camtrap-dp/`` (``gpu_batch.formats.camtrapdp``), ``zooniverse/batch-NNN.csv`` (``core.zooniverse``).
-Idempotent: the same results give the same bytes (stable ids, a seeded shuffle), and batches an earlier run wrote
-beyond this run's count are deleted.
+(``gpu_batch.formats.coco``), ``camtrap-dp/`` (``gpu_batch.formats.camtrapdp``), ``zooniverse/batch-NNN.csv``
+(``core.zooniverse``). Idempotent: the same results give the same bytes (stable ids, a seeded shuffle), and batches an
+earlier run wrote beyond this run's count are deleted.
 
 Scale, measured: ~3,200 images/s on one shared CPU core without size reads (50,000 images in 16 s, Azurite), so
 one activity exports about 1.9M images within the app's ``functionTimeout`` (10 min, host.json). COCO's pixel sizes
-come from the entries themselves (the worker writes ``width``/``height``, ``gpu_batch.formats.coco.entry_size``), so results
-written by today's worker need no image read; only entries without them (results written before, entries a re-run
-reused from them) add one ranged header GET per image (16 at a time), the fallback. So this activity runs only for a merge of one part, for an
-orchestration whose merge predates the fan-out, and as the fallback when the parts' deployments conflict: a merge of
-several parts fans out (``orchestrations.exports``: ``exports_part`` per merge part in parallel, ``exports_combine``
-composing COCO and Camtrap DP, ``activities.exportparts``; the Zooniverse batches per part and per group of batches,
-``activities.zooniverseparts``). A task far above ~1.9M images that takes this activity (the fallback) can still see
-its exports fail after their retries and complete with ``exports_error`` in its status (orchestrations/task.py).
+come from the entries themselves (the worker writes ``width``/``height``, ``gpu_batch.formats.coco.entry_size``), so
+results written by today's worker need no image read; only entries without them (results written before, entries a
+re-run reused from them) add one ranged header GET per image (16 at a time), the fallback. So this activity runs only
+for a merge of one part, for an orchestration whose merge predates the fan-out, and as the fallback when the parts'
+deployments conflict: a merge of several parts fans out (``orchestrations.exports``: ``exports_part`` per merge part in
+parallel, ``exports_combine`` composing COCO and Camtrap DP, ``activities.exportparts``; the Zooniverse batches per part
+and per group of batches, ``activities.zooniverseparts``). A task far above ~1.9M images that takes this activity (the
+fallback) can still see its exports fail after their retries and complete with ``exports_error`` in its status
+(orchestrations/task.py).
 
 Must not: change the results, or read whole images (COCO's pixel sizes come from the entry, else from each image's
 first bytes, ``adapters.image_sizes``; ``TRAPBATCH_EXPORT_IMAGE_SIZES=false`` skips even that).
@@ -50,12 +51,12 @@ from adapters import clients
 from adapters.blob_files import delete_under, download_to
 from adapters.blobs import BlobStore
 from adapters.image_sizes import with_sizes
-from core import mdformat, zooniverse
-from gpu_batch.formats import camtrapdp
 from core import contracts as c
+from core import mdformat, zooniverse
+from core.exportparts import combine_deployments
 from core.settings import Settings
 from gpu_batch import layout
-from gpu_batch.formats import coco, csvline
+from gpu_batch.formats import camtrapdp, coco, csvline
 from gpu_batch.formats.mergeview import ShardView
 
 logger = logging.getLogger(__name__)
@@ -162,6 +163,14 @@ class ViewLines:
                        else None for v in self.views]
         self.camtrap = bool(views) and all(f is not None for f in self.filled)
 
+    def write(self, writer: coco.CocoWriter, images: IO[str], annotations: IO[str], builder: camtrapdp.CamtrapBuilder,
+              media: "LineBuffer", observations: "LineBuffer", continued: bool) -> None:
+        """Each format's lines the views hold (``write_coco``, ``write_camtrap``), before the entries' own."""
+        if self.coco:  # the workers made COCO's lines (issue 11): the entries go to the other formats
+            self.write_coco(writer, images, annotations, continued)
+        if self.camtrap:  # and Camtrap DP's
+            self.write_camtrap(builder, media, observations)
+
     def write_coco(self, writer: coco.CocoWriter, images: IO[str], annotations: IO[str], continued: bool) -> None:
         """The views' COCO lines into the writer's streams and their counts into its counts: what ``writer.add`` of
         every entry would have written. Each line carries its leading comma; ``continued`` False (the whole
@@ -187,8 +196,6 @@ class ViewLines:
     def write_camtrap(self, builder: camtrapdp.CamtrapBuilder, media: "LineBuffer", observations: "LineBuffer") -> None:
         """The views' Camtrap DP lines, with the task's values, into the tables, and their counts and deployments
         into ``builder``: what ``builder.add_lines`` of every entry would have made."""
-        from core.exportparts import combine_deployments
-
         for view, filled in zip(self.views, self.filled):
             assert filled is not None and view.camtrap is not None
             media.write(filled[0])
@@ -287,8 +294,8 @@ class ExportContext:
                                         classified_by=f"MegaDetector {mdformat.detector_version(self.model)}")
 
     def plain(self) -> bool:
-        """Whether these exports are what a worker's merge view assumes for its COCO lines: the original variant,
-        MegaDetector's categories, no image-list metadata (``activities.fanin.coco_views``)."""
+        """Whether these exports are what a worker's merge view assumes for its lines: the original variant,
+        MegaDetector's categories, no image-list metadata (``activities.fanin.export_views``)."""
         return not self.variant and self.categories == mdformat.DETECTION_CATEGORIES and not self.list_shards
 
     def coco_info(self) -> dict[str, Any]:
@@ -360,11 +367,9 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
             listed = ListMetadata(store, container, task_id, list_shards)
             views = ViewLines(export_views(store, settings, task_id, 0, int(enumeration.get("shards") or 0), cut,
                                            ctx.plain()), camtrap)
-            if views.coco:  # the workers made COCO's lines (issue 11): the entries go to the other formats
-                views.write_coco(writer, tmp["images"], tmp["annotations"], continued=False)
+            views.write(writer, tmp["images"], tmp["annotations"], camtrap, media, observations, continued=False)
+            if views.coco:
                 needs_size = needs_no_size
-            if views.camtrap:  # and Camtrap DP's
-                views.write_camtrap(camtrap, media, observations)
             for entry, size in sized(settings, source or store, str(enumeration.get("container", "")),
                                      _entries(results), needs_size):
                 if entry.get("failure") is None and size is None and coco.entry_size(entry) is None:

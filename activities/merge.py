@@ -5,9 +5,9 @@ and uploaded once, so memory holds one shard at a time. Idempotent: the same sha
 ``completed_at`` (passed in by the orchestrator, never read from the clock here) give the same bytes.
 Every image of every manifest appears exactly once: results from later attempts fill what earlier ones missed, and
 images no attempt covered get a ``failure`` entry (never silently dropped). The same pass draws the preview page's
-per-category samples (``gpu_batch.formats.previewsample``) into a small side blob, so the preview step never reads the big file,
-looks for repeated detections (``core.repeats``, MegaDetector's RDE phase 1) for the preview site to list, and writes
-the one-row-per-image CSV (``gpu_batch.formats.detections_csv``) beside the JSON.
+per-category samples (``gpu_batch.formats.previewsample``) into a small side blob, so the preview step never reads the
+big file, looks for repeated detections (``core.repeats``, MegaDetector's RDE phase 1) for the preview site to list, and
+writes the one-row-per-image CSV (``gpu_batch.formats.detections_csv``) beside the JSON.
 
 Since the parallel fan-in (``orchestrations.fanin``, ``activities.fanin``) new orchestrations no longer call these
 activities: one activity over every shard takes ~190 us per image, hours for ten million images. They stay
@@ -32,11 +32,11 @@ from adapters import clients
 from adapters.blobs import BlobStore
 from core import contracts as c
 from core import fanin, mdformat
-from gpu_batch.formats.detections_csv import CSV_COLUMNS, csv_row
-from gpu_batch.formats.previewsample import PreviewSampler
 from core.repeats import RepeatFinder, RepeatOptions, RepeatRemoval
 from core.settings import Settings
 from gpu_batch import layout
+from gpu_batch.formats.detections_csv import CSV_COLUMNS, csv_row
+from gpu_batch.formats.previewsample import PreviewSampler
 from gpu_batch.layout import REPEATS_REMOVED
 from gpu_batch.manifest import REASON_LISTED_NOT_FOUND
 

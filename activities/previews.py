@@ -6,9 +6,9 @@ client-side from embedded JSON, so the confidence threshold is a slider rather t
 regroup as it moves, and the counts follow it exactly when the merge wrote a histogram of each image's top confidence.
 Thumbnails (and a larger rendering each opens) are JPEG copies written beside the page (the source container stays private; no SAS is ever embedded); the folder name
 carries 128 random bits (``preview_folder``), because the static website itself is public.
-The samples come from the side blob the merge wrote while streaming (``gpu_batch.formats.previewsample``): this step reads a few
-hundred entries, never the merged file, whatever the task size. They are seeded by the task id, so re-rendering
-gives the same page.
+The samples come from the side blob the merge wrote while streaming (``gpu_batch.formats.previewsample``): this step
+reads a few hundred entries, never the merged file, whatever the task size. They are seeded by the task id, so
+re-rendering gives the same page.
 """
 from __future__ import annotations
 
@@ -27,11 +27,11 @@ from adapters.blobs import BlobStore
 from adapters.preview_folders import preview_folder
 from core import contracts as c
 from core.errors import TrapbatchError
-from gpu_batch.formats.previewsample import NEAR_MISS_FLOOR
 from core.repeats import RepeatOptions, list_search_id
 from core.requests import repeat_search_fields
 from core.settings import Settings
 from gpu_batch import layout
+from gpu_batch.formats.previewsample import NEAR_MISS_FLOOR
 
 logger = logging.getLogger(__name__)
 bp = df.Blueprint()

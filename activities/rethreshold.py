@@ -1,12 +1,12 @@
 """A finished task's CSV and preview sample at another threshold (``POST /api/tasks/{id}/previews``).
 
 Why a pass over the results file: the CSV counts the detections of each image at the threshold, which no summary
-kept by the merge holds; the same pass draws the preview sample again (``gpu_batch.formats.previewsample``, seeded by the task id,
-so the sections hold the sample the merge would have drawn at this threshold, and the counts are exact). Memory stays
-bounded: the results are downloaded to a temporary file and read one entry at a time (``core.mdformat.iter_images``),
-the CSV is written to a temporary file and uploaded in blocks. Scale: one activity, like the exports
-(activities/exports.py), so about two million images fit in the app's ``functionTimeout``; larger tasks need the
-pass split by byte ranges of the results, not done yet.
+kept by the merge holds; the same pass draws the preview sample again (``gpu_batch.formats.previewsample``, seeded by
+the task id, so the sections hold the sample the merge would have drawn at this threshold, and the counts are exact).
+Memory stays bounded: the results are downloaded to a temporary file and read one entry at a time
+(``core.mdformat.iter_images``), the CSV is written to a temporary file and uploaded in blocks. Scale: one activity,
+like the exports (activities/exports.py), so about two million images fit in the app's ``functionTimeout``; larger tasks
+need the pass split by byte ranges of the results, not done yet.
 
 The CSV at the new threshold is written **beside** the task's own (``detections[.<variant>].threshold-0.35.csv``,
 ``gpu_batch.layout.threshold_csv_blob``), never over it: ``detections.csv`` stays the CSV at the request's threshold
@@ -32,10 +32,10 @@ from adapters.blobs import BlobStore
 from core import contracts as c
 from core import mdformat
 from core.errors import TrapbatchError
-from gpu_batch.formats.detections_csv import CSV_COLUMNS, csv_row
-from gpu_batch.formats.previewsample import PreviewSampler
 from core.settings import Settings
 from gpu_batch import layout
+from gpu_batch.formats.detections_csv import CSV_COLUMNS, csv_row
+from gpu_batch.formats.previewsample import PreviewSampler
 
 logger = logging.getLogger(__name__)
 bp = df.Blueprint()

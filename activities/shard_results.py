@@ -22,11 +22,11 @@ from typing import Any, Iterable, Iterator
 
 from adapters.blobs import BlobStore
 from core import mdformat
-from gpu_batch.formats import jsonio
 from core.settings import Settings
 from core.shards import missing_images
 from gpu_batch import layout
 from gpu_batch import manifest as contract
+from gpu_batch.formats import jsonio
 
 logger = logging.getLogger(__name__)
 PROGRESS_READ_LIMIT = 4096  # a progress counter is a few bytes; anything larger is not one

@@ -3,10 +3,10 @@ the repeat search of its folders, and the exports (without image-size reads) of 
 
 usage: ``python bench/control_plane_inmemory.py N [merge|search|exports ...]`` (env ``R``: repeats, best CPU kept;
 ``PROF=<stage>``: print that stage's cProfile; ``VIEWS=1``: every shard has its worker's merge view, as a shard that
-finished in one attempt has, so the merge part composes bytes instead of reading entries). Entries are ``gpu_batch.pool.simulated``'s, 1,000 per shard, 2,000
-per folder, as ``bench/control_plane.py`` makes them. Prints us of thread CPU per image per stage and an md5 of each
-stage's output blobs: a change that keeps the md5s keeps the bytes (for these inputs). Benchmark only: it patches
-the activities' blob helpers to an in-memory store."""
+finished in one attempt has, so the merge part composes bytes instead of reading entries). Entries are
+``gpu_batch.pool.simulated``'s, 1,000 per shard, 2,000 per folder, as ``bench/control_plane.py`` makes them. Prints us
+of thread CPU per image per stage and an md5 of each stage's output blobs: a change that keeps the md5s keeps the bytes
+(for these inputs). Benchmark only: it patches the activities' blob helpers to an in-memory store."""
 import cProfile, hashlib, io, json, os, pstats, sys, time, tempfile
 from typing import Any, IO, Iterator
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

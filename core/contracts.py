@@ -446,7 +446,7 @@ class ExportsPartOutput(TypedDict):
     eligible: int
     sizes_unknown: int
     bytes: dict[str, int]  # fragment name -> size (core.exportparts.FRAGMENTS)
-    deployments: list[list[Any]]  # core.exportparts.deployment_facts rows
+    deployments: list[list[Any]]  # gpu_batch.formats.camtrapdp.CamtrapBuilder.deployment_facts rows
 
 
 class ExportsCombineInput(TypedDict):

@@ -27,8 +27,8 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from gpu_batch.formats import camtrapdp
 from core.fanin import json_ranges
+from gpu_batch.formats import camtrapdp
 
 # Storage requests per Zooniverse combine activity (a Put Block From URL, or a streamed copy, per part range; a Put
 # Block per header; a Put Block List per batch): at ~50 ms each, ~100 s one at a time, and the combine runs 4
@@ -46,12 +46,6 @@ def part_ranges(parts: Sequence[Sequence[int]]) -> list[tuple[int, int, int, int
         out.append((part, firsts[part], position, length))
         position += length
     return out
-
-
-def deployment_facts(deployments: dict[str, Any]) -> list[list[Any]]:
-    """A ``CamtrapBuilder``'s deployments as rows (insertion order)."""
-    return [[dep, d.start, d.end, d.timestamp_issues, d.location, d.latitude, d.longitude, d.camera]
-            for dep, d in deployments.items()]
 
 
 def conflicts(parts_facts: Sequence[Sequence[Sequence[Any]]]) -> list[str]:

@@ -15,8 +15,8 @@ A row whose flag is truthy (``is_truthy``: 1, 2, any other non-zero number, true
 enumerated, so it is neither detected nor in any export (the seed's rule keeps such images out of the Zooniverse
 manifest; here they stay out of everything the task makes). Every other column is metadata, carried per image into
 every export (``activities.exports``): Zooniverse manifest columns, and COCO Camera Traps / Camtrap DP fields where
-``gpu_batch.formats.listfields`` recognises a column (the rest kept beside them). Paths are blob names in the request's container, relative to its
-``prefix`` when one is given (``blob_name``).
+``gpu_batch.formats.listfields`` recognises a column (the rest kept beside them). Paths are blob names in the
+request's container, relative to its ``prefix`` when one is given (``blob_name``).
 
 How the list is enumerated (``activities.image_list``): rows are spread over units by a hash of their path (so a
 path listed twice lands in one unit, where it is kept once), each unit is sorted by name and checked for existence

@@ -16,8 +16,8 @@ from typing import IO, Any
 
 import ijson
 
-from gpu_batch.formats import jsonio
 from gpu_batch import manifest as contract
+from gpu_batch.formats import jsonio
 # the merge's per-image rules, shared with the GPU worker's merge view; re-exported here for the app's modules
 from gpu_batch.formats.entries import DETECTION_CATEGORIES as DETECTION_CATEGORIES
 from gpu_batch.formats.entries import FAILURE_IMAGE_ACCESS as FAILURE_IMAGE_ACCESS
@@ -263,9 +263,9 @@ def iter_images(fp: IO[bytes]) -> Iterator[dict[str, Any]]:
 
     A file in the merge's layout (seekable, ending with ``RESULTS_TAIL``; ``IMAGES_LINE`` closing a head that is
     then a JSON object, so ``images`` is a top-level key; one entry per line, ``"  " + entry``, every line but the
-    last ending with ``,``) is read line by line with ``gpu_batch.formats.jsonio`` (orjson: about twice as fast as ijson here).
-    Anything else (another layout, or any line not of that shape or not one JSON value) is read with ijson from the
-    starting position, skipping the entries already given, so the entries, and a malformed file's error, are
+    last ending with ``,``) is read line by line with ``gpu_batch.formats.jsonio`` (orjson: about twice as fast as ijson
+    here). Anything else (another layout, or any line not of that shape or not one JSON value) is read with ijson from
+    the starting position, skipping the entries already given, so the entries, and a malformed file's error, are
     ijson's. Integers beyond 64 bits read as floats on the fast path (``gpu_batch.formats.jsonio``); results hold none.
     """
     start = fp.tell() if _ends_with_images(fp) else None

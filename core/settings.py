@@ -56,8 +56,8 @@ Variables (names shared with infra/main.bicep app settings):
                                    86400); lets a test see an expiry happen within seconds
     TRAPBATCH_IMAGE_LIST_MAX_BYTES the largest image list (``image_list``) a request may name (default 268435456,
                                    256 MiB: about three million CSV rows); the edge reads it whole to hash and check it
-    TRAPBATCH_MERGE_VIEWS          ``auto`` (default), ``on`` or ``off``: whether shard manifests ask the workers for the
-                                   merge's view of their results (``gpu_batch.formats.mergeview``: the merge and the
+    TRAPBATCH_MERGE_VIEWS          ``auto`` (default), ``on`` or ``off``: whether shard manifests ask the workers for
+                                   the merge's view of their results (``gpu_batch.formats.mergeview``: the merge and the
                                    exports compose its bytes instead of formatting every entry, a third of the control
                                    plane's CPU per image). A worker spends ~0.25 s of a core per 10,000 images on it:
                                    the resident worker after answering (while the GPU runs the next shard), the CLI

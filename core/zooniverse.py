@@ -28,8 +28,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from gpu_batch.formats import csvline
 from core.errors import RequestInvalid
+from gpu_batch.formats import csvline
 
 COLUMNS = ["image_name_1", "folder", "attribution", "license", "#file", "#detector_max_conf",
            "#detector_top_category", "#detector_threshold"]
@@ -122,8 +122,8 @@ def _quoted_options(options: ManifestOptions) -> tuple[str, str]:
 
 def row_line(entry: Mapping[str, Any], options: ManifestOptions, detection_categories: Mapping[str, str],
              metadata: Mapping[str, str] | None = None) -> str:
-    """``row`` as the CSV line (with its ``\\r\\n``) ``csv.writer`` writes of it (``gpu_batch.formats.csvline``), the per-task
-    fields quoted once."""
+    """``row`` as the CSV line (with its ``\\r\\n``) ``csv.writer`` writes of it (``gpu_batch.formats.csvline``), the
+    per-task fields quoted once."""
     file, folder, conf, top = _facts(entry, options, detection_categories)
     middle, threshold = _quoted_options(options)
     quoted = csvline.field(file)

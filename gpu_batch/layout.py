@@ -450,7 +450,7 @@ def drop_error_blob(request_name: str) -> str:
 # into the results by the combine step, and the repeated-detection search's plan and findings per group of folders::
 #
 #     part-<n>.json | .csv         the part's entries as they appear in the results JSON / rows in the CSV
-#     part-<n>.sample.json         the part's preview-sampler state (gpu_batch.formats.previewsample.PreviewSampler.state)
+#     part-<n>.sample.json         the part's preview-sampler state (gpu_batch.formats.previewsample's state())
 #     part-<n>.folders.jsonl       the part's eligible detections, one line per folder, folders in name order
 #     part-<n>.folders-index.json  [folder, byte offset, byte length, detections] per line of the file above
 #     search-<g>.plan.json         the folders search group g looks at, and where their detections are

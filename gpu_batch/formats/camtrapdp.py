@@ -170,9 +170,9 @@ class CamtrapBuilder:
         return media, observations
 
     def add_lines(self, entry: Mapping[str, Any], metadata: Mapping[str, str] | None = None) -> tuple[str, str]:
-        """``add``'s rows as the CSV text ``csv.writer`` writes of them (``gpu_batch.formats.csvline``): the media line and the
-        observation lines (empty for none), for the exports' hot path: the constant fields are joined, not checked
-        per row (``tests/unit/test_camtrapdp.py`` compares with ``csv.writer`` over ``add``)."""
+        """``add``'s rows as the CSV text ``csv.writer`` writes of them (``gpu_batch.formats.csvline``): the media line
+        and the observation lines (empty for none), for the exports' hot path: the constant fields are joined, not
+        checked per row (``tests/unit/test_camtrapdp.py`` compares with ``csv.writer`` over ``add``)."""
         media, (mid, dep, event, timestamp), boxes = self._facts(entry, metadata)
         field = csvline.field
         # media: the ids (hex), "false", the media type (_MEDIATYPES) and the empty fields need no quoting
@@ -297,6 +297,12 @@ class CamtrapBuilder:
         if span.latitude is not None and span.longitude is not None:
             return span.latitude, span.longitude
         return None
+
+    def deployment_facts(self) -> list[list[Any]]:
+        """The deployments as ``[id, start, end, timestamp_issues, location, latitude, longitude, camera]`` rows, in
+        insertion order: what an exports part reports and a merge view carries (``core.exportparts``)."""
+        return [[dep, d.start, d.end, d.timestamp_issues, d.location, d.latitude, d.longitude, d.camera]
+                for dep, d in self.deployments.items()]
 
     def deployment_rows(self) -> list[list[Any]]:
         rows = []

@@ -15,10 +15,10 @@ Where we differ, on purpose: annotation ids are ``uuid5`` of the file and the de
 MegaDetector's normalized box as ``md_bbox`` and no ``bbox`` (``md_to_coco`` refuses the whole file instead).
 
 An explicit image list's metadata (``core.imagelist``), when the caller gives an image's row: the columns
-``gpu_batch.formats.listfields`` recognises fill COCO Camera Traps' optional image fields (``datetime``, ``location``, ``seq_id``,
-``frame_num``, ``seq_num_frames``, ``rights_holder``; see ``list_fields``), and every other column goes, under its
-own name, into one object, ``image_list_metadata`` (COCO Camera Traps allows additional image fields). md_to_coco
-knows no image list: without one the document is exactly its.
+``gpu_batch.formats.listfields`` recognises fill COCO Camera Traps' optional image fields (``datetime``, ``location``,
+``seq_id``, ``frame_num``, ``seq_num_frames``, ``rights_holder``; see ``list_fields``), and every other column goes,
+under its own name, into one object, ``image_list_metadata`` (COCO Camera Traps allows additional image fields).
+md_to_coco knows no image list: without one the document is exactly its.
 
 Images sizes: an entry's own ``width``/``height`` (trapbatch's worker writes them on every success, as MegaDetector
 does with ``--include_image_size``) win; for an entry without them the caller supplies them (the exports activity
@@ -34,12 +34,11 @@ import json
 import uuid
 from typing import IO, Any, Mapping
 
-from gpu_batch.formats import listfields
-from gpu_batch.formats import jsonio
+from gpu_batch.formats import jsonio, listfields
 
 LIST_METADATA_FIELD = "image_list_metadata"  # the image list's columns that are no COCO Camera Traps field
-# COCO Camera Traps' optional image fields an image list may fill (gpu_batch.formats.listfields concepts); the integer ones
-# must read as integers (else the value stays in LIST_METADATA_FIELD)
+# COCO Camera Traps' optional image fields an image list may fill (gpu_batch.formats.listfields concepts); the integer
+# ones must read as integers (else the value stays in LIST_METADATA_FIELD)
 LIST_FIELDS = ("datetime", "location", "seq_id", "frame_num", "seq_num_frames", "rights_holder")
 _INTEGER_FIELDS = ("frame_num", "seq_num_frames")
 IMAGES_TO_ANNOTATIONS = '],\n"annotations": [\n'  # between the images and the annotations
@@ -155,8 +154,8 @@ class CocoWriter:
     streams, e.g. temporary files), and ``finish`` writes the whole document to ``out`` from them.
 
     Why two streams: COCO lists all images, then all annotations; one pass over the results yields both. Each
-    image and annotation is one line of ``gpu_batch.formats.jsonio`` JSON (compact, UTF-8: since issue 11 no spaces, and an
-    annotation's non-ASCII ``image_id`` is no longer ``\\u``-escaped); the head and tail keep ``json.dumps``'s form.
+    image and annotation is one line of ``gpu_batch.formats.jsonio`` JSON (compact, UTF-8: since issue 11 no spaces, and
+    an annotation's non-ASCII ``image_id`` is no longer ``\\u``-escaped); the head and tail keep ``json.dumps``'s form.
     """
 
     def __init__(self, images: IO[str], annotations: IO[str], threshold: float,

@@ -107,8 +107,8 @@ def eligible_detections(entry: Mapping[str, Any], options: RepeatOptions) -> lis
 
 
 class FolderRows:
-    """A part's eligible detections per folder, in stream order, held as JSON (``gpu_batch.formats.jsonio``: one piece of bytes
-    per entry, a few dozen bytes per detection for the part's duration) with their counts."""
+    """A part's eligible detections per folder, in stream order, held as JSON (``gpu_batch.formats.jsonio``: one piece
+    of bytes per entry, a few dozen bytes per detection for the part's duration) with their counts."""
 
     def __init__(self) -> None:
         self.text: dict[str, list[bytes]] = {}

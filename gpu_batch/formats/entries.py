@@ -131,8 +131,9 @@ def summarize(images: Iterable[Mapping[str, Any]], threshold: float) -> dict[str
 
 
 def entry_json(entry: Mapping[str, Any]) -> bytes:
-    """One results entry's JSON, as both merges write it: ``gpu_batch.formats.jsonio.dumps`` (compact, UTF-8, on one line: the
-    exports read the results one entry per line). Since orjson (issue 11) entries have no spaces after ``,`` and
+    """One results entry's JSON, as both merges write it: ``gpu_batch.formats.jsonio.dumps`` (compact, UTF-8, on one
+    line: the exports read the results one entry per line). Since orjson (issue 11) entries have no spaces after ``,``
+    and
     ``:`` and floats below 1e-4 are written ``0.00001``/``1e-7`` rather than ``1e-05``/``1e-07``: the same values."""
     return jsonio.dumps(entry)
 

@@ -3,9 +3,9 @@
 Why: an image list (``core.imagelist``) carries any columns its maker chose, under any spelling: ``site``,
 ``Location``, ``date time``, ``seq_id``. COCO Camera Traps and Camtrap DP each have a field for the common ones
 (an image's capture time, its location, its sequence and frame, its camera), so a column recognised here fills that
-field (``gpu_batch.formats.coco.list_fields``, ``gpu_batch.formats.camtrapdp``) and every other column is kept, under its own name, in a place
-each export names (``image_list_metadata`` on a COCO image, ``mediaComments`` in Camtrap DP). Nothing a list gives
-is dropped.
+field (``gpu_batch.formats.coco.list_fields``, ``gpu_batch.formats.camtrapdp``) and every other column is kept, under
+its own name, in a place each export names (``image_list_metadata`` on a COCO image, ``mediaComments`` in Camtrap DP).
+Nothing a list gives is dropped.
 
 A column is recognised by its name, case-insensitive, with spaces and hyphens read as underscores, against the aliases
 of ``CONCEPTS`` (first alias present with a non-empty value wins; the other aliases stay in the rest). Empty values

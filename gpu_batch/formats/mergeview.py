@@ -114,7 +114,7 @@ class ShardView:
     # and how many of each; None when a success has no size (the exports then read that image's header)
     coco: tuple[bytes, bytes, int, int] | None = None
     # Camtrap DP's media and observation lines with COMPLETED_AT and CLASSIFIED_BY standing for the task's values, their
-    # counts, and the deployments' facts (``core.exportparts.deployment_facts``); None when an entry has a capture
+    # counts, and the deployments' facts (``CamtrapBuilder.deployment_facts``); None when an entry has a capture
     # time of its own (a deployment's start and end would then depend on the task's completion time)
     camtrap: "CamtrapLines | None" = None
 
@@ -198,8 +198,7 @@ def camtrap_lines(entries: Sequence[Mapping[str, Any]], threshold: float) -> Cam
         row, rows = builder.add_lines(entry, None)
         media.append(row)
         observations.append(rows)
-    facts = [[dep, d.start, d.end, d.timestamp_issues, d.location, d.latitude, d.longitude, d.camera]
-             for dep, d in builder.deployments.items()]
+    facts = builder.deployment_facts()
     if any(fact[1] != COMPLETED_AT or fact[2] != COMPLETED_AT for fact in facts):
         return None
     return CamtrapLines("".join(media).encode("utf-8"), "".join(observations).encode("utf-8"),

@@ -23,9 +23,9 @@ import pytest
 from activities.previews import PAGE_SIZE, THUMB_WIDTH, run_previews
 from adapters.blobs import BlobStore, service_client
 from adapters.preview_folders import existing_preview_folder
-from gpu_batch.formats.previewsample import PreviewSampler
 from core.settings import Settings
 from gpu_batch import layout
+from gpu_batch.formats.previewsample import PreviewSampler
 
 CHROMIUM = "/usr/bin/chromium"
 # The flags the workplace's probe uses: without the background-networking ones Chromium dials out at every start.

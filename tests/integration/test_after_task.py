@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import requests
 
+from gpu_batch import layout
 from gpu_batch.formats.detections_csv import CSV_COLUMNS, csv_row
 from gpu_batch.formats.previewsample import preview_category, top_confidence
-from gpu_batch import layout
 from tests.integration.conftest import upload_images
 from tests.integration.test_end_to_end import FUNCTION_KEY, api, finished_status
 from tests.waiting import wait_until

@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 import requests
 
-from gpu_batch.layout import results_blob
 from adapters.blobs import BlobStore
 from core import mdformat
 from devhost.azurite import free_port
 from gpu_batch import layout
+from gpu_batch.layout import results_blob
 from gpu_batch.manifest import ShardManifest
 from tests.api_session import DiagnosingSession
 from tests.integration.conftest import upload_images
@@ -56,7 +56,7 @@ def _read_for_scan(store: BlobStore, container: str, name: str) -> bytes | None:
 
 def scan_start() -> datetime:
     """The moment from which ``places_holding`` scans blobs, taken before the secret it looks for exists. The service's
-    Last-Modified has whole seconds: two seconds earlier covers its rounding and any clock step between the processes."""
+    Last-Modified has whole seconds: two seconds earlier covers its rounding and any clock step between processes."""
     return datetime.now(timezone.utc) - timedelta(seconds=2)
 
 

@@ -14,12 +14,12 @@ import pytest
 
 from adapters.blobs import BlobStore
 from core import mdformat
-from gpu_batch.formats import camtrapdp
 from core.imagelist import scan
 from core.requests import TaskRequest
 from core.settings import Settings
 from core.shards import ListingLimits
 from gpu_batch import layout
+from gpu_batch.formats import camtrapdp
 from tests.integration.conftest import upload_images
 from tests.integration.test_end_to_end import api, finished_status, host  # noqa: F401  (the devhost fixture)
 from tests.integration.test_parallel_enumeration import manifests, run_parallel
