@@ -1,15 +1,13 @@
 """The Azure Functions entry point: registers trapbatch's blueprints, and sets the garbage collector's thresholds.
 
-Why the collector: the merge, exports and repeat search allocate a few short-lived dicts and lists per image, and
-CPython's default first-generation threshold (700) runs a collection every few images: 14 % of the merge's
-per-image CPU here (``bench/RESULTS.md``, ninth session). Raising it trades a few megabytes of not yet collected
-objects for that CPU, for the whole worker process (the Functions worker loads this module once). ``GC_THRESHOLDS``.
+Why the collector: the control plane's activities allocate a few short-lived objects per image, and CPython's
+default thresholds spend a large share of their CPU collecting them (``core.collector`` says how much). The worker
+process loads this module once, so this is where the whole process gets the raised thresholds.
 """
-import gc
-
 import azure.durable_functions as df
 import azure.functions as func
 
+import core.collector as collector
 from activities import enumerate as enumerate_activity
 from activities import exportparts, exports, fanin, generations, merge, notify, pool, previews, task_events
 from activities import expiry as expiry_activities
@@ -20,8 +18,7 @@ from api import repeat_search as repeat_search_api
 from orchestrations import expiry, repeat_search, repeats, rerender, shards, task
 from orchestrations import results_zip as results_zip_orchestration
 
-GC_THRESHOLDS = (50_000, 20, 100)
-gc.set_threshold(*GC_THRESHOLDS)
+collector.apply()
 
 app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
 for blueprint in (

@@ -11,6 +11,8 @@ import cProfile, hashlib, io, json, os, pstats, sys, time, tempfile
 from typing import Any, IO, Iterator
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from adapters.blobs import BlobStore
+from core import collector
+collector.apply()  # the function app's thresholds, as its worker process runs these activities
 import adapters.blob_files as blob_files
 import activities.fanin as fa
 import activities.exports as ex

@@ -131,67 +131,95 @@ class _Folder:
             size = self._cells[k] = max(_CELL_REACHES * self._reach * math.exp((k + 2) * self._step), _MIN_CELL)
         return size
 
-    def _classes(self, side: float) -> tuple[int, tuple[int, ...]]:
-        """The side's own size class, and the (at most two) classes that hold every side within ``_span`` of it in
-        log space."""
-        ln = math.log(side)
-        k = math.floor(ln / self._step)
-        if ln - k * self._step < self._span:
-            return k, (k - 1, k)
-        if (k + 1) * self._step - ln <= self._span:
-            return k, (k, k + 1)
-        return k, (k,)
+    def add_rows(self, rows: Iterable[Sequence[Any]], options: RepeatOptions) -> int:
+        """Each ``(file, category, x, y, w, h, conf)`` row in order, as a detection of the folder; returns how many.
 
-    def add(self, file: str, category: str, box: tuple[float, float, float, float], conf: float,
-            options: RepeatOptions) -> None:
-        x, y, w, h = box
-        matched = False
-        # finite and positive sides (a NaN fails every comparison), finite corners: the box can be indexed
-        indexable = 0 < w < math.inf and 0 < h < math.inf and -math.inf < x < math.inf and -math.inf < y < math.inf
-        if indexable:
-            cx, cy = x + w / 2, y + h / 2
-            x2, y2, area = x + w, y + h, w * h  # as ``iou`` computes them
-            own_w, kws = self._classes(w)
-            own_h, khs = self._classes(h)
-            classes, cell = self.classes, self._cell
-            threshold = options.iou_threshold
-            w_lo, w_hi, h_lo, h_hi = w * self._ratio_lo, w * self._ratio_hi, h * self._ratio_lo, h * self._ratio_hi
-            rx, ry = self._distance * w_hi, self._distance * h_hi  # w_hi >= max(w, lw) once lw passed the sieve
-            for kw in kws:
-                sx = cell(kw)
-                for kh in khs:
-                    cells = classes.get((category, kw, kh))
-                    if cells:
-                        found = cells.get((math.floor(cx / sx), math.floor(cy / cell(kh))))
-                        if found:
-                            self.compared += len(found)
-                            for lw, lh, lcx, lcy, lx, ly, lx2, ly2, larea, loc in found:
-                                # the sieve (__init__), then ``iou(box, loc.bbox)`` inlined: the same float
-                                # operations in the same order (``min``/``max`` as conditionals that pick the same
-                                # operand), so the same value and the same decisions
-                                if not (w_lo <= lw <= w_hi and h_lo <= lh <= h_hi
-                                        and -rx <= lcx - cx <= rx and -ry <= lcy - cy <= ry):
-                                    continue
-                                self.ious += 1
-                                iw = (lx2 if lx2 < x2 else x2) - (lx if lx > x else x)
-                                ih = (ly2 if ly2 < y2 else y2) - (ly if ly > y else y)
-                                if iw < 0 or ih < 0:
-                                    continue
-                                inter = iw * ih
-                                union = area + larea - inter
-                                if union > 0 and inter / union >= threshold:
-                                    matched = True  # like MegaDetector, one detection may count for several
-                                    _count(loc, file, conf, options)
-        if not matched:
-            loc = _Location(len(self.locations), category, box)
-            _count(loc, file, conf, options)
-            self.locations.append(loc)
+        One loop over a batch, with everything it reads bound to locals first and the size classes, the cell sizes
+        and ``_count`` written out inline: it runs once per eligible detection of the task, and at 10M images a
+        method call or attribute read per detection is a measurable share of the control plane (``bench/RESULTS.md``,
+        twelfth session). A candidate's numbers are read by index as the sieve needs them (most fail on the first
+        or second), not unpacked: unpacking touches every number of the candidate, and at 50,000 images per folder
+        the candidates are far past the processor's caches.
+        """
+        log, floor, inf = math.log, math.floor, math.inf
+        classes, cell_sizes, cell, locations = self.classes, self._cells, self._cell, self.locations
+        span, step = self._span, self._step
+        ratio_lo, ratio_hi, distance = self._ratio_lo, self._ratio_hi, self._distance
+        threshold, files_listed = options.iou_threshold, options.files_listed
+        compared = ious = n = 0
+        for file, category, x, y, w, h, conf in rows:
+            n += 1
+            file, category = str(file), str(category)
+            x, y, w, h, conf = float(x), float(y), float(w), float(h), float(conf)
+            matched = False
+            # finite and positive sides (a NaN fails every comparison), finite corners: the box can be indexed
+            indexable = 0 < w < inf and 0 < h < inf and -inf < x < inf and -inf < y < inf
             if indexable:
-                sx, sy = self._cell(own_w), self._cell(own_h)
+                cx, cy = x + w / 2, y + h / 2
+                x2, y2, area = x + w, y + h, w * h  # as ``iou`` computes them
+                # the side's own size class, and the (at most two) classes that hold every side within ``_span``
+                # of it in log space
+                ln = log(w)
+                own_w = floor(ln / step)
+                kws = ((own_w - 1, own_w) if ln - own_w * step < span
+                       else (own_w, own_w + 1) if (own_w + 1) * step - ln <= span else (own_w,))
+                ln = log(h)
+                own_h = floor(ln / step)
+                khs = ((own_h - 1, own_h) if ln - own_h * step < span
+                       else (own_h, own_h + 1) if (own_h + 1) * step - ln <= span else (own_h,))
+                w_lo, w_hi, h_lo, h_hi = w * ratio_lo, w * ratio_hi, h * ratio_lo, h * ratio_hi
+                rx, ry = distance * w_hi, distance * h_hi  # w_hi >= max(w, lw) once lw passed the sieve
+                for kw in kws:
+                    sx = cell_sizes.get(kw) or cell(kw)
+                    for kh in khs:
+                        cells = classes.get((category, kw, kh))
+                        if not cells:
+                            continue
+                        found = cells.get((floor(cx / sx), floor(cy / (cell_sizes.get(kh) or cell(kh)))))
+                        if not found:
+                            continue
+                        compared += len(found)
+                        for c in found:
+                            # the sieve (__init__), then ``iou(box, loc.bbox)`` inlined: the same float operations
+                            # in the same order (``min``/``max`` as conditionals that pick the same operand), so
+                            # the same value and the same decisions
+                            if not w_lo <= c[0] <= w_hi or not h_lo <= c[1] <= h_hi:
+                                continue
+                            if not -rx <= c[2] - cx <= rx or not -ry <= c[3] - cy <= ry:
+                                continue
+                            ious += 1
+                            lx, ly, lx2, ly2, larea, loc = c[4:]
+                            iw = (lx2 if lx2 < x2 else x2) - (lx if lx > x else x)
+                            ih = (ly2 if ly2 < y2 else y2) - (ly if ly > y else y)
+                            if iw < 0 or ih < 0:
+                                continue
+                            inter = iw * ih
+                            union = area + larea - inter
+                            if union > 0 and inter / union >= threshold:
+                                matched = True  # like MegaDetector, one detection may count for several
+                                # ``_count(loc, file, conf, options)``
+                                loc.count += 1
+                                if conf < loc.conf_min:
+                                    loc.conf_min = conf
+                                if conf > loc.conf_max:
+                                    loc.conf_max = conf
+                                listed = loc.files
+                                if len(listed) < files_listed and (not listed or listed[-1] != file):
+                                    listed.append(file)
+            if matched:
+                continue
+            box = (x, y, w, h)
+            loc = _Location(len(locations), category, box)
+            _count(loc, file, conf, options)
+            locations.append(loc)
+            if indexable:
+                sx, sy = cell(own_w), cell(own_h)
                 rx, ry = sx / _CELL_REACHES, sy / _CELL_REACHES  # the reach
-                cells = self.classes.setdefault((category, own_w, own_h), {})
-                x0, x1 = math.floor((cx - rx) / sx), math.floor((cx + rx) / sx)
-                y0, y1 = math.floor((cy - ry) / sy), math.floor((cy + ry) / sy)
+                cells = classes.get((category, own_w, own_h))
+                if cells is None:
+                    cells = classes[(category, own_w, own_h)] = {}
+                x0, x1 = floor((cx - rx) / sx), floor((cx + rx) / sx)
+                y0, y1 = floor((cy - ry) / sy), floor((cy + ry) / sy)
                 filed: _Filed = (w, h, cx, cy, x, y, x2, y2, area, loc)  # one tuple for all its cells
                 for ix in range(x0, x1 + 1):
                     for iy in range(y0, y1 + 1):
@@ -201,6 +229,9 @@ class _Folder:
                             cells[key] = [filed]
                         else:
                             bucket.append(filed)
+        self.compared += compared
+        self.ious += ious
+        return n
 
     def suspicious(self, folder_name: str, options: RepeatOptions) -> list[dict[str, Any]]:
         """The folder's candidates with enough occurrences, in the order they were found (``_order``)."""
@@ -226,9 +257,7 @@ class FolderSearch:
         self._folder = _Folder(self.options.iou_threshold)
 
     def add_rows(self, rows: Iterable[Sequence[Any]]) -> None:
-        for file, category, x, y, w, h, conf in rows:
-            self._folder.add(str(file), str(category), (float(x), float(y), float(w), float(h)), float(conf),
-                             self.options)
+        self._folder.add_rows(rows, self.options)
 
     def suspicious(self) -> list[dict[str, Any]]:
         """Its suspicious locations, each with ``_order`` (rank among the folder's candidates) for ``rank_locations``."""
@@ -281,9 +310,7 @@ class RepeatFinder:
                                "are in name order?", folder_name)
                 self._warned = True
             folder = self._open[folder_name] = _Folder(self.options.iou_threshold)
-        for file, category, x, y, w, h, conf in rows:
-            self.detections_considered += 1
-            folder.add(file, category, (x, y, w, h), conf, self.options)
+        self.detections_considered += folder.add_rows(rows, self.options)
 
     def _close(self, folder_name: str) -> None:
         folder = self._open.pop(folder_name)

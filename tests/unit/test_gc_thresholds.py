@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from core import collector
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -14,4 +16,5 @@ def test_loading_the_app_sets_the_collectors_thresholds() -> None:
                           check=True)
     before, after = done.stdout.strip().rsplit(") (", 1)
     assert before == "(700, 10, 10"  # CPython's default, so the app's setting is what changes it
-    assert after == "50000, 20, 100)"
+    assert after == ", ".join(map(str, collector.THRESHOLDS)) + ")"
+    assert collector.THRESHOLDS[0] >= 10_000  # raised well past the default, as the module's docstring argues
