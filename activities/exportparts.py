@@ -99,8 +99,6 @@ def run_exports_part(payload: c.ExportsPartInput, settings: Settings, store: Blo
     with tempfile.TemporaryFile("w+b") as entries, tempfile.TemporaryFile("w+b") as i_fp, \
             tempfile.TemporaryFile("w+b") as a_fp, tempfile.TemporaryFile("w+b") as m_fp, \
             tempfile.TemporaryFile("w+b") as o_fp:
-        store.service.get_blob_client(container, results_name).download_blob(
-            offset=start + payload["offset"], length=payload["length"]).readinto(entries)
         files = dict(zip(FRAGMENTS, (i_fp, a_fp, m_fp, o_fp)))
         text = {k: io.TextIOWrapper(f, encoding="utf-8", newline="", write_through=True) for k, f in files.items()}
         writer = coco.CocoWriter(text["images"], text["annotations"], ctx.cut, ctx.categories, continued=True)
@@ -117,8 +115,14 @@ def run_exports_part(payload: c.ExportsPartInput, settings: Settings, store: Blo
         views.write(writer, text["images"], text["annotations"], camtrap, media, observations, continued=True)
         if views.coco:
             needs_size = needs_no_size
-        for entry, size in sized(settings, source or store, str(ctx.enumeration.get("container", "")),
-                                 _lines(entries), needs_size):
+        if views.complete:  # every format's lines are in the views (issue 11): the part's entries are not read
+            counts["eligible"] = views.eligible()
+        else:
+            store.service.get_blob_client(container, results_name).download_blob(
+                offset=start + payload["offset"], length=payload["length"]).readinto(entries)
+        for entry, size in (() if views.complete else sized(settings, source or store,
+                                                             str(ctx.enumeration.get("container", "")),
+                                                             _lines(entries), needs_size)):
             if entry.get("failure") is None and size is None and coco.entry_size(entry) is None:
                 counts["sizes_unknown"] += 1
             metadata = listed.get(str(entry["file"]))

@@ -40,6 +40,7 @@ import io
 import json
 import logging
 import tempfile
+from array import array
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import IO, Any, Callable, Iterator
@@ -153,8 +154,9 @@ def needs_no_size(entry: dict[str, Any]) -> str | None:
 
 class ViewLines:
     """What the workers' merge views give an exports activity (``activities.fanin.export_views``): COCO's lines when
-    every view has them, Camtrap DP's when every view has them and the task's values fit in them; each part alone
-    (``coco`` / ``camtrap`` False: the entries are formatted for it, as before)."""
+    every view has them, Camtrap DP's when every view has them and the task's values fit in them, Zooniverse's rows
+    when every view has them; each part alone (``coco`` / ``camtrap`` / ``zooniverse`` False: the entries are
+    formatted for it, as before). ``complete``: all three, so the entries need not be read at all."""
 
     def __init__(self, views: list[ShardView] | None, camtrap: camtrapdp.CamtrapBuilder) -> None:
         self.views = views or []
@@ -162,6 +164,26 @@ class ViewLines:
         self.filled = [v.camtrap.filled(camtrap.completed_at, camtrap.classified_by) if v.camtrap is not None
                        else None for v in self.views]
         self.camtrap = bool(views) and all(f is not None for f in self.filled)
+        self.zooniverse = bool(views) and all(v.zooniverse is not None for v in self.views)
+        self.complete = self.coco and self.camtrap and self.zooniverse
+
+    def eligible(self) -> int:
+        """The Zooniverse subjects of the views' shards (``zooniverse`` must be True)."""
+        return sum(len(v.zooniverse.lengths) for v in self.views if v.zooniverse is not None)
+
+    def write_zooniverse(self, rows: IO[bytes], lengths: "array[int]", options: zooniverse.ManifestOptions) -> int:
+        """The views' Zooniverse rows with the task's attribution and license (``options``) into ``rows``, each
+        row's length onto ``lengths``: what ``zooniverse.row_line`` of every eligible entry would have made (the
+        views' threshold is the exports' and their categories MegaDetector's: ``export_views``). Returns how many."""
+        middle = zooniverse.quoted_options(options)[0]
+        count = 0
+        for view in self.views:
+            assert view.zooniverse is not None
+            data, sizes = view.zooniverse.filled(middle)
+            rows.write(data)
+            lengths.extend(sizes)
+            count += len(sizes)
+        return count
 
     def write(self, writer: coco.CocoWriter, images: IO[str], annotations: IO[str], builder: camtrapdp.CamtrapBuilder,
               media: "LineBuffer", observations: "LineBuffer", continued: bool) -> None:
@@ -239,10 +261,12 @@ def _write_zooniverse(store: BlobStore, container: str, task_id: str, variant: s
 
 
 def _write_zooniverse_rows(store: BlobStore, container: str, task_id: str, variant: str, rows: IO[bytes],
-                           options: zooniverse.ManifestOptions, eligible: int, open_files: int) -> int:
+                           lengths: "array[int]", options: zooniverse.ManifestOptions, open_files: int) -> int:
     """``_write_zooniverse`` from the rows the exports' pass already made (``rows``: each eligible image's
-    ``zooniverse.row_line`` in UTF-8, in results order, after its length as 4 bytes little-endian), so the results
-    are parsed once for every format; the same batches, byte for byte. Returns how many."""
+    ``zooniverse.row_line`` in UTF-8, in results order, back to back; ``lengths``: each one's length), so the results
+    are parsed once for every format (or not at all: ``ViewLines.write_zooniverse``); the same batches, byte for
+    byte. Returns how many."""
+    eligible = len(lengths)
     batches = zooniverse.batch_count(eligible, options)
     assigner = zooniverse.BatchAssigner(eligible, batches, options.shuffle, options.seed)
     header = csvline.line(zooniverse.columns(options)).encode("utf-8")
@@ -254,8 +278,8 @@ def _write_zooniverse_rows(store: BlobStore, container: str, task_id: str, varia
                 out.write(header)
             rows.seek(0)
             read, batch = rows.read, assigner.batch
-            for index in range(eligible):
-                data = read(int.from_bytes(read(4), "little"))
+            for index, length in enumerate(lengths):
+                data = read(length)
                 target = outs.get(batch(index))
                 if target is not None:
                     target.write(data)
@@ -367,11 +391,15 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
             listed = ListMetadata(store, container, task_id, list_shards)
             views = ViewLines(export_views(store, settings, task_id, 0, int(enumeration.get("shards") or 0), cut,
                                            ctx.plain()), camtrap)
+            lengths = array("q")
             views.write(writer, tmp["images"], tmp["annotations"], camtrap, media, observations, continued=False)
             if views.coco:
                 needs_size = needs_no_size
-            for entry, size in sized(settings, source or store, str(enumeration.get("container", "")),
-                                     _entries(results), needs_size):
+            if views.complete:  # every format's lines are in the views (issue 11): the entries are not read
+                eligible = views.write_zooniverse(zooniverse_rows, lengths, manifest)
+            for entry, size in (() if views.complete else sized(settings, source or store,
+                                                                 str(enumeration.get("container", "")),
+                                                                 _entries(results), needs_size)):
                 if entry.get("failure") is None and size is None and coco.entry_size(entry) is None:
                     sizes_unknown += 1
                 metadata = listed.get(str(entry["file"]))  # every entry, in order (the walk keeps step)
@@ -379,8 +407,8 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
                 if not zooniverse.excluded(entry):
                     eligible += 1
                     line = zooniverse.row_line(entry, manifest, categories, metadata).encode("utf-8")
-                    zooniverse_rows.write(len(line).to_bytes(4, "little"))
                     zooniverse_rows.write(line)
+                    lengths.append(len(line))
             media.flush()
             observations.flush()
             writer.finish(tmp["coco"], ctx.coco_info())
@@ -396,8 +424,8 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
             write_descriptor(store, ctx, camtrap)
             for wrapper in tmp.values():
                 wrapper.detach()
-            batches = _write_zooniverse_rows(store, container, task_id, variant, zooniverse_rows, manifest,
-                                             eligible, open_batch_files)
+            batches = _write_zooniverse_rows(store, container, task_id, variant, zooniverse_rows, lengths, manifest,
+                                             open_batch_files)
     prefix = layout.exports_prefix(task_id, variant)
     logger.info("task %s: exports%s written: %d images, %d COCO boxes, %d observations, %d Zooniverse batches",
                 task_id, f" ({variant})" if variant else "", writer.counts["images"], writer.counts["annotations"],

@@ -158,17 +158,18 @@ def clean_view(store: BlobStore, settings: Settings, task_id: str, index: int, t
 
 
 def export_views(store: BlobStore, settings: Settings, task_id: str, first_shard: int, shards: int, threshold: float,
-                 plain: bool) -> list[ShardView] | None:
+                 plain: bool, part: str = "exports") -> list[ShardView] | None:
     """The workers' merge views of shards ``first_shard .. +shards`` (``clean_view``) for an exports activity at
-    ``threshold``, whose COCO and Camtrap DP lines it may write instead of formatting the entries
-    (``gpu_batch.formats.mergeview``); None unless every one of them has a usable view. ``plain``: the exports have
-    MegaDetector's categories, no image-list metadata and the original variant (what a view's lines assume)."""
+    ``threshold``, whose COCO, Camtrap DP and Zooniverse lines it may write instead of formatting the entries
+    (``gpu_batch.formats.mergeview``; ``part``: the sections read, ``"zooniverse"`` for Zooniverse's rows alone); None
+    unless every one of them has a usable view. ``plain``: the exports have MegaDetector's categories, no image-list
+    metadata and the original variant (what a view's lines assume)."""
     if not plain or shards <= 0:
         return None
     found = []
     for index in range(first_shard, first_shard + shards):
         listed = store.list_etags(settings.container, layout.shard_prefix(task_id, layout.shard_id(index)))
-        view = clean_view(store, settings, task_id, index, threshold, listed, "exports")
+        view = clean_view(store, settings, task_id, index, threshold, listed, part)
         if view is None:
             return None
         found.append(view)

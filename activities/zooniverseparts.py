@@ -11,7 +11,8 @@ only ``i`` and the totals, so (``orchestrations.exports``, after ``exports_combi
   ``before``, ``before + 1``, ... and their rows go to one work blob grouped by batch (in results order inside a
   batch), with an index blob of ``[batch, offset, length]``. Memory: two integers per eligible image of the part
   (the rows wait in a temporary file). A different eligible count than the exports part reported fails the activity
-  (the results changed under the step).
+  (the results changed under the step). When every shard of the part has its worker's merge view with Zooniverse's
+  rows (``gpu_batch.formats.mergeview``), the rows come from the views and the entries are not read.
 * ``run_zooniverse_combine``: batches ``first`` .. ``first + count - 1``, each composed (``adapters.compose``: Put
   Block From URL, or streamed on Azurite) from the header and each part's range of that batch, in part order; the
   groups (``core.exportparts.zooniverse_groups``) bound the ranges per activity.
@@ -25,8 +26,6 @@ tests/integration/test_exports_fanout.py.
 """
 from __future__ import annotations
 
-import csv
-import io
 import tempfile
 from array import array
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +34,7 @@ import azure.durable_functions as df
 
 from activities.exportparts import _csv_line, _head, _lines, work_prefix
 from activities.exports import ListMetadata, prepare
+from activities.fanin import export_views
 from adapters import clients
 from adapters.blob_files import delete_under
 from adapters.blobs import BlobStore
@@ -71,15 +71,29 @@ def run_zooniverse_part(payload: c.ExportsZooniversePartInput, settings: Setting
     options = ctx.manifest
     assigner = zooniverse.BatchAssigner(payload["eligible"], payload["batches"], options.shuffle, options.seed)
     batch_of, length_of = array("q"), array("q")
-    line = io.StringIO(newline="")
-    writer = csv.writer(line)
     with tempfile.TemporaryFile("w+b") as entries, tempfile.TemporaryFile("w+b") as rows, \
             tempfile.TemporaryFile("w+b") as grouped:
-        store.service.get_blob_client(container, results_name).download_blob(
-            offset=start + payload["offset"], length=payload["length"]).readinto(entries)
-        listed = ListMetadata(store, container, task_id, ctx.list_shards, payload["first_shard"])
         index = payload["before"]
-        for entry in _lines(entries):
+        views = export_views(store, settings, task_id, payload["first_shard"], int(payload.get("shards", 0)), ctx.cut,
+                             ctx.plain(), "zooniverse")
+        from_views = views is not None and all(v.zooniverse is not None for v in views)
+        if views is not None and from_views:
+            # the workers' views hold the part's rows (issue 11): the entries are not read
+            middle = zooniverse.quoted_options(options)[0]
+            for view in views:
+                assert view.zooniverse is not None
+                data, row_lengths = view.zooniverse.filled(middle)
+                if index + len(row_lengths) > payload["eligible"]:
+                    raise ValueError(f"part {part}: more eligible images than the {payload['rows']} counted")
+                batch_of.extend([assigner.batch(i) for i in range(index, index + len(row_lengths))])
+                index += len(row_lengths)
+                length_of.extend(row_lengths)
+                rows.write(data)
+        else:
+            store.service.get_blob_client(container, results_name).download_blob(
+                offset=start + payload["offset"], length=payload["length"]).readinto(entries)
+        listed = ListMetadata(store, container, task_id, ctx.list_shards, payload["first_shard"])
+        for entry in (() if from_views else _lines(entries)):
             metadata = listed.get(str(entry["file"]))  # every entry, so the walk keeps step with the shards
             if zooniverse.excluded(entry):
                 continue
@@ -87,10 +101,7 @@ def run_zooniverse_part(payload: c.ExportsZooniversePartInput, settings: Setting
                 raise ValueError(f"part {part}: more eligible images than the {payload['rows']} counted")
             batch_of.append(assigner.batch(index))
             index += 1
-            line.seek(0)
-            line.truncate()
-            writer.writerow(zooniverse.row(entry, options, ctx.categories, metadata))
-            data = line.getvalue().encode("utf-8")
+            data = zooniverse.row_line(entry, options, ctx.categories, metadata).encode("utf-8")
             length_of.append(len(data))
             rows.write(data)
         found = index - payload["before"]

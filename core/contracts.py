@@ -492,6 +492,7 @@ class ExportsZooniversePartInput(TypedDict):
     eligible: int  # eligible images in the whole results (the shuffle permutes range(eligible))
     batches: int  # the batch count (ExportsOutput.zooniverse_batches of the combine)
     threshold: NotRequired[float]
+    shards: NotRequired[int]  # as ExportsPartInput (the workers' merge views hold the part's rows)
 
 
 class ExportsZooniversePartOutput(TypedDict):

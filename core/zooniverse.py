@@ -30,12 +30,12 @@ from typing import Any, Mapping
 
 from core.errors import RequestInvalid
 from gpu_batch.formats import csvline
+from gpu_batch.formats.zooniverse_rows import EXCLUDING_FLAGS as EXCLUDING_FLAGS
+from gpu_batch.formats.zooniverse_rows import excluded as excluded
+from gpu_batch.formats.zooniverse_rows import cell, facts, fixed_line, threshold_field
 
 COLUMNS = ["image_name_1", "folder", "attribution", "license", "#file", "#detector_max_conf",
            "#detector_top_category", "#detector_threshold"]
-# Flags of the seed's captures file that keep an image out of the manifest, and the values that do.
-EXCLUDING_FLAGS: Mapping[str, tuple[str, ...]] = {"invalid": ("1", "2"), "image_is_invalid": ("1",),
-                                                  "image_no_upload": ("1",), "image_was_deleted": ("1",)}
 DEFAULT_MAX_BATCH_SIZE = 10_000
 MAX_BATCHES = 10_000
 
@@ -66,70 +66,35 @@ class ManifestOptions:
                 raise RequestInvalid(f"'{name}' must be a positive integer, got {value}", f"e.g. {name}: 10")
 
 
-def excluded(entry: Mapping[str, Any]) -> bool:
-    """Whether an entry stays out of the manifests: a failed image, or one the image list flags."""
-    if entry.get("failure") is not None:
-        return True
-    for flag, values in EXCLUDING_FLAGS.items():  # an absent flag reads as "", which no flag's values hold
-        if flag in entry and str(entry[flag]).strip() in values:
-            return True
-    return False
-
-
 def columns(options: ManifestOptions) -> list[str]:
     """The manifest's header: ``COLUMNS``, then the image list's metadata columns (one named like a fixed column
     gets the prefix ``list_``, so neither hides the other)."""
     return COLUMNS + [f"list_{c}" if c in COLUMNS else c for c in options.metadata_columns]
 
 
-def _facts(entry: Mapping[str, Any], options: ManifestOptions,
-           detection_categories: Mapping[str, str]) -> tuple[str, str, float, str]:
-    """``(file, folder, #detector_max_conf, #detector_top_category)`` of an image's row."""
-    file = str(entry["file"])
-    best_conf, best_cat = 0.0, ""
-    for det in entry.get("detections") or []:
-        conf = det.get("conf")
-        if isinstance(conf, (int, float)) and conf > best_conf:
-            best_conf, best_cat = float(conf), detection_categories.get(str(det.get("category")), "unknown")
-    top = best_cat if best_cat and best_conf >= options.threshold else "empty"
-    folder = file.rsplit("/", 1)[0] if "/" in file else ""
-    return file, folder, round(best_conf, 4), top
-
-
 def row(entry: Mapping[str, Any], options: ManifestOptions, detection_categories: Mapping[str, str],
         metadata: Mapping[str, str] | None = None) -> list[Any]:
     """The manifest row of an image (``columns(options)`` order); ``metadata``: its row of the image list."""
-    file, folder, conf, top = _facts(entry, options, detection_categories)
+    file, folder, conf, top = facts(entry, options.threshold, detection_categories)
     listed = [(metadata or {}).get(c, "") for c in options.metadata_columns]
     return [file, folder, options.attribution, options.license, file, conf, top, options.threshold, *listed]
 
 
-def _cell(value: Any) -> str:
-    """A value as ``csv.writer`` writes it before quoting: ``None`` empty, a float its ``repr``, else ``str``."""
-    if type(value) is str:
-        return value
-    if value is None:
-        return ""
-    return repr(value) if isinstance(value, float) else str(value)
-
-
 @functools.lru_cache(maxsize=64)
-def _quoted_options(options: ManifestOptions) -> tuple[str, str]:
+def quoted_options(options: ManifestOptions) -> tuple[str, str]:
     """The row's per-task fields as CSV text: ``,attribution,license,`` and ``,threshold``."""
-    return (f",{csvline.field(_cell(options.attribution))},{csvline.field(_cell(options.license))},",
-            "," + csvline.field(_cell(options.threshold)))
+    return (f",{csvline.field(cell(options.attribution))},{csvline.field(cell(options.license))},",
+            threshold_field(options.threshold))
 
 
 def row_line(entry: Mapping[str, Any], options: ManifestOptions, detection_categories: Mapping[str, str],
              metadata: Mapping[str, str] | None = None) -> str:
     """``row`` as the CSV line (with its ``\\r\\n``) ``csv.writer`` writes of it (``gpu_batch.formats.csvline``), the
     per-task fields quoted once."""
-    file, folder, conf, top = _facts(entry, options, detection_categories)
-    middle, threshold = _quoted_options(options)
-    quoted = csvline.field(file)
-    text = f"{quoted},{csvline.field(folder)}{middle}{quoted},{conf!r},{csvline.field(top)}{threshold}"
+    middle, threshold = quoted_options(options)
+    text = fixed_line(entry, options.threshold, detection_categories, middle, threshold)
     if options.metadata_columns:
-        text += "".join(["," + csvline.field(_cell((metadata or {}).get(c, ""))) for c in options.metadata_columns])
+        text += "".join(["," + csvline.field(cell((metadata or {}).get(c, ""))) for c in options.metadata_columns])
     return text + csvline.TERMINATOR
 
 

@@ -47,7 +47,7 @@ def exports(context: df.DurableOrchestrationContext, task_id: str, variant: str,
     total, count = output["zooniverse_subjects"], output["zooniverse_batches"]
     zparts = [c.ExportsZooniversePartInput(task_id=task_id, variant=variant, part=part, first_shard=first,
                                            offset=offset, length=length, before=before, rows=p["eligible"],
-                                           eligible=total, batches=count)
+                                           eligible=total, batches=count, shards=shards[part])
               for (part, first, offset, length), p, before in zip(ranges, parts,
                                                                   eligible_before([p["eligible"] for p in parts]))
               if p["eligible"]]

@@ -20,11 +20,16 @@ written). Anything else, or a view that does not parse, and the merge reads the 
 
 The exports use it too, when the task has no image-list metadata: its COCO lines (``coco_lines``: they depend only
 on the entry, the threshold and the categories) and its Camtrap DP lines (``camtrap_lines``, with placeholders for
-the task's completion time and classifier, which the exports put in) are what an exports activity writes for it.
+the task's completion time and classifier, which the exports put in) and its Zooniverse rows (``zooniverse_lines``,
+with a placeholder for the attribution and license settings) are what an exports activity writes for it; when all
+three are there, the exports do not read the shard's entries at all.
 
 Layout: one line of JSON (the header: version, identity, counts, the preview sampler's state, the folders' sizes,
-COCO's and Camtrap DP's sizes and counts), ``\\n``, then the entries' JSON fragments, their CSV lines, each folder's
-rows, COCO's image and annotation lines, and Camtrap DP's media and observation lines, back to back.
+COCO's, Camtrap DP's and Zooniverse's sizes and counts), ``\\n``, then the entries' JSON fragments, their CSV lines,
+each folder's rows, COCO's image and annotation lines, Camtrap DP's media and observation lines, and Zooniverse's rows
+and their lengths (4-byte little-endian integers), back to back. A view without a section reads as one without those
+lines (the exports then format the entries); code older than a section does not see it (its ranged reads stop
+before it, and a whole view it reads is longer than its header says, so it takes the entries).
 
 Must not: do I/O.
 """
@@ -32,10 +37,11 @@ from __future__ import annotations
 
 import io
 import json
+import struct
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from gpu_batch.formats import camtrapdp, coco, csvline
+from gpu_batch.formats import camtrapdp, coco, csvline, zooniverse_rows
 from gpu_batch.formats.detections_csv import CsvLines
 from gpu_batch.formats.eligible import FolderRows, RepeatOptions, eligible_detections
 from gpu_batch.formats.entries import DETECTION_CATEGORIES, entry_fragment, failure_counts, merge_entries, summarize
@@ -117,6 +123,9 @@ class ShardView:
     # counts, and the deployments' facts (``CamtrapBuilder.deployment_facts``); None when an entry has a capture
     # time of its own (a deployment's start and end would then depend on the task's completion time)
     camtrap: "CamtrapLines | None" = None
+    # Zooniverse's rows of the shard's eligible images, with MIDDLE standing for the task's attribution and license;
+    # None when a name holds NUL
+    zooniverse: "ZooniverseLines | None" = None
 
     def matches(self, task_id: str, threshold: float, results_etag: str, manifest_etag: str) -> bool:
         """Whether this view was made for this task's threshold from exactly these results and manifest blobs."""
@@ -149,9 +158,62 @@ def build_view(task_id: str, threshold: float, manifest_images: Iterable[str], a
         header["camtrap"] = {"media_bytes": len(camtrap.media), "observations_bytes": len(camtrap.observations),
                              "media": camtrap.media_count, "observations": camtrap.observation_count,
                              "deployments": camtrap.deployments}
+    zooniverse = zooniverse_lines(entries, threshold)
+    if zooniverse is not None:
+        header["zooniverse"] = {"rows": len(zooniverse.lengths), "rows_bytes": len(zooniverse.rows)}
     head = json.dumps(header, ensure_ascii=False, separators=(",", ":")).encode("utf-8")  # one line: no raw newline
     return b"".join([head, b"\n", json_bytes, csv_bytes, *(rows for _, _, rows in folders), images or b"",
-                     annotations, *((camtrap.media, camtrap.observations) if camtrap is not None else ())])
+                     annotations, *((camtrap.media, camtrap.observations) if camtrap is not None else ()),
+                     *((zooniverse.rows, _little_endian(zooniverse.lengths)) if zooniverse is not None else ())])
+
+
+def _little_endian(lengths: Sequence[int]) -> bytes:
+    """A view's row lengths as 4-byte little-endian integers."""
+    return struct.pack(f"<{len(lengths)}I", *lengths)
+
+
+def _lengths(data: bytes) -> list[int]:
+    """``_little_endian`` read back."""
+    return list(struct.unpack(f"<{len(data) // 4}I", data))
+
+
+@dataclass(frozen=True, slots=True)
+class ZooniverseLines:
+    """A shard's Zooniverse manifest rows: each eligible image's fixed columns (``zooniverse_rows.fixed_line`` with
+    ``zooniverse_rows.MIDDLE`` for the task's attribution and license, MegaDetector's categories, the view's
+    threshold) and ``\\r\\n``, in results order, and each row's length in bytes. An image list's metadata columns
+    are not in them: the exports take them only when the task has no image list."""
+
+    rows: bytes
+    lengths: list[int]
+
+    def filled(self, middle: str) -> tuple[bytes, list[int]]:
+        """The rows with the task's ``,attribution,license,`` (quoted) in, and their lengths."""
+        text = middle.encode("utf-8")
+        delta = len(text) - len(MIDDLE_BYTES)
+        return self.rows.replace(MIDDLE_BYTES, text), [n + delta for n in self.lengths]
+
+
+MIDDLE_BYTES = zooniverse_rows.MIDDLE.encode("utf-8")
+
+
+def zooniverse_lines(entries: Sequence[Mapping[str, Any]], threshold: float) -> ZooniverseLines | None:
+    """The shard's Zooniverse rows at ``threshold`` (see ``ZooniverseLines``); None when a name holds NUL (the
+    placeholder's character)."""
+    if any("\x00" in str(e.get("file", "")) for e in entries):
+        return None
+    threshold = float(threshold)
+    threshold_text = zooniverse_rows.threshold_field(threshold)
+    rows: list[bytes] = []
+    lengths: list[int] = []
+    for entry in entries:
+        if zooniverse_rows.excluded(entry):
+            continue
+        line = (zooniverse_rows.fixed_line(entry, threshold, DETECTION_CATEGORIES, zooniverse_rows.MIDDLE,
+                                           threshold_text) + csvline.TERMINATOR).encode("utf-8")
+        rows.append(line)
+        lengths.append(len(line))
+    return ZooniverseLines(b"".join(rows), lengths)
 
 
 # What a view's Camtrap DP lines hold in place of the task's completion time and classifier (the exports replace
@@ -221,7 +283,9 @@ def coco_lines(entries: Sequence[Mapping[str, Any]], threshold: float) -> tuple[
 
 
 HEAD_BYTES = 256 * 1024  # a first read that holds a view's header line (the preview sample is most of it)
-PARTS = ("merge", "exports")  # what each reader reads of a view's body: its entries' bytes, or its exports' lines
+# what each reader reads of a view's body: its entries' bytes, its exports' lines (COCO, Camtrap DP, Zooniverse), or
+# Zooniverse's rows alone
+PARTS = ("merge", "exports", "zooniverse")
 
 
 def read_view(data: bytes | None) -> ShardView | None:
@@ -236,8 +300,9 @@ def read_view(data: bytes | None) -> ShardView | None:
 def read_view_part(head: bytes | None, fetch: Callable[[int, int], bytes], part: str) -> ShardView | None:
     """One reader's part of a view (``PARTS``) from the blob's first bytes ``head`` (``HEAD_BYTES`` of them, or the
     whole blob if shorter) and ``fetch(offset, length)``, a ranged read of the rest when ``head`` does not hold it:
-    the merge reads a third of a view, the exports the rest (each ~3-8 MB per 10,000 images). The other part's
-    sections come back empty (``b""``, no folders, no COCO or Camtrap DP lines). None as for ``read_view``."""
+    the merge reads a third of a view, the exports the rest (each ~3-8 MB per 10,000 images), Zooniverse's parts
+    their rows. The other parts' sections come back empty (``b""``, no folders, no COCO, Camtrap DP or Zooniverse
+    lines). None as for ``read_view``."""
     header, at = _header(head)
     if header is None or head is None:
         return None
@@ -246,7 +311,12 @@ def read_view_part(head: bytes | None, fetch: Callable[[int, int], bytes], part:
     except (KeyError, TypeError, ValueError):
         return None
     merge_length = sizes["json"] + sizes["csv"] + sizes["folders"]
-    start, length = (0, merge_length) if part == "merge" else (merge_length, sizes["total"] - merge_length)
+    if part == "merge":
+        start, length = 0, merge_length
+    elif part == "zooniverse":
+        start, length = sizes["total"] - sizes["zooniverse"], sizes["zooniverse"]
+    else:
+        start, length = merge_length, sizes["total"] - merge_length
     if at + start + length <= len(head):
         chunk = head[at + start:at + start + length]
     else:
@@ -272,11 +342,12 @@ def _header(data: bytes | None) -> tuple[dict[str, Any] | None, int]:
 
 def _sizes(header: Mapping[str, Any]) -> dict[str, int]:
     """The byte length of each body section the header describes, and of the whole body (``total``)."""
-    coco_part, camtrap = header.get("coco") or {}, header.get("camtrap") or {}
+    coco_part, camtrap, rows = header.get("coco") or {}, header.get("camtrap") or {}, header.get("zooniverse") or {}
     sizes = {"json": int(header["json_bytes"]), "csv": int(header["csv_bytes"]),
              "folders": sum(int(length) for _, _, length in header["folders"]),
              "coco": int(coco_part.get("images_bytes", 0)) + int(coco_part.get("annotations_bytes", 0)),
-             "camtrap": int(camtrap.get("media_bytes", 0)) + int(camtrap.get("observations_bytes", 0))}
+             "camtrap": int(camtrap.get("media_bytes", 0)) + int(camtrap.get("observations_bytes", 0)),
+             "zooniverse": int(rows.get("rows_bytes", 0)) + 4 * int(rows.get("rows", 0))}
     if min(sizes.values()) < 0:
         raise ValueError("a negative section size")
     sizes["total"] = sum(sizes.values())
@@ -293,6 +364,7 @@ def _assemble(header: Mapping[str, Any], body: bytes, origin: int, total: int, p
         if sizes["total"] != total:
             return None  # torn or padded: not the bytes the header describes
         wants_merge, wants_exports = part in (None, "merge"), part in (None, "exports")
+        wants_rows = part in (None, "exports", "zooniverse")
 
         def section(offset: int, length: int) -> bytes:
             return body[offset + origin:offset + origin + length]
@@ -319,6 +391,15 @@ def _assemble(header: Mapping[str, Any], body: bytes, origin: int, total: int, p
             observations = section(position + int(t["media_bytes"]), int(t["observations_bytes"]))
             camtrap_view = CamtrapLines(media, observations, int(t["media"]), int(t["observations"]),
                                         [list(fact) for fact in t["deployments"]])
+        position += sizes["camtrap"]
+        rows_view: ZooniverseLines | None = None
+        if header.get("zooniverse") is not None and wants_rows:
+            z = header["zooniverse"]
+            rows_bytes, count = int(z["rows_bytes"]), int(z["rows"])
+            lengths = _lengths(section(position + rows_bytes, 4 * count))
+            if len(lengths) != count or sum(lengths) != rows_bytes:
+                return None
+            rows_view = ZooniverseLines(section(position, rows_bytes), lengths)
         counts = {key: int(header["counts"][key]) for key in COUNTS}
         reasons = {str(k): int(v) for k, v in dict(header["failure_reasons"]).items()}
         sample = header["sample"]
@@ -326,6 +407,6 @@ def _assemble(header: Mapping[str, Any], body: bytes, origin: int, total: int, p
             return None
         return ShardView(str(header["task_id"]), float(header["threshold"]), str(header["results_etag"]),
                          str(header["manifest_etag"]), counts, reasons, int(header["considered"]), sample,
-                         json_bytes, csv_bytes, folders, coco_view, camtrap_view)
+                         json_bytes, csv_bytes, folders, coco_view, camtrap_view, rows_view)
     except (KeyError, TypeError, ValueError):
         return None

@@ -9,6 +9,8 @@ folder that spans many shards, and the repeats-removed variant.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import random
 from typing import Any, Iterable
@@ -313,17 +315,23 @@ def test_merge_parts_compose_the_workers_views_into_the_single_pass_bytes(task: 
     assert read_results == {3, 5, 7, 8, stale, other}  # shard 2 has none; every usable view was used instead
 
 
-def test_exports_take_coco_and_camtrap_dp_lines_from_the_workers_views(task: Any, monkeypatch: Any) -> None:
-    """With every shard viewed, neither the single exports activity nor an exports part formats a COCO or Camtrap DP
-    line (the views hold them, Camtrap DP's with the task's completion time and classifier put in), and both are
-    the bytes the entries give; one shard without a view sends its part (the single activity: all) to the entries."""
+def test_exports_take_coco_camtrap_dp_and_zooniverse_lines_from_the_workers_views(task: Any, monkeypatch: Any) -> None:
+    """With every shard viewed, neither the single exports activity nor an exports or Zooniverse part formats a COCO
+    or Camtrap DP line or a Zooniverse row (the views hold them, with the task's completion time, classifier,
+    attribution and license put in) or reads an entry, and all are the bytes the entries give; one shard without a
+    view sends its parts (the single activity: all) to the entries."""
+    from activities import exportparts
     from activities.exportparts import run_exports_combine, run_exports_part
     from activities.exports import run_exports
-    from core.exportparts import part_ranges
+    from activities.zooniverseparts import run_zooniverse_combine, run_zooniverse_part
+    from core import zooniverse
+    from core.exportparts import eligible_before, part_ranges, zooniverse_groups
     from gpu_batch.formats import camtrapdp, coco
     from gpu_batch.pool.simulated import synthetic_entry
 
     settings, store, tid, counts = task
+    settings = dataclasses.replace(settings, export_attribution="Snapshot, \"Serengeti\"", export_license="CC-BY-4.0",
+                                   zooniverse_batch_size=7)  # quoting in the views' placeholder, several batches
     for index in range(counts["shards"]):  # every shard finished cleanly, with sizes: each can have a view
         sid = layout.shard_id(index)
         images = ShardManifest.from_dict(store.read_json(settings.container, layout.manifest_blob(tid, sid, 1))).images
@@ -335,7 +343,8 @@ def test_exports_take_coco_and_camtrap_dp_lines_from_the_workers_views(task: Any
 
     def exported() -> dict[str, bytes]:
         names = [n for n in store.list_names(settings.container, prefix)
-                 if n.endswith(("coco.json", "media.csv", "observations.csv", "deployments.csv"))]
+                 if n.endswith(("coco.json", "media.csv", "observations.csv", "deployments.csv"))
+                 or "/zooniverse/" in n]
         out = {n: store.read_bytes(settings.container, n) for n in names}
         for name in store.list_names(settings.container, prefix):
             store.service.get_blob_client(settings.container, name).delete_blob()
@@ -343,7 +352,9 @@ def test_exports_take_coco_and_camtrap_dp_lines_from_the_workers_views(task: Any
 
     single = run_exports(tid, settings, store)
     expected = exported()
-    assert len(expected) == 4 and single["annotations"] > 0
+    assert len(expected) == 4 + single["zooniverse_batches"] and single["annotations"] > 0
+    assert single["zooniverse_batches"] > 2 and b'"Snapshot, ""Serengeti""",CC-BY-4.0' in expected[
+        layout.zooniverse_batch_blob(tid, 1)]
     written = write_worker_views(settings, store, tid, range(counts["shards"]), settings.threshold_for(MODEL, None))
     assert written == set(range(counts["shards"]))
     formatted: list[str] = []  # COCO and Camtrap DP lines made from entries, by file
@@ -352,6 +363,13 @@ def test_exports_take_coco_and_camtrap_dp_lines_from_the_workers_views(task: Any
         entry, *a, **k))
     monkeypatch.setattr(camtrapdp.CamtrapBuilder, "add_lines", lambda self, entry, *a, **k: formatted.append(
         entry["file"]) or original_lines(self, entry, *a, **k))
+    original_row = zooniverse.row_line
+    monkeypatch.setattr(zooniverse, "row_line", lambda entry, *a, **k: formatted.append(entry["file"]) or original_row(
+        entry, *a, **k))
+    parsed: list[int] = []  # entries an exports or Zooniverse part parsed
+    original_parse = exportparts._lines
+    monkeypatch.setattr(exportparts, "_lines", lambda fp: (parsed.append(1) or e for e in original_parse(fp)))
+    monkeypatch.setattr("activities.zooniverseparts._lines", exportparts._lines)
 
     assert run_exports(tid, settings, store) == single and exported() == expected and formatted == []
 
@@ -364,14 +382,25 @@ def test_exports_take_coco_and_camtrap_dp_lines_from_the_workers_views(task: Any
                 for p, f, o, n in ranges]
         combined = run_exports_combine(c.ExportsCombineInput(task_id=tid, variant="", parts=outs), settings, store)
         assert not combined["conflict"] and combined["output"]["annotations"] == single["annotations"]
-        return exported()
+        total, batches = combined["output"]["zooniverse_subjects"], combined["output"]["zooniverse_batches"]
+        assert (total, batches) == (single["zooniverse_subjects"], single["zooniverse_batches"])
+        for (p, f, o, n), out, before in zip(ranges, outs, eligible_before([o["eligible"] for o in outs])):
+            run_zooniverse_part(c.ExportsZooniversePartInput(
+                task_id=tid, variant="", part=p, first_shard=f, offset=o, length=n, before=before, rows=out["eligible"],
+                eligible=total, batches=batches, shards=merged["parts"][p][1]), settings, store)
+        for first, count in zooniverse_groups(batches, len(ranges)):
+            run_zooniverse_combine(c.ExportsZooniverseCombineInput(task_id=tid, variant="", parts=[r[0] for r in ranges],
+                                                                   first=first, count=count), settings, store)
+        return {n: b for n, b in exported().items() if "/.zooniverse-parts/" not in n and "/.parts/" not in n}
 
-    assert fanned() == expected and formatted == []
+    assert fanned() == expected and formatted == [] and parsed == []
     view_of_1 = layout.attempt_view_blob(tid, layout.shard_id(1), 1)
     store.service.get_blob_client(settings.container, view_of_1).delete_blob()
     assert fanned() == expected
     first, shards = merged["parts"][0][0], merged["parts"][0][1]
-    assert first == 0 and shards > 1  # the part of shard 1 formatted its entries again, and only it did
+    assert first == 0 and shards > 1  # the parts of shard 1 formatted their entries again, and only they did
     manifests = [store.read_json(settings.container, layout.manifest_blob(tid, layout.shard_id(i), 1))
                  for i in range(shards)]
-    assert len(formatted) == 2 * sum(len(m["images"]) for m in manifests) > 0  # COCO and Camtrap DP, each image once
+    images = sum(len(m["images"]) for m in manifests)
+    assert len(formatted) == 3 * images > 0  # COCO, Camtrap DP and Zooniverse, each image once
+    assert len(parsed) == 2 * images  # the exports part's and the Zooniverse part's entries

@@ -173,10 +173,11 @@ def test_a_combine_with_zooniverse_parts_fans_the_batches_out_over_the_parts_wit
         c.EXPORTS_ZOONIVERSE_COMBINE, c.EXPORTS_ZOONIVERSE_CLEAN]
     assert c.EXPORTS_ZOONIVERSE not in run.activity_names and c.EXPORTS not in run.activity_names
     common = {"task_id": TASK, "variant": REPEATS_REMOVED, "eligible": 12, "batches": 3}
-    # each part learns its byte range (as its exports part) and how many eligible images precede it
+    # each part learns its byte range and shards (as its exports part: the merge views' range) and how many eligible
+    # images precede it
     assert run.inputs(c.EXPORTS_ZOONIVERSE_PART) == [
-        {**common, "part": 0, "first_shard": 0, "offset": 0, "length": 999, "before": 0, "rows": 5},
-        {**common, "part": 3, "first_shard": 75, "offset": 1999, "length": 500, "before": 5, "rows": 7}]
+        {**common, "part": 0, "first_shard": 0, "offset": 0, "length": 999, "before": 0, "rows": 5, "shards": 25},
+        {**common, "part": 3, "first_shard": 75, "offset": 1999, "length": 500, "before": 5, "rows": 7, "shards": 25}]
     assert run.inputs(c.EXPORTS_ZOONIVERSE_COMBINE) == [
         {"task_id": TASK, "variant": REPEATS_REMOVED, "parts": [0, 3], "first": 0, "count": 3}]
     assert run.inputs(c.EXPORTS_ZOONIVERSE_CLEAN) == [{"task_id": TASK, "variant": REPEATS_REMOVED, "batches": 3}]
