@@ -212,8 +212,8 @@ class CocoWriter:
         out.write(self.head(info))
         for stream in (self.images, self.annotations):
             stream.seek(0)
-            for line in stream:
-                out.write(line)
+            while chunk := stream.read(1 << 20):  # in chunks, not lines: a write per line cost ~1 us per image
+                out.write(chunk)
             if stream is self.images:
                 out.write(IMAGES_TO_ANNOTATIONS)
         out.write(self.tail())
