@@ -124,6 +124,29 @@ def test_camtrap_lines_put_in_the_tasks_values_are_the_builders_own() -> None:
     assert camtrap_lines(merged, THRESHOLD) is None
 
 
+def test_zooniverse_rows_put_in_the_tasks_values_are_the_manifests_own() -> None:
+    """A view's Zooniverse rows, with the task's attribution and license (quoted as CSV needs) put in, are
+    ``core.zooniverse.row_line`` of each eligible entry (failures left out), and their lengths are the rows'."""
+    from core import zooniverse
+    from gpu_batch.formats.entries import DETECTION_CATEGORIES, merge_entries
+    from gpu_batch.formats.mergeview import zooniverse_lines
+
+    names, entries = awkward_entries()
+    merged, _ = merge_entries(names, [as_merge_reads(entries)])
+    lines = zooniverse_lines(merged, THRESHOLD)
+    assert lines is not None
+    options = zooniverse.ManifestOptions(THRESHOLD, attribution='Snapshot "Serengeti", 2026', license="CC-BY-4.0")
+    made = [zooniverse.row_line(e, options, DETECTION_CATEGORIES).encode("utf-8") for e in merged
+            if not zooniverse.excluded(e)]
+    assert 0 < len(made) < len(merged)  # the failures are not subjects
+    rows, lengths = lines.filled(zooniverse.quoted_options(options)[0])
+    assert rows == b"".join(made) and lengths == [len(m) for m in made]
+    whole = read_view(build_view(TASK, THRESHOLD, names, as_merge_reads(entries), "r1", "m1"))
+    assert whole is not None and whole.zooniverse == lines
+    merged[5] = {**merged[5], "file": "cam1/nul\x00.jpg"}  # the placeholder's character in a name: no rows
+    assert zooniverse_lines(merged, THRESHOLD) is None
+
+
 @pytest.mark.parametrize("head", ["part of the header line", "the header line and a little", "the whole view"])
 def test_each_reader_gets_its_part_of_a_view_from_the_head_and_one_ranged_read(head: str) -> None:
     from gpu_batch.formats.mergeview import read_view_part
@@ -144,18 +167,20 @@ def test_each_reader_gets_its_part_of_a_view_from_the_head_and_one_ranged_read(h
 
     merge = read_view_part(data[:head_bytes], fetch, "merge")
     exports = read_view_part(data[:head_bytes], fetch, "exports")
+    rows = read_view_part(data[:head_bytes], fetch, "zooniverse")
     if head_bytes < line:
-        assert merge is None and exports is None and fetched == []  # no header line in the head: no view
+        assert merge is None and exports is None and rows is None and fetched == []  # no header line: no view
         return
-    assert merge is not None and exports is not None
-    assert (merge.json, merge.csv, merge.folders, merge.coco, merge.camtrap) == (whole.json, whole.csv, whole.folders,
-                                                                                 None, None)
+    assert merge is not None and exports is not None and rows is not None
+    assert (merge.json, merge.csv, merge.folders, merge.coco, merge.camtrap, merge.zooniverse) == (
+        whole.json, whole.csv, whole.folders, None, None, None)
     assert (exports.json, exports.csv, exports.folders) == (b"", b"", [])
-    assert exports.coco == whole.coco and exports.camtrap == whole.camtrap
+    assert exports.coco == whole.coco and exports.camtrap == whole.camtrap and exports.zooniverse == whole.zooniverse
+    assert (rows.json, rows.coco, rows.camtrap, rows.zooniverse) == (b"", None, None, whole.zooniverse)
     assert merge.sample == whole.sample and merge.counts == whole.counts
     assert exports.matches(TASK, THRESHOLD, "r1", "m1")
-    assert len(fetched) == (0 if head_bytes >= len(data) else 2)  # each part in one read when the head lacks it
-    assert sum(n for _, n in fetched) <= len(data)
+    assert len(fetched) == (0 if head_bytes >= len(data) else 3)  # each part in one read when the head lacks it
+    assert sum(n for _, n in fetched) <= len(data) + len(rows.zooniverse.rows) + 4 * len(rows.zooniverse.lengths)
     short = read_view_part(data[:data.index(b"\n") + 1], lambda offset, length: data[offset:offset + length - 1],
                            "exports")
     assert short is None  # a ranged read that came back short is no view
