@@ -28,8 +28,8 @@ from typing import IO, Any, Iterator
 
 import azure.durable_functions as df
 
-from activities.exports import (LineBuffer, ListMetadata, ViewLines, _write_zooniverse, needs_no_size, prepare, sized,
-                               write_descriptor)
+from activities.exports import (LineBuffer, ListMetadata, ViewLines, _write_zooniverse, needs_no_size, prepare,
+                               read_results_head, sized, write_descriptor)
 from activities.fanin import export_views
 from adapters import clients
 from adapters.blob_files import download_to
@@ -44,8 +44,6 @@ from gpu_batch.formats import camtrapdp, coco, jsonio
 
 bp = df.Blueprint()
 FRAGMENTS = ("images", "annotations", "media", "observations")
-HEAD_READ = 64 * 1024
-IMAGES_KEY = b'\n "images": ['  # the results' top-level key, on a line of its own (core.fanin.results_head)
 
 
 def _work(task_id: str, variant: str) -> str:
@@ -59,21 +57,6 @@ def work_prefix(task_id: str, variant: str) -> str:
 
 def _fragment(task_id: str, variant: str, part: int, name: str) -> str:
     return f"{_work(task_id, variant)}{part:05d}.{name}"
-
-
-def _head(store: BlobStore, container: str, name: str) -> tuple[dict[str, Any], int]:
-    """The results head and the offset just after the images array's ``[``."""
-    client = store.service.get_blob_client(container, name)
-    size = HEAD_READ
-    while True:
-        data = client.download_blob(offset=0, length=size).readall()
-        at = data.find(IMAGES_KEY)
-        if at >= 0:
-            start = at + len(IMAGES_KEY)
-            return mdformat.results_head(io.BytesIO(data[:start] + b"]}")), start
-        if len(data) < size:
-            raise ValueError(f"{name}: no images array")
-        size *= 4
 
 
 def _lines(fp: IO[bytes]) -> Iterator[dict[str, Any]]:
@@ -91,7 +74,7 @@ def run_exports_part(payload: c.ExportsPartInput, settings: Settings, store: Blo
     task_id, variant, part = payload["task_id"], payload["variant"], payload["part"]
     container = settings.container
     results_name = layout.results_blob(task_id, variant)
-    head, start = _head(store, container, results_name)
+    head, start = read_results_head(store, container, results_name)
     ctx = prepare(task_id, settings, store, variant, payload.get("threshold"), head)
     camtrap = ctx.camtrap()
     counts = {"eligible": 0, "sizes_unknown": 0}
@@ -166,7 +149,7 @@ def run_exports_combine(payload: c.ExportsCombineInput, settings: Settings,
     if exportparts.conflicts(facts):
         delete_prefix(store, container, _work(task_id, variant))
         return {"conflict": True}
-    head, _ = _head(store, container, layout.results_blob(task_id, variant))
+    head, _ = read_results_head(store, container, layout.results_blob(task_id, variant))
     ctx = prepare(task_id, settings, store, variant, payload.get("threshold"), head)
     camtrap = ctx.camtrap()
     exportparts.combine_deployments(camtrap, facts)

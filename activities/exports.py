@@ -51,6 +51,7 @@ from activities.fanin import export_views
 from adapters import clients
 from adapters.blob_files import delete_under, download_to
 from adapters.blobs import BlobStore
+from adapters.compose import read_range
 from adapters.image_sizes import with_sizes
 from core import contracts as c
 from core import mdformat, zooniverse
@@ -64,6 +65,24 @@ logger = logging.getLogger(__name__)
 bp = df.Blueprint()
 
 OPEN_BATCH_FILES = 128  # Zooniverse batches written per pass over the results (open file handles stay bounded)
+HEAD_READ = 64 * 1024
+IMAGES_KEY = b'\n "images": ['  # the results' top-level key, on a line of its own (core.fanin.results_head)
+
+
+def read_results_head(store: BlobStore, container: str, name: str) -> tuple[dict[str, Any], int]:
+    """The head of a results file trapbatch's merge wrote (``mdformat.results_head``: every field but ``images``)
+    and the offset just after the images array's ``[``, from ranged reads of its first bytes (64 KiB, more only
+    for a longer head); ValueError for a file without that layout."""
+    size = HEAD_READ
+    while True:
+        data = read_range(store, container, name, 0, size)
+        at = data.find(IMAGES_KEY)
+        if at >= 0:
+            start = at + len(IMAGES_KEY)
+            return mdformat.results_head(io.BytesIO(data[:start] + b"]}")), start
+        if len(data) < size:
+            raise ValueError(f"{name}: no images array")
+        size *= 4
 
 
 def sized(settings: Settings, store: BlobStore, container: str, entries: Iterator[dict[str, Any]],
@@ -366,10 +385,15 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
     """Write every export of one results variant; ``source`` reads the images (for COCO's sizes) when they are in
     another storage account; ``open_batch_files`` Zooniverse batches are written per pass over the results."""
     container = settings.container
+    results_name = layout.results_blob(task_id, variant)
     with tempfile.TemporaryFile("w+b") as results:
-        download_to(store, container, layout.results_blob(task_id, variant), results)
-        results.seek(0)
-        ctx = prepare(task_id, settings, store, variant, threshold, mdformat.results_head(results))
+        try:  # the head alone: when the workers' views hold every line, the entries are not read (issue 11)
+            head, downloaded = read_results_head(store, container, results_name)[0], False
+        except ValueError:  # not the merge's layout: the whole file, read as any results file
+            download_to(store, container, results_name, results)
+            results.seek(0)
+            head, downloaded = mdformat.results_head(results), True
+        ctx = prepare(task_id, settings, store, variant, threshold, head)
         enumeration, categories, cut, manifest, list_shards = (ctx.enumeration, ctx.categories, ctx.cut, ctx.manifest,
                                                                ctx.list_shards)
         camtrap = ctx.camtrap()
@@ -397,6 +421,8 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
                 needs_size = needs_no_size
             if views.complete:  # every format's lines are in the views (issue 11): the entries are not read
                 eligible = views.write_zooniverse(zooniverse_rows, lengths, manifest)
+            elif not downloaded:
+                download_to(store, container, results_name, results)
             for entry, size in (() if views.complete else sized(settings, source or store,
                                                                  str(enumeration.get("container", "")),
                                                                  _entries(results), needs_size)):

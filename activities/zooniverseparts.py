@@ -32,8 +32,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import azure.durable_functions as df
 
-from activities.exportparts import _csv_line, _head, _lines, work_prefix
-from activities.exports import ListMetadata, prepare
+from activities.exportparts import _csv_line, _lines, work_prefix
+from activities.exports import ListMetadata, prepare, read_results_head
 from activities.fanin import export_views
 from adapters import clients
 from adapters.blob_files import delete_under
@@ -66,7 +66,7 @@ def run_zooniverse_part(payload: c.ExportsZooniversePartInput, settings: Setting
     task_id, variant, part = payload["task_id"], payload["variant"], payload["part"]
     container = settings.container
     results_name = layout.results_blob(task_id, variant)
-    head, start = _head(store, container, results_name)
+    head, start = read_results_head(store, container, results_name)
     ctx = prepare(task_id, settings, store, variant, payload.get("threshold"), head)
     options = ctx.manifest
     assigner = zooniverse.BatchAssigner(payload["eligible"], payload["batches"], options.shuffle, options.seed)
@@ -131,7 +131,7 @@ def run_zooniverse_combine(payload: c.ExportsZooniverseCombineInput, settings: S
     """Compose batches ``first`` .. ``first + count - 1``; returns how many."""
     task_id, variant, first, count = payload["task_id"], payload["variant"], payload["first"], payload["count"]
     container = settings.container
-    head, _ = _head(store, container, layout.results_blob(task_id, variant))
+    head, _ = read_results_head(store, container, layout.results_blob(task_id, variant))
     ctx = prepare(task_id, settings, store, variant, payload.get("threshold"), head)
     header = _csv_line(zooniverse.columns(ctx.manifest))
     ranges: dict[int, list[Piece]] = {b: [] for b in range(first, first + count)}

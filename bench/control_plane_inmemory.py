@@ -43,6 +43,7 @@ def _del(store, container, prefix, keep):
 blob_files.download_to = ex.download_to = _dl
 blob_files.delete_under = ex.delete_under = _del
 fa.read_range = lambda store, c, n, o, l: store.read_bytes(c, n)[o:o + l]
+ex.read_range = fa.read_range
 
 N = int(sys.argv[1]); STAGES = sys.argv[2:] or ["merge", "search", "exports"]
 PER_SHARD, PER_FOLDER = 1000, 2000

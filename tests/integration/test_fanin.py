@@ -321,6 +321,7 @@ def test_exports_take_coco_camtrap_dp_and_zooniverse_lines_from_the_workers_view
     attribution and license put in) or reads an entry, and all are the bytes the entries give; one shard without a
     view sends its parts (the single activity: all) to the entries."""
     from activities import exportparts
+    from activities import exports as exports_activities
     from activities.exportparts import run_exports_combine, run_exports_part
     from activities.exports import run_exports
     from activities.zooniverseparts import run_zooniverse_combine, run_zooniverse_part
@@ -371,7 +372,13 @@ def test_exports_take_coco_camtrap_dp_and_zooniverse_lines_from_the_workers_view
     monkeypatch.setattr(exportparts, "_lines", lambda fp: (parsed.append(1) or e for e in original_parse(fp)))
     monkeypatch.setattr("activities.zooniverseparts._lines", exportparts._lines)
 
+    downloads: list[str] = []  # whole blobs the single exports activity downloaded
+    original_download = exports_activities.download_to
+    monkeypatch.setattr(exports_activities, "download_to", lambda st, container, name, fp: downloads.append(name) or
+                        original_download(st, container, name, fp))
+
     assert run_exports(tid, settings, store) == single and exported() == expected and formatted == []
+    assert downloads == []  # the results' head came from a ranged read, and no entry was needed
 
     ranges = part_ranges(merged["parts"])
     assert len(ranges) > 2
@@ -404,3 +411,5 @@ def test_exports_take_coco_camtrap_dp_and_zooniverse_lines_from_the_workers_view
     images = sum(len(m["images"]) for m in manifests)
     assert len(formatted) == 3 * images > 0  # COCO, Camtrap DP and Zooniverse, each image once
     assert len(parsed) == 2 * images  # the exports part's and the Zooniverse part's entries
+    assert run_exports(tid, settings, store) == single and exported() == expected
+    assert downloads == [layout.results_blob(tid)]  # a shard without a view: the single activity reads the entries
