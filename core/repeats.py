@@ -110,8 +110,10 @@ class _Folder:
 
     def __init__(self, iou_threshold: float) -> None:
         self.locations: list[_Location] = []
-        # (category, kw, kh) -> (ix, iy) -> candidates: a size class with no candidate costs one lookup
-        self.classes: dict[tuple[str, int, int], dict[tuple[int, int], list[_Filed]]] = {}
+        # (category, kw, kh) -> cell -> candidates: a size class with no candidate costs one lookup. A cell's key is
+        # ``(ix << 20) + iy``, an int (cheaper to make and hash than the pair); two cells more than 2**19 cells
+        # apart along y may share a key, which costs only the sieve's time, as the sieve and the IoU decide
+        self.classes: dict[tuple[str, int, int], dict[int, list[_Filed]]] = {}
         self._span = max(-math.log(iou_threshold), 1e-3) * (1 + _SLACK)  # largest |ln side ratio| of a match
         self._step = 2 * self._span  # log-size class width: a match is in the class or in one neighbour
         self._reach = (1 - iou_threshold) * (1 + _SLACK)  # centre distance per unit of the larger side
@@ -175,7 +177,7 @@ class _Folder:
                         cells = classes.get((category, kw, kh))
                         if not cells:
                             continue
-                        found = cells.get((floor(cx / sx), floor(cy / (cell_sizes.get(kh) or cell(kh)))))
+                        found = cells.get((floor(cx / sx) << 20) + floor(cy / (cell_sizes.get(kh) or cell(kh))))
                         if not found:
                             continue
                         compared += len(found)
@@ -208,9 +210,9 @@ class _Folder:
                                     listed.append(file)
             if matched:
                 continue
-            box = (x, y, w, h)
-            loc = _Location(len(locations), category, box)
-            _count(loc, file, conf, options)
+            # ``_count`` of a new location (count 0, confidences 1.0 and 0.0, no files), written out
+            loc = _Location(len(locations), category, (x, y, w, h), 1, conf if conf < 1.0 else 1.0,
+                            conf if conf > 0.0 else 0.0, [file] if files_listed > 0 else [])
             locations.append(loc)
             if indexable:
                 sx, sy = cell(own_w), cell(own_h)
@@ -223,7 +225,7 @@ class _Folder:
                 filed: _Filed = (w, h, cx, cy, x, y, x2, y2, area, loc)  # one tuple for all its cells
                 for ix in range(x0, x1 + 1):
                     for iy in range(y0, y1 + 1):
-                        key = (ix, iy)
+                        key = (ix << 20) + iy  # the cell's key (see ``classes``)
                         bucket = cells.get(key)
                         if bucket is None:
                             cells[key] = [filed]
