@@ -289,6 +289,7 @@ def _write_zooniverse_rows(store: BlobStore, container: str, task_id: str, varia
     batches = zooniverse.batch_count(eligible, options)
     assigner = zooniverse.BatchAssigner(eligible, batches, options.shuffle, options.seed)
     header = csvline.line(zooniverse.columns(options)).encode("utf-8")
+    targets = assigner.batch_range(0, eligible)  # 8 bytes per image, the assignment made once for every pass
     for first in range(0, batches, open_files):
         group = range(first, min(first + open_files, batches))
         with ExitStack() as files:
@@ -296,10 +297,10 @@ def _write_zooniverse_rows(store: BlobStore, container: str, task_id: str, varia
             for out in outs.values():
                 out.write(header)
             rows.seek(0)
-            read, batch = rows.read, assigner.batch
-            for index, length in enumerate(lengths):
+            read = rows.read
+            for length, b in zip(lengths, targets):
                 data = read(length)
-                target = outs.get(batch(index))
+                target = outs.get(b)
                 if target is not None:
                     target.write(data)
             for b, out in outs.items():

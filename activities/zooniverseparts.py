@@ -85,7 +85,7 @@ def run_zooniverse_part(payload: c.ExportsZooniversePartInput, settings: Setting
                 data, row_lengths = view.zooniverse.filled(middle)
                 if index + len(row_lengths) > payload["eligible"]:
                     raise ValueError(f"part {part}: more eligible images than the {payload['rows']} counted")
-                batch_of.extend([assigner.batch(i) for i in range(index, index + len(row_lengths))])
+                batch_of.extend(assigner.batch_range(index, index + len(row_lengths)))
                 index += len(row_lengths)
                 length_of.extend(row_lengths)
                 rows.write(data)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+from array import array
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -161,3 +162,30 @@ class BatchAssigner:
         p = self.position(i)
         big = self.r * (self.q + 1)
         return p // (self.q + 1) if p < big else self.r + (p - big) // self.q
+
+    def batch_range(self, start: int, stop: int) -> "array[int]":
+        """``batch(i)`` for every ``i`` in ``range(start, stop)``, in one loop: the exports assign every eligible image,
+        and ``batch`` per image spent about as much on its two calls as on the Feistel rounds."""
+        out = array("q")
+        q, r = self.q, self.r
+        big, wide = r * (q + 1), q + 1
+        if not self.shuffle:
+            out.extend([p // wide if p < big else r + (p - big) // q for p in range(start, stop)])
+            return out
+        half, mask, n = self.half, self.mask, self.n
+        f0, f1, f2, f3, f4, f5 = self._tables()
+        append = out.append
+        for x in range(start, stop):  # ``position``'s rounds, as there
+            while True:
+                a, b = x >> half, x & mask
+                a ^= f0[b]
+                b ^= f1[a]
+                a ^= f2[b]
+                b ^= f3[a]
+                a ^= f4[b]
+                b ^= f5[a]
+                x = (a << half) | b
+                if x < n:
+                    break
+            append(x // wide if x < big else r + (x - big) // q)
+        return out

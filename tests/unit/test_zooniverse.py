@@ -118,3 +118,11 @@ def test_excluded_reads_the_flags_as_before(entry: dict[str, object]) -> None:
     before = entry.get("failure") is not None or any(
         str(entry.get(flag, "")).strip() in values for flag, values in zooniverse.EXCLUDING_FLAGS.items())
     assert zooniverse.excluded(entry) == before
+
+
+@pytest.mark.parametrize("n,batches,shuffle", [(1, 1, True), (2, 1, True), (10, 3, True), (1000, 7, True),
+                                               (1000, 7, False), (12345, 10_000, True), (5, 5, False)])
+def test_a_range_of_images_gets_the_batches_each_image_gets(n: int, batches: int, shuffle: bool) -> None:
+    a = BatchAssigner(n, batches, shuffle, seed=3)
+    assert list(a.batch_range(0, n)) == [a.batch(i) for i in range(n)]
+    assert list(a.batch_range(n // 3, n // 2)) == [a.batch(i) for i in range(n // 3, n // 2)]
