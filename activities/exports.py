@@ -251,7 +251,7 @@ def _write_zooniverse(store: BlobStore, container: str, task_id: str, variant: s
                       open_files: int, shards: int = 0) -> int:
     """Write the manifest batches; returns how many. Each pass over the results writes up to ``open_files``."""
     batches = zooniverse.batch_count(eligible, options)
-    assigner = zooniverse.BatchAssigner(eligible, batches, options.shuffle, options.seed)
+    targets = zooniverse.BatchAssigner(eligible, batches, options.shuffle, options.seed).batch_range(0, eligible)
     for first in range(0, batches, open_files):
         group = range(first, min(first + open_files, batches))
         with ExitStack() as files:
@@ -265,7 +265,10 @@ def _write_zooniverse(store: BlobStore, container: str, task_id: str, variant: s
                 metadata = listed.get(str(entry["file"]))  # every entry, so the walk keeps step with the shards
                 if zooniverse.excluded(entry):
                     continue
-                b = assigner.batch(index)
+                if index >= eligible:
+                    raise ValueError(f"task {task_id}: more eligible images than the {eligible} counted (the results "
+                                     "changed under the step)")
+                b = targets[index]
                 index += 1
                 if b in writers:
                     writers[b].writerow(zooniverse.row(entry, options, categories, metadata))

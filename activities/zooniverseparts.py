@@ -70,7 +70,7 @@ def run_zooniverse_part(payload: c.ExportsZooniversePartInput, settings: Setting
     ctx = prepare(task_id, settings, store, variant, payload.get("threshold"), head)
     options = ctx.manifest
     assigner = zooniverse.BatchAssigner(payload["eligible"], payload["batches"], options.shuffle, options.seed)
-    batch_of, length_of = array("q"), array("q")
+    length_of = array("q")
     with tempfile.TemporaryFile("w+b") as entries, tempfile.TemporaryFile("w+b") as rows, \
             tempfile.TemporaryFile("w+b") as grouped:
         index = payload["before"]
@@ -85,7 +85,6 @@ def run_zooniverse_part(payload: c.ExportsZooniversePartInput, settings: Setting
                 data, row_lengths = view.zooniverse.filled(middle)
                 if index + len(row_lengths) > payload["eligible"]:
                     raise ValueError(f"part {part}: more eligible images than the {payload['rows']} counted")
-                batch_of.extend(assigner.batch_range(index, index + len(row_lengths)))
                 index += len(row_lengths)
                 length_of.extend(row_lengths)
                 rows.write(data)
@@ -99,12 +98,12 @@ def run_zooniverse_part(payload: c.ExportsZooniversePartInput, settings: Setting
                 continue
             if index >= payload["eligible"]:
                 raise ValueError(f"part {part}: more eligible images than the {payload['rows']} counted")
-            batch_of.append(assigner.batch(index))
             index += 1
             data = zooniverse.row_line(entry, options, ctx.categories, metadata).encode("utf-8")
             length_of.append(len(data))
             rows.write(data)
         found = index - payload["before"]
+        batch_of = assigner.batch_range(payload["before"], index)  # the part's eligible images, in results order
         if found != payload["rows"]:
             raise ValueError(f"part {part}: {found} eligible images, the exports part counted {payload['rows']}")
         # Group by batch, keeping results order inside a batch: each row goes at its batch's cursor.

@@ -27,7 +27,7 @@ import hashlib
 import math
 from array import array
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from core.errors import RequestInvalid
 from gpu_batch.formats import csvline
@@ -137,46 +137,18 @@ class BatchAssigner:
             self._table = tuple([self._round(r, key) for r in range(self.mask + 1)] for key in self.keys)
         return self._table
 
-    def position(self, i: int) -> int:
-        """The image's place in the shuffled order: a bijection of ``range(n)``."""
+    def positions(self, start: int, stop: int) -> Iterator[int]:
+        """Each image's place in the shuffled order (a bijection of ``range(n)``), for ``range(start, stop)``: one
+        loop for a range, as the exports assign every eligible image (a call per image cost as much as the rounds)."""
         if not self.shuffle:
-            return i
-        x = i
+            yield from range(start, stop)
+            return
         half, mask, n = self.half, self.mask, self.n
         f0, f1, f2, f3, f4, f5 = self._tables()
-        while True:  # cycle walking: the Feistel network permutes [0, 4**half); stay until we land below n
-            # six rounds of (left, right) -> (right, left ^ _round(right, key)), unrolled on the tables: after
-            # rounds 1, 3, 5 the halves are (b, a), after 2, 4, 6 (a, b)
-            a, b = x >> half, x & mask
-            a ^= f0[b]
-            b ^= f1[a]
-            a ^= f2[b]
-            b ^= f3[a]
-            a ^= f4[b]
-            b ^= f5[a]
-            x = (a << half) | b
-            if x < n:
-                return x
-
-    def batch(self, i: int) -> int:
-        p = self.position(i)
-        big = self.r * (self.q + 1)
-        return p // (self.q + 1) if p < big else self.r + (p - big) // self.q
-
-    def batch_range(self, start: int, stop: int) -> "array[int]":
-        """``batch(i)`` for every ``i`` in ``range(start, stop)``, in one loop: the exports assign every eligible image,
-        and ``batch`` per image spent about as much on its two calls as on the Feistel rounds."""
-        out = array("q")
-        q, r = self.q, self.r
-        big, wide = r * (q + 1), q + 1
-        if not self.shuffle:
-            out.extend([p // wide if p < big else r + (p - big) // q for p in range(start, stop)])
-            return out
-        half, mask, n = self.half, self.mask, self.n
-        f0, f1, f2, f3, f4, f5 = self._tables()
-        append = out.append
-        for x in range(start, stop):  # ``position``'s rounds, as there
-            while True:
+        for x in range(start, stop):
+            while True:  # cycle walking: the Feistel network permutes [0, 4**half); stay until we land below n
+                # six rounds of (left, right) -> (right, left ^ _round(right, key)), unrolled on the tables: after
+                # rounds 1, 3, 5 the halves are (b, a), after 2, 4, 6 (a, b)
                 a, b = x >> half, x & mask
                 a ^= f0[b]
                 b ^= f1[a]
@@ -187,5 +159,17 @@ class BatchAssigner:
                 x = (a << half) | b
                 if x < n:
                     break
-            append(x // wide if x < big else r + (x - big) // q)
-        return out
+            yield x
+
+    def position(self, i: int) -> int:
+        """The image's place in the shuffled order."""
+        return next(self.positions(i, i + 1))
+
+    def batch(self, i: int) -> int:
+        return self.batch_range(i, i + 1)[0]
+
+    def batch_range(self, start: int, stop: int) -> "array[int]":
+        """``batch(i)`` for every ``i`` in ``range(start, stop)``, 8 bytes each."""
+        q, r = self.q, self.r
+        big, wide = r * (q + 1), q + 1
+        return array("q", [p // wide if p < big else r + (p - big) // q for p in self.positions(start, stop)])
