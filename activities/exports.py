@@ -3,11 +3,13 @@
 Why a step of its own after the merge: the merge streams the shards into the results file (MegaDetector format 1.6);
 the exports are other views of that same file, for the tools ecologists hand data to, and reading the finished file
 keeps the merge's single pass unchanged and lets each variant (the original, the repeats-removed one) be exported
-alike. Memory stays bounded whatever the task size: the results are downloaded to a temporary file and read with
-``ijson`` one entry at a time (``core.mdformat.iter_images``), every export is written to temporary files and
-uploaded in blocks, and the Zooniverse batches are written a group of files at a time. Each entry is parsed once for
-all three formats: its Zooniverse row is made in the same pass and kept in a temporary file until the eligible count
-(which the shuffle needs) is known, then handed to its batch (``_write_zooniverse_rows``). An explicit image list's
+alike. Memory stays small: the results are downloaded to a temporary file and read with ``ijson`` one entry at a
+time (``core.mdformat.iter_images``), every export is written to temporary files and uploaded in blocks, and the
+Zooniverse batches are written a group of files at a time. Each entry is parsed once for all three formats: its
+Zooniverse row is made in the same pass and kept in a temporary file (its length and, once the eligible count that
+the shuffle needs is known, its batch in memory: 16 bytes per image, ~30 MB at this activity's bound) and then
+handed to its batch (``_write_zooniverse_rows``). When the workers' merge views hold every format's lines for every
+shard (``ViewLines``), the entries are not downloaded or parsed at all: the results' head comes from a ranged read. An explicit image list's
 metadata (``ListMetadata``) is read one shard's document at a time, in step with the results, and goes into every
 export: COCO image fields (``gpu_batch.formats.coco.list_fields``), Camtrap DP media, deployments and events
 (``gpu_batch.formats.camtrapdp``) and Zooniverse subject columns (``core.zooniverse``).
