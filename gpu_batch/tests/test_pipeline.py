@@ -156,11 +156,33 @@ def _run(folder: tuple[Path, list[str]], checkpoint: Path, tmp_path: Path, batch
     return {e["file"]: e for e in json.loads(data)["images"]}, summary
 
 
+def assert_same_detections(got: dict[str, Any], expected: dict[str, Any], tolerance: float = 0.002) -> None:
+    """The same images, failures and detections, each detection paired with one of the same category whose
+    confidence and box agree within ``tolerance``, in any order. Why not ``==``: the CPU's convolution kernels round
+    differently for a batch of 1 and of 4 (oneDNN picks its algorithm by shape), so the last printed digit of a value
+    can differ, and two detections whose confidences round alike can swap places (CI saw img08's two 0.024 boxes do
+    that)."""
+    assert set(got) == set(expected)
+    for name, want in expected.items():
+        have = got[name]
+        assert {k: v for k, v in have.items() if k != "detections"} == {
+            k: v for k, v in want.items() if k != "detections"}, name
+        left = list(have.get("detections") or [])
+        wanted = want.get("detections") or []
+        assert len(left) == len(wanted), name
+        for d in wanted:
+            match = next((g for g in left if g["category"] == d["category"]
+                          and abs(g["conf"] - d["conf"]) <= tolerance
+                          and all(abs(a - b) <= tolerance for a, b in zip(g["bbox"], d["bbox"]))), None)
+            assert match is not None, f"{name}: no detection like {d} in {left}"
+            left.remove(match)
+
+
 def test_pipeline_gives_the_same_detections_at_any_batch_size(folder: tuple[Path, list[str]], checkpoint: Path,
                                                               tmp_path: Path) -> None:
     one, s1 = _run(folder, checkpoint, tmp_path, 1)
     three, s3 = _run(folder, checkpoint, tmp_path, 3)
-    assert one == three
+    assert_same_detections(three, one)
     assert set(one) == set(folder[1]) and one["broken.jpg"]["failure"] == "image access failure"
     assert sum(len(e.get("detections") or []) for e in one.values()) > 0  # the comparison is not empty
     assert s3.done == 10 and s3.failed == 1 and s3.first_batch_at is not None
@@ -181,7 +203,8 @@ def test_pipeline_out_of_memory_retries_give_the_same_detections(folder: tuple[P
 
     monkeypatch.setattr(Detector, "forward", forward)
     got, summary = _run(folder, checkpoint, tmp_path, 4)
-    assert got == expected and summary.failed == 1
+    assert_same_detections(got, expected)
+    assert summary.failed == 1
 
 
 def test_a_stop_check_that_raises_stops_the_shard_and_joins_the_threads(folder: tuple[Path, list[str]],
