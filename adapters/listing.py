@@ -115,7 +115,12 @@ def list_page(container: ContainerClient, prefix: str | None = None, marker: str
 
 
 def _error(response: HttpResponse) -> HttpResponseError:
-    """The exception the SDK's listing raises for this answer, with the service's error code and message."""
+    return response_error(response, "List Blobs")
+
+
+def response_error(response: HttpResponse, operation: str) -> HttpResponseError:
+    """The exception the SDK raises for this error answer to ``operation`` (classed by status, then by the service's
+    error code), with the service's error code and message (``adapters.blob_requests`` uses it too)."""
     response.read()
     code = response.headers.get("x-ms-error-code", "")
     message = ""
@@ -125,7 +130,7 @@ def _error(response: HttpResponse) -> HttpResponseError:
     except ParseError:
         pass
     cls = _BY_STATUS.get(response.status_code) or _BY_CODE.get(code, HttpResponseError)
-    error = cls(message=f"List Blobs: HTTP {response.status_code} {code}: {message}".strip(" :"), response=response)
+    error = cls(message=f"{operation}: HTTP {response.status_code} {code}: {message}".strip(" :"), response=response)
     error.error_code = code or None  # type: ignore[attr-defined]  # as process_storage_error sets it
     return error
 

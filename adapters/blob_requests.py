@@ -1,0 +1,55 @@
+"""Get Blob and Put Blob of small documents without the SDK's operation layer: the control plane's commonest requests
+at about half the CPU.
+
+Why: every activity reads and writes a few small JSON documents (a plan, a manifest, a cursor, a part's index), and
+azure-storage-blob spends ~1.2-1.9 ms of CPU on each (measured against Azurite on this machine, twelfth session in
+``bench/RESULTS.md``): ``download_blob`` builds a ``StorageStreamDownloader``, whose generated operation deserialises
+every response header into a model (about fifty ``Deserializer`` calls), and ``upload_blob`` goes through the upload
+helpers. At 20,000 images the activities made ~130 such requests, a third of their CPU. The same documented REST
+operations (`Get Blob <https://learn.microsoft.com/rest/api/storageservices/get-blob>`_, `Put Blob
+<https://learn.microsoft.com/rest/api/storageservices/put-blob>`_: ``x-ms-blob-type: BlockBlob``, the whole content
+in one request) sent through the blob client's own azure-core pipeline, as ``adapters.listing`` sends List Blobs
+(its docstring says why that route: signing, retries, the client request id and a SAS in the URL all stay the SDK's)
+cost ~0.8-1.0 ms.
+
+What it must not do: large content (``PUT_LIMIT``: above it ``BlobStore`` uses the SDK's chunked upload), conditions
+(``If-Match``...), metadata, tiers, leases or any header beyond the content type: those stay with the SDK. Errors
+are raised as the SDK raises them (``listing.response_error``): 404 ``ResourceNotFoundError``, 409
+``ResourceExistsError``, 401 ``ClientAuthenticationError``, else ``HttpResponseError`` with the service's code.
+"""
+from __future__ import annotations
+
+from azure.core.rest import HttpRequest
+from azure.storage.blob import BlobClient
+
+from adapters.listing import response_error
+
+PUT_LIMIT = 4 * 1024 * 1024  # bytes one Put Blob here carries; the SDK's own single-put limit is 64 MiB
+
+
+def get_blob(client: BlobClient) -> bytes:
+    """The blob's whole content (one Get Blob)."""
+    request = HttpRequest("GET", client.url, headers={"x-ms-version": client.api_version})
+    response = client._pipeline.run(request, stream=True).http_response  # as adapters.listing: stream, no decoding
+    try:
+        if response.status_code != 200:
+            raise response_error(response, "Get Blob")
+        return b"".join(response.iter_bytes())
+    finally:
+        response.close()
+
+
+def put_blob(client: BlobClient, data: bytes, content_type: str | None = None) -> str:
+    """Write (replace) a block blob with ``data`` in one Put Blob; returns the ETag the service answered with."""
+    if len(data) > PUT_LIMIT:
+        raise ValueError(f"put_blob carries at most {PUT_LIMIT} bytes, not {len(data)}: use the SDK's upload_blob")
+    headers = {"x-ms-version": client.api_version, "x-ms-blob-type": "BlockBlob",
+               "Content-Type": content_type or "application/octet-stream"}
+    request = HttpRequest("PUT", client.url, headers=headers, content=bytes(data))
+    response = client._pipeline.run(request, stream=True).http_response
+    try:
+        if response.status_code != 201:
+            raise response_error(response, "Put Blob")
+        return str(response.headers.get("ETag", ""))
+    finally:
+        response.close()

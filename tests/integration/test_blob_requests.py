@@ -1,0 +1,93 @@
+"""Get Blob and Put Blob through the client's pipeline (``adapters.blob_requests``, what ``BlobStore.read_bytes`` and
+``write_bytes`` use) against Azurite, side by side with the SDK: the same bytes, ETags and content type, the same
+exceptions for a missing blob or container and for a refused credential, a SAS riding in the client's URL."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.storage.blob import BlobClient, BlobServiceClient, ContainerSasPermissions, generate_container_sas
+
+from adapters import blob_requests
+from adapters.blobs import BlobStore, service_client
+
+
+@pytest.fixture()
+def store(storage_connection: str, unique_name: str) -> tuple[BlobStore, str]:
+    s = BlobStore(service_client(storage_connection))
+    s.ensure_container(unique_name)
+    return s, unique_name
+
+
+def test_written_and_read_as_the_sdk_writes_and_reads(store: tuple[BlobStore, str]) -> None:
+    s, container = store
+    data = "{\"name\": \"caf\u00e9/IMG 1.jpg\"}".encode()
+    etag = s.write_bytes(container, "dir/doc é.json", data, "application/json")
+    client = s.service.get_blob_client(container, "dir/doc é.json")
+    props = client.get_blob_properties()
+    assert etag == str(props.etag).strip('"') and props.content_settings.content_type == "application/json"
+    assert props.blob_type == "BlockBlob" and props.size == len(data)
+    assert s.read_bytes(container, "dir/doc é.json") == data == client.download_blob().readall()
+    assert s.list_etags(container, "dir/") == {"dir/doc é.json": etag}  # the listing names the same ETag
+    again = s.write_bytes(container, "dir/doc é.json", b"{}")  # replaces; a new ETag, the default content type
+    assert again != etag and s.read_bytes(container, "dir/doc é.json") == b"{}"
+    assert client.get_blob_properties().content_settings.content_type == "application/octet-stream"
+    assert s.read_bytes(container, "dir/doc é.json") == b"{}"
+    s.write_bytes(container, "empty", b"")
+    assert s.read_bytes(container, "empty") == b""
+
+
+def test_large_content_goes_through_the_sdks_upload(store: tuple[BlobStore, str],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    s, container = store
+    monkeypatch.setattr(blob_requests, "PUT_LIMIT", 10)
+    with pytest.raises(ValueError, match="at most 10 bytes"):
+        blob_requests.put_blob(s.service.get_blob_client(container, "big"), b"x" * 11)
+    etag = s.write_bytes(container, "big", b"x" * 11, "text/plain")
+    assert s.read_bytes(container, "big") == b"x" * 11 and etag == s.etag_or_none(container, "big")
+
+
+def _failures(client: BlobClient) -> list[tuple[str, int | None, str | None]]:
+    """How the SDK's download and Get Blob here fail on ``client``: class, status and error code of each."""
+    seen = []
+    for call in (lambda: client.download_blob().readall(), lambda: blob_requests.get_blob(client)):
+        with pytest.raises(HttpResponseError) as raised:
+            call()
+        seen.append((type(raised.value).__name__, raised.value.status_code, getattr(raised.value, "error_code", None)))
+    return seen
+
+
+def test_missing_blobs_containers_and_refused_credentials_fail_as_with_the_sdk(store: tuple[BlobStore, str],
+                                                                               storage_connection: str) -> None:
+    s, container = store
+    missing, fast = _failures(s.service.get_blob_client(container, "nothing-here"))
+    assert missing == fast == ("ResourceNotFoundError", 404, "BlobNotFound")
+    with pytest.raises(ResourceNotFoundError):
+        s.read_bytes(container, "nothing-here")
+    assert s.read_json_or_none(container, "nothing-here") is None
+    sdk, fast = _failures(s.service.get_blob_client(container + "-gone", "x"))
+    assert sdk == fast and fast[0] == "ResourceNotFoundError"
+
+    s.write_bytes(container, "doc", b"1")
+    service = BlobServiceClient.from_connection_string(storage_connection)
+    key = service.credential.account_key
+    expiry = datetime.now(timezone.utc) + timedelta(hours=1)
+
+    def sas(**permission: bool) -> BlobClient:
+        token = generate_container_sas(str(service.account_name), container, account_key=key,
+                                       permission=ContainerSasPermissions(**permission), expiry=expiry)
+        return BlobServiceClient(service.url, credential=token).get_blob_client(container, "doc")
+
+    assert blob_requests.get_blob(sas(read=True)) == b"1"  # the SAS rides in the client's URL
+    assert blob_requests.put_blob(sas(write=True), b"2")
+    assert s.read_bytes(container, "doc") == b"2"
+    sdk, fast = _failures(sas(list=True))  # a SAS that cannot read
+    assert sdk == fast and fast[:2] == ("HttpResponseError", 403)
+    with pytest.raises(HttpResponseError) as refused:
+        blob_requests.put_blob(sas(read=True), b"3")
+    assert refused.value.status_code == 403 and s.read_bytes(container, "doc") == b"2"
+    wrong_key = BlobServiceClient(service.url, credential={"account_name": str(service.account_name),
+                                                           "account_key": "A" * 88})
+    sdk, fast = _failures(wrong_key.get_blob_client(container, "doc"))
+    assert sdk == fast and fast[1] == 403
