@@ -6,6 +6,8 @@ no activity should build SDK clients itself (storage errors are mapped in one pl
 ``AzureWebJobsStorage__accountName``) use a managed identity; nothing here logs a key or SAS. Listings go through
 ``adapters.listing`` (List Blobs parsed for the few fields used, through the same client's pipeline), not the SDK's
 ``list_blobs``/``walk_blobs``: at millions of blobs their model deserialisation was most of the enumeration's CPU.
+Small reads and writes (``read_bytes``, ``write_bytes``: the activities' plans, manifests, cursors and indexes) go
+through ``adapters.blob_requests`` (Get Blob and Put Blob on the same pipeline, about half the SDK's CPU each).
 """
 from __future__ import annotations
 
