@@ -40,7 +40,12 @@ def get_blob(client: BlobClient) -> bytes:
 
 
 def put_blob(client: BlobClient, data: bytes, content_type: str | None = None) -> str:
-    """Write (replace) a block blob with ``data`` in one Put Blob; returns the ETag the service answered with."""
+    """Write (replace) a block blob with ``data`` in one Put Blob; returns the ETag the service answered with.
+
+    The request's headers, as the Put Blob reference lists them: ``Authorization`` and ``x-ms-date`` (the pipeline's
+    signing policy), ``x-ms-version`` ("required for all authorized requests"), ``Content-Length`` (the transport),
+    ``x-ms-blob-type`` (required) and ``Content-Type`` (optional, "the default type is application/octet-stream",
+    which is what the SDK's ``upload_blob`` leaves without content settings)."""
     if len(data) > PUT_LIMIT:
         raise ValueError(f"put_blob carries at most {PUT_LIMIT} bytes, not {len(data)}: use the SDK's upload_blob")
     headers = {"x-ms-version": client.api_version, "x-ms-blob-type": "BlockBlob",
