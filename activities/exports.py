@@ -9,10 +9,10 @@ Zooniverse batches are written a group of files at a time. Each entry is parsed 
 Zooniverse row is made in the same pass and kept in a temporary file (its length and, once the eligible count that
 the shuffle needs is known, its batch in memory: 16 bytes per image, ~30 MB at this activity's bound) and then
 handed to its batch (``_write_zooniverse_rows``). When the workers' merge views hold every format's lines for every
-shard (``ViewLines``), the entries are not downloaded or parsed at all: the results' head comes from a ranged read. An explicit image list's
-metadata (``ListMetadata``) is read one shard's document at a time, in step with the results, and goes into every
-export: COCO image fields (``gpu_batch.formats.coco.list_fields``), Camtrap DP media, deployments and events
-(``gpu_batch.formats.camtrapdp``) and Zooniverse subject columns (``core.zooniverse``).
+shard (``ViewLines``), the entries are not downloaded or parsed at all: the results' head comes from a ranged read.
+An explicit image list's metadata (``ListMetadata``) is read one shard's document at a time, in step with the
+results, and goes into every export: COCO image fields (``gpu_batch.formats.coco.list_fields``), Camtrap DP media,
+deployments and events (``gpu_batch.formats.camtrapdp``) and Zooniverse subject columns (``core.zooniverse``).
 
 Writes ``results/<task>/exports[/<variant>]/`` (names in ``gpu_batch.layout``): ``coco.json``
 (``gpu_batch.formats.coco``), ``camtrap-dp/`` (``gpu_batch.formats.camtrapdp``), ``zooniverse/batch-NNN.csv``

@@ -396,8 +396,8 @@ def test_exports_take_coco_camtrap_dp_and_zooniverse_lines_from_the_workers_view
                 task_id=tid, variant="", part=p, first_shard=f, offset=o, length=n, before=before, rows=out["eligible"],
                 eligible=total, batches=batches, shards=merged["parts"][p][1]), settings, store)
         for first, count in zooniverse_groups(batches, len(ranges)):
-            run_zooniverse_combine(c.ExportsZooniverseCombineInput(task_id=tid, variant="", parts=[r[0] for r in ranges],
-                                                                   first=first, count=count), settings, store)
+            run_zooniverse_combine(c.ExportsZooniverseCombineInput(
+                task_id=tid, variant="", parts=[r[0] for r in ranges], first=first, count=count), settings, store)
         return {n: b for n, b in exported().items() if "/.zooniverse-parts/" not in n and "/.parts/" not in n}
 
     assert fanned() == expected and formatted == [] and parsed == []
