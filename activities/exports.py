@@ -168,6 +168,23 @@ class ListMetadata:
         return self.current.get(file)
 
 
+def write_view_rows(views: list[ShardView], rows: IO[bytes], lengths: "array[int]",
+                    options: zooniverse.ManifestOptions) -> int:
+    """The views' Zooniverse rows with the task's attribution and license (``options``) into ``rows``, each row's
+    length onto ``lengths``: what ``zooniverse.row_line`` of every eligible entry would have made (the views'
+    threshold is the exports' and their categories MegaDetector's: ``activities.fanin.export_views``). Every view must
+    have rows. Returns how many."""
+    middle = zooniverse.quoted_options(options)[0]
+    count = 0
+    for view in views:
+        assert view.zooniverse is not None
+        data, sizes = view.zooniverse.filled(middle)
+        rows.write(data)
+        lengths.extend(sizes)
+        count += len(sizes)
+    return count
+
+
 def needs_no_size(entry: dict[str, Any]) -> str | None:
     """No image's header is read: COCO's lines come from the merge views, whose entries all have sizes."""
     return None
@@ -193,18 +210,8 @@ class ViewLines:
         return sum(len(v.zooniverse.lengths) for v in self.views if v.zooniverse is not None)
 
     def write_zooniverse(self, rows: IO[bytes], lengths: "array[int]", options: zooniverse.ManifestOptions) -> int:
-        """The views' Zooniverse rows with the task's attribution and license (``options``) into ``rows``, each
-        row's length onto ``lengths``: what ``zooniverse.row_line`` of every eligible entry would have made (the
-        views' threshold is the exports' and their categories MegaDetector's: ``export_views``). Returns how many."""
-        middle = zooniverse.quoted_options(options)[0]
-        count = 0
-        for view in self.views:
-            assert view.zooniverse is not None
-            data, sizes = view.zooniverse.filled(middle)
-            rows.write(data)
-            lengths.extend(sizes)
-            count += len(sizes)
-        return count
+        """``write_view_rows`` of these views."""
+        return write_view_rows(self.views, rows, lengths, options)
 
     def write(self, writer: coco.CocoWriter, images: IO[str], annotations: IO[str], builder: camtrapdp.CamtrapBuilder,
               media: "LineBuffer", observations: "LineBuffer", continued: bool) -> None:

@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 import azure.durable_functions as df
 
 from activities.exportparts import _csv_line, _lines, work_prefix
-from activities.exports import ListMetadata, prepare, read_results_head
+from activities.exports import ListMetadata, prepare, read_results_head, write_view_rows
 from activities.fanin import export_views
 from adapters import clients
 from adapters.blob_files import delete_under
@@ -77,17 +77,10 @@ def run_zooniverse_part(payload: c.ExportsZooniversePartInput, settings: Setting
         views = export_views(store, settings, task_id, payload["first_shard"], int(payload.get("shards", 0)), ctx.cut,
                              ctx.plain(), "zooniverse")
         from_views = views is not None and all(v.zooniverse is not None for v in views)
-        if views is not None and from_views:
-            # the workers' views hold the part's rows (issue 11): the entries are not read
-            middle = zooniverse.quoted_options(options)[0]
-            for view in views:
-                assert view.zooniverse is not None
-                data, row_lengths = view.zooniverse.filled(middle)
-                if index + len(row_lengths) > payload["eligible"]:
-                    raise ValueError(f"part {part}: more eligible images than the {payload['rows']} counted")
-                index += len(row_lengths)
-                length_of.extend(row_lengths)
-                rows.write(data)
+        if views is not None and from_views:  # the workers' views hold the part's rows (issue 11): no entry is read
+            index += write_view_rows(views, rows, length_of, options)
+            if index > payload["eligible"]:
+                raise ValueError(f"part {part}: more eligible images than the {payload['rows']} counted")
         else:
             store.service.get_blob_client(container, results_name).download_blob(
                 offset=start + payload["offset"], length=payload["length"]).readinto(entries)
