@@ -24,7 +24,6 @@ from __future__ import annotations
 import logging
 import math
 import posixpath
-from dataclasses import dataclass, field
 from collections.abc import Iterable, Mapping, Sequence  # typing's isinstance is slow (per detection)
 from typing import Any
 
@@ -64,16 +63,12 @@ def iou(a: tuple[float, float, float, float], b: tuple[float, float, float, floa
     return inter / union if union > 0 else 0.0
 
 
-@dataclass(slots=True)
-class _Location:
-    order: int
-    category: str
-    bbox: tuple[float, float, float, float]
-    count: int = 0
-    conf_min: float = 1.0
-    conf_max: float = 0.0
-    files: list[str] = field(default_factory=list)
-
+# A candidate location, as a list (made once per candidate, and almost every detection of an animal starts one: a
+# list costs a tenth of a dataclass's ``__init__``): occurrences, least and greatest confidence, the files listed
+# (the first ``files_listed``), category, and its box x, y, w, h (its first detection's). Its rank among the
+# folder's candidates is its place in ``_Folder.locations``.
+_Location = list[Any]
+COUNT, CONF_MIN, CONF_MAX, FILES, CATEGORY, BOX = 0, 1, 2, 3, 4, 5
 
 # A candidate as its cells hold it: width, height, centre x, centre y, x, y, x + w, y + h, w * h (its box's numbers as
 # ``iou`` computes them, once) and the location.
@@ -137,7 +132,7 @@ class _Folder:
         """Each ``(file, category, x, y, w, h, conf)`` row in order, as a detection of the folder; returns how many.
 
         One loop over a batch, with everything it reads bound to locals first and the size classes, the cell sizes
-        and ``_count`` written out inline: it runs once per eligible detection of the task, and at 10M images a
+        and the counting written out inline: it runs once per eligible detection of the task, and at 10M images a
         method call or attribute read per detection is a measurable share of the control plane (``bench/RESULTS.md``,
         twelfth session). A candidate's numbers are read by index as the sieve needs them (most fail on the first
         or second), not unpacked: unpacking touches every number of the candidate, and at 50,000 images per folder
@@ -199,23 +194,24 @@ class _Folder:
                             union = area + larea - inter
                             if union > 0 and inter / union >= threshold:
                                 matched = True  # like MegaDetector, one detection may count for several
-                                # ``_count(loc, file, conf, options)``
-                                loc.count += 1
-                                if conf < loc.conf_min:
-                                    loc.conf_min = conf
-                                if conf > loc.conf_max:
-                                    loc.conf_max = conf
-                                listed = loc.files
+                                # count it: one more occurrence, the confidence range, and the file listed
+                                # (the first ``files_listed`` files, each once in a row)
+                                loc[0] += 1
+                                if conf < loc[1]:
+                                    loc[1] = conf
+                                if conf > loc[2]:
+                                    loc[2] = conf
+                                listed = loc[3]
                                 if len(listed) < files_listed and (not listed or listed[-1] != file):
                                     listed.append(file)
             if matched:
                 continue
-            # ``_count`` of a new location (count 0, confidences 1.0 and 0.0, no files), written out
-            loc = _Location(len(locations), category, (x, y, w, h), 1, conf if conf < 1.0 else 1.0,
-                            conf if conf > 0.0 else 0.0, [file] if files_listed > 0 else [])
+            # a new location, counted once (as from count 0, confidences 1.0 and 0.0, no files)
+            loc = [1, conf if conf < 1.0 else 1.0, conf if conf > 0.0 else 0.0, [file] if files_listed > 0 else [],
+                   category, x, y, w, h]
             locations.append(loc)
             if indexable:
-                sx, sy = cell(own_w), cell(own_h)
+                sx, sy = cell_sizes.get(own_w) or cell(own_w), cell_sizes.get(own_h) or cell(own_h)
                 rx, ry = sx / _CELL_REACHES, sy / _CELL_REACHES  # the reach
                 cells = classes.get((category, own_w, own_h))
                 if cells is None:
@@ -237,16 +233,9 @@ class _Folder:
 
     def suspicious(self, folder_name: str, options: RepeatOptions) -> list[dict[str, Any]]:
         """The folder's candidates with enough occurrences, in the order they were found (``_order``)."""
-        return [{"folder": folder_name, "category": loc.category, "bbox": list(loc.bbox), "count": loc.count,
-                 "conf_min": loc.conf_min, "conf_max": loc.conf_max, "files": list(loc.files), "_order": loc.order}
-                for loc in self.locations if loc.count >= options.occurrence_threshold]
-
-
-def _count(loc: _Location, file: str, conf: float, options: RepeatOptions) -> None:
-    loc.count += 1
-    loc.conf_min, loc.conf_max = min(loc.conf_min, conf), max(loc.conf_max, conf)
-    if len(loc.files) < options.files_listed and (not loc.files or loc.files[-1] != file):
-        loc.files.append(file)
+        return [{"folder": folder_name, "category": loc[CATEGORY], "bbox": loc[BOX:BOX + 4], "count": loc[COUNT],
+                 "conf_min": loc[CONF_MIN], "conf_max": loc[CONF_MAX], "files": list(loc[FILES]), "_order": order}
+                for order, loc in enumerate(self.locations) if loc[COUNT] >= options.occurrence_threshold]
 
 
 class FolderSearch:
