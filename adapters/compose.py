@@ -26,6 +26,7 @@ from typing import Any, Sequence, Union
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.storage.blob import BlobClient, BlobSasPermissions, ContentSettings, generate_blob_sas
 
+from adapters import blob_requests
 from adapters.blobs import BlobStore
 
 logger = logging.getLogger(__name__)
@@ -122,8 +123,10 @@ def compose_blob(store: BlobStore, container: str, name: str, pieces: Sequence[P
 
 
 def read_range(store: BlobStore, container: str, name: str, offset: int, length: int) -> bytes:
-    """``length`` bytes of a blob from ``offset`` (one ranged GET): how a repeat-search group reads its folders."""
-    return bytes(store.service.get_blob_client(container, name).download_blob(offset=offset, length=length).readall())
+    """``length`` bytes of a blob from ``offset`` (one ranged GET; fewer where the range passes its end): how a
+    repeat-search group reads its folders and the merge and exports read the workers' views
+    (``adapters.blob_requests.get_range``, about half the SDK's CPU per request)."""
+    return blob_requests.get_range(store.service.get_blob_client(container, name), offset, length)
 
 
 def delete_prefix(store: BlobStore, container: str, prefix: str) -> int:

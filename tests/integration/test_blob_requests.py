@@ -11,6 +11,7 @@ from azure.storage.blob import BlobClient, BlobServiceClient, ContainerSasPermis
 
 from adapters import blob_requests
 from adapters.blobs import BlobStore, service_client
+from adapters.compose import read_range
 
 
 @pytest.fixture()
@@ -91,3 +92,31 @@ def test_missing_blobs_containers_and_refused_credentials_fail_as_with_the_sdk(s
                                                            "account_key": "A" * 88})
     sdk, fast = _failures(wrong_key.get_blob_client(container, "doc"))
     assert sdk == fast and fast[1] == 403
+
+
+def test_ranges_read_as_the_sdks_ranged_download(store: tuple[BlobStore, str]) -> None:
+    """``adapters.compose.read_range`` (views, search groups) sends Get Blob with ``x-ms-range``: the same bytes as
+    ``download_blob(offset, length)`` inside, across and past the blob's end; the same errors beyond it."""
+    s, container = store
+    data = bytes(range(256)) * 40
+    s.write_bytes(container, "view.bin", data)
+    s.write_bytes(container, "empty.bin", b"")
+    client = s.service.get_blob_client(container, "view.bin")
+    for offset, length in ((0, 1), (0, len(data)), (100, 999), (len(data) - 3, 3), (len(data) - 3, 500),
+                           (0, len(data) + 4096), (len(data), 5)):  # at the end: as the SDK, whatever the service says
+        sdk = client.download_blob(offset=offset, length=length).readall()
+        assert blob_requests.get_range(client, offset, length) == sdk == data[offset:offset + length]
+        assert read_range(s, container, "view.bin", offset, length) == sdk
+    assert blob_requests.get_range(client, 7, 0) == b""
+    empty = s.service.get_blob_client(container, "empty.bin")
+    for beyond, offset in ((client, len(data) + 10), (empty, 0)):
+        with pytest.raises(HttpResponseError) as sdk_refused:
+            beyond.download_blob(offset=offset, length=5).readall()
+        with pytest.raises(HttpResponseError) as refused:
+            blob_requests.get_range(beyond, offset, 5)
+        assert (refused.value.status_code, refused.value.error_code) == (
+            sdk_refused.value.status_code, sdk_refused.value.error_code) == (416, "InvalidRange")
+    with pytest.raises(ResourceNotFoundError):
+        read_range(s, container, "nothing-here", 0, 10)
+    with pytest.raises(ValueError, match="offset >= 0"):
+        blob_requests.get_range(client, -1, 5)
