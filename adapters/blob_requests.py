@@ -64,12 +64,16 @@ def put_blob(client: BlobClient, data: bytes, content_type: str | None = None) -
 
     The request's headers, as the Put Blob reference lists them: ``Authorization`` and ``x-ms-date`` (the pipeline's
     signing policy), ``x-ms-version`` ("required for all authorized requests"), ``Content-Length`` (the transport),
-    ``x-ms-blob-type`` (required) and ``Content-Type`` (optional, "the default type is application/octet-stream",
-    which is what the SDK's ``upload_blob`` leaves without content settings)."""
+    ``x-ms-blob-type`` (required), and the blob's content type as ``x-ms-blob-content-type`` ("sets the blob's
+    content type"; without it the blob's is the request's ``Content-Type``, "the default type is
+    application/octet-stream"), with ``Content-Type: application/octet-stream`` for the body: what the SDK's
+    ``upload_blob`` sends (azure-storage-blob's generated ``BlockBlobOperations.upload``)."""
     if len(data) > PUT_LIMIT:
         raise ValueError(f"put_blob carries at most {PUT_LIMIT} bytes, not {len(data)}: use the SDK's upload_blob")
     headers = {"x-ms-version": client.api_version, "x-ms-blob-type": "BlockBlob",
-               "Content-Type": content_type or "application/octet-stream"}
+               "Content-Type": "application/octet-stream"}
+    if content_type:
+        headers["x-ms-blob-content-type"] = content_type
     request = HttpRequest("PUT", client.url, headers=headers, content=bytes(data))
     response = client._pipeline.run(request, stream=True).http_response
     try:

@@ -3,6 +3,8 @@
 exceptions for a missing blob or container and for a refused credential, a SAS riding in the client's URL."""
 from __future__ import annotations
 
+import io
+import tempfile
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -120,3 +122,20 @@ def test_ranges_read_as_the_sdks_ranged_download(store: tuple[BlobStore, str]) -
         read_range(s, container, "nothing-here", 0, 10)
     with pytest.raises(ValueError, match="offset >= 0"):
         blob_requests.get_range(client, -1, 5)
+
+
+def test_files_upload_whole_from_where_they_stand(store: tuple[BlobStore, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """``upload_file`` sends a small file as one Put Blob and a large one through the SDK's upload: the same blob,
+    from the file's position to its end, with its content type, either way."""
+    s, container = store
+    for limit in (blob_requests.PUT_LIMIT, 10):
+        monkeypatch.setattr(blob_requests, "PUT_LIMIT", limit)
+        with tempfile.TemporaryFile("w+b") as f:
+            f.write(b"skipped|" + b"row,1\n" * 5)
+            f.seek(len(b"skipped|"))
+            s.upload_file(container, f"table-{limit}.csv", f, "text/csv; charset=utf-8")
+        client = s.service.get_blob_client(container, f"table-{limit}.csv")
+        assert client.download_blob().readall() == b"row,1\n" * 5
+        assert client.get_blob_properties().content_settings.content_type == "text/csv; charset=utf-8"
+    s.upload_file(container, "empty.json", io.BytesIO(b""))
+    assert s.read_bytes(container, "empty.json") == b""
