@@ -124,7 +124,8 @@ def test_ranges_read_as_the_sdks_ranged_download(store: tuple[BlobStore, str]) -
         blob_requests.get_range(client, -1, 5)
 
 
-def test_files_upload_whole_from_where_they_stand(store: tuple[BlobStore, str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_files_upload_whole_from_where_they_stand(store: tuple[BlobStore, str],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """``upload_file`` sends a small file as one Put Blob and a large one through the SDK's upload: the same blob,
     from the file's position to its end, with its content type, either way."""
     s, container = store
