@@ -92,8 +92,8 @@ class _Folder:
     Candidates are indexed by ``(category, kw, kh)`` and then by centre cell ``(ix, iy)``: ``kw = floor(ln w / 2L)``
     with ``L`` a little more than ``-ln t``, so a match is in the detection's width class or in the one neighbour on
     the side its width is nearer to (at most 2 x 2 size classes). In class ``k`` (largest width ``W``) the reach is
-    ``R = (1 - t) W e^(2L)``: every box that can match a candidate of the class is at most one class larger, so its
-    centre lies within ``R`` of the candidate's. Cells are ``2R`` wide, and a candidate is filed in every cell that
+    ``R = (1 - t) W / t``: a box that matches a candidate of width ``w < W`` is at most ``w / t`` wide, so the larger
+    of the two sides is under ``W / t`` and its centre lies within ``R`` of the candidate's. Cells are ``2R`` wide, and a candidate is filed in every cell that
     its reach ``[c - R, c + R]`` touches (2 x 2, rarely 1 x 1: a span of ``2R`` touches at most two cells of ``2R``
     along each axis), so a detection looks up ONE cell per size class: at most four lookups, whatever the folder size,
     and it still meets every candidate with ``IoU >= t``, so the counts equal a comparison with all of them
@@ -112,6 +112,7 @@ class _Folder:
         self._span = max(-math.log(iou_threshold), 1e-3) * (1 + _SLACK)  # largest |ln side ratio| of a match
         self._step = 2 * self._span  # log-size class width: a match is in the class or in one neighbour
         self._reach = (1 - iou_threshold) * (1 + _SLACK)  # centre distance per unit of the larger side
+        self._t = iou_threshold
         self._cells: dict[int, float] = {}  # class -> cell size (twice the reach of a match with the class)
         self.compared = 0  # candidates a detection met in its cells, summed: the index's work
         self.ious = 0  # of those, the ones that passed the size and centre bounds and had their IoU computed
@@ -125,7 +126,8 @@ class _Folder:
     def _cell(self, k: int) -> float:
         size = self._cells.get(k)
         if size is None:
-            size = self._cells[k] = max(_CELL_REACHES * self._reach * math.exp((k + 2) * self._step), _MIN_CELL)
+            reach = self._reach / self._t * math.exp((k + 1) * self._step)  # R of the class (docstring)
+            size = self._cells[k] = max(_CELL_REACHES * reach, _MIN_CELL)
         return size
 
     def add_rows(self, rows: Iterable[Sequence[Any]], options: RepeatOptions) -> int:
