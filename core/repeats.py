@@ -221,14 +221,18 @@ class _Folder:
                 x0, x1 = floor((cx - rx) / sx), floor((cx + rx) / sx)
                 y0, y1 = floor((cy - ry) / sy), floor((cy + ry) / sy)
                 filed: _Filed = (w, h, cx, cy, x, y, x2, y2, area, loc)  # one tuple for all its cells
-                for ix in range(x0, x1 + 1):
-                    for iy in range(y0, y1 + 1):
-                        key = (ix << 20) + iy  # the cell's key (see ``classes``)
-                        bucket = cells.get(key)
-                        if bucket is None:
-                            cells[key] = [filed]
-                        else:
-                            bucket.append(filed)
+                if x1 == x0 + 1 and y1 == y0 + 1:  # 2 x 2 cells, as almost always: their keys written out
+                    x0 <<= 20
+                    x1 <<= 20
+                    keys: Iterable[int] = (x0 + y0, x0 + y1, x1 + y0, x1 + y1)
+                else:  # each cell once (a key twice would count a detection twice for this candidate)
+                    keys = [(ix << 20) + iy for ix in range(x0, x1 + 1) for iy in range(y0, y1 + 1)]
+                for key in keys:  # the cells' keys (see ``classes``)
+                    bucket = cells.get(key)
+                    if bucket is None:
+                        cells[key] = [filed]
+                    else:
+                        bucket.append(filed)
         self.compared += compared
         self.ious += ious
         return n
