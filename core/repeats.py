@@ -93,13 +93,13 @@ class _Folder:
     with ``L`` a little more than ``-ln t``, so a match is in the detection's width class or in the one neighbour on
     the side its width is nearer to (at most 2 x 2 size classes). In class ``k`` (largest width ``W``) the reach is
     ``R = (1 - t) W / t``: a box that matches a candidate of width ``w < W`` is at most ``w / t`` wide, so the larger
-    of the two sides is under ``W / t`` and its centre lies within ``R`` of the candidate's. Cells are ``2R`` wide, and a candidate is filed in every cell that
-    its reach ``[c - R, c + R]`` touches (2 x 2, rarely 1 x 1: a span of ``2R`` touches at most two cells of ``2R``
-    along each axis), so a detection looks up ONE cell per size class: at most four lookups, whatever the folder size,
-    and it still meets every candidate with ``IoU >= t``, so the counts equal a comparison with all of them
-    (MegaDetector's own search, with a quadtree index over centres, counts the same pairs). Cells of ``2R`` rather
-    than ``R`` file each candidate in 4 cells instead of 9 (filing is most of the work: almost every detection of an
-    animal starts a candidate) for a few more IoU comparisons per lookup. Boxes with a non-positive or non-finite
+    of the two sides is under ``W / t`` and its centre lies within ``R`` of the candidate's. Cells are ``2R`` wide,
+    and a candidate is filed in every cell that its reach ``[c - R, c + R]`` touches (2 x 2, rarely 1 x 1: a span of
+    ``2R`` touches at most two cells of ``2R`` along each axis), so a detection looks up ONE cell per size class: at
+    most four lookups, whatever the folder size, and it still meets every candidate with ``IoU >= t``, so the counts
+    equal a comparison with all of them (MegaDetector's own search, with a quadtree index over centres, counts the
+    same pairs). Cells of ``2R`` rather than ``R`` file each candidate in 4 cells instead of 9 (filing is most of the
+    work: almost every detection of an animal starts a candidate) for a few more IoU comparisons per lookup. Boxes with a non-positive or non-finite
     side are never indexed: their IoU with anything is 0 (``iou``), so they only ever start a candidate.
     """
 
