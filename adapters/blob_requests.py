@@ -41,9 +41,10 @@ def get_blob(client: BlobClient) -> bytes:
 
 def get_range(client: BlobClient, offset: int, length: int) -> bytes:
     """``length`` bytes from ``offset`` (one Get Blob with ``x-ms-range``, as the SDK's ranged ``download_blob``
-    sends it); fewer where the range passes the blob's end. As the Get Blob reference says, the service answers a
-    range with 206 and the bytes up to the blob's end, and 416 (``InvalidRange``) when the range starts at or beyond
-    it, an empty blob read from 0 included: raised as the SDK's ranged download raises it."""
+    sends it); fewer where the range passes the blob's end. "Specifying the range header for Blob service operations"
+    (learn.microsoft.com): 206 with the bytes up to the blob's end when the offset does not exceed its length, 416
+    (``InvalidRange``) when it does, raised as the SDK's ranged download raises it (an empty blob read from 0
+    included; Azurite answers a range that starts exactly at the end with no bytes, and so do both)."""
     if offset < 0 or length < 0:
         raise ValueError(f"a range needs offset >= 0 and length >= 0, not {offset} and {length}")
     if length == 0:
