@@ -21,10 +21,11 @@ Must not: do I/O or change any result; it only reports.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import posixpath
-from collections.abc import Iterable, Mapping, Sequence  # typing's isinstance is slow (per detection)
+from collections.abc import Iterable, Iterator, Mapping, Sequence  # typing's isinstance is slow (per detection)
 from typing import Any
 
 # what the search considers, shared with the GPU worker's merge view; re-exported here for the app's modules
@@ -38,6 +39,10 @@ logger = logging.getLogger(__name__)
 _SLACK = 0.01  # widens the size classes and reach past the exact bound, against rounding at the edges
 _MIN_CELL = 1e-9
 _CELL_REACHES = 2  # a cell is two reaches wide: a candidate is filed in 2 x 2 cells, not 3 x 3 (see _Folder)
+_BATCHED_FROM = 8192  # candidates from which a folder is searched a batch at a time with numpy (``_Batched``)
+_BATCH = 1024  # detections per batch there
+# odd multipliers that spread a cell's numbers over an int64 key (``_Batched``): any values would give the same counts
+_HASH_X, _HASH_Y, _HASH_W, _HASH_H, _HASH_CATEGORY = 0x9E3779B1, 0x85EBCA6B, 0xC2B2AE35, 0x27D4EB2F, 0x165667B1
 
 
 # The id of a repeats document ("search"): the list the merge wrote has none and is ORIGINAL_SEARCH; a search run
@@ -99,8 +104,9 @@ class _Folder:
     most four lookups, whatever the folder size, and it still meets every candidate with ``IoU >= t``, so the counts
     equal a comparison with all of them (MegaDetector's own search, with a quadtree index over centres, counts the
     same pairs). Cells of ``2R`` rather than ``R`` file each candidate in 4 cells instead of 9 (filing is most of the
-    work: almost every detection of an animal starts a candidate) for a few more IoU comparisons per lookup. Boxes with a non-positive or non-finite
-    side are never indexed: their IoU with anything is 0 (``iou``), so they only ever start a candidate.
+    work: almost every detection of an animal starts a candidate) for a few more IoU comparisons per lookup. Boxes
+    with a non-positive or non-finite side are never indexed: their IoU with anything is 0 (``iou``), so they only
+    ever start a candidate. A folder that grows past ``_BATCHED_FROM`` candidates is searched on by ``_Batched``.
     """
 
     def __init__(self, iou_threshold: float) -> None:
@@ -122,6 +128,7 @@ class _Folder:
         self._ratio_lo = iou_threshold * (1 - _SLACK)
         self._ratio_hi = (1 + _SLACK) / iou_threshold
         self._distance = (1 - iou_threshold + 1e-9) * (1 + _SLACK)
+        self._batched: _Batched | None = None  # the search from ``_BATCHED_FROM`` candidates on
 
     def _cell(self, k: int) -> float:
         size = self._cells.get(k)
@@ -132,6 +139,17 @@ class _Folder:
 
     def add_rows(self, rows: Iterable[Sequence[Any]], options: RepeatOptions) -> int:
         """Each ``(file, category, x, y, w, h, conf)`` row in order, as a detection of the folder; returns how many.
+        From ``_BATCHED_FROM`` candidates on, ``_Batched`` searches the rest of the folder (when numpy imports)."""
+        if self._batched is not None:
+            return self._batched.add(rows)
+        remaining = iter(rows)
+        n = self._add_rows(remaining, options)
+        if self._batched is not None:  # the folder grew large in this call: the rest goes to the batched search
+            n += self._batched.add(remaining)
+        return n
+
+    def _add_rows(self, rows: Iterator[Sequence[Any]], options: RepeatOptions) -> int:
+        """``add_rows`` one detection at a time, until the folder holds ``_BATCHED_FROM`` candidates.
 
         One loop over a batch, with everything it reads bound to locals first and the size classes, the cell sizes
         and the counting written out inline: it runs once per eligible detection of the task, and at 10M images a
@@ -145,6 +163,7 @@ class _Folder:
         span, step = self._span, self._step
         ratio_lo, ratio_hi, distance = self._ratio_lo, self._ratio_hi, self._distance
         threshold, files_listed = options.iou_threshold, options.files_listed
+        batched_from = _BATCHED_FROM if _numpy_imports() else math.inf
         compared = ious = n = 0
         for file, category, x, y, w, h, conf in rows:
             n += 1
@@ -233,15 +252,256 @@ class _Folder:
                         cells[key] = [filed]
                     else:
                         bucket.append(filed)
+            if len(locations) >= batched_from:
+                self._batched = _Batched(self, options)  # files every candidate again, this one included
+                self.classes = {}
+                break
         self.compared += compared
         self.ious += ious
         return n
 
     def suspicious(self, folder_name: str, options: RepeatOptions) -> list[dict[str, Any]]:
         """The folder's candidates with enough occurrences, in the order they were found (``_order``)."""
+        if self._batched is not None:
+            self._batched.flush()
         return [{"folder": folder_name, "category": loc[CATEGORY], "bbox": loc[BOX:BOX + 4], "count": loc[COUNT],
                  "conf_min": loc[CONF_MIN], "conf_max": loc[CONF_MAX], "files": list(loc[FILES]), "_order": order}
                 for order, loc in enumerate(self.locations) if loc[COUNT] >= options.occurrence_threshold]
+
+
+@functools.lru_cache(maxsize=1)
+def _numpy_imports() -> bool:
+    """Whether numpy can be imported (it is in the app's requirements; without it every folder stays in ``_Folder``)."""
+    try:
+        import numpy  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class _Batched:
+    """The same search over a large folder's candidates, a batch of detections at a time, with numpy.
+
+    Why: in a folder of tens of thousands of images each detection's lookups in ``_Folder``'s dictionaries (and the
+    candidates they hold) are memory accesses far past the caches, and the time per detection grew 2.4-2.6x from
+    500 to 50,000 images per folder (``bench/RESULTS.md``, thirteenth session); here a batch's lookups, sieve and
+    IoUs are array operations, and only the decisions that depend on order are a loop. ``_Folder`` hands a folder
+    over once it holds ``_BATCHED_FROM`` candidates (its candidates filed again here), when numpy can be imported.
+
+    The same index (size classes, cells of ``2R``, a candidate filed in the cells its reach touches: ``_Folder``),
+    with each cell's key hashed into one int64 (``_HASH_*``), so cells may share a key: that costs only the sieve's
+    time, because a match must also have the detection's category and a (detection, candidate) pair counts once
+    however many keys lead to it. Per batch, in order of the rows:
+
+    1. the pairs of each detection with the candidates from before the batch whose cells it looks up, through
+       sorted keys; the sieve and the IoU on arrays, with the same float operations as ``_Folder.add_rows`` (and so
+       the same decisions: ``min``/``max`` pick the same operand of finite numbers, and a box that is not finite or
+       not positive is never filed);
+    2. the pairs within the batch, among detections that met no earlier candidate (only those can start one);
+    3. in order: a detection counts for each candidate it matched, earlier ones of the batch that started one
+       included; one that matched none starts a candidate, which is then filed.
+
+    Rows wait in ``pending`` until a batch is full or ``flush`` (``_Folder.suspicious``); the counts are the same as
+    ``_Folder``'s, whatever the batch (``tests/unit/test_repeats.py`` runs the searches both ways).
+    """
+
+    def __init__(self, folder: "_Folder", options: RepeatOptions) -> None:
+        import numpy  # not needed by a folder that never grows this large
+
+        self.np = numpy
+        self.folder, self.options = folder, options
+        self.pending: list[Sequence[Any]] = []
+        self.codes: dict[str, int] = {}
+        self.keys = numpy.zeros(0, numpy.int64)  # the filings' keys, sorted
+        self.owners = numpy.zeros(0, numpy.int64)  # the candidate (its place in ``folder.locations``) of each key
+        self.boxes = numpy.zeros((max(1024, 2 * len(folder.locations)), 9))  # w h cx cy x y x2 y2 area, by place
+        self.categories = numpy.zeros(len(self.boxes), numpy.int64)
+        locations = folder.locations
+        if locations:
+            self._file(numpy.arange(len(locations)), [loc[CATEGORY] for loc in locations],
+                       numpy.array([loc[BOX:BOX + 4] for loc in locations], dtype=numpy.float64))
+
+    def add(self, rows: Iterable[Sequence[Any]]) -> int:
+        n = 0
+        for row in rows:
+            self.pending.append(row)
+            n += 1
+            if len(self.pending) >= _BATCH:
+                self.flush()
+        return n
+
+    def flush(self) -> None:
+        if self.pending:
+            rows, self.pending = self.pending, []
+            self._batch(rows)
+
+    def _code(self, category: str) -> int:
+        code = self.codes.get(category)
+        if code is None:
+            code = self.codes[category] = len(self.codes) + 1
+        return code
+
+    def _numbers(self, xywh: Any) -> tuple[Any, ...]:
+        """w, h, cx, cy, x, y, x2, y2, area as ``_Folder.add_rows`` computes them, whether each box can be filed,
+        and its size classes (``ow``, ``oh``) and their natural logs."""
+        np = self.np
+        x, y, w, h = (xywh[:, i] for i in range(4))
+        with np.errstate(invalid="ignore", over="ignore"):
+            ok = (w > 0) & (w < np.inf) & (h > 0) & (h < np.inf) & np.isfinite(x) & np.isfinite(y)
+            lw, lh = np.log(np.where(ok, w, 1.0)), np.log(np.where(ok, h, 1.0))
+            step = self.folder._step
+            ow, oh = np.floor(lw / step).astype(np.int64), np.floor(lh / step).astype(np.int64)
+            numbers = np.stack([w, h, x + w / 2, y + h / 2, x, y, x + w, y + h, w * h], 1)
+        return numbers, ok, ow, oh, lw, lh
+
+    def _cells(self, k: Any) -> Any:
+        """Cell sizes of size classes ``k`` (``_Folder._cell``)."""
+        np, f = self.np, self.folder
+        return np.maximum(_CELL_REACHES * (f._reach / f._t) * np.exp((k + 1) * f._step), _MIN_CELL)
+
+    def _filings(self, numbers: Any, ok: Any, ow: Any, oh: Any, codes: Any) -> tuple[Any, Any]:
+        """The keys of the cells each box's reach touches (2 x 2, fewer at a cell's edge) and the box of each."""
+        np = self.np
+        sx, sy = self._cells(ow), self._cells(oh)
+        cx, cy = numbers[:, 2], numbers[:, 3]
+        rx, ry = sx / _CELL_REACHES, sy / _CELL_REACHES
+        with np.errstate(invalid="ignore"):  # boxes that are not ``ok`` cast nonsense here, never used
+            x0, x1 = np.floor((cx - rx) / sx).astype(np.int64), np.floor((cx + rx) / sx).astype(np.int64)
+            y0, y1 = np.floor((cy - ry) / sy).astype(np.int64), np.floor((cy + ry) / sy).astype(np.int64)
+        keys, boxes = [], []
+        index = np.arange(len(numbers))
+        for ix, iy, take in ((x0, y0, ok), (x1, y0, ok & (x1 != x0)), (x0, y1, ok & (y1 != y0)),
+                             (x1, y1, ok & (x1 != x0) & (y1 != y0))):
+            keys.append(self._key(ix, iy, ow, oh, codes)[take])
+            boxes.append(index[take])
+        return np.concatenate(keys), np.concatenate(boxes)
+
+    def _key(self, ix: Any, iy: Any, kw: Any, kh: Any, codes: Any) -> Any:
+        return (ix * _HASH_X) ^ (iy * _HASH_Y) ^ (kw * _HASH_W) ^ (kh * _HASH_H) ^ (codes * _HASH_CATEGORY)
+
+    def _file(self, places: Any, categories: list[str], xywh: Any) -> None:
+        """File candidates (places in ``folder.locations``) in the sorted keys."""
+        np = self.np
+        numbers, ok, ow, oh, _, _ = self._numbers(xywh)
+        codes = np.array([self._code(c) for c in categories], np.int64)
+        need = int(places.max()) + 1 if len(places) else 0
+        if need > len(self.boxes):
+            size = max(need, 2 * len(self.boxes))
+            self.boxes = np.concatenate([self.boxes, np.zeros((size - len(self.boxes), 9))])
+            self.categories = np.concatenate([self.categories, np.zeros(size - len(self.categories), np.int64)])
+        self.boxes[places] = numbers
+        self.categories[places] = codes
+        keys, boxes = self._filings(numbers, ok, ow, oh, codes)
+        order = np.argsort(keys, kind="stable")
+        keys, owners = keys[order], places[boxes[order]]
+        at = np.searchsorted(self.keys, keys)
+        self.keys, self.owners = np.insert(self.keys, at, keys), np.insert(self.owners, at, owners)
+
+    def _lookups(self, numbers: Any, ok: Any, ow: Any, oh: Any, lw: Any, lh: Any, codes: Any) -> tuple[Any, Any]:
+        """The keys each detection looks up (one cell per size class it can match, ``_Folder.add_rows``) and the
+        detection of each."""
+        np = self.np
+        f = self.folder
+        span, step = f._span, f._step
+        nw = np.where(lw - ow * step < span, -1, np.where((ow + 1) * step - lw <= span, 1, 0))
+        nh = np.where(lh - oh * step < span, -1, np.where((oh + 1) * step - lh <= span, 1, 0))
+        keys, dets = [], []
+        index = np.arange(len(numbers))
+        for kw, kh, take in ((ow, oh, ok), (ow, oh + nh, ok & (nh != 0)), (ow + nw, oh, ok & (nw != 0)),
+                             (ow + nw, oh + nh, ok & (nw != 0) & (nh != 0))):
+            with np.errstate(invalid="ignore"):  # as in ``_filings``
+                ix = np.floor(numbers[:, 2] / self._cells(kw)).astype(np.int64)
+                iy = np.floor(numbers[:, 3] / self._cells(kh)).astype(np.int64)
+            keys.append(self._key(ix, iy, kw, kh, codes)[take])
+            dets.append(index[take])
+        return np.concatenate(keys), np.concatenate(dets)
+
+    def _pairs(self, keys: Any, dets: Any, sorted_keys: Any, owners: Any) -> tuple[Any, Any]:
+        """Each (detection, owner) whose keys are equal."""
+        np = self.np
+        lo, hi = np.searchsorted(sorted_keys, keys, "left"), np.searchsorted(sorted_keys, keys, "right")
+        count = hi - lo
+        total = int(count.sum())
+        if not total:
+            return dets[:0], owners[:0]
+        starts = np.repeat(lo - np.cumsum(count) + count, count) + np.arange(total)
+        return np.repeat(dets, count), owners[starts]
+
+    def _matches(self, dets: Any, others: Any, numbers: Any, codes: Any, boxes: Any,
+                 categories: Any) -> tuple[Any, Any]:
+        """The pairs whose IoU reaches the threshold with the same category, each once, by detection."""
+        np, f = self.np, self.folder
+        if not len(dets):
+            return dets, others
+        w, h, cx, cy, x, y, x2, y2, area = (numbers[dets, i] for i in range(9))
+        c = boxes[others]
+        w_hi, h_hi = w * f._ratio_hi, h * f._ratio_hi
+        keep = (w * f._ratio_lo <= c[:, 0]) & (c[:, 0] <= w_hi) & (h * f._ratio_lo <= c[:, 1]) & (c[:, 1] <= h_hi)
+        keep &= (np.abs(c[:, 2] - cx) <= f._distance * w_hi) & (np.abs(c[:, 3] - cy) <= f._distance * h_hi)
+        f.compared += len(dets)
+        f.ious += int(keep.sum())
+        iw = np.minimum(c[:, 6], x2) - np.maximum(c[:, 4], x)
+        ih = np.minimum(c[:, 7], y2) - np.maximum(c[:, 5], y)
+        inter = iw * ih
+        union = area + c[:, 8] - inter
+        positive = union > 0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            reaches = inter / np.where(positive, union, 1.0) >= self.options.iou_threshold
+        keep &= (iw >= 0) & (ih >= 0) & positive & reaches & (categories[others] == codes[dets])
+        span = int(others.max()) + 1 if len(others) else 1
+        pairs = np.unique(dets[keep] * span + others[keep])  # once each, by detection
+        return pairs // span, pairs % span
+
+    def _batch(self, rows: list[Sequence[Any]]) -> None:
+        np, folder, options = self.np, self.folder, self.options
+        files, categories = [str(r[0]) for r in rows], [str(r[1]) for r in rows]
+        values = np.array([r[2:7] for r in rows], dtype=np.float64)
+        conf = values[:, 4].tolist()
+        numbers, ok, ow, oh, lw, lh = self._numbers(values[:, :4])
+        codes = np.array([self._code(c) for c in categories], np.int64)
+        keys, dets = self._lookups(numbers, ok, ow, oh, lw, lh, codes)
+        earlier_dets, earlier = self._matches(*self._pairs(keys, dets, self.keys, self.owners), numbers, codes,
+                                              self.boxes, self.categories)
+        met = np.zeros(len(rows), bool)
+        met[earlier_dets] = True
+        # within the batch: which detections that met no earlier candidate match each other
+        own_keys, own = self._filings(numbers, ok & ~met, ow, oh, codes)
+        order = np.argsort(own_keys, kind="stable")
+        in_dets, in_others = self._pairs(keys, dets, own_keys[order], own[order])
+        before = in_others < in_dets
+        in_dets, in_others = self._matches(in_dets[before], in_others[before], numbers, codes, numbers, codes)
+        matched: dict[int, list[int]] = {}
+        for d, c in zip(earlier_dets.tolist(), earlier.tolist()):
+            matched.setdefault(d, []).append(c)
+        within: dict[int, list[int]] = {}
+        for d, k in zip(in_dets.tolist(), in_others.tolist()):
+            within.setdefault(d, []).append(k)
+        locations, files_listed = folder.locations, options.files_listed
+        started: dict[int, int] = {}  # detection of the batch -> its place in ``locations``
+        for i, (file, category, value) in enumerate(zip(files, categories, conf)):
+            places = matched.get(i, [])
+            for k in within.get(i, ()):
+                if k in started:
+                    places.append(started[k])
+            if places:
+                for place in places:
+                    loc = locations[place]
+                    loc[0] += 1
+                    if value < loc[1]:
+                        loc[1] = value
+                    if value > loc[2]:
+                        loc[2] = value
+                    listed = loc[3]
+                    if len(listed) < files_listed and (not listed or listed[-1] != file):
+                        listed.append(file)
+                continue
+            started[i] = len(locations)
+            x, y, w, h = values[i, :4].tolist()
+            locations.append([1, value if value < 1.0 else 1.0, value if value > 0.0 else 0.0,
+                              [file] if files_listed > 0 else [], category, x, y, w, h])
+        if started:
+            new = np.array(list(started), np.int64)
+            self._file(np.array(list(started.values()), np.int64), [categories[i] for i in started], values[new, :4])
 
 
 class FolderSearch:
@@ -312,9 +572,9 @@ class RepeatFinder:
     def _close(self, folder_name: str) -> None:
         folder = self._open.pop(folder_name)
         self._closed.add(folder_name)
+        self._found.extend(folder.suspicious(folder_name, self.options))  # first: it ends a batched search's work
         self.compared += folder.compared
         self.ious += folder.ious
-        self._found.extend(folder.suspicious(folder_name, self.options))
 
     def result(self) -> dict[str, Any]:
         """Suspicious locations, most occurrences first, with ids; ends the stream."""

@@ -1,4 +1,7 @@
-"""Repeated-detection search: MegaDetector's RDE phase-1 rules, streamed folder by folder."""
+"""Repeated-detection search: MegaDetector's RDE phase-1 rules, streamed folder by folder. Every test runs three
+ways: one detection at a time (``_Folder``), batched with numpy from the first candidate in batches of 7, and
+batched from the 37th candidate in batches of 64 (``_Batched``: a folder hands over mid-way, rows of one call go
+either side, a batch holds detections that match each other)."""
 from __future__ import annotations
 
 import random
@@ -8,9 +11,18 @@ import pytest
 
 from collections.abc import Mapping
 
+from core import repeats
 from core.repeats import RepeatFinder, RepeatOptions, detection_box, eligible_detections, iou
 
 BOX = [0.40, 0.30, 0.10, 0.08]
+
+
+@pytest.fixture(autouse=True, params=[(None, None), (1, 7), (37, 64)], ids=["one-at-a-time", "batched", "hand-over"])
+def search_way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    batched_from, batch = request.param
+    if batched_from is not None:
+        monkeypatch.setattr(repeats, "_BATCHED_FROM", batched_from)
+        monkeypatch.setattr(repeats, "_BATCH", batch)
 
 
 def _img(name: str, *dets: tuple[str, list[float], float]) -> dict[str, Any]:
@@ -284,3 +296,40 @@ def test_eligible_detections_read_odd_detections_as_the_plain_reading_does(optio
             entry["failure"] = "f"
         entry["detections"] = rng.choice([None, [], [detection() for _ in range(rng.randint(0, 6))]])
         assert repr(eligible_detections(entry, options)) == repr(_eligible_plainly(entry, options)), entry
+
+
+@pytest.mark.parametrize("batch", [1, 50, 1024])
+def test_a_large_folder_searched_in_batches_counts_as_one_at_a_time(monkeypatch: pytest.MonkeyPatch,
+                                                                   batch: int) -> None:
+    """A folder as ``bench/repeat_search.py`` makes them (uniform animal boxes, jittered rocks in a third of the
+    images), fed an entry at a time as the merge feeds it: handed over to the batched search at 300 candidates, every
+    location (suspicious or not) has the counts, confidences and files of the search that never hands over."""
+    rng = random.Random(batch)
+    entries = []
+    for i in range(1500):
+        dets = []
+        for (x, y, w, h), cat in (((0.40, 0.30, 0.10, 0.08), "1"), ((0.62, 0.12, 0.20, 0.25), "2")):
+            if rng.random() < 0.33:
+                dets.append({"category": cat, "conf": round(rng.uniform(0.05, 0.99), 3),
+                             "bbox": [x + rng.uniform(-0.015, 0.015) * w, y + rng.uniform(-0.015, 0.015) * h,
+                                      w * (1 + rng.uniform(-0.015, 0.015)), h * (1 + rng.uniform(-0.015, 0.015))]})
+        for _ in range(rng.randint(0, 3)):
+            w, h = rng.uniform(0.02, 0.5), rng.uniform(0.02, 0.5)
+            dets.append({"category": rng.choice("123"), "conf": round(rng.uniform(0.05, 0.99), 3),
+                         "bbox": [rng.uniform(0, 1 - w), rng.uniform(0, 1 - h), w, h]})
+        entries.append({"file": f"site/cam/{i:07d}.jpg", "detections": dets})
+
+    def locations(batched_from: float) -> list[list[Any]]:
+        monkeypatch.setattr(repeats, "_BATCHED_FROM", batched_from)
+        monkeypatch.setattr(repeats, "_BATCH", batch)
+        options = RepeatOptions()
+        folder = repeats._Folder(options.iou_threshold)
+        for entry in entries:
+            folder.add_rows(eligible_detections(entry, options) or [], options)
+        assert (folder._batched is not None) is (batched_from < 10**9)
+        folder.suspicious("site/cam", options)  # flushes what waits
+        return folder.locations
+
+    one_at_a_time, batched = locations(10**9), locations(300)
+    assert len(one_at_a_time) > 2000 and sum(loc[0] for loc in one_at_a_time) > len(one_at_a_time) + 500
+    assert batched == one_at_a_time
