@@ -27,16 +27,21 @@ from adapters.listing import response_error
 PUT_LIMIT = 4 * 1024 * 1024  # bytes one Put Blob here carries; the SDK's own single-put limit is 64 MiB
 
 
-def get_blob(client: BlobClient) -> bytes:
-    """The blob's whole content (one Get Blob)."""
-    request = HttpRequest("GET", client.url, headers={"x-ms-version": client.api_version})
+def _get(client: BlobClient, headers: dict[str, str], answers: tuple[int, ...]) -> bytes:
+    """One Get Blob with ``headers``; its body when the status is one of ``answers``, else the SDK's error."""
+    request = HttpRequest("GET", client.url, headers={"x-ms-version": client.api_version, **headers})
     response = client._pipeline.run(request, stream=True).http_response  # as adapters.listing: stream, no decoding
     try:
-        if response.status_code != 200:
+        if response.status_code not in answers:
             raise response_error(response, "Get Blob")
         return b"".join(response.iter_bytes())
     finally:
         response.close()
+
+
+def get_blob(client: BlobClient) -> bytes:
+    """The blob's whole content (one Get Blob)."""
+    return _get(client, {}, (200,))
 
 
 def get_range(client: BlobClient, offset: int, length: int) -> bytes:
@@ -49,15 +54,7 @@ def get_range(client: BlobClient, offset: int, length: int) -> bytes:
         raise ValueError(f"a range needs offset >= 0 and length >= 0, not {offset} and {length}")
     if length == 0:
         return b""
-    headers = {"x-ms-version": client.api_version, "x-ms-range": f"bytes={offset}-{offset + length - 1}"}
-    request = HttpRequest("GET", client.url, headers=headers)
-    response = client._pipeline.run(request, stream=True).http_response
-    try:
-        if response.status_code not in (200, 206):
-            raise response_error(response, "Get Blob")
-        return b"".join(response.iter_bytes())
-    finally:
-        response.close()
+    return _get(client, {"x-ms-range": f"bytes={offset}-{offset + length - 1}"}, (200, 206))
 
 
 def put_blob(client: BlobClient, data: bytes, content_type: str | None = None) -> str:
