@@ -82,6 +82,26 @@ COUNT, CONF_MIN, CONF_MAX, FILES, CATEGORY, BOX = 0, 1, 2, 3, 4, 5
 _Filed = tuple[float, float, float, float, float, float, float, float, float, _Location]
 
 
+def _count(loc: _Location, file: str, conf: float, files_listed: int) -> None:
+    """One more occurrence of a location: its count, its confidence range, and the file listed (the first
+    ``files_listed`` files, each once in a row)."""
+    loc[COUNT] += 1
+    if conf < loc[CONF_MIN]:
+        loc[CONF_MIN] = conf
+    if conf > loc[CONF_MAX]:
+        loc[CONF_MAX] = conf
+    listed = loc[FILES]
+    if len(listed) < files_listed and (not listed or listed[-1] != file):
+        listed.append(file)
+
+
+def _new_location(file: str, category: str, conf: float, x: float, y: float, w: float, h: float,
+                  files_listed: int) -> _Location:
+    """A location started by a detection, counted once (``_count`` from count 0, confidences 1.0 and 0.0)."""
+    return [1, conf if conf < 1.0 else 1.0, conf if conf > 0.0 else 0.0, [file] if files_listed > 0 else [],
+            category, x, y, w, h]
+
+
 class _Folder:
     """The candidate locations of one folder, indexed so a detection meets only candidates that can reach the IoU.
 
@@ -217,8 +237,7 @@ class _Folder:
                             union = area + larea - inter
                             if union > 0 and inter / union >= threshold:
                                 matched = True  # like MegaDetector, one detection may count for several
-                                # count it: one more occurrence, the confidence range, and the file listed
-                                # (the first ``files_listed`` files, each once in a row)
+                                # ``_count(loc, file, conf, files_listed)``, written out (a call per match)
                                 loc[0] += 1
                                 if conf < loc[1]:
                                     loc[1] = conf
@@ -229,9 +248,7 @@ class _Folder:
                                     listed.append(file)
             if matched:
                 continue
-            # a new location, counted once (as from count 0, confidences 1.0 and 0.0, no files)
-            loc = [1, conf if conf < 1.0 else 1.0, conf if conf > 0.0 else 0.0, [file] if files_listed > 0 else [],
-                   category, x, y, w, h]
+            loc = _new_location(file, category, conf, x, y, w, h, files_listed)
             locations.append(loc)
             if indexable:
                 sx, sy = cell_sizes.get(own_w) or cell(own_w), cell_sizes.get(own_h) or cell(own_h)
@@ -489,20 +506,11 @@ class _Batched:
                     places.append(started[k])
             if places:
                 for place in places:
-                    loc = locations[place]
-                    loc[0] += 1
-                    if value < loc[1]:
-                        loc[1] = value
-                    if value > loc[2]:
-                        loc[2] = value
-                    listed = loc[3]
-                    if len(listed) < files_listed and (not listed or listed[-1] != file):
-                        listed.append(file)
+                    _count(locations[place], file, value, files_listed)
                 continue
             started[i] = len(locations)
             x, y, w, h = values[i, :4].tolist()
-            locations.append([1, value if value < 1.0 else 1.0, value if value > 0.0 else 0.0,
-                              [file] if files_listed > 0 else [], category, x, y, w, h])
+            locations.append(_new_location(file, category, value, x, y, w, h, files_listed))
         if started:
             new = np.array(list(started), np.int64)
             self._file(np.array(list(started.values()), np.int64), [categories[i] for i in started], values[new, :4])
