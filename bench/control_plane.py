@@ -31,6 +31,13 @@ Record (printed, and saved to ``bench/results/control_plane-<N>.json`` or ``--ou
     functions                       per orchestrator and activity: calls, cpu_s, wall_s, max_wall_s
     machine                         CPUs, load average before and after (this machine is shared), Python, git commit
 
+Full size past Azurite's PUT rate (``--preload``): Azurite's PUTs slow down in proportion to the blobs it holds
+(``bench/azurite_puts.py``), so a million blobs cannot be uploaded here; ``--preload`` has Azurite create them in one
+batch and answers its lookups and listings at a cost that does not grow with the account
+(``bench/preloaded_azurite.py``, ``bench/azurite_preloaded_blob.js``; same answers, checked against the stock
+azurite-blob by ``tests/integration/test_preloaded_azurite.py``). The task then runs at full size: ``--images 1000000
+--preload`` measures a million images' CPU, activity times and history, with no scale model.
+
 Scale model (``--shape-of M``): the same run over N images, with every per-activity and per-shard size divided by
 M / N (images per shard, per merge part, per listing call and page, per shard write, per folder, repeat-search
 detections per group; counts such as shards per group, tasks in flight and the history threshold unchanged), so the
@@ -48,6 +55,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import threading
@@ -250,15 +258,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     azurite = None
     connection = args.connection
+    if args.preload and connection:
+        raise SystemExit("--preload starts its own Azurite: leave out --connection")
     if not connection:
-        azurite = start_azurite()
+        if args.preload:
+            from bench.preloaded_azurite import start_preloaded_azurite
+
+            azurite = start_preloaded_azurite()
+        else:
+            azurite = start_azurite()
         connection = azurite.connection_string
     load_before = os.getloadavg()
     container = f"bench{args.images}"
     shape = scale_model(args)
     names = image_names(args.images, shape["images_per_folder"])
-    upload_s = upload(connection, container, names)
-    print(f"uploaded {len(names):,} blobs in {upload_s:.1f} s", flush=True)
+    if args.preload:
+        upload_s = azurite.preload(upload, container, names)
+        print(f"preloaded {len(names):,} blobs in {upload_s:.1f} s", flush=True)
+    else:
+        upload_s = upload(connection, container, names)
+        print(f"uploaded {len(names):,} blobs in {upload_s:.1f} s", flush=True)
 
     os.environ.update({
         "AzureWebJobsStorage": connection, "TRAPBATCH_POOL": "simulated", "TRAPBATCH_CONTAINER": f"state{args.images}",
@@ -343,14 +362,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "repeat_search_cpu_s": round(search_cpu + (repeat_timer.cpu_seconds if repeat_timed else 0.0), 3),
         "stages_first_seen_s": {k: round(v, 3) for k, v in stages.items()},
         "upload_s": round(upload_s, 3),
+        "preloaded": bool(args.preload),
         "functions": {"orchestrators": metrics["orchestrators"], "activities": metrics["activities"]},
         "settings": {"poll_min_s": args.poll_min_s, "poll_max_s": args.poll_max_s,
                      "activity_workers": args.activity_workers, "status_interval_s": args.status_interval},
+        # the benchmark process's high-water mark (devhost, every activity, the status poller and the blob names):
+        # what grows with the task here would grow in an Azure Functions instance too
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "machine": {"cpus": os.cpu_count(), "loadavg_before": [round(x, 2) for x in load_before],
                     "loadavg_after": [round(x, 2) for x in os.getloadavg()], "python": platform.python_version(),
                     "git_commit": _git_commit(), "simulated": "pool: gpu_batch.pool.simulated (no detector); "
                     "storage: Azurite, one process per service unless --connection names another "
-                    "(devhost/azurite.py); host: devhost"},
+                    "(devhost/azurite.py)" + ("; blobs preloaded, and Azurite's blob lookups and listings made "
+                    "cheaper without changing their answers (bench/preloaded_azurite.py)" if args.preload else "")
+                    + "; host: devhost"},
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     return record
@@ -368,6 +393,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--status-interval", type=float, default=0.5)
     p.add_argument("--timeout-s", type=float, default=3600.0)
     p.add_argument("--connection", default="", help="an existing Azurite's connection string (default: start one)")
+    p.add_argument("--preload", action="store_true",
+                   help="create the blobs inside Azurite instead of by PUT (needed past ~50,000 images: Azurite's "
+                        "PUTs slow down as it fills); bench/preloaded_azurite.py says what that changes")
     p.add_argument("--shape-of", type=int, default=0, metavar="M",
                    help="scale model: run --images images with the orchestration shape of M images (module doc)")
     p.add_argument("--out", default="", help="default bench/results/control_plane-<N>.json "
@@ -379,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out) if args.out else REPO / "bench" / "results" / name
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=1) + "\n")
-    summary = {k: record[k] for k in ("images", "shape_of", "final_stage", "wall_s", "orchestrator_cpu_s", "activity_cpu_s",
+    summary = {k: record[k] for k in ("images", "shape_of", "final_stage", "wall_s", "peak_rss_mb", "orchestrator_cpu_s", "activity_cpu_s",
                                       "control_plane_cpu_share_of_gpu", "max_history_events_per_instance",
                                       "max_activity_s", "max_activity", "status_p99_s", "enumerate_s", "merge_s",
                                       "repeat_search_s")}

@@ -44,3 +44,20 @@ def test_the_benchmark_runs_a_task_end_to_end_and_records_every_figure(storage_c
             "merge_part", "merge_combine", "search_repeats", "rank_repeats"} <= set(activities)  # the parallel fan-in
     assert all(f["calls"] > 0 and f["cpu_s"] >= 0 for f in activities.values())
     assert r["machine"]["cpus"] and len(r["machine"]["loadavg_before"]) == 3
+
+
+def test_the_benchmark_runs_a_task_over_preloaded_blobs(tmp_path: Path) -> None:
+    """``--preload`` (how the million-image record is made): its own Azurite, the blobs created inside it, the task
+    over every one of them."""
+    out = tmp_path / "control_plane-preloaded.json"
+    proc = subprocess.run(
+        [sys.executable, "bench/control_plane.py", "--images", "600", "--images-per-shard", "200", "--preload",
+         "--images-per-folder", "150", "--poll-min-s", "0.5", "--poll-max-s", "1", "--status-interval", "0.25",
+         "--timeout-s", "500", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "preloaded 600 blobs" in proc.stdout
+    r = json.loads(out.read_text())
+    assert r["preloaded"] is True and "blobs preloaded" in r["machine"]["simulated"]
+    assert r["runtime_status"] == "Completed" and r["final_images"] == 600 and r["shards"] == 3
+    assert r["functions"]["activities"]["list_images_part"]["calls"] > 0 and r["scale_model"] is None

@@ -1,0 +1,94 @@
+"""The benchmark's preloading Azurite (``bench/preloaded_azurite.py``, ``bench/azurite_preloaded_blob.js``) answers as
+the stock ``azurite-blob`` does: the same listings page by page (names, folder prefixes, continuation markers) for
+blobs PUT through HTTP and for blobs it preloaded, the same lookups, overwrites and deletes. It changes only what
+those answers cost at a million blobs; ``bench/control_plane.py --preload`` relies on that to run a million real
+images."""
+from __future__ import annotations
+
+from typing import Iterator
+
+import pytest
+from azure.core.exceptions import ResourceNotFoundError
+
+from adapters import listing
+from adapters.blobs import BlobStore, service_client
+from bench.control_plane import upload
+from bench.preloaded_azurite import PreloadedAzurite, start_preloaded_azurite
+
+NAMES = sorted(
+    [f"site{s}/cam{c:02d}/IMG_{i:04d}.JPG" for s in range(3) for c in range(4) for i in range(12)]
+    + [f"flat/IMG_{i:03d}.jpg" for i in range(40)]
+    + ["top.jpg", "z/é space/+plus!.JPG", "site1/readme.txt", "site10/cam00/IMG_0000.JPG", "a/b/c/d/e.jpg"]
+)
+LISTINGS = [  # (prefix, delimiter, page size)
+    (None, "/", 5000), (None, "/", 2), (None, None, 7), (None, None, 5000), ("site1", "/", 3), ("site1/", "/", 2),
+    ("site1/cam0", None, 5), ("flat/", "/", 9), ("z/", "/", 1), ("site", "/", 5000), ("nothing/", "/", 5),
+]
+
+
+@pytest.fixture(scope="module")
+def preloaded() -> Iterator[PreloadedAzurite]:
+    azurite = start_preloaded_azurite(heap_mb=1024)
+    try:
+        yield azurite
+    finally:
+        azurite.stop()
+
+
+def walk(connection: str, container: str, prefix: str | None, delimiter: str | None,
+         page_size: int) -> list[tuple[list[str], list[str], bool]]:
+    """Every page of one listing: its blob names, its folder prefixes and whether it had a continuation marker."""
+    client = service_client(connection).get_container_client(container)
+    pages = []
+    for page in listing.iter_pages(client, prefix, page_size, delimiter):
+        pages.append(([b.name for b in page.blobs], page.prefixes, page.next_marker is not None))
+    return pages
+
+
+def test_listings_match_the_stock_azurite_page_by_page(preloaded: PreloadedAzurite, storage_connection: str,
+                                                       unique_name: str) -> None:
+    upload(storage_connection, unique_name, NAMES)  # stock azurite-blob, every blob PUT
+    upload(preloaded.connection_string, "put", NAMES)  # the preloading server, every blob PUT
+    preloaded.preload(upload, "pre", NAMES)  # the preloading server, one PUT and the rest copied
+    for prefix, delimiter, size in LISTINGS:
+        stock = walk(storage_connection, unique_name, prefix, delimiter, size)
+        assert stock, (prefix, delimiter, size)
+        assert walk(preloaded.connection_string, "put", prefix, delimiter, size) == stock, (prefix, delimiter, size)
+        assert walk(preloaded.connection_string, "pre", prefix, delimiter, size) == stock, (prefix, delimiter, size)
+    everything = walk(storage_connection, unique_name, None, None, 5000)
+    assert everything[0][0] == NAMES  # the grid above covers real listings, not empty ones
+    # a lookup by name finds the blob of its own container (the same names are in "put" and "pre")
+    store = BlobStore(service_client(preloaded.connection_string))
+    store.write_bytes("put", "top.jpg", b"put")
+    store.write_bytes("pre", "site1/readme.txt", b"pre")
+    assert store.read_bytes("put", "top.jpg") == b"put" and store.read_bytes("pre", "top.jpg") == b""
+    assert store.read_bytes("pre", "site1/readme.txt") == b"pre" and store.read_bytes("put", "site1/readme.txt") == b""
+
+
+def test_preloaded_blobs_are_read_replaced_and_deleted_like_put_ones(preloaded: PreloadedAzurite) -> None:
+    names = [f"cam{c}/IMG_{i:05d}.JPG" for c in range(5) for i in range(2000)]
+    preloaded.preload(upload, "many", names)
+    store = BlobStore(service_client(preloaded.connection_string))
+    service = store.service
+    template = service.get_blob_client("many", names[0]).get_blob_properties()
+    copy = service.get_blob_client("many", names[7777]).get_blob_properties()
+    assert copy.size == 0 == template.size and copy.blob_type == template.blob_type == "BlockBlob"
+    assert copy.name == names[7777] and service.get_blob_client("many", names[7777]).download_blob().readall() == b""
+    with pytest.raises(ResourceNotFoundError):
+        service.get_blob_client("many", "cam0/IMG_99999.JPG").get_blob_properties()
+    store.write_bytes("many", names[42], b"replaced")  # overwrite a preloaded blob
+    assert store.read_bytes("many", names[42]) == b"replaced"
+    service.get_blob_client("many", names[43]).delete_blob()
+    listed = [name for page in walk(preloaded.connection_string, "many", "cam0/", None, 5000) for name in page[0]]
+    assert len(listed) == 1999 and names[43] not in listed and names[42] in listed
+    assert sorted(store.list_names("many")) == sorted(n for n in names if n != names[43])
+
+
+def test_a_preload_names_a_template_that_exists(preloaded: PreloadedAzurite) -> None:
+    from devhost.azurite import AzuriteError
+
+    def no_put(connection: str, container: str, names: list[str]) -> float:
+        return 0.0  # the template is never PUT
+
+    with pytest.raises(AzuriteError, match="template blob"):
+        preloaded.preload(no_put, "nothing-here", ["a.jpg", "b.jpg"])
