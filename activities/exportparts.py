@@ -30,7 +30,7 @@ import azure.durable_functions as df
 
 from activities.exports import (LineBuffer, ListMetadata, ViewLines, _write_zooniverse, needs_no_size, prepare,
                                read_results_head, sized, write_descriptor)
-from activities.fanin import export_views
+from activities.fanin import iter_export_views
 from adapters import clients
 from adapters.blob_files import download_to
 from adapters.blobs import BlobStore
@@ -93,9 +93,9 @@ def run_exports_part(payload: c.ExportsPartInput, settings: Settings, store: Blo
             return str(entry.get("file"))
 
         listed = ListMetadata(store, container, task_id, ctx.list_shards, payload["first_shard"])
-        views = ViewLines(export_views(store, settings, task_id, payload["first_shard"], int(payload.get("shards", 0)),
-                                       ctx.cut, ctx.plain()), camtrap)
-        views.write(writer, text["images"], text["annotations"], camtrap, media, observations, continued=True)
+        with ViewLines(iter_export_views(store, settings, task_id, payload["first_shard"],
+                                         int(payload.get("shards", 0)), ctx.cut, ctx.plain()), camtrap) as views:
+            views.write(writer, text["images"], text["annotations"], camtrap, media, observations, continued=True)
         if views.coco:
             needs_size = needs_no_size
         if views.complete:  # every format's lines are in the views (issue 11): the part's entries are not read

@@ -45,11 +45,11 @@ import tempfile
 from array import array
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import IO, Any, Callable, Iterator
+from typing import IO, Any, Callable, Iterable, Iterator
 
 import azure.durable_functions as df
 
-from activities.fanin import export_views
+from activities.fanin import iter_export_views
 from adapters import clients
 from adapters.blob_files import delete_under, download_to
 from adapters.blobs import BlobStore
@@ -191,46 +191,120 @@ def needs_no_size(entry: dict[str, Any]) -> str | None:
 
 
 class ViewLines:
-    """What the workers' merge views give an exports activity (``activities.fanin.export_views``): COCO's lines when
-    every view has them, Camtrap DP's when every view has them and the task's values fit in them, Zooniverse's rows
-    when every view has them; each part alone (``coco`` / ``camtrap`` / ``zooniverse`` False: the entries are
-    formatted for it, as before). ``complete``: all three, so the entries need not be read at all."""
+    """What the workers' merge views give an exports activity (``activities.fanin.iter_export_views``): COCO's lines
+    when every view has them, Camtrap DP's when every view has them and the task's values fit in them, Zooniverse's
+    rows when every view has them; each format alone (``coco`` / ``camtrap`` / ``zooniverse`` False: the entries are
+    formatted for it, as before). ``complete``: all three, so the entries need not be read at all.
 
-    def __init__(self, views: list[ShardView] | None, camtrap: camtrapdp.CamtrapBuilder) -> None:
-        self.views = views or []
-        self.coco = bool(views) and all(v.coco is not None for v in self.views)
-        self.filled = [v.camtrap.filled(camtrap.completed_at, camtrap.classified_by) if v.camtrap is not None
-                       else None for v in self.views]
-        self.camtrap = bool(views) and all(f is not None for f in self.filled)
-        self.zooniverse = bool(views) and all(v.zooniverse is not None for v in self.views)
+    Why spooled: a format's lines are usable only if every shard's view has them, which is known after the last view,
+    and a part's views held in memory take ~2.6 kB an image (500 MB for 200,000 images, one activity of eight on an
+    instance). Each view's lines go to a temporary file per format as the view is read, and the view is dropped;
+    ``write`` copies the usable formats' files into the exports' streams. ``rows``: the manifest options with which
+    Zooniverse's rows are spooled too (``write_zooniverse``); without it only their count is kept. A context manager:
+    leaving it closes the files."""
+
+    def __init__(self, views: Iterable[ShardView | None] | None, camtrap: camtrapdp.CamtrapBuilder,
+                 rows: zooniverse.ManifestOptions | None = None) -> None:
+        self._files = ExitStack()
+        self._spool = {k: self._files.enter_context(tempfile.TemporaryFile("w+b"))
+                       for k in ("images", "annotations", "media", "observations", "rows")}
+        self._lengths = array("q")
+        self._counts = {"images": 0, "annotations": 0, "media": 0, "observations": 0, "rows": 0}
+        self._deployments: list[list[list[Any]]] = []
+        middle = zooniverse.quoted_options(rows)[0] if rows is not None else None
+        self.coco = self.camtrap = self.zooniverse = False
+        seen = False
+        try:
+            for view in views or ():
+                if view is None:  # a shard without a usable view: every format from the entries
+                    seen = False
+                    break
+                if not seen:
+                    seen = self.coco = self.camtrap = self.zooniverse = True
+                self._add(view, camtrap, middle)
+        except BaseException:
+            self.close()
+            raise
+        if not seen:
+            self.coco = self.camtrap = self.zooniverse = False
         self.complete = self.coco and self.camtrap and self.zooniverse
+
+    def _add(self, view: ShardView, camtrap: camtrapdp.CamtrapBuilder, middle: str | None) -> None:
+        spool, counts = self._spool, self._counts
+        if self.coco:
+            if view.coco is None:
+                self.coco = False
+            else:
+                spool["images"].write(view.coco[0])
+                spool["annotations"].write(view.coco[1])
+                counts["images"] += view.coco[2]
+                counts["annotations"] += view.coco[3]
+        if self.camtrap:
+            filled = (view.camtrap.filled(camtrap.completed_at, camtrap.classified_by) if view.camtrap is not None
+                      else None)
+            if filled is None:
+                self.camtrap = False
+                self._deployments.clear()
+            else:
+                spool["media"].write(filled[0].encode("utf-8"))
+                spool["observations"].write(filled[1].encode("utf-8"))
+                counts["media"] += view.camtrap.media_count  # type: ignore[union-attr]
+                counts["observations"] += view.camtrap.observation_count  # type: ignore[union-attr]
+                self._deployments.append(filled[2])
+        if self.zooniverse:
+            if view.zooniverse is None:
+                self.zooniverse = False
+            elif middle is None:
+                counts["rows"] += len(view.zooniverse.lengths)
+            else:
+                data, sizes = view.zooniverse.filled(middle)
+                spool["rows"].write(data)
+                self._lengths.extend(sizes)
+                counts["rows"] += len(sizes)
+
+    def close(self) -> None:
+        self._files.close()
+
+    def __enter__(self) -> "ViewLines":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def eligible(self) -> int:
         """The Zooniverse subjects of the views' shards (``zooniverse`` must be True)."""
-        return sum(len(v.zooniverse.lengths) for v in self.views if v.zooniverse is not None)
+        return self._counts["rows"]
 
-    def write_zooniverse(self, rows: IO[bytes], lengths: "array[int]", options: zooniverse.ManifestOptions) -> int:
-        """``write_view_rows`` of these views."""
-        return write_view_rows(self.views, rows, lengths, options)
+    def write_zooniverse(self, rows: IO[bytes], lengths: "array[int]") -> int:
+        """The views' Zooniverse rows (spooled with the ``rows`` options) into ``rows``, their lengths onto
+        ``lengths``: what ``write_view_rows`` of every view would have written. Returns how many."""
+        assert self.zooniverse and len(self._lengths) == self._counts["rows"]
+        _copy(self._spool["rows"], rows)
+        lengths.extend(self._lengths)
+        return self._counts["rows"]
 
     def write(self, writer: coco.CocoWriter, images: IO[str], annotations: IO[str], builder: camtrapdp.CamtrapBuilder,
               media: "LineBuffer", observations: "LineBuffer", continued: bool) -> None:
-        """Each format's lines the views hold (``write_coco``, ``write_camtrap``), before the entries' own."""
+        """Each usable format's lines from the views, before the entries' own: COCO's into the writer's streams and
+        their counts into its counts (what ``writer.add`` of every entry would have written; each line carries its
+        leading comma, and ``continued`` False, the whole document, drops the very first one of each stream, as
+        ``CocoWriter`` writes no comma before its first line); Camtrap DP's, with the task's values, into the tables,
+        and their counts and deployments into ``builder`` (what ``builder.add_lines`` of every entry would have
+        made)."""
         if self.coco:  # the workers made COCO's lines (issue 11): the entries go to the other formats
-            self.write_coco(writer, images, annotations, continued)
+            for stream, name in ((images, "images"), (annotations, "annotations")):
+                stream.flush()
+                _copy(self._spool[name], stream.buffer, 0 if continued else 1)  # type: ignore[attr-defined]
+            writer.counts["images"] += self._counts["images"]
+            writer.counts["annotations"] += self._counts["annotations"]
         if self.camtrap:  # and Camtrap DP's
-            self.write_camtrap(builder, media, observations)
-
-    def write_coco(self, writer: coco.CocoWriter, images: IO[str], annotations: IO[str], continued: bool) -> None:
-        """The views' COCO lines into the writer's streams and their counts into its counts: what ``writer.add`` of
-        every entry would have written. Each line carries its leading comma; ``continued`` False (the whole
-        document) drops the very first one of each stream, as ``CocoWriter`` writes no comma before its first line."""
-        coco_lines = [v.coco for v in self.views if v.coco is not None]
-        for stream, pieces in ((images, [c[0] for c in coco_lines]), (annotations, [c[1] for c in coco_lines])):
-            text = b"".join(pieces).decode("utf-8")
-            stream.write(text if continued or not text else text[1:])
-        writer.counts["images"] += sum(c[2] for c in coco_lines)
-        writer.counts["annotations"] += sum(c[3] for c in coco_lines)
+            for buffer, name in ((media, "media"), (observations, "observations")):
+                buffer.flush()
+                buffer.out.flush()
+                _copy(self._spool[name], buffer.out.buffer)  # type: ignore[attr-defined]
+            builder.counts["media"] += self._counts["media"]
+            builder.counts["observations"] += self._counts["observations"]
+            combine_deployments(builder, self._deployments)
 
     def add(self, entry: dict[str, Any], size: tuple[int, int] | None, metadata: dict[str, str] | None,
             writer: coco.CocoWriter, builder: camtrapdp.CamtrapBuilder, media: "LineBuffer",
@@ -243,16 +317,13 @@ class ViewLines:
             media.write(row)
             observations.write(rows)
 
-    def write_camtrap(self, builder: camtrapdp.CamtrapBuilder, media: "LineBuffer", observations: "LineBuffer") -> None:
-        """The views' Camtrap DP lines, with the task's values, into the tables, and their counts and deployments
-        into ``builder``: what ``builder.add_lines`` of every entry would have made."""
-        for view, filled in zip(self.views, self.filled):
-            assert filled is not None and view.camtrap is not None
-            media.write(filled[0])
-            observations.write(filled[1])
-            builder.counts["media"] += view.camtrap.media_count
-            builder.counts["observations"] += view.camtrap.observation_count
-        combine_deployments(builder, [f[2] for f in self.filled if f is not None])
+
+def _copy(source: IO[bytes], target: IO[bytes], skip: int = 0) -> None:
+    """``source`` from its byte ``skip`` to its end appended to ``target``, a megabyte at a time."""
+    end = source.seek(0, io.SEEK_END)
+    source.seek(min(skip, end))
+    while chunk := source.read(1 << 20):
+        target.write(chunk)
 
 
 def _write_zooniverse(store: BlobStore, container: str, task_id: str, variant: str, results: IO[bytes],
@@ -426,14 +497,14 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
                 return str(entry.get("file"))
 
             listed = ListMetadata(store, container, task_id, list_shards)
-            views = ViewLines(export_views(store, settings, task_id, 0, int(enumeration.get("shards") or 0), cut,
-                                           ctx.plain()), camtrap)
+            views = files.enter_context(ViewLines(iter_export_views(
+                store, settings, task_id, 0, int(enumeration.get("shards") or 0), cut, ctx.plain()), camtrap, manifest))
             lengths = array("q")
             views.write(writer, tmp["images"], tmp["annotations"], camtrap, media, observations, continued=False)
             if views.coco:
                 needs_size = needs_no_size
             if views.complete:  # every format's lines are in the views (issue 11): the entries are not read
-                eligible = views.write_zooniverse(zooniverse_rows, lengths, manifest)
+                eligible = views.write_zooniverse(zooniverse_rows, lengths)
             elif not downloaded:
                 download_to(store, container, results_name, results)
             for entry, size in (() if views.complete else sized(settings, source or store,

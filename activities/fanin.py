@@ -31,7 +31,7 @@ import io
 import json
 import logging
 import tempfile
-from typing import IO, Any
+from typing import IO, Any, Iterator
 
 import azure.durable_functions as df
 from azure.core.exceptions import ResourceNotFoundError
@@ -157,19 +157,32 @@ def clean_view(store: BlobStore, settings: Settings, task_id: str, index: int, t
     return view
 
 
-def export_views(store: BlobStore, settings: Settings, task_id: str, first_shard: int, shards: int, threshold: float,
-                 plain: bool, part: str = "exports") -> list[ShardView] | None:
+def iter_export_views(store: BlobStore, settings: Settings, task_id: str, first_shard: int, shards: int,
+                      threshold: float, plain: bool, part: str = "exports") -> Iterator[ShardView | None]:
     """The workers' merge views of shards ``first_shard .. +shards`` (``clean_view``) for an exports activity at
     ``threshold``, whose COCO, Camtrap DP and Zooniverse lines it may write instead of formatting the entries
-    (``gpu_batch.formats.mergeview``; ``part``: the sections read, ``"zooniverse"`` for Zooniverse's rows alone); None
-    unless every one of them has a usable view. ``plain``: the exports have MegaDetector's categories, no image-list
-    metadata and the original variant (what a view's lines assume)."""
+    (``gpu_batch.formats.mergeview``; ``part``: the sections read, ``"zooniverse"`` for Zooniverse's rows alone), one
+    at a time, so a caller holds one shard's lines, not a part's (~2.6 kB an image: 500 MB for a part of 200,000
+    images). Yields ``None`` and stops at the first shard without a usable view, or at once when there is none to use.
+    ``plain``: the exports have MegaDetector's categories, no image-list metadata and the original variant (what a
+    view's lines assume)."""
     if not plain or shards <= 0:
-        return None
-    found = []
+        yield None
+        return
     for index in range(first_shard, first_shard + shards):
         listed = store.list_etags(settings.container, layout.shard_prefix(task_id, layout.shard_id(index)))
         view = clean_view(store, settings, task_id, index, threshold, listed, part)
+        yield view
+        if view is None:
+            return
+
+
+def export_views(store: BlobStore, settings: Settings, task_id: str, first_shard: int, shards: int, threshold: float,
+                 plain: bool, part: str = "exports") -> list[ShardView] | None:
+    """Every view ``iter_export_views`` gives, or None unless every shard has a usable one (for a section as small
+    as Zooniverse's rows, ~130 bytes an image)."""
+    found = []
+    for view in iter_export_views(store, settings, task_id, first_shard, shards, threshold, plain, part):
         if view is None:
             return None
         found.append(view)
@@ -238,26 +251,60 @@ def plan_groups(store: BlobStore, container: str, task_id: str, parts: int, per_
     return len(plan)
 
 
+SEARCH_READ_BYTES = 16 << 20  # a repeat-search group reads its folders' lines this much at a time
+
+
+def range_lines(store: BlobStore, container: str, name: str, offset: int, length: int,
+                chunk: int | None = None) -> Iterator[bytes]:
+    """The lines of ``length`` bytes of a blob from ``offset`` (whole lines: a range a plan names), read ``chunk``
+    bytes at a time so a group's range is never held whole (a range can be a part's share of 400,000 detections)."""
+    rest = b""
+    end, chunk = offset + length, chunk or SEARCH_READ_BYTES
+    while offset < end:
+        data = read_range(store, container, name, offset, min(chunk, end - offset))
+        if not data:
+            raise ValueError(f"{name}: {end - offset} bytes of a planned range were not there (from {offset})")
+        offset += len(data)
+        lines = (rest + data).split(b"\n")
+        rest = lines.pop()
+        yield from (line for line in lines if line)
+    if rest:
+        yield rest
+
+
 def run_search_repeats(payload: c.SearchRepeatsInput, settings: Settings, store: BlobStore) -> c.SearchRepeatsOutput:
     task_id, group = payload["task_id"], payload["group"]
     container = settings.container
     work = payload.get("work", "")
     plan = store.read_json(container, layout.repeat_search_blob(task_id, group, "plan.json", work))
     options = RepeatOptions.from_dict(payload.get("options") or {})
-    # each folder's search is fed as its lines come (part order, then line order: stream order), so memory holds
-    # the candidates and one range of lines, not a folder's detections
+    # each folder's search is fed as its lines come (part order, then line order: stream order) and ends after its
+    # last line (the plan's "last": the range holding it; a folder's lines are contiguous in a range), so memory holds
+    # the candidates of the folders being read and one chunk of lines, not the group's (a plan written before "last"
+    # existed ends every folder after the last range)
+    last: dict[str, int] = plan.get("last") or {}
     searches = {folder: FolderSearch(folder, options) for folder in plan["folders"]}
-    for part, offset, length in plan["ranges"]:
-        data = read_range(store, container, layout.merge_part_blob(task_id, part, "folders.jsonl", work), offset,
-                          length)
-        for line in data.splitlines():
+    done: dict[str, list[dict[str, Any]]] = {}
+
+    def end(folder: str | None, index: int) -> None:
+        if folder is not None and last.get(folder) == index and folder in searches:
+            done[folder] = searches.pop(folder).suspicious()
+
+    for index, (part, offset, length) in enumerate(plan["ranges"]):
+        current: str | None = None
+        for line in range_lines(store, container, layout.merge_part_blob(task_id, part, "folders.jsonl", work),
+                                offset, length):
             folder, detections = jsonio.loads(line)
+            if folder != current:
+                end(current, index)
+                current = folder
             search = searches.get(folder)
             if search is not None:
                 search.add_rows(detections)
+        end(current, index)
     found: list[dict[str, Any]] = []
     for folder in plan["folders"]:
-        found.extend(searches.pop(folder).suspicious())
+        found.extend(done.pop(folder) if folder in done else searches.pop(folder).suspicious())
     store.write_bytes(container, layout.repeat_search_blob(task_id, group, "found.json", work),
                       json.dumps(found, ensure_ascii=False).encode("utf-8"), "application/json")
     return {"group": group, "locations": len(found)}

@@ -71,7 +71,9 @@ def plan_search_groups(indexes: Iterable[Sequence[Sequence[Any]]],
     detections; a folder is never split (its search is sequential), so a folder larger than ``per_group`` is a group
     of its own. A group's plan names, per part, the one byte range covering all its folders' lines there (its
     folders are contiguous in each part's file): ``{"folders": [...], "ranges": [[part, offset, length], ...]}``,
-    parts in order, so reading the ranges in order gives each folder's detections in stream order.
+    parts in order, so reading the ranges in order gives each folder's detections in stream order. ``"last"`` names,
+    per folder, the index of the last range holding its lines: its search can end there, so a group holds the
+    candidates of the folders being read, not of all of its folders (``activities.fanin.run_search_repeats``).
     """
     where: dict[str, list[tuple[int, int, int, int]]] = {}
     for part, rows in enumerate(indexes):
@@ -101,4 +103,6 @@ def _group(folders: list[str], where: Mapping[str, list[tuple[int, int, int, int
                 spans[part] = [offset, offset + length]
             else:
                 span[0], span[1] = min(span[0], offset), max(span[1], offset + length)
-    return {"folders": folders, "ranges": [[part, lo, hi - lo] for part, (lo, hi) in sorted(spans.items())]}
+    order = {part: i for i, part in enumerate(sorted(spans))}
+    return {"folders": folders, "ranges": [[part, lo, hi - lo] for part, (lo, hi) in sorted(spans.items())],
+            "last": {folder: max(order[part] for part, *_ in where[folder]) for folder in folders}}

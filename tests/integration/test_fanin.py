@@ -121,6 +121,32 @@ def _outputs(settings: Settings, store: BlobStore, tid: str, variant: str = "") 
     return out
 
 
+@pytest.mark.parametrize("read_bytes, older_plans", [(23, False), (None, True)])
+def test_search_groups_find_the_same_read_a_few_bytes_at_a_time_or_from_plans_without_ends(
+        task: Any, monkeypatch: Any, read_bytes: int | None, older_plans: bool) -> None:
+    """A group reads its folders' lines in chunks (23 bytes: every line cut somewhere) and ends each folder's search
+    after the folder's last range; a plan written before plans named those ends ends every folder after the last
+    range. Both find what the single pass finds."""
+    from core import fanin as core_fanin
+
+    settings, store, tid, counts = task
+    reference = run_merge(tid, MODEL, T0.isoformat(), settings, store)
+    expected = _outputs(settings, store, tid)
+    if read_bytes:
+        monkeypatch.setattr(fanin_activities, "SEARCH_READ_BYTES", read_bytes)
+    if older_plans:
+        group = core_fanin._group
+        monkeypatch.setattr(core_fanin, "_group", lambda folders, where: {
+            k: v for k, v in group(folders, where).items() if k != "last"})
+    run = run_orchestrator(merge_orchestrator, {"task_id": tid, "model": MODEL, "images_per_part": 12,
+                                                "per_group": 30, **counts}, real_activities(settings, store))
+    assert run.status == "Completed", run.error
+    assert len(run.calls(c.MERGE_PART)) > 2 and len(run.calls(c.SEARCH_REPEATS)) > 2
+    assert {k: v for k, v in run.output.items() if k != "parts"} == reference
+    got = _outputs(settings, store, tid)
+    assert got["repeats"] == expected["repeats"] and got["results"] == expected["results"]
+
+
 @pytest.mark.parametrize("images_per_part, per_group", [(4, 5), (12, 400_000), (1_000_000, 30)])
 def test_parallel_fan_in_writes_the_single_pass_bytes(task: Any, images_per_part: int, per_group: int) -> None:
     """One shard per part, three, or everything in one; repeat-search groups of one folder each, one group, or a

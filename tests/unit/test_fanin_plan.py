@@ -53,4 +53,13 @@ def test_search_groups_keep_folders_whole_and_in_order_with_one_range_per_part()
     assert groups[0]["ranges"] == [[0, 0, 150], [1, 0, 40]]
     assert groups[1]["ranges"] == [[1, 40, 60], [2, 0, 30]]  # c is 7 detections: a group of its own
     assert groups[2]["ranges"] == [[2, 30, 10]]
+    # where each folder's search can end: the index (in its group's ranges) of the last range holding its lines
+    assert [g["last"] for g in groups] == [{"a": 0, "b": 1}, {"c": 1}, {"d": 0}]
     assert fanin.plan_search_groups([[], []]) == []
+
+
+def test_a_folder_in_parts_out_of_name_order_ends_at_its_last_range() -> None:
+    # an image list's shards are not in name order: folder a is in parts 0 and 2, b in part 1 only
+    indexes = [[["a", 0, 10, 1]], [["b", 0, 10, 1]], [["a", 0, 10, 1]]]
+    (group,) = fanin.plan_search_groups(indexes, per_group=10)
+    assert group["ranges"] == [[0, 0, 10], [1, 0, 10], [2, 0, 10]] and group["last"] == {"a": 2, "b": 1}

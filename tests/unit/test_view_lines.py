@@ -1,0 +1,145 @@
+"""``activities.exports.ViewLines`` takes the workers' merge views one at a time (a part's views held together took
+~2.6 kB an image) and writes, for each format every view holds, the same bytes and counts as formatting the views'
+shards entry by entry; a format some view lacks, and every format after a shard without a view, is left to the
+entries."""
+from __future__ import annotations
+
+import dataclasses
+import io
+from array import array
+from typing import Any
+
+import pytest
+
+from activities.exports import LineBuffer, ViewLines, write_view_rows
+from core import zooniverse
+from gpu_batch.formats import camtrapdp, coco
+from gpu_batch.formats.mergeview import ShardView, build_view, read_view
+from gpu_batch.pool.simulated import synthetic_entry
+
+TASK, THRESHOLD = "task-lines", 0.2
+CATEGORIES = {"1": "animal", "2": "person", "3": "vehicle"}
+
+
+def shard_view(shard: int) -> ShardView:
+    names = [f"site{shard}/cam{i % 3}/IMG_{i:04d}.JPG" for i in range(25)]
+    entries = [synthetic_entry(n, 1, 0.0, seed=shard) for n in names]
+    view = read_view(build_view(TASK, THRESHOLD, names, entries, "etag-r", "etag-m"))
+    assert view is not None and view.coco is not None and view.camtrap is not None and view.zooniverse is not None
+    return view
+
+
+def builder() -> camtrapdp.CamtrapBuilder:
+    return camtrapdp.CamtrapBuilder(threshold=THRESHOLD, detection_categories=CATEGORIES,
+                                    completed_at="2026-12-02T00:00:00Z", classified_by="MegaDetector v5a")
+
+
+class Streams:
+    """The exports' streams as the activities open them: text over temporary binary files."""
+
+    def __init__(self) -> None:
+        self.raw = {k: io.BytesIO() for k in ("images", "annotations", "media", "observations")}
+        self.text = {k: io.TextIOWrapper(f, encoding="utf-8", newline="", write_through=True)
+                     for k, f in self.raw.items()}
+        self.writer = coco.CocoWriter(self.text["images"], self.text["annotations"], THRESHOLD, CATEGORIES,
+                                      continued=True)
+        self.media, self.observations = LineBuffer(self.text["media"]), LineBuffer(self.text["observations"])
+        self.media.write("header-media\n")  # what the whole-task activity writes first
+
+    def bytes(self) -> dict[str, bytes]:
+        self.media.flush()
+        self.observations.flush()
+        for t in self.text.values():
+            t.flush()
+        return {k: f.getvalue() for k, f in self.raw.items()}
+
+
+def expected(views: list[ShardView], continued: bool) -> tuple[dict[str, bytes], dict[str, int]]:
+    """What the views' lines make when every view is held at once (the way before spooling)."""
+    b = builder()
+    images = b"".join(v.coco[0] for v in views)  # type: ignore[index]
+    annotations = b"".join(v.coco[1] for v in views)  # type: ignore[index]
+    filled = [v.camtrap.filled(b.completed_at, b.classified_by) for v in views]  # type: ignore[union-attr]
+    out = {"images": images if continued else images[1:], "annotations": annotations if continued else annotations[1:],
+           "media": b"header-media\n" + "".join(f[0] for f in filled).encode(),  # type: ignore[index]
+           "observations": "".join(f[1] for f in filled).encode()}  # type: ignore[index]
+    counts = {"images": sum(v.coco[2] for v in views), "annotations": sum(v.coco[3] for v in views),  # type: ignore
+              "media": sum(v.camtrap.media_count for v in views),  # type: ignore[union-attr]
+              "observations": sum(v.camtrap.observation_count for v in views)}  # type: ignore[union-attr]
+    return out, counts
+
+
+@pytest.mark.parametrize("continued", [True, False])
+def test_every_format_from_views_read_one_at_a_time(continued: bool) -> None:
+    views = [shard_view(s) for s in range(4)]
+    s, b = Streams(), builder()
+    options = zooniverse.ManifestOptions(threshold=THRESHOLD, attribution="Camera Club, \"North\"", license="CC-BY")
+    with ViewLines(iter(views), b, options) as lines:
+        assert lines.coco and lines.camtrap and lines.zooniverse and lines.complete
+        lines.write(s.writer, s.text["images"], s.text["annotations"], b, s.media, s.observations, continued)
+        rows, lengths = io.BytesIO(), array("q")
+        assert lines.write_zooniverse(rows, lengths) == lines.eligible()
+    want, counts = expected(views, continued)
+    assert s.bytes() == want
+    assert s.writer.counts == {"images": counts["images"], "annotations": counts["annotations"]}
+    assert b.counts == {"media": counts["media"], "observations": counts["observations"]}
+    assert b.deployment_facts() and sorted(b.deployment_facts()) == sorted(
+        _deployments_of(views))  # the views' deployments combined, as before
+    rows_want, lengths_want = io.BytesIO(), array("q")
+    assert write_view_rows(views, rows_want, lengths_want, options) == len(lengths) > 0
+    assert rows.getvalue() == rows_want.getvalue() and lengths == lengths_want
+
+
+def _deployments_of(views: list[ShardView]) -> list[Any]:
+    b = builder()
+    from core.exportparts import combine_deployments
+
+    combine_deployments(b, [v.camtrap.filled(b.completed_at, b.classified_by)[2] for v in views])  # type: ignore
+    return b.deployment_facts()
+
+
+@pytest.mark.parametrize("lacking", ["coco", "camtrap", "zooniverse"])
+def test_a_format_one_view_lacks_is_left_to_the_entries_and_the_others_still_come_from_the_views(lacking: str) -> None:
+    views = [shard_view(s) for s in range(3)]
+    views[1] = dataclasses.replace(views[1], **{lacking: None})  # e.g. Camtrap DP: an entry with its own capture time
+    s, b = Streams(), builder()
+    with ViewLines(iter(views), b, zooniverse.ManifestOptions(threshold=THRESHOLD)) as lines:
+        assert {f: getattr(lines, f) for f in ("coco", "camtrap", "zooniverse")} == {
+            f: f != lacking for f in ("coco", "camtrap", "zooniverse")} and not lines.complete
+        lines.write(s.writer, s.text["images"], s.text["annotations"], b, s.media, s.observations, True)
+    got = s.bytes()
+    want, counts = expected([dataclasses.replace(v, **{lacking: views[0].__getattribute__(lacking)}) if i == 1 else v
+                             for i, v in enumerate(views)], True)
+    if lacking == "coco":  # nothing of the views' COCO lines; the other formats' lines all there
+        assert got["images"] == got["annotations"] == b"" and s.writer.counts == {"images": 0, "annotations": 0}
+    else:
+        assert (got["images"], got["annotations"]) == (want["images"], want["annotations"])
+    if lacking == "camtrap":
+        assert got["media"] == b"header-media\n" and got["observations"] == b""
+        assert b.counts == {"media": 0, "observations": 0} and b.deployment_facts() == []
+    else:
+        assert (got["media"], got["observations"]) == (want["media"], want["observations"]) and b.deployment_facts()
+    if lacking != "zooniverse":
+        assert lines.eligible() == sum(len(v.zooniverse.lengths) for v in views) > 0  # type: ignore[union-attr]
+
+
+def test_a_shard_without_a_view_leaves_every_format_to_the_entries() -> None:
+    views: list[ShardView | None] = [shard_view(0), shard_view(1), None]
+    s, b = Streams(), builder()
+    with ViewLines(iter(views), b, zooniverse.ManifestOptions(threshold=THRESHOLD, attribution="Camera Club, \"North\"", license="CC-BY")) as lines:
+        assert not (lines.coco or lines.camtrap or lines.zooniverse or lines.complete)
+        lines.write(s.writer, s.text["images"], s.text["annotations"], b, s.media, s.observations, True)
+    assert s.bytes() == {"images": b"", "annotations": b"", "media": b"header-media\n", "observations": b""}
+    assert s.writer.counts == {"images": 0, "annotations": 0} and b.counts == {"media": 0, "observations": 0}
+    for none in (None, iter([])):  # no views to use at all
+        with ViewLines(none, builder()) as lines:
+            assert not (lines.coco or lines.camtrap or lines.zooniverse or lines.complete)
+
+
+def test_the_spool_files_are_closed_on_leaving() -> None:
+    lines = ViewLines(iter([shard_view(0)]), builder())
+    spools = list(lines._spool.values())
+    assert not any(f.closed for f in spools)
+    with lines:
+        pass
+    assert all(f.closed for f in spools)
