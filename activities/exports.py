@@ -222,6 +222,8 @@ class ViewLines:
                 if not seen:
                     seen = self.coco = self.camtrap = self.zooniverse = True
                 self._add(view, camtrap, middle)
+                if not (self.coco or self.camtrap or self.zooniverse):
+                    break  # every format from the entries: no further view is read
         except BaseException:
             self.close()
             raise

@@ -19,6 +19,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 from devhost.azurite import (REPO_ROOT, SERVICES, Azurite, AzuriteError, _wait_listening, azurite_executable,
                              free_port)
@@ -29,7 +30,8 @@ LAUNCHER = Path(__file__).resolve().parent / "azurite_preloaded_blob.js"
 class PreloadedAzurite(Azurite):
     """An ``Azurite`` whose blob service can be preloaded (module doc)."""
 
-    def preload(self, connection_upload, container: str, names: list[str], timeout_s: float = 1800.0) -> float:
+    def preload(self, connection_upload: Callable[[str, str, list[str]], float], container: str, names: list[str],
+                timeout_s: float = 1800.0) -> float:
         """Create ``names`` in ``container`` as zero-byte blobs; returns the seconds it took.
 
         ``connection_upload(connection, container, names)`` PUTs blobs through HTTP (``bench.control_plane.upload``):
