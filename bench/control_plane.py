@@ -29,6 +29,10 @@ Record (printed, and saved to ``bench/results/control_plane-<N>.json`` or ``--ou
                                     activities (summed over parallel calls), plus time inside RepeatFinder if the
                                     single-pass merge ran (repeat_search_cpu_s: the CPU of that time)
     functions                       per orchestrator and activity: calls, cpu_s, wall_s, max_wall_s
+    peak_rss_mb                     this process's high-water mark (devhost, every activity, the poller, the names)
+    activity_rss_growth_mb          with ``--activity-workers 1`` only: per activity, the most one call raised the
+                                    process's resident memory above its level at the call's start (sampled every
+                                    0.25 s): what an activity holds, which an Azure instance holds up to 8 times
     machine                         CPUs, load average before and after (this machine is shared), Python, git commit
 
 Full size past Azurite's PUT rate (``--preload``): Azurite's PUTs slow down in proportion to the blobs it holds
@@ -151,6 +155,49 @@ class RepeatTimer:
                     self.seconds += time.perf_counter() - started
                     self.cpu_seconds += time.thread_time() - cpu
         return wrapper
+
+
+class ActivityMemory(threading.Thread):
+    """How far this process's resident memory rose above its level at each activity call's start, per activity (the
+    most of any call), from samples every ``interval`` s. Only meaningful with one activity at a time
+    (``--activity-workers 1``): with several, a rise belongs to whichever ran beside it too."""
+
+    def __init__(self, interval: float = 0.25) -> None:
+        super().__init__(daemon=True)
+        self.interval = interval
+        self.samples: list[tuple[float, float]] = []  # (perf_counter, RSS in MB)
+        self.calls: list[tuple[float, float, str]] = []  # (start, end, activity)
+        self.stop = threading.Event()
+
+    @staticmethod
+    def rss_mb() -> float:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            self.samples.append((time.perf_counter(), self.rss_mb()))
+            self.stop.wait(self.interval)
+
+    def watch(self, metrics: Any) -> None:
+        """Note each activity call's window from devhost's counters (called when a call ends, with its wall time)."""
+        record = metrics.activity
+
+        def activity(name: str, cpu_s: float, wall_s: float) -> None:
+            now = time.perf_counter()
+            self.calls.append((now - wall_s, now, name))
+            record(name, cpu_s, wall_s)
+        metrics.activity = activity
+
+    def growth_mb(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for start, end, name in self.calls:
+            before = [mb for t, mb in self.samples if t <= start]
+            # and the first sample after the call: a call shorter than a sample's interval is seen by that one
+            inside = [mb for t, mb in self.samples if start <= t <= end + self.interval]
+            if before and inside:
+                out[name] = round(max(out.get(name, 0.0), max(inside) - before[-1]), 1)
+        return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
 class StatusPoller(threading.Thread):
@@ -294,6 +341,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     host = DevHost(function_app.app, connection, task_hub=f"bench{args.images}", port=0, blob_poll_s=30,
                    activity_workers=args.activity_workers, function_key=FUNCTION_KEY)
+    memory = ActivityMemory() if args.activity_workers == 1 and os.path.exists("/proc/self/statm") else None
+    if memory is not None:
+        memory.watch(host.engine.metrics)
+        memory.start()
     host.start()
     try:
         import requests
@@ -313,6 +364,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         poller.join(5)
         metrics = host.engine.metrics.snapshot()
     finally:
+        if memory is not None:
+            memory.stop.set()
         host.stop()
         if azurite is not None:
             azurite.stop()
@@ -369,6 +422,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # the benchmark process's high-water mark (devhost, every activity, the status poller and the blob names):
         # what grows with the task here would grow in an Azure Functions instance too
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        # with --activity-workers 1 only: per activity, the most its calls raised the process's RSS (0.25 s samples)
+        "activity_rss_growth_mb": memory.growth_mb() if memory is not None else None,
         "machine": {"cpus": os.cpu_count(), "loadavg_before": [round(x, 2) for x in load_before],
                     "loadavg_after": [round(x, 2) for x in os.getloadavg()], "python": platform.python_version(),
                     "git_commit": _git_commit(), "simulated": "pool: gpu_batch.pool.simulated (no detector); "

@@ -44,6 +44,7 @@ def test_the_benchmark_runs_a_task_end_to_end_and_records_every_figure(storage_c
             "merge_part", "merge_combine", "search_repeats", "rank_repeats"} <= set(activities)  # the parallel fan-in
     assert all(f["calls"] > 0 and f["cpu_s"] >= 0 for f in activities.values())
     assert r["machine"]["cpus"] and len(r["machine"]["loadavg_before"]) == 3
+    assert r["activity_rss_growth_mb"] is None  # activities ran beside each other: no call's memory is its own
 
 
 def test_the_benchmark_runs_a_task_over_preloaded_blobs(tmp_path: Path) -> None:
@@ -53,7 +54,7 @@ def test_the_benchmark_runs_a_task_over_preloaded_blobs(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "bench/control_plane.py", "--images", "600", "--images-per-shard", "200", "--preload",
          "--images-per-folder", "150", "--poll-min-s", "0.5", "--poll-max-s", "1", "--status-interval", "0.25",
-         "--timeout-s", "500", "--out", str(out)],
+         "--activity-workers", "1", "--timeout-s", "500", "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "preloaded 600 blobs" in proc.stdout
@@ -61,3 +62,6 @@ def test_the_benchmark_runs_a_task_over_preloaded_blobs(tmp_path: Path) -> None:
     assert r["preloaded"] is True and "blobs preloaded" in r["machine"]["simulated"]
     assert r["runtime_status"] == "Completed" and r["final_images"] == 600 and r["shards"] == 3
     assert r["functions"]["activities"]["list_images_part"]["calls"] > 0 and r["scale_model"] is None
+    growth = r["activity_rss_growth_mb"]  # one activity at a time: what each raised the process's memory by
+    assert set(growth) <= set(r["functions"]["activities"]) and len(growth) > 5
+    assert all(mb >= 0 for mb in growth.values()) and 0 < r["peak_rss_mb"]
