@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from devhost.azurite import (REPO_ROOT, SERVICES, Azurite, AzuriteError, _wait_listening, azurite_executable,
-                             free_port)
+                             common_args, free_port)
 
 LAUNCHER = Path(__file__).resolve().parent / "azurite_preloaded_blob.js"
 
@@ -69,7 +69,7 @@ def start_preloaded_azurite(heap_mb: int = 8192, timeout_s: float = 60.0) -> Pre
     """Start Azurite in memory with a preloadable blob service; ``heap_mb`` is Node's heap limit for it (a million
     blob documents take about 1 GB)."""
     ports = {service: free_port() for service in SERVICES}
-    common = ["--silent", "--disableTelemetry", "--skipApiVersionCheck", "--loose", "--inMemoryPersistence"]
+    common = common_args(None)
     processes: dict[str, subprocess.Popen[bytes]] = {}
     by_port: dict[int, tuple[str, subprocess.Popen[bytes]]] = {}
     try:

@@ -125,6 +125,16 @@ def _wait_listening(ports: dict[int, tuple[str, subprocess.Popen[bytes]]], deadl
         time.sleep(0.1)
 
 
+def common_args(location: Path | None) -> list[str]:
+    """The arguments every Azurite service process gets: quiet, telemetry off, any API version, loose header checks,
+    and its state in ``location`` (made if missing) or, for ``None``, in memory."""
+    args = ["--silent", "--disableTelemetry", "--skipApiVersionCheck", "--loose"]
+    if location is None:
+        return [*args, "--inMemoryPersistence"]
+    location.mkdir(parents=True, exist_ok=True)
+    return [*args, "--location", str(location)]
+
+
 def start_azurite(
     location: Path | None = None,
     ports: tuple[int, int, int] | None = None,
@@ -139,12 +149,7 @@ def start_azurite(
         log_path: where Azurite's stdout/stderr go (default: discarded).
     """
     blob_port, queue_port, table_port = ports or (free_port(), free_port(), free_port())
-    common = ["--silent", "--disableTelemetry", "--skipApiVersionCheck", "--loose"]
-    if location is None:
-        common.append("--inMemoryPersistence")
-    else:
-        location.mkdir(parents=True, exist_ok=True)
-        common += ["--location", str(location)]
+    common = common_args(location)
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL
     processes: dict[str, subprocess.Popen[bytes]] = {}
     by_port: dict[int, tuple[str, subprocess.Popen[bytes]]] = {}

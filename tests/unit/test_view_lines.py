@@ -108,7 +108,7 @@ def test_a_format_one_view_lacks_is_left_to_the_entries_and_the_others_still_com
             f: f != lacking for f in ("coco", "camtrap", "zooniverse")} and not lines.complete
         lines.write(s.writer, s.text["images"], s.text["annotations"], b, s.media, s.observations, True)
     got = s.bytes()
-    want, counts = expected([dataclasses.replace(v, **{lacking: views[0].__getattribute__(lacking)}) if i == 1 else v
+    want, counts = expected([dataclasses.replace(v, **{lacking: getattr(views[0], lacking)}) if i == 1 else v
                              for i, v in enumerate(views)], True)
     if lacking == "coco":  # nothing of the views' COCO lines; the other formats' lines all there
         assert got["images"] == got["annotations"] == b"" and s.writer.counts == {"images": 0, "annotations": 0}
