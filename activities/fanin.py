@@ -9,7 +9,8 @@ far past ``functionTimeout``. ``orchestrations.fanin`` runs these instead, each 
   CSV fragment (``core.fanin``'s byte layout), a preview-sampler state, and for the repeat search each folder's
   eligible detections in stream order (one line per folder, folders in name order, with a byte-offset index);
   returns the part's counts. Memory: one shard's entries plus the part's eligible detections (a few columns each).
-  A shard whose worker wrote a merge view that still names its blobs (``clean_view``) is not read entry by entry:
+  A shard whose last worker wrote a merge view that still names its blobs (``clean_view``; the view of a shard that
+  ran again covers every attempt) is not read entry by entry:
   the part composes the view's bytes (``gpu_batch.formats.mergeview``: the same bytes, made on the GPU node).
 * ``run_merge_combine``: composes the results JSON (head, fragments, tail) and the CSV (header, fragments) with
   ``adapters.compose`` (server side where the service has Put Block From URL), absorbs the parts' sampler states
@@ -129,17 +130,21 @@ def run_merge_part(payload: c.MergePartInput, settings: Settings, store: BlobSto
 
 def clean_view(store: BlobStore, settings: Settings, task_id: str, index: int, threshold: float,
                listed: dict[str, str], part: str = "merge") -> ShardView | None:
-    """The worker's merge view of shard ``index`` when the merge may use it instead of the entries: the shard ran in
-    exactly one attempt (no reused results, no resubmission), has no image-list names that were not found, and the
-    view names the results and manifest blobs as they are now (``listed``: the shard's blobs and ETags, from the one
-    listing the entry path needs too), this task and this threshold (``gpu_batch.formats.mergeview``). Reads the
-    view's header and the sections of ``part`` (``mergeview.PARTS``): one or two ranged reads."""
+    """The worker's merge view of shard ``index`` when the merge may use it instead of the entries: the view of the
+    shard's last attempt that wrote results, which covers every attempt (a resubmitted attempt's worker merges the
+    earlier results into it: ``ShardManifest.merge_view_basis``); the shard reused no results and has no image-list
+    names that were not found; and the view names the results and first manifest as they are now and exactly the
+    earlier results listed now (``listed``: the shard's blobs and ETags, from the one listing the entry path needs
+    too), this task and this threshold (``gpu_batch.formats.mergeview``). Reads the view's header and the sections
+    of ``part`` (``mergeview.PARTS``): one or two ranged reads."""
     sid = layout.shard_id(index)
-    view_name = layout.attempt_view_blob(task_id, sid, 1)
-    results_name = layout.attempt_results_blob(task_id, sid, 1)
+    results = {a: name for name in listed if (a := layout.attempt_of_results_blob(name)) is not None}
+    if not results:
+        return None
+    last = max(results)
+    view_name = layout.attempt_view_blob(task_id, sid, last)
     manifest_name = layout.manifest_blob(task_id, sid, 1)
-    attempts = [a for name in listed if (a := layout.attempt_of_results_blob(name)) is not None]
-    if (view_name not in listed or attempts != [1] or manifest_name not in listed
+    if (view_name not in listed or manifest_name not in listed
             or layout.manifest_blob(task_id, sid, 0) in listed or layout.shard_list_blob(task_id, sid) in listed):
         return None
     # HEAD_BYTES may pass the end of a small view: Get Blob answers a range that ends beyond the blob with the bytes up
@@ -152,7 +157,8 @@ def clean_view(store: BlobStore, settings: Settings, task_id: str, index: int, t
                               part)
     except ResourceNotFoundError:  # deleted since the listing (its task's work cleaned up): the entries then
         return None
-    if view is None or not view.matches(task_id, threshold, listed[results_name], listed[manifest_name]):
+    earlier = {name: listed[name] for attempt, name in results.items() if attempt != last}
+    if view is None or not view.matches(task_id, threshold, listed[results[last]], listed[manifest_name], earlier):
         return None
     return view
 

@@ -23,6 +23,30 @@ from typing import Any, Iterable, Mapping, Sequence
 
 MANIFEST_VERSION = 1
 
+
+@dataclass(frozen=True, slots=True)
+class ViewBasis:
+    """What a later attempt's merge view covers besides its own results (``ShardManifest.merge_view_basis``): the
+    blob of the shard's first manifest, which lists every image of the shard, and the earlier attempts' results
+    blobs, oldest first, all in the manifest's ``output_container``. Why names and not contents: the worker reads
+    them when its attempt has finished, and the view names the ETags it read (``gpu_batch.formats.mergeview``)."""
+
+    manifest: str
+    results: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"manifest": self.manifest, "results": list(self.results)}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "ViewBasis":
+        results = data.get("results") if isinstance(data, Mapping) else None
+        if (not isinstance(results, list) or not all(isinstance(r, str) and r for r in results)
+                or not isinstance(data.get("manifest"), str) or not data["manifest"]):
+            raise ValueError("shard manifest 'merge_view_basis' must be {'manifest': blob name, 'results': "
+                             "[blob names]}")
+        return cls(data["manifest"], tuple(results))
+
+
 @dataclass(frozen=True, slots=True)
 class ShardManifest:
     """One unit of GPU work: run ``model`` over ``images`` (blob names in ``source_container``).
@@ -48,9 +72,15 @@ class ShardManifest:
     # The task's CSV and preview threshold, set by the app on a shard's first manifest: with it the worker writes, when
     # the attempt finishes every image, the merge's view of its results (``gpu_batch.formats.mergeview``).
     merge_view_threshold: float | None = None
+    # On a resubmitted attempt: the shard's first manifest and earlier results, so that its view covers the whole
+    # shard (with ``merge_view_threshold``; ``ViewBasis``). None on a first attempt, whose view covers its manifest.
+    merge_view_basis: ViewBasis | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        optional = {} if self.merge_view_threshold is None else {"merge_view_threshold": self.merge_view_threshold}
+        optional: dict[str, Any] = ({} if self.merge_view_threshold is None
+                                    else {"merge_view_threshold": self.merge_view_threshold})
+        if self.merge_view_basis is not None:
+            optional["merge_view_basis"] = self.merge_view_basis.to_dict()
         return {
             "version": MANIFEST_VERSION,
             "task_id": self.task_id,
@@ -94,6 +124,8 @@ class ShardManifest:
             source_credential_secret=str(data.get("source_credential_secret") or ""),
             merge_view_threshold=(float(data["merge_view_threshold"])
                                   if data.get("merge_view_threshold") is not None else None),
+            merge_view_basis=(ViewBasis.from_dict(data["merge_view_basis"])
+                              if data.get("merge_view_basis") is not None else None),
         )
 
 

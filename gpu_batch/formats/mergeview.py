@@ -5,15 +5,20 @@ file, its CSV line, its place in the preview sample, the repeat search's rows, t
 control plane's CPU per image, a sixth of the 120 it spent (issue 11 asks for 40 in all: 1 % of the GPU time at
 250 images/s). The GPU node's CPUs idle while the GPU works, and the worker holds the final results anyway: so for
 an attempt that finished every image of its manifest, the worker writes this view beside its results
-(``layout.attempt_view_blob``), and the merge part composes its bytes instead (``activities.fanin``).
+(``layout.attempt_view_blob``), and the merge part composes its bytes instead (``activities.fanin``). A resubmitted
+attempt's view covers the whole shard: its manifest names the first manifest and the earlier results
+(``ShardManifest.merge_view_basis``), which the worker reads when it has finished (``whole_shard``) and merges before
+its own entries, as the merge would; the view names each earlier results blob with its ETag. Without that, a task
+with a few retryable failures spent twice the control plane's CPU (``bench/RESULTS.md``, fifteenth session).
 
-``ShardFormatter`` is the merge part's own per-image code, used by both sides: the worker feeds it the attempt's
+``ShardFormatter`` is the merge part's own per-image code, used by both sides: the worker feeds it the attempts'
 entries as the merge would (``merge_entries`` over the manifest, from the results' bytes as the merge parses them),
-the merge part feeds it every shard that has no usable view (several attempts, reused results, an image list's
-names not found, a repeats-removed variant, a worker that wrote none) and ``absorb``s the views of the others. The
-output bytes are the same either way (``tests/unit/test_mergeview.py``, and the fan-in's integration tests).
+the merge part feeds it every shard that has no usable view (reused results, an image list's names not found, a
+repeats-removed variant, a worker that wrote none or an older worker's attempt of several) and ``absorb``s the views
+of the others. The output bytes are the same either way (``tests/unit/test_mergeview.py``, and the fan-in's
+integration tests).
 
-A view is trusted only for the exact documents it was made from, as the coverage summary is
+A view is trusted only for the exact documents it was made from (every attempt's results), as the coverage summary is
 (``gpu_batch.manifest``): the results blob's ETag that Put Blob returned and the manifest's as the worker read it,
 and only for the task and threshold it was made with (the app's setting may have changed since the manifest was
 written). Anything else, or a view that does not parse, and the merge reads the entries as before.
@@ -31,7 +36,7 @@ and their lengths (4-byte little-endian integers), back to back. A view without 
 lines (the exports then format the entries); code older than a section does not see it (its ranged reads stop
 before it, and a whole view it reads is longer than its header says, so it takes the entries).
 
-Must not: do I/O.
+Must not: do I/O (``whole_shard`` reads through the caller's reader).
 """
 from __future__ import annotations
 
@@ -41,12 +46,12 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from gpu_batch.formats import camtrapdp, coco, csvline, zooniverse_rows
+from gpu_batch.formats import camtrapdp, coco, csvline, jsonio, zooniverse_rows
 from gpu_batch.formats.detections_csv import CsvLines
 from gpu_batch.formats.eligible import FolderRows, RepeatOptions, eligible_detections
 from gpu_batch.formats.entries import DETECTION_CATEGORIES, entry_fragment, failure_counts, merge_entries, summarize
 from gpu_batch.formats.previewsample import PreviewSampler
-from gpu_batch.manifest import plain_etag
+from gpu_batch.manifest import ShardManifest, ViewBasis, plain_etag
 
 VIEW_VERSION = 1
 COUNTS = ("images", "failed", "with_detections", "detections", "empty")
@@ -126,19 +131,72 @@ class ShardView:
     # Zooniverse's rows of the shard's eligible images, with MIDDLE standing for the task's attribution and license;
     # None when a name holds NUL
     zooniverse: "ZooniverseLines | None" = None
+    # a last attempt's view of the whole shard: the earlier attempts' results blobs it merged, name -> ETag
+    # (``build_view``'s ``earlier``); empty for the view of a shard's only attempt
+    earlier: Mapping[str, str] = field(default_factory=dict)
 
-    def matches(self, task_id: str, threshold: float, results_etag: str, manifest_etag: str) -> bool:
-        """Whether this view was made for this task's threshold from exactly these results and manifest blobs."""
+    def matches(self, task_id: str, threshold: float, results_etag: str, manifest_etag: str,
+                earlier: Mapping[str, str] | None = None) -> bool:
+        """Whether this view was made for this task's threshold from exactly these results and manifest blobs, and
+        (``earlier``: the shard's other results blobs, name -> ETag, as listed now) from exactly those earlier
+        attempts: a view of attempt 1 alone must find no other results, a last attempt's view every one it merged."""
+        others = {name: plain_etag(etag) for name, etag in (earlier or {}).items()}
         return (self.task_id == task_id and self.threshold == threshold and bool(self.results_etag)
-                and self.results_etag == plain_etag(results_etag) and self.manifest_etag == plain_etag(manifest_etag))
+                and self.results_etag == plain_etag(results_etag) and self.manifest_etag == plain_etag(manifest_etag)
+                and all(others.values()) and dict(self.earlier) == others)
+
+
+@dataclass(frozen=True, slots=True)
+class EarlierAttempt:
+    """An earlier attempt's results as a last attempt's worker read them (``build_view``'s ``earlier``): the blob's
+    name, its ETag as read and its entries as the merge parses them."""
+
+    name: str
+    etag: str
+    entries: Sequence[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class WholeShard:
+    """What a later attempt's view is made over besides its own results (``whole_shard``)."""
+
+    images: tuple[str, ...]  # the first manifest's: every image of the shard
+    manifest_etag: str
+    earlier: list[EarlierAttempt]
+
+
+# a blob's name in the output container -> (its bytes, its ETag); raises ValueError when it cannot read it
+BlobReader = Callable[[str], tuple[bytes, str]]
+
+
+def whole_shard(basis: ViewBasis, read: BlobReader) -> WholeShard:
+    """The shard's first manifest and earlier results that ``basis`` names, through ``read`` (the caller's storage).
+    Raises ValueError when one of them cannot be read or does not parse as the merge would take it (the merge
+    skips results that do not parse; a view that merged them anyway, or left them out, would not be its bytes): no
+    view then."""
+    manifest_bytes, manifest_etag = read(basis.manifest)
+    images = ShardManifest.from_dict(jsonio.loads(manifest_bytes)).images
+    earlier: list[EarlierAttempt] = []
+    for name in basis.results:
+        data, etag = read(name)
+        doc = jsonio.loads(data)
+        entries = doc.get("images") if isinstance(doc, dict) else None
+        if not isinstance(entries, list):
+            raise ValueError(f"{name}: not a results document")
+        earlier.append(EarlierAttempt(name, etag, entries))
+    return WholeShard(images, manifest_etag, earlier)
 
 
 def build_view(task_id: str, threshold: float, manifest_images: Iterable[str], attempt_entries: Iterable[Any],
-               results_etag: str, manifest_etag: str) -> bytes | None:
+               results_etag: str, manifest_etag: str, earlier: Sequence[EarlierAttempt] = ()) -> bytes | None:
     """The view of an attempt's results (the entries as the merge reads them from the results blob) for a shard whose
     manifest lists ``manifest_images``; None when the attempt left images without a final entry (the shard runs
-    again, and a shard of several attempts is merged entry by entry)."""
-    entries, missing = merge_entries(manifest_images, [[e for e in attempt_entries if isinstance(e, dict)]])
+    again). ``earlier``: for a later attempt, the shard's earlier attempts (oldest first), merged before it as the
+    merge does (``merge_entries``), with ``manifest_images`` and ``manifest_etag`` then those of the shard's first
+    manifest, which lists every image: the view covers the whole shard, so a shard that ran again is not merged entry
+    by entry either (issue 11)."""
+    attempts = [[e for e in attempt.entries if isinstance(e, dict)] for attempt in earlier]
+    entries, missing = merge_entries(manifest_images, [*attempts, [e for e in attempt_entries if isinstance(e, dict)]])
     if missing:
         return None
     formatter = ShardFormatter(task_id, threshold)
@@ -150,6 +208,8 @@ def build_view(task_id: str, threshold: float, manifest_images: Iterable[str], a
               "counts": formatter.counts, "failure_reasons": formatter.reasons, "considered": formatter.considered,
               "sample": formatter.sampler.state(), "json_bytes": len(json_bytes), "csv_bytes": len(csv_bytes),
               "folders": [[folder, count, len(rows)] for folder, count, rows in folders]}
+    if earlier:
+        header["earlier_results"] = [[attempt.name, plain_etag(attempt.etag)] for attempt in earlier]
     images, annotations, counts = coco_lines(entries, threshold)
     if images is not None:
         header["coco"] = {"images_bytes": len(images), "annotations_bytes": len(annotations), **counts}
@@ -405,8 +465,9 @@ def _assemble(header: Mapping[str, Any], body: bytes, origin: int, total: int, p
         sample = header["sample"]
         if not isinstance(sample, dict):
             return None
+        earlier = {str(name): str(etag) for name, etag in header.get("earlier_results") or []}
         return ShardView(str(header["task_id"]), float(header["threshold"]), str(header["results_etag"]),
                          str(header["manifest_etag"]), counts, reasons, int(header["considered"]), sample,
-                         json_bytes, csv_bytes, folders, coco_view, camtrap_view, rows_view)
+                         json_bytes, csv_bytes, folders, coco_view, camtrap_view, rows_view, earlier)
     except (KeyError, TypeError, ValueError):
         return None

@@ -160,6 +160,31 @@ class SimulatedPool:
             self._touch(job_id, info.task_id)
             return True
 
+    def _reader(self, container: str) -> mergeview.BlobReader:
+        from azure.core.exceptions import AzureError
+
+        def read(name: str) -> tuple[bytes, str]:
+            try:
+                download = self.blobs.get_blob_client(container, name).download_blob()
+                return download.readall(), str(download.properties.etag)
+            except AzureError as exc:
+                raise ValueError(f"cannot read blob {container}/{name}: {exc}") from exc
+        return read
+
+    def _view(self, shard: contract.ShardManifest, data: bytes, results_etag: str, manifest_etag: str) -> bytes | None:
+        """The merge view as the worker makes it (``gpu_batch.worker.results.ResultsWriter.write_view``): of the whole
+        shard for a resubmitted attempt; none when a blob its basis names cannot be read."""
+        assert shard.merge_view_threshold is not None
+        images, earlier = shard.images, list[mergeview.EarlierAttempt]()
+        if shard.merge_view_basis is not None:
+            try:
+                whole = mergeview.whole_shard(shard.merge_view_basis, self._reader(shard.output_container))
+            except ValueError:
+                return None
+            images, manifest_etag, earlier = whole.images, whole.manifest_etag, whole.earlier
+        return mergeview.build_view(shard.task_id, shard.merge_view_threshold, images, jsonio.loads(data)["images"],
+                                    results_etag, manifest_etag, earlier)
+
     def _run(self, job_id: str, task: ShardTask) -> None:
         started = _now()
         if not self._set(job_id, TaskInfo(task.task_id, TaskState.running, start_time=started)):
@@ -180,8 +205,7 @@ class SimulatedPool:
             self.blobs.get_blob_client(shard.output_container, layout.attempt_coverage_blob(
                 shard.task_id, shard.shard_id, shard.attempt)).upload_blob(json.dumps(summary).encode(), overwrite=True)
             if shard.merge_view_threshold is not None:  # as the worker does (gpu_batch.worker.results), on its CPU
-                view = mergeview.build_view(shard.task_id, shard.merge_view_threshold, shard.images,
-                                            jsonio.loads(data)["images"], written["etag"], download.properties.etag)
+                view = self._view(shard, data, written["etag"], download.properties.etag)
                 if view is not None:
                     self.blobs.get_blob_client(shard.output_container, layout.attempt_view_blob(
                         shard.task_id, shard.shard_id, shard.attempt)).upload_blob(view, overwrite=True)

@@ -154,3 +154,56 @@ def test_local_source_reasons(tmp_path: Path) -> None:
         with pytest.raises(SourceError) as info:
             source.fetch(name)
         assert info.value.reason == "not_found", name
+
+
+def test_a_resubmitted_attempt_writes_the_view_of_the_whole_shard(storage_connection: str, unique_name: str,
+                                                                 checkpoint: Path, tmp_path: Path) -> None:
+    """Attempt 2 runs only what attempt 1 left (a retryable failure, an image never written); its manifest's
+    ``merge_view_basis`` names the first manifest and attempt 1's results, so its view covers all four images, names
+    attempt 1's results by their ETag, and holds what the merge makes of both attempts."""
+    from gpu_batch.formats import jsonio
+    from gpu_batch.formats.entries import merge_entries
+    from gpu_batch.formats.mergeview import ShardFormatter, read_view
+    from gpu_batch.manifest import ViewBasis
+
+    service = BlobServiceClient.from_connection_string(storage_connection)
+    images_c, state_c = service.create_container(unique_name + "img"), service.create_container(unique_name + "st")
+    names = [f"cam/IMG_{i}.JPG" for i in range(4)]
+    for i, name in enumerate(names):
+        images_c.upload_blob(name, jpeg_bytes(textured(320, 240, 30 + i)))
+    state_c.upload_blob("models/md_test.pt", checkpoint.read_bytes())
+    common = dict(task_id="task-w", shard_id="s2", source_container=images_c.container_name,
+                  output_container=state_c.container_name, model=f"blob://{state_c.container_name}/models/md_test.pt",
+                  merge_view_threshold=0.2)
+    first = ShardManifest(attempt=1, images=tuple(names), output_blob=layout.attempt_results_blob("task-w", "s2", 1),
+                          **common)  # type: ignore[arg-type]
+    state_c.upload_blob(layout.manifest_blob("task-w", "s2", 1), json.dumps(first.to_dict()))
+    done = [{"file": names[0], "detections": [{"category": "1", "conf": 0.6, "bbox": [0.1, 0.1, 0.2, 0.2]}]},
+            {"file": names[1], "detections": []},
+            {"file": names[2], "failure": "image access failure", "detections": None, "failure_kind": "retryable",
+             "failure_reason": "download"}]
+    state_c.upload_blob(first.output_blob, json.dumps({"images": done}))
+    again = ShardManifest(attempt=2, images=tuple(names[2:]),
+                          output_blob=layout.attempt_results_blob("task-w", "s2", 2),
+                          merge_view_basis=ViewBasis(layout.manifest_blob("task-w", "s2", 1), (first.output_blob,)),
+                          **common)  # type: ignore[arg-type]
+    state_c.upload_blob(layout.manifest_blob("task-w", "s2", 2), json.dumps(again.to_dict()))
+    env = {"TRAPBATCH_STORAGE_CONNECTION": storage_connection, "TRAPBATCH_MODEL_CACHE": str(tmp_path / "cache")}
+    proc = run_worker_cli(["--manifest-container", state_c.container_name, "--manifest-blob",
+                           layout.manifest_blob("task-w", "s2", 2), "--device", "cpu", "--workers", "2"], env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert summary_line(proc)["done"] == 2
+
+    def etag(name: str) -> str:
+        return str(state_c.get_blob_client(name).get_blob_properties().etag)
+
+    assert state_c.get_blob_client(layout.attempt_view_blob("task-w", "s2", 1)).exists() is False
+    view = read_view(state_c.download_blob(layout.attempt_view_blob("task-w", "s2", 2)).readall())
+    assert view is not None
+    assert view.matches("task-w", 0.2, etag(again.output_blob), etag(layout.manifest_blob("task-w", "s2", 1)),
+                        {first.output_blob: etag(first.output_blob)})
+    attempts = [jsonio.loads(state_c.download_blob(name).readall())["images"]
+                for name in (first.output_blob, again.output_blob)]
+    merged, missing = merge_entries(names, attempts)
+    assert missing == 0 and view.counts["images"] == 4 and view.counts["failed"] == 0
+    assert ShardFormatter("task-w", 0.2).add_shard(merged) == (view.json, view.csv)

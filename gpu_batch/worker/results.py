@@ -88,6 +88,10 @@ class ViewTarget:
     threshold: float
     images: Sequence[str]
     manifest_etag: str
+    # a resubmitted attempt's: the shard's first manifest and earlier results (``ShardManifest.merge_view_basis``),
+    # read through ``read`` when the attempt has finished, so that the view covers the whole shard
+    basis: contract.ViewBasis | None = None
+    read: mergeview.BlobReader | None = None
 
 
 class FileSink:
@@ -354,9 +358,13 @@ class ResultWriter:
         gc.disable()
         try:
             doc = jsonio.loads(data)
-            view = mergeview.build_view(self.view.task_id, self.view.threshold, self.view.images,
-                                        doc.get("images") or [], identity, self.view.manifest_etag)
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:  # our own document: a bug, not a stop
+            images, manifest_etag, earlier = self.view.images, self.view.manifest_etag, []
+            if self.view.basis is not None and self.view.read is not None:  # a later attempt: the whole shard
+                whole = mergeview.whole_shard(self.view.basis, self.view.read)
+                images, manifest_etag, earlier = whole.images, whole.manifest_etag, whole.earlier
+            view = mergeview.build_view(self.view.task_id, self.view.threshold, images, doc.get("images") or [],
+                                        identity, manifest_etag, earlier)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:  # a bug or an unreadable blob, not a stop
             logger.warning("merge view for %s not made: %s", self.sink.describe(), exc)
             return
         finally:

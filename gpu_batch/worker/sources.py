@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Mapping, Protocol
+from typing import Any, Callable, Mapping, Protocol
 
 from gpu_batch import manifest as contract
 
@@ -173,6 +173,21 @@ class BlobSink:
 
     def describe(self) -> str:
         return f"blob {self.container}/{self.name}"
+
+
+def blob_reader(service: Any, container: str) -> Callable[[str], tuple[bytes, str]]:
+    """A reader of whole blobs in ``container`` with the ETag each was read at (``mergeview.BlobReader``: a later
+    attempt's merge view reads the shard's first manifest and earlier results through it)."""
+    from azure.core.exceptions import AzureError
+
+    def read(name: str) -> tuple[bytes, str]:
+        try:
+            download = service.get_blob_client(container, name).download_blob()
+            return bytes(download.readall()), str(getattr(download.properties, "etag", "") or "")
+        except AzureError as exc:
+            raise ValueError(f"cannot read blob {container}/{name}: {type(exc).__name__}: {exc}") from exc
+
+    return read
 
 
 def download_blob_to(service: Any, container: str, name: str, dest: Path) -> None:

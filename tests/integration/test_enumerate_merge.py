@@ -14,7 +14,7 @@ from core import mdformat
 from core.requests import parse_task_request
 from core.settings import Settings
 from gpu_batch import layout
-from gpu_batch.manifest import ShardManifest
+from gpu_batch.manifest import ShardManifest, ViewBasis
 
 import pytest
 
@@ -98,6 +98,9 @@ def test_merge_combines_attempts_marks_missing_and_is_idempotent(env: tuple[Sett
     m0b = ShardManifest.from_dict(store.read_json(settings.container, layout.manifest_blob(tid, "s00000", 2)))
     assert list(m0b.images) == list(m0.images[2:])
     assert pool.submitted[0].task_id == "s00000-a2"  # type: ignore[attr-defined]
+    # its worker's merge view covers the whole shard: the first manifest and the earlier attempt's results
+    assert m0b.merge_view_threshold == m0.merge_view_threshold is not None
+    assert m0b.merge_view_basis == ViewBasis(layout.manifest_blob(tid, "s00000", 1), (m0.output_blob,))
     _write_results(store, settings, m0b, [{"file": f, "detections": []} for f in m0b.images])
     # shard 1: corrupt output on attempt 1 (ignored), one image never covered
     _write_results(store, settings, m1, "{not json")

@@ -341,6 +341,72 @@ def test_merge_parts_compose_the_workers_views_into_the_single_pass_bytes(task: 
     assert read_results == {3, 5, 7, 8, stale, other}  # shard 2 has none; every usable view was used instead
 
 
+def run_again_with_views(settings: Settings, store: BlobStore, tid: str, shards: Iterable[int]) -> None:
+    """Each shard's second attempt as the app resubmits it (``resubmit_one``: its manifest names the first manifest
+    and the earlier results) and as its worker finishes it: every image it runs succeeds, then the view of the
+    whole shard, read through the worker's own blob reader (``gpu_batch.worker.sources.blob_reader``)."""
+    from activities.pool import resubmit_one
+    from gpu_batch.formats import jsonio
+    from gpu_batch.formats.mergeview import build_view, whole_shard
+    from gpu_batch.worker.sources import blob_reader
+
+    class NullPool:
+        def ensure_job(self, job_id: str) -> None:
+            pass
+
+        def submit(self, job_id: str, tasks: list[object]) -> None:
+            pass
+
+    for index in shards:
+        sid = layout.shard_id(index)
+        assert resubmit_one(tid, tid, sid, 2, settings, store, NullPool())["submitted"]  # type: ignore[arg-type]
+        again = ShardManifest.from_dict(store.read_json(settings.container, layout.manifest_blob(tid, sid, 2)))
+        assert again.merge_view_basis is not None and again.merge_view_threshold is not None
+        entries = [{"file": f, "detections": [], "width": 640, "height": 480} for f in again.images]
+        store.write_bytes(settings.container, again.output_blob, json.dumps({"images": entries}).encode())
+        results_etag = store.list_etags(settings.container, layout.shard_prefix(tid, sid))[again.output_blob]
+        whole = whole_shard(again.merge_view_basis, blob_reader(store.service, settings.container))
+        view = build_view(tid, again.merge_view_threshold, whole.images,
+                          jsonio.loads(store.read_bytes(settings.container, again.output_blob))["images"],
+                          results_etag, whole.manifest_etag, whole.earlier)
+        assert view is not None
+        store.write_bytes(settings.container, layout.attempt_view_blob(tid, sid, 2), view)
+
+
+def test_shards_that_ran_again_are_merged_from_their_last_attempts_views_of_every_attempt(task: Any) -> None:
+    """Shards 2 (no results at all), 7 (a retryable failure) and 8 (an image never written) ran a second attempt,
+    whose worker's view covers the whole shard: the merge parts use those views instead of the attempts' entries
+    and write the single pass's bytes. Shard 8's first results rewritten after its view: that view is not used."""
+    settings, store, tid, counts = task
+    threshold = settings.threshold_for(MODEL, None)
+    write_worker_views(settings, store, tid, range(counts["shards"]), threshold)
+    run_again_with_views(settings, store, tid, [2, 7, 8])
+    stale = layout.attempt_results_blob(tid, layout.shard_id(8), 1)
+    store.write_bytes(settings.container, stale, store.read_bytes(settings.container, stale) + b" ")  # a new ETag
+
+    reference = run_merge(tid, MODEL, T0.isoformat(), settings, store)
+    assert reference["missing"] == 4 + 0 + 4  # shard 3's results are not JSON, shard 5's empty; 2, 7, 8 now whole
+    expected = _outputs(settings, store, tid)
+    reads: list[str] = []
+    original = store.read_bytes
+
+    def recording(container: str, name: str) -> bytes:
+        reads.append(name)
+        return original(container, name)
+
+    store.read_bytes = recording  # type: ignore[method-assign]
+    run = run_orchestrator(merge_orchestrator, {"task_id": tid, "model": MODEL, "images_per_part": 12,
+                                                "per_group": 30, **counts}, real_activities(settings, store))
+    store.read_bytes = original  # type: ignore[method-assign]
+
+    assert run.status == "Completed", run.error
+    assert {k: v for k, v in run.output.items() if k != "parts"} == reference
+    assert _outputs(settings, store, tid) == expected
+    read_results = {(i, a) for i in range(counts["shards"]) for a in (1, 2)
+                    if layout.attempt_results_blob(tid, layout.shard_id(i), a) in reads}
+    assert read_results == {(3, 1), (5, 1), (8, 1), (8, 2)}  # no usable view: 3 and 5 (none), 8 (stale)
+
+
 def test_exports_take_coco_camtrap_dp_and_zooniverse_lines_from_the_workers_views(task: Any, monkeypatch: Any) -> None:
     """With every shard viewed, neither the single exports activity nor an exports or Zooniverse part formats a COCO
     or Camtrap DP line or a Zooniverse row (the views hold them, with the task's completion time, classifier,

@@ -73,6 +73,41 @@ def test_its_coverage_summaries_let_the_poll_count_without_parsing(storage_conne
         assert 0 < summarized.counts["missing"] < len(names)
 
 
+def test_a_shard_run_again_ends_with_its_last_attempts_view_of_every_attempt(storage_connection: str,
+                                                                             store: BlobStore,
+                                                                             unique_name: str) -> None:
+    """As the worker (``gpu_batch.worker.results``): the attempt that finishes a shard resubmitted by the app
+    (``resubmit_one``) writes the view of the whole shard, which the merge takes (``activities.fanin.clean_view``), so
+    the benchmark measures the fan-in that a task with failures gets on a pool."""
+    from activities.fanin import clean_view
+    from activities.pool import resubmit_one
+
+    store.ensure_container(unique_name)
+    settings = Settings.from_env({"AzureWebJobsStorage": storage_connection, "TRAPBATCH_CONTAINER": unique_name})
+    pool = SimulatedPool(storage_connection, failure_rate=0.3)
+    names = [f"cam{i % 3}/img{i:03d}.jpg" for i in range(40)]
+    first = ShardManifest(task_id=TASK, shard_id="s00000", attempt=1, source_container="cams", images=tuple(names),
+                          output_container=unique_name, output_blob=layout.attempt_results_blob(TASK, "s00000", 1),
+                          model="MDV5A", merge_view_threshold=0.2)
+    store.write_json(unique_name, layout.manifest_blob(TASK, "s00000", 1), first.to_dict())
+    pool.ensure_job("job")
+    pool.submit("job", [ShardTask(layout.pool_task_id("s00000", 1), unique_name,
+                                  layout.manifest_blob(TASK, "s00000", 1), "s00000", 1)])
+    attempt = 1
+    while True:
+        wait_until(lambda: all(i.state is TaskState.completed for i in pool.poll("job")), 30, "the attempt to end")
+        if not resubmit_one(TASK, "job", "s00000", attempt + 1, settings, store, pool)["submitted"]:
+            break
+        attempt += 1
+        assert attempt < 30
+    assert attempt > 1  # 30 % of the images fail in each attempt: the shard ran again
+    listed = store.list_etags(unique_name, layout.shard_prefix(TASK, "s00000"))
+    view = clean_view(store, settings, TASK, 0, 0.2, listed)
+    assert view is not None and view.counts["images"] == 40 and view.counts["failed"] == 0
+    assert set(view.earlier) == {layout.attempt_results_blob(TASK, "s00000", a) for a in range(1, attempt)}
+    assert layout.attempt_view_blob(TASK, "s00000", attempt) in listed
+
+
 def test_closed_jobs_refuse_tasks_and_a_task_without_its_manifest_fails(storage_connection: str, store: BlobStore,
                                                                    unique_name: str) -> None:
     store.ensure_container(unique_name)

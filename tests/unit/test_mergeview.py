@@ -1,6 +1,7 @@
 """The worker's merge view gives a merge part exactly the bytes, counts, sample and search rows of its entry path."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from typing import Any
@@ -184,3 +185,79 @@ def test_each_reader_gets_its_part_of_a_view_from_the_head_and_one_ranged_read(h
     short = read_view_part(data[:data.index(b"\n") + 1], lambda offset, length: data[offset:offset + length - 1],
                            "exports")
     assert short is None  # a ranged read that came back short is no view
+
+
+def test_a_later_attempts_view_is_the_whole_shard_merged_as_the_merge_merges_its_attempts() -> None:
+    """A resubmitted attempt's view (``earlier``: the shard's earlier results) holds the bytes the merge makes of
+    every attempt over the first manifest (``merge_entries``: an earlier success stays, a later attempt fills the
+    retryable failures and the images never written), and names each earlier results blob with its ETag."""
+    from gpu_batch.formats.entries import merge_entries
+    from gpu_batch.formats.mergeview import EarlierAttempt
+
+    names, entries = awkward_entries()
+    first = as_merge_reads(entries[5:])
+    first[0] = {"file": first[0]["file"], "failure": "image access failure", "detections": None,
+                **contract.failure_fields("download")}
+    rerun = [first[0]["file"], *(e["file"] for e in entries[:5])]
+    second = as_merge_reads([synthetic_entry(name, 2, 0.0, seed=9) for name in rerun])
+    assert build_view(TASK, THRESHOLD, names, first, "r1", "m1") is None  # attempt 1 alone: images left to run
+    data = build_view(TASK, THRESHOLD, names, second, '"r2"', "m1", [EarlierAttempt("a-1.results.json", '"r1"', first)])
+    view = read_view(data)
+    assert view is not None and view.earlier == {"a-1.results.json": "r1"}
+
+    merged, missing = merge_entries(names, [first, second])
+    assert missing == 0
+    direct = ShardFormatter(TASK, THRESHOLD)
+    assert direct.add_shard(merged) == (view.json, view.csv)
+    assert direct.counts == view.counts and json.dumps(direct.sampler.state()) == json.dumps(view.sample)
+
+    assert view.matches(TASK, THRESHOLD, "r2", "m1", {"a-1.results.json": '"r1"'})
+    for earlier in ({}, {"a-1.results.json": "r9"}, {"a-0.results.json": "r1"},
+                    {"a-1.results.json": "r1", "a-3.results.json": "r3"}, {"a-1.results.json": ""}):
+        assert not view.matches(TASK, THRESHOLD, "r2", "m1", earlier)  # an attempt left out, added or rewritten
+    single = read_view(build_view(TASK, THRESHOLD, names, as_merge_reads(entries), "r1", "m1"))
+    assert single is not None and single.earlier == {}
+    assert not single.matches(TASK, THRESHOLD, "r1", "m1", {"a-2.results.json": "r2"})  # results it never saw
+
+
+def test_whole_shard_reads_the_first_manifest_and_the_earlier_results_the_basis_names() -> None:
+    from gpu_batch.formats.mergeview import whole_shard
+
+    names, entries = awkward_entries()
+    manifest = contract.ShardManifest(task_id=TASK, shard_id="s1", attempt=1, source_container="src",
+                                      images=tuple(names), output_container="out", output_blob="a-1.results.json",
+                                      model="m", merge_view_threshold=THRESHOLD)
+    blobs = {"a-1.json": (json.dumps(manifest.to_dict()).encode(), '"m1"'),
+             "a-1.results.json": (json.dumps({"images": entries}).encode(), '"r1"'),
+             "a-2.results.json": (b"{not json", '"r2"'), "a-3.results.json": (b"[]", '"r3"')}
+    reads: list[str] = []
+
+    def read(name: str) -> tuple[bytes, str]:
+        reads.append(name)
+        if name not in blobs:
+            raise ValueError(f"cannot read blob out/{name}: not found")
+        return blobs[name]
+
+    whole = whole_shard(contract.ViewBasis("a-1.json", ("a-1.results.json",)), read)
+    assert whole.images == tuple(names) and whole.manifest_etag == '"m1"' and reads == ["a-1.json", "a-1.results.json"]
+    assert [(e.name, e.etag, list(e.entries)) for e in whole.earlier] == [("a-1.results.json", '"r1"',
+                                                                          as_merge_reads(entries))]
+    for unusable in ("a-2.results.json", "a-3.results.json", "a-9.results.json"):  # no view from what the merge skips
+        with pytest.raises(ValueError):
+            whole_shard(contract.ViewBasis("a-1.json", ("a-1.results.json", unusable)), read)
+
+
+def test_a_manifests_view_basis_round_trips_and_a_malformed_one_is_refused() -> None:
+    manifest = contract.ShardManifest(task_id=TASK, shard_id="s1", attempt=2, source_container="src",
+                                      images=("a.jpg",), output_container="out", output_blob="a-2.results.json",
+                                      model="m", merge_view_threshold=THRESHOLD,
+                                      merge_view_basis=contract.ViewBasis("a-1.json", ("a-1.results.json",)))
+    data = json.loads(json.dumps(manifest.to_dict()))
+    assert data["merge_view_basis"] == {"manifest": "a-1.json", "results": ["a-1.results.json"]}
+    assert contract.ShardManifest.from_dict(data) == manifest
+    plain = dataclasses.replace(manifest, merge_view_basis=None)
+    assert "merge_view_basis" not in plain.to_dict() and contract.ShardManifest.from_dict(plain.to_dict()) == plain
+    for bad in ({"manifest": "a-1.json"}, {"manifest": "", "results": []}, {"manifest": "a-1.json", "results": [3]},
+                ["a-1.json"]):
+        with pytest.raises(ValueError, match="merge_view_basis"):
+            contract.ShardManifest.from_dict({**data, "merge_view_basis": bad})
