@@ -303,6 +303,24 @@ def write_worker_views(settings: Settings, store: BlobStore, tid: str, shards: I
     return viewed
 
 
+def merge_recording_reads(settings: Settings, store: BlobStore, tid: str, counts: Any) -> tuple[Any, list[str]]:
+    """The parallel fan-in of the task, in parts of 12 images, and the names of every blob it read whole."""
+    reads: list[str] = []
+    original = store.read_bytes
+
+    def recording(container: str, name: str) -> bytes:
+        reads.append(name)
+        return original(container, name)
+
+    store.read_bytes = recording  # type: ignore[method-assign]
+    try:
+        run = run_orchestrator(merge_orchestrator, {"task_id": tid, "model": MODEL, "images_per_part": 12,
+                                                    "per_group": 30, **counts}, real_activities(settings, store))
+    finally:
+        store.read_bytes = original  # type: ignore[method-assign]
+    return run, reads
+
+
 def test_merge_parts_compose_the_workers_views_into_the_single_pass_bytes(task: Any) -> None:
     """Shards with a usable view are not read entry by entry, and the outputs stay the single pass's bytes; a view
     whose results were rewritten after it (a restarted attempt), or made for another threshold, is not used."""
@@ -318,17 +336,7 @@ def test_merge_parts_compose_the_workers_views_into_the_single_pass_bytes(task: 
 
     reference = run_merge(tid, MODEL, T0.isoformat(), settings, store)
     expected = _outputs(settings, store, tid)
-    reads: list[str] = []
-    original = store.read_bytes
-
-    def recording(container: str, name: str) -> bytes:
-        reads.append(name)
-        return original(container, name)
-
-    store.read_bytes = recording  # type: ignore[method-assign]
-    run = run_orchestrator(merge_orchestrator, {"task_id": tid, "model": MODEL, "images_per_part": 12,
-                                                "per_group": 30, **counts}, real_activities(settings, store))
-    store.read_bytes = original  # type: ignore[method-assign]
+    run, reads = merge_recording_reads(settings, store, tid, counts)
 
     assert run.status == "Completed", run.error
     assert {k: v for k, v in run.output.items() if k != "parts"} == reference
@@ -387,17 +395,7 @@ def test_shards_that_ran_again_are_merged_from_their_last_attempts_views_of_ever
     reference = run_merge(tid, MODEL, T0.isoformat(), settings, store)
     assert reference["missing"] == 4 + 0 + 4  # shard 3's results are not JSON, shard 5's empty; 2, 7, 8 now whole
     expected = _outputs(settings, store, tid)
-    reads: list[str] = []
-    original = store.read_bytes
-
-    def recording(container: str, name: str) -> bytes:
-        reads.append(name)
-        return original(container, name)
-
-    store.read_bytes = recording  # type: ignore[method-assign]
-    run = run_orchestrator(merge_orchestrator, {"task_id": tid, "model": MODEL, "images_per_part": 12,
-                                                "per_group": 30, **counts}, real_activities(settings, store))
-    store.read_bytes = original  # type: ignore[method-assign]
+    run, reads = merge_recording_reads(settings, store, tid, counts)
 
     assert run.status == "Completed", run.error
     assert {k: v for k, v in run.output.items() if k != "parts"} == reference
