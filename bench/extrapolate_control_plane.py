@@ -61,6 +61,10 @@ def extrapolate(full: dict[str, Any], shape: dict[str, Any], images: int,
                  f"({full_name}) and a scale model with {images:,} images' shape ({shape_name}); see "
                  "bench/extrapolate_control_plane.py for each figure's source"),
         "sources": {"full": full_name, "shape": shape_name, "k": k},
+        # the failure rate each run simulated and the resubmissions it made: a run with failures is extrapolated
+        # from runs with failures (a scale model's shards are small, so it needs a higher rate to rerun as many)
+        "failure_rates": {"full": full.get("failure_rate", 0.0), "shape": shape.get("failure_rate", 0.0)},
+        "resubmissions": {"full": full.get("resubmissions", 0), "shape": shape.get("resubmissions", 0)},
         "control_plane_cpu_s": round(cpu, 3),
         "control_plane_cpu_s_parts": {"k_times_full": round(k * full["control_plane_cpu_s"], 3),
                                       "shape_model": round(shape["control_plane_cpu_s"], 3)},

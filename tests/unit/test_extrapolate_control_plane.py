@@ -26,6 +26,11 @@ def test_cpu_is_k_times_the_full_run_plus_the_scale_model_and_the_rest_comes_fro
     assert (r["max_history_events_per_instance"], r["instances"], r["shards"]) == (900, 6, 1000)  # the shape's
     assert r["max_activity"] == "clean_merge_work" and r["max_activity_s"] == 44.0  # the larger of the two runs
     assert r["activity_walls"]["plan_listing"] == {"full_max_wall_s": 0.0, "shape_max_wall_s": 9.0}
+    assert r["failure_rates"] == {"full": 0.0, "shape": 0.0} and r["resubmissions"] == {"full": 0, "shape": 0}
+    failing = extrapolate({**full, "failure_rate": 0.0005, "resubmissions": 100},
+                          {**shape, "failure_rate": 0.2, "resubmissions": 950}, 10_000_000)
+    assert failing["failure_rates"] == {"full": 0.0005, "shape": 0.2}  # the record says what each run simulated
+    assert failing["resubmissions"] == {"full": 100, "shape": 950}
 
 
 def test_the_sources_must_be_a_full_run_and_a_model_of_the_size() -> None:
