@@ -278,17 +278,22 @@ def test_failed_shard_resubmits_only_its_missing_images(host, app_env, store, un
         etag = store.etag_or_none(state, layout.attempt_results_blob(task_id, sid, attempt))
         assert summary is not None and etag and summary.matches(etag)
     assert not store.exists(state, layout.attempt_coverage_blob(task_id, "s00001", 1))
-    # the healthy shards' workers wrote the merge's view of their results, which the merge composed
-    # (gpu_batch.formats.mergeview); the crashed attempt wrote none, and a resubmission asks for none
+    # each shard's last worker wrote the merge's view of the whole shard, which the merge composed
+    # (gpu_batch.formats.mergeview): the healthy shards' of their one attempt; the crashed attempt wrote none, and the
+    # resubmitted one's covers both attempts (its manifest named the first manifest and the crashed attempt's results)
     from gpu_batch.formats.mergeview import read_view
 
-    for sid in ("s00000", "s00002"):
-        view = read_view(store.read_bytes(state, layout.attempt_view_blob(task_id, sid, 1)))
+    assert second.merge_view_basis is not None and second.merge_view_basis.results == (first.output_blob,)
+    for sid, attempt in (("s00000", 1), ("s00002", 1), ("s00001", 2)):
+        view = read_view(store.read_bytes(state, layout.attempt_view_blob(task_id, sid, attempt)))
         assert view is not None and view.counts["images"] == len(
             ShardManifest.from_dict(store.read_json(state, layout.manifest_blob(task_id, sid, 1))).images)
+        earlier = {name: store.etag_or_none(state, name) or "" for name in
+                   (layout.attempt_results_blob(task_id, sid, a) for a in range(1, attempt))}
         assert view.matches(task_id, view.threshold, store.etag_or_none(state, layout.attempt_results_blob(
-            task_id, sid, 1)) or "", store.etag_or_none(state, layout.manifest_blob(task_id, sid, 1)) or "")
-    assert not any(store.exists(state, layout.attempt_view_blob(task_id, "s00001", a)) for a in (1, 2))
+            task_id, sid, attempt)) or "", store.etag_or_none(state, layout.manifest_blob(task_id, sid, 1)) or "",
+            earlier)
+    assert not store.exists(state, layout.attempt_view_blob(task_id, "s00001", 1))
     check_results(store, app_env, task_id, names)
     check_cost(host, task_id, final["output"])
 
