@@ -172,7 +172,7 @@ class SimulatedPool:
         return read
 
     def _view(self, shard: contract.ShardManifest, data: bytes, results_etag: str, manifest_etag: str) -> bytes | None:
-        """The merge view as the worker makes it (``gpu_batch.worker.results.ResultsWriter.write_view``): of the whole
+        """The merge view as the worker makes it (``gpu_batch.worker.results.ResultWriter.write_view``): of the whole
         shard for a resubmitted attempt; none when a blob its basis names cannot be read."""
         assert shard.merge_view_threshold is not None
         images, earlier = shard.images, list[mergeview.EarlierAttempt]()
