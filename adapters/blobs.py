@@ -90,6 +90,15 @@ class BlobStore:
             raise self._container_not_found(container) from None
         return prefixes, names, True
 
+    def iter_level_pages(self, container: str, prefix: str, page_size: int = 5000) -> Iterator[listing.ListedPage]:
+        """The pages of one level under ``prefix`` (delimiter ``/``: the blobs whose names have no ``/`` after it,
+        and the folder prefixes), lazily, each blob with its ETag (unquoted, as ``etag_or_none`` gives it)."""
+        try:
+            yield from listing.iter_pages(self.service.get_container_client(container), prefix or None, page_size,
+                                          delimiter="/")
+        except ResourceNotFoundError:
+            raise self._container_not_found(container) from None
+
     def list_names_page(self, container: str, prefix: str, marker: str | None,
                         page_size: int = 5000) -> tuple[list[str], str | None]:
         """One page (up to 5,000, the service's maximum) of the blob names under ``prefix`` from the continuation

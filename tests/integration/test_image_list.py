@@ -58,7 +58,7 @@ def test_enumeration_of_a_list_writes_exactly_its_images_and_reports_the_missing
     task_id = "task-" + "1" * 20
     _, out = run_parallel(settings, store, task_id, request, limits)
     shards = manifests(settings, store, task_id)
-    assert sorted(n for s in shards for n in s) == sorted("root/" + n for n in wanted)
+    assert [n for s in shards for n in s] == sorted("root/" + n for n in wanted)  # units are name ranges: in order
     assert out == {"images": 6, "shards": 3}
     side = [store.read_json(settings.container, layout.shard_list_blob(task_id, layout.shard_id(i))) for i in range(3)]
     assert sorted(n for s in side for n in s["not_found"]) == ["root/cam9/x.jpg", "root/cam9/y.jpg"]
@@ -187,3 +187,39 @@ def test_a_list_of_5_of_10_images_gives_exactly_those_5(host, app_env: dict[str,
     assert after.status_code == 202 and after.json()["id"] not in (before, task_id)
     done = wait_until(lambda: finished_status(host.base_url, after.json()["id"]), 120, "estimate")
     assert done["stage"] == "estimated" and done["images"] == 4
+
+
+def test_existence_by_listing_answers_as_the_heads_do_with_a_fraction_of_the_requests(
+        unique_name: str, store: BlobStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``existing_sorted``: each folder's run of names is confirmed by a delimiter listing, the rest by HEAD; the
+    answers (ETag or None, in order) are the HEADs' for every kind of name: folders with blobs the list does not
+    name, subfolders, the container's root, unicode, missing names, a name alone in its folder, and two names far
+    apart in a large folder (the listing gives up after its budget and HEADs take over)."""
+    from activities import image_list
+    from activities.image_list import existing, existing_sorted
+
+    monkeypatch.setattr(image_list, "LIST_EXTRA_MIN", 50)
+    store.ensure_container(unique_name)
+    present = ([f"cam1/IMG_{i:04d}.JPG" for i in range(0, 400, 2)] + [f"cam1/sub/{i}.jpg" for i in range(5)]
+               + ["root1.jpg", "root2.jpg", "ü 森/写真1.jpg", "ü 森/写真2.jpg", "lone/x.jpg"]
+               + [f"big/{i:05d}.jpg" for i in range(600)])
+    for name in present:
+        store.write_bytes(unique_name, name, b"x")
+    asked = sorted([f"cam1/IMG_{i:04d}.JPG" for i in range(100, 300)]  # half of them are not there
+                   + ["cam1/sub/2.jpg", "cam1/sub/9.jpg", "root1.jpg", "root3.jpg", "ü 森/写真2.jpg", "lone/x.jpg",
+                      "big/00001.jpg", "big/00598.jpg", "gone/a.jpg", "gone/b.jpg"])
+    heads: list[str] = []
+    levels: list[str] = []
+    original_head, original_level = store.etag_or_none, store.iter_level_pages
+    monkeypatch.setattr(store, "etag_or_none", lambda c, n: heads.append(n) or original_head(c, n))
+    monkeypatch.setattr(store, "iter_level_pages", lambda c, p, size=5000: levels.append(p) or original_level(c, p,
+                                                                                                               size))
+    expected = existing(store, unique_name, asked)
+    assert sorted(heads) == sorted(asked) and len(levels) == 0
+    assert sum(e is not None for e in expected) == 100 + 1 + 1 + 1 + 1 + 2
+    heads.clear()
+    assert existing_sorted(store, unique_name, asked) == expected
+    assert sorted(levels) == ["big/00", "cam1/IMG_0", "cam1/sub/", "gone/", "root"]  # one per run of two or more
+    # HEADs only for what no listing confirmed: the names not there, the lone names, and big/'s far one
+    assert sorted(heads) == sorted([n for n, e in zip(asked, expected) if e is None]
+                                   + ["lone/x.jpg", "ü 森/写真2.jpg", "big/00598.jpg"])

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from core import zooniverse
-from core.imagelist import (ImageListInvalid, ListedImage, blob_name, is_truthy, iter_rows, not_found_by_batch,
-                            not_found_shards, scan, unit_of)
+from core.imagelist import (SAMPLE_PER_UNIT, ImageListInvalid, ListedImage, blob_name, folder_runs, is_truthy,
+                            iter_rows, not_found_by_batch, not_found_shards, sampled, scan, unit_bounds, unit_in)
 from core.requests import TaskRequest, parse_task_request
 from core.errors import RequestInvalid
 from core.shards import shard_batches
@@ -105,10 +105,34 @@ def test_blob_names_are_relative_to_the_prefix() -> None:
     assert blob_name("albums/GRU/", "S1/1.jpg") == "albums/GRU/S1/1.jpg"
 
 
-def test_units_are_stable_and_spread() -> None:
-    names = [f"cam/{i}.jpg" for i in range(200)]
-    assert [unit_of(n, 4) for n in names] == [unit_of(n, 4) for n in names]
-    assert set(unit_of(n, 4) for n in names) == {0, 1, 2, 3}
+def test_units_are_name_ranges_of_about_equal_size_cut_from_a_sample() -> None:
+    names = [f"cam{i % 7}/{i:05d}.jpg" for i in range(20_000)]
+    every = len(names) // (8 * SAMPLE_PER_UNIT)
+    sample = [n for n in names if sampled(n, every)]
+    assert sample == [n for n in names if sampled(n, every)] and 0.5 < len(sample) / (8 * SAMPLE_PER_UNIT) < 1.5
+    bounds = unit_bounds(list(reversed(sample)), 8)  # any order: the bounds are the sorted sample's quantiles
+    assert bounds == sorted(bounds) and len(bounds) == 7
+    units: dict[int, list[str]] = {}
+    for name in names:
+        units.setdefault(unit_in(name, bounds), []).append(name)
+    assert sorted(units) == list(range(8))
+    assert all(0.7 < len(members) / (len(names) / 8) < 1.3 for members in units.values())  # about equal
+    ranges = [(min(units[k]), max(units[k])) for k in range(8)]
+    assert all(ranges[k][1] < ranges[k + 1][0] for k in range(7))  # each unit a range: neighbours stay together
+    assert unit_in(bounds[2], bounds) == 3 and unit_in(names[0], []) == 0  # a bound opens its unit; one unit
+    assert unit_bounds([], 4) == [] and unit_bounds(["a"], 1) == []
+    assert unit_bounds(["a", "b"], 4) == ["a", "b", "b"]  # a small sample: some units stay empty, none is lost
+
+
+def test_folder_runs_cut_a_sorted_part_where_the_folder_changes() -> None:
+    names = sorted(["a/IMG_0010.jpg", "a/IMG_0019.jpg", "a/IMG_0150.jpg", "a/b/x.jpg", "a/b/y.jpg", "root.jpg",
+                    "ü/写真1.jpg", "ü/写真2.jpg", "z.jpg"])
+    runs = folder_runs(names)
+    assert [(r.prefix, r.names) for r in runs] == [
+        ("a/IMG_0", ("a/IMG_0010.jpg", "a/IMG_0019.jpg", "a/IMG_0150.jpg")), ("a/b/", ("a/b/x.jpg", "a/b/y.jpg")),
+        ("", ("root.jpg", "z.jpg")), ("ü/写真", ("ü/写真1.jpg", "ü/写真2.jpg"))]  # the root's two: from its start
+    assert [n for r in runs for n in r.names] == names and folder_runs([]) == []
+    assert [(r.prefix, r.names) for r in folder_runs(["c/1.jpg"])] == [("c/1.jpg", ("c/1.jpg",))]
 
 
 def test_names_not_found_go_to_the_shard_of_their_parts_place() -> None:
