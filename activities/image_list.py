@@ -29,14 +29,14 @@ import logging
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from typing import IO, Any, Iterable, Sequence
+from typing import IO, Any, Iterable, Iterator, Sequence
 
 from adapters.blobs import BlobStore
 from adapters.image_lists import download_image_list
 from core import contracts as c
 from core.errors import TrapbatchError
-from core.imagelist import (SAMPLE_PER_UNIT, FolderRun, blob_name, folder_runs, iter_rows, sampled, scan, unit_bounds,
-                            unit_in)
+from core.imagelist import (SAMPLE_PER_UNIT, FolderRun, ListedImage, blob_name, folder_runs, iter_rows, sampled, scan,
+                            unit_bounds, unit_in)
 from core.requests import TaskRequest
 from core.settings import Settings
 from core.shards import ListingLimits
@@ -76,13 +76,8 @@ def run_plan_image_list(task_id: str, request: TaskRequest, settings: Settings, 
         taken = 0
         with ExitStack() as stack:
             outs = [stack.enter_context(tempfile.TemporaryFile("w+b")) for _ in range(units)]
-            for item in iter_rows(fp, request.image_list):
-                if item.excluded:
-                    continue
-                if taken >= rows:
-                    break
+            for name, item in _taken_rows(fp, request, rows):
                 taken += 1
-                name = blob_name(request.prefix, item.path)
                 line = json.dumps([name, dict(item.metadata)] if item.metadata else [name], ensure_ascii=False)
                 outs[unit_in(name, bounds)].write(line.encode("utf-8") + b"\n")
             for u, out in enumerate(outs):
@@ -106,19 +101,21 @@ def _unit_bounds(fp: IO[bytes], request: TaskRequest, rows: int, units: int) -> 
     if units <= 1:
         return []
     every = max(1, rows // (units * SAMPLE_PER_UNIT))
-    sample: list[str] = []
+    sample = [name for name, _ in _taken_rows(fp, request, rows) if sampled(name, every)]
+    fp.seek(0)
+    return unit_bounds(sample, units)
+
+
+def _taken_rows(fp: IO[bytes], request: TaskRequest, rows: int) -> Iterator[tuple[str, ListedImage]]:
+    """The list's first ``rows`` rows that are not excluded, each with its blob name (``first_n``'s rows)."""
     taken = 0
     for item in iter_rows(fp, request.image_list):
         if item.excluded:
             continue
         if taken >= rows:
-            break
+            return
         taken += 1
-        name = blob_name(request.prefix, item.path)
-        if sampled(name, every):
-            sample.append(name)
-    fp.seek(0)
-    return unit_bounds(sample, units)
+        yield blob_name(request.prefix, item.path), item
 
 
 def _unit_rows(store: BlobStore, settings: Settings, task_id: str, unit: int) -> list[tuple[str, dict[str, str]]]:

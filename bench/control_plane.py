@@ -56,6 +56,7 @@ The figures change with other work on the merge, the repeat search and the polls
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -66,7 +67,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -249,6 +250,30 @@ def _stage_span(stages: dict[str, float], start: str, ends: tuple[str, ...], t_s
     begin = stages.get(start, t_start if start == "enumerating" else None)
     end = min((stages[s] for s in ends if s in stages), default=None)
     return round(end - begin, 3) if begin is not None and end is not None else 0.0
+
+
+@contextlib.contextmanager
+def storage_for(connection: str) -> Iterator[str]:
+    """``connection``, or when it is empty a fresh Azurite's (``devhost.azurite``), stopped at the end: the smaller
+    benchmarks' storage (``bench/listing.py``, ``bench/image_list_check.py``)."""
+    if connection:
+        yield connection
+        return
+    from devhost.azurite import start_azurite
+
+    azurite = start_azurite()
+    try:
+        yield azurite.connection_string
+    finally:
+        azurite.stop()
+
+
+def machine_facts(load_before: tuple[float, ...] | list[float]) -> dict[str, Any]:
+    """Where a small benchmark ran (``bench/listing.py``, ``bench/image_list_check.py``): cores, load before and
+    after, Python, the commit, the storage."""
+    return {"cpus": os.cpu_count(), "loadavg_before": [round(x, 2) for x in load_before],
+            "loadavg_after": [round(x, 2) for x in os.getloadavg()], "python": platform.python_version(),
+            "git_commit": _git_commit(), "storage": "Azurite"}
 
 
 def _git_commit() -> str:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import sys
 import time
@@ -29,7 +28,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.control_plane import _git_commit, image_names, upload  # noqa: E402
+from bench.control_plane import image_names, machine_facts, storage_for, upload  # noqa: E402
 
 
 class CountingStore:
@@ -52,14 +51,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from adapters.blobs import blob_store
     from activities.image_list import existing, existing_sorted
 
-    azurite = None
-    connection = args.connection
-    if not connection:
-        from devhost.azurite import start_azurite
-
-        azurite = start_azurite()
-        connection = azurite.connection_string
-    try:
+    with storage_for(args.connection) as connection:
         container = f"imagelist{args.images}"
         present = image_names(args.images, args.per_folder)
         upload_s = upload(connection, container, present)
@@ -86,17 +78,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                   f"{store.pages:5d} listing pages  wall {wall:.1f} s", flush=True)
         if answers["heads"] != answers["listings"]:
             raise SystemExit("the two ways disagree: a bug in existing_sorted")
-    finally:
-        if azurite is not None:
-            azurite.stop()
     return {
         "images": args.images, "per_folder": args.per_folder, "names_asked": len(asked),
         "listed_share": args.listed_share, "missing": args.missing, "ways": results,
         "cpu_ratio_heads_to_listings": round(results["heads"]["cpu_s"] / max(results["listings"]["cpu_s"], 1e-9), 1),
         "upload_s": round(upload_s, 1),
-        "machine": {"cpus": os.cpu_count(), "loadavg_before": [round(x, 2) for x in load_before],
-                    "loadavg_after": [round(x, 2) for x in os.getloadavg()], "python": platform.python_version(),
-                    "git_commit": _git_commit(), "storage": "Azurite"},
+        "machine": machine_facts(load_before),
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -36,7 +35,7 @@ from typing import Any, Callable
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.control_plane import _git_commit, image_names, upload  # noqa: E402
+from bench.control_plane import image_names, machine_facts, storage_for, upload  # noqa: E402
 
 
 def ways(container: Any, page_size: int) -> dict[str, Callable[[], int]]:
@@ -174,14 +173,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     from adapters import listing
 
-    azurite = None
-    connection = args.connection
-    if not connection:
-        from devhost.azurite import start_azurite
-
-        azurite = start_azurite()
-        connection = azurite.connection_string
-    try:
+    with storage_for(args.connection) as connection:
         container_name = args.container or f"listing{args.images}"
         service = BlobServiceClient.from_connection_string(connection)
         container = service.get_container_client(container_name)
@@ -209,18 +201,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             results[name] = measure(fn, args.repeat)
             print(f"{name:20s} {results[name]['cpu_us_per_blob']:8.2f} us CPU/blob  ({results[name]['blobs']} images)",
                   flush=True)
-    finally:
-        if azurite is not None:
-            azurite.stop()
     base = results["sdk_list_blobs"]["cpu_us_per_blob"]
     return {
         "images": args.images, "page_size": args.page_size, "repeat": args.repeat, "ways": results,
         "speedup_vs_sdk_list_blobs": {k: round(base / v["cpu_us_per_blob"], 2) for k, v in results.items()
                                       if v["cpu_us_per_blob"]},
         "upload_s": round(upload_s, 1),
-        "machine": {"cpus": os.cpu_count(), "loadavg_before": [round(x, 2) for x in load_before],
-                    "loadavg_after": [round(x, 2) for x in os.getloadavg()], "python": platform.python_version(),
-                    "git_commit": _git_commit(), "storage": "Azurite"},
+        "machine": machine_facts(load_before),
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 
