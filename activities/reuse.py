@@ -13,9 +13,10 @@ poll counts the shard without parsing the reused entries.
 
 How the previous entries are found, in bounded memory: each enumeration records the name range of each shard it cut
 (``layout.shard_ranges_blob``, one small blob per manifest write); a new shard reads only the previous shards whose
-range holds one of its names, one at a time, keeping only the entries it reuses. Container listings are in name
-order, so that is one or two previous shards per new shard; an image list's shards are not (its units are spread by a
-hash), which costs more reads, never other answers. A previous generation enumerated before ETags were recorded has
+range holds one of its names, one at a time, keeping only the entries it reuses. Container listings and image lists
+(whose units are name ranges, ``core.imagelist.unit_bounds``) are cut in name order, so that is one or two previous
+shards per new shard; an image list enumerated by an earlier release, whose units were spread by a hash, costs more
+reads, never other answers. A previous generation enumerated before ETags were recorded has
 no ranges: nothing is reused and every image runs again (as with ``rerun``). Images deleted since are in no new shard,
 so they are simply not carried over.
 
