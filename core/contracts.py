@@ -766,6 +766,9 @@ RERENDER_ORCHESTRATOR = "rerender_previews"
 EXPIRY_ORCHESTRATOR = "expire_previews"
 RESULTS_ZIP_ORCHESTRATOR = "zip_results"
 RETHRESHOLD = "rethreshold_results"
+RETHRESHOLD_PART = "rethreshold_part"
+RETHRESHOLD_COMBINE = "rethreshold_combine"
+RETHRESHOLD_CLEAN = "rethreshold_clean"
 SCHEDULE_EXPIRY = "schedule_preview_expiry"
 DELETE_PREVIEWS = "delete_preview_folder"
 BUILD_RESULTS_ZIP = "build_results_zip"
@@ -791,6 +794,31 @@ class RethresholdOutput(TypedDict):
     csv_blob: str
     images: int
     counts: dict[str, int]  # images per preview section at the threshold (detections, near_misses, empty, failures)
+    # a results file too large for one pass: the byte ranges of its entries that RETHRESHOLD_PART passes over in
+    # parallel ([offset, length] each; ``images`` and ``counts`` are then RETHRESHOLD_COMBINE's to give)
+    parts: NotRequired[list[list[int]]]
+
+
+class RethresholdPartInput(TypedDict):
+    task_id: str
+    threshold: float
+    variant: str
+    part: int
+    offset: int  # the part passes over the entries whose line starts in [offset, offset + length)
+    length: int
+
+
+class RethresholdPartOutput(TypedDict):
+    part: int
+    images: int
+    csv_bytes: int
+
+
+class RethresholdCombineInput(TypedDict):
+    task_id: str
+    threshold: float
+    variant: str
+    parts: list[RethresholdPartOutput]
 
 
 class RerenderStatus(TypedDict, total=False):

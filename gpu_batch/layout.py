@@ -313,6 +313,12 @@ def threshold_csv_blob(task_id: str, threshold: float, variant: str = "") -> str
     return f"{results_prefix(task_id)}detections{_variant_suffix(variant)}.threshold-{threshold_label(threshold)}.csv"
 
 
+def rethreshold_work_prefix(task_id: str, threshold: float, variant: str = "") -> str:
+    """A re-render's parts' CSV fragments and sampler states while it runs over a large results file
+    (``activities.rethreshold``), deleted when it has composed them."""
+    return f"{task_prefix(task_id)}rethreshold/{variant or 'original'}/{threshold_label(threshold)}/"
+
+
 def threshold_csv_prefix(task_id: str, variant: str = "") -> str:
     return f"{results_prefix(task_id)}detections{_variant_suffix(variant)}.threshold-"
 

@@ -3,6 +3,9 @@
 Why an orchestration and not the HTTP call itself: the CSV needs one pass over the results file (``activities.
 rethreshold``), minutes for millions of images, longer than an HTTP request should live. One variant after another
 (the original results, and the repeats-removed ones when they exist): the pass, then the page from the new sample.
+A results file too large for one pass (``rethreshold_results`` answers its ``parts``) is passed over by parallel
+parts, composed, and their work deleted; a history recorded before parts existed has no ``parts`` and replays as
+before.
 Deterministic code only: the threshold and the variants come in the input (the starter checked which exist).
 """
 from __future__ import annotations
@@ -13,7 +16,7 @@ import azure.durable_functions as df
 
 from core import contracts as c
 from core.contracts import Stage
-from orchestrations.retries import STORAGE_RETRY, call
+from orchestrations.retries import STORAGE_RETRY, call, call_all
 
 bp = df.Blueprint()
 
@@ -31,8 +34,15 @@ def rerender_previews(context: df.DurableOrchestrationContext) -> Generator[Any,
     status = c.RerenderStatus(stage=Stage.publishing, started=started, threshold=threshold, csv={}, previews={})
     context.set_custom_status(status)
     for variant in data["variants"]:
-        done: c.RethresholdOutput = yield from call(context, c.RETHRESHOLD, STORAGE_RETRY, c.RethresholdInput(
-            task_id=task_id, threshold=threshold, variant=variant))
+        asked = c.RethresholdInput(task_id=task_id, threshold=threshold, variant=variant)
+        done: c.RethresholdOutput = yield from call(context, c.RETHRESHOLD, STORAGE_RETRY, asked)
+        if done.get("parts"):  # too large for one pass: its parts in parallel, then composed
+            parts: list[c.RethresholdPartOutput] = yield from call_all(context, c.RETHRESHOLD_PART, [
+                c.RethresholdPartInput(task_id=task_id, threshold=threshold, variant=variant, part=k, offset=offset,
+                                       length=length) for k, (offset, length) in enumerate(done["parts"])])
+            done = yield from call(context, c.RETHRESHOLD_COMBINE, STORAGE_RETRY, c.RethresholdCombineInput(
+                task_id=task_id, threshold=threshold, variant=variant, parts=parts))
+            yield from call(context, c.RETHRESHOLD_CLEAN, STORAGE_RETRY, asked)
         page: c.PreviewsOutput = yield from call(context, c.PREVIEWS, STORAGE_RETRY, c.PreviewsInput(
             task_id=task_id, model=data["model"], request_name=data.get("request_name", ""), variant=variant))
         status["csv"][variant_key(variant)] = done["csv_blob"]

@@ -46,6 +46,44 @@ def test_a_rerender_passes_over_each_variant_then_renders_its_page() -> None:
                      REPEATS_REMOVED: {"container": "$web", "counts": counts}}}
 
 
+def test_a_rerender_of_a_large_results_file_runs_its_parts_in_parallel_then_composes_them() -> None:
+    """``rethreshold_results`` answers ranges instead of a pass: one part per range (task_all), the combine's
+    output is the variant's, then the parts' work is deleted and the page rendered; a variant one pass handles in
+    the same run keeps the single activity."""
+    counts = {"detections": 3, "near_misses": 4, "empty": 17, "failures": 1}
+    csv = threshold_csv_blob(TASK, 0.35)
+
+    def answer(name: str, payload: Any) -> Any:
+        if name == c.RETHRESHOLD:
+            out = {"variant": payload["variant"], "threshold": 0.35, "images": 25, "counts": counts,
+                   "csv_blob": threshold_csv_blob(TASK, 0.35, payload["variant"])}
+            return {**out, "images": 0, "counts": {}, "parts": [[100, 50], [150, 50], [200, 49]]} \
+                if payload["variant"] == "" else out
+        if name == c.RETHRESHOLD_PART:
+            return {"part": payload["part"], "images": 10 + payload["part"], "csv_bytes": 700}
+        if name == c.RETHRESHOLD_COMBINE:
+            return {"variant": "", "threshold": 0.35, "csv_blob": csv, "images": 33, "counts": counts}
+        if name == c.RETHRESHOLD_CLEAN:
+            return 7
+        assert name == c.PREVIEWS
+        return {"container": "$web", "counts": counts}
+
+    data: c.RerenderInput = {"task_id": TASK, "threshold": 0.35, "model": "MDV5A", "request_name": "",
+                             "variants": ["", REPEATS_REMOVED]}
+    run = run_orchestrator(rerender_previews, data, answer, instance_id=f"{TASK}-previews")
+
+    assert run.status == "Completed"
+    assert run.activity_names == [c.RETHRESHOLD, *[c.RETHRESHOLD_PART] * 3, c.RETHRESHOLD_COMBINE,
+                                  c.RETHRESHOLD_CLEAN, c.PREVIEWS, c.RETHRESHOLD, c.PREVIEWS]
+    assert run.inputs(c.RETHRESHOLD_PART) == [
+        {"task_id": TASK, "threshold": 0.35, "variant": "", "part": k, "offset": o, "length": n}
+        for k, (o, n) in enumerate([(100, 50), (150, 50), (200, 49)])]
+    assert run.inputs(c.RETHRESHOLD_COMBINE) == [{"task_id": TASK, "threshold": 0.35, "variant": "", "parts": [
+        {"part": k, "images": 10 + k, "csv_bytes": 700} for k in range(3)]}]
+    assert run.inputs(c.RETHRESHOLD_CLEAN) == [{"task_id": TASK, "threshold": 0.35, "variant": ""}]
+    assert run.output["csv"] == {"original": csv, REPEATS_REMOVED: threshold_csv_blob(TASK, 0.35, REPEATS_REMOVED)}
+
+
 @pytest.mark.parametrize("days, steps", [(20, [6, 12, 18, 20]), (6, [6]), (1, [1]), (13, [6, 12, 13])])
 def test_an_expiry_waits_in_timers_of_at_most_six_days_then_deletes_the_folder(days: int, steps: list[int]) -> None:
     expires = (T0 + timedelta(days=days)).isoformat()
