@@ -59,6 +59,11 @@ def _fragment(task_id: str, variant: str, part: int, name: str) -> str:
     return f"{_work(task_id, variant)}{part:05d}.{name}"
 
 
+def _given(task_id: str, variant: str) -> str:
+    """The deployments' first facts a combine found the parts disagree on (``core.exportparts.first_facts``)."""
+    return f"{_work(task_id, variant)}deployments.json"
+
+
 def _lines(fp: IO[bytes]) -> Iterator[dict[str, Any]]:
     fp.seek(0)
     for line in fp:
@@ -76,7 +81,8 @@ def run_exports_part(payload: c.ExportsPartInput, settings: Settings, store: Blo
     results_name = layout.results_blob(task_id, variant)
     head, start = read_results_head(store, container, results_name)
     ctx = prepare(task_id, settings, store, variant, payload.get("threshold"), head)
-    camtrap = ctx.camtrap()
+    # run again after a combine found its deployments' first facts differ from the task's: start from the task's
+    camtrap = ctx.camtrap(store.read_json(container, _given(task_id, variant)) if payload.get("given") else None)
     counts = {"eligible": 0, "sizes_unknown": 0}
     sizes: dict[str, int] = {}
     with tempfile.TemporaryFile("w+b") as entries, tempfile.TemporaryFile("w+b") as i_fp, \
@@ -147,8 +153,14 @@ def run_exports_combine(payload: c.ExportsCombineInput, settings: Settings,
     container = settings.container
     facts = [p["deployments"] for p in parts]
     if exportparts.conflicts(facts):
-        delete_prefix(store, container, _work(task_id, variant))
-        return {"conflict": True}
+        # the parts whose first facts are not the task's run again from the task's (bounded, whatever the size)
+        first = exportparts.first_facts(facts)
+        redo = [parts[i]["part"] for i in exportparts.parts_to_redo(facts, first)]
+        if not redo:  # cannot happen (a conflict is a part whose first facts differ); the single activity then
+            delete_prefix(store, container, _work(task_id, variant))
+            return {"conflict": True}
+        store.write_json(container, _given(task_id, variant), first)
+        return {"conflict": True, "redo": redo}
     head, _ = read_results_head(store, container, layout.results_blob(task_id, variant))
     ctx = prepare(task_id, settings, store, variant, payload.get("threshold"), head)
     camtrap = ctx.camtrap()

@@ -45,7 +45,7 @@ import tempfile
 from array import array
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import IO, Any, Callable, Iterable, Iterator
+from typing import IO, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import azure.durable_functions as df
 
@@ -417,10 +417,11 @@ class ExportContext:
     list_shards: int
     license: str
 
-    def camtrap(self) -> camtrapdp.CamtrapBuilder:
+    def camtrap(self, given: Mapping[str, Sequence[Any]] | None = None) -> camtrapdp.CamtrapBuilder:
         return camtrapdp.CamtrapBuilder(threshold=self.cut, detection_categories=self.categories,
                                         completed_at=self.completed_at,
-                                        classified_by=f"MegaDetector {mdformat.detector_version(self.model)}")
+                                        classified_by=f"MegaDetector {mdformat.detector_version(self.model)}",
+                                        given=given or {})
 
     def plain(self) -> bool:
         """Whether these exports are what a worker's merge view assumes for its lines: the original variant,

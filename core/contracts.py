@@ -436,6 +436,7 @@ class ExportsPartInput(TypedDict):
     length: int
     threshold: NotRequired[float]
     shards: NotRequired[int]  # how many shards from first_shard (the workers' merge views hold their COCO lines)
+    given: NotRequired[bool]  # run again from the deployments' first facts the combine wrote (ExportsCombineOutput.redo)
 
 
 class ExportsPartOutput(TypedDict):
@@ -457,7 +458,10 @@ class ExportsCombineInput(TypedDict):
 
 
 class ExportsCombineOutput(TypedDict):
-    conflict: bool  # deployments' image-list facts differ between parts: the orchestrator runs the single activity
+    conflict: bool  # deployments' image-list facts differ between parts (see redo)
+    # with a conflict: the parts to run again from the task's first facts (``given``), then combine again; a combine
+    # recorded before answered a conflict without it, and the orchestrator then runs the single activity
+    redo: NotRequired[list[int]]
     output: NotRequired[ExportsOutput]
     # True from the combine that came with the Zooniverse fan-out: the orchestrator then writes the batches with
     # EXPORTS_ZOONIVERSE_PART / _COMBINE / _CLEAN. Recorded in the history, so an orchestration whose combine ran

@@ -12,7 +12,9 @@ location, latitude, longitude, camera]`` (the ``_Deployment`` its own walk built
 whatever the order; coordinates and camera are the first image's that gives them, and a media row's comments depend
 on them (``CamtrapBuilder._deployment_fields``): a part's rows equal the single pass's exactly when every part that
 saw values for a deployment saw the same first ones. ``conflicts`` finds the deployments where they differ; then the
-orchestrator runs the single activity instead (correct bytes, bounded only to its ~1.9M images).
+combine names the parts to run again (``parts_to_redo``) with the task's first facts given (``first_facts``), whose
+rows are then the single pass's, and combines again: bounded whatever the task size (before, the orchestrator ran
+the single activity instead, bounded to its ~1.9M images; it still does for a combine recorded before).
 
 Zooniverse batches (``activities.zooniverseparts``): the shuffle (``core.zooniverse.BatchAssigner``) is a
 permutation of the eligible images' global indexes, so a part that knows how many eligible images the parts before
@@ -46,6 +48,36 @@ def part_ranges(parts: Sequence[Sequence[int]]) -> list[tuple[int, int, int, int
         out.append((part, firsts[part], position, length))
         position += length
     return out
+
+
+def first_facts(parts_facts: Sequence[Sequence[Sequence[Any]]]) -> dict[str, list[Any]]:
+    """Each deployment's ``[latitude, longitude, camera]`` as the single pass ends with them: the first coordinates
+    and the first camera in part order (a part's facts are its own first ones), None/"" where no part saw any."""
+    first: dict[str, list[Any]] = {}
+    for facts in parts_facts:
+        for dep, _, _, _, _, lat, lon, camera in facts:
+            known = first.setdefault(dep, [None, None, ""])
+            if lat is not None and known[0] is None:
+                known[0], known[1] = lat, lon
+            if camera and not known[2]:
+                known[2] = camera
+    return first
+
+
+def parts_to_redo(parts_facts: Sequence[Sequence[Sequence[Any]]], first: dict[str, list[Any]]) -> list[int]:
+    """The indexes of the parts whose rows differ from the single pass's: a deployment's first coordinates or camera
+    in the part are not the task's first (``first_facts``). Run again with those facts given
+    (``CamtrapBuilder.given``), such a part writes the single pass's rows: an image whose values differ from the
+    deployment's keeps them in its comments, as in the single pass. A part that saw no coordinates (or no camera)
+    for a deployment writes the same rows either way."""
+    redo = []
+    for index, facts in enumerate(parts_facts):
+        for dep, _, _, _, _, lat, lon, camera in facts:
+            lat0, lon0, camera0 = first[dep]
+            if (lat is not None and (lat, lon) != (lat0, lon0)) or (camera and camera != camera0):
+                redo.append(index)
+                break
+    return redo
 
 
 def conflicts(parts_facts: Sequence[Sequence[Sequence[Any]]]) -> list[str]:

@@ -6,9 +6,11 @@ When the merge had more than one part, ``exports_part`` runs per merge part in p
 too (``activities.zooniverseparts``): ``exports_zooniverse_part`` per part with eligible images in parallel (each
 told how many eligible images precede it, the total and the batch count), ``exports_zooniverse_combine`` per group of
 batches in parallel (``core.exportparts.zooniverse_groups``), then ``exports_zooniverse_clean``. The orchestrator
-holds counts only. The path follows recorded outputs, so existing histories replay unchanged: a merge output without
-``parts`` (or with one part) takes the single activity, and a combine output without ``zooniverse_parts`` takes the
-single ``exports_zooniverse`` over the whole results. Deterministic.
+holds counts only. When the parts saw other first coordinates or cameras for a deployment (an image list's
+metadata), the combine names the parts to run again from the task's first ones (``redo``), and combines again.
+The path follows recorded outputs, so existing histories replay unchanged: a merge output without ``parts`` (or
+with one part) takes the single activity, a conflict without ``redo`` the single activity too, and a combine output
+without ``zooniverse_parts`` takes the single ``exports_zooniverse`` over the whole results. Deterministic.
 """
 from __future__ import annotations
 
@@ -35,6 +37,17 @@ def exports(context: df.DurableOrchestrationContext, task_id: str, variant: str,
     combined: c.ExportsCombineOutput = yield from call(context, c.EXPORTS_COMBINE, STORAGE_RETRY,
                                                       c.ExportsCombineInput(task_id=task_id, variant=variant,
                                                                             parts=parts))
+    if combined.get("conflict") and combined.get("redo") is not None:
+        # parts that saw other first coordinates or cameras for a deployment: again, from the task's first ones
+        redo = set(combined.get("redo") or [])
+        again: list[c.ExportsPartOutput] = yield from call_all(context, c.EXPORTS_PART, [
+            c.ExportsPartInput(task_id=task_id, variant=variant, part=part, first_shard=first, offset=offset,
+                               length=length, shards=shards[part], given=True)
+            for part, first, offset, length in ranges if part in redo])
+        by_part = {p["part"]: p for p in again}
+        parts = [by_part.get(p["part"], p) for p in parts]
+        combined = yield from call(context, c.EXPORTS_COMBINE, STORAGE_RETRY,
+                                   c.ExportsCombineInput(task_id=task_id, variant=variant, parts=parts))
     if combined["conflict"] or "output" not in combined:
         fallback: c.ExportsOutput = yield from call(context, c.EXPORTS, STORAGE_RETRY,
                                                     c.ExportsInput(task_id=task_id, variant=variant))

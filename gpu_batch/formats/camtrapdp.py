@@ -52,7 +52,7 @@ import posixpath
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from gpu_batch.formats import csvline, listfields
 
@@ -155,6 +155,9 @@ class CamtrapBuilder:
     deployments: dict[str, _Deployment] = field(default_factory=dict)
     taxa: set[str] = field(default_factory=set)
     counts: dict[str, int] = field(default_factory=lambda: {"media": 0, "observations": 0})
+    # deployment -> [latitude, longitude, camera] known before the first image (an exports part run again with the
+    # task's first facts: ``core.exportparts.parts_to_redo``); a deployment starts from them instead of from nothing
+    given: Mapping[str, Sequence[Any]] = field(default_factory=dict)
     _quoted: str | None = None  # add_lines: the observations' constant tail, quoted once
 
     def __post_init__(self) -> None:
@@ -218,6 +221,11 @@ class CamtrapBuilder:
         known = self.deployments.get(dep)
         if known is None:
             known = self.deployments[dep] = _Deployment(timestamp, timestamp, location=location)
+            if dep in self.given:
+                lat, lon, camera = self.given[dep]
+                if lat is not None and lon is not None:
+                    known.latitude, known.longitude = float(lat), float(lon)
+                known.camera = str(camera or "")
         if timestamp < known.start:
             known.start = timestamp
         if timestamp > known.end:

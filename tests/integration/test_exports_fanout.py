@@ -60,6 +60,15 @@ def _fanned(settings: Settings, store: BlobStore, variant: str, parts: list[list
     outs = [run_exports_part(c.ExportsPartInput(task_id=TASK, variant=variant, part=p, first_shard=f, offset=o,
                                                 length=n), settings, store) for p, f, o, n in ranges]
     combined = run_exports_combine(c.ExportsCombineInput(task_id=TASK, variant=variant, parts=outs), settings, store)
+    if combined["conflict"]:  # parts that saw other first facts for a deployment: again from the task's
+        redo = combined.get("redo")
+        assert redo, combined
+        outs = [run_exports_part(c.ExportsPartInput(task_id=TASK, variant=variant, part=p, first_shard=f, offset=o,
+                                                    length=n, given=True), settings, store) if p in redo else out
+                for (p, f, o, n), out in zip(ranges, outs)]
+        combined = run_exports_combine(c.ExportsCombineInput(task_id=TASK, variant=variant, parts=outs), settings,
+                                       store)
+        REDONE.extend(redo)
     assert not combined["conflict"] and combined.get("zooniverse_parts")
     # run again, as after a lost completion (at-least-once): the same answer, not a BlobNotFound
     assert run_exports_combine(c.ExportsCombineInput(task_id=TASK, variant=variant, parts=outs), settings,
@@ -88,6 +97,7 @@ def _fanned(settings: Settings, store: BlobStore, variant: str, parts: list[list
 
 
 SPLITS = [([3, 3], 1), ([3, 3], 2), ([1] * 6, 1), ([1] * 6, 4), ([2, 2, 2], 1), ([2, 0, 4], 1)]
+REDONE: list[int] = []  # the parts _fanned ran again from the task's first facts
 
 
 @pytest.mark.parametrize("variant", ["", layout.REPEATS_REMOVED])
@@ -117,6 +127,38 @@ def test_fanned_out_exports_are_the_single_activitys_bytes(task: Any, variant: s
     fanned = _fanned(settings, store, variant, parts, zooniverse_pieces=4)
     assert fanned == single
     got = _snapshot(store, settings.container, variant)
+    assert sorted(got) == sorted(expected)
+    for name in expected:
+        assert got[name] == expected[name], name
+
+
+def test_parts_that_saw_other_first_coordinates_or_cameras_run_again_and_give_the_single_bytes(
+        task: Any) -> None:  # noqa: F811
+    """Deployment siteA/cam2@J06 spans both shards of the list: its first image (c.png, first shard) gives
+    coordinates and a camera, the second shard's first (d.jpg) others. The parts that start from d.jpg's run again
+    from the task's first facts, and every file is the single activity's (d.jpg's values in its comments, as
+    there)."""
+    settings, store, _ = task
+    metadata = [dict(LIST_SHARDS[0]), dict(LIST_SHARDS[1])]
+    metadata[0]["siteA/cam2/c.png"] = {"site": "J06", "latitude": "-1.50", "longitude": "30.50",
+                                       "camera_id": "CAM-1"}
+    metadata[1]["siteA/cam2/d.jpg"] = {**metadata[1]["siteA/cam2/d.jpg"], "latitude": "-2.40",
+                                       "longitude": "34.90", "camera_id": "CAM-2"}
+    enumeration = store.read_json(settings.container, layout.enumeration_blob(TASK))
+    store.write_json(settings.container, layout.enumeration_blob(TASK),
+                     {**enumeration, "shards": 2, "image_list": {"metadata_columns": [*LIST_COLUMNS, "camera_id"]}})
+    for index, shard in enumerate(metadata):
+        store.write_json(settings.container, layout.shard_list_blob(TASK, layout.shard_id(index)),
+                         {"not_found": [], "metadata": shard})
+    parts = _write_fanin_results(store, settings.container, "", SHARDS_OF_LIST, 1)  # a part per shard of the list
+    single = run_exports(TASK, settings, store)
+    expected = _clear(store, settings.container, "")
+    media = expected[layout.camtrap_dp_blob(TASK, "media.csv")].decode()
+    assert "-2.40" in media and "CAM-2" in media  # the single pass keeps d.jpg's own values in its comments
+    REDONE.clear()
+    assert _fanned(settings, store, "", parts, zooniverse_pieces=4) == single
+    assert REDONE == [1]  # the conflict was met (the second part's first facts), and solved by running it again
+    got = _clear(store, settings.container, "")
     assert sorted(got) == sorted(expected)
     for name in expected:
         assert got[name] == expected[name], name

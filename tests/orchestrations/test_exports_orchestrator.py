@@ -95,12 +95,43 @@ def test_parts_failing_past_their_retries_fail_the_step() -> None:
 
 
 def test_a_combine_answering_conflict_runs_the_single_exports_activity_instead() -> None:
+    """A conflict without ``redo``: what a combine answered before parts were run again (replayed as recorded)."""
     run = run_orchestrator(exports_only, {"variant": REPEATS_REMOVED, "merged": merged(PARTS)}, script(conflict=True))
 
     assert run.status == "Completed", run.error
     assert run.activity_names == [c.EXPORTS_PART] * 3 + [c.EXPORTS_COMBINE, c.EXPORTS]
     assert run.inputs(c.EXPORTS) == [{"task_id": TASK, "variant": REPEATS_REMOVED}]
     assert run.output == SINGLE
+
+
+def test_a_combine_naming_parts_to_redo_runs_them_again_from_the_tasks_first_facts_then_combines_again() -> None:
+    """Parts 1 and 3 saw other first coordinates for a deployment: they run again (``given``), the combine runs
+    again over every part's latest output, and the exports go on without the single activity."""
+    combines: list[Any] = []
+
+    def answer(name: str, payload: Any) -> Any:
+        if name == c.EXPORTS_PART:
+            out = part_output(payload)
+            return {**out, "images": 11} if payload.get("given") else out
+        if name == c.EXPORTS_COMBINE:
+            combines.append(payload)
+            return {"conflict": True, "redo": [1, 3]} if len(combines) == 1 else {"conflict": False, "output": OUTPUT}
+        if name == c.EXPORTS_ZOONIVERSE:
+            return 1
+        raise AssertionError(name)
+
+    run = run_orchestrator(exports_only, {"variant": "", "merged": merged(PARTS)}, answer)
+
+    assert run.status == "Completed", run.error
+    assert run.activity_names == [c.EXPORTS_PART] * 3 + [c.EXPORTS_COMBINE] + [c.EXPORTS_PART] * 2 + [
+        c.EXPORTS_COMBINE, c.EXPORTS_ZOONIVERSE]
+    assert run.inputs(c.EXPORTS_PART)[3:] == [
+        {"task_id": TASK, "variant": "", "part": 1, "first_shard": 25, "offset": 999, "length": 1000, "shards": 25,
+         "given": True},
+        {"task_id": TASK, "variant": "", "part": 3, "first_shard": 75, "offset": 1999, "length": 500, "shards": 25,
+         "given": True}]
+    assert [p["images"] for p in combines[1]["parts"]] == [10, 11, 11]  # parts 0, 1 (again), 3 (again)
+    assert c.EXPORTS not in run.activity_names and run.output == {**OUTPUT, "zooniverse_batches": 1}
 
 
 def test_one_part_or_no_parts_in_the_merge_output_take_the_single_activity() -> None:
