@@ -31,6 +31,8 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from typing import IO, Any, Iterable, Iterator, Sequence
 
+from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
+
 from adapters.blobs import BlobStore
 from adapters.image_lists import download_image_list
 from core import contracts as c
@@ -147,22 +149,32 @@ def existing_sorted(source: BlobStore, container: str, names: Sequence[str],
     stops when it has found every name of the run, passed the run's last name, or read ``LIST_EXTRA_PER_NAME``
     blobs per name that are not in it (a few names far apart in a large folder); whatever it did not confirm is
     asked by HEAD, so a name is never reported missing on a listing's word, whatever order the service lists in."""
+    refused: list[str] = []  # a listing the credential may not make (a SAS with read but not list permission)
+
     def confirm(run: FolderRun) -> dict[str, str]:
         wanted, last = set(run.names), run.names[-1]
         budget = LIST_EXTRA_PER_NAME * len(run.names) + LIST_EXTRA_MIN
         found: dict[str, str] = {}
         extra = 0
-        for page in source.iter_level_pages(container, run.prefix, min(5000, len(run.names) + budget)):
-            passed = False
-            for blob in page.blobs:
-                if blob.name in wanted:
-                    found[blob.name] = blob.etag
-                else:
-                    extra += 1
-                passed = passed or blob.name > last
-            extra += len(page.prefixes)
-            if passed or extra > budget or len(found) == len(wanted):
-                break
+        if refused:
+            return found
+        try:
+            for page in source.iter_level_pages(container, run.prefix, min(5000, len(run.names) + budget)):
+                passed = False
+                for blob in page.blobs:
+                    if blob.name in wanted:
+                        found[blob.name] = blob.etag
+                    else:
+                        extra += 1
+                    passed = passed or blob.name > last
+                extra += len(page.prefixes)
+                if passed or extra > budget or len(found) == len(wanted):
+                    break
+        except (ClientAuthenticationError, HttpResponseError) as exc:
+            if isinstance(exc, ResourceNotFoundError) or not (
+                    isinstance(exc, ClientAuthenticationError) or exc.status_code == 403):
+                raise
+            refused.append(str(exc))  # every name of the part by HEAD, as before listings (read permission only)
         return found
 
     confirmed: dict[str, str] = {}
@@ -171,6 +183,9 @@ def existing_sorted(source: BlobStore, container: str, names: Sequence[str],
         with ThreadPoolExecutor(max_workers=min(threads, len(runs))) as pool:
             for found in pool.map(confirm, runs):
                 confirmed.update(found)
+    if refused:
+        logger.info("image list check in %s: listing refused (%s); each name asked by HEAD instead", container,
+                    refused[0])
     rest = [name for name in names if name not in confirmed]
     asked = dict(zip(rest, existing(source, container, rest, threads)))
     return [confirmed[name] if name in confirmed else asked[name] for name in names]

@@ -436,7 +436,7 @@ class ExportsPartInput(TypedDict):
     length: int
     threshold: NotRequired[float]
     shards: NotRequired[int]  # how many shards from first_shard (the workers' merge views hold their COCO lines)
-    given: NotRequired[bool]  # run again from the deployments' first facts the combine wrote (ExportsCombineOutput.redo)
+    given: NotRequired[bool]  # again from the deployments' first facts the combine wrote (ExportsCombineOutput.redo)
 
 
 class ExportsPartOutput(TypedDict):

@@ -223,3 +223,34 @@ def test_existence_by_listing_answers_as_the_heads_do_with_a_fraction_of_the_req
     # HEADs only for what no listing confirmed: the names not there, the lone names, and big/'s far one
     assert sorted(heads) == sorted([n for n, e in zip(asked, expected) if e is None]
                                    + ["lone/x.jpg", "ü 森/写真2.jpg", "big/00598.jpg"])
+
+
+def test_a_credential_that_may_read_but_not_list_gets_every_answer_by_head(
+        unique_name: str, store: BlobStore, storage_connection: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An image list in another account is often opened with a SAS that reads but does not list (``sp=r``): the
+    listing is refused (403 AuthorizationPermissionMismatch), and the part asks every name by HEAD, as before
+    listings were used, with the same answers."""
+    from datetime import datetime, timedelta, timezone
+
+    from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, generate_container_sas
+
+    from activities.image_list import existing_sorted
+
+    store.ensure_container(unique_name)
+    present = [f"cam/{i:03d}.jpg" for i in range(0, 40, 2)]
+    for name in present:
+        store.write_bytes(unique_name, name, b"x")
+    asked = sorted(f"cam/{i:03d}.jpg" for i in range(40))
+    service = BlobServiceClient.from_connection_string(storage_connection)
+    key = service.credential.account_key
+    read_only = generate_container_sas(str(service.account_name), unique_name, account_key=key,
+                                       permission=ContainerSasPermissions(read=True),
+                                       expiry=datetime.now(timezone.utc) + timedelta(hours=1))
+    reader = BlobStore(BlobServiceClient(service.url, credential=read_only))
+    heads: list[str] = []
+    original = reader.etag_or_none
+    monkeypatch.setattr(reader, "etag_or_none", lambda c, n: heads.append(n) or original(c, n))
+    answers = existing_sorted(reader, unique_name, asked)
+    assert [a is not None for a in answers] == [n in present for n in asked]
+    assert answers == existing_sorted(store, unique_name, asked)  # the same ETags as a store that may list
+    assert sorted(heads) == asked

@@ -130,7 +130,8 @@ def test_folder_runs_cut_a_sorted_part_where_the_folder_changes() -> None:
     runs = folder_runs(names)
     assert [(r.prefix, r.names) for r in runs] == [
         ("a/IMG_0", ("a/IMG_0010.jpg", "a/IMG_0019.jpg", "a/IMG_0150.jpg")), ("a/b/", ("a/b/x.jpg", "a/b/y.jpg")),
-        ("", ("root.jpg", "z.jpg")), ("ü/写真", ("ü/写真1.jpg", "ü/写真2.jpg"))]  # the root's two: from its start
+        ("", ("root.jpg", "z.jpg")),  # the root's two: a listing from its start
+        ("ü/写真", ("ü/写真1.jpg", "ü/写真2.jpg"))]
     assert [n for r in runs for n in r.names] == names and folder_runs([]) == []
     assert [(r.prefix, r.names) for r in folder_runs(["c/1.jpg"])] == [("c/1.jpg", ("c/1.jpg",))]
 
