@@ -9,7 +9,7 @@ Memory stays bounded: the results are downloaded to a temporary file and read on
 Scale: one pass handles about two million images inside the app's ``functionTimeout``. A results file larger than
 ``PART_BYTES`` in the merge's layout (one entry per line) is passed over in parallel instead: ``run_rethreshold``
 answers the byte ranges of its entries (``parts``), ``run_rethreshold_part`` passes over the entries whose line
-starts in its range (ranged reads; ``core.rethreshold.owned_lines``) and writes its CSV rows and its sampler's state
+starts in its range (ranged reads; ``core.rethresholds.owned_lines``) and writes its CSV rows and its sampler's state
 (``layout.rethreshold_work_prefix``), ``run_rethreshold_combine`` composes the CSV (header, then the parts' rows in
 order) and absorbs the states in order, and ``run_rethreshold_clean`` deletes the parts' work. The bytes are the
 single pass's: the rows in the results' order, and the sampler's sample does not depend on how the entries were
@@ -53,7 +53,7 @@ logger = logging.getLogger(__name__)
 bp = df.Blueprint()
 
 
-PART_BYTES = 256 * 1024 * 1024  # of the results' entries per parallel part (~700,000 images; minutes of one core)
+PART_BYTES = 256 * 1024 * 1024  # of the results' entries per parallel part (0.7-1.4M images, ~8 us of CPU each)
 
 
 def _old_sample(store: BlobStore, container: str, task_id: str, variant: str) -> dict[str, Any]:
