@@ -53,6 +53,7 @@ from gpu_batch.formats.eligible import FolderRows, RepeatOptions
 from gpu_batch.formats.mergeview import HEAD_BYTES, ShardFormatter, ShardView, read_view_part
 from gpu_batch.formats.previewsample import PreviewSampler
 from gpu_batch.layout import REPEATS_REMOVED
+from gpu_batch.manifest import REASON_LISTED_NOT_FOUND
 
 logger = logging.getLogger(__name__)
 bp = df.Blueprint()
@@ -101,10 +102,15 @@ def run_merge_part(payload: c.MergePartInput, settings: Settings, store: BlobSto
     with tempfile.TemporaryFile("w+b") as out, tempfile.TemporaryFile("w+b") as table_file:
         for index in range(payload["first_shard"], payload["first_shard"] + payload["shards"]):
             listed = store.list_etags(container, layout.shard_prefix(task_id, layout.shard_id(index)))
-            view = clean_view(store, settings, task_id, index, threshold, listed) if removal is None else None
+            view = (clean_view(store, settings, task_id, index, threshold, listed, not_found_after=True)
+                    if removal is None else None)
             if view is not None:  # the worker's bytes for this shard: nothing to parse or format here
                 formatter.absorb(view)
                 json_part, csv_part = view.json, view.csv
+                extra = listed_not_found(store, settings, task_id, index, listed)
+                if extra:  # an image list's names not found that the shard reports: after its images, as merged
+                    extra_json, extra_csv = formatter.add_shard(extra)
+                    json_part, csv_part = json_part + extra_json, csv_part + extra_csv
                 viewed += 1
             else:
                 entries, shard_missing = _merged_shard(store, settings, task_id, index, removal, set(listed))
@@ -128,15 +134,28 @@ def run_merge_part(payload: c.MergePartInput, settings: Settings, store: BlobSto
             "marked": removal.marked if removal is not None else 0}
 
 
+def listed_not_found(store: BlobStore, settings: Settings, task_id: str, index: int,
+                     listed: dict[str, str]) -> list[dict[str, Any]]:
+    """The failed entries of the image list's names not found that shard ``index`` reports (``activities.
+    image_list``), as the merge puts them after the shard's own images (``activities.merge._merged_shard``); none
+    for a shard without a list document (read only when ``listed`` shows one)."""
+    name = layout.shard_list_blob(task_id, layout.shard_id(index))
+    doc = store.read_json_or_none(settings.container, name) if name in listed else None
+    names = (doc or {}).get("not_found") or []
+    return [mdformat.failure_entry(n, mdformat.FAILURE_IMAGE_ACCESS, REASON_LISTED_NOT_FOUND) for n in names]
+
+
 def clean_view(store: BlobStore, settings: Settings, task_id: str, index: int, threshold: float,
-               listed: dict[str, str], part: str = "merge") -> ShardView | None:
+               listed: dict[str, str], part: str = "merge", not_found_after: bool = False) -> ShardView | None:
     """The worker's merge view of shard ``index`` when the merge may use it instead of the entries: the view of the
     shard's last attempt that wrote results, which covers every attempt (a resubmitted attempt's worker merges the
     earlier results into it: ``ShardManifest.merge_view_basis``); the shard reused no results and has no image-list
     names that were not found; and the view names the results and first manifest as they are now and exactly the
     earlier results listed now (``listed``: the shard's blobs and ETags, from the one listing the entry path needs
     too), this task and this threshold (``gpu_batch.formats.mergeview``). Reads the view's header and the sections
-    of ``part`` (``mergeview.PARTS``): one or two ranged reads."""
+    of ``part`` (``mergeview.PARTS``): one or two ranged reads. An image-list shard's view covers its own images
+    only: ``not_found_after`` when the caller puts the list's names not found after them (the merge part:
+    ``listed_not_found``), else such a shard has no usable view unless it reports none (one more small read)."""
     sid = layout.shard_id(index)
     results = {a: name for name in listed if (a := layout.attempt_of_results_blob(name)) is not None}
     if not results:
@@ -144,8 +163,9 @@ def clean_view(store: BlobStore, settings: Settings, task_id: str, index: int, t
     last = max(results)
     view_name = layout.attempt_view_blob(task_id, sid, last)
     manifest_name = layout.manifest_blob(task_id, sid, 1)
-    if (view_name not in listed or manifest_name not in listed
-            or layout.manifest_blob(task_id, sid, 0) in listed or layout.shard_list_blob(task_id, sid) in listed):
+    if view_name not in listed or manifest_name not in listed or layout.manifest_blob(task_id, sid, 0) in listed:
+        return None
+    if not not_found_after and listed_not_found(store, settings, task_id, index, listed):
         return None
     # HEAD_BYTES may pass the end of a small view: Get Blob answers a range that ends beyond the blob with the bytes up
     # to its end (only a start beyond it is 416), and the SDK sizes the download from Content-Range, "unless it is over

@@ -349,6 +349,38 @@ def test_merge_parts_compose_the_workers_views_into_the_single_pass_bytes(task: 
     assert read_results == {3, 5, 7, 8, stale, other}  # shard 2 has none; every usable view was used instead
 
 
+def test_image_list_shards_are_merged_from_their_views_with_the_names_not_found_after(task: Any) -> None:
+    """An image-list task's shards have a list document; a shard's view covers its own images, and the merge part
+    puts the list's names not found that the shard reports after them, as the entry path does: the same bytes as
+    the fan-in without views, and the results of those shards are not read. The exports, which cannot add those
+    names to a view's lines, take the view only of a shard that reports none. (The single pass, kept as the tests'
+    reference, splits a folder's repeat search where names not found break name order, so its repeats list is not
+    the fan-in's here; results, CSV and sample are.)"""
+    settings, store, tid, counts = task
+    threshold = settings.threshold_for(MODEL, None)
+    with_names, without = 0, 1
+    for index, names in ((with_names, ["cam9/gone.jpg", "cam9/ünïcødé, gone.jpg"]), (without, [])):
+        store.write_json(settings.container, layout.shard_list_blob(tid, layout.shard_id(index)),
+                         {"not_found": names, "metadata": {}})
+    single = run_merge(tid, MODEL, T0.isoformat(), settings, store)
+    reference = _outputs(settings, store, tid)
+    assert b"cam9/gone.jpg" in reference["results"] and b"listed_not_found" in reference["results"]
+    entry_path, _ = merge_recording_reads(settings, store, tid, counts)  # no views yet
+    expected = _outputs(settings, store, tid)
+    assert {k: expected[k] for k in ("results", "csv", "sample")} == {k: reference[k] for k in ("results", "csv",
+                                                                                              "sample")}
+    assert {with_names, without} <= write_worker_views(settings, store, tid, range(counts["shards"]), threshold)
+    run, reads = merge_recording_reads(settings, store, tid, counts)
+    assert run.status == "Completed", run.error
+    assert run.output == entry_path.output and run.output["images"] == single["images"]
+    assert _outputs(settings, store, tid) == expected
+    assert not {layout.attempt_results_blob(tid, layout.shard_id(i), 1) for i in (with_names, without)} & set(reads)
+    for index, usable in ((with_names, False), (without, True)):  # the exports' use of the same views
+        listed = store.list_etags(settings.container, layout.shard_prefix(tid, layout.shard_id(index)))
+        view = fanin_activities.clean_view(store, settings, tid, index, threshold, listed, "exports")
+        assert (view is not None) is usable
+
+
 def run_again_with_views(settings: Settings, store: BlobStore, tid: str, shards: Iterable[int]) -> None:
     """Each shard's second attempt as the app resubmits it (``resubmit_one``: its manifest names the first manifest
     and the earlier results) and as its worker finishes it: every image it runs succeeds, then the view of the
