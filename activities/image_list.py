@@ -46,9 +46,13 @@ from gpu_batch import layout
 
 logger = logging.getLogger(__name__)
 
-LIST_ROWS_PER_UNIT = 100_000  # rows of a list unit (a few MB of JSON lines; one call sorts and slices it)
+# rows of a list unit (a few MB of JSON lines; each of its parts reads and sorts it whole, so a unit is about one
+# part: at 100,000 rows and 20,000 checks a call, reading units cost more CPU than checking the names did)
+LIST_ROWS_PER_UNIT = 50_000
 MAX_LIST_UNITS = 256  # units written at once (one temporary file each)
-CHECKS_PER_CALL = 20_000  # existence checks of one list part (listings and HEAD requests, HEAD_THREADS at a time)
+# existence checks of one list part (listings, and HEADs for what they did not confirm, HEAD_THREADS at a time;
+# ~65 s of CPU when a credential may not list and every name is a HEAD)
+CHECKS_PER_CALL = 50_000
 HEAD_THREADS = 32
 LIST_EXTRA_PER_NAME = 2  # blobs not in a folder run that its listing may read per name, before HEADs take over
 LIST_EXTRA_MIN = 1_000

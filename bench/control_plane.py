@@ -280,12 +280,13 @@ def machine_facts(load_before: tuple[float, ...] | list[float]) -> dict[str, Any
 IMAGE_LIST = "lists/control-plane.csv"
 
 
-def write_image_list(connection: str, container: str, names: list[str]) -> str:
-    """An image list naming every one of ``names`` (a path column and a ``site`` column: each image's folder, which
-    the exports carry as the location) in ``container``; returns its blob name for the request's ``image_list``."""
+def write_image_list(connection: str, container: str, names: list[str], site: bool = True) -> str:
+    """An image list naming every one of ``names`` (a path column, and with ``site`` a ``site`` column: each image's
+    folder, which the exports carry as the location) in ``container``; returns its blob name for the request."""
     from azure.storage.blob import BlobServiceClient
 
-    rows = ["path,site", *(f"{name},{name.rsplit('/', 1)[0]}" for name in names)]
+    rows = (["path,site", *(f"{name},{name.rsplit('/', 1)[0]}" for name in names)] if site
+            else ["path", *names])
     data = ("\n".join(rows) + "\n").encode("utf-8")
     BlobServiceClient.from_connection_string(connection).get_blob_client(container, IMAGE_LIST).upload_blob(
         data, overwrite=True)
@@ -393,7 +394,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         body = {"container": container, "images_per_shard": shape["images_per_shard"], "model": "MDV5A",
                 "request_name": f"control-plane benchmark {args.images}"}
         if args.image_list:
-            body["image_list"] = write_image_list(connection, container, names)
+            body["image_list"] = write_image_list(connection, container, names, args.image_list == "site")
         t0 = time.perf_counter()
         r = requests.post(f"{host.base_url}/api/tasks", json=body, headers={"x-functions-key": FUNCTION_KEY},
                           timeout=60)
@@ -458,7 +459,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "repeat_search_cpu_s": round(search_cpu + (repeat_timer.cpu_seconds if repeat_timed else 0.0), 3),
         "stages_first_seen_s": {k: round(v, 3) for k, v in stages.items()},
         "upload_s": round(upload_s, 3),
-        "preloaded": bool(args.preload), "image_list": bool(args.image_list),
+        "preloaded": bool(args.preload), "image_list": args.image_list,
         "functions": {"orchestrators": metrics["orchestrators"], "activities": metrics["activities"]},
         "settings": {"poll_min_s": args.poll_min_s, "poll_max_s": args.poll_max_s,
                      "activity_workers": args.activity_workers, "status_interval_s": args.status_interval},
@@ -494,8 +495,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--preload", action="store_true",
                    help="create the blobs inside Azurite instead of by PUT (needed past ~50,000 images: Azurite's "
                         "PUTs slow down as it fills); bench/preloaded_azurite.py says what that changes")
-    p.add_argument("--image-list", action="store_true",
-                   help="start the task from an image list naming every blob, with a site column (core.imagelist)")
+    p.add_argument("--image-list", nargs="?", const="site", choices=["site", "paths"], default=None,
+                   help="start the task from an image list naming every blob (core.imagelist): with a site column "
+                        "(metadata the exports carry; the default), or paths alone")
     p.add_argument("--shape-of", type=int, default=0, metavar="M",
                    help="scale model: run --images images with the orchestration shape of M images (module doc)")
     p.add_argument("--out", default="", help="default bench/results/control_plane-<N>.json "
