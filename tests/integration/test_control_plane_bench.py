@@ -65,3 +65,25 @@ def test_the_benchmark_runs_a_task_over_preloaded_blobs(tmp_path: Path) -> None:
     growth = r["activity_rss_growth_mb"]  # one activity at a time: what each raised the process's memory by
     assert set(growth) <= set(r["functions"]["activities"]) and len(growth) > 5
     assert all(mb >= 0 for mb in growth.values()) and 0 < r["peak_rss_mb"]
+
+
+def test_the_benchmark_starts_a_task_from_an_image_list(storage_connection: str, tmp_path: Path) -> None:
+    """``--image-list site``: the task names every blob in a CSV list with a site column, so the enumeration reads
+    the list (its plan and parts) instead of listing the container, and the exports carry the metadata."""
+    out = tmp_path / "control_plane-image-list.json"
+    proc = subprocess.run(
+        [sys.executable, "bench/control_plane.py", "--images", "400", "--images-per-shard", "100",
+         "--images-per-folder", "100", "--image-list", "site", "--poll-min-s", "0.5", "--poll-max-s", "1",
+         "--status-interval", "0.25", "--timeout-s", "500", "--connection", storage_connection, "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert r["image_list"] == "site" and r["runtime_status"] == "Completed" and r["final_images"] == 400
+    assert r["final_failed"] == 0 and r["shards"] == 4
+    activities = r["functions"]["activities"]
+    assert activities["plan_listing"]["calls"] == 1 and activities["list_images_part"]["calls"] >= 1
+    from adapters.blobs import blob_store
+    from gpu_batch import layout
+
+    summary = blob_store(storage_connection).read_json("state400", layout.enumeration_blob(r["task_id"]))
+    assert summary["image_list"]["rows"] == 400 and summary["image_list"]["metadata_columns"] == ["site"]
