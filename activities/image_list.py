@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from typing import IO, Any, Iterable, Iterator, Sequence
 
-from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 from adapters.blobs import BlobStore
 from adapters.image_lists import download_image_list
@@ -174,11 +174,12 @@ def existing_sorted(source: BlobStore, container: str, names: Sequence[str],
                 extra += len(page.prefixes)
                 if passed or extra > budget or len(found) == len(wanted):
                     break
-        except (ClientAuthenticationError, HttpResponseError) as exc:
-            if isinstance(exc, ResourceNotFoundError) or not (
-                    isinstance(exc, ClientAuthenticationError) or exc.status_code == 403):
-                raise
-            refused.append(str(exc))  # every name of the part by HEAD, as before listings (read permission only)
+        except HttpResponseError as exc:
+            if isinstance(exc, ResourceNotFoundError):
+                raise  # the container is gone: the HEADs would say no better
+            # a credential that may read but not list (a SAS with sp=r: 403 AuthorizationPermissionMismatch), or a
+            # listing the service refuses for another reason: every name by HEAD, as before listings were used
+            refused.append(f"{type(exc).__name__}: {exc}")
         return found
 
     confirmed: dict[str, str] = {}
