@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import tempfile
 from typing import IO, Any, Iterator
 
@@ -34,7 +35,7 @@ from activities.fanin import iter_export_views
 from adapters import clients
 from adapters.blob_files import download_to
 from adapters.blobs import BlobStore
-from adapters.compose import Piece, compose_blob, delete_prefix
+from adapters.compose import Piece, compose_blob
 from core import contracts as c
 from core import exportparts, mdformat, zooniverse
 from core.fanin import json_ranges
@@ -42,6 +43,7 @@ from core.settings import Settings
 from gpu_batch import layout
 from gpu_batch.formats import camtrapdp, coco, jsonio
 
+logger = logging.getLogger(__name__)
 bp = df.Blueprint()
 FRAGMENTS = ("images", "annotations", "media", "observations")
 
@@ -152,14 +154,12 @@ def run_exports_combine(payload: c.ExportsCombineInput, settings: Settings,
     task_id, variant, parts = payload["task_id"], payload["variant"], payload["parts"]
     container = settings.container
     facts = [p["deployments"] for p in parts]
-    if exportparts.conflicts(facts):
-        # the parts whose first facts are not the task's run again from the task's (bounded, whatever the size)
-        first = exportparts.first_facts(facts)
-        redo = [parts[i]["part"] for i in exportparts.parts_to_redo(facts, first)]
-        if not redo:  # cannot happen (a conflict is a part whose first facts differ); the single activity then
-            delete_prefix(store, container, _work(task_id, variant))
-            return {"conflict": True}
+    first = exportparts.first_facts(facts)
+    redo = [parts[i]["part"] for i in exportparts.parts_to_redo(facts, first)]
+    if redo:  # the parts whose first facts are not the task's run again from the task's (bounded, whatever the size)
         store.write_json(container, _given(task_id, variant), first)
+        logger.info("task %s exports: deployments %s have other first coordinates or cameras in parts %s: those run "
+                    "again from the task's", task_id, exportparts.conflicts(facts), redo)
         return {"conflict": True, "redo": redo}
     head, _ = read_results_head(store, container, layout.results_blob(task_id, variant))
     ctx = prepare(task_id, settings, store, variant, payload.get("threshold"), head)

@@ -149,8 +149,7 @@ def clean_view(store: BlobStore, settings: Settings, task_id: str, index: int, t
                listed: dict[str, str], part: str = "merge", not_found_after: bool = False) -> ShardView | None:
     """The worker's merge view of shard ``index`` when the merge may use it instead of the entries: the view of the
     shard's last attempt that wrote results, which covers every attempt (a resubmitted attempt's worker merges the
-    earlier results into it: ``ShardManifest.merge_view_basis``); the shard reused no results and has no image-list
-    names that were not found; and the view names the results and first manifest as they are now and exactly the
+    earlier results into it: ``ShardManifest.merge_view_basis``); the shard reused no results; and the view names the results and first manifest as they are now and exactly the
     earlier results listed now (``listed``: the shard's blobs and ETags, from the one listing the entry path needs
     too), this task and this threshold (``gpu_batch.formats.mergeview``). Reads the view's header and the sections
     of ``part`` (``mergeview.PARTS``): one or two ranged reads. An image-list shard's view covers its own images

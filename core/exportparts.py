@@ -64,42 +64,31 @@ def first_facts(parts_facts: Sequence[Sequence[Sequence[Any]]]) -> dict[str, lis
     return first
 
 
+def _differs(fact: Sequence[Any], first: dict[str, list[Any]]) -> bool:
+    """Whether one part's first coordinates or camera for a deployment are not the task's first."""
+    dep, _, _, _, _, lat, lon, camera = fact
+    lat0, lon0, camera0 = first[dep]
+    return (lat is not None and (lat, lon) != (lat0, lon0)) or bool(camera and camera != camera0)
+
+
 def parts_to_redo(parts_facts: Sequence[Sequence[Sequence[Any]]], first: dict[str, list[Any]]) -> list[int]:
     """The indexes of the parts whose rows differ from the single pass's: a deployment's first coordinates or camera
     in the part are not the task's first (``first_facts``). Run again with those facts given
     (``CamtrapBuilder.given``), such a part writes the single pass's rows: an image whose values differ from the
     deployment's keeps them in its comments, as in the single pass. A part that saw no coordinates (or no camera)
-    for a deployment writes the same rows either way."""
-    redo = []
-    for index, facts in enumerate(parts_facts):
-        for dep, _, _, _, _, lat, lon, camera in facts:
-            lat0, lon0, camera0 = first[dep]
-            if (lat is not None and (lat, lon) != (lat0, lon0)) or (camera and camera != camera0):
-                redo.append(index)
-                break
-    return redo
+    for a deployment writes the same rows either way. None: the parts agree, their rows are the single pass's."""
+    return [index for index, facts in enumerate(parts_facts) if any(_differs(fact, first) for fact in facts)]
 
 
 def conflicts(parts_facts: Sequence[Sequence[Sequence[Any]]]) -> list[str]:
-    """Deployments whose first coordinates or camera differ between the parts that saw any (see the module doc)."""
-    seen: dict[str, list[Any]] = {}
-    out = []
+    """Deployments whose first coordinates or camera differ between the parts that saw any (see the module doc), in
+    order of first appearance: what the combine's log names when it sends parts to run again."""
+    first = first_facts(parts_facts)
+    out: list[str] = []
     for facts in parts_facts:
-        for dep, _, _, _, _, lat, lon, camera in facts:
-            known = seen.setdefault(dep, [None, None, ""])
-            bad = False
-            if lat is not None:
-                if known[0] is None:
-                    known[0], known[1] = lat, lon
-                elif (known[0], known[1]) != (lat, lon):
-                    bad = True
-            if camera:
-                if not known[2]:
-                    known[2] = camera
-                elif known[2] != camera:
-                    bad = True
-            if bad and dep not in out:
-                out.append(dep)
+        for fact in facts:
+            if _differs(fact, first) and fact[0] not in out:
+                out.append(fact[0])
     return out
 
 
