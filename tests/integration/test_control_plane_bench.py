@@ -9,20 +9,24 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
+FAST = ["--poll-min-s", "0.5", "--poll-max-s", "1", "--status-interval", "0.25", "--timeout-s", "500"]
+
+
+def run_bench(out: Path, *args: str) -> tuple[dict[str, Any], str]:
+    """bench/control_plane.py with ``args`` and fast polls, writing ``out``: its record and its printed output."""
+    proc = subprocess.run([sys.executable, "bench/control_plane.py", *args, *FAST, "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads(out.read_text()), proc.stdout
 
 
 def test_the_benchmark_runs_a_task_end_to_end_and_records_every_figure(storage_connection: str,
                                                                         tmp_path: Path) -> None:
-    out = tmp_path / "control_plane-1000.json"
-    proc = subprocess.run(
-        [sys.executable, "bench/control_plane.py", "--images", "1000", "--images-per-shard", "50",
-         "--images-per-folder", "500", "--failure-rate", "0.02", "--poll-min-s", "0.5", "--poll-max-s", "1",
-         "--status-interval", "0.25", "--timeout-s", "500", "--connection", storage_connection, "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    r = json.loads(out.read_text())
+    r, _ = run_bench(tmp_path / "control_plane-1000.json", "--images", "1000", "--images-per-shard", "50",
+                     "--images-per-folder", "500", "--failure-rate", "0.02", "--connection", storage_connection)
 
     assert r["runtime_status"] == "Completed" and r["final_stage"] in ("completed", "completed_with_errors")
     assert r["final_images"] == 1000 and r["shards"] == 20
@@ -50,15 +54,9 @@ def test_the_benchmark_runs_a_task_end_to_end_and_records_every_figure(storage_c
 def test_the_benchmark_runs_a_task_over_preloaded_blobs(tmp_path: Path) -> None:
     """``--preload`` (how the million-image record is made): its own Azurite, the blobs created inside it, the task
     over every one of them."""
-    out = tmp_path / "control_plane-preloaded.json"
-    proc = subprocess.run(
-        [sys.executable, "bench/control_plane.py", "--images", "600", "--images-per-shard", "200", "--preload",
-         "--images-per-folder", "150", "--poll-min-s", "0.5", "--poll-max-s", "1", "--status-interval", "0.25",
-         "--activity-workers", "1", "--timeout-s", "500", "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "preloaded 600 blobs" in proc.stdout
-    r = json.loads(out.read_text())
+    r, printed = run_bench(tmp_path / "control_plane-preloaded.json", "--images", "600", "--images-per-shard", "200",
+                           "--preload", "--images-per-folder", "150", "--activity-workers", "1")
+    assert "preloaded 600 blobs" in printed
     assert r["preloaded"] is True and "blobs preloaded" in r["machine"]["simulated"]
     assert r["runtime_status"] == "Completed" and r["final_images"] == 600 and r["shards"] == 3
     assert r["functions"]["activities"]["list_images_part"]["calls"] > 0 and r["scale_model"] is None
@@ -70,14 +68,8 @@ def test_the_benchmark_runs_a_task_over_preloaded_blobs(tmp_path: Path) -> None:
 def test_the_benchmark_starts_a_task_from_an_image_list(storage_connection: str, tmp_path: Path) -> None:
     """``--image-list site``: the task names every blob in a CSV list with a site column, so the enumeration reads
     the list (its plan and parts) instead of listing the container, and the exports carry the metadata."""
-    out = tmp_path / "control_plane-image-list.json"
-    proc = subprocess.run(
-        [sys.executable, "bench/control_plane.py", "--images", "400", "--images-per-shard", "100",
-         "--images-per-folder", "100", "--image-list", "site", "--poll-min-s", "0.5", "--poll-max-s", "1",
-         "--status-interval", "0.25", "--timeout-s", "500", "--connection", storage_connection, "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    r = json.loads(out.read_text())
+    r, _ = run_bench(tmp_path / "control_plane-image-list.json", "--images", "400", "--images-per-shard", "100",
+                     "--images-per-folder", "100", "--image-list", "site", "--connection", storage_connection)
     assert r["image_list"] == "site" and r["runtime_status"] == "Completed" and r["final_images"] == 400
     assert r["final_failed"] == 0 and r["shards"] == 4
     activities = r["functions"]["activities"]
