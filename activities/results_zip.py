@@ -1,17 +1,53 @@
-"""The activity that builds a task's results zip (``adapters.results_bundle`` says what it holds and why)."""
+"""The activities that build a task's results zip (``adapters.results_bundle`` says what it holds and why).
+
+Up to ``zip_parts.PART_BYTES`` of files, ``build_results_zip`` writes the zip in one pass; above, it writes nothing
+and answers the plan of parallel parts (``adapters.zip_parts``), which ``results_zip_part``, ``results_zip_combine``
+and ``results_zip_clean`` carry out. A history recorded before parts existed holds a built zip, never a plan, so it
+replays as before.
+"""
 from __future__ import annotations
 
 import azure.durable_functions as df
 
-from adapters import clients
+from adapters import clients, zip_parts
+from adapters.blobs import BlobStore
 from adapters.results_bundle import write_zip
 from core import contracts as c
+from gpu_batch import layout
 
 bp = df.Blueprint()
+
+
+def run_build(store: BlobStore, container: str, task_id: str,
+              part_bytes: int = zip_parts.PART_BYTES) -> c.ResultsZipOutput:
+    """The zip in one pass when its files are small enough, else the plan of its parts."""
+    made = zip_parts.plan(store, container, task_id, part_bytes)
+    if sum(f["size"] for f in made["files"]) > part_bytes:
+        return c.ResultsZipOutput(blob=layout.results_zip_blob(task_id), files=len(made["files"]), bytes=0,
+                                  plan=made)
+    written = write_zip(store, container, task_id)
+    return c.ResultsZipOutput(blob=written["zip"], files=len(written["files"]), bytes=written["bytes"])
 
 
 @bp.activity_trigger(input_name="payload", activity=c.BUILD_RESULTS_ZIP)
 def build_results_zip(payload: c.ResultsZipInput) -> c.ResultsZipOutput:
     s = clients.settings()
-    made = write_zip(clients.store(s), s.container, payload["task_id"])
-    return {"blob": made["zip"], "files": len(made["files"]), "bytes": made["bytes"]}
+    return run_build(clients.store(s), s.container, payload["task_id"])
+
+
+@bp.activity_trigger(input_name="payload", activity=c.RESULTS_ZIP_PART)
+def results_zip_part(payload: c.ResultsZipPartInput) -> c.ResultsZipPartOutput:
+    s = clients.settings()
+    return zip_parts.deflate_part(clients.store(s), s.container, payload)
+
+
+@bp.activity_trigger(input_name="payload", activity=c.RESULTS_ZIP_COMBINE)
+def results_zip_combine(payload: c.ResultsZipCombineInput) -> c.ResultsZipOutput:
+    s = clients.settings()
+    return zip_parts.combine(clients.store(s), s.container, payload)
+
+
+@bp.activity_trigger(input_name="payload", activity=c.RESULTS_ZIP_CLEAN)
+def results_zip_clean(payload: c.ResultsZipInput) -> int:
+    s = clients.settings()
+    return zip_parts.clean_parts(clients.store(s), s.container, payload["task_id"])

@@ -6,7 +6,9 @@ starts ``orchestrations.results_zip``), not at the end of the task, because the 
 repeats-removed variant, CSVs at other thresholds): the zip's manifest records each file's etag when it was read, and
 the results route rebuilds a zip that no longer matches (``zip_is_current``).
 
-Streamed, memory bounded whatever the size: each file is read from storage in chunks into ``zipfile`` (deflated,
+``write_zip`` builds the zip of up to ``adapters.zip_parts.PART_BYTES`` of files in one pass (``activities.
+results_zip``); a larger set is deflated in parallel parts and composed by ``adapters.zip_parts`` into a zip of the
+same members and manifest. Streamed, memory bounded whatever the size: each file is read from storage in chunks into ``zipfile`` (deflated,
 zip64), which writes into ``adapters.block_writer.BlockBlobWriter`` (one 8 MiB block in memory). Paths in the zip are
 ``<task>/<path under results/<task>/>``, e.g. ``task-.../detections.json``, ``task-.../exports/coco.json``.
 
@@ -28,11 +30,11 @@ logger = logging.getLogger(__name__)
 
 
 def linked_blobs(store: BlobStore, container: str, task_id: str) -> dict[str, dict[str, Any]]:
-    """Every linked file of the task (``share_links.result_files``) with its ``size`` and ``etag``, by blob name, from
-    one listing of the task's results folder."""
+    """Every linked file of the task (``share_links.result_files``) with its ``size``, ``etag`` and ``modified``
+    (ISO 8601), by blob name, from one listing of the task's results folder."""
     names = set(share_links.all_names(share_links.result_files(store, container, task_id)))
     client = store.service.get_container_client(container)
-    return {b.name: {"size": int(b.size), "etag": str(b.etag)}
+    return {b.name: {"size": int(b.size), "etag": str(b.etag), "modified": b.last_modified.isoformat()}
             for b in client.list_blobs(name_starts_with=layout.results_prefix(task_id)) if b.name in names}
 
 
@@ -59,7 +61,8 @@ def write_zip(store: BlobStore, container: str, task_id: str) -> dict[str, Any]:
                     for chunk in store.service.get_blob_client(container, blob).download_blob().chunks():
                         member.write(chunk)
         size = out.bytes_written
-    manifest = {"task_id": task_id, "zip": name, "bytes": size, "files": files}
+    manifest = {"task_id": task_id, "zip": name, "bytes": size,
+                "files": {n: {"size": f["size"], "etag": f["etag"]} for n, f in files.items()}}
     store.write_bytes(container, layout.results_zip_manifest_blob(task_id),
                       json.dumps(manifest, indent=1).encode("utf-8"), "application/json")
     logger.info("task %s: results zip written, %d files, %d bytes", task_id, len(files), size)

@@ -776,6 +776,9 @@ RETHRESHOLD_CLEAN = "rethreshold_clean"
 SCHEDULE_EXPIRY = "schedule_preview_expiry"
 DELETE_PREVIEWS = "delete_preview_folder"
 BUILD_RESULTS_ZIP = "build_results_zip"
+RESULTS_ZIP_PART = "results_zip_part"
+RESULTS_ZIP_COMBINE = "results_zip_combine"
+RESULTS_ZIP_CLEAN = "results_zip_clean"
 
 
 class RerenderInput(TypedDict):
@@ -864,11 +867,44 @@ class ResultsZipInput(TypedDict):
     task_id: str
 
 
+class ZipFileEntry(TypedDict):
+    """A file going into a large zip, as the plan listed it (``adapters.zip_parts``)."""
+
+    name: str
+    size: int
+    etag: str
+    modified: str  # ISO 8601, the member's date in the zip
+
+
+class ZipPlan(TypedDict):
+    files: list[ZipFileEntry]  # in zip order
+    parts: list[list[list[Any]]]  # each part's chunks: [file index, offset, length, last] (core.zipformat.Chunk)
+
+
 class ResultsZipOutput(TypedDict):
     blob: str
     files: int
-    bytes: int  # the zip's size
-    not_found: NotRequired[int]  # image list: its names the container does not hold (failed entries in the results)
+    bytes: int  # the zip's size (0 while a plan is answered, or when a file changed while it was read)
+    plan: NotRequired[ZipPlan]  # too large for one activity: the parts to deflate in parallel, then compose
+    stale: NotRequired[str]  # a file that changed while the parts read it: no zip written (the next GET rebuilds)
+
+
+class ResultsZipPartInput(TypedDict):
+    task_id: str
+    part: int
+    chunks: list[list[Any]]  # [name, etag, offset, length, last]
+
+
+class ResultsZipPartOutput(TypedDict):
+    part: int
+    chunks: list[list[int]]  # [crc32, deflated length] of each chunk, in order
+    changed: NotRequired[str]  # a file whose etag no longer matched: nothing written
+
+
+class ResultsZipCombineInput(TypedDict):
+    task_id: str
+    plan: ZipPlan
+    parts: list[ResultsZipPartOutput]
 
 
 # ---------------------------------------------------------------- generations (activities.generations)

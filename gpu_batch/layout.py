@@ -333,6 +333,16 @@ def results_zip_manifest_blob(task_id: str) -> str:
     return f"{results_prefix(task_id)}download/{task_id}-results.zip.json"
 
 
+def results_zip_work_prefix(task_id: str) -> str:
+    """The deflated pieces of a large zip's files while its parts run (``adapters.zip_parts``), deleted once the
+    zip is composed from them."""
+    return f"{task_prefix(task_id)}zip/"
+
+
+def results_zip_part_blob(task_id: str, part: int) -> str:
+    return f"{results_zip_work_prefix(task_id)}part-{part:05d}.deflate"
+
+
 def repeats_blob(task_id: str) -> str:
     return f"{results_prefix(task_id)}repeated-detections.json"
 

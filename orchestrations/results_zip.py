@@ -1,7 +1,11 @@
 """Build the zip of a finished task's downloadable files (``GET /api/tasks/{id}/results`` asks for it above
-``TRAPBATCH_RESULTS_ZIP_ABOVE_BYTES``). One activity (``activities.results_zip``); an orchestration because the
-zip of gigabytes takes longer than an HTTP request should live, and its instance (``<task>-zip``) tells the results
-route that a build is under way."""
+``TRAPBATCH_RESULTS_ZIP_ABOVE_BYTES``). An orchestration because the zip of gigabytes takes longer than an HTTP
+request should live, and its instance (``<task>-zip``) tells the results route that a build is under way.
+
+``build_results_zip`` writes a zip of up to ``adapters.zip_parts.PART_BYTES`` itself; above, it answers a plan, whose
+parts are deflated in parallel, composed, and their work deleted (``adapters.zip_parts``), so a ten-million-image
+task's tens of GB are no single activity's work. A history recorded before plans existed replays as before.
+"""
 from __future__ import annotations
 
 from typing import Any, Generator
@@ -9,7 +13,8 @@ from typing import Any, Generator
 import azure.durable_functions as df
 
 from core import contracts as c
-from orchestrations.retries import STORAGE_RETRY, call
+from core.zipformat import part_inputs
+from orchestrations.retries import STORAGE_RETRY, call, call_all
 
 bp = df.Blueprint()
 
@@ -17,6 +22,13 @@ bp = df.Blueprint()
 @bp.orchestration_trigger(context_name="context", orchestration=c.RESULTS_ZIP_ORCHESTRATOR)
 def zip_results(context: df.DurableOrchestrationContext) -> Generator[Any, Any, c.ResultsZipOutput]:
     data: c.ResultsZipInput = context.get_input()
-    built: c.ResultsZipOutput = yield from call(context, c.BUILD_RESULTS_ZIP, STORAGE_RETRY,
-                                                c.ResultsZipInput(task_id=data["task_id"]))
+    asked = c.ResultsZipInput(task_id=data["task_id"])
+    built: c.ResultsZipOutput = yield from call(context, c.BUILD_RESULTS_ZIP, STORAGE_RETRY, asked)
+    made = built.get("plan")
+    if made:
+        parts: list[c.ResultsZipPartOutput] = yield from call_all(context, c.RESULTS_ZIP_PART,
+                                                                   part_inputs(data["task_id"], made))
+        built = yield from call(context, c.RESULTS_ZIP_COMBINE, STORAGE_RETRY,
+                                c.ResultsZipCombineInput(task_id=data["task_id"], plan=made, parts=parts))
+        yield from call(context, c.RESULTS_ZIP_CLEAN, STORAGE_RETRY, asked)
     return built

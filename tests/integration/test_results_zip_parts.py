@@ -1,0 +1,135 @@
+"""A large task's results zip, deflated in parallel parts and composed, in Azurite (``adapters.zip_parts``): the zip
+holds exactly the linked files, byte for byte, wherever the parts are cut; a file rewritten while the parts read it
+yields no zip (and the results route builds again); the work blobs are gone afterwards; the orchestration runs the
+parts with the real activities."""
+from __future__ import annotations
+
+import io
+import json
+import random
+import shutil
+import subprocess
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from activities.results_zip import run_build
+from adapters import zip_parts
+from adapters.blobs import BlobStore
+from adapters.results_bundle import linked_blobs, zip_is_current, zip_path
+from core import contracts as c
+from core.zipformat import part_inputs
+from gpu_batch import layout
+from orchestrations.results_zip import zip_results
+from tests.orchestrations.replay import run_orchestrator
+
+
+@pytest.fixture
+def files(store: BlobStore, unique_name: str) -> tuple[str, str, dict[str, bytes]]:
+    """A finished task's linked files (results, CSV, exports: one empty, one with a non-ASCII name) and a file in the
+    task's folder that is not linked (never zipped)."""
+    container, task = unique_name + "z", "task-" + unique_name[-12:]
+    store.ensure_container(container)
+    rng = random.Random(11)
+    lines = b"".join(b'{"file": "cam%d/IMG_%05d.JPG", "max_detection_conf": 0.%03d}\n' % (i % 3, i, i % 997)
+                     for i in range(900))
+    made = {layout.results_blob(task): b'{"images": [\n' + lines + b"]}\n",
+            layout.csv_blob(task): b"file,conf\n" + lines,
+            layout.exports_prefix(task) + "coco.json": rng.randbytes(7_000),  # incompressible
+            layout.exports_prefix(task) + "zooniverse/empty.csv": b"",
+            layout.exports_prefix(task) + "ünïcødé 森.csv": "名前\n".encode() * 40}
+    for name, body in made.items():
+        store.write_bytes(container, name, body)
+    store.write_bytes(container, layout.preview_sample_blob(task), b"{}")
+    assert set(linked_blobs(store, container, task)) == set(made)
+    return container, task, made
+
+
+def build_in_parts(store: BlobStore, container: str, task: str, part_bytes: int) -> tuple[c.ResultsZipOutput, Any]:
+    planned = run_build(store, container, task, part_bytes)
+    assert planned["bytes"] == 0 and "plan" in planned
+    assert not store.exists(container, layout.results_zip_blob(task))  # a plan writes nothing
+    parts = [zip_parts.deflate_part(store, container, asked) for asked in part_inputs(task, planned["plan"])]
+    done = zip_parts.combine(store, container, c.ResultsZipCombineInput(task_id=task, plan=planned["plan"],
+                                                                        parts=parts))
+    return done, planned["plan"]
+
+
+def check_zip(store: BlobStore, container: str, task: str, made: dict[str, bytes], tmp_path: Path) -> None:
+    data = store.read_bytes(container, layout.results_zip_blob(task))
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        assert zf.testzip() is None
+        assert sorted(zf.namelist()) == sorted(zip_path(task, n) for n in made)
+        for name, body in made.items():
+            assert zf.read(zip_path(task, name)) == body, name
+    if shutil.which("unzip"):
+        (tmp_path / "z.zip").write_bytes(data)
+        tested = subprocess.run(["unzip", "-tq", str(tmp_path / "z.zip")], capture_output=True, text=True)
+        assert tested.returncode == 0, tested.stdout + tested.stderr
+    manifest = store.read_json(container, layout.results_zip_manifest_blob(task))
+    assert manifest["bytes"] == len(data)
+    assert zip_is_current(manifest, linked_blobs(store, container, task))
+
+
+@pytest.mark.parametrize("part_bytes", [997, 4_096, 40_000])
+def test_parts_compose_a_zip_of_exactly_the_linked_files(store: BlobStore, files: Any, part_bytes: int,
+                                                         tmp_path: Path) -> None:
+    container, task, made = files
+    done, plan = build_in_parts(store, container, task, part_bytes)
+    total = sum(len(b) for b in made.values())
+    assert len(plan["parts"]) == -(-total // part_bytes) > 1
+    assert done == {"blob": layout.results_zip_blob(task), "files": len(made), "bytes": done["bytes"]}
+    check_zip(store, container, task, made, tmp_path)
+    work = layout.results_zip_work_prefix(task)
+    assert len(list(store.list_names(container, work))) == len(plan["parts"])
+    assert zip_parts.clean_parts(store, container, task) == len(plan["parts"])
+    assert list(store.list_names(container, work)) == []
+
+
+def test_small_files_are_zipped_in_one_pass(store: BlobStore, files: Any, tmp_path: Path) -> None:
+    container, task, made = files
+    done = run_build(store, container, task)  # the default part size: far above these files
+    assert "plan" not in done and done["files"] == len(made) and done["bytes"] > 0
+    check_zip(store, container, task, made, tmp_path)
+    assert list(store.list_names(container, layout.results_zip_work_prefix(task))) == []
+
+
+def test_a_file_rewritten_while_the_parts_read_gives_no_zip(store: BlobStore, files: Any) -> None:
+    container, task, made = files
+    planned = run_build(store, container, task, 2_000)
+    store.write_bytes(container, layout.csv_blob(task), b"file,conf\nrewritten\n")  # e.g. a repeat search again
+    parts = [zip_parts.deflate_part(store, container, asked) for asked in part_inputs(task, planned["plan"])]
+    assert {p.get("changed") for p in parts} == {None, layout.csv_blob(task)}
+    done = zip_parts.combine(store, container, c.ResultsZipCombineInput(task_id=task, plan=planned["plan"],
+                                                                        parts=parts))
+    assert done["stale"] == layout.csv_blob(task) and done["bytes"] == 0
+    assert not store.exists(container, layout.results_zip_blob(task))
+    assert store.read_json_or_none(container, layout.results_zip_manifest_blob(task)) is None
+
+
+def test_a_part_answer_that_does_not_match_the_plan_is_refused(store: BlobStore, files: Any) -> None:
+    container, task, _ = files
+    planned = run_build(store, container, task, 2_000)
+    parts = [zip_parts.deflate_part(store, container, asked) for asked in part_inputs(task, planned["plan"])]
+    parts[1] = {**parts[1], "chunks": parts[1]["chunks"][:-1]}
+    with pytest.raises(ValueError, match="were planned"):
+        zip_parts.combine(store, container, c.ResultsZipCombineInput(task_id=task, plan=planned["plan"],
+                                                                     parts=parts))
+
+
+def test_the_zip_orchestration_runs_the_parts_with_the_real_activities(
+        store: BlobStore, files: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    container, task, made = files
+    monkeypatch.setattr(zip_parts, "PART_BYTES", 3_000)
+    bodies = {c.BUILD_RESULTS_ZIP: lambda p: run_build(store, container, p["task_id"], zip_parts.PART_BYTES),
+              c.RESULTS_ZIP_PART: lambda p: zip_parts.deflate_part(store, container, p),
+              c.RESULTS_ZIP_COMBINE: lambda p: zip_parts.combine(store, container, p),
+              c.RESULTS_ZIP_CLEAN: lambda p: zip_parts.clean_parts(store, container, p["task_id"])}
+    run = run_orchestrator(zip_results, {"task_id": task}, lambda name, p: bodies[name](json.loads(json.dumps(p))))
+    assert run.status == "Completed", run.error
+    assert run.activity_names.count(c.RESULTS_ZIP_PART) == -(-sum(len(b) for b in made.values()) // 3_000)
+    assert run.activity_names[-2:] == [c.RESULTS_ZIP_COMBINE, c.RESULTS_ZIP_CLEAN]
+    check_zip(store, container, task, made, tmp_path)
+    assert list(store.list_names(container, layout.results_zip_work_prefix(task))) == []
