@@ -8,7 +8,7 @@ has, on the same files in the same Azurite:
              Functions host runs ``maxConcurrentActivityFunctions`` of them), the combine, the clean
 
 The task is a real one: ``bench/control_plane.py`` runs ``--images`` images through devhost and the simulated pool
-first (results, CSV, COCO, Camtrap DP, Zooniverse). ``--copies K`` then writes each linked file K times over (its
+first (results, CSV, COCO, Camtrap DP, Zooniverse; options this script does not know are passed to it). ``--copies K`` then writes each linked file K times over (its
 bytes repeated: the same compression, K times the size) to stand for a task K times larger. Prints and saves
 ``bench/results/results_zip-<N>x<K>.json``: bytes, wall and CPU of this process per way, us of CPU per image, the
 longest activity, and the single pass extrapolated to ten million images (why the parts exist: the app's
@@ -23,6 +23,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
@@ -41,11 +42,11 @@ def _timed(fn: Any) -> tuple[Any, float, float]:
     return out, time.perf_counter() - wall, time.process_time() - cpu
 
 
-def _task(store: Any) -> tuple[str, str]:
+def _container_of(store: Any, task_id: str) -> str:
     for container in store.service.list_containers():
-        for name in store.list_names(container.name, "results/"):
-            return container.name, name.split("/")[1]
-    raise SystemExit("the control-plane run left no results (see its output above)")
+        if next(iter(store.list_names(container.name, f"results/{task_id}/")), None):
+            return str(container.name)
+    raise SystemExit(f"the control-plane run left no results for {task_id}")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -58,14 +59,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from gpu_batch import layout
 
     load = os.getloadavg()
-    with storage_for(args.connection) as connection:
+    with storage_for(args.connection) as connection, tempfile.TemporaryDirectory() as tmp:
+        record = Path(tmp) / "control_plane.json"
         done = subprocess.run([sys.executable, str(REPO / "bench" / "control_plane.py"), "--images", str(args.images),
                                "--images-per-shard", "10000", "--connection", connection,
-                               "--out", os.devnull], capture_output=True, text=True)
+                               "--out", str(record), *args.control_plane], capture_output=True, text=True)
         if done.returncode:
             raise SystemExit(f"bench/control_plane.py failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
         store = BlobStore(service_client(connection))
-        container, task = _task(store)
+        task = json.loads(record.read_text())["task_id"]
+        container = _container_of(store, task)
         linked = linked_blobs(store, container, task)
         if args.copies > 1:
             for name in linked:
@@ -132,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=8, help="parts at a time (host.json maxConcurrentActivityFunctions)")
     p.add_argument("--connection", default="", help="an existing Azurite's connection string (default: start one)")
     p.add_argument("--out", default="")
-    args = p.parse_args(argv)
+    args, args.control_plane = p.parse_known_args(argv)  # the rest goes to bench/control_plane.py (e.g. its polls)
     if not args.part_bytes:
         from adapters.zip_parts import PART_BYTES
         args.part_bytes = PART_BYTES

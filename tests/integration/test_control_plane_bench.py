@@ -79,3 +79,17 @@ def test_the_benchmark_starts_a_task_from_an_image_list(storage_connection: str,
 
     summary = blob_store(storage_connection).read_json("state400", layout.enumeration_blob(r["task_id"]))
     assert summary["image_list"]["rows"] == 400 and summary["image_list"]["metadata_columns"] == ["site"]
+
+
+def test_the_results_zip_benchmark_zips_a_task_both_ways(storage_connection: str, tmp_path: Path) -> None:
+    """bench/results_zip.py at a small size: a real task's files, repeated, zipped in one pass and in parts."""
+    out = tmp_path / "results_zip.json"
+    proc = subprocess.run([sys.executable, "bench/results_zip.py", "--images", "300", "--copies", "3",
+                           "--part-bytes", "100000", "--connection", storage_connection, "--out", str(out),
+                           "--images-per-shard", "100", *FAST], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert r["images"] == 900 and r["files"] >= 5 and r["files_bytes"] > 3 * 100000
+    assert r["parts"]["parts"] == -(-r["files_bytes"] // 100000) and r["single"]["files"] == r["files"]
+    assert 0 < r["single"]["zip_bytes"] < r["files_bytes"] and 0 < r["parts"]["zip_bytes"] < r["files_bytes"]
+    assert 0 < r["parts"]["longest_activity_s"] <= r["parts"]["wall_s"]
