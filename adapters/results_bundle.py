@@ -39,8 +39,9 @@ def linked_blobs(store: BlobStore, container: str, task_id: str) -> dict[str, di
 
 
 def zip_path(task_id: str, name: str) -> str:
-    """A file's path in the zip: under one folder named for the task, as under ``results/<task>/``."""
-    return task_id + "/" + name[len(layout.results_prefix(task_id)):]
+    """A file's path in the zip: under one folder named for the task (a re-run's: ``<task>-runs-<run>``,
+    ``layout.download_label``), as under ``results/<task>/``."""
+    return layout.download_label(task_id) + "/" + name[len(layout.results_prefix(task_id)):]
 
 
 def zip_is_current(manifest: Any, current: dict[str, dict[str, Any]]) -> bool:

@@ -112,18 +112,23 @@ def _zip_state(store: BlobStore, s: Settings, task_id: str) -> tuple[dict[str, A
 
 
 async def extend_results(client: df.DurableOrchestrationClient, s: Settings, store: BlobStore, task_id: str,
-                         files: dict[str, dict[str, Any]], answer: dict[str, Any]) -> None:
-    """Add what came after the task to ``GET /api/tasks/{id}/results``'s ``answer`` (see the module doc)."""
+                         files: dict[str, dict[str, Any]], answer: dict[str, Any], generation: str = "") -> None:
+    """Add what came after the task to ``GET /api/tasks/{id}/results``'s ``answer`` (see the module doc), for the
+    served ``generation``: its zip (one build at a time per task, of the generation served when it started; a zip of
+    another generation is never current, so the next GET builds the served one's); the re-render and the expiry only
+    for a first generation (a re-run's are not built yet)."""
+    key = layout.generation_key(task_id, generation)
     answer["results"]["thresholds"] = {v: e.get("thresholds", {}) for v, e in files.items()}
-    previews = answer.setdefault("previews", {})
-    previews["rerender"] = await _instance(client, rerender_instance_id(task_id))
-    previews["expiry"] = await _instance(client, expiry_instance_id(task_id))
-    state, build = await asyncio.to_thread(_zip_state, store, s, task_id)
+    if not generation:
+        previews = answer.setdefault("previews", {})
+        previews["rerender"] = await _instance(client, rerender_instance_id(task_id))
+        previews["expiry"] = await _instance(client, expiry_instance_id(task_id))
+    state, build = await asyncio.to_thread(_zip_state, store, s, key)
     if build:
         running = await _instance(client, results_zip_instance_id(task_id))
         if running is None or running["runtime_status"] not in ACTIVE:
             await client.start_new(c.RESULTS_ZIP_ORCHESTRATOR, results_zip_instance_id(task_id),
-                                   c.ResultsZipInput(task_id=task_id))
+                                   c.ResultsZipInput(task_id=key))
             logger.info("task %s: results zip build started (%d bytes of files)", task_id, state["files_bytes"])
         elif running.get("stage") == c.Stage.failed:
             state["error"] = running.get("error", "")

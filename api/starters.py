@@ -245,8 +245,9 @@ def request_caller(req: func.HttpRequest) -> Caller:
 
 
 def first_generation_only(store: BlobStore, container: str, task_id: str, what: str) -> None:
-    """409 for ``what`` on a task whose served results are a re-run's (``adapters.generations``): the re-render,
-    repeat search and zip read and write the first generation's names (not built for re-runs yet)."""
+    """409 for ``what`` on a task whose served results are a re-run's (``adapters.generations``): the re-render and the
+    repeat search read and write the first generation's names (not built for re-runs yet; the zip is the served
+    generation's, ``api.after_task.extend_results``)."""
     if served_generation(store, container, task_id):
         raise RerunGenerationUnsupported(f"{what} is not available for task {task_id}: its results come from a re-run",
                                          "download the results and CSV (GET .../results) and work on them locally, or "
@@ -491,10 +492,9 @@ async def get_results(req: func.HttpRequest, client: df.DurableOrchestrationClie
     if rerunning:
         answer["rerun"] = {"stage": info["stage"], "hint": "these are the results of the task's previous run; the "
                            "re-run's replace them when it completes (its stage becomes 'completed')"}
-    if not generation:  # re-renders, expiry, the zip (api/after_task.py) work on a task's first generation only
-        from api.after_task import extend_results
+    from api.after_task import extend_results  # the zip of the served generation; re-renders and expiry: a first's
 
-        await extend_results(client, s, store, task_id, files, answer)
+    await extend_results(client, s, store, task_id, files, answer, generation)
     return _json(200, answer)
 
 

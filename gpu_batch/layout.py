@@ -323,14 +323,20 @@ def threshold_csv_prefix(task_id: str, variant: str = "") -> str:
     return f"{results_prefix(task_id)}detections{_variant_suffix(variant)}.threshold-"
 
 
+def download_label(task_id: str) -> str:
+    """A generation's name in one path level, for what people download: the task id for a first generation,
+    ``<task>-runs-<run>`` for a re-run's (``generation_key``), as its preview folder is named."""
+    return task_id.replace("/", "-")
+
+
 def results_zip_blob(task_id: str) -> str:
-    """One zip of a task's downloadable files (``GET /api/tasks/{id}/results`` offers it above a size)."""
-    return f"{results_prefix(task_id)}download/{task_id}-results.zip"
+    """One zip of a generation's downloadable files (``GET /api/tasks/{id}/results`` offers it above a size)."""
+    return f"{results_prefix(task_id)}download/{download_label(task_id)}-results.zip"
 
 
 def results_zip_manifest_blob(task_id: str) -> str:
     """What the zip holds (each file's etag when it was read), so a stale zip is noticed and rebuilt."""
-    return f"{results_prefix(task_id)}download/{task_id}-results.zip.json"
+    return f"{results_prefix(task_id)}download/{download_label(task_id)}-results.zip.json"
 
 
 def results_zip_work_prefix(task_id: str) -> str:
@@ -384,7 +390,7 @@ def zooniverse_batch_blob(task_id: str, batch: int, variant: str = "") -> str:
 def preview_folder_name(task_id: str, random_hex: str) -> str:
     """``<task>-<random>``: the static website is public, so the folder carries random bits (see activities.previews).
     A re-run's generation key (``<task>/runs/<run>``) becomes ``<task>-runs-<run>-<random>``: one folder level."""
-    return f"{task_id.replace('/', '-')}-{random_hex}"
+    return f"{download_label(task_id)}-{random_hex}"
 
 
 def page_blob(folder: str, variant: str = "") -> str:

@@ -65,7 +65,8 @@ def results_files(store: BlobStore, app_env: dict[str, str], blob: str) -> list[
 
 
 def test_rerun_runs_everything_again_under_a_new_job_and_the_old_results_stay_served_until_it_completes(
-        host: Any, app_env: dict[str, str], store: BlobStore, unique_name: str) -> None:
+        host: Any, app_env: dict[str, str], store: BlobStore, unique_name: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     names = upload_images(store, unique_name, 6, corrupt=0)
     base = host.base_url
     body = {"container": unique_name}
@@ -122,6 +123,30 @@ def test_rerun_runs_everything_again_under_a_new_job_and_the_old_results_stay_se
         assert refused.status_code == 409 and "re-run" in refused.json()["error"], (path, refused.text)
         assert refused.json()["hint"]
     assert api.get(f"{base}/api/tasks/{task_id}/results", timeout=120).json()["results"] == after["results"]
+    monkeypatch.setenv("TRAPBATCH_RESULTS_ZIP_ABOVE_BYTES", "1")  # every hand-off is "large" (read per call)
+    check_rerun_zip(host, store, app_env, task_id, key)
+
+
+def check_rerun_zip(host: Any, store: BlobStore, app_env: dict[str, str], task_id: str, key: str) -> None:
+    """The served re-run's files zipped: under a folder named for the generation, the re-run's bytes."""
+    import io
+    import zipfile
+
+    from adapters.results_bundle import linked_blobs
+
+    url = f"{host.base_url}/api/tasks/{task_id}/results"
+    ready = wait_until(lambda: (lambda a: a if a["zip"]["state"] == "ready" else None)(
+        api.get(url, timeout=120).json()), 120, "the re-run's zip")
+    container = app_env["TRAPBATCH_CONTAINER"]
+    files = linked_blobs(store, container, key)
+    assert ready["zip"]["blob"] == layout.results_zip_blob(key) and ready["zip"]["files"] == len(files) >= 3
+    label = layout.download_label(key)
+    assert label == f"{task_id}-runs-{key.rsplit('/', 1)[1]}" and ready["zip"]["blob"].endswith(f"/{label}-results.zip")
+    got = requests.get(ready["links"]["zip"], timeout=60)
+    with zipfile.ZipFile(io.BytesIO(got.content)) as zf:
+        assert sorted(zf.namelist()) == sorted(f"{label}/{n[len(layout.results_prefix(key)):]}" for n in files)
+        assert zf.read(f"{label}/detections.json") == store.read_bytes(container, layout.results_blob(key))
+    assert not store.exists(container, layout.results_zip_blob(task_id))  # the first generation's: never asked for
 
 
 def test_only_new_runs_exactly_the_new_and_changed_images_and_merges_them_with_the_reused_results(
