@@ -9,6 +9,9 @@ in check; ``api.starters.get_results`` calls ``extend_results``).
 ``previews.expiry`` (when the pages come off the website, and whether they have), and, when the linked files together
 exceed ``TRAPBATCH_RESULTS_ZIP_ABOVE_BYTES``, ``zip``: ``ready`` with ``links.zip`` (read-only, like every link), or
 ``building`` (the first GET above the size starts the build, ``orchestrations.results_zip``; GET again).
+
+All of it is the served generation's (``adapters.generations``): once a re-run's results are served, a re-render
+renders its page and writes its CSVs, and the zip holds its files.
 """
 from __future__ import annotations
 
@@ -25,8 +28,8 @@ from adapters.blobs import BlobStore
 from adapters.preview_folders import existing_preview_folder
 from adapters.results_bundle import linked_blobs, zip_is_current
 from api.edge import http_edge, json_response
-from api.starters import (ACTIVE, _base_url, _runtime, _task_input, authorize_task, finished_task,
-                          first_generation_only)
+from adapters.generations import served_key
+from api.starters import ACTIVE, _base_url, _runtime, _task_input, authorize_task, finished_task
 from core import contracts as c
 from core.ids import expiry_instance_id, repeats_instance_id, rerender_instance_id, results_zip_instance_id
 from core.requests import parse_json_body, parse_rerender
@@ -59,8 +62,6 @@ async def post_previews(req: func.HttpRequest, client: df.DurableOrchestrationCl
     task_id = req.route_params["task_id"]
     await authorize_task(req, client, task_id)
     await finished_task(client, task_id, "previews")
-    await asyncio.to_thread(first_generation_only, clients.store(clients.settings()), clients.settings().container,
-                            task_id, "a re-render at another threshold")
     threshold = parse_rerender(parse_json_body(req.get_body(), req.headers.get("content-type", "")))
     status_url = f"{_base_url(req)}/api/tasks/{task_id}/results"
     for instance, what in ((rerender_instance_id(task_id), "a preview re-render"),
@@ -70,7 +71,8 @@ async def post_previews(req: func.HttpRequest, client: df.DurableOrchestrationCl
             return json_response(409, {"error": f"{what} for task {task_id} is still running",
                                        "hint": f"wait until it completed (GET {status_url}), then retry"})
     s = clients.settings()
-    variants = await asyncio.to_thread(_rerender_variants, s, task_id)
+    key = await asyncio.to_thread(served_key, clients.store(s), s.container, task_id)  # a re-run's, once served
+    variants = await asyncio.to_thread(_rerender_variants, s, key)
     if variants is None:
         return json_response(409, {"error": f"task {task_id} has no preview pages to re-render",
                                    "hint": "they were deleted (DELETE .../previews or previews_expire_days), or the "
@@ -78,11 +80,11 @@ async def post_previews(req: func.HttpRequest, client: df.DurableOrchestrationCl
                                            "them again, so it is refused"})
     request = _task_input(await client.get_status(task_id, show_input=True)).get("request", {})
     await client.start_new(c.RERENDER_ORCHESTRATOR, rerender_instance_id(task_id), c.RerenderInput(
-        task_id=task_id, threshold=threshold, model=str(request.get("model", "")),
+        task_id=key, threshold=threshold, model=str(request.get("model", "")),
         request_name=str(request.get("request_name", "")), variants=variants))
     logger.info("task %s: re-rendering previews at threshold %s", task_id, threshold)
     return json_response(202, {"id": task_id, "threshold": threshold, "status_url": status_url,
-                               "csv": {v or "original": layout.threshold_csv_blob(task_id, threshold, v)
+                               "csv": {v or "original": layout.threshold_csv_blob(key, threshold, v)
                                        for v in variants},
                                "hint": "the results are unchanged; the CSV at this threshold is written beside the "
                                        "task's own; GET the status_url: previews.rerender says when it is done"})
@@ -115,14 +117,15 @@ async def extend_results(client: df.DurableOrchestrationClient, s: Settings, sto
                          files: dict[str, dict[str, Any]], answer: dict[str, Any], generation: str = "") -> None:
     """Add what came after the task to ``GET /api/tasks/{id}/results``'s ``answer`` (see the module doc), for the
     served ``generation``: its zip (one build at a time per task, of the generation served when it started; a zip of
-    another generation is never current, so the next GET builds the served one's); the re-render and the expiry only
-    for a first generation (a re-run's are not built yet)."""
+    another generation is never current, so the next GET builds the served one's) and its last re-render (one at a
+    time per task: a re-render of another generation is not this one's, ``null``); the task's preview expiry, which
+    takes the served generation's pages off (``activities.expiry``)."""
     key = layout.generation_key(task_id, generation)
     answer["results"]["thresholds"] = {v: e.get("thresholds", {}) for v, e in files.items()}
-    if not generation:
-        previews = answer.setdefault("previews", {})
-        previews["rerender"] = await _instance(client, rerender_instance_id(task_id))
-        previews["expiry"] = await _instance(client, expiry_instance_id(task_id))
+    previews = answer.setdefault("previews", {})
+    rerender = await _instance(client, rerender_instance_id(task_id))
+    previews["rerender"] = rerender if rerender is None or rerender.get("key", task_id) == key else None
+    previews["expiry"] = await _instance(client, expiry_instance_id(task_id))  # the task's: it takes the served pages
     state, build = await asyncio.to_thread(_zip_state, store, s, key)
     if build:
         running = await _instance(client, results_zip_instance_id(task_id))

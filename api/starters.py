@@ -245,9 +245,9 @@ def request_caller(req: func.HttpRequest) -> Caller:
 
 
 def first_generation_only(store: BlobStore, container: str, task_id: str, what: str) -> None:
-    """409 for ``what`` on a task whose served results are a re-run's (``adapters.generations``): the re-render and the
-    repeat search read and write the first generation's names (not built for re-runs yet; the zip is the served
-    generation's, ``api.after_task.extend_results``)."""
+    """409 for ``what`` on a task whose served results are a re-run's (``adapters.generations``): the repeat search run
+    again reads and writes the first generation's names (not built for re-runs yet; the re-render and the zip work on
+    the served generation, ``api.after_task``)."""
     if served_generation(store, container, task_id):
         raise RerunGenerationUnsupported(f"{what} is not available for task {task_id}: its results come from a re-run",
                                          "download the results and CSV (GET .../results) and work on them locally, or "

@@ -832,6 +832,7 @@ class RerenderStatus(TypedDict, total=False):
     """Custom status and output of a re-render at another threshold."""
 
     stage: str  # Stage
+    key: str  # the generation re-rendered (layout.generation_key; absent before re-runs could be: the task id)
     started: str
     finished: str
     threshold: float

@@ -7,6 +7,8 @@ A results file too large for one pass (``rethreshold_results`` answers its ``par
 parts, composed, and their work deleted; a history recorded before parts existed has no ``parts`` and replays as
 before.
 Deterministic code only: the threshold and the variants come in the input (the starter checked which exist).
+``task_id`` is the served generation's key (``gpu_batch.layout.generation_key``: a re-run's files and its preview
+folder, whose sample the merge seeded with that key), recorded in the status as ``key``.
 """
 from __future__ import annotations
 
@@ -31,7 +33,8 @@ def rerender_previews(context: df.DurableOrchestrationContext) -> Generator[Any,
     data: c.RerenderInput = context.get_input()
     task_id, threshold = data["task_id"], data["threshold"]
     started = context.current_utc_datetime.isoformat()
-    status = c.RerenderStatus(stage=Stage.publishing, started=started, threshold=threshold, csv={}, previews={})
+    status = c.RerenderStatus(stage=Stage.publishing, key=task_id, started=started, threshold=threshold, csv={},
+                              previews={})
     context.set_custom_status(status)
     for variant in data["variants"]:
         asked = c.RethresholdInput(task_id=task_id, threshold=threshold, variant=variant)

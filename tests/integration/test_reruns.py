@@ -117,12 +117,28 @@ def test_rerun_runs_everything_again_under_a_new_job_and_the_old_results_stay_se
     assert store.exists("$web", after["previews"]["blob"])
 
 
-    # the after-task operations work on a first generation only: on a re-run's results they refuse, changing nothing
-    for path, payload in (("previews", {"threshold": 0.5}), ("repeats/search", {"occurrence_threshold": 3})):
-        refused = api.post(f"{base}/api/tasks/{task_id}/{path}", json=payload, timeout=120)
-        assert refused.status_code == 409 and "re-run" in refused.json()["error"], (path, refused.text)
-        assert refused.json()["hint"]
+    # the repeat search run again works on a first generation only: on a re-run's results it refuses, changing nothing
+    refused = api.post(f"{base}/api/tasks/{task_id}/repeats/search", json={"occurrence_threshold": 3}, timeout=120)
+    assert refused.status_code == 409 and "re-run" in refused.json()["error"], refused.text
+    assert refused.json()["hint"]
     assert api.get(f"{base}/api/tasks/{task_id}/results", timeout=120).json()["results"] == after["results"]
+    assert after["previews"]["rerender"] is None
+
+    # a re-render at another threshold renders the served re-run's page and writes its CSV beside the re-run's own
+    state = app_env["TRAPBATCH_CONTAINER"]
+    rerendered = api.post(f"{base}/api/tasks/{task_id}/previews", json={"threshold": 0.5}, timeout=120)
+    assert rerendered.status_code == 202, rerendered.text
+    assert rerendered.json()["csv"] == {"original": layout.threshold_csv_blob(key, 0.5)}
+    done_render = wait_until(lambda: (lambda r: r if r and r["stage"] == Stage.completed else None)(
+        api.get(f"{base}/api/tasks/{task_id}/results", timeout=120).json()["previews"]["rerender"]), 120,
+        "the re-run's re-render")
+    assert done_render["key"] == key and done_render["csv"] == {"original": layout.threshold_csv_blob(key, 0.5)}
+    rows = store.read_bytes(state, layout.threshold_csv_blob(key, 0.5)).decode("utf-8").splitlines()
+    assert len(rows) == 1 + len(names)
+    assert not store.exists(state, layout.threshold_csv_blob(task_id, 0.5))  # the first generation's: untouched
+    assert store.read_json(state, layout.preview_sample_blob(key))["threshold"] == 0.5
+    assert api.get(f"{base}/api/tasks/{task_id}/results", timeout=120).json()["results"]["thresholds"] == {
+        "original": {"0.5": layout.threshold_csv_blob(key, 0.5)}}
     monkeypatch.setenv("TRAPBATCH_RESULTS_ZIP_ABOVE_BYTES", "1")  # every hand-off is "large" (read per call)
     check_rerun_zip(host, store, app_env, task_id, key)
 

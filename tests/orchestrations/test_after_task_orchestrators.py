@@ -39,7 +39,7 @@ def test_a_rerender_passes_over_each_variant_then_renders_its_page() -> None:
                                          "variant": REPEATS_REMOVED}
     assert run.stages[0] == Stage.publishing and run.stages[-1] == Stage.completed
     assert run.output == {
-        "stage": Stage.completed, "started": T0.isoformat(), "finished": T0.isoformat(), "threshold": 0.35,
+        "stage": Stage.completed, "key": TASK, "started": T0.isoformat(), "finished": T0.isoformat(), "threshold": 0.35,
         "csv": {"original": threshold_csv_blob(TASK, 0.35), REPEATS_REMOVED: threshold_csv_blob(TASK, 0.35,
                                                                                                REPEATS_REMOVED)},
         "previews": {"original": {"container": "$web", "counts": counts},
