@@ -14,6 +14,9 @@ Why its own module: the search is a second writer of the task's repeats list, be
   run again. Both checks read state and then start, so two requests at the same moment may both pass; the removal's
   merge parts check the list's id again before marking anything (``activities.fanin._removal``).
 
+The search is of the served generation (``adapters.generations``: a re-run's results once promoted), as the removal
+is; its status shows on ``GET .../repeats`` only while that generation is served.
+
 Devhost and the Functions host route by whole path segments: ``tasks/{task_id}/repeats/search`` and
 ``tasks/{task_id}/repeats`` never match the same path.
 """
@@ -30,6 +33,7 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from adapters import clients
+from adapters.generations import served_key
 from api.edge import http_edge, json_response
 from core import contracts as c
 from core.errors import RepeatListChanged, RepeatsBusy
@@ -43,8 +47,10 @@ bp = df.Blueprint()
 _ACTIVE = {"Running", "Pending", "ContinuedAsNew"}
 
 
-async def search_status(client: df.DurableOrchestrationClient, task_id: str) -> dict[str, Any] | None:
-    """The state of the task's latest search run again (its custom status), or None when none ever ran."""
+async def search_status(client: df.DurableOrchestrationClient, task_id: str, key: str | None = None
+                        ) -> dict[str, Any] | None:
+    """The state of the task's latest search run again (its custom status), or None when none ever ran; with
+    ``key`` (a generation, ``layout.generation_key``), None too when that search was of another generation."""
     status = await client.get_status(repeat_search_instance_id(task_id), show_input=True)
     runtime = status.runtime_status.value if getattr(status, "runtime_status", None) is not None else None
     if runtime is None:
@@ -52,6 +58,8 @@ async def search_status(client: df.DurableOrchestrationClient, task_id: str) -> 
     custom = status.custom_status if isinstance(status.custom_status, dict) else {}
     raw = getattr(status, "input_", None)
     started = json.loads(raw) if isinstance(raw, str) else raw if isinstance(raw, dict) else {}
+    if key is not None and started.get("task_id", task_id) != key:
+        return None
     # before its first custom status (Pending) the search and options come from its input
     out: dict[str, Any] = {"runtime_status": runtime, "search": started.get("search", ""),
                            "options": started.get("options", {}), **custom}
@@ -98,23 +106,22 @@ def list_fields(found: Mapping[str, Any]) -> dict[str, Any]:
 async def post_repeat_search(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     """Start a search of the finished task's results with the options in the body; the new list replaces the
     current one and the preview page is rendered again."""
-    from api.starters import (_base_url, _removal_status, _task_input, authorize_task, finished_task,
-                              first_generation_only)
+    from api.starters import _base_url, _removal_status, _task_input, authorize_task, finished_task
 
     task_id = req.route_params["task_id"]
     await authorize_task(req, client, task_id)
     await finished_task(client, task_id, "results to search")
-    await asyncio.to_thread(first_generation_only, clients.store(clients.settings()), clients.settings().container,
-                            task_id, "a repeat search")
+    s = clients.settings()
+    key = await asyncio.to_thread(served_key, clients.store(s), s.container, task_id)  # a re-run's, once served
     raw = req.get_body() or b""
     body = parse_json_body(raw, req.headers.get("content-type", "")) if raw.strip() else {}
     options = parse_repeat_search(body)
-    ensure_idle(task_id, await _removal_status(client, task_id, task_id), await search_status(client, task_id))
+    # one search at a time per task, whichever generation it searched (they share the instance id)
+    ensure_idle(task_id, await _removal_status(client, task_id, key), await search_status(client, task_id))
     search = repeat_search_id(datetime.now(timezone.utc), secrets.token_hex(3))
-    s = clients.settings()
     request = _task_input(await client.get_status(task_id, show_input=True)).get("request", {})
     await client.start_new(c.REPEAT_SEARCH_ORCHESTRATOR, repeat_search_instance_id(task_id), c.RepeatSearchInput(
-        task_id=task_id, model=request.get("model", ""), request_name=request.get("request_name", ""), search=search,
+        task_id=key, model=request.get("model", ""), request_name=request.get("request_name", ""), search=search,
         options=options.to_dict(), knobs=s.knobs.to_dict()))
     logger.info("task %s: repeated-detection search %s started with %s", task_id, search, options.to_dict())
     return json_response(202, {

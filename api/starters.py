@@ -47,7 +47,7 @@ from api.callers import (ANONYMOUS_OPERATOR, Caller, caller_from_headers, enforc
 from api.edge import http_edge, json_response
 from core import contracts as c
 from core.contracts import FINISHED, Stage
-from core.errors import (ContainerNotFound, RequestInvalid, RerunGenerationUnsupported, SourceUnavailable,
+from core.errors import (ContainerNotFound, RequestInvalid, SourceUnavailable,
                          TaskNotFinished, TaskNotFound, TaskStillRunning, TooManyActiveTasks, TrapbatchError)
 from core.ids import is_task_id, repeats_instance_id, shards_instance_id
 from core.requests import MAX_BODY_BYTES, TaskRequest, parse_json_body, parse_repeat_removal, parse_task_request
@@ -242,17 +242,6 @@ def request_caller(req: func.HttpRequest) -> Caller:
     if (os.environ.get("TRAPBATCH_CALLER_AUTH", "") or "none") == "none":
         return ANONYMOUS_OPERATOR
     return caller_from_headers(req.headers, clients.settings())
-
-
-def first_generation_only(store: BlobStore, container: str, task_id: str, what: str) -> None:
-    """409 for ``what`` on a task whose served results are a re-run's (``adapters.generations``): the repeat search run
-    again reads and writes the first generation's names (not built for re-runs yet; the re-render and the zip work on
-    the served generation, ``api.after_task``)."""
-    if served_generation(store, container, task_id):
-        raise RerunGenerationUnsupported(f"{what} is not available for task {task_id}: its results come from a re-run",
-                                         "download the results and CSV (GET .../results) and work on them locally, or "
-                                         "post the request again without rerun as a task of its own (another "
-                                         "request_name does not change the id: change e.g. images_per_shard)")
 
 
 async def authorize_task(req: func.HttpRequest, client: df.DurableOrchestrationClient, task_id: str) -> Caller:
@@ -616,7 +605,7 @@ async def task_repeats(req: func.HttpRequest, client: df.DurableOrchestrationCli
         return _json(404, {"error": f"task {task_id} has no repeated-detection list",
                            "hint": "the merge writes it; a task merged by an older trapbatch has none"})
     removal = await _removal_status(client, task_id, key)
-    searching = await repeat_search.search_status(client, task_id)
+    searching = await repeat_search.search_status(client, task_id, key)  # the served generation's
     if removal is not None and removal.get("stage") == Stage.completed:
         page = await asyncio.to_thread(_preview_page, req, s, key, REPEATS_REMOVED)
         removal["previews"] = {**(removal.get("previews") or {}), **page}

@@ -11,7 +11,6 @@
     ├── RepeatsBusy(TrapbatchError, RuntimeError)      a repeat search or removal of the task still runs (409)
     ├── RepeatListChanged(TrapbatchError, RuntimeError)  a removal names ids of a replaced repeats list (409)
     ├── TaskStillRunning(TrapbatchError, RuntimeError) a re-run asked for while the task runs (HTTP 409)
-    ├── RerunGenerationUnsupported(TrapbatchError, RuntimeError)  an after-task operation on a re-run's results (409)
     ├── SourceUnavailable(TrapbatchError, PermissionError)  another account's images cannot be opened
     ├── SourceNotAllowed(TrapbatchError, PermissionError)   that account is not on the operator's allow-list (403)
     ├── CallerUnauthenticated(TrapbatchError, PermissionError)  no verified caller identity (401)
@@ -93,13 +92,6 @@ class RepeatListChanged(TrapbatchError, RuntimeError):
 
 class TaskStillRunning(TrapbatchError, RuntimeError):
     """``"rerun": true`` for a task that is still running: a task runs one generation at a time."""
-
-    status_code = 409
-
-
-class RerunGenerationUnsupported(TrapbatchError, RuntimeError):
-    """A re-render, repeat search or zip asked of a task whose served results come from a re-run: those operations
-    read and write the first generation's names, so they would work on results that are no longer the task's."""
 
     status_code = 409
 

@@ -156,4 +156,4 @@ def test_no_async_function_in_api_calls_storage_on_the_event_loop() -> None:
     helpers, direct = _storage_use()
     assert direct == [], "run these through asyncio.to_thread (api.edge module docstring)"
     # the guard sees the helpers it is for (else it could pass blind)
-    assert {"_preview_page", "first_generation_only", "_zip_state", "_generations", "_check_source"} <= helpers
+    assert {"_preview_page", "_served_repeats", "_zip_state", "_generations", "_check_source"} <= helpers

@@ -117,15 +117,25 @@ def test_rerun_runs_everything_again_under_a_new_job_and_the_old_results_stay_se
     assert store.exists("$web", after["previews"]["blob"])
 
 
-    # the repeat search run again works on a first generation only: on a re-run's results it refuses, changing nothing
-    refused = api.post(f"{base}/api/tasks/{task_id}/repeats/search", json={"occurrence_threshold": 3}, timeout=120)
-    assert refused.status_code == 409 and "re-run" in refused.json()["error"], refused.text
-    assert refused.json()["hint"]
-    assert api.get(f"{base}/api/tasks/{task_id}/results", timeout=120).json()["results"] == after["results"]
     assert after["previews"]["rerender"] is None
 
-    # a re-render at another threshold renders the served re-run's page and writes its CSV beside the re-run's own
+    # the repeat search run again searches the served re-run's results and replaces its list, not the first's
     state = app_env["TRAPBATCH_CONTAINER"]
+    first_list = store.read_json(state, layout.repeats_blob(task_id))
+    listed = api.get(f"{base}/api/tasks/{task_id}/repeats", timeout=120).json()
+    assert listed["blob"] == layout.repeats_blob(key) and listed["searching"] is None
+    started = api.post(f"{base}/api/tasks/{task_id}/repeats/search", json={"occurrence_threshold": 3}, timeout=120)
+    assert started.status_code == 202, started.text
+    sid = started.json()["search"]
+    searched = wait_until(lambda: (lambda r: r if r["searching"] and r["searching"]["runtime_status"] in (
+        "Completed", "Failed") else None)(api.get(f"{base}/api/tasks/{task_id}/repeats", timeout=120).json()), 180,
+        "the re-run's repeat search")
+    assert searched["searching"]["runtime_status"] == "Completed", searched["searching"]
+    assert searched["search"] == sid and store.read_json(state, layout.repeats_blob(key))["search"] == sid
+    assert store.read_json(state, layout.repeats_blob(task_id)) == first_list  # the first generation's: untouched
+    assert api.get(f"{base}/api/tasks/{task_id}/results", timeout=120).json()["results"] == after["results"]
+
+    # a re-render at another threshold renders the served re-run's page and writes its CSV beside the re-run's own
     rerendered = api.post(f"{base}/api/tasks/{task_id}/previews", json={"threshold": 0.5}, timeout=120)
     assert rerendered.status_code == 202, rerendered.text
     assert rerendered.json()["csv"] == {"original": layout.threshold_csv_blob(key, 0.5)}
