@@ -277,6 +277,17 @@ def machine_facts(load_before: tuple[float, ...] | list[float]) -> dict[str, Any
             "git_commit": _git_commit(), "storage": "Azurite"}
 
 
+def save_record(record: dict[str, Any], out_arg: str, default_name: str, summary: Any = None) -> Path:
+    """Write a benchmark's record to ``out_arg`` (else ``bench/results/<default_name>``) and print ``summary`` (the
+    record without its machine facts by default) and where it went: every benchmark's ending."""
+    out = Path(out_arg) if out_arg else REPO / "bench" / "results" / default_name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=1) + "\n")
+    print(json.dumps({k: v for k, v in record.items() if k != "machine"} if summary is None else summary, indent=1))
+    print(f"saved {out}")
+    return out
+
+
 IMAGE_LIST = "lists/control-plane.csv"
 
 
@@ -506,15 +517,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     record = run(args)
     name = f"control_plane-{args.images}" + (f"-shape-of-{args.shape_of}" if args.shape_of else "") + ".json"
-    out = Path(args.out) if args.out else REPO / "bench" / "results" / name
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=1) + "\n")
     summary = {k: record[k] for k in ("images", "shape_of", "final_stage", "wall_s", "peak_rss_mb", "orchestrator_cpu_s", "activity_cpu_s",
                                       "control_plane_cpu_share_of_gpu", "max_history_events_per_instance",
                                       "max_activity_s", "max_activity", "status_p99_s", "enumerate_s", "merge_s",
                                       "repeat_search_s")}
-    print(json.dumps(summary, indent=1))
-    print(f"saved {out}")
+    save_record(record, args.out, name, summary)
     return 0 if record["runtime_status"] == "Completed" else 1
 
 

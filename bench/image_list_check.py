@@ -17,7 +17,6 @@ the task represents at 250 img/s); issue 11's target for the whole control plane
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import sys
@@ -28,7 +27,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.control_plane import image_names, machine_facts, storage_for, upload  # noqa: E402
+from bench.control_plane import image_names, machine_facts, save_record, storage_for, upload  # noqa: E402
 
 
 class CountingStore:
@@ -98,11 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="")
     args = p.parse_args(argv)
     record = run(args)
-    out = Path(args.out) if args.out else REPO / "bench" / "results" / f"image_list_check-{args.images}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=1) + "\n")
-    print(json.dumps({k: v for k, v in record.items() if k != "machine"}, indent=1))
-    print(f"saved {out}")
+    save_record(record, args.out, f"image_list_check-{args.images}.json")
     return 0
 
 

@@ -25,7 +25,6 @@ all runs, wall seconds, the blob count it saw (each way must see all N), and the
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -35,7 +34,7 @@ from typing import Any, Callable
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.control_plane import image_names, machine_facts, storage_for, upload  # noqa: E402
+from bench.control_plane import image_names, machine_facts, save_record, storage_for, upload  # noqa: E402
 
 
 def ways(container: Any, page_size: int) -> dict[str, Callable[[], int]]:
@@ -222,11 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="", help="default bench/results/listing-<N>.json")
     args = p.parse_args(argv)
     record = run(args)
-    out = Path(args.out) if args.out else REPO / "bench" / "results" / f"listing-{args.images}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=1) + "\n")
-    print(json.dumps(record["speedup_vs_sdk_list_blobs"]))
-    print(f"saved {out}")
+    save_record(record, args.out, f"listing-{args.images}.json", record["speedup_vs_sdk_list_blobs"])
     return 0
 
 

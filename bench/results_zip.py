@@ -33,7 +33,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.control_plane import machine_facts, storage_for  # noqa: E402
+from bench.control_plane import machine_facts, save_record, storage_for  # noqa: E402
 
 
 def _timed(fn: Any) -> tuple[Any, float, float]:
@@ -140,12 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         from adapters.zip_parts import PART_BYTES
         args.part_bytes = PART_BYTES
     record = run(args)
-    out = (Path(args.out) if args.out
-           else REPO / "bench" / "results" / f"results_zip-{args.images}x{args.copies}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=1) + "\n")
-    print(json.dumps({k: v for k, v in record.items() if k != "machine"}, indent=1))
-    print(f"saved {out}")
+    save_record(record, args.out, f"results_zip-{args.images}x{args.copies}.json")
     return 0
 
 

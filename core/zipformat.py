@@ -47,22 +47,16 @@ def crc32_combine(crc1: int, crc2: int, length2: int) -> int:
     """The CRC-32 of ``a + b`` from ``crc32(a)``, ``crc32(b)`` and ``len(b)`` (zlib's ``crc32_combine``)."""
     if length2 <= 0:
         return crc1
-    odd = [_POLY] + [1 << n for n in range(31)]  # the operator for one zero bit
-    even = _square(odd)  # two zero bits
-    odd = _square(even)  # four zero bits
-    while True:  # apply the operator for 8 * length2 zero bits to crc1, one bit of length2 at a time
-        even = _square(odd)
+    operator = [_POLY] + [1 << n for n in range(31)]  # appends one zero bit to a CRC
+    for _ in range(3):
+        operator = _square(operator)  # two, four, then eight zero bits: one zero byte
+    while True:  # append length2 zero bytes to crc1, by squaring: one bit of length2 at a time
         if length2 & 1:
-            crc1 = _times(even, crc1)
+            crc1 = _times(operator, crc1)
         length2 >>= 1
         if not length2:
             break
-        odd = _square(even)
-        if length2 & 1:
-            crc1 = _times(odd, crc1)
-        length2 >>= 1
-        if not length2:
-            break
+        operator = _square(operator)
     return crc1 ^ crc2
 
 
