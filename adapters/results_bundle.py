@@ -8,9 +8,10 @@ the results route rebuilds a zip that no longer matches (``zip_is_current``).
 
 ``write_zip`` builds the zip of up to ``adapters.zip_parts.PART_BYTES`` of files in one pass (``activities.
 results_zip``); a larger set is deflated in parallel parts and composed by ``adapters.zip_parts`` into a zip of the
-same members and manifest. Streamed, memory bounded whatever the size: each file is read from storage in chunks into ``zipfile`` (deflated,
-zip64), which writes into ``adapters.block_writer.BlockBlobWriter`` (one 8 MiB block in memory). Paths in the zip are
-``<task>/<path under results/<task>/>``, e.g. ``task-.../detections.json``, ``task-.../exports/coco.json``.
+same members and manifest. Streamed, memory bounded whatever the size: each file is read from storage in chunks into
+``zipfile`` (deflated, zip64), which writes into ``adapters.block_writer.BlockBlobWriter`` (one 8 MiB block in
+memory). Paths in the zip are ``<task>/<path under results/<task>/>``, e.g. ``task-.../detections.json``,
+``task-.../exports/coco.json`` (a re-run's: ``<task>-runs-<run>/...``, ``layout.download_label``).
 
 Must not: put anything but the linked files in the zip (never the preview sample, the folder record, or itself).
 """

@@ -25,10 +25,10 @@ from azure.core.exceptions import AzureError
 
 from adapters import clients, share_links
 from adapters.blobs import BlobStore
+from adapters.generations import served_key
 from adapters.preview_folders import existing_preview_folder
 from adapters.results_bundle import linked_blobs, zip_is_current
 from api.edge import http_edge, json_response
-from adapters.generations import served_key
 from api.starters import ACTIVE, _base_url, _runtime, _task_input, authorize_task, finished_task
 from core import contracts as c
 from core.ids import expiry_instance_id, repeats_instance_id, rerender_instance_id, results_zip_instance_id

@@ -481,7 +481,7 @@ async def get_results(req: func.HttpRequest, client: df.DurableOrchestrationClie
     if rerunning:
         answer["rerun"] = {"stage": info["stage"], "hint": "these are the results of the task's previous run; the "
                            "re-run's replace them when it completes (its stage becomes 'completed')"}
-    from api.after_task import extend_results  # the zip of the served generation; re-renders and expiry: a first's
+    from api.after_task import extend_results  # the served generation's zip, re-render and expiry
 
     await extend_results(client, s, store, task_id, files, answer, generation)
     return _json(200, answer)
