@@ -1,8 +1,9 @@
 """A large task's results zip, deflated in parallel parts and composed: plan, part, combine, clean.
 
-Why: ``adapters.results_bundle.write_zip`` deflates every file in one process (~14 us of CPU an image here for a
-task's usual files, ``bench/results_zip.py``); a ten-million-image task with its repeats-removed variant and CSVs at
-other thresholds holds tens of GB, past the app's ``functionTimeout`` for one activity. Here the files, in zip order,
+Why: ``adapters.results_bundle.write_zip`` deflates every file in one process (13 us of CPU an image here for a
+task's usual files, ``bench/results_zip.py``): minutes for a ten-million-image task, tens of GB with its
+repeats-removed variant and CSVs at other thresholds, growing towards the app's ``functionTimeout`` for one activity;
+a part's time does not grow with the task. Here the files, in zip order,
 are cut into parts of ``PART_BYTES`` (``core.zipformat.cut``); each part activity deflates its chunks into one work
 blob (a chunk that is not its file's last ends with a sync flush, so the chunks of a file concatenate into one
 deflate stream) and answers each chunk's CRC-32 and deflated length; the combine composes the zip from the members'

@@ -1,15 +1,17 @@
 """The bytes of a zip whose members were deflated in pieces by different processes, and how to cut the work.
 
-Why: one process deflating every file of a ten-million-image task (tens of GB with the repeats-removed variant and
-CSVs at other thresholds) runs past the app's ``functionTimeout``. The zip format lets the work split: a member's
+Why: one process deflating every file of a ten-million-image task (~12 GB a results variant, tens of GB with the
+repeats-removed variant and CSVs at other thresholds) takes minutes that grow with the task (``bench/results_zip.py``:
+~176 s a variant here), towards the app's ``functionTimeout`` on a slower instance. The zip format lets the work split: a member's
 data is one raw deflate stream (RFC 1951), and deflate streams concatenate when every piece but the last ends on a
 byte boundary without the final-block bit (what zlib's ``Z_SYNC_FLUSH`` leaves: an empty stored block), as pigz
 does. A member's CRC-32 is composed from its pieces' CRCs and lengths (``crc32_combine``, zlib's method: the CRC of
 ``n`` zero bytes is a linear map, applied by squaring a 32x32 matrix over GF(2)). With every size and CRC known
-before the bytes are laid out, each local header carries them (no data descriptors), and the central directory is
-written last. Everything is zip64 (APPNOTE.TXT 4.3.9, 4.3.14, 4.5.3), as ``zipfile`` writes with ``force_zip64``.
+before the bytes are laid out, each local header carries them (no data descriptors, APPNOTE.TXT 4.3.9), and the
+central directory is written last. Everything is zip64 (the extra field of 4.5.3 in every header, the end records of
+4.3.14-4.3.16), as ``zipfile`` writes with ``force_zip64``.
 
-Pure: no storage here (``adapters.results_bundle`` reads, deflates and composes).
+Pure: no storage here (``adapters.zip_parts`` reads, deflates and composes).
 """
 from __future__ import annotations
 
