@@ -6,6 +6,8 @@ blob name it lists, such as exports) and the status's ``repeated_detections.blob
 layout. How: with a connection string when one is configured (Azurite locally; ``--storage-connection`` /
 ``TRAPBATCH_STORAGE_CONNECTION``), otherwise with the signed-in Azure identity (``DefaultAzureCredential``: az login,
 a managed identity...) against the account in the results' ``url``; that identity needs Storage Blob Data Reader.
+Where: each file at its path under the results folder (``local_paths``): by file name alone, the variants' exports
+(``exports/coco.json``, ``exports/repeats-removed/coco.json``) overwrote each other, and one was silently lost.
 """
 from __future__ import annotations
 
@@ -61,11 +63,17 @@ def result_blobs(results: dict[str, Any], status: dict[str, Any]) -> list[tuple[
     return [(container, n) for n in dict.fromkeys(names)] if container else []
 
 
-def _read(service: Any, container: str, name: str) -> bytes:
+def _fetch(service: Any, container: str, name: str, dest: Path) -> None:
+    """Stream one blob into ``dest`` (through ``<dest>.part``, renamed when whole: an interrupted download leaves no
+    file that looks complete), a chunk at a time: a ten-million-image task's results and COCO file are gigabytes."""
     from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
 
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    partial = dest.with_name(dest.name + ".part")
     try:
-        return bytes(service.get_blob_client(container, name).download_blob().readall())
+        with open(partial, "wb") as fh:
+            service.get_blob_client(container, name).download_blob(max_concurrency=4).readinto(fh)
+        partial.replace(dest)
     except ResourceNotFoundError:
         raise CliError(f"blob {container}/{name} does not exist", "the task's files may have been deleted; "
                        "check the storage account") from None
@@ -76,6 +84,8 @@ def _read(service: Any, container: str, name: str) -> bytes:
     except HttpResponseError as exc:
         raise CliError(f"reading {container}/{name} failed: {exc.status_code} {exc.reason}",
                        "check TRAPBATCH_STORAGE_CONNECTION / your Azure sign-in, then retry") from None
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def _list(service: Any, container: str, prefix: str) -> Iterator[str]:
@@ -91,21 +101,38 @@ def _safe_join(root: Path, relative: str) -> Path:
     return root.joinpath(*parts)
 
 
+def local_paths(results: dict[str, Any], status: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(container, blob, path in the folder) of every file ``result_blobs`` names: its path under the results'
+    folder (``results/<task>/``, a re-run's ``results/<task>/runs/<run>/``), as the results zip holds it, so the
+    variants' exports of the same name (``exports/coco.json``, ``exports/repeats-removed/coco.json``) stay apart; a
+    blob outside that folder by its file name."""
+    main = str((results.get("results") or {}).get("blob") or "")
+    prefix = main.rsplit("/", 1)[0] + "/" if "/" in main else ""
+    paths = [(c, n, n[len(prefix):] if prefix and n.startswith(prefix) else PurePosixPath(n).name)
+             for c, n in result_blobs(results, status)]
+    seen: dict[str, str] = {}
+    for _, name, path in paths:
+        if seen.setdefault(path, name) != name:
+            raise CliError(f"two files would be written to {path} ({seen[path]} and {name})",
+                           "report this: it is a bug")
+    return paths
+
+
 def download(service: Any, results: dict[str, Any], status: dict[str, Any], out: Path,
              previews: bool = False) -> list[Path]:
-    """Write the task's files into ``out`` (results by their file names; previews under ``out/previews``)."""
+    """Write the task's files into ``out`` (at their paths under the results folder, ``local_paths``; previews
+    under ``out/previews``)."""
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    for container, name in result_blobs(results, status):
-        dest = _safe_join(out, PurePosixPath(name).name)
-        dest.write_bytes(_read(service, container, name))
+    for container, name, path in local_paths(results, status):
+        dest = _safe_join(out, path)
+        _fetch(service, container, name, dest)
         written.append(dest)
     page = results.get("previews") or {}
     if previews and page.get("folder"):
         folder = str(page["folder"])
         for name in _list(service, str(page["container"]), folder + "/"):
             dest = _safe_join(out / "previews", name[len(folder) + 1:])
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            dest.write_bytes(_read(service, str(page["container"]), name))
+            _fetch(service, str(page["container"]), name, dest)
             written.append(dest)
     return written

@@ -82,6 +82,9 @@ def test_submit_wait_completes_and_results_downloads_every_file(host, store: Blo
     assert sorted(im["file"] for im in doc["images"]) == names
     assert len((folder / "detections.csv").read_text().splitlines()) == 1 + len(names)
     assert (folder / "repeated-detections.json").exists()  # named by the status, fetched too
+    exported = {p.relative_to(folder).as_posix() for p in (folder / "exports").rglob("*") if p.is_file()}
+    assert {"exports/coco.json", "exports/camtrap-dp/datapackage.json", "exports/camtrap-dp/media.csv"} <= exported
+    assert not list(folder.rglob("*.part"))  # every download finished and renamed
     assert (folder / "previews" / "index.html").read_text().count(task_id) > 0
     assert "preview site: http" in got.stdout
 

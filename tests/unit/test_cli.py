@@ -133,3 +133,24 @@ def test_the_summary_shows_a_finished_tasks_cost(capsys: pytest.CaptureFixture[s
     assert f"${cost['usd']}, ${cost['usd_per_million_images']} per million images" in shown
     _summary({"id": "task-0", "stage": "completed", "cost": task_cost(10, 5.0, 1, 1, vm_size="")})
     assert "local pool" in capsys.readouterr().out
+
+
+def test_results_keep_their_paths_so_the_variants_exports_do_not_overwrite_each_other() -> None:
+    from cli.download import local_paths
+
+    prefix = "results/task-1/runs/r000000000001ab/"
+    answer = {"results": {"container": "state", "blob": prefix + "detections.json", "url": "http://x",
+                          "csv": prefix + "detections.csv",
+                          "exports": {"original": {"coco.json": prefix + "exports/coco.json",
+                                                   "camtrap-dp/media.csv": prefix + "exports/camtrap-dp/media.csv"},
+                                      "repeats-removed": {
+                                          "coco.json": prefix + "exports/repeats-removed/coco.json",
+                                          "camtrap-dp/media.csv": prefix + "exports/repeats-removed/camtrap-dp/media.csv"}}}}
+    status = {"repeated_detections": {"blob": prefix + "repeated-detections.json"}}
+    paths = {path for _, _, path in local_paths(answer, status)}
+    assert paths == {"detections.json", "detections.csv", "exports/coco.json", "exports/camtrap-dp/media.csv",
+                     "exports/repeats-removed/coco.json", "exports/repeats-removed/camtrap-dp/media.csv",
+                     "repeated-detections.json"}
+    elsewhere = {**answer, "results": {**answer["results"], "csv": "other/place/detections.json"}}
+    with pytest.raises(CliError, match="two files would be written to detections.json"):
+        local_paths(elsewhere, status)  # outside the folder a file keeps its name only: a clash is refused
