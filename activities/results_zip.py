@@ -18,9 +18,10 @@ from gpu_batch import layout
 bp = df.Blueprint()
 
 
-def run_build(store: BlobStore, container: str, task_id: str,
-              part_bytes: int = zip_parts.PART_BYTES) -> c.ResultsZipOutput:
-    """The zip in one pass when its files are small enough, else the plan of its parts."""
+def run_build(store: BlobStore, container: str, task_id: str, part_bytes: int | None = None) -> c.ResultsZipOutput:
+    """The zip in one pass when its files are small enough, else the plan of its parts (``part_bytes``: default
+    ``zip_parts.PART_BYTES``, read at the call)."""
+    part_bytes = part_bytes or zip_parts.PART_BYTES
     made = zip_parts.plan(store, container, task_id, part_bytes)
     if sum(f["size"] for f in made["files"]) > part_bytes:
         return c.ResultsZipOutput(blob=layout.results_zip_blob(task_id), files=len(made["files"]), bytes=0,

@@ -279,7 +279,9 @@ def description(base_url: str = "") -> dict[str, Any]:
                         "files_bytes": {"type": "integer"}}},
                     "results": {"type": "object", "required": ["container", "blob"], "properties": {
                         "container": {"type": "string"}, "blob": {"type": "string"}, "csv": {"type": "string"},
-                        "url": {"type": "string"}}}}},
+                        "url": {"type": "string"},
+                        "files": {"type": "object", "description": "per results variant (original, repeats-removed), "
+                                  "its blob names: results, csv, exports, thresholds"}}}}},
                 "CancelRequested": {"type": "object", "required": ["id", "cancel_requested"], "properties": {
                     "id": {"type": "string"}, "cancel_requested": {"const": True}, "hint": {"type": "string"}}},
                 "PreviewsDeleted": {"type": "object", "required": ["id", "deleted"], "properties": {

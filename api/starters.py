@@ -458,7 +458,10 @@ def _results_answer(req: func.HttpRequest, s: Settings, store: BlobStore, task_i
         "id": task_id, "stage": stage, "generation": generation,
         "results": {"container": s.container, "blob": layout.results_blob(key),
                     "url": store.url(s.container, layout.results_blob(key)), "csv": layout.csv_blob(key),
-                    "exports": {v: e["exports"] for v, e in files.items()}},
+                    "exports": {v: e["exports"] for v, e in files.items()},
+                    # every file of every variant by blob name (the repeats-removed results and CSV too), as
+                    # ``links`` has their links: what ``trapbatch results`` downloads
+                    "files": files},
         "previews": _preview_page(req, s, key),
         "links": links,
     }

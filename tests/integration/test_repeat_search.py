@@ -7,7 +7,9 @@ occurrence threshold gives fewer places, a looser one more. A removal must name 
 """
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
@@ -77,7 +79,7 @@ def search(base: str, task_id: str, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_searching_again_replaces_the_list_with_what_core_finds_offline_and_removals_name_their_list(
-        host: Any, store: BlobStore, unique_name: str) -> None:
+        host: Any, store: BlobStore, unique_name: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     base, container = host.base_url, unique_name + "-state"
     r = api.post(f"{base}/api/tasks", json={"container": unique_name, "request_name": "rde"}, timeout=120)
     assert r.status_code == 202, r.text
@@ -137,6 +139,42 @@ def test_searching_again_replaces_the_list_with_what_core_finds_offline_and_remo
     assert done["runtime_status"] == "Completed" and done["search"] == loose["search"], done
     assert done["detections_marked"] == removal.marked >= 8
     assert store.read_json(container, layout.results_blob(task_id, layout.REPEATS_REMOVED))["images"] == cleaned
+    check_both_variants_handed_off(host, store, container, task_id, monkeypatch, tmp_path)
+
+
+def check_both_variants_handed_off(host: Any, store: BlobStore, container: str, task_id: str,
+                                   monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """With the repeats-removed variant beside the original, every file of both reaches people apart: the results zip
+    (built here in parallel parts, through devhost's replay) and ``trapbatch results``' folder each hold every linked
+    file at its own path, byte for byte (the variants' exports share file names)."""
+    import io
+    import zipfile
+
+    from adapters import zip_parts
+    from adapters.results_bundle import linked_blobs, zip_path
+    from cli.download import blob_service, download
+
+    files = linked_blobs(store, container, task_id)
+    prefix = layout.results_prefix(task_id)
+    relative = {name: name[len(prefix):] for name in files}
+    assert {"exports/coco.json", f"exports/{layout.REPEATS_REMOVED}/coco.json"} <= set(relative.values())
+    monkeypatch.setenv("TRAPBATCH_RESULTS_ZIP_ABOVE_BYTES", "1")
+    monkeypatch.setattr(zip_parts, "PART_BYTES", 1 + sum(f["size"] for f in files.values()) // 5)  # five parts
+    url = f"{host.base_url}/api/tasks/{task_id}/results"
+    ready = wait_until(lambda: (lambda a: a if a["zip"]["state"] == "ready" else None)(
+        api.get(url, timeout=120).json()), 180, "the results zip")
+    with zipfile.ZipFile(io.BytesIO(requests.get(ready["links"]["zip"], timeout=60).content)) as zf:
+        assert zf.testzip() is None and sorted(zf.namelist()) == sorted(zip_path(task_id, n) for n in files)
+        for name in files:
+            assert zf.read(zip_path(task_id, name)) == store.read_bytes(container, name), name
+    assert list(store.list_names(container, layout.results_zip_work_prefix(task_id))) == []
+
+    answer = api.get(url, timeout=120).json()
+    status = api.get(f"{host.base_url}/api/tasks/{task_id}", timeout=120).json()
+    folder = tmp_path / "handed-off"
+    download(blob_service(os.environ["AzureWebJobsStorage"], ""), answer, status, folder)
+    for name, path in relative.items():
+        assert (folder / path).read_bytes() == store.read_bytes(container, name), path
 
 
 def check_fanned_zooniverse(store: BlobStore, container: str, task_id: str, status: dict[str, Any],

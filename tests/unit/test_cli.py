@@ -146,11 +146,13 @@ def test_results_keep_their_paths_so_the_variants_exports_do_not_overwrite_each_
                                       "repeats-removed": {
                                           "coco.json": prefix + "exports/repeats-removed/coco.json",
                                           "camtrap-dp/media.csv": prefix + "exports/repeats-removed/camtrap-dp/media.csv"}}}}
+    answer["results"]["files"] = {"repeats-removed": {  # the API names every variant's files
+        "results": prefix + "detections.repeats-removed.json", "csv": prefix + "detections.repeats-removed.csv"}}
     status = {"repeated_detections": {"blob": prefix + "repeated-detections.json"}}
     paths = {path for _, _, path in local_paths(answer, status)}
     assert paths == {"detections.json", "detections.csv", "exports/coco.json", "exports/camtrap-dp/media.csv",
                      "exports/repeats-removed/coco.json", "exports/repeats-removed/camtrap-dp/media.csv",
-                     "repeated-detections.json"}
+                     "repeated-detections.json", "detections.repeats-removed.json", "detections.repeats-removed.csv"}
     elsewhere = {**answer, "results": {**answer["results"], "csv": "other/place/detections.json"}}
     with pytest.raises(CliError, match="two files would be written to detections.json"):
         local_paths(elsewhere, status)  # outside the folder a file keeps its name only: a clash is refused
