@@ -227,6 +227,8 @@ def _print_summary(doc: dict[str, Any], res: dict[str, Any], st: dict[str, Any],
     say(f"results:  {_show(OUT)}/detections.json  (MegaDetector format {doc['info']['format_version']}; {md_check})")
     say(f"table:    {_show(OUT)}/detections.csv  (one row per image, for spreadsheets)")
     say(f"previews: {_show(OUT)}/previews/index.html  (served live at {res['previews']['local_url']} while devhost runs)")
+    if (OUT / "exports").is_dir():
+        say(f"exports:  {_show(OUT)}/exports/  (COCO Camera Traps, Camtrap DP, Zooniverse manifests)")
     say(f"images: {counts['images']}  with detections >= {THRESHOLD}: {counts['with_detections']} "
         f"({counts['detections']} detections)  empty: {counts['empty']}  failures: {counts['failed']}")
     for im in doc["images"]:

@@ -31,3 +31,5 @@ def test_demo_writes_validated_results_listing_every_sample_once(tmp_path: Path)
     assert (out / "previews" / "index.html").read_text().count("<canvas") > 0
     table = (out / "detections.csv").read_text(encoding="utf-8").splitlines()
     assert table[0].startswith("file,folder,status") and len(table) == 1 + len(samples)
+    assert (out / "exports" / "coco.json").is_file() and (out / "exports" / "camtrap-dp" / "datapackage.json").is_file()
+    assert "exports:  " in proc.stdout and "/exports/" in proc.stdout  # said where they are
