@@ -26,7 +26,7 @@ def run_build(store: BlobStore, container: str, task_id: str, part_bytes: int | 
     if sum(f["size"] for f in made["files"]) > part_bytes:
         return c.ResultsZipOutput(blob=layout.results_zip_blob(task_id), files=len(made["files"]), bytes=0,
                                   plan=made)
-    written = write_zip(store, container, task_id)
+    written = write_zip(store, container, task_id, {f["name"]: dict(f) for f in made["files"]})  # one listing
     return c.ResultsZipOutput(blob=written["zip"], files=len(written["files"]), bytes=written["bytes"])
 
 

@@ -52,9 +52,12 @@ def zip_is_current(manifest: Any, current: dict[str, dict[str, Any]]) -> bool:
     return {n: f.get("etag") for n, f in manifest["files"].items()} == {n: f["etag"] for n, f in current.items()}
 
 
-def write_zip(store: BlobStore, container: str, task_id: str) -> dict[str, Any]:
-    """Write the zip and then its manifest; returns the manifest (``zip``, ``bytes``, ``files``)."""
-    files = linked_blobs(store, container, task_id)  # etags before reading: a file changed meanwhile reads stale
+def write_zip(store: BlobStore, container: str, task_id: str,
+              files: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Write the zip and then its manifest; returns the manifest (``zip``, ``bytes``, ``files``). ``files``:
+    ``linked_blobs``' answer when the caller has just listed them."""
+    if files is None:
+        files = linked_blobs(store, container, task_id)  # etags before reading: a file changed meanwhile reads stale
     name = layout.results_zip_blob(task_id)
     with BlockBlobWriter(store, container, name) as out:
         with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as zf:
