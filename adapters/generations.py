@@ -29,3 +29,13 @@ def served_generation(store: BlobStore, container: str, task_id: str) -> str:
 def served_key(store: BlobStore, container: str, task_id: str) -> str:
     """``layout.generation_key`` of the served generation: pass it wherever a results name takes a task id."""
     return layout.generation_key(task_id, served_generation(store, container, task_id))
+
+
+def generation_request(store: BlobStore, container: str, key: str) -> dict[str, object] | None:
+    """The request a generation was enumerated from (``layout.request_blob``), or None before enumeration wrote it.
+
+    Why not the orchestration's input: a task's input is its latest request, and a re-run that failed with another
+    model leaves the earlier generation served; pages rendered again for that generation must name the model its
+    results came from."""
+    doc = store.read_json_or_none(container, layout.request_blob(key))
+    return doc if isinstance(doc, dict) else None

@@ -29,7 +29,7 @@ from adapters.generations import served_key
 from adapters.preview_folders import existing_preview_folder
 from adapters.results_bundle import linked_blobs, zip_is_current
 from api.edge import http_edge, json_response
-from api.starters import ACTIVE, _base_url, _runtime, _task_input, authorize_task, finished_task
+from api.starters import ACTIVE, _base_url, _runtime, authorize_task, finished_task, page_labels
 from core import contracts as c
 from core.ids import expiry_instance_id, repeats_instance_id, rerender_instance_id, results_zip_instance_id
 from core.requests import parse_json_body, parse_rerender
@@ -78,10 +78,9 @@ async def post_previews(req: func.HttpRequest, client: df.DurableOrchestrationCl
                                    "hint": "they were deleted (DELETE .../previews or previews_expire_days), or the "
                                            "task never reached its publishing stage; re-rendering would publish "
                                            "them again, so it is refused"})
-    request = _task_input(await client.get_status(task_id, show_input=True)).get("request", {})
+    model, request_name = await page_labels(client, s, task_id, key)
     await client.start_new(c.RERENDER_ORCHESTRATOR, rerender_instance_id(task_id), c.RerenderInput(
-        task_id=key, threshold=threshold, model=str(request.get("model", "")),
-        request_name=str(request.get("request_name", "")), variants=variants))
+        task_id=key, threshold=threshold, model=model, request_name=request_name, variants=variants))
     logger.info("task %s: re-rendering previews at threshold %s", task_id, threshold)
     return json_response(202, {"id": task_id, "threshold": threshold, "status_url": status_url,
                                "csv": {v or "original": layout.threshold_csv_blob(key, threshold, v)

@@ -106,7 +106,7 @@ def list_fields(found: Mapping[str, Any]) -> dict[str, Any]:
 async def post_repeat_search(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     """Start a search of the finished task's results with the options in the body; the new list replaces the
     current one and the preview page is rendered again."""
-    from api.starters import _base_url, _removal_status, _task_input, authorize_task, finished_task
+    from api.starters import _base_url, _removal_status, authorize_task, finished_task, page_labels
 
     task_id = req.route_params["task_id"]
     await authorize_task(req, client, task_id)
@@ -119,9 +119,9 @@ async def post_repeat_search(req: func.HttpRequest, client: df.DurableOrchestrat
     # one search at a time per task, whichever generation it searched (they share the instance id)
     ensure_idle(task_id, await _removal_status(client, task_id, key), await search_status(client, task_id))
     search = repeat_search_id(datetime.now(timezone.utc), secrets.token_hex(3))
-    request = _task_input(await client.get_status(task_id, show_input=True)).get("request", {})
+    model, request_name = await page_labels(client, s, task_id, key)
     await client.start_new(c.REPEAT_SEARCH_ORCHESTRATOR, repeat_search_instance_id(task_id), c.RepeatSearchInput(
-        task_id=key, model=request.get("model", ""), request_name=request.get("request_name", ""), search=search,
+        task_id=key, model=model, request_name=request_name, search=search,
         options=options.to_dict(), knobs=s.knobs.to_dict()))
     logger.info("task %s: repeated-detection search %s started with %s", task_id, search, options.to_dict())
     return json_response(202, {

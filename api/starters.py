@@ -39,7 +39,7 @@ from azure.core.exceptions import AzureError
 
 from adapters import clients
 from adapters.blobs import BlobStore
-from adapters.generations import served_generation, served_key
+from adapters.generations import generation_request, served_generation, served_key
 from adapters.image_lists import scan_image_list
 from adapters.preview_folders import delete_preview_folder, existing_preview_folder
 from api.callers import (ANONYMOUS_OPERATOR, Caller, caller_from_headers, enforce_owner, enforce_request_limits,
@@ -415,12 +415,23 @@ async def get_task(req: func.HttpRequest, client: df.DurableOrchestrationClient)
 
 
 async def finished_task(client: df.DurableOrchestrationClient, task_id: str, what: str) -> dict[str, Any]:
-    """``describe_task`` for a task that must have completed; ``TaskNotFinished`` (409) otherwise."""
+    """``describe_task`` for a task whose served generation has results to work on; ``TaskNotFinished`` (409)
+    otherwise.
+
+    A re-run that ended without results (failed, cancelled, terminated) leaves the earlier generation served
+    (``adapters.generations``): its results, pages and lists are what the task hands out, so the operations after a
+    task work on them. While a re-run is still running they wait: its promotion takes the earlier pages offline, and
+    a re-render of them at that moment would publish pages nobody lists."""
     info = await describe_task(client, task_id)
-    if info["stage"] not in FINISHED:
-        raise TaskNotFinished(f"task {task_id} has no {what} yet (stage: {info['stage']})",
-                              f"poll GET /api/tasks/{task_id} until its stage is 'completed'")
-    return info
+    if info["stage"] in FINISHED:
+        return info
+    if info["runtime_status"] not in ACTIVE and "previous" in _task_input(
+            await client.get_status(task_id, show_input=True)):
+        return info  # the last re-run ended without results; an earlier generation's are served
+    rerunning = "previous" in _task_input(await client.get_status(task_id, show_input=True))
+    raise TaskNotFinished(f"task {task_id} has no {what} yet (stage: {info['stage']})" if not rerunning else
+                          f"task {task_id} is running again (stage: {info['stage']}); its {what} can be worked on "
+                          "when the re-run ends", f"poll GET /api/tasks/{task_id} until its stage is 'completed'")
 
 
 def _preview_page(req: func.HttpRequest, s: Settings, task_id: str, variant: str = "") -> dict[str, Any]:
@@ -569,6 +580,17 @@ def _task_input(status: Any) -> dict[str, Any]:
     return raw if isinstance(raw, dict) else {}
 
 
+async def page_labels(client: df.DurableOrchestrationClient, s: Settings, task_id: str,
+                      key: str) -> tuple[str, str]:
+    """(model, request name) that pages rendered again for generation ``key`` show: the generation's own request,
+    falling back to the task's latest (its orchestration input) for a generation enumerated before
+    ``layout.request_blob`` was written."""
+    request = await asyncio.to_thread(generation_request, clients.store(s), s.container, key)
+    if request is None:
+        request = _task_input(await client.get_status(task_id, show_input=True)).get("request", {})
+    return str(request.get("model", "") or ""), str(request.get("request_name", "") or "")
+
+
 async def _removal_status(client: df.DurableOrchestrationClient, task_id: str, key: str) -> dict[str, Any] | None:
     """The task's last repeat removal, if it was of the served generation ``key`` (a removal of a generation a re-run
     replaced is not this one's)."""
@@ -620,9 +642,9 @@ async def task_repeats(req: func.HttpRequest, client: df.DurableOrchestrationCli
     repeat_search.ensure_idle(task_id, removal, searching)
     search = repeat_search.current_list(body, found, task_id)
     remove = parse_repeat_removal(body, [loc["id"] for loc in found["locations"]])
-    request = _task_input(await client.get_status(task_id, show_input=True)).get("request", {})
+    model, request_name = await page_labels(client, s, task_id, key)
     await client.start_new(c.REPEATS_ORCHESTRATOR, repeats_instance_id(task_id), c.RepeatsInput(
-        task_id=key, model=request.get("model", ""), request_name=request.get("request_name", ""),
+        task_id=key, model=model, request_name=request_name,
         remove=remove, search=search))
     logger.info("task %s: removing %d repeated-detection locations", task_id, len(remove))
     return _json(202, {"id": task_id, "removing": remove, "status_url": f"{_base_url(req)}/api/tasks/{task_id}/repeats",

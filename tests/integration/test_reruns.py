@@ -151,6 +151,32 @@ def test_rerun_runs_everything_again_under_a_new_job_and_the_old_results_stay_se
         "original": {"0.5": layout.threshold_csv_blob(key, 0.5)}}
     monkeypatch.setenv("TRAPBATCH_RESULTS_ZIP_ABOVE_BYTES", "1")  # every hand-off is "large" (read per call)
     check_rerun_zip(host, store, app_env, task_id, key)
+    check_title_after_a_cancelled_rerun(host, store, app_env, task_id, key, after["previews"]["blob"])
+
+
+def check_title_after_a_cancelled_rerun(host: Any, store: BlobStore, app_env: dict[str, str], task_id: str,
+                                        key: str, page: str) -> None:
+    """A re-run under another name that ends without results leaves the earlier generation served; the task's input
+    (its latest request) then holds the other name, and a re-render must still title the page with the name of the
+    request that made the served results (its generation's own request.json)."""
+    base = host.base_url
+    assert store.read_json(app_env["TRAPBATCH_CONTAINER"], layout.request_blob(key))["request_name"] == "again"
+    container = store.read_json(app_env["TRAPBATCH_CONTAINER"], layout.request_blob(key))["container"]
+    third = api.post(f"{base}/api/tasks", json={"container": container, "rerun": True, "request_name": "third try"},
+                     timeout=120)
+    assert third.status_code == 202 and third.json()["id"] == task_id, third.text
+    wait_until(lambda: status(host, task_id)["stage"] == Stage.awaiting_confirmation, 120, "third run waiting")
+    assert api.post(f"{base}/api/tasks/{task_id}/cancel", timeout=120).status_code == 202
+    wait_until(lambda: status(host, task_id)["stage"] == Stage.cancelled, 120, "third run cancelled")
+    assert api.get(f"{base}/api/tasks/{task_id}/results", timeout=120).json()["results"]["blob"] == \
+        layout.results_blob(key)  # still the second generation's
+    again = api.post(f"{base}/api/tasks/{task_id}/previews", json={"threshold": 0.6}, timeout=120)
+    assert again.status_code == 202, again.text
+    wait_until(lambda: (lambda r: r if r and r["stage"] == Stage.completed and r.get("threshold") == 0.6 else None)(
+        api.get(f"{base}/api/tasks/{task_id}/results", timeout=120).json()["previews"]["rerender"]), 120,
+        "the re-render after the cancelled re-run")
+    html = store.read_bytes("$web", page).decode("utf-8")
+    assert "0.6" in html and "again" in html and "third try" not in html
 
 
 def check_rerun_zip(host: Any, store: BlobStore, app_env: dict[str, str], task_id: str, key: str) -> None:
