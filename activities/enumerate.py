@@ -35,7 +35,7 @@ from core.shards import (Leaf, ListingLimits, group_leaves, is_image_name, merge
                          select_images)
 from gpu_batch import layout
 from gpu_batch.formats import jsonio
-from gpu_batch.manifest import ShardManifest
+from gpu_batch.manifest import ShardManifest, ViewList
 
 logger = logging.getLogger(__name__)
 bp = df.Blueprint()
@@ -60,15 +60,20 @@ def run_enumerate(task_id: str, request: TaskRequest, settings: Settings, store:
 
 
 def _write_manifest(task_id: str, request: TaskRequest, settings: Settings, store: BlobStore, index: int,
-                    chunk: list[str]) -> None:
+                    chunk: list[str], list_columns: tuple[str, ...] = ()) -> None:
+    """``list_columns``: an image list's metadata columns; the worker then makes the view's export lines with the
+    shard's list document (``ShardManifest.merge_view_list``), which this batch writes before the shards are run."""
     sid = layout.shard_id(index)
+    views = settings.merge_views
     manifest = ShardManifest(
         task_id=task_id, shard_id=sid, attempt=1, source_container=request.container, images=tuple(chunk),
         output_container=settings.container, output_blob=layout.attempt_results_blob(task_id, sid, 1),
         model=request.model, detection_threshold=settings.detection_threshold,
         source_account_url=request.source_account_url, source_credential_secret=request.credential_secret,
         merge_view_threshold=(settings.threshold_for(request.model, request.preview_threshold)
-                              if settings.merge_views else None),
+                              if views else None),
+        merge_view_list=(ViewList(layout.shard_list_blob(task_id, sid), list_columns)
+                         if views and list_columns else None),
     )
     # compact orjson (gpu_batch.formats.jsonio): a manifest holds a shard's names; json.dumps with an indent was most of
     # the shard-writing activity's CPU per image. The worker reads any JSON (ShardManifest.from_dict of json.loads).
@@ -221,6 +226,10 @@ def run_write_shards(task_id: str, request: TaskRequest, settings: Settings, sto
         threshold = (str(key[0]), str(key[1]))
 
     etag_of: dict[str, str] = {}  # the batch's names with a known ETag (about images_per_write of them)
+    list_columns: tuple[str, ...] = ()
+    if request.image_list:
+        plan = store.read_json(settings.container, layout.listing_plan_blob(task_id))
+        list_columns = tuple(str(c) for c in (plan.get("image_list") or {}).get("metadata_columns") or ())
 
     def stream() -> Iterator[str]:
         for s in slices:
@@ -235,7 +244,7 @@ def run_write_shards(task_id: str, request: TaskRequest, settings: Settings, sto
     written: list[list[str]] = []
     ranges: list[list[str]] = []
     for index, shard in enumerate(plan_shards(stream(), request.images_per_shard), start=first):
-        _write_manifest(task_id, request, settings, store, index, shard)
+        _write_manifest(task_id, request, settings, store, index, shard, list_columns)
         sid = layout.shard_id(index)
         store.write_bytes(settings.container, layout.shard_etags_blob(task_id, sid),
                           jsonio.dumps({"etags": {n: etag_of.pop(n) for n in shard if n in etag_of}}),

@@ -211,6 +211,11 @@ class ViewLines:
         self._lengths = array("q")
         self._counts = {"images": 0, "annotations": 0, "media": 0, "observations": 0, "rows": 0}
         self._deployments: list[list[list[Any]]] = []
+        # each deployment's first coordinates and camera so far, from the task's given ones (an exports part run
+        # again) and the views before: a view whose own first ones differ has other media comments (``_agrees``)
+        self._first: dict[str, list[Any]] = {dep: [lat, lon, str(camera or "")] if lat is not None and lon is not None
+                                              else [None, None, str(camera or "")]
+                                              for dep, (lat, lon, camera) in camtrap.given.items()}
         middle = zooniverse.quoted_options(rows)[0] if rows is not None else None
         self.coco = self.camtrap = self.zooniverse = False
         seen = False
@@ -244,7 +249,7 @@ class ViewLines:
         if self.camtrap:
             filled = (view.camtrap.filled(camtrap.completed_at, camtrap.classified_by) if view.camtrap is not None
                       else None)
-            if filled is None:
+            if filled is None or not self._agrees(filled[2]):
                 self.camtrap = False
                 self._deployments.clear()
             else:
@@ -263,6 +268,28 @@ class ViewLines:
                 spool["rows"].write(data)
                 self._lengths.extend(sizes)
                 counts["rows"] += len(sizes)
+
+    def _agrees(self, facts: list[list[Any]]) -> bool:
+        """Whether a view's deployment facts start from the first coordinates and camera the views before it (and
+        the given ones) ended with, so its media comments are the single pass's (``CamtrapBuilder._deployment_fields``
+        puts an image's values that differ from its deployment's into its comments; a view knows its own shard's
+        first values only). Agreeing facts become the first ones of deployments that had none. The check of
+        ``core.exportparts.parts_to_redo``, between views instead of parts."""
+        for dep, _, _, _, _, lat, lon, camera in facts:
+            known = self._first.get(dep)
+            if known is None:
+                continue
+            if lat is not None and known[0] is not None and (lat, lon) != (known[0], known[1]):
+                return False
+            if camera and known[2] and camera != known[2]:
+                return False
+        for dep, _, _, _, _, lat, lon, camera in facts:
+            known = self._first.setdefault(dep, [None, None, ""])
+            if known[0] is None and lat is not None:
+                known[0], known[1] = lat, lon
+            if not known[2] and camera:
+                known[2] = camera
+        return True
 
     def close(self) -> None:
         self._files.close()
@@ -424,9 +451,14 @@ class ExportContext:
                                         given=given or {})
 
     def plain(self) -> bool:
-        """Whether these exports are what a worker's merge view assumes for its lines: the original variant,
-        MegaDetector's categories, no image-list metadata (``activities.fanin.export_views``)."""
-        return not self.variant and self.categories == mdformat.DETECTION_CATEGORIES and not self.list_shards
+        """Whether these exports are what a worker's merge view assumes for its lines: the original variant and
+        MegaDetector's categories (``activities.fanin.export_views``; the image list's rows: ``view_columns``)."""
+        return not self.variant and self.categories == mdformat.DETECTION_CATEGORIES
+
+    def view_columns(self) -> tuple[str, ...]:
+        """The image list's metadata columns a view's export lines must have been made with: () for a task without
+        them, whose views' lines must have no list rows (``activities.fanin.clean_view``)."""
+        return self.manifest.metadata_columns if self.list_shards else ()
 
     def coco_info(self) -> dict[str, Any]:
         return {"description": f"trapbatch {self.task_id}: {self.title}", "detector": self.info.get("detector"),
@@ -501,7 +533,8 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
 
             listed = ListMetadata(store, container, task_id, list_shards)
             views = files.enter_context(ViewLines(iter_export_views(
-                store, settings, task_id, 0, int(enumeration.get("shards") or 0), cut, ctx.plain()), camtrap, manifest))
+                store, settings, task_id, 0, int(enumeration.get("shards") or 0), cut, ctx.plain(),
+                columns=ctx.view_columns()), camtrap, manifest))
             lengths = array("q")
             views.write(writer, tmp["images"], tmp["annotations"], camtrap, media, observations, continued=False)
             if views.coco:

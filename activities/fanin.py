@@ -53,7 +53,7 @@ from gpu_batch.formats.eligible import FolderRows, RepeatOptions
 from gpu_batch.formats.mergeview import HEAD_BYTES, ShardFormatter, ShardView, read_view_part
 from gpu_batch.formats.previewsample import PreviewSampler
 from gpu_batch.layout import REPEATS_REMOVED
-from gpu_batch.manifest import REASON_LISTED_NOT_FOUND
+from gpu_batch.manifest import REASON_LISTED_NOT_FOUND, plain_etag
 
 logger = logging.getLogger(__name__)
 bp = df.Blueprint()
@@ -146,7 +146,8 @@ def listed_not_found(store: BlobStore, settings: Settings, task_id: str, index: 
 
 
 def clean_view(store: BlobStore, settings: Settings, task_id: str, index: int, threshold: float,
-               listed: dict[str, str], part: str = "merge", not_found_after: bool = False) -> ShardView | None:
+               listed: dict[str, str], part: str = "merge", not_found_after: bool = False,
+               columns: tuple[str, ...] | None = None) -> ShardView | None:
     """The worker's merge view of shard ``index`` when the merge may use it instead of the entries: the view of the
     shard's last attempt that wrote results, which covers every attempt (a resubmitted attempt's worker merges the
     earlier results into it: ``ShardManifest.merge_view_basis``); the shard reused no results; and the view names the results and first manifest as they are now and exactly the
@@ -154,7 +155,10 @@ def clean_view(store: BlobStore, settings: Settings, task_id: str, index: int, t
     too), this task and this threshold (``gpu_batch.formats.mergeview``). Reads the view's header and the sections
     of ``part`` (``mergeview.PARTS``): one or two ranged reads. An image-list shard's view covers its own images
     only: ``not_found_after`` when the caller puts the list's names not found after them (the merge part:
-    ``listed_not_found``), else such a shard has no usable view unless it reports none (one more small read)."""
+    ``listed_not_found``), else such a shard has no usable view unless it reports none (one more small read).
+    ``columns`` (the exports'): the image list's metadata columns the view's export lines must have been made with,
+    from the shard's list document as listed now; () for lines made without list rows. None (the merge's): the
+    view's merge sections, which no list row changes, whatever its export lines were made with."""
     sid = layout.shard_id(index)
     results = {a: name for name in listed if (a := layout.attempt_of_results_blob(name)) is not None}
     if not results:
@@ -179,35 +183,46 @@ def clean_view(store: BlobStore, settings: Settings, task_id: str, index: int, t
     earlier = {name: listed[name] for attempt, name in results.items() if attempt != last}
     if view is None or not view.matches(task_id, threshold, listed[results[last]], listed[manifest_name], earlier):
         return None
+    if columns is not None and not _made_with_list(view, columns, listed.get(layout.shard_list_blob(task_id, sid))):
+        return None
     return view
 
 
+def _made_with_list(view: ShardView, columns: tuple[str, ...], etag: str | None) -> bool:
+    """Whether a view's export lines were made with the image-list rows the exports would use: none for a task
+    without metadata columns, else the shard's list document as it is now (its ETag) and the task's columns."""
+    if not columns:
+        return not view.list_etag
+    return bool(etag) and view.list_etag == plain_etag(etag or "") and view.list_columns == tuple(columns)
+
+
 def iter_export_views(store: BlobStore, settings: Settings, task_id: str, first_shard: int, shards: int,
-                      threshold: float, plain: bool, part: str = "exports") -> Iterator[ShardView | None]:
+                      threshold: float, plain: bool, part: str = "exports",
+                      columns: tuple[str, ...] = ()) -> Iterator[ShardView | None]:
     """The workers' merge views of shards ``first_shard .. +shards`` (``clean_view``) for an exports activity at
     ``threshold``, whose COCO, Camtrap DP and Zooniverse lines it may write instead of formatting the entries
     (``gpu_batch.formats.mergeview``; ``part``: the sections read, ``"zooniverse"`` for Zooniverse's rows alone), one
     at a time, so a caller holds one shard's lines, not a part's (~2.6 kB an image: 500 MB for a part of 200,000
     images). Yields ``None`` and stops at the first shard without a usable view, or at once when there is none to use.
-    ``plain``: the exports have MegaDetector's categories, no image-list metadata and the original variant (what a
-    view's lines assume)."""
+    ``plain``: the exports have MegaDetector's categories and the original variant (what a view's lines assume);
+    ``columns``: the image list's metadata columns (``clean_view``)."""
     if not plain or shards <= 0:
         yield None
         return
     for index in range(first_shard, first_shard + shards):
         listed = store.list_etags(settings.container, layout.shard_prefix(task_id, layout.shard_id(index)))
-        view = clean_view(store, settings, task_id, index, threshold, listed, part)
+        view = clean_view(store, settings, task_id, index, threshold, listed, part, columns=columns)
         yield view
         if view is None:
             return
 
 
 def export_views(store: BlobStore, settings: Settings, task_id: str, first_shard: int, shards: int, threshold: float,
-                 plain: bool, part: str = "exports") -> list[ShardView] | None:
+                 plain: bool, part: str = "exports", columns: tuple[str, ...] = ()) -> list[ShardView] | None:
     """Every view ``iter_export_views`` gives, or None unless every shard has a usable one (for a section as small
     as Zooniverse's rows, ~130 bytes an image)."""
     found = []
-    for view in iter_export_views(store, settings, task_id, first_shard, shards, threshold, plain, part):
+    for view in iter_export_views(store, settings, task_id, first_shard, shards, threshold, plain, part, columns):
         if view is None:
             return None
         found.append(view)

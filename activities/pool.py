@@ -142,6 +142,7 @@ def resubmit_one(task_id: str, job: str, sid: str, attempt: int, settings: Setti
         source_credential_secret=first.source_credential_secret, merge_view_threshold=first.merge_view_threshold,
         merge_view_basis=(_view_basis(store, settings, task_id, sid, attempt)
                           if first.merge_view_threshold is not None else None),
+        merge_view_list=first.merge_view_list,
     )
     store.write_json(settings.container, layout.manifest_blob(task_id, sid, attempt), manifest.to_dict())
     run_submit(task_id, job, [(sid, attempt)], settings, pool)

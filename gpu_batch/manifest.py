@@ -48,6 +48,28 @@ class ViewBasis:
 
 
 @dataclass(frozen=True, slots=True)
+class ViewList:
+    """The image list's rows a merge view's export lines are made with (``ShardManifest.merge_view_list``): the
+    shard's list document (``layout.shard_list_blob``, in the manifest's ``output_container``) and the list's metadata
+    columns in the task's order (Zooniverse's rows carry them in that order). Why a name and not the rows: the
+    document is written once by the enumeration, and the view names the ETag it read, which the exports check."""
+
+    blob: str
+    columns: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"blob": self.blob, "columns": list(self.columns)}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "ViewList":
+        columns = data.get("columns") if isinstance(data, Mapping) else None
+        if (not isinstance(columns, list) or not columns or not all(isinstance(c, str) for c in columns)
+                or not isinstance(data.get("blob"), str) or not data["blob"]):
+            raise ValueError("shard manifest 'merge_view_list' must be {'blob': blob name, 'columns': [names]}")
+        return cls(data["blob"], tuple(columns))
+
+
+@dataclass(frozen=True, slots=True)
 class ShardManifest:
     """One unit of GPU work: run ``model`` over ``images`` (blob names in ``source_container``).
 
@@ -75,12 +97,17 @@ class ShardManifest:
     # On a resubmitted attempt: the shard's first manifest and earlier results, so that its view covers the whole
     # shard (with ``merge_view_threshold``; ``ViewBasis``). None on a first attempt, whose view covers its manifest.
     merge_view_basis: ViewBasis | None = None
+    # An image-list task with metadata columns: the list's rows of the shard, with which the view's export lines
+    # (COCO, Camtrap DP, Zooniverse) are made (``ViewList``). None: lines without metadata, as for any other task.
+    merge_view_list: ViewList | None = None
 
     def to_dict(self) -> dict[str, Any]:
         optional: dict[str, Any] = ({} if self.merge_view_threshold is None
                                     else {"merge_view_threshold": self.merge_view_threshold})
         if self.merge_view_basis is not None:
             optional["merge_view_basis"] = self.merge_view_basis.to_dict()
+        if self.merge_view_list is not None:
+            optional["merge_view_list"] = self.merge_view_list.to_dict()
         return {
             "version": MANIFEST_VERSION,
             "task_id": self.task_id,
@@ -126,6 +153,8 @@ class ShardManifest:
                                   if data.get("merge_view_threshold") is not None else None),
             merge_view_basis=(ViewBasis.from_dict(data["merge_view_basis"])
                               if data.get("merge_view_basis") is not None else None),
+            merge_view_list=(ViewList.from_dict(data["merge_view_list"])
+                             if data.get("merge_view_list") is not None else None),
         )
 
 

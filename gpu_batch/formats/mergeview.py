@@ -23,11 +23,19 @@ A view is trusted only for the exact documents it was made from (every attempt's
 and only for the task and threshold it was made with (the app's setting may have changed since the manifest was
 written). Anything else, or a view that does not parse, and the merge reads the entries as before.
 
-The exports use it too, when the task has no image-list metadata: its COCO lines (``coco_lines``: they depend only
+The exports use it too: its COCO lines (``coco_lines``: they depend only
 on the entry, the threshold and the categories) and its Camtrap DP lines (``camtrap_lines``, with placeholders for
 the task's completion time and classifier, which the exports put in) and its Zooniverse rows (``zooniverse_lines``,
 with a placeholder for the attribution and license settings) are what an exports activity writes for it; when all
-three are there, the exports do not read the shard's entries at all.
+three are there, the exports do not read the shard's entries at all. A task started from an image list with
+metadata columns gets lines made with each image's row (``ListedRows``, read by the worker from the shard's list
+document that its manifest names: ``ShardManifest.merge_view_list``); the view names that document's ETag and the
+columns, and the exports use its lines only for the list and columns they have (``activities.fanin.clean_view``).
+Without this the exports formatted every entry of such a task (1.5 % of the GPU time in control-plane CPU instead of
+0.7 %; ``bench/RESULTS.md``, fifteenth session). A Camtrap DP media row's comments depend on its deployment's first
+coordinates and camera, which a view knows for its shard only: the exports check that each view's first facts are
+those of the views before it (``activities.exports.ViewLines``), as the exports' parts are checked against each other
+(``core.exportparts``).
 
 Layout: one line of JSON (the header: version, identity, counts, the preview sampler's state, the folders' sizes,
 COCO's, Camtrap DP's and Zooniverse's sizes and counts), ``\\n``, then the entries' JSON fragments, their CSV lines,
@@ -51,7 +59,7 @@ from gpu_batch.formats.detections_csv import CsvLines
 from gpu_batch.formats.eligible import FolderRows, RepeatOptions, eligible_detections
 from gpu_batch.formats.entries import DETECTION_CATEGORIES, entry_fragment, failure_counts, merge_entries, summarize
 from gpu_batch.formats.previewsample import PreviewSampler
-from gpu_batch.manifest import ShardManifest, ViewBasis, plain_etag
+from gpu_batch.manifest import ShardManifest, ViewBasis, ViewList, plain_etag
 
 VIEW_VERSION = 1
 COUNTS = ("images", "failed", "with_detections", "detections", "empty")
@@ -134,6 +142,10 @@ class ShardView:
     # a last attempt's view of the whole shard: the earlier attempts' results blobs it merged, name -> ETag
     # (``build_view``'s ``earlier``); empty for the view of a shard's only attempt
     earlier: Mapping[str, str] = field(default_factory=dict)
+    # the image list's shard document the export lines were made with (its ETag as read) and the metadata columns;
+    # "" and () for lines made without an image list's rows
+    list_etag: str = ""
+    list_columns: tuple[str, ...] = ()
 
     def matches(self, task_id: str, threshold: float, results_etag: str, manifest_etag: str,
                 earlier: Mapping[str, str] | None = None) -> bool:
@@ -169,6 +181,31 @@ class WholeShard:
 BlobReader = Callable[[str], tuple[bytes, str]]
 
 
+@dataclass(frozen=True, slots=True)
+class ListedRows:
+    """An image list's rows of one shard as the worker read them (``list_rows``): the document's ETag, the task's
+    metadata columns, and each image's row (name -> column -> value)."""
+
+    etag: str
+    columns: tuple[str, ...]
+    rows: Mapping[str, Mapping[str, str]]
+
+    def of(self, name: str) -> Mapping[str, str] | None:
+        """An image's row, as ``activities.exports.ListMetadata.get`` gives the exports (None when not listed)."""
+        return self.rows.get(name)
+
+
+def list_rows(where: ViewList, read: BlobReader) -> ListedRows:
+    """The shard's list document that ``where`` names, through ``read``. Raises ValueError when it cannot be read or
+    is not one (the view is then made without export lines that need it)."""
+    data, etag = read(where.blob)
+    doc = jsonio.loads(data)
+    rows = doc.get("metadata") if isinstance(doc, dict) else None
+    if not isinstance(rows, dict) or not all(isinstance(v, dict) for v in rows.values()):
+        raise ValueError(f"{where.blob}: not an image-list shard document")
+    return ListedRows(plain_etag(etag), tuple(where.columns), rows)
+
+
 def whole_shard(basis: ViewBasis, read: BlobReader) -> WholeShard:
     """The shard's first manifest and earlier results that ``basis`` names, through ``read`` (the caller's storage).
     Raises ValueError when one of them cannot be read or does not parse as the merge would take it (the merge
@@ -188,13 +225,15 @@ def whole_shard(basis: ViewBasis, read: BlobReader) -> WholeShard:
 
 
 def build_view(task_id: str, threshold: float, manifest_images: Iterable[str], attempt_entries: Iterable[Any],
-               results_etag: str, manifest_etag: str, earlier: Sequence[EarlierAttempt] = ()) -> bytes | None:
+               results_etag: str, manifest_etag: str, earlier: Sequence[EarlierAttempt] = (),
+               listed: ListedRows | None = None) -> bytes | None:
     """The view of an attempt's results (the entries as the merge reads them from the results blob) for a shard whose
     manifest lists ``manifest_images``; None when the attempt left images without a final entry (the shard runs
     again). ``earlier``: for a later attempt, the shard's earlier attempts (oldest first), merged before it as the
     merge does (``merge_entries``), with ``manifest_images`` and ``manifest_etag`` then those of the shard's first
     manifest, which lists every image: the view covers the whole shard, so a shard that ran again is not merged entry
-    by entry either (issue 11)."""
+    by entry either (issue 11). ``listed``: the image list's rows of the shard (``list_rows``), with which the export
+    lines are made (see the module doc)."""
     attempts = [[e for e in attempt.entries if isinstance(e, dict)] for attempt in earlier]
     entries, missing = merge_entries(manifest_images, [*attempts, [e for e in attempt_entries if isinstance(e, dict)]])
     if missing:
@@ -210,15 +249,17 @@ def build_view(task_id: str, threshold: float, manifest_images: Iterable[str], a
               "folders": [[folder, count, len(rows)] for folder, count, rows in folders]}
     if earlier:
         header["earlier_results"] = [[attempt.name, plain_etag(attempt.etag)] for attempt in earlier]
-    images, annotations, counts = coco_lines(entries, threshold)
+    if listed is not None:
+        header["list"] = {"etag": listed.etag, "columns": list(listed.columns)}
+    images, annotations, counts = coco_lines(entries, threshold, listed)
     if images is not None:
         header["coco"] = {"images_bytes": len(images), "annotations_bytes": len(annotations), **counts}
-    camtrap = camtrap_lines(entries, threshold)
+    camtrap = camtrap_lines(entries, threshold, listed)
     if camtrap is not None:
         header["camtrap"] = {"media_bytes": len(camtrap.media), "observations_bytes": len(camtrap.observations),
                              "media": camtrap.media_count, "observations": camtrap.observation_count,
                              "deployments": camtrap.deployments}
-    zooniverse = zooniverse_lines(entries, threshold)
+    zooniverse = zooniverse_lines(entries, threshold, listed)
     if zooniverse is not None:
         header["zooniverse"] = {"rows": len(zooniverse.lengths), "rows_bytes": len(zooniverse.rows)}
     head = json.dumps(header, ensure_ascii=False, separators=(",", ":")).encode("utf-8")  # one line: no raw newline
@@ -257,20 +298,33 @@ class ZooniverseLines:
 MIDDLE_BYTES = zooniverse_rows.MIDDLE.encode("utf-8")
 
 
-def zooniverse_lines(entries: Sequence[Mapping[str, Any]], threshold: float) -> ZooniverseLines | None:
-    """The shard's Zooniverse rows at ``threshold`` (see ``ZooniverseLines``); None when a name holds NUL (the
-    placeholder's character)."""
-    if any("\x00" in str(e.get("file", "")) for e in entries):
+def _holds_nul(listed: ListedRows | None) -> bool:
+    """Whether an image-list value holds NUL, the placeholders' character (their lines are then not made)."""
+    return listed is not None and any("\x00" in str(value) for row in listed.rows.values() for value in row.values())
+
+
+def zooniverse_lines(entries: Sequence[Mapping[str, Any]], threshold: float,
+                     listed: ListedRows | None = None) -> ZooniverseLines | None:
+    """The shard's Zooniverse rows at ``threshold`` (see ``ZooniverseLines``), each with its image-list row's values
+    in ``listed.columns`` order after the fixed columns (``core.zooniverse.row_line``); None when a name or a listed
+    value holds NUL (the placeholder's character)."""
+    if any("\x00" in str(e.get("file", "")) for e in entries) or _holds_nul(listed):
         return None
     threshold = float(threshold)
     threshold_text = zooniverse_rows.threshold_field(threshold)
+    columns = listed.columns if listed is not None else ()
     rows: list[bytes] = []
     lengths: list[int] = []
+    field, cell = csvline.field, zooniverse_rows.cell
     for entry in entries:
         if zooniverse_rows.excluded(entry):
             continue
-        line = (zooniverse_rows.fixed_line(entry, threshold, DETECTION_CATEGORIES, zooniverse_rows.MIDDLE,
-                                           threshold_text) + csvline.TERMINATOR).encode("utf-8")
+        text = zooniverse_rows.fixed_line(entry, threshold, DETECTION_CATEGORIES, zooniverse_rows.MIDDLE,
+                                          threshold_text)
+        if columns:
+            row = (listed.of(str(entry["file"])) if listed is not None else None) or {}
+            text += "".join(["," + field(cell(row.get(c, ""))) for c in columns])
+        line = (text + csvline.TERMINATOR).encode("utf-8")
         rows.append(line)
         lengths.append(len(line))
     return ZooniverseLines(b"".join(rows), lengths)
@@ -306,10 +360,13 @@ class CamtrapLines:
         return media, observations, facts
 
 
-def camtrap_lines(entries: Sequence[Mapping[str, Any]], threshold: float) -> CamtrapLines | None:
-    """The shard's Camtrap DP lines at ``threshold`` with MegaDetector's categories and no image list (see
-    ``CamtrapLines``); None when an entry carries a ``datetime`` of its own, or a name or failure holding NUL."""
-    if any("datetime" in e or "\x00" in str(e.get("file", "")) + str(e.get("failure") or "") for e in entries):
+def camtrap_lines(entries: Sequence[Mapping[str, Any]], threshold: float,
+                  listed: ListedRows | None = None) -> CamtrapLines | None:
+    """The shard's Camtrap DP lines at ``threshold`` with MegaDetector's categories and each image's list row, if
+    ``listed`` (see ``CamtrapLines``); None when a name, a failure or a listed value holds NUL, or when a deployment
+    has images with a capture time and images without one (its start and end would then depend on the task's
+    completion time, which the view does not know)."""
+    if any("\x00" in str(e.get("file", "")) + str(e.get("failure") or "") for e in entries) or _holds_nul(listed):
         return None
     builder = camtrapdp.CamtrapBuilder(threshold=threshold, detection_categories=DETECTION_CATEGORIES,
                                        completed_at="", classified_by=CLASSIFIED_BY)
@@ -317,26 +374,28 @@ def camtrap_lines(entries: Sequence[Mapping[str, Any]], threshold: float) -> Cam
     media: list[str] = []
     observations: list[str] = []
     for entry in entries:
-        row, rows = builder.add_lines(entry, None)
+        row, rows = builder.add_lines(entry, listed.of(str(entry["file"])) if listed is not None else None)
         media.append(row)
         observations.append(rows)
     facts = builder.deployment_facts()
-    if any(fact[1] != COMPLETED_AT or fact[2] != COMPLETED_AT for fact in facts):
+    # a deployment's span is its images' times (none placeholder) or the completion time alone (all placeholder)
+    if any(COMPLETED_AT in (fact[1], fact[2]) and fact[1] != fact[2] for fact in facts):
         return None
     return CamtrapLines("".join(media).encode("utf-8"), "".join(observations).encode("utf-8"),
                         builder.counts["media"], builder.counts["observations"], facts)
 
 
-def coco_lines(entries: Sequence[Mapping[str, Any]], threshold: float) -> tuple[bytes | None, bytes, dict[str, int]]:
+def coco_lines(entries: Sequence[Mapping[str, Any]], threshold: float,
+               listed: ListedRows | None = None) -> tuple[bytes | None, bytes, dict[str, int]]:
     """The shard's COCO image and annotation lines (``coco.CocoWriter`` of an exports part: each line with its
-    leading comma) at ``threshold``, with MegaDetector's categories and no image list; ``(None, b"", {})`` when a
-    success has no size of its own (an exports activity reads such an image's header for it)."""
+    leading comma) at ``threshold``, with MegaDetector's categories and each image's list row, if ``listed``;
+    ``(None, b"", {})`` when a success has no size of its own (an exports activity reads such an image's header)."""
     if not all(e.get("failure") is not None or coco.entry_size(e) for e in entries):
         return None, b"", {}
     images, annotations = io.StringIO(), io.StringIO()
     writer = coco.CocoWriter(images, annotations, threshold, DETECTION_CATEGORIES, continued=True)
     for entry in entries:
-        writer.add(entry, None)
+        writer.add(entry, None, listed.of(str(entry["file"])) if listed is not None else None)
     writer.flush()
     return (images.getvalue().encode("utf-8"), annotations.getvalue().encode("utf-8"),
             {"images": writer.counts["images"], "annotations": writer.counts["annotations"]})
@@ -466,8 +525,11 @@ def _assemble(header: Mapping[str, Any], body: bytes, origin: int, total: int, p
         if not isinstance(sample, dict):
             return None
         earlier = {str(name): str(etag) for name, etag in header.get("earlier_results") or []}
+        made_with = header.get("list") or {}
+        list_columns = tuple(str(c) for c in made_with.get("columns") or ())
         return ShardView(str(header["task_id"]), float(header["threshold"]), str(header["results_etag"]),
                          str(header["manifest_etag"]), counts, reasons, int(header["considered"]), sample,
-                         json_bytes, csv_bytes, folders, coco_view, camtrap_view, rows_view, earlier)
+                         json_bytes, csv_bytes, folders, coco_view, camtrap_view, rows_view, earlier,
+                         str(made_with.get("etag") or ""), list_columns)
     except (KeyError, TypeError, ValueError):
         return None

@@ -182,8 +182,14 @@ class SimulatedPool:
             except ValueError:
                 return None
             images, manifest_etag, earlier = whole.images, whole.manifest_etag, whole.earlier
+        listed = None
+        if shard.merge_view_list is not None:
+            try:
+                listed = mergeview.list_rows(shard.merge_view_list, self._reader(shard.output_container))
+            except ValueError:
+                listed = None
         return mergeview.build_view(shard.task_id, shard.merge_view_threshold, images, jsonio.loads(data)["images"],
-                                    results_etag, manifest_etag, earlier)
+                                    results_etag, manifest_etag, earlier, listed)
 
     def _run(self, job_id: str, task: ShardTask) -> None:
         started = _now()

@@ -160,11 +160,12 @@ def test_a_resubmitted_attempt_writes_the_view_of_the_whole_shard(storage_connec
                                                                  checkpoint: Path, tmp_path: Path) -> None:
     """Attempt 2 runs only what attempt 1 left (a retryable failure, an image never written); its manifest's
     ``merge_view_basis`` names the first manifest and attempt 1's results, so its view covers all four images, names
-    attempt 1's results by their ETag, and holds what the merge makes of both attempts."""
+    attempt 1's results by their ETag, and holds what the merge makes of both attempts; its export lines carry the
+    image list's rows, read from the shard's list document that ``merge_view_list`` names (the view names its ETag)."""
     from gpu_batch.formats import jsonio
     from gpu_batch.formats.entries import merge_entries
     from gpu_batch.formats.mergeview import ShardFormatter, read_view
-    from gpu_batch.manifest import ViewBasis
+    from gpu_batch.manifest import ViewBasis, ViewList
 
     service = BlobServiceClient.from_connection_string(storage_connection)
     images_c, state_c = service.create_container(unique_name + "img"), service.create_container(unique_name + "st")
@@ -174,7 +175,10 @@ def test_a_resubmitted_attempt_writes_the_view_of_the_whole_shard(storage_connec
     state_c.upload_blob("models/md_test.pt", checkpoint.read_bytes())
     common = dict(task_id="task-w", shard_id="s2", source_container=images_c.container_name,
                   output_container=state_c.container_name, model=f"blob://{state_c.container_name}/models/md_test.pt",
-                  merge_view_threshold=0.2)
+                  merge_view_threshold=0.2,
+                  merge_view_list=ViewList(layout.shard_list_blob("task-w", "s2"), ("season", "site")))
+    state_c.upload_blob(layout.shard_list_blob("task-w", "s2"), json.dumps({"not_found": [], "metadata": {
+        n: {"site": f"J0{i}", "season": "S1, wet"} for i, n in enumerate(names)}}))
     first = ShardManifest(attempt=1, images=tuple(names), output_blob=layout.attempt_results_blob("task-w", "s2", 1),
                           **common)  # type: ignore[arg-type]
     state_c.upload_blob(layout.manifest_blob("task-w", "s2", 1), json.dumps(first.to_dict()))
@@ -207,3 +211,6 @@ def test_a_resubmitted_attempt_writes_the_view_of_the_whole_shard(storage_connec
     merged, missing = merge_entries(names, attempts)
     assert missing == 0 and view.counts["images"] == 4 and view.counts["failed"] == 0
     assert ShardFormatter("task-w", 0.2).add_shard(merged) == (view.json, view.csv)
+    assert (view.list_etag, view.list_columns) == (etag(layout.shard_list_blob("task-w", "s2")).strip('"'),
+                                                   ("season", "site"))
+    assert view.zooniverse is not None and view.zooniverse.rows.count(b',"S1, wet",J0') == 4

@@ -438,7 +438,8 @@ def _view_target(blob_mode: bool, service: Any, manifest: ShardManifest, manifes
     """Where the finished attempt's merge view goes (blob mode: ``layout.attempt_view_blob``, which the merge reads
     instead of the entries; ``gpu_batch.formats.mergeview``) when the manifest asks for one
     (``merge_view_threshold``); none for file outputs or when the manifest's ETag is unknown. A resubmitted attempt's
-    view covers the whole shard: it reads the blobs its manifest's ``merge_view_basis`` names when it has finished."""
+    view covers the whole shard: it reads the blobs its manifest's ``merge_view_basis`` names when it has finished, and
+    an image-list task's the shard's list document (``merge_view_list``)."""
     if not blob_mode or not manifest_etag or manifest.merge_view_threshold is None:
         return None
     from gpu_batch import layout
@@ -448,7 +449,8 @@ def _view_target(blob_mode: bool, service: Any, manifest: ShardManifest, manifes
     sink = sources.BlobSink(service, manifest.output_container,
                             layout.attempt_view_blob(manifest.task_id, manifest.shard_id, manifest.attempt))
     return ViewTarget(sink, manifest.task_id, manifest.merge_view_threshold, manifest.images, manifest_etag,
-                      manifest.merge_view_basis, sources.blob_reader(service, manifest.output_container))
+                      manifest.merge_view_basis, sources.blob_reader(service, manifest.output_container),
+                      manifest.merge_view_list)
 
 
 def _load_detector(args: argparse.Namespace, env: Mapping[str, str], service: Any, manifest: ShardManifest,

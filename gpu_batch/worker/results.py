@@ -92,6 +92,9 @@ class ViewTarget:
     # read through ``read`` when the attempt has finished, so that the view covers the whole shard
     basis: contract.ViewBasis | None = None
     read: mergeview.BlobReader | None = None
+    # an image-list task's: the shard's list document, whose rows the view's export lines are made with
+    # (``ShardManifest.merge_view_list``)
+    listed: contract.ViewList | None = None
 
 
 class FileSink:
@@ -363,7 +366,7 @@ class ResultWriter:
                 whole = mergeview.whole_shard(self.view.basis, self.view.read)
                 images, manifest_etag, earlier = whole.images, whole.manifest_etag, whole.earlier
             view = mergeview.build_view(self.view.task_id, self.view.threshold, images, doc.get("images") or [],
-                                        identity, manifest_etag, earlier)
+                                        identity, manifest_etag, earlier, self._listed())
         except (ValueError, TypeError, KeyError, AttributeError) as exc:  # a bug or an unreadable blob, not a stop
             logger.warning("merge view for %s not made: %s", self.sink.describe(), exc)
             return
@@ -379,3 +382,14 @@ class ResultWriter:
             return
         logger.info("merge view %s written (%d bytes) in %.2fs", self.view.sink.describe(), len(view),
                     time.monotonic() - started)
+
+    def _listed(self) -> mergeview.ListedRows | None:
+        """The image list's rows of the shard for the view's export lines; None (a view whose export lines the
+        exports will not take, the merge still does) when there are none to read or they cannot be read."""
+        if self.view is None or self.view.listed is None or self.view.read is None:
+            return None
+        try:
+            return mergeview.list_rows(self.view.listed, self.view.read)
+        except (ValueError, TypeError) as exc:
+            logger.warning("merge view for %s made without the image list's rows: %s", self.sink.describe(), exc)
+            return None

@@ -437,25 +437,54 @@ def test_shards_that_ran_again_are_merged_from_their_last_attempts_views_of_ever
     assert read_results == {(3, 1), (5, 1), (8, 1), (8, 2)}  # no usable view: 3 and 5 (none), 8 (stale)
 
 
-def test_exports_take_coco_camtrap_dp_and_zooniverse_lines_from_the_workers_views(task: Any, monkeypatch: Any) -> None:
-    """With every shard viewed (shard 2 by its second attempt's view of both attempts), neither the single exports
-    activity nor an exports or Zooniverse part formats a COCO or Camtrap DP line or a Zooniverse row (the views hold
-    them, with the task's completion time, classifier, attribution and license put in) or reads an entry, and all are
-    the bytes the entries give; one shard without a view sends its parts (the single activity: all) to the entries."""
-    from activities import exportparts
-    from activities import exports as exports_activities
+def exported(settings: Settings, store: BlobStore, tid: str) -> dict[str, bytes]:
+    """The task's export files (COCO, Camtrap DP's tables, the Zooniverse batches), deleted once read: the next
+    run must write them again."""
+    prefix = layout.exports_prefix(tid)
+    names = [n for n in store.list_names(settings.container, prefix)
+             if n.endswith(("coco.json", "media.csv", "observations.csv", "deployments.csv")) or "/zooniverse/" in n]
+    out = {n: store.read_bytes(settings.container, n) for n in names}
+    for name in store.list_names(settings.container, prefix):
+        store.service.get_blob_client(settings.container, name).delete_blob()
+    return out
+
+
+def fanned_exports(settings: Settings, store: BlobStore, tid: str, merged: Any, single: Any) -> dict[str, bytes]:
+    """The exports fanned out over the merge's parts (exports parts, combine, Zooniverse parts and combines, as
+    ``orchestrations.exports`` runs them), the totals checked against the single activity's ``single``."""
     from activities.exportparts import run_exports_combine, run_exports_part
-    from activities.exports import run_exports
     from activities.zooniverseparts import run_zooniverse_combine, run_zooniverse_part
-    from core import zooniverse
     from core.exportparts import eligible_before, part_ranges, zooniverse_groups
-    from gpu_batch.formats import camtrapdp, coco
+
+    ranges = part_ranges(merged["parts"])
+    assert len(ranges) > 2
+    outs = [run_exports_part(c.ExportsPartInput(task_id=tid, variant="", part=p, first_shard=f, offset=o,
+                                                length=n, shards=merged["parts"][p][1]), settings, store)
+            for p, f, o, n in ranges]
+    combined = run_exports_combine(c.ExportsCombineInput(task_id=tid, variant="", parts=outs), settings, store)
+    assert not combined["conflict"] and combined["output"]["annotations"] == single["annotations"]
+    total, batches = combined["output"]["zooniverse_subjects"], combined["output"]["zooniverse_batches"]
+    assert (total, batches) == (single["zooniverse_subjects"], single["zooniverse_batches"])
+    for (p, f, o, n), out, before in zip(ranges, outs, eligible_before([o["eligible"] for o in outs])):
+        run_zooniverse_part(c.ExportsZooniversePartInput(
+            task_id=tid, variant="", part=p, first_shard=f, offset=o, length=n, before=before, rows=out["eligible"],
+            eligible=total, batches=batches, shards=merged["parts"][p][1]), settings, store)
+    for first, count in zooniverse_groups(batches, len(ranges)):
+        run_zooniverse_combine(c.ExportsZooniverseCombineInput(
+            task_id=tid, variant="", parts=[r[0] for r in ranges], first=first, count=count), settings, store)
+    return {n: b for n, b in exported(settings, store, tid).items()
+            if "/.zooniverse-parts/" not in n and "/.parts/" not in n}
+
+
+def finish_every_shard(settings: Settings, store: BlobStore, tid: str, counts: Any) -> tuple[Settings, Any]:
+    """Every shard finished cleanly, with sizes, so each can have a view (shard 2 by its second attempt's view of
+    both attempts), and the task merged in parts of 12 images: (the settings, with an attribution and a license to
+    quote and batches of 7 subjects, and the merge's output)."""
     from gpu_batch.pool.simulated import synthetic_entry
 
-    settings, store, tid, counts = task
     settings = dataclasses.replace(settings, export_attribution="Snapshot, \"Serengeti\"", export_license="CC-BY-4.0",
                                    zooniverse_batch_size=7)  # quoting in the views' placeholder, several batches
-    for index in range(counts["shards"]):  # every shard finished cleanly, with sizes: each can have a view
+    for index in range(counts["shards"]):
         sid = layout.shard_id(index)
         images = ShardManifest.from_dict(store.read_json(settings.container, layout.manifest_blob(tid, sid, 1))).images
         done = images[:2] if index == 2 else images  # shard 2's first attempt stopped half-way; its second finishes it
@@ -464,25 +493,19 @@ def test_exports_take_coco_camtrap_dp_and_zooniverse_lines_from_the_workers_view
     run_again_with_views(settings, store, tid, [2])  # its second worker's view covers both attempts
     merged = run_orchestrator(merge_orchestrator, {"task_id": tid, "model": MODEL, "images_per_part": 12, **counts},
                               real_activities(settings, store)).output
-    prefix = layout.exports_prefix(tid)
+    return settings, merged
 
-    def exported() -> dict[str, bytes]:
-        names = [n for n in store.list_names(settings.container, prefix)
-                 if n.endswith(("coco.json", "media.csv", "observations.csv", "deployments.csv"))
-                 or "/zooniverse/" in n]
-        out = {n: store.read_bytes(settings.container, n) for n in names}
-        for name in store.list_names(settings.container, prefix):
-            store.service.get_blob_client(settings.container, name).delete_blob()
-        return out
 
-    single = run_exports(tid, settings, store)
-    expected = exported()
-    assert len(expected) == 4 + single["zooniverse_batches"] and single["annotations"] > 0
-    assert single["zooniverse_batches"] > 2 and b'"Snapshot, ""Serengeti""",CC-BY-4.0' in expected[
-        layout.zooniverse_batch_blob(tid, 1)]
-    written = write_worker_views(settings, store, tid, range(counts["shards"]), settings.threshold_for(MODEL, None))
-    assert written == set(range(counts["shards"])) - {2}
-    formatted: list[str] = []  # COCO and Camtrap DP lines made from entries, by file
+def record_formatting(monkeypatch: Any) -> tuple[list[str], list[int], list[str]]:
+    """Lists that fill as the exports work from entries: the files whose COCO, Camtrap DP or Zooniverse line was
+    made from the entry (once per format), one item per entry an exports or Zooniverse part parsed, and the blobs
+    the single exports activity downloaded whole."""
+    from activities import exportparts
+    from activities import exports as exports_activities
+    from core import zooniverse
+    from gpu_batch.formats import camtrapdp, coco
+
+    formatted: list[str] = []
     original, original_lines = coco.convert_entry, camtrapdp.CamtrapBuilder.add_lines
     monkeypatch.setattr(coco, "convert_entry", lambda entry, *a, **k: formatted.append(entry["file"]) or original(
         entry, *a, **k))
@@ -491,43 +514,40 @@ def test_exports_take_coco_camtrap_dp_and_zooniverse_lines_from_the_workers_view
     original_row = zooniverse.row_line
     monkeypatch.setattr(zooniverse, "row_line", lambda entry, *a, **k: formatted.append(entry["file"]) or original_row(
         entry, *a, **k))
-    parsed: list[int] = []  # entries an exports or Zooniverse part parsed
+    parsed: list[int] = []
     original_parse = exportparts._lines
     monkeypatch.setattr(exportparts, "_lines", lambda fp: (parsed.append(1) or e for e in original_parse(fp)))
     monkeypatch.setattr("activities.zooniverseparts._lines", exportparts._lines)
-
-    downloads: list[str] = []  # whole blobs the single exports activity downloaded
+    downloads: list[str] = []
     original_download = exports_activities.download_to
     monkeypatch.setattr(exports_activities, "download_to", lambda st, container, name, fp: downloads.append(name) or
                         original_download(st, container, name, fp))
+    return formatted, parsed, downloads
 
-    assert run_exports(tid, settings, store) == single and exported() == expected and formatted == []
+
+def test_exports_take_coco_camtrap_dp_and_zooniverse_lines_from_the_workers_views(task: Any, monkeypatch: Any) -> None:
+    """With every shard viewed (shard 2 by its second attempt's view of both attempts), neither the single exports
+    activity nor an exports or Zooniverse part formats a COCO or Camtrap DP line or a Zooniverse row (the views hold
+    them, with the task's completion time, classifier, attribution and license put in) or reads an entry, and all are
+    the bytes the entries give; one shard without a view sends its parts (the single activity: all) to the entries."""
+    from activities.exports import run_exports
+
+    settings, store, tid, counts = task
+    settings, merged = finish_every_shard(settings, store, tid, counts)
+    single = run_exports(tid, settings, store)
+    expected = exported(settings, store, tid)
+    assert len(expected) == 4 + single["zooniverse_batches"] and single["annotations"] > 0
+    assert single["zooniverse_batches"] > 2 and b'"Snapshot, ""Serengeti""",CC-BY-4.0' in expected[
+        layout.zooniverse_batch_blob(tid, 1)]
+    written = write_worker_views(settings, store, tid, range(counts["shards"]), settings.threshold_for(MODEL, None))
+    assert written == set(range(counts["shards"])) - {2}
+    formatted, parsed, downloads = record_formatting(monkeypatch)
+    assert run_exports(tid, settings, store) == single and exported(settings, store, tid) == expected and formatted == []
     assert downloads == []  # the results' head came from a ranged read, and no entry was needed
-
-    ranges = part_ranges(merged["parts"])
-    assert len(ranges) > 2
-
-    def fanned() -> dict[str, bytes]:
-        outs = [run_exports_part(c.ExportsPartInput(task_id=tid, variant="", part=p, first_shard=f, offset=o,
-                                                    length=n, shards=merged["parts"][p][1]), settings, store)
-                for p, f, o, n in ranges]
-        combined = run_exports_combine(c.ExportsCombineInput(task_id=tid, variant="", parts=outs), settings, store)
-        assert not combined["conflict"] and combined["output"]["annotations"] == single["annotations"]
-        total, batches = combined["output"]["zooniverse_subjects"], combined["output"]["zooniverse_batches"]
-        assert (total, batches) == (single["zooniverse_subjects"], single["zooniverse_batches"])
-        for (p, f, o, n), out, before in zip(ranges, outs, eligible_before([o["eligible"] for o in outs])):
-            run_zooniverse_part(c.ExportsZooniversePartInput(
-                task_id=tid, variant="", part=p, first_shard=f, offset=o, length=n, before=before, rows=out["eligible"],
-                eligible=total, batches=batches, shards=merged["parts"][p][1]), settings, store)
-        for first, count in zooniverse_groups(batches, len(ranges)):
-            run_zooniverse_combine(c.ExportsZooniverseCombineInput(
-                task_id=tid, variant="", parts=[r[0] for r in ranges], first=first, count=count), settings, store)
-        return {n: b for n, b in exported().items() if "/.zooniverse-parts/" not in n and "/.parts/" not in n}
-
-    assert fanned() == expected and formatted == [] and parsed == []
+    assert fanned_exports(settings, store, tid, merged, single) == expected and formatted == [] and parsed == []
     view_of_1 = layout.attempt_view_blob(tid, layout.shard_id(1), 1)
     store.service.get_blob_client(settings.container, view_of_1).delete_blob()
-    assert fanned() == expected
+    assert fanned_exports(settings, store, tid, merged, single) == expected
     first, shards = merged["parts"][0][0], merged["parts"][0][1]
     assert first == 0 and shards > 1  # the parts of shard 1 formatted their entries again, and only they did
     manifests = [store.read_json(settings.container, layout.manifest_blob(tid, layout.shard_id(i), 1))
@@ -535,5 +555,116 @@ def test_exports_take_coco_camtrap_dp_and_zooniverse_lines_from_the_workers_view
     images = sum(len(m["images"]) for m in manifests)
     assert len(formatted) == 3 * images > 0  # COCO, Camtrap DP and Zooniverse, each image once
     assert len(parsed) == 2 * images  # the exports part's and the Zooniverse part's entries
-    assert run_exports(tid, settings, store) == single and exported() == expected
+    assert run_exports(tid, settings, store) == single and exported(settings, store, tid) == expected
     assert downloads == [layout.results_blob(tid)]  # a shard without a view: the single activity reads the entries
+
+
+LIST_COLUMNS = ["site", "latitude", "longitude", "camera_id", "datetime", "seq_id", "season", "file"]
+
+
+def list_row(name: str, k: int, shard: int, jitter: bool) -> dict[str, str]:
+    """An image list's row: cam1's images at site J01 with coordinates, a camera and capture times (its first image
+    of shard 1 a few metres off with ``jitter``), cam2's at site J02 with no coordinates, a free column to quote,
+    one named like a Zooniverse column, and rows with nothing."""
+    if name.startswith("cam1/img"):
+        lat = "-2.3301" if jitter and shard == 1 and k == 0 else "-2.33"
+        return {"site": "J01", "latitude": lat, "longitude": "34.83", "camera_id": "CAM-A",
+                "datetime": f"2024-05-01 10:{k:02d}:{shard:02d}", "seq_id": f"s{shard}", "season": "S1"}
+    if name.startswith("cam2/"):
+        return {"site": "J02", "season": 'S2, "wet" 季', "file": f"roll {k}"}
+    if name.startswith("cam1/sub/"):
+        return {"camera_id": "CAM-B", "latitude": "95", "longitude": "34.8"}  # out of range: kept in the comments
+    return {}
+
+
+def write_listed_views(settings: Settings, store: BlobStore, tid: str, shards: int, threshold: float,
+                       columns: list[str] | None) -> None:
+    """Each shard's view as its last attempt's worker makes it (``gpu_batch.worker.results``): with the image list's
+    rows read through the worker's blob reader from the list document its manifest names (``columns`` None: an
+    older worker's view, without them)."""
+    from gpu_batch.formats import jsonio
+    from gpu_batch.formats.mergeview import build_view, list_rows, whole_shard
+    from gpu_batch.manifest import ViewList
+    from gpu_batch.worker.sources import blob_reader
+
+    read = blob_reader(store.service, settings.container)
+    for index in range(shards):
+        sid = layout.shard_id(index)
+        listed = store.list_etags(settings.container, layout.shard_prefix(tid, sid))
+        attempt = 2 if layout.manifest_blob(tid, sid, 2) in listed else 1
+        manifest = ShardManifest.from_dict(store.read_json(settings.container, layout.manifest_blob(tid, sid, attempt)))
+        images, manifest_etag, earlier = manifest.images, listed[layout.manifest_blob(tid, sid, 1)], []
+        if manifest.merge_view_basis is not None:
+            whole = whole_shard(manifest.merge_view_basis, read)
+            images, manifest_etag, earlier = whole.images, whole.manifest_etag, whole.earlier
+        rows = (list_rows(ViewList(layout.shard_list_blob(tid, sid), tuple(columns)), read) if columns is not None
+                else None)
+        results = layout.attempt_results_blob(tid, sid, attempt)
+        view = build_view(tid, threshold, images, jsonio.loads(store.read_bytes(settings.container, results))["images"],
+                          listed[results], manifest_etag, earlier, rows)
+        assert view is not None
+        store.write_bytes(settings.container, layout.attempt_view_blob(tid, sid, attempt), view)
+
+
+@pytest.mark.parametrize("jitter", [False, True])
+def test_an_image_lists_exports_take_their_lines_from_views_made_with_the_lists_rows(task: Any, monkeypatch: Any,
+                                                                                     jitter: bool) -> None:
+    """An image-list task with metadata columns: views made with each shard's list rows give the exports their COCO,
+    Camtrap DP and Zooniverse lines (single activity and fanned out), the bytes the entries and the list give, and
+    no entry is formatted or read. With a deployment's first coordinates differing between two shards (GPS jitter),
+    the later view's media comments are not the single pass's: Camtrap DP's lines come from the entries of the part
+    that holds both shards, COCO's and Zooniverse's still from the views. A view made without the rows (an older
+    worker), or before its list document was rewritten, is not used by the exports; the merge still uses it."""
+    from activities.exports import run_exports
+
+    settings, store, tid, counts = task
+    settings, merged = finish_every_shard(settings, store, tid, counts)
+    shards = counts["shards"]
+    for index in range(shards):
+        sid = layout.shard_id(index)
+        images = ShardManifest.from_dict(store.read_json(settings.container, layout.manifest_blob(tid, sid, 1))).images
+        store.write_json(settings.container, layout.shard_list_blob(tid, sid), {"not_found": [], "metadata": {
+            name: list_row(name, k, index, jitter) for k, name in enumerate(images)}})
+    enumeration = store.read_json(settings.container, layout.enumeration_blob(tid))
+    store.write_json(settings.container, layout.enumeration_blob(tid),
+                     {**enumeration, "image_list": {"metadata_columns": LIST_COLUMNS}})
+    single = run_exports(tid, settings, store)  # no view has the rows yet: every line from the entries
+    expected = exported(settings, store, tid)
+    media = expected[layout.camtrap_dp_blob(tid, "media.csv")].decode("utf-8")
+    coco = expected[layout.coco_blob(tid)]
+    assert b'"location":"J01","datetime":"2024-05-01 10:02:00","seq_id":"s0","image_list_metadata":{' in coco
+    assert b'"season":"S1"' in coco and 'cam1/sub,,2025-01-01T00:00:00+00:00' in media  # the completion time
+    assert ('"latitude": "-2.3301"' in media.replace('""', '"')) is jitter  # the jittered image keeps its value
+    assert b"roll 3" in b"".join(v for n, v in expected.items() if "/zooniverse/" in n)
+    threshold = settings.threshold_for(MODEL, None)
+
+    write_listed_views(settings, store, tid, shards, threshold, LIST_COLUMNS)
+    formatted, parsed, downloads = record_formatting(monkeypatch)
+    assert run_exports(tid, settings, store) == single and exported(settings, store, tid) == expected
+    images = sum(len(store.read_json(settings.container, layout.manifest_blob(tid, layout.shard_id(i), 1))["images"])
+                 for i in range(shards))
+    if jitter:  # the single activity: Camtrap DP from every entry, and Zooniverse's rows with them (it takes the
+        # views' rows only when it reads no entry); COCO's still from the views
+        assert len(formatted) == 2 * images and downloads == [layout.results_blob(tid)]
+    else:
+        assert formatted == [] and downloads == []
+    formatted.clear()
+    assert fanned_exports(settings, store, tid, merged, single) == expected
+    part_images = sum(len(store.read_json(settings.container, layout.manifest_blob(tid, layout.shard_id(i), 1))[
+        "images"]) for i in range(merged["parts"][0][1]))
+    assert merged["parts"][0][0] == 0 and merged["parts"][0][1] >= 2  # the first part holds shards 0 and 1
+    # jitter: only the first part's Camtrap DP lines come from its entries, which it parsed once
+    assert (len(formatted), len(parsed)) == ((part_images, part_images) if jitter else (0, 0))
+
+    for index, change in ((4, "without rows"), (6, "list rewritten")):
+        sid = layout.shard_id(index)
+        if change == "without rows":
+            write_listed_views(settings, store, tid, index + 1, threshold, None)  # shards 0..4, an older worker's
+        else:
+            doc = store.read_json(settings.container, layout.shard_list_blob(tid, sid))
+            store.write_json(settings.container, layout.shard_list_blob(tid, sid), doc)  # same rows, a new ETag
+        listed = store.list_etags(settings.container, layout.shard_prefix(tid, sid))
+        assert fanin_activities.clean_view(store, settings, tid, index, threshold, listed, "exports",
+                                           columns=tuple(LIST_COLUMNS)) is None, change
+        assert fanin_activities.clean_view(store, settings, tid, index, threshold, listed, "merge") is not None
+    assert fanned_exports(settings, store, tid, merged, single) == expected

@@ -20,6 +20,7 @@ from core.settings import Settings
 from core.shards import ListingLimits
 from gpu_batch import layout
 from gpu_batch.formats import camtrapdp
+from gpu_batch.manifest import ShardManifest, ViewList
 from tests.integration.conftest import upload_images
 from tests.integration.test_end_to_end import api, finished_status, host  # noqa: F401  (the devhost fixture)
 from tests.integration.test_parallel_enumeration import manifests, run_parallel
@@ -69,6 +70,13 @@ def test_enumeration_of_a_list_writes_exactly_its_images_and_reports_the_missing
     summary = store.read_json(settings.container, layout.enumeration_blob(task_id))
     listed = summary["image_list"]
     assert (listed["rows"], listed["excluded"], listed["not_found"], listed["metadata_columns"]) == (10, 1, 2, ["site"])
+    # each manifest names its shard's list document and the columns: the worker makes the view's export lines with
+    # the rows (gpu_batch.formats.mergeview); the app's default on a local pool asks for views
+    assert settings.merge_views
+    for i in range(3):
+        sid = layout.shard_id(i)
+        manifest = ShardManifest.from_dict(store.read_json(settings.container, layout.manifest_blob(task_id, sid, 1)))
+        assert manifest.merge_view_list == ViewList(layout.shard_list_blob(task_id, sid), ("site",))
 
     # the merge's view of a shard: its images, then the names not found that it reports, as failures with a reason
     from activities.merge import _merged_shard
@@ -149,6 +157,18 @@ def test_a_list_of_5_of_10_images_gives_exactly_those_5(host, app_env: dict[str,
     assert [(im["file"], im["failure_reason"]) for im in failed] == [("cam0/missing.jpg", "listed_not_found")]
     mdformat.validate(doc, expected_files=[*chosen, "cam0/missing.jpg"])
     assert doc["info"]["trapbatch"]["image_list"]["blob"] == "lists/five.json"
+    # the real worker made each shard's view with the list's rows, read from the document its manifest names
+    from gpu_batch.formats.mergeview import read_view
+
+    columns = tuple(store.read_json(container, layout.enumeration_blob(task_id))["image_list"]["metadata_columns"])
+    views = 0
+    for i in range(status["shards"]):
+        listed = store.list_etags(container, layout.shard_prefix(task_id, layout.shard_id(i)))
+        view = read_view(store.read_bytes(container, layout.attempt_view_blob(task_id, layout.shard_id(i), 1)))
+        assert view is not None and columns and view.list_columns == columns
+        assert view.list_etag == listed[layout.shard_list_blob(task_id, layout.shard_id(i))].strip('"')
+        views += 1
+    assert views == status["shards"] > 1
 
     # Zooniverse: the 5 found images, not the flagged one nor the missing one, with the list's columns
     batches = status["results"]["exports"]["zooniverse_batches"]

@@ -261,3 +261,126 @@ def test_a_manifests_view_basis_round_trips_and_a_malformed_one_is_refused() -> 
                 ["a-1.json"]):
         with pytest.raises(ValueError, match="merge_view_basis"):
             contract.ShardManifest.from_dict({**data, "merge_view_basis": bad})
+
+
+def test_a_manifests_view_list_round_trips_and_a_malformed_one_is_refused() -> None:
+    manifest = contract.ShardManifest(task_id=TASK, shard_id="s1", attempt=1, source_container="src",
+                                      images=("a.jpg",), output_container="out", output_blob="a-1.results.json",
+                                      model="m", merge_view_threshold=THRESHOLD,
+                                      merge_view_list=contract.ViewList("s1/image-list.json", ("site", "season")))
+    data = json.loads(json.dumps(manifest.to_dict()))
+    assert data["merge_view_list"] == {"blob": "s1/image-list.json", "columns": ["site", "season"]}
+    assert contract.ShardManifest.from_dict(data) == manifest
+    plain = dataclasses.replace(manifest, merge_view_list=None)
+    assert "merge_view_list" not in plain.to_dict() and contract.ShardManifest.from_dict(plain.to_dict()) == plain
+    for bad in ({"blob": "x"}, {"blob": "", "columns": ["a"]}, {"blob": "x", "columns": []},
+                {"blob": "x", "columns": [1]}, "x"):
+        with pytest.raises(ValueError, match="merge_view_list"):
+            contract.ShardManifest.from_dict({**data, "merge_view_list": bad})
+
+
+LIST_COLUMNS = ("site", "latitude", "longitude", "camera_id", "datetime", "seq_id", "season", "file")
+
+
+def listed_rows(names: list[str]) -> dict[str, dict[str, str]]:
+    """An image list's rows for ``awkward_entries``' names: cam1's with a site, coordinates that change now and
+    then (GPS jitter: the later values stay in those images' comments), two cameras and capture times; cam2's with
+    a value CSV must quote, non-ASCII, a column named like a Zooniverse column and an unreadable time; none for the
+    rest."""
+    rows: dict[str, dict[str, str]] = {}
+    for i, name in enumerate(names):
+        if name.startswith("cam1/"):
+            rows[name] = {"site": "J01", "latitude": "-2.34" if i % 7 == 3 else "-2.33", "longitude": "34.8",
+                          "camera_id": "B" if i % 5 == 4 else "A", "datetime": f"2024-05-01 10:00:{i:02d}",
+                          "seq_id": f"seq{i // 3}", "season": "S1"}
+        elif name.startswith("cam2/"):
+            rows[name] = {"site": "J02", "season": 'S2, "wet" 季', "file": f"roll {i}", "datetime": "not a time"}
+    return rows
+
+
+def test_export_lines_made_with_an_image_lists_rows_are_the_exports_own() -> None:
+    """With an image list's rows (``ListedRows``), a view's COCO lines, Camtrap DP lines and deployment facts, and
+    Zooniverse rows are what the exports make of each entry with its row (``CocoWriter.add``,
+    ``CamtrapBuilder.add_lines``, ``core.zooniverse.row_line`` with the list's columns); the view names the list
+    document's ETag and the columns. A value holding NUL gives no Camtrap DP or Zooniverse lines; a deployment with
+    and without capture times gives no Camtrap DP lines (its span would depend on the completion time)."""
+    import io
+
+    from core import zooniverse
+    from gpu_batch.formats import coco
+    from gpu_batch.formats.camtrapdp import CamtrapBuilder
+    from gpu_batch.formats.entries import DETECTION_CATEGORIES, merge_entries
+    from gpu_batch.formats.mergeview import ListedRows, camtrap_lines, coco_lines, zooniverse_lines
+
+    names, entries = awkward_entries()
+    merged, _ = merge_entries(names, [as_merge_reads(entries)])
+    for entry in merged:  # sizes, so that COCO's lines can be made
+        entry.setdefault("width", 640)
+        entry.setdefault("height", 480)
+    rows = listed_rows(names)
+    listed = ListedRows("0x8D9", LIST_COLUMNS, rows)
+
+    images, annotations = io.StringIO(), io.StringIO()
+    writer = coco.CocoWriter(images, annotations, THRESHOLD, DETECTION_CATEGORIES, continued=True)
+    for entry in merged:
+        writer.add(entry, None, rows.get(entry["file"]))
+    writer.flush()
+    made_images, made_annotations, counts = coco_lines(merged, THRESHOLD, listed)
+    assert made_images == images.getvalue().encode() and made_annotations == annotations.getvalue().encode()
+    assert b'"image_list_metadata":{' in made_images and counts["images"] == len(names)
+
+    builder = CamtrapBuilder(THRESHOLD, DETECTION_CATEGORIES, "2026-12-02T10:00:00Z", "MegaDetector v5a.0.1")
+    made = [builder.add_lines(e, rows.get(e["file"])) for e in merged]
+    lines = camtrap_lines(merged, THRESHOLD, listed)
+    assert lines is not None
+    filled = lines.filled(builder.completed_at, builder.classified_by)
+    assert filled is not None
+    assert filled[0] == "".join(m for m, _ in made) and filled[1] == "".join(o for _, o in made)
+    assert filled[2] == [[dep, d.start, d.end, d.timestamp_issues, d.location, d.latitude, d.longitude, d.camera]
+                         for dep, d in builder.deployments.items()]
+    assert '""latitude"": ""-2.34""' in filled[0] and '""camera_id"": ""B""' in filled[0]  # jitter kept
+    span = {f[0]: f[1:4] for f in filled[2]}
+    assert span["cam1@J01"][0].startswith("2024-05-01T10:00:") and span["cam1@J01"][2] is False  # the list's times
+    assert span["cam2@J02"] == [builder.completed_at, builder.completed_at, True]  # unreadable: the completion time
+
+    options = zooniverse.ManifestOptions(THRESHOLD, attribution="A, B", license="CC-BY-4.0",
+                                         metadata_columns=LIST_COLUMNS)
+    rows_made = [zooniverse.row_line(e, options, DETECTION_CATEGORIES, rows.get(e["file"])).encode() for e in merged
+                 if not zooniverse.excluded(e)]
+    listed_lines = zooniverse_lines(merged, THRESHOLD, listed)
+    assert listed_lines is not None
+    assert listed_lines.filled(zooniverse.quoted_options(options)[0]) == (b"".join(rows_made),
+                                                                          [len(r) for r in rows_made])
+    assert '"S2, ""wet"" 季",roll'.encode() in listed_lines.rows
+
+    view = read_view(build_view(TASK, THRESHOLD, names, as_merge_reads(merged), "r1", "m1", listed=listed))
+    assert view is not None and (view.list_etag, view.list_columns) == ("0x8D9", LIST_COLUMNS)
+    assert view.coco is not None and view.coco[0] == made_images and view.zooniverse == listed_lines
+    unlisted = read_view(build_view(TASK, THRESHOLD, names, as_merge_reads(merged), "r1", "m1"))
+    assert unlisted is not None and (unlisted.list_etag, unlisted.list_columns) == ("", ())
+
+    with_nul = ListedRows("0x8D9", LIST_COLUMNS, {**rows, names[0]: {"season": "S\x00completed_at\x00"}})
+    assert camtrap_lines(merged, THRESHOLD, with_nul) is None and zooniverse_lines(merged, THRESHOLD, with_nul) is None
+    assert coco_lines(merged, THRESHOLD, with_nul)[0] is not None  # COCO's lines hold no placeholder
+    cam1 = [n for n in names if n.startswith("cam1/")]
+    mixed = ListedRows("0x8D9", LIST_COLUMNS, {**rows, cam1[5]: {**rows[cam1[5]], "datetime": ""}})
+    assert camtrap_lines(merged, THRESHOLD, mixed) is None
+
+
+def test_list_rows_reads_the_document_its_manifest_names() -> None:
+    from gpu_batch.formats.mergeview import list_rows
+
+    blobs = {"s1/image-list.json": (json.dumps({"not_found": [], "metadata": {"a.jpg": {"site": "J"}}}).encode(),
+                                    '"0x8DA"'),
+             "s2/image-list.json": (b'{"metadata": ["a.jpg"]}', "0x1")}
+
+    def read(name: str) -> tuple[bytes, str]:
+        if name not in blobs:
+            raise ValueError(f"no blob {name}")
+        return blobs[name]
+
+    rows = list_rows(contract.ViewList("s1/image-list.json", ("site",)), read)
+    assert (rows.etag, rows.columns, rows.of("a.jpg"), rows.of("b.jpg")) == ("0x8DA", ("site",), {"site": "J"}, None)
+    for name in ("s2/image-list.json", "s3/image-list.json"):
+        with pytest.raises(ValueError):
+            list_rows(contract.ViewList(name, ("site",)), read)
