@@ -8,8 +8,7 @@ of ``run_plan_listing`` and ``run_list_part`` when the request names a list; eve
 * ``run_plan_image_list`` downloads the list (checking its hash against the one the task id was made from: a list
   replaced after the POST fails the task rather than running other images under the same id), drops excluded rows,
   keeps the first ``first_n`` rows when asked, and spreads the rows over units by name range (``core.imagelist.
-  unit_bounds``, cut from a sample of the names in one more pass over the list: a name listed twice lands in one
-  unit), each a JSON-lines blob;
+  unit_bounds``, cut from a sample of the names: a name listed twice lands in one unit), each a JSON-lines blob;
 * ``run_list_image_part`` reads its unit, keeps each name once, sorts by name, and checks the existence of a bounded
   slice (``checks_per_call``): each folder's run of neighbouring names by one delimiter listing, the rest (a name
   alone in its folder, names a listing did not confirm) by parallel HEAD requests (``existing_sorted``). A list of
@@ -24,7 +23,6 @@ reason ``listed_not_found``.
 """
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -37,12 +35,13 @@ from adapters.blobs import BlobStore
 from adapters.image_lists import download_image_list
 from core import contracts as c
 from core.errors import TrapbatchError
-from core.imagelist import (SAMPLE_PER_UNIT, FolderRun, ListedImage, blob_name, folder_runs, iter_rows, sampled, scan,
+from core.imagelist import (SAMPLE_PER_UNIT, FolderRun, ListedImage, blob_name, folder_runs, sampled, scan,
                             unit_bounds, unit_in)
 from core.requests import TaskRequest
 from core.settings import Settings
 from core.shards import ListingLimits
 from gpu_batch import layout
+from gpu_batch.formats import jsonio
 
 logger = logging.getLogger(__name__)
 
@@ -68,24 +67,36 @@ def checks_per_call(limits: ListingLimits) -> int:
 
 def run_plan_image_list(task_id: str, request: TaskRequest, settings: Settings, store: BlobStore, source: BlobStore,
                         limits: ListingLimits) -> c.PlanListingOutput:
-    """Write the list's units and the listing plan (with the list's summary, for the enumeration summary)."""
-    with tempfile.TemporaryFile("w+b") as fp:
+    """Write the list's units and the listing plan (with the list's summary, for the enumeration summary).
+
+    One pass parses and validates the list (``core.imagelist.scan``) and keeps its taken rows (not excluded, the
+    first ``first_n``) as the JSON lines the units hold; the sample that cuts the units and the spread over them read
+    those lines. Before, both parsed and validated the CSV again: three passes at ~2.4 us a row each, the largest
+    per-image cost of a task started from a list (``bench/RESULTS.md``, seventeenth session)."""
+    with tempfile.TemporaryFile("w+b") as fp, tempfile.TemporaryFile("w+b") as lines:
         download_image_list(source, request.container, request.image_list, fp, settings.image_list_max_bytes)
-        summary = scan(fp, request.image_list)
+        taken = 0
+
+        def keep(item: ListedImage) -> None:
+            nonlocal taken
+            if request.first_n is not None and taken >= request.first_n:
+                return
+            taken += 1
+            name = blob_name(request.prefix, item.path)
+            lines.write(jsonio.dumps([name, dict(item.metadata)] if item.metadata else [name]) + b"\n")
+
+        summary = scan(fp, request.image_list, keep)
         if summary.sha256 != request.image_list_sha256:
             raise ImageListChanged(f"task {task_id}: image list {request.image_list!r} changed after the task was "
                                    "posted", "post the request again: the new list is a task of its own")
-        rows = summary.images if request.first_n is None else min(summary.images, request.first_n)
+        rows = taken  # the list's images, or its first first_n
         # rows per unit: LIST_ROWS_PER_UNIT, or fewer with small limits (tests spread a few rows over units)
         units = max(1, min(MAX_LIST_UNITS, -(-rows // max(1, min(LIST_ROWS_PER_UNIT, limits.names_per_call)))))
-        bounds = _unit_bounds(fp, request, rows, units)
-        taken = 0
+        bounds = _unit_bounds(lines, rows, units)
         with ExitStack() as stack:
             outs = [stack.enter_context(tempfile.TemporaryFile("w+b")) for _ in range(units)]
-            for name, item in _taken_rows(fp, request, rows):
-                taken += 1
-                line = json.dumps([name, dict(item.metadata)] if item.metadata else [name], ensure_ascii=False)
-                outs[unit_in(name, bounds)].write(line.encode("utf-8") + b"\n")
+            for line in _rows_of(lines):
+                outs[unit_in(str(jsonio.loads(line)[0]), bounds)].write(line)
             for u, out in enumerate(outs):
                 out.seek(0)
                 store.upload_file(settings.container, layout.listing_list_unit_blob(task_id, u), out,
@@ -100,28 +111,20 @@ def run_plan_image_list(task_id: str, request: TaskRequest, settings: Settings, 
     return {"units": units, "leaves": 0, "images_per_write": limits.images_per_write}
 
 
-def _unit_bounds(fp: IO[bytes], request: TaskRequest, rows: int, units: int) -> list[str]:
-    """The names that cut the list's first ``rows`` taken rows into ``units`` name ranges (``core.imagelist.
-    unit_bounds``), from a sample of about ``SAMPLE_PER_UNIT`` names per unit: one more pass over the list, which
-    ``fp`` holds (leaves it at its start)."""
+def _rows_of(lines: IO[bytes]) -> Iterator[bytes]:
+    """The plan's kept rows (one JSON line each, ``\\n`` included), from the start of ``lines``."""
+    lines.seek(0)
+    yield from lines
+
+
+def _unit_bounds(lines: IO[bytes], rows: int, units: int) -> list[str]:
+    """The names that cut the plan's ``rows`` kept rows (``lines``) into ``units`` name ranges (``core.imagelist.
+    unit_bounds``), from a sample of about ``SAMPLE_PER_UNIT`` names per unit."""
     if units <= 1:
         return []
     every = max(1, rows // (units * SAMPLE_PER_UNIT))
-    sample = [name for name, _ in _taken_rows(fp, request, rows) if sampled(name, every)]
-    fp.seek(0)
-    return unit_bounds(sample, units)
-
-
-def _taken_rows(fp: IO[bytes], request: TaskRequest, rows: int) -> Iterator[tuple[str, ListedImage]]:
-    """The list's first ``rows`` rows that are not excluded, each with its blob name (``first_n``'s rows)."""
-    taken = 0
-    for item in iter_rows(fp, request.image_list):
-        if item.excluded:
-            continue
-        if taken >= rows:
-            return
-        taken += 1
-        yield blob_name(request.prefix, item.path), item
+    names = (str(jsonio.loads(line)[0]) for line in _rows_of(lines))
+    return unit_bounds([name for name in names if sampled(name, every)], units)
 
 
 def _unit_rows(store: BlobStore, settings: Settings, task_id: str, unit: int) -> list[tuple[str, dict[str, str]]]:
@@ -130,7 +133,7 @@ def _unit_rows(store: BlobStore, settings: Settings, task_id: str, unit: int) ->
     rows: dict[str, dict[str, str]] = {}
     for line in data.splitlines():
         if line:
-            item = json.loads(line)
+            item = jsonio.loads(line)
             rows.setdefault(str(item[0]), item[1] if len(item) > 1 else {})
     return sorted(rows.items())
 

@@ -37,7 +37,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import IO, Any, Iterator, Mapping, Sequence
+from typing import IO, Any, Callable, Iterator, Mapping, Sequence
 
 import ijson
 
@@ -255,9 +255,11 @@ def sha256_of(fp: IO[bytes]) -> str:
     return digest.hexdigest()
 
 
-def scan(fp: IO[bytes], name: str) -> ImageListSummary:
+def scan(fp: IO[bytes], name: str, taken: Callable[[ListedImage], None] | None = None) -> ImageListSummary:
     """One pass over the whole list: every row is validated (a bad row anywhere is refused before a task starts),
-    and the counts and metadata columns are taken. Refuses an empty list, or one with every row excluded."""
+    and the counts and metadata columns are taken. Refuses an empty list, or one with every row excluded.
+    ``taken``: called with each row that is not excluded, in list order (the plan keeps them from this pass instead
+    of parsing and validating the list again)."""
     size = fp.seek(0, io.SEEK_END)
     fp.seek(0)
     sha = sha256_of(fp)
@@ -267,6 +269,8 @@ def scan(fp: IO[bytes], name: str) -> ImageListSummary:
     for item in iter_rows(fp, name):
         rows += 1
         images += not item.excluded
+        if taken is not None and not item.excluded:
+            taken(item)
         for column in item.metadata:
             if column not in columns:
                 columns[column] = None

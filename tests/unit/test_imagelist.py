@@ -91,6 +91,9 @@ def test_scan_counts_and_hashes_and_refuses_empty_or_all_excluded() -> None:
     assert (summary.format, summary.rows, summary.images, summary.excluded) == ("csv", 2, 1, 1)
     assert summary.metadata_columns == ("site",) and summary.bytes == len(data)
     assert summary.sha256 != scan(io.BytesIO(data + b"a/3.jpg,z,0\n"), "l.csv").sha256
+    kept: list[ListedImage] = []
+    assert scan(io.BytesIO(data + b"a/0.jpg,z,\n"), "l.csv", kept.append).images == 2
+    assert kept == [ListedImage("a/1.jpg", False, {"site": "x"}), ListedImage("a/0.jpg", False, {"site": "z"})]
     with pytest.raises(ImageListInvalid, match="names no images"):
         scan(io.BytesIO(b"[]"), "l.json")
     with pytest.raises(ImageListInvalid, match="names no images"):
