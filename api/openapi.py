@@ -247,6 +247,10 @@ def description(base_url: str = "") -> dict[str, Any]:
                     "stage": {"enum": [*Stage]}, "images": {"type": "integer"}, "images_done": {"type": "integer"},
                     "progress": {"type": "number"}, "images_per_second": {"type": "number"},
                     "eta_seconds": {"type": ["integer", "null"]}, "error": {"type": "string"},
+                    "served": {"type": "object", "description": "a re-run that has not completed: the generation "
+                               "whose results the task still hands out (empty: the first run's)", "properties": {
+                                   "generation": {"type": "string"}, "results_url": {"type": "string"},
+                                   "hint": {"type": "string"}}},
                     "estimate": {"type": "object", "properties": {
                         "images": {"type": "integer"}, "shards": {"type": "integer"},
                         "gpu_hours": {"type": "number"}, "wall_seconds": {"type": "integer"},

@@ -411,7 +411,15 @@ async def describe_task(client: df.DurableOrchestrationClient, task_id: str) -> 
 async def get_task(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     task_id = req.route_params["task_id"]
     await authorize_task(req, client, task_id)
-    return _json(200, await describe_task(client, task_id))
+    info = await describe_task(client, task_id)
+    if info["stage"] not in FINISHED:  # a re-run: say which results the task still hands out
+        previous = _task_input(await client.get_status(task_id, show_input=True)).get("previous")
+        if isinstance(previous, str):
+            info["served"] = {"generation": previous, "results_url": f"{_base_url(req)}/api/tasks/{task_id}/results",
+                              "hint": "this is a re-run; the results of the task's previous run are served until "
+                                      "a re-run completes" + ("" if info["runtime_status"] in ACTIVE else
+                                                              ", and the operations after a task work on them")}
+    return _json(200, info)
 
 
 async def finished_task(client: df.DurableOrchestrationClient, task_id: str, what: str) -> dict[str, Any]:

@@ -157,6 +157,9 @@ def _summary(st: dict[str, Any]) -> None:
         table.add_row("failure_reasons", ", ".join(f"{k}: {v}" for k, v in st["failure_reasons"].items()))
     if (st.get("repeated_detections") or {}).get("locations"):
         table.add_row("repeated places", str(st["repeated_detections"]["locations"]) + " (trapbatch repeats ID)")
+    if isinstance(st.get("served"), dict):  # a re-run that has not completed: the earlier results still stand
+        served = st["served"].get("generation") or "the first run"
+        table.add_row("served", f"{served}'s results (trapbatch results {st.get('id')})")
     out.print(table)
     if st.get("estimate"):
         _estimate_table(st["estimate"])

@@ -92,6 +92,7 @@ def test_rerun_runs_everything_again_under_a_new_job_and_the_old_results_stay_se
 
     # while the re-run waits (and would run), the previous results are what the task serves
     wait_until(lambda: status(host, task_id)["stage"] == Stage.awaiting_confirmation, 120, "re-run waiting")
+    assert status(host, task_id)["served"]["generation"] == ""  # the first run's results, while the re-run waits
     during = api.get(f"{base}/api/tasks/{task_id}/results", timeout=120)
     assert during.status_code == 200, during.text
     assert during.json()["results"] == old["results"] and during.json()["generation"] == ""
@@ -167,7 +168,10 @@ def check_title_after_a_cancelled_rerun(host: Any, store: BlobStore, app_env: di
     assert third.status_code == 202 and third.json()["id"] == task_id, third.text
     wait_until(lambda: status(host, task_id)["stage"] == Stage.awaiting_confirmation, 120, "third run waiting")
     assert api.post(f"{base}/api/tasks/{task_id}/cancel", timeout=120).status_code == 202
-    wait_until(lambda: status(host, task_id)["stage"] == Stage.cancelled, 120, "third run cancelled")
+    ended = wait_until(lambda: (lambda s: s if s["stage"] == Stage.cancelled else None)(status(host, task_id)), 120,
+                       "third run cancelled")
+    assert ended["served"]["generation"] == key.rsplit("/", 1)[1]  # the status says which results are still served
+    assert ended["served"]["results_url"].endswith(f"/api/tasks/{task_id}/results")
     assert api.get(f"{base}/api/tasks/{task_id}/results", timeout=120).json()["results"]["blob"] == \
         layout.results_blob(key)  # still the second generation's
     again = api.post(f"{base}/api/tasks/{task_id}/previews", json={"threshold": 0.6}, timeout=120)

@@ -135,6 +135,18 @@ def test_the_summary_shows_a_finished_tasks_cost(capsys: pytest.CaptureFixture[s
     assert "local pool" in capsys.readouterr().out
 
 
+def test_the_summary_of_an_unfinished_rerun_says_which_results_are_still_served(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from cli.main import _summary
+
+    _summary({"id": "task-0", "stage": "cancelled", "served": {"generation": "r2612030633239de9"}})
+    assert "r2612030633239de9's results (trapbatch results task-0)" in capsys.readouterr().out
+    _summary({"id": "task-0", "stage": "detecting", "served": {"generation": ""}})
+    assert "the first run's results" in capsys.readouterr().out
+    _summary({"id": "task-0", "stage": "completed"})
+    assert "served" not in capsys.readouterr().out
+
+
 def test_results_keep_their_paths_so_the_variants_exports_do_not_overwrite_each_other() -> None:
     from cli.download import local_paths
 
