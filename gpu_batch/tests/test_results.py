@@ -187,3 +187,34 @@ def test_a_blob_shard_writes_its_coverage_summary_where_the_poll_reads_it() -> N
     assert opened == [("state", layout.attempt_coverage_blob("task-0123456789abcdef0123", "s00007", 2))]
     assert _coverage_target(False, None, manifest, ["a.jpg"], "") is None
     assert _coverage_target(True, service, manifest, ["a.jpg"], "") is None  # no ETag: nothing to tie it to
+
+
+@pytest.mark.parametrize("readable", [True, False])
+def test_the_view_carries_the_image_lists_rows_its_manifest_names_or_is_made_without_them(readable: bool) -> None:
+    """The view of a finished attempt is made with the rows of the shard's list document (``ViewTarget.listed``,
+    read through the worker's reader), whose ETag it names; a document that cannot be read gives a view without
+    rows (the merge still uses it; the exports then format the entries), not a failed shard."""
+    from gpu_batch.formats.mergeview import read_view
+    from gpu_batch.manifest import ViewList
+    from gpu_batch.worker.results import ViewTarget
+
+    rows = {"a.jpg": {"site": "J01", "season": "S1"}, "b.jpg": {"site": "J02"}}
+
+    def read(name: str) -> tuple[bytes, str]:
+        if not readable or name != "s1/image-list.json":
+            raise ValueError(f"cannot read blob {name}")
+        return json.dumps({"not_found": [], "metadata": rows}).encode(), '"0xLIST"'
+
+    results, view_sink = _EtagSink(), _EtagSink()
+    w = ResultWriter(results, {}, flush_seconds=60, view=ViewTarget(
+        view_sink, "task-v", 0.2, ["a.jpg", "b.jpg"], "0xM", None, read, ViewList("s1/image-list.json",
+                                                                                  ("site", "season"))))
+    w.start()
+    w.add(detections_entry("a.jpg", [{"category": "1", "conf": 0.9, "bbox": [0.1, 0.1, 0.2, 0.2]}], 640, 480))
+    w.add(detections_entry("b.jpg", [], 640, 480))
+    w.close({"complete": True})
+    view = read_view(view_sink.data)
+    assert view is not None and view.matches("task-v", 0.2, f"0x{results.writes:04X}", "0xM")
+    assert (view.list_etag, view.list_columns) == (("0xLIST", ("site", "season")) if readable else ("", ()))
+    assert view.zooniverse is not None
+    assert (b",J01,S1\r\n" in view.zooniverse.rows) is readable
