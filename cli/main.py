@@ -5,7 +5,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import click
 from rich.console import Console
@@ -13,7 +13,9 @@ from rich.table import Table
 
 from cli import config as cfg
 from cli.client import ApiClient
-from cli.errors import EXIT_API, EXIT_INTERRUPTED, EXIT_OK, CliError
+from cli.errors import (EXIT_API, EXIT_COMPLETED_WITH_ERRORS, EXIT_INTERRUPTED, EXIT_OK, EXIT_TASK_FAILED,
+                        CliError)
+from cli.folders import folder_requests
 from cli.progress import BarReporter, LineReporter, exit_code_for, wait_for
 from core.errors import TrapbatchError
 from core.requests import parse_rerender, parse_task_request
@@ -121,16 +123,18 @@ def _print_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=1, sort_keys=True))
 
 
-def _reporter(task_id: str, plain: bool) -> LineReporter | BarReporter:
-    if plain or not out.is_terminal:
-        return LineReporter(lambda line: click.echo(line))
-    return BarReporter(out, task_id)
+def _reporter(task_id: str, plain: bool, to_stderr: bool = False) -> LineReporter | BarReporter:
+    console = err if to_stderr else out
+    if plain or not console.is_terminal:
+        return LineReporter(lambda line: click.echo(line, err=to_stderr))
+    return BarReporter(console, task_id)
 
 
 def watch_task(client: ApiClient, task_id: str, plain: bool = False, poll_s: float = 2.0,
-               timeout_s: float | None = None) -> dict[str, Any]:
-    """Follow a task to its end with progress; the final status. Ctrl-C stops watching, not the task."""
-    reporter = _reporter(task_id, plain)
+               timeout_s: float | None = None, to_stderr: bool = False) -> dict[str, Any]:
+    """Follow a task to its end with progress; the final status. Ctrl-C stops watching, not the task.
+    ``to_stderr``: the progress goes to standard error (``--json``: standard output holds the JSON alone)."""
+    reporter = _reporter(task_id, plain, to_stderr)
     try:
         return wait_for(lambda: client.status(task_id), reporter, poll_s=poll_s, timeout_s=timeout_s)
     except KeyboardInterrupt:
@@ -213,16 +217,23 @@ def _finish(st: dict[str, Any]) -> int:
 
 @cli.command(short_help="Start a task (flags or a request JSON); --wait follows it to its end.")
 @request_options
+@click.option("--folder", "folders", multiple=True, help="one task per folder under the prefix (repeat the flag), "
+              "each with its own results and previews")
 @click.option("--wait/--no-wait", default=False, help="follow the task with a progress bar until it ends")
 @click.option("--plain", is_flag=True, help="one line per change instead of a progress bar")
 @click.option("--json", "as_json", is_flag=True, help="print the API's answer as JSON")
 @pass_state
-def submit(state: State, /, request_file: Path | None, wait: bool, plain: bool, as_json: bool, **fields: Any) -> None:
+def submit(state: State, /, request_file: Path | None, folders: tuple[str, ...], wait: bool, plain: bool,
+           as_json: bool, **fields: Any) -> None:
     """Start a task over a container, from a request JSON file and/or flags (flags win).
 
     Posting the same request again finds the same task instead of running it twice. With --wait the command follows
-    the task and exits 0 only if it completed (1 failed or cancelled, 3 completed with errors)."""
+    the task and exits 0 only if it completed (1 failed or cancelled, 3 completed with errors). With --folder, one
+    task per folder (the exit code is the worst of theirs)."""
     body = build_request(request_file, fields)
+    if folders:
+        _submit_folders(state, body, folders, wait, plain, as_json)
+        return
     answer = state.client.submit(body)
     if as_json and not wait:
         _print_json(answer)
@@ -232,12 +243,49 @@ def submit(state: State, /, request_file: Path | None, wait: bool, plain: bool, 
     if not wait:
         out.print(f"follow it: trapbatch watch {task_id}")
         return
-    st = watch_task(state.client, task_id, plain)
+    st = watch_task(state.client, task_id, plain, to_stderr=as_json)
     if as_json:
         _print_json(st)
     else:
         _summary(st)
     sys.exit(_finish(st))
+
+
+def _submit_folders(state: State, body: dict[str, Any], folders: Sequence[str], wait: bool, plain: bool,
+                    as_json: bool) -> None:
+    """``submit --folder``: every folder's task is posted (all checked first, so a bad folder starts none), then,
+    with ``wait``, followed one after the other (they run side by side on the pool)."""
+    requests = folder_requests(body, folders)
+    answers = []
+    for folder, request in requests:
+        answer = state.client.submit(request)
+        answers.append(answer)
+        if not as_json:
+            out.print(f"task {answer['id']} for folder {folder}: " +
+                      ("started" if answer.get("started") else "already known (same request)"))
+    if not wait:
+        if as_json:
+            _print_json([{**a, "folder": f} for (f, _), a in zip(requests, answers)])
+        else:
+            out.print("follow them: " + "; ".join(f"trapbatch watch {a['id']}" for a in answers))
+        return
+    finals = []
+    for (folder, _), answer in zip(requests, answers):
+        st = watch_task(state.client, answer["id"], plain, to_stderr=as_json)
+        finals.append({**st, "folder": folder})
+        if not as_json:
+            out.print(f"[bold]folder {folder}[/]")
+            _summary(st)
+    if as_json:
+        _print_json(finals)
+    codes = [exit_code_for(st) for st in finals]
+    for st in finals:
+        _finish(st)
+    sys.exit(max(codes, key=lambda code: SEVERITY.get(code, len(SEVERITY))))
+
+
+# worst last: a failed or cancelled task outranks one completed with errors
+SEVERITY = {EXIT_OK: 0, EXIT_COMPLETED_WITH_ERRORS: 1, EXIT_TASK_FAILED: 2}
 
 
 @cli.command(short_help="Estimate images, shards, GPU-hours, wall time and cost; submits no pool work.")

@@ -133,6 +133,37 @@ def test_a_failing_task_exits_non_zero_and_errors_say_what_to_do(host, store: Bl
     assert nowhere.returncode == 4 and "cannot reach" in nowhere.stderr and "devhost" in nowhere.stderr
 
 
+def test_submit_with_folders_starts_and_follows_one_task_per_folder(host, store: BlobStore,  # type: ignore[no-untyped-def]
+                                                                    unique_name: str) -> None:
+    """The manual workflow's ``folder_names``: one command, a task per folder with its own results, each labelled
+    with its folder; the exit code is the worst task's (a folder without images fails its task)."""
+    names = upload_images(store, unique_name, 6, corrupt=0)  # cam0/ and cam1/
+    store.write_bytes(unique_name, "empty/readme.txt", b"no images here")
+
+    proc = trapbatch("submit", "--container", unique_name, "--name", "season", "--folder", "cam0",
+                     "--folder", "/cam1/", "--wait", "--json", url=host.base_url)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    finals = json.loads(proc.stdout)
+    assert [(st["folder"], st["stage"], st["images"]) for st in finals] == [("cam0", "completed", 3),
+                                                                            ("cam1", "completed", 3)]
+    assert finals[0]["id"] != finals[1]["id"]
+    for st in finals:
+        doc = store.read_json(st["results"]["container"], st["results"]["blob"])
+        assert sorted(im["file"] for im in doc["images"]) == [n for n in names if n.startswith(st["folder"] + "/")]
+    from gpu_batch import layout
+
+    assert [store.read_json(st["results"]["container"], layout.request_blob(st["id"]))["request_name"]
+            for st in finals] == ["season: cam0", "season: cam1"]  # each labelled with its folder
+
+    mixed = trapbatch("submit", "--container", unique_name, "--folder", "cam0", "--folder", "empty", "--wait",
+                      url=host.base_url)
+    assert mixed.returncode == 1, mixed.stdout + mixed.stderr  # cam0's task is found again; empty/ has no images
+    assert "already known" in mixed.stdout and "ended failed" in mixed.stderr
+    twice = trapbatch("submit", "--container", unique_name, "--folder", "cam0", "--folder", "cam0/",
+                      url=host.base_url)
+    assert twice.returncode == 2 and "given twice" in twice.stderr
+
+
 def test_estimate_enumerates_and_submits_no_pool_work(host, store: BlobStore, unique_name: str,  # type: ignore[no-untyped-def]
                                                       storage_connection: str, monkeypatch: pytest.MonkeyPatch) -> None:
     upload_images(store, unique_name, 9, corrupt=0)  # images_per_shard 4 (app_env): 3 shards

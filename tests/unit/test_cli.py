@@ -168,3 +168,21 @@ def test_results_keep_their_paths_so_the_variants_exports_do_not_overwrite_each_
     elsewhere = {**answer, "results": {**answer["results"], "csv": "other/place/detections.json"}}
     with pytest.raises(CliError, match="two files would be written to detections.json"):
         local_paths(elsewhere, status)  # outside the folder a file keeps its name only: a clash is refused
+
+
+def test_folders_become_one_request_each_under_the_prefix_labelled_with_the_folder() -> None:
+    from cli.errors import CliError
+    from cli.folders import folder_requests
+
+    body = {"container": "traps", "prefix": "2018/", "request_name": "arendelle", "model": "MDV5A"}
+    made = folder_requests(body, ["Summer_2018", "/Winter_2018/"])
+    assert made == [("Summer_2018", {**body, "prefix": "2018/Summer_2018/", "request_name": "arendelle: Summer_2018"}),
+                    ("Winter_2018", {**body, "prefix": "2018/Winter_2018/", "request_name": "arendelle: Winter_2018"})]
+    assert folder_requests({"container": "traps"}, ["a"]) == [("a", {"container": "traps", "prefix": "a/",
+                                                                     "request_name": "a"})]
+    for folders, bad, needle in ((["a", "a/"], {}, "given twice"), (["  "], {}, "names no folder"),
+                                 (["a"], {"image_list": "l.csv"}, "image list"),
+                                 (["a\x01"], {}, "not valid")):
+        with pytest.raises(CliError, match=needle) as info:
+            folder_requests({"container": "traps", **bad}, folders)
+        assert info.value.exit_code == 2 and info.value.hint
