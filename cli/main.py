@@ -290,23 +290,34 @@ SEVERITY = {EXIT_OK: 0, EXIT_COMPLETED_WITH_ERRORS: 1, EXIT_TASK_FAILED: 2}
 
 @cli.command(short_help="Estimate images, shards, GPU-hours, wall time and cost; submits no pool work.")
 @request_options
+@click.option("--folder", "folders", multiple=True, help="an estimate per folder under the prefix, as submit "
+              "--folder would run them (repeat the flag)")
 @click.option("--json", "as_json", is_flag=True, help="print the estimate as JSON")
 @pass_state
-def estimate(state: State, /, request_file: Path | None, as_json: bool, **fields: Any) -> None:
+def estimate(state: State, /, request_file: Path | None, folders: tuple[str, ...], as_json: bool,
+             **fields: Any) -> None:
     """Enumerate the images a request would run over and estimate the run ("dry_run": true); no GPU starts.
 
     The figures use the app's TRAPBATCH_WORKER_IMAGES_PER_S, TRAPBATCH_POOL_NODES and TRAPBATCH_NODE_PRICE_PER_HOUR.
-    Run the same request with `trapbatch submit` to start it."""
+    Run the same request with `trapbatch submit` to start it. With --folder, one estimate per folder."""
     body = build_request(request_file, fields, dry_run=True)
-    answer = state.client.submit(body)
-    st = wait_for(lambda: state.client.status(answer["id"]), lambda s: None, poll_s=1.0)
-    if exit_code_for(st) != EXIT_OK:
-        raise CliError(f"the estimate ended {st.get('stage')}: {st.get('error', '')}",
-                       "check the container and prefix (trapbatch status " + answer["id"] + ")", exit_code=1)
+    requests = folder_requests(body, folders) if folders else [("", body)]
+    answers = [(folder, state.client.submit(request)) for folder, request in requests]
+    estimates: list[tuple[str, dict[str, Any]]] = []
+    for folder, answer in answers:
+        st = wait_for(lambda: state.client.status(answer["id"]), lambda s: None, poll_s=1.0)
+        if exit_code_for(st) != EXIT_OK:
+            raise CliError(f"the estimate{' of folder ' + folder if folder else ''} ended {st.get('stage')}: "
+                           f"{st.get('error', '')}", "check the container, prefix and folders (trapbatch status "
+                           + answer["id"] + ")", exit_code=1)
+        estimates.append((folder, st.get("estimate") or {}))
     if as_json:
-        _print_json(st.get("estimate"))
+        _print_json([{**e, "folder": f} for f, e in estimates] if folders else estimates[0][1])
         return
-    _estimate_table(st.get("estimate") or {})
+    for folder, figures in estimates:
+        if folder:
+            out.print(f"[bold]folder {folder}[/]")
+        _estimate_table(figures)
     out.print("to run it: the same command with 'submit' instead of 'estimate' (a separate task: an estimate never "
               "starts the real run)")
 

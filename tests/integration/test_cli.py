@@ -162,6 +162,10 @@ def test_submit_with_folders_starts_and_follows_one_task_per_folder(host, store:
     twice = trapbatch("submit", "--container", unique_name, "--folder", "cam0", "--folder", "cam0/",
                       url=host.base_url)
     assert twice.returncode == 2 and "given twice" in twice.stderr
+    est = trapbatch("estimate", "--container", unique_name, "--folder", "cam1", "--folder", "cam0", "--json",
+                    url=host.base_url)
+    assert est.returncode == 0, est.stdout + est.stderr
+    assert [(e["folder"], e["images"]) for e in json.loads(est.stdout)] == [("cam1", 3), ("cam0", 3)]
 
 
 def test_estimate_enumerates_and_submits_no_pool_work(host, store: BlobStore, unique_name: str,  # type: ignore[no-untyped-def]
