@@ -462,6 +462,13 @@ def fanned_exports(settings: Settings, store: BlobStore, tid: str, merged: Any, 
                                                 length=n, shards=merged["parts"][p][1]), settings, store)
             for p, f, o, n in ranges]
     combined = run_exports_combine(c.ExportsCombineInput(task_id=tid, variant="", parts=outs), settings, store)
+    if combined["conflict"]:  # as orchestrations.exports: the parts named run again from the task's first facts
+        redo = set(combined.get("redo") or [])
+        again = {p: run_exports_part(c.ExportsPartInput(task_id=tid, variant="", part=p, first_shard=f, offset=o,
+                                                        length=n, shards=merged["parts"][p][1], given=True),
+                                     settings, store) for p, f, o, n in ranges if p in redo}
+        outs = [again.get(out["part"], out) for out in outs]
+        combined = run_exports_combine(c.ExportsCombineInput(task_id=tid, variant="", parts=outs), settings, store)
     assert not combined["conflict"] and combined["output"]["annotations"] == single["annotations"]
     total, batches = combined["output"]["zooniverse_subjects"], combined["output"]["zooniverse_batches"]
     assert (total, batches) == (single["zooniverse_subjects"], single["zooniverse_batches"])
@@ -562,12 +569,12 @@ def test_exports_take_coco_camtrap_dp_and_zooniverse_lines_from_the_workers_view
 LIST_COLUMNS = ["site", "latitude", "longitude", "camera_id", "datetime", "seq_id", "season", "file"]
 
 
-def list_row(name: str, k: int, shard: int, jitter: bool) -> dict[str, str]:
+def list_row(name: str, k: int, shard: int, jitter: int | None) -> dict[str, str]:
     """An image list's row: cam1's images at site J01 with coordinates, a camera and capture times (its first image
-    of shard 1 a few metres off with ``jitter``), cam2's at site J02 with no coordinates, a free column to quote,
+    of shard ``jitter`` a few metres off), cam2's at site J02 with no coordinates, a free column to quote,
     one named like a Zooniverse column, and rows with nothing."""
     if name.startswith("cam1/img"):
-        lat = "-2.3301" if jitter and shard == 1 and k == 0 else "-2.33"
+        lat = "-2.3301" if shard == jitter and k == 0 else "-2.33"
         return {"site": "J01", "latitude": lat, "longitude": "34.83", "camera_id": "CAM-A",
                 "datetime": f"2024-05-01 10:{k:02d}:{shard:02d}", "seq_id": f"s{shard}", "season": "S1"}
     if name.startswith("cam2/"):
@@ -606,14 +613,17 @@ def write_listed_views(settings: Settings, store: BlobStore, tid: str, shards: i
         store.write_bytes(settings.container, layout.attempt_view_blob(tid, sid, attempt), view)
 
 
-@pytest.mark.parametrize("jitter", [False, True])
+@pytest.mark.parametrize("jitter", [None, 1, 3], ids=["same coordinates", "jitter inside a part",
+                                                    "jitter at a part's first shard"])
 def test_an_image_lists_exports_take_their_lines_from_views_made_with_the_lists_rows(task: Any, monkeypatch: Any,
-                                                                                     jitter: bool) -> None:
+                                                                                     jitter: int | None) -> None:
     """An image-list task with metadata columns: views made with each shard's list rows give the exports their COCO,
     Camtrap DP and Zooniverse lines (single activity and fanned out), the bytes the entries and the list give, and
     no entry is formatted or read. With a deployment's first coordinates differing between two shards (GPS jitter),
     the later view's media comments are not the single pass's: Camtrap DP's lines come from the entries of the part
-    that holds both shards, COCO's and Zooniverse's still from the views. A view made without the rows (an older
+    that holds the later shard, COCO's and Zooniverse's still from the views (a part that starts with it disagrees with
+    its later shards; the combine finds it differs from the part before and runs it again with the task's first
+    facts, whose check against its view sends it to the entries). A view made without the rows (an older
     worker), or before its list document was rewritten, is not used by the exports; the merge still uses it."""
     from activities.exports import run_exports
 
@@ -634,7 +644,7 @@ def test_an_image_lists_exports_take_their_lines_from_views_made_with_the_lists_
     coco = expected[layout.coco_blob(tid)]
     assert b'"location":"J01","datetime":"2024-05-01 10:02:00","seq_id":"s0","image_list_metadata":{' in coco
     assert b'"season":"S1"' in coco and 'cam1/sub,,2025-01-01T00:00:00+00:00' in media  # the completion time
-    assert ('"latitude": "-2.3301"' in media.replace('""', '"')) is jitter  # the jittered image keeps its value
+    assert ('"latitude": "-2.3301"' in media.replace('""', '"')) is (jitter is not None)  # the jittered value kept
     assert b"roll 3" in b"".join(v for n, v in expected.items() if "/zooniverse/" in n)
     threshold = settings.threshold_for(MODEL, None)
 
@@ -643,18 +653,21 @@ def test_an_image_lists_exports_take_their_lines_from_views_made_with_the_lists_
     assert run_exports(tid, settings, store) == single and exported(settings, store, tid) == expected
     images = sum(len(store.read_json(settings.container, layout.manifest_blob(tid, layout.shard_id(i), 1))["images"])
                  for i in range(shards))
-    if jitter:  # the single activity: Camtrap DP from every entry, and Zooniverse's rows with them (it takes the
+    if jitter is not None:  # the single activity: Camtrap DP from every entry, and Zooniverse's rows with them (it takes the
         # views' rows only when it reads no entry); COCO's still from the views
         assert len(formatted) == 2 * images and downloads == [layout.results_blob(tid)]
     else:
         assert formatted == [] and downloads == []
     formatted.clear()
     assert fanned_exports(settings, store, tid, merged, single) == expected
+    assert [p[:2] for p in merged["parts"][:2]] == [[0, 3], [3, 3]]  # shards 0-2 and 3-5: 1 inside, 3 first
+    part = [p for p in merged["parts"] if jitter is not None and p[0] <= jitter < p[0] + p[1]]
     part_images = sum(len(store.read_json(settings.container, layout.manifest_blob(tid, layout.shard_id(i), 1))[
-        "images"]) for i in range(merged["parts"][0][1]))
-    assert merged["parts"][0][0] == 0 and merged["parts"][0][1] >= 2  # the first part holds shards 0 and 1
-    # jitter: only the first part's Camtrap DP lines come from its entries, which it parsed once
-    assert (len(formatted), len(parsed)) == ((part_images, part_images) if jitter else (0, 0))
+        "images"]) for p in part for i in range(p[0], p[0] + p[1]))
+    # jitter: only that part's Camtrap DP lines come from its entries; at a part's first shard, twice: its own later
+    # views differ from that first one, and its run again from the task's first facts differs at that first one
+    runs = 2 if any(p[0] == jitter for p in part) else 1
+    assert (len(formatted), len(parsed)) == (runs * part_images, runs * part_images)
 
     for index, change in ((4, "without rows"), (6, "list rewritten")):
         sid = layout.shard_id(index)
