@@ -501,8 +501,11 @@ async def get_results(req: func.HttpRequest, client: df.DurableOrchestrationClie
     store = clients.store(s)
     generation, files, answer = await asyncio.to_thread(_results_answer, req, s, store, task_id, info["stage"])
     if rerunning:
-        answer["rerun"] = {"stage": info["stage"], "hint": "these are the results of the task's previous run; the "
-                           "re-run's replace them when it completes (its stage becomes 'completed')"}
+        answer["rerun"] = {"stage": info["stage"], "hint": (
+            "these are the results of the task's previous run; the re-run's replace them when it completes (its "
+            "stage becomes 'completed')" if info["runtime_status"] in ACTIVE else
+            f"the re-run ended {info['stage']} without results: these are the task's previous run's, still served; "
+            "post the request with \"rerun\" again to run it again")}
     from api.after_task import extend_results  # the served generation's zip, re-render and expiry
 
     await extend_results(client, s, store, task_id, files, answer, generation)

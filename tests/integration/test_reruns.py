@@ -172,8 +172,9 @@ def check_title_after_a_cancelled_rerun(host: Any, store: BlobStore, app_env: di
                        "third run cancelled")
     assert ended["served"]["generation"] == key.rsplit("/", 1)[1]  # the status says which results are still served
     assert ended["served"]["results_url"].endswith(f"/api/tasks/{task_id}/results")
-    assert api.get(f"{base}/api/tasks/{task_id}/results", timeout=120).json()["results"]["blob"] == \
-        layout.results_blob(key)  # still the second generation's
+    served = api.get(f"{base}/api/tasks/{task_id}/results", timeout=120).json()
+    assert served["results"]["blob"] == layout.results_blob(key)  # still the second generation's
+    assert served["rerun"]["stage"] == Stage.cancelled and "ended cancelled without results" in served["rerun"]["hint"]
     again = api.post(f"{base}/api/tasks/{task_id}/previews", json={"threshold": 0.6}, timeout=120)
     assert again.status_code == 202, again.text
     wait_until(lambda: (lambda r: r if r and r["stage"] == Stage.completed and r.get("threshold") == 0.6 else None)(
