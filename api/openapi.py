@@ -241,6 +241,7 @@ def description(base_url: str = "") -> dict[str, Any]:
                     "tasks": {"type": "array", "items": {"type": "object", "required": ["id", "stage"], "properties": {
                         "id": {"type": "string", "pattern": TASK_ID_PATTERN}, "stage": {"enum": [*Stage]},
                         "images": {"type": ["integer", "null"]}, "created": {"type": ["string", "null"]},
+                        "request_name": {"type": "string", "description": "the request's label (empty: none)"},
                         "owner": {"type": "string"}}}}}},
                 "TaskStatus": {"type": "object", "required": ["id", "runtime_status", "stage"], "properties": {
                     "id": {"type": "string", "pattern": TASK_ID_PATTERN}, "runtime_status": {"type": "string"},

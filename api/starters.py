@@ -320,13 +320,16 @@ async def list_tasks(req: func.HttpRequest, client: df.DurableOrchestrationClien
         task_id = str(getattr(status, "instance_id", "") or "")
         if not is_task_id(task_id):
             continue
-        owner = owner_of(_task_input(status))
+        started = _task_input(status)
+        owner = owner_of(started)
         if not caller.operator and owner != caller.id:
             continue
         custom = status.custom_status if isinstance(status.custom_status, dict) else {}
         created = getattr(status, "created_time", None)
+        request = started.get("request") if isinstance(started.get("request"), dict) else {}
         rows.append({"id": task_id, "runtime_status": _runtime(status), "stage": custom.get("stage", Stage.starting),
                      "images": custom.get("images"), "created": created.isoformat() if created else None,
+                     "request_name": str(request.get("request_name") or ""),
                      "status_url": f"{base}/api/tasks/{task_id}", **({"owner": owner} if owner else {})})
     rows.sort(key=lambda r: r["created"] or "", reverse=True)
     return _json(200, {"tasks": rows[:limit], "total": len(rows)})

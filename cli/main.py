@@ -345,9 +345,10 @@ def list_(state: State, /, limit: int, as_json: bool) -> None:
     if as_json:
         _print_json(answer)
         return
-    table = Table("id", "stage", "images", "created")
+    table = Table("id", "name", "stage", "images", "created")
     for row in answer.get("tasks", []):
-        table.add_row(row["id"], str(row.get("stage")), str(row.get("images") or ""), str(row.get("created") or ""))
+        table.add_row(row["id"], str(row.get("request_name") or ""), str(row.get("stage")),
+                      str(row.get("images") or ""), str(row.get("created") or ""))
     out.print(table)
     out.print(f"{len(answer.get('tasks', []))} of {answer.get('total', 0)} tasks")
 

@@ -154,6 +154,9 @@ def test_submit_with_folders_starts_and_follows_one_task_per_folder(host, store:
 
     assert [store.read_json(st["results"]["container"], layout.request_blob(st["id"]))["request_name"]
             for st in finals] == ["season: cam0", "season: cam1"]  # each labelled with its folder
+    listed = {t["id"]: t for t in json.loads(trapbatch("list", "--json", url=host.base_url).stdout)["tasks"]}
+    assert [listed[st["id"]]["request_name"] for st in finals] == ["season: cam0", "season: cam1"]
+    assert "season: cam0" in trapbatch("list", url=host.base_url).stdout
 
     mixed = trapbatch("submit", "--container", unique_name, "--folder", "cam0", "--folder", "empty", "--wait",
                       url=host.base_url)
