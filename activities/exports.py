@@ -57,7 +57,7 @@ from adapters.compose import read_range
 from adapters.image_sizes import with_sizes
 from core import contracts as c
 from core import mdformat, zooniverse
-from core.exportparts import combine_deployments
+from core.exportparts import combine_deployments, follows_first
 from core.settings import Settings
 from gpu_batch import layout
 from gpu_batch.formats import camtrapdp, coco, csvline
@@ -273,23 +273,8 @@ class ViewLines:
         """Whether a view's deployment facts start from the first coordinates and camera the views before it (and
         the given ones) ended with, so its media comments are the single pass's (``CamtrapBuilder._deployment_fields``
         puts an image's values that differ from its deployment's into its comments; a view knows its own shard's
-        first values only). Agreeing facts become the first ones of deployments that had none. The check of
-        ``core.exportparts.parts_to_redo``, between views instead of parts."""
-        for dep, _, _, _, _, lat, lon, camera in facts:
-            known = self._first.get(dep)
-            if known is None:
-                continue
-            if lat is not None and known[0] is not None and (lat, lon) != (known[0], known[1]):
-                return False
-            if camera and known[2] and camera != known[2]:
-                return False
-        for dep, _, _, _, _, lat, lon, camera in facts:
-            known = self._first.setdefault(dep, [None, None, ""])
-            if known[0] is None and lat is not None:
-                known[0], known[1] = lat, lon
-            if not known[2] and camera:
-                known[2] = camera
-        return True
+        first values only): ``core.exportparts.follows_first``, between views as between parts."""
+        return follows_first(self._first, facts)
 
     def close(self) -> None:
         self._files.close()

@@ -71,6 +71,18 @@ def _differs(fact: Sequence[Any], first: dict[str, list[Any]]) -> bool:
     return (lat is not None and (lat, lon) != (lat0, lon0)) or bool(camera and camera != camera0)
 
 
+def follows_first(first: dict[str, list[Any]], facts: Sequence[Sequence[Any]]) -> bool:
+    """Whether ``facts`` (of one more part or merge view, after those ``first`` was made from, as ``first_facts``
+    makes it) start from the first coordinates and camera in ``first``, so that their media rows are the single
+    pass's; if so, ``first`` takes their values for deployments that had none. ``parts_to_redo``'s check, one part
+    or view at a time (``activities.exports.ViewLines``)."""
+    merged = first_facts([[[dep, "", "", False, "", *known] for dep, known in first.items()], facts])
+    if any(_differs(fact, merged) for fact in facts):
+        return False
+    first.update(merged)
+    return True
+
+
 def parts_to_redo(parts_facts: Sequence[Sequence[Sequence[Any]]], first: dict[str, list[Any]]) -> list[int]:
     """The indexes of the parts whose rows differ from the single pass's: a deployment's first coordinates or camera
     in the part are not the task's first (``first_facts``). Run again with those facts given

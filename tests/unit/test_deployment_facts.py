@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.exportparts import conflicts, first_facts, parts_to_redo
+from core.exportparts import conflicts, first_facts, follows_first, parts_to_redo
 from gpu_batch.formats.camtrapdp import CamtrapBuilder
 from gpu_batch.formats.entries import DETECTION_CATEGORIES
 
@@ -25,6 +25,29 @@ def test_the_first_facts_in_part_order_and_the_parts_that_saw_others() -> None:
     # part 1's camera c2 is not A's first (c1); part 2's coordinates are not A's first; 0 and 3 agree or saw none
     assert parts_to_redo(parts, first) == [1, 2]
     assert parts_to_redo([[fact("A", 1.0, 2.0)], [fact("A")]], first_facts([[fact("A", 1.0, 2.0)], [fact("A")]])) == []
+
+
+def test_one_part_or_view_at_a_time_follows_the_first_facts_or_not() -> None:
+    """``follows_first`` answers, one part after the other, what ``parts_to_redo`` answers of them all while every
+    part before agreed: parts agree, taking their values where none were known; one that differs leaves the first
+    facts as they were."""
+    parts = [[fact("A", camera="c1"), fact("B")],
+             [fact("A", -2.4, 34.9), fact("C", 5.0, 6.0, "k")],
+             [fact("A"), fact("B", 1.0, 2.0, "b")],
+             [fact("A", -2.3, 34.8), fact("B", 1.0, 2.0)],
+             [fact("A", camera="c2")]]
+    first: dict[str, list[Any]] = {}
+    assert [follows_first(first, part) for part in parts[:3]] == [True, True, True]
+    assert parts_to_redo(parts[:3], first_facts(parts[:3])) == []
+    expected = {"A": [-2.4, 34.9, "c1"], "B": [1.0, 2.0, "b"], "C": [5.0, 6.0, "k"]}
+    assert first == expected == first_facts(parts[:3])
+    for other in parts[3:]:  # A's coordinates, A's camera: not the first ones
+        assert not follows_first(first, other) and first == expected
+        assert parts_to_redo([*parts[:3], other], first_facts([*parts[:3], other])) == [3]
+    given: dict[str, list[Any]] = {"A": [-2.3, 34.8, "c1"]}
+    assert follows_first(given, [fact("A", -2.3, 34.8), fact("D", 0.5, 0.5)])
+    assert given == {"A": [-2.3, 34.8, "c1"], "D": [0.5, 0.5, ""]}
+    assert not follows_first(given, [fact("D", 0.6, 0.5)]) and given["D"] == [0.5, 0.5, ""]
 
 
 def rows(builder: CamtrapBuilder, items: list[tuple[str, dict[str, str]]]) -> list[tuple[str, str]]:
