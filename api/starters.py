@@ -326,7 +326,9 @@ async def list_tasks(req: func.HttpRequest, client: df.DurableOrchestrationClien
             continue
         custom = status.custom_status if isinstance(status.custom_status, dict) else {}
         created = getattr(status, "created_time", None)
-        request = started.get("request") if isinstance(started.get("request"), dict) else {}
+        request = started.get("request")
+        if not isinstance(request, dict):
+            request = {}
         rows.append({"id": task_id, "runtime_status": _runtime(status), "stage": custom.get("stage", Stage.starting),
                      "images": custom.get("images"), "created": created.isoformat() if created else None,
                      "request_name": str(request.get("request_name") or ""),

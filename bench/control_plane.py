@@ -418,6 +418,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         wall_s = time.perf_counter() - t0
         poller.join(5)
         metrics = host.engine.metrics.snapshot()
+        rerun = (only_new_rerun(args, host, connection, container, body, names, metrics)
+                 if args.only_new is not None else None)
     finally:
         if memory is not None:
             memory.stop.set()
@@ -488,7 +490,53 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     + "; host: devhost"},
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    if rerun is not None:
+        record["only_new_rerun"] = rerun
     return record
+
+
+def only_new_rerun(args: argparse.Namespace, host: Any, connection: str, container: str, body: dict[str, Any],
+                   names: list[str], before: dict[str, Any]) -> dict[str, Any]:
+    """``--only-new N``: after the task, N new images beside the old ones and the same request again with
+    ``"only_new": true`` (a re-run that reuses every unchanged image's result: ``activities.reuse``); its own
+    control-plane CPU, per image of the re-run and per new image (the GPU time it stands for)."""
+    import requests
+
+    if args.image_list:
+        raise SystemExit("--only-new re-runs a container listing; leave out --image-list")
+    added = [f"new/{i:07d}.jpg" for i in range(args.only_new)]
+    upload(connection, container, added)
+    t0 = time.perf_counter()
+    r = requests.post(f"{host.base_url}/api/tasks", json={**body, "only_new": True},
+                      headers={"x-functions-key": FUNCTION_KEY}, timeout=60)
+    r.raise_for_status()
+    task_id = r.json()["id"]
+
+    def ended() -> dict[str, Any] | None:
+        st = requests.get(f"{host.base_url}/api/tasks/{task_id}", headers={"x-functions-key": FUNCTION_KEY},
+                          timeout=60).json()
+        if st.get("runtime_status") in ("Running", "Pending", "ContinuedAsNew"):
+            return None
+        return st if st.get("generation") or st.get("stage") not in ("completed", "completed_with_errors") else None
+
+    final = None
+    while final is None and time.perf_counter() - t0 < args.timeout_s:
+        time.sleep(0.5)
+        final = ended()
+    if final is None:
+        raise TimeoutError("the only_new re-run did not end")
+    after = host.engine.metrics.snapshot()
+    per_activity = {name: round(f["cpu_s"] - (before["activities"].get(name) or {}).get("cpu_s", 0.0), 4)
+                    for name, f in after["activities"].items()}
+    orchestrators = sum(f["cpu_s"] for f in after["orchestrators"].values()) - sum(
+        f["cpu_s"] for f in before["orchestrators"].values())
+    cpu = orchestrators + sum(per_activity.values())
+    images = len(names) + len(added)
+    return {"new_images": len(added), "reused_images": len(names), "stage": final.get("stage"),
+            "images": final.get("images"), "wall_s": round(time.perf_counter() - t0, 3),
+            "control_plane_cpu_s": round(cpu, 3), "us_per_image": round(cpu / images * 1e6, 2),
+            "share_of_new_images_gpu_time": round(cpu / (len(added) / GPU_IMAGES_PER_S), 4) if added else None,
+            "activities_cpu_s": {k: v for k, v in sorted(per_activity.items(), key=lambda kv: -kv[1]) if v > 0}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -509,6 +557,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--image-list", nargs="?", const="site", choices=["site", "paths"], default=None,
                    help="start the task from an image list naming every blob (core.imagelist): with a site column "
                         "(metadata the exports carry; the default), or paths alone")
+    p.add_argument("--only-new", type=int, default=None, metavar="N",
+                   help="then add N images and run the request again with only_new (record: only_new_rerun)")
     p.add_argument("--shape-of", type=int, default=0, metavar="M",
                    help="scale model: run --images images with the orchestration shape of M images (module doc)")
     p.add_argument("--out", default="", help="default bench/results/control_plane-<N>.json "
