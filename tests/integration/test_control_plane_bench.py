@@ -81,6 +81,18 @@ def test_the_benchmark_starts_a_task_from_an_image_list(storage_connection: str,
     assert summary["image_list"]["rows"] == 400 and summary["image_list"]["metadata_columns"] == ["site"]
 
 
+def test_the_benchmark_measures_an_only_new_rerun(storage_connection: str, tmp_path: Path) -> None:
+    """``--only-new N``: after the task, N new images and the request again with ``only_new``; the record holds the
+    re-run's own control plane (the reuse activity ran) apart from the first run's."""
+    r, _ = run_bench(tmp_path / "control_plane-only-new.json", "--images", "300", "--images-per-shard", "100",
+                     "--images-per-folder", "100", "--only-new", "20", "--connection", storage_connection)
+    rerun = r["only_new_rerun"]
+    assert (rerun["stage"], rerun["images"], rerun["new_images"], rerun["reused_images"]) == ("completed", 320, 20,
+                                                                                            300)
+    assert rerun["activities_cpu_s"]["reuse_previous_results"] > 0 and rerun["us_per_image"] > 0
+    assert rerun["share_of_new_images_gpu_time"] > 0 and r["final_images"] == 300  # the first run's figures apart
+
+
 def test_the_results_zip_benchmark_zips_a_task_both_ways(storage_connection: str, tmp_path: Path) -> None:
     """bench/results_zip.py at a small size: a real task's files, repeated, zipped in one pass and in parts."""
     out = tmp_path / "results_zip.json"
