@@ -374,10 +374,22 @@ def _parse_time(text: Any) -> datetime | None:
 
 
 async def describe_task(client: df.DurableOrchestrationClient, task_id: str) -> dict[str, Any]:
+    """The task's status as the API answers it."""
+    return (await _describe(client, task_id, False))[0]
+
+
+async def describe_task_with_input(client: df.DurableOrchestrationClient,
+                                   task_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``describe_task`` and the task's input (which the answer does not show), from one status read."""
+    return await _describe(client, task_id, True)
+
+
+async def _describe(client: df.DurableOrchestrationClient, task_id: str,
+                    with_input: bool) -> tuple[dict[str, Any], dict[str, Any]]:
     if not is_task_id(task_id):
         raise TaskNotFound(f"{task_id!r} is not a task id", "task ids look like task-<20 hex digits>; "
                            "POST /api/tasks returns them")
-    status = await client.get_status(task_id)
+    status = await client.get_status(task_id, show_input=with_input)
     runtime = _runtime(status)
     if runtime is None:
         raise TaskNotFound(f"no task {task_id}", "check the id, or start the task with POST /api/tasks")
@@ -407,7 +419,7 @@ async def describe_task(client: df.DurableOrchestrationClient, task_id: str) -> 
             out["eta_seconds"] = round((images - done) / rate) if rate else None
     elif out["stage"] in FINISHED:
         out["progress"] = 1.0
-    return out
+    return out, (_task_input(status) if with_input else {})
 
 
 @bp.route(route="tasks/{task_id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
@@ -416,9 +428,9 @@ async def describe_task(client: df.DurableOrchestrationClient, task_id: str) -> 
 async def get_task(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     task_id = req.route_params["task_id"]
     await authorize_task(req, client, task_id)
-    info = await describe_task(client, task_id)
+    info, started = await describe_task_with_input(client, task_id)
     if info["stage"] not in FINISHED:  # a re-run: say which results the task still hands out
-        previous = _task_input(await client.get_status(task_id, show_input=True)).get("previous")
+        previous = started.get("previous")
         if isinstance(previous, str):
             info["served"] = {"generation": previous, "results_url": f"{_base_url(req)}/api/tasks/{task_id}/results",
                               "hint": "this is a re-run; the results of the task's previous run are served until "
@@ -435,13 +447,12 @@ async def finished_task(client: df.DurableOrchestrationClient, task_id: str, wha
     (``adapters.generations``): its results, pages and lists are what the task hands out, so the operations after a
     task work on them. While a re-run is still running they wait: its promotion takes the earlier pages offline, and
     a re-render of them at that moment would publish pages nobody lists."""
-    info = await describe_task(client, task_id)
+    info, started = await describe_task_with_input(client, task_id)
     if info["stage"] in FINISHED:
         return info
-    if info["runtime_status"] not in ACTIVE and "previous" in _task_input(
-            await client.get_status(task_id, show_input=True)):
+    rerunning = "previous" in started
+    if info["runtime_status"] not in ACTIVE and rerunning:
         return info  # the last re-run ended without results; an earlier generation's are served
-    rerunning = "previous" in _task_input(await client.get_status(task_id, show_input=True))
     raise TaskNotFinished(f"task {task_id} has no {what} yet (stage: {info['stage']})" if not rerunning else
                           f"task {task_id} is running again (stage: {info['stage']}); its {what} can be worked on "
                           "when the re-run ends", f"poll GET /api/tasks/{task_id} until its stage is 'completed'")
@@ -498,9 +509,9 @@ def _results_answer(req: func.HttpRequest, s: Settings, store: BlobStore, task_i
 async def get_results(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     task_id = req.route_params["task_id"]
     await authorize_task(req, client, task_id)
-    info = await describe_task(client, task_id)
+    info, started = await describe_task_with_input(client, task_id)
     rerunning = info["stage"] not in FINISHED
-    if rerunning and "previous" not in _task_input(await client.get_status(task_id, show_input=True)):
+    if rerunning and "previous" not in started:
         info = await finished_task(client, task_id, "results")  # 409: no generation of it has results to serve
     s = clients.settings()
     store = clients.store(s)
