@@ -8,8 +8,9 @@ time (``core.mdformat.iter_images``), every export is written to temporary files
 Zooniverse batches are written a group of files at a time. Each entry is parsed once for all three formats: its
 Zooniverse row is made in the same pass and kept in a temporary file (its length and, once the eligible count that
 the shuffle needs is known, its batch in memory: 16 bytes per image, ~30 MB at this activity's bound) and then
-handed to its batch (``_write_zooniverse_rows``). When the workers' merge views hold every format's lines for every
-shard (``ViewLines``), the entries are not downloaded or parsed at all: the results' head comes from a ranged read.
+handed to its batch (``_write_zooniverse_rows``); rows are taken from the workers' merge views when every shard's
+view has them. When the views hold every format's lines for every shard (``ViewLines``), the entries are not
+downloaded or parsed at all: the results' head comes from a ranged read.
 An explicit image list's metadata (``ListMetadata``) is read one shard's document at a time, in step with the
 results, and goes into every export: COCO image fields (``gpu_batch.formats.coco.list_fields``), Camtrap DP media,
 deployments and events (``gpu_batch.formats.camtrapdp``) and Zooniverse subject columns (``core.zooniverse``).
@@ -524,9 +525,9 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
             views.write(writer, tmp["images"], tmp["annotations"], camtrap, media, observations, continued=False)
             if views.coco:
                 needs_size = needs_no_size
-            if views.complete:  # every format's lines are in the views (issue 11): the entries are not read
+            if views.zooniverse:  # every shard's Zooniverse rows are in the views, in results order
                 eligible = views.write_zooniverse(zooniverse_rows, lengths)
-            elif not downloaded:
+            if not views.complete and not downloaded:  # the entries for the formats the views do not hold
                 download_to(store, container, results_name, results)
             for entry, size in (() if views.complete else sized(settings, source or store,
                                                                  str(enumeration.get("container", "")),
@@ -535,7 +536,7 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
                     sizes_unknown += 1
                 metadata = listed.get(str(entry["file"]))  # every entry, in order (the walk keeps step)
                 views.add(entry, size, metadata, writer, camtrap, media, observations)
-                if not zooniverse.excluded(entry):
+                if not views.zooniverse and not zooniverse.excluded(entry):
                     eligible += 1
                     line = zooniverse.row_line(entry, manifest, categories, metadata).encode("utf-8")
                     zooniverse_rows.write(line)

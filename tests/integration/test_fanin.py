@@ -653,9 +653,8 @@ def test_an_image_lists_exports_take_their_lines_from_views_made_with_the_lists_
     assert run_exports(tid, settings, store) == single and exported(settings, store, tid) == expected
     images = sum(len(store.read_json(settings.container, layout.manifest_blob(tid, layout.shard_id(i), 1))["images"])
                  for i in range(shards))
-    if jitter is not None:  # the single activity: Camtrap DP from every entry, and Zooniverse's rows with them (it takes the
-        # views' rows only when it reads no entry); COCO's still from the views
-        assert len(formatted) == 2 * images and downloads == [layout.results_blob(tid)]
+    if jitter is not None:  # the single activity: Camtrap DP from every entry; COCO's and Zooniverse's from the views
+        assert len(formatted) == images and downloads == [layout.results_blob(tid)]
     else:
         assert formatted == [] and downloads == []
     formatted.clear()
