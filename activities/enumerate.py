@@ -34,7 +34,7 @@ from core.settings import Settings
 from core.shards import (Leaf, ListingLimits, group_leaves, is_image_name, merge_level, plan_shards, sample_key,
                          select_images)
 from gpu_batch import layout
-from gpu_batch.formats import jsonio
+from gpu_batch.formats import camtrapdp, jsonio
 from gpu_batch.manifest import ShardManifest, ViewList
 
 logger = logging.getLogger(__name__)
@@ -72,7 +72,8 @@ def _write_manifest(task_id: str, request: TaskRequest, settings: Settings, stor
         source_account_url=request.source_account_url, source_credential_secret=request.credential_secret,
         merge_view_threshold=(settings.threshold_for(request.model, request.preview_threshold)
                               if views else None),
-        merge_view_list=(ViewList(layout.shard_list_blob(task_id, sid), list_columns)
+        merge_view_list=(ViewList(layout.shard_list_blob(task_id, sid), list_columns,
+                                  layout.list_facts_blob(task_id) if camtrapdp.wants_first_facts(list_columns) else "")
                          if views and list_columns else None),
     )
     # compact orjson (gpu_batch.formats.jsonio): a manifest holds a shard's names; json.dumps with an indent was most of
@@ -269,6 +270,8 @@ def run_finish_enumeration(task_id: str, request: TaskRequest, settings: Setting
     extra: dict[str, Any] = {}
     if request.image_list:
         extra["image_list"] = image_list.list_summary(store, settings, task_id, not_found)
+        if camtrapdp.wants_first_facts(extra["image_list"].get("metadata_columns") or ()):
+            image_list.write_first_facts(task_id, settings, store)
     _write_summary(task_id, request, settings, store, images, shards, found=found, listing_parts=parts, **extra)
     return {"images": images, "shards": shards}
 

@@ -102,8 +102,8 @@ def run_exports_part(payload: c.ExportsPartInput, settings: Settings, store: Blo
 
         listed = ListMetadata(store, container, task_id, ctx.list_shards, payload["first_shard"])
         with ViewLines(iter_export_views(store, settings, task_id, payload["first_shard"],
-                                         int(payload.get("shards", 0)), ctx.cut, ctx.plain(),
-                                         columns=ctx.view_columns()), camtrap) as views:
+                                         int(payload.get("shards", 0)), ctx.cut, ctx.plain(), "exports",
+                                         *ctx.view_list()), camtrap) as views:
             views.write(writer, text["images"], text["annotations"], camtrap, media, observations, continued=True)
         if views.coco:
             needs_size = needs_no_size

@@ -429,6 +429,9 @@ class ExportContext:
     manifest: zooniverse.ManifestOptions
     list_shards: int
     license: str
+    # the ETag of the deployments' first facts the enumeration wrote for the workers' views (``layout.
+    # list_facts_blob``), "" where it wrote none: a view's Camtrap DP lines must have started from exactly those
+    given_etag: str = ""
 
     def camtrap(self, given: Mapping[str, Sequence[Any]] | None = None) -> camtrapdp.CamtrapBuilder:
         return camtrapdp.CamtrapBuilder(threshold=self.cut, detection_categories=self.categories,
@@ -440,6 +443,11 @@ class ExportContext:
         """Whether these exports are what a worker's merge view assumes for its lines: the original variant and
         MegaDetector's categories (``activities.fanin.export_views``; the image list's rows: ``view_columns``)."""
         return not self.variant and self.categories == mdformat.DETECTION_CATEGORIES
+
+    def view_list(self) -> tuple[tuple[str, ...], str]:
+        """(``view_columns``, ``given_etag``): the image-list rows and first facts a view's export lines must have
+        been made with (``activities.fanin.clean_view``)."""
+        return self.view_columns(), self.given_etag
 
     def view_columns(self) -> tuple[str, ...]:
         """The image list's metadata columns a view's export lines must have been made with: () for a task without
@@ -468,9 +476,11 @@ def prepare(task_id: str, settings: Settings, store: BlobStore, variant: str, th
         seed=int(hashlib.sha256(f"{task_id}/{variant}".encode()).hexdigest()[:8], 16),
         metadata_columns=tuple((enumeration.get("image_list") or {}).get("metadata_columns") or ()))
     shards = int(enumeration.get("shards") or 0)
+    given = (store.list_etags(container, layout.list_facts_blob(task_id)).get(layout.list_facts_blob(task_id), "")
+             if manifest.metadata_columns and camtrapdp.wants_first_facts(manifest.metadata_columns) else "")
     return ExportContext(task_id, variant, container, request, enumeration, info, categories, model, cut,
                          str(info.get("detection_completion_time") or ""), str(request.get("request_name") or task_id),
-                         manifest, shards if manifest.metadata_columns else 0, settings.export_license)
+                         manifest, shards if manifest.metadata_columns else 0, settings.export_license, given)
 
 
 def write_descriptor(store: BlobStore, ctx: ExportContext, camtrap: camtrapdp.CamtrapBuilder) -> None:
@@ -519,8 +529,8 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
 
             listed = ListMetadata(store, container, task_id, list_shards)
             views = files.enter_context(ViewLines(iter_export_views(
-                store, settings, task_id, 0, int(enumeration.get("shards") or 0), cut, ctx.plain(),
-                columns=ctx.view_columns()), camtrap, manifest))
+                store, settings, task_id, 0, int(enumeration.get("shards") or 0), cut, ctx.plain(), "exports",
+                *ctx.view_list()), camtrap, manifest))
             lengths = array("q")
             views.write(writer, tmp["images"], tmp["annotations"], camtrap, media, observations, continued=False)
             if views.coco:

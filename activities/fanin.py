@@ -147,7 +147,7 @@ def listed_not_found(store: BlobStore, settings: Settings, task_id: str, index: 
 
 def clean_view(store: BlobStore, settings: Settings, task_id: str, index: int, threshold: float,
                listed: dict[str, str], part: str = "merge", not_found_after: bool = False,
-               columns: tuple[str, ...] | None = None) -> ShardView | None:
+               columns: tuple[str, ...] | None = None, given_etag: str = "") -> ShardView | None:
     """The worker's merge view of shard ``index`` when the merge may use it instead of the entries: the view of the
     shard's last attempt that wrote results, which covers every attempt (a resubmitted attempt's worker merges the
     earlier results into it: ``ShardManifest.merge_view_basis``); the shard reused no results; and the view names the results and first manifest as they are now and exactly the
@@ -158,7 +158,9 @@ def clean_view(store: BlobStore, settings: Settings, task_id: str, index: int, t
     ``listed_not_found``), else such a shard has no usable view unless it reports none (one more small read).
     ``columns`` (the exports'): the image list's metadata columns the view's export lines must have been made with,
     from the shard's list document as listed now; () for lines made without list rows. None (the merge's): the
-    view's merge sections, which no list row changes, whatever its export lines were made with."""
+    view's merge sections, which no list row changes, whatever its export lines were made with. ``given_etag``
+    (with ``columns``): the deployments' first facts the view's Camtrap DP lines must have started from
+    (``layout.list_facts_blob`` as it is now; "" none)."""
     sid = layout.shard_id(index)
     results = {a: name for name in listed if (a := layout.attempt_of_results_blob(name)) is not None}
     if not results:
@@ -183,46 +185,52 @@ def clean_view(store: BlobStore, settings: Settings, task_id: str, index: int, t
     earlier = {name: listed[name] for attempt, name in results.items() if attempt != last}
     if view is None or not view.matches(task_id, threshold, listed[results[last]], listed[manifest_name], earlier):
         return None
-    if columns is not None and not _made_with_list(view, columns, listed.get(layout.shard_list_blob(task_id, sid))):
+    if columns is not None and not _made_with_list(view, columns, listed.get(layout.shard_list_blob(task_id, sid)),
+                                                   given_etag):
         return None
     return view
 
 
-def _made_with_list(view: ShardView, columns: tuple[str, ...], etag: str | None) -> bool:
+def _made_with_list(view: ShardView, columns: tuple[str, ...], etag: str | None, given_etag: str = "") -> bool:
     """Whether a view's export lines were made with the image-list rows the exports would use: none for a task
-    without metadata columns, else the shard's list document as it is now (its ETag) and the task's columns."""
+    without metadata columns, else the shard's list document as it is now (its ETag), the task's columns and the
+    deployments' first facts as they are now (or none on both sides)."""
     if not columns:
         return not view.list_etag
-    return bool(etag) and view.list_etag == plain_etag(etag or "") and view.list_columns == tuple(columns)
+    return (bool(etag) and view.list_etag == plain_etag(etag or "") and view.list_columns == tuple(columns)
+            and view.list_given_etag == plain_etag(given_etag))
 
 
 def iter_export_views(store: BlobStore, settings: Settings, task_id: str, first_shard: int, shards: int,
                       threshold: float, plain: bool, part: str = "exports",
-                      columns: tuple[str, ...] = ()) -> Iterator[ShardView | None]:
+                      columns: tuple[str, ...] = (), given_etag: str = "") -> Iterator[ShardView | None]:
     """The workers' merge views of shards ``first_shard .. +shards`` (``clean_view``) for an exports activity at
     ``threshold``, whose COCO, Camtrap DP and Zooniverse lines it may write instead of formatting the entries
     (``gpu_batch.formats.mergeview``; ``part``: the sections read, ``"zooniverse"`` for Zooniverse's rows alone), one
     at a time, so a caller holds one shard's lines, not a part's (~2.6 kB an image: 500 MB for a part of 200,000
     images). Yields ``None`` and stops at the first shard without a usable view, or at once when there is none to use.
     ``plain``: the exports have MegaDetector's categories and the original variant (what a view's lines assume);
-    ``columns``: the image list's metadata columns (``clean_view``)."""
+    ``columns``, ``given_etag``: the image list's metadata columns and first facts (``clean_view``)."""
     if not plain or shards <= 0:
         yield None
         return
     for index in range(first_shard, first_shard + shards):
         listed = store.list_etags(settings.container, layout.shard_prefix(task_id, layout.shard_id(index)))
-        view = clean_view(store, settings, task_id, index, threshold, listed, part, columns=columns)
+        view = clean_view(store, settings, task_id, index, threshold, listed, part, columns=columns,
+                          given_etag=given_etag)
         yield view
         if view is None:
             return
 
 
 def export_views(store: BlobStore, settings: Settings, task_id: str, first_shard: int, shards: int, threshold: float,
-                 plain: bool, part: str = "exports", columns: tuple[str, ...] = ()) -> list[ShardView] | None:
+                 plain: bool, part: str = "exports", columns: tuple[str, ...] = (),
+                 given_etag: str = "") -> list[ShardView] | None:
     """Every view ``iter_export_views`` gives, or None unless every shard has a usable one (for a section as small
     as Zooniverse's rows, ~130 bytes an image)."""
     found = []
-    for view in iter_export_views(store, settings, task_id, first_shard, shards, threshold, plain, part, columns):
+    for view in iter_export_views(store, settings, task_id, first_shard, shards, threshold, plain, part, columns,
+                                  given_etag):
         if view is None:
             return None
         found.append(view)

@@ -27,7 +27,7 @@ import logging
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from typing import IO, Any, Iterable, Iterator, Sequence
+from typing import IO, Any, Iterable, Iterator, Mapping, Sequence
 
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
@@ -35,13 +35,14 @@ from adapters.blobs import BlobStore
 from adapters.image_lists import download_image_list
 from core import contracts as c
 from core.errors import TrapbatchError
+from core import exportparts
 from core.imagelist import (SAMPLE_PER_UNIT, FolderRun, ListedImage, blob_name, folder_runs, sampled, scan,
                             unit_bounds, unit_in)
 from core.requests import TaskRequest
 from core.settings import Settings
 from core.shards import ListingLimits
 from gpu_batch import layout
-from gpu_batch.formats import jsonio
+from gpu_batch.formats import camtrapdp, jsonio
 
 logger = logging.getLogger(__name__)
 
@@ -235,7 +236,10 @@ def write_list_shards(task_id: str, settings: Settings, store: BlobStore, first:
         return infos[key]
 
     plan = store.read_json(settings.container, layout.listing_plan_blob(task_id))
-    with_metadata = bool((plan.get("image_list") or {}).get("metadata_columns"))
+    columns = (plan.get("image_list") or {}).get("metadata_columns") or []
+    with_metadata = bool(columns)
+    # the batch's rows in results order, when the list can give deployments first facts (``write_first_facts``)
+    ordered: list[tuple[str, Mapping[str, str] | None]] | None = [] if camtrapdp.wants_first_facts(columns) else None
     for key in parts:
         info(key)
     for index, images in enumerate(shards, start=first):
@@ -248,6 +252,35 @@ def write_list_shards(task_id: str, settings: Settings, store: BlobStore, first:
                                        if name in info(key)["metadata"]), {})
         store.write_json(settings.container, layout.shard_list_blob(task_id, layout.shard_id(index)),
                          {"not_found": names_missing, "metadata": metadata})
+        if ordered is not None:  # in results order: the shard's images, then the names not found it reports
+            ordered.extend((name, metadata.get(name)) for name in (*images, *names_missing))
+    if ordered is not None:
+        store.write_bytes(settings.container, layout.list_facts_part_blob(task_id, first),
+                          jsonio.dumps(first_facts_of(ordered)), "application/json")
+
+
+def first_facts_of(rows: Iterable[tuple[str, Mapping[str, str] | None]]) -> list[list[Any]]:
+    """The deployments' facts (``CamtrapBuilder.deployment_facts``) of images with these list rows, in this order:
+    each deployment's first coordinates and camera, as the exports' own pass over them finds them."""
+    builder = camtrapdp.CamtrapBuilder(threshold=1.0, detection_categories={}, completed_at="", classified_by="")
+    for name, row in rows:
+        builder.add_lines({"file": name, "detections": []}, row)
+    return builder.deployment_facts()
+
+
+def write_first_facts(task_id: str, settings: Settings, store: BlobStore) -> None:
+    """Each deployment's first coordinates and camera over the whole list, in results order (the batches' facts in
+    shard order, ``core.exportparts.first_facts``), for the workers' views (``layout.list_facts_blob``).
+
+    Why: a Camtrap DP media row's comments hold an image's coordinates or camera when they differ from its
+    deployment's first ones, which a worker knows for its own shard only; with a list whose coordinates vary image
+    to image (GPS), every shard's view disagreed with the task's first values and the exports formatted every entry
+    (``activities.exports.ViewLines``). Called by the enumeration's last step, before any shard runs."""
+    found = {first: name for name in store.list_names(settings.container, layout.list_facts_parts_prefix(task_id))
+             if (first := layout.list_facts_part_of(task_id, name)) is not None}
+    batches = [jsonio.loads(store.read_bytes(settings.container, found[first])) for first in sorted(found)]
+    store.write_bytes(settings.container, layout.list_facts_blob(task_id),
+                      jsonio.dumps(exportparts.first_facts(batches)), "application/json")
 
 
 def list_summary(store: BlobStore, settings: Settings, task_id: str, not_found: int) -> dict[str, Any]:

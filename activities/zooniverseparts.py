@@ -75,7 +75,7 @@ def run_zooniverse_part(payload: c.ExportsZooniversePartInput, settings: Setting
             tempfile.TemporaryFile("w+b") as grouped:
         index = payload["before"]
         views = export_views(store, settings, task_id, payload["first_shard"], int(payload.get("shards", 0)), ctx.cut,
-                             ctx.plain(), "zooniverse", columns=ctx.view_columns())
+                             ctx.plain(), "zooniverse", *ctx.view_list())
         from_views = views is not None and all(v.zooniverse is not None for v in views)
         if views is not None and from_views:  # the workers' views hold the part's rows (issue 11): no entry is read
             index += write_view_rows(views, rows, length_of, options)

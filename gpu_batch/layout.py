@@ -252,6 +252,28 @@ def listing_list_unit_blob(task_id: str, unit: int) -> str:
     return f"{listing_prefix(task_id)}list-u{unit:04d}.jsonl"
 
 
+def list_facts_parts_prefix(task_id: str) -> str:
+    return f"{listing_prefix(task_id)}deployments-"
+
+
+def list_facts_part_blob(task_id: str, first_shard: int) -> str:
+    """An image-list task's deployments as one enumeration batch's shards first give them (``activities.image_list``)."""
+    return f"{list_facts_parts_prefix(task_id)}{first_shard:06d}.json"
+
+
+def list_facts_part_of(task_id: str, name: str) -> int | None:
+    """The first shard of a ``list_facts_part_blob``, or None for another blob."""
+    prefix = list_facts_parts_prefix(task_id)
+    number = name[len(prefix):-len(".json")] if name.startswith(prefix) and name.endswith(".json") else ""
+    return int(number) if number.isdigit() else None
+
+
+def list_facts_blob(task_id: str) -> str:
+    """An image-list task's first coordinates and camera of each deployment, in results order: what the workers'
+    views start each deployment from (``gpu_batch.formats.mergeview``)."""
+    return f"{listing_prefix(task_id)}deployments.json"
+
+
 def listing_list_part_blob(task_id: str, unit: int, part: int) -> str:
     """An image-list part's names not found and metadata (``activities.image_list``)."""
     return f"{listing_prefix(task_id)}u{unit:04d}-p{part:05d}.list.json"

@@ -56,17 +56,22 @@ class ViewList:
 
     blob: str
     columns: tuple[str, ...]
+    # the deployments' first coordinates and camera over the whole list (``layout.list_facts_blob``), when its columns
+    # give any: the view's Camtrap DP lines start each deployment from them, as the exports' single pass ends with them
+    given: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"blob": self.blob, "columns": list(self.columns)}
+        return {"blob": self.blob, "columns": list(self.columns), **({"given": self.given} if self.given else {})}
 
     @classmethod
     def from_dict(cls, data: Any) -> "ViewList":
         columns = data.get("columns") if isinstance(data, Mapping) else None
         if (not isinstance(columns, list) or not columns or not all(isinstance(c, str) for c in columns)
-                or not isinstance(data.get("blob"), str) or not data["blob"]):
-            raise ValueError("shard manifest 'merge_view_list' must be {'blob': blob name, 'columns': [names]}")
-        return cls(data["blob"], tuple(columns))
+                or not isinstance(data.get("blob"), str) or not data["blob"]
+                or not isinstance(data.get("given", ""), str)):
+            raise ValueError("shard manifest 'merge_view_list' must be {'blob': blob name, 'columns': [names], "
+                             "'given': blob name (optional)}")
+        return cls(data["blob"], tuple(columns), str(data.get("given") or ""))
 
 
 @dataclass(frozen=True, slots=True)

@@ -90,6 +90,16 @@ _COMMENT_JSON = json.JSONEncoder(ensure_ascii=False)
 LIST_FIELDS = ("datetime", "location", "latitude", "longitude", "camera_id", "seq_id")
 
 
+FACT_CONCEPTS = ("latitude", "longitude", "camera_id")  # what a deployment takes from its first image that gives it
+
+
+def wants_first_facts(columns: Sequence[str] | tuple[str, ...]) -> bool:
+    """Whether an image list's columns can give deployments coordinates or a camera (``_deployment_fields``): a
+    deployment's first values then decide its images' comments, and the workers' views need the task's
+    (``gpu_batch.layout.list_facts_blob``)."""
+    return any((found := listfields.concept_of(c)) is not None and found[0] in FACT_CONCEPTS for c in columns)
+
+
 def camera_folder(file: str) -> str:
     """The camera folder of an image (MegaDetector's ``image_file_to_camera_folder``)."""
     folder = posixpath.dirname(file.replace("\\", "/"))

@@ -33,9 +33,11 @@ document that its manifest names: ``ShardManifest.merge_view_list``); the view n
 columns, and the exports use its lines only for the list and columns they have (``activities.fanin.clean_view``).
 Without this the exports formatted every entry of such a task (1.5 % of the GPU time in control-plane CPU instead of
 0.7 %; ``bench/RESULTS.md``, fifteenth session). A Camtrap DP media row's comments depend on its deployment's first
-coordinates and camera, which a view knows for its shard only: the exports check that each view's first facts are
-those of the views before it (``activities.exports.ViewLines``), as the exports' parts are checked against each other
-(``core.exportparts``).
+coordinates and camera, which a shard alone does not know: when the list's columns give any, the enumeration writes
+each deployment's first values over the whole list (``layout.list_facts_blob``), the manifest names that document
+too (``ViewList.given``) and the view's Camtrap DP lines start from them (its ETag in the header); the exports check
+each view's first facts against those before it all the same (``activities.exports.ViewLines``), as the exports'
+parts are checked against each other (``core.exportparts``).
 
 Layout: one line of JSON (the header: version, identity, counts, the preview sampler's state, the folders' sizes,
 COCO's, Camtrap DP's and Zooniverse's sizes and counts), ``\\n``, then the entries' JSON fragments, their CSV lines,
@@ -146,6 +148,7 @@ class ShardView:
     # "" and () for lines made without an image list's rows
     list_etag: str = ""
     list_columns: tuple[str, ...] = ()
+    list_given_etag: str = ""  # the deployments' first facts the Camtrap DP lines started from ("" none)
 
     def matches(self, task_id: str, threshold: float, results_etag: str, manifest_etag: str,
                 earlier: Mapping[str, str] | None = None) -> bool:
@@ -189,6 +192,10 @@ class ListedRows:
     etag: str
     columns: tuple[str, ...]
     rows: Mapping[str, Mapping[str, str]]
+    # the deployments' first coordinates and camera over the whole list (deployment -> [latitude, longitude,
+    # camera]) and that document's ETag; empty when the manifest names none or it cannot be read
+    given: Mapping[str, Sequence[Any]] = field(default_factory=dict)
+    given_etag: str = ""
 
     def of(self, name: str) -> Mapping[str, str] | None:
         """An image's row, as ``activities.exports.ListMetadata.get`` gives the exports (None when not listed)."""
@@ -203,7 +210,17 @@ def list_rows(where: ViewList, read: BlobReader) -> ListedRows:
     rows = doc.get("metadata") if isinstance(doc, dict) else None
     if not isinstance(rows, dict) or not all(isinstance(v, dict) for v in rows.values()):
         raise ValueError(f"{where.blob}: not an image-list shard document")
-    return ListedRows(plain_etag(etag), tuple(where.columns), rows)
+    given: dict[str, Sequence[Any]] = {}
+    given_etag = ""
+    if where.given:
+        try:  # without them the view's Camtrap DP lines are those of its own shard's first values, as before
+            data, read_etag = read(where.given)
+            facts = jsonio.loads(data)
+            if isinstance(facts, dict) and all(isinstance(v, list) and len(v) == 3 for v in facts.values()):
+                given, given_etag = facts, plain_etag(read_etag)
+        except ValueError:
+            pass
+    return ListedRows(plain_etag(etag), tuple(where.columns), rows, given, given_etag)
 
 
 def whole_shard(basis: ViewBasis, read: BlobReader) -> WholeShard:
@@ -250,7 +267,8 @@ def build_view(task_id: str, threshold: float, manifest_images: Iterable[str], a
     if earlier:
         header["earlier_results"] = [[attempt.name, plain_etag(attempt.etag)] for attempt in earlier]
     if listed is not None:
-        header["list"] = {"etag": listed.etag, "columns": list(listed.columns)}
+        header["list"] = {"etag": listed.etag, "columns": list(listed.columns),
+                          **({"given_etag": listed.given_etag} if listed.given_etag else {})}
     images, annotations, counts = coco_lines(entries, threshold, listed)
     if images is not None:
         header["coco"] = {"images_bytes": len(images), "annotations_bytes": len(annotations), **counts}
@@ -369,7 +387,8 @@ def camtrap_lines(entries: Sequence[Mapping[str, Any]], threshold: float,
     if any("\x00" in str(e.get("file", "")) + str(e.get("failure") or "") for e in entries) or _holds_nul(listed):
         return None
     builder = camtrapdp.CamtrapBuilder(threshold=threshold, detection_categories=DETECTION_CATEGORIES,
-                                       completed_at="", classified_by=CLASSIFIED_BY)
+                                       completed_at="", classified_by=CLASSIFIED_BY,
+                                       given=listed.given if listed is not None else {})
     builder.completed_at = COMPLETED_AT  # after __post_init__, which would read it as a time
     media: list[str] = []
     observations: list[str] = []
@@ -530,6 +549,6 @@ def _assemble(header: Mapping[str, Any], body: bytes, origin: int, total: int, p
         return ShardView(str(header["task_id"]), float(header["threshold"]), str(header["results_etag"]),
                          str(header["manifest_etag"]), counts, reasons, int(header["considered"]), sample,
                          json_bytes, csv_bytes, folders, coco_view, camtrap_view, rows_view, earlier,
-                         str(made_with.get("etag") or ""), list_columns)
+                         str(made_with.get("etag") or ""), list_columns, str(made_with.get("given_etag") or ""))
     except (KeyError, TypeError, ValueError):
         return None

@@ -569,12 +569,12 @@ def test_exports_take_coco_camtrap_dp_and_zooniverse_lines_from_the_workers_view
 LIST_COLUMNS = ["site", "latitude", "longitude", "camera_id", "datetime", "seq_id", "season", "file"]
 
 
-def list_row(name: str, k: int, shard: int, jitter: int | None) -> dict[str, str]:
+def list_row(name: str, k: int, shard: int, jitter: int | str | None) -> dict[str, str]:
     """An image list's row: cam1's images at site J01 with coordinates, a camera and capture times (its first image
-    of shard ``jitter`` a few metres off), cam2's at site J02 with no coordinates, a free column to quote,
+    of shard ``jitter`` a few metres off; ``"each"``: every image its own, as a camera's GPS writes them), cam2's at site J02 with no coordinates, a free column to quote,
     one named like a Zooniverse column, and rows with nothing."""
     if name.startswith("cam1/img"):
-        lat = "-2.3301" if shard == jitter and k == 0 else "-2.33"
+        lat = f"-2.33{shard:02d}{k}" if jitter == "each" else "-2.3301" if shard == jitter and k == 0 else "-2.33"
         return {"site": "J01", "latitude": lat, "longitude": "34.83", "camera_id": "CAM-A",
                 "datetime": f"2024-05-01 10:{k:02d}:{shard:02d}", "seq_id": f"s{shard}", "season": "S1"}
     if name.startswith("cam2/"):
@@ -585,7 +585,7 @@ def list_row(name: str, k: int, shard: int, jitter: int | None) -> dict[str, str
 
 
 def write_listed_views(settings: Settings, store: BlobStore, tid: str, shards: int, threshold: float,
-                       columns: list[str] | None) -> None:
+                       columns: list[str] | None, given: bool = False) -> None:
     """Each shard's view as its last attempt's worker makes it (``gpu_batch.worker.results``): with the image list's
     rows read through the worker's blob reader from the list document its manifest names (``columns`` None: an
     older worker's view, without them)."""
@@ -604,7 +604,9 @@ def write_listed_views(settings: Settings, store: BlobStore, tid: str, shards: i
         if manifest.merge_view_basis is not None:
             whole = whole_shard(manifest.merge_view_basis, read)
             images, manifest_etag, earlier = whole.images, whole.manifest_etag, whole.earlier
-        rows = (list_rows(ViewList(layout.shard_list_blob(tid, sid), tuple(columns)), read) if columns is not None
+        where = ViewList(layout.shard_list_blob(tid, sid), tuple(columns or ()),
+                         layout.list_facts_blob(tid) if given else "")
+        rows = (list_rows(where, read) if columns is not None
                 else None)
         results = layout.attempt_results_blob(tid, sid, attempt)
         view = build_view(tid, threshold, images, jsonio.loads(store.read_bytes(settings.container, results))["images"],
@@ -613,10 +615,10 @@ def write_listed_views(settings: Settings, store: BlobStore, tid: str, shards: i
         store.write_bytes(settings.container, layout.attempt_view_blob(tid, sid, attempt), view)
 
 
-@pytest.mark.parametrize("jitter", [None, 1, 3], ids=["same coordinates", "jitter inside a part",
-                                                    "jitter at a part's first shard"])
+@pytest.mark.parametrize("jitter", [None, 1, 3, "each"], ids=["same coordinates", "jitter inside a part",
+                                                           "jitter at a part's first shard", "per-image GPS"])
 def test_an_image_lists_exports_take_their_lines_from_views_made_with_the_lists_rows(task: Any, monkeypatch: Any,
-                                                                                     jitter: int | None) -> None:
+                                                                                     jitter: int | str | None) -> None:
     """An image-list task with metadata columns: views made with each shard's list rows give the exports their COCO,
     Camtrap DP and Zooniverse lines (single activity and fanned out), the bytes the entries and the list give, and
     no entry is formatted or read. With a deployment's first coordinates differing between two shards (GPS jitter),
@@ -638,29 +640,44 @@ def test_an_image_lists_exports_take_their_lines_from_views_made_with_the_lists_
     enumeration = store.read_json(settings.container, layout.enumeration_blob(tid))
     store.write_json(settings.container, layout.enumeration_blob(tid),
                      {**enumeration, "image_list": {"metadata_columns": LIST_COLUMNS}})
+    given = jitter == "each"  # the enumeration's deployments' first facts, which the views then start from
+    if given:
+        from activities.image_list import first_facts_of, write_first_facts
+        from gpu_batch.formats import jsonio
+
+        for index in range(shards):  # one enumeration batch per shard here; the real batches hold several
+            sid = layout.shard_id(index)
+            rows = store.read_json(settings.container, layout.shard_list_blob(tid, sid))["metadata"]
+            images = ShardManifest.from_dict(store.read_json(settings.container,
+                                                             layout.manifest_blob(tid, sid, 1))).images
+            store.write_bytes(settings.container, layout.list_facts_part_blob(tid, index),
+                              jsonio.dumps(first_facts_of((n, rows.get(n)) for n in images)))
+        write_first_facts(tid, settings, store)
+        assert store.read_json(settings.container, layout.list_facts_blob(tid))["cam1@J01"] == [-2.33002, 34.83, "CAM-A"]
     single = run_exports(tid, settings, store)  # no view has the rows yet: every line from the entries
     expected = exported(settings, store, tid)
     media = expected[layout.camtrap_dp_blob(tid, "media.csv")].decode("utf-8")
     coco = expected[layout.coco_blob(tid)]
     assert b'"location":"J01","datetime":"2024-05-01 10:02:00","seq_id":"s0","image_list_metadata":{' in coco
     assert b'"season":"S1"' in coco and 'cam1/sub,,2025-01-01T00:00:00+00:00' in media  # the completion time
-    assert ('"latitude": "-2.3301"' in media.replace('""', '"')) is (jitter is not None)  # the jittered value kept
+    assert ('"latitude": "-2.3301"' in media.replace('""', '"')) is (jitter in (1, 3))  # the jittered value kept
+    assert ('"latitude": "-2.33013"' in media.replace('""', '"')) is given
     assert b"roll 3" in b"".join(v for n, v in expected.items() if "/zooniverse/" in n)
     threshold = settings.threshold_for(MODEL, None)
 
-    write_listed_views(settings, store, tid, shards, threshold, LIST_COLUMNS)
+    write_listed_views(settings, store, tid, shards, threshold, LIST_COLUMNS, given)
     formatted, parsed, downloads = record_formatting(monkeypatch)
     assert run_exports(tid, settings, store) == single and exported(settings, store, tid) == expected
     images = sum(len(store.read_json(settings.container, layout.manifest_blob(tid, layout.shard_id(i), 1))["images"])
                  for i in range(shards))
-    if jitter is not None:  # the single activity: Camtrap DP from every entry; COCO's and Zooniverse's from the views
+    if jitter in (1, 3):  # the single activity: Camtrap DP from every entry; COCO's and Zooniverse's from the views
         assert len(formatted) == images and downloads == [layout.results_blob(tid)]
     else:
         assert formatted == [] and downloads == []
     formatted.clear()
     assert fanned_exports(settings, store, tid, merged, single) == expected
     assert [p[:2] for p in merged["parts"][:2]] == [[0, 3], [3, 3]]  # shards 0-2 and 3-5: 1 inside, 3 first
-    part = [p for p in merged["parts"] if jitter is not None and p[0] <= jitter < p[0] + p[1]]
+    part = [p for p in merged["parts"] if isinstance(jitter, int) and p[0] <= jitter < p[0] + p[1]]
     part_images = sum(len(store.read_json(settings.container, layout.manifest_blob(tid, layout.shard_id(i), 1))[
         "images"]) for p in part for i in range(p[0], p[0] + p[1]))
     # jitter: only that part's Camtrap DP lines come from its entries; at a part's first shard, twice: its own later
@@ -668,15 +685,21 @@ def test_an_image_lists_exports_take_their_lines_from_views_made_with_the_lists_
     runs = 2 if any(p[0] == jitter for p in part) else 1
     assert (len(formatted), len(parsed)) == (runs * part_images, runs * part_images)
 
-    for index, change in ((4, "without rows"), (6, "list rewritten")):
+    changes = [(4, "without rows"), (6, "list rewritten")] + ([(5, "first facts rewritten")] if given else [])
+    for index, change in changes:
         sid = layout.shard_id(index)
         if change == "without rows":
             write_listed_views(settings, store, tid, index + 1, threshold, None)  # shards 0..4, an older worker's
-        else:
+        elif change == "list rewritten":
             doc = store.read_json(settings.container, layout.shard_list_blob(tid, sid))
             store.write_json(settings.container, layout.shard_list_blob(tid, sid), doc)  # same rows, a new ETag
+        else:
+            store.write_bytes(settings.container, layout.list_facts_blob(tid),
+                              store.read_bytes(settings.container, layout.list_facts_blob(tid)))  # a new ETag
         listed = store.list_etags(settings.container, layout.shard_prefix(tid, sid))
+        given_etag = store.list_etags(settings.container, layout.list_facts_blob(tid)).get(layout.list_facts_blob(tid),
+                                                                                           "")
         assert fanin_activities.clean_view(store, settings, tid, index, threshold, listed, "exports",
-                                           columns=tuple(LIST_COLUMNS)) is None, change
+                                           columns=tuple(LIST_COLUMNS), given_etag=given_etag) is None, change
         assert fanin_activities.clean_view(store, settings, tid, index, threshold, listed, "merge") is not None
     assert fanned_exports(settings, store, tid, merged, single) == expected

@@ -89,6 +89,50 @@ def test_enumeration_of_a_list_writes_exactly_its_images_and_reports_the_missing
     assert mdformat.failure_counts(entries)["listed_not_found"] == 2
 
 
+def test_a_list_with_coordinates_gives_the_views_each_deployments_first_ones_over_every_batch(
+        storage_connection: str, unique_name: str, store: BlobStore) -> None:
+    """A list whose coordinates vary image to image (a camera's GPS): the enumeration writes each deployment's first
+    coordinates and camera in results order over all its batches (``layout.list_facts_blob``), which every manifest
+    names for the worker's view; the exports' own pass over the same rows finds the same first values."""
+    from activities.image_list import first_facts_of
+
+    settings = Settings.from_env({"AzureWebJobsStorage": storage_connection,
+                                  "TRAPBATCH_CONTAINER": unique_name + "-state"})
+    store.ensure_container(unique_name)
+    names = [f"cam{i % 2}/{i:02d}.jpg" for i in range(12)]
+    for name in names:
+        store.write_bytes(unique_name, name, b"")
+    out = io.StringIO()
+    w = csv.writer(out)
+    w.writerow(["path", "site", "lat", "lon", "camera"])
+    for i, name in enumerate(names):  # cam0's first rows give no coordinates; cam1's camera only from its third
+        coords = ("", "") if name.startswith("cam0/") and i < 4 else (f"-2.{i:02d}", f"34.{i:02d}")
+        w.writerow([name, "J01", *coords, f"C{i}" if name.startswith("cam0/") or i >= 5 else ""])
+    data = out.getvalue().encode("utf-8")
+    store.write_bytes(unique_name, "lists/gps.csv", data)
+    request = TaskRequest(container=unique_name, images_per_shard=2, image_list="lists/gps.csv",
+                          image_list_sha256=scan(io.BytesIO(data), "l").sha256)
+    task_id = "task-" + "2" * 20
+    run_parallel(settings, store, task_id, request, ListingLimits(names_per_call=2, images_per_write=4))
+    facts = store.read_json(settings.container, layout.list_facts_blob(task_id))
+    rows = {}
+    for i in range(6):
+        rows.update(store.read_json(settings.container, layout.shard_list_blob(task_id, layout.shard_id(i)))["metadata"])
+    shards = manifests(settings, store, task_id)
+    ordered = [n for s in shards for n in s]
+    assert len(shards) == 6 and len(list(store.list_names(settings.container,
+                                                          layout.list_facts_parts_prefix(task_id)))) > 1
+    expected = {dep: [lat, lon, camera] for dep, _, _, _, _, lat, lon, camera in first_facts_of(
+        (n, rows[n]) for n in ordered)}
+    assert facts == expected and facts["cam0@J01"] == [-2.04, 34.04, "C0"] and facts["cam1@J01"][2] == "C5"
+    for i in range(6):
+        sid = layout.shard_id(i)
+        manifest = ShardManifest.from_dict(store.read_json(settings.container, layout.manifest_blob(task_id, sid, 1)))
+        assert manifest.merge_view_list == ViewList(layout.shard_list_blob(task_id, sid), ("site", "lat", "lon",
+                                                                                             "camera"),
+                                                    layout.list_facts_blob(task_id))
+
+
 def test_first_n_takes_the_lists_first_rows(storage_connection: str, unique_name: str, store: BlobStore) -> None:
     settings = Settings.from_env({"AzureWebJobsStorage": storage_connection,
                                   "TRAPBATCH_CONTAINER": unique_name + "-state"})

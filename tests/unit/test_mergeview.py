@@ -270,11 +270,13 @@ def test_a_manifests_view_list_round_trips_and_a_malformed_one_is_refused() -> N
                                       merge_view_list=contract.ViewList("s1/image-list.json", ("site", "season")))
     data = json.loads(json.dumps(manifest.to_dict()))
     assert data["merge_view_list"] == {"blob": "s1/image-list.json", "columns": ["site", "season"]}
+    facts = dataclasses.replace(manifest, merge_view_list=contract.ViewList("s1/image-list.json", ("lat",), "d.json"))
+    assert contract.ShardManifest.from_dict(json.loads(json.dumps(facts.to_dict()))) == facts
     assert contract.ShardManifest.from_dict(data) == manifest
     plain = dataclasses.replace(manifest, merge_view_list=None)
     assert "merge_view_list" not in plain.to_dict() and contract.ShardManifest.from_dict(plain.to_dict()) == plain
     for bad in ({"blob": "x"}, {"blob": "", "columns": ["a"]}, {"blob": "x", "columns": []},
-                {"blob": "x", "columns": [1]}, "x"):
+                {"blob": "x", "columns": [1]}, {"blob": "x", "columns": ["a"], "given": 3}, "x"):
         with pytest.raises(ValueError, match="merge_view_list"):
             contract.ShardManifest.from_dict({**data, "merge_view_list": bad})
 
@@ -381,6 +383,12 @@ def test_list_rows_reads_the_document_its_manifest_names() -> None:
 
     rows = list_rows(contract.ViewList("s1/image-list.json", ("site",)), read)
     assert (rows.etag, rows.columns, rows.of("a.jpg"), rows.of("b.jpg")) == ("0x8DA", ("site",), {"site": "J"}, None)
+    assert (rows.given, rows.given_etag) == ({}, "")
+    blobs["deployments.json"] = (json.dumps({"cam@J": [-2.3, 34.8, "C1"]}).encode(), '"0x8DB"')
+    given = list_rows(contract.ViewList("s1/image-list.json", ("site",), "deployments.json"), read)
+    assert (given.given, given.given_etag) == ({"cam@J": [-2.3, 34.8, "C1"]}, "0x8DB")
+    absent = list_rows(contract.ViewList("s1/image-list.json", ("site",), "none.json"), read)  # unreadable: none
+    assert (absent.given, absent.given_etag, absent.rows) == ({}, "", rows.rows)
     for name in ("s2/image-list.json", "s3/image-list.json"):
         with pytest.raises(ValueError):
             list_rows(contract.ViewList(name, ("site",)), read)
