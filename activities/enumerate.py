@@ -208,7 +208,7 @@ def run_choose_sample(task_id: str, request: TaskRequest, settings: Settings, st
 def _selected_names(task_id: str, request: TaskRequest, settings: Settings, store: BlobStore, unit: int, part: int,
                     threshold: tuple[str, str] | None) -> list[tuple[str, str]]:
     """The part's selected names with their ETags ("" where the part recorded none: parts from before ETags)."""
-    doc = store.read_json(settings.container, layout.listing_part_blob(task_id, unit, part))
+    doc = jsonio.loads(store.read_bytes(settings.container, layout.listing_part_blob(task_id, unit, part)))
     names: list[str] = doc["names"]
     etags = doc.get("etags")
     pairs = list(zip(names, etags)) if isinstance(etags, list) and len(etags) == len(names) else [(n, "") for n in names]

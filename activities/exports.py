@@ -61,7 +61,7 @@ from core import mdformat, zooniverse
 from core.exportparts import combine_deployments, follows_first
 from core.settings import Settings
 from gpu_batch import layout
-from gpu_batch.formats import camtrapdp, coco, csvline
+from gpu_batch.formats import camtrapdp, coco, csvline, jsonio
 from gpu_batch.formats.mergeview import ShardView
 
 logger = logging.getLogger(__name__)
@@ -151,8 +151,9 @@ class ListMetadata:
         self.upcoming: dict[str, dict[str, str]] | None = None
 
     def _load(self, index: int) -> dict[str, dict[str, str]]:
-        doc = self.store.read_json_or_none(self.container, layout.shard_list_blob(self.task_id,
-                                                                                 layout.shard_id(index)))
+        data = self.store.read_bytes_or_none(self.container, layout.shard_list_blob(self.task_id,
+                                                                                   layout.shard_id(index)))
+        doc = jsonio.loads(data) if data is not None else None
         return dict((doc or {}).get("metadata") or {})
 
     def get(self, file: str) -> dict[str, str] | None:

@@ -213,10 +213,10 @@ def run_list_image_part(task_id: str, request: TaskRequest, settings: Settings, 
     etags = [etag for etag in found_flags if etag is not None]
     missing = [name for (name, _), etag in zip(chunk, found_flags) if etag is None]
     metadata = {name: md for name, md in chunk if md}
-    store.write_json(settings.container, layout.listing_part_blob(task_id, unit, part),
-                     {"names": found, "etags": etags})
-    store.write_json(settings.container, layout.listing_list_part_blob(task_id, unit, part),
-                     {"not_found": missing, "metadata": metadata})
+    # compact orjson (gpu_batch.formats.jsonio), as the container listing's parts: per-image documents
+    _write(store, settings, layout.listing_part_blob(task_id, unit, part), {"names": found, "etags": etags})
+    _write(store, settings, layout.listing_list_part_blob(task_id, unit, part),
+           {"not_found": missing, "metadata": metadata})
     if missing:
         logger.info("task %s: list unit %d part %d: %d of %d names not found", task_id, unit, part, len(missing),
                     len(chunk))
@@ -232,7 +232,8 @@ def write_list_shards(task_id: str, settings: Settings, store: BlobStore, first:
 
     def info(key: tuple[int, int]) -> Any:
         if key not in infos:
-            infos[key] = store.read_json(settings.container, layout.listing_list_part_blob(task_id, *key))
+            infos[key] = jsonio.loads(store.read_bytes(settings.container,
+                                                       layout.listing_list_part_blob(task_id, *key)))
         return infos[key]
 
     plan = store.read_json(settings.container, layout.listing_plan_blob(task_id))
@@ -250,8 +251,8 @@ def write_list_shards(task_id: str, settings: Settings, store: BlobStore, first:
             for name in (*images, *names_missing):
                 metadata[name] = next((info(key)["metadata"][name] for key in infos
                                        if name in info(key)["metadata"]), {})
-        store.write_json(settings.container, layout.shard_list_blob(task_id, layout.shard_id(index)),
-                         {"not_found": names_missing, "metadata": metadata})
+        _write(store, settings, layout.shard_list_blob(task_id, layout.shard_id(index)),
+               {"not_found": names_missing, "metadata": metadata})
         if ordered is not None:  # in results order: the shard's images, then the names not found it reports
             ordered.extend((name, metadata.get(name)) for name in (*images, *names_missing))
     if ordered is not None:
@@ -259,13 +260,15 @@ def write_list_shards(task_id: str, settings: Settings, store: BlobStore, first:
                           jsonio.dumps(first_facts_of(ordered)), "application/json")
 
 
+def _write(store: BlobStore, settings: Settings, name: str, value: Any) -> None:
+    """``value`` as compact JSON (``jsonio.dumps``): the list's per-image documents (parts, shards' rows)."""
+    store.write_bytes(settings.container, name, jsonio.dumps(value), "application/json")
+
+
 def first_facts_of(rows: Iterable[tuple[str, Mapping[str, str] | None]]) -> list[list[Any]]:
-    """The deployments' facts (``CamtrapBuilder.deployment_facts``) of images with these list rows, in this order:
-    each deployment's first coordinates and camera, as the exports' own pass over them finds them."""
-    builder = camtrapdp.CamtrapBuilder(threshold=1.0, detection_categories={}, completed_at="", classified_by="")
-    for name, row in rows:
-        builder.add_lines({"file": name, "detections": []}, row)
-    return builder.deployment_facts()
+    """The deployments' facts of images with these list rows, in this order: each deployment's first coordinates and
+    camera, as the exports' own pass over them finds them (``camtrapdp.first_facts``)."""
+    return camtrapdp.first_facts(rows)
 
 
 def write_first_facts(task_id: str, settings: Settings, store: BlobStore) -> None:

@@ -291,13 +291,19 @@ def save_record(record: dict[str, Any], out_arg: str, default_name: str, summary
 IMAGE_LIST = "lists/control-plane.csv"
 
 
-def write_image_list(connection: str, container: str, names: list[str], site: bool = True) -> str:
-    """An image list naming every one of ``names`` (a path column, and with ``site`` a ``site`` column: each image's
-    folder, which the exports carry as the location) in ``container``; returns its blob name for the request."""
+def write_image_list(connection: str, container: str, names: list[str], kind: str = "site") -> str:
+    """An image list naming every one of ``names`` in ``container``: a path column, and with ``site`` a ``site``
+    column (each image's folder, which the exports carry as the location), with ``gps`` also each image's own
+    latitude and longitude (a camera's GPS, a few metres apart from image to image); returns its blob name."""
     from azure.storage.blob import BlobServiceClient
 
-    rows = (["path,site", *(f"{name},{name.rsplit('/', 1)[0]}" for name in names)] if site
-            else ["path", *names])
+    if kind == "gps":
+        rows = ["path,site,latitude,longitude", *(f"{name},{name.rsplit('/', 1)[0]},-2.{i % 997:04d},34.{i % 991:04d}"
+                                                   for i, name in enumerate(names))]
+    elif kind == "site":
+        rows = ["path,site", *(f"{name},{name.rsplit('/', 1)[0]}" for name in names)]
+    else:
+        rows = ["path", *names]
     data = ("\n".join(rows) + "\n").encode("utf-8")
     BlobServiceClient.from_connection_string(connection).get_blob_client(container, IMAGE_LIST).upload_blob(
         data, overwrite=True)
@@ -405,7 +411,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         body = {"container": container, "images_per_shard": shape["images_per_shard"], "model": "MDV5A",
                 "request_name": f"control-plane benchmark {args.images}"}
         if args.image_list:
-            body["image_list"] = write_image_list(connection, container, names, args.image_list == "site")
+            body["image_list"] = write_image_list(connection, container, names, args.image_list)
         t0 = time.perf_counter()
         r = requests.post(f"{host.base_url}/api/tasks", json=body, headers={"x-functions-key": FUNCTION_KEY},
                           timeout=60)
@@ -554,9 +560,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--preload", action="store_true",
                    help="create the blobs inside Azurite instead of by PUT (needed past ~50,000 images: Azurite's "
                         "PUTs slow down as it fills); bench/preloaded_azurite.py says what that changes")
-    p.add_argument("--image-list", nargs="?", const="site", choices=["site", "paths"], default=None,
+    p.add_argument("--image-list", nargs="?", const="site", choices=["site", "gps", "paths"], default=None,
                    help="start the task from an image list naming every blob (core.imagelist): with a site column "
-                        "(metadata the exports carry; the default), or paths alone")
+                        "(metadata the exports carry; the default), with each image's own coordinates too (gps), "
+                        "or paths alone")
     p.add_argument("--only-new", type=int, default=None, metavar="N",
                    help="then add N images and run the request again with only_new (record: only_new_rerun)")
     p.add_argument("--shape-of", type=int, default=0, metavar="M",

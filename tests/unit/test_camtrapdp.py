@@ -264,3 +264,36 @@ def test_boxes_are_clamped_and_formatted_as_before() -> None:
         x1, y1 = min(max(box[0] + box[2], 0.0), 1.0), min(max(box[1] + box[3], 0.0), 1.0)
         want = [num(x0), num(y0), num(x1 - x0), num(y1 - y0)] if x1 > x0 and y1 > y0 else ["", "", "", ""]
         assert rows[0][18:22] == want, box
+
+
+def test_first_facts_are_what_a_builder_fed_the_same_rows_holds() -> None:
+    """``first_facts`` (the enumeration's cheap pass over a list) against ``CamtrapBuilder`` over the same rows:
+    the same deployments in the same order with the same location and first coordinates and camera, whatever the
+    rows give (GPS per image, out-of-range and half coordinates, aliases, a camera that changes, no row at all)."""
+    import random
+
+    from gpu_batch.formats.camtrapdp import CamtrapBuilder, first_facts
+    from gpu_batch.formats.entries import DETECTION_CATEGORIES
+
+    rng = random.Random(11)
+    rows: list[tuple[str, dict[str, str] | None]] = []
+    for i in range(400):
+        name = f"site{i % 3}/cam{i % 5}/IMG_{i:04d}.JPG" if i % 17 else f"root{i}.jpg"
+        row: dict[str, str] = {}
+        if rng.random() < 0.8:
+            row["Site" if i % 2 else "location"] = f"L{i % 4}"
+        if rng.random() < 0.7:
+            row["lat" if i % 3 else "latitude"] = rng.choice([f"-2.{i:04d}", "95", "", "north"])
+            if rng.random() < 0.9:
+                row["longitude"] = f"34.{i:04d}"
+        if rng.random() < 0.5:
+            row["camera"] = rng.choice(["A", "B", ""])
+        if rng.random() < 0.3:
+            row["datetime"] = "2024-05-01 10:00:00"
+        rows.append((name, row or (None if i % 2 else {})))
+    builder = CamtrapBuilder(0.2, DETECTION_CATEGORIES, "2026-12-03T00:00:00Z", "MegaDetector v5a.0.1")
+    for name, row in rows:
+        builder.add_lines({"file": name, "detections": []}, row)
+    held = [[dep, d.location, d.latitude, d.longitude, d.camera] for dep, d in builder.deployments.items()]
+    assert [[f[0], f[4], f[5], f[6], f[7]] for f in first_facts(rows)] == held
+    assert any(h[2] is not None for h in held) and any(h[4] for h in held) and len(held) > 10
