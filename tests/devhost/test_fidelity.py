@@ -148,6 +148,23 @@ def test_management_api_answers_with_the_extensions_status_codes(host: DevHost) 
     assert requests.get(f"{rpc}nothing/here", timeout=10).status_code == 404
 
 
+# ------------------------------------------------------------------ 21. one instance's status: its input by default
+def test_one_instances_status_carries_its_input_unless_show_input_is_false(host: DevHost) -> None:
+    """ext HttpApiHandler.cs HandleGetStatusRequestAsync: ``showInput`` defaults to true. The SDK (1.7,
+    RpcManagementOptions._add_arg) leaves every false argument out of the URL, so ``get_status(id)`` and
+    ``get_status(id, show_input=False)`` both get the input back; only an explicit ``showInput=false`` hides it.
+    The app reads a task's status and input in one call (api.starters.describe_task_with_input)."""
+    iid = host.start_orchestration("sleepy", {"marker": "in-the-input"})
+    wait_until(lambda: running(host, iid), 20, "sleepy to run")
+    default = sdk(host, lambda c: c.get_status(iid))
+    off = sdk(host, lambda c: c.get_status(iid, show_input=False))
+    on = sdk(host, lambda c: c.get_status(iid, show_input=True))
+    assert default.input_ == off.input_ == on.input_ and "in-the-input" in json.dumps(on.input_)
+    hidden = requests.get(f"{host.rpc_base_url}instances/{iid}?showInput=false", timeout=10).json()
+    assert hidden.get("input") is None
+    requests.post(f"{host.rpc_base_url}instances/{iid}/terminate?reason=done", timeout=10)
+
+
 def test_the_public_webhook_needs_the_system_key_which_the_management_urls_carry(host: DevHost) -> None:
     """ext HttpApiHandler.cs CreateHttpManagementPayload appends the extension's system key (code=) to every
     management URL; host Security/Authentication/Keys/AuthenticationLevelHandler.cs: without it the webhook is 401
