@@ -78,8 +78,7 @@ def _write_manifest(task_id: str, request: TaskRequest, settings: Settings, stor
     )
     # compact orjson (gpu_batch.formats.jsonio): a manifest holds a shard's names; json.dumps with an indent was most of
     # the shard-writing activity's CPU per image. The worker reads any JSON (ShardManifest.from_dict of json.loads).
-    store.write_bytes(settings.container, layout.manifest_blob(task_id, sid, 1), jsonio.dumps(manifest.to_dict()),
-                      "application/json")
+    store.write_compact_json(settings.container, layout.manifest_blob(task_id, sid, 1), manifest.to_dict())
 
 
 def _write_summary(task_id: str, request: TaskRequest, settings: Settings, store: BlobStore, images: int,
@@ -182,8 +181,8 @@ def run_list_part(task_id: str, request: TaskRequest, settings: Settings, store:
             leaf += 1
     # orjson (gpu_batch.formats.jsonio): the part is a per-image document (json.dumps with an indent was ~0.7 us per
     # image, orjson ~0.02); its readers (_selected_names, BlobStore.read_json) read any JSON
-    store.write_bytes(settings.container, layout.listing_part_blob(task_id, unit, part),
-                      jsonio.dumps({"names": images, "etags": etags}), "application/json")
+    store.write_compact_json(settings.container, layout.listing_part_blob(task_id, unit, part),
+                             {"names": images, "etags": etags})
     if request.sample_n is not None:
         keys = heapq.nsmallest(request.sample_n, (sample_key(request.seed, n) for n in images))
         store.write_json(settings.container, layout.listing_sample_blob(task_id, unit, part), keys)
@@ -247,9 +246,8 @@ def run_write_shards(task_id: str, request: TaskRequest, settings: Settings, sto
     for index, shard in enumerate(plan_shards(stream(), request.images_per_shard), start=first):
         _write_manifest(task_id, request, settings, store, index, shard, list_columns)
         sid = layout.shard_id(index)
-        store.write_bytes(settings.container, layout.shard_etags_blob(task_id, sid),
-                          jsonio.dumps({"etags": {n: etag_of.pop(n) for n in shard if n in etag_of}}),
-                          "application/json")
+        store.write_compact_json(settings.container, layout.shard_etags_blob(task_id, sid),
+                                 {"etags": {n: etag_of.pop(n) for n in shard if n in etag_of}})
         if shard:
             ranges.append([sid, min(shard), max(shard)])
         shards += 1

@@ -214,9 +214,10 @@ def run_list_image_part(task_id: str, request: TaskRequest, settings: Settings, 
     missing = [name for (name, _), etag in zip(chunk, found_flags) if etag is None]
     metadata = {name: md for name, md in chunk if md}
     # compact orjson (gpu_batch.formats.jsonio), as the container listing's parts: per-image documents
-    _write(store, settings, layout.listing_part_blob(task_id, unit, part), {"names": found, "etags": etags})
-    _write(store, settings, layout.listing_list_part_blob(task_id, unit, part),
-           {"not_found": missing, "metadata": metadata})
+    store.write_compact_json(settings.container, layout.listing_part_blob(task_id, unit, part),
+                             {"names": found, "etags": etags})
+    store.write_compact_json(settings.container, layout.listing_list_part_blob(task_id, unit, part),
+                             {"not_found": missing, "metadata": metadata})
     if missing:
         logger.info("task %s: list unit %d part %d: %d of %d names not found", task_id, unit, part, len(missing),
                     len(chunk))
@@ -251,24 +252,13 @@ def write_list_shards(task_id: str, settings: Settings, store: BlobStore, first:
             for name in (*images, *names_missing):
                 metadata[name] = next((info(key)["metadata"][name] for key in infos
                                        if name in info(key)["metadata"]), {})
-        _write(store, settings, layout.shard_list_blob(task_id, layout.shard_id(index)),
-               {"not_found": names_missing, "metadata": metadata})
+        store.write_compact_json(settings.container, layout.shard_list_blob(task_id, layout.shard_id(index)),
+                                 {"not_found": names_missing, "metadata": metadata})
         if ordered is not None:  # in results order: the shard's images, then the names not found it reports
             ordered.extend((name, metadata.get(name)) for name in (*images, *names_missing))
     if ordered is not None:
-        store.write_bytes(settings.container, layout.list_facts_part_blob(task_id, first),
-                          jsonio.dumps(first_facts_of(ordered)), "application/json")
-
-
-def _write(store: BlobStore, settings: Settings, name: str, value: Any) -> None:
-    """``value`` as compact JSON (``jsonio.dumps``): the list's per-image documents (parts, shards' rows)."""
-    store.write_bytes(settings.container, name, jsonio.dumps(value), "application/json")
-
-
-def first_facts_of(rows: Iterable[tuple[str, Mapping[str, str] | None]]) -> list[list[Any]]:
-    """The deployments' facts of images with these list rows, in this order: each deployment's first coordinates and
-    camera, as the exports' own pass over them finds them (``camtrapdp.first_facts``)."""
-    return camtrapdp.first_facts(rows)
+        store.write_compact_json(settings.container, layout.list_facts_part_blob(task_id, first),
+                                 camtrapdp.first_facts(ordered))
 
 
 def write_first_facts(task_id: str, settings: Settings, store: BlobStore) -> None:
@@ -282,8 +272,7 @@ def write_first_facts(task_id: str, settings: Settings, store: BlobStore) -> Non
     found = {first: name for name in store.list_names(settings.container, layout.list_facts_parts_prefix(task_id))
              if (first := layout.list_facts_part_of(task_id, name)) is not None}
     batches = [jsonio.loads(store.read_bytes(settings.container, found[first])) for first in sorted(found)]
-    store.write_bytes(settings.container, layout.list_facts_blob(task_id),
-                      jsonio.dumps(exportparts.first_facts(batches)), "application/json")
+    store.write_compact_json(settings.container, layout.list_facts_blob(task_id), exportparts.first_facts(batches))
 
 
 def list_summary(store: BlobStore, settings: Settings, task_id: str, not_found: int) -> dict[str, Any]:

@@ -101,22 +101,17 @@ def reuse_shard(key: str, previous: str, sid: str, ranges: list[tuple[str, str, 
     # Order matters for a retry: attempt 0's manifest first, so a retried call still sees every image of the shard.
     # compact orjson (gpu_batch.formats.jsonio): these documents hold a shard's names and entries; json.dumps with an
     # indent was a third of this activity's CPU per image (bench/RESULTS.md, seventeenth session)
-    manifest_etag = _write(store, settings, layout.manifest_blob(key, sid, 0), whole.to_dict())
-    results_etag = _write(store, settings, layout.attempt_results_blob(key, sid, 0), {
+    manifest_etag = store.write_compact_json(settings.container, layout.manifest_blob(key, sid, 0), whole.to_dict())
+    results_etag = store.write_compact_json(settings.container, layout.attempt_results_blob(key, sid, 0), {
         "images": [found[n] for n in full.images if n in found],
         "info": {"trapbatch": {"reused_from": previous}}})
     # As a worker does after its results: the poll counts this attempt from the summary (``shard_results``).
-    _write(store, settings, layout.attempt_coverage_blob(key, sid, 0),
-           coverage_summary(found, full.images, results_etag, manifest_etag))
+    store.write_compact_json(settings.container, layout.attempt_coverage_blob(key, sid, 0),
+                             coverage_summary(found, full.images, results_etag, manifest_etag))
     run = ShardManifest(**{**_fields(full), "attempt": 1, "images": to_run,  # no merge view: two attempts now
                            "output_blob": layout.attempt_results_blob(key, sid, 1), "merge_view_threshold": None})
-    _write(store, settings, layout.manifest_blob(key, sid, 1), run.to_dict())
+    store.write_compact_json(settings.container, layout.manifest_blob(key, sid, 1), run.to_dict())
     return len(found), len(to_run)
-
-
-def _write(store: BlobStore, settings: Settings, name: str, value: Any) -> str:
-    """``value`` as compact JSON (``jsonio.dumps``); the new ETag."""
-    return store.write_bytes(settings.container, name, jsonio.dumps(value), "application/json")
 
 
 def _fields(manifest: ShardManifest) -> dict[str, Any]:

@@ -34,8 +34,8 @@ def served_key(store: BlobStore, container: str, task_id: str) -> str:
 def generation_request(store: BlobStore, container: str, key: str) -> dict[str, object] | None:
     """The request a generation was enumerated from (``layout.request_blob``), or None before enumeration wrote it.
 
-    Why not the orchestration's input: a task's input is its latest request, and a re-run that failed with another
-    model leaves the earlier generation served; pages rendered again for that generation must name the model its
-    results came from."""
+    Why not the orchestration's input: a task's input is its latest request, and a re-run under another name (a
+    label, not part of the task id) that ended without results leaves the earlier generation served; pages rendered
+    again for that generation must carry the name of the request that made its results."""
     doc = store.read_json_or_none(container, layout.request_blob(key))
     return doc if isinstance(doc, dict) else None

@@ -6,8 +6,10 @@ exports. orjson (requirements/app.txt) is 2-5x faster for these documents. Only 
 module: the results entries both merges write (``core.fanin.entry_json``) and the folder rows of the repeat search
 (``activities.fanin``), reading the workers' shard results (``activities.shard_results``) and the search's folder
 lines, the exports reading entries (``core.mdformat.iter_images`` on the merge's layout, ``activities.exportparts``)
-and writing COCO's image and annotation lines (``gpu_batch.formats.coco``), and the enumeration's listing parts, first
-shard manifests and shard ETag lists (``activities.enumerate``). Small per-task documents (preview sample, repeats,
+and writing COCO's image and annotation lines (``gpu_batch.formats.coco``), the enumeration's listing parts, first
+shard manifests and shard ETag lists (``activities.enumerate``), an image list's units, parts, shard documents and
+first facts (``activities.image_list``, the merge views' list rows), and the reuse's attempt 0
+(``activities.reuse``): written through ``BlobStore.write_compact_json``. Small per-task documents (preview sample, repeats,
 indexes and plans, results and COCO heads, ``BlobStore.read_json``/``write_json``), text people read (Camtrap DP's
 list-metadata comment), the orchestrators (the Durable SDK's own JSON) and the HTTP API keep the standard library:
 their bytes stay as they were.

@@ -642,7 +642,8 @@ def test_an_image_lists_exports_take_their_lines_from_views_made_with_the_lists_
                      {**enumeration, "image_list": {"metadata_columns": LIST_COLUMNS}})
     given = jitter == "each"  # the enumeration's deployments' first facts, which the views then start from
     if given:
-        from activities.image_list import first_facts_of, write_first_facts
+        from activities.image_list import write_first_facts
+        from gpu_batch.formats.camtrapdp import first_facts
         from gpu_batch.formats import jsonio
 
         for index in range(shards):  # one enumeration batch per shard here; the real batches hold several
@@ -651,7 +652,7 @@ def test_an_image_lists_exports_take_their_lines_from_views_made_with_the_lists_
             images = ShardManifest.from_dict(store.read_json(settings.container,
                                                              layout.manifest_blob(tid, sid, 1))).images
             store.write_bytes(settings.container, layout.list_facts_part_blob(tid, index),
-                              jsonio.dumps(first_facts_of((n, rows.get(n)) for n in images)))
+                              jsonio.dumps(first_facts((n, rows.get(n)) for n in images)))
         write_first_facts(tid, settings, store)
         assert store.read_json(settings.container, layout.list_facts_blob(tid))["cam1@J01"] == [-2.33002, 34.83, "CAM-A"]
     single = run_exports(tid, settings, store)  # no view has the rows yet: every line from the entries

@@ -94,7 +94,7 @@ def test_a_list_with_coordinates_gives_the_views_each_deployments_first_ones_ove
     """A list whose coordinates vary image to image (a camera's GPS): the enumeration writes each deployment's first
     coordinates and camera in results order over all its batches (``layout.list_facts_blob``), which every manifest
     names for the worker's view; the exports' own pass over the same rows finds the same first values."""
-    from activities.image_list import first_facts_of
+    from gpu_batch.formats.camtrapdp import first_facts
 
     settings = Settings.from_env({"AzureWebJobsStorage": storage_connection,
                                   "TRAPBATCH_CONTAINER": unique_name + "-state"})
@@ -122,7 +122,7 @@ def test_a_list_with_coordinates_gives_the_views_each_deployments_first_ones_ove
     ordered = [n for s in shards for n in s]
     assert len(shards) == 6 and len(list(store.list_names(settings.container,
                                                           layout.list_facts_parts_prefix(task_id)))) > 1
-    expected = {dep: [lat, lon, camera] for dep, _, _, _, _, lat, lon, camera in first_facts_of(
+    expected = {dep: [lat, lon, camera] for dep, _, _, _, _, lat, lon, camera in first_facts(
         (n, rows[n]) for n in ordered)}
     assert facts == expected and facts["cam0@J01"] == [-2.04, 34.04, "C0"] and facts["cam1@J01"][2] == "C5"
     for i in range(6):
