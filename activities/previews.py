@@ -153,13 +153,13 @@ def run_previews(task_id: str, model: str, request_name: str, settings: Settings
         items = [{"file": im["file"], **links.get(im["file"], {}), "failure": im.get("failure"),
                   "detections": im.get("detections") or []} for im in sample]
         sections.append({"name": name, "title": name.replace("_", " "), "total": doc["totals"][name],
-                         "unit": "images", "entries": items, "paged": True})
+                         "unit": ("image", "images"), "entries": items, "paged": True})
     if removed is not None:
         n = len(removed["locations"])
         request_name = f"{request_name or task_id}: repeated detections removed at {n} place{'s' if n != 1 else ''}"
     elif repeats is not None:
         sections.append({"name": "repeats", "title": "repeated detections", "total": len(locations),
-                         "unit": "places", "entries": _repeat_entries(locations, links), "paged": True,
+                         "unit": ("place", "places"), "entries": _repeat_entries(locations, links), "paged": True,
                          "about": "The same box in many images of one folder: often a rock or branch, not an "
                                   "animal (MegaDetector's repeat-detection rules). Review them before trusting counts; "
                                   f"the full list is {settings.container}/{layout.repeats_blob(task_id)}. "

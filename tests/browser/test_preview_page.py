@@ -198,6 +198,11 @@ def test_the_preview_page_draws_what_the_data_says_and_follows_the_slider(
                 want = _counts(entries, threshold)
                 assert {k: totals[k] for k in want} == want, threshold
                 assert totals["failures"] == 1
+                # each heading's unit follows its count as the slider moves ("1 image", "0 images")
+                units = page.evaluate("Object.fromEntries([...document.querySelectorAll('h2 .unit')].map("
+                                      "e => [e.dataset.section, e.textContent]))")
+                assert {k: units[k] for k in want} == {k: "image" if n == 1 else "images" for k, n in want.items()}
+                assert units["failures"] == "image"
 
             # the pixels: the animal box of the most confident image is drawn in its colour at threshold 0.1
             first = next(f for f in shown["detections"] if _top(by_file[f["file"]]) == 0.95 and f["canvases"])
