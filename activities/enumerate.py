@@ -29,6 +29,7 @@ from activities import image_list
 from adapters import clients
 from adapters.blobs import BlobStore
 from core import contracts as c
+from core import notimages
 from core.requests import TaskRequest
 from core.settings import Settings
 from core.shards import (Leaf, ListingLimits, group_leaves, is_image_name, merge_level, plan_shards, sample_key,
@@ -104,7 +105,9 @@ def run_plan_listing(task_id: str, request: TaskRequest, settings: Settings, sto
         return image_list.run_plan_image_list(task_id, request, settings, store, src, limits)
     budget = limits.plan_items
     etags: dict[str, str] = {}
-    prefixes, names, complete = src.list_level(request.container, request.prefix, budget, limits.page_size, etags)
+    sizes: dict[str, int] = {}
+    prefixes, names, complete = src.list_level(request.container, request.prefix, budget, limits.page_size, etags,
+                                               sizes)
     leaves: list[Leaf]
     if not complete:
         leaves = [{"prefix": request.prefix}]
@@ -117,13 +120,17 @@ def run_plan_listing(task_id: str, request: TaskRequest, settings: Settings, sto
                 folder = leaf.get("prefix")
                 if folder is not None and budget > 0:
                     sub_prefixes, sub_names, sub_complete = src.list_level(request.container, folder, budget,
-                                                                           limits.page_size, etags)
+                                                                           limits.page_size, etags, sizes)
                     budget -= len(sub_prefixes) + len(sub_names)
                     if sub_complete:
                         expanded.extend(merge_level(sub_prefixes, sub_names))
                         continue
                 expanded.append(leaf)
             leaves = expanded
+    passed_over = notimages.NotImages()  # the blobs beside the folders that are not images: the plan drops them here
+    for leaf in leaves:
+        if "prefix" not in leaf and not is_image_name(leaf.get("name", "")):
+            passed_over.add(leaf["name"], sizes.get(leaf["name"]))
     leaves = [leaf for leaf in leaves if "prefix" in leaf or is_image_name(leaf.get("name", ""))]
     for leaf in leaves:
         if leaf.get("name", "") in etags:
@@ -134,7 +141,11 @@ def run_plan_listing(task_id: str, request: TaskRequest, settings: Settings, sto
     store.write_json(settings.container, layout.listing_plan_blob(task_id),
                      {"units": len(units), "leaves": len(leaves), "limits": limits.to_dict()})
     logger.info("task %s: listing plan of %d units over %d folders and blobs", task_id, len(units), len(leaves))
-    return {"units": len(units), "leaves": len(leaves), "images_per_write": limits.images_per_write}
+    out = c.PlanListingOutput(units=len(units), leaves=len(leaves), images_per_write=limits.images_per_write)
+    if passed_over.files:
+        store.write_json(settings.container, layout.listing_not_images_blob(task_id), passed_over.to_dict())
+        out["not_images"] = passed_over.files
+    return out
 
 
 def run_list_part(task_id: str, request: TaskRequest, settings: Settings, store: BlobStore, unit: int, part: int,
@@ -154,6 +165,7 @@ def run_list_part(task_id: str, request: TaskRequest, settings: Settings, store:
         leaf, marker = int(cursor["leaf"]), cursor["marker"]
     images: list[str] = []
     etags: list[str] = []  # beside ``images``: each image's ETag ("" unknown), for a later ``only_new`` re-run
+    passed_over = notimages.NotImages()
     listed = 0
     more = False
     while leaf < len(leaves):
@@ -166,17 +178,19 @@ def run_list_part(task_id: str, request: TaskRequest, settings: Settings, store:
         folder = item.get("prefix")
         if folder is None:
             listed += 1
-            if is_image_name(item.get("name", "")):
+            if is_image_name(item.get("name", "")):  # the plan kept only images (and tallied the rest)
                 images.append(item["name"])
                 etags.append(item.get("etag", ""))
             leaf += 1
             continue
         blobs, marker = src.list_blobs_page(request.container, folder, marker, limits.page_size)
         listed += len(blobs)
-        for name, etag, _size in blobs:
+        for name, etag, size in blobs:
             if is_image_name(name):
                 images.append(name)
                 etags.append(etag)
+            else:
+                passed_over.add(name, size)
         if marker is None:
             leaf += 1
     # orjson (gpu_batch.formats.jsonio): the part is a per-image document (json.dumps with an indent was ~0.7 us per
@@ -186,7 +200,11 @@ def run_list_part(task_id: str, request: TaskRequest, settings: Settings, store:
     if request.sample_n is not None:
         keys = heapq.nsmallest(request.sample_n, (sample_key(request.seed, n) for n in images))
         store.write_json(settings.container, layout.listing_sample_blob(task_id, unit, part), keys)
-    return {"images": len(images), "listed": listed, "more": more}
+    out = c.ListPartOutput(images=len(images), listed=listed, more=more)
+    if passed_over.files:
+        store.write_json(settings.container, layout.listing_not_images_blob(task_id, unit, part), passed_over.to_dict())
+        out["not_images"] = passed_over.files
+    return out
 
 
 def run_choose_sample(task_id: str, request: TaskRequest, settings: Settings, store: BlobStore,
@@ -264,14 +282,28 @@ def run_write_shards(task_id: str, request: TaskRequest, settings: Settings, sto
 
 
 def run_finish_enumeration(task_id: str, request: TaskRequest, settings: Settings, store: BlobStore, images: int,
-                           shards: int, found: int, parts: int, not_found: int = 0) -> c.EnumerateOutput:
+                           shards: int, found: int, parts: int, not_found: int = 0, not_images_plan: bool = False,
+                           not_images_parts: Iterable[tuple[int, int]] = ()) -> c.EnumerateOutput:
+    """Write the enumeration summary. ``not_images_plan`` / ``not_images_parts``: the listings that passed over
+    files that are not images (their tallies are added up here: ``core.notimages``)."""
     extra: dict[str, Any] = {}
     if request.image_list:
         extra["image_list"] = image_list.list_summary(store, settings, task_id, not_found)
         if camtrapdp.wants_first_facts(extra["image_list"].get("metadata_columns") or ()):
             image_list.write_first_facts(task_id, settings, store)
+    passed_over = notimages.NotImages()
+    tallies = ([layout.listing_not_images_blob(task_id)] if not_images_plan else []) + [
+        layout.listing_not_images_blob(task_id, u, p) for u, p in not_images_parts]
+    for blob in tallies:
+        passed_over.merge(store.read_json(settings.container, blob))
+    if passed_over.files:
+        extra["not_images"] = passed_over.to_dict()
+        logger.info("task %s: %s", task_id, notimages.describe(passed_over.summary()))
     _write_summary(task_id, request, settings, store, images, shards, found=found, listing_parts=parts, **extra)
-    return {"images": images, "shards": shards}
+    out = c.EnumerateOutput(images=images, shards=shards)
+    if passed_over.files:
+        out["not_images"] = passed_over.summary()
+    return out
 
 
 @bp.activity_trigger(input_name="payload", activity=c.ENUMERATE)
@@ -321,4 +353,5 @@ def finish_enumeration(payload: c.FinishEnumerationInput) -> c.EnumerateOutput:
     s = clients.settings()
     return run_finish_enumeration(payload["task_id"], TaskRequest.from_dict(payload["request"]), s, clients.store(s),
                                   payload["images"], payload["shards"], payload["found"], payload["parts"],
-                                  payload.get("not_found", 0))
+                                  payload.get("not_found", 0), payload.get("not_images_plan", False),
+                                  [(int(u), int(p)) for u, p in payload.get("not_images_parts", [])])

@@ -56,11 +56,15 @@ def _results_info(task_id: str, model: str, completed_at: str, enumeration: dict
     """The ``info`` block of the results file (and of the preview sample, which the page reads it from).
 
     ``detector_metadata`` as MegaDetector writes it (Timelapse and MegaDetector's tools read default thresholds from
-    it); ``trapbatch.failure_reasons`` counts the failed images by reason (``gpu_batch.manifest``)."""
+    it); ``trapbatch.failure_reasons`` counts the failed images by reason (``gpu_batch.manifest``);
+    ``trapbatch.not_images`` says which files the listing passed over (``core.notimages``), so the results file
+    itself tells what it does not cover."""
     trapbatch: dict[str, Any] = {"task_id": task_id, "container": enumeration.get("container"),
                                  "prefix": enumeration.get("prefix", "")}
     if failure_reasons is not None:
         trapbatch["failure_reasons"] = dict(sorted(failure_reasons.items()))
+    if enumeration.get("not_images"):  # files the listing passed over, by kind with examples (core.notimages)
+        trapbatch["not_images"] = enumeration["not_images"]
     listed = enumeration.get("image_list")
     if isinstance(listed, dict):  # the explicit list the images came from (core.imagelist)
         trapbatch["image_list"] = {k: listed.get(k) for k in ("blob", "sha256", "rows", "excluded", "not_found")}

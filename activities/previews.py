@@ -26,6 +26,7 @@ from adapters import clients
 from adapters.blobs import BlobStore
 from adapters.preview_folders import preview_folder
 from core import contracts as c
+from core import notimages
 from core.errors import TrapbatchError
 from core.repeats import RepeatOptions, list_search_id
 from core.requests import repeat_search_fields
@@ -119,6 +120,16 @@ def _repeat_entries(locations: list[dict[str, Any]], links: dict[str, dict[str, 
     return entries
 
 
+def _not_images_note(passed_over: Any) -> dict[str, Any] | None:
+    """What the page says of the files the listing passed over: one line, and each kind with advice, an example."""
+    if not isinstance(passed_over, dict) or not passed_over.get("files"):
+        return None
+    kinds = [{"kind": kind, "files": row.get("files", 0), "hint": row["hint"],
+              "example": (row.get("examples") or [""])[0]}
+             for kind, row in (passed_over.get("kinds") or {}).items() if isinstance(row, dict) and row.get("hint")]
+    return {"line": notimages.describe(passed_over), "kinds": kinds}
+
+
 def _search_note(repeats: dict[str, Any]) -> str:
     """How the list was made: its options in the names POST /api/tasks/{id}/repeats/search takes to change them."""
     fields = repeat_search_fields(RepeatOptions.from_dict(repeats.get("options") or {}))
@@ -176,6 +187,7 @@ def run_previews(task_id: str, model: str, request_name: str, settings: Settings
                      f"Counts are at threshold {threshold}; the pictures are a sample of each group and regroup "
                      "as the threshold moves."),
         completed=doc["info"].get("detection_completion_time", ""),
+        not_images=_not_images_note(doc["info"].get("trapbatch", {}).get("not_images")),
     )
     page = layout.page_blob(folder, variant)
     store.write_bytes(settings.web_container, page, html.encode("utf-8"), "text/html; charset=utf-8")

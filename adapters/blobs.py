@@ -68,12 +68,14 @@ class BlobStore:
             raise self._container_not_found(container) from None
 
     def list_level(self, container: str, prefix: str, max_items: int, page_size: int = 5000,
-                   etags: dict[str, str] | None = None) -> tuple[list[str], list[str], bool]:
+                   etags: dict[str, str] | None = None,
+                   sizes: dict[str, int] | None = None) -> tuple[list[str], list[str], bool]:
         """One level of the virtual folders under ``prefix`` (delimiter ``/``): the folder prefixes and the blob names
         found there, in pages, stopping after the page that reaches ``max_items``. Returns ``(prefixes, names,
         complete)``; ``complete`` False means the level has more (the plan then lists that folder flat instead).
         Order is restored by ``core.shards.merge_level`` (prefixes and blobs come back as two lists per page).
-        ``etags``, when given, receives each blob's ETag by name (``only_new`` compares them across generations)."""
+        ``etags``, when given, receives each blob's ETag by name (``only_new`` compares them across generations),
+        ``sizes`` each blob's size (``core.notimages`` tells folder markers from files by it)."""
         client = self.service.get_container_client(container)
         prefixes: list[str] = []
         names: list[str] = []
@@ -84,6 +86,8 @@ class BlobStore:
                     names.append(blob.name)
                     if etags is not None and blob.etag:
                         etags[blob.name] = blob.etag
+                    if sizes is not None:
+                        sizes[blob.name] = blob.size
                 if len(prefixes) + len(names) >= max_items and page.next_marker is not None:
                     return prefixes, names, False
         except ResourceNotFoundError:

@@ -248,6 +248,12 @@ def description(base_url: str = "") -> dict[str, Any]:
                     "stage": {"enum": [*Stage]}, "images": {"type": "integer"}, "images_done": {"type": "integer"},
                     "progress": {"type": "number"}, "images_per_second": {"type": "number"},
                     "eta_seconds": {"type": ["integer", "null"]}, "error": {"type": "string"},
+                    "not_images": {"type": "object", "description": "files the listing found that are not images "
+                                   "trapbatch runs (videos, other formats, sidecar and hidden files): how many, and "
+                                   "the largest kinds (by extension); GET .../results lists every kind with "
+                                   "examples. Absent: none", "required": ["files", "kinds"], "properties": {
+                                       "files": {"type": "integer", "minimum": 1},
+                                       "kinds": {"type": "object", "additionalProperties": {"type": "integer"}}}},
                     "served": {"type": "object", "description": "a re-run that has not completed: the generation "
                                "whose results the task still hands out (empty: the first run's)", "properties": {
                                    "generation": {"type": "string"}, "results_url": {"type": "string"},

@@ -18,6 +18,7 @@ from cli.errors import (EXIT_API, EXIT_COMPLETED_WITH_ERRORS, EXIT_INTERRUPTED, 
 from cli.folders import folder_requests
 from cli.progress import BarReporter, LineReporter, exit_code_for, wait_for
 from core.errors import TrapbatchError
+from core.notimages import describe as describe_not_images
 from core.requests import parse_rerender, parse_task_request
 
 out = Console(highlight=False, soft_wrap=True)
@@ -159,6 +160,8 @@ def _summary(st: dict[str, Any]) -> None:
             table.add_row(k, str(st[k]))
     if st.get("failure_reasons"):
         table.add_row("failure_reasons", ", ".join(f"{k}: {v}" for k, v in st["failure_reasons"].items()))
+    if isinstance(st.get("not_images"), dict):  # files the listing found that are not images: none of them ran
+        table.add_row("not run", describe_not_images(st["not_images"]))
     if (st.get("repeated_detections") or {}).get("locations"):
         table.add_row("repeated places", str(st["repeated_detections"]["locations"]) + " (trapbatch repeats ID)")
     if isinstance(st.get("served"), dict):  # a re-run that has not completed: the earlier results still stand
@@ -199,6 +202,8 @@ def _estimate_table(est: dict[str, Any]) -> None:
              else "unknown: the app has no TRAPBATCH_NODE_PRICE_PER_HOUR nor a listed TRAPBATCH_POOL_VM_SIZE"),
             ("worker rate", f"{est.get('worker_images_per_s')} img/s per node"),
             ("assumes", est.get("assumes"))]
+    if isinstance(est.get("not_images"), dict):
+        rows.append(("not run", describe_not_images(est["not_images"])))
     for k, v in rows:
         table.add_row(k, str(v))
     out.print(table)
@@ -310,7 +315,10 @@ def estimate(state: State, /, request_file: Path | None, folders: tuple[str, ...
             raise CliError(f"the estimate{' of folder ' + folder if folder else ''} ended {st.get('stage')}: "
                            f"{st.get('error', '')}", "check the container, prefix and folders (trapbatch status "
                            + answer["id"] + ")", exit_code=1)
-        estimates.append((folder, st.get("estimate") or {}))
+        figures = dict(st.get("estimate") or {})
+        if st.get("not_images"):  # files the enumeration found that the run would not take: say so before it runs
+            figures["not_images"] = st["not_images"]
+        estimates.append((folder, figures))
     if as_json:
         _print_json([{**e, "folder": f} for f, e in estimates] if folders else estimates[0][1])
         return

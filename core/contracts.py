@@ -137,6 +137,7 @@ class EnumerateInput(TypedDict):
 class EnumerateOutput(TypedDict):
     images: int
     shards: int
+    not_images: NotRequired[dict[str, Any]]  # core.notimages.NotImages.summary(): files listed but not run, by kind
 
 
 class SubmitInput(TypedDict):
@@ -348,6 +349,7 @@ class TaskStatus(TypedDict, total=False):
     empty: int
     resubmissions: int
     reused: int  # a re-run with ``only_new``: images whose previous results were reused (not sent to the pool)
+    not_images: dict[str, Any]  # files listed but not run (core.notimages summary: total, largest kinds); absent: none
     results: ResultsRef
     repeated_detections: RepeatsRef
     previews: PreviewsOutput
@@ -707,6 +709,7 @@ class PlanListingOutput(TypedDict):
     units: int  # listing units, each listed by a chain of LIST_PART calls; units run in parallel
     leaves: int  # folders and single blobs the plan found
     images_per_write: int  # images of the shards one WRITE_SHARDS call writes
+    not_images: NotRequired[int]  # files the plan's own listing passed over (layout.listing_not_images_blob)
 
 
 class ListPartInput(TypedDict):
@@ -725,6 +728,7 @@ class ListPartOutput(TypedDict):
     listed: int  # blobs seen, images or not
     more: bool  # False: the unit is fully listed
     not_found: NotRequired[int]  # an image list's names this part did not find in the container (activities.image_list)
+    not_images: NotRequired[int]  # files this part passed over, not images (core.notimages; absent: none)
 
 
 class ChooseSampleInput(TypedDict):
@@ -761,6 +765,9 @@ class FinishEnumerationInput(TypedDict):
     found: int  # images found before first_n / sample_n
     parts: int
     not_found: NotRequired[int]  # image list: its names the container does not hold (failed entries in the results)
+    # files listed but not run: the plan's (``not_images_plan``) and the parts' that passed over any, [unit, part]
+    not_images_plan: NotRequired[bool]
+    not_images_parts: NotRequired[list[tuple[int, int]]]
 
 
 # ---------------------------------------------------------------- after the task: re-render, expiry, zip

@@ -243,6 +243,13 @@ def listing_sample_blob(task_id: str, unit: int, part: int) -> str:
     return f"{listing_prefix(task_id)}u{unit:04d}-p{part:05d}.sample.json"
 
 
+def listing_not_images_blob(task_id: str, unit: int | None = None, part: int = 0) -> str:
+    """What one listing part (``unit`` None: the plan's own listing) passed over (``core.notimages``); written only
+    by a part that passed over any."""
+    where = "plan" if unit is None else f"u{unit:04d}-p{part:05d}"
+    return f"{listing_prefix(task_id)}{where}.not-images.json"
+
+
 def listing_cursor_blob(task_id: str, unit: int, part: int) -> str:
     return f"{listing_prefix(task_id)}u{unit:04d}-p{part:05d}.next.json"
 

@@ -12,7 +12,8 @@ ten million blobs were half an hour in one activity, far past ``functionTimeout`
    on the part counts;
 4. ``write_shard_manifests`` calls, in parallel, each write a batch of shards from the part slices computed here
    (``core.shards.shard_batches``), exactly the shards the single stream would have cut;
-5. ``finish_enumeration`` writes the summary.
+5. ``finish_enumeration`` writes the summary, with what the listings passed over (files that are not images,
+   ``core.notimages``: the plan and each part that passed over any wrote a tally, which it adds up).
 
 What it must not do: hold image names. The orchestration history is plain tables with ~64 KB messages, so only counts
 and part numbers pass through it; the names, and the service's continuation markers (which may encode a blob name:
@@ -50,6 +51,7 @@ def enumerate_in_parallel(context: df.DurableOrchestrationContext, task_id: str,
 
     counts: list[list[int]] = [[] for _ in range(units)]  # images of each part, per unit
     missing: list[list[int]] = [[] for _ in range(units)]  # an image list's names not found, per part, per unit
+    passed_over: list[tuple[int, int]] = []  # [unit, part] of the parts that passed over files not images
     unfinished = set(range(units))
     while unfinished:
         active = sorted(unfinished)
@@ -63,6 +65,8 @@ def enumerate_in_parallel(context: df.DurableOrchestrationContext, task_id: str,
         for u, out in zip(active, outputs):
             counts[u].append(out["images"])
             missing[u].append(out.get("not_found", 0))
+            if out.get("not_images"):
+                passed_over.append((u, len(counts[u]) - 1))
             if not out["more"]:
                 unfinished.discard(u)
         if first_n is not None and unfinished:
@@ -100,5 +104,9 @@ def enumerate_in_parallel(context: df.DurableOrchestrationContext, task_id: str,
                                       found=sum(found), parts=len(parts))
     if any(not_found):
         finish["not_found"] = sum(not_found)
+    if plan.get("not_images"):
+        finish["not_images_plan"] = True
+    if passed_over:
+        finish["not_images_parts"] = passed_over
     result: c.EnumerateOutput = yield from call(context, c.FINISH_ENUMERATION, STORAGE_RETRY, finish)
     return result

@@ -23,6 +23,7 @@ from typing import Any, Generator
 import azure.durable_functions as df
 
 from core import contracts as c
+from core import notimages
 from core.contracts import ShardStatus, Stage
 from core.cost import node_price, task_cost
 from core.estimate import estimate
@@ -146,6 +147,8 @@ def _confirmed(context: df.DurableOrchestrationContext, data: c.TaskInput, start
         return None
     waiting = c.TaskStatus(stage=Stage.awaiting_confirmation, started=started, images=enumeration["images"],
                            shards=enumeration["shards"], estimate=_estimate(enumeration, knobs))
+    if enumeration.get("not_images"):  # what the listing passed over, before a person says yes
+        waiting["not_images"] = enumeration["not_images"]
     context.set_custom_status(waiting)
     yield from _drop_answer(context, data, "estimate", waiting)
     deadline = context.current_utc_datetime + timedelta(seconds=knobs.confirm_timeout_s)
@@ -229,21 +232,31 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
     context.set_custom_status(c.TaskStatus(stage=Stage.enumerating, started=started))
 
     enumeration: c.EnumerateOutput = yield from enumerate_in_parallel(context, key, request)
+    passed_over = enumeration.get("not_images")  # files listed that are not images (core.notimages), said everywhere
+
+    def noted(status: c.TaskStatus) -> c.TaskStatus:
+        if passed_over:
+            status["not_images"] = passed_over
+        return status
+
     if enumeration["images"] == 0:
         if request.get("image_list"):
             raise NoImagesFound(f"none of the images of list {request['image_list']!r} exist in {_where(request)}; "
                                 "the list's paths are blob names in the container, relative to the prefix")
-        raise NoImagesFound(f"no images (.jpg, .jpeg, .png, .gif) found in {_where(request)}; "
+        others = f"; {notimages.describe(passed_over)}" if passed_over else ""
+        raise NoImagesFound(f"no images (.jpg, .jpeg, .png, .gif) found in {_where(request)}{others}; "
                             "check the container and prefix")
     reuse: c.ReuseOutput | None = None
     work = enumeration  # what goes to the pool: every image, or with only_new those not reused
     if request.get("only_new") and generation and "previous" in data:
         reuse = yield from _reuse(context, key, generation_key(task_id, data["previous"]), enumeration["shards"])
         work = c.EnumerateOutput(images=sum(reuse["to_run"]), shards=sum(1 for n in reuse["to_run"] if n))
+        if passed_over:
+            work["not_images"] = passed_over
     if request.get("dry_run"):  # an estimate only (core/estimate.py): stop before anything reaches the pool
-        estimated = c.TaskStatus(stage=Stage.estimated, started=started, images=enumeration["images"],
-                                 shards=enumeration["shards"], finished=context.current_utc_datetime.isoformat(),
-                                 estimate=_estimate(work, knobs))
+        estimated = noted(c.TaskStatus(stage=Stage.estimated, started=started, images=enumeration["images"],
+                                       shards=enumeration["shards"], finished=context.current_utc_datetime.isoformat(),
+                                       estimate=_estimate(work, knobs)))
         context.set_custom_status(estimated)
         return estimated
     unconfirmed = yield from _confirmed(context, data, started, work, knobs)
@@ -262,7 +275,7 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
         detecting["generation"], detecting["groups_run"] = generation, groups_run
     if reuse is not None:
         detecting["reused"] = sum(reuse["reused"])
-    context.set_custom_status(detecting)
+    context.set_custom_status(noted(detecting))
     children = []
     for g, group in enumerate(groups):
         shards_input = c.ShardsInput(task_id=key, job_id=job_id, knobs=knobs.to_dict(),
@@ -281,8 +294,8 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
         context.set_custom_status(cancelled)
         return cancelled
 
-    context.set_custom_status(c.TaskStatus(stage=Stage.merging, started=started, images=enumeration["images"],
-                                           shards=enumeration["shards"]))
+    context.set_custom_status(noted(c.TaskStatus(stage=Stage.merging, started=started, images=enumeration["images"],
+                                                 shards=enumeration["shards"])))
     merged: c.MergeOutput = yield from fan_in(context, key, request["model"], enumeration["images"],
                                               enumeration["shards"], knobs)
     exports: c.ExportsOutput | None = None
@@ -292,7 +305,8 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
     except Exception as exc:  # noqa: BLE001 - the activity's last failure after its retries
         exports_error = _first_line(exc)
 
-    context.set_custom_status(c.TaskStatus(stage=Stage.publishing, started=started, images=enumeration["images"]))
+    context.set_custom_status(noted(c.TaskStatus(stage=Stage.publishing, started=started,
+                                                 images=enumeration["images"])))
     previews: c.PreviewsOutput = yield from call(context, c.PREVIEWS, STORAGE_RETRY, c.PreviewsInput(
         task_id=key, model=request["model"], request_name=request.get("request_name", "")))
     if generation:  # a re-run's results are complete: from now on they are the task's
@@ -307,6 +321,7 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
         summary["generation"] = generation
     if reuse is not None:
         summary["reused"] = sum(reuse["reused"])
+    noted(summary)
     summary["cost"] = _cost(work, outcomes, knobs)
     if exports is not None:
         summary["results"]["exports"] = exports

@@ -30,7 +30,7 @@ from cli.client import ApiClient
 from cli.config import Config
 from cli.download import blob_service, download
 from cli.progress import LineReporter, wait_for
-from core import mdformat
+from core import mdformat, notimages
 from devhost.azurite import Azurite, free_port, start_azurite
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -234,6 +234,11 @@ def _print_summary(doc: dict[str, Any], res: dict[str, Any], st: dict[str, Any],
     for im in doc["images"]:
         if im.get("failure"):
             say(f"  failure: {im['file']}: {im['failure']}")
+    passed_over = doc["info"].get("trapbatch", {}).get("not_images")
+    if passed_over:  # the samples hold a notes file: the task says it did not run it
+        say(f"not run: {notimages.describe(passed_over)}")
+        for kind, row in passed_over["kinds"].items():
+            say(f"  {kind}: {', '.join(row['examples'])}")
     repeats = st.get("repeated_detections") or {}
     if repeats:
         say(f"repeated detections (same box in >= 20 images of a folder): {repeats.get('locations', 0)} places; "

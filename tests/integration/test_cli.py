@@ -119,6 +119,7 @@ def test_a_failing_task_exits_non_zero_and_errors_say_what_to_do(host, store: Bl
     failed = trapbatch("submit", "--container", unique_name, "--wait", url=host.base_url)
     assert failed.returncode == 1, failed.stdout + failed.stderr
     assert "no images" in failed.stdout + failed.stderr and "ended failed" in failed.stderr
+    assert "1 file is not an image and was not run (.txt 1)" in " ".join(failed.stderr.split())  # what it found
 
     missing = trapbatch("status", "task-00000000000000000000", url=host.base_url)
     assert missing.returncode == 4 and "404" in missing.stderr and "POST /api/tasks" in missing.stderr
@@ -174,12 +175,17 @@ def test_submit_with_folders_starts_and_follows_one_task_per_folder(host, store:
 def test_estimate_enumerates_and_submits_no_pool_work(host, store: BlobStore, unique_name: str,  # type: ignore[no-untyped-def]
                                                       storage_connection: str, monkeypatch: pytest.MonkeyPatch) -> None:
     upload_images(store, unique_name, 9, corrupt=0)  # images_per_shard 4 (app_env): 3 shards
+    store.write_bytes(unique_name, "cam0/VID_0001.MP4", b"a video")  # found, never run: the estimate says so
+    store.write_bytes(unique_name, "notes.txt", b"field notes")  # beside cam0/readme.txt (upload_images)
 
     est = trapbatch("estimate", "--container", unique_name, "--json", url=host.base_url)
 
     assert est.returncode == 0, est.stdout + est.stderr
     figures = json.loads(est.stdout)
     assert (figures["images"], figures["shards"], figures["worker_images_per_s"]) == (9, 3, 244)
+    assert figures["not_images"] == {"files": 3, "kinds": {".txt": 2, ".mp4": 1}}
+    table = trapbatch("estimate", "--container", unique_name, url=host.base_url)  # the same estimate, as a table
+    assert "3 files are not images and were not run (.txt 2, .mp4 1)" in " ".join(table.stdout.split())
     assert figures["gpu_hours"] > 0 and figures["wall_seconds"] > 0 and figures["cost"] is None
     listed = json.loads(trapbatch("list", "--json", url=host.base_url).stdout)["tasks"]
     assert [t["stage"] for t in listed] == ["estimated"]

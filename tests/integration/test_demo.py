@@ -33,3 +33,8 @@ def test_demo_writes_validated_results_listing_every_sample_once(tmp_path: Path)
     assert table[0].startswith("file,folder,status") and len(table) == 1 + len(samples)
     assert (out / "exports" / "coco.json").is_file() and (out / "exports" / "camtrap-dp" / "datapackage.json").is_file()
     assert "exports:  " in proc.stdout and "/exports/" in proc.stdout  # said where they are
+    # the samples' notes file is not an image: the results, the page and the demo say it was not run
+    assert doc["info"]["trapbatch"]["not_images"] == {
+        "files": 1, "kinds": {".txt": {"files": 1, "examples": ["camera-02/2024-06-02/notes.txt"]}}}
+    assert "not run: 1 file is not an image and was not run (.txt 1)" in proc.stdout
+    assert "Not run: 1 file is not an image" in (out / "previews" / "index.html").read_text()

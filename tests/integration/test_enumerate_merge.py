@@ -243,3 +243,31 @@ def test_blob_names_cannot_break_out_of_the_preview_script() -> None:
     out = subprocess.run([node, "-e", f"const v = {embedded}; process.stdout.write(v.file)"], capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 0 and out.stdout == hostile  # the name survives intact as data
+
+
+def test_files_not_run_reach_the_results_info_and_the_preview_page(env: tuple[Settings, BlobStore, str]) -> None:
+    """The enumeration summary's tally (core.notimages) is what the results file and the page say was not run."""
+    from activities.previews import run_previews
+    from core.notimages import NotImages
+
+    settings, store, source = env
+    request = parse_task_request({"container": source, "images_per_shard": 10, "model": "m.pt"})
+    tid = request.task_id
+    run_enumerate(tid, request, settings, store)
+    tally = NotImages()
+    for name in ("a/VID_0001.MP4", "a/VID_0002.MP4", "a/readme.txt"):
+        tally.add(name, 5)
+    summary = store.read_json(settings.container, layout.enumeration_blob(tid))
+    store.write_json(settings.container, layout.enumeration_blob(tid), {**summary, "not_images": tally.to_dict()})
+    m = ShardManifest.from_dict(store.read_json(settings.container, layout.manifest_blob(tid, "s00000", 1)))
+    _write_results(store, settings, m, [{"file": f, "detections": []} for f in m.images])
+    run_merge(tid, "m.pt", "2026-11-22T00:00:00", settings, store)
+
+    info = json.loads(store.read_bytes(settings.container, results_blob(tid)))["info"]
+    assert info["trapbatch"]["not_images"] == tally.to_dict()
+    assert info["trapbatch"]["not_images"]["kinds"][".mp4"]["examples"] == ["a/VID_0001.MP4", "a/VID_0002.MP4"]
+    run_previews(tid, "m.pt", "", settings, store)
+    folder = existing_preview_folder(store, settings, tid)
+    page = store.read_bytes(settings.web_container, f"{folder}/index.html").decode()
+    assert "Not run: 3 files are not images and were not run (.mp4 2, .txt 1)" in page
+    assert "a/VID_0001.MP4" in page and "process_video" in page  # the video kind: an example and what to do

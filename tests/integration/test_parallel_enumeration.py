@@ -17,18 +17,21 @@ from activities.enumerate import (run_choose_sample, run_enumerate, run_finish_e
                                   run_plan_listing, run_write_shards)
 from adapters.blobs import BlobStore
 from core import contracts as c
+from core.notimages import NotImages
 from core.requests import TaskRequest
 from core.settings import Settings
-from core.shards import ListingLimits
+from core.shards import ListingLimits, is_image_name
 from gpu_batch import layout
 from orchestrations.enumeration import enumerate_in_parallel
 from tests.orchestrations.replay import run_orchestrator
 
 # Top-level names beside folders, "a-b/" before "a.jpg" before "a/" ('-' < '.' < '/'), deep trees, a folder whose
-# flat listing needs several pages, non-images, hidden files, a folder with 30 direct blobs (over the plan budget).
+# flat listing needs several pages, non-images, hidden files, folder markers, a folder with 30 direct blobs (over the
+# plan budget).
 NAMES = (
     ["a.jpg", "a-b/x.jpg", "a-b/y.JPG", "a/x.jpg", "a/b.jpg", "a/b/c/d/e/f.jpg", "a/b/c/g.png", "a/b0/h.jpeg",
-     "a0.gif", "b.txt", ".hidden.jpg", "c/.hidden.jpg", "c/readme.md", "z.png", "zz/q/r/s.jpg"]
+     "a0.gif", "b.txt", ".hidden.jpg", "c/.hidden.jpg", "c/readme.md", "z.png", "zz/q/r/s.jpg",
+     "zz/q/marker", "a/b/c/marker"]  # empty, without an extension: folder markers (a hierarchical namespace's directories)
     + [f"big/{i:03d}.jpg" for i in range(23)]
     + [f"cams/site{s}/cam{c}/{i:02d}.jpg" for s in range(2) for c in range(3) for i in range(4)]
     + [f"flat/{i:03d}.jpg" for i in range(30)] + ["flat/sub/deeper.jpg"]
@@ -65,7 +68,8 @@ def run_parallel(settings: Settings, store: BlobStore, task_id: str, request: Ta
                                     p["count"], p["slices"], p["sampled"], p.get("not_found"))
         if name == c.FINISH_ENUMERATION:  # not_found: an image list's names the container does not hold
             return run_finish_enumeration(task_id, r, settings, store, p["images"], p["shards"], p["found"],
-                                          p["parts"], p.get("not_found", 0))
+                                          p["parts"], p.get("not_found", 0), p.get("not_images_plan", False),
+                                          [tuple(x) for x in p.get("not_images_parts", [])])
         raise AssertionError(name)
 
     run = run_orchestrator(_orchestrator, {"task_id": task_id, "request": request.to_dict()}, answer,
@@ -111,10 +115,23 @@ def test_parallel_manifests_equal_the_single_stream(env: tuple[Settings, BlobSto
     single = run_enumerate("task-single", request, settings, store)
     run, parallel = run_parallel(settings, store, "task-parallel", request, limits)
 
+    passed_over = parallel.pop("not_images", None)
     assert parallel == single
     assert manifests(settings, store, "task-parallel") == manifests(settings, store, "task-single")
     summary = store.read_json(settings.container, layout.enumeration_blob("task-parallel"))
     assert {k: summary[k] for k in ("images", "shards")} == single
+    # what the listing passed over: every file under the prefix that is not an image (all of them listed unless
+    # first_n stopped the listing early), counted once, with the first examples by name
+    others = sorted(n for n in NAMES if n.startswith(request.prefix) and not is_image_name(n))
+    if request.first_n is None:
+        want = NotImages()
+        for name in others:
+            want.add(name, 0)
+        assert summary.get("not_images") == (want.to_dict() if want.files else None)
+        assert passed_over == (want.summary() if want.files else None)
+    else:
+        assert set(ex for row in summary.get("not_images", {}).get("kinds", {}).values()
+                   for ex in row["examples"]) <= set(others)
     # the orchestrator never saw an image name (nor a listing marker, which may hold one): only counts
     history_text = json.dumps([a.input for a in run.activities] + [a.result for a in run.activities])
     assert not any(name in history_text for name in NAMES if "/" in name or name.endswith("g"))
@@ -153,7 +170,8 @@ def test_first_n_stops_listing_once_the_first_images_are_known(env: tuple[Settin
     settings, store, container = env
     request = TaskRequest(container=container, first_n=2, model="MDV5A", images_per_shard=3)
     run, out = run_parallel(settings, store, "task-first", request, SMALL)
-    assert out == {"images": 2, "shards": 1}
+    assert {k: out[k] for k in ("images", "shards")} == {"images": 2, "shards": 1}
+    assert out["not_images"] == {"files": 2, "kinds": {"(hidden)": 1, ".txt": 1}}  # the plan's top level, listed
     assert all(p.input["max_images"] == 2 for p in run.calls(c.LIST_PART))
     assert len(run.calls(c.LIST_PART)) <= SMALL.max_units + 1  # not every unit listed to its end
 

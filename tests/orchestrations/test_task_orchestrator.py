@@ -122,6 +122,41 @@ def test_fails_with_a_message_naming_the_place_when_there_are_no_images(prefix: 
     assert run.inputs(c.PLAN_LISTING) == [{"task_id": TASK, "request": {**REQUEST, "prefix": prefix}}]
 
 
+PASSED_OVER = {"files": 12040, "kinds": {".mp4": 12000, ".txt": 40}}
+
+
+def _passing_over(answer: Any) -> Any:
+    """``answer`` whose enumeration found files that are not images (``core.notimages``)."""
+    def wrapped(name: str, payload: Any) -> Any:
+        out = answer(name, payload)
+        return {**out, "not_images": PASSED_OVER} if name == c.FINISH_ENUMERATION else out
+    return wrapped
+
+
+def test_no_images_but_other_files_says_what_was_found() -> None:
+    run = run_task(task_input(), _passing_over(activities(images=0, shards=0)))
+
+    assert run.status == "Failed"
+    assert "12,040 files are not images and were not run (.mp4 12,000, .txt 40)" in (run.error or "")
+    assert "no images" in run.custom_status["error"] and ".mp4 12,000" in run.custom_status["error"]
+
+
+def test_files_not_images_are_in_the_status_at_every_stage_and_in_the_summary() -> None:
+    run = run_task(task_input(), _passing_over(activities(shards=2)),
+                   children=lambda name, iid, payload: finished_group(len(payload["shards"])))
+
+    assert run.status == "Completed"
+    stages = [s for s in run.statuses if s["stage"] in (Stage.detecting, Stage.merging, Stage.publishing)]
+    assert {s["stage"] for s in stages} == {Stage.detecting, Stage.merging, Stage.publishing}
+    assert all(s["not_images"] == PASSED_OVER for s in stages)
+    assert run.output["not_images"] == PASSED_OVER and run.output["stage"] == Stage.completed
+    estimate = run_task(task_input({**REQUEST, "dry_run": True}), _passing_over(activities(shards=2)))
+    assert estimate.output["stage"] == Stage.estimated and estimate.output["not_images"] == PASSED_OVER
+    plain = run_task(task_input(), activities(shards=2),
+                     children=lambda name, iid, payload: finished_group(len(payload["shards"])))
+    assert "not_images" not in plain.output and all("not_images" not in s for s in plain.statuses)
+
+
 def test_runs_one_shard_group_sub_orchestration_per_group() -> None:
     groups = {shards_instance_id(TASK, 0): finished_group(2, resubmissions=1),
               shards_instance_id(TASK, 1): finished_group(2, resubmissions=0),

@@ -147,6 +147,16 @@ def test_the_summary_of_an_unfinished_rerun_says_which_results_are_still_served(
     assert "served" not in capsys.readouterr().out
 
 
+def test_the_summary_says_which_files_were_not_run(capsys: pytest.CaptureFixture[str]) -> None:
+    from cli.main import _summary
+
+    _summary({"id": "task-0", "stage": "completed", "not_images": {"files": 3, "kinds": {".mp4": 2, ".txt": 1}}})
+    shown = " ".join(capsys.readouterr().out.split())  # the table may wrap a long line
+    assert "not run 3 files are not images and were not run (.mp4 2, .txt 1)" in shown
+    _summary({"id": "task-0", "stage": "completed"})
+    assert "not run" not in capsys.readouterr().out
+
+
 def test_results_keep_their_paths_so_the_variants_exports_do_not_overwrite_each_other() -> None:
     from cli.download import local_paths
 
