@@ -62,6 +62,9 @@ class ApiClient:
     def cancel(self, task_id: str) -> dict[str, Any]:
         return self._call("POST", f"/api/tasks/{_seg(task_id)}/cancel")
 
+    def confirm(self, task_id: str) -> dict[str, Any]:
+        return self._call("POST", f"/api/tasks/{_seg(task_id)}/confirm")
+
     def repeats(self, task_id: str) -> dict[str, Any]:
         return self._call("GET", f"/api/tasks/{_seg(task_id)}/repeats")
 

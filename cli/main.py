@@ -14,9 +14,10 @@ from rich.table import Table
 from cli import config as cfg
 from cli.client import ApiClient
 from cli.errors import (EXIT_API, EXIT_COMPLETED_WITH_ERRORS, EXIT_INTERRUPTED, EXIT_OK, EXIT_TASK_FAILED,
-                        CliError)
+                        EXIT_USAGE, CliError)
 from cli.folders import folder_requests
-from cli.progress import BarReporter, LineReporter, exit_code_for, wait_for
+from cli.progress import BarReporter, LineReporter, awaiting_line, exit_code_for, is_final, wait_for
+from core.contracts import Stage
 from core.errors import TrapbatchError
 from core.notimages import describe as describe_not_images
 from core.requests import parse_rerender, parse_task_request
@@ -132,12 +133,23 @@ def _reporter(task_id: str, plain: bool, to_stderr: bool = False) -> LineReporte
 
 
 def watch_task(client: ApiClient, task_id: str, plain: bool = False, poll_s: float = 2.0,
-               timeout_s: float | None = None, to_stderr: bool = False) -> dict[str, Any]:
+               timeout_s: float | None = None, to_stderr: bool = False, confirm: bool = False) -> dict[str, Any]:
     """Follow a task to its end with progress; the final status. Ctrl-C stops watching, not the task.
-    ``to_stderr``: the progress goes to standard error (``--json``: standard output holds the JSON alone)."""
+    ``to_stderr``: the progress goes to standard error (``--json``: standard output holds the JSON alone).
+    ``confirm`` (``submit --yes``): a task waiting for confirmation is confirmed, once."""
     reporter = _reporter(task_id, plain, to_stderr)
+    confirmed = [False]
+
+    def fetch() -> dict[str, Any]:
+        st = client.status(task_id)
+        if confirm and not confirmed[0] and st.get("stage") == Stage.awaiting_confirmation and not is_final(st):
+            confirmed[0] = True
+            client.confirm(task_id)
+            (err if to_stderr else out).print(f"confirmed task {task_id} (--yes): its shards go to the pool")
+        return st
+
     try:
-        return wait_for(lambda: client.status(task_id), reporter, poll_s=poll_s, timeout_s=timeout_s)
+        return wait_for(fetch, reporter, poll_s=poll_s, timeout_s=timeout_s)
     except KeyboardInterrupt:
         reporter.close()
         raise CliError("stopped watching; the task keeps running",
@@ -160,6 +172,8 @@ def _summary(st: dict[str, Any]) -> None:
             table.add_row(k, str(st[k]))
     if st.get("failure_reasons"):
         table.add_row("failure_reasons", ", ".join(f"{k}: {v}" for k, v in st["failure_reasons"].items()))
+    if st.get("stage") == Stage.awaiting_confirmation and not is_final(st):  # what it waits for, and the commands
+        table.add_row("next", awaiting_line(st))
     if isinstance(st.get("not_images"), dict):  # files the listing found that are not images: none of them ran
         table.add_row("not run", describe_not_images(st["not_images"]))
     if (st.get("repeated_detections") or {}).get("locations"):
@@ -225,19 +239,26 @@ def _finish(st: dict[str, Any]) -> int:
 @click.option("--folder", "folders", multiple=True, help="one task per folder under the prefix (repeat the flag), "
               "each with its own results and previews")
 @click.option("--wait/--no-wait", default=False, help="follow the task with a progress bar until it ends")
+@click.option("--yes", "confirm", is_flag=True, help="with --wait: confirm the task if it waits for confirmation "
+              "(more images than the app's TRAPBATCH_CONFIRM_ABOVE_IMAGES) instead of waiting for 'trapbatch "
+              "confirm'")
 @click.option("--plain", is_flag=True, help="one line per change instead of a progress bar")
 @click.option("--json", "as_json", is_flag=True, help="print the API's answer as JSON")
 @pass_state
-def submit(state: State, /, request_file: Path | None, folders: tuple[str, ...], wait: bool, plain: bool,
-           as_json: bool, **fields: Any) -> None:
+def submit(state: State, /, request_file: Path | None, folders: tuple[str, ...], wait: bool, confirm: bool,
+           plain: bool, as_json: bool, **fields: Any) -> None:
     """Start a task over a container, from a request JSON file and/or flags (flags win).
 
     Posting the same request again finds the same task instead of running it twice. With --wait the command follows
     the task and exits 0 only if it completed (1 failed or cancelled, 3 completed with errors). With --folder, one
-    task per folder (the exit code is the worst of theirs)."""
+    task per folder (the exit code is the worst of theirs). A task over the app's confirmation threshold waits, with
+    its estimate, for 'trapbatch confirm' (or --yes)."""
+    if confirm and not wait:
+        raise CliError("--yes confirms while following the task: add --wait",
+                       "or confirm a waiting task later with: trapbatch confirm <task id>", exit_code=EXIT_USAGE)
     body = build_request(request_file, fields)
     if folders:
-        _submit_folders(state, body, folders, wait, plain, as_json)
+        _submit_folders(state, body, folders, wait, plain, as_json, confirm)
         return
     answer = state.client.submit(body)
     if as_json and not wait:
@@ -248,7 +269,7 @@ def submit(state: State, /, request_file: Path | None, folders: tuple[str, ...],
     if not wait:
         out.print(f"follow it: trapbatch watch {task_id}")
         return
-    st = watch_task(state.client, task_id, plain, to_stderr=as_json)
+    st = watch_task(state.client, task_id, plain, to_stderr=as_json, confirm=confirm)
     if as_json:
         _print_json(st)
     else:
@@ -257,7 +278,7 @@ def submit(state: State, /, request_file: Path | None, folders: tuple[str, ...],
 
 
 def _submit_folders(state: State, body: dict[str, Any], folders: Sequence[str], wait: bool, plain: bool,
-                    as_json: bool) -> None:
+                    as_json: bool, confirm: bool = False) -> None:
     """``submit --folder``: every folder's task is posted (all checked first, so a bad folder starts none), then,
     with ``wait``, followed one after the other (they run side by side on the pool)."""
     requests = folder_requests(body, folders)
@@ -276,7 +297,7 @@ def _submit_folders(state: State, body: dict[str, Any], folders: Sequence[str], 
         return
     finals = []
     for (folder, _), answer in zip(requests, answers):
-        st = watch_task(state.client, answer["id"], plain, to_stderr=as_json)
+        st = watch_task(state.client, answer["id"], plain, to_stderr=as_json, confirm=confirm)
         finals.append({**st, "folder": folder})
         if not as_json:
             out.print(f"[bold]folder {folder}[/]")
@@ -370,6 +391,22 @@ def watch(state: State, /, task_id: str, plain: bool) -> None:
     st = watch_task(state.client, task_id, plain)
     _summary(st)
     sys.exit(_finish(st))
+
+
+@cli.command(short_help="Let a task waiting for confirmation go to the pool.")
+@click.argument("task_id")
+@click.option("--wait/--no-wait", default=False, help="then follow the task until it ends")
+@click.option("--plain", is_flag=True, help="one line per change instead of a progress bar")
+@pass_state
+def confirm(state: State, /, task_id: str, wait: bool, plain: bool) -> None:
+    """Say yes to a task in stage 'awaiting_confirmation' (more images than the app's TRAPBATCH_CONFIRM_ABOVE_IMAGES;
+    'trapbatch status' shows its estimate). Without a yes it ends 'expired' after TRAPBATCH_CONFIRM_TIMEOUT_S."""
+    answer = state.client.confirm(task_id)
+    out.print(f"confirmed {task_id}: {answer.get('hint', '')}")
+    if wait:
+        st = watch_task(state.client, task_id, plain)
+        _summary(st)
+        sys.exit(_finish(st))
 
 
 @cli.command(short_help="Cancel a running task (its pool work stops at the next poll).")

@@ -50,7 +50,19 @@ def progress_line(st: dict[str, Any]) -> str:
                 f"{st.get('resubmissions', 0)} resubmitted{extra}")
     if stage in (Stage.failed,) and st.get("error"):
         return f"failed: {st['error']}"
+    if stage == Stage.awaiting_confirmation:
+        return awaiting_line(st)
     return stage
+
+
+def awaiting_line(st: dict[str, Any]) -> str:
+    """A task over the app's confirmation threshold waits for a person: what it would cost, and the two commands."""
+    est = st.get("estimate") or {}
+    cost = est.get("cost")
+    task_id = st.get("id", "ID")
+    return (f"awaiting confirmation: {st.get('images', '?')} images, {est.get('gpu_hours', '?')} GPU-hours"
+            + (f", ${cost}" if cost is not None else "") + f"; nothing runs until 'trapbatch confirm {task_id}' "
+            f"('trapbatch cancel {task_id}' drops it)")
 
 
 def wait_for(fetch: Callable[[], dict[str, Any]], on_status: Callable[[dict[str, Any]], None],
@@ -100,9 +112,13 @@ class BarReporter:
                                  console=console, transient=False)
         self.bar = self.progress.add_task(task_id, total=None, rate="", eta="-", shards="")
         self.progress.start()
+        self.said_waiting = False
 
     def __call__(self, st: dict[str, Any]) -> None:
         stage = str(st.get("stage", "?"))
+        if stage == Stage.awaiting_confirmation and not self.said_waiting:  # once, above the bar
+            self.progress.console.print(awaiting_line(st))
+            self.said_waiting = True
         images = st.get("images")
         done = st.get("images_done", images if is_final(st) and images else 0)
         rate = st.get("images_per_second")

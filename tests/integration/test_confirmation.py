@@ -88,3 +88,32 @@ def test_a_dropped_request_gets_its_estimate_then_its_done_file_and_cancel_ends_
     # the answers are not taken for new requests
     assert not layout.is_drop_request(layout.drop_answer_blob(name, "done"))
     assert not layout.is_drop_request(layout.drop_answer_blob(name, "estimate"))
+
+
+def test_the_cli_says_how_to_confirm_and_confirms(host: Any, app_env: dict[str, str], store: BlobStore,
+                                                   unique_name: str) -> None:
+    """The real CLI against devhost: a waiting task's line names 'trapbatch confirm', which lets it run; ``submit
+    --wait --yes`` confirms on its own; ``--yes`` without ``--wait`` is refused before anything is sent."""
+    from tests.integration.test_cli import trapbatch
+
+    upload_images(store, unique_name, 6, corrupt=0)  # three in each folder: each folder's task waits (above 2)
+    key = {"key": FUNCTION_KEY}
+    refused = trapbatch("submit", "--container", unique_name, "--yes", url=host.base_url, **key)
+    assert refused.returncode == 2 and "add --wait" in refused.stderr
+    started = trapbatch("submit", "--container", unique_name, "--prefix", "cam0/", "--json", url=host.base_url, **key)
+    task_id = json.loads(started.stdout)["id"]
+    wait_until(lambda: _stage(host, task_id) == Stage.awaiting_confirmation, 120, "awaiting confirmation")
+    shown = trapbatch("status", task_id, url=host.base_url, **key)
+    said = " ".join(shown.stdout.split())  # the table may wrap the line
+    assert "awaiting confirmation: 3 images" in said and f"trapbatch confirm {task_id}" in said
+    assert _pool_rows(app_env, task_id) == 0
+    confirmed = trapbatch("confirm", task_id, "--wait", "--plain", url=host.base_url, **key)
+    assert confirmed.returncode == 0, confirmed.stdout + confirmed.stderr
+    assert f"confirmed {task_id}" in confirmed.stdout and "completed" in confirmed.stdout
+    again = trapbatch("confirm", task_id, url=host.base_url, **key)
+    assert again.returncode == 4 and "not awaiting confirmation" in again.stderr
+
+    yes = trapbatch("submit", "--container", unique_name, "--prefix", "cam1/", "--wait", "--yes", "--plain",
+                    url=host.base_url, **key)
+    assert yes.returncode == 0, yes.stdout + yes.stderr
+    assert "awaiting confirmation" in yes.stdout and "confirmed task" in yes.stdout and "completed" in yes.stdout

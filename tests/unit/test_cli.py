@@ -147,6 +147,38 @@ def test_the_summary_of_an_unfinished_rerun_says_which_results_are_still_served(
     assert "served" not in capsys.readouterr().out
 
 
+def test_a_task_waiting_for_confirmation_says_what_it_would_cost_and_how_to_confirm() -> None:
+    st = {"id": "task-0", "stage": "awaiting_confirmation", "runtime_status": "Running", "images": 12000,
+          "estimate": {"gpu_hours": 0.014, "cost": 0.1}}
+    assert progress_line(st) == ("awaiting confirmation: 12000 images, 0.014 GPU-hours, $0.1; nothing runs until "
+                                 "'trapbatch confirm task-0' ('trapbatch cancel task-0' drops it)")
+    assert "$" not in progress_line({**st, "estimate": {"gpu_hours": 0.014, "cost": None}})
+
+
+def test_submit_yes_confirms_a_waiting_task_once(capsys: pytest.CaptureFixture[str]) -> None:
+    from cli.main import watch_task
+
+    class Client:
+        def __init__(self) -> None:
+            self.statuses = [{"id": "t", "stage": s, "runtime_status": r} for s, r in (
+                ("enumerating", "Running"), ("awaiting_confirmation", "Running"),
+                ("awaiting_confirmation", "Running"), ("completed", "Completed"))]
+            self.confirmed = 0
+
+        def status(self, task_id: str) -> dict[str, Any]:
+            return self.statuses.pop(0)
+
+        def confirm(self, task_id: str) -> dict[str, Any]:
+            self.confirmed += 1
+            return {}
+
+    for yes, want in ((True, 1), (False, 0)):
+        client = Client()
+        final = watch_task(client, "t", plain=True, poll_s=0, confirm=yes)  # type: ignore[arg-type]
+        assert final["stage"] == "completed" and client.confirmed == want
+    assert "trapbatch confirm t" in capsys.readouterr().out
+
+
 def test_the_summary_says_which_files_were_not_run(capsys: pytest.CaptureFixture[str]) -> None:
     from cli.main import _summary
 
