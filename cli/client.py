@@ -73,6 +73,9 @@ class ApiClient:
 
     def rerender_previews(self, task_id: str, threshold: float) -> dict[str, Any]:
         return self._call("POST", f"/api/tasks/{_seg(task_id)}/previews", json={"threshold": threshold})
+    def delete_previews(self, task_id: str) -> dict[str, Any]:
+        return self._call("DELETE", f"/api/tasks/{_seg(task_id)}/previews")
+
     def search_repeats(self, task_id: str, options: dict[str, Any]) -> dict[str, Any]:
         return self._call("POST", f"/api/tasks/{_seg(task_id)}/repeats/search", json=options)
 

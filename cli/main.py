@@ -446,15 +446,28 @@ def results(state: State, /, task_id: str, out_dir: Path | None, previews: bool,
         out.print(f"preview site: {where}")
 
 
-@cli.command(short_help="Re-render the preview page, its counts and a CSV at another threshold.")
+@cli.command(short_help="Re-render the preview page, its counts and a CSV at another threshold; --delete.")
 @click.argument("task_id")
-@click.option("--threshold", type=float, required=True, help="confidence from which a detection counts (0.005-1)")
+@click.option("--threshold", type=float, default=None, help="confidence from which a detection counts (0.005-1)")
+@click.option("--delete", is_flag=True, help="take the preview pages off the public website instead (the results "
+              "stay)")
 @click.option("--wait", is_flag=True, help="wait until the re-render is done and print its counts")
 @click.option("--json", "as_json", is_flag=True, help="print the API's answer as JSON")
 @pass_state
-def previews(state: State, /, task_id: str, threshold: float, wait: bool, as_json: bool) -> None:
+def previews(state: State, /, task_id: str, threshold: float | None, delete: bool, wait: bool, as_json: bool) -> None:
     """Re-render a finished task's preview page and its counts at THRESHOLD, and write a CSV at it beside the task's
-    own (detections.threshold-<t>.csv; `trapbatch results` downloads it). The results file is not changed."""
+    own (detections.threshold-<t>.csv; `trapbatch results` downloads it). The results file is not changed.
+    With --delete, take the task's preview pages off the public static website (its address stops working)."""
+    if delete == (threshold is not None):
+        raise CliError("give either --threshold T (re-render) or --delete (take the pages offline)",
+                       f"e.g. trapbatch previews {task_id} --threshold 0.35", exit_code=EXIT_USAGE)
+    if threshold is None:  # --delete
+        gone = state.client.delete_previews(task_id)
+        if as_json:
+            _print_json(gone)
+        else:
+            out.print(f"deleted {gone.get('deleted')} preview files of {task_id}: {gone.get('hint', '')}")
+        return
     try:
         parse_rerender({"threshold": threshold})
     except TrapbatchError as exc:

@@ -110,6 +110,16 @@ def test_submit_wait_completes_and_results_downloads_every_file(host, store: Blo
     assert finished.returncode == 4
     assert "409" in finished.stderr and "only a running task can be cancelled" in finished.stderr
 
+    neither = trapbatch("previews", task_id, url=host.base_url)
+    assert neither.returncode == 2 and "--threshold T" in neither.stderr and "--delete" in neither.stderr
+    assert [n for n in store.list_names("$web", "") if n.startswith(task_id)]  # the pages are there, until:
+    deleted = trapbatch("previews", task_id, "--delete", url=host.base_url)
+    assert deleted.returncode == 0, deleted.stderr
+    assert "deleted" in deleted.stdout and "no longer works" in deleted.stdout
+    assert not [n for n in store.list_names("$web", "") if n.startswith(task_id)]  # off the website
+    gone = trapbatch("previews", task_id, "--delete", url=host.base_url)
+    assert gone.returncode == 4 and "404" in gone.stderr and "no preview pages" in gone.stderr
+
 
 def test_a_failing_task_exits_non_zero_and_errors_say_what_to_do(host, store: BlobStore,  # type: ignore[no-untyped-def]
                                                                 unique_name: str) -> None:
