@@ -39,13 +39,10 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 def send(payload: c.NotifyInput, allowed_hosts: tuple[str, ...], secret_name: str,
          secret_env: dict[str, str]) -> c.NotifyOutput:
     url = payload["url"]
-    if not notify.host_allowed(url, allowed_hosts):
-        reason = (f"host {notify.host_of(url)!r} is not in TRAPBATCH_NOTIFY_HOSTS")
-        logger.warning("task %s: notification not sent: %s", payload["task_id"], reason)
-        return {"sent": False, "status_code": 0, "reason": reason}
     read = secret_reader_from_env(secret_env) if secret_name else None
-    if read is None:
-        reason = "TRAPBATCH_NOTIFY_SECRET (and a Key Vault or local secrets file holding it) is not configured"
+    reason = notify.not_sendable(url, allowed_hosts, read is not None)
+    if reason is not None or read is None:
+        reason = reason or "no secret store"
         logger.warning("task %s: notification not sent: %s", payload["task_id"], reason)
         return {"sent": False, "status_code": 0, "reason": reason}
     raw = notify.body(payload["task_id"], payload["status"])

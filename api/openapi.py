@@ -254,6 +254,11 @@ def description(base_url: str = "") -> dict[str, Any]:
                                    "examples. Absent: none", "required": ["files", "kinds"], "properties": {
                                        "files": {"type": "integer", "minimum": 1},
                                        "kinds": {"type": "object", "additionalProperties": {"type": "integer"}}}},
+                    "notification": {"type": "object", "description": "a finished task whose request named a "
+                                     "notify_url: whether the POST was taken (sent, the receiver's status_code) or "
+                                     "why not (reason)", "properties": {
+                                         "sent": {"type": "boolean"}, "status_code": {"type": "integer"},
+                                         "reason": {"type": "string"}}},
                     "served": {"type": "object", "description": "a re-run that has not completed: the generation "
                                "whose results the task still hands out (empty: the first run's)", "properties": {
                                    "generation": {"type": "string"}, "results_url": {"type": "string"},

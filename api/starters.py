@@ -46,6 +46,7 @@ from api.callers import (ANONYMOUS_OPERATOR, Caller, caller_from_headers, enforc
                          owner_of)
 from api.edge import http_edge, json_response
 from core import contracts as c
+from core import notify
 from core.contracts import FINISHED, Stage
 from core.errors import (ContainerNotFound, RequestInvalid, SourceUnavailable,
                          TaskNotFinished, TaskNotFound, TaskStillRunning, TooManyActiveTasks, TrapbatchError)
@@ -121,6 +122,14 @@ async def start_task(client: df.DurableOrchestrationClient, body: Any, settings:
         raise RequestInvalid(f"the request names secret {request.credential_secret!r}, but this trapbatch has no "
                              "Key Vault configured", "set TRAPBATCH_KEY_VAULT_URL in the app settings (infra/ does), "
                              "or give the app's identity a role on the source account and drop 'credential_secret'")
+    if request.notify_url:  # a notification this app would never send is refused now, not missed at the end
+        why = notify.not_sendable(request.notify_url, settings.notify_hosts,
+                                  bool(settings.notify_secret and settings.secret_store_env()))
+        if why is not None:
+            raise RequestInvalid(f"'notify_url' cannot be told: {why}",
+                                 "the operator adds the receiver's host to TRAPBATCH_NOTIFY_HOSTS and sets "
+                                 "TRAPBATCH_NOTIFY_SECRET (docs/cli.md 'Word when a task ends'); or leave "
+                                 "'notify_url' out and poll GET /api/tasks/{id}")
     request = await asyncio.to_thread(_check_source, request, settings)  # blocking storage calls: off the loop
     task_id = request.task_id_for(caller.id)
     existing = await client.get_status(task_id, show_input=True)

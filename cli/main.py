@@ -174,6 +174,10 @@ def _summary(st: dict[str, Any]) -> None:
         table.add_row("failure_reasons", ", ".join(f"{k}: {v}" for k, v in st["failure_reasons"].items()))
     if st.get("stage") == Stage.awaiting_confirmation and not is_final(st):  # what it waits for, and the commands
         table.add_row("next", awaiting_line(st))
+    told = st.get("notification")
+    if isinstance(told, dict):  # the request's notify_url: taken, or why not
+        table.add_row("notify_url", f"told (answered {told.get('status_code')})" if told.get("sent") else
+                      f"NOT told: {told.get('reason')}")
     if isinstance(st.get("not_images"), dict):  # files the listing found that are not images: none of them ran
         table.add_row("not run", describe_not_images(st["not_images"]))
     if (st.get("repeated_detections") or {}).get("locations"):

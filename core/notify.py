@@ -56,3 +56,14 @@ def host_of(url: str) -> str:
 
 def host_allowed(url: str, allowed: tuple[str, ...]) -> bool:
     return bool(allowed) and host_of(url) in {a.strip().lower() for a in allowed if a.strip()}
+
+
+def not_sendable(url: str, allowed: tuple[str, ...], signing_configured: bool) -> str | None:
+    """Why this app would not send a notification to ``url`` (None: it would). The edge refuses such a request (a
+    notification that can never be sent would only be missed) and the sending activity checks again at the end (the
+    settings may have changed since)."""
+    if not host_allowed(url, allowed):
+        return f"host {host_of(url)!r} is not in TRAPBATCH_NOTIFY_HOSTS"
+    if not signing_configured:
+        return "TRAPBATCH_NOTIFY_SECRET (and a Key Vault or local secrets file holding it) is not configured"
+    return None

@@ -118,10 +118,15 @@ def task_orchestrator(context: df.DurableOrchestrationContext) -> Generator[Any,
 def _tell(context: df.DurableOrchestrationContext, data: c.TaskInput,
           status: c.TaskStatus) -> Generator[Any, Any, None]:
     """Word that the task ended: the done file beside a dropped request, the request's ``notify_url``, and the Event
-    Grid event where a topic is configured. Each is best effort: none changes how the task ended."""
+    Grid event where a topic is configured. Each is best effort: none changes how the task ended. Whether the
+    ``notify_url`` was told is then added to the status (``notification``), so a receiver that never got word is
+    seen in ``GET /api/tasks/{id}``, not only in the app's log."""
     yield from _drop_answer(context, data, "done", status)
-    yield from _notify(context, data, status)
+    told = yield from _notify(context, data, status)
     yield from _publish_event(context, data, status)
+    if told is not None:
+        status["notification"] = told
+        context.set_custom_status(status)
 
 
 def _drop_answer(context: df.DurableOrchestrationContext, data: c.TaskInput, kind: str,
@@ -195,17 +200,20 @@ NOTIFY_RETRY = RetryPolicy(attempts=6, first_delay_s=30.0, backoff=2.0)
 
 
 def _notify(context: df.DurableOrchestrationContext, data: c.TaskInput,
-            status: c.TaskStatus) -> Generator[Any, Any, None]:
-    """One signed POST of the final status to the request's ``notify_url`` (core/notify.py), if it names one. A
-    receiver that stays down does not change how the task ended."""
+            status: c.TaskStatus) -> Generator[Any, Any, c.NotifyOutput | None]:
+    """One signed POST of the final status to the request's ``notify_url`` (core/notify.py), if it names one: what
+    became of it (None: no ``notify_url``). A receiver that stays down does not change how the task ended."""
     url = data["request"].get("notify_url")
     if not url:
-        return
+        return None
     try:
-        yield from call(context, c.NOTIFY, NOTIFY_RETRY,
-                        c.NotifyInput(task_id=data["task_id"], url=str(url), status=dict(status)))
-    except Exception:  # noqa: BLE001 - every attempt failed; the activity logged why
-        pass
+        told: c.NotifyOutput = yield from call(context, c.NOTIFY, NOTIFY_RETRY,
+                                               c.NotifyInput(task_id=data["task_id"], url=str(url),
+                                                             status=dict(status)))
+    except Exception as exc:  # noqa: BLE001 - every attempt failed; the activity logged why
+        return c.NotifyOutput(sent=False, status_code=0, reason=f"{_first_line(exc)} (after "
+                                                                  f"{NOTIFY_RETRY.attempts} attempts)")
+    return told
 
 
 def _publish_event(context: df.DurableOrchestrationContext, data: c.TaskInput,

@@ -230,13 +230,19 @@ def test_the_end_of_a_task_is_announced_once_with_a_signed_post(host, store: Blo
     threading.Thread(target=server.serve_forever, daemon=True).start()
     secrets = tmp_path / "secrets.json"
     secrets.write_text(json.dumps({"notify-key": "s3cret-for-hmac"}))
+    upload_images(store, unique_name, 3, corrupt=0)
+    hook = f"http://127.0.0.1:{server.server_port}/hook"
+    # a notification the app could never send is refused at the start (it was accepted, and silently never sent)
+    unlisted = trapbatch("submit", "--container", unique_name, "--notify-url", hook, url=host.base_url)
+    assert unlisted.returncode == 4 and "400" in unlisted.stderr and "TRAPBATCH_NOTIFY_HOSTS" in unlisted.stderr
     monkeypatch.setenv("TRAPBATCH_NOTIFY_HOSTS", f"127.0.0.1:{server.server_port}")
+    unsigned = trapbatch("submit", "--container", unique_name, "--notify-url", hook, url=host.base_url)
+    assert unsigned.returncode == 4 and "TRAPBATCH_NOTIFY_SECRET" in unsigned.stderr
+    assert json.loads(trapbatch("list", "--json", url=host.base_url).stdout)["tasks"] == []  # neither started
     monkeypatch.setenv("TRAPBATCH_NOTIFY_SECRET", "notify-key")
     monkeypatch.setenv("TRAPBATCH_LOCAL_SECRETS_FILE", str(secrets))
-    upload_images(store, unique_name, 3, corrupt=0)
     try:
-        est = trapbatch("estimate", "--container", unique_name, "--json", "--notify-url",
-                        f"http://127.0.0.1:{server.server_port}/hook", url=host.base_url)
+        est = trapbatch("estimate", "--container", unique_name, "--json", "--notify-url", hook, url=host.base_url)
         assert est.returncode == 0, est.stderr
         from tests.waiting import wait_until
 
@@ -248,3 +254,6 @@ def test_the_end_of_a_task_is_announced_once_with_a_signed_post(host, store: Blo
     doc = json.loads(raw)
     assert doc["stage"] == "estimated" and doc["estimate"]["images"] == 3
     assert headers[notify.DELIVERY_HEADER] == f"{doc['task_id']}/estimated"
+    told = wait_until(lambda: json.loads(trapbatch("status", doc["task_id"], "--json", url=host.base_url).stdout)
+                      .get("notification"), 60, "the status to say the receiver was told")
+    assert told == {"sent": True, "status_code": 200, "reason": ""}

@@ -451,6 +451,17 @@ def test_a_notify_url_gets_the_final_status_once_when_the_task_ends() -> None:
     assert len(sent) == 1 and sent[0]["url"] == NOTIFY_URL and sent[0]["task_id"] == TASK
     assert sent[0]["status"]["stage"] == Stage.completed and sent[0]["status"]["images"] == 25
     assert run.activity_names[-1] == c.NOTIFY  # after the final status was set
+    told = {"sent": True, "status_code": 204, "reason": ""}
+    assert run.output["notification"] == told and run.custom_status["notification"] == told  # seen in the status
+    assert "notification" not in sent[0]["status"]
+
+
+def test_a_notification_not_sent_is_said_in_the_status() -> None:
+    """The host left TRAPBATCH_NOTIFY_HOSTS after the start (the activity answers why it sent nothing)."""
+    refused = {"sent": False, "status_code": 0, "reason": "host 'hooks.example.org' is not in TRAPBATCH_NOTIFY_HOSTS"}
+    answer, _ = with_receiver(activities(shards=1), c.NOTIFY, refused)
+    run = run_task(task_input({**REQUEST, "notify_url": NOTIFY_URL}), answer)
+    assert run.output["stage"] == Stage.completed and run.output["notification"] == refused
 
 
 def test_no_notify_url_sends_nothing() -> None:
@@ -467,6 +478,11 @@ def test_a_receiver_that_is_down_is_retried_with_back_off_and_never_changes_the_
 
     assert run.status == "Completed" and run.custom_status["stage"] == Stage.completed
     assert seen["n"] == min(failures + 1, NOTIFY_RETRY.attempts)
+    told = run.custom_status["notification"]
+    if failures < NOTIFY_RETRY.attempts:
+        assert told == {"sent": True, "status_code": 204, "reason": ""}
+    else:  # every attempt failed: the status says so, with the last failure
+        assert told["sent"] is False and "receiver down" in told["reason"] and "after 6 attempts" in told["reason"]
     delays = [t.delay_s for t in run.timers][-(seen["n"] - 1):]
     assert delays == [NOTIFY_RETRY.delay_s(n) for n in range(1, seen["n"])] and delays[0] == 30
 
@@ -478,6 +494,7 @@ def test_a_failed_task_notifies_its_failure_then_fails() -> None:
     assert run.status == "Failed"
     [sent] = run.inputs(c.NOTIFY)
     assert sent["status"]["stage"] == Stage.failed and "no images" in sent["status"]["error"]
+    assert run.custom_status["stage"] == Stage.failed and run.custom_status["notification"]["sent"] is True
 
 
 def test_a_dry_run_notifies_its_estimate() -> None:
@@ -567,6 +584,7 @@ def test_a_topic_that_refuses_is_retried_with_back_off_and_never_changes_the_out
 
     assert run.status == "Completed" and run.custom_status["stage"] == Stage.completed
     assert seen["n"] == min(failures + 1, NOTIFY_RETRY.attempts)
+    assert "notification" not in run.custom_status  # no notify_url: nothing to say of one
     delays = [t.delay_s for t in run.timers][-(seen["n"] - 1):]
     assert delays == [NOTIFY_RETRY.delay_s(n) for n in range(1, seen["n"])]
 
