@@ -189,6 +189,21 @@ def test_the_summary_says_which_files_were_not_run(capsys: pytest.CaptureFixture
     assert "not run" not in capsys.readouterr().out
 
 
+def test_the_summary_says_what_did_not_happen_after_the_results(capsys: pytest.CaptureFixture[str]) -> None:
+    """The results stand, but exports that failed or a receiver never told are failures a person must see."""
+    from cli.main import _summary
+
+    _summary({"id": "task-0", "stage": "completed", "results": {"exports_error": "exports: disk full"},
+              "notification": {"sent": False, "status_code": 0, "reason": "receiver down (after 6 attempts)"}})
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "exports NOT written: exports: disk full" in shown
+    assert "notify_url NOT told: receiver down (after 6 attempts)" in shown
+    _summary({"id": "task-0", "stage": "completed", "results": {"exports": {}},
+              "notification": {"sent": True, "status_code": 204, "reason": ""}})
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "NOT" not in shown and "notify_url told (answered 204)" in shown
+
+
 def test_results_keep_their_paths_so_the_variants_exports_do_not_overwrite_each_other() -> None:
     from cli.download import local_paths
 
