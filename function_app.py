@@ -12,7 +12,7 @@ from activities import enumerate as enumerate_activity
 from activities import exportparts, exports, fanin, generations, merge, notify, pool, previews, task_events
 from activities import expiry as expiry_activities
 from activities import repeat_search as repeat_search_activities
-from activities import rethreshold, results_zip, reuse, zooniverseparts
+from activities import rethreshold, results_zip, reuse, zooniverse_captures, zooniverseparts
 from api import after_task, arrivals, openapi, starters
 from api import repeat_search as repeat_search_api
 from orchestrations import expiry, repeat_search, repeats, rerender, shards, task
@@ -39,6 +39,7 @@ for blueprint in (
     exports.bp,
     exportparts.bp,
     zooniverseparts.bp,
+    zooniverse_captures.bp,
     notify.bp,
     after_task.bp,
     rerender.bp,

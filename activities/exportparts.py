@@ -182,13 +182,16 @@ def run_exports_combine(payload: c.ExportsCombineInput, settings: Settings,
     # at-least-once delivery allows) must find them; deleting them here made every retry fail with BlobNotFound.
     prefix = layout.exports_prefix(task_id, variant)
     eligible = sum(p["eligible"] for p in parts)
-    return {"conflict": False, "zooniverse_parts": True, "output": {
+    out: c.ExportsCombineOutput = {"conflict": False, "zooniverse_parts": True, "output": {
         "container": container, "prefix": prefix, "coco": layout.coco_blob(task_id, variant),
         "camtrap_dp": prefix + "camtrap-dp/", "zooniverse": prefix + "zooniverse/",
         "zooniverse_batches": zooniverse.batch_count(eligible, ctx.manifest), "threshold": ctx.cut,
         "images": sum(p["images"] for p in parts), "annotations": sum(p["annotations"] for p in parts),
         "observations": sum(p["observations"] for p in parts), "deployments": len(camtrap.deployments),
         "zooniverse_subjects": eligible, "sizes_unknown": sum(p["sizes_unknown"] for p in parts)}}
+    if ctx.captures() is not None:  # the manifests are of captures (activities.zooniverse_captures), not of images
+        out["zooniverse_captures"] = True
+    return out
 
 
 def run_exports_zooniverse(payload: c.ExportsZooniverseInput, settings: Settings, store: BlobStore) -> int:

@@ -57,7 +57,7 @@ from adapters.blobs import BlobStore
 from adapters.compose import read_range
 from adapters.image_sizes import with_sizes
 from core import contracts as c
-from core import mdformat, zooniverse
+from core import captures, mdformat, zooniverse
 from core.exportparts import combine_deployments, follows_first
 from core.settings import Settings
 from gpu_batch import layout
@@ -455,6 +455,11 @@ class ExportContext:
         them, whose views' lines must have no list rows (``activities.fanin.clean_view``)."""
         return self.manifest.metadata_columns if self.list_shards else ()
 
+    def captures(self) -> captures.CaptureColumns | None:
+        """How the task's image list defines captures (its Zooniverse subjects are then captures,
+        ``activities.zooniverse_captures``); None: one subject per image."""
+        return captures.capture_columns(self.manifest.metadata_columns) if self.list_shards else None
+
     def coco_info(self) -> dict[str, Any]:
         return {"description": f"trapbatch {self.task_id}: {self.title}", "detector": self.info.get("detector"),
                 "detection_completion_time": self.completed_at,
@@ -528,6 +533,7 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
                     return None
                 return str(entry.get("file"))
 
+            by_capture = ctx.captures()  # subjects are captures: written below from the entries, not row by row
             listed = ListMetadata(store, container, task_id, list_shards)
             views = files.enter_context(ViewLines(iter_export_views(
                 store, settings, task_id, 0, int(enumeration.get("shards") or 0), cut, ctx.plain(), "exports",
@@ -536,7 +542,7 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
             views.write(writer, tmp["images"], tmp["annotations"], camtrap, media, observations, continued=False)
             if views.coco:
                 needs_size = needs_no_size
-            if views.zooniverse:  # every shard's Zooniverse rows are in the views, in results order
+            if views.zooniverse and by_capture is None:  # every shard's Zooniverse rows are in the views, in order
                 eligible = views.write_zooniverse(zooniverse_rows, lengths)
             if not views.complete and not downloaded:  # the entries for the formats the views do not hold
                 download_to(store, container, results_name, results)
@@ -547,7 +553,7 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
                     sizes_unknown += 1
                 metadata = listed.get(str(entry["file"]))  # every entry, in order (the walk keeps step)
                 views.add(entry, size, metadata, writer, camtrap, media, observations)
-                if not views.zooniverse and not zooniverse.excluded(entry):
+                if not views.zooniverse and by_capture is None and not zooniverse.excluded(entry):
                     eligible += 1
                     line = zooniverse.row_line(entry, manifest, categories, metadata).encode("utf-8")
                     zooniverse_rows.write(line)
@@ -567,17 +573,29 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
             write_descriptor(store, ctx, camtrap)
             for wrapper in tmp.values():
                 wrapper.detach()
-            batches = _write_zooniverse_rows(store, container, task_id, variant, zooniverse_rows, lengths, manifest,
-                                             open_batch_files)
+            if by_capture is None:
+                batches = _write_zooniverse_rows(store, container, task_id, variant, zooniverse_rows, lengths,
+                                                 manifest, open_batch_files)
+            else:
+                from activities.zooniverse_captures import write_single
+
+                if not downloaded and views.complete:  # the views held every other format: the entries now
+                    download_to(store, container, results_name, results)
+                made = write_single(store, ctx, by_capture, _entries(results))
+                batches, eligible = made["batches"], made["subjects"]
     prefix = layout.exports_prefix(task_id, variant)
     logger.info("task %s: exports%s written: %d images, %d COCO boxes, %d observations, %d Zooniverse batches",
                 task_id, f" ({variant})" if variant else "", writer.counts["images"], writer.counts["annotations"],
                 camtrap.counts["observations"], batches)
-    return {"container": container, "prefix": prefix, "coco": layout.coco_blob(task_id, variant),
-            "camtrap_dp": prefix + "camtrap-dp/", "zooniverse": prefix + "zooniverse/", "zooniverse_batches": batches,
-            "threshold": cut, "images": writer.counts["images"], "annotations": writer.counts["annotations"],
-            "observations": camtrap.counts["observations"], "deployments": len(camtrap.deployments),
-            "zooniverse_subjects": eligible, "sizes_unknown": sizes_unknown}
+    out: c.ExportsOutput = {
+        "container": container, "prefix": prefix, "coco": layout.coco_blob(task_id, variant),
+        "camtrap_dp": prefix + "camtrap-dp/", "zooniverse": prefix + "zooniverse/", "zooniverse_batches": batches,
+        "threshold": cut, "images": writer.counts["images"], "annotations": writer.counts["annotations"],
+        "observations": camtrap.counts["observations"], "deployments": len(camtrap.deployments),
+        "zooniverse_subjects": eligible, "sizes_unknown": sizes_unknown}
+    if by_capture is not None:
+        out["zooniverse_capture_images"] = made["images"]
+    return out
 
 
 @bp.activity_trigger(input_name="payload", activity=c.EXPORTS)

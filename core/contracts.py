@@ -421,6 +421,8 @@ class ExportsOutput(ExportsRef):
     deployments: int
     zooniverse_subjects: int
     sizes_unknown: int  # images whose size could not be read: their COCO boxes stay normalized (md_bbox)
+    # subjects are captures (core.captures): the images they hold; absent: one subject per image
+    zooniverse_capture_images: NotRequired[int]
 
 
 # Exports fanned out (orchestrations.exports, activities.exportparts): parts over the merge parts' ranges of the
@@ -470,6 +472,9 @@ class ExportsCombineOutput(TypedDict):
     # EXPORTS_ZOONIVERSE_PART / _COMBINE / _CLEAN. Recorded in the history, so an orchestration whose combine ran
     # before keeps calling the single EXPORTS_ZOONIVERSE on replay.
     zooniverse_parts: NotRequired[bool]
+    # True when the task's image list defines captures (core.captures): the orchestrator then writes the manifests
+    # of captures with EXPORTS_CAPTURES_PART / _COMBINE instead of the per-image batches (absent on older records)
+    zooniverse_captures: NotRequired[bool]
 
 
 class ExportsZooniverseInput(TypedDict):
@@ -521,6 +526,42 @@ class ExportsZooniverseCleanInput(TypedDict):
     task_id: str
     variant: str
     batches: int  # batches 1..batches stay; every other blob under the manifests' folder goes, as do the work blobs
+
+
+# Zooniverse subjects by capture (core.captures, activities.zooniverse_captures): per merge part its records in
+# sorted runs, then one combine that merges them into captures and writes the batches.
+EXPORTS_CAPTURES_PART = "exports_captures_part"
+EXPORTS_CAPTURES_COMBINE = "exports_captures_combine"
+
+
+class ExportsCapturesPartInput(TypedDict):
+    task_id: str
+    variant: str
+    part: int
+    first_shard: int  # as ExportsPartInput
+    offset: int
+    length: int
+    threshold: NotRequired[float]
+
+
+class ExportsCapturesPartOutput(TypedDict):
+    part: int
+    records: int  # images of the part that are in the manifests
+    runs: int  # sorted runs written (work blobs)
+
+
+class ExportsCapturesCombineInput(TypedDict):
+    task_id: str
+    variant: str
+    runs: list[tuple[int, int]]  # (part, runs) of every part that wrote runs, in part order
+    threshold: NotRequired[float]
+
+
+class ExportsCapturesCombineOutput(TypedDict):
+    subjects: int  # captures written (an image without a capture is one)
+    images: int
+    batches: int
+    widest: int  # images of the largest capture: the manifests' image columns
 
 
 # ---------------------------------------------------------------- parallel fan-in (orchestrations.fanin)

@@ -5,7 +5,9 @@ When the merge had more than one part, ``exports_part`` runs per merge part in p
 ``exports_combine`` composes COCO and Camtrap DP and gives the eligible counts, then the Zooniverse batches fan out
 too (``activities.zooniverseparts``): ``exports_zooniverse_part`` per part with eligible images in parallel (each
 told how many eligible images precede it, the total and the batch count), ``exports_zooniverse_combine`` per group of
-batches in parallel (``core.exportparts.zooniverse_groups``), then ``exports_zooniverse_clean``. The orchestrator
+batches in parallel (``core.exportparts.zooniverse_groups``), then ``exports_zooniverse_clean``. When the task's image
+list defines captures (the combine says ``zooniverse_captures``), the subjects are captures instead
+(``activities.zooniverse_captures``): ``exports_captures_part`` per part, one ``exports_captures_combine``, the clean. The orchestrator
 holds counts only. When the parts saw other first coordinates or cameras for a deployment (an image list's
 metadata), the combine names the parts to run again from the task's first ones (``redo``), and combines again.
 The path follows recorded outputs, so existing histories replay unchanged: a merge output without ``parts`` (or
@@ -53,6 +55,10 @@ def exports(context: df.DurableOrchestrationContext, task_id: str, variant: str,
                                                     c.ExportsInput(task_id=task_id, variant=variant))
         return fallback
     output = combined["output"]
+    if combined.get("zooniverse_captures"):  # subjects are captures: sorted runs per part, one merge writes them
+        made = yield from _captures(context, task_id, variant, ranges)
+        return {**output, "zooniverse_subjects": made["subjects"], "zooniverse_batches": made["batches"],
+                "zooniverse_capture_images": made["images"]}
     if not combined.get("zooniverse_parts"):  # a combine recorded before the Zooniverse fan-out
         batches: int = yield from call(context, c.EXPORTS_ZOONIVERSE, STORAGE_RETRY, c.ExportsZooniverseInput(
             task_id=task_id, variant=variant, eligible=output["zooniverse_subjects"]))
@@ -72,3 +78,20 @@ def exports(context: df.DurableOrchestrationContext, task_id: str, variant: str,
     yield from call(context, c.EXPORTS_ZOONIVERSE_CLEAN, STORAGE_RETRY,
                     c.ExportsZooniverseCleanInput(task_id=task_id, variant=variant, batches=count))
     return output
+
+
+def _captures(context: df.DurableOrchestrationContext, task_id: str, variant: str,
+              ranges: list[tuple[int, int, int, int]]) -> Generator[Any, Any, c.ExportsCapturesCombineOutput]:
+    """The manifests of captures (``activities.zooniverse_captures``): every part's sorted runs in parallel, the
+    merge that writes the batches, then the clean-up of the work blobs (the per-image fan-out's, which covers them)."""
+    runs: list[c.ExportsCapturesPartOutput] = yield from call_all(context, c.EXPORTS_CAPTURES_PART, [
+        c.ExportsCapturesPartInput(task_id=task_id, variant=variant, part=part, first_shard=first, offset=offset,
+                                   length=length) for part, first, offset, length in ranges])
+    made: c.ExportsCapturesCombineOutput = yield from call(context, c.EXPORTS_CAPTURES_COMBINE, STORAGE_RETRY,
+                                                           c.ExportsCapturesCombineInput(
+                                                               task_id=task_id, variant=variant,
+                                                               runs=[(r["part"], r["runs"]) for r in runs
+                                                                     if r["runs"]]))
+    yield from call(context, c.EXPORTS_ZOONIVERSE_CLEAN, STORAGE_RETRY,
+                    c.ExportsZooniverseCleanInput(task_id=task_id, variant=variant, batches=made["batches"]))
+    return made

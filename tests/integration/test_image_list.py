@@ -253,6 +253,44 @@ def test_a_list_of_5_of_10_images_gives_exactly_those_5(host, app_env: dict[str,
     assert done["stage"] == "estimated" and done["images"] == 4
 
 
+def test_a_captures_file_gives_zooniverse_subjects_of_whole_captures(host, app_env: dict[str, str],  # noqa: F811
+                                                                      store: BlobStore, unique_name: str,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """devhost, LocalPool and the real worker; shards of four images, merge parts of four: the exports fan out and
+    the captures, spread over every shard and part, come out whole in the seed's capture-id form, ranked."""
+    monkeypatch.setenv("TRAPBATCH_MERGE_IMAGES_PER_PART", "4")
+    names = upload_images(store, unique_name, 10, corrupt=0)
+    plan = {0: ("1", "3"), 5: ("1", "1"), 8: ("1", "2"), 1: ("2", "1"), 2: ("2", "2"), 3: ("3", "2"),
+            4: ("3", "1"), 6: ("3", "3"), 7: ("", "")}  # image -> (capture, rank); 7 has none; 9 is flagged
+    text = io.StringIO(newline="")
+    table = csv.writer(text)
+    table.writerow(["season", "site", "roll", "capture", "image", "path", "invalid"])
+    for i, name in enumerate(names):
+        capture, rank = plan.get(i, ("4", "1"))
+        table.writerow(["S1", "J05" if capture else "", "1", capture, rank, name, 1 if i == 9 else 0])
+    store.write_bytes(unique_name, "captures.csv", text.getvalue().encode())
+    r = api.post(host.base_url + "/api/tasks", json={"container": unique_name, "image_list": "captures.csv"},
+                 timeout=60)
+    assert r.status_code == 202, r.text
+    status = wait_until(lambda: finished_status(host.base_url, r.json()["id"]), 240, "task completion")
+    assert status["runtime_status"] == "Completed" and status["stage"] == "completed", status
+    task_id = r.json()["id"]
+    exports = status["results"]["exports"]
+    assert (exports["zooniverse_subjects"], exports["zooniverse_capture_images"]) == (4, 9)
+    container = app_env["TRAPBATCH_CONTAINER"]
+    subjects = {}
+    for b in range(1, exports["zooniverse_batches"] + 1):
+        rows = csv.DictReader(io.StringIO(store.read_bytes(container, layout.zooniverse_batch_blob(task_id, b))
+                                          .decode("utf-8"), newline=""))
+        for row in rows:
+            files = [row[f"image_name_{k}"] for k in (1, 2, 3) if row[f"image_name_{k}"]]
+            subjects[row["#capture_id"] or files[0]] = files
+    assert subjects == {"S1#J05#1#1": [names[5], names[8], names[0]], "S1#J05#1#2": [names[1], names[2]],
+                        "S1#J05#1#3": [names[4], names[3], names[6]], names[7]: [names[7]]}
+    merged = store.read_json(container, layout.results_blob(task_id))
+    assert len(merged["images"]) == 9  # the flagged image is in no result, as before
+
+
 def test_existence_by_listing_answers_as_the_heads_do_with_a_fraction_of_the_requests(
         unique_name: str, store: BlobStore, monkeypatch: pytest.MonkeyPatch) -> None:
     """``existing_sorted``: each folder's run of names is confirmed by a delimiter listing, the rest by HEAD; the

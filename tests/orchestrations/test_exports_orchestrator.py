@@ -246,3 +246,34 @@ def test_no_eligible_image_writes_no_batch_but_still_cleans_up() -> None:
     assert run.activity_names == [c.EXPORTS_PART] * 3 + [c.EXPORTS_COMBINE, c.EXPORTS_ZOONIVERSE_CLEAN]
     assert run.inputs(c.EXPORTS_ZOONIVERSE_CLEAN) == [{"task_id": TASK, "variant": "", "batches": 0}]
     assert run.output["zooniverse_batches"] == 0
+
+
+def test_an_image_list_with_captures_gets_manifests_of_captures() -> None:
+    """The combine says the list defines captures: every part writes its sorted runs (parts without runs are not
+    named to the merge), one combine writes the batches, the clean-up follows; no per-image Zooniverse step runs."""
+    base = script()
+
+    def answer(name: str, payload: Any) -> Any:
+        if name == c.EXPORTS_COMBINE:
+            return {"conflict": False, "zooniverse_parts": True, "zooniverse_captures": True, "output": OUTPUT}
+        if name == c.EXPORTS_CAPTURES_PART:
+            return {"part": payload["part"], "records": 0 if payload["part"] == 1 else 4,
+                    "runs": 0 if payload["part"] == 1 else 1}
+        if name == c.EXPORTS_CAPTURES_COMBINE:
+            return {"subjects": 3, "images": 8, "batches": 2, "widest": 3}
+        if name == c.EXPORTS_ZOONIVERSE_CLEAN:
+            return 5
+        return base(name, payload)
+
+    run = run_orchestrator(exports_only, {"variant": "", "merged": merged(PARTS)}, answer)
+
+    assert run.status == "Completed", run.error
+    assert run.activity_names == ([c.EXPORTS_PART] * 3 + [c.EXPORTS_COMBINE] + [c.EXPORTS_CAPTURES_PART] * 3
+                                  + [c.EXPORTS_CAPTURES_COMBINE, c.EXPORTS_ZOONIVERSE_CLEAN])
+    assert run.inputs(c.EXPORTS_CAPTURES_PART) == [
+        {"task_id": TASK, "variant": "", "part": 0, "first_shard": 0, "offset": 0, "length": 999},
+        {"task_id": TASK, "variant": "", "part": 1, "first_shard": 25, "offset": 999, "length": 1000},
+        {"task_id": TASK, "variant": "", "part": 3, "first_shard": 75, "offset": 1999, "length": 500}]
+    assert run.inputs(c.EXPORTS_CAPTURES_COMBINE) == [{"task_id": TASK, "variant": "", "runs": [[0, 1], [3, 1]]}]
+    assert run.inputs(c.EXPORTS_ZOONIVERSE_CLEAN) == [{"task_id": TASK, "variant": "", "batches": 2}]
+    assert run.output == {**OUTPUT, "zooniverse_subjects": 3, "zooniverse_batches": 2, "zooniverse_capture_images": 8}

@@ -1,0 +1,215 @@
+"""Zooniverse manifests of captures (``core.captures``): sorted runs of records per part, then one merge that writes
+the batches. Taken instead of the per-image manifests when the task's image list defines captures.
+
+Why this shape: a capture's images may sit in any shards (a captures file is not required to list them together),
+so no part can write a subject's row alone, unlike the per-image rows (``activities.zooniverseparts``). Each part
+turns its images into records and writes them sorted, in runs of at most ``RUN_RECORDS`` (memory per activity stays
+bounded whatever the part holds); the combine merges every run by key, so each capture comes out whole, counts the
+subjects and the largest capture (the header's image columns), assigns batches over the subjects' ordinals
+(``core.zooniverse.BatchAssigner``, seeded as the per-image manifests) and writes each batch.
+
+* ``run_captures_part`` (fan-out: ``exports_captures_part`` per merge part, in parallel): the part's entries (the byte
+  range ``exports_part`` read) and the image list's rows, as ``exports_zooniverse_part`` reads them. The single
+  exports activity calls ``write_runs`` over the whole results itself.
+* ``run_captures_combine`` (``exports_captures_combine``, one call): the merge and the batches. Memory: 16 bytes per
+  subject (a row's place and batch); the rows wait in a temporary file. Time: reading the runs' records and writing
+  the rows, ~a few us per image (``tests/integration/test_exports_fanout.py`` checks the bytes equal the single
+  pass's).
+
+Records and rows are the entries' own values: the workers' merge views (which hold per-image rows) are not used here,
+so such a task reads its entries once more for the manifests. Every step is idempotent; the work blobs go with the
+fan-out's clean-up (``exports_zooniverse_clean`` deletes this prefix too) or, on the single path, at once.
+"""
+from __future__ import annotations
+
+import heapq
+import tempfile
+from array import array
+from typing import IO, Any, Iterable, Iterator, Mapping
+
+import azure.durable_functions as df
+
+from activities.exportparts import _lines
+from activities.exports import ExportContext, ListMetadata, prepare, read_results_head
+from adapters import clients
+from adapters.blob_files import delete_under, download_to
+from adapters.blobs import BlobStore
+from adapters.compose import delete_prefix
+from core import captures, zooniverse
+from core import contracts as c
+from core.captures import CaptureColumns
+from core.settings import Settings
+from gpu_batch import layout
+from gpu_batch.formats import csvline, jsonio
+
+bp = df.Blueprint()
+RUN_RECORDS = 200_000  # records sorted in memory at once (a merge part's images; ~100 MB at most)
+CSV_TYPE = "text/csv; charset=utf-8"
+
+
+def work_prefix(task_id: str, variant: str) -> str:
+    """Under the per-image fan-out's work prefix, so its clean-up takes these too."""
+    return layout.exports_prefix(task_id, variant) + ".zooniverse-parts/captures/"
+
+
+def _run_blob(task_id: str, variant: str, part: int, run: int) -> str:
+    return f"{work_prefix(task_id, variant)}{part:05d}-{run:04d}.jsonl"
+
+
+def write_runs(store: BlobStore, ctx: ExportContext, key: CaptureColumns, part: int,
+               entries: Iterable[tuple[Mapping[str, Any], Mapping[str, str] | None]]) -> tuple[int, int]:
+    """The records of ``entries`` (each with its list row) as sorted runs; (records, runs)."""
+    runs = records = 0
+    batch: list[list[Any]] = []
+
+    def flush() -> None:
+        nonlocal runs
+        batch.sort(key=captures.sort_key)
+        data = b"".join(jsonio.dumps(r) + b"\n" for r in batch)
+        store.write_bytes(ctx.container, _run_blob(ctx.task_id, ctx.variant, part, runs), data,
+                          "application/x-ndjson")
+        runs += 1
+        batch.clear()
+
+    for entry, metadata in entries:
+        if zooniverse.excluded(entry):
+            continue
+        batch.append(captures.record(entry, metadata, key, ctx.manifest, ctx.categories))
+        records += 1
+        if len(batch) >= RUN_RECORDS:
+            flush()
+    if batch:
+        flush()
+    return records, runs
+
+
+def with_rows(entries: Iterable[dict[str, Any]], listed: ListMetadata
+              ) -> Iterator[tuple[dict[str, Any], dict[str, str] | None]]:
+    """Each entry with its list row (every entry is looked up, so the walk keeps step with the shards)."""
+    for entry in entries:
+        yield entry, listed.get(str(entry["file"]))
+
+
+def run_captures_part(payload: c.ExportsCapturesPartInput, settings: Settings,
+                      store: BlobStore) -> c.ExportsCapturesPartOutput:
+    task_id, variant, part = payload["task_id"], payload["variant"], payload["part"]
+    container = settings.container
+    results_name = layout.results_blob(task_id, variant)
+    head, start = read_results_head(store, container, results_name)
+    ctx = prepare(task_id, settings, store, variant, payload.get("threshold"), head)
+    key = ctx.captures()
+    if key is None:
+        raise ValueError(f"task {task_id}: its image list defines no captures")
+    with tempfile.TemporaryFile("w+b") as entries:
+        store.service.get_blob_client(container, results_name).download_blob(
+            offset=start + payload["offset"], length=payload["length"]).readinto(entries)
+        listed = ListMetadata(store, container, task_id, ctx.list_shards, payload["first_shard"])
+        records, runs = write_runs(store, ctx, key, part, with_rows(_lines(entries), listed))
+    return {"part": part, "records": records, "runs": runs}
+
+
+def _records(fp: IO[bytes]) -> Iterator[list[Any]]:
+    fp.seek(0)
+    for line in fp:
+        if line.strip():
+            yield jsonio.loads(line)
+
+
+def combine(store: BlobStore, ctx: ExportContext, runs: list[str]) -> c.ExportsCapturesCombineOutput:
+    """Merge the runs into captures and write the batches (deleting batches an earlier run wrote beyond them)."""
+    container, options = ctx.container, ctx.manifest
+    with tempfile.TemporaryDirectory() as folder:
+        files = []
+        for i, name in enumerate(runs):
+            fp = open(f"{folder}/{i}.jsonl", "w+b")  # noqa: SIM115 - closed below, with the directory
+            files.append(fp)
+            download_to(store, container, name, fp)
+        try:
+            with tempfile.TemporaryFile("w+b") as spool:
+                lengths = array("q")
+                widest = images = 0
+                for capture in captures.group(heapq.merge(*(_records(f) for f in files), key=captures.sort_key)):
+                    data = jsonio.dumps([capture.key, capture.files, capture.conf, capture.top, capture.metadata])
+                    spool.write(data + b"\n")
+                    lengths.append(len(data) + 1)
+                    widest = max(widest, len(capture.files))
+                    images += len(capture.files)
+                batches = _write_batches(store, ctx, spool, lengths, widest)
+        finally:
+            for fp in files:
+                fp.close()
+    delete_under(store, container, layout.exports_prefix(ctx.task_id, ctx.variant) + "zooniverse/",
+                 {layout.zooniverse_batch_blob(ctx.task_id, b + 1, ctx.variant) for b in range(batches)})
+    return {"subjects": len(lengths), "images": images, "batches": batches, "widest": widest}
+
+
+def _write_batches(store: BlobStore, ctx: ExportContext, spool: IO[bytes], lengths: "array[int]",
+                   widest: int) -> int:
+    """Each subject's row into its batch (``BatchAssigner`` over the subjects' ordinals), in key order inside a
+    batch, a batch at a time: a counting sort of the ordinals by batch, then each batch's rows read from the spool."""
+    options = ctx.manifest
+    n = len(lengths)
+    batches = zooniverse.batch_count(n, options)
+    if not batches:
+        return 0
+    batch_of = zooniverse.BatchAssigner(n, batches, options.shuffle, options.seed).batch_range(0, n)
+    offsets = array("q", [0]) * n
+    at = 0
+    for i, length in enumerate(lengths):
+        offsets[i] = at
+        at += length
+    starts = array("q", [0]) * (batches + 1)
+    for b in batch_of:
+        starts[b + 1] += 1
+    for b in range(batches):
+        starts[b + 1] += starts[b]
+    order = array("q", [0]) * n
+    cursor = array("q", starts)
+    for i, b in enumerate(batch_of):
+        order[cursor[b]] = i
+        cursor[b] += 1
+    header = csvline.line(captures.columns(options, widest)).encode("utf-8")
+    for b in range(batches):
+        with tempfile.TemporaryFile("w+b") as out:
+            out.write(header)
+            for k in range(starts[b], starts[b + 1]):
+                i = order[k]
+                spool.seek(offsets[i])
+                key, files, conf, top, metadata = jsonio.loads(spool.read(lengths[i]))
+                line = captures.row_line(captures.Capture(key, files, conf, top, metadata), options, widest)
+                out.write(line.encode("utf-8"))
+            out.seek(0)
+            store.upload_file(ctx.container, layout.zooniverse_batch_blob(ctx.task_id, b + 1, ctx.variant), out,
+                              CSV_TYPE)
+    return batches
+
+
+def run_captures_combine(payload: c.ExportsCapturesCombineInput, settings: Settings,
+                         store: BlobStore) -> c.ExportsCapturesCombineOutput:
+    task_id, variant = payload["task_id"], payload["variant"]
+    head, _ = read_results_head(store, settings.container, layout.results_blob(task_id, variant))
+    ctx = prepare(task_id, settings, store, variant, payload.get("threshold"), head)
+    runs = [_run_blob(task_id, variant, part, run) for part, count in payload["runs"] for run in range(count)]
+    return combine(store, ctx, runs)
+
+
+def write_single(store: BlobStore, ctx: ExportContext, key: CaptureColumns,
+                 entries: Iterable[dict[str, Any]]) -> c.ExportsCapturesCombineOutput:
+    """The single exports activity's manifests of captures: every entry as one part, merged, written, tidied."""
+    listed = ListMetadata(store, ctx.container, ctx.task_id, ctx.list_shards)
+    _, runs = write_runs(store, ctx, key, 0, with_rows(entries, listed))
+    out = combine(store, ctx, [_run_blob(ctx.task_id, ctx.variant, 0, r) for r in range(runs)])
+    delete_prefix(store, ctx.container, work_prefix(ctx.task_id, ctx.variant))
+    return out
+
+
+@bp.activity_trigger(input_name="payload", activity=c.EXPORTS_CAPTURES_PART)
+def exports_captures_part(payload: c.ExportsCapturesPartInput) -> c.ExportsCapturesPartOutput:
+    s = clients.settings()
+    return run_captures_part(payload, s, clients.store(s))
+
+
+@bp.activity_trigger(input_name="payload", activity=c.EXPORTS_CAPTURES_COMBINE)
+def exports_captures_combine(payload: c.ExportsCapturesCombineInput) -> c.ExportsCapturesCombineOutput:
+    s = clients.settings()
+    return run_captures_combine(payload, s, clients.store(s))

@@ -1,0 +1,128 @@
+"""Zooniverse subjects by capture: a camera's burst of images is one subject, as the seed workflow uploads them.
+
+Why: the seed workflow (../shared/reference/seeds/001, its ``generate_manifest``) builds its manifest from a captures
+file, one subject per capture (``capture_id``, or season, site, roll and capture) holding that capture's images in
+order, because volunteers classify a capture, not a frame. When a task's image list carries those columns the
+Zooniverse manifests are made of captures (``activities.zooniverse_captures``); otherwise one subject per image
+(``core.zooniverse``), as before.
+
+How, in bounded memory at any scale: each image that would be in a manifest (``core.zooniverse.excluded`` says which
+not) becomes a *record*, ``[capture key, rank, file, max conf, top category, metadata values]``; records are sorted by
+(key, rank, file) in runs, runs are merged (``heapq.merge``), and consecutive records of a key are one capture. So a
+capture may be spread over any shards and parts. The subjects' order is their keys' order; which batch a subject
+goes to is ``core.zooniverse.BatchAssigner`` over the subjects' ordinals, as for images.
+
+* the key: the list's ``capture_id`` column where it has one, else ``season#site#roll#capture`` (the seed
+  pipeline's capture id) where all four columns exist; an image whose key cells are blank is a subject of its own;
+* the rank: the list's ``image_rank_in_capture`` or ``image`` column when a whole number, else the file name;
+* a subject's hidden detector fields: the highest confidence of its images, and that image's top category.
+
+Column names are matched as ``gpu_batch.formats.listfields`` matches them (case-insensitive, spaces and hyphens as
+underscores). Must not: do I/O.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+from core.zooniverse import ManifestOptions
+from gpu_batch.formats import csvline
+from gpu_batch.formats.listfields import integer
+from gpu_batch.formats.zooniverse_rows import cell, facts
+
+CAPTURE_ID = "capture_id"
+CAPTURE_PARTS = ("season", "site", "roll", "capture")
+RANK_COLUMNS = ("image_rank_in_capture", "image")
+ALONE = "\x00"  # the key prefix of an image without a capture (before every real key): a subject of its own
+FIXED = ["folder", "attribution", "license", "#capture_id", "#images", "#detector_max_conf", "#detector_top_category",
+         "#detector_threshold"]
+_SEPARATORS = re.compile(r"[\s\-]+")
+
+
+def _norm(column: str) -> str:
+    return _SEPARATORS.sub("_", column.strip().lower())
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureColumns:
+    """The list's columns (as the list spells them) that make a capture's key, and the one that ranks its images."""
+
+    key: tuple[str, ...]
+    rank: str | None
+
+
+def capture_columns(metadata_columns: Sequence[str]) -> CaptureColumns | None:
+    """How the list's columns define captures; None when they do not (one subject per image)."""
+    by_name = {_norm(c): c for c in reversed(metadata_columns)}  # the first spelling of a name wins
+    rank = next((by_name[r] for r in RANK_COLUMNS if r in by_name), None)
+    if CAPTURE_ID in by_name:
+        return CaptureColumns((by_name[CAPTURE_ID],), rank)
+    if all(p in by_name for p in CAPTURE_PARTS):
+        return CaptureColumns(tuple(by_name[p] for p in CAPTURE_PARTS), rank)
+    return None
+
+
+def capture_key(metadata: Mapping[str, str] | None, columns: CaptureColumns, file: str) -> str:
+    values = [str((metadata or {}).get(c, "")).strip() for c in columns.key]
+    if not all(values):
+        return ALONE + file
+    return "#".join(values)
+
+
+def record(entry: Mapping[str, Any], metadata: Mapping[str, str] | None, columns: CaptureColumns,
+           options: ManifestOptions, categories: Mapping[str, str]) -> list[Any]:
+    """An image's record (the caller leaves out images ``core.zooniverse.excluded`` keeps out of manifests)."""
+    file, _folder, conf, top = facts(entry, options.threshold, categories)
+    rank_text = str((metadata or {}).get(columns.rank, "")) if columns.rank else ""
+    rank = integer(rank_text) if rank_text.strip() else None
+    listed = [cell((metadata or {}).get(c, "")) for c in options.metadata_columns]
+    return [capture_key(metadata, columns, file), rank if rank is not None else 2**62, file, conf, top, listed]
+
+
+def sort_key(rec: Sequence[Any]) -> tuple[str, int, str]:
+    return rec[0], rec[1], rec[2]
+
+
+@dataclass(slots=True)
+class Capture:
+    """One subject: its key ("" for an image alone), its images in order, its detector fields and metadata."""
+
+    key: str
+    files: list[str]
+    conf: float
+    top: str
+    metadata: list[str]
+
+
+def group(records: Iterable[Sequence[Any]]) -> Iterator[Capture]:
+    """Consecutive records of one key (``records`` sorted by ``sort_key``) as captures."""
+    current: Capture | None = None
+    for rec in records:
+        key = str(rec[0])
+        if current is not None and key == current.key and not key.startswith(ALONE):
+            current.files.append(str(rec[2]))
+            if float(rec[3]) > current.conf:
+                current.conf, current.top = float(rec[3]), str(rec[4])
+            continue
+        if current is not None:
+            yield current
+        current = Capture(key, [str(rec[2])], float(rec[3]), str(rec[4]), [str(v) for v in rec[5]])
+    if current is not None:
+        yield current
+
+
+def columns(options: ManifestOptions, images: int) -> list[str]:
+    """The header of a manifest whose largest subject has ``images`` images."""
+    fixed = [f"image_name_{i}" for i in range(1, images + 1)] + FIXED
+    return fixed + [f"list_{c}" if c in fixed else c for c in options.metadata_columns]
+
+
+def row_line(capture: Capture, options: ManifestOptions, images: int) -> str:
+    """The subject's CSV line (``\\r\\n`` ended, as ``csv.writer`` writes it), padded to ``images`` image columns."""
+    names = capture.files + [""] * (images - len(capture.files))
+    first = capture.files[0]
+    values = [*names, first.rsplit("/", 1)[0] if "/" in first else "", options.attribution, options.license,
+              "" if capture.key.startswith(ALONE) else capture.key, len(capture.files), capture.conf, capture.top,
+              options.threshold, *capture.metadata]
+    return csvline.line([cell(v) for v in values])

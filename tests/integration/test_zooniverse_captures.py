@@ -1,0 +1,172 @@
+"""Zooniverse subjects by capture (core.captures, activities.zooniverse_captures), against Azurite: the single exports
+activity and the fan-out (parts' sorted runs, one merge) write the same batches, byte for byte, and every capture
+comes out whole, its images in rank order, wherever its images sat among the shards and parts."""
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from activities.exportparts import run_exports_combine, run_exports_part
+from activities.exports import run_exports
+from activities.zooniverse_captures import run_captures_combine, run_captures_part
+from activities.zooniverseparts import run_zooniverse_clean
+from adapters.blobs import BlobStore
+from core import contracts as c
+from core import mdformat, zooniverse
+from core.exportparts import part_ranges
+from core.settings import Settings
+from gpu_batch import layout
+from tests.integration.test_exports import TASK, task  # noqa: F401
+from tests.integration.test_exports_fanout import _clear, _snapshot, _write_fanin_results
+
+COLUMNS = ["Season", "site", "roll", "capture", "image", "note"]  # the seed's captures file, spelled as one may
+
+
+def _collection(count: int) -> tuple[dict[str, Any], dict[str, dict[str, str]]]:
+    """``count`` entries in name order and each one's list row: captures of one to four images, most of them
+    neighbours, some spread far apart (capture ``k % 5`` of roll 9), ranks against name order, images without a
+    capture, failed images and images the list flags."""
+    entries: list[dict[str, Any]] = []
+    rows: dict[str, dict[str, str]] = {}
+    for k in range(count):
+        file = f"site{k // 40}/img{k:04d}.jpg"
+        if k % 17 == 3:
+            entries.append(mdformat.failure_entry(file, mdformat.FAILURE_IMAGE_ACCESS, "undecodable"))
+        else:
+            dets = [{"category": str(1 + (k + j) % 3), "conf": round(((k * 37 + j * 11) % 100) / 100, 3),
+                     "bbox": [0.1, 0.1, 0.2, 0.2]} for j in range(k % 3)]
+            entries.append({"file": file, "detections": dets})
+        if k % 23 == 7:
+            rows[file] = {"Season": "S1", "site": "", "roll": "", "capture": "", "image": "", "note": "alone"}
+            continue
+        if k % 9 == 4:  # far apart: five captures over the whole collection
+            site, roll, capture, rank = "X", "9", str(k % 5), str(k)
+        else:
+            site, roll, capture, rank = f"J{k // 40:02d}", "1", str(k // 3), str(3 - k % 3)  # ranks against names
+        rows[file] = {"Season": "S1", "site": site, "roll": roll, "capture": capture, "image": rank,
+                      "note": "invalid" if k % 29 == 11 else f"n{k}"}
+        if k % 29 == 11:
+            rows[file]["invalid"] = "1"
+    for entry in entries:  # the list's flags travel in the entries (as the enumeration leaves them)
+        if rows[entry["file"]].get("invalid"):
+            entry["invalid"] = "1"
+    doc = mdformat.build_output(entries, {"detector": "MDV5A", "detection_completion_time": "2026-12-01T10:00:00"})
+    return doc, rows
+
+
+def _setup(settings: Settings, store: BlobStore, shard_sizes: list[int], shards_per_part: int
+           ) -> tuple[dict[str, Any], dict[str, dict[str, str]], list[list[int]]]:
+    doc, rows = _collection(sum(shard_sizes))
+    store.write_json(settings.container, layout.enumeration_blob(TASK),
+                     {"container": "elsewhere", "prefix": "", "images": sum(shard_sizes), "shards": len(shard_sizes),
+                      "image_list": {"metadata_columns": COLUMNS}})
+    at = 0
+    for index, size in enumerate(shard_sizes):
+        names = [e["file"] for e in doc["images"][at:at + size]]
+        store.write_json(settings.container, layout.shard_list_blob(TASK, layout.shard_id(index)),
+                         {"not_found": [], "metadata": {n: {k: v for k, v in rows[n].items() if k != "invalid"}
+                                                        for n in names}})
+        at += size
+    parts = _write_fanin_results(store, settings.container, "", shard_sizes, shards_per_part, doc)
+    return doc, rows, parts
+
+
+def _fanned(settings: Settings, store: BlobStore, parts: list[list[int]]) -> c.ExportsOutput:
+    """What orchestrations.exports runs for a task whose list defines captures."""
+    ranges = part_ranges(parts)
+    outs = [run_exports_part(c.ExportsPartInput(task_id=TASK, variant="", part=p, first_shard=f, offset=o, length=n),
+                             settings, store) for p, f, o, n in ranges]
+    combined = run_exports_combine(c.ExportsCombineInput(task_id=TASK, variant="", parts=outs), settings, store)
+    assert combined.get("zooniverse_captures") is True and "output" in combined
+    runs = [run_captures_part(c.ExportsCapturesPartInput(task_id=TASK, variant="", part=p, first_shard=f, offset=o,
+                                                         length=n), settings, store) for p, f, o, n in ranges]
+    made = run_captures_combine(c.ExportsCapturesCombineInput(
+        task_id=TASK, variant="", runs=[(r["part"], r["runs"]) for r in runs if r["runs"]]), settings, store)
+    run_zooniverse_clean(c.ExportsZooniverseCleanInput(task_id=TASK, variant="", batches=made["batches"]), settings,
+                         store)
+    return {**combined["output"], "zooniverse_subjects": made["subjects"], "zooniverse_batches": made["batches"],
+            "zooniverse_capture_images": made["images"]}
+
+
+def _expected_subjects(doc: dict[str, Any], rows: dict[str, dict[str, str]]) -> dict[str, list[str]]:
+    """Each capture id (the file for an image alone) and its images in rank order, computed here from scratch."""
+    groups: dict[str, list[tuple[int, str]]] = {}
+    for entry in doc["images"]:
+        if zooniverse.excluded(entry):
+            continue
+        row = rows[entry["file"]]
+        parts = [row["Season"], row["site"], row["roll"], row["capture"]]
+        key = "#".join(parts) if all(parts) else entry["file"]
+        groups.setdefault(key, []).append((int(row["image"]) if row["image"] else 2**62, entry["file"]))
+    return {key: [f for _, f in sorted(images)] for key, images in groups.items()}
+
+
+SPLITS = [([40, 40, 40, 17], 1), ([40, 40, 40, 17], 2), ([7] * 19 + [4], 3), ([137], 1)]
+
+
+@pytest.mark.parametrize("shard_sizes,shards_per_part", SPLITS)
+def test_captures_come_out_whole_and_the_fan_out_writes_the_single_passes_bytes(
+        task: Any, shard_sizes: list[int], shards_per_part: int) -> None:  # noqa: F811
+    settings, store, _ = task
+    settings = replace(settings, zooniverse_batch_size=4, export_image_sizes=False)
+    doc, rows, parts = _setup(settings, store, shard_sizes, shards_per_part)
+    stale = layout.zooniverse_batch_blob(TASK, 999)
+    store.write_bytes(settings.container, stale, b"a batch an earlier, larger run wrote\r\n")
+
+    single = run_exports(TASK, settings, store)
+    expected = _clear(store, settings.container, "")
+    assert stale not in expected  # batches beyond this run's count are deleted
+
+    want = _expected_subjects(doc, rows)
+    assert single["zooniverse_subjects"] == len(want) and single["zooniverse_batches"] == -(-len(want) // 4)
+    assert single["zooniverse_capture_images"] == sum(len(v) for v in want.values())
+    widest = max(len(v) for v in want.values())
+    got: dict[str, list[str]] = {}
+    for b in range(1, single["zooniverse_batches"] + 1):
+        text = expected[layout.zooniverse_batch_blob(TASK, b)].decode("utf-8")
+        table = list(csv.DictReader(io.StringIO(text, newline="")))
+        assert 1 <= len(table) <= 4
+        header = text.split("\r\n", 1)[0].split(",")
+        assert header[:widest + 1] == [f"image_name_{i}" for i in range(1, widest + 1)] + ["folder"]
+        assert "list_image" not in header and "image" in header and "Season" in header
+        for r in table:
+            files = [r[f"image_name_{i}"] for i in range(1, widest + 1) if r[f"image_name_{i}"]]
+            key = r["#capture_id"] or files[0]
+            assert key not in got  # each capture once
+            got[key] = files
+            assert int(r["#images"]) == len(files)
+            confs = [max([d["conf"] for d in e["detections"] or []] or [0.0])
+                     for e in doc["images"] if e["file"] in files]
+            assert float(r["#detector_max_conf"]) == round(max(confs), 4)
+            first = files[0]
+            assert r["note"] == next(v for k, v in rows[first].items() if k == "note")  # the first image's row
+    assert got == want  # whole captures, in rank order; flagged and failed images left out
+    assert any(len(v) > 1 and v != sorted(v) for v in want.values())  # ranks that differ from name order
+    assert any(len({f.split("/")[0] for f in v}) > 1 for v in want.values())  # captures spread over folders
+
+    fanned = _fanned(settings, store, parts)
+    assert fanned == single
+    again = _snapshot(store, settings.container, "")
+    assert sorted(again) == sorted(expected)
+    for name in expected:
+        assert again[name] == expected[name], name
+    assert not [n for n in store.list_names(settings.container, layout.exports_prefix(TASK)) if ".zooniverse-parts"
+                in n]  # the work blobs went with the clean-up
+
+
+def test_a_list_without_capture_columns_keeps_one_subject_per_image(task: Any) -> None:  # noqa: F811
+    settings, store, _ = task
+    settings = replace(settings, zooniverse_batch_size=4, export_image_sizes=False)
+    doc, rows, parts = _setup(settings, store, [40, 40], 1)
+    enumeration = store.read_json(settings.container, layout.enumeration_blob(TASK))
+    store.write_json(settings.container, layout.enumeration_blob(TASK),
+                     {**enumeration, "image_list": {"metadata_columns": ["Season", "site", "roll", "image", "note"]}})
+    out = run_exports(TASK, settings, store)
+    assert out["zooniverse_subjects"] == sum(1 for e in doc["images"] if not zooniverse.excluded(e))
+    assert "zooniverse_capture_images" not in out
+    first = store.read_bytes(settings.container, layout.zooniverse_batch_blob(TASK, 1)).decode()
+    assert first.startswith("image_name_1,folder,attribution,license,#file,")

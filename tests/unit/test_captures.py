@@ -1,0 +1,68 @@
+"""Zooniverse subjects by capture (core.captures): which columns make captures, keys, ranks, grouping, the row."""
+from __future__ import annotations
+
+import csv
+import io
+
+from core import captures
+from core.captures import Capture, CaptureColumns, capture_columns, group, record, row_line, sort_key
+from core.zooniverse import ManifestOptions
+from core.mdformat import DETECTION_CATEGORIES
+
+OPTIONS = ManifestOptions(threshold=0.2, attribution="Univ. of X", license="CC-BY-4.0",
+                          metadata_columns=("season", "site", "roll", "capture", "image", "note"))
+
+
+def test_the_columns_that_make_captures() -> None:
+    assert capture_columns(["season", "site", "roll", "capture"]) == CaptureColumns(
+        ("season", "site", "roll", "capture"), None)
+    assert capture_columns(["Season", "Site", "ROLL", "capture", "image"]) == CaptureColumns(
+        ("Season", "Site", "ROLL", "capture"), "image")  # spelled as the list spells them
+    assert capture_columns(["Capture ID", "site", "image-rank-in-capture", "image"]) == CaptureColumns(
+        ("Capture ID",), "image-rank-in-capture")  # capture_id wins; the explicit rank before 'image'
+    assert capture_columns(["season", "site", "capture"]) is None  # no roll: not the seed's capture
+    assert capture_columns([]) is None
+
+
+def test_keys_ranks_and_images_alone() -> None:
+    cols = CaptureColumns(("season", "site", "roll", "capture"), "image")
+    row = {"season": "S1", "site": "J05", "roll": "1", "capture": "14", "image": "2", "note": "x"}
+    entry = {"file": "S1/J05/J05_R1/IMAG0036.JPG", "detections": [{"category": "1", "conf": 0.91234, "bbox": [0] * 4}]}
+    rec = record(entry, row, cols, OPTIONS, DETECTION_CATEGORIES)
+    assert rec[:5] == ["S1#J05#1#14", 2, entry["file"], 0.9123, "animal"]  # the seed pipeline's capture id
+    assert rec[5] == ["S1", "J05", "1", "14", "2", "x"]
+    alone = record(entry, {**row, "roll": " "}, cols, OPTIONS, DETECTION_CATEGORIES)
+    assert alone[0] == captures.ALONE + entry["file"]  # a blank key cell: an image alone
+    unranked = record(entry, {**row, "image": "second"}, cols, OPTIONS, DETECTION_CATEGORIES)
+    assert unranked[1] > 10**9  # not a whole number: after the ranked images, by name
+
+
+def test_grouping_takes_the_best_image_and_keeps_images_alone_apart() -> None:
+    recs = [["k1", 2, "a/2.jpg", 0.3, "animal", ["m2"]], ["k1", 1, "a/9.jpg", 0.9, "person", ["m1"]],
+            ["k2", 1, "b/1.jpg", 0.0, "empty", ["m3"]],
+            [captures.ALONE + "c/1.jpg", 2**62, "c/1.jpg", 0.5, "animal", ["m4"]],
+            [captures.ALONE + "c/2.jpg", 2**62, "c/2.jpg", 0.1, "empty", ["m5"]]]
+    got = list(group(sorted(recs, key=sort_key)))
+    assert [(g.key, g.files, g.conf, g.top, g.metadata) for g in got] == [
+        (captures.ALONE + "c/1.jpg", ["c/1.jpg"], 0.5, "animal", ["m4"]),
+        (captures.ALONE + "c/2.jpg", ["c/2.jpg"], 0.1, "empty", ["m5"]),
+        ("k1", ["a/9.jpg", "a/2.jpg"], 0.9, "person", ["m1"]),  # rank order; the first image's metadata
+        ("k2", ["b/1.jpg"], 0.0, "empty", ["m3"])]
+
+
+def test_a_row_pads_to_the_widest_capture_and_reads_back() -> None:
+    header = captures.columns(OPTIONS, 3)
+    assert header[:4] == ["image_name_1", "image_name_2", "image_name_3", "folder"]
+    assert header[-6:] == list(OPTIONS.metadata_columns)
+    text = row_line(Capture("S1#J05#1#14", ["a/x, y.jpg", "a/z.jpg"], 0.9, "animal", ["S1", "J05", "1", "14", "1",
+                                                                                     'say "hi"']), OPTIONS, 3)
+    assert text.endswith("\r\n")
+    [row] = list(csv.DictReader(io.StringIO(",".join(header) + "\r\n" + text, newline="")))
+    assert (row["image_name_1"], row["image_name_2"], row["image_name_3"]) == ("a/x, y.jpg", "a/z.jpg", "")
+    assert (row["folder"], row["#capture_id"], row["#images"], row["#detector_max_conf"]) == ("a", "S1#J05#1#14",
+                                                                                             "2", "0.9")
+    assert (row["attribution"], row["license"], row["note"]) == ("Univ. of X", "CC-BY-4.0", 'say "hi"')
+    alone = row_line(Capture(captures.ALONE + "b.jpg", ["b.jpg"], 0.0, "empty", [""] * 6), OPTIONS, 1)
+    assert alone.startswith("b.jpg,,Univ. of X,CC-BY-4.0,,1,0.0,empty,0.2,")  # no capture id, no folder
+    clash = captures.columns(ManifestOptions(threshold=0.2, metadata_columns=("folder", "capture")), 1)
+    assert clash[-2:] == ["list_folder", "capture"]
