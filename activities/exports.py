@@ -579,9 +579,12 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
             else:
                 from activities.zooniverse_captures import write_single
 
-                if not downloaded and views.complete:  # the views held every other format: the entries now
-                    download_to(store, container, results_name, results)
-                made = write_single(store, ctx, by_capture, _entries(results))
+                def entries() -> Iterator[dict[str, Any]]:  # without every shard's view: the entries, read now
+                    if not downloaded and views.complete:
+                        download_to(store, container, results_name, results)
+                    return _entries(results)
+
+                made = write_single(settings, store, ctx, by_capture, entries)
                 batches, eligible = made["batches"], made["subjects"]
     prefix = layout.exports_prefix(task_id, variant)
     logger.info("task %s: exports%s written: %d images, %d COCO boxes, %d observations, %d Zooniverse batches",

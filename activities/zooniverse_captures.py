@@ -22,15 +22,18 @@ fan-out's clean-up (``exports_zooniverse_clean`` deletes this prefix too) or, on
 """
 from __future__ import annotations
 
+import csv
 import heapq
+import io
 import tempfile
 from array import array
-from typing import IO, Any, Iterable, Iterator, Mapping
+from typing import IO, Any, Callable, Iterable, Iterator
 
 import azure.durable_functions as df
 
 from activities.exportparts import _lines
 from activities.exports import ExportContext, ListMetadata, prepare, read_results_head
+from activities.fanin import export_views
 from adapters import clients
 from adapters.blob_files import delete_under, download_to
 from adapters.blobs import BlobStore
@@ -41,6 +44,7 @@ from core.captures import CaptureColumns
 from core.settings import Settings
 from gpu_batch import layout
 from gpu_batch.formats import csvline, jsonio
+from gpu_batch.formats.mergeview import ShardView
 
 bp = df.Blueprint()
 RUN_RECORDS = 200_000  # records sorted in memory at once (a merge part's images; ~100 MB at most)
@@ -56,9 +60,8 @@ def _run_blob(task_id: str, variant: str, part: int, run: int) -> str:
     return f"{work_prefix(task_id, variant)}{part:05d}-{run:04d}.jsonl"
 
 
-def write_runs(store: BlobStore, ctx: ExportContext, key: CaptureColumns, part: int,
-               entries: Iterable[tuple[Mapping[str, Any], Mapping[str, str] | None]]) -> tuple[int, int]:
-    """The records of ``entries`` (each with its list row) as sorted runs; (records, runs)."""
+def write_runs(store: BlobStore, ctx: ExportContext, part: int, records_in: Iterable[list[Any]]) -> tuple[int, int]:
+    """``records_in`` as sorted runs of at most ``RUN_RECORDS``; (records, runs)."""
     runs = records = 0
     batch: list[list[Any]] = []
 
@@ -71,10 +74,8 @@ def write_runs(store: BlobStore, ctx: ExportContext, key: CaptureColumns, part: 
         runs += 1
         batch.clear()
 
-    for entry, metadata in entries:
-        if zooniverse.excluded(entry):
-            continue
-        batch.append(captures.record(entry, metadata, key, ctx.manifest, ctx.categories))
+    for rec in records_in:
+        batch.append(rec)
         records += 1
         if len(batch) >= RUN_RECORDS:
             flush()
@@ -83,11 +84,36 @@ def write_runs(store: BlobStore, ctx: ExportContext, key: CaptureColumns, part: 
     return records, runs
 
 
-def with_rows(entries: Iterable[dict[str, Any]], listed: ListMetadata
-              ) -> Iterator[tuple[dict[str, Any], dict[str, str] | None]]:
-    """Each entry with its list row (every entry is looked up, so the walk keeps step with the shards)."""
+def entry_records(ctx: ExportContext, key: CaptureColumns, entries: Iterable[dict[str, Any]],
+                  listed: ListMetadata) -> Iterator[list[Any]]:
+    """The records of the entries in the manifests, each with its list row (every entry is looked up, so the walk
+    keeps step with the shards)."""
     for entry in entries:
-        yield entry, listed.get(str(entry["file"]))
+        metadata = listed.get(str(entry["file"]))
+        if not zooniverse.excluded(entry):
+            yield captures.record(entry, metadata, key, ctx.manifest, ctx.categories)
+
+
+def view_records(ctx: ExportContext, key: CaptureColumns, views: list[ShardView]) -> Iterator[list[Any]]:
+    """The same records from the workers' merge views: their per-image manifest rows (made with the list's rows,
+    ``activities.fanin.export_views`` checked), read back field by field. The entries are then not read at all."""
+    for view in views:
+        assert view.zooniverse is not None
+        data, lengths = view.zooniverse.filled(",,,")  # attribution and license empty: not part of a record
+        at = 0
+        for length in lengths:
+            fields = next(csv.reader(io.StringIO(data[at:at + length].decode("utf-8"), newline="")))
+            at += length
+            yield captures.record_from_row(fields, key, ctx.manifest)
+
+
+def _views(settings: Settings, store: BlobStore, ctx: ExportContext, first: int, shards: int) -> list[ShardView] | None:
+    """Every shard's view with its Zooniverse rows made for this task's list, else None (then the entries)."""
+    if not shards:
+        return None
+    views = export_views(store, settings, ctx.task_id, first, shards, ctx.cut, ctx.plain(), "zooniverse",
+                         *ctx.view_list())
+    return views if views is not None and all(v.zooniverse is not None for v in views) else None
 
 
 def run_captures_part(payload: c.ExportsCapturesPartInput, settings: Settings,
@@ -100,11 +126,15 @@ def run_captures_part(payload: c.ExportsCapturesPartInput, settings: Settings,
     key = ctx.captures()
     if key is None:
         raise ValueError(f"task {task_id}: its image list defines no captures")
+    views = _views(settings, store, ctx, payload["first_shard"], int(payload.get("shards", 0)))
+    if views is not None:  # the workers' rows: no entry is downloaded or parsed
+        records, runs = write_runs(store, ctx, part, view_records(ctx, key, views))
+        return {"part": part, "records": records, "runs": runs}
     with tempfile.TemporaryFile("w+b") as entries:
         store.service.get_blob_client(container, results_name).download_blob(
             offset=start + payload["offset"], length=payload["length"]).readinto(entries)
         listed = ListMetadata(store, container, task_id, ctx.list_shards, payload["first_shard"])
-        records, runs = write_runs(store, ctx, key, part, with_rows(_lines(entries), listed))
+        records, runs = write_runs(store, ctx, part, entry_records(ctx, key, _lines(entries), listed))
     return {"part": part, "records": records, "runs": runs}
 
 
@@ -193,11 +223,14 @@ def run_captures_combine(payload: c.ExportsCapturesCombineInput, settings: Setti
     return combine(store, ctx, runs)
 
 
-def write_single(store: BlobStore, ctx: ExportContext, key: CaptureColumns,
-                 entries: Iterable[dict[str, Any]]) -> c.ExportsCapturesCombineOutput:
-    """The single exports activity's manifests of captures: every entry as one part, merged, written, tidied."""
-    listed = ListMetadata(store, ctx.container, ctx.task_id, ctx.list_shards)
-    _, runs = write_runs(store, ctx, key, 0, with_rows(entries, listed))
+def write_single(settings: Settings, store: BlobStore, ctx: ExportContext, key: CaptureColumns,
+                 entries: Callable[[], Iterable[dict[str, Any]]]) -> c.ExportsCapturesCombineOutput:
+    """The single exports activity's manifests of captures: the whole task as one part (from the workers' views
+    when every shard has one, else from ``entries()``), merged, written, tidied."""
+    views = _views(settings, store, ctx, 0, int(ctx.enumeration.get("shards") or 0))
+    records = (view_records(ctx, key, views) if views is not None else
+               entry_records(ctx, key, entries(), ListMetadata(store, ctx.container, ctx.task_id, ctx.list_shards)))
+    _, runs = write_runs(store, ctx, 0, records)
     out = combine(store, ctx, [_run_blob(ctx.task_id, ctx.variant, 0, r) for r in range(runs)])
     delete_prefix(store, ctx.container, work_prefix(ctx.task_id, ctx.variant))
     return out

@@ -294,7 +294,8 @@ IMAGE_LIST = "lists/control-plane.csv"
 def write_image_list(connection: str, container: str, names: list[str], kind: str = "site") -> str:
     """An image list naming every one of ``names`` in ``container``: a path column, and with ``site`` a ``site``
     column (each image's folder, which the exports carry as the location), with ``gps`` also each image's own
-    latitude and longitude (a camera's GPS, a few metres apart from image to image); returns its blob name."""
+    latitude and longitude (a camera's GPS, a few metres apart from image to image), with ``captures`` the seed's
+    captures columns (bursts of three); returns its blob name."""
     from azure.storage.blob import BlobServiceClient
 
     if kind == "gps":
@@ -302,6 +303,9 @@ def write_image_list(connection: str, container: str, names: list[str], kind: st
                                                    for i, name in enumerate(names))]
     elif kind == "site":
         rows = ["path,site", *(f"{name},{name.rsplit('/', 1)[0]}" for name in names)]
+    elif kind == "captures":  # the seed's captures file: bursts of three neighbours, the Zooniverse subjects
+        rows = ["path,season,site,roll,capture,image",
+                *(f"{name},S1,{name.rsplit('/', 1)[0]},1,{i // 3},{i % 3 + 1}" for i, name in enumerate(names))]
     else:
         rows = ["path", *names]
     data = ("\n".join(rows) + "\n").encode("utf-8")
@@ -560,10 +564,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--preload", action="store_true",
                    help="create the blobs inside Azurite instead of by PUT (needed past ~50,000 images: Azurite's "
                         "PUTs slow down as it fills); bench/preloaded_azurite.py says what that changes")
-    p.add_argument("--image-list", nargs="?", const="site", choices=["site", "gps", "paths"], default=None,
+    p.add_argument("--image-list", nargs="?", const="site", choices=["site", "gps", "paths", "captures"],
+                   default=None,
                    help="start the task from an image list naming every blob (core.imagelist): with a site column "
                         "(metadata the exports carry; the default), with each image's own coordinates too (gps), "
-                        "or paths alone")
+                        "paths alone, or a captures file (season, site, roll, capture, image: Zooniverse subjects "
+                        "of three images, core.captures)")
     p.add_argument("--only-new", type=int, default=None, metavar="N",
                    help="then add N images and run the request again with only_new (record: only_new_rerun)")
     p.add_argument("--shape-of", type=int, default=0, metavar="M",

@@ -74,10 +74,23 @@ def record(entry: Mapping[str, Any], metadata: Mapping[str, str] | None, columns
            options: ManifestOptions, categories: Mapping[str, str]) -> list[Any]:
     """An image's record (the caller leaves out images ``core.zooniverse.excluded`` keeps out of manifests)."""
     file, _folder, conf, top = facts(entry, options.threshold, categories)
-    rank_text = str((metadata or {}).get(columns.rank, "")) if columns.rank else ""
-    rank = integer(rank_text) if rank_text.strip() else None
     listed = [cell((metadata or {}).get(c, "")) for c in options.metadata_columns]
-    return [capture_key(metadata, columns, file), rank if rank is not None else 2**62, file, conf, top, listed]
+    return _record(file, conf, top, listed, columns, options)
+
+
+def record_from_row(fields: Sequence[str], columns: CaptureColumns, options: ManifestOptions) -> list[Any]:
+    """``record`` of an image from its per-image manifest row (``core.zooniverse.columns`` order, read back with
+    ``csv.reader``), as the workers' merge views hold them: the same record, without the entry."""
+    file, conf, top, listed = fields[0], float(fields[5]), fields[6], list(fields[8:])
+    return _record(file, conf, top, listed, columns, options)
+
+
+def _record(file: str, conf: float, top: str, listed: list[str], columns: CaptureColumns,
+            options: ManifestOptions) -> list[Any]:
+    row = dict(zip(options.metadata_columns, listed))
+    rank_text = row.get(columns.rank, "") if columns.rank else ""
+    rank = integer(rank_text) if rank_text.strip() else None
+    return [capture_key(row, columns, file), rank if rank is not None else 2**62, file, conf, top, listed]
 
 
 def sort_key(rec: Sequence[Any]) -> tuple[str, int, str]:

@@ -542,6 +542,7 @@ class ExportsCapturesPartInput(TypedDict):
     offset: int
     length: int
     threshold: NotRequired[float]
+    shards: NotRequired[int]  # as ExportsPartInput: with every shard's merge view, the rows come from the views
 
 
 class ExportsCapturesPartOutput(TypedDict):

@@ -56,7 +56,7 @@ def exports(context: df.DurableOrchestrationContext, task_id: str, variant: str,
         return fallback
     output = combined["output"]
     if combined.get("zooniverse_captures"):  # subjects are captures: sorted runs per part, one merge writes them
-        made = yield from _captures(context, task_id, variant, ranges)
+        made = yield from _captures(context, task_id, variant, ranges, shards)
         return {**output, "zooniverse_subjects": made["subjects"], "zooniverse_batches": made["batches"],
                 "zooniverse_capture_images": made["images"]}
     if not combined.get("zooniverse_parts"):  # a combine recorded before the Zooniverse fan-out
@@ -81,12 +81,13 @@ def exports(context: df.DurableOrchestrationContext, task_id: str, variant: str,
 
 
 def _captures(context: df.DurableOrchestrationContext, task_id: str, variant: str,
-              ranges: list[tuple[int, int, int, int]]) -> Generator[Any, Any, c.ExportsCapturesCombineOutput]:
+              ranges: list[tuple[int, int, int, int]],
+              shards: list[int]) -> Generator[Any, Any, c.ExportsCapturesCombineOutput]:
     """The manifests of captures (``activities.zooniverse_captures``): every part's sorted runs in parallel, the
     merge that writes the batches, then the clean-up of the work blobs (the per-image fan-out's, which covers them)."""
     runs: list[c.ExportsCapturesPartOutput] = yield from call_all(context, c.EXPORTS_CAPTURES_PART, [
         c.ExportsCapturesPartInput(task_id=task_id, variant=variant, part=part, first_shard=first, offset=offset,
-                                   length=length) for part, first, offset, length in ranges])
+                                   length=length, shards=shards[part]) for part, first, offset, length in ranges])
     made: c.ExportsCapturesCombineOutput = yield from call(context, c.EXPORTS_CAPTURES_COMBINE, STORAGE_RETRY,
                                                            c.ExportsCapturesCombineInput(
                                                                task_id=task_id, variant=variant,

@@ -170,3 +170,59 @@ def test_a_list_without_capture_columns_keeps_one_subject_per_image(task: Any) -
     assert "zooniverse_capture_images" not in out
     first = store.read_bytes(settings.container, layout.zooniverse_batch_blob(TASK, 1)).decode()
     assert first.startswith("image_name_1,folder,attribution,license,#file,")
+
+
+def _write_shards_with_views(settings: Settings, store: BlobStore, doc: dict[str, Any], shard_sizes: list[int]) -> None:
+    """Each shard's manifest and results, then its view as the worker makes it with the list's rows
+    (tests/integration/test_fanin.write_listed_views)."""
+    from gpu_batch.formats import jsonio
+    from gpu_batch.manifest import ShardManifest
+    from tests.integration.test_fanin import write_listed_views
+
+    at = 0
+    for index, size in enumerate(shard_sizes):
+        sid = layout.shard_id(index)
+        entries = doc["images"][at:at + size]
+        at += size
+        manifest = ShardManifest(task_id=TASK, shard_id=sid, attempt=1, source_container="elsewhere",
+                                 images=tuple(e["file"] for e in entries), output_container=settings.container,
+                                 output_blob=layout.attempt_results_blob(TASK, sid, 1), model="MDV5A")
+        store.write_bytes(settings.container, layout.manifest_blob(TASK, sid, 1), jsonio.dumps(manifest.to_dict()))
+        store.write_bytes(settings.container, layout.attempt_results_blob(TASK, sid, 1),
+                          jsonio.dumps({"images": entries}))
+    write_listed_views(settings, store, TASK, len(shard_sizes), settings.threshold_for("MDV5A", None), COLUMNS)
+
+
+@pytest.mark.parametrize("shard_sizes,shards_per_part", [([40, 40, 40, 17], 2), ([137], 1)])
+def test_with_the_workers_views_no_entry_is_read_and_the_bytes_are_the_same(
+        task: Any, monkeypatch: Any, shard_sizes: list[int], shards_per_part: int) -> None:  # noqa: F811
+    from activities import exportparts
+    from core import captures
+
+    settings, store, _ = task
+    settings = replace(settings, zooniverse_batch_size=4, export_image_sizes=False)
+    doc, rows, parts = _setup(settings, store, shard_sizes, shards_per_part)
+    single = run_exports(TASK, settings, store)  # no views yet: every record from the entries
+    expected = _clear(store, settings.container, "")
+    _write_shards_with_views(settings, store, doc, shard_sizes)
+
+    from_entries: list[str] = []
+    original = captures.record
+    monkeypatch.setattr(captures, "record", lambda entry, *a: from_entries.append(entry["file"]) or original(entry, *a))
+    parsed: list[int] = []
+    original_lines = exportparts._lines
+    monkeypatch.setattr("activities.zooniverse_captures._lines", lambda fp: (parsed.append(1) or e
+                                                                            for e in original_lines(fp)))
+    assert run_exports(TASK, settings, store) == single
+    assert _clear(store, settings.container, "") == expected and from_entries == []
+    ranges = part_ranges(parts)
+    runs = [run_captures_part(c.ExportsCapturesPartInput(task_id=TASK, variant="", part=p, first_shard=f, offset=o,
+                                                         length=n, shards=parts[p][1]), settings, store)
+            for p, f, o, n in ranges]
+    made = run_captures_combine(c.ExportsCapturesCombineInput(
+        task_id=TASK, variant="", runs=[(r["part"], r["runs"]) for r in runs if r["runs"]]), settings, store)
+    assert (made["subjects"], made["batches"]) == (single["zooniverse_subjects"], single["zooniverse_batches"])
+    got = _snapshot(store, settings.container, "")
+    for name in (n for n in expected if "/zooniverse/" in n):
+        assert got[name] == expected[name], name
+    assert from_entries == [] and parsed == []  # the parts read views, never the results' entries

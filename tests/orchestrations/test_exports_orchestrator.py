@@ -271,9 +271,9 @@ def test_an_image_list_with_captures_gets_manifests_of_captures() -> None:
     assert run.activity_names == ([c.EXPORTS_PART] * 3 + [c.EXPORTS_COMBINE] + [c.EXPORTS_CAPTURES_PART] * 3
                                   + [c.EXPORTS_CAPTURES_COMBINE, c.EXPORTS_ZOONIVERSE_CLEAN])
     assert run.inputs(c.EXPORTS_CAPTURES_PART) == [
-        {"task_id": TASK, "variant": "", "part": 0, "first_shard": 0, "offset": 0, "length": 999},
-        {"task_id": TASK, "variant": "", "part": 1, "first_shard": 25, "offset": 999, "length": 1000},
-        {"task_id": TASK, "variant": "", "part": 3, "first_shard": 75, "offset": 1999, "length": 500}]
+        {"task_id": TASK, "variant": "", "part": 0, "first_shard": 0, "offset": 0, "length": 999, "shards": 25},
+        {"task_id": TASK, "variant": "", "part": 1, "first_shard": 25, "offset": 999, "length": 1000, "shards": 25},
+        {"task_id": TASK, "variant": "", "part": 3, "first_shard": 75, "offset": 1999, "length": 500, "shards": 25}]
     assert run.inputs(c.EXPORTS_CAPTURES_COMBINE) == [{"task_id": TASK, "variant": "", "runs": [[0, 1], [3, 1]]}]
     assert run.inputs(c.EXPORTS_ZOONIVERSE_CLEAN) == [{"task_id": TASK, "variant": "", "batches": 2}]
     assert run.output == {**OUTPUT, "zooniverse_subjects": 3, "zooniverse_batches": 2, "zooniverse_capture_images": 8}

@@ -66,3 +66,38 @@ def test_a_row_pads_to_the_widest_capture_and_reads_back() -> None:
     assert alone.startswith("b.jpg,,Univ. of X,CC-BY-4.0,,1,0.0,empty,0.2,")  # no capture id, no folder
     clash = captures.columns(ManifestOptions(threshold=0.2, metadata_columns=("folder", "capture")), 1)
     assert clash[-2:] == ["list_folder", "capture"]
+
+
+def test_a_record_read_back_from_a_views_row_is_the_entrys_own() -> None:
+    """The workers' merge views hold each image's per-image manifest row (``mergeview.zooniverse_lines``); the
+    records made from them are the ones made from the entries, with quoting, commas, non-ASCII and odd ranks."""
+    import csv as csv_module
+    import io as io_module
+
+    from gpu_batch.formats.mergeview import ListedRows, zooniverse_lines
+
+    cols = capture_columns(OPTIONS.metadata_columns)
+    assert cols is not None
+    entries = [
+        {"file": "S1/J05/a, b.jpg", "detections": [{"category": "2", "conf": 0.87654, "bbox": [0] * 4}]},
+        {"file": "S1/J05/ü.jpg", "detections": [{"category": "1", "conf": 0.1, "bbox": [0] * 4}]},
+        {"file": "S1/J06/c.jpg", "detections": []},
+        {"file": "S1/J06/d.jpg", "failure": "image access failure", "detections": None},
+    ]
+    rows = {"S1/J05/a, b.jpg": {"season": "S1", "site": "J05", "roll": "1", "capture": "7", "image": "2",
+                                "note": 'he said "go"\nthen left'},
+            "S1/J05/ü.jpg": {"season": "S1", "site": "J05", "roll": "1", "capture": "7", "image": "1.0"},
+            "S1/J06/c.jpg": {"season": "S1", "site": "", "roll": "1", "capture": "8", "image": "x", "note": "é"},
+            "S1/J06/d.jpg": {"season": "S1", "site": "J06", "roll": "1", "capture": "8", "image": "3"}}
+    lines = zooniverse_lines(entries, OPTIONS.threshold, ListedRows("etag", OPTIONS.metadata_columns, rows))
+    assert lines is not None
+    data, lengths = lines.filled(",,,")
+    from_views, at = [], 0
+    for length in lengths:
+        fields = next(csv_module.reader(io_module.StringIO(data[at:at + length].decode("utf-8"), newline="")))
+        at += length
+        from_views.append(captures.record_from_row(fields, cols, OPTIONS))
+    from_entries = [record(e, rows[e["file"]], cols, OPTIONS, DETECTION_CATEGORIES) for e in entries
+                    if not e.get("failure")]
+    assert from_views == from_entries and len(from_views) == 3
+    assert [r[1] for r in from_views[:2]] == [2, 1] and from_views[2][0].startswith(captures.ALONE)
