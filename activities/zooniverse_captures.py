@@ -11,9 +11,9 @@ subjects and the largest capture (the header's image columns), assigns batches o
 * ``run_captures_part`` (fan-out: ``exports_captures_part`` per merge part, in parallel): the part's entries (the byte
   range ``exports_part`` read) and the image list's rows, as ``exports_zooniverse_part`` reads them. The single
   exports activity calls ``write_runs`` over the whole results itself.
-* ``run_captures_combine`` (``exports_captures_combine``, one call): the merge and the batches. Memory: 32 bytes per
-  subject (a row's place, length, batch and order); the runs (~150 bytes an image) and the rows wait on the local
-  disk. CPU, measured here: ~5 us an image in a part, ~3 in the combine (``tests/integration/
+* ``run_captures_combine`` (``exports_captures_combine``, one call): the merge and the batches. Memory: 48 bytes per
+  subject (a row's place, length, split, images, batch and order); the runs (~150 bytes an image) and the rows wait
+  on the local disk. CPU, measured here: ~5 us an image in a part, ~3 in the combine (``tests/integration/
   test_zooniverse_captures.py`` checks the fan-out's bytes equal the single pass's, and every capture whole).
 
 Records and rows are the entries' own values: the workers' merge views (which hold per-image rows) are not used here,
@@ -100,11 +100,12 @@ def view_records(ctx: ExportContext, key: CaptureColumns, views: list[ShardView]
     for view in views:
         assert view.zooniverse is not None
         data, lengths = view.zooniverse.filled(",,,")  # attribution and license empty: not part of a record
-        at = 0
-        for length in lengths:
-            fields = next(csv.reader(io.StringIO(data[at:at + length].decode("utf-8"), newline="")))
-            at += length
+        rows = 0
+        for fields in csv.reader(io.StringIO(data.decode("utf-8"), newline="")):  # one reader over the shard's rows
+            rows += 1
             yield captures.record_from_row(fields, key, ctx.manifest)
+        if rows != len(lengths):
+            raise ValueError(f"task {ctx.task_id}: a view's Zooniverse rows read back as {rows}, not {len(lengths)}")
 
 
 def _views(settings: Settings, store: BlobStore, ctx: ExportContext, first: int, shards: int) -> list[ShardView] | None:
@@ -156,15 +157,19 @@ def combine(store: BlobStore, ctx: ExportContext, runs: list[str]) -> c.ExportsC
             download_to(store, container, name, fp)
         try:
             with tempfile.TemporaryFile("w+b") as spool:
-                lengths = array("q")
+                # each subject's row, made now in two pieces (its image names, the rest) and padded when written
+                lengths, splits, counts = array("q"), array("q"), array("q")
                 widest = images = 0
                 for capture in captures.group(heapq.merge(*(_records(f) for f in files), key=captures.sort_key)):
-                    data = jsonio.dumps([capture.key, capture.files, capture.conf, capture.top, capture.metadata])
-                    spool.write(data + b"\n")
-                    lengths.append(len(data) + 1)
+                    names, rest = captures.row_parts(capture, options)
+                    head, tail = names.encode("utf-8"), rest.encode("utf-8")
+                    spool.write(head + tail)
+                    lengths.append(len(head) + len(tail))
+                    splits.append(len(head))
+                    counts.append(len(capture.files))
                     widest = max(widest, len(capture.files))
                     images += len(capture.files)
-                batches = _write_batches(store, ctx, spool, lengths, widest)
+                batches = _write_batches(store, ctx, spool, lengths, splits, counts, widest)
         finally:
             for fp in files:
                 fp.close()
@@ -174,7 +179,7 @@ def combine(store: BlobStore, ctx: ExportContext, runs: list[str]) -> c.ExportsC
 
 
 def _write_batches(store: BlobStore, ctx: ExportContext, spool: IO[bytes], lengths: "array[int]",
-                   widest: int) -> int:
+                   splits: "array[int]", counts: "array[int]", widest: int) -> int:
     """Each subject's row into its batch (``BatchAssigner`` over the subjects' ordinals), in key order inside a
     batch, a batch at a time: a counting sort of the ordinals by batch, then each batch's rows read from the spool."""
     options = ctx.manifest
@@ -205,9 +210,8 @@ def _write_batches(store: BlobStore, ctx: ExportContext, spool: IO[bytes], lengt
             for k in range(starts[b], starts[b + 1]):
                 i = order[k]
                 spool.seek(offsets[i])
-                key, files, conf, top, metadata = jsonio.loads(spool.read(lengths[i]))
-                line = captures.row_line(captures.Capture(key, files, conf, top, metadata), options, widest)
-                out.write(line.encode("utf-8"))
+                row = spool.read(lengths[i])
+                out.write(row[:splits[i]] + b"," * (widest - counts[i]) + row[splits[i]:])
             out.seek(0)
             store.upload_file(ctx.container, layout.zooniverse_batch_blob(ctx.task_id, b + 1, ctx.variant), out,
                               CSV_TYPE)

@@ -131,11 +131,18 @@ def columns(options: ManifestOptions, images: int) -> list[str]:
     return fixed + [f"list_{c}" if c in fixed else c for c in options.metadata_columns]
 
 
-def row_line(capture: Capture, options: ManifestOptions, images: int) -> str:
-    """The subject's CSV line (``\\r\\n`` ended, as ``csv.writer`` writes it), padded to ``images`` image columns."""
-    names = capture.files + [""] * (images - len(capture.files))
+def row_parts(capture: Capture, options: ManifestOptions) -> tuple[str, str]:
+    """The subject's row in two pieces, the image names' fields and the rest (from the comma before ``folder``,
+    ``\\r\\n`` ended): a row can be made before the widest capture is known, and padded when it is written."""
     first = capture.files[0]
-    values = [*names, first.rsplit("/", 1)[0] if "/" in first else "", options.attribution, options.license,
-              "" if capture.key.startswith(ALONE) else capture.key, len(capture.files), capture.conf, capture.top,
-              options.threshold, *capture.metadata]
-    return csvline.line([cell(v) for v in values])
+    rest = [first.rsplit("/", 1)[0] if "/" in first else "", options.attribution, options.license,
+            "" if capture.key.startswith(ALONE) else capture.key, len(capture.files), capture.conf, capture.top,
+            options.threshold, *capture.metadata]
+    return ",".join([csvline.field(f) for f in capture.files]), "," + csvline.line([cell(v) for v in rest])
+
+
+def row_line(capture: Capture, options: ManifestOptions, images: int) -> str:
+    """The subject's CSV line (``\\r\\n`` ended, as ``csv.writer`` writes it), padded to ``images`` image columns
+    (the missing ones empty)."""
+    names, rest = row_parts(capture, options)
+    return names + "," * (images - len(capture.files)) + rest
