@@ -259,6 +259,10 @@ def description(base_url: str = "") -> dict[str, Any]:
                                      "why not (reason)", "properties": {
                                          "sent": {"type": "boolean"}, "status_code": {"type": "integer"},
                                          "reason": {"type": "string"}}},
+                    "task_event": {"type": "object", "description": "a finished task, where the app publishes "
+                                   "to an Event Grid topic: whether its event was taken or why not", "properties": {
+                                       "sent": {"type": "boolean"}, "status_code": {"type": "integer"},
+                                       "reason": {"type": "string"}}},
                     "served": {"type": "object", "description": "a re-run that has not completed: the generation "
                                "whose results the task still hands out (empty: the first run's)", "properties": {
                                    "generation": {"type": "string"}, "results_url": {"type": "string"},

@@ -181,6 +181,9 @@ def _summary(st: dict[str, Any]) -> None:
     if isinstance(told, dict):  # the request's notify_url: taken, or why not
         table.add_row("notify_url", f"told (answered {told.get('status_code')})" if told.get("sent") else
                       f"NOT told: {told.get('reason')}")
+    published = st.get("task_event")
+    if isinstance(published, dict) and not published.get("sent"):  # the operator's Event Grid topic missed it
+        table.add_row("task event", f"NOT published: {published.get('reason')}")
     if isinstance(st.get("not_images"), dict):  # files the listing found that are not images: none of them ran
         table.add_row("not run", describe_not_images(st["not_images"]))
     if (st.get("repeated_detections") or {}).get("locations"):

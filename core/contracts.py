@@ -351,6 +351,7 @@ class TaskStatus(TypedDict, total=False):
     reused: int  # a re-run with ``only_new``: images whose previous results were reused (not sent to the pool)
     not_images: dict[str, Any]  # files listed but not run (core.notimages summary: total, largest kinds); absent: none
     notification: "NotifyOutput"  # what became of the request's notify_url POST (absent: none was asked for)
+    task_event: "PublishEventOutput"  # what became of the Event Grid event (absent: no topic configured)
     results: ResultsRef
     repeated_detections: RepeatsRef
     previews: PreviewsOutput

@@ -119,13 +119,16 @@ def _tell(context: df.DurableOrchestrationContext, data: c.TaskInput,
           status: c.TaskStatus) -> Generator[Any, Any, None]:
     """Word that the task ended: the done file beside a dropped request, the request's ``notify_url``, and the Event
     Grid event where a topic is configured. Each is best effort: none changes how the task ended. Whether the
-    ``notify_url`` was told is then added to the status (``notification``), so a receiver that never got word is
-    seen in ``GET /api/tasks/{id}``, not only in the app's log."""
+    ``notify_url`` was told, and whether the event was published, is then added to the status (``notification``,
+    ``task_event``), so word that never arrived is seen in ``GET /api/tasks/{id}``, not only in the app's log."""
     yield from _drop_answer(context, data, "done", status)
     told = yield from _notify(context, data, status)
-    yield from _publish_event(context, data, status)
+    published = yield from _publish_event(context, data, status)
     if told is not None:
         status["notification"] = told
+    if published is not None:
+        status["task_event"] = published
+    if told is not None or published is not None:
         context.set_custom_status(status)
 
 
@@ -217,17 +220,20 @@ def _notify(context: df.DurableOrchestrationContext, data: c.TaskInput,
 
 
 def _publish_event(context: df.DurableOrchestrationContext, data: c.TaskInput,
-                   status: c.TaskStatus) -> Generator[Any, Any, None]:
+                   status: c.TaskStatus) -> Generator[Any, Any, c.PublishEventOutput | None]:
     """One CloudEvents event of the final status on the Event Grid custom topic (core/task_events.py), where
     ``TRAPBATCH_EVENT_GRID_TOPIC_ENDPOINT`` was set when the task started (the knob snapshots it). A topic that stays
     unreachable does not change how the task ended."""
     if not OrchestrationKnobs.from_dict(data["knobs"]).task_events:
-        return
+        return None
     try:
-        yield from call(context, c.PUBLISH_EVENT, NOTIFY_RETRY,
-                        c.PublishEventInput(task_id=data["task_id"], run=data.get("run", ""), status=dict(status)))
-    except Exception:  # noqa: BLE001 - every attempt failed; the activity logged why
-        pass
+        published: c.PublishEventOutput = yield from call(
+            context, c.PUBLISH_EVENT, NOTIFY_RETRY,
+            c.PublishEventInput(task_id=data["task_id"], run=data.get("run", ""), status=dict(status)))
+    except Exception as exc:  # noqa: BLE001 - every attempt failed; the activity logged why
+        return c.PublishEventOutput(sent=False, status_code=0, reason=f"{_first_line(exc)} (after "
+                                                                       f"{NOTIFY_RETRY.attempts} attempts)")
+    return published
 
 
 def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id: str, started: str,

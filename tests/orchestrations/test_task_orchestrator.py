@@ -564,7 +564,9 @@ def test_with_a_topic_each_final_stage_publishes_one_event_last(
     assert run.status == ("Failed" if stage == Stage.failed else "Completed")
     [sent] = run.inputs(c.PUBLISH_EVENT)
     assert sent["task_id"] == TASK and sent["run"] == "r1"
-    assert sent["status"]["stage"] == stage and sent["status"] == run.custom_status
+    final = dict(run.custom_status)
+    assert final.pop("task_event") == {"sent": True, "status_code": 200, "reason": ""}  # said after it was sent
+    assert sent["status"]["stage"] == stage and sent["status"] == final
     assert run.activity_names[-1] == c.PUBLISH_EVENT  # after the final status was set
     assert seen["n"] == 1
 
@@ -573,6 +575,7 @@ def test_without_a_topic_no_event_is_published() -> None:
     answer, seen = with_events(activities(shards=1))
     run = run_task(task_input({**REQUEST, "notify_url": NOTIFY_URL}), with_notify(answer)[0])
     assert run.status == "Completed" and seen["n"] == 0 and c.PUBLISH_EVENT not in run.activity_names
+    assert "task_event" not in run.output and run.output["notification"]["sent"] is True
 
 
 @pytest.mark.parametrize("failures", [2, 10])
@@ -585,6 +588,11 @@ def test_a_topic_that_refuses_is_retried_with_back_off_and_never_changes_the_out
     assert run.status == "Completed" and run.custom_status["stage"] == Stage.completed
     assert seen["n"] == min(failures + 1, NOTIFY_RETRY.attempts)
     assert "notification" not in run.custom_status  # no notify_url: nothing to say of one
+    published = run.custom_status["task_event"]
+    if failures < NOTIFY_RETRY.attempts:
+        assert published == {"sent": True, "status_code": 200, "reason": ""}
+    else:  # every attempt failed: the status says so, with the last failure
+        assert published["sent"] is False and "after 6 attempts" in published["reason"]
     delays = [t.delay_s for t in run.timers][-(seen["n"] - 1):]
     assert delays == [NOTIFY_RETRY.delay_s(n) for n in range(1, seen["n"])]
 

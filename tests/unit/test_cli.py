@@ -194,8 +194,10 @@ def test_the_summary_says_what_did_not_happen_after_the_results(capsys: pytest.C
     from cli.main import _summary
 
     _summary({"id": "task-0", "stage": "completed", "results": {"exports_error": "exports: disk full"},
-              "notification": {"sent": False, "status_code": 0, "reason": "receiver down (after 6 attempts)"}})
+              "notification": {"sent": False, "status_code": 0, "reason": "receiver down (after 6 attempts)"},
+              "task_event": {"sent": False, "status_code": 0, "reason": "topic 403 (after 6 attempts)"}})
     shown = " ".join(capsys.readouterr().out.split())
+    assert "task event NOT published: topic 403 (after 6 attempts)" in shown
     assert "exports NOT written: exports: disk full" in shown
     assert "notify_url NOT told: receiver down (after 6 attempts)" in shown
     _summary({"id": "task-0", "stage": "completed", "results": {"exports": {}},
