@@ -25,14 +25,16 @@ import csv
 import io
 import logging
 import tempfile
-from typing import IO, Any, Iterator
+from contextlib import ExitStack
+from typing import IO, Any, Iterable, Iterator, cast
 
 import azure.durable_functions as df
 
 from activities.exports import (LineBuffer, ListMetadata, ViewLines, _write_zooniverse, needs_no_size, prepare,
                                read_results_head, sized, write_descriptor)
-from activities.fanin import iter_export_views
+from activities.fanin import iter_export_views, range_lines
 from adapters import clients
+from adapters.block_writer import BlobSpool, BlockBlobWriter
 from adapters.blob_files import download_to
 from adapters.blobs import BlobStore
 from adapters.compose import Piece, compose_blob
@@ -46,6 +48,7 @@ from gpu_batch.formats import camtrapdp, coco, jsonio
 logger = logging.getLogger(__name__)
 bp = df.Blueprint()
 FRAGMENTS = ("images", "annotations", "media", "observations")
+FRAGMENT_BLOCK_BYTES = 4 * 1024 * 1024  # each fragment's block in memory while it is written
 
 
 def _work(task_id: str, variant: str) -> str:
@@ -66,9 +69,9 @@ def _given(task_id: str, variant: str) -> str:
     return f"{_work(task_id, variant)}deployments.json"
 
 
-def _lines(fp: IO[bytes]) -> Iterator[dict[str, Any]]:
-    fp.seek(0)
-    for line in fp:
+def _lines(lines: Iterable[bytes]) -> Iterator[dict[str, Any]]:
+    """The entries of a byte range of the results (whole lines: ``activities.fanin.range_lines``)."""
+    for line in lines:
         text = line.strip().rstrip(b",")
         if text:
             entry = jsonio.loads(text)
@@ -87,11 +90,14 @@ def run_exports_part(payload: c.ExportsPartInput, settings: Settings, store: Blo
     camtrap = ctx.camtrap(store.read_json(container, _given(task_id, variant)) if payload.get("given") else None)
     counts = {"eligible": 0, "sizes_unknown": 0}
     sizes: dict[str, int] = {}
-    with tempfile.TemporaryFile("w+b") as entries, tempfile.TemporaryFile("w+b") as i_fp, \
-            tempfile.TemporaryFile("w+b") as a_fp, tempfile.TemporaryFile("w+b") as m_fp, \
-            tempfile.TemporaryFile("w+b") as o_fp:
-        files = dict(zip(FRAGMENTS, (i_fp, a_fp, m_fp, o_fp)))
-        text = {k: io.TextIOWrapper(f, encoding="utf-8", newline="", write_through=True) for k, f in files.items()}
+    # the fragments stream into their blobs as written, the entries from theirs: nothing on the instance's local
+    # disk, which eight activities share (core.scratch; a part's fragments are ~1 kB an image)
+    with ExitStack() as stack:
+        files = {k: stack.enter_context(BlockBlobWriter(store, container, _fragment(task_id, variant, part, k),
+                                                        "application/octet-stream", FRAGMENT_BLOCK_BYTES))
+                 for k in FRAGMENTS}
+        text = {k: io.TextIOWrapper(io.BufferedWriter(f, 1 << 16), encoding="utf-8", newline="", write_through=True)
+                for k, f in files.items()}
         writer = coco.CocoWriter(text["images"], text["annotations"], ctx.cut, ctx.categories, continued=True)
         media, observations = LineBuffer(text["media"]), LineBuffer(text["observations"])
 
@@ -103,15 +109,16 @@ def run_exports_part(payload: c.ExportsPartInput, settings: Settings, store: Blo
         listed = ListMetadata(store, container, task_id, ctx.list_shards, payload["first_shard"])
         with ViewLines(iter_export_views(store, settings, task_id, payload["first_shard"],
                                          int(payload.get("shards", 0)), ctx.cut, ctx.plain(), "exports",
-                                         *ctx.view_list()), camtrap) as views:
+                                         *ctx.view_list()), camtrap,
+                       spool=lambda name: cast(IO[bytes], BlobSpool(store, container, _fragment(
+                           task_id, variant, part, f"view-{name}")))) as views:
             views.write(writer, text["images"], text["annotations"], camtrap, media, observations, continued=True)
         if views.coco:
             needs_size = needs_no_size
         if views.complete:  # every format's lines are in the views (issue 11): the part's entries are not read
             counts["eligible"] = views.eligible()
-        else:
-            store.service.get_blob_client(container, results_name).download_blob(
-                offset=start + payload["offset"], length=payload["length"]).readinto(entries)
+        entries = (() if views.complete else
+                   range_lines(store, container, results_name, start + payload["offset"], payload["length"]))
         for entry, size in (() if views.complete else sized(settings, source or store,
                                                              str(ctx.enumeration.get("container", "")),
                                                              _lines(entries), needs_size)):
@@ -125,10 +132,7 @@ def run_exports_part(payload: c.ExportsPartInput, settings: Settings, store: Blo
         observations.flush()
         for name, fp in files.items():
             text[name].flush()
-            sizes[name] = fp.tell()
-            fp.seek(0)
-            store.upload_file(container, _fragment(task_id, variant, part, name), fp, "application/octet-stream")
-            text[name].detach()
+            sizes[name] = fp.bytes_written
     return {"part": part, "images": writer.counts["images"], "annotations": writer.counts["annotations"],
             "observations": camtrap.counts["observations"], "eligible": counts["eligible"],
             "sizes_unknown": counts["sizes_unknown"], "bytes": sizes,

@@ -202,13 +202,16 @@ class ViewLines:
     and a part's views held in memory take ~2.6 kB an image (500 MB for 200,000 images, one activity of eight on an
     instance). Each view's lines go to a temporary file per format as the view is read, and the view is dropped;
     ``write`` copies the usable formats' files into the exports' streams. ``rows``: the manifest options with which
-    Zooniverse's rows are spooled too (``write_zooniverse``); without it only their count is kept. A context manager:
-    leaving it closes the files."""
+    Zooniverse's rows are spooled too (``write_zooniverse``); without it only their count is kept. ``spool``: makes
+    each format's spool (default a temporary file; an exports part passes ``adapters.block_writer.BlobSpool``s, which
+    keep the local disk free: ``core.scratch``). A context manager: leaving it closes the files."""
 
     def __init__(self, views: Iterable[ShardView | None] | None, camtrap: camtrapdp.CamtrapBuilder,
-                 rows: zooniverse.ManifestOptions | None = None) -> None:
+                 rows: zooniverse.ManifestOptions | None = None,
+                 spool: Callable[[str], IO[bytes]] | None = None) -> None:
         self._files = ExitStack()
-        self._spool = {k: self._files.enter_context(tempfile.TemporaryFile("w+b"))
+        make = spool or (lambda _: tempfile.TemporaryFile("w+b"))
+        self._spool = {k: self._files.enter_context(make(k))
                        for k in ("images", "annotations", "media", "observations", "rows")}
         self._lengths = array("q")
         self._counts = {"images": 0, "annotations": 0, "media": 0, "observations": 0, "rows": 0}

@@ -31,14 +31,14 @@ import csv
 import io
 import json
 import logging
-import tempfile
-from typing import IO, Any, Iterator
+from typing import Any, Iterator
 
 import azure.durable_functions as df
 from azure.core.exceptions import ResourceNotFoundError
 
 from activities.merge import _merged_shard, _results_info, task_threshold
 from adapters import clients
+from adapters.block_writer import BlockBlobWriter
 from adapters.blobs import BlobStore
 from adapters.compose import Piece, compose_blob, delete_prefix, read_range
 from core import contracts as c
@@ -83,13 +83,6 @@ def _task_model(store: BlobStore, settings: Settings, task_id: str) -> str:
     return str(request.get("model", ""))
 
 
-def _upload(store: BlobStore, container: str, name: str, data: IO[bytes], content_type: str) -> int:
-    size = data.tell()
-    data.seek(0)
-    store.upload_file(container, name, data, content_type)
-    return size
-
-
 def run_merge_part(payload: c.MergePartInput, settings: Settings, store: BlobStore) -> c.MergePartOutput:
     task_id, part = payload["task_id"], payload["part"]
     variant = payload.get("variant", "")
@@ -99,7 +92,12 @@ def run_merge_part(payload: c.MergePartInput, settings: Settings, store: BlobSto
     formatter = ShardFormatter(task_id, threshold, search=removal is None)
     missing = viewed = 0
     container = settings.container
-    with tempfile.TemporaryFile("w+b") as out, tempfile.TemporaryFile("w+b") as table_file:
+    # streamed into their blobs as written (a part's fragments are ~100 MB at its default size; the instance's
+    # local disk is shared by eight activities: core.scratch)
+    with BlockBlobWriter(store, container, layout.merge_part_blob(task_id, part, "json", variant),
+                         "application/octet-stream") as out, \
+            BlockBlobWriter(store, container, layout.merge_part_blob(task_id, part, "csv", variant),
+                            "text/csv; charset=utf-8") as table_file:
         for index in range(payload["first_shard"], payload["first_shard"] + payload["shards"]):
             listed = store.list_etags(container, layout.shard_prefix(task_id, layout.shard_id(index)))
             view = (clean_view(store, settings, task_id, index, threshold, listed, not_found_after=True)
@@ -118,10 +116,7 @@ def run_merge_part(payload: c.MergePartInput, settings: Settings, store: BlobSto
                 json_part, csv_part = formatter.add_shard(entries)
             out.write(json_part)  # one write per shard: the same bytes as one per entry
             table_file.write(csv_part)
-        json_bytes = _upload(store, container, layout.merge_part_blob(task_id, part, "json", variant), out,
-                             "application/octet-stream")
-        csv_bytes = _upload(store, container, layout.merge_part_blob(task_id, part, "csv", variant), table_file,
-                            "text/csv; charset=utf-8")
+    json_bytes, csv_bytes = out.bytes_written, table_file.bytes_written
     store.write_bytes(container, layout.merge_part_blob(task_id, part, "sample.json", variant),
                       json.dumps(formatter.sampler.state(), ensure_ascii=False).encode("utf-8"), "application/json")
     if removal is None:
@@ -243,13 +238,12 @@ def write_folders(store: BlobStore, container: str, task_id: str, part: int, fol
     in name order (``gpu_batch.formats.jsonio``'s compact form), and the index ``[[folder, offset, length, detections],
     ...]`` the combine plans from (in the work folder ``work``: the merge's, or a search run again's)."""
     index: list[list[Any]] = []
-    with tempfile.TemporaryFile("w+b") as lines:
+    with BlockBlobWriter(store, container, layout.merge_part_blob(task_id, part, "folders.jsonl", work),
+                         "application/x-ndjson") as lines:
         for folder in sorted(folders.text):
             line = b"[" + jsonio.dumps(folder) + b",[" + b",".join(folders.text[folder]) + b"]]\n"
-            index.append([folder, lines.tell(), len(line), folders.count[folder]])
+            index.append([folder, lines.bytes_written, len(line), folders.count[folder]])
             lines.write(line)
-        _upload(store, container, layout.merge_part_blob(task_id, part, "folders.jsonl", work), lines,
-                "application/x-ndjson")
     store.write_bytes(container, layout.merge_part_blob(task_id, part, "folders-index.json", work),
                       json.dumps(index, ensure_ascii=False).encode("utf-8"), "application/json")
 
@@ -284,7 +278,7 @@ def run_merge_combine(payload: c.MergeCombineInput, settings: Settings, store: B
         groups = plan_groups(store, container, task_id, len(json_sizes),
                              payload.get("detections_per_group", fanin.SEARCH_DETECTIONS_PER_GROUP))
     logger.info("task %s: combined %d merge parts (%s), %d repeat-search groups", task_id, len(json_sizes), how, groups)
-    return {"container": container, "search_groups": groups, "exports_parts": True}
+    return {"container": container, "search_groups": groups, "exports_parts": True, "exports_one_part": True}
 
 
 def plan_groups(store: BlobStore, container: str, task_id: str, parts: int, per_group: int, work: str = "") -> int:

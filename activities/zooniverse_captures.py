@@ -11,13 +11,15 @@ subjects and the largest capture (the header's image columns), assigns batches o
 * ``run_captures_part`` (fan-out: ``exports_captures_part`` per merge part, in parallel): the part's entries (the byte
   range ``exports_part`` read) and the image list's rows, as ``exports_zooniverse_part`` reads them. The single
   exports activity calls ``write_runs`` over the whole results itself.
-* ``run_captures_combine`` (``exports_captures_combine``, one call): the merge and the batches. Memory: 48 bytes per
-  subject (a row's place, length, split, images, batch and order); the runs (~150 bytes an image) and the rows wait
-  on the local disk. CPU, measured here: ~5 us an image in a part, ~3 in the combine (``tests/integration/
+* ``run_captures_combine`` (``exports_captures_combine``, one call): the merge and the batches, in three passes
+  (``combine``): nothing on the local disk, which a Flex Consumption instance shares, 0.8 GB, among every activity it
+  runs (``core.scratch``), while the runs grow with the task (~150 bytes an image, 1.5 GB at ten million). Memory:
+  8 bytes per subject (its batch), 64 MB of run reads, 64 MB of bucket blocks, then one bucket (~32 MB) at a time.
+  CPU, measured here: ~5 us an image in a part, ~3 in the combine's merges (``tests/integration/
   test_zooniverse_captures.py`` checks the fan-out's bytes equal the single pass's, and every capture whole).
 
-Records and rows are the entries' own values: the workers' merge views (which hold per-image rows) are not used here,
-so such a task reads its entries once more for the manifests. Every step is idempotent; the work blobs go with the
+Records come from the workers' merge views (their per-image rows read back, ``view_records``) when every shard of
+the part has one, else from the entries. Every step is idempotent; the work blobs go with the
 fan-out's clean-up (``exports_zooniverse_clean`` deletes this prefix too) or, on the single path, at once.
 """
 from __future__ import annotations
@@ -25,17 +27,18 @@ from __future__ import annotations
 import csv
 import heapq
 import io
-import tempfile
-from array import array
-from typing import IO, Any, Callable, Iterable, Iterator
+import struct
+from contextlib import ExitStack
+from typing import Any, Callable, Iterable, Iterator
 
 import azure.durable_functions as df
 
 from activities.exportparts import _lines
 from activities.exports import ExportContext, ListMetadata, prepare, read_results_head
-from activities.fanin import export_views
+from activities.fanin import export_views, range_lines
 from adapters import clients
-from adapters.blob_files import delete_under, download_to
+from adapters.block_writer import BlockBlobWriter
+from adapters.blob_files import delete_under
 from adapters.blobs import BlobStore
 from adapters.compose import delete_prefix
 from core import captures, zooniverse
@@ -48,6 +51,13 @@ from gpu_batch.formats.mergeview import ShardView
 
 bp = df.Blueprint()
 RUN_RECORDS = 200_000  # records sorted in memory at once (a merge part's images; ~100 MB at most)
+READ_BUDGET = 64 * 1024 * 1024  # the combine's read buffers, all runs together
+READ_BYTES = 4 * 1024 * 1024  # at most this much of one run is read at a time ...
+MIN_READ_BYTES = 256 * 1024  # ... and at least this much (a thousand runs: 256 MB, fifty million images)
+BUCKET_BYTES = 32 * 1024 * 1024  # rows per bucket blob, about: what the combine's last pass holds at once
+MAX_BUCKETS = 64  # bucket blobs written at once, each through one block of
+BUCKET_BLOCK_BYTES = 1024 * 1024  # (64 MB of blocks at most)
+_ROW_HEAD = struct.Struct("<II")  # a bucket's row: its batch, its length, then the row
 CSV_TYPE = "text/csv; charset=utf-8"
 
 
@@ -131,91 +141,89 @@ def run_captures_part(payload: c.ExportsCapturesPartInput, settings: Settings,
     if views is not None:  # the workers' rows: no entry is downloaded or parsed
         records, runs = write_runs(store, ctx, part, view_records(ctx, key, views))
         return {"part": part, "records": records, "runs": runs}
-    with tempfile.TemporaryFile("w+b") as entries:
-        store.service.get_blob_client(container, results_name).download_blob(
-            offset=start + payload["offset"], length=payload["length"]).readinto(entries)
-        listed = ListMetadata(store, container, task_id, ctx.list_shards, payload["first_shard"])
-        records, runs = write_runs(store, ctx, part, entry_records(ctx, key, _lines(entries), listed))
+    entries = range_lines(store, container, results_name, start + payload["offset"], payload["length"])  # streamed
+    listed = ListMetadata(store, container, task_id, ctx.list_shards, payload["first_shard"])
+    records, runs = write_runs(store, ctx, part, entry_records(ctx, key, _lines(entries), listed))
     return {"part": part, "records": records, "runs": runs}
 
 
-def _records(fp: IO[bytes]) -> Iterator[list[Any]]:
-    fp.seek(0)
-    for line in fp:
+def _records(store: BlobStore, container: str, name: str, chunk: int) -> Iterator[list[Any]]:
+    """A run's records, read ``chunk`` bytes at a time: memory holds one range per run, the disk nothing."""
+    size = store.size_or_none(container, name)
+    if size is None:
+        raise FileNotFoundError(f"{container}/{name}: a captures run the combine was told of is missing (deleted "
+                                "while the exports ran?); submit the same request again: its finished shards are "
+                                "reused and the exports written anew")
+    for line in range_lines(store, container, name, 0, size, chunk):
         if line.strip():
             yield jsonio.loads(line)
 
 
+def _captures(store: BlobStore, container: str, runs: list[str]) -> Iterator[captures.Capture]:
+    """Every capture, whole, in key order: the runs merged as they stream from their blobs."""
+    chunk = max(MIN_READ_BYTES, min(READ_BYTES, READ_BUDGET // max(len(runs), 1)))
+    return captures.group(heapq.merge(*(_records(store, container, r, chunk) for r in runs), key=captures.sort_key))
+
+
+def _bucket_blob(ctx: ExportContext, bucket: int) -> str:
+    return f"{work_prefix(ctx.task_id, ctx.variant)}rows-{bucket:04d}.bin"
+
+
 def combine(store: BlobStore, ctx: ExportContext, runs: list[str]) -> c.ExportsCapturesCombineOutput:
-    """Merge the runs into captures and write the batches (deleting batches an earlier run wrote beyond them)."""
+    """Merge the runs into captures and write the batches (deleting batches an earlier run wrote beyond them).
+
+    Nothing on the local disk (a Flex Consumption instance has 0.8 GB for every activity it runs: ``core.scratch``),
+    memory bounded whatever the task size. Three passes: (1) merge the runs to count the subjects and the widest
+    capture (the batch assignment and the rows' padding need both); (2) merge them again, make each subject's row and
+    append it to the work blob of its batch's bucket (a bucket: consecutive batches, about ``BUCKET_BYTES`` of rows,
+    streamed in blocks); (3) read each bucket whole, split it into its batches (key order inside a batch, as the
+    merge gave them) and write them."""
     container, options = ctx.container, ctx.manifest
-    with tempfile.TemporaryDirectory() as folder:
-        files = []
-        for i, name in enumerate(runs):
-            fp = open(f"{folder}/{i}.jsonl", "w+b")  # noqa: SIM115 - closed below, with the directory
-            files.append(fp)
-            download_to(store, container, name, fp)
-        try:
-            with tempfile.TemporaryFile("w+b") as spool:
-                # each subject's row, made now in two pieces (its image names, the rest) and padded when written
-                lengths, splits, counts = array("q"), array("q"), array("q")
-                widest = images = 0
-                for capture in captures.group(heapq.merge(*(_records(f) for f in files), key=captures.sort_key)):
-                    names, rest = captures.row_parts(capture, options)
-                    head, tail = names.encode("utf-8"), rest.encode("utf-8")
-                    spool.write(head + tail)
-                    lengths.append(len(head) + len(tail))
-                    splits.append(len(head))
-                    counts.append(len(capture.files))
-                    widest = max(widest, len(capture.files))
-                    images += len(capture.files)
-                batches = _write_batches(store, ctx, spool, lengths, splits, counts, widest)
-        finally:
-            for fp in files:
-                fp.close()
+    subjects = widest = images = 0
+    for capture in _captures(store, container, runs):
+        subjects += 1
+        widest = max(widest, len(capture.files))
+        images += len(capture.files)
+    batches = zooniverse.batch_count(subjects, options)
+    if batches:
+        run_bytes = sum(store.size_or_none(container, r) or 0 for r in runs)
+        buckets = max(1, min(batches, MAX_BUCKETS, -(-run_bytes // BUCKET_BYTES)))
+        per_bucket = -(-batches // buckets)
+        buckets = -(-batches // per_bucket)
+        batch_of = zooniverse.BatchAssigner(subjects, batches, options.shuffle, options.seed).batch_range(0, subjects)
+        with ExitStack() as stack:
+            writers = [stack.enter_context(BlockBlobWriter(store, container, _bucket_blob(ctx, k),
+                                                           "application/octet-stream", BUCKET_BLOCK_BYTES))
+                       for k in range(buckets)]
+            for i, capture in enumerate(_captures(store, container, runs)):
+                names, rest = captures.row_parts(capture, options)
+                row = (names + "," * (widest - len(capture.files)) + rest).encode("utf-8")
+                b = batch_of[i]
+                writers[b // per_bucket].write(_ROW_HEAD.pack(b, len(row)) + row)
+        header = csvline.line(captures.columns(options, widest)).encode("utf-8")
+        for k in range(buckets):
+            _write_bucket(store, ctx, _bucket_blob(ctx, k), header)
     delete_under(store, container, layout.exports_prefix(ctx.task_id, ctx.variant) + "zooniverse/",
                  {layout.zooniverse_batch_blob(ctx.task_id, b + 1, ctx.variant) for b in range(batches)})
-    return {"subjects": len(lengths), "images": images, "batches": batches, "widest": widest}
+    return {"subjects": subjects, "images": images, "batches": batches, "widest": widest}
 
 
-def _write_batches(store: BlobStore, ctx: ExportContext, spool: IO[bytes], lengths: "array[int]",
-                   splits: "array[int]", counts: "array[int]", widest: int) -> int:
-    """Each subject's row into its batch (``BatchAssigner`` over the subjects' ordinals), in key order inside a
-    batch, a batch at a time: a counting sort of the ordinals by batch, then each batch's rows read from the spool."""
-    options = ctx.manifest
-    n = len(lengths)
-    batches = zooniverse.batch_count(n, options)
-    if not batches:
-        return 0
-    batch_of = zooniverse.BatchAssigner(n, batches, options.shuffle, options.seed).batch_range(0, n)
-    offsets = array("q", [0]) * n
-    at = 0
-    for i, length in enumerate(lengths):
-        offsets[i] = at
+def _write_bucket(store: BlobStore, ctx: ExportContext, name: str, header: bytes) -> None:
+    """One bucket's rows into their batches, each batch one upload; the bucket's blob is deleted after."""
+    data = store.read_bytes(ctx.container, name)
+    rows: dict[int, list[bytes]] = {}
+    at, end = 0, len(data)
+    while at < end:
+        b, length = _ROW_HEAD.unpack_from(data, at)
+        at += _ROW_HEAD.size
+        rows.setdefault(b, []).append(data[at:at + length])
         at += length
-    starts = array("q", [0]) * (batches + 1)
-    for b in batch_of:
-        starts[b + 1] += 1
-    for b in range(batches):
-        starts[b + 1] += starts[b]
-    order = array("q", [0]) * n
-    cursor = array("q", starts)
-    for i, b in enumerate(batch_of):
-        order[cursor[b]] = i
-        cursor[b] += 1
-    header = csvline.line(captures.columns(options, widest)).encode("utf-8")
-    for b in range(batches):
-        with tempfile.TemporaryFile("w+b") as out:
-            out.write(header)
-            for k in range(starts[b], starts[b + 1]):
-                i = order[k]
-                spool.seek(offsets[i])
-                row = spool.read(lengths[i])
-                out.write(row[:splits[i]] + b"," * (widest - counts[i]) + row[splits[i]:])
-            out.seek(0)
-            store.upload_file(ctx.container, layout.zooniverse_batch_blob(ctx.task_id, b + 1, ctx.variant), out,
-                              CSV_TYPE)
-    return batches
+    del data
+    for b in sorted(rows):
+        body = header + b"".join(rows.pop(b))
+        store.write_bytes(ctx.container, layout.zooniverse_batch_blob(ctx.task_id, b + 1, ctx.variant), body,
+                          CSV_TYPE)
+    store.service.get_blob_client(ctx.container, name).delete_blob()
 
 
 def run_captures_combine(payload: c.ExportsCapturesCombineInput, settings: Settings,

@@ -34,7 +34,7 @@ import azure.durable_functions as df
 
 from activities.exportparts import _csv_line, _lines, work_prefix
 from activities.exports import ListMetadata, prepare, read_results_head, write_view_rows
-from activities.fanin import export_views
+from activities.fanin import export_views, range_lines
 from adapters import clients
 from adapters.blob_files import delete_under
 from adapters.blobs import BlobStore
@@ -71,8 +71,7 @@ def run_zooniverse_part(payload: c.ExportsZooniversePartInput, settings: Setting
     options = ctx.manifest
     assigner = zooniverse.BatchAssigner(payload["eligible"], payload["batches"], options.shuffle, options.seed)
     length_of = array("q")
-    with tempfile.TemporaryFile("w+b") as entries, tempfile.TemporaryFile("w+b") as rows, \
-            tempfile.TemporaryFile("w+b") as grouped:
+    with tempfile.TemporaryFile("w+b") as rows, tempfile.TemporaryFile("w+b") as grouped:
         index = payload["before"]
         views = export_views(store, settings, task_id, payload["first_shard"], int(payload.get("shards", 0)), ctx.cut,
                              ctx.plain(), "zooniverse", *ctx.view_list())
@@ -81,11 +80,10 @@ def run_zooniverse_part(payload: c.ExportsZooniversePartInput, settings: Setting
             index += write_view_rows(views, rows, length_of, options)
             if index > payload["eligible"]:
                 raise ValueError(f"part {part}: more eligible images than the {payload['rows']} counted")
-        else:
-            store.service.get_blob_client(container, results_name).download_blob(
-                offset=start + payload["offset"], length=payload["length"]).readinto(entries)
         listed = ListMetadata(store, container, task_id, ctx.list_shards, payload["first_shard"])
-        for entry in (() if from_views else _lines(entries)):
+        entries = () if from_views else range_lines(store, container, results_name, start + payload["offset"],
+                                                    payload["length"])  # streamed: no copy on the local disk
+        for entry in _lines(entries):
             metadata = listed.get(str(entry["file"]))  # every entry, so the walk keeps step with the shards
             if zooniverse.excluded(entry):
                 continue

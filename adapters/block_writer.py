@@ -1,7 +1,9 @@
 """A write-only file object that streams into a block blob: staged blocks, one commit at close.
 
-Why: the results zip (activities/results_zip.py) runs to gigabytes and is written by ``zipfile`` as a stream; holding
-it in memory or on the Functions instance's small temporary disk is not an option. Memory holds one block
+Why: the results zip (activities/results_zip.py) runs to gigabytes and is written by ``zipfile`` as a stream, and the
+merge parts' fragments and the captures combine's buckets are written once, front to back; holding them in memory or
+on the Functions instance's small temporary disk (``core.scratch``) is not an option. What fits one Put Blob
+(``blob_requests.PUT_LIMIT``) and no block yet is written with one, as ``BlobStore.upload_file`` writes it. Memory holds one block
 (``block_bytes``); Azure allows 50,000 blocks per blob, so 8 MiB blocks reach ~390 GiB. Nothing is visible under the
 blob's name until ``close`` commits the block list, so a reader never sees half a zip; an exception inside the
 ``with`` leaves the staged blocks uncommitted (the service discards them after a week).
@@ -16,8 +18,10 @@ import io
 from types import TracebackType
 from typing import Any
 
+from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import BlobBlock, ContentSettings
 
+from adapters import blob_requests
 from adapters.blobs import BlobStore
 
 BLOCK_BYTES = 8 * 1024 * 1024
@@ -57,6 +61,11 @@ class BlockBlobWriter(io.RawIOBase):
             return
         try:
             if not self._failed:
+                if not self._blocks and len(self._buffer) <= blob_requests.PUT_LIMIT:
+                    # small (or empty): one Put Blob, as BlobStore.upload_file sends it, not a block and a commit
+                    blob_requests.put_blob(self._blob, bytes(self._buffer), self._content_type)
+                    self._buffer.clear()
+                    return
                 if self._buffer or not self._blocks:
                     self._stage(bytes(self._buffer))
                     self._buffer.clear()
@@ -70,3 +79,75 @@ class BlockBlobWriter(io.RawIOBase):
         if kind is not None:
             self._failed = True  # leave the staged blocks uncommitted: no half zip under the name
         self.close()
+
+
+class BlobSpool(io.RawIOBase):
+    """A scratch file kept in a blob instead of on the local disk: written front to back, then read (``seek`` and
+    ``read``, as ``activities.exports._copy`` reads a spool); the blob is deleted when the spool is closed.
+
+    Why: an exports part spools the workers' view lines per format until it knows every shard had them (~800 bytes
+    an image, 160 MB at a part's 200,000 images), more than its share of the instance's disk (``core.scratch``).
+    The first ``seek`` or ``read`` commits what was written; writing after that is an error."""
+
+    def __init__(self, store: BlobStore, container: str, name: str, block_bytes: int = 1024 * 1024) -> None:
+        super().__init__()
+        self._store, self._container, self._name = store, container, name
+        self._writer: BlockBlobWriter | None = BlockBlobWriter(store, container, name, "application/octet-stream",
+                                                               block_bytes)
+        self._size = 0
+        self._at = 0
+
+    def writable(self) -> bool:
+        return self._writer is not None
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        if self._writer is None:
+            raise ValueError(f"{self._name}: a spool is written before it is read, not after")
+        return self._writer.write(data)
+
+    def _finish(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._size = self._writer.bytes_written
+            self._writer = None
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self._finish()
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._at, io.SEEK_END: self._size}[whence]
+        self._at = max(0, base + offset)
+        return self._at
+
+    def tell(self) -> int:
+        return self._writer.bytes_written if self._writer is not None else self._at
+
+    def read(self, size: int = -1) -> bytes:
+        self._finish()
+        end = self._size if size is None or size < 0 else min(self._size, self._at + size)
+        if end <= self._at:
+            return b""
+        data = self._store.service.get_blob_client(self._container, self._name).download_blob(
+            offset=self._at, length=end - self._at).readall()
+        self._at += len(data)
+        return bytes(data)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            if self._writer is not None:  # never read: nothing to commit
+                self._writer._failed = True
+                self._writer.close()
+                self._writer = None
+            else:
+                try:
+                    self._store.service.get_blob_client(self._container, self._name).delete_blob()
+                except ResourceNotFoundError:
+                    pass
+        finally:
+            super().close()

@@ -34,6 +34,9 @@ Record (printed, and saved to ``bench/results/control_plane-<N>.json`` or ``--ou
     activity_rss_growth_mb          with ``--activity-workers 1`` only: per activity, the most one call raised the
                                     process's resident memory above its level at the call's start (sampled every
                                     0.25 s): what an activity holds, which an Azure instance holds up to 8 times
+    activity_scratch_mb             with ``--activity-workers 1`` only: per activity, the most local disk one call's
+                                    temporary files held at once (``devhost.scratch_disk``, exact; ``core.scratch``:
+                                    a Flex Consumption instance has 0.8 GB for the up to 8 activities it runs)
     machine                         CPUs, load average before and after (this machine is shared), Python, git commit
 
 Full size past Azurite's PUT rate (``--preload``): Azurite's PUTs slow down in proportion to the blobs it holds
@@ -170,6 +173,10 @@ class ActivityMemory(threading.Thread):
         self.samples: list[tuple[float, float]] = []  # (perf_counter, RSS in MB)
         self.calls: list[tuple[float, float, str]] = []  # (start, end, activity)
         self.stop = threading.Event()
+        from devhost.scratch_disk import ScratchDisk
+
+        self.scratch = ScratchDisk()
+        self.scratch_peaks: dict[str, int] = {}
 
     @staticmethod
     def rss_mb() -> float:
@@ -182,14 +189,24 @@ class ActivityMemory(threading.Thread):
             self.stop.wait(self.interval)
 
     def watch(self, metrics: Any) -> None:
-        """Note each activity call's window from devhost's counters (called when a call ends, with its wall time)."""
+        """Note each activity call's window from devhost's counters (called when a call ends, with its wall time),
+        and the peak of its scratch files (``devhost.scratch_disk``: one activity at a time, so the peak since the
+        last call's end is this call's)."""
         record = metrics.activity
 
         def activity(name: str, cpu_s: float, wall_s: float) -> None:
             now = time.perf_counter()
             self.calls.append((now - wall_s, now, name))
+            peak = self.scratch.take_peak()
+            self.scratch_peaks[name] = max(self.scratch_peaks.get(name, 0), peak)
             record(name, cpu_s, wall_s)
         metrics.activity = activity
+
+    def scratch_mb(self) -> dict[str, float]:
+        """Per activity, the most local disk one call's temporary files held at once (``core.scratch``: an Azure
+        instance has 0.8 GB for all the activities it runs)."""
+        return {name: round(peak / 1e6, 2) for name, peak in
+                sorted(self.scratch_peaks.items(), key=lambda kv: -kv[1]) if peak}
 
     def growth_mb(self) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -407,6 +424,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     memory = ActivityMemory() if args.activity_workers == 1 and os.path.exists("/proc/self/statm") else None
     if memory is not None:
         memory.watch(host.engine.metrics)
+        memory.scratch.__enter__()
         memory.start()
     host.start()
     try:
@@ -433,6 +451,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         if memory is not None:
             memory.stop.set()
+            memory.scratch.__exit__(None, None, None)
         host.stop()
         if azurite is not None:
             azurite.stop()
@@ -491,6 +510,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         # with --activity-workers 1 only: per activity, the most its calls raised the process's RSS (0.25 s samples)
         "activity_rss_growth_mb": memory.growth_mb() if memory is not None else None,
+        # with --activity-workers 1 only: per activity, the most local disk one call's temporary files held at once
+        "activity_scratch_mb": memory.scratch_mb() if memory is not None else None,
         "machine": {"cpus": os.cpu_count(), "loadavg_before": [round(x, 2) for x in load_before],
                     "loadavg_after": [round(x, 2) for x in os.getloadavg()], "python": platform.python_version(),
                     "git_commit": _git_commit(), "simulated": "pool: gpu_batch.pool.simulated (no detector); "

@@ -258,6 +258,7 @@ class MergeOutput(TypedDict):
     # [first shard, shards, JSON fragment bytes] of each fan-in part: where its entries are in the results file, so
     # the exports can fan out over the same ranges (orchestrations.exports)
     parts: NotRequired[list[list[int]]]
+    exports_fan_out: NotRequired[bool]  # one part's exports fan out too (MergeCombineOutput.exports_one_part)
 
 
 class PreviewsInput(TypedDict):
@@ -627,6 +628,10 @@ class MergeCombineOutput(TypedDict):
     # True from the combine that came with the exports fan-out: fan_in then returns ``MergeOutput.parts``. Recorded in
     # the history, so an orchestration whose combine ran before keeps the single exports call when it replays.
     exports_parts: NotRequired[bool]
+    # True from the combine that came with exports fanned out for one part too (``core.scratch``: the single exports
+    # activity spools ~2.7 kB an image to the local disk): fan_in then sets ``MergeOutput.exports_fan_out``. Absent
+    # from a combine recorded before, so such an orchestration keeps the single exports call when it replays.
+    exports_one_part: NotRequired[bool]
 
 
 class SearchRepeatsInput(TypedDict):

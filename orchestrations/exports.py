@@ -1,7 +1,9 @@
-"""The exports step of a task or a repeats removal: one activity for a merge of one part, fanned out beyond.
+"""The exports step of a task or a repeats removal: fanned out over the merge's parts, even one.
 
-Why: the single exports activity (``activities.exports``) handles about 1.9M images within ``functionTimeout``.
-When the merge had more than one part, ``exports_part`` runs per merge part in parallel (``core.exportparts``),
+Why: the single exports activity (``activities.exports``) handles about 1.9M images within ``functionTimeout``, but
+spools every format to the local disk (~2.7 kB an image: 540 MB at a one-part task's 200,000 images, of the 0.8 GB a
+Flex Consumption instance has for all its activities, ``core.scratch``); the parts stream theirs to blobs.
+``exports_part`` runs per merge part in parallel (``core.exportparts``),
 ``exports_combine`` composes COCO and Camtrap DP and gives the eligible counts, then the Zooniverse batches fan out
 too (``activities.zooniverseparts``): ``exports_zooniverse_part`` per part with eligible images in parallel (each
 told how many eligible images precede it, the total and the batch count), ``exports_zooniverse_combine`` per group of
@@ -11,7 +13,7 @@ list defines captures (the combine says ``zooniverse_captures``), the subjects a
 holds counts only. When the parts saw other first coordinates or cameras for a deployment (an image list's
 metadata), the combine names the parts to run again from the task's first ones (``redo``), and combines again.
 The path follows recorded outputs, so existing histories replay unchanged: a merge output without ``parts`` (or
-with one part) takes the single activity, a conflict without ``redo`` the single activity too, and a combine output
+with one part and no ``exports_fan_out``) takes the single activity, a conflict without ``redo`` the single activity too, and a combine output
 without ``zooniverse_parts`` takes the single ``exports_zooniverse`` over the whole results. Deterministic.
 """
 from __future__ import annotations
@@ -28,7 +30,7 @@ from orchestrations.retries import STORAGE_RETRY, call, call_all
 def exports(context: df.DurableOrchestrationContext, task_id: str, variant: str,
             merged: c.MergeOutput) -> Generator[Any, Any, c.ExportsOutput]:
     ranges = part_ranges(merged.get("parts") or [])
-    if len(ranges) <= 1:
+    if not ranges or (len(ranges) == 1 and not merged.get("exports_fan_out")):
         single: c.ExportsOutput = yield from call(context, c.EXPORTS, STORAGE_RETRY,
                                                   c.ExportsInput(task_id=task_id, variant=variant))
         return single

@@ -74,6 +74,8 @@ def fan_in(context: df.DurableOrchestrationContext, task_id: str, model: str, im
         "detections": counts["detections"], "empty": counts["empty"], "missing": counts["missing"]}
     if combined.get("exports_parts"):  # absent from a combine that ran before the exports fan-out: single exports
         merged["parts"] = [[first, count, p["json_bytes"]] for (first, count), p in zip(plan, parts)]
+    if combined.get("exports_one_part"):  # absent from a combine recorded before: one part's exports stay single
+        merged["exports_fan_out"] = True
     if variant == REPEATS_REMOVED:
         merged["detections_marked"] = sum(p["marked"] for p in parts)
     else:

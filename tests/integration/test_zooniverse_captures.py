@@ -226,3 +226,39 @@ def test_with_the_workers_views_no_entry_is_read_and_the_bytes_are_the_same(
     for name in (n for n in expected if "/zooniverse/" in n):
         assert got[name] == expected[name], name
     assert from_entries == [] and parsed == []  # the parts read views, never the results' entries
+
+
+def test_the_combine_uses_no_local_disk_and_its_buckets_do_not_change_the_batches(
+        task: Any, monkeypatch: Any) -> None:  # noqa: F811
+    """A Flex Consumption instance has 0.8 GB of temporary storage for all its activities (core.scratch); the
+    combine's input grows with the task (~150 bytes an image), so it streams the runs from their blobs and stages
+    the rows in bucket blobs: however many buckets, the same batches, and no work blob left."""
+    from activities import zooniverse_captures
+    from devhost.scratch_disk import ScratchDisk
+
+    settings, store, _ = task
+    settings = replace(settings, zooniverse_batch_size=3, export_image_sizes=False)
+    _, _, parts = _setup(settings, store, [40, 40, 40, 17], 1)
+    ranges = part_ranges(parts)
+    outs = [run_exports_part(c.ExportsPartInput(task_id=TASK, variant="", part=p, first_shard=f, offset=o, length=n),
+                             settings, store) for p, f, o, n in ranges]
+    run_exports_combine(c.ExportsCombineInput(task_id=TASK, variant="", parts=outs), settings, store)
+    runs = [run_captures_part(c.ExportsCapturesPartInput(task_id=TASK, variant="", part=p, first_shard=f, offset=o,
+                                                         length=n), settings, store) for p, f, o, n in ranges]
+    payload = c.ExportsCapturesCombineInput(task_id=TASK, variant="", runs=[(r["part"], r["runs"]) for r in runs])
+    prefix = layout.exports_prefix(TASK) + "zooniverse/"
+    written = []
+    for bucket_bytes, read_bytes in ((10**9, 10**9), (700, 300)):  # one bucket, whole runs; many, in small reads
+        monkeypatch.setattr(zooniverse_captures, "BUCKET_BYTES", bucket_bytes)
+        monkeypatch.setattr(zooniverse_captures, "READ_BYTES", read_bytes)
+        monkeypatch.setattr(zooniverse_captures, "MIN_READ_BYTES", min(read_bytes, 256 * 1024))
+        with ScratchDisk() as disk:
+            made = run_captures_combine(payload, settings, store)
+        assert disk.created == 0 and disk.peak == 0
+        written.append((made, {n: store.read_bytes(settings.container, n) for n in store.list_names(
+            settings.container, prefix)}))
+        assert not [n for n in store.list_names(settings.container, zooniverse_captures.work_prefix(TASK, ""))
+                    if "/rows-" in n]  # the buckets went once written out
+    assert written[0] == written[1]
+    made, batches = written[0]
+    assert made["batches"] == len(batches) > 5

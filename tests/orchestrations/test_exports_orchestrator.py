@@ -134,13 +134,32 @@ def test_a_combine_naming_parts_to_redo_runs_them_again_from_the_tasks_first_fac
     assert c.EXPORTS not in run.activity_names and run.output == {**OUTPUT, "zooniverse_batches": 1}
 
 
-def test_one_part_or_no_parts_in_the_merge_output_take_the_single_activity() -> None:
+def test_one_part_or_no_parts_in_a_merge_output_recorded_before_the_one_part_fan_out_take_the_single_activity(
+        ) -> None:
     for parts in ([[0, 100, 2500]], [[0, 50, 2500], [50, 50, 0]], None):  # None: a history from before the parts
         run = run_orchestrator(exports_only, {"variant": "", "merged": merged(parts)}, script())
 
         assert run.status == "Completed", run.error
         assert run.activity_names == [c.EXPORTS], parts
         assert run.output == SINGLE
+
+
+def test_one_part_fans_out_when_the_merge_says_so_and_the_single_activity_never_runs() -> None:
+    """The single exports activity spools every format to the instance's local disk (core.scratch); a merge from
+    the combine that says ``exports_one_part`` fans one part's exports out too (the parts stream to blobs)."""
+    for parts in ([[0, 100, 2500]], [[0, 50, 2500], [50, 50, 0]]):
+        one = {**merged(parts), "exports_fan_out": True}
+        run = run_orchestrator(exports_only, {"variant": "", "merged": one}, fan_script(1, {0: 5}))
+
+        assert run.status == "Completed", run.error
+        assert c.EXPORTS not in run.activity_names
+        assert [p["part"] for p in run.inputs(c.EXPORTS_PART)] == [0]
+        assert run.activity_names[:2] == [c.EXPORTS_PART, c.EXPORTS_COMBINE]
+        assert [p["rows"] for p in run.inputs(c.EXPORTS_ZOONIVERSE_PART)] == [5]
+        assert run.output["zooniverse_batches"] == 1
+    no_parts = {**merged(None), "exports_fan_out": True}  # nothing to fan out over: the single activity
+    run = run_orchestrator(exports_only, {"variant": "", "merged": no_parts}, script())
+    assert run.activity_names == [c.EXPORTS]
 
 
 def test_the_repeats_removal_fans_out_when_its_combine_gives_parts_and_notes_a_failure_as_exports_error() -> None:

@@ -25,7 +25,8 @@ def part_output(payload: Any) -> c.MergePartOutput:
             "json_bytes": 100 * n, "csv_bytes": 40 * n, "detections_considered": 5, "marked": 0}
 
 
-def script(fail: dict[tuple[str, int], int] | None = None, groups: int = 3, exports_parts: bool = True) -> Any:
+def script(fail: dict[tuple[str, int], int] | None = None, groups: int = 3, exports_parts: bool = True,
+           one_part: bool = False) -> Any:
     """Scripted fan-in activities; ``fail[(name, part or group)]`` = how many calls of that one fail first."""
     left = dict(fail or {})
 
@@ -40,6 +41,8 @@ def script(fail: dict[tuple[str, int], int] | None = None, groups: int = 3, expo
             out: c.MergeCombineOutput = {"container": "trapbatch", "search_groups": groups}
             if exports_parts:
                 out["exports_parts"] = True
+            if one_part:
+                out["exports_one_part"] = True
             return out
         if name == c.SEARCH_REPEATS:
             return {"group": payload["group"], "locations": payload["group"]}
@@ -70,6 +73,16 @@ def test_parts_cover_every_shard_once_in_ranges_of_about_the_knob() -> None:
         "container": "trapbatch", "images": 1000, "failed": 100, "with_detections": 8, "detections": 12,
         "empty": 892, "missing": 0, "repeated_locations": 3,
         "parts": [[25 * i, 25, 25_000] for i in range(4)]}
+
+
+def test_a_combine_that_fans_one_parts_exports_out_says_so_in_the_merge_output() -> None:
+    for one_part in (True, False):  # False: a combine recorded before; its replay keeps the single exports call
+        run = run_orchestrator(merge_only, {"images": 100, "shards": 10, "per_part": 250},
+                               script(one_part=one_part))
+
+        assert run.status == "Completed", run.error
+        assert run.output["parts"] == [[0, 10, 10_000]]
+        assert run.output.get("exports_fan_out", False) is one_part
 
 
 def test_a_combine_recorded_before_the_exports_fan_out_gives_no_parts_so_the_single_exports_call_replays() -> None:
