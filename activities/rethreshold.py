@@ -29,14 +29,15 @@ import csv
 import io
 import json
 import logging
-import tempfile
 from typing import Any
 
 import azure.durable_functions as df
+from azure.core.exceptions import ResourceNotFoundError
 
 from activities.exports import read_results_head
 from adapters import clients
-from adapters.blob_files import download_to
+from adapters.blob_files import ResultsNotFound
+from adapters.block_writer import BlockBlobWriter, open_blob
 from adapters.blobs import BlobStore
 from adapters.compose import compose_blob, delete_prefix, read_range
 from core import contracts as c
@@ -101,10 +102,15 @@ def run_rethreshold(task_id: str, threshold: float, variant: str, settings: Sett
                 "parts": ranges}
     sampler = PreviewSampler(task_id, threshold)
     images = 0
-    with tempfile.TemporaryFile("w+b") as results, tempfile.TemporaryFile("w+b") as table_file:
-        download_to(store, container, layout.results_blob(task_id, variant), results)
-        results.seek(0)
-        table = io.TextIOWrapper(table_file, encoding="utf-8", newline="", write_through=True)
+    # read from its blob and written to its blob as it goes: nothing on the instance's local disk (core.scratch)
+    try:
+        results = open_blob(store, container, layout.results_blob(task_id, variant))
+    except ResourceNotFoundError:
+        raise ResultsNotFound(f"{container}/{layout.results_blob(task_id, variant)} does not exist",
+                              "a threshold is applied to a finished results file: wait for the merge") from None
+    with results, BlockBlobWriter(store, container, csv_name, "text/csv; charset=utf-8") as table_file:
+        table = io.TextIOWrapper(io.BufferedWriter(table_file, 1 << 16), encoding="utf-8", newline="",
+                                 write_through=True)
         rows = csv.writer(table)
         rows.writerow(CSV_COLUMNS)
         for entry in mdformat.iter_images(results):
@@ -112,9 +118,6 @@ def run_rethreshold(task_id: str, threshold: float, variant: str, settings: Sett
             rows.writerow(csv_row(entry, threshold))
             images += 1
         table.flush()
-        table_file.seek(0)
-        store.upload_file(container, csv_name, table_file, "text/csv; charset=utf-8")
-        table.detach()
     _write_sample(store, container, task_id, variant, old, sampler, images)
     logger.info("task %s: %d images at threshold %s%s: %s", task_id, images, threshold,
                 f" ({variant})" if variant else "", sampler.totals)
@@ -134,8 +137,10 @@ def run_rethreshold_part(payload: c.RethresholdPartInput, settings: Settings,
     container, name = settings.container, layout.results_blob(task_id, variant)
     sampler = PreviewSampler(task_id, threshold)
     images = 0
-    with tempfile.TemporaryFile("w+b") as table_file:
-        table = io.TextIOWrapper(table_file, encoding="utf-8", newline="", write_through=True)
+    with BlockBlobWriter(store, container, _part_blob(task_id, threshold, variant, part, "csv"),
+                         "text/csv; charset=utf-8") as table_file:  # streamed: nothing on the local disk
+        table = io.TextIOWrapper(io.BufferedWriter(table_file, 1 << 16), encoding="utf-8", newline="",
+                                 write_through=True)
         rows = csv.writer(table)
         size = store.size_or_none(container, name)
         if size is None:
@@ -155,11 +160,7 @@ def run_rethreshold_part(payload: c.RethresholdPartInput, settings: Settings,
             rows.writerow(csv_row(entry, threshold))
             images += 1
         table.flush()
-        written = table_file.tell()
-        table_file.seek(0)
-        store.upload_file(container, _part_blob(task_id, threshold, variant, part, "csv"), table_file,
-                          "text/csv; charset=utf-8")
-        table.detach()
+        written = table_file.bytes_written
     store.write_bytes(container, _part_blob(task_id, threshold, variant, part, "sample.json"),
                       json.dumps(sampler.state(), ensure_ascii=False).encode("utf-8"), "application/json")
     return {"part": part, "images": images, "csv_bytes": written}

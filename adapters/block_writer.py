@@ -151,3 +151,45 @@ class BlobSpool(io.RawIOBase):
                     pass
         finally:
             super().close()
+
+
+class BlobReader(io.RawIOBase):
+    """A blob read as a seekable file, by ranged downloads (wrap it in ``io.BufferedReader`` for large reads): what
+    ``core.mdformat.iter_images`` reads a results file from, with nothing on the local disk (``core.scratch``)."""
+
+    def __init__(self, store: BlobStore, container: str, name: str) -> None:
+        super().__init__()
+        self._blob = store.service.get_blob_client(container, name)
+        size = store.size_or_none(container, name)
+        if size is None:
+            raise ResourceNotFoundError(f"{container}/{name} does not exist")
+        self._size = size
+        self._at = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._at, io.SEEK_END: self._size}[whence]
+        self._at = max(0, base + offset)
+        return self._at
+
+    def tell(self) -> int:
+        return self._at
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        n = min(len(view), self._size - self._at)
+        if n <= 0:
+            return 0
+        data = self._blob.download_blob(offset=self._at, length=n).readall()
+        view[:len(data)] = data
+        self._at += len(data)
+        return len(data)
+
+
+def open_blob(store: BlobStore, container: str, name: str, buffer_bytes: int = 4 * 1024 * 1024) -> io.BufferedReader:
+    return io.BufferedReader(BlobReader(store, container, name), buffer_bytes)

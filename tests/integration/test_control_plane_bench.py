@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 FAST = ["--poll-min-s", "0.5", "--poll-max-s", "1", "--status-interval", "0.25", "--timeout-s", "500"]
 
@@ -105,3 +107,38 @@ def test_the_results_zip_benchmark_zips_a_task_both_ways(storage_connection: str
     assert r["parts"]["parts"] == -(-r["files_bytes"] // 100000) and r["single"]["files"] == r["files"]
     assert 0 < r["single"]["zip_bytes"] < r["files_bytes"] and 0 < r["parts"]["zip_bytes"] < r["files_bytes"]
     assert 0 < r["parts"]["longest_activity_s"] <= r["parts"]["wall_s"]
+
+
+# Activities whose input is bounded by a merge part (``merge_images_per_part`` images plus a shard), with the local
+# disk their scratch files may take per image of it; every other activity (whole-task combines, the enumeration's
+# units) must take none. The image list's plan spools the list (core.scratch: a known gap, bounded by
+# TRAPBATCH_IMAGE_LIST_MAX_BYTES, not by the task).
+PART_ACTIVITIES = {"exports_zooniverse_part"}
+LIST_ACTIVITIES = {"plan_listing"}
+
+
+@pytest.mark.parametrize("image_list", ["site", "captures"])
+def test_no_activity_outgrows_its_share_of_the_instances_local_disk(storage_connection: str, tmp_path: Path,
+                                                                    image_list: str) -> None:
+    """A Flex Consumption instance has 0.8 GB of temporary storage for the eight activities it may run at once
+    (core.scratch). Every activity's scratch files, measured exactly per call (devhost.scratch_disk), scaled from
+    this task's parts (200 images: the shape of 800,000 images) to the default part's 210,000 images, stay within
+    an eighth of it; whatever grows with the task uses none."""
+    from core.scratch import ACTIVITY_SCRATCH_BYTES
+    from core.settings import OrchestrationKnobs
+
+    r, _ = run_bench(tmp_path / f"control_plane-scratch-{image_list}.json", "--images", "800", "--images-per-shard",
+                     "10000", "--shape-of", "800000", "--image-list", image_list, "--activity-workers", "1",
+                     "--images-per-folder", "200", "--connection", storage_connection)
+    assert r["runtime_status"] == "Completed" and r["final_images"] == 800
+    activities = r["functions"]["activities"]
+    assert activities["merge_part"]["calls"] >= 4 and activities["exports_part"]["calls"] >= 4
+    assert ("exports_captures_combine" in activities) is (image_list == "captures")
+    scratch = r["activity_scratch_mb"]
+    assert scratch is not None
+    assert set(scratch) <= PART_ACTIVITIES | LIST_ACTIVITIES, scratch  # the others took no local disk at all
+    knobs = OrchestrationKnobs()  # the defaults
+    part_images = 800 * knobs.merge_images_per_part // 800_000
+    bound = knobs.merge_images_per_part + knobs.images_per_shard
+    for name in set(scratch) & PART_ACTIVITIES:
+        assert scratch[name] * 1e6 / part_images * bound <= ACTIVITY_SCRATCH_BYTES, (name, scratch[name])
