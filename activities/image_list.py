@@ -24,15 +24,16 @@ reason ``listed_not_found``.
 from __future__ import annotations
 
 import logging
-import tempfile
+import io
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from typing import IO, Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 from adapters.blobs import BlobStore
-from adapters.image_lists import download_image_list
+from adapters.block_writer import BlobSpool, BlockBlobWriter
+from adapters.image_lists import open_image_list
 from core import contracts as c
 from core.errors import TrapbatchError
 from core import exportparts
@@ -49,7 +50,9 @@ logger = logging.getLogger(__name__)
 # rows of a list unit (a few MB of JSON lines; each of its parts reads and sorts it whole, so a unit is about one
 # part: at 100,000 rows and 20,000 checks a call, reading units cost more CPU than checking the names did)
 LIST_ROWS_PER_UNIT = 50_000
-MAX_LIST_UNITS = 256  # units written at once (one temporary file each)
+MAX_LIST_UNITS = 256  # units written at once (one streamed blob each)
+UNIT_BLOCKS_BUDGET = 64 * 1024 * 1024  # the units' blocks in memory while the plan writes them, all together
+MIN_UNIT_BLOCK_BYTES = 256 * 1024
 # existence checks of one list part (listings, and HEADs for what they did not confirm, HEAD_THREADS at a time;
 # ~65 s of CPU when a credential may not list and every name is a HEAD)
 CHECKS_PER_CALL = 50_000
@@ -74,8 +77,10 @@ def run_plan_image_list(task_id: str, request: TaskRequest, settings: Settings, 
     first ``first_n``) as the JSON lines the units hold; the sample that cuts the units and the spread over them read
     those lines. Before, both parsed and validated the CSV again: three passes at ~2.4 us a row each, the largest
     per-image cost of a task started from a list (``bench/RESULTS.md``, seventeenth session)."""
-    with tempfile.TemporaryFile("w+b") as fp, tempfile.TemporaryFile("w+b") as lines:
-        download_image_list(source, request.container, request.image_list, fp, settings.image_list_max_bytes)
+    # the list read by ranges, its kept rows spooled to a blob, the units streamed to theirs: nothing on the local
+    # disk, which eight activities share (core.scratch; a list may be 256 MiB and its rows as much again)
+    with open_image_list(source, request.container, request.image_list, settings.image_list_max_bytes) as fp, \
+            BlobSpool(store, settings.container, layout.listing_list_rows_blob(task_id)) as lines:
         taken = 0
 
         def keep(item: ListedImage) -> None:
@@ -94,14 +99,13 @@ def run_plan_image_list(task_id: str, request: TaskRequest, settings: Settings, 
         # rows per unit: LIST_ROWS_PER_UNIT, or fewer with small limits (tests spread a few rows over units)
         units = max(1, min(MAX_LIST_UNITS, -(-rows // max(1, min(LIST_ROWS_PER_UNIT, limits.names_per_call)))))
         bounds = _unit_bounds(lines, rows, units)
+        block = max(MIN_UNIT_BLOCK_BYTES, UNIT_BLOCKS_BUDGET // units)
         with ExitStack() as stack:
-            outs = [stack.enter_context(tempfile.TemporaryFile("w+b")) for _ in range(units)]
+            outs = [stack.enter_context(BlockBlobWriter(store, settings.container,
+                                                        layout.listing_list_unit_blob(task_id, u),
+                                                        "application/x-ndjson", block)) for u in range(units)]
             for line in _rows_of(lines):
                 outs[unit_in(str(jsonio.loads(line)[0]), bounds)].write(line)
-            for u, out in enumerate(outs):
-                out.seek(0)
-                store.upload_file(settings.container, layout.listing_list_unit_blob(task_id, u), out,
-                                  "application/x-ndjson")
     for u in range(units):  # the unit documents the listing parts read: an image list instead of leaves
         store.write_json(settings.container, layout.listing_unit_blob(task_id, u), [{"image_list": u}])
     store.write_json(settings.container, layout.listing_plan_blob(task_id),
@@ -112,13 +116,18 @@ def run_plan_image_list(task_id: str, request: TaskRequest, settings: Settings, 
     return {"units": units, "leaves": 0, "images_per_write": limits.images_per_write}
 
 
-def _rows_of(lines: IO[bytes]) -> Iterator[bytes]:
-    """The plan's kept rows (one JSON line each, ``\\n`` included), from the start of ``lines``."""
+def _rows_of(lines: BlobSpool) -> Iterator[bytes]:
+    """The plan's kept rows (one JSON line each, ``\\n`` included), from the start of ``lines`` (a spool: read
+    through a buffer, which is detached after so the spool stays open for the next pass)."""
     lines.seek(0)
-    yield from lines
+    reader = io.BufferedReader(lines, 4 * 1024 * 1024)
+    try:
+        yield from reader
+    finally:
+        reader.detach()
 
 
-def _unit_bounds(lines: IO[bytes], rows: int, units: int) -> list[str]:
+def _unit_bounds(lines: BlobSpool, rows: int, units: int) -> list[str]:
     """The names that cut the plan's ``rows`` kept rows (``lines``) into ``units`` name ranges (``core.imagelist.
     unit_bounds``), from a sample of about ``SAMPLE_PER_UNIT`` names per unit."""
     if units <= 1:

@@ -18,6 +18,7 @@ import io
 from types import TracebackType
 from typing import Any
 
+from azure.core import MatchConditions
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import BlobBlock, ContentSettings
 
@@ -126,7 +127,13 @@ class BlobSpool(io.RawIOBase):
     def tell(self) -> int:
         return self._writer.bytes_written if self._writer is not None else self._at
 
-    def read(self, size: int = -1) -> bytes:
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.read(len(view))
+        view[:len(data)] = data
+        return len(data)
+
+    def read(self, size: int | None = -1) -> bytes:
         self._finish()
         end = self._size if size is None or size < 0 else min(self._size, self._at + size)
         if end <= self._at:
@@ -155,15 +162,17 @@ class BlobSpool(io.RawIOBase):
 
 class BlobReader(io.RawIOBase):
     """A blob read as a seekable file, by ranged downloads (wrap it in ``io.BufferedReader`` for large reads): what
-    ``core.mdformat.iter_images`` reads a results file from, with nothing on the local disk (``core.scratch``)."""
+    ``core.mdformat.iter_images`` reads a results file from, and ``core.imagelist.scan`` an image list, with nothing
+    on the local disk (``core.scratch``). Every range is read on the condition that the blob is still the version
+    first seen (its ETag): a blob replaced while it is read fails the read (``ResourceModifiedError``, HTTP 412)
+    rather than mix two versions. Raises ``ResourceNotFoundError`` for a blob that is not there."""
 
     def __init__(self, store: BlobStore, container: str, name: str) -> None:
         super().__init__()
         self._blob = store.service.get_blob_client(container, name)
-        size = store.size_or_none(container, name)
-        if size is None:
-            raise ResourceNotFoundError(f"{container}/{name} does not exist")
-        self._size = size
+        properties = self._blob.get_blob_properties()
+        self.size, self.etag = int(properties.size), str(properties.etag)
+        self._size = self.size
         self._at = 0
 
     def readable(self) -> bool:
@@ -185,7 +194,8 @@ class BlobReader(io.RawIOBase):
         n = min(len(view), self._size - self._at)
         if n <= 0:
             return 0
-        data = self._blob.download_blob(offset=self._at, length=n).readall()
+        data = self._blob.download_blob(offset=self._at, length=n, etag=self.etag,
+                                        match_condition=MatchConditions.IfNotModified).readall()
         view[:len(data)] = data
         self._at += len(data)
         return len(data)

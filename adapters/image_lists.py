@@ -4,44 +4,62 @@ Why here: the edge (api/starters.py) and the enumeration (activities/image_list.
 and every storage answer must become an error a person can act on: a list that is not there, too large, or not
 readable with the app's (or the secret's) access is a 4xx at the edge, never a 5xx and never a started task.
 
-Must not: hold the list in memory (it is streamed to a temporary file the caller owns).
+Must not: hold the list in memory or on the local disk (it is read by ranges, ``open_image_list``).
 """
 from __future__ import annotations
 
-import tempfile
-from typing import IO
+import io
+from contextlib import contextmanager
+from typing import IO, Iterator
 
-from azure.core.exceptions import AzureError, ResourceNotFoundError
+from azure.core.exceptions import AzureError, HttpResponseError, ResourceModifiedError, ResourceNotFoundError
 
+from adapters.block_writer import BlobReader
 from adapters.blobs import BlobStore
 from core.errors import SourceUnavailable
 from core.imagelist import ImageListInvalid, ImageListSummary, scan
 
 
-def download_image_list(store: BlobStore, container: str, name: str, fp: IO[bytes], max_bytes: int) -> int:
-    """Stream list blob ``container/name`` into ``fp`` (left at its start); returns its size in bytes."""
+READ_BYTES = 4 * 1024 * 1024  # one ranged read of the list
+NOT_THERE = ("upload the list into the images' container and name it as 'image_list' (a blob name in that container, "
+             "e.g. \"lists/season-1.csv\")")
+NO_ACCESS = "the app (or the request's secret) needs read permission on that container"
+TOO_LARGE = "split the list into several requests, or ask the operator to raise TRAPBATCH_IMAGE_LIST_MAX_BYTES"
+
+
+@contextmanager
+def open_image_list(store: BlobStore, container: str, name: str, max_bytes: int) -> Iterator[IO[bytes]]:
+    """List blob ``container/name`` as a seekable file read by ranges (``adapters.block_writer.BlobReader``: pinned
+    to the version first seen), with every storage answer, at the open or while it is read, an error a person can
+    act on. Nothing on the local disk: the enumeration's activity shares it (``core.scratch``)."""
     where = f"image list {name!r} in container {container!r}"
-    client = store.service.get_blob_client(container, name)
     try:
-        size = int(client.get_blob_properties().size)
-        if size > max_bytes:
-            raise ImageListInvalid(f"{where} has {size} bytes, more than this trapbatch reads ({max_bytes})",
-                                   "split the list into several requests, or ask the operator to raise "
-                                   "TRAPBATCH_IMAGE_LIST_MAX_BYTES")
-        client.download_blob().readinto(fp)
+        reader = BlobReader(store, container, name)
     except ResourceNotFoundError:
-        raise ImageListInvalid(f"{where} does not exist", "upload the list into the images' container and name it "
-                               "as 'image_list' (a blob name in that container, e.g. \"lists/season-1.csv\")") from None
+        raise ImageListInvalid(f"{where} does not exist", NOT_THERE) from None
     except AzureError as exc:
-        raise SourceUnavailable(f"cannot read {where}: {type(exc).__name__}",
-                                "the app (or the request's secret) needs read permission on that container") from None
-    fp.seek(0)
-    return size
+        raise SourceUnavailable(f"cannot read {where}: {type(exc).__name__}", NO_ACCESS) from None
+    if reader.size > max_bytes:
+        raise ImageListInvalid(f"{where} has {reader.size} bytes, more than this trapbatch reads ({max_bytes})",
+                               TOO_LARGE)
+    try:
+        with io.BufferedReader(reader, READ_BYTES) as fp:
+            yield fp
+    except ResourceModifiedError:
+        raise SourceUnavailable(f"{where} was replaced while it was read",
+                                "post the request again once the list is in place: the new list is a task of its "
+                                "own") from None
+    except ResourceNotFoundError:
+        raise ImageListInvalid(f"{where} was deleted while it was read", NOT_THERE) from None
+    except AzureError as exc:
+        if isinstance(exc, HttpResponseError) and exc.status_code == 412:
+            raise SourceUnavailable(f"{where} was replaced while it was read",
+                                    "post the request again once the list is in place") from None
+        raise SourceUnavailable(f"cannot read {where}: {type(exc).__name__}", NO_ACCESS) from None
 
 
 def scan_image_list(store: BlobStore, container: str, name: str, max_bytes: int) -> ImageListSummary:
-    """Download and check the whole list (``core.imagelist.scan``): its hash, counts and metadata columns, or the
-    ``ImageListInvalid`` naming what to fix. Disk, not memory, holds it meanwhile."""
-    with tempfile.TemporaryFile("w+b") as fp:
-        download_image_list(store, container, name, fp, max_bytes)
+    """Read and check the whole list (``core.imagelist.scan``): its hash, counts and metadata columns, or the
+    ``ImageListInvalid`` naming what to fix. Streamed from its blob: neither memory nor disk holds it."""
+    with open_image_list(store, container, name, max_bytes) as fp:
         return scan(fp, name)

@@ -281,6 +281,11 @@ def list_facts_blob(task_id: str) -> str:
     return f"{listing_prefix(task_id)}deployments.json"
 
 
+def listing_list_rows_blob(task_id: str) -> str:
+    """An image list's kept rows while its plan spreads them over units (``activities.image_list``; deleted after)."""
+    return f"{listing_prefix(task_id)}list-rows.jsonl"
+
+
 def listing_list_part_blob(task_id: str, unit: int, part: int) -> str:
     """An image-list part's names not found and metadata (``activities.image_list``)."""
     return f"{listing_prefix(task_id)}u{unit:04d}-p{part:05d}.list.json"

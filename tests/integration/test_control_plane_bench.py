@@ -109,12 +109,10 @@ def test_the_results_zip_benchmark_zips_a_task_both_ways(storage_connection: str
     assert 0 < r["parts"]["longest_activity_s"] <= r["parts"]["wall_s"]
 
 
-# Activities whose input is bounded by a merge part (``merge_images_per_part`` images plus a shard), with the local
-# disk their scratch files may take per image of it; every other activity (whole-task combines, the enumeration's
-# units) must take none. The image list's plan spools the list (core.scratch: a known gap, bounded by
-# TRAPBATCH_IMAGE_LIST_MAX_BYTES, not by the task).
+# The one activity that keeps scratch files: its input is bounded by a merge part (``merge_images_per_part`` images
+# plus a shard); every other activity (the combines, the enumeration with its image list, the merge and exports
+# parts) must take none.
 PART_ACTIVITIES = {"exports_zooniverse_part"}
-LIST_ACTIVITIES = {"plan_listing"}
 
 
 @pytest.mark.parametrize("image_list", ["site", "captures"])
@@ -136,7 +134,7 @@ def test_no_activity_outgrows_its_share_of_the_instances_local_disk(storage_conn
     assert ("exports_captures_combine" in activities) is (image_list == "captures")
     scratch = r["activity_scratch_mb"]
     assert scratch is not None
-    assert set(scratch) <= PART_ACTIVITIES | LIST_ACTIVITIES, scratch  # the others took no local disk at all
+    assert set(scratch) <= PART_ACTIVITIES, scratch  # the others took no local disk at all
     knobs = OrchestrationKnobs()  # the defaults
     part_images = 800 * knobs.merge_images_per_part // 800_000
     bound = knobs.merge_images_per_part + knobs.images_per_shard

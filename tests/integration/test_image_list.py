@@ -165,6 +165,54 @@ def test_a_list_changed_after_the_post_fails_the_enumeration(storage_connection:
         run_plan_listing("task-" + "3" * 20, request, settings, store)
 
 
+def test_a_list_is_read_by_ranges_of_one_version_and_planned_without_local_disk(
+        storage_connection: str, unique_name: str, store: BlobStore, monkeypatch: Any) -> None:
+    """The plan reads the list from its blob (ranged reads pinned to the version first seen: a list replaced while
+    it is read is an error, never a mix of two lists), spools its rows to a blob it deletes after, and streams the
+    units: the instance's local disk is shared by eight activities (core.scratch)."""
+    from activities import image_list as image_list_activity
+    from activities.enumerate import run_plan_listing
+    from adapters import image_lists
+    from core.errors import SourceUnavailable
+    from core.imagelist import ImageListInvalid, scan
+    from devhost.scratch_disk import ScratchDisk
+
+    settings = Settings.from_env({"AzureWebJobsStorage": storage_connection,
+                                  "TRAPBATCH_CONTAINER": unique_name + "-state"})
+    store.ensure_container(unique_name)
+    store.ensure_container(settings.container)
+    rows = "path,site\n" + "".join(f"cam{i % 7}/img{i:05d}.jpg,s{i % 3}\n" for i in range(3000))
+    store.write_bytes(unique_name, "l.csv", rows.encode())
+    monkeypatch.setattr(image_lists, "READ_BYTES", 1000)  # many ranged reads
+    with image_lists.open_image_list(store, unique_name, "l.csv", 10**9) as fp:
+        summary = scan(fp, "l.csv")
+    assert summary.rows == 3000 and summary.bytes == len(rows)
+
+    with pytest.raises(ImageListInvalid, match="more than this trapbatch reads"):
+        with image_lists.open_image_list(store, unique_name, "l.csv", len(rows) - 1):
+            pass
+    with pytest.raises(SourceUnavailable, match="replaced while it was read"):
+        with image_lists.open_image_list(store, unique_name, "l.csv", 10**9) as fp:
+            fp.read(500)
+            store.write_bytes(unique_name, "l.csv", rows.replace("s1", "s9").encode())  # another list, same size
+            fp.read()
+    store.write_bytes(unique_name, "l.csv", rows.encode())
+
+    monkeypatch.setattr(image_list_activity, "LIST_ROWS_PER_UNIT", 400)  # several units
+    task_id = "task-" + "4" * 20
+    request = TaskRequest(container=unique_name, image_list="l.csv", image_list_sha256=summary.sha256)
+    with ScratchDisk() as disk:
+        plan = run_plan_listing(task_id, request, settings, store)
+    assert disk.created == 0 and disk.peak == 0
+    assert plan["units"] > 3
+    listed = []
+    for u in range(plan["units"]):
+        data = store.read_bytes(settings.container, layout.listing_list_unit_blob(task_id, u))
+        listed += [json.loads(line)[0] for line in data.splitlines()]
+    assert sorted(listed) == sorted(f"cam{i % 7}/img{i:05d}.jpg" for i in range(3000))
+    assert not store.exists(settings.container, layout.listing_list_rows_blob(task_id))  # the spool went
+
+
 def test_a_list_of_5_of_10_images_gives_exactly_those_5(host, app_env: dict[str, str], store: BlobStore,  # noqa: F811
                                                         unique_name: str, tmp_path: Path) -> None:
     names = upload_images(store, unique_name, 10, corrupt=0)
