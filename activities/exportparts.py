@@ -24,18 +24,18 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import tempfile
 from contextlib import ExitStack
 from typing import IO, Any, Iterable, Iterator, cast
 
 import azure.durable_functions as df
+from azure.core.exceptions import ResourceNotFoundError
 
 from activities.exports import (LineBuffer, ListMetadata, ViewLines, _write_zooniverse, needs_no_size, prepare,
                                read_results_head, sized, write_descriptor)
 from activities.fanin import iter_export_views, range_lines
 from adapters import clients
-from adapters.block_writer import BlobSpool, BlockBlobWriter
-from adapters.blob_files import download_to
+from adapters.block_writer import BlobSpool, BlockBlobWriter, open_blob
+from adapters.blob_files import ResultsNotFound
 from adapters.blobs import BlobStore
 from adapters.compose import Piece, compose_blob
 from core import contracts as c
@@ -201,9 +201,12 @@ def run_exports_combine(payload: c.ExportsCombineInput, settings: Settings,
 def run_exports_zooniverse(payload: c.ExportsZooniverseInput, settings: Settings, store: BlobStore) -> int:
     """The Zooniverse batches of the whole results (one activity; see the module doc); returns how many."""
     task_id, variant = payload["task_id"], payload["variant"]
-    with tempfile.TemporaryFile("w+b") as results:
-        download_to(store, settings.container, layout.results_blob(task_id, variant), results)
-        results.seek(0)
+    try:  # read by ranges, not copied to the local disk (gigabytes at millions of images: core.scratch)
+        results = open_blob(store, settings.container, layout.results_blob(task_id, variant))
+    except ResourceNotFoundError:
+        raise ResultsNotFound(f"{settings.container}/{layout.results_blob(task_id, variant)} does not exist",
+                              "exports are written from a finished results file: wait for the merge") from None
+    with results:
         ctx = prepare(task_id, settings, store, variant, payload.get("threshold"), mdformat.results_head(results))
         return _write_zooniverse(store, settings.container, task_id, variant, results, ctx.manifest, ctx.categories,
                                  payload["eligible"], 128, ctx.list_shards)

@@ -14,7 +14,8 @@ subjects and the largest capture (the header's image columns), assigns batches o
 * ``run_captures_combine`` (``exports_captures_combine``, one call): the merge and the batches, in three passes
   (``combine``): nothing on the local disk, which a Flex Consumption instance shares, 0.8 GB, among every activity it
   runs (``core.scratch``), while the runs grow with the task (~150 bytes an image, 1.5 GB at ten million). Memory:
-  8 bytes per subject (its batch), 64 MB of run reads, 64 MB of bucket blocks, then one bucket (~32 MB) at a time.
+  8 bytes per subject (its batch), 32 MB of run reads, 32 MB of bucket blocks, then one bucket (~32 MB) at a time
+  (an instance has 2 GB for its eight activities, ``instanceMemoryMB``).
   CPU, measured here: ~5 us an image in a part, ~3 in the combine's merges (``tests/integration/
   test_zooniverse_captures.py`` checks the fan-out's bytes equal the single pass's, and every capture whole).
 
@@ -51,12 +52,12 @@ from gpu_batch.formats.mergeview import ShardView
 
 bp = df.Blueprint()
 RUN_RECORDS = 200_000  # records sorted in memory at once (a merge part's images; ~100 MB at most)
-READ_BUDGET = 64 * 1024 * 1024  # the combine's read buffers, all runs together
+READ_BUDGET = 32 * 1024 * 1024  # the combine's read buffers, all runs together
 READ_BYTES = 4 * 1024 * 1024  # at most this much of one run is read at a time ...
 MIN_READ_BYTES = 256 * 1024  # ... and at least this much (a thousand runs: 256 MB, fifty million images)
 BUCKET_BYTES = 32 * 1024 * 1024  # rows per bucket blob, about: what the combine's last pass holds at once
 MAX_BUCKETS = 64  # bucket blobs written at once, each through one block of
-BUCKET_BLOCK_BYTES = 1024 * 1024  # (64 MB of blocks at most)
+BUCKET_BLOCK_BYTES = 512 * 1024  # (32 MB of blocks at most)
 _ROW_HEAD = struct.Struct("<II")  # a bucket's row: its batch, its length, then the row
 CSV_TYPE = "text/csv; charset=utf-8"
 
