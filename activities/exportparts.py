@@ -25,7 +25,7 @@ import csv
 import io
 import logging
 from contextlib import ExitStack
-from typing import IO, Any, Iterable, Iterator, cast
+from typing import IO, Any, Iterable, Iterator
 
 import azure.durable_functions as df
 from azure.core.exceptions import ResourceNotFoundError
@@ -34,7 +34,7 @@ from activities.exports import (LineBuffer, ListMetadata, ViewLines, _write_zoon
                                read_results_head, sized, write_descriptor)
 from activities.fanin import iter_export_views, range_lines
 from adapters import clients
-from adapters.block_writer import BlobSpool, BlockBlobWriter, open_blob
+from adapters.block_writer import BlockBlobWriter, open_blob
 from adapters.blob_files import ResultsNotFound
 from adapters.blobs import BlobStore
 from adapters.compose import Piece, compose_blob
@@ -96,8 +96,9 @@ def run_exports_part(payload: c.ExportsPartInput, settings: Settings, store: Blo
         files = {k: stack.enter_context(BlockBlobWriter(store, container, _fragment(task_id, variant, part, k),
                                                         "application/octet-stream", FRAGMENT_BLOCK_BYTES))
                  for k in FRAGMENTS}
-        text = {k: io.TextIOWrapper(io.BufferedWriter(f, 1 << 16), encoding="utf-8", newline="", write_through=True)
-                for k, f in files.items()}
+        buffered = {k: io.BufferedWriter(f, 1 << 16) for k, f in files.items()}
+        text = {k: io.TextIOWrapper(buffered[k], encoding="utf-8", newline="", write_through=True)
+                for k in FRAGMENTS}
         writer = coco.CocoWriter(text["images"], text["annotations"], ctx.cut, ctx.categories, continued=True)
         media, observations = LineBuffer(text["media"]), LineBuffer(text["observations"])
 
@@ -110,8 +111,7 @@ def run_exports_part(payload: c.ExportsPartInput, settings: Settings, store: Blo
         with ViewLines(iter_export_views(store, settings, task_id, payload["first_shard"],
                                          int(payload.get("shards", 0)), ctx.cut, ctx.plain(), "exports",
                                          *ctx.view_list()), camtrap,
-                       spool=lambda name: cast(IO[bytes], BlobSpool(store, container, _fragment(
-                           task_id, variant, part, f"view-{name}")))) as views:
+                       direct={k: _Fragment(buffered[k], files[k]) for k in FRAGMENTS}) as views:
             views.write(writer, text["images"], text["annotations"], camtrap, media, observations, continued=True)
         if views.coco:
             needs_size = needs_no_size
@@ -137,6 +137,21 @@ def run_exports_part(payload: c.ExportsPartInput, settings: Settings, store: Blo
             "observations": camtrap.counts["observations"], "eligible": counts["eligible"],
             "sizes_unknown": counts["sizes_unknown"], "bytes": sizes,
             "deployments": camtrap.deployment_facts()}
+
+
+class _Fragment:
+    """A fragment's stream as ``ViewLines`` writes the views' lines into it (``activities.exports.RestartableStream``):
+    bytes below the text layer, in order with what the entries write later; ``restart`` drops them all."""
+
+    def __init__(self, buffer: "io.BufferedWriter[BlockBlobWriter]", blob: BlockBlobWriter) -> None:
+        self.buffer, self.blob = buffer, blob  # the buffer under the fragment's text layer, over its blob
+
+    def write(self, data: bytes) -> int:
+        return self.buffer.write(data)
+
+    def restart(self) -> None:
+        self.buffer.flush()
+        self.blob.restart()
 
 
 def _csv_line(row: list[Any]) -> bytes:

@@ -46,7 +46,7 @@ import tempfile
 from array import array
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import IO, Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import IO, Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
 
 import azure.durable_functions as df
 
@@ -192,6 +192,15 @@ def needs_no_size(entry: dict[str, Any]) -> str | None:
     return None
 
 
+class RestartableStream(Protocol):
+    """A fragment's byte stream that can drop what it got so far (``activities.exportparts``: a blob written in
+    blocks, whose staged blocks are then written over)."""
+
+    def write(self, data: bytes) -> int: ...
+
+    def restart(self) -> None: ...
+
+
 class ViewLines:
     """What the workers' merge views give an exports activity (``activities.fanin.iter_export_views``): COCO's lines
     when every view has them, Camtrap DP's when every view has them and the task's values fit in them, Zooniverse's
@@ -202,17 +211,22 @@ class ViewLines:
     and a part's views held in memory take ~2.6 kB an image (500 MB for 200,000 images, one activity of eight on an
     instance). Each view's lines go to a temporary file per format as the view is read, and the view is dropped;
     ``write`` copies the usable formats' files into the exports' streams. ``rows``: the manifest options with which
-    Zooniverse's rows are spooled too (``write_zooniverse``); without it only their count is kept. ``spool``: makes
-    each format's spool (default a temporary file; an exports part passes ``adapters.block_writer.BlobSpool``s, which
-    keep the local disk free: ``core.scratch``). A context manager: leaving it closes the files."""
+    Zooniverse's rows are spooled too (``write_zooniverse``); without it only their count is kept. ``direct`` (an
+    exports part, whose fragments stream to blobs): COCO's and Camtrap DP's lines go straight into the fragments, in
+    the order ``write`` would copy them, and a format found unusable at a later view is restarted
+    (``RestartableStream.restart``: what it got is discarded) for the entries to write whole, so nothing is spooled
+    on the local disk (``core.scratch``; ~1.3 kB an image). A context manager: leaving it closes the files."""
 
     def __init__(self, views: Iterable[ShardView | None] | None, camtrap: camtrapdp.CamtrapBuilder,
                  rows: zooniverse.ManifestOptions | None = None,
-                 spool: Callable[[str], IO[bytes]] | None = None) -> None:
+                 direct: Mapping[str, "RestartableStream"] | None = None) -> None:
         self._files = ExitStack()
-        make = spool or (lambda _: tempfile.TemporaryFile("w+b"))
-        self._spool = {k: self._files.enter_context(make(k))
-                       for k in ("images", "annotations", "media", "observations", "rows")}
+        self._direct = direct
+        self._spool: dict[str, Any] = {k: self._files.enter_context(tempfile.TemporaryFile("w+b"))
+                                       for k in (("rows",) if direct else
+                                                 ("images", "annotations", "media", "observations", "rows"))}
+        if direct:
+            self._spool.update({k: direct[k] for k in ("images", "annotations", "media", "observations")})
         self._lengths = array("q")
         self._counts = {"images": 0, "annotations": 0, "media": 0, "observations": 0, "rows": 0}
         self._deployments: list[list[list[Any]]] = []
@@ -240,6 +254,11 @@ class ViewLines:
         if not seen:
             self.coco = self.camtrap = self.zooniverse = False
         self.complete = self.coco and self.camtrap and self.zooniverse
+        if direct:  # a format the views turned out not to hold: its lines so far are discarded, the entries write it
+            for usable, names in ((self.coco, ("images", "annotations")), (self.camtrap, ("media", "observations"))):
+                if not usable:
+                    for name in names:
+                        direct[name].restart()
 
     def _add(self, view: ShardView, camtrap: camtrapdp.CamtrapBuilder, middle: str | None) -> None:
         spool, counts = self._spool, self._counts
@@ -310,17 +329,19 @@ class ViewLines:
         ``CocoWriter`` writes no comma before its first line); Camtrap DP's, with the task's values, into the tables,
         and their counts and deployments into ``builder`` (what ``builder.add_lines`` of every entry would have
         made)."""
-        if self.coco:  # the workers made COCO's lines (issue 11): the entries go to the other formats
+        if self.coco and not self._direct:  # the workers made COCO's lines (issue 11): the entries go to the others
             for stream, name in ((images, "images"), (annotations, "annotations")):
                 stream.flush()
                 _copy(self._spool[name], stream.buffer, 0 if continued else 1)  # type: ignore[attr-defined]
+        if self.coco:
             writer.counts["images"] += self._counts["images"]
             writer.counts["annotations"] += self._counts["annotations"]
-        if self.camtrap:  # and Camtrap DP's
+        if self.camtrap and not self._direct:  # and Camtrap DP's
             for buffer, name in ((media, "media"), (observations, "observations")):
                 buffer.flush()
                 buffer.out.flush()
                 _copy(self._spool[name], buffer.out.buffer)  # type: ignore[attr-defined]
+        if self.camtrap:
             builder.counts["media"] += self._counts["media"]
             builder.counts["observations"] += self._counts["observations"]
             combine_deployments(builder, self._deployments)

@@ -52,6 +52,13 @@ class BlockBlobWriter(io.RawIOBase):
             del self._buffer[: self._block_bytes]
         return len(view)
 
+    def restart(self) -> None:
+        """Drop everything written so far: the blocks staged are written over by the next ones (same ids) and only
+        those are committed."""
+        self._buffer.clear()
+        self._blocks.clear()
+        self.bytes_written = 0
+
     def _stage(self, chunk: bytes) -> None:
         block_id = base64.b64encode(f"{len(self._blocks):08d}".encode()).decode()
         self._blob.stage_block(block_id, chunk)
