@@ -51,8 +51,9 @@ logger = logging.getLogger(__name__)
 # part: at 100,000 rows and 20,000 checks a call, reading units cost more CPU than checking the names did)
 LIST_ROWS_PER_UNIT = 50_000
 MAX_LIST_UNITS = 256  # units written at once (one streamed blob each)
-UNIT_BLOCKS_BUDGET = 64 * 1024 * 1024  # the units' blocks in memory while the plan writes them, all together
-MIN_UNIT_BLOCK_BYTES = 256 * 1024
+UNIT_BLOCKS_BUDGET = 32 * 1024 * 1024  # the units' blocks in memory while the plan writes them, all together
+MIN_UNIT_BLOCK_BYTES = 256 * 1024  # (256 units: 64 MB)
+MAX_UNIT_BLOCK_BYTES = 4 * 1024 * 1024  # (a unit of 50,000 rows is ~5 MB)
 # existence checks of one list part (listings, and HEADs for what they did not confirm, HEAD_THREADS at a time;
 # ~65 s of CPU when a credential may not list and every name is a HEAD)
 CHECKS_PER_CALL = 50_000
@@ -99,7 +100,7 @@ def run_plan_image_list(task_id: str, request: TaskRequest, settings: Settings, 
         # rows per unit: LIST_ROWS_PER_UNIT, or fewer with small limits (tests spread a few rows over units)
         units = max(1, min(MAX_LIST_UNITS, -(-rows // max(1, min(LIST_ROWS_PER_UNIT, limits.names_per_call)))))
         bounds = _unit_bounds(lines, rows, units)
-        block = max(MIN_UNIT_BLOCK_BYTES, UNIT_BLOCKS_BUDGET // units)
+        block = min(MAX_UNIT_BLOCK_BYTES, max(MIN_UNIT_BLOCK_BYTES, UNIT_BLOCKS_BUDGET // units))
         with ExitStack() as stack:
             outs = [stack.enter_context(BlockBlobWriter(store, settings.container,
                                                         layout.listing_list_unit_blob(task_id, u),

@@ -34,6 +34,9 @@ Record (printed, and saved to ``bench/results/control_plane-<N>.json`` or ``--ou
     activity_rss_growth_mb          with ``--activity-workers 1`` only: per activity, the most one call raised the
                                     process's resident memory above its level at the call's start (sampled every
                                     0.25 s): what an activity holds, which an Azure instance holds up to 8 times
+    activity_heap_mb                with ``--activity-workers 1 --trace-memory`` only: per activity, the most one
+                                    call raised the Python heap (tracemalloc) above its level when the call before
+                                    ended; slows the run, so its CPU figures are not comparable
     activity_scratch_mb             with ``--activity-workers 1`` only: per activity, the most local disk one call's
                                     temporary files held at once (``devhost.scratch_disk``, exact; ``core.scratch``:
                                     a Flex Consumption instance has 0.8 GB for the up to 8 activities it runs)
@@ -68,6 +71,7 @@ import resource
 import subprocess
 import sys
 import threading
+import tracemalloc
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -177,6 +181,8 @@ class ActivityMemory(threading.Thread):
 
         self.scratch = ScratchDisk()
         self.scratch_peaks: dict[str, int] = {}
+        self.heap_peaks: dict[str, int] = {}
+        self.heap_base = 0
 
     @staticmethod
     def rss_mb() -> float:
@@ -199,8 +205,21 @@ class ActivityMemory(threading.Thread):
             self.calls.append((now - wall_s, now, name))
             peak = self.scratch.take_peak()
             self.scratch_peaks[name] = max(self.scratch_peaks.get(name, 0), peak)
+            if tracemalloc.is_tracing():  # --trace-memory: the Python heap's peak above its level after the last call
+                _, top = tracemalloc.get_traced_memory()
+                self.heap_peaks[name] = max(self.heap_peaks.get(name, 0), top - self.heap_base)
+                tracemalloc.reset_peak()
+                self.heap_base = tracemalloc.get_traced_memory()[0]
             record(name, cpu_s, wall_s)
         metrics.activity = activity
+
+    def heap_mb(self) -> dict[str, float] | None:
+        """Per activity, the most one call raised the Python heap (``tracemalloc``: every allocation made through
+        Python's allocators, exact, with orchestrator replays and the status poller beside it) above its level when
+        the call before ended: what an instance, 2 GB for up to 8 activities, holds for it."""
+        if not self.heap_peaks:
+            return None
+        return {name: round(peak / 1e6, 1) for name, peak in sorted(self.heap_peaks.items(), key=lambda kv: -kv[1])}
 
     def scratch_mb(self) -> dict[str, float]:
         """Per activity, the most local disk one call's temporary files held at once (``core.scratch``: an Azure
@@ -425,6 +444,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if memory is not None:
         memory.watch(host.engine.metrics)
         memory.scratch.__enter__()
+        if args.trace_memory:
+            tracemalloc.start()
+            memory.heap_base = tracemalloc.get_traced_memory()[0]
         memory.start()
     host.start()
     try:
@@ -512,6 +534,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "activity_rss_growth_mb": memory.growth_mb() if memory is not None else None,
         # with --activity-workers 1 only: per activity, the most local disk one call's temporary files held at once
         "activity_scratch_mb": memory.scratch_mb() if memory is not None else None,
+        # with --activity-workers 1 --trace-memory only: per activity, the most one call raised the Python heap
+        "activity_heap_mb": memory.heap_mb() if memory is not None else None,
         "machine": {"cpus": os.cpu_count(), "loadavg_before": [round(x, 2) for x in load_before],
                     "loadavg_after": [round(x, 2) for x in os.getloadavg()], "python": platform.python_version(),
                     "git_commit": _git_commit(), "simulated": "pool: gpu_batch.pool.simulated (no detector); "
@@ -579,6 +603,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--poll-min-s", type=float, default=1.0)
     p.add_argument("--poll-max-s", type=float, default=2.0)
     p.add_argument("--activity-workers", type=int, default=8)
+    p.add_argument("--trace-memory", action="store_true",
+                   help="with --activity-workers 1: record each activity's Python-heap peak (tracemalloc; slows the "
+                        "run several times, so its CPU figures are not comparable)")
     p.add_argument("--status-interval", type=float, default=0.5)
     p.add_argument("--timeout-s", type=float, default=3600.0)
     p.add_argument("--connection", default="", help="an existing Azurite's connection string (default: start one)")
@@ -599,6 +626,8 @@ def main(argv: list[str] | None = None) -> int:
                                              "(control_plane-<N>-shape-of-<M>.json with --shape-of; the record's "
                                              "scale_model_note says what was simulated, whatever the file name)")
     args = p.parse_args(argv)
+    if args.trace_memory and args.activity_workers != 1:
+        p.error("--trace-memory needs --activity-workers 1 (a call's heap is its own only when it runs alone)")
     record = run(args)
     name = f"control_plane-{args.images}" + (f"-shape-of-{args.shape_of}" if args.shape_of else "") + ".json"
     summary = {k: record[k] for k in ("images", "shape_of", "final_stage", "wall_s", "peak_rss_mb", "orchestrator_cpu_s", "activity_cpu_s",
