@@ -127,7 +127,8 @@ def test_no_activity_outgrows_its_share_of_the_instances_local_disk(storage_conn
 
     r, _ = run_bench(tmp_path / f"control_plane-scratch-{image_list}.json", "--images", "800", "--images-per-shard",
                      "10000", "--shape-of", "800000", "--image-list", image_list, "--activity-workers", "1",
-                     "--images-per-folder", "200", "--connection", storage_connection)
+                     "--images-per-folder", "200", "--connection", storage_connection,
+                     *(["--trace-memory"] if image_list == "site" else []))
     assert r["runtime_status"] == "Completed" and r["final_images"] == 800
     activities = r["functions"]["activities"]
     assert activities["merge_part"]["calls"] >= 4 and activities["exports_part"]["calls"] >= 4
@@ -140,3 +141,17 @@ def test_no_activity_outgrows_its_share_of_the_instances_local_disk(storage_conn
     bound = knobs.merge_images_per_part + knobs.images_per_shard
     for name in set(scratch) & PART_ACTIVITIES:
         assert scratch[name] * 1e6 / part_images * bound <= ACTIVITY_SCRATCH_BYTES, (name, scratch[name])
+    heap = r["activity_heap_mb"]  # --trace-memory: every activity's heap peak (the figures are for bench/RESULTS.md)
+    if image_list == "site":
+        assert heap is not None and set(heap) == set(activities) and all(v >= 0 for v in heap.values())
+        assert heap["merge_part"] > 0 and heap["exports_part"] > 0
+    else:
+        assert heap is None
+
+
+def test_trace_memory_needs_one_activity_at_a_time(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "bench/control_plane.py", "--images", "10", "--images-per-shard", "5",
+                           "--trace-memory", "--out", str(tmp_path / "x.json")], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and "--trace-memory needs --activity-workers 1" in proc.stderr
+    assert not (tmp_path / "x.json").exists()
