@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import base64
 import io
+from collections import deque
+from concurrent.futures import Executor, Future
 from types import TracebackType
 from typing import Any
 
@@ -29,8 +31,12 @@ BLOCK_BYTES = 8 * 1024 * 1024
 
 
 class BlockBlobWriter(io.RawIOBase):
+    """``pool``: stage blocks on its threads, at most ``in_flight`` of this writer's at once (memory: that many
+    blocks more), so that many writers, or one long one, do not wait for one Put Block after another; ``close``
+    waits for them all before the commit."""
+
     def __init__(self, store: BlobStore, container: str, name: str, content_type: str = "application/zip",
-                 block_bytes: int = BLOCK_BYTES) -> None:
+                 block_bytes: int = BLOCK_BYTES, pool: Executor | None = None, in_flight: int = 2) -> None:
         super().__init__()
         self._blob = store.service.get_blob_client(container, name)
         self._content_type = content_type
@@ -38,6 +44,8 @@ class BlockBlobWriter(io.RawIOBase):
         self._buffer = bytearray()
         self._blocks: list[BlobBlock] = []
         self._failed = False
+        self._pool, self._in_flight = pool, max(1, in_flight)
+        self._pending: deque[Future[Any]] = deque()
         self.bytes_written = 0
 
     def writable(self) -> bool:
@@ -55,14 +63,31 @@ class BlockBlobWriter(io.RawIOBase):
     def restart(self) -> None:
         """Drop everything written so far: the blocks staged are written over by the next ones (same ids) and only
         those are committed."""
+        self._drain()  # an old block still in flight must not land over a new one of the same id
         self._buffer.clear()
         self._blocks.clear()
         self.bytes_written = 0
 
     def _stage(self, chunk: bytes) -> None:
         block_id = base64.b64encode(f"{len(self._blocks):08d}".encode()).decode()
-        self._blob.stage_block(block_id, chunk)
         self._blocks.append(BlobBlock(block_id=block_id))
+        if self._pool is None:
+            self._blob.stage_block(block_id, chunk)
+            return
+        while len(self._pending) >= self._in_flight:
+            self._pending.popleft().result()
+        self._pending.append(self._pool.submit(self._blob.stage_block, block_id, chunk))
+
+    def _drain(self) -> None:
+        """Wait for the blocks in flight; the first failure is raised once all have ended."""
+        failure: BaseException | None = None
+        while self._pending:
+            try:
+                self._pending.popleft().result()
+            except BaseException as exc:  # noqa: BLE001 - raised below, after the others
+                failure = failure or exc
+        if failure is not None:
+            raise failure
 
     def close(self) -> None:
         if self.closed:
@@ -77,9 +102,17 @@ class BlockBlobWriter(io.RawIOBase):
                 if self._buffer or not self._blocks:
                     self._stage(bytes(self._buffer))
                     self._buffer.clear()
+                self._drain()
                 self._blob.commit_block_list(self._blocks,
                                              content_settings=ContentSettings(content_type=self._content_type))
         finally:
+            for future in self._pending:  # a failed writer: its blocks in flight end (uncommitted) before it closes
+                future.cancel()
+            while self._pending:
+                try:
+                    self._pending.popleft().result()
+                except BaseException:  # noqa: BLE001, S110 - the writer failed already; these blocks are dropped
+                    pass
             super().close()
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
