@@ -25,7 +25,7 @@ import csv
 import io
 import logging
 from contextlib import ExitStack
-from typing import IO, Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import azure.durable_functions as df
 from azure.core.exceptions import ResourceNotFoundError

@@ -73,7 +73,6 @@ import sys
 import threading
 import tracemalloc
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
