@@ -9,8 +9,8 @@ task would not fail, and only at scale, where nothing here has run. So each acti
 ``ACTIVITY_SCRATCH_BYTES`` at the largest input its defaults give it (a merge part: ``merge_images_per_part``
 images plus a shard), and an activity whose input grows with the task (a combine) uses none: it streams from blobs
 (``adapters.block_writer`` and ranged reads). ``tests/integration/test_scratch_disk.py`` measures each one's peak
-(``tests/scratch_disk.py``: exact, not sampled) and checks it against this share; devhost's fidelity table (row 22)
-says the local host does not cap its disk.
+(``devhost/scratch_disk.py``: exact, not sampled) and checks it against this share; devhost caps the scratch files
+of all it runs at ``FLEX_TEMPORARY_STORAGE_BYTES`` together, as an instance does (its fidelity table, row 22).
 
 The HTTP functions (the image list a start reads, at most ``TRAPBATCH_IMAGE_LIST_MAX_BYTES``) run in Flex's ``http``
 scale group, on other instances than the durable functions (per-function scaling), so they are not counted here.

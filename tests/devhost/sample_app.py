@@ -240,6 +240,33 @@ def grower(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-
     return state
 
 
+SPOOL_BARRIER = threading.Barrier(2, timeout=20)
+
+
+@app.activity_trigger(input_name="size")
+def spool(size: int) -> int:
+    """Writes ``size`` bytes to a temporary file, a kilobyte at a time, and holds them until it returns."""
+    import tempfile
+
+    with tempfile.TemporaryFile("w+b") as fp:
+        fp.write(b"x" * (size // 2))
+        try:
+            SPOOL_BARRIER.wait()  # the two calls of one ``spooler`` hold their files at the same time
+        except threading.BrokenBarrierError:
+            pass
+        for _ in range((size - size // 2) // 1024):
+            fp.write(b"x" * 1024)
+        return fp.tell()
+
+
+@app.orchestration_trigger(context_name="context")
+def spooler(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+    """Two ``spool`` activities at once, of ``input`` bytes each."""
+    size = context.get_input()
+    results = yield context.task_all([context.call_activity("spool", size), context.call_activity("spool", size)])
+    return sum(results)
+
+
 @app.route(route="secure/echo", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def secure_echo(req: func.HttpRequest) -> func.HttpResponse:
     return func.HttpResponse("function-level ok")

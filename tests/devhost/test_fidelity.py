@@ -415,3 +415,35 @@ def test_a_slow_table_scan_or_sync_function_does_not_stall_other_requests(host: 
             sample_app.SLOW_GATE.set()
         assert listing.result().status_code == 200
         assert blocked_sync.result().text == "released"
+
+
+# ------------------------------------------------------------------ 22. an instance's local disk
+def test_activities_writing_past_the_instances_temporary_storage_fail_with_no_space_left(
+        storage_connection: str, unique_name: str) -> None:
+    """MicrosoftDocs/azure-docs includes/functions-limits.md, "Storage (temporary)": a Flex Consumption instance has
+    0.8 GB for everything it runs; past it a write fails (ENOSPC). devhost runs all activities in one process, as one
+    instance, and caps their temporary files together (scaled down here: 250 kB): two activities of 100 kB at once
+    fit, two of 200 kB do not, and the failure says why. The cap's default is the platform's."""
+    import inspect
+
+    from core.scratch import FLEX_TEMPORARY_STORAGE_BYTES as APP_LIMIT
+    from devhost.scratch_disk import FLEX_TEMPORARY_STORAGE_BYTES
+
+    assert inspect.signature(DevHost).parameters["scratch_cap"].default == FLEX_TEMPORARY_STORAGE_BYTES == APP_LIMIT
+    h_ = DevHost(sample_app.app, storage_connection, task_hub=unique_name, port=0, blob_poll_s=0.3,
+                 function_key=KEY, host_config=HostConfig(), scratch_cap=250 * 1024)
+    h_.start()
+    try:
+        sample_app.SPOOL_BARRIER.reset()
+        fits = h_.wait_for(h_.start_orchestration("spooler", 100 * 1024), 60)
+        assert fits["runtimeStatus"] == "Completed" and fits["output"] == 200 * 1024
+        sample_app.SPOOL_BARRIER.reset()
+        full = h_.wait_for(h_.start_orchestration("spooler", 200 * 1024), 60)
+        assert full["runtimeStatus"] == "Failed", full
+        assert "No space left on device" in str(full["output"]) and "core/scratch.py" in str(full["output"])
+        assert h_.scratch.held() == 0  # the failed activities' files went with them
+    finally:
+        h_.stop()
+    import tempfile
+
+    assert tempfile.TemporaryFile.__module__ == "tempfile"  # devhost stopped: the process's factory is its own again
