@@ -1,14 +1,17 @@
 """The exports fanned out: parts over the merge parts' ranges of the results, a combine, the Zooniverse batches.
 
 Why: one exports activity (``activities.exports``) handles about 1.9M images within ``functionTimeout``; a
-ten-million-image task needs every step bounded. ``orchestrations.exports`` runs these instead when the merge had
-more than one part:
+ten-million-image task needs every step bounded, and it spools every format to the instance's small local disk
+(``core.scratch``). ``orchestrations.exports`` runs these instead, for one merge part too (a merge recorded before
+that keeps the single activity on replay):
 
 * ``run_exports_part``: one merge part's entries (``core.exportparts.part_ranges``: a byte range of the results,
   one entry per line), exactly as the single activity treats them (image sizes from the entries, a ranged header
   read only for an entry without them; the image list's rows from the part's first shard on), written as four
   fragments (COCO images and annotations, each item with its leading comma; Camtrap DP media and observations rows)
-  plus the part's deployment facts. Memory: one entry at a time.
+  plus the part's deployment facts. The entries are read by ranges and the fragments streamed to their blobs as
+  written, the workers' view lines straight into them (``ViewLines(direct=...)``): nothing on the local disk.
+  Memory: one shard's view or one entry at a time, and the fragments' blocks (4 x 4 MB).
 * ``run_exports_combine``: composes ``coco.json``, ``media.csv`` and ``observations.csv`` from the fragments with
   ``adapters.compose`` (server side where the service allows), writes ``deployments.csv`` and ``datapackage.json``
   from the combined deployments, deletes the fragments. When the parts' deployment facts conflict

@@ -15,6 +15,11 @@ An explicit image list's metadata (``ListMetadata``) is read one shard's documen
 results, and goes into every export: COCO image fields (``gpu_batch.formats.coco.list_fields``), Camtrap DP media,
 deployments and events (``gpu_batch.formats.camtrapdp``) and Zooniverse subject columns (``core.zooniverse``).
 
+Since the one-part fan-out this single activity runs only for orchestrations recorded before it
+(``orchestrations.exports``): its temporary files take ~2.7 kB an image of the Functions instance's local disk,
+which a Flex Consumption instance has 0.8 GB of for all its activities (``core.scratch``); the parts
+(``activities.exportparts``) stream instead, and are the same bytes.
+
 Writes ``results/<task>/exports[/<variant>]/`` (names in ``gpu_batch.layout``): ``coco.json``
 (``gpu_batch.formats.coco``), ``camtrap-dp/`` (``gpu_batch.formats.camtrapdp``), ``zooniverse/batch-NNN.csv``
 (``core.zooniverse``). Idempotent: the same results give the same bytes (stable ids, a seeded shuffle), and batches an
