@@ -240,7 +240,7 @@ def grower(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-
     return state
 
 
-SPOOL_BARRIER = threading.Barrier(2, timeout=20)
+SPOOL_BARRIER = threading.Barrier(2, timeout=60)
 
 
 @app.activity_trigger(input_name="size")

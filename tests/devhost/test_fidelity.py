@@ -435,10 +435,10 @@ def test_activities_writing_past_the_instances_temporary_storage_fail_with_no_sp
     h_.start()
     try:
         sample_app.SPOOL_BARRIER.reset()
-        fits = h_.wait_for(h_.start_orchestration("spooler", 100 * 1024), 60)
+        fits = h_.wait_for(h_.start_orchestration("spooler", 100 * 1024), 180)
         assert fits["runtimeStatus"] == "Completed" and fits["output"] == 200 * 1024
         sample_app.SPOOL_BARRIER.reset()
-        full = h_.wait_for(h_.start_orchestration("spooler", 200 * 1024), 60)
+        full = h_.wait_for(h_.start_orchestration("spooler", 200 * 1024), 180)
         assert full["runtimeStatus"] == "Failed", full
         assert "No space left on device" in str(full["output"]) and "core/scratch.py" in str(full["output"])
         assert h_.scratch.held() == 0  # the failed activities' files went with them
