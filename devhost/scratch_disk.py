@@ -21,6 +21,7 @@ import io
 import os
 import tempfile
 import threading
+import weakref
 from types import TracebackType
 from typing import Any
 
@@ -35,12 +36,13 @@ class ScratchDisk:
         self.cap = cap
         self.peak = 0
         self.created = 0
-        self._files: list[_TrackedFile] = []
+        self._files: weakref.WeakSet[_TrackedFile] = weakref.WeakSet()  # weak: a file dropped unclosed is collected
         self._folders: list[str] = []
         self._saved: tuple[Any, Any] | None = None
         self._shared: ScratchDisk | None = None
         self._written = 0  # what the open tracked files hold, kept at each write (the cap's measure)
-        self._lock = threading.Lock()
+        # re-entrant: a tracked file the garbage collector finalizes (closes) may do so on a thread that holds it
+        self._lock = threading.RLock()
 
     def held(self) -> int:
         total = 0
@@ -74,6 +76,11 @@ class ScratchDisk:
         with self._lock:
             self._written += by
             over = self.cap is not None and self._written > self.cap
+        if over:  # the running count may hold files collected unclosed: check against what the open files hold
+            truth = self.held()
+            with self._lock:
+                self._written = min(self._written, truth + by)
+                over = self.cap is not None and self._written > self.cap
         if over:
             raise OSError(errno.ENOSPC, f"No space left on device (devhost: the activities' temporary files would "
                                         f"hold {self._written:,} bytes, more than the {self.cap:,} a Flex Consumption "
@@ -81,7 +88,7 @@ class ScratchDisk:
 
     def _released(self, size: int) -> None:
         with self._lock:
-            self._written -= size
+            self._written = max(0, self._written - size)
 
     def _file(self, mode: str = "w+b", *args: Any, **kwargs: Any) -> Any:
         assert self._saved is not None
@@ -91,8 +98,7 @@ class ScratchDisk:
         os.unlink(path)
         tracked = _TrackedFile(io.FileIO(fd, "w+b"), self)
         with self._lock:
-            self._files = [f for f in self._files if not f.closed]
-            self._files.append(tracked)
+            self._files.add(tracked)
             self.created += 1
         return tracked
 
@@ -170,4 +176,5 @@ class _TrackedFile(io.BufferedRandom):
             self._disk.measure()
             self._disk._released(self._size)
             self._size = 0
+            self._disk._files.discard(self)
         super().close()
