@@ -1,6 +1,6 @@
 """Fixtures shared by every test tree (tests/ and gpu_batch/tests/).
 
-Azurite is started once per session, in memory, on free loopback ports. If it cannot start the tests FAIL with the
+Azurite is started once per test module, in memory, on free loopback ports. If it cannot start the tests FAIL with the
 reason (never skip): storage code is only trusted when it ran against the real protocol.
 """
 from __future__ import annotations
@@ -42,8 +42,18 @@ def _oracle_patches_do_not_leak() -> Iterator[None]:
         torch.save = serialization.save
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def azurite() -> Iterator[Azurite]:
+    """A fresh Azurite for each test module (about a second to start), not one for the whole session.
+
+    Why: an in-memory ``azurite-blob`` slows with every blob it holds and the tests never delete theirs. It finds a
+    blob by scanning all of the account's blobs (see ``devhost.azurite``), and every ten minutes its garbage
+    collector (``BlobGCManager.markSweep``) pages through all blobs, each page a full scan and sort, holding its one
+    JavaScript thread. Measured with 100,000 small blobs (a late CI worker's share): each blob request ~30 ms instead
+    of ~2 ms, and the process answered nothing for over 60 s at a time: CI runs failed on an Azurite read timeout,
+    on devhost tasks not ending in 300 s, and on fixtures taking 205 s, always in a worker's last tests. With
+    ``--dist loadfile`` a module runs whole on one worker, so no module's Azurite lives long or grows large.
+    """
     try:
         instance = start_azurite()
     except AzuriteError as exc:

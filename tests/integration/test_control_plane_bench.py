@@ -126,7 +126,7 @@ def test_no_activity_outgrows_its_share_of_the_instances_local_disk(tmp_path: Pa
 
     r, _ = run_bench(tmp_path / f"control_plane-scratch-{image_list}.json", "--images", "800", "--images-per-shard",
                      "10000", "--shape-of", "800000", "--image-list", image_list, "--activity-workers", "1",
-                     "--images-per-folder", "200",  # its own Azurite: ~2,000 blobs would slow the session's one
+                     "--images-per-folder", "200",  # its own Azurite, its ~2,000 blobs apart
                      *(["--trace-memory"] if image_list == "site" else []))
     assert r["runtime_status"] == "Completed" and r["final_images"] == 800
     activities = r["functions"]["activities"]
