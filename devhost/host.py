@@ -21,7 +21,7 @@ from typing import Any, Mapping
 from aiohttp import web
 from azure.storage.blob import BlobServiceClient
 
-from devhost.scratch_disk import ScratchDisk
+from devhost.scratch_disk import FLEX_TEMPORARY_STORAGE_BYTES, ScratchDisk
 from devhost import diagnostics
 from devhost.blob_trigger import BlobPoller
 from devhost.event_grid import EventGridPoller, Subscription
@@ -57,16 +57,15 @@ class DevHost:
                  function_key: str | None = None, host_config: HostConfig | None = None,
                  callers: Mapping[str, CallerIdentity] | None = None,
                  event_grid: list[Subscription] | None = None,
-                 scratch_cap: int | None = None) -> None:
+                 scratch_cap: int | None = FLEX_TEMPORARY_STORAGE_BYTES) -> None:
         """``function_key``: the key /api/ routes of auth level FUNCTION require (default: TRAPBATCH_DEVHOST_FUNCTION_KEY,
         else a new random one; see ``keys``). ``host_config``: default ./host.json's settings (or the defaults).
         ``callers``: further function keys, each with the identity devhost sets as Easy Auth would (``keys``).
         ``event_grid``: the Event Grid subscriptions Azure would have (``event_grid.Subscription``).
         ``scratch_cap``: the bytes the process's temporary files may hold together while devhost serves
-        (``scratch_disk``: a write past it fails with ENOSPC, as past a Flex Consumption instance's
-        ``FLEX_TEMPORARY_STORAGE_BYTES``); None (the default, for now): no tracking at all. Off by default since
-        CI runs with it on stalled late devhost tasks in long-lived test processes (cause not found)."""
-        self.scratch = ScratchDisk(scratch_cap) if scratch_cap is not None else None
+        (``scratch_disk``: a write past it fails with ENOSPC, as past a Flex Consumption instance's 0.8 GB; None: no
+        cap, measured only)."""
+        self.scratch = ScratchDisk(scratch_cap)
         self.index = index_app(app)
         self.hub = task_hub
         self.host = host
@@ -108,8 +107,7 @@ class DevHost:
         return f"http://127.0.0.1:{self.rpc_port}/durabletask/"
 
     def start(self) -> "DevHost":
-        if self.scratch is not None:
-            self.scratch.__enter__()
+        self.scratch.__enter__()
         ready = threading.Event()
         failure: list[BaseException] = []
 
@@ -149,8 +147,7 @@ class DevHost:
         self._thread.start()
         ready.wait(30)
         if failure:
-            if self.scratch is not None:
-                self.scratch.__exit__(None, None, None)
+            self.scratch.__exit__(None, None, None)
             raise RuntimeError(f"devhost could not listen on {self.host}:{self.port}: {failure[0]}")
         assert self._loop is not None
         self.engine.loop, self.engine.client_binding = self._loop, self.front.binding
@@ -183,8 +180,7 @@ class DevHost:
         if self._thread:
             self._thread.join(timeout=10)
         self.front.close()
-        if self.scratch is not None:
-            self.scratch.__exit__(None, None, None)
+        self.scratch.__exit__(None, None, None)
 
     def __enter__(self) -> "DevHost":
         return self.start()
