@@ -14,6 +14,11 @@ answered in up to 12 s at ten million images' shape (bench/RESULTS.md, ninth ses
 services are separate services and do not queue one's requests behind the other's; separate processes keep that
 independence in the stand-in. Same ports, same connection string, same ``--location`` folder (each service keeps its
 own files there).
+
+That scan also makes every blob request slower with each blob the account holds, and every ten minutes Azurite's
+garbage collector (``BlobGCManager.markSweep``) lists all blobs, a full scan and sort per page, and answers nothing
+meanwhile: over 60 s at 100,000 small blobs (devhost/README.md fidelity row 23). Keep one Azurite's store small:
+the tests start one per module.
 """
 from __future__ import annotations
 
