@@ -59,11 +59,20 @@ def connection_string(blob_port: int, queue_port: int, table_port: int, host: st
 SERVICES = ("blob", "queue", "table")
 
 
+BLOB_WITH_GC_FIX = Path(__file__).resolve().parent / "azurite_blob.js"
+
+
 def azurite_executable(service: str) -> Path:
-    """``node_modules/.bin/azurite-<service>`` (``SERVICES``), else the same name on PATH."""
+    """``node_modules/.bin/azurite-<service>`` (``SERVICES``), else the same name on PATH.
+
+    The blob service of ``node_modules`` starts through ``azurite_blob.js``: the same entry point with its garbage
+    collector's listing fixed (it skipped blobs whose names repeat across containers and deleted their data; the
+    file says how). An Azurite found only on PATH runs as it is."""
     name = f"azurite-{service}"
     exe = REPO_ROOT / "node_modules" / ".bin" / name
     if exe.exists():
+        if service == "blob" and (REPO_ROOT / "node_modules" / "azurite" / "dist" / "src" / "blob" / "main.js").exists():
+            return BLOB_WITH_GC_FIX
         return exe
     found = shutil.which(name)
     if found:
