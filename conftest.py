@@ -48,8 +48,9 @@ def azurite() -> Iterator[Azurite]:
 
     Why: an in-memory ``azurite-blob`` slows with every blob it holds and the tests never delete theirs. It finds a
     blob by scanning all of the account's blobs (see ``devhost.azurite``), and every ten minutes its garbage
-    collector (``BlobGCManager.markSweep``) pages through all blobs, each page a full scan and sort, holding its one
-    JavaScript thread. Measured with 100,000 small blobs (a late CI worker's share): each blob request ~30 ms instead
+    collector (``BlobGCManager.markSweep``) holds its one JavaScript thread for the whole pass, whose stock sweep
+    grows with the blobs held and deleted (39.8 s at 20,000 blobs and 5,000 deleted; ``devhost/azurite_blob.js``
+    now batches it). Measured with 100,000 small blobs (a late CI worker's share): each blob request ~30 ms instead
     of ~2 ms, and the process answered nothing for over 60 s at a time: CI runs failed on an Azurite read timeout,
     on devhost tasks not ending in 300 s, and on fixtures taking 205 s, always in a worker's last tests. With
     ``--dist loadfile`` a module runs whole on one worker, so no module's Azurite lives long or grows large.

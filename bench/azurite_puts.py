@@ -5,8 +5,8 @@ Azurite (in memory, ``devhost.azurite``), PUTs K blobs at a time the way ``bench
 64 at once, one container SAS) and prints each step's rate against the number of blobs already there. With
 ``--watch-s``, it then reads one blob's properties every half second for S seconds (660 spans a garbage collection:
 Azurite runs one at start and every ten minutes after the last ended, ``BlobGCManager``) and prints each read over a
-second and the longest: the collector lists every blob, a full scan and sort per page of 5,000, and answers little
-else meanwhile.
+second and the longest: the collector's pass holds Azurite's one thread throughout (``devhost/azurite_blob.js``, which
+this Azurite runs, fixes what made that pass long).
 
 Why the rate falls: Azurite's in-memory blob store (``LokiBlobMetadataStore.createBlob``) looks the blob up with a
 LokiJS ``findOne`` on {accountName, containerName, name, snapshot}; LokiJS answers a multi-field query from the

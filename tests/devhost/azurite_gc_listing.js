@@ -1,7 +1,8 @@
 // Harness of tests/devhost/test_azurite_gc.py: the blob list Azurite's garbage collector works from
 // (BlobReferredExtentsAsyncIterator over LokiBlobMetadataStore.listAllBlobs), stock and as devhost/azurite_blob.js
 // fixes it, over an in-memory store holding the same names in several containers plus snapshots and uncommitted
-// blobs. Prints one JSON line.
+// blobs. Prints one JSON line. With "sweep": a whole collector pass (BlobGCManager.markSweep) over Azurite's
+// in-memory extent store, stock or fixed: which extents' data and records are left.
 "use strict";
 const os = require("os");
 const path = require("path");
@@ -50,7 +51,53 @@ async function listed(s, includeSnapshots, includeUncommitted, pageSize) {
   return got;
 }
 
+const quiet = { info() {}, debug() {}, error() {}, verbose() {}, warn() {} };
+
+async function sweep(fixed, live, dead) {
+  const classes = fix.azuriteClasses();
+  if (fixed) fix.applyAll();
+  const { MemoryExtentChunkStore } = require(path.join(dist, "common", "persistence", "MemoryExtentStore"));
+  const GC = require(path.join(dist, "blob", "gc", "BlobGCManager")).default;
+  const tmp = () => path.join(os.tmpdir(), `unused-${process.pid}-${Math.random()}.json`);
+  const meta = new classes.LokiExtentMetadata(tmp(), true);
+  const extents = new classes.MemoryExtentStore("blob", new MemoryExtentChunkStore(1 << 30), meta, quiet,
+                                                (...a) => new Error(a.join(" ")));
+  await extents.init();
+  const blobs = new Store(tmp(), true);
+  await blobs.init();
+  const liveIds = [];
+  const deadIds = [];
+  const docs = [];
+  for (let i = 0; i < live + dead; i++) {
+    const chunk = await extents.appendExtent(Buffer.from(`data ${i}`));
+    if (i % 4 !== 3) { // every fourth extent dead, the rest live (sweep(…, 3000, 1000))
+      liveIds.push(chunk.id);
+      docs.push({accountName: "devstoreaccount1", containerName: `photos${i % 3}`, name: `img ${Math.floor(i / 3)}.jpg`,
+                 snapshot: "", isCommitted: true, properties: {contentMD5: undefined}, persistency: chunk});
+    } else {
+      deadIds.push(chunk.id);
+    }
+  }
+  blobs.db.getCollection(blobs.BLOBS_COLLECTION).insert(docs);
+  // past the collector's ten-minute protection of new extents
+  meta.db.getCollection(meta.EXTENTS_COLLECTION).data.forEach((d) => { d.LastModifyInMS = Date.now() - 3600e3; });
+  const gc = new GC(blobs, meta, extents, () => {}, quiet, 1e9);
+  gc._status = 1; // Running: markSweep stops at once otherwise
+  await gc.markSweep();
+  const records = new Set(meta.db.getCollection(meta.EXTENTS_COLLECTION).data.map((d) => d.id));
+  const has = (id) => Boolean(extents.chunks.get("blob", id));
+  return {
+    live_records: liveIds.filter((id) => records.has(id)).length, live_data: liveIds.filter(has).length,
+    dead_records: deadIds.filter((id) => records.has(id)).length, dead_data: deadIds.filter(has).length,
+    records: records.size,
+  };
+}
+
 async function main() {
+  if (process.argv[2] === "sweep") {
+    console.log(JSON.stringify(await sweep(process.argv[3] === "fixed", 3000, 1000)));
+    return;
+  }
   const names = parseInt(process.argv[2], 10);
   const containers = parseInt(process.argv[3], 10);
   const out = {};

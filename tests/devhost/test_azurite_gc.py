@@ -55,3 +55,18 @@ def test_devhost_starts_the_blob_service_with_the_fixed_listing() -> None:
         args = subprocess.run(["ps", "-o", "args=", "-p", str(azurite.pids["blob"])], capture_output=True,
                               text=True).stdout
         assert str(BLOB_WITH_GC_FIX) in args
+
+
+@pytest.mark.parametrize("variant", ["stock", "fixed"])
+def test_a_collector_pass_deletes_exactly_the_unreferenced_extents(variant: str) -> None:
+    """A whole pass (``BlobGCManager.markSweep``) over Azurite's in-memory extent store: 3,000 extents that blobs
+    refer to keep their data and records, 1,000 that none refers to lose both; the fixed sweep (one batch of record
+    removals: the stock one held Azurite for 39.8 s at 20,000 blobs and 5,000 dead extents) removes exactly as the
+    stock one does."""
+    node = shutil.which("node")
+    assert node is not None, "node is not on PATH: Azurite needs Node 20+ (see README)"
+    proc = subprocess.run([node, str(HARNESS), "sweep", variant], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {"live_records": 3000, "live_data": 3000, "dead_records": 0, "dead_data": 0,
+                                       "records": 3000}
