@@ -67,8 +67,8 @@ def azurite_executable(service: str) -> Path:
     """``node_modules/.bin/azurite-<service>`` (``SERVICES``), else the same name on PATH.
 
     The blob service of ``node_modules`` starts through ``azurite_blob.js``: the same entry point with its garbage
-    collector's listing fixed (it skipped blobs whose names repeat across containers and deleted their data; the
-    file says how). An Azurite found only on PATH runs as it is."""
+    collector fixed (its listing skipped blobs whose names repeat across containers and deleted their data; its sweep
+    held the process for minutes; the file says how). An Azurite found only on PATH runs as it is."""
     name = f"azurite-{service}"
     exe = REPO_ROOT / "node_modules" / ".bin" / name
     if exe.exists():

@@ -91,7 +91,14 @@ function azuriteClasses() {
   };
 }
 
+const FOR_VERSION = "3.35.0"; // package.json pins it; the replaced methods are this version's
+
 function applyAll() {
+  const version = require(path.join(dist, "..", "..", "package.json")).version;
+  if (version !== FOR_VERSION) {
+    throw new Error(`devhost/azurite_blob.js replaces methods of azurite ${FOR_VERSION}, but node_modules holds ${version}: `
+                    + "compare them with the new version's, update the file and run tests/devhost/test_azurite_gc.py");
+  }
   const c = azuriteClasses();
   apply(c.LokiBlobMetadataStore);
   applySweep(c.MemoryExtentStore, c.LokiExtentMetadata);
