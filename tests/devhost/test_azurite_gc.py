@@ -19,15 +19,19 @@ from devhost.azurite import BLOB_WITH_GC_FIX, REPO_ROOT, azurite_executable, sta
 HARNESS = Path(__file__).with_name("azurite_gc_listing.js")
 
 
-def _listing(names: int, containers: int) -> dict[str, object]:
+def _harness(*args: str) -> dict[str, object]:
+    """Run the Node harness with ``args``; its one JSON line."""
     node = shutil.which("node")
     if node is None:
         pytest.fail("node is not on PATH: Azurite needs Node 20+ (see README)", pytrace=False)
-    proc = subprocess.run([node, str(HARNESS), str(names), str(containers)], cwd=REPO_ROOT, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run([node, str(HARNESS), *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     result: dict[str, object] = json.loads(proc.stdout)
     return result
+
+
+def _listing(names: int, containers: int) -> dict[str, object]:
+    return _harness(str(names), str(containers))
 
 
 def test_the_collectors_listing_names_every_blob_when_names_repeat_across_containers() -> None:
@@ -63,10 +67,5 @@ def test_a_collector_pass_deletes_exactly_the_unreferenced_extents(variant: str)
     refer to keep their data and records, 1,000 that none refers to lose both; the fixed sweep (one batch of record
     removals: the stock one held Azurite for 39.8 s at 20,000 blobs and 5,000 dead extents) removes exactly as the
     stock one does."""
-    node = shutil.which("node")
-    assert node is not None, "node is not on PATH: Azurite needs Node 20+ (see README)"
-    proc = subprocess.run([node, str(HARNESS), "sweep", variant], cwd=REPO_ROOT, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout) == {"live_records": 3000, "live_data": 3000, "dead_records": 0, "dead_data": 0,
-                                       "records": 3000}
+    assert _harness("sweep", variant) == {"live_records": 3000, "live_data": 3000, "dead_records": 0, "dead_data": 0,
+                                          "records": 3000}
