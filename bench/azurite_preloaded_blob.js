@@ -10,18 +10,9 @@
 // one LokiJS batch (binary indices rebuilt once). Every later request (listings, reads, writes) is served by
 // Azurite's own code over its REST API, as for any blob.
 //
-// One change to Azurite's behaviour, its listing's cost (not its answers): Azurite's listBlobs reads a listing in
-// chunks of maxresults and, for each chunk, filters and sorts every blob under the prefix again; a delimiter listing
-// of a container's root reads every blob to gather its folders, so at a million blobs one such call re-sorts a
-// million documents 200 times (minutes; the SDK's 60 s read timeout ends it). listBlobsSortedOnce below runs the same
-// query, filters and order once per call and reads the chunks from that array; tests/integration/
-// test_preloaded_azurite.py checks its answers against the stock azurite-blob's, page by page.
-//
-// And its lookups' cost: Azurite finds a blob with findOne({accountName, containerName, name, snapshot}); LokiJS
-// answers a query of several fields from the binary index of the first one only, accountName (the same for every
-// blob), then checks each document: about 0.4 s per request at a million blobs. findOneByNameFirst asks the same
-// conjunction with `name` first, so LokiJS starts from the index of names (the same index Azurite declares); an AND of
-// equalities has the same answer in any order.
+// Its lookups and listings are devhost's Azurite's (devhost/azurite_blob.js: the same answers as the stock
+// azurite-blob at a fraction of the cost at a million blobs); TRAPBATCH_BENCH_STOCK_AZURITE=1 keeps stock Azurite's
+// (the garbage collector's fixes stay: stock, it loses blobs).
 //
 // Protocol: after "READY <port>" on stdout, each stdin line is a JSON request
 //   {"container": "...", "template": "<name of a blob already PUT>", "names_file": "<one blob name per line>"}
@@ -35,63 +26,6 @@ const readline = require("readline");
 const dist = path.join(__dirname, "..", "node_modules", "azurite", "dist", "src");
 const { BlobServerFactory } = require(path.join(dist, "blob", "BlobServerFactory"));
 const BLOBS = "$BLOBS_COLLECTION$"; // LokiBlobMetadataStore.BLOBS_COLLECTION in azurite 3.35.0
-
-const PageWithDelimiter = require(path.join(dist, "blob", "persistence", "PageWithDelimiter")).default;
-const LeaseFactory = require(path.join(dist, "blob", "lease", "LeaseFactory")).default;
-const BlobLeaseAdapter = require(path.join(dist, "blob", "lease", "BlobLeaseAdapter")).default;
-const BlobLeaseSyncer = require(path.join(dist, "blob", "lease", "BlobLeaseSyncer")).default;
-
-// LokiBlobMetadataStore.listBlobs of azurite 3.35.0 with its query, filters, order, paging and answer, except that
-// the filtered, sorted documents are computed once per call instead of once per chunk (header comment).
-async function listBlobsSortedOnce(context, account, container, delimiter, blob, prefix = "", maxResults = 5000,
-                                   marker = "", includeSnapshots, includeUncommittedBlobs) {
-  const query = {};
-  if (prefix !== "") {
-    query.name = { $regex: `^${this.escapeRegex(prefix)}` };
-  }
-  if (blob !== undefined) {
-    query.name = blob;
-  }
-  if (account !== undefined) {
-    query.accountName = account;
-  }
-  if (container !== undefined) {
-    query.containerName = container;
-  }
-  const coll = this.db.getCollection(BLOBS);
-  const page = new PageWithDelimiter(maxResults, delimiter, prefix);
-  let matched = null;
-  const readPage = async (offset) => {
-    if (matched === null) {
-      matched = coll.chain().find(query)
-        .where((obj) => obj.name > marker)
-        .where((obj) => (includeSnapshots ? true : obj.snapshot.length === 0))
-        .where((obj) => (includeUncommittedBlobs ? true : obj.isCommitted))
-        .sort((a, b) => (a.name === b.name ? 0 : a.name > b.name ? 1 : -1))
-        .data();
-    }
-    return matched.slice(offset, offset + maxResults);
-  };
-  const [blobItems, blobPrefixes, nextMarker] = await page.fill(readPage, (item) => item.name);
-  return [
-    blobItems.map((doc) => {
-      doc.properties.contentMD5 = this.restoreUint8Array(doc.properties.contentMD5);
-      return LeaseFactory.createLeaseState(new BlobLeaseAdapter(doc), context).sync(new BlobLeaseSyncer(doc));
-    }),
-    blobPrefixes,
-    nextMarker,
-  ];
-}
-
-function findOneByNameFirst(coll) {
-  const findOne = coll.findOne.bind(coll);
-  coll.findOne = (query) => {
-    if (query && typeof query === "object" && typeof query.name === "string" && Object.keys(query)[0] !== "name") {
-      query = { name: query.name, ...query };
-    }
-    return findOne(query);
-  };
-}
 
 function preload(server, request) {
   const started = process.hrtime.bigint();
@@ -119,18 +53,11 @@ function preload(server, request) {
 async function main() {
   // the garbage collector fixed as in devhost's Azurite (devhost/azurite_blob.js): it loses blobs whose names repeat
   // across containers, and its sweep holds the process for minutes once many blobs were deleted
-  require(path.join(__dirname, "..", "devhost", "azurite_blob.js")).applyAll();
+  // and, unless asked for stock Azurite's costs, its lookups and listings as devhost's
+  require(path.join(__dirname, "..", "devhost", "azurite_blob.js"))
+    .applyAll({ lookups: process.env.TRAPBATCH_BENCH_STOCK_AZURITE !== "1" });
   const server = await new BlobServerFactory().createServer();
-  if (!server.metadataStore || typeof server.metadataStore.listBlobs !== "function") {
-    throw new Error("this Azurite's blob server has no metadataStore.listBlobs (its internals changed: update this script)");
-  }
-  if (process.env.TRAPBATCH_BENCH_STOCK_AZURITE !== "1") {
-    server.metadataStore.listBlobs = listBlobsSortedOnce;
-  }
   await server.start();
-  if (process.env.TRAPBATCH_BENCH_STOCK_AZURITE !== "1") {
-    findOneByNameFirst(server.metadataStore.db.getCollection(BLOBS));
-  }
   process.stdout.write(`READY ${server.config.port}\n`);
   const lines = readline.createInterface({ input: process.stdin });
   lines.on("line", (line) => {

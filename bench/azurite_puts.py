@@ -1,18 +1,19 @@
-"""How fast Azurite accepts zero-byte blob PUTs as its account fills: why a million real blobs is out of reach here.
+"""How fast Azurite accepts zero-byte blob PUTs as its account fills, stock and as devhost runs it.
 
-usage: ``python bench/azurite_puts.py [--blobs N] [--step K] [--watch-s S]`` (defaults 20,000, 5,000 and 0). Starts
-Azurite (in memory, ``devhost.azurite``), PUTs K blobs at a time the way ``bench/control_plane.py`` uploads (aiohttp,
-64 at once, one container SAS) and prints each step's rate against the number of blobs already there. With
-``--watch-s``, it then reads one blob's properties every half second for S seconds (660 spans a garbage collection:
-Azurite runs one at start and every ten minutes after the last ended, ``BlobGCManager``) and prints each read over a
-second and the longest: the collector's pass holds Azurite's one thread throughout (``devhost/azurite_blob.js``, which
-this Azurite runs, fixes what made that pass long).
+usage: ``python bench/azurite_puts.py [--blobs N] [--step K] [--watch-s S] [--stock]`` (defaults 20,000, 5,000 and
+0). Starts Azurite (in memory, ``devhost.azurite``; ``--stock``: its blob service as npm publishes it), PUTs K blobs at
+a time the way ``bench/control_plane.py`` uploads (aiohttp, 64 at once, one container SAS) and prints each step's rate
+against the number of blobs already there. With ``--watch-s``, it then reads one blob's properties every half second
+for S seconds (660 spans a garbage collection: Azurite runs one at start and every ten minutes after the last ended,
+``BlobGCManager``) and prints each read over a second and the longest: the collector's pass holds Azurite's one
+thread throughout (``devhost/azurite_blob.js`` fixes what made that pass long).
 
-Why the rate falls: Azurite's in-memory blob store (``LokiBlobMetadataStore.createBlob``) looks the blob up with a
-LokiJS ``findOne`` on {accountName, containerName, name, snapshot}; LokiJS answers a multi-field query from the
+Why the stock rate falls: Azurite's in-memory blob store (``LokiBlobMetadataStore.createBlob``) looks the blob up with
+a LokiJS ``findOne`` on {accountName, containerName, name, snapshot}; LokiJS answers a multi-field query from the
 binary index of its first field only, ``accountName``, the same for every blob, then checks each document: every
-PUT costs time in proportion to the blobs already stored, so N PUTs cost O(N^2). Azure's storage has no such cost.
-Benchmark only; prints numbers, asserts nothing.
+PUT costs time in proportion to the blobs already stored, so N PUTs cost O(N^2). devhost's blob service asks the
+same query name first (``devhost/azurite_blob.js``, item 3). Azure's storage has no such cost. Benchmark only; prints
+numbers, asserts nothing.
 """
 from __future__ import annotations
 
@@ -32,9 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--blobs", type=int, default=20_000)
     p.add_argument("--step", type=int, default=5_000)
     p.add_argument("--watch-s", type=float, default=0.0, help="then probe Azurite this long (660: one collection)")
+    p.add_argument("--stock", action="store_true", help="the blob service as npm publishes it, not devhost's")
     args = p.parse_args(argv)
     names = image_names(args.blobs, per_folder=2000)
-    with start_azurite() as azurite:
+    with start_azurite(stock_blob=args.stock) as azurite:
+        print(f"azurite-blob: {'stock' if args.stock else 'devhost/azurite_blob.js'}", flush=True)
         print(f"{'blobs before':>12} {'PUTs':>6} {'seconds':>8} {'PUTs/s':>8}", flush=True)
         for first in range(0, len(names), args.step):
             chunk = names[first:first + args.step]

@@ -7,10 +7,11 @@ names)`` PUTs the first name through HTTP (Azurite makes that blob: its properti
 copy it under every other name. Everything after that (listings, reads, the task's own writes) goes through Azurite's
 REST API and its own code, as for any blob.
 
-What stays Azurite's, not Azure's: every request that looks a blob up by name scans the account's blobs (about
-0.1 s per request at a million blobs here), and a listing sorts every blob under its prefix on each page; a
-benchmark's wall time and activity durations at this size carry that cost; its CPU figures (the app's threads) do
-not. Benchmark only.
+Its lookups and listings are devhost's Azurite's (``devhost/azurite_blob.js``: a lookup starts from the index of
+blob names, a listing sorts once per call). What stays Azurite's, not Azure's: each listing call still sorts every
+blob under its prefix, and updates scan LokiJS's indexes; a benchmark's wall time and activity durations at this
+size carry that cost; its CPU figures (the app's threads) do not. ``TRAPBATCH_BENCH_STOCK_AZURITE=1`` runs stock
+Azurite's lookups and listings. Benchmark only.
 """
 from __future__ import annotations
 

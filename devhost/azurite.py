@@ -6,7 +6,7 @@ loopback only, free ports, telemetry off (Azurite otherwise tries to reach an Ap
 by their PIDs. It never installs anything itself; it tells the user which command to run instead.
 
 One process per service (``azurite-blob``, ``azurite-queue``, ``azurite-table``), not the combined ``azurite``: each
-Azurite process serves every request on one JavaScript thread, and its in-memory store looks a blob up by scanning
+Azurite process serves every request on one JavaScript thread, and stock, its in-memory store looks a blob up by scanning
 the account's blobs (LokiJS indexes only the query's first field, ``accountName``, in
 ``LokiBlobMetadataStore.createBlob``/``getBlob``), so one batch delete of a few hundred blobs held the combined
 process for seconds and every table read behind it waited: the durable status reads of ``GET /api/tasks/{id}``
@@ -15,11 +15,12 @@ services are separate services and do not queue one's requests behind the other'
 independence in the stand-in. Same ports, same connection string, same ``--location`` folder (each service keeps its
 own files there).
 
-That scan also makes every blob request slower with each blob the account holds (~30 ms at 100,000). Every ten
-minutes Azurite's garbage collector (``BlobGCManager.markSweep``) holds the process for its whole pass; stock, that
-pass lost blobs whose names repeat across containers and took 39.8 s at 20,000 blobs and 5,000 deleted ones. The
-blob service starts through ``azurite_blob.js``, which fixes both (devhost/README.md fidelity row 23). Keep one
-Azurite's store small all the same: the tests start one per module.
+Stock, that scan also makes every blob request slower with each blob the account holds (36-88 ms at 100,000), and
+every ten minutes Azurite's garbage collector (``BlobGCManager.markSweep``) holds the process for its whole pass,
+which lost blobs whose names repeat across containers and took 39.8 s at 20,000 blobs and 5,000 deleted ones. The
+blob service starts through ``azurite_blob.js``, which fixes the collector and starts each lookup from the index of
+names (2-8 ms at 100,000; devhost/README.md fidelity row 23). Keep one Azurite's store small all the same: the
+tests start one per module.
 """
 from __future__ import annotations
 
@@ -63,16 +64,19 @@ SERVICES = ("blob", "queue", "table")
 BLOB_WITH_GC_FIX = Path(__file__).resolve().parent / "azurite_blob.js"
 
 
-def azurite_executable(service: str) -> Path:
+def azurite_executable(service: str, stock: bool = False) -> Path:
     """``node_modules/.bin/azurite-<service>`` (``SERVICES``), else the same name on PATH.
 
     The blob service of ``node_modules`` starts through ``azurite_blob.js``: the same entry point with its garbage
     collector fixed (its listing skipped blobs whose names repeat across containers and deleted their data; its sweep
-    held the process for minutes; the file says how). An Azurite found only on PATH runs as it is."""
+    held the process for minutes) and its lookups and listings made cheaper, answers unchanged (the file says how).
+    ``stock`` starts it as published (the tests compare answers with it). An Azurite found only on PATH runs as it
+    is."""
     name = f"azurite-{service}"
     exe = REPO_ROOT / "node_modules" / ".bin" / name
     if exe.exists():
-        if service == "blob" and (REPO_ROOT / "node_modules" / "azurite" / "dist" / "src" / "blob" / "main.js").exists():
+        if (service == "blob" and not stock
+                and (REPO_ROOT / "node_modules" / "azurite" / "dist" / "src" / "blob" / "main.js").exists()):
             return BLOB_WITH_GC_FIX
         return exe
     found = shutil.which(name)
@@ -155,6 +159,7 @@ def start_azurite(
     ports: tuple[int, int, int] | None = None,
     log_path: Path | None = None,
     timeout_s: float = 60.0,
+    stock_blob: bool = False,
 ) -> Azurite:
     """Start Azurite on 127.0.0.1.
 
@@ -162,6 +167,7 @@ def start_azurite(
         location: a folder for persistent state; ``None`` keeps everything in memory (tests).
         ports: (blob, queue, table); ``None`` picks free ports.
         log_path: where Azurite's stdout/stderr go (default: discarded).
+        stock_blob: the blob service as npm publishes it, without ``azurite_blob.js``'s fixes (tests compare).
     """
     blob_port, queue_port, table_port = ports or (free_port(), free_port(), free_port())
     common = common_args(location)
@@ -170,7 +176,7 @@ def start_azurite(
     by_port: dict[int, tuple[str, subprocess.Popen[bytes]]] = {}
     try:
         for service, port in zip(SERVICES, (blob_port, queue_port, table_port)):
-            args = [str(azurite_executable(service)), *common,
+            args = [str(azurite_executable(service, stock=stock_blob)), *common,
                     f"--{service}Host", "127.0.0.1", f"--{service}Port", str(port)]
             proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     start_new_session=True, env={**os.environ})

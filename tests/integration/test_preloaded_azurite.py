@@ -10,20 +10,11 @@ from typing import Iterator
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
 
-from adapters import listing
 from adapters.blobs import BlobStore, service_client
 from bench.control_plane import upload
 from bench.preloaded_azurite import PreloadedAzurite, start_preloaded_azurite
-
-NAMES = sorted(
-    [f"site{s}/cam{c:02d}/IMG_{i:04d}.JPG" for s in range(3) for c in range(4) for i in range(12)]
-    + [f"flat/IMG_{i:03d}.jpg" for i in range(40)]
-    + ["top.jpg", "z/é space/+plus!.JPG", "site1/readme.txt", "site10/cam00/IMG_0000.JPG", "a/b/c/d/e.jpg"]
-)
-LISTINGS = [  # (prefix, delimiter, page size)
-    (None, "/", 5000), (None, "/", 2), (None, None, 7), (None, None, 5000), ("site1", "/", 3), ("site1/", "/", 2),
-    ("site1/cam0", None, 5), ("flat/", "/", 9), ("z/", "/", 1), ("site", "/", 5000), ("nothing/", "/", 5),
-]
+from devhost.azurite import Azurite
+from tests.azurite_listings import LISTINGS, NAMES, walk
 
 
 @pytest.fixture(scope="module")
@@ -35,27 +26,18 @@ def preloaded() -> Iterator[PreloadedAzurite]:
         azurite.stop()
 
 
-def walk(connection: str, container: str, prefix: str | None, delimiter: str | None,
-         page_size: int) -> list[tuple[list[str], list[str], bool]]:
-    """Every page of one listing: its blob names, its folder prefixes and whether it had a continuation marker."""
-    client = service_client(connection).get_container_client(container)
-    pages = []
-    for page in listing.iter_pages(client, prefix, page_size, delimiter):
-        pages.append(([b.name for b in page.blobs], page.prefixes, page.next_marker is not None))
-    return pages
-
-
-def test_listings_match_the_stock_azurite_page_by_page(preloaded: PreloadedAzurite, storage_connection: str,
+def test_listings_match_the_stock_azurite_page_by_page(preloaded: PreloadedAzurite, stock_azurite: Azurite,
                                                        unique_name: str) -> None:
-    upload(storage_connection, unique_name, NAMES)  # stock azurite-blob, every blob PUT
+    stock_connection = stock_azurite.connection_string
+    upload(stock_connection, unique_name, NAMES)  # stock azurite-blob, every blob PUT
     upload(preloaded.connection_string, "put", NAMES)  # the preloading server, every blob PUT
     preloaded.preload(upload, "pre", NAMES)  # the preloading server, one PUT and the rest copied
     for prefix, delimiter, size in LISTINGS:
-        stock = walk(storage_connection, unique_name, prefix, delimiter, size)
-        assert stock, (prefix, delimiter, size)
-        assert walk(preloaded.connection_string, "put", prefix, delimiter, size) == stock, (prefix, delimiter, size)
-        assert walk(preloaded.connection_string, "pre", prefix, delimiter, size) == stock, (prefix, delimiter, size)
-    everything = walk(storage_connection, unique_name, None, None, 5000)
+        want = walk(stock_connection, unique_name, prefix, delimiter, size)
+        assert want, (prefix, delimiter, size)
+        assert walk(preloaded.connection_string, "put", prefix, delimiter, size) == want, (prefix, delimiter, size)
+        assert walk(preloaded.connection_string, "pre", prefix, delimiter, size) == want, (prefix, delimiter, size)
+    everything = walk(stock_connection, unique_name, None, None, 5000)
     assert everything[0][0] == NAMES  # the grid above covers real listings, not empty ones
     # a lookup by name finds the blob of its own container (the same names are in "put" and "pre")
     store = BlobStore(service_client(preloaded.connection_string))
