@@ -8,6 +8,14 @@
 # The wheels in .whl/ must include nvidia-nvimgcodec-cu13 and nvidia-nvjpeg (requirements/worker.txt) for step 3 and
 # the decode comparison; without them the worker reports "decode": "nvjpeg-cuda" and why.
 # Default step limits (120 + 30 + 280 + 140 s) sum to 570 s, as before the decode step took 30 s of the bench's 310.
+# The device image has torch, torchvision, numpy, opencv, pytest but not orjson (the worker imports it) nor the
+# MegaDetector oracle; setuptools<81 because yolov5 imports pkg_resources. The wheels, here in the repo root (~34 MB):
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
+#     orjson==3.12.0 megadetector==10.0.28 yolov5==7.0.14 ultralytics==8.4.190 jsonpickle==4.1.4 \
+#     humanfriendly==10.0 setuptools==80.10.2 nvidia-nvimgcodec-cu13==0.9.0.20 nvidia-nvjpeg==13.0.4.44
+# Every step's limit is also cut to what is left of BUDGET_S (default 580 s) since the script started, so the call
+# ends inside the tool's 600-s limit whatever the install and the environment step took.
 # Usage (on the device machine, repo root, wheels carried in .whl/ as in the device README):
 #   bash bench/gpu_session.sh [extra bench/worker_throughput.py arguments]
 set -uo pipefail
@@ -25,30 +33,37 @@ STEP_HWDECODE_S="${STEP_HWDECODE_S:-30}" DECODE_COMPARE="${DECODE_COMPARE:-1}"
 # Optional (0 = skipped; the default steps already fill the command limit): shard start-up, CLI against the resident
 # worker cold and warm (bench/shard_startup.py; issue 14's <= 2 s on a warm node). E.g. STEP_STARTUP_S=90 with
 # STEP_COMPILED_S=50 in a session whose compiled oracle already passed.
-STEP_STARTUP_S="${STEP_STARTUP_S:-0}"
+STEP_STARTUP_S="${STEP_STARTUP_S:-0}" BUDGET_S="${BUDGET_S:-580}"
+left() { local l=$((BUDGET_S - SECONDS)); [ "$l" -lt 1 ] && l=1; [ "$l" -lt "$1" ] && echo "$l" || echo "$1"; }
+step() { echo "$1 rc=$2 after $3 s (at $SECONDS s of $BUDGET_S)" | tee -a "$OUT/steps.txt"; }
 { date -u; nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,temperature.gpu --format=csv; nproc
   python3 -c 'import sys, torch, torchvision; print(sys.version.split()[0], torch.__version__, torchvision.__version__)'
   python3 -c 'from gpu_batch.worker import hwdecode as h; s = h.select_decoder("cuda", "auto")
 print("jpeg decoder:", s.choice.decoder, "-", s.choice.reason)'
+  python3 -c 'import orjson, cv2, pkg_resources, megadetector, yolov5, ultralytics, jsonpickle, humanfriendly' \
+    && echo "imports ok" || echo "MISSING WHEELS: see the header of bench/gpu_session.sh"
 } 2>&1 | tee "$OUT/env.txt"
+grep -q "^imports ok" "$OUT/env.txt" || exit 1
+touch /tmp/gpu_session.started
 t0=$SECONDS
-timeout "$STEP_ORACLE_S" python3 -m pytest -p no:cacheprovider gpu_batch/tests/test_oracle.py -q -k "gpu and eager" \
-  2>&1 | tee "$OUT/oracle_eager.log"; echo "oracle eager rc=${PIPESTATUS[0]} after $((SECONDS - t0)) s"
+timeout "$(left "$STEP_ORACLE_S")" python3 -m pytest -p no:cacheprovider gpu_batch/tests/test_oracle.py -q \
+  -k "gpu and eager" 2>&1 | tee "$OUT/oracle_eager.log"; step "oracle eager" "${PIPESTATUS[0]}" $((SECONDS - t0))
 t0=$SECONDS
-timeout "$STEP_HWDECODE_S" python3 -m pytest -p no:cacheprovider gpu_batch/tests/test_hwdecode.py -q -rs \
-  -k gpu_decode_batch 2>&1 | tee "$OUT/hwdecode.log"; echo "hwdecode rc=${PIPESTATUS[0]} after $((SECONDS - t0)) s"
+timeout "$(left "$STEP_HWDECODE_S")" python3 -m pytest -p no:cacheprovider gpu_batch/tests/test_hwdecode.py -q -rs \
+  -k gpu_decode_batch 2>&1 | tee "$OUT/hwdecode.log"; step hwdecode "${PIPESTATUS[0]}" $((SECONDS - t0))
 compare=(); [ "$DECODE_COMPARE" = 1 ] && compare=(--decode-compare)
 t0=$SECONDS
-timeout "$STEP_BENCH_S" python3 bench/worker_throughput.py --workdir /tmp/bench "${compare[@]}" "$@" 2>&1 \
+timeout "$(left "$STEP_BENCH_S")" python3 bench/worker_throughput.py --workdir /tmp/bench "${compare[@]}" "$@" 2>&1 \
   | tee "$OUT/bench.log"
-echo "bench rc=${PIPESTATUS[0]} after $((SECONDS - t0)) s"
-cp $(ls -t bench/results/*.json | head -2) "$OUT/" 2>/dev/null
+step bench "${PIPESTATUS[0]}" $((SECONDS - t0))
+find bench/results -maxdepth 1 -name 'worker_throughput-*.json' -newer /tmp/gpu_session.started -exec cp {} "$OUT/" \;
+rm -f /tmp/gpu_session.started
 if [ "$STEP_STARTUP_S" -gt 0 ]; then
   t0=$SECONDS
-  timeout "$STEP_STARTUP_S" python3 bench/shard_startup.py --device cuda --arch yolov5x6 --runs 2 2>&1 \
-    | tee "$OUT/startup.log"; echo "startup rc=${PIPESTATUS[0]} after $((SECONDS - t0)) s"
+  timeout "$(left "$STEP_STARTUP_S")" python3 bench/shard_startup.py --device cuda --arch yolov5x6 --runs 2 2>&1 \
+    | tee "$OUT/startup.log"; step startup "${PIPESTATUS[0]}" $((SECONDS - t0))
 fi
 t0=$SECONDS
-timeout "$STEP_COMPILED_S" python3 -m pytest -p no:cacheprovider gpu_batch/tests/test_oracle.py -q \
+timeout "$(left "$STEP_COMPILED_S")" python3 -m pytest -p no:cacheprovider gpu_batch/tests/test_oracle.py -q \
   -k "gpu and compiled" 2>&1 | tee "$OUT/oracle_compiled.log"
-echo "oracle compiled rc=${PIPESTATUS[0]} after $((SECONDS - t0)) s"
+step "oracle compiled" "${PIPESTATUS[0]}" $((SECONDS - t0))

@@ -84,7 +84,8 @@ def main() -> None:
                                         "images": names, "output_container": "-", "output_blob": "out.json",
                                         "model": model, "detection_threshold": 0.005}))
         env = {k: v for k, v in os.environ.items() if not k.startswith("TRAPBATCH_")}
-        env.update(PYTHONPATH=str(REPO), TRAPBATCH_RESIDENT_SOCKET=str(sock), TRAPBATCH_RESIDENT_IDLE_S="120")
+        pythonpath = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))  # carried wheels too
+        env.update(PYTHONPATH=pythonpath, TRAPBATCH_RESIDENT_SOCKET=str(sock), TRAPBATCH_RESIDENT_IDLE_S="120")
 
         def shard_args(i: int) -> list[str]:  # a fresh output each run, so no run resumes another's results
             return ["--manifest-file", str(manifest), "--image-root", str(work / "images"), "--output-file",

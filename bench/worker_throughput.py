@@ -122,9 +122,11 @@ def run_worker(model: Path, folder: Path, names: list[str], batch: int | None, w
     if batch:
         cmd += ["--batch-size", str(batch)]
     cmd += extra or []
+    # Keep the caller's PYTHONPATH after the repo: on the lent GPU the carried wheels (orjson, nvImageCodec) are there.
+    pythonpath = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     t = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO,
-                          env=dict(os.environ, PYTHONPATH=str(REPO), **(env or {})))
+                          env=dict(os.environ, PYTHONPATH=pythonpath, **(env or {})))
     wall = time.monotonic() - t
     if proc.returncode != 0:
         raise SystemExit(f"worker failed:\n{proc.stderr[-3000:]}")
