@@ -48,8 +48,8 @@ from api.edge import http_edge, json_response
 from core import contracts as c
 from core import notify
 from core.contracts import FINISHED, Stage
-from core.errors import (ContainerNotFound, RequestInvalid, SourceUnavailable,
-                         TaskNotFinished, TaskNotFound, TaskStillRunning, TooManyActiveTasks, TrapbatchError)
+from core.errors import (ContainerNotFound, RequestInvalid, SourceUnavailable, TaskNotFinished, TaskNotFound,
+                         TaskStillRunning, TooManyActiveTasks, TrapbatchError, failure_message)
 from core.ids import is_task_id, repeats_instance_id, shards_instance_id
 from core.requests import MAX_BODY_BYTES, TaskRequest, parse_json_body, parse_repeat_removal, parse_task_request
 from core.settings import Settings, drop_trigger_source
@@ -74,6 +74,16 @@ def _base_url(req: func.HttpRequest) -> str:
 def _runtime(status: Any) -> str | None:
     rs = getattr(status, "runtime_status", None)
     return rs.value if rs is not None else None
+
+
+def _stage(runtime: str | None, custom: dict[str, Any]) -> Any:
+    """The stage a task is shown in: its custom status's, except that a failed or terminated instance says so (its
+    last custom status still names the stage it was in, e.g. ``detecting``)."""
+    if runtime == "Failed":
+        return Stage.failed
+    if runtime == "Terminated":
+        return Stage.terminated
+    return custom.get("stage", Stage.starting)
 
 
 def _links(base: str, task_id: str) -> dict[str, str]:
@@ -338,7 +348,8 @@ async def list_tasks(req: func.HttpRequest, client: df.DurableOrchestrationClien
         request = started.get("request")
         if not isinstance(request, dict):
             request = {}
-        rows.append({"id": task_id, "runtime_status": _runtime(status), "stage": custom.get("stage", Stage.starting),
+        runtime = _runtime(status)
+        rows.append({"id": task_id, "runtime_status": runtime, "stage": _stage(runtime, custom),
                      "images": custom.get("images"), "created": created.isoformat() if created else None,
                      "request_name": str(request.get("request_name") or ""),
                      "status_url": f"{base}/api/tasks/{task_id}", **({"owner": owner} if owner else {})})
@@ -403,13 +414,10 @@ async def _describe(client: df.DurableOrchestrationClient, task_id: str,
     if runtime is None:
         raise TaskNotFound(f"no task {task_id}", "check the id, or start the task with POST /api/tasks")
     custom = status.custom_status if isinstance(status.custom_status, dict) else {}
-    out: dict[str, Any] = {"id": task_id, "runtime_status": runtime, "stage": custom.get("stage", Stage.starting),
+    out: dict[str, Any] = {"id": task_id, "runtime_status": runtime, "stage": _stage(runtime, custom),
                            **{k: v for k, v in custom.items() if k != "stage"}}
     if runtime == "Failed":
-        out["stage"] = Stage.failed
-        out["error"] = custom.get("error") or str(status.output or "").split("\n")[0]
-    elif runtime == "Terminated":
-        out["stage"] = Stage.terminated
+        out["error"] = failure_message(str(custom.get("error") or status.output or ""))
     if out["stage"] == Stage.detecting and custom.get("groups"):
         progress = await _child_progress(client, task_id, int(custom["groups"]), str(custom.get("groups_run") or ""))
         out.update({k: progress.get(k, 0) for k in ("images_done", "images_failed", "images_missing", "resubmissions")})

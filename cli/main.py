@@ -254,9 +254,13 @@ def _finish(st: dict[str, Any]) -> int:
               "confirm'")
 @click.option("--plain", is_flag=True, help="one line per change instead of a progress bar")
 @click.option("--json", "as_json", is_flag=True, help="print the API's answer as JSON")
+@click.option("--rerun", is_flag=True, help="run a task that already ended (completed, cancelled) again, as a new "
+              "generation under the same id (the request's \"rerun\": true)")
+@click.option("--only-new", is_flag=True, help="a re-run that sends only new or changed images to the pool and "
+              "keeps the served results of the rest (\"only_new\": true)")
 @pass_state
 def submit(state: State, /, request_file: Path | None, folders: tuple[str, ...], wait: bool, confirm: bool,
-           plain: bool, as_json: bool, **fields: Any) -> None:
+           plain: bool, as_json: bool, rerun: bool, only_new: bool, **fields: Any) -> None:
     """Start a task over a container, from a request JSON file and/or flags (flags win).
 
     Posting the same request again finds the same task instead of running it twice. With --wait the command follows
@@ -266,6 +270,10 @@ def submit(state: State, /, request_file: Path | None, folders: tuple[str, ...],
     if confirm and not wait:
         raise CliError("--yes confirms while following the task: add --wait",
                        "or confirm a waiting task later with: trapbatch confirm <task id>", exit_code=EXIT_USAGE)
+    if rerun:
+        fields["rerun"] = True
+    if only_new:
+        fields["only_new"] = True
     body = build_request(request_file, fields)
     if folders:
         _submit_folders(state, body, folders, wait, plain, as_json, confirm)
@@ -275,16 +283,21 @@ def submit(state: State, /, request_file: Path | None, folders: tuple[str, ...],
         _print_json(answer)
         return
     task_id = answer["id"]
-    out.print(f"task {task_id} " + ("started" if answer.get("started") else "already known (same request)"))
+    said = err if as_json else out  # with --json, standard output holds the JSON alone
+    said.print(f"task {task_id} " + ("started" if answer.get("started") else "already known (same request)"))
     if not wait:
-        out.print(f"follow it: trapbatch watch {task_id}")
+        said.print(f"follow it: trapbatch watch {task_id}")
         return
     st = watch_task(state.client, task_id, plain, to_stderr=as_json, confirm=confirm)
     if as_json:
         _print_json(st)
     else:
         _summary(st)
-    sys.exit(_finish(st))
+    code = _finish(st)
+    if code != EXIT_OK and not answer.get("started"):
+        err.print(f"[bold]next:[/] this request's task had ended {st.get('stage')} before; to run it again, submit "
+                  "the same request with --rerun (or --only-new to run only new or changed images)")
+    sys.exit(code)
 
 
 def _submit_folders(state: State, body: dict[str, Any], folders: Sequence[str], wait: bool, plain: bool,

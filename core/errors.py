@@ -28,6 +28,8 @@ A failure of one image is not an exception: it is data (a ``failure`` string in 
 """
 from __future__ import annotations
 
+import re
+
 
 class TrapbatchError(Exception):
     """Base class; ``hint`` says what the user should do next."""
@@ -190,3 +192,15 @@ class StorageNotFound(StorageError, LookupError):
 
     def __str__(self) -> str:
         return TrapbatchError.__str__(self)
+
+
+# The Durable extension reports a failed orchestration as "Orchestrator function '<name>' failed: <error>"
+# (OutOfProcOrchestrationShim; devhost fidelity: tests/devhost/test_devhost.py), and a parent failed by its
+# sub-orchestration carries that around the child's error: names of trapbatch's internals, nothing a user acts on.
+_FUNCTION_FAILED = re.compile(r"^(?:Orchestrator function '[^']*' failed: )+")
+
+
+def failure_message(text: str) -> str:
+    """A failed task's error as a user reads it: its first line, without the platform's nested function prefixes."""
+    first = text.strip().split("\n")[0]
+    return _FUNCTION_FAILED.sub("", first) or first

@@ -26,6 +26,7 @@ from core import contracts as c
 from core import notimages
 from core.contracts import ShardStatus, Stage
 from core.cost import node_price, task_cost
+from core.errors import failure_message
 from core.estimate import estimate
 from core.expiry import expiry_time
 from core.ids import shards_instance_id
@@ -79,7 +80,7 @@ def _final_status(started: str, finished: str, enumeration: c.EnumerateOutput, o
 
 def _first_line(exc: BaseException, limit: int = 500) -> str:
     """What a person sees of a failure in the status (custom status is limited to 16 KB, and tracebacks help no one)."""
-    text = str(exc).strip().split("\n")[0] or type(exc).__name__
+    text = failure_message(str(exc)) or type(exc).__name__
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

@@ -245,3 +245,47 @@ def test_folders_become_one_request_each_under_the_prefix_labelled_with_the_fold
         with pytest.raises(CliError, match=needle) as info:
             folder_requests({"container": "traps", **bad}, folders)
         assert info.value.exit_code == 2 and info.value.hint
+
+
+class _KnownTaskClient:
+    """An app whose task for every request had ended cancelled (a re-run ends completed); records what was posted."""
+
+    posted: list[dict[str, Any]] = []
+
+    def __init__(self, config: Any) -> None:
+        pass
+
+    def submit(self, body: dict[str, Any]) -> dict[str, Any]:
+        _KnownTaskClient.posted.append(body)
+        return {"id": "task-00000000000000000009", "started": self._again()}
+
+    def status(self, task_id: str) -> dict[str, Any]:
+        return {"id": task_id, "stage": "completed" if self._again() else "cancelled", "runtime_status": "Completed",
+                "images": 3}
+
+    @staticmethod
+    def _again() -> bool:
+        last = _KnownTaskClient.posted[-1]
+        return bool(last.get("rerun") or last.get("only_new"))
+
+
+def test_submit_json_keeps_stdout_json_and_an_ended_task_says_how_to_run_it_again(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """``submit --wait --json``: standard output is the final status as JSON alone (docs/cli.md); a request whose
+    task had ended without completing says how to run it again, and --rerun / --only-new post that verb."""
+    import cli.main as cli_main
+
+    monkeypatch.setattr(cli_main, "ApiClient", _KnownTaskClient)
+    monkeypatch.setattr(cli_main.time, "sleep", lambda s: None, raising=False)
+    _KnownTaskClient.posted.clear()
+    base = ["--url", "http://127.0.0.1:9", "--key", "k", "submit", "--container", "photos", "--wait"]
+    assert main([*base, "--json", "--plain"]) == 1
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["stage"] == "cancelled"  # nothing but the JSON
+    assert "already known" in captured.err and "--rerun" in captured.err
+    assert main([*base, "--plain", "--rerun"]) == 0
+    assert main([*base, "--plain", "--only-new"]) == 0
+    captured = capsys.readouterr()
+    assert "started" in captured.out and "--rerun" not in captured.err
+    assert [(b.get("rerun"), b.get("only_new")) for b in _KnownTaskClient.posted] == [
+        (None, None), (True, None), (None, True)]
