@@ -24,7 +24,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from adapters import clients
 from adapters.blobs import BlobStore
-from adapters.preview_folders import preview_folder
+from adapters.preview_folders import existing_preview_folder, preview_folder
 from core import contracts as c
 from core import notimages
 from core.errors import TrapbatchError
@@ -140,8 +140,18 @@ def _search_note(repeats: dict[str, Any]) -> str:
 
 
 def run_previews(task_id: str, model: str, request_name: str, settings: Settings, store: BlobStore,
-                 variant: str = "", source_store: BlobStore | None = None) -> c.PreviewsOutput:
-    """Render the page; ``source_store`` reads the images for thumbnails when they are in another account."""
+                 variant: str = "", source_store: BlobStore | None = None,
+                 only_if_published: bool = False) -> c.PreviewsOutput:
+    """Render the page; ``source_store`` reads the images for thumbnails when they are in another account.
+
+    ``only_if_published``: the work after a task (a re-render, a repeat search, a removal) renders only while the
+    task's pages are on the website. Pages a user deleted, or whose ``previews_expire_days`` took them off, hold a
+    partner's photos that were taken off the public website on purpose: publishing them under a new address because
+    a repeat search ran would undo that."""
+    if only_if_published and existing_preview_folder(store, settings, task_id) is None:
+        logger.info("task %s: previews not written: its pages were deleted or expired", task_id)
+        return {"container": settings.web_container, "counts": {},
+                "not_published": "the task's preview pages were deleted or expired; they are not published again"}
     doc = store.read_json_or_none(settings.container, layout.preview_sample_blob(task_id, variant))
     if doc is None:
         raise TrapbatchError(f"task {task_id} has no preview sample ({settings.container}/"
@@ -204,4 +214,4 @@ def render_previews(payload: c.PreviewsInput) -> c.PreviewsOutput:
     enumeration = own.read_json(s.container, layout.enumeration_blob(payload["task_id"]))
     source = clients.source_store(s, enumeration.get("source_account_url", ""), enumeration.get("credential_secret", ""))
     return run_previews(payload["task_id"], payload["model"], payload.get("request_name", ""), s, own,
-                        payload.get("variant", ""), source)
+                        payload.get("variant", ""), source, bool(payload.get("only_if_published")))

@@ -36,7 +36,7 @@ from adapters import clients
 from adapters.generations import served_key
 from api.edge import http_edge, json_response
 from core import contracts as c
-from core.errors import RepeatListChanged, RepeatsBusy
+from core.errors import RepeatListChanged, RepeatsBusy, failure_message
 from core.ids import repeat_search_id, repeat_search_instance_id
 from core.repeats import ORIGINAL_SEARCH, RepeatOptions, list_search_id
 from core.requests import parse_json_body, parse_repeat_search, repeat_search_fields, requested_list
@@ -64,7 +64,7 @@ async def search_status(client: df.DurableOrchestrationClient, task_id: str, key
     out: dict[str, Any] = {"runtime_status": runtime, "search": started.get("search", ""),
                            "options": started.get("options", {}), **custom}
     if runtime == "Failed":
-        out["stage"], out["error"] = c.Stage.failed, str(status.output or "").split("\n")[0]
+        out["stage"], out["error"] = c.Stage.failed, failure_message(str(status.output or ""))
     return out
 
 

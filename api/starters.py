@@ -475,12 +475,18 @@ async def finished_task(client: df.DurableOrchestrationClient, task_id: str, wha
                           "when the re-run ends", f"poll GET /api/tasks/{task_id} until its stage is 'completed'")
 
 
+NO_PREVIEW_PAGES = ("no preview pages are published for this task: they were deleted (DELETE .../previews) or "
+                    "expired (previews_expire_days), or the task ended before it published any")
+
+
 def _preview_page(req: func.HttpRequest, s: Settings, task_id: str, variant: str = "") -> dict[str, Any]:
     """Where a task's preview page is. Composed per request: the folder's random part is kept out of the
     orchestration history and status (plain tables), see ``adapters.preview_folders.preview_folder``."""
     folder = existing_preview_folder(clients.store(s), s, task_id)
     if folder is None:  # a task finished before previews had their own folders, or whose previews were deleted
-        return {"container": s.web_container, "error": "no preview site was rendered for this task"}
+        return {"container": s.web_container, "error": NO_PREVIEW_PAGES,
+                "hint": "the results and exports are unchanged; pages taken off stay off (a re-render, a repeat "
+                        "search or a removal does not publish them again)"}
     page = layout.page_blob(folder, variant)
     where: dict[str, Any] = {"container": s.web_container, "folder": folder, "blob": page}
     if s.public_web_url:  # the storage account's static website endpoint (infra/ sets TRAPBATCH_PUBLIC_WEB_URL)

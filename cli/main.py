@@ -464,6 +464,8 @@ def results(state: State, /, task_id: str, out_dir: Path | None, previews: bool,
     page = answer.get("previews") or {}
     if previews and page.get("folder"):
         out.print(f"wrote {folder / 'previews'}/ (open {folder / 'previews' / 'index.html'})")
+    elif previews:
+        err.print(f"no preview pages downloaded: {page.get('error') or 'the app named none'}")
     where = page.get("public_url") or page.get("local_url")
     if where:
         out.print(f"preview site: {where}")
@@ -606,15 +608,17 @@ def repeats(state: State, /, task_id: str, keep: str | None, remove: str | None,
         removal = answer.get("removal")
         if removal:
             out.print(f"removal: {removal.get('stage') or removal.get('runtime_status')}")
-        else:
+        elif answer.get("locations"):
             suffix = "" if listed == "merge" else f" --list {listed}"
             out.print(f"keep the real animals: trapbatch repeats {task_id} --keep r00002,...{suffix} "
                       "(or --remove ...)")
+        else:
+            out.print("no repeated detections in this list: nothing to remove")
     if open_page:
         page = (state.client.results(task_id).get("previews") or {})
         url = page.get("public_url") or page.get("local_url")
         if not url:
-            raise CliError("the task has no preview page", "it may have finished before previews existed")
+            raise CliError("the task has no preview page", str(page.get("error") or "the app named none"))
         click.launch(url)
 
 

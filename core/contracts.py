@@ -266,6 +266,9 @@ class PreviewsInput(TypedDict):
     model: str
     request_name: str
     variant: NotRequired[str]
+    # true after the task (re-render, repeat search, removal): render only while the task's pages are published, so
+    # pages deleted (DELETE .../previews) or expired never come back on the public website
+    only_if_published: NotRequired[bool]
 
 
 class PreviewsOutput(TypedDict):
@@ -275,6 +278,7 @@ class PreviewsOutput(TypedDict):
     counts: dict[str, int]
     expires: NotRequired[str]  # the request's previews_expire_days: when the pages come off (ISO time, UTC)
     expiry_error: NotRequired[str]  # why no expiry could be scheduled (the pages then stay until deleted)
+    not_published: NotRequired[str]  # only_if_published and the pages were deleted or expired: why nothing was written
 
 
 # ---------------------------------------------------------------- custom status and outputs

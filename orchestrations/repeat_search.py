@@ -62,7 +62,7 @@ def search_repeats_again(context: df.DurableOrchestrationContext) -> Generator[A
     except Exception:  # noqa: BLE001 - best effort: leftovers under tasks/<task>/merge.repeat-search/ harm nothing
         pass
     previews: c.PreviewsOutput = yield from call(context, c.PREVIEWS, STORAGE_RETRY, c.PreviewsInput(
-        task_id=task_id, model=data["model"], request_name=data.get("request_name", "")))
+        task_id=task_id, model=data["model"], request_name=data.get("request_name", ""), only_if_published=True))
     status = {**status, "stage": Stage.completed, "finished": context.current_utc_datetime.isoformat(),
               "previews": previews}
     context.set_custom_status(status)

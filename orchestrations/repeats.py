@@ -47,7 +47,8 @@ def remove_repeats(context: df.DurableOrchestrationContext) -> Generator[Any, An
     publishing: c.RemovalStatus = {**head, "stage": Stage.publishing}
     context.set_custom_status(publishing)
     previews: c.PreviewsOutput = yield from call(context, c.PREVIEWS, STORAGE_RETRY, c.PreviewsInput(
-        task_id=task_id, model=data["model"], request_name=data.get("request_name", ""), variant=REPEATS_REMOVED))
+        task_id=task_id, model=data["model"], request_name=data.get("request_name", ""), variant=REPEATS_REMOVED,
+        only_if_published=True))
     summary: c.RemovalStatus = {
         **head, "stage": Stage.completed, "finished": context.current_utc_datetime.isoformat(),
         "detections_marked": merged.get("detections_marked", 0),

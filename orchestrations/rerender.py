@@ -47,7 +47,8 @@ def rerender_previews(context: df.DurableOrchestrationContext) -> Generator[Any,
                 task_id=task_id, threshold=threshold, variant=variant, parts=parts))
             yield from call(context, c.RETHRESHOLD_CLEAN, STORAGE_RETRY, asked)
         page: c.PreviewsOutput = yield from call(context, c.PREVIEWS, STORAGE_RETRY, c.PreviewsInput(
-            task_id=task_id, model=data["model"], request_name=data.get("request_name", ""), variant=variant))
+            task_id=task_id, model=data["model"], request_name=data.get("request_name", ""), variant=variant,
+            only_if_published=True))
         status["csv"][variant_key(variant)] = done["csv_blob"]
         status["previews"][variant_key(variant)] = page
         context.set_custom_status(status)

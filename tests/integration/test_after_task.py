@@ -17,6 +17,7 @@ from gpu_batch.formats.detections_csv import CSV_COLUMNS, csv_row
 from gpu_batch.formats.previewsample import preview_category, top_confidence
 from tests.integration.conftest import upload_images
 from tests.integration.test_end_to_end import FUNCTION_KEY, api, finished_status
+from tests.integration.test_repeat_search import search
 from tests.waiting import wait_until
 
 
@@ -138,3 +139,8 @@ def check_expiry(host, store, task: str) -> None:  # type: ignore[no-untyped-def
     assert "error" in answer["previews"] and not list(store.list_names("$web", task + "-"))
     refused = api.post(f"{host.base_url}/api/tasks/{task}/previews", json={"threshold": 0.5}, timeout=120)
     assert refused.status_code == 409 and "no preview pages" in refused.json()["error"]
+    # a repeat search run again renders pages only while they are published: expired pages stay off the website
+    listed = search(host.base_url, task, {"occurrence_threshold": 2}, api)
+    assert "were deleted or expired" in listed["searching"]["previews"]["not_published"]
+    assert not list(store.list_names("$web", task + "-"))
+    assert "deleted" in api.get(url, timeout=120).json()["previews"]["error"]

@@ -62,13 +62,15 @@ def offline(doc: dict[str, Any], options: RepeatOptions) -> list[dict[str, Any]]
     return locations
 
 
-def search(base: str, task_id: str, body: dict[str, Any]) -> dict[str, Any]:
-    started = api.post(f"{base}/api/tasks/{task_id}/repeats/search", json=body, timeout=120)
+def search(base: str, task_id: str, body: dict[str, Any], session: Any = None) -> dict[str, Any]:
+    """Run the task's repeat search again and wait for it (``session``: another module's keyed session)."""
+    session = session or api
+    started = session.post(f"{base}/api/tasks/{task_id}/repeats/search", json=body, timeout=120)
     assert started.status_code == 202, started.text
     sid = started.json()["search"]
 
     def finished() -> dict[str, Any] | None:
-        listed = api.get(f"{base}/api/tasks/{task_id}/repeats", timeout=120).json()
+        listed = session.get(f"{base}/api/tasks/{task_id}/repeats", timeout=120).json()
         state = listed["searching"]
         return listed if state and state["search"] == sid and state["runtime_status"] in ENDED else None
 

@@ -36,7 +36,7 @@ def test_a_rerender_passes_over_each_variant_then_renders_its_page() -> None:
     assert run.inputs(c.RETHRESHOLD) == [{"task_id": TASK, "threshold": 0.35, "variant": ""},
                                          {"task_id": TASK, "threshold": 0.35, "variant": REPEATS_REMOVED}]
     assert run.inputs(c.PREVIEWS)[1] == {"task_id": TASK, "model": "MDV5A", "request_name": "site A",
-                                         "variant": REPEATS_REMOVED}
+                                         "variant": REPEATS_REMOVED, "only_if_published": True}
     assert run.stages[0] == Stage.publishing and run.stages[-1] == Stage.completed
     assert run.output == {
         "stage": Stage.completed, "key": TASK, "started": T0.isoformat(), "finished": T0.isoformat(), "threshold": 0.35,

@@ -68,7 +68,9 @@ def test_parts_re_read_every_shard_then_the_fan_ins_search_ranks_a_new_list_and_
                                            "options": OPTIONS, "work": REPEAT_SEARCH_WORK,
                                            "search": "s20250101T000000Z-abcdef", "searched": T0.isoformat()}]
     assert run.inputs(c.CLEAN_MERGE_WORK) == [{"task_id": TASK, "variant": REPEAT_SEARCH_WORK}]
-    assert run.inputs(c.PREVIEWS) == [{"task_id": TASK, "model": "MDV5A", "request_name": "site A"}]  # the page
+    # the page, only while published (pages deleted or expired stay off the website)
+    assert run.inputs(c.PREVIEWS) == [{"task_id": TASK, "model": "MDV5A", "request_name": "site A",
+                                       "only_if_published": True}]
     assert run.stages == [Stage.searching, Stage.publishing, Stage.completed]
     assert run.output == {
         "stage": Stage.completed, "started": T0.isoformat(), "finished": T0.isoformat(),

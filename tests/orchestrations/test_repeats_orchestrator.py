@@ -48,7 +48,7 @@ def test_re_merges_with_the_chosen_locations_then_renders_the_variant_previews()
     assert combine["completed_at"] == T0.isoformat() and combine["removed"] == ["r00001", "r00003"]
     assert combine["variant"] == REPEATS_REMOVED
     assert run.inputs(c.PREVIEWS) == [{"task_id": TASK, "model": "MDV5A", "request_name": "site A",
-                                       "variant": REPEATS_REMOVED}]
+                                       "variant": REPEATS_REMOVED, "only_if_published": True}]
     assert run.stages == [Stage.merging, Stage.publishing, Stage.completed]
     assert run.statuses[0]["locations"] == 2
     assert run.output == {
