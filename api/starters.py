@@ -51,10 +51,11 @@ from core.contracts import FINISHED, Stage
 from core.errors import (ContainerNotFound, RequestInvalid, SourceUnavailable, TaskNotFinished, TaskNotFound,
                          TaskStillRunning, TooManyActiveTasks, TrapbatchError, failure_message)
 from core.ids import is_task_id, repeats_instance_id, shards_instance_id
-from core.requests import MAX_BODY_BYTES, TaskRequest, parse_json_body, parse_repeat_removal, parse_task_request
+from core.requests import (MAX_BODY_BYTES, TaskRequest, check_repeat_removal, parse_json_body, parse_repeat_removal,
+                           parse_task_request)
 from core.settings import Settings, drop_trigger_source
 from gpu_batch import layout
-from gpu_batch.models import BLOB_SCHEME, known_model, known_names, unsupported_reason
+from gpu_batch.models import BLOB_SCHEME, canonical_name, known_model, known_names, unsupported_reason
 from gpu_batch.layout import REPEATS_REMOVED
 
 logger = logging.getLogger(__name__)
@@ -128,6 +129,7 @@ async def start_task(client: df.DurableOrchestrationClient, body: Any, settings:
         raise RequestInvalid("no detector model given", "add \"model\" (e.g. \"MDV5A\") to the request, or set "
                              "TRAPBATCH_MODEL for the app")
     check_model_reference(request.model, settings)
+    request = dataclasses.replace(request, model=canonical_name(request.model))  # one task per model, not per alias
     if request.credential_secret and not settings.secret_store_env():
         raise RequestInvalid(f"the request names secret {request.credential_secret!r}, but this trapbatch has no "
                              "Key Vault configured", "set TRAPBATCH_KEY_VAULT_URL in the app settings (infra/ does), "
@@ -470,9 +472,30 @@ async def finished_task(client: df.DurableOrchestrationClient, task_id: str, wha
     rerunning = "previous" in started
     if info["runtime_status"] not in ACTIVE and rerunning:
         return info  # the last re-run ended without results; an earlier generation's are served
-    raise TaskNotFinished(f"task {task_id} has no {what} yet (stage: {info['stage']})" if not rerunning else
-                          f"task {task_id} is running again (stage: {info['stage']}); its {what} can be worked on "
-                          "when the re-run ends", f"poll GET /api/tasks/{task_id} until its stage is 'completed'")
+    if rerunning:
+        raise TaskNotFinished(f"task {task_id} is running again (stage: {info['stage']}); its {what} can be worked on "
+                              "when the re-run ends", f"poll GET /api/tasks/{task_id} until its stage is 'completed'")
+    raise TaskNotFinished(f"task {task_id} has no {what} (stage: {info['stage']})"
+                          if info["runtime_status"] not in ACTIVE else
+                          f"task {task_id} has no {what} yet (stage: {info['stage']})",
+                          _no_results_hint(task_id, info))
+
+
+def _no_results_hint(task_id: str, info: dict[str, Any]) -> str:
+    """What to do about a task without results: wait for a running one; an ended one never gets them by waiting."""
+    stage = info["stage"]
+    if info["runtime_status"] in ACTIVE:
+        if stage == Stage.awaiting_confirmation:
+            return f"it waits for confirmation: POST /api/tasks/{task_id}/confirm (or cancel it)"
+        return f"poll GET /api/tasks/{task_id} until its stage is 'completed'"
+    if stage == Stage.estimated:
+        return "this was an estimate (\"dry_run\": true), which runs nothing: post the request without dry_run"
+    if stage == Stage.expired:
+        return "it was never confirmed, so nothing ran: post the request again (with \"rerun\": true)"
+    if stage == Stage.failed:
+        return (f"see its error (GET /api/tasks/{task_id}); post the same request again to resume it from the "
+                "results already written")
+    return f"it ended {stage} without results: post the same request with \"rerun\": true to run it again"
 
 
 NO_PREVIEW_PAGES = ("no preview pages are published for this task: they were deleted (DELETE .../previews) or "
@@ -689,6 +712,7 @@ async def task_repeats(req: func.HttpRequest, client: df.DurableOrchestrationCli
                            **repeat_search.list_fields(found), "blob": layout.repeats_blob(key),
                            "removal": removal, "searching": searching})
     body = parse_json_body(req.get_body(), req.headers.get("content-type", ""))
+    check_repeat_removal(body)  # a malformed choice is a 400 whichever list is current
     repeat_search.ensure_idle(task_id, removal, searching)
     search = repeat_search.current_list(body, found, task_id)
     remove = parse_repeat_removal(body, [loc["id"] for loc in found["locations"]])

@@ -13,13 +13,18 @@ What is not counted: folder markers. A storage account with a hierarchical names
 of zero bytes named like the folder (no extension; reported in MicrosoftDocs/azure-docs#57754 and
 Azure/azure-sdk-for-python#34734; List Blobs adds a ``ResourceType`` element from version 2020-10-02, which
 ``adapters.listing`` does not parse), and tools create ``folder/`` placeholder blobs; neither is a file anyone
-dropped. A zero-byte file without an extension is taken for a marker too (nothing is lost: it is no image).
+dropped. A zero-byte file without an extension is taken for a marker too (nothing is lost: it is no image). Nor
+trapbatch's own files at the top of an image container: the start-on-arrival marker and the answer written beside it
+(``gpu_batch.layout.READY_MARKER``): every task started by a marker would otherwise report its own marker as a file
+it left out.
 
 Pure: no I/O.
 """
 from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
+
+from gpu_batch import layout
 
 MAX_KINDS = 64  # distinct kinds kept; past that a listing of odd names (random suffixes) goes to OTHER
 EXAMPLES = 3  # example names kept per kind, the first in listing order
@@ -30,15 +35,17 @@ OTHER = "(other)"
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mts", ".m2ts", ".m4v", ".wmv", ".3gp", ".mkv", ".mpg",
                               ".mpeg", ".asf"})
+TRAPBATCH_OWN = frozenset({layout.READY_MARKER, layout.ready_receipt_blob(), layout.ready_error_blob()})
 OTHER_IMAGE_EXTENSIONS = frozenset({".tif", ".tiff", ".bmp", ".webp", ".heic", ".heif", ".dng", ".cr2", ".cr3",
                                     ".nef", ".arw", ".orf", ".rw2", ".raw"})
 
 
 def kind_of(name: str, size: int | None = None) -> str | None:
     """The kind a file that is not run is tallied under (its lower-case extension, or one of the bracketed kinds);
-    None for a folder marker (``size`` 0 without an extension, or a name ending in ``/``). ``size`` None: unknown."""
+    None for a folder marker (``size`` 0 without an extension, or a name ending in ``/``) and for trapbatch's own
+    files at the top of the container (``TRAPBATCH_OWN``). ``size`` None: unknown."""
     base = name.rsplit("/", 1)[-1]
-    if not base:
+    if not base or name in TRAPBATCH_OWN:
         return None
     if base.startswith("."):
         return HIDDEN

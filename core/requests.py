@@ -321,12 +321,9 @@ def _only_new(body: Mapping[str, Any]) -> bool:
     return _opt_bool(body, "only_new")
 
 
-def parse_repeat_removal(body: Any, known_ids: list[str]) -> list[str]:
-    """Which repeated-detection locations to remove, from ``{"remove": [ids] | "all"}`` or ``{"keep": [ids]}``.
-
-    ``keep`` lists the locations a person found to be real animals; every other location is removed (MegaDetector's
-    phase 2 works the same way: what is not taken out of the review folder is a false positive). Returns sorted ids.
-    """
+def check_repeat_removal(body: Any) -> tuple[str, Any]:
+    """The removal's shape, before the task's list is looked at: ``("keep" | "remove", value)``, or
+    ``RequestInvalid`` (400) for a body no list could take (so a typo is not answered as a changed list)."""
     if not isinstance(body, Mapping):
         raise RequestInvalid("the request body must be a JSON object",
                              'send {"keep": ["r00002"]} (real animals; the rest is removed) or {"remove": ["r00001"]}')
@@ -340,12 +337,23 @@ def parse_repeat_removal(body: Any, known_ids: list[str]) -> list[str]:
                              '"keep": locations that are real animals (the rest is removed); "remove": the ones to drop')
     field_name = given[0]
     value = body[field_name]
+    if not (field_name == "remove" and value == "all") and (
+            not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
+        raise RequestInvalid(f"'{field_name}' must be a list of location ids" +
+                             (' or "all"' if field_name == "remove" else ""), 'e.g. ["r00001", "r00004"]')
+    return field_name, value
+
+
+def parse_repeat_removal(body: Any, known_ids: list[str]) -> list[str]:
+    """Which repeated-detection locations to remove, from ``{"remove": [ids] | "all"}`` or ``{"keep": [ids]}``.
+
+    ``keep`` lists the locations a person found to be real animals; every other location is removed (MegaDetector's
+    phase 2 works the same way: what is not taken out of the review folder is a false positive). Returns sorted ids.
+    """
+    field_name, value = check_repeat_removal(body)
     if field_name == "remove" and value == "all":
         chosen = list(known_ids)
     else:
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise RequestInvalid(f"'{field_name}' must be a list of location ids" +
-                                 (' or "all"' if field_name == "remove" else ""), 'e.g. ["r00001", "r00004"]')
         unknown = sorted(set(value) - set(known_ids))
         if unknown:
             raise RequestInvalid(f"unknown location id(s) {unknown[:10]}",

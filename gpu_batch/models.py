@@ -63,6 +63,20 @@ def known_model(ref: str) -> KnownModel | None:
     return KNOWN_MODELS[version] if version else None
 
 
+# The one name each published version goes by in a task: a request's alias is replaced by it before the task id is
+# computed, so "mdv5a", "MDV5A" and "v5a.0.1" are one task, not three runs of the same model.
+CANONICAL_NAMES: Mapping[str, str] = {
+    "v5a.0.1": "MDV5A", "v5b.0.1": "MDV5B", "v1000.0.0-redwood": "MDV1000-REDWOOD",
+    "v1000.0.0-spruce": "MDV1000-SPRUCE", "v5a.0.0": "v5a.0.0", "v5b.0.0": "v5b.0.0",
+}
+
+
+def canonical_name(ref: str) -> str:
+    """A published model's one name (``CANONICAL_NAMES``); any other reference (a checkpoint blob) as given."""
+    model = known_model(ref)
+    return CANONICAL_NAMES[model.version] if model is not None else ref
+
+
 def known_names() -> list[str]:
     """The names a request may use for a published model (the canonical ones; aliases are accepted too)."""
     return ["MDV5A", "MDV5B", "MDV1000-REDWOOD", "MDV1000-SPRUCE"]

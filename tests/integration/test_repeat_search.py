@@ -133,6 +133,9 @@ def test_searching_again_replaces_the_list_with_what_core_finds_offline_and_remo
         refused = api.post(url, json=stale, timeout=120)
         assert refused.status_code == 409 and "is now search" in refused.json()["error"], refused.text
         assert loose["search"] in refused.json()["hint"]
+    for typo, said in (({"kep": [first]}, "unknown field"), ({}, "exactly one"), ({"keep": first}, "must be a list")):
+        refused = api.post(url, json=typo, timeout=120)  # a malformed choice is a 400, not "the list changed"
+        assert refused.status_code == 400 and said in refused.json()["error"], refused.text
     started = api.post(url, json={"remove": [first], "search": loose["search"]}, timeout=120)
     assert started.status_code == 202, started.text
     done = wait_until(lambda: _ended_removal(url), 180, "repeat removal")

@@ -39,3 +39,38 @@ def test_an_unsupported_megadetector_says_why() -> None:
     with pytest.raises(RequestInvalid) as no_container:
         check_model_reference("blob://models/x.pt", _settings())  # no models container configured
     assert "blob://" not in no_container.value.hint.split("(")[0]
+
+
+def test_every_alias_of_a_published_model_is_one_task() -> None:
+    """``canonical_name`` before the task id: the aliases of one release name one task (a second request under
+    another spelling finds the first task instead of running the model again)."""
+    from gpu_batch.models import CANONICAL_NAMES, KNOWN_MODELS, MODEL_ALIASES, canonical_name
+    from core.requests import parse_task_request
+
+    assert set(CANONICAL_NAMES) == set(KNOWN_MODELS)
+    for alias, version in MODEL_ALIASES.items():
+        for spelling in (alias, alias.upper(), f" {alias} "):
+            assert canonical_name(spelling) == CANONICAL_NAMES[version], spelling
+    assert canonical_name("MDV5A") == "MDV5A" and canonical_name("blob://models/mine.pt") == "blob://models/mine.pt"
+    ids = {parse_task_request({"container": "photos", "model": canonical_name(m)}).task_id_for()
+           for m in ("mdv5a", "MDV5A", "v5a.0.1", "MdV5a")}
+    assert len(ids) == 1
+    assert parse_task_request({"container": "photos", "model": canonical_name("v5a.0.0")}).task_id_for() not in ids
+
+
+def test_the_api_names_the_task_by_the_models_one_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two requests that differ only in the model's spelling are one task at the edge (start_task's id)."""
+    import asyncio
+    from types import SimpleNamespace
+    from typing import Any
+
+    from api import starters
+
+    class Running:
+        async def get_status(self, instance_id: str, *args: Any, **kwargs: Any) -> Any:
+            return SimpleNamespace(runtime_status=SimpleNamespace(value="Running"), custom_status={}, input_=None)
+
+    monkeypatch.setattr(starters, "_check_source", lambda request, settings: request)  # no storage here
+    ids = {asyncio.run(starters.start_task(Running(), {"container": "photos", "model": m}, _settings()))[1]
+           for m in ("mdv5a", "MDV5A", "v5a.0.1")}
+    assert len(ids) == 1

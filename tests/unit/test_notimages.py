@@ -24,6 +24,11 @@ from core.shards import is_image_name
     ("cam1/x.averyveryverylongext", 5, "(other)"),
     ("cam1/x.", 5, "(other)"),
     ("cam1/IMG.TIF", 5, ".tif"),
+    ("trapbatch-ready.json", 0, None),  # the start-on-arrival marker and the answers beside it are trapbatch's
+    ("trapbatch-ready.task.json", 40, None),
+    ("trapbatch-ready.json.error.json", 300, None),
+    ("cam1/trapbatch-ready.json", 2, ".json"),  # not a marker below the top: a file like any other
+    ("other.json", 2, ".json"),
 ])
 def test_kinds(name: str, size: int | None, kind: str | None) -> None:
     assert kind_of(name, size) == kind
