@@ -9,7 +9,7 @@ from typing import Any, Callable, Sequence
 
 import click
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from cli import config as cfg
 from cli.client import ApiClient
@@ -397,8 +397,13 @@ def list_(state: State, /, limit: int, as_json: bool) -> None:
     if as_json:
         _print_json(answer)
         return
-    table = Table("id", "name", "stage", "images", "created")
-    for row in answer.get("tasks", []):
+    tasks = answer.get("tasks", [])
+    # the id and stage are never cut (an id is copied into the other commands); the name and time wrap instead
+    widest = {key: max([len(str(row.get(key) or "")) for row in tasks] + [5]) for key in ("id", "stage")}
+    table = Table(Column("id", no_wrap=True, min_width=widest["id"]), Column("name", overflow="fold"),
+                  Column("stage", no_wrap=True, min_width=widest["stage"]), "images",
+                  Column("created", overflow="fold"))
+    for row in tasks:
         table.add_row(row["id"], str(row.get("request_name") or ""), str(row.get("stage")),
                       str(row.get("images") or ""), str(row.get("created") or ""))
     out.print(table)

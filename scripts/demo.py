@@ -135,9 +135,9 @@ def main() -> int:
         api = ApiClient(Config(url=base, key=FUNCTION_KEY))
         task_id = _start_task(api)
         st, task_seconds = _wait_for_task(api, task_id)
-        res, doc = _download_results(api, conn, task_id, st)
+        _res, doc = _download_results(api, conn, task_id, st)
         md_check = _check_results(doc)
-        _print_summary(doc, res, st, md_check, task_seconds, t0)
+        _print_summary(doc, st, md_check, task_seconds, t0)
         return 0
     finally:
         _stop_services(devhost, azurite)
@@ -218,7 +218,7 @@ def _check_results(doc: dict[str, Any]) -> str:
     return md_check
 
 
-def _print_summary(doc: dict[str, Any], res: dict[str, Any], st: dict[str, Any], md_check: str,
+def _print_summary(doc: dict[str, Any], st: dict[str, Any], md_check: str,
                    task_seconds: float, t0: float) -> None:
     """Say where the outputs are, what was found, and how long the task and the whole demo (since ``t0``) took."""
     counts = mdformat.summarize(doc["images"], THRESHOLD)
@@ -226,7 +226,7 @@ def _print_summary(doc: dict[str, Any], res: dict[str, Any], st: dict[str, Any],
     say("=" * 78)
     say(f"results:  {_show(OUT)}/detections.json  (MegaDetector format {doc['info']['format_version']}; {md_check})")
     say(f"table:    {_show(OUT)}/detections.csv  (one row per image, for spreadsheets)")
-    say(f"previews: {_show(OUT)}/previews/index.html  (served live at {res['previews']['local_url']} while devhost runs)")
+    say(f"previews: {_show(OUT)}/previews/index.html  (open it in a browser: the page and its thumbnails are files)")
     if (OUT / "exports").is_dir():
         say(f"exports:  {_show(OUT)}/exports/  (COCO Camera Traps, Camtrap DP, Zooniverse manifests)")
     say(f"images: {counts['images']}  with detections >= {THRESHOLD}: {counts['with_detections']} "

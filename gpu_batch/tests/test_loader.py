@@ -62,7 +62,7 @@ def test_known_model_offline_tells_user_to_pass_a_local_path(tmp_path: Path) -> 
 
     with pytest.raises(ModelLoadError) as info:
         resolve_model_file("MDV5A", cache_dir=tmp_path, downloader=offline)
-    assert "md_v5a.0.1.pt" in str(info.value) and "pass its local path" in info.value.hint
+    assert "md_v5a.0.1.pt" in str(info.value) and "blob://" in info.value.hint and "md_v5a.0.1.pt" in info.value.hint
     assert list(tmp_path.iterdir()) == []  # no partial file left behind
 
 

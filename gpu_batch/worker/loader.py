@@ -110,14 +110,16 @@ def resolve_model_file(ref: str, cache_dir: Path | None = None, downloader: Down
             tmp.unlink(missing_ok=True)
             raise ModelLoadError(
                 f"could not download {ref} ({known.version}) from {known.url}: {exc}",
-                hint="this machine may be offline; download the file elsewhere and pass its local path as the model "
-                     f"(or place it at {dest})") from exc
+                hint=f"this machine may be offline: download the file elsewhere and place it at {dest} on each "
+                     "node (it is checked against the published hash), or upload it to the app's models container "
+                     "(TRAPBATCH_MODELS_CONTAINER) and name it blob://<that container>/<name> in the request; "
+                     "running the worker by hand, --model takes its local path") from exc
         actual = file_hash(tmp, known.hash_algorithm)
         if actual != known.hash_hex:
             tmp.unlink(missing_ok=True)
             raise ModelLoadError(f"downloaded {known.url} has {known.hash_algorithm} {actual}, expected "
-                                 f"{known.hash_hex}", hint="the download was corrupted or replaced; retry, or pass "
-                                                           "a local path to a trusted copy")
+                                 f"{known.hash_hex}", hint="the download was corrupted or replaced; retry, or put a "
+                                                           f"trusted copy at {dest} (or in the models container)")
         tmp.replace(dest)
         return dest
     if ref.startswith(BLOB_SCHEME):

@@ -289,3 +289,28 @@ def test_submit_json_keeps_stdout_json_and_an_ended_task_says_how_to_run_it_agai
     assert "started" in captured.out and "--rerun" not in captured.err
     assert [(b.get("rerun"), b.get("only_new")) for b in _KnownTaskClient.posted] == [
         (None, None), (True, None), (None, True)]
+
+
+def test_list_never_cuts_a_task_id_or_stage_on_a_narrow_or_piped_output(monkeypatch: pytest.MonkeyPatch,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """The id is what a person copies into status, results, cancel: at 80 columns (a pipe) it used to end in '…'."""
+    import cli.main as cli_main
+
+    rows = [{"id": f"task-{i:020x}", "request_name": "camera traps of the northern ridge, season 2024 " * 2,
+             "stage": "completed_with_errors", "images": 123456, "created": "2026-12-03T17:31:37.123456+00:00"}
+            for i in range(3)]
+
+    class Lister:
+        def __init__(self, config: Any) -> None:
+            pass
+
+        def list(self, limit: int) -> dict[str, Any]:
+            return {"tasks": rows, "total": 3}
+
+    monkeypatch.setattr(cli_main, "ApiClient", Lister)
+    monkeypatch.setattr(cli_main, "out", cli_main.Console(width=80, highlight=False, soft_wrap=True))
+    assert main(["--url", "http://127.0.0.1:9", "--key", "k", "list"]) == 0
+    shown = capsys.readouterr().out
+    for row in rows:
+        assert row["id"] in shown
+    assert shown.count("completed_with_errors") == 3 and "…" not in shown
