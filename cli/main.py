@@ -146,6 +146,8 @@ def watch_task(client: ApiClient, task_id: str, plain: bool = False, poll_s: flo
             confirmed[0] = True
             client.confirm(task_id)
             (err if to_stderr else out).print(f"confirmed task {task_id} (--yes): its shards go to the pool")
+        if confirmed[0] and st.get("stage") == Stage.awaiting_confirmation:
+            st = {**st, "confirmed": True}  # until the task moves on, its last status still says it waits
         return st
 
     try:

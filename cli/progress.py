@@ -50,6 +50,8 @@ def progress_line(st: dict[str, Any]) -> str:
                 f"{st.get('resubmissions', 0)} resubmitted{extra}")
     if stage in (Stage.failed,) and st.get("error"):
         return f"failed: {st['error']}"
+    if stage == Stage.awaiting_confirmation and st.get("confirmed"):  # submit --yes confirmed it a moment ago
+        return f"confirmed: {st.get('images', '?')} images go to the pool"
     if stage == Stage.awaiting_confirmation:
         return awaiting_line(st)
     return stage

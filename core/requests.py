@@ -110,7 +110,8 @@ def parse_json_body(raw: bytes, content_type: str | None = None) -> Any:
     """The JSON value of a request body, refused with a 4xx (never a 5xx) when it is not one a person would send.
 
     ``content_type`` None skips the media-type check (a dropped ``*.json`` blob has no header worth trusting)."""
-    example = 'send e.g. {"container": "my-camera-traps"} with Content-Type: application/json'
+    example = ('send e.g. {"container": "my-camera-traps"} with Content-Type: application/json'
+               if content_type is not None else 'write a JSON object, e.g. {"container": "my-camera-traps"}')
     if content_type is not None and content_type.split(";")[0].strip().lower() != "application/json":
         raise UnsupportedContentType(f"the request body must be JSON, not {content_type or 'untyped'!r}", example)
     if len(raw) > MAX_BODY_BYTES:

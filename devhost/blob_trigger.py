@@ -64,8 +64,19 @@ class BlobPoller:
     def start(self) -> None:
         if not self.index.blob_triggers:
             return
+        for container in sorted({trigger.container for trigger in self.index.blob_triggers}):
+            self._ensure_container(container)
         self._thread = threading.Thread(target=self._run, name="devhost-blobs", daemon=True)
         self._thread.start()
+
+    def _ensure_container(self, container: str) -> None:
+        """The container a blob trigger watches exists, as a deployment makes it (infra/main.bicep creates
+        ``incoming``): a request dropped into it locally starts its task instead of going nowhere."""
+        try:
+            self.blobs.create_container(container)
+            logger.info("created container %s, which blob trigger(s) watch", container)
+        except ResourceExistsError:
+            pass
 
     def stop(self) -> None:
         self._stop.set()

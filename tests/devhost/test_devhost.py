@@ -184,6 +184,29 @@ def test_blob_trigger_fires_once_per_blob_version_even_after_restart(storage_con
         h.stop()
 
 
+def test_the_containers_blob_triggers_watch_exist_once_devhost_runs(storage_connection: str,
+                                                                    unique_name: str) -> None:
+    """As a deployment creates them (infra/main.bicep: ``incoming``), so a local drop is not lost in a container
+    nobody made; a container that exists is left as it is."""
+    from azure.core.exceptions import ResourceNotFoundError
+    from azure.storage.blob import BlobServiceClient
+
+    blobs = BlobServiceClient.from_connection_string(storage_connection)
+    for name in ("drops", "poisoned"):
+        try:
+            blobs.delete_container(name)
+        except ResourceNotFoundError:
+            pass
+    blobs.create_container("drops")
+    blobs.get_blob_client("drops", "kept.txt").upload_blob(b"kept")
+    h = DevHost(sample_app.app, storage_connection, task_hub=unique_name, port=0, blob_poll_s=0.2).start()
+    try:
+        assert blobs.get_container_client("poisoned").exists()
+        assert blobs.get_blob_client("drops", "kept.txt").download_blob().readall() == b"kept"
+    finally:
+        h.stop()
+
+
 def test_kill_9_mid_orchestration_then_restart_completes_each_step_once(storage_connection: str, unique_name: str,
                                                                       tmp_path: Path) -> None:
     marker = tmp_path / "ran.txt"

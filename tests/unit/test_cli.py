@@ -176,7 +176,10 @@ def test_submit_yes_confirms_a_waiting_task_once(capsys: pytest.CaptureFixture[s
         client = Client()
         final = watch_task(client, "t", plain=True, poll_s=0, confirm=yes)  # type: ignore[arg-type]
         assert final["stage"] == "completed" and client.confirmed == want
-    assert "trapbatch confirm t" in capsys.readouterr().out
+        shown = capsys.readouterr().out
+        # with --yes no line tells the person to run 'trapbatch confirm': it was done for them
+        assert ("nothing runs until 'trapbatch confirm t'" in shown) is not yes, shown
+        assert ("confirmed:" in shown) is yes
 
 
 def test_the_summary_says_which_files_were_not_run(capsys: pytest.CaptureFixture[str]) -> None:
