@@ -55,22 +55,19 @@ def azurite() -> Iterator[Azurite]:
     on devhost tasks not ending in 300 s, and on fixtures taking 205 s, always in a worker's last tests. With
     ``--dist loadfile`` a module runs whole on one worker, so no module's Azurite lives long or grows large.
     """
-    try:
-        instance = start_azurite()
-    except AzuriteError as exc:
-        pytest.fail(f"Azurite could not start: {exc}", pytrace=False)
-    try:
-        yield instance
-    finally:
-        instance.stop()
+    yield from _running_azurite(stock_blob=False)
 
 
 @pytest.fixture(scope="module")
 def stock_azurite() -> Iterator[Azurite]:
     """Azurite with its blob service as npm publishes it, without ``devhost/azurite_blob.js``'s fixes: the tests that
     check devhost's and the benchmark's Azurite answer as the stock one compare with it."""
+    yield from _running_azurite(stock_blob=True)
+
+
+def _running_azurite(stock_blob: bool) -> Iterator[Azurite]:
     try:
-        instance = start_azurite(stock_blob=True)
+        instance = start_azurite(stock_blob=stock_blob)
     except AzuriteError as exc:
         pytest.fail(f"Azurite could not start: {exc}", pytrace=False)
     try:
