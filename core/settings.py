@@ -9,6 +9,8 @@ string is the only secret-bearing value and it is never copied into orchestratio
 Variables (names shared with infra/main.bicep app settings):
     AzureWebJobsStorage            storage connection string (``UseDevelopmentStorage=true`` locally) -- or, in Azure,
     AzureWebJobsStorage__accountName / __blobServiceUri   identity-based connection (managed identity, no key)
+    TRAPBATCH_TASK_HUB             the Durable task hub's name, read by host.json (``%TRAPBATCH_TASK_HUB%``), not by
+                                   this module; infra/ sets ``trapbatch`` (devhost: ``--hub``, default from it)
     TRAPBATCH_CONTAINER            container for task state and results (default ``trapbatch``)
     TRAPBATCH_WEB_CONTAINER        static-website container for previews (default ``$web``)
     TRAPBATCH_PUBLIC_WEB_URL       the static website's public endpoint (infra/ sets it); previews' ``public_url``
@@ -18,7 +20,8 @@ Variables (names shared with infra/main.bicep app settings):
     TRAPBATCH_POOL                 ``local`` or ``azure_batch`` (default ``local``); ``simulated`` is for the control-plane
                                    benchmark only (bench/control_plane.py): no detector, synthetic results
     TRAPBATCH_SIMULATED_FAILURE_RATE  ``simulated`` pool only: share of images (0-1) failing per attempt (default 0)
-    TRAPBATCH_MODEL                default detector: a known version (MDV5A, MDV5B), a path, a URL or blob://c/name
+    TRAPBATCH_MODEL                default detector: a published version (MDV5A, MDV5B, MDV1000-REDWOOD,
+                                   MDV1000-SPRUCE), blob://<container>/<name>, or a checkpoint file on the nodes
     TRAPBATCH_MODELS_CONTAINER     container (in trapbatch's account) whose checkpoints requests may name as
                                    blob://<container>/<name>; requests may otherwise name only published models
     TRAPBATCH_IMAGES_PER_SHARD     default shard size (default 10000: see core.requests)
@@ -69,15 +72,17 @@ Variables (names shared with infra/main.bicep app settings):
                                    lack them); ``false`` keeps normalized boxes for those
     TRAPBATCH_LOCAL_CONCURRENCY    local pool: workers at once (default: GPUs, or 1); each gets cores // this many
                                    OpenMP threads unless OMP_NUM_THREADS is set (gpu_batch.pool.local: Cores)
-    TRAPBATCH_DEVICE               local pool: auto | cpu | cuda (default auto)
+    TRAPBATCH_DEVICE               local pool: auto | cpu | cuda (default auto); given to the workers, whose
+                                   ``--device`` defaults to it
     TRAPBATCH_MODEL_CACHE          where workers cache model files
     TRAPBATCH_WORKER_FAULTS        tests only: JSON {"<shard>/<attempt>": "crash_after:2", ...}
     TRAPBATCH_WORKER_RESIDENT      ``1``: pool tasks run ``gpu_batch.worker.client``, which hands each shard to a
                                    node-resident worker that keeps torch and the model loaded (start-up paid once per
                                    node); default off until measured on a GPU (``1``/``true``/``yes``/``on``: on).
                                    Read here only and handed to the pools (``resident=``), which build the task
-                                   command with it (``gpu_batch.pool.base.worker_module``). On Azure Batch the server must
-                                   run outside the tasks' ``--rm`` containers to outlive a task (not set up yet). The
+                                   command with it (``gpu_batch.pool.base.worker_module``). On Azure Batch the server
+                                   runs in the pool's start task, outside the tasks' ``--rm`` containers, so it
+                                   outlives each task (infra/app/batch.bicep, ``residentWorker``). The
                                    client and server read TRAPBATCH_RESIDENT_SOCKET (socket path; default in the
                                    node-shared folder), TRAPBATCH_RESIDENT_IDLE_S (server exits after this long
                                    without a shard, default 600) and TRAPBATCH_RESIDENT_START_S (how long a client

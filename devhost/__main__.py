@@ -25,7 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=7071)
     parser.add_argument("--hub", default=os.environ.get("TRAPBATCH_TASK_HUB", "devhost"), help="task hub name")
-    parser.add_argument("--activity-workers", type=int, default=4)
+    parser.add_argument("--activity-workers", type=int, default=None,
+                        help="activities run at once (default: host.json's maxConcurrentActivityFunctions, else 4)")
     parser.add_argument("--blob-poll-seconds", type=float, default=2.0)
     parser.add_argument("--with-azurite", action="store_true", help="start Azurite too (state under --azurite-location)")
     parser.add_argument("--azurite-location", default=".azurite")

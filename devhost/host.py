@@ -51,15 +51,19 @@ async def _close_sdk_session() -> None:
     http_utils._client_session = None
 
 
+DEFAULT_ACTIVITY_WORKERS = 4  # a host.json without maxConcurrentActivityFunctions
+
+
 class DevHost:
     def __init__(self, app: Any, connection_string: str, task_hub: str = "devhost", host: str = "127.0.0.1",
-                 port: int = 7071, activity_workers: int = 4, blob_poll_s: float = 2.0, poll_s: float = 0.1,
+                 port: int = 7071, activity_workers: int | None = None, blob_poll_s: float = 2.0, poll_s: float = 0.1,
                  function_key: str | None = None, host_config: HostConfig | None = None,
                  callers: Mapping[str, CallerIdentity] | None = None,
                  event_grid: list[Subscription] | None = None,
                  scratch_cap: int | None = FLEX_TEMPORARY_STORAGE_BYTES) -> None:
         """``function_key``: the key /api/ routes of auth level FUNCTION require (default: TRAPBATCH_DEVHOST_FUNCTION_KEY,
         else a new random one; see ``keys``). ``host_config``: default ./host.json's settings (or the defaults).
+        ``activity_workers``: activities at once; default host.json's ``maxConcurrentActivityFunctions``.
         ``callers``: further function keys, each with the identity devhost sets as Easy Auth would (``keys``).
         ``event_grid``: the Event Grid subscriptions Azure would have (``event_grid.Subscription``).
         ``scratch_cap``: the bytes the process's temporary files may hold together while devhost serves
@@ -74,6 +78,8 @@ class DevHost:
         self.keys = Keys.from_env(function_key, callers=callers)
         self.store = Store(connection_string, task_hub)
         self.blobs = BlobServiceClient.from_connection_string(connection_string)
+        if activity_workers is None:  # one host: host.json's maxConcurrentActivityFunctions, as the extension runs
+            activity_workers = self.config.max_concurrent_activities or DEFAULT_ACTIVITY_WORKERS
         self.engine = Engine(self.index, self.store, activity_workers=activity_workers, poll_s=poll_s,
                              function_timeout_s=self.config.function_timeout_s)
         self.front = HttpFront(self.index, self.engine, task_hub, self.blobs, self.keys)

@@ -6,6 +6,11 @@
 * ``extensions.blobs.poisonBlobThreshold`` (storage extension 5.x, default 5, minimum 1): how many times a blob
   trigger runs for one blob version before the blob goes to the ``webjobs-blobtrigger-poison`` queue
   (functions-bindings-storage-blob.md#hostjson-settings).
+* ``extensions.durableTask.maxConcurrentActivityFunctions``: how many activities one host runs at once
+  (durable-functions-host-json-settings.md; the extension's DurableTaskOptions.MaxConcurrentActivityFunctions: "on a
+  single host instance").
+  devhost is one host, so its activity threads are that many (trapbatch's host.json: 8, which ``core/scratch.py``'s
+  disk budget and devhost's scratch-disk cap assume); without it devhost keeps its own default.
 """
 from __future__ import annotations
 
@@ -40,6 +45,7 @@ def parse_timespan(text: str) -> float | None:
 class HostConfig:
     function_timeout_s: float | None = DEFAULT_FUNCTION_TIMEOUT_S
     poison_blob_threshold: int = DEFAULT_POISON_BLOB_THRESHOLD
+    max_concurrent_activities: int | None = None  # None: host.json names none
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "HostConfig":
@@ -50,7 +56,13 @@ class HostConfig:
         threshold = int(blobs.get("poisonBlobThreshold", DEFAULT_POISON_BLOB_THRESHOLD))
         if threshold < 1:
             raise HostJsonError(f"host.json extensions.blobs.poisonBlobThreshold must be at least 1, got {threshold}")
-        return cls(function_timeout_s=timeout, poison_blob_threshold=threshold)
+        durable = (data.get("extensions") or {}).get("durableTask") or {}
+        activities = durable.get("maxConcurrentActivityFunctions")
+        if activities is not None and (isinstance(activities, bool) or not isinstance(activities, int)
+                                       or activities < 1):
+            raise HostJsonError("host.json extensions.durableTask.maxConcurrentActivityFunctions must be a positive "
+                                f"integer, got {activities!r}")
+        return cls(function_timeout_s=timeout, poison_blob_threshold=threshold, max_concurrent_activities=activities)
 
     @classmethod
     def load(cls, path: Path) -> "HostConfig":

@@ -234,6 +234,7 @@ module api 'app/api.bicep' = {
       TRAPBATCH_BATCH_ACCOUNT_URL: batch.outputs.accountEndpoint
       TRAPBATCH_BATCH_POOL_ID: batch.outputs.poolId
       TRAPBATCH_POOL_VM_SIZE: gpuVmSize // the pool's size: its list price prices each task (core/cost.py)
+      TRAPBATCH_POOL_NODES: string(maxGpuNodes) // the pool's most nodes: a dry run's wall-time estimate (core/estimate.py)
       TRAPBATCH_WORKER_IMAGE: '${registry.outputs.loginServer}/${workerImageName}'
       TRAPBATCH_WORKER_RESIDENT: residentWorker ? '1' : '0' // tasks run the resident client (app/batch.bicep)
       TRAPBATCH_WORKER_IDENTITY: nodeIdentity.outputs.clientId

@@ -191,3 +191,16 @@ def test_device_cuda_on_a_machine_without_cuda_is_exit_2_with_the_reason(shard: 
     proc = run_worker_cli([*args[:-4], "--device", "cuda", *args[-2:]])
     assert proc.returncode == 2
     assert "CUDA was requested" in proc.stderr or "no CUDA device is available" in proc.stderr
+
+
+def test_the_device_defaults_to_the_apps_setting_in_the_workers_environment() -> None:
+    """The local pool gives its workers TRAPBATCH_DEVICE (the app's setting) in their environment; without --device
+    the worker runs on it (it used to ignore it and always chose "auto", a GPU where one exists)."""
+    from gpu_batch.worker.__main__ import EXIT_BAD_INPUT, parse_args
+
+    base = ["--manifest-file", "m.json"]
+    assert parse_args(base, {}).device == "auto"  # type: ignore[union-attr]
+    assert parse_args(base, {"TRAPBATCH_DEVICE": "cpu"}).device == "cpu"  # type: ignore[union-attr]
+    assert parse_args(base, {"TRAPBATCH_DEVICE": " CUDA "}).device == "cuda"  # type: ignore[union-attr]
+    assert parse_args([*base, "--device", "cuda"], {"TRAPBATCH_DEVICE": "cpu"}).device == "cuda"  # type: ignore[union-attr]
+    assert parse_args(base, {"TRAPBATCH_DEVICE": "tpu"}) == EXIT_BAD_INPUT

@@ -101,7 +101,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--image-root", help="local mode: folder the manifest's image names are relative to")
     p.add_argument("--output-file", help="local mode: results file (default: the manifest's output_blob name)")
     p.add_argument("--model", help="override the manifest's model (MDV5A, MDV5B, a path, or blob://c/name)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--device", choices=DEVICES, default=None,
+                   help="default: TRAPBATCH_DEVICE (the local pool passes the app's setting), else auto")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--workers", type=int, default=16)
     p.add_argument("--flush-seconds", type=float, default=5.0)
@@ -125,17 +126,29 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace | int:
-    """The parsed command line, or the exit code when argparse refused it (it already printed why) or printed help."""
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def parse_args(argv: Sequence[str] | None, env: Mapping[str, str] | None = None) -> argparse.Namespace | int:
+    """The parsed command line, or the exit code when argparse refused it (it already printed why) or printed help.
+
+    ``--device`` left out is ``TRAPBATCH_DEVICE`` of ``env`` (the environment the local pool gives its workers, the
+    app's setting; for the resident worker, the shard client's), else ``auto``."""
     try:
-        return _parser().parse_args(argv)
+        args = _parser().parse_args(argv)
     except SystemExit as exc:  # argparse already printed the usage error
         return EXIT_BAD_INPUT if exc.code else EXIT_OK
+    if args.device is None:
+        args.device = (env or {}).get("TRAPBATCH_DEVICE", "").strip().lower() or "auto"
+        if args.device not in DEVICES:
+            print(f"TRAPBATCH_DEVICE is {args.device!r}; use one of {', '.join(DEVICES)}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+    return args
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     env = os.environ if env is None else env
-    args = parse_args(argv)
+    args = parse_args(argv, env)
     if isinstance(args, int):
         return args
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,

@@ -313,7 +313,7 @@ class Server:
             cwd = request.get("cwd")
             if isinstance(cwd, str) and os.path.isdir(cwd):
                 os.chdir(cwd)  # local-mode paths are the client's (one shard at a time: the folder is ours)
-            args = cli.parse_args(argv)  # argparse's own messages go to this server's stderr
+            args = cli.parse_args(argv, env)  # argparse's own messages go to this server's stderr
             if isinstance(args, int):
                 conn.send({"type": "log", "line": f"bad worker arguments: {' '.join(argv)}"})
                 return args, None, None

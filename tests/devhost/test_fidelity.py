@@ -17,6 +17,7 @@ import json
 import threading
 import time
 import uuid
+from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Coroutine, Iterator
 
@@ -282,6 +283,26 @@ def test_an_activity_running_past_function_timeout_fails(storage_connection: str
     assert slow["output"] == "failed: Timeout value of 00:00:02 was exceeded by function: Functions.nap", slow
     assert quick["output"] == "rested"
     assert parse_timespan("1.02:03:04.5") == 93784.5 and parse_timespan("-1") is None
+
+
+# ------------------------------------------------------------------ 25. activities at once: maxConcurrentActivityFunctions
+def test_one_host_runs_as_many_activities_at_once_as_host_json_says(storage_connection: str,
+                                                                    unique_name: str) -> None:
+    """host.json extensions.durableTask.maxConcurrentActivityFunctions (durable-functions-host-json-settings.md)
+    caps one host's concurrent activities; trapbatch's host.json says 8, which core/scratch.py's disk budget assumes.
+    devhost ran 4 whatever host.json said."""
+    from devhost.hostjson import HostJsonError
+
+    repo = HostConfig.load(Path(__file__).resolve().parents[2] / "host.json")
+    assert repo.max_concurrent_activities == 8
+    for config, want in ((repo, 8), (HostConfig.from_dict({"extensions": {"durableTask": {
+            "maxConcurrentActivityFunctions": 3}}}), 3), (HostConfig(), 4)):
+        host = DevHost(sample_app.app, storage_connection, task_hub=unique_name, port=0, function_key=KEY,
+                       host_config=config)
+        assert host.engine.pool._max_workers == want  # type: ignore[attr-defined]
+    for bad in (0, "8", True, -1):
+        with pytest.raises(HostJsonError):
+            HostConfig.from_dict({"extensions": {"durableTask": {"maxConcurrentActivityFunctions": bad}}})
 
 
 # ------------------------------------------------------------------ 7. non-determinism by name and kind

@@ -239,6 +239,15 @@ def test_the_app_is_told_the_pool_vm_size_the_pool_is_made_of(templates: dict[st
     assert trapbatch["TRAPBATCH_POOL_VM_SIZE"] == module_param(templates, "batch", "vmSize") == "gpuVmSize"
 
 
+def test_the_app_is_told_the_most_nodes_the_pool_scales_to(templates: dict[str, Template]) -> None:
+    """A dry run estimates wall time over TRAPBATCH_POOL_NODES nodes (core/estimate.py, default 1): it must be the
+    pool's own maximum, or every deployed estimate assumes one node while the pool scales to eight."""
+    trapbatch, _ = app_settings(templates)
+    assert module_param(templates, "batch", "maxNodes") == "maxGpuNodes"
+    assert trapbatch["TRAPBATCH_POOL_NODES"] == {"function": {"type": "string",
+                                                             "parameters": {"value_to_convert": "maxGpuNodes"}}}
+
+
 def test_every_trapbatch_setting_is_one_the_code_reads(templates: dict[str, Template]) -> None:
     """A typo in a setting name would be silently ignored by the app: each name must occur in the app's code."""
     code = "\n".join(p.read_text() for d in ("core", "adapters", "activities", "api", "gpu_batch")
@@ -259,8 +268,11 @@ def test_the_settings_load_as_the_app_loads_them(templates: dict[str, Template])
     env.update({k: v for k, v in trapbatch.items() if k in ("TRAPBATCH_POOL", "TRAPBATCH_DROP_TRIGGER_SOURCE")})
     env["TRAPBATCH_SOURCE_ACCOUNTS"] = ""
     env["TRAPBATCH_MODEL"] = "MDV5A"
+    main = next(t for t in templates.values() if t.name == "main.bicep")
+    env["TRAPBATCH_POOL_NODES"] = str(main.params["maxGpuNodes"]["default"])  # string(maxGpuNodes)
     settings = Settings.from_env(env)
     assert settings.pool == "azure_batch" and settings.storage_connection.startswith("identity:https://")
+    assert settings.knobs.pool_nodes == 8
     assert drop_trigger_source(env) == "EventGrid"
 
 
