@@ -116,4 +116,5 @@ def test_the_cli_says_how_to_confirm_and_confirms(host: Any, app_env: dict[str, 
     yes = trapbatch("submit", "--container", unique_name, "--prefix", "cam1/", "--wait", "--yes", "--plain",
                     url=host.base_url, **key)
     assert yes.returncode == 0, yes.stdout + yes.stderr
-    assert "awaiting confirmation" in yes.stdout and "confirmed task" in yes.stdout and "completed" in yes.stdout
+    assert "confirmed task" in yes.stdout and "completed" in yes.stdout
+    assert "confirmed: " in yes.stdout and "nothing runs until" not in yes.stdout  # it was confirmed for them
