@@ -133,7 +133,8 @@ from typing import Any, Mapping
 from core.errors import ConfigError
 from core.estimate import DEFAULT_POOL_NODES, DEFAULT_WORKER_IMAGES_PER_S
 from core.mdformat import typical_threshold
-from core.requests import DEFAULT_IMAGES_PER_SHARD, normalize_account_url
+from core.requests import (DEFAULT_IMAGES_PER_SHARD, MAX_IMAGES_PER_SHARD, MIN_PREVIEW_THRESHOLD,
+                           normalize_account_url)
 from core.task_events import endpoint_problem
 from gpu_batch.layout import DEFAULT_STATE_CONTAINER, STATIC_WEBSITE_CONTAINER
 
@@ -145,7 +146,7 @@ POOL_KINDS = ("local", "azure_batch", "simulated")
 WHERE = "set it in local.settings.json (Values) for local runs, or in the Function App settings (infra/main.bicep)"
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1, maximum: int | None = None) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -155,6 +156,8 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> i
         raise ConfigError(f"{name}={raw!r} is not an integer", f"{WHERE}; e.g. {name}={default}") from None
     if value < minimum:
         raise ConfigError(f"{name}={value} is below the minimum {minimum}", WHERE)
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name}={value} is above the maximum {maximum}", WHERE)
     return value
 
 
@@ -179,6 +182,15 @@ def _fraction(env: Mapping[str, str], name: str, default: float) -> float:
     value = _float(env, name, default)
     if not 0 <= value <= 1:
         raise ConfigError(f"{name}={value} is not a fraction from 0 to 1", f"{WHERE}; e.g. {name}={default}")
+    return value
+
+
+def _threshold(env: Mapping[str, str], name: str, default: float) -> float:
+    """A confidence threshold, in the range a request's ``preview_threshold`` may take (core.requests)."""
+    value = _float(env, name, default)
+    if not MIN_PREVIEW_THRESHOLD <= value <= 1:
+        raise ConfigError(f"{name}={value} is not a confidence from {MIN_PREVIEW_THRESHOLD} to 1 (nothing below "
+                          f"{MIN_PREVIEW_THRESHOLD} is in the results)", f"{WHERE}; e.g. {name}={default}")
     return value
 
 
@@ -348,7 +360,8 @@ class Settings:
             raise ConfigError(problem, f"give the topic's endpoint, as `az eventgrid topic show --query endpoint` "
                                        f"prints it, or unset it; {WHERE}")
         knobs = OrchestrationKnobs(
-            images_per_shard=_int(env, "TRAPBATCH_IMAGES_PER_SHARD", DEFAULT_IMAGES_PER_SHARD),
+            images_per_shard=_int(env, "TRAPBATCH_IMAGES_PER_SHARD", DEFAULT_IMAGES_PER_SHARD,
+                                  maximum=MAX_IMAGES_PER_SHARD),  # what a request may ask for
             max_attempts=_int(env, "TRAPBATCH_MAX_ATTEMPTS", 3),
             poll_min_s=_float(env, "TRAPBATCH_POLL_MIN_S", 30.0),
             poll_max_s=_float(env, "TRAPBATCH_POLL_MAX_S", 300.0),
@@ -377,7 +390,7 @@ class Settings:
             pool=pool,
             model=env.get("TRAPBATCH_MODEL", ""),
             detection_threshold=_float(env, "TRAPBATCH_DETECTION_THRESHOLD", 0.005),
-            preview_threshold=_fraction(env, "TRAPBATCH_PREVIEW_THRESHOLD", 0.2),
+            preview_threshold=_threshold(env, "TRAPBATCH_PREVIEW_THRESHOLD", 0.2),
             preview_threshold_set=bool(env.get("TRAPBATCH_PREVIEW_THRESHOLD")),
             export_attribution=env.get("TRAPBATCH_EXPORT_ATTRIBUTION", ""),
             export_license=env.get("TRAPBATCH_EXPORT_LICENSE", ""),
