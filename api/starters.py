@@ -285,8 +285,26 @@ async def post_task(req: func.HttpRequest, client: df.DurableOrchestrationClient
     caller = request_caller(req)
     body = parse_json_body(req.get_body(), req.headers.get("content-type", ""))
     started, task_id = await start_task(client, body, clients.settings(), caller)
-    return _json(202 if started else 200, {"id": task_id, "started": started,
-                                           **_links(_base_url(req), task_id)})
+    links = _links(_base_url(req), task_id)
+    if started:
+        return _json(202, {"id": task_id, "started": True, **links})
+    return _json(200, {"id": task_id, "started": False, **links, **await _known_task(client, task_id, links)})
+
+
+async def _known_task(client: df.DurableOrchestrationClient, task_id: str, links: dict[str, str]) -> dict[str, Any]:
+    """What a request that found its task already there is told: the task's stage, and what posting it again does
+    not do (a finished task is not run again without ``rerun``)."""
+    status = await client.get_status(task_id)
+    runtime = _runtime(status)
+    stage = _stage(runtime, status.custom_status if isinstance(getattr(status, "custom_status", None), dict) else {})
+    if runtime in ACTIVE:
+        hint = f"the same request's task is still running: follow it at {links['status_url']}"
+    elif stage in FINISHED:
+        hint = (f"this request ran already: its results are at {links['results_url']}; to run it again, post it "
+                "with \"rerun\": true (or \"only_new\": true for new or changed images only)")
+    else:
+        hint = f"this request's task ended {stage}; to run it again, post it with \"rerun\": true"
+    return {"stage": stage, "hint": hint}
 
 
 async def _all_instances(client: df.DurableOrchestrationClient, prefix: str, show_input: bool = True) -> list[Any]:

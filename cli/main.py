@@ -288,6 +288,8 @@ def submit(state: State, /, request_file: Path | None, folders: tuple[str, ...],
     said = err if as_json else out  # with --json, standard output holds the JSON alone
     said.print(f"task {task_id} " + ("started" if answer.get("started") else "already known (same request)"))
     if not wait:
+        if not answer.get("started") and answer.get("hint"):
+            said.print(f"its stage: {answer.get('stage')}; {answer['hint']}")
         said.print(f"follow it: trapbatch watch {task_id}")
         return
     st = watch_task(state.client, task_id, plain, to_stderr=as_json, confirm=confirm)

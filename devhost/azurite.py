@@ -127,14 +127,30 @@ class Azurite:
 
 
 def _wait_listening(ports: dict[int, tuple[str, subprocess.Popen[bytes]]], deadline: float,
-                    log_path: Path | None) -> None:
+                    log_path: Path | None, settle_s: float = 0.5) -> None:
+    """Until every port answers; then, after ``settle_s``, that every process still runs. A port is picked free and
+    taken a moment later, so another program may have bound it in between: the port then answers at once (that
+    program) while the Azurite meant for it exits on EADDRINUSE. Without the second look, the caller would talk to the
+    other program (seen as bare HTTP 400s to every blob request while other servers started beside the tests)."""
+    _wait_ports(ports, deadline, log_path)
+    time.sleep(settle_s)
+    _raise_if_exited(ports, log_path)
+
+
+def _raise_if_exited(ports: dict[int, tuple[str, subprocess.Popen[bytes]]], log_path: Path | None) -> None:
+    for port, (name, proc) in ports.items():
+        if proc.poll() is not None:
+            tail = log_path.read_text(errors="replace")[-2000:] if log_path and log_path.exists() else ""
+            raise AzuriteError(f"Azurite ({name}) exited with code {proc.returncode} while starting on port {port} "
+                               f"(another program may hold that port). Its log:\n{tail}")
+
+
+def _wait_ports(ports: dict[int, tuple[str, subprocess.Popen[bytes]]], deadline: float,
+                log_path: Path | None) -> None:
     pending = dict(ports)
     while pending:
-        for port, (name, proc) in list(pending.items()):
-            if proc.poll() is not None:
-                tail = log_path.read_text(errors="replace")[-2000:] if log_path and log_path.exists() else ""
-                raise AzuriteError(f"Azurite ({name}) exited with code {proc.returncode} while starting. "
-                                   f"Its log:\n{tail}")
+        _raise_if_exited(pending, log_path)
+        for port in list(pending):
             with socket.socket() as s:
                 s.settimeout(0.2)
                 if s.connect_ex(("127.0.0.1", port)) == 0:

@@ -49,3 +49,19 @@ def test_a_task_without_results_says_what_gets_them(runtime: str, stage: str, me
 def test_a_completed_task_is_worked_on() -> None:
     info = asyncio.run(starters.finished_task(Client("Completed", "completed"), TASK, "results"))  # type: ignore[arg-type]
     assert info["stage"] == "completed"
+
+
+@pytest.mark.parametrize("runtime, stage, said", [
+    ("Running", "detecting", "still running"),
+    ("Completed", "completed", '"rerun": true'),
+    ("Completed", "cancelled", "ended cancelled"),
+    ("Failed", "detecting", "ended failed"),
+])
+def test_a_request_that_finds_its_task_is_told_its_stage_and_how_to_run_it_again(runtime: str, stage: str,
+                                                                                  said: str) -> None:
+    """POST /api/tasks of a request whose task exists answers 200 with the task's stage and what posting it again
+    does not do (a cancelled task re-posted without "rerun" said only "started": false)."""
+    links = starters._links("http://host", TASK)
+    answer = asyncio.run(starters._known_task(Client(runtime, stage), TASK, links))  # type: ignore[arg-type]
+    assert answer["stage"] == ("failed" if runtime == "Failed" else stage)
+    assert said in answer["hint"]
