@@ -518,14 +518,27 @@ def prepare(task_id: str, settings: Settings, store: BlobStore, variant: str, th
                          manifest, shards if manifest.metadata_columns else 0, settings.export_license, given)
 
 
+def contributors(ctx: ExportContext) -> list[dict[str, str]]:
+    """The package's contributors: the request's ``caller`` (contact) and the operator's attribution (rights
+    holder). The Data Package schema Camtrap DP builds on wants at least one, each with a title: without either, a
+    rights holder that says it was not named, rather than an empty list a validator refuses."""
+    people = []
+    caller = str(ctx.request.get("caller") or "")
+    if caller:
+        people.append({"title": caller, "role": "contact"})
+    if ctx.manifest.attribution:
+        people.append({"title": ctx.manifest.attribution, "role": "rightsHolder"})
+    return people or [{"title": f"not named: the owner of the images in container {ctx.request.get('container', '')} "
+                                "(the operator names it with TRAPBATCH_EXPORT_ATTRIBUTION)", "role": "rightsHolder"}]
+
+
 def write_descriptor(store: BlobStore, ctx: ExportContext, camtrap: camtrapdp.CamtrapBuilder) -> None:
     """``datapackage.json`` of the variant's Camtrap DP package."""
     licenses = ([{"name": ctx.license, "scope": "data"}, {"name": ctx.license, "scope": "media"}]
                 if ctx.license else None)
-    caller = str(ctx.request.get("caller") or "")
     descriptor = camtrap.descriptor(
         f"trapbatch-{ctx.task_id}" + (f"-{ctx.variant}" if ctx.variant else ""), ctx.title, ctx.completed_at,
-        [{"title": caller, "role": "contact"}] if caller else [], licenses)
+        contributors(ctx), licenses)
     store.write_json(ctx.container, layout.camtrap_dp_blob(ctx.task_id, "datapackage.json", ctx.variant), descriptor)
 
 

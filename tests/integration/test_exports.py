@@ -108,7 +108,8 @@ def test_exports_of_a_results_file(task: tuple[Settings, BlobStore, Path], tmp_p
     report = validate(package)
     assert report.valid, report.flatten(["type", "note"])
     descriptor = json.loads((package / "datapackage.json").read_text())
-    assert descriptor["contributors"] == [{"title": "ana", "role": "contact"}]
+    assert descriptor["contributors"] == [{"title": "ana", "role": "contact"},
+                                          {"title": "Univ. of X", "role": "rightsHolder"}]  # TRAPBATCH_EXPORT_ATTRIBUTION
     assert {lic["scope"] for lic in descriptor["licenses"]} == {"data", "media"}
 
     # Zooniverse: batches of at most 2, every image but the failed one exactly once
