@@ -129,6 +129,7 @@ async def start_task(client: df.DurableOrchestrationClient, body: Any, settings:
         raise RequestInvalid("no detector model given", "add \"model\" (e.g. \"MDV5A\") to the request, or set "
                              "TRAPBATCH_MODEL for the app")
     check_model_reference(request.model, settings)
+    as_given = request
     request = dataclasses.replace(request, model=canonical_name(request.model))  # one task per model, not per alias
     if request.credential_secret and not settings.secret_store_env():
         raise RequestInvalid(f"the request names secret {request.credential_secret!r}, but this trapbatch has no "
@@ -145,6 +146,13 @@ async def start_task(client: df.DurableOrchestrationClient, body: Any, settings:
     request = await asyncio.to_thread(_check_source, request, settings)  # blocking storage calls: off the loop
     task_id = request.task_id_for(caller.id)
     existing = await client.get_status(task_id, show_input=True)
+    if _runtime(existing) is None and as_given.model != request.model:
+        # A release before model names were made canonical named the task by the alias as given: a request posted
+        # again (a retry, a failed task resumed) finds that task instead of starting the same work twice.
+        legacy_id = as_given.task_id_for(caller.id)
+        legacy = await client.get_status(legacy_id, show_input=True)
+        if _runtime(legacy) is not None:
+            request, task_id, existing = as_given, legacy_id, legacy
     runtime = _runtime(existing)
     if runtime in ACTIVE and request.rerun:
         raise TaskStillRunning(f"task {task_id} is still running (stage: {_stage_of(existing)}); it can be run again "

@@ -74,3 +74,31 @@ def test_the_api_names_the_task_by_the_models_one_name(monkeypatch: pytest.Monke
     ids = {asyncio.run(starters.start_task(Running(), {"container": "photos", "model": m}, _settings()))[1]
            for m in ("mdv5a", "MDV5A", "v5a.0.1")}
     assert len(ids) == 1
+
+
+def test_a_task_an_earlier_release_named_by_an_alias_is_found_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tasks started before model names were made canonical carry the alias's id; posting the same request again
+    (a retry, resuming a failed task) after an upgrade must find that task, not start the work a second time."""
+    import asyncio
+    from types import SimpleNamespace
+    from typing import Any
+
+    from api import starters
+    from core.requests import parse_task_request
+
+    old_id = parse_task_request({"container": "photos", "model": "mdv5a"}).task_id_for()
+    canonical_id = parse_task_request({"container": "photos", "model": "MDV5A"}).task_id_for()
+    assert old_id != canonical_id
+
+    class Known:
+        def __init__(self, ids: set[str]) -> None:
+            self.ids = ids
+
+        async def get_status(self, instance_id: str, *args: Any, **kwargs: Any) -> Any:
+            runtime = SimpleNamespace(value="Running") if instance_id in self.ids else None
+            return SimpleNamespace(runtime_status=runtime, custom_status={}, input_=None)
+
+    monkeypatch.setattr(starters, "_check_source", lambda request, settings: request)
+    body = {"container": "photos", "model": "mdv5a"}
+    assert asyncio.run(starters.start_task(Known({old_id}), body, _settings())) == (False, old_id)
+    assert asyncio.run(starters.start_task(Known({old_id, canonical_id}), body, _settings())) == (False, canonical_id)
