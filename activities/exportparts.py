@@ -112,7 +112,7 @@ def run_exports_part(payload: c.ExportsPartInput, settings: Settings, store: Blo
 
         listed = ListMetadata(store, container, task_id, ctx.list_shards, payload["first_shard"])
         with ViewLines(iter_export_views(store, settings, task_id, payload["first_shard"],
-                                         int(payload.get("shards", 0)), ctx.cut, ctx.plain(), "exports",
+                                         int(payload.get("shards", 0)), ctx.cut, ctx.plain_camtrap(), "exports",
                                          *ctx.view_list()), camtrap,
                        direct={k: _Fragment(buffered[k], files[k]) for k in FRAGMENTS}) as views:
             views.write(writer, text["images"], text["annotations"], camtrap, media, observations, continued=True)

@@ -467,12 +467,22 @@ class ExportContext:
         return camtrapdp.CamtrapBuilder(threshold=self.cut, detection_categories=self.categories,
                                         completed_at=self.completed_at,
                                         classified_by=f"MegaDetector {mdformat.detector_version(self.model)}",
-                                        given=given or {})
+                                        given=given or {}, utc_offset=self.utc_offset())
+
+    def utc_offset(self) -> str:
+        """The request's ``utc_offset`` (the cameras' zone, for Camtrap DP's capture times), "" for none."""
+        return str(self.request.get("utc_offset") or "")
 
     def plain(self) -> bool:
         """Whether these exports are what a worker's merge view assumes for its lines: the original variant and
         MegaDetector's categories (``activities.fanin.export_views``; the image list's rows: ``view_columns``)."""
         return not self.variant and self.categories == mdformat.DETECTION_CATEGORIES
+
+    def plain_camtrap(self) -> bool:
+        """``plain``, and the view's Camtrap DP lines hold this task's capture times: a view writes times without a
+        zone as UTC, so a task with a ``utc_offset`` formats its entries instead (its Zooniverse rows, which hold no
+        time, still come from the views)."""
+        return self.plain() and not self.utc_offset()
 
     def view_list(self) -> tuple[tuple[str, ...], str]:
         """(``view_columns``, ``given_etag``): the image-list rows and first facts a view's export lines must have
@@ -578,7 +588,7 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
             by_capture = ctx.captures()  # subjects are captures: written below from the entries, not row by row
             listed = ListMetadata(store, container, task_id, list_shards)
             views = files.enter_context(ViewLines(iter_export_views(
-                store, settings, task_id, 0, int(enumeration.get("shards") or 0), cut, ctx.plain(), "exports",
+                store, settings, task_id, 0, int(enumeration.get("shards") or 0), cut, ctx.plain_camtrap(), "exports",
                 *ctx.view_list()), camtrap, manifest))
             lengths = array("q")
             views.write(writer, tmp["images"], tmp["annotations"], camtrap, media, observations, continued=False)

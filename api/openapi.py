@@ -81,6 +81,10 @@ REQUEST_FIELDS: dict[str, dict[str, Any]] = {
                  "changed images (and those without a final result) to the pool; the new results file holds every "
                  "image once (images deleted since are dropped); a served generation enumerated before ETags were "
                  "recorded reuses nothing; the status counts 'reused'; not part of the task id"},
+    "utc_offset": {**_STR, "pattern": rq.UTC_OFFSET_PATTERN, "description": "the offset from UTC of the cameras' "
+                   "clocks (+HH:MM or -HH:MM, Z for UTC): the Camtrap DP export writes capture times without a zone "
+                   "(EXIF's) in it; default: taken as UTC, as the package's description says; not part of the task "
+                   "id", "examples": ["+02:00"]},
 }
 
 

@@ -81,6 +81,8 @@ REQUEST_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--previews-expire-days", "previews_expire_days", int, "days after the task ends that its preview pages come "
      "off the public website"),
     ("--image-list", "image_list", str, "a JSON or CSV blob in the container naming exactly the images to run"),
+    ("--utc-offset", "utc_offset", str, "the cameras' clocks' offset from UTC (+02:00): Camtrap DP's capture times "
+     "are in it"),
 ]
 
 

@@ -110,8 +110,8 @@ def combine_deployments(builder: camtrapdp.CamtrapBuilder, parts_facts: Sequence
         for dep, start, end, issues, location, lat, lon, camera in facts:
             known = builder.deployments.get(dep)
             if known is None:
-                known = builder.deployments[dep] = camtrapdp._Deployment(start, end, location=location)
-            known.start, known.end = min(known.start, start), max(known.end, end)
+                known = builder.deployments[dep] = camtrapdp._Deployment("", "", location=location)
+            known.cover(start, end)
             known.timestamp_issues = known.timestamp_issues or bool(issues)
             if known.latitude is None and lat is not None:
                 known.latitude, known.longitude = lat, lon

@@ -20,7 +20,7 @@ _CONTAINER_RE = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$")
 ALLOWED_FIELDS = ("container", "prefix", "first_n", "sample_n", "seed", "model", "request_name", "caller",
                   "images_per_shard", "source_account_url", "credential_secret", "max_failed_fraction",
                   "preview_threshold", "dry_run", "notify_url", "previews_expire_days", "image_list", "rerun",
-                  "only_new")
+                  "only_new", "utc_offset")
 # Fields the edge sets, never the body: the image list's content hash (api/starters.py reads the list). They travel
 # with the request (to_dict / from_dict) so the enumeration can check it reads the list the id was made from.
 EDGE_FIELDS = ("image_list_sha256",)
@@ -84,6 +84,10 @@ class TaskRequest:
     # results of the images whose name and ETag are unchanged and runs only the others (``activities.reuse``).
     rerun: bool = False
     only_new: bool = False
+    # The cameras' offset from UTC (``+02:00``): Camtrap DP wants each capture time with a zone and EXIF gives a
+    # camera's clock without one (gpu_batch.formats.camtrapdp); "": taken as UTC, as the package says. Not part of
+    # the task id: it says how to write the times, not what to detect.
+    utc_offset: str = ""
 
     @property
     def task_id(self) -> str:
@@ -287,7 +291,29 @@ def parse_task_request(body: Any, default_model: str = "", default_images_per_sh
         image_list=image_list,
         rerun=_opt_bool(body, "rerun") or _only_new(body),
         only_new=_only_new(body),
+        utc_offset=_utc_offset(body),
     )
+
+
+# An offset from UTC as ISO 8601 writes it (``+02:00``, ``+0200``, ``Z``), within the zones in use: UTC-12:00 to
+# UTC+14:00. api/openapi.py states the same pattern (its test feeds both the same bodies).
+UTC_OFFSET_PATTERN = r"^([Zz]|[+]((0\d|1[0-3]):?[0-5]\d|14:?00)|-((0\d|1[01]):?[0-5]\d|12:?00))?$"
+_UTC_OFFSET_RE = re.compile(UTC_OFFSET_PATTERN)
+
+
+def _utc_offset(body: Mapping[str, Any]) -> str:
+    """``utc_offset`` as ``+HH:MM`` (``Z`` is ``+00:00``), or "" when absent."""
+    raw = body.get("utc_offset")
+    if raw is None or raw == "":
+        return ""
+    hint = ('give the offset from UTC of the cameras\' clocks as "+HH:MM" or "-HH:MM" (UTC-12:00 to UTC+14:00), e.g. '
+            '"+02:00" for central Europe in summer or "-05:00" for US Eastern standard time')
+    if not isinstance(raw, str) or _UTC_OFFSET_RE.match(raw) is None:
+        raise RequestInvalid(f"'utc_offset' {raw!r} is not an offset from UTC in use", hint)
+    if raw in ("Z", "z"):
+        return "+00:00"
+    digits = raw[1:].replace(":", "")
+    return f"{raw[0]}{digits[:2]}:{digits[2:]}"
 
 
 RERENDER_FIELDS = ("threshold",)

@@ -9,7 +9,8 @@ What maps to what:
 
 * a **deployment** per camera folder: the folder of the image with camera overflow folders (``100RECNX``,
   ``100EK113``, ``100_BTCF``, ``100MEDIA``, ``100DSCIM``) removed, as MegaDetector's
-  ``ct_utils.image_file_to_camera_folder`` does; its start and end are its first and last media timestamps;
+  ``ct_utils.image_file_to_camera_folder`` does; its start and end are its first and last capture times (the
+  detection time for a deployment without any);
 * a **media** row per image (failed ones too: the file exists), ``filePath`` the blob name, ``filePublic`` false
   (the images stay in the owner's storage);
 * **observations** at media level: one per detection at or above the threshold (``animal`` / ``human`` /
@@ -18,17 +19,19 @@ What maps to what:
   ``classificationProbability`` the confidence), and one ``blank`` observation per image without any. Failed images
   and removed repeats (negative confidence) get none.
 
-What the results do not know, and how it is said instead of invented: capture time (the results carry no EXIF
-dates; an entry's ``datetime``, as MegaDetector writes it when asked to read EXIF, is used when present) falls back to
-the detection completion time, and such media say so in ``mediaComments`` while their deployment gets
-``timestampIssues`` true; coordinates (required by Camtrap DP) are taken from ``locations`` when the caller gives them,
-else written as 0, 0 with a ``deploymentComments`` note to replace them before publishing.
+What the results do not know, and how it is said instead of invented: capture time (an entry's ``datetime``, the
+EXIF ``DateTimeOriginal`` the worker writes as MegaDetector does with ``--include_image_timestamp``, is used when
+present) falls back to the detection completion time for an image without one, and such media say so in
+``mediaComments`` while their deployment gets ``timestampIssues`` true; the cameras' time zone (EXIF times have
+none) is the task's ``utc_offset``, else UTC, as the package's description says; coordinates (required by Camtrap
+DP) are taken from ``locations`` when the caller gives them, else written as 0, 0 with a ``deploymentComments`` note
+to replace them before publishing.
 
 An explicit image list's metadata (``core.imagelist``), when the caller gives an image's row: the columns
 ``gpu_batch.formats.listfields`` recognises fill Camtrap DP fields, and the rest is kept in the media row:
 
 * a capture time (``datetime``, ``timestamp``...) is the media ``timestamp`` when the entry has no readable
-  ``datetime`` of its own (a time without offset is taken as UTC, as for EXIF);
+  ``datetime`` of its own (a time without offset is in the task's ``utc_offset``, else UTC, as for EXIF);
 * a location (``location``, ``site``...) is the deployment's ``locationID`` and ``locationName``, and part of its
   id: images of one camera folder at two locations are two deployments (``<folder>@<location>``), since a
   deployment is one camera at one place;
@@ -51,7 +54,7 @@ import json
 import posixpath
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any, Iterable, Mapping, Sequence
 
 from gpu_batch.formats import csvline, listfields
@@ -80,6 +83,9 @@ OBSERVATION_TYPES = {"animal": "animal", "person": "human", "vehicle": "vehicle"
 _OVERFLOW = [re.compile(p) for p in (r"/\d+RECNX/", r"/\d+EK\d+/", r"/\d+_BTCF/", r"/\d+MEDIA/", r"/\d+DSCIM/")]
 _MEDIATYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".gif": "image/gif"}
 NO_CAPTURE_TIME = "capture time unknown: the detection completion time stands in for it"
+# Camtrap DP timestamps carry a zone and EXIF's do not: without the task's utc_offset they are written as UTC, said
+NO_ZONE = ("Capture times without a time zone (the cameras' clocks, as EXIF writes them) are written as UTC: "
+           "the task gave no utc_offset.")
 NO_COORDINATES = "coordinates unknown (0, 0 stand in): replace latitude and longitude before publishing"
 ROOT_DEPLOYMENT = "(root)"
 LIST_METADATA_LABEL = "image list: "  # mediaComments: the image list's other columns follow, as a JSON object
@@ -150,9 +156,10 @@ def media_id(file: str) -> str:
     return hashlib.sha1(file.encode("utf-8")).hexdigest()[:16]
 
 
-def camtrap_timestamp(value: str) -> str | None:
+def camtrap_timestamp(value: str, zone: tzinfo = timezone.utc) -> str | None:
     """An ISO 8601 time (or MegaDetector's ``YYYY:MM:DD HH:MM:SS`` EXIF form) as Camtrap DP's
-    ``%Y-%m-%dT%H:%M:%S%z``; a time without offset is taken as UTC. None when it cannot be read."""
+    ``%Y-%m-%dT%H:%M:%S%z``; a time without offset (a camera's clock) is taken as being in ``zone``: the task's
+    ``utc_offset``, else UTC. None when it cannot be read."""
     text = value.strip()
     if re.match(r"^\d{4}:\d{2}:\d{2} ", text):
         text = text.replace(":", "-", 2)
@@ -161,12 +168,25 @@ def camtrap_timestamp(value: str) -> str | None:
     except ValueError:
         return None
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
+        parsed = parsed.replace(tzinfo=zone)
     return parsed.replace(microsecond=0).isoformat()
+
+
+def utc_offset_zone(offset: str) -> tzinfo:
+    """The fixed zone of a request's ``utc_offset`` (``+02:00``, ``-05:30``, ``Z``; ``core.requests`` checked its
+    form), UTC for none."""
+    if not offset or offset in ("Z", "z"):
+        return timezone.utc
+    sign = -1 if offset[0] == "-" else 1
+    hours, minutes = int(offset[1:3]), int(offset[4:6])
+    return timezone(sign * timedelta(hours=hours, minutes=minutes))
 
 
 @dataclass(slots=True)
 class _Deployment:
+    # the first and last capture time of its images ("" until one has a capture time: an image without one, a
+    # failed one say, does not stretch the span to the detection time, which stands in only for a deployment with
+    # no capture time at all, in ``deployment_rows``)
     start: str
     end: str
     timestamp_issues: bool = False
@@ -174,6 +194,13 @@ class _Deployment:
     latitude: float | None = None
     longitude: float | None = None
     camera: str = ""
+
+    def cover(self, start: str, end: str) -> None:
+        """Widen the span to ``start``..``end`` ("" for no capture time: no change)."""
+        if start and (not self.start or start < self.start):
+            self.start = start
+        if end and end > self.end:
+            self.end = end
 
 
 @dataclass(slots=True)
@@ -186,6 +213,9 @@ class CamtrapBuilder:
     completed_at: str
     classified_by: str
     locations: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # the cameras' offset from UTC (the request's ``utc_offset``, ``+02:00``): capture times without one (EXIF's)
+    # are in it; "" takes them as UTC, and the package's description says so
+    utc_offset: str = ""
     deployments: dict[str, _Deployment] = field(default_factory=dict)
     taxa: set[str] = field(default_factory=set)
     counts: dict[str, int] = field(default_factory=lambda: {"media": 0, "observations": 0})
@@ -193,9 +223,11 @@ class CamtrapBuilder:
     # task's first facts: ``core.exportparts.parts_to_redo``); a deployment starts from them instead of from nothing
     given: Mapping[str, Sequence[Any]] = field(default_factory=dict)
     _quoted: str | None = None  # add_lines: the observations' constant tail, quoted once
+    _zone: tzinfo = timezone.utc  # utc_offset's zone (__post_init__)
 
     def __post_init__(self) -> None:
         self.completed_at = camtrap_timestamp(self.completed_at) or datetime(1970, 1, 1, tzinfo=timezone.utc).isoformat()
+        self._zone = utc_offset_zone(self.utc_offset)
 
     def add(self, entry: Mapping[str, Any],
             metadata: Mapping[str, str] | None = None) -> tuple[list[Any], list[list[Any]]]:
@@ -240,30 +272,28 @@ class CamtrapBuilder:
         location = known_fields["location"][1] if "location" in known_fields else ""
         dep, mid = deployment_id(file, location), media_id(file)
         raw_time = entry.get("datetime")
-        timestamp = camtrap_timestamp(raw_time) if isinstance(raw_time, str) else None
+        timestamp = camtrap_timestamp(raw_time, self._zone) if isinstance(raw_time, str) else None
         if "datetime" in known_fields:
             column, value = known_fields["datetime"]
-            listed_time = camtrap_timestamp(value) if timestamp is None else None
+            listed_time = camtrap_timestamp(value, self._zone) if timestamp is None else None
             if listed_time is None:
                 rest[column] = value  # unreadable, or the entry's own time stands: kept, not lost
             timestamp = timestamp or listed_time
         comments = []
+        captured = timestamp or ""
         if timestamp is None:
             timestamp = self.completed_at
             comments.append(NO_CAPTURE_TIME)
         failed = entry.get("failure") is not None
         known = self.deployments.get(dep)
         if known is None:
-            known = self.deployments[dep] = _Deployment(timestamp, timestamp, location=location)
+            known = self.deployments[dep] = _Deployment("", "", location=location)
             if dep in self.given:
                 lat, lon, camera = self.given[dep]
                 if lat is not None and lon is not None:
                     known.latitude, known.longitude = float(lat), float(lon)
                 known.camera = str(camera or "")
-        if timestamp < known.start:
-            known.start = timestamp
-        if timestamp > known.end:
-            known.end = timestamp
+        known.cover(captured, captured)
         if comments:
             known.timestamp_issues = True
         if known_fields:
@@ -342,7 +372,8 @@ class CamtrapBuilder:
 
     def deployment_facts(self) -> list[list[Any]]:
         """The deployments as ``[id, start, end, timestamp_issues, location, latitude, longitude, camera]`` rows, in
-        insertion order: what an exports part reports and a merge view carries (``core.exportparts``)."""
+        insertion order: what an exports part reports and a merge view carries (``core.exportparts``); start and end
+        "" for a deployment none of whose images had a capture time."""
         return [[dep, d.start, d.end, d.timestamp_issues, d.location, d.latitude, d.longitude, d.camera]
                 for dep, d in self.deployments.items()]
 
@@ -355,7 +386,8 @@ class CamtrapBuilder:
             row = {"deploymentID": dep, "locationID": span.location,
                    "locationName": str(where.get("locationName", span.location or dep)),
                    "latitude": coords[0] if coords else 0, "longitude": coords[1] if coords else 0,
-                   "cameraID": span.camera, "deploymentStart": span.start, "deploymentEnd": span.end,
+                   "cameraID": span.camera, "deploymentStart": span.start or self.completed_at,
+                   "deploymentEnd": span.end or self.completed_at,
                    "timestampIssues": "true" if span.timestamp_issues else "false",
                    "deploymentComments": "; ".join(comments + ([NO_CAPTURE_TIME] if span.timestamp_issues else []))}
             rows.append([row.get(c, "") for c in DEPLOYMENT_COLUMNS])
@@ -364,8 +396,8 @@ class CamtrapBuilder:
     def descriptor(self, name: str, title: str, created: str, contributors: list[dict[str, str]],
                    licenses: list[dict[str, str]] | None = None) -> dict[str, Any]:
         """``datapackage.json``: the three tables with the canonical 1.0.2 schemas, and the required metadata."""
-        starts = [d.start for d in self.deployments.values()] or [self.completed_at]
-        ends = [d.end for d in self.deployments.values()] or [self.completed_at]
+        starts = [d.start or self.completed_at for d in self.deployments.values()] or [self.completed_at]
+        ends = [d.end or self.completed_at for d in self.deployments.values()] or [self.completed_at]
         coords = [(float(w["longitude"]), float(w["latitude"])) for w in self.locations.values()
                   if isinstance(w.get("latitude"), (int, float)) and isinstance(w.get("longitude"), (int, float))]
         coords += [(d.longitude, d.latitude) for d in self.deployments.values()
@@ -384,7 +416,9 @@ class CamtrapBuilder:
             "created": camtrap_timestamp(created) or created,
             "contributors": contributors,
             "description": ("MegaDetector detections (machine observations, not species identifications) made by "
-                            f"{self.classified_by}; observations at or above confidence {self.threshold}."),
+                            f"{self.classified_by}; observations at or above confidence {self.threshold}. "
+                            + (f"Capture times without a time zone (the cameras' clocks) are at UTC{self.utc_offset}."
+                               if self.utc_offset else NO_ZONE)),
             "project": {"title": title, "samplingDesign": "opportunistic", "captureMethod": ["activityDetection"],
                         "individualAnimals": False, "observationLevel": ["media"]},
             "spatial": spatial,

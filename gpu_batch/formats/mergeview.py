@@ -63,7 +63,7 @@ from gpu_batch.formats.entries import DETECTION_CATEGORIES, entry_fragment, fail
 from gpu_batch.formats.previewsample import PreviewSampler
 from gpu_batch.manifest import ShardManifest, ViewBasis, ViewList, plain_etag
 
-VIEW_VERSION = 1
+VIEW_VERSION = 2
 COUNTS = ("images", "failed", "with_detections", "detections", "empty")
 
 
@@ -358,8 +358,9 @@ CLASSIFIED_BY = "\x00classified_by\x00"
 class CamtrapLines:
     """A shard's Camtrap DP media and observation lines (``camtrapdp.CamtrapBuilder.add_lines``) with
     ``COMPLETED_AT`` and ``CLASSIFIED_BY`` in place of the task's values, how many of each, and the deployments'
-    facts (``[id, start, end, timestamp_issues, location, latitude, longitude, camera]``, start and end
-    ``COMPLETED_AT``)."""
+    facts (``[id, start, end, timestamp_issues, location, latitude, longitude, camera]``, start and end the
+    capture times' span, "" for a deployment without any: the completion time stands in only once every part is
+    combined, ``camtrapdp.CamtrapBuilder.deployment_rows``)."""
 
     media: bytes
     observations: bytes
@@ -381,9 +382,7 @@ class CamtrapLines:
 def camtrap_lines(entries: Sequence[Mapping[str, Any]], threshold: float,
                   listed: ListedRows | None = None) -> CamtrapLines | None:
     """The shard's Camtrap DP lines at ``threshold`` with MegaDetector's categories and each image's list row, if
-    ``listed`` (see ``CamtrapLines``); None when a name, a failure or a listed value holds NUL, or when a deployment
-    has images with a capture time and images without one (its start and end would then depend on the task's
-    completion time, which the view does not know)."""
+    ``listed`` (see ``CamtrapLines``); None when a name, a failure or a listed value holds NUL."""
     if any("\x00" in str(e.get("file", "")) + str(e.get("failure") or "") for e in entries) or _holds_nul(listed):
         return None
     builder = camtrapdp.CamtrapBuilder(threshold=threshold, detection_categories=DETECTION_CATEGORIES,
@@ -396,10 +395,7 @@ def camtrap_lines(entries: Sequence[Mapping[str, Any]], threshold: float,
         row, rows = builder.add_lines(entry, listed.of(str(entry["file"])) if listed is not None else None)
         media.append(row)
         observations.append(rows)
-    facts = builder.deployment_facts()
-    # a deployment's span is its images' times (none placeholder) or the completion time alone (all placeholder)
-    if any(COMPLETED_AT in (fact[1], fact[2]) and fact[1] != fact[2] for fact in facts):
-        return None
+    facts = builder.deployment_facts()  # a deployment's span is its images' capture times, "" for none
     return CamtrapLines("".join(media).encode("utf-8"), "".join(observations).encode("utf-8"),
                         builder.counts["media"], builder.counts["observations"], facts)
 

@@ -52,10 +52,15 @@ def _rng(*parts: object) -> random.Random:
     return random.Random(int.from_bytes(digest, "big"))
 
 
+CLOCK_SET_SHARE = 0.9  # the share of cameras (folders) whose images carry an EXIF capture time
+CLOCK_SPAN_S = 90 * 86400  # their times fall in a season of 90 days (from 2024-05-01)
+
+
 def synthetic_entry(name: str, attempt: int, failure_rate: float, seed: int = 0) -> dict[str, Any]:
     """One image's synthetic result: a retryable failure with probability ``failure_rate`` (per attempt), else 0-3
     random detections, plus with probability ``REPEAT_SHARE`` one of three fixed boxes of the image's folder, and
-    the folder's camera resolution as ``width``/``height`` (failures carry none, as the worker's)."""
+    the folder's camera resolution as ``width``/``height`` and, unless the folder's camera is one whose clock was
+    never set (``CLOCK_SET_SHARE``), a capture time as ``datetime`` (failures carry neither, as the worker's)."""
     if failure_rate and _rng(seed, "fail", name, attempt).random() < failure_rate:
         return {"file": name, "failure": "image access failure", "detections": None,
                 **contract.failure_fields(contract.REASON_DOWNLOAD)}
@@ -71,8 +76,14 @@ def synthetic_entry(name: str, attempt: int, failure_rate: float, seed: int = 0)
         place = _rng(seed, "rock", folder, rng.randrange(3))
         detections.append({"category": "1", "conf": round(rng.uniform(0.3, 0.9), 3),
                            "bbox": [round(place.random() * 0.8, 4), round(place.random() * 0.8, 4), 0.1, 0.1]})
-    width, height = _rng(seed, "camera", folder).choice(CAMERA_SIZES)
-    return {"file": name, "detections": detections, "width": width, "height": height}
+    camera = _rng(seed, "camera", folder)
+    width, height = camera.choice(CAMERA_SIZES)
+    entry: dict[str, Any] = {"file": name, "detections": detections, "width": width, "height": height}
+    if camera.random() < CLOCK_SET_SHARE:  # the capture time, as the worker reads it from EXIF
+        at = _rng(seed, "clock", name).randrange(CLOCK_SPAN_S)
+        entry["datetime"] = f"2024:{5 + at // 2_592_000:02d}:{1 + at // 86400 % 30:02d} " \
+                            f"{at // 3600 % 24:02d}:{at // 60 % 60:02d}:{at % 60:02d}"
+    return entry
 
 
 class SimulatedPool:

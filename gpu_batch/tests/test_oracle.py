@@ -1,7 +1,8 @@
 """Same answers as MegaDetector: our worker vs megadetector's own run_detector_batch on the same checkpoint.
 
-MegaDetector runs with ``include_image_size``, so each success's ``width``/``height`` (which the worker always
-writes) must be MegaDetector's too, EXIF-turned images included.
+MegaDetector runs with ``include_image_size`` and ``include_image_timestamp``, so each success's ``width``/``height``
+and ``datetime`` (which the worker always writes, the time when the EXIF has a readable one) must be MegaDetector's
+too, EXIF-turned images and unset camera clocks included.
 
 The oracle is the real ``megadetector`` package (installed by scripts/install_oracle_deps.sh), run in a subprocess
 on a random-weight YOLOv5n6 checkpoint pickled like MDv5. On CPU in fp32 every detection above 0.05 must pair up
@@ -44,6 +45,19 @@ def _extra_kinds(folder: Path) -> list[str]:
     textured(500, 400, 11).convert("RGBA").save(buf, format="PNG")
     (folder / "rgba.png").write_bytes(buf.getvalue())
     names += ["rot6.jpg", "gray.jpg", "cmyk.jpg", "gray16.png", "truncated.jpg", "rgba.png"]
+    # capture times: DateTimeOriginal (Exif IFD) beside a turn, a camera clock never set, only IFD0's DateTime
+    # (MegaDetector reads DateTimeOriginal alone), a PNG's eXIf chunk
+    for name, fmt, tags in (("dated_rot6.jpg", "JPEG", {274: 6, 36867: "2024:05:02 09:59:58"}),
+                            ("clock_unset.jpg", "JPEG", {36867: "0000:00:00 00:00:00"}),
+                            ("ifd0_only.jpg", "JPEG", {306: "2024:05:02 10:00:00"}),
+                            ("dated.png", "PNG", {36867: "2023:12:31 23:59:59"})):
+        exif = Image.Exif()
+        for tag, value in tags.items():
+            (exif.get_ifd(0x8769) if tag == 36867 else exif)[tag] = value
+        buf = io.BytesIO()
+        textured(640, 480, len(names)).save(buf, format=fmt, exif=exif.tobytes())  # PNG skips an Exif without IFD0
+        (folder / name).write_bytes(buf.getvalue())
+        names.append(name)
     return names
 
 
@@ -74,8 +88,9 @@ def _iou(a: list[float], b: list[float]) -> float:
 
 def compare(ours: dict[str, dict[str, Any]], theirs: dict[str, dict[str, Any]], coord_tol: float,
             conf_tol: float, min_iou: float | None = None) -> int:
-    """Assert every detection above CONF_FLOOR on either side has a partner, and each success's size is
-    MegaDetector's (``--include_image_size``); returns the number of pairs."""
+    """Assert every detection above CONF_FLOOR on either side has a partner, and each success's size and capture
+    time are MegaDetector's (``--include_image_size``, ``--include_image_timestamp``, which writes null for no time:
+    the worker leaves the key out); returns the number of pairs."""
     assert set(ours) == set(theirs)
     pairs = 0
     for name in sorted(ours):
@@ -83,8 +98,9 @@ def compare(ours: dict[str, dict[str, Any]], theirs: dict[str, dict[str, Any]], 
         assert a.get("failure") == b.get("failure"), (name, a.get("failure"), b.get("failure"))
         if not a.get("failure"):  # MegaDetector also sizes an image it opened but failed at inference; we do not
             assert (a.get("width"), a.get("height")) == (b.get("width"), b.get("height")), name
+            assert a.get("datetime") == b.get("datetime") and a.get("datetime", "") is not None, name
         else:
-            assert "width" not in a and "height" not in a, name
+            assert "width" not in a and "height" not in a and "datetime" not in a, name
         if a.get("failure"):
             continue
         for src, dst, label in ((a, b, "ours->md"), (b, a, "md->ours")):
@@ -120,6 +136,9 @@ def test_worker_matches_megadetector_cpu_fp32(checkpoint: Path, tmp_path: Path) 
     assert ours["rot6.jpg"]["detections"] and ours["truncated.jpg"]["detections"]
     assert (ours["rot6.jpg"]["width"], ours["rot6.jpg"]["height"]) == (600, 800)  # stored 800 x 600, turned
     assert all(isinstance(e.get("width"), int) for e in ours.values() if not e.get("failure"))
+    assert {n: e["datetime"] for n, e in ours.items() if "datetime" in e} == {
+        "dated_rot6.jpg": "2024:05:02 09:59:58", "dated.png": "2023:12:31 23:59:59"}
+    assert (ours["dated_rot6.jpg"]["width"], ours["dated_rot6.jpg"]["height"]) == (480, 640)
     print(f"oracle: {len(names)} images, {pairs} detection pairs above {CONF_FLOOR} matched")
 
 

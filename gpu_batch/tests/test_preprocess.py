@@ -17,7 +17,8 @@ from PIL import Image
 
 from gpu_batch.tests.conftest import run_worker_cli, summary_line, write_manifest
 from gpu_batch.tests.imagegen import jpeg_bytes, textured
-from gpu_batch.worker.preprocess import ImageAccessError, decode_image, letterbox_cpu, letterbox_geometry
+from gpu_batch.worker.preprocess import (ImageAccessError, decode_image, decode_image_and_time, letterbox_cpu,
+                                         letterbox_geometry)
 
 
 def _png_header_only(width: int, height: int) -> bytes:
@@ -43,6 +44,7 @@ KINDS: dict[str, Any] = {
     "gray.jpg": lambda: jpeg_bytes(textured(400, 300, 4).convert("L")),
     "gray16.png": lambda: _png(Image.fromarray(np.arange(120 * 160, dtype=np.uint16).reshape(120, 160) * 3)),
     "exif_rot8.jpg": lambda: jpeg_bytes(textured(600, 400, 5), exif=_exif(8)),
+    "dated_rot6.jpg": lambda: _dated("2024:05:02 09:59:58", orientation=6),
     "bomb.png": lambda: _png_header_only(20000, 20000),
     "tiny_1x1.png": lambda: _png(Image.new("RGB", (1, 1), (200, 10, 10))),
     "d\u00e9j\u00e0 vu/\u732b \u5199\u771f 01.jpg": lambda: jpeg_bytes(textured(320, 240, 6)),
@@ -94,6 +96,7 @@ def test_each_kind_gets_exactly_one_entry(robust_run: tuple[dict[str, Any], dict
         for d in entry["detections"]:
             assert d["category"] in ("1", "2", "3") and 0 < d["conf"] <= 1 and len(d["bbox"]) == 4
             assert all(0.0 <= v <= 1.0 for v in d["bbox"])
+        assert entry.get("datetime") == ("2024:05:02 09:59:58" if name == "dated_rot6.jpg" else None), entry
     else:
         failure, reason = expected
         assert entry == {"file": name, "failure": failure, "detections": None, "failure_kind": "permanent",
@@ -106,6 +109,39 @@ def test_exif_rotation_swaps_dimensions() -> None:
     assert decoded.shape == (600, 400, 3)
     mirrored = decode_image(jpeg_bytes(textured(600, 400, 5), exif=_exif(2)))  # MegaDetector ignores mirroring
     assert mirrored.shape == (400, 600, 3)
+
+
+def _dated(value: object, orientation: int | None = None, fmt: str = "JPEG") -> bytes:
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[36867] = value  # DateTimeOriginal lives in the Exif IFD
+    if orientation is not None:
+        exif[274] = orientation
+    buf = io.BytesIO()
+    textured(120, 80, 3).save(buf, format=fmt, exif=exif.tobytes())  # bytes: PNG skips an Exif without IFD0 tags
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(("value", "want"), [("2024:05:02 09:59:58", "2024:05:02 09:59:58"),
+                                             ("0000:00:00 00:00:00", None),  # a camera clock never set
+                                             ("2024-05-02 09:59:58", None),  # not EXIF's form: MegaDetector drops it
+                                             ("2024:05:02 09:59:58 ", None),
+                                             ("", None)])
+def test_capture_time_is_megadetectors_datetime_on_both_decode_paths(value: str, want: str | None) -> None:
+    from gpu_batch.worker.devices import gpu_decodable_jpeg
+
+    data = _dated(value, orientation=6)
+    pixels, captured = decode_image_and_time(data)  # the CPU path (and the GPU path's exact fallback)
+    assert (pixels.shape, captured) == ((120, 80, 3), want)
+    assert gpu_decodable_jpeg(data) == (120, 80, 270, want)  # the nvJPEG / hardware path reads it from the header
+
+
+def test_capture_time_absent_without_exif_and_read_from_a_png() -> None:
+    from gpu_batch.worker.devices import gpu_decodable_jpeg
+
+    assert decode_image_and_time(jpeg_bytes(textured(64, 48, 1)))[1] is None
+    assert gpu_decodable_jpeg(jpeg_bytes(textured(64, 48, 1))) == (48, 64, 0, None)
+    assert decode_image_and_time(_dated("2023:12:31 23:59:59", fmt="PNG"))[1] == "2023:12:31 23:59:59"
+    assert decode_image_and_time(_png(textured(64, 48, 1)))[1] is None
 
 
 def test_grayscale_becomes_rgb_and_truncated_jpeg_decodes() -> None:

@@ -33,7 +33,8 @@ from gpu_batch.worker.hwdecode import (DECODER_CPU, DECODER_HW, DECODER_NVJPEG, 
                                        route_decoded)
 from gpu_batch.worker.loader import LoadedModel
 from gpu_batch.worker.preprocess import (_EXIF_ORIENTATION, _EXIF_ROTATIONS, ImageAccessError, LetterboxGeometry,
-                                         decode_image, letterbox_cpu, letterbox_geometry, letterbox_torch_batch)
+                                         decode_image, decode_image_and_time, exif_capture_time, letterbox_cpu,
+                                         letterbox_geometry, letterbox_torch_batch)
 from gpu_batch.worker.results import FAILURE_IMAGE_OPEN, FAILURE_INFER, detections_entry
 from gpu_batch.worker.sources import ImageSource, SourceError
 
@@ -94,8 +95,9 @@ def start_cuda_warmup(device: torch.device | str) -> threading.Thread | None:
     return thread
 
 
-def gpu_decodable_jpeg(data: bytes) -> tuple[int, int, int] | None:
-    """(height, width, rotation) as MegaDetector would see a plain RGB/grayscale JPEG, or None for the CPU path.
+def gpu_decodable_jpeg(data: bytes) -> tuple[int, int, int, str | None] | None:
+    """(height, width, rotation, capture time) as MegaDetector would see a plain RGB/grayscale JPEG, or None for the
+    CPU path.
 
     Reads only the header. Anything unusual (not JPEG, CMYK, no end-of-image marker, i.e. truncated, which
     MegaDetector gray-fills through PIL) goes through the exact CPU decode instead.
@@ -106,15 +108,17 @@ def gpu_decodable_jpeg(data: bytes) -> tuple[int, int, int] | None:
         image = Image.open(io.BytesIO(data))
         if image.format != "JPEG" or image.mode not in ("RGB", "L"):
             return None
-        rotation = 0
+        rotation, captured = 0, None
         try:
-            rotation = _EXIF_ROTATIONS.get(image._getexif().get(_EXIF_ORIENTATION), 0)  # type: ignore[attr-defined]
+            exif = image._getexif()  # type: ignore[attr-defined]
+            captured = exif_capture_time(exif)
+            rotation = _EXIF_ROTATIONS.get(exif.get(_EXIF_ORIENTATION), 0)
         except Exception:  # noqa: BLE001 - no or unreadable EXIF: MegaDetector ignores it too
             rotation = 0
         w, h = image.size
         if w * h > (Image.MAX_IMAGE_PIXELS or 0) * 2:
             return None  # let the CPU path raise the decompression-bomb failure
-        return (w, h, rotation) if rotation in (90, 270) else (h, w, rotation)
+        return (w, h, rotation, captured) if rotation in (90, 270) else (h, w, rotation, captured)
     except Exception:  # noqa: BLE001 - the CPU path will report what is wrong with it
         return None
 
@@ -132,7 +136,8 @@ def _entries(detector: Detector, items: list[Prepared], prediction: torch.Tensor
     for it, d in zip(items, dets):
         g = it.geometry
         assert g is not None
-        out.append(detections_entry(it.name, Detector.to_md(d, g), width=g.orig_w, height=g.orig_h))
+        out.append(detections_entry(it.name, Detector.to_md(d, g), width=g.orig_w, height=g.orig_h,
+                                    captured=it.captured))
     return out
 
 
@@ -171,12 +176,12 @@ class CpuStages:
             return Prepared(name, failure=FAILURE_IMAGE_OPEN, failure_reason=contract.REASON_UNDECODABLE)
 
     def _prepare(self, data: bytes, name: str) -> Prepared:
-        pixels = decode_image(data)
+        pixels, captured = decode_image_and_time(data)
         if pixels.ndim != 3 or pixels.shape[2] != 3:
             # MegaDetector accepts 16-bit grayscale (I;16) at load time, then fails it at inference.
             return Prepared(name, failure=FAILURE_INFER, failure_reason=contract.REASON_UNSUPPORTED)
         boxed, g = letterbox_cpu(pixels, self.model.image_size, self.model.stride)
-        return Prepared(name, g, boxed)
+        return Prepared(name, g, boxed, captured=captured)
 
     def stage(self, items: list[Prepared], pad_to: int | None) -> Staged:
         arrays = [it.pixels.transpose(2, 0, 1) for it in items if it.pixels is not None]
@@ -212,14 +217,14 @@ class CudaStages(CpuStages):
     def _prepare(self, data: bytes, name: str) -> Prepared:
         header = gpu_decodable_jpeg(data)
         if header is not None:
-            h, w, rotation = header
+            h, w, rotation, captured = header
             g = letterbox_geometry(h, w, self.model.image_size, self.model.stride)
-            return Prepared(name, g, jpeg=data, rotation=rotation)
-        pixels = decode_image(data)
+            return Prepared(name, g, jpeg=data, rotation=rotation, captured=captured)
+        pixels, captured = decode_image_and_time(data)
         if pixels.ndim != 3 or pixels.shape[2] != 3:
             return Prepared(name, failure=FAILURE_INFER, failure_reason=contract.REASON_UNSUPPORTED)
         g = letterbox_geometry(pixels.shape[0], pixels.shape[1], self.model.image_size, self.model.stride)
-        return Prepared(name, g, np.ascontiguousarray(pixels))
+        return Prepared(name, g, np.ascontiguousarray(pixels), captured=captured)
 
     def _decode(self, items: list[Prepared]) -> list[torch.Tensor | None]:
         """HxWx3 uint8 CUDA tensors (None for a failure): JPEGs decoded together, others uploaded."""

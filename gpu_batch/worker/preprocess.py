@@ -8,6 +8,9 @@ Why this module exists: to give the same answers as MegaDetector (``run_detector
   ``rotate(expand=True)`` (mirrored orientations are ignored, as MegaDetector's assert-and-except does), truncated
   files loaded with gray fill (MegaDetector sets ``ImageFile.LOAD_TRUNCATED_IMAGES``), PIL's decompression-bomb limit
   left at its default (so images over ~179 MP fail);
+* capture time = ``run_detector_batch``'s ``get_image_datetime`` (``--include_image_timestamp``): EXIF
+  ``DateTimeOriginal`` as written, when it parses as ``YYYY:MM:DD HH:MM:SS``; taken from the EXIF the orientation
+  already needs (a JPEG's APP1, a PNG's eXIf chunk);
 * letterbox = YOLOv5's ``letterbox(img, 1280, stride=64, auto=True, scaleup=True)``: ``cv2.resize`` INTER_LINEAR to
   the long side, then minimal padding with value 114 to a multiple of the stride.
 
@@ -20,7 +23,9 @@ Must not: know about models, storage, or result files.
 from __future__ import annotations
 
 import io
+import time
 from dataclasses import dataclass
+from typing import Any, Mapping
 
 import cv2
 import numpy as np
@@ -36,6 +41,8 @@ LETTERBOX_VALUE = 114
 _ACCEPTED_MODES = ("RGBA", "RGB", "L", "I;16")
 _EXIF_ORIENTATION = 274
 _EXIF_ROTATIONS = {3: 180, 6: 270, 8: 90}
+_EXIF_DATETIME_ORIGINAL = 36867  # in the Exif IFD; PIL's merged ``_getexif()`` dict has it beside IFD0's tags
+_EXIF_TIME_FORMAT = "%Y:%m:%d %H:%M:%S"
 
 
 class ImageAccessError(Exception):
@@ -50,12 +57,37 @@ class ImageAccessError(Exception):
         self.reason = reason
 
 
+def exif_capture_time(exif: Mapping[int, Any] | None) -> str | None:
+    """The EXIF ``DateTimeOriginal`` as MegaDetector's ``run_detector_batch --include_image_timestamp`` writes it
+    (``get_image_datetime``): the string itself, ``YYYY:MM:DD HH:MM:SS``, when it parses in that form, else None.
+
+    Why from the EXIF the decode already read: a capture time is what turns detections into ecology (Camtrap DP's
+    media timestamp, COCO's ``datetime``, sequences), and reading it again elsewhere would cost an image read each.
+    Cameras that were never set write ``0000:00:00 00:00:00`` or blanks: those are None, not a date.
+    """
+    if not exif:
+        return None
+    value = exif.get(_EXIF_DATETIME_ORIGINAL)
+    if not isinstance(value, str):
+        return None
+    try:
+        time.strptime(value, _EXIF_TIME_FORMAT)
+    except ValueError:
+        return None
+    return value
+
+
 def decode_image(data: bytes) -> np.ndarray:
     """Decode image bytes the way MegaDetector's ``load_image`` does; returns the ``np.asarray`` of the PIL image.
 
     The result is HxWx3 uint8 for ordinary images. A 16-bit grayscale image (mode I;16) comes back as a 2-D uint16
     array, as it does in MegaDetector, where it later fails at inference; callers report it the same way.
     """
+    return decode_image_and_time(data)[0]
+
+
+def decode_image_and_time(data: bytes) -> tuple[np.ndarray, str | None]:
+    """``decode_image`` and the capture time (``exif_capture_time``) from the EXIF the decode reads anyway."""
     if not data:
         raise ImageAccessError("zero-byte file")
     try:
@@ -64,15 +96,17 @@ def decode_image(data: bytes) -> np.ndarray:
             raise ImageAccessError(f"unsupported image mode {image.mode}", contract.REASON_UNSUPPORTED)
         if image.mode in ("RGBA", "L"):
             image = image.convert(mode="RGB")
+        captured = None
         try:
             exif = image._getexif()  # type: ignore[attr-defined]  # JPEG/TIFF only, as in MegaDetector
+            captured = exif_capture_time(exif)
             orientation = exif.get(_EXIF_ORIENTATION, None)
             if orientation is not None and orientation in _EXIF_ROTATIONS:
                 image = image.rotate(_EXIF_ROTATIONS[orientation], expand=True)
         except Exception:  # no EXIF, unreadable EXIF, or not a JPEG: MegaDetector ignores all of these
             pass
         image.load()
-        return np.asarray(image)
+        return np.asarray(image), captured
     except ImageAccessError:
         raise
     except Image.DecompressionBombError as exc:  # over PIL's pixel limit, as in MegaDetector

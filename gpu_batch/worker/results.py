@@ -6,7 +6,7 @@ valid MegaDetector document each time; a restarted attempt reads it back and ski
 
 Entry shapes (MegaDetector batch output format 1.6, https://lila.science/megadetector-output-format):
     {"file": name, "detections": [{"category": "1", "conf": 0.912, "bbox": [x, y, w, h]}, ...],
-     "width": 4000, "height": 3000}
+     "width": 4000, "height": 3000, "datetime": "2024:05:02 09:59:58"}
     {"file": name, "failure": "image access failure" | "inference failure", "detections": null,
      "failure_kind": "retryable" | "permanent", "failure_reason": "auth" | "undecodable" | ...}
 ``width``/``height`` (every success, none on a failure) are the image's pixel size as it was decoded, after its
@@ -14,6 +14,8 @@ EXIF orientation: the keys and values MegaDetector's own ``run_detector_batch`` 
 (``process_image``: ``result['width'] = image.width``, ``image`` being the PIL image ``load_image`` returned, already
 EXIF-transposed; megadetector/detection/run_detector_batch.py, agentmorris/MegaDetector). They let the exports
 turn normalized boxes into pixels (COCO) without reading any image again (trapbatch issue 11).
+``datetime`` (a success whose EXIF has a readable ``DateTimeOriginal``; absent otherwise) is the capture time as
+MegaDetector writes it with ``--include_image_timestamp``: the exports' capture times (Camtrap DP, COCO) come from it.
 Per-image failures are data, never exceptions; ``failure_kind``/``failure_reason`` are trapbatch's additions (see
 ``gpu_batch.manifest``): a restarted attempt keeps successes and permanent failures and runs retryable ones again.
 
@@ -128,10 +130,16 @@ def failure_entry(name: str, failure: str, reason: str) -> dict[str, Any]:
     return {"file": name, "failure": failure, "detections": None, **contract.failure_fields(reason)}
 
 
-def detections_entry(name: str, detections: list[dict[str, Any]], width: int, height: int) -> dict[str, Any]:
-    """A successful entry: its detections and the decoded image's ``width`` x ``height`` in pixels (after EXIF
-    orientation), in the order MegaDetector's ``process_image`` writes them with ``include_image_size``."""
-    return {"file": name, "detections": detections, "width": int(width), "height": int(height)}
+def detections_entry(name: str, detections: list[dict[str, Any]], width: int, height: int,
+                     captured: str | None = None) -> dict[str, Any]:
+    """A successful entry: its detections, the decoded image's ``width`` x ``height`` in pixels (after EXIF
+    orientation) and its capture time when the image has one, in the order MegaDetector's ``process_image`` writes
+    them with ``include_image_size`` and ``include_image_timestamp`` (which writes ``null`` for an image without
+    one: here the key is left out, ten million nulls being no information)."""
+    entry = {"file": name, "detections": detections, "width": int(width), "height": int(height)}
+    if captured is not None:
+        entry["datetime"] = captured
+    return entry
 
 
 def results_document(entries: Iterable[Mapping[str, Any]], info: Mapping[str, Any]) -> dict[str, Any]:

@@ -9,8 +9,10 @@ folder that spans many shards, and the repeats-removed variant.
 """
 from __future__ import annotations
 
+import csv
 import dataclasses
 
+import io
 import json
 import random
 from typing import Any, Iterable
@@ -483,10 +485,12 @@ def fanned_exports(settings: Settings, store: BlobStore, tid: str, merged: Any, 
             if "/.zooniverse-parts/" not in n and "/.parts/" not in n}
 
 
-def finish_every_shard(settings: Settings, store: BlobStore, tid: str, counts: Any) -> tuple[Settings, Any]:
-    """Every shard finished cleanly, with sizes, so each can have a view (shard 2 by its second attempt's view of
-    both attempts), and the task merged in parts of 12 images: (the settings, with an attribution and a license to
-    quote and batches of 7 subjects, and the merge's output)."""
+def finish_every_shard(settings: Settings, store: BlobStore, tid: str, counts: Any,
+                       exif_times: bool = True) -> tuple[Settings, Any]:
+    """Every shard finished cleanly, with sizes (and EXIF capture times but for a camera whose clock was never set,
+    unless not ``exif_times``), so each can have a view (shard 2 by its second attempt's view of both attempts), and
+    the task merged in parts of 12 images: (the settings, with an attribution and a license to quote and batches of
+    7 subjects, and the merge's output)."""
     from gpu_batch.pool.simulated import synthetic_entry
 
     settings = dataclasses.replace(settings, export_attribution="Snapshot, \"Serengeti\"", export_license="CC-BY-4.0",
@@ -496,7 +500,8 @@ def finish_every_shard(settings: Settings, store: BlobStore, tid: str, counts: A
         images = ShardManifest.from_dict(store.read_json(settings.container, layout.manifest_blob(tid, sid, 1))).images
         done = images[:2] if index == 2 else images  # shard 2's first attempt stopped half-way; its second finishes it
         store.write_bytes(settings.container, layout.attempt_results_blob(tid, sid, 1),
-                          json.dumps({"images": [synthetic_entry(n, 1, 0.0, seed=3) for n in done]}).encode())
+                          json.dumps({"images": [{k: v for k, v in synthetic_entry(n, 1, 0.0, seed=3).items()
+                                                  if exif_times or k != "datetime"} for n in done]}).encode())
     run_again_with_views(settings, store, tid, [2])  # its second worker's view covers both attempts
     merged = run_orchestrator(merge_orchestrator, {"task_id": tid, "model": MODEL, "images_per_part": 12, **counts},
                               real_activities(settings, store)).output
@@ -546,6 +551,13 @@ def test_exports_take_coco_camtrap_dp_and_zooniverse_lines_from_the_workers_view
     assert len(expected) == 4 + single["zooniverse_batches"] and single["annotations"] > 0
     assert single["zooniverse_batches"] > 2 and b'"Snapshot, ""Serengeti""",CC-BY-4.0' in expected[
         layout.zooniverse_batch_blob(tid, 1)]
+    spans = {r["deploymentID"]: (r["deploymentStart"], r["deploymentEnd"], r["timestampIssues"])
+             for r in csv.DictReader(io.StringIO(expected[layout.camtrap_dp_blob(tid, "deployments.csv")].decode()))}
+    # cam1's EXIF times span it; its images that shard 2's second attempt ran have none (issues), and do not
+    # stretch it to the completion time (2025): views with such mixed deployments hold the same lines below
+    assert spans["cam1"][0].startswith("2024-") and spans["cam1"][1].startswith("2024-") and spans["cam1"][2] == "true"
+    assert spans["cam2"][0].startswith("2024-") and spans["cam2"][2] == "false"
+    assert spans["(root)"] == ("2025-01-01T00:00:00+00:00",) * 2 + ("true",)  # a clock never set: the completion time
     written = write_worker_views(settings, store, tid, range(counts["shards"]), settings.threshold_for(MODEL, None))
     assert written == set(range(counts["shards"])) - {2}
     formatted, parsed, downloads = record_formatting(monkeypatch)
@@ -564,6 +576,25 @@ def test_exports_take_coco_camtrap_dp_and_zooniverse_lines_from_the_workers_view
     assert len(parsed) == 2 * images  # the exports part's and the Zooniverse part's entries
     assert run_exports(tid, settings, store) == single and exported(settings, store, tid) == expected
     assert downloads == [layout.results_blob(tid)]  # a shard without a view: the single activity reads the entries
+
+    # the cameras' utc_offset: a view's Camtrap DP lines hold clock times as UTC, so the exports format the entries,
+    # and the times are the same clock times in that zone (the completion time keeps its own); COCO's are unchanged
+    request = store.read_json_or_none(settings.container, layout.request_blob(tid)) or {}
+    store.write_json(settings.container, layout.request_blob(tid), {**request, "utc_offset": "-03:00"})
+    formatted.clear()
+    assert run_exports(tid, settings, store) == single
+    described = store.read_json(settings.container, layout.camtrap_dp_blob(tid, "datapackage.json"))["description"]
+    zoned = exported(settings, store, tid)
+    assert len(formatted) >= images and zoned[layout.coco_blob(tid)] == expected[layout.coco_blob(tid)]
+
+    def times(files: dict[str, bytes]) -> list[str]:
+        return [r["timestamp"] for r in csv.DictReader(io.StringIO(files[layout.camtrap_dp_blob(tid, "media.csv")]
+                                                                   .decode()))]
+    completed = "2025-01-01T00:00:00+00:00"
+    assert times(zoned) == [t if t == completed else t.replace("+00:00", "-03:00") for t in times(expected)]
+    assert any(t.endswith("-03:00") for t in times(zoned)) and completed in times(zoned)
+    assert "at UTC-03:00" in described
+    assert fanned_exports(settings, store, tid, merged, single) == zoned  # the parts format their entries too
 
 
 LIST_COLUMNS = ["site", "latitude", "longitude", "camera_id", "datetime", "seq_id", "season", "file"]
@@ -630,7 +661,7 @@ def test_an_image_lists_exports_take_their_lines_from_views_made_with_the_lists_
     from activities.exports import run_exports
 
     settings, store, tid, counts = task
-    settings, merged = finish_every_shard(settings, store, tid, counts)
+    settings, merged = finish_every_shard(settings, store, tid, counts, exif_times=False)  # the list's times stand
     shards = counts["shards"]
     for index in range(shards):
         sid = layout.shard_id(index)

@@ -76,10 +76,10 @@ ENTRIES: list[dict[str, Any]] = [
 
 
 def build(folder: Path, entries: list[dict[str, Any]], locations: dict[str, Any] | None = None,
-          listed: dict[str, dict[str, str]] | None = None) -> camtrapdp.CamtrapBuilder:
+          listed: dict[str, dict[str, str]] | None = None, utc_offset: str = "") -> camtrapdp.CamtrapBuilder:
     b = camtrapdp.CamtrapBuilder(threshold=0.2, detection_categories=mdformat.DETECTION_CATEGORIES,
                                  completed_at="2026-12-01T10:00:00", classified_by="MegaDetector v5a.0.1",
-                                 locations=locations or {})
+                                 locations=locations or {}, utc_offset=utc_offset)
     with (folder / "media.csv").open("w", newline="", encoding="utf-8") as m, \
             (folder / "observations.csv").open("w", newline="", encoding="utf-8") as o:
         media, obs = csv.writer(m), csv.writer(o)
@@ -140,9 +140,32 @@ def test_a_broken_package_is_caught(tmp_path: Path) -> None:
     assert report.flatten(["fieldName", "cell"]) == [["classificationMethod", "robot"]]
 
 
+def test_the_cameras_utc_offset_places_clock_times_and_leaves_zoned_ones(tmp_path: Path) -> None:
+    """EXIF times have no zone: the task's utc_offset is theirs (and a listed time's without one); a time that
+    carries its own offset keeps it; without an offset they are UTC and the package's description says so."""
+    build(tmp_path, LISTED_ENTRIES, listed=LISTED, utc_offset="-05:30")
+    assert validate(tmp_path).valid
+    media = {m["filePath"]: m["timestamp"] for m in rows(tmp_path / "media.csv")}
+    assert media["siteA/cam1/100RECNX/IMG_0001.JPG"] == "2024-05-01T06:30:00-05:30"  # EXIF's clock, in the zone
+    assert media["siteA/cam1/101RECNX/IMG_0002.JPG"] == "2024-05-03T07:00:00+02:00"  # its own offset stands
+    assert media["siteA/cam1/IMG_0003.JPG"] == "2024-05-04T08:15:00+03:00"  # the list's, with its offset
+    observed = {o["mediaID"]: o["eventStart"] for o in rows(tmp_path / "observations.csv")}
+    assert observed[camtrapdp.media_id("siteA/cam1/100RECNX/IMG_0001.JPG")] == "2024-05-01T06:30:00-05:30"
+    description = json.loads((tmp_path / "datapackage.json").read_text())["description"]
+    assert "at UTC-05:30" in description and camtrapdp.NO_ZONE not in description
+    build(tmp_path, LISTED_ENTRIES, listed={"siteA/cam1/IMG_0003.JPG": {"datetime": "2024-05-04 08:15:00"}})
+    media = {m["filePath"]: m["timestamp"] for m in rows(tmp_path / "media.csv")}
+    assert (media["siteA/cam1/100RECNX/IMG_0001.JPG"], media["siteA/cam1/IMG_0003.JPG"]) == (
+        "2024-05-01T06:30:00+00:00", "2024-05-04T08:15:00+00:00")
+    assert json.loads((tmp_path / "datapackage.json").read_text())["description"].endswith(camtrapdp.NO_ZONE)
+
+
 def test_timestamps_and_camera_folders() -> None:
     assert camtrapdp.camtrap_timestamp("2024:05:01 06:30:00") == "2024-05-01T06:30:00+00:00"
     assert camtrapdp.camtrap_timestamp("not a time") is None
+    zone = camtrapdp.utc_offset_zone("+14:00")
+    assert camtrapdp.camtrap_timestamp("2024:05:01 06:30:00", zone) == "2024-05-01T06:30:00+14:00"
+    assert camtrapdp.camtrap_timestamp("2024-05-01T06:30:00Z", zone) == "2024-05-01T06:30:00+00:00"
     assert camtrapdp.camera_folder("a/b/100EK113/x.jpg") == "a/b" and camtrapdp.deployment_id("x.jpg") == "(root)"
 
 

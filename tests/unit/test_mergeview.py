@@ -104,6 +104,7 @@ def test_torn_or_foreign_bytes_are_no_view() -> None:
 
 
 def test_camtrap_lines_put_in_the_tasks_values_are_the_builders_own() -> None:
+    from gpu_batch.formats import camtrapdp
     from gpu_batch.formats.camtrapdp import CamtrapBuilder
     from gpu_batch.formats.entries import DETECTION_CATEGORIES, merge_entries
     from gpu_batch.formats.mergeview import camtrap_lines
@@ -121,8 +122,24 @@ def test_camtrap_lines_put_in_the_tasks_values_are_the_builders_own() -> None:
                          for dep, d in builder.deployments.items()]
     assert (lines.media_count, lines.observation_count) == (builder.counts["media"], builder.counts["observations"])
     assert lines.filled("2026-12-02T10:00:00+00:00", "MegaDetector, quoted") is None  # would need CSV quoting
-    merged[5] = {**merged[5], "datetime": "2026:01:02 03:04:05"}  # a capture time of its own: no lines
-    assert camtrap_lines(merged, THRESHOLD) is None
+    # a deployment whose images have capture times and images without one (a failure, a camera clock never set):
+    # its span is its capture times', whatever the completion time put in later
+    # (cam1's image 3 has none, its others have), and one with none at all (the root's: "" until combined)
+    merged[5] = {**merged[5], "datetime": "2026:01:02 03:04:05"}
+    merged = [{k: v for k, v in e.items() if k != "datetime"} if "/" not in e["file"] else e for e in merged]
+    mixed = camtrap_lines(merged, THRESHOLD)
+    assert mixed is not None
+    for completed_at in ("2026-12-02T10:00:00Z", "2020-01-01T00:00:00Z"):
+        builder = CamtrapBuilder(THRESHOLD, DETECTION_CATEGORIES, completed_at, "MegaDetector v5a.0.1")
+        made = [builder.add_lines(e) for e in merged]
+        filled = mixed.filled(builder.completed_at, builder.classified_by)
+        assert filled is not None and filled[0] == "".join(m for m, _ in made)
+        assert filled[2] == builder.deployment_facts()
+        spans = {fact[0]: (fact[1], fact[2], fact[3]) for fact in filled[2]}
+        assert spans["(root)"] == ("", "", True) and spans["cam1"][0] and spans["cam1"][2]
+        rows = {row[0]: row for row in builder.deployment_rows()}
+        root_start = camtrapdp.DEPLOYMENT_COLUMNS.index("deploymentStart")
+        assert rows["(root)"][root_start] == builder.completed_at and rows["cam1"][root_start] == spans["cam1"][0]
 
 
 def test_zooniverse_rows_put_in_the_tasks_values_are_the_manifests_own() -> None:
@@ -305,7 +322,7 @@ def test_export_lines_made_with_an_image_lists_rows_are_the_exports_own() -> Non
     Zooniverse rows are what the exports make of each entry with its row (``CocoWriter.add``,
     ``CamtrapBuilder.add_lines``, ``core.zooniverse.row_line`` with the list's columns); the view names the list
     document's ETag and the columns. A value holding NUL gives no Camtrap DP or Zooniverse lines; a deployment with
-    and without capture times gives no Camtrap DP lines (its span would depend on the completion time)."""
+    and without capture times gets its capture times' span whatever the completion time."""
     import io
 
     from core import zooniverse
@@ -316,9 +333,10 @@ def test_export_lines_made_with_an_image_lists_rows_are_the_exports_own() -> Non
 
     names, entries = awkward_entries()
     merged, _ = merge_entries(names, [as_merge_reads(entries)])
-    for entry in merged:  # sizes, so that COCO's lines can be made
+    for entry in merged:  # sizes, so that COCO's lines can be made; no EXIF times: the list's give them
         entry.setdefault("width", 640)
         entry.setdefault("height", 480)
+        entry.pop("datetime", None)
     rows = listed_rows(names)
     listed = ListedRows("0x8D9", LIST_COLUMNS, rows)
 
@@ -343,7 +361,7 @@ def test_export_lines_made_with_an_image_lists_rows_are_the_exports_own() -> Non
     assert '""latitude"": ""-2.34""' in filled[0] and '""camera_id"": ""B""' in filled[0]  # jitter kept
     span = {f[0]: f[1:4] for f in filled[2]}
     assert span["cam1@J01"][0].startswith("2024-05-01T10:00:") and span["cam1@J01"][2] is False  # the list's times
-    assert span["cam2@J02"] == [builder.completed_at, builder.completed_at, True]  # unreadable: the completion time
+    assert span["cam2@J02"] == ["", "", True]  # unreadable: no span (the completion time stands in when combined)
 
     options = zooniverse.ManifestOptions(THRESHOLD, attribution="A, B", license="CC-BY-4.0",
                                          metadata_columns=LIST_COLUMNS)
@@ -366,7 +384,16 @@ def test_export_lines_made_with_an_image_lists_rows_are_the_exports_own() -> Non
     assert coco_lines(merged, THRESHOLD, with_nul)[0] is not None  # COCO's lines hold no placeholder
     cam1 = [n for n in names if n.startswith("cam1/")]
     mixed = ListedRows("0x8D9", LIST_COLUMNS, {**rows, cam1[5]: {**rows[cam1[5]], "datetime": ""}})
-    assert camtrap_lines(merged, THRESHOLD, mixed) is None
+    mixed_lines = camtrap_lines(merged, THRESHOLD, mixed)
+    assert mixed_lines is not None
+    for completed_at in ("2026-12-02T10:00:00Z", "2000-01-01T00:00:00Z"):  # before and after every capture time
+        builder = CamtrapBuilder(THRESHOLD, DETECTION_CATEGORIES, completed_at, "MegaDetector v5a.0.1")
+        made = [builder.add_lines(e, mixed.of(e["file"])) for e in merged]
+        filled = mixed_lines.filled(builder.completed_at, builder.classified_by)
+        assert filled is not None and filled[0] == "".join(m for m, _ in made)
+        assert filled[2] == builder.deployment_facts()
+        span = {f[0]: f[1:4] for f in filled[2]}
+        assert span["cam1@J01"][0].startswith("2024-05-01T10:00:") and span["cam1@J01"][2] is True
 
 
 def test_list_rows_reads_the_document_its_manifest_names() -> None:

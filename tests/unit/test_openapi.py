@@ -33,6 +33,9 @@ BODIES: list[dict[str, Any]] = [
     {"container": "cams", "dry_run": True}, {"container": "cams", "dry_run": 1}, {"container": "cams", "dry_run": None},
     {"container": "cams", "source_account_url": "https://x.blob.core.windows.net", "credential_secret": "k-1"},
     {"container": "cams", "source_account_url": "https://x.blob.core.windows.net", "credential_secret": "k_1"},
+    *({"container": "cams", "utc_offset": v} for v in ("+02:00", "-0530", "Z", "z", "+14:00", "+14:01", "-12:00",
+                                                        "-12:30", "+13:45", "+02:60", "02:00", "+2:00", " +02:00",
+                                                        "", None, 2, "UTC")),
     {"container": "cams", "unknown": 1}, "not an object", [1],  # type: ignore[list-item]
 ]
 
