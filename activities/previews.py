@@ -24,7 +24,8 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from adapters import clients
 from adapters.blobs import BlobStore
-from adapters.preview_folders import existing_preview_folder, preview_folder
+from adapters.compose import delete_prefix
+from adapters.preview_folders import existing_preview_folder, forget_folder, preview_folder, withdrawn
 from core import contracts as c
 from core import notimages
 from core.errors import TrapbatchError
@@ -139,6 +140,11 @@ def _search_note(repeats: dict[str, Any]) -> str:
         "again with others."
 
 
+def _not_published(settings: Settings) -> c.PreviewsOutput:
+    return {"container": settings.web_container, "counts": {},
+            "not_published": "the task's preview pages were deleted or expired; they are not published again"}
+
+
 def run_previews(task_id: str, model: str, request_name: str, settings: Settings, store: BlobStore,
                  variant: str = "", source_store: BlobStore | None = None,
                  only_if_published: bool = False) -> c.PreviewsOutput:
@@ -148,10 +154,10 @@ def run_previews(task_id: str, model: str, request_name: str, settings: Settings
     task's pages are on the website. Pages a user deleted, or whose ``previews_expire_days`` took them off, hold a
     partner's photos that were taken off the public website on purpose: publishing them under a new address because
     a repeat search ran would undo that."""
-    if only_if_published and existing_preview_folder(store, settings, task_id) is None:
+    if withdrawn(store, settings, task_id) or (only_if_published and
+                                               existing_preview_folder(store, settings, task_id) is None):
         logger.info("task %s: previews not written: its pages were deleted or expired", task_id)
-        return {"container": settings.web_container, "counts": {},
-                "not_published": "the task's preview pages were deleted or expired; they are not published again"}
+        return _not_published(settings)
     doc = store.read_json_or_none(settings.container, layout.preview_sample_blob(task_id, variant))
     if doc is None:
         raise TrapbatchError(f"task {task_id} has no preview sample ({settings.container}/"
@@ -201,6 +207,12 @@ def run_previews(task_id: str, model: str, request_name: str, settings: Settings
     )
     page = layout.page_blob(folder, variant)
     store.write_bytes(settings.web_container, page, html.encode("utf-8"), "text/html; charset=utf-8")
+    if withdrawn(store, settings, task_id):  # the pages were deleted while this render ran: what it wrote goes too
+        delete_prefix(store, settings.web_container, folder + "/")
+        forget_folder(store, settings, task_id, folder)
+        logger.info("task %s: previews deleted again: the pages were taken off the website while they rendered",
+                    task_id)
+        return _not_published(settings)
     logger.info("task %s: previews written to %s (folder in %s/%s)", task_id, settings.web_container,
                 settings.container, layout.preview_folder_blob(task_id))
     # No page path here: this return value is stored in the orchestration history; GET .../results gives the URL.

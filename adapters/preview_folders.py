@@ -27,15 +27,40 @@ def existing_preview_folder(store: BlobStore, settings: Settings, task_id: str) 
     return data.decode().strip() if data is not None else None
 
 
+def withdrawn(store: BlobStore, settings: Settings, task_id: str) -> bool:
+    """Whether the task's pages were taken off the website (``delete_preview_folder``): then none is published again."""
+    return store.exists(settings.container, layout.previews_withdrawn_blob(task_id))
+
+
 def delete_preview_folder(store: BlobStore, settings: Settings, task_id: str) -> int | None:
-    """Take the task's pages off the public website: every blob of its folder, then the record of the folder (so a
-    later re-render gets a new random address and the old one stays dead). None when there was no folder; else how
-    many blobs went."""
+    """Take the task's pages off the public website: the withdrawal mark, every blob of its folder, then the record
+    of the folder (the old address stays dead). None when there was no folder; else how many blobs went.
+
+    Why the mark comes first: a render already past its checks (a repeat search's, a re-render's) may still be
+    writing thumbnails into the folder, or create a new one. It looks for the mark after its last write
+    (``activities.previews.run_previews``): if it finds none, the mark came later, and so did this deletion of
+    the folder, which then takes what the render wrote; if it finds it, the render deletes what it wrote itself.
+    Either way nothing written stays public. The mark stays: no later render of this task publishes again."""
     from adapters.compose import delete_prefix
 
     folder = existing_preview_folder(store, settings, task_id)
     if folder is None:
         return None
+    store.write_bytes(settings.container, layout.previews_withdrawn_blob(task_id), folder.encode(), "text/plain")
     deleted = delete_prefix(store, settings.web_container, folder + "/")
-    store.service.get_blob_client(settings.container, layout.preview_folder_blob(task_id)).delete_blob()
+    forget_folder(store, settings, task_id, folder)
     return deleted
+
+
+def forget_folder(store: BlobStore, settings: Settings, task_id: str, folder: str) -> None:
+    """Delete the record of the task's folder if it still names ``folder`` (a render may have made a new one)."""
+    from azure.core import MatchConditions
+    from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+
+    client = store.service.get_blob_client(settings.container, layout.preview_folder_blob(task_id))
+    try:
+        record = client.download_blob()
+        if record.readall().decode().strip() == folder:
+            client.delete_blob(etag=record.properties.etag, match_condition=MatchConditions.IfNotModified)
+    except (ResourceNotFoundError, ResourceModifiedError):
+        pass  # gone already, or rewritten since it was read: not this folder's record

@@ -391,6 +391,12 @@ def preview_folder_blob(task_id: str) -> str:
     return f"{results_prefix(task_id)}preview-folder.txt"
 
 
+def previews_withdrawn_blob(task_id: str) -> str:
+    """Written when the task's pages come off the website (``adapters.preview_folders.delete_preview_folder``): no
+    render publishes them again, and one that was running when they went deletes what it wrote."""
+    return f"{results_prefix(task_id)}previews-withdrawn.txt"
+
+
 # ---------------------------------------------------------------- exports (activities.exports)
 
 CAMTRAP_DP_FILES = ("datapackage.json", "deployments.csv", "media.csv", "observations.csv")

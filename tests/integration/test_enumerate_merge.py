@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from activities.enumerate import run_enumerate
 from activities.merge import run_merge
@@ -158,6 +159,61 @@ def test_previews_render_from_the_merge_sample_without_reading_the_merged_file(
     assert list(store.list_names(settings.web_container, f"{tid}/")) == []  # nothing at the guessable address
     run_previews(tid, "m.pt", "my survey", settings, store)  # a re-render keeps the same folder
     assert existing_preview_folder(store, settings, tid) == folder
+
+
+
+@pytest.mark.parametrize("when", ["thumbnails", "page"])
+def test_pages_deleted_while_a_render_runs_stay_off_the_website(env: tuple[Settings, BlobStore, str], when: str,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A render past its checks (a repeat search's, a re-render's) when the pages are deleted: whether the deletion
+    lands while it writes thumbnails into the old folder or after it made a new one for its page, nothing it wrote
+    stays on the website, no folder is recorded, and no later render (even a task's own) publishes again."""
+    import io
+
+    from PIL import Image
+
+    from activities import previews
+    from adapters.preview_folders import delete_preview_folder, withdrawn
+
+    settings, store, source = env
+    for i in range(4):
+        buf = io.BytesIO()
+        Image.new("RGB", (64, 48), (10 * i, 80, 120)).save(buf, "JPEG")
+        store.write_bytes(source, f"a/img{i}.jpg", buf.getvalue())
+    request = parse_task_request({"container": source, "images_per_shard": 5, "model": "m.pt"})
+    tid = request.task_id
+    run_enumerate(tid, request, settings, store)
+    m = ShardManifest.from_dict(store.read_json(settings.container, layout.manifest_blob(tid, "s00000", 1)))
+    det = {"category": "1", "conf": 0.9, "bbox": [0.1, 0.1, 0.2, 0.2]}
+    _write_results(store, settings, m, [{"file": f, "detections": [det]} for f in m.images])
+    run_merge(tid, "m.pt", "2026-11-22T00:00:00", settings, store)
+    previews.run_previews(tid, "m.pt", "", settings, store)
+    old = existing_preview_folder(store, settings, tid)
+    assert old is not None and list(store.list_names(settings.web_container, old + "/"))
+
+    deleted: list[int | None] = []
+    if when == "thumbnails":  # the deletion lands after the first thumbnails went into the old folder
+        make = previews._Pictures.make_all
+
+        def make_all(self: Any, files: list[str]) -> Any:
+            out = make(self, files[:1])
+            deleted.append(delete_preview_folder(store, settings, tid))
+            return {**out, **make(self, files[1:])}
+        monkeypatch.setattr(previews._Pictures, "make_all", make_all)
+    else:  # the deletion landed before the render made its folder: it makes a new one, then writes the page
+        folder = previews.preview_folder
+
+        def preview_folder(*args: Any) -> str:
+            deleted.append(delete_preview_folder(store, settings, tid))
+            return folder(*args)
+        monkeypatch.setattr(previews, "preview_folder", preview_folder)
+    out = previews.run_previews(tid, "m.pt", "", settings, store, only_if_published=True)
+    assert deleted and deleted[0] and "not published again" in out["not_published"]
+    assert list(store.list_names(settings.web_container, f"{tid}-")) == []  # neither the old folder nor a new one
+    assert existing_preview_folder(store, settings, tid) is None and withdrawn(store, settings, tid)
+    monkeypatch.undo()
+    assert "not_published" in previews.run_previews(tid, "m.pt", "", settings, store)
+    assert list(store.list_names(settings.web_container, f"{tid}-")) == []
 
 
 def test_merge_finds_repeated_detections_and_the_preview_lists_them(env: tuple[Settings, BlobStore, str]) -> None:
