@@ -33,6 +33,7 @@ from core.repeats import RepeatOptions, list_search_id
 from core.requests import repeat_search_fields
 from core.settings import Settings
 from gpu_batch import layout
+from gpu_batch.formats.detections_csv import capture_time
 from gpu_batch.formats.previewsample import NEAR_MISS_FLOOR
 
 logger = logging.getLogger(__name__)
@@ -178,7 +179,7 @@ def run_previews(task_id: str, model: str, request_name: str, settings: Settings
     sections = []
     for name, sample in doc["samples"].items():
         items = [{"file": im["file"], **links.get(im["file"], {}), "failure": im.get("failure"),
-                  "detections": im.get("detections") or []} for im in sample]
+                  "detections": im.get("detections") or [], "taken": capture_time(im)} for im in sample]
         sections.append({"name": name, "title": name.replace("_", " "), "total": doc["totals"][name],
                          "unit": ("image", "images"), "entries": items, "paged": True})
     if removed is not None:

@@ -4,8 +4,9 @@ Why this module exists: the MegaDetector JSON is what tools such as Timelapse re
 results in Excel or R. The merge writes this file in the same streaming pass (``results/<task>/detections.csv``),
 so it costs no extra read of the results, whatever their size.
 
-Columns: the image path and its folder (the camera, usually); ``status`` (``ok`` or ``failed``) and the failure
-text; how many detections of each MegaDetector category reach the threshold; the highest confidence of each
+Columns: the image path and its folder (the camera, usually); ``capture_time``, the image's EXIF capture time
+(the results' ``datetime``) written ``YYYY-MM-DD HH:MM:SS`` as spreadsheets read dates (EXIF's own
+``YYYY:MM:DD`` is text to them), empty without one; ``status`` (``ok`` or ``failed``) and the failure text; how many detections of each MegaDetector category reach the threshold; the highest confidence of each
 category (any value, so a lower threshold can be applied in the spreadsheet); and ``max_conf``. Detections marked as
 repeated false positives (negative confidence) count nowhere.
 
@@ -27,7 +28,7 @@ from gpu_batch.formats.entries import DETECTION_CATEGORIES
 
 _KEYS = sorted(DETECTION_CATEGORIES)
 _NAMES = [DETECTION_CATEGORIES[k] for k in _KEYS]
-CSV_COLUMNS = (["file", "folder", "status", "failure"] + [f"{n}_count" for n in _NAMES]
+CSV_COLUMNS = (["file", "folder", "capture_time", "status", "failure"] + [f"{n}_count" for n in _NAMES]
                + [f"{n}_max_conf" for n in _NAMES] + ["max_conf", "threshold"])
 
 
@@ -39,13 +40,25 @@ def spreadsheet_safe(text: str) -> str:
     return "'" + text if text.startswith(_FORMULA_STARTS) else text
 
 
+def capture_time(entry: Mapping[str, Any]) -> str:
+    """The entry's ``datetime`` as a spreadsheet reads a date: EXIF's ``YYYY:MM:DD HH:MM:SS`` (MegaDetector's form)
+    with dashes in the date; any other text as it is (guarded); "" for none."""
+    value = entry.get("datetime")
+    if value is None:
+        return ""
+    text = str(value)
+    if len(text) == 19 and text[4] == ":" and text[7] == ":" and text[10] == " ":
+        return f"{text[:4]}-{text[5:7]}-{text[8:]}"
+    return spreadsheet_safe(text)
+
+
 def csv_row(entry: Mapping[str, Any], threshold: float) -> list[Any]:
     """The CSV cells for one result entry (in ``CSV_COLUMNS`` order)."""
     raw = str(entry.get("file", ""))
     file, folder = spreadsheet_safe(raw), spreadsheet_safe(posixpath.dirname(raw))
     if entry.get("failure") is not None:
-        return ([file, folder, "failed", spreadsheet_safe(str(entry["failure"]))] + [""] * (2 * len(_NAMES) + 1)
-                + [threshold])
+        return ([file, folder, capture_time(entry), "failed", spreadsheet_safe(str(entry["failure"]))]
+                + [""] * (2 * len(_NAMES) + 1) + [threshold])
     counts = dict.fromkeys(_KEYS, 0)
     best = dict.fromkeys(_KEYS, 0.0)
     for d in entry.get("detections") or []:
@@ -58,7 +71,7 @@ def csv_row(entry: Mapping[str, Any], threshold: float) -> list[Any]:
         best[category] = max(best[category], conf)
         if conf >= threshold:
             counts[category] += 1
-    return ([file, folder, "ok", ""] + [counts[k] for k in _KEYS] + [best[k] for k in _KEYS]
+    return ([file, folder, capture_time(entry), "ok", ""] + [counts[k] for k in _KEYS] + [best[k] for k in _KEYS]
             + [max(best.values(), default=0.0), threshold])
 
 
@@ -90,7 +103,7 @@ class CsvLines:
         self._failed_tail = tail  # ",,...,<threshold>\r\n" after the failure cell
         # file, folder, ints (``%d``: str's text), floats (``%r``: repr's) and the threshold's cell; "%" in the
         # threshold's text (it has none: a number) is doubled so the format keeps it as it is
-        self._ok_format = ("%s,%s,ok,," + ",".join(["%d"] * n) + "," + ",".join(["%r"] * (n + 1)) + ","
+        self._ok_format = ("%s,%s,%s,ok,," + ",".join(["%d"] * n) + "," + ",".join(["%r"] * (n + 1)) + ","
                            + _writer_text([threshold]).replace("%", "%%"))
         self._folders: dict[str, str] = {}
 
@@ -106,12 +119,15 @@ class CsvLines:
         if folder is None:
             folder = self._folders[head] = spreadsheet_safe(posixpath.dirname(raw))
         file = "'" + raw if raw.startswith(_FORMULA_STARTS) else raw
+        when = capture_time(entry) if "datetime" in entry else ""
+        if when and not _plain(when):
+            return _writer_text(csv_row(entry, threshold))
         failure = entry.get("failure")
         if failure is not None:
             text = spreadsheet_safe(str(failure))
             if not _plain(text):
                 return _writer_text(csv_row(entry, threshold))
-            return f"{file},{folder},failed,{text},{self._failed_tail}"
+            return f"{file},{folder},{when},failed,{text},{self._failed_tail}"
         counts = [0] * len(_KEYS)
         best = [0.0] * len(_KEYS)
         index = _KEY_INDEX
@@ -135,4 +151,4 @@ class CsvLines:
                 best[i] = conf
             if conf >= threshold:
                 counts[i] += 1
-        return self._ok_format % (file, folder, *counts, *best, max(best))
+        return self._ok_format % (file, folder, when, *counts, *best, max(best))

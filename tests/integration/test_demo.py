@@ -30,7 +30,16 @@ def test_demo_writes_validated_results_listing_every_sample_once(tmp_path: Path)
     assert failures == {"camera-01/2024-06-01/IMG_0007_corrupt.JPG": "image access failure"}
     assert (out / "previews" / "index.html").read_text().count("<canvas") > 0
     table = (out / "detections.csv").read_text(encoding="utf-8").splitlines()
-    assert table[0].startswith("file,folder,status") and len(table) == 1 + len(samples)
+    assert table[0].startswith("file,folder,capture_time,status") and len(table) == 1 + len(samples)
+    # the cameras' EXIF capture times, read by the worker, reach the results, the CSV and the Camtrap DP package
+    dated = {im["file"]: im.get("datetime") for im in doc["images"]}
+    assert dated["camera-01/2024-06-01/IMG_0005.JPG"] == "2024:06:01 06:20:01"
+    assert dated["camera-01/2024-06-02/IMG_0100_rotated.jpg"] == "2024:06:02 19:05:00"
+    assert dated["camera-02/2024-06-01/snapshot.png"] is None and sum(map(bool, dated.values())) == 37
+    assert any(line.startswith("camera-01/2024-06-01/IMG_0005.JPG,camera-01/2024-06-01,2024-06-01 06:20:01,ok,")
+               for line in table)
+    media = (out / "exports" / "camtrap-dp" / "media.csv").read_text(encoding="utf-8")
+    assert ",2024-06-01T06:20:01+00:00,camera-01/2024-06-01/IMG_0005.JPG," in media
     assert (out / "exports" / "coco.json").is_file() and (out / "exports" / "camtrap-dp" / "datapackage.json").is_file()
     assert "exports:  " in proc.stdout and "/exports/" in proc.stdout  # said where they are
     # the samples' notes file is not an image: the results, the page and the demo say it was not run

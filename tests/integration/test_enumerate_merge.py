@@ -142,7 +142,8 @@ def test_previews_render_from_the_merge_sample_without_reading_the_merged_file(
     det = {"category": "1", "conf": 0.9, "bbox": [0.1, 0.1, 0.2, 0.2]}
     for sid in ("s00000", "s00001"):
         m = ShardManifest.from_dict(store.read_json(settings.container, layout.manifest_blob(tid, sid, 1)))
-        _write_results(store, settings, m, [{"file": f, "detections": [det] if f.endswith("0.jpg") else []}
+        _write_results(store, settings, m, [{"file": f, "detections": [det] if f.endswith("0.jpg") else [],
+                                             **({"datetime": "2024:06:01 06:20:01"} if f == "a/img0.jpg" else {})}
                                             for f in m.images])
     run_merge(tid, "m.pt", "2026-11-22T00:00:00", settings, store)
     sample = store.read_json(settings.container, preview_sample_blob(tid))
@@ -154,6 +155,7 @@ def test_previews_render_from_the_merge_sample_without_reading_the_merged_file(
     assert folder is not None and folder.startswith(f"{tid}-") and folder not in json.dumps(out)
     page = store.read_bytes(settings.web_container, f"{folder}/index.html").decode()
     assert "my survey" in page and "a/img0.jpg" in page and "b/img0.jpg" in page
+    assert page.count('"taken": "2024-06-01 06:20:01"') == 1  # the capture time shown beside the name
     thumbs = store.list_names(settings.web_container, f"{folder}/thumbs/")
     assert len(list(thumbs)) == 10
     assert list(store.list_names(settings.web_container, f"{tid}/")) == []  # nothing at the guessable address

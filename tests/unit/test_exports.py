@@ -97,6 +97,10 @@ def _random_entries(seed: int, n: int) -> list[dict[str, Any]]:
             e["file"] = text()
         else:
             e["file"] = f"site{rnd.randint(0, 3)}/cam{rnd.randint(0, 3)}/IMG_{rnd.randint(0, 99)}.JPG"
+        r = rnd.random()
+        if r < 0.5:  # a capture time: EXIF's (most), and what other tools or a hand edit could leave there
+            e["datetime"] = (f"2024:0{rnd.randint(1, 9)}:{rnd.randint(10, 28)} 0{rnd.randint(0, 9)}:15:00" if r < 0.4
+                             else rnd.choice([None, 5, "", "2024-05-01T06:00:00+02:00", "=now()", "a,b", text()]))
         if rnd.random() < 0.15:
             e["failure"], e["detections"] = rnd.choice([text(), "Failure image access", 3, "=x", "a,b"]), None
         else:

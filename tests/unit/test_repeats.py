@@ -145,7 +145,7 @@ def test_removal_negates_exactly_the_detections_the_search_counted() -> None:
 
 
 def test_malformed_detections_are_skipped_not_fatal() -> None:
-    from gpu_batch.formats.detections_csv import csv_row
+    from gpu_batch.formats.detections_csv import CSV_COLUMNS, csv_row
     from gpu_batch.formats.previewsample import preview_category
     from core.repeats import RepeatRemoval
 
@@ -159,7 +159,7 @@ def test_malformed_detections_are_skipped_not_fatal() -> None:
     loc = finder.result()["locations"]
     out = RepeatRemoval(loc).apply(odd)
     assert out["detections"][:4] == odd["detections"][:4] and out["detections"][4]["conf"] == -0.5
-    assert csv_row(odd, 0.2)[4] == 3  # the CSV counts confidences (as summarize does); boxes are not its concern
+    assert csv_row(odd, 0.2)[CSV_COLUMNS.index("animal_count")] == 3  # the CSV counts confidences (as summarize does); boxes are not its concern
     assert preview_category(odd, 0.2) == "detections"
 
 
