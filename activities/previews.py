@@ -132,6 +132,31 @@ def _not_images_note(passed_over: Any) -> dict[str, Any] | None:
     return {"line": notimages.describe(passed_over), "kinds": kinds}
 
 
+EARLIEST_PLAUSIBLE_CAPTURE = "2000"  # digital trail cameras came later: an earlier date is a clock never set
+
+
+def _taken_note(doc: dict[str, Any]) -> dict[str, str] | None:
+    """When the photos were taken (the merge's count and span of EXIF capture times), and a warning when a date
+    is before 2000 or after the detection: a camera whose clock was never set or was set wrong, which would
+    otherwise surface only in an analysis of activity by time of day."""
+    span = doc.get("capture_times")
+    total = int(doc.get("images") or 0)
+    if not isinstance(span, dict) or not total:
+        return None  # a sample written before the merge counted capture times
+    count = int(span.get("images") or 0)
+    if not count:
+        return {"line": "No image has a capture time in its EXIF (DateTimeOriginal); the exports date them by the "
+                        "detection instead, and say so.", "warn": ""}
+    first, last = capture_time({"datetime": span.get("first")}), capture_time({"datetime": span.get("last")})
+    line = (f"Taken {first} to {last} (the cameras' clocks, from EXIF): {count} of {total} image"
+            f"{'' if total == 1 else 's'}" + ("; the rest have no capture time." if count < total else "."))
+    completed = str(doc.get("info", {}).get("detection_completion_time") or "")[:10]
+    wrong = first[:4] < EARLIEST_PLAUSIBLE_CAPTURE or (completed and last[:10] > completed)
+    warn = ("Some cameras' clocks look wrong (a date before 2000 or after the detection): the Camtrap DP "
+            "export's deployments give each camera's first and last capture time." if wrong else "")
+    return {"line": line, "warn": warn}
+
+
 def _search_note(repeats: dict[str, Any]) -> str:
     """How the list was made: its options in the names POST /api/tasks/{id}/repeats/search takes to change them."""
     fields = repeat_search_fields(RepeatOptions.from_dict(repeats.get("options") or {}))
@@ -205,6 +230,7 @@ def run_previews(task_id: str, model: str, request_name: str, settings: Settings
                      "as the threshold moves."),
         completed=doc["info"].get("detection_completion_time", ""),
         not_images=_not_images_note(doc["info"].get("trapbatch", {}).get("not_images")),
+        taken=_taken_note(doc),
     )
     page = layout.page_blob(folder, variant)
     store.write_bytes(settings.web_container, page, html.encode("utf-8"), "text/html; charset=utf-8")

@@ -79,6 +79,17 @@ class PreviewSampler:
         self._heaps: dict[str, list[tuple[int, str]]] = {c: [] for c in CATEGORIES}
         self._kept: dict[str, dict[str, dict[str, Any]]] = {c: {} for c in CATEGORIES}
         self.histogram = [0] * (HISTOGRAM_BINS + 1)
+        # images with an EXIF capture time (``datetime``, ``YYYY:MM:DD HH:MM:SS``, which sorts as text) and the
+        # first and last of them: the page says when the photos were taken, and a camera clock never set shows
+        self.captured, self.first, self.last = 0, "", ""
+
+    def _capture(self, when: Any) -> None:
+        if when.__class__ is str and len(when) == 19:
+            self.captured += 1
+            if not self.first or when < self.first:
+                self.first = when
+            if when > self.last:
+                self.last = when
 
     def add(self, entry: Mapping[str, Any]) -> None:
         # preview_category, histogram_bin and sample_key inlined (issue 11: per-image CPU); the same rules
@@ -91,6 +102,9 @@ class PreviewSampler:
                         else "empty")
             self.totals[category] += 1
             self.histogram[min(HISTOGRAM_BINS, max(0, int(top * HISTOGRAM_BINS)))] += 1
+        when = entry.get("datetime")
+        if when is not None:
+            self._capture(when)
         file = entry.get("file", "")
         if file.__class__ is not str:
             file = str(file)
@@ -113,7 +127,7 @@ class PreviewSampler:
     def state(self) -> dict[str, Any]:
         """JSON-ready partial state (totals and the kept entries with their keys), for ``absorb`` elsewhere."""
         return {"threshold": self.threshold, "sample_size": self.size, "totals": dict(self.totals),
-                "histogram": list(self.histogram), "kept": {c: [[-k, f, self._kept[c][f]] for k, f in sorted(self._heaps[c], reverse=True)]
+                "histogram": list(self.histogram), "captured": [self.captured, self.first, self.last], "kept": {c: [[-k, f, self._kept[c][f]] for k, f in sorted(self._heaps[c], reverse=True)]
                          for c in CATEGORIES}}
 
     def absorb(self, state: Mapping[str, Any]) -> None:
@@ -122,11 +136,22 @@ class PreviewSampler:
             self.totals[category] += int(n)
         for i, n in enumerate(state.get("histogram") or []):
             self.histogram[i] += int(n)
+        captured, first, last = state.get("captured") or (0, "", "")
+        if captured:
+            self.captured += int(captured)
+            for when in (str(first), str(last)):
+                if not self.first or when < self.first:
+                    self.first = when
+                if when > self.last:
+                    self.last = when
         for category, kept in state["kept"].items():
             for key, file, entry in kept:
                 self._offer(category, int(key), str(file), entry)
 
     def result(self) -> dict[str, Any]:
-        """JSON-ready: threshold, totals and each category's sample sorted by file name."""
+        """JSON-ready: threshold, totals, the capture times' count and span, and each category's sample sorted by
+        file name."""
         return {"threshold": self.threshold, "sample_size": self.size, "totals": dict(self.totals),
-                "max_conf_histogram": list(self.histogram), "samples": {c: [self._kept[c][f] for f in sorted(self._kept[c])] for c in CATEGORIES}}
+                "max_conf_histogram": list(self.histogram),
+                "capture_times": {"images": self.captured, "first": self.first, "last": self.last},
+                "samples": {c: [self._kept[c][f] for f in sorted(self._kept[c])] for c in CATEGORIES}}

@@ -1,6 +1,7 @@
 """Enumerate and merge against Azurite: manifests in blob, counts out; merge covers every image once."""
 from __future__ import annotations
 
+import html
 import json
 from typing import Any
 
@@ -156,6 +157,8 @@ def test_previews_render_from_the_merge_sample_without_reading_the_merged_file(
     page = store.read_bytes(settings.web_container, f"{folder}/index.html").decode()
     assert "my survey" in page and "a/img0.jpg" in page and "b/img0.jpg" in page
     assert page.count('"taken": "2024-06-01 06:20:01"') == 1  # the capture time shown beside the name
+    assert "Taken 2024-06-01 06:20:01 to 2024-06-01 06:20:01 (the cameras' clocks, from EXIF): 1 of 10 images; " \
+           "the rest have no capture time." in html.unescape(page) and "clocks look wrong" not in page
     thumbs = store.list_names(settings.web_container, f"{folder}/thumbs/")
     assert len(list(thumbs)) == 10
     assert list(store.list_names(settings.web_container, f"{tid}/")) == []  # nothing at the guessable address

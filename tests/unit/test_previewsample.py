@@ -83,6 +83,11 @@ def test_samples_of_parts_combine_to_the_sample_of_the_whole_however_split(cuts:
     """The fan-in samples each range of shards apart; absorbing the parts' states must give exactly the single-pass
     sample, wherever the ranges begin and end (empty parts included)."""
     entries = [_entry(i, [0.9, 0.15, 0.0, None][i % 4]) for i in range(1000)]
+    rng = random.Random(len(cuts))
+    for e in entries[::3]:  # capture times in no order, a third of the images (failures have none)
+        if e.get("failure") is None:
+            e["datetime"] = (f"20{rng.randint(10, 25)}:0{rng.randint(1, 9)}:1{rng.randint(0, 9)} "
+                             f"0{rng.randint(0, 9)}:00:00")
     whole = PreviewSampler("task-x", 0.2, size=25)
     for e in entries:
         whole.add(e)
@@ -95,6 +100,18 @@ def test_samples_of_parts_combine_to_the_sample_of_the_whole_however_split(cuts:
         combined.absorb(json.loads(json.dumps(part.state())))  # through JSON, as between activities
     assert combined.result() == whole.result()
     assert all(len(s) == 25 for s in whole.result()["samples"].values())
+    times = sorted(e["datetime"] for e in entries if "datetime" in e)
+    assert whole.result()["capture_times"] == {"images": len(times), "first": times[0], "last": times[-1]}
+
+
+def test_capture_times_count_exif_times_only() -> None:
+    """The span counts MegaDetector's EXIF form only; nothing else an entry's ``datetime`` might hold."""
+    sampler = PreviewSampler("task-x", 0.2)
+    for i, when in enumerate(["2024:06:01 06:20:01", None, "", "2024-06-01T06:20:01+02:00", 5, "2023:01:02 03:04:05"]):
+        sampler.add({**_entry(i, 0.5), "datetime": when})
+    assert sampler.result()["capture_times"] == {"images": 2, "first": "2023:01:02 03:04:05",
+                                                  "last": "2024:06:01 06:20:01"}
+    assert PreviewSampler("task-y", 0.2).result()["capture_times"] == {"images": 0, "first": "", "last": ""}
 
 
 def test_top_confidence_is_max_of_the_numeric_confs() -> None:
