@@ -18,7 +18,9 @@ An explicit image list's metadata (``core.imagelist``), when the caller gives an
 ``gpu_batch.formats.listfields`` recognises fill COCO Camera Traps' optional image fields (``datetime``, ``location``,
 ``seq_id``, ``frame_num``, ``seq_num_frames``, ``rights_holder``; see ``list_fields``), and every other column goes,
 under its own name, into one object, ``image_list_metadata`` (COCO Camera Traps allows additional image fields).
-md_to_coco knows no image list: without one the document is exactly its.
+md_to_coco knows no image list: without one the document is exactly its, but for each image's ``location``: where
+neither the entry nor the list gives one, its camera folder (``located``), which md_to_coco leaves out and the
+format's tools want.
 
 Images sizes: an entry's own ``width``/``height`` (trapbatch's worker writes them on every success, as MegaDetector
 does with ``--include_image_size``) win; for an entry without them the caller supplies them (the exports activity
@@ -34,7 +36,7 @@ import json
 import uuid
 from typing import IO, Any, Mapping
 
-from gpu_batch.formats import jsonio, listfields
+from gpu_batch.formats import camtrapdp, jsonio, listfields
 
 LIST_METADATA_FIELD = "image_list_metadata"  # the image list's columns that are no COCO Camera Traps field
 # COCO Camera Traps' optional image fields an image list may fill (gpu_batch.formats.listfields concepts); the integer
@@ -99,7 +101,7 @@ def convert_entry(entry: Mapping[str, Any], size: tuple[int, int] | None, thresh
     image: dict[str, Any] = {"id": file, "file_name": file}
     if entry.get("failure") is not None:
         image["failure"] = entry["failure"]
-        return list_fields(image, metadata), []
+        return located(list_fields(image, metadata)), []
     size = entry_size(entry) or size
     if size is not None:
         image["width"], image["height"] = size
@@ -131,7 +133,16 @@ def convert_entry(entry: Mapping[str, Any], size: tuple[int, int] | None, thresh
         if type(value) not in _KEPT:  # _round(image) is a copy of it when every value is of a type it keeps
             image = _round(image)
             break
-    return list_fields(image, metadata), annotations
+    return located(list_fields(image, metadata)), annotations
+
+
+def located(image: dict[str, Any]) -> dict[str, Any]:
+    """``image`` with a ``location``: its own or its image list's, else its camera folder (``(root)`` for none), as
+    the Camtrap DP export's deployments are. COCO Camera Traps tools need one: MegaDetector's integrity check refuses
+    an image without (unless told not to), ``cct_to_md`` fails on it, and training splits go by location."""
+    if "location" not in image:
+        image["location"] = camtrapdp.deployment_id(image["file_name"])
+    return image
 
 
 def annotation_id(file: str, index: int) -> str:

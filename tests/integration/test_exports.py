@@ -93,7 +93,9 @@ def test_exports_of_a_results_file(task: tuple[Settings, BlobStore, Path], tmp_p
                                    confidence_threshold=0.2, verbose=False)
     mine = store.read_json(settings.container, out["coco"])
     strip = lambda doc: [{k: v for k, v in a.items() if k != "id"} for a in doc["annotations"]]  # noqa: E731
-    assert mine["images"] == theirs["images"] and strip(mine) == strip(theirs)
+    # md_to_coco's images, each with its camera folder as location (COCO Camera Traps tools want one)
+    assert mine["images"] == [{**im, "location": im["file_name"].rsplit("/", 1)[0]} for im in theirs["images"]]
+    assert strip(mine) == strip(theirs)
     assert mine["categories"] == theirs["categories"]
     assert mine["info"]["confidence_threshold"] == 0.2
     assert mine["info"]["detector_metadata"]["typical_detection_threshold"] == 0.2
@@ -197,7 +199,9 @@ def test_an_image_lists_metadata_reaches_coco_and_camtrap_dp(task: tuple[Setting
     assert (images["siteA/cam2/d.jpg"]["location"], images["siteA/cam2/d.jpg"]["image_list_metadata"]) == \
         ("J06", {"season": "S2"})  # the second shard's rows: the walk moved on
     assert images["siteA/cam2/broken.jpg"]["location"] == "J06"  # a failed image keeps where it was taken
-    assert "location" not in images["siteA/cam2/c.png"] and "image_list_metadata" not in images["siteA/cam2/c.png"]
+    # a row without a location: the camera folder, as without a list
+    assert images["siteA/cam2/c.png"]["location"] == "siteA/cam2" and "image_list_metadata" not in images[
+        "siteA/cam2/c.png"]
     results_file = tmp_path / "detections.json"
     results_file.write_bytes(store.read_bytes(settings.container, layout.results_blob(TASK, variant)))
     theirs = md_to_coco.md_to_coco(str(results_file), str(tmp_path / "md.coco.json"), image_folder=str(folder),

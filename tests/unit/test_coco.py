@@ -49,6 +49,15 @@ def without_ids(doc: dict[str, Any]) -> dict[str, Any]:
     return {**doc, "annotations": [{k: v for k, v in a.items() if k != "id"} for a in doc["annotations"]]}
 
 
+def located(doc: dict[str, Any]) -> dict[str, Any]:
+    """md_to_coco's document with what trapbatch adds: each image's camera folder as its ``location`` (MegaDetector's
+    ``image_file_to_camera_folder``; ``(root)`` for an image in none)."""
+    from megadetector.utils.ct_utils import image_file_to_camera_folder
+
+    return {**doc, "images": [{**im, "location": im.get("location", image_file_to_camera_folder(im["file_name"])
+                                                       or "(root)")} for im in doc["images"]]}
+
+
 @pytest.mark.parametrize("threshold", [0.15, 0.2, 0.0])
 def test_same_document_as_md_to_coco(tmp_path: Path, threshold: float) -> None:
     path = tmp_path / "detections.json"
@@ -57,7 +66,7 @@ def test_same_document_as_md_to_coco(tmp_path: Path, threshold: float) -> None:
                                    image_filename_to_size={k: list(v) for k, v in SIZES.items()},
                                    info={"description": "test"})
     mine = ours(path, threshold)
-    assert without_ids(mine) == without_ids(theirs)
+    assert without_ids(mine) == without_ids(located(theirs))
     assert len({a["id"] for a in mine["annotations"]}) == len(mine["annotations"])
     assert mine["annotations"], "the comparison must cover some boxes"
 
@@ -148,11 +157,37 @@ def test_with_a_list_the_document_passes_megadetectors_coco_camera_traps_check(t
     assert all(isinstance(im["location"], str) for im in doc["images"])
 
 
-def test_without_metadata_an_image_is_md_to_cocos() -> None:
+def test_without_metadata_an_image_is_md_to_cocos_with_its_camera_folder() -> None:
     entry = {"file": "x.jpg", "detections": []}
     assert coco.convert_entry(entry, (4, 3), 0.2, {"1": "animal"}, None) == \
         coco.convert_entry(entry, (4, 3), 0.2, {"1": "animal"}, {"empty": ""}) == \
-        ({"id": "x.jpg", "file_name": "x.jpg", "width": 4, "height": 3}, [])
+        ({"id": "x.jpg", "file_name": "x.jpg", "width": 4, "height": 3, "location": "(root)"}, [])
+    image, _ = coco.convert_entry({"file": "s/cam1/100RECNX/x.jpg", "detections": []}, (4, 3), 0.2, {})
+    assert image["location"] == "s/cam1"  # the overflow folder is the same camera, as in Camtrap DP
+    own, _ = coco.convert_entry({"file": "s/x.jpg", "location": "L9", "detections": []}, (4, 3), 0.2, {})
+    assert own["location"] == "L9"  # an entry's own location stands
+
+
+def test_without_a_list_the_document_passes_megadetectors_check_and_converts_back(tmp_path: Path) -> None:
+    """MegaDetector's CCT integrity check with its defaults (a location on every image) and its ``cct_to_md``
+    (which reads each image's location) take the document of results alone."""
+    from megadetector.data_management.cct_to_md import cct_to_md
+    from megadetector.data_management.integrity_check_json_db import IntegrityCheckOptions, integrity_check_json_db
+
+    path = tmp_path / "detections.json"
+    path.write_text(json.dumps(results()))
+    doc = ours(path, 0.2)
+    options = IntegrityCheckOptions()
+    options.verbose, options.nThreads = False, 1
+    assert options.bRequireLocation  # MegaDetector's default
+    _, data, _ = integrity_check_json_db(json.loads(json.dumps(doc)), options)
+    assert len(data["images"]) == len(doc["images"])
+    coco_file = tmp_path / "coco.json"
+    # cct_to_md reads every image's height and width, which a failed image has none of
+    coco_file.write_text(json.dumps({**doc, "images": [im for im in doc["images"] if "failure" not in im]}))
+    back = cct_to_md(str(coco_file), str(tmp_path / "md.json"))
+    assert {im["file"]: im["location"] for im in back["images"]} == {
+        im["file_name"]: im["location"] for im in doc["images"] if "failure" not in im}
 
 
 def test_annotation_id_is_uuid5_of_file_and_index() -> None:
