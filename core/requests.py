@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from core.errors import RequestInvalid, RequestTooLarge, UnsupportedContentType
 from core.ids import task_instance_id
 from core.repeats import RepeatOptions
+from gpu_batch.formats import listfields
 
 _CONTAINER_RE = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$")
 ALLOWED_FIELDS = ("container", "prefix", "first_n", "sample_n", "seed", "model", "request_name", "caller",
@@ -295,10 +296,7 @@ def parse_task_request(body: Any, default_model: str = "", default_images_per_sh
     )
 
 
-# An offset from UTC as ISO 8601 writes it (``+02:00``, ``+0200``, ``Z``), within the zones in use: UTC-12:00 to
-# UTC+14:00. api/openapi.py states the same pattern (its test feeds both the same bodies).
-UTC_OFFSET_PATTERN = r"^([Zz]|[+]((0\d|1[0-3]):?[0-5]\d|14:?00)|-((0\d|1[01]):?[0-5]\d|12:?00))?$"
-_UTC_OFFSET_RE = re.compile(UTC_OFFSET_PATTERN)
+UTC_OFFSET_PATTERN = listfields.UTC_OFFSET_PATTERN  # api/openapi.py states it (its test feeds both the same bodies)
 
 
 def _utc_offset(body: Mapping[str, Any]) -> str:
@@ -306,14 +304,13 @@ def _utc_offset(body: Mapping[str, Any]) -> str:
     raw = body.get("utc_offset")
     if raw is None or raw == "":
         return ""
-    hint = ('give the offset from UTC of the cameras\' clocks as "+HH:MM" or "-HH:MM" (UTC-12:00 to UTC+14:00), e.g. '
-            '"+02:00" for central Europe in summer or "-05:00" for US Eastern standard time')
-    if not isinstance(raw, str) or _UTC_OFFSET_RE.match(raw) is None:
-        raise RequestInvalid(f"'utc_offset' {raw!r} is not an offset from UTC in use", hint)
-    if raw in ("Z", "z"):
-        return "+00:00"
-    digits = raw[1:].replace(":", "")
-    return f"{raw[0]}{digits[:2]}:{digits[2:]}"
+    offset = listfields.utc_offset(raw) if isinstance(raw, str) else None
+    if offset is None:
+        raise RequestInvalid(f"'utc_offset' {raw!r} is not an offset from UTC in use",
+                             'give the offset from UTC of the cameras\' clocks as "+HH:MM" or "-HH:MM" (UTC-12:00 to '
+                             'UTC+14:00), e.g. "+02:00" for central Europe in summer or "-05:00" for US Eastern '
+                             'standard time')
+    return offset
 
 
 RERENDER_FIELDS = ("threshold",)

@@ -38,6 +38,8 @@ An explicit image list's metadata (``core.imagelist``), when the caller gives an
 * ``latitude`` / ``longitude`` (in range, both given) and a camera (``camera_id``, ``camera``...) fill the
   deployment's ``latitude``, ``longitude`` and ``cameraID`` (the first image of the deployment that gives them);
 * a sequence (``seq_id``, ``event_id``...) is the ``eventID`` of the image's observations;
+* an offset from UTC (``utc_offset``, ``timezone_offset``...: ``+02:00``) is the zone of that image's capture times
+  that have none (EXIF's, the list's), over the task's ``utc_offset``: a project whose cameras span zones;
 * every other column, and a recognised one that cannot be read (a time, a coordinate out of range), goes into the
   media's ``mediaComments``, last, as ``image list: {"season": "S1", ...}`` (a JSON object after that fixed label):
   the 1.0 media table has no other free field, and a column it does not define fails the package's validation.
@@ -84,8 +86,8 @@ _OVERFLOW = [re.compile(p) for p in (r"/\d+RECNX/", r"/\d+EK\d+/", r"/\d+_BTCF/"
 _MEDIATYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".gif": "image/gif"}
 NO_CAPTURE_TIME = "capture time unknown: the detection completion time stands in for it"
 # Camtrap DP timestamps carry a zone and EXIF's do not: without the task's utc_offset they are written as UTC, said
-NO_ZONE = ("Capture times without a time zone (the cameras' clocks, as EXIF writes them) are written as UTC: "
-           "the task gave no utc_offset.")
+NO_ZONE = ("Capture times without a time zone (the cameras' clocks, as EXIF writes them) are written as UTC where "
+           "neither the task (utc_offset) nor the image list (a utc_offset column) gave the cameras' offset.")
 NO_COORDINATES = "coordinates unknown (0, 0 stand in): replace latitude and longitude before publishing"
 ROOT_DEPLOYMENT = "(root)"
 LIST_METADATA_LABEL = "image list: "  # mediaComments: the image list's other columns follow, as a JSON object
@@ -93,7 +95,7 @@ LIST_METADATA_LABEL = "image list: "  # mediaComments: the image list's other co
 # shared encoder (json.dumps builds one per call); deliberately not gpu_batch.formats.jsonio's compact form
 _COMMENT_JSON = json.JSONEncoder(ensure_ascii=False)
 # gpu_batch.formats.listfields concepts the Camtrap DP tables have a field for
-LIST_FIELDS = ("datetime", "location", "latitude", "longitude", "camera_id", "seq_id")
+LIST_FIELDS = ("datetime", "location", "latitude", "longitude", "camera_id", "seq_id", "utc_offset")
 
 
 FACT_CONCEPTS = ("latitude", "longitude", "camera_id")  # what a deployment takes from its first image that gives it
@@ -271,11 +273,19 @@ class CamtrapBuilder:
             known_fields, rest = {}, {}  # listfields.split of no row
         location = known_fields["location"][1] if "location" in known_fields else ""
         dep, mid = deployment_id(file, location), media_id(file)
+        zone = self._zone
+        if "utc_offset" in known_fields:  # the image list's offset for this image's camera
+            column, value = known_fields["utc_offset"]
+            offset = listfields.utc_offset(value)
+            if offset is None:
+                rest[column] = value  # unreadable: kept, and the task's zone stands
+            else:
+                zone = utc_offset_zone(offset)
         raw_time = entry.get("datetime")
-        timestamp = camtrap_timestamp(raw_time, self._zone) if isinstance(raw_time, str) else None
+        timestamp = camtrap_timestamp(raw_time, zone) if isinstance(raw_time, str) else None
         if "datetime" in known_fields:
             column, value = known_fields["datetime"]
-            listed_time = camtrap_timestamp(value, self._zone) if timestamp is None else None
+            listed_time = camtrap_timestamp(value, zone) if timestamp is None else None
             if listed_time is None:
                 rest[column] = value  # unreadable, or the entry's own time stands: kept, not lost
             timestamp = timestamp or listed_time
@@ -417,8 +427,9 @@ class CamtrapBuilder:
             "contributors": contributors,
             "description": ("MegaDetector detections (machine observations, not species identifications) made by "
                             f"{self.classified_by}; observations at or above confidence {self.threshold}. "
-                            + (f"Capture times without a time zone (the cameras' clocks) are at UTC{self.utc_offset}."
-                               if self.utc_offset else NO_ZONE)),
+                            + (f"Capture times without a time zone (the cameras' clocks) are at UTC{self.utc_offset} "
+                               "unless the image list gave an image's own utc_offset." if self.utc_offset
+                               else NO_ZONE)),
             "project": {"title": title, "samplingDesign": "opportunistic", "captureMethod": ["activityDetection"],
                         "individualAnimals": False, "observationLevel": ["media"]},
             "spatial": spatial,

@@ -33,6 +33,7 @@ CONCEPTS: dict[str, tuple[str, ...]] = {
     "latitude": ("latitude", "lat"),
     "longitude": ("longitude", "lon", "lng", "long"),
     "camera_id": ("camera_id", "cameraid", "camera", "camera_serial"),
+    "utc_offset": ("utc_offset", "timezone_offset", "time_zone_offset", "tz_offset"),
 }
 _SEPARATORS = re.compile(r"[\s\-]+")
 
@@ -75,6 +76,22 @@ def integer(value: str) -> int | None:
     except ValueError:
         return None
     return int(number) if number.is_integer() and re.fullmatch(r"[+-]?\d+(\.0*)?", text) else None
+
+
+# An offset from UTC as ISO 8601 writes it (``+02:00``, ``+0200``, ``Z``), within the zones in use: UTC-12:00 to
+# UTC+14:00. A request's ``utc_offset`` (core.requests, and api/openapi.py's schema) and a list's column both take it.
+UTC_OFFSET_PATTERN = r"^([Zz]|[+]((0\d|1[0-3]):?[0-5]\d|14:?00)|-((0\d|1[01]):?[0-5]\d|12:?00))?$"
+_UTC_OFFSET_RE = re.compile(UTC_OFFSET_PATTERN)
+
+
+def utc_offset(value: str) -> str | None:
+    """An offset from UTC (``UTC_OFFSET_PATTERN``, not empty) as ``+HH:MM`` (``Z`` is ``+00:00``), else None."""
+    if not value or _UTC_OFFSET_RE.match(value) is None:
+        return None
+    if value in ("Z", "z"):
+        return "+00:00"
+    digits = value[1:].replace(":", "")
+    return f"{value[0]}{digits[:2]}:{digits[2:]}"
 
 
 def coordinate(value: str, limit: float) -> float | None:

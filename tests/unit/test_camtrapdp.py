@@ -160,6 +160,24 @@ def test_the_cameras_utc_offset_places_clock_times_and_leaves_zoned_ones(tmp_pat
     assert json.loads((tmp_path / "datapackage.json").read_text())["description"].endswith(camtrapdp.NO_ZONE)
 
 
+
+def test_an_image_lists_utc_offset_is_that_cameras_zone_over_the_tasks(tmp_path: Path) -> None:
+    """A project whose cameras span zones: a list's ``utc_offset`` column (any alias) places that image's times
+    without a zone, over the task's; an unreadable one is kept in the comments and the task's zone stands."""
+    listed = {"siteA/cam1/100RECNX/IMG_0001.JPG": {"Time Zone Offset": "-0700", "site": "J05"},
+              "siteA/cam1/IMG_0003.JPG": {"utc_offset": "+14:30", "datetime": "2024-05-04 08:15:00"},
+              "siteA/cam2/x.png": {"tz_offset": "Z", "datetime": "2024-05-05 10:00:00"}}
+    build(tmp_path, LISTED_ENTRIES, listed=listed, utc_offset="+02:00")
+    assert validate(tmp_path).valid
+    media = {m["filePath"]: m for m in rows(tmp_path / "media.csv")}
+    assert media["siteA/cam1/100RECNX/IMG_0001.JPG"]["timestamp"] == "2024-05-01T06:30:00-07:00"  # EXIF, the list's
+    assert media["siteA/cam1/IMG_0003.JPG"]["timestamp"] == "2024-05-04T08:15:00+02:00"  # +14:30: none, the task's
+    assert listed_part(media["siteA/cam1/IMG_0003.JPG"]["mediaComments"]) == {"utc_offset": "+14:30"}
+    assert media["siteA/cam2/x.png"]["timestamp"] == "2024-05-05T10:00:00+00:00"
+    assert media["siteA/cam1/101RECNX/IMG_0002.JPG"]["timestamp"] == "2024-05-03T07:00:00+02:00"  # its own offset
+    assert "time_zone_offset" not in media["siteA/cam1/100RECNX/IMG_0001.JPG"]["mediaComments"].lower()
+
+
 def test_timestamps_and_camera_folders() -> None:
     assert camtrapdp.camtrap_timestamp("2024:05:01 06:30:00") == "2024-05-01T06:30:00+00:00"
     assert camtrapdp.camtrap_timestamp("not a time") is None

@@ -29,3 +29,10 @@ def test_numbers() -> None:
                                                                                            None]
     assert [listfields.coordinate(v, 90) for v in ("-2.5", "90", "90.1", "nan", "n")] == [-2.5, 90.0, None, None,
                                                                                           None]
+
+
+def test_offsets_from_utc() -> None:
+    values = ("+02:00", "-0530", "Z", "+14:00", "-12:00", "+14:30", "-13:00", "+2:00", " +02:00", "UTC", "", "+02:60")
+    assert [listfields.utc_offset(v) for v in values] == ["+02:00", "-05:30", "+00:00", "+14:00", "-12:00", None, None,
+                                                          None, None, None, None, None]
+    assert listfields.concept_of("Time-Zone Offset") == ("utc_offset", 2)
