@@ -234,6 +234,10 @@ def _print_summary(doc: dict[str, Any], st: dict[str, Any], md_check: str,
     for im in doc["images"]:
         if im.get("failure"):
             say(f"  failure: {im['file']}: {im['failure']}")
+    taken = sorted(str(im["datetime"]) for im in doc["images"] if im.get("datetime"))
+    if taken:  # the cameras' EXIF clocks, as the worker read them
+        say(f"taken:  {taken[0]} to {taken[-1]} ({len(taken)} of {counts['images']} images have an EXIF capture "
+            "time)")
     passed_over = doc["info"].get("trapbatch", {}).get("not_images")
     if passed_over:  # the samples hold a notes file: the task says it did not run it
         say(f"not run: {notimages.describe(passed_over)}")

@@ -42,6 +42,8 @@ def test_demo_writes_validated_results_listing_every_sample_once(tmp_path: Path)
     assert ",2024-06-01T06:20:01+00:00,camera-01/2024-06-01/IMG_0005.JPG," in media
     assert (out / "exports" / "coco.json").is_file() and (out / "exports" / "camtrap-dp" / "datapackage.json").is_file()
     assert "exports:  " in proc.stdout and "/exports/" in proc.stdout  # said where they are
+    assert "taken:  2024:06:01 06:00:00 to 2024:06:02 19:05:00 (37 of 41 images have an EXIF capture time)" \
+        in proc.stdout
     # the samples' notes file is not an image: the results, the page and the demo say it was not run
     assert doc["info"]["trapbatch"]["not_images"] == {
         "files": 1, "kinds": {".txt": {"files": 1, "examples": ["camera-02/2024-06-02/notes.txt"]}}}
