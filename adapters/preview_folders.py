@@ -53,7 +53,11 @@ def delete_preview_folder(store: BlobStore, settings: Settings, task_id: str) ->
 
 
 def forget_folder(store: BlobStore, settings: Settings, task_id: str, folder: str) -> None:
-    """Delete the record of the task's folder if it still names ``folder`` (a render may have made a new one)."""
+    """Delete the record of the task's folder if it still names ``folder`` (a render may have made a new one).
+
+    The delete carries the record's ETag read with it (If-Match; Azure Storage, "Specifying conditional headers for
+    Blob service operations": the operation runs only if the ETag matches, else 412), so a record rewritten in
+    between is left alone."""
     from azure.core import MatchConditions
     from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 

@@ -123,30 +123,39 @@ def test_merge_combines_attempts_marks_missing_and_is_idempotent(env: tuple[Sett
     assert store.read_bytes(settings.container, results_blob(tid)) == first
 
 
-def test_previews_render_from_the_merge_sample_without_reading_the_merged_file(
-        env: tuple[Settings, BlobStore, str]) -> None:
+def _merged_task_of_jpegs(settings: Settings, store: BlobStore, source: str, cams: tuple[str, ...], per_cam: int
+                          ) -> str:
+    """A merged task over real JPEGs (so thumbnails are made), shards of 5: each camera's ``img0.jpg`` with one
+    detection and ``a/img0.jpg`` with a capture time; the task id."""
     import io
 
     from PIL import Image
 
-    from activities.previews import run_previews
-
-    settings, store, source = env
-    for cam in ("a", "b"):  # real JPEGs this time, so thumbnails are made
-        for i in range(5):
+    for cam in cams:
+        for i in range(per_cam):
             buf = io.BytesIO()
             Image.new("RGB", (64, 48), (10 * i, 80, 120)).save(buf, "JPEG")
             store.write_bytes(source, f"{cam}/img{i}.jpg", buf.getvalue())
     request = parse_task_request({"container": source, "images_per_shard": 5, "model": "m.pt"})
     tid = request.task_id
-    run_enumerate(tid, request, settings, store)
+    shards = run_enumerate(tid, request, settings, store)["shards"]
     det = {"category": "1", "conf": 0.9, "bbox": [0.1, 0.1, 0.2, 0.2]}
-    for sid in ("s00000", "s00001"):
-        m = ShardManifest.from_dict(store.read_json(settings.container, layout.manifest_blob(tid, sid, 1)))
+    for index in range(shards):
+        m = ShardManifest.from_dict(store.read_json(settings.container,
+                                                    layout.manifest_blob(tid, layout.shard_id(index), 1)))
         _write_results(store, settings, m, [{"file": f, "detections": [det] if f.endswith("0.jpg") else [],
                                              **({"datetime": "2024:06:01 06:20:01"} if f == "a/img0.jpg" else {})}
                                             for f in m.images])
     run_merge(tid, "m.pt", "2026-11-22T00:00:00", settings, store)
+    return tid
+
+
+def test_previews_render_from_the_merge_sample_without_reading_the_merged_file(
+        env: tuple[Settings, BlobStore, str]) -> None:
+    from activities.previews import run_previews
+
+    settings, store, source = env
+    tid = _merged_task_of_jpegs(settings, store, source, ("a", "b"), 5)
     sample = store.read_json(settings.container, preview_sample_blob(tid))
     assert sample["totals"] == {"detections": 2, "near_misses": 0, "empty": 8, "failures": 0}
     store.service.get_blob_client(settings.container, results_blob(tid)).delete_blob()
@@ -173,25 +182,11 @@ def test_pages_deleted_while_a_render_runs_stay_off_the_website(env: tuple[Setti
     """A render past its checks (a repeat search's, a re-render's) when the pages are deleted: whether the deletion
     lands while it writes thumbnails into the old folder or after it made a new one for its page, nothing it wrote
     stays on the website, no folder is recorded, and no later render (even a task's own) publishes again."""
-    import io
-
-    from PIL import Image
-
     from activities import previews
     from adapters.preview_folders import delete_preview_folder, withdrawn
 
     settings, store, source = env
-    for i in range(4):
-        buf = io.BytesIO()
-        Image.new("RGB", (64, 48), (10 * i, 80, 120)).save(buf, "JPEG")
-        store.write_bytes(source, f"a/img{i}.jpg", buf.getvalue())
-    request = parse_task_request({"container": source, "images_per_shard": 5, "model": "m.pt"})
-    tid = request.task_id
-    run_enumerate(tid, request, settings, store)
-    m = ShardManifest.from_dict(store.read_json(settings.container, layout.manifest_blob(tid, "s00000", 1)))
-    det = {"category": "1", "conf": 0.9, "bbox": [0.1, 0.1, 0.2, 0.2]}
-    _write_results(store, settings, m, [{"file": f, "detections": [det]} for f in m.images])
-    run_merge(tid, "m.pt", "2026-11-22T00:00:00", settings, store)
+    tid = _merged_task_of_jpegs(settings, store, source, ("a",), 4)
     previews.run_previews(tid, "m.pt", "", settings, store)
     old = existing_preview_folder(store, settings, tid)
     assert old is not None and list(store.list_names(settings.web_container, old + "/"))
