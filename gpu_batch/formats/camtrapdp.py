@@ -406,8 +406,10 @@ class CamtrapBuilder:
     def descriptor(self, name: str, title: str, created: str, contributors: list[dict[str, str]],
                    licenses: list[dict[str, str]] | None = None) -> dict[str, Any]:
         """``datapackage.json``: the three tables with the canonical 1.0.2 schemas, and the required metadata."""
-        starts = [d.start or self.completed_at for d in self.deployments.values()] or [self.completed_at]
-        ends = [d.end or self.completed_at for d in self.deployments.values()] or [self.completed_at]
+        # the package's time span: its capture times; the detection time only for a package without any (as for
+        # a deployment: a camera whose clock was never read does not stretch the survey to the day it was run)
+        starts = [d.start for d in self.deployments.values() if d.start] or [self.completed_at]
+        ends = [d.end for d in self.deployments.values() if d.end] or [self.completed_at]
         coords = [(float(w["longitude"]), float(w["latitude"])) for w in self.locations.values()
                   if isinstance(w.get("latitude"), (int, float)) and isinstance(w.get("longitude"), (int, float))]
         coords += [(d.longitude, d.latitude) for d in self.deployments.values()

@@ -115,6 +115,10 @@ def test_the_package_is_valid_camtrap_dp(tmp_path: Path) -> None:
     assert (cam1["latitude"], cam1["timestampIssues"]) == ("51.5", "false")
     assert cam1["deploymentStart"] == "2024-05-01T06:30:00+00:00" and cam1["deploymentEnd"] == "2024-05-03T07:00:00+02:00"
     assert deployments["siteA/cam2"]["timestampIssues"] == "true" and "0, 0" in deployments["siteA/cam2"]["deploymentComments"]
+    # the survey's span is its capture times' (cam2's image has none: it does not stretch it to the detection day)
+    assert json.loads((tmp_path / "datapackage.json").read_text())["temporal"] == {"start": "2024-05-01",
+                                                                                   "end": "2024-05-03"}
+    assert deployments["siteA/cam2"]["deploymentStart"] == "2026-12-01T10:00:00+00:00"  # none: the detection time
     observations = rows(tmp_path / "observations.csv")
     kinds = [(o["mediaID"], o["observationType"]) for o in observations]
     a, b, c = (camtrapdp.media_id(e["file"]) for e in ENTRIES[:3])
