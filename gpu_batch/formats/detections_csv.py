@@ -24,7 +24,7 @@ import posixpath
 from typing import Any, Mapping
 
 from gpu_batch.formats.csvline import plain as _plain
-from gpu_batch.formats.entries import DETECTION_CATEGORIES
+from gpu_batch.formats.entries import DETECTION_CATEGORIES, is_exif_time
 
 _KEYS = sorted(DETECTION_CATEGORIES)
 _NAMES = [DETECTION_CATEGORIES[k] for k in _KEYS]
@@ -47,7 +47,7 @@ def capture_time(entry: Mapping[str, Any]) -> str:
     if value is None:
         return ""
     text = str(value)
-    if len(text) == 19 and text[4] == ":" and text[7] == ":" and text[10] == " ":
+    if is_exif_time(text):
         return f"{text[:4]}-{text[5:7]}-{text[8:]}"
     return spreadsheet_safe(text)
 

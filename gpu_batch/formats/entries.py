@@ -138,6 +138,13 @@ def entry_json(entry: Mapping[str, Any]) -> bytes:
     return jsonio.dumps(entry)
 
 
+def is_exif_time(value: Any) -> bool:
+    """Whether an entry's ``datetime`` has MegaDetector's EXIF form, ``YYYY:MM:DD HH:MM:SS`` (which sorts as text):
+    the one check the CSV's ``capture_time`` and the preview's capture span share (other text there is not one)."""
+    return (value.__class__ is str and len(value) == 19 and value[4] == ":" and value[7] == ":"
+            and value[10] == " ")
+
+
 def entry_fragment(entry: Mapping[str, Any]) -> bytes:
     """One entry as a part writes it: always with the separator (the combine drops the very first comma)."""
     return ENTRY_SEPARATOR + entry_json(entry)

@@ -19,6 +19,8 @@ from hashlib import sha256
 from collections.abc import Mapping  # not typing's: its isinstance is several times slower, per detection
 from typing import Any
 
+from gpu_batch.formats.entries import is_exif_time
+
 CATEGORIES = ("detections", "near_misses", "empty", "failures")
 SAMPLE_PER_CATEGORY = 120
 NEAR_MISS_FLOOR = 0.1  # below the preview threshold but worth a look: where a lower threshold would add images
@@ -84,7 +86,7 @@ class PreviewSampler:
         self.captured, self.first, self.last = 0, "", ""
 
     def _capture(self, when: Any) -> None:
-        if when.__class__ is str and len(when) == 19:
+        if is_exif_time(when):
             self.captured += 1
             if not self.first or when < self.first:
                 self.first = when

@@ -107,7 +107,8 @@ def test_samples_of_parts_combine_to_the_sample_of_the_whole_however_split(cuts:
 def test_capture_times_count_exif_times_only() -> None:
     """The span counts MegaDetector's EXIF form only; nothing else an entry's ``datetime`` might hold."""
     sampler = PreviewSampler("task-x", 0.2)
-    for i, when in enumerate(["2024:06:01 06:20:01", None, "", "2024-06-01T06:20:01+02:00", 5, "2023:01:02 03:04:05"]):
+    for i, when in enumerate(["2024:06:01 06:20:01", None, "", "2024-06-01T06:20:01+02:00", 5, "2023:01:02 03:04:05",
+                              "2001-01-01T00:00:00"]):  # ISO without a zone is 19 characters too, and not EXIF's
         sampler.add({**_entry(i, 0.5), "datetime": when})
     assert sampler.result()["capture_times"] == {"images": 2, "first": "2023:01:02 03:04:05",
                                                   "last": "2024:06:01 06:20:01"}
