@@ -34,7 +34,7 @@ import azure.durable_functions as df
 from azure.core.exceptions import ResourceNotFoundError
 
 from activities.exports import (LineBuffer, ListMetadata, ViewLines, _write_zooniverse, needs_no_size, prepare,
-                               read_results_head, sized, write_descriptor)
+                               read_results_head, sized, write_descriptor, write_events)
 from activities.fanin import iter_export_views, range_lines
 from adapters import clients
 from adapters.block_writer import BlockBlobWriter, open_blob
@@ -42,7 +42,7 @@ from adapters.blob_files import ResultsNotFound
 from adapters.blobs import BlobStore
 from adapters.compose import Piece, compose_blob
 from core import contracts as c
-from core import exportparts, mdformat, zooniverse
+from core import camtrap_events, exportparts, mdformat, zooniverse
 from core.fanin import json_ranges
 from core.settings import Settings
 from gpu_batch import layout
@@ -51,6 +51,7 @@ from gpu_batch.formats import camtrapdp, coco, jsonio
 logger = logging.getLogger(__name__)
 bp = df.Blueprint()
 FRAGMENTS = ("images", "annotations", "media", "observations")
+EVENTS = "events"  # the part's event records (core.camtrap_events.EventRecords), beside the fragments
 FRAGMENT_BLOCK_BYTES = 4 * 1024 * 1024  # each fragment's block in memory while it is written
 
 
@@ -111,10 +112,11 @@ def run_exports_part(payload: c.ExportsPartInput, settings: Settings, store: Blo
             return str(entry.get("file"))
 
         listed = ListMetadata(store, container, task_id, ctx.list_shards, payload["first_shard"])
+        tap = camtrap_events.EventTap()
         with ViewLines(iter_export_views(store, settings, task_id, payload["first_shard"],
                                          int(payload.get("shards", 0)), ctx.cut, ctx.plain_camtrap(), "exports",
                                          *ctx.view_list()), camtrap,
-                       direct={k: _Fragment(buffered[k], files[k]) for k in FRAGMENTS}) as views:
+                       direct={k: _Fragment(buffered[k], files[k]) for k in FRAGMENTS}, events=tap) as views:
             views.write(writer, text["images"], text["annotations"], camtrap, media, observations, continued=True)
         if views.coco:
             needs_size = needs_no_size
@@ -136,6 +138,10 @@ def run_exports_part(payload: c.ExportsPartInput, settings: Settings, store: Blo
         for name, fp in files.items():
             text[name].flush()
             sizes[name] = fp.bytes_written
+    # the part's timed images for the combine's event rows (core.camtrap_events: a deployment may span parts)
+    events = tap.records().to_bytes()
+    store.write_bytes(container, _fragment(task_id, variant, part, EVENTS), events, "application/octet-stream")
+    sizes[EVENTS] = len(events)
     return {"part": part, "images": writer.counts["images"], "annotations": writer.counts["annotations"],
             "observations": camtrap.counts["observations"], "eligible": counts["eligible"],
             "sizes_unknown": counts["sizes_unknown"], "bytes": sizes,
@@ -172,6 +178,16 @@ def _pieces(task_id: str, variant: str, parts: list[c.ExportsPartOutput], name: 
     return [(_fragment(task_id, variant, p["part"], name), 0, s) for p, s in zip(parts, sizes) if s]
 
 
+def _event_records(store: BlobStore, container: str, task_id: str, variant: str,
+                   parts: list[c.ExportsPartOutput]) -> camtrap_events.EventRecords:
+    """The parts' event records as one; none when a part recorded before the parts wrote them (its images' times
+    are unknown here, and events of the other parts alone would split or miss some)."""
+    if any(EVENTS not in p["bytes"] for p in parts):
+        return camtrap_events.EventRecords()
+    return camtrap_events.combine([camtrap_events.EventRecords.from_bytes(
+        store.read_bytes(container, _fragment(task_id, variant, p["part"], EVENTS))) for p in parts])
+
+
 def run_exports_combine(payload: c.ExportsCombineInput, settings: Settings,
                         store: BlobStore) -> c.ExportsCombineOutput:
     task_id, variant, parts = payload["task_id"], payload["variant"], payload["parts"]
@@ -193,13 +209,23 @@ def run_exports_combine(payload: c.ExportsCombineInput, settings: Settings,
                  [writer.head(ctx.coco_info()).encode("utf-8"), *_pieces(task_id, variant, parts, "images", True),
                   coco.IMAGES_TO_ANNOTATIONS.encode("utf-8"), *_pieces(task_id, variant, parts, "annotations", True),
                   writer.tail().encode("utf-8")], "application/json")
+    # the event rows streamed to a fragment of their own (hundreds of MB at ten million images), composed last
+    events_csv = f"{_work(task_id, variant)}{EVENTS}.csv"
+    with BlockBlobWriter(store, container, events_csv, "application/octet-stream", FRAGMENT_BLOCK_BYTES) as blob:
+        stream = io.TextIOWrapper(io.BufferedWriter(blob, 1 << 16), encoding="utf-8", newline="")
+        events = write_events(stream, camtrap, _event_records(store, container, task_id, variant, parts),
+                              settings.event_interval_s)
+        stream.flush()
+        stream.detach().detach()  # the blob commits as the with block ends
     for name, columns in (("media", camtrapdp.MEDIA_COLUMNS), ("observations", camtrapdp.OBSERVATION_COLUMNS)):
+        tail: list[Piece] = [(events_csv, 0, blob.bytes_written)] if name == "observations" and events else []
         compose_blob(store, container, layout.camtrap_dp_blob(task_id, f"{name}.csv", variant),
-                     [_csv_line(columns), *_pieces(task_id, variant, parts, name, False)], "text/csv; charset=utf-8")
+                     [_csv_line(columns), *_pieces(task_id, variant, parts, name, False), *tail],
+                     "text/csv; charset=utf-8")
     table = b"".join(_csv_line(r) for r in [camtrapdp.DEPLOYMENT_COLUMNS, *camtrap.deployment_rows()])
     store.write_bytes(container, layout.camtrap_dp_blob(task_id, "deployments.csv", variant), table,
                       "text/csv; charset=utf-8")
-    write_descriptor(store, ctx, camtrap)
+    write_descriptor(store, ctx, camtrap, events, settings.event_interval_s)
     # The fragments stay until exports_zooniverse_clean: a combine run again (its completion lost, as Durable's
     # at-least-once delivery allows) must find them; deleting them here made every retry fail with BlobNotFound.
     prefix = layout.exports_prefix(task_id, variant)
@@ -210,7 +236,8 @@ def run_exports_combine(payload: c.ExportsCombineInput, settings: Settings,
         "zooniverse_batches": zooniverse.batch_count(eligible, ctx.manifest), "threshold": ctx.cut,
         "images": sum(p["images"] for p in parts), "annotations": sum(p["annotations"] for p in parts),
         "observations": sum(p["observations"] for p in parts), "deployments": len(camtrap.deployments),
-        "zooniverse_subjects": eligible, "sizes_unknown": sum(p["sizes_unknown"] for p in parts)}}
+        "zooniverse_subjects": eligible, "sizes_unknown": sum(p["sizes_unknown"] for p in parts),
+        "events": events}}
     if ctx.captures() is not None:  # the manifests are of captures (activities.zooniverse_captures), not of images
         out["zooniverse_captures"] = True
     return out

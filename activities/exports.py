@@ -62,7 +62,7 @@ from adapters.blobs import BlobStore
 from adapters.compose import read_range
 from adapters.image_sizes import with_sizes
 from core import contracts as c
-from core import captures, mdformat, zooniverse
+from core import camtrap_events, captures, mdformat, zooniverse
 from core.exportparts import combine_deployments, follows_first
 from core.settings import Settings
 from gpu_batch import layout
@@ -224,9 +224,11 @@ class ViewLines:
 
     def __init__(self, views: Iterable[ShardView | None] | None, camtrap: camtrapdp.CamtrapBuilder,
                  rows: zooniverse.ManifestOptions | None = None,
-                 direct: Mapping[str, "RestartableStream"] | None = None) -> None:
+                 direct: Mapping[str, "RestartableStream"] | None = None,
+                 events: camtrap_events.EventTap | None = None) -> None:
         self._files = ExitStack()
         self._direct = direct
+        self._events = events  # fed every Camtrap DP line written, for the event rows (core.camtrap_events)
         self._spool: dict[str, Any] = {k: self._files.enter_context(tempfile.TemporaryFile("w+b"))
                                        for k in (("rows",) if direct else
                                                  ("images", "annotations", "media", "observations", "rows"))}
@@ -259,6 +261,8 @@ class ViewLines:
         if not seen:
             self.coco = self.camtrap = self.zooniverse = False
         self.complete = self.coco and self.camtrap and self.zooniverse
+        if not self.camtrap and events is not None:  # the entries write Camtrap DP: what the views fed is dropped
+            events.reset()
         if direct:  # a format the views turned out not to hold: its lines so far are discarded, the entries write it
             for usable, names in ((self.coco, ("images", "annotations")), (self.camtrap, ("media", "observations"))):
                 if not usable:
@@ -284,6 +288,8 @@ class ViewLines:
             else:
                 spool["media"].write(filled[0].encode("utf-8"))
                 spool["observations"].write(filled[1].encode("utf-8"))
+                if self._events is not None:
+                    self._events.feed(filled[0], filled[1])
                 counts["media"] += view.camtrap.media_count  # type: ignore[union-attr]
                 counts["observations"] += view.camtrap.observation_count  # type: ignore[union-attr]
                 self._deployments.append(filled[2])
@@ -361,6 +367,8 @@ class ViewLines:
             row, rows = builder.add_lines(entry, metadata)
             media.write(row)
             observations.write(rows)
+            if self._events is not None:
+                self._events.feed(row, rows)
 
 
 def _copy(source: IO[bytes], target: IO[bytes], skip: int = 0) -> None:
@@ -542,14 +550,27 @@ def contributors(ctx: ExportContext) -> list[dict[str, str]]:
                                 "(the operator names it with TRAPBATCH_EXPORT_ATTRIBUTION)", "role": "rightsHolder"}]
 
 
-def write_descriptor(store: BlobStore, ctx: ExportContext, camtrap: camtrapdp.CamtrapBuilder) -> None:
-    """``datapackage.json`` of the variant's Camtrap DP package."""
+def write_descriptor(store: BlobStore, ctx: ExportContext, camtrap: camtrapdp.CamtrapBuilder,
+                     events: int = 0, interval_s: float = camtrap_events.DEFAULT_INTERVAL_S) -> None:
+    """``datapackage.json`` of the variant's Camtrap DP package (``events``: how many event-level observations
+    ``write_events`` added, grouped at ``interval_s``)."""
     licenses = ([{"name": ctx.license, "scope": "data"}, {"name": ctx.license, "scope": "media"}]
                 if ctx.license else None)
     descriptor = camtrap.descriptor(
         f"trapbatch-{ctx.task_id}" + (f"-{ctx.variant}" if ctx.variant else ""), ctx.title, ctx.completed_at,
-        contributors(ctx), licenses)
+        contributors(ctx), licenses, event_interval_s=interval_s if events else None)
     store.write_json(ctx.container, layout.camtrap_dp_blob(ctx.task_id, "datapackage.json", ctx.variant), descriptor)
+
+
+def write_events(out: "LineBuffer | IO[str]", camtrap: camtrapdp.CamtrapBuilder,
+                 records: camtrap_events.EventRecords, interval_s: float) -> int:
+    """The event-level observations of ``records`` (``core.camtrap_events``) appended to ``out``, with the media
+    observations' classifier and time; returns how many rows."""
+    rows = 0
+    for text, n in camtrap_events.event_lines(records, camtrap.classified_by, camtrap.completed_at, interval_s):
+        out.write(text)
+        rows += n
+    return rows
 
 
 def run_exports(task_id: str, settings: Settings, store: BlobStore, source: BlobStore | None = None,
@@ -587,9 +608,10 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
 
             by_capture = ctx.captures()  # subjects are captures: written below from the entries, not row by row
             listed = ListMetadata(store, container, task_id, list_shards)
+            tap = camtrap_events.EventTap()
             views = files.enter_context(ViewLines(iter_export_views(
                 store, settings, task_id, 0, int(enumeration.get("shards") or 0), cut, ctx.plain_camtrap(), "exports",
-                *ctx.view_list()), camtrap, manifest))
+                *ctx.view_list()), camtrap, manifest, events=tap))
             lengths = array("q")
             views.write(writer, tmp["images"], tmp["annotations"], camtrap, media, observations, continued=False)
             if views.coco:
@@ -610,6 +632,7 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
                     line = zooniverse.row_line(entry, manifest, categories, metadata).encode("utf-8")
                     zooniverse_rows.write(line)
                     lengths.append(len(line))
+            events = write_events(observations, camtrap, tap.records(), settings.event_interval_s)
             media.flush()
             observations.flush()
             writer.finish(tmp["coco"], ctx.coco_info())
@@ -622,7 +645,7 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
                                   "text/csv; charset=utf-8"))
             for name, wrapper, content_type in store_put:
                 _upload_text(store, container, name, wrapper, content_type)
-            write_descriptor(store, ctx, camtrap)
+            write_descriptor(store, ctx, camtrap, events, settings.event_interval_s)
             for wrapper in tmp.values():
                 wrapper.detach()
             if by_capture is None:
@@ -647,7 +670,7 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
         "camtrap_dp": prefix + "camtrap-dp/", "zooniverse": prefix + "zooniverse/", "zooniverse_batches": batches,
         "threshold": cut, "images": writer.counts["images"], "annotations": writer.counts["annotations"],
         "observations": camtrap.counts["observations"], "deployments": len(camtrap.deployments),
-        "zooniverse_subjects": eligible, "sizes_unknown": sizes_unknown}
+        "zooniverse_subjects": eligible, "sizes_unknown": sizes_unknown, "events": events}
     if by_capture is not None:
         out["zooniverse_capture_images"] = made["images"]
     return out

@@ -50,6 +50,9 @@ Variables (names shared with infra/main.bicep app settings):
     TRAPBATCH_EXPORT_LICENSE       ``license`` column of Zooniverse manifests and the Camtrap DP package's media
                                    licence (default empty: no licence claimed)
     TRAPBATCH_ZOONIVERSE_BATCH_SIZE   largest Zooniverse manifest batch (default 10000)
+    TRAPBATCH_EVENT_INTERVAL_S     a camera's images more than this many seconds apart are two events in the Camtrap
+                                   DP export's event-level observations (default 60, MegaDetector's sequence gap;
+                                   core.camtrap_events)
     TRAPBATCH_LINK_DAYS            how long the read-only links of ``GET /api/tasks/{id}/results`` work (default 7,
                                    the most a user delegation SAS allows; fractions of a day are fine)
     TRAPBATCH_RESULTS_ZIP_ABOVE_BYTES  when a task's linked files (results, CSVs, exports) together exceed this many
@@ -273,6 +276,7 @@ class Settings:
     export_attribution: str = ""
     export_license: str = ""
     zooniverse_batch_size: int = 10_000
+    event_interval_s: float = 60.0
     export_image_sizes: bool = True
     merge_views_mode: str = "auto"  # TRAPBATCH_MERGE_VIEWS; ``merge_views`` decides
     image_list_max_bytes: int = DEFAULT_IMAGE_LIST_MAX_BYTES
@@ -395,6 +399,7 @@ class Settings:
             export_attribution=env.get("TRAPBATCH_EXPORT_ATTRIBUTION", ""),
             export_license=env.get("TRAPBATCH_EXPORT_LICENSE", ""),
             zooniverse_batch_size=_int(env, "TRAPBATCH_ZOONIVERSE_BATCH_SIZE", 10_000),
+            event_interval_s=_positive(env, "TRAPBATCH_EVENT_INTERVAL_S", 60.0, allow_zero=True),
             export_image_sizes=_bool(env, "TRAPBATCH_EXPORT_IMAGE_SIZES", True),
             merge_views_mode=_choice(env, "TRAPBATCH_MERGE_VIEWS", ("auto", "on", "off"), "auto"),
             image_list_max_bytes=_int(env, "TRAPBATCH_IMAGE_LIST_MAX_BYTES", DEFAULT_IMAGE_LIST_MAX_BYTES),

@@ -90,6 +90,10 @@ NO_ZONE = ("Capture times without a time zone (the cameras' clocks, as EXIF writ
            "neither the task (utc_offset) nor the image list (a utc_offset column) gave the cameras' offset.")
 NO_COORDINATES = "coordinates unknown (0, 0 stand in): replace latitude and longitude before publishing"
 ROOT_DEPLOYMENT = "(root)"
+# the description's word on event-level observations (core.camtrap_events), when there are any
+EVENTS_NOTE = (" Event-level observations group each deployment's images taken at most {interval} s apart (or by the "
+               "image list's sequence); their count is the most detections of that kind in one image of the event. "
+               "Images without a capture time are in no event.")
 LIST_METADATA_LABEL = "image list: "  # mediaComments: the image list's other columns follow, as a JSON object
 # that object as json.dumps(rest, ensure_ascii=False) writes it (people read it; tests and docs spell it), from one
 # shared encoder (json.dumps builds one per call); deliberately not gpu_batch.formats.jsonio's compact form
@@ -404,8 +408,11 @@ class CamtrapBuilder:
         return rows
 
     def descriptor(self, name: str, title: str, created: str, contributors: list[dict[str, str]],
-                   licenses: list[dict[str, str]] | None = None) -> dict[str, Any]:
-        """``datapackage.json``: the three tables with the canonical 1.0.2 schemas, and the required metadata."""
+                   licenses: list[dict[str, str]] | None = None,
+                   event_interval_s: float | None = None) -> dict[str, Any]:
+        """``datapackage.json``: the three tables with the canonical 1.0.2 schemas, and the required metadata;
+        ``event_interval_s``: the observations include event-level ones, a camera's images at most that many
+        seconds apart (``core.camtrap_events``)."""
         # the package's time span: its capture times; the detection time only for a package without any (as for
         # a deployment: a camera whose clock was never read does not stretch the survey to the day it was run)
         starts = [d.start for d in self.deployments.values() if d.start] or [self.completed_at]
@@ -431,9 +438,12 @@ class CamtrapBuilder:
                             f"{self.classified_by}; observations at or above confidence {self.threshold}. "
                             + (f"Capture times without a time zone (the cameras' clocks) are at UTC{self.utc_offset} "
                                "unless the image list gave an image's own utc_offset." if self.utc_offset
-                               else NO_ZONE)),
+                               else NO_ZONE)
+                            + (EVENTS_NOTE.format(interval=f"{event_interval_s:g}") if event_interval_s is not None
+                               else "")),
             "project": {"title": title, "samplingDesign": "opportunistic", "captureMethod": ["activityDetection"],
-                        "individualAnimals": False, "observationLevel": ["media"]},
+                        "individualAnimals": False,
+                        "observationLevel": ["media", "event"] if event_interval_s is not None else ["media"]},
             "spatial": spatial,
             "temporal": {"start": min(starts)[:10], "end": max(ends)[:10]},
             "taxonomic": [],

@@ -44,6 +44,16 @@ def test_demo_writes_validated_results_listing_every_sample_once(tmp_path: Path)
     assert "exports:  " in proc.stdout and "/exports/" in proc.stdout  # said where they are
     assert "taken:  2024:06:01 06:00:00 to 2024:06:02 19:05:00 (37 of 41 images have an EXIF capture time)" \
         in proc.stdout
+    # the camera visits: MegaDetector's sequences (create_sequences) of the successful images with a time
+    from megadetector.data_management.cct_json_utils import create_sequences
+
+    from gpu_batch.formats import camtrapdp
+    timed = [{"file_name": im["file"], "location": camtrapdp.deployment_id(im["file"]),
+              "datetime": im["datetime"].replace(":", "-", 2)} for im in doc["images"]
+             if im.get("datetime") and not im.get("failure")]
+    visits = len({im["seq_id"] for im in create_sequences(timed)})
+    assert 3 < visits < len(timed)  # the samples' bursts: several photos a visit
+    assert f"events: {visits} camera visits (a camera's photos at most 60 s apart" in proc.stdout
     # the samples' notes file is not an image: the results, the page and the demo say it was not run
     assert doc["info"]["trapbatch"]["not_images"] == {
         "files": 1, "kinds": {".txt": {"files": 1, "examples": ["camera-02/2024-06-02/notes.txt"]}}}

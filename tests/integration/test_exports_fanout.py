@@ -193,6 +193,8 @@ def _many(count: int) -> dict[str, Any]:
         dets = [{"category": str(1 + (k * j) % 3), "conf": round(((k * 37 + j * 11) % 100) / 100, 3),
                  "bbox": [0.1, 0.1, 0.2, 0.2]} for j in range(k % 4)]
         entry: dict[str, Any] = {"file": file, "detections": dets}
+        if k % 17:  # capture times in bursts an hour apart, so each camera's events span the parts
+            entry["datetime"] = f"2024:06:01 {k // 30:02d}:00:{k % 30 * 2:02d}"
         if k % 11 == 5:
             entry["image_no_upload"] = "1"
         elif k % 13 == 6:
@@ -223,6 +225,9 @@ def test_fanned_out_zooniverse_batches_of_a_larger_results_are_the_single_passes
     assert single["zooniverse_subjects"] == sum(1 for e in doc["images"] if not zooniverse.excluded(e)) < 97
     assert single["zooniverse_batches"] == -(-single["zooniverse_subjects"] // int(batch_size))
     expected = _clear(store, settings.container, "")
+    events = [line for line in expected[layout.camtrap_dp_blob(TASK, "observations.csv")].split(b"\r\n")
+              if b",event," in line]
+    assert single["events"] == len(events) > 20  # event rows (core.camtrap_events), which the parts must agree on
     assert _fanned(settings, store, "", parts, zooniverse_pieces=9) == single
     got = _snapshot(store, settings.container, "")
     assert sorted(got) == sorted(expected)

@@ -1,0 +1,191 @@
+"""Camtrap DP events (core.camtrap_events): MegaDetector's sequences, counts per event, and the same rows however
+the images are cut into parts."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import random
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from megadetector.data_management.cct_json_utils import SequenceOptions, create_sequences  # the oracle
+
+from core import camtrap_events as ev
+from core import mdformat
+from gpu_batch.formats import camtrapdp
+from tests.unit.test_camtrapdp import rows, validate
+
+COMPLETED = "2026-12-01T10:00:00"
+
+
+def builder(utc_offset: str = "") -> camtrapdp.CamtrapBuilder:
+    return camtrapdp.CamtrapBuilder(threshold=0.2, detection_categories=mdformat.DETECTION_CATEGORIES,
+                                    completed_at=COMPLETED, classified_by="MegaDetector v5a.0.1",
+                                    utc_offset=utc_offset)
+
+
+def tapped(entries: list[dict[str, Any]], listed: dict[str, dict[str, str]] | None = None,
+           b: camtrapdp.CamtrapBuilder | None = None) -> tuple[ev.EventRecords, list[str], list[str]]:
+    """The records of the entries' Camtrap DP lines fed one entry at a time, and the lines themselves."""
+    b = b or builder()
+    tap, media, observations = ev.EventTap(), [], []
+    for e in entries:
+        m, o = b.add_lines(e, (listed or {}).get(e["file"]))
+        tap.feed(m, o)
+        media.append(m)
+        observations.append(o)
+    return tap.records(), media, observations
+
+
+def detection(category: str, conf: float) -> dict[str, Any]:
+    return {"category": category, "conf": conf, "bbox": [0.1, 0.1, 0.2, 0.2]}
+
+
+def camera_day(seed: int, cameras: int = 3, images: int = 60) -> list[dict[str, Any]]:
+    """Images of a few cameras over a day, in bursts with gaps around the 60 s interval (and equal times)."""
+    rnd = random.Random(seed)
+    entries = []
+    for cam in range(cameras):
+        at = datetime(2024, 6, 1, 5, 0, 0)
+        for i in range(images):
+            at += timedelta(seconds=rnd.choice([0, 1, 2, 30, 59, 60, 61, 120, 3600]))
+            folder = f"site/cam{cam}" + ("/100RECNX" if i % 2 else "/101RECNX")  # overflow folders: one camera
+            dets = [detection(rnd.choice("123"), rnd.choice([0.1, 0.25, 0.5, 0.97])) for _ in range(rnd.randint(0, 3))]
+            entries.append({"file": f"{folder}/IMG_{i:04d}.JPG", "datetime": at.strftime("%Y:%m:%d %H:%M:%S"),
+                            "detections": dets})
+    rnd.shuffle(entries)
+    return entries
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_sequences_are_megadetectors(seed: int) -> None:
+    entries = camera_day(seed)
+    records, _, _ = tapped(entries)
+    ours = {}
+    for event in ev.events(records):  # each event by its deployment and start, with how many images it has
+        ours[(event.deployment, event.start)] = event.images
+    images = [{"file_name": e["file"], "location": camtrapdp.deployment_id(e["file"]),
+               "datetime": e["datetime"].replace(":", "-", 2)} for e in entries]
+    create_sequences(images, SequenceOptions())
+    theirs: dict[str, list[dict[str, Any]]] = {}
+    for im in images:
+        theirs.setdefault(im["seq_id"], []).append(im)
+    expected = {}
+    for seq in theirs.values():
+        first = min(im["datetime"] for im in seq)  # create_sequences parsed them
+        expected[(seq[0]["location"], first.isoformat() + "+00:00")] = len(seq)
+    assert ours == expected
+    assert len(records) == len(entries) and len(ours) > 10  # the sample does have several sequences per camera
+
+
+def test_an_events_counts_are_the_most_in_one_image_and_its_best_confidence() -> None:
+    entries = [
+        {"file": "cam/a.jpg", "datetime": "2024:06:01 06:00:00",
+         "detections": [detection("1", 0.9), detection("1", 0.4), detection("1", 0.1)]},  # 2 animals at 0.2
+        {"file": "cam/b.jpg", "datetime": "2024:06:01 06:00:40", "detections": [detection("1", 0.95),
+                                                                                 detection("2", 0.3)]},
+        {"file": "cam/c.jpg", "datetime": "2024:06:01 06:01:40", "detections": [detection("1", -0.8)]},  # removed
+        {"file": "cam/d.jpg", "datetime": "2024:06:01 06:05:00", "detections": []},
+        {"file": "cam/e.jpg", "detections": [detection("3", 0.9)]},  # no capture time: in no event
+        mdformat.failure_entry("cam/f.jpg", mdformat.FAILURE_IMAGE_ACCESS, "undecodable"),
+        {"file": "cam/g.jpg", "datetime": "2024:06:01 06:05:30", "detections": [detection("7", 0.6)]},
+    ]
+    entries[5]["datetime"] = "2024:06:01 06:05:10"  # a failed image with a time (e.g. the list's): in no event
+    records, _, _ = tapped(entries)
+    assert len(records) == 5
+    lines = "".join(text for text, _ in ev.event_lines(records, "MD", "2026-12-01T10:00:00+00:00"))
+    got = [(r[4], r[5], r[7], r[10], r[25]) for r in csv.reader(io.StringIO(lines))]
+    assert got == [("2024-06-01T06:00:00+00:00", "2024-06-01T06:01:40+00:00", "animal", "2", "0.95"),
+                   ("2024-06-01T06:00:00+00:00", "2024-06-01T06:01:40+00:00", "human", "1", "0.3"),
+                   ("2024-06-01T06:05:00+00:00", "2024-06-01T06:05:30+00:00", "unknown", "", "0.6")]
+    records, _, _ = tapped(entries[3:4])
+    lines = "".join(text for text, _ in ev.event_lines(records, "MD", COMPLETED))
+    (blank,) = csv.reader(io.StringIO(lines))
+    assert (blank[6], blank[7], blank[10], blank[25], blank[2]) == ("event", "blank", "", "", "")
+
+
+def test_the_rows_do_not_depend_on_how_the_images_were_cut_into_parts() -> None:
+    entries = sorted(camera_day(7), key=lambda e: e["file"])
+    whole, _, _ = tapped(entries[::-1])  # the single pass meets the deployments in another order
+    expected = list(ev.event_lines(whole, "MD", COMPLETED))
+    rnd = random.Random(3)
+    for _ in range(5):
+        cuts = sorted(rnd.sample(range(1, len(entries)), 4))
+        parts = [tapped(entries[a:b])[0] for a, b in zip([0, *cuts], [*cuts, len(entries)])]
+        parts = [ev.EventRecords.from_bytes(p.to_bytes()) for p in parts]  # as the combine reads them
+        assert list(ev.event_lines(ev.combine(parts), "MD", COMPLETED)) == expected
+    assert list(ev.event_lines(ev.combine([]), "MD", COMPLETED)) == []
+    with pytest.raises(ValueError):
+        ev.EventRecords.from_bytes(b"something else")
+
+
+def test_an_image_lists_sequences_are_events_whatever_their_gaps() -> None:
+    entries = [{"file": f"{cam}/{n}.jpg", "datetime": f"2024:06:01 06:{minute:02d}:00", "detections": []}
+               for cam, n, minute in (("c1", "a", 0), ("c1", "b", 30), ("c1", "c", 31), ("c2", "d", 0))]
+    listed = {"c1/a.jpg": {"seq_id": "S7"}, "c1/b.jpg": {"seq_id": "S7"}, "c2/d.jpg": {"seq_id": "S7"}}
+    records, _, _ = tapped(entries, listed)
+    found = [(e.deployment, e.event_id, e.start, e.end, e.images) for e in ev.events(records)]
+    # by deployment, then the images grouped by time, then the list's sequences
+    assert found[0][0] == "c1" and found[0][1] != "S7" and found[0][4] == 1  # c.jpg: by time, alone
+    assert found[1] == ("c1", "S7", "2024-06-01T06:00:00+00:00", "2024-06-01T06:30:00+00:00", 2)
+    assert found[2][:2] == ("c2", "S7") and len(found) == 3  # the same id at another camera: another event
+    ids = [r[0] for text, _ in ev.event_lines(records, "MD", COMPLETED) for r in csv.reader(io.StringIO(text))]
+    assert len(ids) == len(set(ids)) == 3
+
+
+def test_start_and_end_are_written_as_the_media_rows_are() -> None:
+    entries = [{"file": "c/a.jpg", "datetime": "2024:06:01 23:59:50", "detections": []},
+               {"file": "c/b.jpg", "datetime": "2024:06:02 00:00:20", "detections": []}]
+    records, media, _ = tapped(entries, b=builder("+05:30"))
+    stamps = [next(csv.reader(io.StringIO(m)))[3] for m in media]
+    (event,) = ev.events(records)
+    assert (event.start, event.end) == tuple(stamps) == ("2024-06-01T23:59:50+05:30", "2024-06-02T00:00:20+05:30")
+
+
+def test_the_interval_decides() -> None:
+    entries = [{"file": "c/a.jpg", "datetime": "2024:06:01 06:00:00", "detections": []},
+               {"file": "c/b.jpg", "datetime": "2024:06:01 06:02:00", "detections": []}]
+    records, _, _ = tapped(entries)
+    assert len(list(ev.events(records))) == 2
+    assert len(list(ev.events(records, interval_s=120))) == 1
+
+
+def test_a_package_with_events_is_valid_camtrap_dp(tmp_path: Path) -> None:
+    entries = sorted(camera_day(4, cameras=2, images=15), key=lambda e: e["file"])
+    entries.append(mdformat.failure_entry("site/cam0/broken.jpg", mdformat.FAILURE_IMAGE_ACCESS, "undecodable"))
+    b = builder()
+    records, media, observations = tapped(entries, b=b)
+    events = "".join(text for text, _ in ev.event_lines(records, b.classified_by, b.completed_at))
+    (tmp_path / "media.csv").write_text(camtrapdp.csvline.line(camtrapdp.MEDIA_COLUMNS) + "".join(media),
+                                        encoding="utf-8", newline="")
+    (tmp_path / "observations.csv").write_text(
+        camtrapdp.csvline.line(camtrapdp.OBSERVATION_COLUMNS) + "".join(observations) + events,
+        encoding="utf-8", newline="")
+    with (tmp_path / "deployments.csv").open("w", newline="", encoding="utf-8") as d:
+        w = csv.writer(d)
+        w.writerow(camtrapdp.DEPLOYMENT_COLUMNS)
+        w.writerows(b.deployment_rows())
+    descriptor = b.descriptor("trapbatch-task-x", "site", "2026-12-01T10:00:00Z",
+                              [{"title": "trapbatch", "role": "contributor"}], event_interval_s=60)
+    (tmp_path / "datapackage.json").write_text(json.dumps(descriptor))
+    report = validate(tmp_path)
+    assert report.valid, report.flatten(["type", "note"])
+    assert descriptor["project"]["observationLevel"] == ["media", "event"]
+    assert "at most 60 s apart" in descriptor["description"]
+    table = rows(tmp_path / "observations.csv")
+    at_event = [o for o in table if o["observationLevel"] == "event"]
+    assert at_event and all(o["mediaID"] == "" and o["eventID"] for o in at_event)
+    # every timed image's media row lies in exactly one event of its deployment
+    spans = {}
+    for o in at_event:
+        spans.setdefault(o["eventID"], (o["deploymentID"], o["eventStart"], o["eventEnd"]))
+    for m in rows(tmp_path / "media.csv"):
+        if m["filePath"].endswith("broken.jpg"):
+            continue
+        at = datetime.fromisoformat(m["timestamp"])
+        inside = [e for e, (dep, s, t) in spans.items()
+                  if dep == m["deploymentID"] and datetime.fromisoformat(s) <= at <= datetime.fromisoformat(t)]
+        assert len(inside) == 1, m
