@@ -179,13 +179,13 @@ def _pieces(task_id: str, variant: str, parts: list[c.ExportsPartOutput], name: 
 
 
 def _event_records(store: BlobStore, container: str, task_id: str, variant: str,
-                   parts: list[c.ExportsPartOutput]) -> camtrap_events.EventRecords:
-    """The parts' event records as one; none when a part recorded before the parts wrote them (its images' times
-    are unknown here, and events of the other parts alone would split or miss some)."""
+                   parts: list[c.ExportsPartOutput]) -> list[camtrap_events.EventRecords]:
+    """The parts' event records; none when a part recorded before the parts wrote them (its images' times are
+    unknown here, and events of the other parts alone would split or miss some)."""
     if any(EVENTS not in p["bytes"] for p in parts):
-        return camtrap_events.EventRecords()
-    return camtrap_events.combine([camtrap_events.EventRecords.from_bytes(
-        store.read_bytes(container, _fragment(task_id, variant, p["part"], EVENTS))) for p in parts])
+        return []
+    return [camtrap_events.EventRecords.from_bytes(
+        store.read_bytes(container, _fragment(task_id, variant, p["part"], EVENTS))) for p in parts]
 
 
 def run_exports_combine(payload: c.ExportsCombineInput, settings: Settings,

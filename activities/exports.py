@@ -563,11 +563,11 @@ def write_descriptor(store: BlobStore, ctx: ExportContext, camtrap: camtrapdp.Ca
 
 
 def write_events(out: "LineBuffer | IO[str]", camtrap: camtrapdp.CamtrapBuilder,
-                 records: camtrap_events.EventRecords, interval_s: float) -> int:
-    """The event-level observations of ``records`` (``core.camtrap_events``) appended to ``out``, with the media
-    observations' classifier and time; returns how many rows."""
+                 parts: Sequence[camtrap_events.EventRecords], interval_s: float) -> int:
+    """The event-level observations of the parts' records (``core.camtrap_events``) appended to ``out``, with the
+    media observations' classifier and time; returns how many rows."""
     rows = 0
-    for text, n in camtrap_events.event_lines(records, camtrap.classified_by, camtrap.completed_at, interval_s):
+    for text, n in camtrap_events.event_lines(parts, camtrap.classified_by, camtrap.completed_at, interval_s):
         out.write(text)
         rows += n
     return rows
@@ -632,7 +632,7 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
                     line = zooniverse.row_line(entry, manifest, categories, metadata).encode("utf-8")
                     zooniverse_rows.write(line)
                     lengths.append(len(line))
-            events = write_events(observations, camtrap, tap.records(), settings.event_interval_s)
+            events = write_events(observations, camtrap, [tap.records()], settings.event_interval_s)
             media.flush()
             observations.flush()
             writer.finish(tmp["coco"], ctx.coco_info())

@@ -18,10 +18,11 @@ Images without a capture time (the detection time stands in for theirs) and fail
 order in time is unknown.
 
 How, at any scale: each exports step reads the Camtrap DP lines it writes anyway (from the entries or the workers'
-views: ``EventTap.feed``) and keeps per timed image 32 bytes of numbers (``EventRecords``); the fanned-out exports'
-parts hand theirs to the combine as a fragment, which groups all of them at once with numpy (a deployment may span
-parts) and appends the event rows to ``observations.csv``. The rows depend only on the records, never on where the
-parts were cut: the single activity and the fan-out write the same bytes.
+views: ``EventTap.feed``) and keeps per timed image 42 bytes of numbers (``EventRecords``); the fanned-out exports'
+parts hand theirs to the combine as a fragment. The combine sorts each part's records in place and then takes one
+deployment at a time from all parts (a camera's images may be in any of them), so it holds the records (~420 MB at
+ten million timed images) and one camera's copy, and appends the event rows to ``observations.csv``. The rows depend
+only on the records, never on where the parts were cut: the single activity and the fan-out write the same bytes.
 
 Must not: do I/O.
 """
@@ -80,26 +81,6 @@ class EventRecords:
         with np.load(io.BytesIO(data[len(_MAGIC):]), allow_pickle=False) as doc:
             return cls([str(d) for d in doc["deployments"]], [str(s) for s in doc["sequences"]],
                        doc["deployment"], doc["sequence"], doc["epoch"], doc["offset"], doc["counts"], doc["best"])
-
-
-def combine(parts: Sequence[EventRecords]) -> EventRecords:
-    """The parts' records as one, deployments and sequences renumbered in name order (so the result does not
-    depend on how the images were cut into parts)."""
-    deployments = sorted({d for p in parts for d in p.deployments})
-    sequences = sorted({s for p in parts for s in p.sequences})
-    dep_index = {d: i for i, d in enumerate(deployments)}
-    seq_index = {s: i for i, s in enumerate(sequences)}
-    deployment, sequence = [], []
-    for p in parts:
-        deps = np.array([dep_index[d] for d in p.deployments], dtype=np.int32)
-        seqs = np.array([seq_index[s] for s in p.sequences] + [-1], dtype=np.int32)  # [-1]: index -1 stays -1
-        deployment.append(deps[p.deployment] if len(p) else np.zeros(0, np.int32))
-        sequence.append(seqs[p.sequence] if len(p) else np.zeros(0, np.int32))
-    if not parts:
-        return EventRecords()
-    return EventRecords(deployments, sequences, np.concatenate(deployment), np.concatenate(sequence),
-                        np.concatenate([p.epoch for p in parts]), np.concatenate([p.offset for p in parts]),
-                        np.concatenate([p.counts for p in parts]), np.concatenate([p.best for p in parts]))
 
 
 class EventTap:
@@ -188,37 +169,58 @@ class Event:
     best: tuple[float, ...]
 
 
-def _ranks(names: list[str]) -> np.ndarray:
-    """Each name's place in sorted order."""
-    ranks = np.empty(len(names), dtype=np.int64)
-    ranks[sorted(range(len(names)), key=names.__getitem__)] = np.arange(len(names))
-    return ranks
+def _sorted_runs(parts: Sequence[EventRecords]) -> tuple[list[str], list[str], list[np.ndarray]]:
+    """Renumber every part's deployments and sequences by name over all parts and sort each part's records by
+    (deployment, sequence, time), in place, one array at a time (memory: the records and one array's copy). Returns
+    the names and, per part, where each deployment's records start (``len(deployments) + 1`` offsets)."""
+    deployments = sorted({d for p in parts for d in p.deployments})
+    sequences = sorted({s for p in parts for s in p.sequences})
+    dep_index = {d: i for i, d in enumerate(deployments)}
+    seq_index = {s: i for i, s in enumerate(sequences)}
+    bounds = []
+    for p in parts:
+        if len(p):
+            p.deployment = np.array([dep_index[d] for d in p.deployments], dtype=np.int32)[p.deployment]
+            # [-1]: a record without a sequence (-1) stays -1
+            p.sequence = np.array([seq_index[s] for s in p.sequences] + [-1], dtype=np.int32)[p.sequence]
+            order = np.lexsort((p.epoch, p.sequence, p.deployment))
+            for name in ("deployment", "sequence", "epoch", "offset", "counts", "best"):
+                setattr(p, name, getattr(p, name)[order])
+        p.deployments, p.sequences = deployments, sequences
+        bounds.append(np.searchsorted(p.deployment, np.arange(len(deployments) + 1)))
+    return deployments, sequences, bounds
 
 
-def events(records: EventRecords, interval_s: float = DEFAULT_INTERVAL_S) -> Iterator[Event]:
-    """The events of the records, by deployment name, then list sequence (time-grouped images first), then time."""
-    n = len(records)
-    if not n:
-        return
-    # deployments and sequences by name, not by the order a part happened to meet them
-    dep_rank, seq_rank = _ranks(records.deployments), np.append(_ranks(records.sequences), -1)  # [-1]: none
-    order = np.lexsort((records.epoch, seq_rank[records.sequence], dep_rank[records.deployment]))
-    dep, seq, epoch = records.deployment[order], records.sequence[order], records.epoch[order]
-    new = np.ones(n, dtype=bool)
-    new[1:] = ((dep[1:] != dep[:-1]) | (seq[1:] != seq[:-1])
-               | ((seq[1:] < 0) & (np.diff(epoch) > interval_s)))
-    starts = np.flatnonzero(new)
-    ends = np.append(starts[1:], n) - 1
-    counts = np.maximum.reduceat(records.counts[order], starts, axis=0)
-    best = np.maximum.reduceat(records.best[order], starts, axis=0)
-    offset = records.offset[order]
-    for i, (first, last) in enumerate(zip(starts.tolist(), ends.tolist())):
-        deployment = records.deployments[int(dep[first])]
-        start = _timestamp(int(epoch[first]), int(offset[first]))
-        listed = records.sequences[int(seq[first])] if seq[first] >= 0 else ""
-        key = hashlib.sha1(f"{deployment}\x00{listed}\x00{start}".encode("utf-8")).hexdigest()[:16]
-        yield Event(deployment, key, listed or key, start, _timestamp(int(epoch[last]), int(offset[last])),
-                    last - first + 1, tuple(int(c) for c in counts[i]), tuple(float(b) for b in best[i]))
+def events(parts: Sequence[EventRecords], interval_s: float = DEFAULT_INTERVAL_S) -> Iterator[Event]:
+    """The events of the parts' records (reordered in place), by deployment name, then list sequence (time-grouped
+    images first), then time: the same however the images were cut into parts. A deployment at a time, so memory
+    stays the records' own plus one deployment's (a camera's images may be in any of the parts)."""
+    deployments, sequences, bounds = _sorted_runs(parts)
+    for d, deployment in enumerate(deployments):
+        pieces = [(p, int(b[d]), int(b[d + 1])) for p, b in zip(parts, bounds) if b[d + 1] > b[d]]
+        if not pieces:
+            continue
+        if len(pieces) == 1:  # already in order
+            p, lo, hi = pieces[0]
+            seq, epoch, offset = p.sequence[lo:hi], p.epoch[lo:hi], p.offset[lo:hi]
+            counts, best = p.counts[lo:hi], p.best[lo:hi]
+        else:
+            seq, epoch, offset, counts, best = (np.concatenate([getattr(p, name)[lo:hi] for p, lo, hi in pieces])
+                                                for name in ("sequence", "epoch", "offset", "counts", "best"))
+            order = np.lexsort((epoch, seq))
+            seq, epoch, offset, counts, best = seq[order], epoch[order], offset[order], counts[order], best[order]
+        n = len(epoch)
+        new = np.ones(n, dtype=bool)
+        new[1:] = (seq[1:] != seq[:-1]) | ((seq[1:] < 0) & (np.diff(epoch) > interval_s))
+        starts = np.flatnonzero(new)
+        ends = np.append(starts[1:], n) - 1
+        most, top = np.maximum.reduceat(counts, starts, axis=0), np.maximum.reduceat(best, starts, axis=0)
+        for i, (first, last) in enumerate(zip(starts.tolist(), ends.tolist())):
+            start = _timestamp(int(epoch[first]), int(offset[first]))
+            listed = sequences[int(seq[first])] if seq[first] >= 0 else ""
+            key = hashlib.sha1(f"{deployment}\x00{listed}\x00{start}".encode("utf-8")).hexdigest()[:16]
+            yield Event(deployment, key, listed or key, start, _timestamp(int(epoch[last]), int(offset[last])),
+                        last - first + 1, tuple(int(c) for c in most[i]), tuple(float(b) for b in top[i]))
 
 
 def event_rows(event: Event, classified_by: str, completed_at: str) -> list[list[str]]:
@@ -234,11 +236,12 @@ def event_rows(event: Event, classified_by: str, completed_at: str) -> list[list
              "", ""] for kind, count, probability in rows]
 
 
-def event_lines(records: EventRecords, classified_by: str, completed_at: str,
+def event_lines(parts: Sequence[EventRecords], classified_by: str, completed_at: str,
                 interval_s: float = DEFAULT_INTERVAL_S) -> Iterator[tuple[str, int]]:
-    """The event rows as CSV text (``csv.writer``'s) and how many rows it holds, a few thousand rows a chunk."""
+    """The event rows of the parts' records (``events``) as CSV text (``csv.writer``'s) and how many rows it holds,
+    a few thousand rows a chunk."""
     chunk: list[str] = []
-    for event in events(records, interval_s):
+    for event in events(parts, interval_s):
         chunk.extend(csvline.line(row) for row in event_rows(event, classified_by, completed_at))
         if len(chunk) >= 4096:
             yield "".join(chunk), len(chunk)

@@ -65,7 +65,7 @@ def test_sequences_are_megadetectors(seed: int) -> None:
     entries = camera_day(seed)
     records, _, _ = tapped(entries)
     ours = {}
-    for event in ev.events(records):  # each event by its deployment and start, with how many images it has
+    for event in ev.events([records]):  # each event by its deployment and start, with how many images it has
         ours[(event.deployment, event.start)] = event.images
     images = [{"file_name": e["file"], "location": camtrapdp.deployment_id(e["file"]),
                "datetime": e["datetime"].replace(":", "-", 2)} for e in entries]
@@ -96,13 +96,13 @@ def test_an_events_counts_are_the_most_in_one_image_and_its_best_confidence() ->
     entries[5]["datetime"] = "2024:06:01 06:05:10"  # a failed image with a time (e.g. the list's): in no event
     records, _, _ = tapped(entries)
     assert len(records) == 5
-    lines = "".join(text for text, _ in ev.event_lines(records, "MD", "2026-12-01T10:00:00+00:00"))
+    lines = "".join(text for text, _ in ev.event_lines([records], "MD", "2026-12-01T10:00:00+00:00"))
     got = [(r[4], r[5], r[7], r[10], r[25]) for r in csv.reader(io.StringIO(lines))]
     assert got == [("2024-06-01T06:00:00+00:00", "2024-06-01T06:01:40+00:00", "animal", "2", "0.95"),
                    ("2024-06-01T06:00:00+00:00", "2024-06-01T06:01:40+00:00", "human", "1", "0.3"),
                    ("2024-06-01T06:05:00+00:00", "2024-06-01T06:05:30+00:00", "unknown", "", "0.6")]
     records, _, _ = tapped(entries[3:4])
-    lines = "".join(text for text, _ in ev.event_lines(records, "MD", COMPLETED))
+    lines = "".join(text for text, _ in ev.event_lines([records], "MD", COMPLETED))
     (blank,) = csv.reader(io.StringIO(lines))
     assert (blank[6], blank[7], blank[10], blank[25], blank[2]) == ("event", "blank", "", "", "")
 
@@ -110,14 +110,14 @@ def test_an_events_counts_are_the_most_in_one_image_and_its_best_confidence() ->
 def test_the_rows_do_not_depend_on_how_the_images_were_cut_into_parts() -> None:
     entries = sorted(camera_day(7), key=lambda e: e["file"])
     whole, _, _ = tapped(entries[::-1])  # the single pass meets the deployments in another order
-    expected = list(ev.event_lines(whole, "MD", COMPLETED))
+    expected = list(ev.event_lines([whole], "MD", COMPLETED))
     rnd = random.Random(3)
     for _ in range(5):
         cuts = sorted(rnd.sample(range(1, len(entries)), 4))
         parts = [tapped(entries[a:b])[0] for a, b in zip([0, *cuts], [*cuts, len(entries)])]
         parts = [ev.EventRecords.from_bytes(p.to_bytes()) for p in parts]  # as the combine reads them
-        assert list(ev.event_lines(ev.combine(parts), "MD", COMPLETED)) == expected
-    assert list(ev.event_lines(ev.combine([]), "MD", COMPLETED)) == []
+        assert list(ev.event_lines(parts, "MD", COMPLETED)) == expected
+    assert list(ev.event_lines([], "MD", COMPLETED)) == list(ev.event_lines([ev.EventRecords()], "MD", COMPLETED)) == []
     with pytest.raises(ValueError):
         ev.EventRecords.from_bytes(b"something else")
 
@@ -127,12 +127,12 @@ def test_an_image_lists_sequences_are_events_whatever_their_gaps() -> None:
                for cam, n, minute in (("c1", "a", 0), ("c1", "b", 30), ("c1", "c", 31), ("c2", "d", 0))]
     listed = {"c1/a.jpg": {"seq_id": "S7"}, "c1/b.jpg": {"seq_id": "S7"}, "c2/d.jpg": {"seq_id": "S7"}}
     records, _, _ = tapped(entries, listed)
-    found = [(e.deployment, e.event_id, e.start, e.end, e.images) for e in ev.events(records)]
+    found = [(e.deployment, e.event_id, e.start, e.end, e.images) for e in ev.events([records])]
     # by deployment, then the images grouped by time, then the list's sequences
     assert found[0][0] == "c1" and found[0][1] != "S7" and found[0][4] == 1  # c.jpg: by time, alone
     assert found[1] == ("c1", "S7", "2024-06-01T06:00:00+00:00", "2024-06-01T06:30:00+00:00", 2)
     assert found[2][:2] == ("c2", "S7") and len(found) == 3  # the same id at another camera: another event
-    ids = [r[0] for text, _ in ev.event_lines(records, "MD", COMPLETED) for r in csv.reader(io.StringIO(text))]
+    ids = [r[0] for text, _ in ev.event_lines([records], "MD", COMPLETED) for r in csv.reader(io.StringIO(text))]
     assert len(ids) == len(set(ids)) == 3
 
 
@@ -141,7 +141,7 @@ def test_start_and_end_are_written_as_the_media_rows_are() -> None:
                {"file": "c/b.jpg", "datetime": "2024:06:02 00:00:20", "detections": []}]
     records, media, _ = tapped(entries, b=builder("+05:30"))
     stamps = [next(csv.reader(io.StringIO(m)))[3] for m in media]
-    (event,) = ev.events(records)
+    (event,) = ev.events([records])
     assert (event.start, event.end) == tuple(stamps) == ("2024-06-01T23:59:50+05:30", "2024-06-02T00:00:20+05:30")
 
 
@@ -149,8 +149,8 @@ def test_the_interval_decides() -> None:
     entries = [{"file": "c/a.jpg", "datetime": "2024:06:01 06:00:00", "detections": []},
                {"file": "c/b.jpg", "datetime": "2024:06:01 06:02:00", "detections": []}]
     records, _, _ = tapped(entries)
-    assert len(list(ev.events(records))) == 2
-    assert len(list(ev.events(records, interval_s=120))) == 1
+    assert len(list(ev.events([records]))) == 2
+    assert len(list(ev.events([records], interval_s=120))) == 1
 
 
 def test_a_package_with_events_is_valid_camtrap_dp(tmp_path: Path) -> None:
@@ -158,7 +158,7 @@ def test_a_package_with_events_is_valid_camtrap_dp(tmp_path: Path) -> None:
     entries.append(mdformat.failure_entry("site/cam0/broken.jpg", mdformat.FAILURE_IMAGE_ACCESS, "undecodable"))
     b = builder()
     records, media, observations = tapped(entries, b=b)
-    events = "".join(text for text, _ in ev.event_lines(records, b.classified_by, b.completed_at))
+    events = "".join(text for text, _ in ev.event_lines([records], b.classified_by, b.completed_at))
     (tmp_path / "media.csv").write_text(camtrapdp.csvline.line(camtrapdp.MEDIA_COLUMNS) + "".join(media),
                                         encoding="utf-8", newline="")
     (tmp_path / "observations.csv").write_text(
