@@ -136,13 +136,17 @@ def test_an_image_lists_sequences_are_events_whatever_their_gaps() -> None:
     assert len(ids) == len(set(ids)) == 3
 
 
-def test_start_and_end_are_written_as_the_media_rows_are() -> None:
+@pytest.mark.parametrize("offset", ["+05:30", "-03:30", "", "+14:00", "-12:00"])
+def test_start_and_end_are_written_as_the_media_rows_are(offset: str) -> None:
     entries = [{"file": "c/a.jpg", "datetime": "2024:06:01 23:59:50", "detections": []},
-               {"file": "c/b.jpg", "datetime": "2024:06:02 00:00:20", "detections": []}]
-    records, media, _ = tapped(entries, b=builder("+05:30"))
+               {"file": "c/b.jpg", "datetime": "2024:06:02 00:00:20", "detections": []},
+               {"file": "d/c.jpg", "datetime": "1999:12:31 23:59:59", "detections": []}]
+    records, media, _ = tapped(entries, b=builder(offset))
     stamps = [next(csv.reader(io.StringIO(m)))[3] for m in media]
-    (event,) = ev.events([records])
-    assert (event.start, event.end) == tuple(stamps) == ("2024-06-01T23:59:50+05:30", "2024-06-02T00:00:20+05:30")
+    first, second = ev.events([records])
+    zone = offset or "+00:00"
+    assert (first.start, first.end) == tuple(stamps[:2]) == (f"2024-06-01T23:59:50{zone}", f"2024-06-02T00:00:20{zone}")
+    assert second.start == second.end == stamps[2] == f"1999-12-31T23:59:59{zone}"
 
 
 def test_the_interval_decides() -> None:
@@ -189,3 +193,25 @@ def test_a_package_with_events_is_valid_camtrap_dp(tmp_path: Path) -> None:
         inside = [e for e, (dep, s, t) in spans.items()
                   if dep == m["deploymentID"] and datetime.fromisoformat(s) <= at <= datetime.fromisoformat(t)]
         assert len(inside) == 1, m
+
+
+def test_event_lines_are_csv_writers_rows() -> None:
+    """``event_lines`` builds its text from joined constants: it must be ``csv.writer`` over ``event_rows``, also
+    for names that need quoting, offsets west of UTC and every kind."""
+    entries = camera_day(5, cameras=2, images=30)
+    entries += [{"file": 'odd, "name"/x.jpg', "datetime": "2024:06:01 06:00:00", "detections": [detection("9", 0.5)]},
+                {"file": 'odd, "name"/y.jpg', "datetime": "2024:06:01 06:00:30", "detections": []}]
+    listed = {'odd, "name"/y.jpg': {"seq_id": 'S,"1"'}}
+    for offset in ("", "-03:30", "+14:00"):
+        records, _, _ = tapped(entries, listed, builder(offset))
+        expected = io.StringIO(newline="")
+        rows_written = 0
+        for event in ev.events([records]):
+            rows = ev.event_rows(event, 'MegaDetector "v5a", fast', "2026-12-01T10:00:00-03:30")
+            csv.writer(expected).writerows(rows)
+            rows_written += len(rows)
+        got = list(ev.event_lines([records], 'MegaDetector "v5a", fast', "2026-12-01T10:00:00-03:30"))
+        assert "".join(text for text, _ in got) == expected.getvalue()
+        assert sum(n for _, n in got) == rows_written
+        kinds = {r[7] for r in csv.reader(io.StringIO(expected.getvalue()))}
+        assert kinds == {"animal", "human", "vehicle", "unknown", "blank"}
