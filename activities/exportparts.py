@@ -9,13 +9,15 @@ that keeps the single activity on replay):
   one entry per line), exactly as the single activity treats them (image sizes from the entries, a ranged header
   read only for an entry without them; the image list's rows from the part's first shard on), written as four
   fragments (COCO images and annotations, each item with its leading comma; Camtrap DP media and observations rows)
-  plus the part's deployment facts. The entries are read by ranges and the fragments streamed to their blobs as
+  plus the part's deployment facts, and its timed images' event records (``core.camtrap_events``, 42 bytes an
+  image, read from the Camtrap DP lines it writes). The entries are read by ranges and the fragments streamed to their blobs as
   written, the workers' view lines straight into them (``ViewLines(direct=...)``): nothing on the local disk.
   Memory: one shard's view or one entry at a time, and the fragments' blocks (4 x 4 MB).
 * ``run_exports_combine``: composes ``coco.json``, ``media.csv`` and ``observations.csv`` from the fragments with
   ``adapters.compose`` (server side where the service allows), writes ``deployments.csv`` and ``datapackage.json``
-  from the combined deployments, deletes the fragments. When the parts' deployment facts conflict
-  (``core.exportparts.conflicts``) it writes nothing and says so: the orchestrator runs the single activity.
+  from the combined deployments, appends the event-level observations grouped from every part's records (a camera's
+  images may be in several parts); the fragments stay until ``exports_zooniverse_clean``. When the parts' deployment
+  facts conflict (``core.exportparts.conflicts``) it writes nothing and says so: the parts named run again.
 * ``run_exports_zooniverse``: the Zooniverse batches as one activity over the whole results, for orchestrations
   whose combine ran before the Zooniverse fan-out (its output has no ``zooniverse_parts``); newer ones fan out
   (``activities.zooniverseparts``).
