@@ -216,7 +216,7 @@ def run_exports_combine(payload: c.ExportsCombineInput, settings: Settings,
     with BlockBlobWriter(store, container, events_csv, "application/octet-stream", FRAGMENT_BLOCK_BYTES) as blob:
         stream = io.TextIOWrapper(io.BufferedWriter(blob, 1 << 16), encoding="utf-8", newline="")
         events = write_events(stream, camtrap, _event_records(store, container, task_id, variant, parts),
-                              settings.event_interval_s)
+                              ctx.event_interval_s(settings))
         stream.flush()
         stream.detach().detach()  # the blob commits as the with block ends
     for name, columns in (("media", camtrapdp.MEDIA_COLUMNS), ("observations", camtrapdp.OBSERVATION_COLUMNS)):
@@ -227,7 +227,7 @@ def run_exports_combine(payload: c.ExportsCombineInput, settings: Settings,
     table = b"".join(_csv_line(r) for r in [camtrapdp.DEPLOYMENT_COLUMNS, *camtrap.deployment_rows()])
     store.write_bytes(container, layout.camtrap_dp_blob(task_id, "deployments.csv", variant), table,
                       "text/csv; charset=utf-8")
-    write_descriptor(store, ctx, camtrap, events, settings.event_interval_s)
+    write_descriptor(store, ctx, camtrap, events, ctx.event_interval_s(settings))
     # The fragments stay until exports_zooniverse_clean: a combine run again (its completion lost, as Durable's
     # at-least-once delivery allows) must find them; deleting them here made every retry fail with BlobNotFound.
     prefix = layout.exports_prefix(task_id, variant)

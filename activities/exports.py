@@ -477,6 +477,12 @@ class ExportContext:
                                         classified_by=f"MegaDetector {mdformat.detector_version(self.model)}",
                                         given=given or {}, utc_offset=self.utc_offset())
 
+    def event_interval_s(self, settings: Settings) -> float:
+        """The request's ``event_interval_s``, else the app's ``TRAPBATCH_EVENT_INTERVAL_S`` (core.camtrap_events)."""
+        value = self.request.get("event_interval_s")
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
+            else settings.event_interval_s
+
     def utc_offset(self) -> str:
         """The request's ``utc_offset`` (the cameras' zone, for Camtrap DP's capture times), "" for none."""
         return str(self.request.get("utc_offset") or "")
@@ -632,7 +638,7 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
                     line = zooniverse.row_line(entry, manifest, categories, metadata).encode("utf-8")
                     zooniverse_rows.write(line)
                     lengths.append(len(line))
-            events = write_events(observations, camtrap, [tap.records()], settings.event_interval_s)
+            events = write_events(observations, camtrap, [tap.records()], ctx.event_interval_s(settings))
             media.flush()
             observations.flush()
             writer.finish(tmp["coco"], ctx.coco_info())
@@ -645,7 +651,7 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
                                   "text/csv; charset=utf-8"))
             for name, wrapper, content_type in store_put:
                 _upload_text(store, container, name, wrapper, content_type)
-            write_descriptor(store, ctx, camtrap, events, settings.event_interval_s)
+            write_descriptor(store, ctx, camtrap, events, ctx.event_interval_s(settings))
             for wrapper in tmp.values():
                 wrapper.detach()
             if by_capture is None:

@@ -85,6 +85,11 @@ REQUEST_FIELDS: dict[str, dict[str, Any]] = {
                    "clocks (+HH:MM or -HH:MM, Z for UTC): the Camtrap DP export writes capture times without a zone "
                    "(EXIF's) in it; default: taken as UTC, as the package's description says; not part of the task "
                    "id", "examples": ["+02:00"]},
+    "event_interval_s": {"type": ["number", "null"], "minimum": 0, "maximum": rq.MAX_EVENT_INTERVAL_S,
+                         "description": "seconds between two photos of a camera past which the Camtrap DP export's "
+                         "event-level observations count two events (60: bursts, as MegaDetector's sequences; 1800: "
+                         "a 30-minute independence interval); default: the app's TRAPBATCH_EVENT_INTERVAL_S (60); not "
+                         "part of the task id", "examples": [60, 1800]},
 }
 
 

@@ -83,6 +83,8 @@ REQUEST_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--image-list", "image_list", str, "a JSON or CSV blob in the container naming exactly the images to run"),
     ("--utc-offset", "utc_offset", str, "the cameras' clocks' offset from UTC (+02:00): Camtrap DP's capture times "
      "are in it"),
+    ("--event-interval-s", "event_interval_s", float, "seconds between a camera's photos past which Camtrap DP counts "
+     "two events (default: the app's, 60)"),
 ]
 
 

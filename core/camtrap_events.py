@@ -32,6 +32,7 @@ import csv
 import functools
 import hashlib
 import io
+import json
 from array import array
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -45,7 +46,7 @@ DEFAULT_INTERVAL_S = 60.0  # MegaDetector's SequenceOptions.episode_interval_sec
 KINDS = ("animal", "human", "vehicle", "unknown")  # observation types an event counts (blank: none of them)
 _KIND_INDEX = {kind: i for i, kind in enumerate(KINDS)}
 _COUNT_MAX = np.iinfo(np.uint16).max
-_MAGIC = b"trapbatch-events-1\n"
+_MAGIC = b"trapbatch-events-2\n"
 
 
 @dataclass
@@ -71,8 +72,9 @@ class EventRecords:
         """The records as one document (an exports part's ``events`` fragment)."""
         out = io.BytesIO()
         out.write(_MAGIC)
-        np.savez(out, deployments=np.array(self.deployments, dtype=np.str_),
-                 sequences=np.array(self.sequences, dtype=np.str_), deployment=self.deployment,
+        # the names as JSON (numpy's fixed-width strings would drop a name's trailing NULs)
+        names = json.dumps([self.deployments, self.sequences], ensure_ascii=False).encode("utf-8")
+        np.savez(out, names=np.frombuffer(names, dtype=np.uint8), deployment=self.deployment,
                  sequence=self.sequence, epoch=self.epoch, offset=self.offset, counts=self.counts, best=self.best)
         return out.getvalue()
 
@@ -81,8 +83,8 @@ class EventRecords:
         if not data.startswith(_MAGIC):
             raise ValueError("not an events fragment of this version")
         with np.load(io.BytesIO(data[len(_MAGIC):]), allow_pickle=False) as doc:
-            return cls([str(d) for d in doc["deployments"]], [str(s) for s in doc["sequences"]],
-                       doc["deployment"], doc["sequence"], doc["epoch"], doc["offset"], doc["counts"], doc["best"])
+            deployments, sequences = json.loads(doc["names"].tobytes().decode("utf-8"))
+            return cls(deployments, sequences, doc["deployment"], doc["sequence"], doc["epoch"], doc["offset"], doc["counts"], doc["best"])
 
 
 def _rows(text: str) -> Iterable[list[str]]:

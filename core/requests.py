@@ -21,7 +21,7 @@ _CONTAINER_RE = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$")
 ALLOWED_FIELDS = ("container", "prefix", "first_n", "sample_n", "seed", "model", "request_name", "caller",
                   "images_per_shard", "source_account_url", "credential_secret", "max_failed_fraction",
                   "preview_threshold", "dry_run", "notify_url", "previews_expire_days", "image_list", "rerun",
-                  "only_new", "utc_offset")
+                  "only_new", "utc_offset", "event_interval_s")
 # Fields the edge sets, never the body: the image list's content hash (api/starters.py reads the list). They travel
 # with the request (to_dict / from_dict) so the enumeration can check it reads the list the id was made from.
 EDGE_FIELDS = ("image_list_sha256",)
@@ -89,6 +89,9 @@ class TaskRequest:
     # camera's clock without one (gpu_batch.formats.camtrapdp); "": taken as UTC, as the package says. Not part of
     # the task id: it says how to write the times, not what to detect.
     utc_offset: str = ""
+    # Seconds between two photos of a camera past which they are two events in the Camtrap DP export's event-level
+    # observations (core.camtrap_events); None: the app's TRAPBATCH_EVENT_INTERVAL_S. Not part of the task id either.
+    event_interval_s: float | None = None
 
     @property
     def task_id(self) -> str:
@@ -293,6 +296,7 @@ def parse_task_request(body: Any, default_model: str = "", default_images_per_sh
         rerun=_opt_bool(body, "rerun") or _only_new(body),
         only_new=_only_new(body),
         utc_offset=_utc_offset(body),
+        event_interval_s=_event_interval(body),
     )
 
 
@@ -311,6 +315,21 @@ def _utc_offset(body: Mapping[str, Any]) -> str:
                              'UTC+14:00), e.g. "+02:00" for central Europe in summer or "-05:00" for US Eastern '
                              'standard time')
     return offset
+
+
+MAX_EVENT_INTERVAL_S = 86_400  # a day: past it, a camera's visits would merge into its whole deployment
+
+
+def _event_interval(body: Mapping[str, Any]) -> float | None:
+    """``event_interval_s``: seconds from 0 to ``MAX_EVENT_INTERVAL_S``, None when absent."""
+    value = body.get("event_interval_s")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= MAX_EVENT_INTERVAL_S:
+        raise RequestInvalid(f"'event_interval_s' must be a number of seconds from 0 to {MAX_EVENT_INTERVAL_S}, got "
+                             f"{value!r}", 'e.g. "event_interval_s": 60 for bursts (MegaDetector\'s sequences) or '
+                             '1800 for the 30-minute independence interval many occupancy studies use')
+    return float(value)
 
 
 RERENDER_FIELDS = ("threshold",)

@@ -233,3 +233,27 @@ def test_fanned_out_zooniverse_batches_of_a_larger_results_are_the_single_passes
     assert sorted(got) == sorted(expected)
     for name in expected:
         assert got[name] == expected[name], name
+
+
+def test_the_requests_event_interval_groups_the_events_in_both_ways(task: Any) -> None:
+    """``event_interval_s`` in the task's request (here two hours: every camera's hourly bursts are one visit) is
+    the exports' interval, in the single activity and the fan-out alike, and the package says it."""
+    settings, store, _ = task
+    settings = replace(settings, export_image_sizes=False)
+    doc = _many(97)
+    store.write_json(settings.container, layout.enumeration_blob(TASK),
+                     {"container": "elsewhere", "prefix": "", "images": 97, "shards": 10})
+    request = store.read_json(settings.container, layout.request_blob(TASK))
+    parts = _write_fanin_results(store, settings.container, "", [10] * 9 + [7], 3, doc)
+    by_default = run_exports(TASK, settings, store)["events"]
+    store.write_json(settings.container, layout.request_blob(TASK), {**request, "event_interval_s": 7200})
+    single = run_exports(TASK, settings, store)
+    expected = _clear(store, settings.container, "")
+    observations = expected[layout.camtrap_dp_blob(TASK, "observations.csv")].decode()
+    visits = {line.split(",")[3] for line in observations.split("\r\n") if ",event," in line}
+    assert len(visits) == 6 and single["events"] < by_default  # one visit per camera (six cameras)
+    package = expected[layout.camtrap_dp_blob(TASK, "datapackage.json")].decode()
+    assert "at most 7200 s apart" in package and '"event"' in package
+    assert _fanned(settings, store, "", parts, zooniverse_pieces=9) == single
+    got = _snapshot(store, settings.container, "")
+    assert {name: got[name] for name in expected} == expected

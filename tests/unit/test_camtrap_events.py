@@ -120,6 +120,10 @@ def test_the_rows_do_not_depend_on_how_the_images_were_cut_into_parts() -> None:
     assert list(ev.event_lines([], "MD", COMPLETED)) == list(ev.event_lines([ev.EventRecords()], "MD", COMPLETED)) == []
     with pytest.raises(ValueError):
         ev.EventRecords.from_bytes(b"something else")
+    odd = tapped([{"file": "cam\x00/a.jpg", "datetime": "2024:06:01 06:00:00", "detections": []}],
+                 {"cam\x00/a.jpg": {"seq_id": "S\x00"}})[0]
+    back = ev.EventRecords.from_bytes(odd.to_bytes())
+    assert (back.deployments, back.sequences) == (["cam\x00"], ["S\x00"])  # names exactly, NULs and all
 
 
 def test_an_image_lists_sequences_are_events_whatever_their_gaps() -> None:

@@ -36,6 +36,7 @@ BODIES: list[dict[str, Any]] = [
     *({"container": "cams", "utc_offset": v} for v in ("+02:00", "-0530", "Z", "z", "+14:00", "+14:01", "-12:00",
                                                         "-12:30", "+13:45", "+02:60", "02:00", "+2:00", " +02:00",
                                                         "", None, 2, "UTC")),
+    *({"container": "cams", "event_interval_s": v} for v in (60, 0, 1800.5, 86400, 86400.01, -1, "60", True, None)),
     {"container": "cams", "unknown": 1}, "not an object", [1],  # type: ignore[list-item]
 ]
 

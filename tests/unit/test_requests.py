@@ -178,3 +178,17 @@ def test_only_new_is_a_rerun_verb_not_part_of_the_task_id() -> None:
     assert TaskRequest.from_dict(only_new.to_dict()) == only_new
     with pytest.raises(RequestInvalid, match="'only_new' must be true or false"):
         parse_task_request({"container": "cams", "only_new": 1})
+
+
+def test_event_interval_is_bounded_seconds_that_do_not_change_the_task_id() -> None:
+    base = {"container": "cams"}
+    assert parse_task_request(base).event_interval_s is None
+    r = parse_task_request({**base, "event_interval_s": 1800})
+    assert r.event_interval_s == 1800.0 and r.task_id == parse_task_request(base).task_id
+    assert TaskRequest.from_dict(r.to_dict()).event_interval_s == 1800.0  # kept with the task's request
+    assert parse_task_request({**base, "event_interval_s": 0}).event_interval_s == 0.0
+    for bad in (-1, 86400.5, "60", True):
+        with pytest.raises(RequestInvalid) as info:
+            parse_task_request({**base, "event_interval_s": bad})
+        assert "'event_interval_s' must be a number of seconds from 0 to 86400" in info.value.message
+        assert "1800" in info.value.hint
