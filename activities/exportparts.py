@@ -215,12 +215,12 @@ def run_exports_combine(payload: c.ExportsCombineInput, settings: Settings,
     events_csv = f"{_work(task_id, variant)}{EVENTS}.csv"
     with BlockBlobWriter(store, container, events_csv, "application/octet-stream", FRAGMENT_BLOCK_BYTES) as blob:
         stream = io.TextIOWrapper(io.BufferedWriter(blob, 1 << 16), encoding="utf-8", newline="")
-        events = write_events(stream, camtrap, _event_records(store, container, task_id, variant, parts),
+        events, event_rows = write_events(stream, camtrap, _event_records(store, container, task_id, variant, parts),
                               ctx.event_interval_s(settings))
         stream.flush()
         stream.detach().detach()  # the blob commits as the with block ends
     for name, columns in (("media", camtrapdp.MEDIA_COLUMNS), ("observations", camtrapdp.OBSERVATION_COLUMNS)):
-        tail: list[Piece] = [(events_csv, 0, blob.bytes_written)] if name == "observations" and events else []
+        tail: list[Piece] = [(events_csv, 0, blob.bytes_written)] if name == "observations" and event_rows else []
         compose_blob(store, container, layout.camtrap_dp_blob(task_id, f"{name}.csv", variant),
                      [_csv_line(columns), *_pieces(task_id, variant, parts, name, False), *tail],
                      "text/csv; charset=utf-8")
@@ -239,7 +239,7 @@ def run_exports_combine(payload: c.ExportsCombineInput, settings: Settings,
         "images": sum(p["images"] for p in parts), "annotations": sum(p["annotations"] for p in parts),
         "observations": sum(p["observations"] for p in parts), "deployments": len(camtrap.deployments),
         "zooniverse_subjects": eligible, "sizes_unknown": sum(p["sizes_unknown"] for p in parts),
-        "events": events}}
+        "events": events, "event_observations": event_rows}}
     if ctx.captures() is not None:  # the manifests are of captures (activities.zooniverse_captures), not of images
         out["zooniverse_captures"] = True
     return out

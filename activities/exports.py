@@ -558,8 +558,8 @@ def contributors(ctx: ExportContext) -> list[dict[str, str]]:
 
 def write_descriptor(store: BlobStore, ctx: ExportContext, camtrap: camtrapdp.CamtrapBuilder,
                      events: int = 0, interval_s: float = camtrap_events.DEFAULT_INTERVAL_S) -> None:
-    """``datapackage.json`` of the variant's Camtrap DP package (``events``: how many event-level observations
-    ``write_events`` added, grouped at ``interval_s``)."""
+    """``datapackage.json`` of the variant's Camtrap DP package (``events``: how many events ``write_events`` wrote,
+    grouped at ``interval_s``)."""
     licenses = ([{"name": ctx.license, "scope": "data"}, {"name": ctx.license, "scope": "media"}]
                 if ctx.license else None)
     descriptor = camtrap.descriptor(
@@ -569,14 +569,15 @@ def write_descriptor(store: BlobStore, ctx: ExportContext, camtrap: camtrapdp.Ca
 
 
 def write_events(out: "LineBuffer | IO[str]", camtrap: camtrapdp.CamtrapBuilder,
-                 parts: Sequence[camtrap_events.EventRecords], interval_s: float) -> int:
+                 parts: Sequence[camtrap_events.EventRecords], interval_s: float) -> tuple[int, int]:
     """The event-level observations of the parts' records (``core.camtrap_events``) appended to ``out``, with the
-    media observations' classifier and time; returns how many rows."""
-    rows = 0
-    for text, n in camtrap_events.event_lines(parts, camtrap.classified_by, camtrap.completed_at, interval_s):
+    media observations' classifier and time; returns how many events and how many rows."""
+    events = rows = 0
+    for text, n, found in camtrap_events.event_lines(parts, camtrap.classified_by, camtrap.completed_at, interval_s):
         out.write(text)
         rows += n
-    return rows
+        events += found
+    return events, rows
 
 
 def run_exports(task_id: str, settings: Settings, store: BlobStore, source: BlobStore | None = None,
@@ -638,7 +639,7 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
                     line = zooniverse.row_line(entry, manifest, categories, metadata).encode("utf-8")
                     zooniverse_rows.write(line)
                     lengths.append(len(line))
-            events = write_events(observations, camtrap, [tap.records()], ctx.event_interval_s(settings))
+            events, event_rows = write_events(observations, camtrap, [tap.records()], ctx.event_interval_s(settings))
             media.flush()
             observations.flush()
             writer.finish(tmp["coco"], ctx.coco_info())
@@ -676,7 +677,8 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
         "camtrap_dp": prefix + "camtrap-dp/", "zooniverse": prefix + "zooniverse/", "zooniverse_batches": batches,
         "threshold": cut, "images": writer.counts["images"], "annotations": writer.counts["annotations"],
         "observations": camtrap.counts["observations"], "deployments": len(camtrap.deployments),
-        "zooniverse_subjects": eligible, "sizes_unknown": sizes_unknown, "events": events}
+        "zooniverse_subjects": eligible, "sizes_unknown": sizes_unknown, "events": events,
+        "event_observations": event_rows}
     if by_capture is not None:
         out["zooniverse_capture_images"] = made["images"]
     return out

@@ -180,9 +180,13 @@ def _summary(st: dict[str, Any]) -> None:
         table.add_row("failure_reasons", ", ".join(f"{k}: {v}" for k, v in st["failure_reasons"].items()))
     if st.get("stage") == Stage.awaiting_confirmation and not is_final(st):  # what it waits for, and the commands
         table.add_row("next", awaiting_line(st))
-    exports_error = (st.get("results") or {}).get("exports_error") if isinstance(st.get("results"), dict) else None
+    results: dict[str, Any] = st["results"] if isinstance(st.get("results"), dict) else {}
+    exports_error = results.get("exports_error")
     if exports_error:  # the results stand; the COCO / Camtrap DP / Zooniverse files were not written
         table.add_row("exports", f"NOT written: {exports_error}")
+    exports = results.get("exports")
+    if isinstance(exports, dict) and exports.get("events"):  # core.camtrap_events
+        table.add_row("camera visits", f"{exports['events']} (Camtrap DP event-level observations)")
     told = st.get("notification")
     if isinstance(told, dict):  # the request's notify_url: taken, or why not
         table.add_row("notify_url", f"told (answered {told.get('status_code')})" if told.get("sent") else

@@ -429,8 +429,10 @@ class ExportsOutput(ExportsRef):
     sizes_unknown: int  # images whose size could not be read: their COCO boxes stay normalized (md_bbox)
     # subjects are captures (core.captures): the images they hold; absent: one subject per image
     zooniverse_capture_images: NotRequired[int]
-    # Camtrap DP event-level observation rows (core.camtrap_events); absent from exports written before them
+    # Camtrap DP events (a camera's visits, core.camtrap_events) and their event-level observation rows; absent from
+    # exports written before them
     events: NotRequired[int]
+    event_observations: NotRequired[int]
 
 
 # Exports fanned out (orchestrations.exports, activities.exportparts): parts over the merge parts' ranges of the

@@ -264,7 +264,8 @@ def _camera_events(observations: Path) -> int:
     if not observations.is_file():
         return 0
     with observations.open(encoding="utf-8", newline="") as f:
-        return len({row["eventID"] for row in csv.DictReader(f) if row["observationLevel"] == "event"})
+        return len({(row["deploymentID"], row["eventID"]) for row in csv.DictReader(f)
+                    if row["observationLevel"] == "event"})
 
 
 def _stop_services(devhost: subprocess.Popen[bytes] | None, azurite: Azurite) -> None:

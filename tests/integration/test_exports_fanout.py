@@ -227,7 +227,8 @@ def test_fanned_out_zooniverse_batches_of_a_larger_results_are_the_single_passes
     expected = _clear(store, settings.container, "")
     events = [line for line in expected[layout.camtrap_dp_blob(TASK, "observations.csv")].split(b"\r\n")
               if b",event," in line]
-    assert single["events"] == len(events) > 20  # event rows (core.camtrap_events), which the parts must agree on
+    # event rows (core.camtrap_events), which the parts must agree on
+    assert single["event_observations"] == len(events) > 20 and single["events"] == len({e.split(b",")[3] for e in events})
     assert _fanned(settings, store, "", parts, zooniverse_pieces=9) == single
     got = _snapshot(store, settings.container, "")
     assert sorted(got) == sorted(expected)

@@ -96,13 +96,13 @@ def test_an_events_counts_are_the_most_in_one_image_and_its_best_confidence() ->
     entries[5]["datetime"] = "2024:06:01 06:05:10"  # a failed image with a time (e.g. the list's): in no event
     records, _, _ = tapped(entries)
     assert len(records) == 5
-    lines = "".join(text for text, _ in ev.event_lines([records], "MD", "2026-12-01T10:00:00+00:00"))
+    lines = "".join(text for text, *_ in ev.event_lines([records], "MD", "2026-12-01T10:00:00+00:00"))
     got = [(r[4], r[5], r[7], r[10], r[25]) for r in csv.reader(io.StringIO(lines))]
     assert got == [("2024-06-01T06:00:00+00:00", "2024-06-01T06:01:40+00:00", "animal", "2", "0.95"),
                    ("2024-06-01T06:00:00+00:00", "2024-06-01T06:01:40+00:00", "human", "1", "0.3"),
                    ("2024-06-01T06:05:00+00:00", "2024-06-01T06:05:30+00:00", "unknown", "", "0.6")]
     records, _, _ = tapped(entries[3:4])
-    lines = "".join(text for text, _ in ev.event_lines([records], "MD", COMPLETED))
+    lines = "".join(text for text, *_ in ev.event_lines([records], "MD", COMPLETED))
     (blank,) = csv.reader(io.StringIO(lines))
     assert (blank[6], blank[7], blank[10], blank[25], blank[2]) == ("event", "blank", "", "", "")
 
@@ -136,7 +136,7 @@ def test_an_image_lists_sequences_are_events_whatever_their_gaps() -> None:
     assert found[0][0] == "c1" and found[0][1] != "S7" and found[0][4] == 1  # c.jpg: by time, alone
     assert found[1] == ("c1", "S7", "2024-06-01T06:00:00+00:00", "2024-06-01T06:30:00+00:00", 2)
     assert found[2][:2] == ("c2", "S7") and len(found) == 3  # the same id at another camera: another event
-    ids = [r[0] for text, _ in ev.event_lines([records], "MD", COMPLETED) for r in csv.reader(io.StringIO(text))]
+    ids = [r[0] for text, *_ in ev.event_lines([records], "MD", COMPLETED) for r in csv.reader(io.StringIO(text))]
     assert len(ids) == len(set(ids)) == 3
 
 
@@ -166,7 +166,7 @@ def test_a_package_with_events_is_valid_camtrap_dp(tmp_path: Path) -> None:
     entries.append(mdformat.failure_entry("site/cam0/broken.jpg", mdformat.FAILURE_IMAGE_ACCESS, "undecodable"))
     b = builder()
     records, media, observations = tapped(entries, b=b)
-    events = "".join(text for text, _ in ev.event_lines([records], b.classified_by, b.completed_at))
+    events = "".join(text for text, *_ in ev.event_lines([records], b.classified_by, b.completed_at))
     (tmp_path / "media.csv").write_text(camtrapdp.csvline.line(camtrapdp.MEDIA_COLUMNS) + "".join(media),
                                         encoding="utf-8", newline="")
     (tmp_path / "observations.csv").write_text(
@@ -215,7 +215,8 @@ def test_event_lines_are_csv_writers_rows() -> None:
             csv.writer(expected).writerows(rows)
             rows_written += len(rows)
         got = list(ev.event_lines([records], 'MegaDetector "v5a", fast', "2026-12-01T10:00:00-03:30"))
-        assert "".join(text for text, _ in got) == expected.getvalue()
-        assert sum(n for _, n in got) == rows_written
+        assert "".join(text for text, *_ in got) == expected.getvalue()
+        assert sum(n for _, n, _ in got) == rows_written
+        assert sum(e for _, _, e in got) == len(list(ev.events([records])))
         kinds = {r[7] for r in csv.reader(io.StringIO(expected.getvalue()))}
         assert kinds == {"animal", "human", "vehicle", "unknown", "blank"}

@@ -317,3 +317,12 @@ def test_list_never_cuts_a_task_id_or_stage_on_a_narrow_or_piped_output(monkeypa
     for row in rows:
         assert row["id"] in shown
     assert shown.count("completed_with_errors") == 3 and "…" not in shown
+
+
+def test_the_summary_counts_the_camera_visits(capsys: pytest.CaptureFixture[str]) -> None:
+    from cli.main import _summary
+
+    _summary({"id": "task-0", "stage": "completed", "results": {"exports": {"events": 13, "event_observations": 15}}})
+    assert "camera visits 13 (Camtrap DP event-level observations)" in " ".join(capsys.readouterr().out.split())
+    _summary({"id": "task-0", "stage": "completed", "results": {"exports": {"images": 4}}})  # exports before events
+    assert "camera visits" not in capsys.readouterr().out
