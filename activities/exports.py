@@ -475,7 +475,13 @@ class ExportContext:
         return camtrapdp.CamtrapBuilder(threshold=self.cut, detection_categories=self.categories,
                                         completed_at=self.completed_at,
                                         classified_by=f"MegaDetector {mdformat.detector_version(self.model)}",
-                                        given=given or {}, utc_offset=self.utc_offset())
+                                        given=given or {}, utc_offset=self.utc_offset(),
+                                        clock_shifts=self.clock_shifts())
+
+    def clock_shifts(self) -> dict[str, int]:
+        """The request's ``clock_corrections`` (camera folder -> seconds to add), {} for none."""
+        value = self.request.get("clock_corrections")
+        return {str(k): int(v) for k, v in value.items()} if isinstance(value, dict) else {}
 
     def event_interval_s(self, settings: Settings) -> float:
         """The request's ``event_interval_s``, else the app's ``TRAPBATCH_EVENT_INTERVAL_S`` (core.camtrap_events)."""
@@ -494,9 +500,9 @@ class ExportContext:
 
     def plain_camtrap(self) -> bool:
         """``plain``, and the view's Camtrap DP lines hold this task's capture times: a view writes times without a
-        zone as UTC, so a task with a ``utc_offset`` formats its entries instead (its Zooniverse rows, which hold no
-        time, still come from the views)."""
-        return self.plain() and not self.utc_offset()
+        zone as UTC and each camera's clock as read, so a task with a ``utc_offset`` or ``clock_corrections`` formats
+        its entries instead (its Zooniverse rows, which hold no time, still come from the views)."""
+        return self.plain() and not self.utc_offset() and not self.clock_shifts()
 
     def view_list(self) -> tuple[tuple[str, ...], str]:
         """(``view_columns``, ``given_etag``): the image-list rows and first facts a view's export lines must have

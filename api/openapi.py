@@ -90,6 +90,20 @@ REQUEST_FIELDS: dict[str, dict[str, Any]] = {
                          "event-level observations count two events (60: bursts, as MegaDetector's sequences; 1800: "
                          "a 30-minute independence interval); default: the app's TRAPBATCH_EVENT_INTERVAL_S (60); not "
                          "part of the task id", "examples": [60, 1800]},
+    "clock_corrections": {
+        "type": ["object", "null"], "maxProperties": rq.MAX_CLOCK_CORRECTIONS,
+        "propertyNames": {"minLength": 1, "maxLength": 1024, "pattern": "^[^\\x00-\\x1f\\x7f]*[^/\\x00-\\x1f\\x7f][^\\x00-\\x1f\\x7f]*$"},
+        "additionalProperties": {"oneOf": [
+            {"type": "integer", "minimum": -rq.MAX_CLOCK_SHIFT_S, "maximum": rq.MAX_CLOCK_SHIFT_S},
+            {"type": "object", "required": ["camera", "actual"], "additionalProperties": False,
+             "properties": {"camera": {"type": "string", "pattern": rq.CLOCK_TIME_PATTERN},
+                            "actual": {"type": "string", "pattern": rq.CLOCK_TIME_PATTERN}}}]},
+        "description": "cameras whose clock was wrong: camera folder (as in the results' file names; it covers the "
+        "folders below it, the longest one holding an image decides) -> the seconds to add to its clock, or the time "
+        "a photo shows and the true time it was taken ({\"camera\": \"2000:01:01 00:12:00\", \"actual\": "
+        "\"2024-06-01 06:30:00\"}); the Camtrap DP export's timestamps, deployment spans and events use the "
+        "corrected times (the results, CSV and COCO keep the camera's clock as written); not part of the task id",
+        "examples": [{"site-a/cam-3": 3600}]},
 }
 
 

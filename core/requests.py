@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from datetime import datetime
 from dataclasses import dataclass
 from typing import Any, Mapping
 from urllib.parse import urlsplit
@@ -21,7 +22,7 @@ _CONTAINER_RE = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$")
 ALLOWED_FIELDS = ("container", "prefix", "first_n", "sample_n", "seed", "model", "request_name", "caller",
                   "images_per_shard", "source_account_url", "credential_secret", "max_failed_fraction",
                   "preview_threshold", "dry_run", "notify_url", "previews_expire_days", "image_list", "rerun",
-                  "only_new", "utc_offset", "event_interval_s")
+                  "only_new", "utc_offset", "event_interval_s", "clock_corrections")
 # Fields the edge sets, never the body: the image list's content hash (api/starters.py reads the list). They travel
 # with the request (to_dict / from_dict) so the enumeration can check it reads the list the id was made from.
 EDGE_FIELDS = ("image_list_sha256",)
@@ -92,6 +93,10 @@ class TaskRequest:
     # Seconds between two photos of a camera past which they are two events in the Camtrap DP export's event-level
     # observations (core.camtrap_events); None: the app's TRAPBATCH_EVENT_INTERVAL_S. Not part of the task id either.
     event_interval_s: float | None = None
+    # Camera folder -> seconds to add to that camera's clock (its images' and every camera's below it; the longest
+    # folder that holds an image decides), for cameras whose clock was wrong: Camtrap DP's timestamps, deployment
+    # spans and events use the corrected times (gpu_batch.formats.camtrapdp). None: none. Not part of the task id.
+    clock_corrections: dict[str, int] | None = None
 
     @property
     def task_id(self) -> str:
@@ -297,6 +302,7 @@ def parse_task_request(body: Any, default_model: str = "", default_images_per_sh
         only_new=_only_new(body),
         utc_offset=_utc_offset(body),
         event_interval_s=_event_interval(body),
+        clock_corrections=_clock_corrections(body),
     )
 
 
@@ -330,6 +336,57 @@ def _event_interval(body: Mapping[str, Any]) -> float | None:
                              f"{value!r}", 'e.g. "event_interval_s": 60 for bursts (MegaDetector\'s sequences) or '
                              '1800 for the 30-minute independence interval many occupancy studies use')
     return float(value)
+
+
+MAX_CLOCK_CORRECTIONS = 1000  # camera folders one request may correct
+MAX_CLOCK_SHIFT_S = 100 * 366 * 86_400  # a century: a clock that reads 1970 on a 2060 survey still fits
+CLOCK_TIME_PATTERN = r"^\d{4}[-:]\d{2}[-:]\d{2}[ T]\d{2}:\d{2}:\d{2}$"  # EXIF's or ISO's form, no zone
+_CLOCK_HINT = ('give each camera folder the seconds to add to its clock, or the time a photo shows and the true '
+               'time it was taken, e.g. {"site-a/cam-3": 3600} or {"site-a/cam-3": {"camera": "2000:01:01 00:12:00", '
+               '"actual": "2024-06-01 06:30:00"}}')
+
+
+def _clock_time(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not re.match(CLOCK_TIME_PATTERN, value):
+        return None
+    try:
+        return datetime.strptime(value[:10].replace(":", "-") + " " + value[11:], "%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return None
+
+
+def _clock_corrections(body: Mapping[str, Any]) -> dict[str, int] | None:
+    """``clock_corrections`` as camera folder (no trailing '/') -> whole seconds to add; None when absent."""
+    raw = body.get("clock_corrections")
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping) or len(raw) > MAX_CLOCK_CORRECTIONS:
+        raise RequestInvalid(f"'clock_corrections' must be an object of at most {MAX_CLOCK_CORRECTIONS} camera "
+                             "folders", _CLOCK_HINT)
+    out: dict[str, int] = {}
+    for folder, value in raw.items():
+        name = folder.strip("/") if isinstance(folder, str) else ""
+        if not name or len(folder) > 1024 or _CONTROL_RE.search(folder):
+            raise RequestInvalid(f"'clock_corrections' has a camera folder {folder!r} that is not a folder name",
+                                 _CLOCK_HINT)
+        if isinstance(value, Mapping) and set(value) == {"camera", "actual"}:
+            shown, actual = _clock_time(value["camera"]), _clock_time(value["actual"])
+            if shown is None or actual is None:
+                raise RequestInvalid(f"'clock_corrections' of {folder!r}: 'camera' and 'actual' must be times as "
+                                     "\"YYYY:MM:DD HH:MM:SS\" (EXIF's) or \"YYYY-MM-DD HH:MM:SS\"", _CLOCK_HINT)
+            shift = (actual - shown).total_seconds()
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            shift = float(value)
+        else:
+            raise RequestInvalid(f"'clock_corrections' of {folder!r} must be seconds or {{\"camera\": ..., "
+                                 f"\"actual\": ...}}, got {value!r}", _CLOCK_HINT)
+        if not -MAX_CLOCK_SHIFT_S <= shift <= MAX_CLOCK_SHIFT_S or shift != int(shift):
+            raise RequestInvalid(f"'clock_corrections' of {folder!r} must be whole seconds within a century, got "
+                                 f"{shift:g}", _CLOCK_HINT)
+        if name in out:
+            raise RequestInvalid(f"'clock_corrections' names camera folder {name!r} twice", _CLOCK_HINT)
+        out[name] = int(shift)
+    return out or None
 
 
 RERENDER_FIELDS = ("threshold",)

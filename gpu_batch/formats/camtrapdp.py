@@ -228,7 +228,11 @@ class CamtrapBuilder:
     # deployment -> [latitude, longitude, camera] known before the first image (an exports part run again with the
     # task's first facts: ``core.exportparts.parts_to_redo``); a deployment starts from them instead of from nothing
     given: Mapping[str, Sequence[Any]] = field(default_factory=dict)
+    # camera folder -> seconds to add to its clock (the request's ``clock_corrections``): an image's capture time
+    # is corrected by its folder's or the nearest folder above's; the media row says so
+    clock_shifts: Mapping[str, int] = field(default_factory=dict)
     _quoted: str | None = None  # add_lines: the observations' constant tail, quoted once
+    _shifts: dict[str, int] = field(default_factory=dict)  # camera folder -> its shift (clock_shift), as looked up
     _zone: tzinfo = timezone.utc  # utc_offset's zone (__post_init__)
 
     def __post_init__(self) -> None:
@@ -294,6 +298,11 @@ class CamtrapBuilder:
                 rest[column] = value  # unreadable, or the entry's own time stands: kept, not lost
             timestamp = timestamp or listed_time
         comments = []
+        if timestamp is not None and self.clock_shifts:
+            shift = self.clock_shift(file)
+            if shift:
+                timestamp = (datetime.fromisoformat(timestamp) + timedelta(seconds=shift)).isoformat()
+                comments.append(f"camera clock corrected by {shift:+d} s (clock_corrections)")
         captured = timestamp or ""
         if timestamp is None:
             timestamp = self.completed_at
@@ -347,6 +356,22 @@ class CamtrapBuilder:
             boxes.append((0, "blank", "", "", "", "", ""))
         self.counts["observations"] += len(boxes)
         return media, (mid, dep, event, timestamp), boxes
+
+    def clock_shift(self, file: str) -> int:
+        """The seconds ``clock_shifts`` adds to the clock of the camera that took ``file``: its camera folder's
+        (``(root)`` for an image at the top), else the nearest folder above it that is named; 0 for none."""
+        folder = camera_folder(file) or ROOT_DEPLOYMENT
+        known = self._shifts.get(folder)
+        if known is None:
+            known = 0
+            probe = folder
+            while probe:
+                if probe in self.clock_shifts:
+                    known = self.clock_shifts[probe]
+                    break
+                probe = probe.rpartition("/")[0]
+            self._shifts[folder] = known
+        return known
 
     @staticmethod
     def _deployment_fields(known: _Deployment, fields: Mapping[str, tuple[str, str]], rest: dict[str, str]) -> None:

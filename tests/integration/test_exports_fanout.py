@@ -236,16 +236,21 @@ def test_fanned_out_zooniverse_batches_of_a_larger_results_are_the_single_passes
         assert got[name] == expected[name], name
 
 
+def _many_in_four_parts(task: Any) -> tuple[Settings, BlobStore, list[list[int]], dict[str, Any]]:
+    """``_many(97)``'s results in ten shards merged in four parts (the exports' settings without size reads), and
+    the task's request as it stands."""
+    settings, store, _ = task
+    settings = replace(settings, export_image_sizes=False)
+    store.write_json(settings.container, layout.enumeration_blob(TASK),
+                     {"container": "elsewhere", "prefix": "", "images": 97, "shards": 10})
+    parts = _write_fanin_results(store, settings.container, "", [10] * 9 + [7], 3, _many(97))
+    return settings, store, parts, store.read_json(settings.container, layout.request_blob(TASK))
+
+
 def test_the_requests_event_interval_groups_the_events_in_both_ways(task: Any) -> None:
     """``event_interval_s`` in the task's request (here two hours: every camera's hourly bursts are one visit) is
     the exports' interval, in the single activity and the fan-out alike, and the package says it."""
-    settings, store, _ = task
-    settings = replace(settings, export_image_sizes=False)
-    doc = _many(97)
-    store.write_json(settings.container, layout.enumeration_blob(TASK),
-                     {"container": "elsewhere", "prefix": "", "images": 97, "shards": 10})
-    request = store.read_json(settings.container, layout.request_blob(TASK))
-    parts = _write_fanin_results(store, settings.container, "", [10] * 9 + [7], 3, doc)
+    settings, store, parts, request = _many_in_four_parts(task)
     by_default = run_exports(TASK, settings, store)["events"]
     store.write_json(settings.container, layout.request_blob(TASK), {**request, "event_interval_s": 7200})
     single = run_exports(TASK, settings, store)
@@ -255,6 +260,27 @@ def test_the_requests_event_interval_groups_the_events_in_both_ways(task: Any) -
     assert len(visits) == 6 and single["events"] < by_default  # one visit per camera (six cameras)
     package = expected[layout.camtrap_dp_blob(TASK, "datapackage.json")].decode()
     assert "at most 7200 s apart" in package and '"event"' in package
+    assert _fanned(settings, store, "", parts, zooniverse_pieces=9) == single
+    got = _snapshot(store, settings.container, "")
+    assert {name: got[name] for name in expected} == expected
+
+
+def test_clock_corrections_shift_the_camtrap_dp_times_in_both_ways(task: Any) -> None:
+    """A task whose request corrects a camera's clock formats its Camtrap DP lines from the entries (the workers'
+    views hold the clocks as read) with the corrected times, and the fan-out writes the single activity's bytes."""
+    settings, store, parts, request = _many_in_four_parts(task)
+    store.write_json(settings.container, layout.request_blob(TASK),
+                     {**request, "clock_corrections": {"site0": 86400, "site1/cam1": -3600}})
+    single = run_exports(TASK, settings, store)
+    expected = _clear(store, settings.container, "")
+    media = expected[layout.camtrap_dp_blob(TASK, "media.csv")].decode()
+    rows = {line.split(",")[4]: line.split(",") for line in media.split("\r\n")[1:] if line}
+    shifted = {f: r[3] for f, r in rows.items() if "corrected by" in r[10]}
+    assert shifted and all(f.startswith(("site0/", "site1/cam1/")) for f in shifted)
+    assert rows["site0/cam0/img0006.jpg"][3] == "2024-06-02T00:00:12+00:00"  # a day later
+    assert rows["site1/cam1/img0001.jpg"][3] == "2024-05-31T23:00:02+00:00"  # an hour earlier
+    assert rows["site2/cam0/img0002.jpg"][3] == "2024-06-01T00:00:04+00:00"  # as the camera said
+    assert single["events"] > 0
     assert _fanned(settings, store, "", parts, zooniverse_pieces=9) == single
     got = _snapshot(store, settings.container, "")
     assert {name: got[name] for name in expected} == expected

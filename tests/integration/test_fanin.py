@@ -10,6 +10,7 @@ folder that spans many shards, and the repeats-removed variant.
 from __future__ import annotations
 
 import csv
+from datetime import datetime, timedelta
 import dataclasses
 
 import io
@@ -595,6 +596,30 @@ def test_exports_take_coco_camtrap_dp_and_zooniverse_lines_from_the_workers_view
     assert any(t.endswith("-03:00") for t in times(zoned)) and completed in times(zoned)
     assert "at UTC-03:00" in described
     assert fanned_exports(settings, store, tid, merged, single) == zoned  # the parts format their entries too
+
+    # a camera's clock corrected (clock_corrections): the views hold each clock as read, so the entries again, with
+    # cam1's capture times an hour on (its gaps, and so its events, unchanged) and the other cameras' as they were
+    store.write_json(settings.container, layout.request_blob(tid), {**request, "clock_corrections": {"cam1": 3600}})
+    formatted.clear()
+    assert run_exports(tid, settings, store) == single
+    corrected = exported(settings, store, tid)
+    assert len(formatted) >= images
+
+    def media_rows(files: dict[str, bytes]) -> dict[str, dict[str, str]]:
+        return {r["filePath"]: r for r in csv.DictReader(io.StringIO(
+            files[layout.camtrap_dp_blob(tid, "media.csv")].decode()))}
+    before, after = media_rows(expected), media_rows(corrected)
+    moved = 0
+    for name, row in before.items():
+        if (row["deploymentID"] + "/").startswith("cam1/") and row["timestamp"] != completed:  # and below it
+            hour_on = datetime.fromisoformat(row["timestamp"]) + timedelta(hours=1)
+            assert after[name]["timestamp"] == hour_on.isoformat() and "corrected by +3600 s" in after[name][
+                "mediaComments"]
+            moved += 1
+        else:
+            assert after[name]["timestamp"] == row["timestamp"]
+    assert moved > 0
+    assert fanned_exports(settings, store, tid, merged, single) == corrected
 
 
 LIST_COLUMNS = ["site", "latitude", "longitude", "camera_id", "datetime", "seq_id", "season", "file"]

@@ -374,3 +374,29 @@ def test_a_package_always_names_a_contributor(tmp_path: Path) -> None:
     for people, valid in (([unnamed], True), ([], False)):  # the stand-in schema holds the rule
         (tmp_path / "datapackage.json").write_text(json.dumps({**descriptor, "contributors": people}))
         assert validate(tmp_path).valid is valid
+
+
+def test_clock_corrections_shift_a_cameras_times_and_say_so(tmp_path: Path) -> None:
+    entries = [{"file": "siteA/cam1/100RECNX/a.jpg", "datetime": "2000:01:01 00:12:00", "detections": []},
+               {"file": "siteA/cam2/b.jpg", "datetime": "2024:06:01 06:00:00", "detections": []},
+               {"file": "siteB/c.jpg", "datetime": "2024:06:01 06:00:00", "detections": []},
+               {"file": "top.jpg", "datetime": "2024:06:01 06:00:00", "detections": []},
+               {"file": "siteA/cam1/d.jpg", "detections": []}]  # no capture time: nothing to correct
+    b = camtrapdp.CamtrapBuilder(threshold=0.2, detection_categories=mdformat.DETECTION_CATEGORIES,
+                                 completed_at="2026-12-01T10:00:00", classified_by="MegaDetector v5a.0.1",
+                                 utc_offset="+02:00",
+                                 clock_shifts={"siteA/cam1": 770537880, "siteA": -3600, "(root)": 60})
+    media = [b.add(e)[0] for e in entries]
+    stamps = [m[3] for m in media]
+    assert stamps[:4] == ["2024-06-01T06:30:00+02:00",  # its camera folder's (overflow folder removed)
+                          "2024-06-01T05:00:00+02:00",  # the folder above's
+                          "2024-06-01T06:00:00+02:00",  # none
+                          "2024-06-01T06:01:00+02:00"]  # (root)
+    assert media[0][10] == "camera clock corrected by +770537880 s (clock_corrections)"
+    assert media[2][10] == "" and "corrected" not in media[4][10]
+    deployments = {d[0]: d for d in b.deployment_facts()}
+    assert deployments["siteA/cam1"][1:3] == ["2024-06-01T06:30:00+02:00"] * 2  # the span is the corrected times'
+    built = build(tmp_path, entries)  # and a package of such rows stays valid (build: no corrections)
+    assert built.counts["media"] == 5
+    row, _ = b.add_lines(entries[0])
+    assert ",2024-06-01T06:30:00+02:00," in row and "corrected by +770537880 s" in row

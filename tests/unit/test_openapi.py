@@ -37,6 +37,13 @@ BODIES: list[dict[str, Any]] = [
                                                         "-12:30", "+13:45", "+02:60", "02:00", "+2:00", " +02:00",
                                                         "", None, 2, "UTC")),
     *({"container": "cams", "event_interval_s": v} for v in (60, 0, 1800.5, 86400, 86400.01, -1, "60", True, None)),
+    *({"container": "cams", "clock_corrections": v} for v in (
+        {"site-a/cam-3": 3600}, {"a": -3600, "b/c/": 0}, {"a": 1.5}, {"a": True}, {"a": "60"}, {"": 1}, {"/": 1},
+        {"a\x01": 1}, {"a": 10**10}, [1], None, {},
+        {"a": {"camera": "2000:01:01 00:12:00", "actual": "2024-06-01T06:30:00"}},
+        {"a": {"camera": "2000:01:01 00:12", "actual": "2024-06-01 06:30:00"}},
+        {"a": {"camera": "2000:01:01 00:12:00"}},
+        {"a": {"camera": "2000:01:01 00:12:00", "actual": "2024-06-01 06:30:00", "zone": "Z"}})),
     {"container": "cams", "unknown": 1}, "not an object", [1],  # type: ignore[list-item]
 ]
 

@@ -192,3 +192,23 @@ def test_event_interval_is_bounded_seconds_that_do_not_change_the_task_id() -> N
             parse_task_request({**base, "event_interval_s": bad})
         assert "'event_interval_s' must be a number of seconds from 0 to 86400" in info.value.message
         assert "1800" in info.value.hint
+
+
+def test_clock_corrections_are_seconds_or_a_photos_two_times_and_do_not_change_the_task_id() -> None:
+    base = {"container": "cams"}
+    assert parse_task_request(base).clock_corrections is None
+    r = parse_task_request({**base, "clock_corrections": {
+        "site-a/cam-3/": 3600, "site-b": {"camera": "2000:01:01 00:12:00", "actual": "2024-06-01 06:30:00"},
+        "site-c": -90.0}})
+    assert r.clock_corrections == {"site-a/cam-3": 3600, "site-b": 770537880, "site-c": -90}
+    assert r.task_id == parse_task_request(base).task_id
+    assert TaskRequest.from_dict(r.to_dict()).clock_corrections == r.clock_corrections
+    for bad, said in (([1], "an object"), ({"": 5}, "not a folder name"), ({"/": 5}, "not a folder name"),
+                      ({"a\n": 5}, "not a folder name"), ({"a": 1.5}, "whole seconds"), ({"a": True}, "must be seconds"),
+                      ({"a": "3600"}, "must be seconds"), ({"a": 10**10}, "within a century"),
+                      ({"a": {"camera": "2000:13:01 00:00:00", "actual": "2024:01:01 00:00:00"}}, "must be times"),
+                      ({"a": {"camera": "2000:01:01 00:00:00"}}, "must be seconds"), ({"a": 1, "a/": 2}, "twice"),
+                      ({f"c{i}": 1 for i in range(1001)}, "at most 1000")):
+        with pytest.raises(RequestInvalid) as info:
+            parse_task_request({**base, "clock_corrections": bad})
+        assert said in info.value.message and "site-a/cam-3" in info.value.hint, (bad, info.value.message)
