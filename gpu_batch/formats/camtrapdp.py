@@ -17,14 +17,18 @@ What maps to what:
   ``vehicle``, ``count`` 1, the box as MegaDetector's normalized ``bboxX``/``bboxY``/``bboxWidth``/``bboxHeight``
   clipped to the image, ``classificationMethod`` ``machine``, ``classifiedBy`` the MegaDetector version,
   ``classificationProbability`` the confidence), and one ``blank`` observation per image without any. Failed images
-  and removed repeats (negative confidence) get none.
+  and removed repeats (negative confidence) get none;
+* **event-level observations** (a camera's visits) are added by the app's exports from these rows
+  (``core.camtrap_events``: the worker's views cannot know a camera's other shards).
 
 What the results do not know, and how it is said instead of invented: capture time (an entry's ``datetime``, the
 EXIF ``DateTimeOriginal`` the worker writes as MegaDetector does with ``--include_image_timestamp``, is used when
 present) falls back to the detection completion time for an image without one, and such media say so in
 ``mediaComments`` while their deployment gets ``timestampIssues`` true; the cameras' time zone (EXIF times have
-none) is the task's ``utc_offset``, else UTC, as the package's description says; coordinates (required by Camtrap
-DP) are taken from ``locations`` when the caller gives them, else written as 0, 0 with a ``deploymentComments`` note
+none) is the task's ``utc_offset``, else UTC, as the package's description says (a camera whose clock was wrong is
+corrected by the request's ``clock_corrections``, ``clock_shifts`` here, and its media rows say so); coordinates
+(required by Camtrap DP) are taken from ``locations`` when the caller gives them, else written as 0, 0 with a
+``deploymentComments`` note
 to replace them before publishing.
 
 An explicit image list's metadata (``core.imagelist``), when the caller gives an image's row: the columns
