@@ -28,8 +28,7 @@ present) falls back to the detection completion time for an image without one, a
 none) is the task's ``utc_offset``, else UTC, as the package's description says (a camera whose clock was wrong is
 corrected by the request's ``clock_corrections``, ``clock_shifts`` here, and its media rows say so); coordinates
 (required by Camtrap DP) are taken from ``locations`` when the caller gives them, else written as 0, 0 with a
-``deploymentComments`` note
-to replace them before publishing.
+``deploymentComments`` note to replace them before publishing.
 
 An explicit image list's metadata (``core.imagelist``), when the caller gives an image's row: the columns
 ``gpu_batch.formats.listfields`` recognises fill Camtrap DP fields, and the rest is kept in the media row:
