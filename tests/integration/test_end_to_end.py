@@ -129,7 +129,8 @@ def test_http_start_runs_to_one_merged_file_with_every_image_once(host, app_env,
                                                                    storage_connection) -> None:  # type: ignore[no-untyped-def]
     since = scan_start()
     names = upload_images(store, unique_name, 10, corrupt=1)
-    body = {"container": unique_name, "request_name": "e2e", "max_failed_fraction": 0.1}  # 1 corrupt image of 10
+    body = {"container": unique_name, "request_name": "e2e", "max_failed_fraction": 0.1,  # 1 corrupt image of 10
+            "event_interval_s": 120, "clock_corrections": {"cam-x/": 3600}}  # kept for the exports
     r = api.post(host.base_url + "/api/tasks", json=body, timeout=120)
     assert r.status_code == 202, r.text
     task_id = r.json()["id"]
@@ -143,6 +144,8 @@ def test_http_start_runs_to_one_merged_file_with_every_image_once(host, app_env,
     assert status["stage"] == "completed" and status["images"] == 10 and status["failed"] == 1
     assert status["failed_fraction"] == 0.1 and status["max_failed_fraction"] == 0.1
     doc = check_results(store, app_env, task_id, names)
+    stored = store.read_json(app_env["TRAPBATCH_CONTAINER"], layout.request_blob(task_id))
+    assert (stored["event_interval_s"], stored["clock_corrections"]) == (120, {"cam-x": 3600})
     assert doc["images"][0]["file"] == names[0]
     assert [im["failure"] for im in doc["images"] if im.get("failure")] == ["image access failure"]
     assert sum(len(im["detections"]) for im in doc["images"] if not im.get("failure")) > 0  # real network, real boxes
