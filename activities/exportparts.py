@@ -10,8 +10,9 @@ that keeps the single activity on replay):
   read only for an entry without them; the image list's rows from the part's first shard on), written as four
   fragments (COCO images and annotations, each item with its leading comma; Camtrap DP media and observations rows)
   plus the part's deployment facts, and its timed images' event records (``core.camtrap_events``, 42 bytes an
-  image, read from the Camtrap DP lines it writes). The entries are read by ranges and the fragments streamed to their blobs as
-  written, the workers' view lines straight into them (``ViewLines(direct=...)``): nothing on the local disk.
+  image, read from the Camtrap DP lines it writes). The entries are read by ranges and the fragments streamed to
+  their blobs as written, the workers' view lines straight into them (``ViewLines(direct=...)``): nothing on the
+  local disk.
   Memory: one shard's view or one entry at a time, and the fragments' blocks (4 x 4 MB).
 * ``run_exports_combine``: composes ``coco.json``, ``media.csv`` and ``observations.csv`` from the fragments with
   ``adapters.compose`` (server side where the service allows), writes ``deployments.csv`` and ``datapackage.json``
@@ -215,8 +216,8 @@ def run_exports_combine(payload: c.ExportsCombineInput, settings: Settings,
     events_csv = f"{_work(task_id, variant)}{EVENTS}.csv"
     with BlockBlobWriter(store, container, events_csv, "application/octet-stream", FRAGMENT_BLOCK_BYTES) as blob:
         stream = io.TextIOWrapper(io.BufferedWriter(blob, 1 << 16), encoding="utf-8", newline="")
-        events, event_rows = write_events(stream, camtrap, _event_records(store, container, task_id, variant, parts),
-                              ctx.event_interval_s(settings))
+        records = _event_records(store, container, task_id, variant, parts)
+        events, event_rows = write_events(stream, camtrap, records, ctx.event_interval_s(settings))
         stream.flush()
         stream.detach().detach()  # the blob commits as the with block ends
     for name, columns in (("media", camtrapdp.MEDIA_COLUMNS), ("observations", camtrapdp.OBSERVATION_COLUMNS)):

@@ -92,7 +92,9 @@ REQUEST_FIELDS: dict[str, dict[str, Any]] = {
                          "part of the task id", "examples": [60, 1800]},
     "clock_corrections": {
         "type": ["object", "null"], "maxProperties": rq.MAX_CLOCK_CORRECTIONS,
-        "propertyNames": {"minLength": 1, "maxLength": 1024, "pattern": "^[^\\x00-\\x1f\\x7f]*[^/\\x00-\\x1f\\x7f][^\\x00-\\x1f\\x7f]*$"},
+        # a name with a character other than '/' and no control character (the validation strips the slashes)
+        "propertyNames": {"minLength": 1, "maxLength": 1024,
+                          "pattern": "^[^\\x00-\\x1f\\x7f]*[^/\\x00-\\x1f\\x7f][^\\x00-\\x1f\\x7f]*$"},
         "additionalProperties": {"oneOf": [
             {"type": "integer", "minimum": -rq.MAX_CLOCK_SHIFT_S, "maximum": rq.MAX_CLOCK_SHIFT_S},
             {"type": "object", "required": ["camera", "actual"], "additionalProperties": False,

@@ -5,7 +5,8 @@ Why: media-level observations (one per detection) are what machine learning want
 camera trap fires bursts, so ten frames of one deer are one visit. Without them every partner re-derives sequences
 by hand from the timestamps. The grouping is MegaDetector's (``data_management.cct_json_utils.create_sequences``,
 ``SequenceOptions.episode_interval_seconds`` 60): a deployment's images in capture-time order, a new sequence
-whenever the gap to the previous image exceeds the interval (``TRAPBATCH_EVENT_INTERVAL_S``). An image list's own
+whenever the gap to the previous image exceeds the interval (the request's ``event_interval_s``, else
+``TRAPBATCH_EVENT_INTERVAL_S``). An image list's own
 sequence (``seq_id``..., already the ``eventID`` of that image's media-level observations) takes precedence: its
 images are one event per deployment and id, whatever their gaps.
 
@@ -84,7 +85,8 @@ class EventRecords:
             raise ValueError("not an events fragment of this version")
         with np.load(io.BytesIO(data[len(_MAGIC):]), allow_pickle=False) as doc:
             deployments, sequences = json.loads(doc["names"].tobytes().decode("utf-8"))
-            return cls(deployments, sequences, doc["deployment"], doc["sequence"], doc["epoch"], doc["offset"], doc["counts"], doc["best"])
+            return cls(deployments, sequences, doc["deployment"], doc["sequence"], doc["epoch"], doc["offset"],
+                       doc["counts"], doc["best"])
 
 
 def _rows(text: str) -> Iterable[list[str]]:

@@ -228,7 +228,8 @@ def test_fanned_out_zooniverse_batches_of_a_larger_results_are_the_single_passes
     events = [line for line in expected[layout.camtrap_dp_blob(TASK, "observations.csv")].split(b"\r\n")
               if b",event," in line]
     # event rows (core.camtrap_events), which the parts must agree on
-    assert single["event_observations"] == len(events) > 20 and single["events"] == len({e.split(b",")[3] for e in events})
+    assert single["event_observations"] == len(events) > 20
+    assert single["events"] == len({e.split(b",")[3] for e in events})
     assert _fanned(settings, store, "", parts, zooniverse_pieces=9) == single
     got = _snapshot(store, settings.container, "")
     assert sorted(got) == sorted(expected)
