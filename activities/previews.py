@@ -153,7 +153,9 @@ def _taken_note(doc: dict[str, Any]) -> dict[str, str] | None:
     completed = str(doc.get("info", {}).get("detection_completion_time") or "")[:10]
     wrong = first[:4] < EARLIEST_PLAUSIBLE_CAPTURE or (completed and last[:10] > completed)
     warn = ("Some cameras' clocks look wrong (a date before 2000 or after the detection): the Camtrap DP "
-            "export's deployments give each camera's first and last capture time." if wrong else "")
+            "export's deployments give each camera's first and last capture time. Send the task's request again "
+            "with clock_corrections and \"only_new\": true to correct its times without running an image again."
+            if wrong else "")
     return {"line": line, "warn": warn}
 
 

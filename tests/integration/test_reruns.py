@@ -246,3 +246,62 @@ def test_only_new_runs_exactly_the_new_and_changed_images_and_merges_them_with_t
             assert im == before[im["file"]]  # reused as the previous generation detected it
     served = api.get(f"{base}/api/tasks/{task_id}/results", timeout=120).json()
     assert served["generation"] == final["generation"] and served["results"]["blob"] == layout.results_blob(key)
+
+
+def _camera_jpeg(seed: int, taken: str) -> bytes:
+    """A small JPEG with a trail camera's capture time (EXIF DateTimeOriginal)."""
+    import io
+
+    from PIL import Image
+
+    from tests.integration.conftest import _jpeg
+
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[0x9003] = taken
+    out = io.BytesIO()
+    Image.open(io.BytesIO(_jpeg(seed))).save(out, "JPEG", exif=exif)
+    return out.getvalue()
+
+
+def _media(store: BlobStore, container: str, blob: str) -> dict[str, dict[str, str]]:
+    import csv
+    import io
+
+    return {r["filePath"]: r for r in csv.DictReader(io.StringIO(store.read_bytes(container, blob).decode()))}
+
+
+def test_a_wrong_camera_clock_is_corrected_by_an_only_new_rerun_without_running_an_image(
+        host: Any, app_env: dict[str, str], store: BlobStore, unique_name: str) -> None:
+    """The preview page points out a clock that reads 2000; the same request again with clock_corrections and
+    only_new reuses every result (no pool work) and the new generation's Camtrap DP times are corrected; the
+    results keep the camera's clock as written."""
+    state = app_env["TRAPBATCH_CONTAINER"]
+    store.ensure_container(unique_name)
+    for cam, day in (("camA", "2000:01:01"), ("camB", "2024:06:01")):
+        for i in range(3):
+            store.write_bytes(unique_name, f"{cam}/IMG_{i}.JPG",
+                              _camera_jpeg(i + (10 if cam == "camB" else 0), f"{day} 00:00:{i * 10:02d}"))
+    base = host.base_url
+    body = {"container": unique_name}
+    started = api.post(f"{base}/api/tasks", json=body, timeout=120)
+    assert started.status_code == 202, started.text
+    task_id = started.json()["id"]
+    assert confirm_and_finish(host, task_id)["stage"] == Stage.completed
+    first = _media(store, state, layout.camtrap_dp_blob(task_id, "media.csv"))
+    assert first["camA/IMG_1.JPG"]["timestamp"] == "2000-01-01T00:00:10+00:00"
+
+    shown = {"camera": "2000:01:01 00:00:00", "actual": "2024-06-01 05:00:00"}  # a photo's clock, and the truth
+    again = api.post(f"{base}/api/tasks", json={**body, "only_new": True, "clock_corrections": {"camA": shown}},
+                     timeout=120)
+    assert again.status_code == 202 and again.json()["id"] == task_id, again.text
+    final = dict(wait_until(lambda: (lambda s: s if s.get("generation") and s["runtime_status"] in (
+        "Completed", "Failed") else None)(status(host, task_id)), 300, "the re-run's end"))
+    assert final["stage"] == Stage.completed and final["reused"] == 6, final
+    key = layout.generation_key(task_id, final["generation"])
+    assert pool_work(app_env, store, key, str(final.get("pool_job") or "")) == []  # no image ran again
+    media = _media(store, state, layout.camtrap_dp_blob(key, "media.csv"))
+    assert media["camA/IMG_1.JPG"]["timestamp"] == "2024-06-01T05:00:10+00:00"
+    assert "camera clock corrected by +770533200 s" in media["camA/IMG_1.JPG"]["mediaComments"]
+    assert media["camB/IMG_1.JPG"]["timestamp"] == "2024-06-01T00:00:10+00:00"  # another camera: as it was
+    results = {im["file"]: im for im in store.read_json(state, layout.results_blob(key))["images"]}
+    assert results["camA/IMG_1.JPG"]["datetime"] == "2000:01:01 00:00:10"  # the results keep the camera's clock

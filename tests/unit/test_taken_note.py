@@ -27,6 +27,7 @@ def test_the_span_is_said_as_a_spreadsheet_reads_a_date() -> None:
 def test_a_clock_that_cannot_be_right_is_pointed_out(first: str, last: str) -> None:
     note = _taken_note(_doc(10, 10, first, last))
     assert note is not None and "clocks look wrong" in note["warn"] and "deployments" in note["warn"]
+    assert "clock_corrections" in note["warn"] and "only_new" in note["warn"]  # what to do about it
 
 
 def test_no_capture_time_and_older_samples() -> None:
