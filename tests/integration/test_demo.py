@@ -54,6 +54,9 @@ def test_demo_writes_validated_results_listing_every_sample_once(tmp_path: Path)
     visits = len({im["seq_id"] for im in create_sequences(timed)})
     assert 3 < visits < len(timed)  # the samples' bursts: several photos a visit
     assert f"events: {visits} camera visits (a camera's photos at most 60 s apart" in proc.stdout
+    from tests.unit.test_camtrapdp import validate  # the whole package, event rows included, is valid Camtrap DP
+    report = validate(out / "exports" / "camtrap-dp")
+    assert report.valid, report.flatten(["type", "note"])
     # the samples' notes file is not an image: the results, the page and the demo say it was not run
     assert doc["info"]["trapbatch"]["not_images"] == {
         "files": 1, "kinds": {".txt": {"files": 1, "examples": ["camera-02/2024-06-02/notes.txt"]}}}
