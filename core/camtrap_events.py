@@ -309,24 +309,11 @@ def events(parts: Sequence[EventRecords], interval_s: float = DEFAULT_INTERVAL_S
                         tuple(camera.most[i]), tuple(camera.top[i]))
 
 
-def event_rows(event: Event, classified_by: str, completed_at: str) -> list[list[str]]:
-    """An event's observation rows (``camtrapdp.OBSERVATION_COLUMNS`` order)."""
-    rows = []
-    for i, kind in enumerate(KINDS):
-        if event.counts[i]:
-            rows.append((kind, "" if kind == "unknown" else str(event.counts[i]), f"{event.best[i]:.4g}"))
-    if not rows:
-        rows.append(("blank", "", ""))
-    return [[f"{event.key}_{kind}", event.deployment, "", event.event_id, event.start, event.end, "event", kind, "", "",
-             count, "", "", "", "", "", "", "", "", "", "", "", "machine", classified_by, completed_at, probability,
-             "", ""] for kind, count, probability in rows]
-
-
 def event_lines(parts: Sequence[EventRecords], classified_by: str, completed_at: str,
                 interval_s: float = DEFAULT_INTERVAL_S) -> Iterator[tuple[str, int, int]]:
-    """The event rows of the parts' records (``events``) as CSV text, with how many rows and events it holds, a few
-    thousand rows a chunk: ``csvline.line`` of each ``event_rows`` row (a test compares), built from the constant
-    fields joined once (a third of the cost per event)."""
+    """The event rows of the parts' records (``events``, ``camtrapdp.OBSERVATION_COLUMNS`` order) as CSV text, with
+    how many rows and events it holds, a few thousand rows a chunk, joined from constant fields rather than through
+    ``csv.writer`` (a third of the cost per event; tests/unit/test_camtrap_events.py holds it to ``csv.writer``)."""
     field = csvline.field
     tail = f",,,,,,,,,,,,machine,{field(classified_by)},{field(completed_at)},"
     chunk: list[str] = []

@@ -12,7 +12,6 @@ meaningless: it proves the pipeline, not the detector.
 """
 from __future__ import annotations
 
-import csv
 import json
 import os
 import secrets
@@ -239,7 +238,8 @@ def _print_summary(doc: dict[str, Any], st: dict[str, Any], md_check: str,
     if taken:  # the cameras' EXIF clocks, as the worker read them
         say(f"taken:  {taken[0]} to {taken[-1]} ({len(taken)} of {counts['images']} images have an EXIF capture "
             "time)")
-    events = _camera_events(OUT / "exports" / "camtrap-dp" / "observations.csv")
+    exports = (st.get("results") or {}).get("exports") or {}
+    events = exports.get("events") if isinstance(exports, dict) else None  # counted by the exports (camera visits)
     if events:
         say(f"events: {events} camera visits (a camera's photos at most "
             f"{os.environ.get('TRAPBATCH_EVENT_INTERVAL_S') or 60} s apart; Camtrap DP event-level "
@@ -257,15 +257,6 @@ def _print_summary(doc: dict[str, Any], st: dict[str, Any], md_check: str,
         f"demo wall time {wall:.1f}s")
     if not os.environ.get("TRAPBATCH_MODEL"):
         say("(random-weight model: the detections above are meaningless)")
-
-
-def _camera_events(observations: Path) -> int:
-    """How many events the Camtrap DP export's event-level observations hold (0 without the file)."""
-    if not observations.is_file():
-        return 0
-    with observations.open(encoding="utf-8", newline="") as f:
-        return len({(row["deploymentID"], row["eventID"]) for row in csv.DictReader(f)
-                    if row["observationLevel"] == "event"})
 
 
 def _stop_services(devhost: subprocess.Popen[bytes] | None, azurite: Azurite) -> None:

@@ -199,8 +199,21 @@ def test_a_package_with_events_is_valid_camtrap_dp(tmp_path: Path) -> None:
         assert len(inside) == 1, m
 
 
+def _event_rows(event: ev.Event, classified_by: str, completed_at: str) -> list[list[str]]:
+    """The reference: an event's observation rows (``camtrapdp.OBSERVATION_COLUMNS`` order), field by field."""
+    rows = []
+    for i, kind in enumerate(ev.KINDS):
+        if event.counts[i]:
+            rows.append((kind, "" if kind == "unknown" else str(event.counts[i]), f"{event.best[i]:.4g}"))
+    if not rows:
+        rows.append(("blank", "", ""))
+    return [[f"{event.key}_{kind}", event.deployment, "", event.event_id, event.start, event.end, "event", kind, "", "",
+             count, "", "", "", "", "", "", "", "", "", "", "", "machine", classified_by, completed_at, probability,
+             "", ""] for kind, count, probability in rows]
+
+
 def test_event_lines_are_csv_writers_rows() -> None:
-    """``event_lines`` builds its text from joined constants: it must be ``csv.writer`` over ``event_rows``, also
+    """``event_lines`` builds its text from joined constants: it must be ``csv.writer`` over ``_event_rows``, also
     for names that need quoting, offsets west of UTC and every kind."""
     entries = camera_day(5, cameras=2, images=30)
     entries += [{"file": 'odd, "name"/x.jpg', "datetime": "2024:06:01 06:00:00", "detections": [detection("9", 0.5)]},
@@ -211,7 +224,7 @@ def test_event_lines_are_csv_writers_rows() -> None:
         expected = io.StringIO(newline="")
         rows_written = 0
         for event in ev.events([records]):
-            rows = ev.event_rows(event, 'MegaDetector "v5a", fast', "2026-12-01T10:00:00-03:30")
+            rows = _event_rows(event, 'MegaDetector "v5a", fast', "2026-12-01T10:00:00-03:30")
             csv.writer(expected).writerows(rows)
             rows_written += len(rows)
         got = list(ev.event_lines([records], 'MegaDetector "v5a", fast', "2026-12-01T10:00:00-03:30"))
