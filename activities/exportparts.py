@@ -37,7 +37,8 @@ import azure.durable_functions as df
 from azure.core.exceptions import ResourceNotFoundError
 
 from activities.exports import (LineBuffer, ListMetadata, ViewLines, _write_zooniverse, needs_no_size, prepare,
-                               read_results_head, sized, write_descriptor, write_events)
+                               read_results_head, sized, write_camera_visits, write_descriptor,
+                               write_events)
 from activities.fanin import iter_export_views, range_lines
 from adapters import clients
 from adapters.block_writer import BlockBlobWriter, open_blob
@@ -217,7 +218,8 @@ def run_exports_combine(payload: c.ExportsCombineInput, settings: Settings,
     with BlockBlobWriter(store, container, events_csv, "application/octet-stream", FRAGMENT_BLOCK_BYTES) as blob:
         stream = io.TextIOWrapper(io.BufferedWriter(blob, 1 << 16), encoding="utf-8", newline="")
         records = _event_records(store, container, task_id, variant, parts)
-        events, event_rows = write_events(stream, camtrap, records, ctx.event_interval_s(settings))
+        cameras: list[camtrap_events.CameraVisits] = []
+        events, event_rows = write_events(stream, camtrap, records, ctx.event_interval_s(settings), cameras)
         stream.flush()
         stream.detach().detach()  # the blob commits as the with block ends
     for name, columns in (("media", camtrapdp.MEDIA_COLUMNS), ("observations", camtrapdp.OBSERVATION_COLUMNS)):
@@ -229,6 +231,8 @@ def run_exports_combine(payload: c.ExportsCombineInput, settings: Settings,
     store.write_bytes(container, layout.camtrap_dp_blob(task_id, "deployments.csv", variant), table,
                       "text/csv; charset=utf-8")
     write_descriptor(store, ctx, camtrap, events, ctx.event_interval_s(settings))
+    # parts recorded before they kept event records: the visits are unknown, not none (no table rather than an empty one)
+    visits = write_camera_visits(store, ctx, cameras, ctx.event_interval_s(settings)) if records else None
     # The fragments stay until exports_zooniverse_clean: a combine run again (its completion lost, as Durable's
     # at-least-once delivery allows) must find them; deleting them here made every retry fail with BlobNotFound.
     prefix = layout.exports_prefix(task_id, variant)
@@ -241,6 +245,9 @@ def run_exports_combine(payload: c.ExportsCombineInput, settings: Settings,
         "observations": sum(p["observations"] for p in parts), "deployments": len(camtrap.deployments),
         "zooniverse_subjects": eligible, "sizes_unknown": sum(p["sizes_unknown"] for p in parts),
         "events": events, "event_observations": event_rows}}
+    if visits is not None:
+        out["output"]["camera_visits"] = visits
+        out["output"]["cameras"] = len(cameras)
     if ctx.captures() is not None:  # the manifests are of captures (activities.zooniverse_captures), not of images
         out["zooniverse_captures"] = True
     return out

@@ -575,15 +575,28 @@ def write_descriptor(store: BlobStore, ctx: ExportContext, camtrap: camtrapdp.Ca
 
 
 def write_events(out: "LineBuffer | IO[str]", camtrap: camtrapdp.CamtrapBuilder,
-                 parts: Sequence[camtrap_events.EventRecords], interval_s: float) -> tuple[int, int]:
+                 parts: Sequence[camtrap_events.EventRecords], interval_s: float,
+                 cameras: list[camtrap_events.CameraVisits] | None = None) -> tuple[int, int]:
     """The event-level observations of the parts' records (``core.camtrap_events``) appended to ``out``, with the
-    media observations' classifier and time; returns how many events and how many rows."""
+    media observations' classifier and time; returns how many events and how many rows. ``cameras`` gets each
+    camera's visits (``write_camera_visits``)."""
     events = rows = 0
-    for text, n, found in camtrap_events.event_lines(parts, camtrap.classified_by, camtrap.completed_at, interval_s):
+    for text, n, found in camtrap_events.event_lines(parts, camtrap.classified_by, camtrap.completed_at, interval_s,
+                                                     cameras):
         out.write(text)
         rows += n
         events += found
     return events, rows
+
+
+def write_camera_visits(store: BlobStore, ctx: "ExportContext", cameras: Sequence[camtrap_events.CameraVisits],
+                        interval_s: float) -> str:
+    """``camera-visits.csv`` beside the variant's other exports (a header alone when no photo has a capture time);
+    returns its name. A row per camera is small (thousands of cameras: a few hundred kB), so it is one write."""
+    name = layout.camera_visits_blob(ctx.task_id, ctx.variant)
+    store.write_bytes(ctx.container, name, camtrap_events.camera_visits_csv(cameras, interval_s, ctx.cut),
+                      "text/csv; charset=utf-8")
+    return name
 
 
 def run_exports(task_id: str, settings: Settings, store: BlobStore, source: BlobStore | None = None,
@@ -645,7 +658,9 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
                     line = zooniverse.row_line(entry, manifest, categories, metadata).encode("utf-8")
                     zooniverse_rows.write(line)
                     lengths.append(len(line))
-            events, event_rows = write_events(observations, camtrap, [tap.records()], ctx.event_interval_s(settings))
+            cameras: list[camtrap_events.CameraVisits] = []
+            events, event_rows = write_events(observations, camtrap, [tap.records()], ctx.event_interval_s(settings),
+                                              cameras)
             media.flush()
             observations.flush()
             writer.finish(tmp["coco"], ctx.coco_info())
@@ -659,6 +674,7 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
             for name, wrapper, content_type in store_put:
                 _upload_text(store, container, name, wrapper, content_type)
             write_descriptor(store, ctx, camtrap, events, ctx.event_interval_s(settings))
+            visits = write_camera_visits(store, ctx, cameras, ctx.event_interval_s(settings))
             for wrapper in tmp.values():
                 wrapper.detach()
             if by_capture is None:
@@ -684,7 +700,7 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
         "threshold": cut, "images": writer.counts["images"], "annotations": writer.counts["annotations"],
         "observations": camtrap.counts["observations"], "deployments": len(camtrap.deployments),
         "zooniverse_subjects": eligible, "sizes_unknown": sizes_unknown, "events": events,
-        "event_observations": event_rows}
+        "event_observations": event_rows, "camera_visits": visits, "cameras": len(cameras)}
     if by_capture is not None:
         out["zooniverse_capture_images"] = made["images"]
     return out

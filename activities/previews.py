@@ -12,6 +12,7 @@ re-rendering gives the same page.
 """
 from __future__ import annotations
 
+import csv
 import io
 import json
 import logging
@@ -159,6 +160,33 @@ def _taken_note(doc: dict[str, Any]) -> dict[str, str] | None:
     return {"line": line, "warn": warn}
 
 
+CAMERAS_LISTED = 1000  # rows of the page's camera table; camera-visits.csv has them all
+MOSTLY_BLANK_SHARE = 0.8  # a camera this share of whose visits (of at least MOSTLY_BLANK_VISITS) are blank is flagged
+MOSTLY_BLANK_VISITS = 20
+
+
+def _camera_visits(store: BlobStore, container: str, task_id: str, variant: str) -> dict[str, Any] | None:
+    """The page's table of camera visits, from the exports' ``camera-visits.csv`` (None when the exports wrote none:
+    they failed, or ran before it existed). Cameras whose visits are mostly blank are flagged: something other than
+    animals fires them (vegetation, sun, rain), which costs batteries and storage and hides the real visits."""
+    data = store.read_bytes_or_none(container, layout.camera_visits_blob(task_id, variant))
+    if data is None:
+        return None
+    rows = list(csv.DictReader(io.StringIO(data.decode("utf-8"))))
+    flagged = 0
+    cameras = []
+    for row in rows:
+        visits, blank = int(row["visits"]), int(row["blank_visits"])
+        mostly_blank = visits >= MOSTLY_BLANK_VISITS and blank >= MOSTLY_BLANK_SHARE * visits
+        flagged += mostly_blank
+        cameras.append({**row, "mostly_blank": mostly_blank})
+    first = rows[0] if rows else {}
+    return {"rows": cameras[:CAMERAS_LISTED], "total": len(rows), "flagged": flagged,
+            "visits": sum(int(r["visits"]) for r in rows), "blob": f"{container}/{layout.camera_visits_blob(task_id, variant)}",
+            "interval": first.get("event_interval_s", ""), "threshold": first.get("threshold", ""),
+            "blank_share": f"{MOSTLY_BLANK_SHARE:.0%}", "blank_visits": MOSTLY_BLANK_VISITS}
+
+
 def _search_note(repeats: dict[str, Any]) -> str:
     """How the list was made: its options in the names POST /api/tasks/{id}/repeats/search takes to change them."""
     fields = repeat_search_fields(RepeatOptions.from_dict(repeats.get("options") or {}))
@@ -233,6 +261,7 @@ def run_previews(task_id: str, model: str, request_name: str, settings: Settings
         completed=doc["info"].get("detection_completion_time", ""),
         not_images=_not_images_note(doc["info"].get("trapbatch", {}).get("not_images")),
         taken=_taken_note(doc),
+        visits=_camera_visits(store, settings.container, task_id, variant),
     )
     page = layout.page_blob(folder, variant)
     store.write_bytes(settings.web_container, page, html.encode("utf-8"), "text/html; charset=utf-8")

@@ -186,7 +186,10 @@ def _summary(st: dict[str, Any]) -> None:
         table.add_row("exports", f"NOT written: {exports_error}")
     exports = results.get("exports")
     if isinstance(exports, dict) and exports.get("events"):  # core.camtrap_events
-        table.add_row("camera visits", f"{exports['events']} (Camtrap DP event-level observations)")
+        where = f" at {exports['cameras']} camera{'' if exports['cameras'] == 1 else 's'}" if exports.get("cameras") \
+            else ""
+        table.add_row("camera visits", f"{exports['events']}{where} (Camtrap DP event-level observations"
+                      + ("; a row per camera in camera-visits.csv)" if exports.get("camera_visits") else ")"))
     told = st.get("notification")
     if isinstance(told, dict):  # the request's notify_url: taken, or why not
         table.add_row("notify_url", f"told (answered {told.get('status_code')})" if told.get("sent") else

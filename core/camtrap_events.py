@@ -21,9 +21,12 @@ order in time is unknown.
 How, at any scale: each exports step reads the Camtrap DP lines it writes anyway (from the entries or the workers'
 views: ``EventTap.feed``) and keeps per timed image 42 bytes of numbers (``EventRecords``); the fanned-out exports'
 parts hand theirs to the combine as a fragment. The combine sorts each part's records in place and then takes one
-deployment at a time from all parts (a camera's images may be in any of them), so it holds the records (~420 MB at
-ten million timed images) and one camera's copy, and appends the event rows to ``observations.csv``. The rows depend
-only on the records, never on where the parts were cut: the single activity and the fan-out write the same bytes.
+deployment at a time from all parts (a camera's images may be in any of them), so it holds the records (401 MiB at
+ten million timed images) and one camera's copy, formats at most ``EVENTS_PER_RUN`` events at a time, and appends the
+event rows to ``observations.csv`` (``bench/camtrap_events.py``: 433-616 MiB and 21-51 s at ten million images of
+1,000 or 10 cameras). Each camera's visits are summed up as they go (``CameraVisits``: ``camera-visits.csv`` and the
+preview page's table). The rows depend only on the records, never on where the parts were cut: the single activity
+and the fan-out write the same bytes.
 
 Must not: do I/O.
 """
@@ -256,7 +259,7 @@ def _sorted_runs(parts: Sequence[EventRecords]) -> tuple[list[str], list[str], l
 
 @dataclass(frozen=True)
 class _Camera:
-    """One deployment's events, as arrays and lists (``_cameras``)."""
+    """A run of one deployment's events, as lists (``_cameras``), with what the camera's visits count of them."""
 
     deployment: str
     keys: list[str]
@@ -266,12 +269,18 @@ class _Camera:
     images: list[int]
     most: list[list[int]]
     top: list[list[float]]
+    visits: "CameraVisits"  # this run's share of the camera's visits (first, last and span: the whole camera's)
+    continued: bool  # a later run of the same deployment
+
+
+EVENTS_PER_RUN = 65536  # events formatted at a time: a timelapse camera of a million photos is a million events
 
 
 def _cameras(parts: Sequence[EventRecords], interval_s: float) -> Iterator[_Camera]:
     """Each deployment's events, by deployment name, then list sequence (time-grouped images first), then time: the
     same however the images were cut into parts. A deployment at a time, so memory stays the records' own plus one
-    deployment's (a camera's images may be in any of the parts)."""
+    deployment's arrays (a camera's images may be in any of the parts), and its events as strings and lists at most
+    ``EVENTS_PER_RUN`` at a time (a run of the same deployment with ``continued``)."""
     deployments, sequences, bounds = _sorted_runs(parts)
     for d, deployment in enumerate(deployments):
         pieces = [(p, int(b[d]), int(b[d + 1])) for p, b in zip(parts, bounds) if b[d + 1] > b[d]]
@@ -281,24 +290,35 @@ def _cameras(parts: Sequence[EventRecords], interval_s: float) -> Iterator[_Came
             p, lo, hi = pieces[0]
             seq, epoch, offset = p.sequence[lo:hi], p.epoch[lo:hi], p.offset[lo:hi]
             counts, best = p.counts[lo:hi], p.best[lo:hi]
-        else:
-            seq, epoch, offset, counts, best = (np.concatenate([getattr(p, name)[lo:hi] for p, lo, hi in pieces])
-                                                for name in ("sequence", "epoch", "offset", "counts", "best"))
-            order = np.lexsort((epoch, seq))
-            seq, epoch, offset, counts, best = seq[order], epoch[order], offset[order], counts[order], best[order]
+        else:  # reordered an array at a time: one camera may hold every image of the task
+            joined = {name: np.concatenate([getattr(p, name)[lo:hi] for p, lo, hi in pieces])
+                      for name in ("sequence", "epoch", "offset", "counts", "best")}
+            order = np.lexsort((joined["epoch"], joined["sequence"]))
+            for name in joined:
+                joined[name] = joined[name][order]
+            del order
+            seq, epoch, offset, counts, best = (joined.pop(name) for name in ("sequence", "epoch", "offset", "counts",
+                                                                              "best"))
         n = len(epoch)
         new = np.ones(n, dtype=bool)
         new[1:] = (seq[1:] != seq[:-1]) | ((seq[1:] < 0) & (np.diff(epoch) > interval_s))
-        first = np.flatnonzero(new)
-        last = np.append(first[1:], n) - 1
-        starts = _timestamps(epoch[first], offset[first])
-        listed = [sequences[i] if i >= 0 else "" for i in seq[first].tolist()]
-        keys = [hashlib.sha1(f"{deployment}\x00{name}\x00{start}".encode("utf-8")).hexdigest()[:16]
-                for name, start in zip(listed, starts)]
-        yield _Camera(deployment, keys, [name or key for name, key in zip(listed, keys)], starts,
-                      _timestamps(epoch[last], offset[last]), (last - first + 1).tolist(),
-                      np.maximum.reduceat(counts, first, axis=0).tolist(),
-                      np.maximum.reduceat(best, first, axis=0).tolist())
+        firsts = np.flatnonzero(new)
+        lasts = np.append(firsts[1:], n) - 1
+        early, late = int(np.argmin(epoch)), int(np.argmax(epoch))
+        ends = _timestamps(epoch[[early, late]], offset[[early, late]])
+        for at in range(0, len(firsts), EVENTS_PER_RUN):
+            first, last = firsts[at:at + EVENTS_PER_RUN], lasts[at:at + EVENTS_PER_RUN]
+            starts = _timestamps(epoch[first], offset[first])
+            listed = [sequences[i] if i >= 0 else "" for i in seq[first].tolist()]
+            keys = [hashlib.sha1(f"{deployment}\x00{name}\x00{start}".encode("utf-8")).hexdigest()[:16]
+                    for name, start in zip(listed, starts)]
+            most = np.maximum.reduceat(counts[: last[-1] + 1], first, axis=0)
+            visits = CameraVisits(deployment, ends[0], ends[1], int(epoch[late] - epoch[early]),
+                                  int((last - first + 1).sum()), len(first),
+                                  tuple(int(k) for k in (most > 0).sum(axis=0)), int((~most.any(axis=1)).sum()))
+            yield _Camera(deployment, keys, [name or key for name, key in zip(listed, keys)], starts,
+                          _timestamps(epoch[last], offset[last]), (last - first + 1).tolist(), most.tolist(),
+                          np.maximum.reduceat(best[: last[-1] + 1], first, axis=0).tolist(), visits, at > 0)
 
 
 def events(parts: Sequence[EventRecords], interval_s: float = DEFAULT_INTERVAL_S) -> Iterator[Event]:
@@ -309,16 +329,61 @@ def events(parts: Sequence[EventRecords], interval_s: float = DEFAULT_INTERVAL_S
                         tuple(camera.most[i]), tuple(camera.top[i]))
 
 
+@dataclass(frozen=True)
+class CameraVisits:
+    """One camera's visits at a glance (a row of ``camera-visits.csv`` and of the preview page's table): what an
+    ecologist checks first, cameras that saw nothing and cameras that fire at nothing (mostly blank visits: vegetation
+    or sun in front of the lens), without loading the package into R."""
+
+    deployment: str
+    first: str
+    last: str
+    span_s: int  # first to last capture: a lower bound of the camera's time in the field
+    images: int
+    visits: int
+    with_kind: tuple[int, ...]  # visits with a box of each kind (KINDS)
+    blank: int
+
+    def plus(self, more: "CameraVisits") -> "CameraVisits":
+        """This camera's visits and ``more`` of them (a later run of its events)."""
+        return CameraVisits(self.deployment, self.first, self.last, self.span_s, self.images + more.images,
+                            self.visits + more.visits,
+                            tuple(a + b for a, b in zip(self.with_kind, more.with_kind)), self.blank + more.blank)
+
+
+CAMERA_VISITS_COLUMNS = ("deploymentID", "first_capture", "last_capture", "days", "images", "visits",
+                         *(f"{kind}_visits" for kind in KINDS), "blank_visits", "event_interval_s", "threshold")
+
+
+def camera_visits_csv(cameras: Sequence[CameraVisits], interval_s: float, threshold: float) -> bytes:
+    """``camera-visits.csv``: a row per camera (``CAMERA_VISITS_COLUMNS``), the interval and threshold the visits
+    were grouped and counted at on every row, so that tables of several tasks can be stacked and still say so."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(CAMERA_VISITS_COLUMNS)
+    for cam in cameras:
+        writer.writerow([cam.deployment, cam.first, cam.last, f"{cam.span_s / 86400:.2f}", cam.images, cam.visits,
+                         *cam.with_kind, cam.blank, f"{interval_s:g}", f"{threshold:g}"])
+    return out.getvalue().encode("utf-8")
+
+
 def event_lines(parts: Sequence[EventRecords], classified_by: str, completed_at: str,
-                interval_s: float = DEFAULT_INTERVAL_S) -> Iterator[tuple[str, int, int]]:
+                interval_s: float = DEFAULT_INTERVAL_S,
+                cameras: list[CameraVisits] | None = None) -> Iterator[tuple[str, int, int]]:
     """The event rows of the parts' records (``events``, ``camtrapdp.OBSERVATION_COLUMNS`` order) as CSV text, with
     how many rows and events it holds, a few thousand rows a chunk, joined from constant fields rather than through
-    ``csv.writer`` (a third of the cost per event; tests/unit/test_camtrap_events.py holds it to ``csv.writer``)."""
+    ``csv.writer`` (a third of the cost per event; tests/unit/test_camtrap_events.py holds it to ``csv.writer``).
+    ``cameras`` gets each camera's summary (``CameraVisits``) as its rows are made."""
     field = csvline.field
     tail = f",,,,,,,,,,,,machine,{field(classified_by)},{field(completed_at)},"
     chunk: list[str] = []
     events_in_chunk = 0
     for camera in _cameras(parts, interval_s):
+        if cameras is not None:
+            if camera.continued:
+                cameras[-1] = cameras[-1].plus(camera.visits)
+            else:
+                cameras.append(camera.visits)
         where = field(camera.deployment)
         for key, name, start, end, most, top in zip(camera.keys, camera.ids, camera.starts, camera.ends, camera.most,
                                                     camera.top):

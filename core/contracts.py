@@ -433,6 +433,9 @@ class ExportsOutput(ExportsRef):
     # exports written before them
     events: NotRequired[int]
     event_observations: NotRequired[int]
+    # camera-visits.csv (core.camtrap_events.CameraVisits) and its rows; absent when the visits are unknown
+    camera_visits: NotRequired[str]
+    cameras: NotRequired[int]
 
 
 # Exports fanned out (orchestrations.exports, activities.exportparts): parts over the merge parts' ranges of the

@@ -241,9 +241,13 @@ def _print_summary(doc: dict[str, Any], st: dict[str, Any], md_check: str,
     exports = (st.get("results") or {}).get("exports") or {}
     events = exports.get("events") if isinstance(exports, dict) else None  # counted by the exports (camera visits)
     if events:
-        say(f"events: {events} camera visits (a camera's photos at most "
-            f"{os.environ.get('TRAPBATCH_EVENT_INTERVAL_S') or 60} s apart; Camtrap DP event-level "
+        cameras = exports.get("cameras")
+        say(f"events: {events} camera visits" + (f" at {cameras} cameras" if cameras else "") + " (a camera's photos "
+            f"at most {os.environ.get('TRAPBATCH_EVENT_INTERVAL_S') or 60} s apart; Camtrap DP event-level "
             "observations)")
+        if (OUT / "exports" / "camera-visits.csv").is_file():
+            say(f"        {_show(OUT)}/exports/camera-visits.csv: each camera's visits with animals, people, "
+                "vehicles and blank ones (also on the preview page)")
     passed_over = doc["info"].get("trapbatch", {}).get("not_images")
     if passed_over:  # the samples hold a notes file: the task says it did not run it
         say(f"not run: {notimages.describe(passed_over)}")

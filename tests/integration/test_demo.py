@@ -1,6 +1,8 @@
 """`make demo`'s script, run as a newcomer would (in a subprocess), on the bundled samples."""
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import subprocess
@@ -53,7 +55,16 @@ def test_demo_writes_validated_results_listing_every_sample_once(tmp_path: Path)
              if im.get("datetime") and not im.get("failure")]
     visits = len({im["seq_id"] for im in create_sequences(timed)})
     assert 3 < visits < len(timed)  # the samples' bursts: several photos a visit
-    assert f"events: {visits} camera visits (a camera's photos at most 60 s apart" in proc.stdout
+    cameras = {camtrapdp.deployment_id(im["file_name"]) for im in timed}
+    assert f"events: {visits} camera visits at {len(cameras)} cameras (a camera's photos at most 60 s apart" \
+        in proc.stdout
+    # and per camera, in camera-visits.csv and on the preview page
+    table = list(csv.DictReader(io.StringIO((out / "exports" / "camera-visits.csv").read_text(encoding="utf-8"))))
+    assert sorted(r["deploymentID"] for r in table) == sorted(cameras) and len(cameras) >= 2
+    assert sum(int(r["visits"]) for r in table) == visits
+    assert sum(int(r["images"]) for r in table) == len(timed)
+    assert "/exports/camera-visits.csv: each camera's visits" in proc.stdout
+    assert f"camera visits: {visits} visits at {len(cameras)} cameras" in (out / "previews" / "index.html").read_text()
     from tests.unit.test_camtrapdp import validate  # the whole package, event rows included, is valid Camtrap DP
     report = validate(out / "exports" / "camtrap-dp")
     assert report.valid, report.flatten(["type", "note"])

@@ -168,12 +168,50 @@ def test_previews_render_from_the_merge_sample_without_reading_the_merged_file(
     assert page.count('"taken": "2024-06-01 06:20:01"') == 1  # the capture time shown beside the name
     assert "Taken 2024-06-01 06:20:01 to 2024-06-01 06:20:01 (the cameras' clocks, from EXIF): 1 of 10 images; " \
            "the rest have no capture time." in html.unescape(page) and "clocks look wrong" not in page
+    assert 'id="visits"' not in page  # no exports ran: no table of camera visits
     thumbs = store.list_names(settings.web_container, f"{folder}/thumbs/")
     assert len(list(thumbs)) == 10
     assert list(store.list_names(settings.web_container, f"{tid}/")) == []  # nothing at the guessable address
     run_previews(tid, "m.pt", "my survey", settings, store)  # a re-render keeps the same folder
     assert existing_preview_folder(store, settings, tid) == folder
 
+
+
+def test_the_preview_page_lists_each_cameras_visits_and_flags_mostly_blank_ones(
+        env: tuple[Settings, BlobStore, str]) -> None:
+    """The exports' camera-visits.csv becomes the page's table; a camera whose visits are mostly blank is marked."""
+    from activities.exports import run_exports
+    from activities.previews import CAMERAS_LISTED, MOSTLY_BLANK_VISITS, run_previews
+    from core import camtrap_events as ev
+
+    settings, store, source = env
+    tid = _merged_task_of_jpegs(settings, store, source, ("a", "b"), 5)
+    out = run_exports(tid, settings, store)
+    assert (out["cameras"], out["events"]) == (1, 1)  # one image has a capture time: camera a, one visit
+    run_previews(tid, "m.pt", "", settings, store)
+    folder = existing_preview_folder(store, settings, tid)
+    page = html.unescape(store.read_bytes(settings.web_container, f"{folder}/index.html").decode())
+    assert 'id="visits"' in page and "camera visits: 1 visit at 1 camera" in page
+    assert "<td><code>a</code></td>" in page and "mostly blank" not in page
+    assert f"{settings.container}/{layout.camera_visits_blob(tid)}" in page
+
+    def camera(name: str, visits: int, blank: int) -> ev.CameraVisits:
+        return ev.CameraVisits(name, "2024-06-01T06:00:00+00:00", "2024-06-03T06:00:00+00:00", 172800, visits * 2,
+                               visits, (visits - blank, 0, 0, 0), blank)
+
+    many = [camera("cam<1>", MOSTLY_BLANK_VISITS, MOSTLY_BLANK_VISITS - 4),  # 80 %: flagged
+            camera("cam2", MOSTLY_BLANK_VISITS, MOSTLY_BLANK_VISITS - 5),  # 75 %: not
+            camera("cam3", MOSTLY_BLANK_VISITS - 1, MOSTLY_BLANK_VISITS - 1),  # too few visits to say
+            *(camera(f"z{k:04d}", 3, 0) for k in range(CAMERAS_LISTED))]
+    store.write_bytes(settings.container, layout.camera_visits_blob(tid), ev.camera_visits_csv(many, 60, 0.2))
+    run_previews(tid, "m.pt", "", settings, store)
+    page = store.read_bytes(settings.web_container, f"{folder}/index.html").decode()
+    assert "<code>cam&lt;1&gt;</code> ⚠" in page and page.count('class="mostly-blank"') == 1
+    flat = " ".join(page.split())
+    assert "1 camera has mostly blank visits</b> (80% or more of at least 20, marked below)" in flat
+    assert f"the first {CAMERAS_LISTED} cameras are listed here" in flat and "z0996" in page and "z0997" not in page
+    assert f"{3 * CAMERAS_LISTED + 3 * MOSTLY_BLANK_VISITS - 1} visits at {CAMERAS_LISTED + 3} cameras" in page
+    assert "with other kinds" not in page  # no camera saw another kind: no column for it
 
 
 @pytest.mark.parametrize("when", ["thumbnails", "page"])

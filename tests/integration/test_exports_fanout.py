@@ -4,6 +4,8 @@ several splits of the results into merge parts, both variants, with and without 
 (ListMetadata walked from each part's first shard), and for batches of 1 to 1000 of a larger results file."""
 from __future__ import annotations
 
+import csv
+import io
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -261,6 +263,12 @@ def test_the_requests_event_interval_groups_the_events_in_both_ways(task: Any) -
     assert len(visits) == 6 and single["events"] < by_default  # one visit per camera (six cameras)
     package = expected[layout.camtrap_dp_blob(TASK, "datapackage.json")].decode()
     assert "at most 7200 s apart" in package and '"event"' in package
+    # a row per camera in camera-visits.csv, at the request's interval and the exports' threshold
+    table = list(csv.DictReader(io.StringIO(expected[layout.camera_visits_blob(TASK)].decode())))
+    assert [(r["visits"], r["event_interval_s"], r["threshold"]) for r in table] == \
+        [("1", "7200", f"{single['threshold']:g}")] * 6
+    assert single["cameras"] == 6 and single["camera_visits"] == layout.camera_visits_blob(TASK)
+    assert sum(int(r["images"]) for r in table) == sum(1 for k in range(97) if k % 7 != 3 and k % 17)
     assert _fanned(settings, store, "", parts, zooniverse_pieces=9) == single
     got = _snapshot(store, settings.container, "")
     assert {name: got[name] for name in expected} == expected
@@ -281,6 +289,10 @@ def test_clock_corrections_shift_the_camtrap_dp_times_in_both_ways(task: Any) ->
     assert rows["site0/cam0/img0006.jpg"][3] == "2024-06-02T00:00:12+00:00"  # a day later
     assert rows["site1/cam1/img0001.jpg"][3] == "2024-05-31T23:00:02+00:00"  # an hour earlier
     assert rows["site2/cam0/img0002.jpg"][3] == "2024-06-01T00:00:04+00:00"  # as the camera said
+    table = {r["deploymentID"]: r for r in csv.DictReader(io.StringIO(
+        expected[layout.camera_visits_blob(TASK)].decode()))}  # the cameras' visits in corrected times too
+    assert table["site0/cam0"]["first_capture"].startswith("2024-06-02T")
+    assert table["site2/cam0"]["first_capture"].startswith("2024-06-01T")
     assert single["events"] > 0
     assert _fanned(settings, store, "", parts, zooniverse_pieces=9) == single
     got = _snapshot(store, settings.container, "")

@@ -233,3 +233,65 @@ def test_event_lines_are_csv_writers_rows() -> None:
         assert sum(e for _, _, e in got) == len(list(ev.events([records])))
         kinds = {r[7] for r in csv.reader(io.StringIO(expected.getvalue()))}
         assert kinds == {"animal", "human", "vehicle", "unknown", "blank"}
+
+
+def _visits(parts: list[ev.EventRecords], interval_s: float = ev.DEFAULT_INTERVAL_S) -> list[ev.CameraVisits]:
+    cameras: list[ev.CameraVisits] = []
+    for _ in ev.event_lines(parts, "MD", COMPLETED, interval_s, cameras):
+        pass
+    return cameras
+
+
+def test_camera_visits_sum_up_each_cameras_events() -> None:
+    entries = camera_day(5)
+    records, _, _ = tapped(entries)
+    found = list(ev.events([records]))
+    cameras = _visits([ev.EventRecords.from_bytes(records.to_bytes())])
+    assert [c.deployment for c in cameras] == sorted({e.deployment for e in found}) == ["site/cam0", "site/cam1",
+                                                                                        "site/cam2"]
+    for cam in cameras:
+        mine = [e for e in found if e.deployment == cam.deployment]
+        assert cam.visits == len(mine) and cam.images == sum(e.images for e in mine) == 60
+        assert cam.with_kind == tuple(sum(1 for e in mine if e.counts[k]) for k in range(len(ev.KINDS)))
+        assert cam.blank == sum(1 for e in mine if not any(e.counts)) and 0 < cam.blank < cam.visits
+        times = sorted(datetime.strptime(e["datetime"], "%Y:%m:%d %H:%M:%S") for e in entries
+                       if e["file"].startswith(cam.deployment + "/"))
+        assert (cam.first, cam.last) == (times[0].isoformat() + "+00:00", times[-1].isoformat() + "+00:00")
+        assert cam.span_s == (times[-1] - times[0]).total_seconds()
+    text = ev.camera_visits_csv(cameras, 60, 0.2).decode("utf-8")
+    table = list(csv.DictReader(io.StringIO(text)))
+    assert list(table[0]) == list(ev.CAMERA_VISITS_COLUMNS)
+    assert [(r["deploymentID"], int(r["visits"]), int(r["blank_visits"]), r["event_interval_s"], r["threshold"])
+            for r in table] == [(c.deployment, c.visits, c.blank, "60", "0.2") for c in cameras]
+    assert table[0]["days"] == f"{cameras[0].span_s / 86400:.2f}"
+    # cut into parts, the table is the same (a camera's photos may be in several parts)
+    entries.sort(key=lambda e: e["file"])
+    parts = [tapped(entries[a:b])[0] for a, b in ((0, 50), (50, 90), (90, 180))]
+    assert ev.camera_visits_csv(_visits(parts), 60, 0.2) == text.encode("utf-8")
+    assert ev.camera_visits_csv([], 60, 0.2).decode("utf-8").splitlines() == [",".join(ev.CAMERA_VISITS_COLUMNS)]
+
+
+def test_a_cameras_first_and_last_photo_are_its_earliest_and_latest_even_with_list_sequences() -> None:
+    entries = [{"file": f"c1/{n}.jpg", "datetime": f"2024:06:01 06:{minute:02d}:00", "detections": dets}
+               for n, minute, dets in (("a", 0, [detection("1", 0.9)]), ("b", 30, []), ("c", 31, []),
+                                       ("d", 45, [detection("2", 0.5), detection("1", 0.5)]))]
+    listed = {"c1/a.jpg": {"seq_id": "S7"}, "c1/b.jpg": {"seq_id": "S7"}}
+    (cam,) = _visits([tapped(entries, listed)[0]], interval_s=600)
+    # events: S7 (a, b: animal), then by time c and d 14 minutes apart at 600 s: two more
+    assert (cam.visits, cam.images, cam.with_kind, cam.blank) == (3, 4, (2, 1, 0, 0), 1)
+    assert (cam.first, cam.last, cam.span_s) == ("2024-06-01T06:00:00+00:00", "2024-06-01T06:45:00+00:00", 2700)
+
+
+def test_a_cameras_events_formatted_a_run_at_a_time_are_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A timelapse camera of a million photos is a million events: they are formatted ``EVENTS_PER_RUN`` at a time
+    (bounded memory), and the rows and each camera's visits are those of one run."""
+    entries = camera_day(11, cameras=2, images=80)
+    listed = {e["file"]: {"seq_id": "S1"} for e in entries[:5]}  # list sequences too
+    records, _, _ = tapped(entries, listed)
+    whole = list(ev.event_lines([records], "MD", COMPLETED))
+    visits, found = _visits([records]), list(ev.events([records]))
+    assert sum(n for _, _, n in whole) == len(found) > 20  # more events than a run holds below
+    monkeypatch.setattr(ev, "EVENTS_PER_RUN", 3)
+    assert "".join(t for t, *_ in ev.event_lines([records], "MD", COMPLETED)) == "".join(t for t, *_ in whole)
+    assert _visits([records]) == visits and len(visits) == 2
+    assert list(ev.events([records])) == found

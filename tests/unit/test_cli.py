@@ -326,3 +326,7 @@ def test_the_summary_counts_the_camera_visits(capsys: pytest.CaptureFixture[str]
     assert "camera visits 13 (Camtrap DP event-level observations)" in " ".join(capsys.readouterr().out.split())
     _summary({"id": "task-0", "stage": "completed", "results": {"exports": {"images": 4}}})  # exports before events
     assert "camera visits" not in capsys.readouterr().out
+    _summary({"id": "task-0", "stage": "completed", "results": {"exports": {
+        "events": 13, "cameras": 2, "camera_visits": "results/task-0/exports/camera-visits.csv"}}})
+    assert "camera visits 13 at 2 cameras (Camtrap DP event-level observations; a row per camera in " \
+           "camera-visits.csv)" in " ".join(capsys.readouterr().out.split())
