@@ -1,0 +1,132 @@
+"""What the exports' combine spends on Camtrap DP events at ten million images: CPU and peak memory, measured.
+
+Why: the combine (``activities.exportparts.run_exports_combine``) holds every part's event records (42 bytes per
+timed image, ``core.camtrap_events``) and groups them into events a camera at a time. Earlier figures for ten million
+images were extrapolated from 200,000; this runs the combine's own code on ten million synthetic records and prints
+what it took, so the README's bound is a measurement.
+
+What it runs: records for ``--images`` timed images of ``--cameras`` cameras, in camera-folder order (as shards are cut
+in name order), cut into ``--parts`` contiguous parts (as the merge parts are), each serialized as the part's
+fragment (``EventRecords.to_bytes``) into a temporary folder by a child process. A fresh process then does what the
+combine does: reads each fragment (``from_bytes``), writes every event row and each camera's visits
+(``event_lines`` with a ``cameras`` list, ``camera_visits_csv``), the rows into a counting sink. Its peak resident
+memory (VmHWM) is measured against its own baseline after the imports. Photos come in bursts of ``--burst`` a few
+seconds apart, bursts minutes to days apart (``--burst 1``: every photo its own event, the worst case for time).
+
+    python bench/camtrap_events.py --images 10000000 --cameras 1000 --parts 50 --burst 3
+
+Prints one JSON line. Never a test: timings depend on the machine.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _peak_kib() -> int:
+    """This process's peak resident set size (VmHWM), KiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
+
+
+def make_fragments(folder: Path, images: int, cameras: int, parts: int, burst: int, seed: int) -> int:
+    """Write the parts' fragments; returns their total size in bytes."""
+    import numpy as np
+
+    from core import camtrap_events as ev
+
+    rnd = np.random.default_rng(seed)
+    per_camera = -(-images // cameras)
+    camera = np.minimum(np.arange(images) // per_camera, cameras - 1).astype(np.int32)
+    # each camera's photos in time order: a burst's photos 0-4 s apart, bursts 2 minutes to 2 days apart
+    gap = np.where(np.arange(images) % burst == 0, rnd.integers(120, 2 * 86400, images), rnd.integers(0, 5, images))
+    start = np.int64(1_717_200_000)  # 2024-06-01
+    epoch = np.empty(images, np.int64)
+    for c in range(cameras):
+        lo, hi = c * per_camera, min(images, (c + 1) * per_camera)
+        epoch[lo:hi] = start + np.cumsum(gap[lo:hi])
+    counts = np.zeros((images, len(ev.KINDS)), np.uint16)
+    kind = rnd.integers(0, 8, images)  # about half the photos blank, an animal in most of the rest
+    counts[kind == 1, 0] = counts[kind == 2, 0] = 1
+    counts[kind == 3, 0] = 2
+    counts[kind == 4, 1] = 1
+    counts[kind == 5, 2] = 1
+    best = np.where(counts > 0, rnd.random((images, len(ev.KINDS)), dtype=np.float32), 0).astype(np.float32)
+    names = [f"site{c // 20:03d}/cam{c % 20:02d}" for c in range(cameras)]
+    total = 0
+    bounds = np.linspace(0, images, parts + 1).astype(np.int64)
+    for p, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+        used = np.unique(camera[lo:hi])
+        local = np.searchsorted(used, camera[lo:hi]).astype(np.int32)
+        records = ev.EventRecords([names[c] for c in used.tolist()], [], local, np.full(hi - lo, -1, np.int32),
+                                  epoch[lo:hi].copy(), np.zeros(hi - lo, np.int16), counts[lo:hi].copy(),
+                                  best[lo:hi].copy())
+        data = records.to_bytes()
+        (folder / f"{p:05d}.events").write_bytes(data)
+        total += len(data)
+    return total
+
+
+def combine(folder: Path, interval_s: float) -> dict[str, object]:
+    """The combine's work on the fragments in ``folder``, measured."""
+    from core import camtrap_events as ev
+
+    baseline = _peak_kib()
+    t0, c0 = time.perf_counter(), time.process_time()
+    parts = [ev.EventRecords.from_bytes(path.read_bytes()) for path in sorted(folder.glob("*.events"))]
+    loaded = time.process_time() - c0
+    cameras: list[ev.CameraVisits] = []
+    rows = events = written = 0
+    for text, n, found in ev.event_lines(parts, "MegaDetector v5a.0.0", "2026-12-04T00:00:00+00:00", interval_s,
+                                         cameras):
+        written += len(text.encode("utf-8"))
+        rows += n
+        events += found
+    table = ev.camera_visits_csv(cameras, interval_s, 0.2)
+    return {"records": sum(len(p) for p in parts), "events": events, "event_rows": rows, "event_rows_bytes": written,
+            "cameras": len(cameras), "camera_visits_bytes": len(table), "read_s_cpu": round(loaded, 2),
+            "cpu_s": round(time.process_time() - c0, 2), "wall_s": round(time.perf_counter() - t0, 2),
+            "peak_rss_mib_above_baseline": round((_peak_kib() - baseline) / 1024, 1),
+            "baseline_rss_mib": round(baseline / 1024, 1),
+            "us_per_event_cpu": round((time.process_time() - c0) / max(events, 1) * 1e6, 2)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--images", type=int, default=1_000_000)
+    ap.add_argument("--cameras", type=int, default=1000)
+    ap.add_argument("--parts", type=int, default=50, help="merge parts (200,000 images each at ten million)")
+    ap.add_argument("--burst", type=int, default=3, help="photos per burst (1: every photo its own event)")
+    ap.add_argument("--interval-s", type=float, default=60.0)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--combine-only", type=Path, help=argparse.SUPPRESS)  # the measured child
+    args = ap.parse_args()
+    if args.combine_only:
+        print(json.dumps(combine(args.combine_only, args.interval_s)))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        t0 = time.perf_counter()
+        size = make_fragments(folder, args.images, args.cameras, args.parts, args.burst, args.seed)
+        made = time.perf_counter() - t0
+        child = subprocess.run([sys.executable, __file__, "--combine-only", str(folder),
+                                "--interval-s", str(args.interval_s)], capture_output=True, text=True, check=True,
+                               env={**os.environ, "PYTHONPATH": str(ROOT)})
+        result = json.loads(child.stdout)
+    print(json.dumps({"images": args.images, "cameras": args.cameras, "parts": args.parts, "burst": args.burst,
+                      "fragments_mib": round(size / 2**20, 1), "made_s": round(made, 1), **result}))
+
+
+if __name__ == "__main__":
+    main()
