@@ -9,7 +9,8 @@ import azure.functions as func
 
 import core.collector as collector
 from activities import enumerate as enumerate_activity
-from activities import exportparts, exports, fanin, generations, merge, notify, pool, previews, task_events
+from activities import (exportevents, exportparts, exports, fanin, generations, merge, notify, pool, previews,
+                        task_events)
 from activities import expiry as expiry_activities
 from activities import repeat_search as repeat_search_activities
 from activities import rethreshold, results_zip, reuse, zooniverse_captures, zooniverseparts
@@ -38,6 +39,7 @@ for blueprint in (
     previews.bp,
     exports.bp,
     exportparts.bp,
+    exportevents.bp,
     zooniverseparts.bp,
     zooniverse_captures.bp,
     notify.bp,

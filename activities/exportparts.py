@@ -15,9 +15,11 @@ that keeps the single activity on replay):
   local disk.
   Memory: one shard's view or one entry at a time, and the fragments' blocks (4 x 4 MB).
 * ``run_exports_combine``: composes ``coco.json``, ``media.csv`` and ``observations.csv`` from the fragments with
-  ``adapters.compose`` (server side where the service allows), writes ``deployments.csv`` and ``datapackage.json``
-  from the combined deployments, appends the event-level observations grouped from every part's records (a camera's
-  images may be in several parts); the fragments stay until ``exports_zooniverse_clean``. When the parts' deployment
+  ``adapters.compose`` (server side where the service allows; a part's observations as ``activities.exportevents``
+  linked them to their events), writes ``deployments.csv`` and ``datapackage.json`` from the combined deployments,
+  appends the event-level observations ``exports_events`` grouped from every part's records (a camera's images may
+  be in several parts; for parts recorded before that step, it groups them itself, unlinked); the fragments stay
+  until ``exports_zooniverse_clean``. When the parts' deployment
   facts conflict (``core.exportparts.conflicts``) it writes nothing and says so: the parts named run again.
 * ``run_exports_zooniverse``: the Zooniverse batches as one activity over the whole results, for orchestrations
   whose combine ran before the Zooniverse fan-out (its output has no ``zooniverse_parts``); newer ones fan out
@@ -56,6 +58,9 @@ logger = logging.getLogger(__name__)
 bp = df.Blueprint()
 FRAGMENTS = ("images", "annotations", "media", "observations")
 EVENTS = "events"  # the part's event records (core.camtrap_events.EventRecords), beside the fragments
+INDEX = "event-index"  # the part's share of the events' index (activities.exportevents)
+LINKED = "observations-linked"  # the part's observations with their events' ids (activities.exportevents)
+EVENT_ROWS = "events.csv"  # the event rows, in the work folder (appended to observations.csv)
 FRAGMENT_BLOCK_BYTES = 4 * 1024 * 1024  # each fragment's block in memory while it is written
 
 
@@ -149,7 +154,7 @@ def run_exports_part(payload: c.ExportsPartInput, settings: Settings, store: Blo
     return {"part": part, "images": writer.counts["images"], "annotations": writer.counts["annotations"],
             "observations": camtrap.counts["observations"], "eligible": counts["eligible"],
             "sizes_unknown": counts["sizes_unknown"], "bytes": sizes,
-            "deployments": camtrap.deployment_facts()}
+            "deployments": camtrap.deployment_facts(), "link": True}
 
 
 class _Fragment:
@@ -188,8 +193,13 @@ def _event_records(store: BlobStore, container: str, task_id: str, variant: str,
     unknown here, and events of the other parts alone would split or miss some)."""
     if any(EVENTS not in p["bytes"] for p in parts):
         return []
-    return [camtrap_events.EventRecords.from_bytes(
-        store.read_bytes(container, _fragment(task_id, variant, p["part"], EVENTS))) for p in parts]
+    return read_event_records(store, container, task_id, variant, [p["part"] for p in parts])
+
+
+def read_event_records(store: BlobStore, container: str, task_id: str, variant: str,
+                       parts: list[int]) -> list[camtrap_events.EventRecords]:
+    return [camtrap_events.EventRecords.from_bytes(store.read_bytes(container, _fragment(task_id, variant, p, EVENTS)))
+            for p in parts]
 
 
 def run_exports_combine(payload: c.ExportsCombineInput, settings: Settings,
@@ -213,26 +223,39 @@ def run_exports_combine(payload: c.ExportsCombineInput, settings: Settings,
                  [writer.head(ctx.coco_info()).encode("utf-8"), *_pieces(task_id, variant, parts, "images", True),
                   coco.IMAGES_TO_ANNOTATIONS.encode("utf-8"), *_pieces(task_id, variant, parts, "annotations", True),
                   writer.tail().encode("utf-8")], "application/json")
-    # the event rows streamed to a fragment of their own (hundreds of MB at ten million images), composed last
-    events_csv = f"{_work(task_id, variant)}{EVENTS}.csv"
-    with BlockBlobWriter(store, container, events_csv, "application/octet-stream", FRAGMENT_BLOCK_BYTES) as blob:
-        stream = io.TextIOWrapper(io.BufferedWriter(blob, 1 << 16), encoding="utf-8", newline="")
-        records = _event_records(store, container, task_id, variant, parts)
-        cameras: list[camtrap_events.CameraVisits] = []
-        events, event_rows = write_events(stream, camtrap, records, ctx.event_interval_s(settings), cameras)
-        stream.flush()
-        stream.detach().detach()  # the blob commits as the with block ends
+    # the event rows streamed to a fragment of their own (hundreds of MB at ten million images), composed last;
+    # grouped by exports_events before (its output in the payload), else here (parts recorded before that step)
+    events_csv = f"{_work(task_id, variant)}{EVENT_ROWS}"
+    grouped = payload.get("events")
+    visits: str | None = None
+    if grouped is None:
+        with BlockBlobWriter(store, container, events_csv, "application/octet-stream", FRAGMENT_BLOCK_BYTES) as blob:
+            stream = io.TextIOWrapper(io.BufferedWriter(blob, 1 << 16), encoding="utf-8", newline="")
+            records = _event_records(store, container, task_id, variant, parts)
+            cameras: list[camtrap_events.CameraVisits] = []
+            events, event_rows = write_events(stream, camtrap, records, ctx.event_interval_s(settings), cameras)
+            stream.flush()
+            stream.detach().detach()  # the blob commits as the with block ends
+        rows_bytes, camera_count = blob.bytes_written, len(cameras)
+        # parts recorded before they kept event records: the visits are unknown, not none (no table, not an empty one)
+        visits = write_camera_visits(store, ctx, cameras, ctx.event_interval_s(settings)) if records else None
+    else:
+        events, event_rows, rows_bytes = grouped["events"], grouped["event_observations"], grouped["rows_bytes"]
+        visits, camera_count = grouped["camera_visits"], grouped["cameras"]
+    linked = {int(part): int(size) for part, size in payload.get("linked") or []}
     for name, columns in (("media", camtrapdp.MEDIA_COLUMNS), ("observations", camtrapdp.OBSERVATION_COLUMNS)):
-        tail: list[Piece] = [(events_csv, 0, blob.bytes_written)] if name == "observations" and event_rows else []
+        tail: list[Piece] = [(events_csv, 0, rows_bytes)] if name == "observations" and event_rows else []
+        pieces = _pieces(task_id, variant, parts, name, False)
+        if name == "observations" and linked:  # a linked part's rows name their events (activities.exportevents)
+            pieces = [(_fragment(task_id, variant, p["part"], LINKED), 0, linked[p["part"]]) if p["part"] in linked
+                      else (_fragment(task_id, variant, p["part"], name), 0, p["bytes"][name])
+                      for p in parts if p["bytes"][name]]
         compose_blob(store, container, layout.camtrap_dp_blob(task_id, f"{name}.csv", variant),
-                     [_csv_line(columns), *_pieces(task_id, variant, parts, name, False), *tail],
-                     "text/csv; charset=utf-8")
+                     [_csv_line(columns), *pieces, *tail], "text/csv; charset=utf-8")
     table = b"".join(_csv_line(r) for r in [camtrapdp.DEPLOYMENT_COLUMNS, *camtrap.deployment_rows()])
     store.write_bytes(container, layout.camtrap_dp_blob(task_id, "deployments.csv", variant), table,
                       "text/csv; charset=utf-8")
     write_descriptor(store, ctx, camtrap, events, ctx.event_interval_s(settings))
-    # parts recorded before they kept event records: the visits are unknown, not none (no table rather than an empty one)
-    visits = write_camera_visits(store, ctx, cameras, ctx.event_interval_s(settings)) if records else None
     # The fragments stay until exports_zooniverse_clean: a combine run again (its completion lost, as Durable's
     # at-least-once delivery allows) must find them; deleting them here made every retry fail with BlobNotFound.
     prefix = layout.exports_prefix(task_id, variant)
@@ -247,7 +270,7 @@ def run_exports_combine(payload: c.ExportsCombineInput, settings: Settings,
         "events": events, "event_observations": event_rows}}
     if visits is not None:
         out["output"]["camera_visits"] = visits
-        out["output"]["cameras"] = len(cameras)
+        out["output"]["cameras"] = camera_count
     if ctx.captures() is not None:  # the manifests are of captures (activities.zooniverse_captures), not of images
         out["zooniverse_captures"] = True
     return out

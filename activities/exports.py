@@ -576,17 +576,31 @@ def write_descriptor(store: BlobStore, ctx: ExportContext, camtrap: camtrapdp.Ca
 
 def write_events(out: "LineBuffer | IO[str]", camtrap: camtrapdp.CamtrapBuilder,
                  parts: Sequence[camtrap_events.EventRecords], interval_s: float,
-                 cameras: list[camtrap_events.CameraVisits] | None = None) -> tuple[int, int]:
+                 cameras: list[camtrap_events.CameraVisits] | None = None,
+                 index: camtrap_events.EventIndex | None = None) -> tuple[int, int]:
     """The event-level observations of the parts' records (``core.camtrap_events``) appended to ``out``, with the
     media observations' classifier and time; returns how many events and how many rows. ``cameras`` gets each
-    camera's visits (``write_camera_visits``)."""
+    camera's visits (``write_camera_visits``), ``index`` the time-grouped events (``link_event_ids``)."""
     events = rows = 0
     for text, n, found in camtrap_events.event_lines(parts, camtrap.classified_by, camtrap.completed_at, interval_s,
-                                                     cameras):
+                                                     cameras, index):
         out.write(text)
         rows += n
         events += found
     return events, rows
+
+
+def link_event_ids(observations: IO[str], media: Callable[[], Iterable[str]], index: camtrap_events.EventIndex,
+                   completed_at: str, out: IO[str]) -> None:
+    """``observations`` (the Camtrap DP rows as written, from the start) to ``out`` with each time-grouped photo's
+    media-level rows naming its event (``core.camtrap_events.link_observations``). ``media`` (the media rows) is
+    read for the photos without a capture time only when the detection time falls in some event (``completed_at``:
+    the time their rows carry), which it practically never does."""
+    untimed = camtrap_events.untimed_media(media()) if index.holds(completed_at) else set()
+    buffer = LineBuffer(out)
+    for line in camtrap_events.link_observations(iter(observations), index, untimed):
+        buffer.write(line)
+    buffer.flush()
 
 
 def write_camera_visits(store: BlobStore, ctx: "ExportContext", cameras: Sequence[camtrap_events.CameraVisits],
@@ -659,10 +673,22 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
                     zooniverse_rows.write(line)
                     lengths.append(len(line))
             cameras: list[camtrap_events.CameraVisits] = []
+            index = camtrap_events.EventIndex()
             events, event_rows = write_events(observations, camtrap, [tap.records()], ctx.event_interval_s(settings),
-                                              cameras)
+                                              cameras, index)
             media.flush()
             observations.flush()
+            if index.deployments():  # the time-grouped photos' media-level rows name their events
+                linked = _text(files.enter_context(tempfile.TemporaryFile("w+b")))
+                tmp["observations"].seek(0)
+
+                def media_rows() -> IO[str]:
+                    tmp["media"].seek(0)
+                    return tmp["media"]
+
+                link_event_ids(tmp["observations"], media_rows, index.lookup(), camtrap.completed_at, linked)
+                tmp["observations"].detach()
+                tmp["observations"] = linked
             writer.finish(tmp["coco"], ctx.coco_info())
             store_put = [(layout.coco_blob(task_id, variant), tmp["coco"], "application/json")]
             deployments = csv.writer(tmp["deployments"])

@@ -16,7 +16,9 @@ images (``animal``, ``human``, ``vehicle``; ``unknown`` for other categories), `
 in one image (a minimum number of individuals, never a sum over frames that see the same animal twice),
 ``classificationProbability`` the highest confidence of that kind; an event without detections is one ``blank`` row.
 Images without a capture time (the detection time stands in for theirs) and failed images are in no event: their
-order in time is unknown.
+order in time is unknown. The media-level observations of a photo in a time-grouped event carry its ``eventID``
+(``EventIndex``, ``link_observations``: filled after the grouping, as a photo's event depends on photos that may be in
+other exports parts).
 
 How, at any scale: each exports step reads the Camtrap DP lines it writes anyway (from the entries or the workers'
 views: ``EventTap.feed``) and keeps per timed image 42 bytes of numbers (``EventRecords``); the fanned-out exports'
@@ -32,10 +34,12 @@ Must not: do I/O.
 """
 from __future__ import annotations
 
+import bisect
 import csv
 import functools
 import hashlib
 import io
+import itertools
 import json
 from array import array
 from dataclasses import dataclass, field
@@ -117,6 +121,33 @@ def _plain_observations(text: str) -> Iterator[tuple[str, str, str, str, str]]:
                 yield head[2], head[3], head[6], head[7], tail[1]
 
 
+class _Clock:
+    """Media timestamps (``camtrapdp.camtrap_timestamp``'s ``YYYY-MM-DDTHH:MM:SS+HH:MM``) as epoch seconds and the
+    offset in minutes; each day and zone parsed once (a camera's images share them), the time of day added."""
+
+    def __init__(self) -> None:
+        self._days: dict[str, tuple[int, int]] = {}  # date and zone -> (epoch of its midnight, offset minutes)
+
+    def __call__(self, stamp: str) -> tuple[int, int]:
+        """ValueError for a timestamp without a zone or that does not parse."""
+        if len(stamp) == 25 and stamp[10] == "T" and stamp[13] == ":" and stamp[16] == ":":
+            day = stamp[:10] + stamp[19:]
+            known = self._days.get(day)
+            if known is None:
+                known = self._days[day] = self(stamp[:11] + "00:00:00" + stamp[19:]) \
+                    if stamp[11:19] != "00:00:00" else self._parse(stamp)
+            return known[0] + int(stamp[11:13]) * 3600 + int(stamp[14:16]) * 60 + int(stamp[17:19]), known[1]
+        return self._parse(stamp)
+
+    @staticmethod
+    def _parse(stamp: str) -> tuple[int, int]:
+        at = datetime.fromisoformat(stamp)
+        offset = at.utcoffset()
+        if offset is None:
+            raise ValueError(f"{stamp}: no zone")
+        return int(at.timestamp()), int(offset.total_seconds()) // 60
+
+
 class EventTap:
     """Reads the Camtrap DP media and observation lines an exports step writes, a chunk at a time (one entry's, or
     one view's: a chunk holds each of its images' media row and all their observation rows), and keeps the records.
@@ -134,7 +165,7 @@ class EventTap:
         self._offset = array("l")
         self._counts = array("q")  # len(KINDS) per record
         self._best = array("d")  # len(KINDS) per record
-        self._days: dict[str, tuple[int, int]] = {}  # date and zone -> (epoch of its midnight, offset minutes)
+        self._time = _Clock()
 
     def feed(self, media: str, observations: str) -> None:
         if not media:
@@ -176,27 +207,6 @@ class EventTap:
             self._offset.append(offset)
             self._counts.extend(seen[1:5])
             self._best.extend(seen[5:9])
-
-    def _time(self, stamp: str) -> tuple[int, int]:
-        """A media timestamp (``camtrapdp.camtrap_timestamp``'s ``YYYY-MM-DDTHH:MM:SS+HH:MM``) as epoch seconds and
-        its offset in minutes; each day and zone parsed once (a camera's images share them), the time of day added.
-        ValueError for a timestamp without a zone or that does not parse."""
-        if len(stamp) == 25 and stamp[10] == "T" and stamp[13] == ":" and stamp[16] == ":":
-            day = stamp[:10] + stamp[19:]
-            known = self._days.get(day)
-            if known is None:
-                known = self._days[day] = self._time(stamp[:11] + "00:00:00" + stamp[19:]) \
-                    if stamp[11:19] != "00:00:00" else self._parse(stamp)
-            return known[0] + int(stamp[11:13]) * 3600 + int(stamp[14:16]) * 60 + int(stamp[17:19]), known[1]
-        return self._parse(stamp)
-
-    @staticmethod
-    def _parse(stamp: str) -> tuple[int, int]:
-        at = datetime.fromisoformat(stamp)
-        offset = at.utcoffset()
-        if offset is None:
-            raise ValueError(f"{stamp}: no zone")
-        return int(at.timestamp()), int(offset.total_seconds()) // 60
 
     def records(self) -> EventRecords:
         n = len(self._epoch)
@@ -271,6 +281,10 @@ class _Camera:
     top: list[list[float]]
     visits: "CameraVisits"  # this run's share of the camera's visits (first, last and span: the whole camera's)
     continued: bool  # a later run of the same deployment
+    timed: np.ndarray  # the run's events grouped by time (no list sequence): their start and end epochs, offsets
+    start_epoch: np.ndarray
+    end_epoch: np.ndarray
+    start_offset: np.ndarray
 
 
 EVENTS_PER_RUN = 65536  # events formatted at a time: a timelapse camera of a million photos is a million events
@@ -310,15 +324,16 @@ def _cameras(parts: Sequence[EventRecords], interval_s: float) -> Iterator[_Came
             first, last = firsts[at:at + EVENTS_PER_RUN], lasts[at:at + EVENTS_PER_RUN]
             starts = _timestamps(epoch[first], offset[first])
             listed = [sequences[i] if i >= 0 else "" for i in seq[first].tolist()]
-            keys = [hashlib.sha1(f"{deployment}\x00{name}\x00{start}".encode("utf-8")).hexdigest()[:16]
-                    for name, start in zip(listed, starts)]
+            keys = [_event_key(deployment, name, start) for name, start in zip(listed, starts)]
             most = np.maximum.reduceat(counts[: last[-1] + 1], first, axis=0)
             visits = CameraVisits(deployment, ends[0], ends[1], int(epoch[late] - epoch[early]),
                                   int((last - first + 1).sum()), len(first),
                                   tuple(int(k) for k in (most > 0).sum(axis=0)), int((~most.any(axis=1)).sum()))
+            timed = seq[first] < 0
             yield _Camera(deployment, keys, [name or key for name, key in zip(listed, keys)], starts,
                           _timestamps(epoch[last], offset[last]), (last - first + 1).tolist(), most.tolist(),
-                          np.maximum.reduceat(best[: last[-1] + 1], first, axis=0).tolist(), visits, at > 0)
+                          np.maximum.reduceat(best[: last[-1] + 1], first, axis=0).tolist(), visits, at > 0,
+                          timed, epoch[first][timed], epoch[last][timed], offset[first][timed])
 
 
 def events(parts: Sequence[EventRecords], interval_s: float = DEFAULT_INTERVAL_S) -> Iterator[Event]:
@@ -367,18 +382,156 @@ def camera_visits_csv(cameras: Sequence[CameraVisits], interval_s: float, thresh
     return out.getvalue().encode("utf-8")
 
 
+_INDEX_MAGIC = b"trapbatch-event-index-1\n"
+
+
+class EventIndex:
+    """Each deployment's events grouped by time (those of no list sequence), as sorted start and end times: what a
+    media-level observation needs to name its event (``link_observations``). An image's event is the one whose span
+    holds its capture time: a deployment's time-grouped events are disjoint spans in time order. 18 bytes an event;
+    ``to_bytes`` writes the deployments one exports part holds (its fragment of the index)."""
+
+    def __init__(self) -> None:
+        self._runs: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
+        self._lists: dict[str, tuple[list[int], list[int], list[int]]] = {}
+        self._ids: dict[tuple[str, int], str] = {}
+
+    def add(self, camera: _Camera) -> None:
+        if len(camera.start_epoch):
+            self._runs.setdefault(camera.deployment, []).append(
+                (camera.start_epoch, camera.end_epoch, camera.start_offset.astype(np.int16)))
+
+    def deployments(self) -> set[str]:
+        """The deployments added that have time-grouped events."""
+        return set(self._runs)
+
+    def lookup(self) -> "EventIndex":
+        """Every deployment added, ready for ``event_id`` (the single exports activity's whole index)."""
+        return EventIndex.from_bytes(self.to_bytes(self._runs))
+
+    def _arrays(self, deployment: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        runs = self._runs[deployment]
+        return (np.concatenate([r[0] for r in runs]), np.concatenate([r[1] for r in runs]),
+                np.concatenate([r[2] for r in runs]))
+
+    def to_bytes(self, deployments: Iterable[str]) -> bytes:
+        """The index of ``deployments`` (those with time-grouped events) as one document."""
+        names = sorted({d for d in deployments if d in self._runs})
+        arrays = [self._arrays(d) for d in names]
+        out = io.BytesIO()
+        out.write(_INDEX_MAGIC)
+        encoded = json.dumps(names, ensure_ascii=False).encode("utf-8")
+        np.savez(out, names=np.frombuffer(encoded, dtype=np.uint8),
+                 sizes=np.array([len(a[0]) for a in arrays], dtype=np.int64),
+                 start=np.concatenate([a[0] for a in arrays]) if arrays else np.zeros(0, np.int64),
+                 end=np.concatenate([a[1] for a in arrays]) if arrays else np.zeros(0, np.int64),
+                 offset=np.concatenate([a[2] for a in arrays]) if arrays else np.zeros(0, np.int16))
+        return out.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "EventIndex":
+        if not data.startswith(_INDEX_MAGIC):
+            raise ValueError("not an event index of this version")
+        index = cls()
+        with np.load(io.BytesIO(data[len(_INDEX_MAGIC):]), allow_pickle=False) as doc:
+            names = json.loads(doc["names"].tobytes().decode("utf-8"))
+            bounds = np.concatenate([[0], np.cumsum(doc["sizes"])]).tolist()
+            start, end, offset = doc["start"].tolist(), doc["end"].tolist(), doc["offset"].tolist()
+        for name, lo, hi in zip(names, bounds[:-1], bounds[1:]):
+            index._lists[name] = (start[lo:hi], end[lo:hi], offset[lo:hi])
+        return index
+
+    def holds(self, stamp: str) -> bool:
+        """Whether any deployment's event spans the timestamp ``stamp`` (the detection time, which stands in for
+        unknown capture times: only then must a photo without one be told from those in the event)."""
+        epoch = _Clock()(stamp)[0]
+        return any(self.event_id(deployment, epoch) is not None for deployment in self._lists)
+
+    def event_id(self, deployment: str, epoch: int) -> str | None:
+        """The id of the time-grouped event of ``deployment`` whose span holds ``epoch`` (the event rows'
+        ``eventID``), None when none does (an index read back with ``from_bytes``)."""
+        found = self._lists.get(deployment)
+        if found is None:
+            return None
+        starts, ends, offsets = found
+        i = bisect.bisect_right(starts, epoch) - 1
+        if i < 0 or epoch > ends[i]:
+            return None
+        key = self._ids.get((deployment, i))
+        if key is None:
+            start = _timestamps(np.array([starts[i]], np.int64), np.array([offsets[i]], np.int16))[0]
+            key = self._ids[(deployment, i)] = _event_key(deployment, "", start)
+        return key
+
+
+def _event_key(deployment: str, sequence: str, start: str) -> str:
+    """An event's key: the observationID prefix of its rows, and the eventID of one not of a list's sequence."""
+    return hashlib.sha1(f"{deployment}\x00{sequence}\x00{start}".encode("utf-8")).hexdigest()[:16]
+
+
+def untimed_media(media: Iterable[str]) -> set[str]:
+    """The mediaIDs of media lines (``camtrapdp.MEDIA_COLUMNS``) whose capture time is unknown (their timestamp is the
+    detection time: in no event, whatever it falls in)."""
+    marker = camtrapdp.NO_CAPTURE_TIME
+    found = set()
+    for line in media:
+        if marker in line:
+            row = next(csv.reader([line])) if '"' in line else line.split(",")
+            if len(row) >= 11 and row[10].startswith(marker):
+                found.add(row[0])
+    return found
+
+
+def link_observations(lines: Iterator[str], index: EventIndex, untimed: set[str]) -> Iterator[str]:
+    """Observation lines (``camtrapdp.OBSERVATION_COLUMNS``, as written, ``\\r\\n`` ended) with the ``eventID`` of
+    each media-level one without one filled from ``index``: the time-grouped event its image belongs to, so that
+    Camtrap DP users find a photo's event by id (its event-level rows carry the same one). A row of an image of a
+    list's sequence keeps that id; of an image in ``untimed``, none. ``lines`` may hold a quoted field's line breaks
+    (a name with one): such a record is read whole with ``csv`` and written back as ``csv.writer`` writes it, which
+    is how it was written."""
+    clock = _Clock()
+
+    def linked(fields: list[str]) -> bool:
+        """Fill ``fields[3]`` (the eventID) of a media-level row of a timed photo without one; whether it did."""
+        if fields[3] or fields[2] in untimed:
+            return False
+        try:
+            key = index.event_id(fields[1], clock(fields[4])[0])
+        except ValueError:  # not a timestamp this export writes: in no event
+            return False
+        if key:
+            fields[3] = key
+        return key is not None
+
+    for line in lines:
+        if '"' in line:
+            row = next(csv.reader(itertools.chain([line], lines)))
+            if len(row) > 6 and row[6] == "media":
+                linked(row)
+            out = io.StringIO()
+            csv.writer(out).writerow(row)
+            yield out.getvalue()
+            continue
+        head = line.split(",", 6)
+        yield ",".join(head) if len(head) == 7 and head[6].startswith("media,") and linked(head) else line
+
+
 def event_lines(parts: Sequence[EventRecords], classified_by: str, completed_at: str,
                 interval_s: float = DEFAULT_INTERVAL_S,
-                cameras: list[CameraVisits] | None = None) -> Iterator[tuple[str, int, int]]:
+                cameras: list[CameraVisits] | None = None,
+                index: EventIndex | None = None) -> Iterator[tuple[str, int, int]]:
     """The event rows of the parts' records (``events``, ``camtrapdp.OBSERVATION_COLUMNS`` order) as CSV text, with
     how many rows and events it holds, a few thousand rows a chunk, joined from constant fields rather than through
     ``csv.writer`` (a third of the cost per event; tests/unit/test_camtrap_events.py holds it to ``csv.writer``).
-    ``cameras`` gets each camera's summary (``CameraVisits``) as its rows are made."""
+    ``cameras`` gets each camera's summary (``CameraVisits``) as its rows are made, ``index`` its time-grouped
+    events (``EventIndex``)."""
     field = csvline.field
     tail = f",,,,,,,,,,,,machine,{field(classified_by)},{field(completed_at)},"
     chunk: list[str] = []
     events_in_chunk = 0
     for camera in _cameras(parts, interval_s):
+        if index is not None:
+            index.add(camera)
         if cameras is not None:
             if camera.continued:
                 cameras[-1] = cameras[-1].plus(camera.visits)

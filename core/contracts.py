@@ -466,6 +466,44 @@ class ExportsPartOutput(TypedDict):
     sizes_unknown: int
     bytes: dict[str, int]  # fragment name -> size (core.exportparts.FRAGMENTS)
     deployments: list[list[Any]]  # gpu_batch.formats.camtrapdp.CamtrapBuilder.deployment_facts rows
+    # True from the parts that came with the events' own step: the orchestrator then groups the events
+    # (EXPORTS_EVENTS) and links the parts' media-level rows to them (EXPORTS_LINK_PART) before the combine. Recorded
+    # in the history, so an orchestration whose parts ran before goes on to the combine, which groups them itself.
+    link: NotRequired[bool]
+
+
+# The Camtrap DP events before the combine (activities.exportevents): every part's records grouped into events, their
+# rows, each camera's visits and each part's share of the index; then the media-level rows of each part with
+# time-grouped photos given their eventIDs.
+EXPORTS_EVENTS = "exports_events"
+EXPORTS_LINK_PART = "exports_link_part"
+
+
+class ExportsEventsInput(TypedDict):
+    task_id: str
+    variant: str
+    parts: list[int]  # every part, in order
+    threshold: NotRequired[float]
+
+
+class ExportsEventsOutput(TypedDict):
+    events: int
+    event_observations: int  # the event rows, in the work blob the combine appends to observations.csv
+    rows_bytes: int  # that blob's size
+    cameras: int
+    camera_visits: str  # the blob of camera-visits.csv
+    link: list[int]  # the parts with time-grouped photos: their media-level rows get their events' ids
+
+
+class ExportsLinkPartInput(TypedDict):
+    task_id: str
+    variant: str
+    part: int
+
+
+class ExportsLinkPartOutput(TypedDict):
+    part: int
+    bytes: int  # the linked observations fragment's size
 
 
 class ExportsCombineInput(TypedDict):
@@ -473,6 +511,10 @@ class ExportsCombineInput(TypedDict):
     variant: str
     parts: list[ExportsPartOutput]
     threshold: NotRequired[float]
+    # the events grouped before (EXPORTS_EVENTS) and the parts whose observations were linked, each as [part, bytes]
+    # of its linked fragment; absent: the combine groups the events itself (parts recorded before)
+    events: NotRequired[ExportsEventsOutput]
+    linked: NotRequired[list[list[int]]]
 
 
 class ExportsCombineOutput(TypedDict):

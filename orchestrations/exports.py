@@ -3,7 +3,10 @@
 Why: the single exports activity (``activities.exports``) handles about 1.9M images within ``functionTimeout``, but
 spools every format to the local disk (~2.7 kB an image: 540 MB at a one-part task's 200,000 images, of the 0.8 GB a
 Flex Consumption instance has for all its activities, ``core.scratch``); the parts stream theirs to blobs.
-``exports_part`` runs per merge part in parallel (``core.exportparts``),
+``exports_part`` runs per merge part in parallel (``core.exportparts``), ``exports_events`` groups the Camtrap DP
+events of all of them and ``exports_link_part`` gives the media-level rows of each part with time-grouped photos their
+events' ids, in parallel (``activities.exportevents``; parts recorded before that step have no ``link`` and the
+combine groups the events itself, as it did),
 ``exports_combine`` composes COCO and Camtrap DP and gives the eligible counts, then the Zooniverse batches fan out
 too (``activities.zooniverseparts``): ``exports_zooniverse_part`` per part with eligible images in parallel (each
 told how many eligible images precede it, the total and the batch count), ``exports_zooniverse_combine`` per group of
@@ -38,9 +41,22 @@ def exports(context: df.DurableOrchestrationContext, task_id: str, variant: str,
     parts: list[c.ExportsPartOutput] = yield from call_all(context, c.EXPORTS_PART, [
         c.ExportsPartInput(task_id=task_id, variant=variant, part=part, first_shard=first, offset=offset,
                            length=length, shards=shards[part]) for part, first, offset, length in ranges])
-    combined: c.ExportsCombineOutput = yield from call(context, c.EXPORTS_COMBINE, STORAGE_RETRY,
-                                                      c.ExportsCombineInput(task_id=task_id, variant=variant,
-                                                                            parts=parts))
+    events: c.ExportsEventsOutput | None = None
+    linked: list[c.ExportsLinkPartOutput] = []
+    if all(p.get("link") for p in parts):  # parts recorded before the events' step: the combine groups them
+        events = yield from call(context, c.EXPORTS_EVENTS, STORAGE_RETRY, c.ExportsEventsInput(
+            task_id=task_id, variant=variant, parts=[p["part"] for p in parts]))
+        linked = yield from call_all(context, c.EXPORTS_LINK_PART, [
+            c.ExportsLinkPartInput(task_id=task_id, variant=variant, part=part) for part in events["link"]])
+
+    def combine_input() -> c.ExportsCombineInput:
+        payload = c.ExportsCombineInput(task_id=task_id, variant=variant, parts=parts)
+        if events is not None:
+            payload["events"] = events
+            payload["linked"] = [[k["part"], k["bytes"]] for k in linked]
+        return payload
+
+    combined: c.ExportsCombineOutput = yield from call(context, c.EXPORTS_COMBINE, STORAGE_RETRY, combine_input())
     if combined.get("conflict") and combined.get("redo") is not None:
         # parts that saw other first coordinates or cameras for a deployment: again, from the task's first ones
         redo = set(combined.get("redo") or [])
@@ -50,8 +66,7 @@ def exports(context: df.DurableOrchestrationContext, task_id: str, variant: str,
             for part, first, offset, length in ranges if part in redo])
         by_part = {p["part"]: p for p in again}
         parts = [by_part.get(p["part"], p) for p in parts]
-        combined = yield from call(context, c.EXPORTS_COMBINE, STORAGE_RETRY,
-                                   c.ExportsCombineInput(task_id=task_id, variant=variant, parts=parts))
+        combined = yield from call(context, c.EXPORTS_COMBINE, STORAGE_RETRY, combine_input())
     if combined["conflict"] or "output" not in combined:
         fallback: c.ExportsOutput = yield from call(context, c.EXPORTS, STORAGE_RETRY,
                                                     c.ExportsInput(task_id=task_id, variant=variant))

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from activities.exportparts import run_exports_combine, run_exports_part, run_exports_zooniverse, work_prefix
+from activities.exportevents import run_exports_events, run_exports_link_part
 from activities.exports import run_exports
 from activities.zooniverseparts import run_zooniverse_clean, run_zooniverse_combine, run_zooniverse_part
 from adapters.blobs import BlobStore
@@ -61,19 +62,27 @@ def _fanned(settings: Settings, store: BlobStore, variant: str, parts: list[list
     ranges = part_ranges(parts)
     outs = [run_exports_part(c.ExportsPartInput(task_id=TASK, variant=variant, part=p, first_shard=f, offset=o,
                                                 length=n), settings, store) for p, f, o, n in ranges]
-    combined = run_exports_combine(c.ExportsCombineInput(task_id=TASK, variant=variant, parts=outs), settings, store)
+    assert all(o.get("link") for o in outs)
+    events = run_exports_events(c.ExportsEventsInput(task_id=TASK, variant=variant, parts=[o["part"] for o in outs]),
+                                settings, store)
+    linked = [run_exports_link_part(c.ExportsLinkPartInput(task_id=TASK, variant=variant, part=k), settings, store)
+              for k in events["link"]]
+    LINKED_PARTS.append(len(linked))
+    grouped = {"events": events, "linked": [[k["part"], k["bytes"]] for k in linked]}
+    combined = run_exports_combine(c.ExportsCombineInput(task_id=TASK, variant=variant, parts=outs, **grouped),
+                                   settings, store)
     if combined["conflict"]:  # parts that saw other first facts for a deployment: again from the task's
         redo = combined.get("redo")
         assert redo, combined
         outs = [run_exports_part(c.ExportsPartInput(task_id=TASK, variant=variant, part=p, first_shard=f, offset=o,
                                                     length=n, given=True), settings, store) if p in redo else out
                 for (p, f, o, n), out in zip(ranges, outs)]
-        combined = run_exports_combine(c.ExportsCombineInput(task_id=TASK, variant=variant, parts=outs), settings,
-                                       store)
+        combined = run_exports_combine(c.ExportsCombineInput(task_id=TASK, variant=variant, parts=outs, **grouped),
+                                       settings, store)
         REDONE.extend(redo)
     assert not combined["conflict"] and combined.get("zooniverse_parts")
     # run again, as after a lost completion (at-least-once): the same answer, not a BlobNotFound
-    assert run_exports_combine(c.ExportsCombineInput(task_id=TASK, variant=variant, parts=outs), settings,
+    assert run_exports_combine(c.ExportsCombineInput(task_id=TASK, variant=variant, parts=outs, **grouped), settings,
                                store) == combined
     output = combined["output"]
     if zooniverse_pieces is None:
@@ -100,6 +109,7 @@ def _fanned(settings: Settings, store: BlobStore, variant: str, parts: list[list
 
 SPLITS = [([3, 3], 1), ([3, 3], 2), ([1] * 6, 1), ([1] * 6, 4), ([2, 2, 2], 1), ([2, 0, 4], 1)]
 REDONE: list[int] = []  # the parts _fanned ran again from the task's first facts
+LINKED_PARTS: list[int] = []  # how many parts each _fanned linked to their events
 
 
 @pytest.mark.parametrize("variant", ["", layout.REPEATS_REMOVED])
@@ -269,9 +279,37 @@ def test_the_requests_event_interval_groups_the_events_in_both_ways(task: Any) -
         [("1", "7200", f"{single['threshold']:g}")] * 6
     assert single["cameras"] == 6 and single["camera_visits"] == layout.camera_visits_blob(TASK)
     assert sum(int(r["images"]) for r in table) == sum(1 for k in range(97) if k % 7 != 3 and k % 17)
-    assert _fanned(settings, store, "", parts, zooniverse_pieces=9) == single
+    # each media-level row of a timed photo names its camera's one visit; a photo without a capture time, none
+    rows = list(csv.reader(io.StringIO(observations)))[1:]
+    visit_of = {r[1]: r[3] for r in rows if r[6] == "event"}
+    media_rows = list(csv.reader(io.StringIO(expected[layout.camtrap_dp_blob(TASK, "media.csv")].decode())))[1:]
+    untimed = {m[0] for m in media_rows if "capture time unknown" in m[10]}
+    assert untimed and len(visit_of) == 6
+    for r in rows:
+        if r[6] == "media":
+            assert r[3] == ("" if r[2] in untimed else visit_of[r[1]]), r
+    assert _fanned(settings, store, "", parts, zooniverse_pieces=9) == single and LINKED_PARTS[-1] == 4
     got = _snapshot(store, settings.container, "")
     assert {name: got[name] for name in expected} == expected
+
+
+def test_a_combine_of_parts_recorded_before_the_events_step_groups_them_itself_without_links(task: Any) -> None:
+    """An orchestration whose parts ran before this release calls the combine with no grouped events: it groups them
+    as it did (the same event rows and visits), and the media-level rows keep no event id."""
+    settings, store, parts, _ = _many_in_four_parts(task)
+    _fanned(settings, store, "", parts, zooniverse_pieces=9)
+    linked = _snapshot(store, settings.container, "")
+    outs = [run_exports_part(c.ExportsPartInput(task_id=TASK, variant="", part=p, first_shard=f, offset=o,
+                                                length=n), settings, store) for p, f, o, n in part_ranges(parts)]
+    combined = run_exports_combine(c.ExportsCombineInput(task_id=TASK, variant="", parts=outs), settings, store)
+    got = _snapshot(store, settings.container, "")
+    name = layout.camtrap_dp_blob(TASK, "observations.csv")
+    before = list(csv.reader(io.StringIO(got[name].decode())))
+    after = list(csv.reader(io.StringIO(linked[name].decode())))
+    assert [r[:3] + r[4:] for r in before] == [r[:3] + r[4:] for r in after]  # only the event ids differ
+    assert all(not r[3] for r in before[1:] if r[6] == "media") and any(r[3] for r in after[1:] if r[6] == "media")
+    assert got[layout.camera_visits_blob(TASK)] == linked[layout.camera_visits_blob(TASK)]
+    assert combined["output"]["events"] > 0
 
 
 def test_clock_corrections_shift_the_camtrap_dp_times_in_both_ways(task: Any) -> None:

@@ -215,6 +215,59 @@ def fan_script(batches: int, eligible: dict[int, int] | None = None, fail: dict[
     return answer
 
 
+EVENTS: c.ExportsEventsOutput = {"events": 7, "event_observations": 9, "rows_bytes": 900, "cameras": 2,
+                                 "camera_visits": PREFIX + "camera-visits.csv", "link": [0, 3]}
+
+
+def test_parts_that_link_get_their_events_grouped_once_and_their_rows_linked_before_the_combine() -> None:
+    """New parts say ``link``: the events are grouped once, the parts with time-grouped photos are linked in
+    parallel (a failing one called again alone), and both combines (before and after a redo) get the same events
+    and linked fragments; the events are not grouped again for the redo."""
+    combines: list[Any] = []
+    link_calls: list[int] = []
+
+    def answer(name: str, payload: Any) -> Any:
+        if name == c.EXPORTS_PART:
+            return {**part_output(payload), "link": True}
+        if name == c.EXPORTS_EVENTS:
+            return EVENTS
+        if name == c.EXPORTS_LINK_PART:
+            link_calls.append(payload["part"])
+            if link_calls.count(3) == 1 and payload["part"] == 3:
+                raise ConnectionError("part 3: storage throttled")
+            return {"part": payload["part"], "bytes": 100 + payload["part"]}
+        if name == c.EXPORTS_COMBINE:
+            combines.append(payload)
+            return {"conflict": True, "redo": [1]} if len(combines) == 1 else {"conflict": False, "output": OUTPUT}
+        if name == c.EXPORTS_ZOONIVERSE:
+            return 1
+        raise AssertionError(name)
+
+    run = run_orchestrator(exports_only, {"variant": "", "merged": merged(PARTS)}, answer)
+
+    assert run.status == "Completed", run.error
+    assert run.activity_names == [c.EXPORTS_PART] * 3 + [c.EXPORTS_EVENTS] + [c.EXPORTS_LINK_PART] * 3 + [
+        c.EXPORTS_COMBINE, c.EXPORTS_PART, c.EXPORTS_COMBINE, c.EXPORTS_ZOONIVERSE]
+    assert run.inputs(c.EXPORTS_EVENTS) == [{"task_id": TASK, "variant": "", "parts": [0, 1, 3]}]
+    assert sorted(link_calls) == [0, 3, 3]  # part 3 again, alone
+    assert [(p["events"], p["linked"]) for p in combines] == [(EVENTS, [[0, 100], [3, 103]])] * 2
+    assert run.output == {**OUTPUT, "zooniverse_batches": 1}
+
+
+def test_a_part_recorded_before_the_events_step_leaves_the_grouping_to_the_combine() -> None:
+    """One part's recorded output has no ``link`` (it ran before this release): no events step, no link."""
+    def answer(name: str, payload: Any) -> Any:
+        if name == c.EXPORTS_PART:
+            return part_output(payload) if payload["part"] == 1 else {**part_output(payload), "link": True}
+        return script()(name, payload)
+
+    run = run_orchestrator(exports_only, {"variant": "", "merged": merged(PARTS)}, answer)
+
+    assert run.status == "Completed", run.error
+    assert c.EXPORTS_EVENTS not in run.activity_names and c.EXPORTS_LINK_PART not in run.activity_names
+    assert "events" not in run.inputs(c.EXPORTS_COMBINE)[0] and "linked" not in run.inputs(c.EXPORTS_COMBINE)[0]
+
+
 def test_a_combine_with_zooniverse_parts_fans_the_batches_out_over_the_parts_with_eligible_images() -> None:
     run = run_orchestrator(exports_only, {"variant": REPEATS_REMOVED, "merged": merged(PARTS)}, fan_script(3))
 

@@ -6,7 +6,7 @@ import csv
 import io
 import json
 import random
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -295,3 +295,114 @@ def test_a_cameras_events_formatted_a_run_at_a_time_are_the_same(monkeypatch: py
     assert "".join(t for t, *_ in ev.event_lines([records], "MD", COMPLETED)) == "".join(t for t, *_ in whole)
     assert _visits([records]) == visits and len(visits) == 2
     assert list(ev.events([records])) == found
+
+
+def _linked(entries: list[dict[str, Any]], listed: dict[str, dict[str, str]] | None = None,
+            interval_s: float = ev.DEFAULT_INTERVAL_S) -> tuple[list[list[str]], list[list[str]], list[ev.Event]]:
+    """The media rows, the media-level observation rows with their eventIDs linked, and the events."""
+    records, media, observations = tapped(entries, listed)
+    index = ev.EventIndex()
+    event_text = "".join(t for t, *_ in ev.event_lines([records], "MD", COMPLETED, interval_s, index=index))
+    text = "".join(observations)
+    untimed = ev.untimed_media(io.StringIO("".join(media), newline=""))
+    linked = "".join(ev.link_observations(iter(io.StringIO(text, newline="")), index.lookup(), untimed))
+    assert len(linked) >= len(text)
+    events = list(ev.events([ev.EventRecords.from_bytes(records.to_bytes())], interval_s))
+    assert {e.event_id for e in events} == {r[3] for r in csv.reader(io.StringIO(event_text))}
+    return (list(csv.reader(io.StringIO("".join(media)))), list(csv.reader(io.StringIO(linked))), events)
+
+
+def test_each_media_level_observation_names_the_event_its_photo_is_in() -> None:
+    entries = camera_day(4)
+    listed = {e["file"]: {"seq_id": "L1"} for e in entries[:6]}
+    entries.append({"file": "site/cam0/100RECNX/untimed.jpg", "detections": [detection("1", 0.9)]})
+    entries.append(mdformat.failure_entry("site/cam0/100RECNX/bad.jpg", mdformat.FAILURE_IMAGE_ACCESS,
+                                          "undecodable"))
+    media, observations, events = _linked(entries, listed)
+    time_of = {m[0]: m[3] for m in media}
+    by_file = {m[4]: m[0] for m in media}
+    spans: dict[str, list[tuple[datetime, datetime, str]]] = {}
+    for e in events:
+        if not e.event_id.startswith("L"):
+            spans.setdefault(e.deployment, []).append((datetime.fromisoformat(e.start), datetime.fromisoformat(e.end),
+                                                       e.event_id))
+    listed_ids = {by_file[f] for f in listed}
+    untimed = by_file["site/cam0/100RECNX/untimed.jpg"]
+    checked = 0
+    for row in observations:
+        mid, dep, event = row[2], row[1], row[3]
+        if mid in listed_ids:
+            assert event == "L1"
+        elif mid == untimed:
+            assert event == ""
+        else:
+            at = datetime.fromisoformat(time_of[mid])
+            (expected,) = [key for start, end, key in spans[dep] if start <= at <= end]
+            assert event == expected
+            checked += 1
+    assert checked > 100 and all(r[3] for r in observations if r[2] != untimed)
+
+
+def test_a_photo_without_a_capture_time_is_in_no_event_even_when_the_detection_time_falls_in_one() -> None:
+    around = [{"file": f"cam/{n}.jpg", "datetime": at, "detections": []}
+              for n, at in (("a", "2026:12:01 09:59:30"), ("b", "2026:12:01 10:00:30"))]  # a clock set ahead
+    untimed = {"file": "cam/c.jpg", "detections": [detection("1", 0.9)]}  # the detection time, 10:00:00, stands in
+    _, observations, events = _linked([*around, untimed])
+    assert len(events) == 1 and events[0].start <= "2026-12-01T10:00:00+00:00" <= events[0].end
+    by_media = {r[2]: r[3] for r in observations}
+    assert by_media[camtrapdp.media_id("cam/c.jpg")] == ""
+    assert by_media[camtrapdp.media_id("cam/a.jpg")] == by_media[camtrapdp.media_id("cam/b.jpg")] == events[0].event_id
+
+
+def test_linking_keeps_quoted_names_and_their_line_breaks() -> None:
+    entries = [{"file": f'odd, "cam"/line\nbreak {n}.jpg', "datetime": f"2024:06:01 06:00:{n:02d}",
+                "detections": [detection("1", 0.9), detection("2", 0.5)]} for n in range(3)]
+    entries.append({"file": "plain/a.jpg", "datetime": "2024:06:01 06:00:00", "detections": []})
+    records, media, observations = tapped(entries)
+    index = ev.EventIndex()
+    for _ in ev.event_lines([records], "MD", COMPLETED, index=index):
+        pass
+    text = "".join(observations)
+    linked = "".join(ev.link_observations(iter(io.StringIO(text, newline="")), index.lookup(), set()))
+    rows, before = list(csv.reader(io.StringIO(linked))), list(csv.reader(io.StringIO(text)))
+    assert len(rows) == len(before) == 7
+    for new, old in zip(rows, before):  # only the eventID changed
+        assert new[:3] + new[4:] == old[:3] + old[4:] and old[3] == "" and new[3]
+    assert len({r[3] for r in rows}) == 2  # one event a camera
+    out = io.StringIO()
+    csv.writer(out).writerows(rows)
+    assert linked == out.getvalue()  # written as csv.writer writes (the quoting of the lines around them too)
+    # a part's fragment of the index holds the deployments it is asked for, and only those
+    part = ev.EventIndex.from_bytes(index.to_bytes(['odd, "cam"', "elsewhere"]))
+    at = int(datetime(2024, 6, 1, 6, 0, 1, tzinfo=timezone.utc).timestamp())
+    assert part.event_id('odd, "cam"', at) == rows[0][3]
+    assert part.event_id("plain", at - 1) is None and index.lookup().event_id("plain", at - 1) == rows[-1][3]
+    assert part.event_id('odd, "cam"', at + 3600) is None  # after the event's end
+    with pytest.raises(ValueError):
+        ev.EventIndex.from_bytes(b"something else")
+
+
+@pytest.mark.parametrize("ahead", [True, False])
+def test_the_media_rows_are_read_only_when_the_detection_time_falls_in_an_event(ahead: bool) -> None:
+    from activities.exports import link_event_ids
+
+    day = "2026:12:01" if ahead else "2024:06:01"  # a clock set ahead: its photos span the detection time
+    entries = [{"file": f"cam/{n}.jpg", "datetime": f"{day} {at}", "detections": []}
+               for n, at in (("a", "09:59:30"), ("b", "10:00:30"))]
+    entries.append({"file": "cam/c.jpg", "detections": [detection("1", 0.9)]})  # no capture time
+    b = builder()
+    records, media, observations = tapped(entries, b=b)
+    index = ev.EventIndex()
+    for _ in ev.event_lines([records], "MD", COMPLETED, index=index):
+        pass
+    read: list[bool] = []
+
+    def media_rows() -> list[str]:
+        read.append(True)
+        return media
+
+    out = io.StringIO()
+    link_event_ids(io.StringIO("".join(observations), newline=""), media_rows, index.lookup(), b.completed_at, out)
+    rows = {r[2]: r[3] for r in csv.reader(io.StringIO(out.getvalue()))}
+    assert read == ([True] if ahead else [])
+    assert rows[camtrapdp.media_id("cam/c.jpg")] == "" and rows[camtrapdp.media_id("cam/a.jpg")]

@@ -1,0 +1,105 @@
+"""The Camtrap DP events of a fanned-out exports step, before its combine: grouped once, then linked part by part.
+
+Why a step of its own: a photo's event depends on the camera's other photos, which may be in any part, so the parts
+cannot name it as they write their media-level observations. Without a name, Camtrap DP users had to find each
+photo's event by deployment and time span. ``orchestrations.exports`` runs, after the parts:
+
+* ``run_exports_events``: every part's event records (``core.camtrap_events``) grouped into events, a camera at a
+  time; writes the event rows (a work blob the combine appends to ``observations.csv``), ``camera-visits.csv``, and
+  for each part with time-grouped photos its share of the index (the events of its deployments: 18 bytes an event).
+* ``run_exports_link_part``, per such part in parallel: its observations fragment streamed again with each
+  time-grouped photo's media-level rows given their event's id (``link_observations``), into a fragment of its own
+  (the part's own fragment stays as written, so a part run again cannot undo a link).
+
+The combine then composes ``observations.csv`` from the linked fragments: the bytes of the single activity, which
+links its own rows the same way (``activities.exports.link_event_ids``). Idempotent: each writes the same bytes.
+Memory: the records (42 bytes a timed image, 401 MiB at ten million) and one camera's copy for the grouping; a part's
+index and the few photos without a capture time (only when the detection time falls inside an event) for a link.
+"""
+from __future__ import annotations
+
+import io
+import logging
+from contextlib import ExitStack
+from typing import Iterable
+
+import azure.durable_functions as df
+
+from activities.exportparts import (EVENT_ROWS, FRAGMENT_BLOCK_BYTES, INDEX, LINKED, _fragment, _work,
+                                    read_event_records)
+from activities.exports import link_event_ids, prepare, read_results_head, write_camera_visits, write_events
+from adapters import clients
+from adapters.block_writer import BlockBlobWriter, open_blob
+from adapters.blobs import BlobStore
+from core import camtrap_events
+from core import contracts as c
+from core.settings import Settings
+from gpu_batch import layout
+
+logger = logging.getLogger(__name__)
+bp = df.Blueprint()
+
+
+def run_exports_events(payload: c.ExportsEventsInput, settings: Settings, store: BlobStore) -> c.ExportsEventsOutput:
+    task_id, variant = payload["task_id"], payload["variant"]
+    container = settings.container
+    head, _ = read_results_head(store, container, layout.results_blob(task_id, variant))
+    ctx = prepare(task_id, settings, store, variant, payload.get("threshold"), head)
+    camtrap = ctx.camtrap()
+    records = read_event_records(store, container, task_id, variant, payload["parts"])
+    held = [set(r.deployments) for r in records]  # before the grouping renames them (core.camtrap_events)
+    cameras: list[camtrap_events.CameraVisits] = []
+    index = camtrap_events.EventIndex()
+    rows_blob = f"{_work(task_id, variant)}{EVENT_ROWS}"
+    with BlockBlobWriter(store, container, rows_blob, "application/octet-stream", FRAGMENT_BLOCK_BYTES) as blob:
+        stream = io.TextIOWrapper(io.BufferedWriter(blob, 1 << 16), encoding="utf-8", newline="")
+        events, rows = write_events(stream, camtrap, records, ctx.event_interval_s(settings), cameras, index)
+        stream.flush()
+        stream.detach().detach()  # the blob commits as the with block ends
+    visits = write_camera_visits(store, ctx, cameras, ctx.event_interval_s(settings))
+    grouped = index.deployments()
+    link = []
+    for part, names in zip(payload["parts"], held):
+        if names & grouped:
+            store.write_bytes(container, _fragment(task_id, variant, part, INDEX), index.to_bytes(names & grouped),
+                              "application/octet-stream")
+            link.append(part)
+    logger.info("task %s exports: %d events at %d cameras; %d of %d parts have photos grouped by time", task_id,
+                events, len(cameras), len(link), len(payload["parts"]))
+    return {"events": events, "event_observations": rows, "rows_bytes": blob.bytes_written, "cameras": len(cameras),
+            "camera_visits": visits, "link": link}
+
+
+def run_exports_link_part(payload: c.ExportsLinkPartInput, settings: Settings,
+                          store: BlobStore) -> c.ExportsLinkPartOutput:
+    task_id, variant, part = payload["task_id"], payload["variant"], payload["part"]
+    container = settings.container
+    head, _ = read_results_head(store, container, layout.results_blob(task_id, variant))
+    completed_at = prepare(task_id, settings, store, variant, None, head).camtrap().completed_at
+    index = camtrap_events.EventIndex.from_bytes(store.read_bytes(container, _fragment(task_id, variant, part, INDEX)))
+    with ExitStack() as stack:
+        def media() -> Iterable[str]:  # only when the detection time falls inside an event
+            return stack.enter_context(io.TextIOWrapper(open_blob(store, container, _fragment(
+                task_id, variant, part, "media")), encoding="utf-8", newline=""))
+
+        observations = stack.enter_context(io.TextIOWrapper(open_blob(store, container, _fragment(
+            task_id, variant, part, "observations")), encoding="utf-8", newline=""))
+        with BlockBlobWriter(store, container, _fragment(task_id, variant, part, LINKED), "application/octet-stream",
+                             FRAGMENT_BLOCK_BYTES) as blob:
+            out = io.TextIOWrapper(io.BufferedWriter(blob, 1 << 16), encoding="utf-8", newline="")
+            link_event_ids(observations, media, index, completed_at, out)
+            out.flush()
+            out.detach().detach()  # the blob commits as the with block ends
+    return {"part": part, "bytes": blob.bytes_written}
+
+
+@bp.activity_trigger(input_name="payload", activity=c.EXPORTS_EVENTS)
+def exports_events(payload: c.ExportsEventsInput) -> c.ExportsEventsOutput:
+    s = clients.settings()
+    return run_exports_events(payload, s, clients.store(s))
+
+
+@bp.activity_trigger(input_name="payload", activity=c.EXPORTS_LINK_PART)
+def exports_link_part(payload: c.ExportsLinkPartInput) -> c.ExportsLinkPartOutput:
+    s = clients.settings()
+    return run_exports_link_part(payload, s, clients.store(s))
