@@ -395,6 +395,7 @@ class EventIndex:
         self._runs: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
         self._lists: dict[str, tuple[list[int], list[int], list[int]]] = {}
         self._ids: dict[tuple[str, int], str] = {}
+        self._stamps: dict[str, list[str]] = {}
 
     def add(self, camera: _Camera) -> None:
         if len(camera.start_epoch):
@@ -459,8 +460,10 @@ class EventIndex:
             return None
         key = self._ids.get((deployment, i))
         if key is None:
-            start = _timestamps(np.array([starts[i]], np.int64), np.array([offsets[i]], np.int16))[0]
-            key = self._ids[(deployment, i)] = _event_key(deployment, "", start)
+            stamps = self._stamps.get(deployment)
+            if stamps is None:  # the deployment's start times formatted at once (per event, numpy costs ~20 us)
+                stamps = self._stamps[deployment] = _timestamps(np.array(starts, np.int64), np.array(offsets, np.int16))
+            key = self._ids[(deployment, i)] = _event_key(deployment, "", stamps[i])
         return key
 
 
@@ -480,6 +483,16 @@ def untimed_media(media: Iterable[str]) -> set[str]:
             if len(row) >= 11 and row[10].startswith(marker):
                 found.add(row[0])
     return found
+
+
+def _head_end(line: str) -> int:
+    """Where the seventh field of an observation line starts (the fields a link reads and writes come before)."""
+    at = -1
+    for _ in range(6):
+        at = line.find(",", at + 1)
+        if at < 0:
+            return len(line)
+    return at
 
 
 def link_observations(lines: Iterator[str], index: EventIndex, untimed: set[str]) -> Iterator[str]:
@@ -504,7 +517,9 @@ def link_observations(lines: Iterator[str], index: EventIndex, untimed: set[str]
         return key is not None
 
     for line in lines:
-        if '"' in line:
+        # quotes only after the seventh field (e.g. a classifier's name with a comma) leave the split exact; a line
+        # with an odd number of them ends inside a quoted field, whose record goes on in the next line
+        if '"' in line and (line.count('"') % 2 or '"' in line[:_head_end(line)]):
             row = next(csv.reader(itertools.chain([line], lines)))
             if len(row) > 6 and row[6] == "media":
                 linked(row)

@@ -406,3 +406,25 @@ def test_the_media_rows_are_read_only_when_the_detection_time_falls_in_an_event(
     rows = {r[2]: r[3] for r in csv.reader(io.StringIO(out.getvalue()))}
     assert read == ([True] if ahead else [])
     assert rows[camtrapdp.media_id("cam/c.jpg")] == "" and rows[camtrapdp.media_id("cam/a.jpg")]
+
+
+@pytest.mark.parametrize("classifier", ['MD, "v5"', "MD\nv5", "MD\r\nv5,"])
+def test_quotes_after_the_fields_a_link_reads_are_kept_as_written(classifier: str) -> None:
+    """A classifier's name with a comma, a quote or a line break (quoted in every row, at the end) is kept byte for
+    byte, whether the row is split or read with ``csv``."""
+    entries = [{"file": f"cam/{n}.jpg", "datetime": f"2024:06:01 06:00:0{n}", "detections": [detection("1", 0.9)]}
+               for n in range(3)]
+    b = camtrapdp.CamtrapBuilder(threshold=0.2, detection_categories=mdformat.DETECTION_CATEGORIES,
+                                 completed_at=COMPLETED, classified_by=classifier)
+    records, _, observations = tapped(entries, b=b)
+    index = ev.EventIndex()
+    for _ in ev.event_lines([records], "MD", COMPLETED, index=index):
+        pass
+    text = "".join(observations)
+    linked = "".join(ev.link_observations(iter(io.StringIO(text, newline="")), index.lookup(), set()))
+    rows, before = list(csv.reader(io.StringIO(linked))), list(csv.reader(io.StringIO(text)))
+    assert [r[:3] + r[4:] for r in rows] == [r[:3] + r[4:] for r in before] and rows[0][23] == classifier
+    assert len({r[3] for r in rows}) == 1 and rows[0][3]
+    out = io.StringIO()
+    csv.writer(out).writerows(rows)
+    assert linked == out.getvalue()
