@@ -6,15 +6,17 @@ photo's event by deployment and time span. ``orchestrations.exports`` runs, afte
 
 * ``run_exports_events``: every part's event records (``core.camtrap_events``) grouped into events, a camera at a
   time; writes the event rows (a work blob the combine appends to ``observations.csv``), ``camera-visits.csv``, and
-  for each part with time-grouped photos its share of the index (the events of its deployments: 18 bytes an event).
+  for each part with time-grouped photos its share of the index (the events its photos span: 18 bytes an event).
 * ``run_exports_link_part``, per such part in parallel: its observations fragment streamed again with each
   time-grouped photo's media-level rows given their event's id (``link_observations``), into a fragment of its own
   (the part's own fragment stays as written, so a part run again cannot undo a link).
 
 The combine then composes ``observations.csv`` from the linked fragments: the bytes of the single activity, which
 links its own rows the same way (``activities.exports.link_event_ids``). Idempotent: each writes the same bytes.
-Memory: the records (42 bytes a timed image, 401 MiB at ten million) and one camera's copy for the grouping; a part's
-index and the few photos without a capture time (only when the detection time falls inside an event) for a link.
+Memory: the records (42 bytes a timed image, 401 MiB at ten million), one camera's copy and the index (18 bytes an
+event) for the grouping (534-1,200 MiB at ten million images, ``bench/camtrap_events.py``); for a link, the part's
+share of the index (the events its photos span, ``time_windows``) and, only when the detection time falls inside an
+event, its photos without a capture time.
 """
 from __future__ import annotations
 
@@ -47,7 +49,6 @@ def run_exports_events(payload: c.ExportsEventsInput, settings: Settings, store:
     ctx = prepare(task_id, settings, store, variant, payload.get("threshold"), head)
     camtrap = ctx.camtrap()
     records = read_event_records(store, container, task_id, variant, payload["parts"])
-    held = [set(r.deployments) for r in records]  # before the grouping renames them (core.camtrap_events)
     cameras: list[camtrap_events.CameraVisits] = []
     index = camtrap_events.EventIndex()
     rows_blob = f"{_work(task_id, variant)}{EVENT_ROWS}"
@@ -57,11 +58,11 @@ def run_exports_events(payload: c.ExportsEventsInput, settings: Settings, store:
         stream.flush()
         stream.detach().detach()  # the blob commits as the with block ends
     visits = write_camera_visits(store, ctx, cameras, ctx.event_interval_s(settings))
-    grouped = index.deployments()
     link = []
-    for part, names in zip(payload["parts"], held):
-        if names & grouped:
-            store.write_bytes(container, _fragment(task_id, variant, part, INDEX), index.to_bytes(names & grouped),
+    for part, held in zip(payload["parts"], records):
+        windows = camtrap_events.time_windows(held)  # the events of its photos' spans, not of whole cameras
+        if windows:
+            store.write_bytes(container, _fragment(task_id, variant, part, INDEX), index.to_bytes(windows),
                               "application/octet-stream")
             link.append(part)
     logger.info("task %s exports: %d events at %d cameras; %d of %d parts have photos grouped by time", task_id,

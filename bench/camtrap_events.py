@@ -1,6 +1,6 @@
-"""What the exports' combine spends on Camtrap DP events at ten million images: CPU and peak memory, measured.
+"""What the exports spend on Camtrap DP events at ten million images: CPU and peak memory, measured.
 
-Why: the combine (``activities.exportparts.run_exports_combine``) holds every part's event records (42 bytes per
+Why: the events step (``activities.exportevents.run_exports_events``) holds every part's event records (42 bytes per
 timed image, ``core.camtrap_events``) and groups them into events a camera at a time. Earlier figures for ten million
 images were extrapolated from 200,000; this runs the combine's own code on ten million synthetic records and prints
 what it took, so the README's bound is a measurement.
@@ -8,8 +8,10 @@ what it took, so the README's bound is a measurement.
 What it runs: records for ``--images`` timed images of ``--cameras`` cameras, in camera-folder order (as shards are cut
 in name order), cut into ``--parts`` contiguous parts (as the merge parts are), each serialized as the part's
 fragment (``EventRecords.to_bytes``) into a temporary folder by a child process. A fresh process then does what the
-combine does: reads each fragment (``from_bytes``), writes every event row and each camera's visits
-(``event_lines`` with a ``cameras`` list, ``camera_visits_csv``), the rows into a counting sink. Its peak resident
+events step does (``activities.exportevents``): reads each fragment (``from_bytes``), writes every event row, each
+camera's visits and every part's share of the index (``event_lines`` with ``cameras`` and an ``EventIndex``,
+``camera_visits_csv``, ``to_bytes``), the rows into a counting sink; then links one part's media-level rows (one a
+photo, ``link_observations``) and says what that cost a row. Its peak resident
 memory (VmHWM) is measured against its own baseline after the imports. Photos come in bursts of ``--burst`` a few
 seconds apart, bursts minutes to days apart (``--burst 1``: every photo its own event, the worst case for time).
 
@@ -87,19 +89,37 @@ def combine(folder: Path, interval_s: float) -> dict[str, object]:
     parts = [ev.EventRecords.from_bytes(path.read_bytes()) for path in sorted(folder.glob("*.events"))]
     loaded = time.process_time() - c0
     cameras: list[ev.CameraVisits] = []
+    index = ev.EventIndex()
     rows = events = written = 0
     for text, n, found in ev.event_lines(parts, "MegaDetector v5a.0.0", "2026-12-04T00:00:00+00:00", interval_s,
-                                         cameras):
+                                         cameras, index):
         written += len(text.encode("utf-8"))
         rows += n
         events += found
     table = ev.camera_visits_csv(cameras, interval_s, 0.2)
+    index_bytes, first_share = [], b""
+    for k, p in enumerate(parts):  # each part's share, as exports_events writes it (and lets it go)
+        share = index.to_bytes(ev.time_windows(p))
+        index_bytes.append(len(share))
+        first_share = share if k == 0 else first_share
+    grouping_cpu = time.process_time() - c0
+    # one part's link (exports_link_part) of its own observation rows, media-level, one per photo, as written
+    part_index = ev.EventIndex.from_bytes(first_share)
+    first = parts[0]
+    sample = [f"x_1,{first.deployments[d]},m{k},,{stamp},{stamp},media,blank,,,,,,,,,,,,,,,machine,MD,t,,,\r\n"
+              for k, (d, stamp) in enumerate(zip(first.deployment.tolist(), ev._timestamps(first.epoch, first.offset)))]
+    l0 = time.process_time()
+    linked = sum(1 for line in ev.link_observations(iter(sample), part_index, set()) if ",,20" not in line)
+    link_cpu = time.process_time() - l0
     return {"records": sum(len(p) for p in parts), "events": events, "event_rows": rows, "event_rows_bytes": written,
             "cameras": len(cameras), "camera_visits_bytes": len(table), "read_s_cpu": round(loaded, 2),
-            "cpu_s": round(time.process_time() - c0, 2), "wall_s": round(time.perf_counter() - t0, 2),
+            "index_mib_all_parts": round(sum(index_bytes) / 2**20, 1),
+            "link_one_part_rows": len(sample), "link_rows_with_event": linked,
+            "link_us_per_row": round(link_cpu / max(len(sample), 1) * 1e6, 2),
+            "cpu_s": round(grouping_cpu, 2), "wall_s": round(time.perf_counter() - t0, 2),
             "peak_rss_mib_above_baseline": round((_peak_kib() - baseline) / 1024, 1),
             "baseline_rss_mib": round(baseline / 1024, 1),
-            "us_per_event_cpu": round((time.process_time() - c0) / max(events, 1) * 1e6, 2)}
+            "us_per_event_cpu": round(grouping_cpu / max(events, 1) * 1e6, 2)}
 
 
 def main() -> None:

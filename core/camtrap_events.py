@@ -25,8 +25,8 @@ views: ``EventTap.feed``) and keeps per timed image 42 bytes of numbers (``Event
 parts hand theirs to the combine as a fragment. The combine sorts each part's records in place and then takes one
 deployment at a time from all parts (a camera's images may be in any of them), so it holds the records (401 MiB at
 ten million timed images) and one camera's copy, formats at most ``EVENTS_PER_RUN`` events at a time, and appends the
-event rows to ``observations.csv`` (``bench/camtrap_events.py``: 433-616 MiB and 21-51 s at ten million images of
-1,000 or 10 cameras). Each camera's visits are summed up as they go (``CameraVisits``: ``camera-visits.csv`` and the
+event rows to ``observations.csv`` (``bench/camtrap_events.py``: 534-871 MiB and 21-79 s at ten million images of
+1,000 or 10 cameras, the index included). Each camera's visits are summed up as they go (``CameraVisits``: ``camera-visits.csv`` and the
 preview page's table). The rows depend only on the records, never on where the parts were cut: the single activity
 and the fan-out write the same bytes.
 
@@ -44,7 +44,7 @@ import json
 from array import array
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -408,17 +408,28 @@ class EventIndex:
 
     def lookup(self) -> "EventIndex":
         """Every deployment added, ready for ``event_id`` (the single exports activity's whole index)."""
-        return EventIndex.from_bytes(self.to_bytes(self._runs))
+        return EventIndex.from_bytes(self.to_bytes({d: None for d in self._runs}))
 
     def _arrays(self, deployment: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         runs = self._runs[deployment]
-        return (np.concatenate([r[0] for r in runs]), np.concatenate([r[1] for r in runs]),
-                np.concatenate([r[2] for r in runs]))
+        if len(runs) > 1:  # joined once (a camera's runs), then sliced for each part that holds it
+            runs[:] = [(np.concatenate([r[0] for r in runs]), np.concatenate([r[1] for r in runs]),
+                        np.concatenate([r[2] for r in runs]))]
+        return runs[0]
 
-    def to_bytes(self, deployments: Iterable[str]) -> bytes:
-        """The index of ``deployments`` (those with time-grouped events) as one document."""
-        names = sorted({d for d in deployments if d in self._runs})
-        arrays = [self._arrays(d) for d in names]
+    def to_bytes(self, windows: Mapping[str, tuple[int, int] | None]) -> bytes:
+        """The index of the deployments in ``windows`` (those with time-grouped events) as one document: of each,
+        the events that overlap its window (first and last epoch of a part's photos of it: a camera of a million
+        photos spread over five parts gives each part its own fifth), all of them for None."""
+        names = sorted(d for d in windows if d in self._runs)
+        arrays = []
+        for name in names:
+            start, end, offset = self._arrays(name)
+            window = windows[name]
+            if window is not None:  # disjoint spans in order: the ends are sorted as the starts are
+                lo, hi = int(np.searchsorted(end, window[0], "left")), int(np.searchsorted(start, window[1], "right"))
+                start, end, offset = start[lo:hi], end[lo:hi], offset[lo:hi]
+            arrays.append((start, end, offset))
         out = io.BytesIO()
         out.write(_INDEX_MAGIC)
         encoded = json.dumps(names, ensure_ascii=False).encode("utf-8")
@@ -465,6 +476,21 @@ class EventIndex:
                 stamps = self._stamps[deployment] = _timestamps(np.array(starts, np.int64), np.array(offsets, np.int16))
             key = self._ids[(deployment, i)] = _event_key(deployment, "", stamps[i])
         return key
+
+
+def time_windows(part: EventRecords) -> dict[str, tuple[int, int]]:
+    """Each deployment of a part's records that has photos grouped by time (no list sequence): the epochs of its
+    first and last such photo (``EventIndex.to_bytes``: the part's share of the index)."""
+    timed = part.sequence < 0
+    deployment, epoch = part.deployment[timed], part.epoch[timed]
+    if not len(epoch):
+        return {}
+    order = np.argsort(deployment, kind="stable")
+    deployment, epoch = deployment[order], epoch[order]
+    first = np.flatnonzero(np.concatenate([[True], deployment[1:] != deployment[:-1]]))
+    low, high = np.minimum.reduceat(epoch, first), np.maximum.reduceat(epoch, first)
+    return {part.deployments[d]: (lo, hi) for d, lo, hi in zip(deployment[first].tolist(), low.tolist(),
+                                                               high.tolist())}
 
 
 def _event_key(deployment: str, sequence: str, start: str) -> str:

@@ -373,7 +373,7 @@ def test_linking_keeps_quoted_names_and_their_line_breaks() -> None:
     csv.writer(out).writerows(rows)
     assert linked == out.getvalue()  # written as csv.writer writes (the quoting of the lines around them too)
     # a part's fragment of the index holds the deployments it is asked for, and only those
-    part = ev.EventIndex.from_bytes(index.to_bytes(['odd, "cam"', "elsewhere"]))
+    part = ev.EventIndex.from_bytes(index.to_bytes({'odd, "cam"': None, "elsewhere": None}))
     at = int(datetime(2024, 6, 1, 6, 0, 1, tzinfo=timezone.utc).timestamp())
     assert part.event_id('odd, "cam"', at) == rows[0][3]
     assert part.event_id("plain", at - 1) is None and index.lookup().event_id("plain", at - 1) == rows[-1][3]
@@ -428,3 +428,29 @@ def test_quotes_after_the_fields_a_link_reads_are_kept_as_written(classifier: st
     out = io.StringIO()
     csv.writer(out).writerows(rows)
     assert linked == out.getvalue()
+
+
+def test_a_parts_share_of_the_index_is_the_events_its_photos_span() -> None:
+    """A camera spread over parts gives each part the events around its own photos (not the camera's million), and
+    every photo of each part still finds its event there."""
+    entries = sorted(camera_day(9, cameras=2, images=120),  # named in time order, as cameras number their photos
+                     key=lambda e: (e["file"].split("/")[1], e["datetime"], e["file"]))
+    for n, e in enumerate(entries):
+        e["file"] = "/".join(e["file"].split("/")[:2]) + f"/IMG_{n:04d}.JPG"
+    listed = {entries[0]["file"]: {"seq_id": "L"}}
+    cuts = [(0, 70), (70, 150), (150, 240)]
+    whole = ev.EventIndex()
+    parts = [tapped(entries[a:b], listed)[0] for a, b in cuts]
+    for _ in ev.event_lines(parts, "MD", COMPLETED, index=whole):
+        pass
+    lookup = whole.lookup()
+    for (a, b), part in zip(cuts, parts):
+        windows = ev.time_windows(part)
+        share = ev.EventIndex.from_bytes(whole.to_bytes(windows))
+        _, media, observations = tapped(entries[a:b], listed)
+        text = "".join(observations)
+        assert "".join(ev.link_observations(iter(io.StringIO(text, newline="")), share, set())) == \
+            "".join(ev.link_observations(iter(io.StringIO(text, newline="")), lookup, set()))
+        sizes = {d: len(share._lists[d][0]) for d in share._lists}
+        assert sum(sizes.values()) < sum(len(lookup._lists[d][0]) for d in sizes)  # a share, not every event
+    assert ev.time_windows(tapped(entries[:1], listed)[0]) == {}  # a list's sequence only: nothing to link
