@@ -85,8 +85,10 @@ def result_files(store: BlobStore, container: str, task_id: str) -> dict[str, di
             entry["csv"] = layout.csv_blob(task_id, variant)
         prefix = layout.exports_prefix(task_id, variant)
         others = tuple(layout.exports_prefix(task_id, v) for v in VARIANTS if v and v != variant)
+        # not the work folders (".parts/", ".zooniverse-parts/"): an exports step that failed before its clean-up
+        # leaves them, and they are no one's download
         entry["exports"] = {name[len(prefix):]: name for name in store.list_names(container, prefix)
-                            if not name.startswith(others)}
+                            if not name.startswith(others) and not name[len(prefix):].startswith(".")}
         marker = layout.threshold_csv_prefix(task_id, variant)
         entry["thresholds"] = {name[len(marker):-len(".csv")]: name for name in store.list_names(container, marker)
                                if name.endswith(".csv")}

@@ -43,7 +43,8 @@ def exports(context: df.DurableOrchestrationContext, task_id: str, variant: str,
                            length=length, shards=shards[part]) for part, first, offset, length in ranges])
     events: c.ExportsEventsOutput | None = None
     linked: list[c.ExportsLinkPartOutput] = []
-    if all(p.get("link") for p in parts):  # parts recorded before the events' step: the combine groups them
+    # parts of this release say "link"; for parts recorded before it (on replay) the combine groups the events itself
+    if all(p.get("link") for p in parts):
         events = yield from call(context, c.EXPORTS_EVENTS, STORAGE_RETRY, c.ExportsEventsInput(
             task_id=task_id, variant=variant, parts=[p["part"] for p in parts]))
         linked = yield from call_all(context, c.EXPORTS_LINK_PART, [

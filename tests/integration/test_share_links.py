@@ -32,6 +32,8 @@ def files(storage_connection: str, unique_name: str) -> tuple[BlobStore, str]:
         store.write_bytes(container, layout.csv_blob(TASK, variant), b"file,status\n")
         store.write_bytes(container, layout.coco_blob(TASK, variant), b"{}")
         store.write_bytes(container, layout.zooniverse_batch_blob(TASK, 1, variant), b"image_name_1\na b.jpg\n")
+        # an exports step that failed before its clean-up left its work blobs
+        store.write_bytes(container, layout.exports_prefix(TASK, variant) + ".parts/00000.observations", b"x")
     return store, container
 
 
@@ -48,7 +50,8 @@ def test_links_download_anonymously_read_only_until_they_expire(files: tuple[Blo
     store, container = files
     found = share_links.result_files(store, container, TASK)
     assert set(found) == {"original", layout.REPEATS_REMOVED}
-    assert set(found["original"]["exports"]) == {"coco.json", "zooniverse/batch-001.csv"}  # not the variant's
+    # not the variant's, nor the work blobs
+    assert set(found["original"]["exports"]) == {"coco.json", "zooniverse/batch-001.csv"}
     names = share_links.all_names(found)
     links = share_links.read_links(store, container, names, days=4 / 86400)  # four seconds
     assert links.kind == "account-key" and set(links.urls) == set(names)

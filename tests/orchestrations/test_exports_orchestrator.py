@@ -254,6 +254,21 @@ def test_parts_that_link_get_their_events_grouped_once_and_their_rows_linked_bef
     assert run.output == {**OUTPUT, "zooniverse_batches": 1}
 
 
+def test_no_part_with_photos_grouped_by_time_links_nothing() -> None:
+    def answer(name: str, payload: Any) -> Any:
+        if name == c.EXPORTS_PART:
+            return {**part_output(payload), "link": True}
+        if name == c.EXPORTS_EVENTS:
+            return {**EVENTS, "events": 0, "event_observations": 0, "link": []}
+        return script()(name, payload)
+
+    run = run_orchestrator(exports_only, {"variant": "", "merged": merged(PARTS)}, answer)
+
+    assert run.status == "Completed", run.error
+    assert run.activity_names == [c.EXPORTS_PART] * 3 + [c.EXPORTS_EVENTS, c.EXPORTS_COMBINE, c.EXPORTS_ZOONIVERSE]
+    assert run.inputs(c.EXPORTS_COMBINE)[0]["linked"] == []
+
+
 def test_a_part_recorded_before_the_events_step_leaves_the_grouping_to_the_combine() -> None:
     """One part's recorded output has no ``link`` (it ran before this release): no events step, no link."""
     def answer(name: str, payload: Any) -> Any:
