@@ -55,6 +55,18 @@ def _snapshot(store: BlobStore, container: str, variant: str) -> dict[str, bytes
     return {n: store.read_bytes(container, n) for n in client.list_blob_names(name_starts_with=prefix)}
 
 
+def group_and_link(settings: Settings, store: BlobStore, task_id: str, variant: str,
+                   outs: list[c.ExportsPartOutput]) -> dict[str, Any]:
+    """What orchestrations.exports runs between the parts and the combine: the events grouped once, the parts with
+    photos grouped by time linked; returns the combine's extra input (``events``, ``linked``)."""
+    assert all(o.get("link") for o in outs)
+    events = run_exports_events(c.ExportsEventsInput(task_id=task_id, variant=variant,
+                                                     parts=[o["part"] for o in outs]), settings, store)
+    linked = [run_exports_link_part(c.ExportsLinkPartInput(task_id=task_id, variant=variant, part=k), settings,
+                                    store) for k in events["link"]]
+    return {"events": events, "linked": [[k["part"], k["bytes"]] for k in linked]}
+
+
 def _fanned(settings: Settings, store: BlobStore, variant: str, parts: list[list[int]],
             zooniverse_pieces: int | None = ZOONIVERSE_PIECES) -> c.ExportsOutput:
     """What orchestrations.exports runs, in order; ``zooniverse_pieces`` None: the single Zooniverse activity (a
@@ -62,13 +74,8 @@ def _fanned(settings: Settings, store: BlobStore, variant: str, parts: list[list
     ranges = part_ranges(parts)
     outs = [run_exports_part(c.ExportsPartInput(task_id=TASK, variant=variant, part=p, first_shard=f, offset=o,
                                                 length=n), settings, store) for p, f, o, n in ranges]
-    assert all(o.get("link") for o in outs)
-    events = run_exports_events(c.ExportsEventsInput(task_id=TASK, variant=variant, parts=[o["part"] for o in outs]),
-                                settings, store)
-    linked = [run_exports_link_part(c.ExportsLinkPartInput(task_id=TASK, variant=variant, part=k), settings, store)
-              for k in events["link"]]
-    LINKED_PARTS.append(len(linked))
-    grouped = {"events": events, "linked": [[k["part"], k["bytes"]] for k in linked]}
+    grouped = group_and_link(settings, store, TASK, variant, outs)
+    LINKED_PARTS.append(len(grouped["linked"]))
     combined = run_exports_combine(c.ExportsCombineInput(task_id=TASK, variant=variant, parts=outs, **grouped),
                                    settings, store)
     if combined["conflict"]:  # parts that saw other first facts for a deployment: again from the task's

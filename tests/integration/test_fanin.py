@@ -458,20 +458,24 @@ def fanned_exports(settings: Settings, store: BlobStore, tid: str, merged: Any, 
     from activities.exportparts import run_exports_combine, run_exports_part
     from activities.zooniverseparts import run_zooniverse_combine, run_zooniverse_part
     from core.exportparts import eligible_before, part_ranges, zooniverse_groups
+    from tests.integration.test_exports_fanout import group_and_link
 
     ranges = part_ranges(merged["parts"])
     assert len(ranges) > 2
     outs = [run_exports_part(c.ExportsPartInput(task_id=tid, variant="", part=p, first_shard=f, offset=o,
                                                 length=n, shards=merged["parts"][p][1]), settings, store)
             for p, f, o, n in ranges]
-    combined = run_exports_combine(c.ExportsCombineInput(task_id=tid, variant="", parts=outs), settings, store)
+    grouped = group_and_link(settings, store, tid, "", outs)  # the events, then the parts' rows linked to them
+    combined = run_exports_combine(c.ExportsCombineInput(task_id=tid, variant="", parts=outs, **grouped), settings,
+                                   store)
     if combined["conflict"]:  # as orchestrations.exports: the parts named run again from the task's first facts
         redo = set(combined.get("redo") or [])
         again = {p: run_exports_part(c.ExportsPartInput(task_id=tid, variant="", part=p, first_shard=f, offset=o,
                                                         length=n, shards=merged["parts"][p][1], given=True),
                                      settings, store) for p, f, o, n in ranges if p in redo}
         outs = [again.get(out["part"], out) for out in outs]
-        combined = run_exports_combine(c.ExportsCombineInput(task_id=tid, variant="", parts=outs), settings, store)
+        combined = run_exports_combine(c.ExportsCombineInput(task_id=tid, variant="", parts=outs, **grouped),
+                                       settings, store)
     assert not combined["conflict"] and combined["output"]["annotations"] == single["annotations"]
     total, batches = combined["output"]["zooniverse_subjects"], combined["output"]["zooniverse_batches"]
     assert (total, batches) == (single["zooniverse_subjects"], single["zooniverse_batches"])

@@ -21,7 +21,7 @@ from core.exportparts import part_ranges
 from core.settings import Settings
 from gpu_batch import layout
 from tests.integration.test_exports import TASK, task  # noqa: F401
-from tests.integration.test_exports_fanout import _clear, _snapshot, _write_fanin_results
+from tests.integration.test_exports_fanout import _clear, _snapshot, _write_fanin_results, group_and_link
 
 COLUMNS = ["Season", "site", "roll", "capture", "image", "note"]  # the seed's captures file, spelled as one may
 
@@ -80,7 +80,9 @@ def _fanned(settings: Settings, store: BlobStore, parts: list[list[int]]) -> c.E
     ranges = part_ranges(parts)
     outs = [run_exports_part(c.ExportsPartInput(task_id=TASK, variant="", part=p, first_shard=f, offset=o, length=n),
                              settings, store) for p, f, o, n in ranges]
-    combined = run_exports_combine(c.ExportsCombineInput(task_id=TASK, variant="", parts=outs), settings, store)
+    combined = run_exports_combine(c.ExportsCombineInput(task_id=TASK, variant="", parts=outs,
+                                                         **group_and_link(settings, store, TASK, "", outs)),
+                                   settings, store)
     assert combined.get("zooniverse_captures") is True and "output" in combined
     runs = [run_captures_part(c.ExportsCapturesPartInput(task_id=TASK, variant="", part=p, first_shard=f, offset=o,
                                                          length=n), settings, store) for p, f, o, n in ranges]
@@ -242,7 +244,8 @@ def test_the_combine_uses_no_local_disk_and_its_buckets_do_not_change_the_batche
     ranges = part_ranges(parts)
     outs = [run_exports_part(c.ExportsPartInput(task_id=TASK, variant="", part=p, first_shard=f, offset=o, length=n),
                              settings, store) for p, f, o, n in ranges]
-    run_exports_combine(c.ExportsCombineInput(task_id=TASK, variant="", parts=outs), settings, store)
+    run_exports_combine(c.ExportsCombineInput(task_id=TASK, variant="", parts=outs,
+                                              **group_and_link(settings, store, TASK, "", outs)), settings, store)
     runs = [run_captures_part(c.ExportsCapturesPartInput(task_id=TASK, variant="", part=p, first_shard=f, offset=o,
                                                          length=n), settings, store) for p, f, o, n in ranges]
     payload = c.ExportsCapturesCombineInput(task_id=TASK, variant="", runs=[(r["part"], r["runs"]) for r in runs])
