@@ -297,6 +297,19 @@ def test_a_cameras_events_formatted_a_run_at_a_time_are_the_same(monkeypatch: py
     assert list(ev.events([records])) == found
 
 
+def _indexed(parts: list[ev.EventRecords]) -> ev.EventIndex:
+    """The index of the parts' time-grouped events, as the grouping builds it."""
+    index = ev.EventIndex()
+    for _ in ev.event_lines(parts, "MD", COMPLETED, index=index):
+        pass
+    return index
+
+
+def _link(text: str, index: ev.EventIndex, untimed: set[str] | None = None) -> str:
+    """Observation rows ``text`` linked to their events (read as a fragment is: lines with their own endings)."""
+    return "".join(ev.link_observations(iter(io.StringIO(text, newline="")), index, untimed or set()))
+
+
 def _linked(entries: list[dict[str, Any]], listed: dict[str, dict[str, str]] | None = None,
             interval_s: float = ev.DEFAULT_INTERVAL_S) -> tuple[list[list[str]], list[list[str]], list[ev.Event]]:
     """The media rows, the media-level observation rows with their eventIDs linked, and the events."""
@@ -305,7 +318,7 @@ def _linked(entries: list[dict[str, Any]], listed: dict[str, dict[str, str]] | N
     event_text = "".join(t for t, *_ in ev.event_lines([records], "MD", COMPLETED, interval_s, index=index))
     text = "".join(observations)
     untimed = ev.untimed_media(io.StringIO("".join(media), newline=""))
-    linked = "".join(ev.link_observations(iter(io.StringIO(text, newline="")), index.lookup(), untimed))
+    linked = _link(text, index.lookup(), untimed)
     assert len(linked) >= len(text)
     events = list(ev.events([ev.EventRecords.from_bytes(records.to_bytes())], interval_s))
     assert {e.event_id for e in events} == {r[3] for r in csv.reader(io.StringIO(event_text))}
@@ -359,11 +372,9 @@ def test_linking_keeps_quoted_names_and_their_line_breaks() -> None:
                 "detections": [detection("1", 0.9), detection("2", 0.5)]} for n in range(3)]
     entries.append({"file": "plain/a.jpg", "datetime": "2024:06:01 06:00:00", "detections": []})
     records, media, observations = tapped(entries)
-    index = ev.EventIndex()
-    for _ in ev.event_lines([records], "MD", COMPLETED, index=index):
-        pass
+    index = _indexed([records])
     text = "".join(observations)
-    linked = "".join(ev.link_observations(iter(io.StringIO(text, newline="")), index.lookup(), set()))
+    linked = _link(text, index.lookup())
     rows, before = list(csv.reader(io.StringIO(linked))), list(csv.reader(io.StringIO(text)))
     assert len(rows) == len(before) == 7
     for new, old in zip(rows, before):  # only the eventID changed
@@ -392,9 +403,7 @@ def test_the_media_rows_are_read_only_when_the_detection_time_falls_in_an_event(
     entries.append({"file": "cam/c.jpg", "detections": [detection("1", 0.9)]})  # no capture time
     b = builder()
     records, media, observations = tapped(entries, b=b)
-    index = ev.EventIndex()
-    for _ in ev.event_lines([records], "MD", COMPLETED, index=index):
-        pass
+    index = _indexed([records])
     read: list[bool] = []
 
     def media_rows() -> list[str]:
@@ -417,11 +426,9 @@ def test_quotes_after_the_fields_a_link_reads_are_kept_as_written(classifier: st
     b = camtrapdp.CamtrapBuilder(threshold=0.2, detection_categories=mdformat.DETECTION_CATEGORIES,
                                  completed_at=COMPLETED, classified_by=classifier)
     records, _, observations = tapped(entries, b=b)
-    index = ev.EventIndex()
-    for _ in ev.event_lines([records], "MD", COMPLETED, index=index):
-        pass
+    index = _indexed([records])
     text = "".join(observations)
-    linked = "".join(ev.link_observations(iter(io.StringIO(text, newline="")), index.lookup(), set()))
+    linked = _link(text, index.lookup())
     rows, before = list(csv.reader(io.StringIO(linked))), list(csv.reader(io.StringIO(text)))
     assert [r[:3] + r[4:] for r in rows] == [r[:3] + r[4:] for r in before] and rows[0][23] == classifier
     assert len({r[3] for r in rows}) == 1 and rows[0][3]
@@ -439,18 +446,15 @@ def test_a_parts_share_of_the_index_is_the_events_its_photos_span() -> None:
         e["file"] = "/".join(e["file"].split("/")[:2]) + f"/IMG_{n:04d}.JPG"
     listed = {entries[0]["file"]: {"seq_id": "L"}}
     cuts = [(0, 70), (70, 150), (150, 240)]
-    whole = ev.EventIndex()
     parts = [tapped(entries[a:b], listed)[0] for a, b in cuts]
-    for _ in ev.event_lines(parts, "MD", COMPLETED, index=whole):
-        pass
+    whole = _indexed(parts)
     lookup = whole.lookup()
     for (a, b), part in zip(cuts, parts):
         windows = ev.time_windows(part)
         share = ev.EventIndex.from_bytes(whole.to_bytes(windows))
         _, media, observations = tapped(entries[a:b], listed)
         text = "".join(observations)
-        assert "".join(ev.link_observations(iter(io.StringIO(text, newline="")), share, set())) == \
-            "".join(ev.link_observations(iter(io.StringIO(text, newline="")), lookup, set()))
+        assert _link(text, share) == _link(text, lookup)
         sizes = {d: len(share._lists[d][0]) for d in share._lists}
         assert sum(sizes.values()) < sum(len(lookup._lists[d][0]) for d in sizes)  # a share, not every event
     assert ev.time_windows(tapped(entries[:1], listed)[0]) == {}  # a list's sequence only: nothing to link
