@@ -169,10 +169,11 @@ def _camera_visits(store: BlobStore, container: str, task_id: str, variant: str)
     """The page's table of camera visits, from the exports' ``camera-visits.csv`` (None when the exports wrote none:
     they failed, or ran before it existed). Cameras whose visits are mostly blank are flagged: something other than
     animals fires them (vegetation, sun, rain), which costs batteries and storage and hides the real visits."""
-    data = store.read_bytes_or_none(container, layout.camera_visits_blob(task_id, variant))
-    if data is None:
+    name = layout.camera_visits_blob(task_id, variant)
+    data = store.read_bytes_or_none(container, name)
+    rows = list(csv.DictReader(io.StringIO(data.decode("utf-8")))) if data is not None else []
+    if not rows:  # no exports, or no photo with a capture time (the page's "taken" line says so)
         return None
-    rows = list(csv.DictReader(io.StringIO(data.decode("utf-8"))))
     flagged = 0
     cameras = []
     for row in rows:
@@ -180,10 +181,9 @@ def _camera_visits(store: BlobStore, container: str, task_id: str, variant: str)
         mostly_blank = visits >= MOSTLY_BLANK_VISITS and blank >= MOSTLY_BLANK_SHARE * visits
         flagged += mostly_blank
         cameras.append({**row, "mostly_blank": mostly_blank})
-    first = rows[0] if rows else {}
     return {"rows": cameras[:CAMERAS_LISTED], "total": len(rows), "flagged": flagged,
-            "visits": sum(int(r["visits"]) for r in rows), "blob": f"{container}/{layout.camera_visits_blob(task_id, variant)}",
-            "interval": first.get("event_interval_s", ""), "threshold": first.get("threshold", ""),
+            "visits": sum(int(r["visits"]) for r in rows), "blob": f"{container}/{name}",
+            "interval": rows[0]["event_interval_s"], "threshold": rows[0]["threshold"],
             "blank_share": f"{MOSTLY_BLANK_SHARE:.0%}", "blank_visits": MOSTLY_BLANK_VISITS}
 
 

@@ -212,6 +212,9 @@ def test_the_preview_page_lists_each_cameras_visits_and_flags_mostly_blank_ones(
     assert f"the first {CAMERAS_LISTED} cameras are listed here" in flat and "z0996" in page and "z0997" not in page
     assert f"{3 * CAMERAS_LISTED + 3 * MOSTLY_BLANK_VISITS - 1} visits at {CAMERAS_LISTED + 3} cameras" in page
     assert "with other kinds" not in page  # no camera saw another kind: no column for it
+    store.write_bytes(settings.container, layout.camera_visits_blob(tid), ev.camera_visits_csv([], 60, 0.2))
+    run_previews(tid, "m.pt", "", settings, store)  # no photo with a capture time: no table
+    assert 'id="visits"' not in store.read_bytes(settings.web_container, f"{folder}/index.html").decode()
 
 
 @pytest.mark.parametrize("when", ["thumbnails", "page"])
