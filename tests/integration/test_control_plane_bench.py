@@ -69,12 +69,17 @@ def test_the_benchmark_runs_a_task_over_preloaded_blobs(tmp_path: Path) -> None:
 
 def test_the_benchmark_starts_a_task_from_an_image_list(storage_connection: str, tmp_path: Path) -> None:
     """``--image-list site``: the task names every blob in a CSV list with a site column, so the enumeration reads
-    the list (its plan and parts) instead of listing the container, and the exports carry the metadata."""
+    the list (its plan and parts) instead of listing the container, and the exports carry the metadata.
+    ``--trace-memory`` (one activity at a time) records every activity's heap peak."""
     r, _ = run_bench(tmp_path / "control_plane-image-list.json", "--images", "400", "--images-per-shard", "100",
-                     "--images-per-folder", "100", "--image-list", "site", "--connection", storage_connection)
+                     "--images-per-folder", "100", "--image-list", "site", "--connection", storage_connection,
+                     "--trace-memory", "--activity-workers", "1")
     assert r["image_list"] == "site" and r["runtime_status"] == "Completed" and r["final_images"] == 400
     assert r["final_failed"] == 0 and r["shards"] == 4
     activities = r["functions"]["activities"]
+    heap = r["activity_heap_mb"]  # --trace-memory: every activity's heap peak (the figures are for bench/RESULTS.md)
+    assert heap is not None and set(heap) == set(activities) and all(v >= 0 for v in heap.values())
+    assert heap["merge_part"] > 0 and heap["exports_part"] > 0
     assert activities["plan_listing"]["calls"] == 1 and activities["list_images_part"]["calls"] >= 1
     from adapters.blobs import blob_store
     from gpu_batch import layout
@@ -126,8 +131,7 @@ def test_no_activity_outgrows_its_share_of_the_instances_local_disk(tmp_path: Pa
 
     r, _ = run_bench(tmp_path / f"control_plane-scratch-{image_list}.json", "--images", "800", "--images-per-shard",
                      "10000", "--shape-of", "800000", "--image-list", image_list, "--activity-workers", "1",
-                     "--images-per-folder", "200",  # its own Azurite, its ~2,000 blobs apart
-                     *(["--trace-memory"] if image_list == "site" else []))
+                     "--images-per-folder", "200")  # its own Azurite, its ~2,000 blobs apart
     assert r["runtime_status"] == "Completed" and r["final_images"] == 800
     activities = r["functions"]["activities"]
     assert activities["merge_part"]["calls"] >= 4 and activities["exports_part"]["calls"] >= 4
@@ -140,12 +144,7 @@ def test_no_activity_outgrows_its_share_of_the_instances_local_disk(tmp_path: Pa
     bound = knobs.merge_images_per_part + knobs.images_per_shard
     for name in set(scratch) & PART_ACTIVITIES:
         assert scratch[name] * 1e6 / part_images * bound <= ACTIVITY_SCRATCH_BYTES, (name, scratch[name])
-    heap = r["activity_heap_mb"]  # --trace-memory: every activity's heap peak (the figures are for bench/RESULTS.md)
-    if image_list == "site":
-        assert heap is not None and set(heap) == set(activities) and all(v >= 0 for v in heap.values())
-        assert heap["merge_part"] > 0 and heap["exports_part"] > 0
-    else:
-        assert heap is None
+    assert r["activity_heap_mb"] is None  # no --trace-memory: no heap figures
 
 
 def test_trace_memory_needs_one_activity_at_a_time(tmp_path: Path) -> None:
