@@ -13,8 +13,8 @@ photo's event by deployment and time span. ``orchestrations.exports`` runs, afte
 
 The combine then composes ``observations.csv`` from the linked fragments: the bytes of the single activity, which
 links its own rows the same way (``activities.exports.link_event_ids``). Idempotent: each writes the same bytes.
-Memory: the records (42 bytes a timed image, 401 MiB at ten million), one camera's copy and the index (18 bytes an
-event) for the grouping (534-1,200 MiB at ten million images, ``bench/camtrap_events.py``); for a link, the part's
+Memory: the records (42 bytes a timed image, 401 MiB at ten million), one camera's times and order and the index (18
+bytes an event) for the grouping (482-828 MiB at ten million images, ``bench/camtrap_events.py``); for a link, the part's
 share of the index (the events its photos span, ``time_windows``) and, only when the detection time falls inside an
 event, its photos without a capture time.
 """

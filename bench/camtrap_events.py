@@ -12,7 +12,8 @@ events step does (``activities.exportevents``): reads each fragment (``from_byte
 camera's visits and every part's share of the index (``event_lines`` with ``cameras`` and an ``EventIndex``,
 ``camera_visits_csv``, ``to_bytes``), the rows into a counting sink; then links one part's media-level rows (one a
 photo, ``link_observations``) and says what that cost a row. Its peak resident
-memory (VmHWM) is measured against its own baseline after the imports. Photos come in bursts of ``--burst`` a few
+memory (VmHWM) is measured against its own baseline after the imports, before the link (``grouping_peak...``: what
+the events step holds) and at the end (``peak...``: the link is another activity on Azure, with only its part's share). Photos come in bursts of ``--burst`` a few
 seconds apart, bursts minutes to days apart (``--burst 1``: every photo its own event, the worst case for time).
 
     python bench/camtrap_events.py --images 10000000 --cameras 1000 --parts 50 --burst 3
@@ -103,6 +104,7 @@ def combine(folder: Path, interval_s: float) -> dict[str, object]:
         index_bytes.append(len(share))
         first_share = share if k == 0 else first_share
     grouping_cpu = time.process_time() - c0
+    grouping_peak = _peak_kib()  # exports_events' own (the link below is another activity's)
     # one part's link (exports_link_part) of its own observation rows, media-level, one per photo, as written
     part_index = ev.EventIndex.from_bytes(first_share)
     first = parts[0]
@@ -117,6 +119,7 @@ def combine(folder: Path, interval_s: float) -> dict[str, object]:
             "link_one_part_rows": len(sample), "link_rows_with_event": linked,
             "link_us_per_row": round(link_cpu / max(len(sample), 1) * 1e6, 2),
             "cpu_s": round(grouping_cpu, 2), "wall_s": round(time.perf_counter() - t0, 2),
+            "grouping_peak_rss_mib_above_baseline": round((grouping_peak - baseline) / 1024, 1),
             "peak_rss_mib_above_baseline": round((_peak_kib() - baseline) / 1024, 1),
             "baseline_rss_mib": round(baseline / 1024, 1),
             "us_per_event_cpu": round(grouping_cpu / max(events, 1) * 1e6, 2)}

@@ -24,9 +24,10 @@ How, at any scale: each exports step reads the Camtrap DP lines it writes anyway
 views: ``EventTap.feed``) and keeps per timed image 42 bytes of numbers (``EventRecords``); the fanned-out exports'
 parts hand theirs to the combine as a fragment. The combine sorts each part's records in place and then takes one
 deployment at a time from all parts (a camera's images may be in any of them), so it holds the records (401 MiB at
-ten million timed images) and one camera's copy, formats at most ``EVENTS_PER_RUN`` events at a time, and appends the
-event rows to ``observations.csv`` (``bench/camtrap_events.py``: 534-871 MiB and 21-79 s at ten million images of
-1,000 or 10 cameras, the index included). Each camera's visits are summed up as they go (``CameraVisits``: ``camera-visits.csv`` and the
+ten million timed images) and one camera's times and order (18-22 bytes a photo; its boxes and confidences are
+gathered ``RECORDS_PER_GATHER`` at a time, ``_Gather``), formats at most ``EVENTS_PER_RUN`` events at a time, and
+appends the event rows to ``observations.csv`` (``bench/camtrap_events.py``: 482-828 MiB and 19-46 s at ten million
+images, the index included, from 1,000 cameras to one folder holding them all). Each camera's visits are summed up as they go (``CameraVisits``: ``camera-visits.csv`` and the
 preview page's table). The rows depend only on the records, never on where the parts were cut: the single activity
 and the fan-out write the same bytes.
 
@@ -287,14 +288,61 @@ class _Camera:
     start_offset: np.ndarray
 
 
-EVENTS_PER_RUN = 65536  # events formatted at a time: a timelapse camera of a million photos is a million events
+EVENTS_PER_RUN = 16384  # events formatted at a time (~10 MB of strings and lists): a timelapse camera of a million
+# photos is a million events
+RECORDS_PER_GATHER = 1 << 20  # a camera's records whose boxes and confidences are reordered at a time
+
+
+class _Gather:
+    """One deployment's per-kind boxes and confidences in its sorted order, a range of records at a time.
+
+    Why not reordered whole, as its times are: when one camera holds every image of the task (a folder of ten
+    million), a copy of all its ``counts`` and ``best`` (24 bytes a record) came on top of the records themselves;
+    a range at a time is bounded by ``RECORDS_PER_GATHER`` (``bench/camtrap_events.py``)."""
+
+    def __init__(self, pieces: Sequence[tuple[EventRecords, int, int]], order: np.ndarray | None) -> None:
+        self._pieces = pieces
+        self._order = order  # sorted position -> index in the pieces' concatenation; None: one piece, in order
+        self._starts = np.cumsum([0] + [hi - lo for _, lo, hi in pieces])
+
+    def __call__(self, a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+        """``counts`` and ``best`` of sorted positions ``a`` to ``b``."""
+        if self._order is None:
+            p, lo, _ = self._pieces[0]
+            return p.counts[lo + a:lo + b], p.best[lo + a:lo + b]
+        at = self._order[a:b]
+        which = np.searchsorted(self._starts, at, "right") - 1
+        counts = np.empty((b - a, len(KINDS)), np.uint16)
+        best = np.empty((b - a, len(KINDS)), np.float32)
+        for k in np.unique(which).tolist():
+            mine = which == k
+            p, lo, _ = self._pieces[k]
+            local = at[mine] - self._starts[k] + lo
+            counts[mine], best[mine] = p.counts[local], p.best[local]
+        return counts, best
+
+
+def _most(gather: _Gather, first: np.ndarray, last: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The most boxes and the best confidence of each kind in each event (sorted positions ``first`` to ``last``),
+    gathered ``RECORDS_PER_GATHER`` records at a time (one event may hold a timelapse camera's every photo)."""
+    most = np.zeros((len(first), len(KINDS)), np.uint16)  # boxes and confidences are never negative
+    top = np.zeros((len(first), len(KINDS)), np.float32)
+    for a in range(int(first[0]), int(last[-1]) + 1, RECORDS_PER_GATHER):
+        b = min(a + RECORDS_PER_GATHER, int(last[-1]) + 1)
+        lo, hi = int(np.searchsorted(last, a, "left")), int(np.searchsorted(first, b, "left"))  # events met
+        cuts = np.maximum(first[lo:hi], a) - a
+        counts, best = gather(a, b)
+        np.maximum(most[lo:hi], np.maximum.reduceat(counts, cuts, axis=0), out=most[lo:hi])
+        np.maximum(top[lo:hi], np.maximum.reduceat(best, cuts, axis=0), out=top[lo:hi])
+    return most, top
 
 
 def _cameras(parts: Sequence[EventRecords], interval_s: float) -> Iterator[_Camera]:
     """Each deployment's events, by deployment name, then list sequence (time-grouped images first), then time: the
     same however the images were cut into parts. A deployment at a time, so memory stays the records' own plus one
-    deployment's arrays (a camera's images may be in any of the parts), and its events as strings and lists at most
-    ``EVENTS_PER_RUN`` at a time (a run of the same deployment with ``continued``)."""
+    deployment's sequences, times and order (14 and 4-8 bytes a record: a camera's images may be in any of the
+    parts), and its events as strings and lists at most ``EVENTS_PER_RUN`` at a time (a run of the same deployment
+    with ``continued``)."""
     deployments, sequences, bounds = _sorted_runs(parts)
     for d, deployment in enumerate(deployments):
         pieces = [(p, int(b[d]), int(b[d + 1])) for p, b in zip(parts, bounds) if b[d + 1] > b[d]]
@@ -303,37 +351,40 @@ def _cameras(parts: Sequence[EventRecords], interval_s: float) -> Iterator[_Came
         if len(pieces) == 1:  # already in order
             p, lo, hi = pieces[0]
             seq, epoch, offset = p.sequence[lo:hi], p.epoch[lo:hi], p.offset[lo:hi]
-            counts, best = p.counts[lo:hi], p.best[lo:hi]
+            gather = _Gather(pieces, None)
         else:  # reordered an array at a time: one camera may hold every image of the task
-            joined = {name: np.concatenate([getattr(p, name)[lo:hi] for p, lo, hi in pieces])
-                      for name in ("sequence", "epoch", "offset", "counts", "best")}
-            order = np.lexsort((joined["epoch"], joined["sequence"]))
-            for name in joined:
-                joined[name] = joined[name][order]
-            del order
-            seq, epoch, offset, counts, best = (joined.pop(name) for name in ("sequence", "epoch", "offset", "counts",
-                                                                              "best"))
+            seq = np.concatenate([p.sequence[lo:hi] for p, lo, hi in pieces])
+            epoch = np.concatenate([p.epoch[lo:hi] for p, lo, hi in pieces])
+            order = np.lexsort((epoch, seq))
+            if len(order) < 2 ** 31:
+                order = order.astype(np.int32)
+            seq, epoch = seq[order], epoch[order]
+            offset = np.concatenate([p.offset[lo:hi] for p, lo, hi in pieces])[order]
+            gather = _Gather(pieces, order)
         n = len(epoch)
         new = np.ones(n, dtype=bool)
         new[1:] = (seq[1:] != seq[:-1]) | ((seq[1:] < 0) & (np.diff(epoch) > interval_s))
         firsts = np.flatnonzero(new)
-        lasts = np.append(firsts[1:], n) - 1
+        del new
+        if n < 2 ** 31:  # half the size: a timelapse camera's photos are each an event
+            firsts = firsts.astype(np.int32)
         early, late = int(np.argmin(epoch)), int(np.argmax(epoch))
         ends = _timestamps(epoch[[early, late]], offset[[early, late]])
         for at in range(0, len(firsts), EVENTS_PER_RUN):
-            first, last = firsts[at:at + EVENTS_PER_RUN], lasts[at:at + EVENTS_PER_RUN]
+            first = firsts[at:at + EVENTS_PER_RUN]
+            last = np.append(firsts[at + 1:at + EVENTS_PER_RUN + 1], n)[:len(first)] - 1
             starts = _timestamps(epoch[first], offset[first])
             listed = [sequences[i] if i >= 0 else "" for i in seq[first].tolist()]
             keys = [_event_key(deployment, name, start) for name, start in zip(listed, starts)]
-            most = np.maximum.reduceat(counts[: last[-1] + 1], first, axis=0)
+            most, top = _most(gather, first, last)
             visits = CameraVisits(deployment, ends[0], ends[1], int(epoch[late] - epoch[early]),
                                   int((last - first + 1).sum()), len(first),
                                   tuple(int(k) for k in (most > 0).sum(axis=0)), int((~most.any(axis=1)).sum()))
             timed = seq[first] < 0
             yield _Camera(deployment, keys, [name or key for name, key in zip(listed, keys)], starts,
                           _timestamps(epoch[last], offset[last]), (last - first + 1).tolist(), most.tolist(),
-                          np.maximum.reduceat(best[: last[-1] + 1], first, axis=0).tolist(), visits, at > 0,
-                          timed, epoch[first][timed], epoch[last][timed], offset[first][timed])
+                          top.tolist(), visits, at > 0, timed, epoch[first][timed], epoch[last][timed],
+                          offset[first][timed])
 
 
 def events(parts: Sequence[EventRecords], interval_s: float = DEFAULT_INTERVAL_S) -> Iterator[Event]:

@@ -297,6 +297,30 @@ def test_a_cameras_events_formatted_a_run_at_a_time_are_the_same(monkeypatch: py
     assert list(ev.events([records])) == found
 
 
+@pytest.mark.parametrize("per_gather", [1, 2, 5])
+def test_boxes_gathered_a_range_at_a_time_from_many_parts_are_the_same(monkeypatch: pytest.MonkeyPatch,
+                                                                       per_gather: int) -> None:
+    """A camera in many parts has its boxes and confidences reordered ``RECORDS_PER_GATHER`` records at a time (one
+    folder may hold ten million photos), and an event cut by a range still counts its most boxes and best
+    confidence over all its photos: the rows, visits and index are those of one pass."""
+    entries = camera_day(12, cameras=2, images=90)
+    listed = {e["file"]: {"seq_id": "S1"} for e in entries[:4]}
+    whole, _, _ = tapped(entries, listed)
+    expected = list(ev.event_lines([whole], "MD", COMPLETED))
+    visits, index = _visits([whole]), _indexed([whole]).lookup()
+    assert max(e.images for e in ev.events([whole])) > per_gather  # events that a range cuts
+    monkeypatch.setattr(ev, "RECORDS_PER_GATHER", per_gather)
+    monkeypatch.setattr(ev, "EVENTS_PER_RUN", 4)
+    rnd = random.Random(per_gather)
+    for _ in range(3):  # the parts as shards cut them (names in any order against time), read back as fragments
+        cuts = sorted(rnd.sample(range(1, len(entries)), 6))
+        parts = [ev.EventRecords.from_bytes(tapped(entries[a:b], listed)[0].to_bytes())
+                 for a, b in zip([0, *cuts], [*cuts, len(entries)])]
+        assert "".join(t for t, *_ in ev.event_lines(parts, "MD", COMPLETED)) == "".join(t for t, *_ in expected)
+        assert _visits(parts) == visits
+        assert _indexed(parts).lookup()._lists == index._lists
+
+
 def _indexed(parts: list[ev.EventRecords]) -> ev.EventIndex:
     """The index of the parts' time-grouped events, as the grouping builds it."""
     index = ev.EventIndex()
