@@ -1,8 +1,11 @@
-"""The Azure Functions entry point: registers trapbatch's blueprints, and sets the garbage collector's thresholds.
+"""The Azure Functions entry point: registers trapbatch's blueprints, sets the garbage collector's thresholds and
+keeps the Azure SDK's per-request logs out of Application Insights.
 
 Why the collector: the control plane's activities allocate a few short-lived objects per image, and CPython's
 default thresholds spend a large share of their CPU collecting them (``core.collector`` says how much). The worker
-process loads this module once, so this is where the whole process gets the raised thresholds.
+process loads this module once, so this is where the whole process gets the raised thresholds, and where the
+``azure`` loggers are set to WARNING (``gpu_batch.sdk_logging``: the host would otherwise ingest a trace for every
+blob request the activities make).
 """
 import azure.durable_functions as df
 import azure.functions as func
@@ -17,9 +20,11 @@ from activities import rethreshold, results_zip, reuse, zooniverse_captures, zoo
 from api import after_task, arrivals, openapi, starters
 from api import repeat_search as repeat_search_api
 from orchestrations import expiry, repeat_search, repeats, rerender, shards, task
+from gpu_batch.sdk_logging import quiet_azure_sdk
 from orchestrations import results_zip as results_zip_orchestration
 
 collector.apply()
+quiet_azure_sdk()
 
 app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
 for blueprint in (

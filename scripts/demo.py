@@ -9,6 +9,11 @@ exit, also on Ctrl-C or failure.
 Model: TRAPBATCH_MODEL (a MegaDetector checkpoint path, or a known name such as MDV5A when the machine can download it).
 Without one, a small YOLOv5 network with RANDOM weights is built, and the demo says loudly that its detections are
 meaningless: it proves the pipeline, not the detector.
+
+Workers: the shards run on the resident worker (``TRAPBATCH_WORKER_RESIDENT=1``, as ``azd up`` with
+``residentWorker`` sets up on Batch nodes), so the torch import and model load are paid once, not by each of the
+five shards (65 s of demo became ~25 s here); its server is stopped with the rest. ``TRAPBATCH_WORKER_RESIDENT=0
+make demo`` runs a worker process per shard instead.
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -121,6 +127,8 @@ def main() -> int:
     say("starting Azurite (in memory) ...")
     azurite = start_azurite(log_path=OUT / "azurite.log")
     devhost: subprocess.Popen[bytes] | None = None
+    # a short path (a Unix socket's is at most 107 bytes; demo-output may be deep), removed with the server
+    resident = Path(tempfile.mkdtemp(prefix="trapbatch-demo-")) / "worker.sock"
     try:
         conn = azurite.connection_string
         store = BlobStore(service_client(conn))
@@ -129,7 +137,7 @@ def main() -> int:
         port = free_port()
         log = OUT / "devhost.log"
         say(f"starting devhost on http://127.0.0.1:{port} (log: {_show(log)}) ...")
-        devhost = _start_devhost(port, conn, log, model)
+        devhost = _start_devhost(port, conn, log, model, resident)
         base = f"http://127.0.0.1:{port}"
         wait_http(base + "/api/tasks/task-00000000000000000000", devhost, log)
         api = ApiClient(Config(url=base, key=FUNCTION_KEY))
@@ -140,7 +148,7 @@ def main() -> int:
         _print_summary(doc, st, md_check, task_seconds, t0)
         return 0
     finally:
-        _stop_services(devhost, azurite)
+        _stop_services(devhost, azurite, resident)
 
 
 def _fresh_output_folder() -> None:
@@ -150,17 +158,21 @@ def _fresh_output_folder() -> None:
     (OUT / "previews").mkdir(parents=True)
 
 
-def _start_devhost(port: int, conn: str, log: Path, model: str) -> subprocess.Popen[bytes]:
+def _start_devhost(port: int, conn: str, log: Path, model: str, resident: Path) -> subprocess.Popen[bytes]:
     """Start devhost on ``port`` against Azurite, with the local pool, its output going to ``log``.
 
     Why these settings: short polls and 10-image shards let the few sample images show several shards and live
-    progress within seconds; its own process group lets ``_stop_services`` stop it with everything it started.
+    progress within seconds; the resident worker at ``resident`` runs them without a start-up each (it exits by
+    itself two minutes after its last shard, should the demo be killed before it stops it); its own process group
+    lets ``_stop_services`` stop devhost with everything it started.
     """
     env = {**os.environ, "AzureWebJobsStorage": conn, "TRAPBATCH_POOL": "local",
            "TRAPBATCH_POLL_MIN_S": "1", "TRAPBATCH_POLL_MAX_S": "3", "TRAPBATCH_IMAGES_PER_SHARD": "10",
            "TRAPBATCH_PREVIEW_THRESHOLD": str(THRESHOLD),
            "TRAPBATCH_LOCAL_CONCURRENCY": os.environ.get("TRAPBATCH_LOCAL_CONCURRENCY", "1"),
            "TRAPBATCH_DEVHOST_FUNCTION_KEY": FUNCTION_KEY,
+           "TRAPBATCH_WORKER_RESIDENT": os.environ.get("TRAPBATCH_WORKER_RESIDENT", "1"),
+           "TRAPBATCH_RESIDENT_SOCKET": str(resident), "TRAPBATCH_RESIDENT_IDLE_S": "120",
            "TRAPBATCH_MODEL": model}  # the operator's default model: requests may name only published ones
     return subprocess.Popen([sys.executable, "-m", "devhost", "--port", str(port), "--hub", "demo"],
                             cwd=ROOT, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
@@ -263,16 +275,53 @@ def _print_summary(doc: dict[str, Any], st: dict[str, Any], md_check: str,
         say("(random-weight model: the detections above are meaningless)")
 
 
-def _stop_services(devhost: subprocess.Popen[bytes] | None, azurite: Azurite) -> None:
-    """Stop devhost (its whole process group: SIGTERM, then SIGKILL after 15 s) and Azurite, whatever happened."""
+def _stop_services(devhost: subprocess.Popen[bytes] | None, azurite: Azurite, resident: Path) -> None:
+    """Stop devhost (its whole process group: SIGTERM, then SIGKILL after 15 s), the resident worker (a session of
+    its own, which outlives devhost by design: its pid is beside its socket) and Azurite, whatever happened."""
     if devhost is not None and devhost.poll() is None:
         os.killpg(devhost.pid, signal.SIGTERM)
         try:
             devhost.wait(timeout=15)
         except subprocess.TimeoutExpired:
             os.killpg(devhost.pid, signal.SIGKILL)
+    stopped = _stop_resident(resident)
     azurite.stop()
-    say("stopped devhost and Azurite")
+    say(f"stopped devhost{f', the resident worker (pid {stopped})' if stopped else ''} and Azurite")
+
+
+def _stop_resident(socket_path: Path) -> int:
+    """End the resident worker serving ``socket_path``, if one started (SIGTERM, then SIGKILL after 15 s), and
+    remove its folder (socket, pid file, log); its pid, 0 when none had started."""
+    pid_file = Path(f"{socket_path}.pid")
+    try:
+        pid = int(pid_file.read_text(encoding="ascii"))
+    except (OSError, ValueError):
+        pid = 0
+    if pid > 0:
+        try:
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and not _ended(pid):
+                time.sleep(0.1)
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    shutil.rmtree(socket_path.parent, ignore_errors=True)
+    return pid
+
+
+def _ended(pid: int) -> bool:
+    """Whether process ``pid`` is gone or a zombie (where no init reaps orphans, as in some containers)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+    except (OSError, IndexError):  # no /proc: ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
 
 
 if __name__ == "__main__":

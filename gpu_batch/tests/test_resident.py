@@ -151,6 +151,8 @@ def test_two_shards_through_one_server_match_two_cli_runs_and_the_second_reuses_
         assert proc.returncode == 0, proc.stderr[-3000:] + shards.server_log()[-3000:]
         assert "runs this shard" in proc.stderr and "INFO gpu_batch.worker: task=task-res" in proc.stderr
         runs.append(summary_line(proc))
+        # the Azure SDK's INFO is a record per blob request (gpu_batch.sdk_logging): in no log of either path
+        assert not any("http_logging_policy" in log for log in (cli.stderr, proc.stderr, shards.server_log()))
     for shard in ("s0", "s1"):
         cli_doc, res_doc = shards.output(f"{shard}-cli.json"), shards.output(f"{shard}-res.json")
         assert cli_doc is not None and res_doc is not None

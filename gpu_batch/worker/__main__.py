@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Hashable, Mapping, Protocol, Sequence
 
 from gpu_batch import exit_codes  # torch-free, like everything imported before main sets up the environment
+from gpu_batch.sdk_logging import quiet_azure_sdk
 from gpu_batch.worker.resident_protocol import process_start_unix
 
 if TYPE_CHECKING:  # the real imports wait until main has set up the environment torch reads (see _run)
@@ -153,6 +154,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         return args
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.log_level.upper() != "DEBUG":
+        quiet_azure_sdk()  # one INFO record per blob request otherwise (gpu_batch.sdk_logging)
 
     from gpu_batch.worker.faults import Fault, FaultSpecError
 

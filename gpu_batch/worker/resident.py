@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Hashable, Mapping, Sequence
 
 from gpu_batch import exit_codes
+from gpu_batch.sdk_logging import quiet_azure_sdk
 from gpu_batch.worker import resident_protocol as wire
 
 if TYPE_CHECKING:
@@ -404,6 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr, format=LOG_FORMAT)
+    if args.log_level.upper() != "DEBUG":
+        quiet_azure_sdk()  # one INFO record per blob request otherwise (gpu_batch.sdk_logging)
     path = Path(args.socket) if args.socket else wire.default_socket_path(os.environ)
     if len(str(path).encode()) > wire.UNIX_PATH_MAX:
         logger.error("socket path %s is longer than a Unix socket path may be (%d bytes)", path, wire.UNIX_PATH_MAX)

@@ -5,6 +5,7 @@ import csv
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,11 @@ def test_demo_writes_validated_results_listing_every_sample_once(tmp_path: Path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "RANDOM weights" in proc.stdout and "meaningless" in proc.stdout  # says so loudly
     assert "img/s" in proc.stdout and "wall time" in proc.stdout
+    # the shards ran on one resident worker, which the demo stopped with the rest (it outlives devhost by design)
+    stopped = re.search(r"stopped devhost, the resident worker \(pid (\d+)\) and Azurite", proc.stdout)
+    assert stopped, proc.stdout[-2000:]
+    assert not Path(f"/proc/{stopped.group(1)}").exists() or \
+        Path(f"/proc/{stopped.group(1)}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     doc = json.loads((out / "detections.json").read_text())
     samples = sorted(p.relative_to(ROOT / "samples" / "images").as_posix()
                      for p in (ROOT / "samples" / "images").rglob("*")

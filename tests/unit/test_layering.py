@@ -10,7 +10,7 @@
     devhost          the stand-in for the Functions host: nothing of the app (it loads function_app by name)
     cli              the operator's ``trapbatch`` command (runs on a laptop, talks HTTP): core's pure modules only
     function_app     registers the blueprints of activities, api and orchestrations, and sets the process's
-                     collector thresholds (``core.collector``)
+                     collector thresholds (``core.collector``) and SDK log level (``gpu_batch.sdk_logging``)
 
 gpu_batch's contracts are ``layout`` (blob names, ids), ``manifest`` (the shard document), ``exit_codes`` (what a
 worker's exit means), ``models`` (the published detectors by name), ``pool`` (the pool
@@ -38,7 +38,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "api": ("core", "adapters", "api", "gpu_batch.layout", "gpu_batch.models"),
     "devhost": ("devhost",),
     "cli": ("core", "cli"),
-    "function_app": ("activities", "api", "orchestrations", "core.collector"),
+    "function_app": ("activities", "api", "orchestrations", "core.collector", "gpu_batch.sdk_logging"),
 }
 
 
