@@ -82,14 +82,20 @@ def _make_block(args: tuple[str, int, int]) -> None:
         pixels = cv2.subtract(cv2.add(base, up[window]), down[window])  # saturating uint8 arithmetic: fast
         ok, encoded = cv2.imencode(".jpg", pixels, [cv2.IMWRITE_JPEG_QUALITY, 90])
         assert ok
-        (Path(folder) / f"bench_{i:05d}.jpg").write_bytes(encoded.tobytes())
+        final = Path(folder) / f"bench_{i:05d}.jpg"
+        part = final.with_name(final.name + ".part")  # renamed whole: a reader never sees half an image
+        part.write_bytes(encoded.tobytes())
+        part.replace(final)
 
 
 def make_images(folder: Path, n: int) -> list[str]:
     from concurrent.futures import ProcessPoolExecutor
 
     folder.mkdir(parents=True, exist_ok=True)
-    blocks = [(str(folder), start, min(16, n - start)) for start in range(0, n, 16)]
+    # A block whose last image exists was written whole before (``--images-only`` in the background on a lent GPU,
+    # while the oracle runs): only the missing blocks are made.
+    blocks = [(str(folder), start, min(16, n - start)) for start in range(0, n, 16)
+              if not (folder / f"bench_{min(start + 16, n) - 1:05d}.jpg").exists()]
     with ProcessPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         list(pool.map(_make_block, blocks))
     return [f"bench_{i:05d}.jpg" for i in range(n)]
@@ -228,7 +234,17 @@ def main() -> None:
                    help="CUDA: also time the worker with --hw-decode on and with --hw-decode off")
     p.add_argument("--skip-md", action="store_true",
                    help="tuning runs: skip MegaDetector (saves GPU minutes; writes a separate -worker-only record)")
+    p.add_argument("--images-only", action="store_true",
+                   help="write the --images into --workdir and exit (a later run there reuses them)")
+    p.add_argument("--compile-cold-images", type=int, default=None,
+                   help="with --worker-compile: run the cold-cache compile on the first N images only (its first "
+                        "batch time is the compile's cost); the warm run still takes every image")
     args = p.parse_args()
+    if args.images_only:
+        t = time.monotonic()
+        make_images(Path(args.workdir or tempfile.mkdtemp(prefix="trapbatch-bench-")) / "images", args.images)
+        print(f"{args.images} images written in {time.monotonic() - t:.0f}s")
+        return
 
     import torch
 
@@ -313,12 +329,15 @@ def main() -> None:
         # Batch node's shared folder).
         cache = work / "inductor-cache"
         shutil.rmtree(cache, ignore_errors=True)
-        for key, label in (("worker_compiled_img_s", "cold"), ("worker_compiled_warm_img_s", "warm")):
-            results[key], _, compiled = run_worker(model, folder, names, None, args.workers, ["--compile"],
+        cold_names = names[: args.compile_cold_images] if args.compile_cold_images else names
+        for key, label, run_names in (("worker_compiled_img_s", "cold", cold_names),
+                                      ("worker_compiled_warm_img_s", "warm", names)):
+            results[key], _, compiled = run_worker(model, folder, run_names, None, args.workers, ["--compile"],
                                                    env={"TORCHINDUCTOR_CACHE_DIR": str(cache)})
             worker_detail["compiled" if label == "cold" else "compiled_warm_cache"] = {
-                k: compiled.get(k) for k in detail_keys}
-            print(f"worker      {results[key]:.2f} img/s end to end with --compile, {label} compile cache (first "
+                "images": len(run_names), **{k: compiled.get(k) for k in detail_keys}}
+            print(f"worker      {results[key]:.2f} img/s end to end on {len(run_names)} images with --compile, "
+                  f"{label} compile cache (first "
                   f"batch after {compiled.get('first_batch_s')} s, steady {compiled.get('steady_img_s')} img/s); "
                   f"/ ceiling = {results[key] / results['ceiling_img_s']:.2f}")
             save()
