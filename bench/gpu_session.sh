@@ -53,7 +53,7 @@ touch /tmp/gpu_session.started
 gen_pid=""
 if [ "$PREGEN_IMAGES" -gt 0 ]; then
   python3 bench/worker_throughput.py --workdir /tmp/bench --images "$PREGEN_IMAGES" --images-only \
-    > "$OUT/pregen.log" 2>&1 &
+    > /tmp/gpu_session.pregen.log 2>&1 &  # into steps.txt after: the device returns at most 8 files
   gen_pid=$!
 fi
 compiled_oracle() {
@@ -73,7 +73,8 @@ if [ "$COMPILED_ORACLE_FIRST" = 1 ]; then
   if [ "$first" -gt 0 ]; then compiled_oracle "$first"; else step "oracle compiled" skipped 0; fi
 fi
 if [ -n "$gen_pid" ]; then
-  t0=$SECONDS; wait "$gen_pid"; step "images (background)" $? $((SECONDS - t0)); cat "$OUT/pregen.log"
+  t0=$SECONDS; wait "$gen_pid"; step "images (background)" $? $((SECONDS - t0))
+  tee -a "$OUT/steps.txt" < /tmp/gpu_session.pregen.log
 fi
 compare=(); [ "$DECODE_COMPARE" = 1 ] && compare=(--decode-compare)
 t0=$SECONDS

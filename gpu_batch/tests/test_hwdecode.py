@@ -114,6 +114,47 @@ def test_cli_mode_errors_are_usage_errors() -> None:
     assert _choose_decode(argparse.Namespace(hw_decode=None), {}, "cpu").choice.decoder == DECODER_CPU
 
 
+def test_the_engine_probe_runs_beside_the_model_load_and_its_errors_reach_the_shard(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """On CUDA the probe (nvImageCodec's import, libraries, a decoder, a probe JPEG) runs on a side thread: the call
+    returns while the probe still works, and the shard asks for the choice only after its model load. Where nothing
+    is probed the choice, and its usage errors, come at once, before a model is loaded."""
+    import threading
+
+    from gpu_batch.worker.__main__ import _choose_decode_in_background, _Usage
+
+    with pytest.raises(_Usage, match="runs on cpu"):  # the real choice, at once
+        _choose_decode_in_background(argparse.Namespace(hw_decode="on"), {}, "cpu")
+    release = threading.Event()
+    probed_on: list[str] = []
+    ready = hwdecode.DecodeSelection(hwdecode.DecodeChoice(DECODER_NVJPEG, "no hardware decoder: test"))
+
+    def slow_select(device: str, mode: str) -> hwdecode.DecodeSelection:
+        probed_on.append(threading.current_thread().name)
+        if mode == "auto":
+            assert release.wait(60)
+        if mode == "on":
+            raise HwDecodeUnavailable("hardware JPEG decode was required but is unavailable: test")
+        return ready
+
+    monkeypatch.setattr(hwdecode, "select_decoder", slow_select)
+    pending = _choose_decode_in_background(argparse.Namespace(hw_decode=None), {}, "cuda:0")
+    assert not release.is_set()  # returned while the probe is still blocked
+    release.set()
+    assert pending() is ready
+    assert probed_on == ["decoder-probe"]
+
+    required = _choose_decode_in_background(argparse.Namespace(hw_decode="on"), {}, "cuda:0")
+    with pytest.raises(_Usage, match="required but is unavailable"):
+        required()
+
+    probed_on.clear()
+    assert _choose_decode_in_background(argparse.Namespace(hw_decode="off"), {}, "cuda:0")() is ready
+    assert probed_on == [threading.current_thread().name]  # nothing to probe: no thread
+    with pytest.raises(_Usage, match="TRAPBATCH_HW_DECODE"):  # at once, not when the result is asked for
+        _choose_decode_in_background(argparse.Namespace(hw_decode=None), {"TRAPBATCH_HW_DECODE": "yes"}, "cuda:0")
+
+
 def test_routing_keeps_outputs_of_the_expected_shape_and_falls_back_for_the_rest() -> None:
     items = ["ok", "refused", "wrong-size", "gray", "ok-2", "missing"]
     expected = {"ok": (4, 6), "refused": (4, 6), "wrong-size": (4, 6), "gray": (4, 6), "ok-2": (6, 4),

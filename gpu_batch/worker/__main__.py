@@ -229,7 +229,7 @@ def _run(args: argparse.Namespace, env: Mapping[str, str], fault: Any, process_s
     label = f"task={manifest.task_id} shard={manifest.shard_id} attempt={manifest.attempt}"
     device = _choose_device(args.device)
     start_cuda_warmup(device)  # overlaps CUDA/cuDNN/nvJPEG initialisation with the model download and load
-    decode = _choose_decode(args, env, device)
+    pending_decode = _choose_decode_in_background(args, env, device)  # the engine probe overlaps them too
     opened = _open_images_and_output(args, env, blob_mode, service, manifest, label)
     if opened is None:
         return ShardOutcome(EXIT_SOURCE)
@@ -242,6 +242,7 @@ def _run(args: argparse.Namespace, env: Mapping[str, str], fault: Any, process_s
     if loaded is None:
         return ShardOutcome(EXIT_MODEL)
     path, model, cache_hit = loaded
+    decode = pending_decode()  # counted in "model ready": what the load did not hide of the probe is start-up too
     model_loaded_s = time.monotonic() - started
     logger.info("%s %s %s on %s (fp16=%s, compiled=%s) in %.1fs", label,
                 "reused the loaded" if cache_hit else "loaded", path, device, model.half, args.compile, model_loaded_s)
@@ -391,6 +392,41 @@ def _choose_decode(args: argparse.Namespace, env: Mapping[str, str], device: str
         return hwdecode.select_decoder(device, hwdecode.decode_mode(args.hw_decode, env))
     except (ValueError, hwdecode.HwDecodeUnavailable) as exc:
         raise _Usage(str(exc)) from exc
+
+
+def _choose_decode_in_background(args: argparse.Namespace, env: Mapping[str, str],
+                                 device: str) -> Callable[[], DecodeSelection]:
+    """``_choose_decode`` on a side thread where it probes the GPU's JPEG engine; call the result for the choice.
+
+    Why: on CUDA with ``auto`` or ``on`` the choice imports nvImageCodec, loads its libraries, builds a hardware
+    decoder and decodes a probe JPEG, and asks torch for the current device, which waits for CUDA's initialisation in
+    the calling thread. In line, before the model load, that sat on every fresh process's path to its first batch:
+    "model ready" measured 7-8 s on an H200 on 2026-12-04 (bench/RESULTS.md) against 0.8-1.0 s on an H100 before the
+    probe existed. Where nothing is probed (the CPU, ``off``) the choice is made here, so a usage error still stops
+    the shard before the model is loaded; ``on`` without an engine raises its ``_Usage`` when the result is asked for.
+    """
+    import concurrent.futures
+    import threading
+
+    from gpu_batch.worker import hwdecode
+
+    try:
+        mode = hwdecode.decode_mode(args.hw_decode, env)
+    except ValueError as exc:
+        raise _Usage(str(exc)) from exc
+    if not device.startswith("cuda") or mode == "off":
+        chosen = _choose_decode(args, env, device)
+        return lambda: chosen
+    pending: concurrent.futures.Future[DecodeSelection] = concurrent.futures.Future()
+
+    def work() -> None:
+        try:
+            pending.set_result(_choose_decode(args, env, device))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller, who raises it in the main thread
+            pending.set_exception(exc)
+
+    threading.Thread(target=work, name="decoder-probe", daemon=True).start()
+    return pending.result
 
 
 def _open_images_and_output(args: argparse.Namespace, env: Mapping[str, str], blob_mode: bool, service: Any,
