@@ -7,7 +7,7 @@ of ``--arch`` (real MDv5 weights cannot be downloaded here; speed does not depen
 * md_best:    the same with ``batch_size``, ``use_image_queue=True`` and loader workers;
 * worker:     ``python -m gpu_batch.worker`` in local mode (fetch/decode pool, batching, fp16 on CUDA);
 * ceiling:    the model's forward pass alone on a ready batch of the same images, letterboxed to 1280x960 (fp16 +
-              channels_last on CUDA, fp32 on CPU).
+              channels_last on CUDA, fp32 on CPU); with ``--worker-compile`` also compiled (``ceiling_compiled``).
 
 Each figure is images / seconds of one run, timed the same way for MegaDetector and the worker: from just before
 the model is loaded to the last result (the Python interpreter's start and the torch/torchvision imports excluded for
@@ -158,8 +158,11 @@ def limiting_stage(stages: dict[str, float], seconds: float) -> str:
     return f"{name}: main thread waited {waited:.2f} s of {seconds:.2f} s; GPU forward time {gpu:.2f} s"
 
 
-def ceiling(model_path: Path, batch: int, iters: int, images: list[Path]) -> float:
+def ceiling(model_path: Path, batch: int, iters: int, images: list[Path], compiled: bool = False) -> float:
     """Forward passes alone on a ready batch of the benchmark's own letterboxed images.
+
+    ``compiled``: through the worker's own ``compile_model`` (its compile happens in the warm-up passes), to say how
+    far a compiled forward could take the worker at all.
 
     Real images, not random tensors: on a CPU the forward pass of a random-weight network is markedly slower on
     uniform noise than on photographs (measured 8.6 vs 14.6 img/s for YOLOv5n here), which would understate the ceiling.
@@ -173,6 +176,10 @@ def ceiling(model_path: Path, batch: int, iters: int, images: list[Path]) -> flo
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.backends.cudnn.benchmark = True  # as the worker: the best algorithms for this one shape
     m = load_model(model_path, device=device)
+    if compiled:
+        from gpu_batch.worker.loader import compile_model
+
+        m = compile_model(m)
     dtype = torch.float16 if m.half else torch.float32
     boxed = [letterbox_cpu(decode_image(p.read_bytes()), m.image_size, m.stride)[0] for p in images[:batch]]
     stacked = np.stack([boxed[i % len(boxed)].transpose(2, 0, 1) for i in range(batch)])
@@ -341,6 +348,16 @@ def main() -> None:
                   f"batch after {compiled.get('first_batch_s')} s, steady {compiled.get('steady_img_s')} img/s); "
                   f"/ ceiling = {results[key] / results['ceiling_img_s']:.2f}")
             save()
+        # The compiled forward alone, at the warm run's batch size, from the same (now warm) compile cache: whether
+        # any compiled pipeline could reach a target, and how much of the compiled forward the pipeline keeps.
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache)  # read by TorchInductor when it compiles, not at import
+        batch = int(worker_detail["compiled_warm_cache"].get("batch_size") or (32 if cuda else 2))
+        results["ceiling_compiled_img_s"] = ceiling(model, batch, 10, [folder / n for n in names[:batch]],
+                                                    compiled=True)
+        print(f"ceiling     {results['ceiling_compiled_img_s']:.2f} img/s compiled (forward only, batch {batch}); "
+              f"compiled warm worker / it = "
+              f"{results['worker_compiled_warm_img_s'] / results['ceiling_compiled_img_s']:.2f}")
+        save()
 
 
 if __name__ == "__main__":

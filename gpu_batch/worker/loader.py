@@ -292,9 +292,10 @@ def load_model(path: str | Path, device: torch.device | str = "cpu", half: bool 
 def compile_model(model: LoadedModel) -> LoadedModel:
     """The same model with its forward pass wrapped in ``torch.compile`` (TorchInductor, static shapes).
 
-    Why opt-in: on an H100 the compiled YOLOv5x6 ran 336-340 img/s against 318 eager, but compiling cost 36 s before
-    the first batch from a cold cache and 14 s from a warm one (``caches.compile_cache_dir``), so it pays from about 16,000
-    images per shard on a warm node only (bench/RESULTS.md). Compilation happens at the first batch of each new shape; after
+    Why opt-in: traced as one graph on an H200 (2026-12-04) the compiled YOLOv5x6 ran 326 img/s in steady state against
+    281 eager, but its first batch came 26 s after the start with a warm cache (``caches.compile_cache_dir``) and 49 s
+    with a cold one, against 11 s eager, so in a fresh process it pays from about 30,000 images (bench/RESULTS.md); a
+    resident worker keeps the compiled model between shards. Compilation happens at the first batch of each new shape; after
     ``torch._dynamo.config.cache_size_limit`` shapes it falls back to eager. Numbers differ from eager by float
     rounding only (covered by the oracle tolerances).
     """
