@@ -81,15 +81,18 @@ Variables (names shared with infra/main.bicep app settings):
     TRAPBATCH_WORKER_FAULTS        tests only: JSON {"<shard>/<attempt>": "crash_after:2", ...}
     TRAPBATCH_WORKER_RESIDENT      ``1``: pool tasks run ``gpu_batch.worker.client``, which hands each shard to a
                                    node-resident worker that keeps torch and the model loaded (start-up paid once per
-                                   node); default off until measured on a GPU (``1``/``true``/``yes``/``on``: on).
+                                   node); default off until it has run on Batch (``1``/``true``/``yes``/``on``: on).
                                    Read here only and handed to the pools (``resident=``), which build the task
                                    command with it (``gpu_batch.pool.base.worker_module``). On Azure Batch the server
                                    runs in the pool's start task, outside the tasks' ``--rm`` containers, so it
                                    outlives each task (infra/app/batch.bicep, ``residentWorker``). The
                                    client and server read TRAPBATCH_RESIDENT_SOCKET (socket path; default in the
                                    node-shared folder), TRAPBATCH_RESIDENT_IDLE_S (server exits after this long
-                                   without a shard, default 600) and TRAPBATCH_RESIDENT_START_S (how long a client
-                                   waits for a server it started, default 300); see gpu_batch.worker.resident_protocol
+                                   without a shard, default 600), TRAPBATCH_RESIDENT_START_S (how long a client
+                                   waits for a server it started, default 300) and TRAPBATCH_RESIDENT_COMPILE (a
+                                   server started without ``serve --compile`` compiles every shard's network when
+                                   on; Bicep ``residentCompile`` passes ``--compile``); see
+                                   gpu_batch.worker.resident_protocol
     TRAPBATCH_KEY_VAULT_URL        Key Vault holding source-account credentials that requests name by secret name
     TRAPBATCH_SOURCE_ACCOUNTS      storage accounts requests may name as ``source_account_url`` (comma-separated blob
                                    endpoints); default none: only the app's own account. The app sends its identity's

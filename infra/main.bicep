@@ -48,6 +48,8 @@ param defaultModel string = 'MDV5A'
 param workerImageTag string = 'v1'
 @description('Shards run on a node-resident worker started by the pool\'s start task: start-up paid once per node (TRAPBATCH_WORKER_RESIDENT; app/batch.bicep).')
 param residentWorker bool = false
+@description('The resident worker runs every shard\'s network through torch.compile: the node\'s first shard pays the compile, later ones run faster (TRAPBATCH_RESIDENT_COMPILE; app/batch.bicep).')
+param residentCompile bool = false
 @description('Other storage accounts that requests may name as source_account_url (TRAPBATCH_SOURCE_ACCOUNTS).')
 param sourceAccounts string = ''
 
@@ -163,6 +165,7 @@ module batch 'app/batch.bicep' = {
     registryServer: registry.outputs.loginServer
     workerImage: '${registry.outputs.loginServer}/${workerImageName}'
     residentWorker: residentWorker
+    residentCompile: residentCompile
   }
 }
 

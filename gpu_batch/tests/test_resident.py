@@ -435,3 +435,68 @@ def test_a_checkout_edited_while_its_server_runs_gets_its_shards_refused(shards:
         if server.poll() is None:
             server.kill()
             server.wait()
+
+
+@pytest.mark.parametrize("served, asked, compiled", [(True, False, True), (False, False, False), (False, True, True)])
+def test_a_server_started_to_compile_compiles_every_shards_network(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                                   served: bool, asked: bool, compiled: bool) -> None:
+    """``serve --compile`` (the node's choice: its compile is paid by the first shard only, the compiled model staying
+    in the cache) compiles shards whose command line does not ask for it; a shard that asks is compiled anyway."""
+    import socket
+
+    from gpu_batch.worker import __main__ as cli
+    from gpu_batch.worker.resident import Server, _Connection
+
+    seen: list[bool] = []
+
+    def run_shard(args: Any, env: Any, fault: Any, **kwargs: Any) -> Any:
+        seen.append(args.compile)
+        return cli.ShardOutcome(0, {"done": 0})
+
+    monkeypatch.setattr(cli, "run_shard", run_shard)
+    server = Server(tmp_path / "s.sock", 60.0, compile_models=served)
+    argv = ["--manifest-file", "m.json", "--image-root", str(tmp_path), "--device", "cpu",
+            *(["--compile"] if asked else [])]
+    mine, theirs = socket.socketpair()
+    with mine, theirs:
+        code, summary, _ = server._run({"argv": argv, "env": {}, "cwd": str(tmp_path)}, _Connection(mine))
+    assert code == 0 and seen == [compiled] and summary is not None
+
+
+def test_serve_compiles_when_told_on_its_command_line_or_by_the_environment_it_starts_in() -> None:
+    from gpu_batch.worker.resident import build_parser, compiles_models
+
+    flagged, plain = (build_parser().parse_args(["serve", *extra]) for extra in (["--compile"], []))
+    assert compiles_models(flagged, {}) is True and compiles_models(flagged, {"TRAPBATCH_RESIDENT_COMPILE": "0"})
+    assert compiles_models(plain, {}) is False and compiles_models(plain, {"TRAPBATCH_RESIDENT_COMPILE": "off"}) is False
+    assert compiles_models(plain, {"TRAPBATCH_RESIDENT_COMPILE": "1"}) is True
+    assert compiles_models(plain, {"TRAPBATCH_RESIDENT_COMPILE": " Yes "}) is True
+
+
+@pytest.mark.slow  # TorchInductor compiles C++ kernels: minutes on a 2-core CI machine
+def test_a_compiling_server_keeps_the_compiled_network_for_the_next_shard(shards: Shards) -> None:
+    """A server started with TRAPBATCH_RESIDENT_COMPILE (which a client hands on to the server it starts) runs each
+    shard compiled, keeps the compiled network in its model cache for the next shard, and gives the eager CLI's
+    detections."""
+    from gpu_batch.tests.test_oracle import compare
+
+    first = shards.put_images([f"cam1/c{i}.jpg" for i in range(4)], 70)
+    second = shards.put_images([f"cam2/d{i}.jpg" for i in range(4)], 90)
+    runs, docs = [], {}
+    for shard, images in (("s0", first), ("s1", second)):
+        eager = shards.run(WORKER_MODULE, shards.manifest(shard, images, f"{shard}-cli.json"), timeout=900)
+        assert eager.returncode == 0, eager.stderr[-3000:]
+        proc = shards.run(RESIDENT_CLIENT_MODULE, shards.manifest(shard, images, f"{shard}-res.json"), timeout=900,
+                          TRAPBATCH_RESIDENT_COMPILE="1")
+        assert proc.returncode == 0, proc.stderr[-3000:] + shards.server_log()[-3000:]
+        runs.append(summary_line(proc))
+        docs[shard] = (shards.output(f"{shard}-cli.json"), shards.output(f"{shard}-res.json"))
+    one, two = runs
+    assert one["compiled"] is two["compiled"] is True and summary_line(eager)["compiled"] is False
+    assert one["resident"]["server_pid"] == two["resident"]["server_pid"]
+    assert one["model_cache_hit"] is False and two["model_cache_hit"] is True  # the compiled network, kept
+    assert "shards' networks compiled (torch.compile)" in shards.server_log()
+    for cli_doc, res_doc in docs.values():
+        assert cli_doc is not None and res_doc is not None
+        assert compare({e["file"]: e for e in res_doc["images"]}, {e["file"]: e for e in cli_doc["images"]},
+                       coord_tol=1e-3, conf_tol=0.005) >= 1

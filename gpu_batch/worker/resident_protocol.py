@@ -46,6 +46,7 @@ from typing import Any, Mapping
 SOCKET_ENV = "TRAPBATCH_RESIDENT_SOCKET"
 IDLE_ENV = "TRAPBATCH_RESIDENT_IDLE_S"
 START_ENV = "TRAPBATCH_RESIDENT_START_S"
+COMPILE_ENV = "TRAPBATCH_RESIDENT_COMPILE"  # a server started without ``--compile`` compiles when this is on
 DEFAULT_IDLE_S = 600.0
 DEFAULT_START_S = 300.0
 MAX_MESSAGE = 64 << 20  # a request carries a command line and an environment; anything near this is garbage
@@ -145,6 +146,11 @@ def float_setting(env: Mapping[str, str], name: str, default: float) -> float:
     except ValueError:
         return default
     return value if value > 0 else default
+
+
+def bool_setting(env: Mapping[str, str], name: str) -> bool:
+    """``1``/``true``/``yes``/``on`` (any case) is on; anything else, or nothing, is off."""
+    return env.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def process_start_unix() -> float:

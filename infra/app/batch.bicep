@@ -23,7 +23,9 @@
 //   auto-user, non-admin), since the socket's folder is 0700. A node that joined before a new worker tag keeps the
 //   old server until it is reimaged: that server refuses shards of other worker code and steps aside, and the
 //   client then runs the shard itself (resident_protocol.py), as it does if the start task's container has no GPU.
-//   With `residentWorker` false the start task only pulls the image and exits.
+//   With `residentWorker` false the start task only pulls the image and exits. With `residentCompile` as well, the server
+//   runs every shard's network through torch.compile (`serve --compile`): the node's first shard pays the compile
+//   (26-49 s on an H200), later ones run ~16 % faster than eager (bench/RESULTS.md, 2026-12-04).
 // * Autoscale: one shard per node (taskSlotsPerNode 1); the pool follows the number of pending (active + running)
 //   tasks, filling Spot (low-priority) nodes first up to `maxNodes * spotPercent / 100` and dedicated nodes after
 //   that, and never removes a node while it runs a task (taskcompletion). With no work it scales to zero.
@@ -56,6 +58,11 @@ param workerImage string
 
 @description('Run the node-resident worker from the start task (TRAPBATCH_WORKER_RESIDENT in the app).')
 param residentWorker bool = false
+
+@description('The resident worker compiles every shard\'s network (torch.compile), paid once per node; needs residentWorker.')
+param residentCompile bool = false
+
+var residentCommand = residentCompile ? 'python -m gpu_batch.worker.resident serve --idle-exit inf --compile' : 'python -m gpu_batch.worker.resident serve --idle-exit inf'
 
 @description('OS disk size of each node: the ubuntu-hpc image keeps Docker\'s data (the ~10 GB worker image) on it.')
 param osDiskSizeGB int = 128
@@ -94,7 +101,7 @@ resource pool 'Microsoft.Batch/batchAccounts/pools@2024-07-01' = {
     vmSize: vmSize
     taskSlotsPerNode: 1
     startTask: {
-      commandLine: residentWorker ? 'python -m gpu_batch.worker.resident serve --idle-exit inf' : 'python -c pass'
+      commandLine: residentWorker ? residentCommand : 'python -c pass'
       containerSettings: {
         imageName: workerImage
         containerRunOptions: '--rm --shm-size 8g'

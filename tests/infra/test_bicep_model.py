@@ -524,11 +524,19 @@ def test_the_pool_start_task_runs_the_resident_worker_the_tasks_use(templates: d
                                                                                     "elevationLevel": "nonadmin"}
     command = start["commandLine"]["operator"]
     assert command["type"] == "conditional" and command["operands"]["condition"] == "residentWorker"
-    served = shlex.split(command["operands"]["true_value"])
-    assert served[:3] == ["python", "-m", "gpu_batch.worker.resident"]
-    args = build_parser().parse_args(served[3:])
-    assert args.command == "serve" and args.idle_exit == float("inf") and args.socket is None  # the node default
+    # the server's command: with `residentCompile`, `serve --compile` (every shard's network compiled, paid once per
+    # node: the compiled network stays in the server's model cache)
+    serve = b.resolve(command["operands"]["true_value"])["operator"]
+    assert serve["type"] == "conditional" and serve["operands"]["condition"] == "residentCompile"
+    for branch, compiles in (("true_value", True), ("false_value", False)):
+        served = shlex.split(serve["operands"][branch])
+        assert served[:3] == ["python", "-m", "gpu_batch.worker.resident"]
+        args = build_parser().parse_args(served[3:])
+        assert args.command == "serve" and args.idle_exit == float("inf") and args.socket is None  # the node default
+        assert args.compile is (True if compiles else None)  # None: TRAPBATCH_RESIDENT_COMPILE, unset on the node
     assert shlex.split(command["operands"]["false_value"]) == ["python", "-c", "pass"]
+    assert b.param_default("residentCompile") is False and main(templates).param_default("residentCompile") is False
+    assert module_param(templates, "batch", "residentCompile") == "residentCompile"
     assert b.param_default("residentWorker") is False and main(templates).param_default("residentWorker") is False
     assert module_param(templates, "batch", "residentWorker") == "residentWorker"
     setting = trapbatch["TRAPBATCH_WORKER_RESIDENT"]["operator"]
