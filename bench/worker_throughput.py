@@ -17,6 +17,8 @@ its per-stage seconds (main-thread waits for fetch / staging / post-processing, 
 post-processing threads, GPU time of the forward passes). The ratios use the end-to-end figures.
 ``--md-images N`` times MegaDetector on the first N of the same images (its per-image rate does not depend on N;
 it keeps the run inside a 10-minute GPU lease).
+``--resident-shards N`` also runs the images as N shards through one resident worker (eager and/or compiling,
+``--resident-modes``): a node's rate, the server's start-up and compile included.
 ``--decode-compare`` (CUDA) also times the worker with ``--hw-decode on`` (the GPU's hardware JPEG engine through
 nvImageCodec) and ``--hw-decode off`` (nvJPEG's CUDA backend, the path before it), recorded under
 ``worker_detail.decode_compare``; every worker record carries the summary's ``decode``, ``decode_reason`` and
@@ -141,6 +143,59 @@ def run_worker(model: Path, folder: Path, names: list[str], batch: int | None, w
     return len(names) / summary["seconds"], len(names) / wall, summary
 
 
+def run_resident_node(model: Path, folder: Path, names: list[str], shards: int, workers: int,
+                      compile_models: bool, work: Path) -> dict[str, Any]:
+    """The images as ``shards`` shards, one after another, through one resident worker: a GPU node's rate.
+
+    Each shard is a fresh ``python -m gpu_batch.worker.client`` (what a pool task runs), handing its shard to the
+    server the first client starts (``TRAPBATCH_WORKER_RESIDENT=1`` on a node); with ``compile_models`` that server
+    compiles the network (``TRAPBATCH_RESIDENT_COMPILE``, Bicep ``residentCompile``) from a cold compile cache, as a
+    node's first shard does. The rate runs from the first client's spawn to the last one's exit: the server's imports,
+    model load and compile are in it, as they are in a node's time.
+    """
+    import signal
+
+    node = Path(tempfile.mkdtemp(prefix="tbnode", dir="/tmp"))  # short: a Unix socket path has at most 107 bytes
+    sock = node / "w.sock"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAPBATCH_")}
+    env.update(PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+               TRAPBATCH_RESIDENT_SOCKET=str(sock), TRAPBATCH_RESIDENT_IDLE_S="120",
+               TRAPBATCH_RESIDENT_COMPILE="1" if compile_models else "0",
+               TORCHINDUCTOR_CACHE_DIR=str(node / "inductor-cache"))
+    per = -(-len(names) // shards)
+    summaries: list[dict[str, Any]] = []
+    started = time.monotonic()
+    try:
+        for i in range(shards):
+            part = names[i * per:(i + 1) * per]
+            manifest = node / f"m{i}.json"
+            manifest.write_text(json.dumps({"task_id": "bench", "shard_id": str(i), "attempt": 1,
+                                            "source_container": "local", "images": part, "output_container": "local",
+                                            "output_blob": "out.json", "model": str(model)}))
+            out = work / f"node_out{i}.json"
+            out.unlink(missing_ok=True)  # a fresh output: an earlier run's would be resumed, not run again
+            proc = subprocess.run([sys.executable, "-m", "gpu_batch.worker.client", "--manifest-file", str(manifest),
+                                   "--image-root", str(folder), "--output-file", str(out),
+                                   "--workers", str(workers), "--log-level", "WARNING"],
+                                  capture_output=True, text=True, cwd=REPO, env=env)
+            if proc.returncode != 0:
+                raise SystemExit(f"resident shard {i} failed:\n{proc.stderr[-3000:]}")
+            summary = json.loads(proc.stdout.strip().splitlines()[-1])
+            assert summary["done"] == len(part) and summary["failed"] == 0, summary
+            summaries.append({k: summary.get(k) for k in ("seconds", "first_batch_s", "steady_img_s", "compiled",
+                                                          "model_cache_hit", "decode", "start_to_first_batch_s")})
+        wall = time.monotonic() - started
+    finally:
+        pid_file = Path(str(sock) + ".pid")
+        if pid_file.exists():
+            try:
+                os.kill(int(pid_file.read_text()), signal.SIGTERM)
+            except (ValueError, OSError):
+                pass
+    return {"img_s": round(len(names) / wall, 3), "wall_s": round(wall, 3), "shards": shards,
+            "compiled": compile_models, "per_shard": summaries}
+
+
 def limiting_stage(stages: dict[str, float], seconds: float) -> str:
     """A reading of the stage seconds: is the GPU busy, and if not, what did the main thread wait for most?
 
@@ -241,12 +296,21 @@ def main() -> None:
                    help="CUDA: also time the worker with --hw-decode on and with --hw-decode off")
     p.add_argument("--skip-md", action="store_true",
                    help="tuning runs: skip MegaDetector (saves GPU minutes; writes a separate -worker-only record)")
+    p.add_argument("--resident-shards", type=int, default=0,
+                   help="also run the images as N shards through one resident worker (--resident-modes): a "
+                        "node's rate, the server's start-up and compile included")
+    p.add_argument("--resident-modes", default="eager,compiled",
+                   help="with --resident-shards: eager, compiled or both (comma-separated; default both)")
+    p.add_argument("--results-dir", default=str(REPO / "bench" / "results"), help="where the record is written")
     p.add_argument("--images-only", action="store_true",
                    help="write the --images into --workdir and exit (a later run there reuses them)")
     p.add_argument("--compile-cold-images", type=int, default=None,
                    help="with --worker-compile: run the cold-cache compile on the first N images only (its first "
                         "batch time is the compile's cost); the warm run still takes every image")
     args = p.parse_args()
+    modes = {m.strip() for m in args.resident_modes.split(",")}
+    if not modes <= {"eager", "compiled"}:
+        p.error(f"--resident-modes {args.resident_modes!r}: use eager, compiled or both")
     if args.images_only:
         t = time.monotonic()
         make_images(Path(args.workdir or tempfile.mkdtemp(prefix="trapbatch-bench-")) / "images", args.images)
@@ -305,7 +369,7 @@ def main() -> None:
     date = dt.date.today().isoformat()
     # A tuning run without MegaDetector never overwrites a full record (the issue's figures need all four).
     suffix = ("-worker-only" if args.skip_md else "") + args.record_suffix
-    out = REPO / "bench" / "results" / f"worker_throughput-{date}-{gpu.replace(' ', '_')}{suffix}.json"
+    out = Path(args.results_dir) / f"worker_throughput-{date}-{gpu.replace(' ', '_')}{suffix}.json"
 
     def save() -> None:
         record = {"gpu": gpu, "date": date, "images": len(names),
@@ -330,6 +394,19 @@ def main() -> None:
               f"{v_summary.get('steady_img_s')} img/s, batch {v_summary.get('batch_size')}); stages "
               f"{v_summary.get('stages')}")
         save()
+    if args.resident_shards:
+        for compiled_node in [m == "compiled" for m in ("eager", "compiled") if m in modes]:
+            key = "resident_node_compiled" if compiled_node else "resident_node"
+            worker_detail[key] = run_resident_node(model, folder, names, args.resident_shards, args.workers,
+                                                   compiled_node, work)
+            results[f"{key}_img_s"] = worker_detail[key]["img_s"]
+            print(f"node        {results[f'{key}_img_s']:.2f} img/s over {args.resident_shards} shards through one "
+                  f"resident worker{' compiling' if compiled_node else ''} (first spawn to last exit, "
+                  f"{worker_detail[key]['wall_s']:.1f} s); / ceiling = "
+                  f"{results[f'{key}_img_s'] / results['ceiling_img_s']:.2f}; shards: "
+                  + "; ".join(f"{r['seconds']} s, first batch {r['first_batch_s']} s, steady {r['steady_img_s']}"
+                              for r in worker_detail[key]["per_shard"]))
+            save()
     if args.worker_compile:
         # Twice, sharing one fresh TorchInductor cache: the first run compiles from nothing (a node's first shard),
         # the second finds the kernels cached (every later shard on that node: the worker keeps the cache in the

@@ -1,0 +1,37 @@
+"""``bench/worker_throughput.py`` on the CPU: what a lent GPU's one call relies on runs end to end here first.
+
+A GPU lease is 15 minutes a session; a bench that breaks after the images are written spends it. Checked: images
+written ahead (``--images-only``) are reused, the worker and ceiling figures and the resident-node run (two shards
+through one server, the second reusing its model) land in the record.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from gpu_batch.tests.conftest import REPO_ROOT
+
+
+def test_the_worker_benchmark_runs_on_the_cpu_and_records_a_resident_node(tmp_path: Path) -> None:
+    bench = [sys.executable, str(REPO_ROOT / "bench" / "worker_throughput.py"), "--workdir", str(tmp_path / "w"),
+             "--images", "6"]
+    ahead = subprocess.run([*bench, "--images-only"], capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
+    assert ahead.returncode == 0, ahead.stderr[-3000:]
+    images = sorted((tmp_path / "w" / "images").glob("*.jpg"))
+    assert len(images) == 6 and not list((tmp_path / "w" / "images").glob("*.part"))
+    written = {p.name: p.stat().st_mtime_ns for p in images}
+    proc = subprocess.run([*bench, "--skip-md", "--arch", "yolov5n", "--workers", "2", "--resident-shards", "2",
+                           "--resident-modes", "eager", "--results-dir", str(tmp_path / "results")],
+                          capture_output=True, text=True, timeout=900, cwd=REPO_ROOT)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "w" / "images").glob("*.jpg")} == written  # reused
+    (record_file,) = (tmp_path / "results").glob("worker_throughput-*-cpu-worker-only.json")
+    record = json.loads(record_file.read_text())
+    assert record["images"] == 6 and record["md_images"] == 0
+    assert record["worker_img_s"] > 0 and record["ceiling_img_s"] > 0 and record["resident_node_img_s"] > 0
+    node = record["worker_detail"]["resident_node"]
+    assert node["shards"] == 2 and node["compiled"] is False
+    assert [s["model_cache_hit"] for s in node["per_shard"]] == [False, True]  # one server, the model kept
+    assert "node " in proc.stdout and "over 2 shards through one resident worker" in proc.stdout
