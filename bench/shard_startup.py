@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -114,12 +113,9 @@ def main() -> None:
                   f"{str(runs[-1]['model_cache_hit']):>9}")
         print(json.dumps(rows))
     finally:
-        pid_file = Path(str(sock) + ".pid")
-        if pid_file.exists():
-            try:
-                os.kill(int(pid_file.read_text()), signal.SIGTERM)
-            except (ValueError, OSError):
-                pass
+        from gpu_batch.worker.resident_protocol import stop_server
+
+        stop_server(sock)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -153,7 +153,6 @@ def run_resident_node(model: Path, folder: Path, names: list[str], shards: int, 
     node's first shard does. The rate runs from the first client's spawn to the last one's exit: the server's imports,
     model load and compile are in it, as they are in a node's time.
     """
-    import signal
 
     node = Path(tempfile.mkdtemp(prefix="tbnode", dir="/tmp"))  # short: a Unix socket path has at most 107 bytes
     sock = node / "w.sock"
@@ -186,12 +185,10 @@ def run_resident_node(model: Path, folder: Path, names: list[str], shards: int, 
                                                           "model_cache_hit", "decode", "start_to_first_batch_s")})
         wall = time.monotonic() - started
     finally:
-        pid_file = Path(str(sock) + ".pid")
-        if pid_file.exists():
-            try:
-                os.kill(int(pid_file.read_text()), signal.SIGTERM)
-            except (ValueError, OSError):
-                pass
+        from gpu_batch.worker.resident_protocol import stop_server
+
+        stop_server(sock)
+        shutil.rmtree(node, ignore_errors=True)
     return {"img_s": round(len(names) / wall, 3), "wall_s": round(wall, 3), "shards": shards,
             "compiled": compile_models, "per_shard": summaries}
 

@@ -38,6 +38,7 @@ from cli.download import blob_service, download
 from cli.progress import LineReporter, wait_for
 from core import mdformat, notimages
 from devhost.azurite import Azurite, free_port, start_azurite
+from gpu_batch.worker.resident_protocol import stop_server
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples" / "images"
@@ -290,38 +291,11 @@ def _stop_services(devhost: subprocess.Popen[bytes] | None, azurite: Azurite, re
 
 
 def _stop_resident(socket_path: Path) -> int:
-    """End the resident worker serving ``socket_path``, if one started (SIGTERM, then SIGKILL after 15 s), and
-    remove its folder (socket, pid file, log); its pid, 0 when none had started."""
-    pid_file = Path(f"{socket_path}.pid")
-    try:
-        pid = int(pid_file.read_text(encoding="ascii"))
-    except (OSError, ValueError):
-        pid = 0
-    if pid > 0:
-        try:
-            os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + 15
-            while time.monotonic() < deadline and not _ended(pid):
-                time.sleep(0.1)
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    """End the resident worker serving ``socket_path``, if one started, and remove its folder (socket, pid file,
+    log); its pid, 0 when none had started."""
+    pid = stop_server(socket_path)
     shutil.rmtree(socket_path.parent, ignore_errors=True)
     return pid
-
-
-def _ended(pid: int) -> bool:
-    """Whether process ``pid`` is gone or a zombie (where no init reaps orphans, as in some containers)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
-    except (OSError, IndexError):  # no /proc: ask the kernel
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        return False
 
 
 if __name__ == "__main__":

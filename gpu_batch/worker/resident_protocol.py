@@ -37,6 +37,7 @@ import functools
 import hashlib
 import json
 import os
+import signal
 import socket
 import struct
 import time
@@ -168,3 +169,41 @@ def process_start_unix() -> float:
         return time.time() - (uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
     except (OSError, ValueError, IndexError):
         return _IMPORTED_AT
+
+
+def stop_server(socket_path: Path, grace_s: float = 15.0) -> int:
+    """End the server that wrote ``<socket_path>.pid``, if any: SIGTERM, then SIGKILL after ``grace_s``.
+
+    For whoever started a server for a run of its own (``make demo``, the benchmarks); returns its pid, 0 when none
+    had started. Files beside the socket stay for the caller to remove.
+    """
+    try:
+        pid = int(Path(f"{socket_path}.pid").read_text(encoding="ascii"))
+    except (OSError, ValueError):
+        return 0
+    if pid <= 0:
+        return 0
+    try:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline and not process_ended(pid):
+            time.sleep(0.1)
+        if not process_ended(pid):
+            os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    return pid
+
+
+def process_ended(pid: int) -> bool:
+    """Whether process ``pid`` is gone or a zombie (where no init reaps orphans, as in some containers)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+    except (OSError, IndexError):  # no /proc: ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
