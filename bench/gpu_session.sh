@@ -34,8 +34,10 @@ STEP_HWDECODE_S="${STEP_HWDECODE_S:-30}" DECODE_COMPARE="${DECODE_COMPARE:-1}"
 # worker cold and warm (bench/shard_startup.py; issue 14's <= 2 s on a warm node). E.g. STEP_STARTUP_S=90 with
 # STEP_COMPILED_S=50 in a session whose compiled oracle already passed.
 STEP_STARTUP_S="${STEP_STARTUP_S:-0}" BUDGET_S="${BUDGET_S:-580}"
-# PREGEN_IMAGES=N writes the benchmark's N images in the background (16 cores, ~90 s for 20,000) while the oracle and
-# engine tests run on the GPU; the benchmark (give it --images N too) waits for them and makes none itself.
+# PREGEN_IMAGES=N writes the benchmark's N images in the background (16 cores, 153 s for 20,000 on 2026-12-04) while
+# the oracle and engine tests run on the GPU; the benchmark (give it --images N too) waits for them and makes none
+# itself. Niced since 2026-12-04, when at full priority beside the oracles (90 s, 30 s, 34 s limits) it made all
+# three time out; alone they took 51, 29 and 117 s.
 # COMPILED_ORACLE_FIRST=1 runs the compiled oracle right after the engine test, inside that wait, cut so that at
 # least RESERVE_S (default 360) of the budget is left for the benchmark and the start-up step.
 PREGEN_IMAGES="${PREGEN_IMAGES:-0}" COMPILED_ORACLE_FIRST="${COMPILED_ORACLE_FIRST:-0}" RESERVE_S="${RESERVE_S:-360}"
@@ -52,7 +54,7 @@ grep -q "^imports ok" "$OUT/env.txt" || exit 1
 touch /tmp/gpu_session.started
 gen_pid=""
 if [ "$PREGEN_IMAGES" -gt 0 ]; then
-  python3 bench/worker_throughput.py --workdir /tmp/bench --images "$PREGEN_IMAGES" --images-only \
+  nice -n 19 python3 bench/worker_throughput.py --workdir /tmp/bench --images "$PREGEN_IMAGES" --images-only \
     > /tmp/gpu_session.pregen.log 2>&1 &  # into steps.txt after: the device returns at most 8 files
   gen_pid=$!
 fi
