@@ -249,3 +249,14 @@ def test_gpu_decode_batch_uses_the_engine_and_falls_back_per_image(checkpoint: P
         assert diff.float().mean().item() < 2.0, name  # decoders differ in rounding and chroma upsampling only
     counts: dict[str, Any] = stages.decoded_by.counts()
     assert counts.get(DECODER_HW, 0) >= 2 and sum(counts.values()) == len(files)
+
+
+def test_the_probe_compares_against_a_writable_array() -> None:
+    """torch.from_numpy on PIL's read-only array warned in every GPU worker's log (seen on an H200, 2026-12-04)."""
+    import warnings
+
+    data, expected = hwdecode._probe_jpeg()
+    assert data[:2] == b"\xff\xd8" and expected.shape == (480, 640, 3) and expected.flags.writeable
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        torch.from_numpy(expected)

@@ -468,7 +468,8 @@ def test_serve_compiles_when_told_on_its_command_line_or_by_the_environment_it_s
 
     flagged, plain = (build_parser().parse_args(["serve", *extra]) for extra in (["--compile"], []))
     assert compiles_models(flagged, {}) is True and compiles_models(flagged, {"TRAPBATCH_RESIDENT_COMPILE": "0"})
-    assert compiles_models(plain, {}) is False and compiles_models(plain, {"TRAPBATCH_RESIDENT_COMPILE": "off"}) is False
+    assert compiles_models(plain, {}) is False
+    assert compiles_models(plain, {"TRAPBATCH_RESIDENT_COMPILE": "off"}) is False
     assert compiles_models(plain, {"TRAPBATCH_RESIDENT_COMPILE": "1"}) is True
     assert compiles_models(plain, {"TRAPBATCH_RESIDENT_COMPILE": " Yes "}) is True
 

@@ -220,7 +220,7 @@ def _probe_jpeg() -> tuple[bytes, Any]:
     buf = io.BytesIO()
     Image.fromarray(pixels).save(buf, format="JPEG", quality=90)  # baseline, 4:2:0
     data = buf.getvalue()
-    return data, np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    return data, np.array(Image.open(io.BytesIO(data)).convert("RGB"))  # writable: torch.from_numpy warns otherwise
 
 
 def create_hw_decoder(device_index: int) -> ProbeResult:
