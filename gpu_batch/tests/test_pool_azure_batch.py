@@ -419,6 +419,18 @@ def test_worker_image_leaves_the_node_shared_caches_alone() -> None:
     assert "--gpus" not in text
 
 
+def test_worker_image_can_compile_the_network() -> None:
+    """``--compile`` (``serve --compile``, Bicep ``residentCompile``): TorchInductor's GPU kernels are Triton's, whose
+    launchers are built at run time with CC/gcc/clang against Python.h (triton/runtime/build.py), so the image
+    carries gcc, the C library's headers and the worker Python's headers (without them it runs eager, saying why)."""
+    lines = [ln.strip() for ln in (REPO / "gpu_batch" / "Dockerfile").read_text().splitlines()]
+    text = "\n".join(ln for ln in lines if ln and not ln.startswith("#"))
+    (install,) = re.findall(r"apt-get install[^&]*", text)
+    installed = set(install.replace("\\", " ").split())
+    assert {"python3.11", "python3.11-venv", "gcc", "libc6-dev", "python3.11-dev"} <= installed
+    assert "python3.11 -m venv" in text  # the headers are those of the Python the worker runs
+
+
 # ---------------------------------------------------------------- the node's driver (worker.cuda_check)
 
 def probe(torch_cuda: str | None, available: bool, driver_cuda: int | None, driver: str | None = None) -> CudaProbe:

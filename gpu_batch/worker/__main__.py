@@ -239,6 +239,7 @@ def _run(args: argparse.Namespace, env: Mapping[str, str], fault: Any, process_s
 
     if stop_check is not None:
         stop_check()
+    _check_compile(args, env, label)
     loaded = _cached_detector(args, env, service, manifest, device, label, models)
     if loaded is None:
         return ShardOutcome(EXIT_MODEL)
@@ -393,6 +394,23 @@ def _choose_decode(args: argparse.Namespace, env: Mapping[str, str], device: str
         return hwdecode.select_decoder(device, hwdecode.decode_mode(args.hw_decode, env))
     except (ValueError, hwdecode.HwDecodeUnavailable) as exc:
         raise _Usage(str(exc)) from exc
+
+
+def _check_compile(args: argparse.Namespace, env: Mapping[str, str], label: str) -> None:
+    """``--compile`` where this machine cannot compile (``caches.compile_blocker``): eager, saying why.
+
+    Why not exit 2: the shard's images can still be run, and a resubmitted attempt would meet the same node image;
+    the log and the summary's ``compile_skipped`` tell the operator what to install. Decided before the model
+    cache is asked, so a resident worker caches the eager network under the eager key.
+    """
+    from gpu_batch.worker.caches import compile_blocker
+
+    args.compile_skipped = None
+    if args.compile:
+        blocker = compile_blocker(env)
+        if blocker is not None:
+            logger.warning("%s --compile was asked for, but %s; running the network eager", label, blocker)
+            args.compile, args.compile_skipped = False, blocker
 
 
 def _choose_decode_in_background(args: argparse.Namespace, env: Mapping[str, str],
@@ -628,7 +646,7 @@ def _summary_dict(summary: ShardSummary, args: argparse.Namespace, device: str, 
     first_unix = (time.time() - (time.monotonic() - summary.first_batch_at)
                   if summary.first_batch_at is not None else None)
     return {**summary.to_dict(), "batch_size": summary.batch_size, "device": device,
-            "compiled": bool(args.compile),
+            "compiled": bool(args.compile), "compile_skipped": getattr(args, "compile_skipped", None),
             "cudnn_benchmark": summary.cudnn_benchmark, "import_s": round(import_s, 3),
             "decode": summary.decode, "decode_reason": summary.decode_reason, "decoded_by": summary.decoded_by,
             "model_load_s": round(model_loaded_s, 3),

@@ -1,4 +1,5 @@
-"""Where the worker keeps what outlives one shard: downloaded models and TorchInductor's compiled kernels.
+"""Where the worker keeps what outlives one shard: downloaded models and TorchInductor's compiled kernels; and
+whether this machine can compile at all.
 
 Why a module of its own, free of torch: the compile cache must be chosen before torch is imported, because importing
 torch's compiler writes its default into ``TORCHINDUCTOR_CACHE_DIR`` (after which it looks "explicitly set").
@@ -6,6 +7,8 @@ torch's compiler writes its default into ``TORCHINDUCTOR_CACHE_DIR`` (after whic
 from __future__ import annotations
 
 import os
+import shutil
+import sysconfig
 from pathlib import Path
 from typing import Mapping
 
@@ -40,3 +43,25 @@ def compile_cache_dir(env: Mapping[str, str] | None = None) -> Path | None:
         return Path(env["TORCHINDUCTOR_CACHE_DIR"])
     shared = env.get("AZ_BATCH_NODE_SHARED_DIR")
     return Path(shared) / "trapbatch" / "inductor-cache" if shared else None
+
+
+def compile_blocker(env: Mapping[str, str] | None = None) -> str | None:
+    """Why ``--compile`` cannot work here, or None.
+
+    Why: TorchInductor's GPU kernels are Triton kernels, and Triton builds each kernel's launcher as a C extension at
+    run time: it needs a C compiler (``CC``, else ``gcc`` or ``clang`` on the PATH; ``triton/runtime/build.py``
+    raises "Failed to find C compiler" otherwise) and Python's headers (``Python.h`` in ``sysconfig``'s include
+    folder). Without them the first compiled batch raises, every shard fails and is resubmitted to fail again; the
+    worker checks first and runs eager instead, saying why.
+    """
+    env = os.environ if env is None else env
+    cc = env.get("CC")
+    path = env.get("PATH")
+    if not (cc and shutil.which(cc, path=path)) and not any(shutil.which(c, path=path) for c in ("gcc", "clang")):
+        return ("no C compiler (CC, gcc or clang) for Triton to build its kernel launchers: install gcc (and "
+                "libc6-dev) in the worker image")
+    headers = Path(sysconfig.get_paths()["include"]) / "Python.h"
+    if not headers.exists():
+        return (f"no Python headers ({headers}) for Triton's kernel launchers: install the python3.x-dev package "
+                "of the worker's Python")
+    return None
