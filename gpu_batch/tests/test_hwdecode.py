@@ -121,7 +121,7 @@ def test_the_engine_probe_runs_beside_the_model_load_and_its_errors_reach_the_sh
     is probed the choice, and its usage errors, come at once, before a model is loaded."""
     import threading
 
-    from gpu_batch.worker.__main__ import _choose_decode_in_background, _Usage
+    from gpu_batch.worker.__main__ import _choose_decode_in_background, _settle, _Usage
 
     with pytest.raises(_Usage, match="runs on cpu"):  # the real choice, at once
         _choose_decode_in_background(argparse.Namespace(hw_decode="on"), {}, "cpu")
@@ -147,6 +147,7 @@ def test_the_engine_probe_runs_beside_the_model_load_and_its_errors_reach_the_sh
     required = _choose_decode_in_background(argparse.Namespace(hw_decode="on"), {}, "cuda:0")
     with pytest.raises(_Usage, match="required but is unavailable"):
         required()
+    _settle(required)  # a shard ending early (exit 3, 5) waits for the probe and keeps its own exit code
 
     probed_on.clear()
     assert _choose_decode_in_background(argparse.Namespace(hw_decode="off"), {}, "cuda:0")() is ready

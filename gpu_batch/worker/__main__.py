@@ -233,6 +233,7 @@ def _run(args: argparse.Namespace, env: Mapping[str, str], fault: Any, process_s
     pending_decode = _choose_decode_in_background(args, env, device)  # the engine probe overlaps them too
     opened = _open_images_and_output(args, env, blob_mode, service, manifest, label)
     if opened is None:
+        _settle(pending_decode)
         return ShardOutcome(EXIT_SOURCE)
     source, sink = opened
     source = fault.wrap_source(source, manifest.attempt)
@@ -242,6 +243,7 @@ def _run(args: argparse.Namespace, env: Mapping[str, str], fault: Any, process_s
     _check_compile(args, env, label)
     loaded = _cached_detector(args, env, service, manifest, device, label, models)
     if loaded is None:
+        _settle(pending_decode)
         return ShardOutcome(EXIT_MODEL)
     path, model, cache_hit = loaded
     decode = pending_decode()  # counted in "model ready": what the load did not hide of the probe is start-up too
@@ -446,6 +448,18 @@ def _choose_decode_in_background(args: argparse.Namespace, env: Mapping[str, str
 
     threading.Thread(target=work, name="decoder-probe", daemon=True).start()
     return pending.result
+
+
+def _settle(pending_decode: Callable[[], DecodeSelection]) -> None:
+    """Wait for the engine probe of a shard that ends early (exit 3 or 5), whatever it found.
+
+    Why: a CLI worker exits right after; a probe thread still inside nvImageCodec's or CUDA's initialisation while
+    the interpreter shuts down could crash it and turn the shard's exit code into a signal's.
+    """
+    try:
+        pending_decode()
+    except Exception:  # noqa: BLE001 - the shard already failed for another reason, which is the one to report
+        pass
 
 
 def _open_images_and_output(args: argparse.Namespace, env: Mapping[str, str], blob_mode: bool, service: Any,
