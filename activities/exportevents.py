@@ -6,17 +6,21 @@ photo's event by deployment and time span. ``orchestrations.exports`` runs, afte
 
 * ``run_exports_events``: every part's event records (``core.camtrap_events``) grouped into events, a camera at a
   time; writes the event rows (a work blob the combine appends to ``observations.csv``), ``camera-visits.csv``, and
-  for each part with time-grouped photos its share of the index (the events its photos span: 18 bytes an event).
+  for each part with time-grouped photos its share of the index (the events its photos span: 18 bytes an event) and
+  of the frames (``EventFrames``: each of its time-grouped photos' event, place in it and the event's size).
 * ``run_exports_link_part``, per such part in parallel: its observations fragment streamed again with each
-  time-grouped photo's media-level rows given their event's id (``link_observations``), into a fragment of its own
-  (the part's own fragment stays as written, so a part run again cannot undo a link).
+  time-grouped photo's media-level rows given their event's id (``link_observations``), and its COCO images with
+  their ``seq_id``, ``seq_num_frames`` and ``frame_num`` (``link_coco_images``), each into a fragment of its own
+  (the part's own fragments stay as written, so a part run again cannot undo a link).
 
-The combine then composes ``observations.csv`` from the linked fragments: the bytes of the single activity, which
-links its own rows the same way (``activities.exports.link_event_ids``). Idempotent: each writes the same bytes.
-Memory: the records (42 bytes a timed image, 401 MiB at ten million), one camera's times and order and the index (18
-bytes an event) for the grouping (482-828 MiB at ten million images, ``bench/camtrap_events.py``); for a link, the part's
-share of the index (the events its photos span, ``time_windows``) and, only when the detection time falls inside an
-event, its photos without a capture time.
+The combine then composes ``observations.csv`` and ``coco.json`` from the linked fragments: the bytes of the single
+activity, which links its own lines the same way (``activities.exports.link_event_ids``, ``link_coco_images``).
+Idempotent: each writes the same bytes. A part whose records were written before they named their photos, or a link
+after an events step that numbered no frames (both recorded before), leaves its COCO images as they were.
+Memory: the records (50 bytes a timed image), one camera's times and order, the index (18 bytes an event) and the
+frames (24 bytes a time-grouped photo) for the grouping (``bench/camtrap_events.py``, bench/RESULTS.md); for a link,
+the part's shares (the events its photos span, ``time_windows``, and its own photos' frames) and, only when the
+detection time falls inside an event, its photos without a capture time.
 """
 from __future__ import annotations
 
@@ -27,9 +31,10 @@ from typing import Iterable
 
 import azure.durable_functions as df
 
-from activities.exportparts import (EVENT_ROWS, FRAGMENT_BLOCK_BYTES, INDEX, LINKED, _fragment, _work,
-                                    read_event_records)
-from activities.exports import link_event_ids, prepare, read_results_head, write_camera_visits, write_events
+from activities.exportparts import (EVENT_ROWS, FRAGMENT_BLOCK_BYTES, FRAMES, IMAGES_LINKED, INDEX, LINKED, _fragment,
+                                    _work, read_event_records)
+from activities.exports import (link_coco_images, link_event_ids, prepare, read_results_head, write_camera_visits,
+                                write_events)
 from adapters import clients
 from adapters.block_writer import BlockBlobWriter, open_blob
 from adapters.blobs import BlobStore
@@ -40,6 +45,8 @@ from gpu_batch import layout
 
 logger = logging.getLogger(__name__)
 bp = df.Blueprint()
+FRAMES_BLOCK_BYTES = 256 * 1024  # each part's frames share buffers this much while the grouping writes it (50
+# parts at ten million images: 12.5 MiB; ~900 blocks staged in all)
 
 
 def run_exports_events(payload: c.ExportsEventsInput, settings: Settings, store: BlobStore) -> c.ExportsEventsOutput:
@@ -52,11 +59,20 @@ def run_exports_events(payload: c.ExportsEventsInput, settings: Settings, store:
     cameras: list[camtrap_events.CameraVisits] = []
     index = camtrap_events.EventIndex()
     rows_blob = f"{_work(task_id, variant)}{EVENT_ROWS}"
-    with BlockBlobWriter(store, container, rows_blob, "application/octet-stream", FRAGMENT_BLOCK_BYTES) as blob:
-        stream = io.TextIOWrapper(io.BufferedWriter(blob, 1 << 16), encoding="utf-8", newline="")
-        events, rows = write_events(stream, camtrap, records, ctx.event_interval_s(settings), cameras, index)
-        stream.flush()
-        stream.detach().detach()  # the blob commits as the with block ends
+    with ExitStack() as shares:
+        def share(i: int) -> BlockBlobWriter:
+            """Part ``i``'s frames, streamed to its blob as the cameras come (held whole, they were 24 bytes a
+            photo: 229 MiB more at ten million, bench/RESULTS.md); committed as the grouping ends."""
+            return shares.enter_context(BlockBlobWriter(store, container, _fragment(
+                task_id, variant, payload["parts"][i], FRAMES), "application/octet-stream", FRAMES_BLOCK_BYTES))
+
+        frames = camtrap_events.EventFrames(len(records), share)
+        with BlockBlobWriter(store, container, rows_blob, "application/octet-stream", FRAGMENT_BLOCK_BYTES) as blob:
+            stream = io.TextIOWrapper(io.BufferedWriter(blob, 1 << 16), encoding="utf-8", newline="")
+            events, rows = write_events(stream, camtrap, records, ctx.event_interval_s(settings), cameras, index,
+                                        frames)
+            stream.flush()
+            stream.detach().detach()  # the blob commits as the with block ends
     visits = write_camera_visits(store, ctx, cameras, ctx.event_interval_s(settings))
     link = []
     for part, held in zip(payload["parts"], records):
@@ -97,7 +113,20 @@ def run_exports_link_part(payload: c.ExportsLinkPartInput, settings: Settings,
             link_event_ids(observations, media, index, completed_at, out)
             out.flush()
             out.detach().detach()  # the blob commits as the with block ends
-    return {"part": part, "bytes": blob.bytes_written}
+        linked: c.ExportsLinkPartOutput = {"part": part, "bytes": blob.bytes_written}
+        # absent: the events were grouped before they numbered the frames, or from records that named no photo
+        share = store.read_bytes_or_none(container, _fragment(task_id, variant, part, FRAMES))
+        if share is None:
+            return linked
+        frames = camtrap_events.EventFrames.from_bytes(share)
+        with BlockBlobWriter(store, container, _fragment(task_id, variant, part, IMAGES_LINKED),
+                             "application/octet-stream", FRAGMENT_BLOCK_BYTES) as blob:
+            out = io.TextIOWrapper(io.BufferedWriter(blob, 1 << 16), encoding="utf-8", newline="")
+            link_coco_images(text("images"), frames, out)
+            out.flush()
+            out.detach().detach()
+    linked["images_bytes"] = blob.bytes_written
+    return linked
 
 
 @bp.activity_trigger(input_name="payload", activity=c.EXPORTS_EVENTS)

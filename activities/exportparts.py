@@ -9,14 +9,14 @@ that keeps the single activity on replay):
   one entry per line), exactly as the single activity treats them (image sizes from the entries, a ranged header
   read only for an entry without them; the image list's rows from the part's first shard on), written as four
   fragments (COCO images and annotations, each item with its leading comma; Camtrap DP media and observations rows)
-  plus the part's deployment facts, and its timed images' event records (``core.camtrap_events``, 42 bytes an
+  plus the part's deployment facts, and its timed images' event records (``core.camtrap_events``, 50 bytes an
   image, read from the Camtrap DP lines it writes). The entries are read by ranges and the fragments streamed to
   their blobs as written, the workers' view lines straight into them (``ViewLines(direct=...)``): nothing on the
   local disk.
   Memory: one shard's view or one entry at a time, and the fragments' blocks (4 x 4 MB).
 * ``run_exports_combine``: composes ``coco.json``, ``media.csv`` and ``observations.csv`` from the fragments with
-  ``adapters.compose`` (server side where the service allows; a part's observations as ``activities.exportevents``
-  linked them to their events), writes ``deployments.csv`` and ``datapackage.json`` from the combined deployments,
+  ``adapters.compose`` (server side where the service allows; a part's observations and COCO images as
+  ``activities.exportevents`` linked them to their events), writes ``deployments.csv`` and ``datapackage.json`` from the combined deployments,
   appends the event-level observations ``exports_events`` grouped from every part's records (a camera's images may
   be in several parts; for parts recorded before that step, it groups them itself, unlinked); the fragments stay
   until ``exports_zooniverse_clean``. When the parts' deployment
@@ -33,7 +33,7 @@ import csv
 import io
 import logging
 from contextlib import ExitStack
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
 import azure.durable_functions as df
 from azure.core.exceptions import ResourceNotFoundError
@@ -60,6 +60,8 @@ FRAGMENTS = ("images", "annotations", "media", "observations")
 EVENTS = "events"  # the part's event records (core.camtrap_events.EventRecords), beside the fragments
 INDEX = "event-index"  # the part's share of the events' index (activities.exportevents)
 LINKED = "observations-linked"  # the part's observations with their events' ids (activities.exportevents)
+FRAMES = "event-frames"  # the part's time-grouped photos' places in their events (activities.exportevents)
+IMAGES_LINKED = "images-linked"  # the part's COCO images with seq_id, seq_num_frames, frame_num (the same)
 EVENT_ROWS = "events.csv"  # the event rows, in the work folder (appended to observations.csv)
 FRAGMENT_BLOCK_BYTES = 4 * 1024 * 1024  # each fragment's block in memory while it is written
 
@@ -178,13 +180,18 @@ def _csv_line(row: list[Any]) -> bytes:
     return out.getvalue().encode("utf-8")
 
 
-def _pieces(task_id: str, variant: str, parts: list[c.ExportsPartOutput], name: str, comma: bool) -> list[Piece]:
-    """The parts' fragments ``name`` in order; ``comma``: the first non-empty one without its leading comma."""
-    sizes = [p["bytes"][name] for p in parts]
+def _pieces(task_id: str, variant: str, parts: list[c.ExportsPartOutput], name: str, comma: bool,
+            linked: Mapping[int, int] | None = None, linked_name: str = "") -> list[Piece]:
+    """The parts' fragments ``name`` in order; ``comma``: the first non-empty one without its leading comma.
+    ``linked``: the parts whose fragment ``linked_name`` (of that size) stands in for theirs (``exports_link_part``
+    wrote it)."""
+    chosen = [(linked_name, linked[p["part"]]) if linked and p["part"] in linked else (name, p["bytes"][name])
+              for p in parts]
     if comma:
-        return [(_fragment(task_id, variant, parts[i]["part"], name), skip, length)
-                for i, skip, length in json_ranges(sizes)]
-    return [(_fragment(task_id, variant, p["part"], name), 0, s) for p, s in zip(parts, sizes) if s]
+        return [(_fragment(task_id, variant, parts[i]["part"], chosen[i][0]), skip, length)
+                for i, skip, length in json_ranges([size for _, size in chosen])]
+    return [(_fragment(task_id, variant, p["part"], fragment), 0, size) for p, (fragment, size) in zip(parts, chosen)
+            if size]
 
 
 def _event_records(store: BlobStore, container: str, task_id: str, variant: str,
@@ -219,8 +226,11 @@ def run_exports_combine(payload: c.ExportsCombineInput, settings: Settings,
     camtrap = ctx.camtrap()
     exportparts.combine_deployments(camtrap, facts)
     writer = coco.CocoWriter(io.StringIO(), io.StringIO(), ctx.cut, ctx.categories)
+    # a linked part's images carry their events' seq_id, seq_num_frames and frame_num (activities.exportevents)
+    linked_images = {int(part): int(size) for part, size in payload.get("linked_images") or []}
     compose_blob(store, container, layout.coco_blob(task_id, variant),
-                 [writer.head(ctx.coco_info()).encode("utf-8"), *_pieces(task_id, variant, parts, "images", True),
+                 [writer.head(ctx.coco_info()).encode("utf-8"),
+                  *_pieces(task_id, variant, parts, "images", True, linked_images, IMAGES_LINKED),
                   coco.IMAGES_TO_ANNOTATIONS.encode("utf-8"), *_pieces(task_id, variant, parts, "annotations", True),
                   writer.tail().encode("utf-8")], "application/json")
     # the event rows streamed to a fragment of their own (hundreds of MB at ten million images), composed last;
@@ -245,11 +255,8 @@ def run_exports_combine(payload: c.ExportsCombineInput, settings: Settings,
     linked = {int(part): int(size) for part, size in payload.get("linked") or []}
     for name, columns in (("media", camtrapdp.MEDIA_COLUMNS), ("observations", camtrapdp.OBSERVATION_COLUMNS)):
         tail: list[Piece] = [(events_csv, 0, rows_bytes)] if name == "observations" and event_rows else []
-        pieces = _pieces(task_id, variant, parts, name, False)
-        if name == "observations" and linked:  # a linked part's rows name their events (activities.exportevents)
-            pieces = [(_fragment(task_id, variant, p["part"], LINKED), 0, linked[p["part"]]) if p["part"] in linked
-                      else (_fragment(task_id, variant, p["part"], name), 0, p["bytes"][name])
-                      for p in parts if p["bytes"][name]]
+        # a linked part's rows name their events (activities.exportevents)
+        pieces = _pieces(task_id, variant, parts, name, False, linked if name == "observations" else None, LINKED)
         compose_blob(store, container, layout.camtrap_dp_blob(task_id, f"{name}.csv", variant),
                      [_csv_line(columns), *pieces, *tail], "text/csv; charset=utf-8")
     table = b"".join(_csv_line(r) for r in [camtrapdp.DEPLOYMENT_COLUMNS, *camtrap.deployment_rows()])

@@ -577,13 +577,15 @@ def write_descriptor(store: BlobStore, ctx: ExportContext, camtrap: camtrapdp.Ca
 def write_events(out: "LineBuffer | IO[str]", camtrap: camtrapdp.CamtrapBuilder,
                  parts: Sequence[camtrap_events.EventRecords], interval_s: float,
                  cameras: list[camtrap_events.CameraVisits] | None = None,
-                 index: camtrap_events.EventIndex | None = None) -> tuple[int, int]:
+                 index: camtrap_events.EventIndex | None = None,
+                 frames: camtrap_events.EventFrames | None = None) -> tuple[int, int]:
     """The event-level observations of the parts' records (``core.camtrap_events``) appended to ``out``, with the
     media observations' classifier and time; returns how many events and how many rows. ``cameras`` gets each
-    camera's visits (``write_camera_visits``), ``index`` the time-grouped events (``link_event_ids``)."""
+    camera's visits (``write_camera_visits``), ``index`` the time-grouped events (``link_event_ids``), ``frames``
+    their photos' places in them (``link_coco_images``)."""
     events = rows = 0
     for text, n, found in camtrap_events.event_lines(parts, camtrap.classified_by, camtrap.completed_at, interval_s,
-                                                     cameras, index):
+                                                     cameras, index, frames):
         out.write(text)
         rows += n
         events += found
@@ -599,6 +601,15 @@ def link_event_ids(observations: IO[str], media: Callable[[], Iterable[str]], in
     untimed = camtrap_events.untimed_media(media()) if index.holds(completed_at) else set()
     buffer = LineBuffer(out)
     for line in camtrap_events.link_observations(iter(observations), index, untimed):
+        buffer.write(line)
+    buffer.flush()
+
+
+def link_coco_images(images: Iterable[str], frames: camtrap_events.EventFrames, out: IO[str]) -> None:
+    """COCO's image lines (as written, from the start) to ``out`` with each time-grouped photo's ``seq_id``,
+    ``seq_num_frames`` and ``frame_num`` (``core.camtrap_events.link_coco_images``)."""
+    buffer = LineBuffer(out)
+    for line in camtrap_events.link_coco_images(images, frames):
         buffer.write(line)
     buffer.flush()
 
@@ -674,8 +685,9 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
                     lengths.append(len(line))
             cameras: list[camtrap_events.CameraVisits] = []
             index = camtrap_events.EventIndex()
+            frames = camtrap_events.EventFrames(1)
             events, event_rows = write_events(observations, camtrap, [tap.records()], ctx.event_interval_s(settings),
-                                              cameras, index)
+                                              cameras, index, frames)
             media.flush()
             observations.flush()
             if index.deployments():  # the time-grouped photos' media-level rows name their events
@@ -689,6 +701,13 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
                 link_event_ids(tmp["observations"], media_rows, index.lookup(), camtrap.completed_at, linked)
                 tmp["observations"].detach()
                 tmp["observations"] = linked
+            if frames.held(0):  # and COCO's images their events' seq_id, seq_num_frames and frame_num
+                writer.flush()
+                numbered = _text(files.enter_context(tempfile.TemporaryFile("w+b")))
+                tmp["images"].seek(0)
+                link_coco_images(tmp["images"], camtrap_events.EventFrames.from_bytes(frames.to_bytes(0)), numbered)
+                tmp["images"].detach()
+                tmp["images"] = writer.images = numbered
             writer.finish(tmp["coco"], ctx.coco_info())
             store_put = [(layout.coco_blob(task_id, variant), tmp["coco"], "application/json")]
             deployments = csv.writer(tmp["deployments"])

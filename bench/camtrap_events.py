@@ -48,6 +48,7 @@ def make_fragments(folder: Path, images: int, cameras: int, parts: int, burst: i
     import numpy as np
 
     from core import camtrap_events as ev
+    from gpu_batch.formats import camtrapdp
 
     rnd = np.random.default_rng(seed)
     per_camera = -(-images // cameras)
@@ -67,6 +68,8 @@ def make_fragments(folder: Path, images: int, cameras: int, parts: int, burst: i
     counts[kind == 5, 2] = 1
     best = np.where(counts > 0, rnd.random((images, len(ev.KINDS)), dtype=np.float32), 0).astype(np.float32)
     names = [f"site{c // 20:03d}/cam{c % 20:02d}" for c in range(cameras)]
+    # the photos' mediaIDs as the records keep them, of the names the link below gives its COCO lines
+    media = np.fromiter((ev.media_number(camtrapdp.media_id(_photo(i))) for i in range(images)), np.uint64, images)
     total = 0
     bounds = np.linspace(0, images, parts + 1).astype(np.int64)
     for p, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
@@ -74,11 +77,16 @@ def make_fragments(folder: Path, images: int, cameras: int, parts: int, burst: i
         local = np.searchsorted(used, camera[lo:hi]).astype(np.int32)
         records = ev.EventRecords([names[c] for c in used.tolist()], [], local, np.full(hi - lo, -1, np.int32),
                                   epoch[lo:hi].copy(), np.zeros(hi - lo, np.int16), counts[lo:hi].copy(),
-                                  best[lo:hi].copy())
+                                  best[lo:hi].copy(), media[lo:hi].copy())
         data = records.to_bytes()
         (folder / f"{p:05d}.events").write_bytes(data)
         total += len(data)
     return total
+
+
+def _photo(i: int) -> str:
+    """The synthetic name of photo ``i`` (its mediaID is what the records keep)."""
+    return f"img/{i:08d}.jpg"
 
 
 def combine(folder: Path, interval_s: float) -> dict[str, object]:
@@ -91,15 +99,20 @@ def combine(folder: Path, interval_s: float) -> dict[str, object]:
     loaded = time.process_time() - c0
     cameras: list[ev.CameraVisits] = []
     index = ev.EventIndex()
+    shares: dict[int, object] = {}  # each part's frames, streamed to a file as exports_events streams them to blobs
+    frames = ev.EventFrames(len(parts), lambda i: shares.setdefault(i, (folder / f"{i:05d}.frames").open("wb")))
     rows = events = written = 0
     for text, n, found in ev.event_lines(parts, "MegaDetector v5a.0.0", "2026-12-04T00:00:00+00:00", interval_s,
-                                         cameras, index):
+                                         cameras, index, frames):
         written += len(text.encode("utf-8"))
         rows += n
         events += found
     table = ev.camera_visits_csv(cameras, interval_s, 0.2)
+    for stream in shares.values():
+        stream.close()  # type: ignore[attr-defined]
+    frames_bytes = [(folder / f"{i:05d}.frames").stat().st_size for i in shares]
     index_bytes, first_share = [], b""
-    for k, p in enumerate(parts):  # each part's share, as exports_events writes it (and lets it go)
+    for k, p in enumerate(parts):  # each part's share of the index, as exports_events writes it (and lets it go)
         share = index.to_bytes(ev.time_windows(p))
         index_bytes.append(len(share))
         first_share = share if k == 0 else first_share
@@ -113,9 +126,19 @@ def combine(folder: Path, interval_s: float) -> dict[str, object]:
     l0 = time.process_time()
     linked = sum(1 for line in ev.link_observations(iter(sample), part_index, set()) if ",,20" not in line)
     link_cpu = time.process_time() - l0
+    # and its COCO image lines numbered (link_coco_images): one a photo, as CocoWriter writes them
+    part_frames = ev.EventFrames.from_bytes((folder / "00000.frames").read_bytes())
+    images = [',{"id":"%s","file_name":"%s","width":2048,"height":1536,"datetime":"2024:06:01 05:00:00"}\n'
+              % (_photo(i), _photo(i)) for i in range(len(first))]
+    c1 = time.process_time()
+    numbered_lines = sum(1 for line in ev.link_coco_images(iter(images), part_frames) if "frame_num" in line)
+    coco_cpu = time.process_time() - c1
     return {"records": sum(len(p) for p in parts), "events": events, "event_rows": rows, "event_rows_bytes": written,
             "cameras": len(cameras), "camera_visits_bytes": len(table), "read_s_cpu": round(loaded, 2),
             "index_mib_all_parts": round(sum(index_bytes) / 2**20, 1),
+            "frames_mib_all_parts": round(sum(frames_bytes) / 2**20, 1),
+            "coco_lines_numbered": numbered_lines,
+            "coco_link_us_per_image": round(coco_cpu / max(len(images), 1) * 1e6, 2),
             "link_one_part_rows": len(sample), "link_rows_with_event": linked,
             "link_us_per_row": round(link_cpu / max(len(sample), 1) * 1e6, 2),
             "cpu_s": round(grouping_cpu, 2), "wall_s": round(time.perf_counter() - t0, 2),

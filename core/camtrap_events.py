@@ -45,25 +45,27 @@ import json
 from array import array
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import IO, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from gpu_batch.formats import camtrapdp, csvline
+from gpu_batch.formats import camtrapdp, csvline, jsonio
 
 DEFAULT_INTERVAL_S = 60.0  # MegaDetector's SequenceOptions.episode_interval_seconds
 KINDS = ("animal", "human", "vehicle", "unknown")  # observation types an event counts (blank: none of them)
 _KIND_INDEX = {kind: i for i, kind in enumerate(KINDS)}
 _COUNT_MAX = np.iinfo(np.uint16).max
-_MAGIC = b"trapbatch-events-2\n"
+_MAGIC = b"trapbatch-events-3\n"
+_MAGIC_2 = b"trapbatch-events-2\n"  # parts recorded before the records named their photos (no ``media``)
 
 
 @dataclass
 class EventRecords:
     """One record per timed, successful image: its deployment and list sequence (indexes into ``deployments`` and
     ``sequences``; sequence -1 for none), capture time (epoch seconds and the timestamp's offset in minutes, to
-    write the event's start and end as the media rows wrote them), and per kind (``KINDS``) its boxes and highest
-    confidence."""
+    write the event's start and end as the media rows wrote them), per kind (``KINDS``) its boxes and highest
+    confidence, and its ``mediaID`` as a number (``media_number``: COCO's ``seq_id``/``frame_num`` name the photo,
+    ``EventFrames``; empty in records of parts written before, which then get none)."""
 
     deployments: list[str] = field(default_factory=list)
     sequences: list[str] = field(default_factory=list)
@@ -73,6 +75,7 @@ class EventRecords:
     offset: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int16))
     counts: np.ndarray = field(default_factory=lambda: np.zeros((0, len(KINDS)), np.uint16))
     best: np.ndarray = field(default_factory=lambda: np.zeros((0, len(KINDS)), np.float32))
+    media: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
 
     def __len__(self) -> int:
         return int(self.epoch.shape[0])
@@ -84,17 +87,34 @@ class EventRecords:
         # the names as JSON (numpy's fixed-width strings would drop a name's trailing NULs)
         names = json.dumps([self.deployments, self.sequences], ensure_ascii=False).encode("utf-8")
         np.savez(out, names=np.frombuffer(names, dtype=np.uint8), deployment=self.deployment,
-                 sequence=self.sequence, epoch=self.epoch, offset=self.offset, counts=self.counts, best=self.best)
+                 sequence=self.sequence, epoch=self.epoch, offset=self.offset, counts=self.counts, best=self.best,
+                 media=self.media)
         return out.getvalue()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "EventRecords":
-        if not data.startswith(_MAGIC):
+        """Records of this version, or of the one before (a part recorded before the upgrade: no ``media``)."""
+        magic = _MAGIC if data.startswith(_MAGIC) else _MAGIC_2 if data.startswith(_MAGIC_2) else None
+        if magic is None:
             raise ValueError("not an events fragment of this version")
-        with np.load(io.BytesIO(data[len(_MAGIC):]), allow_pickle=False) as doc:
+        with np.load(io.BytesIO(data[len(magic):]), allow_pickle=False) as doc:
             deployments, sequences = json.loads(doc["names"].tobytes().decode("utf-8"))
+            media = doc["media"] if "media" in doc.files else np.zeros(0, np.uint64)
             return cls(deployments, sequences, doc["deployment"], doc["sequence"], doc["epoch"], doc["offset"],
-                       doc["counts"], doc["best"])
+                       doc["counts"], doc["best"], media)
+
+    def named(self) -> bool:
+        """Whether the records name their photos (``media``): parts written before did not."""
+        return len(self.media) == len(self)
+
+
+def media_number(media_id: str) -> int:
+    """A ``camtrapdp.media_id`` (16 hex digits of the file's SHA-1) as the number records keep (8 bytes, not a
+    string's 70); 0 for anything else (never a real photo's: 2^-64)."""
+    try:
+        return int(media_id, 16) if len(media_id) == 16 else 0
+    except ValueError:
+        return 0
 
 
 def _rows(text: str) -> Iterable[list[str]]:
@@ -166,6 +186,7 @@ class EventTap:
         self._offset = array("l")
         self._counts = array("q")  # len(KINDS) per record
         self._best = array("d")  # len(KINDS) per record
+        self._media = array("Q")
         self._time = _Clock()
 
     def feed(self, media: str, observations: str) -> None:
@@ -208,6 +229,7 @@ class EventTap:
             self._offset.append(offset)
             self._counts.extend(seen[1:5])
             self._best.extend(seen[5:9])
+            self._media.append(media_number(row[0]))
 
     def records(self) -> EventRecords:
         n = len(self._epoch)
@@ -217,7 +239,8 @@ class EventTap:
                             np.array(self._epoch, dtype=np.int64), np.array(self._offset, dtype=np.int16),
                             np.minimum(np.array(self._counts, dtype=np.int64), _COUNT_MAX).astype(np.uint16)
                             .reshape(n, width),
-                            np.array(self._best, dtype=np.float32).reshape(n, width))
+                            np.array(self._best, dtype=np.float32).reshape(n, width),
+                            np.array(self._media, dtype=np.uint64))
 
 
 @functools.lru_cache(maxsize=256)
@@ -261,7 +284,8 @@ def _sorted_runs(parts: Sequence[EventRecords]) -> tuple[list[str], list[str], l
             # [-1]: a record without a sequence (-1) stays -1
             p.sequence = np.array([seq_index[s] for s in p.sequences] + [-1], dtype=np.int32)[p.sequence]
             order = np.lexsort((p.epoch, p.sequence, p.deployment))
-            for name in ("deployment", "sequence", "epoch", "offset", "counts", "best"):
+            for name in ("deployment", "sequence", "epoch", "offset", "counts", "best") + (("media",) if p.named()
+                                                                                           else ()):
                 setattr(p, name, getattr(p, name)[order])
         p.deployments, p.sequences = deployments, sequences
         bounds.append(np.searchsorted(p.deployment, np.arange(len(deployments) + 1)))
@@ -321,6 +345,23 @@ class _Gather:
             counts[mine], best[mine] = p.counts[local], p.best[local]
         return counts, best
 
+    def media(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Of each sorted position, the piece it comes from (an index into the pieces) and its photo's number
+        (``EventRecords.media``; 0 in a piece written before records named their photos)."""
+        if self._order is None:
+            p, lo, _ = self._pieces[0]
+            which = np.zeros(len(positions), np.intp)
+            return which, p.media[lo + positions] if p.named() else np.zeros(len(positions), np.uint64)
+        at = self._order[positions]
+        which = np.searchsorted(self._starts, at, "right") - 1
+        media = np.zeros(len(positions), np.uint64)
+        for k in np.unique(which).tolist():
+            p, lo, _ = self._pieces[k]
+            if p.named():
+                mine = which == k
+                media[mine] = p.media[at[mine] - self._starts[k] + lo]
+        return which, media
+
 
 def _most(gather: _Gather, first: np.ndarray, last: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The most boxes and the best confidence of each kind in each event (sorted positions ``first`` to ``last``),
@@ -337,15 +378,17 @@ def _most(gather: _Gather, first: np.ndarray, last: np.ndarray) -> tuple[np.ndar
     return most, top
 
 
-def _cameras(parts: Sequence[EventRecords], interval_s: float) -> Iterator[_Camera]:
+def _cameras(parts: Sequence[EventRecords], interval_s: float,
+             frames: "EventFrames | None" = None) -> Iterator[_Camera]:
     """Each deployment's events, by deployment name, then list sequence (time-grouped images first), then time: the
     same however the images were cut into parts. A deployment at a time, so memory stays the records' own plus one
     deployment's sequences, times and order (14 and 4-8 bytes a record: a camera's images may be in any of the
     parts), and its events as strings and lists at most ``EVENTS_PER_RUN`` at a time (a run of the same deployment
-    with ``continued``)."""
+    with ``continued``). ``frames`` gets each time-grouped photo's place in its event."""
     deployments, sequences, bounds = _sorted_runs(parts)
     for d, deployment in enumerate(deployments):
-        pieces = [(p, int(b[d]), int(b[d + 1])) for p, b in zip(parts, bounds) if b[d + 1] > b[d]]
+        owners = [i for i, b in enumerate(bounds) if b[d + 1] > b[d]]  # the parts holding this deployment
+        pieces = [(parts[i], int(bounds[i][d]), int(bounds[i][d + 1])) for i in owners]
         if not pieces:
             continue
         if len(pieces) == 1:  # already in order
@@ -381,10 +424,105 @@ def _cameras(parts: Sequence[EventRecords], interval_s: float) -> Iterator[_Came
                                   int((last - first + 1).sum()), len(first),
                                   tuple(int(k) for k in (most > 0).sum(axis=0)), int((~most.any(axis=1)).sum()))
             timed = seq[first] < 0
+            if frames is not None and timed.any():
+                frames.take(gather, owners, first[timed], last[timed],
+                            [int(key, 16) for key, grouped in zip(keys, timed.tolist()) if grouped])
             yield _Camera(deployment, keys, [name or key for name, key in zip(listed, keys)], starts,
                           _timestamps(epoch[last], offset[last]), (last - first + 1).tolist(), most.tolist(),
                           top.tolist(), visits, at > 0, timed, epoch[first][timed], epoch[last][timed],
                           offset[first][timed])
+
+
+_FRAMES_MAGIC = b"trapbatch-event-frames-1\n"
+_FRAME = np.dtype([("media", "<u8"), ("key", "<u8"), ("frame", "<u4"), ("frames", "<u4")])  # 24 bytes a photo
+
+
+class EventFrames:
+    """Each time-grouped photo's place in its event, by exports part: what COCO Camera Traps' ``seq_id``,
+    ``seq_num_frames`` and ``frame_num`` say of it (``link_coco_images``).
+
+    Why from the grouping: a photo's frame number depends on the photos before it in its event, which may be in
+    other parts (a camera's photos are cut wherever a part ends); the grouping sees them all in order. The numbers
+    are MegaDetector's (``cct_json_utils.create_sequences``): frames counted from 0 in capture-time order, equal
+    times in the results' order (the sorts are stable over the parts in order), ``seq_num_frames`` the event's
+    photos; ``seq_id`` the event's id (the ``eventID`` of its Camtrap DP rows), not create_sequences' per-location
+    counter, so the two exports name a visit alike. Photos of an image list's sequence keep the list's fields.
+
+    Memory: with ``sink`` (a part's open binary stream, asked for at its first photo: the events step streams each
+    part's share to a blob) only the sinks' buffers, as a share is written as the cameras come; without, 24 bytes a
+    photo until ``to_bytes`` (the single activity's one part). A share read back (``from_bytes``, sorted by photo then)
+    answers ``find``."""
+
+    def __init__(self, parts: int = 0, sink: Callable[[int], IO[bytes]] | None = None) -> None:
+        self._taken: list[list[bytes]] = [[] for _ in range(parts)]
+        self._sink = sink
+        self._open: dict[int, IO[bytes]] = {}
+        self._media = self._key = np.zeros(0, np.uint64)  # a share read back: its photos, sorted
+        self._frame = self._frames = np.zeros(0, np.uint32)
+
+    def take(self, gather: _Gather, owners: Sequence[int], first: np.ndarray, last: np.ndarray,
+             keys: Sequence[int]) -> None:
+        """The photos of time-grouped events (sorted positions ``first`` to ``last``, ids ``keys``), a range of
+        ``RECORDS_PER_GATHER`` at a time (one event may be a timelapse camera's every photo), each to the part it
+        came from (``owners``: the part of each of the gather's pieces)."""
+        sizes = (last.astype(np.int64) - first + 1)
+        ends = np.cumsum(sizes)
+        ids = np.array(keys, dtype=np.uint64)
+        for a in range(0, int(ends[-1]), RECORDS_PER_GATHER):
+            at = np.arange(a, min(a + RECORDS_PER_GATHER, int(ends[-1])), dtype=np.int64)
+            event = np.searchsorted(ends, at, "right")
+            frame = at - (ends[event] - sizes[event])
+            which, media = gather.media(first[event] + frame)
+            for k in np.unique(which).tolist():
+                mine = (which == k) & (media != 0)
+                if mine.any():
+                    rows = np.empty(int(mine.sum()), _FRAME)
+                    rows["media"], rows["key"], rows["frame"], rows["frames"] = (
+                        media[mine], ids[event[mine]], frame[mine], sizes[event[mine]])
+                    self._add(owners[k], rows.tobytes())
+
+    def _add(self, part: int, rows: bytes) -> None:
+        if self._sink is None:
+            self._taken[part].append(rows)
+            return
+        out = self._open.get(part)
+        if out is None:
+            out = self._open[part] = self._sink(part)
+            out.write(_FRAMES_MAGIC)
+        out.write(rows)
+
+    def held(self, part: int) -> bool:
+        """Whether any photo of ``part`` (an index into the parts grouped) was taken."""
+        return bool(self._taken[part]) or part in self._open
+
+    def to_bytes(self, part: int) -> bytes:
+        """The share of ``part`` (an index into the parts grouped, without ``sink``) as one document; forgets it."""
+        taken, self._taken[part] = self._taken[part], []
+        return _FRAMES_MAGIC + b"".join(taken)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "EventFrames":
+        if not data.startswith(_FRAMES_MAGIC) or (len(data) - len(_FRAMES_MAGIC)) % _FRAME.itemsize:
+            raise ValueError("not an event frames document of this version")
+        found = cls()
+        rows = np.frombuffer(data, _FRAME, offset=len(_FRAMES_MAGIC))
+        rows = rows[np.argsort(rows["media"], kind="stable")]
+        # each column contiguous: searchsorted on a structured array's field view copies it on every call
+        found._media, found._key = np.ascontiguousarray(rows["media"]), np.ascontiguousarray(rows["key"])
+        found._frame, found._frames = np.ascontiguousarray(rows["frame"]), np.ascontiguousarray(rows["frames"])
+        return found
+
+    def __len__(self) -> int:
+        return int(self._media.shape[0])
+
+    def find(self, media_id: str) -> tuple[str, int, int] | None:
+        """``(seq_id, seq_num_frames, frame_num)`` of the photo with ``media_id`` (``camtrapdp.media_id``), None for
+        a photo of no time-grouped event (a document read back with ``from_bytes``)."""
+        number = media_number(media_id)
+        i = int(np.searchsorted(self._media, np.uint64(number)))
+        if not number or i >= len(self._media) or int(self._media[i]) != number:
+            return None
+        return f"{int(self._key[i]):016x}", int(self._frames[i]), int(self._frame[i])
 
 
 def events(parts: Sequence[EventRecords], interval_s: float = DEFAULT_INTERVAL_S) -> Iterator[Event]:
@@ -608,20 +746,44 @@ def link_observations(lines: Iterator[str], index: EventIndex, untimed: set[str]
         yield ",".join(head) if len(head) == 7 and head[6].startswith("media,") and linked(head) else line
 
 
+_COCO_SEQUENCE_FIELDS = ("seq_id", "seq_num_frames", "frame_num")
+
+
+def link_coco_images(lines: Iterable[str], frames: EventFrames) -> Iterator[str]:
+    """COCO Camera Traps image lines (``coco.CocoWriter``'s: one image a line, a leading comma or none) with each
+    time-grouped photo's ``seq_id``, ``seq_num_frames`` and ``frame_num`` added from ``frames`` (after its other
+    fields, in create_sequences' order). An image that has any of the three already (an image list's) keeps what it
+    has and gets none: a list's frame number beside a sequence from time would describe two different visits."""
+    for line in lines:
+        body = line.rstrip("\n")
+        lead = 1 if body.startswith(",") else 0
+        if not body.endswith("}"):
+            yield line
+            continue
+        image = jsonio.loads(body[lead:])
+        found = frames.find(camtrapdp.media_id(str(image.get("id", "")))) if isinstance(image, dict) else None
+        if found is None or any(name in image for name in _COCO_SEQUENCE_FIELDS):
+            yield line
+            continue
+        seq_id, count, frame = found
+        yield f'{body[:-1]},"seq_id":"{seq_id}","seq_num_frames":{count},"frame_num":{frame}}}{line[len(body):]}'
+
+
 def event_lines(parts: Sequence[EventRecords], classified_by: str, completed_at: str,
                 interval_s: float = DEFAULT_INTERVAL_S,
                 cameras: list[CameraVisits] | None = None,
-                index: EventIndex | None = None) -> Iterator[tuple[str, int, int]]:
+                index: EventIndex | None = None,
+                frames: EventFrames | None = None) -> Iterator[tuple[str, int, int]]:
     """The event rows of the parts' records (``events``, ``camtrapdp.OBSERVATION_COLUMNS`` order) as CSV text, with
     how many rows and events it holds, a few thousand rows a chunk, joined from constant fields rather than through
     ``csv.writer`` (a third of the cost per event; tests/unit/test_camtrap_events.py holds it to ``csv.writer``).
     ``cameras`` gets each camera's summary (``CameraVisits``) as its rows are made, ``index`` its time-grouped
-    events (``EventIndex``)."""
+    events (``EventIndex``), ``frames`` their photos' places in them (``EventFrames``)."""
     field = csvline.field
     tail = f",,,,,,,,,,,,machine,{field(classified_by)},{field(completed_at)},"
     chunk: list[str] = []
     events_in_chunk = 0
-    for camera in _cameras(parts, interval_s):
+    for camera in _cameras(parts, interval_s, frames):
         if index is not None:
             index.add(camera)
         if cameras is not None:

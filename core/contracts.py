@@ -504,6 +504,9 @@ class ExportsLinkPartInput(TypedDict):
 class ExportsLinkPartOutput(TypedDict):
     part: int
     bytes: int  # the linked observations fragment's size
+    # the size of its COCO images with their seq_id, seq_num_frames and frame_num; absent where the events were
+    # grouped before they numbered the frames (recorded before), or the part's records named no photo
+    images_bytes: NotRequired[int]
 
 
 class ExportsCombineInput(TypedDict):
@@ -515,6 +518,7 @@ class ExportsCombineInput(TypedDict):
     # of its linked fragment; absent: the combine groups the events itself (parts recorded before)
     events: NotRequired[ExportsEventsOutput]
     linked: NotRequired[list[list[int]]]
+    linked_images: NotRequired[list[list[int]]]  # the parts whose COCO images were numbered: [part, bytes]
 
 
 class ExportsCombineOutput(TypedDict):

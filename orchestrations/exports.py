@@ -5,7 +5,7 @@ spools every format to the local disk (~2.7 kB an image: 540 MB at a one-part ta
 Flex Consumption instance has for all its activities, ``core.scratch``); the parts stream theirs to blobs.
 ``exports_part`` runs per merge part in parallel (``core.exportparts``), ``exports_events`` groups the Camtrap DP
 events of all of them and ``exports_link_part`` gives the media-level rows of each part with time-grouped photos their
-events' ids, in parallel (``activities.exportevents``; parts recorded before that step have no ``link`` and the
+events' ids, and its COCO images their sequences, in parallel (``activities.exportevents``; parts recorded before that step have no ``link`` and the
 combine groups the events itself, as it did),
 ``exports_combine`` composes COCO and Camtrap DP and gives the eligible counts, then the Zooniverse batches fan out
 too (``activities.zooniverseparts``): ``exports_zooniverse_part`` per part with eligible images in parallel (each
@@ -55,6 +55,7 @@ def exports(context: df.DurableOrchestrationContext, task_id: str, variant: str,
         if events is not None:
             payload["events"] = events
             payload["linked"] = [[k["part"], k["bytes"]] for k in linked]
+            payload["linked_images"] = [[k["part"], k["images_bytes"]] for k in linked if "images_bytes" in k]
         return payload
 
     combined: c.ExportsCombineOutput = yield from call(context, c.EXPORTS_COMBINE, STORAGE_RETRY, combine_input())

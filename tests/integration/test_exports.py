@@ -206,7 +206,7 @@ def test_an_image_lists_metadata_reaches_coco_and_camtrap_dp(task: tuple[Setting
     results_file.write_bytes(store.read_bytes(settings.container, layout.results_blob(TASK, variant)))
     theirs = md_to_coco.md_to_coco(str(results_file), str(tmp_path / "md.coco.json"), image_folder=str(folder),
                                    confidence_threshold=0.2, verbose=False)
-    listed = ("location", "datetime", "seq_id", "frame_num", "image_list_metadata")
+    listed = ("location", "datetime", "seq_id", "frame_num", "seq_num_frames", "image_list_metadata")
     assert [{k: v for k, v in im.items() if k not in listed} for im in mine["images"]] == theirs["images"]
 
     # Camtrap DP: timestamps, deployments per folder and location with the list's coordinates, events; still valid
@@ -228,6 +228,11 @@ def test_an_image_lists_metadata_reaches_coco_and_camtrap_dp(task: tuple[Setting
     assert media["siteA/cam2/c.png"]["deploymentID"] == "siteA/cam2"
     events = {o["mediaID"]: o["eventID"] for o in _csv_file(package / "observations.csv")}
     assert events[media["siteA/cam1/b.jpg"]["mediaID"]] == "S1#J05#1#7"
+    # COCO: a photo grouped by time (the list's time, no list sequence) is a sequence of its own, named as its
+    # Camtrap DP event; the list's sequence keeps the list's fields (no seq_num_frames made up for it)
+    d = images["siteA/cam2/d.jpg"]
+    assert (d["seq_id"], d["seq_num_frames"], d["frame_num"]) == (events[media["siteA/cam2/d.jpg"]["mediaID"]], 1, 0)
+    assert "seq_num_frames" not in a and "seq_id" not in images["siteA/cam2/e.jpg"]  # e: no capture time
 
     # Zooniverse: the list's columns, as before
     rows = [r for b in range(1, out["zooniverse_batches"] + 1)

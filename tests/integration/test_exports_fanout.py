@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from activities.exportparts import run_exports_combine, run_exports_part, run_exports_zooniverse, work_prefix
@@ -19,7 +21,7 @@ from activities.zooniverseparts import run_zooniverse_clean, run_zooniverse_comb
 from adapters.blobs import BlobStore
 from adapters.compose import delete_prefix
 from core import contracts as c
-from core import fanin, mdformat, zooniverse
+from core import camtrap_events, fanin, mdformat, zooniverse
 from core.exportparts import ZOONIVERSE_PIECES, eligible_before, part_ranges, zooniverse_groups
 from core.settings import Settings
 from gpu_batch import layout
@@ -58,13 +60,14 @@ def _snapshot(store: BlobStore, container: str, variant: str) -> dict[str, bytes
 def group_and_link(settings: Settings, store: BlobStore, task_id: str, variant: str,
                    outs: list[c.ExportsPartOutput]) -> dict[str, Any]:
     """What orchestrations.exports runs between the parts and the combine: the events grouped once, the parts with
-    photos grouped by time linked; returns the combine's extra input (``events``, ``linked``)."""
+    photos grouped by time linked; returns the combine's extra input (``events``, ``linked``, ``linked_images``)."""
     assert all(o.get("link") for o in outs)
     events = run_exports_events(c.ExportsEventsInput(task_id=task_id, variant=variant,
                                                      parts=[o["part"] for o in outs]), settings, store)
     linked = [run_exports_link_part(c.ExportsLinkPartInput(task_id=task_id, variant=variant, part=k), settings,
                                     store) for k in events["link"]]
-    return {"events": events, "linked": [[k["part"], k["bytes"]] for k in linked]}
+    return {"events": events, "linked": [[k["part"], k["bytes"]] for k in linked],
+            "linked_images": [[k["part"], k["images_bytes"]] for k in linked if "images_bytes" in k]}
 
 
 def _fanned(settings: Settings, store: BlobStore, variant: str, parts: list[list[int]],
@@ -295,6 +298,21 @@ def test_the_requests_event_interval_groups_the_events_in_both_ways(task: Any) -
     for r in rows:
         if r[6] == "media":
             assert r[3] == ("" if r[2] in untimed else visit_of[r[1]]), r
+    # COCO: each timed photo's sequence is its camera's visit (the same id), its frames numbered from 0 in time order
+    media_of = {m[4]: m for m in media_rows}
+    frames: dict[str, list[tuple[int, str, int]]] = {}
+    for image in json.loads(expected[layout.coco_blob(TASK)])["images"]:
+        m = media_of[image["file_name"]]
+        if m[0] in untimed or "failure" in image:
+            assert not {"seq_id", "seq_num_frames", "frame_num"} & set(image), image
+            continue
+        assert image["seq_id"] == visit_of[m[1]]
+        frames.setdefault(m[1], []).append((image["frame_num"], m[3], image["seq_num_frames"]))
+    assert len(frames) == 6
+    for seen in frames.values():
+        seen.sort()
+        assert [f for f, _, _ in seen] == list(range(len(seen))) and {n for _, _, n in seen} == {len(seen)}
+        assert [t for _, t, _ in seen] == sorted(t for _, t, _ in seen)
     assert _fanned(settings, store, "", parts, zooniverse_pieces=9) == single and LINKED_PARTS[-1] == 4
     got = _snapshot(store, settings.container, "")
     assert {name: got[name] for name in expected} == expected
@@ -317,6 +335,47 @@ def test_a_combine_of_parts_recorded_before_the_events_step_groups_them_itself_w
     assert all(not r[3] for r in before[1:] if r[6] == "media") and any(r[3] for r in after[1:] if r[6] == "media")
     assert got[layout.camera_visits_blob(TASK)] == linked[layout.camera_visits_blob(TASK)]
     assert combined["output"]["events"] > 0
+    coco, numbered = json.loads(got[layout.coco_blob(TASK)]), json.loads(linked[layout.coco_blob(TASK)])
+    assert not any("seq_id" in image for image in coco["images"]) and any("seq_id" in im for im in numbered["images"])
+    for image in numbered["images"]:  # only the sequences differ
+        for name in ("seq_id", "seq_num_frames", "frame_num"):
+            image.pop(name, None)
+    assert coco == numbered
+
+
+def test_events_grouped_before_the_frames_were_numbered_leave_coco_as_it_was(task: Any) -> None:
+    """Parts whose event records were written before they named their photos (version 2), or an events step
+    recorded before it numbered the frames (no frames share for the link), give COCO without sequences and the rest
+    as linked; the link's output then says nothing of images and the combine takes the parts' own."""
+    settings, store, parts, _ = _many_in_four_parts(task)
+    _fanned(settings, store, "", parts, zooniverse_pieces=9)
+    numbered = _snapshot(store, settings.container, "")
+    outs = [run_exports_part(c.ExportsPartInput(task_id=TASK, variant="", part=p, first_shard=f, offset=o,
+                                                length=n), settings, store) for p, f, o, n in part_ranges(parts)]
+    for out in outs[:2]:  # two parts as an earlier release wrote their records
+        name = f"{work_prefix(TASK, '')}{out['part']:05d}.events"
+        records = camtrap_events.EventRecords.from_bytes(store.read_bytes(settings.container, name))
+        records.media = np.zeros(0, np.uint64)
+        store.write_bytes(settings.container, name, records.to_bytes().replace(b"events-3", b"events-2", 1))
+    grouped = group_and_link(settings, store, TASK, "", outs)
+    assert sorted(p for p, _ in grouped["linked_images"]) == sorted(o["part"] for o in outs[2:]
+                                                                    if o["part"] in grouped["events"]["link"])
+    run_exports_combine(c.ExportsCombineInput(task_id=TASK, variant="", parts=outs, **grouped), settings, store)
+    got = _snapshot(store, settings.container, "")
+    old_files = set()
+    for out in outs[:2]:
+        old_files |= {json.loads(line.lstrip(","))["file_name"] for line in store.read_bytes(
+            settings.container, f"{work_prefix(TASK, '')}{out['part']:05d}.images").decode().splitlines()}
+    coco, expected = json.loads(got[layout.coco_blob(TASK)]), json.loads(numbered[layout.coco_blob(TASK)])
+    assert old_files and len(coco["images"]) == len(expected["images"])
+    for image, was in zip(coco["images"], expected["images"]):
+        if image["file_name"] in old_files:
+            assert "seq_id" not in image
+            for name in ("seq_id", "seq_num_frames", "frame_num"):
+                was.pop(name, None)
+        assert image == was  # the other parts' photos numbered as in one pass
+    assert got[layout.camtrap_dp_blob(TASK, "observations.csv")] == numbered[
+        layout.camtrap_dp_blob(TASK, "observations.csv")]
 
 
 def test_clock_corrections_shift_the_camtrap_dp_times_in_both_ways(task: Any) -> None:

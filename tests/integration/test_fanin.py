@@ -440,6 +440,14 @@ def test_shards_that_ran_again_are_merged_from_their_last_attempts_views_of_ever
     assert read_results == {(3, 1), (5, 1), (8, 1), (8, 2)}  # no usable view: 3 and 5 (none), 8 (stale)
 
 
+def unsequenced(document: bytes) -> dict[str, Any]:
+    """A COCO document without its images' sequence ids (the rest of each image, and all else, as it was)."""
+    coco = json.loads(document)
+    for image in coco["images"]:
+        image.pop("seq_id", None)
+    return coco
+
+
 def exported(settings: Settings, store: BlobStore, tid: str) -> dict[str, bytes]:
     """The task's export files (COCO, Camtrap DP's tables, the Zooniverse batches), deleted once read: the next
     run must write them again."""
@@ -584,13 +592,18 @@ def test_exports_take_coco_camtrap_dp_and_zooniverse_lines_from_the_workers_view
 
     # the cameras' utc_offset: a view's Camtrap DP lines hold clock times as UTC, so the exports format the entries,
     # and the times are the same clock times in that zone (the completion time keeps its own); COCO's are unchanged
+    # but for the sequences' ids, which are their Camtrap DP events' (whose start times now name that zone)
     request = store.read_json_or_none(settings.container, layout.request_blob(tid)) or {}
     store.write_json(settings.container, layout.request_blob(tid), {**request, "utc_offset": "-03:00"})
     formatted.clear()
     assert run_exports(tid, settings, store) == single
     described = store.read_json(settings.container, layout.camtrap_dp_blob(tid, "datapackage.json"))["description"]
     zoned = exported(settings, store, tid)
-    assert len(formatted) >= images and zoned[layout.coco_blob(tid)] == expected[layout.coco_blob(tid)]
+    assert len(formatted) >= images and unsequenced(zoned[layout.coco_blob(tid)]) == unsequenced(
+        expected[layout.coco_blob(tid)])
+    sequences = {im["seq_id"] for im in json.loads(zoned[layout.coco_blob(tid)])["images"] if "seq_id" in im}
+    assert sequences and sequences == {r["eventID"] for r in csv.DictReader(io.StringIO(zoned[
+        layout.camtrap_dp_blob(tid, "observations.csv")].decode())) if r["observationLevel"] == "event"}
 
     def times(files: dict[str, bytes]) -> list[str]:
         return [r["timestamp"] for r in csv.DictReader(io.StringIO(files[layout.camtrap_dp_blob(tid, "media.csv")]

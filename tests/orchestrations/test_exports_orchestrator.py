@@ -235,7 +235,9 @@ def test_parts_that_link_get_their_events_grouped_once_and_their_rows_linked_bef
             link_calls.append(payload["part"])
             if link_calls.count(3) == 1 and payload["part"] == 3:
                 raise ConnectionError("part 3: storage throttled")
-            return {"part": payload["part"], "bytes": 100 + payload["part"]}
+            # part 0's link recorded before links numbered COCO's images: no images_bytes
+            return {"part": payload["part"], "bytes": 100 + payload["part"]} | (
+                {"images_bytes": 200 + payload["part"]} if payload["part"] else {})
         if name == c.EXPORTS_COMBINE:
             combines.append(payload)
             return {"conflict": True, "redo": [1]} if len(combines) == 1 else {"conflict": False, "output": OUTPUT}
@@ -250,7 +252,8 @@ def test_parts_that_link_get_their_events_grouped_once_and_their_rows_linked_bef
         c.EXPORTS_COMBINE, c.EXPORTS_PART, c.EXPORTS_COMBINE, c.EXPORTS_ZOONIVERSE]
     assert run.inputs(c.EXPORTS_EVENTS) == [{"task_id": TASK, "variant": "", "parts": [0, 1, 3]}]
     assert sorted(link_calls) == [0, 3, 3]  # part 3 again, alone
-    assert [(p["events"], p["linked"]) for p in combines] == [(EVENTS, [[0, 100], [3, 103]])] * 2
+    assert [(p["events"], p["linked"], p["linked_images"]) for p in combines] == \
+        [(EVENTS, [[0, 100], [3, 103]], [[3, 203]])] * 2
     assert run.output == {**OUTPUT, "zooniverse_batches": 1}
 
 

@@ -1,0 +1,149 @@
+"""COCO Camera Traps' ``seq_id``, ``seq_num_frames`` and ``frame_num`` from capture time (core.camtrap_events
+``EventFrames``, ``link_coco_images``): MegaDetector's create_sequences numbers, the same however the photos are cut
+into parts, and the Camtrap DP event's id as the sequence's."""
+from __future__ import annotations
+
+import io
+import json
+import random
+from typing import Any
+
+import numpy as np
+import pytest
+from megadetector.data_management.cct_json_utils import SequenceOptions, create_sequences  # the oracle
+
+from core import camtrap_events as ev
+from core import mdformat
+from gpu_batch.formats import camtrapdp, coco
+from tests.unit.test_camtrap_events import COMPLETED, camera_day, detection, tapped
+
+
+def framed(parts: list[ev.EventRecords], interval_s: float = ev.DEFAULT_INTERVAL_S
+           ) -> tuple[list[ev.EventFrames], list[ev.Event]]:
+    """Each part's share of the frames, read back as the link step reads it, and the events (from fresh copies)."""
+    copies = [ev.EventRecords.from_bytes(p.to_bytes()) for p in parts]
+    frames = ev.EventFrames(len(parts))
+    for _ in ev.event_lines(parts, "MD", COMPLETED, interval_s, frames=frames):
+        pass
+    return [ev.EventFrames.from_bytes(frames.to_bytes(i)) for i in range(len(parts))], list(ev.events(copies,
+                                                                                                     interval_s))
+
+
+def found(shares: list[ev.EventFrames], files: list[str]) -> dict[str, tuple[str, int, int]]:
+    out = {}
+    for file in files:
+        hits = [hit for share in shares if (hit := share.find(camtrapdp.media_id(file))) is not None]
+        assert len(hits) <= 1, f"{file} is in more than one part's share"
+        if hits:
+            out[file] = hits[0]
+    return out
+
+
+def test_frames_are_create_sequences_numbers_and_the_sequence_is_the_camtrap_event() -> None:
+    entries = camera_day(7)  # bursts with equal times: frames of equal times go in the results' order
+    (share,), events = framed([tapped(entries)[0]])
+    ours = found([share], [e["file"] for e in entries])
+    images = [{"file_name": e["file"], "location": camtrapdp.deployment_id(e["file"]),
+               "datetime": e["datetime"].replace(":", "-", 2)} for e in entries]
+    create_sequences(images, SequenceOptions())
+    assert len(ours) == len(entries) == len(share)
+    assert {im["file_name"]: (im["seq_num_frames"], im["frame_num"]) for im in images} == \
+        {file: (n, frame) for file, (_, n, frame) in ours.items()}
+    theirs: dict[str, set[str]] = {}
+    for im in images:
+        theirs.setdefault(im["seq_id"], set()).add(im["file_name"])
+    mine: dict[str, set[str]] = {}
+    for file, (seq_id, _, _) in ours.items():
+        mine.setdefault(seq_id, set()).add(file)
+    assert sorted(map(sorted, mine.values())) == sorted(map(sorted, theirs.values()))
+    assert set(mine) == {e.event_id for e in events}  # the ids of the Camtrap DP events
+    assert max(n for _, n, _ in ours.values()) > 2
+
+
+@pytest.mark.parametrize("per_gather", [1, 3, 1 << 20])
+def test_each_part_gets_its_own_photos_numbered_as_in_one_pass(monkeypatch: pytest.MonkeyPatch,
+                                                               per_gather: int) -> None:
+    entries = camera_day(9, cameras=2, images=80)
+    listed = {e["file"]: {"seq_id": "L1"} for e in entries[:5]}  # a list's sequence: no frames from time
+    untimed = {"file": "site/cam0/100RECNX/untimed.jpg", "detections": [detection("1", 0.9)]}
+    failed = mdformat.failure_entry("site/cam1/100RECNX/bad.jpg", mdformat.FAILURE_IMAGE_ACCESS, "undecodable")
+    entries += [untimed, failed]
+    files = [e["file"] for e in entries]
+    expected = found(framed([tapped(entries, listed)[0]])[0], files)
+    assert set(files) - set(expected) == {*listed, untimed["file"], failed["file"]}
+    monkeypatch.setattr(ev, "RECORDS_PER_GATHER", per_gather)
+    monkeypatch.setattr(ev, "EVENTS_PER_RUN", 5)
+    rnd = random.Random(per_gather)
+    for _ in range(3):
+        cuts = sorted(rnd.sample(range(1, len(entries)), 5))
+        spans = list(zip([0, *cuts], [*cuts, len(entries)]))
+        shares, _ = framed([tapped(entries[a:b], listed)[0] for a, b in spans])
+        assert found(shares, files) == expected
+        for share, (a, b) in zip(shares, spans):  # a part's share is its own photos, no others
+            assert len(share) == sum(1 for f in files[a:b] if f in expected)
+
+
+def test_shares_streamed_to_sinks_as_the_cameras_come_are_the_held_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The events step streams each part's share to its blob (``sink``) instead of holding it: read back, the same
+    answers; a part without time-grouped photos is never asked for a sink."""
+    monkeypatch.setattr(ev, "RECORDS_PER_GATHER", 4)
+    entries = camera_day(11, cameras=3, images=40)
+    spans = [(0, 30), (30, 31), (31, 90), (90, 120)]
+    listed = {e["file"]: {"seq_id": "L"} for e in entries[30:31]}  # part 1: a list's sequence alone
+    held, _ = framed([tapped(entries[a:b], listed)[0] for a, b in spans])
+    streams: dict[int, io.BytesIO] = {}
+    sunk = ev.EventFrames(len(spans), lambda i: streams.setdefault(i, io.BytesIO()))
+    for _ in ev.event_lines([tapped(entries[a:b], listed)[0] for a, b in spans], "MD", COMPLETED, frames=sunk):
+        pass
+    assert sorted(streams) == [0, 2, 3] and sunk.held(0) and not sunk.held(1)
+    files = [e["file"] for e in entries]
+    assert found([ev.EventFrames.from_bytes(streams[i].getvalue()) for i in sorted(streams)], files) == \
+        found(held, files) and len(found(held, files)) == len(entries) - 1
+
+
+def test_parts_written_before_records_named_their_photos_get_no_frames() -> None:
+    entries = camera_day(3, cameras=1, images=30)
+    old, new = tapped(entries[:15])[0], tapped(entries[15:])[0]
+    old.media = np.zeros(0, np.uint64)  # what a version-2 fragment reads back as
+    data = old.to_bytes().replace(b"trapbatch-events-3\n", b"trapbatch-events-2\n", 1)
+    back = ev.EventRecords.from_bytes(data)
+    assert not back.named() and len(back) == 15 and new.named()
+    shares, _ = framed([back, new])
+    whole = found(framed([tapped(entries)[0]])[0], [e["file"] for e in entries])
+    assert len(shares[0]) == 0
+    assert found(shares, [e["file"] for e in entries]) == {e["file"]: whole[e["file"]] for e in entries[15:]}
+    with pytest.raises(ValueError):
+        ev.EventFrames.from_bytes(b"something else")
+
+
+def coco_lines(entries: list[dict[str, Any]], listed: dict[str, dict[str, str]], continued: bool) -> list[str]:
+    out = io.StringIO()
+    writer = coco.CocoWriter(out, io.StringIO(), 0.2, mdformat.DETECTION_CATEGORIES, continued=continued)
+    for e in entries:
+        writer.add(e, (640, 480), listed.get(e["file"]))
+    writer.flush()
+    return out.getvalue().splitlines(keepends=True)
+
+
+@pytest.mark.parametrize("continued", [False, True])
+def test_coco_image_lines_get_the_three_fields_unless_they_have_any(continued: bool) -> None:
+    entries = camera_day(5, cameras=2, images=20)
+    listed = {entries[0]["file"]: {"seq_id": "L1"}, entries[1]["file"]: {"frame_num": "4"}}
+    entries.append({"file": 'site/cam0/100RECNX/"odd",name.jpg', "datetime": entries[2]["datetime"],
+                    "detections": []})
+    entries.append(mdformat.failure_entry("site/cam1/100RECNX/bad.jpg", mdformat.FAILURE_IMAGE_ACCESS, "undecodable"))
+    (share,), _ = framed([tapped(entries, listed)[0]])
+    lines = coco_lines(entries, listed, continued)
+    linked = list(ev.link_coco_images(iter(lines), share))
+    assert len(linked) == len(lines)
+    for before, after, entry in zip(lines, linked, entries):
+        assert after.endswith("\n") and after.startswith(",") == before.startswith(",")
+        image, was = json.loads(after.lstrip(",")), json.loads(before.lstrip(","))
+        hit = share.find(camtrapdp.media_id(entry["file"]))
+        if entry["file"] in listed or hit is None:
+            assert after == before
+            continue
+        assert list(image)[-3:] == ["seq_id", "seq_num_frames", "frame_num"]  # create_sequences' order, last
+        assert (image["seq_id"], image["seq_num_frames"], image["frame_num"]) == hit
+        assert {k: v for k, v in image.items() if k not in ("seq_id", "seq_num_frames", "frame_num")} == was
+    assert sum(after != before for after, before in zip(linked, lines)) == len(entries) - 3
