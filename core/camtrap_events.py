@@ -18,16 +18,18 @@ in one image (a minimum number of individuals, never a sum over frames that see 
 Images without a capture time (the detection time stands in for theirs) and failed images are in no event: their
 order in time is unknown. The media-level observations of a photo in a time-grouped event carry its ``eventID``
 (``EventIndex``, ``link_observations``: filled after the grouping, as a photo's event depends on photos that may be in
-other exports parts).
+other exports parts), and its COCO image the same id as ``seq_id`` with ``seq_num_frames`` and ``frame_num``
+(``EventFrames``, ``link_coco_images``).
 
 How, at any scale: each exports step reads the Camtrap DP lines it writes anyway (from the entries or the workers'
-views: ``EventTap.feed``) and keeps per timed image 42 bytes of numbers (``EventRecords``); the fanned-out exports'
+views: ``EventTap.feed``) and keeps per timed image 50 bytes of numbers (``EventRecords``); the fanned-out exports'
 parts hand theirs to the combine as a fragment. The combine sorts each part's records in place and then takes one
-deployment at a time from all parts (a camera's images may be in any of them), so it holds the records (401 MiB at
-ten million timed images) and one camera's times and order (18-22 bytes a photo; its boxes and confidences are
-gathered ``RECORDS_PER_GATHER`` at a time, ``_Gather``), formats at most ``EVENTS_PER_RUN`` events at a time, and
-appends the event rows to ``observations.csv`` (``bench/camtrap_events.py``: 482-828 MiB and 19-46 s at ten million
-images, the index included, from 1,000 cameras to one folder holding them all). Each camera's visits are summed up as they go (``CameraVisits``: ``camera-visits.csv`` and the
+deployment at a time from all parts (a camera's images may be in any of them), so it holds the records (477 MiB at
+ten million timed images) and one camera's times and order (18-22 bytes a photo; its boxes, confidences and photos
+are gathered ``RECORDS_PER_GATHER`` at a time, ``_Gather``), formats at most ``EVENTS_PER_RUN`` events at a time,
+and appends the event rows to ``observations.csv`` (``bench/camtrap_events.py``: 558-900 MiB and 11-25 s of CPU at
+ten million images, the index included and the frames streamed, from 1,000 cameras to one folder holding them
+all; bench/RESULTS.md twenty-seventh session). Each camera's visits are summed up as they go (``CameraVisits``: ``camera-visits.csv`` and the
 preview page's table). The rows depend only on the records, never on where the parts were cut: the single activity
 and the fan-out write the same bytes.
 

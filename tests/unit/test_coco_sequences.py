@@ -147,3 +147,25 @@ def test_coco_image_lines_get_the_three_fields_unless_they_have_any(continued: b
         assert (image["seq_id"], image["seq_num_frames"], image["frame_num"]) == hit
         assert {k: v for k, v in image.items() if k not in ("seq_id", "seq_num_frames", "frame_num")} == was
     assert sum(after != before for after, before in zip(linked, lines)) == len(entries) - 3
+
+
+def test_a_numbered_document_passes_megadetectors_coco_camera_traps_check() -> None:
+    """MegaDetector's own CCT integrity check (a location on every image) accepts the document with the sequences,
+    and its sequences are those the lines carry."""
+    from megadetector.data_management.integrity_check_json_db import IntegrityCheckOptions, integrity_check_json_db
+
+    entries = camera_day(8, cameras=2, images=25)
+    (share,), _ = framed([tapped(entries)[0]])
+    images, annotations, out = io.StringIO(), io.StringIO(), io.StringIO()
+    writer = coco.CocoWriter(images, annotations, 0.2, mdformat.DETECTION_CATEGORIES)
+    for e in entries:
+        writer.add(e, (640, 480))
+    writer.flush()
+    writer.images = io.StringIO("".join(ev.link_coco_images(io.StringIO(images.getvalue()), share)))
+    writer.finish(out, {"version": "1.0", "description": "test"})
+    doc = json.loads(out.getvalue())
+    options = IntegrityCheckOptions()
+    options.verbose, options.nThreads = False, 1
+    _, data, _ = integrity_check_json_db(json.loads(out.getvalue()), options)
+    assert len(data["images"]) == len(entries)
+    assert all({"seq_id", "seq_num_frames", "frame_num"} <= set(im) for im in doc["images"])
