@@ -47,7 +47,7 @@ import json
 from array import array
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import IO, Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -435,6 +435,12 @@ def _cameras(parts: Sequence[EventRecords], interval_s: float,
                           offset[first][timed])
 
 
+class FrameSink(Protocol):
+    """Where a part's frames go as the grouping finds them (a blob writer, a file)."""
+
+    def write(self, data: bytes, /) -> int: ...
+
+
 _FRAMES_MAGIC = b"trapbatch-event-frames-1\n"
 _FRAME = np.dtype([("media", "<u8"), ("key", "<u8"), ("frame", "<u4"), ("frames", "<u4")])  # 24 bytes a photo
 
@@ -455,10 +461,10 @@ class EventFrames:
     photo until ``to_bytes`` (the single activity's one part). A share read back (``from_bytes``, sorted by photo then)
     answers ``find``."""
 
-    def __init__(self, parts: int = 0, sink: Callable[[int], IO[bytes]] | None = None) -> None:
+    def __init__(self, parts: int = 0, sink: Callable[[int], FrameSink] | None = None) -> None:
         self._taken: list[list[bytes]] = [[] for _ in range(parts)]
         self._sink = sink
-        self._open: dict[int, IO[bytes]] = {}
+        self._open: dict[int, FrameSink] = {}
         self._media = self._key = np.zeros(0, np.uint64)  # a share read back: its photos, sorted
         self._frame = self._frames = np.zeros(0, np.uint32)
 

@@ -20,7 +20,9 @@ An explicit image list's metadata (``core.imagelist``), when the caller gives an
 under its own name, into one object, ``image_list_metadata`` (COCO Camera Traps allows additional image fields).
 md_to_coco knows no image list: without one the document is exactly its, but for each image's ``location``: where
 neither the entry nor the list gives one, its camera folder (``located``), which md_to_coco leaves out and the
-format's tools want.
+format's tools want. A photo of a visit grouped by capture time gets ``seq_id``, ``seq_num_frames`` and ``frame_num``
+later, from the exports' grouping (``core.camtrap_events.link_coco_images``): an image's sequence depends on the
+camera's other photos, which this module never sees.
 
 Images sizes: an entry's own ``width``/``height`` (trapbatch's worker writes them on every success, as MegaDetector
 does with ``--include_image_size``) win; for an entry without them the caller supplies them (the exports activity
