@@ -515,9 +515,14 @@ class ExportContext:
         return self.manifest.metadata_columns if self.list_shards else ()
 
     def captures(self) -> captures.CaptureColumns | None:
-        """How the task's image list defines captures (its Zooniverse subjects are then captures,
-        ``activities.zooniverse_captures``); None: one subject per image."""
-        return captures.capture_columns(self.manifest.metadata_columns) if self.list_shards else None
+        """How the task's image list defines captures, else whether the request asks for captures made of visits
+        (``zooniverse_visit_frames``): its Zooniverse subjects are then captures (``activities.zooniverse_captures``);
+        None: one subject per image."""
+        listed = captures.capture_columns(self.manifest.metadata_columns) if self.list_shards else None
+        frames = self.request.get("zooniverse_visit_frames")
+        if listed is None and isinstance(frames, int) and not isinstance(frames, bool) and frames > 0:
+            return captures.visit_captures(frames)
+        return listed
 
     def coco_info(self) -> dict[str, Any]:
         return {"description": f"trapbatch {self.task_id}: {self.title}", "detector": self.info.get("detector"),
@@ -701,11 +706,12 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
                 link_event_ids(tmp["observations"], media_rows, index.lookup(), camtrap.completed_at, linked)
                 tmp["observations"].detach()
                 tmp["observations"] = linked
-            if frames.held(0):  # and COCO's images their events' seq_id, seq_num_frames and frame_num
+            places = camtrap_events.EventFrames.from_bytes(frames.to_bytes(0)) if frames.held(0) else None
+            if places is not None:  # and COCO's images their events' seq_id, seq_num_frames and frame_num
                 writer.flush()
                 numbered = _text(files.enter_context(tempfile.TemporaryFile("w+b")))
                 tmp["images"].seek(0)
-                link_coco_images(tmp["images"], camtrap_events.EventFrames.from_bytes(frames.to_bytes(0)), numbered)
+                link_coco_images(tmp["images"], places, numbered)
                 tmp["images"].detach()
                 tmp["images"] = writer.images = numbered
             writer.finish(tmp["coco"], ctx.coco_info())
@@ -733,7 +739,7 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
                         download_to(store, container, results_name, results)
                     return _entries(results)
 
-                made = write_single(settings, store, ctx, by_capture, entries)
+                made = write_single(settings, store, ctx, by_capture, entries, places)
                 batches, eligible = made["batches"], made["subjects"]
     prefix = layout.exports_prefix(task_id, variant)
     logger.info("task %s: exports%s written: %d images, %d COCO boxes, %d observations, %d Zooniverse batches",

@@ -1,5 +1,7 @@
 """Zooniverse manifests of captures (``core.captures``): sorted runs of records per part, then one merge that writes
-the batches. Taken instead of the per-image manifests when the task's image list defines captures.
+the batches. Taken instead of the per-image manifests when the task's image list defines captures, or its request
+asks for subjects of visits (``zooniverse_visit_frames``: each part's records keyed by its share of the frames the
+events step numbered, ``activities.exportevents``).
 
 Why this shape: a capture's images may sit in any shards (a captures file is not required to list them together),
 so no part can write a subject's row alone, unlike the per-image rows (``activities.zooniverseparts``). Each part
@@ -36,7 +38,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import azure.durable_functions as df
 
-from activities.exportparts import _lines
+from activities.exportparts import FRAMES, _fragment, _lines
 from activities.exports import ExportContext, ListMetadata, prepare, read_results_head
 from activities.fanin import export_views, range_lines
 from adapters import clients
@@ -44,12 +46,12 @@ from adapters.block_writer import BlockBlobWriter
 from adapters.blob_files import delete_under
 from adapters.blobs import BlobStore
 from adapters.compose import delete_prefix
-from core import captures, zooniverse
+from core import camtrap_events, captures, zooniverse
 from core import contracts as c
 from core.captures import CaptureColumns
 from core.settings import Settings
 from gpu_batch import layout
-from gpu_batch.formats import csvline, jsonio
+from gpu_batch.formats import camtrapdp, csvline, jsonio
 from gpu_batch.formats.mergeview import ShardView
 
 bp = df.Blueprint()
@@ -140,15 +142,30 @@ def run_captures_part(payload: c.ExportsCapturesPartInput, settings: Settings,
     ctx = prepare(task_id, settings, store, variant, payload.get("threshold"), head)
     key = ctx.captures()
     if key is None:
-        raise ValueError(f"task {task_id}: its image list defines no captures")
+        raise ValueError(f"task {task_id}: neither its image list nor its request defines captures")
+    share = store.read_bytes_or_none(container, _fragment(task_id, variant, part, FRAMES)) if key.visit_frames else None
+    visits = camtrap_events.EventFrames.from_bytes(share) if share is not None else None
     views = _views(settings, store, ctx, payload["first_shard"], int(payload.get("shards", 0)))
     if views is not None:  # the workers' rows: no entry is downloaded or parsed
-        records, runs = write_runs(store, ctx, part, view_records(ctx, key, views))
+        records, runs = write_runs(store, ctx, part, _of_visits(view_records(ctx, key, views), key, visits))
         return {"part": part, "records": records, "runs": runs}
     entries = range_lines(store, container, results_name, start + payload["offset"], payload["length"])  # streamed
     listed = ListMetadata(store, container, task_id, ctx.list_shards, payload["first_shard"])
-    records, runs = write_runs(store, ctx, part, entry_records(ctx, key, _lines(entries), listed))
+    records, runs = write_runs(store, ctx, part, _of_visits(entry_records(ctx, key, _lines(entries), listed), key,
+                                                            visits))
     return {"part": part, "records": records, "runs": runs}
+
+
+def _of_visits(records: Iterable[list[Any]], key: CaptureColumns,
+               visits: camtrap_events.EventFrames | None) -> Iterable[list[Any]]:
+    """``records`` keyed by their photos' visits when the captures are visits (``core.captures.visits``; the part's
+    share of the frames the events step numbered, ``activities.exportevents``); as they are otherwise. Without a
+    share (no photo of the part grouped by time, or an events step recorded before it numbered them) every photo is
+    a subject of its own."""
+    if not key.visit_frames:
+        return records
+    find = visits.find if visits is not None else (lambda _: None)
+    return captures.visits(records, lambda file: find(camtrapdp.media_id(file)), key.visit_frames)
 
 
 def _records(store: BlobStore, container: str, name: str, chunk: int) -> Iterator[list[Any]]:
@@ -249,13 +266,15 @@ def run_captures_combine(payload: c.ExportsCapturesCombineInput, settings: Setti
 
 
 def write_single(settings: Settings, store: BlobStore, ctx: ExportContext, key: CaptureColumns,
-                 entries: Callable[[], Iterable[dict[str, Any]]]) -> c.ExportsCapturesCombineOutput:
+                 entries: Callable[[], Iterable[dict[str, Any]]],
+                 visits: camtrap_events.EventFrames | None = None) -> c.ExportsCapturesCombineOutput:
     """The single exports activity's manifests of captures: the whole task as one part (from the workers' views
-    when every shard has one, else from ``entries()``), merged, written, tidied."""
+    when every shard has one, else from ``entries()``), merged, written, tidied; ``visits``: its photos' places in
+    their visits, when the captures are visits."""
     views = _views(settings, store, ctx, 0, int(ctx.enumeration.get("shards") or 0))
     records = (view_records(ctx, key, views) if views is not None else
                entry_records(ctx, key, entries(), ListMetadata(store, ctx.container, ctx.task_id, ctx.list_shards)))
-    _, runs = write_runs(store, ctx, 0, records)
+    _, runs = write_runs(store, ctx, 0, _of_visits(records, key, visits))
     out = combine(store, ctx, [_run_blob(ctx.task_id, ctx.variant, 0, r) for r in range(runs)])
     delete_prefix(store, ctx.container, work_prefix(ctx.task_id, ctx.variant))
     return out

@@ -90,6 +90,13 @@ REQUEST_FIELDS: dict[str, dict[str, Any]] = {
                          "event-level observations count two events (60: bursts, as MegaDetector's sequences; 1800: "
                          "a 30-minute independence interval); default: the app's TRAPBATCH_EVENT_INTERVAL_S (60); not "
                          "part of the task id", "examples": [60, 1800]},
+    "zooniverse_visit_frames": {"type": ["integer", "null"], "minimum": 1, "maximum": rq.MAX_VISIT_FRAMES,
+                                "description": "Zooniverse subjects made of visits instead of single images: each "
+                                "camera's photos grouped by time as the Camtrap DP export's events (event_interval_s), "
+                                "at most this many frames a subject in capture-time order (a longer visit is several "
+                                "subjects); an image list's own captures (capture_id, or season, site, roll and "
+                                "capture) win; default: a subject per image; not part of the task id",
+                                "examples": [3]},
     "clock_corrections": {
         "type": ["object", "null"], "maxProperties": rq.MAX_CLOCK_CORRECTIONS,
         # a name with a character other than '/' and no control character (the validation strips the slashes)

@@ -85,6 +85,8 @@ REQUEST_FLAGS: list[tuple[str, str, Any, str]] = [
      "are in it"),
     ("--event-interval-s", "event_interval_s", float, "seconds between a camera's photos past which Camtrap DP counts "
      "two events (default: the app's, 60)"),
+    ("--zooniverse-visit-frames", "zooniverse_visit_frames", int, "Zooniverse subjects of visits (photos grouped by "
+     "time), at most this many frames each (default: a subject per image)"),
 ]
 
 

@@ -3,8 +3,10 @@
 Why: the seed workflow (../shared/reference/seeds/001, its ``generate_manifest``) builds its manifest from a captures
 file, one subject per capture (``capture_id``, or season, site, roll and capture) holding that capture's images in
 order, because volunteers classify a capture, not a frame. When a task's image list carries those columns the
-Zooniverse manifests are made of captures (``activities.zooniverse_captures``); otherwise one subject per image
-(``core.zooniverse``), as before.
+Zooniverse manifests are made of captures (``activities.zooniverse_captures``); without them, a request's
+``zooniverse_visit_frames`` makes captures of visits, the photos the exports grouped by time (``visits``: the
+pipeline's own step from timestamps to captures, for collections without a captures file); otherwise one subject per
+image (``core.zooniverse``), as before.
 
 How, in bounded memory at any scale: each image that would be in a manifest (``core.zooniverse.excluded`` says which
 not) becomes a *record*, ``[capture key, rank, file, max conf, top category, metadata values]``; records are sorted by
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from core.zooniverse import ManifestOptions
 from gpu_batch.formats import csvline
@@ -46,10 +48,39 @@ def _norm(column: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class CaptureColumns:
-    """The list's columns (as the list spells them) that make a capture's key, and the one that ranks its images."""
+    """The list's columns (as the list spells them) that make a capture's key, and the one that ranks its images;
+    or, with ``visit_frames`` and no columns, captures made of visits (``visits``)."""
 
     key: tuple[str, ...]
     rank: str | None
+    visit_frames: int = 0  # > 0: a visit's photos, at most this many a subject (the request's zooniverse_visit_frames)
+
+
+def visit_captures(frames: int) -> CaptureColumns:
+    """Captures made of visits, at most ``frames`` photos a subject (no image list defines them)."""
+    return CaptureColumns((), None, frames)
+
+
+# a photo's visit: its id, photos and place in it (``core.camtrap_events.EventFrames.find`` by file), None for none
+VisitOf = Callable[[str], "tuple[str, int, int] | None"]
+
+
+def visits(records: Iterable[list[Any]], visit_of: VisitOf, frames: int) -> Iterator[list[Any]]:
+    """Records whose key and rank are their photo's visit and place in it: a visit of at most ``frames`` photos is
+    one subject keyed by its id (the Camtrap DP event's), a longer one is subjects of ``frames`` photos in
+    capture-time order keyed ``<id>#1``, ``<id>#2``...; a photo in no visit (no capture time, or of an image list's
+    sequence) stays a subject of its own.
+
+    Why split rather than one subject a visit: a visit is every photo a camera took with gaps under the event
+    interval (a grazing herd can give hundreds), while a Zooniverse subject is a flipbook a volunteer steps through;
+    Snapshot Safari's captures are one trigger's burst, three photos."""
+    for rec in records:
+        found = visit_of(str(rec[2]))
+        if found is not None:
+            seq_id, count, frame = found
+            rec[0] = seq_id if count <= frames else f"{seq_id}#{frame // frames + 1}"
+            rec[1] = frame
+        yield rec
 
 
 def capture_columns(metadata_columns: Sequence[str]) -> CaptureColumns | None:
@@ -65,7 +96,7 @@ def capture_columns(metadata_columns: Sequence[str]) -> CaptureColumns | None:
 
 def capture_key(metadata: Mapping[str, str] | None, columns: CaptureColumns, file: str) -> str:
     values = [str((metadata or {}).get(c, "")).strip() for c in columns.key]
-    if not all(values):
+    if not values or not all(values):  # no columns: captures of visits, keyed after (``visits``)
         return ALONE + file
     return "#".join(values)
 

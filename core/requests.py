@@ -22,7 +22,7 @@ _CONTAINER_RE = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$")
 ALLOWED_FIELDS = ("container", "prefix", "first_n", "sample_n", "seed", "model", "request_name", "caller",
                   "images_per_shard", "source_account_url", "credential_secret", "max_failed_fraction",
                   "preview_threshold", "dry_run", "notify_url", "previews_expire_days", "image_list", "rerun",
-                  "only_new", "utc_offset", "event_interval_s", "clock_corrections")
+                  "only_new", "utc_offset", "event_interval_s", "clock_corrections", "zooniverse_visit_frames")
 # Fields the edge sets, never the body: the image list's content hash (api/starters.py reads the list). They travel
 # with the request (to_dict / from_dict) so the enumeration can check it reads the list the id was made from.
 EDGE_FIELDS = ("image_list_sha256",)
@@ -97,6 +97,11 @@ class TaskRequest:
     # folder that holds an image decides), for cameras whose clock was wrong: Camtrap DP's timestamps, deployment
     # spans and events use the corrected times (gpu_batch.formats.camtrapdp). None: none. Not part of the task id.
     clock_corrections: dict[str, int] | None = None
+    # Zooniverse subjects made of visits (photos grouped by time as the exports' events, ``event_interval_s``), at
+    # most this many frames a subject in capture-time order (a longer visit is several subjects), as volunteers
+    # classify a capture rather than a frame (core.captures); None: a subject per image. An image list's own
+    # captures (capture_id, or season/site/roll/capture) win. Not part of the task id: it says how to export.
+    zooniverse_visit_frames: int | None = None
 
     @property
     def task_id(self) -> str:
@@ -303,6 +308,7 @@ def parse_task_request(body: Any, default_model: str = "", default_images_per_sh
         utc_offset=_utc_offset(body),
         event_interval_s=_event_interval(body),
         clock_corrections=_clock_corrections(body),
+        zooniverse_visit_frames=_opt_int(body, "zooniverse_visit_frames", 1, MAX_VISIT_FRAMES),
     )
 
 
@@ -323,6 +329,7 @@ def _utc_offset(body: Mapping[str, Any]) -> str:
     return offset
 
 
+MAX_VISIT_FRAMES = 20  # frames in one Zooniverse subject made of a visit (a flipbook volunteers step through)
 MAX_EVENT_INTERVAL_S = 86_400  # a day: past it, a camera's visits would merge into its whole deployment
 
 

@@ -21,7 +21,8 @@ from core.exportparts import part_ranges
 from core.settings import Settings
 from gpu_batch import layout
 from tests.integration.test_exports import TASK, task  # noqa: F401
-from tests.integration.test_exports_fanout import _clear, _snapshot, _write_fanin_results, group_and_link
+from tests.integration.test_exports_fanout import (_clear, _many, _many_in_four_parts, _snapshot, _write_fanin_results,
+                                                  group_and_link)
 
 COLUMNS = ["Season", "site", "roll", "capture", "image", "note"]  # the seed's captures file, spelled as one may
 
@@ -265,3 +266,55 @@ def test_the_combine_uses_no_local_disk_and_its_buckets_do_not_change_the_batche
     assert written[0] == written[1]
     made, batches = written[0]
     assert made["batches"] == len(batches) > 5
+
+
+def test_a_request_for_visits_makes_subjects_of_each_visits_photos_in_time_order_in_both_ways(
+        task: Any) -> None:  # noqa: F811
+    """``zooniverse_visit_frames`` (here 2) without an image list's captures: each visit (the Camtrap DP event, its
+    id the subject's capture id) is subjects of at most two photos in capture-time order, a longer visit split as
+    ``<id>#1``, ``<id>#2``...; a photo without a capture time is a subject alone; the fan-out writes the single
+    activity's bytes."""
+    settings, store, parts, request = _many_in_four_parts(task)
+    store.write_json(settings.container, layout.request_blob(TASK), {**request, "zooniverse_visit_frames": 2})
+    single = run_exports(TASK, settings, store)
+    expected = _clear(store, settings.container, "")
+    assert _fanned(settings, store, parts) == single
+    got = _snapshot(store, settings.container, "")
+    assert {name: got[name] for name in expected} == expected
+
+    media = {m["filePath"]: m for m in csv.DictReader(io.StringIO(
+        expected[layout.camtrap_dp_blob(TASK, "media.csv")].decode()))}
+    event_of = {o["mediaID"]: o["eventID"] for o in csv.DictReader(io.StringIO(
+        expected[layout.camtrap_dp_blob(TASK, "observations.csv")].decode())) if o["observationLevel"] == "media"}
+    subjects = [r for b in range(1, single["zooniverse_batches"] + 1) for r in csv.DictReader(io.StringIO(
+        expected[layout.zooniverse_batch_blob(TASK, b)].decode()))]
+    seen: list[str] = []
+    split = 0
+    for row in subjects:
+        files = [v for k, v in row.items() if k.startswith("image_name_") and v]
+        seen += files
+        assert 1 <= len(files) <= 2 and row["#images"] == str(len(files))
+        events = {event_of[media[f]["mediaID"]] for f in files}
+        if not row["#capture_id"]:  # alone: no capture time
+            assert len(files) == 1 and not events - {""}
+            continue
+        (event,) = events
+        assert row["#capture_id"].split("#")[0] == event != ""
+        split += "#" in row["#capture_id"]
+        times = [media[f]["timestamp"] for f in files]
+        assert times == sorted(times)
+    eligible = [e["file"] for e in _many(97)["images"] if not zooniverse.excluded(e)]
+    assert sorted(seen) == sorted(eligible) and single["zooniverse_subjects"] == len(subjects) < len(eligible)
+    assert split > 0 and single["zooniverse_capture_images"] == len(eligible)
+
+
+def test_an_image_lists_captures_win_over_a_request_for_visits(task: Any) -> None:  # noqa: F811
+    settings, store, _ = task
+    doc, rows, _ = _setup(settings, store, [40, 40, 40, 17], 2)
+    request = store.read_json_or_none(settings.container, layout.request_blob(TASK)) or {}
+    store.write_json(settings.container, layout.request_blob(TASK), {**request, "zooniverse_visit_frames": 1})
+    run_exports(TASK, settings, store)
+    subjects = [r for name, data in _snapshot(store, settings.container, "").items()
+                if "/zooniverse/batch-" in name for r in csv.DictReader(io.StringIO(data.decode()))]
+    assert {r["#capture_id"] or r["image_name_1"]: [v for k, v in r.items() if k.startswith("image_name_") and v]
+            for r in subjects} == _expected_subjects(doc, rows)

@@ -101,3 +101,20 @@ def test_a_record_read_back_from_a_views_row_is_the_entrys_own() -> None:
                     if not e.get("failure")]
     assert from_views == from_entries and len(from_views) == 3
     assert [r[1] for r in from_views[:2]] == [2, 1] and from_views[2][0].startswith(captures.ALONE)
+
+
+def test_visits_key_a_visits_photos_by_its_id_and_split_a_long_one_in_frame_order() -> None:
+    """A visit of at most ``frames`` photos is one subject (its id), a longer one is subjects of ``frames`` photos
+    (``<id>#1``...), ranked by frame; a photo in no visit keeps the key of an image alone."""
+    from core.captures import ALONE, visit_captures, visits
+
+    places = {"a.jpg": ("e1", 2, 1), "b.jpg": ("e1", 2, 0), "c.jpg": ("e2", 5, 4), "d.jpg": ("e2", 5, 0),
+              "e.jpg": ("e2", 5, 2), "f.jpg": ("e2", 5, 1), "g.jpg": ("e2", 5, 3)}
+    key = visit_captures(2)
+    assert key.visit_frames == 2 and not key.key
+    records = [[captures.capture_key({}, key, f), 2**62, f, 0.5, "animal", []]
+               for f in ["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg", "f.jpg", "g.jpg", "untimed.jpg"]]
+    assert records[-1][0] == ALONE + "untimed.jpg"
+    subjects = {c.key: c.files for c in group(sorted(visits(records, places.get, 2), key=sort_key))}
+    assert subjects == {ALONE + "untimed.jpg": ["untimed.jpg"], "e1": ["b.jpg", "a.jpg"], "e2#1": ["d.jpg", "f.jpg"],
+                        "e2#2": ["e.jpg", "g.jpg"], "e2#3": ["c.jpg"]}

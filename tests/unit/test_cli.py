@@ -80,6 +80,19 @@ def test_a_request_file_and_flags_combine_and_are_validated_before_sending(tmp_p
         build_request(None, {})
 
 
+def test_the_zooniverse_visit_frames_flag_is_a_request_field_checked_before_sending() -> None:
+    from cli.main import REQUEST_FLAGS
+    from core.requests import ALLOWED_FIELDS
+
+    assert {dest for _, dest, _, _ in REQUEST_FLAGS} <= set(ALLOWED_FIELDS)
+    assert ("--zooniverse-visit-frames", "zooniverse_visit_frames", int) in {f[:3] for f in REQUEST_FLAGS}
+    assert build_request(None, {"container": "cams", "zooniverse_visit_frames": 3}) == {
+        "container": "cams", "zooniverse_visit_frames": 3}
+    with pytest.raises(CliError, match="'zooniverse_visit_frames' must be at most 20") as info:
+        build_request(None, {"container": "cams", "zooniverse_visit_frames": 50})
+    assert info.value.exit_code == 2
+
+
 @pytest.mark.parametrize("runtime,stage,code", [("Completed", "completed", 0), ("Completed", "estimated", 0),
                                                 ("Completed", "completed_with_errors", 3),
                                                 ("Completed", "cancelled", 1), ("Failed", "failed", 1),

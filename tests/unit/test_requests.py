@@ -180,6 +180,19 @@ def test_only_new_is_a_rerun_verb_not_part_of_the_task_id() -> None:
         parse_task_request({"container": "cams", "only_new": 1})
 
 
+def test_zooniverse_visit_frames_is_a_bounded_count_that_does_not_change_the_task_id() -> None:
+    base = {"container": "cams"}
+    assert parse_task_request(base).zooniverse_visit_frames is None
+    r = parse_task_request({**base, "zooniverse_visit_frames": 3})
+    assert r.zooniverse_visit_frames == 3 and r.task_id == parse_task_request(base).task_id
+    assert TaskRequest.from_dict(r.to_dict()).zooniverse_visit_frames == 3  # kept with the task's request
+    for bad, said in ((0, "at least 1"), (21, "at most 20"), ("3", "an integer"), (True, "an integer"),
+                      (2.5, "an integer")):
+        with pytest.raises(RequestInvalid) as info:
+            parse_task_request({**base, "zooniverse_visit_frames": bad})
+        assert f"'zooniverse_visit_frames' must be {said}" in info.value.message
+
+
 def test_event_interval_is_bounded_seconds_that_do_not_change_the_task_id() -> None:
     base = {"container": "cams"}
     assert parse_task_request(base).event_interval_s is None
