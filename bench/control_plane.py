@@ -455,6 +455,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "request_name": f"control-plane benchmark {args.images}"}
         if args.image_list:
             body["image_list"] = write_image_list(connection, container, names, args.image_list)
+        if args.zooniverse_visit_frames:
+            body["zooniverse_visit_frames"] = args.zooniverse_visit_frames
         t0 = time.perf_counter()
         r = requests.post(f"{host.base_url}/api/tasks", json=body, headers={"x-functions-key": FUNCTION_KEY},
                           timeout=60)
@@ -523,6 +525,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "stages_first_seen_s": {k: round(v, 3) for k, v in stages.items()},
         "upload_s": round(upload_s, 3),
         "preloaded": bool(args.preload), "image_list": args.image_list,
+        "zooniverse_visit_frames": args.zooniverse_visit_frames,
         "functions": {"orchestrators": metrics["orchestrators"], "activities": metrics["activities"]},
         "settings": {"poll_min_s": args.poll_min_s, "poll_max_s": args.poll_max_s,
                      "activity_workers": args.activity_workers, "status_interval_s": args.status_interval},
@@ -617,6 +620,9 @@ def main(argv: list[str] | None = None) -> int:
                         "(metadata the exports carry; the default), with each image's own coordinates too (gps), "
                         "paths alone, or a captures file (season, site, roll, capture, image: Zooniverse subjects "
                         "of three images, core.captures)")
+    p.add_argument("--zooniverse-visit-frames", type=int, default=None, metavar="N",
+                   help="Zooniverse subjects of visits of at most N photos (the request's zooniverse_visit_frames: "
+                        "the captures pipeline keyed by the events step's frames)")
     p.add_argument("--only-new", type=int, default=None, metavar="N",
                    help="then add N images and run the request again with only_new (record: only_new_rerun)")
     p.add_argument("--shape-of", type=int, default=0, metavar="M",
