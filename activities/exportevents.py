@@ -33,8 +33,8 @@ import azure.durable_functions as df
 
 from activities.exportparts import (EVENT_ROWS, FRAGMENT_BLOCK_BYTES, FRAMES, IMAGES_LINKED, INDEX, LINKED, _fragment,
                                     _work, read_event_records)
-from activities.exports import (link_coco_images, link_event_ids, prepare, read_results_head, write_camera_visits,
-                                write_events)
+from activities.exports import (CameraDaysWriter, link_coco_images, link_event_ids, prepare, read_results_head,
+                                write_camera_visits, write_events)
 from adapters import clients
 from adapters.block_writer import BlockBlobWriter, open_blob
 from adapters.blobs import BlobStore
@@ -67,10 +67,11 @@ def run_exports_events(payload: c.ExportsEventsInput, settings: Settings, store:
                 task_id, variant, payload["parts"][i], FRAMES), "application/octet-stream", FRAMES_BLOCK_BYTES))
 
         frames = camtrap_events.EventFrames(len(records), share)
+        days = shares.enter_context(CameraDaysWriter(store, ctx, ctx.event_interval_s(settings)))
         with BlockBlobWriter(store, container, rows_blob, "application/octet-stream", FRAGMENT_BLOCK_BYTES) as blob:
             stream = io.TextIOWrapper(io.BufferedWriter(blob, 1 << 16), encoding="utf-8", newline="")
             events, rows = write_events(stream, camtrap, records, ctx.event_interval_s(settings), cameras, index,
-                                        frames)
+                                        frames, days)
             stream.flush()
             stream.detach().detach()  # the blob commits as the with block ends
     visits = write_camera_visits(store, ctx, cameras, ctx.event_interval_s(settings))
@@ -84,7 +85,7 @@ def run_exports_events(payload: c.ExportsEventsInput, settings: Settings, store:
     logger.info("task %s exports: %d events at %d cameras; %d of %d parts have photos grouped by time", task_id,
                 events, len(cameras), len(link), len(payload["parts"]))
     return {"events": events, "event_observations": rows, "rows_bytes": blob.bytes_written, "cameras": len(cameras),
-            "camera_visits": visits, "link": link}
+            "camera_visits": visits, "camera_days": days.name, "link": link}
 
 
 def run_exports_link_part(payload: c.ExportsLinkPartInput, settings: Settings,

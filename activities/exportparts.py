@@ -38,9 +38,9 @@ from typing import Any, Iterable, Iterator, Mapping
 import azure.durable_functions as df
 from azure.core.exceptions import ResourceNotFoundError
 
-from activities.exports import (LineBuffer, ListMetadata, ViewLines, _write_zooniverse, needs_no_size, prepare,
-                               read_results_head, sized, write_camera_visits, write_descriptor,
-                               write_events)
+from activities.exports import (CameraDaysWriter, LineBuffer, ListMetadata, ViewLines, _write_zooniverse,
+                               needs_no_size, prepare, read_results_head, sized, write_camera_visits,
+                               write_descriptor, write_events)
 from activities.fanin import iter_export_views, range_lines
 from adapters import clients
 from adapters.block_writer import BlockBlobWriter, open_blob
@@ -239,19 +239,27 @@ def run_exports_combine(payload: c.ExportsCombineInput, settings: Settings,
     grouped = payload.get("events")
     visits: str | None = None
     if grouped is None:
-        with BlockBlobWriter(store, container, events_csv, "application/octet-stream", FRAGMENT_BLOCK_BYTES) as blob:
+        records = _event_records(store, container, task_id, variant, parts)
+        with ExitStack() as stack:
+            blob = stack.enter_context(BlockBlobWriter(store, container, events_csv, "application/octet-stream",
+                                                       FRAGMENT_BLOCK_BYTES))
+            # parts recorded before they kept event records: the days are unknown, not none (no table at all)
+            days = stack.enter_context(CameraDaysWriter(store, ctx, ctx.event_interval_s(settings))) if records \
+                else None
             stream = io.TextIOWrapper(io.BufferedWriter(blob, 1 << 16), encoding="utf-8", newline="")
-            records = _event_records(store, container, task_id, variant, parts)
             cameras: list[camtrap_events.CameraVisits] = []
-            events, event_rows = write_events(stream, camtrap, records, ctx.event_interval_s(settings), cameras)
+            events, event_rows = write_events(stream, camtrap, records, ctx.event_interval_s(settings), cameras,
+                                              days=days)
             stream.flush()
-            stream.detach().detach()  # the blob commits as the with block ends
+            stream.detach().detach()  # the blobs commit as the with block ends
         rows_bytes, camera_count = blob.bytes_written, len(cameras)
         # parts recorded before they kept event records: the visits are unknown, not none (no table, not an empty one)
         visits = write_camera_visits(store, ctx, cameras, ctx.event_interval_s(settings)) if records else None
+        camera_days: str | None = days.name if days is not None else None
     else:
         events, event_rows, rows_bytes = grouped["events"], grouped["event_observations"], grouped["rows_bytes"]
         visits, camera_count = grouped["camera_visits"], grouped["cameras"]
+        camera_days = grouped.get("camera_days")  # absent: grouped before the days were counted
     linked = {int(part): int(size) for part, size in payload.get("linked") or []}
     for name, columns in (("media", camtrapdp.MEDIA_COLUMNS), ("observations", camtrapdp.OBSERVATION_COLUMNS)):
         tail: list[Piece] = [(events_csv, 0, rows_bytes)] if name == "observations" and event_rows else []
@@ -277,6 +285,8 @@ def run_exports_combine(payload: c.ExportsCombineInput, settings: Settings,
         "events": events, "event_observations": event_rows}}
     if visits is not None:
         out["output"]["camera_visits"] = visits
+        if camera_days is not None:
+            out["output"]["camera_days"] = camera_days
         out["output"]["cameras"] = camera_count
     if ctx.captures() is not None:  # the manifests are of captures (activities.zooniverse_captures), not of images
         out["zooniverse_captures"] = True

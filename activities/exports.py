@@ -58,6 +58,7 @@ import azure.durable_functions as df
 from activities.fanin import iter_export_views
 from adapters import clients
 from adapters.blob_files import delete_under, download_to
+from adapters.block_writer import BlockBlobWriter
 from adapters.blobs import BlobStore
 from adapters.compose import read_range
 from adapters.image_sizes import with_sizes
@@ -583,14 +584,15 @@ def write_events(out: "LineBuffer | IO[str]", camtrap: camtrapdp.CamtrapBuilder,
                  parts: Sequence[camtrap_events.EventRecords], interval_s: float,
                  cameras: list[camtrap_events.CameraVisits] | None = None,
                  index: camtrap_events.EventIndex | None = None,
-                 frames: camtrap_events.EventFrames | None = None) -> tuple[int, int]:
+                 frames: camtrap_events.EventFrames | None = None,
+                 days: "CameraDaysWriter | None" = None) -> tuple[int, int]:
     """The event-level observations of the parts' records (``core.camtrap_events``) appended to ``out``, with the
     media observations' classifier and time; returns how many events and how many rows. ``cameras`` gets each
     camera's visits (``write_camera_visits``), ``index`` the time-grouped events (``link_event_ids``), ``frames``
-    their photos' places in them (``link_coco_images``)."""
+    their photos' places in them (``link_coco_images``), ``days`` each camera's days (``write_camera_visits``)."""
     events = rows = 0
     for text, n, found in camtrap_events.event_lines(parts, camtrap.classified_by, camtrap.completed_at, interval_s,
-                                                     cameras, index, frames):
+                                                     cameras, index, frames, days):
         out.write(text)
         rows += n
         events += found
@@ -627,6 +629,31 @@ def write_camera_visits(store: BlobStore, ctx: "ExportContext", cameras: Sequenc
     store.write_bytes(ctx.container, name, camtrap_events.camera_visits_csv(cameras, interval_s, ctx.cut),
                       "text/csv; charset=utf-8")
     return name
+
+
+DAYS_BLOCK_BYTES = 4 * 1024 * 1024  # camera-days.csv's block in memory while it is written
+
+
+class CameraDaysWriter:
+    """``camera-days.csv`` (``layout.camera_days_blob``) streamed as the grouping finishes each camera
+    (``write_events``' ``days``): a row per camera and day (a thousand cameras over a year: 365,000 rows), so only
+    one camera's table is ever held. Committed as the ``with`` block ends (nothing on an error)."""
+
+    def __init__(self, store: BlobStore, ctx: "ExportContext", interval_s: float) -> None:
+        self.name = layout.camera_days_blob(ctx.task_id, ctx.variant)
+        self._interval_s, self._threshold = interval_s, ctx.cut
+        self._blob = BlockBlobWriter(store, ctx.container, self.name, "text/csv; charset=utf-8", DAYS_BLOCK_BYTES)
+        self._blob.write(csvline.line(camtrap_events.CAMERA_DAYS_COLUMNS).encode("utf-8"))
+
+    def __call__(self, camera: camtrap_events.CameraDays) -> None:
+        for text in camtrap_events.camera_days_rows(camera, self._interval_s, self._threshold):
+            self._blob.write(text.encode("utf-8"))
+
+    def __enter__(self) -> "CameraDaysWriter":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._blob.__exit__(*exc)
 
 
 def run_exports(task_id: str, settings: Settings, store: BlobStore, source: BlobStore | None = None,
@@ -691,8 +718,9 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
             cameras: list[camtrap_events.CameraVisits] = []
             index = camtrap_events.EventIndex()
             frames = camtrap_events.EventFrames(1)
-            events, event_rows = write_events(observations, camtrap, [tap.records()], ctx.event_interval_s(settings),
-                                              cameras, index, frames)
+            with CameraDaysWriter(store, ctx, ctx.event_interval_s(settings)) as days:
+                events, event_rows = write_events(observations, camtrap, [tap.records()],
+                                                  ctx.event_interval_s(settings), cameras, index, frames, days)
             media.flush()
             observations.flush()
             if index.deployments():  # the time-grouped photos' media-level rows name their events
@@ -751,7 +779,8 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
         "threshold": cut, "images": writer.counts["images"], "annotations": writer.counts["annotations"],
         "observations": camtrap.counts["observations"], "deployments": len(camtrap.deployments),
         "zooniverse_subjects": eligible, "sizes_unknown": sizes_unknown, "events": events,
-        "event_observations": event_rows, "camera_visits": visits, "cameras": len(cameras)}
+        "event_observations": event_rows, "camera_visits": visits, "cameras": len(cameras),
+        "camera_days": days.name}
     if by_capture is not None:
         out["zooniverse_capture_images"] = made["images"]
     return out

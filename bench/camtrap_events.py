@@ -101,9 +101,14 @@ def combine(folder: Path, interval_s: float) -> dict[str, object]:
     index = ev.EventIndex()
     shares: dict[int, object] = {}  # each part's frames, streamed to a file as exports_events streams them to blobs
     frames = ev.EventFrames(len(parts), lambda i: shares.setdefault(i, (folder / f"{i:05d}.frames").open("wb")))
+    days_bytes = [0]  # camera-days.csv, each camera's rows formatted as it is done (as exports_events streams them)
+
+    def days(camera: ev.CameraDays) -> None:
+        days_bytes[0] += sum(len(text.encode("utf-8")) for text in ev.camera_days_rows(camera, interval_s, 0.2))
+
     rows = events = written = 0
     for text, n, found in ev.event_lines(parts, "MegaDetector v5a.0.0", "2026-12-04T00:00:00+00:00", interval_s,
-                                         cameras, index, frames):
+                                         cameras, index, frames, days):
         written += len(text.encode("utf-8"))
         rows += n
         events += found
@@ -134,7 +139,8 @@ def combine(folder: Path, interval_s: float) -> dict[str, object]:
     numbered_lines = sum(1 for line in ev.link_coco_images(iter(images), part_frames) if "frame_num" in line)
     coco_cpu = time.process_time() - c1
     return {"records": sum(len(p) for p in parts), "events": events, "event_rows": rows, "event_rows_bytes": written,
-            "cameras": len(cameras), "camera_visits_bytes": len(table), "read_s_cpu": round(loaded, 2),
+            "cameras": len(cameras), "camera_visits_bytes": len(table), "camera_days_bytes": days_bytes[0],
+            "read_s_cpu": round(loaded, 2),
             "index_mib_all_parts": round(sum(index_bytes) / 2**20, 1),
             "frames_mib_all_parts": round(sum(frames_bytes) / 2**20, 1),
             "coco_lines_numbered": numbered_lines,

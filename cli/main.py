@@ -191,7 +191,8 @@ def _summary(st: dict[str, Any]) -> None:
         where = f" at {exports['cameras']} camera{'' if exports['cameras'] == 1 else 's'}" if exports.get("cameras") \
             else ""
         table.add_row("camera visits", f"{exports['events']}{where} (Camtrap DP event-level observations"
-                      + ("; a row per camera in camera-visits.csv)" if exports.get("camera_visits") else ")"))
+                      + ("; a row per camera in camera-visits.csv" if exports.get("camera_visits") else "")
+                      + ("; a row per camera and day in camera-days.csv" if exports.get("camera_days") else "") + ")")
     told = st.get("notification")
     if isinstance(told, dict):  # the request's notify_url: taken, or why not
         table.add_row("notify_url", f"told (answered {told.get('status_code')})" if told.get("sent") else

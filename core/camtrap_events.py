@@ -30,7 +30,8 @@ are gathered ``RECORDS_PER_GATHER`` at a time, ``_Gather``), formats at most ``E
 and appends the event rows to ``observations.csv`` (``bench/camtrap_events.py``: 558-900 MiB and 11-25 s of CPU at
 ten million images, the index included and the frames streamed, from 1,000 cameras to one folder holding them
 all; bench/RESULTS.md twenty-seventh session). Each camera's visits are summed up as they go (``CameraVisits``: ``camera-visits.csv`` and the
-preview page's table). The rows depend only on the records, never on where the parts were cut: the single activity
+preview page's table), and counted by day with its photos (``CameraDays``: ``camera-days.csv``, 32 bytes a camera-day
+with photos). The rows depend only on the records, never on where the parts were cut: the single activity
 and the fan-out write the same bytes.
 
 Must not: do I/O.
@@ -307,6 +308,8 @@ class _Camera:
     most: list[list[int]]
     top: list[list[float]]
     visits: "CameraVisits"  # this run's share of the camera's visits (first, last and span: the whole camera's)
+    days: "CameraDays | None"  # this run's visits by day, and on the camera's first run its photos by day; None:
+    # a camera whose photos fall on more than MAX_CAMERA_DAYS dates (no rows in camera-days.csv)
     continued: bool  # a later run of the same deployment
     timed: np.ndarray  # the run's events grouped by time (no list sequence): their start and end epochs, offsets
     start_epoch: np.ndarray
@@ -425,13 +428,18 @@ def _cameras(parts: Sequence[EventRecords], interval_s: float,
             visits = CameraVisits(deployment, ends[0], ends[1], int(epoch[late] - epoch[early]),
                                   int((last - first + 1).sum()), len(first),
                                   tuple(int(k) for k in (most > 0).sum(axis=0)), int((~most.any(axis=1)).sum()))
+            if at == 0:  # the camera's photos by day, once (None: too many dates to count by)
+                photo_days = _photo_days(deployment, epoch, offset)
+            days = None if photo_days is None else _event_days(deployment, epoch[first], offset[first], most)
+            if at == 0 and days is not None and photo_days is not None:
+                days = CameraDays.join([days, photo_days])
             timed = seq[first] < 0
             if frames is not None and timed.any():
                 frames.take(gather, owners, first[timed], last[timed],
                             [int(key, 16) for key, grouped in zip(keys, timed.tolist()) if grouped])
             yield _Camera(deployment, keys, [name or key for name, key in zip(listed, keys)], starts,
                           _timestamps(epoch[last], offset[last]), (last - first + 1).tolist(), most.tolist(),
-                          top.tolist(), visits, at > 0, timed, epoch[first][timed], epoch[last][timed],
+                          top.tolist(), visits, days, at > 0, timed, epoch[first][timed], epoch[last][timed],
                           offset[first][timed])
 
 
@@ -561,6 +569,124 @@ class CameraVisits:
         return CameraVisits(self.deployment, self.first, self.last, self.span_s, self.images + more.images,
                             self.visits + more.visits,
                             tuple(a + b for a, b in zip(self.with_kind, more.with_kind)), self.blank + more.blank)
+
+
+DAY_COUNTS = ("photos", "visits", *(f"{kind}_visits" for kind in KINDS), "blank_visits")  # a camera-day's counts
+
+
+@dataclass(frozen=True)
+class CameraDays:
+    """One camera's days: for each local date (days since 1970-01-01 in its photos' own offsets) that has a photo,
+    ``DAY_COUNTS``: its timed photos, the visits that start that day, those with a box of each kind, the blank ones.
+    Only the days with photos are held (32 bytes each); ``camera_days_lines`` writes the days between as zeros."""
+
+    deployment: str
+    day: np.ndarray  # sorted, unique (int32)
+    counts: np.ndarray  # (days, len(DAY_COUNTS)) int32
+
+    @staticmethod
+    def empty(deployment: str) -> "CameraDays":
+        return CameraDays(deployment, np.zeros(0, np.int32), np.zeros((0, len(DAY_COUNTS)), np.int32))
+
+    @staticmethod
+    def join(pieces: Sequence["CameraDays"]) -> "CameraDays":
+        """One camera's pieces (its photos, its runs of events) as one table, in one pass: joined two at a time, a
+        camera of a million runs' worth of days was quadratic (657 s of CPU for one ten-million-photo folder). Runs
+        in time order (the usual case) are only concatenated, the day they share added up; others are sorted."""
+        day = np.concatenate([p.day for p in pieces])
+        if not len(day):
+            return CameraDays.empty(pieces[0].deployment)
+        counts = np.concatenate([p.counts for p in pieces])
+        if np.any(day[1:] < day[:-1]):
+            order = np.argsort(day, kind="stable")
+            day, counts = day[order], counts[order]
+        starts = np.flatnonzero(np.concatenate([[True], day[1:] != day[:-1]]))
+        if len(starts) < len(day):
+            day, counts = day[starts], np.add.reduceat(counts, starts, axis=0).astype(np.int32)
+        return CameraDays(pieces[0].deployment, day, counts)
+
+
+def _local_days(epoch: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """Each capture's date in its own offset, as days since 1970-01-01 (floor: before 1970 too)."""
+    return ((epoch + offset.astype(np.int64) * 60) // 86400).astype(np.int32)
+
+
+def _by_day(deployment: str, day: np.ndarray, rows: np.ndarray) -> CameraDays:
+    """``rows`` (one per item, ``DAY_COUNTS`` wide) summed by ``day``."""
+    if not len(day):
+        return CameraDays(deployment, np.zeros(0, np.int32), np.zeros((0, len(DAY_COUNTS)), np.int32))
+    unique, inverse = np.unique(day, return_inverse=True)
+    counts = np.zeros((len(unique), len(DAY_COUNTS)), np.int64)
+    np.add.at(counts, inverse.ravel(), rows)
+    return CameraDays(deployment, unique.astype(np.int32), counts.astype(np.int32))
+
+
+def _event_days(deployment: str, epoch: np.ndarray, offset: np.ndarray, most: np.ndarray) -> CameraDays:
+    """A run's events (start times, most boxes of each kind) counted on the day each starts."""
+    rows = np.zeros((len(epoch), len(DAY_COUNTS)), np.int64)
+    rows[:, 1] = 1
+    rows[:, 2:2 + len(KINDS)] = most > 0
+    rows[:, -1] = ~most.any(axis=1)
+    return _by_day(deployment, _local_days(epoch, offset), rows)
+
+
+MAX_CAMERA_DAYS = 36_600  # a camera's dates with a photo: past a century's worth its clock is not one to count by
+
+
+def _photo_days(deployment: str, epoch: np.ndarray, offset: np.ndarray) -> CameraDays | None:
+    """A camera's photos counted by day, ``RECORDS_PER_GATHER`` at a time (one folder may hold every photo); None
+    past ``MAX_CAMERA_DAYS`` dates (memory stays a few MB a camera whatever its clock says)."""
+    pieces = [CameraDays.empty(deployment)]
+    held = 0
+    for a in range(0, len(epoch), RECORDS_PER_GATHER):
+        day = _local_days(epoch[a:a + RECORDS_PER_GATHER], offset[a:a + RECORDS_PER_GATHER])
+        unique, counts = np.unique(day, return_counts=True)
+        rows = np.zeros((len(unique), len(DAY_COUNTS)), np.int32)
+        rows[:, 0] = counts
+        pieces.append(CameraDays(deployment, unique.astype(np.int32), rows))
+        held += len(unique)
+        if held > MAX_CAMERA_DAYS:  # perhaps dates counted twice (a day in two ranges): count them once
+            pieces = [CameraDays.join(pieces)]
+            held = len(pieces[0].day)
+            if held > MAX_CAMERA_DAYS:
+                return None
+    return CameraDays.join(pieces)
+
+
+CAMERA_DAYS_COLUMNS = ("deploymentID", "date", *DAY_COUNTS, "event_interval_s", "threshold")
+MAX_IDLE_DAYS = 366  # a camera's days without a photo written as zeros, at most this many in a row: a longer gap is
+# a camera that was not out (or a clock that jumped), not a year of empty nights
+DAYS_PER_CHUNK = 65536  # rows of camera-days.csv formatted at a time
+
+
+def camera_days_lines(cameras: Iterable[CameraDays], interval_s: float, threshold: float) -> Iterator[str]:
+    """``camera-days.csv`` as text chunks: a row per camera and date from its first photo's to its last's, the days
+    without a photo too (all zeros: the camera is taken as working from its first photo to its last, as nothing
+    else says when it was set up, taken down or stopped; but not across a gap of more than ``MAX_IDLE_DAYS``), each
+    with ``DAY_COUNTS`` and the interval and threshold the visits were grouped and counted at. The rows of a
+    detection history or of trap effort (camera-days), without rebuilding them from the photos in R."""
+    yield csvline.line(CAMERA_DAYS_COLUMNS)
+    for cam in cameras:
+        yield from camera_days_rows(cam, interval_s, threshold)
+
+
+def camera_days_rows(cam: CameraDays, interval_s: float, threshold: float) -> Iterator[str]:
+    """One camera's rows of ``camera_days_lines`` (none for a camera without days), ``DAYS_PER_CHUNK`` at a time."""
+    tail = f",{interval_s:g},{threshold:g}\r\n"
+    zeros = "," + ",".join("0" * len(DAY_COUNTS))
+    where = csvline.field(cam.deployment)
+    for a in range(0, len(cam.day), DAYS_PER_CHUNK):  # days with photos, a chunk at a time, and the gaps before
+        day = cam.day[a:a + DAYS_PER_CHUNK].astype(np.int64)
+        previous = np.concatenate([[cam.day[a - 1] if a else day[0] - 1], day[:-1]])
+        idle = day - previous - 1  # the days without a photo before each
+        idle[idle > MAX_IDLE_DAYS] = 0
+        rows = []
+        for d, gap, counts in zip(day.tolist(), idle.tolist(), cam.counts[a:a + DAYS_PER_CHUNK].tolist()):
+            for empty in range(d - gap, d):
+                rows.append((empty, zeros))
+            rows.append((d, "," + ",".join(map(str, counts))))
+        dates_text = np.datetime_as_string(np.array([d for d, _ in rows], dtype="datetime64[D]")).tolist()
+        yield "".join(f"{where},{date}{counts}{tail}" for date, (_, counts) in zip(dates_text, rows))
 
 
 CAMERA_VISITS_COLUMNS = ("deploymentID", "first_capture", "last_capture", "days", "images", "visits",
@@ -781,14 +907,17 @@ def event_lines(parts: Sequence[EventRecords], classified_by: str, completed_at:
                 interval_s: float = DEFAULT_INTERVAL_S,
                 cameras: list[CameraVisits] | None = None,
                 index: EventIndex | None = None,
-                frames: EventFrames | None = None) -> Iterator[tuple[str, int, int]]:
+                frames: EventFrames | None = None,
+                days: Callable[[CameraDays], object] | None = None) -> Iterator[tuple[str, int, int]]:
     """The event rows of the parts' records (``events``, ``camtrapdp.OBSERVATION_COLUMNS`` order) as CSV text, with
     how many rows and events it holds, a few thousand rows a chunk, joined from constant fields rather than through
     ``csv.writer`` (a third of the cost per event; tests/unit/test_camtrap_events.py holds it to ``csv.writer``).
     ``cameras`` gets each camera's summary (``CameraVisits``) as its rows are made, ``index`` its time-grouped
-    events (``EventIndex``), ``frames`` their photos' places in them (``EventFrames``)."""
+    events (``EventIndex``), ``frames`` their photos' places in them (``EventFrames``), ``days`` each camera's
+    photos and visits by day (``CameraDays``) as soon as the camera is done (one camera's table held at a time)."""
     field = csvline.field
     tail = f",,,,,,,,,,,,machine,{field(classified_by)},{field(completed_at)},"
+    pending: list[CameraDays] = []  # the current camera's runs' days
     chunk: list[str] = []
     events_in_chunk = 0
     for camera in _cameras(parts, interval_s, frames):
@@ -799,6 +928,11 @@ def event_lines(parts: Sequence[EventRecords], classified_by: str, completed_at:
                 cameras[-1] = cameras[-1].plus(camera.visits)
             else:
                 cameras.append(camera.visits)
+        if days is not None:  # a camera's runs joined once it is done (``CameraDays.join``)
+            if not camera.continued and pending:
+                days(CameraDays.join(pending))
+                pending.clear()
+            pending.append(camera.days or CameraDays.empty(camera.deployment))
         where = field(camera.deployment)
         for key, name, start, end, most, top in zip(camera.keys, camera.ids, camera.starts, camera.ends, camera.most,
                                                     camera.top):
@@ -815,5 +949,7 @@ def event_lines(parts: Sequence[EventRecords], classified_by: str, completed_at:
             if len(chunk) >= 4096:
                 yield "".join(chunk), len(chunk), events_in_chunk
                 chunk, events_in_chunk = [], 0
+    if days is not None and pending:
+        days(CameraDays.join(pending))
     if chunk:
         yield "".join(chunk), len(chunk), events_in_chunk

@@ -435,6 +435,9 @@ class ExportsOutput(ExportsRef):
     event_observations: NotRequired[int]
     # camera-visits.csv (core.camtrap_events.CameraVisits) and its rows; absent when the visits are unknown
     camera_visits: NotRequired[str]
+    # camera-days.csv (core.camtrap_events.CameraDays: a row per camera and day); absent when unknown, as above, or
+    # grouped by an events step recorded before it counted days
+    camera_days: NotRequired[str]
     cameras: NotRequired[int]
 
 
@@ -492,6 +495,7 @@ class ExportsEventsOutput(TypedDict):
     rows_bytes: int  # that blob's size
     cameras: int
     camera_visits: str  # the blob of camera-visits.csv
+    camera_days: NotRequired[str]  # the blob of camera-days.csv (absent: recorded before it was written)
     link: list[int]  # the parts with time-grouped photos: their media-level rows get their events' ids
 
 

@@ -54,6 +54,7 @@ In the task-state container::
     results/<task>/exports[/<variant>]/coco.json         COCO Camera Traps (activities.exports)
     results/<task>/exports[/<variant>]/camtrap-dp/datapackage.json | deployments.csv | media.csv | observations.csv
     results/<task>/exports[/<variant>]/camera-visits.csv  a row per camera: its visits by kind (the Camtrap DP events)
+    results/<task>/exports[/<variant>]/camera-days.csv    a row per camera and day: its photos and visits by kind
     results/<task>/exports[/<variant>]/zooniverse/batch-<n>.csv   Zooniverse subject manifests, n from 001
     results/<task>/current.json                          which generation's results are the task's (re-runs)
 
@@ -417,6 +418,11 @@ def camtrap_dp_blob(task_id: str, name: str, variant: str = "") -> str:
     if name not in CAMTRAP_DP_FILES:
         raise ValueError(f"{name!r} is not a file of a Camtrap DP package ({', '.join(CAMTRAP_DP_FILES)})")
     return f"{exports_prefix(task_id, variant)}camtrap-dp/{name}"
+
+
+def camera_days_blob(task_id: str, variant: str = "") -> str:
+    """A row per camera and day: its photos and visits by kind (``core.camtrap_events.camera_days_lines``)."""
+    return f"{exports_prefix(task_id, variant)}camera-days.csv"
 
 
 def camera_visits_blob(task_id: str, variant: str = "") -> str:

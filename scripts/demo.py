@@ -261,6 +261,9 @@ def _print_summary(doc: dict[str, Any], st: dict[str, Any], md_check: str,
         if (OUT / "exports" / "camera-visits.csv").is_file():
             say(f"        {_show(OUT)}/exports/camera-visits.csv: each camera's visits with animals, people, "
                 "vehicles and blank ones (also on the preview page)")
+        if (OUT / "exports" / "camera-days.csv").is_file():
+            say(f"        {_show(OUT)}/exports/camera-days.csv: each camera's photos and visits day by day, from its "
+                "first photo to its last (trap effort, detection histories)")
     passed_over = doc["info"].get("trapbatch", {}).get("not_images")
     if passed_over:  # the samples hold a notes file: the task says it did not run it
         say(f"not run: {notimages.describe(passed_over)}")

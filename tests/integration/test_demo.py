@@ -70,6 +70,11 @@ def test_demo_writes_validated_results_listing_every_sample_once(tmp_path: Path)
     assert sum(int(r["visits"]) for r in table) == visits
     assert sum(int(r["images"]) for r in table) == len(timed)
     assert "/exports/camera-visits.csv: each camera's visits" in proc.stdout
+    # and day by day in camera-days.csv: every day from a camera's first photo to its last, the same totals
+    days = list(csv.DictReader(io.StringIO((out / "exports" / "camera-days.csv").read_text(encoding="utf-8"))))
+    assert {r["deploymentID"] for r in days} == cameras
+    assert sum(int(r["visits"]) for r in days) == visits and sum(int(r["photos"]) for r in days) == len(timed)
+    assert "/exports/camera-days.csv: each camera's photos and visits day by day" in proc.stdout
     assert f"camera visits: {visits} visits at {len(cameras)} cameras" in (out / "previews" / "index.html").read_text()
     from tests.unit.test_camtrapdp import validate  # the whole package, event rows included, is valid Camtrap DP
     report = validate(out / "exports" / "camtrap-dp")

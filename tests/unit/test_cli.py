@@ -343,3 +343,8 @@ def test_the_summary_counts_the_camera_visits(capsys: pytest.CaptureFixture[str]
         "events": 13, "cameras": 2, "camera_visits": "results/task-0/exports/camera-visits.csv"}}})
     assert "camera visits 13 at 2 cameras (Camtrap DP event-level observations; a row per camera in " \
            "camera-visits.csv)" in " ".join(capsys.readouterr().out.split())
+    _summary({"id": "task-0", "stage": "completed", "results": {"exports": {
+        "events": 13, "cameras": 2, "camera_visits": "results/task-0/exports/camera-visits.csv",
+        "camera_days": "results/task-0/exports/camera-days.csv"}}})
+    assert "a row per camera in camera-visits.csv; a row per camera and day in camera-days.csv)" in \
+        " ".join(capsys.readouterr().out.split())
