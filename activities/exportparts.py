@@ -16,7 +16,8 @@ that keeps the single activity on replay):
   Memory: one shard's view or one entry at a time, and the fragments' blocks (4 x 4 MB).
 * ``run_exports_combine``: composes ``coco.json``, ``media.csv`` and ``observations.csv`` from the fragments with
   ``adapters.compose`` (server side where the service allows; a part's observations and COCO images as
-  ``activities.exportevents`` linked them to their events), writes ``deployments.csv`` and ``datapackage.json`` from the combined deployments,
+  ``activities.exportevents`` linked them to their events), writes ``deployments.csv`` and ``datapackage.json``
+  from the combined deployments,
   appends the event-level observations ``exports_events`` grouped from every part's records (a camera's images may
   be in several parts; for parts recorded before that step, it groups them itself, unlinked); the fragments stay
   until ``exports_zooniverse_clean``. When the parts' deployment

@@ -29,10 +29,11 @@ ten million timed images) and one camera's times and order (18-22 bytes a photo;
 are gathered ``RECORDS_PER_GATHER`` at a time, ``_Gather``), formats at most ``EVENTS_PER_RUN`` events at a time,
 and appends the event rows to ``observations.csv`` (``bench/camtrap_events.py``: 558-900 MiB and 11-25 s of CPU at
 ten million images, the index included and the frames streamed, from 1,000 cameras to one folder holding them
-all; bench/RESULTS.md twenty-seventh session). Each camera's visits are summed up as they go (``CameraVisits``: ``camera-visits.csv`` and the
-preview page's table), and counted by day with its photos (``CameraDays``: ``camera-days.csv``, 32 bytes a camera-day
-with photos). The rows depend only on the records, never on where the parts were cut: the single activity
-and the fan-out write the same bytes.
+all; bench/RESULTS.md twenty-seventh session). Each camera's visits are summed up as they go (``CameraVisits``:
+``camera-visits.csv`` and the preview page's table), and counted by day with its photos (``CameraDays``:
+``camera-days.csv``, a camera's table at a time, 32 bytes a date with photos, at most ``MAX_CAMERA_DAYS`` dates). The
+rows depend only on the records, never on where the parts were cut: the single activity and the fan-out write the
+same bytes.
 
 Must not: do I/O.
 """

@@ -5,8 +5,8 @@ spools every format to the local disk (~2.7 kB an image: 540 MB at a one-part ta
 Flex Consumption instance has for all its activities, ``core.scratch``); the parts stream theirs to blobs.
 ``exports_part`` runs per merge part in parallel (``core.exportparts``), ``exports_events`` groups the Camtrap DP
 events of all of them and ``exports_link_part`` gives the media-level rows of each part with time-grouped photos their
-events' ids, and its COCO images their sequences, in parallel (``activities.exportevents``; parts recorded before that step have no ``link`` and the
-combine groups the events itself, as it did),
+events' ids, and its COCO images their sequences, in parallel (``activities.exportevents``; parts recorded before
+that step have no ``link`` and the combine groups the events itself, as it did),
 ``exports_combine`` composes COCO and Camtrap DP and gives the eligible counts, then the Zooniverse batches fan out
 too (``activities.zooniverseparts``): ``exports_zooniverse_part`` per part with eligible images in parallel (each
 told how many eligible images precede it, the total and the batch count), ``exports_zooniverse_combine`` per group of
