@@ -435,9 +435,8 @@ def _cameras(parts: Sequence[EventRecords], interval_s: float,
             if at == 0 and days is not None and photo_days is not None:
                 days = CameraDays.join([days, photo_days])
             timed = seq[first] < 0
-            if frames is not None and timed.any():
-                frames.take(gather, owners, first[timed], last[timed],
-                            [int(key, 16) for key, grouped in zip(keys, timed.tolist()) if grouped])
+            if frames is not None:  # every event's photos: a list's sequence is a visit too (Zooniverse subjects)
+                frames.take(gather, owners, first, last, [int(key, 16) for key in keys])
             yield _Camera(deployment, keys, [name or key for name, key in zip(listed, keys)], starts,
                           _timestamps(epoch[last], offset[last]), (last - first + 1).tolist(), most.tolist(),
                           top.tolist(), visits, days, at > 0, timed, epoch[first][timed], epoch[last][timed],
@@ -462,8 +461,10 @@ class EventFrames:
     other parts (a camera's photos are cut wherever a part ends); the grouping sees them all in order. The numbers
     are MegaDetector's (``cct_json_utils.create_sequences``): frames counted from 0 in capture-time order, equal
     times in the results' order (the sorts are stable over the parts in order), ``seq_num_frames`` the event's
-    photos; ``seq_id`` the event's id (the ``eventID`` of its Camtrap DP rows), not create_sequences' per-location
-    counter, so the two exports name a visit alike. Photos of an image list's sequence keep the list's fields.
+    photos; ``seq_id`` the event's key (the ``eventID`` of its Camtrap DP rows when grouped by time), not
+    create_sequences' per-location counter, so the two exports name a visit alike. Photos of an image list's sequence
+    are numbered too (their visit, for Zooniverse subjects: ``core.captures.visits``), but their COCO images keep the
+    list's fields (``link_coco_images`` leaves an image with a ``seq_id``).
 
     Memory: with ``sink`` (a part's open binary stream, asked for at its first photo: the events step streams each
     part's share to a blob) only the sinks' buffers, as a share is written as the cameras come; without, 24 bytes a

@@ -67,9 +67,9 @@ VisitOf = Callable[[str], "tuple[str, int, int] | None"]
 
 def visits(records: Iterable[list[Any]], visit_of: VisitOf, frames: int) -> Iterator[list[Any]]:
     """Records whose key and rank are their photo's visit and place in it: a visit of at most ``frames`` photos is
-    one subject keyed by its id (the Camtrap DP event's), a longer one is subjects of ``frames`` photos in
-    capture-time order keyed ``<id>#1``, ``<id>#2``...; a photo in no visit (no capture time, or of an image list's
-    sequence) stays a subject of its own.
+    one subject keyed by its id (the Camtrap DP event's key: its eventID when grouped by time, the prefix of its
+    observationIDs for an image list's sequence), a longer one is subjects of ``frames`` photos in capture-time order
+    keyed ``<id>#1``, ``<id>#2``...; a photo in no visit (no capture time) stays a subject of its own.
 
     Why split rather than one subject a visit: a visit is every photo a camera took with gaps under the event
     interval (a grazing herd can give hundreds), while a Zooniverse subject is a flipbook a volunteer steps through;

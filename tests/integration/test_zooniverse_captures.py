@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from dataclasses import replace
 from typing import Any
 
@@ -318,3 +319,33 @@ def test_an_image_lists_captures_win_over_a_request_for_visits(task: Any) -> Non
                 if "/zooniverse/batch-" in name for r in csv.DictReader(io.StringIO(data.decode()))]
     assert {r["#capture_id"] or r["image_name_1"]: [v for k, v in r.items() if k.startswith("image_name_") and v]
             for r in subjects} == _expected_subjects(doc, rows)
+
+
+def test_an_image_lists_sequence_is_one_visit_among_the_subjects(task: Any) -> None:  # noqa: F811
+    """An image list without captures but with a ``seq_id`` column: under ``zooniverse_visit_frames`` its sequence
+    is a visit like those grouped by time (one subject, its photos in time order, keyed by its Camtrap DP event's
+    key: the prefix of the event's observationIDs); COCO keeps the list's own sequence id."""
+    from tests.integration.test_exports import LIST_COLUMNS, LIST_SHARDS
+
+    settings, store, _ = task
+    enumeration = store.read_json(settings.container, layout.enumeration_blob(TASK))
+    store.write_json(settings.container, layout.enumeration_blob(TASK),
+                     {**enumeration, "shards": 2, "image_list": {"metadata_columns": LIST_COLUMNS}})
+    for index, metadata in enumerate(LIST_SHARDS):
+        store.write_json(settings.container, layout.shard_list_blob(TASK, layout.shard_id(index)),
+                         {"not_found": [], "metadata": metadata})
+    request = store.read_json_or_none(settings.container, layout.request_blob(TASK)) or {}
+    store.write_json(settings.container, layout.request_blob(TASK), {**request, "zooniverse_visit_frames": 3})
+    out = run_exports(TASK, settings, store)
+    files = _snapshot(store, settings.container, "")
+    subjects = [r for name, data in files.items() if "/zooniverse/batch-" in name
+                for r in csv.DictReader(io.StringIO(data.decode()))]
+    images = {r["image_name_1"]: [v for k, v in r.items() if k.startswith("image_name_") and v] for r in subjects}
+    assert images["siteA/cam1/a.jpg"] == ["siteA/cam1/a.jpg", "siteA/cam1/b.jpg"]  # the list's S1#J05#1#7
+    (row,) = [r for r in subjects if r["image_name_1"] == "siteA/cam1/a.jpg"]
+    events = [o for o in csv.DictReader(io.StringIO(files[layout.camtrap_dp_blob(TASK, "observations.csv")].decode()))
+              if o["observationLevel"] == "event" and o["eventID"] == "S1#J05#1#7"]
+    assert events and {o["observationID"].split("_")[0] for o in events} == {row["#capture_id"]}
+    coco = {im["file_name"]: im for im in json.loads(files[out["coco"]])["images"]}
+    assert coco["siteA/cam1/b.jpg"]["seq_id"] == "S1#J05#1#7" and "seq_num_frames" not in coco["siteA/cam1/b.jpg"]
+    assert out["zooniverse_subjects"] == len(subjects) == len(images)

@@ -70,7 +70,14 @@ def test_each_part_gets_its_own_photos_numbered_as_in_one_pass(monkeypatch: pyte
     entries += [untimed, failed]
     files = [e["file"] for e in entries]
     expected = found(framed([tapped(entries, listed)[0]])[0], files)
-    assert set(files) - set(expected) == {*listed, untimed["file"], failed["file"]}
+    assert set(files) - set(expected) == {untimed["file"], failed["file"]}
+    # the list's sequence is a visit too, per camera (its Camtrap DP event), its photos numbered in time order
+    by_camera: dict[str, list[tuple[str, int, int]]] = {}
+    for file in listed:
+        by_camera.setdefault(file.split("/")[1], []).append(expected[file])
+    for seen in by_camera.values():
+        assert len({seq for seq, _, _ in seen}) == 1 and {n for _, n, _ in seen} == {len(seen)}
+        assert sorted(frame for _, _, frame in seen) == list(range(len(seen)))
     monkeypatch.setattr(ev, "RECORDS_PER_GATHER", per_gather)
     monkeypatch.setattr(ev, "EVENTS_PER_RUN", 5)
     rnd = random.Random(per_gather)
@@ -89,13 +96,15 @@ def test_shares_streamed_to_sinks_as_the_cameras_come_are_the_held_ones(monkeypa
     monkeypatch.setattr(ev, "RECORDS_PER_GATHER", 4)
     entries = camera_day(11, cameras=3, images=40)
     spans = [(0, 30), (30, 31), (31, 90), (90, 120)]
-    listed = {e["file"]: {"seq_id": "L"} for e in entries[30:31]}  # part 1: a list's sequence alone
+    listed = {e["file"]: {"seq_id": "L"} for e in entries[30:31]}  # part 1: a list's sequence alone, numbered too
+    entries.append({"file": "site/cam0/untimed.jpg", "detections": []})
+    spans.append((120, 121))  # part 4: a photo without a capture time alone, never numbered
     held, _ = framed([tapped(entries[a:b], listed)[0] for a, b in spans])
     streams: dict[int, io.BytesIO] = {}
     sunk = ev.EventFrames(len(spans), lambda i: streams.setdefault(i, io.BytesIO()))
     for _ in ev.event_lines([tapped(entries[a:b], listed)[0] for a, b in spans], "MD", COMPLETED, frames=sunk):
         pass
-    assert sorted(streams) == [0, 2, 3] and sunk.held(0) and not sunk.held(1)
+    assert sorted(streams) == [0, 1, 2, 3] and sunk.held(1) and not sunk.held(4)
     files = [e["file"] for e in entries]
     assert found([ev.EventFrames.from_bytes(streams[i].getvalue()) for i in sorted(streams)], files) == \
         found(held, files) and len(found(held, files)) == len(entries) - 1
