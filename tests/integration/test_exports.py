@@ -176,16 +176,21 @@ LIST_SHARDS = [
 LIST_COLUMNS = ["site", "datetime", "seq_id", "frame", "latitude", "longitude", "season"]
 
 
-@pytest.mark.parametrize("variant", ["", layout.REPEATS_REMOVED])
-def test_an_image_lists_metadata_reaches_coco_and_camtrap_dp(task: tuple[Settings, BlobStore, Path], tmp_path: Path,
-                                                             variant: str) -> None:
-    settings, store, folder = task
+def with_list(settings: Settings, store: BlobStore) -> None:
+    """The task above as started from an image list: ``LIST_COLUMNS``, its rows in the two shards' documents."""
     enumeration = store.read_json(settings.container, layout.enumeration_blob(TASK))
     store.write_json(settings.container, layout.enumeration_blob(TASK),
                      {**enumeration, "shards": 2, "image_list": {"metadata_columns": LIST_COLUMNS}})
     for index, metadata in enumerate(LIST_SHARDS):
         store.write_json(settings.container, layout.shard_list_blob(TASK, layout.shard_id(index)),
                          {"not_found": [], "metadata": metadata})
+
+
+@pytest.mark.parametrize("variant", ["", layout.REPEATS_REMOVED])
+def test_an_image_lists_metadata_reaches_coco_and_camtrap_dp(task: tuple[Settings, BlobStore, Path], tmp_path: Path,
+                                                             variant: str) -> None:
+    settings, store, folder = task
+    with_list(settings, store)
     out = run_exports(TASK, settings, store, variant=variant)
 
     # COCO: the recognised columns as COCO Camera Traps fields, the rest in image_list_metadata; without them the

@@ -25,7 +25,7 @@ from core import camtrap_events, fanin, mdformat, zooniverse
 from core.exportparts import ZOONIVERSE_PIECES, eligible_before, part_ranges, zooniverse_groups
 from core.settings import Settings
 from gpu_batch import layout
-from tests.integration.test_exports import LIST_COLUMNS, LIST_SHARDS, TASK, _results, task  # noqa: F401
+from tests.integration.test_exports import LIST_COLUMNS, LIST_SHARDS, TASK, _results, task, with_list  # noqa: F401
 
 SHARDS_OF_LIST = [3, 3]  # LIST_SHARDS' images per shard
 
@@ -131,12 +131,7 @@ def test_fanned_out_exports_are_the_single_activitys_bytes(task: Any, variant: s
                                                             shard_sizes: list[int], shards_per_part: int) -> None:
     settings, store, _ = task
     if listed:
-        enumeration = store.read_json(settings.container, layout.enumeration_blob(TASK))
-        store.write_json(settings.container, layout.enumeration_blob(TASK),
-                         {**enumeration, "shards": 2, "image_list": {"metadata_columns": LIST_COLUMNS}})
-        for index, metadata in enumerate(LIST_SHARDS):
-            store.write_json(settings.container, layout.shard_list_blob(TASK, layout.shard_id(index)),
-                             {"not_found": [], "metadata": metadata})
+        with_list(settings, store)
     parts = _write_fanin_results(store, settings.container, variant, shard_sizes, shards_per_part)
     single = run_exports(TASK, settings, store, variant=variant)
     expected = _snapshot(store, settings.container, variant)

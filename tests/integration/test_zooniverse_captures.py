@@ -325,15 +325,10 @@ def test_an_image_lists_sequence_is_one_visit_among_the_subjects(task: Any) -> N
     """An image list without captures but with a ``seq_id`` column: under ``zooniverse_visit_frames`` its sequence
     is a visit like those grouped by time (one subject, its photos in time order, keyed by its Camtrap DP event's
     key: the prefix of the event's observationIDs); COCO keeps the list's own sequence id."""
-    from tests.integration.test_exports import LIST_COLUMNS, LIST_SHARDS
+    from tests.integration.test_exports import with_list
 
     settings, store, _ = task
-    enumeration = store.read_json(settings.container, layout.enumeration_blob(TASK))
-    store.write_json(settings.container, layout.enumeration_blob(TASK),
-                     {**enumeration, "shards": 2, "image_list": {"metadata_columns": LIST_COLUMNS}})
-    for index, metadata in enumerate(LIST_SHARDS):
-        store.write_json(settings.container, layout.shard_list_blob(TASK, layout.shard_id(index)),
-                         {"not_found": [], "metadata": metadata})
+    with_list(settings, store)
     request = store.read_json_or_none(settings.container, layout.request_blob(TASK)) or {}
     store.write_json(settings.container, layout.request_blob(TASK), {**request, "zooniverse_visit_frames": 3})
     out = run_exports(TASK, settings, store)
