@@ -144,14 +144,15 @@ def run_worker(model: Path, folder: Path, names: list[str], batch: int | None, w
 
 
 def run_resident_node(model: Path, folder: Path, names: list[str], shards: int, workers: int,
-                      compile_models: bool, work: Path) -> dict[str, Any]:
+                      compile_models: bool, work: Path, extra: list[str] | None = None) -> dict[str, Any]:
     """The images as ``shards`` shards, one after another, through one resident worker: a GPU node's rate.
 
     Each shard is a fresh ``python -m gpu_batch.worker.client`` (what a pool task runs), handing its shard to the
     server the first client starts (``TRAPBATCH_WORKER_RESIDENT=1`` on a node); with ``compile_models`` that server
     compiles the network (``TRAPBATCH_RESIDENT_COMPILE``, Bicep ``residentCompile``) from a cold compile cache, as a
     node's first shard does. The rate runs from the first client's spawn to the last one's exit: the server's imports,
-    model load and compile are in it, as they are in a node's time.
+    model load and compile are in it, as they are in a node's time. ``extra``: more worker arguments for every shard
+    (``--resident-args``, e.g. ``--stage-threads 2``).
     """
 
     node = Path(tempfile.mkdtemp(prefix="tbnode", dir="/tmp"))  # short: a Unix socket path has at most 107 bytes
@@ -175,14 +176,15 @@ def run_resident_node(model: Path, folder: Path, names: list[str], shards: int, 
             out.unlink(missing_ok=True)  # a fresh output: an earlier run's would be resumed, not run again
             proc = subprocess.run([sys.executable, "-m", "gpu_batch.worker.client", "--manifest-file", str(manifest),
                                    "--image-root", str(folder), "--output-file", str(out),
-                                   "--workers", str(workers), "--log-level", "WARNING"],
+                                   "--workers", str(workers), "--log-level", "WARNING", *(extra or [])],
                                   capture_output=True, text=True, cwd=REPO, env=env)
             if proc.returncode != 0:
                 raise SystemExit(f"resident shard {i} failed:\n{proc.stderr[-3000:]}")
             summary = json.loads(proc.stdout.strip().splitlines()[-1])
             assert summary["done"] == len(part) and summary["failed"] == 0, summary
             summaries.append({k: summary.get(k) for k in ("seconds", "first_batch_s", "steady_img_s", "compiled",
-                                                          "model_cache_hit", "decode", "start_to_first_batch_s")})
+                                                          "model_cache_hit", "decode", "start_to_first_batch_s",
+                                                          "batch_size", "stages")})
         wall = time.monotonic() - started
     finally:
         from gpu_batch.worker.resident_protocol import stop_server
@@ -296,6 +298,8 @@ def main() -> None:
     p.add_argument("--resident-shards", type=int, default=0,
                    help="also run the images as N shards through one resident worker (--resident-modes): a "
                         "node's rate, the server's start-up and compile included")
+    p.add_argument("--resident-args", default="",
+                   help='extra worker arguments for every resident shard, e.g. "--stage-threads 2"')
     p.add_argument("--resident-modes", default="eager,compiled",
                    help="with --resident-shards: eager, compiled or both (comma-separated; default both)")
     p.add_argument("--results-dir", default=str(REPO / "bench" / "results"), help="where the record is written")
@@ -395,7 +399,8 @@ def main() -> None:
         for compiled_node in [m == "compiled" for m in ("eager", "compiled") if m in modes]:
             key = "resident_node_compiled" if compiled_node else "resident_node"
             worker_detail[key] = run_resident_node(model, folder, names, args.resident_shards, args.workers,
-                                                   compiled_node, work)
+                                                   compiled_node, work, shlex.split(args.resident_args))
+            worker_detail[key]["args"] = args.resident_args
             results[f"{key}_img_s"] = worker_detail[key]["img_s"]
             print(f"node        {results[f'{key}_img_s']:.2f} img/s over {args.resident_shards} shards through one "
                   f"resident worker{' compiling' if compiled_node else ''} (first spawn to last exit, "
@@ -403,6 +408,9 @@ def main() -> None:
                   f"{results[f'{key}_img_s'] / results['ceiling_img_s']:.2f}; shards: "
                   + "; ".join(f"{r['seconds']} s, first batch {r['first_batch_s']} s, steady {r['steady_img_s']}"
                               for r in worker_detail[key]["per_shard"]))
+            last = worker_detail[key]["per_shard"][-1]  # a warm shard: what a node's later shards are limited by
+            print(f"node        last shard's stage seconds {last.get('stages')}; limited by "
+                  f"{limiting_stage(last.get('stages') or {}, last.get('seconds') or 0.0)}")
             save()
     if args.worker_compile:
         # Twice, sharing one fresh TorchInductor cache: the first run compiles from nothing (a node's first shard),

@@ -23,7 +23,8 @@ def test_the_worker_benchmark_runs_on_the_cpu_and_records_a_resident_node(tmp_pa
     assert len(images) == 6 and not list((tmp_path / "w" / "images").glob("*.part"))
     written = {p.name: p.stat().st_mtime_ns for p in images}
     proc = subprocess.run([*bench, "--skip-md", "--arch", "yolov5n", "--workers", "2", "--resident-shards", "2",
-                           "--resident-modes", "eager", "--results-dir", str(tmp_path / "results")],
+                           "--resident-modes", "eager", "--resident-args", "--stage-threads 2",
+                           "--results-dir", str(tmp_path / "results")],
                           capture_output=True, text=True, timeout=900, cwd=REPO_ROOT)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "w" / "images").glob("*.jpg")} == written  # reused
@@ -32,6 +33,23 @@ def test_the_worker_benchmark_runs_on_the_cpu_and_records_a_resident_node(tmp_pa
     assert record["images"] == 6 and record["md_images"] == 0
     assert record["worker_img_s"] > 0 and record["ceiling_img_s"] > 0 and record["resident_node_img_s"] > 0
     node = record["worker_detail"]["resident_node"]
-    assert node["shards"] == 2 and node["compiled"] is False
+    assert node["shards"] == 2 and node["compiled"] is False and node["args"] == "--stage-threads 2"
     assert [s["model_cache_hit"] for s in node["per_shard"]] == [False, True]  # one server, the model kept
+    assert all("main_wait_post_s" in s["stages"] for s in node["per_shard"])  # where a node's shards waited
     assert "node " in proc.stdout and "over 2 shards through one resident worker" in proc.stdout
+    assert "last shard's stage seconds" in proc.stdout
+
+
+def test_forward_modes_reports_each_mode_and_a_failing_or_slow_one_without_stopping() -> None:
+    script = [sys.executable, str(REPO_ROOT / "bench" / "forward_modes.py"), "--arch", "yolov5n", "--batch", "1",
+              "--iters", "1"]
+    proc = subprocess.run([*script, "--modes", "eager,no-such-mode", "--mode-timeout", "300"],
+                          capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    modes = json.loads(proc.stdout.strip().splitlines()[-1])["modes"]
+    assert modes["eager"]["img_s"] > 0 and modes["eager"]["first_passes_s"] >= 0
+    assert "no-such-mode" in modes["no-such-mode"]["error"] and modes["no-such-mode"]["error"].startswith("rc=")
+    slow = subprocess.run([*script, "--modes", "eager", "--mode-timeout", "0.01"],
+                          capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
+    assert slow.returncode == 0, slow.stderr[-3000:]
+    assert json.loads(slow.stdout.strip().splitlines()[-1])["modes"]["eager"]["error"] == "ran past 0.01 s"

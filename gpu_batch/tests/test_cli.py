@@ -111,6 +111,18 @@ def test_bad_arguments_are_exit_2(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "TRAPBATCH_STORAGE_CONNECTION" in proc.stderr
     both = run_worker_cli(["--manifest-file", "m.json", "--cudnn-benchmark", "--no-cudnn-benchmark"])
     assert both.returncode == 2 and "not allowed with argument" in both.stderr
+    for bad in ("0", "5", "two"):
+        refused = run_worker_cli(["--manifest-file", "m.json", "--stage-threads", bad])
+        assert refused.returncode == 2 and "--stage-threads" in refused.stderr and "1 to 4" in refused.stderr
+
+
+def test_stage_threads_reach_the_pipeline_options() -> None:
+    from gpu_batch.worker.__main__ import _pipeline_options, parse_args
+
+    args = parse_args(["--manifest-file", "m.json", "--stage-threads", "2"], {})
+    assert not isinstance(args, int) and _pipeline_options(args, "s").stage_threads == 2
+    default = parse_args(["--manifest-file", "m.json"], {})
+    assert not isinstance(default, int) and _pipeline_options(default, "s").stage_threads == 1
 
 
 def test_cudnn_tuning_is_chosen_by_shard_length() -> None:

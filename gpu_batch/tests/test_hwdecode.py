@@ -240,7 +240,7 @@ def test_gpu_decode_batch_uses_the_engine_and_falls_back_per_image(checkpoint: P
              "progressive": jpeg_bytes(textured(640, 480, 4), progressive=True)}  # not baseline: engine refuses
     items = [stages._prepare(data, name) for name, data in files.items()]
     with torch.cuda.stream(stages.stage_stream):
-        pixels = stages._decode(items)
+        pixels = stages._decode(items, stages.stage_stream, stages.hw)
     torch.cuda.synchronize()
     for (name, data), px in zip(files.items(), pixels):
         assert px is not None
@@ -261,3 +261,43 @@ def test_the_probe_compares_against_a_writable_array() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         torch.from_numpy(expected)
+
+
+class _FakeNvImgCodec:
+    """The three names of nvImageCodec that building a hardware decoder uses, recording what was built."""
+
+    class BackendKind:
+        HW_GPU_ONLY = "hw-gpu-only"
+
+    def __init__(self, fail: bool = False) -> None:
+        self.fail, self.built = fail, []
+
+    def Backend(self, kind: str) -> tuple[str, str]:  # noqa: N802 - nvImageCodec's name
+        return ("backend", kind)
+
+    def Decoder(self, device_id: int, backends: list[Any]) -> object:  # noqa: N802 - nvImageCodec's name
+        if self.fail:
+            raise RuntimeError("no more decoders")
+        self.built.append((device_id, backends))
+        return object()
+
+    class DecodeParams:
+        def __init__(self, **kwargs: Any) -> None:
+            self.kwargs = kwargs
+
+    class ColorSpec:
+        SRGB = "srgb"
+
+    class SampleFormat:
+        I_RGB = "i-rgb"
+
+
+def test_a_second_stage_thread_gets_a_hardware_decoder_of_its_own_or_shares_the_first() -> None:
+    module = _FakeNvImgCodec()
+    first = hwdecode.HwJpegDecoder(module, object(), 1)
+    second = first.sibling()
+    assert second is not first and second.device_index == 1
+    assert module.built == [(1, [("backend", "hw-gpu-only")])]  # the same device, the hardware backend only
+    broken = _FakeNvImgCodec(fail=True)
+    lone = hwdecode.HwJpegDecoder(broken, object(), 0)
+    assert lone.sibling() is lone  # sharing one decoder (it has a lock) still decodes

@@ -150,9 +150,14 @@ except ImportError:  # pragma: no cover
     _cuda = False
 
 
+# "eager-stage-threads-2": small batches staged two at a time, each on its own stream and hardware decoder.
+_GPU_MODES = {"eager": [], "compiled": ["--compile"],
+              "eager-stage-threads-2": ["--stage-threads", "2", "--batch-size", "4"]}
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not _cuda, reason="needs a CUDA GPU (fp16 YOLOv5x6 oracle comparison)")
-@pytest.mark.parametrize("mode", ["eager", "compiled"])
+@pytest.mark.parametrize("mode", list(_GPU_MODES))
 def test_worker_matches_megadetector_gpu_fp16_x6(tmp_path: Path, mode: str) -> None:
     from gpu_batch.worker.make_test_checkpoint import write_test_checkpoint
 
@@ -162,8 +167,7 @@ def test_worker_matches_megadetector_gpu_fp16_x6(tmp_path: Path, mode: str) -> N
     theirs = _run_megadetector(ckpt, folder, names, tmp_path / "md.json", cuda=True)
     manifest = write_manifest(tmp_path / "m.json", names, str(ckpt))
     proc = run_worker_cli(["--manifest-file", str(manifest), "--image-root", str(folder), "--output-file",
-                           str(tmp_path / "ours.json"), "--device", "cuda",
-                           *(["--compile"] if mode == "compiled" else [])], timeout=900)
+                           str(tmp_path / "ours.json"), "--device", "cuda", *_GPU_MODES[mode]], timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert summary_line(proc)["device"] == "cuda"
     ours = {e["file"]: e for e in json.loads((tmp_path / "ours.json").read_text())["images"]}

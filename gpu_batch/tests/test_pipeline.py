@@ -72,9 +72,10 @@ class _RecordingStages:
         self.released += 1
 
 
-def _drive(stages: _RecordingStages, batches: list[list[str]]) -> list[Entry]:
+def _drive(stages: _RecordingStages, batches: list[list[str]], stage_threads: int = 1) -> list[Entry]:
     emitted: list[Entry] = []
-    with BatchOverlap(stages, emitted.extend, StageClock()) as overlap:  # type: ignore[arg-type]
+    with BatchOverlap(stages, emitted.extend, StageClock(),  # type: ignore[arg-type]
+                      stage_threads=stage_threads) as overlap:
         for names in batches:
             overlap.submit([Prepared(n) for n in names])
         overlap.drain()
@@ -89,6 +90,41 @@ def test_stages_run_on_their_own_threads_and_at_most_three_batches_exist() -> No
     assert stages.threads["stage"] == {"stage"} and stages.threads["finish"] == {"post"}
     assert stages.threads["launch"] == {threading.current_thread().name}
     assert 2 <= stages.max_live <= 3  # overlapped, and bounded
+
+
+class _UnevenStages(_RecordingStages):
+    """Stages whose staging time varies by batch, so that with several stage threads later batches finish first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.concurrent = 0
+        self.max_concurrent = 0
+
+    def stage(self, items: list[Prepared], pad_to: int | None) -> Staged:
+        with self.lock:
+            self.concurrent += 1
+            self.max_concurrent = max(self.max_concurrent, self.concurrent)
+        try:
+            time.sleep(0.05 if items[0].name.endswith("slow") else 0.002)
+            return super().stage(items, pad_to)
+        finally:
+            with self.lock:
+                self.concurrent -= 1
+
+
+def test_several_stage_threads_stage_at_once_and_keep_the_order_and_the_bound() -> None:
+    stages = _UnevenStages()
+    batches = [[f"b{b}_{i}" for i in range(3)] + ([f"b{b}_slow"] if b % 3 == 0 else []) for b in range(12)]
+    emitted = _drive(stages, batches, stage_threads=3)
+    assert [e["file"] for e in emitted] == [n for names in batches for n in names]  # submission order, still
+    assert stages.threads["stage"] == {"stage"} and stages.threads["finish"] == {"post"}
+    assert stages.max_concurrent >= 2  # staged side by side
+    assert stages.max_live <= 3 + 2  # stage_threads staged, one launched, one in post-processing
+
+
+def test_stage_threads_must_be_at_least_one() -> None:
+    with pytest.raises(ValueError, match="stage_threads must be at least 1"):
+        BatchOverlap(_RecordingStages(), lambda entries: None, StageClock(), stage_threads=0)  # type: ignore[arg-type]
 
 
 def test_decode_failures_found_while_staging_are_emitted_once() -> None:
@@ -139,16 +175,17 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
 
 
 def _run(folder: tuple[Path, list[str]], checkpoint: Path, tmp_path: Path, batch_size: int,
-         stop_check: Any = None) -> tuple[dict[str, Any], ShardSummary]:
+         stop_check: Any = None, stage_threads: int = 1) -> tuple[dict[str, Any], ShardSummary]:
     root, names = folder
     model = load_model(checkpoint, device="cpu")
-    sink = FileSink(tmp_path / f"out-{batch_size}.json")
+    sink = FileSink(tmp_path / f"out-{batch_size}-{stage_threads}.json")
     writer = ResultWriter(sink, {"detector": "test"}, flush_seconds=60)
     summary = ShardSummary(images=len(names))
     writer.start()
     try:
         run_images(names, LocalFolderSource(root), model, writer, 0.005,
-                   PipelineOptions(batch_size=batch_size, workers=2), summary, stop_check=stop_check)
+                   PipelineOptions(batch_size=batch_size, workers=2, stage_threads=stage_threads), summary,
+                   stop_check=stop_check)
     finally:
         writer.close()
     data = sink.read()
@@ -188,6 +225,14 @@ def test_pipeline_gives_the_same_detections_at_any_batch_size(folder: tuple[Path
     assert s3.done == 10 and s3.failed == 1 and s3.first_batch_at is not None
     assert {"main_wait_stage_s", "main_launch_s", "main_wait_post_s", "stage_thread_busy_s",
             "post_thread_busy_s"} <= set(s3.stages)
+
+
+def test_pipeline_with_two_stage_threads_gives_the_same_results(folder: tuple[Path, list[str]], checkpoint: Path,
+                                                                tmp_path: Path) -> None:
+    one, _ = _run(folder, checkpoint, tmp_path, 2)
+    two, summary = _run(folder, checkpoint, tmp_path, 2, stage_threads=2)
+    assert_same_detections(two, one)
+    assert summary.done == 10 and summary.failed == 1
 
 
 def test_pipeline_out_of_memory_retries_give_the_same_detections(folder: tuple[Path, list[str]], checkpoint: Path,

@@ -4,6 +4,7 @@ Blob mode (Azure Batch tasks, the local pool):
     python -m gpu_batch.worker --manifest-container C --manifest-blob B [--device auto|cpu|cuda]
         [--batch-size N] [--workers N] [--flush-seconds S] [--log-seconds S] [--compile]
         [--cudnn-benchmark | --no-cudnn-benchmark] [--cudnn-benchmark-limit N] [--hw-decode auto|on|off]
+        [--stage-threads N]
     Storage from TRAPBATCH_STORAGE_CONNECTION or TRAPBATCH_STORAGE_ACCOUNT_URL (+ managed identity). Images come from
     the manifest's source_container, results go to output_container/output_blob, with a progress counter beside them
     and, after the last flush, the attempt's coverage summary (``layout.attempt_coverage_blob``; the poll reads it
@@ -124,8 +125,25 @@ def _parser() -> argparse.ArgumentParser:
                    help="decode JPEGs on the GPU's hardware JPEG engine (nvImageCodec): auto = where CUDA is used and "
                         "the engine works (default; TRAPBATCH_HW_DECODE sets it when this option is absent), on = "
                         "require it (exit 2 without it), off = nvJPEG's CUDA backend as before")
+    p.add_argument("--stage-threads", type=_stage_threads, default=1,
+                   help="batches decoded and letterboxed at once (1-4; default 1), each with its own CUDA stream and "
+                        "hardware decoder: for a forward pass faster than one stage thread (e.g. with --compile)")
     p.add_argument("--log-level", default="INFO")
     return p
+
+
+MAX_STAGE_THREADS = 4
+
+
+def _stage_threads(text: str) -> int:
+    """``--stage-threads``: 1..MAX_STAGE_THREADS (each staged batch holds a letterboxed batch in GPU memory)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 1 to {MAX_STAGE_THREADS}, not {text!r}")
+    if not 1 <= value <= MAX_STAGE_THREADS:
+        raise argparse.ArgumentTypeError(f"expected 1 to {MAX_STAGE_THREADS}, not {value}")
+    return value
 
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -646,7 +664,8 @@ def _pipeline_options(args: argparse.Namespace, label: str,
     return PipelineOptions(batch_size=args.batch_size, workers=args.workers, flush_seconds=args.flush_seconds,
                            cudnn_benchmark=args.cudnn_benchmark,
                            cudnn_benchmark_limit=args.cudnn_benchmark_limit,
-                           log_seconds=args.log_seconds, shard_label=label, decode=decode)
+                           log_seconds=args.log_seconds, shard_label=label, decode=decode,
+                           stage_threads=args.stage_threads)
 
 
 def _summary_dict(summary: ShardSummary, args: argparse.Namespace, device: str, started: float, import_s: float,

@@ -128,15 +128,22 @@ def _is_oom(exc: BaseException) -> bool:
 class BatchOverlap:
     """Runs batches through ``stages`` with one batch in each stage at a time; emits entries on the caller's thread.
 
-    ``submit`` may block until an older batch has been launched (bounded memory: at most three batches exist at
-    once). ``drain`` finishes everything submitted. Use as a context manager so that the stage threads always stop.
+    ``submit`` may block until an older batch has been launched (bounded memory: at most ``stage_threads`` + 2
+    batches exist at once). ``drain`` finishes everything submitted. Use as a context manager so that the stage
+    threads always stop.
+
+    ``stage_threads`` > 1 stages that many batches at once (``stages.stage`` must then be safe to call from several
+    threads); batches are still launched, finished and emitted in the order they were submitted. Why: with the
+    compiled forward pass a single stage thread (decode + letterbox) is the likely limit (``devices.StageTimes``).
     """
 
     def __init__(self, stages: BatchStages, emit: Callable[[list[Entry]], None], clock: StageClock,
-                 pad_to: int | None = None, label: str = "") -> None:
+                 pad_to: int | None = None, label: str = "", stage_threads: int = 1) -> None:
+        if stage_threads < 1:
+            raise ValueError(f"stage_threads must be at least 1, not {stage_threads}")
         self._stages, self._emit, self._clock = stages, emit, clock
-        self._pad_to, self._label = pad_to, label
-        self._stager = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stage")
+        self._pad_to, self._label, self._stage_threads = pad_to, label, stage_threads
+        self._stager = ThreadPoolExecutor(max_workers=stage_threads, thread_name_prefix="stage")
         self._poster = ThreadPoolExecutor(max_workers=1, thread_name_prefix="post")
         self._staged: deque[tuple[list[Prepared], Future[Staged]]] = deque()
         self._posted: deque[tuple[list[Prepared], Future[list[Entry]]]] = deque()
@@ -153,7 +160,7 @@ class BatchOverlap:
 
     def submit(self, items: list[Prepared]) -> None:
         self._staged.append((items, self._stager.submit(self._timed_stage, items)))
-        while len(self._staged) > 1:
+        while len(self._staged) > self._stage_threads:
             self._launch_next()
 
     def drain(self) -> None:

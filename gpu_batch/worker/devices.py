@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import logging
 import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -203,13 +204,21 @@ class CudaStages(CpuStages):
 
     pads_tail = True
 
-    def __init__(self, model: LoadedModel, detector: Detector, hw: HwJpegDecoder | None = None) -> None:
+    def __init__(self, model: LoadedModel, detector: Detector, hw: HwJpegDecoder | None = None,
+                 stage_threads: int = 1) -> None:
         super().__init__(model, detector)
         self.hw = hw  # the hardware JPEG decoder (hwdecode), or None: nvJPEG's CUDA backend decodes every JPEG
         self.decoded_by = DecodeCounts()
         self.stage_stream = torch.cuda.Stream(device=model.device)  # type: ignore[no-untyped-call]
+        # With several stage threads each has a stream and a hardware decoder of its own (nvImageCodec does not
+        # promise a Decoder may be used from two threads at once); the first thread to stage takes these two.
+        self._own_per_thread = stage_threads > 1
+        self._local = threading.local()
+        self._claim_lock = threading.Lock()
+        self._claimed_first = False
         self.post_stream = torch.cuda.Stream(device=model.device)  # type: ignore[no-untyped-call]
         self.forward_seconds = 0.0  # GPU time of the forward passes (CUDA events), read by the post thread only
+        self.stage_times = StageTimes()  # the stage thread's split: decode call (CPU wall), decode and letterbox (GPU)
 
     def default_batch_size(self) -> int:
         return fit_batch_size(self.model)
@@ -226,14 +235,32 @@ class CudaStages(CpuStages):
         g = letterbox_geometry(pixels.shape[0], pixels.shape[1], self.model.image_size, self.model.stride)
         return Prepared(name, g, np.ascontiguousarray(pixels), captured=captured)
 
-    def _decode(self, items: list[Prepared]) -> list[torch.Tensor | None]:
+    def _thread_resources(self) -> tuple[Any, HwJpegDecoder | None]:
+        """The CUDA stream and hardware decoder this thread stages with (shared unless there are several stage
+        threads; a thread whose own decoder cannot be built shares the first one, which has a lock)."""
+        if not self._own_per_thread:
+            return self.stage_stream, self.hw
+        mine = getattr(self._local, "resources", None)
+        if mine is None:
+            with self._claim_lock:
+                first, self._claimed_first = not self._claimed_first, True
+            if first:
+                mine = (self.stage_stream, self.hw)
+            else:
+                stream = torch.cuda.Stream(device=self.model.device)  # type: ignore[no-untyped-call]
+                mine = (stream, self.hw.sibling() if self.hw is not None else None)
+            self._local.resources = mine
+        return mine
+
+    def _decode(self, items: list[Prepared], stream: Any = None, hw: HwJpegDecoder | None = None
+                ) -> list[torch.Tensor | None]:
         """HxWx3 uint8 CUDA tensors (None for a failure): JPEGs decoded together, others uploaded."""
         device = self.model.device
         jpegs = [it for it in items if it.jpeg is not None]
         decoded: dict[int, torch.Tensor] = {}
         source: dict[int, str] = {}
-        if jpegs and self.hw is not None:
-            jpegs = self._decode_hw(jpegs, decoded, source)  # what the engine refused goes on below
+        if jpegs and hw is not None:
+            jpegs = self._decode_hw(hw, stream, jpegs, decoded, source)  # what the engine refused goes on below
         if jpegs:
             datas = [torch.frombuffer(bytearray(it.jpeg or b""), dtype=torch.uint8) for it in jpegs]
             outs: list[torch.Tensor | None]
@@ -272,13 +299,12 @@ class CudaStages(CpuStages):
                 self.decoded_by.record(it.name, DECODER_CPU)
         return out
 
-    def _decode_hw(self, jpegs: list[Prepared], decoded: dict[int, torch.Tensor],
+    def _decode_hw(self, hw: HwJpegDecoder, stream: Any, jpegs: list[Prepared], decoded: dict[int, torch.Tensor],
                    source: dict[int, str]) -> list[Prepared]:
         """Decode ``jpegs`` on the hardware engine in one call (HxWx3 into ``decoded``, rotated as the nvJPEG path
         rotates); returns those it refused or sized differently from their header, for the nvJPEG/PIL path."""
-        assert self.hw is not None
         try:
-            outs = self.hw.decode([it.jpeg or b"" for it in jpegs], self.stage_stream)
+            outs = hw.decode([it.jpeg or b"" for it in jpegs], stream)
         except Exception as exc:  # noqa: BLE001 - the whole call failed: today's path decodes the batch
             logger.warning("hardware JPEG decode of %d images failed (%s: %s); using nvJPEG's CUDA backend",
                            len(jpegs), type(exc).__name__, exc)
@@ -291,8 +317,15 @@ class CudaStages(CpuStages):
         return routed.fallback
 
     def stage(self, items: list[Prepared], pad_to: int | None) -> Staged:
-        with torch.cuda.stream(self.stage_stream):
-            pixels = self._decode(items)
+        stream, hw = self._thread_resources()
+        with torch.cuda.stream(stream):
+            self.stage_times.harvest()
+            marks = [torch.cuda.Event(enable_timing=True) for _ in range(3)]  # type: ignore[no-untyped-call]
+            marks[0].record(stream)
+            t0 = time.monotonic()
+            pixels = self._decode(items, stream, hw)
+            decode_s = time.monotonic() - t0
+            marks[1].record(stream)
             ok = [(px, it) for px, it in zip(pixels, items) if px is not None and it.failure is None]
             staged = Staged(items=[it for _, it in ok], failed=[it for it in items if it.failure is not None])
             if ok:
@@ -318,9 +351,9 @@ class CudaStages(CpuStages):
                 if len(ok) < rows:  # tail padding: copies of the last image, results dropped after the forward
                     batch[len(ok):] = batch[len(ok) - 1]
                 staged.batch = batch
-            event = torch.cuda.Event()  # type: ignore[no-untyped-call]
-            event.record(self.stage_stream)
-            staged.ready = event
+            marks[2].record(stream)
+            staged.ready = marks[2]
+            self.stage_times.add(decode_s, (marks[0], marks[1], marks[2]))
         return staged
 
     def launch(self, staged: Staged) -> Launched:
@@ -350,6 +383,48 @@ class CudaStages(CpuStages):
         torch.cuda.empty_cache()
 
 
+class StageTimes:
+    """Where the stage thread's time goes on CUDA: the decode call's wall seconds on that thread, and the GPU seconds
+    of each batch's decode and letterbox on the stage stream (CUDA events, read once they have completed).
+
+    Why: on an H200 (2026-12-04) the compiled forward ran 475-489 img/s alone but the worker's steady state stayed at
+    369-374, with the single stage thread busy ~94 ms a batch of 32 in the eager run against ~65 ms for a compiled
+    forward pass; these figures say whether the engine's decode or the letterbox kernels are what to speed up next.
+    """
+
+    def __init__(self) -> None:
+        self.decode_call_s = 0.0
+        self.decode_gpu_s = 0.0
+        self.letterbox_gpu_s = 0.0
+        self._pending: list[tuple[Any, Any, Any]] = []  # (start, decoded, ready) events of batches not yet read
+        self._lock = threading.Lock()  # the stage thread, and the main thread retrying a batch, both stage
+
+    def add(self, decode_call_s: float, marks: tuple[Any, Any, Any]) -> None:
+        with self._lock:
+            self.decode_call_s += decode_call_s
+            self._pending.append(marks)
+
+    def harvest(self) -> None:
+        """Add the GPU times of the batches whose events have completed (all before the first that has not)."""
+        with self._lock:
+            done = 0
+            for start, decoded, ready in self._pending:
+                if not ready.query():
+                    break
+                try:
+                    self.decode_gpu_s += start.elapsed_time(decoded) / 1000.0
+                    self.letterbox_gpu_s += decoded.elapsed_time(ready) / 1000.0
+                except RuntimeError:  # a measurement only
+                    pass
+                done += 1
+            del self._pending[:done]
+
+    def snapshot(self) -> dict[str, float]:
+        self.harvest()
+        return {"stage_decode_call_s": self.decode_call_s, "stage_decode_gpu_s": self.decode_gpu_s,
+                "stage_letterbox_gpu_s": self.letterbox_gpu_s}
+
+
 def _stored_shape(item: Prepared) -> tuple[int, int]:
     """(height, width) of a JPEG as stored, i.e. before its EXIF rotation (``geometry`` is after it)."""
     g = item.geometry
@@ -357,15 +432,19 @@ def _stored_shape(item: Prepared) -> tuple[int, int]:
     return (g.orig_w, g.orig_h) if item.rotation in (90, 270) else (g.orig_h, g.orig_w)
 
 
-def make_stages(model: LoadedModel, detector: Detector, hw: HwJpegDecoder | None = None) -> CpuStages:
-    """The device's stages; ``hw``: the hardware JPEG decoder a CUDA shard uses first (``hwdecode``), if any."""
-    return CudaStages(model, detector, hw) if model.device.type == "cuda" else CpuStages(model, detector)
+def make_stages(model: LoadedModel, detector: Detector, hw: HwJpegDecoder | None = None,
+                stage_threads: int = 1) -> CpuStages:
+    """The device's stages; ``hw``: the hardware JPEG decoder a CUDA shard uses first (``hwdecode``), if any;
+    ``stage_threads``: how many threads will call ``stage`` at once (``BatchOverlap``)."""
+    if model.device.type == "cuda":
+        return CudaStages(model, detector, hw, stage_threads)
+    return CpuStages(model, detector)
 
 
 def describe_stages(stages: CpuStages) -> dict[str, Any]:
     """Stage figures only the device knows (GPU forward seconds), for the shard summary."""
     if isinstance(stages, CudaStages):
-        return {"gpu_forward_s": stages.forward_seconds}
+        return {"gpu_forward_s": stages.forward_seconds, **stages.stage_times.snapshot()}
     return {}
 
 

@@ -209,6 +209,22 @@ class HwJpegDecoder:
             images = self._decoder.decode(code_streams, params=self._params, cuda_stream=cuda_stream)
         return [None if img is None else torch.as_tensor(img, device=device) for img in images]
 
+    def sibling(self) -> HwJpegDecoder:
+        """Another hardware decoder on the same device, for a second stage thread; this one if it cannot be built
+        (they then share this one's lock: correct, only not concurrent)."""
+        try:
+            return HwJpegDecoder(self._nvimgcodec, _new_decoder(self._nvimgcodec, self.device_index),
+                                 self.device_index)
+        except Exception as exc:  # noqa: BLE001 - whatever nvImageCodec raises: sharing still decodes
+            logger.warning("a second hardware JPEG decoder could not be built (%s: %s); stage threads share one",
+                           type(exc).__name__, exc)
+            return self
+
+
+def _new_decoder(module: Any, device_index: int) -> Any:
+    """nvImageCodec's ``Decoder`` on ``device_index`` restricted to the hardware backend."""
+    return module.Decoder(device_id=device_index, backends=[module.Backend(module.BackendKind.HW_GPU_ONLY)])
+
 
 def _probe_jpeg() -> tuple[bytes, Any]:
     import numpy as np
@@ -233,8 +249,7 @@ def create_hw_decoder(device_index: int) -> ProbeResult:
     except Exception as exc:  # noqa: BLE001 - ImportError, or a broken install failing in its own way
         return None, f"nvidia-nvimgcodec is not importable ({type(exc).__name__}: {exc})"
     try:
-        decoder = nvimgcodec.Decoder(device_id=device_index,
-                                     backends=[nvimgcodec.Backend(nvimgcodec.BackendKind.HW_GPU_ONLY)])
+        decoder = _new_decoder(nvimgcodec, device_index)
     except Exception as exc:  # noqa: BLE001 - no driver, no device, no nvJPEG library
         return None, f"nvImageCodec cannot create a hardware decoder ({type(exc).__name__}: {exc})"
     hw = HwJpegDecoder(nvimgcodec, decoder, device_index)

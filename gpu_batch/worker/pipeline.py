@@ -47,6 +47,8 @@ class PipelineOptions:
     cudnn_benchmark_limit: int | None = None  # algorithms tried per conv when tuning (torch's default: 10)
     # The JPEG decoder (``hwdecode.select_decoder``); None: today's for the device (nvJPEG CUDA, or PIL on the CPU).
     decode: DecodeSelection | None = None
+    # Batches staged (decoded + letterboxed) at once, each on a thread, CUDA stream and hardware decoder of its own.
+    stage_threads: int = 1
 
 
 @dataclass(slots=True)
@@ -153,7 +155,7 @@ def run_images(names: Sequence[str], source: ImageSource, model: LoadedModel, wr
     detector = Detector(model, threshold)
     selection = options.decode or default_selection(model.device.type)
     summary.decode, summary.decode_reason = selection.choice.decoder, selection.choice.reason
-    stages = make_stages(model, detector, selection.hw)
+    stages = make_stages(model, detector, selection.hw, options.stage_threads)
     if model.device.type == "cuda":
         _choose_cudnn_tuning(len(names), options, summary)
     batch_size = options.batch_size or stages.default_batch_size()
@@ -173,7 +175,7 @@ def run_images(names: Sequence[str], source: ImageSource, model: LoadedModel, wr
 
     try:
         with BatchOverlap(stages, emit, clock, pad_to=batch_size if stages.pads_tail else None,
-                          label=options.shard_label) as overlap:
+                          label=options.shard_label, stage_threads=options.stage_threads) as overlap:
             exhausted = False
             while True:
                 if not exhausted:
