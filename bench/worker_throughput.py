@@ -144,7 +144,8 @@ def run_worker(model: Path, folder: Path, names: list[str], batch: int | None, w
 
 
 def run_resident_node(model: Path, folder: Path, names: list[str], shards: int, workers: int,
-                      compile_models: bool, work: Path, extra: list[str] | None = None) -> dict[str, Any]:
+                      compile_models: bool, work: Path, extra: list[str] | None = None,
+                      compile_cache: Path | None = None) -> dict[str, Any]:
     """The images as ``shards`` shards, one after another, through one resident worker: a GPU node's rate.
 
     Each shard is a fresh ``python -m gpu_batch.worker.client`` (what a pool task runs), handing its shard to the
@@ -152,7 +153,8 @@ def run_resident_node(model: Path, folder: Path, names: list[str], shards: int, 
     compiles the network (``TRAPBATCH_RESIDENT_COMPILE``, Bicep ``residentCompile``) from a cold compile cache, as a
     node's first shard does. The rate runs from the first client's spawn to the last one's exit: the server's imports,
     model load and compile are in it, as they are in a node's time. ``extra``: more worker arguments for every shard
-    (``--resident-args``, e.g. ``--stage-threads 2``).
+    (``--resident-args``, e.g. ``--stage-threads 2``). ``compile_cache``: the TorchInductor cache to use (kept
+    between calls: a later variant compiles from a warm cache, as a node's later server would); default a fresh one.
     """
 
     node = Path(tempfile.mkdtemp(prefix="tbnode", dir="/tmp"))  # short: a Unix socket path has at most 107 bytes
@@ -161,7 +163,7 @@ def run_resident_node(model: Path, folder: Path, names: list[str], shards: int, 
     env.update(PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
                TRAPBATCH_RESIDENT_SOCKET=str(sock), TRAPBATCH_RESIDENT_IDLE_S="120",
                TRAPBATCH_RESIDENT_COMPILE="1" if compile_models else "0",
-               TORCHINDUCTOR_CACHE_DIR=str(node / "inductor-cache"))
+               TORCHINDUCTOR_CACHE_DIR=str(compile_cache or node / "inductor-cache"))
     per = -(-len(names) // shards)
     summaries: list[dict[str, Any]] = []
     started = time.monotonic()
@@ -298,8 +300,9 @@ def main() -> None:
     p.add_argument("--resident-shards", type=int, default=0,
                    help="also run the images as N shards through one resident worker (--resident-modes): a "
                         "node's rate, the server's start-up and compile included")
-    p.add_argument("--resident-args", default="",
-                   help='extra worker arguments for every resident shard, e.g. "--stage-threads 2"')
+    p.add_argument("--resident-args", action="append", default=[],
+                   help='extra worker arguments for every resident shard, e.g. "--stage-threads 2"; repeat it to run '
+                        "the node once per value (the first from a cold compile cache, the later ones warm)")
     p.add_argument("--resident-modes", default="eager,compiled",
                    help="with --resident-shards: eager, compiled or both (comma-separated; default both)")
     p.add_argument("--results-dir", default=str(REPO / "bench" / "results"), help="where the record is written")
@@ -396,14 +399,19 @@ def main() -> None:
               f"{v_summary.get('stages')}")
         save()
     if args.resident_shards:
-        for compiled_node in [m == "compiled" for m in ("eager", "compiled") if m in modes]:
+        cache = work / "node-inductor-cache"
+        shutil.rmtree(cache, ignore_errors=True)  # the first compiling node starts cold, as a fresh node does
+        for n, (compiled_node, node_args) in enumerate(
+                (m == "compiled", a) for m in ("eager", "compiled") if m in modes for a in args.resident_args or [""]):
             key = "resident_node_compiled" if compiled_node else "resident_node"
+            key += f"_{n + 1}" if len(args.resident_args) > 1 else ""
             worker_detail[key] = run_resident_node(model, folder, names, args.resident_shards, args.workers,
-                                                   compiled_node, work, shlex.split(args.resident_args))
-            worker_detail[key]["args"] = args.resident_args
+                                                   compiled_node, work, shlex.split(node_args), cache)
+            worker_detail[key]["args"] = node_args
             results[f"{key}_img_s"] = worker_detail[key]["img_s"]
             print(f"node        {results[f'{key}_img_s']:.2f} img/s over {args.resident_shards} shards through one "
-                  f"resident worker{' compiling' if compiled_node else ''} (first spawn to last exit, "
+                  f"resident worker{' compiling' if compiled_node else ''}"
+                  f"{f' with {node_args!r}' if node_args else ''} (first spawn to last exit, "
                   f"{worker_detail[key]['wall_s']:.1f} s); / ceiling = "
                   f"{results[f'{key}_img_s'] / results['ceiling_img_s']:.2f}; shards: "
                   + "; ".join(f"{r['seconds']} s, first batch {r['first_batch_s']} s, steady {r['steady_img_s']}"

@@ -114,15 +114,21 @@ def test_bad_arguments_are_exit_2(tmp_path: Path) -> None:
     for bad in ("0", "5", "two"):
         refused = run_worker_cli(["--manifest-file", "m.json", "--stage-threads", bad])
         assert refused.returncode == 2 and "--stage-threads" in refused.stderr and "1 to 4" in refused.stderr
+    for bad in ("-0.1", "1.5", "nan", "half"):
+        refused = run_worker_cli(["--manifest-file", "m.json", "--cpu-decode-share", bad])
+        assert refused.returncode == 2 and "--cpu-decode-share" in refused.stderr and "0 to 1" in refused.stderr
 
 
-def test_stage_threads_reach_the_pipeline_options() -> None:
+def test_stage_threads_and_the_cpu_decode_share_reach_the_pipeline_options() -> None:
     from gpu_batch.worker.__main__ import _pipeline_options, parse_args
 
-    args = parse_args(["--manifest-file", "m.json", "--stage-threads", "2"], {})
-    assert not isinstance(args, int) and _pipeline_options(args, "s").stage_threads == 2
+    args = parse_args(["--manifest-file", "m.json", "--stage-threads", "2", "--cpu-decode-share", "0.4"], {})
+    assert not isinstance(args, int)
+    options = _pipeline_options(args, "s")
+    assert (options.stage_threads, options.cpu_decode_share) == (2, 0.4)
     default = parse_args(["--manifest-file", "m.json"], {})
-    assert not isinstance(default, int) and _pipeline_options(default, "s").stage_threads == 1
+    assert not isinstance(default, int)
+    assert (_pipeline_options(default, "s").stage_threads, _pipeline_options(default, "s").cpu_decode_share) == (1, 0)
 
 
 def test_cudnn_tuning_is_chosen_by_shard_length() -> None:

@@ -115,11 +115,13 @@ def test_cpu_pipeline_writes_the_decoded_size_of_every_success(model: LoadedMode
     assert sum(len(e.get("detections") or []) for e in entries.values()) > 0  # real detections, scaled by the sizes
 
 
-def _cuda_stages_on_cpu(model: LoadedModel) -> devices.CudaStages:
+def _cuda_stages_on_cpu(model: LoadedModel, cpu_decode_share: float = 0.0) -> devices.CudaStages:
     """The CUDA stages without their CUDA streams: ``_prepare`` and ``_decode`` then run on CPU tensors."""
     stages = devices.CudaStages.__new__(devices.CudaStages)
     stages.model, stages.detector = model, Detector(model, 0.005)
     stages.hw, stages.decoded_by = None, devices.DecodeCounts()  # nvJPEG's path (the hardware engine needs a GPU)
+    stages.cpu_share = devices.ShareCounter(cpu_decode_share)
+    stages._upload = torch.from_numpy  # type: ignore[method-assign] # "on the GPU": here, the CPU tensor
     return stages
 
 
@@ -161,6 +163,25 @@ def test_cuda_stages_write_the_decoded_size_from_the_jpeg_header_and_the_exact_d
     assert (prepared["rot6.jpg"].rotation, prepared["rot8.jpg"].rotation, prepared["rot3.jpg"].rotation) == (270, 90,
                                                                                                              180)
     assert prepared["truncated.jpg"].pixels is not None and prepared["rgba.png"].pixels is not None
+
+
+def test_the_cpu_decoded_share_of_jpegs_is_decoded_exactly_uploaded_and_sized_alike(model: LoadedModel,
+                                                                                    folder: Path) -> None:
+    from gpu_batch.worker.preprocess import decode_image
+
+    names = ["plain.jpg", "portrait.jpg", "rot6.jpg", "rot8.jpg", "rot3.jpg", "gray.jpg"]
+    stages = _cuda_stages_on_cpu(model, cpu_decode_share=0.5)
+    entries, prepared = _through_cuda_stages(stages, folder, names)
+    _assert_sizes(entries, names)
+    on_cpu = [n for n in names if prepared[n].uploaded is not None]
+    assert on_cpu == ["portrait.jpg", "rot8.jpg", "gray.jpg"]  # every other JPEG, spread over the shard
+    for name in on_cpu:  # PIL's exact pixels (EXIF turn applied), uploaded; nothing left on the host
+        it = prepared[name]
+        assert it.jpeg is None and it.pixels is None and it.rotation == 0
+        assert it.uploaded is not None
+        assert np.array_equal(it.uploaded.numpy(), decode_image((folder / name).read_bytes()))
+    assert all(prepared[n].jpeg is not None for n in names if n not in on_cpu)
+    assert stages.decoded_by.counts() == {"cpu": 3, "nvjpeg-cuda": 3}
 
 
 @pytest.mark.parametrize("refusal", ["raises", "wrong size"])

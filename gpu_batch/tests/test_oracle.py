@@ -150,9 +150,11 @@ except ImportError:  # pragma: no cover
     _cuda = False
 
 
-# "eager-stage-threads-2": small batches staged two at a time, each on its own stream and hardware decoder.
+# "eager-stage-threads-2": small batches staged two at a time, each on its own stream and hardware decoder;
+# "eager-cpu-decode-half": every other JPEG decoded by PIL on a fetch thread and uploaded, the rest on the GPU.
 _GPU_MODES = {"eager": [], "compiled": ["--compile"],
-              "eager-stage-threads-2": ["--stage-threads", "2", "--batch-size", "4"]}
+              "eager-stage-threads-2": ["--stage-threads", "2", "--batch-size", "4"],
+              "eager-cpu-decode-half": ["--cpu-decode-share", "0.5", "--batch-size", "4"]}
 
 
 @pytest.mark.gpu
@@ -169,7 +171,11 @@ def test_worker_matches_megadetector_gpu_fp16_x6(tmp_path: Path, mode: str) -> N
     proc = run_worker_cli(["--manifest-file", str(manifest), "--image-root", str(folder), "--output-file",
                            str(tmp_path / "ours.json"), "--device", "cuda", *_GPU_MODES[mode]], timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert summary_line(proc)["device"] == "cuda"
+    summary = summary_line(proc)
+    assert summary["device"] == "cuda"
+    if mode == "eager-cpu-decode-half":  # both decoders took their share of the JPEGs
+        by = summary["decoded_by"]
+        assert by.get("cpu", 0) > 0 and by.get("nvimgcodec-hw", 0) + by.get("nvjpeg-cuda", 0) > 0, by
     ours = {e["file"]: e for e in json.loads((tmp_path / "ours.json").read_text())["images"]}
     pairs = compare(ours, theirs, coord_tol=2e-3, conf_tol=0.02, min_iou=0.95)
     assert pairs > 0

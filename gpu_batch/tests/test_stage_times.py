@@ -1,9 +1,12 @@
-"""``devices.StageTimes``: the stage thread's split into decode and letterbox, read from events once complete."""
+"""``devices.StageTimes`` (the stage thread's split into decode and letterbox, read from events once complete) and
+``devices.ShareCounter`` (which JPEGs the fetch threads decode instead of the GPU)."""
 from __future__ import annotations
 
 import threading
 
-from gpu_batch.worker.devices import StageTimes
+import pytest
+
+from gpu_batch.worker.devices import ShareCounter, StageTimes
 
 
 class FakeEvent:
@@ -70,3 +73,39 @@ def test_two_threads_adding_and_harvesting_count_every_batch_once() -> None:
     snap = times.snapshot()
     assert round(snap["stage_decode_gpu_s"], 6) == 2.0 and round(snap["stage_letterbox_gpu_s"], 6) == 1.0
     assert round(snap["stage_decode_call_s"], 6) == 1.0
+
+
+@pytest.mark.parametrize("share, picked", [(0.0, 0), (0.25, 25), (0.4, 40), (0.5, 50), (1.0, 100)])
+def test_a_decode_share_picks_that_fraction_of_the_images_spread_evenly(share: float, picked: int) -> None:
+    counter = ShareCounter(share)
+    picks = [counter.pick() for _ in range(100)]
+    assert sum(picks) == picked
+    if 0 < share <= 0.5:  # never two in a row: the engine and the CPU share every batch
+        assert not any(a and b for a, b in zip(picks, picks[1:]))
+    for start in range(0, 100, 20):  # every stretch of 20 images has its share, give or take one
+        assert abs(sum(picks[start:start + 20]) - 20 * share) <= 1
+
+
+def test_a_decode_share_counts_every_call_once_across_threads() -> None:
+    counter = ShareCounter(0.25)
+    picked: list[bool] = []
+    lock = threading.Lock()
+
+    def fetch() -> None:
+        for _ in range(1000):
+            p = counter.pick()
+            with lock:
+                picked.append(p)
+
+    threads = [threading.Thread(target=fetch) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(picked) == 4000 and sum(picked) == 1000
+
+
+@pytest.mark.parametrize("share", [-0.1, 1.5, float("nan")])
+def test_a_decode_share_outside_0_to_1_is_refused(share: float) -> None:
+    with pytest.raises(ValueError, match="fraction from 0 to 1"):
+        ShareCounter(share)

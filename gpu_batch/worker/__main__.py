@@ -4,7 +4,7 @@ Blob mode (Azure Batch tasks, the local pool):
     python -m gpu_batch.worker --manifest-container C --manifest-blob B [--device auto|cpu|cuda]
         [--batch-size N] [--workers N] [--flush-seconds S] [--log-seconds S] [--compile]
         [--cudnn-benchmark | --no-cudnn-benchmark] [--cudnn-benchmark-limit N] [--hw-decode auto|on|off]
-        [--stage-threads N]
+        [--stage-threads N] [--cpu-decode-share F]
     Storage from TRAPBATCH_STORAGE_CONNECTION or TRAPBATCH_STORAGE_ACCOUNT_URL (+ managed identity). Images come from
     the manifest's source_container, results go to output_container/output_blob, with a progress counter beside them
     and, after the last flush, the attempt's coverage summary (``layout.attempt_coverage_blob``; the poll reads it
@@ -128,8 +128,22 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--stage-threads", type=_stage_threads, default=1,
                    help="batches decoded and letterboxed at once (1-4; default 1), each with its own CUDA stream and "
                         "hardware decoder: for a forward pass faster than one stage thread (e.g. with --compile)")
+    p.add_argument("--cpu-decode-share", type=_share, default=0.0,
+                   help="CUDA: the fraction of JPEGs (0-1; default 0) the fetch threads decode exactly with PIL and "
+                        "upload, so that the GPU's JPEG decoder has fewer to do; spread evenly over the shard")
     p.add_argument("--log-level", default="INFO")
     return p
+
+
+def _share(text: str) -> float:
+    """``--cpu-decode-share``: a fraction from 0 to 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction from 0 to 1, not {text!r}")
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction from 0 to 1, not {value}")
+    return value
 
 
 MAX_STAGE_THREADS = 4
@@ -665,7 +679,7 @@ def _pipeline_options(args: argparse.Namespace, label: str,
                            cudnn_benchmark=args.cudnn_benchmark,
                            cudnn_benchmark_limit=args.cudnn_benchmark_limit,
                            log_seconds=args.log_seconds, shard_label=label, decode=decode,
-                           stage_threads=args.stage_threads)
+                           stage_threads=args.stage_threads, cpu_decode_share=args.cpu_decode_share)
 
 
 def _summary_dict(summary: ShardSummary, args: argparse.Namespace, device: str, started: float, import_s: float,

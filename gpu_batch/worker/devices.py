@@ -10,8 +10,11 @@ Why this module exists: the two devices need different work to give MegaDetector
   third stream in the post thread. Anything nvJPEG should not or cannot decode (CMYK, truncated, not a JPEG, a
   refusal) takes the exact CPU decode. Where the GPU has a hardware JPEG engine, ``hwdecode`` decodes the batch's
   JPEGs there first (nvImageCodec) and only what it refuses takes the nvJPEG CUDA path. Short batches are padded to
-  the batch size: a new input shape would make cuDNN re-tune for seconds. ``torchvision.io`` is imported only by
-  the CUDA path, when first needed: ``import torchvision`` costs ~1.4 s that a CPU shard has no use for.
+  the batch size: a new input shape would make cuDNN re-tune for seconds. ``--cpu-decode-share F`` has the fetch
+  threads decode that fraction of the JPEGs exactly (PIL) and upload them, so the GPU's decoder has fewer to do;
+  ``--stage-threads N`` stages N batches at once, each on a stream and hardware decoder of its own.
+  ``torchvision.io`` is imported only by the CUDA path, when first needed: ``import torchvision`` costs ~1.4 s that
+  a CPU shard has no use for.
 
 Must not: decide batching, order or error policy (``batching`` and ``pipeline`` do) or touch result files.
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import threading
 import time
 from typing import Any
@@ -205,8 +209,9 @@ class CudaStages(CpuStages):
     pads_tail = True
 
     def __init__(self, model: LoadedModel, detector: Detector, hw: HwJpegDecoder | None = None,
-                 stage_threads: int = 1) -> None:
+                 stage_threads: int = 1, cpu_decode_share: float = 0.0) -> None:
         super().__init__(model, detector)
+        self.cpu_share = ShareCounter(cpu_decode_share)  # JPEGs the fetch threads decode exactly and upload
         self.hw = hw  # the hardware JPEG decoder (hwdecode), or None: nvJPEG's CUDA backend decodes every JPEG
         self.decoded_by = DecodeCounts()
         self.stage_stream = torch.cuda.Stream(device=model.device)  # type: ignore[no-untyped-call]
@@ -225,7 +230,7 @@ class CudaStages(CpuStages):
 
     def _prepare(self, data: bytes, name: str) -> Prepared:
         header = gpu_decodable_jpeg(data)
-        if header is not None:
+        if header is not None and not self.cpu_share.pick():
             h, w, rotation, captured = header
             g = letterbox_geometry(h, w, self.model.image_size, self.model.stride)
             return Prepared(name, g, jpeg=data, rotation=rotation, captured=captured)
@@ -233,7 +238,17 @@ class CudaStages(CpuStages):
         if pixels.ndim != 3 or pixels.shape[2] != 3:
             return Prepared(name, failure=FAILURE_INFER, failure_reason=contract.REASON_UNSUPPORTED)
         g = letterbox_geometry(pixels.shape[0], pixels.shape[1], self.model.image_size, self.model.stride)
-        return Prepared(name, g, np.ascontiguousarray(pixels), captured=captured)
+        item = Prepared(name, g, np.ascontiguousarray(pixels), captured=captured)
+        if header is not None:  # the CPU-decoded share: uploaded here, on this fetch thread, not on the stage thread
+            assert item.pixels is not None
+            item.uploaded, item.pixels = self._upload(item.pixels), None
+        return item
+
+    def _upload(self, pixels: np.ndarray) -> torch.Tensor:
+        """``pixels`` on the GPU, the copy complete (a fetch thread waits for it, so the stage stream may read it)."""
+        uploaded = torch.from_numpy(pixels).to(self.model.device)
+        torch.cuda.current_stream(self.model.device).synchronize()
+        return uploaded
 
     def _thread_resources(self) -> tuple[Any, HwJpegDecoder | None]:
         """The CUDA stream and hardware decoder this thread stages with (shared unless there are several stage
@@ -293,6 +308,11 @@ class CudaStages(CpuStages):
             elif id(it) in decoded:
                 out.append(decoded[id(it)])
                 self.decoded_by.record(it.name, source[id(it)])
+            elif it.uploaded is not None:
+                if stream is not None:  # allocated on a fetch thread's stream, read on this one
+                    it.uploaded.record_stream(stream)
+                out.append(it.uploaded)
+                self.decoded_by.record(it.name, DECODER_CPU)
             else:
                 assert it.pixels is not None
                 out.append(torch.from_numpy(it.pixels).to(device, non_blocking=True))
@@ -383,6 +403,30 @@ class CudaStages(CpuStages):
         torch.cuda.empty_cache()
 
 
+class ShareCounter:
+    """Picks a steady ``share`` of the calls to ``pick`` (thread-safe): call n (from 0) is picked when
+    floor((n + 1) x share) > floor(n x share), so 0.25 picks every fourth, 0.4 two in five, spread evenly.
+
+    Why: the GPU's JPEG engine is one decoder for the whole batch; the fetch threads' idle cores can take a share of
+    the JPEGs (decoded exactly as MegaDetector decodes them, with PIL) so that the stage thread waits less on the
+    engine. A steady share, not a queue-driven one, keeps runs comparable while the best share is measured.
+    """
+
+    def __init__(self, share: float) -> None:
+        if not 0.0 <= share <= 1.0:
+            raise ValueError(f"a decode share is a fraction from 0 to 1, not {share}")
+        self.share = share
+        self._n = 0
+        self._lock = threading.Lock()
+
+    def pick(self) -> bool:
+        if self.share == 0.0:
+            return False
+        with self._lock:
+            n, self._n = self._n, self._n + 1
+        return math.floor((n + 1) * self.share) > math.floor(n * self.share)
+
+
 class StageTimes:
     """Where the stage thread's time goes on CUDA: the decode call's wall seconds on that thread, and the GPU seconds
     of each batch's decode and letterbox on the stage stream (CUDA events, read once they have completed).
@@ -433,11 +477,12 @@ def _stored_shape(item: Prepared) -> tuple[int, int]:
 
 
 def make_stages(model: LoadedModel, detector: Detector, hw: HwJpegDecoder | None = None,
-                stage_threads: int = 1) -> CpuStages:
+                stage_threads: int = 1, cpu_decode_share: float = 0.0) -> CpuStages:
     """The device's stages; ``hw``: the hardware JPEG decoder a CUDA shard uses first (``hwdecode``), if any;
-    ``stage_threads``: how many threads will call ``stage`` at once (``BatchOverlap``)."""
+    ``stage_threads``: how many threads will call ``stage`` at once (``BatchOverlap``); ``cpu_decode_share``: the
+    fraction of a CUDA shard's JPEGs decoded exactly on the fetch threads instead (``ShareCounter``)."""
     if model.device.type == "cuda":
-        return CudaStages(model, detector, hw, stage_threads)
+        return CudaStages(model, detector, hw, stage_threads, cpu_decode_share)
     return CpuStages(model, detector)
 
 
