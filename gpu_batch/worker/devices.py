@@ -245,9 +245,17 @@ class CudaStages(CpuStages):
         return item
 
     def _upload(self, pixels: np.ndarray) -> torch.Tensor:
-        """``pixels`` on the GPU, the copy complete (a fetch thread waits for it, so the stage stream may read it)."""
-        uploaded = torch.from_numpy(pixels).to(self.model.device)
-        torch.cuda.current_stream(self.model.device).synchronize()
+        """``pixels`` on the GPU, the copy complete (a fetch thread waits for it, so the stage stream may read it).
+
+        On a stream of this fetch thread's own: on the default stream the copy would queue behind the forward passes
+        the main thread launched there, and the forward passes behind the copies."""
+        stream = getattr(self._local, "upload_stream", None)
+        if stream is None:
+            stream = torch.cuda.Stream(device=self.model.device)  # type: ignore[no-untyped-call]
+            self._local.upload_stream = stream
+        with torch.cuda.stream(stream):
+            uploaded = torch.from_numpy(pixels).to(self.model.device)
+        stream.synchronize()
         return uploaded
 
     def _thread_resources(self) -> tuple[Any, HwJpegDecoder | None]:
