@@ -257,6 +257,8 @@ class OrchestrationKnobs:
     # the length of one of a request's previews_expire_days, in seconds: 86400, changed by tests only
     previews_expire_day_s: int = 86400
     task_events: bool = False  # TRAPBATCH_EVENT_GRID_TOPIC_ENDPOINT is set: publish an event when the task ends
+    # TRAPBATCH_WORKER_RESIDENT: pool tasks run the resident client, so a node's later shards start warm (estimates)
+    worker_resident: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__slots__}
@@ -290,7 +292,6 @@ class Settings:
     device: str = "auto"
     model_cache: str = ""
     worker_faults: Mapping[str, str] = field(default_factory=dict)
-    worker_resident: bool = False  # TRAPBATCH_WORKER_RESIDENT: pool tasks run the resident client
     batch_account_url: str = ""
     batch_pool_id: str = ""
     worker_image: str = ""
@@ -310,6 +311,11 @@ class Settings:
     notify_hosts: tuple[str, ...] = ()
     notify_secret: str = ""
     event_grid_topic_endpoint: str = ""
+
+    @property
+    def worker_resident(self) -> bool:
+        """TRAPBATCH_WORKER_RESIDENT: pool tasks run the resident client (kept in the knobs, which estimates read)."""
+        return self.knobs.worker_resident
 
     @property
     def merge_views(self) -> bool:
@@ -389,6 +395,7 @@ class Settings:
             confirm_timeout_s=_int(env, "TRAPBATCH_CONFIRM_TIMEOUT_S", 7 * 24 * 3600),
             previews_expire_day_s=_int(env, "TRAPBATCH_PREVIEWS_EXPIRE_DAY_S", 86400),
             task_events=bool(topic_endpoint),
+            worker_resident=env.get("TRAPBATCH_WORKER_RESIDENT", "").strip().lower() in ("1", "true", "yes", "on"),
         )
         settings = cls(
             storage_connection=storage,
@@ -413,7 +420,6 @@ class Settings:
             device=env.get("TRAPBATCH_DEVICE", "auto"),
             model_cache=env.get("TRAPBATCH_MODEL_CACHE", ""),
             worker_faults=faults,
-            worker_resident=env.get("TRAPBATCH_WORKER_RESIDENT", "").strip().lower() in ("1", "true", "yes", "on"),
             batch_account_url=env.get("TRAPBATCH_BATCH_ACCOUNT_URL", ""),
             batch_pool_id=env.get("TRAPBATCH_BATCH_POOL_ID", ""),
             worker_image=env.get("TRAPBATCH_WORKER_IMAGE", ""),

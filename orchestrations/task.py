@@ -27,7 +27,7 @@ from core import notimages
 from core.contracts import ShardStatus, Stage
 from core.cost import node_price, task_cost
 from core.errors import failure_message
-from core.estimate import estimate
+from core.estimate import RESIDENT_SHARD_START_S, estimate
 from core.expiry import expiry_time
 from core.ids import shards_instance_id
 from core.settings import OrchestrationKnobs
@@ -186,7 +186,8 @@ def _confirmed(context: df.DurableOrchestrationContext, data: c.TaskInput, start
 def _estimate(enumeration: c.EnumerateOutput, knobs: OrchestrationKnobs) -> dict[str, Any]:
     price = node_price(knobs.pool_vm_size, knobs.node_price_per_hour).usd_per_hour  # the override, else list price
     return estimate(enumeration["images"], enumeration["shards"], knobs.images_per_shard, knobs.worker_images_per_s,
-                    knobs.pool_nodes, price or 0.0)
+                    knobs.pool_nodes, price or 0.0,
+                    warm_shard_start_s=RESIDENT_SHARD_START_S if knobs.worker_resident else None)
 
 
 def _cost(work: c.EnumerateOutput, outcomes: list[c.ShardsOutcome], knobs: OrchestrationKnobs) -> dict[str, Any]:

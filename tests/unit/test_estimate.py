@@ -1,10 +1,12 @@
 """core/estimate.py: the arithmetic of a dry run's estimate, and the settings it reads."""
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from core.errors import ConfigError
-from core.estimate import DEFAULT_WORKER_IMAGES_PER_S, SHARD_START_S, estimate
+from core.estimate import DEFAULT_WORKER_IMAGES_PER_S, RESIDENT_SHARD_START_S, SHARD_START_S, estimate
 from core.settings import Settings
 
 
@@ -32,6 +34,20 @@ def test_wall_time_is_never_shorter_than_the_largest_shard() -> None:
     assert est["wall_seconds"] == 10_000 / 200 + SHARD_START_S
 
 
+def test_a_resident_worker_makes_only_each_nodes_first_shard_pay_the_full_start() -> None:
+    new_each = estimate(1_000_000, 100, 10_000, 250.0, pool_nodes=4, node_price_per_hour=2.0)
+    resident = estimate(1_000_000, 100, 10_000, 250.0, pool_nodes=4, node_price_per_hour=2.0,
+                        warm_shard_start_s=RESIDENT_SHARD_START_S)
+    busy = 1_000_000 / 250 + 4 * SHARD_START_S + 96 * RESIDENT_SHARD_START_S  # four nodes: four cold starts
+    assert resident["gpu_hours"] == round(busy / 3600, 4) < new_each["gpu_hours"]
+    assert resident["wall_seconds"] == math.ceil(busy / 4) and resident["cost"] < new_each["cost"]
+    assert resident["warm_shard_start_s"] == RESIDENT_SHARD_START_S and new_each["warm_shard_start_s"] is None
+    assert "resident worker" in resident["assumes"] and "resident" not in new_each["assumes"]
+    # one shard a node: every shard is a node's first, as without a resident worker
+    few = estimate(20_000, 2, 10_000, 200.0, pool_nodes=4, warm_shard_start_s=RESIDENT_SHARD_START_S)
+    assert few["gpu_hours"] == estimate(20_000, 2, 10_000, 200.0, pool_nodes=4)["gpu_hours"]
+
+
 def test_no_price_configured_gives_no_cost_rather_than_zero() -> None:
     assert estimate(100, 1, 10_000)["cost"] is None
 
@@ -42,7 +58,7 @@ def test_nothing_to_do_costs_nothing() -> None:
 
 
 @pytest.mark.parametrize("kwargs", [{"images": -1}, {"images_per_shard": 0}, {"worker_images_per_s": 0},
-                                    {"pool_nodes": 0}, {"node_price_per_hour": -1}])
+                                    {"pool_nodes": 0}, {"node_price_per_hour": -1}, {"warm_shard_start_s": -1}])
 def test_impossible_inputs_are_refused(kwargs: dict[str, float]) -> None:
     args: dict[str, float] = {"images": 10, "shards": 1, "images_per_shard": 10, **kwargs}
     with pytest.raises(ValueError):
@@ -61,3 +77,21 @@ def test_settings_default_to_the_measured_h100_rate_and_read_the_three_variables
                 {"TRAPBATCH_NODE_PRICE_PER_HOUR": "-1"}, {"TRAPBATCH_WORKER_IMAGES_PER_S": "nan"}):
         with pytest.raises(ConfigError):
             Settings.from_env({**base, **bad})
+
+
+def test_a_dry_run_estimates_warm_starts_exactly_when_the_pool_runs_resident_workers() -> None:
+    from core.settings import OrchestrationKnobs
+    from orchestrations.task import _estimate
+
+    base = {"AzureWebJobsStorage": "UseDevelopmentStorage=true", "TRAPBATCH_POOL_NODES": "2"}
+    plain = Settings.from_env(base).knobs
+    resident = Settings.from_env({**base, "TRAPBATCH_WORKER_RESIDENT": "true"}).knobs
+    assert (plain.worker_resident, resident.worker_resident) == (False, True)
+    assert OrchestrationKnobs.from_dict(resident.to_dict()) == resident  # snapshotted into the orchestration's input
+    assert OrchestrationKnobs.from_dict({k: v for k, v in resident.to_dict().items() if k != "worker_resident"}
+                                        ).worker_resident is False  # an input from before the field: as before
+    found = {"images": 100_000, "shards": 10}
+    assert _estimate(found, plain)["warm_shard_start_s"] is None  # type: ignore[arg-type]
+    warm = _estimate(found, resident)  # type: ignore[arg-type]
+    assert warm["warm_shard_start_s"] == RESIDENT_SHARD_START_S
+    assert warm["gpu_hours"] < _estimate(found, plain)["gpu_hours"]  # type: ignore[arg-type]
