@@ -162,3 +162,12 @@ def test_the_bench_helper_adds_the_shard_start_up_the_node_pays_for(capsys) -> N
     out = capsys.readouterr().out
     per_node = 10_000 / (10_000 / 244 + 10.0)
     assert f"${cost_per_million(6.98, 244):.2f} |" in out and f"${cost_per_million(6.98, per_node):.2f} at" in out
+
+
+def test_the_bench_helper_with_resident_workers_adds_the_warm_start_up_instead(capsys) -> None:  # type: ignore[no-untyped-def]
+    bench = _bench_cost()
+    assert bench.main(["--rate", "339", "--vm-size", H100, "--shard-images", "10000", "--resident"]) == 0
+    out = capsys.readouterr().out
+    per_node = 10_000 / (10_000 / 339 + 2.5)
+    assert f"${cost_per_million(6.98, per_node):.2f} at {per_node:.1f} img/node-s" in out
+    assert "+2.5 s warm resident start-up each" in out
