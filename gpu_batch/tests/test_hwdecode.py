@@ -295,9 +295,11 @@ class _FakeNvImgCodec:
 def test_a_second_stage_thread_gets_a_hardware_decoder_of_its_own_or_shares_the_first() -> None:
     module = _FakeNvImgCodec()
     first = hwdecode.HwJpegDecoder(module, object(), 1)
-    second = first.sibling()
+    second = first.sibling(1)
     assert second is not first and second.device_index == 1
     assert module.built == [(1, [("backend", "hw-gpu-only")])]  # the same device, the hardware backend only
+    assert first.sibling(1) is second and len(module.built) == 1  # kept: the next shard's threads reuse it
+    assert first.sibling(2) not in (first, second) and len(module.built) == 2
     broken = _FakeNvImgCodec(fail=True)
     lone = hwdecode.HwJpegDecoder(broken, object(), 0)
-    assert lone.sibling() is lone  # sharing one decoder (it has a lock) still decodes
+    assert lone.sibling(1) is lone  # sharing one decoder (it has a lock) still decodes

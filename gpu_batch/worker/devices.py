@@ -220,7 +220,7 @@ class CudaStages(CpuStages):
         self._own_per_thread = stage_threads > 1
         self._local = threading.local()
         self._claim_lock = threading.Lock()
-        self._claimed_first = False
+        self._claims = 0
         self.post_stream = torch.cuda.Stream(device=model.device)  # type: ignore[no-untyped-call]
         self.forward_seconds = 0.0  # GPU time of the forward passes (CUDA events), read by the post thread only
         self.stage_times = StageTimes()  # the stage thread's split: decode call (CPU wall), decode and letterbox (GPU)
@@ -266,12 +266,12 @@ class CudaStages(CpuStages):
         mine = getattr(self._local, "resources", None)
         if mine is None:
             with self._claim_lock:
-                first, self._claimed_first = not self._claimed_first, True
-            if first:
+                index, self._claims = self._claims, self._claims + 1
+            if index == 0:
                 mine = (self.stage_stream, self.hw)
             else:
                 stream = torch.cuda.Stream(device=self.model.device)  # type: ignore[no-untyped-call]
-                mine = (stream, self.hw.sibling() if self.hw is not None else None)
+                mine = (stream, self.hw.sibling(index) if self.hw is not None else None)
             self._local.resources = mine
         return mine
 

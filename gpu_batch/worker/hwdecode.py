@@ -192,6 +192,7 @@ class HwJpegDecoder:
     def __init__(self, module: Any, decoder: Any, device_index: int) -> None:
         self._nvimgcodec, self._decoder, self.device_index = module, decoder, device_index
         self._lock = threading.Lock()
+        self._siblings: dict[int, HwJpegDecoder] = {}
         self._params = module.DecodeParams(apply_exif_orientation=False, color_spec=module.ColorSpec.SRGB,
                                            sample_format=module.SampleFormat.I_RGB)
 
@@ -209,16 +210,20 @@ class HwJpegDecoder:
             images = self._decoder.decode(code_streams, params=self._params, cuda_stream=cuda_stream)
         return [None if img is None else torch.as_tensor(img, device=device) for img in images]
 
-    def sibling(self) -> HwJpegDecoder:
-        """Another hardware decoder on the same device, for a second stage thread; this one if it cannot be built
-        (they then share this one's lock: correct, only not concurrent)."""
-        try:
-            return HwJpegDecoder(self._nvimgcodec, _new_decoder(self._nvimgcodec, self.device_index),
-                                 self.device_index)
-        except Exception as exc:  # noqa: BLE001 - whatever nvImageCodec raises: sharing still decodes
-            logger.warning("a second hardware JPEG decoder could not be built (%s: %s); stage threads share one",
-                           type(exc).__name__, exc)
-            return self
+    def sibling(self, index: int) -> HwJpegDecoder:
+        """The ``index``-th other hardware decoder on the same device (from 1), for another stage thread; this one if
+        it cannot be built (they then share this one's lock: correct, only not concurrent). Built once and kept: a
+        resident worker's shards, one after another, reuse them."""
+        with self._lock:
+            if index not in self._siblings:
+                try:
+                    self._siblings[index] = HwJpegDecoder(
+                        self._nvimgcodec, _new_decoder(self._nvimgcodec, self.device_index), self.device_index)
+                except Exception as exc:  # noqa: BLE001 - whatever nvImageCodec raises: sharing still decodes
+                    logger.warning("hardware JPEG decoder %d could not be built (%s: %s); stage threads share one",
+                                   index, type(exc).__name__, exc)
+                    self._siblings[index] = self
+            return self._siblings[index]
 
 
 def _new_decoder(module: Any, device_index: int) -> Any:
