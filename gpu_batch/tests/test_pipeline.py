@@ -127,6 +127,25 @@ def test_stage_threads_must_be_at_least_one() -> None:
         BatchOverlap(_RecordingStages(), lambda entries: None, StageClock(), stage_threads=0)  # type: ignore[arg-type]
 
 
+class _FlakyStagingStages(_RecordingStages):
+    """Staging a batch that holds "boom" raises on a stage thread (as a CUDA error there would); on the main
+    thread, where the driver retries it serially, it works."""
+
+    def stage(self, items: list[Prepared], pad_to: int | None) -> Staged:
+        if any(it.name == "boom" for it in items) and threading.current_thread().name.startswith("stage"):
+            raise RuntimeError("staging failed (simulated)")
+        return super().stage(items, pad_to)
+
+
+@pytest.mark.parametrize("stage_threads", [1, 2])
+def test_a_batch_whose_staging_fails_is_retried_serially_and_nothing_is_lost(stage_threads: int) -> None:
+    batches = [["a0", "a1"], ["boom", "b1"], ["c0", "c1"], ["d0", "d1"], ["e0"]]
+    emitted = _drive(_FlakyStagingStages(), batches, stage_threads)
+    # each image once (the retried batch may come out ahead of the one still in post-processing), none failed
+    assert sorted(e["file"] for e in emitted) == sorted(n for names in batches for n in names)
+    assert not any("failure" in e for e in emitted)
+
+
 def test_decode_failures_found_while_staging_are_emitted_once() -> None:
     emitted = _drive(_RecordingStages(), [["a", "bad1", "b"], ["bad2"]])
     by_file = {e["file"]: e for e in emitted}
@@ -136,9 +155,10 @@ def test_decode_failures_found_while_staging_are_emitted_once() -> None:
     assert "failure" not in by_file["a"]
 
 
-def test_out_of_memory_splits_the_batch_until_it_fits() -> None:
+@pytest.mark.parametrize("stage_threads", [1, 2])
+def test_out_of_memory_splits_the_batch_until_it_fits(stage_threads: int) -> None:
     stages = _RecordingStages(oom_above=2)
-    emitted = _drive(stages, [[f"x{i}" for i in range(8)], ["y0", "y1"]])
+    emitted = _drive(stages, [[f"x{i}" for i in range(8)], ["y0", "y1"]], stage_threads)
     assert sorted(e["file"] for e in emitted) == sorted([f"x{i}" for i in range(8)] + ["y0", "y1"])
     assert all("failure" not in e and e["batch"] <= 2 for e in emitted)
     assert stages.released >= 1
@@ -151,9 +171,10 @@ def test_single_image_out_of_memory_is_an_inference_failure() -> None:
     assert all(e["failure_kind"] == "retryable" and e["failure_reason"] == "inference" for e in emitted)
 
 
-def test_failed_forward_or_post_processing_fails_that_batch_only() -> None:
+@pytest.mark.parametrize("stage_threads", [1, 2])
+def test_failed_forward_or_post_processing_fails_that_batch_only(stage_threads: int) -> None:
     emitted = _drive(_RecordingStages(fail_launch_of="a1", fail_finish_of="c0"),
-                     [["a0", "a1"], ["b0", "b1"], ["c0", "c1"], ["d0"]])
+                     [["a0", "a1"], ["b0", "b1"], ["c0", "c1"], ["d0"]], stage_threads)
     failures = {e["file"] for e in emitted if e.get("failure") == "inference failure"}
     assert failures == {"a0", "a1", "c0", "c1"}
     # a failed batch says nothing about its images: the next attempt runs them again
