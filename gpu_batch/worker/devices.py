@@ -217,6 +217,8 @@ class CudaStages(CpuStages):
         self.stage_stream = torch.cuda.Stream(device=model.device)  # type: ignore[no-untyped-call]
         # With several stage threads each has a stream and a hardware decoder of its own (nvImageCodec does not
         # promise a Decoder may be used from two threads at once); the first thread to stage takes these two.
+        # nvJPEG's CUDA path needs nothing per thread: torchvision's decode_jpegs_cuda holds one decoder behind a
+        # global mutex (torchvision/csrc/io/image/cuda/decode_jpegs_cuda.cpp), so its callers take turns.
         self._own_per_thread = stage_threads > 1
         self._local = threading.local()
         self._claim_lock = threading.Lock()
