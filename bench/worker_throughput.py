@@ -182,8 +182,9 @@ def run_resident_node(model: Path, folder: Path, names: list[str], shards: int, 
             raise SystemExit(f"resident shard {shard_id} failed:\n{proc.stderr[-3000:]}")
         summary = json.loads(proc.stdout.strip().splitlines()[-1])
         assert summary["done"] == len(part) and summary["failed"] == 0, summary
-        return {k: summary.get(k) for k in ("seconds", "first_batch_s", "steady_img_s", "compiled", "model_cache_hit",
-                                            "decode", "start_to_first_batch_s", "batch_size", "stages")}
+        return {k: summary.get(k) for k in ("seconds", "model_load_s", "first_batch_s", "steady_img_s", "compiled",
+                                            "model_cache_hit", "decode", "start_to_first_batch_s", "batch_size",
+                                            "stages")}
 
     per = -(-len(names) // shards)
     summaries: list[dict[str, Any]] = []
