@@ -167,7 +167,7 @@ def run_resident_node(model: Path, folder: Path, names: list[str], shards: int, 
                TRAPBATCH_RESIDENT_COMPILE="1" if compile_models else "0",
                TORCHINDUCTOR_CACHE_DIR=str(compile_cache or node / "inductor-cache"))
 
-    def shard(shard_id: str, part: list[str]) -> dict[str, Any]:
+    def shard(shard_id: str, part: list[str], more: tuple[str, ...] = ()) -> dict[str, Any]:
         manifest = node / f"m{shard_id}.json"
         manifest.write_text(json.dumps({"task_id": "bench", "shard_id": shard_id, "attempt": 1,
                                         "source_container": "local", "images": part, "output_container": "local",
@@ -176,7 +176,7 @@ def run_resident_node(model: Path, folder: Path, names: list[str], shards: int, 
         out.unlink(missing_ok=True)  # a fresh output: an earlier run's would be resumed, not run again
         proc = subprocess.run([sys.executable, "-m", "gpu_batch.worker.client", "--manifest-file", str(manifest),
                                "--image-root", str(folder), "--output-file", str(out),
-                               "--workers", str(workers), "--log-level", "WARNING", *(extra or [])],
+                               "--workers", str(workers), "--log-level", "WARNING", *(extra or []), *more],
                               capture_output=True, text=True, cwd=REPO, env=env)
         if proc.returncode != 0:
             raise SystemExit(f"resident shard {shard_id} failed:\n{proc.stderr[-3000:]}")
@@ -192,8 +192,10 @@ def run_resident_node(model: Path, folder: Path, names: list[str], shards: int, 
     try:
         if warmup_images > 0:
             t0 = time.monotonic()
-            warmup = {**shard("warmup", names[:warmup_images]), "images": min(warmup_images, len(names)),
-                      "wall_s": 0.0}
+            # cuDNN tunes its algorithms as the timed shards will (they are long enough to): tuned once a process
+            chosen = {"--cudnn-benchmark", "--no-cudnn-benchmark"} & set(extra or [])
+            warmup = {**shard("warmup", names[:warmup_images], () if chosen else ("--cudnn-benchmark",)),
+                      "images": min(warmup_images, len(names)), "wall_s": 0.0}
             warmup["wall_s"] = round(time.monotonic() - t0, 3)
         started = time.monotonic()
         for i in range(shards):
