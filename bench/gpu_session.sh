@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One lent-GPU call that does everything issue 3 needs measured, each step under its own time limit so that the
 # whole call ends inside the device's 10-minute command limit, with every log under $OUT:
-#   1. environment facts (and which JPEG decoder the worker chooses here); 2. the fp16 GPU oracle, eager; 3. the
+#   1. environment facts (and which JPEG decoder the worker chooses here); 2. the fp16 GPU oracle, eager (three
+#   modes since 2026-12-04: plain, two stage threads, half the JPEGs decoded on the CPU; ~45 s each alone); 3. the
 #   hardware JPEG decode test (nvImageCodec; skipped, with its reason, where the GPU has no engine); 4. the benchmark
 #   (MegaDetector defaults/best, worker, worker variants, ceiling, and with DECODE_COMPARE=1, the default, the worker
 #   with --hw-decode on and off) -> bench/results/*.json; 5. the GPU oracle with --compile (slowest; last).
