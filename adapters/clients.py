@@ -58,7 +58,7 @@ def check_source_allowed(s: Settings, account_url: str) -> None:
 def _pool(kind: str, connection: str, container: str, concurrency: int, device: str, model_cache: str,
           faults: tuple[tuple[str, str], ...], batch: tuple[str, ...], max_task_seconds: int,
           secret_env: tuple[tuple[str, str], ...] = (), simulated_failure_rate: float = 0.0,
-          resident: bool = False) -> GpuPool:
+          resident: bool = False, tuning: tuple[str, ...] = ()) -> GpuPool:
     from gpu_batch.pool import make_pool
 
     if kind == "simulated":  # the control-plane benchmark's pool (bench/control_plane.py); no detector
@@ -69,13 +69,13 @@ def _pool(kind: str, connection: str, container: str, concurrency: int, device: 
             worker_env["TRAPBATCH_MODEL_CACHE"] = model_cache
         return make_pool("local", connection_string=connection, log_container=container,
                          max_concurrent=concurrency or None, worker_env=worker_env, faults=dict(faults),
-                         max_task_seconds=max_task_seconds, resident=resident)
+                         max_task_seconds=max_task_seconds, resident=resident, worker_tuning=tuning)
     account_url, pool_id, image, identity, identity_resource_id, storage_url = batch
     return make_pool("azure_batch", account_url=account_url, pool_id=pool_id, image=image,
                      worker_identity_client_id=identity, identity_resource_id=identity_resource_id,
                      storage_account_url=storage_url, log_container=container,
                      max_task_seconds=max_task_seconds, key_vault_url=dict(secret_env).get("TRAPBATCH_KEY_VAULT_URL", ""),
-                     resident=resident)
+                     resident=resident, worker_tuning=tuning)
 
 
 _POOL_LOCK = threading.Lock()
@@ -89,4 +89,4 @@ def pool(s: Settings) -> GpuPool:
                      (s.batch_account_url, s.batch_pool_id, s.worker_image, s.worker_identity,
                       s.worker_identity_resource_id, s.storage_account_url),
                      s.knobs.max_task_seconds, tuple(sorted(s.secret_store_env().items())), s.simulated_failure_rate,
-                     s.worker_resident)
+                     s.worker_resident, s.worker_tuning)

@@ -79,6 +79,11 @@ Variables (names shared with infra/main.bicep app settings):
                                    ``--device`` defaults to it
     TRAPBATCH_MODEL_CACHE          where workers cache model files
     TRAPBATCH_WORKER_FAULTS        tests only: JSON {"<shard>/<attempt>": "crash_after:2", ...}
+    TRAPBATCH_WORKER_TUNING        GPU worker options added to every shard's command (Batch tasks and the local pool):
+                                   ``--stage-threads N``, ``--cpu-decode-share F``, ``--batch-size N``, ``--workers
+                                   N``, ``--hw-decode auto|on|off``, ``--compile``, ``--cudnn-benchmark`` /
+                                   ``--no-cudnn-benchmark``, space-separated; checked at start (core.worker_tuning);
+                                   default none (bench/RESULTS.md says what each did on which GPU)
     TRAPBATCH_WORKER_RESIDENT      ``1``: pool tasks run ``gpu_batch.worker.client``, which hands each shard to a
                                    node-resident worker that keeps torch and the model loaded (start-up paid once per
                                    node); default off until it has run on Batch (``1``/``true``/``yes``/``on``: on).
@@ -138,6 +143,7 @@ from typing import Any, Mapping
 
 from core.errors import ConfigError
 from core.estimate import DEFAULT_POOL_NODES, DEFAULT_WORKER_IMAGES_PER_S
+from core.worker_tuning import parse_worker_tuning
 from core.mdformat import typical_threshold
 from core.requests import (DEFAULT_IMAGES_PER_SHARD, MAX_IMAGES_PER_SHARD, MIN_PREVIEW_THRESHOLD,
                            normalize_account_url)
@@ -292,6 +298,7 @@ class Settings:
     device: str = "auto"
     model_cache: str = ""
     worker_faults: Mapping[str, str] = field(default_factory=dict)
+    worker_tuning: tuple[str, ...] = ()  # TRAPBATCH_WORKER_TUNING (core.worker_tuning): appended to every shard
     batch_account_url: str = ""
     batch_pool_id: str = ""
     worker_image: str = ""
@@ -417,6 +424,7 @@ class Settings:
             results_zip_above_bytes=_int(env, "TRAPBATCH_RESULTS_ZIP_ABOVE_BYTES", 50 * 1024 * 1024, minimum=0),
             knobs=knobs,
             local_concurrency=_int(env, "TRAPBATCH_LOCAL_CONCURRENCY", 0, minimum=0),
+            worker_tuning=parse_worker_tuning(env.get("TRAPBATCH_WORKER_TUNING", "")),
             device=env.get("TRAPBATCH_DEVICE", "auto"),
             model_cache=env.get("TRAPBATCH_MODEL_CACHE", ""),
             worker_faults=faults,

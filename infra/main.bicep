@@ -50,6 +50,8 @@ param workerImageTag string = 'v1'
 param residentWorker bool = false
 @description('The resident worker runs every shard\'s network through torch.compile: the node\'s first shard pays the compile, later ones run faster (TRAPBATCH_RESIDENT_COMPILE; app/batch.bicep).')
 param residentCompile bool = false
+@description('GPU worker options added to every shard, e.g. --stage-threads 2 (TRAPBATCH_WORKER_TUNING; the app checks them at start: core/worker_tuning.py).')
+param workerTuning string = ''
 @description('Other storage accounts that requests may name as source_account_url (TRAPBATCH_SOURCE_ACCOUNTS).')
 param sourceAccounts string = ''
 
@@ -240,6 +242,7 @@ module api 'app/api.bicep' = {
       TRAPBATCH_POOL_NODES: string(maxGpuNodes) // the pool's most nodes: a dry run's wall-time estimate (core/estimate.py)
       TRAPBATCH_WORKER_IMAGE: '${registry.outputs.loginServer}/${workerImageName}'
       TRAPBATCH_WORKER_RESIDENT: residentWorker ? '1' : '0' // tasks run the resident client (app/batch.bicep)
+      TRAPBATCH_WORKER_TUNING: workerTuning // appended to every shard's worker command (core/worker_tuning.py)
       TRAPBATCH_WORKER_IDENTITY: nodeIdentity.outputs.clientId
       TRAPBATCH_WORKER_IDENTITY_RESOURCE_ID: nodeIdentity.outputs.id
       TRAPBATCH_STORAGE_ACCOUNT_URL: storage.outputs.blobEndpoint

@@ -75,7 +75,8 @@ class AzureBatchPool:
     def __init__(self, account_url: str, pool_id: str, image: str, identity_resource_id: str = "",
                  storage_account_url: str = "", max_task_seconds: int = 21600, credential: Any = None,
                  transport: Any = None, worker_identity_client_id: str = "", key_vault_url: str = "",
-                 log_container: str = layout.DEFAULT_STATE_CONTAINER, resident: bool = False) -> None:
+                 log_container: str = layout.DEFAULT_STATE_CONTAINER, resident: bool = False,
+                 worker_tuning: Sequence[str] = ()) -> None:
         if not account_url or not pool_id or not image:
             raise ValueError("AzureBatchPool needs the Batch account URL, pool id and worker image "
                              "(TRAPBATCH_BATCH_ACCOUNT_URL, TRAPBATCH_BATCH_POOL_ID, TRAPBATCH_WORKER_IMAGE)")
@@ -94,6 +95,9 @@ class AzureBatchPool:
         self.key_vault_url = key_vault_url  # source-account secrets, read by the nodes' identity (never passed)
         self.max_task_seconds = max_task_seconds
         self.resident = resident  # TRAPBATCH_WORKER_RESIDENT (core.settings): tasks run the resident client
+        # TRAPBATCH_WORKER_TUNING: whitelisted options with checked values (core.worker_tuning), so nothing else
+        # reaches the task's command line
+        self.worker_tuning = list(worker_tuning)
         self._credential = credential
         self._transport = transport
         self._client: Any = None
@@ -176,7 +180,7 @@ class AzureBatchPool:
             # other worker code, no CUDA) the client starts a server in this task's --rm container, which ends with
             # it, or runs the shard itself: start-up per shard, as without the setting.
             command_line=f"python -m {worker_module(self.resident)} "
-                         + " ".join([*task.worker_args(), "--device", "cuda"]),
+                         + " ".join([*task.worker_args(), "--device", "cuda", *self.worker_tuning]),
             container_settings=m.BatchTaskContainerSettings(image_name=self.image,
                                                             container_run_options="--rm --shm-size 8g",
                                                             working_directory="containerImageDefault"),

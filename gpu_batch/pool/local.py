@@ -88,7 +88,8 @@ class LocalPool:
     def __init__(self, connection_string: str, log_container: str = layout.DEFAULT_STATE_CONTAINER, table: str = "trapbatchpool",
                  max_concurrent: int | None = None, worker_env: Mapping[str, str] | None = None,
                  faults: Mapping[str, str] | None = None, max_task_seconds: int = 21600,
-                 worker_command: Sequence[str] | None = None, resident: bool = False) -> None:
+                 worker_command: Sequence[str] | None = None, resident: bool = False,
+                 worker_tuning: Sequence[str] = ()) -> None:
         if len(table) > 59:  # the jobs table's name adds 4 characters; Azure table names have at most 63
             raise ValueError(f"LocalPool table name {table!r} is longer than 59 characters")
         self.connection_string = connection_string
@@ -102,6 +103,7 @@ class LocalPool:
         self.faults = dict(faults or {})
         self.max_task_seconds = max_task_seconds
         self.worker_command = list(worker_command or [sys.executable, "-m", worker_module(resident)])
+        self.worker_tuning = list(worker_tuning)  # TRAPBATCH_WORKER_TUNING, checked by core.worker_tuning
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         self._lock = threading.Lock()  # activities poll from several threads; one scheduling pass at a time
 
@@ -247,7 +249,7 @@ class LocalPool:
         env.setdefault("OMP_NUM_THREADS", str(worker_threads(self.max_concurrent)))  # module docstring: Cores
         args = [sys.executable, "-m", "gpu_batch.pool.local_runner", "--table", self.table.table_name,
                 "--job", row["PartitionKey"], "--task", row["RowKey"], "--log-container", self.log_container,
-                "--fault", fault, "--"] + self.worker_command + spec.worker_args()
+                "--fault", fault, "--"] + self.worker_command + spec.worker_args() + self.worker_tuning
         proc = subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, start_new_session=True)
         self._children[row["RowKey"] + "@" + row["PartitionKey"]] = proc

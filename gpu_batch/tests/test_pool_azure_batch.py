@@ -148,6 +148,17 @@ def _batch_error(code: str) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- jobs and tasks
 
+def test_the_operators_worker_tuning_ends_every_tasks_command_line() -> None:
+    t = FakeBatch()
+    p = pool(t, worker_tuning=("--stage-threads", "2", "--compile"))
+    p.submit("task-0123456789abcdef0123", [shard("s00000", 1)])
+    (add,) = t.requests
+    (task,) = json.loads(add.content)["value"]
+    assert task["commandLine"] == ("python -m gpu_batch.worker --manifest-container trapbatch "
+                                   "--manifest-blob tasks/task-x/shards/s00000/attempt-1.json --device cuda "
+                                   "--stage-threads 2 --compile")
+
+
 def test_job_and_tasks_requests_are_exactly_what_batch_expects() -> None:
     """batch-docker-container-workloads.md: no ``--gpus`` ("For container pools with GPU-enabled hardware, Batch will
     automatically enable GPU for container tasks"); ``--rm`` as in the doc's own examples; other run options are

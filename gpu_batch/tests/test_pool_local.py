@@ -27,6 +27,7 @@ blob = args["--manifest-blob"]
 fault = os.environ.get("TRAPBATCH_WORKER_FAULT", "")
 print("worker for", blob, "fault", fault, "conn set", bool(os.environ.get("TRAPBATCH_STORAGE_CONNECTION")),
       "threads", os.environ.get("OMP_NUM_THREADS"))
+print("argv", " ".join(sys.argv[1:]))
 sys.stdout.flush()
 if "sleep" in blob:
     time.sleep(float(blob.split("sleep")[1].split(".")[0]) / 10)
@@ -77,6 +78,16 @@ def test_queues_beyond_concurrency_runs_all_and_keeps_logs(pool_args: dict[str, 
     rows = TableServiceClient.from_connection_string(storage_connection).get_table_client(pool_args["table"])
     for row in rows.list_entities():
         assert "AccountKey" not in json.dumps(dict(row), default=str)
+
+
+def test_the_operators_worker_tuning_ends_every_workers_command(pool_args: dict[str, Any],
+                                                                storage_connection: str) -> None:
+    pool = make_pool("local", max_concurrent=1, worker_tuning=("--stage-threads", "2"), **pool_args)
+    pool.ensure_job("job1")
+    pool.submit("job1", [task("tuned")])
+    wait_until(lambda: all_done(pool, "job1", 1), 60, "the task")
+    log = _log(storage_connection, pool_args["log_container"], "job1", "tuned-a1")
+    assert "argv --manifest-container state --manifest-blob tasks/t/tuned.json --stage-threads 2" in log
 
 
 def _log(connection: str, container: str, job: str, task_id: str) -> str:

@@ -270,9 +270,10 @@ def test_the_settings_load_as_the_app_loads_them(templates: dict[str, Template])
     env["TRAPBATCH_MODEL"] = "MDV5A"
     main = next(t for t in templates.values() if t.name == "main.bicep")
     env["TRAPBATCH_POOL_NODES"] = str(main.params["maxGpuNodes"]["default"])  # string(maxGpuNodes)
+    env["TRAPBATCH_WORKER_TUNING"] = main.params["workerTuning"]["default"]  # workerTuning: none unless set
     settings = Settings.from_env(env)
     assert settings.pool == "azure_batch" and settings.storage_connection.startswith("identity:https://")
-    assert settings.knobs.pool_nodes == 8
+    assert settings.knobs.pool_nodes == 8 and settings.worker_tuning == ()
     assert drop_trigger_source(env) == "EventGrid"
 
 

@@ -1,0 +1,68 @@
+"""core/worker_tuning.py: the worker options TRAPBATCH_WORKER_TUNING may add to every shard, checked at start."""
+from __future__ import annotations
+
+import pytest
+
+from core.errors import ConfigError
+from core.settings import Settings
+from core.worker_tuning import OPTIONS, parse_worker_tuning
+
+BASE = {"AzureWebJobsStorage": "UseDevelopmentStorage=true"}
+
+
+def test_none_by_default_and_the_options_in_their_order() -> None:
+    assert parse_worker_tuning("") == () == parse_worker_tuning("   ")
+    assert parse_worker_tuning(" --stage-threads 2   --cpu-decode-share 0.3 --compile --hw-decode on ") == (
+        "--stage-threads", "2", "--cpu-decode-share", "0.3", "--compile", "--hw-decode", "on")
+    assert parse_worker_tuning("--batch-size 8 --workers 4 --no-cudnn-benchmark") == (
+        "--batch-size", "8", "--workers", "4", "--no-cudnn-benchmark")
+
+
+@pytest.mark.parametrize("text, said", [
+    ("--device cpu", "'--device' is not a worker option it may set"),  # the pool decides the device
+    ("--manifest-blob x", "'--manifest-blob' is not a worker option"),  # nor which shard runs
+    ("--stage-threads", "--stage-threads needs a value"),
+    ("--stage-threads --compile", "--stage-threads needs a value"),
+    ("--stage-threads 5", "--stage-threads '5': expected a whole number from 1 to 4"),
+    ("--stage-threads two", "expected a whole number from 1 to 4"),
+    ("--cpu-decode-share 1.5", "--cpu-decode-share '1.5': expected a fraction from 0 to 1"),
+    ("--cpu-decode-share nan", "expected a fraction from 0 to 1"),
+    ("--hw-decode maybe", "--hw-decode 'maybe': expected one of auto, on, off"),
+    ("--workers 0", "expected a whole number from 1 to 128"),
+    ("--compile --compile", "--compile is given twice"),
+    ("--cudnn-benchmark --no-cudnn-benchmark", "not both"),
+    ("--compile; rm -rf /", "'--compile;' is not a worker option"),  # nothing unchecked reaches a command line
+    ("2", "'2' is not a worker option"),
+])
+def test_anything_else_fails_the_start_naming_the_variable_and_the_option(text: str, said: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_worker_tuning(text)
+    assert "TRAPBATCH_WORKER_TUNING" in str(info.value) and said in str(info.value)
+    with pytest.raises(ConfigError):
+        Settings.from_env({**BASE, "TRAPBATCH_WORKER_TUNING": text})
+
+
+def test_the_settings_read_it_for_the_pools() -> None:
+    assert Settings.from_env(BASE).worker_tuning == ()
+    s = Settings.from_env({**BASE, "TRAPBATCH_WORKER_TUNING": "--stage-threads 2"})
+    assert s.worker_tuning == ("--stage-threads", "2")
+
+
+def test_every_option_it_allows_is_one_the_worker_parses() -> None:
+    """The worker's parser is the judge: what the app lets through must start a shard, not exit 2 on a node."""
+    from gpu_batch.worker.__main__ import _pipeline_options, parse_args
+
+    values = {"--stage-threads": "4", "--cpu-decode-share": "1", "--batch-size": "256", "--workers": "128",
+              "--hw-decode": "off"}
+    assert set(values) | {"--compile", "--cudnn-benchmark", "--no-cudnn-benchmark"} == set(OPTIONS)
+    for option, value in values.items():
+        words = parse_worker_tuning(f"{option} {value}")
+        args = parse_args(["--manifest-file", "m.json", *words], {})
+        assert not isinstance(args, int), option
+    for flag in ("--compile", "--cudnn-benchmark", "--no-cudnn-benchmark"):
+        assert not isinstance(parse_args(["--manifest-file", "m.json", *parse_worker_tuning(flag)], {}), int)
+    args = parse_args(["--manifest-file", "m.json",
+                       *parse_worker_tuning("--stage-threads 2 --cpu-decode-share 0.3 --batch-size 8")], {})
+    assert not isinstance(args, int)
+    options = _pipeline_options(args, "s")
+    assert (options.stage_threads, options.cpu_decode_share, options.batch_size) == (2, 0.3, 8)
