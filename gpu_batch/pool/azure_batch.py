@@ -96,7 +96,9 @@ class AzureBatchPool:
         self.max_task_seconds = max_task_seconds
         self.resident = resident  # TRAPBATCH_WORKER_RESIDENT (core.settings): tasks run the resident client
         # TRAPBATCH_WORKER_TUNING: whitelisted options with checked values (core.worker_tuning), so nothing else
-        # reaches the task's command line
+        # reaches the task's command line. Batch runs a command line without a shell (REST "Task - Add",
+        # commandLine: "does not run under a shell"), split at spaces: every word here is an option name or a
+        # number or keyword without spaces or quotes, so each reaches the worker as one argument.
         self.worker_tuning = list(worker_tuning)
         self._credential = credential
         self._transport = transport

@@ -42,6 +42,14 @@ def test_anything_else_fails_the_start_naming_the_variable_and_the_option(text: 
         Settings.from_env({**BASE, "TRAPBATCH_WORKER_TUNING": text})
 
 
+def test_every_word_it_lets_through_is_one_plain_argument_on_a_shell_less_command_line() -> None:
+    """Azure Batch runs a task's command line without a shell, split at spaces: a word with a space, quote or shell
+    character would change what the worker receives."""
+    words = parse_worker_tuning("--stage-threads 3 --cpu-decode-share 0.25 --batch-size 16 --workers 8 "
+                                "--hw-decode auto --compile --no-cudnn-benchmark")
+    assert all(w and all(c.isalnum() or c in "-." for c in w) for w in words)
+
+
 def test_the_settings_read_it_for_the_pools() -> None:
     assert Settings.from_env(BASE).worker_tuning == ()
     s = Settings.from_env({**BASE, "TRAPBATCH_WORKER_TUNING": "--stage-threads 2"})
