@@ -53,6 +53,7 @@ OPTIONS: dict[str, Callable[[str], str | None] | None] = {
     "--batch-size": _whole(1, 256),
     "--workers": _whole(1, 128),
     "--hw-decode": _one_of("auto", "on", "off"),
+    "--stream-priority": _one_of("normal", "high"),
     "--compile": None,
     "--cudnn-benchmark": None,
     "--no-cudnn-benchmark": None,

@@ -117,18 +117,22 @@ def test_bad_arguments_are_exit_2(tmp_path: Path) -> None:
     for bad in ("-0.1", "1.5", "nan", "half"):
         refused = run_worker_cli(["--manifest-file", "m.json", "--cpu-decode-share", bad])
         assert refused.returncode == 2 and "--cpu-decode-share" in refused.stderr and "0 to 1" in refused.stderr
+    refused = run_worker_cli(["--manifest-file", "m.json", "--stream-priority", "urgent"])
+    assert refused.returncode == 2 and "--stream-priority" in refused.stderr and "'normal', 'high'" in refused.stderr
 
 
 def test_stage_threads_and_the_cpu_decode_share_reach_the_pipeline_options() -> None:
     from gpu_batch.worker.__main__ import _pipeline_options, parse_args
 
-    args = parse_args(["--manifest-file", "m.json", "--stage-threads", "2", "--cpu-decode-share", "0.4"], {})
+    args = parse_args(["--manifest-file", "m.json", "--stage-threads", "2", "--cpu-decode-share", "0.4",
+                       "--stream-priority", "high"], {})
     assert not isinstance(args, int)
     options = _pipeline_options(args, "s")
-    assert (options.stage_threads, options.cpu_decode_share) == (2, 0.4)
+    assert (options.stage_threads, options.cpu_decode_share, options.stream_priority) == (2, 0.4, "high")
     default = parse_args(["--manifest-file", "m.json"], {})
     assert not isinstance(default, int)
-    assert (_pipeline_options(default, "s").stage_threads, _pipeline_options(default, "s").cpu_decode_share) == (1, 0)
+    plain = _pipeline_options(default, "s")
+    assert (plain.stage_threads, plain.cpu_decode_share, plain.stream_priority) == (1, 0, "normal")
 
 
 def test_cudnn_tuning_is_chosen_by_shard_length() -> None:

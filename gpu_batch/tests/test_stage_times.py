@@ -109,3 +109,42 @@ def test_a_decode_share_counts_every_call_once_across_threads() -> None:
 def test_a_decode_share_outside_0_to_1_is_refused(share: float) -> None:
     with pytest.raises(ValueError, match="fraction from 0 to 1"):
         ShareCounter(share)
+
+
+class FakeStream:
+    """``torch.cuda.Stream``'s constructor, recorded: CUDA streams cannot be made without a GPU."""
+
+    made: list["FakeStream"] = []
+
+    def __init__(self, device: object = None, priority: int = 0) -> None:
+        self.device, self.priority = device, priority
+        FakeStream.made.append(self)
+
+
+@pytest.mark.parametrize("choice, priority", [("normal", 0), ("high", -1)])
+def test_every_side_stream_takes_the_chosen_priority(choice: str, priority: int,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stage, post and further stage threads' streams: all beside the forward pass, all at one priority."""
+    from types import SimpleNamespace
+
+    from gpu_batch.worker import devices
+
+    FakeStream.made = []
+    monkeypatch.setattr(devices.torch.cuda, "Stream", FakeStream)
+    model = SimpleNamespace(device="cuda:0")
+    stages = devices.CudaStages(model, object(), hw=None, stage_threads=2, stream_priority=choice)  # type: ignore
+    seen: list[object] = []
+    for _ in range(2):  # the first thread to stage takes the stage stream, the second gets a stream of its own
+        thread = threading.Thread(target=lambda: seen.append(stages._thread_resources()[0]))
+        thread.start()
+        thread.join()
+    assert seen[0] is stages.stage_stream and seen[1] is not stages.stage_stream
+    assert len(FakeStream.made) == 3 and {s.priority for s in FakeStream.made} == {priority}
+    assert {s.device for s in FakeStream.made} == {"cuda:0"}
+
+
+def test_an_unknown_stream_priority_is_refused_by_name() -> None:
+    from gpu_batch.worker.devices import stream_priority_value
+
+    with pytest.raises(ValueError, match="'urgent': expected one of normal, high"):
+        stream_priority_value("urgent")

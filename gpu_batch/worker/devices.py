@@ -12,7 +12,8 @@ Why this module exists: the two devices need different work to give MegaDetector
   JPEGs there first (nvImageCodec) and only what it refuses takes the nvJPEG CUDA path. Short batches are padded to
   the batch size: a new input shape would make cuDNN re-tune for seconds. ``--cpu-decode-share F`` has the fetch
   threads decode that fraction of the JPEGs exactly (PIL) and upload them, so the GPU's decoder has fewer to do;
-  ``--stage-threads N`` stages N batches at once, each on a stream and hardware decoder of its own.
+  ``--stage-threads N`` stages N batches at once, each on a stream and hardware decoder of its own;
+  ``--stream-priority high`` puts the stage, upload and NMS streams ahead of the forward pass's.
   ``torchvision.io`` is imported only by the CUDA path, when first needed: ``import torchvision`` costs ~1.4 s that
   a CPU shard has no use for.
 
@@ -209,12 +210,16 @@ class CudaStages(CpuStages):
     pads_tail = True
 
     def __init__(self, model: LoadedModel, detector: Detector, hw: HwJpegDecoder | None = None,
-                 stage_threads: int = 1, cpu_decode_share: float = 0.0) -> None:
+                 stage_threads: int = 1, cpu_decode_share: float = 0.0, stream_priority: str = "normal") -> None:
         super().__init__(model, detector)
+        # The side streams' priority (``stream_priority_value``): "high" lets the stage, upload and NMS kernels take
+        # SMs ahead of the forward pass's queued blocks, so a stage thread that waits on its own small kernels
+        # (the engine's colour conversion, the letterbox) behind a forward pass waits less.
+        self._priority = stream_priority_value(stream_priority)
         self.cpu_share = ShareCounter(cpu_decode_share)  # JPEGs the fetch threads decode exactly and upload
         self.hw = hw  # the hardware JPEG decoder (hwdecode), or None: nvJPEG's CUDA backend decodes every JPEG
         self.decoded_by = DecodeCounts()
-        self.stage_stream = torch.cuda.Stream(device=model.device)  # type: ignore[no-untyped-call]
+        self.stage_stream = self._side_stream()
         # With several stage threads each has a stream and a hardware decoder of its own (nvImageCodec does not
         # promise a Decoder may be used from two threads at once); the first thread to stage takes these two.
         # nvJPEG's CUDA path needs nothing per thread: torchvision's decode_jpegs_cuda holds one decoder behind a
@@ -223,12 +228,16 @@ class CudaStages(CpuStages):
         self._local = threading.local()
         self._claim_lock = threading.Lock()
         self._claims = 0
-        self.post_stream = torch.cuda.Stream(device=model.device)  # type: ignore[no-untyped-call]
+        self.post_stream = self._side_stream()
         self.forward_seconds = 0.0  # GPU time of the forward passes (CUDA events), read by the post thread only
         self.stage_times = StageTimes()  # the stage thread's split: decode call (CPU wall), decode and letterbox (GPU)
 
     def default_batch_size(self) -> int:
         return fit_batch_size(self.model)
+
+    def _side_stream(self) -> Any:
+        """A CUDA stream beside the main thread's (which runs the forward passes), at the shard's side priority."""
+        return torch.cuda.Stream(device=self.model.device, priority=self._priority)  # type: ignore[no-untyped-call]
 
     def _prepare(self, data: bytes, name: str) -> Prepared:
         header = gpu_decodable_jpeg(data)
@@ -253,7 +262,7 @@ class CudaStages(CpuStages):
         the main thread launched there, and the forward passes behind the copies."""
         stream = getattr(self._local, "upload_stream", None)
         if stream is None:
-            stream = torch.cuda.Stream(device=self.model.device)  # type: ignore[no-untyped-call]
+            stream = self._side_stream()
             self._local.upload_stream = stream
         with torch.cuda.stream(stream):
             uploaded = torch.from_numpy(pixels).to(self.model.device)
@@ -272,7 +281,7 @@ class CudaStages(CpuStages):
             if index == 0:
                 mine = (self.stage_stream, self.hw)
             else:
-                stream = torch.cuda.Stream(device=self.model.device)  # type: ignore[no-untyped-call]
+                stream = self._side_stream()
                 mine = (stream, self.hw.sibling(index) if self.hw is not None else None)
             self._local.resources = mine
         return mine
@@ -486,13 +495,28 @@ def _stored_shape(item: Prepared) -> tuple[int, int]:
     return (g.orig_w, g.orig_h) if item.rotation in (90, 270) else (g.orig_h, g.orig_w)
 
 
+STREAM_PRIORITIES = ("normal", "high")
+
+
+def stream_priority_value(name: str) -> int:
+    """torch's priority number for ``--stream-priority`` (lower is higher; torch maps it into the device's range).
+
+    Why a choice of two and not CUDA's range: the question the worker asks is only whether the side streams' small
+    kernels should go ahead of the forward pass's, and torch's ``Stream`` clamps any number to what the GPU has.
+    """
+    if name not in STREAM_PRIORITIES:
+        raise ValueError(f"stream priority {name!r}: expected one of {', '.join(STREAM_PRIORITIES)}")
+    return -1 if name == "high" else 0
+
+
 def make_stages(model: LoadedModel, detector: Detector, hw: HwJpegDecoder | None = None,
-                stage_threads: int = 1, cpu_decode_share: float = 0.0) -> CpuStages:
+                stage_threads: int = 1, cpu_decode_share: float = 0.0, stream_priority: str = "normal") -> CpuStages:
     """The device's stages; ``hw``: the hardware JPEG decoder a CUDA shard uses first (``hwdecode``), if any;
     ``stage_threads``: how many threads will call ``stage`` at once (``BatchOverlap``); ``cpu_decode_share``: the
-    fraction of a CUDA shard's JPEGs decoded exactly on the fetch threads instead (``ShareCounter``)."""
+    fraction of a CUDA shard's JPEGs decoded exactly on the fetch threads instead (``ShareCounter``);
+    ``stream_priority``: the CUDA side streams' priority (``stream_priority_value``)."""
     if model.device.type == "cuda":
-        return CudaStages(model, detector, hw, stage_threads, cpu_decode_share)
+        return CudaStages(model, detector, hw, stage_threads, cpu_decode_share, stream_priority)
     return CpuStages(model, detector)
 
 

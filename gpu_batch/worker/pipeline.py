@@ -51,6 +51,8 @@ class PipelineOptions:
     stage_threads: int = 1
     # CUDA: the fraction of JPEGs the fetch threads decode exactly (PIL) and upload, instead of the GPU decoding them.
     cpu_decode_share: float = 0.0
+    # CUDA: the side streams' priority (devices.STREAM_PRIORITIES): "high" puts staging and NMS before the forward.
+    stream_priority: str = "normal"
 
 
 @dataclass(slots=True)
@@ -157,7 +159,8 @@ def run_images(names: Sequence[str], source: ImageSource, model: LoadedModel, wr
     detector = Detector(model, threshold)
     selection = options.decode or default_selection(model.device.type)
     summary.decode, summary.decode_reason = selection.choice.decoder, selection.choice.reason
-    stages = make_stages(model, detector, selection.hw, options.stage_threads, options.cpu_decode_share)
+    stages = make_stages(model, detector, selection.hw, options.stage_threads, options.cpu_decode_share,
+                         options.stream_priority)
     if model.device.type == "cuda":
         _choose_cudnn_tuning(len(names), options, summary)
     batch_size = options.batch_size or stages.default_batch_size()

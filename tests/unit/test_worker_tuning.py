@@ -28,6 +28,7 @@ def test_none_by_default_and_the_options_in_their_order() -> None:
     ("--cpu-decode-share 1.5", "--cpu-decode-share '1.5': expected a fraction from 0 to 1"),
     ("--cpu-decode-share nan", "expected a fraction from 0 to 1"),
     ("--hw-decode maybe", "--hw-decode 'maybe': expected one of auto, on, off"),
+    ("--stream-priority urgent", "--stream-priority 'urgent': expected one of normal, high"),
     ("--workers 0", "expected a whole number from 1 to 128"),
     ("--compile --compile", "--compile is given twice"),
     ("--cudnn-benchmark --no-cudnn-benchmark", "not both"),
@@ -46,7 +47,7 @@ def test_every_word_it_lets_through_is_one_plain_argument_on_a_shell_less_comman
     """Azure Batch runs a task's command line without a shell, split at spaces: a word with a space, quote or shell
     character would change what the worker receives."""
     words = parse_worker_tuning("--stage-threads 3 --cpu-decode-share 0.25 --batch-size 16 --workers 8 "
-                                "--hw-decode auto --compile --no-cudnn-benchmark")
+                                "--hw-decode auto --stream-priority high --compile --no-cudnn-benchmark")
     assert all(w and all(c.isalnum() or c in "-." for c in w) for w in words)
 
 
@@ -61,7 +62,7 @@ def test_every_option_it_allows_is_one_the_worker_parses() -> None:
     from gpu_batch.worker.__main__ import _pipeline_options, parse_args
 
     values = {"--stage-threads": "4", "--cpu-decode-share": "1", "--batch-size": "256", "--workers": "128",
-              "--hw-decode": "off"}
+              "--hw-decode": "off", "--stream-priority": "high"}
     assert set(values) | {"--compile", "--cudnn-benchmark", "--no-cudnn-benchmark"} == set(OPTIONS)
     for option, value in values.items():
         words = parse_worker_tuning(f"{option} {value}")
@@ -69,8 +70,9 @@ def test_every_option_it_allows_is_one_the_worker_parses() -> None:
         assert not isinstance(args, int), option
     for flag in ("--compile", "--cudnn-benchmark", "--no-cudnn-benchmark"):
         assert not isinstance(parse_args(["--manifest-file", "m.json", *parse_worker_tuning(flag)], {}), int)
-    args = parse_args(["--manifest-file", "m.json",
-                       *parse_worker_tuning("--stage-threads 2 --cpu-decode-share 0.3 --batch-size 8")], {})
+    args = parse_args(["--manifest-file", "m.json", *parse_worker_tuning(
+        "--stage-threads 2 --cpu-decode-share 0.3 --batch-size 8 --stream-priority high")], {})
     assert not isinstance(args, int)
     options = _pipeline_options(args, "s")
-    assert (options.stage_threads, options.cpu_decode_share, options.batch_size) == (2, 0.3, 8)
+    assert (options.stage_threads, options.cpu_decode_share, options.batch_size, options.stream_priority) == (
+        2, 0.3, 8, "high")
