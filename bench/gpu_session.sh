@@ -5,7 +5,8 @@
 #   modes since 2026-12-04: plain, two stage threads, half the JPEGs decoded on the CPU; ~45 s each alone); 3. the
 #   hardware JPEG decode test (nvImageCodec; skipped, with its reason, where the GPU has no engine); 4. the benchmark
 #   (MegaDetector defaults/best, worker, worker variants, ceiling, and with DECODE_COMPARE=1, the default, the worker
-#   with --hw-decode on and off) -> bench/results/*.json; 5. the GPU oracle with --compile (slowest; last).
+#   with --hw-decode on and off) -> bench/results/*.json, after, with STEP_DECODE_S, each decoder's rate alone
+#   (bench/decode_rates.py); 5. the GPU oracle with --compile (slowest; last).
 # The wheels in .whl/ must include nvidia-nvimgcodec-cu13 and nvidia-nvjpeg (requirements/worker.txt) for step 3 and
 # the decode comparison; without them the worker reports "decode": "nvjpeg-cuda" and why.
 # Default step limits (120 + 30 + 280 + 140 s) sum to 570 s, as before the decode step took 30 s of the bench's 310.
@@ -35,6 +36,10 @@ STEP_HWDECODE_S="${STEP_HWDECODE_S:-30}" DECODE_COMPARE="${DECODE_COMPARE:-1}"
 # worker cold and warm (bench/shard_startup.py; issue 14's <= 2 s on a warm node). E.g. STEP_STARTUP_S=90 with
 # STEP_COMPILED_S=50 in a session whose compiled oracle already passed.
 STEP_STARTUP_S="${STEP_STARTUP_S:-0}" BUDGET_S="${BUDGET_S:-580}"
+# Optional (0 = skipped): each JPEG decoder and the worker's staging alone and beside a forward-pass loop
+# (bench/decode_rates.py on 1,024 of the benchmark's images, written here if missing; ~60-90 s), after the background
+# images and before the benchmark, so that nothing else shares the cores; its lines and record go into bench.log.
+STEP_DECODE_S="${STEP_DECODE_S:-0}"
 # PREGEN_IMAGES=N writes the benchmark's N images in the background (16 cores, 153 s for 20,000 on 2026-12-04) while
 # the oracle and engine tests run on the GPU; the benchmark (give it --images N too) waits for them and makes none
 # itself. Niced since 2026-12-04, when at full priority beside the oracles (90 s, 30 s, 34 s limits) it made all
@@ -79,10 +84,16 @@ if [ -n "$gen_pid" ]; then
   t0=$SECONDS; wait "$gen_pid"; step "images (background)" $? $((SECONDS - t0))
   tee -a "$OUT/steps.txt" < /tmp/gpu_session.pregen.log
 fi
+if [ "$STEP_DECODE_S" -gt 0 ]; then
+  t0=$SECONDS; rm -f /tmp/decode_rates.json
+  timeout "$(left "$STEP_DECODE_S")" python3 bench/decode_rates.py --workdir /tmp/bench --images 1024 --count 1024 \
+    --record /tmp/decode_rates.json 2>&1 | tee "$OUT/bench.log"; step "decode rates" "${PIPESTATUS[0]}" $((SECONDS - t0))
+  [ -f /tmp/decode_rates.json ] && cat /tmp/decode_rates.json >> "$OUT/bench.log"
+fi
 compare=(); [ "$DECODE_COMPARE" = 1 ] && compare=(--decode-compare)
 t0=$SECONDS
 timeout "$(left "$STEP_BENCH_S")" python3 bench/worker_throughput.py --workdir /tmp/bench "${compare[@]}" "$@" 2>&1 \
-  | tee "$OUT/bench.log"
+  | tee -a "$OUT/bench.log"
 step bench "${PIPESTATUS[0]}" $((SECONDS - t0))
 find bench/results -maxdepth 1 -name 'worker_throughput-*.json' -newer /tmp/gpu_session.started -exec cp {} "$OUT/" \;
 rm -f /tmp/gpu_session.started

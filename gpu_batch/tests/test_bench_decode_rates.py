@@ -1,0 +1,158 @@
+"""``bench/decode_rates.py`` on the CPU: its variant notation, its PIL rates end to end, and its CUDA paths (engine,
+staging through the worker's own ``CudaStages.stage``, the forward load) with CUDA's stream and event calls faked.
+
+Why fakes here: the script's CUDA variants run only on a lent GPU, whose minutes a script error would spend; the
+fakes stand in for ``torch.cuda.Stream``/``stream``/``Event`` only, while the decode (nvJPEG's path falls back to
+torchvision's CPU decode with the device the CPU), the letterbox and the network are the real ones.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from bench import decode_rates as dr
+from gpu_batch.tests.conftest import REPO_ROOT
+from gpu_batch.tests.imagegen import jpeg_bytes, textured
+
+
+def test_variants_parse_with_their_modifiers_and_bad_ones_are_named() -> None:
+    v = dr.parse_variants("pil:16, engine:2+load+high ,stage:1+share0.3+load,")
+    assert [x.label for x in v] == ["pil:16", "engine:2+load+high", "stage:1+load+share0.3"]
+    assert (v[2].kind, v[2].threads, v[2].load, v[2].high, v[2].share) == ("stage", 1, True, False, 0.3)
+    for bad, said in (("gpu:1", "KIND:THREADS"), ("pil:0", "1-64 threads"), ("pil", "KIND:THREADS"),
+                      ("engine:1+share0.3", "unknown modifier 'share0.3'"), ("stage:1+share2", "fraction from 0"),
+                      ("stage:1+fast", "unknown modifier 'fast'")):
+        with pytest.raises(ValueError, match=said):
+            dr.parse_variants(bad)
+
+
+def test_every_job_runs_once_whatever_the_threads_and_an_error_is_raised_after_all_stop() -> None:
+    seen: list[int] = []
+    dr.run_on_threads(list(range(50)), 4, lambda _i, job: seen.append(job))
+    assert sorted(seen) == list(range(50))
+
+    def fails(_i: int, job: int) -> None:
+        if job == 7:
+            raise RuntimeError("decoder broke")
+
+    with pytest.raises(RuntimeError, match="decoder broke"):
+        dr.run_on_threads(list(range(20)), 3, fails)
+
+
+def test_the_script_measures_pil_here_and_skips_cuda_variants_with_the_reason(tmp_path: Path) -> None:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(4):
+        (folder / f"{i}.jpg").write_bytes(jpeg_bytes(textured(320, 240, seed=i)))
+    record = tmp_path / "rates.json"
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "bench" / "decode_rates.py"), "--images-dir", str(folder),
+                           "--variants", "pil:1,pil:2,engine:1+load,stage:2", "--record", str(record)],
+                          capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads(record.read_text())
+    assert data["images"] == 4 and data["device"] == "cpu"
+    assert data["variants"]["pil:1"]["img_s"] > 0 and data["variants"]["pil:2"]["img_s"] > 0
+    assert data["variants"]["engine:1+load"] == {"skipped": "needs CUDA (this machine has none)"}
+    assert "stage:2" in proc.stdout and "skipped" in proc.stdout
+
+
+class FakeEvent:
+    def __init__(self, enable_timing: bool = False) -> None:
+        self.recorded = False
+
+    def record(self, stream: Any = None) -> None:
+        self.recorded = True
+
+    def synchronize(self) -> None:
+        assert self.recorded, "waited on an event never recorded"
+
+    def query(self) -> bool:
+        return True
+
+    def elapsed_time(self, other: FakeEvent) -> float:
+        return 1.0
+
+
+class FakeStream:
+    made: list[FakeStream] = []
+
+    def __init__(self, device: Any = None, priority: int = 0) -> None:
+        self.priority, self.synced, self.cuda_stream = priority, 0, 0
+        FakeStream.made.append(self)
+
+    def synchronize(self) -> None:
+        self.synced += 1
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    FakeStream.made = []
+    monkeypatch.setattr(torch.cuda, "Stream", FakeStream)
+    monkeypatch.setattr(torch.cuda, "Event", FakeEvent)
+    monkeypatch.setattr(torch.cuda, "stream", lambda stream: contextlib.nullcontext())
+    monkeypatch.setattr(torch.Tensor, "record_stream", lambda self, stream: None)
+
+
+class FakeHw:
+    """The hardware decoder's two calls: a batched decode (None for what it refuses) and a sibling per thread."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.siblings: list[int] = []
+
+    def decode(self, datas: list[bytes], stream: Any) -> list[Any]:
+        from gpu_batch.worker.preprocess import decode_image
+
+        self.calls += 1
+        return [None if i == 0 else torch.from_numpy(decode_image(d).copy()) for i, d in enumerate(datas)]
+
+    def sibling(self, index: int) -> FakeHw:
+        self.siblings.append(index)
+        return self
+
+
+def _gpu(checkpoint: Path, hw: Any) -> dr.Gpu:
+    from gpu_batch.worker.detector import Detector
+    from gpu_batch.worker.loader import load_model
+
+    gpu = dr.Gpu.__new__(dr.Gpu)
+    gpu.model = load_model(checkpoint, device="cpu")
+    gpu.detector = Detector(gpu.model, 0.005)
+    gpu.hw, gpu.hw_reason = hw, "fake"
+    gpu.x = torch.rand(2, 3, 64, 64)
+    return gpu
+
+
+def _jpegs(n: int) -> list[bytes]:
+    return [jpeg_bytes(textured(160, 120, seed=i)) for i in range(n)]
+
+
+def test_engine_variant_decodes_in_batches_on_each_threads_own_decoder_and_stream(fake_cuda: None,
+                                                                                  checkpoint: Path) -> None:
+    hw = FakeHw()
+    gpu = _gpu(checkpoint, hw)
+    figures = dr.engine_rate(gpu, _jpegs(10), dr.Variant("engine", 2, high=True), batch=4)
+    assert hw.calls == 3 and hw.siblings == [1]  # batches of 4, 4, 2; the second thread's decoder
+    assert figures["refused"] == 3 and figures["img_s"] > 0 and figures["call_ms"] is not None
+    assert [s.priority for s in FakeStream.made] == [-1, -1] and sum(s.synced for s in FakeStream.made) == 3
+    assert dr.engine_rate(_gpu(checkpoint, None), _jpegs(2), dr.Variant("engine", 1), 4) == {
+        "skipped": "no hardware JPEG decoder: fake"}
+
+
+def test_stage_variant_runs_the_workers_own_prepare_and_stage_under_a_forward_load(fake_cuda: None,
+                                                                                   checkpoint: Path) -> None:
+    gpu = _gpu(checkpoint, None)  # the nvJPEG path: torchvision's decode_jpeg, here on the CPU
+    datas = _jpegs(9) + [b"not a jpeg"]
+    figures = dr.measure(dr.Variant("stage", 2, load=True, high=True, share=0.5), datas, 4, 2, gpu)
+    assert figures["failed"] == 1  # the broken file, reported as the worker reports it, nothing else lost
+    assert figures["decoded_by"] == {"cpu": 4, "nvjpeg-cuda": 5}  # half the JPEGs decoded on the fetch threads
+    assert figures["img_s"] > 0 and figures["load_img_s"] >= 0 and figures["call_ms"] is not None
+    assert figures["stage_letterbox_gpu_s"] > 0  # the stage's own split, as the worker reports it
+    assert FakeStream.made and {s.priority for s in FakeStream.made} == {-1}
