@@ -80,8 +80,8 @@ Variables (names shared with infra/main.bicep app settings):
     TRAPBATCH_MODEL_CACHE          where workers cache model files
     TRAPBATCH_WORKER_FAULTS        tests only: JSON {"<shard>/<attempt>": "crash_after:2", ...}
     TRAPBATCH_WORKER_TUNING        GPU worker options added to every shard's command (Batch tasks and the local pool):
-                                   ``--stage-threads N``, ``--cpu-decode-share F``, ``--batch-size N``, ``--workers
-                                   N``, ``--hw-decode auto|on|off``, ``--stream-priority normal|high``,
+                                   ``--stage-threads N``, ``--cpu-decode-share F|auto``, ``--batch-size N``,
+                                   ``--workers N``, ``--hw-decode auto|on|off``, ``--stream-priority normal|high``,
                                    ``--compile``, ``--cudnn-benchmark`` /
                                    ``--no-cudnn-benchmark``, space-separated; checked at start (core.worker_tuning);
                                    default none (bench/RESULTS.md says what each did on which GPU)

@@ -40,6 +40,10 @@ def _fraction(text: str) -> str | None:
     return None if 0.0 <= value <= 1.0 else "a fraction from 0 to 1"
 
 
+def _fraction_or_auto(text: str) -> str | None:
+    return None if text == "auto" or _fraction(text) is None else "a fraction from 0 to 1, or auto"
+
+
 def _one_of(*choices: str) -> Callable[[str], str | None]:
     def check(text: str) -> str | None:
         return None if text in choices else "one of " + ", ".join(choices)
@@ -49,7 +53,7 @@ def _one_of(*choices: str) -> Callable[[str], str | None]:
 # option -> its value's check (None: a flag without a value). The same ranges as gpu_batch.worker.__main__.
 OPTIONS: dict[str, Callable[[str], str | None] | None] = {
     "--stage-threads": _whole(1, 4),
-    "--cpu-decode-share": _fraction,
+    "--cpu-decode-share": _fraction_or_auto,
     "--batch-size": _whole(1, 256),
     "--workers": _whole(1, 128),
     "--hw-decode": _one_of("auto", "on", "off"),

@@ -7,7 +7,6 @@ torchvision's CPU decode with the device the CPU), the letterbox and the network
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import subprocess
 import sys
@@ -19,6 +18,7 @@ import torch
 
 from bench import decode_rates as dr
 from gpu_batch.tests.conftest import REPO_ROOT
+from gpu_batch.tests.fake_cuda import FakeStream, install
 from gpu_batch.tests.imagegen import jpeg_bytes, textured
 
 
@@ -63,41 +63,9 @@ def test_the_script_measures_pil_here_and_skips_cuda_variants_with_the_reason(tm
     assert "stage:2" in proc.stdout and "skipped" in proc.stdout
 
 
-class FakeEvent:
-    def __init__(self, enable_timing: bool = False) -> None:
-        self.recorded = False
-
-    def record(self, stream: Any = None) -> None:
-        self.recorded = True
-
-    def synchronize(self) -> None:
-        assert self.recorded, "waited on an event never recorded"
-
-    def query(self) -> bool:
-        return True
-
-    def elapsed_time(self, other: FakeEvent) -> float:
-        return 1.0
-
-
-class FakeStream:
-    made: list[FakeStream] = []
-
-    def __init__(self, device: Any = None, priority: int = 0) -> None:
-        self.priority, self.synced, self.cuda_stream = priority, 0, 0
-        FakeStream.made.append(self)
-
-    def synchronize(self) -> None:
-        self.synced += 1
-
-
 @pytest.fixture
 def fake_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
-    FakeStream.made = []
-    monkeypatch.setattr(torch.cuda, "Stream", FakeStream)
-    monkeypatch.setattr(torch.cuda, "Event", FakeEvent)
-    monkeypatch.setattr(torch.cuda, "stream", lambda stream: contextlib.nullcontext())
-    monkeypatch.setattr(torch.Tensor, "record_stream", lambda self, stream: None)
+    install(monkeypatch)
 
 
 class FakeHw:

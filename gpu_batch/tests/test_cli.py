@@ -133,6 +133,11 @@ def test_stage_threads_and_the_cpu_decode_share_reach_the_pipeline_options() -> 
     assert not isinstance(default, int)
     plain = _pipeline_options(default, "s")
     assert (plain.stage_threads, plain.cpu_decode_share, plain.stream_priority) == (1, 0, "normal")
+    assert plain.cpu_decode_auto is False and options.cpu_decode_auto is False
+    auto = parse_args(["--manifest-file", "m.json", "--cpu-decode-share", "auto"], {})
+    assert not isinstance(auto, int)
+    tuned = _pipeline_options(auto, "s")
+    assert (tuned.cpu_decode_share, tuned.cpu_decode_auto) == (0.0, True)  # auto starts at 0 (or the last shard's)
 
 
 def test_cudnn_tuning_is_chosen_by_shard_length() -> None:

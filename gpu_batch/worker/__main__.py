@@ -4,7 +4,7 @@ Blob mode (Azure Batch tasks, the local pool):
     python -m gpu_batch.worker --manifest-container C --manifest-blob B [--device auto|cpu|cuda]
         [--batch-size N] [--workers N] [--flush-seconds S] [--log-seconds S] [--compile]
         [--cudnn-benchmark | --no-cudnn-benchmark] [--cudnn-benchmark-limit N] [--hw-decode auto|on|off]
-        [--stage-threads N] [--cpu-decode-share F] [--stream-priority normal|high]
+        [--stage-threads N] [--cpu-decode-share F|auto] [--stream-priority normal|high]
     Storage from TRAPBATCH_STORAGE_CONNECTION or TRAPBATCH_STORAGE_ACCOUNT_URL (+ managed identity). Images come from
     the manifest's source_container, results go to output_container/output_blob, with a progress counter beside them
     and, after the last flush, the attempt's coverage summary (``layout.attempt_coverage_blob``; the poll reads it
@@ -130,7 +130,8 @@ def _parser() -> argparse.ArgumentParser:
                         "hardware decoder: for a forward pass faster than one stage thread (e.g. with --compile)")
     p.add_argument("--cpu-decode-share", type=_share, default=0.0,
                    help="CUDA: the fraction of JPEGs (0-1; default 0) the fetch threads decode exactly with PIL and "
-                        "upload, so that the GPU's JPEG decoder has fewer to do; spread evenly over the shard")
+                        "upload, so that the GPU's JPEG decoder has fewer to do; spread evenly over the shard; auto: "
+                        "moved during the shard to where the stage thread stops limiting it")
     p.add_argument("--stream-priority", choices=("normal", "high"), default="normal",
                    help="CUDA: the priority of the streams that decode, letterbox and run NMS beside the forward "
                         "pass (default normal); high lets their small kernels go ahead of the forward pass's")
@@ -138,14 +139,16 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _share(text: str) -> float:
-    """``--cpu-decode-share``: a fraction from 0 to 1."""
+def _share(text: str) -> float | str:
+    """``--cpu-decode-share``: a fraction from 0 to 1, or ``auto``."""
+    if text == "auto":
+        return text
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a fraction from 0 to 1, not {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a fraction from 0 to 1 or auto, not {text!r}")
     if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a fraction from 0 to 1, not {value}")
+        raise argparse.ArgumentTypeError(f"expected a fraction from 0 to 1 or auto, not {value}")
     return value
 
 
@@ -682,7 +685,9 @@ def _pipeline_options(args: argparse.Namespace, label: str,
                            cudnn_benchmark=args.cudnn_benchmark,
                            cudnn_benchmark_limit=args.cudnn_benchmark_limit,
                            log_seconds=args.log_seconds, shard_label=label, decode=decode,
-                           stage_threads=args.stage_threads, cpu_decode_share=args.cpu_decode_share,
+                           stage_threads=args.stage_threads,
+                           cpu_decode_share=0.0 if args.cpu_decode_share == "auto" else args.cpu_decode_share,
+                           cpu_decode_auto=args.cpu_decode_share == "auto",
                            stream_priority=args.stream_priority)
 
 

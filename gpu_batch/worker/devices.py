@@ -428,7 +428,8 @@ class ShareCounter:
 
     Why: the GPU's JPEG engine is one decoder for the whole batch; the fetch threads' idle cores can take a share of
     the JPEGs (decoded exactly as MegaDetector decodes them, with PIL) so that the stage thread waits less on the
-    engine. A steady share, not a queue-driven one, keeps runs comparable while the best share is measured.
+    engine. A fixed share keeps runs comparable while the best share is measured; ``--cpu-decode-share auto`` has
+    ``share_tuner`` move it during the shard instead.
     """
 
     def __init__(self, share: float) -> None:
@@ -439,11 +440,12 @@ class ShareCounter:
         self._lock = threading.Lock()
 
     def pick(self) -> bool:
-        if self.share == 0.0:
+        share = self.share  # read once: ``share_tuner`` may change it while the fetch threads pick
+        if share == 0.0:
             return False
         with self._lock:
             n, self._n = self._n, self._n + 1
-        return math.floor((n + 1) * self.share) > math.floor(n * self.share)
+        return math.floor((n + 1) * share) > math.floor(n * share)
 
 
 class StageTimes:

@@ -22,10 +22,11 @@ import torch
 from gpu_batch import manifest as contract
 from gpu_batch.worker.batching import BatchOverlap, Entry, Prepared, StageClock, prepared_failure
 from gpu_batch.worker.detector import Detector
-from gpu_batch.worker.devices import decoded_by, describe_stages, make_stages
+from gpu_batch.worker.devices import CpuStages, CudaStages, decoded_by, describe_stages, make_stages
 from gpu_batch.worker.hwdecode import DecodeSelection, default_selection
 from gpu_batch.worker.loader import LoadedModel
 from gpu_batch.worker.results import ResultWriter
+from gpu_batch.worker.share_tuner import ShareTuner
 from gpu_batch.worker.sources import ImageSource
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,9 @@ class PipelineOptions:
     stage_threads: int = 1
     # CUDA: the fraction of JPEGs the fetch threads decode exactly (PIL) and upload, instead of the GPU decoding them.
     cpu_decode_share: float = 0.0
+    # CUDA: move that share during the shard to where staging stops limiting it (share_tuner; starts from the last
+    # shard's share in this process, else 0).
+    cpu_decode_auto: bool = False
     # CUDA: the side streams' priority (devices.STREAM_PRIORITIES): "high" puts staging and NMS before the forward.
     stream_priority: str = "normal"
 
@@ -171,6 +175,7 @@ def run_images(names: Sequence[str], source: ImageSource, model: LoadedModel, wr
     clock = StageClock()
     emit = _result_emitter(writer, summary, meter, stop_check)
 
+    tuner = _share_tuner(stages, options, clock, str(model.device))
     pending: set[Future[Prepared]] = set()
     todo = iter(names)
     pool = ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="fetch-decode")
@@ -191,13 +196,27 @@ def run_images(names: Sequence[str], source: ImageSource, model: LoadedModel, wr
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                 clock.since("main_wait_fetch_s", t0)
                 _batch_or_report(finished, buckets, overlap, emit)
+                if tuner is not None:
+                    tuner.tick()
             for batch in buckets.rest():
                 overlap.submit(batch)
             overlap.drain()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)  # on a stop, queued downloads are dropped, not waited for
-        summary.stages = {**clock.snapshot(), **describe_stages(stages)}
+        summary.stages = {**clock.snapshot(), **describe_stages(stages), **(tuner.finish() if tuner else {})}
         summary.decoded_by = decoded_by(stages)
+
+
+def _share_tuner(stages: CpuStages, options: PipelineOptions, clock: StageClock, device: str) -> ShareTuner | None:
+    """``--cpu-decode-share auto`` on CUDA: the tuner of the fetch threads' decode share (``share_tuner``)."""
+    if not options.cpu_decode_auto or not isinstance(stages, CudaStages):
+        return None
+
+    def waits() -> tuple[float, float]:
+        seconds = clock.snapshot()
+        return seconds.get("main_wait_stage_s", 0.0), seconds.get("main_wait_fetch_s", 0.0)
+
+    return ShareTuner(stages.cpu_share, waits, device)
 
 
 def _choose_cudnn_tuning(images: int, options: PipelineOptions, summary: ShardSummary) -> None:

@@ -27,6 +27,7 @@ def test_none_by_default_and_the_options_in_their_order() -> None:
     ("--stage-threads two", "expected a whole number from 1 to 4"),
     ("--cpu-decode-share 1.5", "--cpu-decode-share '1.5': expected a fraction from 0 to 1"),
     ("--cpu-decode-share nan", "expected a fraction from 0 to 1"),
+    ("--cpu-decode-share automatic", "expected a fraction from 0 to 1, or auto"),
     ("--hw-decode maybe", "--hw-decode 'maybe': expected one of auto, on, off"),
     ("--stream-priority urgent", "--stream-priority 'urgent': expected one of normal, high"),
     ("--workers 0", "expected a whole number from 1 to 128"),
@@ -76,3 +77,5 @@ def test_every_option_it_allows_is_one_the_worker_parses() -> None:
     options = _pipeline_options(args, "s")
     assert (options.stage_threads, options.cpu_decode_share, options.batch_size, options.stream_priority) == (
         2, 0.3, 8, "high")
+    auto = parse_args(["--manifest-file", "m.json", *parse_worker_tuning("--cpu-decode-share auto")], {})
+    assert not isinstance(auto, int) and _pipeline_options(auto, "s").cpu_decode_auto is True
