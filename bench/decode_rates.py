@@ -392,7 +392,11 @@ def main(argv: list[str] | None = None) -> int:
     if cuda and any(v.kind != "pil" or v.load for v in variants):
         from gpu_batch.worker.make_test_checkpoint import write_test_checkpoint
 
-        checkpoint = write_test_checkpoint(work / f"decode_bench_{args.arch}.pt", arch=args.arch)
+        # worker_throughput.py's own file in the same --workdir when it is there: the same seed, the same network,
+        # and a YOLOv5x6 takes tens of seconds to build and calibrate
+        checkpoint = work / f"md_bench_{args.arch}.pt"
+        if not checkpoint.exists():
+            write_test_checkpoint(checkpoint, arch=args.arch)
         gpu = Gpu(checkpoint, args.batch)
         record["hw_decoder"] = "available" if gpu.hw is not None else gpu.hw_reason
         record["forward_alone_img_s"] = round(gpu.forward_alone(), 2)
