@@ -184,7 +184,7 @@ def run_resident_node(model: Path, folder: Path, names: list[str], shards: int, 
         assert summary["done"] == len(part) and summary["failed"] == 0, summary
         return {k: summary.get(k) for k in ("seconds", "model_load_s", "first_batch_s", "steady_img_s", "compiled",
                                             "model_cache_hit", "decode", "start_to_first_batch_s", "batch_size",
-                                            "stages")}
+                                            "stages", "first_steps_s")}
 
     per = -(-len(names) // shards)
     summaries: list[dict[str, Any]] = []
@@ -366,7 +366,7 @@ def main() -> None:
     print(f"worker      {results['worker_img_s']:.2f} img/s end to end ({results['worker_wall_img_s']:.2f} counting "
           "interpreter start and imports)")
     detail_keys = ("seconds", "batch_size", "cudnn_benchmark", "import_s", "model_load_s", "first_batch_s",
-                   "steady_img_s", "stages", "decode", "decode_reason", "decoded_by")
+                   "steady_img_s", "stages", "decode", "decode_reason", "decoded_by", "first_steps_s")
     worker_detail: dict[str, Any] = {k: summary.get(k) for k in detail_keys}
     print(f"worker      model ready after {summary.get('model_load_s')} s, first batch done after "
           f"{summary.get('first_batch_s')} s, steady state {summary.get('steady_img_s')} img/s")
@@ -436,7 +436,8 @@ def main() -> None:
                               for r in worker_detail[key]["per_shard"]))
             last = worker_detail[key]["per_shard"][-1]  # a warm shard: what a node's later shards are limited by
             print(f"node        last shard's stage seconds {last.get('stages')}; limited by "
-                  f"{limiting_stage(last.get('stages') or {}, last.get('seconds') or 0.0)}")
+                  f"{limiting_stage(last.get('stages') or {}, last.get('seconds') or 0.0)}; its first steps (s) "
+                  f"{last.get('first_steps_s')}")
             save()
     if args.worker_compile:
         # Twice, sharing one fresh TorchInductor cache: the first run compiles from nothing (a node's first shard),

@@ -40,6 +40,7 @@ def test_the_worker_benchmark_runs_on_the_cpu_and_records_a_resident_node(tmp_pa
         assert node["warmup"]["images"] == 2 and node["warmup"]["model_cache_hit"] is False
         assert [s["model_cache_hit"] for s in node["per_shard"]] == [True, True]
         assert all("main_wait_post_s" in s["stages"] for s in node["per_shard"])  # where a node's shards waited
+        assert all(s["first_steps_s"]["finished"] <= s["first_batch_s"] for s in node["per_shard"])
     assert "with '--stage-threads 2' after a warm-up shard" in proc.stdout
     assert "node " in proc.stdout and "over 2 shards through one resident worker" in proc.stdout
     assert "last shard's stage seconds" in proc.stdout

@@ -33,6 +33,12 @@ def test_local_run_writes_complete_md_document(shard: tuple[Path, Path, list[str
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = summary_line(proc)
     assert summary["images"] == summary["done"] == 8 and summary["failed"] == 0 and summary["img_s"] > 0
+    # where the time to the first batch went: each pipeline step's first moment, in the order the steps happen
+    steps = summary["first_steps_s"]
+    order = ["pipeline_start", "prepared", "submitted", "stage_started", "staged", "launched", "finished"]
+    assert sorted(steps) == sorted(order)
+    assert [steps[k] for k in order] == sorted(steps[k] for k in order)
+    assert summary["model_load_s"] <= steps["pipeline_start"] and steps["finished"] <= summary["first_batch_s"]
     doc = json.loads((tmp_path / "out.json").read_text())
     assert [e["file"] for e in doc["images"]] == sorted(names)
     assert doc["detection_categories"] == {"1": "animal", "2": "person", "3": "vehicle"}

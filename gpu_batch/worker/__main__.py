@@ -24,7 +24,10 @@ results, "steady_img_s" the rate after that, "stages" the per-stage seconds (see
 process the pool launched (this one, or ``gpu_batch.worker.client``) to the first batch's results; "model_cache_hit"
 whether the model came loaded from a resident worker's cache (always false here); "decode" the decoder chosen for
 the shard's JPEGs (``nvimgcodec-hw``, ``nvjpeg-cuda`` or ``cpu``) with "decode_reason" why, and on CUDA
-"decoded_by" the images each decoder actually decoded (refusals fall back per image; see ``hwdecode``).
+"decoded_by" the images each decoder actually decoded (refusals fall back per image; see ``hwdecode``);
+"first_steps_s" the seconds from the shard's start (as "first_batch_s") to the first time each pipeline step happened
+(``pipeline_start``, ``prepared``, ``submitted``, ``stage_started``, ``staged``, ``launched``, ``finished``): where a
+shard's time to its first batch goes.
 
 ``run_shard`` is the one function that runs a shard: this CLI calls it once, the node-resident worker
 (``gpu_batch.worker.resident``) once per request with its model cache and a stop check; both give the same exit
@@ -712,7 +715,9 @@ def _summary_dict(summary: ShardSummary, args: argparse.Namespace, device: str, 
             "first_batch_unix": round(first_unix, 3) if first_unix is not None else None,
             "start_to_first_batch_s": round(first_unix - process_started, 3) if first_unix is not None else None,
             "steady_img_s": round(steady, 3) if steady is not None else None,
-            "stages": {k: round(v, 3) for k, v in sorted(summary.stages.items())}}
+            "stages": {k: round(v, 3) for k, v in sorted(summary.stages.items())},
+            "first_steps_s": {k: round(v - started, 3)
+                              for k, v in sorted(summary.firsts.items(), key=lambda kv: kv[1])}}
 
 
 if __name__ == "__main__":

@@ -104,11 +104,23 @@ def inference_failure(item: Prepared) -> Entry:
 
 
 class StageClock:
-    """Seconds per named stage, added from several threads; tells which stage limits throughput."""
+    """Seconds per named stage, added from several threads; tells which stage limits throughput. Also the moment
+    each named step first happened (``first``), which says where a shard's time to its first batch goes."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._seconds: dict[str, float] = {}
+        self._firsts: dict[str, float] = {}
+
+    def first(self, key: str) -> None:
+        """Note ``time.monotonic()`` under ``key`` unless the key was noted before (cheap after that)."""
+        if key not in self._firsts:
+            with self._lock:
+                self._firsts.setdefault(key, time.monotonic())
+
+    def firsts(self) -> dict[str, float]:
+        with self._lock:
+            return dict(self._firsts)
 
     def add(self, key: str, seconds: float) -> None:
         with self._lock:
@@ -172,10 +184,12 @@ class BatchOverlap:
 
     def _timed_stage(self, items: list[Prepared]) -> Staged:
         t0 = time.monotonic()
+        self._clock.first("stage_started")
         try:
             return self._stages.stage(items, self._pad_to)
         finally:
             self._clock.since("stage_thread_busy_s", t0)
+            self._clock.first("staged")
 
     def _timed_finish(self, launched: Launched) -> list[Entry]:
         t0 = time.monotonic()
@@ -183,6 +197,7 @@ class BatchOverlap:
             return self._stages.finish(launched)
         finally:
             self._clock.since("post_thread_busy_s", t0)
+            self._clock.first("finished")
 
     def _launch_next(self) -> None:
         items, future = self._staged.popleft()
@@ -209,6 +224,7 @@ class BatchOverlap:
             return
         finally:
             self._clock.since("main_launch_s", t0)
+        self._clock.first("launched")
         self._posted.append((launched.items, self._poster.submit(self._timed_finish, launched)))
         del launched
         while len(self._posted) > 1:

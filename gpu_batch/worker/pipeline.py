@@ -79,6 +79,9 @@ class ShardSummary:
     decode: str | None = None  # the decoder chosen for the shard's JPEGs (hwdecode.DECODERS) and why
     decode_reason: str | None = None
     decoded_by: dict[str, int] | None = None  # CUDA: images per decoder that actually decoded them (fallbacks)
+    # time.monotonic() of each step's first occurrence (StageClock.first): pipeline start, first image prepared,
+    # first batch submitted, staging started and done, launched, post-processed; where the first batch's time goes.
+    firsts: dict[str, float] = field(default_factory=dict)
 
     def steady_img_s(self) -> float | None:
         """Images per second after the first batch's results (start-up, cuDNN tuning and pipeline fill excluded)."""
@@ -173,6 +176,7 @@ def run_images(names: Sequence[str], source: ImageSource, model: LoadedModel, wr
     meter = _Throughput(options.log_seconds, options.shard_label, len(names))
     buckets = _Buckets(batch_size)
     clock = StageClock()
+    clock.first("pipeline_start")
     emit = _result_emitter(writer, summary, meter, stop_check)
 
     tuner = _share_tuner(stages, options, clock, str(model.device))
@@ -195,7 +199,8 @@ def run_images(names: Sequence[str], source: ImageSource, model: LoadedModel, wr
                 t0 = time.monotonic()
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                 clock.since("main_wait_fetch_s", t0)
-                _batch_or_report(finished, buckets, overlap, emit)
+                clock.first("prepared")
+                _batch_or_report(finished, buckets, overlap, emit, clock)
                 if tuner is not None:
                     tuner.tick()
             for batch in buckets.rest():
@@ -205,6 +210,7 @@ def run_images(names: Sequence[str], source: ImageSource, model: LoadedModel, wr
         pool.shutdown(wait=True, cancel_futures=True)  # on a stop, queued downloads are dropped, not waited for
         summary.stages = {**clock.snapshot(), **describe_stages(stages), **(tuner.finish() if tuner else {})}
         summary.decoded_by = decoded_by(stages)
+        summary.firsts = clock.firsts()
 
 
 def _share_tuner(stages: CpuStages, options: PipelineOptions, clock: StageClock, device: str) -> ShareTuner | None:
@@ -281,7 +287,7 @@ def _fetch_ahead(todo: Iterator[str], pending: set[Future[Prepared]], prefetch: 
 
 
 def _batch_or_report(finished: set[Future[Prepared]], buckets: _Buckets, overlap: BatchOverlap,
-                     emit: Callable[[list[Entry]], None]) -> None:
+                     emit: Callable[[list[Entry]], None], clock: StageClock) -> None:
     """Route each prepared image: one that failed to load becomes its failure entry now; the rest go into
     ``buckets``, and a bucket that is due goes to ``overlap`` as a batch.
 
@@ -296,3 +302,4 @@ def _batch_or_report(finished: set[Future[Prepared]], buckets: _Buckets, overlap
         batch = buckets.add(item)
         if batch is not None:
             overlap.submit(batch)
+            clock.first("submitted")
