@@ -82,3 +82,25 @@ def test_compile_without_a_c_compiler_runs_eager_and_says_why(tmp_path: Path, ch
     summary = summary_line(proc)
     assert summary["compiled"] is False and summary["done"] == 2 and "no C compiler" in summary["compile_skipped"]
     assert "--compile was asked for, but no C compiler" in proc.stderr
+
+
+def test_the_detect_heads_grids_are_made_inside_a_compiled_graph_and_never_cached_from_it(checkpoint: Path) -> None:
+    """A grid cached from inside a compiled graph is a graph output; under CUDA graphs (``reduce-overhead``) the next
+    replay overwrites it while the cache still holds it. Compiled (no C compiler needed with ``aot_eager``), the
+    head makes its grids in the graph, leaves the cache alone and gives the eager network's output."""
+    import torch
+
+    from gpu_batch.worker.loader import load_model
+    from gpu_batch.worker.yolov5_modules import Detect
+
+    network = load_model(checkpoint, device="cpu").network
+    (head,) = [m for m in network.modules() if isinstance(m, Detect)]
+    x = torch.rand(2, 3, 128, 192)
+    with torch.inference_mode():
+        compiled = torch.compile(network, backend="aot_eager", dynamic=False)
+        got = [compiled(x)[0] for _ in range(2)]
+        assert "_trapbatch_grids" not in head.__dict__ or not head.__dict__["_trapbatch_grids"]
+        want = network(x)[0]  # eager: fills the cache, as before
+    assert head.__dict__["_trapbatch_grids"]
+    for out in got:
+        torch.testing.assert_close(out, want)

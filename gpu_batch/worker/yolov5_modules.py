@@ -203,7 +203,12 @@ class Detect(nn.Module):
         return x if self.training else (torch.cat(z, 1), x)
 
     def _grids(self, nx: int, ny: int, i: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # Cached per level in a plain dict (not pickled state), keyed by size, device and dtype.
+        # Eager: cached per level in a plain dict (not pickled state), keyed by size, device and dtype. Inside
+        # torch.compile: made in the graph on every call, never stored, because a tensor a CUDA graph
+        # (mode="reduce-overhead") produced is overwritten by its next replay, and a cached one would then be read
+        # after (bench/RESULTS.md, 2026-12-04: that mode failed here); the compiler folds the few ops into the graph.
+        if torch.compiler.is_compiling():
+            return self._make_grid(nx, ny, i, like.device, like.dtype)
         cache: dict[Any, tuple[torch.Tensor, torch.Tensor]] = self.__dict__.setdefault("_trapbatch_grids", {})
         key = (i, nx, ny, like.device, like.dtype)
         hit = cache.get(key)
