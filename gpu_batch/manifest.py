@@ -185,7 +185,7 @@ class ShardManifest:
 #     throttled      retryable  the storage account is busy: 429/503 (ServerBusy)
 #     timeout        retryable  the read timed out (client timeout, 408/504)
 #     inference      retryable  read and decoded, but the network's batch failed (GPU error, out of memory on one
-#                               image); failure "inference failure"
+#                               image), or the worker's memory ran out while decoding it; failure "inference failure"
 #     not_processed  retryable  no attempt wrote any result for the image (merged output only; "inference failure")
 #     not_found      permanent  the blob or file no longer exists (404)
 #     undecodable    permanent  the bytes are not an image PIL can open (zero bytes, corrupt, not an image)

@@ -87,3 +87,24 @@ def test_fetch_error_fault_spec_and_scope(tmp_path: Path) -> None:
         fault.wrap_source(source, attempt=1).fetch("a.jpg")
     assert info.value.reason == "throttled" and info.value.retryable
     assert Fault.from_env({}).wrap_source(source, attempt=1) is source
+
+
+@pytest.mark.parametrize("raised, failure, reason", [
+    (MemoryError(), "inference failure", contract.REASON_INFERENCE),  # the node's memory: the next attempt retries
+    (ValueError("odd sizes"), "image access failure", contract.REASON_UNDECODABLE),  # the bytes: final
+])
+def test_what_a_decode_raises_decides_whether_the_image_is_tried_again(tmp_path: Path, raised: Exception,
+                                                                        failure: str, reason: str) -> None:
+    from gpu_batch.worker.batching import prepared_failure
+    from gpu_batch.worker.devices import CpuStages
+
+    (tmp_path / "a.jpg").write_bytes(jpeg_bytes(textured(64, 48, 1)))
+    stages = CpuStages.__new__(CpuStages)
+
+    def decode(data: bytes, name: str) -> Any:
+        raise raised
+
+    stages._prepare = decode  # type: ignore[method-assign]
+    entry = prepared_failure(stages.prepare(LocalFolderSource(tmp_path), "a.jpg"))
+    assert (entry["failure"], contract.failure_reason(entry)) == (failure, reason)
+    assert contract.failure_kind(entry) == contract.FAILURE_REASONS[reason]

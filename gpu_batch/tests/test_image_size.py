@@ -184,6 +184,23 @@ def test_the_cpu_decoded_share_of_jpegs_is_decoded_exactly_uploaded_and_sized_al
     assert stages.decoded_by.counts() == {"cpu": 3, "nvjpeg-cuda": 3}
 
 
+def test_a_cpu_decoded_jpeg_whose_upload_fails_is_staged_from_the_host_not_failed(model: LoadedModel,
+                                                                                  folder: Path) -> None:
+    """Out of GPU memory on a fetch thread's upload says nothing about the photo: it must reach the network."""
+    names = ["plain.jpg", "portrait.jpg", "rot6.jpg", "gray.jpg"]
+    stages = _cuda_stages_on_cpu(model, cpu_decode_share=1.0)
+
+    def no_memory(pixels: Any) -> Any:
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    stages._upload = no_memory  # type: ignore[method-assign]
+    entries, prepared = _through_cuda_stages(stages, folder, names)
+    _assert_sizes(entries, names)
+    assert not any("failure" in e for e in entries.values())
+    assert all(prepared[n].pixels is not None and prepared[n].uploaded is None for n in names)  # kept on the host
+    assert stages.decoded_by.counts() == {"cpu": 4}
+
+
 @pytest.mark.parametrize("refusal", ["raises", "wrong size"])
 def test_cuda_stages_exact_pil_fallback_keeps_the_decoded_size(model: LoadedModel, folder: Path, refusal: str,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:

@@ -177,6 +177,9 @@ class CpuStages:
         except ImageAccessError as exc:
             logger.info("image %r: %s (%s)", name, exc, exc.reason)
             return Prepared(name, failure=FAILURE_IMAGE_OPEN, failure_reason=exc.reason)
+        except MemoryError as exc:  # the node's memory, not the photo: the next attempt runs it again
+            logger.warning("image %r: out of memory while decoding (%s); the next attempt retries it", name, exc)
+            return Prepared(name, failure=FAILURE_INFER, failure_reason=contract.REASON_INFERENCE)
         except Exception as exc:  # noqa: BLE001 - one image must never stop the shard (e.g. cv2 on odd sizes)
             logger.warning("image %r: unexpected %s while decoding: %s", name, type(exc).__name__, exc)
             return Prepared(name, failure=FAILURE_IMAGE_OPEN, failure_reason=contract.REASON_UNDECODABLE)
@@ -252,7 +255,13 @@ class CudaStages(CpuStages):
         item = Prepared(name, g, np.ascontiguousarray(pixels), captured=captured)
         if header is not None:  # the CPU-decoded share: uploaded here, on this fetch thread, not on the stage thread
             assert item.pixels is not None
-            item.uploaded, item.pixels = self._upload(item.pixels), None
+            try:
+                item.uploaded, item.pixels = self._upload(item.pixels), None
+            except Exception as exc:  # noqa: BLE001 - out of GPU memory, say: the image is fine, so it must not fail
+                # The stage thread uploads host pixels as it does a PNG's, inside the batch whose out-of-memory
+                # handling splits and retries; failing the image here would lose a good photo for good.
+                logger.warning("image %r: upload after the exact decode failed (%s: %s); the stage thread uploads it",
+                               name, type(exc).__name__, exc)
         return item
 
     def _upload(self, pixels: np.ndarray) -> torch.Tensor:
