@@ -21,6 +21,8 @@ Variants, comma-separated, each ``KIND:THREADS`` with optional ``+load``, ``+hig
   stream, as the worker's main thread runs them; its img/s during the variant is reported as ``load_img_s``.
 * ``+high``     the variant's streams at high CUDA priority (``--stream-priority high``).
 * ``+shareF``   ``stage`` only: the fraction F of the JPEGs decoded on the fetch threads (``--cpu-decode-share F``).
+* ``+pinned``   ``engine`` only: the JPEGs handed over in page-locked host memory (copied before the clock starts)
+  instead of as Python bytes, which nvJPEG copies into pinned memory itself inside the decode call.
 
 Every image of ``--count`` is decoded once per variant; img/s = images / wall seconds of the variant, the GPU's work
 waited for. ``call_ms``: the mean wall milliseconds of one batched decode call (engine, nvjpeg) or one ``stage``
@@ -49,7 +51,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # run as a script from anywhere
 
 KINDS = ("pil", "engine", "nvjpeg", "stage")
-CUDA_DEFAULT = ("pil:8,pil:16,engine:1,engine:2,engine:4,nvjpeg:1,stage:1,stage:2,stage:1+share0.3,"
+CUDA_DEFAULT = ("pil:8,pil:16,engine:1,engine:2,engine:4,engine:1+pinned,nvjpeg:1,stage:1,stage:2,stage:1+share0.3,"
                 "engine:1+load,engine:1+load+high,stage:1+load,stage:1+load+high,stage:2+load,stage:2+load+high,"
                 "stage:2+load+share0.3")
 CPU_DEFAULT = "pil:1,pil:2"
@@ -64,11 +66,12 @@ class Variant:
     load: bool = False
     high: bool = False
     share: float = 0.0
+    pinned: bool = False
 
     @property
     def label(self) -> str:
         return (f"{self.kind}:{self.threads}" + ("+load" if self.load else "") + ("+high" if self.high else "")
-                + (f"+share{self.share:g}" if self.share else ""))
+                + (f"+share{self.share:g}" if self.share else "") + ("+pinned" if self.pinned else ""))
 
 
 def parse_variants(text: str) -> list[Variant]:
@@ -82,13 +85,15 @@ def parse_variants(text: str) -> list[Variant]:
         if kind not in KINDS or not threads.isdigit() or not 1 <= int(threads) <= 64:
             raise ValueError(f"variant {item!r}: expected KIND:THREADS with KIND one of {', '.join(KINDS)} and "
                              "1-64 threads")
-        load = high = False
+        load = high = pinned = False
         share = 0.0
         for mod in mods:
             if mod == "load":
                 load = True
             elif mod == "high":
                 high = True
+            elif mod == "pinned" and kind == "engine":
+                pinned = True
             elif mod.startswith("share") and kind == "stage":
                 try:
                     share = float(mod[len("share"):])
@@ -97,8 +102,9 @@ def parse_variants(text: str) -> list[Variant]:
                 if not 0.0 <= share <= 1.0:
                     raise ValueError(f"variant {item!r}: +shareF needs a fraction from 0 to 1")
             else:
-                raise ValueError(f"variant {item!r}: unknown modifier {mod!r} (+load, +high, +shareF for stage)")
-        out.append(Variant(kind, int(threads), load, high, share))
+                raise ValueError(f"variant {item!r}: unknown modifier {mod!r} (+load, +high, +shareF for stage, "
+                                 "+pinned for engine)")
+        out.append(Variant(kind, int(threads), load, high, share, pinned))
     return out
 
 
@@ -231,9 +237,19 @@ class Gpu:
         return torch.cuda.Stream(priority=-1 if high else 0)  # type: ignore[no-untyped-call]
 
 
+def pinned_copies(datas: list[bytes]) -> list[Any]:
+    """Each JPEG in page-locked host memory (torch's pinned allocator), as NumPy arrays over it: what the fetch threads
+    could hand the engine instead of Python bytes, which nvJPEG must first copy into pinned memory itself."""
+    import torch
+
+    return [torch.frombuffer(bytearray(d), dtype=torch.uint8).pin_memory().numpy() for d in datas]
+
+
 def engine_rate(gpu: Gpu, datas: list[bytes], v: Variant, batch: int) -> dict[str, Any]:
     if gpu.hw is None:
         return {"skipped": f"no hardware JPEG decoder: {gpu.hw_reason}"}
+    if v.pinned:  # copied before the clock starts: in the worker the fetch threads would do it, beside the decode
+        datas = pinned_copies(datas)
     hw = gpu.hw
     decoders = [hw if i == 0 else hw.sibling(i) for i in range(v.threads)]
     streams = [gpu.stream(v.high) for _ in range(v.threads)]

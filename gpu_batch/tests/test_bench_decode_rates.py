@@ -23,12 +23,13 @@ from gpu_batch.tests.imagegen import jpeg_bytes, textured
 
 
 def test_variants_parse_with_their_modifiers_and_bad_ones_are_named() -> None:
-    v = dr.parse_variants("pil:16, engine:2+load+high ,stage:1+share0.3+load,")
-    assert [x.label for x in v] == ["pil:16", "engine:2+load+high", "stage:1+load+share0.3"]
+    v = dr.parse_variants("pil:16, engine:2+load+high ,stage:1+share0.3+load,engine:1+pinned")
+    assert [x.label for x in v] == ["pil:16", "engine:2+load+high", "stage:1+load+share0.3", "engine:1+pinned"]
+    assert v[3].pinned and not v[0].pinned
     assert (v[2].kind, v[2].threads, v[2].load, v[2].high, v[2].share) == ("stage", 1, True, False, 0.3)
     for bad, said in (("gpu:1", "KIND:THREADS"), ("pil:0", "1-64 threads"), ("pil", "KIND:THREADS"),
                       ("engine:1+share0.3", "unknown modifier 'share0.3'"), ("stage:1+share2", "fraction from 0"),
-                      ("stage:1+fast", "unknown modifier 'fast'")):
+                      ("stage:1+fast", "unknown modifier 'fast'"), ("stage:1+pinned", "unknown modifier 'pinned'")):
         with pytest.raises(ValueError, match=said):
             dr.parse_variants(bad)
 
@@ -112,6 +113,25 @@ def test_engine_variant_decodes_in_batches_on_each_threads_own_decoder_and_strea
     assert [s.priority for s in FakeStream.made] == [-1, -1] and sum(s.synced for s in FakeStream.made) == 3
     assert dr.engine_rate(_gpu(checkpoint, None), _jpegs(2), dr.Variant("engine", 1), 4) == {
         "skipped": "no hardware JPEG decoder: fake"}
+
+
+def test_pinned_engine_variant_hands_the_decoder_arrays_copied_before_the_clock(
+        fake_cuda: None, checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+
+    seen: list[Any] = []
+
+    class Recording(FakeHw):
+        def decode(self, datas: list[Any], stream: Any) -> list[Any]:
+            seen.extend(datas)
+            return super().decode([bytes(d) for d in datas], stream)
+
+    # torch's pinned allocator needs CUDA: here the copies are plain arrays, what matters is what reaches the decoder
+    monkeypatch.setattr(dr, "pinned_copies", lambda datas: [np.frombuffer(d, np.uint8).copy() for d in datas])
+    jpegs = _jpegs(5)
+    figures = dr.engine_rate(_gpu(checkpoint, Recording()), jpegs, dr.Variant("engine", 1, pinned=True), batch=4)
+    assert figures["refused"] == 2 and len(seen) == 5  # one refusal a batch, as the fake decoder does
+    assert all(isinstance(d, np.ndarray) and d.tobytes() == j for d, j in zip(seen, jpegs))
 
 
 def test_stage_variant_runs_the_workers_own_prepare_and_stage_under_a_forward_load(fake_cuda: None,

@@ -196,16 +196,19 @@ class HwJpegDecoder:
         self._params = module.DecodeParams(apply_exif_orientation=False, color_spec=module.ColorSpec.SRGB,
                                            sample_format=module.SampleFormat.I_RGB)
 
-    def decode(self, datas: Sequence[bytes], stream: Any) -> list[Any]:
+    def decode(self, datas: Sequence[Any], stream: Any) -> list[Any]:
         """One batched call; a tensor per input, None where the engine refused it. Raises what nvImageCodec raises.
 
+        ``datas``: each JPEG as ``bytes`` or a 1-D uint8 NumPy array (e.g. over pinned memory), both handed to
+        nvImageCodec without a copy (its ``CodeStream`` keeps a reference); anything else is copied into bytes.
         ``stream``: a ``torch.cuda.Stream`` (the stage stream) or None for the current one.
         """
         import torch
 
         device = torch.device("cuda", self.device_index)
         cuda_stream = (stream if stream is not None else torch.cuda.current_stream(device)).cuda_stream
-        code_streams = [self._nvimgcodec.CodeStream(bytes(d)) for d in datas]
+        code_streams = [self._nvimgcodec.CodeStream(d if isinstance(d, bytes) or hasattr(d, "__array_interface__")
+                                                    else bytes(d)) for d in datas]
         with self._lock:
             images = self._decoder.decode(code_streams, params=self._params, cuda_stream=cuda_stream)
         return [None if img is None else torch.as_tensor(img, device=device) for img in images]
