@@ -37,7 +37,7 @@ STEP_HWDECODE_S="${STEP_HWDECODE_S:-30}" DECODE_COMPARE="${DECODE_COMPARE:-1}"
 # STEP_COMPILED_S=50 in a session whose compiled oracle already passed.
 STEP_STARTUP_S="${STEP_STARTUP_S:-0}" BUDGET_S="${BUDGET_S:-580}"
 # Optional (0 = skipped): each JPEG decoder and the worker's staging alone and beside a forward-pass loop
-# (bench/decode_rates.py on 1,024 of the benchmark's images, written here if missing; ~60-90 s), after the background
+# (bench/decode_rates.py on 512 of the benchmark's images, written here if missing; ~60-90 s), after the background
 # images and before the benchmark, so that nothing else shares the cores; its lines and record go into bench.log.
 STEP_DECODE_S="${STEP_DECODE_S:-0}"
 # PREGEN_IMAGES=N writes the benchmark's N images in the background (16 cores, 153 s for 20,000 on 2026-12-04) while
@@ -86,7 +86,7 @@ if [ -n "$gen_pid" ]; then
 fi
 if [ "$STEP_DECODE_S" -gt 0 ]; then
   t0=$SECONDS; rm -f /tmp/decode_rates.json
-  timeout "$(left "$STEP_DECODE_S")" python3 bench/decode_rates.py --workdir /tmp/bench --images 1024 --count 1024 \
+  timeout "$(left "$STEP_DECODE_S")" python3 bench/decode_rates.py --workdir /tmp/bench --images 512 --count 512 \
     --record /tmp/decode_rates.json 2>&1 | tee "$OUT/bench.log"; step "decode rates" "${PIPESTATUS[0]}" $((SECONDS - t0))
   [ -f /tmp/decode_rates.json ] && cat /tmp/decode_rates.json >> "$OUT/bench.log"
 fi
