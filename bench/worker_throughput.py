@@ -38,7 +38,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -144,21 +144,28 @@ def run_worker(model: Path, folder: Path, names: list[str], batch: int | None, w
 
 
 def run_resident_node(model: Path, folder: Path, names: list[str], shards: int, workers: int,
-                      compile_models: bool, work: Path, extra: list[str] | None = None,
-                      compile_cache: Path | None = None, warmup_images: int = 0) -> dict[str, Any]:
-    """The images as ``shards`` shards, one after another, through one resident worker: a GPU node's rate.
+                      compile_models: bool, work: Path, variants: list[list[str]] | None = None,
+                      compile_cache: Path | None = None, warmup_images: int = 0,
+                      on_variant: Callable[[int, dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    """The images as ``shards`` shards, one after another, through one resident worker: a GPU node's rate, once per
+    variant of the worker's arguments, all through the same server.
 
     Each shard is a fresh ``python -m gpu_batch.worker.client`` (what a pool task runs), handing its shard to the
     server the first client starts (``TRAPBATCH_WORKER_RESIDENT=1`` on a node); with ``compile_models`` that server
     compiles the network (``TRAPBATCH_RESIDENT_COMPILE``, Bicep ``residentCompile``) from a cold compile cache, as a
-    node's first shard does. The rate runs from the first client's spawn to the last one's exit: the server's imports,
-    model load and compile are in it, as they are in a node's time. ``extra``: more worker arguments for every shard
-    (``--resident-args``, e.g. ``--stage-threads 2``). ``compile_cache``: the TorchInductor cache to use (kept
-    between calls: a later variant compiles from a warm cache, as a node's later server would); default a fresh one.
-    ``warmup_images`` > 0: a shard of the first that many images runs first, untimed, so the rate is a warm node's
-    (start-up paid once per node, as issue 14 asks): every timed shard then finds the server, model and compile ready.
+    node's first shard does. A variant's rate runs from its first client's spawn to its last one's exit: the first
+    variant's includes the server's imports, model load and compile (as a node's time does) unless a warm-up ran.
+    ``variants``: more worker arguments for every shard of each variant (``--resident-args``, e.g.
+    ``--stage-threads 2``; default one variant without any); all variants share the server, so only the first pays
+    its start, which spends less of a lent GPU's minutes than a server per variant. ``compile_cache``: the
+    TorchInductor cache to use (kept between calls: a later mode compiles from a warm cache, as a node's later server
+    would); default a fresh one. ``warmup_images`` > 0: a shard of the first that many images runs first, untimed,
+    with the first variant's arguments, so every rate is a warm node's (start-up paid once per node, as issue 14
+    asks): every timed shard then finds the server, model and compile ready. ``on_variant(i, node)`` is called as
+    each variant ends (the caller saves its record then, so a run cut short keeps what finished).
     """
 
+    variants = variants or [[]]
     node = Path(tempfile.mkdtemp(prefix="tbnode", dir="/tmp"))  # short: a Unix socket path has at most 107 bytes
     sock = node / "w.sock"
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRAPBATCH_")}
@@ -167,7 +174,7 @@ def run_resident_node(model: Path, folder: Path, names: list[str], shards: int, 
                TRAPBATCH_RESIDENT_COMPILE="1" if compile_models else "0",
                TORCHINDUCTOR_CACHE_DIR=str(compile_cache or node / "inductor-cache"))
 
-    def shard(shard_id: str, part: list[str], more: tuple[str, ...] = ()) -> dict[str, Any]:
+    def shard(shard_id: str, part: list[str], extra: list[str], more: tuple[str, ...] = ()) -> dict[str, Any]:
         manifest = node / f"m{shard_id}.json"
         manifest.write_text(json.dumps({"task_id": "bench", "shard_id": shard_id, "attempt": 1,
                                         "source_container": "local", "images": part, "output_container": "local",
@@ -176,38 +183,44 @@ def run_resident_node(model: Path, folder: Path, names: list[str], shards: int, 
         out.unlink(missing_ok=True)  # a fresh output: an earlier run's would be resumed, not run again
         proc = subprocess.run([sys.executable, "-m", "gpu_batch.worker.client", "--manifest-file", str(manifest),
                                "--image-root", str(folder), "--output-file", str(out),
-                               "--workers", str(workers), "--log-level", "WARNING", *(extra or []), *more],
+                               "--workers", str(workers), "--log-level", "WARNING", *extra, *more],
                               capture_output=True, text=True, cwd=REPO, env=env)
         if proc.returncode != 0:
             raise SystemExit(f"resident shard {shard_id} failed:\n{proc.stderr[-3000:]}")
         summary = json.loads(proc.stdout.strip().splitlines()[-1])
         assert summary["done"] == len(part) and summary["failed"] == 0, summary
-        return {k: summary.get(k) for k in ("seconds", "model_load_s", "first_batch_s", "steady_img_s", "compiled",
-                                            "model_cache_hit", "decode", "start_to_first_batch_s", "batch_size",
-                                            "stages", "first_steps_s")}
+        return {**{k: summary.get(k) for k in ("seconds", "model_load_s", "first_batch_s", "steady_img_s", "compiled",
+                                               "model_cache_hit", "decode", "start_to_first_batch_s", "batch_size",
+                                               "stages", "first_steps_s")},
+                "server_pid": (summary.get("resident") or {}).get("server_pid")}
 
     per = -(-len(names) // shards)
-    summaries: list[dict[str, Any]] = []
+    nodes: list[dict[str, Any]] = []
     warmup: dict[str, Any] | None = None
     try:
         if warmup_images > 0:
             t0 = time.monotonic()
             # cuDNN tunes its algorithms as the timed shards will (they are long enough to): tuned once a process
-            chosen = {"--cudnn-benchmark", "--no-cudnn-benchmark"} & set(extra or [])
-            warmup = {**shard("warmup", names[:warmup_images], () if chosen else ("--cudnn-benchmark",)),
+            chosen = {"--cudnn-benchmark", "--no-cudnn-benchmark"} & set(variants[0])
+            warmup = {**shard("warmup", names[:warmup_images], variants[0],
+                              () if chosen else ("--cudnn-benchmark",)),
                       "images": min(warmup_images, len(names)), "wall_s": 0.0}
             warmup["wall_s"] = round(time.monotonic() - t0, 3)
-        started = time.monotonic()
-        for i in range(shards):
-            summaries.append(shard(str(i), names[i * per:(i + 1) * per]))
-        wall = time.monotonic() - started
+        for v, extra in enumerate(variants):
+            started = time.monotonic()
+            summaries = [shard(f"v{v}s{i}", names[i * per:(i + 1) * per], extra) for i in range(shards)]
+            wall = time.monotonic() - started
+            nodes.append({"img_s": round(len(names) / wall, 3), "wall_s": round(wall, 3), "shards": shards,
+                          "compiled": compile_models, "per_shard": summaries,
+                          "warmup": warmup if v == 0 else "the first variant's (one server for every variant)"})
+            if on_variant is not None:
+                on_variant(v, nodes[-1])
     finally:
         from gpu_batch.worker.resident_protocol import stop_server
 
         stop_server(sock)
         shutil.rmtree(node, ignore_errors=True)
-    return {"img_s": round(len(names) / wall, 3), "wall_s": round(wall, 3), "shards": shards,
-            "compiled": compile_models, "per_shard": summaries, "warmup": warmup}
+    return nodes
 
 
 def limiting_stage(stages: dict[str, float], seconds: float) -> str:
@@ -315,7 +328,7 @@ def main() -> None:
                         "node's rate, the server's start-up and compile included")
     p.add_argument("--resident-args", action="append", default=[],
                    help='extra worker arguments for every resident shard, e.g. "--stage-threads 2"; repeat it to run '
-                        "the node once per value (the first from a cold compile cache, the later ones warm)")
+                        "the shards once per value, all through one server (only the first pays its start)")
     p.add_argument("--resident-warmup", type=int, default=0,
                    help="with --resident-shards: first run a shard of this many images, untimed, so that the node "
                         "rate is a warm node's (server, model and compile ready; e.g. 256)")
@@ -417,28 +430,33 @@ def main() -> None:
     if args.resident_shards:
         cache = work / "node-inductor-cache"
         shutil.rmtree(cache, ignore_errors=True)  # the first compiling node starts cold, as a fresh node does
-        for n, (compiled_node, node_args) in enumerate(
-                (m == "compiled", a) for m in ("eager", "compiled") if m in modes for a in args.resident_args or [""]):
-            key = "resident_node_compiled" if compiled_node else "resident_node"
-            key += f"_{n + 1}" if len(args.resident_args) > 1 else ""
-            worker_detail[key] = run_resident_node(model, folder, names, args.resident_shards, args.workers,
-                                                   compiled_node, work, shlex.split(node_args), cache,
-                                                   args.resident_warmup)
-            worker_detail[key]["args"] = node_args
-            results[f"{key}_img_s"] = worker_detail[key]["img_s"]
-            print(f"node        {results[f'{key}_img_s']:.2f} img/s over {args.resident_shards} shards through one "
-                  f"resident worker{' compiling' if compiled_node else ''}"
-                  f"{f' with {node_args!r}' if node_args else ''}"
-                  f"{' after a warm-up shard' if args.resident_warmup > 0 else ''} (first spawn to last exit, "
-                  f"{worker_detail[key]['wall_s']:.1f} s); / ceiling = "
-                  f"{results[f'{key}_img_s'] / results['ceiling_img_s']:.2f}; shards: "
-                  + "; ".join(f"{r['seconds']} s, first batch {r['first_batch_s']} s, steady {r['steady_img_s']}"
-                              for r in worker_detail[key]["per_shard"]))
-            last = worker_detail[key]["per_shard"][-1]  # a warm shard: what a node's later shards are limited by
-            print(f"node        last shard's stage seconds {last.get('stages')}; limited by "
-                  f"{limiting_stage(last.get('stages') or {}, last.get('seconds') or 0.0)}; its first steps (s) "
-                  f"{last.get('first_steps_s')}")
-            save()
+        variant_args = args.resident_args or [""]
+        n = 0
+        for compiled_node in [m == "compiled" for m in ("eager", "compiled") if m in modes]:
+            first = n
+
+            def record(v: int, node: dict[str, Any], compiled_node: bool = compiled_node, first: int = first) -> None:
+                key = "resident_node_compiled" if compiled_node else "resident_node"
+                key += f"_{first + v + 1}" if len(args.resident_args) > 1 else ""
+                node_args = variant_args[v]
+                worker_detail[key] = {**node, "args": node_args}
+                results[f"{key}_img_s"] = node["img_s"]
+                print(f"node        {node['img_s']:.2f} img/s over {args.resident_shards} shards through one "
+                      f"resident worker{' compiling' if compiled_node else ''}"
+                      f"{f' with {node_args!r}' if node_args else ''}"
+                      f"{' after a warm-up shard' if args.resident_warmup > 0 else ''} (first spawn to last exit, "
+                      f"{node['wall_s']:.1f} s); / ceiling = {node['img_s'] / results['ceiling_img_s']:.2f}; "
+                      "shards: " + "; ".join(f"{r['seconds']} s, first batch {r['first_batch_s']} s, steady "
+                                             f"{r['steady_img_s']}" for r in node["per_shard"]))
+                last = node["per_shard"][-1]  # a warm shard: what a node's later shards are limited by
+                print(f"node        last shard's stage seconds {last.get('stages')}; limited by "
+                      f"{limiting_stage(last.get('stages') or {}, last.get('seconds') or 0.0)}; its first steps "
+                      f"(s) {last.get('first_steps_s')}")
+                save()
+
+            run_resident_node(model, folder, names, args.resident_shards, args.workers, compiled_node, work,
+                              [shlex.split(a) for a in variant_args], cache, args.resident_warmup, record)
+            n += len(variant_args)
     if args.worker_compile:
         # Twice, sharing one fresh TorchInductor cache: the first run compiles from nothing (a node's first shard),
         # the second finds the kernels cached (every later shard on that node: the worker keeps the cache in the
