@@ -22,11 +22,18 @@
 #   bash bench/gpu_session.sh [extra bench/worker_throughput.py arguments]
 set -uo pipefail
 OUT="${OUT:-/tmp/gpu-session-out}"; mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 YOLO_CONFIG_DIR=/tmp/yolo-config
-if [ -d .whl ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    || { echo "wheel install failed"; exit 1; }
-  export PYTHONPATH="/tmp/site:$PWD"
+# Where the benchmark's images and checkpoint go (kept between calls on a warm machine), where its record is written,
+# and the session's own scratch files.
+BENCH_WORKDIR="${BENCH_WORKDIR:-/tmp/bench}" RESULTS_DIR="${RESULTS_DIR:-bench/results}"
+SCRATCH="$(mktemp -d)"
+# DRY_RUN=1: the CPU rehearsal (gpu_batch/tests/test_gpu_session.py) runs every step here without the oracle's wheels,
+# so that a script error shows in CI and not in a lent GPU's minutes.
+DRY_RUN="${DRY_RUN:-0}"
+export PYTHONUNBUFFERED=1 YOLO_CONFIG_DIR="$SCRATCH/yolo-config"
+if [ -d .whl ] && [ "$DRY_RUN" != 1 ]; then  # the device's wheels (Python 3.12) are not for a CPU rehearsal
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SCRATCH/site" \
+    .whl/*.whl || { echo "wheel install failed"; exit 1; }
+  export PYTHONPATH="$SCRATCH/site:$PWD"
 else
   export PYTHONPATH="$PWD"
 fi
@@ -39,7 +46,7 @@ STEP_STARTUP_S="${STEP_STARTUP_S:-0}" BUDGET_S="${BUDGET_S:-580}"
 # Optional (0 = skipped): each JPEG decoder and the worker's staging alone and beside a forward-pass loop
 # (bench/decode_rates.py on 512 of the benchmark's images, written here if missing; ~60-90 s), after the background
 # images and before the benchmark, so that nothing else shares the cores; its lines and record go into bench.log.
-STEP_DECODE_S="${STEP_DECODE_S:-0}"
+STEP_DECODE_S="${STEP_DECODE_S:-0}" DECODE_IMAGES="${DECODE_IMAGES:-512}"
 # PREGEN_IMAGES=N writes the benchmark's N images in the background (16 cores, 153 s for 20,000 on 2026-12-04) while
 # the oracle and engine tests run on the GPU; the benchmark (give it --images N too) waits for them and makes none
 # itself. Niced since 2026-12-04, when at full priority beside the oracles (90 s, 30 s, 34 s limits) it made all
@@ -56,12 +63,12 @@ print("jpeg decoder:", s.choice.decoder, "-", s.choice.reason)'
   python3 -c 'import orjson, cv2, pkg_resources, megadetector, yolov5, ultralytics, jsonpickle, humanfriendly' \
     && echo "imports ok" || echo "MISSING WHEELS: see the header of bench/gpu_session.sh"
 } 2>&1 | tee "$OUT/env.txt"
-grep -q "^imports ok" "$OUT/env.txt" || exit 1
-touch /tmp/gpu_session.started
+grep -q "^imports ok" "$OUT/env.txt" || [ "$DRY_RUN" = 1 ] || exit 1
+touch "$SCRATCH/started"
 gen_pid=""
 if [ "$PREGEN_IMAGES" -gt 0 ]; then
-  nice -n 19 python3 bench/worker_throughput.py --workdir /tmp/bench --images "$PREGEN_IMAGES" --images-only \
-    > /tmp/gpu_session.pregen.log 2>&1 &  # into steps.txt after: the device returns at most 8 files
+  nice -n 19 python3 bench/worker_throughput.py --workdir "$BENCH_WORKDIR" --images "$PREGEN_IMAGES" --images-only \
+    > "$SCRATCH/pregen.log" 2>&1 &  # into steps.txt after: the device returns at most 8 files
   gen_pid=$!
 fi
 compiled_oracle() {
@@ -82,21 +89,22 @@ if [ "$COMPILED_ORACLE_FIRST" = 1 ]; then
 fi
 if [ -n "$gen_pid" ]; then
   t0=$SECONDS; wait "$gen_pid"; step "images (background)" $? $((SECONDS - t0))
-  tee -a "$OUT/steps.txt" < /tmp/gpu_session.pregen.log
+  tee -a "$OUT/steps.txt" < "$SCRATCH/pregen.log"
 fi
 if [ "$STEP_DECODE_S" -gt 0 ]; then
-  t0=$SECONDS; rm -f /tmp/decode_rates.json
-  timeout "$(left "$STEP_DECODE_S")" python3 bench/decode_rates.py --workdir /tmp/bench --images 512 --count 512 \
-    --record /tmp/decode_rates.json 2>&1 | tee "$OUT/bench.log"; step "decode rates" "${PIPESTATUS[0]}" $((SECONDS - t0))
-  [ -f /tmp/decode_rates.json ] && cat /tmp/decode_rates.json >> "$OUT/bench.log"
+  t0=$SECONDS
+  timeout "$(left "$STEP_DECODE_S")" python3 bench/decode_rates.py --workdir "$BENCH_WORKDIR" --images "$DECODE_IMAGES" \
+    --count "$DECODE_IMAGES" --record "$SCRATCH/decode_rates.json" 2>&1 | tee "$OUT/bench.log"
+  step "decode rates" "${PIPESTATUS[0]}" $((SECONDS - t0))
+  [ -f "$SCRATCH/decode_rates.json" ] && cat "$SCRATCH/decode_rates.json" >> "$OUT/bench.log"
 fi
 compare=(); [ "$DECODE_COMPARE" = 1 ] && compare=(--decode-compare)
 t0=$SECONDS
-timeout "$(left "$STEP_BENCH_S")" python3 bench/worker_throughput.py --workdir /tmp/bench "${compare[@]}" "$@" 2>&1 \
+timeout "$(left "$STEP_BENCH_S")" python3 bench/worker_throughput.py --workdir "$BENCH_WORKDIR" \
+  --results-dir "$RESULTS_DIR" "${compare[@]}" "$@" 2>&1 \
   | tee -a "$OUT/bench.log"
 step bench "${PIPESTATUS[0]}" $((SECONDS - t0))
-find bench/results -maxdepth 1 -name 'worker_throughput-*.json' -newer /tmp/gpu_session.started -exec cp {} "$OUT/" \;
-rm -f /tmp/gpu_session.started
+find "$RESULTS_DIR" -maxdepth 1 -name 'worker_throughput-*.json' -newer "$SCRATCH/started" -exec cp {} "$OUT/" \;
 if [ "$STEP_STARTUP_S" -gt 0 ]; then
   t0=$SECONDS
   timeout "$(left "$STEP_STARTUP_S")" python3 bench/shard_startup.py --device cuda --arch yolov5x6 --runs 2 2>&1 \
