@@ -10,7 +10,7 @@ On a GPU the input is the letterboxed 1280x960 shape of a 2048x1536 photo filled
 depend on the pixel values (on a CPU it does, see ``worker_throughput.ceiling``; use that one there).
 
 Usage: python bench/forward_modes.py [--arch yolov5x6] [--batch 32] [--iters 20] [--modes eager,default,...]
-    [--mode-timeout 120]
+    [--mode-timeout 120] [--workdir W]
 """
 from __future__ import annotations
 
@@ -66,6 +66,8 @@ def main() -> None:
     p.add_argument("--iters", type=int, default=20)
     p.add_argument("--modes", default=",".join(MODES))
     p.add_argument("--mode-timeout", type=float, default=120.0, help="seconds for each mode's child process")
+    p.add_argument("--workdir", default=None,
+                   help="reuse worker_throughput.py's checkpoint there (md_bench_<arch>.pt) or write it there")
     p.add_argument("--child", nargs=2, metavar=("MODEL", "MODE"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -73,8 +75,10 @@ def main() -> None:
         return
     from gpu_batch.worker.make_test_checkpoint import write_test_checkpoint
 
-    work = Path(tempfile.mkdtemp(prefix="forward-modes-"))
-    model = write_test_checkpoint(work / f"bench_{args.arch}.pt", arch=args.arch)
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="forward-modes-"))
+    model = work / f"md_bench_{args.arch}.pt"  # the same seed and network as worker_throughput.py's
+    if not model.exists():  # a YOLOv5x6 takes tens of seconds to build and calibrate
+        write_test_checkpoint(model, arch=args.arch)
     results: dict[str, object] = {}
     for mode in args.modes.split(","):
         cmd = [sys.executable, __file__, "--batch", str(args.batch), "--iters", str(args.iters),

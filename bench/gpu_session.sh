@@ -47,6 +47,11 @@ STEP_STARTUP_S="${STEP_STARTUP_S:-0}" BUDGET_S="${BUDGET_S:-580}"
 # (bench/decode_rates.py on 512 of the benchmark's images, written here if missing; ~60-90 s), after the background
 # images and before the benchmark, so that nothing else shares the cores; its lines and record go into bench.log.
 STEP_DECODE_S="${STEP_DECODE_S:-0}" DECODE_IMAGES="${DECODE_IMAGES:-512}"
+# Optional (0 = skipped): the forward pass alone under torch.compile's modes (bench/forward_modes.py; the default mode
+# and CUDA graphs, which fail before the twenty-ninth session's Detect fix; ~40 s each), into bench.log after the
+# decode rates.
+STEP_FORWARD_S="${STEP_FORWARD_S:-0}" FORWARD_MODES="${FORWARD_MODES:-default,reduce-overhead}"
+FORWARD_ARCH="${FORWARD_ARCH:-yolov5x6}" FORWARD_BATCH="${FORWARD_BATCH:-32}" FORWARD_ITERS="${FORWARD_ITERS:-20}"
 # PREGEN_IMAGES=N writes the benchmark's N images in the background (16 cores, 153 s for 20,000 on 2026-12-04) while
 # the oracle and engine tests run on the GPU; the benchmark (give it --images N too) waits for them and makes none
 # itself. Niced since 2026-12-04, when at full priority beside the oracles (90 s, 30 s, 34 s limits) it made all
@@ -97,6 +102,13 @@ if [ "$STEP_DECODE_S" -gt 0 ]; then
     --count "$DECODE_IMAGES" --record "$SCRATCH/decode_rates.json" 2>&1 | tee "$OUT/bench.log"
   step "decode rates" "${PIPESTATUS[0]}" $((SECONDS - t0))
   [ -f "$SCRATCH/decode_rates.json" ] && cat "$SCRATCH/decode_rates.json" >> "$OUT/bench.log"
+fi
+if [ "$STEP_FORWARD_S" -gt 0 ]; then
+  t0=$SECONDS
+  timeout "$(left "$STEP_FORWARD_S")" python3 bench/forward_modes.py --arch "$FORWARD_ARCH" --workdir "$BENCH_WORKDIR" \
+    --batch "$FORWARD_BATCH" --iters "$FORWARD_ITERS" --modes "$FORWARD_MODES" \
+    --mode-timeout "$(left "$STEP_FORWARD_S")" 2>&1 | tee -a "$OUT/bench.log"
+  step "forward modes" "${PIPESTATUS[0]}" $((SECONDS - t0))
 fi
 compare=(); [ "$DECODE_COMPARE" = 1 ] && compare=(--decode-compare)
 t0=$SECONDS

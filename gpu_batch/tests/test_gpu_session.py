@@ -22,7 +22,9 @@ def test_the_session_script_runs_every_step_on_the_cpu_and_leaves_what_the_devic
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
            "DRY_RUN": "1", "OUT": str(out), "BENCH_WORKDIR": str(tmp_path / "work"), "RESULTS_DIR": str(results),
            "PREGEN_IMAGES": "6", "STEP_ORACLE_S": "240", "STEP_HWDECODE_S": "240", "STEP_DECODE_S": "240",
-           "DECODE_IMAGES": "4", "STEP_BENCH_S": "600", "STEP_COMPILED_S": "1", "DECODE_COMPARE": "0",
+           "DECODE_IMAGES": "4", "STEP_FORWARD_S": "300", "FORWARD_MODES": "eager", "FORWARD_ARCH": "yolov5n",
+           "FORWARD_BATCH": "1", "FORWARD_ITERS": "1",
+           "STEP_BENCH_S": "600", "STEP_COMPILED_S": "1", "DECODE_COMPARE": "0",
            "BUDGET_S": "1500"}
     proc = subprocess.run(["bash", "bench/gpu_session.sh", "--images", "6", "--skip-md", "--arch", "yolov5n",
                            "--workers", "2", "--resident-shards", "2", "--resident-modes", "eager",
@@ -31,13 +33,14 @@ def test_the_session_script_runs_every_step_on_the_cpu_and_leaves_what_the_devic
                           capture_output=True, text=True, timeout=1800, cwd=REPO_ROOT, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     steps = (out / "steps.txt").read_text()
-    for done in ("images (background) rc=0", "decode rates rc=0", "bench rc=0"):
+    for done in ("images (background) rc=0", "decode rates rc=0", "forward modes rc=0", "bench rc=0"):
         assert done in steps, steps
     assert "oracle eager rc=" in steps and "hwdecode rc=" in steps and "oracle compiled rc=" in steps
     files = sorted(p.name for p in out.iterdir())
     assert len(files) <= 8, files  # what the device sends back of $OUT
     log = (out / "bench.log").read_text()
     assert "pil:1" in log and '"variants"' in log  # the decode rates' lines and record, kept before the benchmark's
+    assert '"modes": {"eager": {"first_passes_s"' in log  # the forward modes' line
     assert "node " in log and "with '--stage-threads 2'" in log
     (record,) = out.glob("worker_throughput-*-cpu-worker-only-dry.json")  # copied from RESULTS_DIR, not the repo's
     data = json.loads(record.read_text())
