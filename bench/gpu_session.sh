@@ -44,8 +44,8 @@ STEP_HWDECODE_S="${STEP_HWDECODE_S:-30}" DECODE_COMPARE="${DECODE_COMPARE:-1}"
 # STEP_COMPILED_S=50 in a session whose compiled oracle already passed.
 STEP_STARTUP_S="${STEP_STARTUP_S:-0}" BUDGET_S="${BUDGET_S:-580}"
 # Optional (0 = skipped): each JPEG decoder and the worker's staging alone and beside a forward-pass loop
-# (bench/decode_rates.py on 512 of the benchmark's images, written here if missing; ~60-90 s), after the background
-# images and before the benchmark, so that nothing else shares the cores; its lines and record go into bench.log.
+# (bench/decode_rates.py on 512 of the benchmark's images, written here if missing; ~60-90 s), while the background
+# images are written (niced to 19, the writers yield the cores to it); its lines and record go into bench.log.
 STEP_DECODE_S="${STEP_DECODE_S:-0}" DECODE_IMAGES="${DECODE_IMAGES:-512}"
 # Optional (0 = skipped): the forward pass alone under torch.compile's modes (bench/forward_modes.py; the default mode
 # and CUDA graphs, which fail before the twenty-ninth session's Detect fix; ~40 s each), into bench.log after the
@@ -92,16 +92,18 @@ if [ "$COMPILED_ORACLE_FIRST" = 1 ]; then
   first=$((BUDGET_S - SECONDS - RESERVE_S)); [ "$first" -gt "$STEP_COMPILED_S" ] && first=$STEP_COMPILED_S
   if [ "$first" -gt 0 ]; then compiled_oracle "$first"; else step "oracle compiled" skipped 0; fi
 fi
+if [ "$STEP_DECODE_S" -gt 0 ]; then
+  t0=$SECONDS
+  # images of its own: the background writer may be writing the benchmark's same files at this moment
+  timeout "$(left "$STEP_DECODE_S")" python3 bench/decode_rates.py --workdir "$BENCH_WORKDIR" \
+    --images-dir "$BENCH_WORKDIR/decode-images" --images "$DECODE_IMAGES" --count "$DECODE_IMAGES" \
+    --record "$SCRATCH/decode_rates.json" 2>&1 | tee "$OUT/bench.log"
+  step "decode rates" "${PIPESTATUS[0]}" $((SECONDS - t0))
+  [ -f "$SCRATCH/decode_rates.json" ] && cat "$SCRATCH/decode_rates.json" >> "$OUT/bench.log"
+fi
 if [ -n "$gen_pid" ]; then
   t0=$SECONDS; wait "$gen_pid"; step "images (background)" $? $((SECONDS - t0))
   tee -a "$OUT/steps.txt" < "$SCRATCH/pregen.log"
-fi
-if [ "$STEP_DECODE_S" -gt 0 ]; then
-  t0=$SECONDS
-  timeout "$(left "$STEP_DECODE_S")" python3 bench/decode_rates.py --workdir "$BENCH_WORKDIR" --images "$DECODE_IMAGES" \
-    --count "$DECODE_IMAGES" --record "$SCRATCH/decode_rates.json" 2>&1 | tee "$OUT/bench.log"
-  step "decode rates" "${PIPESTATUS[0]}" $((SECONDS - t0))
-  [ -f "$SCRATCH/decode_rates.json" ] && cat "$SCRATCH/decode_rates.json" >> "$OUT/bench.log"
 fi
 if [ "$STEP_FORWARD_S" -gt 0 ]; then
   t0=$SECONDS

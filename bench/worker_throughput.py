@@ -362,7 +362,9 @@ def main() -> None:
     names = make_images(folder, args.images)
     size_mb = sum((folder / n).stat().st_size for n in names) / len(names) / 1e6
     print(f"{len(names)} images of 2048x1536 (~{size_mb:.2f} MB) in {time.monotonic() - t:.0f}s; device {gpu}")
-    model = write_test_checkpoint(work / f"md_bench_{args.arch}.pt", arch=args.arch)
+    model = work / f"md_bench_{args.arch}.pt"  # reused when there (decode_rates.py and forward_modes.py write it too)
+    if not model.exists():
+        write_test_checkpoint(model, arch=args.arch)
     md_batch = args.md_batch or (8 if cuda else 2)
     md_names = names[: args.md_images] if args.md_images else names
     if len(md_names) < len(names):
