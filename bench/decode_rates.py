@@ -21,6 +21,8 @@ Variants, comma-separated, each ``KIND:THREADS`` with optional ``+load``, ``+hig
   stream, as the worker's main thread runs them; its img/s during the variant is reported as ``load_img_s``.
 * ``+high``     the variant's streams at high CUDA priority (``--stream-priority high``).
 * ``+shareF``   ``stage`` only: the fraction F of the JPEGs decoded on the fetch threads (``--cpu-decode-share F``).
+* ``+bN``       batches of N images instead of ``--batch`` (not ``pil``; the forward load keeps ``--batch``): whether
+  the stage's time is per batch more than per image, so that larger batches would lift it.
 * ``+pinned``   ``engine`` only: the JPEGs handed over in page-locked host memory (copied before the clock starts)
   instead of as Python bytes, which nvJPEG copies into pinned memory itself inside the decode call.
 
@@ -54,8 +56,8 @@ KINDS = ("pil", "engine", "nvjpeg", "stage")
 # Most telling first, so that a run cut by its time limit still answers the main questions: the engine's own rate,
 # the staging beside the forward pass at each priority, the second thread, the CPU share, then the rest.
 CUDA_DEFAULT = ("engine:1,stage:1+load,stage:1+load+high,engine:2,stage:2+load,stage:2+load+high,"
-                "stage:2+load+share0.3,engine:1+pinned,pil:16,stage:1,engine:1+load,engine:1+load+high,engine:4,"
-                "nvjpeg:1,pil:8,stage:2,stage:1+share0.3")
+                "stage:2+load+share0.3,engine:1+pinned,engine:1+b64,stage:1+load+b64,pil:16,stage:1,engine:1+load,"
+                "engine:1+load+high,engine:4,nvjpeg:1,pil:8,stage:2,stage:1+share0.3")
 CPU_DEFAULT = "pil:1,pil:2"
 
 
@@ -69,11 +71,13 @@ class Variant:
     high: bool = False
     share: float = 0.0
     pinned: bool = False
+    batch: int | None = None  # None: the run's --batch
 
     @property
     def label(self) -> str:
         return (f"{self.kind}:{self.threads}" + ("+load" if self.load else "") + ("+high" if self.high else "")
-                + (f"+share{self.share:g}" if self.share else "") + ("+pinned" if self.pinned else ""))
+                + (f"+share{self.share:g}" if self.share else "") + ("+pinned" if self.pinned else "")
+                + (f"+b{self.batch}" if self.batch else ""))
 
 
 def parse_variants(text: str) -> list[Variant]:
@@ -89,6 +93,7 @@ def parse_variants(text: str) -> list[Variant]:
                              "1-64 threads")
         load = high = pinned = False
         share = 0.0
+        batch: int | None = None
         for mod in mods:
             if mod == "load":
                 load = True
@@ -96,6 +101,8 @@ def parse_variants(text: str) -> list[Variant]:
                 high = True
             elif mod == "pinned" and kind == "engine":
                 pinned = True
+            elif mod.startswith("b") and mod[1:].isdigit() and kind != "pil" and 1 <= int(mod[1:]) <= 256:
+                batch = int(mod[1:])
             elif mod.startswith("share") and kind == "stage":
                 try:
                     share = float(mod[len("share"):])
@@ -105,8 +112,8 @@ def parse_variants(text: str) -> list[Variant]:
                     raise ValueError(f"variant {item!r}: +shareF needs a fraction from 0 to 1")
             else:
                 raise ValueError(f"variant {item!r}: unknown modifier {mod!r} (+load, +high, +shareF for stage, "
-                                 "+pinned for engine)")
-        out.append(Variant(kind, int(threads), load, high, share, pinned))
+                                 "+pinned for engine, +bN for a batch of N, 1-256, except pil)")
+        out.append(Variant(kind, int(threads), load, high, share, pinned, batch))
     return out
 
 
@@ -345,6 +352,7 @@ def measure(v: Variant, datas: list[bytes], batch: int, workers: int, gpu: Gpu |
         return pil_rate(datas, v.threads)
     if gpu is None:
         return {"skipped": "needs CUDA (this machine has none)"}
+    batch = v.batch or batch
     run: Callable[[], dict[str, Any]]
     if v.kind == "pil":
         run = lambda: pil_rate(datas, v.threads)  # noqa: E731

@@ -23,13 +23,15 @@ from gpu_batch.tests.imagegen import jpeg_bytes, textured
 
 
 def test_variants_parse_with_their_modifiers_and_bad_ones_are_named() -> None:
-    v = dr.parse_variants("pil:16, engine:2+load+high ,stage:1+share0.3+load,engine:1+pinned")
-    assert [x.label for x in v] == ["pil:16", "engine:2+load+high", "stage:1+load+share0.3", "engine:1+pinned"]
-    assert v[3].pinned and not v[0].pinned
+    v = dr.parse_variants("pil:16, engine:2+load+high ,stage:1+share0.3+load,engine:1+pinned,stage:1+b64+load")
+    assert [x.label for x in v] == ["pil:16", "engine:2+load+high", "stage:1+load+share0.3", "engine:1+pinned",
+                                    "stage:1+load+b64"]
+    assert v[3].pinned and not v[0].pinned and v[4].batch == 64 and v[0].batch is None
     assert (v[2].kind, v[2].threads, v[2].load, v[2].high, v[2].share) == ("stage", 1, True, False, 0.3)
     for bad, said in (("gpu:1", "KIND:THREADS"), ("pil:0", "1-64 threads"), ("pil", "KIND:THREADS"),
                       ("engine:1+share0.3", "unknown modifier 'share0.3'"), ("stage:1+share2", "fraction from 0"),
-                      ("stage:1+fast", "unknown modifier 'fast'"), ("stage:1+pinned", "unknown modifier 'pinned'")):
+                      ("stage:1+fast", "unknown modifier 'fast'"), ("stage:1+pinned", "unknown modifier 'pinned'"),
+                      ("pil:4+b64", "unknown modifier 'b64'"), ("engine:1+b0", "unknown modifier 'b0'")):
         with pytest.raises(ValueError, match=said):
             dr.parse_variants(bad)
 
@@ -101,6 +103,12 @@ def _gpu(checkpoint: Path, hw: Any) -> dr.Gpu:
 
 def _jpegs(n: int) -> list[bytes]:
     return [jpeg_bytes(textured(160, 120, seed=i)) for i in range(n)]
+
+
+def test_a_variants_own_batch_size_wins_over_the_runs(fake_cuda: None, checkpoint: Path) -> None:
+    hw = FakeHw()
+    dr.measure(dr.Variant("engine", 1, batch=5), _jpegs(10), 4, 2, _gpu(checkpoint, hw))
+    assert hw.calls == 2  # 5 + 5, not 4 + 4 + 2
 
 
 def test_engine_variant_decodes_in_batches_on_each_threads_own_decoder_and_stream(fake_cuda: None,
