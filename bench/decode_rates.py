@@ -159,7 +159,7 @@ class CallClock:
         self.calls, self.seconds = 0, 0.0
         self._lock = threading.Lock()
 
-        self.refused = 0  # images a decoder returned None for (the worker sends those to its fallback)
+        self.refused = 0  # images a decoder returned None for (the worker's fallback takes them), or that failed
 
     def add(self, seconds: float, refused: int = 0) -> None:
         with self._lock:
@@ -314,27 +314,41 @@ def stage_rate(gpu: Gpu, datas: list[bytes], v: Variant, batch: int, workers: in
     names = sorted(source.datas)
     batches: queue.Queue[Any] = queue.Queue(maxsize=2 * v.threads)  # as bounded as the worker's prefetch
     clock = CallClock()
-    failed = [0]
 
     def produce() -> None:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for part in in_batches(names, batch):
-                batches.put(list(pool.map(lambda n: stages.prepare(source, n), part)))
-        for _ in range(v.threads):
-            batches.put(None)
+        try:  # every image submitted at once, as the worker keeps its fetch threads busy ahead of the stage
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                ready: list[Any] = []
+                for item in pool.map(lambda n: stages.prepare(source, n), names):
+                    ready.append(item)
+                    if len(ready) == batch:
+                        batches.put(ready)
+                        ready = []
+                if ready:
+                    batches.put(ready)
+        finally:  # the stage threads stop whatever happened here
+            for _ in range(v.threads):
+                batches.put(None)
 
     def consume(_index: int) -> None:
         in_flight: list[Any] = []  # the stage thread does not wait for its GPU work; two batches may be queued
+        error: BaseException | None = None
         while (items := batches.get()) is not None:
-            t = time.monotonic()
-            staged = stages.stage(items, batch)
-            clock.add(time.monotonic() - t)
-            failed[0] += len(staged.failed)
-            in_flight.append(staged)
-            if len(in_flight) > 2:
-                in_flight.pop(0).ready.synchronize()
+            if error is not None:
+                continue  # still drained, so that the producer never waits on a full queue for a thread that failed
+            try:
+                t = time.monotonic()
+                staged = stages.stage(items, batch)
+                clock.add(time.monotonic() - t, len(staged.failed))
+                in_flight.append(staged)
+                if len(in_flight) > 2:
+                    in_flight.pop(0).ready.synchronize()
+            except BaseException as exc:  # noqa: BLE001 - raised once the queue is drained
+                error = exc
         for staged in in_flight:
             staged.ready.synchronize()
+        if error is not None:
+            raise error
 
     producer = threading.Thread(target=produce, name="prepare")
     t = time.monotonic()
@@ -343,7 +357,7 @@ def stage_rate(gpu: Gpu, datas: list[bytes], v: Variant, batch: int, workers: in
     producer.join()
     seconds = time.monotonic() - t
     return {"img_s": round(len(datas) / seconds, 2), "seconds": round(seconds, 3), "call_ms": clock.mean_ms(),
-            "failed": failed[0], "decoded_by": stages.decoded_by.counts(), **stages.stage_times.snapshot()}
+            "failed": clock.refused, "decoded_by": stages.decoded_by.counts(), **stages.stage_times.snapshot()}
 
 
 def measure(v: Variant, datas: list[bytes], batch: int, workers: int, gpu: Gpu | None) -> dict[str, Any]:

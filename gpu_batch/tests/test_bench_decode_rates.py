@@ -152,3 +152,17 @@ def test_stage_variant_runs_the_workers_own_prepare_and_stage_under_a_forward_lo
     assert figures["img_s"] > 0 and figures["load_img_s"] >= 0 and figures["call_ms"] is not None
     assert figures["stage_letterbox_gpu_s"] > 0  # the stage's own split, as the worker reports it
     assert FakeStream.made and {s.priority for s in FakeStream.made} == {-1}
+
+
+def test_a_staging_that_fails_is_reported_and_the_variant_ends(fake_cuda: None, checkpoint: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stage thread that raises must not leave the producer waiting on a full queue (a lent GPU's call would hang
+    to its limit): the variant ends with the error, which the script records and goes on."""
+    from gpu_batch.worker import devices
+
+    def broken(self: Any, items: Any, pad_to: Any) -> Any:
+        raise RuntimeError("CUDA error: an illegal memory access (simulated)")
+
+    monkeypatch.setattr(devices.CudaStages, "stage", broken)
+    with pytest.raises(RuntimeError, match="illegal memory access"):
+        dr.stage_rate(_gpu(checkpoint, None), _jpegs(40), dr.Variant("stage", 1), batch=2, workers=2)
