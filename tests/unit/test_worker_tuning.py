@@ -47,6 +47,9 @@ def test_anything_else_fails_the_start_naming_the_variable_and_the_option(text: 
 def test_every_word_it_lets_through_is_one_plain_argument_on_a_shell_less_command_line() -> None:
     """Azure Batch runs a task's command line without a shell, split at spaces: a word with a space, quote or shell
     character would change what the worker receives."""
+    for share in ("0.25", "auto"):
+        words = parse_worker_tuning(f"--cpu-decode-share {share}")
+        assert all(w and all(c.isalnum() or c in "-." for c in w) for w in words)
     words = parse_worker_tuning("--stage-threads 3 --cpu-decode-share 0.25 --batch-size 16 --workers 8 "
                                 "--hw-decode auto --stream-priority high --compile --no-cudnn-benchmark")
     assert all(w and all(c.isalnum() or c in "-." for c in w) for w in words)
