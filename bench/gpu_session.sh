@@ -6,7 +6,9 @@
 #   hardware JPEG decode test (nvImageCodec; skipped, with its reason, where the GPU has no engine); 4. the benchmark
 #   (MegaDetector defaults/best, worker, worker variants, ceiling, and with DECODE_COMPARE=1, the default, the worker
 #   with --hw-decode on and off) -> bench/results/*.json, after, with STEP_DECODE_S, each decoder's rate alone
-#   (bench/decode_rates.py); 5. the GPU oracle with --compile (slowest; last).
+#   (bench/decode_rates.py, beside the background images) and with STEP_FORWARD_S the compile modes' forward
+#   (bench/forward_modes.py); 5. the GPU oracle with --compile (slowest; last).
+# Every step has been rehearsed on a CPU in CI since 2026-12-04 (DRY_RUN=1, gpu_batch/tests/test_gpu_session.py).
 # The wheels in .whl/ must include nvidia-nvimgcodec-cu13 and nvidia-nvjpeg (requirements/worker.txt) for step 3 and
 # the decode comparison; without them the worker reports "decode": "nvjpeg-cuda" and why.
 # Default step limits (120 + 30 + 280 + 140 s) sum to 570 s, as before the decode step took 30 s of the bench's 310.
