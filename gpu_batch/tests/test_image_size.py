@@ -219,3 +219,23 @@ def test_cuda_stages_exact_pil_fallback_keeps_the_decoded_size(model: LoadedMode
     for name in names[:-1]:  # all of them went through the fallback
         it = prepared[name]
         assert it.jpeg is None and it.pixels is not None, name
+
+
+def test_pixels_reach_the_device_without_the_read_only_warning_in_every_workers_log() -> None:
+    """PIL's pixels are a read-only array; ``torch.from_numpy`` on one warns once per process, i.e. in every GPU
+    worker's log whenever it uploads a PNG or a CPU-decoded JPEG. A fresh process, warnings as errors (torch warns
+    only once a process, so an earlier test could have used up the warning here)."""
+    import subprocess
+    import sys
+
+    from gpu_batch.tests.conftest import REPO_ROOT
+
+    code = ("import numpy as np, torch\n"
+            "from gpu_batch.worker.devices import _to_device\n"
+            "a = np.frombuffer(bytes(range(24)), np.uint8).reshape(2, 4, 3)\n"
+            "assert not a.flags.writeable\n"
+            "t = _to_device(a, torch.device('cpu'))\n"
+            "assert t.shape == (2, 4, 3) and t.dtype == torch.uint8 and t.flatten().tolist() == list(range(24))\n")
+    proc = subprocess.run([sys.executable, "-W", "error::UserWarning", "-c", code], capture_output=True, text=True,
+                          cwd=REPO_ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -274,7 +274,7 @@ class CudaStages(CpuStages):
             stream = self._side_stream()
             self._local.upload_stream = stream
         with torch.cuda.stream(stream):
-            uploaded = torch.from_numpy(pixels).to(self.model.device)
+            uploaded = _to_device(pixels, self.model.device)
         stream.synchronize()
         return uploaded
 
@@ -343,7 +343,7 @@ class CudaStages(CpuStages):
                 self.decoded_by.record(it.name, DECODER_CPU)
             else:
                 assert it.pixels is not None
-                out.append(torch.from_numpy(it.pixels).to(device, non_blocking=True))
+                out.append(_to_device(it.pixels, device))
                 self.decoded_by.record(it.name, DECODER_CPU)
         return out
 
@@ -497,6 +497,16 @@ class StageTimes:
         self.harvest()
         return {"stage_decode_call_s": self.decode_call_s, "stage_decode_gpu_s": self.decode_gpu_s,
                 "stage_letterbox_gpu_s": self.letterbox_gpu_s}
+
+
+def _to_device(pixels: np.ndarray, device: torch.device) -> torch.Tensor:
+    """``pixels`` copied to ``device`` in one copy, on the current stream.
+
+    Why not ``torch.from_numpy(pixels).to(device)``: PIL's pixels (``np.asarray`` of an image) are read-only, and
+    ``from_numpy`` then warns in every GPU worker's log that writing to them would be undefined; ``torch.tensor``
+    reads the array without that view and copies it straight to the device.
+    """
+    return torch.tensor(pixels, device=device)
 
 
 def _stored_shape(item: Prepared) -> tuple[int, int]:
