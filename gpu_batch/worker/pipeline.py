@@ -301,5 +301,5 @@ def _batch_or_report(finished: set[Future[Prepared]], buckets: _Buckets, overlap
             continue
         batch = buckets.add(item)
         if batch is not None:
+            clock.first("submitted")  # before: the stage thread may start on it before ``submit`` returns
             overlap.submit(batch)
-            clock.first("submitted")
