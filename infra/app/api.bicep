@@ -81,6 +81,7 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
   // checkov:skip=CKV_AZURE_17:Client certificates would lock out the HTTP API's callers (curl, the preview page's instructions); HTTP endpoints use function keys and, with authClientId, Entra ID (authsettingsV2 below).
   // checkov:skip=CKV_AZURE_212:Flex Consumption scales to zero between tasks; a minimum instance count would bill idle instances.
   // checkov:skip=CKV_AZURE_213:Health checks are an App Service feature for instances behind a load balancer; Flex Consumption manages instance health itself.
+  // checkov:skip=CKV_AZURE_78:Flex Consumption refuses an FTPS setting in siteConfig (ARM: 'The following site configuration property (Site.SiteConfig.FtpsState) for Flex Consumption sites is invalid'); a Flex app is deployed from its blob container and has no FTP publishing.
   // checkov:skip=CKV_AZURE_222:The HTTP API and the Event Grid webhook (/runtime/webhooks/blobs) must be reachable from the internet; both need keys.
   name: name
   location: location
@@ -97,7 +98,6 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
     httpsOnly: true
     siteConfig: {
       minTlsVersion: '1.2'
-      ftpsState: 'Disabled'
       http20Enabled: true
       appSettings: [for setting in items(union(callerSettings, appSettings, hostSettings)): {
         name: setting.key
@@ -151,7 +151,9 @@ resource auth 'Microsoft.Web/sites/config@2024-04-01' = if (!empty(authClientId)
       excludedPaths: [
         '/runtime/webhooks/blobs'
         '/runtime/webhooks/eventgrid'
-        '/runtime/webhooks/durabletask'
+        // a subtree needs the wildcard: the file-based auth reference writes "/path3/subpath/*"
+        // (learn.microsoft.com app-service configure-authentication-file-based); every management URL has a sub-path
+        '/runtime/webhooks/durabletask/*'
       ]
     }
     httpSettings: {

@@ -65,7 +65,12 @@ REQUIRED_HOST_SETTINGS = {
 # plan deprecations"): none may appear anywhere in infra/.
 FLEX_DEPRECATED = ("FUNCTIONS_WORKER_RUNTIME", "FUNCTIONS_EXTENSION_VERSION", "WEBSITE_RUN_FROM_PACKAGE",
                    "WEBSITE_CONTENTSHARE", "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING", "SCM_DO_BUILD_DURING_DEPLOYMENT",
-                   "ENABLE_ORYX_BUILD", "linuxFxVersion")
+                   "ENABLE_ORYX_BUILD", "linuxFxVersion",
+                   # siteConfig properties ARM refuses on a Flex site: "The following list of 2 site configuration
+                   # properties (Site.SiteConfig.FtpsState, Site.SiteConfig.LinuxFxVersion) for Flex Consumption
+                   # sites is invalid" (reported deployments; Azure/azure-cli#31414 lists more)
+                   "ftpsState", "use32BitWorkerProcess", "preWarmedInstanceCount", "netFrameworkVersion",
+                   "functionsRuntimeScaleMonitoringEnabled")
 
 
 def main(templates: dict[str, Template]) -> Template:
@@ -488,7 +493,10 @@ def test_easy_auth_requires_entra_id_for_the_api_when_a_client_id_is_given(templ
     # Event Grid's blob events and the Durable webhooks carry keys, not Entra ID tokens for this app
     # Event Grid's deliveries (blob trigger, and the marker's Event Grid trigger) carry the host's system keys, no token
     assert {"/runtime/webhooks/blobs", "/runtime/webhooks/eventgrid",
-            "/runtime/webhooks/durabletask"} <= set(validation["excludedPaths"])
+            "/runtime/webhooks/durabletask/*"} <= set(validation["excludedPaths"])
+    # a subtree is written with a trailing /* (App Service's file-based auth reference); the bare prefix would match
+    # only itself, and every Durable management URL has a sub-path (/instances/{id}...)
+    assert "/runtime/webhooks/durabletask" not in validation["excludedPaths"]
     assert not any(p.startswith("/api") for p in validation["excludedPaths"])
     aad = props["identityProviders"]["azureActiveDirectory"]
     assert aad["enabled"] is True and aad["registration"]["clientId"] == "authClientId"
