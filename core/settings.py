@@ -121,7 +121,8 @@ Variables (names shared with infra/main.bicep app settings):
                                    which have no VM size
     TRAPBATCH_CONFIRM_ABOVE_IMAGES a task with more images waits in stage ``awaiting_confirmation`` (with its estimate)
                                    until POST /api/tasks/{id}/confirm (default 0: never waits)
-    TRAPBATCH_CONFIRM_TIMEOUT_S    how long it waits before it ends ``expired`` (default 604800, a week)
+    TRAPBATCH_CONFIRM_TIMEOUT_S    how long it waits before it ends ``expired`` (default and most 518400, six days:
+                                   the wait is one durable timer, and Python's are limited to six days)
     TRAPBATCH_NOTIFY_HOSTS         hosts a request's ``notify_url`` may name (comma-separated, ``host:port`` for a
                                    port); default none: no notification is sent (core/notify.py)
     TRAPBATCH_NOTIFY_SECRET        name of the Key Vault secret (locally: of the local secrets file) whose value signs
@@ -144,6 +145,7 @@ from typing import Any, Mapping
 
 from core.errors import ConfigError
 from core.estimate import DEFAULT_POOL_NODES, DEFAULT_WORKER_IMAGES_PER_S
+from core.expiry import MAX_TIMER_STEP
 from core.worker_tuning import parse_worker_tuning
 from core.mdformat import typical_threshold
 from core.requests import (DEFAULT_IMAGES_PER_SHARD, MAX_IMAGES_PER_SHARD, MIN_PREVIEW_THRESHOLD,
@@ -156,6 +158,7 @@ MIN_HISTORY_EVENTS = 200  # a shard group's generation must hold at least a few 
 
 
 POOL_KINDS = ("local", "azure_batch", "simulated")
+CONFIRM_TIMEOUT_MAX_S = int(MAX_TIMER_STEP.total_seconds())  # six days: see _confirm_timeout_s
 WHERE = "set it in local.settings.json (Values) for local runs, or in the Function App settings (infra/main.bicep)"
 
 
@@ -172,6 +175,20 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1, maxi
     if maximum is not None and value > maximum:
         raise ConfigError(f"{name}={value} is above the maximum {maximum}", WHERE)
     return value
+
+
+def _confirm_timeout_s(env: Mapping[str, str]) -> int:
+    """Why at most six days: the confirmation wait is one durable timer raced against the confirm and cancel events.
+    For Python apps "durable timers are limited to six days" (learn.microsoft.com, durable-functions-timers); newer
+    extensions split a longer one into a ``LongTimerTask`` (the host sends ``maximumShortTimerDuration`` 6 days), and
+    that task's ``cancel()`` does not cancel the timer it sent (azure-functions-durable-python #573, SDK 1.7
+    ``models/Task.py``), so a task confirmed in time would stay Running until the week was over."""
+    name = "TRAPBATCH_CONFIRM_TIMEOUT_S"
+    raw = env.get(name, "").strip()
+    if raw.isdigit() and int(raw) > CONFIRM_TIMEOUT_MAX_S:
+        raise ConfigError(f"{name}={raw} is longer than six days ({CONFIRM_TIMEOUT_MAX_S} s), the longest durable "
+                          "timer a Python orchestration may wait on", f"{WHERE}; e.g. {name}={CONFIRM_TIMEOUT_MAX_S}")
+    return _int(env, name, CONFIRM_TIMEOUT_MAX_S)
 
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
@@ -260,7 +277,7 @@ class OrchestrationKnobs:
     node_price_per_hour: float = 0.0  # 0: the list price of pool_vm_size (core.cost.node_price), if known
     pool_vm_size: str = ""  # the Batch pool's VM size; "" for pools without one (local, simulated)
     confirm_above_images: int = 0  # 0: never wait for a confirmation
-    confirm_timeout_s: int = 7 * 24 * 3600
+    confirm_timeout_s: int = CONFIRM_TIMEOUT_MAX_S
     # the length of one of a request's previews_expire_days, in seconds: 86400, changed by tests only
     previews_expire_day_s: int = 86400
     task_events: bool = False  # TRAPBATCH_EVENT_GRID_TOPIC_ENDPOINT is set: publish an event when the task ends
@@ -400,7 +417,7 @@ class Settings:
             node_price_per_hour=_positive(env, "TRAPBATCH_NODE_PRICE_PER_HOUR", 0.0, allow_zero=True),
             pool_vm_size=env.get("TRAPBATCH_POOL_VM_SIZE", "").strip() if pool == "azure_batch" else "",
             confirm_above_images=_int(env, "TRAPBATCH_CONFIRM_ABOVE_IMAGES", 0, minimum=0),
-            confirm_timeout_s=_int(env, "TRAPBATCH_CONFIRM_TIMEOUT_S", 7 * 24 * 3600),
+            confirm_timeout_s=_confirm_timeout_s(env),
             previews_expire_day_s=_int(env, "TRAPBATCH_PREVIEWS_EXPIRE_DAY_S", 86400),
             task_events=bool(topic_endpoint),
             worker_resident=env.get("TRAPBATCH_WORKER_RESIDENT", "").strip().lower() in ("1", "true", "yes", "on"),

@@ -139,6 +139,17 @@ def _start_event_first(doc: dict[str, Any], new_events: list[dict[str, Any]]) ->
     return True
 
 
+def _continued_as_new(state: dict[str, Any]) -> tuple[str, Any] | None:
+    """``("continue", input)`` when the orchestrator's actions include ``continue_as_new``, else None.
+
+    Read from all the actions of this replay, not only its new ones: an orchestrator held by open tasks (see
+    ``_finish_episode``) returns the same action again in a later episode, when it is no longer new."""
+    for a in h.flatten(state.get("actions") or []):
+        if a.get("actionType") == h.CONTINUE_AS_NEW:
+            return ("continue", a.get("input"))
+    return None
+
+
 def _append_to_history(doc: dict[str, Any], new_events: list[dict[str, Any]], consumed: list[dict[str, Any]],
                        special: _Special | None, now: Any) -> None:
     """Append an ``OrchestratorStarted`` and ``new_events`` to the history, as the Durable extension does.
@@ -517,10 +528,10 @@ class Engine:
         # orchestrator error fails the instance as "Orchestrator function '<name>' failed: <error>".
         too_big = custom_status_error(state.get("customStatus"))
         error = f"Orchestrator function '{inst['Name']}' failed: {too_big}" if too_big else None
-        if not error and state.get("error"):
-            error = f"Orchestrator function '{inst['Name']}' failed: {state['error']}"
-        if not error:
+        if not error:  # the actions an orchestrator returned before it raised are scheduled too (the shim does)
             error = self._record_actions(iid, doc, state, special, now, effects)
+        if not error and state.get("error") and not doc["open"]:
+            error = f"Orchestrator function '{inst['Name']}' failed: {state['error']}"
         if error:
             self._fail(iid, inst, doc, error)
         else:
@@ -530,7 +541,7 @@ class Engine:
     def _replay(self, iid: str, inst: dict[str, Any], doc: dict[str, Any]) -> dict[str, Any]:
         payload = {"history": doc["history"], "instanceId": iid, "isReplaying": False,
                    "parentInstanceId": inst.get("ParentInstanceId") or None, "input": doc["input"],
-                   "upperSchemaVersion": 2, "upperSchemaVersionNew": 2}
+                   **h.ORCHESTRATION_CONTEXT_FIELDS}
         handle = self.index.orchestrators[inst["Name"]]
         try:
             return dict(json.loads(handle(func.OrchestrationContext(json.dumps(payload)))))
@@ -563,7 +574,7 @@ class Engine:
             if t not in h.SUPPORTED_ACTIONS:
                 return f"devhost does not support action type {t} ({a}); entities and call_http are not emulated"
             if t == h.CONTINUE_AS_NEW:
-                effects.append(("continue", a.get("input")))
+                pass  # carried out by _finish_episode once nothing is open (_continued_as_new)
             elif t == h.CREATE_TIMER:
                 doc["history"].append(h.event(h.TIMER_CREATED, sid, at=now, FireAt=a["fireAt"]))
                 if not a.get("isCanceled"):
@@ -626,7 +637,11 @@ class Engine:
         custom = state.get("customStatus")
         fields: dict[str, Any] = {"CustomStatus": json.dumps(custom) if custom is not None else "",
                                   "UpdatedTime": h.ts(h.utcnow())}
-        cont = next((e for e in effects if e[0] == "continue"), None)
+        # dtfx TaskOrchestrationExecutor: an orchestrator that returned, raised or went on as new ends its execution
+        # only once no task it scheduled is open (activities, sub-orchestrations, timers not cancelled); until then
+        # it stays Running and each completion replays it again (fidelity row 26)
+        held = bool(doc["open"])
+        cont = None if held else _continued_as_new(state)
         if cont is not None:
             doc["history"].append(h.event(h.ORCHESTRATOR_COMPLETED))
             self.store.save_history(iid, doc)
@@ -639,7 +654,7 @@ class Engine:
             self._add_start_message(iid, inst["Name"], cont[1], new_execution, parent)
             logger.info("[%s] continued as new", iid)
             return
-        if state.get("isDone"):
+        if state.get("isDone") and not held:
             output = state.get("output")
             doc["history"].append(h.event(h.ORCHESTRATOR_COMPLETED))
             doc["history"].append(h.event(h.EXECUTION_COMPLETED, Result=_json_or_none(output)))

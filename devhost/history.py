@@ -27,6 +27,18 @@ SUPPORTED_ACTIONS = (CALL_ACTIVITY, CALL_ACTIVITY_WITH_RETRY, CALL_SUBORCH, CALL
                      CREATE_TIMER, WAIT_FOR_EXTERNAL_EVENT)
 
 
+# What the extension hands every out-of-process orchestrator besides its history (ext
+# Bindings/OrchestrationTriggerAttributeBindingProvider.cs ``OrchestrationContextToString``): ``upperSchemaVersion``
+# V2 and ``upperSchemaVersionNew`` V3 of the shim's ``SchemaVersion`` (Original 0, V2 1, V3 2; the SDK reads them as
+# its ``ReplaySchema`` V2 and V3, so it replays with V3), and the storage provider's timer limits, which
+# the Azure Storage provider sets to 6 days and 3 days (``AzureStorageDurabilityProvider``: ``MaximumDelayTime``,
+# ``LongRunningTimerIntervalLength``), as .NET TimeSpans. With them the SDK turns a timer more than 6 days out into a
+# ``LongTimerTask`` of 3-day timers, as on Azure (devhost README, fidelity row 26).
+ORCHESTRATION_CONTEXT_FIELDS: dict[str, Any] = {"upperSchemaVersion": 1, "upperSchemaVersionNew": 2,
+                                                "maximumShortTimerDuration": "6.00:00:00",
+                                                "longRunningTimerIntervalDuration": "3.00:00:00"}
+
+
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 

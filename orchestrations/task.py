@@ -28,7 +28,7 @@ from core.contracts import ShardStatus, Stage
 from core.cost import node_price, task_cost
 from core.errors import failure_message
 from core.estimate import RESIDENT_SHARD_START_S, estimate
-from core.expiry import expiry_time
+from core.expiry import MAX_TIMER_STEP, expiry_time
 from core.ids import shards_instance_id
 from core.settings import OrchestrationKnobs
 from core.shards import group_count_limit, group_shards, in_flight_shares
@@ -102,12 +102,16 @@ def task_orchestrator(context: df.DurableOrchestrationContext) -> Generator[Any,
     try:
         summary = yield from _run_task(context, data, job_id, started, pool_used)
     except Exception as exc:
+        error = _first_line(exc)
         if pool_used[0]:
             try:
                 yield from _close_job(context, task_id, job_id)
-            except Exception:  # noqa: BLE001 - keep the original failure; the job is closed by its next run anyway
-                pass
-        failed = c.TaskStatus(stage=Stage.failed, started=started, error=_first_line(exc),
+            except Exception:  # noqa: BLE001 - keep the original failure, and say the job is still open
+                # no later run closes it (each run has a job of its own): an open job counts against the account's
+                # active jobs and its running tasks hold their nodes until their wall-clock limit
+                error = error.rstrip() + (f" (the pool job {job_id} could not be closed and may still run tasks: "
+                                          f"end it with 'az batch job terminate --job-id {job_id}')")
+        failed = c.TaskStatus(stage=Stage.failed, started=started, error=error,
                               finished=context.current_utc_datetime.isoformat(), pool_job=job_id)
         context.set_custom_status(failed)
         yield from _tell(context, data, failed)
@@ -160,7 +164,10 @@ def _confirmed(context: df.DurableOrchestrationContext, data: c.TaskInput, start
         waiting["not_images"] = enumeration["not_images"]
     context.set_custom_status(waiting)
     yield from _drop_answer(context, data, "estimate", waiting)
-    deadline = context.current_utc_datetime + timedelta(seconds=knobs.confirm_timeout_s)
+    # at most one timer step (six days): a longer timer becomes the SDK's LongTimerTask on newer extensions, whose
+    # cancel() leaves its timer open, so the task would stay Running past a confirmation (core.settings)
+    wait_s = min(knobs.confirm_timeout_s, int(MAX_TIMER_STEP.total_seconds()))
+    deadline = context.current_utc_datetime + timedelta(seconds=wait_s)
     confirm = context.wait_for_external_event(c.CONFIRM_EVENT)
     cancel = context.wait_for_external_event(c.CANCEL_EVENT)
     timer = context.create_timer(deadline)
@@ -177,7 +184,7 @@ def _confirmed(context: df.DurableOrchestrationContext, data: c.TaskInput, start
     expired = c.TaskStatus(stage=Stage.expired, started=started, images=enumeration["images"],
                            shards=enumeration["shards"], estimate=_estimate(enumeration, knobs),
                            finished=context.current_utc_datetime.isoformat(),
-                           error=f"not confirmed within {knobs.confirm_timeout_s} s: nothing was run; post the "
+                           error=f"not confirmed within {wait_s} s: nothing was run; post the "
                                  "request again to start over")
     context.set_custom_status(expired)
     return expired

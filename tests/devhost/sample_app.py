@@ -290,3 +290,55 @@ def on_poisoned(blob: func.InputStream) -> None:
     with _lock:
         POISON_TRIES[blob.name or ""] = POISON_TRIES.get(blob.name or "", 0) + 1
     raise RuntimeError(f"cannot digest {blob.name}")
+
+
+GATES: dict[str, threading.Event] = {}
+
+
+def gate(name: str) -> threading.Event:
+    with _lock:
+        return GATES.setdefault(name, threading.Event())
+
+
+@app.activity_trigger(input_name="name")
+def gated(name: str) -> str:
+    """Runs until a test opens ``gate(name)``: an activity that stays open for as long as a test needs."""
+    gate(name).wait(120)
+    return name
+
+
+@app.orchestration_trigger(context_name="context")
+def leaves_open(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+    """Returns, raises or goes on as new while a task it scheduled may still be open; the input says which."""
+    spec = context.get_input()
+    later = context.current_utc_datetime + dt.timedelta(hours=1)
+    if spec["kind"] in ("timer", "cancelled timer"):  # a timeout that loses its race
+        timeout = context.create_timer(later)
+        yield context.task_any([context.call_activity("say_hello", "fast"), timeout])
+        if spec["kind"] == "cancelled timer":
+            timeout.cancel()
+    elif spec["kind"] in ("failed task_all", "continue"):
+        try:
+            yield context.task_all([context.call_activity("say_hello", "Boom"),
+                                    context.call_activity("gated", spec["gate"])])
+        except Exception:
+            context.set_custom_status("past the failure")
+            if spec["kind"] == "continue":
+                context.continue_as_new({"kind": "cancelled timer"})
+                return None
+            raise
+    context.set_custom_status("returned")
+    return "done"
+
+
+@app.orchestration_trigger(context_name="context")
+def approval_days(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+    """``approval`` with a timeout of ``input`` days."""
+    event = context.wait_for_external_event("Approve")
+    timeout = context.create_timer(context.current_utc_datetime + dt.timedelta(days=context.get_input()))
+    winner = yield context.task_any([event, timeout])
+    if winner == event:
+        timeout.cancel()
+        context.set_custom_status("approved")
+        return {"approved": event.result}
+    return {"approved": None}

@@ -12,6 +12,7 @@ rows of devhost/README.md's fidelity table point here. Paths are in these reposi
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import base64
 import json
 import threading
@@ -468,3 +469,67 @@ def test_activities_writing_past_the_instances_temporary_storage_fail_with_no_sp
     import tempfile
 
     assert tempfile.TemporaryFile.__module__ == "tempfile"  # devhost stopped: the process's factory is its own again
+
+
+# ------------------------------------------------------------------ 26. open tasks hold an instance Running
+def _status(host: DevHost, iid: str) -> dict[str, Any]:
+    return host.get_status(iid) or {}
+
+
+def test_an_orchestrator_that_returns_or_raises_with_tasks_open_stays_running_until_they_end(host: DevHost) -> None:
+    """dtfx DurableTask.Core/TaskOrchestrationExecutor.cs: "check if workflow is completed after this replay:
+    if (!this.context.HasOpenTasks)" guards CompleteOrchestration and FailOrchestration alike (ContinueAsNew completes
+    through CompleteOrchestration); TaskOrchestrationContext adds scheduled activities, sub-orchestrations and timers
+    to its open tasks and removes a timer only when it fires or is cancelled. docs durable/durable-functions-timers.md:
+    "The Durable Task Framework doesn't change an orchestration's status to "Completed" until all outstanding tasks,
+    including durable timer tasks, are either completed or canceled." The out-of-process shim schedules the actions an
+    orchestrator returned before it raised, then fails it (ext OutOfProcOrchestrationShim.cs)."""
+    cancelled = host.start_orchestration("leaves_open", {"kind": "cancelled timer"})
+    assert host.wait_for(cancelled, 60)["output"] == "done"
+
+    open_timer = host.start_orchestration("leaves_open", {"kind": "timer"})
+    wait_until(lambda: _status(host, open_timer).get("customStatus") == "returned", 60, "the orchestrator to return")
+    assert _status(host, open_timer)["runtimeStatus"] == "Running"  # the losing timer: an hour out, not cancelled
+    host.terminate(open_timer, "done looking")
+
+    for kind in ("failed task_all", "continue"):
+        gate_name = f"{kind}-{uuid.uuid4().hex[:6]}"
+        iid = host.start_orchestration("leaves_open", {"kind": kind, "gate": gate_name})
+        wait_until(lambda: _status(host, iid).get("customStatus") == "past the failure", 60,
+                   "the orchestrator to see the failure")
+        held = _status(host, iid)
+        assert held["runtimeStatus"] == "Running" and held["input"]["kind"] == kind, held  # "gated" is still open
+        sample_app.gate(gate_name).set()
+        done = host.wait_for(iid, 60)
+        if kind == "continue":  # the new execution starts only now, and runs to its end
+            assert (done["runtimeStatus"], done["output"], done["input"]) == ("Completed", "done",
+                                                                               {"kind": "cancelled timer"}), done
+        else:
+            assert done["runtimeStatus"] == "Failed" and "activity exploded for Boom" in done["output"], done
+
+
+def test_a_timer_past_six_days_is_split_as_the_extension_does_and_its_cancel_leaves_it_open(host: DevHost) -> None:
+    """ext Bindings/OrchestrationTriggerAttributeBindingProvider.cs hands a Python orchestrator
+    ``maximumShortTimerDuration`` and ``longRunningTimerIntervalDuration`` (Azure Storage: 6 and 3 days) with replay
+    schema V3; the SDK (1.7, DurableOrchestrationContext.create_timer) then makes a timer more than 6 days out a
+    ``LongTimerTask`` of 3-day timers, whose ``cancel()`` marks only its own action, never sent, so the 3-day timer
+    stays open (models/Task.py; azure-functions-durable-python #573, open) and the instance Running until it fires.
+    Why trapbatch never waits more than six days on one timer (core.settings ``_confirm_timeout_s``)."""
+    six = host.start_orchestration("approval_days", 6)
+    seven = host.start_orchestration("approval_days", 7)
+    for iid in (six, seven):
+        wait_until(lambda: _status(host, iid).get("runtimeStatus") == "Running", 60, "the instance to start")
+        host.raise_event(iid, "Approve", "yes")
+    assert host.wait_for(six, 60)["output"] == {"approved": "yes"}
+    wait_until(lambda: _status(host, seven).get("customStatus") == "approved", 60, "the approval to be replayed")
+    assert _status(host, seven)["runtimeStatus"] == "Running"
+    doc = host.engine.store.load_history(seven)
+    assert doc is not None
+    started = next(e["Timestamp"] for e in doc["history"] if e["EventType"] == h.ORCHESTRATOR_STARTED)
+    [fire_at] = [e["FireAt"] for e in doc["history"] if e["EventType"] == h.TIMER_CREATED]
+
+    def moment(text: str) -> dt.datetime:
+        return dt.datetime.strptime(text[:19], "%Y-%m-%dT%H:%M:%S")
+
+    assert abs((moment(fire_at) - moment(started)) - dt.timedelta(days=3)) < dt.timedelta(minutes=5)
+    host.terminate(seven, "done looking")

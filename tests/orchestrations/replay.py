@@ -204,7 +204,7 @@ class Harness:
             e["IsPlayed"] = i < last_start
         payload = {"history": history, "instanceId": instance_id, "isReplaying": False,
                    "parentInstanceId": parent_instance_id, "input": input_json,
-                   "upperSchemaVersion": 2, "upperSchemaVersionNew": 2}
+                   **h.ORCHESTRATION_CONTEXT_FIELDS}
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:

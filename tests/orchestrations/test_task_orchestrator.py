@@ -10,7 +10,7 @@ from core.contracts import Stage
 from core.ids import shards_instance_id
 from core.settings import OrchestrationKnobs
 from gpu_batch.layout import parse_pool_task_id, shard_id
-from orchestrations.retries import STORAGE_RETRY
+from orchestrations.retries import POOL_RETRY, STORAGE_RETRY
 from orchestrations.shards import run_shards
 from orchestrations.task import task_orchestrator
 from tests.orchestrations.replay import T0, HarnessError, Run, run_orchestrator
@@ -284,6 +284,29 @@ def test_a_failing_group_closes_the_job_and_fails_with_the_reason_in_the_status(
     assert run.custom_status["pool_job"] == TASK and "finished" in run.custom_status
 
 
+def test_a_pool_job_that_cannot_be_closed_is_named_in_the_failed_status() -> None:
+    """Each run has a job of its own, so no later run closes one left open; an open job counts against the account's
+    100-300 active jobs and its running tasks keep their nodes (includes/azure-batch-limits.md): the status says so,
+    with the command that ends it, after the original reason."""
+    answer = activities(shards=2)
+
+    def child(name: str, instance_id: str, payload: Any) -> Any:
+        raise RuntimeError("poll_shards failed: the Batch account refused the request (403)")
+
+    def closing_fails(name: str, payload: Any) -> Any:
+        if name == c.CLOSE_JOB:
+            raise RuntimeError("Batch unreachable")
+        return answer(name, payload)
+
+    run = run_task(task_input(shards_per_group=1), closing_fails, children=child)
+
+    assert run.status == "Failed" and len(run.calls(c.CLOSE_JOB)) == POOL_RETRY.attempts
+    error = run.custom_status["error"]
+    assert "poll_shards failed" in error and error.index("(403)") < error.index("could not be closed")
+    assert "  " not in error and f"the pool job {TASK} could not be closed" in error
+    assert f"az batch job terminate --job-id {TASK}" in error
+
+
 def test_a_failing_merge_fails_the_task_as_failed_not_merging() -> None:
     answer = activities(shards=1)
 
@@ -528,6 +551,14 @@ def test_above_the_confirmation_limit_a_task_waits_and_expires_without_touching_
     assert run.output["stage"] == Stage.expired and run.output["estimate"]["images"] == 25
     assert "not confirmed within 3600 s" in run.output["error"]
     assert Stage.awaiting_confirmation in run.stages
+
+
+def test_a_confirmation_wait_from_an_older_input_still_waits_on_one_timer_of_at_most_six_days() -> None:
+    """An input written before the six-day cap (a week) must not make the SDK split the timer into a LongTimerTask
+    (the harness hands the orchestrator the extension's timer limits, as devhost does): one timer, six days."""
+    run = run_task(task_input(confirm_above_images=10, confirm_timeout_s=7 * 86400), activities(images=25, shards=3))
+    assert [t.delay_s for t in run.orchestrator_timers] == [6 * 86400]
+    assert run.output["stage"] == Stage.expired and "not confirmed within 518400 s" in run.output["error"]
 
 
 def test_at_or_below_the_confirmation_limit_a_task_runs_at_once() -> None:

@@ -161,3 +161,15 @@ def test_merge_views_are_asked_for_where_no_gpu_waits_on_them(env: dict[str, str
 def test_a_merge_views_setting_that_is_no_choice_says_the_choices() -> None:
     with pytest.raises(ConfigError, match="TRAPBATCH_MERGE_VIEWS='sometimes' is not one of auto, on, off"):
         Settings.from_env({"AzureWebJobsStorage": "x", "TRAPBATCH_MERGE_VIEWS": "sometimes"})
+
+
+def test_the_confirmation_wait_is_at_most_six_days_the_longest_timer_a_python_orchestration_may_wait_on() -> None:
+    """A longer wait would be the SDK's LongTimerTask, whose cancel() leaves its timer open (core.settings
+    ``_confirm_timeout_s``; devhost fidelity row 26): a confirmed task would stay Running for the rest of the wait."""
+    base = {"AzureWebJobsStorage": "x"}
+    assert Settings.from_env(base).knobs.confirm_timeout_s == 6 * 86400
+    assert Settings.from_env({**base, "TRAPBATCH_CONFIRM_TIMEOUT_S": "518400"}).knobs.confirm_timeout_s == 518400
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({**base, "TRAPBATCH_CONFIRM_TIMEOUT_S": "604800"})
+    assert "TRAPBATCH_CONFIRM_TIMEOUT_S=604800" in str(info.value) and "six days" in str(info.value)
+    assert "518400" in info.value.hint
