@@ -25,13 +25,15 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Sequence
 
 from gpu_batch import layout
-from gpu_batch.pool.base import (JobClosed, PoolChanges, ShardTask, TaskInfo, TaskResult, TaskState,
-                                 worker_module)
+from gpu_batch.pool.base import (JobClosed, JobQuotaReached, PoolChanges, ShardTask, TaskInfo, TaskResult,
+                                 TaskState, worker_module)
 
 logger = logging.getLogger(__name__)
 
 # Batch error codes (BatchErrorCodeStrings) that mean "this job is already closed, or closing".
 _JOB_CLOSED_CODES = frozenset({"JobCompleted", "JobBeingTerminated", "JobBeingDeleted"})
+TASK_RETENTION = timedelta(days=1)
+_TASK_ENDED_CODES = frozenset({"TaskCompleted", "TaskNotFound", "JobNotFound"})  # terminating what has ended
 _TASK_SELECT = ["id", "state", "executionInfo"]
 _CHANGES_SELECT = ["id", "state", "stateTransitionTime", "executionInfo"]
 # How far a change cursor reaches back. Batch's own monitoring sample allows "a clock skew (which is within 30 seconds
@@ -39,6 +41,19 @@ _CHANGES_SELECT = ["id", "state", "stateTransitionTime", "executionInfo"]
 # CSharp/BatchMetrics/BatchMetrics/MetricMonitor.cs); twice that covers it, and a change reported twice is harmless.
 CHANGE_OVERLAP = timedelta(seconds=60)
 _UNFINISHED_STATES = (TaskState.active, TaskState.preparing, TaskState.running)
+
+
+def _failure_text(failure: Any) -> str | None:
+    """Batch's ``failureInfo`` as one line: its code first, where there is one, then its message.
+
+    Why the code: a task that failed before it ran (an image that cannot be pulled, an output upload refused) has no
+    exit code, and the code (e.g. ``ContainerPullImageFailed``) is what says which (batch-job-task-error-checking.md).
+    """
+    message = getattr(failure, "message", None)
+    code = getattr(failure, "code", None)
+    if code and (not message or str(code) not in str(message)):
+        return f"{code}: {message}" if message else str(code)
+    return message
 
 
 def _error_code(exc: BaseException) -> str:
@@ -122,17 +137,23 @@ class AzureBatchPool:
     def ensure_job(self, job_id: str) -> None:
         """Create the job (no ``on_all_tasks_complete``: see ``close_job``); an existing one is fine."""
         from azure.batch import models as m
-        from azure.core.exceptions import HttpResponseError, ResourceExistsError
+        from azure.core.exceptions import HttpResponseError
 
         job = m.BatchJobCreateOptions(id=job_id, pool_info=m.BatchPoolInfo(pool_id=self.pool_id),
                                       display_name=f"trapbatch {job_id}")
         try:
             self.client.create_job(job)
-        except ResourceExistsError:
-            pass
-        except HttpResponseError as exc:
-            if _error_code(exc) != "JobExists":
-                raise
+        except HttpResponseError as exc:  # the SDK raises every 409 as ResourceExistsError, whatever its code
+            code = _error_code(exc)
+            if code == "JobExists":
+                return
+            if code == "ActiveJobAndScheduleQuotaReached":
+                raise JobQuotaReached(
+                    f"Azure Batch refused job {job_id}: the account's quota of active jobs is reached (each running "
+                    "trapbatch task holds one job). Wait for running tasks to end or cancel some, then post the "
+                    "request again; or ask for a higher quota (learn.microsoft.com/azure/batch/batch-quota-limit)"
+                ) from exc
+            raise
 
     def close_job(self, job_id: str) -> None:
         """Terminate the job: its trapbatch task has ended. A completed, terminating or missing job is no error.
@@ -187,8 +208,10 @@ class AzureBatchPool:
                                                             container_run_options="--rm --shm-size 8g",
                                                             working_directory="containerImageDefault"),
             environment_settings=env,
+            # retention: the task's folder on the node (its stdout/stderr, uploaded when it completes) goes after a
+            # day instead of Batch's default 7 (best-practices.md "Delete tasks when they're complete")
             constraints=m.BatchTaskConstraints(max_wall_clock_time=timedelta(seconds=self.max_task_seconds),
-                                               max_task_retry_count=0),
+                                               retention_time=TASK_RETENTION, max_task_retry_count=0),
             user_identity=m.UserIdentity(auto_user=m.AutoUserSpecification(scope="pool", elevation_level="nonadmin")),
             output_files=[self._log_output_file(job_id, task.task_id)],
         )
@@ -305,14 +328,25 @@ class AzureBatchPool:
             task_id=t.id, state=state,
             result=TaskResult(str(getattr(result, "value", result)).lower()) if result else None,
             exit_code=getattr(info, "exit_code", None) if info else None,
-            failure_message=getattr(failure, "message", None) if failure else None,
+            failure_message=_failure_text(failure) if failure else None,
             start_time=str(start) if start else None,
             end_time=str(end) if end else None,
             log=f"{self.log_container}/{layout.pool_log_prefix(job_id, t.id)}" if completed else None,
         )
 
     def cancel(self, job_id: str, task_id: str | None = None) -> None:
-        if task_id:
-            self.client.terminate_task(job_id, task_id)
-        else:
+        """Stop one task, or the whole job. A task that has completed (it may have ended between the poll that
+        listed it and this call), or is gone with its job, is no error: Batch answers terminating it 409
+        ``TaskCompleted`` ("The specified task is already in a completed state"), as the local pools skip it."""
+        if not task_id:
             self._terminate(job_id, "trapbatch cancel")
+            return
+        from azure.core.exceptions import HttpResponseError
+
+        try:
+            self.client.terminate_task(job_id, task_id)
+        except HttpResponseError as exc:
+            code = _error_code(exc)
+            if code not in _TASK_ENDED_CODES | _JOB_CLOSED_CODES:
+                raise
+            logger.info("task %s of job %s: nothing to terminate (%s)", task_id, job_id, code)

@@ -105,6 +105,14 @@ class JobClosed(RuntimeError):
     """
 
 
+class JobQuotaReached(RuntimeError):
+    """The Batch account holds as many active jobs as its quota allows, so this run's job cannot be created.
+
+    Why its own error: Batch answers it with the same 409 as an existing job (``ActiveJobAndScheduleQuotaReached``),
+    and taking it for "exists" lost the cause (the submission then failed with ``JobNotFound``).
+    """
+
+
 class GpuPool(Protocol):
     def ensure_job(self, job_id: str) -> None: ...
 

@@ -22,7 +22,7 @@ from azure.core.pipeline.transport import HttpTransport
 from azure.core.rest._http_response_impl import HttpResponseImpl
 
 from gpu_batch import layout
-from gpu_batch.pool import JobClosed, ShardTask, TaskResult, TaskState, make_pool
+from gpu_batch.pool import JobClosed, JobQuotaReached, ShardTask, TaskResult, TaskState, make_pool
 from gpu_batch.worker.cuda_check import CudaDriverMismatch, CudaProbe, cuda_problem, require_cuda
 
 API = "api-version=2025-06-01"
@@ -188,7 +188,8 @@ def test_job_and_tasks_requests_are_exactly_what_batch_expects() -> None:
     # No bind-mount list: Batch then mounts the node's whole root, AZ_BATCH_NODE_SHARED_DIR included, where the
     # worker keeps its model and compile caches across the per-shard containers (worker.caches).
     assert "containerHostBatchBindMounts" not in first["containerSettings"]
-    assert first["constraints"] == {"maxWallClockTime": "PT01H00M00S", "maxTaskRetryCount": 0}  # ISO 8601, 1 h
+    # ISO 8601: 1 h to run; the task's folder on the node kept a day, not Batch's default 7 (best-practices.md)
+    assert first["constraints"] == {"maxWallClockTime": "PT01H00M00S", "retentionTime": "P1D", "maxTaskRetryCount": 0}
     assert first["userIdentity"] == {"autoUser": {"scope": "pool", "elevationLevel": "nonadmin"}}
     env = {e["name"]: e["value"] for e in first["environmentSettings"]}
     assert env == {"TRAPBATCH_STORAGE_ACCOUNT_URL": "https://acct.blob.core.windows.net/", "TRAPBATCH_DEVICE": "cuda",
@@ -227,6 +228,20 @@ def test_existing_job_and_existing_tasks_are_success() -> None:
     p.ensure_job("task-x")
     p.submit("task-x", [shard("s00000", 1)])  # resubmitting the same attempt raises nothing
     assert [r.method for r in t.requests] == ["POST", "POST"]
+
+
+def test_the_accounts_job_quota_is_named_not_taken_for_an_existing_job() -> None:
+    """Batch answers Job - Add with 409 for an existing job and for the account's active-job quota alike (service
+    reply "code":"ActiveJobAndScheduleQuotaReached", "Active job and job schedule quota for the account has been
+    reached."; includes/azure-batch-limits.md: 100-300 active jobs), and azure-batch 15 raises every 409 of
+    create_job as ResourceExistsError. Taken for "exists", the cause was lost and the submit failed "JobNotFound"."""
+    t = FakeBatch({("POST", "/jobs"): (409, _batch_error("ActiveJobAndScheduleQuotaReached"))})
+    with pytest.raises(JobQuotaReached, match="quota of active jobs is reached") as info:
+        pool(t).ensure_job("task-x")
+    assert "cancel some" in str(info.value) and "batch-quota-limit" in str(info.value)
+    other = FakeBatch({("POST", "/jobs"): (409, _batch_error("PoolBeingDeleted"))})
+    with pytest.raises(Exception, match="PoolBeingDeleted"):
+        pool(other).ensure_job("task-x")
 
 
 def test_missing_settings_fail_with_the_variable_names() -> None:
@@ -320,6 +335,39 @@ def test_poll_maps_batch_states_and_cancel_terminates() -> None:
     p.cancel("task-x", "s00002-a1")
     p.cancel("task-x")
     assert posts(t) == [("POST", "/jobs/task-x/tasks/s00002-a1/terminate"), ("POST", "/jobs/task-x/terminate")]
+
+
+def test_cancelling_a_task_that_has_already_completed_is_no_error() -> None:
+    """REST Task - Terminate: a completed task answers 409 "TaskCompleted" ("The specified task is already in a
+    completed state."); the shard group's cancel list is its in-flight tasks as they were before its last poll, so a
+    task may complete in between. One such answer used to fail the cancel, and the task ended "failed"."""
+    for status, code in ((409, "TaskCompleted"), (404, "TaskNotFound"), (404, "JobNotFound"), (409, "JobCompleted")):
+        t = FakeBatch({("POST", "/jobs/task-x/tasks/s00000-a1/terminate"): (status, _batch_error(code)),
+                       ("POST", "/jobs/task-x/tasks/s00001-a1/terminate"): (204, None)})
+        p = pool(t)
+        p.cancel("task-x", "s00000-a1")
+        p.cancel("task-x", "s00001-a1")
+        assert posts(t) == [("POST", "/jobs/task-x/tasks/s00000-a1/terminate"),
+                            ("POST", "/jobs/task-x/tasks/s00001-a1/terminate")], code
+    denied = FakeBatch({("POST", "/jobs/task-x/tasks/s00000-a1/terminate"):
+                        (403, _batch_error("AuthorizationFailure"))})
+    with pytest.raises(Exception, match="AuthorizationFailure"):
+        pool(denied).cancel("task-x", "s00000-a1")
+
+
+def test_a_task_that_failed_before_it_ran_says_which_failure_by_its_code() -> None:
+    """batch-job-task-error-checking.md: a task can fail before it runs (container image pull, resource files), with
+    no exit code; ``failureInfo.code`` names which. It leads the failure message the shard status carries."""
+    tasks = [_task("s00000-a1", "completed", result="failure",
+                   failureInfo={"category": "usererror", "code": "ContainerPullImageFailed",
+                                "message": "Failed to pull image myacr.azurecr.io/trapbatch-worker:1.0"}),
+             _task("s00001-a1", "completed", result="failure", failureInfo={"category": "servererror",
+                                                                             "code": "TaskEnded"})]
+    infos = {i.task_id: i for i in pool(FakeBatch(tasks={"task-x": tasks})).poll("task-x", ["s00000-a1", "s00001-a1"])}
+    assert infos["s00000-a1"].exit_code is None
+    assert infos["s00000-a1"].failure_message == ("ContainerPullImageFailed: Failed to pull image "
+                                                  "myacr.azurecr.io/trapbatch-worker:1.0")
+    assert infos["s00001-a1"].failure_message == "TaskEnded"
 
 
 def test_polling_a_shard_group_of_a_big_job_does_not_page_through_the_job() -> None:
