@@ -17,7 +17,7 @@ import json
 from typing import IO, Any, Iterator
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
-from azure.storage.blob import BlobServiceClient, ContentSettings
+from azure.storage.blob import BlobServiceClient
 
 from adapters import blob_requests, listing
 from adapters.transport import transport_options
@@ -171,9 +171,7 @@ class BlobStore:
         client = self.service.get_blob_client(container, name)
         if len(data) <= blob_requests.PUT_LIMIT:  # one Put Blob at about half the SDK's CPU (adapters.blob_requests)
             return _etag(blob_requests.put_blob(client, data, content_type))
-        settings = ContentSettings(content_type=content_type) if content_type else None
-        written = client.upload_blob(data, overwrite=True, content_settings=settings)
-        return _etag(written.get("etag") if isinstance(written, dict) else None)
+        return _etag(self._write_blocks(container, name, io.BytesIO(data), content_type))
 
     def create_bytes(self, container: str, name: str, data: bytes) -> bool:
         """Write ``data`` only if the blob does not exist yet; False when it already did (the first writer wins)."""
@@ -185,7 +183,7 @@ class BlobStore:
 
     def upload_file(self, container: str, name: str, data: IO[bytes], content_type: str | None = None) -> None:
         """Upload a (temporary) file from where it stands to its end: how the merge writes results too large to hold
-        in memory (the SDK's upload, in blocks where large). Up to ``blob_requests.PUT_LIMIT`` bytes it is one Put
+        in memory (in blocks where large: ``_write_blocks``). Up to ``blob_requests.PUT_LIMIT`` bytes it is one Put
         Blob as ``write_bytes`` sends it (the exports' and merge parts' files at small tasks, about half the CPU)."""
         client = self.service.get_blob_client(container, name)
         size: int | None = None
@@ -196,9 +194,18 @@ class BlobStore:
             if size <= blob_requests.PUT_LIMIT:
                 blob_requests.put_blob(client, data.read(), content_type)
                 return
-        settings = ContentSettings(content_type=content_type) if content_type else None
-        # the length from the position: the SDK would take the file's whole size and sign a wrong Content-Length
-        client.upload_blob(data, length=size, overwrite=True, content_settings=settings)
+        self._write_blocks(container, name, data, content_type)
+
+    def _write_blocks(self, container: str, name: str, data: IO[bytes], content_type: str | None) -> str:
+        """``data`` from where it stands to its end as staged blocks and one commit; returns the ETag. Through
+        ``BlockBlobWriter``, not the SDK's chunked ``upload_blob``: every writer of a name must stage block ids of
+        one length (``adapters.block_writer.block_id``)."""
+        from adapters.block_writer import BLOCK_BYTES, BlockBlobWriter  # it imports this module
+
+        with BlockBlobWriter(self, container, name, content_type) as out:
+            while chunk := data.read(BLOCK_BYTES):
+                out.write(chunk)
+        return out.etag
 
     def size_or_none(self, container: str, name: str) -> int | None:
         try:

@@ -30,12 +30,24 @@ from adapters.blobs import BlobStore
 BLOCK_BYTES = 8 * 1024 * 1024
 
 
+def block_id(index: int) -> str:
+    """The id of a blob's ``index``-th block, for every block the project stages (this writer, ``BlobStore``'s large
+    writes, ``adapters.compose``).
+
+    Why one function: "For a given blob, the length of the value specified for the blockid parameter must be the same
+    size for each block" (REST Put Block), and that holds for the uncommitted blocks a failed writer leaves under the
+    name for up to a week: a writer with ids of another length is refused (400 InvalidBlobOrBlock) until they expire.
+    The SDK's chunked ``upload_blob`` stages ids of its own lengths, so it is not used for names the project writes.
+    """
+    return base64.b64encode(f"{index:08d}".encode()).decode()
+
+
 class BlockBlobWriter(io.RawIOBase):
     """``pool``: stage blocks on its threads, at most ``in_flight`` of this writer's at once (memory: that many
     blocks more), so that many writers, or one long one, do not wait for one Put Block after another; ``close``
     waits for them all before the commit."""
 
-    def __init__(self, store: BlobStore, container: str, name: str, content_type: str = "application/zip",
+    def __init__(self, store: BlobStore, container: str, name: str, content_type: str | None = "application/zip",
                  block_bytes: int = BLOCK_BYTES, pool: Executor | None = None, in_flight: int = 2) -> None:
         super().__init__()
         self._blob = store.service.get_blob_client(container, name)
@@ -47,6 +59,7 @@ class BlockBlobWriter(io.RawIOBase):
         self._pool, self._in_flight = pool, max(1, in_flight)
         self._pending: deque[Future[Any]] = deque()
         self.bytes_written = 0
+        self.etag = ""  # the blob's ETag once ``close`` has written it
 
     def writable(self) -> bool:
         return True
@@ -69,14 +82,14 @@ class BlockBlobWriter(io.RawIOBase):
         self.bytes_written = 0
 
     def _stage(self, chunk: bytes) -> None:
-        block_id = base64.b64encode(f"{len(self._blocks):08d}".encode()).decode()
-        self._blocks.append(BlobBlock(block_id=block_id))
+        staged = block_id(len(self._blocks))
+        self._blocks.append(BlobBlock(block_id=staged))
         if self._pool is None:
-            self._blob.stage_block(block_id, chunk)
+            self._blob.stage_block(staged, chunk)
             return
         while len(self._pending) >= self._in_flight:
             self._pending.popleft().result()
-        self._pending.append(self._pool.submit(self._blob.stage_block, block_id, chunk))
+        self._pending.append(self._pool.submit(self._blob.stage_block, staged, chunk))
 
     def _drain(self) -> None:
         """Wait for the blocks in flight; the first failure is raised once all have ended."""
@@ -96,15 +109,16 @@ class BlockBlobWriter(io.RawIOBase):
             if not self._failed:
                 if not self._blocks and len(self._buffer) <= blob_requests.PUT_LIMIT:
                     # small (or empty): one Put Blob, as BlobStore.upload_file sends it, not a block and a commit
-                    blob_requests.put_blob(self._blob, bytes(self._buffer), self._content_type)
+                    self.etag = blob_requests.put_blob(self._blob, bytes(self._buffer), self._content_type)
                     self._buffer.clear()
                     return
                 if self._buffer or not self._blocks:
                     self._stage(bytes(self._buffer))
                     self._buffer.clear()
                 self._drain()
-                self._blob.commit_block_list(self._blocks,
-                                             content_settings=ContentSettings(content_type=self._content_type))
+                committed = self._blob.commit_block_list(
+                    self._blocks, content_settings=ContentSettings(content_type=self._content_type))
+                self.etag = str((committed or {}).get("etag") or "")
         finally:
             for future in self._pending:  # a failed writer: its blocks in flight end (uncommitted) before it closes
                 future.cancel()

@@ -17,7 +17,6 @@ Tests run against Azurite, so only that path is exercised there; the block plan 
 """
 from __future__ import annotations
 
-import base64
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
@@ -28,6 +27,7 @@ from azure.storage.blob import BlobClient, BlobSasPermissions, ContentSettings, 
 
 from adapters import blob_requests
 from adapters.blobs import BlobStore
+from adapters.block_writer import block_id
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +44,6 @@ class ComposeError(RuntimeError):
     """The pieces need more blocks than a block blob may hold."""
 
 
-def _block_id(i: int) -> str:
-    return base64.b64encode(f"part{i:08d}".encode()).decode()  # every id the same length, as Azure requires
 
 
 def _blocks(pieces: Sequence[Piece], chunk: int) -> list[Piece]:
@@ -89,16 +87,16 @@ def compose_blob(store: BlobStore, container: str, name: str, pieces: Sequence[P
     def stage(item: tuple[int, Piece]) -> None:
         i, piece = item
         if isinstance(piece, bytes):
-            target.stage_block(_block_id(i), piece)
+            target.stage_block(block_id(i), piece)
             return
         source_name, offset, length = piece
         source = store.service.get_blob_client(container, source_name)
         if mode == "server":
             url, auth = _source_auth(store, source)
-            target.stage_block_from_url(_block_id(i), url, source_offset=offset, source_length=length,
+            target.stage_block_from_url(block_id(i), url, source_offset=offset, source_length=length,
                                         source_authorization=auth)
         else:
-            target.stage_block(_block_id(i), source.download_blob(offset=offset, length=length).readall())
+            target.stage_block(block_id(i), source.download_blob(offset=offset, length=length).readall())
 
     staged: set[int] = set()
     if mode == "server":
@@ -117,7 +115,7 @@ def compose_blob(store: BlobStore, container: str, name: str, pieces: Sequence[P
     with ThreadPoolExecutor(THREADS) as pool:
         list(pool.map(stage, [(i, p) for i, p in enumerate(blocks) if i not in staged]))
     settings = ContentSettings(content_type=content_type) if content_type else None
-    ids: list[Any] = [_block_id(i) for i in range(len(blocks))]  # the SDK takes ids or BlobBlock objects
+    ids: list[Any] = [block_id(i) for i in range(len(blocks))]  # the SDK takes ids or BlobBlock objects
     target.commit_block_list(ids, content_settings=settings)
     return mode
 
