@@ -45,7 +45,10 @@ def read_links(store: BlobStore, container: str, names: Iterable[str], days: flo
     if not 0 < days <= MAX_DAYS:
         raise ValueError(f"links are valid for more than 0 and at most {MAX_DAYS:g} days, not {days}")
     now = now or datetime.now(timezone.utc)
-    expires = (now + timedelta(days=days)).replace(microsecond=0)
+    # the service checks "within 7 days of the current time" on its own clock: a full week by a clock a little ahead
+    # of the service's would be refused (400), so a week's links end the skew allowance short of it
+    latest = now + timedelta(days=MAX_DAYS) - _CLOCK_SKEW
+    expires = min(now + timedelta(days=days), latest).replace(microsecond=0)
     service = store.service
     credential: Any = service.credential
     account = str(service.account_name)

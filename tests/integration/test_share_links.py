@@ -12,6 +12,7 @@ from typing import Any
 import azure.functions as func
 import pytest
 import requests
+from azure.storage.blob import UserDelegationKey
 
 from adapters import share_links
 from adapters.blobs import BlobStore, service_client
@@ -71,6 +72,38 @@ def test_link_lifetimes_outside_what_azure_allows_are_refused(files: tuple[BlobS
     store, container = files
     with pytest.raises(ValueError, match="at most 7"):
         share_links.read_links(store, container, [layout.results_blob(TASK)], days)
+
+
+def test_a_weeks_user_delegation_key_ends_short_of_seven_days_by_the_service_clock(
+        files: tuple[BlobStore, str]) -> None:
+    """Get User Delegation Key (learn.microsoft.com/rest/api/storageservices/get-user-delegation-key): the expiry "must
+    be within 7 days of the current time", the service's; a key asked for exactly 7 days by a clock a little ahead is
+    refused. Azurite does not check it, so the request the app makes is read here (keys only in Azure)."""
+    store, container = files
+    asked: list[tuple[datetime, datetime]] = []
+
+    class Service:  # the identity-based client: no account key, so a user delegation key is asked for
+        credential = object()
+        account_name = "acct"
+        url = "https://acct.blob.core.windows.net/"
+
+        def get_user_delegation_key(self, start: datetime, expiry: datetime) -> Any:
+            asked.append((start, expiry))
+            key = UserDelegationKey()
+            key.signed_oid, key.signed_tid, key.signed_service, key.signed_version = "o", "t", "b", "2021-08-06"
+            key.signed_start, key.signed_expiry, key.value = "s", "e", "a2V5"
+            return key
+
+    now = datetime(2026, 12, 4, 12, 0, tzinfo=timezone.utc)
+    links = share_links.read_links(SimpleNamespace(service=Service()), container, ["a.json"], 7,  # type: ignore[arg-type]
+                                   now=now)
+    [(start, expiry)] = asked
+    assert links.kind == "user-delegation" and links.expires == expiry
+    assert now + timedelta(days=7) - timedelta(minutes=10) <= expiry <= now + timedelta(days=7) - timedelta(minutes=5)
+    assert start <= now
+    shorter = share_links.read_links(SimpleNamespace(service=Service()), container, ["a.json"], 2,  # type: ignore[arg-type]
+                                     now=now)
+    assert shorter.expires == now + timedelta(days=2)  # a shorter life is what was asked for
 
 
 class _Runtime(Enum):
