@@ -188,6 +188,10 @@ class ShardManifest:
 #                               image), or the worker's memory ran out while decoding it; failure "inference failure"
 #     not_processed  retryable  no attempt wrote any result for the image (merged output only; "inference failure")
 #     not_found      permanent  the blob or file no longer exists (404)
+#     archived       permanent  the blob is in the Archive tier, or being rehydrated from it (409 BlobArchived /
+#                               BlobBeingRehydrated: "offline and can't be read", archive-rehydrate-overview.md);
+#                               rehydration takes hours, so no attempt of this task can read it: rehydrate it to Hot or
+#                               Cool, then post the request again
 #     undecodable    permanent  the bytes are not an image PIL can open (zero bytes, corrupt, not an image)
 #     listed_not_found permanent a name in the request's image list that the container does not hold (found missing
 #                               at enumeration: never sent to the pool; core.imagelist)
@@ -213,13 +217,14 @@ REASON_NOT_FOUND = "not_found"
 REASON_UNDECODABLE = "undecodable"
 REASON_UNSUPPORTED = "unsupported"
 REASON_LISTED_NOT_FOUND = "listed_not_found"
+REASON_ARCHIVED = "archived"
 REASON_UNCLASSIFIED = "unclassified"  # never written: what counts by reason call a failure without a reason
 
 FAILURE_REASONS: Mapping[str, str] = {
     REASON_DOWNLOAD: RETRYABLE, REASON_AUTH: RETRYABLE, REASON_THROTTLED: RETRYABLE, REASON_TIMEOUT: RETRYABLE,
     REASON_INFERENCE: RETRYABLE, REASON_NOT_PROCESSED: RETRYABLE,
     REASON_NOT_FOUND: PERMANENT, REASON_UNDECODABLE: PERMANENT, REASON_UNSUPPORTED: PERMANENT,
-    REASON_LISTED_NOT_FOUND: PERMANENT,
+    REASON_LISTED_NOT_FOUND: PERMANENT, REASON_ARCHIVED: PERMANENT,
 }
 
 

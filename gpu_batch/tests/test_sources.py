@@ -99,6 +99,15 @@ def test_blob_source_classifies_storage_errors_into_retryable_and_permanent() ->
     def http(status: int, cls: type = az.HttpResponseError) -> Exception:
         return cls(message=f"HTTP {status}", response=Response(status))  # type: ignore[no-any-return]
 
+    def archived(code: str) -> Exception:
+        """A read of a blob in the Archive tier: 409 with the error code the storage SDK sets on what it raises
+        (its ``process_storage_error``: ``error.error_code = StorageErrorCode(x-ms-error-code)``)."""
+        from azure.storage.blob._shared.models import StorageErrorCode
+
+        error = az.ResourceExistsError(message="HTTP 409", response=Response(409))
+        error.error_code = StorageErrorCode(code)
+        return error
+
     cases: list[tuple[BaseException, str]] = [
         (http(403, az.ClientAuthenticationError), "auth"), (http(401), "auth"),
         (az.ClientAuthenticationError("no token could be obtained"), "auth"),
@@ -109,6 +118,7 @@ def test_blob_source_classifies_storage_errors_into_retryable_and_permanent() ->
         (az.ServiceResponseError("connection reset"), "download"), (http(500), "download"),
         (az.IncompleteReadError("short read"), "download"), (ConnectionResetError("reset"), "download"),
         (http(404, az.ResourceNotFoundError), "not_found"),
+        (archived("BlobArchived"), "archived"), (archived("BlobBeingRehydrated"), "archived"),
     ]
     for exc, reason in cases:
         class Container:
@@ -121,7 +131,7 @@ def test_blob_source_classifies_storage_errors_into_retryable_and_permanent() ->
 
         with pytest.raises(SourceError) as info:
             BlobImageSource(Service(), "c").fetch("x.jpg")
-        assert (info.value.reason, info.value.retryable) == (reason, reason != "not_found"), exc
+        assert (info.value.reason, info.value.retryable) == (reason, reason not in ("not_found", "archived")), exc
 
 
 def test_blob_source_missing_blob_and_refused_read_against_azurite(storage_connection: str, unique_name: str) -> None:

@@ -36,6 +36,9 @@ class SourceError(Exception):
         return contract.FAILURE_REASONS[self.reason] == contract.RETRYABLE
 
 
+ARCHIVED_CODES = frozenset({"BlobArchived", "BlobBeingRehydrated"})  # REST "Blob Storage error codes"
+
+
 def reason_for_status(status: int | None) -> str:
     """The failure reason of a storage answer with HTTP ``status`` (None: no answer at all)."""
     if status in (401, 403):
@@ -52,13 +55,17 @@ def reason_for_status(status: int | None) -> str:
 def storage_error_reason(exc: BaseException) -> str:
     """Classify an exception raised while downloading one blob (azure-core's, or one the SDK let through).
 
-    Retryable unless the blob is gone (404). Timeouts are checked before the HTTP status because azure-core's
-    timeout errors have none; an authentication error without a status (no token could be obtained) is ``auth``.
+    Retryable unless the blob is gone (404) or archived (its error code: Azure answers a read of a blob in the
+    Archive tier, or one being rehydrated, 409 ``BlobArchived`` / ``BlobBeingRehydrated``). Timeouts are checked
+    before the HTTP status because azure-core's timeout errors have none; an authentication error without a status
+    (no token could be obtained) is ``auth``.
     """
     from azure.core import exceptions as az
 
     if isinstance(exc, (az.ServiceRequestTimeoutError, az.ServiceResponseTimeoutError, TimeoutError)):
         return contract.REASON_TIMEOUT
+    if isinstance(exc, az.HttpResponseError) and getattr(exc, "error_code", None) in ARCHIVED_CODES:
+        return contract.REASON_ARCHIVED
     if isinstance(exc, az.HttpResponseError) and exc.status_code is not None:
         return reason_for_status(int(exc.status_code))
     if isinstance(exc, az.ResourceNotFoundError):
