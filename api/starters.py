@@ -31,7 +31,7 @@ import logging
 import os
 import secrets
 from datetime import datetime, timezone
-from typing import Any, TypedDict
+from typing import Any, Callable, TypedDict
 
 import azure.durable_functions as df
 import azure.functions as func
@@ -48,8 +48,8 @@ from api.edge import http_edge, json_response
 from core import contracts as c
 from core import notify
 from core.contracts import FINISHED, Stage
-from core.errors import (ContainerNotFound, RequestInvalid, SourceUnavailable, TaskNotFinished, TaskNotFound,
-                         TaskStillRunning, TooManyActiveTasks, TrapbatchError, failure_message)
+from core.errors import (ContainerNotFound, InstanceListTooSlow, RequestInvalid, SourceUnavailable, TaskNotFinished,
+                         TaskNotFound, TaskStillRunning, TooManyActiveTasks, TrapbatchError, failure_message)
 from core.ids import is_task_id, repeats_instance_id, shards_instance_id
 from core.requests import (MAX_BODY_BYTES, TaskRequest, check_repeat_removal, parse_json_body, parse_repeat_removal,
                            parse_task_request)
@@ -256,8 +256,8 @@ async def _enforce_active_limit(client: df.DurableOrchestrationClient, caller: C
         return
     from core.ids import TASK_PREFIX
 
-    running = sum(1 for status in await _all_instances(client, TASK_PREFIX)
-                  if is_task_id(str(getattr(status, "instance_id", "") or "")) and _runtime(status) in ACTIVE
+    running = sum(1 for status in await _all_instances(client, TASK_PREFIX, keep=is_task_id)
+                  if _runtime(status) in ACTIVE
                   and owner_of(_task_input(status)) == caller.id)
     if running >= limit:
         raise TooManyActiveTasks(f"you already run {running} tasks, the most this trapbatch runs at once for one "
@@ -315,8 +315,17 @@ async def _known_task(client: df.DurableOrchestrationClient, task_id: str, links
     return {"stage": stage, "hint": hint}
 
 
-async def _all_instances(client: df.DurableOrchestrationClient, prefix: str, show_input: bool = True) -> list[Any]:
-    """Every instance whose id starts with ``prefix``, following the management API's pages.
+# Why below 230 s: "Regardless of the function app timeout setting, 230 seconds is the maximum amount of time that an
+# HTTP triggered function can take to respond to a request" (MicrosoftDocs includes/functions-timeout-duration.md):
+# a list that takes longer must end in the app's own answer, not the front end's cut.
+INSTANCE_LIST_TIMEOUT_S = 200
+
+
+async def _all_instances(client: df.DurableOrchestrationClient, prefix: str, show_input: bool = True,
+                         keep: Callable[[str], bool] | None = None) -> list[Any]:
+    """Every instance whose id starts with ``prefix`` (and passes ``keep``, if given), following the management API's
+    pages. ``keep`` drops the others page by page: the task list keeps tasks, not every shard group's input (a
+    finished 200-shard group's is ~114 KB once parsed, and the task hub holds every group ever run).
 
     The extension answers the instance list 100 at a time with an ``x-ms-continuation-token`` header for the next page
     (azure-functions-durable-extension HttpApiHandler.cs); the SDK's ``get_status_all``/``get_status_by``
@@ -332,17 +341,25 @@ async def _all_instances(client: df.DurableOrchestrationClient, prefix: str, sho
            f"&showInput={'true' if show_input else 'false'}")  # true is the default: a task's owner is in its input
     statuses: list[Any] = []
     token, seen = "", set()
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=240)) as session:
-        while True:
-            async with session.get(url, headers={"x-ms-continuation-token": token} if token else {}) as resp:
-                if resp.status != 200:
-                    raise RuntimeError(f"the Durable management API answered {resp.status} to the instance list")
-                page = await resp.json(content_type=None) or []
-                token = resp.headers.get("x-ms-continuation-token", "") or ""
-            statuses.extend(DurableOrchestrationStatus.from_json(item) for item in page)
-            if not token or token in seen:
-                return statuses
-            seen.add(token)
+    try:  # one deadline for every page together (a session's ClientTimeout applies to each request alone)
+        async with asyncio.timeout(INSTANCE_LIST_TIMEOUT_S), aiohttp.ClientSession() as session:
+            while True:
+                async with session.get(url, headers={"x-ms-continuation-token": token} if token else {}) as resp:
+                    if resp.status != 200:
+                        raise RuntimeError(f"the Durable management API answered {resp.status} to the instance list")
+                    page = await resp.json(content_type=None) or []
+                    token = resp.headers.get("x-ms-continuation-token", "") or ""
+                statuses.extend(DurableOrchestrationStatus.from_json(item) for item in page
+                                if keep is None or keep(str(item.get("instanceId", ""))))
+                if not token or token in seen:
+                    return statuses
+                seen.add(token)
+    except asyncio.TimeoutError:
+        raise InstanceListTooSlow(
+            f"listing the task hub's instances took over {INSTANCE_LIST_TIMEOUT_S} s ({len(seen) + 1} pages read)",
+            "the hub holds too many finished instances: purge old ones (Durable management API DELETE "
+            "/runtime/webhooks/durabletask/instances?createdTimeTo=...), or ask for a task by id "
+            "(GET /api/tasks/{id})") from None
 
 
 @bp.route(route="tasks", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
@@ -363,10 +380,8 @@ async def list_tasks(req: func.HttpRequest, client: df.DurableOrchestrationClien
 
     base = _base_url(req)
     rows = []
-    for status in await _all_instances(client, TASK_PREFIX):
+    for status in await _all_instances(client, TASK_PREFIX, keep=is_task_id):
         task_id = str(getattr(status, "instance_id", "") or "")
-        if not is_task_id(task_id):
-            continue
         started = _task_input(status)
         owner = owner_of(started)
         if not caller.operator and owner != caller.id:

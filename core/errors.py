@@ -53,6 +53,14 @@ class TrapbatchError(Exception):
         return {}
 
 
+class InstanceListTooSlow(TrapbatchError):
+    """Listing the task hub's instances did not end in time (``api.starters.INSTANCE_LIST_TIMEOUT_S``): an HTTP
+    function must answer within 230 s on Azure, and its own answer says what to do where the front end's cut would
+    not."""
+
+    status_code = 503
+
+
 class ConfigError(TrapbatchError, KeyError):
     status_code = 500
 

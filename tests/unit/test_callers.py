@@ -178,8 +178,8 @@ def test_too_many_active_tasks_is_429_with_retry_after(monkeypatch: pytest.Monke
                status("task-" + "c" * 20, "Completed", "ana"), status("task-" + "d" * 20, "Running", "bo"),
                status("task-" + "a" * 20 + "-shards-0000", "Running", "")]
 
-    async def all_instances(client: Any, prefix: str) -> list[Any]:
-        return listing
+    async def all_instances(client: Any, prefix: str, keep: Any = None) -> list[Any]:
+        return [st for st in listing if keep is None or keep(st.instance_id)]
 
     monkeypatch.setattr(starters, "_all_instances", all_instances)
     with pytest.raises(TooManyActiveTasks) as caught:
