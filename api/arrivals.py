@@ -24,9 +24,11 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from adapters import clients
+from adapters.blobs import BlobStore
 from api.starters import start_task
 from core.errors import RequestInvalid, TrapbatchError
 from core.requests import MAX_BODY_BYTES, parse_json_body
+from core.settings import Settings
 from gpu_batch import layout
 
 logger = logging.getLogger(__name__)
@@ -55,24 +57,69 @@ def marker_request(container: str, raw: bytes) -> dict[str, object]:
 async def container_ready(event: func.EventGridEvent, client: df.DurableOrchestrationClient) -> None:
     """A ``BlobCreated`` event for a marker starts the task over its container (see the module docstring).
 
+    A marker that names an ``image_list`` is handed to the drop trigger instead (``trapbatch-ready.<container>.json``
+    in ``incoming``): its start reads the whole list (up to ``TRAPBATCH_IMAGE_LIST_MAX_BYTES``, tens of seconds at
+    millions of rows), and this function runs inside Event Grid's delivery, which "waits 30 seconds for a response"
+    and then retries, and after failed deliveries may "delay all subsequent retries and new deliveries for some
+    time - in some cases up to several hours" (MicrosoftDocs articles/event-grid/delivery-and-retry.md); the
+    extension answers the delivery only when the function has returned (EventGridExtensionConfigProvider). The blob
+    trigger queues its events and runs the function from the host's own queue, under ``functionTimeout``.
+
     Storage SDK errors propagate: the platform redelivers the event (a transient failure must not become a refusal)."""
     container = layout.ready_marker_container(event.subject)
     if event.event_type != BLOB_CREATED or container is None:
         return
     s = clients.settings()
-    if container in {s.container, s.web_container, layout.INCOMING_CONTAINER}:
-        logger.warning("marker in trapbatch's own container %s ignored", container)
+    if _own(container, s):
         return
     store = clients.store(s)
     raw = await asyncio.to_thread(store.read_bytes_or_none, container, layout.READY_MARKER)
     if raw is None:
         return  # deleted since the event was sent: nothing to start
     try:
+        request = marker_request(container, raw)
+    except TrapbatchError as exc:
+        await _refuse(store, container, exc)
+        return
+    if request.get("image_list"):
+        await asyncio.to_thread(store.write_json, layout.INCOMING_CONTAINER, layout.marker_handoff_blob(container),
+                                {"marker_container": container})
+        logger.info("marker in container %s names an image list: handed to the drop trigger", container)
+        return
+    await start_from_marker(client, container, raw, s)
+
+
+async def start_from_marker(client: df.DurableOrchestrationClient, container: str, raw: bytes | None,
+                            s: Settings) -> None:
+    """Start the task a marker stands for and answer beside it: ``trapbatch-ready.task.json``, or
+    ``trapbatch-ready.json.error.json`` when refused. ``raw``: the marker's bytes (None: read them here, as the drop
+    trigger does for a handed-over marker, so what starts is the marker's own request, never the hand-over's)."""
+    if _own(container, s):
+        return
+    store = clients.store(s)
+    if raw is None:
+        raw = await asyncio.to_thread(store.read_bytes_or_none, container, layout.READY_MARKER)
+        if raw is None:
+            logger.warning("marker in container %s was handed over but is gone: nothing to start", container)
+            return
+    try:
         started, task_id = await start_task(client, marker_request(container, raw), s)
     except TrapbatchError as exc:
-        await asyncio.to_thread(store.write_json, container, layout.ready_error_blob(), exc.to_dict())
-        logger.warning("marker in container %s refused: %s", container, exc.message)
+        await _refuse(store, container, exc)
         return
     await asyncio.to_thread(store.write_json, container, layout.ready_receipt_blob(),
                             {"id": task_id, "started": started, "status_path": f"/api/tasks/{task_id}"})
     logger.info("marker in container %s: task %s %s", container, task_id, "started" if started else "already known")
+
+
+def _own(container: str, s: Settings) -> bool:
+    """Markers in trapbatch's own containers are ignored."""
+    if container in {s.container, s.web_container, layout.INCOMING_CONTAINER}:
+        logger.warning("marker in trapbatch's own container %s ignored", container)
+        return True
+    return False
+
+
+async def _refuse(store: BlobStore, container: str, exc: TrapbatchError) -> None:
+    await asyncio.to_thread(store.write_json, container, layout.ready_error_blob(), exc.to_dict())
+    logger.warning("marker in container %s refused: %s", container, exc.message)

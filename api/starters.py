@@ -779,6 +779,12 @@ async def task_dropped(blob: func.InputStream, client: df.DurableOrchestrationCl
     if not layout.is_drop_request(name):
         return
     s = clients.settings()
+    marker = layout.marker_handoff_container(name)
+    if marker is not None:  # a marker api.arrivals handed over: its start, answered beside the marker
+        from api.arrivals import start_from_marker  # it imports this module
+
+        await start_from_marker(client, marker, None, s)
+        return
     store = clients.store(s)
     try:
         body = parse_json_body(blob.read(MAX_BODY_BYTES + 1))

@@ -497,6 +497,22 @@ def ready_marker_container(subject: str) -> str | None:
     return m.group("container") if m else None
 
 
+_MARKER_HANDOFF = re.compile(r"^" + re.escape(READY_MARKER[: -len(".json")])
+                             + r"\.(?P<container>[a-z0-9-]{3,63})\.json$")
+
+
+def marker_handoff_blob(container: str) -> str:
+    """``trapbatch-ready.<container>.json`` in the drop container: a marker whose start is too long for the Event Grid
+    trigger, handed to the drop trigger (``api.arrivals``)."""
+    return f"{READY_MARKER[: -len('.json')]}.{container}.json"
+
+
+def marker_handoff_container(name: str) -> str | None:
+    """The marker container a drop-container blob name hands over, or None for an ordinary drop."""
+    m = _MARKER_HANDOFF.match(name)
+    return m.group("container") if m else None
+
+
 def ready_receipt_blob() -> str:
     """Beside the marker: the id of the task it started (a ``.json`` that is no image, so never enumerated)."""
     return READY_MARKER[: -len(".json")] + ".task.json"

@@ -57,3 +57,26 @@ def test_a_bad_marker_gets_an_error_file_and_starts_nothing(host: Any, store: Bl
     error = wait_until(lambda: store.read_json_or_none(unique_name, layout.ready_error_blob()), 120, "the error file")
     assert "names container 'some-other-container'" in error["error"] and error["hint"]
     assert store.read_json_or_none(unique_name, layout.ready_receipt_blob()) is None
+
+
+def test_a_marker_with_an_image_list_is_started_by_the_drop_trigger_and_answered_beside_it(
+        host: Any, app_env: dict[str, str], store: BlobStore, unique_name: str) -> None:
+    """The start of a listed request reads the whole list: too long for Event Grid's delivery, which retries after
+    30 s (articles/event-grid/delivery-and-retry.md), so container_ready hands the marker to the drop trigger (the
+    blob trigger runs from the host's queue); the answer is beside the marker as for any marker."""
+    names = upload_images(store, unique_name, 4, corrupt=0)
+    store.write_bytes(unique_name, "lists/two.json", json.dumps([{"file": n} for n in names[:2]]).encode())
+    store.write_bytes(unique_name, layout.READY_MARKER, json.dumps({"image_list": "lists/two.json"}).encode())
+    handoff = wait_until(lambda: store.read_json_or_none(layout.INCOMING_CONTAINER,
+                                                          layout.marker_handoff_blob(unique_name)),
+                         120, "the hand-over")
+    assert handoff == {"marker_container": unique_name}  # a pointer: the marker itself is read again
+    receipt = wait_until(lambda: store.read_json_or_none(unique_name, layout.ready_receipt_blob()), 120,
+                         "the marker's receipt")
+    assert receipt["started"] is True
+    final = host.wait_for(receipt["id"], timeout=300)
+    assert final["runtimeStatus"] == "Completed", final
+    doc = store.read_json(app_env["TRAPBATCH_CONTAINER"], layout.results_blob(receipt["id"]))
+    assert sorted(im["file"] for im in doc["images"]) == sorted(names[:2])
+    assert store.read_json_or_none(layout.INCOMING_CONTAINER,
+                                   layout.drop_receipt_blob(layout.marker_handoff_blob(unique_name))) is None

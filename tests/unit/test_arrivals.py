@@ -62,3 +62,12 @@ def test_the_subscription_filters_agree_with_the_marker_name() -> None:
     for hook in ("postdeploy.sh", "postdeploy.ps1"):
         text = (root / "infra" / "hooks" / hook).read_text()
         assert layout.READY_SUBJECT_ENDS_WITH in text and "container_ready" in text, hook
+
+
+def test_a_handed_over_marker_is_named_after_its_container_and_only_such_names_count() -> None:
+    name = layout.marker_handoff_blob("cams-2024")
+    assert name == "trapbatch-ready.cams-2024.json" and layout.is_drop_request(name)
+    assert layout.marker_handoff_container(name) == "cams-2024"
+    for other in ("survey.json", "trapbatch-ready.json", "trapbatch-ready.Cams.json", "trapbatch-ready.a/b.json",
+                  "trapbatch-ready.ab.json", "x.trapbatch-ready.cams.json"):
+        assert layout.marker_handoff_container(other) is None, other
