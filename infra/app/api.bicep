@@ -27,8 +27,11 @@ param deploymentContainerName string
 param applicationInsightsConnectionString string
 @description('App settings of trapbatch itself (core/settings.py names), merged over the host settings below.')
 param appSettings object = {}
+// 4,096 MB (two cores): a ten-million-image task's Camtrap DP events step alone holds up to ~0.9 GB (bench/RESULTS.md
+// twenty-seventh session) beside the Python worker and up to 7 more activities (host.json); 2,048 MB left it no room
+@description('Memory of each Flex Consumption instance (MB); 4,096 lets a ten-million-image task\'s largest activity run beside the others.')
 @allowed([2048, 4096])
-param instanceMemoryMB int = 2048
+param instanceMemoryMB int = 4096
 @minValue(40)
 @maxValue(1000)
 param maximumInstanceCount int = 100

@@ -199,6 +199,8 @@ def test_flex_consumption_plan_and_function_app(templates: dict[str, Template]) 
     assert storage["type"] == "blobContainer" and "deploymentContainerName" in storage["value"]
     assert storage["authentication"] == {"type": "UserAssignedIdentity", "userAssignedIdentityResourceId": "identityId"}
     assert {"instanceMemoryMB", "maximumInstanceCount"} <= set(config["scaleAndConcurrency"])
+    # 4 GB: a ten-million-image task's events step holds ~0.9 GB (bench/RESULTS.md) beside up to 7 more activities
+    assert api.param_default("instanceMemoryMB") == 4096 and "instanceMemoryMB" not in str(main(templates).data)
     # azd finds the app to deploy the `api` service to by this tag (azure.yaml services.api)
     assert "azd-service-name" in str(app["tags"]) and api.param_default("serviceName") == "api"
     # the deployment container exists, and main passes the app its identity, not the nodes'
