@@ -17,7 +17,7 @@ from azure.core.exceptions import AzureError, HttpResponseError, ResourceModifie
 from adapters.block_writer import BlobReader
 from adapters.blobs import BlobStore
 from core.errors import SourceUnavailable
-from core.imagelist import ImageListInvalid, ImageListSummary, scan
+from core.imagelist import MAX_NAME_CHARS, ImageListInvalid, ImageListSummary, ListedImage, blob_name, scan
 
 
 READ_BYTES = 4 * 1024 * 1024  # one ranged read of the list
@@ -58,8 +58,20 @@ def open_image_list(store: BlobStore, container: str, name: str, max_bytes: int)
         raise SourceUnavailable(f"cannot read {where}: {type(exc).__name__}", NO_ACCESS) from None
 
 
-def scan_image_list(store: BlobStore, container: str, name: str, max_bytes: int) -> ImageListSummary:
+def scan_image_list(store: BlobStore, container: str, name: str, max_bytes: int,
+                    prefix: str = "") -> ImageListSummary:
     """Read and check the whole list (``core.imagelist.scan``): its hash, counts and metadata columns, or the
-    ``ImageListInvalid`` naming what to fix. Streamed from its blob: neither memory nor disk holds it."""
+    ``ImageListInvalid`` naming what to fix. Streamed from its blob: neither memory nor disk holds it.
+
+    ``prefix``: the request's, which each path is below: the whole blob name must be a valid one ("cannot be more
+    than 1,024 characters long", REST Naming and Referencing Containers, Blobs, and Metadata); a longer one would
+    be asked for on every attempt and answered as Azure answers an invalid name."""
+    def check(item: ListedImage) -> None:
+        full = blob_name(prefix, item.path)
+        if len(full) > MAX_NAME_CHARS:
+            raise ImageListInvalid(f"{name}: {full[:80]!r}... is {len(full)} characters with the request's prefix, "
+                                   f"more than a blob name may have ({MAX_NAME_CHARS})",
+                                   "shorten the path in the list, or the request's 'prefix'")
+
     with open_image_list(store, container, name, max_bytes) as fp:
-        return scan(fp, name)
+        return scan(fp, name, check if prefix else None)

@@ -206,7 +206,8 @@ def _check_source(request: TaskRequest, settings: Settings) -> TaskRequest:
                                 f"{request.source_account_url or source.account!r}",
                                 "check the name, or create the container and upload the images first")
     if request.image_list:  # read whole at the edge: a bad list is a 400 now, and its hash is part of the task id
-        listed = scan_image_list(source, request.container, request.image_list, settings.image_list_max_bytes)
+        listed = scan_image_list(source, request.container, request.image_list, settings.image_list_max_bytes,
+                                 request.prefix)
         request = dataclasses.replace(request, image_list_sha256=listed.sha256)
     return request
 

@@ -229,7 +229,9 @@ def test_a_list_of_5_of_10_images_gives_exactly_those_5(host, app_env: dict[str,
     bad = [({**body, "image_list": "lists/none.json"}, "does not exist"),
            ({**body, "image_list": "lists/empty.json"}, "names no images"),
            ({**body, "image_list": "lists/bad.csv"}, "no path column"),
-           ({**body, "image_list": "lists/five.json", "sample_n": 2}, "cannot be combined")]
+           ({**body, "image_list": "lists/five.json", "sample_n": 2}, "cannot be combined"),
+           # a blob name is at most 1,024 characters, the request's prefix included
+           ({**body, "prefix": "p" * 1015}, "more than a blob name may have")]
     store.write_bytes(unique_name, "lists/empty.json", b"[]")
     store.write_bytes(unique_name, "lists/bad.csv", b"site,when\nx,y\n")
     for wrong, message in bad:
