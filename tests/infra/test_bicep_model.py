@@ -8,6 +8,7 @@ assignments the app needs are all there.
 """
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -287,6 +288,17 @@ def test_the_settings_load_as_the_app_loads_them(templates: dict[str, Template])
 def test_host_json_task_hub_setting_is_set(templates: dict[str, Template]) -> None:
     hub = re.search(r"%(\w+)%", (REPO / "host.json").read_text())
     assert hub and hub.group(1) in app_settings(templates)[0]
+
+
+def test_host_json_follows_the_durable_docs_for_flex_consumption() -> None:
+    """durable/durable-functions-azure-storage-provider.md, Flex Consumption: "Reduce the queue polling interval to 10
+    seconds or less. Since this plan type is more sensitive to queue polling delays"; and functionTimeout at Flex's
+    default of 30 min (functions-scale.md): a ten-million-image task's longest activities take minutes of CPU beside
+    up to 7 others, and a timeout restarts the worker, failing every activity it runs."""
+    host = json.loads((REPO / "host.json").read_text())
+    durable = host["extensions"]["durableTask"]
+    assert durable["storageProvider"]["maxQueuePollingInterval"] <= "00:00:10"
+    assert host["functionTimeout"] == "00:30:00"
 
 
 def test_no_flex_deprecated_setting_anywhere(templates: dict[str, Template]) -> None:
