@@ -139,6 +139,28 @@ def _start_event_first(doc: dict[str, Any], new_events: list[dict[str, Any]]) ->
     return True
 
 
+def _shim_limit(actions: list[Any], doc: dict[str, Any]) -> int:
+    """How many of the replay's sequence-numbered actions the extension has scheduled: all of them, unless a
+    top-level ``task_all`` (WhenAll) has a member still running and actions follow it.
+
+    Why: the out-of-process shim issues an orchestrator's top-level actions in order and awaits each
+    (ext ``OutOfProcOrchestrationShim.cs`` ``ProcessAsyncActionsV2``), a WhenAll as .NET's ``Task.WhenAll``, which
+    ends only when every member has; the Python SDK's ``task_all`` fails as soon as one member fails, so an
+    orchestrator can go on past it (its ``except``), but what it does next is scheduled on Azure only once the other
+    members have ended. A member counts as ended once recorded and no longer open (completed, failed, fired, or
+    cancelled)."""
+    tops = [a for group in actions for a in (group if isinstance(group, list) else [group])]
+    position = 0
+    for index, top in enumerate(tops):
+        members = [a for a in h.flatten([top]) if a.get("actionType") != h.WAIT_FOR_EXTERNAL_EVENT]
+        if top.get("actionType") == h.WHEN_ALL and index + 1 < len(tops):
+            ids = doc["action_ids"][position:position + len(members)]
+            if len(ids) < len(members) or any(str(sid) in doc["open"] for sid in ids):
+                return position + len(members)
+        position += len(members)
+    return position
+
+
 def _continued_as_new(state: dict[str, Any]) -> tuple[str, Any] | None:
     """``("continue", input)`` when the orchestrator's actions include ``continue_as_new``, else None.
 
@@ -530,7 +552,7 @@ class Engine:
         error = f"Orchestrator function '{inst['Name']}' failed: {too_big}" if too_big else None
         if not error:  # the actions an orchestrator returned before it raised are scheduled too (the shim does)
             error = self._record_actions(iid, doc, state, special, now, effects)
-        if not error and state.get("error") and not doc["open"]:
+        if not error and state.get("error") and not doc["open"] and not doc.get("held_back"):
             error = f"Orchestrator function '{inst['Name']}' failed: {state['error']}"
         if error:
             self._fail(iid, inst, doc, error)
@@ -562,7 +584,9 @@ class Engine:
         nondeterministic = h.nondeterminism_error(seq_actions, recorded, doc["action_ids"])
         if nondeterministic:
             return nondeterministic
-        for a in seq_actions[len(recorded):]:
+        limit = _shim_limit(state.get("actions") or [], doc)
+        doc["held_back"] = limit < len(seq_actions)
+        for a in seq_actions[len(recorded):limit]:
             sid = doc["next_seq"]
             doc["next_seq"] += 1
             record = h.replay_record(a)
@@ -640,7 +664,7 @@ class Engine:
         # dtfx TaskOrchestrationExecutor: an orchestrator that returned, raised or went on as new ends its execution
         # only once no task it scheduled is open (activities, sub-orchestrations, timers not cancelled); until then
         # it stays Running and each completion replays it again (fidelity row 26)
-        held = bool(doc["open"])
+        held = bool(doc["open"]) or bool(doc.get("held_back"))
         cont = None if held else _continued_as_new(state)
         if cont is not None:
             doc["history"].append(h.event(h.ORCHESTRATOR_COMPLETED))

@@ -342,3 +342,15 @@ def approval_days(context: df.DurableOrchestrationContext):  # type: ignore[no-u
         context.set_custom_status("approved")
         return {"approved": event.result}
     return {"approved": None}
+
+
+@app.orchestration_trigger(context_name="context")
+def after_failed_fan_out(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+    """A fan-out whose first member fails while the other runs on, then an activity in the ``except``."""
+    try:
+        yield context.task_all([context.call_activity("say_hello", "Boom"),
+                                context.call_activity("gated", context.get_input())])
+    except Exception:
+        context.set_custom_status("past the failure")
+        return (yield context.call_activity("say_hello", "after"))
+    return "no failure"

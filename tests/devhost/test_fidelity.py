@@ -533,3 +533,24 @@ def test_a_timer_past_six_days_is_split_as_the_extension_does_and_its_cancel_lea
 
     assert abs((moment(fire_at) - moment(started)) - dt.timedelta(days=3)) < dt.timedelta(minutes=5)
     host.terminate(seven, "done looking")
+
+
+def test_an_action_after_a_failed_task_all_is_scheduled_once_its_other_members_end(host: DevHost) -> None:
+    """ext OutOfProcOrchestrationShim.cs ``ProcessAsyncActionsV2``: the shim issues an orchestrator's actions in
+    order and awaits each; a WhenAll is .NET's Task.WhenAll, which ends when every member has. The Python SDK's
+    task_all fails fast, so the orchestrator's ``except`` runs at once, but its next activity reaches the task hub
+    only when the fan-out's other member has ended."""
+    gate_name = "fan-" + uuid.uuid4().hex[:6]
+    iid = host.start_orchestration("after_failed_fan_out", gate_name)
+    wait_until(lambda: _status(host, iid).get("customStatus") == "past the failure", 60,
+               "the orchestrator to see the failure")
+
+    def scheduled() -> list[Any]:
+        doc = host.engine.store.load_history(iid)
+        return [e.get("Input") for e in (doc or {}).get("history", []) if e["EventType"] == h.TASK_SCHEDULED]
+
+    assert '"after"' not in scheduled() and _status(host, iid)["runtimeStatus"] == "Running"
+    sample_app.gate(gate_name).set()
+    done = host.wait_for(iid, 60)
+    assert (done["runtimeStatus"], done["output"]) == ("Completed", "Hello after!"), done
+    assert '"after"' in scheduled()
