@@ -95,6 +95,7 @@ class ShardState(TypedDict):
     ended: NotRequired[int]  # attempts whose pool task ended (each counted once) ...
     timed: NotRequired[int]  # ... of which this many came with start and end times ...
     node_s: NotRequired[float]  # ... summing to this many seconds of node time (core.cost)
+    pool_error: NotRequired[str]  # the pool ended its last attempt, not a worker exit (no exit code): why
 
 
 class ShardsInput(TypedDict):
@@ -328,6 +329,10 @@ class ShardsOutcome(ShardCounts, total=False):
 
     continued: bool
     cancelled: bool
+    # given-up shards whose last attempt the pool ended without a worker exit code (an image it could not pull, a
+    # task that could not start, its time limit), and the pool's reason for the first of them
+    pool_error_shards: int
+    pool_error: str
 
 
 class TaskStatus(TypedDict, total=False):

@@ -114,7 +114,11 @@ def _progress(state: dict[str, c.ShardState]) -> c.ShardCounts:
 
 def _outcome(state: dict[str, c.ShardState], cancelled: bool) -> c.ShardsOutcome:
     # A cast: mypy wants every optional key spelled out when a TypedDict is built from ** items.
-    return cast(c.ShardsOutcome, {"cancelled": cancelled, **_progress(state)})
+    out = cast(c.ShardsOutcome, {"cancelled": cancelled, **_progress(state)})
+    errors = [s["pool_error"] for s in state.values() if s["status"] == ShardStatus.given_up and s.get("pool_error")]
+    if errors:
+        out["pool_error_shards"], out["pool_error"] = len(errors), errors[0]
+    return out
 
 
 def _unknown_shards(state: dict[str, c.ShardState], unknown: list[str]) -> list[str]:
@@ -181,6 +185,10 @@ def _record_completions(state: dict[str, c.ShardState], completed: list[c.Comple
         fresh += 1
         _count_node_time(s, row)
         s["covered"], s["failed"], s["missing"] = row["covered"], row["failed"], row["missing"]
+        if row.get("exit_code") is None and row.get("failure_message"):  # the pool ended it, not a worker exit
+            s["pool_error"] = str(row["failure_message"])[:300]
+        else:
+            s.pop("pool_error", None)
         s["running"] = 0
         s.pop("pool", None)
         _show(s)

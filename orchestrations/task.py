@@ -78,6 +78,27 @@ def _final_status(started: str, finished: str, enumeration: c.EnumerateOutput, o
     }
 
 
+class PoolNeverRan(RuntimeError):
+    """No image of the task was processed, and the pool, not a worker's exit, ended the shards' attempts."""
+
+
+def _fail_if_the_pool_never_ran(outcomes: list[c.ShardsOutcome], images: int) -> None:
+    """Fail the task, with the pool's own reason, when not one image was processed and shards gave up because the
+    pool ended their attempts without a worker exit code (Azure Batch: a container image it cannot pull, a task that
+    cannot start, its time limit; ``failureInfo``, no exit code). Why: the fan-in would otherwise mark every image
+    "inference failure" and the task would end ``completed_with_errors``, a failure hidden behind a file of
+    failures."""
+    shards = sum(o.get("pool_error_shards", 0) for o in outcomes)
+    processed = sum(o.get("images_done", 0) + o.get("images_failed", 0) for o in outcomes)
+    if not shards or processed or not images or any(o.get("cancelled") for o in outcomes):
+        return
+    reason = next(o["pool_error"] for o in outcomes if o.get("pool_error"))
+    raise PoolNeverRan(f"no image was processed: the pool ended every attempt of {shards} shard(s) without a worker "
+                       "exit code (it could not start the worker, or stopped it). Fix what it names (the pool's image, "
+                       "registry access, the node start task, the time limit), then post the request again with "
+                       f"\"rerun\": true. The pool said: {reason[:200]}")
+
+
 def _first_line(exc: BaseException, limit: int = 500) -> str:
     """What a person sees of a failure in the status (custom status is limited to 16 KB, and tracebacks help no one)."""
     text = failure_message(str(exc)) or type(exc).__name__
@@ -311,6 +332,7 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
     outcomes: list[c.ShardsOutcome] = yield context.task_all(children)
     yield from _close_job(context, task_id, job_id)  # no pool work is left: free the job before the long merge
     pool_used[0] = False
+    _fail_if_the_pool_never_ran(outcomes, enumeration["images"])
     if any(o.get("cancelled") for o in outcomes):
         cancelled = c.TaskStatus(stage=Stage.cancelled, started=started, images=enumeration["images"],
                                  finished=context.current_utc_datetime.isoformat(), pool_job=job_id)

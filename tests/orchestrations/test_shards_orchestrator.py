@@ -310,6 +310,33 @@ def test_a_worker_exit_no_retry_can_fix_fails_the_group_at_once_with_the_workers
         assert run.status == "Completed" and len(run.calls(c.RESUBMIT)) == 1
 
 
+def test_a_shard_the_pool_never_started_reports_the_pools_reason_when_it_gives_up() -> None:
+    """Azure Batch ends a task before its command runs when it cannot pull the container image (failureInfo, no exit
+    code: batch-job-task-error-checking.md); each attempt is retried (a registry hiccup passes), and a shard that
+    gives up says why in the group's outcome, for the task to fail with it rather than hide it."""
+    s0, s1 = shard_id(0), shard_id(1)
+    pool = Pool()
+    reason = "ContainerPullImageFailed: Failed to pull image myacr.azurecr.io/trapbatch-worker:1.0"
+
+    def unstarted(name: str, payload: Any) -> Any:
+        if name == c.POLL:
+            out = pool(name, payload)
+            out["completed"] = [{**r, "result": "failure", "exit_code": None, "failure_message": reason,
+                                 "covered": 0, "missing": IMAGES} if r["shard_id"] == s0 else r
+                                for r in out["completed"]]
+            return out
+        if name == c.RESUBMIT:
+            return {"shards": [{"shard_id": sid, "attempt": a, "missing": IMAGES, "submitted": True}
+                               for sid, a in payload["shards"]]}
+        return pool(name, payload)
+
+    run = run_orchestrator(run_shards, {"task_id": TASK, "knobs": knobs(max_attempts=3), "shards": [s0, s1]},
+                           unstarted)
+    assert run.status == "Completed" and len(run.calls(c.RESUBMIT)) == 2  # attempts 2 and 3 of shard 0
+    assert (run.output["given_up"], run.output["done"]) == (1, 1)
+    assert (run.output["pool_error_shards"], run.output["pool_error"]) == (1, reason)
+
+
 # ---------------------------------------------------------------- fixed bugs (each failed on the code before them)
 
 def test_a_resubmission_that_found_nothing_missing_is_not_counted_as_one() -> None:

@@ -307,6 +307,30 @@ def test_a_pool_job_that_cannot_be_closed_is_named_in_the_failed_status() -> Non
     assert f"az batch job terminate --job-id {TASK}" in error
 
 
+def _unstarted_group(processed: int) -> Any:
+    def child(name: str, instance_id: str, payload: Any) -> Any:
+        n = len(payload["shards"])
+        return {**finished_group(n), "done": 0, "given_up": n, "images_done": processed, "images_missing": 10 * n,
+                "pool_error_shards": n, "pool_error": "ContainerPullImageFailed: " + "x" * 274}  # 300: the most kept
+    return child
+
+
+def test_a_task_whose_pool_never_ran_the_worker_fails_with_the_pools_reason() -> None:
+    """Not one image processed, every shard given up because the pool ended its attempts before the worker ran: the
+    task fails with the pool's reason and what to do, instead of completed_with_errors over a file of failures."""
+    run = run_task(task_input(shards_per_group=1), activities(shards=2), children=_unstarted_group(0))
+
+    assert run.status == "Failed" and c.MERGE_PART not in run.activity_names
+    error = run.custom_status["error"]
+    assert run.custom_status["stage"] == Stage.failed and "no image was processed" in error
+    assert "ContainerPullImageFailed" in error and '"rerun": true' in error and not error.endswith("…")
+    assert run.inputs(c.CLOSE_JOB) == [{"task_id": TASK, "job_id": TASK}]  # once, when the pool work ended
+
+    # some images processed: the results stand, and the task ends as its images say
+    partly = run_task(task_input(shards_per_group=1), activities(shards=2), children=_unstarted_group(5))
+    assert partly.status == "Completed" and c.MERGE_PART in partly.activity_names
+
+
 def test_a_failing_merge_fails_the_task_as_failed_not_merging() -> None:
     answer = activities(shards=1)
 
