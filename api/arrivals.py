@@ -86,24 +86,26 @@ async def container_ready(event: func.EventGridEvent, client: df.DurableOrchestr
                                 {"marker_container": container})
         logger.info("marker in container %s names an image list: handed to the drop trigger", container)
         return
-    await start_from_marker(client, container, raw, s)
+    await start_from_marker(client, container, request, s)
 
 
-async def start_from_marker(client: df.DurableOrchestrationClient, container: str, raw: bytes | None,
+async def start_from_marker(client: df.DurableOrchestrationClient, container: str, request: dict[str, object] | None,
                             s: Settings) -> None:
     """Start the task a marker stands for and answer beside it: ``trapbatch-ready.task.json``, or
-    ``trapbatch-ready.json.error.json`` when refused. ``raw``: the marker's bytes (None: read them here, as the drop
-    trigger does for a handed-over marker, so what starts is the marker's own request, never the hand-over's)."""
+    ``trapbatch-ready.json.error.json`` when refused. ``request``: the marker's, already read (None: read it here, as
+    the drop trigger does for a handed-over marker, so what starts is the marker's own request, never the
+    hand-over's)."""
     if _own(container, s):
         return
     store = clients.store(s)
-    if raw is None:
-        raw = await asyncio.to_thread(store.read_bytes_or_none, container, layout.READY_MARKER)
-        if raw is None:
-            logger.warning("marker in container %s was handed over but is gone: nothing to start", container)
-            return
     try:
-        started, task_id = await start_task(client, marker_request(container, raw), s)
+        if request is None:
+            raw = await asyncio.to_thread(store.read_bytes_or_none, container, layout.READY_MARKER)
+            if raw is None:
+                logger.warning("marker in container %s was handed over but is gone: nothing to start", container)
+                return
+            request = marker_request(container, raw)
+        started, task_id = await start_task(client, request, s)
     except TrapbatchError as exc:
         await _refuse(store, container, exc)
         return
