@@ -28,9 +28,9 @@ from core.contracts import ShardStatus, Stage
 from core.cost import node_price, task_cost
 from core.errors import failure_message
 from core.estimate import RESIDENT_SHARD_START_S, estimate
-from core.expiry import MAX_TIMER_STEP, expiry_time
+from core.expiry import expiry_time
 from core.ids import shards_instance_id
-from core.settings import OrchestrationKnobs
+from core.settings import CONFIRM_TIMEOUT_MAX_S, OrchestrationKnobs
 from core.shards import group_count_limit, group_shards, in_flight_shares
 from gpu_batch.layout import generation_key, pool_job_id, shard_id
 from orchestrations.enumeration import enumerate_in_parallel
@@ -187,7 +187,7 @@ def _confirmed(context: df.DurableOrchestrationContext, data: c.TaskInput, start
     yield from _drop_answer(context, data, "estimate", waiting)
     # at most one timer step (six days): a longer timer becomes the SDK's LongTimerTask on newer extensions, whose
     # cancel() leaves its timer open, so the task would stay Running past a confirmation (core.settings)
-    wait_s = min(knobs.confirm_timeout_s, int(MAX_TIMER_STEP.total_seconds()))
+    wait_s = min(knobs.confirm_timeout_s, CONFIRM_TIMEOUT_MAX_S)
     deadline = context.current_utc_datetime + timedelta(seconds=wait_s)
     confirm = context.wait_for_external_event(c.CONFIRM_EVENT)
     cancel = context.wait_for_external_event(c.CANCEL_EVENT)
