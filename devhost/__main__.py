@@ -24,7 +24,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--app", default="function_app:app", help="module:attribute of the FunctionApp")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=7071)
-    parser.add_argument("--hub", default=os.environ.get("TRAPBATCH_TASK_HUB", "devhost"), help="task hub name")
+    parser.add_argument("--hub", default=None,
+                        help="task hub name (default: host.json's durableTask.hubName with its %%NAME%% app setting "
+                             "from the environment, as the Durable extension resolves it; trapbatch's: "
+                             "$TRAPBATCH_TASK_HUB)")
     parser.add_argument("--activity-workers", type=int, default=None,
                         help="activities run at once (default: host.json's maxConcurrentActivityFunctions, else 4)")
     parser.add_argument("--blob-poll-seconds", type=float, default=2.0)
@@ -79,9 +82,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"devhost: {exc}", file=sys.stderr, flush=True)
         return 2
     try:
-        host = DevHost(app, connection, task_hub=args.hub, host=args.host, port=args.port,
+        host_config = HostConfig.load(Path.cwd() / "host.json")
+        hub = args.hub if args.hub is not None else host_config.task_hub(os.environ)
+        host = DevHost(app, connection, task_hub=hub, host=args.host, port=args.port,
                        activity_workers=args.activity_workers, blob_poll_s=args.blob_poll_seconds,
-                       function_key=keys.function_key, host_config=HostConfig.load(Path.cwd() / "host.json"),
+                       function_key=keys.function_key, host_config=host_config,
                        callers=callers, event_grid=subscriptions)
     except (WorkerIndexingError, WorkerUnavailableError, HostJsonError) as exc:
         # Azure would refuse to load this app (one refused function fails the whole app): so does devhost.
@@ -90,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             azurite.stop()
         return 3
     host.start()
-    print(f"devhost: serving {args.app} on {host.base_url}/api/ (task hub {args.hub}); Ctrl-C stops", flush=True)
+    print(f"devhost: serving {args.app} on {host.base_url}/api/ (task hub {hub}); Ctrl-C stops", flush=True)
     print(f"devhost: function key ({key_source}): {keys.function_key}\n"
           "devhost: send it as the x-functions-key header (or ?code=) to routes with auth_level FUNCTION, as on Azure",
           flush=True)

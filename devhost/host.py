@@ -27,7 +27,7 @@ from devhost.blob_trigger import BlobPoller
 from devhost.event_grid import EventGridPoller, Subscription
 from devhost.engine import Engine
 from devhost.functions import index_app
-from devhost.hostjson import HostConfig
+from devhost.hostjson import HostConfig, check_task_hub_name
 from devhost.http_server import HttpFront
 from devhost.keys import CallerIdentity, Keys
 from devhost.store import TERMINAL, Store
@@ -69,9 +69,9 @@ class DevHost:
         ``scratch_cap``: the bytes the process's temporary files may hold together while devhost serves
         (``scratch_disk``: a write past it fails with ENOSPC, as past a Flex Consumption instance's 0.8 GB; None: no
         cap, measured only)."""
+        self.hub = check_task_hub_name(task_hub)  # the extension refuses the whole app's start over a bad name
         self.scratch = ScratchDisk(scratch_cap)
         self.index = index_app(app)
-        self.hub = task_hub
         self.host = host
         self.port = port
         self.config = host_config if host_config is not None else HostConfig.load(Path.cwd() / "host.json")

@@ -11,6 +11,13 @@
   single host instance").
   devhost is one host, so its activity threads are that many (trapbatch's host.json: 8, which ``core/scratch.py``'s
   disk budget and devhost's scratch-disk cap assume); without it devhost keeps its own default.
+* ``extensions.durableTask.hubName``: the task hub. The extension resolves a whole-string ``%NAME%`` from the app
+  setting NAME (ext ``DurableTaskExtension.Initialize``: ``nameResolver.TryResolveWholeString``; an unresolved name
+  stays as written) and then validates the name (``DurableTaskOptions.Validate`` ->
+  ``AzureStorageOptions.ValidateHubName``; ``AzureStorageDurabilityProviderFactory.EnsureInitialized`` validates any
+  name that is not the default, and only sanitizes the default): it must make a valid table, queue, container and
+  blob name and be at most 50 characters, so letters and digits, a letter first, 3-50 characters. A name it refuses
+  stops the extension, and with it every function of the app; devhost refuses it too (``task_hub_name``).
 """
 from __future__ import annotations
 
@@ -18,10 +25,12 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 DEFAULT_FUNCTION_TIMEOUT_S = 30 * 60.0
 DEFAULT_POISON_BLOB_THRESHOLD = 5
+DEFAULT_TASK_HUB = "devhost"  # host.json names no hub (Azure would take one from the site's name)
+TASK_HUB_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]{2,49}")
 
 
 class HostJsonError(ValueError):
@@ -41,11 +50,47 @@ def parse_timespan(text: str) -> float | None:
             + (int(frac.ljust(7, "0")) / 10_000_000 if frac else 0.0))
 
 
+def check_task_hub_name(name: str) -> str:
+    """``name`` when the Durable extension's Azure Storage provider takes it as a configured task hub name."""
+    if not name:
+        raise HostJsonError("A non-empty HubName configuration is required (the Durable extension's words): set the "
+                            "task hub's app setting (trapbatch: TRAPBATCH_TASK_HUB) or host.json's durableTask.hubName")
+    if TASK_HUB_NAME.fullmatch(name) is None:
+        raise HostJsonError(f"Task hub name {name!r} should contain only alphanumeric characters, start with a letter, "
+                            "and have length between 3 and 50 (the Durable extension refuses it at start-up, and "
+                            "every function of the app with it): choose one such as 'trapbatch' for the task hub's "
+                            "app setting (trapbatch: TRAPBATCH_TASK_HUB) or --hub")
+    return name
+
+
+def resolve_app_setting(value: str, env: Mapping[str, str]) -> str:
+    """A whole-string ``%NAME%`` as the app setting NAME; anything else, or a setting that is not there, as written
+    (WebJobs ``INameResolver.TryResolveWholeString``, as the extension applies it to ``hubName``)."""
+    if len(value) > 2 and value.startswith("%") and value.endswith("%"):
+        resolved = env.get(value[1:-1])
+        if resolved is not None:
+            return resolved
+    return value
+
+
 @dataclass(frozen=True)
 class HostConfig:
     function_timeout_s: float | None = DEFAULT_FUNCTION_TIMEOUT_S
     poison_blob_threshold: int = DEFAULT_POISON_BLOB_THRESHOLD
     max_concurrent_activities: int | None = None  # None: host.json names none
+    hub_name: str | None = None  # as host.json writes it (``%NAME%`` unresolved); None: host.json names none
+
+    def task_hub(self, env: Mapping[str, str]) -> str:
+        """The task hub the extension would serve with these app settings; HostJsonError where it refuses it."""
+        if self.hub_name is None:
+            return DEFAULT_TASK_HUB
+        hub = resolve_app_setting(self.hub_name, env)
+        if hub == self.hub_name and hub.startswith("%") and hub.endswith("%"):
+            raise HostJsonError(f"host.json's durableTask.hubName is {hub!r} and the app setting {hub[1:-1]} is not "
+                                f"set, so the Durable extension would refuse the name as written: set {hub[1:-1]} "
+                                "(local.settings.json Values, the Function App's settings, or the environment) or pass "
+                                "--hub")
+        return check_task_hub_name(hub)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "HostConfig":
@@ -62,7 +107,11 @@ class HostConfig:
                                        or activities < 1):
             raise HostJsonError("host.json extensions.durableTask.maxConcurrentActivityFunctions must be a positive "
                                 f"integer, got {activities!r}")
-        return cls(function_timeout_s=timeout, poison_blob_threshold=threshold, max_concurrent_activities=activities)
+        hub = durable.get("hubName")
+        if hub is not None and not isinstance(hub, str):
+            raise HostJsonError(f"host.json extensions.durableTask.hubName must be a string, got {hub!r}")
+        return cls(function_timeout_s=timeout, poison_blob_threshold=threshold, max_concurrent_activities=activities,
+                   hub_name=hub)
 
     @classmethod
     def load(cls, path: Path) -> "HostConfig":

@@ -31,6 +31,7 @@ from typing import Any, Iterator
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import TableServiceClient, UpdateMode
 from azure.storage.blob import BlobServiceClient
+from devhost.hostjson import check_task_hub_name
 
 INLINE_LIMIT = 30_000  # UTF-16 code units; the Table service refuses string properties over 64 KiB (32K units)
 TERMINAL = ("Completed", "Failed", "Terminated")
@@ -46,13 +47,6 @@ def _odata_quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _table_safe(hub: str) -> str:
-    cleaned = re.sub(r"[^A-Za-z0-9]", "", hub)
-    if not cleaned or not cleaned[0].isalpha():
-        cleaned = "h" + cleaned
-    return cleaned[:40]
-
-
 def _key(text: str) -> str:
     """Table keys may not contain / \\ # ? or control characters."""
     return re.sub(r"[/\\#?\x00-\x1f]", "_", text)
@@ -60,7 +54,7 @@ def _key(text: str) -> str:
 
 class Store:
     def __init__(self, connection_string: str, hub: str) -> None:
-        self.hub = _table_safe(hub)
+        self.hub = check_task_hub_name(hub)  # at most 50: the longest table name, hub + "Activities", fits 63
         self.tables = TableServiceClient.from_connection_string(connection_string)
         self.blobs = BlobServiceClient.from_connection_string(connection_string)
         self.instances = self.tables.create_table_if_not_exists(self.hub + "Instances")

@@ -15,6 +15,7 @@ import asyncio
 import datetime as dt
 import base64
 import json
+import re
 import threading
 import time
 import uuid
@@ -554,3 +555,61 @@ def test_an_action_after_a_failed_task_all_is_scheduled_once_its_other_members_e
     done = host.wait_for(iid, 60)
     assert (done["runtimeStatus"], done["output"]) == ("Completed", "Hello after!"), done
     assert '"after"' in scheduled()
+
+
+# ------------------------------------------------------------------ 27. the task hub's name
+ROOT = Path(__file__).resolve().parents[2]
+REFUSED_HUBS = ("trap-batch", "trap_batch", "1trapbatch", "tb", "t" * 51, "trapbatch!", "tråpbatch", "")
+
+
+def test_devhost_refuses_task_hub_names_the_extension_refuses(storage_connection: str) -> None:
+    """ext ``AzureStorageOptions.ValidateHubName`` (blob, container, table and queue name rules, then at most 50
+    characters), called from ``DurableTaskOptions.Validate`` for every configured name
+    (``AzureStorageDurabilityProviderFactory.EnsureInitialized`` sanitizes only the default one): a refused name stops
+    the extension's start, and every function with it. devhost made such a name table-safe and served it."""
+    from devhost.hostjson import HostJsonError
+
+    for bad in REFUSED_HUBS:
+        with pytest.raises(HostJsonError, match="Task hub name|non-empty HubName") as refused:
+            DevHost(sample_app.app, storage_connection, task_hub=bad, port=0, function_key=KEY, host_config=HostConfig())
+        assert "TRAPBATCH_TASK_HUB" in str(refused.value)
+    for good in ("abc", "t" * 50, "Trapbatch2026"):
+        host = DevHost(sample_app.app, storage_connection, task_hub=good, port=0, function_key=KEY,
+                       host_config=HostConfig())
+        assert host.hub == good and host.store.hub == good
+
+
+def test_the_task_hub_comes_from_host_json_and_its_app_setting_as_the_extension_resolves_it() -> None:
+    """ext ``DurableTaskExtension.Initialize``: ``nameResolver.TryResolveWholeString(Options.HubName)``; a name that
+    does not resolve stays as written and then fails validation. trapbatch's host.json names
+    ``%TRAPBATCH_TASK_HUB%``, and what the deployment and the example settings set it to must pass."""
+    from devhost.hostjson import HostJsonError, check_task_hub_name
+
+    repo = HostConfig.load(ROOT / "host.json")
+    assert repo.hub_name == "%TRAPBATCH_TASK_HUB%"
+    assert repo.task_hub({"TRAPBATCH_TASK_HUB": "trapbatch"}) == "trapbatch"
+    with pytest.raises(HostJsonError, match="TRAPBATCH_TASK_HUB is not set"):
+        repo.task_hub({})
+    with pytest.raises(HostJsonError, match="Task hub name 'trap-batch'"):
+        repo.task_hub({"TRAPBATCH_TASK_HUB": "trap-batch"})
+    assert HostConfig.from_dict({"extensions": {"durableTask": {"hubName": "Fixed1"}}}).task_hub({}) == "Fixed1"
+    assert HostConfig().task_hub({"TRAPBATCH_TASK_HUB": "ignored"}) == "devhost"  # host.json names none
+    [deployed] = re.findall(r"TRAPBATCH_TASK_HUB: '([^']*)'", (ROOT / "infra" / "main.bicep").read_text())
+    example = json.loads((ROOT / "local.settings.example.json").read_text())["Values"]["TRAPBATCH_TASK_HUB"]
+    for name in (deployed, example):
+        assert check_task_hub_name(name) == name
+
+
+def test_python_m_devhost_refuses_to_start_without_the_task_hubs_app_setting(tmp_path: Path) -> None:
+    """As the Functions host would not start the extension with ``%TRAPBATCH_TASK_HUB%`` unresolved."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TRAPBATCH_TASK_HUB"}
+    env["AzureWebJobsStorage"] = "UseDevelopmentStorage=true"
+    proc = subprocess.run([sys.executable, "-m", "devhost", "--app", "tests.devhost.sample_app:app", "--port", "0",
+                           "--key-file", str(tmp_path / "key")], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "app setting TRAPBATCH_TASK_HUB is not set" in proc.stderr and "--hub" in proc.stderr
