@@ -28,7 +28,7 @@ from devhost.event_grid import EventGridPoller, Subscription
 from devhost.engine import Engine
 from devhost.functions import index_app
 from devhost.hostjson import HostConfig, check_task_hub_name
-from devhost.http_server import HttpFront
+from devhost.http_server import HTTP_RESPONSE_LIMIT_S, HttpFront
 from devhost.keys import CallerIdentity, Keys
 from devhost.store import TERMINAL, Store
 
@@ -60,7 +60,8 @@ class DevHost:
                  function_key: str | None = None, host_config: HostConfig | None = None,
                  callers: Mapping[str, CallerIdentity] | None = None,
                  event_grid: list[Subscription] | None = None,
-                 scratch_cap: int | None = FLEX_TEMPORARY_STORAGE_BYTES) -> None:
+                 scratch_cap: int | None = FLEX_TEMPORARY_STORAGE_BYTES,
+                 http_response_limit_s: float = HTTP_RESPONSE_LIMIT_S) -> None:
         """``function_key``: the key /api/ routes of auth level FUNCTION require (default: TRAPBATCH_DEVHOST_FUNCTION_KEY,
         else a new random one; see ``keys``). ``host_config``: default ./host.json's settings (or the defaults).
         ``activity_workers``: activities at once; default host.json's ``maxConcurrentActivityFunctions``.
@@ -68,7 +69,8 @@ class DevHost:
         ``event_grid``: the Event Grid subscriptions Azure would have (``event_grid.Subscription``).
         ``scratch_cap``: the bytes the process's temporary files may hold together while devhost serves
         (``scratch_disk``: a write past it fails with ENOSPC, as past a Flex Consumption instance's 0.8 GB; None: no
-        cap, measured only)."""
+        cap, measured only). ``http_response_limit_s``: an HTTP trigger that has not answered by then gets its caller
+        a 502, as Azure's load balancer does at 230 s (the function runs on)."""
         self.hub = check_task_hub_name(task_hub)  # the extension refuses the whole app's start over a bad name
         self.scratch = ScratchDisk(scratch_cap)
         self.index = index_app(app)
@@ -82,7 +84,8 @@ class DevHost:
             activity_workers = self.config.max_concurrent_activities or DEFAULT_ACTIVITY_WORKERS
         self.engine = Engine(self.index, self.store, activity_workers=activity_workers, poll_s=poll_s,
                              function_timeout_s=self.config.function_timeout_s)
-        self.front = HttpFront(self.index, self.engine, task_hub, self.blobs, self.keys)
+        self.front = HttpFront(self.index, self.engine, task_hub, self.blobs, self.keys,
+                               response_limit_s=http_response_limit_s)
         self.connection_string = connection_string
         self.blob_poll_s = blob_poll_s
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -142,13 +142,27 @@ def _encode_token(after: str) -> str:
     return base64.urlsafe_b64encode(json.dumps({"after": after}).encode()).decode()
 
 
+def _late_answer(name: str, call: "asyncio.Future[Any]") -> None:
+    failed = None if call.cancelled() else call.exception()
+    logger.warning("function %s answered after its caller had been given 502%s", name,
+                   f" (it failed: {failed})" if failed else "")
+
+
 def _decode_token(token: str) -> str:
     return str(json.loads(base64.urlsafe_b64decode(token.encode()))["after"])
 
 
+# MicrosoftDocs/azure-docs includes/functions-timeout-duration.md: "Regardless of the function app timeout setting,
+# 230 seconds is the maximum amount of time that an HTTP triggered function can take to respond to a request. This is
+# because of the default idle timeout of Azure Load Balancer." (functions-scale.md: the caller gets a 502; the function
+# goes on running.)
+HTTP_RESPONSE_LIMIT_S = 230.0
+
+
 class HttpFront:
     def __init__(self, index: AppIndex, engine: Engine, hub: str, blobs: BlobServiceClient, keys: Keys,
-                 workers: int = 8) -> None:
+                 workers: int = 8, response_limit_s: float = HTTP_RESPONSE_LIMIT_S) -> None:
+        self.response_limit_s = response_limit_s
         self.index = index
         self.engine = engine
         self.hub = hub
@@ -211,8 +225,16 @@ class HttpFront:
             kwargs: dict[str, Any] = {route.arg_name: req}
             if route.client_arg:
                 kwargs[route.client_arg] = self.binding()
+            call = asyncio.ensure_future(self.call_user(route.fn, kwargs))
             try:
-                resp = await self.call_user(route.fn, kwargs)
+                resp = await asyncio.wait_for(asyncio.shield(call), self.response_limit_s)
+            except asyncio.TimeoutError:
+                # Azure's load balancer gives up on the caller; the function itself runs on to its end
+                call.add_done_callback(functools.partial(_late_answer, route.name))
+                return web.Response(status=502, text=(
+                    f"502 Bad Gateway: function {route.name} did not answer within {self.response_limit_s:g} s, "
+                    "Azure's limit for an HTTP trigger's response (the load balancer's idle timeout); it goes on "
+                    "running, its answer reaches no one. Answer at once and leave long work to an orchestration."))
             except Exception as exc:  # what the Functions host does: 500, and the error in the log
                 logger.exception("function %s failed", route.name)
                 return web.json_response({"error": f"function {route.name} failed: {exc}",

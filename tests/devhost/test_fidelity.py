@@ -613,3 +613,31 @@ def test_python_m_devhost_refuses_to_start_without_the_task_hubs_app_setting(tmp
                           timeout=120)
     assert proc.returncode == 3, proc.stdout + proc.stderr
     assert "app setting TRAPBATCH_TASK_HUB is not set" in proc.stderr and "--hub" in proc.stderr
+
+
+# ------------------------------------------------------------------ 28. an HTTP trigger's answer within 230 s
+def test_an_http_trigger_that_answers_after_the_load_balancers_limit_gets_its_caller_a_502(
+        storage_connection: str, unique_name: str) -> None:
+    """MicrosoftDocs/azure-docs includes/functions-timeout-duration.md: "Regardless of the function app timeout
+    setting, 230 seconds is the maximum amount of time that an HTTP triggered function can take to respond to a
+    request" (the load balancer's idle timeout; the caller gets a 502, the function runs on). devhost waited for any
+    answer, however late. The limit is scaled down here; its default is the platform's."""
+    from devhost.http_server import HTTP_RESPONSE_LIMIT_S
+
+    assert HTTP_RESPONSE_LIMIT_S == 230.0
+    assert DevHost(sample_app.app, storage_connection, task_hub=unique_name, port=0, function_key=KEY,
+                   host_config=HostConfig()).front.response_limit_s == 230.0
+    sample_app.SLOW_GATE.clear()
+    host = DevHost(sample_app.app, storage_connection, task_hub=unique_name, port=0, function_key=KEY,
+                   host_config=HostConfig(), http_response_limit_s=1.0).start()
+    try:
+        began = time.monotonic()
+        late = requests.get(f"{host.base_url}/api/slow-sync", timeout=60)
+        waited = time.monotonic() - began
+        assert late.status_code == 502 and "230" not in late.text and "did not answer within 1 s" in late.text
+        assert waited < 30  # answered at the limit, not when the function ended (it is still blocked)
+        sample_app.SLOW_GATE.set()  # the function runs on to its end; a call within the limit is answered
+        assert requests.get(f"{host.base_url}/api/slow-sync", timeout=60).text == "released"
+    finally:
+        sample_app.SLOW_GATE.set()
+        host.stop()
