@@ -1,8 +1,8 @@
 """AzureBatchPool: one Azure Batch job per trapbatch task, one Batch task per shard attempt (azure-batch 15.x).
 
 Why these choices:
-* Deterministic ids (job = task id, Batch task = ``<shard>-a<attempt>``) make submission idempotent: the SDK's
-  ``create_tasks`` treats "TaskExists" as success, and ``create_job`` on an existing job is caught here.
+* Deterministic ids (job = task id, Batch task = ``<shard>-a<attempt>``) make submission idempotent: "TaskExists"
+  is success (``submit``), and ``create_job`` on an existing job is caught here.
 * ``max_task_retry_count=0``: Batch must not re-run a whole shard; the orchestration resubmits only the missing images.
   ``max_wall_clock_time`` terminates a hung task, which then completes as a failure and gets resubmitted.
 * No keys or SAS in any request: the worker reaches storage through the pool's user-assigned managed identity
@@ -21,8 +21,9 @@ Why these choices:
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from gpu_batch import layout
 from gpu_batch.pool.base import (JobClosed, JobQuotaReached, PoolChanges, ShardTask, TaskInfo, TaskResult,
@@ -41,6 +42,22 @@ _CHANGES_SELECT = ["id", "state", "stateTransitionTime", "executionInfo"]
 # CSharp/BatchMetrics/BatchMetrics/MetricMonitor.cs); twice that covers it, and a change reported twice is harmless.
 CHANGE_OVERLAP = timedelta(seconds=60)
 _UNFINISHED_STATES = (TaskState.active, TaskState.preparing, TaskState.running)
+# REST "Task - Add Collection": "The maximum number of tasks that can be added per request is 100", and the body at
+# most 1 MB (answered 413 RequestBodyTooLarge, upon which a chunk is halved).
+TASKS_PER_REQUEST = 100
+# How long one submission keeps retrying Batch's server errors (5xx, or a task answered "servererror") before it fails
+# with BatchUnavailable; the orchestration's own retries (orchestrations.retries.POOL_RETRY) come on top.
+SUBMIT_DEADLINE_S = 300.0
+_SUBMIT_FIRST_DELAY_S = 2.0
+_SUBMIT_MAX_DELAY_S = 30.0
+
+
+class BatchUnavailable(RuntimeError):
+    """Azure Batch kept answering a submission with server errors until ``SUBMIT_DEADLINE_S`` had passed."""
+
+
+class TasksRefused(RuntimeError):
+    """Azure Batch refused some of a submission's tasks for what they are (a client error other than TaskExists)."""
 
 
 def _failure_text(failure: Any) -> str | None:
@@ -118,6 +135,8 @@ class AzureBatchPool:
         self._credential = credential
         self._transport = transport
         self._client: Any = None
+        self._clock: Callable[[], float] = time.monotonic  # tests replace both to run a long outage at once
+        self._sleep: Callable[[float], None] = time.sleep
 
     @property
     def client(self) -> Any:
@@ -236,19 +255,70 @@ class AzureBatchPool:
         )
 
     def submit(self, job_id: str, tasks: Sequence[ShardTask]) -> None:
-        from azure.batch.models import CreateTasksError
+        """Add the tasks, at most ``TASKS_PER_REQUEST`` a request; "TaskExists" is success (ids are deterministic).
 
-        if not tasks:
-            return
-        try:
-            self.client.create_tasks(job_id, [self.task_options(job_id, t) for t in tasks])
-        except CreateTasksError as exc:
-            codes = {_error_code(e) for e in exc.errors} | {
-                str(getattr(getattr(r, "error", None), "code", "") or "") for r in exc.failure_tasks}
-            if codes & _JOB_CLOSED_CODES:
-                raise JobClosed(f"job {job_id} is closed ({', '.join(sorted(codes & _JOB_CLOSED_CODES))}): "
-                                "Batch accepts no tasks for a terminated job") from exc
-            raise
+        Why not the SDK's ``create_tasks``: azure-batch 15's workflow puts a chunk answered 5xx, and every task
+        answered "servererror", back on its queue and tries again at once, with no delay and no end
+        (``_operations/_patch.py`` ``_bulk_add_tasks``), so a Batch outage spun the activity until the host's
+        ``functionTimeout`` killed it, and the task failed as a timeout instead of with the reason. Here server errors
+        are retried with backoff until ``SUBMIT_DEADLINE_S``, then ``BatchUnavailable`` says so; a chunk too large
+        is halved, as the SDK does; a closed job is ``JobClosed``; any other refusal is ``TasksRefused`` with Batch's
+        codes.
+        """
+        from azure.batch import models as m
+        from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
+
+        pending = [self.task_options(job_id, t) for t in tasks]
+        per_request = TASKS_PER_REQUEST
+        deadline = self._clock() + SUBMIT_DEADLINE_S
+        delay = _SUBMIT_FIRST_DELAY_S
+        refused: list[str] = []
+        while pending:
+            chunk, rest = pending[:per_request], pending[per_request:]
+            problem = ""
+            try:
+                answer = self.client.create_task_collection(job_id, m.BatchTaskGroup(task_values=chunk))
+            except HttpResponseError as exc:
+                code, status = _error_code(exc), getattr(exc, "status_code", None) or 0
+                if code in _JOB_CLOSED_CODES:
+                    raise JobClosed(f"job {job_id} is closed ({code}): Batch accepts no tasks for a terminated "
+                                    "job") from exc
+                if code == "RequestBodyTooLarge" and len(chunk) > 1:
+                    per_request = max(1, len(chunk) // 2)
+                    continue
+                if not 500 <= status <= 599:
+                    raise
+                problem, retry = f"HTTP {status} {code}".strip(), chunk
+            except (ServiceRequestError, ServiceResponseError) as exc:  # the connection, after azure-core's retries
+                problem, retry = f"{type(exc).__name__}: {exc}", chunk
+            else:
+                by_id = {t.id: t for t in chunk}
+                retry = []
+                for r in answer.result_values or []:
+                    code = str(getattr(r.error, "code", "") or "") if r.error else ""
+                    if r.status == m.BatchTaskAddStatus.SERVER_ERROR:
+                        retry.append(by_id[r.task_id])
+                        problem = f"task {r.task_id}: servererror {code}".strip()
+                    elif r.status == m.BatchTaskAddStatus.CLIENT_ERROR and code != "TaskExists":
+                        if code in _JOB_CLOSED_CODES:
+                            raise JobClosed(f"job {job_id} is closed ({code}): Batch accepts no tasks for a "
+                                            "terminated job")
+                        refused.append(f"{r.task_id}: {code or 'clienterror'}")
+            pending = retry + rest
+            if retry:
+                if self._clock() + delay > deadline:
+                    raise BatchUnavailable(
+                        f"Azure Batch kept failing to add tasks to job {job_id} for {SUBMIT_DEADLINE_S:.0f} s (last: "
+                        f"{problem}; {len(pending)} of {len(tasks)} tasks not added). The task retries the submission; "
+                        "if it fails again, check azure.status.microsoft.com for Batch in the account's region")
+                logger.warning("job %s: Batch answered %s; %d tasks retried in %.0f s", job_id, problem, len(retry),
+                               delay)
+                self._sleep(delay)
+                delay = min(delay * 2, _SUBMIT_MAX_DELAY_S)
+        if refused:
+            raise TasksRefused(f"Azure Batch refused {len(refused)} of {len(tasks)} tasks for job {job_id}: "
+                               + "; ".join(refused[:5]) + (" ..." if len(refused) > 5 else "")
+                               + " (a task Batch refuses as sent is a trapbatch bug: report it with these codes)")
         logger.info("job %s: submitted %d Batch tasks", job_id, len(tasks))
 
     def poll(self, job_id: str, task_ids: Sequence[str] | None = None) -> list[TaskInfo]:

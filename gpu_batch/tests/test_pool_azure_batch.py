@@ -288,6 +288,101 @@ def test_submitting_to_a_terminated_job_raises_job_closed() -> None:
         pool(t).submit("task-x", [shard("s00000", 2)])
 
 
+class FlakyBatch(FakeBatch):
+    """Answers each addtaskcollection with ``answer(request number, task ids)`` -> (status, body); azure-core's own
+    retries do not sleep (``sleep``). Past ``HOT_LOOP`` such requests it raises, as a submission that never stops
+    asking would otherwise hang the test."""
+
+    HOT_LOOP = 60
+
+    def __init__(self, answer: Callable[[int, list[str]], tuple[int, Any]]) -> None:
+        super().__init__()
+        self.answer = answer
+        self.adds: list[list[str]] = []
+
+    def send(self, request: Any, **kwargs: Any) -> Any:
+        if not request.url.split("?")[0].endswith("/addtaskcollection"):
+            return super().send(request, **kwargs)
+        self.requests.append(request)
+        ids = [t["id"] for t in json.loads(request.content)["value"]]
+        self.adds.append(ids)
+        if len(self.adds) > self.HOT_LOOP:
+            raise RuntimeError("the submission kept asking Batch with no end")
+        status, body = self.answer(len(self.adds), ids)
+        return _Response(request, status, body)
+
+    def sleep(self, duration: float) -> None: ...
+
+
+def _results(ids: list[str], status: Callable[[str], str] = lambda i: "success",
+             code: str = "ServerBusy") -> dict[str, Any]:
+    rows = []
+    for i in ids:
+        row: dict[str, Any] = {"status": status(i), "taskId": i}
+        if row["status"] != "success":
+            row["error"] = {"code": code, "message": {"value": code}}
+        rows.append(row)
+    return {"value": rows}
+
+
+def _fake_time(p: Any) -> list[float]:
+    """The pool's clock and sleep, made to pass at once; returns the sleeps it was asked for."""
+    now, slept = [0.0], []
+
+    def sleep(s: float) -> None:
+        slept.append(s)
+        now[0] += s
+
+    p._clock, p._sleep = (lambda: now[0]), sleep
+    return slept
+
+
+def test_tasks_batch_answers_servererror_for_are_added_again_after_a_pause() -> None:
+    """REST Task - Add Collection: a task answered "servererror" may be retried. The pool retries only those, after a
+    growing pause (azure-batch 15's create_tasks retried them at once and for ever)."""
+    t = FlakyBatch(lambda n, ids: (200, _results(ids, lambda i: "servererror" if n < 3 and i.endswith("1-a1")
+                                                        else "success")))
+    p = pool(t)
+    slept = _fake_time(p)
+    p.submit("task-x", [shard("s00000", 1), shard("s00001", 1)])
+    assert t.adds == [["s00000-a1", "s00001-a1"], ["s00001-a1"], ["s00001-a1"]]
+    assert slept == [2.0, 4.0]
+
+
+def test_a_batch_outage_fails_the_submission_at_its_deadline_with_the_reason() -> None:
+    """An outage (5xx on every request) must end the activity with what happened, inside the host's functionTimeout
+    (30 min), not spin until the host kills it."""
+    from gpu_batch.pool.azure_batch import SUBMIT_DEADLINE_S, BatchUnavailable
+
+    t = FlakyBatch(lambda n, ids: (503, _batch_error("ServerBusy")))
+    p = pool(t)
+    slept = _fake_time(p)
+    with pytest.raises(BatchUnavailable, match=r"HTTP 503 ServerBusy; 2 of 2 tasks not added") as failed:
+        p.submit("task-x", [shard("s00000", 1), shard("s00001", 1)])
+    assert "azure.status.microsoft.com" in str(failed.value)
+    assert sum(slept) <= SUBMIT_DEADLINE_S and max(slept) == 30.0 and slept[:3] == [2.0, 4.0, 8.0]
+    t2 = FlakyBatch(lambda n, ids: (200, _results(ids, lambda i: "servererror")))
+    p2 = pool(t2)
+    _fake_time(p2)
+    with pytest.raises(BatchUnavailable, match="servererror ServerBusy"):
+        p2.submit("task-x", [shard("s00000", 1)])
+
+
+def test_a_chunk_batch_finds_too_large_is_halved_and_a_refused_task_is_named() -> None:
+    """413 RequestBodyTooLarge (the body's 1 MB): the chunk is halved, as the SDK does; at most 100 tasks a request
+    (REST Task - Add Collection). A task refused for itself (clienterror other than TaskExists) fails the submission
+    with Batch's code, after the others were added."""
+    big = FlakyBatch(lambda n, ids: (413, _batch_error("RequestBodyTooLarge")) if len(ids) > 40 else (200, _results(ids)))
+    pool(big).submit("task-x", [shard(f"s{i:05d}", 1) for i in range(150)])
+    assert [len(a) for a in big.adds] == [100, 50, 25, 25, 25, 25, 25, 25]
+    assert sorted(i for a in big.adds[2:] for i in a) == [f"s{i:05d}-a1" for i in range(150)]
+    bad = FlakyBatch(lambda n, ids: (200, _results(ids, lambda i: "clienterror" if i == "s00001-a1" else "success",
+                                                   code="InvalidPropertyValue")))
+    with pytest.raises(Exception, match=r"refused 1 of 2 tasks for job task-x: s00001-a1: InvalidPropertyValue"):
+        pool(bad).submit("task-x", [shard("s00000", 1), shard("s00001", 1)])
+    assert len(bad.adds) == 1
+
+
 # ---------------------------------------------------------------- polling
 
 def _task(tid: str, state: str, changed: str = "2026-12-01T09:00:00Z", **execution: Any) -> dict[str, Any]:
