@@ -11,8 +11,9 @@ What maps to what:
   ``100EK113``, ``100_BTCF``, ``100MEDIA``, ``100DSCIM``) removed, as MegaDetector's
   ``ct_utils.image_file_to_camera_folder`` does; its start and end are its first and last capture times (the
   detection time for a deployment without any);
-* a **media** row per image (failed ones too: the file exists), ``filePath`` the blob name, ``filePublic`` false
-  (the images stay in the owner's storage);
+* a **media** row per image (failed ones too: the file exists), ``filePath`` the blob name (percent-encoded only
+  where Camtrap DP's pattern refuses it: ``media_file_path``), ``filePublic`` false (the images stay in the owner's
+  storage);
 * **observations** at media level: one per detection at or above the threshold (``animal`` / ``human`` /
   ``vehicle``, ``count`` 1, the box as MegaDetector's normalized ``bboxX``/``bboxY``/``bboxWidth``/``bboxHeight``
   clipped to the image, ``classificationMethod`` ``machine``, ``classifiedBy`` the MegaDetector version,
@@ -158,6 +159,25 @@ def deployment_id(file: str, location: str = "") -> str:
     """The camera folder (``(root)`` for none), with ``@<location>`` when the image list gives a location."""
     folder = camera_folder(file) or ROOT_DEPLOYMENT
     return f"{folder}@{location}" if location else folder
+
+
+# Camtrap DP 1.0.2 media-table-schema.json, filePath: "pattern": "^(?=^[^./~])(^((?!\\.{2}).)*$).*$": no leading
+# ".", "/" or "~", no ".." anywhere, and no line break ("." matches none: "\n" in Python, also "\r", U+2028 and U+2029
+# in JavaScript validators). Camera folders break each rule ("Cerro Alto../", ".hidden cam/", "~backup/").
+_PATH_ESCAPES = re.compile(r"[%\x00-\x1f\x7f\u2028\u2029]")
+_PATH_NEEDS = re.compile(r"[%\x00-\x1f\x7f\u2028\u2029]|\.\.")
+
+
+def media_file_path(file: str) -> str:
+    """The blob name as Camtrap DP's ``filePath`` ("URL or relative path to the media file"): unchanged, but for what
+    its pattern refuses and ``%``, which are percent-encoded (``%`` itself, control characters and line separators,
+    each dot of a run of dots, a leading ``.``, ``~`` or ``/``). ``urllib.parse.unquote`` gives the blob name back,
+    and almost every name (spaces, ``#``, accents included) reads as written."""
+    if file[:1] not in (".", "~", "/") and _PATH_NEEDS.search(file) is None:
+        return file
+    out = _PATH_ESCAPES.sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode("utf-8")), file)
+    out = re.sub(r"\.{2,}", lambda m: "%2E" * len(m.group()), out)
+    return f"%{ord(out[0]):02X}{out[1:]}" if out[:1] in (".", "~", "/") else out
 
 
 def media_id(file: str) -> str:
@@ -328,7 +348,7 @@ class CamtrapBuilder:
             comments.append(f"detection failed: {entry['failure']}")
         if rest:
             comments.append(LIST_METADATA_LABEL + _COMMENT_JSON.encode(rest))
-        media = [mid, dep, "", timestamp, file, "false", file[file.rfind("/") + 1:],  # posixpath.basename
+        media = [mid, dep, "", timestamp, media_file_path(file), "false", file[file.rfind("/") + 1:],  # basename
                  _MEDIATYPES.get(posixpath.splitext(file)[1].lower(), "image/jpeg"), "", "", "; ".join(comments)]
         event = known_fields["seq_id"][1] if "seq_id" in known_fields else ""
         self.counts["media"] += 1

@@ -400,3 +400,24 @@ def test_clock_corrections_shift_a_cameras_times_and_say_so(tmp_path: Path) -> N
     assert built.counts["media"] == 5
     row, _ = b.add_lines(entries[0])
     assert ",2024-06-01T06:30:00+02:00," in row and "corrected by +770537880 s" in row
+
+
+AWKWARD_NAMES = ["Cerro Alto../IMG_0005.JPG", "cam1/IMG_0004..JPG", ".hidden cam/IMG_0001.JPG", "~backup/IMG_2.JPG",
+                 "St. John's.../a.jpg", "50% cover?/IMG+0002.JPG", "line\nbreak/IMG_3.JPG", "Ñandú/Zoë's cam #2/IMG 1.JPG"]
+
+
+def test_awkward_camera_folder_names_keep_the_package_valid_and_their_blob_names(tmp_path: Path) -> None:
+    """Camtrap DP 1.0.2 media-table-schema.json: filePath must match ``^(?=^[^./~])(^((?!\\.{2}).)*$).*$`` (no
+    leading ``.``, ``/`` or ``~``, no ``..``, no line break). Real camera folders break it, and one such name made the
+    whole survey's package invalid. ``unquote`` gives each blob name back; ordinary names are written as they are."""
+    from urllib.parse import unquote
+
+    build(tmp_path, [{"file": name, "datetime": "2024:05:01 06:30:00", "detections": []} for name in AWKWARD_NAMES])
+    report = validate(tmp_path)
+    assert report.valid, report.flatten(["type", "note"])
+    media = rows(tmp_path / "media.csv")
+    assert [unquote(m["filePath"]) for m in media] == AWKWARD_NAMES
+    assert [m["mediaID"] for m in media] == [camtrapdp.media_id(n) for n in AWKWARD_NAMES]
+    assert media[-1]["filePath"] == AWKWARD_NAMES[-1]  # spaces, '#', accents: as written
+    assert media[5]["filePath"] == "50%25 cover?/IMG+0002.JPG"
+    assert camtrapdp.media_file_path("siteA/cam1/IMG_0001.JPG") == "siteA/cam1/IMG_0001.JPG"
