@@ -42,6 +42,10 @@ _CHANGES_SELECT = ["id", "state", "stateTransitionTime", "executionInfo"]
 # CSharp/BatchMetrics/BatchMetrics/MetricMonitor.cs); twice that covers it, and a change reported twice is harmless.
 CHANGE_OVERLAP = timedelta(seconds=60)
 _UNFINISHED_STATES = (TaskState.active, TaskState.preparing, TaskState.running)
+# The worker image's interpreter (gpu_batch/Dockerfile: ``python3.11 -m venv /opt/venv``), named by its absolute path:
+# batch-docker-container-workloads.md, "Troubleshoot container tasks": "Specify an absolute path in the task command
+# line" (a program found only through the image's PATH was reported not found, MicrosoftDocs/azure-docs#16748).
+WORKER_PYTHON = "/opt/venv/bin/python"
 # REST "Task - Add Collection": "The maximum number of tasks that can be added per request is 100", and the body at
 # most 1 MB (answered 413 RequestBodyTooLarge, upon which a chunk is halved).
 TASKS_PER_REQUEST = 100
@@ -221,7 +225,7 @@ class AzureBatchPool:
             # sets this setting too), found by its socket in the node-shared folder. Without one (or when it refuses:
             # other worker code, no CUDA) the client starts a server in this task's --rm container, which ends with
             # it, or runs the shard itself: start-up per shard, as without the setting.
-            command_line=f"python -m {worker_module(self.resident)} "
+            command_line=f"{WORKER_PYTHON} -m {worker_module(self.resident)} "
                          + " ".join([*task.worker_args(), "--device", "cuda", *self.worker_tuning]),
             container_settings=m.BatchTaskContainerSettings(image_name=self.image,
                                                             container_run_options="--rm --shm-size 8g",

@@ -154,7 +154,7 @@ def test_the_operators_worker_tuning_ends_every_tasks_command_line() -> None:
     p.submit("task-0123456789abcdef0123", [shard("s00000", 1)])
     (add,) = t.requests
     (task,) = json.loads(add.content)["value"]
-    assert task["commandLine"] == ("python -m gpu_batch.worker --manifest-container trapbatch "
+    assert task["commandLine"] == ("/opt/venv/bin/python -m gpu_batch.worker --manifest-container trapbatch "
                                    "--manifest-blob tasks/task-x/shards/s00000/attempt-1.json --device cuda "
                                    "--stage-threads 2 --compile")
 
@@ -178,7 +178,7 @@ def test_job_and_tasks_requests_are_exactly_what_batch_expects() -> None:
     sent = {t["id"]: t for t in json.loads(add.content)["value"]}
     assert set(sent) == {"s00000-a1", "s00001-a2"}  # the SDK may reorder a collection
     first = sent["s00000-a1"]
-    assert first["commandLine"] == ("python -m gpu_batch.worker --manifest-container trapbatch "
+    assert first["commandLine"] == ("/opt/venv/bin/python -m gpu_batch.worker --manifest-container trapbatch "
                                     "--manifest-blob tasks/task-x/shards/s00000/attempt-1.json --device cuda")
     assert first["containerSettings"]["imageName"] == "myacr.azurecr.io/trapbatch-worker:1.0"
     options = first["containerSettings"]["containerRunOptions"].split()
@@ -559,6 +559,20 @@ def test_a_fresh_cursor_reaches_back_past_the_clock_skew_batch_allows() -> None:
 
 
 # ---------------------------------------------------------------- the worker image
+
+def test_tasks_name_the_images_interpreter_by_its_absolute_path() -> None:
+    """batch-docker-container-workloads.md, "Troubleshoot container tasks": "Specify an absolute path in the task
+    command line". The path is the Dockerfile's venv."""
+    from gpu_batch.pool.azure_batch import WORKER_PYTHON
+
+    dockerfile = (REPO / "gpu_batch" / "Dockerfile").read_text()
+    venv = re.search(r"python3\.11 -m venv (\S+)", dockerfile)
+    assert venv is not None and WORKER_PYTHON == f"{venv.group(1)}/bin/python"
+    t = FakeBatch()
+    pool(t).submit("task-x", [shard("s00000", 1)])
+    (task,) = json.loads(t.requests[0].content)["value"]
+    assert task["commandLine"].split()[0] == WORKER_PYTHON
+
 
 def test_worker_image_leaves_the_node_shared_caches_alone() -> None:
     """batch-docker-container-workloads.md: everything under AZ_BATCH_NODE_ROOT_DIR (the shared folder included) is

@@ -62,7 +62,9 @@ param residentWorker bool = false
 @description('The resident worker compiles every shard\'s network (torch.compile), paid once per node; needs residentWorker.')
 param residentCompile bool = false
 
-var residentCommand = residentCompile ? 'python -m gpu_batch.worker.resident serve --idle-exit inf --compile' : 'python -m gpu_batch.worker.resident serve --idle-exit inf'
+// The image's interpreter by its absolute path (gpu_batch/Dockerfile's venv; gpu_batch/pool/azure_batch.py WORKER_PYTHON):
+// batch-docker-container-workloads.md, "Troubleshoot container tasks": "Specify an absolute path in the task command line".
+var residentCommand = residentCompile ? '/opt/venv/bin/python -m gpu_batch.worker.resident serve --idle-exit inf --compile' : '/opt/venv/bin/python -m gpu_batch.worker.resident serve --idle-exit inf'
 
 @description('OS disk size of each node: the ubuntu-hpc image keeps Docker\'s data (the ~10 GB worker image) on it.')
 param osDiskSizeGB int = 128
@@ -101,7 +103,7 @@ resource pool 'Microsoft.Batch/batchAccounts/pools@2024-07-01' = {
     vmSize: vmSize
     taskSlotsPerNode: 1
     startTask: {
-      commandLine: residentWorker ? residentCommand : 'python -c pass'
+      commandLine: residentWorker ? residentCommand : '/opt/venv/bin/python -c pass'
       containerSettings: {
         imageName: workerImage
         containerRunOptions: '--rm --shm-size 8g'

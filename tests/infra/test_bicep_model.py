@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from gpu_batch.pool.azure_batch import WORKER_PYTHON
 from tests.infra.bicep_model import REPO, Template, accessor_chain, loops, parse_files, walk
 
 # Built-in role definition ids (role-based-access-control/built-in-roles.md; the Batch roles:
@@ -553,11 +554,11 @@ def test_the_pool_start_task_runs_the_resident_worker_the_tasks_use(templates: d
     assert serve["type"] == "conditional" and serve["operands"]["condition"] == "residentCompile"
     for branch, compiles in (("true_value", True), ("false_value", False)):
         served = shlex.split(serve["operands"][branch])
-        assert served[:3] == ["python", "-m", "gpu_batch.worker.resident"]
+        assert served[:3] == [WORKER_PYTHON, "-m", "gpu_batch.worker.resident"]
         args = build_parser().parse_args(served[3:])
         assert args.command == "serve" and args.idle_exit == float("inf") and args.socket is None  # the node default
         assert args.compile is (True if compiles else None)  # None: TRAPBATCH_RESIDENT_COMPILE, unset on the node
-    assert shlex.split(command["operands"]["false_value"]) == ["python", "-c", "pass"]
+    assert shlex.split(command["operands"]["false_value"]) == [WORKER_PYTHON, "-c", "pass"]
     assert b.param_default("residentCompile") is False and main(templates).param_default("residentCompile") is False
     assert module_param(templates, "batch", "residentCompile") == "residentCompile"
     assert b.param_default("residentWorker") is False and main(templates).param_default("residentWorker") is False
