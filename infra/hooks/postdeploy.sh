@@ -17,6 +17,13 @@ ready_function=container_ready  # the Event Grid trigger of api/arrivals.py (sta
 ready_subject=/blobs/trapbatch-ready.json  # gpu_batch/layout.py READY_SUBJECT_ENDS_WITH (tests/unit checks it)
 attempts=${TRAPBATCH_KEY_ATTEMPTS:-20}   # the host may need a few minutes after the deployment to start
 wait_s=${TRAPBATCH_KEY_WAIT_S:-15}
+# Event Grid sends the endpoint a validation event while it creates a subscription, and a just-started Flex host may
+# refuse it for a while after its keys exist (Azure/azure-functions-host#11834): each create is tried this many times.
+subscribe_attempts=${TRAPBATCH_SUBSCRIBE_ATTEMPTS:-5}
+subscribe_wait_s=${TRAPBATCH_SUBSCRIBE_WAIT_S:-30}
+# The app's own answers to a dropped request (gpu_batch/layout.py _DROP_ANSWERS, tests/infra checks them) are .json
+# files in incoming/ too: filtered out, they reach task_dropped as no events at all.
+drop_answers=".error.json .task.json .done.json .estimate.json"
 
 # system_key NAME: the host's system key NAME (blobs_extension, eventgrid_extension), waiting for the host to make it.
 system_key() {
@@ -37,16 +44,36 @@ system_key() {
   return 1
 }
 
+# subscribe NAME ARGS...: az eventgrid system-topic event-subscription create --name NAME ARGS..., tried again while
+# Event Grid's validation of the endpoint fails.
+subscribe() {
+  name=$1
+  shift
+  i=1
+  while ! az eventgrid system-topic event-subscription create --name "$name" "$@"; do
+    if [ "$i" -ge "$subscribe_attempts" ]; then
+      echo "error: Event Grid could not create subscription $name ($subscribe_attempts tries): check the app's" >&2
+      echo "       'Log stream' for the validation request, then run infra/hooks/postdeploy.sh again." >&2
+      return 1
+    fi
+    echo "Event Grid could not validate the endpoint of $name yet ($i/$subscribe_attempts); trying again ..." >&2
+    i=$((i + 1))
+    sleep "$subscribe_wait_s"
+  done
+}
+
 key=$(system_key blobs_extension) || exit 1
 endpoint="${SERVICE_API_BASE_URL}/runtime/webhooks/blobs?functionName=Host.Functions.${function_name}&code=${key}"
 echo "Subscribing $function_name to BlobCreated events in '$INCOMING_CONTAINER_NAME' (system topic $EVENTGRID_SYSTEM_TOPIC_NAME) ..."
-az eventgrid system-topic event-subscription create --name trapbatch-incoming \
+# shellcheck disable=SC2086  # $drop_answers: one filter value per word
+subscribe trapbatch-incoming \
   --resource-group "$AZURE_RESOURCE_GROUP" --system-topic-name "$EVENTGRID_SYSTEM_TOPIC_NAME" \
   --endpoint-type webhook --endpoint "$endpoint" \
   --included-event-types Microsoft.Storage.BlobCreated \
   --subject-begins-with "/blobServices/default/containers/${INCOMING_CONTAINER_NAME}/" \
   --subject-ends-with .json \
-  --only-show-errors --output none
+  --advanced-filter subject StringNotEndsWith $drop_answers \
+  --only-show-errors --output none || exit 1
 
 # Start on arrival: a trapbatch-ready.json at the top of any container of the account starts a task over it. An Event
 # Grid trigger's webhook is /runtime/webhooks/eventgrid?functionName=<name>&code=<eventgrid_extension key>
@@ -54,11 +81,11 @@ az eventgrid system-topic event-subscription create --name trapbatch-incoming \
 ready_key=$(system_key eventgrid_extension) || exit 1
 ready_endpoint="${SERVICE_API_BASE_URL}/runtime/webhooks/eventgrid?functionName=${ready_function}&code=${ready_key}"
 echo "Subscribing $ready_function to BlobCreated events of $ready_subject at the top of any container ..."
-az eventgrid system-topic event-subscription create --name trapbatch-ready \
+subscribe trapbatch-ready \
   --resource-group "$AZURE_RESOURCE_GROUP" --system-topic-name "$EVENTGRID_SYSTEM_TOPIC_NAME" \
   --endpoint-type webhook --endpoint "$ready_endpoint" \
   --included-event-types Microsoft.Storage.BlobCreated \
   --subject-ends-with "$ready_subject" \
-  --only-show-errors --output none
+  --only-show-errors --output none || exit 1
 echo "Done: drop a request as ${INCOMING_CONTAINER_NAME}/<name>.json, or write trapbatch-ready.json at the top of an"
 echo "      image container once its upload is complete (docs/deploy.md, First task)."

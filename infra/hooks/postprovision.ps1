@@ -2,6 +2,8 @@
 #  1. enable the storage account's static website (preview pages, TRAPBATCH_PUBLIC_WEB_URL);
 #  2. build and push the GPU worker image with ACR Tasks unless its tag is already in the registry
 #     (TRAPBATCH_FORCE_WORKER_BUILD=true rebuilds, TRAPBATCH_SKIP_WORKER_BUILD=true skips).
+# PowerShell 7.2+: before it, 'Stop' also stopped the script at a native command's redirected stderr.
+#Requires -Version 7.2
 $ErrorActionPreference = 'Stop'
 . (Join-Path $PSScriptRoot 'load-env.ps1')
 Assert-Tool @('az')

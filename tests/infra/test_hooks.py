@@ -44,6 +44,12 @@ if args[:3] == ["acr", "repository", "show-tags"]:
     sys.exit(0 if os.environ.get("FAKE_TAGS") else 1)
 if args[:3] == ["functionapp", "keys", "list"]:
     print(os.environ.get("FAKE_KEY", ""))
+if args[:4] == ["eventgrid", "system-topic", "event-subscription", "create"]:
+    with open(os.environ["FAKE_LOG"]) as log:
+        creates = sum('"event-subscription", "create"' in line for line in log)
+    if creates <= int(os.environ.get("FAKE_FAILED_CREATES", "0")):
+        print("ERROR: Webhook validation handshake failed", file=sys.stderr)
+        sys.exit(1)
 '''
 
 
@@ -146,3 +152,76 @@ def test_windows_hooks_exist_beside_the_posix_ones() -> None:
     for script in HOOKS.glob("*.sh"):
         assert script.with_suffix(".ps1").exists(), script
     assert os.access(HOOKS / "postprovision.sh", os.X_OK) and os.access(HOOKS / "postdeploy.sh", os.X_OK)
+
+
+def _doc_commands(prefix: str) -> list[str]:
+    """Every shell command in the docs' code blocks that starts with ``prefix``, its continuation lines joined."""
+    found = []
+    for doc in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        lines = doc.read_text().splitlines()
+        for i, line in enumerate(lines):
+            if line.startswith(prefix):
+                command, j = line, i
+                while command.endswith("\\") or command.count('"') % 2:
+                    j += 1
+                    command = command.rstrip("\\") + " " + lines[j].strip()
+                found.append(command)
+    return found
+
+
+def test_the_docs_az_commands_reach_what_they_name() -> None:
+    """azure-cli ``resource/custom.py`` keeps two parts of ``--resource-type`` (``parts[1]``), so a nested type such as
+    ``Microsoft.Batch/batchAccounts/pools`` never reaches the pool: a child resource takes ``--namespace`` and
+    ``--parent``. And az prints azure-mgmt-batch 17's account as knack's camelCase of the attribute names
+    (``dedicated_core_quota_per_vm_family`` -> ``dedicatedCoreQuotaPerVmFamily``); JMESPath is case-sensitive."""
+    shows = _doc_commands("az resource show")
+    assert shows, "docs/deploy.md shows the pool's resize status with az resource show"
+    for command in shows:
+        args = command.split()
+        if "--resource-type" in args:
+            assert option(args, "--resource-type").count("/") <= 1 or "--parent" in args, command
+    accounts = [c for c in _doc_commands("az batch account show") if "CoreQuotaPer" in c]
+    assert accounts and all("dedicatedCoreQuotaPerVmFamily" in c for c in accounts)
+
+
+def test_postdeploy_filters_the_apps_own_answers_out_of_the_drop_subscription(tmp_path: Path) -> None:
+    """The app writes its answers to a dropped request beside it in incoming/ (gpu_batch/layout.py _DROP_ANSWERS); each
+    matched ``--subject-ends-with .json`` and invoked task_dropped for nothing. An advanced filter on the subject
+    (az eventgrid ``--advanced-filter subject StringNotEndsWith ...``) keeps them from being delivered."""
+    from gpu_batch import layout
+
+    proc, calls = run_hook(tmp_path, "postdeploy.sh", FAKE_KEY=KEY)
+    assert proc.returncode == 0, proc.stderr
+    (sub,) = [c["args"] for c in calls if c["args"][:4] == ["eventgrid", "system-topic", "event-subscription", "create"]
+              and option(c["args"], "--name") == "trapbatch-incoming"]
+    start = sub.index("--advanced-filter")
+    end = next(i for i in range(start + 1, len(sub)) if sub[i].startswith("--"))
+    assert sub[start + 1:start + 3] == ["subject", "StringNotEndsWith"]
+    assert sorted(sub[start + 3:end]) == sorted(layout._DROP_ANSWERS)
+    ps1 = (HOOKS / "postdeploy.ps1").read_text()
+    assert all(f"'{suffix}'" in ps1 for suffix in layout._DROP_ANSWERS) and "'StringNotEndsWith'" in ps1
+
+
+def test_postdeploy_tries_a_subscription_again_while_event_grid_cannot_validate_the_endpoint(tmp_path: Path) -> None:
+    """Event Grid validates the endpoint while it creates a subscription; a just-started Flex host may refuse it for
+    a while after its keys exist (Azure/azure-functions-host#11834). One refusal failed the whole `azd up`."""
+    proc, calls = run_hook(tmp_path, "postdeploy.sh", FAKE_KEY=KEY, FAKE_FAILED_CREATES="2",
+                           TRAPBATCH_SUBSCRIBE_WAIT_S="0")
+    assert proc.returncode == 0, proc.stderr
+    names = [option(c["args"], "--name") for c in calls if c["args"][:4] == ["eventgrid", "system-topic",
+                                                                            "event-subscription", "create"]]
+    assert names == ["trapbatch-incoming"] * 3 + ["trapbatch-ready"]
+    assert "trying again" in proc.stderr and KEY not in proc.stdout + proc.stderr
+    proc, calls = run_hook(tmp_path, "postdeploy.sh", FAKE_KEY=KEY, FAKE_FAILED_CREATES="99",
+                           TRAPBATCH_SUBSCRIBE_WAIT_S="0", TRAPBATCH_SUBSCRIBE_ATTEMPTS="3")
+    assert proc.returncode == 1 and "could not create subscription trapbatch-incoming (3 tries)" in proc.stderr
+    assert "postdeploy.sh again" in proc.stderr
+
+
+def test_windows_hooks_require_powershell_7_2() -> None:
+    """Before PowerShell 7.2 (PowerShell/PowerShell#13361), ``$ErrorActionPreference = 'Stop'`` also stopped a script
+    at a native command's redirected stderr (``az ... 2>$null``), which the hooks use for expected failures."""
+    for script in HOOKS.glob("*.ps1"):
+        text = script.read_text()
+        if "'Stop'" in text and "2>$null" in text:
+            assert "#Requires -Version 7.2" in text, script.name
