@@ -149,6 +149,32 @@ class ShardView:
     list_etag: str = ""
     list_columns: tuple[str, ...] = ()
     list_given_etag: str = ""  # the deployments' first facts the Camtrap DP lines started from ("" none)
+    # a view read ``STREAMED``: its export sections where they lie in the blob, read a slice at a time (``coco``,
+    # ``camtrap`` and ``zooniverse`` are then None); None for a view whose sections are held
+    exports: "ExportSections | None" = None
+
+    def export_sections(self) -> "ExportSections":
+        """The view's export sections to read a slice at a time (``ExportSections``): where they lie in the blob for
+        a view read ``STREAMED``, else over the bytes this view holds."""
+        if self.exports is not None:
+            return self.exports
+        held: dict[str, bytes] = {}
+        if self.coco is not None:
+            held.update(images=self.coco[0], annotations=self.coco[1])
+        if self.camtrap is not None:
+            held.update(media=self.camtrap.media, observations=self.camtrap.observations)
+        if self.zooniverse is not None:
+            held.update(rows=self.zooniverse.rows, lengths=_little_endian(self.zooniverse.lengths))
+
+        def read(name: str, offset: int, length: int) -> bytes:
+            return _exact(held[name][offset:offset + length], length, name)
+
+        return ExportSections(
+            read, {name: len(data) for name, data in held.items()},
+            self.coco[2:] if self.coco is not None else None,
+            (self.camtrap.media_count, self.camtrap.observation_count, self.camtrap.deployments)
+            if self.camtrap is not None else None,
+            len(self.zooniverse.lengths) if self.zooniverse is not None else None)
 
     def matches(self, task_id: str, threshold: float, results_etag: str, manifest_etag: str,
                 earlier: Mapping[str, str] | None = None) -> bool:
@@ -308,9 +334,14 @@ class ZooniverseLines:
 
     def filled(self, middle: str) -> tuple[bytes, list[int]]:
         """The rows with the task's ``,attribution,license,`` (quoted) in, and their lengths."""
-        text = middle.encode("utf-8")
-        delta = len(text) - len(MIDDLE_BYTES)
-        return self.rows.replace(MIDDLE_BYTES, text), [n + delta for n in self.lengths]
+        return _fill_rows(self.rows, self.lengths, middle)
+
+
+def _fill_rows(rows: bytes, lengths: Sequence[int], middle: str) -> tuple[bytes, list[int]]:
+    """Zooniverse rows (each with ``MIDDLE`` once) with ``middle`` in its place, and their lengths."""
+    text = middle.encode("utf-8")
+    delta = len(text) - len(MIDDLE_BYTES)
+    return rows.replace(MIDDLE_BYTES, text), [n + delta for n in lengths]
 
 
 MIDDLE_BYTES = zooniverse_rows.MIDDLE.encode("utf-8")
@@ -371,12 +402,25 @@ class CamtrapLines:
     def filled(self, completed_at: str, classified_by: str) -> tuple[str, str, list[list[Any]]] | None:
         """The lines and facts with the task's values in, or None when a value would need CSV quoting (then the
         entries are formatted instead)."""
-        if not (csvline.plain(completed_at) and csvline.plain(classified_by)) or "\x00" in completed_at + classified_by:
+        facts = _filled_facts(self.deployments, completed_at, classified_by)
+        if facts is None:
             return None
-        media, observations = (text.decode("utf-8").replace(COMPLETED_AT, completed_at).replace(
-            CLASSIFIED_BY, classified_by) for text in (self.media, self.observations))
-        facts = [[completed_at if value == COMPLETED_AT else value for value in fact] for fact in self.deployments]
-        return media, observations, facts
+        return (_fill_camtrap(self.media, completed_at, classified_by),
+                _fill_camtrap(self.observations, completed_at, classified_by), facts)
+
+
+def _filled_facts(deployments: Sequence[Sequence[Any]], completed_at: str,
+                  classified_by: str) -> list[list[Any]] | None:
+    """The deployments' facts with the task's completion time in, or None when a task value would need CSV quoting
+    (or holds NUL): the view's Camtrap DP lines are then not the task's."""
+    if not (csvline.plain(completed_at) and csvline.plain(classified_by)) or "\x00" in completed_at + classified_by:
+        return None
+    return [[completed_at if value == COMPLETED_AT else value for value in fact] for fact in deployments]
+
+
+def _fill_camtrap(data: bytes, completed_at: str, classified_by: str) -> str:
+    """Camtrap DP lines (whole lines: no placeholder is cut) with the task's values in."""
+    return data.decode("utf-8").replace(COMPLETED_AT, completed_at).replace(CLASSIFIED_BY, classified_by)
 
 
 def camtrap_lines(entries: Sequence[Mapping[str, Any]], threshold: float,

@@ -39,6 +39,8 @@ if args[:2] == ["acr", "build"]:
                               for d, _, files in os.walk(context) for f in files)
 with open(os.environ["FAKE_LOG"], "a") as log:
     log.write(json.dumps(entry) + "\n")
+if args[:2] == ["acr", "build"] and os.environ.get("FAKE_BUILD_FAILS"):
+    sys.exit(3)
 if args[:3] == ["acr", "repository", "show-tags"]:
     print(os.environ.get("FAKE_TAGS", ""))
     sys.exit(0 if os.environ.get("FAKE_TAGS") else 1)
@@ -225,3 +227,41 @@ def test_windows_hooks_require_powershell_7_2() -> None:
         text = script.read_text()
         if "'Stop'" in text and "2>$null" in text:
             assert "#Requires -Version 7.2" in text, script.name
+
+
+def test_preprovision_builds_a_new_worker_tag_before_the_deployment_names_it(tmp_path: Path) -> None:
+    """The deployment points TRAPBATCH_WORKER_IMAGE and the pool's start task at trapbatch-worker:<tag>; a new tag
+    built only by postprovision (10-25 minutes later) failed every shard submitted meanwhile (the image could not be
+    pulled). preprovision builds it first, once the registry exists."""
+    proc, calls = run_hook(tmp_path, "preprovision.sh", FAKE_TAGS="v1", TRAPBATCH_WORKER_TAG="v2")
+    assert proc.returncode == 0, proc.stderr
+    (build,) = [c["args"] for c in calls if c["args"][:2] == ["acr", "build"]]
+    assert option(build, "--registry") == "crabc" and option(build, "--image") == "trapbatch-worker:v2"
+    proc, calls = run_hook(tmp_path, "preprovision.sh", FAKE_TAGS="v1\nv2", TRAPBATCH_WORKER_TAG="v2")
+    assert proc.returncode == 0 and not [c for c in calls if c["args"][:2] == ["acr", "build"]]
+    proc, calls = run_hook(tmp_path, "preprovision.sh", FAKE_TAGS="v0")  # no tag set: the parameters' default
+    assert [option(c["args"], "--image") for c in calls if c["args"][:2] == ["acr", "build"]] == ["trapbatch-worker:v1"]
+    # the image name and default tag preprovision assumes are the deployment's
+    assert "var workerImageName = 'trapbatch-worker:${workerImageTag}'" in (REPO / "infra" / "main.bicep").read_text()
+    assert "${TRAPBATCH_WORKER_TAG=v1}" in (REPO / "infra" / "main.parameters.json").read_text()
+    for text in ((HOOKS / "preprovision.sh").read_text(), (HOOKS / "preprovision.ps1").read_text()):
+        assert "trapbatch-worker:" in text and "v1" in text
+    azure = (REPO / "azure.yaml").read_text()
+    assert "run: ./infra/hooks/preprovision.sh" in azure and "run: ./infra/hooks/preprovision.ps1" in azure
+
+
+def test_the_first_preprovision_leaves_the_build_to_postprovision(tmp_path: Path) -> None:
+    saved = dict(AZD_ENV)
+    try:
+        del AZD_ENV["AZURE_CONTAINER_REGISTRY_NAME"]
+        proc, calls = run_hook(tmp_path, "preprovision.sh", TRAPBATCH_WORKER_TAG="v2")
+    finally:
+        AZD_ENV.clear()
+        AZD_ENV.update(saved)
+    assert proc.returncode == 0 and not calls and "postprovision builds" in proc.stdout
+
+
+def test_a_worker_build_that_fails_stops_the_provision(tmp_path: Path) -> None:
+    proc, calls = run_hook(tmp_path, "preprovision.sh", FAKE_TAGS="v1", TRAPBATCH_WORKER_TAG="v2", FAKE_BUILD_FAILS="1")
+    assert proc.returncode != 0 and "did not build" in proc.stderr
+    assert not list(tmp_path.glob("tmp.*")), "the temporary build context is removed"
