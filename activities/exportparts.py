@@ -54,6 +54,7 @@ from core.fanin import json_ranges
 from core.settings import Settings
 from gpu_batch import layout
 from gpu_batch.formats import camtrapdp, coco, jsonio
+from gpu_batch.formats.mergeview import STREAMED
 
 logger = logging.getLogger(__name__)
 bp = df.Blueprint()
@@ -126,7 +127,7 @@ def run_exports_part(payload: c.ExportsPartInput, settings: Settings, store: Blo
         listed = ListMetadata(store, container, task_id, ctx.list_shards, payload["first_shard"])
         tap = camtrap_events.EventTap()
         with ViewLines(iter_export_views(store, settings, task_id, payload["first_shard"],
-                                         int(payload.get("shards", 0)), ctx.cut, ctx.plain_camtrap(), "exports",
+                                         int(payload.get("shards", 0)), ctx.cut, ctx.plain_camtrap(), STREAMED,
                                          *ctx.view_list()), camtrap,
                        direct={k: _Fragment(buffered[k], files[k]) for k in FRAGMENTS}, events=tap) as views:
             views.write(writer, text["images"], text["annotations"], camtrap, media, observations, continued=True)

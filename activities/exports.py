@@ -68,7 +68,7 @@ from core.exportparts import combine_deployments, follows_first
 from core.settings import Settings
 from gpu_batch import layout
 from gpu_batch.formats import camtrapdp, coco, csvline, jsonio
-from gpu_batch.formats.mergeview import ShardView
+from gpu_batch.formats.mergeview import STREAMED, ShardView, TornView
 
 logger = logging.getLogger(__name__)
 bp = df.Blueprint()
@@ -253,7 +253,11 @@ class ViewLines:
                     break
                 if not seen:
                     seen = self.coco = self.camtrap = self.zooniverse = True
-                self._add(view, camtrap, middle)
+                try:
+                    self._add(view, camtrap, middle)
+                except TornView:  # as a view that does not parse: what it wrote is dropped below
+                    seen = False
+                    break
                 if not (self.coco or self.camtrap or self.zooniverse):
                     break  # every format from the entries: no further view is read
         except BaseException:
@@ -271,39 +275,44 @@ class ViewLines:
                         direct[name].restart()
 
     def _add(self, view: ShardView, camtrap: camtrapdp.CamtrapBuilder, middle: str | None) -> None:
+        """One view's lines of each format still usable, a slice at a time (``mergeview.ExportSections``: a view
+        read whole and held took ~2.3 kB an image, 226 MB for a shard of 100,000). ``TornView`` when a section reads
+        back short: the caller then takes the view as unusable, whatever it wrote of it."""
         spool, counts = self._spool, self._counts
+        lines = view.export_sections()
         if self.coco:
-            if view.coco is None:
+            if lines.coco is None:
                 self.coco = False
             else:
-                spool["images"].write(view.coco[0])
-                spool["annotations"].write(view.coco[1])
-                counts["images"] += view.coco[2]
-                counts["annotations"] += view.coco[3]
+                for name in ("images", "annotations"):
+                    for data in lines.slices(name):
+                        spool[name].write(data)
+                counts["images"] += lines.coco[0]
+                counts["annotations"] += lines.coco[1]
         if self.camtrap:
-            filled = (view.camtrap.filled(camtrap.completed_at, camtrap.classified_by) if view.camtrap is not None
-                      else None)
-            if filled is None or not self._agrees(filled[2]):
+            facts = lines.camtrap_facts(camtrap.completed_at, camtrap.classified_by)
+            if facts is None or lines.camtrap is None or not self._agrees(facts):
                 self.camtrap = False
                 self._deployments.clear()
             else:
-                spool["media"].write(filled[0].encode("utf-8"))
-                spool["observations"].write(filled[1].encode("utf-8"))
-                if self._events is not None:
-                    self._events.feed(filled[0], filled[1])
-                counts["media"] += view.camtrap.media_count  # type: ignore[union-attr]
-                counts["observations"] += view.camtrap.observation_count  # type: ignore[union-attr]
-                self._deployments.append(filled[2])
+                for media, observations, held in lines.camtrap_lines(camtrap.completed_at, camtrap.classified_by):
+                    spool["media"].write(media.encode("utf-8"))
+                    spool["observations"].write(observations.encode("utf-8"))
+                    if self._events is not None:  # each image's media row with all its observation rows
+                        self._events.feed(media, held)
+                counts["media"] += lines.camtrap[0]
+                counts["observations"] += lines.camtrap[1]
+                self._deployments.append(facts)
         if self.zooniverse:
-            if view.zooniverse is None:
+            if lines.zooniverse is None:
                 self.zooniverse = False
             elif middle is None:
-                counts["rows"] += len(view.zooniverse.lengths)
+                counts["rows"] += lines.zooniverse
             else:
-                data, sizes = view.zooniverse.filled(middle)
-                spool["rows"].write(data)
-                self._lengths.extend(sizes)
-                counts["rows"] += len(sizes)
+                for data, sizes in lines.zooniverse_rows(middle):
+                    spool["rows"].write(data)
+                    self._lengths.extend(sizes)
+                    counts["rows"] += len(sizes)
 
     def _agrees(self, facts: list[list[Any]]) -> bool:
         """Whether a view's deployment facts start from the first coordinates and camera the views before it (and
@@ -693,7 +702,7 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
             listed = ListMetadata(store, container, task_id, list_shards)
             tap = camtrap_events.EventTap()
             views = files.enter_context(ViewLines(iter_export_views(
-                store, settings, task_id, 0, int(enumeration.get("shards") or 0), cut, ctx.plain_camtrap(), "exports",
+                store, settings, task_id, 0, int(enumeration.get("shards") or 0), cut, ctx.plain_camtrap(), STREAMED,
                 *ctx.view_list()), camtrap, manifest, events=tap))
             lengths = array("q")
             views.write(writer, tmp["images"], tmp["annotations"], camtrap, media, observations, continued=False)

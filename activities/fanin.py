@@ -50,7 +50,7 @@ from gpu_batch import layout
 from gpu_batch.formats import jsonio
 from gpu_batch.formats.detections_csv import CSV_COLUMNS
 from gpu_batch.formats.eligible import FolderRows, RepeatOptions
-from gpu_batch.formats.mergeview import HEAD_BYTES, ShardFormatter, ShardView, read_view_part
+from gpu_batch.formats.mergeview import HEAD_BYTES, ShardFormatter, ShardView, TornView, read_view_part
 from gpu_batch.formats.previewsample import PreviewSampler
 from gpu_batch.layout import REPEATS_REMOVED
 from gpu_batch.manifest import REASON_LISTED_NOT_FOUND, plain_etag
@@ -171,11 +171,15 @@ def clean_view(store: BlobStore, settings: Settings, task_id: str, index: int, t
     # to its end (only a start beyond it is 416), and the SDK sizes the download from Content-Range, "unless it is over
     # the end of the file" (azure-storage-blob 12.31, _download.py, _initial_request); Azurite does the same
     # (tests/integration/test_fanin.py reads views far smaller than HEAD_BYTES)
+    def fetch(offset: int, length: int) -> bytes:
+        try:
+            return read_range(store, settings.container, view_name, offset, length)
+        except ResourceNotFoundError as exc:  # deleted while a STREAMED view's sections are read: not used then
+            raise TornView(f"{view_name}: deleted since the listing") from exc
+
     try:
-        view = read_view_part(read_range(store, settings.container, view_name, 0, HEAD_BYTES),
-                              lambda offset, length: read_range(store, settings.container, view_name, offset, length),
-                              part)
-    except ResourceNotFoundError:  # deleted since the listing (its task's work cleaned up): the entries then
+        view = read_view_part(read_range(store, settings.container, view_name, 0, HEAD_BYTES), fetch, part)
+    except (ResourceNotFoundError, TornView):  # deleted since the listing (its task's work cleaned up): the entries
         return None
     earlier = {name: listed[name] for attempt, name in results.items() if attempt != last}
     if view is None or not view.matches(task_id, threshold, listed[results[last]], listed[manifest_name], earlier):

@@ -264,7 +264,12 @@ def run_previews(task_id: str, model: str, request_name: str, settings: Settings
         visits=_camera_visits(store, settings.container, task_id, variant),
     )
     page = layout.page_blob(folder, variant)
-    store.write_bytes(settings.web_container, page, html.encode("utf-8"), "text/html; charset=utf-8")
+    # no-cache: a re-render (another threshold, repeats removed) rewrites this same page, and the static website sends
+    # no caching headers of its own ("There's no way to configure headers as part of the static website feature",
+    # storage-blob-static-website.md): without one a browser may show the old page from its heuristic freshness
+    # (RFC 9111 4.2.2); the blob's Cache-Control is served with it. Thumbnails, named by their image, never change.
+    store.write_bytes(settings.web_container, page, html.encode("utf-8"), "text/html; charset=utf-8",
+                      cache_control="no-cache")
     if withdrawn(store, settings, task_id):  # the pages were deleted while this render ran: what it wrote goes too
         delete_prefix(store, settings.web_container, folder + "/")
         forget_folder(store, settings, task_id, folder)

@@ -57,7 +57,8 @@ def get_range(client: BlobClient, offset: int, length: int) -> bytes:
     return _get(client, {"x-ms-range": f"bytes={offset}-{offset + length - 1}"}, (200, 206))
 
 
-def put_blob(client: BlobClient, data: bytes, content_type: str | None = None) -> str:
+def put_blob(client: BlobClient, data: bytes, content_type: str | None = None,
+             cache_control: str | None = None) -> str:
     """Write (replace) a block blob with ``data`` in one Put Blob; returns the ETag the service answered with.
 
     The request's headers, as the Put Blob reference lists them: ``Authorization`` and ``x-ms-date`` (the pipeline's
@@ -65,13 +66,17 @@ def put_blob(client: BlobClient, data: bytes, content_type: str | None = None) -
     ``x-ms-blob-type`` (required), and the blob's content type as ``x-ms-blob-content-type`` ("sets the blob's
     content type"; without it the blob's is the request's ``Content-Type``, "the default type is
     application/octet-stream"), with ``Content-Type: application/octet-stream`` for the body: what the SDK's
-    ``upload_blob`` sends (azure-storage-blob's generated ``BlockBlobOperations.upload``)."""
+    ``upload_blob`` sends (azure-storage-blob's generated ``BlockBlobOperations.upload``). ``cache_control`` is the
+    blob's ``Cache-Control`` (``x-ms-blob-cache-control``), which the service, the static website included, returns
+    with every read of it."""
     if len(data) > PUT_LIMIT:
         raise ValueError(f"put_blob carries at most {PUT_LIMIT} bytes, not {len(data)}: use the SDK's upload_blob")
     headers = {"x-ms-version": client.api_version, "x-ms-blob-type": "BlockBlob",
                "Content-Type": "application/octet-stream"}
     if content_type:
         headers["x-ms-blob-content-type"] = content_type
+    if cache_control:
+        headers["x-ms-blob-cache-control"] = cache_control
     request = HttpRequest("PUT", client.url, headers=headers, content=bytes(data))
     response = client._pipeline.run(request, stream=True).http_response
     try:

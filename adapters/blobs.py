@@ -165,13 +165,14 @@ class BlobStore:
         except ResourceNotFoundError:
             return None
 
-    def write_bytes(self, container: str, name: str, data: bytes, content_type: str | None = None) -> str:
+    def write_bytes(self, container: str, name: str, data: bytes, content_type: str | None = None,
+                    cache_control: str | None = None) -> str:
         """Write (replace) the blob; returns its new ETag, as Put Blob returns it (a coverage summary names the
-        results it describes by it: ``gpu_batch.manifest``)."""
+        results it describes by it: ``gpu_batch.manifest``). ``cache_control``: the blob's Cache-Control."""
         client = self.service.get_blob_client(container, name)
         if len(data) <= blob_requests.PUT_LIMIT:  # one Put Blob at about half the SDK's CPU (adapters.blob_requests)
-            return _etag(blob_requests.put_blob(client, data, content_type))
-        return _etag(self._write_blocks(container, name, io.BytesIO(data), content_type))
+            return _etag(blob_requests.put_blob(client, data, content_type, cache_control))
+        return _etag(self._write_blocks(container, name, io.BytesIO(data), content_type, cache_control))
 
     def create_bytes(self, container: str, name: str, data: bytes) -> bool:
         """Write ``data`` only if the blob does not exist yet; False when it already did (the first writer wins)."""
@@ -196,13 +197,14 @@ class BlobStore:
                 return
         self._write_blocks(container, name, data, content_type)
 
-    def _write_blocks(self, container: str, name: str, data: IO[bytes], content_type: str | None) -> str:
+    def _write_blocks(self, container: str, name: str, data: IO[bytes], content_type: str | None,
+                      cache_control: str | None = None) -> str:
         """``data`` from where it stands to its end as staged blocks and one commit; returns the ETag. Through
         ``BlockBlobWriter``, not the SDK's chunked ``upload_blob``: every writer of a name must stage block ids of
         one length (``adapters.block_writer.block_id``)."""
         from adapters.block_writer import BLOCK_BYTES, BlockBlobWriter  # it imports this module
 
-        with BlockBlobWriter(self, container, name, content_type) as out:
+        with BlockBlobWriter(self, container, name, content_type, cache_control=cache_control) as out:
             while chunk := data.read(BLOCK_BYTES):
                 out.write(chunk)
         return out.etag

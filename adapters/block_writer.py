@@ -48,10 +48,12 @@ class BlockBlobWriter(io.RawIOBase):
     waits for them all before the commit."""
 
     def __init__(self, store: BlobStore, container: str, name: str, content_type: str | None = "application/zip",
-                 block_bytes: int = BLOCK_BYTES, pool: Executor | None = None, in_flight: int = 2) -> None:
+                 block_bytes: int = BLOCK_BYTES, pool: Executor | None = None, in_flight: int = 2,
+                 cache_control: str | None = None) -> None:
         super().__init__()
         self._blob = store.service.get_blob_client(container, name)
         self._content_type = content_type
+        self._cache_control = cache_control
         self._block_bytes = block_bytes
         self._buffer = bytearray()
         self._blocks: list[BlobBlock] = []
@@ -109,7 +111,8 @@ class BlockBlobWriter(io.RawIOBase):
             if not self._failed:
                 if not self._blocks and len(self._buffer) <= blob_requests.PUT_LIMIT:
                     # small (or empty): one Put Blob, as BlobStore.upload_file sends it, not a block and a commit
-                    self.etag = blob_requests.put_blob(self._blob, bytes(self._buffer), self._content_type)
+                    self.etag = blob_requests.put_blob(self._blob, bytes(self._buffer), self._content_type,
+                                                       self._cache_control)
                     self._buffer.clear()
                     return
                 if self._buffer or not self._blocks:
@@ -117,7 +120,8 @@ class BlockBlobWriter(io.RawIOBase):
                     self._buffer.clear()
                 self._drain()
                 committed = self._blob.commit_block_list(
-                    self._blocks, content_settings=ContentSettings(content_type=self._content_type))
+                    self._blocks, content_settings=ContentSettings(content_type=self._content_type,
+                                                                   cache_control=self._cache_control))
                 self.etag = str((committed or {}).get("etag") or "")
         finally:
             for future in self._pending:  # a failed writer: its blocks in flight end (uncommitted) before it closes

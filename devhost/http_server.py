@@ -20,7 +20,6 @@ import functools
 import inspect
 import json
 import logging
-import mimetypes
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
 from urllib.parse import quote
@@ -415,8 +414,14 @@ class HttpFront:
         if not path or path.endswith("/"):
             path += "index.html"
         try:
-            data = await self._off(lambda: self.blobs.get_blob_client("$web", path).download_blob().readall())
+            blob = await self._off(lambda: self.blobs.get_blob_client("$web", path).download_blob())
+            data = await self._off(blob.readall)
         except ResourceNotFoundError:
             return web.Response(status=404, text=f"not found in $web: {path}")
-        ctype = mimetypes.guess_type(path)[0] or "application/octet-stream"
-        return web.Response(body=data, content_type=ctype)
+        # as the static website serves a blob: with its stored Content-Type and Cache-Control (a blob stored without
+        # a type is application/octet-stream there too)
+        settings = blob.properties.content_settings
+        headers = {"Content-Type": settings.content_type or "application/octet-stream"}
+        if settings.cache_control:
+            headers["Cache-Control"] = settings.cache_control
+        return web.Response(body=data, headers=headers)

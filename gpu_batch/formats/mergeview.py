@@ -53,8 +53,8 @@ from __future__ import annotations
 import io
 import json
 import struct
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from gpu_batch.formats import camtrapdp, coco, csvline, jsonio, zooniverse_rows
 from gpu_batch.formats.detections_csv import CsvLines
@@ -460,10 +460,192 @@ def coco_lines(entries: Sequence[Mapping[str, Any]], threshold: float,
             {"images": writer.counts["images"], "annotations": writer.counts["annotations"]})
 
 
+SLICE_BYTES = 4 * 1024 * 1024  # what ``ExportSections`` reads of a section at a time (read when it reads)
+
+
+class TornView(ValueError):
+    """A view's section read back shorter than its header says, or not laid out as a view's lines are (the blob
+    changed or was cut since its header was read): the view is not used, as one that does not parse."""
+
+
+def _exact(data: bytes, length: int, name: str) -> bytes:
+    if len(data) != length:
+        raise TornView(f"{length} bytes of the view's {name} asked for, {len(data)} read")
+    return data
+
+
+@dataclass(frozen=True, slots=True)
+class ExportSections:
+    """A view's export sections, read a slice (``SLICE_BYTES``) at a time: ``read(name, offset, length)`` gives
+    ``length`` bytes of section ``name`` (``images`` and ``annotations``: COCO's lines; ``media`` and
+    ``observations``: Camtrap DP's; ``rows`` and ``lengths``: Zooniverse's) from ``offset``, or raises ``TornView``.
+
+    Why: an exports activity read a view's export sections whole and held them a few times over (the read, each
+    section's copy, Camtrap DP's text with the task's values in, its bytes again): ~2.3 kB an image, 226 MB of
+    Python heap for one shard of 100,000 images (``bench/exports_memory.py``), one activity of eight on an instance.
+    A slice at a time, a view costs a few slices, whatever its shard's size.
+
+    ``sizes``: each section's length; ``coco``: COCO's (images, annotations) counts; ``camtrap``: Camtrap DP's
+    (media, observations) counts and the deployments' facts (``CamtrapLines.deployments``); ``zooniverse``: how
+    many rows; each None when the view has no such lines."""
+
+    read: Callable[[str, int, int], bytes]
+    sizes: Mapping[str, int]
+    coco: tuple[int, int] | None
+    camtrap: tuple[int, int, list[list[Any]]] | None
+    zooniverse: int | None
+
+    def slices(self, name: str) -> Iterator[bytes]:
+        """Section ``name``'s bytes in order, a slice at a time (cut anywhere: for bytes copied as they are)."""
+        size, step = self.sizes.get(name, 0), SLICE_BYTES
+        for offset in range(0, size, step):
+            yield self.read(name, offset, min(step, size - offset))
+
+    def camtrap_facts(self, completed_at: str, classified_by: str) -> list[list[Any]] | None:
+        """The deployments' facts with the task's values in (``CamtrapLines.filled``'s), or None when the view has
+        no Camtrap DP lines or they cannot take the task's values."""
+        if self.camtrap is None:
+            return None
+        return _filled_facts(self.camtrap[2], completed_at, classified_by)
+
+    def camtrap_lines(self, completed_at: str, classified_by: str) -> Iterator[tuple[str, str, str]]:
+        """Camtrap DP's lines with the task's values in (``camtrap_facts`` must not be None), a slice at a time:
+        ``(media, observations, held)``, the media rows and observation rows to write next (each stream's pieces
+        together are ``CamtrapLines.filled``'s text) and the observation rows of those media rows' images
+        (``held``: ``observations``, or rows written before). So each image's media row comes with all its
+        observation rows, as ``core.camtrap_events.EventTap.feed`` reads them; pieces end at whole records."""
+        last: bytes | None = None
+        text = ""
+        for media, observations, new in _aligned(_Records(self.read, "media", self.sizes.get("media", 0)),
+                                                 _Records(self.read, "observations",
+                                                          self.sizes.get("observations", 0))):
+            if observations is not last:
+                last, text = observations, _fill_camtrap(observations, completed_at, classified_by)
+            yield _fill_camtrap(media, completed_at, classified_by), text if new else "", text
+
+    def zooniverse_rows(self, middle: str) -> Iterator[tuple[bytes, list[int]]]:
+        """Zooniverse's rows with ``middle`` in (``ZooniverseLines.filled``'s), about a slice of rows at a time,
+        with their lengths."""
+        count, size = self.zooniverse or 0, self.sizes.get("rows", 0)
+        per = max(1, SLICE_BYTES * count // max(size, 1))
+        offset = 0
+        for first in range(0, count, per):
+            n = min(per, count - first)
+            lengths = _lengths(self.read("lengths", 4 * first, 4 * n))
+            rows = self.read("rows", offset, sum(lengths))
+            offset += len(rows)
+            yield _fill_rows(rows, lengths, middle)
+
+
+class _Records:
+    """A CSV section (``csv.writer``'s records, each ended by CRLF outside quotes) read ``SLICE_BYTES`` at a time:
+    ``buffer`` holds what was read and not yet taken, from a record's start."""
+
+    def __init__(self, read: Callable[[str, int, int], bytes], name: str, size: int) -> None:
+        self.read, self.name, self.size = read, name, size
+        self.offset = 0
+        self.buffer = b""
+
+    def more(self) -> bool:
+        """Read the next slice onto ``buffer``; False at the section's end."""
+        if self.offset >= self.size:
+            return False
+        n = min(SLICE_BYTES, self.size - self.offset)
+        self.buffer += self.read(self.name, self.offset, n)
+        self.offset += n
+        return True
+
+    def take(self, end: int) -> bytes:
+        piece, self.buffer = self.buffer[:end], self.buffer[end:]
+        return piece
+
+    def last_end(self, before: int | None = None) -> int:
+        """Where the last whole record in ``buffer[:before]`` ends (just after its CRLF), 0 for none."""
+        data = self.buffer
+        cut = data.rfind(b"\r\n", 0, len(data) if before is None else before)
+        while cut >= 0 and data.count(b'"', 0, cut) % 2:  # a CRLF inside a quoted field
+            cut = data.rfind(b"\r\n", 0, cut)
+        return cut + 2 if cut >= 0 else 0
+
+    def end_of(self, start: int) -> int:
+        """Where the record from ``start`` ends, reading on as needed; -1 when the section ends first."""
+        at = start
+        while True:
+            at = self.buffer.find(b"\r\n", at)
+            if at >= 0 and self.buffer.count(b'"', start, at) % 2 == 0:
+                return at + 2
+            if at >= 0:
+                at += 2
+                continue
+            at = max(start, len(self.buffer) - 1)
+            if not self.more():
+                return -1
+
+    def find_record(self, key: bytes) -> int:
+        """Where the record that starts with ``key`` starts in ``buffer``, -1 when it is not there (yet)."""
+        at = self.buffer.find(key)
+        while at >= 0 and not ((at == 0 or self.buffer[at - 2:at] == b"\r\n")
+                               and self.buffer.count(b'"', 0, at) % 2 == 0):
+            at = self.buffer.find(key, at + 1)
+        return at
+
+
+MEDIA_ID_LENGTH = 16  # camtrapdp.media_id: the start of an image's media row and of its observations' ids
+
+
+def _aligned(media: _Records, observations: _Records) -> Iterator[tuple[bytes, bytes, bool]]:
+    """A view's Camtrap DP sections in pieces that keep each image's media row with its observation rows:
+    ``(media rows, observation rows, new)``, ``new`` False when the observation rows are those of the piece before
+    (a run of media rows longer than a slice, of images without any: failures), to read again, not to write.
+
+    Both sections hold the images in one order (``camtrap_lines``): an image's media row starts with its media id and
+    a comma, each of its observation rows with that id and ``_``. So the observation rows read so far, up to the last
+    image's last one, belong to the media rows up to that image's own."""
+    while True:
+        cut = observations.last_end()
+        while cut == 0 and observations.more():
+            cut = observations.last_end()
+        if cut == 0:
+            if observations.buffer:
+                raise TornView("the view's observations do not end with a whole record")
+            break
+        start = observations.last_end(cut - 2)
+        key = observations.buffer[start:start + MEDIA_ID_LENGTH]
+        while True:  # the last image's further rows
+            while len(observations.buffer) < cut + MEDIA_ID_LENGTH + 1 and observations.more():
+                pass
+            if observations.buffer[cut:cut + MEDIA_ID_LENGTH + 1] != key + b"_":
+                break
+            cut = observations.end_of(cut)
+            if cut < 0:
+                raise TornView("the view's observations end inside a record")
+        rows = observations.take(cut)
+        new = True
+        while (at := media.find_record(key + b",")) < 0:
+            if len(media.buffer) >= SLICE_BYTES and (ready := media.last_end()):
+                yield media.take(ready), rows, new  # images without observations: memory stays a slice or two
+                new = False
+            elif not media.more():
+                raise TornView("an observation's media row is not in the view")
+        end = media.end_of(at)
+        if end < 0:
+            raise TornView("the view's media rows end inside a record")
+        yield media.take(end), rows, new
+    while True:  # the images after the last with observations
+        ready = media.last_end()
+        if ready:
+            yield media.take(ready), b"", True
+        elif not media.more():
+            if media.buffer:
+                raise TornView("the view's media rows do not end with a whole record")
+            return
+
+
 HEAD_BYTES = 256 * 1024  # a first read that holds a view's header line (the preview sample is most of it)
-# what each reader reads of a view's body: its entries' bytes, its exports' lines (COCO, Camtrap DP, Zooniverse), or
-# Zooniverse's rows alone
-PARTS = ("merge", "exports", "zooniverse")
+# what each reader reads of a view's body: its entries' bytes, its exports' lines (COCO, Camtrap DP, Zooniverse),
+# Zooniverse's rows alone, or the exports' lines where they lie, read a slice at a time (``ExportSections``)
+STREAMED = "streamed"
+PARTS = ("merge", "exports", "zooniverse", STREAMED)
 
 
 def read_view(data: bytes | None) -> ShardView | None:
@@ -489,6 +671,8 @@ def read_view_part(head: bytes | None, fetch: Callable[[int, int], bytes], part:
     except (KeyError, TypeError, ValueError):
         return None
     merge_length = sizes["json"] + sizes["csv"] + sizes["folders"]
+    if part == STREAMED:
+        return _streamed(header, sizes, head, at, fetch)
     if part == "merge":
         start, length = 0, merge_length
     elif part == "zooniverse":
@@ -502,6 +686,54 @@ def read_view_part(head: bytes | None, fetch: Callable[[int, int], bytes], part:
     if len(chunk) != length:
         return None
     return _assemble(header, chunk, -start, sizes["total"], part)
+
+
+EXPORT_SECTIONS = ("images", "annotations", "media", "observations", "rows", "lengths")  # in the body's order
+
+
+def _streamed(header: Mapping[str, Any], sizes: Mapping[str, int], head: bytes, at: int,
+              fetch: Callable[[int, int], bytes]) -> ShardView | None:
+    """A view read ``STREAMED``: its identity and counts, and its export sections where they lie in the blob
+    (``ShardView.exports``), checked as the exports' part is when it is read whole (``_assemble``): the blob holds the
+    whole body, and Zooniverse's lengths add up to its rows' bytes (read a slice at a time). None as for
+    ``read_view``."""
+    view = _assemble(header, b"", 0, sizes["total"], STREAMED)
+    if view is None:
+        return None
+    try:
+        c, t, z = header.get("coco"), header.get("camtrap"), header.get("zooniverse")
+        own = [int((c or {}).get("images_bytes", 0)), int((c or {}).get("annotations_bytes", 0)),
+               int((t or {}).get("media_bytes", 0)), int((t or {}).get("observations_bytes", 0)),
+               int((z or {}).get("rows_bytes", 0)), 4 * int((z or {}).get("rows", 0))]
+        lengths = dict(zip(EXPORT_SECTIONS, own))
+        starts, position = {}, at + sizes["json"] + sizes["csv"] + sizes["folders"]
+        for name, size in lengths.items():
+            starts[name] = position
+            position += size
+
+        def read(name: str, offset: int, length: int) -> bytes:
+            offset += starts[name]
+            if offset + length <= len(head):  # the first read holds it (a small view: no further request)
+                return _exact(head[offset:offset + length], length, name)
+            return _exact(fetch(offset, length) if length else b"", length, name)
+
+        sections = ExportSections(
+            read, lengths, (int(c["images"]), int(c["annotations"])) if c is not None else None,
+            (int(t["media"]), int(t["observations"]), [list(fact) for fact in t["deployments"]])
+            if t is not None else None, int(z["rows"]) if z is not None else None)
+        if sum(n for (n,) in _le_lengths(sections.slices("lengths"))) != lengths["rows"]:
+            return None
+        if sizes["total"] and not lengths["lengths"]:  # the blob holds the body's last byte too
+            _exact(read("lengths", -1, 1), 1, "body")
+    except (KeyError, TypeError, ValueError):  # TornView included
+        return None
+    return replace(view, exports=sections)
+
+
+def _le_lengths(slices: Iterable[bytes]) -> Iterator[tuple[int]]:
+    """Zooniverse's row lengths (4-byte little-endian integers) one at a time, without a list of a slice's."""
+    for data in slices:
+        yield from struct.iter_unpack("<I", data)
 
 
 def _header(data: bytes | None) -> tuple[dict[str, Any] | None, int]:

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -340,3 +341,25 @@ def test_diagnostics_describe_a_live_host_its_pools_loop_and_threads(host: DevHo
     assert "--- thread devhost-http" in text and "--- thread MainThread" in text
     host.stop()
     assert f"host {host.base_url}" not in describe_live_hosts()  # a stopped host is no longer described
+
+
+def test_web_serves_a_blob_as_the_static_website_does(host: DevHost) -> None:
+    """/web/ stands for the storage account's static website, which answers with the blob's stored Content-Type and
+    Cache-Control (a blob stored without a type: application/octet-stream), not a type guessed from the name."""
+    from azure.core.exceptions import ResourceExistsError
+    from azure.storage.blob import ContentSettings
+
+    try:
+        host.blobs.create_container("$web")
+    except ResourceExistsError:
+        pass
+    web = host.blobs.get_container_client("$web")
+    folder = uuid.uuid4().hex
+    web.upload_blob(f"{folder}/index.html", b"<p>hi</p>", content_settings=ContentSettings(
+        content_type="text/html; charset=utf-8", cache_control="no-cache"))
+    web.upload_blob(f"{folder}/raw.html", b"<p>raw</p>")
+    page = requests.get(f"{host.base_url}/web/{folder}/", timeout=30)
+    assert page.status_code == 200 and page.text == "<p>hi</p>"
+    assert (page.headers["Content-Type"], page.headers["Cache-Control"]) == ("text/html; charset=utf-8", "no-cache")
+    raw = requests.get(f"{host.base_url}/web/{folder}/raw.html", timeout=30)
+    assert raw.headers["Content-Type"] == "application/octet-stream" and "Cache-Control" not in raw.headers

@@ -140,3 +140,18 @@ def test_files_upload_whole_from_where_they_stand(store: tuple[BlobStore, str],
         assert client.get_blob_properties().content_settings.content_type == "text/csv; charset=utf-8"
     s.upload_file(container, "empty.json", io.BytesIO(b""))
     assert s.read_bytes(container, "empty.json") == b""
+
+
+def test_a_blobs_cache_control_is_set_by_either_write_path(store: tuple[BlobStore, str]) -> None:
+    """``x-ms-blob-cache-control`` on Put Blob, ``ContentSettings.cache_control`` on Put Block List: the blob's
+    Cache-Control, returned with every read (the static website's pages rely on it)."""
+    s, container = store
+    s.write_bytes(container, "small.html", b"<p>", "text/html; charset=utf-8", cache_control="no-cache")
+    big = b"x" * (blob_requests.PUT_LIMIT + 1)
+    s.write_bytes(container, "big.html", big, "text/html; charset=utf-8", cache_control="no-cache")
+    for name in ("small.html", "big.html"):
+        settings = s.service.get_blob_client(container, name).get_blob_properties().content_settings
+        assert (settings.content_type, settings.cache_control) == ("text/html; charset=utf-8", "no-cache"), name
+    s.write_bytes(container, "small.html", b"<p>")
+    assert s.service.get_blob_client(container, "small.html").get_blob_properties().content_settings.cache_control \
+        is None

@@ -174,6 +174,11 @@ def test_previews_render_from_the_merge_sample_without_reading_the_merged_file(
     assert list(store.list_names(settings.web_container, f"{tid}/")) == []  # nothing at the guessable address
     run_previews(tid, "m.pt", "my survey", settings, store)  # a re-render keeps the same folder
     assert existing_preview_folder(store, settings, tid) == folder
+    # the page a re-render rewrites in place carries Cache-Control: no-cache, which the static website serves with it
+    # (it sends no caching headers of its own: storage-blob-static-website.md), so no browser shows the old page
+    props = store.service.get_blob_client(settings.web_container, f"{folder}/index.html").get_blob_properties()
+    assert (props.content_settings.content_type, props.content_settings.cache_control) == (
+        "text/html; charset=utf-8", "no-cache")
 
 
 
