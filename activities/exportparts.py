@@ -40,7 +40,8 @@ import azure.durable_functions as df
 from azure.core.exceptions import ResourceNotFoundError
 
 from activities.exports import (CameraDaysWriter, LineBuffer, ListMetadata, ViewLines, _write_zooniverse,
-                               needs_no_size, prepare, read_results_head, sized, write_camera_visits,
+                               needs_no_size, prepare, read_results_head, sized, unmatched_clock_corrections,
+                               write_camera_visits,
                                write_descriptor, write_events)
 from activities.fanin import iter_export_views, range_lines
 from adapters import clients
@@ -292,6 +293,7 @@ def run_exports_combine(payload: c.ExportsCombineInput, settings: Settings,
         out["output"]["cameras"] = camera_count
     if ctx.captures() is not None:  # the manifests are of captures (activities.zooniverse_captures), not of images
         out["zooniverse_captures"] = True
+    unmatched_clock_corrections(task_id, camtrap, out["output"])
     return out
 
 

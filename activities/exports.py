@@ -792,7 +792,17 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
         "camera_days": days.name}
     if by_capture is not None:
         out["zooniverse_capture_images"] = made["images"]
+    unmatched_clock_corrections(task_id, camtrap, out)
     return out
+
+
+def unmatched_clock_corrections(task_id: str, camtrap: camtrapdp.CamtrapBuilder, out: c.ExportsOutput) -> None:
+    """Name in the exports' output (the task's status shows it) the clock corrections that corrected nothing: a
+    folder misspelt, in another case or Unicode form, left a camera's times wrong without a word."""
+    unmatched = camtrap.unmatched_clock_shifts()
+    if unmatched:
+        out["clock_corrections_unmatched"] = unmatched
+        logger.warning("task %s: clock_corrections name no camera folder: %s", task_id, "; ".join(unmatched))
 
 
 @bp.activity_trigger(input_name="payload", activity=c.EXPORTS)

@@ -444,6 +444,9 @@ class ExportsOutput(ExportsRef):
     # grouped by an events step recorded before it counted days
     camera_days: NotRequired[str]
     cameras: NotRequired[int]
+    # the request's clock_corrections folders that match no camera folder (so corrected nothing), each with the
+    # folder it may have meant; absent when all matched
+    clock_corrections_unmatched: NotRequired[list[str]]
 
 
 # Exports fanned out (orchestrations.exports, activities.exportparts): parts over the merge parts' ranges of the

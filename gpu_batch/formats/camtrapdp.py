@@ -59,6 +59,7 @@ import hashlib
 import json
 import posixpath
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any, Iterable, Mapping, Sequence
@@ -431,6 +432,25 @@ class CamtrapBuilder:
         if span.latitude is not None and span.longitude is not None:
             return span.latitude, span.longitude
         return None
+
+    def unmatched_clock_shifts(self) -> list[str]:
+        """The ``clock_shifts`` folders that are no deployment's camera folder nor a folder above one: corrections
+        that changed nothing (blob names are case-sensitive and compared code point by code point, so ``cam1`` is not
+        ``Cam1/``, nor a composed ``Zoë`` a decomposed one), to be said instead of silently ignored. Each with the
+        camera folder it may have meant, where one differs only in case or Unicode form."""
+        folders = {dep[:len(dep) - len(d.location) - 1] if d.location else dep for dep, d in self.deployments.items()}
+        reached = set()
+        for folder in folders:
+            while folder and folder not in reached:
+                reached.add(folder)
+                folder = folder.rpartition("/")[0]
+        loose = {unicodedata.normalize("NFC", f).casefold(): f for f in sorted(reached, reverse=True)}
+        out = []
+        for key in sorted(self.clock_shifts):
+            if key not in reached:
+                near = loose.get(unicodedata.normalize("NFC", key).casefold())
+                out.append(f"{key} (did you mean {near!r}?)" if near else key)
+        return out
 
     def deployment_facts(self) -> list[list[Any]]:
         """The deployments as ``[id, start, end, timestamp_issues, location, latitude, longitude, camera]`` rows, in

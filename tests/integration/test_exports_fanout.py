@@ -378,8 +378,11 @@ def test_clock_corrections_shift_the_camtrap_dp_times_in_both_ways(task: Any) ->
     views hold the clocks as read) with the corrected times, and the fan-out writes the single activity's bytes."""
     settings, store, parts, request = _many_in_four_parts(task)
     store.write_json(settings.container, layout.request_blob(TASK),
-                     {**request, "clock_corrections": {"site0": 86400, "site1/cam1": -3600}})
+                     {**request, "clock_corrections": {"site0": 86400, "site1/cam1": -3600,
+                                                       "Site2": 5, "nowhere": 7}})
     single = run_exports(TASK, settings, store)
+    # corrections that match no camera folder corrected nothing: said in the output (the task's status), both ways
+    assert single["clock_corrections_unmatched"] == ["Site2 (did you mean 'site2'?)", "nowhere"]
     expected = _clear(store, settings.container, "")
     media = expected[layout.camtrap_dp_blob(TASK, "media.csv")].decode()
     rows = {line.split(",")[4]: line.split(",") for line in media.split("\r\n")[1:] if line}

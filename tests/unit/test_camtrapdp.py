@@ -421,3 +421,18 @@ def test_awkward_camera_folder_names_keep_the_package_valid_and_their_blob_names
     assert media[-1]["filePath"] == AWKWARD_NAMES[-1]  # spaces, '#', accents: as written
     assert media[5]["filePath"] == "50%25 cover?/IMG+0002.JPG"
     assert camtrapdp.media_file_path("siteA/cam1/IMG_0001.JPG") == "siteA/cam1/IMG_0001.JPG"
+
+
+def test_clock_corrections_that_match_no_camera_folder_are_named_with_what_they_may_have_meant() -> None:
+    """Blob names are case-sensitive and compared code point by code point: ``cam1`` does not correct ``Cam1/``, nor
+    a decomposed ``Zoe\u0308`` a composed ``Zo\u00eb/``. Such a correction changed nothing without a word."""
+    b = camtrapdp.CamtrapBuilder(threshold=0.2, detection_categories=mdformat.DETECTION_CATEGORIES,
+                                 completed_at="2026-12-01T10:00:00", classified_by="MegaDetector v5a.0.1",
+                                 clock_shifts={"cam1": 60, "siteA": 5, "Zoe\u0308": 3600, "nowhere": 1, "(root)": 2,
+                                               "siteA/cam2/100RECNX": 9})
+    for file in ("Cam1/a.jpg", "siteA/cam2/100RECNX/b.jpg", "Zo\u00eb/c.jpg", "top.jpg"):
+        b.add({"file": file, "datetime": "2024:06:01 06:00:00", "detections": []})
+    assert b.unmatched_clock_shifts() == ["Zoe\u0308 (did you mean 'Zo\u00eb'?)", "cam1 (did you mean 'Cam1'?)",
+                                          "nowhere", "siteA/cam2/100RECNX"]  # an overflow folder is no camera's
+    assert camtrapdp.CamtrapBuilder(threshold=0.2, detection_categories=mdformat.DETECTION_CATEGORIES,
+                                    completed_at="", classified_by="").unmatched_clock_shifts() == []
