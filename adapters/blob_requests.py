@@ -19,47 +19,26 @@ are raised as the SDK raises them (``listing.response_error``): 404 ``ResourceNo
 """
 from __future__ import annotations
 
-import logging
-import time
-
-from azure.core.exceptions import IncompleteReadError, ServiceResponseError
-from azure.core.rest import HttpRequest
+from azure.core.rest import HttpRequest, HttpResponse
 from azure.storage.blob import BlobClient
 
-from adapters.listing import response_error
-
-logger = logging.getLogger(__name__)
+from adapters.listing import response_error, run_get
 
 PUT_LIMIT = 4 * 1024 * 1024  # bytes one Put Blob here carries; the SDK's own single-put limit is 64 MiB
 
 
-# Reads of a body cut short (the connection dropped, or timed out, after the status line): azure-core's retry policy
-# retries a request that fails, not a streamed body that breaks after it (the SDK's downloader resumes such a read
-# itself); tried again here, as the whole read is idempotent.
-BODY_ATTEMPTS = 3
-_BODY_RETRY_DELAY_S = 0.5
-
-
 def _get(client: BlobClient, headers: dict[str, str], answers: tuple[int, ...]) -> bytes:
     """One Get Blob with ``headers``; its body when the status is one of ``answers``, else the SDK's error. A body
-    cut short is read again, up to ``BODY_ATTEMPTS`` requests in all."""
-    attempt = 1
-    while True:
-        request = HttpRequest("GET", client.url, headers={"x-ms-version": client.api_version, **headers})
-        response = client._pipeline.run(request, stream=True).http_response  # as adapters.listing: no decoding
-        try:
-            if response.status_code not in answers:
-                raise response_error(response, "Get Blob")
-            return b"".join(response.iter_bytes())
-        except (IncompleteReadError, ServiceResponseError) as exc:
-            if attempt >= BODY_ATTEMPTS:
-                raise
-            logger.warning("Get Blob %s: the body was cut short (%s); reading it again (%d/%d)",
-                           client.blob_name, type(exc).__name__, attempt + 1, BODY_ATTEMPTS)
-        finally:
-            response.close()
-        time.sleep(_BODY_RETRY_DELAY_S * attempt)
-        attempt += 1
+    cut short is read again (``listing.run_get``)."""
+    def request() -> HttpRequest:
+        return HttpRequest("GET", client.url, headers={"x-ms-version": client.api_version, **headers})
+
+    def read(response: HttpResponse) -> bytes:
+        if response.status_code not in answers:
+            raise response_error(response, "Get Blob")
+        return b"".join(response.iter_bytes())
+
+    return run_get(client._pipeline, request, read, f"Get Blob {client.blob_name}")
 
 
 def get_blob(client: BlobClient) -> bytes:

@@ -46,16 +46,48 @@ enumeration needs. It never logs a URL (a SAS may be in it).
 """
 from __future__ import annotations
 
+import logging
 import re
+import time
 from dataclasses import dataclass
-from typing import Iterable, Iterator, NamedTuple
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, TypeVar
 from urllib.parse import quote, unquote
 from xml.etree.ElementTree import Element, ParseError, fromstring
 
-from azure.core.exceptions import (ClientAuthenticationError, HttpResponseError, ResourceExistsError,
-                                   ResourceNotFoundError, ResourceNotModifiedError)
+from azure.core.exceptions import (ClientAuthenticationError, HttpResponseError, IncompleteReadError,
+                                   ResourceExistsError, ResourceNotFoundError, ResourceNotModifiedError,
+                                   ServiceResponseError)
 from azure.core.rest import HttpRequest, HttpResponse
 from azure.storage.blob import ContainerClient
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Reads of a body cut short (the connection dropped, or timed out, after the status line): azure-core's retry policy
+# retries a request that fails, not a streamed body that breaks after it (the SDK's downloader resumes such a read
+# itself); these requests are idempotent GETs, so the whole request is sent again, up to this many in all.
+BODY_ATTEMPTS = 3
+BODY_RETRY_DELAY_S = 0.5
+
+
+def run_get(pipeline: Any, build: Callable[[], HttpRequest], read: Callable[[HttpResponse], T], name: str) -> T:
+    """``read`` of the streamed answer to the GET ``build`` makes, sent through the client's ``pipeline``; a body cut
+    short is read again (``BODY_ATTEMPTS``). ``read`` raises for an answer it does not take."""
+    attempt = 1
+    while True:
+        response = pipeline.run(build(), stream=True).http_response  # see the module docstring
+        try:
+            return read(response)
+        except (IncompleteReadError, ServiceResponseError) as exc:
+            if attempt >= BODY_ATTEMPTS:
+                raise
+            logger.warning("%s: the body was cut short (%s); reading it again (%d/%d)", name, type(exc).__name__,
+                           attempt + 1, BODY_ATTEMPTS)
+        finally:
+            response.close()
+        time.sleep(BODY_RETRY_DELAY_S * attempt)
+        attempt += 1
+
 
 MAX_PAGE_SIZE = 5000  # List Blobs: "If ... greater than 5,000, the server will return up to 5,000 items"
 # How the SDK's list operation classes an error answer: by status (the generated operation's error_map), then by the
@@ -103,15 +135,16 @@ def list_page(container: ContainerClient, prefix: str | None = None, marker: str
     if page_size is not None:
         params["maxresults"] = str(max(1, min(int(page_size), MAX_PAGE_SIZE)))
     # container.url carries a SAS when the client was built with one; HttpRequest merges params into that query
-    request = HttpRequest("GET", container.url, params=params,
-                          headers={"x-ms-version": container.api_version, "Accept": "application/xml"})
-    response = container._pipeline.run(request, stream=True).http_response  # see the module docstring
-    try:
+    def request() -> HttpRequest:
+        return HttpRequest("GET", container.url, params=params,
+                           headers={"x-ms-version": container.api_version, "Accept": "application/xml"})
+
+    def read(response: HttpResponse) -> ListedPage:
         if response.status_code != 200:
             raise _error(response)
         return parse_listing(response.iter_bytes())
-    finally:
-        response.close()
+
+    return run_get(container._pipeline, request, read, f"List Blobs {container.container_name}")
 
 
 def _error(response: HttpResponse) -> HttpResponseError:

@@ -12,7 +12,7 @@ import pytest
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.storage.blob import BlobClient, BlobServiceClient, ContainerSasPermissions, generate_container_sas
 
-from adapters import blob_requests
+from adapters import blob_requests, listing
 from adapters.blobs import BlobStore, service_client
 from adapters.compose import read_range
 
@@ -162,16 +162,16 @@ class _CutBodies:
     """Wraps the pipeline's transport: the first ``cuts`` Get Blob bodies break after their first bytes, as a
     dropped connection breaks them (azure-core raises IncompleteReadError from the body's iteration)."""
 
-    def __init__(self, cuts: int) -> None:
+    def __init__(self, cuts: int, listings: bool = False) -> None:
         from azure.core.pipeline.transport import RequestsTransport
 
-        self.inner, self.cuts, self.gets = RequestsTransport(), cuts, 0
+        self.inner, self.cuts, self.gets, self.listings = RequestsTransport(), cuts, 0, listings
 
     def send(self, request: Any, **kwargs: Any) -> Any:
         from azure.core.exceptions import IncompleteReadError
 
         response = self.inner.send(request, **kwargs)
-        if request.method == "GET" and "comp=" not in request.url:
+        if request.method == "GET" and ("comp=list" in request.url) == self.listings:
             self.gets += 1
             if self.cuts:
                 self.cuts -= 1
@@ -204,14 +204,19 @@ def test_a_body_cut_short_is_read_again(store: tuple[BlobStore, str], storage_co
 
     s, container = store
     s.write_bytes(container, "doc.json", b'{"hello": "world"}')
-    monkeypatch.setattr(blob_requests, "_BODY_RETRY_DELAY_S", 0.0, raising=False)
+    monkeypatch.setattr(listing, "BODY_RETRY_DELAY_S", 0.0, raising=False)
     cut = _CutBodies(cuts=2)
     flaky = BlobServiceClient.from_connection_string(storage_connection, transport=cut)
     assert blob_requests.get_blob(flaky.get_blob_client(container, "doc.json")) == b'{"hello": "world"}'
     assert cut.gets == 3
     assert blob_requests.get_range(flaky.get_blob_client(container, "doc.json"), 2, 5) == b'hello'
-    hopeless = _CutBodies(cuts=blob_requests.BODY_ATTEMPTS)
+    hopeless = _CutBodies(cuts=listing.BODY_ATTEMPTS)
     client = BlobServiceClient.from_connection_string(storage_connection, transport=hopeless)
     with pytest.raises(IncompleteReadError):
         blob_requests.get_blob(client.get_blob_client(container, "doc.json"))
-    assert hopeless.gets == blob_requests.BODY_ATTEMPTS
+    assert hopeless.gets == listing.BODY_ATTEMPTS
+    # a page of List Blobs the same way
+    pages = _CutBodies(cuts=1, listings=True)
+    listed = BlobServiceClient.from_connection_string(storage_connection, transport=pages)
+    assert [b.name for b in listing.list_page(listed.get_container_client(container)).blobs] == ["doc.json"]
+    assert pages.gets == 2
