@@ -299,7 +299,7 @@ def test_the_resident_flag_chooses_the_module_the_pools_run() -> None:
         batch.ensure_job("job")
         batch.submit("job", [shard("s00000", 1)])
         sent = json.loads(fake.requests[-1].content)["value"][0]
-        assert sent["commandLine"] == (f"python -m {module} --manifest-container trapbatch "
+        assert sent["commandLine"] == (f"/opt/venv/bin/python -m {module} --manifest-container trapbatch "
                                        "--manifest-blob tasks/task-x/shards/s00000/attempt-1.json --device cuda")
 
 
