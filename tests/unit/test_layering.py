@@ -99,6 +99,6 @@ def test_the_shared_formats_import_only_formats_and_the_manifest(path: Path) -> 
                    for alias in node.names} | {node.module.split(".")[0] for node in ast.walk(tree)
                                                if isinstance(node, ast.ImportFrom) and node.module and not node.level}
     assert third_party <= {"__future__", "collections", "csv", "dataclasses", "datetime", "functools", "hashlib",
-                           "heapq", "io", "json", "math", "orjson", "posixpath", "re", "struct", "typing", "uuid",
-                           "gpu_batch"}, \
+                           "heapq", "io", "json", "math", "orjson", "posixpath", "re", "struct", "typing",
+                           "unicodedata", "uuid", "gpu_batch"}, \
         third_party
