@@ -13,7 +13,9 @@ that keeps the single activity on replay):
   image, read from the Camtrap DP lines it writes). The entries are read by ranges and the fragments streamed to
   their blobs as written, the workers' view lines straight into them (``ViewLines(direct=...)``): nothing on the
   local disk.
-  Memory: one shard's view or one entry at a time, and the fragments' blocks (4 x 4 MB).
+  Memory: a few 2 MiB slices of one shard's view (``mergeview.STREAMED``: 24-40 MB of heap in all for shards of
+  10,000-100,000 images, where a 100,000-image shard's view held whole took 226 MB: ``bench/exports_memory.py``) or
+  one entry at a time, the fragments' blocks (4 x 4 MB), and the event records (~0.18 kB an image of the part).
 * ``run_exports_combine``: composes ``coco.json``, ``media.csv`` and ``observations.csv`` from the fragments with
   ``adapters.compose`` (server side where the service allows; a part's observations and COCO images as
   ``activities.exportevents`` linked them to their events), writes ``deployments.csv`` and ``datapackage.json``

@@ -215,13 +215,15 @@ class ViewLines:
 
     Why spooled: a format's lines are usable only if every shard's view has them, which is known after the last view,
     and a part's views held in memory take ~2.6 kB an image (500 MB for 200,000 images, one activity of eight on an
-    instance). Each view's lines go to a temporary file per format as the view is read, and the view is dropped;
-    ``write`` copies the usable formats' files into the exports' streams. ``rows``: the manifest options with which
-    Zooniverse's rows are spooled too (``write_zooniverse``); without it only their count is kept. ``direct`` (an
-    exports part, whose fragments stream to blobs): COCO's and Camtrap DP's lines go straight into the fragments, in
-    the order ``write`` would copy them, and a format found unusable at a later view is restarted
-    (``RestartableStream.restart``: what it got is discarded) for the entries to write whole, so nothing is spooled
-    on the local disk (``core.scratch``; ~1.3 kB an image). A context manager: leaving it closes the files."""
+    instance). Each view's lines go to a temporary file per format as the view is read, a slice at a time (a view
+    read ``mergeview.STREAMED``: one view's sections held took ~2.3 kB an image, 226 MB for a shard of 100,000,
+    ``bench/exports_memory.py``), and the view is dropped; ``write`` copies the usable formats' files into the
+    exports' streams. ``rows``: the manifest options with which Zooniverse's rows are spooled too
+    (``write_zooniverse``); without it only their count is kept. ``direct`` (an exports part, whose fragments stream
+    to blobs): COCO's and Camtrap DP's lines go straight into the fragments, in the order ``write`` would copy them,
+    and a format found unusable at a later view is restarted (``RestartableStream.restart``: what it got is
+    discarded) for the entries to write whole, so nothing is spooled on the local disk (``core.scratch``; ~1.3 kB an
+    image). A context manager: leaving it closes the files."""
 
     def __init__(self, views: Iterable[ShardView | None] | None, camtrap: camtrapdp.CamtrapBuilder,
                  rows: zooniverse.ManifestOptions | None = None,
@@ -296,10 +298,10 @@ class ViewLines:
                 self._deployments.clear()
             else:
                 for media, observations, held in lines.camtrap_lines(camtrap.completed_at, camtrap.classified_by):
-                    spool["media"].write(media.encode("utf-8"))
-                    spool["observations"].write(observations.encode("utf-8"))
+                    spool["media"].write(media)
+                    spool["observations"].write(observations)
                     if self._events is not None:  # each image's media row with all its observation rows
-                        self._events.feed(media, held)
+                        self._events.feed(media.decode("utf-8"), held.decode("utf-8"))
                 counts["media"] += lines.camtrap[0]
                 counts["observations"] += lines.camtrap[1]
                 self._deployments.append(facts)

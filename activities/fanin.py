@@ -219,9 +219,11 @@ def iter_export_views(store: BlobStore, settings: Settings, task_id: str, first_
                       columns: tuple[str, ...] = (), given_etag: str = "") -> Iterator[ShardView | None]:
     """The workers' merge views of shards ``first_shard .. +shards`` (``clean_view``) for an exports activity at
     ``threshold``, whose COCO, Camtrap DP and Zooniverse lines it may write instead of formatting the entries
-    (``gpu_batch.formats.mergeview``; ``part``: the sections read, ``"zooniverse"`` for Zooniverse's rows alone), one
-    at a time, so a caller holds one shard's lines, not a part's (~2.6 kB an image: 500 MB for a part of 200,000
-    images). Yields ``None`` and stops at the first shard without a usable view, or at once when there is none to use.
+    (``gpu_batch.formats.mergeview``; ``part``: the sections read, ``"zooniverse"`` for Zooniverse's rows alone,
+    ``mergeview.STREAMED`` for the exports' sections where they lie, read a slice at a time by the caller), one at a
+    time, so a caller holds one shard's lines, not a part's (~2.6 kB an image: 500 MB for a part of 200,000 images),
+    or with ``STREAMED`` a few slices of them (a shard of 100,000 images' lines held took 226 MB). Yields ``None``
+    and stops at the first shard without a usable view, or at once when there is none to use.
     ``plain``: the exports have MegaDetector's categories and the original variant (what a view's lines assume);
     ``columns``, ``given_etag``: the image list's metadata columns and first facts (``clean_view``)."""
     if not plain or shards <= 0:

@@ -10,9 +10,9 @@ results with detections, sizes and capture times, 0.5 % permanent failures; the 
 view with every export section, made with an image list's ``site`` column; the shard's list document, the enumeration,
 the request and the results file), then, in a fresh process, calls ``activities.exportparts.run_exports_part`` over
 that shard under ``tracemalloc`` and prints the call's Python-heap peak above the heap before it, the process's
-``ru_maxrss`` before and after, the seconds it took, and whether every format came from the view (the entries not
-read). Each size's setup and call run in processes of their own, one after the other, so neither sees the other's
-heap.
+``ru_maxrss`` before and after, and whether every format came from the view (the entries not read); and, in
+another process without tracemalloc (which slows Python's allocations), the call's seconds and CPU seconds. Each
+size's setup and calls run in processes of their own, one after the other, so none sees another's heap.
 
 Record (printed, and saved to ``bench/results/exports-memory.json`` or ``--out``): per size, those figures and the
 machine's load before and after.
@@ -29,7 +29,7 @@ import sys
 import time
 import tracemalloc
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -94,8 +94,9 @@ def setup(connection: str, container: str, images: int) -> dict[str, Any]:
             "json_bytes": len(parsed.json)}
 
 
-def measure(connection: str, container: str, json_bytes: int) -> dict[str, Any]:
-    """One ``run_exports_part`` over the shard ``setup`` wrote, under tracemalloc."""
+def run_part(connection: str, container: str, json_bytes: int) -> Callable[[], Any]:
+    """The call ``measure`` makes (``run_exports_part`` over the shard ``setup`` wrote, whose results' images hold
+    ``json_bytes``), its clients made beforehand."""
     import activities.exportparts as exportparts
     from adapters.blobs import BlobStore, service_client
     from core import contracts as c
@@ -103,31 +104,42 @@ def measure(connection: str, container: str, json_bytes: int) -> dict[str, Any]:
 
     settings = _settings(connection, container)
     store = BlobStore(service_client(connection))
+    ((part, first, offset, length),) = part_ranges([[0, 1, json_bytes]])
+    payload = c.ExportsPartInput(task_id=TASK, variant="", part=part, first_shard=first, offset=offset,
+                                 length=length, shards=1)
+    return lambda: exportparts.run_exports_part(payload, settings, store)
+
+
+def measure(connection: str, container: str, json_bytes: int, traced: bool) -> dict[str, Any]:
+    """One ``run_exports_part`` over the shard ``setup`` wrote: under tracemalloc (``traced``), else for its time."""
+    import activities.exportparts as exportparts
+
     read_entries = []
-    real_range_lines = exportparts.range_lines
+    real_range_lines = getattr(exportparts, "range_lines")
 
     def range_lines(*args: Any, **kwargs: Any) -> Any:
         read_entries.append(True)
         return real_range_lines(*args, **kwargs)
 
-    exportparts.range_lines = range_lines  # counts whether the entries were read (a format not from the view)
-    ((part, first, offset, length),) = part_ranges([[0, 1, json_bytes]])
-    payload = c.ExportsPartInput(task_id=TASK, variant="", part=part, first_shard=first, offset=offset,
-                                 length=length, shards=1)
+    setattr(exportparts, "range_lines", range_lines)  # whether the entries were read (a format not from the view)
+    call = run_part(connection, container, json_bytes)
     gc.collect()
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    tracemalloc.start()
+    if traced:
+        tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0]
     started, cpu = time.perf_counter(), time.process_time()
-    out = exportparts.run_exports_part(payload, settings, store)
+    out = call()
     seconds, cpu_s = time.perf_counter() - started, time.process_time() - cpu
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"heap_peak_mb": round((peak - base) / 2**20, 1), "ru_maxrss_mb_before": round(rss_before / 1024, 1),
-            "ru_maxrss_mb_after": round(rss_after / 1024, 1), "seconds_traced": round(seconds, 1),
-            "cpu_s_traced": round(cpu_s, 1), "from_views": not read_entries, "images": out["images"],
-            "observations": out["observations"], "fragment_bytes": out["bytes"]}
+    common = {"from_views": not read_entries, "images": out["images"], "observations": out["observations"],
+              "fragment_bytes": out["bytes"]}
+    if not traced:
+        return {**common, "seconds": round(seconds, 2), "cpu_s": round(cpu_s, 2)}
+    return {**common, "heap_peak_mb": round((peak - base) / 2**20, 1),
+            "ru_maxrss_mb_before": round(rss_before / 1024, 1), "ru_maxrss_mb_after": round(rss_after / 1024, 1)}
 
 
 def _child(*args: str) -> dict[str, Any]:
@@ -145,12 +157,13 @@ def main() -> None:
     p.add_argument("--setup", type=int, help=argparse.SUPPRESS)
     p.add_argument("--measure", type=int, help=argparse.SUPPRESS)
     p.add_argument("--container", default=CONTAINER, help=argparse.SUPPRESS)
+    p.add_argument("--untraced", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.setup is not None:
         print(json.dumps(setup(args.connection, args.container, args.setup)))
         return
     if args.measure is not None:
-        print(json.dumps(measure(args.connection, args.container, args.measure)))
+        print(json.dumps(measure(args.connection, args.container, args.measure, not args.untraced)))
         return
     from bench.control_plane import machine_facts, save_record, storage_for
 
@@ -160,12 +173,14 @@ def main() -> None:
         for n in args.images:
             container = f"{CONTAINER}-{n}"
             made = _child("--setup", str(n), "--connection", connection, "--container", container)
-            got = _child("--measure", str(made["json_bytes"]), "--connection", connection, "--container", container)
-            sizes.append({**made, **got})
+            where = ("--measure", str(made["json_bytes"]), "--connection", connection, "--container", container)
+            timed = _child(*where, "--untraced")  # the time without tracemalloc's cost, in a process of its own
+            got = _child(*where)
+            sizes.append({**made, **got, "seconds": timed["seconds"], "cpu_s": timed["cpu_s"]})
             print(json.dumps(sizes[-1]), flush=True)
     save_record({"shards": sizes, "machine": machine_facts(load)}, args.out, "exports-memory.json",
                 [{k: s[k] for k in ("images", "view_bytes", "heap_peak_mb", "ru_maxrss_mb_before",
-                                    "ru_maxrss_mb_after", "seconds_traced", "from_views")} for s in sizes])
+                                    "ru_maxrss_mb_after", "seconds", "cpu_s", "from_views")} for s in sizes])
 
 
 if __name__ == "__main__":

@@ -383,6 +383,7 @@ def zooniverse_lines(entries: Sequence[Mapping[str, Any]], threshold: float,
 # them; NUL is in no blob name a view is made for, and in no value the exports put in their place)
 COMPLETED_AT = "\x00completed_at\x00"
 CLASSIFIED_BY = "\x00classified_by\x00"
+COMPLETED_AT_BYTES, CLASSIFIED_BY_BYTES = COMPLETED_AT.encode("utf-8"), CLASSIFIED_BY.encode("utf-8")
 
 
 @dataclass(frozen=True, slots=True)
@@ -460,7 +461,7 @@ def coco_lines(entries: Sequence[Mapping[str, Any]], threshold: float,
             {"images": writer.counts["images"], "annotations": writer.counts["annotations"]})
 
 
-SLICE_BYTES = 4 * 1024 * 1024  # what ``ExportSections`` reads of a section at a time (read when it reads)
+SLICE_BYTES = 2 * 1024 * 1024  # what ``ExportSections`` reads of a section at a time (read when it reads)
 
 
 class TornView(ValueError):
@@ -495,9 +496,10 @@ class ExportSections:
     camtrap: tuple[int, int, list[list[Any]]] | None
     zooniverse: int | None
 
-    def slices(self, name: str) -> Iterator[bytes]:
-        """Section ``name``'s bytes in order, a slice at a time (cut anywhere: for bytes copied as they are)."""
-        size, step = self.sizes.get(name, 0), SLICE_BYTES
+    def slices(self, name: str, whole: int = 1) -> Iterator[bytes]:
+        """Section ``name``'s bytes in order, a slice at a time, each a multiple of ``whole`` bytes (else cut
+        anywhere: for bytes copied as they are)."""
+        size, step = self.sizes.get(name, 0), max(whole, SLICE_BYTES // whole * whole)
         for offset in range(0, size, step):
             yield self.read(name, offset, min(step, size - offset))
 
@@ -508,20 +510,27 @@ class ExportSections:
             return None
         return _filled_facts(self.camtrap[2], completed_at, classified_by)
 
-    def camtrap_lines(self, completed_at: str, classified_by: str) -> Iterator[tuple[str, str, str]]:
-        """Camtrap DP's lines with the task's values in (``camtrap_facts`` must not be None), a slice at a time:
-        ``(media, observations, held)``, the media rows and observation rows to write next (each stream's pieces
-        together are ``CamtrapLines.filled``'s text) and the observation rows of those media rows' images
-        (``held``: ``observations``, or rows written before). So each image's media row comes with all its
-        observation rows, as ``core.camtrap_events.EventTap.feed`` reads them; pieces end at whole records."""
-        last: bytes | None = None
-        text = ""
+    def camtrap_lines(self, completed_at: str, classified_by: str) -> Iterator[tuple[bytes, bytes, bytes]]:
+        """Camtrap DP's lines with the task's values in, in UTF-8 (``camtrap_facts`` must not be None), a slice at
+        a time: ``(media, observations, held)``, the media rows and observation rows to write next (each stream's
+        pieces together are ``CamtrapLines.filled``'s text, encoded) and the observation rows of those media rows'
+        images (``held``: ``observations`` itself, or rows yielded before). So each image's media row comes with all
+        its observation rows, as ``core.camtrap_events.EventTap.feed`` reads them; pieces end at whole records."""
+        values = [(COMPLETED_AT_BYTES, completed_at.encode("utf-8")),
+                  (CLASSIFIED_BY_BYTES, classified_by.encode("utf-8"))]
+
+        def fill(data: bytes) -> bytes:  # ASCII placeholders: in UTF-8 no other character's bytes hold them
+            for placeholder, value in values:
+                data = data.replace(placeholder, value)
+            return data
+
+        held = b""
         for media, observations, new in _aligned(_Records(self.read, "media", self.sizes.get("media", 0)),
                                                  _Records(self.read, "observations",
                                                           self.sizes.get("observations", 0))):
-            if observations is not last:
-                last, text = observations, _fill_camtrap(observations, completed_at, classified_by)
-            yield _fill_camtrap(media, completed_at, classified_by), text if new else "", text
+            if new:
+                held = fill(observations)
+            yield fill(media), held if new else b"", held
 
     def zooniverse_rows(self, middle: str) -> Iterator[tuple[bytes, list[int]]]:
         """Zooniverse's rows with ``middle`` in (``ZooniverseLines.filled``'s), about a slice of rows at a time,
@@ -662,7 +671,8 @@ def read_view_part(head: bytes | None, fetch: Callable[[int, int], bytes], part:
     whole blob if shorter) and ``fetch(offset, length)``, a ranged read of the rest when ``head`` does not hold it:
     the merge reads a third of a view, the exports the rest (each ~3-8 MB per 10,000 images), Zooniverse's parts
     their rows. The other parts' sections come back empty (``b""``, no folders, no COCO, Camtrap DP or Zooniverse
-    lines). None as for ``read_view``."""
+    lines). ``STREAMED``: the exports' sections are not read but checked, and left where they lie, for the caller to
+    read a slice at a time (``ShardView.exports``). None as for ``read_view``."""
     header, at = _header(head)
     if header is None or head is None:
         return None
@@ -721,7 +731,7 @@ def _streamed(header: Mapping[str, Any], sizes: Mapping[str, int], head: bytes, 
             read, lengths, (int(c["images"]), int(c["annotations"])) if c is not None else None,
             (int(t["media"]), int(t["observations"]), [list(fact) for fact in t["deployments"]])
             if t is not None else None, int(z["rows"]) if z is not None else None)
-        if sum(n for (n,) in _le_lengths(sections.slices("lengths"))) != lengths["rows"]:
+        if sum(n for (n,) in _le_lengths(sections.slices("lengths", 4))) != lengths["rows"]:
             return None
         if sizes["total"] and not lengths["lengths"]:  # the blob holds the body's last byte too
             _exact(read("lengths", -1, 1), 1, "body")

@@ -1,11 +1,12 @@
 """``activities.exports.ViewLines`` takes the workers' merge views one at a time (a part's views held together took
-~2.6 kB an image) and writes, for each format every view holds, the same bytes and counts as formatting the views'
-shards entry by entry; a format some view lacks, and every format after a shard without a view, is left to the
-entries."""
+~2.6 kB an image), each a slice at a time when read ``STREAMED`` (one view held took ~2.3 kB an image), and writes,
+for each format every view holds, the same bytes and counts as formatting the views' shards entry by entry; a format
+some view lacks, and every format after a shard without a view, is left to the entries."""
 from __future__ import annotations
 
 import dataclasses
 import io
+import json
 from array import array
 from typing import Any
 
@@ -167,3 +168,138 @@ def test_a_parts_views_are_not_held_together() -> None:
     finally:
         tracemalloc.stop()
     assert peak < 5 * 2 * size, peak  # two sections of ~1 MB a view: under five views' worth, of twenty
+
+
+# ------------------------------------------------------------------ views read a slice at a time (STREAMED)
+# Why: a view's export sections read whole took ~2.3 kB an image (226 MB for a shard of 100,000); read a slice at a
+# time they must still give every byte, count and event record the whole read gave, wherever the slices fall: inside
+# a quoted field holding CRLF, commas or quotes, in a multi-byte character, or in a long run of failed images
+# (media rows without observations).
+
+def awkward_view(shard: int, list_rows: bool = True) -> bytes:
+    """A view of names and list values CSV must quote (commas, quotes, CRLF, non-ASCII), a run of failures longer
+    than a small slice, successes with several boxes and blanks."""
+    from gpu_batch.formats.entries import failure_entry
+    from gpu_batch.formats.mergeview import ListedRows
+    from gpu_batch.manifest import REASON_UNDECODABLE
+
+    odd = ["cam, \"north\"/IMG\r\n1.JPG", "caméra/été_ß.jpg", "x/\"q\".png", "a,b/c\r\nd/e.jpg"]
+    names = [f"site{shard}/cam{i % 3}/IMG_{i:04d}.JPG" for i in range(40)] + [f"site{shard}/{n}" for n in odd]
+    entries = [failure_entry(n, "image access failure", REASON_UNDECODABLE) if 10 <= i < 30 or i == 41
+               else synthetic_entry(n, 1, 0.0, seed=shard) for i, n in enumerate(names)]
+    listed = ListedRows("etag-l", ("site", "note"), {n: {"site": n.split("/")[1], "note": f"a, \"b\"\r\nc {i}"}
+                                                     for i, n in enumerate(names)}) if list_rows else None
+    data = build_view(TASK, THRESHOLD, names, entries, "etag-r", "etag-m", listed=listed)
+    assert data is not None
+    return data
+
+
+def streamed(data: bytes, head: int | None = None, short_after: int | None = None) -> ShardView:
+    """``data`` read STREAMED from its first ``head`` bytes (its header line by default) and ranged reads of the
+    rest; with ``short_after``, every read after that many of the sections' (once the view is read) comes back a
+    byte short (a blob cut meanwhile)."""
+    from gpu_batch.formats.mergeview import STREAMED, read_view_part
+
+    reads: list[int] | None = None  # counted once the view is read
+
+    def fetch(offset: int, length: int) -> bytes:
+        if reads is not None:
+            reads.append(length)
+        cut = 1 if short_after is not None and reads is not None and len(reads) > short_after else 0
+        return data[offset:offset + length - cut]
+
+    view = read_view_part(data[:head if head is not None else data.index(b"\n") + 1], fetch, STREAMED)
+    reads = []
+    assert view is not None and view.exports is not None and view.coco is None
+    return view
+
+
+@pytest.mark.parametrize("slice_bytes", [1, 3, 64, 1000, 1 << 20])
+@pytest.mark.parametrize("list_rows", [True, False])
+def test_a_streamed_views_sections_are_the_held_ones_wherever_the_slices_fall(monkeypatch: Any, slice_bytes: int,
+                                                                               list_rows: bool) -> None:
+    from core.camtrap_events import EventTap
+    from gpu_batch.formats import mergeview
+
+    monkeypatch.setattr(mergeview, "SLICE_BYTES", slice_bytes)
+    data = awkward_view(0, list_rows)
+    held, lines = read_view(data), streamed(data).export_sections()
+    assert held is not None and held.coco and held.camtrap and held.zooniverse
+    assert lines.coco == held.coco[2:] and lines.zooniverse == len(held.zooniverse.lengths)
+    assert b"".join(lines.slices("images")) == held.coco[0] and b"".join(lines.slices("annotations")) == held.coco[1]
+    b = builder()
+    filled = held.camtrap.filled(b.completed_at, b.classified_by)
+    assert filled is not None and lines.camtrap_facts(b.completed_at, b.classified_by) == filled[2]
+    pieces = list(lines.camtrap_lines(b.completed_at, b.classified_by))
+    assert b"".join(m for m, _, _ in pieces) == filled[0].encode() and b'"' in filled[0].encode()
+    assert b"".join(o for _, o, _ in pieces) == filled[1].encode()
+    whole, sliced = EventTap(), EventTap()
+    whole.feed(filled[0], filled[1])
+    for media, _, held_rows in pieces:
+        sliced.feed(media.decode(), held_rows.decode())
+    assert sliced.records().to_bytes() == whole.records().to_bytes() and len(whole.records().to_bytes()) > 100
+    middle = zooniverse.quoted_options(zooniverse.ManifestOptions(threshold=THRESHOLD, attribution="Club, \"N\""))[0]
+    rows = list(lines.zooniverse_rows(middle))
+    want_rows, want_lengths = held.zooniverse.filled(middle)
+    assert b"".join(r for r, _ in rows) == want_rows and [n for _, k in rows for n in k] == want_lengths
+    if slice_bytes < 100:  # pieces end at whole records, failures' runs included
+        assert len(pieces) > 3 and all(m.endswith(b"\r\n") for m, _, _ in pieces)
+
+
+def test_views_read_streamed_give_the_held_views_bytes_counts_and_event_records(monkeypatch: Any) -> None:
+    from core.camtrap_events import EventTap
+    from gpu_batch.formats import mergeview
+
+    monkeypatch.setattr(mergeview, "SLICE_BYTES", 50)
+    blobs = [awkward_view(s) for s in range(3)]
+    options = zooniverse.ManifestOptions(threshold=THRESHOLD, attribution="Camera Club, \"North\"", license="CC-BY")
+    got = []
+    for views in ([read_view(d) for d in blobs], [streamed(d) for d in blobs]):
+        s, b, tap = Streams(), builder(), EventTap()
+        with ViewLines(iter(views), b, options, events=tap) as lines:
+            assert lines.complete
+            lines.write(s.writer, s.text["images"], s.text["annotations"], b, s.media, s.observations, True)
+            rows, lengths = io.BytesIO(), array("q")
+            lines.write_zooniverse(rows, lengths)
+        got.append((s.bytes(), s.writer.counts, b.counts, b.deployment_facts(), rows.getvalue(), lengths,
+                    tap.records().to_bytes()))
+    assert got[0] == got[1] and got[0][0]["observations"] and len(got[0][6]) > 100
+
+
+def test_a_view_whose_export_part_is_cut_or_does_not_add_up_is_not_used() -> None:
+    from gpu_batch.formats.mergeview import STREAMED, read_view_part
+
+    data = awkward_view(0)
+    assert read_view_part(data[:-1], lambda o, n: data[:-1][o:o + n], STREAMED) is None  # the blob cut short
+    header = json.loads(data[:data.index(b"\n")])
+    header["zooniverse"]["rows_bytes"] -= 1
+    header["camtrap"]["media_bytes"] += 1  # the same total, Zooniverse's lengths no longer its rows' bytes
+    bad = json.dumps(header, separators=(",", ":")).encode() + data[data.index(b"\n"):]
+    assert read_view_part(bad, lambda o, n: bad[o:o + n], STREAMED) is None
+    assert read_view_part(data, lambda o, n: data[o:o + n], STREAMED) is not None
+    small = awkward_view(1)  # a view its head read holds whole: nothing more is read
+    assert read_view_part(small, lambda o, n: pytest.fail("a further read"), STREAMED) is not None
+
+
+@pytest.mark.parametrize("short_after", [0, 2, 9])
+def test_a_view_cut_while_it_is_read_leaves_every_format_to_the_entries(monkeypatch: Any, short_after: int) -> None:
+    """A section read back short halfway through a view (the blob changed since its header was read): as a shard
+    without a usable view, every format from the entries, what the direct streams got of the views dropped and the
+    event records fed from them forgotten."""
+    from core.camtrap_events import EventTap
+    from gpu_batch.formats import mergeview
+
+    monkeypatch.setattr(mergeview, "SLICE_BYTES", 64)
+
+    class Direct(io.BytesIO):
+        def restart(self) -> None:
+            self.seek(0)
+            self.truncate()
+
+    direct = {k: Direct() for k in ("images", "annotations", "media", "observations")}
+    tap = EventTap()
+    views = [streamed(awkward_view(0)), streamed(awkward_view(1), short_after=short_after)]
+    with ViewLines(iter(views), builder(), direct=direct, events=tap) as lines:
+        assert not (lines.coco or lines.camtrap or lines.zooniverse or lines.complete)
+    assert all(d.getvalue() == b"" for d in direct.values()) and tap.records().to_bytes() == \
+        EventTap().records().to_bytes()
