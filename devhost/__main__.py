@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from devhost.event_grid import Subscription
     from devhost.host import DevHost
+    from devhost.host_metadata import HostMetadataError
     from devhost.hostjson import HostConfig, HostJsonError
     from devhost.keys import CallersFileError, load_callers, key_from_file_or_new
     from devhost.worker_indexing import WorkerIndexingError, WorkerUnavailableError
@@ -88,8 +89,9 @@ def main(argv: list[str] | None = None) -> int:
                        activity_workers=args.activity_workers, blob_poll_s=args.blob_poll_seconds,
                        function_key=keys.function_key, host_config=host_config,
                        callers=callers, event_grid=subscriptions)
-    except (WorkerIndexingError, WorkerUnavailableError, HostJsonError) as exc:
-        # Azure would refuse to load this app (one refused function fails the whole app): so does devhost.
+    except (WorkerIndexingError, WorkerUnavailableError, HostMetadataError, HostJsonError) as exc:
+        # Azure would refuse to load this app (one function the worker refuses fails the whole app), or leave out
+        # functions the host refuses: devhost serves none of it.
         print(f"devhost: not serving {args.app}: {exc}", file=sys.stderr, flush=True)
         if azurite:
             azurite.stop()

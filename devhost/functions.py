@@ -6,6 +6,9 @@ function name"), so its functions and the index are cached on the app object and
 Before indexing, every function goes through the published worker's own indexing and binding validation
 (``devhost.worker_indexing``): an app the real worker would refuse (e.g. an activity parameter annotated
 ``dict[str, Any]``) is refused here too, with the worker's messages, instead of running locally and failing on Azure.
+Then the metadata the worker returned goes through the Functions host's own checks (``devhost.host_metadata``: function
+and binding names, duplicate binding names, HTTP route conflicts): a function the host would leave out is refused
+here, with the host's message, instead of being served locally and missing on Azure.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from devhost.host_metadata import check_host_metadata
 from devhost.worker_indexing import check_functions
 
 
@@ -78,7 +82,8 @@ def index_app(app: Any) -> AppIndex:
     if functions is None:
         functions = app.get_functions()
         app._devhost_functions = functions
-    check_functions(functions)  # raises WorkerIndexingError with the worker's messages
+    metadata = check_functions(functions)  # raises WorkerIndexingError with the worker's messages
+    check_host_metadata(metadata)  # raises HostMetadataError with the host's messages
     index = AppIndex()
     for f in functions:
         trigger = f.get_trigger()

@@ -1,7 +1,8 @@
 """DevHost: serve an unchanged v2-model Functions app (``function_app.py``) the way ``func host start`` would.
 
 Pieces: ``functions.index_app`` (what the Python worker indexes, refused where the published worker's own binding
-validation refuses it: ``worker_indexing``), ``engine.Engine`` (the Durable extension's
+validation refuses it, ``worker_indexing``, or the host's checks of its metadata, ``host_metadata``),
+``engine.Engine`` (the Durable extension's
 dispatchers, state in Azure Storage via ``store.Store``), ``http_server.HttpFront`` (HTTP triggers behind function
 keys, the management API, /web/), ``blob_trigger.BlobPoller``. One asyncio loop in a background thread runs the HTTP
 server, the extension's local RPC listener (a second loopback port, like the extension's) and every async user
