@@ -47,6 +47,15 @@ def test_local_run_writes_complete_md_document(shard: tuple[Path, Path, list[str
     assert "img/s" not in proc.stderr.split("finished")[0] or proc.stderr.count("img/s") < 8  # no per-image lines
 
 
+def test_a_batch_task_without_the_shared_folder_warns_in_its_log(shard: tuple[Path, Path, list[str]],
+                                                                  tmp_path: Path) -> None:
+    """The warning reaches the task's stderr.txt, which Batch uploads (caches.node_cache_problem)."""
+    manifest, folder, _ = shard
+    proc = run_worker_cli(_local(manifest, folder, tmp_path / "out.json"), {"AZ_BATCH_NODE_ID": "tvm-1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stderr.count("sees no AZ_BATCH_NODE_SHARED_DIR") == 1
+
+
 def test_crash_after_k_then_restart_resumes(shard: tuple[Path, Path, list[str]], tmp_path: Path) -> None:
     manifest, folder, names = shard
     out = tmp_path / "out.json"

@@ -117,6 +117,18 @@ def test_batch_nodes_keep_model_and_compile_caches_in_the_node_shared_folder(tmp
     assert caches.compile_cache_dir({}) is None  # torch's own default off Batch
 
 
+def test_a_batch_task_without_the_node_shared_folder_is_said_not_silently_slow() -> None:
+    """batch-container-isolation-task.md: a container task whose containerHostBatchBindMounts leaves out Shared loses
+    AZ_BATCH_NODE_SHARED_DIR; the caches then die with each --rm container (a model download per shard)."""
+    from gpu_batch.worker import caches
+
+    problem = caches.node_cache_problem({"AZ_BATCH_NODE_ID": "tvm-1"})
+    assert problem is not None and "containerHostBatchBindMounts" in problem and "Shared" in problem
+    assert caches.node_cache_problem({"AZ_BATCH_NODE_ID": "tvm-1", "AZ_BATCH_NODE_SHARED_DIR": "/mnt/shared"}) is None
+    assert caches.node_cache_problem({"AZ_BATCH_NODE_ID": "tvm-1", "TRAPBATCH_MODEL_CACHE": "/models"}) is None
+    assert caches.node_cache_problem({}) is None  # off Batch: the home cache is the cache
+
+
 @pytest.mark.parametrize("ref,url_tail", [("MDV1000-REDWOOD", "md_v1000.0.0-redwood.pt"),
                                           ("spruce", "md_v1000.0.0-spruce.pt"), ("MDV5B", "md_v5b.0.1.pt")])
 def test_v1000_yolov5_family_names_resolve_to_megadetectors_release_files(tmp_path: Path, ref: str,

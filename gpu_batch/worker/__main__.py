@@ -588,10 +588,13 @@ def _load_detector(args: argparse.Namespace, env: Mapping[str, str], service: An
     storage client (the shard's own in blob mode, else one built from the environment).
     """
     from gpu_batch.worker import sources
-    from gpu_batch.worker.caches import model_cache_dir
+    from gpu_batch.worker.caches import model_cache_dir, node_cache_problem
     from gpu_batch.worker.loader import ModelLoadError, compile_model, load_model, resolve_model_file
 
     model_ref = args.model or manifest.model
+    problem = node_cache_problem(env)
+    if problem:
+        logger.warning("%s %s", label, problem)
     try:
         fetcher = None
         if service is not None or model_ref.startswith("blob://"):

@@ -31,6 +31,22 @@ def model_cache_dir(env: Mapping[str, str] | None = None) -> Path:
     return Path.home() / ".cache" / "trapbatch" / "models"
 
 
+def node_cache_problem(env: Mapping[str, str] | None = None) -> str | None:
+    """Why this shard's caches die with its container on an Azure Batch node, or None.
+
+    Why: Batch mounts the node's root into a container task and sets ``AZ_BATCH_NODE_SHARED_DIR`` only while the
+    task's ``containerHostBatchBindMounts`` is unset or names ``Shared``; "any unselected data paths have their
+    associated environment variables removed" (batch-container-isolation-task.md). Without it the caches fall back
+    to the ``--rm`` container's home: every shard downloads the ~280 MB checkpoint (and compiles) again, silently.
+    """
+    env = os.environ if env is None else env
+    if env.get("AZ_BATCH_NODE_ID") and not env.get("AZ_BATCH_NODE_SHARED_DIR") and not env.get("TRAPBATCH_MODEL_CACHE"):
+        return ("this Azure Batch task sees no AZ_BATCH_NODE_SHARED_DIR, so the model and compile caches die with its "
+                "container and every shard downloads the model again: leave the task's containerHostBatchBindMounts "
+                "unset, or include Shared in it (gpu_batch/pool/azure_batch.py), or set TRAPBATCH_MODEL_CACHE")
+    return None
+
+
 def compile_cache_dir(env: Mapping[str, str] | None = None) -> Path | None:
     """Where ``--compile`` should keep TorchInductor's compiled kernels, or None to leave torch's default.
 
