@@ -50,6 +50,13 @@ def parse_timespan(text: str) -> float | None:
             + (int(frac.ljust(7, "0")) / 10_000_000 if frac else 0.0))
 
 
+# DTFx DurableTask.AzureStorage/AzureStorageOrchestrationService.cs: the service it builds next validates
+# "{hub.ToLowerInvariant()}-largemessages" as a container name (3-63 characters), so a hub the extension's check lets
+# through at 50 characters fails there: 49 is the longest that starts.
+TASK_HUB_MAX = 49
+LARGE_MESSAGES_SUFFIX = "-largemessages"
+
+
 def check_task_hub_name(name: str) -> str:
     """``name`` when the Durable extension's Azure Storage provider takes it as a configured task hub name."""
     if not name:
@@ -60,6 +67,11 @@ def check_task_hub_name(name: str) -> str:
                             "and have length between 3 and 50 (the Durable extension refuses it at start-up, and "
                             "every function of the app with it): choose one such as 'trapbatch' for the task hub's "
                             "app setting (trapbatch: TRAPBATCH_TASK_HUB) or --hub")
+    if len(name) > TASK_HUB_MAX:
+        raise HostJsonError(f"Task hub name {name!r} has {len(name)} characters: the Durable Task Framework's large "
+                            f"message container {name.lower() + LARGE_MESSAGES_SUFFIX!r} would be longer than the 63 "
+                            f"characters a container name may have, so the extension fails to start: use at most "
+                            f"{TASK_HUB_MAX} (trapbatch: TRAPBATCH_TASK_HUB, or --hub)")
     return name
 
 

@@ -54,7 +54,7 @@ def _key(text: str) -> str:
 
 class Store:
     def __init__(self, connection_string: str, hub: str) -> None:
-        self.hub = check_task_hub_name(hub)  # at most 50: the longest table name, hub + "Activities", fits 63
+        self.hub = check_task_hub_name(hub)  # at most 49: hub + "Activities" fits a table name's 63
         self.tables = TableServiceClient.from_connection_string(connection_string)
         self.blobs = BlobServiceClient.from_connection_string(connection_string)
         self.instances = self.tables.create_table_if_not_exists(self.hub + "Instances")
