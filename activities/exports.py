@@ -537,8 +537,10 @@ class ExportContext:
         return listed
 
     def coco_info(self) -> dict[str, Any]:
-        return {"description": f"trapbatch {self.task_id}: {self.title}", "detector": self.info.get("detector"),
-                "detection_completion_time": self.completed_at,
+        """COCO's ``info``: the ``version`` and ``description`` COCO Camera Traps requires (``coco.INFO_VERSION``, the
+        document's form), then the detector and when it ran, as MegaDetector's results say them."""
+        return {"version": coco.INFO_VERSION, "description": f"trapbatch {self.task_id}: {self.title}",
+                "detector": self.info.get("detector"), "detection_completion_time": self.completed_at,
                 "detector_metadata": mdformat.detector_metadata(self.model)}
 
 

@@ -431,7 +431,7 @@ class ExportsOutput(ExportsRef):
     observations: int
     deployments: int
     zooniverse_subjects: int
-    sizes_unknown: int  # images whose size could not be read: their COCO boxes stay normalized (md_bbox)
+    sizes_unknown: int  # images whose size could not be read: their COCO boxes stay normalized (bbox_relative)
     # subjects are captures (core.captures): the images they hold; absent: one subject per image
     zooniverse_capture_images: NotRequired[int]
     # Camtrap DP events (a camera's visits, core.camtrap_events) and their event-level observation rows; absent from

@@ -11,8 +11,14 @@ it choice by choice (megadetector 10.0.28), so ``tests/unit/test_coco.py`` runs 
 * ``categories`` from ``detection_categories``; ``info.confidence_threshold``; every float rounded to 3 places.
 
 Where we differ, on purpose: annotation ids are ``uuid5`` of the file and the detection's index instead of
-``uuid1`` (so a rerun writes the same bytes), and an image whose size could not be read keeps its annotations with
-MegaDetector's normalized box as ``md_bbox`` and no ``bbox`` (``md_to_coco`` refuses the whole file instead).
+``uuid1`` (so a rerun writes the same bytes); an image whose size could not be read keeps its annotations with
+MegaDetector's normalized box as ``bbox_relative`` and no ``bbox`` (``md_to_coco`` refuses the whole file instead;
+``bbox_relative`` is the format's name for a normalized box, "mutually exclusive with bbox", which MegaDetector's
+``visualize_db`` draws); and an image's ``datetime`` in MegaDetector's EXIF form ``YYYY:MM:DD HH:MM:SS`` is written
+``YYYY-MM-DD HH:MM:SS`` (``cct_datetime``), where md_to_coco copies the EXIF form: the format asks for "any obvious
+format that dateutil knows how to parse" and its tools (``cct_json_utils.parse_datetimes_from_cct_image_list``, so
+``create_sequences``) parse with ``dateutil.parser.parse``, which reads ``2024:06:01 06:20:00`` as today at 06:20
+and so merged photos days apart into one sequence. The results file keeps the EXIF form, as MegaDetector writes it.
 
 An explicit image list's metadata (``core.imagelist``), when the caller gives an image's row: the columns
 ``gpu_batch.formats.listfields`` recognises fill COCO Camera Traps' optional image fields (``datetime``, ``location``,
@@ -35,10 +41,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import uuid
 from typing import IO, Any, Mapping
 
 from gpu_batch.formats import camtrapdp, jsonio, listfields
+from gpu_batch.formats.entries import is_exif_time
 
 LIST_METADATA_FIELD = "image_list_metadata"  # the image list's columns that are no COCO Camera Traps field
 # COCO Camera Traps' optional image fields an image list may fill (gpu_batch.formats.listfields concepts); the integer
@@ -48,6 +56,11 @@ _INTEGER_FIELDS = ("frame_num", "seq_num_frames")
 IMAGES_TO_ANNOTATIONS = '],\n"annotations": [\n'  # between the images and the annotations
 PRECISION = 3  # md_to_coco's default ``precision``
 _ID_NAMESPACE = uuid.UUID("5d0a8b5c-5e0b-4a52-9d54-2f2f0b7a3c11")  # trapbatch's; any fixed namespace would do
+# ``info.version``, which COCO Camera Traps requires: the version of this module's document form (``activities.exports``
+# writes it). "1.0" is the first form to carry one: dateutil-readable ``datetime`` and ``bbox_relative``; documents
+# written before had no ``version``. Raise it when the form changes, so a reader can tell the forms apart.
+INFO_VERSION = "1.0"
+_EXIF_TIME = re.compile(r"[0-9]{4}:[0-9]{2}:[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}")  # MegaDetector's EXIF form, digits
 
 
 def _round(value: Any) -> Any:
@@ -68,6 +81,15 @@ def categories(detection_categories: Mapping[str, str]) -> list[dict[str, Any]]:
     return [{"id": int(k), "name": v} for k, v in detection_categories.items()]
 
 
+def cct_datetime(value: Any) -> Any:
+    """A ``datetime`` as a COCO image carries it: MegaDetector's EXIF form ``YYYY:MM:DD HH:MM:SS`` with dashes in the
+    date (``YYYY-MM-DD HH:MM:SS``, Python's form the format names), which ``dateutil`` reads as that day where it
+    reads the EXIF form as today's (see the module doc); any other value as it is (it is not ours to guess at)."""
+    if is_exif_time(value) and _EXIF_TIME.fullmatch(value):
+        return f"{value[:4]}-{value[5:7]}-{value[8:]}"
+    return value
+
+
 def entry_size(entry: Mapping[str, Any]) -> tuple[int, int] | None:
     """The ``(width, height)`` an entry itself carries (MegaDetector writes them when it knows them), else None."""
     w, h = entry.get("width"), entry.get("height")
@@ -78,13 +100,16 @@ def list_fields(image: dict[str, Any], metadata: Mapping[str, str] | None) -> di
     """``image`` with its image-list row added: the recognised columns as COCO Camera Traps fields (``location``,
     ``seq_id``, ``datetime`` and ``rights_holder`` as text, as the format's sanity check wants a string location;
     ``frame_num`` and ``seq_num_frames`` as integers), the rest under ``image_list_metadata``. A field the entry
-    already has (MegaDetector writes ``datetime`` when it reads EXIF) is kept, and the list's value joins the rest,
-    as does an integer field that is not a whole number. No metadata: ``image`` unchanged."""
+    already has (MegaDetector writes ``datetime`` when it reads EXIF) is kept, and the list's value joins the rest
+    (as the list wrote it), as does an integer field that is not a whole number. A list's ``datetime`` in EXIF form
+    is written as an entry's is (``cct_datetime``), so one document has one form. No metadata: ``image``
+    unchanged."""
     if not metadata:
         return image  # what the rest does with listfields.split's ({}, {}) of no row
     known, rest = listfields.split(metadata, LIST_FIELDS)
     for field, (column, value) in known.items():
-        typed: Any = listfields.integer(value) if field in _INTEGER_FIELDS else value
+        typed: Any = (listfields.integer(value) if field in _INTEGER_FIELDS
+                      else cct_datetime(value) if field == "datetime" else value)
         if typed is None or field in image:
             rest[column] = value
         else:
@@ -110,6 +135,9 @@ def convert_entry(entry: Mapping[str, Any], size: tuple[int, int] | None, thresh
     for key, value in entry.items():
         if key not in ("file", "detections", "width", "height"):
             image[key] = value
+    when = image.get("datetime")
+    if when is not None:
+        image["datetime"] = cct_datetime(when)  # in its place: the image's fields keep the entry's order
     annotations = []
     for index, det in enumerate(entry.get("detections") or []):
         conf = det.get("conf")
@@ -128,7 +156,7 @@ def convert_entry(entry: Mapping[str, Any], size: tuple[int, int] | None, thresh
                 else:
                     ann["bbox"] = [_round(x), _round(y), _round(bw), _round(bh)]
             else:
-                ann["md_bbox"] = [_round(v) for v in box]
+                ann["bbox_relative"] = [_round(v) for v in box]  # COCO Camera Traps' name for a normalized box
         ann["score"] = round(conf, PRECISION) if type(conf) is float else _round(conf)
         annotations.append(ann)  # every value rounded as _round(ann) would (the id, image_id and category_id are not floats)
     for value in image.values():

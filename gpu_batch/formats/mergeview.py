@@ -63,7 +63,14 @@ from gpu_batch.formats.entries import DETECTION_CATEGORIES, entry_fragment, fail
 from gpu_batch.formats.previewsample import PreviewSampler
 from gpu_batch.manifest import ShardManifest, ViewBasis, ViewList, plain_etag
 
-VIEW_VERSION = 2
+# The view's form and the form of the export lines in it. 3: COCO image lines write an EXIF ``datetime`` as
+# ``YYYY-MM-DD HH:MM:SS`` (``gpu_batch.formats.coco.cct_datetime``; 2 copied ``YYYY:MM:DD HH:MM:SS``, which
+# dateutil reads as today's date). A view's COCO lines never held a box of unknown size (``coco_lines``: none then).
+# The worker image is deployed apart from the app, so an app may read views an older worker wrote: ``_header`` takes
+# only views of this version, so a version-2 view is no view (``read_view``/``read_view_part`` give None) and the
+# merge and the exports format that shard's entries themselves, instead of mixing the old lines with new ones in one
+# file; an older app likewise ignores a newer worker's views. Raise it whenever a line a view holds changes.
+VIEW_VERSION = 3
 COUNTS = ("images", "failed", "with_detections", "detections", "empty")
 
 

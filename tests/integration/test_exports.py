@@ -81,6 +81,9 @@ def _csv(store: BlobStore, container: str, name: str) -> list[dict[str, str]]:
 @pytest.mark.parametrize("variant", ["", layout.REPEATS_REMOVED])
 def test_exports_of_a_results_file(task: tuple[Settings, BlobStore, Path], tmp_path: Path, variant: str) -> None:
     settings, store, folder = task
+    dated = _results()
+    dated["images"][0]["datetime"] = "2024:06:01 06:20:00"  # an EXIF capture time, as MegaDetector writes it
+    store.write_json(settings.container, layout.results_blob(TASK, variant), dated)
     out = run_exports(TASK, settings, store, variant=variant)
     assert out["threshold"] == 0.2  # MDV5A's typical threshold: the request set none
     assert out["coco"] == layout.coco_blob(TASK, variant) and out["sizes_unknown"] == 0
@@ -93,11 +96,22 @@ def test_exports_of_a_results_file(task: tuple[Settings, BlobStore, Path], tmp_p
                                    confidence_threshold=0.2, verbose=False)
     mine = store.read_json(settings.container, out["coco"])
     strip = lambda doc: [{k: v for k, v in a.items() if k != "id"} for a in doc["annotations"]]  # noqa: E731
-    # md_to_coco's images, each with its camera folder as location (COCO Camera Traps tools want one)
-    assert mine["images"] == [{**im, "location": im["file_name"].rsplit("/", 1)[0]} for im in theirs["images"]]
+    # md_to_coco's images, each with its camera folder as location (COCO Camera Traps tools want one), and one
+    # deliberate difference: md_to_coco copies the EXIF datetime, which dateutil (so MegaDetector's create_sequences)
+    # reads as today's date; we write it YYYY-MM-DD HH:MM:SS, the form COCO Camera Traps names
+    assert [im["datetime"] for im in theirs["images"] if "datetime" in im] == ["2024:06:01 06:20:00"]
+    dashed = [{**im, "datetime": im["datetime"].replace(":", "-", 2)} if "datetime" in im else im
+              for im in theirs["images"]]
+    visit = ("seq_id", "seq_num_frames", "frame_num")  # a photo with a capture time is a visit's (tested below)
+    assert [{k: v for k, v in im.items() if k not in visit} for im in mine["images"]] == \
+        [{**im, "location": im["file_name"].rsplit("/", 1)[0]} for im in dashed]
+    assert mine["images"][0]["datetime"] == "2024-06-01 06:20:00"
+    assert [(im["seq_num_frames"], im["frame_num"]) for im in mine["images"] if "seq_id" in im] == [(1, 0)]
     assert strip(mine) == strip(theirs)
     assert mine["categories"] == theirs["categories"]
     assert mine["info"]["confidence_threshold"] == 0.2
+    # the two info fields COCO Camera Traps requires: the version of trapbatch's document form, and a description
+    assert (mine["info"]["version"], mine["info"]["description"]) == ("1.0", f"trapbatch {TASK}: site A")
     assert mine["info"]["detector_metadata"]["typical_detection_threshold"] == 0.2
     turned = next(i for i in mine["images"] if i["file_name"] == "siteA/cam1/b.jpg")
     assert (turned["width"], turned["height"]) == (480, 640)  # EXIF orientation 6, as MegaDetector sees it
@@ -140,7 +154,10 @@ def test_exports_are_idempotent_and_drop_batches_a_smaller_rerun_does_not_write(
     names = list(store.list_names(settings.container, out["zooniverse"]))
     assert names == [layout.zooniverse_batch_blob(TASK, 1)]
     coco = store.read_json(settings.container, out["coco"])
-    assert [a.get("md_bbox") for a in coco["annotations"]] == [[0.1, 0.2, 0.3, 0.4], [0.25, 0.125, 0.5, 0.5]]
+    # COCO Camera Traps' normalized box (md_to_coco would refuse the file), which MegaDetector's visualize_db draws
+    assert [a.get("bbox_relative") for a in coco["annotations"]] == [[0.1, 0.2, 0.3, 0.4],
+                                                                     [0.25, 0.125, 0.5, 0.5]]
+    assert not any("bbox" in a for a in coco["annotations"])  # mutually exclusive with bbox
 
 
 def test_many_batches_are_written_a_group_of_files_per_pass(task: tuple[Settings, BlobStore, Path]) -> None:

@@ -85,4 +85,4 @@ def test_fanned_out_exports_of_sized_results_read_no_image(task: Any, image_gets
     assert fanned["sizes_unknown"] == 0 and fanned["images"] == 6
     coco = store.read_json(settings.container, fanned["coco"])
     assert {i["file_name"]: (i["width"], i["height"]) for i in coco["images"] if "width" in i} == DECODED
-    assert all("bbox" in a and "md_bbox" not in a for a in coco["annotations"])
+    assert all("bbox" in a and "bbox_relative" not in a for a in coco["annotations"])

@@ -639,6 +639,35 @@ def test_exports_take_coco_camtrap_dp_and_zooniverse_lines_from_the_workers_view
     assert fanned_exports(settings, store, tid, merged, single) == corrected
 
 
+def test_exports_ignore_an_older_workers_views_and_format_the_entries(task: Any, monkeypatch: Any) -> None:
+    """The worker image is deployed apart from the app: a view an older worker wrote holds COCO lines of the older
+    form (an EXIF ``datetime`` as read), so it has the older ``VIEW_VERSION`` and the exports format every entry, in
+    one form, rather than mix its lines with new ones in one file."""
+    from activities.exports import run_exports
+    from gpu_batch.formats import coco, mergeview
+
+    settings, store, tid, counts = task
+    settings, merged = finish_every_shard(settings, store, tid, counts)
+    single = run_exports(tid, settings, store)
+    expected = exported(settings, store, tid)
+    dated = [im["datetime"] for im in json.loads(expected[layout.coco_blob(tid)])["images"] if "datetime" in im]
+    assert dated and all(is_dashed_datetime(d) for d in dated)
+    with monkeypatch.context() as older:  # what a version-2 worker wrote: EXIF datetimes copied as they were
+        older.setattr(mergeview, "VIEW_VERSION", 2)
+        older.setattr(coco, "cct_datetime", lambda value: value)
+        written = write_worker_views(settings, store, tid, range(counts["shards"]), settings.threshold_for(MODEL, None))
+    assert written == set(range(counts["shards"])) - {2}
+    formatted, _, _ = record_formatting(monkeypatch)
+    assert run_exports(tid, settings, store) == single and exported(settings, store, tid) == expected
+    assert formatted, "the entries were formatted: the older views were not used"
+    assert fanned_exports(settings, store, tid, merged, single) == expected
+
+
+def is_dashed_datetime(value: str) -> bool:
+    """Whether a COCO image's ``datetime`` has the form the exports write (``YYYY-MM-DD HH:MM:SS``)."""
+    return len(value) == 19 and value[4] == value[7] == "-" and value[13] == value[16] == ":"
+
+
 LIST_COLUMNS = ["site", "latitude", "longitude", "camera_id", "datetime", "seq_id", "season", "file"]
 
 

@@ -23,7 +23,7 @@ def results() -> dict[str, Any]:
               {"category": "1", "conf": -0.8, "bbox": [0.6, 0.6, 0.1, 0.1]}]  # a removed repeat
     return mdformat.build_output([
         {"file": "cam1/a.jpg", "detections": dets_a},
-        {"file": "cam1/b.jpg", "detections": []},
+        {"file": "cam1/b.jpg", "datetime": "2024:06:01 06:20:00", "detections": []},  # MegaDetector's EXIF form
         mdformat.failure_entry("cam1/broken.jpg", mdformat.FAILURE_IMAGE_ACCESS, "undecodable"),
         {"file": "cam2/c.png", "detections": [{"category": "3", "conf": 0.77777, "bbox": [0.33333, 0.1, 0.5, 0.5]}],
          "exif_note": 1.23456},  # a non-standard field, carried over and rounded
@@ -58,6 +58,14 @@ def located(doc: dict[str, Any]) -> dict[str, Any]:
                                                        or "(root)")} for im in doc["images"]]}
 
 
+def dashed(doc: dict[str, Any]) -> dict[str, Any]:
+    """md_to_coco's document with the one field we write differently on purpose: an image's ``datetime`` in
+    MegaDetector's EXIF form (``2024:06:01 06:20:00``, which md_to_coco copies and dateutil reads as today's date) as
+    ``2024-06-01 06:20:00``, the form COCO Camera Traps names (see coco's module doc)."""
+    return {**doc, "images": [{**im, "datetime": im["datetime"].replace(":", "-", 2)} if "datetime" in im else im
+                              for im in doc["images"]]}
+
+
 @pytest.mark.parametrize("threshold", [0.15, 0.2, 0.0])
 def test_same_document_as_md_to_coco(tmp_path: Path, threshold: float) -> None:
     path = tmp_path / "detections.json"
@@ -66,7 +74,8 @@ def test_same_document_as_md_to_coco(tmp_path: Path, threshold: float) -> None:
                                    image_filename_to_size={k: list(v) for k, v in SIZES.items()},
                                    info={"description": "test"})
     mine = ours(path, threshold)
-    assert without_ids(mine) == without_ids(located(theirs))
+    assert [im.get("datetime") for im in theirs["images"] if "datetime" in im] == ["2024:06:01 06:20:00"]
+    assert without_ids(mine) == without_ids(located(dashed(theirs)))
     assert len({a["id"] for a in mine["annotations"]}) == len(mine["annotations"])
     assert mine["annotations"], "the comparison must cover some boxes"
 
@@ -78,7 +87,7 @@ def test_annotation_ids_are_stable_and_an_unknown_size_keeps_the_normalized_box(
     image, anns = coco.convert_entry({"file": "x.jpg", "detections": [{"category": "1", "conf": 0.9,
                                                                      "bbox": [0.1, 0.2, 0.3, 0.4]}]},
                                      None, 0.2, {"1": "animal"})
-    assert "width" not in image and anns[0]["md_bbox"] == [0.1, 0.2, 0.3, 0.4] and "bbox" not in anns[0]
+    assert "width" not in image and anns[0]["bbox_relative"] == [0.1, 0.2, 0.3, 0.4] and "bbox" not in anns[0]
 
 
 def test_an_entry_that_carries_its_size_needs_none_from_the_caller() -> None:
@@ -90,7 +99,7 @@ def test_an_entry_that_carries_its_size_needs_none_from_the_caller() -> None:
     for given in (None, (1, 1)):
         image, anns = coco.convert_entry(entry, given, 0.2, {"1": "animal"})
         assert (image["width"], image["height"]) == (1000, 500)
-        assert anns[0]["bbox"] == [100.0, 100.0, 300.0, 200.0] and "md_bbox" not in anns[0]
+        assert anns[0]["bbox"] == [100.0, 100.0, 300.0, 200.0] and "bbox_relative" not in anns[0]
     assert coco.entry_size({"file": "y.jpg", "detections": []}) is None  # older results: the exports read the size
 
 
@@ -136,8 +145,9 @@ def test_an_image_lists_columns_become_coco_camera_traps_fields(tmp_path: Path) 
     assert broken == {"id": "cam1/broken.jpg", "file_name": "cam1/broken.jpg", "failure": mdformat.FAILURE_IMAGE_ACCESS,
                       "location": "B05", "image_list_metadata": {"season": "S2"}}
     assert (c["location"], c["image_list_metadata"], c["exif_note"]) == ("B06", {"site": "B06-alias"}, 1.235)
-    # the entry's own datetime (EXIF, from MegaDetector) stands; the list's joins the rest
-    assert (d["datetime"], d["image_list_metadata"]) == ("2024:05:02 09:59:58", {"datetime": "2024-05-02T10:00:00"})
+    # the entry's own datetime (EXIF, from MegaDetector; written as dateutil reads it) stands; the list's joins the rest
+    assert (d["datetime"], d["image_list_metadata"]) == ("2024-05-02 09:59:58", {"datetime": "2024-05-02T10:00:00"})
+    assert b["datetime"] == "2024-06-01 06:20:00"  # the entry's own, no list value
     # the annotations do not change with a list
     assert without_ids(doc)["annotations"] == without_ids(ours(path, 0.2))["annotations"]
 
@@ -155,6 +165,41 @@ def test_with_a_list_the_document_passes_megadetectors_coco_camera_traps_check(t
     sorted_categories, data, _ = integrity_check_json_db(doc, options)
     assert len(data["images"]) == 5 and sorted_categories
     assert all(isinstance(im["location"], str) for im in doc["images"])
+
+
+@pytest.mark.parametrize("value,written", [
+    ("2024:06:01 06:20:00", "2024-06-01 06:20:00"),  # MegaDetector's EXIF form
+    ("2024-06-01 06:20:00", "2024-06-01 06:20:00"),  # already the format's form
+    ("2024-05-02T10:00:00+02:00", "2024-05-02T10:00:00+02:00"),  # any other value as it is
+    ("2024:06:01", "2024:06:01"), ("24:06:01 06:20:00 x", "24:06:01 06:20:00 x"),
+    ("abcd:ef:gh ij:kl:mn", "abcd:ef:gh ij:kl:mn"), ("２０２４:06:01 06:20:00", "２０２４:06:01 06:20:00"),
+    (1717222800, 1717222800),
+])
+def test_an_exif_datetime_is_written_as_dateutil_reads_it(value: Any, written: Any) -> None:
+    """COCO Camera Traps' ``datetime`` is "any obvious format that dateutil knows how to parse": dateutil reads EXIF's
+    ``2024:06:01 06:20:00`` as today at 06:20, so the EXIF form gets dashes in its date, and nothing else changes."""
+    import dateutil.parser
+
+    assert coco.cct_datetime(value) == written
+    image, _ = coco.convert_entry({"file": "c/x.jpg", "datetime": value, "detections": []}, (4, 3), 0.2, {})
+    assert image["datetime"] == written and list(image)[2:4] == ["width", "height"]
+    if written == "2024-06-01 06:20:00":
+        assert str(dateutil.parser.parse(written)) == "2024-06-01 06:20:00"
+    assert coco.convert_entry({"file": "c/x.jpg", "detections": []}, (4, 3), 0.2, {})[0].get("datetime") is None
+
+
+def test_an_image_lists_exif_datetime_is_written_as_an_entrys_is() -> None:
+    """A list's datetime column fills ``datetime`` in the same form as an entry's EXIF time (one form a document);
+    where the entry has its own, the list's value joins ``image_list_metadata`` as the list wrote it."""
+    row = {"date time": "2024:05:01 06:30:00", "season": "S1"}
+    image, _ = coco.convert_entry({"file": "c/x.jpg", "detections": []}, (4, 3), 0.2, {}, row)
+    assert (image["datetime"], image["image_list_metadata"]) == ("2024-05-01 06:30:00", {"season": "S1"})
+    failed = mdformat.failure_entry("c/y.jpg", mdformat.FAILURE_IMAGE_ACCESS, "undecodable")
+    assert coco.convert_entry(failed, None, 0.2, {}, row)[0]["datetime"] == "2024-05-01 06:30:00"
+    own, _ = coco.convert_entry({"file": "c/x.jpg", "datetime": "2024:05:02 09:59:58", "detections": []}, (4, 3), 0.2,
+                                {}, row)
+    assert (own["datetime"], own["image_list_metadata"]) == ("2024-05-02 09:59:58",
+                                                             {"date time": "2024:05:01 06:30:00", "season": "S1"})
 
 
 def test_without_metadata_an_image_is_md_to_cocos_with_its_camera_folder() -> None:

@@ -39,12 +39,29 @@ def found(shares: list[ev.EventFrames], files: list[str]) -> dict[str, tuple[str
     return out
 
 
+def cct_image(entry: dict[str, Any]) -> dict[str, Any]:
+    """The COCO image ``coco.convert_entry`` writes for an entry, read back from its JSON line."""
+    image, _ = coco.convert_entry(entry, (640, 480), 0.2, mdformat.DETECTION_CATEGORIES)
+    return json.loads(json.dumps(image))
+
+
+def test_photos_a_day_apart_are_two_of_create_sequences_sequences() -> None:
+    """Our images' ``datetime`` is what MegaDetector's tools read as the photo's day: dateutil reads EXIF's
+    ``2024:06:01 06:20:00`` as today at 06:20, so two photos a day apart were 30 s apart to create_sequences."""
+    entries = [{"file": "site/cam0/IMG_0001.JPG", "datetime": "2024:06:01 06:20:00", "detections": []},
+               {"file": "site/cam0/IMG_0002.JPG", "datetime": "2024:06:02 06:20:30", "detections": []}]
+    images = create_sequences([cct_image(e) for e in entries], SequenceOptions())
+    assert {im["location"] for im in images} == {"site/cam0"}  # one camera
+    starts = {im["seq_id"]: str(im["datetime"].date()) for im in images if im["frame_num"] == 0}
+    assert sorted(starts.values()) == ["2024-06-01", "2024-06-02"]
+    assert [(im["seq_num_frames"], im["frame_num"]) for im in images] == [(1, 0), (1, 0)]
+
+
 def test_frames_are_create_sequences_numbers_and_the_sequence_is_the_camtrap_event() -> None:
     entries = camera_day(7)  # bursts with equal times: frames of equal times go in the results' order
     (share,), events = framed([tapped(entries)[0]])
     ours = found([share], [e["file"] for e in entries])
-    images = [{"file_name": e["file"], "location": camtrapdp.deployment_id(e["file"]),
-               "datetime": e["datetime"].replace(":", "-", 2)} for e in entries]
+    images = [cct_image(e) for e in entries]  # our COCO images as written: MegaDetector's tools read them as they are
     create_sequences(images, SequenceOptions())
     assert len(ours) == len(entries) == len(share)
     assert {im["file_name"]: (im["seq_num_frames"], im["frame_num"]) for im in images} == \
