@@ -7,8 +7,10 @@ travels only in the ``x-functions-key`` header (never in a URL, which proxies an
 from __future__ import annotations
 
 import os
-from typing import Any
-from urllib.parse import quote
+import sys
+import time
+from typing import Any, Callable
+from urllib.parse import quote, urlsplit
 
 import requests
 
@@ -16,6 +18,48 @@ from cli.config import Config, config_path
 from cli.errors import CliError
 
 DEFAULT_TIMEOUT_S = 60.0
+# GET /api/tasks may work up to api.starters.INSTANCE_LIST_TIMEOUT_S (200 s) before it answers its own 503 with what
+# to do, inside Azure's 230 s for an HTTP response: the CLI waits longer than both, so the app's answer is shown.
+LIST_TIMEOUT_S = 240.0
+# Transient failures (a connection dropped, an instance scaling out, the app's 429 for too many running tasks) are
+# tried again: at most this many requests, waiting the app's Retry-After (at most RETRY_AFTER_MAX_S) or a backoff.
+ATTEMPTS = 5
+RETRY_AFTER_MAX_S = 300.0
+_BACKOFF_S = (2.0, 5.0, 15.0, 30.0)
+# Retried for any request: the request did not run (429 too many tasks, 503 unavailable). Retried only for a request
+# that may run twice (GETs, DELETE, and POST /api/tasks, whose task id is the request's): 500, 502 (also Azure's answer
+# when a function took more than 230 s, which went on running), 504, a timeout or a dropped connection.
+_NOT_RUN = frozenset({429, 503})
+_MAYBE_RUN = frozenset({500, 502, 504})
+TOKEN_MARGIN_S = 300.0  # a token is renewed this long before it expires (Entra ID access tokens live 60-90 minutes)
+
+
+class TokenSource:
+    """Bearer tokens for the app's Entra ID application (Easy Auth's ``allowedAudiences`` holds ``api://<id>``), from
+    the signed-in Azure identity (``DefaultAzureCredential``: az login, environment, managed identity), renewed
+    ``TOKEN_MARGIN_S`` before they expire: a ``--wait`` of hours outlives any one token."""
+
+    def __init__(self, client_id: str, credential: Any = None, clock: Callable[[], float] = time.time) -> None:
+        self.scope = f"api://{client_id}/.default"
+        self._credential = credential
+        self._clock = clock
+        self._token = ""
+        self._expires = 0.0
+
+    def __call__(self) -> str:
+        if not self._token or self._clock() > self._expires - TOKEN_MARGIN_S:
+            if self._credential is None:
+                from azure.identity import DefaultAzureCredential
+
+                self._credential = DefaultAzureCredential(exclude_interactive_browser_credential=True)
+            try:
+                got = self._credential.get_token(self.scope)
+            except Exception as exc:  # noqa: BLE001 - azure-identity raises several kinds; all mean the same here
+                raise CliError(f"cannot get a token for {self.scope} from your Azure sign-in ({type(exc).__name__})",
+                               "sign in (az login) with an account the app's Entra ID application lets in, or pass "
+                               "--token") from None
+            self._token, self._expires = str(got.token), float(got.expires_on)
+        return self._token
 
 
 def _api_error(resp: requests.Response) -> tuple[str, str]:
@@ -31,8 +75,13 @@ def _api_error(resp: requests.Response) -> tuple[str, str]:
 
 class ApiClient:
     def __init__(self, config: Config, timeout_s: float = DEFAULT_TIMEOUT_S,
-                 session: requests.Session | None = None) -> None:
+                 session: requests.Session | None = None, tokens: Callable[[], str] | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self.base = config.require_url()
+        scheme, host = urlsplit(self.base).scheme, urlsplit(self.base).hostname or ""
+        if scheme == "http" and host not in ("127.0.0.1", "localhost", "::1") and (config.key or config.token):
+            raise CliError(f"{self.base} is plain http: the function key or token would cross the network unencrypted",
+                           "use the app's https:// address (Azure serves only https; http:// is for a local devhost)")
         self.timeout_s = timeout_s
         self.session = session or requests.Session()
         self.session.headers["User-Agent"] = "trapbatch-cli"
@@ -40,7 +89,11 @@ class ApiClient:
             self.session.headers["x-functions-key"] = config.key
         if config.token:
             self.session.headers["Authorization"] = f"Bearer {config.token}"
+        self.tokens = tokens or (TokenSource(config.auth_client_id) if config.auth_client_id and not config.token
+                                 else None)
+        self.sleep = sleep
         self._has_key = bool(config.key)
+        self._has_token = bool(config.token or self.tokens)
 
     def __repr__(self) -> str:  # never the key
         return f"ApiClient({self.base!r})"
@@ -48,10 +101,11 @@ class ApiClient:
     # ------------------------------------------------------------------ routes
 
     def submit(self, body: dict[str, Any]) -> dict[str, Any]:
-        return self._call("POST", "/api/tasks", json=body)
+        return self._call("POST", "/api/tasks", json=body, repeatable=True)  # the same request finds the same task
 
     def list(self, limit: int = 50) -> dict[str, Any]:
-        return self._call("GET", "/api/tasks", params={"limit": str(limit)})
+        return self._call("GET", "/api/tasks", params={"limit": str(limit)}, timeout_s=max(self.timeout_s,
+                                                                                            LIST_TIMEOUT_S))
 
     def status(self, task_id: str) -> dict[str, Any]:
         return self._call("GET", f"/api/tasks/{_seg(task_id)}")
@@ -81,22 +135,66 @@ class ApiClient:
 
     # ------------------------------------------------------------------ transport
 
-    def _call(self, method: str, path: str, json: Any = None, params: dict[str, str] | None = None) -> dict[str, Any]:
+    def _call(self, method: str, path: str, json: Any = None, params: dict[str, str] | None = None,
+              timeout_s: float | None = None, repeatable: bool = False) -> dict[str, Any]:
+        """One API call, tried again on transient failures (``ATTEMPTS``): any request the app did not run (429,
+        503), and a request that may run twice (``repeatable``, GET and DELETE) also on 500/502/504, a timeout or a
+        dropped connection. The wait is the app's ``Retry-After`` where it gives one."""
+        repeatable = repeatable or method in ("GET", "DELETE")
+        for attempt in range(1, ATTEMPTS + 1):
+            last = attempt == ATTEMPTS
+            try:
+                resp = self._send(method, path, json, params, timeout_s or self.timeout_s)
+            except CliError as exc:
+                if last or not repeatable or not getattr(exc, "transient", False):
+                    raise
+                self._pause(attempt, None, exc.message)
+                continue
+            if resp.status_code in _NOT_RUN or (repeatable and resp.status_code in _MAYBE_RUN):
+                if not last:
+                    self._pause(attempt, resp.headers.get("Retry-After"), f"{method} {path} answered "
+                                f"{resp.status_code}")
+                    continue
+            return self._answer(resp, method, path)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _pause(self, attempt: int, retry_after: str | None, why: str) -> None:
+        wait = _BACKOFF_S[min(attempt, len(_BACKOFF_S)) - 1]
+        if retry_after and retry_after.strip().isdigit():
+            wait = min(float(retry_after), RETRY_AFTER_MAX_S)
+        print(f"trapbatch: {why}; trying again in {wait:.0f} s ({attempt + 1}/{ATTEMPTS})", file=sys.stderr,
+              flush=True)
+        self.sleep(wait)
+
+    def _send(self, method: str, path: str, json: Any, params: dict[str, str] | None,
+              timeout_s: float) -> requests.Response:
         url = self.base + path
+        headers = {"Authorization": f"Bearer {self.tokens()}"} if self.tokens is not None else None
         try:
-            resp = self.session.request(method, url, json=json, params=params, timeout=self.timeout_s)
+            # no redirects: requests would turn a POST into a GET on a 301 and forward x-functions-key to wherever
+            # the redirect points (its rebuild_auth strips only Authorization)
+            resp = self.session.request(method, url, json=json, params=params, timeout=timeout_s, headers=headers,
+                                        allow_redirects=False)
         except requests.exceptions.SSLError as exc:
             raise CliError(f"TLS with {self.base} failed: {type(exc).__name__}",
                            "check the address (https:// for Azure, http:// for a local devhost)") from None
         except requests.exceptions.Timeout:
-            raise CliError(f"{self.base} did not answer {method} {path} within {self.timeout_s:.0f} s",
-                           "retry; if it keeps happening the app may be scaling out or overloaded: look at its "
-                           "log (Application Insights, or devhost.log)") from None
+            raise _transient(CliError(f"{self.base} did not answer {method} {path} within {timeout_s:.0f} s",
+                                      "retry; if it keeps happening the app may be scaling out or overloaded: look "
+                                      "at its log (Application Insights, or devhost.log)")) from None
         except requests.exceptions.RequestException as exc:
-            raise CliError(f"cannot reach {self.base} ({type(exc).__name__})",
-                           "check the address (--url, TRAPBATCH_URL or url in "
-                           f"{config_path(os.environ)}) and that the app or devhost is running "
-                           "(python -m devhost prints its address)") from None
+            raise _transient(CliError(f"cannot reach {self.base} ({type(exc).__name__})",
+                                      "check the address (--url, TRAPBATCH_URL or url in "
+                                      f"{config_path(os.environ)}) and that the app or devhost is running "
+                                      "(python -m devhost prints its address)")) from None
+        if 300 <= resp.status_code < 400:
+            where = resp.headers.get("Location", "?")
+            raise CliError(f"{method} {path} was redirected ({resp.status_code}) to {where}",
+                           "use that address as --url / TRAPBATCH_URL (Azure redirects http:// to https://); the CLI "
+                           "follows no redirect, so the key never goes where you did not point it")
+        return resp
+
+    def _answer(self, resp: requests.Response, method: str, path: str) -> dict[str, Any]:
         if resp.status_code < 400:
             try:
                 body = resp.json()
@@ -116,10 +214,15 @@ class ApiClient:
         if code == 401:
             if error:  # the app's own 401 (a caller identity is required): its hint says how to sign in
                 return CliError(what, hint or "sign in: pass --token or set TRAPBATCH_TOKEN")
-            return CliError(f"{self.base} refused the function key" if self._has_key
-                            else f"{self.base} needs a function key and none was given",
-                            "set TRAPBATCH_KEY, pass --key, or put key = \"...\" into the config file (Azure: az "
-                            "functionapp keys list -g <group> -n <app>; devhost prints its key at start)")
+            # no app answer: the host refused the key, or App Service Authentication (Easy Auth, infra's
+            # authClientId) refused the request before the app ran: it wants an Entra ID token as well as the key
+            sent = " and ".join(w for w, has in (("function key", self._has_key), ("token", self._has_token)) if has)
+            return CliError(f"{self.base} refused the request ({sent or 'no key or token was sent'})",
+                            "a function key: set TRAPBATCH_KEY, pass --key, or put key = \"...\" into the config "
+                            "file (Azure: az functionapp keys list -g <group> -n <app>; devhost prints its key at "
+                            "start); where the app has App Service Authentication (infra's authClientId) a token "
+                            "too: --auth-client-id <that id> (TRAPBATCH_AUTH_CLIENT_ID) gets and renews one from "
+                            "your Azure sign-in (az login)")
         if code == 404 and not error:
             return CliError(f"{method} {path} answered 404 without an explanation",
                             f"is {self.base} the trapbatch app (its API is under /api/tasks)?")
@@ -132,6 +235,12 @@ class ApiClient:
                             hint or "the app failed: retry, and if it persists look at its log (Application "
                             "Insights, or devhost.log) around this time")
         return CliError(what, hint or "check the request (trapbatch --help, docs/cli.md)")
+
+
+def _transient(error: CliError) -> CliError:
+    """Mark ``error`` as a failure that may pass on its own (a timeout, a connection that could not be made)."""
+    error.transient = True  # type: ignore[attr-defined]
+    return error
 
 
 def _seg(value: str) -> str:

@@ -3,6 +3,10 @@
     --url / TRAPBATCH_URL / url                     the app's base address, e.g. https://func-api-xyz.azurewebsites.net
     --key / TRAPBATCH_KEY / key                     a function key (az functionapp keys list; devhost prints its own)
     --token / TRAPBATCH_TOKEN / token               a bearer token, where the app identifies callers (easyauth)
+    --auth-client-id / TRAPBATCH_AUTH_CLIENT_ID / auth_client_id
+                                                    the app's Entra ID application (infra's authClientId): the CLI
+                                                    then gets a token for api://<id> from your Azure sign-in and
+                                                    renews it before it expires (instead of a fixed --token)
     --storage-connection / TRAPBATCH_STORAGE_CONNECTION / storage_connection
                                                     how ``results`` reads blobs: a connection string (Azurite locally);
                                                     without one, the signed-in Azure identity (DefaultAzureCredential)
@@ -22,7 +26,7 @@ from typing import Mapping
 from cli.errors import CliError
 
 FIELDS = {"url": "TRAPBATCH_URL", "key": "TRAPBATCH_KEY", "token": "TRAPBATCH_TOKEN",
-          "storage_connection": "TRAPBATCH_STORAGE_CONNECTION"}
+          "auth_client_id": "TRAPBATCH_AUTH_CLIENT_ID", "storage_connection": "TRAPBATCH_STORAGE_CONNECTION"}
 SECRET = frozenset({"key", "token", "storage_connection"})
 
 
@@ -38,6 +42,7 @@ class Config:
     url: str = ""
     key: str = field(default="", repr=False)
     token: str = field(default="", repr=False)
+    auth_client_id: str = ""
     storage_connection: str = field(default="", repr=False)
     sources: Mapping[str, str] = field(default_factory=dict)  # field -> "flag" | "env NAME" | "file PATH"
 

@@ -51,16 +51,18 @@ pass_state = click.make_pass_decorator(State)
 @click.option("--url", help="the app's address (or TRAPBATCH_URL, or url in the config file)")
 @click.option("--key", help="a function key (or TRAPBATCH_KEY, or key in the config file); never printed")
 @click.option("--token", help="a bearer token where the app identifies callers (or TRAPBATCH_TOKEN)")
+@click.option("--auth-client-id", help="the app's Entra ID application id (infra's authClientId, or "
+              "TRAPBATCH_AUTH_CLIENT_ID): tokens for it come from your Azure sign-in and are renewed as they expire")
 @click.version_option("0.1.0", prog_name="trapbatch")
 @click.pass_context
-def cli(ctx: click.Context, url: str | None, key: str | None, token: str | None) -> None:
+def cli(ctx: click.Context, url: str | None, key: str | None, token: str | None, auth_client_id: str | None) -> None:
     """Run MegaDetector over a blob container with trapbatch, and watch, fetch and tidy its results.
 
     Configuration: flags, then TRAPBATCH_URL / TRAPBATCH_KEY / TRAPBATCH_TOKEN / TRAPBATCH_STORAGE_CONNECTION, then
     ~/.config/trapbatch/config.toml (TRAPBATCH_CONFIG names another). Exit codes: 0 done, 1 the task failed or was
     cancelled, 2 bad arguments, 3 completed with errors, 4 the app could not be reached or refused the request.
     """
-    ctx.obj = State({"url": url, "key": key, "token": token})
+    ctx.obj = State({"url": url, "key": key, "token": token, "auth_client_id": auth_client_id})
 
 
 # ------------------------------------------------------------------ the request, from a file and flags

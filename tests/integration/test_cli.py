@@ -135,7 +135,7 @@ def test_a_failing_task_exits_non_zero_and_errors_say_what_to_do(host, store: Bl
     missing = trapbatch("status", "task-00000000000000000000", url=host.base_url)
     assert missing.returncode == 4 and "404" in missing.stderr and "POST /api/tasks" in missing.stderr
     refused = trapbatch("list", url=host.base_url, key="wrong-key")
-    assert refused.returncode == 4 and "refused the function key" in refused.stderr
+    assert refused.returncode == 4 and "refused the request (function key)" in refused.stderr
     assert "TRAPBATCH_KEY" in refused.stderr
     bad = trapbatch("submit", "--container", "No_Such", url=host.base_url)
     assert bad.returncode == 2 and "not a valid blob container name" in bad.stderr  # checked before sending

@@ -348,3 +348,118 @@ def test_the_summary_counts_the_camera_visits(capsys: pytest.CaptureFixture[str]
         "camera_days": "results/task-0/exports/camera-days.csv"}}})
     assert "a row per camera in camera-visits.csv; a row per camera and day in camera-days.csv)" in \
         " ".join(capsys.readouterr().out.split())
+
+
+# ------------------------------------------------------------------ the transport (cli/client.py)
+class _Answers:
+    """A requests.Session stand-in: answers in order (a status and headers, or an exception to raise), recording
+    each request's method, URL, headers and keyword arguments."""
+
+    def __init__(self, *answers: Any) -> None:
+        import requests
+
+        self.answers = list(answers)
+        self.sent: list[dict[str, Any]] = []
+        self.headers: dict[str, str] = {}
+        self._requests = requests
+
+    def request(self, method: str, url: str, **kwargs: Any) -> Any:
+        self.sent.append({"method": method, "url": url, "headers": {**self.headers, **(kwargs.get("headers") or {})},
+                          **kwargs})
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        status, headers = answer if isinstance(answer, tuple) else (answer, {})
+        resp = self._requests.Response()
+        resp.status_code, resp.headers = status, self._requests.structures.CaseInsensitiveDict(headers)
+        resp._content = b'{"id": "task-1", "stage": "detecting"}' if status < 300 else b""
+        return resp
+
+
+def _client(session: _Answers, url: str = "https://app.example", **config: str) -> tuple[Any, list[float]]:
+    from cli.client import ApiClient
+    from cli.config import Config
+
+    slept: list[float] = []
+    return ApiClient(Config(url=url, key="K", **config), session=session, sleep=slept.append), slept  # type: ignore[arg-type]
+
+
+def test_transient_failures_are_tried_again_with_the_apps_retry_after() -> None:
+    """One 503 or a dropped connection in an hours-long watch ended it (exit 4). GETs are tried again on 5xx and
+    connection errors; any request on 429/503, waiting the app's Retry-After (capped)."""
+    import requests
+
+    session = _Answers(503, requests.exceptions.ConnectionError("reset"), (429, {"Retry-After": "300"}), 200)
+    client, slept = _client(session)
+    assert client.status("task-1")["id"] == "task-1"
+    assert len(session.sent) == 4 and slept == [2.0, 5.0, 300.0]
+    assert all(s["allow_redirects"] is False for s in session.sent)
+
+
+def test_a_post_that_may_have_run_is_not_sent_twice_but_submit_is() -> None:
+    """A 502 may be Azure's answer after a function ran past 230 s: a confirm or a repeat choice is not repeated; a
+    submit is (the same request finds the same task), and any POST on 429/503 (not run)."""
+    from cli.errors import CliError
+
+    client, _ = _client(_Answers(502))
+    with pytest.raises(CliError, match="502"):
+        client.confirm("task-1")
+    session = _Answers(502, 200)
+    client, _ = _client(session)
+    assert client.submit({"container": "c"})["id"] == "task-1" and len(session.sent) == 2
+    session = _Answers(503, 200)
+    client, _ = _client(session)
+    assert client.confirm("task-1")["id"] == "task-1" and len(session.sent) == 2
+
+
+def test_a_redirect_is_not_followed_and_plain_http_to_a_remote_host_is_refused() -> None:
+    """requests turns a POST into a GET on a 301 and forwards x-functions-key (its rebuild_auth strips only
+    Authorization): the CLI follows none and names the address; and it sends a key over http:// only to loopback."""
+    from cli.errors import CliError
+
+    session = _Answers((301, {"Location": "https://app.example/api/tasks"}))
+    client, _ = _client(session)
+    with pytest.raises(CliError, match="redirected \\(301\\) to https://app.example/api/tasks"):
+        client.submit({"container": "c"})
+    assert len(session.sent) == 1
+    with pytest.raises(CliError, match="plain http"):
+        _client(_Answers(), url="http://app.example")
+    _client(_Answers(), url="http://127.0.0.1:7071")  # devhost
+
+
+def test_the_task_list_waits_past_the_apps_own_deadline() -> None:
+    from cli.client import LIST_TIMEOUT_S
+
+    session = _Answers(200)
+    client, _ = _client(session)
+    client.list()
+    assert session.sent[0]["timeout"] == LIST_TIMEOUT_S > 230
+
+
+def test_an_entra_token_is_renewed_before_it_expires_and_a_401_names_key_and_token() -> None:
+    """Entra ID access tokens live 60-90 minutes; a fixed --token made a long --wait end in a 401 that blamed the
+    function key. --auth-client-id gets tokens for api://<id> from the Azure sign-in and renews them."""
+    from cli.client import TokenSource
+    from cli.errors import CliError
+
+    now = [1000.0]
+    issued: list[str] = []
+
+    class Credential:
+        def get_token(self, scope: str) -> Any:
+            issued.append(scope)
+            return type("T", (), {"token": f"tok{len(issued)}", "expires_on": now[0] + 3600})()
+
+    tokens = TokenSource("abc-123", credential=Credential(), clock=lambda: now[0])
+    session = _Answers(200, 200, 200, 401)
+    client, _ = _client(session, auth_client_id="abc-123")
+    client.tokens = tokens
+    client.status("task-1")
+    client.status("task-1")
+    now[0] += 3400  # within TOKEN_MARGIN_S of the expiry
+    client.status("task-1")
+    assert issued == ["api://abc-123/.default"] * 2
+    assert [s["headers"]["Authorization"] for s in session.sent] == ["Bearer tok1", "Bearer tok1", "Bearer tok2"]
+    with pytest.raises(CliError) as refused:
+        client.status("task-1")
+    assert "function key and token" in refused.value.message and "--auth-client-id" in refused.value.hint
