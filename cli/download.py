@@ -66,7 +66,7 @@ def result_blobs(results: dict[str, Any], status: dict[str, Any]) -> list[tuple[
 def _fetch(service: Any, container: str, name: str, dest: Path) -> None:
     """Stream one blob into ``dest`` (through ``<dest>.part``, renamed when whole: an interrupted download leaves no
     file that looks complete), a chunk at a time: a ten-million-image task's results and COCO file are gigabytes."""
-    from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
+    from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     partial = dest.with_name(dest.name + ".part")
@@ -84,6 +84,13 @@ def _fetch(service: Any, container: str, name: str, dest: Path) -> None:
     except HttpResponseError as exc:
         raise CliError(f"reading {container}/{name} failed: {exc.status_code} {exc.reason}",
                        "check TRAPBATCH_STORAGE_CONNECTION / your Azure sign-in, then retry") from None
+    except AzureError as exc:  # the connection, after the SDK's own retries (ServiceRequestError...)
+        raise CliError(f"reading {container}/{name} failed: {type(exc).__name__}",
+                       "check the network and the storage address (TRAPBATCH_STORAGE_CONNECTION or the account "
+                       "the app names), then run the same command again") from None
+    except OSError as exc:  # the local side: disk full, no permission
+        raise CliError(f"cannot write {dest}: {exc.strerror or exc}",
+                       "free space or choose another --out folder, then run the same command again") from None
     finally:
         partial.unlink(missing_ok=True)
 
@@ -93,12 +100,26 @@ def _list(service: Any, container: str, prefix: str) -> Iterator[str]:
         yield str(blob.name)
 
 
+# What no file name may hold on Windows (a drive letter's ':' included: "a:b.json" is b.json on drive a:), and its
+# reserved device names, which open the device whatever the extension (learn.microsoft.com, "Naming Files, Paths,
+# and Namespaces"). Checked on every system, so a folder written on Linux copies to Windows as it is.
+_WINDOWS_FORBIDDEN = frozenset('<>:"|?*\\')
+_WINDOWS_DEVICES = frozenset({"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)),
+                              *(f"LPT{i}" for i in range(1, 10))})
+
+
 def _safe_join(root: Path, relative: str) -> Path:
-    """``root / relative`` for a blob name, refusing names that would leave ``root``."""
+    """``root / relative`` for a blob name, refusing names that would leave ``root`` on any system, or that Windows
+    cannot hold (a backslash is a folder separator there: ``exports\\..\\..\\x`` would leave ``root``)."""
     parts = [p for p in PurePosixPath(relative).parts if p not in ("", ".")]
-    if not parts or ".." in parts or relative.startswith("/"):
-        raise CliError(f"refusing to write blob name {relative!r} outside {root}", "report this: it is a bug")
-    return root.joinpath(*parts)
+    bad = (not parts or ".." in parts or relative.startswith("/")
+           or any(c in _WINDOWS_FORBIDDEN or ord(c) < 32 for c in relative)
+           or any(p.split(".")[0].upper() in _WINDOWS_DEVICES or p.endswith((" ", ".")) for p in parts))
+    dest = root.joinpath(*parts)
+    if bad or not dest.resolve().is_relative_to(root.resolve()):
+        raise CliError(f"refusing to write blob name {relative!r} under {root}: it would leave the folder or is no "
+                       "file name Windows can hold", "report this: trapbatch names its files itself")
+    return dest
 
 
 def local_paths(results: dict[str, Any], status: dict[str, Any]) -> list[tuple[str, str, str]]:

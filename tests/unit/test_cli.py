@@ -463,3 +463,53 @@ def test_an_entra_token_is_renewed_before_it_expires_and_a_401_names_key_and_tok
     with pytest.raises(CliError) as refused:
         client.status("task-1")
     assert "function key and token" in refused.value.message and "--auth-client-id" in refused.value.hint
+
+
+@pytest.mark.parametrize("name", ["../evil.json", "/etc/passwd", "exports\\..\\..\\evil.bat", "exports/a:b.json",
+                                  "exports/CON.json", "exports/nul", "a/b\x01.json", "exports/trailing. ", ""])
+def test_a_blob_name_that_would_leave_the_folder_on_any_system_is_refused(tmp_path: Path, name: str) -> None:
+    """Checked as Windows reads names too: a backslash separates folders there, a colon names a drive, and CON, NUL...
+    open devices whatever their extension."""
+    from cli.download import _safe_join
+    from cli.errors import CliError
+
+    with pytest.raises(CliError, match="refusing to write"):
+        _safe_join(tmp_path, name)
+
+
+def test_trapbatchs_own_file_names_are_written_where_they_belong(tmp_path: Path) -> None:
+    from cli.download import _safe_join
+
+    for name in ("detections.json", "exports/camtrap-dp/media.csv", "exports/repeats-removed/coco.json",
+                 "thumbs/0123456789abcdef.jpg", "zooniverse/batch-001.csv"):
+        assert _safe_join(tmp_path, name) == tmp_path.joinpath(*name.split("/"))
+
+
+def test_a_download_that_fails_on_the_network_or_the_disk_is_an_api_error_with_what_to_do(tmp_path: Path) -> None:
+    """An unreachable storage endpoint (ServiceRequestError, after the SDK's retries) or a full disk ended in a
+    traceback and exit 1, which the CLI's exit codes reserve for a failed task; no half file is left."""
+    from azure.core.exceptions import ServiceRequestError
+
+    from cli.download import _fetch
+    from cli.errors import EXIT_API, CliError
+
+    class Service:
+        def __init__(self, exc: Exception) -> None:
+            self.exc = exc
+
+        def get_blob_client(self, container: str, name: str) -> Any:
+            exc = self.exc
+
+            class Blob:
+                def download_blob(self, **kw: Any) -> Any:
+                    raise exc
+
+            return Blob()
+
+    for exc, needle in ((ServiceRequestError("unreachable"), "ServiceRequestError"),
+                        (OSError(28, "No space left on device"), "No space left on device")):
+        with pytest.raises(CliError) as failed:
+            _fetch(Service(exc), "trapbatch", "results/t/detections.json", tmp_path / "detections.json")
+        assert needle in failed.value.message and failed.value.exit_code == EXIT_API
+        assert "run the same command again" in failed.value.hint
+        assert list(tmp_path.iterdir()) == []
