@@ -675,6 +675,9 @@ def main(argv: list[str] | None = None) -> int:
         err.print(f"[bold]next:[/] {exc.hint}")
         return exc.exit_code
     except (click.exceptions.Abort, KeyboardInterrupt):
+        # whatever the app had already accepted goes on there (a task, an estimate, a re-render): say so and where
+        err.print("[bold]stopped[/] (Ctrl-C): anything the app had already accepted keeps running there")
+        err.print("[bold]next:[/] trapbatch list, or trapbatch status <task id>, shows where it is")
         return EXIT_INTERRUPTED
     except click.ClickException as exc:
         exc.show()

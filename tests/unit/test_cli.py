@@ -513,3 +513,18 @@ def test_a_download_that_fails_on_the_network_or_the_disk_is_an_api_error_with_w
         assert needle in failed.value.message and failed.value.exit_code == EXIT_API
         assert "run the same command again" in failed.value.hint
         assert list(tmp_path.iterdir()) == []
+
+
+def test_ctrl_c_outside_a_watch_says_what_goes_on(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                                                  tmp_path: Path) -> None:
+    """Ctrl-C during an estimate, a results download or a re-render wait exited 130 without a word."""
+    from cli import main as cli_main
+    from cli.errors import EXIT_INTERRUPTED
+
+    def interrupted(*a: Any, **k: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_main.cli, "main", interrupted)
+    assert cli_main.main(["list"]) == EXIT_INTERRUPTED
+    said = capsys.readouterr().err
+    assert "keeps running" in said and "trapbatch status" in said
