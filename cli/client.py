@@ -21,8 +21,9 @@ DEFAULT_TIMEOUT_S = 60.0
 # GET /api/tasks may work up to api.starters.INSTANCE_LIST_TIMEOUT_S (200 s) before it answers its own 503 with what
 # to do, inside Azure's 230 s for an HTTP response: the CLI waits longer than both, so the app's answer is shown.
 LIST_TIMEOUT_S = 240.0
-# Transient failures (a connection dropped, an instance scaling out, the app's 429 for too many running tasks) are
-# tried again: at most this many requests, waiting the app's Retry-After (at most RETRY_AFTER_MAX_S) or a backoff.
+# Transient failures (a connection dropped, an instance scaling out, the platform throttling) are tried again: at most
+# this many requests, waiting the answer's Retry-After (at most RETRY_AFTER_MAX_S) or a backoff. The app's own 429
+# and 503, which carry its {"error", "hint"}, are its answer and are shown at once.
 ATTEMPTS = 5
 RETRY_AFTER_MAX_S = 300.0
 _BACKOFF_S = (2.0, 5.0, 15.0, 30.0)
@@ -79,7 +80,8 @@ class ApiClient:
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.base = config.require_url()
         scheme, host = urlsplit(self.base).scheme, urlsplit(self.base).hostname or ""
-        if scheme == "http" and host not in ("127.0.0.1", "localhost", "::1") and (config.key or config.token):
+        if (scheme == "http" and host not in ("127.0.0.1", "localhost", "::1")
+                and (config.key or config.token or config.auth_client_id)):
             raise CliError(f"{self.base} is plain http: the function key or token would cross the network unencrypted",
                            "use the app's https:// address (Azure serves only https; http:// is for a local devhost)")
         self.timeout_s = timeout_s
@@ -150,7 +152,10 @@ class ApiClient:
                     raise
                 self._pause(attempt, None, exc.message)
                 continue
-            if resp.status_code in _NOT_RUN or (repeatable and resp.status_code in _MAYBE_RUN):
+            transient = resp.status_code in _NOT_RUN or (repeatable and resp.status_code in _MAYBE_RUN)
+            # the app's own refusal ({"error", "hint"}: too many running tasks, an instance list too slow to read)
+            # is its answer, shown at once; a platform's (the front end's, a host scaling out) is tried again
+            if transient and not _api_error(resp)[0]:
                 if not last:
                     self._pause(attempt, resp.headers.get("Retry-After"), f"{method} {path} answered "
                                 f"{resp.status_code}")

@@ -68,9 +68,9 @@ def _fetch(service: Any, container: str, name: str, dest: Path) -> None:
     file that looks complete), a chunk at a time: a ten-million-image task's results and COCO file are gigabytes."""
     from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
     partial = dest.with_name(dest.name + ".part")
     try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
         with open(partial, "wb") as fh:
             service.get_blob_client(container, name).download_blob(max_concurrency=4).readinto(fh)
         partial.replace(dest)
@@ -95,9 +95,15 @@ def _fetch(service: Any, container: str, name: str, dest: Path) -> None:
         partial.unlink(missing_ok=True)
 
 
-def _list(service: Any, container: str, prefix: str) -> Iterator[str]:
-    for blob in service.get_container_client(container).list_blobs(name_starts_with=prefix):
-        yield str(blob.name)
+def _list(service: Any, container: str, prefix: str) -> list[str]:
+    from azure.core.exceptions import AzureError
+
+    try:
+        return [str(blob.name) for blob in service.get_container_client(container).list_blobs(name_starts_with=prefix)]
+    except AzureError as exc:
+        raise CliError(f"listing {container}/{prefix} failed: {type(exc).__name__}",
+                       "check the network and your Azure sign-in (Storage Blob Data Reader), then run the same "
+                       "command again") from None
 
 
 # What no file name may hold on Windows (a drive letter's ':' included: "a:b.json" is b.json on drive a:), and its
@@ -143,7 +149,10 @@ def download(service: Any, results: dict[str, Any], status: dict[str, Any], out:
              previews: bool = False) -> list[Path]:
     """Write the task's files into ``out`` (at their paths under the results folder, ``local_paths``; previews
     under ``out/previews``)."""
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CliError(f"cannot create {out}: {exc.strerror or exc}", "choose another --out folder") from None
     written: list[Path] = []
     for container, name, path in local_paths(results, status):
         dest = _safe_join(out, path)

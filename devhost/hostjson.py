@@ -100,8 +100,8 @@ class HostConfig:
         if hub == self.hub_name and hub.startswith("%") and hub.endswith("%"):
             raise HostJsonError(f"host.json's durableTask.hubName is {hub!r} and the app setting {hub[1:-1]} is not "
                                 f"set, so the Durable extension would refuse the name as written: set {hub[1:-1]} "
-                                "(local.settings.json Values, the Function App's settings, or the environment) or pass "
-                                "--hub")
+                                "in the environment or pass --hub (devhost; func host start reads local.settings.json "
+                                "Values, Azure the Function App's settings)")
         return check_task_hub_name(hub)
 
     @classmethod

@@ -225,15 +225,17 @@ class HttpFront:
             if route.client_arg:
                 kwargs[route.client_arg] = self.binding()
             call = asyncio.ensure_future(self.call_user(route.fn, kwargs))
-            try:
-                resp = await asyncio.wait_for(asyncio.shield(call), self.response_limit_s)
-            except asyncio.TimeoutError:
+            # only the wait times out here: a TimeoutError the function itself raises is its failure (500 below)
+            done, _ = await asyncio.wait({call}, timeout=self.response_limit_s)
+            if call not in done:
                 # Azure's load balancer gives up on the caller; the function itself runs on to its end
                 call.add_done_callback(functools.partial(_late_answer, route.name))
                 return web.Response(status=502, text=(
                     f"502 Bad Gateway: function {route.name} did not answer within {self.response_limit_s:g} s, "
                     "Azure's limit for an HTTP trigger's response (the load balancer's idle timeout); it goes on "
                     "running, its answer reaches no one. Answer at once and leave long work to an orchestration."))
+            try:
+                resp = call.result()
             except Exception as exc:  # what the Functions host does: 500, and the error in the log
                 logger.exception("function %s failed", route.name)
                 return web.json_response({"error": f"function {route.name} failed: {exc}",

@@ -65,7 +65,8 @@ from gpu_batch.manifest import ShardManifest, ViewBasis, ViewList, plain_etag
 
 # The view's form and the form of the export lines in it. 3: COCO image lines write an EXIF ``datetime`` as
 # ``YYYY-MM-DD HH:MM:SS`` (``gpu_batch.formats.coco.cct_datetime``; 2 copied ``YYYY:MM:DD HH:MM:SS``, which
-# dateutil reads as today's date). A view's COCO lines never held a box of unknown size (``coco_lines``: none then).
+# dateutil reads as today's date), and Camtrap DP media lines percent-encode a ``filePath`` its pattern refuses
+# (``camtrapdp.media_file_path``). A view's COCO lines never held a box of unknown size (``coco_lines``: none then).
 # The worker image is deployed apart from the app, so an app may read views an older worker wrote: ``_header`` takes
 # only views of this version, so a version-2 view is no view (``read_view``/``read_view_part`` give None) and the
 # merge and the exports format that shard's entries themselves, instead of mixing the old lines with new ones in one

@@ -19,6 +19,8 @@ build_worker() {
   # The build context holds only what gpu_batch/Dockerfile copies (requirements/worker.txt, gpu_batch/), so neither
   # .venv nor node_modules nor the samples are uploaded.
   context=$(mktemp -d)
+  # removed however the build ends (set -e leaves at a failed cp or find; the EXIT trap runs then too)
+  trap 'rm -rf "$context"' EXIT
   mkdir -p "$context/requirements"
   cp requirements/worker.txt "$context/requirements/worker.txt"
   cp -R gpu_batch "$context/gpu_batch"

@@ -277,6 +277,12 @@ def secure_admin(req: func.HttpRequest) -> func.HttpResponse:
     return func.HttpResponse("admin-level ok")
 
 
+@app.route(route="raises-timeout", methods=["GET"])
+def raises_timeout(req: func.HttpRequest) -> func.HttpResponse:
+    """Fails at once with the builtin TimeoutError (what a socket or HTTP client timeout raises)."""
+    raise TimeoutError("the downstream call timed out")
+
+
 @app.route(route="slow-sync", methods=["GET"])
 def slow_sync(req: func.HttpRequest) -> func.HttpResponse:
     """A sync function that blocks until a test opens SLOW_GATE (the worker runs sync functions in a thread pool)."""

@@ -571,7 +571,8 @@ def test_devhost_refuses_task_hub_names_the_extension_refuses(storage_connection
 
     for bad in REFUSED_HUBS:
         with pytest.raises(HostJsonError, match="Task hub name|non-empty HubName") as refused:
-            DevHost(sample_app.app, storage_connection, task_hub=bad, port=0, function_key=KEY, host_config=HostConfig())
+            DevHost(sample_app.app, storage_connection, task_hub=bad, port=0, function_key=KEY,
+                    host_config=HostConfig())
         assert "TRAPBATCH_TASK_HUB" in str(refused.value)
     # 50 passes the extension's own check, then DTFx's "<hub>-largemessages" container name (at most 63) fails
     for good in ("abc", "t" * 49, "Trapbatch2026"):
@@ -639,6 +640,8 @@ def test_an_http_trigger_that_answers_after_the_load_balancers_limit_gets_its_ca
         assert waited < 30  # answered at the limit, not when the function ended (it is still blocked)
         sample_app.SLOW_GATE.set()  # the function runs on to its end; a call within the limit is answered
         assert requests.get(f"{host.base_url}/api/slow-sync", timeout=60).text == "released"
+        # a function that itself raises TimeoutError at once failed: the host's 500, not the load balancer's 502
+        assert requests.get(f"{host.base_url}/api/raises-timeout", timeout=60).status_code == 500
     finally:
         sample_app.SLOW_GATE.set()
         host.stop()

@@ -372,7 +372,8 @@ class _Answers:
         status, headers = answer if isinstance(answer, tuple) else (answer, {})
         resp = self._requests.Response()
         resp.status_code, resp.headers = status, self._requests.structures.CaseInsensitiveDict(headers)
-        resp._content = b'{"id": "task-1", "stage": "detecting"}' if status < 300 else b""
+        resp._content = (b'{"id": "task-1", "stage": "detecting"}' if status < 300
+                         else headers.get("_body", "").encode())
         return resp
 
 
@@ -381,7 +382,8 @@ def _client(session: _Answers, url: str = "https://app.example", **config: str) 
     from cli.config import Config
 
     slept: list[float] = []
-    return ApiClient(Config(url=url, key="K", **config), session=session, sleep=slept.append), slept  # type: ignore[arg-type]
+    client = ApiClient(Config(url=url, key="K", **config), session=session, sleep=slept.append)  # type: ignore[arg-type]
+    return client, slept
 
 
 def test_transient_failures_are_tried_again_with_the_apps_retry_after() -> None:
@@ -528,3 +530,36 @@ def test_ctrl_c_outside_a_watch_says_what_goes_on(monkeypatch: pytest.MonkeyPatc
     assert cli_main.main(["list"]) == EXIT_INTERRUPTED
     said = capsys.readouterr().err
     assert "keeps running" in said and "trapbatch status" in said
+
+
+def test_the_apps_own_429_and_503_are_shown_at_once_with_its_hint() -> None:
+    """An answer with the app's {"error", "hint"} is its decision (too many running tasks, Retry-After 300; an
+    instance list too slow to read at 200 s): retrying it 4 times took ~20 minutes before the hint was shown."""
+    from cli.errors import CliError
+
+    body = '{"error": "too many running tasks", "hint": "wait for one to end"}'
+    for status in (429, 503):
+        session = _Answers((status, {"Retry-After": "300", "_body": body}))
+        client, slept = _client(session)
+        with pytest.raises(CliError) as refused:
+            client.list()
+        assert len(session.sent) == 1 and slept == [] and "too many running tasks" in refused.value.message
+
+
+def test_a_token_from_the_azure_sign_in_is_not_sent_over_plain_http_either() -> None:
+    from cli.client import ApiClient
+    from cli.config import Config
+    from cli.errors import CliError
+
+    with pytest.raises(CliError, match="plain http"):
+        ApiClient(Config(url="http://app.example", auth_client_id="abc"), session=_Answers())  # type: ignore[arg-type]
+
+
+def test_an_out_folder_that_cannot_be_made_is_said(tmp_path: Path) -> None:
+    from cli.download import download
+    from cli.errors import CliError
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(CliError, match="cannot create"):
+        download(object(), {"results": {}}, {}, blocker / "out")
