@@ -325,6 +325,9 @@ def description(base_url: str = "") -> dict[str, Any]:
                               "previous generation's", "properties": {"stage": {"enum": [*Stage]},
                                                                         "hint": {"type": "string"}}},
                     "links": obj,
+                    "source": {"type": "object", "description": "where the task's images are: their container, and "
+                               "the storage account the request named (empty: the app's own)", "properties": {
+                                   "container": {"type": "string"}, "account_url": {"type": "string"}}},
                     "zip": {"type": "object", "required": ["state"], "properties": {
                         "state": {"enum": ["not_needed", "building", "ready"]}, "blob": {"type": "string"},
                         "bytes": {"type": "integer"}, "files": {"type": "integer"},

@@ -610,6 +610,10 @@ async def get_results(req: func.HttpRequest, client: df.DurableOrchestrationClie
             "stage becomes 'completed')" if info["runtime_status"] in ACTIVE else
             f"the re-run ended {info['stage']} without results: these are the task's previous run's, still served; "
             "post the request with \"rerun\" again to run it again")}
+    request: dict[str, Any] = started.get("request") or {}
+    # where the images are, by name only (no secret or its name): `trapbatch zooniverse` reads the manifests' images
+    answer["source"] = {"container": str(request.get("container") or ""),
+                        "account_url": str(request.get("source_account_url") or "")}
     from api.after_task import extend_results  # the served generation's zip, re-render and expiry
 
     await extend_results(client, s, store, task_id, files, answer, generation)

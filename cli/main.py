@@ -16,6 +16,7 @@ from cli.client import ApiClient
 from cli.errors import (EXIT_API, EXIT_COMPLETED_WITH_ERRORS, EXIT_INTERRUPTED, EXIT_OK, EXIT_TASK_FAILED,
                         EXIT_USAGE, CliError)
 from cli.folders import folder_requests
+from cli.zooniverse_upload import VARIANTS as ZU_VARIANTS
 from cli.progress import BarReporter, LineReporter, awaiting_line, exit_code_for, is_final, wait_for
 from core.contracts import Stage
 from core.errors import TrapbatchError
@@ -494,6 +495,80 @@ def results(state: State, /, task_id: str, out_dir: Path | None, previews: bool,
     where = page.get("public_url") or page.get("local_url")
     if where:
         out.print(f"preview site: {where}")
+
+
+@cli.command(short_help="Zooniverse manifests with their photos beside them, each under Zooniverse's size limit.")
+@click.argument("task_id")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="folder to write into (default: ./<task id>, as `results` writes it)")
+@click.option("--variant", type=click.Choice(ZU_VARIANTS), default=None,
+              help="which results' manifests (default: repeats-removed when the task has it, else original)")
+@click.option("--batch", "batches", multiple=True, type=click.IntRange(min=1),
+              help="only manifest batch-NNN.csv (repeat the flag); default: every batch")
+@click.option("--max-bytes", type=click.IntRange(min=1000), default=None,
+              help="largest photo file written (default 1,000,000: under the Panoptes CLI's 1 MiB and the Project "
+                   "Builder's 1,000 KB); larger photos are scaled down")
+@click.option("--workers", type=click.IntRange(1, 64), default=8, show_default=True,
+              help="photos fetched at once")
+@click.option("--storage-connection", default=None,
+              help="storage connection string (or TRAPBATCH_STORAGE_CONNECTION); default: your Azure sign-in")
+@click.option("--source-connection", default=None,
+              help="connection string of the images' account when it is not the app's own (a SAS one will do); "
+                   "default: your Azure sign-in")
+@pass_state
+def zooniverse(state: State, /, task_id: str, out_dir: Path | None, variant: str | None, batches: tuple[int, ...],
+               max_bytes: int | None, workers: int, storage_connection: str | None,
+               source_connection: str | None) -> None:
+    """Download a finished task's Zooniverse manifests and every photo they name, beside them at their blob names,
+    shrinking the photos over the limit (the manual workflow's "compress images" step), and print the Panoptes CLI
+    command that uploads each manifest."""
+    from cli import zooniverse_upload as zu
+    from cli.download import blob_service
+
+    answer = state.client.results(task_id)
+    st = state.client.status(task_id)
+    variant, files = zu.manifests(answer, st, variant, batches)
+    container, account_url = zu.source_location(answer)
+    config = cfg.resolve({**state.flags, "storage_connection": storage_connection})
+    service = blob_service(config.storage_connection, str((answer.get("results") or {}).get("url") or ""))
+    source = zu.source_service(source_connection or "", service, account_url)
+    folder = out_dir or Path(task_id)
+    limit = max_bytes or zu.MAX_BYTES
+    err.print(f"{len(files)} {variant} manifest(s); photos from container {container!r}, each at most {limit:,} "
+              "bytes")
+    reports = _with_photo_progress(lambda on_photo, on_manifest: zu.prepare(
+        service, source, container, files, folder, limit, workers, on_photo, on_manifest))
+    problems = 0
+    for report in reports:
+        out.print(f"{report.manifest}: {report.photos} photos ({report.copied} copied, {report.shrunk} shrunk, "
+                  f"{report.kept} already there)")
+        if report.problems:
+            problems += len(report.problems)
+            err.print(f"  {len(report.problems)} not prepared, listed in {report.manifest.parent / zu.PROBLEMS_FILE}"
+                      f" (first: {report.problems[0][0]}: {report.problems[0][1]})")
+        out.print(f"  upload: {zu.upload_command(report.manifest, report.columns)}")
+    if problems:
+        raise CliError(f"{problems} photo(s) could not be prepared",
+                       "see problems.csv beside each manifest; run the same command again once they are back, or "
+                       "upload with -M (--allow-missing) to leave those subjects' missing photos out",
+                       EXIT_API)
+
+
+def _with_photo_progress(run: Callable[[Callable[[], None], Callable[[Path, int], None]], Any]) -> Any:
+    """``run(on_photo, on_manifest)`` with a progress bar per manifest on a terminal (standard error), else a line
+    per manifest."""
+    if not err.is_terminal:
+        return run(lambda: None, lambda path, photos: err.print(f"{path}: {photos} photos"))
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=err, transient=False) as bar:
+        current: list[Any] = []
+
+        def on_manifest(path: Path, photos: int) -> None:
+            current[:] = [bar.add_task(path.name, total=photos)]
+
+        return run(lambda: bar.advance(current[0]), on_manifest)
 
 
 @cli.command(short_help="Re-render the preview page, its counts and a CSV at another threshold; --delete.")

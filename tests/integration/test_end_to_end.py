@@ -152,6 +152,7 @@ def test_http_start_runs_to_one_merged_file_with_every_image_once(host, app_env,
     res = api.get(f"{host.base_url}/api/tasks/{task_id}/results", timeout=120)
     assert res.status_code == 200 and res.json()["results"]["blob"] == results_blob(task_id)
     check_exports_and_links(store, storage_connection, app_env, status, res.json(), doc, since)
+    check_zooniverse_folder(storage_connection, res.json(), status, doc, unique_name)
     page = api.get(res.json()["previews"]["local_url"], timeout=120)
     assert page.status_code == 200 and task_id in page.text
     previews = res.json()["previews"]
@@ -180,6 +181,30 @@ def check_exports_and_links(store, connection: str, app_env, status: dict[str, A
     assert set(files["exports"]) >= {"camtrap-dp/datapackage.json", "camtrap-dp/media.csv", "zooniverse/batch-001.csv"}
     signature = parse_qs(urlsplit(files["results"]).query)["sig"][0]
     assert places_holding(store, connection, {signature}, since) == []  # not in history, statuses or any blob
+
+
+def check_zooniverse_folder(connection: str, answer: dict[str, Any], status: dict[str, Any], doc: dict[str, Any],
+                            container: str) -> None:
+    """The results answer names the images' container, and `trapbatch zooniverse` puts every photo of the task's
+    manifest beside it from there, byte for byte as they are all small (tests/integration/test_zooniverse_upload.py
+    shrinks photos)."""
+    import tempfile
+
+    from cli.download import blob_service
+    from cli.zooniverse_upload import manifests, prepare, source_location
+
+    assert answer["source"] == {"container": container, "account_url": ""}
+    service = blob_service(connection, "")
+    variant, files = manifests(answer, status, None)
+    subjects = sorted(im["file"] for im in doc["images"] if not im.get("failure"))
+    with tempfile.TemporaryDirectory() as folder:
+        [report] = prepare(service, service, source_location(answer)[0], files, Path(folder))
+        assert (variant, report.photos, report.problems) == ("original", len(subjects), [])
+        assert report.copied == len(subjects)
+        written = {p.relative_to(report.manifest.parent).as_posix(): p.read_bytes()
+                   for p in report.manifest.parent.rglob("*.jpg")}
+        assert written == {name: service.get_blob_client(container, name).download_blob().readall()
+                           for name in subjects}
 
 
 def check_preview_folder_is_unguessable(host, store, app_env, connection: str, task_id: str,  # type: ignore[no-untyped-def]
