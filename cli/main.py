@@ -375,7 +375,9 @@ def estimate(state: State, /, request_file: Path | None, folders: tuple[str, ...
     answers = [(folder, state.client.submit(request)) for folder, request in requests]
     estimates: list[tuple[str, dict[str, Any]]] = []
     for folder, answer in answers:
-        st = wait_for(lambda: state.client.status(answer["id"]), lambda s: None, poll_s=1.0)
+        # the enumeration of millions of images takes minutes: a line per stage change (standard error) shows it lives
+        st = wait_for(lambda: state.client.status(answer["id"]), _reporter(answer["id"], True, to_stderr=True),
+                      poll_s=1.0)
         if exit_code_for(st) != EXIT_OK:
             raise CliError(f"the estimate{' of folder ' + folder if folder else ''} ended {st.get('stage')}: "
                            f"{st.get('error', '')}", "check the container, prefix and folders (trapbatch status "

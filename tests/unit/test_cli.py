@@ -16,7 +16,8 @@ from cli.main import build_request, cli, main
 from cli.progress import exit_code_for, progress_line, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
-SUBCOMMANDS = ("submit", "status", "list", "watch", "cancel", "results", "repeats", "estimate", "previews")
+SUBCOMMANDS = ("submit", "status", "list", "watch", "cancel", "results", "repeats", "estimate", "previews",
+               "zooniverse")
 
 
 def test_help_lists_every_subcommand_with_one_line() -> None:
@@ -563,3 +564,26 @@ def test_an_out_folder_that_cannot_be_made_is_said(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(CliError, match="cannot create"):
         download(object(), {"results": {}}, {}, blocker / "out")
+
+
+def test_an_estimate_says_its_stage_while_it_enumerates(monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """The enumeration of millions of images takes minutes; the estimate waited without a word until it ended."""
+    from cli import main as cli_main
+
+    stages = iter([{"runtime_status": "Running", "stage": "enumerating"},
+                   {"runtime_status": "Completed", "stage": "estimated", "estimate": {"images": 12, "shards": 1}}])
+
+    class Client:
+        def submit(self, body: dict[str, Any]) -> dict[str, Any]:
+            assert body["dry_run"] is True
+            return {"id": "task-0123456789abcdef0123"}
+
+        def status(self, task_id: str) -> dict[str, Any]:
+            return {"id": task_id, **next(stages)}
+
+    monkeypatch.setattr(cli_main.State, "client", property(lambda self: Client()))
+    assert cli_main.main(["estimate", "--container", "cams"]) == 0
+    said = capsys.readouterr()
+    assert [line.split("] ", 1)[1] for line in said.err.splitlines()] == ["enumerating", "estimated"]
+    assert "12" in said.out
