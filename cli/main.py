@@ -510,20 +510,25 @@ def results(state: State, /, task_id: str, out_dir: Path | None, previews: bool,
 @click.option("--max-bytes", type=click.IntRange(min=1000), default=None,
               help="largest photo file written (default 1,000,000: under the Panoptes CLI's 1 MiB and the Project "
                    "Builder's 1,000 KB); larger photos are scaled down")
+@click.option("--max-side", type=click.IntRange(min=64), default=None,
+              help="also scale photos down to at most this many pixels on their longer side (the manual workflow "
+                   "used 1440: faster uploads); default: only what the byte limit needs")
+@click.option("--keep-metadata", is_flag=True,
+              help="keep the photos' EXIF, XMP and IPTC (by default removed: they may hold the camera's position)")
 @click.option("--workers", type=click.IntRange(1, 64), default=8, show_default=True,
               help="photos fetched at once")
 @click.option("--storage-connection", default=None,
               help="storage connection string (or TRAPBATCH_STORAGE_CONNECTION); default: your Azure sign-in")
-@click.option("--source-connection", default=None,
-              help="connection string of the images' account when it is not the app's own (a SAS one will do); "
-                   "default: your Azure sign-in")
+@click.option("--source-connection", default=None, envvar="TRAPBATCH_SOURCE_CONNECTION",
+              help="connection string of the images' account when it is not the app's own (a SAS one will do; or "
+                   "TRAPBATCH_SOURCE_CONNECTION); default: your Azure sign-in")
 @pass_state
 def zooniverse(state: State, /, task_id: str, out_dir: Path | None, variant: str | None, batches: tuple[int, ...],
-               max_bytes: int | None, workers: int, storage_connection: str | None,
-               source_connection: str | None) -> None:
+               max_bytes: int | None, max_side: int | None, keep_metadata: bool, workers: int,
+               storage_connection: str | None, source_connection: str | None) -> None:
     """Download a finished task's Zooniverse manifests and every photo they name, beside them at their blob names,
-    shrinking the photos over the limit (the manual workflow's "compress images" step), and print the Panoptes CLI
-    command that uploads each manifest."""
+    each made fit for Zooniverse (the manual workflow's "compress images" step), and print the Panoptes CLI
+    command that uploads each manifest. Running it again resumes."""
     from cli import zooniverse_upload as zu
     from cli.download import blob_service
 
@@ -535,25 +540,29 @@ def zooniverse(state: State, /, task_id: str, out_dir: Path | None, variant: str
     service = blob_service(config.storage_connection, str((answer.get("results") or {}).get("url") or ""))
     source = zu.source_service(source_connection or "", service, account_url)
     folder = out_dir or Path(task_id)
-    limit = max_bytes or zu.MAX_BYTES
-    err.print(f"{len(files)} {variant} manifest(s); photos from container {container!r}, each at most {limit:,} "
-              "bytes")
-    reports = _with_photo_progress(lambda on_photo, on_manifest: zu.prepare(
-        service, source, container, files, folder, limit, workers, on_photo, on_manifest))
+    options = zu.PhotoOptions(max_bytes or zu.MAX_BYTES, max_side, keep_metadata)
+    err.print(f"{len(files)} {variant} manifest(s); photos from container {container!r}, each at most "
+              f"{options.max_bytes:,} bytes" + (f" and {max_side} pixels" if max_side else ""))
+    try:
+        reports = _with_photo_progress(lambda on_photo, on_manifest: zu.prepare(
+            service, source, container, files, folder, options, workers, on_photo, on_manifest))
+    except KeyboardInterrupt:
+        raise CliError("stopped (Ctrl-C)", "run the same command again: the photos already written are kept and "
+                       "not fetched again", EXIT_INTERRUPTED) from None
     problems = 0
     for report in reports:
         out.print(f"{report.manifest}: {report.photos} photos ({report.copied} copied, {report.shrunk} shrunk, "
-                  f"{report.kept} already there)")
+                  f"{report.reencoded} re-encoded, {report.kept} already there)")
         if report.problems:
             problems += len(report.problems)
-            err.print(f"  {len(report.problems)} not prepared, listed in {report.manifest.parent / zu.PROBLEMS_FILE}"
-                      f" (first: {report.problems[0][0]}: {report.problems[0][1]})")
-        out.print(f"  upload: {zu.upload_command(report.manifest, report.columns)}")
+            err.print(f"  {len(report.problems)} not prepared, listed in {report.problems_file} (first: "
+                      f"{report.problems[0][0]}: {report.problems[0][1]})")
+        out.print(f"  upload: {zu.upload_command(report.manifest, report.columns, bool(report.problems))}")
     if problems:
         raise CliError(f"{problems} photo(s) could not be prepared",
-                       "see problems.csv beside each manifest; run the same command again once they are back, or "
-                       "upload with -M (--allow-missing) to leave those subjects' missing photos out",
-                       EXIT_API)
+                       "see the .problems.csv beside each manifest named above; run the same command again once "
+                       "they are fixed, or upload as it is with the command shown (its -M, --allow-missing, leaves a "
+                       "missing photo out of its subject)", EXIT_COMPLETED_WITH_ERRORS)
 
 
 def _with_photo_progress(run: Callable[[Callable[[], None], Callable[[Path, int], None]], Any]) -> Any:

@@ -9,23 +9,29 @@ began with "Compress Images (Zooniverse has a size limit)" (Snapshot Safari's ca
 module is that step for trapbatch's manifests: it downloads every photo a chosen batch names from the task's own
 images container, writes it under the manifest's folder at its blob name, and shrinks only the photos over the limit.
 
-* A photo at or under ``max_bytes`` is written as it is, byte for byte (its EXIF included).
-* A larger one is decoded, turned upright by its EXIF orientation, scaled down (its aspect kept) until its encoding
-  fits, and written in its own format (JPEG at quality 85) under the same name; the copy carries no EXIF block, so
-  no camera GPS position reaches the volunteers' site from it.
-* Resumable: a photo already in the folder and within the limit is not fetched again; files are written through
-  ``<name>.part`` and renamed when whole, so an interrupted run leaves no half photo that looks complete.
-* A photo that cannot be fetched (deleted since the task ran) or decoded is named in ``problems.csv`` beside the
-  manifest and the command ends with exit 4; the rest are written. Access refused stops at once, with what to do.
+* Each photo as ``cli.photo_fit.fit`` makes it: within ``max_bytes`` (and ``max_side`` pixels when given), in a
+  format Zooniverse takes, upright, without the EXIF/XMP/IPTC that may hold the camera's position (unless
+  ``keep_metadata``); a photo already fit is written byte for byte (a JPEG less those segments).
+* Resumable: a photo already in the folder and within the limit is not fetched again (so a run with other options
+  leaves it as it was: start a fresh folder for that); files are written through ``<name>.part`` and renamed when
+  whole, so an interrupted run leaves no half photo that looks complete.
+* A photo that cannot be fetched (deleted since the task ran), decoded, or written under its name on this disk (a
+  name the system cannot hold, or one that differs from another only in letter case on a disk that does not tell
+  them apart) is named in ``<manifest>.problems.csv`` beside its manifest, and the command ends with exit 3 after
+  doing the rest. Access refused, a full disk, or the first photos all failing (a wrong container, no network)
+  stop at once, with what to do.
 
 Blocking I/O on the operator's machine (it is the CLI); the size fitting (``fit``) is pure.
 """
 from __future__ import annotations
 
 import csv
+import errno
 import io
-import math
+import os
 import re
+import shlex
+import subprocess
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -34,19 +40,16 @@ from typing import Any, Callable, Iterable, Sequence
 
 from cli.download import _fetch, _safe_join, local_paths
 from cli.errors import CliError
+from cli.photo_fit import COPIED, REENCODED, SHRUNK, Unfittable, fit
 
 # Under both limits: the Panoptes CLI's 1,048,576 bytes and the Project Builder's 1,000 KB.
 MAX_BYTES = 1_000_000
-JPEG_QUALITY = 85
-MIN_SIDE = 64  # no photo is shrunk below this many pixels on its longer side: something else is wrong then
-FIT_ATTEMPTS = 8
 IMAGE_COLUMN = re.compile(r"image_name_(\d+)$")
-PROBLEMS_FILE = "problems.csv"
+PROBLEMS_SUFFIX = ".problems.csv"
 VARIANTS = ("original", "repeats-removed")
-
-
-class Unfittable(ValueError):
-    """A photo that cannot be decoded, or not shrunk under the limit."""
+FIRST_FAILURES = 20  # this many photos failing before any succeeds: the container, account or network is wrong
+# writing errors that no other name would escape: stop rather than list every photo
+FATAL_WRITE_ERRORS = frozenset({errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES, errno.EPERM})
 
 
 def image_columns(header: Sequence[str]) -> list[int]:
@@ -71,50 +74,14 @@ def manifest_photos(text: str) -> tuple[list[int], list[str]]:
     return columns, list(dict.fromkeys(names))
 
 
-def upload_command(manifest: Path, columns: Sequence[int]) -> str:
+def upload_command(manifest: Path, columns: Sequence[int], missing: bool = False) -> str:
     """The Panoptes CLI line that uploads ``manifest``: its image columns named (else every cell that is an existing
     path is taken as a file: the ``folder`` and ``#file`` cells too), ``-M`` when a subject holds several photos
-    (a shorter capture leaves its last cells empty)."""
-    flags = " ".join(f"-f {i + 1}" for i in columns) + (" -M" if len(columns) > 1 else "")
-    return f"panoptes subject-set upload-subjects {flags} <subject set id> {manifest}"
-
-
-def fit(data: bytes, max_bytes: int = MAX_BYTES) -> bytes:
-    """``data`` itself when it is at most ``max_bytes``, else the photo scaled down until its encoding fits: upright
-    by its EXIF orientation, in its own format, without EXIF. ``Unfittable`` when it cannot be decoded or does not
-    fit even at ``MIN_SIDE`` pixels."""
-    if len(data) <= max_bytes:
-        return data
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(data)) as opened:
-            fmt = opened.format or "JPEG"
-            image = ImageOps.exif_transpose(opened)
-            image.load()
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise Unfittable(f"cannot be decoded: {exc}") from None
-    if fmt == "JPEG" and image.mode not in ("RGB", "L"):
-        image = image.convert("RGB")
-    width, height = image.size
-    # a JPEG's size follows its pixel count: start from the share of pixels that the byte ratio suggests
-    floor = min(1.0, MIN_SIDE / max(width, height))
-    scale = max(floor, min(1.0, math.sqrt(max_bytes / len(data))))
-    smallest = ""
-    for _ in range(FIT_ATTEMPTS):
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        small = image if size == image.size else image.resize(size, Image.Resampling.LANCZOS)
-        buffer = io.BytesIO()
-        small.save(buffer, fmt, **({"quality": JPEG_QUALITY} if fmt in ("JPEG", "WEBP") else {}))
-        encoded = buffer.getvalue()
-        if len(encoded) <= max_bytes:
-            return encoded
-        smallest = f"{size[0]}x{size[1]} pixels: {len(encoded)} bytes"
-        if scale <= floor:
-            break
-        scale = max(floor, scale * min(0.9, math.sqrt(max_bytes / len(encoded)) * 0.97))
-    raise Unfittable(f"does not fit in {max_bytes} bytes (the smallest tried: {smallest}; none under {MIN_SIDE} "
-                     "pixels is tried)")
+    (a shorter capture leaves its last cells empty) or some photos are ``missing`` (without it the upload stops at
+    the first)."""
+    flags = " ".join(f"-f {i + 1}" for i in columns) + (" -M" if len(columns) > 1 or missing else "")
+    path = subprocess.list2cmdline([str(manifest)]) if os.name == "nt" else shlex.quote(str(manifest))
+    return f"panoptes subject-set upload-subjects {flags} <subject set id> {path}"
 
 
 @dataclass
@@ -124,10 +91,15 @@ class Prepared:
     manifest: Path
     columns: list[int]
     photos: int = 0
-    copied: int = 0  # written as they are
+    copied: int = 0  # written as they are (a JPEG less its position-bearing segments)
     shrunk: int = 0
+    reencoded: int = 0  # decoded and written again at their size: another format, or turned upright
     kept: int = 0  # already in the folder from an earlier run
     problems: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def problems_file(self) -> Path:
+        return self.manifest.with_name(self.manifest.stem + PROBLEMS_SUFFIX)
 
 
 def manifests(answer: dict[str, Any], status: dict[str, Any], variant: str | None,
@@ -145,11 +117,12 @@ def manifests(answer: dict[str, Any], status: dict[str, Any], variant: str | Non
     wanted = {f"batch-{n:03d}.csv" for n in batches}
     found = [(c, blob, path) for c, blob, path in local_paths(answer, status)
              if blob in names and (not wanted or PurePosixPath(blob).name in wanted)]
-    if not found:
+    absent = sorted(wanted - {PurePosixPath(blob).name for _, blob, _ in found})
+    if not found or absent:
         raise CliError(f"the task's {variant} results have no Zooniverse manifest"
-                       + (f" numbered {', '.join(str(b) for b in batches)}" if wanted else ""),
+                       + (f" {', '.join(absent)}" if absent else ""),
                        "a task's manifests are made when its exports ran with at least one image that did not "
-                       "fail; see GET /api/tasks/{id}/results for its files")
+                       f"fail; it has {len(names)}: see GET /api/tasks/{{id}}/results for its files")
     return variant, sorted(found, key=lambda item: item[2])
 
 
@@ -186,31 +159,84 @@ def source_service(connection: str, results_service: Any, account_url: str) -> A
     return BlobServiceClient(account_url, credential=DefaultAzureCredential())
 
 
+@dataclass(frozen=True)
+class PhotoOptions:
+    """How each photo is made fit (``cli.photo_fit.fit``)."""
+
+    max_bytes: int = MAX_BYTES
+    max_side: int | None = None
+    keep_metadata: bool = False
+
+
+class _Run:
+    """What the photos of one ``prepare`` call share: the names seen (letter case folded, on a disk that does not
+    tell cases apart) and whether any photo has been read yet."""
+
+    def __init__(self, case_blind: bool) -> None:
+        self.lock = threading.Lock()
+        self.case_blind = case_blind
+        self.folded: dict[tuple[Path, str], str] = {}
+        self.read_one = False
+        self.failed_first: list[tuple[str, str]] = []
+
+    def clash(self, folder: Path, name: str) -> str | None:
+        """The photo already in this run whose name differs from ``name`` only in letter case, if the disk would
+        take them for one file."""
+        if not self.case_blind:
+            return None
+        with self.lock:
+            other = self.folded.setdefault((folder, name.casefold()), name)
+        return other if other != name else None
+
+    def outcome(self, name: str, fetched: bool, problem: str | None) -> None:
+        """Note a photo's fate; ``CliError`` once the first ``FIRST_FAILURES`` photos all failed to be read."""
+        with self.lock:
+            if fetched:
+                self.read_one = True
+            elif problem is not None and not self.read_one:
+                self.failed_first.append((name, problem))
+                if len(self.failed_first) >= FIRST_FAILURES:
+                    first = self.failed_first[0]
+                    raise CliError(f"the first {FIRST_FAILURES} photos could not be read (first: {first[0]}: "
+                                   f"{first[1]})", "check the network, and that the task's images are still in "
+                                   "that container and account (--source-connection for another account)")
+
+
 def prepare(results_service: Any, source_service: Any, source_container: str,
-            manifest_files: Sequence[tuple[str, str, str]], out: Path, max_bytes: int = MAX_BYTES, workers: int = 8,
-            on_photo: Callable[[], None] | None = None,
+            manifest_files: Sequence[tuple[str, str, str]], out: Path, options: PhotoOptions = PhotoOptions(),
+            workers: int = 8, on_photo: Callable[[], None] | None = None,
             on_manifest: Callable[[Path, int], None] | None = None) -> list[Prepared]:
     """Download each manifest into ``out`` at its path, and every photo it names under the manifest's folder at its
-    blob name, each at most ``max_bytes`` (``fit``), ``workers`` at a time. ``on_manifest(path, photos)`` before a
+    blob name, each made fit by ``options``, ``workers`` at a time. ``on_manifest(path, photos)`` before a
     manifest's photos, ``on_photo()`` after each."""
     done: list[Prepared] = []
+    run: _Run | None = None
     for container, blob, path in manifest_files:
         manifest = _safe_join(out, path)
         _fetch(results_service, container, blob, manifest)
+        if run is None:
+            run = _Run(_case_blind(manifest.parent))
         columns, photos = manifest_photos(manifest.read_text(encoding="utf-8"))
         report = Prepared(manifest, columns, photos=len(photos))
         if on_manifest:
             on_manifest(manifest, len(photos))
         folder = manifest.parent
-        lock = threading.Lock()
 
-        def one(name: str) -> None:
-            outcome = _photo(source_service, source_container, name, folder, max_bytes)
-            with lock:
-                if outcome in ("copied", "shrunk", "kept"):
-                    setattr(report, outcome, getattr(report, outcome) + 1)
+        def one(name: str, report: Prepared = report, folder: Path = folder, run: _Run = run) -> None:
+            clash = run.clash(folder, name)
+            if clash is not None:
+                outcome, fetched = (f"differs from {clash!r} only in letter case, and this disk takes them for one "
+                                    "file: prepare this batch on a case-sensitive disk (Linux)"), False
+            else:
+                outcome, fetched = _photo(source_service, source_container, name, folder, options)
+            counter = COUNTERS.get(outcome)
+            problem = None if counter else outcome
+            with run.lock:
+                if counter:
+                    setattr(report, counter, getattr(report, counter) + 1)
                 else:
                     report.problems.append((name, outcome))
+            run.outcome(name, fetched or outcome == KEPT, problem)
             if on_photo:
                 on_photo()
 
@@ -218,59 +244,99 @@ def prepare(results_service: Any, source_service: Any, source_container: str,
             futures = [pool.submit(one, name) for name in photos]
             try:
                 for future in futures:
-                    future.result()  # an access refusal (CliError) ends the command here
+                    future.result()  # an access refusal or a full disk (CliError) ends the command here
             except BaseException:  # that, or Ctrl-C: the photos not started are not fetched
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
-        problems = folder / PROBLEMS_FILE
         if report.problems:
-            with open(problems, "w", encoding="utf-8", newline="") as fh:
+            with open(report.problems_file, "w", encoding="utf-8", newline="") as fh:
                 writer = csv.writer(fh)
                 writer.writerow(["photo", "problem"])
                 writer.writerows(sorted(report.problems))
         else:
-            problems.unlink(missing_ok=True)
+            report.problems_file.unlink(missing_ok=True)
         done.append(report)
     return done
 
 
-def _photo(service: Any, container: str, name: str, folder: Path, max_bytes: int) -> str:
-    """Put photo ``name`` under ``folder``: "copied", "shrunk", "kept" (there already, within the limit), or what
-    stood in the way."""
+KEPT = "kept"
+COUNTERS = {COPIED: "copied", SHRUNK: "shrunk", REENCODED: "reencoded", KEPT: "kept"}  # outcome -> Prepared's count
+
+
+def _case_blind(folder: Path) -> bool:
+    """Whether the disk under ``folder`` takes names that differ only in letter case for one file (macOS and
+    Windows by default)."""
+    probe = folder / ".trapbatch-Case-Probe"
+    try:
+        probe.touch()
+        return (folder / ".trapbatch-cASE-pROBE").exists()
+    finally:
+        probe.unlink(missing_ok=True)
+
+
+def photo_path(folder: Path, name: str) -> Path | None:
+    """Where photo ``name`` goes under ``folder`` (as the Panoptes CLI joins the manifest's folder and the cell), or
+    None for a name that would leave the folder or that this system cannot hold as a path. Names are the user's
+    own, so only what this system refuses is refused (``cli.download._safe_join`` holds trapbatch's own file names
+    to every system's rules)."""
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if not parts or ".." in parts or name.startswith("/") or any(ord(c) < 32 for c in name):
+        return None
+    if os.name == "nt":
+        try:
+            return _safe_join(folder, name)
+        except CliError:
+            return None
+    return folder.joinpath(*parts)
+
+
+def _photo(service: Any, container: str, name: str, folder: Path, options: PhotoOptions) -> tuple[str, bool]:
+    """Put photo ``name`` under ``folder``: (``COPIED``, ``SHRUNK``, re-encoded or ``KEPT`` (there already, within
+    the limit), or what stood in the way; whether it was read)."""
     from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
 
-    dest = _safe_join(folder, name)
+    dest = photo_path(folder, name)
+    if dest is None:
+        return "a name that would leave the folder or that this system cannot hold as a file", False
     try:
-        if 0 < dest.stat().st_size <= max_bytes:
-            return "kept"
+        if 0 < dest.stat().st_size <= options.max_bytes:
+            return KEPT, False
     except FileNotFoundError:
         pass
+    except OSError as exc:  # a file where a folder must be, a name too long
+        return f"cannot be written under its name here: {exc.strerror or exc}", False
     try:
         data = service.get_blob_client(container, name).download_blob().readall()
     except ResourceNotFoundError:
-        return "not found in the images' container (deleted or moved since the task ran?)"
+        return "not found in the images' container (deleted or moved since the task ran?)", False
     except ClientAuthenticationError as exc:
         raise CliError(f"not allowed to read {container}/{name} ({type(exc).__name__})", _ACCESS_HINT) from None
     except HttpResponseError as exc:
         if exc.status_code == 403:
             raise CliError(f"not allowed to read {container}/{name} (403)", _ACCESS_HINT) from None
-        return f"reading it failed: {exc.status_code} {exc.reason}"
+        return f"reading it failed: {exc.status_code} {exc.reason}", False
     except AzureError as exc:
-        return f"reading it failed: {type(exc).__name__}"
+        return f"reading it failed: {type(exc).__name__}", False
     try:
-        fitted = fit(data, max_bytes)
+        fitted, how = fit(data, options.max_bytes, options.max_side, options.keep_metadata)
     except Unfittable as exc:
-        return str(exc)
+        return str(exc), True
     partial = dest.with_name(dest.name + ".part")
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         partial.write_bytes(fitted)
         partial.replace(dest)
     except OSError as exc:
-        partial.unlink(missing_ok=True)
-        raise CliError(f"cannot write {dest}: {exc.strerror or exc}",
-                       "free space or choose another --out folder, then run the same command again") from None
-    return "copied" if fitted is data else "shrunk"
+        try:
+            partial.unlink(missing_ok=True)
+        except OSError:
+            pass
+        if exc.errno in FATAL_WRITE_ERRORS:
+            raise CliError(f"cannot write {dest}: {exc.strerror or exc}",
+                           "free space, or choose a folder you may write with --out, then run the same command "
+                           "again") from None
+        return f"cannot be written under its name here: {exc.strerror or exc}", True
+    return how, True
 
 
 _ACCESS_HINT = ("the photos are read from the task's images container: sign in with an identity that has Storage "

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from adapters.blobs import BlobStore, service_client
-from cli.zooniverse_upload import PROBLEMS_FILE, manifests, prepare
+from cli.zooniverse_upload import PhotoOptions, manifests, prepare
 
 LIMIT = 60_000
 
@@ -63,7 +63,7 @@ def test_the_photos_land_where_the_panoptes_cli_reads_them_each_within_the_limit
     service = service_client(storage_connection)
     assert len(task["photos"]["site a/cam 1/big.JPG"]) > LIMIT
     _, files = manifests(task["answer"], {}, None)
-    [report] = prepare(service, service, task["images"], files, tmp_path, LIMIT, workers=3)
+    [report] = prepare(service, service, task["images"], files, tmp_path, PhotoOptions(LIMIT), workers=3)
     assert report.manifest == tmp_path / "exports" / "zooniverse" / "batch-001.csv"
     assert (report.photos, report.copied, report.shrunk, report.kept) == (4, 2, 1, 0)
     assert report.problems == [("site a/cam 2/gone.JPG",
@@ -81,16 +81,16 @@ def test_the_photos_land_where_the_panoptes_cli_reads_them_each_within_the_limit
                 assert small.format == "JPEG" and small.size[0] < 640
         else:
             assert path.read_bytes() == task["photos"][name]
-    with open(report.manifest.parent / PROBLEMS_FILE, newline="", encoding="utf-8") as fh:
+    with open(report.manifest.parent / "batch-001.problems.csv", newline="", encoding="utf-8") as fh:
         assert list(csv.reader(fh)) == [["photo", "problem"], list(report.problems[0])]
     assert not list(tmp_path.rglob("*.part"))
 
     # run again once the missing photo is back: only it is fetched, and the problems file goes
     store = BlobStore(service)
     store.write_bytes(task["images"], "site a/cam 2/gone.JPG", _photo(4, (40, 30)))
-    [again] = prepare(service, service, task["images"], files, tmp_path, LIMIT)
+    [again] = prepare(service, service, task["images"], files, tmp_path, PhotoOptions(LIMIT))
     assert (again.copied, again.shrunk, again.kept, again.problems) == (1, 0, 3, [])
-    assert not (report.manifest.parent / PROBLEMS_FILE).exists()
+    assert not report.problems_file.exists()
 
 
 def test_the_command_prints_the_upload_line_and_ends_4_while_a_photo_is_missing(
@@ -110,8 +110,92 @@ def test_the_command_prints_the_upload_line_and_ends_4_while_a_photo_is_missing(
     code = cli_main.main(["zooniverse", "task-1", "--out", str(tmp_path), "--max-bytes", str(LIMIT),
                           "--storage-connection", storage_connection])
     printed = capsys.readouterr()
-    assert code == 4, printed
+    assert code == 3, printed  # done, with errors
     manifest = tmp_path / "exports" / "zooniverse" / "batch-001.csv"
-    assert f"{manifest}: 4 photos (2 copied, 1 shrunk, 0 already there)" in printed.out
+    assert f"{manifest}: 4 photos (2 copied, 1 shrunk, 0 re-encoded, 0 already there)" in printed.out
     assert f"upload: panoptes subject-set upload-subjects -f 1 -f 2 -M <subject set id> {manifest}" in printed.out
-    assert "1 photo(s) could not be prepared" in printed.err and "problems.csv" in printed.err
+    assert "1 photo(s) could not be prepared" in printed.err
+    assert f"listed in {manifest.with_name('batch-001.problems.csv')}" in printed.err
+
+
+def _manifest(names: list[str]) -> bytes:
+    return ("image_name_1,folder\r\n" + "".join(f'"{n}",x\r\n' for n in names)).encode("utf-8")
+
+
+def test_each_batch_has_its_own_problems_and_an_odd_name_is_one_of_them(
+        store: BlobStore, unique_name: str, storage_connection: str, tmp_path: Path) -> None:
+    """Every batch of a variant shares one folder: a shared problems file was rewritten (or deleted) by the last
+    batch. A name this disk cannot hold under the folder (a file where a folder must be) is a problem of its own,
+    not the end of the run; a colon, which a timestamped camera name holds, is a file name on Linux."""
+    state, images = unique_name + "-state", unique_name + "-cams"
+    for container in (state, images):
+        store.ensure_container(container)
+    for name in ("cam/2023-01-01 12:00:00.jpg", "cam/a.jpg", "cam/a.jpg/b.jpg", "cam/c.jpg"):
+        store.write_bytes(images, name, _photo(len(name), (40, 30)))
+    batches = {1: ["cam/2023-01-01 12:00:00.jpg", "cam/gone.jpg"], 2: ["cam/a.jpg", "cam/a.jpg/b.jpg", "cam/c.jpg"]}
+    exports = {}
+    for number, names in batches.items():
+        blob = f"results/task-1/exports/zooniverse/batch-00{number}.csv"
+        store.write_bytes(state, blob, _manifest(names))
+        exports[f"zooniverse/batch-00{number}.csv"] = blob
+    answer = {"results": {"container": state, "blob": "results/task-1/detections.json",
+                          "files": {"original": {"exports": exports}}}}
+    service = service_client(storage_connection)
+    first, second = prepare(service, service, images, manifests(answer, {}, None)[1], tmp_path, workers=1)
+    assert [name for name, _ in first.problems] == ["cam/gone.jpg"] and first.copied == 1
+    assert [name for name, _ in second.problems] == ["cam/a.jpg/b.jpg"] and second.copied == 2
+    assert "cannot be written under its name here" in second.problems[0][1]
+    for report in (first, second):
+        with open(report.problems_file, newline="", encoding="utf-8") as fh:
+            assert [row[0] for row in csv.reader(fh)] == ["photo", report.problems[0][0]]
+    assert (tmp_path / "exports" / "zooniverse" / "cam" / "2023-01-01 12:00:00.jpg").is_file()
+
+
+def test_a_run_whose_first_photos_all_fail_stops_with_what_to_check(
+        store: BlobStore, unique_name: str, storage_connection: str, tmp_path: Path) -> None:
+    """A wrong container or no network: not ten thousand identical problems."""
+    from cli.errors import CliError
+    from cli.zooniverse_upload import FIRST_FAILURES
+
+    state = unique_name + "-state"
+    store.ensure_container(state)
+    names = [f"cam/{i:04d}.jpg" for i in range(FIRST_FAILURES * 5)]
+    store.write_bytes(state, "results/task-1/exports/zooniverse/batch-001.csv", _manifest(names))
+    answer = {"results": {"container": state, "blob": "results/task-1/detections.json", "files": {"original": {
+        "exports": {"zooniverse/batch-001.csv": "results/task-1/exports/zooniverse/batch-001.csv"}}}}}
+    service = service_client(storage_connection)
+    fetched: list[str] = []
+
+    class Counting:
+        def get_blob_client(self, container: str, name: str) -> Any:
+            fetched.append(name)
+            return service.get_blob_client(container, name)
+
+    with pytest.raises(CliError, match=f"the first {FIRST_FAILURES} photos could not be read") as stopped:
+        prepare(service, Counting(), unique_name + "-nowhere", manifests(answer, {}, None)[1], tmp_path, workers=2)
+    assert "check the network" in stopped.value.hint and len(fetched) < 2 * FIRST_FAILURES
+
+
+def test_names_that_differ_only_in_case_are_not_written_over_each_other_on_a_case_blind_disk(
+        store: BlobStore, unique_name: str, storage_connection: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """On macOS or Windows, Cam/IMG_1.JPG and cam/IMG_1.JPG are one file: the second would be "already there" (the
+    wrong photo uploaded) or two workers would write one file at once."""
+    import cli.zooniverse_upload as zu
+
+    assert zu._case_blind(tmp_path) is False  # this machine's disk tells them apart
+    monkeypatch.setattr(zu, "_case_blind", lambda folder: True)
+    state, images = unique_name + "-state", unique_name + "-cams"
+    for container in (state, images):
+        store.ensure_container(container)
+    names = ["Cam/IMG_1.JPG", "cam/IMG_1.JPG", "cam/IMG_2.JPG"]
+    for name in names:
+        store.write_bytes(images, name, _photo(len(name), (40, 30)))
+    store.write_bytes(state, "results/task-1/exports/zooniverse/batch-001.csv", _manifest(names))
+    answer = {"results": {"container": state, "blob": "results/task-1/detections.json", "files": {"original": {
+        "exports": {"zooniverse/batch-001.csv": "results/task-1/exports/zooniverse/batch-001.csv"}}}}}
+    service = service_client(storage_connection)
+    [report] = prepare(service, service, images, manifests(answer, {}, None)[1], tmp_path, workers=1)
+    assert report.copied == 2
+    assert report.problems == [("cam/IMG_1.JPG", "differs from 'Cam/IMG_1.JPG' only in letter case, and this disk "
+                                "takes them for one file: prepare this batch on a case-sensitive disk (Linux)")]

@@ -1,5 +1,5 @@
-"""`trapbatch zooniverse`'s pure parts: fitting a photo under Zooniverse's size limit, reading a manifest's photos as
-the Panoptes CLI does, the upload command, and which manifests a task's results answer names."""
+"""`trapbatch zooniverse`'s pure parts: fitting a photo for Zooniverse (cli.photo_fit), reading a manifest's photos
+as the Panoptes CLI does, the upload command, photo paths, and which manifests a task's results answer names."""
 from __future__ import annotations
 
 import io
@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from cli.errors import CliError
-from cli.zooniverse_upload import MAX_BYTES, Unfittable, fit, manifest_photos, manifests, upload_command
+from cli.photo_fit import COPIED, REENCODED, SHRUNK, Unfittable, fit, strip_jpeg_metadata
+from cli.zooniverse_upload import MAX_BYTES, manifest_photos, manifests, photo_path, upload_command
 
 
 def noisy(width: int, height: int, fmt: str = "JPEG", orientation: int | None = None, **save: Any) -> bytes:
@@ -27,20 +28,55 @@ def noisy(width: int, height: int, fmt: str = "JPEG", orientation: int | None = 
     return out.getvalue()
 
 
-def test_a_photo_within_the_limit_is_written_as_it_is() -> None:
-    data = noisy(200, 150)
-    assert fit(data, len(data)) is data
+def photo_like(width: int, height: int, **save: Any) -> bytes:
+    """Coarse structure and fine grain, which shrink as photos do (pure noise does not: downscaled, it smooths)."""
+    rng = random.Random(width + height)
+    coarse = Image.frombytes("RGB", (width // 10, height // 10), rng.randbytes(width * height * 3 // 100))
+    grain = Image.frombytes("RGB", (width, height), rng.randbytes(width * height * 3))
+    out = io.BytesIO()
+    Image.blend(coarse.resize((width, height), Image.Resampling.BICUBIC), grain, 0.25).save(out, "JPEG", **save)
+    return out.getvalue()
+
+
+def _gps_exif(orientation: int | None = None) -> Image.Exif:
+    exif = Image.Exif()
+    exif[0x0110] = "TrailCam 9"  # model
+    exif.get_ifd(0x8825)[2] = (1.0, 17.0, 44.0)  # GPSLatitude
+    if orientation is not None:
+        exif[0x0112] = orientation
+    return exif
+
+
+def test_a_small_png_or_gif_is_written_as_it_is() -> None:
+    for fmt in ("PNG", "GIF"):
+        data = noisy(80, 60, fmt)
+        assert fit(data, len(data)) == (data, COPIED)
+
+
+def test_a_small_jpeg_loses_only_its_exif_xmp_and_iptc_segments() -> None:
+    """The camera's GPS position is what poachers of rare species look for; the pixels are not decoded again."""
+    data = noisy(200, 150, exif=_gps_exif(), icc_profile=b"\0" * 200)
+    fitted, how = fit(data, len(data))
+    assert how == COPIED and len(fitted) < len(data)
+    with Image.open(io.BytesIO(fitted)) as kept, Image.open(io.BytesIO(data)) as original:
+        assert not kept.getexif() and original.getexif().get_ifd(0x8825)
+        assert kept.info.get("icc_profile") == b"\0" * 200  # the colours' profile stays
+        assert kept.tobytes() == original.tobytes()  # the same scan, byte for byte
+    assert fit(data, len(data), keep_metadata=True) == (data, COPIED)
+    assert strip_jpeg_metadata(b"not a jpeg") is None and strip_jpeg_metadata(b"\xff\xd8\xff\xe1\x00") is None
 
 
 def test_a_larger_jpeg_is_scaled_down_to_fit_keeping_its_shape_and_format() -> None:
-    data = noisy(1600, 1200, quality=95)
+    data = photo_like(1600, 1200, quality=95, exif=_gps_exif())
     limit = len(data) // 5
-    fitted = fit(data, limit)
-    assert len(fitted) <= limit
+    fitted, how = fit(data, limit)
+    assert how == SHRUNK and 0.8 * limit < len(fitted) <= limit  # close to the limit: no more detail lost than needed
     with Image.open(io.BytesIO(fitted)) as small:
         assert small.format == "JPEG" and small.width < 1600
         assert abs(small.width / small.height - 4 / 3) < 0.01
         assert not small.getexif()  # no EXIF block: no camera position reaches the volunteers
+    with Image.open(io.BytesIO(fit(data, limit, keep_metadata=True)[0])) as small:
+        assert small.getexif().get_ifd(0x8825)
 
 
 def test_the_default_limit_is_under_both_zooniverse_limits() -> None:
@@ -48,20 +84,60 @@ def test_the_default_limit_is_under_both_zooniverse_limits() -> None:
     Builder over 1,000 KB."""
     assert MAX_BYTES <= min(1024 * 1024, 1000 * 1000)
     data = noisy(2400, 1800, quality=95)
-    assert len(data) > MAX_BYTES and len(fit(data)) <= MAX_BYTES
+    assert len(data) > MAX_BYTES and len(fit(data, MAX_BYTES)[0]) <= MAX_BYTES
+
+
+def test_max_side_scales_a_photo_that_is_small_in_bytes() -> None:
+    """The manual workflow compressed every photo to 1,440 pixels on its longer side."""
+    data = noisy(900, 600, quality=60)
+    fitted, how = fit(data, len(data) * 2, max_side=450)
+    with Image.open(io.BytesIO(fitted)) as small:
+        assert how == SHRUNK and small.size == (450, 300)
+    assert fit(data, len(data) * 2, max_side=900)[1] == COPIED
 
 
 def test_a_shrunk_photo_is_turned_upright_by_its_exif_orientation() -> None:
     """The copy carries no EXIF, so the orientation tag must be applied to the pixels or the photo shows sideways."""
-    data = noisy(1200, 800, orientation=6, quality=95)  # 6: rotate 90 degrees to view
-    with Image.open(io.BytesIO(fit(data, len(data) // 3))) as small:
+    data = noisy(1200, 800, exif=_gps_exif(orientation=6), quality=95)  # 6: rotate 90 degrees to view
+    with Image.open(io.BytesIO(fit(data, len(data) // 3)[0])) as small:
         assert small.height > small.width
+
+
+def test_a_turned_photo_within_the_limit_is_written_upright_at_its_size() -> None:
+    data = noisy(300, 200, exif=_gps_exif(orientation=6), quality=95)
+    fitted, how = fit(data, len(data) * 3)
+    with Image.open(io.BytesIO(fitted)) as upright:
+        assert how == REENCODED and upright.size == (200, 300) and not upright.getexif()
+    assert fit(data, len(data) * 3, keep_metadata=True) == (data, COPIED)  # the tag stays and turns it
+
+
+def test_a_photo_in_a_format_zooniverse_refuses_is_written_as_a_jpeg() -> None:
+    """panoptes-client types a file by its bytes and allows JPEG, PNG and GIF images: a WebP named .jpg would stop
+    the upload part-way."""
+    data = noisy(120, 90, "WEBP")
+    fitted, how = fit(data, len(data) * 10)
+    with Image.open(io.BytesIO(fitted)) as written:
+        assert how == REENCODED and written.format == "JPEG" and written.size == (120, 90)
+
+
+def test_an_mpo_jpeg_is_shrunk_as_a_jpeg() -> None:
+    """Pillow reads a JPEG with an MPF segment (many consumer cameras) as MPO; it was saved at Pillow's default
+    quality and without conversion."""
+    first, second = Image.new("RGB", (800, 600), "green"), Image.new("RGB", (800, 600), "blue")
+    out = io.BytesIO()
+    first.save(out, "MPO", save_all=True, append_images=[second])
+    data = out.getvalue()
+    with Image.open(io.BytesIO(data)) as opened:
+        assert opened.format == "MPO"
+    fitted, how = fit(data, len(data) - 1)
+    with Image.open(io.BytesIO(fitted)) as written:
+        assert written.format == "JPEG" and how in (SHRUNK, REENCODED)
 
 
 def test_a_png_stays_a_png() -> None:
     data = noisy(600, 400, "PNG")
-    fitted = fit(data, len(data) // 3)
-    assert len(fitted) <= len(data) // 3
+    fitted, how = fit(data, len(data) // 3)
+    assert len(fitted) <= len(data) // 3 and how == SHRUNK
     with Image.open(io.BytesIO(fitted)) as small:
         assert small.format == "PNG"
 
@@ -97,6 +173,17 @@ def test_the_upload_command_names_the_image_columns() -> None:
         "panoptes subject-set upload-subjects -f 1 <subject set id> t/exports/zooniverse/batch-001.csv")
     assert upload_command(Path("b.csv"), [0, 1, 2]).startswith(
         "panoptes subject-set upload-subjects -f 1 -f 2 -f 3 -M ")
+    assert upload_command(Path("b.csv"), [0], missing=True).startswith("panoptes subject-set upload-subjects -f 1 -M ")
+    assert upload_command(Path("Site A/batch-001.csv"), [0]).endswith(" <subject set id> 'Site A/batch-001.csv'")
+
+
+def test_a_photo_goes_where_the_panoptes_cli_looks_unless_its_name_leaves_the_folder(tmp_path: Path) -> None:
+    """Photo names are the user's blob names: a colon is a file name on Linux (a timestamped photo), but nothing may
+    leave the folder."""
+    assert photo_path(tmp_path, "cam/2023-01-01 12:00:00.jpg") == tmp_path / "cam" / "2023-01-01 12:00:00.jpg"
+    assert photo_path(tmp_path, "cam//a.jpg") == tmp_path / "cam" / "a.jpg"
+    for bad in ("../a.jpg", "/etc/a.jpg", "cam/../../a.jpg", "cam/a\x01.jpg", ""):
+        assert photo_path(tmp_path, bad) is None, bad
 
 
 def _answer(variants: tuple[str, ...]) -> dict[str, Any]:
@@ -121,5 +208,8 @@ def test_the_manifests_are_the_repeats_removed_ones_when_there_are_any() -> None
     assert manifests(_answer(("original",)), {}, None)[0] == "original"
     with pytest.raises(CliError, match="no repeats-removed results"):
         manifests(_answer(("original",)), {}, "repeats-removed")
-    with pytest.raises(CliError, match="numbered 7"):
+    with pytest.raises(CliError, match="no Zooniverse manifest batch-007.csv"):
         manifests(_answer(("original",)), {}, None, [7])
+    with pytest.raises(CliError, match="no Zooniverse manifest batch-003.csv") as absent:  # one asked for is not there
+        manifests(_answer(("original",)), {}, None, [1, 3])
+    assert "it has 2" in absent.value.hint
