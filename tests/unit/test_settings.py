@@ -173,3 +173,29 @@ def test_the_confirmation_wait_is_at_most_six_days_the_longest_timer_a_python_or
         Settings.from_env({**base, "TRAPBATCH_CONFIRM_TIMEOUT_S": "604800"})
     assert "TRAPBATCH_CONFIRM_TIMEOUT_S=604800" in str(info.value) and "six days" in str(info.value)
     assert "518400" in info.value.hint
+
+
+def test_every_setting_the_app_reads_is_in_the_settings_docstring_and_no_other() -> None:
+    """README sends operators to core/settings.py's docstring for every setting and its default: a setting read but
+    not listed there is one nobody can find, and one listed but read nowhere misleads. A line may list several with
+    a shared prefix (``TRAPBATCH_POLL_MIN_S / _MAX_S``)."""
+    import inspect
+    import re
+    import subprocess
+
+    import core.settings as module
+
+    doc = module.__doc__ or ""
+    read = set(re.findall(r'"(TRAPBATCH_[A-Z0-9_]+)"', inspect.getsource(module)))
+
+    def listed(name: str) -> bool:
+        if re.search(rf"\b{name}\b", doc):
+            return True
+        return any(f"/ {name[len(prefix):]}" in line and prefix in line
+                   for line in doc.splitlines() for prefix in re.findall(r"TRAPBATCH_[A-Z0-9_]+?(?=_)", name))
+
+    assert sorted(n for n in read if not listed(n)) == []
+    root = Path(module.__file__ or "").resolve().parents[1]
+    unread = [n for n in sorted(set(re.findall(r"TRAPBATCH_[A-Z0-9_]+", doc)))
+              if subprocess.run(["grep", "-rqF", "--include=*.py", f'"{n}"', "."], cwd=root).returncode]
+    assert unread == []
