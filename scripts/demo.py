@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import requests
 
@@ -144,9 +144,10 @@ def main() -> int:
         api = ApiClient(Config(url=base, key=FUNCTION_KEY))
         task_id = _start_task(api)
         st, task_seconds = _wait_for_task(api, task_id)
-        _res, doc = _download_results(api, conn, task_id, st)
+        res, doc = _download_results(api, conn, task_id, st)
         md_check = _check_results(doc)
-        _print_summary(doc, st, md_check, task_seconds, t0)
+        zooniverse = _zooniverse_folder(conn, res, st)
+        _print_summary(doc, st, md_check, task_seconds, t0, zooniverse)
         return 0
     finally:
         _stop_services(devhost, azurite, resident)
@@ -215,6 +216,21 @@ def _download_results(api: ApiClient, conn: str, task_id: str, st: dict[str, Any
     return res, doc
 
 
+def _zooniverse_folder(conn: str, res: dict[str, Any], st: dict[str, Any]) -> list[str]:
+    """The Zooniverse manifests with their photos beside them, made fit for upload, as ``trapbatch zooniverse``
+    writes them; the lines that say where."""
+    from cli.zooniverse_upload import manifests, prepare, source_location, upload_command
+
+    service = blob_service(conn, "")
+    lines: list[str] = []
+    for report in prepare(service, service, source_location(res)[0], manifests(res, st, None)[1], OUT):
+        lines.append(f"zooniverse: {_show(report.manifest.parent)}/  ({report.photos} photos beside "
+                     f"{report.manifest.name}: {report.copied} copied without their EXIF, {report.reencoded} "
+                     f"re-encoded upright or as JPEG, {report.shrunk} shrunk; `trapbatch zooniverse <task>` makes it)")
+        lines.append(f"            upload: {upload_command(Path(_show(report.manifest)), report.columns)}")
+    return lines
+
+
 def _check_results(doc: dict[str, Any]) -> str:
     """Check the results list every sample once in MegaDetector's format and flag the corrupt samples as failures.
 
@@ -232,7 +248,7 @@ def _check_results(doc: dict[str, Any]) -> str:
 
 
 def _print_summary(doc: dict[str, Any], st: dict[str, Any], md_check: str,
-                   task_seconds: float, t0: float) -> None:
+                   task_seconds: float, t0: float, zooniverse: Sequence[str] = ()) -> None:
     """Say where the outputs are, what was found, and how long the task and the whole demo (since ``t0``) took."""
     counts = mdformat.summarize(doc["images"], THRESHOLD)
     wall = time.monotonic() - t0
@@ -242,6 +258,8 @@ def _print_summary(doc: dict[str, Any], st: dict[str, Any], md_check: str,
     say(f"previews: {_show(OUT)}/previews/index.html  (open it in a browser: the page and its thumbnails are files)")
     if (OUT / "exports").is_dir():
         say(f"exports:  {_show(OUT)}/exports/  (COCO Camera Traps, Camtrap DP, Zooniverse manifests)")
+    for line in zooniverse:
+        say(line)
     say(f"images: {counts['images']}  with detections >= {THRESHOLD}: {counts['with_detections']} "
         f"({counts['detections']} detections)  empty: {counts['empty']}  failures: {counts['failed']}")
     for im in doc["images"]:

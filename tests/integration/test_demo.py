@@ -50,6 +50,7 @@ def test_demo_writes_validated_results_listing_every_sample_once(tmp_path: Path)
     assert ",2024-06-01T06:20:01+00:00,camera-01/2024-06-01/IMG_0005.JPG," in media
     assert (out / "exports" / "coco.json").is_file() and (out / "exports" / "camtrap-dp" / "datapackage.json").is_file()
     assert "exports:  " in proc.stdout and "/exports/" in proc.stdout  # said where they are
+    check_zooniverse_folder(out, doc, proc.stdout)
     assert "taken:  2024:06:01 06:00:00 to 2024:06:02 19:05:00 (37 of 41 images have an EXIF capture time)" \
         in proc.stdout
     # the camera visits: MegaDetector's sequences (create_sequences) of the successful images with a time
@@ -84,3 +85,22 @@ def test_demo_writes_validated_results_listing_every_sample_once(tmp_path: Path)
         "files": 1, "kinds": {".txt": {"files": 1, "examples": ["camera-02/2024-06-02/notes.txt"]}}}
     assert "not run: 1 file is not an image and was not run (.txt 1)" in proc.stdout
     assert "Not run: 1 file is not an image" in (out / "previews" / "index.html").read_text()
+
+
+def check_zooniverse_folder(out: Path, doc: dict[str, object], stdout: str) -> None:
+    """The demo's Zooniverse manifest has its photos beside it, where the Panoptes CLI opens them: every sample that
+    did not fail, none over Zooniverse's limit, none with EXIF, the sample that its EXIF turns written upright."""
+    from PIL import Image
+
+    folder = out / "exports" / "zooniverse"
+    subjects = sorted(str(im["file"]) for im in doc["images"] if not im.get("failure"))  # type: ignore[attr-defined]
+    written = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                     if p.is_file() and p.suffix.lower() in (".jpg", ".jpeg", ".png", ".gif"))
+    assert written == subjects
+    for name in written:
+        with Image.open(folder / name) as photo:
+            assert (folder / name).stat().st_size <= 1_000_000 and not photo.getexif(), name
+    with Image.open(folder / "camera-01/2024-06-02/IMG_0100_rotated.jpg") as turned, \
+            Image.open(ROOT / "samples/images/camera-01/2024-06-02/IMG_0100_rotated.jpg") as original:
+        assert original.getexif().get(0x0112) not in (None, 1) and turned.size == original.size[::-1]
+    assert f"upload: panoptes subject-set upload-subjects -f 1 <subject set id> {folder}/batch-001.csv" in stdout
