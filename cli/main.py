@@ -514,7 +514,8 @@ def results(state: State, /, task_id: str, out_dir: Path | None, previews: bool,
               help="also scale photos down to at most this many pixels on their longer side (the manual workflow "
                    "used 1440: faster uploads); default: only what the byte limit needs")
 @click.option("--keep-metadata", is_flag=True,
-              help="keep the photos' EXIF, XMP and IPTC (by default removed: they may hold the camera's position)")
+              help="keep the photos' EXIF, XMP, IPTC and comments (by default removed: they may hold the camera's "
+                   "position)")
 @click.option("--workers", type=click.IntRange(1, 64), default=8, show_default=True,
               help="photos fetched at once")
 @click.option("--storage-connection", default=None,

@@ -34,8 +34,11 @@ MIN_SIDE = 64  # no photo is shrunk below this many pixels on its longer side: s
 FIT_ATTEMPTS = 8
 UPWARD_TRIES = 2
 COPIED, SHRUNK, REENCODED = "copied", "shrunk", "re-encoded"
-# JPEG markers whose segments may hold a position: APP1 (EXIF, XMP) and APP13 (Photoshop IRB with IPTC)
-_PRIVATE_MARKERS = (0xE1, 0xED)
+# JPEG markers whose segments may hold a position: APP1 (EXIF, XMP), APP13 (Photoshop IRB with IPTC), COM (text)
+_PRIVATE_MARKERS = (0xE1, 0xED, 0xFE)
+# PNG chunks that may: eXIf, and the text chunks (XMP travels in iTXt)
+_PRIVATE_CHUNKS = (b"eXIf", b"tEXt", b"zTXt", b"iTXt")
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})  # TEM, RSTn: markers without a length
 
 
@@ -53,43 +56,85 @@ def fit(data: bytes, max_bytes: int, max_side: int | None = None, keep_metadata:
         with Image.open(io.BytesIO(data)) as opened:  # the header only: cheap
             fmt = "JPEG" if opened.format == "MPO" else str(opened.format)
             longer = max(opened.size)
-            orientation = opened.getexif().get(0x0112)
+            orientation = _orientation(opened)
             mpo = opened.format == "MPO"
+            private = any(key in opened.info for key in PRIVATE_INFO)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise Unfittable(f"cannot be decoded: {exc}") from None
     too_large = len(data) > max_bytes or (max_side is not None and longer > max_side)
     turned = orientation not in (None, 1) and not keep_metadata
     if not too_large and not turned and fmt in ZOONIVERSE_FORMATS and not mpo:
-        if keep_metadata or fmt != "JPEG":
+        if keep_metadata:
             return data, COPIED
-        stripped = strip_jpeg_metadata(data)
+        # a GIF's comment or XMP: written again without them
+        stripped = (strip_jpeg_metadata(data) if fmt == "JPEG" else strip_png_metadata(data) if fmt == "PNG"
+                    else None if private else data)
         if stripped is not None:
             return stripped, COPIED
     return _encode(data, fmt, max_bytes, max_side, keep_metadata)
 
 
-def _encode(data: bytes, fmt: str, max_bytes: int, max_side: int | None, keep_metadata: bool) -> tuple[bytes, str]:
-    """The photo decoded, upright, scaled to fit ``max_bytes`` and ``max_side``, in a format Zooniverse takes."""
+# what Pillow's ``info`` holds of a file's metadata that may tell where a camera stands
+PRIVATE_INFO = ("exif", "xmp", "XML:com.adobe.xmp", "comment", "photoshop", "iptc")
+# Pillow writes these of ``info`` again when it saves (a JPEG's comment, a PNG's text): dropped unless kept
+_CARRIED_INFO = ("comment", "xmp", "XML:com.adobe.xmp")
+# what each EXIF orientation does to the stored pixels to show them (EXIF 2.32, tag 0x0112), as Pillow's transposes
+_TRANSPOSE = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRANSPOSE", 6: "ROTATE_270",
+              7: "TRANSVERSE", 8: "ROTATE_90"}
+
+
+def _orientation(image: Any) -> int | None:
+    """The EXIF orientation, or None when there is none or the EXIF cannot be read (camera firmware writes odd
+    blocks: Pillow raises TypeError or struct.error on some)."""
+    try:
+        value = image.getexif().get(0x0112)
+    except Exception:  # noqa: BLE001 - any failure of the EXIF parser means "no orientation we can trust"
+        return None
+    return value if isinstance(value, int) else None
+
+
+def _upright(opened: Any, keep_metadata: bool) -> tuple[Any, bytes | None]:
+    """(the decoded image turned as its EXIF orientation says, the EXIF to write with it when ``keep_metadata``:
+    its own with the orientation removed so no viewer turns it twice, None when it cannot be written again)."""
     from PIL import Image, ImageOps
 
     try:
+        image = ImageOps.exif_transpose(opened)
+        image.load()
+        return image, (image.getexif().tobytes() if keep_metadata and "exif" in opened.info else None)
+    except (OSError, SyntaxError, Image.DecompressionBombError):
+        raise
+    except Exception:  # noqa: BLE001 - Pillow's EXIF writer fails on some camera blocks: turn by the tag alone
+        opened.load()
+        method = _TRANSPOSE.get(_orientation(opened) or 1)
+        image = opened.transpose(getattr(Image.Transpose, method)) if method else opened.copy()
+        return image, None
+
+
+def _encode(data: bytes, fmt: str, max_bytes: int, max_side: int | None, keep_metadata: bool) -> tuple[bytes, str]:
+    """The photo decoded, upright, scaled to fit ``max_bytes`` and ``max_side``, in a format Zooniverse takes."""
+    from PIL import Image
+
+    try:
         with Image.open(io.BytesIO(data)) as opened:
-            exif = opened.info.get("exif") if keep_metadata else None
             icc = opened.info.get("icc_profile")
-            image = ImageOps.exif_transpose(opened)
-            image.load()
+            xmp = opened.info.get("xmp") if keep_metadata else None
+            image, exif = _upright(opened, keep_metadata)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise Unfittable(f"cannot be decoded: {exc}") from None
+    if not keep_metadata:
+        for key in _CARRIED_INFO:
+            image.info.pop(key, None)
     out_format = fmt if fmt in ZOONIVERSE_FORMATS else "JPEG"
     if image.mode == "P" or (image.mode not in ("RGB", "L") and out_format == "JPEG"):
         image = image.convert("RGBA" if out_format != "JPEG" and image.mode == "P" else "RGB")
-    if exif is not None:  # exif_transpose set the orientation to 1 in the image's own EXIF
-        exif = image.getexif().tobytes()
     options: dict[str, Any] = {"quality": JPEG_QUALITY} if out_format == "JPEG" else {}
     if icc and out_format in ("JPEG", "PNG"):
         options["icc_profile"] = icc
     if exif and out_format in ("JPEG", "PNG"):
         options["exif"] = exif
+    if xmp and out_format == "JPEG":
+        options["xmp"] = xmp
     width, height = image.size
     cap = min(1.0, max_side / max(width, height)) if max_side else 1.0
     floor = min(cap, MIN_SIDE / max(width, height))
@@ -128,9 +173,29 @@ def _encode(data: bytes, fmt: str, max_bytes: int, max_side: int | None, keep_me
                      "pixels is tried)")
 
 
+def strip_png_metadata(data: bytes) -> bytes | None:
+    """A PNG without its eXIf and text chunks, every other chunk byte for byte (each carries its own CRC); None when
+    its chunks cannot be walked (then the caller decodes it)."""
+    if not data.startswith(_PNG_SIGNATURE):
+        return None
+    out, at = [_PNG_SIGNATURE], len(_PNG_SIGNATURE)
+    while at + 12 <= len(data):
+        (length,) = struct.unpack(">I", data[at:at + 4])
+        kind, end = data[at + 4:at + 8], at + 12 + length
+        if end > len(data):
+            return None
+        if kind not in _PRIVATE_CHUNKS:
+            out.append(data[at:end])
+        at = end
+        if kind == b"IEND":
+            return b"".join(out)
+    return None
+
+
 def strip_jpeg_metadata(data: bytes) -> bytes | None:
-    """A JPEG without its APP1 (EXIF, XMP) and APP13 (IPTC) segments, every other byte as it was (the pixels are not
-    decoded); None when the segments before the scan cannot be walked (then the caller decodes it)."""
+    """A JPEG without its APP1 (EXIF, XMP), APP13 (IPTC) and COM segments and whatever follows its end, every other
+    byte as it was (the pixels are not decoded); None when the segments before the scan cannot be walked (then the
+    caller decodes it)."""
     if data[:2] != b"\xff\xd8":
         return None
     out, at = [data[:2]], 2
@@ -148,8 +213,10 @@ def strip_jpeg_metadata(data: bytes) -> bytes | None:
         (length,) = struct.unpack(">H", data[at + 2:at + 4])
         if length < 2 or at + 2 + length > len(data):
             return None
-        if marker == 0xDA:  # start of scan: the rest is the image data, kept whole
-            out.append(data[at:])
+        if marker == 0xDA:  # start of scan: the image data, kept whole up to its end (EOI: FF D9 occurs nowhere in
+            # byte-stuffed scan data), not what a camera appended after it (a preview with its own EXIF)
+            end = data.find(b"\xff\xd9", at)
+            out.append(data[at:] if end < 0 else data[at:end + 2])
             return b"".join(out)
         if marker not in _PRIVATE_MARKERS:
             out.append(data[at:at + 2 + length])

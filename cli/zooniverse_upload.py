@@ -18,8 +18,8 @@ images container, writes it under the manifest's folder at its blob name, and sh
 * A photo that cannot be fetched (deleted since the task ran), decoded, or written under its name on this disk (a
   name the system cannot hold, or one that differs from another only in letter case on a disk that does not tell
   them apart) is named in ``<manifest>.problems.csv`` beside its manifest, and the command ends with exit 3 after
-  doing the rest. Access refused, a full disk, or the first photos all failing (a wrong container, no network)
-  stop at once, with what to do.
+  doing the rest. Access refused, a full disk, a container that is not there, or 20 photos in a row that cannot be
+  read (no network) stop at once, with what to do.
 
 Blocking I/O on the operator's machine (it is the CLI); the size fitting (``fit``) is pure.
 """
@@ -31,6 +31,7 @@ import io
 import os
 import re
 import shlex
+import stat
 import subprocess
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -47,7 +48,7 @@ MAX_BYTES = 1_000_000
 IMAGE_COLUMN = re.compile(r"image_name_(\d+)$")
 PROBLEMS_SUFFIX = ".problems.csv"
 VARIANTS = ("original", "repeats-removed")
-FIRST_FAILURES = 20  # this many photos failing before any succeeds: the container, account or network is wrong
+FIRST_FAILURES = 20  # photos in a row whose storage cannot be reached: the network or the account is wrong
 # writing errors that no other name would escape: stop rather than list every photo
 FATAL_WRITE_ERRORS = frozenset({errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES, errno.EPERM})
 
@@ -170,36 +171,40 @@ class PhotoOptions:
 
 class _Run:
     """What the photos of one ``prepare`` call share: the names seen (letter case folded, on a disk that does not
-    tell cases apart) and whether any photo has been read yet."""
+    tell cases apart) and the photos that could not be reached since the last one that could."""
 
     def __init__(self, case_blind: bool) -> None:
         self.lock = threading.Lock()
         self.case_blind = case_blind
         self.folded: dict[tuple[Path, str], str] = {}
-        self.read_one = False
-        self.failed_first: list[tuple[str, str]] = []
+        self.unreached: list[tuple[str, str]] = []
+        self.stopped = False  # a photo ended the run (CliError): the others still queued return at once
 
-    def clash(self, folder: Path, name: str) -> str | None:
-        """The photo already in this run whose name differs from ``name`` only in letter case, if the disk would
-        take them for one file."""
-        if not self.case_blind:
-            return None
-        with self.lock:
-            other = self.folded.setdefault((folder, name.casefold()), name)
-        return other if other != name else None
+    def clashes(self, folder: Path, names: Sequence[str]) -> dict[str, str]:
+        """Each of ``names`` that differs from a name before it (in this run, in manifest order, so the same one
+        wins every run) only in letter case, with that name, when the disk would take them for one file."""
+        found: dict[str, str] = {}
+        if self.case_blind:
+            for name in names:
+                other = self.folded.setdefault((folder, name.casefold()), name)
+                if other != name:
+                    found[name] = other
+        return found
 
-    def outcome(self, name: str, fetched: bool, problem: str | None) -> None:
-        """Note a photo's fate; ``CliError`` once the first ``FIRST_FAILURES`` photos all failed to be read."""
+    def reached(self, name: str, problem: str | None) -> None:
+        """Note whether a photo's storage could be reached (``problem``: why not); ``CliError`` once
+        ``FIRST_FAILURES`` photos in a row could not be (no network: not ten thousand identical problems)."""
         with self.lock:
-            if fetched:
-                self.read_one = True
-            elif problem is not None and not self.read_one:
-                self.failed_first.append((name, problem))
-                if len(self.failed_first) >= FIRST_FAILURES:
-                    first = self.failed_first[0]
-                    raise CliError(f"the first {FIRST_FAILURES} photos could not be read (first: {first[0]}: "
-                                   f"{first[1]})", "check the network, and that the task's images are still in "
-                                   "that container and account (--source-connection for another account)")
+            if problem is None:
+                self.unreached.clear()
+                return
+            self.unreached.append((name, problem))
+            if len(self.unreached) >= FIRST_FAILURES:
+                self.stopped = True
+                first = self.unreached[0]
+                raise CliError(f"{FIRST_FAILURES} photos in a row could not be read (first: {first[0]}: {first[1]})",
+                               "check the network and the images' account (--source-connection for another "
+                               "account), then run the same command again")
 
 
 def prepare(results_service: Any, source_service: Any, source_container: str,
@@ -221,22 +226,28 @@ def prepare(results_service: Any, source_service: Any, source_container: str,
         if on_manifest:
             on_manifest(manifest, len(photos))
         folder = manifest.parent
+        clashes = run.clashes(folder, photos)
 
         def one(name: str, report: Prepared = report, folder: Path = folder, run: _Run = run) -> None:
-            clash = run.clash(folder, name)
-            if clash is not None:
-                outcome, fetched = (f"differs from {clash!r} only in letter case, and this disk takes them for one "
-                                    "file: prepare this batch on a case-sensitive disk (Linux)"), False
+            if run.stopped:  # another photo ended the run: the queued ones are not fetched
+                return
+            if name in clashes:
+                outcome, unreached = (f"differs from {clashes[name]!r} only in letter case, and this disk takes them "
+                                      "for one file: prepare this batch on a case-sensitive disk (Linux)"), None
             else:
-                outcome, fetched = _photo(source_service, source_container, name, folder, options)
+                try:
+                    outcome, unreached = _photo(source_service, source_container, name, folder, options)
+                except CliError:
+                    run.stopped = True
+                    raise
             counter = COUNTERS.get(outcome)
-            problem = None if counter else outcome
             with run.lock:
                 if counter:
                     setattr(report, counter, getattr(report, counter) + 1)
                 else:
                     report.problems.append((name, outcome))
-            run.outcome(name, fetched or outcome == KEPT, problem)
+            if outcome != KEPT:
+                run.reached(name, unreached)
             if on_photo:
                 on_photo()
 
@@ -290,53 +301,71 @@ def photo_path(folder: Path, name: str) -> Path | None:
     return folder.joinpath(*parts)
 
 
-def _photo(service: Any, container: str, name: str, folder: Path, options: PhotoOptions) -> tuple[str, bool]:
-    """Put photo ``name`` under ``folder``: (``COPIED``, ``SHRUNK``, re-encoded or ``KEPT`` (there already, within
-    the limit), or what stood in the way; whether it was read)."""
+def _photo(service: Any, container: str, name: str, folder: Path, options: PhotoOptions) -> tuple[str, str | None]:
+    """Put photo ``name`` under ``folder``: (``COPIED``, ``SHRUNK``, ``REENCODED`` or ``KEPT`` (there already,
+    within the limit), or what stood in the way; why the storage could not be reached, None when it could or was
+    not asked)."""
     from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
 
     dest = photo_path(folder, name)
     if dest is None:
-        return "a name that would leave the folder or that this system cannot hold as a file", False
+        return "a name that would leave the folder or that this system cannot hold as a file", None
     try:
-        if 0 < dest.stat().st_size <= options.max_bytes:
-            return KEPT, False
+        found = dest.stat()
+        if stat.S_ISREG(found.st_mode) and 0 < found.st_size <= options.max_bytes:
+            return KEPT, None
     except FileNotFoundError:
         pass
     except OSError as exc:  # a file where a folder must be, a name too long
-        return f"cannot be written under its name here: {exc.strerror or exc}", False
+        return f"cannot be written under its name here: {exc.strerror or exc}", None
     try:
         data = service.get_blob_client(container, name).download_blob().readall()
-    except ResourceNotFoundError:
-        return "not found in the images' container (deleted or moved since the task ran?)", False
+    except ResourceNotFoundError as exc:
+        if getattr(exc, "error_code", None) == "ContainerNotFound":
+            raise CliError(f"container {container!r} does not exist in the images' account",
+                           "the task's images were moved or deleted, or this is not their account: give it with "
+                           "--source-connection") from None
+        return "not found in the images' container (deleted or moved since the task ran?)", None
     except ClientAuthenticationError as exc:
         raise CliError(f"not allowed to read {container}/{name} ({type(exc).__name__})", _ACCESS_HINT) from None
     except HttpResponseError as exc:
         if exc.status_code == 403:
             raise CliError(f"not allowed to read {container}/{name} (403)", _ACCESS_HINT) from None
-        return f"reading it failed: {exc.status_code} {exc.reason}", False
-    except AzureError as exc:
-        return f"reading it failed: {type(exc).__name__}", False
+        reason = f"reading it failed: {exc.status_code} {exc.reason}"
+        return reason, reason
+    except AzureError as exc:  # the connection, after the SDK's own retries
+        reason = f"reading it failed: {type(exc).__name__}"
+        return reason, reason
     try:
         fitted, how = fit(data, options.max_bytes, options.max_side, options.keep_metadata)
     except Unfittable as exc:
-        return str(exc), True
+        return str(exc), None
+    except Exception as exc:  # noqa: BLE001 - a decoder's surprise on one photo is that photo's problem
+        return f"cannot be prepared: {type(exc).__name__}: {exc}", None
     partial = dest.with_name(dest.name + ".part")
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         partial.write_bytes(fitted)
-        partial.replace(dest)
     except OSError as exc:
-        try:
-            partial.unlink(missing_ok=True)
-        except OSError:
-            pass
+        _unlink_quietly(partial)
         if exc.errno in FATAL_WRITE_ERRORS:
-            raise CliError(f"cannot write {dest}: {exc.strerror or exc}",
+            raise CliError(f"cannot write {partial}: {exc.strerror or exc}",
                            "free space, or choose a folder you may write with --out, then run the same command "
                            "again") from None
-        return f"cannot be written under its name here: {exc.strerror or exc}", True
-    return how, True
+        return f"cannot be written under its name here: {exc.strerror or exc}", None
+    try:
+        partial.replace(dest)
+    except OSError as exc:  # a folder at its path, or (Windows) the file held open by a viewer or a scanner
+        _unlink_quietly(partial)
+        return f"cannot be written under its name here: {exc.strerror or exc}", None
+    return how, None
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 _ACCESS_HINT = ("the photos are read from the task's images container: sign in with an identity that has Storage "

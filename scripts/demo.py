@@ -227,7 +227,10 @@ def _zooniverse_folder(conn: str, res: dict[str, Any], st: dict[str, Any]) -> li
         lines.append(f"zooniverse: {_show(report.manifest.parent)}/  ({report.photos} photos beside "
                      f"{report.manifest.name}: {report.copied} copied without their EXIF, {report.reencoded} "
                      f"re-encoded upright or as JPEG, {report.shrunk} shrunk; `trapbatch zooniverse <task>` makes it)")
-        lines.append(f"            upload: {upload_command(Path(_show(report.manifest)), report.columns)}")
+        if report.problems:
+            lines.append(f"            {len(report.problems)} photos not prepared: see {_show(report.problems_file)}")
+        lines.append("            upload: "
+                     + upload_command(Path(_show(report.manifest)), report.columns, bool(report.problems)))
     return lines
 
 

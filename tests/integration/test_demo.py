@@ -103,4 +103,7 @@ def check_zooniverse_folder(out: Path, doc: dict[str, object], stdout: str) -> N
     with Image.open(folder / "camera-01/2024-06-02/IMG_0100_rotated.jpg") as turned, \
             Image.open(ROOT / "samples/images/camera-01/2024-06-02/IMG_0100_rotated.jpg") as original:
         assert original.getexif().get(0x0112) not in (None, 1) and turned.size == original.size[::-1]
-    assert f"upload: panoptes subject-set upload-subjects -f 1 <subject set id> {folder}/batch-001.csv" in stdout
+    from cli.zooniverse_upload import upload_command
+    from scripts.demo import _show
+
+    assert f"upload: {upload_command(Path(_show(folder / 'batch-001.csv')), [0])}" in stdout

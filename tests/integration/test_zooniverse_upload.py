@@ -151,29 +151,73 @@ def test_each_batch_has_its_own_problems_and_an_odd_name_is_one_of_them(
     assert (tmp_path / "exports" / "zooniverse" / "cam" / "2023-01-01 12:00:00.jpg").is_file()
 
 
-def test_a_run_whose_first_photos_all_fail_stops_with_what_to_check(
+def _one_manifest(store: BlobStore, state: str, names: list[str]) -> dict[str, Any]:
+    store.ensure_container(state)
+    store.write_bytes(state, "results/task-1/exports/zooniverse/batch-001.csv", _manifest(names))
+    return {"results": {"container": state, "blob": "results/task-1/detections.json", "files": {"original": {
+        "exports": {"zooniverse/batch-001.csv": "results/task-1/exports/zooniverse/batch-001.csv"}}}}}
+
+
+def test_a_container_that_is_not_there_stops_at_once_and_deleted_photos_do_not(
         store: BlobStore, unique_name: str, storage_connection: str, tmp_path: Path) -> None:
-    """A wrong container or no network: not ten thousand identical problems."""
+    """A wrong container is said once, not as ten thousand problems; photos deleted since the task ran (a whole
+    camera's folder, more than FIRST_FAILURES of them first) are each a problem and the rest is still prepared."""
     from cli.errors import CliError
     from cli.zooniverse_upload import FIRST_FAILURES
 
-    state = unique_name + "-state"
-    store.ensure_container(state)
-    names = [f"cam/{i:04d}.jpg" for i in range(FIRST_FAILURES * 5)]
-    store.write_bytes(state, "results/task-1/exports/zooniverse/batch-001.csv", _manifest(names))
-    answer = {"results": {"container": state, "blob": "results/task-1/detections.json", "files": {"original": {
-        "exports": {"zooniverse/batch-001.csv": "results/task-1/exports/zooniverse/batch-001.csv"}}}}}
+    images = unique_name + "-cams"
+    store.ensure_container(images)
+    names = [f"cam-gone/{i:04d}.jpg" for i in range(FIRST_FAILURES * 2)] + ["cam/kept.jpg"]
+    store.write_bytes(images, "cam/kept.jpg", _photo(9, (40, 30)))
+    files = manifests(_one_manifest(store, unique_name + "-state", names), {}, None)[1]
     service = service_client(storage_connection)
-    fetched: list[str] = []
+    with pytest.raises(CliError, match=f"container '{unique_name}-nowhere' does not exist"):
+        prepare(service, service, unique_name + "-nowhere", files, tmp_path, workers=2)
+    [report] = prepare(service, service, images, files, tmp_path / "again", workers=2)
+    assert report.copied == 1 and len(report.problems) == FIRST_FAILURES * 2
 
-    class Counting:
+
+def test_photos_that_cannot_be_reached_in_a_row_stop_the_run_even_when_resuming(
+        store: BlobStore, unique_name: str, storage_connection: str, tmp_path: Path) -> None:
+    """No network: each photo would be tried through the SDK's retries. Photos already in the folder from an
+    earlier run do not hide it."""
+    from azure.core.exceptions import ServiceRequestError
+
+    from cli.errors import CliError
+    from cli.zooniverse_upload import FIRST_FAILURES
+
+    names = ["cam/0000.jpg"] + [f"cam/{i:04d}.jpg" for i in range(1, FIRST_FAILURES * 5)]
+    files = manifests(_one_manifest(store, unique_name + "-state", names), {}, None)[1]
+    service = service_client(storage_connection)
+    (tmp_path / "exports" / "zooniverse" / "cam").mkdir(parents=True)
+    (tmp_path / "exports" / "zooniverse" / "cam" / "0000.jpg").write_bytes(_photo(1, (40, 30)))  # kept
+    tried: list[str] = []
+
+    class Down:
         def get_blob_client(self, container: str, name: str) -> Any:
-            fetched.append(name)
-            return service.get_blob_client(container, name)
+            tried.append(name)
 
-    with pytest.raises(CliError, match=f"the first {FIRST_FAILURES} photos could not be read") as stopped:
-        prepare(service, Counting(), unique_name + "-nowhere", manifests(answer, {}, None)[1], tmp_path, workers=2)
-    assert "check the network" in stopped.value.hint and len(fetched) < 2 * FIRST_FAILURES
+            class Blob:
+                def download_blob(self, **kw: Any) -> Any:
+                    raise ServiceRequestError("no route to host")
+
+            return Blob()
+
+    with pytest.raises(CliError, match=f"{FIRST_FAILURES} photos in a row could not be read") as stopped:
+        prepare(service, Down(), "cams", files, tmp_path, workers=2)
+    assert "check the network" in stopped.value.hint and len(tried) < 2 * FIRST_FAILURES
+
+
+def test_a_folder_where_a_photo_belongs_is_not_taken_for_the_photo(
+        store: BlobStore, unique_name: str, storage_connection: str, tmp_path: Path) -> None:
+    images = unique_name + "-cams"
+    store.ensure_container(images)
+    store.write_bytes(images, "cam/x.jpg", _photo(2, (40, 30)))
+    files = manifests(_one_manifest(store, unique_name + "-state", ["cam/x.jpg"]), {}, None)[1]
+    (tmp_path / "exports" / "zooniverse" / "cam" / "x.jpg").mkdir(parents=True)
+    service = service_client(storage_connection)
+    [report] = prepare(service, service, images, files, tmp_path)
+    assert report.kept == 0 and [name for name, _ in report.problems] == ["cam/x.jpg"]
 
 
 def test_names_that_differ_only_in_case_are_not_written_over_each_other_on_a_case_blind_disk(

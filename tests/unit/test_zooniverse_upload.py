@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from cli.errors import CliError
-from cli.photo_fit import COPIED, REENCODED, SHRUNK, Unfittable, fit, strip_jpeg_metadata
+from cli.photo_fit import COPIED, REENCODED, SHRUNK, Unfittable, fit, strip_jpeg_metadata, strip_png_metadata
 from cli.zooniverse_upload import MAX_BYTES, manifest_photos, manifests, photo_path, upload_command
 
 
@@ -64,6 +64,51 @@ def test_a_small_jpeg_loses_only_its_exif_xmp_and_iptc_segments() -> None:
         assert kept.tobytes() == original.tobytes()  # the same scan, byte for byte
     assert fit(data, len(data), keep_metadata=True) == (data, COPIED)
     assert strip_jpeg_metadata(b"not a jpeg") is None and strip_jpeg_metadata(b"\xff\xd8\xff\xe1\x00") is None
+
+
+def test_a_jpeg_loses_its_comments_and_what_a_camera_appended_after_its_end() -> None:
+    """A COM segment can hold a position in words; a preview appended after EOI carries its own EXIF."""
+    out = io.BytesIO()
+    Image.frombytes("RGB", (64, 48), random.Random(3).randbytes(64 * 48 * 3)).save(out, "JPEG",
+                                                                                       comment=b"GPS 1,2N")
+    preview = noisy(32, 24, exif=_gps_exif())
+    fitted, how = fit(out.getvalue() + preview, 10**6)
+    assert how == COPIED and b"GPS 1,2N" not in fitted and b"Exif" not in fitted
+    assert fitted.endswith(b"\xff\xd9") and fitted == strip_jpeg_metadata(out.getvalue())
+    assert b"GPS 1,2N" not in fit(out.getvalue(), 100 * 1000 * 1000, max_side=32)[0]  # nor when written again
+
+
+def test_a_png_or_gif_within_the_limits_loses_its_metadata_too() -> None:
+    """A PNG's eXIf and text chunks (XMP travels in iTXt), each chunk carrying its own CRC, are dropped without
+    decoding it; a GIF with a comment is written again without it."""
+    from PIL import PngImagePlugin
+
+    text = PngImagePlugin.PngInfo()
+    text.add_itxt("XML:com.adobe.xmp", "<x:xmpmeta>GPS</x:xmpmeta>")
+    data = noisy(80, 60, "PNG", exif=_gps_exif(), pnginfo=text)
+    fitted, how = fit(data, len(data))
+    assert how == COPIED and b"xmpmeta" not in fitted and b"eXIf" not in fitted and fitted == strip_png_metadata(data)
+    with Image.open(io.BytesIO(fitted)) as kept, Image.open(io.BytesIO(data)) as original:
+        assert kept.tobytes() == original.tobytes() and not kept.getexif()
+    assert fit(data, len(data), keep_metadata=True) == (data, COPIED)
+    gif = noisy(40, 30, "GIF", comment=b"GPS 1,2N")
+    fitted, how = fit(gif, len(gif) * 2)
+    assert how == REENCODED and b"GPS 1,2N" not in fitted
+
+
+def test_a_turned_photo_whose_exif_pillow_cannot_write_back_is_still_turned() -> None:
+    """Camera firmware writes odd EXIF blocks: Pillow's exif_transpose raised struct.error on one, which ended the
+    whole run at that photo, every time it was run again."""
+    exif = Image.Exif()
+    exif[0x0112], exif[0x010F] = 6, "Cam"
+    out = io.BytesIO()
+    Image.new("RGB", (300, 200), "gray").save(out, "JPEG", exif=exif.tobytes())
+    bad = bytearray(out.getvalue())
+    bad[bytes(bad).index(b"Exif") + 6 + 11] = 0  # the Make tag's type: ASCII (2) -> 0, which Pillow cannot write
+    for keep in (False, True):
+        fitted, how = fit(bytes(bad), len(bad) // 2, keep_metadata=keep)
+        with Image.open(io.BytesIO(fitted)) as upright:
+            assert upright.height > upright.width and upright.getexif().get(0x0112) in (None, 1), keep
 
 
 def test_a_larger_jpeg_is_scaled_down_to_fit_keeping_its_shape_and_format() -> None:
