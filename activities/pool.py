@@ -129,6 +129,16 @@ def run_poll(task_id: str, job: str, task_ids: list[str], settings: Settings, st
 
 def resubmit_one(task_id: str, job: str, sid: str, attempt: int, settings: Settings, store: BlobStore,
                  pool: GpuPool) -> c.Resubmitted:
+    # The attempt's manifest as an earlier try of this activity wrote it, if one did (a RESUBMIT retried after a
+    # Batch outage on another shard): kept as it is and submitted again (task ids are deterministic, so a task
+    # already added is not added twice). Computed afresh, it would leave out the images the running attempt has
+    # finished, and a requeued task (a Spot node preempted) would then rewrite its results without them.
+    written = store.read_json_or_none(settings.container, layout.manifest_blob(task_id, sid, attempt))
+    if written is not None and written.get("images"):
+        run_submit(task_id, job, [(sid, attempt)], settings, pool)
+        logger.info("task %s shard %s: attempt %d's manifest was written already; submitted it again", task_id, sid,
+                    attempt)
+        return {"shard_id": sid, "attempt": attempt, "missing": len(written["images"]), "submitted": True}
     first = ShardManifest.from_dict(shard_manifest(store, settings, task_id, sid))  # every image of the shard
     # successes and permanent failures are final; retryable failures (download, auth, throttling) run again
     missing = images_to_rerun(store, settings, task_id, sid, first.images)

@@ -247,3 +247,26 @@ def test_a_shard_without_results_is_counted_from_its_manifest(env: tuple[Setting
     _write_manifest(store, settings, "s00009", 1, NAMES[:3])
     summarized, parsed = _both_ways(store, settings, "s00009")
     assert summarized is None and parsed == {"images": 3, "covered": 0, "failed": 0, "retryable": 0, "missing": 3}
+
+
+def test_a_resubmission_tried_again_keeps_the_manifest_its_running_attempt_reads(
+        env: tuple[Settings, ReadSpy]) -> None:
+    """A RESUBMIT activity that failed after writing and submitting one shard's attempt (a Batch outage on another
+    shard) is tried again while that attempt runs: recomputing its manifest from the results then left out the
+    images the attempt had finished, and a requeued task (a preempted Spot node) rewrote its results without them."""
+    settings, store = env
+    sid = "s00007"
+    _write_manifest(store, settings, sid, 1, NAMES)
+    _run_attempt(store, settings, sid, 1, {n: "ok" for n in NAMES[:4]})
+    assert _resubmit(store, settings, sid, 2) == NAMES[4:]
+    _run_attempt(store, settings, sid, 2, {n: "ok" for n in NAMES[4:7]}, summary=False)  # running: partial results
+    submitted: list[object] = []
+
+    class Pool(NullPool):
+        def submit(self, job_id: str, tasks: list[object]) -> None:
+            submitted.extend(tasks)
+
+    out = resubmit_one(TASK, TASK, sid, 2, settings, store, Pool())  # type: ignore[arg-type]
+    assert out == {"shard_id": sid, "attempt": 2, "missing": len(NAMES) - 4, "submitted": True}
+    assert store.read_json(settings.container, layout.manifest_blob(TASK, sid, 2))["images"] == NAMES[4:]
+    assert len(submitted) == 1  # submitted again: Batch answers TaskExists for a task it has
