@@ -9,6 +9,7 @@ of truth) and submits only those as the next attempt.
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timezone
 from typing import Iterable
 
 import azure.durable_functions as df
@@ -217,6 +218,24 @@ def resubmit_shards(payload: c.ResubmitInput) -> c.ResubmitOutput:
 def cancel_pool_tasks(payload: c.PoolTasksInput) -> c.CancelOutput:
     s = clients.settings()
     return run_cancel(payload["job_id"], payload.get("task_ids") or [], clients.pool(s))
+
+
+@bp.activity_trigger(input_name="payload", activity=c.STOP_GROUPS)
+def stop_shard_groups(payload: c.StopGroupsInput) -> c.StopGroupsOutput:
+    s = clients.settings()
+    return run_stop_groups(payload, s, clients.store(s))
+
+
+def run_stop_groups(payload: c.StopGroupsInput, settings: Settings, store: BlobStore) -> c.StopGroupsOutput:
+    """Write the run's cancel marker, as POST .../cancel does, so the run's other shard groups stop at their next
+    poll. Why: the task fails when one group fails, but the Durable extension sends the task's next action (its pool
+    job's close) only once every group of its ``task_all`` has ended (devhost README, row 26): without this the others
+    went on submitting and resubmitting for hours, the status saying ``detecting``, before the task ended failed."""
+    store.write_json(settings.container, layout.cancel_marker(payload["job_id"]),
+                     {"requested": datetime.now(timezone.utc).isoformat(), "by": "a failing shard group",
+                      "reason": payload["reason"][:500]})
+    logger.info("task %s: a shard group failed; the run's other groups stop at their next poll", payload["task_id"])
+    return {"stopped": True}
 
 
 @bp.activity_trigger(input_name="payload", activity=c.CLOSE_JOB)

@@ -26,6 +26,7 @@ POLL = "poll_shards"
 RESUBMIT = "resubmit_shards"
 CANCEL = "cancel_pool_tasks"
 CLOSE_JOB = "close_pool_job"
+STOP_GROUPS = "stop_shard_groups"
 MERGE = "merge_results"
 PREVIEWS = "render_previews"
 REMOVE_REPEATS = "remove_repeated_detections"
@@ -96,6 +97,7 @@ class ShardState(TypedDict):
     timed: NotRequired[int]  # ... of which this many came with start and end times ...
     node_s: NotRequired[float]  # ... summing to this many seconds of node time (core.cost)
     pool_error: NotRequired[str]  # the pool ended its last attempt, not a worker exit (no exit code): why
+    unfixable: NotRequired[str]  # an attempt ended with an exit no retry should fix (gpu_batch.exit_codes): why
 
 
 class ShardsInput(TypedDict):
@@ -227,6 +229,18 @@ class CloseJobInput(TypedDict):
 
 class CloseJobOutput(TypedDict):
     closed: bool
+
+
+class StopGroupsInput(TypedDict):
+    """A shard group that fails the task asks the run's other groups to stop (the run's cancel marker)."""
+
+    task_id: str
+    job_id: str
+    reason: str
+
+
+class StopGroupsOutput(TypedDict):
+    stopped: bool
 
 
 class MergeInput(TypedDict):

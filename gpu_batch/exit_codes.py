@@ -1,9 +1,11 @@
 """The worker's exit codes: a contract between ``python -m gpu_batch.worker`` and the app that watches its pool tasks.
 
 Why a module of its own: the orchestrator decides from an exit code whether another attempt can help. A shard whose
-worker could not read its manifest, load its model or open its images' storage account fails the same way on every
-attempt, so the task ends ``failed`` at once with the worker's message instead of burning ``max_attempts`` GPU starts
-per shard and hiding the cause behind "completed_with_errors". Importable without torch or azure packages.
+worker could not read its manifest, load its model or open its images' storage account usually fails the same way on
+every attempt, so the task ends ``failed`` with the worker's message once a second attempt of the shard ended so
+(``orchestrations.shards``), instead of burning ``max_attempts`` GPU starts per shard and hiding the cause behind
+"completed_with_errors"; not at the first, because the same exits also come from passing causes (a model download
+cut short, a storage timeout, a node whose GPU is gone). Importable without torch or azure packages.
 """
 from __future__ import annotations
 
@@ -17,9 +19,9 @@ SOURCE = 5  # the images' storage account cannot be opened (secret missing or un
 # (sysexits.h): not in UNFIXABLE, so the app retries the shard, and the next attempt resumes from what was flushed.
 SERVER_LOST = 75
 
-# No retry can fix these: the same manifest, model and source give the same failure on the next attempt.
+# No retry should fix these: the same manifest, model and source give the same failure on the next attempt.
 UNFIXABLE: dict[int, str] = {
-    BAD_INPUT: "the worker could not read its shard manifest",
+    BAD_INPUT: "the worker could not start its shard (its manifest, arguments or device)",
     MODEL: "the model cannot be loaded",
     SOURCE: "the images' storage account cannot be opened",
 }

@@ -32,7 +32,7 @@ from core.contracts import ShardStatus, Stage
 from core.settings import OrchestrationKnobs
 from gpu_batch.exit_codes import unfixable_reason
 from gpu_batch.layout import parse_pool_task_id, pool_job_id, pool_task_id
-from orchestrations.retries import POOL_RETRY, call
+from orchestrations.retries import POOL_RETRY, STORAGE_RETRY, call
 
 bp = df.Blueprint()
 
@@ -181,7 +181,12 @@ def _record_completions(state: dict[str, c.ShardState], completed: list[c.Comple
             continue  # a stale report about an older attempt
         failure = _unfixable(row)
         if failure is not None:
-            raise failure
+            # Twice, or with no attempt left: the task fails now. Once: another attempt (another node) runs it, as
+            # these exits also come from passing causes (a model download cut short, a storage timeout reading the
+            # manifest, a node whose GPU fell off the bus); that costs one more start for a truly unfixable one.
+            if s.get("unfixable") or s["attempt"] >= max_attempts:
+                raise failure
+            s["unfixable"] = str(failure)[:300]
         fresh += 1
         _count_node_time(s, row)
         s["covered"], s["failed"], s["missing"] = row["covered"], row["failed"], row["missing"]
@@ -275,7 +280,12 @@ def run_shards(context: df.DurableOrchestrationContext) -> Generator[Any, Any, c
         if lost:  # a submission the pool never received: submit it again (a known id would be a no-op)
             yield from counted(call(context, c.SUBMIT, POOL_RETRY, c.SubmitInput(
                 task_id=task_id, job_id=job_id, shards=[(sid, state[sid]["attempt"]) for sid in lost])), awaited)
-        fresh, resubmits = _record_completions(state, poll["completed"], knobs.max_attempts)
+        try:
+            fresh, resubmits = _record_completions(state, poll["completed"], knobs.max_attempts)
+        except ShardUnfixable as failure:  # the run's other groups stop too (activities.pool.run_stop_groups)
+            yield from call(context, c.STOP_GROUPS, STORAGE_RETRY, c.StopGroupsInput(
+                task_id=task_id, job_id=job_id, reason=str(failure)))
+            raise
         if resubmits:
             resubmitted: c.ResubmitOutput = yield from counted(call(context, c.RESUBMIT, POOL_RETRY, c.ResubmitInput(
                 task_id=task_id, job_id=job_id, shards=[(sid, state[sid]["attempt"]) for sid in resubmits])), awaited)

@@ -57,13 +57,37 @@ def test_corrupt_checkpoint_is_model_load_error(tmp_path: Path) -> None:
 
 
 def test_known_model_offline_tells_user_to_pass_a_local_path(tmp_path: Path) -> None:
+    tried: list[str] = []
+    waited: list[float] = []
+
     def offline(url: str, dest: Path) -> None:
+        tried.append(url)
+        dest.write_bytes(b"half")
         raise urllib.error.URLError("no route to host")
 
     with pytest.raises(ModelLoadError) as info:
-        resolve_model_file("MDV5A", cache_dir=tmp_path, downloader=offline)
+        resolve_model_file("MDV5A", cache_dir=tmp_path, downloader=offline, sleep=waited.append)
     assert "md_v5a.0.1.pt" in str(info.value) and "blob://" in info.value.hint and "md_v5a.0.1.pt" in info.value.hint
+    assert len(tried) == loader.DOWNLOAD_ATTEMPTS and waited == [5.0, 10.0]  # tried again before giving up
     assert list(tmp_path.iterdir()) == []  # no partial file left behind
+
+
+def test_a_download_cut_short_once_is_tried_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each new node downloads the model on its first shard: one cut connection, or a file cut short without an
+    error, cost the shard an attempt (exit 3)."""
+    payload = b"pretend weights"
+    fake = KnownModel("v5a.0.1", "https://example.invalid/md_v5a.0.1.pt", "md5", hashlib.md5(payload).hexdigest())
+    monkeypatch.setitem(loader.KNOWN_MODELS, "v5a.0.1", fake)  # type: ignore[arg-type]
+    answers = iter([OSError("connection reset by peer"), payload[:5], payload])
+
+    def flaky(url: str, dest: Path) -> None:
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        dest.write_bytes(answer)
+
+    path = resolve_model_file("MDV5A", cache_dir=tmp_path, downloader=flaky, sleep=lambda s: None)
+    assert path.read_bytes() == payload and sorted(p.name for p in tmp_path.iterdir()) == ["md_v5a.0.1.pt"]
 
 
 def test_known_model_download_is_hash_checked_and_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -85,7 +109,7 @@ def test_known_model_download_is_hash_checked_and_cached(tmp_path: Path, monkeyp
 
     first.write_bytes(b"corrupted in cache")
     with pytest.raises(ModelLoadError, match="expected"):
-        resolve_model_file("MDV5A", cache_dir=tmp_path, downloader=tampered)
+        resolve_model_file("MDV5A", cache_dir=tmp_path, downloader=tampered, sleep=lambda s: None)
 
 
 def test_local_path_and_bad_refs(tmp_path: Path, checkpoint: Path) -> None:
@@ -139,9 +163,9 @@ def test_v1000_yolov5_family_names_resolve_to_megadetectors_release_files(tmp_pa
         urls.append(url)
         dest.write_bytes(b"not the real file")
 
-    with pytest.raises(ModelLoadError, match="expected"):  # the published md5 is checked
-        resolve_model_file(ref, cache_dir=tmp_path, downloader=download)
-    assert len(urls) == 1 and urls[0].endswith("/" + url_tail)
+    with pytest.raises(ModelLoadError, match="expected"):  # the published md5 is checked (on each try)
+        resolve_model_file(ref, cache_dir=tmp_path, downloader=download, sleep=lambda s: None)
+    assert len(set(urls)) == 1 and urls[0].endswith("/" + url_tail)
 
 
 @pytest.mark.parametrize("ref,family", [("MDV1000-CEDAR", "YOLOv9"), ("larch", "YOLO11"),

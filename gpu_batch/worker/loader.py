@@ -39,6 +39,7 @@ import pickle
 import re
 import shutil
 import tempfile
+import time
 import urllib.error
 import urllib.request
 import zipfile
@@ -83,8 +84,15 @@ def _urllib_download(url: str, dest: Path) -> None:
         shutil.copyfileobj(response, out, 1 << 20)
 
 
+# A known model's download is tried this many times, waiting DOWNLOAD_WAIT_S, twice that...: each new node downloads
+# MDV5A's 280 MB from GitHub on its first shard, and one cut connection otherwise cost the shard an attempt
+DOWNLOAD_ATTEMPTS = 3
+DOWNLOAD_WAIT_S = 5.0
+
+
 def resolve_model_file(ref: str, cache_dir: Path | None = None, downloader: Downloader | None = None,
-                       blob_fetcher: Callable[[str, str, Path], None] | None = None) -> Path:
+                       blob_fetcher: Callable[[str, str, Path], None] | None = None,
+                       sleep: Callable[[float], None] = time.sleep) -> Path:
     """Return a local checkpoint path for ``ref`` (known version, local path or ``blob://container/name``).
 
     Known versions are downloaded once into ``cache_dir`` and their published hash is checked on every resolve of a
@@ -103,25 +111,35 @@ def resolve_model_file(ref: str, cache_dir: Path | None = None, downloader: Down
         if dest.exists() and file_hash(dest, known.hash_algorithm) == known.hash_hex:
             return dest
         cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkstemp(dir=cache_dir, suffix=".part")[1])
-        try:
-            (downloader or _urllib_download)(known.url, tmp)
-        except (urllib.error.URLError, OSError) as exc:
+        for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
+            tmp = Path(tempfile.mkstemp(dir=cache_dir, suffix=".part")[1])
+            try:
+                (downloader or _urllib_download)(known.url, tmp)
+                actual = file_hash(tmp, known.hash_algorithm)
+            except (urllib.error.URLError, OSError) as exc:
+                tmp.unlink(missing_ok=True)
+                if attempt < DOWNLOAD_ATTEMPTS:
+                    logger.warning("download of %s failed (%s); trying again", known.url, exc)
+                    sleep(DOWNLOAD_WAIT_S * 2 ** (attempt - 1))
+                    continue
+                raise ModelLoadError(
+                    f"could not download {ref} ({known.version}) from {known.url} in {DOWNLOAD_ATTEMPTS} tries: {exc}",
+                    hint=f"this machine may be offline: download the file elsewhere and place it at {dest} on each "
+                         "node (it is checked against the published hash), or upload it to the app's models "
+                         "container (TRAPBATCH_MODELS_CONTAINER) and name it blob://<that container>/<name> in the "
+                         "request; running the worker by hand, --model takes its local path") from exc
+            if actual == known.hash_hex:
+                tmp.replace(dest)
+                return dest
             tmp.unlink(missing_ok=True)
-            raise ModelLoadError(
-                f"could not download {ref} ({known.version}) from {known.url}: {exc}",
-                hint=f"this machine may be offline: download the file elsewhere and place it at {dest} on each "
-                     "node (it is checked against the published hash), or upload it to the app's models container "
-                     "(TRAPBATCH_MODELS_CONTAINER) and name it blob://<that container>/<name> in the request; "
-                     "running the worker by hand, --model takes its local path") from exc
-        actual = file_hash(tmp, known.hash_algorithm)
-        if actual != known.hash_hex:
-            tmp.unlink(missing_ok=True)
+            if attempt < DOWNLOAD_ATTEMPTS:  # cut short without an error, or garbled on the way: once more
+                logger.warning("download of %s has %s %s, expected %s; trying again", known.url,
+                               known.hash_algorithm, actual, known.hash_hex)
+                continue
             raise ModelLoadError(f"downloaded {known.url} has {known.hash_algorithm} {actual}, expected "
-                                 f"{known.hash_hex}", hint="the download was corrupted or replaced; retry, or put a "
-                                                           f"trusted copy at {dest} (or in the models container)")
-        tmp.replace(dest)
-        return dest
+                                 f"{known.hash_hex} ({DOWNLOAD_ATTEMPTS} tries)",
+                                 hint="the file was replaced or every download was corrupted; put a trusted copy at "
+                                      f"{dest} (or in the models container)")
     if ref.startswith(BLOB_SCHEME):
         container, _, name = ref[len(BLOB_SCHEME):].partition("/")
         if not container or not name:

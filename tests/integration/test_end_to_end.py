@@ -521,10 +521,11 @@ def test_images_in_another_account_are_read_with_a_sas_named_by_secret(host, app
         partner.stop()
 
 
-def test_a_model_that_cannot_load_fails_the_task_at_once_with_the_workers_message(host, app_env, store, unique_name,  # type: ignore[no-untyped-def]
-                                                                                  tmp_path, monkeypatch) -> None:
-    """Exit code 3 is one no attempt can fix (gpu_batch.exit_codes): the first poll that sees it fails the task with
-    the worker's own log line in the status, no shard is resubmitted, and the run's pool job is closed."""
+def test_a_model_that_cannot_load_fails_the_task_on_a_second_attempt_with_the_workers_message(  # type: ignore[no-untyped-def]
+        host, app_env, store, unique_name, tmp_path, monkeypatch) -> None:
+    """Exit code 3 is one no attempt should fix (gpu_batch.exit_codes): a shard's second attempt that ends so fails
+    the task with the worker's own log line in the status (not its first: a download cut short exits 3 too), no
+    shard gets a third, the other shards' group stops, and the run's pool job is closed."""
     broken = tmp_path / "md_v5a.0.0.pt"
     broken.write_bytes(b"this is not a checkpoint")
     monkeypatch.setenv("TRAPBATCH_MODEL", str(broken))
@@ -537,7 +538,9 @@ def test_a_model_that_cannot_load_fails_the_task_at_once_with_the_workers_messag
     assert status["stage"] == "failed" and "the model cannot be loaded" in status["error"], status
     assert "cannot be loaded" in status["error"].split("):", 1)[1]  # the worker's own words follow the reason
     state = app_env["TRAPBATCH_CONTAINER"]
-    assert not [n for n in store.list_names(state, f"tasks/{task_id}/shards/") if "attempt-2" in n]  # no resubmission
+    assert not [n for n in store.list_names(state, f"tasks/{task_id}/shards/") if "attempt-3" in n]  # no third
+    stop = store.read_json(state, layout.cancel_marker(status["pool_job"]))  # the run's other groups stop
+    assert stop["by"] == "a failing shard group" and "the model cannot be loaded" in stop["reason"]
     from azure.data.tables import TableServiceClient
 
     rows = list(TableServiceClient.from_connection_string(app_env["AzureWebJobsStorage"]).get_table_client(
