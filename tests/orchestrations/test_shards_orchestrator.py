@@ -321,38 +321,33 @@ def test_a_worker_exit_no_retry_can_fix_fails_the_group_on_its_second_attempt_wi
         assert run.status == "Completed" and len(run.calls(c.RESUBMIT)) == 2 and run.calls(c.STOP_GROUPS) == []
 
 
-def test_an_unfixable_exit_that_passes_on_the_next_attempt_fails_nothing() -> None:
-    """A node whose model download was cut short (exit 3): the shard's next attempt, on another node, runs."""
+def _first_attempt_exits(exit_code: int, max_attempts: int) -> Any:
+    """One shard whose first attempt's worker exits ``exit_code`` (the rest run as the simulated pool runs them)."""
     s0 = shard_id(0)
     a1 = pool_task_id(s0, 1)
     pool = Pool()
 
-    def once(name: str, payload: Any) -> Any:
+    def worker(name: str, payload: Any) -> Any:
         if name == c.POLL and a1 in payload["task_ids"]:
-            failed = {**row(a1, missing=IMAGES), "result": "failure", "exit_code": 3,
-                      "failure_message": "the worker exited with code 3"}
-            return {"cancelled": False, "completed": [failed], "running": 0, "queued": 0, "images_in_progress": 0}
-        return pool(name, payload)
-
-    run = run_orchestrator(run_shards, {"task_id": TASK, "knobs": knobs(max_attempts=3), "shards": [s0]}, once)
-    assert run.status == "Completed" and run.output["done"] == 1 and run.calls(c.STOP_GROUPS) == []
-
-
-def test_an_unfixable_exit_on_a_shards_last_attempt_fails_at_once() -> None:
-    s0 = shard_id(0)
-    a1 = pool_task_id(s0, 1)
-    pool = Pool()
-
-    def failing(name: str, payload: Any) -> Any:
-        if name == c.POLL and a1 in payload["task_ids"]:
-            failed = {**row(a1, missing=IMAGES), "result": "failure", "exit_code": 5,
-                      "failure_message": "the worker exited with code 5"}
+            failed = {**row(a1, missing=IMAGES), "result": "failure", "exit_code": exit_code,
+                      "failure_message": f"the worker exited with code {exit_code}"}
             return {"cancelled": False, "completed": [failed], "running": 0, "queued": 0, "images_in_progress": 0}
         if name == c.STOP_GROUPS:
             return {"stopped": True}
         return pool(name, payload)
 
-    run = run_orchestrator(run_shards, {"task_id": TASK, "knobs": knobs(max_attempts=1), "shards": [s0]}, failing)
+    return run_orchestrator(run_shards, {"task_id": TASK, "knobs": knobs(max_attempts=max_attempts), "shards": [s0]},
+                            worker)
+
+
+def test_an_unfixable_exit_that_passes_on_the_next_attempt_fails_nothing() -> None:
+    """A node whose model download was cut short (exit 3): the shard's next attempt, on another node, runs."""
+    run = _first_attempt_exits(3, max_attempts=3)
+    assert run.status == "Completed" and run.output["done"] == 1 and run.calls(c.STOP_GROUPS) == []
+
+
+def test_an_unfixable_exit_on_a_shards_last_attempt_fails_at_once() -> None:
+    run = _first_attempt_exits(5, max_attempts=1)
     assert run.status == "Failed" and run.calls(c.RESUBMIT) == [] and len(run.calls(c.STOP_GROUPS)) == 1
 
 
