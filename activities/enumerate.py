@@ -316,9 +316,12 @@ def run_write_shards(task_id: str, request: TaskRequest, settings: Settings, sto
 
 def run_finish_enumeration(task_id: str, request: TaskRequest, settings: Settings, store: BlobStore, images: int,
                            shards: int, found: int, parts: int, not_found: int = 0, not_images_plan: bool = False,
-                           not_images_parts: Iterable[tuple[int, int]] = ()) -> c.EnumerateOutput:
+                           not_images_parts: Iterable[tuple[int, int]] = (), cancel_job: str = "") -> c.EnumerateOutput:
     """Write the enumeration summary. ``not_images_plan`` / ``not_images_parts``: the listings that passed over
-    files that are not images (their tallies are added up here: ``core.notimages``)."""
+    files that are not images (their tallies are added up here: ``core.notimages``). ``cancel_job``: the run's pool
+    job, whose cancel marker (POST .../cancel during the listing, which only the shard groups' polls read otherwise)
+    makes the output ``cancelled``: the task then ends before a confirmation wait, an estimate or a first submission
+    (the answer is in this activity's output, so the orchestration's history gains no event for it)."""
     extra: dict[str, Any] = {}
     if request.image_list:
         extra["image_list"] = image_list.list_summary(store, settings, task_id, not_found)
@@ -336,6 +339,8 @@ def run_finish_enumeration(task_id: str, request: TaskRequest, settings: Setting
     out = c.EnumerateOutput(images=images, shards=shards)
     if passed_over.files:
         out["not_images"] = passed_over.summary()
+    if cancel_job and store.exists(settings.container, layout.cancel_marker(cancel_job)):
+        out["cancelled"] = True
     return out
 
 
@@ -387,4 +392,5 @@ def finish_enumeration(payload: c.FinishEnumerationInput) -> c.EnumerateOutput:
     return run_finish_enumeration(payload["task_id"], TaskRequest.from_dict(payload["request"]), s, clients.store(s),
                                   payload["images"], payload["shards"], payload["found"], payload["parts"],
                                   payload.get("not_found", 0), payload.get("not_images_plan", False),
-                                  [(int(u), int(p)) for u, p in payload.get("not_images_parts", [])])
+                                  [(int(u), int(p)) for u, p in payload.get("not_images_parts", [])],
+                                  payload.get("cancel_job", ""))

@@ -63,6 +63,7 @@ bp = df.Blueprint()
 
 ACTIVE = {"Running", "Pending", "ContinuedAsNew"}
 CANCELLABLE = (Stage.starting, Stage.enumerating, Stage.detecting)  # the shard groups read the marker at each poll
+BEFORE_POOL = (Stage.starting, Stage.enumerating)  # ... and the listing's end (activities.enumerate)
 _json = json_response
 
 
@@ -654,23 +655,29 @@ async def cancel_task(req: func.HttpRequest, client: df.DurableOrchestrationClie
     if info["runtime_status"] not in ACTIVE:
         return _json(409, {"error": f"task {task_id} is not running (stage: {info['stage']})",
                            "hint": "only a running task can be cancelled"})
-    if info["stage"] == Stage.awaiting_confirmation:  # nothing reached the pool: the waiting task just ends
-        await client.raise_event(task_id, c.CANCEL_EVENT, {})
-        logger.info("task %s: cancelled before confirmation", task_id)
-        return _json(202, {"id": task_id, "cancel_requested": True,
-                           "hint": "nothing was submitted; the task's stage becomes 'cancelled'"})
-    if info["stage"] not in CANCELLABLE:  # the pool work is over; the marker would be read by nobody
+    waiting = info["stage"] == Stage.awaiting_confirmation
+    if not waiting and info["stage"] not in CANCELLABLE:  # the pool work is over; the marker would be read by nobody
         return _json(409, {"error": f"task {task_id} can no longer be cancelled (stage: {info['stage']})",
                            "hint": "its detections are done and it is writing the results; it ends on its own "
                                    f"within minutes: poll GET /api/tasks/{task_id}"})
+    # The marker always: the end of the listing reads it (a cancel while the images are listed ends the task before
+    # any submission, estimate or confirmation wait) and so does every shard group's poll (a confirmation that came
+    # just before this cancel still stops at the first poll). The event too before the pool work: a task waiting for
+    # confirmation ends at once, and one still listing that then waits finds it waiting (Durable keeps an event that
+    # came before the orchestration waits for it).
     started = _task_input(await client.get_status(task_id, show_input=True))
     job = layout.pool_job_id(task_id, str(started.get("run") or ""))  # this run's marker: the next run starts clean
     s = clients.settings()
     await asyncio.to_thread(clients.store(s).write_json, s.container, layout.cancel_marker(job),
                             {"requested": datetime.now(timezone.utc).isoformat()})
-    logger.info("task %s: cancel requested", task_id)
+    if waiting or info["stage"] in BEFORE_POOL:
+        await client.raise_event(task_id, c.CANCEL_EVENT, {})
+    logger.info("task %s: cancel requested (stage %s)", task_id, info["stage"])
     return _json(202, {"id": task_id, "cancel_requested": True,
-                       "hint": "pool work stops at the next poll; the task's stage becomes 'cancelled'"})
+                       "hint": "nothing was submitted; the task's stage becomes 'cancelled'" if waiting else
+                       "the images are still being listed: the task ends when the listing does, before any pool "
+                       "work; its stage becomes 'cancelled'" if info["stage"] in BEFORE_POOL else
+                       "pool work stops at the next poll; the task's stage becomes 'cancelled'"})
 
 
 @bp.route(route="tasks/{task_id}/confirm", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)

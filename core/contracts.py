@@ -141,6 +141,7 @@ class EnumerateOutput(TypedDict):
     images: int
     shards: int
     not_images: NotRequired[dict[str, Any]]  # core.notimages.NotImages.summary(): files listed but not run, by kind
+    cancelled: NotRequired[bool]  # POST .../cancel came while the images were listed (the run's cancel marker)
 
 
 class SubmitInput(TypedDict):
@@ -900,6 +901,7 @@ class FinishEnumerationInput(TypedDict):
     # files listed but not run: the plan's (``not_images_plan``) and the parts' that passed over any, [unit, part]
     not_images_plan: NotRequired[bool]
     not_images_parts: NotRequired[list[tuple[int, int]]]
+    cancel_job: NotRequired[str]  # the run's pool job, whose cancel marker says a cancel came during the listing
 
 
 # ---------------------------------------------------------------- after the task: re-render, expiry, zip

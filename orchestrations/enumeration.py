@@ -40,9 +40,10 @@ from orchestrations.retries import STORAGE_RETRY, call, call_all
 IMAGES_PER_WRITE = 200_000  # images of the shards one write_shard_manifests call writes (about 10 s of blob writes)
 
 
-def enumerate_in_parallel(context: df.DurableOrchestrationContext, task_id: str,
-                          request: dict[str, Any]) -> Generator[Any, Any, c.EnumerateOutput]:
-    """Enumerate the request's images into shard manifests; returns the counts (``EnumerateOutput``)."""
+def enumerate_in_parallel(context: df.DurableOrchestrationContext, task_id: str, request: dict[str, Any],
+                          cancel_job: str = "") -> Generator[Any, Any, c.EnumerateOutput]:
+    """Enumerate the request's images into shard manifests; returns the counts (``EnumerateOutput``), and
+    ``cancelled`` when the cancel marker of the run's pool job ``cancel_job`` was written meanwhile."""
     plan: c.PlanListingOutput = yield from call(context, c.PLAN_LISTING, STORAGE_RETRY,
                                                 c.EnumerateInput(task_id=task_id, request=request))
     units = plan["units"]
@@ -108,5 +109,7 @@ def enumerate_in_parallel(context: df.DurableOrchestrationContext, task_id: str,
         finish["not_images_plan"] = True
     if passed_over:
         finish["not_images_parts"] = passed_over
+    if cancel_job:
+        finish["cancel_job"] = cancel_job
     result: c.EnumerateOutput = yield from call(context, c.FINISH_ENUMERATION, STORAGE_RETRY, finish)
     return result

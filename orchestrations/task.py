@@ -206,7 +206,7 @@ def _confirmed(context: df.DurableOrchestrationContext, data: c.TaskInput, start
                            shards=enumeration["shards"], estimate=_estimate(enumeration, knobs),
                            finished=context.current_utc_datetime.isoformat(),
                            error=f"not confirmed within {wait_s} s: nothing was run; post the "
-                                 "request again to start over")
+                                 "request again with \"rerun\": true to start over")
     context.set_custom_status(expired)
     return expired
 
@@ -275,8 +275,13 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
     knobs = OrchestrationKnobs.from_dict(data["knobs"])
     context.set_custom_status(c.TaskStatus(stage=Stage.enumerating, started=started))
 
-    enumeration: c.EnumerateOutput = yield from enumerate_in_parallel(context, key, request)
+    enumeration: c.EnumerateOutput = yield from enumerate_in_parallel(context, key, request, job_id)
     passed_over = enumeration.get("not_images")  # files listed that are not images (core.notimages), said everywhere
+    if enumeration.get("cancelled"):  # POST .../cancel while the images were listed: nothing reaches the pool
+        cancelled = c.TaskStatus(stage=Stage.cancelled, started=started, images=enumeration["images"],
+                                 finished=context.current_utc_datetime.isoformat())
+        context.set_custom_status(cancelled)
+        return cancelled
 
     def noted(status: c.TaskStatus) -> c.TaskStatus:
         if passed_over:

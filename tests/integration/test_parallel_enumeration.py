@@ -183,3 +183,16 @@ def test_missing_container_fails_with_what_to_do(env: tuple[Settings, BlobStore,
 
     with pytest.raises(ContainerNotFound, match="not found"):
         run_plan_listing("task-x", request, settings, store)
+
+
+def test_the_listings_end_reports_a_cancel_that_came_meanwhile(env: tuple[Settings, BlobStore, str]) -> None:
+    """POST .../cancel writes the run's cancel marker; before, only the shard groups' polls read it."""
+    settings, store, container = env
+    store.ensure_container(settings.container)
+    request = TaskRequest.from_dict({"container": container, "prefix": "cams/"})
+    task_id, job = "task-00000000000000000c01", layout.pool_job_id("task-00000000000000000c01", "r1")
+    args = (task_id, request, settings, store, 24, 1, 24, 1)
+    assert "cancelled" not in run_finish_enumeration(*args, cancel_job=job)
+    store.write_json(settings.container, layout.cancel_marker(job), {"requested": "now"})
+    assert run_finish_enumeration(*args, cancel_job=job)["cancelled"] is True
+    assert "cancelled" not in run_finish_enumeration(*args)  # an orchestration from before names no job

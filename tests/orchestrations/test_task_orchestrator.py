@@ -9,7 +9,7 @@ from core import contracts as c
 from core.contracts import Stage
 from core.ids import shards_instance_id
 from core.settings import OrchestrationKnobs
-from gpu_batch.layout import parse_pool_task_id, shard_id
+from gpu_batch.layout import parse_pool_task_id, pool_job_id, shard_id
 from orchestrations.retries import POOL_RETRY, STORAGE_RETRY
 from orchestrations.shards import run_shards
 from orchestrations.task import task_orchestrator
@@ -583,6 +583,31 @@ def test_a_confirmation_wait_from_an_older_input_still_waits_on_one_timer_of_at_
     run = run_task(task_input(confirm_above_images=10, confirm_timeout_s=7 * 86400), activities(images=25, shards=3))
     assert [t.delay_s for t in run.orchestrator_timers] == [6 * 86400]
     assert run.output["stage"] == Stage.expired and "not confirmed within 518400 s" in run.output["error"]
+
+
+@pytest.mark.parametrize("extra", [{"confirm_above_images": 10}, {"dry_run": True}, {}])
+def test_a_cancel_that_came_while_the_images_were_listed_ends_the_task_before_any_pool_work(
+        extra: dict[str, Any]) -> None:
+    """The listing's end reads the run's cancel marker (activities.enumerate): without it, a task above the
+    confirmation limit waited six days, an estimate ended 'estimated', and a plain task sent its first shards to
+    the pool."""
+    data = task_input(**{k: v for k, v in extra.items() if k != "dry_run"})
+    if extra.get("dry_run"):
+        data["request"] = {**data["request"], "dry_run": True}
+    answers = activities(images=25, shards=3)
+
+    def cancelled_while_listed(name: str, payload: Any) -> Any:
+        out = answers(name, payload)
+        if name == c.FINISH_ENUMERATION:
+            assert payload["cancel_job"] == pool_job_id(TASK, str(data.get("run", "")))
+            return {**out, "cancelled": True}
+        return out
+
+    run = run_task(data, cancelled_while_listed)
+    assert run.status == "Completed" and run.output["stage"] == Stage.cancelled
+    assert run.activity_names[:len(ENUMERATION)] == ENUMERATION
+    assert c.SUBMIT not in run.activity_names and Stage.awaiting_confirmation not in run.stages
+    assert not run.orchestrator_timers
 
 
 def test_at_or_below_the_confirmation_limit_a_task_runs_at_once() -> None:

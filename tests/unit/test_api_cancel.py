@@ -48,3 +48,39 @@ def test_cancel_after_detection_answers_409_with_a_hint_and_writes_no_marker(sta
 def test_cancel_of_a_finished_task_answers_409() -> None:
     status, body = _cancel(FakeClient("Completed", "completed"))
     assert status == 409 and "not running" in body["error"]
+
+
+class RecordingClient(FakeClient):
+    def __init__(self, runtime: str, stage: str) -> None:
+        super().__init__(runtime, stage)
+        self.status.input_ = json.dumps({"run": "r1"})
+        self.events: list[tuple[str, str]] = []
+
+    async def raise_event(self, instance_id: str, name: str, data: Any = None) -> None:
+        self.events.append((instance_id, name))
+
+
+@pytest.mark.parametrize("stage, event, said", [
+    ("starting", True, "before any pool work"), ("enumerating", True, "before any pool work"),
+    ("awaiting_confirmation", True, "nothing was submitted"), ("detecting", False, "next poll")])
+def test_a_cancel_before_the_pool_work_reaches_the_listing_and_the_confirmation_wait(
+        stage: str, event: bool, said: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cancel while the images were listed wrote a marker only the shard groups' polls read: the task then waited
+    six days for a confirmation, or ended 'estimated', or sent its first shards to the pool. And a confirmation that
+    came just before a cancel of a waiting task left the task running with '202 nothing was submitted'."""
+    from core import contracts as c
+    from gpu_batch import layout
+
+    written: list[str] = []
+
+    class Store:
+        def write_json(self, container: str, name: str, value: Any) -> None:
+            written.append(name)
+
+    monkeypatch.setattr(clients, "store", lambda s=None: Store())
+    monkeypatch.setenv("AzureWebJobsStorage", "UseDevelopmentStorage=true")
+    client = RecordingClient("Running", stage)
+    status, body = _cancel(client)
+    assert status == 202 and body["cancel_requested"] and said in body["hint"]
+    assert written == [layout.cancel_marker(layout.pool_job_id(TASK, "r1"))]
+    assert client.events == ([(TASK, c.CANCEL_EVENT)] if event else [])
