@@ -805,8 +805,20 @@ def unmatched_clock_corrections(task_id: str, camtrap: camtrapdp.CamtrapBuilder,
     folder misspelt, in another case or Unicode form, left a camera's times wrong without a word."""
     unmatched = camtrap.unmatched_clock_shifts()
     if unmatched:
-        out["clock_corrections_unmatched"] = unmatched
+        # The status holds at most 16 KB (devhost README, row 8) and a request may name 1,000 folders of 1,024
+        # characters: the first few, shortened, and how many; the log has them all.
+        out["clock_corrections_unmatched"] = [_shortened(u) for u in unmatched[:UNMATCHED_SHOWN]]
+        if len(unmatched) > UNMATCHED_SHOWN:
+            out["clock_corrections_unmatched_count"] = len(unmatched)
         logger.warning("task %s: clock_corrections name no camera folder: %s", task_id, "; ".join(unmatched))
+
+
+UNMATCHED_SHOWN = 10
+UNMATCHED_CHARS = 240
+
+
+def _shortened(text: str) -> str:
+    return text if len(text) <= UNMATCHED_CHARS else text[:UNMATCHED_CHARS - 1] + "…"
 
 
 @bp.activity_trigger(input_name="payload", activity=c.EXPORTS)

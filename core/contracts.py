@@ -461,7 +461,8 @@ class ExportsOutput(ExportsRef):
     cameras: NotRequired[int]
     # the request's clock_corrections folders that match no camera folder (so corrected nothing), each with the
     # folder it may have meant; absent when all matched
-    clock_corrections_unmatched: NotRequired[list[str]]
+    clock_corrections_unmatched: NotRequired[list[str]]  # the first 10 (activities.exports.UNMATCHED_SHOWN) ...
+    clock_corrections_unmatched_count: NotRequired[int]  # ... of this many, when there are more
 
 
 # Exports fanned out (orchestrations.exports, activities.exportparts): parts over the merge parts' ranges of the

@@ -436,3 +436,24 @@ def test_clock_corrections_that_match_no_camera_folder_are_named_with_what_they_
                                           "nowhere", "siteA/cam2/100RECNX"]  # an overflow folder is no camera's
     assert camtrapdp.CamtrapBuilder(threshold=0.2, detection_categories=mdformat.DETECTION_CATEGORIES,
                                     completed_at="", classified_by="").unmatched_clock_shifts() == []
+
+
+def test_many_unmatched_clock_corrections_keep_the_tasks_status_under_its_16_kb() -> None:
+    """A request may name 1,000 folders of 1,024 characters; the status, where the exports' output goes, holds at
+    most 16 KB (devhost README, row 8): past it the task failed at its last step with its results already served."""
+    from activities.exports import UNMATCHED_SHOWN, unmatched_clock_corrections
+
+    shifts = {f"{'x' * 1000}-{i:04d}": 60 for i in range(1000)}
+    b = camtrapdp.CamtrapBuilder(threshold=0.2, detection_categories=mdformat.DETECTION_CATEGORIES,
+                                 completed_at="2026-12-01T10:00:00", classified_by="MegaDetector", clock_shifts=shifts)
+    b.add({"file": "cam/a.jpg", "datetime": "2024:06:01 06:00:00", "detections": []})
+    out: dict[str, Any] = {}
+    unmatched_clock_corrections("task-1", b, out)  # type: ignore[arg-type]
+    assert len(out["clock_corrections_unmatched"]) == UNMATCHED_SHOWN
+    assert out["clock_corrections_unmatched_count"] == 1000
+    assert len(json.dumps(out).encode("utf-16-le")) < 8 * 1024
+    few: dict[str, Any] = {}
+    unmatched_clock_corrections("task-1", camtrapdp.CamtrapBuilder(
+        threshold=0.2, detection_categories=mdformat.DETECTION_CATEGORIES, completed_at="", classified_by="",
+        clock_shifts={"nowhere": 1}), few)  # type: ignore[arg-type]
+    assert few == {"clock_corrections_unmatched": ["nowhere"]}
