@@ -359,6 +359,7 @@ class TaskStatus(TypedDict, total=False):
     finished: str
     error: str
     pool_job: str
+    pool_job_error: str  # the run's pool job could not be closed after its work ended: what to run
     generation: str  # a re-run's run id (its results are under gpu_batch.layout.generation_key); absent: the first
     groups_run: str  # the run in the shard groups' instance ids (core.ids.shards_instance_id); absent: none
     images: int

@@ -335,7 +335,13 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
                                                       shards_instance_id(task_id, g, groups_run)))
     pool_used[0] = True
     outcomes: list[c.ShardsOutcome] = yield context.task_all(children)
-    yield from _close_job(context, task_id, job_id)  # no pool work is left: free the job before the long merge
+    job_error = ""
+    try:  # no pool work is left: free the job before the long merge
+        yield from _close_job(context, task_id, job_id)
+    except Exception as exc:  # noqa: BLE001 - every image ran: the results are still merged; the open job is said
+        job_error = (f"the pool job {job_id} could not be closed ({_first_line(exc, 200)}): its tasks have ended, "
+                     f"but it counts against the account's active jobs until 'az batch job terminate --job-id "
+                     f"{job_id}'")
     pool_used[0] = False
     _fail_if_the_pool_never_ran(outcomes, enumeration["images"])
     if any(o.get("cancelled") for o in outcomes):
@@ -372,6 +378,8 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
     if reuse is not None:
         summary["reused"] = sum(reuse["reused"])
     noted(summary)
+    if job_error:
+        summary["pool_job_error"] = job_error
     summary["cost"] = _cost(work, outcomes, knobs)
     if exports is not None:
         summary["results"]["exports"] = exports

@@ -307,6 +307,22 @@ def test_a_pool_job_that_cannot_be_closed_is_named_in_the_failed_status() -> Non
     assert f"az batch job terminate --job-id {TASK}" in error
 
 
+def test_a_pool_job_that_cannot_be_closed_after_every_image_ran_does_not_lose_the_results() -> None:
+    """Every shard ended: a Batch error closing the job (after its retries) failed the task with nothing merged, and
+    resuming it started a pool task per shard again. The results are merged; the open job is said, with its command."""
+    answer = activities(shards=2)
+
+    def closing_fails(name: str, payload: Any) -> Any:
+        if name == c.CLOSE_JOB:
+            raise RuntimeError("Batch unreachable")
+        return answer(name, payload)
+
+    run = run_task(task_input(shards_per_group=1), closing_fails)
+    assert run.status == "Completed" and run.output["stage"] == Stage.completed
+    assert c.MERGE_PART in run.activity_names and len(run.calls(c.CLOSE_JOB)) == POOL_RETRY.attempts
+    assert f"az batch job terminate --job-id {TASK}" in run.output["pool_job_error"]
+
+
 def _unstarted_group(processed: int) -> Any:
     def child(name: str, instance_id: str, payload: Any) -> Any:
         n = len(payload["shards"])
