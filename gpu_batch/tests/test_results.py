@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Callable
 from pathlib import Path
 
 import pytest
@@ -218,3 +219,71 @@ def test_the_view_carries_the_image_lists_rows_its_manifest_names_or_is_made_wit
     assert (view.list_etag, view.list_columns) == (("0xLIST", ("site", "season")) if readable else ("", ()))
     assert view.zooniverse is not None
     assert (b",J01,S1\r\n" in view.zooniverse.rows) is readable
+
+
+class _FlakySink:
+    """A results blob whose writes fail while ``failing`` is set (a storage outage), then land again."""
+
+    def __init__(self) -> None:
+        self.failing = False
+        self.data: bytes | None = None
+
+    def read(self) -> bytes | None:
+        return self.data
+
+    def write(self, data: bytes) -> str:
+        if self.failing:
+            raise OutputNotWritable("storage outage")
+        self.data = data
+        return "etag"
+
+    def describe(self) -> str:
+        return "flaky"
+
+
+def _wait(check: Callable[[], bool], seconds: float = 60) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_a_storage_outage_shorter_than_outage_s_costs_the_shard_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One flush failing its three tries stopped the writer for good: the shard lost its attempt (exit 4) and every
+    entry since the last flush that landed, though storage came back seconds later."""
+    monkeypatch.setattr(ResultWriter, "retry_sleep", staticmethod(lambda s: None))  # the flush's own short retries
+    sink = _FlakySink()
+    tries: list[bytes] = []
+    real_write = sink.write
+
+    def counted(data: bytes) -> str:
+        tries.append(data)
+        return real_write(data)
+
+    sink.write = counted  # type: ignore[method-assign]
+    w = ResultWriter(sink, {}, flush_seconds=0.05)
+    w.start()
+    sink.failing = True
+    w.add(detections_entry("a.jpg", [], 640, 480))
+    assert _wait(lambda: len(tries) >= 9)  # three flushes failed, three tries each
+    assert w.error is None and w._thread.is_alive()
+    sink.failing = False
+    assert _wait(lambda: sink.data is not None and b"a.jpg" in sink.data)  # a later flush, without another add
+    w.close()
+    assert w.error is None
+
+
+def test_an_outage_longer_than_outage_s_ends_the_shard_as_before(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ResultWriter, "retry_sleep", staticmethod(lambda s: None))
+    monkeypatch.setattr(ResultWriter, "OUTAGE_S", 0.0)
+    sink = _FlakySink()
+    w = ResultWriter(sink, {}, flush_seconds=0.05)
+    w.start()
+    sink.failing = True
+    w.add(detections_entry("a.jpg", [], 640, 480))
+    w._thread.join(timeout=60)
+    assert isinstance(w.error, OutputNotWritable)
+    with pytest.raises(OutputNotWritable):
+        w.close()

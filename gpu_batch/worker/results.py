@@ -200,6 +200,8 @@ class ResultWriter:
     """
 
     ENCODE_SECONDS = 0.5  # how often the flushing thread encodes newly added entries between flushes
+    OUTAGE_S = 300.0  # how long background flushes may fail in a row before the output is taken as lost
+    retry_sleep = staticmethod(time.sleep)  # between a flush's own tries (tests replace it)
 
     def __init__(self, sink: ResultSink, info: Mapping[str, Any], initial: Mapping[str, dict[str, Any]] | None = None,
                  flush_seconds: float = 5.0, on_flushed: Callable[[int], None] | None = None,
@@ -271,9 +273,10 @@ class ResultWriter:
                 break
             except OutputNotWritable as exc:
                 last = exc
-                time.sleep(0.5 * (attempt + 1))
+                self.retry_sleep(0.5 * (attempt + 1))
         else:
             assert last is not None
+            self._dirty.set()  # not written: the next flush writes these entries too
             raise last
         self._written = (identity, entries, data)
         if self.progress is not None:
@@ -310,6 +313,7 @@ class ResultWriter:
 
     def _run(self) -> None:
         last_flush = time.monotonic()
+        failing_since: float | None = None
         while not self._stop.is_set():
             woken = self._wake.wait(min(self.flush_seconds, self.ENCODE_SECONDS))
             self._wake.clear()
@@ -322,9 +326,19 @@ class ResultWriter:
             if self._dirty.is_set():
                 try:
                     self.flush()
+                    failing_since = None
                 except OutputNotWritable as exc:
-                    self.error = exc
-                    return
+                    # A storage outage of a few minutes (throttling, a failover) should not cost the shard its
+                    # attempt while the GPU goes on: the entries stay in memory and the next flush writes them all.
+                    # Past OUTAGE_S the output is taken as lost (exit 4; the next attempt resumes from the last
+                    # flush that landed).
+                    now = time.monotonic()
+                    failing_since = now if failing_since is None else failing_since
+                    if now - failing_since >= self.OUTAGE_S:
+                        self.error = exc
+                        return
+                    logger.warning("results %s not written (%s); trying again at the next flush", self.sink.describe(),
+                                   exc)
 
     def close(self, extra_info: Mapping[str, Any] | None = None, view_later: bool = False) -> None:
         """Stop the flushing thread and write the final document, its coverage summary and (unless ``view_later``:
