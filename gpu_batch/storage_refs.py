@@ -99,14 +99,23 @@ def local_file_reader(path: Path) -> SecretReader:
     return read
 
 
-def client_from_secret(account_url: str, secret: str) -> Any:
-    """A ``BlobServiceClient`` for ``account_url`` from a SAS token or a connection string (told apart by shape)."""
+def client_from_secret(account_url: str, secret: str, name: str = "") -> Any:
+    """A ``BlobServiceClient`` for ``account_url`` from a SAS token or a connection string (told apart by shape);
+    a "Blob SAS URL" as the portal copies it gives its token. ``SourceAccessError`` for a connection string the SDK
+    refuses (before, a ValueError that the API answered as a trapbatch bug)."""
     from azure.storage.blob import BlobServiceClient
 
     value = secret.strip()
+    if value.lower().startswith(("https://", "http://")) and "?" in value:  # the portal's "Blob SAS URL"
+        value = value.split("?", 1)[1]
     if "=" in value and ";" in value and any(k in value for k in ("AccountKey=", "SharedAccessSignature=",
                                                                   "BlobEndpoint=", "DefaultEndpointsProtocol=")):
-        return BlobServiceClient.from_connection_string(value, max_single_get_size=64 << 20)
+        try:
+            return BlobServiceClient.from_connection_string(value, max_single_get_size=64 << 20)
+        except ValueError as exc:
+            raise SourceAccessError(f"secret {name or 'of the request'} is not a usable connection string ({exc}); "
+                                    "store the account's connection string as the portal shows it, or a SAS "
+                                    "token with read and list permissions") from None
     return BlobServiceClient(account_url, credential=value.lstrip("?"), max_single_get_size=64 << 20)
 
 
@@ -122,4 +131,4 @@ def source_service(ref: SourceRef, own_service: Callable[[], Any], read_secret: 
     if read_secret is None:
         raise SourceAccessError(f"the task's images need secret {ref.credential_secret!r}, but no secret store is "
                                 f"configured: set {KEY_VAULT_ENV}")
-    return client_from_secret(ref.account_url, read_secret(ref.credential_secret))
+    return client_from_secret(ref.account_url, read_secret(ref.credential_secret), repr(ref.credential_secret))

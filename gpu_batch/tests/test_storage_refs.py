@@ -72,3 +72,15 @@ def test_sas_token_and_connection_string_make_the_right_client() -> None:
     assert conn.account_name == "partner" and conn.credential.account_key == "a2V5"
     own = object()
     assert source_service(SourceRef(), lambda: own, None) is own
+
+
+def test_a_blob_sas_url_gives_its_token_and_a_broken_connection_string_says_so() -> None:
+    """A malformed connection string raised ValueError, answered 500 "this is a trapbatch bug"; the portal's "Blob
+    SAS URL" pasted whole was taken as the token."""
+    url = client_from_secret("https://partner.blob.core.windows.net",
+                             "https://partner.blob.core.windows.net/cams?sv=2025-01-05&sp=rl&sig=abc")
+    assert url.url.startswith("https://partner.blob.core.windows.net") and "sig=abc" in url.url
+    assert "cams" not in url.url.split("?")[0]
+    with pytest.raises(SourceAccessError, match="secret 'partner-sas' is not a usable connection string"):
+        source_service(SourceRef("https://p.blob.core.windows.net", "partner-sas"), lambda: None,
+                       lambda name: "BlobEndpoint=;SharedAccessSignature=sv=1&sig=x")
