@@ -28,7 +28,7 @@ from adapters.blobs import BlobStore
 from adapters.generations import served_key
 from adapters.preview_folders import existing_preview_folder
 from adapters.results_bundle import linked_blobs, zip_is_current
-from api.edge import http_edge, json_response
+from api.edge import http_edge, json_response, start_once
 from api.starters import ACTIVE, _base_url, _runtime, authorize_task, finished_task, page_labels
 from core import contracts as c
 from core.ids import expiry_instance_id, repeats_instance_id, rerender_instance_id, results_zip_instance_id
@@ -79,8 +79,10 @@ async def post_previews(req: func.HttpRequest, client: df.DurableOrchestrationCl
                                            "task never reached its publishing stage; re-rendering would publish "
                                            "them again, so it is refused"})
     model, request_name = await page_labels(client, s, task_id, key)
-    await client.start_new(c.RERENDER_ORCHESTRATOR, rerender_instance_id(task_id), c.RerenderInput(
-        task_id=key, threshold=threshold, model=model, request_name=request_name, variants=variants))
+    if not await start_once(client, c.RERENDER_ORCHESTRATOR, rerender_instance_id(task_id), c.RerenderInput(
+            task_id=key, threshold=threshold, model=model, request_name=request_name, variants=variants)):
+        return json_response(409, {"error": f"a preview re-render for task {task_id} is still running",
+                                   "hint": f"wait until it completed (GET {status_url}), then retry"})
     logger.info("task %s: re-rendering previews at threshold %s", task_id, threshold)
     return json_response(202, {"id": task_id, "threshold": threshold, "status_url": status_url,
                                "csv": {v or "original": layout.threshold_csv_blob(key, threshold, v)
@@ -129,9 +131,9 @@ async def extend_results(client: df.DurableOrchestrationClient, s: Settings, sto
     if build:
         running = await _instance(client, results_zip_instance_id(task_id))
         if running is None or running["runtime_status"] not in ACTIVE:
-            await client.start_new(c.RESULTS_ZIP_ORCHESTRATOR, results_zip_instance_id(task_id),
-                                   c.ResultsZipInput(task_id=key))
-            logger.info("task %s: results zip build started (%d bytes of files)", task_id, state["files_bytes"])
+            if await start_once(client, c.RESULTS_ZIP_ORCHESTRATOR, results_zip_instance_id(task_id),
+                                c.ResultsZipInput(task_id=key)):  # else another GET started it a moment ago
+                logger.info("task %s: results zip build started (%d bytes of files)", task_id, state["files_bytes"])
         elif running.get("stage") == c.Stage.failed:
             state["error"] = running.get("error", "")
     answer["zip"] = state

@@ -71,3 +71,23 @@ def http_edge(handler: Callable[P, Awaitable[func.HttpResponse]]
             return error_response(err)
 
     return wrapper
+
+
+ACTIVE_RUNTIMES = frozenset({"Running", "Pending", "ContinuedAsNew"})
+
+
+async def start_once(client: Any, orchestrator: str, instance_id: str, payload: Any) -> bool:
+    """Start ``orchestrator`` as ``instance_id``; False when another request started it a moment before (the caller
+    answers as for one already running: 409, or nothing to do). Why: the follow-up routes check the instance and
+    then start it, and the extension refuses to start an id that is running or pending
+    (``OverridableExistingInstanceStates`` = NonRunningStates, devhost README row 1): two requests at once, two
+    GETs of the results that both start the zip build, got the loser a 500 "trapbatch bug"."""
+    try:
+        await client.start_new(orchestrator, instance_id, payload)
+    except Exception:
+        status = await client.get_status(instance_id)
+        runtime = getattr(getattr(status, "runtime_status", None), "value", getattr(status, "runtime_status", None))
+        if runtime in ACTIVE_RUNTIMES:
+            return False
+        raise
+    return True

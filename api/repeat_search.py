@@ -34,7 +34,7 @@ import azure.functions as func
 
 from adapters import clients
 from adapters.generations import served_key
-from api.edge import http_edge, json_response
+from api.edge import http_edge, json_response, start_once
 from core import contracts as c
 from core.errors import RepeatListChanged, RepeatsBusy, failure_message
 from core.ids import repeat_search_id, repeat_search_instance_id
@@ -120,9 +120,12 @@ async def post_repeat_search(req: func.HttpRequest, client: df.DurableOrchestrat
     ensure_idle(task_id, await _removal_status(client, task_id, key), await search_status(client, task_id))
     search = repeat_search_id(datetime.now(timezone.utc), secrets.token_hex(3))
     model, request_name = await page_labels(client, s, task_id, key)
-    await client.start_new(c.REPEAT_SEARCH_ORCHESTRATOR, repeat_search_instance_id(task_id), c.RepeatSearchInput(
-        task_id=key, model=model, request_name=request_name, search=search,
-        options=options.to_dict(), knobs=s.knobs.to_dict()))
+    if not await start_once(client, c.REPEAT_SEARCH_ORCHESTRATOR, repeat_search_instance_id(task_id),
+                            c.RepeatSearchInput(task_id=key, model=model, request_name=request_name, search=search,
+                                                options=options.to_dict(), knobs=s.knobs.to_dict())):
+        return json_response(409, {"error": f"a repeated-detection search for task {task_id} is still running",
+                                   "hint": f"wait until it completed (GET {_base_url(req)}/api/tasks/{task_id}/"
+                                           "repeats: 'searching'), then retry"})
     logger.info("task %s: repeated-detection search %s started with %s", task_id, search, options.to_dict())
     return json_response(202, {
         "id": task_id, "search": search, "options": repeat_search_fields(options),

@@ -44,7 +44,7 @@ from adapters.image_lists import scan_image_list
 from adapters.preview_folders import delete_preview_folder, existing_preview_folder
 from api.callers import (ANONYMOUS_OPERATOR, Caller, caller_from_headers, enforce_owner, enforce_request_limits,
                          owner_of)
-from api.edge import http_edge, json_response
+from api.edge import http_edge, json_response, start_once
 from core import contracts as c
 from core import notify
 from core.contracts import FINISHED, Stage
@@ -770,9 +770,11 @@ async def task_repeats(req: func.HttpRequest, client: df.DurableOrchestrationCli
     search = repeat_search.current_list(body, found, task_id)
     remove = parse_repeat_removal(body, [loc["id"] for loc in found["locations"]])
     model, request_name = await page_labels(client, s, task_id, key)
-    await client.start_new(c.REPEATS_ORCHESTRATOR, repeats_instance_id(task_id), c.RepeatsInput(
-        task_id=key, model=model, request_name=request_name,
-        remove=remove, search=search))
+    if not await start_once(client, c.REPEATS_ORCHESTRATOR, repeats_instance_id(task_id), c.RepeatsInput(
+            task_id=key, model=model, request_name=request_name, remove=remove, search=search)):
+        return _json(409, {"error": f"a repeated-detection removal for task {task_id} is still running",
+                           "hint": f"wait until it completed (GET {_base_url(req)}/api/tasks/{task_id}/repeats), "
+                                   "then retry"})
     logger.info("task %s: removing %d repeated-detection locations", task_id, len(remove))
     return _json(202, {"id": task_id, "removing": remove, "status_url": f"{_base_url(req)}/api/tasks/{task_id}/repeats",
                        "hint": "the new results are written beside the originals, which are left unchanged"})

@@ -620,7 +620,8 @@ def previews(state: State, /, task_id: str, threshold: float | None, delete: boo
         answer = finished
         if finished.get("runtime_status") != "Completed":
             raise CliError(f"the re-render ended {finished.get('runtime_status')}: {finished.get('error', '')}",
-                           "see the app's log; the results and the earlier page are unchanged")
+                           "see the app's log; the results and the earlier page are unchanged",
+                           EXIT_TASK_FAILED)  # the app answered: what it ran failed (4 says it could not be reached)
     if as_json:
         _print_json(answer)
         return

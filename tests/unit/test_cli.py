@@ -587,3 +587,19 @@ def test_an_estimate_says_its_stage_while_it_enumerates(monkeypatch: pytest.Monk
     said = capsys.readouterr()
     assert [line.split("] ", 1)[1] for line in said.err.splitlines()] == ["enumerating", "estimated"]
     assert "12" in said.out
+
+
+def test_a_re_render_that_failed_is_exit_1_not_the_unreachable_app_code(monkeypatch: pytest.MonkeyPatch,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from cli import main as cli_main
+
+    class Client:
+        def rerender_previews(self, task_id: str, threshold: float) -> dict[str, Any]:
+            return {"id": task_id, "threshold": threshold}
+
+        def results(self, task_id: str) -> dict[str, Any]:
+            return {"previews": {"rerender": {"runtime_status": "Failed", "error": "render_previews failed"}}}
+
+    monkeypatch.setattr(cli_main.State, "client", property(lambda self: Client()))
+    assert cli_main.main(["previews", "task-0123456789abcdef0123", "--threshold", "0.3", "--wait"]) == 1
+    assert "the re-render ended Failed: render_previews failed" in capsys.readouterr().err

@@ -113,3 +113,35 @@ def test_the_edge_keeps_what_the_functions_worker_binds_by() -> None:
     assert inspect.signature(wrapped) == inspect.signature(handler)
     assert wrapped.__name__ == "handler" and inspect.iscoroutinefunction(wrapped)
     assert issubclass(StorageError, TrapbatchError)
+
+
+def test_a_follow_up_started_by_another_request_a_moment_before_is_not_a_500() -> None:
+    """The follow-up routes check their instance, then start it; the extension refuses an id that is running or
+    pending, so the loser of two requests at once (two GETs that both start the results zip) got a 500."""
+    import asyncio
+    from enum import Enum
+    from types import SimpleNamespace
+
+    from api.edge import start_once
+
+    class Runtime(Enum):
+        Running = "Running"
+        Failed = "Failed"
+
+    class Client:
+        def __init__(self, refuse: bool, runtime: str) -> None:
+            self.refuse, self.runtime, self.started = refuse, runtime, []  # type: ignore[var-annotated]
+
+        async def start_new(self, name: str, instance_id: str, payload: Any) -> str:
+            if self.refuse:
+                raise RuntimeError("An instance with ID 'x' already exists.")
+            self.started.append(instance_id)
+            return instance_id
+
+        async def get_status(self, instance_id: str) -> Any:
+            return SimpleNamespace(runtime_status=Runtime(self.runtime))
+
+    assert asyncio.run(start_once(Client(False, "Failed"), "o", "x", {})) is True
+    assert asyncio.run(start_once(Client(True, "Running"), "o", "x", {})) is False
+    with pytest.raises(RuntimeError, match="already exists"):  # refused for another reason: not hidden
+        asyncio.run(start_once(Client(True, "Failed"), "o", "x", {}))
