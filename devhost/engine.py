@@ -702,7 +702,11 @@ class Engine:
             elif kind == "suborch":
                 _, sid, name, input_json, child = effect
                 existing = self.store.get_instance(child)
-                if existing is None or existing.get("ParentInstanceId") != iid or existing.get("ParentTaskId") != sid:
+                # Skipped only when this very execution already started it (its effects applied again after a
+                # restart); a parent started again under the same id (a new execution) starts its children over,
+                # as DTFx does (devhost README, fidelity row 30)
+                if (existing is None or existing.get("ParentInstanceId") != iid
+                        or existing.get("ParentTaskId") != sid or existing.get("ParentExecutionId") != execution):
                     try:
                         self.start_orchestration(name, input_json, child, (iid, sid, execution))
                     except UnknownFunction as exc:

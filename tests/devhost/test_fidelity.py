@@ -104,6 +104,25 @@ def test_terminating_a_sub_orchestration_fails_the_waiting_parent(host: DevHost)
     assert host.get_status(child)["runtimeStatus"] == "Terminated"
 
 
+def test_a_parent_started_again_starts_its_child_again_under_the_same_ids(host: DevHost) -> None:
+    """A failed task posted again runs a new execution of the same instance id, whose shard groups have the ids and
+    task sequence numbers of the first run's. Azure does not skip such a child (DTFx OrchestrationSessionManager
+    loads history only for the new execution: the old child instance is started over); devhost skipped any child
+    whose row named the same parent and task id, so the parent waited forever."""
+    child = "child-" + uuid.uuid4().hex[:8]
+    parent = "parent-" + uuid.uuid4().hex[:8]
+    host.start_orchestration("parent_of_sleepy", child, parent)
+    wait_until(lambda: running(host, child), 20, "the child to run")
+    first_child = host.engine.store.get_instance(child)
+    assert requests.post(f"{host.rpc_base_url}instances/{child}/terminate?reason=stop", timeout=10).status_code == 202
+    assert host.wait_for(parent, 30)["output"].startswith("child failed")
+    host.start_orchestration("parent_of_sleepy", child, parent)  # the same parent id, again
+    wait_until(lambda: running(host, child) and host.engine.store.get_instance(child)["ExecutionId"]
+               != first_child["ExecutionId"], 30, "the child to run again")
+    assert requests.post(f"{host.rpc_base_url}instances/{child}/terminate?reason=stop", timeout=10).status_code == 202
+    assert host.wait_for(parent, 30)["output"].startswith("child failed")
+
+
 # ------------------------------------------------------------------ 3. management API status codes
 def test_management_api_answers_with_the_extensions_status_codes(host: DevHost) -> None:
     """ext HttpApiHandler.cs: HandleStartOrchestratorRequestAsync (202 + Location, 400 unknown function),
