@@ -7,6 +7,7 @@ travels only in the ``x-functions-key`` header (never in a URL, which proxies an
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from typing import Any, Callable
@@ -31,6 +32,7 @@ _BACKOFF_S = (2.0, 5.0, 15.0, 30.0)
 # that may run twice (GETs, DELETE, and POST /api/tasks, whose task id is the request's): 500, 502 (also Azure's answer
 # when a function took more than 230 s, which went on running), 504, a timeout or a dropped connection.
 _NOT_RUN = frozenset({429, 503})
+_TASK_ID = re.compile(r"task-[0-9a-f]{20}")
 _MAYBE_RUN = frozenset({500, 502, 504})
 TOKEN_MARGIN_S = 300.0  # a token is renewed this long before it expires (Entra ID access tokens live 60-90 minutes)
 
@@ -103,7 +105,17 @@ class ApiClient:
     # ------------------------------------------------------------------ routes
 
     def submit(self, body: dict[str, Any]) -> dict[str, Any]:
-        return self._call("POST", "/api/tasks", json=body, repeatable=True)  # the same request finds the same task
+        retried: set[int] = set()
+        try:  # the same request finds the same task, so it is tried again
+            return self._call("POST", "/api/tasks", json=body, repeatable=True, retried=retried)
+        except CliError as exc:
+            # A re-run whose first POST started it but whose answer was lost (a timeout, a dropped connection): the
+            # POST tried again finds it running (409), which is the answer the first POST would have given
+            found = _TASK_ID.search(exc.message)
+            if body.get("rerun") and retried and " 409: " in exc.message and "still running" in exc.message and found:
+                return {"id": found.group(0), "started": True, "hint": "started by the first try of this request, "
+                        "whose answer was lost; this one found it running"}
+            raise
 
     def list(self, limit: int = 50) -> dict[str, Any]:
         return self._call("GET", "/api/tasks", params={"limit": str(limit)}, timeout_s=max(self.timeout_s,
@@ -138,7 +150,8 @@ class ApiClient:
     # ------------------------------------------------------------------ transport
 
     def _call(self, method: str, path: str, json: Any = None, params: dict[str, str] | None = None,
-              timeout_s: float | None = None, repeatable: bool = False) -> dict[str, Any]:
+              timeout_s: float | None = None, repeatable: bool = False,
+              retried: set[int] | None = None) -> dict[str, Any]:
         """One API call, tried again on transient failures (``ATTEMPTS``): any request the app did not run (429,
         503), and a request that may run twice (``repeatable``, GET and DELETE) also on 500/502/504, a timeout or a
         dropped connection. The wait is the app's ``Retry-After`` where it gives one."""
@@ -151,6 +164,8 @@ class ApiClient:
                 if last or not repeatable or not getattr(exc, "transient", False):
                     raise
                 self._pause(attempt, None, exc.message)
+                if retried is not None:  # the app may have run this try: the caller may need to know
+                    retried.add(attempt)
                 continue
             transient = resp.status_code in _NOT_RUN or (repeatable and resp.status_code in _MAYBE_RUN)
             # the app's own refusal ({"error", "hint"}: too many running tasks, an instance list too slow to read)
@@ -159,6 +174,8 @@ class ApiClient:
                 if not last:
                     self._pause(attempt, resp.headers.get("Retry-After"), f"{method} {path} answered "
                                 f"{resp.status_code}")
+                    if retried is not None and resp.status_code not in _NOT_RUN:
+                        retried.add(attempt)
                     continue
             return self._answer(resp, method, path)
         raise AssertionError("unreachable")  # pragma: no cover

@@ -603,3 +603,21 @@ def test_a_re_render_that_failed_is_exit_1_not_the_unreachable_app_code(monkeypa
     monkeypatch.setattr(cli_main.State, "client", property(lambda self: Client()))
     assert cli_main.main(["previews", "task-0123456789abcdef0123", "--threshold", "0.3", "--wait"]) == 1
     assert "the re-render ended Failed: render_previews failed" in capsys.readouterr().err
+
+
+def test_a_rerun_whose_first_post_timed_out_and_started_it_is_followed_not_failed() -> None:
+    """The first POST started the re-run but its answer was lost; the POST tried again answered 409 "still running"
+    (a re-run is not idempotent), and submit --rerun --wait ended exit 4 without following the task."""
+    import requests
+
+    from cli.errors import CliError
+
+    running = (409, {"_body": '{"error": "task task-0123456789abcdef0123 is still running (stage: enumerating); it '
+                              'can be run again once it has finished", "hint": "wait"}'})
+    session = _Answers(requests.exceptions.ReadTimeout("read timed out"), running)
+    client, _ = _client(session)
+    answer = client.submit({"container": "c", "rerun": True})
+    assert answer["id"] == "task-0123456789abcdef0123" and answer["started"] is True and len(session.sent) == 2
+    client, _ = _client(_Answers(running))  # asked once, running before: the app's refusal stands
+    with pytest.raises(CliError, match="still running"):
+        client.submit({"container": "c", "rerun": True})
