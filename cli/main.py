@@ -363,17 +363,22 @@ SEVERITY = {EXIT_OK: 0, EXIT_COMPLETED_WITH_ERRORS: 1, EXIT_TASK_FAILED: 2}
 @click.option("--folder", "folders", multiple=True, help="an estimate per folder under the prefix, as submit "
               "--folder would run them (repeat the flag)")
 @click.option("--json", "as_json", is_flag=True, help="print the estimate as JSON")
+@click.option("--fresh", is_flag=True, help="count again: the same request's estimate is otherwise the one made "
+              "before, from the listing of that time")
 @pass_state
-def estimate(state: State, /, request_file: Path | None, folders: tuple[str, ...], as_json: bool,
+def estimate(state: State, /, request_file: Path | None, folders: tuple[str, ...], as_json: bool, fresh: bool,
              **fields: Any) -> None:
     """Enumerate the images a request would run over and estimate the run ("dry_run": true); no GPU starts.
 
     The figures use the app's TRAPBATCH_WORKER_IMAGES_PER_S, TRAPBATCH_POOL_NODES and TRAPBATCH_NODE_PRICE_PER_HOUR.
     Run the same request with `trapbatch submit` to start it. With --folder, one estimate per folder."""
     body = build_request(request_file, fields, dry_run=True)
+    if fresh:  # an estimate that ended is run again (a new generation of the estimate's task)
+        body["rerun"] = True
     requests = folder_requests(body, folders) if folders else [("", body)]
     answers = [(folder, state.client.submit(request)) for folder, request in requests]
     estimates: list[tuple[str, dict[str, Any]]] = []
+    earlier: list[str] = []
     for folder, answer in answers:
         # the enumeration of millions of images takes minutes: a line per stage change (standard error) shows it lives
         st = wait_for(lambda: state.client.status(answer["id"]), _reporter(answer["id"], True, to_stderr=True),
@@ -385,6 +390,9 @@ def estimate(state: State, /, request_file: Path | None, folders: tuple[str, ...
         figures = dict(st.get("estimate") or {})
         if st.get("not_images"):  # files the enumeration found that the run would not take: say so before it runs
             figures["not_images"] = st["not_images"]
+        if answer.get("started") is False and st.get("finished"):  # the same request's estimate, made before
+            figures["estimated_at"] = st["finished"]
+            earlier.append(f"{folder or 'the request'}: {st['finished']}")
         estimates.append((folder, figures))
     if as_json:
         _print_json([{**e, "folder": f} for f, e in estimates] if folders else estimates[0][1])
@@ -393,6 +401,8 @@ def estimate(state: State, /, request_file: Path | None, folders: tuple[str, ...
         if folder:
             out.print(f"[bold]folder {folder}[/]")
         _estimate_table(figures)
+    if earlier:  # a week-old estimate of a container that has grown since would mislead without a word
+        err.print(f"made before, from the listing of that time ({'; '.join(earlier)}): add --fresh to count again")
     out.print("to run it: the same command with 'submit' instead of 'estimate' (a separate task: an estimate never "
               "starts the real run)")
 

@@ -301,6 +301,13 @@ def test_a_list_of_5_of_10_images_gives_exactly_those_5(host, app_env: dict[str,
     assert after.status_code == 202 and after.json()["id"] not in (before, task_id)
     done = wait_until(lambda: finished_status(host.base_url, after.json()["id"]), 120, "estimate")
     assert done["stage"] == "estimated" and done["images"] == 4
+    # an estimate posted again is the same, ended task (its figures from that listing); with rerun it counts again
+    # (`trapbatch estimate --fresh`)
+    again = api.post(host.base_url + "/api/tasks", json={**estimate, "rerun": True}, timeout=60)
+    assert again.status_code == 202 and again.json()["id"] == after.json()["id"], again.text
+    fresh = wait_until(lambda: (lambda st: st if st and st.get("finished") != done["finished"] else None)(
+        finished_status(host.base_url, after.json()["id"])), 120, "the estimate run again")
+    assert fresh["stage"] == "estimated" and fresh["images"] == 4
 
 
 def test_a_captures_file_gives_zooniverse_subjects_of_whole_captures(host, app_env: dict[str, str],  # noqa: F811

@@ -621,3 +621,29 @@ def test_a_rerun_whose_first_post_timed_out_and_started_it_is_followed_not_faile
     client, _ = _client(_Answers(running))  # asked once, running before: the app's refusal stands
     with pytest.raises(CliError, match="still running"):
         client.submit({"container": "c", "rerun": True})
+
+
+def test_an_estimate_made_before_says_when_and_fresh_counts_again(monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """The same request's estimate is the task that ended: a week later, after more images arrived, it gave the old
+    figures without a word."""
+    from cli import main as cli_main
+
+    sent: list[dict[str, Any]] = []
+
+    class Client:
+        def submit(self, body: dict[str, Any]) -> dict[str, Any]:
+            sent.append(body)
+            return {"id": "task-0123456789abcdef0123", "started": bool(body.get("rerun"))}
+
+        def status(self, task_id: str) -> dict[str, Any]:
+            return {"id": task_id, "runtime_status": "Completed", "stage": "estimated",
+                    "finished": "2026-11-28T10:00:00+00:00", "estimate": {"images": 12, "shards": 1}}
+
+    monkeypatch.setattr(cli_main.State, "client", property(lambda self: Client()))
+    assert cli_main.main(["estimate", "--container", "cams"]) == 0
+    said = capsys.readouterr()
+    assert "made before, from the listing of that time (the request: 2026-11-28T10:00:00+00:00)" in said.err
+    assert "--fresh" in said.err and "rerun" not in sent[0]
+    assert cli_main.main(["estimate", "--container", "cams", "--fresh"]) == 0
+    assert sent[1]["rerun"] is True and "made before" not in capsys.readouterr().err
