@@ -114,6 +114,8 @@ def normalize_path(value: Any, name: str, row: int) -> str:
         raise ImageListInvalid(f"{_where(name, row)}: the path is {type(value).__name__}, not text",
                                'give each image as a path string, e.g. "site-a/IMG_0001.JPG"')
     path = value.strip().lstrip("/")
+    while path.startswith("./"):  # `find .` writes paths so; a blob name has no such folder
+        path = path[2:].lstrip("/")
     if not path:
         raise ImageListInvalid(f"{_where(name, row)}: the path is empty", "give every row the image's path, or "
                                "remove the row")
@@ -162,6 +164,10 @@ def _path_column(header: Sequence[str], name: str) -> int:
     for candidate in PATH_COLUMNS:
         if candidate in lowered:
             return lowered.index(candidate)
+    separated = next((sep for sep in (";", "\t") if len(header) == 1 and sep in header[0]), None)
+    if separated is not None:  # Excel in many European locales saves "CSV" with semicolons
+        raise ImageListInvalid(f"image list {name!r} separates its columns with {separated!r}, not commas",
+                               "save it as CSV with commas (Excel: 'CSV UTF-8 (Comma delimited)'), or as JSON")
     raise ImageListInvalid(f"image list {name!r} has no path column (its header is {', '.join(header)[:200]!r})",
                            f"name the column with the image paths one of: {', '.join(PATH_COLUMNS)}")
 

@@ -291,7 +291,8 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
     if enumeration["images"] == 0:
         if request.get("image_list"):
             raise NoImagesFound(f"none of the images of list {request['image_list']!r} exist in {_where(request)}; "
-                                "the list's paths are blob names in the container, relative to the prefix")
+                                "the list's paths are blob names in the container, relative to the prefix, with '/' "
+                                "between folders (not a Windows path such as site-a\\IMG_0001.JPG or D:\\...)")
         others = f"; {notimages.describe(passed_over)}" if passed_over else ""
         raise NoImagesFound(f"no images (.jpg, .jpeg, .png, .gif) found in {_where(request)}{others}; "
                             "check the container and prefix")

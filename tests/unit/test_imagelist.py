@@ -57,6 +57,11 @@ def test_a_headerless_list_of_paths() -> None:
     assert [r.path for r in rows("a/1.jpg\na/2.jpg\n\n")] == ["a/1.jpg", "a/2.jpg"]
 
 
+def test_paths_as_find_writes_them_are_blob_names() -> None:
+    """`find . -name '*.JPG'` writes ./site-a/IMG.JPG: every such row was 'not found' and the task failed."""
+    assert [r.path for r in rows("./a/1.jpg\n.//b/2.jpg\n././c.jpg\n")] == ["a/1.jpg", "b/2.jpg", "c.jpg"]
+
+
 @pytest.mark.parametrize("value,truthy", [("1", True), ("2", True), ("true", True), ("Yes", True), (1, True),
                                           (True, True), ("0", False), ("", False), ("false", False), ("no", False),
                                           (0, False), (None, False), (False, False), ("0.0", False)])
@@ -78,6 +83,8 @@ def test_flag_values(value: Any, truthy: bool) -> None:
     ('[{"file": "a.jpg", "tags": ["x"]}]', "'tags' holds a list"),
     (b"path\n\xff\xfe.jpg\n", "not UTF-8"),
     ("a/1.jpg\nb/2.jpg,x\n", "2 columns in a list of paths"),
+    ("path;site\na/1.jpg;x\n", "separates its columns with ';', not commas"),  # Excel in European locales
+    ("path\tsite\na/1.jpg\tx\n", "separates its columns with '\\\\t', not commas"),
 ])
 def test_bad_lists_name_the_row_and_the_fix(data: str | bytes, message: str) -> None:
     with pytest.raises(ImageListInvalid, match=message) as info:
