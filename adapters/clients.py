@@ -38,6 +38,12 @@ def source_store(s: Settings, account_url: str = "", credential_secret: str = ""
     if ref.is_own_account:
         return store(s)
     check_source_allowed(s, account_url)
+    if credential_secret and credential_secret == s.notify_secret:
+        # the vault holds the app's own secrets too: named as a storage credential, the notification signing key
+        # would be read and sent to the account in a request's query string
+        raise SourceNotAllowed(f"secret {credential_secret!r} signs this app's notifications; it is no storage "
+                               "credential", "name the Key Vault secret that holds the account's SAS token or "
+                               "connection string")
     try:
         return BlobStore(source_service(ref, lambda: store(s).service, secret_reader_from_env(s.secret_store_env())))
     except SourceAccessError as exc:

@@ -57,3 +57,13 @@ def test_a_listed_account_passes_whatever_its_spelling(monkeypatch: pytest.Monke
     clients.source_store(_settings(f"https://other.blob.core.windows.net, {PARTNER.upper()}/"), PARTNER + "/", "")
     assert seen == [PARTNER + "/"]
     assert normalize_account_url("HTTPS://A.blob.core.windows.net/") == "https://a.blob.core.windows.net"
+
+
+def test_the_apps_own_notification_secret_is_no_storage_credential(no_outbound: list[str]) -> None:
+    """The vault holds the app's own secrets too: named as a request's credential_secret, the notification signing
+    key was read and sent to the (allowed) account in a request's query string."""
+    s = Settings.from_env({"AzureWebJobsStorage": "UseDevelopmentStorage=true", "TRAPBATCH_SOURCE_ACCOUNTS": PARTNER,
+                           "TRAPBATCH_NOTIFY_SECRET": "notify-signing-key"})
+    with pytest.raises(SourceNotAllowed, match="signs this app's notifications"):
+        clients.source_store(s, PARTNER, "notify-signing-key")
+    assert no_outbound == []
