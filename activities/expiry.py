@@ -4,7 +4,9 @@ Why an activity starts the expiry: an orchestrator cannot start an independent o
 sub-orchestrations, whose parent waits for them), and the task must complete when its work does
 (orchestrations/expiry.py says why). The Durable docs' answer for non-.NET apps is an activity with the orchestration
 client binding (``durable_client_input``), which any function may take. Idempotent: an expiry already waiting for
-this task keeps its time (a rerun of the activity, or of the task, starts nothing new).
+this task keeps its time (a rerun of the activity starts nothing new), except that a re-run of the task
+(``move``) tells it the re-run's time, or that there is none: the first run's time would otherwise take the re-run's
+pages off the website.
 """
 from __future__ import annotations
 
@@ -29,6 +31,12 @@ async def run_schedule_expiry(payload: c.ExpiryInput, client: df.DurableOrchestr
     status = await client.get_status(instance)
     runtime = getattr(getattr(status, "runtime_status", None), "value", None)
     if runtime in WAITING:
+        if payload.get("move"):  # a re-run's pages: its own time (or none), not the first run's
+            await client.raise_event(instance, c.EXPIRY_MOVED_EVENT, {"expires": payload["expires"]})
+            logger.info("task %s: preview expiry moved to %s", payload["task_id"], payload["expires"] or "never")
+            return {"scheduled": False, "instance_id": instance, "moved": True}
+        return {"scheduled": False, "instance_id": instance}
+    if not payload["expires"]:  # nothing waits and none is wanted
         return {"scheduled": False, "instance_id": instance}
     await client.start_new(c.EXPIRY_ORCHESTRATOR, instance, c.ExpiryInput(task_id=payload["task_id"],
                                                                           expires=payload["expires"]))

@@ -35,6 +35,7 @@ DROP_ANSWER = "write_drop_answer"
 PUBLISH_EVENT = "publish_task_event"
 CONFIRM_EVENT = "confirm"  # the external event POST /api/tasks/{id}/confirm raises on a task awaiting confirmation
 CANCEL_EVENT = "cancel"  # POST /api/tasks/{id}/cancel on a task awaiting confirmation (nothing is in the pool yet)
+EXPIRY_MOVED_EVENT = "expiry_moved"  # a re-run's own expiry for a waiting one: {"expires": ISO time, or "" for none}
 
 
 class Stage(StrEnum):
@@ -985,16 +986,18 @@ class RerenderStatus(TypedDict, total=False):
 
 class ExpiryInput(TypedDict):
     task_id: str
-    expires: str  # ISO time (UTC) when the preview folder is deleted
+    expires: str  # ISO time (UTC) when the preview folder is deleted; "" (with ``move``): none any more
+    move: NotRequired[bool]  # a re-run's: an expiry already waiting takes this time (or ends, for "")
 
 
 class ExpiryOutput(TypedDict):
     scheduled: bool  # False: an expiry of this task was already waiting, and keeps its own time
     instance_id: str
+    moved: NotRequired[bool]  # the waiting expiry was told the re-run's time
 
 
 class ExpiryStatus(TypedDict, total=False):
-    stage: str  # "waiting", then Stage.completed
+    stage: str  # "waiting", then Stage.completed (or Stage.cancelled: a re-run asked for no expiry)
     expires: str
     deleted: int  # blobs removed from the static website (0: the folder was gone already)
 

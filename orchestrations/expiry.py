@@ -25,14 +25,28 @@ bp = df.Blueprint()
 @bp.orchestration_trigger(context_name="context", orchestration=c.EXPIRY_ORCHESTRATOR)
 def expire_previews(context: df.DurableOrchestrationContext) -> Generator[Any, Any, c.ExpiryStatus]:
     data: c.ExpiryInput = context.get_input()
-    until = datetime.fromisoformat(data["expires"])
-    context.set_custom_status(c.ExpiryStatus(stage="waiting", expires=data["expires"]))
+    expires = data["expires"]
+    until = datetime.fromisoformat(expires)
+    context.set_custom_status(c.ExpiryStatus(stage="waiting", expires=expires))
     fire = next_timer(context.current_utc_datetime, until)
     while fire is not None:
-        yield context.create_timer(fire)
+        # a re-run of the task may move the time (activities.expiry): the event, or the timer, whichever comes first
+        # (waiting for an event adds no action to the history, so an expiry that was waiting replays unchanged)
+        timer = context.create_timer(fire)
+        moved = context.wait_for_external_event(c.EXPIRY_MOVED_EVENT)
+        winner = yield context.task_any([timer, moved])
+        if winner == moved:
+            timer.cancel()
+            expires = str((moved.result or {}).get("expires") or "")
+            if not expires:  # the re-run asked for none: its pages stay
+                ended = c.ExpiryStatus(stage=Stage.cancelled, deleted=0)
+                context.set_custom_status(ended)
+                return ended
+            until = datetime.fromisoformat(expires)
+            context.set_custom_status(c.ExpiryStatus(stage="waiting", expires=expires))
         fire = next_timer(context.current_utc_datetime, until)
     gone: c.DeletePreviewsOutput = yield from call(context, c.DELETE_PREVIEWS, STORAGE_RETRY,
                                                    c.DeletePreviewsInput(task_id=data["task_id"]))
-    done = c.ExpiryStatus(stage=Stage.completed, expires=data["expires"], deleted=gone["deleted"])
+    done = c.ExpiryStatus(stage=Stage.completed, expires=expires, deleted=gone["deleted"])
     context.set_custom_status(done)
     return done

@@ -424,12 +424,17 @@ def _schedule_expiry(context: df.DurableOrchestrationContext, data: c.TaskInput,
     """The request's ``previews_expire_days``: an expiry orchestration of its own takes the pages off the website
     then (orchestrations/expiry.py), and the status says when. Best effort: a failure is noted, the task stands."""
     days = data["request"].get("previews_expire_days")
-    if not days:
+    rerun = bool(data.get("generation"))  # its pages replace the first run's: an expiry waiting for those moves
+    if not days and not rerun:
         return
-    expires = expiry_time(context.current_utc_datetime, int(days), knobs.previews_expire_day_s).isoformat()
-    summary["previews"]["expires"] = expires
+    expires = expiry_time(context.current_utc_datetime, int(days), knobs.previews_expire_day_s).isoformat() \
+        if days else ""
+    if expires:
+        summary["previews"]["expires"] = expires
+    asked = c.ExpiryInput(task_id=data["task_id"], expires=expires)
+    if rerun:
+        asked["move"] = True
     try:
-        yield from call(context, c.SCHEDULE_EXPIRY, STORAGE_RETRY, c.ExpiryInput(task_id=data["task_id"],
-                                                                                 expires=expires))
+        yield from call(context, c.SCHEDULE_EXPIRY, STORAGE_RETRY, asked)
     except Exception as exc:  # noqa: BLE001 - every attempt failed; the pages stay until deleted
         summary["previews"]["expiry_error"] = _first_line(exc)

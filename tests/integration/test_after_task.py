@@ -144,3 +144,37 @@ def check_expiry(host, store, task: str) -> None:  # type: ignore[no-untyped-def
     assert "were deleted or expired" in listed["searching"]["previews"]["not_published"]
     assert not list(store.list_names("$web", task + "-"))
     assert "deleted" in api.get(url, timeout=120).json()["previews"]["error"]
+
+
+def test_a_waiting_expiry_moves_or_ends_when_a_re_run_says_so(host, app_env, store, unique_name) -> None:  # type: ignore[no-untyped-def]
+    """The real expiry orchestration (through devhost's replay) and the activity that tells it (a re-run's
+    ``move``): the first run's time took the re-run's pages off the website, days before the time its status
+    showed, or when the re-run asked for no expiry at all."""
+    import asyncio
+    from datetime import datetime, timedelta, timezone
+
+    from activities.expiry import run_schedule_expiry
+    from core import contracts as c
+    from core.ids import expiry_instance_id
+
+    later = (datetime.now(timezone.utc) + timedelta(days=30)).isoformat()
+    for task_id, moved_to, stage in (("task-0000000000000000e001", "", "cancelled"),
+                                     ("task-0000000000000000e002", (datetime.now(timezone.utc)
+                                                                    - timedelta(seconds=1)).isoformat(), "completed")):
+        instance = expiry_instance_id(task_id)
+        host.start_orchestration(c.EXPIRY_ORCHESTRATOR, {"task_id": task_id, "expires": later}, instance)
+        wait_until(lambda: (host.get_status(instance) or {}).get("runtimeStatus") == "Running", 60, "the expiry")
+
+        class Client:  # the activity's durable client: devhost's management API raises the event
+            async def get_status(self, iid: str) -> Any:
+                from types import SimpleNamespace
+                return SimpleNamespace(runtime_status=SimpleNamespace(value=host.get_status(iid)["runtimeStatus"]))
+
+            async def raise_event(self, iid: str, name: str, data: Any) -> None:
+                requests.post(f"{host.rpc_base_url}instances/{iid}/raiseEvent/{name}", json=data,
+                              timeout=30).raise_for_status()
+
+        out = asyncio.run(run_schedule_expiry({"task_id": task_id, "expires": moved_to, "move": True}, Client()))
+        assert out["moved"] is True
+        st = host.wait_for(instance, 60)
+        assert st["runtimeStatus"] == "Completed" and st["output"]["stage"] == stage, st

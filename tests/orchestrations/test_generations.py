@@ -13,7 +13,7 @@ from tests.orchestrations.test_task_orchestrator import (ENUMERATION, TASK, acti
 
 RUN = "r260101120000ab12"
 KEY = generation_key(TASK, RUN)
-LIVE = {c.PROMOTE, c.CLOSE_JOB, c.NOTIFY, c.DROP_ANSWER}  # activities that act on the task itself, not its state
+LIVE = {c.PROMOTE, c.CLOSE_JOB, c.NOTIFY, c.DROP_ANSWER, c.SCHEDULE_EXPIRY}  # act on the task itself, not its state
 
 
 def generation_activities(shards: int = 3, broken: str = "") -> tuple[Any, list[tuple[str, str]]]:
@@ -28,6 +28,8 @@ def generation_activities(shards: int = 3, broken: str = "") -> tuple[Any, list[
             raise OSError("disk full")
         if name == c.PROMOTE:
             return {"promoted": generation_key(TASK, payload["generation"]), "previews_deleted": 3}
+        if name == c.SCHEDULE_EXPIRY:
+            return {"scheduled": False, "instance_id": f"{TASK}-expiry", "moved": True}
         if name in LIVE:
             if payload["task_id"] != TASK:
                 raise HarnessError(f"{name} got {payload['task_id']!r}, not the task id")
@@ -60,7 +62,11 @@ def test_a_rerun_writes_under_its_own_key_and_is_promoted_after_its_previews() -
     assert shards_instance_id(TASK, 1, RUN) == f"{TASK}-shards-{RUN}-0001"
     detecting = next(s for s in run.statuses if s["stage"] == Stage.detecting)
     assert detecting["groups_run"] == RUN and detecting["generation"] == RUN
-    assert run.activity_names[-2:] == [c.PREVIEWS, c.PROMOTE]  # promoted only once everything is written
+    # promoted only once everything is written; then an expiry waiting for the first run's pages is told that the
+    # re-run asked for none (they are the re-run's pages now)
+    assert run.activity_names[-3:] == [c.PREVIEWS, c.PROMOTE, c.SCHEDULE_EXPIRY]
+    assert run.inputs(c.SCHEDULE_EXPIRY) == [{"task_id": TASK, "expires": "", "move": True}]
+    assert "expires" not in run.output["previews"]
     assert run.inputs(c.PROMOTE) == [{"task_id": TASK, "generation": RUN, "previous": ""}]
     assert run.output["stage"] == Stage.completed and run.output["generation"] == RUN
     assert run.output["results"]["blob"] == f"results/{TASK}/runs/{RUN}/detections.json"

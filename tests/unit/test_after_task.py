@@ -3,6 +3,7 @@ expiry's timer chain, the zip's settings and staleness rule."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 
@@ -76,3 +77,34 @@ def test_the_zip_size_and_the_expiry_day_are_settings() -> None:
     assert s.results_zip_above_bytes == 10 and s.knobs.previews_expire_day_s == 2
     with pytest.raises(ConfigError, match="TRAPBATCH_PREVIEWS_EXPIRE_DAY_S"):
         Settings.from_env({"AzureWebJobsStorage": "x", "TRAPBATCH_PREVIEWS_EXPIRE_DAY_S": "0"})
+
+
+def test_scheduling_an_expiry_keeps_a_waiting_one_unless_a_re_run_moves_it() -> None:
+    import asyncio
+    from types import SimpleNamespace
+
+    from activities.expiry import run_schedule_expiry
+
+    class Client:
+        def __init__(self, runtime: str | None) -> None:
+            self.runtime, self.started, self.raised = runtime, [], []  # type: ignore[var-annotated]
+
+        async def get_status(self, iid: str) -> Any:
+            return SimpleNamespace(runtime_status=SimpleNamespace(value=self.runtime) if self.runtime else None)
+
+        async def start_new(self, name: str, iid: str, payload: Any) -> None:
+            self.started.append(payload)
+
+        async def raise_event(self, iid: str, name: str, data: Any) -> None:
+            self.raised.append((name, data))
+
+    waiting = Client("Running")
+    assert asyncio.run(run_schedule_expiry({"task_id": "t", "expires": "2027-01-01T00:00:00"}, waiting))[
+        "scheduled"] is False and waiting.raised == [] and waiting.started == []  # a retried activity: unchanged
+    moved = asyncio.run(run_schedule_expiry({"task_id": "t", "expires": "", "move": True}, waiting))
+    assert moved["moved"] is True and waiting.raised == [("expiry_moved", {"expires": ""})]
+    idle = Client(None)
+    assert asyncio.run(run_schedule_expiry({"task_id": "t", "expires": "", "move": True}, idle))["scheduled"] is False
+    assert idle.started == []  # nothing waits and none is wanted
+    assert asyncio.run(run_schedule_expiry({"task_id": "t", "expires": "2027-01-01T00:00:00", "move": True},
+                                           idle))["scheduled"] is True and len(idle.started) == 1
