@@ -11,6 +11,7 @@ Where: each file at its path under the results folder (``local_paths``): by file
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 from urllib.parse import urlsplit
@@ -63,17 +64,29 @@ def result_blobs(results: dict[str, Any], status: dict[str, Any]) -> list[tuple[
     return [(container, n) for n in dict.fromkeys(names)] if container else []
 
 
-def _fetch(service: Any, container: str, name: str, dest: Path) -> None:
+def _fetch(service: Any, container: str, name: str, dest: Path, known: dict[str, str] | None = None) -> bool:
     """Stream one blob into ``dest`` (through ``<dest>.part``, renamed when whole: an interrupted download leaves no
-    file that looks complete), a chunk at a time: a ten-million-image task's results and COCO file are gigabytes."""
+    file that looks complete), a chunk at a time: a ten-million-image task's results and COCO file are gigabytes.
+    ``known``: container/blob -> the ETag of the copy already at ``dest`` (``FetchedEtags``); a blob whose ETag and size
+    are those is not fetched again (False), so running a download that failed part-way again resumes it."""
     from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
 
     partial = dest.with_name(dest.name + ".part")
     try:
+        blob = service.get_blob_client(container, name)
+        key = f"{container}/{name}"
+        if known is not None and key in known and dest.is_file():
+            props = blob.get_blob_properties()
+            if str(props.etag) == known[key] and props.size == dest.stat().st_size:
+                return False
         dest.parent.mkdir(parents=True, exist_ok=True)
         with open(partial, "wb") as fh:
-            service.get_blob_client(container, name).download_blob(max_concurrency=4).readinto(fh)
+            downloader = blob.download_blob(max_concurrency=4)
+            downloader.readinto(fh)
         partial.replace(dest)
+        if known is not None:
+            known[key] = str(getattr(downloader.properties, "etag", "") or "")
+        return True
     except ResourceNotFoundError:
         raise CliError(f"blob {container}/{name} does not exist", "the task's files may have been deleted; "
                        "check the storage account") from None
@@ -154,15 +167,47 @@ def download(service: Any, results: dict[str, Any], status: dict[str, Any], out:
     except OSError as exc:
         raise CliError(f"cannot create {out}: {exc.strerror or exc}", "choose another --out folder") from None
     written: list[Path] = []
-    for container, name, path in local_paths(results, status):
-        dest = _safe_join(out, path)
-        _fetch(service, container, name, dest)
-        written.append(dest)
-    page = results.get("previews") or {}
-    if previews and page.get("folder"):
-        folder = str(page["folder"])
-        for name in _list(service, str(page["container"]), folder + "/"):
-            dest = _safe_join(out / "previews", name[len(folder) + 1:])
-            _fetch(service, str(page["container"]), name, dest)
+    with FetchedEtags(out) as known:
+        for container, name, path in local_paths(results, status):
+            dest = _safe_join(out, path)
+            _fetch(service, container, name, dest, known.etags)
+            known.save()
             written.append(dest)
+        page = results.get("previews") or {}
+        if previews and page.get("folder"):
+            folder = str(page["folder"])
+            for name in _list(service, str(page["container"]), folder + "/"):
+                dest = _safe_join(out / "previews", name[len(folder) + 1:])
+                _fetch(service, str(page["container"]), name, dest, known.etags)
+                written.append(dest)
     return written
+
+
+class FetchedEtags:
+    """The ETag of each blob a download wrote into ``out`` (``.trapbatch-downloads.json``), so the same command run
+    again after a failure part-way (a dropped connection at file 7 of 10, a COCO file of gigabytes) fetches only what
+    is missing or has changed since. Saved after each file and at the end; unreadable: everything is fetched."""
+
+    FILE = ".trapbatch-downloads.json"
+
+    def __init__(self, out: Path) -> None:
+        self.path = out / self.FILE
+        try:
+            loaded = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            loaded = {}
+        self.etags: dict[str, str] = {str(k): str(v) for k, v in loaded.items()} if isinstance(loaded, dict) else {}
+
+    def save(self) -> None:
+        try:
+            partial = self.path.with_name(self.path.name + ".part")
+            partial.write_text(json.dumps(self.etags, indent=0, sort_keys=True), encoding="utf-8")
+            partial.replace(self.path)
+        except OSError:  # only the resume is lost: the files themselves are written
+            pass
+
+    def __enter__(self) -> "FetchedEtags":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.save()
