@@ -38,7 +38,8 @@ def source_store(s: Settings, account_url: str = "", credential_secret: str = ""
     if ref.is_own_account:
         return store(s)
     check_source_allowed(s, account_url)
-    if credential_secret and credential_secret == s.notify_secret:
+    if credential_secret and s.notify_secret and credential_secret.casefold() == s.notify_secret.casefold():
+        # (Key Vault names are case-insensitive)
         # the vault holds the app's own secrets too: named as a storage credential, the notification signing key
         # would be read and sent to the account in a request's query string
         raise SourceNotAllowed(f"secret {credential_secret!r} signs this app's notifications; it is no storage "

@@ -169,7 +169,7 @@ async def start_task(client: df.DurableOrchestrationClient, body: Any, settings:
     generations = await asyncio.to_thread(_generations, task_id, run, runtime, _task_input(existing), request,
                                           settings)
     try:
-        task_input = c.TaskInput(task_id=task_id, request=request.to_dict(), knobs=knobs, run=run)
+        task_input = c.TaskInput(task_id=task_id, request=request.to_dict(), knobs=knobs, run=run, moves_expiry=True)
         if "generation" in generations:
             task_input["generation"] = generations["generation"]
         if "previous" in generations:

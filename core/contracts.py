@@ -81,6 +81,9 @@ class TaskInput(TypedDict):
     generation: NotRequired[str]
     # ... and the generation whose results the task serves until this one completes and is promoted (absent: none).
     previous: NotRequired[str]
+    # True for tasks started by code whose re-runs move a waiting preview expiry (orchestrations.task
+    # _schedule_expiry): absent in tasks started before, whose history has no such activity to replay
+    moves_expiry: NotRequired[bool]
 
 
 class ShardState(TypedDict):

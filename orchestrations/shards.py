@@ -183,7 +183,8 @@ def _record_completions(state: dict[str, c.ShardState], completed: list[c.Comple
         if failure is not None:
             # Twice, or with no attempt left: the task fails now. Once: another attempt (another node) runs it, as
             # these exits also come from passing causes (a model download cut short, a storage timeout reading the
-            # manifest, a node whose GPU fell off the bus); that costs one more start for a truly unfixable one.
+            # manifest, a node whose GPU fell off the bus); for a truly unfixable one that costs one more start of
+            # each shard that met it (at most the group's in-flight share), against failing a whole run on one node.
             if s.get("unfixable") or s["attempt"] >= max_attempts:
                 raise failure
             s["unfixable"] = str(failure)[:300]
@@ -283,9 +284,12 @@ def run_shards(context: df.DurableOrchestrationContext) -> Generator[Any, Any, c
         try:
             fresh, resubmits = _record_completions(state, poll["completed"], knobs.max_attempts)
         except ShardUnfixable as failure:  # the run's other groups stop too (activities.pool.run_stop_groups)
-            yield from call(context, c.STOP_GROUPS, STORAGE_RETRY, c.StopGroupsInput(
-                task_id=task_id, job_id=job_id, reason=str(failure)))
-            raise
+            try:
+                yield from call(context, c.STOP_GROUPS, STORAGE_RETRY, c.StopGroupsInput(
+                    task_id=task_id, job_id=job_id, reason=str(failure)))
+            except Exception:  # noqa: BLE001 - the worker's failure is the task's; the others stop at the job's close
+                pass
+            raise failure
         if resubmits:
             resubmitted: c.ResubmitOutput = yield from counted(call(context, c.RESUBMIT, POOL_RETRY, c.ResubmitInput(
                 task_id=task_id, job_id=job_id, shards=[(sid, state[sid]["attempt"]) for sid in resubmits])), awaited)

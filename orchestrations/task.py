@@ -344,10 +344,17 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
                      f"but it counts against the account's active jobs until 'az batch job terminate --job-id "
                      f"{job_id}'")
     pool_used[0] = False
-    _fail_if_the_pool_never_ran(outcomes, enumeration["images"])
+    try:
+        _fail_if_the_pool_never_ran(outcomes, enumeration["images"])
+    except PoolNeverRan as never:
+        if job_error:  # the failed status says what to end as well
+            raise PoolNeverRan(f"{never}; {job_error}") from None
+        raise
     if any(o.get("cancelled") for o in outcomes):
         cancelled = c.TaskStatus(stage=Stage.cancelled, started=started, images=enumeration["images"],
                                  finished=context.current_utc_datetime.isoformat(), pool_job=job_id)
+        if job_error:
+            cancelled["pool_job_error"] = job_error
         context.set_custom_status(cancelled)
         return cancelled
 
@@ -424,7 +431,9 @@ def _schedule_expiry(context: df.DurableOrchestrationContext, data: c.TaskInput,
     """The request's ``previews_expire_days``: an expiry orchestration of its own takes the pages off the website
     then (orchestrations/expiry.py), and the status says when. Best effort: a failure is noted, the task stands."""
     days = data["request"].get("previews_expire_days")
-    rerun = bool(data.get("generation"))  # its pages replace the first run's: an expiry waiting for those moves
+    # a re-run's pages replace the first run's: an expiry waiting for those moves (only for a task started with this
+    # code: one already past this point under older code would meet an activity its history does not have)
+    rerun = bool(data.get("generation")) and bool(data.get("moves_expiry"))
     if not days and not rerun:
         return
     expires = expiry_time(context.current_utc_datetime, int(days), knobs.previews_expire_day_s).isoformat() \

@@ -287,3 +287,25 @@ def test_an_outage_longer_than_outage_s_ends_the_shard_as_before(monkeypatch: py
     assert isinstance(w.error, OutputNotWritable)
     with pytest.raises(OutputNotWritable):
         w.close()
+
+
+def test_an_outage_over_the_shards_end_is_waited_out_by_the_last_flush(monkeypatch: pytest.MonkeyPatch) -> None:
+    """close() made only the flush's three quick tries: an outage over the shard's end cost its attempt and every
+    entry since the last flush that landed."""
+    waits: list[float] = []
+    sink = _FlakySink()
+    w = ResultWriter(sink, {}, flush_seconds=60)
+    monkeypatch.setattr(ResultWriter, "retry_sleep", staticmethod(waits.append))
+    w.start()
+    w.add(detections_entry("a.jpg", [], 640, 480))
+    sink.failing = True
+    real_sleep = waits.append
+
+    def recover_later(seconds: float) -> None:
+        real_sleep(seconds)
+        if len(waits) >= 7:  # two final-flush rounds of three quick tries, and a wait
+            sink.failing = False
+
+    monkeypatch.setattr(ResultWriter, "retry_sleep", staticmethod(recover_later))
+    w.close({"complete": True})
+    assert sink.data is not None and b"a.jpg" in sink.data and ResultWriter.CLOSE_RETRY_S in waits

@@ -201,6 +201,7 @@ class ResultWriter:
 
     ENCODE_SECONDS = 0.5  # how often the flushing thread encodes newly added entries between flushes
     OUTAGE_S = 300.0  # how long background flushes may fail in a row before the output is taken as lost
+    CLOSE_RETRY_S = 10.0  # between the final flush's tries during an outage
     retry_sleep = staticmethod(time.sleep)  # between a flush's own tries (tests replace it)
 
     def __init__(self, sink: ResultSink, info: Mapping[str, Any], initial: Mapping[str, dict[str, Any]] | None = None,
@@ -231,6 +232,7 @@ class ResultWriter:
         self._fresh: list[dict[str, Any]] = []
         self._encode_lock = threading.Lock()
         self.error: OutputNotWritable | None = None
+        self._failing_since: float | None = None  # when the background flushes began to fail (an outage)
         self._thread = threading.Thread(target=self._run, name="result-writer", daemon=True)
 
     def start(self) -> None:
@@ -313,7 +315,6 @@ class ResultWriter:
 
     def _run(self) -> None:
         last_flush = time.monotonic()
-        failing_since: float | None = None
         while not self._stop.is_set():
             woken = self._wake.wait(min(self.flush_seconds, self.ENCODE_SECONDS))
             self._wake.clear()
@@ -326,15 +327,16 @@ class ResultWriter:
             if self._dirty.is_set():
                 try:
                     self.flush()
-                    failing_since = None
+                    self._failing_since = None
                 except OutputNotWritable as exc:
                     # A storage outage of a few minutes (throttling, a failover) should not cost the shard its
                     # attempt while the GPU goes on: the entries stay in memory and the next flush writes them all.
                     # Past OUTAGE_S the output is taken as lost (exit 4; the next attempt resumes from the last
                     # flush that landed).
                     now = time.monotonic()
-                    failing_since = now if failing_since is None else failing_since
-                    if now - failing_since >= self.OUTAGE_S:
+                    if self._failing_since is None:
+                        self._failing_since = now
+                    if now - self._failing_since >= self.OUTAGE_S:
                         self.error = exc
                         return
                     logger.warning("results %s not written (%s); trying again at the next flush", self.sink.describe(),
@@ -349,10 +351,26 @@ class ResultWriter:
             self._thread.join()
         if self.error is not None:
             raise self.error
-        self.flush(extra_info)
+        self._final_flush(extra_info)
         self._write_coverage()
         if not view_later:
             self.write_view()
+
+    def _final_flush(self, extra_info: Mapping[str, Any] | None) -> None:
+        """The last flush, tried again until the outage that may already be under way has lasted ``OUTAGE_S``: an
+        outage over the shard's end otherwise cost its attempt and every entry since the last flush that landed."""
+        started = self._failing_since if self._failing_since is not None else time.monotonic()
+        while True:
+            try:
+                self.flush(extra_info)
+                self._failing_since = None
+                return
+            except OutputNotWritable as exc:
+                if time.monotonic() - started >= self.OUTAGE_S:
+                    raise
+                logger.warning("results %s not written at the shard's end (%s); trying again in %.0f s",
+                               self.sink.describe(), exc, self.CLOSE_RETRY_S)
+                self.retry_sleep(self.CLOSE_RETRY_S)
 
     def _write_coverage(self) -> None:
         """The coverage summary of what the last flush wrote, tied to the identity its write returned."""

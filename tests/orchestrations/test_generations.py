@@ -42,7 +42,9 @@ def generation_activities(shards: int = 3, broken: str = "") -> tuple[Any, list[
 
 
 def rerun_input(**extra: Any) -> c.TaskInput:
-    return {**task_input(shards_per_group=2), "run": RUN, "generation": RUN, **extra}  # type: ignore[typeddict-item]
+    data: dict[str, Any] = {**task_input(shards_per_group=2), "run": RUN, "generation": RUN, "moves_expiry": True,
+                            **extra}
+    return data  # type: ignore[return-value]
 
 
 def test_a_rerun_writes_under_its_own_key_and_is_promoted_after_its_previews() -> None:
@@ -162,3 +164,13 @@ def test_only_new_without_served_results_runs_everything_and_a_plain_rerun_reuse
         assert run.status == "Completed", run.error
         assert c.REUSE not in run.activity_names and "reused" not in run.output
         assert all("state" not in call.input for call in run.sub_orchestrations)
+
+
+def test_a_rerun_started_before_expiries_moved_schedules_none() -> None:
+    """A task started by older code (no ``moves_expiry``) that is replayed past this point must meet no activity
+    its history does not have."""
+    answer, seen = generation_activities()
+    data = rerun_input(previous="")
+    del data["moves_expiry"]
+    run = run_task(data, answer)
+    assert run.status == "Completed" and c.SCHEDULE_EXPIRY not in run.activity_names

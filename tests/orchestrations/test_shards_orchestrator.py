@@ -351,6 +351,26 @@ def test_an_unfixable_exit_on_a_shards_last_attempt_fails_at_once() -> None:
     assert run.status == "Failed" and run.calls(c.RESUBMIT) == [] and len(run.calls(c.STOP_GROUPS)) == 1
 
 
+def test_a_stop_marker_that_cannot_be_written_leaves_the_workers_failure_the_tasks() -> None:
+    """Exits 2 and 5 often come with storage trouble: the marker's write failing replaced the worker's message."""
+    s0 = shard_id(0)
+    a1 = pool_task_id(s0, 1)
+    pool = Pool()
+
+    def worker(name: str, payload: Any) -> Any:
+        if name == c.POLL and a1 in payload["task_ids"]:
+            failed = {**row(a1, missing=IMAGES), "result": "failure", "exit_code": 5,
+                      "failure_message": "the worker exited with code 5"}
+            return {"cancelled": False, "completed": [failed], "running": 0, "queued": 0, "images_in_progress": 0}
+        if name == c.STOP_GROUPS:
+            raise ConnectionError("storage timeout writing the marker")
+        return pool(name, payload)
+
+    run = run_orchestrator(run_shards, {"task_id": TASK, "knobs": knobs(max_attempts=1), "shards": [s0]}, worker)
+    assert run.status == "Failed" and "worker exit code 5" in (run.error or "")
+    assert "storage timeout" not in (run.error or "")
+
+
 def test_a_shard_the_pool_never_started_reports_the_pools_reason_when_it_gives_up() -> None:
     """Azure Batch ends a task before its command runs when it cannot pull the container image (failureInfo, no exit
     code: batch-job-task-error-checking.md); each attempt is retried (a registry hiccup passes), and a shard that

@@ -323,6 +323,20 @@ def test_a_pool_job_that_cannot_be_closed_after_every_image_ran_does_not_lose_th
     assert f"az batch job terminate --job-id {TASK}" in run.output["pool_job_error"]
 
 
+def test_a_cancelled_task_whose_job_cannot_be_closed_says_so() -> None:
+    answer = activities(shards=2)
+
+    def closing_fails(name: str, payload: Any) -> Any:
+        if name == c.CLOSE_JOB:
+            raise RuntimeError("Batch unreachable")
+        return answer(name, payload)
+
+    run = run_task(task_input(shards_per_group=1), closing_fails,
+                   children=lambda name, iid, payload: finished_group(len(payload["shards"]), cancelled=True))
+    assert run.output["stage"] == Stage.cancelled
+    assert f"az batch job terminate --job-id {TASK}" in run.output["pool_job_error"]
+
+
 def _unstarted_group(processed: int) -> Any:
     def child(name: str, instance_id: str, payload: Any) -> Any:
         n = len(payload["shards"])

@@ -64,6 +64,7 @@ def test_the_apps_own_notification_secret_is_no_storage_credential(no_outbound: 
     key was read and sent to the (allowed) account in a request's query string."""
     s = Settings.from_env({"AzureWebJobsStorage": "UseDevelopmentStorage=true", "TRAPBATCH_SOURCE_ACCOUNTS": PARTNER,
                            "TRAPBATCH_NOTIFY_SECRET": "notify-signing-key"})
-    with pytest.raises(SourceNotAllowed, match="signs this app's notifications"):
-        clients.source_store(s, PARTNER, "notify-signing-key")
+    for name in ("notify-signing-key", "NOTIFY-Signing-Key"):  # Key Vault names are case-insensitive
+        with pytest.raises(SourceNotAllowed, match="signs this app's notifications"):
+            clients.source_store(s, PARTNER, name)
     assert no_outbound == []
