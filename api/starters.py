@@ -675,8 +675,9 @@ async def cancel_task(req: func.HttpRequest, client: df.DurableOrchestrationClie
     logger.info("task %s: cancel requested (stage %s)", task_id, info["stage"])
     return _json(202, {"id": task_id, "cancel_requested": True,
                        "hint": "nothing was submitted; the task's stage becomes 'cancelled'" if waiting else
-                       "the images are still being listed: the task ends when the listing does, before any pool "
-                       "work; its stage becomes 'cancelled'" if info["stage"] in BEFORE_POOL else
+                       "the task ends when its listing of the images does, before any pool work (or, if the listing "
+                       "had just ended, at the first poll of its pool work); its stage becomes 'cancelled'"
+                       if info["stage"] in BEFORE_POOL else
                        "pool work stops at the next poll; the task's stage becomes 'cancelled'"})
 
 

@@ -61,7 +61,7 @@ class RecordingClient(FakeClient):
 
 
 @pytest.mark.parametrize("stage, event, said", [
-    ("starting", True, "before any pool work"), ("enumerating", True, "before any pool work"),
+    ("starting", True, "when its listing of the images does"), ("enumerating", True, "before any pool work"),
     ("awaiting_confirmation", True, "nothing was submitted"), ("detecting", False, "next poll")])
 def test_a_cancel_before_the_pool_work_reaches_the_listing_and_the_confirmation_wait(
         stage: str, event: bool, said: str, monkeypatch: pytest.MonkeyPatch) -> None:
