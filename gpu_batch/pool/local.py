@@ -98,7 +98,8 @@ class LocalPool:
         self.table = tables.create_table_if_not_exists(table)
         self.jobs = tables.create_table_if_not_exists(table + "jobs")
         env_conc = os.environ.get("TRAPBATCH_LOCAL_CONCURRENCY")
-        self.max_concurrent = max_concurrent or (int(env_conc) if env_conc else 0) or max(1, detect_gpu_count())
+        self.gpus = detect_gpu_count()
+        self.max_concurrent = max_concurrent or (int(env_conc) if env_conc else 0) or max(1, self.gpus)
         self.worker_env = dict(worker_env or {})
         self.faults = dict(faults or {})
         self.max_task_seconds = max_task_seconds
@@ -196,6 +197,7 @@ class LocalPool:
             row["_etag"] = e.metadata["etag"]
             rows.append(row)
         busy = 0
+        on_gpu: list[int] = []  # the GPU of each task still running (a slot's count: the least used takes the next)
         now = time.time()
         for row in rows:
             if row["State"] not in (TaskState.running.value, TaskState.preparing.value):
@@ -215,6 +217,8 @@ class LocalPool:
                                                        "(killed, or the machine restarted)")
             else:
                 busy += 1
+                if row.get("Gpu") is not None:
+                    on_gpu.append(int(row["Gpu"]))
         queued = sorted((r for r in rows if r["State"] == TaskState.active.value), key=lambda r: r.get("Submitted", ""))
         closed = {job for job in {r["PartitionKey"] for r in queued} if self._is_closed(job)}
         for row in queued:
@@ -223,8 +227,20 @@ class LocalPool:
                 continue
             if busy >= self.max_concurrent:
                 break
-            if self._launch(row):
+            gpu = self._free_gpu(on_gpu)
+            if self._launch(row, gpu):
                 busy += 1
+                if gpu is not None:
+                    on_gpu.append(gpu)
+
+    def _free_gpu(self, on_gpu: list[int]) -> int | None:
+        """The GPU the next task runs on, the least used one, when this machine has several and nothing chose
+        already (``CUDA_VISIBLE_DEVICES`` set for the workers); None otherwise. Why: every worker asks for ``cuda``,
+        which is GPU 0 unless told, so on a two-GPU machine both shards shared GPU 0 and the second sat idle (and the
+        resident workers, one per ``CUDA_VISIBLE_DEVICES``, were one server taking shards one at a time)."""
+        if self.gpus < 2 or "CUDA_VISIBLE_DEVICES" in {**os.environ, **self.worker_env}:
+            return None
+        return min(range(self.gpus), key=lambda g: (on_gpu.count(g), g))
 
     def _refresh_and_fail_if_running(self, row: dict[str, Any], message: str) -> None:
         try:
@@ -234,11 +250,13 @@ class LocalPool:
         if fresh["State"] != TaskState.completed.value:
             self._complete(fresh, None, message)
 
-    def _launch(self, row: dict[str, Any]) -> bool:
+    def _launch(self, row: dict[str, Any], gpu: int | None = None) -> bool:
         spec = ShardTask.from_dict(json.loads(row["Spec"]))
         etag = row.pop("_etag")
         row.update(State=TaskState.preparing.value, StartTime=now_iso(), StartedAt=time.time(), Heartbeat=time.time(),
                    Changed=time.time())
+        if gpu is not None:
+            row["Gpu"] = gpu
         try:  # etag-checked: another process's scheduler may have claimed the task first
             self.table.update_entity(row, mode=UpdateMode.REPLACE, etag=etag,
                                      match_condition=MatchConditions.IfNotModified)
@@ -247,6 +265,8 @@ class LocalPool:
         fault = self.faults.get(spec.task_id) or self.faults.get(f"{spec.shard_id}/{spec.attempt}") or ""
         env = {**os.environ, **self.worker_env, "TRAPBATCH_STORAGE_CONNECTION": self.connection_string}
         env.setdefault("OMP_NUM_THREADS", str(worker_threads(self.max_concurrent)))  # module docstring: Cores
+        if gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = str(gpu)
         args = [sys.executable, "-m", "gpu_batch.pool.local_runner", "--table", self.table.table_name,
                 "--job", row["PartitionKey"], "--task", row["RowKey"], "--log-container", self.log_container,
                 "--fault", fault, "--"] + self.worker_command + spec.worker_args() + self.worker_tuning

@@ -28,6 +28,7 @@ fault = os.environ.get("TRAPBATCH_WORKER_FAULT", "")
 print("worker for", blob, "fault", fault, "conn set", bool(os.environ.get("TRAPBATCH_STORAGE_CONNECTION")),
       "threads", os.environ.get("OMP_NUM_THREADS"))
 print("argv", " ".join(sys.argv[1:]))
+print("gpu", os.environ.get("CUDA_VISIBLE_DEVICES", "unset"))
 sys.stdout.flush()
 if "sleep" in blob:
     time.sleep(float(blob.split("sleep")[1].split(".")[0]) / 10)
@@ -281,3 +282,26 @@ def test_changes_lists_only_what_changed_after_the_cursor(pool_args: dict[str, A
     assert "running" in seen["sleep20-a1"] or "preparing" in seen["sleep20-a1"]
     with pytest.raises(ValueError, match="not a LocalPool change cursor"):
         pool.changes("jobc", "2026-12-01T10:00:00Z")
+
+
+def test_on_a_machine_with_several_gpus_each_running_task_gets_the_least_used_one(
+        pool_args: dict[str, Any], storage_connection: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every worker asks for ``cuda``, GPU 0 unless told: on a two-GPU machine both shards shared it."""
+    import gpu_batch.pool.local as local
+
+    monkeypatch.setattr(local, "detect_gpu_count", lambda: 2)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    pool = make_pool("local", max_concurrent=2, **pool_args)
+    pool.ensure_job("jobg")
+    pool.submit("jobg", [task("sleep30"), task("sleep31"), task("sleep2")])
+    wait_until(lambda: all_done(pool, "jobg", 3), 60, "all three tasks")
+    blobs = BlobServiceClient.from_connection_string(storage_connection)
+
+    def gpu(name: str) -> str:
+        log = blobs.get_blob_client(pool_args["log_container"], layout.pool_log_blob("jobg", f"{name}-a1"))
+        return next(line.split()[1] for line in log.download_blob().readall().decode().splitlines()
+                    if line.startswith("gpu "))
+
+    assert {gpu("sleep30"), gpu("sleep31")} == {"0", "1"} and gpu("sleep2") in ("0", "1")
+    chosen = make_pool("local", max_concurrent=2, **{**pool_args, "worker_env": {"CUDA_VISIBLE_DEVICES": "1"}})
+    assert chosen._free_gpu([]) is None  # the operator chose: left alone
