@@ -267,7 +267,10 @@ def description(base_url: str = "") -> dict[str, Any]:
                 "TaskStarted": {"type": "object", "required": ["id", "started", "status_url"], "properties": {
                     "id": {"type": "string", "pattern": TASK_ID_PATTERN}, "started": {"type": "boolean"},
                     "status_url": {"type": "string"}, "results_url": {"type": "string"},
-                    "cancel_url": {"type": "string"}}},
+                    "cancel_url": {"type": "string"}, "stage": {"enum": [*Stage]}, "hint": {"type": "string"},
+                    "not_applied": {"type": "array", "items": {"type": "string"}, "description": "the request's "
+                                    "settings that differ from those of the task it found, which were not applied "
+                                    "(a run posted with rerun takes them)"}}},
                 "TaskList": {"type": "object", "required": ["tasks", "total"], "properties": {
                     "total": {"type": "integer", "minimum": 0},
                     "tasks": {"type": "array", "items": {"type": "object", "required": ["id", "stage"], "properties": {

@@ -294,17 +294,28 @@ async def authorize_task(req: func.HttpRequest, client: df.DurableOrchestrationC
 async def post_task(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     caller = request_caller(req)
     body = parse_json_body(req.get_body(), req.headers.get("content-type", ""))
-    started, task_id = await start_task(client, body, clients.settings(), caller)
+    settings = clients.settings()
+    started, task_id = await start_task(client, body, settings, caller)
     links = _links(_base_url(req), task_id)
     if started:
         return _json(202, {"id": task_id, "started": True, **links})
-    return _json(200, {"id": task_id, "started": False, **links, **await _known_task(client, task_id, links)})
+    posted = parse_task_request(body, settings.model, settings.knobs.images_per_shard).to_dict()
+    return _json(200, {"id": task_id, "started": False, **links,
+                       **await _known_task(client, task_id, links, posted)})
 
 
-async def _known_task(client: df.DurableOrchestrationClient, task_id: str, links: dict[str, str]) -> dict[str, Any]:
-    """What a request that found its task already there is told: the task's stage, and what posting it again does
-    not do (a finished task is not run again without ``rerun``)."""
-    status = await client.get_status(task_id)
+# What a request sets about how its task runs and reports, without being part of the task id: posted again with
+# other values, the task found is not changed by them (they apply to a re-run)
+SETTING_FIELDS = ("max_failed_fraction", "preview_threshold", "notify_url", "previews_expire_days", "utc_offset",
+                  "event_interval_s", "clock_corrections", "zooniverse_visit_frames")
+
+
+async def _known_task(client: df.DurableOrchestrationClient, task_id: str, links: dict[str, str],
+                      posted: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a request that found its task already there is told: the task's stage, what posting it again does not
+    do (a finished task is not run again without ``rerun``), and which of its settings differ from the task's and so
+    were not applied (a new notify_url, clock_corrections...: silently dropped before)."""
+    status = await client.get_status(task_id, show_input=True)
     runtime = _runtime(status)
     stage = _stage(runtime, status.custom_status if isinstance(getattr(status, "custom_status", None), dict) else {})
     if runtime in ACTIVE:
@@ -314,7 +325,17 @@ async def _known_task(client: df.DurableOrchestrationClient, task_id: str, links
                 "with \"rerun\": true (or \"only_new\": true for new or changed images only)")
     else:
         hint = f"this request's task ended {stage}; to run it again, post it with \"rerun\": true"
-    return {"stage": stage, "hint": hint}
+    answer: dict[str, Any] = {"stage": stage, "hint": hint}
+    stored = _task_input(status).get("request")
+    if posted is not None and isinstance(stored, dict):
+        differs = [f for f in SETTING_FIELDS if posted.get(f) != stored.get(f)]
+        if differs:
+            answer["not_applied"] = differs
+            answer["hint"] = hint + (f"; {', '.join(differs)} differ from the task's and were not applied: they "
+                                     "apply to a run of it posted with \"rerun\": true"
+                                     + (" once it has ended" if runtime in ACTIVE else
+                                        " (\"only_new\": true reuses every result that is still valid)"))
+    return answer
 
 
 # Why below 230 s: "Regardless of the function app timeout setting, 230 seconds is the maximum amount of time that an

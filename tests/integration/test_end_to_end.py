@@ -139,6 +139,9 @@ def test_http_start_runs_to_one_merged_file_with_every_image_once(host, app_env,
     again = api.post(host.base_url + "/api/tasks", json={**body, "request_name": "other label",
                                                                "max_failed_fraction": 0.5}, timeout=120)
     assert again.status_code == 200 and again.json()["id"] == task_id and again.json()["started"] is False
+    # a setting that differs is said, not silently dropped (a label is no setting)
+    assert again.json()["not_applied"] == ["max_failed_fraction"], again.json()
+    assert "max_failed_fraction differ from the task's and were not applied" in again.json()["hint"]
     status = wait_until(lambda: finished_status(host.base_url, task_id), 240, "task completion")
     assert status["runtime_status"] == "Completed", status
     assert status["stage"] == "completed" and status["images"] == 10 and status["failed"] == 1
