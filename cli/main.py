@@ -304,6 +304,9 @@ def submit(state: State, /, request_file: Path | None, folders: tuple[str, ...],
     task_id = answer["id"]
     said = err if as_json else out  # with --json, standard output holds the JSON alone
     said.print(f"task {task_id} " + ("started" if answer.get("started") else "already known (same request)"))
+    if answer.get("not_applied") and wait:  # without --wait the app's hint below says it
+        err.print(f"not applied to the task found: {', '.join(answer['not_applied'])} (submit with --rerun to run "
+                  "it with them)")
     if not wait:
         if not answer.get("started") and answer.get("hint"):
             said.print(f"its stage: {answer.get('stage')}; {answer['hint']}")
