@@ -647,3 +647,20 @@ def test_an_estimate_made_before_says_when_and_fresh_counts_again(monkeypatch: p
     assert "--fresh" in said.err and "rerun" not in sent[0]
     assert cli_main.main(["estimate", "--container", "cams", "--fresh"]) == 0
     assert sent[1]["rerun"] is True and "made before" not in capsys.readouterr().err
+
+
+def test_submit_wait_says_which_settings_the_task_found_did_not_take(monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from cli import main as cli_main
+
+    class Client:
+        def submit(self, body: dict[str, Any]) -> dict[str, Any]:
+            return {"id": "task-0123456789abcdef0123", "started": False, "stage": "completed",
+                    "not_applied": ["notify_url"], "hint": "..."}
+
+        def status(self, task_id: str) -> dict[str, Any]:
+            return {"id": task_id, "runtime_status": "Completed", "stage": "completed", "images": 1}
+
+    monkeypatch.setattr(cli_main.State, "client", property(lambda self: Client()))
+    assert cli_main.main(["submit", "--container", "cams", "--wait", "--plain"]) == 0
+    assert "not applied to the task found: notify_url" in capsys.readouterr().err
