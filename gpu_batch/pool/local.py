@@ -209,8 +209,10 @@ class LocalPool:
             started = float(row.get("StartedAt") or now)
             beat = float(row.get("Heartbeat") or started)
             if now - started > self.max_task_seconds:
-                self._kill(row)
-                self._complete(row, None, f"timed out: ran longer than {self.max_task_seconds} s and was terminated")
+                # read again first: a runner that recorded its exit after the snapshot keeps it, and its pid (maybe
+                # reused since) is not signalled
+                self._refresh_and_fail_if_running(row, f"timed out: ran longer than {self.max_task_seconds} s and was "
+                                                       "terminated", kill=True)
             elif (pid and not _alive(pid)) or now - beat > DEAD_AFTER_S:
                 self._kill(row)  # a worker that outlived its runner must not run beside the next attempt
                 self._refresh_and_fail_if_running(row, "the worker's runner process died without recording an exit "
@@ -242,12 +244,14 @@ class LocalPool:
             return None
         return min(range(self.gpus), key=lambda g: (on_gpu.count(g), g))
 
-    def _refresh_and_fail_if_running(self, row: dict[str, Any], message: str) -> None:
+    def _refresh_and_fail_if_running(self, row: dict[str, Any], message: str, kill: bool = False) -> None:
         try:
             fresh = dict(self.table.get_entity(row["PartitionKey"], row["RowKey"]))
         except ResourceNotFoundError:
             return
         if fresh["State"] != TaskState.completed.value:
+            if kill:
+                self._kill(fresh)
             self._complete(fresh, None, message)
 
     def _launch(self, row: dict[str, Any], gpu: int | None = None) -> bool:

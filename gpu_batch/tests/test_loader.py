@@ -343,3 +343,26 @@ def test_numpy_values_in_a_checkpoint_load(tmp_path: Path, checkpoint: Path) -> 
         torch.save(raw, path)
     assert isinstance(load_model(path).network, Model)
     assert loader.read_checkpoint(path)["best_fitness"][0] == 0.71
+
+
+def test_two_workers_fetching_a_blob_model_at_once_each_write_a_file_of_their_own(tmp_path: Path) -> None:
+    """Both wrote one "<name>.part": the file renamed into place could hold both downloads' bytes interleaved."""
+    import threading
+
+    barrier = threading.Barrier(2)
+    parts: list[Path] = []
+
+    def fetch(container: str, name: str, dest: Path) -> None:
+        parts.append(dest)
+        barrier.wait(timeout=30)  # both are downloading now
+        dest.write_bytes(b"weights")
+
+    found: list[Path] = []
+    threads = [threading.Thread(target=lambda: found.append(
+        resolve_model_file("blob://models/md.pt", cache_dir=tmp_path, blob_fetcher=fetch))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert len(set(parts)) == 2 and found == [tmp_path / "blob" / "models" / "md.pt"] * 2
+    assert found[0].read_bytes() == b"weights" and not list((tmp_path / "blob" / "models").glob("*.part"))

@@ -305,3 +305,19 @@ def test_on_a_machine_with_several_gpus_each_running_task_gets_the_least_used_on
     assert {gpu("sleep30"), gpu("sleep31")} == {"0", "1"} and gpu("sleep2") in ("0", "1")
     chosen = make_pool("local", max_concurrent=2, **{**pool_args, "worker_env": {"CUDA_VISIBLE_DEVICES": "1"}})
     assert chosen._free_gpu([]) is None  # the operator chose: left alone
+
+
+def test_a_task_that_recorded_its_exit_after_the_snapshot_keeps_it_at_its_deadline(pool_args: dict[str, Any]) -> None:
+    """The deadline check worked from the scheduler's snapshot: a runner that recorded its exit just after it was
+    overwritten with "timed out" (no exit code), and its pid, perhaps reused since, was signalled."""
+    pool = make_pool("local", max_concurrent=1, **pool_args)
+    pool.submit("job7", [task("sleep1")])
+    done = wait_until(lambda: all_done(pool, "job7", 1), 30, "the task")
+    assert done["sleep1-a1"].exit_code == 0
+    snapshot = dict(pool.table.get_entity("job7", "sleep1-a1"))
+    snapshot["State"] = TaskState.running.value  # as the scheduler read it a moment before the runner finished
+    killed: list[Any] = []
+    pool._kill = killed.append  # type: ignore[method-assign]
+    pool._refresh_and_fail_if_running(snapshot, "timed out: ran longer than 1 s and was terminated", kill=True)
+    after = states(pool, "job7")["sleep1-a1"]
+    assert after.exit_code == 0 and after.result is TaskResult.success and killed == []

@@ -150,7 +150,9 @@ def resolve_model_file(ref: str, cache_dir: Path | None = None, downloader: Down
         dest = cache_dir / "blob" / container / name
         if not dest.exists():
             dest.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dest.with_name(dest.name + ".part")
+            # a file of its own: two workers starting together on a node (the local pool's slots, a resident
+            # server and a fallback process) wrote one "<name>.part" at once, and the file they renamed was corrupt
+            tmp = Path(tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".part")[1])
             try:
                 blob_fetcher(container, name, tmp)
             except Exception as exc:  # azure errors vary; any failure here means the model is unavailable
