@@ -684,8 +684,9 @@ async def cancel_task(req: func.HttpRequest, client: df.DurableOrchestrationClie
     # The marker always: the end of the listing reads it (a cancel while the images are listed ends the task before
     # any submission, estimate or confirmation wait) and so does every shard group's poll (a confirmation that came
     # just before this cancel still stops at the first poll). The event too before the pool work: a task waiting for
-    # confirmation ends at once, and one still listing that then waits finds it waiting (Durable keeps an event that
-    # came before the orchestration waits for it).
+    # confirmation ends at once, and one still listing that then waits finds it waiting (an EventRaised in the
+    # history before the wait is kept: azure-functions-durable-python TaskOrchestrationExecutor.set_task_value puts
+    # it in deferred_tasks, which DurableOrchestrationContext applies when the wait is created).
     started = _task_input(await client.get_status(task_id, show_input=True))
     job = layout.pool_job_id(task_id, str(started.get("run") or ""))  # this run's marker: the next run starts clean
     s = clients.settings()

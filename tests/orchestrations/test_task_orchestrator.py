@@ -307,16 +307,20 @@ def test_a_pool_job_that_cannot_be_closed_is_named_in_the_failed_status() -> Non
     assert f"az batch job terminate --job-id {TASK}" in error
 
 
+def failing(answer: Any, activity: str, error: Exception) -> Any:
+    """``answer``, except that ``activity`` raises ``error`` every time."""
+    def run(name: str, payload: Any) -> Any:
+        if name == activity:
+            raise error
+        return answer(name, payload)
+
+    return run
+
+
 def test_a_pool_job_that_cannot_be_closed_after_every_image_ran_does_not_lose_the_results() -> None:
     """Every shard ended: a Batch error closing the job (after its retries) failed the task with nothing merged, and
     resuming it started a pool task per shard again. The results are merged; the open job is said, with its command."""
-    answer = activities(shards=2)
-
-    def closing_fails(name: str, payload: Any) -> Any:
-        if name == c.CLOSE_JOB:
-            raise RuntimeError("Batch unreachable")
-        return answer(name, payload)
-
+    closing_fails = failing(activities(shards=2), c.CLOSE_JOB, RuntimeError("Batch unreachable"))
     run = run_task(task_input(shards_per_group=1), closing_fails)
     assert run.status == "Completed" and run.output["stage"] == Stage.completed
     assert c.MERGE_PART in run.activity_names and len(run.calls(c.CLOSE_JOB)) == POOL_RETRY.attempts
@@ -324,13 +328,7 @@ def test_a_pool_job_that_cannot_be_closed_after_every_image_ran_does_not_lose_th
 
 
 def test_a_cancelled_task_whose_job_cannot_be_closed_says_so() -> None:
-    answer = activities(shards=2)
-
-    def closing_fails(name: str, payload: Any) -> Any:
-        if name == c.CLOSE_JOB:
-            raise RuntimeError("Batch unreachable")
-        return answer(name, payload)
-
+    closing_fails = failing(activities(shards=2), c.CLOSE_JOB, RuntimeError("Batch unreachable"))
     run = run_task(task_input(shards_per_group=1), closing_fails,
                    children=lambda name, iid, payload: finished_group(len(payload["shards"]), cancelled=True))
     assert run.output["stage"] == Stage.cancelled
