@@ -686,7 +686,8 @@ async def cancel_task(req: func.HttpRequest, client: df.DurableOrchestrationClie
     # just before this cancel still stops at the first poll). The event too before the pool work: a task waiting for
     # confirmation ends at once, and one still listing that then waits finds it waiting (an EventRaised in the
     # history before the wait is kept: azure-functions-durable-python TaskOrchestrationExecutor.set_task_value puts
-    # it in deferred_tasks, which DurableOrchestrationContext applies when the wait is created).
+    # it in deferred_tasks, which DurableOrchestrationContext applies when the wait is created; devhost's fidelity
+    # row 31).
     started = _task_input(await client.get_status(task_id, show_input=True))
     job = layout.pool_job_id(task_id, str(started.get("run") or ""))  # this run's marker: the next run starts clean
     s = clients.settings()

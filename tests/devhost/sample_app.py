@@ -360,3 +360,17 @@ def after_failed_fan_out(context: df.DurableOrchestrationContext):  # type: igno
         context.set_custom_status("past the failure")
         return (yield context.call_activity("say_hello", "after"))
     return "no failure"
+
+
+@app.orchestration_trigger(context_name="context")
+def busy_then_approval(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+    """An activity (``gated``: open until the test says), then ``approval``'s wait: an event may come before it."""
+    yield context.call_activity("gated", context.get_input())
+    context.set_custom_status("waiting")
+    event = context.wait_for_external_event("Approve")
+    timeout = context.create_timer(context.current_utc_datetime + dt.timedelta(hours=1))
+    winner = yield context.task_any([event, timeout])
+    if winner == event:
+        timeout.cancel()
+        return {"approved": event.result}
+    return {"approved": None}

@@ -664,3 +664,29 @@ def test_an_http_trigger_that_answers_after_the_load_balancers_limit_gets_its_ca
     finally:
         sample_app.SLOW_GATE.set()
         host.stop()
+
+
+def test_an_event_raised_before_the_orchestrator_waits_for_it_is_kept_for_the_wait(host: DevHost) -> None:
+    """dtfx DurableTask.Core/TaskOrchestrationDispatcher.cs appends an EventRaised message to the instance's history
+    whether or not the orchestrator waits for it yet; the out-of-process shim hands the whole history to the Python
+    SDK, whose TaskOrchestrationExecutor.set_task_value keeps an event no open task matches in
+    ``context.deferred_tasks`` and DurableOrchestrationContext applies it when the wait is created (sdk 1.7
+    models/TaskOrchestrationExecutor.py, models/DurableOrchestrationContext.py ``_add_to_open_tasks``). trapbatch's
+    cancel (api/starters.py ``cancel_task``) raises its event while a task still lists its images, before the task
+    waits for it; devhost must keep the event in the history as the extension does, not drop it for want of a
+    waiter."""
+    gate_name = f"busy-{uuid.uuid4().hex[:6]}"
+    iid = host.start_orchestration("busy_then_approval", gate_name)
+    wait_until(lambda: running(host, iid), 60, "the instance to start its activity")
+    host.raise_event(iid, "Approve", {"by": "early caller"})
+    wait_until(lambda: any(e["EventType"] == h.EVENT_RAISED for e in _history(host, iid)), 60,
+               "the event to reach the history")
+    assert _status(host, iid).get("customStatus") != "waiting"  # raised while the activity still ran
+    sample_app.gate(gate_name).set()
+    done = host.wait_for(iid, 60)
+    assert (done["runtimeStatus"], done["output"]) == ("Completed", {"approved": {"by": "early caller"}}), done
+
+
+def _history(host: DevHost, iid: str) -> list[dict[str, Any]]:
+    doc = host.engine.store.load_history(iid)
+    return list(doc["history"]) if doc else []
