@@ -42,7 +42,7 @@ from typing import IO, Any, Callable, Iterator, Mapping, Sequence
 import ijson
 
 from core.errors import RequestInvalid
-from core.shards import IMAGE_EXTENSIONS, is_image_name
+from core.shards import IMAGE_EXTENSIONS, has_dot_segment, is_image_name
 
 PATH_COLUMNS = ("path", "file", "filename", "image_path", "image_path_rel")  # first one present wins
 FLAG_COLUMNS = ("invalid", "image_is_invalid", "image_no_upload", "image_was_deleted")
@@ -109,7 +109,8 @@ def is_truthy(value: Any, name: str = "", row: int = 0, flag: str = "") -> bool:
 
 def normalize_path(value: Any, name: str, row: int) -> str:
     """A row's path as a blob name below the prefix: stripped, without a leading slash; refused when empty, not text,
-    with control characters, too long, or not an image trapbatch runs (those would fail anyway, after a GPU started)."""
+    with control characters, too long, with a ``.``/``..`` folder (``core.shards.has_dot_segment``), or not an image
+    trapbatch runs (those would fail anyway, after a GPU started)."""
     if not isinstance(value, str):
         raise ImageListInvalid(f"{_where(name, row)}: the path is {type(value).__name__}, not text",
                                'give each image as a path string, e.g. "site-a/IMG_0001.JPG"')
@@ -122,6 +123,10 @@ def normalize_path(value: Any, name: str, row: int) -> str:
     if _CONTROL_RE.search(path) or len(path) > MAX_NAME_CHARS:
         raise ImageListInvalid(f"{_where(name, row)}: {path[:80]!r} is not a blob name (control characters, or "
                                f"over {MAX_NAME_CHARS} characters)", "fix the path in the list")
+    if has_dot_segment(path):
+        raise ImageListInvalid(f"{_where(name, row)}: {path[:200]!r} has a '.' or '..' folder, which Azure's clients "
+                               "resolve before sending (another blob would be read, or the request refused)",
+                               "give the path as the blob is named in the container, e.g. \"site-a/IMG_0001.JPG\"")
     if not is_image_name(path):
         raise ImageListInvalid(f"{_where(name, row)}: {path[:200]!r} is not an image trapbatch runs "
                                f"({', '.join(IMAGE_EXTENSIONS)})", "remove the row, or flag it (e.g. invalid=1)")

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from core.errors import RequestInvalid, RequestTooLarge, UnsupportedContentType
 from core.ids import task_instance_id
 from core.repeats import RepeatOptions
+from core.shards import has_dot_segment
 from gpu_batch.formats import listfields
 
 _CONTAINER_RE = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$")
@@ -259,6 +260,10 @@ def parse_task_request(body: Any, default_model: str = "", default_images_per_sh
             "use 3-63 lowercase letters, digits and single hyphens, starting and ending with a letter or digit",
         )
     prefix = _opt_str(body, "prefix").lstrip("/")
+    if has_dot_segment(prefix):
+        raise RequestInvalid(f"'prefix' {prefix!r} has a '.' or '..' folder, which no readable blob name has (Azure's "
+                             "clients resolve such folders before sending)",
+                             'give the folder as it is named in the container, e.g. "2024/site-a/"')
     first_n = _opt_int(body, "first_n", 1)
     sample_n = _opt_int(body, "sample_n", 1)
     seed = _opt_int(body, "seed", 0, MAX_SEED)
@@ -419,6 +424,10 @@ def _image_list(body: Mapping[str, Any]) -> str:
     if name.endswith("/"):
         raise RequestInvalid(f"'image_list' {name!r} names a folder, not a blob",
                              'name the CSV or JSON blob in the container, e.g. "lists/season-1.csv"')
+    if has_dot_segment(name):
+        raise RequestInvalid(f"'image_list' {name!r} has a '.' or '..' folder, which Azure's clients resolve before "
+                             "sending (another blob would be read)",
+                             'name the blob as it is named in the container, e.g. "lists/season-1.csv"')
     return name
 
 

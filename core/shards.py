@@ -33,6 +33,14 @@ def is_image_name(name: str) -> bool:
     return lower.endswith(IMAGE_EXTENSIONS) and not lower.rsplit("/", 1)[-1].startswith(".")
 
 
+def has_dot_segment(name: str) -> bool:
+    """Whether a blob name has a ``.`` or ``..`` folder. Why it matters: Azure's clients send a blob's name as its URL
+    path and the HTTP layer resolves such segments before sending (urllib3's ``parse_url``), so ``a/../b.jpg`` reads
+    ``b.jpg`` (one photo under two names, or a blob outside the prefix) and a shared-key signature no longer matches
+    the path sent (403). Such a name can only be refused."""
+    return any(part in (".", "..") for part in name.split("/"))
+
+
 def select_images(names: Iterable[str], first_n: int | None = None, sample_n: int | None = None,
                   seed: int | None = None) -> Iterator[str]:
     """Filter to images, then keep the first N, or a seeded uniform sample of N (the N smallest ``sample_key``s),

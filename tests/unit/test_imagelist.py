@@ -85,6 +85,10 @@ def test_flag_values(value: Any, truthy: bool) -> None:
     ("a/1.jpg\nb/2.jpg,x\n", "2 columns in a list of paths"),
     ("path;site\na/1.jpg;x\n", "separates its columns with ';', not commas"),  # Excel in European locales
     ("path\tsite\na/1.jpg\tx\n", "separates its columns with '\\\\t', not commas"),
+    # Azure's clients resolve dot folders before sending: cam1/../cam0/00.jpg reads cam0/00.jpg under another name
+    ('["cam1/../cam0/00.jpg"]', "has a '.' or '..' folder"),
+    ('["../other/x.jpg"]', "has a '.' or '..' folder"),
+    ('["cam0/./00.jpg"]', "has a '.' or '..' folder"),
 ])
 def test_bad_lists_name_the_row_and_the_fix(data: str | bytes, message: str) -> None:
     with pytest.raises(ImageListInvalid, match=message) as info:
@@ -168,6 +172,10 @@ def test_the_request_field_and_the_task_id() -> None:
         parse_task_request({"container": "cams", "image_list": "l.csv", "sample_n": 3})
     with pytest.raises(RequestInvalid, match="names a folder"):
         parse_task_request({"container": "cams", "image_list": "lists/"})
+    for field, value in (("image_list", "lists/../l.csv"), ("prefix", "2024/../site-a/"), ("prefix", "./2024/")):
+        with pytest.raises(RequestInvalid, match=f"'{field}' .* has a '.' or '..' folder"):
+            parse_task_request({"container": "cams", "image_list": "l.csv", field: value})
+    assert parse_task_request({"container": "cams", "prefix": "site.a/..x/"}).prefix == "site.a/..x/"  # not folders
     with pytest.raises(RequestInvalid, match="unknown field"):
         parse_task_request({"container": "cams", "image_list_sha256": "ab" * 32})
     assert parse_task_request({"container": "cams", "image_list": "l.csv", "first_n": 2}).first_n == 2
