@@ -436,7 +436,7 @@ def _write_zooniverse_rows(store: BlobStore, container: str, task_id: str, varia
     eligible = len(lengths)
     batches = zooniverse.batch_count(eligible, options)
     assigner = zooniverse.BatchAssigner(eligible, batches, options.shuffle, options.seed)
-    header = csvline.line(zooniverse.columns(options)).encode("utf-8")
+    header = csvline.manifest_line(zooniverse.columns(options)).encode("utf-8")
     targets = assigner.batch_range(0, eligible)  # 8 bytes per image, the assignment made once for every pass
     for first in range(0, batches, open_files):
         group = range(first, min(first + open_files, batches))

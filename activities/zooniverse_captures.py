@@ -225,7 +225,7 @@ def combine(store: BlobStore, ctx: ExportContext, runs: list[str]) -> c.ExportsC
                     row = (names + "," * (widest - len(capture.files)) + rest).encode("utf-8")
                     b = batch_of[i]
                     writers[b // per_bucket].write(_ROW_HEAD.pack(b, len(row)) + row)
-            header = csvline.line(captures.columns(options, widest)).encode("utf-8")
+            header = csvline.manifest_line(captures.columns(options, widest)).encode("utf-8")
             for k in range(buckets):
                 _write_bucket(store, ctx, _bucket_blob(ctx, k), header, pool)
     delete_under(store, container, layout.exports_prefix(ctx.task_id, ctx.variant) + "zooniverse/",

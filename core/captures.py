@@ -28,7 +28,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
-from core.zooniverse import ManifestOptions
+from core.zooniverse import ManifestOptions, metadata_column
 from gpu_batch.formats import csvline
 from gpu_batch.formats.listfields import integer
 from gpu_batch.formats.zooniverse_rows import cell, facts
@@ -159,7 +159,7 @@ def group(records: Iterable[Sequence[Any]]) -> Iterator[Capture]:
 def columns(options: ManifestOptions, images: int) -> list[str]:
     """The header of a manifest whose largest subject has ``images`` images."""
     fixed = [f"image_name_{i}" for i in range(1, images + 1)] + FIXED
-    return fixed + [f"list_{c}" if c in fixed else c for c in options.metadata_columns]
+    return fixed + [metadata_column(c, fixed) for c in options.metadata_columns]
 
 
 def row_parts(capture: Capture, options: ManifestOptions) -> tuple[str, str]:
@@ -169,7 +169,8 @@ def row_parts(capture: Capture, options: ManifestOptions) -> tuple[str, str]:
     rest = [first.rsplit("/", 1)[0] if "/" in first else "", options.attribution, options.license,
             "" if capture.key.startswith(ALONE) else capture.key, len(capture.files), capture.conf, capture.top,
             options.threshold, *capture.metadata]
-    return ",".join([csvline.field(f) for f in capture.files]), "," + csvline.line([cell(v) for v in rest])
+    names = ",".join([csvline.manifest_field(f) for f in capture.files])
+    return names, "," + csvline.manifest_line([cell(v) for v in rest])
 
 
 def row_line(capture: Capture, options: ManifestOptions, images: int) -> str:

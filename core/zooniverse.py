@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+import re
 from array import array
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
@@ -67,10 +68,21 @@ class ManifestOptions:
                 raise RequestInvalid(f"'{name}' must be a positive integer, got {value}", f"e.g. {name}: 10")
 
 
+# A column that names a subject's photo: ``trapbatch zooniverse`` fetches and fits what such a column names, and the
+# upload command it prints hands each to the Panoptes CLI as a file (``-f``).
+IMAGE_COLUMN = re.compile(r"image_name_\d+$")
+
+
+def metadata_column(name: str, fixed: list[str]) -> str:
+    """An image list's column as the manifest names it: ``list_`` before a name that is one of the ``fixed`` columns
+    or could be an image column (``image_name_7``: its values would be taken for photos and uploaded)."""
+    return f"list_{name}" if name in fixed or IMAGE_COLUMN.match(name) else name
+
+
 def columns(options: ManifestOptions) -> list[str]:
-    """The manifest's header: ``COLUMNS``, then the image list's metadata columns (one named like a fixed column
-    gets the prefix ``list_``, so neither hides the other)."""
-    return COLUMNS + [f"list_{c}" if c in COLUMNS else c for c in options.metadata_columns]
+    """The manifest's header: ``COLUMNS``, then the image list's metadata columns (``metadata_column``: one named
+    like a fixed or an image column gets the prefix ``list_``, so neither hides the other)."""
+    return COLUMNS + [metadata_column(c, COLUMNS) for c in options.metadata_columns]
 
 
 def row(entry: Mapping[str, Any], options: ManifestOptions, detection_categories: Mapping[str, str],
@@ -84,7 +96,7 @@ def row(entry: Mapping[str, Any], options: ManifestOptions, detection_categories
 @functools.lru_cache(maxsize=64)
 def quoted_options(options: ManifestOptions) -> tuple[str, str]:
     """The row's per-task fields as CSV text: ``,attribution,license,`` and ``,threshold``."""
-    return (f",{csvline.field(cell(options.attribution))},{csvline.field(cell(options.license))},",
+    return (f",{csvline.manifest_field(cell(options.attribution))},{csvline.manifest_field(cell(options.license))},",
             threshold_field(options.threshold))
 
 
@@ -95,7 +107,8 @@ def row_line(entry: Mapping[str, Any], options: ManifestOptions, detection_categ
     middle, threshold = quoted_options(options)
     text = fixed_line(entry, options.threshold, detection_categories, middle, threshold)
     if options.metadata_columns:
-        text += "".join(["," + csvline.field(cell((metadata or {}).get(c, ""))) for c in options.metadata_columns])
+        text += "".join(["," + csvline.manifest_field(cell((metadata or {}).get(c, "")))
+                         for c in options.metadata_columns])
     return text + csvline.TERMINATOR
 
 

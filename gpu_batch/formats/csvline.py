@@ -35,6 +35,23 @@ def field(text: str) -> str:
     return text
 
 
+def manifest_field(text: str) -> str:
+    """``field`` for a Zooniverse manifest, which the Panoptes CLI reads with ``csv.reader(...,
+    skipinitialspace=True)`` (zooniverse/panoptes-cli ``subject_set.py`` ``upload_subjects``; ``trapbatch
+    zooniverse`` reads it alike): a field that starts with a space is quoted too, else the reader drops the space
+    and a photo named `` IMG_0001.JPG`` is looked up, and uploaded, as ``IMG_0001.JPG``."""
+    if text[:1] == " ":
+        return '"' + text.replace('"', '""') + '"'
+    return field(text)
+
+
+def manifest_line(fields: Sequence[str]) -> str:
+    """``line`` of ``manifest_field``s."""
+    if len(fields) < 2:
+        raise ValueError("csvline.manifest_line writes rows of two or more fields")
+    return ",".join([manifest_field(f) for f in fields]) + TERMINATOR
+
+
 def line(fields: Sequence[str]) -> str:
     """A row of two or more ``str`` fields, with its ``\\r\\n``, as ``csv.writer.writerow`` writes it."""
     if len(fields) < 2:

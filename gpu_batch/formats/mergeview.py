@@ -67,11 +67,13 @@ from gpu_batch.manifest import ShardManifest, ViewBasis, ViewList, plain_etag
 # ``YYYY-MM-DD HH:MM:SS`` (``gpu_batch.formats.coco.cct_datetime``; 2 copied ``YYYY:MM:DD HH:MM:SS``, which
 # dateutil reads as today's date), and Camtrap DP media lines percent-encode a ``filePath`` its pattern refuses
 # (``camtrapdp.media_file_path``). A view's COCO lines never held a box of unknown size (``coco_lines``: none then).
+# 4: Zooniverse lines quote a field that starts with a space (``csvline.manifest_field``: the Panoptes CLI reads
+# manifests with ``skipinitialspace``, which dropped the space from a photo's name).
 # The worker image is deployed apart from the app, so an app may read views an older worker wrote: ``_header`` takes
 # only views of this version, so a version-2 view is no view (``read_view``/``read_view_part`` give None) and the
 # merge and the exports format that shard's entries themselves, instead of mixing the old lines with new ones in one
 # file; an older app likewise ignores a newer worker's views. Raise it whenever a line a view holds changes.
-VIEW_VERSION = 3
+VIEW_VERSION = 4
 COUNTS = ("images", "failed", "with_detections", "detections", "empty")
 
 
@@ -372,7 +374,7 @@ def zooniverse_lines(entries: Sequence[Mapping[str, Any]], threshold: float,
     columns = listed.columns if listed is not None else ()
     rows: list[bytes] = []
     lengths: list[int] = []
-    field, cell = csvline.field, zooniverse_rows.cell
+    field, cell = csvline.manifest_field, zooniverse_rows.cell
     for entry in entries:
         if zooniverse_rows.excluded(entry):
             continue

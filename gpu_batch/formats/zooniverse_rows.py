@@ -55,7 +55,7 @@ def facts(entry: Mapping[str, Any], threshold: float,
 
 def threshold_field(threshold: float) -> str:
     """The row's last fixed field, ``#detector_threshold``, with its leading comma."""
-    return "," + csvline.field(cell(threshold))
+    return "," + csvline.manifest_field(cell(threshold))
 
 
 def fixed_line(entry: Mapping[str, Any], threshold: float, detection_categories: Mapping[str, str], middle: str,
@@ -63,5 +63,5 @@ def fixed_line(entry: Mapping[str, Any], threshold: float, detection_categories:
     """The row's fixed columns as ``csv.writer`` writes them, without the line's end: ``middle`` is
     ``,<attribution>,<license>,`` quoted (or ``MIDDLE``), ``threshold_text`` is ``threshold_field(threshold)``."""
     file, folder, conf, top = facts(entry, threshold, detection_categories)
-    quoted = csvline.field(file)
-    return f"{quoted},{csvline.field(folder)}{middle}{quoted},{conf!r},{csvline.field(top)}{threshold_text}"
+    quoted, field = csvline.manifest_field(file), csvline.manifest_field
+    return f"{quoted},{field(folder)}{middle}{quoted},{conf!r},{field(top)}{threshold_text}"

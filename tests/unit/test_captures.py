@@ -64,8 +64,12 @@ def test_a_row_pads_to_the_widest_capture_and_reads_back() -> None:
     assert (row["attribution"], row["license"], row["note"]) == ("Univ. of X", "CC-BY-4.0", 'say "hi"')
     alone = row_line(Capture(captures.ALONE + "b.jpg", ["b.jpg"], 0.0, "empty", [""] * 6), OPTIONS, 1)
     assert alone.startswith("b.jpg,,Univ. of X,CC-BY-4.0,,1,0.0,empty,0.2,")  # no capture id, no folder
-    clash = captures.columns(ManifestOptions(threshold=0.2, metadata_columns=("folder", "capture")), 1)
-    assert clash[-2:] == ["list_folder", "capture"]
+    clash = captures.columns(ManifestOptions(threshold=0.2, metadata_columns=("folder", "capture", "image_name_4")), 1)
+    assert clash[-3:] == ["list_folder", "capture", "list_image_name_4"]  # never taken for a photo column
+    spaced = row_line(Capture("c1", [" a/lead.jpg", "a/z.jpg"], 0.9, "animal", [" S1", "J05", "1", "14", "1", ""]),
+                      OPTIONS, 2)
+    [read] = list(csv.reader(io.StringIO(spaced, newline=""), skipinitialspace=True))  # as the Panoptes CLI reads it
+    assert (read[0], read[1], read[-6]) == (" a/lead.jpg", "a/z.jpg", " S1")
 
 
 def test_a_record_read_back_from_a_views_row_is_the_entrys_own() -> None:

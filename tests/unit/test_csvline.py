@@ -41,3 +41,13 @@ def test_every_character_below_u3000_and_random_strings() -> None:
 def test_a_single_field_row_is_refused() -> None:
     with pytest.raises(ValueError):
         csvline.line([""])
+
+
+@pytest.mark.parametrize("text", ODD)
+def test_a_manifest_field_reads_back_as_the_panoptes_cli_reads_it(text: str) -> None:
+    """zooniverse/panoptes-cli subject_set.py reads manifests with ``csv.reader(..., skipinitialspace=True)``: a
+    field written by ``field`` alone loses its leading spaces (`` IMG_0001.JPG`` was looked up as ``IMG_0001.JPG``)."""
+    line = csvline.manifest_line([text, text, "z"])
+    assert next(csv.reader(io.StringIO(line, newline=""), skipinitialspace=True)) == [text, text, "z"]
+    if not text.startswith(" "):
+        assert line == writer_line([text, text, "z"])  # as csv.writer writes it otherwise

@@ -108,7 +108,13 @@ def test_row_line_is_csv_writer_over_row(metadata: dict[str, str] | None, thresh
             for _ in range(rng.randrange(4))]}
         out = io.StringIO(newline="")
         csv.writer(out).writerow(zooniverse.row(entry, options, categories, metadata))
-        assert zooniverse.row_line(entry, options, categories, metadata) == out.getvalue()
+        line = zooniverse.row_line(entry, options, categories, metadata)
+        # read as the Panoptes CLI reads manifests (skipinitialspace), the line holds csv.writer's fields; its bytes
+        # are csv.writer's but for a field that starts with a space (quoted, else the reader would drop the space)
+        read = next(csv.reader(io.StringIO(line, newline=""), skipinitialspace=True))
+        assert read == next(csv.reader(io.StringIO(out.getvalue(), newline="")))
+        if not any(str(v).startswith(" ") for v in zooniverse.row(entry, options, categories, metadata)):
+            assert line == out.getvalue()
 
 
 @pytest.mark.parametrize("entry", [{}, {"invalid": 1}, {"invalid": " 2 "}, {"invalid": "3"}, {"image_no_upload": "1"},
@@ -126,3 +132,11 @@ def test_a_range_of_images_gets_the_batches_each_image_gets(n: int, batches: int
     a = BatchAssigner(n, batches, shuffle, seed=3)
     assert list(a.batch_range(0, n)) == [a.batch(i) for i in range(n)]
     assert list(a.batch_range(n // 3, n // 2)) == [a.batch(i) for i in range(n // 3, n // 2)]
+
+
+def test_a_list_column_named_like_an_image_column_is_not_taken_for_photos() -> None:
+    """``trapbatch zooniverse`` fetches what every ``image_name_<n>`` column names, and its upload command hands
+    them to the Panoptes CLI as files: a list's own ``image_name_2`` column would upload whatever it names."""
+    options = ManifestOptions(0.2, metadata_columns=("image_name_2", "image_name_1", "folder", "image_name", "site"))
+    assert zooniverse.columns(options)[len(zooniverse.COLUMNS):] == [
+        "list_image_name_2", "list_image_name_1", "list_folder", "image_name", "site"]
