@@ -34,6 +34,7 @@ import shlex
 import stat
 import subprocess
 import threading
+import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -171,22 +172,28 @@ class PhotoOptions:
 
 class _Run:
     """What the photos of one ``prepare`` call share: the names seen (letter case folded, on a disk that does not
-    tell cases apart) and the photos that could not be reached since the last one that could."""
+    tell cases apart; accents in one Unicode form, on a disk that does not tell forms apart) and the photos that
+    could not be reached since the last one that could."""
 
-    def __init__(self, case_blind: bool) -> None:
+    def __init__(self, case_blind: bool, form_blind: bool = False) -> None:
         self.lock = threading.Lock()
         self.case_blind = case_blind
+        self.form_blind = form_blind
         self.folded: dict[tuple[Path, str], str] = {}
         self.unreached: list[tuple[str, str]] = []
         self.stopped = False  # a photo ended the run (CliError): the others still queued return at once
 
     def clashes(self, folder: Path, names: Sequence[str]) -> dict[str, str]:
         """Each of ``names`` that differs from a name before it (in this run, in manifest order, so the same one
-        wins every run) only in letter case, with that name, when the disk would take them for one file."""
+        wins every run) only in letter case or in its accents' Unicode form (``é`` as one code point or as ``e`` and
+        a combining accent: blob names are either), with that name, when the disk would take them for one file."""
         found: dict[str, str] = {}
-        if self.case_blind:
+        if self.case_blind or self.form_blind:
             for name in names:
-                other = self.folded.setdefault((folder, name.casefold()), name)
+                key = unicodedata.normalize("NFD", name) if self.form_blind else name
+                if self.case_blind:
+                    key = unicodedata.normalize("NFD", key.casefold()) if self.form_blind else key.casefold()
+                other = self.folded.setdefault((folder, key), name)
                 if other != name:
                     found[name] = other
         return found
@@ -220,7 +227,7 @@ def prepare(results_service: Any, source_service: Any, source_container: str,
         manifest = _safe_join(out, path)
         _fetch(results_service, container, blob, manifest)
         if run is None:
-            run = _Run(_case_blind(manifest.parent))
+            run = _Run(_case_blind(manifest.parent), _form_blind(manifest.parent))
         columns, photos = manifest_photos(manifest.read_text(encoding="utf-8"))
         report = Prepared(manifest, columns, photos=len(photos))
         if on_manifest:
@@ -232,8 +239,9 @@ def prepare(results_service: Any, source_service: Any, source_container: str,
             if run.stopped:  # another photo ended the run: the queued ones are not fetched
                 return
             if name in clashes:
-                outcome, unreached = (f"differs from {clashes[name]!r} only in letter case, and this disk takes them "
-                                      "for one file: prepare this batch on a case-sensitive disk (Linux)"), None
+                outcome, unreached = (f"differs from {clashes[name]!r} only in letter case or in its accents' Unicode "
+                                      "form (NFC or NFD), and this disk takes them for one file: prepare this batch "
+                                      "on a Linux disk"), None
             else:
                 try:
                     outcome, unreached = _photo(source_service, source_container, name, folder, options)
@@ -281,6 +289,20 @@ def _case_blind(folder: Path) -> bool:
     try:
         probe.touch()
         return (folder / ".trapbatch-cASE-pROBE").exists()
+    finally:
+        probe.unlink(missing_ok=True)
+
+
+def _form_blind(folder: Path) -> bool:
+    """Whether the disk under ``folder`` takes names whose accents differ only in Unicode form for one file (macOS:
+    APFS ignores the form, HFS+ stores every name decomposed)."""
+    probe = folder / ".trapbatch-form-probe-\u00e9"
+    try:
+        probe.touch()
+    except OSError:  # a disk that cannot hold the name cannot hold such photos either: they are refused one by one
+        return False
+    try:
+        return (folder / ".trapbatch-form-probe-e\u0301").exists()
     finally:
         probe.unlink(missing_ok=True)
 

@@ -241,5 +241,20 @@ def test_names_that_differ_only_in_case_are_not_written_over_each_other_on_a_cas
     service = service_client(storage_connection)
     [report] = prepare(service, service, images, manifests(answer, {}, None)[1], tmp_path, workers=1)
     assert report.copied == 2
-    assert report.problems == [("cam/IMG_1.JPG", "differs from 'Cam/IMG_1.JPG' only in letter case, and this disk "
-                                "takes them for one file: prepare this batch on a case-sensitive disk (Linux)")]
+    assert report.problems == [("cam/IMG_1.JPG", "differs from 'Cam/IMG_1.JPG' only in letter case or in its "
+                                "accents' Unicode form (NFC or NFD), and this disk takes them for one file: prepare "
+                                "this batch on a Linux disk")]
+
+
+def test_names_that_differ_only_in_unicode_form_clash_on_a_disk_that_ignores_the_form(tmp_path: Path) -> None:
+    """macOS (APFS, HFS+) takes 'été' written with one code point and with a combining accent for one file: the
+    second photo was counted as kept, and its Zooniverse subject showed the first."""
+    import cli.zooniverse_upload as zu
+
+    assert zu._form_blind(tmp_path) is False  # this machine's disk tells them apart
+    nfc, nfd = "\u00e7a/\u00e9t\u00e9.jpg", "c\u0327a/e\u0301te\u0301.jpg"
+    names = [nfc, nfd, "\u00c7A/\u00c9T\u00c9.jpg", "other.jpg"]
+    assert zu._Run(False).clashes(tmp_path, names) == {}
+    assert zu._Run(False, form_blind=True).clashes(tmp_path, names) == {nfd: nfc}
+    assert zu._Run(True, form_blind=True).clashes(tmp_path, names) == {nfd: nfc, names[2]: nfc}
+    assert zu._Run(True).clashes(tmp_path, names) == {names[2]: nfc}
