@@ -54,6 +54,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequenc
 import numpy as np
 
 from gpu_batch.formats import camtrapdp, csvline, jsonio
+from gpu_batch.formats.detections_csv import spreadsheet_safe
 
 DEFAULT_INTERVAL_S = 60.0  # MegaDetector's SequenceOptions.episode_interval_seconds
 KINDS = ("animal", "human", "vehicle", "unknown")  # observation types an event counts (blank: none of them)
@@ -676,7 +677,7 @@ def camera_days_rows(cam: CameraDays, interval_s: float, threshold: float) -> It
     """One camera's rows of ``camera_days_lines`` (none for a camera without days), ``DAYS_PER_CHUNK`` at a time."""
     tail = f",{interval_s:g},{threshold:g}\r\n"
     zeros = "," + ",".join("0" * len(DAY_COUNTS))
-    where = csvline.field(cam.deployment)
+    where = csvline.field(spreadsheet_safe(cam.deployment))  # a table for spreadsheets: never a formula
     for a in range(0, len(cam.day), DAYS_PER_CHUNK):  # days with photos, a chunk at a time, and the gaps before
         day = cam.day[a:a + DAYS_PER_CHUNK].astype(np.int64)
         previous = np.concatenate([[cam.day[a - 1] if a else day[0] - 1], day[:-1]])
@@ -702,7 +703,7 @@ def camera_visits_csv(cameras: Sequence[CameraVisits], interval_s: float, thresh
     writer = csv.writer(out)
     writer.writerow(CAMERA_VISITS_COLUMNS)
     for cam in cameras:
-        writer.writerow([cam.deployment, cam.first, cam.last, f"{cam.span_s / 86400:.2f}", cam.images, cam.visits,
+        writer.writerow([spreadsheet_safe(cam.deployment), cam.first, cam.last, f"{cam.span_s / 86400:.2f}", cam.images, cam.visits,
                          *cam.with_kind, cam.blank, f"{interval_s:g}", f"{threshold:g}"])
     return out.getvalue().encode("utf-8")
 

