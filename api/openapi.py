@@ -68,7 +68,8 @@ REQUEST_FIELDS: dict[str, dict[str, Any]] = {
                    "array of paths or of objects ({\"file\": ..., flags, metadata}), or a CSV with a path column "
                    "(path, file, filename, image_path or image_path_rel), optional flag columns (invalid, "
                    "image_is_invalid, image_no_upload, image_was_deleted: a truthy value leaves the row out) and "
-                   "metadata columns (carried into the Zooniverse manifests). Paths are relative to 'prefix'. Names "
+                   "metadata columns (carried into the COCO, Camtrap DP and Zooniverse exports). Paths are "
+                   "relative to 'prefix' and may not have '.' or '..' folders. Names "
                    "the container does not hold end as failures of reason 'listed_not_found'. The list's content "
                    "hash is part of the task id; with first_n only its first N rows run; not with sample_n. A "
                    "missing, unreadable, empty, malformed or too large list is a 400",
@@ -185,7 +186,8 @@ def _errors(*codes: int) -> dict[str, Any]:
     why = {400: "invalid request (the body names the field and the fix)", 401: "no or wrong function key, or no "
            "verified caller", 403: "another caller's task, or a source account not allowed", 404: "no such task "
            "or container", 409: "the task is not in a stage that allows this", 413: "body too large",
-           415: "body is not JSON", 429: "too many running tasks for this caller (Retry-After)"}
+           415: "body is not JSON", 429: "too many running tasks for this caller (Retry-After)",
+           503: "the task hub's instance list took too long to read (the body says how to purge old instances)"}
     # 401 without a key is the Functions host's own answer, before the app runs: no body at all (devhost does the same)
     return {str(c): ({"description": why[c]} if c == 401 else _answer(why[c], "Error")) for c in codes}
 
@@ -217,7 +219,7 @@ def description(base_url: str = "") -> dict[str, Any]:
                 "get": {"operationId": "listTasks", "summary": "tasks, newest first",
                         "parameters": [{"name": "limit", "in": "query", "required": False,
                                         "schema": {"type": "integer", "minimum": 1, "default": 50}}],
-                        "responses": {"200": _answer("tasks", "TaskList"), **_errors(400, 401)}},
+                        "responses": {"200": _answer("tasks", "TaskList"), **_errors(400, 401, 503)}},
             },
             "/api/tasks/{task_id}": {**task_ref, "get": {
                 "operationId": "getTask", "summary": "stage, counts, progress, ETA, estimate, cost",

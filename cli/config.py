@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from cli.errors import CliError
+from cli.errors import EXIT_USAGE, CliError
 
 FIELDS = {"url": "TRAPBATCH_URL", "key": "TRAPBATCH_KEY", "token": "TRAPBATCH_TOKEN",
           "auth_client_id": "TRAPBATCH_AUTH_CLIENT_ID", "storage_connection": "TRAPBATCH_STORAGE_CONNECTION"}
@@ -59,7 +59,8 @@ class Config:
         if not self.url:
             raise CliError("no trapbatch address is configured",
                            "pass --url, set TRAPBATCH_URL, or write url = \"https://<app>.azurewebsites.net\" into "
-                           f"{config_path(os.environ)} (devhost prints its address at start, e.g. http://127.0.0.1:7071)")
+                           f"{config_path(os.environ)} (devhost prints its address at start, e.g. http://127.0.0.1:7071)",
+                           EXIT_USAGE)
         return self.url.rstrip("/")
 
 
@@ -70,13 +71,15 @@ def _read_file(path: Path) -> dict[str, str]:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as exc:
         raise CliError(f"cannot read the config file {path}: {type(exc).__name__}: {exc}",
-                       'fix it (TOML, e.g. url = "https://..." and key = "...") or remove it') from None
+                       'fix it (TOML, e.g. url = "https://..." and key = "...") or remove it', EXIT_USAGE) from None
     unknown = sorted(set(data) - set(FIELDS))
     if unknown:
-        raise CliError(f"unknown setting(s) in {path}: {', '.join(unknown)}", f"allowed: {', '.join(FIELDS)}")
+        raise CliError(f"unknown setting(s) in {path}: {', '.join(unknown)}", f"allowed: {', '.join(FIELDS)}",
+                       EXIT_USAGE)
     bad = sorted(k for k, v in data.items() if not isinstance(v, str))
     if bad:
-        raise CliError(f"setting(s) {', '.join(bad)} in {path} must be strings", 'quote them: key = "..."')
+        raise CliError(f"setting(s) {', '.join(bad)} in {path} must be strings", 'quote them: key = "..."',
+                       EXIT_USAGE)
     return {k: str(v) for k, v in data.items()}
 
 

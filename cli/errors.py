@@ -3,7 +3,7 @@ from __future__ import annotations
 
 EXIT_OK = 0
 EXIT_TASK_FAILED = 1  # the task ended failed, cancelled or terminated
-EXIT_USAGE = 2  # click's own code for bad arguments
+EXIT_USAGE = 2  # click's own code for bad arguments; also no app configured, or a config file it cannot use
 EXIT_COMPLETED_WITH_ERRORS = 3  # the task ended completed_with_errors
 EXIT_API = 4  # the app could not be reached, or refused the request
 EXIT_INTERRUPTED = 130  # Ctrl-C while watching (the task keeps running)

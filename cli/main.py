@@ -60,8 +60,9 @@ def cli(ctx: click.Context, url: str | None, key: str | None, token: str | None,
     """Run MegaDetector over a blob container with trapbatch, and watch, fetch and tidy its results.
 
     Configuration: flags, then TRAPBATCH_URL / TRAPBATCH_KEY / TRAPBATCH_TOKEN / TRAPBATCH_STORAGE_CONNECTION, then
-    ~/.config/trapbatch/config.toml (TRAPBATCH_CONFIG names another). Exit codes: 0 done, 1 the task failed or was
-    cancelled, 2 bad arguments, 3 completed with errors, 4 the app could not be reached or refused the request.
+    ~/.config/trapbatch/config.toml (TRAPBATCH_CONFIG names another). Exit codes: 0 done, 1 the task failed, was
+    cancelled or expired, 2 bad arguments or no app configured, 3 completed with errors, 4 the app could not be
+    reached or refused the request, 130 interrupted (the task keeps running).
     """
     ctx.obj = State({"url": url, "key": key, "token": token, "auth_client_id": auth_client_id})
 

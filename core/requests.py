@@ -204,7 +204,7 @@ def _opt_fraction(body: Mapping[str, Any], name: str) -> float | None:
 MIN_PREVIEW_THRESHOLD = 0.005  # MegaDetector's output threshold (run_detector.DEFAULT_OUTPUT_CONFIDENCE_THRESHOLD)
 
 
-def _opt_threshold(body: Mapping[str, Any], name: str) -> float | None:
+def _opt_threshold(body: Mapping[str, Any], name: str, optional: bool = True) -> float | None:
     """A confidence threshold: a number from ``MIN_PREVIEW_THRESHOLD`` (nothing below it is in the results, so a
     lower one would promise detections that were never kept) to 1."""
     value = body.get(name)
@@ -212,8 +212,8 @@ def _opt_threshold(body: Mapping[str, Any], name: str) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not MIN_PREVIEW_THRESHOLD <= value <= 1:
         raise RequestInvalid(f"'{name}' must be a number from {MIN_PREVIEW_THRESHOLD} to 1, got {value!r}",
-                             f'e.g. "{name}": 0.2 (MegaDetector v5\'s typical threshold); leave it out for the '
-                             "model's own default")
+                             f'e.g. "{name}": 0.2 (MegaDetector v5\'s typical threshold)'
+                             + ("; leave it out for the model's own default" if optional else ""))
     return float(value)
 
 
@@ -412,7 +412,7 @@ def parse_rerender(body: Any) -> float:
     unknown = sorted(set(body) - set(RERENDER_FIELDS))
     if unknown:
         raise RequestInvalid(f"unknown field(s): {', '.join(unknown)}", f"allowed fields: {', '.join(RERENDER_FIELDS)}")
-    threshold = _opt_threshold(body, "threshold")
+    threshold = _opt_threshold(body, "threshold", optional=False)
     if threshold is None:
         raise RequestInvalid("'threshold' is required", example)
     return threshold

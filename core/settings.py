@@ -159,7 +159,8 @@ MIN_HISTORY_EVENTS = 200  # a shard group's generation must hold at least a few 
 
 POOL_KINDS = ("local", "azure_batch", "simulated")
 CONFIRM_TIMEOUT_MAX_S = int(MAX_TIMER_STEP.total_seconds())  # six days: see _confirm_timeout_s
-WHERE = "set it in local.settings.json (Values) for local runs, or in the Function App settings (infra/main.bicep)"
+WHERE = ("set it in the environment (devhost, make demo), in local.settings.json Values (func host start), or in "
+         "the Function App settings (infra/main.bicep)")
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1, maximum: int | None = None) -> int:

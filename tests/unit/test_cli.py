@@ -56,15 +56,16 @@ def test_the_default_config_file_follows_xdg(tmp_path: Path) -> None:
 def test_a_bad_config_file_says_what_is_wrong(tmp_path: Path, text: str, needle: str) -> None:
     path = tmp_path / "config.toml"
     path.write_text(text)
-    with pytest.raises(CliError, match=needle):
+    with pytest.raises(CliError, match=needle) as info:
         cfg.resolve({}, {"TRAPBATCH_CONFIG": str(path)})
+    assert info.value.exit_code == 2  # a usage error: nothing was sent (4 says the app could not be reached)
 
 
 def test_no_address_anywhere_says_where_to_put_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("TRAPBATCH_CONFIG", str(tmp_path / "none.toml"))
     monkeypatch.delenv("TRAPBATCH_URL", raising=False)
-    assert main(["list"]) == 4
+    assert main(["list"]) == 2  # nothing configured is a usage error, not an app that could not be reached (4)
     assert "TRAPBATCH_URL" in capsys.readouterr().err
 
 

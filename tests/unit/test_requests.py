@@ -225,3 +225,16 @@ def test_clock_corrections_are_seconds_or_a_photos_two_times_and_do_not_change_t
         with pytest.raises(RequestInvalid) as info:
             parse_task_request({**base, "clock_corrections": bad})
         assert said in info.value.message and "site-a/cam-3" in info.value.hint, (bad, info.value.message)
+
+
+def test_a_threshold_out_of_range_is_told_how_to_fix_it_where_it_is_asked() -> None:
+    """A task's preview_threshold may be left out (the model's default); a re-render's threshold may not: its hint
+    said "leave it out", which the re-render then refused as required."""
+    from core.requests import parse_rerender
+
+    with pytest.raises(RequestInvalid) as optional:
+        parse_task_request({"container": "cams", "preview_threshold": 2})
+    assert "leave it out" in optional.value.hint
+    with pytest.raises(RequestInvalid) as required:
+        parse_rerender({"threshold": 2})
+    assert "leave it out" not in required.value.hint and '"threshold": 0.2' in required.value.hint
