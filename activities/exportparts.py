@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 from contextlib import ExitStack
 from typing import Any, Iterable, Iterator, Mapping
@@ -67,6 +68,11 @@ INDEX = "event-index"  # the part's share of the events' index (activities.expor
 LINKED = "observations-linked"  # the part's observations with their events' ids (activities.exportevents)
 FRAMES = "event-frames"  # the part's time-grouped photos' places in their events (activities.exportevents)
 IMAGES_LINKED = "images-linked"  # the part's COCO images with seq_id, seq_num_frames, frame_num (the same)
+# The part's deployment facts (``CamtrapBuilder.deployment_facts``, JSON), beside the fragments: a row per camera
+# folder, 100-190 bytes each, so 10-19 MB for a ten-million-image task in 100-image folders. They went through the
+# part's output, and so twice into the task orchestrator's history (the part's result, the combine's input), which
+# every later replay of the task reads again; now only the blob's size does.
+DEPLOYMENTS = "deployments"
 EVENT_ROWS = "events.csv"  # the event rows, in the work folder (appended to observations.csv)
 FRAGMENT_BLOCK_BYTES = 4 * 1024 * 1024  # each fragment's block in memory while it is written
 
@@ -158,10 +164,21 @@ def run_exports_part(payload: c.ExportsPartInput, settings: Settings, store: Blo
     events = tap.records().to_bytes()
     store.write_bytes(container, _fragment(task_id, variant, part, EVENTS), events, "application/octet-stream")
     sizes[EVENTS] = len(events)
+    facts = json.dumps(camtrap.deployment_facts(), ensure_ascii=False).encode("utf-8")  # as the output was
+    store.write_bytes(container, _fragment(task_id, variant, part, DEPLOYMENTS), facts, "application/json")
+    sizes[DEPLOYMENTS] = len(facts)
     return {"part": part, "images": writer.counts["images"], "annotations": writer.counts["annotations"],
             "observations": camtrap.counts["observations"], "eligible": counts["eligible"],
-            "sizes_unknown": counts["sizes_unknown"], "bytes": sizes,
-            "deployments": camtrap.deployment_facts(), "link": True}
+            "sizes_unknown": counts["sizes_unknown"], "bytes": sizes, "link": True}
+
+
+def part_facts(store: BlobStore, container: str, task_id: str, variant: str,
+               part: c.ExportsPartOutput) -> list[list[Any]]:
+    """A part's deployment facts: from its ``DEPLOYMENTS`` fragment, or from its output where it was recorded before
+    the fragment existed (a history replayed after an upgrade)."""
+    if "deployments" in part:
+        return part["deployments"]
+    return list(json.loads(store.read_bytes(container, _fragment(task_id, variant, part["part"], DEPLOYMENTS))))
 
 
 class _Fragment:
@@ -218,7 +235,7 @@ def run_exports_combine(payload: c.ExportsCombineInput, settings: Settings,
                         store: BlobStore) -> c.ExportsCombineOutput:
     task_id, variant, parts = payload["task_id"], payload["variant"], payload["parts"]
     container = settings.container
-    facts = [p["deployments"] for p in parts]
+    facts = [part_facts(store, container, task_id, variant, p) for p in parts]
     first = exportparts.first_facts(facts)
     redo = [parts[i]["part"] for i in exportparts.parts_to_redo(facts, first)]
     if redo:  # the parts whose first facts are not the task's run again from the task's (bounded, whatever the size)

@@ -497,7 +497,9 @@ class ExportsPartOutput(TypedDict):
     eligible: int
     sizes_unknown: int
     bytes: dict[str, int]  # fragment name -> size (core.exportparts.FRAGMENTS)
-    deployments: list[list[Any]]  # gpu_batch.formats.camtrapdp.CamtrapBuilder.deployment_facts rows
+    # gpu_batch.formats.camtrapdp.CamtrapBuilder.deployment_facts rows, from parts recorded before they wrote them to
+    # their fragment (activities.exportparts.DEPLOYMENTS, its size in ``bytes``); absent from newer parts
+    deployments: NotRequired[list[list[Any]]]
     # True from the parts that came with the events' own step: the orchestrator then groups the events
     # (EXPORTS_EVENTS) and links the parts' media-level rows to them (EXPORTS_LINK_PART) before the combine. Recorded
     # in the history, so an orchestration whose parts ran before goes on to the combine, which groups them itself.

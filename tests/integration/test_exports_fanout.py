@@ -399,3 +399,32 @@ def test_clock_corrections_shift_the_camtrap_dp_times_in_both_ways(task: Any) ->
     assert _fanned(settings, store, "", parts, zooniverse_pieces=9) == single
     got = _snapshot(store, settings.container, "")
     assert {name: got[name] for name in expected} == expected
+
+
+def test_a_parts_deployment_facts_stay_out_of_the_orchestration_history(task: Any) -> None:
+    """A part's output goes into the task orchestrator's history twice (its result, the combine's input), read on
+    every later replay; its deployment facts (a row per camera folder: 10-19 MB at ten million images in 100-image
+    folders) now go to a fragment, the output keeps its size. A part recorded before (facts in its output, no
+    fragment) still combines to the same bytes."""
+    from activities.exportparts import DEPLOYMENTS, _fragment
+
+    settings, store, parts, _ = _many_in_four_parts(task)
+    outs = [run_exports_part(c.ExportsPartInput(task_id=TASK, variant="", part=p, first_shard=f, offset=o,
+                                                length=n), settings, store) for p, f, o, n in part_ranges(parts)]
+    assert all("deployments" not in o and o["bytes"][DEPLOYMENTS] > 0 for o in outs)
+    grouped = group_and_link(settings, store, TASK, "", outs)
+    combined = run_exports_combine(c.ExportsCombineInput(task_id=TASK, variant="", parts=outs, **grouped),
+                                   settings, store)
+    assert not combined["conflict"] and combined["output"]["deployments"] > 1
+    now = _snapshot(store, settings.container, "")
+    recorded = []
+    for o in outs:  # as a part of the release before wrote it: the facts inline, no fragment
+        name = _fragment(TASK, "", o["part"], DEPLOYMENTS)
+        facts = json.loads(store.read_bytes(settings.container, name))
+        store.service.get_blob_client(settings.container, name).delete_blob()
+        recorded.append({**o, "bytes": {k: v for k, v in o["bytes"].items() if k != DEPLOYMENTS},
+                         "deployments": facts})
+    again = run_exports_combine(c.ExportsCombineInput(task_id=TASK, variant="", parts=recorded, **grouped),
+                                settings, store)
+    assert again == combined
+    assert _snapshot(store, settings.container, "") == {n: b for n, b in now.items() if not n.endswith(DEPLOYMENTS)}
