@@ -13,11 +13,16 @@ Why each rule:
 * Format: panoptes-client takes the type from the file's bytes (``magic.from_buffer``), not its name, and allows
   JPEG, PNG and GIF images; a photo in another format under a ``.jpg`` name (WebP, TIFF) is written as a JPEG. A
   JPEG that Pillow reads as MPO (one with an MPF segment, from many consumer cameras) is a JPEG for these rules.
-* Metadata: EXIF and XMP (APP1) and IPTC (APP13) can hold the camera's GPS position, which for rare species is what
-  poachers look for; unless ``keep_metadata``, a JPEG's are removed without decoding its pixels (the rest of the file
-  byte for byte), and a photo that must be decoded anyway is written without them. A photo whose EXIF orientation
-  turns it is decoded and written upright, since removing the tag would show it sideways. The ICC colour profile is
-  kept (it is no position, and the colours depend on it).
+* Metadata: EXIF and XMP (APP1), IPTC (APP13), Content Credentials (APP11, PNG ``caBX``) and comments can hold the
+  camera's GPS position, which for rare species is what poachers look for; unless ``keep_metadata``, only what a
+  viewer needs to show the pixels is kept of a JPEG, PNG or GIF (an allow-list, not a list of known carriers: a
+  format gains new metadata blocks), without decoding its pixels (the rest of the file byte for byte), and a photo
+  that must be decoded anyway is written without them. A photo whose EXIF orientation turns it is decoded and written
+  upright, since removing the tag would show it sideways. The ICC colour profile is kept (it is no position, and the
+  colours depend on it); a CMYK photo (some edited or scanned ones) is converted through its profile to sRGB.
+* Pixels that are not 8-bit (16-bit or float TIFFs, thermal cameras) are scaled to 8 bits for a JPEG, not clipped
+  (clipped, a 16-bit photo came out white). An animation (GIF, APNG) is copied as it is when it fits; one that must be
+  decoded is refused with the reason, as a still of its first frame would silently stand for it.
 
 Must not: do I/O (the caller fetches and writes).
 """
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import struct
 from typing import Any
 
@@ -34,10 +40,18 @@ MIN_SIDE = 64  # no photo is shrunk below this many pixels on its longer side: s
 FIT_ATTEMPTS = 8
 UPWARD_TRIES = 2
 COPIED, SHRUNK, REENCODED = "copied", "shrunk", "re-encoded"
-# JPEG markers whose segments may hold a position: APP1 (EXIF, XMP), APP13 (Photoshop IRB with IPTC), COM (text)
-_PRIVATE_MARKERS = (0xE1, 0xED, 0xFE)
-# PNG chunks that may: eXIf, and the text chunks (XMP travels in iTXt)
-_PRIVATE_CHUNKS = (b"eXIf", b"tEXt", b"zTXt", b"iTXt")
+# The JPEG application segments a viewer needs, by marker and how their data starts: JFIF/JFXX (APP0), the ICC
+# profile (APP2) and Adobe's colour transform (APP14). Every other APPn (EXIF and XMP in APP1, FlashPix and MPF in
+# APP2, C2PA in APP11, IPTC in APP13, ...) and every comment (COM) is dropped; the coding segments are kept.
+_KEPT_APP = {0xE0: (b"JFIF\x00", b"JFXX\x00"), 0xE2: (b"ICC_PROFILE\x00",), 0xEE: (b"Adobe",)}
+_COM = 0xFE
+# The PNG chunks a viewer needs (the critical ones, colour, transparency, pixel size, animation); eXIf, the text
+# chunks (XMP travels in iTXt), tIME, caBX (C2PA) and any other are dropped.
+_KEPT_CHUNKS = frozenset({b"IHDR", b"PLTE", b"IDAT", b"IEND", b"tRNS", b"cHRM", b"gAMA", b"iCCP", b"sBIT", b"sRGB",
+                          b"cICP", b"mDCv", b"cLLi", b"bKGD", b"hIST", b"pHYs", b"sPLT", b"acTL", b"fcTL", b"fdAT"})
+# The GIF application extensions a viewer needs: looping (NETSCAPE2.0, ANIMEXTS1.0) and the ICC profile; comments
+# and every other application extension (XMP DataXMP, ...) are dropped.
+_KEPT_GIF_APPS = (b"NETSCAPE2.0", b"ANIMEXTS1.0", b"ICCRGBG1012")
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})  # TEM, RSTn: markers without a length
 
@@ -58,24 +72,29 @@ def fit(data: bytes, max_bytes: int, max_side: int | None = None, keep_metadata:
             longer = max(opened.size)
             orientation = _orientation(opened)
             mpo = opened.format == "MPO"
-            private = any(key in opened.info for key in PRIVATE_INFO)
+            frames = int(getattr(opened, "n_frames", 1) or 1) if not mpo else 1
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise Unfittable(f"cannot be decoded: {exc}") from None
+        raise Unfittable(f"cannot be decoded: {_plain_error(exc)}") from None
     too_large = len(data) > max_bytes or (max_side is not None and longer > max_side)
-    turned = orientation not in (None, 1) and not keep_metadata
+    turned = orientation in _TRANSPOSE and not keep_metadata
     if not too_large and not turned and fmt in ZOONIVERSE_FORMATS and not mpo:
         if keep_metadata:
             return data, COPIED
-        # a GIF's comment or XMP: written again without them
         stripped = (strip_jpeg_metadata(data) if fmt == "JPEG" else strip_png_metadata(data) if fmt == "PNG"
-                    else None if private else data)
+                    else strip_gif_metadata(data))
         if stripped is not None:
             return stripped, COPIED
+    if frames > 1:
+        raise Unfittable(f"an animation of {frames} frames that must be "
+                         + ("made smaller" if too_large else "turned upright" if turned else "written again")
+                         + " (trapbatch zooniverse writes stills only: its first frame would stand for it): make it "
+                         "fit yourself, or upload its frames as photos")
     return _encode(data, fmt, max_bytes, max_side, keep_metadata)
 
 
-# what Pillow's ``info`` holds of a file's metadata that may tell where a camera stands
-PRIVATE_INFO = ("exif", "xmp", "XML:com.adobe.xmp", "comment", "photoshop", "iptc")
+def _plain_error(exc: BaseException) -> str:
+    """Pillow's message without the in-memory file's address it names (``<_io.BytesIO object at 0x...>``)."""
+    return re.sub(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "the file", str(exc))
 # Pillow writes these of ``info`` again when it saves (a JPEG's comment, a PNG's text): dropped unless kept
 _CARRIED_INFO = ("comment", "xmp", "XML:com.adobe.xmp")
 # what each EXIF orientation does to the stored pixels to show them (EXIF 2.32, tag 0x0112), as Pillow's transposes
@@ -118,16 +137,23 @@ def _encode(data: bytes, fmt: str, max_bytes: int, max_side: int | None, keep_me
     try:
         with Image.open(io.BytesIO(data)) as opened:
             icc = opened.info.get("icc_profile")
-            xmp = opened.info.get("xmp") if keep_metadata else None
             image, exif = _upright(opened, keep_metadata)
+            # after turning: exif_transpose also rewrites the orientation in the XMP, which viewers read too
+            xmp = (image.info.get("xmp") or opened.info.get("xmp")) if keep_metadata else None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise Unfittable(f"cannot be decoded: {exc}") from None
+        raise Unfittable(f"cannot be decoded: {_plain_error(exc)}") from None
     if not keep_metadata:
         for key in _CARRIED_INFO:
             image.info.pop(key, None)
     out_format = fmt if fmt in ZOONIVERSE_FORMATS else "JPEG"
+    if image.mode == "CMYK":
+        image, icc = _cmyk_to_rgb(image, icc)
+    if out_format == "JPEG" and (image.mode.startswith("I") or image.mode == "F"):
+        image = _eight_bit(image)
     if image.mode == "P" or (image.mode not in ("RGB", "L") and out_format == "JPEG"):
         image = image.convert("RGBA" if out_format != "JPEG" and image.mode == "P" else "RGB")
+    if icc and _icc_space(icc) not in _ICC_SPACES.get(image.mode, (_icc_space(icc),)):
+        icc = None  # a profile of another colour space than the pixels written: a viewer would misread them
     options: dict[str, Any] = {"quality": JPEG_QUALITY} if out_format == "JPEG" else {}
     if icc and out_format in ("JPEG", "PNG"):
         options["icc_profile"] = icc
@@ -173,9 +199,90 @@ def _encode(data: bytes, fmt: str, max_bytes: int, max_side: int | None, keep_me
                      "pixels is tried)")
 
 
+# the ICC header's colour space (bytes 16-19) each pixel mode may carry
+_ICC_SPACES = {"RGB": (b"RGB ",), "RGBA": (b"RGB ",), "L": (b"GRAY",), "LA": (b"GRAY",), "CMYK": (b"CMYK",)}
+
+
+def _icc_space(icc: bytes) -> bytes:
+    return bytes(icc[16:20])
+
+
+def _cmyk_to_rgb(image: Any, icc: bytes | None) -> tuple[Any, bytes | None]:
+    """A CMYK photo as RGB: through its own profile to sRGB when it has one (Pillow's plain conversion ignores it and
+    shifts the colours), with sRGB's profile to go with it; else Pillow's conversion, without a profile."""
+    from PIL import ImageCms
+
+    if icc and _icc_space(icc) == b"CMYK":
+        try:
+            srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+            rgb = ImageCms.profileToProfile(image, ImageCms.ImageCmsProfile(io.BytesIO(icc)), srgb, outputMode="RGB")
+            if rgb is not None:
+                return rgb, srgb.tobytes()
+        except (ImageCms.PyCMSError, OSError, ValueError):
+            pass
+    return image.convert("RGB"), None
+
+
+def _eight_bit(image: Any) -> Any:
+    """A 16-bit, 32-bit or float image as 8-bit grey, scaled rather than clipped: a 16-bit photo by its top byte,
+    others from their darkest to their brightest value (a thermal camera's floats or counts)."""
+    if image.mode.startswith("I;16"):
+        return image.convert("I").point(lambda v: v * (1 / 257)).convert("L")
+    lo, hi = image.getextrema()
+    if image.mode == "I" and 0 <= lo and hi <= 255:
+        return image.convert("L")
+    span = (hi - lo) or 1
+    return image.point(lambda v: (v - lo) * (255 / span)).convert("L")
+
+
+def strip_gif_metadata(data: bytes) -> bytes | None:
+    """A GIF without its comments and application extensions other than ``_KEPT_GIF_APPS``, every other block byte
+    for byte, every frame kept; None when its blocks cannot be walked (then the caller decodes it)."""
+    if data[:6] not in (b"GIF87a", b"GIF89a") or len(data) < 13:
+        return None
+    at = 13 + (3 << ((data[10] & 7) + 1) if data[10] & 0x80 else 0)
+    out = [data[:at]]
+
+    def sub_blocks(start: int) -> int | None:
+        """Where the sub-blocks from ``start`` end (after their 0 terminator), None when they run past the data."""
+        while start < len(data):
+            size = data[start]
+            start += 1 + size
+            if size == 0:
+                return start
+        return None
+
+    while at < len(data):
+        kind = data[at]
+        if kind == 0x3B:  # trailer
+            out.append(data[at:at + 1])
+            return b"".join(out)
+        if kind == 0x21 and at + 2 <= len(data):  # extension: label, then sub-blocks
+            label = data[at + 1]
+            end = sub_blocks(at + 2)
+            if end is None:
+                return None
+            drop = label == 0xFE or (label == 0xFF and data[at + 3:at + 14] not in _KEPT_GIF_APPS)
+            if not drop:
+                out.append(data[at:end])
+            at = end
+            continue
+        if kind == 0x2C and at + 10 <= len(data):  # image: descriptor, local colour table, LZW size, sub-blocks
+            flags = data[at + 9]
+            start = at + 10 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0) + 1
+            end = sub_blocks(start)
+            if end is None:
+                return None
+            out.append(data[at:end])
+            at = end
+            continue
+        return None
+    return None
+
+
 def strip_png_metadata(data: bytes) -> bytes | None:
-    """A PNG without its eXIf and text chunks, every other chunk byte for byte (each carries its own CRC); None when
-    its chunks cannot be walked (then the caller decodes it)."""
+    """A PNG with only the chunks a viewer needs (``_KEPT_CHUNKS``), each byte for byte (each carries its own CRC);
+    None when its chunks cannot be walked (then the caller decodes it)."""
     if not data.startswith(_PNG_SIGNATURE):
         return None
     out, at = [_PNG_SIGNATURE], len(_PNG_SIGNATURE)
@@ -184,7 +291,7 @@ def strip_png_metadata(data: bytes) -> bytes | None:
         kind, end = data[at + 4:at + 8], at + 12 + length
         if end > len(data):
             return None
-        if kind not in _PRIVATE_CHUNKS:
+        if kind in _KEPT_CHUNKS:
             out.append(data[at:end])
         at = end
         if kind == b"IEND":
@@ -193,9 +300,10 @@ def strip_png_metadata(data: bytes) -> bytes | None:
 
 
 def strip_jpeg_metadata(data: bytes) -> bytes | None:
-    """A JPEG without its APP1 (EXIF, XMP), APP13 (IPTC) and COM segments and whatever follows its end, every other
-    byte as it was (the pixels are not decoded); None when the segments before the scan cannot be walked (then the
-    caller decodes it)."""
+    """A JPEG with only the application segments a viewer needs (``_KEPT_APP``), without comments and whatever
+    follows its end, every other byte as it was (the pixels are not decoded), the segments between a progressive
+    JPEG's scans walked as well; None when its segments cannot be walked or it has no end (a file cut short: the
+    caller decodes it, and reports it when that fails)."""
     if data[:2] != b"\xff\xd8":
         return None
     out, at = [data[:2]], 2
@@ -213,12 +321,35 @@ def strip_jpeg_metadata(data: bytes) -> bytes | None:
         (length,) = struct.unpack(">H", data[at + 2:at + 4])
         if length < 2 or at + 2 + length > len(data):
             return None
-        if marker == 0xDA:  # start of scan: the image data, kept whole up to its end (EOI: FF D9 occurs nowhere in
-            # byte-stuffed scan data), not what a camera appended after it (a preview with its own EXIF)
-            end = data.find(b"\xff\xd9", at)
-            out.append(data[at:] if end < 0 else data[at:end + 2])
-            return b"".join(out)
-        if marker not in _PRIVATE_MARKERS:
-            out.append(data[at:at + 2 + length])
+        if marker == 0xDA:  # start of scan: its header, then the entropy-coded data up to the next marker (an FF
+            # that is neither byte stuffing, FF 00, nor a restart, FF D0-D7)
+            end = _scan_end(data, at + 2 + length)
+            if end is None:
+                return None
+            out.append(data[at:end])
+            if data[end + 1] == 0xD9:  # the end: kept, not what a camera appended after it (a preview with its EXIF)
+                out.append(data[end:end + 2])
+                return b"".join(out)
+            at = end
+            continue
+        kept = _KEPT_APP.get(marker)
+        if marker == _COM or (0xE0 <= marker <= 0xEF and (kept is None or not data[at + 4:at + 2 + length].startswith(
+                kept))):
+            at += 2 + length
+            continue
+        out.append(data[at:at + 2 + length])
         at += 2 + length
     return None
+
+
+def _scan_end(data: bytes, at: int) -> int | None:
+    """Where the marker after a scan's entropy-coded data from ``at`` starts, None when the file ends first."""
+    while True:
+        at = data.find(b"\xff", at)
+        if at < 0 or at + 1 >= len(data):
+            return None
+        following = data[at + 1]
+        if following == 0x00 or 0xD0 <= following <= 0xD7 or following == 0xFF:
+            at += 1
+            continue
+        return at

@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from cli.errors import CliError
-from cli.photo_fit import COPIED, REENCODED, SHRUNK, Unfittable, fit, strip_jpeg_metadata, strip_png_metadata
+from cli.photo_fit import (COPIED, REENCODED, SHRUNK, Unfittable, fit, strip_gif_metadata, strip_jpeg_metadata,
+                           strip_png_metadata)
 from cli.zooniverse_upload import MAX_BYTES, manifest_photos, manifests, photo_path, upload_command
 
 
@@ -93,7 +94,7 @@ def test_a_png_or_gif_within_the_limits_loses_its_metadata_too() -> None:
     assert fit(data, len(data), keep_metadata=True) == (data, COPIED)
     gif = noisy(40, 30, "GIF", comment=b"GPS 1,2N")
     fitted, how = fit(gif, len(gif) * 2)
-    assert how == REENCODED and b"GPS 1,2N" not in fitted
+    assert how == COPIED and b"GPS 1,2N" not in fitted  # its blocks walked, the comment dropped
 
 
 def test_a_turned_photo_whose_exif_pillow_cannot_write_back_is_still_turned() -> None:
@@ -258,3 +259,97 @@ def test_the_manifests_are_the_repeats_removed_ones_when_there_are_any() -> None
     with pytest.raises(CliError, match="no Zooniverse manifest batch-003.csv") as absent:  # one asked for is not there
         manifests(_answer(("original",)), {}, None, [1, 3])
     assert "it has 2" in absent.value.hint
+
+
+
+def _segment(marker: int, payload: bytes) -> bytes:
+    return bytes([0xFF, marker]) + (len(payload) + 2).to_bytes(2, "big") + payload
+
+
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    import zlib
+
+    return len(payload).to_bytes(4, "big") + kind + payload + zlib.crc32(kind + payload).to_bytes(4, "big")
+
+
+def test_only_what_a_viewer_needs_is_kept_of_a_jpeg_or_png_whatever_carries_the_position() -> None:
+    """A deny-list (APP1, APP13, COM) let a Content Credentials store (C2PA: APP11 in a JPEG, caBX in a PNG) carry
+    exif:GPSLatitude through; now only JFIF, the ICC profile and Adobe's transform are kept of the APPn segments,
+    and the PNG chunks a viewer needs."""
+    jpeg = noisy(80, 60, icc_profile=b"\x00" * 128)
+    gps = b'{"exif:GPSLatitude": "1,17.44N"}'
+    salted = jpeg[:2] + _segment(0xEB, b"JP\x00\x00" + gps) + _segment(0xE2, b"FPXR\x00" + gps) + \
+        _segment(0xEE, b"Adobe\x00d\x00\x00\x00\x00\x01") + jpeg[2:]
+    fitted, how = fit(salted, len(salted))
+    assert how == COPIED and gps not in fitted and b"ICC_PROFILE" in fitted and b"Adobe" in fitted
+    with Image.open(io.BytesIO(fitted)) as kept, Image.open(io.BytesIO(jpeg)) as original:
+        assert kept.tobytes() == original.tobytes()
+    png = noisy(40, 30, "PNG")
+    end = png.rindex(b"IEND") - 4
+    salted_png = png[:end] + _png_chunk(b"caBX", gps) + _png_chunk(b"tIME", b"\x07\xe8\x01\x01\x00\x00\x00") + \
+        _png_chunk(b"gAMA", (45455).to_bytes(4, "big")) + png[end:]
+    fitted, how = fit(salted_png, len(salted_png))
+    assert how == COPIED and gps not in fitted and b"tIME" not in fitted and b"gAMA" in fitted
+
+
+def test_a_comment_between_a_progressive_jpegs_scans_goes_and_a_jpeg_cut_short_is_not_copied() -> None:
+    jpeg = noisy(120, 90, progressive=True)
+    second_scan = jpeg.index(b"\xff\xda", jpeg.index(b"\xff\xda") + 2)
+    salted = jpeg[:second_scan] + _segment(0xFE, b"GPS 1,2N") + jpeg[second_scan:]
+    fitted, how = fit(salted, len(salted))
+    assert how == COPIED and b"GPS 1,2N" not in fitted and fitted == jpeg
+    cut = jpeg[:len(jpeg) * 2 // 3]  # a camera that lost power while writing
+    assert strip_jpeg_metadata(cut) is None
+    with pytest.raises(Unfittable, match="cannot be decoded") as info:
+        fit(cut, len(cut))
+    assert "BytesIO" not in str(info.value)
+
+
+def test_a_gifs_comments_and_xmp_go_wherever_they_are_and_its_frames_stay() -> None:
+    """Pillow sees neither a GIF's XMP nor a comment after its first frame: the GIF was copied with them."""
+    frames = [Image.new("L", (20, 10), 80 * i) for i in range(3)]
+    out = io.BytesIO()
+    frames[0].save(out, "GIF", save_all=True, append_images=frames[1:], loop=0, duration=100)
+    gif = out.getvalue()
+    assert gif.endswith(b"\x3b")
+    xmp = b"\x21\xff\x0bXMP DataXMP" + b"\x0cGPS 1,17.44N" + b"\x00"
+    salted = gif[:-1] + b"\x21\xfe\x08GPS 1,2N\x00" + xmp + gif[-1:]  # after the frames, before the trailer
+    fitted, how = fit(salted, len(salted))
+    assert how == COPIED and b"GPS" not in fitted and b"NETSCAPE2.0" in fitted and fitted == gif
+    assert strip_gif_metadata(salted[:-5]) is None  # cut short: decoded instead
+    with Image.open(io.BytesIO(fitted)) as kept:
+        assert kept.n_frames == 3
+    big = io.BytesIO()
+    noisy_frames = [Image.frombytes("L", (200, 200), random.Random(i).randbytes(40000)) for i in range(4)]
+    noisy_frames[0].save(big, "GIF", save_all=True, append_images=noisy_frames[1:])
+    with pytest.raises(Unfittable, match="an animation of 4 frames that must be made smaller"):
+        fit(big.getvalue(), len(big.getvalue()) // 2)  # a still of its first frame would stand for it
+
+
+def test_pixels_a_jpeg_cannot_hold_are_scaled_not_clipped_and_cmyk_loses_no_profile_match() -> None:
+    """A 16-bit TIFF (thermal cameras) came out white; a CMYK photo kept its CMYK profile on RGB pixels."""
+    import struct
+
+    deep = Image.frombytes("I;16", (60, 40), struct.pack("<2400H", *([30000] * 2400)))
+    out = io.BytesIO()
+    deep.save(out, "TIFF")
+    fitted, how = fit(out.getvalue(), 10**6)
+    with Image.open(io.BytesIO(fitted)) as got:
+        assert (how, got.format) == (REENCODED, "JPEG") and 110 <= sum(got.convert("L").getdata()) / 2400 <= 124
+    cmyk = Image.new("CMYK", (64, 48), (0, 255, 255, 0))  # red
+    fake_profile = b"\x00" * 16 + b"CMYK" + b"\x00" * 108  # labelled CMYK, unusable: converted without it
+    for icc in (None, fake_profile):
+        out = io.BytesIO()
+        cmyk.save(out, "JPEG", **({"icc_profile": icc} if icc else {}))
+        fitted, how = fit(out.getvalue(), 10**6, max_side=32)
+        with Image.open(io.BytesIO(fitted)) as got:
+            assert got.mode == "RGB" and "icc_profile" not in got.info
+            r, g, b = got.getpixel((10, 10))
+            assert r > 200 and g < 60 and b < 60
+
+
+def test_an_orientation_that_turns_nothing_is_no_reason_to_encode_again() -> None:
+    for orientation in (0, 1, 9):
+        data = noisy(80, 60, orientation=orientation)
+        fitted, how = fit(data, len(data))
+        assert how == COPIED and fitted == strip_jpeg_metadata(data)
