@@ -28,6 +28,7 @@ part's entries, or the results, in memory at once.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import logging
@@ -296,21 +297,32 @@ def run_merge_combine(payload: c.MergeCombineInput, settings: Settings, store: B
     groups = 0
     if variant != REPEATS_REMOVED:
         groups = plan_groups(store, container, task_id, len(json_sizes),
-                             payload.get("detections_per_group", fanin.SEARCH_DETECTIONS_PER_GROUP))
+                             payload.get("detections_per_group", fanin.SEARCH_DETECTIONS_PER_GROUP),
+                             max_folder_detections=payload.get("max_folder_detections"))
     logger.info("task %s: combined %d merge parts (%s), %d repeat-search groups", task_id, len(json_sizes), how, groups)
     return {"container": container, "search_groups": groups, "exports_parts": True, "exports_one_part": True}
 
 
-def plan_groups(store: BlobStore, container: str, task_id: str, parts: int, per_group: int, work: str = "") -> int:
-    """Plan the search's folder groups from the parts' folder indexes (``core.fanin.plan_search_groups``), write each
-    group's plan, and return how many there are."""
+def plan_groups(store: BlobStore, container: str, task_id: str, parts: int, per_group: int, work: str = "",
+                max_folder_detections: int | None = None) -> int:
+    """Plan the search's folder groups from the parts' folder indexes (``core.fanin.plan_search``), write each
+    group's plan and the folders left out for holding more than ``max_folder_detections`` eligible detections (None:
+    the default cap, ``RepeatOptions``), and return how many groups there are. The skipped folders are written even
+    when there are none, so a list from an earlier search in the same work folder is never read as this one's."""
     indexes = [store.read_json(container, layout.merge_part_blob(task_id, p, "folders-index.json", work))
                for p in range(parts)]
-    plan = fanin.plan_search_groups(indexes, per_group)
-    for g, group in enumerate(plan):
+    cap = max_folder_detections if max_folder_detections is not None else RepeatOptions().max_folder_detections
+    plan = fanin.plan_search(indexes, per_group, cap)
+    for g, group in enumerate(plan.groups):
         store.write_bytes(container, layout.repeat_search_blob(task_id, g, "plan.json", work),
                           json.dumps(group, ensure_ascii=False).encode("utf-8"), "application/json")
-    return len(plan)
+    store.write_bytes(container, layout.repeat_search_skipped_blob(task_id, work), json.dumps(
+        {"max_folder_detections": cap, "folders": plan.skipped}, ensure_ascii=False).encode("utf-8"),
+        "application/json")
+    if plan.skipped:
+        logger.warning("task %s: %d folder(s) over %d eligible detections are not searched for repeats (largest: %s)",
+                       task_id, len(plan.skipped), cap, max(plan.skipped, key=lambda f: f[1]))
+    return len(plan.groups)
 
 
 SEARCH_READ_BYTES = 16 << 20  # a repeat-search group reads its folders' lines this much at a time
@@ -374,19 +386,29 @@ def run_search_repeats(payload: c.SearchRepeatsInput, settings: Settings, store:
 
 def run_rank_repeats(payload: c.RankRepeatsInput, settings: Settings, store: BlobStore) -> c.RankRepeatsOutput:
     """Rank the groups' findings into the task's repeats document, replacing the one there. A search run again
-    writes its ``search`` id and time first, so a reader can tell the lists apart (the merge's has neither)."""
+    writes its ``search`` id and time first, so a reader can tell the lists apart (the merge's has neither). The
+    folders the plan left out (``plan_groups``; none from a plan made before it wrote them) are named in the document
+    and counted in the output (counts only: the output is kept in the orchestration's history)."""
     task_id, work = payload["task_id"], payload.get("work", "")
     found: list[dict[str, Any]] = []
     for g in range(payload["groups"]):
         found.extend(store.read_json(settings.container, layout.repeat_search_blob(task_id, g, "found.json", work)))
-    result = rank_locations(found, RepeatOptions.from_dict(payload.get("options") or {}),
-                            payload["detections_considered"])
+    planned = store.read_json_or_none(settings.container, layout.repeat_search_skipped_blob(task_id, work)) or {}
+    skipped = [(str(folder), int(n)) for folder, n in planned.get("folders") or []]
+    options = RepeatOptions.from_dict(payload.get("options") or {})
+    if planned.get("max_folder_detections"):  # the cap the plan used (the merge's comes from the knobs, not options)
+        options = dataclasses.replace(options, max_folder_detections=int(planned["max_folder_detections"]))
+    result = rank_locations(found, options, payload["detections_considered"], skipped, task_id)
     head: dict[str, Any] = {"task_id": task_id}
     if "search" in payload:
         head.update(search=payload["search"], searched=payload.get("searched", ""))
     store.write_bytes(settings.container, layout.repeats_blob(task_id), json.dumps(
         {**head, **result}, ensure_ascii=False).encode("utf-8"), "application/json")
-    return {"locations": len(result["locations"])}
+    out: c.RankRepeatsOutput = {"locations": len(result["locations"])}
+    if skipped:
+        out["folders_skipped"] = len(skipped)
+        out["detections_skipped"] = sum(n for _, n in skipped)
+    return out
 
 
 def run_clean_merge_work(payload: c.CleanMergeWorkInput, settings: Settings, store: BlobStore) -> c.CleanMergeWorkOutput:

@@ -159,7 +159,8 @@ def run_merge(task_id: str, model: str, completed_at: str, settings: Settings, s
     enumeration = store.read_json(settings.container, layout.enumeration_blob(task_id))
     threshold = task_threshold(store, settings, task_id, model)
     sampler = PreviewSampler(task_id, threshold)
-    streams = _MergeStreams(threshold, sampler, RepeatFinder() if removal is None else None)
+    finder = RepeatFinder(RepeatOptions(max_folder_detections=settings.knobs.repeat_max_folder_detections))
+    streams = _MergeStreams(threshold, sampler, finder if removal is None else None)
     try:
         for index in range(int(enumeration["shards"])):
             streams.add(*_merged_shard(store, settings, task_id, index, removal))
@@ -176,10 +177,13 @@ def run_merge(task_id: str, model: str, completed_at: str, settings: Settings, s
     store.write_bytes(settings.container, layout.preview_sample_blob(task_id, variant),
                       json.dumps(sample, ensure_ascii=False).encode("utf-8"), "application/json")
     if streams.repeats is not None:
-        found = streams.repeats.result()
+        found = streams.repeats.result(task_id)
         store.write_bytes(settings.container, layout.repeats_blob(task_id), json.dumps(
             {"task_id": task_id, **found}, ensure_ascii=False).encode("utf-8"), "application/json")
         counts["repeated_locations"] = len(found["locations"])
+        if found.get("skipped_folders"):  # folders over max_folder_detections, as the fan-in reports them
+            counts["repeat_folders_skipped"] = found["skipped_folders"]["folders"]
+            counts["repeat_detections_skipped"] = found["skipped_folders"]["detections"]
     else:
         assert removal is not None
         counts["detections_marked"] = removal.marked

@@ -196,6 +196,24 @@ def _search_note(repeats: dict[str, Any]) -> str:
         "again with others."
 
 
+SKIPPED_NAMED = 5  # skipped folders the page names (the repeats document lists the first 100)
+
+
+def _skipped_note(repeats: dict[str, Any]) -> str:
+    """The folders the search left out for holding more than ``max_folder_detections`` eligible detections, said
+    beside the places: an empty or short list must not read as a clean one. "" when none was left out."""
+    skipped = repeats.get("skipped_folders")
+    if not skipped:
+        return ""
+    listed = skipped.get("listed") or []
+    names = ", ".join(f"{f['folder'] or '(the top folder)'} ({f['detections']})" for f in listed[:SKIPPED_NAMED])
+    more = int(skipped.get("folders", len(listed))) - min(len(listed), SKIPPED_NAMED)
+    hint = str(skipped.get("hint", ""))
+    return (f" Not searched: {skipped.get('folders')} folder{'s' if skipped.get('folders') != 1 else ''} with "
+            f"{skipped.get('detections')} eligible detections, {names}{f' and {more} more' if more > 0 else ''}. "
+            f"{hint[:1].upper()}{hint[1:]}.")
+
+
 def _not_published(settings: Settings) -> c.PreviewsOutput:
     return {"container": settings.web_container, "counts": {},
             "not_published": "the task's preview pages were deleted or expired; they are not published again"}
@@ -246,7 +264,7 @@ def run_previews(task_id: str, model: str, request_name: str, settings: Settings
                          "about": "The same box in many images of one folder: often a rock or branch, not an "
                                   "animal (MegaDetector's repeat-detection rules). Review them before trusting counts; "
                                   f"the full list is {settings.container}/{layout.repeats_blob(task_id)}. "
-                                  + _search_note(repeats)})
+                                  + _search_note(repeats) + _skipped_note(repeats)})
     histogram = doc.get("max_conf_histogram")
     html = _templates.get_template("preview.html").render(
         task_id=task_id, request_name=request_name, model=model, threshold=threshold,

@@ -9,7 +9,8 @@ in the fan-in's shape and with its code (``activities.fanin``), bounded per acti
   (``activities.merge._merged_shard``: each manifest image once, later attempts filling gaps), each entry's eligible
   detections under the new options written per folder (``activities.fanin.write_folders``) in the work folder
   ``payload["work"]``. It writes no results, CSV or sample: those do not depend on the options.
-* ``run_plan_search``: the folder groups from the parts' indexes (``activities.fanin.plan_groups``).
+* ``run_plan_search``: the folder groups from the parts' indexes (``activities.fanin.plan_groups``), leaving out
+  the folders over the options' ``max_folder_detections``, which the new list names.
 
 Then the fan-in's own ``search_repeats`` (per group) and ``rank_repeats`` run with the options and the work folder in
 their input; ``rank_repeats`` replaces the task's repeats document. Must not: change any result file.
@@ -52,7 +53,7 @@ def run_search_part(payload: c.SearchPartInput, settings: Settings, store: BlobS
 
 def run_plan_search(payload: c.PlanSearchInput, settings: Settings, store: BlobStore) -> c.PlanSearchOutput:
     groups = plan_groups(store, settings.container, payload["task_id"], payload["parts"],
-                         payload["detections_per_group"], payload["work"])
+                         payload["detections_per_group"], payload["work"], payload.get("max_folder_detections"))
     return {"groups": groups}
 
 

@@ -20,6 +20,7 @@ import azure.functions as func
 from api.edge import http_edge, json_response
 from core import requests as rq
 from core.contracts import Stage
+from core.repeats import MAX_FOLDER_DETECTIONS
 
 bp = df.Blueprint()  # as api/starters.py: DFApp registers durable blueprints
 
@@ -138,6 +139,12 @@ REPEAT_SEARCH_PROPERTIES: dict[str, dict[str, Any]] = {
                                       "description": "maxSuspiciousDetectionSize: boxes larger than this fraction of "
                                                      "the image take no part (default 0.2); not below "
                                                      "min_suspicious_detection_size"},
+    "max_folder_detections": {**_int(1, MAX_FOLDER_DETECTIONS),
+                              "description": "maxImagesPerFolder, by eligible detections (what a folder's search time "
+                                             "grows with, squared): a folder with more is not searched but named in "
+                                             "the list's skipped_folders (default: the app's "
+                                             "TRAPBATCH_REPEAT_MAX_FOLDER_DETECTIONS, 800000 unless set; at most "
+                                             f"{MAX_FOLDER_DETECTIONS}: one activity's time limit and memory)"},
 }
 
 
@@ -355,7 +362,11 @@ def description(base_url: str = "") -> dict[str, Any]:
                     "search": {"type": "string", "description": "the list's id: send it with a removal"},
                     "searched": {"type": ["string", "null"]}, "search_options": obj,
                     "blob": {"type": "string"}, "removal": {"type": ["object", "null"]},
-                    "searching": {"type": ["object", "null"]}}},
+                    "searching": {"type": ["object", "null"]},
+                    "skipped_folders": {
+                        "type": ["object", "null"], "description": "folders not searched, each holding more than "
+                        "max_folder_detections eligible detections: how many (folders), their detections, the first "
+                        "100 by name (listed) and the rest's count (more), and what to do (hint); null: none"}}},
                 "RepeatChoice": {"type": "object", "additionalProperties": False, "properties": {
                     "keep": {"type": "array", "items": {"type": "string"}},
                     "remove": {"oneOf": [{"const": "all"}, {"type": "array", "items": {"type": "string"}}]},

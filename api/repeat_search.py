@@ -94,10 +94,13 @@ def current_list(body: Any, found: Mapping[str, Any], task_id: str) -> str:
 
 
 def list_fields(found: Mapping[str, Any]) -> dict[str, Any]:
-    """What GET .../repeats adds about the list: its id (to send back with a removal), when it was made, and its
-    options in the names POST .../repeats/search takes."""
+    """What GET .../repeats adds about the list: its id (to send back with a removal), when it was made, its
+    options in the names POST .../repeats/search takes, and the folders it did not search (``skipped_folders``:
+    each held more than ``max_folder_detections`` eligible detections; None when none was skipped), so an empty
+    list is not read as a clean one."""
     return {"search": list_search_id(found), "searched": found.get("searched") or None,
-            "search_options": repeat_search_fields(RepeatOptions.from_dict(found.get("options") or {}))}
+            "search_options": repeat_search_fields(RepeatOptions.from_dict(found.get("options") or {})),
+            "skipped_folders": found.get("skipped_folders")}
 
 
 @bp.route(route="tasks/{task_id}/repeats/search", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
@@ -115,7 +118,7 @@ async def post_repeat_search(req: func.HttpRequest, client: df.DurableOrchestrat
     key = await asyncio.to_thread(served_key, clients.store(s), s.container, task_id)  # a re-run's, once served
     raw = req.get_body() or b""
     body = parse_json_body(raw, req.headers.get("content-type", "")) if raw.strip() else {}
-    options = parse_repeat_search(body)
+    options = parse_repeat_search(body, s.knobs.repeat_max_folder_detections)  # the folder cap left out: the app's
     # one search at a time per task, whichever generation it searched (they share the instance id)
     ensure_idle(task_id, await _removal_status(client, task_id, key), await search_status(client, task_id))
     search = repeat_search_id(datetime.now(timezone.utc), secrets.token_hex(3))

@@ -378,6 +378,8 @@ def scale_model(args: argparse.Namespace) -> dict[str, Any]:
     env = {} if not args.shape_of else {
         "TRAPBATCH_MERGE_IMAGES_PER_PART": str(down(knobs.merge_images_per_part)),
         "TRAPBATCH_REPEAT_SEARCH_DETECTIONS_PER_GROUP": str(down(knobs.repeat_search_detections_per_group)),
+        # a folder is left out of the search at the same share of the cap as at full size
+        "TRAPBATCH_REPEAT_MAX_FOLDER_DETECTIONS": str(down(knobs.repeat_max_folder_detections)),
     }
     return {"scale": scale, "images_per_shard": down(args.images_per_shard),
             "images_per_folder": down(args.images_per_folder), "env": env,

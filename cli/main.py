@@ -206,8 +206,13 @@ def _summary(st: dict[str, Any]) -> None:
         table.add_row("task event", f"NOT published: {published.get('reason')}")
     if isinstance(st.get("not_images"), dict):  # files the listing found that are not images: none of them ran
         table.add_row("not run", describe_not_images(st["not_images"]))
-    if (st.get("repeated_detections") or {}).get("locations"):
-        table.add_row("repeated places", str(st["repeated_detections"]["locations"]) + " (trapbatch repeats ID)")
+    repeats = st.get("repeated_detections") or {}
+    if repeats.get("locations") or repeats.get("folders_skipped"):
+        skipped = repeats.get("folders_skipped")
+        table.add_row("repeated places", str(repeats.get("locations", 0)) + " (trapbatch repeats ID)"
+                      + (f"; {skipped} folder{'s' if skipped != 1 else ''} too large NOT searched "
+                         f"({repeats.get('detections_skipped')} eligible detections; trapbatch repeats ID says what to "
+                         "do)" if skipped else ""))
     if isinstance(st.get("served"), dict):  # a re-run that has not completed: the earlier results still stand
         served = st["served"].get("generation") or "the first run"
         table.add_row("served", f"{served}'s results (trapbatch results {st.get('id')})")
@@ -652,7 +657,7 @@ def previews(state: State, /, task_id: str, threshold: float | None, delete: boo
 
 # --search options: MegaDetector's RDE phase-1 options, by the names POST /api/tasks/{id}/repeats/search takes
 SEARCH_OPTIONS = ("occurrence_threshold", "iou_threshold", "confidence_min", "confidence_max",
-                  "min_suspicious_detection_size", "max_suspicious_detection_size")
+                  "min_suspicious_detection_size", "max_suspicious_detection_size", "max_folder_detections")
 
 
 @cli.command(short_help="List repeated detections; --keep/--remove sends your choice; --search finds them again.")
@@ -673,6 +678,9 @@ SEARCH_OPTIONS = ("occurrence_threshold", "iou_threshold", "confidence_min", "co
               help="--search: smallest box, as a fraction of the image (0)")
 @click.option("--max-suspicious-detection-size", type=float, default=None,
               help="--search: largest box, as a fraction of the image (0.2)")
+@click.option("--max-folder-detections", type=int, default=None,
+              help="--search: a folder with more eligible detections is not searched but named (the app's cap, "
+                   "800000 unless set; at most 3000000: a folder's search time grows with their square)")
 @click.option("--open", "open_page", is_flag=True, help="open the preview page in a browser")
 @click.option("--json", "as_json", is_flag=True, help="print the API's answer as JSON")
 @pass_state
@@ -728,6 +736,7 @@ def repeats(state: State, /, task_id: str, keep: str | None, remove: str | None,
         listed = answer.get("search") or "merge"
         options = answer.get("search_options") or {}
         out.print(f"list {listed}: " + ", ".join(f"{k} {v}" for k, v in options.items()))
+        _print_skipped(answer.get("skipped_folders"))
         searching = answer.get("searching")
         if searching and searching.get("search") != listed:
             out.print(f"search {searching.get('search')}: {searching.get('stage') or searching.get('runtime_status')}"
@@ -747,6 +756,19 @@ def repeats(state: State, /, task_id: str, keep: str | None, remove: str | None,
         if not url:
             raise CliError("the task has no preview page", str(page.get("error") or "the app named none"))
         click.launch(url)
+
+
+def _print_skipped(skipped: Any) -> None:
+    """The folders a list did not search (over ``max_folder_detections``): an empty list must not read as clean."""
+    if not isinstance(skipped, dict) or not skipped.get("folders"):
+        return
+    listed = skipped.get("listed") or []
+    n = skipped["folders"]
+    out.print(f"NOT searched: {n} folder{'s' if n != 1 else ''} ({skipped.get('detections')} eligible "
+              "detections): " + ", ".join(f"{f.get('folder') or '(top)'} ({f.get('detections')})" for f in listed)
+              + (f" and {skipped['more']} more" if skipped.get("more") else ""), markup=False, highlight=False)
+    if skipped.get("hint"):
+        out.print(str(skipped["hint"]), markup=False, highlight=False)
 
 
 def _ids(text: str) -> list[str]:

@@ -274,6 +274,9 @@ class MergeOutput(TypedDict):
     missing: int
     failure_reasons: NotRequired[dict[str, int]]  # failed images by failure_reason (gpu_batch.manifest)
     repeated_locations: NotRequired[int]  # the merge of the detections
+    # folders the repeat search left out (over max_folder_detections) and their eligible detections; absent: none
+    repeat_folders_skipped: NotRequired[int]
+    repeat_detections_skipped: NotRequired[int]
     detections_marked: NotRequired[int]  # the repeats-removed variant
     # [first shard, shards, JSON fragment bytes] of each fan-in part: where its entries are in the results file, so
     # the exports can fan out over the same ranges (orchestrations.exports)
@@ -314,6 +317,9 @@ class ResultsRef(TypedDict):
 class RepeatsRef(TypedDict):
     locations: int
     blob: str
+    folders_skipped: NotRequired[int]  # folders not searched (over max_folder_detections); the document names them
+    detections_skipped: NotRequired[int]  # ... holding this many eligible detections
+    hint: NotRequired[str]  # what to do about the skipped folders
 
 
 class ShardCounts(TypedDict, total=False):
@@ -414,6 +420,8 @@ class RepeatSearchStatus(TypedDict, total=False):
     groups: int
     detections_considered: int
     locations: int
+    folders_skipped: int  # folders not searched (over max_folder_detections), which the new list names
+    detections_skipped: int
     previews: PreviewsOutput
 
 
@@ -712,6 +720,9 @@ class MergeCombineInput(TypedDict):
     failure_reasons: dict[str, int]
     removed: NotRequired[list[str]]  # the variant: the location ids removed, for the results' info block
     detections_per_group: NotRequired[int]  # repeat-search group size (default core.fanin.SEARCH_DETECTIONS_PER_GROUP)
+    # folders with more eligible detections are not searched (TRAPBATCH_REPEAT_MAX_FOLDER_DETECTIONS; default
+    # core.repeats.RepeatOptions().max_folder_detections)
+    max_folder_detections: NotRequired[int]
 
 
 class MergeCombineOutput(TypedDict):
@@ -750,6 +761,10 @@ class RankRepeatsInput(TypedDict):
 
 class RankRepeatsOutput(TypedDict):
     locations: int
+    # folders the plan left out (over max_folder_detections) and their eligible detections; absent: none. Counts
+    # only: the document names them (core.repeats.skipped_summary)
+    folders_skipped: NotRequired[int]
+    detections_skipped: NotRequired[int]
 
 
 # A repeated-detection search run again (orchestrations.repeat_search): parts re-read the shard results for the
@@ -777,6 +792,7 @@ class PlanSearchInput(TypedDict):
     parts: int
     detections_per_group: int
     work: str
+    max_folder_detections: NotRequired[int]  # the options' (absent: the default cap)
 
 
 class PlanSearchOutput(TypedDict):

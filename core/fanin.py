@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
 from core import mdformat
 # the entries' bytes, shared with the GPU worker's merge view; re-exported here for the merges
@@ -62,28 +62,47 @@ def json_ranges(sizes: Sequence[int]) -> list[tuple[int, int, int]]:
     return out
 
 
-def plan_search_groups(indexes: Iterable[Sequence[Sequence[Any]]],
-                       per_group: int = SEARCH_DETECTIONS_PER_GROUP) -> list[dict[str, Any]]:
+class SearchPlan(NamedTuple):
+    """The repeat search's folder groups, and the folders left out of every group."""
+
+    groups: list[dict[str, Any]]
+    # folders with more eligible detections than the cap, in name order, each with its count: not searched
+    skipped: list[tuple[str, int]]
+
+
+def plan_search(indexes: Iterable[Sequence[Sequence[Any]]], per_group: int = SEARCH_DETECTIONS_PER_GROUP,
+                max_folder_detections: int | None = None) -> SearchPlan:
     """Group folders (in name order) for the parallel repeat search, from each part's folder index.
 
     ``indexes`` is, per part in order, that part's ``[folder, offset, length, detections]`` rows, folders in name
     order (``activities.fanin`` writes them). Folders are taken in name order into groups of about ``per_group``
     detections; a folder is never split (its search is sequential), so a folder larger than ``per_group`` is a group
-    of its own. A group's plan names, per part, the one byte range covering all its folders' lines there (its
-    folders are contiguous in each part's file): ``{"folders": [...], "ranges": [[part, offset, length], ...]}``,
-    parts in order, so reading the ranges in order gives each folder's detections in stream order. ``"last"`` names,
-    per folder, the index of the last range holding its lines: its search can end there, so a group holds the
-    candidates of the folders being read, not of all of its folders (``activities.fanin.run_search_repeats``).
+    of its own. A folder with more than ``max_folder_detections`` eligible detections (None: no cap) is in no group
+    but in ``skipped``: its search would take time growing with the square of its detections, past the activity's
+    time limit and memory (``RepeatOptions.max_folder_detections``). A group's plan names, per part, the one byte
+    range covering all its folders' lines there (its folders are contiguous in each part's file):
+    ``{"folders": [...], "ranges": [[part, offset, length], ...]}``, parts in order, so reading the ranges in order
+    gives each folder's detections in stream order. A skipped folder ends the group before it, so no range holds its
+    lines (each is one line per part, and a line is parsed whole). ``"last"`` names, per folder, the index of
+    the last range holding its lines: its search can end there, so a group holds the candidates of the folders being
+    read, not of all of its folders (``activities.fanin.run_search_repeats``).
     """
     where: dict[str, list[tuple[int, int, int, int]]] = {}
     for part, rows in enumerate(indexes):
         for folder, offset, length, count in rows:
             where.setdefault(str(folder), []).append((part, int(offset), int(length), int(count)))
     groups: list[dict[str, Any]] = []
+    skipped: list[tuple[str, int]] = []
     current: list[str] = []
     load = 0
     for folder in sorted(where):
         count = sum(r[3] for r in where[folder])
+        if max_folder_detections is not None and count > max_folder_detections:
+            skipped.append((folder, count))
+            if current:  # a group's ranges must not span the skipped folder's lines (read whole, a line a part)
+                groups.append(_group(current, where))
+                current, load = [], 0
+            continue
         if current and load + count > per_group:
             groups.append(_group(current, where))
             current, load = [], 0
@@ -91,7 +110,13 @@ def plan_search_groups(indexes: Iterable[Sequence[Sequence[Any]]],
         load += count
     if current:
         groups.append(_group(current, where))
-    return groups
+    return SearchPlan(groups, skipped)
+
+
+def plan_search_groups(indexes: Iterable[Sequence[Sequence[Any]]], per_group: int = SEARCH_DETECTIONS_PER_GROUP,
+                       max_folder_detections: int | None = None) -> list[dict[str, Any]]:
+    """``plan_search``'s groups alone."""
+    return plan_search(indexes, per_group, max_folder_detections).groups
 
 
 def _group(folders: list[str], where: Mapping[str, list[tuple[int, int, int, int]]]) -> dict[str, Any]:

@@ -17,7 +17,11 @@ together), so a folder's candidates are dropped as soon as the stream leaves it.
 ``search_folder`` per folder; ``rank_locations`` makes the same document either way. Candidates are indexed by size
 and place (``_Folder``), and a large folder is searched a batch of detections at a time with numpy (``_Batched``),
 so the search costs about the same per image in a folder of 500 images as in one of 50,000 (1.4x in
-``bench/repeat_search.py``).
+``bench/repeat_search.py``). Past that a folder's time grows with the square of its eligible detections (one
+folder, bench/repeat_search.py's boxes: 50,000 images 1.1 s, 200,000 6.8 s, 800,000 62 s and +590 MB, 2,000,000 303 s
+and +1.17 GB), so a folder with more than ``RepeatOptions.max_folder_detections`` is not searched but named in the
+document's ``skipped_folders`` (as MegaDetector's ``maxImagesPerFolder`` skips a folder), here and in the fan-in's
+plan (``core.fanin.plan_search``) alike.
 
 Must not: do I/O or change any result; it only reports.
 """
@@ -31,6 +35,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence  # typing's is
 from typing import Any
 
 # what the search considers, shared with the GPU worker's merge view; re-exported here for the app's modules
+from gpu_batch.formats.eligible import DEFAULT_MAX_FOLDER_DETECTIONS as DEFAULT_MAX_FOLDER_DETECTIONS
 from gpu_batch.formats.eligible import Eligible as Eligible
 from gpu_batch.formats.eligible import RepeatOptions as RepeatOptions
 from gpu_batch.formats.eligible import detection_box as detection_box
@@ -541,14 +546,52 @@ def search_folder(folder_name: str, detections: Iterable[Sequence[Any]],
     return search.suspicious()
 
 
-def rank_locations(found: Iterable[Mapping[str, Any]], options: RepeatOptions,
-                   detections_considered: int) -> dict[str, Any]:
+# The most eligible detections ``max_folder_detections`` may be (core.requests refuses more, and so does
+# TRAPBATCH_REPEAT_MAX_FOLDER_DETECTIONS). Why: a folder is searched by one activity, in time growing with the square
+# of its eligible detections (bench/repeat_search.py, one folder: 800,000 took 62 s and 590 MB, 2,000,000 took 303 s
+# and 1.17 GB); 3,000,000 is about 11 minutes and 1.8 GB there, inside the activity's 30-minute limit (host.json
+# functionTimeout) on a slower instance and its share of the instance's 4 GB, which up to 8 activities run on at once
+# (maxConcurrentActivityFunctions). Near 5,000,000 one folder passes both.
+MAX_FOLDER_DETECTIONS = 3_000_000
+SKIPPED_LISTED = 100  # skipped folders a repeats document names (the rest are counted)
+
+
+def skipped_summary(skipped: Sequence[tuple[str, int]], options: RepeatOptions,
+                    task_id: str = "<task id>") -> dict[str, Any]:
+    """What a repeats document says about the folders the search left out (``max_folder_detections``): how many, their
+    eligible detections, the first ``SKIPPED_LISTED`` by name with their counts, and what to do about them (for
+    ``task_id``: a task's id, or a generation's key, whose task the commands name)."""
+    task_id = task_id.split("/", 1)[0]  # a re-run's key is <task>/runs/<run> (gpu_batch.layout.generation_key)
+    largest = max(n for _, n in skipped)
+    split = ("split such a folder into subfolders (by camera, site or date) in the tasks to come: the search is per "
+             "folder")
+    if largest <= MAX_FOLDER_DETECTIONS:
+        todo = (f"search again with a higher cap: trapbatch repeats {task_id} --search --max-folder-detections "
+                f"{largest} (POST /api/tasks/{task_id}/repeats/search {{\"max_folder_detections\": {largest}}}; at "
+                f"most {MAX_FOLDER_DETECTIONS}, minutes per folder), or {split}")
+    else:
+        todo = f"{split} (at most {MAX_FOLDER_DETECTIONS} eligible detections fit one search activity)"
+    return {"folders": len(skipped), "detections": sum(n for _, n in skipped),
+            "listed": [{"folder": f, "detections": n} for f, n in skipped[:SKIPPED_LISTED]],
+            "more": max(0, len(skipped) - SKIPPED_LISTED),
+            "hint": f"each of these folders holds more than max_folder_detections ({options.max_folder_detections}) "
+                    "eligible detections and was not searched (a folder's search takes time growing with the square "
+                    f"of them); {todo}"}
+
+
+def rank_locations(found: Iterable[Mapping[str, Any]], options: RepeatOptions, detections_considered: int,
+                   skipped: Sequence[tuple[str, int]] = (), task_id: str = "<task id>") -> dict[str, Any]:
     """The repeated-detections document: locations most occurrences first (ties by folder, then order found), with
-    ids; the same whether the folders were searched in one stream or in parallel."""
+    ids; the same whether the folders were searched in one stream or in parallel. ``skipped``: the folders left out
+    for holding more than ``max_folder_detections`` eligible detections, in name order with their counts
+    (``skipped_folders``, only when there are some: a reader must not take their silence for no repeats)."""
     ranked = sorted(found, key=lambda r: (-r["count"], r["folder"], r["_order"]))
     locations = [{"id": f"r{i + 1:05d}", **{k: v for k, v in r.items() if k != "_order"}}
                  for i, r in enumerate(ranked)]
-    return {"options": options.to_dict(), "detections_considered": detections_considered, "locations": locations}
+    doc = {"options": options.to_dict(), "detections_considered": detections_considered, "locations": locations}
+    if skipped:
+        doc["skipped_folders"] = skipped_summary(skipped, options, task_id)
+    return doc
 
 
 class RepeatFinder:
@@ -556,9 +599,11 @@ class RepeatFinder:
 
     def __init__(self, options: RepeatOptions | None = None) -> None:
         self.options = options or RepeatOptions()
-        self._open: dict[str, _Folder] = {}
+        self._open: dict[str, _Folder | None] = {}  # None: over max_folder_detections, no longer searched
+        self._sizes: dict[str, int] = {}  # eligible detections of each open folder so far
         self._closed: set[str] = set()
         self._found: list[dict[str, Any]] = []
+        self._skipped: list[tuple[str, int]] = []
         self.detections_considered = 0
         self.compared = 0  # candidates met in the index, over closed folders (bench/repeat_search.py reports it)
         self.ious = 0  # of those, the IoUs computed (past the sieve)
@@ -572,27 +617,39 @@ class RepeatFinder:
         if rows is None:
             return
         folder_name = posixpath.dirname(name)
-        folder = self._open.get(folder_name)
-        if folder is None:
+        if folder_name not in self._open:
             if folder_name in self._closed and not self._warned:
                 logger.warning("repeated-detection search: folder %r seen again after the stream left it; results "
                                "are in name order?", folder_name)
                 self._warned = True
-            folder = self._open[folder_name] = _Folder(self.options.iou_threshold)
-        self.detections_considered += folder.add_rows(rows, self.options)
+            self._open[folder_name] = _Folder(self.options.iou_threshold)
+            self._sizes[folder_name] = 0
+        self.detections_considered += len(rows)
+        size = self._sizes[folder_name] = self._sizes[folder_name] + len(rows)
+        if size > self.options.max_folder_detections:  # left out, as the fan-in's plan leaves it out of every group
+            self._open[folder_name] = None  # its candidates go: memory stays bounded as the folder goes on
+            return
+        folder = self._open[folder_name]
+        if folder is not None:
+            folder.add_rows(rows, self.options)
 
     def _close(self, folder_name: str) -> None:
         folder = self._open.pop(folder_name)
+        size = self._sizes.pop(folder_name)
         self._closed.add(folder_name)
+        if folder is None:
+            self._skipped.append((folder_name, size))
+            return
         self._found.extend(folder.suspicious(folder_name, self.options))  # first: it ends a batched search's work
         self.compared += folder.compared
         self.ious += folder.ious
 
-    def result(self) -> dict[str, Any]:
-        """Suspicious locations, most occurrences first, with ids; ends the stream."""
+    def result(self, task_id: str = "<task id>") -> dict[str, Any]:
+        """Suspicious locations, most occurrences first, with ids; ends the stream. ``task_id``: whose commands the
+        skipped folders' hint names (``rank_locations``)."""
         for folder in list(self._open):
             self._close(folder)
-        return rank_locations(self._found, self.options, self.detections_considered)
+        return rank_locations(self._found, self.options, self.detections_considered, sorted(self._skipped), task_id)
 
 
 class RepeatRemoval:

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from core.errors import RequestInvalid, RequestTooLarge, UnsupportedContentType
 from core.ids import task_instance_id
-from core.repeats import RepeatOptions
+from core.repeats import DEFAULT_MAX_FOLDER_DETECTIONS, MAX_FOLDER_DETECTIONS, RepeatOptions
 from core.shards import has_dot_segment
 from gpu_batch.formats import listfields
 
@@ -490,6 +490,9 @@ REPEAT_SEARCH_FIELDS = {
     "confidence_max": "confidence_max",  # confidenceMax
     "min_suspicious_detection_size": "min_area",  # minSuspiciousDetectionSize (fraction of the image area)
     "max_suspicious_detection_size": "max_area",  # maxSuspiciousDetectionSize
+    # maxImagesPerFolder, but by eligible detections (what a folder's search time grows with, squared): a folder with
+    # more is not searched but named in the list. Left out: TRAPBATCH_REPEAT_MAX_FOLDER_DETECTIONS (the caller's).
+    "max_folder_detections": "max_folder_detections",
 }
 MIN_OCCURRENCE_THRESHOLD = 2  # one occurrence would make every detection a "repeated place"
 MAX_OCCURRENCE_THRESHOLD = 1_000_000
@@ -516,11 +519,33 @@ def _search_default(name: str) -> Any:
     return getattr(RepeatOptions(), REPEAT_SEARCH_FIELDS[name])
 
 
-def parse_repeat_search(body: Any) -> RepeatOptions:
+def _max_folder_detections(body: Mapping[str, Any], default: int) -> int:
+    """``max_folder_detections``, at most ``MAX_FOLDER_DETECTIONS`` (a folder's search must fit one activity)."""
+    value = body.get("max_folder_detections")
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise RequestInvalid(f"'max_folder_detections' must be an integer of at least 1, got {value!r}",
+                             f"leave it out for the app's cap ({default}), or e.g. \"max_folder_detections\": "
+                             f"{MAX_FOLDER_DETECTIONS}")
+    if value > MAX_FOLDER_DETECTIONS:
+        raise RequestInvalid(
+            f"'max_folder_detections' must be at most {MAX_FOLDER_DETECTIONS}, got {value}",
+            "one activity searches a folder, in time growing with the square of its eligible detections: "
+            f"{MAX_FOLDER_DETECTIONS} (minutes, and about 2 GB) is the most that fits the activity's 30-minute limit "
+            "and its share of the instance's memory; split such a folder into subfolders instead")
+    return value
+
+
+def parse_repeat_search(body: Any, default_max_folder_detections: int = DEFAULT_MAX_FOLDER_DETECTIONS
+                        ) -> RepeatOptions:
     """The phase-1 options of a repeated-detection search run again; ``RequestInvalid`` names the bad field.
 
-    ``{}`` (or no body) is MegaDetector's defaults, which the merge used. Bounds: see ``MIN_OCCURRENCE_THRESHOLD`` and
-    ``MIN_SEARCH_IOU``; the sizes and confidences are fractions, each minimum at most its maximum."""
+    ``{}`` (or no body) is MegaDetector's defaults, which the merge used, with the app's folder cap
+    (``default_max_folder_detections``: TRAPBATCH_REPEAT_MAX_FOLDER_DETECTIONS, which the caller passes; this module
+    reads no setting). Bounds: see ``MIN_OCCURRENCE_THRESHOLD``, ``MIN_SEARCH_IOU`` and
+    ``core.repeats.MAX_FOLDER_DETECTIONS``; the sizes and confidences are fractions, each minimum at most its
+    maximum."""
     if body is None:
         body = {}
     if not isinstance(body, Mapping):
@@ -541,6 +566,7 @@ def parse_repeat_search(body: Any) -> RepeatOptions:
         value = _search_number(body, name, low, high, low_open)
         if value is not None:
             values[REPEAT_SEARCH_FIELDS[name]] = value
+    values["max_folder_detections"] = _max_folder_detections(body, default_max_folder_detections)
     options = RepeatOptions(**values)
     if options.confidence_min > options.confidence_max:
         raise RequestInvalid(f"'confidence_min' ({options.confidence_min}) is above 'confidence_max' "

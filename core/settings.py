@@ -41,6 +41,16 @@ Variables (names shared with infra/main.bicep app settings):
     TRAPBATCH_REPEAT_SEARCH_DETECTIONS_PER_GROUP  eligible detections one repeat-search activity takes (default
                                    400000: ~20-60 s; whole folders, so a larger folder is a group of its own), at the
                                    merge and in a search run again
+    TRAPBATCH_REPEAT_MAX_FOLDER_DETECTIONS  the most eligible detections one camera folder may hold and still be
+                                   searched for repeated detections (default 800000, at most 3000000); a folder with
+                                   more is skipped and named in the repeats list with what to do (MegaDetector's
+                                   maxImagesPerFolder, by eligible detections: what the search's cost grows with).
+                                   Why: one activity searches a folder, in time and memory growing with the square of
+                                   its detections (one folder: 50,000 images 1.1 s, 200,000 6.8 s, 800,000 62 s and
+                                   +590 MB, 2,000,000 303 s and +1.17 GB; about 4,900,000 pass the 30-minute
+                                   functionTimeout and the 4 GB instance's memory that up to 8 activities share).
+                                   The merge's cap, and POST .../repeats/search's ``max_folder_detections`` when
+                                   left out
     TRAPBATCH_MAX_TASK_SECONDS     a pool task running longer is terminated and resubmitted (default 21600)
     TRAPBATCH_DETECTION_THRESHOLD  lowest confidence written to results (default 0.005, MegaDetector's)
     TRAPBATCH_PREVIEW_THRESHOLD    threshold of previews, the CSV and the exports when a request sets no
@@ -148,6 +158,7 @@ from core.estimate import DEFAULT_POOL_NODES, DEFAULT_WORKER_IMAGES_PER_S
 from core.expiry import MAX_TIMER_STEP
 from core.worker_tuning import parse_worker_tuning
 from core.mdformat import typical_threshold
+from core.repeats import DEFAULT_MAX_FOLDER_DETECTIONS, MAX_FOLDER_DETECTIONS
 from core.requests import (DEFAULT_IMAGES_PER_SHARD, MAX_IMAGES_PER_SHARD, MIN_PREVIEW_THRESHOLD,
                            normalize_account_url)
 from core.task_events import endpoint_problem
@@ -190,6 +201,19 @@ def _confirm_timeout_s(env: Mapping[str, str]) -> int:
         raise ConfigError(f"{name}={raw} is longer than six days ({CONFIRM_TIMEOUT_MAX_S} s), the longest durable "
                           "timer a Python orchestration may wait on", f"{WHERE}; e.g. {name}={CONFIRM_TIMEOUT_MAX_S}")
     return _int(env, name, CONFIRM_TIMEOUT_MAX_S)
+
+
+def _max_folder_detections(env: Mapping[str, str]) -> int:
+    """TRAPBATCH_REPEAT_MAX_FOLDER_DETECTIONS, refused above ``core.repeats.MAX_FOLDER_DETECTIONS`` with the reason."""
+    name = "TRAPBATCH_REPEAT_MAX_FOLDER_DETECTIONS"
+    raw = env.get(name, "").strip()
+    if raw.isdigit() and int(raw) > MAX_FOLDER_DETECTIONS:
+        raise ConfigError(f"{name}={raw} is above {MAX_FOLDER_DETECTIONS}: one activity searches a folder, in time "
+                          "growing with the square of its eligible detections, and a larger folder would pass the "
+                          "activity's 30-minute limit or its memory",
+                          f"{WHERE}; e.g. {name}={DEFAULT_MAX_FOLDER_DETECTIONS} (folders above it are skipped and "
+                          "named in the repeats list)")
+    return _int(env, name, DEFAULT_MAX_FOLDER_DETECTIONS)
 
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
@@ -270,6 +294,8 @@ class OrchestrationKnobs:
     max_failed_fraction: float = 0.05
     merge_images_per_part: int = 200_000  # the fan-in merges ranges of about this many images per activity
     repeat_search_detections_per_group: int = 400_000  # eligible detections per repeat-search activity
+    # a folder with more eligible detections is not searched (RepeatOptions.max_folder_detections)
+    repeat_max_folder_detections: int = DEFAULT_MAX_FOLDER_DETECTIONS
 
 
     # estimates (core/estimate.py) for "dry_run" requests
@@ -411,6 +437,7 @@ class Settings:
             max_failed_fraction=_fraction(env, "TRAPBATCH_MAX_FAILED_FRACTION", 0.05),
             merge_images_per_part=_int(env, "TRAPBATCH_MERGE_IMAGES_PER_PART", 200_000),
             repeat_search_detections_per_group=_int(env, "TRAPBATCH_REPEAT_SEARCH_DETECTIONS_PER_GROUP", 400_000),
+            repeat_max_folder_detections=_max_folder_detections(env),
 
 
             worker_images_per_s=_positive(env, "TRAPBATCH_WORKER_IMAGES_PER_S", DEFAULT_WORKER_IMAGES_PER_S),

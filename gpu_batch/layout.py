@@ -569,3 +569,9 @@ def repeat_search_blob(task_id: str, group: int, kind: str, work: str = "") -> s
     if kind not in SEARCH_KINDS:
         raise ValueError(f"{kind!r} is not a repeat search kind ({', '.join(SEARCH_KINDS)})")
     return f"{merge_work_prefix(task_id, work)}search-{group:05d}.{kind}"
+
+
+def repeat_search_skipped_blob(task_id: str, work: str = "") -> str:
+    """The folders the search's plan left out (over ``max_folder_detections``), with their counts: a list, so it stays
+    out of the orchestration's history; the rank reads it into the repeats document."""
+    return f"{merge_work_prefix(task_id, work)}search-skipped.json"

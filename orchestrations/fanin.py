@@ -66,6 +66,7 @@ def fan_in(context: df.DurableOrchestrationContext, task_id: str, model: str, im
         combine["removed"] = sorted(remove or [])
     else:
         combine["detections_per_group"] = knobs.repeat_search_detections_per_group
+        combine["max_folder_detections"] = knobs.repeat_max_folder_detections
     combined: c.MergeCombineOutput = yield from call(context, c.MERGE_COMBINE, STORAGE_RETRY, combine)
     merged: c.MergeOutput = {
         "results_blob": results_blob(task_id, variant), "csv_blob": csv_blob(task_id, variant),
@@ -85,6 +86,9 @@ def fan_in(context: df.DurableOrchestrationContext, task_id: str, model: str, im
         ranked: c.RankRepeatsOutput = yield from call(context, c.RANK_REPEATS, STORAGE_RETRY, c.RankRepeatsInput(
             task_id=task_id, groups=groups, detections_considered=sum(p["detections_considered"] for p in parts)))
         merged["repeated_locations"] = ranked["locations"]
+        if ranked.get("folders_skipped"):  # folders over max_folder_detections, which the document names
+            merged["repeat_folders_skipped"] = ranked["folders_skipped"]
+            merged["repeat_detections_skipped"] = ranked.get("detections_skipped", 0)
     clean = c.CleanMergeWorkInput(task_id=task_id)
     if variant:
         clean["variant"] = variant

@@ -8,7 +8,7 @@ the page is rendered again so its repeated-places section shows the new list. De
 the search id and the sizes come in the input, the time from the orchestration clock.
 
     repeat_search_part x parts      the eligible detections under the new options, per folder
-    plan_repeat_search              folder groups
+    plan_repeat_search              folder groups (folders over the options' max_folder_detections left out)
     search_repeats x groups         the fan-in's search, with the options and this work folder
     rank_repeats                    the new repeats document (replaces the current one)
     clean_merge_work                the work blobs (best effort)
@@ -44,8 +44,11 @@ def search_repeats_again(context: df.DurableOrchestrationContext) -> Generator[A
     parts: list[c.SearchPartOutput] = yield from call_all(context, c.SEARCH_PART, [
         c.SearchPartInput(task_id=task_id, part=p, first_shard=first, shards=count, options=options, work=work)
         for p, (first, count) in enumerate(plan)])
-    planned: c.PlanSearchOutput = yield from call(context, c.PLAN_SEARCH, STORAGE_RETRY, c.PlanSearchInput(
-        task_id=task_id, parts=len(parts), detections_per_group=knobs.repeat_search_detections_per_group, work=work))
+    plan_input = c.PlanSearchInput(task_id=task_id, parts=len(parts),
+                                   detections_per_group=knobs.repeat_search_detections_per_group, work=work)
+    if options.get("max_folder_detections") is not None:  # absent from a search started before the cap: the default
+        plan_input["max_folder_detections"] = int(options["max_folder_detections"])
+    planned: c.PlanSearchOutput = yield from call(context, c.PLAN_SEARCH, STORAGE_RETRY, plan_input)
     groups = planned["groups"]
     yield from call_all(context, c.SEARCH_REPEATS, [c.SearchRepeatsInput(task_id=task_id, group=g, options=options,
                                                                         work=work) for g in range(groups)])
@@ -55,6 +58,9 @@ def search_repeats_again(context: df.DurableOrchestrationContext) -> Generator[A
         search=data["search"], searched=status["started"]))
     status = {**status, "stage": Stage.publishing, "parts": len(parts), "groups": groups,
               "detections_considered": considered, "locations": ranked["locations"]}
+    if ranked.get("folders_skipped"):  # folders over the options' max_folder_detections: the new list names them
+        status["folders_skipped"] = ranked["folders_skipped"]
+        status["detections_skipped"] = ranked.get("detections_skipped", 0)
     context.set_custom_status(status)
     try:  # the list is written; the work blobs (a few columns per eligible detection) only cost storage from here on
         yield from call(context, c.CLEAN_MERGE_WORK, STORAGE_RETRY, c.CleanMergeWorkInput(task_id=task_id,

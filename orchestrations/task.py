@@ -57,9 +57,24 @@ def _outcome(merged: c.MergeOutput, max_failed_fraction: float) -> tuple[Stage, 
     return (Stage.completed if ok else Stage.completed_with_errors), round(fraction, 6)
 
 
+def _repeats_ref(task_id: str, merged: c.MergeOutput) -> c.RepeatsRef:
+    """The status's ``repeated_detections``: how many places, where the list is, and, when some folders were too
+    large to search, that and what to do."""
+    again = f"trapbatch repeats {task_id} --search (POST /api/tasks/{task_id}/repeats/search)"
+    ref: c.RepeatsRef = {"locations": merged.get("repeated_locations", 0), "blob": merged.get("repeats_blob", "")}
+    skipped = merged.get("repeat_folders_skipped", 0)
+    if skipped:
+        ref["folders_skipped"] = skipped
+        ref["detections_skipped"] = merged.get("repeat_detections_skipped", 0)
+        ref["hint"] = (f"{skipped} folder(s) held more eligible detections than the search takes per folder and were "
+                       f"not searched: trapbatch repeats {task_id} names them; search them with a higher "
+                       f"--max-folder-detections: {again}, or split them into subfolders")
+    return ref
+
+
 def _final_status(started: str, finished: str, enumeration: c.EnumerateOutput, outcomes: list[c.ShardsOutcome],
                   merged: c.MergeOutput, previews: c.PreviewsOutput, max_failed_fraction: float,
-                  job_id: str) -> c.TaskStatus:
+                  job_id: str, task_id: str) -> c.TaskStatus:
     stage, fraction = _outcome(merged, max_failed_fraction)
     return {
         "stage": stage, "failed_fraction": fraction, "max_failed_fraction": max_failed_fraction,
@@ -71,8 +86,7 @@ def _final_status(started: str, finished: str, enumeration: c.EnumerateOutput, o
         "resubmissions": sum(o.get("resubmissions", 0) for o in outcomes),
         "results": {"container": merged["container"], "blob": merged["results_blob"],
                     "csv": merged.get("csv_blob", "")},
-        "repeated_detections": {"locations": merged.get("repeated_locations", 0),
-                                "blob": merged.get("repeats_blob", "")},
+        "repeated_detections": _repeats_ref(task_id, merged),
         "previews": previews,
         "pool_job": job_id,
     }
@@ -380,7 +394,7 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
         yield from call(context, c.PROMOTE, STORAGE_RETRY, promote)
 
     summary = _final_status(started, context.current_utc_datetime.isoformat(), enumeration, outcomes, merged, previews,
-                            knobs.max_failed_fraction, job_id)
+                            knobs.max_failed_fraction, job_id, task_id)
     if generation:
         summary["generation"] = generation
     if reuse is not None:

@@ -18,6 +18,15 @@ from typing import Any
 from gpu_batch.formats import jsonio
 
 
+# The most eligible detections one folder may hold and still be searched (``RepeatOptions.max_folder_detections``;
+# the app's default is TRAPBATCH_REPEAT_MAX_FOLDER_DETECTIONS, ``core.settings``). Why a cap: a folder's search time
+# grows with the square of its eligible detections (what it scales with, not its images: an empty image costs
+# nothing) and a folder is searched by one activity, so a folder of millions passes the activity's time limit and
+# memory; MegaDetector's own ``maxImagesPerFolder`` skips such a folder the same way. 800,000 is twice the repeat
+# search's group size: about 1-1.5 min and 600 MB.
+DEFAULT_MAX_FOLDER_DETECTIONS = 800_000
+
+
 @dataclass(frozen=True, slots=True)
 class RepeatOptions:
     confidence_min: float = 0.1
@@ -27,10 +36,14 @@ class RepeatOptions:
     min_area: float = 0.0
     max_area: float = 0.2
     files_listed: int = 10  # file names kept per suspicious location (the first ones)
+    # a folder with more eligible detections is not searched but named in the list (``core.repeats``, skipped)
+    max_folder_detections: int = DEFAULT_MAX_FOLDER_DETECTIONS
 
     def __post_init__(self) -> None:
         if not 0 < self.iou_threshold <= 1:  # the index's bound (``_Folder``) needs a positive threshold
             raise ValueError(f"iou_threshold must be in (0, 1], got {self.iou_threshold}")
+        if self.max_folder_detections < 1:
+            raise ValueError(f"max_folder_detections must be at least 1, got {self.max_folder_detections}")
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__slots__}

@@ -41,7 +41,8 @@ ROCK = [0.52, 0.61, 0.08, 0.07]
 def merge_orchestrator(context: Any) -> Any:
     d = context.get_input()
     knobs = OrchestrationKnobs(merge_images_per_part=d["images_per_part"],
-                               repeat_search_detections_per_group=d.get("per_group", 400_000))
+                               repeat_search_detections_per_group=d.get("per_group", 400_000),
+                               repeat_max_folder_detections=d.get("max_folder", 800_000))
     return (yield from fan_in(context, d["task_id"], d["model"], d["images"], d["shards"], knobs,
                               d.get("variant", ""), d.get("remove")))
 
@@ -186,6 +187,54 @@ def test_parallel_fan_in_writes_the_single_pass_bytes(task: Any, images_per_part
     assert all(isinstance(im["width"], int) and im["width"] >= 2048 and im["height"] >= 1536 for im in sized)
     assert any("width" not in im and "failure" not in im for im in doc["images"])  # shard 4's, without sizes
     assert any(im["file"] == "=SUM(A1).jpg" for im in doc["images"]) and "写真00" in got["results"].decode()
+
+
+def test_a_folder_over_the_cap_is_left_out_of_every_group_and_named_in_the_single_pass_bytes(task: Any) -> None:
+    """TRAPBATCH_REPEAT_MAX_FOLDER_DETECTIONS below cam1's eligible detections (the folder with the rock, across a
+    dozen shards and so several parts): no group reads it, the document names it with its count and what to do,
+    the merge counts it, and the fan-in's document is the single pass's bytes. The other folders are searched."""
+    from core.repeats import RepeatOptions, eligible_detections
+
+    settings, store, tid, counts = task
+    capped = dataclasses.replace(settings, knobs=dataclasses.replace(settings.knobs, repeat_max_folder_detections=30))
+    reference = run_merge(tid, MODEL, T0.isoformat(), capped, store)
+    expected = _outputs(capped, store, tid)
+    results = json.loads(expected["results"])["images"]
+    eligible: dict[str, int] = {}
+    for entry in results:
+        rows = eligible_detections(entry, RepeatOptions())
+        if rows:
+            folder = entry["file"].rsplit("/", 1)[0] if "/" in entry["file"] else ""
+            eligible[folder] = eligible.get(folder, 0) + len(rows)
+    assert eligible["cam1"] > 30 and all(n <= 30 for f, n in eligible.items() if f != "cam1")
+    assert reference["repeated_locations"] == 0 and reference["repeat_folders_skipped"] == 1  # the rock was in cam1
+    assert reference["repeat_detections_skipped"] == eligible["cam1"]
+
+    activities = real_activities(capped, store)
+    read: list[str] = []  # the folders of every line a search group reads
+
+    def searching(name: str, payload: Any) -> Any:
+        if name == c.SEARCH_REPEATS:
+            plan = store.read_json(capped.container, layout.repeat_search_blob(tid, payload["group"], "plan.json"))
+            assert "cam1" not in plan["folders"]
+            for part, offset, length in plan["ranges"]:
+                read.extend(json.loads(line)[0] for line in fanin_activities.range_lines(
+                    store, capped.container, layout.merge_part_blob(tid, part, "folders.jsonl"), offset, length))
+        return activities(name, payload)
+
+    run = run_orchestrator(merge_orchestrator, {"task_id": tid, "model": MODEL, "images_per_part": 12, "per_group": 8,
+                                                "max_folder": 30, **counts}, searching)
+
+    assert run.status == "Completed", run.error
+    assert {k: v for k, v in run.output.items() if k not in ("parts", "exports_fan_out")} == reference
+    assert len(run.calls(c.SEARCH_REPEATS)) >= 2 and "cam1" not in read and "cam2" in read  # no line of cam1 read
+    got = _outputs(capped, store, tid)
+    assert got["repeats"] == expected["repeats"] and got["results"] == expected["results"]
+    doc = json.loads(got["repeats"])
+    assert doc["options"]["max_folder_detections"] == 30 and doc["locations"] == []
+    skipped = doc["skipped_folders"]
+    assert skipped["listed"] == [{"folder": "cam1", "detections": eligible["cam1"]}] and skipped["folders"] == 1
+    assert f"trapbatch repeats {tid} --search --max-folder-detections {eligible['cam1']}" in skipped["hint"]
 
 
 def test_parallel_repeats_removed_variant_writes_the_single_pass_bytes(task: Any) -> None:

@@ -8,6 +8,7 @@ occurrence threshold gives fewer places, a looser one more. A removal must name 
 from __future__ import annotations
 
 import os
+import posixpath
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator
@@ -16,7 +17,7 @@ import pytest
 import requests
 
 from adapters.blobs import BlobStore
-from core.repeats import RepeatFinder, RepeatOptions, RepeatRemoval
+from core.repeats import RepeatFinder, RepeatOptions, RepeatRemoval, eligible_detections
 from gpu_batch import layout
 from tests.api_session import DiagnosingSession
 from tests.waiting import wait_until
@@ -80,6 +81,31 @@ def search(base: str, task_id: str, body: dict[str, Any], session: Any = None) -
     return listed
 
 
+def check_folder_cap(base: str, task_id: str, doc: dict[str, Any], merged: dict[str, Any]) -> None:
+    """A search with max_folder_detections below camA's eligible detections: camA is not searched, the list is what
+    core.repeats finds offline with that cap, and the list, the search's status and the page name camA."""
+    sizes: dict[str, int] = {}
+    for entry in doc["images"]:
+        rows = eligible_detections(entry, RepeatOptions())
+        if rows:
+            folder = posixpath.dirname(entry["file"])
+            sizes[folder] = sizes.get(folder, 0) + len(rows)
+    cap = max(n for folder, n in sizes.items() if folder != "camA")
+    assert sizes["camA"] > cap and merged["skipped_folders"] is None  # the merge's cap (800,000) left out nothing
+    assert merged["search_options"]["max_folder_detections"] == 800_000
+    capped = search(base, task_id, {"max_folder_detections": cap})
+    expected = offline(doc, RepeatOptions(max_folder_detections=cap))
+    assert capped["locations"] == expected and expected and all(loc["folder"] != "camA" for loc in expected)
+    assert capped["search_options"] == {**merged["search_options"], "max_folder_detections": cap}
+    skipped = capped["skipped_folders"]
+    assert skipped["folders"] == 1 and skipped["listed"] == [{"folder": "camA", "detections": sizes["camA"]}]
+    assert f"trapbatch repeats {task_id} --search --max-folder-detections {sizes['camA']}" in skipped["hint"]
+    assert (capped["searching"]["folders_skipped"], capped["searching"]["detections_skipped"]) == (1, sizes["camA"])
+    page = api.get(api.get(f"{base}/api/tasks/{task_id}/results", timeout=120).json()["previews"]["local_url"],
+                   timeout=120).text
+    assert f"Not searched: 1 folder with {sizes['camA']} eligible detections, camA ({sizes['camA']})" in page
+
+
 def test_searching_again_replaces_the_list_with_what_core_finds_offline_and_removals_name_their_list(
         host: Any, store: BlobStore, unique_name: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     base, container = host.base_url, unique_name + "-state"
@@ -100,10 +126,13 @@ def test_searching_again_replaces_the_list_with_what_core_finds_offline_and_remo
     assert merged["search_options"]["occurrence_threshold"] == 20
 
     for body, field in (({"iou_threshold": 0.2}, "iou_threshold"), ({"occurrence_threshold": 1}, "occurrence_threshold"),
-                        ({"confidence_min": 0.7, "confidence_max": 0.6}, "confidence_min")):
+                        ({"confidence_min": 0.7, "confidence_max": 0.6}, "confidence_min"),
+                        ({"max_folder_detections": 3_000_001}, "max_folder_detections")):
         bad = api.post(f"{url}/search", json=body, timeout=120)
         assert bad.status_code == 400 and field in bad.json()["error"] and bad.json()["hint"], bad.text
     assert api.post(f"{url}/search", data=b"x", headers={"Content-Type": "text/plain"}, timeout=120).status_code == 415
+
+    check_folder_cap(base, task_id, doc, merged)
 
     strict = search(base, task_id, {"occurrence_threshold": 45})
     expected_strict = offline(doc, RepeatOptions(occurrence_threshold=45))

@@ -26,7 +26,7 @@ def part_output(payload: Any) -> c.MergePartOutput:
 
 
 def script(fail: dict[tuple[str, int], int] | None = None, groups: int = 3, exports_parts: bool = True,
-           one_part: bool = False) -> Any:
+           one_part: bool = False, ranked: c.RankRepeatsOutput | None = None) -> Any:
     """Scripted fan-in activities; ``fail[(name, part or group)]`` = how many calls of that one fail first."""
     left = dict(fail or {})
 
@@ -47,7 +47,7 @@ def script(fail: dict[tuple[str, int], int] | None = None, groups: int = 3, expo
         if name == c.SEARCH_REPEATS:
             return {"group": payload["group"], "locations": payload["group"]}
         if name == c.RANK_REPEATS:
-            return {"locations": 3}
+            return ranked or {"locations": 3}
         if name == c.CLEAN_MERGE_WORK:
             return {"deleted": 1}
         raise AssertionError(name)
@@ -65,6 +65,7 @@ def test_parts_cover_every_shard_once_in_ranges_of_about_the_knob() -> None:
     assert combine["json_bytes"] == [25_000] * 4 and combine["csv_bytes"] == [10_000] * 4
     assert combine["images"] == 1000 and combine["failure_reasons"] == {"undecodable": 100}
     assert combine["completed_at"] == T0.isoformat() and combine["variant"] == ""
+    assert combine["max_folder_detections"] == 800_000  # TRAPBATCH_REPEAT_MAX_FOLDER_DETECTIONS: the plan's cap
     assert run.inputs(c.SEARCH_REPEATS) == [{"task_id": TASK, "group": g} for g in range(3)]
     assert run.inputs(c.RANK_REPEATS) == [{"task_id": TASK, "groups": 3, "detections_considered": 20}]
     assert run.output == {
@@ -135,3 +136,14 @@ def test_the_work_blobs_are_cleaned_last_and_a_failed_cleanup_does_not_fail_the_
     assert run.activity_names[-1] == c.CLEAN_MERGE_WORK
     assert run.inputs(c.CLEAN_MERGE_WORK) == [{"task_id": TASK}] * STORAGE_RETRY.attempts
     assert run.output["repeated_locations"] == 3
+
+
+def test_folders_the_plan_left_out_are_counted_in_the_merge_output_from_the_ranking() -> None:
+    run = run_orchestrator(
+        merge_only, {"images": 40, "shards": 4, "per_part": 20},
+        script(ranked={"locations": 1, "folders_skipped": 2, "detections_skipped": 1_900_000}))
+
+    assert run.status == "Completed", run.error
+    assert (run.output["repeated_locations"], run.output["repeat_folders_skipped"],
+            run.output["repeat_detections_skipped"]) == (1, 2, 1_900_000)
+    assert "repeat_search_error" not in run.output

@@ -23,7 +23,8 @@ def search_input(per_part: int = 250, per_group: int = 1000) -> c.RepeatSearchIn
             "options": OPTIONS, "knobs": knobs.to_dict()}
 
 
-def script(fail: dict[tuple[str, int], int] | None = None, groups: int = 3) -> Any:
+def script(fail: dict[tuple[str, int], int] | None = None, groups: int = 3,
+           ranked: c.RankRepeatsOutput | None = None) -> Any:
     """Scripted activities; ``fail[(name, part or group)]`` = how many calls of that one fail first."""
     left = dict(fail or {})
 
@@ -41,7 +42,7 @@ def script(fail: dict[tuple[str, int], int] | None = None, groups: int = 3) -> A
         if name == c.SEARCH_REPEATS:
             return {"group": payload["group"], "locations": 1}
         if name == c.RANK_REPEATS:
-            return {"locations": 4}
+            return ranked or {"locations": 4}
         if name == c.CLEAN_MERGE_WORK:
             return {"deleted": 9}
         if name == c.PREVIEWS:
@@ -61,7 +62,7 @@ def test_parts_re_read_every_shard_then_the_fan_ins_search_ranks_a_new_list_and_
         {"task_id": TASK, "part": p, "first_shard": 25 * p, "shards": 25, "options": OPTIONS,
          "work": REPEAT_SEARCH_WORK} for p in range(4)]  # the fan-in's part plan: every shard exactly once
     assert run.inputs(c.PLAN_SEARCH) == [{"task_id": TASK, "parts": 4, "detections_per_group": 1000,
-                                          "work": REPEAT_SEARCH_WORK}]
+                                          "work": REPEAT_SEARCH_WORK, "max_folder_detections": 800_000}]
     assert run.inputs(c.SEARCH_REPEATS) == [{"task_id": TASK, "group": g, "options": OPTIONS,
                                              "work": REPEAT_SEARCH_WORK} for g in range(3)]
     assert run.inputs(c.RANK_REPEATS) == [{"task_id": TASK, "groups": 3, "detections_considered": 28,
@@ -107,3 +108,17 @@ def test_no_eligible_detection_still_writes_an_empty_list_and_a_failed_cleanup_d
     assert len(run.inputs(c.SEARCH_PART)) == 1 and c.SEARCH_REPEATS not in run.activity_names
     assert run.inputs(c.RANK_REPEATS)[0]["groups"] == 0
     assert run.activity_names[-1] == c.PREVIEWS and run.output["stage"] == Stage.completed
+
+
+def test_the_options_folder_cap_reaches_the_plan_and_the_folders_left_out_are_counted_in_the_status() -> None:
+    capped = {**search_input(), "options": RepeatOptions(max_folder_detections=2_500_000).to_dict()}
+    run = run_orchestrator(search_repeats_again, capped,
+                           script(ranked={"locations": 4, "folders_skipped": 3, "detections_skipped": 9_000_000}))
+
+    assert run.status == "Completed", run.error
+    assert run.inputs(c.PLAN_SEARCH)[0]["max_folder_detections"] == 2_500_000
+    assert (run.output["folders_skipped"], run.output["detections_skipped"]) == (3, 9_000_000)
+    # a search started before the cap existed has no such option: the plan takes the default
+    older = {**search_input(), "options": {k: v for k, v in OPTIONS.items() if k != "max_folder_detections"}}
+    run = run_orchestrator(search_repeats_again, older, script())
+    assert run.status == "Completed" and "max_folder_detections" not in run.inputs(c.PLAN_SEARCH)[0]

@@ -404,6 +404,24 @@ def test_failing_exports_leave_the_results_and_say_why() -> None:
     assert "Traceback" not in run.output["results"]["exports_error"]
 
 
+def test_folders_too_large_to_search_are_counted_in_the_status_with_what_to_do() -> None:
+    answer = activities(shards=1)
+
+    def skipping(name: str, payload: Any) -> Any:
+        if name == c.RANK_REPEATS:
+            return {"locations": 2, "folders_skipped": 1, "detections_skipped": 950_000}
+        return answer(name, payload)
+
+    run = run_task(task_input(), skipping)
+
+    assert run.status == "Completed" and run.output["stage"] == Stage.completed
+    repeats = run.output["repeated_detections"]
+    assert {k: repeats[k] for k in ("locations", "folders_skipped", "detections_skipped")} == {
+        "locations": 2, "folders_skipped": 1, "detections_skipped": 950_000}
+    assert f"trapbatch repeats {TASK} names them" in repeats["hint"] and "--max-folder-detections" in repeats["hint"]
+    assert "error" not in repeats
+
+
 @pytest.mark.parametrize("shards, per_group, limit", [(23, 4, 7), (23, 4, 5), (12, 200, 5), (9, 2, 100)])
 def test_max_in_flight_limits_the_whole_task_over_all_its_groups(shards: int, per_group: int, limit: int) -> None:
     """TRAPBATCH_MAX_IN_FLIGHT is the task's: each group's pool tasks in flight never pass the share the task

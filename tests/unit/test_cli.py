@@ -665,3 +665,42 @@ def test_submit_wait_says_which_settings_the_task_found_did_not_take(monkeypatch
     monkeypatch.setattr(cli_main.State, "client", property(lambda self: Client()))
     assert cli_main.main(["submit", "--container", "cams", "--wait", "--plain"]) == 0
     assert "not applied to the task found: notify_url" in capsys.readouterr().err
+
+
+def test_the_summary_says_folders_too_large_to_search(capsys: pytest.CaptureFixture[str]) -> None:
+    """Where the summary shows the repeated places it also shows that the search left folders out: silence would
+    read as "no repeats"."""
+    from cli.main import _summary
+
+    _summary({"id": "task-0", "stage": "completed", "repeated_detections": {
+        "locations": 0, "blob": "b", "folders_skipped": 2, "detections_skipped": 1_700_000}})
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "2 folders too large NOT searched (1700000 eligible detections" in shown
+
+
+def test_the_repeats_listing_names_the_folders_not_searched_and_sends_the_folder_cap(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from cli import main as cli_main
+
+    sent: list[dict[str, Any]] = []
+
+    class Client:
+        def repeats(self, task_id: str) -> dict[str, Any]:
+            return {"id": task_id, "locations": [], "search": "merge", "search_options": {"occurrence_threshold": 20},
+                    "skipped_folders": {"folders": 101, "detections": 90_000_000, "more": 100,
+                                        "listed": [{"folder": "[cam]/a", "detections": 900_000}],
+                                        "hint": "search again: --max-folder-detections 900000"},
+                    "removal": None, "searching": None}
+
+        def search_repeats(self, task_id: str, options: dict[str, Any]) -> dict[str, Any]:
+            sent.append(options)
+            return {"id": task_id, "search": "s1", "options": options}
+
+    monkeypatch.setattr(cli_main.State, "client", property(lambda self: Client()))
+    assert cli_main.main(["repeats", "task-0123456789abcdef0123"]) == 0
+    shown = capsys.readouterr().out
+    assert "NOT searched: 101 folders (90000000 eligible detections): [cam]/a (900000) and 100 more" in shown
+    assert "--max-folder-detections 900000" in shown
+    assert cli_main.main(["repeats", "task-0123456789abcdef0123", "--search", "--max-folder-detections",
+                          "2000000"]) == 0
+    assert sent == [{"max_folder_detections": 2_000_000}]

@@ -49,6 +49,7 @@ def test_a_shape_of_ten_million_over_100k_images_divides_every_size_by_100() -> 
     assert shape["env"]["TRAPBATCH_MERGE_IMAGES_PER_PART"] == str(knobs.merge_images_per_part // 100)
     assert shape["env"]["TRAPBATCH_REPEAT_SEARCH_DETECTIONS_PER_GROUP"] == str(
         knobs.repeat_search_detections_per_group // 100)
+    assert shape["env"]["TRAPBATCH_REPEAT_MAX_FOLDER_DETECTIONS"] == str(knobs.repeat_max_folder_detections // 100)
     listing = shape["listing"]
     assert listing["names_per_call"] == limits.names_per_call // 100
     assert listing["images_per_write"] == limits.images_per_write // 100

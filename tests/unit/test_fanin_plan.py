@@ -58,6 +58,25 @@ def test_search_groups_keep_folders_whole_and_in_order_with_one_range_per_part()
     assert fanin.plan_search_groups([[], []]) == []
 
 
+def test_a_folder_over_the_cap_is_in_no_group_but_named_with_its_count_and_no_range_holds_its_lines() -> None:
+    """A folder's search grows with the square of its eligible detections: above ``max_folder_detections`` it is
+    left out (MegaDetector's maxImagesPerFolder) and recorded; the groups around it end before it, so no group reads
+    its lines (one line a part, parsed whole). At the cap itself a folder is still searched."""
+    # part 0: a, big, c; part 1: big (continued), c (continued), d
+    indexes = [[["a", 0, 10, 2], ["big", 10, 500, 6], ["c", 510, 20, 2]],
+               [["big", 0, 300, 5], ["c", 300, 10, 1], ["d", 310, 10, 3]]]
+    plan = fanin.plan_search(indexes, per_group=100, max_folder_detections=10)
+    assert plan.skipped == [("big", 11)]
+    assert [g["folders"] for g in plan.groups] == [["a"], ["c", "d"]]
+    assert plan.groups[0]["ranges"] == [[0, 0, 10]]
+    assert plan.groups[1]["ranges"] == [[0, 510, 20], [1, 300, 20]]  # from c's offset: big's lines are before it
+    assert fanin.plan_search(indexes, per_group=100, max_folder_detections=11).skipped == []
+    assert fanin.plan_search(indexes, per_group=100).skipped == []  # no cap
+    assert fanin.plan_search_groups(indexes, 100, 10) == plan.groups
+    everything_skipped = fanin.plan_search(indexes, per_group=100, max_folder_detections=1)
+    assert everything_skipped.groups == [] and [f for f, _ in everything_skipped.skipped] == ["a", "big", "c", "d"]
+
+
 def test_a_folder_in_parts_out_of_name_order_ends_at_its_last_range() -> None:
     # an image list's shards are not in name order: folder a is in parts 0 and 2, b in part 1 only
     indexes = [[["a", 0, 10, 1]], [["b", 0, 10, 1]], [["a", 0, 10, 1]]]

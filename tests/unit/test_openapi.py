@@ -104,6 +104,8 @@ SEARCH_BODIES: list[Any] = [
     {"confidence_max": 1}, {"confidence_max": 1.5}, {"min_suspicious_detection_size": 0},
     {"max_suspicious_detection_size": 0}, {"max_suspicious_detection_size": 1e-6},
     {"max_suspicious_detection_size": 1}, {"max_suspicious_detection_size": 1.1}, {"occurrenceThreshold": 10},
+    {"max_folder_detections": 1}, {"max_folder_detections": 0}, {"max_folder_detections": 3_000_000},
+    {"max_folder_detections": 3_000_001}, {"max_folder_detections": 10.5}, {"max_folder_detections": None},
     {"unknown": 1}, [1], "x",
 ]
 

@@ -16,15 +16,31 @@ def test_an_empty_body_is_megadetectors_defaults_which_the_merge_used() -> None:
     assert parse_repeat_search({}) == RepeatOptions() == parse_repeat_search(None)
     assert repeat_search_fields(RepeatOptions()) == {
         "occurrence_threshold": 20, "iou_threshold": 0.9, "confidence_min": 0.1, "confidence_max": 1.0,
-        "min_suspicious_detection_size": 0.0, "max_suspicious_detection_size": 0.2}
+        "min_suspicious_detection_size": 0.0, "max_suspicious_detection_size": 0.2, "max_folder_detections": 800_000}
+
+
+def test_the_folder_cap_left_out_is_the_apps_and_is_refused_past_what_one_activity_can_search() -> None:
+    """max_folder_detections: the caller's default (TRAPBATCH_REPEAT_MAX_FOLDER_DETECTIONS) when left out; from 1 to
+    3,000,000, the most one activity searches in its time limit and memory (the error says so)."""
+    assert parse_repeat_search({}, 123_456).max_folder_detections == 123_456
+    assert parse_repeat_search({"max_folder_detections": None}, 5).max_folder_detections == 5
+    assert parse_repeat_search({"max_folder_detections": 3_000_000}).max_folder_detections == 3_000_000
+    assert parse_repeat_search({"max_folder_detections": 1}).max_folder_detections == 1
+    with pytest.raises(RequestInvalid) as err:
+        parse_repeat_search({"max_folder_detections": 3_000_001})
+    assert "at most 3000000" in err.value.message and "30-minute limit" in err.value.hint
+    assert "subfolders" in err.value.hint
+    for bad in (0, -5, 2.5, "10", True):
+        with pytest.raises(RequestInvalid, match="'max_folder_detections' must be an integer of at least 1"):
+            parse_repeat_search({"max_folder_detections": bad})
 
 
 def test_each_field_sets_its_option_and_the_rest_stay_default() -> None:
     o = parse_repeat_search({"occurrence_threshold": 8, "iou_threshold": 0.8, "confidence_min": 0.2,
                              "confidence_max": 0.9, "min_suspicious_detection_size": 0.001,
-                             "max_suspicious_detection_size": 0.5})
-    assert (o.occurrence_threshold, o.iou_threshold, o.confidence_min, o.confidence_max, o.min_area, o.max_area) == (
-        8, 0.8, 0.2, 0.9, 0.001, 0.5)
+                             "max_suspicious_detection_size": 0.5, "max_folder_detections": 1_000_000})
+    assert (o.occurrence_threshold, o.iou_threshold, o.confidence_min, o.confidence_max, o.min_area, o.max_area,
+            o.max_folder_detections) == (8, 0.8, 0.2, 0.9, 0.001, 0.5, 1_000_000)
     assert o.files_listed == RepeatOptions().files_listed
     assert parse_repeat_search({"iou_threshold": 1}) == RepeatOptions(iou_threshold=1.0)
     assert repeat_search_fields(parse_repeat_search(repeat_search_fields(o))) == repeat_search_fields(o)  # round trip
@@ -112,5 +128,9 @@ def test_a_removal_must_name_the_current_list() -> None:
             current_list(body, found, task)
         assert err.value.status_code == 409 and "choose from its list" in err.value.hint
     assert list_fields(again) == {"search": "s2", "searched": "2025-01-01T00:00:00+00:00",
-                                  "search_options": repeat_search_fields(RepeatOptions(occurrence_threshold=5))}
+                                  "search_options": repeat_search_fields(RepeatOptions(occurrence_threshold=5)),
+                                  "skipped_folders": None}
     assert list_fields(merged)["search"] == "merge" and list_fields(merged)["searched"] is None
+    skipped = {"folders": 1, "detections": 900_000, "listed": [{"folder": "cam", "detections": 900_000}], "more": 0,
+               "hint": "split it"}
+    assert list_fields({**merged, "skipped_folders": skipped})["skipped_folders"] == skipped

@@ -68,6 +68,39 @@ def test_folders_are_separate_and_nested_folders_do_not_close_their_parent() -> 
     assert out == {"a": 3, "a/b": 3}
 
 
+def test_a_folder_over_the_cap_is_not_searched_but_named_with_its_count_and_what_to_do() -> None:
+    """MegaDetector's maxImagesPerFolder, by eligible detections (what the search's time grows with, squared): a
+    folder holding more than max_folder_detections finds nothing and is named in the document; one at the cap, and
+    every other folder, is searched as before; the eligible detections of both still count as considered."""
+    rng = random.Random(3)
+    finder = RepeatFinder(RepeatOptions(max_folder_detections=25))
+    for i in range(25):  # at the cap: searched
+        finder.add(_img(f"at/{i:03d}.jpg", ("1", _jitter(BOX, rng), 0.5)))
+    for i in range(13):  # 26 eligible detections in 13 images: over the cap
+        finder.add(_img(f"over/{i:03d}.jpg", ("1", _jitter(BOX, rng), 0.5), ("2", _jitter(BOX, rng), 0.6)))
+    for i in range(21):
+        finder.add(_img(f"under/{i:03d}.jpg", ("1", _jitter(BOX, rng), 0.5)))
+    out = finder.result("task-0123456789abcdef0123/runs/r000000000001abc")
+    assert [(r["folder"], r["count"]) for r in out["locations"]] == [("at", 25), ("under", 21)]
+    assert out["detections_considered"] == 25 + 26 + 21 and out["options"]["max_folder_detections"] == 25
+    skipped = out["skipped_folders"]
+    assert {k: skipped[k] for k in ("folders", "detections", "listed", "more")} == {
+        "folders": 1, "detections": 26, "listed": [{"folder": "over", "detections": 26}], "more": 0}
+    assert "max_folder_detections (25)" in skipped["hint"] and "subfolders" in skipped["hint"]
+    assert "trapbatch repeats task-0123456789abcdef0123 --search --max-folder-detections 26" in skipped["hint"]
+    assert "skipped_folders" not in RepeatFinder().result()  # nothing skipped: the document as before
+
+
+def test_the_document_lists_the_first_hundred_skipped_folders_and_counts_the_rest() -> None:
+    skipped = [(f"cam{i:03d}", 4_000_000 if i == 7 else 900_000 + i) for i in range(130)]
+    doc = repeats.rank_locations([], RepeatOptions(), 0, skipped)["skipped_folders"]
+    assert doc["folders"] == 130 and doc["more"] == 30 and len(doc["listed"]) == repeats.SKIPPED_LISTED == 100
+    assert doc["listed"][0] == {"folder": "cam000", "detections": 900_000}
+    assert doc["detections"] == sum(n for _, n in skipped)
+    # a folder past what any search may take: only splitting it helps, and the hint says no command that would fail
+    assert "--max-folder-detections" not in doc["hint"] and "subfolders" in doc["hint"]
+
+
 def test_iou_matches_megadetector_definition() -> None:
     assert iou((0, 0, 1, 1), (0, 0, 1, 1)) == 1.0
     assert iou((0, 0, 1, 1), (2, 2, 1, 1)) == 0.0

@@ -175,6 +175,22 @@ def test_the_confirmation_wait_is_at_most_six_days_the_longest_timer_a_python_or
     assert "518400" in info.value.hint
 
 
+def test_the_repeat_search_folder_cap_defaults_to_twice_a_group_and_is_refused_past_what_one_activity_takes() -> None:
+    """A folder's search grows with the square of its eligible detections and runs in one activity: 800,000 (about
+    a minute) by default, 3,000,000 at most (the activity's time limit and memory), with the reason said."""
+    base = {"AzureWebJobsStorage": "x"}
+    knobs = Settings.from_env(base).knobs
+    assert knobs.repeat_max_folder_detections == 800_000 == 2 * knobs.repeat_search_detections_per_group
+    set_ = {**base, "TRAPBATCH_REPEAT_MAX_FOLDER_DETECTIONS": "3000000"}
+    assert Settings.from_env(set_).knobs.repeat_max_folder_detections == 3_000_000
+    assert OrchestrationKnobs.from_dict({}).repeat_max_folder_detections == 800_000  # a task started before it
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({**base, "TRAPBATCH_REPEAT_MAX_FOLDER_DETECTIONS": "3000001"})
+    assert "square" in str(info.value) and "30-minute" in str(info.value) and "skipped" in info.value.hint
+    with pytest.raises(ConfigError, match="below the minimum 1"):
+        Settings.from_env({**base, "TRAPBATCH_REPEAT_MAX_FOLDER_DETECTIONS": "0"})
+
+
 def test_every_setting_the_app_reads_is_in_the_settings_docstring_and_no_other() -> None:
     """README sends operators to core/settings.py's docstring for every setting and its default: a setting read but
     not listed there is one nobody can find, and one listed but read nowhere misleads. A line may list several with
