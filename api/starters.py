@@ -778,7 +778,10 @@ async def task_repeats(req: func.HttpRequest, client: df.DurableOrchestrationCli
     key, found = await asyncio.to_thread(_served_repeats, s, task_id)
     if found is None:
         return _json(404, {"error": f"task {task_id} has no repeated-detection list",
-                           "hint": "the merge writes it; a task merged by an older trapbatch has none"})
+                           "hint": "the merge writes it, unless its search failed (GET /api/tasks/<id> says so in "
+                                   "repeated_detections.error; a task merged by an older trapbatch has none either): "
+                                   f"make one with POST /api/tasks/{task_id}/repeats/search (trapbatch repeats "
+                                   f"{task_id} --search)"})
     removal = await _removal_status(client, task_id, key)
     searching = await repeat_search.search_status(client, task_id, key)  # the served generation's
     if removal is not None and removal.get("stage") == Stage.completed:

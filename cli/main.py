@@ -207,7 +207,9 @@ def _summary(st: dict[str, Any]) -> None:
     if isinstance(st.get("not_images"), dict):  # files the listing found that are not images: none of them ran
         table.add_row("not run", describe_not_images(st["not_images"]))
     repeats = st.get("repeated_detections") or {}
-    if repeats.get("locations") or repeats.get("folders_skipped"):
+    if repeats.get("error"):  # the results stand; the list was not made
+        table.add_row("repeated places", f"NOT searched: {repeats['error']}; {repeats.get('hint', '')}")
+    elif repeats.get("locations") or repeats.get("folders_skipped"):
         skipped = repeats.get("folders_skipped")
         table.add_row("repeated places", str(repeats.get("locations", 0)) + " (trapbatch repeats ID)"
                       + (f"; {skipped} folder{'s' if skipped != 1 else ''} too large NOT searched "
@@ -741,6 +743,8 @@ def repeats(state: State, /, task_id: str, keep: str | None, remove: str | None,
         if searching and searching.get("search") != listed:
             out.print(f"search {searching.get('search')}: {searching.get('stage') or searching.get('runtime_status')}"
                       + (f" ({searching['error']})" if searching.get("error") else ""))
+            if searching.get("error"):  # the list above is still the one before it
+                out.print(f"the list above stands; run the search again: trapbatch repeats {task_id} --search ...")
         removal = answer.get("removal")
         if removal:
             out.print(f"removal: {removal.get('stage') or removal.get('runtime_status')}")

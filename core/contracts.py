@@ -277,6 +277,9 @@ class MergeOutput(TypedDict):
     # folders the repeat search left out (over max_folder_detections) and their eligible detections; absent: none
     repeat_folders_skipped: NotRequired[int]
     repeat_detections_skipped: NotRequired[int]
+    # the repeat search (or its ranking) failed after its retries: the error's first line. The results stand; there
+    # is no repeats document (``repeated_locations`` absent) until POST .../repeats/search runs it again
+    repeat_search_error: NotRequired[str]
     detections_marked: NotRequired[int]  # the repeats-removed variant
     # [first shard, shards, JSON fragment bytes] of each fan-in part: where its entries are in the results file, so
     # the exports can fan out over the same ranges (orchestrations.exports)
@@ -316,10 +319,11 @@ class ResultsRef(TypedDict):
 
 class RepeatsRef(TypedDict):
     locations: int
-    blob: str
+    blob: str  # "" when the search failed (no document was written)
     folders_skipped: NotRequired[int]  # folders not searched (over max_folder_detections); the document names them
     detections_skipped: NotRequired[int]  # ... holding this many eligible detections
-    hint: NotRequired[str]  # what to do about the skipped folders
+    error: NotRequired[str]  # the search failed after its retries: why (its first line)
+    hint: NotRequired[str]  # what to do about the skipped folders or the failed search
 
 
 class ShardCounts(TypedDict, total=False):

@@ -212,3 +212,10 @@ def failure_message(text: str) -> str:
     """A failed task's error as a user reads it: its first line, without the platform's nested function prefixes."""
     first = text.strip().split("\n")[0]
     return _FUNCTION_FAILED.sub("", first) or first
+
+
+def failure_line(exc: BaseException, limit: int = 500) -> str:
+    """What a person sees of a failure in a status (custom status is limited to 16 KB, and tracebacks help no one):
+    its first line (``failure_message``), at most ``limit`` characters, or the exception's type when it has none."""
+    text = failure_message(str(exc)).strip() or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -7,6 +7,7 @@ Here every activity is bounded whatever the task size (``activities.fanin`` says
     merge_combine                                        composes the results from the parts' fragments
     search_repeats x groups                              in parallel, about 400,000 eligible detections each
     rank_repeats                                         the repeated-detections document
+                                                         (both best effort: ``repeat_search_error`` says why not)
     clean_merge_work                                     deletes the parts' work blobs (best effort)
 
 Used with ``yield from`` by the task orchestrator (``fan_in(...)`` where it called the merge) and the repeats removal
@@ -19,6 +20,12 @@ the activities that had not succeeded when the failure surfaced (``STORAGE_RETRY
 (azure-functions-durable-python#603).
 ``task_all`` fails as soon as one child fails (the SDK's ``WhenAllTask``); children that were still running then may
 run twice, which the activities allow (they write the same bytes).
+
+The repeat search comes after the results, CSV and preview sample are written and is only a report about them: when
+its groups or its ranking fail after their retries (a folder too large for one activity, say; folders over
+``max_folder_detections`` are left out by the plan for that reason), the merge still returns, with
+``repeat_search_error`` and no ``repeated_locations``, and the task completes with its results; its status says so and
+how to run the search again (``orchestrations.task``).
 """
 from __future__ import annotations
 
@@ -27,6 +34,7 @@ from typing import Any, Generator
 import azure.durable_functions as df
 
 from core import contracts as c
+from core.errors import failure_line
 from core.fanin import plan_parts
 from core.settings import OrchestrationKnobs
 from gpu_batch.layout import REPEATS_REMOVED, csv_blob, repeats_blob, results_blob
@@ -81,14 +89,18 @@ def fan_in(context: df.DurableOrchestrationContext, task_id: str, model: str, im
         merged["detections_marked"] = sum(p["marked"] for p in parts)
     else:
         groups = combined["search_groups"]
-        yield from call_all(context, c.SEARCH_REPEATS, [c.SearchRepeatsInput(task_id=task_id, group=g)
-                                                        for g in range(groups)])
-        ranked: c.RankRepeatsOutput = yield from call(context, c.RANK_REPEATS, STORAGE_RETRY, c.RankRepeatsInput(
-            task_id=task_id, groups=groups, detections_considered=sum(p["detections_considered"] for p in parts)))
-        merged["repeated_locations"] = ranked["locations"]
-        if ranked.get("folders_skipped"):  # folders over max_folder_detections, which the document names
-            merged["repeat_folders_skipped"] = ranked["folders_skipped"]
-            merged["repeat_detections_skipped"] = ranked.get("detections_skipped", 0)
+        try:  # the results are written: a search failing after its retries must not fail the task that holds them
+            yield from call_all(context, c.SEARCH_REPEATS, [c.SearchRepeatsInput(task_id=task_id, group=g)
+                                                            for g in range(groups)])
+            ranked: c.RankRepeatsOutput = yield from call(context, c.RANK_REPEATS, STORAGE_RETRY, c.RankRepeatsInput(
+                task_id=task_id, groups=groups, detections_considered=sum(p["detections_considered"] for p in parts)))
+        except Exception as exc:  # noqa: BLE001 - the activity's last failure; POST .../repeats/search runs it again
+            merged["repeat_search_error"] = failure_line(exc)
+        else:
+            merged["repeated_locations"] = ranked["locations"]
+            if ranked.get("folders_skipped"):  # folders over max_folder_detections, which the document names
+                merged["repeat_folders_skipped"] = ranked["folders_skipped"]
+                merged["repeat_detections_skipped"] = ranked.get("detections_skipped", 0)
     clean = c.CleanMergeWorkInput(task_id=task_id)
     if variant:
         clean["variant"] = variant

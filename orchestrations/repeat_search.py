@@ -4,8 +4,11 @@ Why an orchestration: which detections take part depends on the options (confide
 reads every shard's results again, in parallel parts as the fan-in does (``orchestrations.fanin``), then searches
 the folders in parallel groups with the fan-in's own activities; minutes for millions of images, longer than an HTTP
 request should live. The new list replaces the task's repeats document (its ``search`` id tells the lists apart), and
-the page is rendered again so its repeated-places section shows the new list. Deterministic code only: the options,
-the search id and the sizes come in the input, the time from the orchestration clock.
+the page is rendered again so its repeated-places section shows the new list. A search that fails after its retries
+fails this orchestration before the list is replaced: the task's results and its current list stay as they were, and
+``GET .../repeats`` shows the search failed with its error (``api.repeat_search.search_status``), so it can simply be
+started again. Deterministic code only: the options, the search id and the sizes come in the input, the time from the
+orchestration clock.
 
     repeat_search_part x parts      the eligible detections under the new options, per folder
     plan_repeat_search              folder groups (folders over the options' max_folder_detections left out)

@@ -26,7 +26,7 @@ from core import contracts as c
 from core import notimages
 from core.contracts import ShardStatus, Stage
 from core.cost import node_price, task_cost
-from core.errors import failure_message
+from core.errors import failure_line
 from core.estimate import RESIDENT_SHARD_START_S, estimate
 from core.expiry import expiry_time
 from core.ids import shards_instance_id
@@ -59,8 +59,12 @@ def _outcome(merged: c.MergeOutput, max_failed_fraction: float) -> tuple[Stage, 
 
 def _repeats_ref(task_id: str, merged: c.MergeOutput) -> c.RepeatsRef:
     """The status's ``repeated_detections``: how many places, where the list is, and, when some folders were too
-    large to search, that and what to do."""
+    large to search or the search failed (the task completes with its results either way), that and what to do."""
     again = f"trapbatch repeats {task_id} --search (POST /api/tasks/{task_id}/repeats/search)"
+    error = merged.get("repeat_search_error")
+    if error is not None:  # no document was written: nothing to list or remove until it runs again
+        return {"locations": 0, "blob": "", "error": f"the repeated-detection search failed: {error}",
+                "hint": f"the results and exports are complete without it; run it again: {again}"}
     ref: c.RepeatsRef = {"locations": merged.get("repeated_locations", 0), "blob": merged.get("repeats_blob", "")}
     skipped = merged.get("repeat_folders_skipped", 0)
     if skipped:
@@ -114,9 +118,8 @@ def _fail_if_the_pool_never_ran(outcomes: list[c.ShardsOutcome], images: int) ->
 
 
 def _first_line(exc: BaseException, limit: int = 500) -> str:
-    """What a person sees of a failure in the status (custom status is limited to 16 KB, and tracebacks help no one)."""
-    text = failure_message(str(exc)) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    """What a person sees of a failure in the status (``core.errors.failure_line``)."""
+    return failure_line(exc, limit)
 
 
 def _close_job(context: df.DurableOrchestrationContext, task_id: str, job_id: str) -> Generator[Any, Any, None]:

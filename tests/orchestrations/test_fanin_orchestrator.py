@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from core import contracts as c
 from core.settings import OrchestrationKnobs
 from orchestrations.fanin import fan_in
@@ -136,6 +138,22 @@ def test_the_work_blobs_are_cleaned_last_and_a_failed_cleanup_does_not_fail_the_
     assert run.activity_names[-1] == c.CLEAN_MERGE_WORK
     assert run.inputs(c.CLEAN_MERGE_WORK) == [{"task_id": TASK}] * STORAGE_RETRY.attempts
     assert run.output["repeated_locations"] == 3
+
+
+@pytest.mark.parametrize("failing", [c.SEARCH_REPEATS, c.RANK_REPEATS])
+def test_a_search_failing_every_attempt_leaves_the_merge_with_its_results_and_the_error(failing: str) -> None:
+    """The results, CSV and sample are written before the search, which only reports on them: a group (or the
+    ranking) that fails after its retries must not fail the task after all its GPU work. The merge returns without
+    repeated_locations, with the error's first line; the work is still cleaned."""
+    key = (failing, 1 if failing == c.SEARCH_REPEATS else -1)
+    run = run_orchestrator(merge_only, {"images": 400, "shards": 40, "per_part": 100},
+                           script({key: STORAGE_RETRY.attempts}))
+
+    assert run.status == "Completed", run.error
+    assert run.output["repeat_search_error"] == f"{failing} {key[1]}: storage throttled"
+    assert "repeated_locations" not in run.output and run.output["images"] == 400
+    assert (c.RANK_REPEATS in run.activity_names) == (failing == c.RANK_REPEATS)
+    assert run.activity_names[-1] == c.CLEAN_MERGE_WORK
 
 
 def test_folders_the_plan_left_out_are_counted_in_the_merge_output_from_the_ranking() -> None:

@@ -404,6 +404,26 @@ def test_failing_exports_leave_the_results_and_say_why() -> None:
     assert "Traceback" not in run.output["results"]["exports_error"]
 
 
+def test_a_repeat_search_failing_every_attempt_leaves_the_task_completed_and_says_how_to_run_it_again() -> None:
+    """The search runs after the results are written (a folder too large for one activity failed the whole task
+    after all the GPU work): the task completes with its results, exports and page, and its status says the search
+    failed, with the error's first line, and the command that runs it again."""
+    search_fails = failing(activities(shards=3), c.SEARCH_REPEATS,
+                           RuntimeError("Timeout value of 00:30:00 was exceeded by function: search_repeats\nat ..."))
+    run = run_task(task_input(shards_per_group=2), search_fails)
+
+    assert run.status == "Completed", run.error
+    assert run.output["stage"] == Stage.completed and run.custom_status["stage"] == Stage.completed
+    assert len(run.calls(c.SEARCH_REPEATS)) == 2 * STORAGE_RETRY.attempts and c.RANK_REPEATS not in run.activity_names
+    assert run.activity_names[-3:] == [c.CLEAN_MERGE_WORK, c.EXPORTS, c.PREVIEWS]
+    assert run.output["results"]["exports"] == EXPORTS
+    repeats = run.output["repeated_detections"]
+    assert repeats["locations"] == 0 and repeats["blob"] == ""  # no list was written
+    assert repeats["error"] == ("the repeated-detection search failed: Timeout value of 00:30:00 was exceeded by "
+                                "function: search_repeats")
+    assert f"trapbatch repeats {TASK} --search" in repeats["hint"] and "complete" in repeats["hint"]
+
+
 def test_folders_too_large_to_search_are_counted_in_the_status_with_what_to_do() -> None:
     answer = activities(shards=1)
 

@@ -667,11 +667,18 @@ def test_submit_wait_says_which_settings_the_task_found_did_not_take(monkeypatch
     assert "not applied to the task found: notify_url" in capsys.readouterr().err
 
 
-def test_the_summary_says_folders_too_large_to_search(capsys: pytest.CaptureFixture[str]) -> None:
-    """Where the summary shows the repeated places it also shows that the search left folders out: silence would
-    read as "no repeats"."""
+def test_the_summary_says_a_failed_repeat_search_and_folders_too_large_to_search(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Where the summary shows the repeated places it also shows that the search failed (the results stand) or left
+    folders out: silence would read as "no repeats"."""
     from cli.main import _summary
 
+    _summary({"id": "task-0", "stage": "completed", "repeated_detections": {
+        "locations": 0, "blob": "", "error": "the repeated-detection search failed: Timeout value exceeded",
+        "hint": "run it again: trapbatch repeats task-0 --search"}})
+    shown = " ".join(capsys.readouterr().out.split())  # the table wraps its cells at the terminal's width
+    assert "NOT searched: the repeated-detection search failed: Timeout value exceeded" in shown
+    assert "trapbatch repeats task-0 --search" in shown
     _summary({"id": "task-0", "stage": "completed", "repeated_detections": {
         "locations": 0, "blob": "b", "folders_skipped": 2, "detections_skipped": 1_700_000}})
     shown = " ".join(capsys.readouterr().out.split())
