@@ -75,6 +75,9 @@ def fit(data: bytes, max_bytes: int, max_side: int | None = None, keep_metadata:
             frames = int(getattr(opened, "n_frames", 1) or 1) if not mpo else 1
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise Unfittable(f"cannot be decoded: {_plain_error(exc)}") from None
+    if fmt == "JPEG" and _cut_short(data):  # decided here, not by Pillow's process-wide truncation switch
+        raise Unfittable("cannot be decoded: the file is cut short (no end of image: a camera that lost power while "
+                         "writing, or a download cut short)")
     too_large = len(data) > max_bytes or (max_side is not None and longer > max_side)
     turned = orientation in _TRANSPOSE and not keep_metadata
     if not too_large and not turned and fmt in ZOONIVERSE_FORMATS and not mpo:
@@ -90,6 +93,21 @@ def fit(data: bytes, max_bytes: int, max_side: int | None = None, keep_metadata:
                          + " (trapbatch zooniverse writes stills only: its first frame would stand for it): make it "
                          "fit yourself, or upload its frames as photos")
     return _encode(data, fmt, max_bytes, max_side, keep_metadata)
+
+
+def _cut_short(data: bytes) -> bool:
+    """Whether a JPEG has no end of image after its first scan (an EXIF thumbnail's own end comes before it; scan
+    data never holds FF D9, being byte-stuffed)."""
+    at = 2
+    while at + 4 <= len(data) and data[at] == 0xFF:
+        marker = data[at + 1]
+        if marker == 0xFF or marker in _STANDALONE:
+            at += 1 if marker == 0xFF else 2
+            continue
+        if marker == 0xDA:
+            return data.find(b"\xff\xd9", at) < 0
+        at += 2 + int.from_bytes(data[at + 2:at + 4], "big")
+    return False  # segments that cannot be walked: Pillow decides
 
 
 def _plain_error(exc: BaseException) -> str:

@@ -353,3 +353,22 @@ def test_an_orientation_that_turns_nothing_is_no_reason_to_encode_again() -> Non
         data = noisy(80, 60, orientation=orientation)
         fitted, how = fit(data, len(data))
         assert how == COPIED and fitted == strip_jpeg_metadata(data)
+
+
+def test_a_jpeg_cut_short_is_refused_whatever_pillows_process_wide_switch_says(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The app's previews and the worker set ImageFile.LOAD_TRUNCATED_IMAGES (gray fill, as MegaDetector); a test
+    run that imported them before made a cut JPEG decode: the CLI decides on its own. An EXIF thumbnail's own end
+    (before the photo's first scan) does not count as the photo's."""
+    from PIL import ImageFile
+
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    jpeg = noisy(120, 90)
+    thumbnail = b"Exif\x00\x00" + b"\xff\xd8\xff\xda\x00\x02" + b"\x11" * 40 + b"\xff\xd9"
+    with_thumbnail = jpeg[:2] + _segment(0xE1, thumbnail) + jpeg[2:]
+    for data in (jpeg, with_thumbnail):
+        cut = data[:len(data) * 2 // 3]
+        with pytest.raises(Unfittable, match="cut short"):
+            fit(cut, len(cut))
+        with pytest.raises(Unfittable, match="cut short"):
+            fit(cut, len(cut) // 4)  # and when it would be shrunk
+    assert fit(with_thumbnail, len(with_thumbnail))[1] == COPIED
