@@ -2,6 +2,8 @@
 
 Values:
     crash_after:K    os._exit(70) as soon as at least K images are written and flushed to the output
+    pause_after:K    once exactly K images are flushed, stop this process with SIGSTOP (a node cut off while its
+                     process lives on: the test runs the same attempt again, then resumes this one with SIGCONT)
     hang             sleep forever right after start (the pool must time the task out)
     exit:N           exit with status N immediately
     corrupt_output   process the shard, then overwrite the output with invalid JSON and exit 0
@@ -19,8 +21,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Mapping
 
 if TYPE_CHECKING:
@@ -39,9 +42,10 @@ class FaultSpecError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Fault:
-    kind: str  # "none" | "crash_after" | "hang" | "exit" | "corrupt_output" | "fetch_error"
+    kind: str  # "none" | "crash_after" | "pause_after" | "hang" | "exit" | "corrupt_output" | "fetch_error"
     value: int = 0
     text: str = ""  # fetch_error: the part of an image name that selects the images that fail
+    paused: list[bool] = field(default_factory=list, compare=False)  # pause_after: set once it has paused
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "Fault":
@@ -51,17 +55,19 @@ class Fault:
         kind, _, arg = spec.partition(":")
         if kind in ("hang", "corrupt_output") and not arg:
             return cls(kind)
-        if kind in ("crash_after", "exit") and arg.strip().isdigit():
+        if kind in ("crash_after", "pause_after", "exit") and arg.strip().isdigit():
             return cls(kind, int(arg))
         status, _, text = arg.partition(":")
         if kind == "fetch_error" and status.strip().isdigit():
             return cls(kind, int(status), text)
-        raise FaultSpecError(f"{ENV_VAR}={spec!r} is not one of crash_after:K, hang, exit:N, corrupt_output, "
-                             "fetch_error:STATUS[:TEXT]")
+        raise FaultSpecError(f"{ENV_VAR}={spec!r} is not one of crash_after:K, pause_after:K, hang, exit:N, "
+                             "corrupt_output, fetch_error:STATUS[:TEXT]")
 
     @property
     def crash_threshold(self) -> int | None:
-        return self.value if self.kind == "crash_after" else None
+        """The results flushed at once when they reach this count (``ResultWriter.flush_at_new``), so that the fault
+        acts on exactly that many."""
+        return self.value if self.kind in ("crash_after", "pause_after") else None
 
     def at_start(self) -> None:
         """Apply faults that act before any work."""
@@ -84,6 +90,10 @@ class Fault:
         if self.kind == "crash_after" and n_written >= self.value:
             logger.warning("fault injection: crashing after %d flushed results", n_written)
             os._exit(CRASH_EXIT_CODE)
+        if self.kind == "pause_after" and n_written >= self.value and not self.paused:
+            self.paused.append(True)
+            logger.warning("fault injection: pausing (SIGSTOP) after %d flushed results", n_written)
+            os.kill(os.getpid(), signal.SIGSTOP)
 
 
 class _FailingSource:
