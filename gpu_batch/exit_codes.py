@@ -18,6 +18,12 @@ SOURCE = 5  # the images' storage account cannot be opened (secret missing or un
 # after accepting the shard, and the server's own exit when a shard it was told to stop never did. EX_TEMPFAIL
 # (sysexits.h): not in UNFIXABLE, so the app retries the shard, and the next attempt resumes from what was flushed.
 SERVER_LOST = 75
+# Another run of the same shard attempt wrote the attempt's results since this one read or last wrote them (Azure Batch
+# reran the task after losing this node while this process lived on): this run stopped at its next write without
+# writing anything more for the attempt, so that the other run's results stand (gpu_batch.worker.results.OutputTaken).
+# EX_CANTCREAT (sysexits.h): not in UNFIXABLE, so when the pool sees this exit (the rerun lost the race to a run that is
+# still going) the shard's missing images go to the next attempt as after any retryable exit.
+OUTPUT_TAKEN = 73
 
 # No retry should fix these: the same manifest, model and source give the same failure on the next attempt.
 UNFIXABLE: dict[int, str] = {

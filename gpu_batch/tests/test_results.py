@@ -309,3 +309,155 @@ def test_an_outage_over_the_shards_end_is_waited_out_by_the_last_flush(monkeypat
     monkeypatch.setattr(ResultWriter, "retry_sleep", staticmethod(recover_later))
     w.close({"complete": True})
     assert sink.data is not None and b"a.jpg" in sink.data and ResultWriter.CLOSE_RETRY_S in waits
+
+
+class _TakenSink(_EtagSink):
+    """A results sink another run of the attempt takes after ``taken_after`` writes (``OutputTaken`` from then on)."""
+
+    def __init__(self, taken_after: int) -> None:
+        super().__init__()
+        self.taken_after = taken_after
+        self.tries = 0
+
+    def write(self, data: bytes) -> str | None:
+        from gpu_batch.worker.results import OutputTaken
+
+        self.tries += 1
+        if self.writes >= self.taken_after:
+            raise OutputTaken("taken by another run")
+        return super().write(data)
+
+
+def _targets() -> tuple[_EtagSink, _EtagSink, _EtagSink, dict[str, object]]:
+    from gpu_batch.worker.results import CoverageTarget, ViewTarget
+
+    progress, summary, view = _EtagSink(), _EtagSink(), _EtagSink()
+    return progress, summary, view, {"progress": progress, "coverage": CoverageTarget(summary, ["a.jpg"], "0xM"),
+                                     "view": ViewTarget(view, "task-t", 0.2, ["a.jpg"], "0xM")}
+
+
+def test_a_taken_output_at_the_last_flush_is_not_retried_and_leaves_summary_and_view_unwritten(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``OutputTaken`` is no outage: the final flush's outage tolerance (OUTAGE_S) and the flush's quick retries
+    would each have tried again, and the coverage summary and merge view would describe the other run's results."""
+    from gpu_batch.worker.results import OutputTaken
+
+    waits: list[float] = []
+    monkeypatch.setattr(ResultWriter, "retry_sleep", staticmethod(waits.append))
+    results = _TakenSink(taken_after=1)
+    progress, summary, view, targets = _targets()
+    w = ResultWriter(results, {}, flush_seconds=60, **targets)  # type: ignore[arg-type]
+    w.start()
+    w.add(detections_entry("a.jpg", [], 640, 480))
+    with pytest.raises(OutputTaken):
+        w.close({"complete": True})
+    assert results.tries == 2 and waits == []  # the start's write, then one try of the last flush
+    assert progress.writes == 1 and summary.data is None and view.data is None
+    w.write_view()  # a resident worker's deferred view: still the last flush that landed, not the final document
+    assert view.data is None
+
+
+def test_a_taken_output_stops_the_flushing_thread_at_once_not_after_outage_s(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gpu_batch.worker.results import OutputTaken
+
+    monkeypatch.setattr(ResultWriter, "retry_sleep", staticmethod(lambda s: None))
+    results = _TakenSink(taken_after=1)
+    progress, summary, view, targets = _targets()
+    w = ResultWriter(results, {}, flush_seconds=0.05, **targets)  # type: ignore[arg-type]
+    w.start()
+    w.add(detections_entry("a.jpg", [], 640, 480))
+    w._thread.join(timeout=60)
+    assert not w._thread.is_alive() and isinstance(w.error, OutputTaken) and results.tries == 2
+    with pytest.raises(OutputTaken):
+        w.close({"complete": True})
+    assert results.tries == 2 and progress.writes == 1 and summary.data is None and view.data is None
+
+
+class _Uploads:
+    """A blob client that records each upload's conditions and answers with a new ETag (or raises ``fail``)."""
+
+    def __init__(self, stored: bytes | None, etag: str = '"0x1"') -> None:
+        self.stored, self.etag = stored, etag
+        self.calls: list[dict[str, object]] = []
+        self.fail: Exception | None = None
+
+    def download_blob(self) -> object:
+        from types import SimpleNamespace
+
+        from azure.core.exceptions import ResourceNotFoundError
+
+        if self.stored is None:
+            raise ResourceNotFoundError("absent")
+        data = self.stored
+        return SimpleNamespace(readall=lambda: data, properties=SimpleNamespace(etag=self.etag))
+
+    def upload_blob(self, data: bytes, **kwargs: object) -> dict[str, str]:
+        self.calls.append(kwargs)
+        if self.fail is not None:
+            raise self.fail
+        self.stored, self.etag = data, f'"0x{len(self.calls) + 1}"'
+        return {"etag": self.etag}
+
+
+def _sink(client: _Uploads) -> object:
+    from types import SimpleNamespace
+
+    from gpu_batch.worker.sources import BlobSink
+
+    return BlobSink(SimpleNamespace(get_blob_client=lambda c, n: client), "state", "r.json")
+
+
+def _storage_error(status: int, code: str | None) -> Exception:
+    from azure.core import exceptions as az
+
+    cls = {412: az.ResourceModifiedError, 409: az.ResourceExistsError}.get(status, az.HttpResponseError)
+    exc = cls(message=f"{status} {code}")
+    exc.status_code, exc.error_code = status, code
+    return exc
+
+
+def test_the_blob_sinks_conditions_follow_what_it_read_and_wrote() -> None:
+    from azure.core import MatchConditions
+
+    unread = _Uploads(b"{}")
+    _sink(unread).write(b"x")  # type: ignore[attr-defined]
+    assert unread.calls == [{"overwrite": True}]  # progress, coverage and view sinks: never read, never conditional
+
+    found = _Uploads(b"{}", '"0xREAD"')
+    sink = _sink(found)
+    assert sink.read() == b"{}"  # type: ignore[attr-defined]
+    assert sink.write(b"a") == "0x2" and sink.write(b"b") == "0x3"  # type: ignore[attr-defined]
+    assert found.calls == [{"overwrite": True, "etag": '"0xREAD"', "match_condition": MatchConditions.IfNotModified},
+                           {"overwrite": True, "etag": '"0x2"', "match_condition": MatchConditions.IfNotModified}]
+
+    absent = _Uploads(None)
+    sink = _sink(absent)
+    assert sink.read() is None  # type: ignore[attr-defined]
+    sink.write(b"a")  # type: ignore[attr-defined]
+    assert absent.calls == [{"overwrite": True, "match_condition": MatchConditions.IfMissing}]
+
+
+@pytest.mark.parametrize("status, code, taken", [(412, "ConditionNotMet", True), (409, "BlobAlreadyExists", True),
+                                                 (412, None, True), (412, "LeaseIdMissing", False),
+                                                 (409, "LeaseAlreadyPresent", False), (503, "ServerBusy", False),
+                                                 (403, "AuthorizationFailure", False)])
+def test_only_a_failed_condition_is_a_taken_output(status: int, code: str | None, taken: bool) -> None:
+    from gpu_batch.worker.results import OutputTaken
+    from gpu_batch.worker.sources import condition_failed
+
+    assert condition_failed(_storage_error(status, code)) is taken
+    client = _Uploads(b"{}")
+    sink = _sink(client)
+    sink.read()  # type: ignore[attr-defined]
+    client.stored = b"the other run's"
+    client.fail = _storage_error(status, code)
+    with pytest.raises(OutputTaken if taken else OutputNotWritable):
+        sink.write(b"mine")  # type: ignore[attr-defined]
+    client.fail = None
+    if taken:  # stopped for good: nothing more is sent
+        with pytest.raises(OutputTaken):
+            sink.write(b"mine")  # type: ignore[attr-defined]
+        assert len(client.calls) == 1
+    else:  # an outage: the next flush tries again
+        sink.write(b"mine")  # type: ignore[attr-defined]
+        assert client.stored == b"mine"

@@ -14,7 +14,9 @@ Local mode (bench, tests):
 
 Exit codes: 0 shard processed (per-image failures are data in the output); 2 bad arguments or unreadable manifest;
 3 model cannot be resolved or loaded; 4 output not writable; 5 the images' storage account cannot be opened (secret
-missing or unreadable: see ``gpu_batch.storage_refs``). The last stdout line is a one-line JSON summary:
+missing or unreadable: see ``gpu_batch.storage_refs``); 73 another run of the same attempt wrote its results since
+this one read or last wrote them (this run stopped without writing more: ``gpu_batch.exit_codes.OUTPUT_TAKEN``).
+The last stdout line is a one-line JSON summary:
 {"images", "done", "failed", "retryable", "failure_reasons", "skipped_resumed", "seconds", "img_s", ...}: "failed"
 counts every failed image, "retryable" those the next attempt runs again, "failure_reasons" all of them by
 ``failure_reason`` (``gpu_batch.manifest``); "seconds" runs from after the imports
@@ -66,6 +68,7 @@ EXIT_BAD_INPUT = exit_codes.BAD_INPUT
 EXIT_MODEL = exit_codes.MODEL
 EXIT_OUTPUT = exit_codes.OUTPUT
 EXIT_SOURCE = exit_codes.SOURCE
+EXIT_OUTPUT_TAKEN = exit_codes.OUTPUT_TAKEN
 EXIT_CANCELLED = 143  # a resident worker's shard stopped because its client went away (128 + SIGTERM, as a killed CLI)
 
 logger = logging.getLogger("gpu_batch.worker")
@@ -259,7 +262,7 @@ def _run(args: argparse.Namespace, env: Mapping[str, str], fault: Any, process_s
     from gpu_batch.worker import faults
     from gpu_batch.worker.devices import start_cuda_warmup
     from gpu_batch.worker.pipeline import ShardSummary, run_images
-    from gpu_batch.worker.results import OutputNotWritable, ResultWriter
+    from gpu_batch.worker.results import OutputNotWritable, OutputTaken, ResultWriter
 
     # The shard's clock starts here, after the imports, as the benchmark times MegaDetector from after its imports;
     # the import time is reported separately.
@@ -314,6 +317,9 @@ def _run(args: argparse.Namespace, env: Mapping[str, str], fault: Any, process_s
     except OutputNotWritable as exc:
         logger.error("%s %s", label, exc)
         return ShardOutcome(EXIT_OUTPUT)
+    except OutputTaken as exc:  # no summary, coverage summary or merge view: the attempt's output is the other run's
+        logger.error("%s %s", label, exc)
+        return ShardOutcome(EXIT_OUTPUT_TAKEN)
     except ShardCancelled as exc:
         return _stopped(writer, label, summary, exc)
     if fault.kind == "corrupt_output":
@@ -326,12 +332,14 @@ def _run(args: argparse.Namespace, env: Mapping[str, str], fault: Any, process_s
 
 def _stopped(writer: ResultWriter, label: str, summary: ShardSummary, why: ShardCancelled) -> ShardOutcome:
     """A shard stopped on request: flush what it has (still marked incomplete) so the next attempt resumes there."""
-    from gpu_batch.worker.results import OutputNotWritable
+    from gpu_batch.worker.results import OutputNotWritable, OutputTaken
 
     try:
         writer.close()
     except OutputNotWritable as exc:
         logger.error("%s stopped, and its results so far could not be written: %s", label, exc)
+    except OutputTaken as exc:  # stopped anyway; the other run's results stay as they are
+        logger.error("%s stopped: %s", label, exc)
     logger.warning("%s stopped after %d images: %s", label, summary.done, why)
     return ShardOutcome(EXIT_CANCELLED)
 

@@ -31,6 +31,7 @@ Must not: run models or decode images.
 """
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import logging
@@ -56,13 +57,26 @@ class OutputNotWritable(Exception):
     """The results output cannot be written (whole-shard problem, exit code 4)."""
 
 
+class OutputTaken(Exception):
+    """Another run of this same shard attempt replaced the results since this run last read or wrote them.
+
+    Why it exists: Azure Batch reruns a task whose node was lost (even with ``max_task_retry_count=0``) while the
+    first process may live on, cut off, and flush again later. Each flush rewrites the whole document from the
+    writer's memory, so the stale run would replace the finished results with its smaller set. The sinks make every
+    write conditional on what they last read or wrote (``BlobSink``, ``FileSink``) and raise this when the condition
+    fails. Why not an ``OutputNotWritable``: it is not an outage, and trying again can only do harm; the run must stop
+    without writing anything more for the attempt (exit ``exit_codes.OUTPUT_TAKEN``)."""
+
+
 class ResultSink(Protocol):
     """Where a shard's results document lives."""
 
     def read(self) -> bytes | None: ...
 
     def write(self, data: bytes) -> str | None:
-        """Replace the document; returns what identifies the bytes now stored (a blob's ETag), None for a file."""
+        """Replace the document; returns what identifies the bytes now stored (a blob's ETag), None for a file.
+        Raises ``OutputNotWritable`` (worth another try) or, for a sink that was ``read``, ``OutputTaken`` when the
+        document is no longer what this sink read or last wrote."""
         ...
 
     def describe(self) -> str: ...
@@ -99,27 +113,66 @@ class ViewTarget:
     listed: contract.ViewList | None = None
 
 
+FileIdentity = tuple[int, int, int, int]  # st_dev, st_ino, st_mtime_ns, st_size
+
+
+def _file_identity(st: os.stat_result) -> FileIdentity:
+    return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+
+
 class FileSink:
-    """A local results file, replaced atomically on every flush."""
+    """A local results file, replaced atomically on every flush.
+
+    Once ``read`` (``load_resumable``) has been called, a write replaces the file only if it is still the one this
+    sink read (or found absent) or last wrote, compared by device, inode, modification time and size just before
+    ``os.replace``; otherwise ``OutputTaken``. Why: two runs of one shard in local mode have the same late-writer
+    problem as on Batch (``OutputTaken``). The check and the rename are not one atomic step: two writers within
+    microseconds of each other are not told apart, a late writer that wakes up seconds later is.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self._guarded = False  # set by ``read``: from then on, writes are conditional
+        self._expected: FileIdentity | None = None  # what the file must still be (None: absent)
+        self._taken: OutputTaken | None = None
 
     def read(self) -> bytes | None:
         try:
-            return self.path.read_bytes()
+            with self.path.open("rb") as f:
+                st = os.fstat(f.fileno())
+                data = f.read()
         except (FileNotFoundError, NotADirectoryError):  # no previous output (a bad folder fails at write)
+            self._guarded, self._expected = True, None
+            return None
+        self._guarded, self._expected = True, _file_identity(st)
+        return data
+
+    def _current(self) -> FileIdentity | None:
+        try:
+            return _file_identity(os.stat(self.path))
+        except (FileNotFoundError, NotADirectoryError):
             return None
 
     def write(self, data: bytes) -> None:  # a file has no identity the app could check: no coverage summary
+        if self._taken is not None:
+            raise self._taken
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name + ".", suffix=".tmp")
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
+            mine = _file_identity(os.stat(tmp))  # a rename keeps inode, mtime and size
+            if self._guarded and self._current() != self._expected:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                self._taken = OutputTaken(
+                    f"results {self.path} were replaced by another run of this shard attempt since this run read or "
+                    "wrote them; this run stops without writing more (the other run's results are kept)")
+                raise self._taken
             os.replace(tmp, self.path)
         except OSError as exc:
             raise OutputNotWritable(f"cannot write results to {self.path}: {exc}") from exc
+        self._expected = mine
 
     def describe(self) -> str:
         return str(self.path)
@@ -231,7 +284,8 @@ class ResultWriter:
         self._encoded: dict[str, tuple[dict[str, Any], str]] = {}
         self._fresh: list[dict[str, Any]] = []
         self._encode_lock = threading.Lock()
-        self.error: OutputNotWritable | None = None
+        # what stopped the flushing thread: an outage past OUTAGE_S, or another run that took the output
+        self.error: OutputNotWritable | OutputTaken | None = None
         self._failing_since: float | None = None  # when the background flushes began to fail (an outage)
         self._thread = threading.Thread(target=self._run, name="result-writer", daemon=True)
 
@@ -269,7 +323,9 @@ class ResultWriter:
             self._dirty.clear()
         data = self._document_bytes(entries, {**self.info, **(extra_info or {})})
         last: OutputNotWritable | None = None
-        for attempt in range(3):  # transient storage errors: a short retry before declaring the output lost
+        # transient storage errors: a short retry before declaring the output lost (``OutputTaken`` passes through:
+        # another run wrote the results, and a retry would overwrite them)
+        for attempt in range(3):
             try:
                 identity = self.sink.write(data)
                 break
@@ -328,6 +384,9 @@ class ResultWriter:
                 try:
                     self.flush()
                     self._failing_since = None
+                except OutputTaken as exc:  # never an outage: stop at once, the pipeline raises it at its next result
+                    self.error = exc
+                    return
                 except OutputNotWritable as exc:
                     # A storage outage of a few minutes (throttling, a failover) should not cost the shard its
                     # attempt while the GPU goes on: the entries stay in memory and the next flush writes them all.
@@ -344,7 +403,10 @@ class ResultWriter:
 
     def close(self, extra_info: Mapping[str, Any] | None = None, view_later: bool = False) -> None:
         """Stop the flushing thread and write the final document, its coverage summary and (unless ``view_later``:
-        the caller runs ``write_view`` when the GPU has other work, as the resident worker does) its merge view."""
+        the caller runs ``write_view`` when the GPU has other work, as the resident worker does) its merge view.
+
+        ``OutputTaken`` (from the thread or the final flush) is raised before the summary and the view: they describe
+        the other run's results once it finishes, and this run must write nothing more for the attempt."""
         self._stop.set()
         self._wake.set()
         if self._thread.is_alive():
@@ -358,7 +420,8 @@ class ResultWriter:
 
     def _final_flush(self, extra_info: Mapping[str, Any] | None) -> None:
         """The last flush, tried again until the outage that may already be under way has lasted ``OUTAGE_S``: an
-        outage over the shard's end otherwise cost its attempt and every entry since the last flush that landed."""
+        outage over the shard's end otherwise cost its attempt and every entry since the last flush that landed.
+        ``OutputTaken`` is no outage and passes through at once."""
         started = self._failing_since if self._failing_since is not None else time.monotonic()
         while True:
             try:

@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
 
 from gpu_batch import manifest as contract
+
+if TYPE_CHECKING:  # imported where raised at run time, as OutputNotWritable is
+    from gpu_batch.worker.results import OutputTaken
 
 CONNECTION_ENV = "TRAPBATCH_STORAGE_CONNECTION"
 ACCOUNT_URL_ENV = "TRAPBATCH_STORAGE_ACCOUNT_URL"
@@ -148,38 +151,101 @@ class BlobImageSource:
 
 
 class BlobSink:
-    """A results document in a blob (overwritten on every flush; block blob uploads are atomic)."""
+    """A results document in a blob (replaced on every flush; block blob uploads are atomic).
+
+    Once ``read`` (``load_resumable``) has been called, every write is conditional: it replaces the blob only if its
+    ETag is still the one read or last written (If-Match), or, when the blob was absent, only if it still is
+    (If-None-Match: *). A failed condition raises ``OutputTaken``: another run of this shard attempt (Batch reran the
+    task on a lost node while this process lived on) wrote the results, and a blind overwrite would replace them
+    with this run's smaller set. Sinks that are never read (progress counter, coverage summary, merge view) write
+    unconditionally: the app checks those against the results' ETag they name.
+    """
 
     def __init__(self, service: Any, container: str, name: str) -> None:
         self.client = service.get_blob_client(container, name)
         self.container, self.name = container, name
+        self._guarded = False  # set by ``read``: from then on, writes are conditional
+        self._etag: str | None = None  # the ETag as the service sent it (quotes kept); None: the blob was absent
+        self._taken: OutputTaken | None = None
 
     def read(self) -> bytes | None:
         from azure.core.exceptions import ResourceNotFoundError
 
         try:
-            return bytes(self.client.download_blob().readall())
+            download = self.client.download_blob()
+            data = bytes(download.readall())  # the SDK reads every range at the first response's ETag
         except ResourceNotFoundError:
+            self._guarded, self._etag = True, None
             return None
+        self._guarded, self._etag = True, str(getattr(download.properties, "etag", "") or "") or None
+        return data
 
     def write(self, data: bytes) -> str | None:
         """Upload ``data`` in one request (the worker's documents are far below the SDK's 64 MiB single-put size;
         above it the SDK uploads blocks, still one commit); returns the new ETag, which Put Blob and Put Block List
         return in their response (the coverage summary names the results by it: ``gpu_batch.manifest``)."""
+        from azure.core import MatchConditions
         from azure.core.exceptions import AzureError
 
         from gpu_batch.worker.results import OutputNotWritable
 
+        if self._taken is not None:
+            raise self._taken
+        conditions: dict[str, Any] = {}
+        if self._guarded:
+            conditions = ({"etag": self._etag, "match_condition": MatchConditions.IfNotModified} if self._etag
+                          else {"match_condition": MatchConditions.IfMissing})
         try:
-            response = self.client.upload_blob(data, overwrite=True)
+            response = self.client.upload_blob(data, overwrite=True, **conditions)
+            etag = response.get("etag") if isinstance(response, dict) else None
         except AzureError as exc:
-            raise OutputNotWritable(f"cannot write results to blob {self.container}/{self.name}: "
-                                    f"{type(exc).__name__}: {exc}") from exc
-        etag = response.get("etag") if isinstance(response, dict) else None
+            if not (self._guarded and condition_failed(exc)):
+                raise OutputNotWritable(f"cannot write results to blob {self.container}/{self.name}: "
+                                        f"{type(exc).__name__}: {exc}") from exc
+            etag = self._own_write(data, exc)
+        if self._guarded:
+            self._etag = str(etag) if etag else None
         return str(etag).strip('"') if etag else None
+
+    def _own_write(self, data: bytes, failed: BaseException) -> str:
+        """The ETag of the blob when it holds exactly ``data``, after a failed condition; else ``OutputTaken``.
+
+        Why: azure-core retries a request whose answer was lost (a timeout, a reset connection); when the first
+        try had landed, the retry's condition names the ETag it replaced and fails, though the blob holds this
+        run's own bytes. Only a blob with other bytes was written by another run."""
+        from azure.core.exceptions import AzureError, ResourceNotFoundError
+
+        from gpu_batch.worker.results import OutputNotWritable, OutputTaken
+
+        try:
+            download = self.client.download_blob()
+            current, etag = bytes(download.readall()), str(getattr(download.properties, "etag", "") or "")
+        except ResourceNotFoundError:
+            current, etag = None, ""
+        except AzureError as exc:  # cannot tell yet: the next flush tries the same condition again
+            raise OutputNotWritable(f"cannot write results to blob {self.container}/{self.name}: its condition failed "
+                                    f"and it cannot be read back: {type(exc).__name__}: {exc}") from exc
+        if current == data and etag:
+            return etag
+        self._taken = OutputTaken(
+            f"results blob {self.container}/{self.name} was replaced by another run of this shard attempt since this "
+            f"run read or wrote it ({type(failed).__name__}); this run stops without writing more, the other run's "
+            "results are kept (Batch reran the task, e.g. after losing this node)")
+        raise self._taken from failed
 
     def describe(self) -> str:
         return f"blob {self.container}/{self.name}"
+
+
+def condition_failed(exc: BaseException) -> bool:
+    """Whether a storage error says a write's If-Match / If-None-Match condition failed: 412 ``ConditionNotMet``
+    (If-Match), or 409 ``BlobAlreadyExists`` (If-None-Match: * on a blob that exists; some services answer that 412
+    too). A 412 for a lease (``LeaseIdMissing``) is not one: nothing here leases results."""
+    status = getattr(exc, "status_code", None)
+    code = getattr(exc, "error_code", None)
+    if status == 412:
+        return code is None or code == "ConditionNotMet"
+    return status == 409 and code == "BlobAlreadyExists"
 
 
 def blob_reader(service: Any, container: str) -> Callable[[str], tuple[bytes, str]]:

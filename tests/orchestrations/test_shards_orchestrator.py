@@ -8,6 +8,7 @@ import pytest
 from core import contracts as c
 from core.contracts import ShardStatus, Stage
 from core.settings import OrchestrationKnobs
+from gpu_batch import exit_codes
 from gpu_batch.layout import parse_pool_task_id, pool_job_id, pool_task_id, shard_id
 from orchestrations.shards import run_shards
 from tests.orchestrations.replay import HarnessError, Run, run_orchestrator
@@ -288,7 +289,8 @@ def test_poll_delay_doubles_up_to_the_maximum_and_resets_after_a_completion() ->
 
 
 
-@pytest.mark.parametrize("exit_code, fails", [(3, True), (5, True), (2, True), (4, False), (1, False)])
+@pytest.mark.parametrize("exit_code, fails", [(3, True), (5, True), (2, True), (4, False), (1, False),
+                                              (exit_codes.OUTPUT_TAKEN, False)])
 def test_a_worker_exit_no_retry_can_fix_fails_the_group_on_its_second_attempt_with_the_workers_message(
         exit_code: int, fails: bool) -> None:
     """Not on the first: the same exits come from passing causes (a model download cut short, a storage timeout
@@ -323,7 +325,8 @@ def test_a_worker_exit_no_retry_can_fix_fails_the_group_on_its_second_attempt_wi
         assert stop.input["job_id"] == pool_job_id(TASK) and f"worker exit code {exit_code}" in stop.input["reason"]
         if exit_code == 3:
             assert "the model cannot be loaded" in (run.error or "") and "not a checkpoint" in (run.error or "")
-    else:  # output hiccups and crashes: the missing images get their next attempts, then the shard gives up
+    else:  # output hiccups, crashes and a run that lost its output to another run of the attempt: the missing
+        # images get their next attempts, then the shard gives up
         assert run.status == "Completed" and len(run.calls(c.RESUBMIT)) == 2 and run.calls(c.STOP_GROUPS) == []
 
 

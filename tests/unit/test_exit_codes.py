@@ -13,6 +13,13 @@ not a zip file (see https://example/x: y)
 def test_unfixable_codes_are_exactly_manifest_model_and_source() -> None:
     assert {code for code in range(256) if exit_codes.unfixable_reason(code)} == {2, 3, 5}
     assert exit_codes.unfixable_reason(None) is None and exit_codes.unfixable_reason(exit_codes.OUTPUT) is None
+    # a run that stopped because another run of its attempt took the output: the next attempt runs what is missing
+    assert exit_codes.unfixable_reason(exit_codes.OUTPUT_TAKEN) is None
+
+
+def test_every_named_exit_code_is_distinct() -> None:
+    named = {name: value for name, value in vars(exit_codes).items() if name.isupper() and isinstance(value, int)}
+    assert len(set(named.values())) == len(named), named
 
 
 def test_the_workers_last_error_line_is_its_message() -> None:
