@@ -12,6 +12,8 @@ far past ``functionTimeout``. ``orchestrations.fanin`` runs these instead, each 
   A shard whose last worker wrote a merge view that still names its blobs (``clean_view``; the view of a shard that
   ran again covers every attempt) is not read entry by entry:
   the part composes the view's bytes (``gpu_batch.formats.mergeview``: the same bytes, made on the GPU node).
+  Per shard it records which results blobs it merged, with their ETags (``record_merged``): the exports take a
+  worker's view only of those (``was_merged``).
 * ``run_merge_combine``: composes the results JSON (head, fragments, tail) and the CSV (header, fragments) with
   ``adapters.compose`` (server side where the service has Put Block From URL), absorbs the parts' sampler states
   into the preview sample, and plans the repeat search's folder groups from the parts' small indexes
@@ -115,6 +117,8 @@ def run_merge_part(payload: c.MergePartInput, settings: Settings, store: BlobSto
                 entries, shard_missing = _merged_shard(store, settings, task_id, index, removal, set(listed))
                 missing += shard_missing
                 json_part, csv_part = formatter.add_shard(entries)
+            if removal is None:
+                record_merged(store, container, task_id, index, listed)
             out.write(json_part)  # one write per shard: the same bytes as one per entry
             table_file.write(csv_part)
     json_bytes, csv_bytes = out.bytes_written, table_file.bytes_written
@@ -128,6 +132,33 @@ def run_merge_part(payload: c.MergePartInput, settings: Settings, store: BlobSto
             "failure_reasons": dict(sorted(formatter.reasons.items())), "json_bytes": json_bytes,
             "csv_bytes": csv_bytes, "detections_considered": formatter.considered,
             "marked": removal.marked if removal is not None else 0}
+
+
+def merged_results(listed: dict[str, str]) -> dict[str, str]:
+    """The shard's attempt results blobs in ``listed`` (a shard's listing) with their ETags."""
+    return {name: etag for name, etag in listed.items() if layout.attempt_of_results_blob(name) is not None}
+
+
+def record_merged(store: BlobStore, container: str, task_id: str, index: int, listed: dict[str, str]) -> None:
+    """Write which results blobs (and ETags) the merge took shard ``index`` from (``layout.shard_merged_blob``), from
+    the listing it merged by: the view it composed was checked against it, and the entries it read were listed in
+    it. None for a shard without results (its exports take no view). Why: the exports run after the merge and
+    checked a view only against the shard's blobs as they were then; a results blob rewritten after the merge (a
+    late worker of the same attempt) with a view to match gave exports that differ from the results file."""
+    results = merged_results(listed)
+    if results:
+        store.write_compact_json(container, layout.shard_merged_blob(task_id, layout.shard_id(index)),
+                                 {"results": results})
+
+
+def was_merged(store: BlobStore, container: str, task_id: str, index: int, listed: dict[str, str]) -> bool:
+    """Whether shard ``index``'s results blobs in ``listed`` are exactly those the merge took it from, with the same
+    ETags (``record_merged``). False without a record: a merge that ran before records existed, or none yet."""
+    name = layout.shard_merged_blob(task_id, layout.shard_id(index))
+    if name not in listed:
+        return False
+    record = store.read_json_or_none(container, name)
+    return isinstance(record, dict) and record.get("results") == merged_results(listed)
 
 
 # how a shard's list document that reports no names not found starts (``activities.image_list.write_list_shards``:
@@ -157,7 +188,8 @@ def listed_not_found(store: BlobStore, settings: Settings, task_id: str, index: 
 
 def clean_view(store: BlobStore, settings: Settings, task_id: str, index: int, threshold: float,
                listed: dict[str, str], part: str = "merge", not_found_after: bool = False,
-               columns: tuple[str, ...] | None = None, given_etag: str = "") -> ShardView | None:
+               columns: tuple[str, ...] | None = None, given_etag: str = "",
+               merged: bool = False) -> ShardView | None:
     """The worker's merge view of shard ``index`` when the merge may use it instead of the entries: the view of the
     shard's last attempt that wrote results, which covers every attempt (a resubmitted attempt's worker merges the
     earlier results into it: ``ShardManifest.merge_view_basis``); the shard reused no results; and the view names the results and first manifest as they are now and exactly the
@@ -170,7 +202,8 @@ def clean_view(store: BlobStore, settings: Settings, task_id: str, index: int, t
     from the shard's list document as listed now; () for lines made without list rows. None (the merge's): the
     view's merge sections, which no list row changes, whatever its export lines were made with. ``given_etag``
     (with ``columns``): the deployments' first facts the view's Camtrap DP lines must have started from
-    (``layout.list_facts_blob`` as it is now; "" none)."""
+    (``layout.list_facts_blob`` as it is now; "" none). ``merged`` (the exports'): only a view of the results the
+    merge took the shard from (``was_merged``), so the exports agree with the results file; one more small read."""
     sid = layout.shard_id(index)
     results = {a: name for name in listed if (a := layout.attempt_of_results_blob(name)) is not None}
     if not results:
@@ -179,6 +212,8 @@ def clean_view(store: BlobStore, settings: Settings, task_id: str, index: int, t
     view_name = layout.attempt_view_blob(task_id, sid, last)
     manifest_name = layout.manifest_blob(task_id, sid, 1)
     if view_name not in listed or manifest_name not in listed or layout.manifest_blob(task_id, sid, 0) in listed:
+        return None
+    if merged and not was_merged(store, settings.container, task_id, index, listed):
         return None
     if not not_found_after and listed_not_found(store, settings, task_id, index, listed):
         return None
@@ -224,7 +259,8 @@ def iter_export_views(store: BlobStore, settings: Settings, task_id: str, first_
     ``mergeview.STREAMED`` for the exports' sections where they lie, read a slice at a time by the caller), one at a
     time, so a caller holds one shard's lines, not a part's (~2.6 kB an image: 500 MB for a part of 200,000 images),
     or with ``STREAMED`` a few slices of them (a shard of 100,000 images' lines held took 226 MB). Yields ``None``
-    and stops at the first shard without a usable view, or at once when there is none to use.
+    and stops at the first shard without a usable view, or at once when there is none to use; a view is usable only
+    of the results the merge took its shard from (``was_merged``): the exports then agree with the results file.
     ``plain``: the exports have MegaDetector's categories and the original variant (what a view's lines assume);
     ``columns``, ``given_etag``: the image list's metadata columns and first facts (``clean_view``)."""
     if not plain or shards <= 0:
@@ -233,7 +269,7 @@ def iter_export_views(store: BlobStore, settings: Settings, task_id: str, first_
     for index in range(first_shard, first_shard + shards):
         listed = store.list_etags(settings.container, layout.shard_prefix(task_id, layout.shard_id(index)))
         view = clean_view(store, settings, task_id, index, threshold, listed, part, columns=columns,
-                          given_etag=given_etag)
+                          given_etag=given_etag, merged=True)
         yield view
         if view is None:
             return

@@ -49,6 +49,7 @@ def _settings(connection: str, container: str) -> Any:
 
 def setup(connection: str, container: str, images: int) -> dict[str, Any]:
     """One shard of ``images`` images with its worker's merge view, as the merge leaves it for the exports."""
+    from activities.fanin import record_merged
     from adapters.blobs import BlobStore, service_client
     from bench.control_plane import image_names
     from core import fanin, mdformat
@@ -80,6 +81,8 @@ def setup(connection: str, container: str, images: int) -> dict[str, Any]:
     results_etag = store.write_bytes(container, layout.attempt_results_blob(TASK, sid, 1),
                                      json.dumps(doc).encode("utf-8"))
     del doc
+    # the merge's record that it took the shard from these results (the exports take views of those only)
+    record_merged(store, container, TASK, 0, store.list_etags(container, layout.shard_prefix(TASK, sid)))
     list_etag = store.list_etags(container, layout.shard_list_blob(TASK, sid))[layout.shard_list_blob(TASK, sid)]
     view = build_view(TASK, threshold, names, entries, results_etag, manifest_etag,
                       listed=ListedRows(plain_etag(list_etag), ("site",), rows))

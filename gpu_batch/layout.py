@@ -182,6 +182,13 @@ def attempt_view_blob(task_id: str, sid: str, attempt: int) -> str:
     return f"{shard_prefix(task_id, sid)}attempt-{attempt}.view"
 
 
+def shard_merged_blob(task_id: str, sid: str) -> str:
+    """The results blobs of the shard, with their ETags, as the merge's part found them when it merged the shard
+    (``activities.fanin.run_merge_part``): the exports take a worker's merge view only of those results, so that a
+    results blob written after the merge (a late worker) cannot make them differ from the results file."""
+    return f"{shard_prefix(task_id, sid)}merged.json"
+
+
 def attempt_of_results_blob(name: str) -> int | None:
     """The attempt number of a name ``attempt_results_blob`` made; None for any other blob under a shard."""
     m = _ATTEMPT_RESULTS_RE.search(name)

@@ -688,6 +688,49 @@ def test_exports_take_coco_camtrap_dp_and_zooniverse_lines_from_the_workers_view
     assert fanned_exports(settings, store, tid, merged, single) == corrected
 
 
+def test_exports_take_no_view_of_results_written_after_the_merge(task: Any, monkeypatch: Any) -> None:
+    """A late worker of a shard's attempt (Batch reran its task; the first run flushed again after the merge) rewrote
+    the shard's results and a view to match them: the exports took that view, as it named the shard's blobs as they
+    were at export time, and their COCO and Camtrap DP lines differed from the results file the merge had written.
+    The merge part records which results it merged, with their ETags (``layout.shard_merged_blob``); the exports take
+    a view only of those, and format the results file's entries otherwise, as without views."""
+    from activities.exports import run_exports
+    from gpu_batch.pool.simulated import synthetic_entry
+
+    settings, store, tid, counts = task
+    settings, merged = finish_every_shard(settings, store, tid, counts)
+    threshold = settings.threshold_for(MODEL, None)
+    sid = layout.shard_id(1)
+    results = layout.attempt_results_blob(tid, sid, 1)
+    assert store.read_json(settings.container, layout.shard_merged_blob(tid, sid)) == {
+        "results": {results: store.etag_or_none(settings.container, results)}}
+    merged_file = store.read_bytes(settings.container, layout.results_blob(tid))
+    single = run_exports(tid, settings, store)
+    expected = exported(settings, store, tid)  # from the entries of the results file: no view is written yet
+    assert write_worker_views(settings, store, tid, range(counts["shards"]), threshold) == set(
+        range(counts["shards"])) - {2}
+    formatted, _, _ = record_formatting(monkeypatch)
+    assert run_exports(tid, settings, store) == single and exported(settings, store, tid) == expected
+    assert formatted == []  # every view is of the results merged: used
+
+    images = ShardManifest.from_dict(store.read_json(settings.container, layout.manifest_blob(tid, sid, 1))).images
+    store.write_bytes(settings.container, results, json.dumps(  # the late run's results: other detections
+        {"images": [synthetic_entry(n, 1, 0.0, seed=11) for n in images]}).encode())
+    assert write_worker_views(settings, store, tid, [1], threshold) == {1}  # and its view of them
+    assert store.read_bytes(settings.container, layout.results_blob(tid)) == merged_file
+    assert run_exports(tid, settings, store) == single and exported(settings, store, tid) == expected
+    assert set(images) <= set(formatted)  # the entries of the results file, not the late view
+    assert fanned_exports(settings, store, tid, merged, single) == expected
+
+    # a merge that recorded nothing (it ran before the records existed): no view is taken, the entries are formatted
+    for index in range(counts["shards"]):
+        store.service.get_blob_client(settings.container, layout.shard_merged_blob(tid, layout.shard_id(index))
+                                      ).delete_blob()
+    formatted.clear()
+    assert run_exports(tid, settings, store) == single and exported(settings, store, tid) == expected
+    assert formatted
+
+
 def test_exports_ignore_an_older_workers_views_and_format_the_entries(task: Any, monkeypatch: Any) -> None:
     """The worker image is deployed apart from the app: a view an older worker wrote holds COCO lines of the older
     form (an EXIF ``datetime`` as read), so it has the older ``VIEW_VERSION`` and the exports format every entry, in

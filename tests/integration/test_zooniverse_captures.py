@@ -178,7 +178,9 @@ def test_a_list_without_capture_columns_keeps_one_subject_per_image(task: Any) -
 
 def _write_shards_with_views(settings: Settings, store: BlobStore, doc: dict[str, Any], shard_sizes: list[int]) -> None:
     """Each shard's manifest and results, then its view as the worker makes it with the list's rows
-    (tests/integration/test_fanin.write_listed_views)."""
+    (tests/integration/test_fanin.write_listed_views), and the merge's record that it merged those results (the
+    results file ``_setup`` wrote holds these entries; ``activities.fanin.record_merged``)."""
+    from activities.fanin import record_merged
     from gpu_batch.formats import jsonio
     from gpu_batch.manifest import ShardManifest
     from tests.integration.test_fanin import write_listed_views
@@ -195,6 +197,9 @@ def _write_shards_with_views(settings: Settings, store: BlobStore, doc: dict[str
         store.write_bytes(settings.container, layout.attempt_results_blob(TASK, sid, 1),
                           jsonio.dumps({"images": entries}))
     write_listed_views(settings, store, TASK, len(shard_sizes), settings.threshold_for("MDV5A", None), COLUMNS)
+    for index in range(len(shard_sizes)):
+        record_merged(store, settings.container, TASK, index,
+                      store.list_etags(settings.container, layout.shard_prefix(TASK, layout.shard_id(index))))
 
 
 @pytest.mark.parametrize("shard_sizes,shards_per_part", [([40, 40, 40, 17], 2), ([137], 1)])

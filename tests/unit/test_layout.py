@@ -42,6 +42,15 @@ def test_a_progress_counter_sits_beside_its_results_and_is_never_taken_for_them(
     assert layout.attempt_of_results_blob(progress) is None  # the merge lists the prefix and must skip it
 
 
+def test_the_merges_record_of_a_shard_sits_beside_its_attempts_and_is_never_taken_for_one() -> None:
+    merged = layout.shard_merged_blob(TASK, "s00003")
+    assert merged.startswith(layout.shard_prefix(TASK, "s00003"))  # in the listing the merge and the exports make
+    assert layout.attempt_of_results_blob(merged) is None
+    assert merged not in {f(TASK, "s00003", a) for a in range(3) for f in (
+        layout.manifest_blob, layout.attempt_results_blob, layout.attempt_progress_blob, layout.attempt_coverage_blob,
+        layout.attempt_view_blob)} | {layout.shard_list_blob(TASK, "s00003"), layout.shard_etags_blob(TASK, "s00003")}
+
+
 def test_logs_of_every_run_sit_under_their_task() -> None:
     job = layout.pool_job_id(TASK, "r261201153005ab12")
     assert layout.pool_log_blob(job, "s00000-a1").startswith(layout.task_prefix(TASK) + "logs/" + job + "/")
