@@ -334,7 +334,9 @@ def run_merge_combine(payload: c.MergeCombineInput, settings: Settings, store: B
     if variant != REPEATS_REMOVED:
         groups = plan_groups(store, container, task_id, len(json_sizes),
                              payload.get("detections_per_group", fanin.SEARCH_DETECTIONS_PER_GROUP),
-                             max_folder_detections=payload.get("max_folder_detections"))
+                             # a combine recorded before the cap existed: the app's setting, as the task's knobs say
+                             max_folder_detections=payload.get("max_folder_detections",
+                                                               settings.knobs.repeat_max_folder_detections))
     logger.info("task %s: combined %d merge parts (%s), %d repeat-search groups", task_id, len(json_sizes), how, groups)
     return {"container": container, "search_groups": groups, "exports_parts": True, "exports_one_part": True}
 

@@ -30,11 +30,11 @@ from adapters.preview_folders import existing_preview_folder, forget_folder, pre
 from core import contracts as c
 from core import notimages
 from core.errors import TrapbatchError
-from core.repeats import RepeatOptions, list_search_id
-from core.requests import repeat_search_fields
+from core.repeats import list_search_id
+from core.requests import recorded_search_fields
 from core.settings import Settings
 from gpu_batch import layout
-from gpu_batch.formats.detections_csv import capture_time
+from gpu_batch.formats.detections_csv import capture_time, unguarded
 from gpu_batch.formats.previewsample import NEAR_MISS_FLOOR
 
 logger = logging.getLogger(__name__)
@@ -180,7 +180,8 @@ def _camera_visits(store: BlobStore, container: str, task_id: str, variant: str)
         visits, blank = int(row["visits"]), int(row["blank_visits"])
         mostly_blank = visits >= MOSTLY_BLANK_VISITS and blank >= MOSTLY_BLANK_SHARE * visits
         flagged += mostly_blank
-        cameras.append({**row, "mostly_blank": mostly_blank})
+        # the CSV guards a name a spreadsheet would take for a formula; the page shows it as the package names it
+        cameras.append({**row, "deploymentID": unguarded(row["deploymentID"]), "mostly_blank": mostly_blank})
     return {"rows": cameras[:CAMERAS_LISTED], "total": len(rows), "flagged": flagged,
             "visits": sum(int(r["visits"]) for r in rows), "blob": f"{container}/{name}",
             "interval": rows[0]["event_interval_s"], "threshold": rows[0]["threshold"],
@@ -189,7 +190,7 @@ def _camera_visits(store: BlobStore, container: str, task_id: str, variant: str)
 
 def _search_note(repeats: dict[str, Any]) -> str:
     """How the list was made: its options in the names POST /api/tasks/{id}/repeats/search takes to change them."""
-    fields = repeat_search_fields(RepeatOptions.from_dict(repeats.get("options") or {}))
+    fields = recorded_search_fields(repeats.get("options") or {})
     made = (f"Search {repeats['search']} found them with " if repeats.get("search") else
             "The merge found them with MegaDetector's defaults: ")
     return made + ", ".join(f"{k} {v}" for k, v in fields.items()) + "; POST /api/tasks/<id>/repeats/search runs it " \

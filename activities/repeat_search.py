@@ -53,7 +53,8 @@ def run_search_part(payload: c.SearchPartInput, settings: Settings, store: BlobS
 
 def run_plan_search(payload: c.PlanSearchInput, settings: Settings, store: BlobStore) -> c.PlanSearchOutput:
     groups = plan_groups(store, settings.container, payload["task_id"], payload["parts"],
-                         payload["detections_per_group"], payload["work"], payload.get("max_folder_detections"))
+                         payload["detections_per_group"], payload["work"],
+                         payload.get("max_folder_detections", settings.knobs.repeat_max_folder_detections))
     return {"groups": groups}
 
 

@@ -38,8 +38,9 @@ from api.edge import http_edge, json_response, start_once
 from core import contracts as c
 from core.errors import RepeatListChanged, RepeatsBusy, failure_message
 from core.ids import repeat_search_id, repeat_search_instance_id
-from core.repeats import ORIGINAL_SEARCH, RepeatOptions, list_search_id
-from core.requests import parse_json_body, parse_repeat_search, repeat_search_fields, requested_list
+from core.repeats import ORIGINAL_SEARCH, list_search_id
+from core.requests import (parse_json_body, parse_repeat_search, recorded_search_fields, repeat_search_fields,
+                           requested_list)
 
 logger = logging.getLogger(__name__)
 bp = df.Blueprint()
@@ -99,7 +100,7 @@ def list_fields(found: Mapping[str, Any]) -> dict[str, Any]:
     each held more than ``max_folder_detections`` eligible detections; None when none was skipped), so an empty
     list is not read as a clean one."""
     return {"search": list_search_id(found), "searched": found.get("searched") or None,
-            "search_options": repeat_search_fields(RepeatOptions.from_dict(found.get("options") or {})),
+            "search_options": recorded_search_fields(found.get("options") or {}),
             "skipped_folders": found.get("skipped_folders")}
 
 

@@ -72,7 +72,8 @@ def fit(data: bytes, max_bytes: int, max_side: int | None = None, keep_metadata:
             longer = max(opened.size)
             orientation = _orientation(opened)
             mpo = opened.format == "MPO"
-            frames = int(getattr(opened, "n_frames", 1) or 1) if not mpo else 1
+            # animations only: a TIFF's pages (a thumbnail beside the photo) are no frames of one picture
+            frames = int(getattr(opened, "n_frames", 1) or 1) if opened.format in ("GIF", "PNG", "WEBP") else 1
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise Unfittable(f"cannot be decoded: {_plain_error(exc)}") from None
     if fmt == "JPEG" and _cut_short(data):  # decided here, not by Pillow's process-wide truncation switch

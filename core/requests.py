@@ -582,6 +582,19 @@ def repeat_search_fields(options: RepeatOptions) -> dict[str, Any]:
     return {name: getattr(options, field) for name, field in REPEAT_SEARCH_FIELDS.items()}
 
 
+# Options a list made by an older release does not record because that release had no such option: shown only when
+# recorded (a list searched before the folder cap existed searched every folder, whatever today's default says).
+_LATER_SEARCH_FIELDS = ("max_folder_detections",)
+
+
+def recorded_search_fields(recorded: Mapping[str, Any]) -> dict[str, Any]:
+    """``repeat_search_fields`` of the options a repeats document records (its ``options``), without those of
+    ``_LATER_SEARCH_FIELDS`` it does not record."""
+    fields = repeat_search_fields(RepeatOptions.from_dict(recorded))
+    return {name: value for name, value in fields.items()
+            if name not in _LATER_SEARCH_FIELDS or REPEAT_SEARCH_FIELDS[name] in recorded}
+
+
 def requested_list(body: Any) -> str | None:
     """The ``search`` id a repeat removal names (the list its ids come from), or None when it names none."""
     if not isinstance(body, Mapping) or body.get("search") is None:

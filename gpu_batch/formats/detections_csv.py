@@ -40,6 +40,11 @@ def spreadsheet_safe(text: str) -> str:
     return "'" + text if text.startswith(_FORMULA_STARTS) else text
 
 
+def unguarded(cell: str) -> str:
+    """A ``spreadsheet_safe`` cell as the name it guards, for a reader that is no spreadsheet (the preview page)."""
+    return cell[1:] if cell[:1] == "'" and cell[1:2] and cell[1:].startswith(_FORMULA_STARTS) else cell
+
+
 def capture_time(entry: Mapping[str, Any]) -> str:
     """The entry's ``datetime`` as a spreadsheet reads a date: EXIF's ``YYYY:MM:DD HH:MM:SS`` (MegaDetector's form)
     with dashes in the date; any other text as it is (guarded); "" for none."""

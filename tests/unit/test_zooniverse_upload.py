@@ -372,3 +372,15 @@ def test_a_jpeg_cut_short_is_refused_whatever_pillows_process_wide_switch_says(m
         with pytest.raises(Unfittable, match="cut short"):
             fit(cut, len(cut) // 4)  # and when it would be shrunk
     assert fit(with_thumbnail, len(with_thumbnail))[1] == COPIED
+
+
+
+def test_a_tiffs_pages_are_no_animation() -> None:
+    """Pillow counts a TIFF's pages (a thumbnail beside the photo) as frames: such a still under a .jpg name was
+    refused as an animation; it is written as a JPEG of its main page, as before."""
+    out = io.BytesIO()
+    Image.new("RGB", (400, 300), (10, 120, 30)).save(out, "TIFF", save_all=True,
+                                                     append_images=[Image.new("RGB", (40, 30))])
+    fitted, how = fit(out.getvalue(), 10**7)
+    with Image.open(io.BytesIO(fitted)) as got:
+        assert (how, got.format, got.size) == (REENCODED, "JPEG", (400, 300))
