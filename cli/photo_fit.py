@@ -45,6 +45,7 @@ COPIED, SHRUNK, REENCODED = "copied", "shrunk", "re-encoded"
 # APP2, C2PA in APP11, IPTC in APP13, ...) and every comment (COM) is dropped; the coding segments are kept.
 _KEPT_APP = {0xE0: (b"JFIF\x00", b"JFXX\x00"), 0xE2: (b"ICC_PROFILE\x00",), 0xEE: (b"Adobe",)}
 _COM = 0xFE
+_EOI = b"\xff\xd9"
 # The PNG chunks a viewer needs (the critical ones, colour, transparency, pixel size, animation); eXIf, the text
 # chunks (XMP travels in iTXt), tIME, caBX (C2PA) and any other are dropped.
 _KEPT_CHUNKS = frozenset({b"IHDR", b"PLTE", b"IDAT", b"IEND", b"tRNS", b"cHRM", b"gAMA", b"iCCP", b"sBIT", b"sRGB",
@@ -76,9 +77,6 @@ def fit(data: bytes, max_bytes: int, max_side: int | None = None, keep_metadata:
             frames = int(getattr(opened, "n_frames", 1) or 1) if opened.format in ("GIF", "PNG", "WEBP") else 1
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise Unfittable(f"cannot be decoded: {_plain_error(exc)}") from None
-    if fmt == "JPEG" and _cut_short(data):  # decided here, not by Pillow's process-wide truncation switch
-        raise Unfittable("cannot be decoded: the file is cut short (no end of image: a camera that lost power while "
-                         "writing, or a download cut short)")
     too_large = len(data) > max_bytes or (max_side is not None and longer > max_side)
     turned = orientation in _TRANSPOSE and not keep_metadata
     if not too_large and not turned and fmt in ZOONIVERSE_FORMATS and not mpo:
@@ -153,6 +151,10 @@ def _encode(data: bytes, fmt: str, max_bytes: int, max_side: int | None, keep_me
     """The photo decoded, upright, scaled to fit ``max_bytes`` and ``max_side``, in a format Zooniverse takes."""
     from PIL import Image
 
+    if fmt == "JPEG" and _cut_short(data):
+        # a camera that lost power while writing: decoded as far as it goes, the rest gray, as the worker read it
+        # (MegaDetector's LOAD_TRUNCATED_IMAGES), whatever Pillow's process-wide switch says here
+        data += _EOI
     try:
         with Image.open(io.BytesIO(data)) as opened:
             icc = opened.info.get("icc_profile")
@@ -321,8 +323,8 @@ def strip_png_metadata(data: bytes) -> bytes | None:
 def strip_jpeg_metadata(data: bytes) -> bytes | None:
     """A JPEG with only the application segments a viewer needs (``_KEPT_APP``), without comments and whatever
     follows its end, every other byte as it was (the pixels are not decoded), the segments between a progressive
-    JPEG's scans walked as well; None when its segments cannot be walked or it has no end (a file cut short: the
-    caller decodes it, and reports it when that fails)."""
+    JPEG's scans walked as well; a JPEG cut short in a scan kept as far as it goes, with an end of image added; None
+    when its segments cannot be walked (then the caller decodes it)."""
     if data[:2] != b"\xff\xd8":
         return None
     out, at = [data[:2]], 2
@@ -343,8 +345,9 @@ def strip_jpeg_metadata(data: bytes) -> bytes | None:
         if marker == 0xDA:  # start of scan: its header, then the entropy-coded data up to the next marker (an FF
             # that is neither byte stuffing, FF 00, nor a restart, FF D0-D7)
             end = _scan_end(data, at + 2 + length)
-            if end is None:
-                return None
+            if end is None:  # cut short in its scan (a camera that lost power): kept as far as it goes, and ended
+                out.append(data[at:] + _EOI)  # so every viewer shows that much, as the worker read it
+                return b"".join(out)
             out.append(data[at:end])
             if data[end + 1] == 0xD9:  # the end: kept, not what a camera appended after it (a preview with its EXIF)
                 out.append(data[end:end + 2])

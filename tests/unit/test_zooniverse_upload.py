@@ -292,17 +292,12 @@ def test_only_what_a_viewer_needs_is_kept_of_a_jpeg_or_png_whatever_carries_the_
     assert how == COPIED and gps not in fitted and b"tIME" not in fitted and b"gAMA" in fitted
 
 
-def test_a_comment_between_a_progressive_jpegs_scans_goes_and_a_jpeg_cut_short_is_not_copied() -> None:
+def test_a_comment_between_a_progressive_jpegs_scans_goes() -> None:
     jpeg = noisy(120, 90, progressive=True)
     second_scan = jpeg.index(b"\xff\xda", jpeg.index(b"\xff\xda") + 2)
     salted = jpeg[:second_scan] + _segment(0xFE, b"GPS 1,2N") + jpeg[second_scan:]
     fitted, how = fit(salted, len(salted))
     assert how == COPIED and b"GPS 1,2N" not in fitted and fitted == jpeg
-    cut = jpeg[:len(jpeg) * 2 // 3]  # a camera that lost power while writing
-    assert strip_jpeg_metadata(cut) is None
-    with pytest.raises(Unfittable, match="cannot be decoded") as info:
-        fit(cut, len(cut))
-    assert "BytesIO" not in str(info.value)
 
 
 def test_a_gifs_comments_and_xmp_go_wherever_they_are_and_its_frames_stay() -> None:
@@ -355,24 +350,32 @@ def test_an_orientation_that_turns_nothing_is_no_reason_to_encode_again() -> Non
         assert how == COPIED and fitted == strip_jpeg_metadata(data)
 
 
-def test_a_jpeg_cut_short_is_refused_whatever_pillows_process_wide_switch_says(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The app's previews and the worker set ImageFile.LOAD_TRUNCATED_IMAGES (gray fill, as MegaDetector); a test
-    run that imported them before made a cut JPEG decode: the CLI decides on its own. An EXIF thumbnail's own end
-    (before the photo's first scan) does not count as the photo's."""
+@pytest.mark.parametrize("switch", [False, True])
+def test_a_jpeg_cut_short_is_kept_as_far_as_it_goes_whatever_pillows_process_wide_switch_says(
+        switch: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A camera that lost power while writing leaves a JPEG without its end; the worker reads it (MegaDetector's
+    LOAD_TRUNCATED_IMAGES, gray below what was written) and the manifest names it. Copied, it is ended so that every
+    viewer shows it (its position-bearing segments gone); shrunk, it is decoded the same way whatever Pillow's
+    process-wide switch says (the app's previews and the worker set it: a test run that imported them first). An EXIF
+    thumbnail's own end (before the photo's first scan) is not the photo's."""
     from PIL import ImageFile
 
-    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
-    jpeg = noisy(120, 90)
-    thumbnail = b"Exif\x00\x00" + b"\xff\xd8\xff\xda\x00\x02" + b"\x11" * 40 + b"\xff\xd9"
-    with_thumbnail = jpeg[:2] + _segment(0xE1, thumbnail) + jpeg[2:]
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", switch)
+    jpeg = noisy(120, 90, exif=_gps_exif())
+    thumbnail = b"\xff\xd8\xff\xda\x00\x02" + b"\x11" * 40 + b"\xff\xd9"
+    with_thumbnail = jpeg[:2] + _segment(0xE1, b"Exif\x00\x00" + thumbnail) + jpeg[2:]
     for data in (jpeg, with_thumbnail):
         cut = data[:len(data) * 2 // 3]
-        with pytest.raises(Unfittable, match="cut short"):
-            fit(cut, len(cut))
-        with pytest.raises(Unfittable, match="cut short"):
-            fit(cut, len(cut) // 4)  # and when it would be shrunk
-    assert fit(with_thumbnail, len(with_thumbnail))[1] == COPIED
-
+        fitted, how = fit(cut, len(cut))
+        assert how == COPIED and fitted.endswith(b"\xff\xd9") and b"Exif" not in fitted
+        monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", False)  # a strict viewer opens it
+        with Image.open(io.BytesIO(fitted)) as copied:
+            copied.load()
+            assert copied.size == (120, 90)
+        monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", switch)
+        fitted, how = fit(cut, len(cut), max_side=60)
+        with Image.open(io.BytesIO(fitted)) as shrunk:
+            assert how == SHRUNK and shrunk.size == (60, 45)
 
 
 def test_a_tiffs_pages_are_no_animation() -> None:
