@@ -222,7 +222,7 @@ def _not_published(settings: Settings) -> c.PreviewsOutput:
 
 def run_previews(task_id: str, model: str, request_name: str, settings: Settings, store: BlobStore,
                  variant: str = "", source_store: BlobStore | None = None,
-                 only_if_published: bool = False) -> c.PreviewsOutput:
+                 only_if_published: bool = False, repeat_search_error: str = "") -> c.PreviewsOutput:
     """Render the page; ``source_store`` reads the images for thumbnails when they are in another account.
 
     ``only_if_published``: the work after a task (a re-render, a repeat search, a removal) renders only while the
@@ -281,6 +281,10 @@ def run_previews(task_id: str, model: str, request_name: str, settings: Settings
         not_images=_not_images_note(doc["info"].get("trapbatch", {}).get("not_images")),
         taken=_taken_note(doc),
         visits=_camera_visits(store, settings.container, task_id, variant),
+        # no list (the search failed after its retries): the page says so, rather than nothing at all
+        search_failed=(f"The search for repeated detections failed ({repeat_search_error}); the results are "
+                       f"complete without it. trapbatch repeats {task_id} --search (POST /api/tasks/{task_id}/"
+                       "repeats/search) runs it again." if repeat_search_error and repeats is None else ""),
     )
     page = layout.page_blob(folder, variant)
     # no-cache: a re-render (another threshold, repeats removed) rewrites this same page, and the static website sends
@@ -308,4 +312,5 @@ def render_previews(payload: c.PreviewsInput) -> c.PreviewsOutput:
     enumeration = own.read_json(s.container, layout.enumeration_blob(payload["task_id"]))
     source = clients.source_store(s, enumeration.get("source_account_url", ""), enumeration.get("credential_secret", ""))
     return run_previews(payload["task_id"], payload["model"], payload.get("request_name", ""), s, own,
-                        payload.get("variant", ""), source, bool(payload.get("only_if_published")))
+                        payload.get("variant", ""), source, bool(payload.get("only_if_published")),
+                        payload.get("repeat_search_error", ""))

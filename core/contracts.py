@@ -295,6 +295,9 @@ class PreviewsInput(TypedDict):
     # true after the task (re-render, repeat search, removal): render only while the task's pages are published, so
     # pages deleted (DELETE .../previews) or expired never come back on the public website
     only_if_published: NotRequired[bool]
+    # the merge's repeated-detection search failed (MergeOutput.repeat_search_error): the page says so and how to run
+    # it again, instead of showing no repeats section at all
+    repeat_search_error: NotRequired[str]
 
 
 class PreviewsOutput(TypedDict):

@@ -388,8 +388,10 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
 
     context.set_custom_status(noted(c.TaskStatus(stage=Stage.publishing, started=started,
                                                  images=enumeration["images"])))
-    previews: c.PreviewsOutput = yield from call(context, c.PREVIEWS, STORAGE_RETRY, c.PreviewsInput(
-        task_id=key, model=request["model"], request_name=request.get("request_name", "")))
+    page = c.PreviewsInput(task_id=key, model=request["model"], request_name=request.get("request_name", ""))
+    if merged.get("repeat_search_error"):  # absent otherwise: the input stays as recorded before
+        page["repeat_search_error"] = merged["repeat_search_error"]
+    previews: c.PreviewsOutput = yield from call(context, c.PREVIEWS, STORAGE_RETRY, page)
     if generation:  # a re-run's results are complete: from now on they are the task's
         promote = c.PromoteInput(task_id=task_id, generation=generation)
         if "previous" in data:

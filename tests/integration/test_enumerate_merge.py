@@ -172,6 +172,12 @@ def test_previews_render_from_the_merge_sample_without_reading_the_merged_file(
     thumbs = store.list_names(settings.web_container, f"{folder}/thumbs/")
     assert len(list(thumbs)) == 10
     assert list(store.list_names(settings.web_container, f"{tid}/")) == []  # nothing at the guessable address
+    assert 'id="search-failed"' not in page
+    store.service.get_blob_client(settings.container, repeats_blob(tid)).delete_blob()  # as after a failed search
+    run_previews(tid, "m.pt", "my survey", settings, store, repeat_search_error="storage throttled")
+    failed = html.unescape(store.read_bytes(settings.web_container, f"{folder}/index.html").decode())
+    assert "The search for repeated detections failed (storage throttled)" in failed
+    assert f"trapbatch repeats {tid} --search" in failed and 'id="repeats"' not in failed
     run_previews(tid, "m.pt", "my survey", settings, store)  # a re-render keeps the same folder
     assert existing_preview_folder(store, settings, tid) == folder
     # the page a re-render rewrites in place carries Cache-Control: no-cache, which the static website serves with it

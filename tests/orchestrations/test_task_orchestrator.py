@@ -422,6 +422,9 @@ def test_a_repeat_search_failing_every_attempt_leaves_the_task_completed_and_say
     assert repeats["error"] == ("the repeated-detection search failed: Timeout value of 00:30:00 was exceeded by "
                                 "function: search_repeats")
     assert f"trapbatch repeats {TASK} --search" in repeats["hint"] and "complete" in repeats["hint"]
+    # the page says so too (it had no repeats section and nothing about the search)
+    assert run.inputs(c.PREVIEWS)[0]["repeat_search_error"] == ("Timeout value of 00:30:00 was exceeded by function: "
+                                                                "search_repeats")
 
 
 def test_folders_too_large_to_search_are_counted_in_the_status_with_what_to_do() -> None:
