@@ -70,7 +70,7 @@ class ManifestOptions:
 
 # A column that names a subject's photo: ``trapbatch zooniverse`` fetches and fits what such a column names, and the
 # upload command it prints hands each to the Panoptes CLI as a file (``-f``).
-IMAGE_COLUMN = re.compile(r"image_name_\d+$")
+IMAGE_COLUMN = re.compile(r"image_name_(\d+)$")  # its number: the photo's place in the subject
 
 
 def metadata_column(name: str, fixed: list[str]) -> str:
