@@ -157,7 +157,9 @@ class BlobSink:
     ETag is still the one read or last written (If-Match), or, when the blob was absent, only if it still is
     (If-None-Match: *). A failed condition raises ``OutputTaken``: another run of this shard attempt (Batch reran the
     task on a lost node while this process lived on) wrote the results, and a blind overwrite would replace them
-    with this run's smaller set. Sinks that are never read (progress counter, coverage summary, merge view) write
+    with this run's smaller set. (Put Blob honours If-Match / If-None-Match and answers 412 when they fail: docs
+    rest/api/storageservices/specifying-conditional-headers-for-blob-service-operations; Azurite too, tested in
+    gpu_batch/tests/test_two_writers.py.) Sinks that are never read (progress counter, coverage summary, merge view) write
     unconditionally: the app checks those against the results' ETag they name.
     """
 
