@@ -113,6 +113,9 @@ class ShardsInput(TypedDict):
     delay: NotRequired[float]  # the poll back-off carried over by continue_as_new
     max_in_flight: NotRequired[int]  # this group's share of TRAPBATCH_MAX_IN_FLIGHT (core.shards.in_flight_shares)
     cursor: NotRequired[str]  # the pool's change cursor (GpuPool.changes), carried over by continue_as_new
+    # the history events one round may add (orchestrations.shards.ROUND_EVENTS when the group started), so a release
+    # that changes that constant does not move a running group's continue_as_new (a changed replay)
+    round_events: NotRequired[int]
 
 
 class RepeatsInput(TypedDict):
@@ -121,6 +124,9 @@ class RepeatsInput(TypedDict):
     request_name: str
     remove: list[str]
     search: NotRequired[str]  # the search id of the list the ids come from (core.repeats.list_search_id)
+    # core.settings.OrchestrationKnobs.to_dict() when the removal started: its merge parts are planned from these, on
+    # every replay alike (a removal started before they were recorded: orchestrations.repeats.LEGACY_KNOBS)
+    knobs: NotRequired[dict[str, Any]]
 
 
 class RepeatSearchInput(TypedDict):

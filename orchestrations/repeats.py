@@ -20,6 +20,11 @@ from orchestrations.retries import STORAGE_RETRY, call
 
 bp = df.Blueprint()
 
+# A removal started before ``RepeatsInput.knobs`` was recorded planned its merge parts with the defaults of then; these
+# are those values, pinned, so that a release changing a default does not re-plan (and so re-schedule or double-merge)
+# the parts of a removal that is running (tests/orchestrations/test_replay_constants.py).
+LEGACY_KNOBS: dict[str, Any] = {"merge_images_per_part": 200_000}
+
 
 @bp.orchestration_trigger(context_name="context", orchestration=c.REPEATS_ORCHESTRATOR)
 def remove_repeats(context: df.DurableOrchestrationContext) -> Generator[Any, Any, c.RemovalStatus]:
@@ -34,9 +39,9 @@ def remove_repeats(context: df.DurableOrchestrationContext) -> Generator[Any, An
     context.set_custom_status(merging)
     enumeration: c.EnumerateOutput = yield from call(context, c.READ_ENUMERATION, STORAGE_RETRY,
                                                      c.ReadEnumerationInput(task_id=task_id))
-    # the removal's input carries no knobs: the default part size (the starter predates the fan-in)
+    knobs = OrchestrationKnobs.from_dict(data.get("knobs") or LEGACY_KNOBS)
     merged: c.MergeOutput = yield from fan_in(context, task_id, data["model"], enumeration["images"],
-                                              enumeration["shards"], OrchestrationKnobs(), REPEATS_REMOVED,
+                                              enumeration["shards"], knobs, REPEATS_REMOVED,
                                               data["remove"], data.get("search"))
     exports: c.ExportsOutput | None = None
     exports_error = ""

@@ -45,6 +45,10 @@ EVENTS_PER_TASK = 4
 _CALL_TASKS = 2 * POOL_RETRY.attempts - 1
 # Between two checks of the history size: the poll timer, the poll, a resubmission, a cancel, the next submission.
 ROUND_EVENTS = EVENTS_PER_TASK * (1 + 3 * _CALL_TASKS + 1) + 4  # + the generation's closing events
+# What a group started before ``ShardsInput.round_events`` was recorded replays with: ROUND_EVENTS then. Where a
+# generation continues as new decides which actions it schedules, so a running group must keep its own value
+# (tests/orchestrations/test_replay_constants.py).
+LEGACY_ROUND_EVENTS = 72
 
 # The events that complete a task this orchestrator awaits (activities and timers; it raises and awaits no external
 # events and starts no sub-orchestrations): the SDK resumes the orchestrator once per such event
@@ -249,6 +253,7 @@ def run_shards(context: df.DurableOrchestrationContext) -> Generator[Any, Any, c
     state: dict[str, c.ShardState] = data.get("state") or {
         sid: c.ShardState(attempt=1, status=ShardStatus.pending) for sid in data["shards"]}
     delay = float(data.get("delay") or knobs.poll_min_s)
+    round_events = int(data.get("round_events") or LEGACY_ROUND_EVENTS)
     cursor = ""  # each generation starts with a full reconciliation by id, which returns a fresh cursor
     awaited = [0]  # tasks this generation has waited on (history_so_far)
     polls = 0
@@ -265,9 +270,10 @@ def run_shards(context: df.DurableOrchestrationContext) -> Generator[Any, Any, c
         context.set_custom_status({"stage": Stage.detecting, **_progress(state)})
         if not in_flight:
             break
-        if polls and history_so_far(context, awaited[0]) + ROUND_EVENTS > knobs.history_events:
+        if polls and history_so_far(context, awaited[0]) + round_events > knobs.history_events:
             context.continue_as_new(c.ShardsInput(task_id=task_id, job_id=job_id, knobs=knobs.to_dict(), state=state,
-                                                  delay=delay, shards=list(state), max_in_flight=limit))
+                                                  delay=delay, shards=list(state), max_in_flight=limit,
+                                                  round_events=round_events))
             return {"continued": True}
         yield context.create_timer(context.current_utc_datetime + timedelta(seconds=delay))
         awaited[0] += 1

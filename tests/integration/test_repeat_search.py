@@ -172,6 +172,11 @@ def test_searching_again_replaces_the_list_with_what_core_finds_offline_and_remo
     cleaned = [removal.apply(entry) for entry in doc["images"]]
     assert done["runtime_status"] == "Completed" and done["search"] == loose["search"], done
     assert done["detections_marked"] == removal.marked >= 8
+    # its merge parts were planned with the app's knobs, recorded when it started (TRAPBATCH_MERGE_IMAGES_PER_PART)
+    from core.ids import repeats_instance_id
+
+    started_with = host.engine.status(repeats_instance_id(task_id))["input"]
+    assert started_with["knobs"]["merge_images_per_part"] == 300
     assert store.read_json(container, layout.results_blob(task_id, layout.REPEATS_REMOVED))["images"] == cleaned
     check_both_variants_handed_off(host, store, container, task_id, monkeypatch, tmp_path)
 

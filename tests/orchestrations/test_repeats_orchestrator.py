@@ -78,3 +78,27 @@ def test_the_list_the_ids_come_from_goes_to_every_part_and_into_the_status() -> 
     assert [p["search"] for p in run.inputs(c.MERGE_PART)] == ["s20250101T000000Z-abcdef"]
     assert all(s["search"] == "s20250101T000000Z-abcdef" for s in run.statuses)
     assert run.output["search"] == "s20250101T000000Z-abcdef" and "no exports" in run.output["results"]["exports_error"]
+
+
+def _plan_of(removal: c.RepeatsInput, images: int, shards: int) -> list[tuple[int, int]]:
+    part = {"images": 1, "failed": 0, "with_detections": 0, "detections": 0, "empty": 1, "missing": 0,
+            "failure_reasons": {}, "json_bytes": 10, "csv_bytes": 10, "detections_considered": 0, "marked": 0}
+    answers: dict[str, Any] = {
+        c.READ_ENUMERATION: {"images": images, "shards": shards}, c.MERGE_PART: lambda p: {**part, "part": p["part"]},
+        c.MERGE_COMBINE: {"container": "trapbatch", "search_groups": 0},
+        c.PREVIEWS: {"container": "$web", "counts": {}}, c.CLEAN_MERGE_WORK: {"deleted": 0},
+        c.EXPORTS: lambda p: (_ for _ in ()).throw(ConnectionError("no exports"))}
+    run = run_orchestrator(remove_repeats, removal, answers, instance_id=f"{TASK}-repeats")
+    assert run.status == "Completed", run.error
+    return [(p["first_shard"], p["shards"]) for p in run.inputs(c.MERGE_PART)]
+
+
+def test_the_merge_parts_follow_the_knobs_recorded_when_the_removal_started() -> None:
+    """The starter records the app's knobs in the input (the task's own merge takes TRAPBATCH_MERGE_IMAGES_PER_PART
+    too); a removal started before they were recorded keeps the part size of then, whatever today's default is, so a
+    release that changes the default does not re-plan a running removal's parts (merging shards twice)."""
+    base: c.RepeatsInput = {"task_id": TASK, "model": "MDV5A", "request_name": "", "remove": ["r00002"]}
+    assert _plan_of({**base, "knobs": {"merge_images_per_part": 100_000}}, 400_000, 4) == [(0, 1), (1, 1), (2, 1),
+                                                                                             (3, 1)]
+    assert _plan_of(base, 400_000, 4) == [(0, 2), (2, 2)]
+

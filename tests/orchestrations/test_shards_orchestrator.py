@@ -156,6 +156,29 @@ def test_continues_as_new_before_the_history_passes_its_threshold_and_goes_on_fr
         "cancelled": False, "shards": 2, "done": 2, "images_done": 2 * IMAGES}
 
 
+def test_a_group_continues_as_new_by_the_round_size_it_started_with() -> None:
+    """``round_events`` is recorded in the group's input when the task starts it and carried through
+    ``continue_as_new``, so a release that changes ``ROUND_EVENTS`` does not move where a running generation goes on
+    as new (that changes its replayed actions: the extension fails the group, and so the task); a group started
+    before it was recorded uses the value of then."""
+    from orchestrations.shards import LEGACY_ROUND_EVENTS
+
+    def generations(extra: dict[str, Any]) -> tuple[list[int], list[Any]]:
+        pool = Pool(runs_for={pool_task_id(shard_id(0), 1): 120})
+        run = run_orchestrator(run_shards, {"task_id": TASK, "knobs": knobs(max_in_flight=1, history_events=400,
+                                                                             poll_min_s=30, poll_max_s=300),
+                                            "shards": [shard_id(0)], **extra}, pool)
+        assert run.status == "Completed", run.error
+        return run.history_events, run.continued_as_new
+
+    legacy, legacy_inputs = generations({})
+    assert generations({"round_events": LEGACY_ROUND_EVENTS})[0] == legacy
+    wide, wide_inputs = generations({"round_events": 200})
+    assert max(wide[:-1]) < min(legacy[:-1])  # a larger round: each generation stops earlier
+    assert {i["round_events"] for i in wide_inputs} == {200}
+    assert {i["round_events"] for i in legacy_inputs} == {LEGACY_ROUND_EVENTS}
+
+
 @pytest.mark.parametrize("threshold", [200, 400])
 def test_every_generation_stays_under_the_history_threshold_whatever_the_polls(threshold: int) -> None:
     """Many polls (long shards, three at a time, a poll that fails now and then and is retried, resubmissions):

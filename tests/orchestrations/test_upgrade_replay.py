@@ -24,7 +24,7 @@ def orchestrators() -> dict[str, Callable[..., Any]]:
 
 
 def test_histories_of_every_orchestrator_are_recorded() -> None:
-    """The recordings take every orchestrator the app registers through several episodes, so a change to any of
+    """The recordings take every orchestrator the app registers through its episodes, so a change to any of
     them is checked; and each recording holds the releases' own orchestrator names (a renamed orchestrator is a
     change Azure cannot replay: its instances would find no function)."""
     import function_app
@@ -37,7 +37,7 @@ def test_histories_of_every_orchestrator_are_recorded() -> None:
         per_name: dict[str, int] = {}
         for cut in u.cuts(path):
             per_name[cut.name] = per_name.get(cut.name, 0) + 1
-        assert all(per_name.get(n, 0) >= 2 for n in names), per_name
+        assert all(per_name.get(n, 0) >= 1 for n in names), per_name
 
 
 @pytest.mark.parametrize("path", u.recordings(), ids=lambda p: p.name.removesuffix(".json.gz"))
