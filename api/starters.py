@@ -55,7 +55,8 @@ from core.requests import (MAX_BODY_BYTES, TaskRequest, check_repeat_removal, pa
                            parse_task_request)
 from core.settings import Settings, drop_trigger_source
 from gpu_batch import layout
-from gpu_batch.models import BLOB_SCHEME, canonical_name, known_model, known_names, unsupported_reason
+from gpu_batch.models import (BLOB_SCHEME, canonical_name, known_model, known_names, split_blob_model,
+                              unsupported_reason)
 from gpu_batch.layout import REPEATS_REMOVED
 
 logger = logging.getLogger(__name__)
@@ -105,10 +106,13 @@ def check_model_reference(ref: str, settings: Settings) -> None:
     reason = unsupported_reason(ref)
     if reason is not None:
         raise RequestInvalid(f"model {ref!r} is not supported: {reason}", f"use one of {choices}")
-    if ref.startswith(BLOB_SCHEME):
-        container, _, name = ref[len(BLOB_SCHEME):].partition("/")
-        if settings.models_container and container == settings.models_container and name:
-            return
+    blob = split_blob_model(ref)
+    if ref.startswith(BLOB_SCHEME) and blob is None:
+        raise RequestInvalid(f"model {ref!r} is not blob://<container>/<name> with a plain blob name",
+                             f"name the checkpoint's blob without '.' or '..' folders, empty folders or backslashes; "
+                             f"use one of {choices}")
+    if blob is not None and settings.models_container and blob[0] == settings.models_container:
+        return
     raise RequestInvalid(f"model {ref!r} is not one this trapbatch runs",
                          f"use one of {choices} (the operator sets TRAPBATCH_MODELS_CONTAINER for own checkpoints)")
 

@@ -84,3 +84,21 @@ def known_names() -> list[str]:
 
 def unsupported_reason(ref: str) -> str | None:
     return UNSUPPORTED_MODELS.get(ref.strip().lower())
+
+
+def split_blob_model(ref: str) -> tuple[str, str] | None:
+    """``(container, name)`` of a ``blob://<container>/<name>`` reference, or None when it is not one or names a
+    blob that cannot be fetched as written.
+
+    Why so strict: the name becomes a URL path and a local path. The HTTP layer resolves ``.``/``..`` folders before
+    sending (``blob://models/../other/x.pt`` reads container ``other``: with the nodes' bearer token, unlike a shared
+    key, nothing signs the path), and the node's cache joins the name to its folder (``../`` climbs out of it, e.g.
+    into the compile cache). A leading ``/``, an empty folder or a backslash is refused for the same reasons."""
+    if not ref.startswith(BLOB_SCHEME):
+        return None
+    container, _, name = ref[len(BLOB_SCHEME):].partition("/")
+    if not container or not name or "\\" in ref:
+        return None
+    if any(part in ("", ".", "..") for part in (container, *name.split("/"))):
+        return None
+    return container, name

@@ -122,6 +122,31 @@ def test_local_path_and_bad_refs(tmp_path: Path, checkpoint: Path) -> None:
         resolve_model_file("blob://justcontainer", cache_dir=tmp_path, blob_fetcher=lambda c, n, d: None)
 
 
+@pytest.mark.parametrize("ref", ["blob://models/../trapbatch/tasks/x.pt", "blob://models/../../../inductor-cache/x",
+                                 "blob://models/./x.pt", "blob://models//x.pt", "blob://models/a\\..\\x.pt",
+                                 "blob://../x.pt"])
+def test_a_blob_model_name_that_leaves_its_container_or_the_cache_is_refused_before_any_download(
+        tmp_path: Path, ref: str) -> None:
+    """The HTTP layer resolves '..' before sending (with the nodes' bearer token nothing signs the path, so another
+    container is read) and the cache joins the name to its folder: such names are refused, nothing is fetched."""
+    fetched: list[tuple[str, str]] = []
+    with pytest.raises(ModelLoadError, match="plain blob name"):
+        resolve_model_file(ref, cache_dir=tmp_path / "cache",
+                           blob_fetcher=lambda c, n, d: fetched.append((c, n)))
+    assert fetched == [] and not (tmp_path / "inductor-cache").exists()
+
+
+def test_a_blob_model_is_not_cached_through_a_symlinked_folder(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tmp_path / "cache" / "blob").mkdir(parents=True)
+    (tmp_path / "cache" / "blob" / "models").symlink_to(outside)
+    with pytest.raises(ModelLoadError, match="outside"):
+        resolve_model_file("blob://models/x.pt", cache_dir=tmp_path / "cache",
+                           blob_fetcher=lambda c, n, d: d.write_bytes(b"x"))
+    assert list(outside.iterdir()) == []
+
+
 def test_model_cache_dir_from_env(tmp_path: Path) -> None:
     from gpu_batch.worker.caches import model_cache_dir
 

@@ -50,7 +50,7 @@ from typing import Any, Callable, Mapping
 import torch
 
 from gpu_batch.models import (BLOB_SCHEME, KNOWN_MODELS, MODEL_ALIASES, UNSUPPORTED_MODELS,  # noqa: F401
-                               KnownModel, known_model)
+                               KnownModel, known_model, split_blob_model)
 from gpu_batch.worker import yolov5_modules as y5
 from gpu_batch.worker.caches import model_cache_dir
 
@@ -141,13 +141,17 @@ def resolve_model_file(ref: str, cache_dir: Path | None = None, downloader: Down
                                  hint="the file was replaced or every download was corrupted; put a trusted copy at "
                                       f"{dest} (or in the models container)")
     if ref.startswith(BLOB_SCHEME):
-        container, _, name = ref[len(BLOB_SCHEME):].partition("/")
-        if not container or not name:
-            raise ModelLoadError(f"model reference {ref!r} is not blob://<container>/<name>")
+        blob = split_blob_model(ref)
+        if blob is None:
+            raise ModelLoadError(f"model reference {ref!r} is not blob://<container>/<name> with a plain blob name",
+                                 hint="no '.' or '..' folders, empty folders or backslashes")
+        container, name = blob
         if blob_fetcher is None:
             raise ModelLoadError(f"model {ref!r} is in blob storage but no storage is configured",
                                  hint="set TRAPBATCH_STORAGE_CONNECTION or TRAPBATCH_STORAGE_ACCOUNT_URL")
         dest = cache_dir / "blob" / container / name
+        if not dest.resolve().is_relative_to((cache_dir / "blob").resolve()):  # a symlinked folder in the cache
+            raise ModelLoadError(f"model {ref!r} would be cached outside {cache_dir / 'blob'}")
         if not dest.exists():
             dest.parent.mkdir(parents=True, exist_ok=True)
             # a file of its own: two workers starting together on a node (the local pool's slots, a resident

@@ -32,6 +32,17 @@ def test_anything_else_is_a_4xx_that_lists_the_choices(ref: str) -> None:
     assert "MDV5A" in info.value.hint and "blob://models/<name>" in info.value.hint and "custom.pt" in info.value.hint
 
 
+@pytest.mark.parametrize("ref", ["blob://models/../trapbatch/tasks/x/manifest.json", "blob://models/./x.pt",
+                                 "blob://models/a/../../trapbatch/x.pt", "blob://models//x.pt",
+                                 "blob://models/a\\..\\x.pt"])
+def test_a_models_container_blob_whose_name_leaves_the_container_is_refused(ref: str) -> None:
+    """Azure's clients resolve '..' before sending: 'blob://models/../trapbatch/...' would read the app's own state
+    container (the nodes use a bearer token, which does not sign the path)."""
+    with pytest.raises(RequestInvalid) as info:
+        check_model_reference(ref, _settings(TRAPBATCH_MODELS_CONTAINER="models"))
+    assert info.value.status_code == 400 and "plain blob name" in info.value.message
+
+
 def test_an_unsupported_megadetector_says_why() -> None:
     with pytest.raises(RequestInvalid) as info:
         check_model_reference("MDV1000-CEDAR", _settings())
