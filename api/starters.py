@@ -53,7 +53,7 @@ from core.errors import (ContainerNotFound, InstanceListTooSlow, RequestInvalid,
 from core.ids import is_task_id, repeats_instance_id, shards_instance_id
 from core.requests import (MAX_BODY_BYTES, TaskRequest, check_repeat_removal, parse_json_body, parse_repeat_removal,
                            parse_task_request)
-from core.settings import Settings, drop_trigger_source
+from core.settings import Settings, drop_trigger_source, own_container_reason
 from gpu_batch import layout
 from gpu_batch.models import (BLOB_SCHEME, canonical_name, known_model, known_names, split_blob_model,
                               unsupported_reason)
@@ -134,6 +134,9 @@ async def start_task(client: df.DurableOrchestrationClient, body: Any, settings:
         raise RequestInvalid("no detector model given", "add \"model\" (e.g. \"MDV5A\") to the request, or set "
                              "TRAPBATCH_MODEL for the app")
     check_model_reference(request.model, settings)
+    if not request.source_account_url and (why := own_container_reason(request.container, settings)):
+        raise RequestInvalid(f"container {request.container!r} holds {why}, not images",
+                             "name the container your camera-trap images are in")
     as_given = request
     request = dataclasses.replace(request, model=canonical_name(request.model))  # one task per model, not per alias
     if request.credential_secret and not settings.secret_store_env():

@@ -9,8 +9,9 @@ string is the only secret-bearing value and it is never copied into orchestratio
 Variables (names shared with infra/main.bicep app settings):
     AzureWebJobsStorage            storage connection string (``UseDevelopmentStorage=true`` locally) -- or, in Azure,
     AzureWebJobsStorage__accountName / __blobServiceUri   identity-based connection (managed identity, no key)
-    TRAPBATCH_TASK_HUB             the Durable task hub's name, read by host.json (``%TRAPBATCH_TASK_HUB%``), not by
-                                   this module; infra/ sets ``trapbatch`` (devhost: ``--hub``, default from it)
+    TRAPBATCH_TASK_HUB             the Durable task hub's name, read by host.json (``%TRAPBATCH_TASK_HUB%``); here
+                                   only to know its containers (own_container_reason); infra/ sets ``trapbatch``
+                                   (devhost: ``--hub``, default from it)
     TRAPBATCH_CONTAINER            container for task state and results (default ``trapbatch``)
     TRAPBATCH_WEB_CONTAINER        static-website container for previews (default ``$web``)
     TRAPBATCH_PUBLIC_WEB_URL       the static website's public endpoint (infra/ sets it); previews' ``public_url``
@@ -354,6 +355,7 @@ class Settings:
     local_secrets_file: str = ""
     public_web_url: str = ""
     models_container: str = ""
+    task_hub: str = "trapbatch"  # TRAPBATCH_TASK_HUB: its containers (leases, large messages) hold no images
     source_accounts: tuple[str, ...] = ()
     caller_auth: str = "none"
     operator_role: str = "trapbatch.operator"
@@ -484,6 +486,7 @@ class Settings:
             local_secrets_file=env.get("TRAPBATCH_LOCAL_SECRETS_FILE", ""),
             public_web_url=env.get("TRAPBATCH_PUBLIC_WEB_URL", "").rstrip("/"),
             models_container=env.get("TRAPBATCH_MODELS_CONTAINER", ""),
+            task_hub=env.get("TRAPBATCH_TASK_HUB", "") or "trapbatch",
             source_accounts=tuple(normalize_account_url(u) for u in
                                   env.get("TRAPBATCH_SOURCE_ACCOUNTS", "").replace(",", " ").split()),
             caller_auth=caller_auth,
@@ -510,6 +513,28 @@ class Settings:
 
 
 DROP_TRIGGER_SOURCES = ("EventGrid", "LogsAndContainerScan")
+
+
+def own_container_reason(container: str, settings: Settings) -> str | None:
+    """Why ``container`` of the app's own storage account is trapbatch's (or the Functions host's) and holds no
+    images; None for any other name.
+
+    Why refused: the app reads a request's container with its own identity, which reaches every container of its
+    account. Naming the state container as the images' container (or an image list in it) let a caller probe other
+    callers' task ids and read the first line of their files (a preview folder's secret name) through the answers."""
+    own = {settings.container: "trapbatch's task state and results (TRAPBATCH_CONTAINER)",
+           "incoming": "trapbatch's dropped requests", settings.web_container: "the preview website"}
+    if settings.models_container:
+        own[settings.models_container] = "the operator's model checkpoints (TRAPBATCH_MODELS_CONTAINER)"
+    name = container.lower()
+    if name in own:
+        return own[name]
+    if name.startswith("azure-webjobs-") or name.startswith("app-package-"):
+        return "the Functions host's own files"
+    hub = settings.task_hub.lower()  # the Azure Storage provider's containers (and devhost's)
+    if name in (f"{hub}-leases", f"{hub}-applease", f"{hub}-largemessages", f"{hub}-state"):
+        return "the Durable task hub's state (TRAPBATCH_TASK_HUB)"
+    return None
 
 
 def drop_trigger_source(env: Mapping[str, str]) -> str:

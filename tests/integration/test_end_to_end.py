@@ -375,6 +375,11 @@ def test_bad_http_input_gets_4xx_json_never_500(host, unique_name) -> None:  # t
                        timeout=120), 400),  # nested deeper than the parser's stack: refused, never a 500
         (api.post(base, json={"container": unique_name, "first_n": 10**12}, timeout=120), 400),
         (api.post(base, json={"container": unique_name, "prefix": "a\u0000b"}, timeout=120), 400),
+        # trapbatch's own containers hold no images: their files are not a caller's to list or read (a preview
+        # folder's secret name, other callers' task ids)
+        (api.post(base, json={"container": unique_name + "-state", "image_list": "results/t/preview-folder.txt"},
+                  timeout=120), 400),
+        (api.post(base, json={"container": "incoming"}, timeout=120), 400),
     ]
     for resp, code in cases:
         assert resp.status_code == code, resp.text

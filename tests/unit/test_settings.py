@@ -221,3 +221,17 @@ def test_every_setting_the_app_reads_is_in_the_settings_docstring_and_no_other()
     unread = [n for n in sorted(set(re.findall(r"TRAPBATCH_[A-Z0-9_]+", doc)))
               if not re.search(rf"\b{n}\b", text) and f'"{n}"' not in own]
     assert unread == []
+
+
+def test_trapbatchs_own_containers_are_named_as_such_and_no_others() -> None:
+    """A request naming one as its images' container is refused (api.starters.start_task): the app's identity reads
+    every container of its account, so a caller could list and read trapbatch's state through it."""
+    from core.settings import own_container_reason
+
+    s = Settings.from_env({"AzureWebJobsStorage": "x", "TRAPBATCH_CONTAINER": "tbstate",
+                           "TRAPBATCH_MODELS_CONTAINER": "models", "TRAPBATCH_TASK_HUB": "MyHub"})
+    for name in ("tbstate", "incoming", "models", "azure-webjobs-hosts", "azure-webjobs-secrets", "myhub-leases",
+                 "myhub-applease", "myhub-largemessages", "app-package-trapbatch-abc1234"):
+        assert own_container_reason(name, s), name
+    for name in ("camera-traps", "trapbatch", "myhub-photos", "tbstate2", "incoming-photos", "models-old"):
+        assert own_container_reason(name, s) is None, name
