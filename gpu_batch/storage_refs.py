@@ -111,11 +111,19 @@ def client_from_secret(account_url: str, secret: str, name: str = "") -> Any:
     if "=" in value and ";" in value and any(k in value for k in ("AccountKey=", "SharedAccessSignature=",
                                                                   "BlobEndpoint=", "DefaultEndpointsProtocol=")):
         try:
-            return BlobServiceClient.from_connection_string(value, max_single_get_size=64 << 20)
+            client = BlobServiceClient.from_connection_string(value, max_single_get_size=64 << 20)
         except ValueError as exc:
             raise SourceAccessError(f"secret {name or 'of the request'} is not a usable connection string ({exc}); "
                                     "store the account's connection string as the portal shows it, or a SAS "
                                     "token with read and list permissions") from None
+        # The request's account_url is what the operator's allow-list (TRAPBATCH_SOURCE_ACCOUNTS) checked; a
+        # connection string names its own endpoint, which must be that account, not any host a secret names.
+        endpoint = f"{client.scheme}://{client.primary_hostname}".lower().rstrip("/")
+        if endpoint != account_url.lower().rstrip("/"):
+            raise SourceAccessError(f"secret {name or 'of the request'} is a connection string for {endpoint}, not "
+                                    f"for the request's account {account_url}; store that account's connection "
+                                    "string (or a SAS token) under the secret, or name its account in the request")
+        return client
     return BlobServiceClient(account_url, credential=value.lstrip("?"), max_single_get_size=64 << 20)
 
 

@@ -67,9 +67,13 @@ def test_local_secrets_file_and_no_store(tmp_path: Path) -> None:
 def test_sas_token_and_connection_string_make_the_right_client() -> None:
     sas = client_from_secret("https://partner.blob.core.windows.net", "?sv=2025-01-05&sp=rl&sig=abc")
     assert sas.url.startswith("https://partner.blob.core.windows.net") and "sig=abc" in sas.url
-    conn = client_from_secret("https://ignored", "DefaultEndpointsProtocol=https;AccountName=partner;"
-                              "AccountKey=a2V5;EndpointSuffix=core.windows.net")
+    conn = client_from_secret("https://Partner.blob.core.windows.net/", "DefaultEndpointsProtocol=https;"
+                              "AccountName=partner;AccountKey=a2V5;EndpointSuffix=core.windows.net")
     assert conn.account_name == "partner" and conn.credential.account_key == "a2V5"
+    azurite = client_from_secret("http://127.0.0.1:10000/devstoreaccount1", "DefaultEndpointsProtocol=http;"
+                                 "AccountName=devstoreaccount1;AccountKey=a2V5;"
+                                 "BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;")
+    assert azurite.account_name == "devstoreaccount1"
     own = object()
     assert source_service(SourceRef(), lambda: own, None) is own
 
@@ -84,3 +88,16 @@ def test_a_blob_sas_url_gives_its_token_and_a_broken_connection_string_says_so()
     with pytest.raises(SourceAccessError, match="secret 'partner-sas' is not a usable connection string"):
         source_service(SourceRef("https://p.blob.core.windows.net", "partner-sas"), lambda: None,
                        lambda name: "BlobEndpoint=;SharedAccessSignature=sv=1&sig=x")
+
+
+@pytest.mark.parametrize("secret", [
+    "BlobEndpoint=http://169.254.169.254/metadata;SharedAccessSignature=sv=1&sig=x",
+    "DefaultEndpointsProtocol=https;AccountName=other;AccountKey=a2V5;EndpointSuffix=core.windows.net",
+    "BlobEndpoint=http://partner.blob.core.windows.net;SharedAccessSignature=sv=1&sig=x",
+])
+def test_a_connection_string_for_another_endpoint_than_the_requests_account_is_refused(secret: str) -> None:
+    """The operator's allow-list (TRAPBATCH_SOURCE_ACCOUNTS) checks the request's account_url; a connection string
+    names its own endpoint, which took the app and its workers to any host the secret named (the metadata
+    endpoint, another account, plain http)."""
+    with pytest.raises(SourceAccessError, match="not for the request's account https://partner.blob"):
+        client_from_secret("https://partner.blob.core.windows.net", secret, "'partner-conn'")
