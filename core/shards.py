@@ -240,6 +240,28 @@ class ShardBatch(TypedDict):
     slices: list[Slice]
 
 
+# Shards per task at most. Each shard is a pool task with its own start (seconds of a GPU node), its own manifest and
+# results blobs (the merge reads them at ~10-30 ms each), and an entry in a shard group's state: a request with
+# ``images_per_shard`` 1 over ten million images made ten million of each. 100,000 holds ten million images in shards
+# of 100, far smaller than shards need to be. Read at replay time (tests/orchestrations/test_replay_constants.py).
+MAX_SHARDS = 100_000
+
+
+class TooManyShards(ValueError):
+    """Raised by the enumeration before any manifest is written: the task ends Failed with what to post instead."""
+
+
+def too_many_shards(images: int, images_per_shard: int) -> str | None:
+    """Why ``images`` in shards of ``images_per_shard`` are too many shards for one task; None when they fit."""
+    shards = -(-images // max(1, images_per_shard))
+    if shards <= MAX_SHARDS:
+        return None
+    return (f"{images} images in shards of {images_per_shard} make {shards} shards, more than the {MAX_SHARDS} a "
+            f"task may have (each is a pool task with its own start-up); nothing was run: post the request again "
+            f"with \"images_per_shard\" of at least {-(-images // MAX_SHARDS)} (or leave it out for the app's "
+            f"default; it is another task)")
+
+
 def shard_batches(counts: Sequence[int], images_per_shard: int, images_per_batch: int) -> list[ShardBatch]:
     """Cut the selected images (``counts`` per part, in listing order) into shards of ``images_per_shard``, as
     ``plan_shards`` cuts the single stream, and group the shards into batches of about ``images_per_batch`` images

@@ -34,7 +34,8 @@ import azure.durable_functions as df
 from core import contracts as c
 from core.imagelist import not_found_by_batch
 from core.requests import TaskRequest
-from core.shards import first_n_satisfied, selected_counts, shard_batches
+from core.shards import (TooManyShards, first_n_satisfied, selected_counts, shard_batches,
+                         too_many_shards)
 from orchestrations.retries import STORAGE_RETRY, call, call_all
 
 IMAGES_PER_WRITE = 200_000  # images of the shards one write_shard_manifests call writes (about 10 s of blob writes)
@@ -85,6 +86,9 @@ def enumerate_in_parallel(context: df.DurableOrchestrationContext, task_id: str,
     else:
         selected = selected_counts(found, first_n)
 
+    too_many = too_many_shards(sum(selected), parsed.images_per_shard)
+    if too_many:  # before a single manifest is written
+        raise TooManyShards(too_many)
     batches = shard_batches(selected, parsed.images_per_shard, plan.get("images_per_write", IMAGES_PER_WRITE))
     writes = []
     for batch in batches:

@@ -46,17 +46,6 @@ class NoImagesFound(ValueError):
     """Raised inside the orchestrator so the task ends Failed with a message the user can act on."""
 
 
-# Shards per task at most. Each shard is a pool task with its own start (seconds of a GPU node), its own manifest and
-# results blobs (the merge reads them at ~10-30 ms each), and an entry in a shard group's state: a request with
-# ``images_per_shard`` 1 over ten million images made ten million of each. 100,000 holds ten million images in shards
-# of 100, far smaller than shards need to be. Read at replay time (tests/orchestrations/test_replay_constants.py).
-MAX_SHARDS = 100_000
-
-
-class TooManyShards(ValueError):
-    """The task's images in shards of its ``images_per_shard`` are more shards than ``MAX_SHARDS``."""
-
-
 def _where(request: dict[str, Any]) -> str:
     return f"container {request['container']!r}" + (f" under prefix {request['prefix']!r}" if request["prefix"] else "")
 
@@ -325,13 +314,6 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
         others = f"; {notimages.describe(passed_over)}" if passed_over else ""
         raise NoImagesFound(f"no images (.jpg, .jpeg, .png, .gif) found in {_where(request)}{others}; "
                             "check the container and prefix")
-    if enumeration["shards"] > MAX_SHARDS:  # before the estimate: nothing has reached the pool
-        least = -(-enumeration["images"] // MAX_SHARDS)
-        raise TooManyShards(f"{enumeration['images']} images in shards of {knobs.images_per_shard} make "
-                            f"{enumeration['shards']} shards, more than the {MAX_SHARDS} a task may have (each is a "
-                            f"pool task with its own start-up); nothing was run: post the request again with "
-                            f"\"images_per_shard\" of at least {least} (or leave it out for the app's "
-                            f"default; it is another task)")
     reuse: c.ReuseOutput | None = None
     work = enumeration  # what goes to the pool: every image, or with only_new those not reused
     if request.get("only_new") and generation and "previous" in data:

@@ -123,19 +123,18 @@ def test_fails_with_a_message_naming_the_place_when_there_are_no_images(prefix: 
 
 
 @pytest.mark.parametrize("dry_run", [False, True])
-def test_more_shards_than_a_task_may_have_fail_before_the_pool_with_the_shard_size_that_fits(dry_run: bool) -> None:
-    """images_per_shard 1 over ten million images made ten million pool tasks, manifests and group entries."""
-    from orchestrations.task import MAX_SHARDS
+def test_more_shards_than_a_task_may_have_fail_before_any_manifest_with_the_shard_size_that_fits(dry_run: bool) -> None:
+    """images_per_shard 1 over ten million images made ten million manifests, pool tasks and group entries."""
+    from core.shards import MAX_SHARDS
 
-    request = {**REQUEST, "dry_run": True} if dry_run else REQUEST
-    run = run_task(task_input(request, images_per_shard=1), activities(images=MAX_SHARDS + 1,
-                                                                      shards=MAX_SHARDS + 1))
+    request = {**REQUEST, "images_per_shard": 1, **({"dry_run": True} if dry_run else {})}
+    run = run_task(task_input(request, images_per_shard=1), activities(images=MAX_SHARDS + 1, shards=MAX_SHARDS + 1))
 
     assert run.status == "Failed" and not run.sub_orchestrations
-    assert c.SUBMIT not in run.activity_names and run.custom_status["stage"] == Stage.failed
+    assert c.WRITE_SHARDS not in run.activity_names and run.custom_status["stage"] == Stage.failed
     assert f"make {MAX_SHARDS + 1} shards, more than the {MAX_SHARDS}" in run.custom_status["error"]
     assert '"images_per_shard" of at least 2 ' in run.custom_status["error"]
-    fits = run_task(task_input({**REQUEST, "dry_run": True}, images_per_shard=1),
+    fits = run_task(task_input({**request, "dry_run": True}, images_per_shard=1),
                     activities(images=MAX_SHARDS, shards=MAX_SHARDS))
     assert fits.status == "Completed" and fits.custom_status["stage"] == Stage.estimated
 
