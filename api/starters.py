@@ -265,9 +265,10 @@ async def _enforce_active_limit(client: df.DurableOrchestrationClient, caller: C
         return
     from core.ids import TASK_PREFIX
 
-    running = sum(1 for status in await _all_instances(client, TASK_PREFIX, keep=is_task_id)
-                  if _runtime(status) in ACTIVE
-                  and owner_of(_task_input(status)) == caller.id)
+    active = [status for status in await _all_instances(client, TASK_PREFIX, keep=is_task_id, show_input=False)
+              if _runtime(status) in ACTIVE]
+    inputs = await _task_inputs(client, [str(getattr(status, "instance_id", "") or "") for status in active])
+    running = sum(1 for started in inputs if owner_of(started) == caller.id)
     if running >= limit:
         raise TooManyActiveTasks(f"you already run {running} tasks, the most this trapbatch runs at once for one "
                                  f"caller ({limit})", "wait for one to finish (GET /api/tasks lists yours) or cancel "
@@ -351,11 +352,12 @@ async def _known_task(client: df.DurableOrchestrationClient, task_id: str, links
 INSTANCE_LIST_TIMEOUT_S = 200
 
 
-async def _all_instances(client: df.DurableOrchestrationClient, prefix: str, show_input: bool = True,
+async def _all_instances(client: df.DurableOrchestrationClient, prefix: str, show_input: bool = False,
                          keep: Callable[[str], bool] | None = None) -> list[Any]:
     """Every instance whose id starts with ``prefix`` (and passes ``keep``, if given), following the management API's
-    pages. ``keep`` drops the others page by page: the task list keeps tasks, not every shard group's input (a
-    finished 200-shard group's is ~114 KB once parsed, and the task hub holds every group ever run).
+    pages. ``keep`` drops the others page by page. Inputs only with ``show_input``: a shard group's input holds its
+    shards' state (a finished 200-shard group's is ~114 KB once parsed, kept in a blob when large) and the task hub
+    holds every group ever run, so the task list reads the tasks' own inputs by id instead (``_task_inputs``).
 
     The extension answers the instance list 100 at a time with an ``x-ms-continuation-token`` header for the next page
     (azure-functions-durable-extension HttpApiHandler.cs); the SDK's ``get_status_all``/``get_status_by``
@@ -368,7 +370,7 @@ async def _all_instances(client: df.DurableOrchestrationClient, prefix: str, sho
     from azure.durable_functions.models.DurableOrchestrationStatus import DurableOrchestrationStatus
 
     url = (f"{client._orchestration_bindings.rpc_base_url}instances/?instanceIdPrefix={quote(prefix)}&top=100"
-           f"&showInput={'true' if show_input else 'false'}")  # true is the default: a task's owner is in its input
+           f"&showInput={'true' if show_input else 'false'}")
     statuses: list[Any] = []
     token, seen = "", set()
     try:  # one deadline for every page together (a session's ClientTimeout applies to each request alone)
@@ -410,9 +412,15 @@ async def list_tasks(req: func.HttpRequest, client: df.DurableOrchestrationClien
 
     base = _base_url(req)
     rows = []
-    for status in await _all_instances(client, TASK_PREFIX, keep=is_task_id):
+    # without inputs: a page with them made the extension read every shard group's input too (each group's holds its
+    # shards' state, kept in a blob when large), for every task the hub ever ran; the tasks' own inputs (owner,
+    # request name) are read one by one below, and only those of the rows shown when the caller sees every task
+    listed = sorted(await _all_instances(client, TASK_PREFIX, keep=is_task_id, show_input=False),
+                    key=lambda st: _created(st), reverse=True)
+    shown = listed[:limit] if caller.operator else listed
+    inputs = await _task_inputs(client, [str(getattr(status, "instance_id", "") or "") for status in shown])
+    for status, started in zip(shown, inputs):
         task_id = str(getattr(status, "instance_id", "") or "")
-        started = _task_input(status)
         owner = owner_of(started)
         if not caller.operator and owner != caller.id:
             continue
@@ -427,7 +435,26 @@ async def list_tasks(req: func.HttpRequest, client: df.DurableOrchestrationClien
                      "request_name": str(request.get("request_name") or ""),
                      "status_url": f"{base}/api/tasks/{task_id}", **({"owner": owner} if owner else {})})
     rows.sort(key=lambda r: r["created"] or "", reverse=True)
-    return _json(200, {"tasks": rows[:limit], "total": len(rows)})
+    return _json(200, {"tasks": rows[:limit], "total": len(listed) if caller.operator else len(rows)})
+
+
+def _created(status: Any) -> str:
+    created = getattr(status, "created_time", None)
+    return created.isoformat() if created else ""
+
+
+TASK_INPUT_READS = 16  # status reads at once when the task list needs the tasks' inputs
+
+
+async def _task_inputs(client: df.DurableOrchestrationClient, task_ids: list[str]) -> list[dict[str, Any]]:
+    """Each task's orchestration input (``{}`` when it has none or is gone), read ``TASK_INPUT_READS`` at a time."""
+    gate = asyncio.Semaphore(TASK_INPUT_READS)
+
+    async def one(task_id: str) -> dict[str, Any]:
+        async with gate:
+            return _task_input(await client.get_status(task_id, show_input=True))
+
+    return list(await asyncio.gather(*(one(t) for t in task_ids)))
 
 
 async def _child_progress(client: df.DurableOrchestrationClient, task_id: str, groups: int,

@@ -5,6 +5,7 @@ prefixes, which name trapbatch's internals."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import requests
 
@@ -51,5 +52,55 @@ def test_the_task_list_and_one_tasks_status_agree_on_failed_and_terminated_tasks
         assert list(stages.values()) == ["failed", "terminated", "completed_with_errors", "failed"]
         assert one["task-00000000000000000001"]["error"] == "the model could not be loaded: no file md_v5a.0.1.pt"
         assert one["task-00000000000000000004"]["error"] == "no images found under 'x/'"
+    finally:
+        host.stop()
+
+
+def test_the_task_list_reads_no_shard_groups_input_and_only_the_inputs_of_the_rows_it_shows(
+        storage_connection: str, unique_name: str, monkeypatch: Any) -> None:
+    """A page of the instance list with inputs made the extension read every shard group's input too (each holds its
+    shards' state, in a blob when large) for every task the hub ever ran; now the list asks without inputs and reads
+    the tasks' own, by id: only the rows shown for an operator, every task's for a caller (to see whose they are)."""
+    import function_app
+    from azure.durable_functions import DurableOrchestrationClient
+
+    from api import starters
+
+    host = DevHost(function_app.app, storage_connection, task_hub=unique_name, port=0, function_key=KEY,
+                   host_config=HostConfig())
+    tasks = [f"task-{i:020d}" for i in range(1, 8)]
+    for i, iid in enumerate(tasks):
+        created = h.ts(h.utcnow().replace(year=2026, month=1, day=1 + i))
+        host.store.put_instance(iid, Name="task_orchestrator", Status="Completed",
+                                Input=json.dumps({"task_id": iid, "request": {"request_name": f"site {i}"}}),
+                                InputIsNull=False, Output="null", CustomStatus=json.dumps({"stage": "completed"}),
+                                Error="", CreatedTime=created, UpdatedTime=created, ExecutionId="e",
+                                ParentInstanceId="")
+    host.store.put_instance(f"{tasks[0]}-shards-0000", Name="run_shards", Status="Completed",
+                            Input=json.dumps({"state": {f"s{i:05d}": {"attempt": 1} for i in range(20_000)}}),
+                            InputIsNull=False, Output="null", CustomStatus="", Error="", CreatedTime=h.ts(h.utcnow()),
+                            UpdatedTime=h.ts(h.utcnow()), ExecutionId="e", ParentInstanceId="")
+    listings: list[bool] = []
+    reads: list[str] = []
+    real_all, real_status = starters._all_instances, DurableOrchestrationClient.get_status
+
+    async def all_instances(*args: Any, **kwargs: Any) -> Any:
+        listings.append(bool(kwargs.get("show_input")))
+        return await real_all(*args, **kwargs)
+
+    async def get_status(self: Any, instance_id: str, *args: Any, **kwargs: Any) -> Any:
+        reads.append(instance_id)
+        return await real_status(self, instance_id, *args, **kwargs)
+
+    monkeypatch.setattr(starters, "_all_instances", all_instances)
+    monkeypatch.setattr(DurableOrchestrationClient, "get_status", get_status)
+    host.start()
+    try:
+        listed = requests.get(f"{host.base_url}/api/tasks?limit=3", headers={"x-functions-key": KEY}, timeout=60)
+        assert listed.status_code == 200, listed.text
+        answer = listed.json()
+        assert [t["id"] for t in answer["tasks"]] == tasks[::-1][:3] and answer["total"] == 7
+        assert [t["request_name"] for t in answer["tasks"]] == ["site 6", "site 5", "site 4"]
+        assert listings == [False] and sorted(reads) == sorted(tasks[::-1][:3])
     finally:
         host.stop()
