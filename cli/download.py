@@ -11,7 +11,10 @@ Where: each file at its path under the results folder (``local_paths``): by file
 """
 from __future__ import annotations
 
+import io
 import json
+import os
+import stat
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 from urllib.parse import urlsplit
@@ -64,23 +67,55 @@ def result_blobs(results: dict[str, Any], status: dict[str, Any]) -> list[tuple[
     return [(container, n) for n in dict.fromkeys(names)] if container else []
 
 
+# A new file, never one already at the name: O_EXCL fails on any entry there, a symbolic link included (POSIX open:
+# "If O_CREAT and O_EXCL are set ... a symbolic link ... shall fail"; Windows' CREATE_NEW likewise); O_NOFOLLOW where
+# the system has it (not Windows), O_BINARY where it matters (Windows: no newline translation).
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+
+
+def open_new(path: Path) -> io.BufferedWriter:
+    """``path`` opened for writing as a new, empty file. Why: an output folder may hold a symbolic link planted at a
+    name the CLI writes (``detections.json.part -> ../../.bashrc``, from an unpacked archive or another user), and
+    opening it as usual writes through the link to wherever it points. So whatever is at the name (a file from an
+    interrupted run, or a link) is removed first (the link itself, never its target), and the open refuses anything
+    that appears there meanwhile."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    return os.fdopen(os.open(path, _NEW_FILE, 0o666), "wb")
+
+
+def _regular_size(path: Path) -> int | None:
+    """The size of the regular file at ``path`` itself, None when there is none: a symbolic link is no file of the
+    download's (it is replaced, never taken for the copy already fetched), whatever it points to."""
+    try:
+        found = path.lstat()
+    except OSError:
+        return None
+    return found.st_size if stat.S_ISREG(found.st_mode) else None
+
+
 def _fetch(service: Any, container: str, name: str, dest: Path, known: dict[str, str] | None = None) -> bool:
     """Stream one blob into ``dest`` (through ``<dest>.part``, renamed when whole: an interrupted download leaves no
     file that looks complete), a chunk at a time: a ten-million-image task's results and COCO file are gigabytes.
     ``known``: container/blob -> the ETag of the copy already at ``dest`` (``FetchedEtags``); a blob whose ETag and size
-    are those is not fetched again (False), so running a download that failed part-way again resumes it."""
+    are those is not fetched again (False), so running a download that failed part-way again resumes it. Nothing is
+    written through a symbolic link at either name (``open_new``; the rename replaces a link at ``dest``, not what it
+    points to); ``dest``'s folders are the caller's to check (``_safe_join``)."""
     from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
 
     partial = dest.with_name(dest.name + ".part")
     try:
         blob = service.get_blob_client(container, name)
         key = f"{container}/{name}"
-        if known is not None and key in known and dest.is_file():
+        size = _regular_size(dest)
+        if known is not None and key in known and size is not None:
             props = blob.get_blob_properties()
-            if str(props.etag) == known[key] and props.size == dest.stat().st_size:
+            if str(props.etag) == known[key] and props.size == size:
                 return False
         dest.parent.mkdir(parents=True, exist_ok=True)
-        with open(partial, "wb") as fh:
+        with open_new(partial) as fh:
             downloader = blob.download_blob(max_concurrency=4)
             downloader.readinto(fh)
         partial.replace(dest)
@@ -127,18 +162,29 @@ _WINDOWS_DEVICES = frozenset({"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in r
                               *(f"LPT{i}" for i in range(1, 10))})
 
 
-def _safe_join(root: Path, relative: str) -> Path:
+def _safe_join(root: Path, relative: str, top: Path | None = None) -> Path:
     """``root / relative`` for a blob name, refusing names that would leave ``root`` on any system, or that Windows
-    cannot hold (a backslash is a folder separator there: ``exports\\..\\..\\x`` would leave ``root``)."""
+    cannot hold (a backslash is a folder separator there: ``exports\\..\\..\\x`` would leave ``root``), and a path
+    whose folders a symbolic link (or a Windows junction) already in the folder leads out of ``top`` (default
+    ``root``: the folder the user chose, which may itself be a link), which the file would be renamed into."""
     parts = [p for p in PurePosixPath(relative).parts if p not in ("", ".")]
     bad = (not parts or ".." in parts or relative.startswith("/")
            or any(c in _WINDOWS_FORBIDDEN or ord(c) < 32 for c in relative)
            or any(p.split(".")[0].upper() in _WINDOWS_DEVICES or p.endswith((" ", ".")) for p in parts))
     dest = root.joinpath(*parts)
-    if bad or not dest.resolve().is_relative_to(root.resolve()):
+    if bad:
         raise CliError(f"refusing to write blob name {relative!r} under {root}: it would leave the folder or is no "
                        "file name Windows can hold", "report this: trapbatch names its files itself")
+    if not within(top or root, dest):
+        raise CliError(f"refusing to write {dest}: a symbolic link (or junction) in {top or root} leads out of it",
+                       "remove the link, or choose another --out folder, then run the same command again")
     return dest
+
+
+def within(top: Path, dest: Path) -> bool:
+    """Whether a file renamed to ``dest`` lands inside ``top``: ``dest``'s folder, its links followed, is in ``top``'s.
+    A link at ``dest`` itself is no way out: the rename replaces the link."""
+    return dest.parent.resolve().is_relative_to(top.resolve())
 
 
 def local_paths(results: dict[str, Any], status: dict[str, Any]) -> list[tuple[str, str, str]]:
@@ -177,7 +223,7 @@ def download(service: Any, results: dict[str, Any], status: dict[str, Any], out:
         if previews and page.get("folder"):
             folder = str(page["folder"])
             for name in _list(service, str(page["container"]), folder + "/"):
-                dest = _safe_join(out / "previews", name[len(folder) + 1:])
+                dest = _safe_join(out / "previews", name[len(folder) + 1:], top=out)
                 _fetch(service, str(page["container"]), name, dest, known.etags)
                 written.append(dest)
     return written
@@ -201,7 +247,8 @@ class FetchedEtags:
     def save(self) -> None:
         try:
             partial = self.path.with_name(self.path.name + ".part")
-            partial.write_text(json.dumps(self.etags, indent=0, sort_keys=True), encoding="utf-8")
+            with open_new(partial) as fh:  # not through a link planted at the name
+                fh.write(json.dumps(self.etags, indent=0, sort_keys=True).encode("utf-8"))
             partial.replace(self.path)
         except OSError:  # only the resume is lost: the files themselves are written
             pass

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterable, Sequence
 
-from cli.download import _fetch, _safe_join, local_paths
+from cli.download import _fetch, _safe_join, local_paths, open_new, within
 from cli.errors import CliError
 from cli.photo_fit import COPIED, REENCODED, SHRUNK, Unfittable, fit
 from core.zooniverse import IMAGE_COLUMN  # the manifests' own rule: a list's column never matches it
@@ -267,10 +267,12 @@ def prepare(results_service: Any, source_service: Any, source_container: str,
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
         if report.problems:
-            with open(report.problems_file, "w", encoding="utf-8", newline="") as fh:
-                writer = csv.writer(fh)
-                writer.writerow(["photo", "problem"])
-                writer.writerows(sorted(report.problems))
+            text = io.StringIO(newline="")
+            writer = csv.writer(text)
+            writer.writerow(["photo", "problem"])
+            writer.writerows(sorted(report.problems))
+            with open_new(report.problems_file) as fh:  # not through a link planted at its name
+                fh.write(text.getvalue().encode("utf-8"))
         else:
             report.problems_file.unlink(missing_ok=True)
         done.append(report)
@@ -286,7 +288,7 @@ def _case_blind(folder: Path) -> bool:
     Windows by default)."""
     probe = folder / ".trapbatch-Case-Probe"
     try:
-        probe.touch()
+        open_new(probe).close()  # touch() would create or touch whatever a link planted at the name points to
         return (folder / ".trapbatch-cASE-pROBE").exists()
     finally:
         probe.unlink(missing_ok=True)
@@ -297,7 +299,7 @@ def _form_blind(folder: Path) -> bool:
     APFS ignores the form, HFS+ stores every name decomposed)."""
     probe = folder / ".trapbatch-form-probe-\u00e9"
     try:
-        probe.touch()
+        open_new(probe).close()
     except OSError:  # a disk that cannot hold the name cannot hold such photos either: they are refused one by one
         return False
     try:
@@ -310,7 +312,8 @@ def photo_path(folder: Path, name: str) -> Path | None:
     """Where photo ``name`` goes under ``folder`` (as the Panoptes CLI joins the manifest's folder and the cell), or
     None for a name that would leave the folder or that this system cannot hold as a path. Names are the user's
     own, so only what this system refuses is refused (``cli.download._safe_join`` holds trapbatch's own file names
-    to every system's rules)."""
+    to every system's rules). On every system a path whose folders a symbolic link already under ``folder`` leads
+    out of is refused too (``within``): the photo would be written wherever the link points."""
     parts = [p for p in name.split("/") if p not in ("", ".")]
     if not parts or ".." in parts or name.startswith("/") or any(ord(c) < 32 for c in name):
         return None
@@ -319,7 +322,8 @@ def photo_path(folder: Path, name: str) -> Path | None:
             return _safe_join(folder, name)
         except CliError:
             return None
-    return folder.joinpath(*parts)
+    dest = folder.joinpath(*parts)
+    return dest if within(folder, dest) else None
 
 
 def _photo(service: Any, container: str, name: str, folder: Path, options: PhotoOptions) -> tuple[str, str | None]:
@@ -330,9 +334,10 @@ def _photo(service: Any, container: str, name: str, folder: Path, options: Photo
 
     dest = photo_path(folder, name)
     if dest is None:
-        return "a name that would leave the folder or that this system cannot hold as a file", None
+        return ("a name that would leave the folder (or a symbolic link in the folder leads out of it) or that this "
+                "system cannot hold as a file"), None
     try:
-        found = dest.stat()
+        found = dest.lstat()  # a link is not the photo (nor uploaded as it): it is replaced
         if stat.S_ISREG(found.st_mode) and 0 < found.st_size <= options.max_bytes:
             return KEPT, None
     except FileNotFoundError:
@@ -366,7 +371,8 @@ def _photo(service: Any, container: str, name: str, folder: Path, options: Photo
     partial = dest.with_name(dest.name + ".part")
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        partial.write_bytes(fitted)
+        with open_new(partial) as fh:  # not through a link planted at the name
+            fh.write(fitted)
     except OSError as exc:
         _unlink_quietly(partial)
         if exc.errno in FATAL_WRITE_ERRORS:

@@ -1,12 +1,17 @@
 """`trapbatch results` against Azurite: a download run again after a failure part-way fetches only what is missing
-or has changed since (a ten-million-image task's results and COCO file are gigabytes)."""
+or has changed since (a ten-million-image task's results and COCO file are gigabytes); a symbolic link planted in the
+folder is never written through."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from adapters.blobs import BlobStore, service_client
 from cli.download import FetchedEtags, download
+from cli.errors import CliError
+from tests.links import plant_link
 
 
 class CountingService:
@@ -57,3 +62,45 @@ def test_a_download_run_again_fetches_only_what_is_missing_or_changed(store: Blo
     (tmp_path / "detections.json").write_bytes(b"edited by hand!")  # another size: fetched again
     download(service, answer, {}, tmp_path)
     assert service.downloaded == ["results/task-1/detections.json"]
+
+
+@pytest.mark.parametrize("planted", ["detections.json.part", "detections.json", FetchedEtags.FILE + ".part"])
+def test_a_link_planted_at_a_name_the_download_writes_is_not_written_through(
+        planted: str, store: BlobStore, unique_name: str, storage_connection: str, tmp_path: Path) -> None:
+    """``out/detections.json.part -> ../outside.txt``: the download wrote the blob into the file outside the folder
+    (and renamed the link into place). The link is replaced, the file it points to left as it was, and the download
+    succeeds."""
+    store.ensure_container(unique_name)
+    store.write_bytes(unique_name, "results/task-1/detections.json", b'{"images": []}')
+    answer = {"results": {"container": unique_name, "blob": "results/task-1/detections.json"}}
+    outside = tmp_path / "outside.txt"
+    outside.write_bytes(b"not the CLI's")
+    out = tmp_path / "out"
+    plant_link(out / planted, Path("..") / "outside.txt")
+    download(service_client(storage_connection), answer, {}, out)
+    assert outside.read_bytes() == b"not the CLI's"
+    got = out / "detections.json"
+    assert not got.is_symlink() and got.read_bytes() == b'{"images": []}'
+    assert not (out / FetchedEtags.FILE).is_symlink() and sorted(p.name for p in out.iterdir()) == [
+        FetchedEtags.FILE, "detections.json"]
+
+
+@pytest.mark.parametrize("linked", ["exports", "previews"])
+def test_a_linked_folder_that_leads_out_of_the_folder_is_refused_with_what_to_do(
+        linked: str, store: BlobStore, unique_name: str, storage_connection: str, tmp_path: Path) -> None:
+    """``out/exports -> ../elsewhere``: the rename put the file there; ``out/previews`` was not checked at all (the
+    preview pages' names were checked against the linked folder itself)."""
+    store.ensure_container(unique_name)
+    for name in ("results/task-1/detections.json", "results/task-1/exports/coco.json", "previews/task-1/index.html"):
+        store.write_bytes(unique_name, name, b"{}")
+    answer = {"results": {"container": unique_name, "blob": "results/task-1/detections.json",
+                          "exports": {"original": {"coco.json": "results/task-1/exports/coco.json"}}},
+              "previews": {"container": unique_name, "folder": "previews/task-1"}}
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = tmp_path / "out"
+    plant_link(out / linked, Path("..") / "elsewhere")
+    with pytest.raises(CliError) as refused:
+        download(service_client(storage_connection), answer, {}, out, previews=True)
+    assert "symbolic link" in refused.value.message and "remove the link" in refused.value.hint
+    assert list(elsewhere.iterdir()) == []

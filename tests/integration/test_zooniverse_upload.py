@@ -1,6 +1,7 @@
 """`trapbatch zooniverse` against Azurite: a manifest's photos land beside it where the Panoptes CLI looks for them
 (relative to the manifest's folder), each within the size limit; photos already small are the originals byte for
-byte; a missing photo is named, not fatal; a second run fetches nothing again."""
+byte; a missing photo is named, not fatal; a second run fetches nothing again; a symbolic link planted in the folder
+is never written through."""
 from __future__ import annotations
 
 import csv
@@ -15,6 +16,7 @@ from PIL import Image
 
 from adapters.blobs import BlobStore, service_client
 from cli.zooniverse_upload import PhotoOptions, manifests, prepare
+from tests.links import plant_link
 
 LIMIT = 60_000
 
@@ -258,3 +260,47 @@ def test_names_that_differ_only_in_unicode_form_clash_on_a_disk_that_ignores_the
     assert zu._Run(False, form_blind=True).clashes(tmp_path, names) == {nfd: nfc}
     assert zu._Run(True, form_blind=True).clashes(tmp_path, names) == {nfd: nfc, names[2]: nfc}
     assert zu._Run(True).clashes(tmp_path, names) == {names[2]: nfc}
+
+
+# Links an unpacked archive or another user could leave in the folder (link name under the manifest's folder ->
+# target under the test's folder, beside the output folder): each would have carried the CLI's bytes out of the folder.
+PLANTED = {
+    "photo .part": ("site a/cam 1/big.JPG.part", "outside.txt"),
+    "manifest .part": ("batch-001.csv.part", "outside.txt"),
+    "photo": ("site a/cam 1/small.JPG", "outside.jpg"),  # was "already there": the outside file uploaded as the photo
+    "photo folder": ("site a/cam 2", "elsewhere"),
+    "problems file": ("batch-001.problems.csv", "outside.txt"),
+    "case probe": (".trapbatch-Case-Probe", "created.txt"),
+}
+
+
+@pytest.mark.parametrize("planted", PLANTED)
+def test_a_link_planted_in_the_folder_is_not_written_through(
+        planted: str, task: dict[str, Any], storage_connection: str, tmp_path: Path) -> None:
+    """A photo's or the manifest's ``.part``, a photo, the problems file or the case probe planted as a link to a file
+    outside the folder: that file was written (or created, or taken for the photo and uploaded to Zooniverse); a
+    linked folder the photos' names run through put them outside. Now a link at a name is replaced and a photo whose
+    folder a link leads out of is a problem of its own; the rest is prepared."""
+    link, target = PLANTED[planted]
+    out = tmp_path / "out"
+    folder = out / "exports" / "zooniverse"
+    (tmp_path / "elsewhere").mkdir()
+    outside = {"outside.txt": b"not the CLI's", "outside.jpg": _photo(7, (20, 20))}
+    for name, data in outside.items():
+        (tmp_path / name).write_bytes(data)
+    plant_link(folder / link, Path(os.path.relpath(tmp_path / target, (folder / link).parent)))
+    service = service_client(storage_connection)
+    _, files = manifests(task["answer"], {}, None)
+    [report] = prepare(service, service, task["images"], files, out, PhotoOptions(LIMIT), workers=2)
+    assert {name: (tmp_path / name).read_bytes() for name in outside} == outside
+    assert list((tmp_path / "elsewhere").iterdir()) == [] and not (tmp_path / "created.txt").exists()
+    assert report.kept == 0 and not report.manifest.is_symlink() and report.manifest.is_file()
+    left_out = {"site a/cam 2/gone.JPG"} | ({"site a/cam 2/small, too.JPG"} if planted == "photo folder" else set())
+    assert {name for name, _ in report.problems} == left_out
+    if planted == "photo folder":
+        assert all("leads out of it" in problem for _, problem in report.problems)
+    for path in panoptes_files(report.manifest, report.columns):
+        name = path.relative_to(folder).as_posix()
+        if name not in left_out:
+            assert not path.is_symlink() and 0 < path.stat().st_size <= LIMIT, name
+    assert not report.problems_file.is_symlink() and not list(out.rglob("*.part"))

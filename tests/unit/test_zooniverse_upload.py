@@ -232,6 +232,22 @@ def test_a_photo_goes_where_the_panoptes_cli_looks_unless_its_name_leaves_the_fo
         assert photo_path(tmp_path, bad) is None, bad
 
 
+def test_a_photo_whose_folder_a_link_leads_out_of_the_folder_goes_nowhere(tmp_path: Path) -> None:
+    """On Linux and macOS the photo was joined under the folder unchecked: ``cam -> /elsewhere`` put it there. A link
+    that stays in the folder is followed; a link at the photo's own name is no way out (it is replaced)."""
+    from tests.links import plant_link
+
+    folder = tmp_path / "out"
+    (tmp_path / "elsewhere").mkdir()
+    (folder / "inside").mkdir(parents=True)
+    plant_link(folder / "cam", Path("..") / "elsewhere")
+    plant_link(folder / "also", Path("inside"))
+    plant_link(folder / "x.jpg", Path("..") / "elsewhere" / "x.jpg")
+    assert photo_path(folder, "cam/a.jpg") is None and photo_path(folder, "cam/sub/a.jpg") is None
+    assert photo_path(folder, "also/a.jpg") == folder / "also" / "a.jpg"
+    assert photo_path(folder, "x.jpg") == folder / "x.jpg"
+
+
 def _answer(variants: tuple[str, ...]) -> dict[str, Any]:
     files = {}
     for v in variants:
