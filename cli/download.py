@@ -6,6 +6,8 @@ blob name it lists, such as exports) and the status's ``repeated_detections.blob
 layout. How: with a connection string when one is configured (Azurite locally; ``--storage-connection`` /
 ``TRAPBATCH_STORAGE_CONNECTION``), otherwise with the signed-in Azure identity (``DefaultAzureCredential``: az login,
 a managed identity...) against the account in the results' ``url``; that identity needs Storage Blob Data Reader.
+Its token opens every storage account the user may read, so it goes only to an Azure Storage blob endpoint over https
+(``sign_in_endpoint``), never to whatever host the app's answer names (a wrong or hostile ``TRAPBATCH_URL``).
 Where: each file at its path under the results folder (``local_paths``): by file name alone, the variants' exports
 (``exports/coco.json``, ``exports/repeats-removed/coco.json``) overwrote each other, and one was silently lost.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import stat
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
@@ -24,7 +27,57 @@ from cli.errors import CliError
 NOT_BLOB_NAMES = ("container", "url")  # keys of the results answer that are not blob names
 
 
+# Where a token of the user's Azure sign-in (audience storage.azure.com, good on every account the user may read) may
+# go: Azure Storage blob endpoints of the public, US Government and China clouds (learn.microsoft.com, "Storage
+# account overview", standard endpoints). A local Azurite (http or https on a loopback host) is reached only with a
+# connection string, which names its own endpoint: never with a token.
+BLOB_ENDPOINT_SUFFIXES = (".blob.core.windows.net", ".blob.core.usgovcloudapi.net", ".blob.core.chinacloudapi.cn")
+_ACCOUNT_NAME = re.compile(r"[a-z0-9]{3,24}(-secondary)?")  # an account (3-24 letters, digits) or its read replica
+
+
+def sign_in_endpoint(url: str) -> str | None:
+    """``https://<account>.blob.<cloud's suffix>`` of ``url`` when it is an https Azure Storage blob endpoint, the only
+    hosts the user's sign-in is sent to; None for any other (the client is built from the host alone, so a path,
+    port or user part of ``url`` takes it nowhere else)."""
+    try:
+        parts = urlsplit(url.strip())
+        host = parts.hostname or ""
+    except ValueError:  # not a URL (an unbalanced IPv6 bracket...)
+        return None
+    for suffix in BLOB_ENDPOINT_SUFFIXES:
+        if parts.scheme == "https" and host.endswith(suffix) and _ACCOUNT_NAME.fullmatch(host[: -len(suffix)]):
+            return f"https://{host}"
+    return None
+
+
+def shown_host(url: str) -> str:
+    """``scheme://host`` of ``url`` for a message: no path or query (a SAS token) is printed."""
+    try:
+        parts = urlsplit(url.strip())
+        return f"{parts.scheme}://{parts.hostname or ''}" if parts.scheme else repr(url[:80])
+    except ValueError:
+        return repr(url[:80])
+
+
+def signed_in_client(url: str, names: str, hint: str) -> Any:
+    """A client for ``url``'s account with the user's Azure sign-in, or CliError (before any credential is made
+    or anything sent) when ``url`` is not an Azure Storage blob endpoint: the app's answer named it (``names``: what
+    as), and a wrong or hostile app would otherwise receive a token valid on every account the user may read."""
+    endpoint = sign_in_endpoint(url)
+    if endpoint is None:
+        raise CliError(f"refusing to send your Azure sign-in to {shown_host(url)}, which the app names as {names}: "
+                       "it is no Azure Storage blob endpoint over https (https://<account>"
+                       + ", ".join(BLOB_ENDPOINT_SUFFIXES) + ")", hint)
+    from azure.identity import DefaultAzureCredential
+    from azure.storage.blob import BlobServiceClient
+
+    return BlobServiceClient(endpoint, credential=DefaultAzureCredential())
+
+
 def blob_service(connection: str, results_url: str) -> Any:
+    """A client for the results' account: ``connection`` when given (it names its own endpoint: Azurite locally),
+    else the user's Azure sign-in against the account in ``results_url`` (the results answer's ``url``), only when
+    that is an Azure Storage blob endpoint (``signed_in_client``)."""
     from azure.storage.blob import BlobServiceClient
 
     if connection:
@@ -34,14 +87,14 @@ def blob_service(connection: str, results_url: str) -> Any:
             raise CliError("the storage connection string is not one",
                            "give the account's connection string (Azurite: the one devhost was started with), or "
                            "leave it out to use your Azure sign-in") from None
-    parts = urlsplit(results_url or "")
-    if parts.scheme != "https" or not parts.hostname:
+    if not results_url.strip():
         raise CliError("no way to read the results' storage account",
                        "set TRAPBATCH_STORAGE_CONNECTION (or --storage-connection) to the account's connection "
                        "string; for a local devhost, the Azurite connection string it was started with")
-    from azure.identity import DefaultAzureCredential
-
-    return BlobServiceClient(f"https://{parts.hostname}", credential=DefaultAzureCredential())
+    return signed_in_client(results_url, "its results' storage account",
+                            "check that TRAPBATCH_URL (or --url) is your trapbatch app; to read that account anyway "
+                            "(a local devhost's Azurite, a private endpoint), give its connection string with "
+                            "--storage-connection (or TRAPBATCH_STORAGE_CONNECTION)")
 
 
 def result_blobs(results: dict[str, Any], status: dict[str, Any]) -> list[tuple[str, str]]:

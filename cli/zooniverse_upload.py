@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterable, Sequence
 
-from cli.download import _fetch, _safe_join, local_paths, open_new, within
+from cli.download import _fetch, _safe_join, local_paths, open_new, signed_in_client, within
 from cli.errors import CliError
 from cli.photo_fit import COPIED, REENCODED, SHRUNK, Unfittable, fit
 from core.zooniverse import IMAGE_COLUMN  # the manifests' own rule: a list's column never matches it
@@ -140,7 +140,9 @@ def source_location(answer: dict[str, Any]) -> tuple[str, str]:
 def source_service(connection: str, results_service: Any, account_url: str) -> Any:
     """A client for the account that holds the task's images: ``connection`` when given (a connection string; one
     with a SAS will do), else the results' own client for the app's own account (``account_url`` empty), else the
-    signed-in Azure identity against ``account_url``."""
+    signed-in Azure identity against ``account_url``, only when that is an Azure Storage blob endpoint over https
+    (``cli.download.signed_in_client``: the app's answer names it, and the token opens every account the user may
+    read)."""
     from azure.storage.blob import BlobServiceClient
 
     if connection:
@@ -152,12 +154,10 @@ def source_service(connection: str, results_service: Any, account_url: str) -> A
                            "sign-in") from None
     if not account_url:
         return results_service
-    if not account_url.startswith("https://"):
-        raise CliError(f"the images are in {account_url}, which a sign-in token may not be sent to (not https)",
-                       "give that account's connection string with --source-connection")
-    from azure.identity import DefaultAzureCredential
-
-    return BlobServiceClient(account_url, credential=DefaultAzureCredential())
+    return signed_in_client(account_url, "the images' storage account",
+                            "give that account's connection string with --source-connection (or "
+                            "TRAPBATCH_SOURCE_CONNECTION; a SAS one will do); if the task did not name that account "
+                            "(its source_account_url), check that TRAPBATCH_URL (or --url) is your trapbatch app")
 
 
 @dataclass(frozen=True)

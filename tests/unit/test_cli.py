@@ -711,3 +711,111 @@ def test_the_repeats_listing_names_the_folders_not_searched_and_sends_the_folder
     assert cli_main.main(["repeats", "task-0123456789abcdef0123", "--search", "--max-folder-detections",
                           "2000000"]) == 0
     assert sent == [{"max_folder_detections": 2_000_000}]
+
+
+AZURITE = ("DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzF"
+           "T50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;")
+NOT_BLOB_ENDPOINTS = ["https://evil.example.com/trapbatch/results/task-1/detections.json",
+                      "http://acct.blob.core.windows.net/trapbatch", "https://acct.blob.core.windows.net.evil.example.com",
+                      "https://evil.example.com/acct.blob.core.windows.net", "https://acct.evil.blob.core.windows.net",
+                      "https://acct.file.core.windows.net", "https://127.0.0.1:10000/devstoreaccount1",
+                      "http://127.0.0.1:10000/devstoreaccount1/trapbatch", "https://[::1", "acct.blob.core.windows.net"]
+
+
+@pytest.fixture
+def sign_in(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
+    """The Azure sign-in and the blob clients made (``credentials``, ``clients``): none asks for a token or sends
+    anything."""
+    import azure.identity
+    import azure.storage.blob
+
+    made: dict[str, list[Any]] = {"credentials": [], "clients": []}
+    real = azure.storage.blob.BlobServiceClient
+
+    class Credential:
+        def __init__(self, **kw: Any) -> None:
+            made["credentials"].append(self)
+
+        def get_token(self, *scopes: str, **kw: Any) -> Any:
+            raise AssertionError("no token is asked for in these tests")
+
+    class Client(real):  # type: ignore[misc, valid-type]
+        def __init__(self, *a: Any, **kw: Any) -> None:
+            made["clients"].append(self)
+            super().__init__(*a, **kw)
+
+    monkeypatch.setattr(azure.identity, "DefaultAzureCredential", Credential)
+    monkeypatch.setattr(azure.storage.blob, "BlobServiceClient", Client)
+    return made
+
+
+@pytest.mark.parametrize("url", NOT_BLOB_ENDPOINTS)
+def test_the_azure_sign_in_goes_to_no_host_the_app_names_that_is_no_blob_endpoint(
+        url: str, sign_in: dict[str, list[Any]]) -> None:
+    """The results' ``url`` and the images' ``account_url`` come from the app's answer: a wrong or hostile
+    TRAPBATCH_URL named any host, and received a storage token good on every account the user may read."""
+    from cli.download import blob_service
+    from cli.zooniverse_upload import source_service
+
+    with pytest.raises(CliError) as results:
+        blob_service("", url)
+    assert "refusing to send your Azure sign-in" in results.value.message and "/results/" not in results.value.message
+    assert "TRAPBATCH_URL" in results.value.hint and "--storage-connection" in results.value.hint
+    with pytest.raises(CliError) as images:
+        source_service("", object(), url)
+    assert "images' storage account" in images.value.message and "--source-connection" in images.value.hint
+    assert sign_in == {"credentials": [], "clients": []}
+
+
+@pytest.mark.parametrize("url", ["https://acct.blob.core.windows.net/trapbatch/results/task-1/detections.json",
+                                 "https://ACCT.blob.core.windows.net", "https://acct-secondary.blob.core.windows.net/",
+                                 "https://acct.blob.core.usgovcloudapi.net/x", "https://acct.blob.core.chinacloudapi.cn"])
+def test_an_azure_storage_blob_endpoint_gets_the_sign_in(url: str, sign_in: dict[str, list[Any]]) -> None:
+    from cli.download import blob_service
+    from cli.zooniverse_upload import source_service
+
+    host = url.split("/")[2].lower()
+    made = [blob_service("", url), source_service("", object(), url)]
+    assert [service.url for service in made] == [f"https://{host}/"] * 2
+    assert [service.credential for service in made] == sign_in["credentials"] and len(sign_in["credentials"]) == 2
+
+
+def test_a_connection_string_is_used_as_it_is_whatever_the_app_names(sign_in: dict[str, list[Any]]) -> None:
+    """The demo and devhost read Azurite (http on a loopback host) with its connection string; the images' account
+    too, given --source-connection: no sign-in is made."""
+    from cli.download import blob_service
+    from cli.zooniverse_upload import source_service
+
+    results = blob_service(AZURITE, "http://127.0.0.1:10000/devstoreaccount1/trapbatch/results/t/detections.json")
+    images = source_service(AZURITE, results, "https://evil.example.com")
+    assert results.url.startswith("http://127.0.0.1:10000/devstoreaccount1") and images.url == results.url
+    assert sign_in["credentials"] == []
+
+
+@pytest.mark.parametrize("command", ["results", "zooniverse"])
+def test_a_command_whose_app_names_another_host_stops_before_anything_is_sent(
+        command: str, sign_in: dict[str, list[Any]], monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """``trapbatch results`` / ``zooniverse`` with no connection string: the app's answer names
+    https://evil.example.com for the results (and the images): refused, exit 4, no credential, no client."""
+    from cli import main as cli_main
+
+    evil = "https://evil.example.com/trapbatch/results/task-1/detections.json"
+
+    class Client:
+        def results(self, task_id: str) -> dict[str, Any]:
+            return {"results": {"container": "trapbatch", "blob": "results/task-1/detections.json", "url": evil,
+                                "files": {"original": {"exports": {
+                                    "zooniverse/batch-001.csv": "results/task-1/exports/zooniverse/batch-001.csv"}}}},
+                    "source": {"container": "cams", "account_url": "https://evil.example.com"}}
+
+        def status(self, task_id: str) -> dict[str, Any]:
+            return {"id": task_id, "stage": "completed"}
+
+    for var in ("TRAPBATCH_STORAGE_CONNECTION", "TRAPBATCH_SOURCE_CONNECTION"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("TRAPBATCH_CONFIG", str(tmp_path / "none.toml"))
+    monkeypatch.setattr(cli_main.State, "client", property(lambda self: Client()))
+    assert cli_main.main([command, "task-1", "--out", str(tmp_path / "out")]) == 4
+    assert "refusing to send your Azure sign-in to https://evil.example.com" in capsys.readouterr().err
+    assert sign_in == {"credentials": [], "clients": []} and not (tmp_path / "out").exists()
