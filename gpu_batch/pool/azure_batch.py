@@ -233,8 +233,10 @@ class AzureBatchPool:
             environment_settings=env,
             # retention: the task's folder on the node (its stdout/stderr, uploaded when it completes) goes after a
             # day instead of Batch's default 7 (best-practices.md "Delete tasks when they're complete")
-            constraints=m.BatchTaskConstraints(max_wall_clock_time=timedelta(seconds=self.max_task_seconds),
-                                               retention_time=TASK_RETENTION, max_task_retry_count=0),
+            # (the shard's own limit where the app gave one, ShardTask.max_seconds)
+            constraints=m.BatchTaskConstraints(
+                max_wall_clock_time=timedelta(seconds=task.max_seconds or self.max_task_seconds),
+                retention_time=TASK_RETENTION, max_task_retry_count=0),
             user_identity=m.UserIdentity(auto_user=m.AutoUserSpecification(scope="pool", elevation_level="nonadmin")),
             output_files=[self._log_output_file(job_id, task.task_id)],
         )

@@ -25,22 +25,31 @@ class TaskResult(str, Enum):
 
 @dataclass(frozen=True, slots=True)
 class ShardTask:
-    """One attempt of one shard. ``task_id`` is deterministic (``<shard>-a<attempt>``), so resubmitting is a no-op."""
+    """One attempt of one shard. ``task_id`` is deterministic (``<shard>-a<attempt>``), so resubmitting is a no-op.
+
+    ``max_seconds``: the attempt's wall-clock limit, past which the pool ends it (0: the pool's own
+    ``max_task_seconds``). Why per task: the app decides the limit once per run of a trapbatch task (its decided
+    settings, ``core.settings.DecidedSettings``), while one pool object, built from the app settings of the moment,
+    serves every task of the process."""
 
     task_id: str
     manifest_container: str
     manifest_blob: str
     shard_id: str
     attempt: int
+    max_seconds: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"task_id": self.task_id, "manifest_container": self.manifest_container,
-                "manifest_blob": self.manifest_blob, "shard_id": self.shard_id, "attempt": self.attempt}
+        d: dict[str, Any] = {"task_id": self.task_id, "manifest_container": self.manifest_container,
+                             "manifest_blob": self.manifest_blob, "shard_id": self.shard_id, "attempt": self.attempt}
+        if self.max_seconds:
+            d["max_seconds"] = self.max_seconds
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "ShardTask":
         return cls(str(d["task_id"]), str(d["manifest_container"]), str(d["manifest_blob"]), str(d["shard_id"]),
-                   int(d["attempt"]))
+                   int(d["attempt"]), int(d.get("max_seconds") or 0))
 
     def worker_args(self) -> list[str]:
         """The worker's arguments for this attempt; the same for the CLI and the resident client (``worker_module``)."""

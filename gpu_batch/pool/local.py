@@ -4,8 +4,8 @@ Why it looks like this: the pool must survive its host (devhost, or ``func host 
 under a small runner (``python -m gpu_batch.pool.local_runner``) started in its own process session, which outlives
 the host, streams the worker's output to a log blob and records the exit in the task table itself. Task state lives
 in a table (Azurite locally), so a new LocalPool on the same table sees every task. ``poll()`` is the scheduler: it
-marks tasks whose runner died or overran ``max_task_seconds`` as failed, starts queued tasks into free slots and
-reports states. Connection strings travel only in the runners' environment, never in the table or the logs.
+marks tasks whose runner died or overran their limit (``ShardTask.max_seconds``, else ``max_task_seconds``) as
+failed, starts queued tasks into free slots and reports states. Connection strings travel only in the runners' environment, never in the table or the logs.
 Every state change stamps the row's ``Changed`` (seconds since the epoch, this machine's clock, which the runners
 share), so ``changes`` lists only the rows changed after a cursor, as AzureBatchPool filters on Batch's
 ``stateTransitionTime``. Closed jobs (``close_job``) are rows of a second table, ``<table>jobs``, so that every
@@ -119,6 +119,8 @@ class LocalPool:
         for task in tasks:
             entity = {"PartitionKey": job_id, "RowKey": task.task_id, "State": TaskState.active.value,
                       "Spec": json.dumps(task.to_dict()), "Submitted": now_iso(), "Changed": time.time()}
+            if task.max_seconds:  # its own limit (ShardTask.max_seconds); rows without one take the pool's
+                entity["MaxSeconds"] = task.max_seconds
             try:
                 self.table.create_entity(entity)
             except ResourceExistsError:
@@ -208,11 +210,12 @@ class LocalPool:
                 child.poll()  # reap our own exited runners so they do not linger as zombies
             started = float(row.get("StartedAt") or now)
             beat = float(row.get("Heartbeat") or started)
-            if now - started > self.max_task_seconds:
+            limit = int(row.get("MaxSeconds") or self.max_task_seconds)
+            if now - started > limit:
                 # read again first: a runner that recorded its exit after the snapshot keeps it, and its pid (maybe
                 # reused since) is not signalled
-                self._refresh_and_fail_if_running(row, f"timed out: ran longer than {self.max_task_seconds} s and was "
-                                                       "terminated", kill=True)
+                self._refresh_and_fail_if_running(row, f"timed out: ran longer than {limit} s and was terminated",
+                                                  kill=True)
             elif (pid and not _alive(pid)) or now - beat > DEAD_AFTER_S:
                 self._kill(row)  # a worker that outlived its runner must not run beside the next attempt
                 self._refresh_and_fail_if_running(row, "the worker's runner process died without recording an exit "

@@ -159,6 +159,18 @@ def test_the_operators_worker_tuning_ends_every_tasks_command_line() -> None:
                                    "--stage-threads 2 --compile")
 
 
+def test_a_task_with_its_own_limit_gets_it_as_its_wall_clock_time() -> None:
+    """``ShardTask.max_seconds`` (the limit decided for the trapbatch task's run) wins over the pool's own."""
+    t = FakeBatch()
+    p = pool(t)  # max_task_seconds=3600
+    p.submit("task-0123456789abcdef0123", [ShardTask("s00000-a1", "trapbatch", "m.json", "s00000", 1, max_seconds=90),
+                                           shard("s00001", 1)])
+    (add,) = t.requests
+    sent = {task["id"]: task for task in json.loads(add.content)["value"]}
+    assert sent["s00000-a1"]["constraints"]["maxWallClockTime"] == "PT01M30S"
+    assert sent["s00001-a1"]["constraints"]["maxWallClockTime"] == "PT01H00M00S"
+
+
 def test_job_and_tasks_requests_are_exactly_what_batch_expects() -> None:
     """batch-docker-container-workloads.md: no ``--gpus`` ("For container pools with GPU-enabled hardware, Batch will
     automatically enable GPU for container tasks"); ``--rm`` as in the doc's own examples; other run options are

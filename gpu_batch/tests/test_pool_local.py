@@ -185,6 +185,20 @@ def _group_size(pgid: int) -> int:
     return count
 
 
+def test_a_task_with_its_own_limit_is_terminated_at_it_not_at_the_pools(pool_args: dict[str, Any]) -> None:
+    """``ShardTask.max_seconds``: the limit the app decided for the task's run (its decided settings), whatever the
+    pool object was built with; a task without one keeps the pool's."""
+    pool = make_pool("local", max_concurrent=2, max_task_seconds=21600, **pool_args)
+    limited = ShardTask("hang-a1", "state", "tasks/t/hang.json", "hang", 1, max_seconds=2)
+    pool.submit("job6", [limited, task("hangtoo")])
+    done = wait_until(lambda: (lambda s: s if s["hang-a1"].state is TaskState.completed else None)(states(pool, "job6")),
+                      30, "the task's own deadline")
+    assert done["hang-a1"].result is TaskResult.failure
+    assert "timed out: ran longer than 2 s" in done["hang-a1"].failure_message
+    assert done["hangtoo-a1"].state is TaskState.running  # the pool's 6 h
+    pool.cancel("job6")
+
+
 def test_hung_task_is_terminated_at_its_deadline_and_cancel_works(pool_args: dict[str, Any]) -> None:
     pool = make_pool("local", max_concurrent=2, max_task_seconds=2, **pool_args)
     pool.submit("job4", [task("hang")])
