@@ -23,7 +23,7 @@ from typing import Any, Iterable, Iterator
 
 import azure.durable_functions as df
 
-from activities import image_list
+from activities import decided, image_list
 from adapters import clients
 from adapters.blobs import BlobStore
 from core import contracts as c
@@ -44,6 +44,7 @@ def run_enumerate(task_id: str, request: TaskRequest, settings: Settings, store:
                   source: BlobStore | None = None) -> c.EnumerateOutput:
     """Write the shard manifests; ``source`` lists the images when they are in another account."""
     store.ensure_container(settings.container)
+    settings = decided.decide(task_id, request.model, settings, store)  # before any manifest (activities.decided)
     if request.image_list:  # only orchestrations from before image lists call this; they never carry one
         raise ValueError(f"task {task_id}: an image list is enumerated by the parallel enumeration only")
     names = (source or store).list_names(request.container, request.prefix)
@@ -96,8 +97,12 @@ def run_plan_listing(task_id: str, request: TaskRequest, settings: Settings, sto
                      source: BlobStore | None = None, limits: ListingLimits = ListingLimits()) -> c.PlanListingOutput:
     """List one level of virtual folders under the request's prefix (two while there are few folders), within
     ``limits.plan_items`` entries, and write the listing units. A level too large to list within that budget (a flat
-    folder of millions of blobs) stays one folder leaf: it is then listed in bounded calls, one after another."""
+    folder of millions of blobs) stays one folder leaf: it is then listed in bounded calls, one after another.
+
+    The run's first activity: it decides the app settings the run's outputs follow (``activities.decided``), before
+    ``write_shard_manifests`` writes any manifest with them."""
     store.ensure_container(settings.container)
+    decided.decide(task_id, request.model, settings, store)
     src = source or store
     if request.image_list:  # an explicit list names the images: no listing of the container (activities.image_list)
         return image_list.run_plan_image_list(task_id, request, settings, store, src, limits)
@@ -270,7 +275,9 @@ def _selected_names(task_id: str, request: TaskRequest, settings: Settings, stor
 def run_write_shards(task_id: str, request: TaskRequest, settings: Settings, store: BlobStore,
                      parts: list[tuple[int, int]], first: int, count: int, slices: list[dict[str, int]],
                      sampled: bool, not_found: list[list[int]] | None = None) -> c.WriteShardsOutput:
-    """Write the manifests of shards ``first .. first + count - 1`` from the slices of the listing parts."""
+    """Write the manifests of shards ``first .. first + count - 1`` from the slices of the listing parts, with the
+    detection threshold and merge views the run decided (``activities.decided``: every batch alike)."""
+    settings = decided.task_settings(settings, store, task_id)
     threshold: tuple[str, str] | None = None
     if sampled:
         key = store.read_json(settings.container, layout.sample_threshold_blob(task_id))["key"]

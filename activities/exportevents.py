@@ -31,6 +31,7 @@ from typing import Iterable
 
 import azure.durable_functions as df
 
+from activities.decided import task_settings
 from activities.exportparts import (EVENT_ROWS, FRAGMENT_BLOCK_BYTES, FRAMES, IMAGES_LINKED, INDEX, LINKED, _fragment,
                                     _work, read_event_records)
 from activities.exports import (CameraDaysWriter, link_coco_images, link_event_ids, prepare, read_results_head,
@@ -51,6 +52,7 @@ FRAMES_BLOCK_BYTES = 256 * 1024  # each part's frames share buffers this much wh
 
 def run_exports_events(payload: c.ExportsEventsInput, settings: Settings, store: BlobStore) -> c.ExportsEventsOutput:
     task_id, variant = payload["task_id"], payload["variant"]
+    settings = task_settings(settings, store, task_id)  # the values its run decided (activities.decided)
     container = settings.container
     head, _ = read_results_head(store, container, layout.results_blob(task_id, variant))
     ctx = prepare(task_id, settings, store, variant, payload.get("threshold"), head)
@@ -91,6 +93,7 @@ def run_exports_events(payload: c.ExportsEventsInput, settings: Settings, store:
 def run_exports_link_part(payload: c.ExportsLinkPartInput, settings: Settings,
                           store: BlobStore) -> c.ExportsLinkPartOutput:
     task_id, variant, part = payload["task_id"], payload["variant"], payload["part"]
+    settings = task_settings(settings, store, task_id)  # the values its run decided (activities.decided)
     container = settings.container
     head, _ = read_results_head(store, container, layout.results_blob(task_id, variant))
     completed_at = prepare(task_id, settings, store, variant, None, head).camtrap().completed_at

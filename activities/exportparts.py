@@ -42,6 +42,7 @@ from typing import Any, Iterable, Iterator, Mapping
 import azure.durable_functions as df
 from azure.core.exceptions import ResourceNotFoundError
 
+from activities.decided import task_settings
 from activities.exports import (CameraDaysWriter, LineBuffer, ListMetadata, ViewLines, _write_zooniverse,
                                needs_no_size, prepare, read_results_head, sized, unmatched_clock_corrections,
                                write_camera_visits,
@@ -108,6 +109,7 @@ def _lines(lines: Iterable[bytes]) -> Iterator[dict[str, Any]]:
 def run_exports_part(payload: c.ExportsPartInput, settings: Settings, store: BlobStore,
                      source: BlobStore | None = None) -> c.ExportsPartOutput:
     task_id, variant, part = payload["task_id"], payload["variant"], payload["part"]
+    settings = task_settings(settings, store, task_id)  # the values its run decided (activities.decided)
     container = settings.container
     results_name = layout.results_blob(task_id, variant)
     head, start = read_results_head(store, container, results_name)
@@ -234,6 +236,7 @@ def read_event_records(store: BlobStore, container: str, task_id: str, variant: 
 def run_exports_combine(payload: c.ExportsCombineInput, settings: Settings,
                         store: BlobStore) -> c.ExportsCombineOutput:
     task_id, variant, parts = payload["task_id"], payload["variant"], payload["parts"]
+    settings = task_settings(settings, store, task_id)  # the values its run decided (activities.decided)
     container = settings.container
     facts = [part_facts(store, container, task_id, variant, p) for p in parts]
     first = exportparts.first_facts(facts)
@@ -319,6 +322,7 @@ def run_exports_combine(payload: c.ExportsCombineInput, settings: Settings,
 def run_exports_zooniverse(payload: c.ExportsZooniverseInput, settings: Settings, store: BlobStore) -> int:
     """The Zooniverse batches of the whole results (one activity; see the module doc); returns how many."""
     task_id, variant = payload["task_id"], payload["variant"]
+    settings = task_settings(settings, store, task_id)  # the values its run decided (activities.decided)
     try:  # read by ranges, not copied to the local disk (gigabytes at millions of images: core.scratch)
         results = open_blob(store, settings.container, layout.results_blob(task_id, variant))
     except ResourceNotFoundError:

@@ -55,6 +55,7 @@ from typing import IO, Any, Callable, Iterable, Iterator, Mapping, Protocol, Seq
 
 import azure.durable_functions as df
 
+from activities.decided import task_settings
 from activities.fanin import iter_export_views
 from adapters import clients
 from adapters.blob_files import delete_under, download_to
@@ -674,6 +675,7 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
                 open_batch_files: int = OPEN_BATCH_FILES) -> c.ExportsOutput:
     """Write every export of one results variant; ``source`` reads the images (for COCO's sizes) when they are in
     another storage account; ``open_batch_files`` Zooniverse batches are written per pass over the results."""
+    settings = task_settings(settings, store, task_id)  # the values its run decided (activities.decided)
     container = settings.container
     results_name = layout.results_blob(task_id, variant)
     with tempfile.TemporaryFile("w+b") as results:

@@ -39,6 +39,7 @@ from typing import Any, Iterator
 import azure.durable_functions as df
 from azure.core.exceptions import ResourceNotFoundError
 
+from activities.decided import task_settings
 from activities.merge import _merged_shard, _results_info, task_threshold
 from adapters import clients
 from adapters.block_writer import BlockBlobWriter
@@ -88,6 +89,7 @@ def _task_model(store: BlobStore, settings: Settings, task_id: str) -> str:
 
 def run_merge_part(payload: c.MergePartInput, settings: Settings, store: BlobStore) -> c.MergePartOutput:
     task_id, part = payload["task_id"], payload["part"]
+    settings = task_settings(settings, store, task_id)  # the threshold its run decided (activities.decided)
     variant = payload.get("variant", "")
     removal = (_removal(store, settings, task_id, payload.get("remove", []), payload.get("search"))
                if variant == REPEATS_REMOVED else None)
@@ -307,6 +309,7 @@ def write_folders(store: BlobStore, container: str, task_id: str, part: int, fol
 
 def run_merge_combine(payload: c.MergeCombineInput, settings: Settings, store: BlobStore) -> c.MergeCombineOutput:
     task_id, variant = payload["task_id"], payload["variant"]
+    settings = task_settings(settings, store, task_id)  # the sample's threshold, as the parts' (activities.decided)
     container = settings.container
     enumeration = store.read_json(container, layout.enumeration_blob(task_id))
     removed = payload.get("removed") if variant == REPEATS_REMOVED else None

@@ -27,6 +27,7 @@ from typing import Any
 
 import azure.durable_functions as df
 
+from activities.decided import task_settings
 from activities.shard_results import shard_attempt_results, shard_blobs, shard_manifest
 from adapters import clients
 from adapters.blobs import BlobStore
@@ -156,6 +157,7 @@ def run_merge(task_id: str, model: str, completed_at: str, settings: Settings, s
               removal: RepeatRemoval | None = None, removed_ids: list[str] | None = None) -> c.MergeOutput:
     """Merge every shard's results; with ``removal``, write the repeats-removed variant instead (no new search)."""
     variant = REPEATS_REMOVED if removal is not None else ""
+    settings = task_settings(settings, store, task_id)  # the threshold its run decided (activities.decided)
     enumeration = store.read_json(settings.container, layout.enumeration_blob(task_id))
     threshold = task_threshold(store, settings, task_id, model)
     sampler = PreviewSampler(task_id, threshold)

@@ -15,6 +15,7 @@ from typing import Iterable
 import azure.durable_functions as df
 from azure.core.exceptions import AzureError
 
+from activities.decided import task_settings
 from activities.shard_results import images_to_rerun, progress_count, shard_coverage, shard_manifest
 from adapters import clients
 from adapters.blobs import BlobStore
@@ -30,8 +31,11 @@ bp = df.Blueprint()
 
 
 def _shard_task(settings: Settings, task_id: str, sid: str, attempt: int) -> ShardTask:
+    """The pool task of a shard attempt, with the time limit in ``settings`` (the run's decided one, as the
+    activities pass them: ``activities.decided``), not the one the process's pool object was built with."""
     return ShardTask(task_id=layout.pool_task_id(sid, attempt), manifest_container=settings.container,
-                     manifest_blob=layout.manifest_blob(task_id, sid, attempt), shard_id=sid, attempt=attempt)
+                     manifest_blob=layout.manifest_blob(task_id, sid, attempt), shard_id=sid, attempt=attempt,
+                     max_seconds=settings.knobs.max_task_seconds)
 
 
 def run_submit(task_id: str, job: str, shards: Iterable[tuple[str, int]], settings: Settings,
@@ -176,6 +180,7 @@ def run_resubmit(task_id: str, job: str, shards: Iterable[tuple[str, int]], sett
                  pool: GpuPool) -> c.ResubmitOutput:
     """Resubmit each shard's missing images as its next attempt. Idempotent: a retried call rewrites the same
     manifests and the pool ignores task ids it already has."""
+    settings = task_settings(settings, store, task_id)  # the time limit its run decided (activities.decided)
     return {"shards": [resubmit_one(task_id, job, str(sid), int(attempt), settings, store, pool)
                        for sid, attempt in shards]}
 
@@ -197,7 +202,9 @@ def run_close_job(job: str, pool: GpuPool) -> c.CloseJobOutput:
 @bp.activity_trigger(input_name="payload", activity=c.SUBMIT)
 def submit_shards(payload: c.SubmitInput) -> c.SubmitOutput:
     s = clients.settings()
-    return run_submit(payload["task_id"], payload["job_id"], payload["shards"], s, clients.pool(s))
+    # the time limit the task's run decided (activities.decided); the pool object stays the process's one
+    decided = task_settings(s, clients.store(s), payload["task_id"])
+    return run_submit(payload["task_id"], payload["job_id"], payload["shards"], decided, clients.pool(s))
 
 
 @bp.activity_trigger(input_name="payload", activity=c.POLL)

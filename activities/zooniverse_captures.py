@@ -38,6 +38,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import azure.durable_functions as df
 
+from activities.decided import task_settings
 from activities.exportparts import FRAMES, _fragment, _lines
 from activities.exports import ExportContext, ListMetadata, prepare, read_results_head
 from activities.fanin import export_views, range_lines
@@ -136,6 +137,7 @@ def _views(settings: Settings, store: BlobStore, ctx: ExportContext, first: int,
 def run_captures_part(payload: c.ExportsCapturesPartInput, settings: Settings,
                       store: BlobStore) -> c.ExportsCapturesPartOutput:
     task_id, variant, part = payload["task_id"], payload["variant"], payload["part"]
+    settings = task_settings(settings, store, task_id)  # the values its run decided (activities.decided)
     container = settings.container
     results_name = layout.results_blob(task_id, variant)
     head, start = read_results_head(store, container, results_name)
@@ -259,6 +261,7 @@ def _upload_batch(store: BlobStore, ctx: ExportContext, b: int, body: bytes) -> 
 def run_captures_combine(payload: c.ExportsCapturesCombineInput, settings: Settings,
                          store: BlobStore) -> c.ExportsCapturesCombineOutput:
     task_id, variant = payload["task_id"], payload["variant"]
+    settings = task_settings(settings, store, task_id)  # the values its run decided (activities.decided)
     head, _ = read_results_head(store, settings.container, layout.results_blob(task_id, variant))
     ctx = prepare(task_id, settings, store, variant, payload.get("threshold"), head)
     runs = [_run_blob(task_id, variant, part, run) for part, count in payload["runs"] for run in range(count)]

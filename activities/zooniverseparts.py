@@ -32,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import azure.durable_functions as df
 
+from activities.decided import task_settings
 from activities.exportparts import _csv_line, _lines, work_prefix
 from activities.exports import ListMetadata, prepare, read_results_head, write_view_rows
 from activities.fanin import export_views, range_lines
@@ -65,6 +66,7 @@ def _index_blob(task_id: str, variant: str, part: int) -> str:
 def run_zooniverse_part(payload: c.ExportsZooniversePartInput, settings: Settings,
                         store: BlobStore) -> c.ExportsZooniversePartOutput:
     task_id, variant, part = payload["task_id"], payload["variant"], payload["part"]
+    settings = task_settings(settings, store, task_id)  # the values its run decided (activities.decided)
     container = settings.container
     results_name = layout.results_blob(task_id, variant)
     head, start = read_results_head(store, container, results_name)
@@ -133,6 +135,7 @@ def run_zooniverse_part(payload: c.ExportsZooniversePartInput, settings: Setting
 def run_zooniverse_combine(payload: c.ExportsZooniverseCombineInput, settings: Settings, store: BlobStore) -> int:
     """Compose batches ``first`` .. ``first + count - 1``; returns how many."""
     task_id, variant, first, count = payload["task_id"], payload["variant"], payload["first"], payload["count"]
+    settings = task_settings(settings, store, task_id)  # the values its run decided (activities.decided)
     container = settings.container
     head, _ = read_results_head(store, container, layout.results_blob(task_id, variant))
     ctx = prepare(task_id, settings, store, variant, payload.get("threshold"), head)

@@ -1,6 +1,7 @@
 """Where activities and the HTTP edge get their settings and clients (storage, source accounts, the GPU pool).
 
-Settings are read from the environment at call time (cheap, and tests can change them); clients are cached per
+Settings are read from the environment at call time (cheap, and tests can change them; the ones a task's outputs
+depend on are then replaced by those its run decided when it started, ``activities.decided``); clients are cached per
 process by their connection values (``functools.cache``), so a burst of activities shares one client. The pool is
 created under a lock: ``functools.cache`` lets concurrent first calls each build one, and a local or simulated pool
 keeps state per object (its worker processes, its concurrency limit, the simulated tasks), so shards submitted through

@@ -3,8 +3,11 @@
 Why: the Functions app, devhost, the local pool and ``infra/`` must agree on variable names; this module is the list.
 ``Settings.from_env`` is pure (pass any mapping) so tests use dicts. Orchestrators never read the environment: the
 starter snapshots the tuning knobs they need (``OrchestrationKnobs``) into the orchestration input, which keeps replay
-deterministic. Only tuning knobs have defaults; there is no default for anything secret. The storage connection
-string is the only secret-bearing value and it is never copied into orchestration inputs, statuses or logs.
+deterministic. The settings that shape a task's outputs (``DecidedSettings``: thresholds, merge views, export options,
+the pool tasks' time limit) are decided when a task's run starts and read from the task's state after that
+(``activities.decided``), so a change reaches the tasks started after it. Only tuning knobs have defaults; there is no
+default for anything secret. The storage connection string is the only secret-bearing value and it is never copied
+into orchestration inputs, statuses or logs.
 
 Variables (names shared with infra/main.bicep app settings):
     AzureWebJobsStorage            storage connection string (``UseDevelopmentStorage=true`` locally) -- or, in Azure,
@@ -151,7 +154,7 @@ Variables (names shared with infra/main.bicep app settings):
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 from core.errors import ConfigError
@@ -510,6 +513,63 @@ class Settings:
                 if not value:
                     raise ConfigError(f"{name} is not set but TRAPBATCH_POOL=azure_batch", f"{WHERE} (infra/ sets it)")
         return settings
+
+
+@dataclass(frozen=True, slots=True)
+class DecidedSettings:
+    """The app settings one run's outputs follow, decided when the run starts and written once beside its state
+    (``gpu_batch.layout.decided_settings_blob``, by ``activities.decided``); every later activity of the run takes
+    them instead of the environment's (``apply``).
+
+    Why: activities read the app settings at each call, and an app setting changed while a task runs (on Azure: an
+    app restart, whose in-flight activities run again under the new value) used to reach only the activities after
+    it, so one task's shards got two detection thresholds, its CSV rows two preview thresholds, its exports a third.
+    These are the settings whose value shapes a task's outputs; the request's own values (``preview_threshold``,
+    ``event_interval_s``) still win over them as before, so they are the app's part only. ``preview_threshold`` is
+    resolved for the task's model (TRAPBATCH_PREVIEW_THRESHOLD, else the model's typical threshold). A field None
+    (a document written before the field existed) is not decided: the environment's value applies.
+    """
+
+    preview_threshold: float | None = None  # the app's threshold for the task's model, when the request sets none
+    detection_threshold: float | None = None
+    merge_views: bool | None = None  # TRAPBATCH_MERGE_VIEWS, resolved (``Settings.merge_views``)
+    event_interval_s: float | None = None
+    export_image_sizes: bool | None = None
+    export_license: str | None = None
+    export_attribution: str | None = None
+    zooniverse_batch_size: int | None = None
+    max_task_seconds: int | None = None
+
+    @classmethod
+    def decide(cls, settings: Settings, model: str) -> "DecidedSettings":
+        """The values ``settings`` (the environment's now) give a run of a task with ``model``."""
+        return cls(preview_threshold=settings.threshold_for(model), detection_threshold=settings.detection_threshold,
+                   merge_views=settings.merge_views, event_interval_s=settings.event_interval_s,
+                   export_image_sizes=settings.export_image_sizes, export_license=settings.export_license,
+                   export_attribution=settings.export_attribution,
+                   zooniverse_batch_size=settings.zooniverse_batch_size,
+                   max_task_seconds=settings.knobs.max_task_seconds)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__slots__ if getattr(self, k) is not None}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "DecidedSettings":
+        return cls(**{k: data[k] for k in cls.__slots__ if data.get(k) is not None})
+
+    def apply(self, settings: Settings) -> Settings:
+        """``settings`` with the decided values in place of the environment's (the others, such as storage and
+        pool, stay the environment's)."""
+        changes: dict[str, Any] = {k: getattr(self, k) for k in
+                                   ("detection_threshold", "event_interval_s", "export_image_sizes", "export_license",
+                                    "export_attribution", "zooniverse_batch_size") if getattr(self, k) is not None}
+        if self.preview_threshold is not None:
+            changes.update(preview_threshold=self.preview_threshold, preview_threshold_set=True)
+        if self.merge_views is not None:
+            changes["merge_views_mode"] = "on" if self.merge_views else "off"
+        if self.max_task_seconds is not None:
+            changes["knobs"] = replace(settings.knobs, max_task_seconds=self.max_task_seconds)
+        return replace(settings, **changes)
 
 
 DROP_TRIGGER_SOURCES = ("EventGrid", "LogsAndContainerScan")

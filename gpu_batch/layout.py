@@ -14,6 +14,8 @@ In the task-state container::
 
     tasks/<task>/request.json                            the normalized request
     tasks/<task>/enumeration.json                        counts and source of the enumerated images
+    tasks/<task>/settings.json                           the app settings this generation's outputs follow, decided
+                                                         when its first run started (``decided_settings_blob``)
     tasks/<task>/cancel/<job>.json                       the cancel marker of one run, which its polls look for
     tasks/<task>/shards/<shard>/attempt-<n>.json         the manifest of one shard attempt
     tasks/<task>/shards/<shard>/attempt-<n>.results.json what the worker wrote for that attempt
@@ -145,6 +147,14 @@ def request_blob(task_id: str) -> str:
 
 def enumeration_blob(task_id: str) -> str:
     return f"{task_prefix(task_id)}enumeration.json"
+
+
+def decided_settings_blob(task_id: str) -> str:
+    """The app settings a generation's outputs follow (thresholds, merge views, export options, the pool tasks' time
+    limit), written once, before its first shard manifest, by its first run's enumeration; every later activity of
+    the generation reads them instead of the environment's, so a setting changed while it runs cannot split its
+    outputs (the app's ``DecidedSettings``). Absent for a generation enumerated before they existed."""
+    return f"{task_prefix(task_id)}settings.json"
 
 
 def cancel_marker(job_id: str) -> str:

@@ -62,7 +62,11 @@ def real_activities(settings: Settings, store: BlobStore) -> Any:
 
 @pytest.fixture
 def task(storage_connection: str, unique_name: str) -> tuple[Settings, BlobStore, str, c.EnumerateOutput]:
-    settings = Settings.from_env({"AzureWebJobsStorage": storage_connection, "TRAPBATCH_CONTAINER": unique_name + "s"})
+    # an attribution and a license to quote and batches of 7 subjects, for the exports' tests (finish_every_shard):
+    # app settings the task's run decides when it is enumerated (activities.decided)
+    settings = Settings.from_env({"AzureWebJobsStorage": storage_connection, "TRAPBATCH_CONTAINER": unique_name + "s",
+                                  "TRAPBATCH_EXPORT_ATTRIBUTION": "Snapshot, \"Serengeti\"",
+                                  "TRAPBATCH_EXPORT_LICENSE": "CC-BY-4.0", "TRAPBATCH_ZOONIVERSE_BATCH_SIZE": "7"})
     store = BlobStore(service_client(storage_connection))
     source = unique_name
     store.ensure_container(source)
@@ -551,12 +555,10 @@ def finish_every_shard(settings: Settings, store: BlobStore, tid: str, counts: A
                        exif_times: bool = True) -> tuple[Settings, Any]:
     """Every shard finished cleanly, with sizes (and EXIF capture times but for a camera whose clock was never set,
     unless not ``exif_times``), so each can have a view (shard 2 by its second attempt's view of both attempts), and
-    the task merged in parts of 12 images: (the settings, with an attribution and a license to quote and batches of
-    7 subjects, and the merge's output)."""
+    the task merged in parts of 12 images: (the settings, whose attribution and license to quote and batches of 7
+    subjects the task's run decided, ``task``, and the merge's output)."""
     from gpu_batch.pool.simulated import synthetic_entry
 
-    settings = dataclasses.replace(settings, export_attribution="Snapshot, \"Serengeti\"", export_license="CC-BY-4.0",
-                                   zooniverse_batch_size=7)  # quoting in the views' placeholder, several batches
     for index in range(counts["shards"]):
         sid = layout.shard_id(index)
         images = ShardManifest.from_dict(store.read_json(settings.container, layout.manifest_blob(tid, sid, 1))).images

@@ -235,3 +235,29 @@ def test_trapbatchs_own_containers_are_named_as_such_and_no_others() -> None:
         assert own_container_reason(name, s), name
     for name in ("camera-traps", "trapbatch", "myhub-photos", "tbstate2", "incoming-photos", "models-old"):
         assert own_container_reason(name, s) is None, name
+
+
+def test_decided_settings_replace_the_environments_and_leave_the_rest() -> None:
+    """``DecidedSettings``: what a run decided stands against a changed environment (the request's own threshold
+    still wins); a document without a field (written before it existed) leaves that field the environment's."""
+    from core.settings import DecidedSettings
+
+    base = {"AzureWebJobsStorage": "UseDevelopmentStorage=true", "TRAPBATCH_POOL": "azure_batch",
+            "TRAPBATCH_BATCH_ACCOUNT_URL": "https://b", "TRAPBATCH_BATCH_POOL_ID": "p", "TRAPBATCH_WORKER_IMAGE": "i",
+            "TRAPBATCH_WORKER_IDENTITY_RESOURCE_ID": "r", "TRAPBATCH_STORAGE_ACCOUNT_URL": "https://s"}
+    start = Settings.from_env({**base, "TRAPBATCH_DETECTION_THRESHOLD": "0.01", "TRAPBATCH_EVENT_INTERVAL_S": "0",
+                               "TRAPBATCH_EXPORT_IMAGE_SIZES": "false", "TRAPBATCH_MAX_TASK_SECONDS": "600"})
+    now = Settings.from_env({**base, "TRAPBATCH_PREVIEW_THRESHOLD": "0.6", "TRAPBATCH_MERGE_VIEWS": "on",
+                             "TRAPBATCH_EXPORT_LICENSE": "CC0-1.0", "TRAPBATCH_CONTAINER": "elsewhere"})
+    decided = DecidedSettings.decide(start, "MDV1000-REDWOOD")
+    assert json.loads(json.dumps(decided.to_dict())) == decided.to_dict()
+    applied = DecidedSettings.from_dict(decided.to_dict()).apply(now)
+    assert applied.threshold_for("MDV1000-REDWOOD") == 0.3  # the model's typical one, as the start had no setting
+    assert applied.threshold_for("MDV1000-REDWOOD", 0.45) == 0.45  # the request's wins
+    assert (applied.detection_threshold, applied.event_interval_s, applied.export_image_sizes) == (0.01, 0.0, False)
+    assert applied.merge_views is False  # Azure Batch with the CLI worker: auto was off at the start
+    assert (applied.export_license, applied.knobs.max_task_seconds, applied.container) == ("", 600, "elsewhere")
+    assert applied.knobs.poll_min_s == now.knobs.poll_min_s
+    assert DecidedSettings.from_dict({}).apply(now) == now
+    older = DecidedSettings.from_dict({"detection_threshold": 0.01}).apply(now)
+    assert (older.detection_threshold, older.threshold_for("MDV5A"), older.merge_views) == (0.01, 0.6, True)
