@@ -178,15 +178,26 @@ def test_too_many_active_tasks_is_429_with_retry_after(monkeypatch: pytest.Monke
                status("task-" + "c" * 20, "Completed", "ana"), status("task-" + "d" * 20, "Running", "bo"),
                status("task-" + "a" * 20 + "-shards-0000", "Running", "")]
 
-    async def all_instances(client: Any, prefix: str, keep: Any = None) -> list[Any]:
-        return [st for st in listing if keep is None or keep(st.instance_id)]
+    async def all_instances(client: Any, prefix: str, keep: Any = None, show_input: bool = False) -> list[Any]:
+        assert not show_input  # the list without inputs (shard groups' are large); tasks' inputs are read by id
+        return [SimpleNamespace(instance_id=st.instance_id, runtime_status=st.runtime_status, input_=None)
+                for st in listing if keep is None or keep(st.instance_id)]
 
+    class Client:
+        reads: list[str] = []
+
+        async def get_status(self, instance_id: str, show_input: bool = False) -> Any:
+            self.reads.append(instance_id)
+            return next(st for st in listing if st.instance_id == instance_id)
+
+    client: Any = Client()
     monkeypatch.setattr(starters, "_all_instances", all_instances)
     with pytest.raises(TooManyActiveTasks) as caught:
-        asyncio.run(starters._enforce_active_limit(None, Caller(id="ana"), LIMITS))  # type: ignore[arg-type]
+        asyncio.run(starters._enforce_active_limit(client, Caller(id="ana"), LIMITS))
     response = error_response(caught.value)
     assert response.status_code == 429 and response.headers["Retry-After"] == "300"
     assert "2" in caught.value.message and "GET /api/tasks" in caught.value.hint
-    asyncio.run(starters._enforce_active_limit(None, Caller(id="bo"), LIMITS))  # type: ignore[arg-type]
-    asyncio.run(starters._enforce_active_limit(None, Caller(id="op", operator=True), LIMITS))  # type: ignore[arg-type]
+    assert sorted(client.reads) == ["task-" + "a" * 20, "task-" + "b" * 20, "task-" + "d" * 20]  # the running only
+    asyncio.run(starters._enforce_active_limit(client, Caller(id="bo"), LIMITS))
+    asyncio.run(starters._enforce_active_limit(client, Caller(id="op", operator=True), LIMITS))
     assert callers.owner_of({"owner": 3}) == ""
