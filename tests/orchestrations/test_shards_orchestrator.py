@@ -164,8 +164,8 @@ def test_a_group_continues_as_new_by_the_round_size_it_started_with() -> None:
     from orchestrations.shards import LEGACY_ROUND_EVENTS
 
     def generations(extra: dict[str, Any]) -> tuple[list[int], list[Any]]:
-        pool = Pool(runs_for={pool_task_id(shard_id(0), 1): 120})
-        run = run_orchestrator(run_shards, {"task_id": TASK, "knobs": knobs(max_in_flight=1, history_events=400,
+        pool = Pool(runs_for={pool_task_id(shard_id(0), 1): 40})
+        run = run_orchestrator(run_shards, {"task_id": TASK, "knobs": knobs(max_in_flight=1, history_events=200,
                                                                              poll_min_s=30, poll_max_s=300),
                                             "shards": [shard_id(0)], **extra}, pool)
         assert run.status == "Completed", run.error
@@ -173,9 +173,9 @@ def test_a_group_continues_as_new_by_the_round_size_it_started_with() -> None:
 
     legacy, legacy_inputs = generations({})
     assert generations({"round_events": LEGACY_ROUND_EVENTS})[0] == legacy
-    wide, wide_inputs = generations({"round_events": 200})
+    wide, wide_inputs = generations({"round_events": 150})
     assert max(wide[:-1]) < min(legacy[:-1])  # a larger round: each generation stops earlier
-    assert {i["round_events"] for i in wide_inputs} == {200}
+    assert {i["round_events"] for i in wide_inputs} == {150}
     assert {i["round_events"] for i in legacy_inputs} == {LEGACY_ROUND_EVENTS}
 
 
