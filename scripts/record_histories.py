@@ -164,7 +164,8 @@ def scenario(api: Api, store: Store) -> None:
     code, ans = api.call("POST", f"tasks/{task_b}/cancel")
     say(f"cancel: {code}")
     api.wait("task B ended", lambda: _ended(api, task_b))
-    # an estimate, then a task over the confirmation threshold (all 41 images), confirmed
+    # an estimate, then a task over the confirmation threshold (all 41 images), confirmed, whose last shard cannot
+    # load its model on two attempts: the task fails (the other groups told to stop, the pool job closed)
     code, ans = api.call("POST", "tasks", {"container": CONTAINER, "request_name": "histories C", "dry_run": True})
     api.wait("estimate", lambda: _ended(api, ans["id"]))
     code, ans = api.call("POST", "tasks", {"container": CONTAINER, "request_name": "histories C"})
@@ -173,7 +174,7 @@ def scenario(api: Api, store: Store) -> None:
              lambda: api.call("GET", f"tasks/{task_c}")[1].get("stage") == "awaiting_confirmation", 300)
     code, ans = api.call("POST", f"tasks/{task_c}/confirm")
     say(f"confirm: {code}")
-    api.wait("task C", lambda: _ended(api, task_c))
+    api.wait("task C (failing)", lambda: _ended(api, task_c))
     api.wait("everything", quiet)
 
 
@@ -209,8 +210,11 @@ def main(argv: list[str] | None = None) -> int:
                "TRAPBATCH_DEVHOST_FUNCTION_KEY": KEY, "TRAPBATCH_MODEL": demo_model(), "TRAPBATCH_DEVICE": "cpu",
                "TRAPBATCH_WORKER_RESIDENT": "0", "TRAPBATCH_RESULTS_ZIP_ABOVE_BYTES": "1",
                "TRAPBATCH_CONFIRM_ABOVE_IMAGES": "40", "TRAPBATCH_PREVIEW_THRESHOLD": "0.2",
-               # shard 1's first attempt crashes after one image: its missing images are resubmitted
-               "TRAPBATCH_WORKER_FAULTS": json.dumps({"s00001/1": "crash_after:1"}),
+               # shard 1's first attempt crashes after one image: its missing images are resubmitted; shard 6 (only
+               # task C has one) exits 3, the model cannot be loaded, on both attempts: task C fails
+               "TRAPBATCH_WORKER_FAULTS": json.dumps({"s00001/1": "crash_after:1", "s00006/1": "exit:3",
+                                                      "s00006/2": "exit:3"}),
+               "TRAPBATCH_HISTORY_EVENTS": "200",  # the least allowed: shard groups continue as new
                "TRAPBATCH_PUBLIC_WEB_URL": "https://example.z6.web.core.windows.net/"}
         log = work / "devhost.log"
         devhost = subprocess.Popen([sys.executable, "-m", "devhost", "--port", str(port), "--hub", HUB], cwd=ROOT,

@@ -40,6 +40,7 @@ class Cut:
     action_ids: list[int]
     input: Any
     parent_instance_id: str | None
+    failed_here: bool = False  # the recorded run failed in this episode (the orchestrator raised, as it meant to)
 
     def __str__(self) -> str:
         return f"{self.release}: {self.name} {self.instance_id} episode {self.episode}"
@@ -77,7 +78,8 @@ def cuts(path: Path) -> Iterator[Cut]:
             yield Cut(release, inst["instance_id"], str(inst["name"]), k,
                       [dict(e, IsPlayed=True) for e in old] + [events[start]] + delivered,
                       [inst["recorded"][i] for i in keep], [inst["action_ids"][i] for i in keep],
-                      inst.get("input"), inst.get("parent_instance_id"))
+                      inst.get("input"), inst.get("parent_instance_id"),
+                      any(e["EventType"] == h.EXECUTION_FAILED for e in events[start:end]))
 
 
 def replay(cut: Cut, orchestrators: dict[str, Callable[..., Any]]) -> dict[str, Any]:
@@ -98,6 +100,8 @@ def replay(cut: Cut, orchestrators: dict[str, Callable[..., Any]]) -> dict[str, 
 
 def verdict(cut: Cut, state: dict[str, Any]) -> str | None:
     """None when Azure would carry on with today's code from ``cut``; else what would fail the task."""
+    if cut.failed_here:  # the instance ended here (Failed): no deployment finds it running at this moment
+        return None
     if state.get("error"):
         return f"the orchestrator raised: {str(state['error'])[:2000]}"
     actions = [a for a in h.flatten(state.get("actions") or []) if a.get("actionType") != h.WAIT_FOR_EXTERNAL_EVENT]
