@@ -166,6 +166,7 @@ from core.repeats import DEFAULT_MAX_FOLDER_DETECTIONS, MAX_FOLDER_DETECTIONS
 from core.requests import (DEFAULT_IMAGES_PER_SHARD, MAX_IMAGES_PER_SHARD, MIN_PREVIEW_THRESHOLD,
                            normalize_account_url)
 from core.task_events import endpoint_problem
+from core.shards import MAX_SHARDS
 from gpu_batch.layout import DEFAULT_STATE_CONTAINER, STATIC_WEBSITE_CONTAINER
 
 CALLER_AUTH_MODES = ("none", "easyauth")
@@ -295,6 +296,9 @@ class OrchestrationKnobs:
     shards_per_group: int = 200
     max_task_seconds: int = 21600
     history_events: int = 1000  # a shard group's generation goes on as new before its history passes this
+    # core.shards.MAX_SHARDS when the task started (Settings.from_env sets it); 0, a task started before the limit
+    # existed, is not checked: its enumeration replays as it ran (it wrote its manifests), not into a refusal
+    max_shards: int = 0
     max_failed_fraction: float = 0.05
     merge_images_per_part: int = 200_000  # the fan-in merges ranges of about this many images per activity
     repeat_search_detections_per_group: int = 400_000  # eligible detections per repeat-search activity
@@ -430,6 +434,7 @@ class Settings:
             raise ConfigError(problem, f"give the topic's endpoint, as `az eventgrid topic show --query endpoint` "
                                        f"prints it, or unset it; {WHERE}")
         knobs = OrchestrationKnobs(
+            max_shards=MAX_SHARDS,
             images_per_shard=_int(env, "TRAPBATCH_IMAGES_PER_SHARD", DEFAULT_IMAGES_PER_SHARD,
                                   maximum=MAX_IMAGES_PER_SHARD),  # what a request may ask for
             max_attempts=_int(env, "TRAPBATCH_MAX_ATTEMPTS", 3),

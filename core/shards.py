@@ -251,14 +251,15 @@ class TooManyShards(ValueError):
     """Raised by the enumeration before any manifest is written: the task ends Failed with what to post instead."""
 
 
-def too_many_shards(images: int, images_per_shard: int) -> str | None:
-    """Why ``images`` in shards of ``images_per_shard`` are too many shards for one task; None when they fit."""
+def too_many_shards(images: int, images_per_shard: int, limit: int = MAX_SHARDS) -> str | None:
+    """Why ``images`` in shards of ``images_per_shard`` are more shards than ``limit``; None when they fit (or
+    ``limit`` is 0: unchecked)."""
     shards = -(-images // max(1, images_per_shard))
-    if shards <= MAX_SHARDS:
+    if not limit or shards <= limit:
         return None
-    return (f"{images} images in shards of {images_per_shard} make {shards} shards, more than the {MAX_SHARDS} a "
+    return (f"{images} images in shards of {images_per_shard} make {shards} shards, more than the {limit} a "
             f"task may have (each is a pool task with its own start-up); nothing was run: post the request again "
-            f"with \"images_per_shard\" of at least {-(-images // MAX_SHARDS)} (or leave it out for the app's "
+            f"with \"images_per_shard\" of at least {-(-images // limit)} (or leave it out for the app's "
             f"default; it is another task)")
 
 

@@ -42,9 +42,11 @@ IMAGES_PER_WRITE = 200_000  # images of the shards one write_shard_manifests cal
 
 
 def enumerate_in_parallel(context: df.DurableOrchestrationContext, task_id: str, request: dict[str, Any],
-                          cancel_job: str = "") -> Generator[Any, Any, c.EnumerateOutput]:
+                          cancel_job: str = "", max_shards: int = 0) -> Generator[Any, Any, c.EnumerateOutput]:
     """Enumerate the request's images into shard manifests; returns the counts (``EnumerateOutput``), and
-    ``cancelled`` when the cancel marker of the run's pool job ``cancel_job`` was written meanwhile."""
+    ``cancelled`` when the cancel marker of the run's pool job ``cancel_job`` was written meanwhile. More shards
+    than ``max_shards`` (the task's knob; 0: a task started before the limit, unchecked) raise ``TooManyShards``
+    before any manifest is written."""
     plan: c.PlanListingOutput = yield from call(context, c.PLAN_LISTING, STORAGE_RETRY,
                                                 c.EnumerateInput(task_id=task_id, request=request))
     units = plan["units"]
@@ -86,7 +88,7 @@ def enumerate_in_parallel(context: df.DurableOrchestrationContext, task_id: str,
     else:
         selected = selected_counts(found, first_n)
 
-    too_many = too_many_shards(sum(selected), parsed.images_per_shard)
+    too_many = too_many_shards(sum(selected), parsed.images_per_shard, max_shards)
     if too_many:  # before a single manifest is written
         raise TooManyShards(too_many)
     batches = shard_batches(selected, parsed.images_per_shard, plan.get("images_per_write", IMAGES_PER_WRITE))

@@ -293,7 +293,8 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
     knobs = OrchestrationKnobs.from_dict(data["knobs"])
     context.set_custom_status(c.TaskStatus(stage=Stage.enumerating, started=started))
 
-    enumeration: c.EnumerateOutput = yield from enumerate_in_parallel(context, key, request, job_id)
+    enumeration: c.EnumerateOutput = yield from enumerate_in_parallel(context, key, request, job_id,
+                                                                      knobs.max_shards)
     passed_over = enumeration.get("not_images")  # files listed that are not images (core.notimages), said everywhere
     if enumeration.get("cancelled"):  # POST .../cancel while the images were listed: nothing reaches the pool
         cancelled = c.TaskStatus(stage=Stage.cancelled, started=started, images=enumeration["images"],

@@ -128,15 +128,20 @@ def test_more_shards_than_a_task_may_have_fail_before_any_manifest_with_the_shar
     from core.shards import MAX_SHARDS
 
     request = {**REQUEST, "images_per_shard": 1, **({"dry_run": True} if dry_run else {})}
-    run = run_task(task_input(request, images_per_shard=1), activities(images=MAX_SHARDS + 1, shards=MAX_SHARDS + 1))
+    run = run_task(task_input(request, images_per_shard=1, max_shards=MAX_SHARDS),
+                   activities(images=MAX_SHARDS + 1, shards=MAX_SHARDS + 1))
 
     assert run.status == "Failed" and not run.sub_orchestrations
     assert c.WRITE_SHARDS not in run.activity_names and run.custom_status["stage"] == Stage.failed
     assert f"make {MAX_SHARDS + 1} shards, more than the {MAX_SHARDS}" in run.custom_status["error"]
     assert '"images_per_shard" of at least 2 ' in run.custom_status["error"]
-    fits = run_task(task_input({**request, "dry_run": True}, images_per_shard=1),
+    fits = run_task(task_input({**request, "dry_run": True}, images_per_shard=1, max_shards=MAX_SHARDS),
                     activities(images=MAX_SHARDS, shards=MAX_SHARDS))
     assert fits.status == "Completed" and fits.custom_status["stage"] == Stage.estimated
+    # a task started before the limit (its knobs lack it) replays as it ran: its manifests were written
+    legacy = run_task(task_input({**request, "dry_run": True}, images_per_shard=1),
+                      activities(images=MAX_SHARDS + 1, shards=MAX_SHARDS + 1))
+    assert legacy.status == "Completed" and c.WRITE_SHARDS in legacy.activity_names
 
 
 PASSED_OVER = {"files": 12040, "kinds": {".mp4": 12000, ".txt": 40}}

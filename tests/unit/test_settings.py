@@ -261,3 +261,13 @@ def test_decided_settings_replace_the_environments_and_leave_the_rest() -> None:
     assert DecidedSettings.from_dict({}).apply(now) == now
     older = DecidedSettings.from_dict({"detection_threshold": 0.01}).apply(now)
     assert (older.detection_threshold, older.threshold_for("MDV5A"), older.merge_views) == (0.01, 0.6, True)
+
+
+def test_tasks_start_with_the_shard_limit_in_their_knobs_and_older_inputs_have_none() -> None:
+    """A task's knobs carry core.shards.MAX_SHARDS from its start; a task started before the limit existed has no
+    such knob (0) and its enumeration replays unchecked, as it ran (orchestrations.enumeration)."""
+    from core.shards import MAX_SHARDS
+
+    knobs = Settings.from_env({"AzureWebJobsStorage": "x"}).knobs
+    assert knobs.max_shards == MAX_SHARDS
+    assert OrchestrationKnobs.from_dict({k: v for k, v in knobs.to_dict().items() if k != "max_shards"}).max_shards == 0
