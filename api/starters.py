@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import secrets
+import time
 from datetime import datetime, timezone
 from typing import Any, Callable, TypedDict
 
@@ -415,10 +416,12 @@ async def list_tasks(req: func.HttpRequest, client: df.DurableOrchestrationClien
     # without inputs: a page with them made the extension read every shard group's input too (each group's holds its
     # shards' state, kept in a blob when large), for every task the hub ever ran; the tasks' own inputs (owner,
     # request name) are read one by one below, and only those of the rows shown when the caller sees every task
+    began = time.monotonic()
     listed = sorted(await _all_instances(client, TASK_PREFIX, keep=is_task_id, show_input=False),
                     key=lambda st: _created(st), reverse=True)
-    shown = listed[:limit] if caller.operator else listed
-    inputs = await _task_inputs(client, [str(getattr(status, "instance_id", "") or "") for status in shown])
+    shown = listed[:limit] if caller.operator else listed  # a caller's own: every task's owner is in its input
+    inputs = await _task_inputs(client, [str(getattr(status, "instance_id", "") or "") for status in shown],
+                                INSTANCE_LIST_TIMEOUT_S - (time.monotonic() - began))
     for status, started in zip(shown, inputs):
         task_id = str(getattr(status, "instance_id", "") or "")
         owner = owner_of(started)
@@ -446,15 +449,25 @@ def _created(status: Any) -> str:
 TASK_INPUT_READS = 16  # status reads at once when the task list needs the tasks' inputs
 
 
-async def _task_inputs(client: df.DurableOrchestrationClient, task_ids: list[str]) -> list[dict[str, Any]]:
-    """Each task's orchestration input (``{}`` when it has none or is gone), read ``TASK_INPUT_READS`` at a time."""
+async def _task_inputs(client: df.DurableOrchestrationClient, task_ids: list[str],
+                       timeout_s: float = INSTANCE_LIST_TIMEOUT_S) -> list[dict[str, Any]]:
+    """Each task's orchestration input (``{}`` when it has none or is gone), read ``TASK_INPUT_READS`` at a time,
+    all within ``timeout_s`` (what is left of the listing's deadline: Azure cuts an HTTP function at 230 s)."""
     gate = asyncio.Semaphore(TASK_INPUT_READS)
 
     async def one(task_id: str) -> dict[str, Any]:
         async with gate:
             return _task_input(await client.get_status(task_id, show_input=True))
 
-    return list(await asyncio.gather(*(one(t) for t in task_ids)))
+    try:
+        async with asyncio.timeout(max(0.0, timeout_s)):
+            return list(await asyncio.gather(*(one(t) for t in task_ids)))
+    except TimeoutError:
+        raise InstanceListTooSlow(
+            f"reading the inputs of {len(task_ids)} tasks took past the listing's {INSTANCE_LIST_TIMEOUT_S} s",
+            "the hub holds too many tasks: purge old ones (Durable management API DELETE "
+            "/runtime/webhooks/durabletask/instances?createdTimeTo=...), or ask for a task by id "
+            "(GET /api/tasks/{id})") from None
 
 
 async def _child_progress(client: df.DurableOrchestrationClient, task_id: str, groups: int,

@@ -1,4 +1,4 @@
-"""Record the orchestration histories of one release, for the upgrade check (tests/orchestrations/test_upgrade_replay.py).
+"""Record the orchestration histories of one release, for the upgrade check (test_upgrade_replay.py).
 
 Why: Azure keeps a task's orchestration history in its task hub and, after a deployment, replays it against the new
 code. The Durable extension then fails the task when the new code schedules, at some sequence number, an action of
@@ -140,7 +140,8 @@ def scenario(api: Api, store: Store) -> None:
     steps: list[tuple[str, str, str, Any]] = [
         ("re-render at another threshold", "POST", f"tasks/{task_a}/previews", {"threshold": 0.35}),
         ("repeat search again", "POST", f"tasks/{task_a}/repeats/search",  # loose: random weights repeat little
-         {"occurrence_threshold": 2, "iou_threshold": 0.5, "confidence_min": 0.0, "max_suspicious_detection_size": 1.0}),
+         {"occurrence_threshold": 2, "iou_threshold": 0.5, "confidence_min": 0.0,
+          "max_suspicious_detection_size": 1.0}),
         ("repeat removal", "POST", f"tasks/{task_a}/repeats", {"remove": "all"}),  # of the search's list
         ("results zip", "GET", f"tasks/{task_a}/results", None),
         ("re-run, only new images, clock corrected", "POST", "tasks",

@@ -201,3 +201,18 @@ def test_too_many_active_tasks_is_429_with_retry_after(monkeypatch: pytest.Monke
     asyncio.run(starters._enforce_active_limit(client, Caller(id="bo"), LIMITS))
     asyncio.run(starters._enforce_active_limit(client, Caller(id="op", operator=True), LIMITS))
     assert callers.owner_of({"owner": 3}) == ""
+
+
+def test_reading_the_tasks_inputs_for_the_list_keeps_to_the_listings_deadline() -> None:
+    """A caller's list reads every task's input by id; past what is left of the 200 s (Azure cuts an HTTP function
+    at 230 s with a bare 502) it answers 503 with what to do, as a slow instance list does."""
+    from core.errors import InstanceListTooSlow
+
+    class Slow:
+        async def get_status(self, instance_id: str, show_input: bool = False) -> Any:
+            await asyncio.sleep(5)
+
+    with pytest.raises(InstanceListTooSlow) as caught:
+        slow: Any = Slow()
+        asyncio.run(starters._task_inputs(slow, ["task-" + "a" * 20, "task-" + "b" * 20], 0.05))
+    assert error_response(caught.value).status_code == 503 and "purge" in caught.value.hint
