@@ -386,6 +386,17 @@ def test_bad_http_input_gets_4xx_json_never_500(host, unique_name) -> None:  # t
         assert set(resp.json()) == {"error", "hint"} and resp.json()["hint"]
 
 
+def test_the_apps_own_account_named_by_its_url_still_refuses_its_own_containers(  # type: ignore[no-untyped-def]
+        host, store, unique_name, monkeypatch) -> None:
+    """An operator who lists the app's own account in TRAPBATCH_SOURCE_ACCOUNTS lets requests name it by URL: the
+    app then reads it with its own identity, and its state container must stay out of reach that way too."""
+    own = store.service.primary_endpoint.rstrip("/")
+    monkeypatch.setenv("TRAPBATCH_SOURCE_ACCOUNTS", own)
+    r = api.post(host.base_url + "/api/tasks", json={"container": unique_name + "-state", "source_account_url": own,
+                                                     "image_list": "results/t/preview-folder.txt"}, timeout=120)
+    assert r.status_code == 400 and "not images" in r.json()["error"], r.text
+
+
 def test_devhost_killed_mid_task_resumes_and_loses_nothing(app_env, store, unique_name) -> None:  # type: ignore[no-untyped-def]
     names = upload_images(store, unique_name, 12, corrupt=1)
     port = free_port()
