@@ -33,6 +33,9 @@ NOT_BLOB_NAMES = ("container", "url")  # keys of the results answer that are not
 # connection string, which names its own endpoint: never with a token.
 BLOB_ENDPOINT_SUFFIXES = (".blob.core.windows.net", ".blob.core.usgovcloudapi.net", ".blob.core.chinacloudapi.cn")
 _ACCOUNT_NAME = re.compile(r"[a-z0-9]{3,24}(-secondary)?")  # an account (3-24 letters, digits) or its read replica
+# An account made with Azure DNS zone endpoints (preview, retiring in 2027): https://<account>.z[00-99].blob.storage.
+# azure.net ("Query for a Blob Storage endpoint using the Azure Storage management library").
+_DNS_ZONE_ENDPOINT = re.compile(r"[a-z0-9]{3,24}(-secondary)?\.z[0-9]{2}\.blob\.storage\.azure\.net")
 
 
 def sign_in_endpoint(url: str) -> str | None:
@@ -47,6 +50,8 @@ def sign_in_endpoint(url: str) -> str | None:
     for suffix in BLOB_ENDPOINT_SUFFIXES:
         if parts.scheme == "https" and host.endswith(suffix) and _ACCOUNT_NAME.fullmatch(host[: -len(suffix)]):
             return f"https://{host}"
+    if parts.scheme == "https" and _DNS_ZONE_ENDPOINT.fullmatch(host):
+        return f"https://{host}"
     return None
 
 

@@ -719,7 +719,9 @@ NOT_BLOB_ENDPOINTS = ["https://evil.example.com/trapbatch/results/task-1/detecti
                       "http://acct.blob.core.windows.net/trapbatch", "https://acct.blob.core.windows.net.evil.example.com",
                       "https://evil.example.com/acct.blob.core.windows.net", "https://acct.evil.blob.core.windows.net",
                       "https://acct.file.core.windows.net", "https://127.0.0.1:10000/devstoreaccount1",
-                      "http://127.0.0.1:10000/devstoreaccount1/trapbatch", "https://[::1", "acct.blob.core.windows.net"]
+                      "http://127.0.0.1:10000/devstoreaccount1/trapbatch", "https://[::1", "acct.blob.core.windows.net",
+                      "https://acct.z123.blob.storage.azure.net", "https://acct.z01.blob.storage.azure.net.evil.com",
+                      "http://acct.z01.blob.storage.azure.net", "https://x.acct.z01.blob.storage.azure.net"]
 
 
 @pytest.fixture
@@ -769,7 +771,8 @@ def test_the_azure_sign_in_goes_to_no_host_the_app_names_that_is_no_blob_endpoin
 
 @pytest.mark.parametrize("url", ["https://acct.blob.core.windows.net/trapbatch/results/task-1/detections.json",
                                  "https://ACCT.blob.core.windows.net", "https://acct-secondary.blob.core.windows.net/",
-                                 "https://acct.blob.core.usgovcloudapi.net/x", "https://acct.blob.core.chinacloudapi.cn"])
+                                 "https://acct.blob.core.usgovcloudapi.net/x", "https://acct.blob.core.chinacloudapi.cn",
+                                 "https://acct.z07.blob.storage.azure.net/trapbatch/x"])
 def test_an_azure_storage_blob_endpoint_gets_the_sign_in(url: str, sign_in: dict[str, list[Any]]) -> None:
     from cli.download import blob_service
     from cli.zooniverse_upload import source_service
