@@ -300,15 +300,21 @@ def _print_summary(doc: dict[str, Any], st: dict[str, Any], md_check: str,
         say("(random-weight model: the detections above are meaningless)")
 
 
+def stop_group(proc: subprocess.Popen[bytes] | None, grace_s: float = 15) -> None:
+    """Stop a process started in a session of its own, with everything it started (its process group): SIGTERM,
+    then SIGKILL after ``grace_s``. Nothing when it never started or has ended."""
+    if proc is not None and proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
 def _stop_services(devhost: subprocess.Popen[bytes] | None, azurite: Azurite, resident: Path) -> None:
     """Stop devhost (its whole process group: SIGTERM, then SIGKILL after 15 s), the resident worker (a session of
     its own, which outlives devhost by design: its pid is beside its socket) and Azurite, whatever happened."""
-    if devhost is not None and devhost.poll() is None:
-        os.killpg(devhost.pid, signal.SIGTERM)
-        try:
-            devhost.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(devhost.pid, signal.SIGKILL)
+    stop_group(devhost)
     stopped = _stop_resident(resident)
     azurite.stop()
     say(f"stopped devhost{f', the resident worker (pid {stopped})' if stopped else ''} and Azurite")

@@ -22,7 +22,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -192,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True, help="where the gzipped JSON goes")
     p.add_argument("--release", default="", help="a label for the release (default: the commit)")
     args = p.parse_args(argv)
-    from scripts.demo import demo_model
+    from scripts.demo import demo_model, stop_group
 
     work = Path(tempfile.mkdtemp(prefix="trapbatch-histories-"))
     azurite = start_azurite(log_path=work / "azurite.log")
@@ -211,11 +210,13 @@ def main(argv: list[str] | None = None) -> int:
                "TRAPBATCH_DEVHOST_FUNCTION_KEY": KEY, "TRAPBATCH_MODEL": demo_model(), "TRAPBATCH_DEVICE": "cpu",
                "TRAPBATCH_WORKER_RESIDENT": "0", "TRAPBATCH_RESULTS_ZIP_ABOVE_BYTES": "1",
                "TRAPBATCH_CONFIRM_ABOVE_IMAGES": "40", "TRAPBATCH_PREVIEW_THRESHOLD": "0.2",
-               # shard 1's first attempt crashes after one image: its missing images are resubmitted; shard 6 (only
-               # task C has one) exits 3, the model cannot be loaded, on both attempts: task C fails
-               "TRAPBATCH_WORKER_FAULTS": json.dumps({"s00001/1": "crash_after:1", "s00006/1": "exit:3",
-                                                      "s00006/2": "exit:3"}),
-               "TRAPBATCH_HISTORY_EVENTS": "200",  # the least allowed: shard groups continue as new
+               # shard 1's first attempt crashes after one image: its missing images are resubmitted; shard 2's
+               # first attempt hangs until the pool stops it at TRAPBATCH_MAX_TASK_SECONDS, and its group polls long
+               # enough meanwhile to continue as new (TRAPBATCH_HISTORY_EVENTS at its least); shard 6 (only task C
+               # has one) exits 3, the model cannot be loaded, on both attempts: task C fails
+               "TRAPBATCH_WORKER_FAULTS": json.dumps({"s00001/1": "crash_after:1", "s00002/1": "hang",
+                                                      "s00006/1": "exit:3", "s00006/2": "exit:3"}),
+               "TRAPBATCH_MAX_TASK_SECONDS": "60", "TRAPBATCH_HISTORY_EVENTS": "200",
                "TRAPBATCH_PUBLIC_WEB_URL": "https://example.z6.web.core.windows.net/"}
         log = work / "devhost.log"
         devhost = subprocess.Popen([sys.executable, "-m", "devhost", "--port", str(port), "--hub", HUB], cwd=ROOT,
@@ -249,12 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"wrote {args.out}: {len(instances)} histories ({', '.join(f'{k} {v}' for k, v in sorted(names.items()))})")
         return 0
     finally:
-        if devhost is not None and devhost.poll() is None:
-            os.killpg(devhost.pid, signal.SIGTERM)
-            try:
-                devhost.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(devhost.pid, signal.SIGKILL)
+        stop_group(devhost)
         azurite.stop()
         shutil.rmtree(work, ignore_errors=True)
 
