@@ -31,6 +31,7 @@ from adapters.results_bundle import linked_blobs, zip_is_current
 from api.edge import http_edge, json_response, start_once
 from api.starters import ACTIVE, _base_url, _runtime, authorize_task, finished_task, page_labels
 from core import contracts as c
+from core.errors import failure_message
 from core.ids import expiry_instance_id, repeats_instance_id, rerender_instance_id, results_zip_instance_id
 from core.requests import parse_json_body, parse_rerender
 from core.settings import Settings
@@ -49,7 +50,7 @@ async def _instance(client: df.DurableOrchestrationClient, instance_id: str) -> 
     custom = status.custom_status if isinstance(status.custom_status, dict) else {}
     out: dict[str, Any] = {"runtime_status": runtime, **custom}
     if runtime == "Failed":
-        out["stage"], out["error"] = c.Stage.failed, str(status.output or "").split("\n")[0]
+        out["stage"], out["error"] = c.Stage.failed, failure_message(str(status.output or ""))
     return out
 
 

@@ -804,7 +804,7 @@ async def _removal_status(client: df.DurableOrchestrationClient, task_id: str, k
     custom = status.custom_status if isinstance(status.custom_status, dict) else {}
     out: dict[str, Any] = {"runtime_status": runtime, **custom}
     if runtime == "Failed":
-        out["stage"], out["error"] = Stage.failed, str(status.output or "").split("\n")[0]
+        out["stage"], out["error"] = Stage.failed, failure_message(str(status.output or ""))
     return out
 
 

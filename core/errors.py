@@ -204,14 +204,16 @@ class StorageNotFound(StorageError, LookupError):
 
 # The Durable extension reports a failed orchestration as "Orchestrator function '<name>' failed: <error>"
 # (OutOfProcOrchestrationShim; devhost fidelity: tests/devhost/test_devhost.py), and a parent failed by its
-# sub-orchestration carries that around the child's error: names of trapbatch's internals, nothing a user acts on.
-_FUNCTION_FAILED = re.compile(r"^(?:Orchestrator function '[^']*' failed: )+")
+# sub-orchestration carries that around the child's error; a failed activity as "Activity function '<name>' failed:
+# <Python type>: <error>" (devhost fidelity row 32): names of trapbatch's internals, nothing a user acts on.
+_FUNCTION_FAILED = re.compile(r"^(?:Orchestrator function '[^']*' failed: )*"
+                              r"(?:Activity function '[^']*' failed: (?: (?:[A-Za-z_][A-Za-z0-9_]*): )?)?")
 
 
 def failure_message(text: str) -> str:
     """A failed task's error as a user reads it: its first line, without the platform's nested function prefixes."""
     first = text.strip().split("\n")[0]
-    return _FUNCTION_FAILED.sub("", first) or first
+    return _FUNCTION_FAILED.sub("", first).strip() or first
 
 
 def failure_line(exc: BaseException, limit: int = 500) -> str:

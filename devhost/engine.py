@@ -39,7 +39,7 @@ from devhost import history as h
 from devhost.functions import AppIndex
 from devhost.metrics import Metrics, Timer
 from devhost.store import TERMINAL, Store
-from devhost.timeouts import call_with_timeout
+from devhost.timeouts import FunctionTimeout, call_with_timeout
 
 logger = logging.getLogger("devhost.engine")
 OUT_OF_PROC = "$OutOfProcData$:"
@@ -796,7 +796,9 @@ class Engine:
             ev = h.event(h.TASK_COMPLETED, TaskScheduledId=tid, Result=encoded)
         except Exception as exc:  # an activity failure is data for the orchestrator, not a host crash
             logger.warning("[%s] activity %s (task %d) failed: %s", iid, name, tid, exc)
-            ev = h.event(h.TASK_FAILED, TaskScheduledId=tid, Reason=str(exc), Details=traceback.format_exc())
+            ev = h.event(h.TASK_FAILED, TaskScheduledId=tid,
+                         Reason=h.activity_failure_reason(name, exc, isinstance(exc, FunctionTimeout)),
+                         Details=traceback.format_exc())
         try:
             if not self._stop.is_set():
                 self.store.add_message(iid, ev, execution, message_id=f"act-{execution}-{tid:06d}", first_wins=True)

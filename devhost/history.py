@@ -159,3 +159,16 @@ def nondeterminism_error(replayed: list[dict[str, Any]], recorded: list[list[Any
             continue
         return NONDETERMINISTIC_PREFIX + detail
     return None
+
+
+def activity_failure_reason(name: str, exc: BaseException, timed_out: bool = False) -> str:
+    """The ``Reason`` of the ``TaskFailed`` event an out-of-process activity's exception becomes on Azure (fidelity
+    row 32): the Python worker reports ``f"{type(exc).__name__}: {exc}"`` (azure-functions-python-worker
+    ``dispatcher.py``), the host wraps it as ``Result: Failure\nException: <that>\nStack: ...`` (azure-functions-host
+    ``RpcException.cs``), the extension takes the text between ``"\nException:"`` and ``"\nStack:"`` (leading space
+    included: ``OutOfProcExceptionHelpers.TryGetFullOutOfProcMessage``) and fails the task with ``Activity function
+    '<name>' failed: <message>`` (``Listener/TaskActivityShim.cs``). A ``functionTimeout`` is no worker exception: its
+    message follows one space."""
+    if timed_out:
+        return f"Activity function '{name}' failed: {exc}"
+    return f"Activity function '{name}' failed:  {type(exc).__name__}: {exc}"

@@ -12,6 +12,7 @@ import azure.durable_functions as df
 
 from core import contracts as c
 from core.contracts import Stage
+from core.errors import failure_line
 from gpu_batch.layout import REPEATS_REMOVED
 from core.settings import OrchestrationKnobs
 from orchestrations.exports import exports as run_exports
@@ -48,7 +49,7 @@ def remove_repeats(context: df.DurableOrchestrationContext) -> Generator[Any, An
     try:  # the variant's COCO, Camtrap DP and Zooniverse exports; the variant stands without them
         exports = yield from run_exports(context, task_id, REPEATS_REMOVED, merged)
     except Exception as exc:  # noqa: BLE001 - the activity's last failure after its retries
-        exports_error = str(exc).strip().split("\n")[0][:500]
+        exports_error = failure_line(exc)
     publishing: c.RemovalStatus = {**head, "stage": Stage.publishing}
     context.set_custom_status(publishing)
     previews: c.PreviewsOutput = yield from call(context, c.PREVIEWS, STORAGE_RETRY, c.PreviewsInput(

@@ -301,7 +301,8 @@ def test_an_activity_running_past_function_timeout_fails(storage_connection: str
         quick = host.wait_for(host.start_orchestration("napping", 0), 30)
     finally:
         host.stop()
-    assert slow["output"] == "failed: Timeout value of 00:00:02 was exceeded by function: Functions.nap", slow
+    assert slow["output"] == ("failed: Activity function 'nap' failed: Timeout value of 00:00:02 was exceeded by "
+                              "function: Functions.nap"), slow  # TaskActivityShim wraps it (row 32)
     assert quick["output"] == "rested"
     assert parse_timespan("1.02:03:04.5") == 93784.5 and parse_timespan("-1") is None
 
@@ -690,3 +691,27 @@ def test_an_event_raised_before_the_orchestrator_waits_for_it_is_kept_for_the_wa
 def _history(host: DevHost, iid: str) -> list[dict[str, Any]]:
     doc = host.engine.store.load_history(iid)
     return list(doc["history"]) if doc else []
+
+
+# ------------------------------------------------------------------ 32. a failed activity's reason
+def test_a_failed_python_activity_reaches_the_orchestrator_worded_as_the_extension_words_it() -> None:
+    """azure-functions-python-worker dispatcher.py reports ``f"{type(exc).__name__}: {exc}"``; the host wraps it as
+    ``Result: Failure\nException: <message>\nStack: ...`` (RpcException.cs); the extension's
+    OutOfProcExceptionHelpers takes the text after ``"\nException:"`` (its leading space included) up to
+    ``"\nStack:"``, and TaskActivityShim fails the task with ``Activity function '<name>' failed: <that>``. A
+    functionTimeout is not the worker's: its message follows one space. The app shows people the message alone
+    (core.errors.failure_message)."""
+    from core.errors import failure_message
+
+    rpc = "Result: Failure\nException: ValueError: listing failed: 503\nStack: Traceback ..."
+    extracted = rpc[rpc.index("\nException:") + len("\nException:"):rpc.index("\nStack:")]
+    assert h.activity_failure_reason("list_part", ValueError("listing failed: 503")) == \
+        f"Activity function 'list_part' failed: {extracted}" == \
+        "Activity function 'list_part' failed:  ValueError: listing failed: 503"
+    timeout = h.activity_failure_reason("nap", TimeoutError("Timeout value of 00:10:00 was exceeded by function: "
+                                                            "Functions.nap"), timed_out=True)
+    assert timeout == "Activity function 'nap' failed: Timeout value of 00:10:00 was exceeded by function: Functions.nap"
+    assert failure_message("Orchestrator function 'task_orchestrator' failed: "
+                           + h.activity_failure_reason("list_part", ValueError("listing failed: 503"))) == \
+        "listing failed: 503"
+    assert failure_message(timeout) == "Timeout value of 00:10:00 was exceeded by function: Functions.nap"

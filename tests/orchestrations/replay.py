@@ -358,8 +358,8 @@ class Harness:
             raise
         except Exception as exc:
             record.error = f"{type(exc).__name__}: {exc}"
-            self._tick(history, h.event(h.TASK_FAILED, TaskScheduledId=work.task_id, Reason=str(exc),
-                                        Details=record.error))
+            self._tick(history, h.event(h.TASK_FAILED, TaskScheduledId=work.task_id,
+                                        Reason=h.activity_failure_reason(work.name, exc), Details=record.error))
             return False
         record.result = result
         encoded = ActivityTriggerConverter.encode(result, expected_type=None).value

@@ -77,7 +77,7 @@ def test_the_list_the_ids_come_from_goes_to_every_part_and_into_the_status() -> 
     assert run.status == "Completed", run.error
     assert [p["search"] for p in run.inputs(c.MERGE_PART)] == ["s20250101T000000Z-abcdef"]
     assert all(s["search"] == "s20250101T000000Z-abcdef" for s in run.statuses)
-    assert run.output["search"] == "s20250101T000000Z-abcdef" and "no exports" in run.output["results"]["exports_error"]
+    assert run.output["search"] == "s20250101T000000Z-abcdef" and run.output["results"]["exports_error"] == "no exports"
 
 
 def _plan_of(removal: c.RepeatsInput, images: int, shards: int) -> list[tuple[int, int]]:
