@@ -659,8 +659,12 @@ class Engine:
                         effects: list[tuple[Any, ...]]) -> None:
         execution = doc["execution_id"]
         custom = state.get("customStatus")
-        fields: dict[str, Any] = {"CustomStatus": json.dumps(custom) if custom is not None else "",
-                                  "UpdatedTime": h.ts(h.utcnow())}
+        # An episode that set no custom status keeps the stored one: within a generation the SDK replays every
+        # set_custom_status, so None means this generation has set none yet, and DTFx carries the previous
+        # generation's over continue_as_new (TaskOrchestrationDispatcher; fidelity row 33). A new start clears it.
+        fields: dict[str, Any] = {"UpdatedTime": h.ts(h.utcnow())}
+        if custom is not None:
+            fields["CustomStatus"] = json.dumps(custom)
         # dtfx TaskOrchestrationExecutor: an orchestrator that returned, raised or went on as new ends its execution
         # only once no task it scheduled is open (activities, sub-orchestrations, timers not cancelled); until then
         # it stays Running and each completion replays it again (fidelity row 26)

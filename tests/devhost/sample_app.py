@@ -166,6 +166,19 @@ def failing(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped
 
 
 @app.orchestration_trigger(context_name="context")
+def status_across_generations(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+    """Sets a custom status, goes on as new, and in the new generation runs a slow activity before setting one."""
+    state = context.get_input()
+    if state["gen"] == 0:
+        context.set_custom_status({"gen": 0})
+        context.continue_as_new({"gen": 1, "path": state["path"]})
+        return None
+    yield context.call_activity("slow_marker", state["path"])
+    context.set_custom_status({"gen": 1})
+    return "done"
+
+
+@app.orchestration_trigger(context_name="context")
 def slow_steps(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
     path = context.get_input()
     out = []

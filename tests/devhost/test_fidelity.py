@@ -715,3 +715,24 @@ def test_a_failed_python_activity_reaches_the_orchestrator_worded_as_the_extensi
                            + h.activity_failure_reason("list_part", ValueError("listing failed: 503"))) == \
         "listing failed: 503"
     assert failure_message(timeout) == "Timeout value of 00:10:00 was exceeded by function: Functions.nap"
+
+
+# ------------------------------------------------------------------ 33. custom status across continue_as_new
+def test_a_generation_that_sets_no_custom_status_yet_keeps_the_last_one(storage_connection: str, unique_name: str,
+                                                                         tmp_path: Any, monkeypatch: Any) -> None:
+    """dtfx TaskOrchestrationDispatcher runs a continued generation's first episode in the same work item and keeps
+    the runtime state's Status unless that episode sets one; AzureTableTrackingStore writes CustomStatus from it.
+    devhost cleared it, so a shard group going on as new showed no progress until its next status (the task's
+    images_done dipped)."""
+    monkeypatch.setenv("SAMPLE_SLOW_S", "4")
+    host = DevHost(sample_app.app, storage_connection, task_hub=unique_name, port=0, function_key=KEY,
+                   host_config=HostConfig()).start()
+    try:
+        iid = host.start_orchestration("status_across_generations", {"gen": 0, "path": str(tmp_path / "m")})
+        second = wait_until(lambda: (lambda st: st if st and (st.get("input") or {}).get("gen") == 1 else None)(
+            host.engine.status(iid)), 30, "the second generation")
+        assert second["customStatus"] == {"gen": 0} and second["runtimeStatus"] == "Running", second
+        done = host.wait_for(iid, 30)
+    finally:
+        host.stop()
+    assert done["customStatus"] == {"gen": 1} and done["output"] == "done"
