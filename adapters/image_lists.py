@@ -17,7 +17,8 @@ from azure.core.exceptions import AzureError, HttpResponseError, ResourceModifie
 from adapters.block_writer import BlobReader
 from adapters.blobs import BlobStore
 from core.errors import SourceUnavailable
-from core.imagelist import MAX_NAME_CHARS, ImageListInvalid, ImageListSummary, ListedImage, blob_name, scan
+from core.imagelist import (MAX_NAME_CHARS, MAX_NAME_SEGMENTS, ImageListInvalid, ImageListSummary, ListedImage,
+                            blob_name, scan)
 
 
 READ_BYTES = 4 * 1024 * 1024  # one ranged read of the list
@@ -64,13 +65,18 @@ def scan_image_list(store: BlobStore, container: str, name: str, max_bytes: int,
     ``ImageListInvalid`` naming what to fix. Streamed from its blob: neither memory nor disk holds it.
 
     ``prefix``: the request's, which each path is below: the whole blob name must be a valid one ("cannot be more
-    than 1,024 characters long", REST Naming and Referencing Containers, Blobs, and Metadata); a longer one would
-    be asked for on every attempt and answered as Azure answers an invalid name."""
+    than 1,024 characters long", at most 254 path segments: REST Naming and Referencing Containers, Blobs, and
+    Metadata); Azure answers a request for another with 400 (the emulator does not check), on every attempt, and
+    the task fails without naming the row."""
     def check(item: ListedImage) -> None:
         full = blob_name(prefix, item.path)
         if len(full) > MAX_NAME_CHARS:
             raise ImageListInvalid(f"{name}: {full[:80]!r}... is {len(full)} characters with the request's prefix, "
                                    f"more than a blob name may have ({MAX_NAME_CHARS})",
+                                   "shorten the path in the list, or the request's 'prefix'")
+        if full.count("/") >= MAX_NAME_SEGMENTS:
+            raise ImageListInvalid(f"{name}: {full[:80]!r}... is {full.count('/') + 1} folders and name deep with "
+                                   f"the request's prefix, more than a blob name may have ({MAX_NAME_SEGMENTS})",
                                    "shorten the path in the list, or the request's 'prefix'")
 
     with open_image_list(store, container, name, max_bytes) as fp:

@@ -51,6 +51,7 @@ _TRUTHY = {"true", "yes", "y", "t"}
 _NUMBER_RE = re.compile(r"^[+-]?\d+(\.\d+)?$")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 MAX_NAME_CHARS = 1024  # the service's limit on a blob name
+MAX_NAME_SEGMENTS = 254  # "the number of path segments comprising the blob name cannot exceed 254" (same page)
 MAX_METADATA_COLUMNS = 64
 MAX_METADATA_VALUE_CHARS = 2000
 
@@ -120,9 +121,10 @@ def normalize_path(value: Any, name: str, row: int) -> str:
     if not path:
         raise ImageListInvalid(f"{_where(name, row)}: the path is empty", "give every row the image's path, or "
                                "remove the row")
-    if _CONTROL_RE.search(path) or len(path) > MAX_NAME_CHARS:
-        raise ImageListInvalid(f"{_where(name, row)}: {path[:80]!r} is not a blob name (control characters, or "
-                               f"over {MAX_NAME_CHARS} characters)", "fix the path in the list")
+    if _CONTROL_RE.search(path) or len(path) > MAX_NAME_CHARS or path.count("/") >= MAX_NAME_SEGMENTS:
+        raise ImageListInvalid(f"{_where(name, row)}: {path[:80]!r} is not a blob name (control characters, over "
+                               f"{MAX_NAME_CHARS} characters or over {MAX_NAME_SEGMENTS} folders deep)",
+                               "fix the path in the list")
     if has_dot_segment(path):
         raise ImageListInvalid(f"{_where(name, row)}: {path[:200]!r} has a '.' or '..' folder, which Azure's clients "
                                "resolve before sending (another blob would be read, or the request refused)",

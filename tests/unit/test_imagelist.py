@@ -89,6 +89,8 @@ def test_flag_values(value: Any, truthy: bool) -> None:
     ('["cam1/../cam0/00.jpg"]', "has a '.' or '..' folder"),
     ('["../other/x.jpg"]', "has a '.' or '..' folder"),
     ('["cam0/./00.jpg"]', "has a '.' or '..' folder"),
+    # a blob name has at most 254 path segments (REST "Naming and Referencing Containers, Blobs, and Metadata")
+    ('["' + "a/" * 254 + 'x.jpg"]', "over 254 folders deep"),
 ])
 def test_bad_lists_name_the_row_and_the_fix(data: str | bytes, message: str) -> None:
     with pytest.raises(ImageListInvalid, match=message) as info:
@@ -111,6 +113,10 @@ def test_scan_counts_and_hashes_and_refuses_empty_or_all_excluded() -> None:
         scan(io.BytesIO(b"path\n"), "l.csv")
     with pytest.raises(ImageListInvalid, match="every one of the 1 rows"):
         scan(io.BytesIO(b"path,invalid\na.jpg,1\n"), "l.csv")
+
+
+def test_a_path_of_254_segments_is_a_blob_name() -> None:
+    assert rows('["' + "a/" * 253 + 'x.jpg"]')[0].path.count("/") == 253
 
 
 def test_blob_names_are_relative_to_the_prefix() -> None:
