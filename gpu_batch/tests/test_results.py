@@ -461,3 +461,45 @@ def test_only_a_failed_condition_is_a_taken_output(status: int, code: str | None
     else:  # an outage: the next flush tries again
         sink.write(b"mine")  # type: ignore[attr-defined]
         assert client.stored == b"mine"
+
+
+def test_a_flush_whose_answers_were_all_lost_but_landed_is_no_taken_output() -> None:
+    """Every try of a flush lost its answer (OutputNotWritable) though the write landed: the next flush's condition
+    then fails on this run's own earlier bytes, which is no other run's write; it replaces them on their ETag.
+    Before, the attempt stopped as OutputTaken and its images ran again (blob storage audit)."""
+    from azure.core import MatchConditions
+
+    client = _Uploads(b"{}", '"0xREAD"')
+    sink = _sink(client)
+    sink.read()  # type: ignore[attr-defined]
+
+    landed_but_lost = _storage_error(503, "OperationTimedOut")
+    original_upload = client.upload_blob
+
+    def upload_then_lose(data: bytes, **kwargs: object) -> dict[str, str]:
+        original_upload(data, **kwargs)  # it lands...
+        raise landed_but_lost  # ...and every answer is lost
+
+    client.upload_blob = upload_then_lose  # type: ignore[method-assign]
+    with pytest.raises(OutputNotWritable):
+        sink.write(b"flush 1")  # type: ignore[attr-defined]
+    assert client.stored == b"flush 1"
+    client.upload_blob = original_upload  # type: ignore[method-assign]
+    landed_etag = client.etag
+
+    def conditional(data: bytes, **kwargs: object) -> dict[str, str]:
+        if kwargs.get("etag") not in (None, client.etag):
+            client.calls.append(kwargs)
+            raise _storage_error(412, "ConditionNotMet")
+        return original_upload(data, **kwargs)
+
+    client.upload_blob = conditional  # type: ignore[method-assign]
+    assert sink.write(b"flush 2")  # type: ignore[attr-defined]
+    assert client.stored == b"flush 2"
+    assert client.calls[-1] == {"overwrite": True, "etag": landed_etag, "match_condition": MatchConditions.IfNotModified}
+    client.stored = b"the other run's"  # another run's bytes are still another run's
+    client.etag = '"0xOTHER"'
+    from gpu_batch.worker.results import OutputTaken
+
+    with pytest.raises(OutputTaken):
+        sink.write(b"flush 3")  # type: ignore[attr-defined]

@@ -169,6 +169,9 @@ class BlobSink:
         self._guarded = False  # set by ``read``: from then on, writes are conditional
         self._etag: str | None = None  # the ETag as the service sent it (quotes kept); None: the blob was absent
         self._taken: OutputTaken | None = None
+        # the last payload whose write raised: it may have landed all the same (every try's answer lost), and then
+        # the blob holds it under an ETag this sink never saw (``_own_write``)
+        self._unacknowledged: bytes | None = None
 
     def read(self) -> bytes | None:
         from azure.core.exceptions import ResourceNotFoundError
@@ -202,19 +205,27 @@ class BlobSink:
             etag = response.get("etag") if isinstance(response, dict) else None
         except AzureError as exc:
             if not (self._guarded and condition_failed(exc)):
+                self._unacknowledged = data
                 raise OutputNotWritable(f"cannot write results to blob {self.container}/{self.name}: "
                                         f"{type(exc).__name__}: {exc}") from exc
             etag = self._own_write(data, exc)
+            if etag is None:  # the blob holds this run's unacknowledged write: replace it, on its own ETag
+                self._unacknowledged = None
+                return self.write(data)
+        self._unacknowledged = None
         if self._guarded:
             self._etag = str(etag) if etag else None
         return str(etag).strip('"') if etag else None
 
-    def _own_write(self, data: bytes, failed: BaseException) -> str:
-        """The ETag of the blob when it holds exactly ``data``, after a failed condition; else ``OutputTaken``.
+    def _own_write(self, data: bytes, failed: BaseException) -> str | None:
+        """The ETag of the blob when it holds exactly ``data``, after a failed condition; None when it holds this
+        run's last unacknowledged write (its ETag becomes the condition of the next try); else ``OutputTaken``.
 
         Why: azure-core retries a request whose answer was lost (a timeout, a reset connection); when the first
         try had landed, the retry's condition names the ETag it replaced and fails, though the blob holds this
-        run's own bytes. Only a blob with other bytes was written by another run."""
+        run's own bytes. Likewise a flush whose every try lost its answer (``OutputNotWritable``) may have landed:
+        the next flush's condition then fails on this run's own earlier bytes. Only a blob with other bytes was
+        written by another run."""
         from azure.core.exceptions import AzureError, ResourceNotFoundError
 
         from gpu_batch.worker.results import OutputNotWritable, OutputTaken
@@ -229,6 +240,9 @@ class BlobSink:
                                     f"and it cannot be read back: {type(exc).__name__}: {exc}") from exc
         if current == data and etag:
             return etag
+        if current is not None and current == self._unacknowledged and etag:
+            self._guarded, self._etag = True, etag
+            return None
         self._taken = OutputTaken(
             f"results blob {self.container}/{self.name} was replaced by another run of this shard attempt since this "
             f"run read or wrote it ({type(failed).__name__}); this run stops without writing more, the other run's "
