@@ -496,7 +496,8 @@ def test_a_flush_whose_answers_were_all_lost_but_landed_is_no_taken_output() -> 
     client.upload_blob = conditional  # type: ignore[method-assign]
     assert sink.write(b"flush 2")  # type: ignore[attr-defined]
     assert client.stored == b"flush 2"
-    assert client.calls[-1] == {"overwrite": True, "etag": landed_etag, "match_condition": MatchConditions.IfNotModified}
+    assert client.calls[-1] == {"overwrite": True, "etag": landed_etag,
+                                "match_condition": MatchConditions.IfNotModified}
     client.stored = b"the other run's"  # another run's bytes are still another run's
     client.etag = '"0xOTHER"'
     from gpu_batch.worker.results import OutputTaken
