@@ -207,13 +207,16 @@ class StorageNotFound(StorageError, LookupError):
 # sub-orchestration carries that around the child's error; a failed activity as "Activity function '<name>' failed:
 # <Python type>: <error>" (devhost fidelity row 32): names of trapbatch's internals, nothing a user acts on.
 _FUNCTION_FAILED = re.compile(r"^(?:Orchestrator function '[^']*' failed: )*"
-                              r"(?:Activity function '[^']*' failed: (?: (?:[A-Za-z_][A-Za-z0-9_]*): )?)?")
+                              r"(?:Activity function '[^']*' failed: (?: (?P<type>[A-Za-z_][A-Za-z0-9_]*):(?: |$))?)?")
 
 
 def failure_message(text: str) -> str:
-    """A failed task's error as a user reads it: its first line, without the platform's nested function prefixes."""
-    first = text.strip().split("\n")[0]
-    return _FUNCTION_FAILED.sub("", first).strip() or first
+    """A failed task's error as a user reads it: its first line, without the platform's nested function prefixes
+    (an activity's exception without a message reads as its type)."""
+    first = text.strip().split("\n")[0].rstrip()
+    found = _FUNCTION_FAILED.match(first)
+    rest = first[found.end():].strip() if found else first
+    return rest or (found.group("type") if found and found.group("type") else "") or first
 
 
 def failure_line(exc: BaseException, limit: int = 500) -> str:

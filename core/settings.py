@@ -296,8 +296,9 @@ class OrchestrationKnobs:
     shards_per_group: int = 200
     max_task_seconds: int = 21600
     history_events: int = 1000  # a shard group's generation goes on as new before its history passes this
-    # core.shards.MAX_SHARDS when the task started (Settings.from_env sets it); 0, a task started before the limit
-    # existed, is not checked: its enumeration replays as it ran (it wrote its manifests), not into a refusal
+    # core.shards.MAX_SHARDS when the task started (Settings.from_env sets it); 0, a task whose input lacks it (one
+    # started by a release before the knob), is not checked: its enumeration replays as it ran (it may have written
+    # its manifests), not into a refusal
     max_shards: int = 0
     max_failed_fraction: float = 0.05
     merge_images_per_part: int = 200_000  # the fan-in merges ranges of about this many images per activity

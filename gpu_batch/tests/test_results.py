@@ -498,9 +498,20 @@ def test_a_flush_whose_answers_were_all_lost_but_landed_is_no_taken_output() -> 
     assert client.stored == b"flush 2"
     assert client.calls[-1] == {"overwrite": True, "etag": landed_etag,
                                 "match_condition": MatchConditions.IfNotModified}
+    # an outage over two flushes: the first lands unacknowledged, the second never arrives; the third still knows
+    # the blob's bytes for its own
+    client.upload_blob = upload_then_lose  # type: ignore[method-assign]
+    with pytest.raises(OutputNotWritable):
+        sink.write(b"flush 3")  # type: ignore[attr-defined]
+    client.upload_blob = lambda data, **kwargs: (_ for _ in ()).throw(landed_but_lost)  # type: ignore[method-assign]
+    with pytest.raises(OutputNotWritable):
+        sink.write(b"flush 4")  # type: ignore[attr-defined]
+    assert client.stored == b"flush 3"
+    client.upload_blob = conditional  # type: ignore[method-assign]
+    assert sink.write(b"flush 5") and client.stored == b"flush 5"  # type: ignore[attr-defined]
     client.stored = b"the other run's"  # another run's bytes are still another run's
     client.etag = '"0xOTHER"'
     from gpu_batch.worker.results import OutputTaken
 
     with pytest.raises(OutputTaken):
-        sink.write(b"flush 3")  # type: ignore[attr-defined]
+        sink.write(b"flush 6")  # type: ignore[attr-defined]

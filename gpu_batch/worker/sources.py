@@ -14,6 +14,7 @@ Must not: decode images or interpret results.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
@@ -169,9 +170,9 @@ class BlobSink:
         self._guarded = False  # set by ``read``: from then on, writes are conditional
         self._etag: str | None = None  # the ETag as the service sent it (quotes kept); None: the blob was absent
         self._taken: OutputTaken | None = None
-        # the last payload whose write raised: it may have landed all the same (every try's answer lost), and then
-        # the blob holds it under an ETag this sink never saw (``_own_write``)
-        self._unacknowledged: bytes | None = None
+        # digests of the payloads whose writes raised since the last acknowledged one: any may have landed all the
+        # same (every try's answer lost), and then the blob holds it under an ETag this sink never saw (``_own_write``)
+        self._unacknowledged: set[bytes] = set()
 
     def read(self) -> bytes | None:
         from azure.core.exceptions import ResourceNotFoundError
@@ -205,21 +206,21 @@ class BlobSink:
             etag = response.get("etag") if isinstance(response, dict) else None
         except AzureError as exc:
             if not (self._guarded and condition_failed(exc)):
-                self._unacknowledged = data
+                self._unacknowledged.add(hashlib.sha256(data).digest())
                 raise OutputNotWritable(f"cannot write results to blob {self.container}/{self.name}: "
                                         f"{type(exc).__name__}: {exc}") from exc
             etag = self._own_write(data, exc)
             if etag is None:  # the blob holds this run's unacknowledged write: replace it, on its own ETag
-                self._unacknowledged = None
+                self._unacknowledged.clear()
                 return self.write(data)
-        self._unacknowledged = None
+        self._unacknowledged.clear()
         if self._guarded:
             self._etag = str(etag) if etag else None
         return str(etag).strip('"') if etag else None
 
     def _own_write(self, data: bytes, failed: BaseException) -> str | None:
         """The ETag of the blob when it holds exactly ``data``, after a failed condition; None when it holds this
-        run's last unacknowledged write (its ETag becomes the condition of the next try); else ``OutputTaken``.
+        run's unacknowledged writes (its ETag becomes the condition of the next try); else ``OutputTaken``.
 
         Why: azure-core retries a request whose answer was lost (a timeout, a reset connection); when the first
         try had landed, the retry's condition names the ETag it replaced and fails, though the blob holds this
@@ -240,7 +241,7 @@ class BlobSink:
                                     f"and it cannot be read back: {type(exc).__name__}: {exc}") from exc
         if current == data and etag:
             return etag
-        if current is not None and current == self._unacknowledged and etag:
+        if current is not None and etag and hashlib.sha256(current).digest() in self._unacknowledged:
             self._guarded, self._etag = True, etag
             return None
         self._taken = OutputTaken(

@@ -715,6 +715,9 @@ def test_a_failed_python_activity_reaches_the_orchestrator_worded_as_the_extensi
                            + h.activity_failure_reason("list_part", ValueError("listing failed: 503"))) == \
         "listing failed: 503"
     assert failure_message(timeout) == "Timeout value of 00:10:00 was exceeded by function: Functions.nap"
+    assert failure_message(h.activity_failure_reason("x", KeyError()) + " \n tb") == "KeyError"  # no message: the type
+    assert failure_message(h.activity_failure_reason("x", ValueError("site: a: b"))) == "site: a: b"
+    assert failure_message("Orchestrator function 'a' failed: Note: foo") == "Note: foo"
 
 
 # ------------------------------------------------------------------ 33. custom status across continue_as_new
