@@ -53,7 +53,7 @@ from core.errors import (ContainerNotFound, InstanceListTooSlow, RequestInvalid,
                          TaskNotFound, TaskStillRunning, TooManyActiveTasks, TrapbatchError, failure_message)
 from core.ids import is_task_id, repeats_instance_id, shards_instance_id
 from core.requests import (MAX_BODY_BYTES, TaskRequest, check_repeat_removal, parse_json_body, parse_repeat_removal,
-                           normalize_account_url, parse_task_request)
+                           parse_task_request, same_storage_account)
 from core.settings import Settings, drop_trigger_source, own_container_reason
 from gpu_batch import layout
 from gpu_batch.models import (BLOB_SCHEME, canonical_name, known_model, known_names, split_blob_model,
@@ -205,7 +205,7 @@ def _check_source(request: TaskRequest, settings: Settings) -> TaskRequest:
     if request.source_account_url:  # the app's own account named by its URL: its own containers are still its own
         own = clients.store(settings).service.primary_endpoint
         why = own_container_reason(request.container, settings)
-        if why and normalize_account_url(request.source_account_url) == normalize_account_url(own):
+        if why and same_storage_account(request.source_account_url, own):
             raise RequestInvalid(f"container {request.container!r} holds {why}, not images",
                                  "name the container your camera-trap images are in")
     source = clients.source_store(settings, request.source_account_url, request.credential_secret)

@@ -184,11 +184,38 @@ def _source_account_url(body: Mapping[str, Any]) -> str:
     return url
 
 
+DEFAULT_PORTS = {"https": 443, "http": 80}
+
+
 def normalize_account_url(url: str) -> str:
-    """``scheme://host[:port]/path`` with the host lower-cased and no trailing slash: how allow-list entries and
-    requested accounts are compared (Azurite keeps the account name in the path)."""
+    """``scheme://host[:port]/path`` with the host lower-cased, no default port and no trailing slash: how allow-list
+    entries and requested accounts are compared (Azurite keeps the account name in the path)."""
     parts = urlsplit(url.strip())
-    return f"{parts.scheme.lower()}://{parts.netloc.lower()}{parts.path.rstrip('/')}"
+    scheme, netloc = parts.scheme.lower(), parts.netloc.lower()
+    try:
+        port = parts.port
+    except ValueError:  # not a port: compared as written (the account check refuses it anyway)
+        port = None
+    if port is not None and port == DEFAULT_PORTS.get(scheme) and parts.hostname:
+        netloc = netloc.rsplit(":", 1)[0]
+    return f"{scheme}://{netloc}{parts.path.rstrip('/')}"
+
+
+def same_storage_account(url: str, other: str) -> bool:
+    """Whether two blob endpoint URLs reach one storage account.
+
+    Why more than comparing URLs: Azure answers for an account at several hosts (``<name>-secondary`` for read-access
+    geo-redundancy, ``<name>.privatelink.blob...`` through a private endpoint, the DNS-zone form
+    ``<name>.zNN.blob.storage.azure.net``), and an account's name is unique in its cloud; a blob host names the
+    account in its first label. Other hosts (custom domains, the emulator's account in the path) compare as URLs."""
+    def account(u: str) -> str:
+        host = urlsplit(u.strip()).hostname or ""
+        if ".blob." not in f"{host}.":
+            return normalize_account_url(u)
+        name = host.split(".", 1)[0]
+        return name.removesuffix("-secondary")
+
+    return account(url) == account(other)
 
 
 def _opt_fraction(body: Mapping[str, Any], name: str) -> float | None:

@@ -7,7 +7,7 @@ import pytest
 
 from adapters import clients
 from core.errors import SourceNotAllowed
-from core.requests import normalize_account_url
+from core.requests import normalize_account_url, same_storage_account
 from core.settings import Settings
 
 PARTNER = "https://partnerphotos.blob.core.windows.net"
@@ -68,3 +68,21 @@ def test_the_apps_own_notification_secret_is_no_storage_credential(no_outbound: 
         with pytest.raises(SourceNotAllowed, match="signs this app's notifications"):
             clients.source_store(s, PARTNER, name)
     assert no_outbound == []
+
+
+def test_an_account_is_one_account_at_each_of_its_hosts() -> None:
+    """The own-account check (api.starters._check_source) compared URLs exactly: the app's own account named at
+    ``:443``, its ``-secondary`` host or its private endpoint passed as another account, and its state container
+    was readable through it."""
+    own = "https://appstore.blob.core.windows.net/"
+    for same in ("https://APPSTORE.blob.core.windows.net:443", "https://appstore-secondary.blob.core.windows.net",
+                 "https://appstore.privatelink.blob.core.windows.net/", "https://appstore.z17.blob.storage.azure.net"):
+        assert same_storage_account(same, own), same
+    for other in ("https://appstore2.blob.core.windows.net", "https://partner.blob.core.windows.net",
+                  "https://appstore.example.org", "http://127.0.0.1:10000/appstore"):
+        assert not same_storage_account(other, own), other
+    emulator = "http://127.0.0.1:10000/devstoreaccount1"
+    assert same_storage_account(emulator + "/", emulator) and not same_storage_account(emulator, emulator + "x")
+    assert normalize_account_url("https://a.blob.core.windows.net:443/") == "https://a.blob.core.windows.net"
+    assert normalize_account_url("http://127.0.0.1:80/x") == "http://127.0.0.1/x"
+    assert normalize_account_url("https://a.blob.core.windows.net:8443") == "https://a.blob.core.windows.net:8443"
