@@ -325,7 +325,8 @@ class Engine:
         """The management API's status payload (``StatusResponsePayload``) of an instance entity."""
         out: dict[str, Any] = {
             "name": inst.get("Name"), "instanceId": inst.get("InstanceId"), "runtimeStatus": inst.get("Status"),
-            "createdTime": inst.get("CreatedTime"), "lastUpdatedTime": inst.get("UpdatedTime"),
+            "createdTime": h.status_time(inst.get("CreatedTime")),
+            "lastUpdatedTime": h.status_time(inst.get("UpdatedTime")),
             "customStatus": json.loads(inst["CustomStatus"]) if inst.get("CustomStatus") else None,
             "output": json.loads(inst["Output"]) if inst.get("Output") else None,
             "input": None,

@@ -47,6 +47,12 @@ def ts(t: dt.datetime) -> str:
     return t.astimezone(dt.timezone.utc).strftime(ISO)
 
 
+def status_time(stored: str | None) -> str | None:
+    """A stored time as the management API answers it: whole seconds (ext HttpApiHandler.ConvertFrom,
+    ``ToString("s") + "Z"``, which truncates)."""
+    return stored and parse_ts(stored).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def parse_ts(text: str) -> dt.datetime:
     text = text.rstrip("Z")
     if "." in text:

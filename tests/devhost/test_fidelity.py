@@ -187,6 +187,21 @@ def test_one_instances_status_carries_its_input_unless_show_input_is_false(host:
     requests.post(f"{host.rpc_base_url}instances/{iid}/terminate?reason=done", timeout=10)
 
 
+def test_status_times_are_whole_seconds_as_the_extension_writes_them(host: DevHost) -> None:
+    """ext HttpApiHandler.cs ConvertFrom: ``CreatedTime = status.CreatedTime.ToString("s") + "Z"`` (and
+    LastUpdatedTime), for one instance and for the list alike. devhost answered with microseconds, so tasks started
+    in one second had an order on devhost that Azure does not give them (api.starters' task list sorts by it)."""
+    iid = host.start_orchestration("sleepy")
+    wait_until(lambda: running(host, iid), 20, "sleepy to run")
+    one = requests.get(f"{host.rpc_base_url}instances/{iid}", timeout=10).json()
+    listed = [i for i in requests.get(f"{host.rpc_base_url}instances", timeout=10).json() if i["instanceId"] == iid]
+    for status in (one, *listed):
+        for key in ("createdTime", "lastUpdatedTime"):
+            assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", status[key]), status
+    assert listed and sdk(host, lambda c: c.get_status(iid)).created_time.microsecond == 0
+    requests.post(f"{host.rpc_base_url}instances/{iid}/terminate?reason=done", timeout=10)
+
+
 def test_the_public_webhook_needs_the_system_key_which_the_management_urls_carry(host: DevHost) -> None:
     """ext HttpApiHandler.cs CreateHttpManagementPayload appends the extension's system key (code=) to every
     management URL; host Security/Authentication/Keys/AuthenticationLevelHandler.cs: without it the webhook is 401
