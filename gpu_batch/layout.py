@@ -494,9 +494,23 @@ def is_drop_request(name: str) -> bool:
     return lower.endswith(".json") and not lower.endswith(_DROP_ANSWERS)
 
 
+MAX_BLOB_NAME_CHARS = 1024  # "cannot be more than 1,024 characters long" (Naming and Referencing Containers, Blobs)
+
+
+def _answer_blob(request_name: str, stem: str, suffix: str) -> str:
+    """``stem + suffix`` when that is a blob name; for a request named within a few characters of the limit, the
+    stem cut and marked with the request name's hash (``...~<8 hex>``), so its answer can still be written (Azure
+    refuses a longer name on every try: the trigger was retried to the poison queue and the request got no answer)."""
+    name = stem + suffix
+    if len(name) <= MAX_BLOB_NAME_CHARS:
+        return name
+    mark = "~" + hashlib.sha256(request_name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return stem[: MAX_BLOB_NAME_CHARS - len(suffix) - len(mark)] + mark + suffix
+
+
 def drop_receipt_blob(request_name: str) -> str:
     """``<name>.task.json`` beside a dropped ``<name>.json``: the id of the task it started."""
-    return request_name[: -len(".json")] + ".task.json"
+    return _answer_blob(request_name, request_name[: -len(".json")], ".task.json")
 
 
 # ---------------------------------------------------------------- start on arrival (a marker in an image container)
@@ -544,12 +558,12 @@ def drop_answer_blob(request_name: str, kind: str) -> str:
     would cost, while it waits for confirmation)."""
     if kind not in ("done", "estimate"):
         raise ValueError(f"unknown drop answer {kind!r}")
-    return request_name[: -len(".json")] + f".{kind}.json"
+    return _answer_blob(request_name, request_name[: -len(".json")], f".{kind}.json")
 
 
 def drop_error_blob(request_name: str) -> str:
     """``<name>.json.error.json`` beside a dropped request that was refused, saying why."""
-    return request_name + ".error.json"
+    return _answer_blob(request_name, request_name, ".error.json")
 
 
 # ---------------------------------------------------------------- parallel fan-in (activities.fanin)

@@ -74,6 +74,23 @@ def test_drop_requests_and_answers(name: str, is_request: bool) -> None:
         assert not layout.is_drop_request(layout.drop_error_blob(name))
 
 
+def test_a_request_named_near_the_limit_still_gets_its_answers() -> None:
+    """A blob name is at most 1,024 characters: a request named with 1,014 (its receipt, error, done and estimate
+    beside it each longer than that) got no answer, its trigger retried to the poison queue."""
+    for length in (1014, 1019, 1024):
+        name = "site/" + "x" * (length - len("site/.json")) + ".json"
+        assert len(name) == length
+        answers = [layout.drop_receipt_blob(name), layout.drop_error_blob(name),
+                   layout.drop_answer_blob(name, "done"), layout.drop_answer_blob(name, "estimate")]
+        for answer, suffix in zip(answers, (".task.json", ".error.json", ".done.json", ".estimate.json")):
+            assert len(answer) <= layout.MAX_BLOB_NAME_CHARS and answer.endswith(suffix), answer
+            assert answer.startswith("site/xxx") and not layout.is_drop_request(answer)
+        other = name[:-6] + "y.json"
+        assert layout.drop_error_blob(other) != layout.drop_error_blob(name)
+    assert layout.drop_error_blob("a.json") == "a.json.error.json"  # names that fit are unchanged
+    assert layout.drop_answer_blob("d/a.json", "done") == "d/a.done.json"
+
+
 def test_a_cancel_marker_belongs_to_one_run() -> None:
     first, second = (layout.pool_job_id(TASK, run) for run in ("r261201153005ab12", "r261202090000cd34"))
     assert layout.cancel_marker(first) != layout.cancel_marker(second)
