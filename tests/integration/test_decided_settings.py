@@ -23,12 +23,12 @@ from core.requests import parse_task_request
 from core.settings import OrchestrationKnobs
 from gpu_batch import layout
 from gpu_batch.manifest import ShardManifest
-from gpu_batch.pool import ShardTask
 from orchestrations.enumeration import enumerate_in_parallel
 from orchestrations.exports import exports
 from orchestrations.fanin import fan_in
 from tests.integration.conftest import upload_images
 from tests.orchestrations.replay import run_orchestrator
+from tests.recording_pool import RecordingPool
 
 MODEL = "MDV5A"
 # The environment when the task's run starts, and the one an operator changed it to while the task ran: every value
@@ -64,19 +64,6 @@ def registered_activities() -> dict[str, Callable[[Any], Any]]:
     from devhost.functions import index_app
 
     return {name: fn for name, (fn, _) in index_app(function_app.app).activities.items()}
-
-
-class RecordingPool:
-    """A pool that records the shard tasks submitted to it (the real pools' limits have tests of their own)."""
-
-    def __init__(self) -> None:
-        self.submitted: list[ShardTask] = []
-
-    def ensure_job(self, job_id: str) -> None:
-        pass
-
-    def submit(self, job_id: str, tasks: list[ShardTask]) -> None:
-        self.submitted.extend(tasks)
 
 
 @pytest.fixture

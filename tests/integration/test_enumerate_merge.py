@@ -20,6 +20,8 @@ from gpu_batch.manifest import ShardManifest, ViewBasis
 
 import pytest
 
+from tests.recording_pool import RecordingPool
+
 
 @pytest.fixture
 def env(storage_connection: str, unique_name: str) -> tuple[Settings, BlobStore, str]:
@@ -83,16 +85,6 @@ def test_merge_combines_attempts_marks_missing_and_is_idempotent(env: tuple[Sett
     _write_results(store, settings, m0, [{"file": m0.images[0], "detections": [det]},
                                          {"file": m0.images[1], "detections": []}])
     assert shard_coverage(store, settings, tid, "s00000")["missing"] == 3
-
-    class RecordingPool:
-        def __init__(self) -> None:
-            self.submitted: list[object] = []
-
-        def ensure_job(self, job_id: str) -> None:
-            pass
-
-        def submit(self, job_id: str, tasks: list[object]) -> None:
-            self.submitted.extend(tasks)
 
     pool = RecordingPool()
     assert resubmit_one(tid, tid, "s00000", 2, settings, store, pool) == {  # type: ignore[arg-type]
