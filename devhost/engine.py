@@ -120,6 +120,9 @@ def _new_doc(execution_id: str) -> dict[str, Any]:
             "next_seq": 0, "open": {}, "done": [], "consumed": []}
 
 
+CONTINUED_START = "continued"  # the start message of a generation gone on as new (its row key's prefix)
+
+
 def _json_or_none(value: Any) -> str | None:
     return None if value is None else json.dumps(value)
 
@@ -271,12 +274,13 @@ class Engine:
         return iid
 
     def _add_start_message(self, iid: str, name: str, input_json: str | None, execution_id: str,
-                           parent: tuple[str, int, str] | None) -> None:
+                           parent: tuple[str, int, str] | None, continued: bool = False) -> None:
         ev = h.event(h.EXECUTION_STARTED, Name=name, Input=input_json, Version="",
                      OrchestrationInstance={"InstanceId": iid, "ExecutionId": execution_id},
                      ParentInstance={"OrchestrationInstance": {"InstanceId": parent[0]}, "TaskScheduleId": parent[1]}
                      if parent else None)
-        self.store.add_message(iid, ev, execution_id, message_id=f"start-{execution_id}")
+        self.store.add_message(iid, ev, execution_id,
+                               message_id=f"{CONTINUED_START if continued else 'start'}-{execution_id}")
 
     def raise_event(self, instance_id: str, name: str, data_json: str | None) -> None:
         inst = self.store.get_instance(instance_id)
@@ -468,6 +472,10 @@ class Engine:
             return False  # nothing can happen before the start message arrives
 
         now = h.utcnow()
+        if not doc["history"] and any(m["RowKey"].startswith(CONTINUED_START + "-") for m in consumed):
+            # dtfx TaskOrchestrationDispatcher: a generation gone on as new begins OrchestratorStarted,
+            # ExecutionStarted, OrchestratorCompleted; its first episode's events follow (fidelity row 35)
+            new_events.insert(1, h.event(h.ORCHESTRATOR_COMPLETED))
         _append_to_history(doc, new_events, consumed, special, now)
         self._replay_and_apply(iid, inst, doc, special, now)
         self._delete_messages(consumed)
@@ -680,7 +688,7 @@ class Engine:
             self.store.delete_activities_of(iid)
             parent = ((inst["ParentInstanceId"], int(inst["ParentTaskId"]), inst.get("ParentExecutionId", ""))
                       if inst.get("ParentInstanceId") else None)
-            self._add_start_message(iid, inst["Name"], cont[1], new_execution, parent)
+            self._add_start_message(iid, inst["Name"], cont[1], new_execution, parent, continued=True)
             logger.info("[%s] continued as new", iid)
             return
         if state.get("isDone") and not held:

@@ -754,3 +754,27 @@ def test_a_generation_that_sets_no_custom_status_yet_keeps_the_last_one(storage_
     finally:
         host.stop()
     assert done["customStatus"] == {"gen": 1} and done["output"] == "done"
+
+
+def test_a_generation_gone_on_as_new_begins_with_a_completed_start_episode(storage_connection: str,
+                                                                          unique_name: str, tmp_path: Any) -> None:
+    """dtfx TaskOrchestrationDispatcher (the continuedAsNew branch): the new runtime state is OrchestratorStarted,
+    the continue-as-new ExecutionStarted, then OrchestratorCompleted, and the generation's first episode appends to
+    that; a fresh start has no OrchestratorCompleted before its first actions. devhost began a continued generation
+    like a fresh one, so the histories it recorded (tests/orchestrations/histories) were not Azure's shape."""
+    host = DevHost(sample_app.app, storage_connection, task_hub=unique_name, port=0, function_key=KEY,
+                   host_config=HostConfig()).start()
+    try:
+        iid = host.start_orchestration("status_across_generations", {"gen": 0, "path": str(tmp_path / "m")})
+        assert host.wait_for(iid, 30)["output"] == "done"
+        continued = [e["EventType"] for e in host.engine.store.load_history(iid)["history"]]
+        fresh = host.start_orchestration("sleepy")
+        wait_until(lambda: running(host, fresh), 20, "sleepy to run")
+        started = [e["EventType"] for e in host.engine.store.load_history(fresh)["history"]]
+        host.engine.terminate(fresh, "done")
+    finally:
+        host.stop()
+    assert continued[:4] == [h.ORCHESTRATOR_STARTED, h.EXECUTION_STARTED, h.ORCHESTRATOR_COMPLETED,
+                             h.TASK_SCHEDULED], continued
+    assert continued[-1] == h.EXECUTION_COMPLETED and continued.count(h.EXECUTION_STARTED) == 1
+    assert started[:3] == [h.ORCHESTRATOR_STARTED, h.EXECUTION_STARTED, h.TIMER_CREATED], started
