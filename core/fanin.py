@@ -7,7 +7,7 @@ million images, far past ``functionTimeout``). Now fixed ranges of shards are me
 wrote. The byte layout of the results JSON is the single pass's (``activities.merge``): a head, then the entries,
 each preceded by ``",\\n  "`` except the first, preceded by ``"\\n  "``, then ``"\\n ]\\n}\\n"``. A part writes every
 entry with the comma, so the combine drops exactly one byte: the first byte of the first non-empty fragment. Each
-entry is ``entry_json``'s bytes (``gpu_batch.formats.entries``: compact, UTF-8, one line), which both merges use, as
+entry is ``entry_json``'s bytes (``gpu_batch.formats.entries``: compact, ASCII, one line), which both merges use, as
 does the GPU worker's merge view.
 
 Must not: do I/O, or read the clock.

@@ -11,6 +11,7 @@ Must not: do I/O.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping  # typing's isinstance is slow (per detection)
 from typing import Any
 
@@ -131,11 +132,32 @@ def summarize(images: Iterable[Mapping[str, Any]], threshold: float) -> dict[str
 
 
 def entry_json(entry: Mapping[str, Any]) -> bytes:
-    """One results entry's JSON, as both merges write it: ``gpu_batch.formats.jsonio.dumps`` (compact, UTF-8, on one
-    line: the exports read the results one entry per line). Since orjson (issue 11) entries have no spaces after ``,``
-    and
-    ``:`` and floats below 1e-4 are written ``0.00001``/``1e-7`` rather than ``1e-05``/``1e-07``: the same values."""
-    return jsonio.dumps(entry)
+    """One results entry's JSON, as both merges write it: ``gpu_batch.formats.jsonio.dumps`` (compact, on one line:
+    the exports read the results one entry per line), in ASCII: every non-ASCII character ``\\uXXXX``-escaped as
+    MegaDetector writes its results (``ct_utils.write_json``, ``ensure_ascii=True``).
+
+    Why ASCII: MegaDetector's own readers (``validate_batch_results``, ``load_api_results``, ``md_to_coco``) open a
+    results file without naming an encoding, which is cp1252 on Windows before Python 3.15: a photo named
+    ``Ávila/...`` stopped the validator and ``Zoë`` became ``ZoÃ«`` in postprocessing. Since orjson (issue 11)
+    entries have no spaces after ``,`` and ``:`` and floats below 1e-4 are written ``0.00001``/``1e-7`` rather than
+    ``1e-05``/``1e-07``: the same values."""
+    data = jsonio.dumps(entry)
+    if data.isascii():
+        return data
+    # outside its strings JSON text is ASCII, so every non-ASCII character is inside one and may be escaped there
+    return _NON_ASCII.sub(_json_escape, data.decode("utf-8")).encode("ascii")
+
+
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+
+
+def _json_escape(match: re.Match[str]) -> str:
+    """``\\uXXXX`` as ``json.dumps`` writes it (lower-case hex; a surrogate pair above U+FFFF)."""
+    code = ord(match.group())
+    if code > 0xFFFF:
+        code -= 0x10000
+        return f"\\u{0xD800 | code >> 10:04x}\\u{0xDC00 | code & 0x3FF:04x}"
+    return f"\\u{code:04x}"
 
 
 def is_exif_time(value: Any) -> bool:

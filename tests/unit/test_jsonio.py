@@ -105,3 +105,18 @@ def test_integers_beyond_64_bits_read_as_floats_and_those_within_exactly() -> No
     assert jsonio.loads(b"[18446744073709551615, -9223372036854775808]") == [2 ** 64 - 1, -(2 ** 63)]
     big = jsonio.loads(b"18446744073709551616")
     assert isinstance(big, float) and big == 2.0 ** 64
+
+
+def test_a_results_entry_is_ascii_with_the_escapes_json_dumps_writes() -> None:
+    """MegaDetector writes its results with ``ensure_ascii=True`` and its readers open them in the system's encoding:
+    a UTF-8 name read as cp1252 became mojibake, or stopped the validator. Escapes as ``json.dumps`` writes them
+    (lower-case hex, surrogate pairs above U+FFFF); an ASCII entry keeps orjson's bytes."""
+    from gpu_batch.formats.entries import entry_json
+
+    entry = {"file": "Ávila/Zoë 森/\U0001f98a\u2028.jpg", "detections": [{"category": "1", "conf": 0.5,
+                                                                   "bbox": [0.1, 0.2, 0.3, 0.4]}]}
+    data = entry_json(entry)
+    assert data.isascii() and json.loads(data) == entry
+    assert data == json.dumps(entry, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+    plain = {"file": "cam/IMG_1.JPG", "detections": [], "conf": 1e-5}
+    assert entry_json(plain) == jsonio.dumps(plain)
