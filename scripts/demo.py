@@ -105,7 +105,7 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float
 
 
 def validate_with_megadetector(doc: dict[str, Any]) -> str:
-    """Run MegaDetector's own validator when the package is installed (``make setup`` installs it for the tests)."""
+    """Run MegaDetector's own validator when the package is installed (``make setup-test`` installs it for the tests)."""
     try:
         from megadetector.postprocessing.validate_batch_results import (ValidateBatchResultsOptions,
                                                                          validate_batch_results)

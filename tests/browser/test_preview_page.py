@@ -142,7 +142,7 @@ def _counts(entries: list[dict[str, Any]], threshold: float) -> dict[str, int]:
 def test_the_preview_page_draws_what_the_data_says_and_follows_the_slider(
         served: tuple[str, list[dict[str, Any]], int]) -> None:
     if not Path(CHROMIUM).exists() or shutil.which("node") is None:
-        pytest.fail("Chromium is needed for the browser test: `make setup` installs Debian's chromium package "
+        pytest.fail("Chromium is needed for the browser test: `make setup-test` installs Debian's chromium package "
                     "(apt-get install chromium)", pytrace=False)
     from playwright.sync_api import sync_playwright
 

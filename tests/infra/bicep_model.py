@@ -19,7 +19,7 @@ from typing import Any, Iterator
 REPO = Path(__file__).resolve().parents[2]
 INFRA = REPO / "infra"
 INFRA_VENV = Path(os.environ.get("TRAPBATCH_INFRA_VENV", REPO / ".venv" / "infra"))
-SETUP_HINT = "run `make setup` (it installs requirements/infra-test.txt into .venv/infra)"
+SETUP_HINT = "run `make setup-test` (it installs requirements/infra-test.txt into .venv/infra)"
 
 
 def infra_tool(name: str) -> Path:

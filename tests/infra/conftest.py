@@ -1,6 +1,6 @@
 """Fixtures of the infra checks: every .bicep file parsed once per session with the parser checkov uses.
 
-The parser and checkov live in .venv/infra (requirements/infra-test.txt, installed by `make setup`); when it is
+The parser and checkov live in .venv/infra (requirements/infra-test.txt, installed by `make setup-test`); when it is
 missing the tests FAIL with that hint, they never skip (CI must not pass an unchecked infra/).
 """
 from __future__ import annotations
