@@ -101,6 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"devhost: function key ({key_source}): {keys.function_key}\n"
           "devhost: send it as the x-functions-key header (or ?code=) to routes with auth_level FUNCTION, as on Azure",
           flush=True)
+    if azurite or connection.strip().rstrip(";") == "UseDevelopmentStorage=true":  # never a real account's key
+        print(f"devhost: for the trapbatch command: export TRAPBATCH_URL={host.base_url} "
+              f"TRAPBATCH_KEY={keys.function_key}; `trapbatch results` reads from storage with --storage-connection "
+              "UseDevelopmentStorage=true (Azurite on its default ports); photos go up with "
+              "`python -m scripts.upload_local <container> <folder>`", flush=True)
     if callers:
         print(f"devhost: {len(callers)} caller keys from {args.callers}: requests made with one carry that caller's "
               "X-MS-CLIENT-PRINCIPAL headers, as App Service Authentication sets them "

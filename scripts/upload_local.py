@@ -1,0 +1,92 @@
+"""Upload a folder of photos into a container of a local storage emulator (Azurite), for trying trapbatch locally.
+
+Why a script: on Azure, photos go up with azcopy or Storage Explorer (docs/deploy.md); locally neither is installed
+here, and devhost reads its images from Azurite. Each file keeps its path relative to the folder as its blob name
+(``camera-01/IMG_0001.JPG``), the layout trapbatch reads cameras and folders from. Files already there with the same
+size are skipped, so running it again after an interruption uploads only what is missing.
+
+    .venv/bin/python -m scripts.upload_local my-camera-traps /path/to/photos [--prefix 2024/site-a/]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable
+
+from azure.core.exceptions import AzureError, ResourceExistsError
+from azure.storage.blob import BlobServiceClient, ContainerClient
+
+LOCAL_STORAGE = "UseDevelopmentStorage=true"  # Azurite on its default ports, as devhost --with-azurite starts it
+PARALLEL_UPLOADS = 8
+
+
+def files_under(folder: Path) -> list[tuple[Path, str]]:
+    """Every file below ``folder`` with its blob name (its relative path with ``/``), hidden folders' files included:
+    trapbatch itself says which files it passes over, and why."""
+    found: list[tuple[Path, str]] = []
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            found.append((path, path.relative_to(folder).as_posix()))
+    return found
+
+
+def upload_folder(connection: str, container: str, folder: Path, prefix: str = "",
+                  report: Callable[[str], None] | None = None) -> tuple[int, int]:
+    """Upload ``folder``'s files under ``prefix``; returns (uploaded, skipped as already there with the same size)."""
+    client: ContainerClient = BlobServiceClient.from_connection_string(connection).get_container_client(container)
+    try:
+        client.create_container()
+    except ResourceExistsError:
+        pass
+    present = {b.name: b.size for b in client.list_blobs(name_starts_with=prefix or None)}
+    todo = [(path, prefix + name) for path, name in files_under(folder)
+            if present.get(prefix + name) != path.stat().st_size]
+
+    def put(item: tuple[Path, str]) -> None:
+        path, name = item
+        with path.open("rb") as data:
+            client.upload_blob(name, data, overwrite=True)
+
+    done = 0
+    with ThreadPoolExecutor(PARALLEL_UPLOADS) as pool:
+        for _ in pool.map(put, todo):
+            done += 1
+            if report and (done % 100 == 0 or done == len(todo)):
+                report(f"uploaded {done}/{len(todo)}")
+    return len(todo), len(files_under(folder)) - len(todo)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("container", help="the container to upload into (created when missing), e.g. my-camera-traps")
+    parser.add_argument("folder", type=Path, help="the folder of photos; sub-folders are kept in the blob names")
+    parser.add_argument("--prefix", default="", help="a folder inside the container to put them under, e.g. 2024/a/")
+    parser.add_argument("--connection", default=os.environ.get("AzureWebJobsStorage") or LOCAL_STORAGE,
+                        help="the storage connection string (default: $AzureWebJobsStorage, else local Azurite)")
+    args = parser.parse_args(argv)
+    if not args.folder.is_dir():
+        print(f"error: {args.folder} is not a folder\nnext: give the folder your photos are in", file=sys.stderr)
+        return 2
+    prefix = args.prefix if not args.prefix or args.prefix.endswith("/") else args.prefix + "/"
+    try:
+        uploaded, skipped = upload_folder(args.connection, args.container, args.folder, prefix,
+                                          lambda line: print(line, flush=True))
+    except AzureError as exc:
+        print(f"error: cannot upload to container {args.container!r}: {type(exc).__name__}: "
+              f"{str(exc).splitlines()[0]}\nnext: start Azurite first (python -m devhost --with-azurite), or give "
+              "--connection for another account; container names are 3-63 lower-case letters, digits and hyphens",
+              file=sys.stderr)
+        return 1
+    print(f"{uploaded} files uploaded, {skipped} already there, into container {args.container!r}"
+          + (f" under {prefix!r}" if prefix else ""))
+    print(f"next: trapbatch submit --container {args.container}" + (f" --prefix {prefix}" if prefix else "")
+          + " --wait")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
