@@ -75,7 +75,9 @@ def _completed_row(info: TaskInfo, settings: Settings, store: BlobStore, task_id
         "result": info.result.value if info.result else None, "exit_code": info.exit_code,
         "failure_message": info.failure_message, "images": coverage["images"], "covered": coverage["covered"],
         "failed": coverage["failed"], "missing": coverage["missing"]}
-    if exit_codes.unfixable_reason(info.exit_code):
+    if info.failure_code:  # TaskEnded: the pool ended it, whatever the exit code (exit_codes.pool_ended)
+        row["failure_code"] = info.failure_code
+    if exit_codes.unfixable_reason(info.exit_code, info.failure_code):
         row["worker_message"] = worker_message(store, info)[:1000]
     seconds = attempt_seconds(info.start_time, info.end_time)  # node time for the task's cost (core.cost)
     if seconds is not None:

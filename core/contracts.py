@@ -100,7 +100,7 @@ class ShardState(TypedDict):
     ended: NotRequired[int]  # attempts whose pool task ended (each counted once) ...
     timed: NotRequired[int]  # ... of which this many came with start and end times ...
     node_s: NotRequired[float]  # ... summing to this many seconds of node time (core.cost)
-    pool_error: NotRequired[str]  # the pool ended its last attempt, not a worker exit (no exit code): why
+    pool_error: NotRequired[str]  # the pool ended its last attempt (TaskEnded, or no exit code), not the worker: why
     unfixable: NotRequired[str]  # an attempt ended with an exit no retry should fix (gpu_batch.exit_codes): why
 
 
@@ -188,6 +188,9 @@ class CompletedShard(TypedDict):
     failed: int
     missing: int
     worker_message: NotRequired[str]  # the worker's last error, when it exited with a code no retry can fix
+    # the pool's failure code (TaskInfo.failure_code), when it gave one: TaskEnded = the pool ended the task (its time
+    # limit, a terminate), whatever the exit code (gpu_batch.exit_codes.pool_ended); absent in outputs of before
+    failure_code: NotRequired[str]
     seconds: NotRequired[float]  # the pool task's wall time (end - start; core.cost.attempt_seconds), when known
 
 
@@ -367,8 +370,8 @@ class ShardsOutcome(ShardCounts, total=False):
 
     continued: bool
     cancelled: bool
-    # given-up shards whose last attempt the pool ended without a worker exit code (an image it could not pull, a
-    # task that could not start, its time limit), and the pool's reason for the first of them
+    # given-up shards whose last attempt the pool ended, not the worker (an image it could not pull, a task that could
+    # not start: no exit code; its time limit: failure code TaskEnded), and the pool's reason for the first of them
     pool_error_shards: int
     pool_error: str
 

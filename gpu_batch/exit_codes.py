@@ -33,9 +33,29 @@ UNFIXABLE: dict[int, str] = {
 }
 
 
-def unfixable_reason(exit_code: int | None) -> str | None:
-    """What went wrong, when ``exit_code`` is one no further attempt can fix; None otherwise."""
-    return UNFIXABLE.get(exit_code) if exit_code is not None else None
+# The pool's failure code for a task the pool itself ended: its wall-clock limit (``maxWallClockTime``, the run's
+# ``max_task_seconds``) or a terminate. Azure Batch's ``failureInfo.code`` (batch-job-task-error-checking.md,
+# "Constraint errors": a task past its maximum time "is marked as completed. The exit code is set to 0xC000013A"
+# with code TaskEnded); LocalPool and the simulated pool report the same code. Why it matters: such a task has an
+# exit code too (the SDK's ``exit_code``: when "the Batch service terminates the Task (due to timeout, or user
+# termination via the API) you may see an operating system-defined exit code"), which is not the worker's own.
+TASK_ENDED = "TaskEnded"
+
+
+def unfixable_reason(exit_code: int | None, failure_code: str | None = None) -> str | None:
+    """What went wrong, when ``exit_code`` is one no further attempt can fix; None otherwise (and None when the pool
+    ended the task, ``TASK_ENDED``: its exit code is then the operating system's, not the worker's)."""
+    if exit_code is None or failure_code == TASK_ENDED:
+        return None
+    return UNFIXABLE.get(exit_code)
+
+
+def pool_ended(exit_code: int | None, failure_code: str | None, failure_message: str | None) -> bool:
+    """Whether the pool, not the worker's own exit, ended a pool task: failure code ``TASK_ENDED`` whatever the exit
+    code (its time limit, a terminate), or a failure without an exit code (a task that never started: an image the
+    pool cannot pull). A report without a failure code (one recorded before pools gave it) is judged by the second
+    test alone, as it was then."""
+    return failure_code == TASK_ENDED or (exit_code is None and bool(failure_message))
 
 
 def worker_error_message(log_text: str) -> str:

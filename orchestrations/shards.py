@@ -30,7 +30,7 @@ from azure.durable_functions.models.history.HistoryEventType import HistoryEvent
 from core import contracts as c
 from core.contracts import ShardStatus, Stage
 from core.settings import OrchestrationKnobs
-from gpu_batch.exit_codes import unfixable_reason
+from gpu_batch.exit_codes import pool_ended, unfixable_reason
 from gpu_batch.layout import parse_pool_task_id, pool_job_id, pool_task_id
 from orchestrations.retries import POOL_RETRY, STORAGE_RETRY, call
 
@@ -163,7 +163,7 @@ class ShardUnfixable(RuntimeError):
 
 
 def _unfixable(row: c.CompletedShard) -> ShardUnfixable | None:
-    reason = unfixable_reason(row["exit_code"])
+    reason = unfixable_reason(row["exit_code"], row.get("failure_code"))  # TaskEnded: the exit code is not the worker's
     if reason is None or row["missing"] == 0:
         return None
     said = row.get("worker_message") or row["failure_message"] or "no message; see the pool task's log"
@@ -195,8 +195,11 @@ def _record_completions(state: dict[str, c.ShardState], completed: list[c.Comple
         fresh += 1
         _count_node_time(s, row)
         s["covered"], s["failed"], s["missing"] = row["covered"], row["failed"], row["missing"]
-        if row.get("exit_code") is None and row.get("failure_message"):  # the pool ended it, not a worker exit
-            s["pool_error"] = str(row["failure_message"])[:300]
+        # The pool ended it, not a worker exit: failure code TaskEnded (its time limit, with an exit code of the
+        # operating system's), or a failure without an exit code. A row of before failure codes has none, and is
+        # judged as it was then, so a recorded history replays unchanged.
+        if pool_ended(row.get("exit_code"), row.get("failure_code"), row.get("failure_message")):
+            s["pool_error"] = str(row.get("failure_message") or row.get("failure_code"))[:300]
         else:
             s.pop("pool_error", None)
         s["running"] = 0

@@ -32,6 +32,7 @@ from core.expiry import expiry_time
 from core.ids import shards_instance_id
 from core.settings import CONFIRM_TIMEOUT_MAX_S, OrchestrationKnobs
 from core.shards import group_count_limit, group_shards, in_flight_shares
+from gpu_batch.exit_codes import TASK_ENDED
 from gpu_batch.layout import generation_key, pool_job_id, shard_id
 from orchestrations.enumeration import enumerate_in_parallel
 from orchestrations.exports import exports as run_exports
@@ -103,19 +104,22 @@ class PoolNeverRan(RuntimeError):
 
 def _fail_if_the_pool_never_ran(outcomes: list[c.ShardsOutcome], images: int) -> None:
     """Fail the task, with the pool's own reason, when not one image was processed and shards gave up because the
-    pool ended their attempts without a worker exit code (Azure Batch: a container image it cannot pull, a task that
-    cannot start, its time limit; ``failureInfo``, no exit code). Why: the fan-in would otherwise mark every image
-    "inference failure" and the task would end ``completed_with_errors``, a failure hidden behind a file of
-    failures."""
+    pool ended their attempts, not the worker (``gpu_batch.exit_codes.pool_ended``). Azure Batch: a container image it
+    cannot pull or a task that cannot start (``failureInfo``, no exit code); its time limit (``failureInfo.code``
+    TaskEnded, with an exit code of the operating system's, 0xC000013A in batch-job-task-error-checking.md
+    "Constraint errors"). Why: the fan-in would otherwise mark every image "inference failure" and the task would end
+    ``completed_with_errors``, a failure hidden behind a file of failures."""
     shards = sum(o.get("pool_error_shards", 0) for o in outcomes)
     processed = sum(o.get("images_done", 0) + o.get("images_failed", 0) for o in outcomes)
     if not shards or processed or not images or any(o.get("cancelled") for o in outcomes):
         return
     reason = next(o["pool_error"] for o in outcomes if o.get("pool_error"))
-    raise PoolNeverRan(f"no image was processed: the pool ended every attempt of {shards} shard(s) without a worker "
-                       "exit code (it could not start the worker, or stopped it). Fix what it names (the pool's image, "
-                       "registry access, the node start task, the time limit), then post the request again with "
-                       f"\"rerun\": true. The pool said: {reason[:200]}")
+    # named before the pool's words, so that a long quote cut at the status's 500 characters leaves it
+    how = ("TaskEnded: it stopped them at their time limit, TRAPBATCH_MAX_TASK_SECONDS, unless they were terminated"
+           if reason.startswith(TASK_ENDED) else "it could not start the worker, or stopped it")
+    raise PoolNeverRan(f"no image was processed: the pool itself ended every attempt of {shards} shard(s) ({how}). "
+                       "Fix what it names (the pool's image, registry access, the node start task, the time limit), "
+                       f"then post the request again with \"rerun\": true. The pool said: {reason[:200]}")
 
 
 def _first_line(exc: BaseException, limit: int = 500) -> str:

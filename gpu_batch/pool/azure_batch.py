@@ -4,7 +4,9 @@ Why these choices:
 * Deterministic ids (job = task id, Batch task = ``<shard>-a<attempt>``) make submission idempotent: "TaskExists"
   is success (``submit``), and ``create_job`` on an existing job is caught here.
 * ``max_task_retry_count=0``: Batch must not re-run a whole shard; the orchestration resubmits only the missing images.
-  ``max_wall_clock_time`` terminates a hung task, which then completes as a failure and gets resubmitted.
+  ``max_wall_clock_time`` terminates a hung task, which then completes as a failure and gets resubmitted; Batch
+  reports it with an exit code (0xC000013A, batch-job-task-error-checking.md "Constraint errors") and
+  ``failureInfo.code`` TaskEnded, carried as ``TaskInfo.failure_code`` so the app knows the pool ended it.
 * No keys or SAS in any request: the worker reaches storage through the pool's user-assigned managed identity
   (``AZURE_CLIENT_ID`` selects it) and ``TRAPBATCH_STORAGE_ACCOUNT_URL``; the Batch agent uploads each task's
   ``stdout.txt`` / ``stderr.txt`` with the same identity (``identity_resource_id``); this client authenticates with
@@ -408,6 +410,7 @@ class AzureBatchPool:
             start_time=str(start) if start else None,
             end_time=str(end) if end else None,
             log=f"{self.log_container}/{layout.pool_log_prefix(job_id, t.id)}" if completed else None,
+            failure_code=str(getattr(failure, "code", None) or "") or None,  # TaskEnded: Batch ended it (exit_codes)
         )
 
     def cancel(self, job_id: str, task_id: str | None = None) -> None:

@@ -72,6 +72,13 @@ def worker_module(resident: bool) -> str:
 
 @dataclass(frozen=True, slots=True)
 class TaskInfo:
+    """One pool task as the pool reports it.
+
+    ``failure_code``: the pool's code for how a failed task failed (Azure Batch's ``failureInfo.code``; the local
+    pools give the same codes for what they model). Why beside the exit code: a task the pool ended at its time limit
+    or by a terminate (``gpu_batch.exit_codes.TASK_ENDED``) carries an operating-system exit code as well, so the
+    exit code alone cannot tell it from a worker's own exit."""
+
     task_id: str
     state: TaskState
     result: TaskResult | None = None
@@ -80,17 +87,19 @@ class TaskInfo:
     start_time: str | None = None
     end_time: str | None = None
     log: str | None = None
+    failure_code: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"task_id": self.task_id, "state": self.state.value,
                 "result": self.result.value if self.result else None, "exit_code": self.exit_code,
                 "failure_message": self.failure_message, "start_time": self.start_time, "end_time": self.end_time,
-                "log": self.log}
+                "log": self.log, "failure_code": self.failure_code}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "TaskInfo":
         return cls(str(d["task_id"]), TaskState(d["state"]), TaskResult(d["result"]) if d.get("result") else None,
-                   d.get("exit_code"), d.get("failure_message"), d.get("start_time"), d.get("end_time"), d.get("log"))
+                   d.get("exit_code"), d.get("failure_message"), d.get("start_time"), d.get("end_time"), d.get("log"),
+                   d.get("failure_code"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,10 @@ the host, streams the worker's output to a log blob and records the exit in the 
 in a table (Azurite locally), so a new LocalPool on the same table sees every task. ``poll()`` is the scheduler: it
 marks tasks whose runner died or overran their limit (``ShardTask.max_seconds``, else ``max_task_seconds``) as
 failed, starts queued tasks into free slots and reports states. Connection strings travel only in the runners' environment, never in the table or the logs.
+A task the pool ends itself (its time limit, ``cancel``, ``close_job``) is reported as Azure Batch reports one: failure
+code ``TaskEnded`` (``gpu_batch.exit_codes.TASK_ENDED``) and, when it had started, an exit code that is not the
+worker's (``KILLED_EXIT_CODE``; batch-job-task-error-checking.md "Constraint errors": a task past its maximum time
+"is marked as completed. The exit code is set to 0xC000013A"), so the app meets on this machine what it meets on Batch.
 Every state change stamps the row's ``Changed`` (seconds since the epoch, this machine's clock, which the runners
 share), so ``changes`` lists only the rows changed after a cursor, as AzureBatchPool filters on Batch's
 ``stateTransitionTime``. Closed jobs (``close_job``) are rows of a second table, ``<table>jobs``, so that every
@@ -36,6 +40,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.data.tables import TableServiceClient, UpdateMode
 
 from gpu_batch import layout
+from gpu_batch.exit_codes import TASK_ENDED
 from gpu_batch.pool.base import (JobClosed, PoolChanges, ShardTask, TaskInfo, TaskResult, TaskState,
                                  worker_module)
 
@@ -46,6 +51,11 @@ _CLOSED_JOBS = "closed"  # the partition of the jobs table that lists closed job
 # How far a change cursor reaches back: a writer stamps ``Changed`` a moment before its write lands, so a listing
 # could miss a change stamped just before its cursor; repeats within the overlap are for the caller to ignore.
 CHANGE_OVERLAP_S = 5.0
+# The exit code of a task the pool ended while it ran (its time limit, a cancel, the job's close): 128 + SIGKILL, what a
+# shell or docker reports for a process killed so (the runner's worker is killed with SIGKILL). Azure Batch documents
+# 0xC000013A for a timed-out task (a Windows code; the SDK: "an operating system-defined exit code"): any code will do
+# that is not one of the worker's (gpu_batch.exit_codes), and the failure code TaskEnded says the pool ended it.
+KILLED_EXIT_CODE = 128 + int(signal.SIGKILL)
 
 
 def now_iso() -> str:
@@ -173,11 +183,14 @@ class LocalPool:
         return True
 
     def _terminate(self, job_id: str, task_id: str | None, message: str) -> None:
+        """End the tasks as Batch's Terminate Task does: failure code TaskEnded, and an exit code only for a task that
+        had started (one never started has none)."""
         query = "PartitionKey eq @j" + (" and RowKey eq @t" if task_id else "")
         for row in [dict(e) for e in self.table.query_entities(query, parameters={"j": job_id, "t": task_id or ""})]:
             if row["State"] != TaskState.completed.value:
                 self._kill(row)
-                self._complete(row, None, message)
+                started = row["State"] != TaskState.active.value
+                self._complete(row, KILLED_EXIT_CODE if started else None, message, TASK_ENDED)
 
     # ---------------------------------------------------------- scheduling
     def _info(self, row: Mapping[str, Any]) -> TaskInfo:
@@ -186,7 +199,7 @@ class LocalPool:
                         result=TaskResult(result) if result else None,
                         exit_code=row.get("ExitCode") if row.get("ExitCode") is not None else None,
                         failure_message=row.get("FailureMessage") or None, start_time=row.get("StartTime"),
-                        end_time=row.get("EndTime"), log=row.get("Log"))
+                        end_time=row.get("EndTime"), log=row.get("Log"), failure_code=row.get("FailureCode") or None)
 
     def _schedule(self) -> None:
         with self._lock:
@@ -214,8 +227,10 @@ class LocalPool:
             if now - started > limit:
                 # read again first: a runner that recorded its exit after the snapshot keeps it, and its pid (maybe
                 # reused since) is not signalled
-                self._refresh_and_fail_if_running(row, f"timed out: ran longer than {limit} s and was terminated",
-                                                  kill=True)
+                # as Batch ends a task at its maxWallClockTime: an exit code that is not the worker's, and TaskEnded
+                self._refresh_and_fail_if_running(row, f"timed out: ran longer than {limit} s and was terminated "
+                                                       f"(exit code {KILLED_EXIT_CODE}: killed)",
+                                                  kill=True, exit_code=KILLED_EXIT_CODE, failure_code=TASK_ENDED)
             elif (pid and not _alive(pid)) or now - beat > DEAD_AFTER_S:
                 self._kill(row)  # a worker that outlived its runner must not run beside the next attempt
                 self._refresh_and_fail_if_running(row, "the worker's runner process died without recording an exit "
@@ -228,7 +243,7 @@ class LocalPool:
         closed = {job for job in {r["PartitionKey"] for r in queued} if self._is_closed(job)}
         for row in queued:
             if row["PartitionKey"] in closed:  # submitted while close_job ran: never started, as on Batch
-                self._complete(row, None, "terminated: the job was closed")
+                self._complete(row, None, "terminated: the job was closed", TASK_ENDED)
                 continue
             if busy >= self.max_concurrent:
                 break
@@ -247,7 +262,8 @@ class LocalPool:
             return None
         return min(range(self.gpus), key=lambda g: (on_gpu.count(g), g))
 
-    def _refresh_and_fail_if_running(self, row: dict[str, Any], message: str, kill: bool = False) -> None:
+    def _refresh_and_fail_if_running(self, row: dict[str, Any], message: str, kill: bool = False,
+                                     exit_code: int | None = None, failure_code: str | None = None) -> None:
         try:
             fresh = dict(self.table.get_entity(row["PartitionKey"], row["RowKey"]))
         except ResourceNotFoundError:
@@ -255,7 +271,7 @@ class LocalPool:
         if fresh["State"] != TaskState.completed.value:
             if kill:
                 self._kill(fresh)
-            self._complete(fresh, None, message)
+            self._complete(fresh, exit_code, message, failure_code)
 
     def _launch(self, row: dict[str, Any], gpu: int | None = None) -> bool:
         spec = ShardTask.from_dict(json.loads(row["Spec"]))
@@ -295,12 +311,17 @@ class LocalPool:
                     break
                 time.sleep(0.2)
 
-    def _complete(self, row: Mapping[str, Any], exit_code: int | None, message: str | None) -> None:
+    def _complete(self, row: Mapping[str, Any], exit_code: int | None, message: str | None,
+                  failure_code: str | None = None) -> None:
+        """Record how the task ended; a failure code leads its message, as AzureBatchPool words Batch's failureInfo
+        (``<code>: <message>``)."""
+        if failure_code and message:
+            message = f"{failure_code}: {message}"
         self.table.update_entity({"PartitionKey": row["PartitionKey"], "RowKey": row["RowKey"],
                                   "State": TaskState.completed.value,
                                   "Result": TaskResult.success.value if exit_code == 0 else TaskResult.failure.value,
-                                  "ExitCode": exit_code, "FailureMessage": message or "", "EndTime": now_iso(),
-                                  "Changed": time.time()},
+                                  "ExitCode": exit_code, "FailureMessage": message or "",
+                                  "FailureCode": failure_code or "", "EndTime": now_iso(), "Changed": time.time()},
                                  mode=UpdateMode.MERGE)
         logger.info("job %s: task %s completed (exit %s) %s", row["PartitionKey"], row["RowKey"], exit_code,
                     message or "")

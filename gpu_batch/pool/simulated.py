@@ -34,6 +34,7 @@ from typing import Any, Sequence
 
 from gpu_batch import layout
 from gpu_batch import manifest as contract
+from gpu_batch.exit_codes import TASK_ENDED
 from gpu_batch.formats import jsonio, mergeview
 from gpu_batch.pool.base import JobClosed, PoolChanges, ShardTask, TaskInfo, TaskResult, TaskState
 
@@ -152,7 +153,7 @@ class SimulatedPool:
             for tid, info in list(job.items()):
                 if (task_id is None or tid == task_id) and info.state is not TaskState.completed:
                     job[tid] = TaskInfo(tid, TaskState.completed, TaskResult.failure, None, message,
-                                        info.start_time, _now())
+                                        info.start_time, _now(), failure_code=TASK_ENDED)  # as Batch's terminate
                     self._touch(job_id, tid)
 
     def _touch(self, job_id: str, task_id: str) -> None:

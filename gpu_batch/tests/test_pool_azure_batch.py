@@ -464,17 +464,46 @@ def test_cancelling_a_task_that_has_already_completed_is_no_error() -> None:
 
 def test_a_task_that_failed_before_it_ran_says_which_failure_by_its_code() -> None:
     """batch-job-task-error-checking.md: a task can fail before it runs (container image pull, resource files), with
-    no exit code; ``failureInfo.code`` names which. It leads the failure message the shard status carries."""
+    no exit code; ``failureInfo.code`` names which. It leads the failure message the shard status carries, and is
+    carried on its own as ``failure_code``."""
     tasks = [_task("s00000-a1", "completed", result="failure",
                    failureInfo={"category": "usererror", "code": "ContainerPullImageFailed",
                                 "message": "Failed to pull image myacr.azurecr.io/trapbatch-worker:1.0"}),
-             _task("s00001-a1", "completed", result="failure", failureInfo={"category": "servererror",
-                                                                             "code": "TaskEnded"})]
+             _task("s00001-a1", "completed", result="failure", exitCode=TIMED_OUT_EXIT,
+                   failureInfo={"category": "servererror", "code": "TaskEnded"})]
     infos = {i.task_id: i for i in pool(FakeBatch(tasks={"task-x": tasks})).poll("task-x", ["s00000-a1", "s00001-a1"])}
-    assert infos["s00000-a1"].exit_code is None
+    assert infos["s00000-a1"].exit_code is None and infos["s00000-a1"].failure_code == "ContainerPullImageFailed"
     assert infos["s00000-a1"].failure_message == ("ContainerPullImageFailed: Failed to pull image "
                                                   "myacr.azurecr.io/trapbatch-worker:1.0")
     assert infos["s00001-a1"].failure_message == "TaskEnded"
+
+
+# batch-job-task-error-checking.md, "Constraint errors": a task past its maximum time "is marked as completed. The exit
+# code is set to 0xC000013A. The schedulingError field is marked as { category:"ServerError", code="TaskEnded"}".
+TIMED_OUT_EXIT = -1073741510  # 0xC000013A as Batch's int32 exitCode
+
+
+def test_a_task_batch_ended_at_its_time_limit_reports_its_exit_code_and_failure_code_taskended() -> None:
+    """The exit code is the operating system's, not the worker's; ``failure_code`` TaskEnded is what says that the
+    pool ended the task (``gpu_batch.exit_codes.pool_ended``), so the app does not take it for a worker's exit."""
+    from gpu_batch.exit_codes import TASK_ENDED, pool_ended
+
+    ended = _task("s00000-a1", "completed", result="failure", exitCode=TIMED_OUT_EXIT,
+                  endTime="2026-12-01T16:00:00Z",
+                  failureInfo={"category": "servererror", "code": "TaskEnded",
+                               "message": "The task exceeded its maximum wall clock time"})
+    worker = _task("s00001-a1", "completed", result="failure", exitCode=4,
+                   failureInfo={"category": "usererror", "code": "FailureExitCode",
+                                "message": "The task exited with an exit code representing a failure"})
+    t = FakeBatch(tasks={"task-x": [ended, worker]})
+    infos = {i.task_id: i for i in pool(t).changes("task-x", "2026-12-01T00:00:00+00:00").tasks}
+    info = infos["s00000-a1"]
+    assert (info.exit_code, info.failure_code) == (TIMED_OUT_EXIT, TASK_ENDED)
+    assert info.failure_message == "TaskEnded: The task exceeded its maximum wall clock time"
+    assert pool_ended(info.exit_code, info.failure_code, info.failure_message)
+    own = infos["s00001-a1"]  # a worker's own failing exit: Batch's code for it is not the pool's doing
+    assert (own.exit_code, own.failure_code) == (4, "FailureExitCode")
+    assert not pool_ended(own.exit_code, own.failure_code, own.failure_message)
 
 
 def test_polling_a_shard_group_of_a_big_job_does_not_page_through_the_job() -> None:

@@ -200,16 +200,29 @@ def test_a_task_with_its_own_limit_is_terminated_at_it_not_at_the_pools(pool_arg
 
 
 def test_hung_task_is_terminated_at_its_deadline_and_cancel_works(pool_args: dict[str, Any]) -> None:
+    """As Azure Batch ends a task at its maxWallClockTime (batch-job-task-error-checking.md, "Constraint errors": "The
+    exit code is set to 0xC000013A", failure code TaskEnded): an exit code that is not the worker's (137, killed) and
+    the failure code TaskEnded, which is what tells the app that the pool ended it (gpu_batch.exit_codes.pool_ended).
+    Before, the task ended with no exit code and no failure code, a model Batch does not follow."""
+    from gpu_batch.exit_codes import TASK_ENDED, pool_ended
+    from gpu_batch.pool.local import KILLED_EXIT_CODE
+
     pool = make_pool("local", max_concurrent=2, max_task_seconds=2, **pool_args)
     pool.submit("job4", [task("hang")])
     done = wait_until(lambda: all_done(pool, "job4", 1), 30, "the deadline")
-    assert done["hang-a1"].result is TaskResult.failure and "timed out" in done["hang-a1"].failure_message
+    ended = done["hang-a1"]
+    assert ended.result is TaskResult.failure and "timed out: ran longer than 2 s" in ended.failure_message
+    assert (ended.exit_code, ended.failure_code) == (KILLED_EXIT_CODE, TASK_ENDED) == (137, "TaskEnded")
+    assert ended.failure_message.startswith("TaskEnded: ") and ended.end_time
+    assert pool_ended(ended.exit_code, ended.failure_code, ended.failure_message)
     pool2 = make_pool("local", max_concurrent=2, **pool_args)
     pool2.submit("job5", [task("hang"), task("hangtoo")])
     wait_until(lambda: all(i.state is TaskState.running for i in states(pool2, "job5").values()), 30, "both running")
     pool2.cancel("job5", "hang-a1")
     s = states(pool2, "job5")
     assert s["hang-a1"].state is TaskState.completed and "cancelled" in s["hang-a1"].failure_message
+    # Batch's Terminate Task: TaskEnded too, and (it ran) an exit code of the operating system's
+    assert (s["hang-a1"].exit_code, s["hang-a1"].failure_code) == (KILLED_EXIT_CODE, TASK_ENDED)
     pool2.cancel("job5")
     assert all_done(pool2, "job5", 2)
 

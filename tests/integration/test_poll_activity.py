@@ -129,3 +129,53 @@ def test_a_completed_task_without_start_and_end_times_has_no_seconds(setup: tupl
     out = run_poll(TASK, TASK, ["s00000-a1"], settings, store, pool)
 
     assert [row["task_id"] for row in out["completed"]] == ["s00000-a1"] and "seconds" not in out["completed"][0]
+
+
+def test_a_shard_batch_ended_at_its_time_limit_on_every_attempt_fails_the_task_with_the_pools_reason(
+        setup: tuple[Settings, ReadSpy]) -> None:
+    """batch-job-task-error-checking.md, "Constraint errors": a task past its maximum time "is marked as completed.
+    The exit code is set to 0xC000013A" (-1073741510) with failureInfo code TaskEnded. The real chain: AzureBatchPool
+    over Batch's answers (the transport fake of gpu_batch/tests/test_pool_azure_batch.py), the poll activity, the
+    shard group replayed by the Durable SDK, the task's check. Before, only a failure without an exit code counted as
+    the pool's: every attempt looked like a worker's exit, and the task went on to merge and ended
+    ``completed_with_errors`` with every image an "inference failure" instead of failing with the pool's reason."""
+    from gpu_batch.tests.test_pool_azure_batch import FakeBatch
+    from gpu_batch.tests.test_pool_azure_batch import pool as batch_pool
+    from orchestrations.shards import run_shards
+    from orchestrations.task import PoolNeverRan, _fail_if_the_pool_never_ran
+    from tests.orchestrations.replay import run_orchestrator
+
+    settings, store = setup
+    sid = "s00003"
+    store.write_json(settings.container, layout.manifest_blob(TASK, sid, 1), {"images": ["a.jpg", "b.jpg"]})
+
+    def timed_out(attempt: int) -> dict[str, Any]:
+        return {"id": layout.pool_task_id(sid, attempt), "state": "completed",
+                "stateTransitionTime": "2100-01-01T06:00:00Z",  # after any cursor the poll starts from
+                "executionInfo": {"startTime": "2100-01-01T00:00:00Z", "endTime": "2100-01-01T06:00:00Z",
+                                  "exitCode": -1073741510, "result": "failure", "retryCount": 0, "requeueCount": 0,
+                                  "failureInfo": {"category": "servererror", "code": "TaskEnded",
+                                                  "message": "The task exceeded its maximum wall clock time"}}}
+
+    batch = batch_pool(FakeBatch(tasks={TASK: [timed_out(a) for a in (1, 2, 3)]}))
+
+    def activities(name: str, payload: Any) -> Any:
+        if name == "submit_shards":
+            return {"submitted": len(payload["shards"])}
+        if name == "poll_shards":
+            return run_poll(TASK, payload["job_id"], payload["task_ids"], settings, store, batch,
+                            since=payload.get("since"), running=payload.get("running"))
+        if name == "resubmit_shards":
+            return {"shards": [{"shard_id": s, "attempt": a, "missing": 2, "submitted": True}
+                               for s, a in payload["shards"]]}
+        raise AssertionError(f"unexpected activity {name}")
+
+    knobs = {"max_attempts": 3, "poll_min_s": 1, "poll_max_s": 1}
+    run = run_orchestrator(run_shards, {"task_id": TASK, "job_id": TASK, "knobs": knobs, "shards": [sid]},
+                           activities, instance_id=f"{TASK}-shards-0000")
+    assert run.status == "Completed" and (run.output["given_up"], run.output["images_done"]) == (1, 0)
+    assert run.output["pool_error_shards"] == 1
+    assert run.output["pool_error"] == "TaskEnded: The task exceeded its maximum wall clock time"
+    with pytest.raises(PoolNeverRan, match="no image was processed") as failed:
+        _fail_if_the_pool_never_ran([run.output], 2)
+    assert "TaskEnded" in str(failed.value) and "time limit, TRAPBATCH_MAX_TASK_SECONDS" in str(failed.value)

@@ -430,6 +430,48 @@ def test_a_shard_the_pool_never_started_reports_the_pools_reason_when_it_gives_u
     assert (run.output["pool_error_shards"], run.output["pool_error"]) == (1, reason)
 
 
+def _every_attempt_ends(ended: dict[str, Any]) -> Any:
+    """The pool activities, with every attempt of shard 0 completed as ``ended`` says (nothing covered)."""
+    s0 = shard_id(0)
+    pool = Pool()
+
+    def script(name: str, payload: Any) -> Any:
+        if name == c.POLL:
+            out = pool(name, payload)
+            out["completed"] = [{**r, "result": "failure", "covered": 0, "missing": IMAGES, **ended}
+                                if r["shard_id"] == s0 else r for r in out["completed"]]
+            return out
+        if name == c.RESUBMIT:
+            return {"shards": [{"shard_id": sid, "attempt": a, "missing": IMAGES, "submitted": True}
+                               for sid, a in payload["shards"]]}
+        return pool(name, payload)
+    return script
+
+
+def test_a_shard_the_pool_ended_at_its_time_limit_reports_the_pools_reason_whatever_the_exit_code() -> None:
+    """Azure Batch ends a task at its maxWallClockTime with an exit code of the operating system's (0xC000013A) AND
+    failureInfo code TaskEnded (batch-job-task-error-checking.md, "Constraint errors"); LocalPool ends one with 137
+    and TaskEnded. The failure code, not the missing exit code, says the pool ended it. An exit code the worker uses
+    for "no retry helps" (3) that comes with TaskEnded is not the worker's, so it does not fail the task either."""
+    s0, s1 = shard_id(0), shard_id(1)
+    reason = "TaskEnded: The task exceeded its maximum wall clock time"
+    for exit_code in (-1073741510, 137, exit_codes.MODEL):
+        run = run_orchestrator(run_shards, {"task_id": TASK, "knobs": knobs(max_attempts=2), "shards": [s0, s1]},
+                               _every_attempt_ends({"exit_code": exit_code, "failure_code": exit_codes.TASK_ENDED,
+                                                    "failure_message": reason}))
+        assert run.status == "Completed" and len(run.calls(c.RESUBMIT)) == 1, exit_code
+        assert (run.output["given_up"], run.output["done"]) == (1, 1)
+        assert (run.output["pool_error_shards"], run.output["pool_error"]) == (1, reason)
+
+
+def test_an_exit_code_without_a_failure_code_is_the_workers_as_before() -> None:
+    """A poll output of before failure codes (a recorded history replayed after a deployment): an exit code is the
+    worker's, as it was judged then, so no pool error is recorded (tests/orchestrations/test_upgrade_replay.py)."""
+    run = run_orchestrator(run_shards, {"task_id": TASK, "knobs": knobs(max_attempts=2), "shards": [shard_id(0)]},
+                           _every_attempt_ends({"exit_code": 137, "failure_message": "TaskEnded: ended"}))
+    assert run.status == "Completed" and run.output["given_up"] == 1 and "pool_error" not in run.output
+
+
 # ---------------------------------------------------------------- fixed bugs (each failed on the code before them)
 
 def test_a_resubmission_that_found_nothing_missing_is_not_counted_as_one() -> None:
