@@ -66,17 +66,35 @@ class TasksRefused(RuntimeError):
     """Azure Batch refused some of a submission's tasks for what they are (a client error other than TaskExists)."""
 
 
+# The most of failureInfo.details' values kept in a task's failure text (see ``_failure_text``).
+FAILURE_DETAILS_CHARS = 500
+
+
 def _failure_text(failure: Any) -> str | None:
-    """Batch's ``failureInfo`` as one line: its code first, where there is one, then its message.
+    """Batch's ``failureInfo`` as one line: its code first, where there is one, then its message, then the values of
+    its ``details`` (at most ``FAILURE_DETAILS_CHARS`` of them).
 
     Why the code: a task that failed before it ran (an image that cannot be pulled, an output upload refused) has no
     exit code, and the code (e.g. ``ContainerPullImageFailed``) is what says which (batch-job-task-error-checking.md).
+    Why the details: for a container failure the message is generic and the reason is in them, a list of name/value
+    pairs (``ContainerInvalidSettings``: "At least one value of specified task container settings is invalid", with
+    the detail "Some supplied docker options are not recognized or are unsupported: --gpus"); without them the
+    operator saw only the generic message.
     """
     message = getattr(failure, "message", None)
     code = getattr(failure, "code", None)
     if code and (not message or str(code) not in str(message)):
-        return f"{code}: {message}" if message else str(code)
-    return message
+        text: str | None = f"{code}: {message}" if message else str(code)
+    else:
+        text = message
+    values = [str(v) for d in getattr(failure, "details", None) or []
+              if (v := getattr(d, "value", None)) and str(v) not in (text or "")]
+    if not values:
+        return text
+    details = "; ".join(values)
+    if len(details) > FAILURE_DETAILS_CHARS:
+        details = details[:FAILURE_DETAILS_CHARS - 1] + "…"
+    return f"{text} ({details})" if text else details
 
 
 def _error_code(exc: BaseException) -> str:

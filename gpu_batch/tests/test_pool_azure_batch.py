@@ -478,6 +478,31 @@ def test_a_task_that_failed_before_it_ran_says_which_failure_by_its_code() -> No
     assert infos["s00001-a1"].failure_message == "TaskEnded"
 
 
+def test_a_container_failure_says_its_reason_from_the_failure_details() -> None:
+    """A container option Batch refuses (as epi2me-labs/wf-basecalling#6 quotes Batch's answer): the message is
+    generic ("At least one value of specified task container settings is invalid") and the reason is in
+    ``failureInfo.details``, name/value pairs the failure text used to drop. Their values follow the message, at most
+    ``FAILURE_DETAILS_CHARS`` of them."""
+    refused = "Some supplied docker options are not recognized or are unsupported: --gpus"
+    details = [{"name": "ContainerSettings", "value": "--rm --gpus all"}, {"name": "Message", "value": refused}]
+    long = [{"name": "Message", "value": "x" * 2000}]
+    tasks = [_task(f"s0000{i}-a1", "completed", result="failure",
+                   failureInfo={"category": "usererror", "code": "ContainerInvalidSettings",
+                                "message": "At least one value of specified task container settings is invalid",
+                                "details": d}) for i, d in enumerate((details, long, []))]
+    infos = {i.task_id: i for i in pool(FakeBatch(tasks={"task-x": tasks})).poll(
+        "task-x", ["s00000-a1", "s00001-a1", "s00002-a1"])}
+    assert infos["s00000-a1"].failure_message == (
+        "ContainerInvalidSettings: At least one value of specified task container settings is invalid "
+        f"(--rm --gpus all; {refused})")
+    from gpu_batch.pool.azure_batch import FAILURE_DETAILS_CHARS
+
+    capped = infos["s00001-a1"].failure_message or ""
+    assert capped.endswith("x…)") and len(capped.split(" (", 1)[1]) == FAILURE_DETAILS_CHARS + 1 == 501
+    assert infos["s00002-a1"].failure_message == ("ContainerInvalidSettings: At least one value of specified task "
+                                                  "container settings is invalid")  # no details: as before
+
+
 # batch-job-task-error-checking.md, "Constraint errors": a task past its maximum time "is marked as completed. The exit
 # code is set to 0xC000013A. The schedulingError field is marked as { category:"ServerError", code="TaskEnded"}".
 TIMED_OUT_EXIT = -1073741510  # 0xC000013A as Batch's int32 exitCode
