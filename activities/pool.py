@@ -79,7 +79,8 @@ def _completed_row(info: TaskInfo, settings: Settings, store: BlobStore, task_id
         row["failure_code"] = info.failure_code
     if exit_codes.unfixable_reason(info.exit_code, info.failure_code):
         row["worker_message"] = worker_message(store, info)[:1000]
-    seconds = attempt_seconds(info.start_time, info.end_time)  # node time for the task's cost (core.cost)
+    # node time for the task's cost (core.cost): of the task's last run only, if Batch requeued it (a lower bound)
+    seconds = attempt_seconds(info.start_time, info.end_time)
     if seconds is not None:
         row["seconds"] = round(seconds, 3)
     return row

@@ -317,7 +317,8 @@ def description(base_url: str = "") -> dict[str, Any]:
                         "cost": {"type": ["number", "null"]}}},
                     "cost": {"type": "object", "description": "a finished task: what its pool work cost "
                              "(core/cost.py). node_seconds is the wall time of every shard attempt's pool task, so "
-                             "the figures are a lower bound of the bill (node boot and idle nodes are not in it); "
+                             "the figures are a lower bound of the bill (node boot, idle nodes and a task's runs cut "
+                             "short by Spot preemption are not in it); "
                              "the price is TRAPBATCH_NODE_PRICE_PER_HOUR, else the list price of the pool's VM size, "
                              "else null with a note", "properties": {
                                  "images": {"type": "integer"}, "node_seconds": {"type": "number"},

@@ -191,7 +191,9 @@ class CompletedShard(TypedDict):
     # the pool's failure code (TaskInfo.failure_code), when it gave one: TaskEnded = the pool ended the task (its time
     # limit, a terminate), whatever the exit code (gpu_batch.exit_codes.pool_ended); absent in outputs of before
     failure_code: NotRequired[str]
-    seconds: NotRequired[float]  # the pool task's wall time (end - start; core.cost.attempt_seconds), when known
+    # the pool task's wall time (end - start; core.cost.attempt_seconds), when known: of its last run only, when Batch
+    # ran it again after a Spot preemption (startTime is the latest start), so node time is a lower bound
+    seconds: NotRequired[float]
 
 
 class PollOutput(TypedDict):

@@ -13,12 +13,14 @@ of the attempts it runs. ``node_seconds`` is therefore the sum, over every shard
 resubmitted attempts included), of its pool task's end time minus start time (``gpu_batch.pool.TaskInfo``; on Azure
 Batch the task's ``executionInfo.startTime``/``endTime``: "the time at which the Task started running" and "the time
 at which the Task completed", Microsoft.Azure.Batch.Protocol.Models.TaskExecutionInformation on learn.microsoft.com;
-with ``max_task_retry_count=0`` there is one run per task). That includes the worker's interpreter and torch start,
+with ``max_task_retry_count=0`` Batch retries no task). That includes the worker's interpreter and torch start,
 the model load and the results upload, i.e. everything the node does for the task, but it leaves out what the node is
 billed for outside any task: booting and pulling the worker image, idle minutes before autoscale removes it, and
-the OS disk. So the cost here is a **lower bound** of the bill, at list price unless ``TRAPBATCH_NODE_PRICE_PER_HOUR``
-says otherwise. The GPU-busy figure (the worker's per-stage seconds in its stdout summary) would be lower still and
-is not what anyone pays for.
+the OS disk. Nor does it hold a run Batch cut short and ran again (a Spot node preempted under the task: Batch
+requeues it): ``startTime`` is then "the most recent time at which the Task started running" (azure-batch's
+``BatchTaskExecutionInfo``) and no earlier run's time is exposed. So the cost here is a **lower bound** of the bill,
+at list price unless ``TRAPBATCH_NODE_PRICE_PER_HOUR`` says otherwise. The GPU-busy figure (the worker's per-stage
+seconds in its stdout summary) would be lower still and is not what anyone pays for.
 
 Formula: cost per million images = price per node-hour / images per node-hour * 1e6, with images per node-hour =
 images / node_seconds * 3600. Must not: read the environment, or price anything the pool did not measure.
@@ -167,8 +169,9 @@ def task_cost(images: int, node_seconds: float, attempts: int, attempts_timed: i
         "usd": round(usd, 4) if usd is not None else None,
         "usd_per_million_images": round(per_million, 2) if per_million is not None else None,
         "measures": "node time: the wall time of every shard attempt's pool task (worker start-up, model load and "
-                    "failed attempts included), one attempt per node at a time; node boot, image pull, idle "
-                    "autoscaled nodes and disks are not in it, so this is a lower bound of the bill",
+                    "failed attempts included; of a task Batch ran again after a Spot preemption, its last run only), "
+                    "one attempt per node at a time; node boot, image pull, idle autoscaled nodes and disks are not "
+                    "in it, so this is a lower bound of the bill",
     }
     if notes:
         block["note"] = "; ".join(notes)
