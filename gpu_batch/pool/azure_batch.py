@@ -18,7 +18,8 @@ Why these choices:
   not what the whole job has ever run (``poll``); ``changes`` asks only about the tasks whose state changed since
   the last call, in one listing (``changes``).
 * ``close_job`` terminates the job when its trapbatch task ends: only active jobs count against the account's job
-  quota (batch-quota-limit.md: 100-300 active jobs and job schedules per account; completed jobs have no limit).
+  quota (batch-quota-limit.md: 100-300 active jobs and job schedules per account; completed jobs have no limit). Its
+  unfinished tasks are terminated first: a terminated job leaves its active tasks active (``close_job``).
 """
 from __future__ import annotations
 
@@ -199,7 +200,16 @@ class AzureBatchPool:
             raise
 
     def close_job(self, job_id: str) -> None:
-        """Terminate the job: its trapbatch task has ended. A completed, terminating or missing job is no error.
+        """Terminate the job's unfinished tasks, then the job: its trapbatch task has ended. A completed, terminating
+        or missing job, or a task that ended meanwhile, is no error.
+
+        Why the tasks first: Batch's Job - Terminate ends the running tasks only; "If there are any Tasks in the Job in
+        the active state, they will remain in the active state" (REST Job - Terminate; azure-batch's
+        ``begin_terminate_job``). A task that fails with a worker's unfixable exit (``orchestrations.shards``,
+        ``ShardUnfixable``) leaves its group's other attempts in flight, so they stayed "active" under a terminated job
+        for ever, while LocalPool completes them: each unfinished task is terminated by id (Task - Terminate), found by
+        one listing filtered on its state with ``$select=id`` (batch-efficient-list-queries.md), so no task of a
+        closed job is left to run, on either pool.
 
         Why not ``on_all_tasks_complete=terminatejob`` on the job instead: trapbatch adds tasks incrementally (at
         most each shard group's share of ``max_in_flight``, then resubmissions of failed shards), and Batch terminates
@@ -207,7 +217,26 @@ class AzureBatchPool:
         Batch's own advice is to set it only "once you have finished adding Tasks" (OnAllTasksComplete, REST Job -
         Add), and only the orchestration knows when that is: it calls this when the task ends.
         """
+        self._terminate_unfinished_tasks(job_id)
         self._terminate(job_id, "trapbatch task ended")
+
+    def _terminate_unfinished_tasks(self, job_id: str) -> None:
+        """Terminate every task of the job that is active, preparing or running; one that completed in between, or a
+        job already gone or closed, is no error (``_TASK_ENDED_CODES``, ``_JOB_CLOSED_CODES``)."""
+        from azure.core.exceptions import HttpResponseError
+
+        unfinished = " or ".join(f"state eq {_odata_string(s.value)}" for s in _UNFINISHED_STATES)
+        try:
+            ids = [t.id for t in self.client.list_tasks(job_id, filter=unfinished, select=["id"])]
+        except HttpResponseError as exc:
+            if _error_code(exc) not in _TASK_ENDED_CODES | _JOB_CLOSED_CODES:
+                raise
+            logger.info("job %s: no tasks to terminate (%s)", job_id, _error_code(exc))
+            return
+        for task_id in ids:
+            self.cancel(job_id, task_id)
+        if ids:
+            logger.info("job %s: terminated %d unfinished tasks before the job", job_id, len(ids))
 
     def _terminate(self, job_id: str, reason: str) -> None:
         from azure.core.exceptions import HttpResponseError, ResourceNotFoundError

@@ -164,12 +164,13 @@ class LocalPool:
         self._terminate(job_id, task_id, "terminated: cancelled by the user")
 
     def close_job(self, job_id: str) -> None:
-        """Close the job as Azure Batch terminates one: no task is added or started after this, running ones end.
+        """Close the job as AzureBatchPool closes one: no task is added or started after this, and every unfinished
+        task ends (failure code TaskEnded; an exit code for those that had started), as Batch's Task - Terminate ends
+        each (AzureBatchPool terminates a job's unfinished tasks before the job: Job - Terminate alone would leave the
+        active ones "active").
 
         The job is marked closed first, so a submission racing with this is refused, or (if it got in before the
-        mark) never started by any scheduler (``_schedule_locked``). Unlike Batch, which leaves a terminated job's
-        never-started tasks "active" forever, they are completed here as terminated, so that no scheduler pass keeps
-        reading them; nothing polls a closed job. Idempotent.
+        mark) never started by any scheduler (``_schedule_locked``), which completes it as terminated. Idempotent.
         """
         self.jobs.upsert_entity({"PartitionKey": _CLOSED_JOBS, "RowKey": job_id, "ClosedAt": now_iso()},
                                 mode=UpdateMode.REPLACE)

@@ -280,16 +280,47 @@ def test_close_job_terminates_it_and_a_closed_job_is_no_error() -> None:
     """batch-quota-limit.md / includes/azure-batch-limits.md: only *active* jobs count against the account's
     100-300 job quota ("completed jobs have no limit"), so every task's job is terminated when the task ends."""
     t = FakeBatch({("POST", "/jobs/task-x/terminate"): (202, None),
-                   ("GET", "/jobs/task-x"): (200, {"id": "task-x", "state": "completed"})})
+                   ("GET", "/jobs/task-x"): (200, {"id": "task-x", "state": "completed"})}, tasks={"task-x": []})
     pool(t).close_job("task-x")
     (terminate,) = [r for r in t.requests if r.method == "POST"]
     assert terminate.url == f"{ACCOUNT}/jobs/task-x/terminate?{API}"
     assert json.loads(terminate.content) == {"terminateReason": "trapbatch task ended"}
     for status, code in ((409, "JobCompleted"), (409, "JobBeingTerminated"), (404, "JobNotFound")):
-        closed = FakeBatch({("POST", "/jobs/task-x/terminate"): (status, _batch_error(code))})
+        # a closed job still lists its tasks (none unfinished); one never created answers the listing 404 too
+        listing = (status, _batch_error(code)) if code == "JobNotFound" else (200, {"value": []})
+        closed = FakeBatch({("POST", "/jobs/task-x/terminate"): (status, _batch_error(code)),
+                            ("GET", "/jobs/task-x/tasks"): listing})
         pool(closed).close_job("task-x")  # already closed, closing, or never created: nothing to do
         assert posts(closed) == [("POST", "/jobs/task-x/terminate")]
-    denied = FakeBatch({("POST", "/jobs/task-x/terminate"): (403, _batch_error("AuthorizationFailure"))})
+    denied = FakeBatch({("POST", "/jobs/task-x/terminate"): (403, _batch_error("AuthorizationFailure"))},
+                       tasks={"task-x": []})
+    with pytest.raises(Exception, match="AuthorizationFailure"):
+        pool(denied).close_job("task-x")
+
+
+def test_close_job_terminates_the_jobs_unfinished_tasks_before_the_job() -> None:
+    """REST Job - Terminate (and azure-batch's ``begin_terminate_job``): "If there are any Tasks in the Job in the
+    active state, they will remain in the active state". A shard group failing on a worker's unfixable exit leaves
+    its other attempts in flight; they stayed active under the terminated job, while LocalPool ends them. Now the
+    unfinished tasks are found by one filtered listing (``$select=id``) and terminated, each by id, before the job;
+    one that completed in between (409 TaskCompleted) or is gone (404 TaskNotFound) is no error."""
+    tasks = [_task("s00000-a1", "completed", exitCode=3, result="failure"), _task("s00001-a1", "running"),
+             _task("s00002-a1", "active"), _task("s00003-a1", "preparing"), _task("s00004-a2", "active")]
+    t = FakeBatch({("POST", "/jobs/task-x/tasks/s00001-a1/terminate"): (204, None),
+                   ("POST", "/jobs/task-x/tasks/s00002-a1/terminate"): (204, None),
+                   ("POST", "/jobs/task-x/tasks/s00003-a1/terminate"): (409, _batch_error("TaskCompleted")),
+                   ("POST", "/jobs/task-x/tasks/s00004-a2/terminate"): (404, _batch_error("TaskNotFound")),
+                   ("POST", "/jobs/task-x/terminate"): (202, None),
+                   ("GET", "/jobs/task-x"): (200, {"id": "task-x", "state": "completed"})}, tasks={"task-x": tasks})
+    pool(t).close_job("task-x")
+    assert posts(t) == [("POST", f"/jobs/task-x/tasks/{tid}/terminate")
+                        for tid in ("s00001-a1", "s00002-a1", "s00003-a1", "s00004-a2")] + [
+        ("POST", "/jobs/task-x/terminate")]  # the tasks first, the job last
+    (listing,) = t.task_listings()
+    assert listing["$filter"] == "state eq 'active' or state eq 'preparing' or state eq 'running'"
+    assert listing["$select"] == "id"
+    denied = FakeBatch({("POST", "/jobs/task-x/tasks/s00001-a1/terminate"):
+                        (403, _batch_error("AuthorizationFailure"))}, tasks={"task-x": tasks[:2]})
     with pytest.raises(Exception, match="AuthorizationFailure"):
         pool(denied).close_job("task-x")
 

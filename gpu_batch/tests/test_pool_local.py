@@ -237,8 +237,9 @@ def test_a_new_pool_object_on_the_same_table_sees_and_finishes_running_tasks(poo
 
 
 def test_close_job_ends_its_tasks_and_refuses_new_ones(pool_args: dict[str, Any]) -> None:
-    """As Azure Batch's Terminate Job: running tasks are terminated and the job accepts no more tasks; here the
-    never-started ones end too (Batch leaves them "active" for ever), so no scheduler keeps reading them."""
+    """As AzureBatchPool closes a job: its unfinished tasks are terminated (Batch's Task - Terminate: failure code
+    TaskEnded, an exit code for the one that ran), the never-started ones too (Job - Terminate alone would leave them
+    "active"), and the job accepts no more tasks."""
     pool = make_pool("local", max_concurrent=1, **pool_args)
     pool.submit("job7", [task("hang"), task("hangtoo")])  # one runs, one waits for the free slot
     wait_until(lambda: states(pool, "job7")["hang-a1"].state is TaskState.running, 30, "the first task to run")
@@ -247,7 +248,8 @@ def test_close_job_ends_its_tasks_and_refuses_new_ones(pool_args: dict[str, Any]
     pool.close_job("job7")
     done = all_done(pool, "job7", 2)
     assert done and all(i.result is TaskResult.failure and "job was closed" in (i.failure_message or "")
-                        for i in done.values())
+                        and i.failure_code == "TaskEnded" for i in done.values())
+    assert (done["hang-a1"].exit_code, done["hangtoo-a1"].exit_code) == (137, None)  # it ran; it never started
     wait_until(lambda: not os.path.exists(f"/proc/{pid}") or _zombie(pid), 30, "the runner to be gone")
     with pytest.raises(JobClosed, match="job7 is closed"):
         pool.submit("job7", [task("late")])
