@@ -32,6 +32,7 @@ import os
 import secrets
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Callable, TypedDict
 
 import azure.durable_functions as df
@@ -49,8 +50,9 @@ from api.edge import http_edge, json_response, start_once
 from core import contracts as c
 from core import notify
 from core.contracts import FINISHED, Stage
-from core.errors import (ContainerNotFound, InstanceListTooSlow, RequestInvalid, SourceUnavailable, TaskNotFinished,
-                         TaskNotFound, TaskStillRunning, TooManyActiveTasks, TrapbatchError, failure_message)
+from core.errors import (ConfigError, ContainerNotFound, InstanceListTooSlow, RequestInvalid, SourceUnavailable,
+                         TaskNotFinished, TaskNotFound, TaskStillRunning, TooManyActiveTasks, TrapbatchError,
+                         failure_message)
 from core.ids import is_task_id, repeats_instance_id, shards_instance_id
 from core.requests import (MAX_BODY_BYTES, TaskRequest, check_repeat_removal, parse_json_body, parse_repeat_removal,
                            parse_task_request, same_storage_account)
@@ -99,7 +101,10 @@ def check_model_reference(ref: str, settings: Settings) -> None:
     """A request may name a published MegaDetector model, a checkpoint in the operator's models container, or the app's
     default. Anything else (a path on the nodes, a URL) is refused here, before a GPU starts: a checkpoint is code
     the nodes run, so which ones exist is the operator's choice, not the caller's."""
-    if ref == settings.model or known_model(ref) is not None:
+    if known_model(ref) is not None:
+        return
+    if ref == settings.model:
+        check_default_model_file(ref, settings)
         return
     choices = ", ".join(known_names()) + (f", blob://{settings.models_container}/<name>" if settings.models_container
                                           else "") + (f", or leave 'model' out for {settings.model!r}"
@@ -116,6 +121,19 @@ def check_model_reference(ref: str, settings: Settings) -> None:
         return
     raise RequestInvalid(f"model {ref!r} is not one this trapbatch runs",
                          f"use one of {choices} (the operator sets TRAPBATCH_MODELS_CONTAINER for own checkpoints)")
+
+
+def check_default_model_file(ref: str, settings: Settings) -> None:
+    """The app's default model named by a path must be a file here when the pool is the local one (its workers load
+    it from this machine). Why: a missing file was found only by the workers, a minute and two failed attempts into
+    the task. On Azure Batch a path names a file on the nodes, which the app cannot see: not checked."""
+    if settings.pool != "local" or ref.startswith(BLOB_SCHEME) or unsupported_reason(ref) is not None:
+        return
+    if not Path(ref).expanduser().is_file():
+        raise ConfigError(f"the app's default model TRAPBATCH_MODEL={ref!r} is not a file on this machine, where the "
+                          "local pool's workers load it", "set TRAPBATCH_MODEL to a MegaDetector checkpoint file, or "
+                          "to a published name such as MDV5A (downloaded when first used), and start the app again; "
+                          "or name a model in the request")
 
 
 ACTIVE_TASKS_RETRY_AFTER_S = 300  # Retry-After of a 429 for too many running tasks: tasks run for minutes to hours

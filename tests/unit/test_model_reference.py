@@ -1,10 +1,12 @@
 """Which models a request may name: checked at the edge, before any GPU starts (api.starters.check_model_reference)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from api.starters import check_model_reference
-from core.errors import RequestInvalid
+from core.errors import ConfigError, RequestInvalid
 from core.settings import Settings
 
 
@@ -17,10 +19,22 @@ def test_published_models_are_accepted_by_any_of_their_names(ref: str) -> None:
     check_model_reference(ref, _settings())
 
 
-def test_the_operators_default_and_its_models_container_are_accepted() -> None:
-    s = _settings(TRAPBATCH_MODEL="/models/custom.pt", TRAPBATCH_MODELS_CONTAINER="models")
-    check_model_reference("/models/custom.pt", s)
+def test_the_operators_default_and_its_models_container_are_accepted(tmp_path: Path) -> None:
+    (tmp_path / "custom.pt").write_bytes(b"checkpoint")
+    s = _settings(TRAPBATCH_MODEL=str(tmp_path / "custom.pt"), TRAPBATCH_MODELS_CONTAINER="models")
+    check_model_reference(str(tmp_path / "custom.pt"), s)
     check_model_reference("blob://models/site-a-finetune.pt", s)
+
+
+def test_a_default_model_path_the_local_pool_cannot_load_is_refused_before_the_task_starts(tmp_path: Path) -> None:
+    """The local pool's workers load the default model from this machine: a missing file was found by them, two
+    failed attempts and a minute into the task. A path on Batch nodes, a published name or a blob is not checked."""
+    missing = str(tmp_path / "md_v5a.0.0.pt")
+    with pytest.raises(ConfigError) as info:
+        check_model_reference(missing, _settings(TRAPBATCH_MODEL=missing))
+    assert "TRAPBATCH_MODEL" in info.value.message and "MDV5A" in info.value.hint
+    check_model_reference("MDV5A", _settings(TRAPBATCH_MODEL="MDV5A"))
+    check_model_reference("blob://models/x.pt", _settings(TRAPBATCH_MODEL="blob://models/x.pt"))
 
 
 @pytest.mark.parametrize("ref", ["/etc/passwd", "../../models/x.pt", "https://attacker.example.com/evil.pt",
