@@ -268,7 +268,7 @@ def run_previews(task_id: str, model: str, request_name: str, settings: Settings
                                   + _search_note(repeats) + _skipped_note(repeats)})
     histogram = doc.get("max_conf_histogram")
     html = _templates.get_template("preview.html").render(
-        task_id=task_id, request_name=request_name, model=model, threshold=threshold,
+        task_id=task_id, request_name=request_name, model=model.rsplit("/", 1)[-1] or model, threshold=threshold,
         total=doc["images"], sections=sections, categories=doc["detection_categories"],
         sections_json=script_json({s["name"]: s["entries"] for s in sections}),
         repeats_search_json=script_json(list_search_id(repeats) if repeats is not None and repeats.get("search")

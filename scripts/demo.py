@@ -38,6 +38,7 @@ from cli.download import blob_service, download
 from cli.progress import LineReporter, wait_for
 from core import mdformat, notimages
 from devhost.azurite import Azurite, free_port, start_azurite
+from gpu_batch.formats.detections_csv import capture_time
 from gpu_batch.worker.resident_protocol import stop_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -268,7 +269,7 @@ def _print_summary(doc: dict[str, Any], st: dict[str, Any], md_check: str,
     for im in doc["images"]:
         if im.get("failure"):
             say(f"  failure: {im['file']}: {im['failure']}")
-    taken = sorted(str(im["datetime"]) for im in doc["images"] if im.get("datetime"))
+    taken = sorted(capture_time(im) for im in doc["images"] if im.get("datetime"))  # as the CSV and the page show it
     if taken:  # the cameras' EXIF clocks, as the worker read them
         say(f"taken:  {taken[0]} to {taken[-1]} ({len(taken)} of {counts['images']} images have an EXIF capture "
             "time)")

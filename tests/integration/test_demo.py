@@ -51,7 +51,7 @@ def test_demo_writes_validated_results_listing_every_sample_once(tmp_path: Path)
     assert (out / "exports" / "coco.json").is_file() and (out / "exports" / "camtrap-dp" / "datapackage.json").is_file()
     assert "exports:  " in proc.stdout and "/exports/" in proc.stdout  # said where they are
     check_zooniverse_folder(out, doc, proc.stdout)
-    assert "taken:  2024:06:01 06:00:00 to 2024:06:02 19:05:00 (37 of 41 images have an EXIF capture time)" \
+    assert "taken:  2024-06-01 06:00:00 to 2024-06-02 19:05:00 (37 of 41 images have an EXIF capture time)" \
         in proc.stdout
     # the camera visits: MegaDetector's sequences (create_sequences) of the successful images with a time
     from megadetector.data_management.cct_json_utils import create_sequences

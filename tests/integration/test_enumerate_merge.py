@@ -151,12 +151,14 @@ def test_previews_render_from_the_merge_sample_without_reading_the_merged_file(
     sample = store.read_json(settings.container, preview_sample_blob(tid))
     assert sample["totals"] == {"detections": 2, "near_misses": 0, "empty": 8, "failures": 0}
     store.service.get_blob_client(settings.container, results_blob(tid)).delete_blob()
-    out = run_previews(tid, "m.pt", "my survey", settings, store)
+    out = run_previews(tid, "/srv/node-models/m.pt", "my survey", settings, store)
     assert out["counts"] == {**sample["totals"], "repeats": 0}
     folder = existing_preview_folder(store, settings, tid)
     assert folder is not None and folder.startswith(f"{tid}-") and folder not in json.dumps(out)
     page = store.read_bytes(settings.web_container, f"{folder}/index.html").decode()
     assert "my survey" in page and "a/img0.jpg" in page and "b/img0.jpg" in page
+    # the model by its file name, as the results' info.detector names it: a public page shows no path of the nodes
+    assert "model <b>m.pt</b>" in page and "node-models" not in page
     assert page.count('"taken": "2024-06-01 06:20:01"') == 1  # the capture time shown beside the name
     assert "Taken 2024-06-01 06:20:01 to 2024-06-01 06:20:01 (the cameras' clocks, from EXIF): 1 of 10 images; " \
            "the rest have no capture time." in html.unescape(page) and "clocks look wrong" not in page
