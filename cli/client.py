@@ -15,7 +15,7 @@ from urllib.parse import quote, urlsplit
 
 import requests
 
-from cli.config import Config, config_path
+from cli.config import LOOPBACK_HOSTS, Config, config_path
 from cli.errors import CliError
 
 DEFAULT_TIMEOUT_S = 60.0
@@ -82,7 +82,7 @@ class ApiClient:
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.base = config.require_url()
         scheme, host = urlsplit(self.base).scheme, urlsplit(self.base).hostname or ""
-        if (scheme == "http" and host not in ("127.0.0.1", "localhost", "::1")
+        if (scheme == "http" and host not in LOOPBACK_HOSTS
                 and (config.key or config.token or config.auth_client_id)):
             raise CliError(f"{self.base} is plain http: the function key or token would cross the network unencrypted",
                            "use the app's https:// address (Azure serves only https; http:// is for a local devhost)")
@@ -204,11 +204,24 @@ class ApiClient:
             raise _transient(CliError(f"{self.base} did not answer {method} {path} within {timeout_s:.0f} s",
                                       "retry; if it keeps happening the app may be scaling out or overloaded: look "
                                       "at its log (Application Insights, or devhost.log)")) from None
-        except requests.exceptions.RequestException as exc:
+        except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError,
+                requests.exceptions.ContentDecodingError) as exc:  # the network: may pass on its own
+            if _refused(exc) and (urlsplit(self.base).hostname or "") in LOOPBACK_HOSTS:
+                # nothing listens on this machine: no wait heals that (a cold Azure app may refuse for a moment,
+                # a devhost that is not started does not start by itself)
+                raise CliError(f"cannot reach {self.base}: nothing is listening there (connection refused)",
+                               "is devhost running? python -m devhost --with-azurite (it prints the address to use); "
+                               "or check the port in --url, TRAPBATCH_URL or url in "
+                               f"{config_path(os.environ)}") from None
             raise _transient(CliError(f"cannot reach {self.base} ({type(exc).__name__})",
                                       "check the address (--url, TRAPBATCH_URL or url in "
                                       f"{config_path(os.environ)}) and that the app or devhost is running "
                                       "(python -m devhost prints its address)")) from None
+        except requests.exceptions.RequestException as exc:  # a URL or header requests refuses: never heals
+            raise CliError(f"cannot send {method} {path} to {self.base} ({type(exc).__name__})",
+                           "check the address (--url, TRAPBATCH_URL or url in "
+                           f"{config_path(os.environ)}; e.g. https://<app>.azurewebsites.net, or "
+                           "http://127.0.0.1:7071 for devhost) and that the key or token has no line break") from None
         if 300 <= resp.status_code < 400:
             where = resp.headers.get("Location", "?")
             raise CliError(f"{method} {path} was redirected ({resp.status_code}) to {where}",
@@ -257,6 +270,22 @@ class ApiClient:
                             hint or "the app failed: retry, and if it persists look at its log (Application "
                             "Insights, or devhost.log) around this time")
         return CliError(what, hint or "check the request (trapbatch --help, docs/cli.md)")
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether a connection error was a refusal (nothing listens at the port): requests wraps urllib3's
+    ``NewConnectionError`` (in ``MaxRetryError.reason``), raised from the socket's ``ConnectionRefusedError``."""
+    seen: set[int] = set()
+    todo: list[Any] = [exc]
+    while todo:
+        item = todo.pop()
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, ConnectionRefusedError):
+            return True
+        todo.extend([*item.args, getattr(item, "reason", None), item.__cause__, item.__context__])
+    return False
 
 
 def _transient(error: CliError) -> CliError:

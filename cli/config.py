@@ -22,6 +22,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
+from urllib.parse import SplitResult, urlsplit
 
 from cli.errors import EXIT_USAGE, CliError
 
@@ -56,12 +57,81 @@ class Config:
         return out
 
     def require_url(self) -> str:
+        """The app's base address (``check_url``): a usage error before anything is sent when there is none or it
+        is not one."""
         if not self.url:
             raise CliError("no trapbatch address is configured",
                            "pass --url, set TRAPBATCH_URL, or write url = \"https://<app>.azurewebsites.net\" into "
                            f"{config_path(os.environ)} (devhost prints its address at start, e.g. http://127.0.0.1:7071)",
                            EXIT_USAGE)
-        return self.url.rstrip("/")
+        return check_url(self.url, self.sources.get("url", ""))
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")  # a local devhost: plain http allowed, nothing to wait for
+EXAMPLES = "https://<app>.azurewebsites.net for Azure, http://127.0.0.1:7071 for devhost"
+
+
+def _where(source: str) -> str:
+    """Where a url came from (``Config.sources``): the flag, the variable, or the config file's url."""
+    if source.startswith("env "):
+        return source[4:]
+    if source.startswith("file "):
+        return f"url in {source[5:]}"
+    return "--url"
+
+
+def _fix(source: str, value: str) -> str:
+    """How to give ``value`` where the url came from: a person fixes the place that holds the typo."""
+    if source.startswith("env "):
+        return f"set {source[4:]}={value}"
+    if source.startswith("file "):
+        return f'write url = "{value}" in {source[5:]}'
+    return f"pass --url {value}"
+
+
+def check_url(url: str, source: str = "") -> str:
+    """``url`` without a trailing slash when it is an app's base address: http or https, a host, no path, query,
+    fragment or user. Why here: requests refused ``127.0.0.1:7071`` (no scheme) only when sending, and the transport
+    took that for a network failure and waited 52 s over its retries before the same error; ``.../api`` reached the
+    app as ``/api/api/tasks`` and came back as a 404 that did not say why. ``source`` (``Config.sources``) names
+    where to fix it."""
+    shown, where = url.strip(), _where(source)
+    named = f"the app's address {shown!r}" if "@" not in shown else "the app's address"  # a password is not shown
+    if "://" not in shown:  # 127.0.0.1:7071, func-api-x.azurewebsites.net
+        guess = urlsplit("//" + shown)
+        host = _hostname(guess) or ""
+        scheme = "http" if host in LOOPBACK_HOSTS else "https"
+        meant = f"{scheme}://{guess.netloc.rsplit('@', 1)[-1] or shown}"
+        raise CliError(f"{named} ({where}) has no http:// or https://", f"{_fix(source, meant)} ({EXAMPLES})",
+                       EXIT_USAGE)
+    parts = urlsplit(shown)
+    base = f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}"
+    if parts.scheme.lower() not in ("http", "https"):
+        raise CliError(f"{named} ({where}) is not http:// or https://",
+                       f"{_fix(source, '<address>')}, e.g. {EXAMPLES}", EXIT_USAGE)
+    if not _hostname(parts):
+        raise CliError(f"{named} ({where}) names no host or a port that is none",
+                       f"{_fix(source, '<address>')}, e.g. {EXAMPLES}", EXIT_USAGE)
+    if parts.username is not None or parts.password is not None:
+        raise CliError(f"the app's address ({where}) carries a user name or password",
+                       f"{_fix(source, base)}; the key goes in --key, TRAPBATCH_KEY or key in the config file",
+                       EXIT_USAGE)
+    path = parts.path.rstrip("/")
+    if path or parts.query or parts.fragment:
+        why = ("ends in /api, which the CLI adds itself (it asks for /api/tasks...)" if path.endswith("/api")
+               else "has a path, query or fragment: the app's address is its scheme and host only")
+        raise CliError(f"{named} ({where}) {why}", f"drop it: {_fix(source, base)}",
+                       EXIT_USAGE)
+    return base
+
+
+def _hostname(parts: SplitResult) -> str | None:
+    """The host of ``parts``, None when there is none or its port is no port (``:99999``, ``:abc``)."""
+    try:
+        parts.port
+    except ValueError:
+        return None
+    return parts.hostname or None
 
 
 def _read_file(path: Path) -> dict[str, str]:

@@ -792,6 +792,11 @@ def show_config() -> None:
     out.print(f"config file: {cfg.config_path(os.environ)}")
     for name, value in config.describe().items():
         out.print(f"{name}: {value}")
+    if config.url:  # a url no command could use says so here too, not first at the next command
+        try:
+            config.require_url()
+        except CliError as exc:
+            out.print(f"url NOT usable: {exc.message}; {exc.hint}")
 
 
 def main(argv: list[str] | None = None) -> int:

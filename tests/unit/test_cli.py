@@ -822,3 +822,74 @@ def test_a_command_whose_app_names_another_host_stops_before_anything_is_sent(
     assert cli_main.main([command, "task-1", "--out", str(tmp_path / "out")]) == 4
     assert "refusing to send your Azure sign-in to https://evil.example.com" in capsys.readouterr().err
     assert sign_in == {"credentials": [], "clients": []} and not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------ the app's address (cli/config.py check_url)
+@pytest.mark.parametrize("url,said,next_line", [
+    ("127.0.0.1:7071", "has no http:// or https://", "pass --url http://127.0.0.1:7071 "),
+    ("localhost:7071/api", "has no http:// or https://", "pass --url http://localhost:7071 "),
+    ("func-x.azurewebsites.net", "has no http:// or https://", "pass --url https://func-x.azurewebsites.net "),
+    ("http://127.0.0.1:7071/api", "ends in /api", "drop it: pass --url http://127.0.0.1:7071"),
+    ("https://func-x.azurewebsites.net/api/", "ends in /api", "drop it: pass --url https://func-x.azurewebsites.net"),
+    ("https://func-x.azurewebsites.net/x?y=1", "has a path", "pass --url https://func-x.azurewebsites.net"),
+    ("ftp://func-x", "is not http:// or https://", "https://<app>.azurewebsites.net"),
+    ("http://127.0.0.1:99999", "names no host", "http://127.0.0.1:7071 for devhost"),
+    ("https://me:secret@func-x.azurewebsites.net", "user name or password", "pass --url https://func-x.azure")])
+def test_an_address_that_is_no_apps_is_refused_before_anything_is_sent(url: str, said: str, next_line: str) -> None:
+    """``--url 127.0.0.1:7071`` (no http://) was tried 5 times over 52 s, each an InvalidSchema, and the next: line
+    never said what to write; ``.../api`` came back as ``no function serves GET /api/api/tasks``."""
+    from cli.errors import EXIT_USAGE
+
+    session = _Answers()
+    with pytest.raises(CliError) as refused:
+        _client(session, url=url)
+    assert said in refused.value.message and next_line in refused.value.hint, refused.value
+    assert refused.value.exit_code == EXIT_USAGE and session.sent == [] and "secret" not in str(refused.value.message)
+
+
+def test_the_address_check_says_where_the_address_came_from(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('url = "127.0.0.1:7071"\n')
+    monkeypatch.setenv("TRAPBATCH_CONFIG", str(path))
+    monkeypatch.delenv("TRAPBATCH_URL", raising=False)
+    assert main(["list"]) == 2
+    assert f'next: write url = "http://127.0.0.1:7071" in {path}' in capsys.readouterr().err
+    monkeypatch.setenv("TRAPBATCH_URL", "http://127.0.0.1:7071/api")
+    assert main(["list"]) == 2
+    assert "next: drop it: set TRAPBATCH_URL=http://127.0.0.1:7071" in capsys.readouterr().err
+    assert main(["config"]) == 0
+    assert "url NOT usable" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["InvalidSchema", "MissingSchema", "InvalidURL", "InvalidHeader"])
+def test_a_request_that_requests_refuses_is_not_tried_again(name: str) -> None:
+    import requests
+
+    session = _Answers(getattr(requests.exceptions, name)("no"))
+    client, slept = _client(session)
+    with pytest.raises(CliError, match=name) as failed:
+        client.status("task-1")
+    assert len(session.sent) == 1 and slept == [] and "https://<app>.azurewebsites.net" in failed.value.hint
+
+
+def test_a_refused_connection_fails_at_once_on_this_machine_and_is_tried_again_for_a_remote_app() -> None:
+    """Nothing listening at a devhost's address waited 52 s before saying so; a cold Azure app may refuse briefly."""
+    import requests
+
+    from devhost.azurite import free_port
+
+    local, slept = _client(requests.Session(), url=f"http://127.0.0.1:{free_port()}")  # type: ignore[arg-type]
+    with pytest.raises(CliError) as refused:
+        local.list()
+    assert slept == [] and "nothing is listening" in refused.value.message
+    assert "is devhost running? python -m devhost --with-azurite" in refused.value.hint
+    try:
+        requests.get(f"http://127.0.0.1:{free_port()}/", timeout=5)
+    except requests.exceptions.ConnectionError as exc:
+        seen = exc
+    session = _Answers(*[seen] * 5)
+    remote, slept = _client(session)
+    with pytest.raises(CliError, match="cannot reach https://app.example"):
+        remote.status("task-1")
+    assert len(session.sent) == 5 and slept == [2.0, 5.0, 15.0, 30.0]
