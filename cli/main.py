@@ -9,6 +9,7 @@ from typing import Any, Callable, Sequence
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Column, Table
 
 from cli import config as cfg
@@ -263,7 +264,8 @@ def _estimate_table(est: dict[str, Any]) -> None:
 def _finish(st: dict[str, Any]) -> int:
     code = exit_code_for(st)
     if code != EXIT_OK:
-        err.print(f"[bold red]task {st.get('id')} ended {st.get('stage')}[/]" +
+        folder = f" (folder {st['folder']})" if st.get("folder") else ""  # submit --folder: which of them
+        err.print(f"[bold red]task {st.get('id')}{escape(folder)} ended {st.get('stage')}[/]" +
                   (f": {st['error']}" if st.get("error") else ""))
     return code
 
@@ -335,37 +337,81 @@ def submit(state: State, /, request_file: Path | None, folders: tuple[str, ...],
 def _submit_folders(state: State, body: dict[str, Any], folders: Sequence[str], wait: bool, plain: bool,
                     as_json: bool, confirm: bool = False) -> None:
     """``submit --folder``: every folder's task is posted (all checked first, so a bad folder starts none), then,
-    with ``wait``, followed one after the other (they run side by side on the pool)."""
-    requests = folder_requests(body, folders)
-    answers = []
-    for folder, request in requests:
-        answer = state.client.submit(request)
-        answers.append(answer)
-        if not as_json:
-            out.print(f"task {answer['id']} for folder {folder}: " +
-                      ("started" if answer.get("started") else "already known (same request)"))
+    with ``wait``, followed one after the other (they run side by side on the pool). A folder whose task could not be
+    posted or followed is reported with its folder after the others, whose ids are never lost to it."""
+    answers, failures = _post_folders(state, folder_requests(body, folders), as_json)
     if not wait:
         if as_json:
-            _print_json([{**a, "folder": f} for (f, _), a in zip(requests, answers)])
-        else:
-            out.print("follow them: " + "; ".join(f"trapbatch watch {a['id']}" for a in answers))
+            _print_json([{**a, "folder": f} for f, a in answers] + failures)
+        elif answers:
+            out.print("follow them: " + "; ".join(f"trapbatch watch {a['id']}" for _, a in answers))
+        _exit_for_folders([], failures)
         return
     finals = []
-    for (folder, _), answer in zip(requests, answers):
-        st = watch_task(state.client, answer["id"], plain, to_stderr=as_json, confirm=confirm)
+    for folder, answer in answers:
+        try:
+            st = watch_task(state.client, answer["id"], plain, to_stderr=as_json, confirm=confirm)
+        except CliError as exc:
+            if exc.exit_code == EXIT_INTERRUPTED:
+                raise
+            failures.append(_folder_failure(folder, exc, answer["id"]))
+            continue
         finals.append({**st, "folder": folder})
         if not as_json:
             out.print(f"[bold]folder {folder}[/]")
             _summary(st)
     if as_json:
-        _print_json(finals)
-    codes = [exit_code_for(st) for st in finals]
+        _print_json(finals + failures)
     for st in finals:
         _finish(st)
-    sys.exit(max(codes, key=lambda code: SEVERITY.get(code, len(SEVERITY))))
+    _exit_for_folders([exit_code_for(st) for st in finals], failures)
 
 
-# worst last: a failed or cancelled task outranks one completed with errors
+def _post_folders(state: State, requests: list[tuple[str, dict[str, Any]]], quiet: bool
+                  ) -> tuple[list[tuple[str, dict[str, Any]]], list[dict[str, Any]]]:
+    """Post each folder's request: ``(folder, answer)`` of those the app took, and a failure (``_folder_failure``)
+    for the first it refused and for each folder after it, which is not sent: what refuses one folder's request
+    (the key, a limit of running tasks, an unreachable app) refuses the next, and the same command run again finds
+    the tasks already started rather than running them twice."""
+    answers: list[tuple[str, dict[str, Any]]] = []
+    failures: list[dict[str, Any]] = []
+    for n, (folder, request) in enumerate(requests):
+        try:
+            answer = state.client.submit(request)
+        except CliError as exc:
+            failures.append(_folder_failure(folder, exc))
+            failures += [_folder_failure(rest, CliError(
+                f"not sent: the request for folder {folder} was refused before it",
+                "run the same command again once that is fixed: the tasks already started are found again, not "
+                "run twice")) for rest, _ in requests[n + 1:]]
+            break
+        answers.append((folder, answer))
+        if not quiet:
+            out.print(f"task {answer['id']} for folder {folder}: " +
+                      ("started" if answer.get("started") else "already known (same request)"))
+    return answers, failures
+
+
+def _folder_failure(folder: str, exc: CliError, task_id: str = "") -> dict[str, Any]:
+    """One folder's failure, as ``--json`` lists it beside the others' answers and ``_exit_for_folders`` says it."""
+    return {"folder": folder, **({"id": task_id} if task_id else {}), "error": exc.message, "hint": exc.hint,
+            "exit_code": exc.exit_code}
+
+
+def _exit_for_folders(codes: list[int], failures: list[dict[str, Any]]) -> None:
+    """Say each folder's failure with its folder (standard error), then exit with the worst code of all the
+    folders (``SEVERITY``) when it is not 0."""
+    for failure in failures:
+        err.print(f"[bold red]folder {escape(str(failure['folder']))}:[/] {escape(str(failure['error']))}")
+        err.print(f"  [bold]next:[/] {escape(str(failure['hint']))}")
+    codes = codes + [int(f["exit_code"]) for f in failures]
+    worst = max(codes, key=lambda code: SEVERITY.get(code, len(SEVERITY))) if codes else EXIT_OK
+    if worst != EXIT_OK:
+        sys.exit(worst)
+
+
+# worst last: a failed or cancelled task outranks one completed with errors; a code not listed (4: the app refused
+# or could not be reached) outranks them all
 SEVERITY = {EXIT_OK: 0, EXIT_COMPLETED_WITH_ERRORS: 1, EXIT_TASK_FAILED: 2}
 
 
@@ -386,18 +432,31 @@ def estimate(state: State, /, request_file: Path | None, folders: tuple[str, ...
     body = build_request(request_file, fields, dry_run=True)
     if fresh:  # an estimate that ended is run again (a new generation of the estimate's task)
         body["rerun"] = True
-    requests = folder_requests(body, folders) if folders else [("", body)]
-    answers = [(folder, state.client.submit(request)) for folder, request in requests]
+    if not folders:
+        answers = [("", state.client.submit(body))]
+        failures: list[dict[str, Any]] = []
+    else:  # a folder's failure is said with its folder after the others' estimates, which stand
+        answers, failures = _post_folders(state, folder_requests(body, folders), quiet=True)
     estimates: list[tuple[str, dict[str, Any]]] = []
     earlier: list[str] = []
     for folder, answer in answers:
         # the enumeration of millions of images takes minutes: a line per stage change (standard error) shows it lives
-        st = wait_for(lambda: state.client.status(answer["id"]), _reporter(answer["id"], True, to_stderr=True),
-                      poll_s=1.0)
+        try:
+            st = wait_for(lambda: state.client.status(answer["id"]), _reporter(answer["id"], True, to_stderr=True),
+                          poll_s=1.0)
+        except CliError as exc:
+            if not folders or exc.exit_code == EXIT_INTERRUPTED:
+                raise
+            failures.append(_folder_failure(folder, exc, answer["id"]))
+            continue
         if exit_code_for(st) != EXIT_OK:
-            raise CliError(f"the estimate{' of folder ' + folder if folder else ''} ended {st.get('stage')}: "
-                           f"{st.get('error', '')}", "check the container, prefix and folders (trapbatch status "
-                           + answer["id"] + ")", exit_code=1)
+            ended = CliError(f"the estimate{' of folder ' + folder if folder else ''} ended {st.get('stage')}: "
+                             f"{st.get('error', '')}", "check the container, prefix and folders (trapbatch status "
+                             + answer["id"] + ")", exit_code=EXIT_TASK_FAILED)
+            if not folders:
+                raise ended
+            failures.append(_folder_failure(folder, ended, answer["id"]))
+            continue
         figures = dict(st.get("estimate") or {})
         if st.get("not_images"):  # files the enumeration found that the run would not take: say so before it runs
             figures["not_images"] = st["not_images"]
@@ -406,7 +465,8 @@ def estimate(state: State, /, request_file: Path | None, folders: tuple[str, ...
             earlier.append(f"{folder or 'the request'}: {st['finished']}")
         estimates.append((folder, figures))
     if as_json:
-        _print_json([{**e, "folder": f} for f, e in estimates] if folders else estimates[0][1])
+        _print_json([{**e, "folder": f} for f, e in estimates] + failures if folders else estimates[0][1])
+        _exit_for_folders([], failures)
         return
     for folder, figures in estimates:
         if folder:
@@ -414,8 +474,10 @@ def estimate(state: State, /, request_file: Path | None, folders: tuple[str, ...
         _estimate_table(figures)
     if earlier:  # a week-old estimate of a container that has grown since would mislead without a word
         err.print(f"made before, from the listing of that time ({'; '.join(earlier)}): add --fresh to count again")
-    out.print("to run it: the same command with 'submit' instead of 'estimate' (a separate task: an estimate never "
-              "starts the real run)")
+    if estimates:
+        out.print("to run it: the same command with 'submit' instead of 'estimate' (a separate task: an estimate "
+                  "never starts the real run)")
+    _exit_for_folders([], failures)
 
 
 @cli.command(short_help="Show a task's stage, counts, progress and outcome.")

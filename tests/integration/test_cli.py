@@ -182,6 +182,9 @@ def test_submit_with_folders_starts_and_follows_one_task_per_folder(host, store:
                     url=host.base_url)
     assert est.returncode == 0, est.stdout + est.stderr
     assert [(e["folder"], e["images"]) for e in json.loads(est.stdout)] == [("cam1", 3), ("cam0", 3)]
+    some = trapbatch("estimate", "--container", unique_name, "--folder", "cam1", "--folder", "empty", url=host.base_url)
+    assert some.returncode == 1, some.stdout + some.stderr  # empty/ has no images; cam1's estimate still printed
+    assert "folder cam1" in some.stdout and "folder empty: the estimate of folder empty ended failed" in some.stderr
 
 
 def test_estimate_enumerates_and_submits_no_pool_work(host, store: BlobStore, unique_name: str,  # type: ignore[no-untyped-def]

@@ -893,3 +893,67 @@ def test_a_refused_connection_fails_at_once_on_this_machine_and_is_tried_again_f
     with pytest.raises(CliError, match="cannot reach https://app.example"):
         remote.status("task-1")
     assert len(session.sent) == 5 and slept == [2.0, 5.0, 15.0, 30.0]
+
+
+# ------------------------------------------------------------------ --folder: one folder's failure hides no other's
+class _FolderClient:
+    """An app whose estimate or task of folder ``fails`` ends failed, and whose POST of folder ``refuses`` is
+    refused (429)."""
+
+    def __init__(self, fails: str = "", refuses: str = "") -> None:
+        self.fails, self.refuses, self.posted = fails, refuses, []  # type: ignore[var-annotated]
+
+    def submit(self, body: dict[str, Any]) -> dict[str, Any]:
+        folder = body["prefix"].rstrip("/").rsplit("/", 1)[-1]
+        self.posted.append(folder)
+        if folder == self.refuses:
+            raise CliError("POST /api/tasks answered 429: too many running tasks", "wait for one to finish")
+        return {"id": f"task-{len(self.posted):020d}", "started": True, "folder": folder}
+
+    def status(self, task_id: str) -> dict[str, Any]:
+        folder = self.posted[int(task_id[5:]) - 1]
+        if folder == self.fails:
+            return {"id": task_id, "runtime_status": "Completed", "stage": "failed", "error": "no images found"}
+        return {"id": task_id, "runtime_status": "Completed", "stage": "estimated", "images": 7,
+                "estimate": {"images": 7, "shards": 1}}
+
+
+def test_an_estimate_per_folder_prints_each_folders_figures_and_each_failure_with_its_folder(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """camera-09's estimate failed and camera-01's, which succeeded, was never printed (exit 1 with camera-09's
+    error alone)."""
+    from cli import main as cli_main
+
+    client = _FolderClient(fails="camera-09")
+    monkeypatch.setattr(cli_main.State, "client", property(lambda self: client))
+    args = ["estimate", "--container", "traps", "--prefix", "2024/site-a/", "--folder", "camera-01", "--folder",
+            "camera-09"]
+    assert cli_main.main(args) == 1
+    said = capsys.readouterr()
+    assert said.out.startswith("folder camera-01\nestimate\n") and " images             7 " in said.out
+    assert "folder camera-09: the estimate of folder camera-09 ended failed: no images found" in said.err
+    assert "trapbatch status task-00000000000000000002" in said.err
+    client.posted.clear()
+    assert cli_main.main([*args, "--json"]) == 1
+    listed = json.loads(capsys.readouterr().out)
+    assert [(e["folder"], e.get("images"), e.get("exit_code")) for e in listed] == [("camera-01", 7, None),
+                                                                                   ("camera-09", None, 1)]
+
+
+def test_submit_per_folder_names_every_task_started_when_a_folders_request_is_refused(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from cli import main as cli_main
+
+    client = _FolderClient(refuses="b")
+    monkeypatch.setattr(cli_main.State, "client", property(lambda self: client))
+    args = ["submit", "--container", "traps", "--folder", "a", "--folder", "b", "--folder", "c"]
+    assert cli_main.main([*args, "--json"]) == 4
+    listed = json.loads(capsys.readouterr().out)
+    assert [(e["folder"], e.get("id")) for e in listed] == [("a", "task-00000000000000000001"), ("b", None),
+                                                             ("c", None)]
+    assert "429" in listed[1]["error"] and listed[2]["error"].startswith("not sent") and client.posted == ["a", "b"]
+    client.posted.clear()
+    assert cli_main.main([*args, "--wait", "--plain"]) == 4  # a's task followed to its end; b's refusal said
+    said = capsys.readouterr()
+    assert "task task-00000000000000000001 for folder a: started" in said.out and "folder a" in said.out
+    assert "folder b: POST /api/tasks answered 429" in said.err and "folder c: not sent" in said.err
