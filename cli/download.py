@@ -19,7 +19,7 @@ import os
 import re
 import stat
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple
 from urllib.parse import urlsplit
 
 from cli.errors import CliError
@@ -262,29 +262,35 @@ def local_paths(results: dict[str, Any], status: dict[str, Any]) -> list[tuple[s
     return paths
 
 
+class Fetched(NamedTuple):
+    """A file of the download: where it is, and whether this run wrote it (False: the copy already there is the
+    blob's, by its ETag and size, so a person reading ``wrote`` is not told of a download that did not happen)."""
+
+    path: Path
+    written: bool
+
+
 def download(service: Any, results: dict[str, Any], status: dict[str, Any], out: Path,
-             previews: bool = False) -> list[Path]:
+             previews: bool = False) -> list[Fetched]:
     """Write the task's files into ``out`` (at their paths under the results folder, ``local_paths``; previews
     under ``out/previews``)."""
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise CliError(f"cannot create {out}: {exc.strerror or exc}", "choose another --out folder") from None
-    written: list[Path] = []
+    files: list[Fetched] = []
     with FetchedEtags(out) as known:
         for container, name, path in local_paths(results, status):
             dest = _safe_join(out, path)
-            _fetch(service, container, name, dest, known.etags)
+            files.append(Fetched(dest, _fetch(service, container, name, dest, known.etags)))
             known.save()
-            written.append(dest)
         page = results.get("previews") or {}
         if previews and page.get("folder"):
             folder = str(page["folder"])
             for name in _list(service, str(page["container"]), folder + "/"):
                 dest = _safe_join(out / "previews", name[len(folder) + 1:], top=out)
-                _fetch(service, str(page["container"]), name, dest, known.etags)
-                written.append(dest)
-    return written
+                files.append(Fetched(dest, _fetch(service, str(page["container"]), name, dest, known.etags)))
+    return files
 
 
 class FetchedEtags:

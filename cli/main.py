@@ -569,12 +569,18 @@ def results(state: State, /, task_id: str, out_dir: Path | None, previews: bool,
     config = cfg.resolve({**state.flags, "storage_connection": storage_connection})
     service = blob_service(config.storage_connection, str((answer.get("results") or {}).get("url") or ""))
     folder = out_dir or Path(task_id)
-    for path in download(service, answer, st, folder, previews):
+    files = download(service, answer, st, folder, previews)
+    pages = [f for f in files if previews and "previews" in f.path.relative_to(folder).parts]
+    for path, written in files:
         if not previews or "previews" not in path.relative_to(folder).parts:
-            out.print(f"wrote {path}")
+            # "unchanged": the copy already there is the blob's (its ETag in .trapbatch-downloads.json): not fetched
+            out.print(f"{'wrote' if written else 'unchanged'} {path}")
     page = answer.get("previews") or {}
     if previews and page.get("folder"):
-        out.print(f"wrote {folder / 'previews'}/ (open {folder / 'previews' / 'index.html'})")
+        fresh = sum(f.written for f in pages)
+        out.print(f"{'wrote' if fresh else 'unchanged'} {folder / 'previews'}/ "
+                  + (f"({fresh} of {len(pages)} files; " if fresh and fresh < len(pages) else "(")
+                  + f"open {folder / 'previews' / 'index.html'})")
     elif previews:
         err.print(f"no preview pages downloaded: {page.get('error') or 'the app named none'}")
     where = page.get("public_url") or page.get("local_url")

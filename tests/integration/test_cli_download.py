@@ -46,15 +46,17 @@ def test_a_download_run_again_fetches_only_what_is_missing_or_changed(store: Blo
                           "csv": "results/task-1/detections.csv",
                           "exports": {"original": {"coco.json": "results/task-1/exports/coco.json"}}}}
     service = CountingService(service_client(storage_connection))
-    download(service, answer, {}, tmp_path)
+    assert all(f.written for f in download(service, answer, {}, tmp_path))
     assert sorted(service.downloaded) == sorted(files)
     assert (tmp_path / "exports" / "coco.json").read_bytes() == b"{}" and (tmp_path / FetchedEtags.FILE).is_file()
 
     service.downloaded.clear()
     store.write_bytes(unique_name, "results/task-1/exports/coco.json", b'{"changed": 1}')  # changed since
     (tmp_path / "detections.csv").unlink()  # lost locally
-    download(service, answer, {}, tmp_path)
+    again = download(service, answer, {}, tmp_path)
     assert sorted(service.downloaded) == ["results/task-1/detections.csv", "results/task-1/exports/coco.json"]
+    assert [(f.path.relative_to(tmp_path).as_posix(), f.written) for f in again] == [  # what `results` prints
+        ("detections.json", False), ("detections.csv", True), ("exports/coco.json", True)]
     assert (tmp_path / "exports" / "coco.json").read_bytes() == b'{"changed": 1}'
     assert (tmp_path / "detections.csv").read_bytes() == b"file\n"
 

@@ -957,3 +957,56 @@ def test_submit_per_folder_names_every_task_started_when_a_folders_request_is_re
     said = capsys.readouterr()
     assert "task task-00000000000000000001 for folder a: started" in said.out and "folder a" in said.out
     assert "folder b: POST /api/tasks answered 429" in said.err and "folder c: not sent" in said.err
+
+
+def test_results_run_again_says_unchanged_for_the_files_it_did_not_download_again(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """A second ``trapbatch results`` printed ``wrote`` for every file though none was fetched (their ETags kept)."""
+    from cli import download as cli_download
+    from cli import main as cli_main
+
+    blobs = {"results/task-1/detections.json": b'{"images": []}', "results/task-1/detections.csv": b"file\n",
+             "previews/task-1/index.html": b"<html>"}
+    fetched: list[str] = []
+
+    class Service:
+        def get_blob_client(self, container: str, name: str) -> Any:
+            data = blobs[name]
+            props = type("Props", (), {"etag": f'"{hash(data)}"', "size": len(data)})()
+
+            class Blob:
+                def get_blob_properties(self) -> Any:
+                    return props
+
+                def download_blob(self, **kw: Any) -> Any:
+                    fetched.append(name)
+                    return type("Down", (), {"properties": props, "readinto": lambda self, fh: fh.write(data)})()
+
+            return Blob()
+
+        def get_container_client(self, container: str) -> Any:
+            names = [type("B", (), {"name": n})() for n in blobs if n.startswith("previews/")]
+            return type("C", (), {"list_blobs": lambda self, name_starts_with: names})()
+
+    class Client:
+        def results(self, task_id: str) -> dict[str, Any]:
+            return {"results": {"container": "trapbatch", "blob": "results/task-1/detections.json",
+                                "csv": "results/task-1/detections.csv"},
+                    "previews": {"container": "$web", "folder": "previews/task-1"}}
+
+        def status(self, task_id: str) -> dict[str, Any]:
+            return {"id": task_id, "stage": "completed"}
+
+    monkeypatch.setattr(cli_main.State, "client", property(lambda self: Client()))
+    monkeypatch.setattr(cli_download, "blob_service", lambda connection, url: Service())
+    args = ["results", "task-1", "--out", str(tmp_path), "--previews"]
+    assert cli_main.main(args) == 0
+    first = capsys.readouterr().out
+    assert f"wrote {tmp_path / 'detections.json'}\n" in first and f"wrote {tmp_path / 'previews'}/" in first
+    assert len(fetched) == 3
+    assert cli_main.main(args) == 0
+    again = capsys.readouterr().out
+    assert len(fetched) == 3 and "wrote" not in again
+    assert f"unchanged {tmp_path / 'detections.json'}\n" in again
+    assert f"unchanged {tmp_path / 'detections.csv'}\n" in again
+    assert f"unchanged {tmp_path / 'previews'}/ (open" in again
