@@ -1,8 +1,10 @@
 """The trapbatch HTTP API as Python calls, with every failure turned into a ``CliError`` that says what to do next.
 
 The routes (api/starters.py): ``POST/GET /api/tasks``, ``GET /api/tasks/{id}``, ``.../results``, ``POST .../cancel``,
-``GET/POST .../repeats``, ``POST .../repeats/search``. Errors come back as ``{"error", "hint"}`` (api/edge.py); the hint is shown as it is. The key
-travels only in the ``x-functions-key`` header (never in a URL, which proxies and logs keep) and is never printed.
+``GET/POST .../repeats``, ``POST .../repeats/search``. Errors come back as ``{"error", "hint"}`` (api/edge.py); the hint
+is shown in the CLI's words (``CliError.app_hint``, ``cli.hints``: a route as its command, a JSON field as its flag).
+The key travels only in the ``x-functions-key`` header (never in a URL, which proxies and logs keep) and is never
+printed.
 """
 from __future__ import annotations
 
@@ -248,7 +250,7 @@ class ApiClient:
         what = f"{method} {path} answered {code}" + (f": {error}" if error else "")
         if code == 401:
             if error:  # the app's own 401 (a caller identity is required): its hint says how to sign in
-                return CliError(what, hint or "sign in: pass --token or set TRAPBATCH_TOKEN")
+                return CliError(what, hint or "sign in: pass --token or set TRAPBATCH_TOKEN", app_hint=True)
             # no app answer: the host refused the key, or App Service Authentication (Easy Auth, infra's
             # authClientId) refused the request before the app ran: it wants an Entra ID token as well as the key
             sent = " and ".join(w for w, has in (("function key", self._has_key), ("token", self._has_token)) if has)
@@ -264,12 +266,12 @@ class ApiClient:
         if code == 429:
             after = resp.headers.get("Retry-After")
             return CliError(what, (hint or "wait, then retry") + (f" (the app says: retry after {after} s)"
-                                                                 if after else ""))
+                                                                 if after else ""), app_hint=True)
         if code >= 500:
             return CliError(what or f"{method} {path} answered {code}",
                             hint or "the app failed: retry, and if it persists look at its log (Application "
-                            "Insights, or devhost.log) around this time")
-        return CliError(what, hint or "check the request (trapbatch --help, docs/cli.md)")
+                            "Insights, or devhost.log) around this time", app_hint=True)
+        return CliError(what, hint or "check the request (trapbatch --help, docs/cli.md)", app_hint=True)
 
 
 def _refused(exc: BaseException) -> bool:

@@ -10,10 +10,13 @@ EXIT_INTERRUPTED = 130  # Ctrl-C while watching (the task keeps running)
 
 
 class CliError(Exception):
-    """A failure the operator can act on: what happened (``message``) and what to do next (``hint``)."""
+    """A failure the operator can act on: what happened (``message``) and what to do next (``hint``).
+    ``app_hint``: the hint is the app's (its answer, or its request validation run here), written for an HTTP
+    client: it is shown in the CLI's words (``cli.hints``)."""
 
-    def __init__(self, message: str, hint: str, exit_code: int = EXIT_API) -> None:
+    def __init__(self, message: str, hint: str, exit_code: int = EXIT_API, app_hint: bool = False) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
         self.exit_code = exit_code
+        self.app_hint = app_hint

@@ -39,6 +39,6 @@ def folder_requests(body: dict[str, Any], folders: Sequence[str]) -> list[tuple[
             parse_task_request(request)
         except TrapbatchError as exc:
             raise CliError(f"the request for folder {folder!r} is not valid: {exc.message}", exc.hint,
-                           exit_code=EXIT_USAGE) from None
+                           exit_code=EXIT_USAGE, app_hint=True) from None
         out.append((folder, request))
     return out

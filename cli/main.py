@@ -17,6 +17,7 @@ from cli.client import ApiClient
 from cli.errors import (EXIT_API, EXIT_COMPLETED_WITH_ERRORS, EXIT_INTERRUPTED, EXIT_OK, EXIT_TASK_FAILED,
                         EXIT_USAGE, CliError)
 from cli.folders import folder_requests
+from cli.hints import translate
 from cli.zooniverse_upload import VARIANTS as ZU_VARIANTS
 from cli.progress import BarReporter, LineReporter, awaiting_line, exit_code_for, is_final, wait_for
 from core.contracts import Stage
@@ -125,7 +126,7 @@ def build_request(request_file: Path | None, fields: dict[str, Any], dry_run: bo
     try:
         parse_task_request(body)
     except TrapbatchError as exc:
-        raise CliError(f"the request is not valid: {exc.message}", exc.hint, exit_code=2) from None
+        raise CliError(f"the request is not valid: {exc.message}", exc.hint, exit_code=2, app_hint=True) from None
     return body
 
 
@@ -134,6 +135,17 @@ def build_request(request_file: Path | None, fields: dict[str, Any], dry_run: bo
 
 def _print_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=1, sort_keys=True))
+
+
+def in_cli_words(hint: str) -> str:
+    """An app's hint with its routes as this CLI's commands and its JSON fields as flags (``FIELD_FLAGS``): the
+    app writes them for an HTTP client (``POST /api/tasks/<id>/confirm``, ``e.g. "threshold": 0.2``)."""
+    return translate(hint, FIELD_FLAGS, SWITCHES)
+
+
+def hint_of(exc: CliError) -> str:
+    """What ``next:`` says for ``exc``: the app's hint in the CLI's words, the CLI's own as it is."""
+    return in_cli_words(exc.hint) if exc.app_hint else exc.hint
 
 
 def _reporter(task_id: str, plain: bool, to_stderr: bool = False) -> LineReporter | BarReporter:
@@ -209,7 +221,7 @@ def _summary(st: dict[str, Any]) -> None:
         table.add_row("not run", describe_not_images(st["not_images"]))
     repeats = st.get("repeated_detections") or {}
     if repeats.get("error"):  # the results stand; the list was not made
-        table.add_row("repeated places", f"NOT searched: {repeats['error']}; {repeats.get('hint', '')}")
+        table.add_row("repeated places", f"NOT searched: {repeats['error']}; {in_cli_words(repeats.get('hint', ''))}")
     elif repeats.get("locations") or repeats.get("folders_skipped"):
         skipped = repeats.get("folders_skipped")
         table.add_row("repeated places", str(repeats.get("locations", 0)) + " (trapbatch repeats ID)"
@@ -319,7 +331,7 @@ def submit(state: State, /, request_file: Path | None, folders: tuple[str, ...],
                   "it with them)")
     if not wait:
         if not answer.get("started") and answer.get("hint"):
-            said.print(f"its stage: {answer.get('stage')}; {answer['hint']}")
+            said.print(f"its stage: {answer.get('stage')}; {in_cli_words(answer['hint'])}")
         said.print(f"follow it: trapbatch watch {task_id}")
         return
     st = watch_task(state.client, task_id, plain, to_stderr=as_json, confirm=confirm)
@@ -394,7 +406,7 @@ def _post_folders(state: State, requests: list[tuple[str, dict[str, Any]]], quie
 
 def _folder_failure(folder: str, exc: CliError, task_id: str = "") -> dict[str, Any]:
     """One folder's failure, as ``--json`` lists it beside the others' answers and ``_exit_for_folders`` says it."""
-    return {"folder": folder, **({"id": task_id} if task_id else {}), "error": exc.message, "hint": exc.hint,
+    return {"folder": folder, **({"id": task_id} if task_id else {}), "error": exc.message, "hint": hint_of(exc),
             "exit_code": exc.exit_code}
 
 
@@ -536,7 +548,7 @@ def confirm(state: State, /, task_id: str, wait: bool, plain: bool) -> None:
     """Say yes to a task in stage 'awaiting_confirmation' (more images than the app's TRAPBATCH_CONFIRM_ABOVE_IMAGES;
     'trapbatch status' shows its estimate). Without a yes it ends 'expired' after TRAPBATCH_CONFIRM_TIMEOUT_S."""
     answer = state.client.confirm(task_id)
-    out.print(f"confirmed {task_id}: {answer.get('hint', '')}")
+    out.print(f"confirmed {task_id}: {in_cli_words(answer.get('hint', ''))}")
     if wait:
         st = watch_task(state.client, task_id, plain)
         _summary(st)
@@ -549,7 +561,7 @@ def confirm(state: State, /, task_id: str, wait: bool, plain: bool) -> None:
 def cancel(state: State, /, task_id: str) -> None:
     """Ask a running task to stop; its stage becomes 'cancelled' after the next poll."""
     answer = state.client.cancel(task_id)
-    out.print(f"cancel requested for {task_id}: {answer.get('hint', '')}")
+    out.print(f"cancel requested for {task_id}: {in_cli_words(answer.get('hint', ''))}")
 
 
 @cli.command(short_help="Download results JSON, CSV and exports (and --previews) into a folder.")
@@ -692,12 +704,13 @@ def previews(state: State, /, task_id: str, threshold: float | None, delete: boo
         if as_json:
             _print_json(gone)
         else:
-            out.print(f"deleted {gone.get('deleted')} preview files of {task_id}: {gone.get('hint', '')}")
+            out.print(f"deleted {gone.get('deleted')} preview files of {task_id}: "
+                      f"{in_cli_words(gone.get('hint', ''))}")
         return
     try:
         parse_rerender({"threshold": threshold})
     except TrapbatchError as exc:
-        raise CliError(exc.message, exc.hint, exit_code=2) from None
+        raise CliError(exc.message, exc.hint, exit_code=2, app_hint=True) from None
     answer = state.client.rerender_previews(task_id, threshold)
     if wait:
         def done() -> dict[str, Any] | None:
@@ -728,6 +741,12 @@ def previews(state: State, /, task_id: str, threshold: float | None, delete: boo
 # --search options: MegaDetector's RDE phase-1 options, by the names POST /api/tasks/{id}/repeats/search takes
 SEARCH_OPTIONS = ("occurrence_threshold", "iou_threshold", "confidence_min", "confidence_max",
                   "min_suspicious_detection_size", "max_suspicious_detection_size", "max_folder_detections")
+# A request field -> the flag that sets it, for the app's hints (in_cli_words): the request's (REQUEST_FLAGS), a
+# re-render's threshold, a search's options, and the switches (no value) that set a field to true
+SWITCHES = frozenset({"rerun", "only_new"})
+FIELD_FLAGS = {**{dest: flag for flag, dest, _, _ in REQUEST_FLAGS}, "threshold": "--threshold",
+               **{name: "--" + name.replace("_", "-") for name in SEARCH_OPTIONS},
+               **{name: "--" + name.replace("_", "-") for name in SWITCHES}}
 
 
 @cli.command(short_help="List repeated detections; --keep/--remove sends your choice; --search finds them again.")
@@ -840,7 +859,7 @@ def _print_skipped(skipped: Any) -> None:
               "detections): " + ", ".join(f"{f.get('folder') or '(top)'} ({f.get('detections')})" for f in listed)
               + (f" and {skipped['more']} more" if skipped.get("more") else ""), markup=False, highlight=False)
     if skipped.get("hint"):
-        out.print(str(skipped["hint"]), markup=False, highlight=False)
+        out.print(in_cli_words(str(skipped["hint"])), markup=False, highlight=False)
 
 
 def _ids(text: str) -> list[str]:
@@ -872,8 +891,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cli.main(args=argv, prog_name="trapbatch", standalone_mode=False)
     except CliError as exc:
-        err.print(f"[bold red]error:[/] {exc.message}")
-        err.print(f"[bold]next:[/] {exc.hint}")
+        err.print(f"[bold red]error:[/] {escape(exc.message)}")
+        err.print(f"[bold]next:[/] {escape(hint_of(exc))}")
         return exc.exit_code
     except (click.exceptions.Abort, KeyboardInterrupt):
         # whatever the app had already accepted goes on there (a task, an estimate, a re-render): say so and where

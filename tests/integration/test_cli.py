@@ -133,7 +133,8 @@ def test_a_failing_task_exits_non_zero_and_errors_say_what_to_do(host, store: Bl
     assert "1 file is not an image and was not run (.txt 1)" in " ".join(failed.stderr.split())  # what it found
 
     missing = trapbatch("status", "task-00000000000000000000", url=host.base_url)
-    assert missing.returncode == 4 and "404" in missing.stderr and "POST /api/tasks" in missing.stderr
+    assert missing.returncode == 4 and "404" in missing.stderr
+    assert "next: check the id, or start the task with trapbatch submit" in missing.stderr  # the app's hint, as the CLI
     refused = trapbatch("list", url=host.base_url, key="wrong-key")
     assert refused.returncode == 4 and "refused the request (function key)" in refused.stderr
     assert "TRAPBATCH_KEY" in refused.stderr

@@ -1010,3 +1010,75 @@ def test_results_run_again_says_unchanged_for_the_files_it_did_not_download_agai
     assert f"unchanged {tmp_path / 'detections.json'}\n" in again
     assert f"unchanged {tmp_path / 'detections.csv'}\n" in again
     assert f"unchanged {tmp_path / 'previews'}/ (open" in again
+
+
+# ------------------------------------------------------------------ the app's hints in the CLI's words (cli/hints.py)
+T1 = "task-0123456789abcdef0123"
+
+
+@pytest.mark.parametrize("hint,shown", [
+    (f"it waits for confirmation: POST /api/tasks/{T1}/confirm (or cancel it)",
+     f"it waits for confirmation: trapbatch confirm {T1} (or cancel it)"),
+    (f"poll GET /api/tasks/{T1} until its stage is 'completed'",
+     f"follow it with trapbatch watch {T1} until its stage is 'completed'"),
+    ("check the id, or start the task with POST /api/tasks", "check the id, or start the task with trapbatch submit"),
+    ("e.g. \"threshold\": 0.2 (MegaDetector v5's typical threshold)",
+     "e.g. --threshold 0.2 (MegaDetector v5's typical threshold)"),
+    (f"wait until GET /api/tasks/{T1} shows it finished, or POST /api/tasks/{T1}/cancel it, then post the request "
+     "with \"rerun\" again", f"wait until trapbatch status {T1} shows it finished, or cancel it with trapbatch "
+     f"cancel {T1}, then submit the request with --rerun again"),
+    ("leave 'notify_url' out and poll GET /api/tasks/{id}", "leave --notify-url out and follow it with trapbatch "
+     "watch <task id>"),
+    ("e.g. GET /api/tasks?limit=20", "e.g. trapbatch list --limit 20"),
+    (f"run it again: trapbatch repeats {T1} --search (POST /api/tasks/{T1}/repeats/search)",
+     f"run it again: trapbatch repeats {T1} --search"),
+    (f"wait until it completed (GET http://127.0.0.1:7071/api/tasks/{T1}/repeats), then retry",
+     f"wait until it completed (trapbatch repeats {T1}), then retry"),
+    ('send e.g. {"occurrence_threshold": 10, "iou_threshold": 0.85}, or {} for the defaults',
+     "send e.g. --occurrence-threshold 10 --iou-threshold 0.85, or {} for the defaults"),
+    ('to run it again, post it with "rerun": true (or "only_new": true for new or changed images only)',
+     "to run it again, submit it with --rerun (or --only-new for new or changed images only)"),
+    ('e.g. "request_name": "season 2"; e.g. "prefix": "2024/site-a/"', "e.g. --name 'season 2'; e.g. --prefix "
+     "2024/site-a/"),
+    # what the CLI has no command or flag for stays as the app wrote it
+    ('e.g. {"site-a/cam-3": 3600}, "clock_corrections": 3, DELETE /runtime/webhooks/durabletask/instances',
+     'e.g. {"site-a/cam-3": 3600}, "clock_corrections": 3, DELETE /runtime/webhooks/durabletask/instances'),
+    (f"POST /api/tasks/{T1}/repeats {{\"remove\": \"all\"}}", f"POST /api/tasks/{T1}/repeats {{\"remove\": \"all\"}}"),
+])
+def test_the_apps_hints_are_shown_as_the_clis_commands_and_flags(hint: str, shown: str) -> None:
+    from cli.main import in_cli_words
+
+    assert in_cli_words(hint) == shown
+
+
+def test_an_error_from_the_app_says_next_in_the_clis_words_and_the_clis_own_hints_stay(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """``next: check the id, or start the task with POST /api/tasks`` told a CLI user to write HTTP by hand."""
+    from cli import main as cli_main
+
+    body = json.dumps({"error": f"no task {T1}", "hint": "check the id, or start the task with POST /api/tasks"})
+    session = _Answers((404, {"_body": body}))
+    monkeypatch.setattr(cli_main.State, "client", property(lambda self: _client(session)[0]))
+    assert cli_main.main(["status", T1]) == 4
+    said = capsys.readouterr().err
+    assert "GET /api/tasks/task-0123456789abcdef0123 answered 404: no task" in said  # what was asked stays
+    assert "next: check the id, or start the task with trapbatch submit\n" in said
+    assert cli_main.main(["previews", T1, "--threshold", "1.5"]) == 2  # the app's validation, run here
+    assert "next: e.g. --threshold 0.2" in capsys.readouterr().err
+    request = tmp_path / "request.json"
+    request.write_text("[1]")
+    assert cli_main.main(["submit", str(request)]) == 2  # the CLI's own hint is about the file: JSON it stays
+    assert 'next: write a JSON object, e.g. {"container": "my-camera-traps"}' in capsys.readouterr().err
+
+
+def test_an_error_and_its_next_line_are_printed_as_they_are_written(monkeypatch: pytest.MonkeyPatch,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """Printed as rich markup, ``[cam]`` (a folder) and ``["r00001"]`` (an example) vanished from the lines."""
+    from cli import main as cli_main
+
+    def refuse(self: Any) -> Any:
+        raise CliError("folder [cam]/a is too large", 'e.g. --keep [r00001]')
+
+    monkeypatch.setattr(cli_main.State, "client", property(refuse))
+    assert cli_main.main(["status", T1]) == 4
+    assert "error: folder [cam]/a is too large\nnext: e.g. --keep [r00001]\n" in capsys.readouterr().err

@@ -1,0 +1,98 @@
+"""The app's hints in the CLI's words: the API writes what to do next for an HTTP client (``POST
+/api/tasks/<id>/confirm``, ``poll GET /api/tasks/<id>``, ``e.g. "threshold": 0.2``); a person at the ``trapbatch``
+command has commands and flags for those. Why translate here and not in the app: the same hint serves both, and only
+the CLI knows its commands and which flag sets which field (``cli.main.FIELD_FLAGS``).
+
+``translate`` rewrites the forms it knows and leaves everything else as the app wrote it (a route or field the CLI has
+no command or flag for, a URL that is not a route). Pure: text in, text out.
+"""
+from __future__ import annotations
+
+import json
+import re
+from typing import Mapping
+
+# A route, as the app's hints write it: a method and a path (POST /api/tasks/<id>/confirm), or the app's own
+# address with no method (a link: GET). The id is the task's, or a placeholder the app writes for it.
+_ROUTE = re.compile(
+    r"(?P<before>\bpoll |\bfollow it at | are at )?"
+    r"(?:(?P<method>GET|POST|DELETE) (?:https?://[^\s/]+)?|(?P<link>https?://[^\s/]+))/api/tasks"
+    r"(?:/(?P<id><task id>|[^\s/()'\",;?]+)(?P<sub>/repeats/search|/repeats|/confirm|/cancel|/results|/previews)?)?"
+    r"(?:\?limit=(?P<limit>\d+))?(?![\w/])(?P<it> it\b)?")
+PLACEHOLDERS = ("{id}", "{task_id}", "<id>", "<task id>")
+# (method, the path after the id) -> the command; {id} is the task's id
+COMMANDS = {("POST", "/repeats/search"): "trapbatch repeats {id} --search",
+            ("GET", "/repeats"): "trapbatch repeats {id}",
+            ("POST", "/confirm"): "trapbatch confirm {id}",
+            ("POST", "/cancel"): "trapbatch cancel {id}",
+            ("GET", "/results"): "trapbatch results {id}",
+            ("POST", "/previews"): "trapbatch previews {id} --threshold <t>",
+            ("DELETE", "/previews"): "trapbatch previews {id} --delete",
+            ("GET", ""): "trapbatch status {id}"}
+# A JSON value in a hint: a number, a string, true, false
+_VALUE = r'-?\d+(?:\.\d+)?|"[^"\n]*"|true|false'
+_PAIR = re.compile(rf'"(?P<field>\w+)":\s*(?P<value>{_VALUE})')
+_OBJECT = re.compile(rf'\{{\s*"\w+":\s*(?:{_VALUE})(?:\s*,\s*"\w+":\s*(?:{_VALUE}))*\s*\}}')
+_PLAIN = re.compile(r"[\w./:+@,-]+")  # a value the shell takes as it is
+_BARE = re.compile(r"(?P<q>[\"'])(?P<field>\w+)(?P=q)(?!\s*:)")
+_POST_REQUEST = re.compile(r"\bpost (?=(?:it|the (?:same )?request)\b)")
+# "trapbatch repeats X --search (trapbatch repeats X --search)": the app named the command, and the route after it
+_REPEATED = re.compile(r"(?P<cmd>trapbatch [^();]*?) \((?P=cmd)(?P<end>\)|; )")
+
+
+def translate(hint: str, flags: Mapping[str, str], switches: frozenset[str] = frozenset()) -> str:
+    """``hint`` with the app's routes as the CLI's commands and its JSON fields as flags (``flags``: field ->
+    flag; ``switches``: the fields whose flag takes no value, given as ``"field": true``)."""
+    if not hint:
+        return hint
+    text = _ROUTE.sub(_command, hint)
+    text = _OBJECT.sub(lambda m: _object(m.group(0), flags, switches), text)
+    text = _PAIR.sub(lambda m: _flag(m.group("field"), m.group("value"), flags, switches) or m.group(0), text)
+    text = _BARE.sub(lambda m: flags.get(m.group("field"), m.group(0)), text)
+    text = _POST_REQUEST.sub("submit ", text)  # posting a request is the CLI's submit
+    return _REPEATED.sub(lambda m: m.group("cmd") + ("" if m.group("end") == ")" else " ("), text)
+
+
+def _command(m: re.Match[str]) -> str:
+    method = m.group("method") or "GET"  # a link is followed with a GET
+    task_id, sub = m.group("id"), m.group("sub") or ""
+    if task_id is None:  # the task list, or a new task
+        command = {"GET": "trapbatch list" + (f" --limit {m.group('limit')}" if m.group("limit") else ""),
+                   "POST": "trapbatch submit"}.get(method)
+    elif m.group("limit") is None:
+        task_id = "<task id>" if task_id in PLACEHOLDERS else task_id
+        command = COMMANDS[(method, sub)].format(id=task_id) if (method, sub) in COMMANDS else None
+    else:
+        command = None
+    if command is None:
+        return m.group(0)
+    before, it = m.group("before") or "", m.group("it") or ""
+    if before in ("poll ", "follow it at ") and sub == "" and task_id:  # "poll GET ...", "follow it at <link>"
+        return f"follow it with trapbatch watch {task_id}{it}"
+    if before == " are at ":  # "its results are at <link>"
+        before = ": "
+    if it and command.startswith("trapbatch cancel "):  # "POST .../cancel it"
+        return f"{before}cancel it with {command}"
+    return before + command + it
+
+
+def _object(text: str, flags: Mapping[str, str], switches: frozenset[str]) -> str:
+    """``{"occurrence_threshold": 10, "iou_threshold": 0.85}`` as ``--occurrence-threshold 10 --iou-threshold
+    0.85`` when every field has a flag; else as it is."""
+    given = [_flag(m.group("field"), m.group("value"), flags, switches) for m in _PAIR.finditer(text)]
+    return " ".join(f for f in given if f) if given and all(given) else text
+
+
+def _flag(field: str, value: str, flags: Mapping[str, str], switches: frozenset[str]) -> str:
+    """``"field": value`` as ``--flag value`` (a switch: ``--flag`` for true); "" when the CLI has no such flag."""
+    flag = flags.get(field)
+    if flag is None:
+        return ""
+    if field in switches:
+        return flag if value == "true" else ""
+    if value in ("true", "false"):
+        return ""
+    if value.startswith('"'):
+        shown = str(json.loads(value))
+        return f"{flag} {shown if _PLAIN.fullmatch(shown) else repr(shown)}"
+    return f"{flag} {value}"
