@@ -156,12 +156,15 @@ def _reporter(task_id: str, plain: bool, to_stderr: bool = False) -> LineReporte
 
 
 def watch_task(client: ApiClient, task_id: str, plain: bool = False, poll_s: float = 2.0,
-               timeout_s: float | None = None, to_stderr: bool = False, confirm: bool = False) -> dict[str, Any]:
+               timeout_s: float | None = None, to_stderr: bool = False, confirm: bool = False,
+               confirmed_already: bool = False) -> dict[str, Any]:
     """Follow a task to its end with progress; the final status. Ctrl-C stops watching, not the task.
     ``to_stderr``: the progress goes to standard error (``--json``: standard output holds the JSON alone).
-    ``confirm`` (``submit --yes``): a task waiting for confirmation is confirmed, once."""
+    ``confirm`` (``submit --yes``): a task waiting for confirmation is confirmed, once. ``confirmed_already``
+    (``confirm --wait``): the confirmation was just sent, so a status still waiting for it is not shown as waiting
+    (its line said "nothing runs until 'trapbatch confirm ...'" right after that command)."""
     reporter = _reporter(task_id, plain, to_stderr)
-    confirmed = [False]
+    confirmed = [confirmed_already]
 
     def fetch() -> dict[str, Any]:
         st = client.status(task_id)
@@ -550,7 +553,7 @@ def confirm(state: State, /, task_id: str, wait: bool, plain: bool) -> None:
     answer = state.client.confirm(task_id)
     out.print(f"confirmed {task_id}: {in_cli_words(answer.get('hint', ''))}")
     if wait:
-        st = watch_task(state.client, task_id, plain)
+        st = watch_task(state.client, task_id, plain, confirmed_already=True)
         _summary(st)
         sys.exit(_finish(st))
 

@@ -118,6 +118,8 @@ class BarReporter:
 
     def __call__(self, st: dict[str, Any]) -> None:
         stage = str(st.get("stage", "?"))
+        if stage == Stage.awaiting_confirmation and st.get("confirmed"):  # confirmed a moment ago: it moves on
+            stage = "confirmed"
         if stage == Stage.awaiting_confirmation and not self.said_waiting:  # once, above the bar
             self.progress.console.print(awaiting_line(st))
             self.said_waiting = True

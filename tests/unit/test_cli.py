@@ -1082,3 +1082,37 @@ def test_an_error_and_its_next_line_are_printed_as_they_are_written(monkeypatch:
     monkeypatch.setattr(cli_main.State, "client", property(refuse))
     assert cli_main.main(["status", T1]) == 4
     assert "error: folder [cam]/a is too large\nnext: e.g. --keep [r00001]\n" in capsys.readouterr().err
+
+
+def test_confirm_wait_does_not_say_the_task_waits_for_the_confirmation_it_just_sent(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The first progress line after ``confirm --wait`` said "nothing runs until 'trapbatch confirm ...'": the task's
+    status still waits for a moment after the confirmation is sent. Nor does a progress bar say it."""
+    import functools
+    import io
+
+    from rich.console import Console
+
+    from cli import main as cli_main
+    from cli.progress import BarReporter
+
+    statuses = [{"id": T1, "stage": s, "runtime_status": r, "images": 12000} for s, r in (
+        ("awaiting_confirmation", "Running"), ("detecting", "Running"), ("completed", "Completed"))]
+
+    class Client:
+        def confirm(self, task_id: str) -> dict[str, Any]:
+            return {"id": task_id, "confirmed": True, "hint": "its shards go to the pool now"}
+
+        def status(self, task_id: str) -> dict[str, Any]:
+            return statuses.pop(0)
+
+    monkeypatch.setattr(cli_main.State, "client", property(lambda self: Client()))
+    monkeypatch.setattr(cli_main, "wait_for", functools.partial(wait_for, sleep=lambda s: None))
+    assert cli_main.main(["confirm", T1, "--wait", "--plain"]) == 0
+    shown = capsys.readouterr().out
+    assert "nothing runs until" not in shown and "confirmed: 12000 images go to the pool" in shown
+    screen = io.StringIO()
+    bar = BarReporter(Console(file=screen, force_terminal=True, width=100), T1)
+    bar({"id": T1, "stage": "awaiting_confirmation", "runtime_status": "Running", "images": 12000, "confirmed": True})
+    bar.close()
+    assert "nothing runs until" not in screen.getvalue() and "confirmed" in screen.getvalue()
