@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -519,16 +520,43 @@ def list_(state: State, /, limit: int, as_json: bool) -> None:
         _print_json(answer)
         return
     tasks = answer.get("tasks", [])
-    # the id and stage are never cut (an id is copied into the other commands); the name and time wrap instead
-    widest = {key: max([len(str(row.get(key) or "")) for row in tasks] + [5]) for key in ("id", "stage")}
-    table = Table(Column("id", no_wrap=True, min_width=widest["id"]), Column("name", overflow="fold"),
-                  Column("stage", no_wrap=True, min_width=widest["stage"]), "images",
-                  Column("created", overflow="fold"))
-    for row in tasks:
-        table.add_row(row["id"], str(row.get("request_name") or ""), str(row.get("stage")),
-                      str(row.get("images") or ""), str(row.get("created") or ""))
+    # the id, stage, images and time are never cut or wrapped (an id is copied into the other commands); the name
+    # wraps instead, in what room is left (no borders: at 80 columns, a row fits with a name of 15 characters); with
+    # too little room for a name column (a 21-letter stage at 80 columns) it goes under its id
+    created = [short_time(str(row.get("created") or "")) for row in tasks]
+    widest = {key: max([len(str(row.get(key) or "")) for row in tasks] + [len(key)])
+              for key in ("id", "stage", "images")}
+    when_w = max([len(c) for c in created] + [7])
+    room = out.width - sum(widest.values()) - when_w - 2 * 4  # 2 between columns
+    name_column = room >= LIST_NAME_MIN
+    table = Table(Column("id" if name_column else "id, name", min_width=widest["id"], no_wrap=name_column,
+                         overflow="fold"),
+                  *([Column("name", overflow="fold")] if name_column else []),
+                  Column("stage", no_wrap=True, min_width=widest["stage"]),
+                  Column("images", justify="right", no_wrap=True, min_width=widest["images"]),
+                  Column("created", no_wrap=True, min_width=when_w), box=None, pad_edge=False)
+    for row, when in zip(tasks, created):
+        name = str(row.get("request_name") or "")
+        cells = [row["id"], name] if name_column else [row["id"] + (f"\n{name}" if name else "")]
+        table.add_row(*cells, str(row.get("stage")), str(row.get("images") or ""), when)
     out.print(table)
     out.print(f"{len(answer.get('tasks', []))} of {answer.get('total', 0)} tasks")
+
+
+LIST_NAME_MIN = 12  # columns a name needs to read as one (fewer: it goes under its id)
+
+
+def short_time(iso: str) -> str:
+    """An ISO time as ``2026-12-05 09:21Z`` (UTC, to the minute): the app's ``created`` in full
+    (``2026-12-05T09:21:37.123456+00:00``) wrapped onto 3 lines of ``trapbatch list`` at 80 columns. Not a time:
+    as it is."""
+    try:
+        when = datetime.fromisoformat(iso)
+    except ValueError:
+        return iso
+    if when.tzinfo is None:  # the app's times are UTC
+        when = when.replace(tzinfo=timezone.utc)
+    return when.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%MZ")
 
 
 @cli.command(short_help="Follow a running task with a progress bar until it ends.")

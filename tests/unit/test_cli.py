@@ -1116,3 +1116,31 @@ def test_confirm_wait_does_not_say_the_task_waits_for_the_confirmation_it_just_s
     bar({"id": T1, "stage": "awaiting_confirmation", "runtime_status": "Running", "images": 12000, "confirmed": True})
     bar.close()
     assert "nothing runs until" not in screen.getvalue() and "confirmed" in screen.getvalue()
+
+
+@pytest.mark.parametrize("stage", ["completed", "completed_with_errors"])
+def test_list_shows_when_a_task_was_created_compactly_on_its_rows_line(
+        stage: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """At 80 columns the full ISO time wrapped onto 3 lines; with a 21-letter stage there was no room for the name."""
+    import cli.main as cli_main
+
+    names = ["camera traps of the northern ridge, season 2024", "season: cam0"]
+    rows = [{"id": f"task-{i:020x}", "request_name": name, "stage": stage, "images": 123456,
+             "created": "2026-12-03T18:31:37.123456+01:00"} for i, name in enumerate(names)]
+
+    class Lister:
+        def __init__(self, config: Any) -> None:
+            pass
+
+        def list(self, limit: int) -> dict[str, Any]:
+            return {"tasks": rows, "total": 2}
+
+    monkeypatch.setattr(cli_main, "ApiClient", Lister)
+    monkeypatch.setattr(cli_main, "out", cli_main.Console(width=80, highlight=False, soft_wrap=True))
+    assert main(["--url", "http://127.0.0.1:9", "--key", "k", "list"]) == 0
+    lines = [line.rstrip() for line in capsys.readouterr().out.splitlines()]
+    for row in rows:
+        [line] = [line for line in lines if row["id"] in line]
+        assert line.endswith(f"{stage}  123456  2026-12-03 17:31Z") and len(line) <= 80, line
+    shown = " ".join(lines).split()  # the name wraps in its column, or under its id
+    assert all(word in shown for name in names for word in name.split()) and "…" not in " ".join(shown)
