@@ -907,7 +907,11 @@ def show_config() -> None:
 
     state = click.get_current_context().find_object(State)
     config = cfg.resolve(state.flags if state else {})
-    out.print(f"config file: {cfg.config_path(os.environ)}")
+    path = cfg.config_path(os.environ)
+    # a path alone read as a file in use; there is no command that writes it (the CLI never writes a secret to disk)
+    out.print(f"config file: {path}" + ("" if path.is_file() else
+              ' (not created: write it, TOML, e.g. url = "https://<app>.azurewebsites.net" and key = "...", or use '
+              "the flags or TRAPBATCH_URL and TRAPBATCH_KEY)"), markup=False)
     for name, value in config.describe().items():
         out.print(f"{name}: {value}")
     if config.url:  # a url no command could use says so here too, not first at the next command

@@ -1144,3 +1144,17 @@ def test_list_shows_when_a_task_was_created_compactly_on_its_rows_line(
         assert line.endswith(f"{stage}  123456  2026-12-03 17:31Z") and len(line) <= 80, line
     shown = " ".join(lines).split()  # the name wraps in its column, or under its id
     assert all(word in shown for name in names for word in name.split()) and "…" not in " ".join(shown)
+
+
+def test_config_says_when_its_file_does_not_exist_and_how_to_make_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """``trapbatch config`` printed the config file's path as if it were read, though no file was there."""
+    path = tmp_path / "config.toml"
+    monkeypatch.setenv("TRAPBATCH_CONFIG", str(path))
+    monkeypatch.delenv("TRAPBATCH_URL", raising=False)
+    assert main(["config"]) == 0
+    assert f'config file: {path} (not created: write it, TOML, e.g. url = "https://' in capsys.readouterr().out
+    path.write_text('url = "https://func-x.azurewebsites.net"\n')
+    assert main(["config"]) == 0
+    shown = capsys.readouterr().out
+    assert f"config file: {path}\n" in shown and f"url: https://func-x.azurewebsites.net (file {path})" in shown
