@@ -112,7 +112,7 @@ def combine_deployments(builder: camtrapdp.CamtrapBuilder, parts_facts: Sequence
             if known is None:
                 known = builder.deployments[dep] = camtrapdp._Deployment("", "", location=location)
             known.cover(start, end)
-            known.timestamp_issues = known.timestamp_issues or bool(issues)
+            known.timestamp_issues |= int(issues)  # camtrapdp's bits (true from an older view: NO_TIME)
             if known.latitude is None and lat is not None:
                 known.latitude, known.longitude = lat, lon
             if not known.camera and camera:

@@ -26,10 +26,12 @@ What the results do not know, and how it is said instead of invented: capture ti
 EXIF ``DateTimeOriginal`` the worker writes as MegaDetector does with ``--include_image_timestamp``, is used when
 present) falls back to the detection completion time for an image without one, and such media say so in
 ``mediaComments`` while their deployment gets ``timestampIssues`` true; the cameras' time zone (EXIF times have
-none) is the task's ``utc_offset``, else UTC, as the package's description says (a camera whose clock was wrong is
-corrected by the request's ``clock_corrections``, ``clock_shifts`` here, and its media rows say so); coordinates
-(required by Camtrap DP) are taken from ``locations`` when the caller gives them, else written as 0, 0 with a
-``deploymentComments`` note to replace them before publishing.
+none) is the task's ``utc_offset``, else UTC, as the package's description says, and a deployment whose times were
+placed in UTC for want of a zone gets ``timestampIssues`` true too: the deployments schema names "unknown timezone"
+as such an issue (each reason is said in its ``deploymentComments``: ``ISSUE_COMMENTS``). A camera whose clock was
+wrong is corrected by the request's ``clock_corrections`` (``clock_shifts`` here), and its media rows say so.
+Coordinates (required by Camtrap DP) are taken from ``locations`` when the caller gives them, else written as 0, 0
+with a ``deploymentComments`` note to replace them before publishing.
 
 An explicit image list's metadata (``core.imagelist``), when the caller gives an image's row: the columns
 ``gpu_batch.formats.listfields`` recognises fill Camtrap DP fields, and the rest is kept in the media row:
@@ -91,6 +93,7 @@ _OVERFLOW = [re.compile(p) for p in (r"/\d+RECNX/", r"/\d+EK\d+/", r"/\d+_BTCF/"
 _MEDIATYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".gif": "image/gif"}
 NO_CAPTURE_TIME = "capture time unknown: the detection completion time stands in for it"
 # Camtrap DP timestamps carry a zone and EXIF's do not: without the task's utc_offset they are written as UTC, said
+# here and, per deployment, by timestampIssues (ZONE_ASSUMED)
 NO_ZONE = ("Capture times without a time zone (the cameras' clocks, as EXIF writes them) are written as UTC where "
            "neither the task (utc_offset) nor the image list (a utc_offset column) gave the cameras' offset.")
 NO_COORDINATES = "coordinates unknown (0, 0 stand in): replace latitude and longitude before publishing"
@@ -190,16 +193,23 @@ def camtrap_timestamp(value: str, zone: tzinfo = timezone.utc) -> str | None:
     """An ISO 8601 time (or MegaDetector's ``YYYY:MM:DD HH:MM:SS`` EXIF form) as Camtrap DP's
     ``%Y-%m-%dT%H:%M:%S%z``; a time without offset (a camera's clock) is taken as being in ``zone``: the task's
     ``utc_offset``, else UTC. None when it cannot be read."""
+    return _capture_time(value, zone)[0]
+
+
+def _capture_time(value: str, zone: tzinfo) -> tuple[str | None, bool]:
+    """``camtrap_timestamp`` of ``value``, and whether ``zone`` placed it (the value had no offset of its own): the
+    caller then knows whether the zone written was known or only assumed (``ZONE_ASSUMED``)."""
     text = value.strip()
     if re.match(r"^\d{4}:\d{2}:\d{2} ", text):
         text = text.replace(":", "-", 2)
     try:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        return None
-    if parsed.tzinfo is None:
+        return None, False
+    zoneless = parsed.tzinfo is None
+    if zoneless:
         parsed = parsed.replace(tzinfo=zone)
-    return parsed.replace(microsecond=0).isoformat()
+    return parsed.replace(microsecond=0).isoformat(), zoneless
 
 
 def utc_offset_zone(offset: str) -> tzinfo:
@@ -212,6 +222,18 @@ def utc_offset_zone(offset: str) -> tzinfo:
     return timezone(sign * timedelta(hours=hours, minutes=minutes))
 
 
+# Why a deployment's media timestamps have issues (Camtrap DP's ``timestampIssues``: "known to have (unsolvable)
+# issues (e.g. unknown timezone, am/pm switch)"), as bits of ``_Deployment.timestamp_issues``: each says itself in
+# ``deploymentComments``. The facts that parts and merge views carry hold the number; a fact written as ``true``
+# before the bits (a merge view of an older worker) meant an image without capture time, which is bit 1.
+NO_TIME = 1  # an image without a capture time: a stand-in is written (NO_CAPTURE_TIME)
+CLOCK_CORRECTED = 2  # a camera clock corrected by the request's clock_corrections
+ZONE_ASSUMED = 4  # a capture time without a zone was written as UTC: neither the task nor the list gave the zone
+ISSUE_COMMENTS = ((NO_TIME, NO_CAPTURE_TIME), (CLOCK_CORRECTED, "camera clock corrected (clock_corrections)"),
+                  (ZONE_ASSUMED, "time zone unknown: capture times without one are written as UTC (no utc_offset "
+                                 "given by the task or the image list)"))
+
+
 @dataclass(slots=True)
 class _Deployment:
     # the first and last capture time of its images ("" until one has a capture time: an image without one, a
@@ -219,7 +241,7 @@ class _Deployment:
     # no capture time at all, in ``deployment_rows``)
     start: str
     end: str
-    timestamp_issues: bool = False
+    timestamp_issues: int = 0  # NO_TIME | CLOCK_CORRECTED | ZONE_ASSUMED
     location: str = ""  # from the image list (its first image's values)
     latitude: float | None = None
     longitude: float | None = None
@@ -244,7 +266,7 @@ class CamtrapBuilder:
     classified_by: str
     locations: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     # the cameras' offset from UTC (the request's ``utc_offset``, ``+02:00``): capture times without one (EXIF's)
-    # are in it; "" takes them as UTC, and the package's description says so
+    # are in it; "" takes them as UTC, and the package's description and their deployments' timestampIssues say so
     utc_offset: str = ""
     deployments: dict[str, _Deployment] = field(default_factory=dict)
     taxa: set[str] = field(default_factory=set)
@@ -305,32 +327,36 @@ class CamtrapBuilder:
             known_fields, rest = {}, {}  # listfields.split of no row
         location = known_fields["location"][1] if "location" in known_fields else ""
         dep, mid = deployment_id(file, location), media_id(file)
-        zone = self._zone
+        zone, zone_known = self._zone, bool(self.utc_offset)
         if "utc_offset" in known_fields:  # the image list's offset for this image's camera
             column, value = known_fields["utc_offset"]
             offset = listfields.utc_offset(value)
             if offset is None:
                 rest[column] = value  # unreadable: kept, and the task's zone stands
             else:
-                zone = utc_offset_zone(offset)
+                zone, zone_known = utc_offset_zone(offset), True
         raw_time = entry.get("datetime")
-        timestamp = camtrap_timestamp(raw_time, zone) if isinstance(raw_time, str) else None
+        timestamp, zoneless = _capture_time(raw_time, zone) if isinstance(raw_time, str) else (None, False)
         if "datetime" in known_fields:
             column, value = known_fields["datetime"]
-            listed_time = camtrap_timestamp(value, zone) if timestamp is None else None
+            listed_time, listed_zoneless = _capture_time(value, zone) if timestamp is None else (None, False)
             if listed_time is None:
                 rest[column] = value  # unreadable, or the entry's own time stands: kept, not lost
-            timestamp = timestamp or listed_time
+            else:
+                timestamp, zoneless = listed_time, listed_zoneless
         comments = []
+        issues = ZONE_ASSUMED if zoneless and not zone_known else 0
         if timestamp is not None and self.clock_shifts:
             shift = self.clock_shift(file)
             if shift:
                 timestamp = (datetime.fromisoformat(timestamp) + timedelta(seconds=shift)).isoformat()
                 comments.append(f"camera clock corrected by {shift:+d} s (clock_corrections)")
+                issues |= CLOCK_CORRECTED
         captured = timestamp or ""
         if timestamp is None:
             timestamp = self.completed_at
             comments.append(NO_CAPTURE_TIME)
+            issues |= NO_TIME
         failed = entry.get("failure") is not None
         known = self.deployments.get(dep)
         if known is None:
@@ -341,8 +367,7 @@ class CamtrapBuilder:
                     known.latitude, known.longitude = float(lat), float(lon)
                 known.camera = str(camera or "")
         known.cover(captured, captured)
-        if comments:
-            known.timestamp_issues = True
+        known.timestamp_issues |= issues
         if known_fields:
             self._deployment_fields(known, known_fields, rest)
         if failed:
@@ -471,7 +496,8 @@ class CamtrapBuilder:
                    "cameraID": span.camera, "deploymentStart": span.start or self.completed_at,
                    "deploymentEnd": span.end or self.completed_at,
                    "timestampIssues": "true" if span.timestamp_issues else "false",
-                   "deploymentComments": "; ".join(comments + ([NO_CAPTURE_TIME] if span.timestamp_issues else []))}
+                   "deploymentComments": "; ".join(comments + [text for bit, text in ISSUE_COMMENTS
+                                                               if span.timestamp_issues & bit])}
             rows.append([row.get(c, "") for c in DEPLOYMENT_COLUMNS])
         return rows
 

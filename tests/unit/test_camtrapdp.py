@@ -112,7 +112,9 @@ def test_the_package_is_valid_camtrap_dp(tmp_path: Path) -> None:
     deployments = {r["deploymentID"]: r for r in rows(tmp_path / "deployments.csv")}
     assert set(deployments) == {"siteA/cam1", "siteA/cam2", "(root)"}  # overflow folders belong to their camera
     cam1 = deployments["siteA/cam1"]
-    assert (cam1["latitude"], cam1["timestampIssues"]) == ("51.5", "false")
+    # cam1's EXIF times have no zone and the task gave none: written as UTC, an unknown time zone (an issue)
+    assert (cam1["latitude"], cam1["timestampIssues"]) == ("51.5", "true")
+    assert cam1["deploymentComments"] == camtrapdp.ISSUE_COMMENTS[2][1]
     assert cam1["deploymentStart"] == "2024-05-01T06:30:00+00:00" and cam1["deploymentEnd"] == "2024-05-03T07:00:00+02:00"
     assert deployments["siteA/cam2"]["timestampIssues"] == "true" and "0, 0" in deployments["siteA/cam2"]["deploymentComments"]
     # the survey's span is its capture times' (cam2's image has none: it does not stretch it to the detection day)
@@ -163,6 +165,26 @@ def test_the_cameras_utc_offset_places_clock_times_and_leaves_zoned_ones(tmp_pat
         "2024-05-01T06:30:00+00:00", "2024-05-04T08:15:00+00:00")
     assert json.loads((tmp_path / "datapackage.json").read_text())["description"].endswith(camtrapdp.NO_ZONE)
 
+
+
+@pytest.mark.parametrize("utc_offset,listed_offset,issues", [("", "", "true"), ("+02:00", "", "false"),
+                                                              ("", "-03:00", "false")])
+def test_a_time_zone_written_by_default_is_a_timestamp_issue(tmp_path: Path, utc_offset: str, listed_offset: str,
+                                                             issues: str) -> None:
+    """Camtrap DP's timestampIssues: "`true` if timestamps in the media resource for the deployment are known to
+    have (unsolvable) issues (e.g. unknown timezone, ...)". An EXIF time has no zone: without the task's
+    utc_offset or the list's, it is written as UTC, which is a guess, and its deployment says so; with either,
+    the zone is known and the deployment has no issue."""
+    entry = {"file": "siteA/cam1/IMG_0001.JPG", "datetime": "2024:05:01 06:30:00", "detections": []}
+    listed = {entry["file"]: {"utc_offset": listed_offset}} if listed_offset else None
+    build(tmp_path, [entry], listed=listed, utc_offset=utc_offset)
+    assert validate(tmp_path).valid
+    (deployment,) = rows(tmp_path / "deployments.csv")
+    assert deployment["timestampIssues"] == issues
+    assert ("time zone unknown" in deployment["deploymentComments"]) == (issues == "true")
+    assert camtrapdp.NO_CAPTURE_TIME not in deployment["deploymentComments"]  # every image has its capture time
+    (media,) = rows(tmp_path / "media.csv")
+    assert media["timestamp"] == "2024-05-01T06:30:00" + (utc_offset or listed_offset or "+00:00")
 
 
 def test_an_image_lists_utc_offset_is_that_cameras_zone_over_the_tasks(tmp_path: Path) -> None:
@@ -229,7 +251,7 @@ def test_an_image_lists_columns_fill_camtrap_dp_fields_and_the_package_stays_val
     j05 = deployments["siteA/cam1@J05"]
     assert (j05["locationID"], j05["locationName"], j05["latitude"], j05["longitude"], j05["cameraID"]) == \
         ("J05", "J05", "-2.33", "34.83", "CAM-17")
-    assert "0, 0" not in j05["deploymentComments"] and j05["timestampIssues"] == "false"
+    assert "0, 0" not in j05["deploymentComments"] and j05["timestampIssues"] == "true"  # EXIF's time, no zone
     assert (deployments["(root)@J05"]["locationID"], deployments["(root)@J05"]["cameraID"]) == ("J05", "CAM-99")
     cam2 = deployments["siteA/cam2"]
     assert (cam2["locationID"], cam2["cameraID"], cam2["timestampIssues"]) == ("", "CAM-2", "true")
