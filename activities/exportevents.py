@@ -11,7 +11,10 @@ photo's event by deployment and time span. ``orchestrations.exports`` runs, afte
 * ``run_exports_link_part``, per such part in parallel: its observations fragment streamed again with each
   time-grouped photo's media-level rows given their event's id (``link_observations``), and its COCO images with
   their ``seq_id``, ``seq_num_frames`` and ``frame_num`` (``link_coco_images``), each into a fragment of its own
-  (the part's own fragments stay as written, so a part run again cannot undo a link).
+  (the part's own fragments stay as written, so a part run again cannot undo a link). A part with photos without
+  a capture time in deployments that have capture times (in any part: the parts' deployment facts combined,
+  ``part_stand_ins``) is linked too: its media rows get their deployment's first capture time instead of the
+  detection time, and their observations the same (``camtrapdp.stand_in_media``), into fragments of their own.
 
 The combine then composes ``observations.csv`` and ``coco.json`` from the linked fragments: the bytes of the single
 activity, which links its own lines the same way (``activities.exports.link_event_ids``, ``link_coco_images``).
@@ -25,21 +28,22 @@ detection time falls inside an event, its photos without a capture time.
 from __future__ import annotations
 
 import io
+import json
 import logging
 from contextlib import ExitStack
-from typing import Iterable
+from typing import Any, Iterable, Iterator
 
 import azure.durable_functions as df
 
 from activities.decided import task_settings
-from activities.exportparts import (EVENT_ROWS, FRAGMENT_BLOCK_BYTES, FRAMES, IMAGES_LINKED, INDEX, LINKED, _fragment,
-                                    _work, read_event_records)
+from activities.exportparts import (DEPLOYMENTS, EVENT_ROWS, FRAGMENT_BLOCK_BYTES, FRAMES, IMAGES_LINKED, INDEX,
+                                    LINKED, MEDIA_LINKED, STAND_INS, _fragment, _work, read_event_records)
 from activities.exports import (CameraDaysWriter, link_coco_images, link_event_ids, prepare, read_results_head,
-                                write_camera_visits, write_events)
+                                write_camera_visits, write_events, write_stand_ins)
 from adapters import clients
 from adapters.block_writer import BlockBlobWriter, open_blob
 from adapters.blobs import BlobStore
-from core import camtrap_events
+from core import camtrap_events, exportparts
 from core import contracts as c
 from core.settings import Settings
 from gpu_batch import layout
@@ -57,6 +61,7 @@ def run_exports_events(payload: c.ExportsEventsInput, settings: Settings, store:
     head, _ = read_results_head(store, container, layout.results_blob(task_id, variant))
     ctx = prepare(task_id, settings, store, variant, payload.get("threshold"), head)
     camtrap = ctx.camtrap()
+    stand_ins = part_stand_ins(store, container, task_id, variant, payload["parts"])  # before the records' peak
     records = read_event_records(store, container, task_id, variant, payload["parts"])
     cameras: list[camtrap_events.CameraVisits] = []
     index = camtrap_events.EventIndex()
@@ -78,16 +83,36 @@ def run_exports_events(payload: c.ExportsEventsInput, settings: Settings, store:
             stream.detach().detach()  # the blob commits as the with block ends
     visits = write_camera_visits(store, ctx, cameras, ctx.event_interval_s(settings))
     link = []
-    for part, held in zip(payload["parts"], records):
+    for part, held, stand_in in zip(payload["parts"], records, stand_ins):
         windows = camtrap_events.time_windows(held)  # the events of its photos' spans, not of whole cameras
-        if windows:
+        if windows or stand_in:  # both written for each part linked: a link never reads an earlier run's
             store.write_bytes(container, _fragment(task_id, variant, part, INDEX), index.to_bytes(windows),
                               "application/octet-stream")
+            store.write_bytes(container, _fragment(task_id, variant, part, STAND_INS),
+                              json.dumps(stand_in, ensure_ascii=False).encode("utf-8"), "application/json")
             link.append(part)
-    logger.info("task %s exports: %d events at %d cameras; %d of %d parts have photos grouped by time", task_id,
-                events, len(cameras), len(link), len(payload["parts"]))
+    logger.info("task %s exports: %d events at %d cameras; %d of %d parts have photos grouped by time or given "
+                "their deployment's first capture time", task_id, events, len(cameras), len(link),
+                len(payload["parts"]))
     return {"events": events, "event_observations": rows, "rows_bytes": blob.bytes_written, "cameras": len(cameras),
             "camera_visits": visits, "camera_days": days.name, "link": link}
+
+
+def part_stand_ins(store: BlobStore, container: str, task_id: str, variant: str,
+                   parts: list[int]) -> list[dict[str, str]]:
+    """Per part, the first capture time that its photos without one get, of each deployment that has one
+    (``core.exportparts.stand_ins`` over the parts' deployment facts, read one part at a time); none at all when a
+    part wrote no facts fragment (recorded before it did: its deployments' first times are unknown here)."""
+    names = [_fragment(task_id, variant, part, DEPLOYMENTS) for part in parts]
+    held = store.list_etags(container, _work(task_id, variant))
+    if any(name not in held for name in names):
+        return [{} for _ in parts]
+
+    def facts() -> Iterator[list[list[Any]]]:
+        for name in names:
+            yield json.loads(store.read_bytes(container, name))
+
+    return exportparts.stand_ins(facts())
 
 
 def run_exports_link_part(payload: c.ExportsLinkPartInput, settings: Settings,
@@ -110,14 +135,29 @@ def run_exports_link_part(payload: c.ExportsLinkPartInput, settings: Settings,
         def media() -> Iterable[str]:  # only when the detection time falls inside an event
             return text("media")
 
+        # absent: the events were grouped before photos without a capture time got their deployment's first
+        stand_ins = json.loads(store.read_bytes_or_none(container, _fragment(task_id, variant, part, STAND_INS))
+                               or b"{}")
+        moved: dict[str, str] = {}
+        media_bytes = None
+        if stand_ins:  # the part's media rows with those times, and their observations' below
+            with BlockBlobWriter(store, container, _fragment(task_id, variant, part, MEDIA_LINKED),
+                                 "application/octet-stream", FRAGMENT_BLOCK_BYTES) as blob:
+                out = io.TextIOWrapper(io.BufferedWriter(blob, 1 << 16), encoding="utf-8", newline="")
+                moved = write_stand_ins(text("media"), stand_ins, out)
+                out.flush()
+                out.detach().detach()
+            media_bytes = blob.bytes_written
         observations = text("observations")
         with BlockBlobWriter(store, container, _fragment(task_id, variant, part, LINKED), "application/octet-stream",
                              FRAGMENT_BLOCK_BYTES) as blob:
             out = io.TextIOWrapper(io.BufferedWriter(blob, 1 << 16), encoding="utf-8", newline="")
-            link_event_ids(observations, media, index, completed_at, out)
+            link_event_ids(observations, media, index, completed_at, out, moved)
             out.flush()
             out.detach().detach()  # the blob commits as the with block ends
         linked: c.ExportsLinkPartOutput = {"part": part, "bytes": blob.bytes_written}
+        if media_bytes is not None:
+            linked["media_bytes"] = media_bytes
         # absent: the events were grouped before they numbered the frames, or from records that named no photo
         share = store.read_bytes_or_none(container, _fragment(task_id, variant, part, FRAMES))
         if share is None:

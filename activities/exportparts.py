@@ -18,7 +18,8 @@ that keeps the single activity on replay):
   one entry at a time, the fragments' blocks (4 x 4 MB), and the event records (~0.18 kB an image of the part).
 * ``run_exports_combine``: composes ``coco.json``, ``media.csv`` and ``observations.csv`` from the fragments with
   ``adapters.compose`` (server side where the service allows; a part's observations and COCO images as
-  ``activities.exportevents`` linked them to their events), writes ``deployments.csv`` and ``datapackage.json``
+  ``activities.exportevents`` linked them to their events, its media rows as it gave photos without a capture time
+  their deployment's first), writes ``deployments.csv`` and ``datapackage.json``
   from the combined deployments,
   appends the event-level observations ``exports_events`` grouped from every part's records (a camera's images may
   be in several parts; for parts recorded before that step, it groups them itself, unlinked); the fragments stay
@@ -69,6 +70,10 @@ INDEX = "event-index"  # the part's share of the events' index (activities.expor
 LINKED = "observations-linked"  # the part's observations with their events' ids (activities.exportevents)
 FRAMES = "event-frames"  # the part's time-grouped photos' places in their events (activities.exportevents)
 IMAGES_LINKED = "images-linked"  # the part's COCO images with seq_id, seq_num_frames, frame_num (the same)
+# the first capture time of each deployment whose photos without one the part holds (activities.exportevents), and
+# the part's media rows with those times in (camtrapdp.stand_in_media)
+STAND_INS = "stand-ins"
+MEDIA_LINKED = "media-linked"
 # The part's deployment facts (``CamtrapBuilder.deployment_facts``, JSON), beside the fragments: a row per camera
 # folder, 100-190 bytes each, so 10-19 MB for a ten-million-image task in 100-image folders. They went through the
 # part's output, and so twice into the task orchestrator's history (the part's result, the combine's input), which
@@ -286,10 +291,13 @@ def run_exports_combine(payload: c.ExportsCombineInput, settings: Settings,
         visits, camera_count = grouped["camera_visits"], grouped["cameras"]
         camera_days = grouped.get("camera_days")  # absent: grouped before the days were counted
     linked = {int(part): int(size) for part, size in payload.get("linked") or []}
+    # a part whose photos without a capture time got their deployment's first (activities.exportevents)
+    linked_media = {int(part): int(size) for part, size in payload.get("linked_media") or []}
     for name, columns in (("media", camtrapdp.MEDIA_COLUMNS), ("observations", camtrapdp.OBSERVATION_COLUMNS)):
         tail: list[Piece] = [(events_csv, 0, rows_bytes)] if name == "observations" and event_rows else []
         # a linked part's rows name their events (activities.exportevents)
-        pieces = _pieces(task_id, variant, parts, name, False, linked if name == "observations" else None, LINKED)
+        pieces = (_pieces(task_id, variant, parts, name, False, linked, LINKED) if name == "observations" else
+                  _pieces(task_id, variant, parts, name, False, linked_media, MEDIA_LINKED))
         compose_blob(store, container, layout.camtrap_dp_blob(task_id, f"{name}.csv", variant),
                      [_csv_line(columns), *pieces, *tail], "text/csv; charset=utf-8")
     table = b"".join(_csv_line(r) for r in [camtrapdp.DEPLOYMENT_COLUMNS, *camtrap.deployment_rows()])

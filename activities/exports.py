@@ -614,16 +614,30 @@ def write_events(out: "LineBuffer | IO[str]", camtrap: camtrapdp.CamtrapBuilder,
 
 
 def link_event_ids(observations: IO[str], media: Callable[[], Iterable[str]], index: camtrap_events.EventIndex,
-                   completed_at: str, out: IO[str]) -> None:
+                   completed_at: str, out: IO[str], moved: Mapping[str, str] | None = None) -> None:
     """``observations`` (the Camtrap DP rows as written, from the start) to ``out`` with each time-grouped photo's
-    media-level rows naming its event (``core.camtrap_events.link_observations``). ``media`` (the media rows) is
-    read for the photos without a capture time only when the detection time falls in some event (``completed_at``:
-    the time their rows carry), which it practically never does."""
+    media-level rows naming its event (``core.camtrap_events.link_observations``), and the photos in ``moved``
+    (``write_stand_ins``) their media rows' stand-in times. ``media`` (the media rows) is read for the other photos
+    without a capture time only when the detection time falls in some event (``completed_at``: the time their rows
+    carry), which it practically never does."""
     untimed = camtrap_events.untimed_media(media()) if index.holds(completed_at) else set()
     buffer = LineBuffer(out)
-    for line in camtrap_events.link_observations(iter(observations), index, untimed):
+    for line in camtrap_events.link_observations(iter(observations), index, untimed, moved):
         buffer.write(line)
     buffer.flush()
+
+
+def write_stand_ins(media: Iterable[str], stand_ins: Mapping[str, str], out: IO[str]) -> dict[str, str]:
+    """The media rows (as written, from the start) to ``out`` with each photo without a capture time of a deployment
+    in ``stand_ins`` (``CamtrapBuilder.stand_ins``) given that deployment's first capture time
+    (``camtrapdp.stand_in_media``: not the detection time, which lies outside the deployment); returns those photos'
+    mediaIDs and times, for their observations (``link_event_ids``)."""
+    moved: dict[str, str] = {}
+    buffer = LineBuffer(out)
+    for line in camtrapdp.stand_in_media(media, stand_ins, moved):
+        buffer.write(line)
+    buffer.flush()
+    return moved
 
 
 def link_coco_images(images: Iterable[str], frames: camtrap_events.EventFrames, out: IO[str]) -> None:
@@ -738,7 +752,15 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
                                                   ctx.event_interval_s(settings), cameras, index, frames, days)
             media.flush()
             observations.flush()
-            if index.deployments():  # the time-grouped photos' media-level rows name their events
+            moved: dict[str, str] = {}
+            stand_ins = camtrap.stand_ins()
+            if stand_ins:  # photos without a capture time: their deployment's first, instead of the detection time
+                restamped = _text(files.enter_context(tempfile.TemporaryFile("w+b")))
+                tmp["media"].seek(0)
+                moved = write_stand_ins(tmp["media"], stand_ins, restamped)
+                tmp["media"].detach()
+                tmp["media"] = restamped
+            if index.deployments() or moved:  # the time-grouped photos' media-level rows name their events
                 linked = _text(files.enter_context(tempfile.TemporaryFile("w+b")))
                 tmp["observations"].seek(0)
 
@@ -746,7 +768,7 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
                     tmp["media"].seek(0)
                     return tmp["media"]
 
-                link_event_ids(tmp["observations"], media_rows, index.lookup(), camtrap.completed_at, linked)
+                link_event_ids(tmp["observations"], media_rows, index.lookup(), camtrap.completed_at, linked, moved)
                 tmp["observations"].detach()
                 tmp["observations"] = linked
             places = camtrap_events.EventFrames.from_bytes(frames.to_bytes(0)) if frames.held(0) else None

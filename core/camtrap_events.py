@@ -15,11 +15,11 @@ What an event row says (observationLevel ``event``, no ``mediaID``: Camtrap DP l
 images (``animal``, ``human``, ``vehicle``; ``unknown`` for other categories), ``count`` the most boxes of that kind
 in one image (a minimum number of individuals, never a sum over frames that see the same animal twice),
 ``classificationProbability`` the highest confidence of that kind; an event without detections is one ``blank`` row.
-Images without a capture time (the detection time stands in for theirs) and failed images are in no event: their
-order in time is unknown. The media-level observations of a photo in a time-grouped event carry its ``eventID``
-(``EventIndex``, ``link_observations``: filled after the grouping, as a photo's event depends on photos that may be in
-other exports parts), and its COCO image the same id as ``seq_id`` with ``seq_num_frames`` and ``frame_num``
-(``EventFrames``, ``link_coco_images``).
+Images without a capture time (a stand-in is written for theirs: ``camtrapdp.stand_in_media``) and failed images
+are in no event: their order in time is unknown. The media-level observations of a photo in a time-grouped event
+carry its ``eventID`` (``EventIndex``, ``link_observations``: filled after the grouping, as a photo's event depends on
+photos that may be in other exports parts), and its COCO image the same id as ``seq_id`` with ``seq_num_frames`` and
+``frame_num`` (``EventFrames``, ``link_coco_images``).
 
 How, at any scale: each exports step reads the Camtrap DP lines it writes anyway (from the entries or the workers'
 views: ``EventTap.feed``) and keeps per timed image 50 bytes of numbers (``EventRecords``); the fanned-out exports'
@@ -847,17 +847,26 @@ def _head_end(line: str) -> int:
     return at
 
 
-def link_observations(lines: Iterator[str], index: EventIndex, untimed: set[str]) -> Iterator[str]:
+def link_observations(lines: Iterator[str], index: EventIndex, untimed: set[str],
+                      moved: Mapping[str, str] | None = None) -> Iterator[str]:
     """Observation lines (``camtrapdp.OBSERVATION_COLUMNS``, as written, ``\\r\\n`` ended) with the ``eventID`` of
     each media-level one without one filled from ``index``: the time-grouped event its image belongs to, so that
     Camtrap DP users find a photo's event by id (its event-level rows carry the same one). A row of an image of a
-    list's sequence keeps that id; of an image in ``untimed``, none. ``lines`` may hold a quoted field's line breaks
-    (a name with one): such a record is read whole with ``csv`` and written back as ``csv.writer`` writes it, which
-    is how it was written."""
+    list's sequence keeps that id; of an image in ``untimed``, none. A row of an image in ``moved`` (mediaID -> the
+    stand-in its media row got, ``camtrapdp.stand_in_media``) takes that time as ``eventStart`` and ``eventEnd``,
+    its media row's, and no event: its capture time is unknown. ``lines`` may hold a quoted field's line breaks (a
+    name with one): such a record is read whole with ``csv`` and written back as ``csv.writer`` writes it, which is
+    how it was written."""
     clock = _Clock()
+    stand_ins = moved or {}
 
     def linked(fields: list[str]) -> bool:
-        """Fill ``fields[3]`` (the eventID) of a media-level row of a timed photo without one; whether it did."""
+        """Fill ``fields[3]`` (the eventID) of a media-level row of a timed photo without one, or the times of a
+        photo given a stand-in; whether it changed the row."""
+        stamp = stand_ins.get(fields[2])
+        if stamp is not None:
+            fields[4] = fields[5] = stamp
+            return True
         if fields[3] or fields[2] in untimed:
             return False
         try:

@@ -553,7 +553,9 @@ class ExportsEventsOutput(TypedDict):
     cameras: int
     camera_visits: str  # the blob of camera-visits.csv
     camera_days: NotRequired[str]  # the blob of camera-days.csv (absent: recorded before it was written)
-    link: list[int]  # the parts with time-grouped photos: their media-level rows get their events' ids
+    # the parts with time-grouped photos (their media-level rows get their events' ids) or with photos without a
+    # capture time in deployments with one (their media rows get the deployment's first: camtrapdp.stand_in_media)
+    link: list[int]
 
 
 class ExportsLinkPartInput(TypedDict):
@@ -568,6 +570,9 @@ class ExportsLinkPartOutput(TypedDict):
     # the size of its COCO images with their seq_id, seq_num_frames and frame_num; absent where the events were
     # grouped before they numbered the frames (recorded before), or the part's records named no photo
     images_bytes: NotRequired[int]
+    # the size of its media rows with their deployment's first capture time for photos without one; absent where it
+    # had none to give (or was linked before they got it)
+    media_bytes: NotRequired[int]
 
 
 class ExportsCombineInput(TypedDict):
@@ -580,6 +585,7 @@ class ExportsCombineInput(TypedDict):
     events: NotRequired[ExportsEventsOutput]
     linked: NotRequired[list[list[int]]]
     linked_images: NotRequired[list[list[int]]]  # the parts whose COCO images were numbered: [part, bytes]
+    linked_media: NotRequired[list[list[int]]]  # the parts whose media rows got stand-in times: [part, bytes]
 
 
 class ExportsCombineOutput(TypedDict):

@@ -6,7 +6,8 @@ Flex Consumption instance has for all its activities, ``core.scratch``); the par
 ``exports_part`` runs per merge part in parallel (``core.exportparts``), ``exports_events`` groups the Camtrap DP
 events of all of them and ``exports_link_part`` gives the media-level rows of each part with time-grouped photos their
 events' ids, and its COCO images their sequences, in parallel (``activities.exportevents``; parts recorded before
-that step have no ``link`` and the combine groups the events itself, as it did),
+that step have no ``link`` and the combine groups the events itself, as it did; a part whose photos without a capture
+time got their deployment's first capture time is linked again after it ran again for a conflict, below),
 ``exports_combine`` composes COCO and Camtrap DP and gives the eligible counts, then the Zooniverse batches fan out
 too (``activities.zooniverseparts``): ``exports_zooniverse_part`` per part with eligible images in parallel (each
 told how many eligible images precede it, the total and the batch count), ``exports_zooniverse_combine`` per group of
@@ -56,6 +57,9 @@ def exports(context: df.DurableOrchestrationContext, task_id: str, variant: str,
             payload["events"] = events
             payload["linked"] = [[k["part"], k["bytes"]] for k in linked]
             payload["linked_images"] = [[k["part"], k["images_bytes"]] for k in linked if "images_bytes" in k]
+            media = [[k["part"], k["media_bytes"]] for k in linked if "media_bytes" in k]
+            if media:  # absent from combines recorded before: their inputs stay as they were
+                payload["linked_media"] = media
         return payload
 
     combined: c.ExportsCombineOutput = yield from call(context, c.EXPORTS_COMBINE, STORAGE_RETRY, combine_input())
@@ -68,6 +72,14 @@ def exports(context: df.DurableOrchestrationContext, task_id: str, variant: str,
             for part, first, offset, length in ranges if part in redo])
         by_part = {p["part"]: p for p in again}
         parts = [by_part.get(p["part"], p) for p in parts]
+        # their media rows, written again, are linked again for their photos' stand-in times (only links that gave
+        # some, which no history recorded before them holds: those replay as they were)
+        relink = [k["part"] for k in linked if "media_bytes" in k and k["part"] in redo]
+        if relink:
+            fresh: list[c.ExportsLinkPartOutput] = yield from call_all(context, c.EXPORTS_LINK_PART, [
+                c.ExportsLinkPartInput(task_id=task_id, variant=variant, part=part) for part in relink])
+            by_link = {k["part"]: k for k in fresh}
+            linked = [by_link.get(k["part"], k) for k in linked]
         combined = yield from call(context, c.EXPORTS_COMBINE, STORAGE_RETRY, combine_input())
     if combined["conflict"] or "output" not in combined:
         fallback: c.ExportsOutput = yield from call(context, c.EXPORTS, STORAGE_RETRY,

@@ -24,14 +24,23 @@ What maps to what:
 
 What the results do not know, and how it is said instead of invented: capture time (an entry's ``datetime``, the
 EXIF ``DateTimeOriginal`` the worker writes as MegaDetector does with ``--include_image_timestamp``, is used when
-present) falls back to the detection completion time for an image without one, and such media say so in
-``mediaComments`` while their deployment gets ``timestampIssues`` true; the cameras' time zone (EXIF times have
-none) is the task's ``utc_offset``, else UTC, as the package's description says, and a deployment whose times were
-placed in UTC for want of a zone gets ``timestampIssues`` true too: the deployments schema names "unknown timezone"
-as such an issue (each reason is said in its ``deploymentComments``: ``ISSUE_COMMENTS``). A camera whose clock was
-wrong is corrected by the request's ``clock_corrections`` (``clock_shifts`` here), and its media rows say so.
-Coordinates (required by Camtrap DP) are taken from ``locations`` when the caller gives them, else written as 0, 0
-with a ``deploymentComments`` note to replace them before publishing.
+present). Camtrap DP requires a media ``timestamp``, so an image without one gets a stand-in, said in its
+``mediaComments``, and its deployment gets ``timestampIssues`` true. Which stand-in (``stand_in_media``): within a
+deployment that has capture times, its first one (its ``deploymentStart``), so the package never says a photo was
+taken outside its deployment, and the deployment's span (its survey effort) stays its capture times' instead of
+stretching to the day detection ran, years later maybe; only a deployment without any capture time takes the
+detection completion time, for its images and its span alike. The rows are written as the entries stream, before a
+deployment's first capture time is known (it may be in another exports part), so the detection time is written first
+and ``stand_in_media`` puts the first capture time in once the deployments are combined, with the observations'
+``eventStart``/``eventEnd`` (``core.camtrap_events.link_observations``); such images stay in no event (their order
+in time is unknown), although the stand-in lies in the span of their deployment's first event. The cameras' time
+zone (EXIF times have none) is the task's ``utc_offset``, else UTC, as the package's description says, and a
+deployment whose times were placed in UTC for want of a zone gets ``timestampIssues`` true too: the deployments
+schema names "unknown timezone" as such an issue (each reason is said in its ``deploymentComments``:
+``ISSUE_COMMENTS``). A camera whose clock was wrong is corrected by the request's ``clock_corrections``
+(``clock_shifts`` here), and its media rows say so. Coordinates (required by Camtrap DP) are taken from
+``locations`` when the caller gives them, else written as 0, 0 with a ``deploymentComments`` note to replace them
+before publishing.
 
 An explicit image list's metadata (``core.imagelist``), when the caller gives an image's row: the columns
 ``gpu_batch.formats.listfields`` recognises fill Camtrap DP fields, and the rest is kept in the media row:
@@ -56,6 +65,7 @@ Must not: do I/O; hold more than the per-deployment aggregates (one small record
 """
 from __future__ import annotations
 
+import csv
 import functools
 import hashlib
 import json
@@ -64,7 +74,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone, tzinfo
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from gpu_batch.formats import csvline, listfields
 
@@ -92,6 +102,11 @@ OBSERVATION_TYPES = {"animal": "animal", "person": "human", "vehicle": "vehicle"
 _OVERFLOW = [re.compile(p) for p in (r"/\d+RECNX/", r"/\d+EK\d+/", r"/\d+_BTCF/", r"/\d+MEDIA/", r"/\d+DSCIM/")]
 _MEDIATYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".gif": "image/gif"}
 NO_CAPTURE_TIME = "capture time unknown: the detection completion time stands in for it"
+# the same, once the deployment's first capture time replaced the detection time (stand_in_media), and the
+# deployment's comment on such images
+FIRST_CAPTURE_STANDS_IN = "capture time unknown: its deployment's first capture time (deploymentStart) stands in for it"
+FIRST_CAPTURE_FOR_SOME = ("capture time unknown for some images: the deployment's first capture time "
+                          "(deploymentStart) stands in for theirs")
 # Camtrap DP timestamps carry a zone and EXIF's do not: without the task's utc_offset they are written as UTC, said
 # here and, per deployment, by timestampIssues (ZONE_ASSUMED)
 NO_ZONE = ("Capture times without a time zone (the cameras' clocks, as EXIF writes them) are written as UTC where "
@@ -187,6 +202,34 @@ def media_file_path(file: str) -> str:
 def media_id(file: str) -> str:
     """A short stable id (the blob name can be long and hold any character)."""
     return hashlib.sha1(file.encode("utf-8")).hexdigest()[:16]
+
+
+def stand_in_media(lines: Iterable[str], stand_ins: Mapping[str, str], moved: dict[str, str]) -> Iterator[str]:
+    """Media lines (``MEDIA_COLUMNS`` as written, read with ``newline=""``; a header passes) with each image without
+    a capture time of a deployment in ``stand_ins`` (``CamtrapBuilder.stand_ins``) given that deployment's first
+    capture time instead of the detection time, and its comment saying so (``FIRST_CAPTURE_STANDS_IN``); ``moved``
+    gets each such image's mediaID and time, for its observations (``core.camtrap_events.link_observations``). Why
+    afterwards: see the module doc. Other lines are yielded as they are; a quoted field's line break keeps its
+    record whole, which is written back as ``csv.writer`` writes it (``csvline``), as it was written."""
+    marker = NO_CAPTURE_TIME
+    rest = iter(lines)
+    for record in rest:
+        while record.count('"') % 2:  # inside a quoted field: the record goes on in the next line
+            more = next(rest, None)
+            if more is None:
+                break
+            record += more
+        if marker not in record:
+            yield record
+            continue
+        row = next(csv.reader([record]))
+        stamp = stand_ins.get(row[1]) if len(row) == len(MEDIA_COLUMNS) and row[10].startswith(marker) else None
+        if stamp is None:
+            yield record
+            continue
+        row[3], row[10] = stamp, FIRST_CAPTURE_STANDS_IN + row[10][len(marker):]
+        moved[row[0]] = stamp
+        yield csvline.line(row)
 
 
 def camtrap_timestamp(value: str, zone: tzinfo = timezone.utc) -> str | None:
@@ -484,20 +527,27 @@ class CamtrapBuilder:
         return [[dep, d.start, d.end, d.timestamp_issues, d.location, d.latitude, d.longitude, d.camera]
                 for dep, d in self.deployments.items()]
 
+    def stand_ins(self) -> dict[str, str]:
+        """The deployments with images without a capture time and with capture times of their own, each with its
+        first capture time: those images' stand-in (``stand_in_media``; see the module doc)."""
+        return {dep: d.start for dep, d in self.deployments.items() if d.timestamp_issues & NO_TIME and d.start}
+
     def deployment_rows(self) -> list[list[Any]]:
         rows = []
         for dep, span in sorted(self.deployments.items()):
             where = self.locations.get(dep, {})
             coords = self._coordinates(dep, span)
             comments = [] if coords else [NO_COORDINATES]
+            for bit, text in ISSUE_COMMENTS:
+                if span.timestamp_issues & bit:  # images without capture time: which stand-in they got
+                    comments.append(FIRST_CAPTURE_FOR_SOME if bit == NO_TIME and span.start else text)
             row = {"deploymentID": dep, "locationID": span.location,
                    "locationName": str(where.get("locationName", span.location or dep)),
                    "latitude": coords[0] if coords else 0, "longitude": coords[1] if coords else 0,
                    "cameraID": span.camera, "deploymentStart": span.start or self.completed_at,
                    "deploymentEnd": span.end or self.completed_at,
                    "timestampIssues": "true" if span.timestamp_issues else "false",
-                   "deploymentComments": "; ".join(comments + [text for bit, text in ISSUE_COMMENTS
-                                                               if span.timestamp_issues & bit])}
+                   "deploymentComments": "; ".join(comments)}
             rows.append([row.get(c, "") for c in DEPLOYMENT_COLUMNS])
         return rows
 
@@ -507,10 +557,11 @@ class CamtrapBuilder:
         """``datapackage.json``: the three tables with the canonical 1.0.2 schemas, and the required metadata;
         ``event_interval_s``: the observations include event-level ones, a camera's images at most that many
         seconds apart (``core.camtrap_events``)."""
-        # the package's time span: its capture times; the detection time only for a package without any (as for
-        # a deployment: a camera whose clock was never read does not stretch the survey to the day it was run)
-        starts = [d.start for d in self.deployments.values() if d.start] or [self.completed_at]
-        ends = [d.end for d in self.deployments.values() if d.end] or [self.completed_at]
+        # the package's time span: Camtrap DP's temporal is the "Start date of the first deployment" to the "End
+        # date of the last (completed) deployment", so it covers every deployment row (deployment_rows: a deployment
+        # without capture times spans the detection time), and so every media timestamp (stand_in_media)
+        starts = [d.start or self.completed_at for d in self.deployments.values()] or [self.completed_at]
+        ends = [d.end or self.completed_at for d in self.deployments.values()] or [self.completed_at]
         coords = [(float(w["longitude"]), float(w["latitude"])) for w in self.locations.values()
                   if isinstance(w.get("latitude"), (int, float)) and isinstance(w.get("longitude"), (int, float))]
         coords += [(d.longitude, d.latitude) for d in self.deployments.values()

@@ -25,6 +25,7 @@ from core import camtrap_events, fanin, mdformat, zooniverse
 from core.exportparts import ZOONIVERSE_PIECES, eligible_before, part_ranges, zooniverse_groups
 from core.settings import Settings
 from gpu_batch import layout
+from gpu_batch.formats import camtrapdp
 from tests.integration.test_exports import LIST_COLUMNS, LIST_SHARDS, TASK, _results, task, with_list  # noqa: F401
 
 SHARDS_OF_LIST = [3, 3]  # LIST_SHARDS' images per shard
@@ -60,14 +61,44 @@ def _snapshot(store: BlobStore, container: str, variant: str) -> dict[str, bytes
 def group_and_link(settings: Settings, store: BlobStore, task_id: str, variant: str,
                    outs: list[c.ExportsPartOutput]) -> dict[str, Any]:
     """What orchestrations.exports runs between the parts and the combine: the events grouped once, the parts with
-    photos grouped by time linked; returns the combine's extra input (``events``, ``linked``, ``linked_images``)."""
+    photos grouped by time (or given stand-in times) linked; returns the combine's extra input (``events``,
+    ``linked``, ``linked_images``, and ``linked_media`` when any)."""
     assert all(o.get("link") for o in outs)
     events = run_exports_events(c.ExportsEventsInput(task_id=task_id, variant=variant,
                                                      parts=[o["part"] for o in outs]), settings, store)
     linked = [run_exports_link_part(c.ExportsLinkPartInput(task_id=task_id, variant=variant, part=k), settings,
                                     store) for k in events["link"]]
-    return {"events": events, "linked": [[k["part"], k["bytes"]] for k in linked],
-            "linked_images": [[k["part"], k["images_bytes"]] for k in linked if "images_bytes" in k]}
+    return {"events": events, **_linked(linked)}
+
+
+def _linked(linked: list[c.ExportsLinkPartOutput]) -> dict[str, Any]:
+    """The combine's input from the links' outputs, as orchestrations.exports makes it."""
+    media = [[k["part"], k["media_bytes"]] for k in linked if "media_bytes" in k]
+    return {"linked": [[k["part"], k["bytes"]] for k in linked],
+            "linked_images": [[k["part"], k["images_bytes"]] for k in linked if "images_bytes" in k],
+            **({"linked_media": media} if media else {})}
+
+
+def relink(settings: Settings, store: BlobStore, task_id: str, variant: str, grouped: dict[str, Any],
+           redo: list[int]) -> dict[str, Any]:
+    """``grouped`` after parts ``redo`` ran again, as orchestrations.exports goes on: those whose media rows got
+    stand-in times (``linked_media``) linked again."""
+    again = {p: run_exports_link_part(c.ExportsLinkPartInput(task_id=task_id, variant=variant, part=p), settings,
+                                      store) for p, _ in grouped.get("linked_media", []) if p in redo}
+    RELINKED.extend(again)
+    if not again:
+        return grouped
+    outputs: list[c.ExportsLinkPartOutput] = []
+    images = dict(grouped["linked_images"])
+    media = dict(grouped.get("linked_media", []))
+    for part, size in grouped["linked"]:
+        out: c.ExportsLinkPartOutput = {"part": part, "bytes": size}
+        if part in images:
+            out["images_bytes"] = images[part]
+        if part in media:
+            out["media_bytes"] = media[part]
+        outputs.append(again.get(part, out))
+    return {**grouped, **_linked(outputs)}
 
 
 def _fanned(settings: Settings, store: BlobStore, variant: str, parts: list[list[int]],
@@ -87,6 +118,7 @@ def _fanned(settings: Settings, store: BlobStore, variant: str, parts: list[list
         outs = [run_exports_part(c.ExportsPartInput(task_id=TASK, variant=variant, part=p, first_shard=f, offset=o,
                                                     length=n, given=True), settings, store) if p in redo else out
                 for (p, f, o, n), out in zip(ranges, outs)]
+        grouped = relink(settings, store, TASK, variant, grouped, redo)
         combined = run_exports_combine(c.ExportsCombineInput(task_id=TASK, variant=variant, parts=outs, **grouped),
                                        settings, store)
         REDONE.extend(redo)
@@ -119,6 +151,7 @@ def _fanned(settings: Settings, store: BlobStore, variant: str, parts: list[list
 
 SPLITS = [([3, 3], 1), ([3, 3], 2), ([1] * 6, 1), ([1] * 6, 4), ([2, 2, 2], 1), ([2, 0, 4], 1)]
 REDONE: list[int] = []  # the parts _fanned ran again from the task's first facts
+RELINKED: list[int] = []  # the parts linked again after that, for their media rows' stand-in times
 LINKED_PARTS: list[int] = []  # how many parts each _fanned linked to their events
 
 
@@ -173,8 +206,11 @@ def test_parts_that_saw_other_first_coordinates_or_cameras_run_again_and_give_th
     media = expected[layout.camtrap_dp_blob(TASK, "media.csv")].decode()
     assert "-2.40" in media and "CAM-2" in media  # the single pass keeps d.jpg's own values in its comments
     REDONE.clear()
+    RELINKED.clear()
     assert _fanned(settings, store, "", parts, zooniverse_pieces=4) == single
     assert REDONE == [1]  # the conflict was met (the second part's first facts), and solved by running it again
+    # e.jpg and broken.jpg, without a capture time, got their deployment's first (d.jpg's): linked again after that
+    assert RELINKED == [1]
     got = _clear(store, settings.container, "")
     assert sorted(got) == sorted(expected)
     for name in expected:
@@ -315,7 +351,8 @@ def test_the_requests_event_interval_groups_the_events_in_both_ways(task: Any) -
 
 def test_a_combine_of_parts_recorded_before_the_events_step_groups_them_itself_without_links(task: Any) -> None:
     """An orchestration whose parts ran before this release calls the combine with no grouped events: it groups them
-    as it did (the same event rows and visits), and the media-level rows keep no event id."""
+    as it did (the same event rows and visits), and the media-level rows keep no event id (nor do photos without a
+    capture time get their deployment's first: the detection time stays theirs, as it was)."""
     settings, store, parts, _ = _many_in_four_parts(task)
     _fanned(settings, store, "", parts, zooniverse_pieces=9)
     linked = _snapshot(store, settings.container, "")
@@ -326,7 +363,12 @@ def test_a_combine_of_parts_recorded_before_the_events_step_groups_them_itself_w
     name = layout.camtrap_dp_blob(TASK, "observations.csv")
     before = list(csv.reader(io.StringIO(got[name].decode())))
     after = list(csv.reader(io.StringIO(linked[name].decode())))
-    assert [r[:3] + r[4:] for r in before] == [r[:3] + r[4:] for r in after]  # only the event ids differ
+    stood_in = {m[0] for m in csv.reader(io.StringIO(linked[layout.camtrap_dp_blob(TASK, "media.csv")].decode()))
+                if m[10].startswith(camtrapdp.FIRST_CAPTURE_STANDS_IN)}
+    assert stood_in
+    # only the event ids differ, and the times of the photos without a capture time
+    assert [r[:3] + r[6:] for r in before] == [r[:3] + r[6:] for r in after]
+    assert [r[4:6] for r in before if r[2] not in stood_in] == [r[4:6] for r in after if r[2] not in stood_in]
     assert all(not r[3] for r in before[1:] if r[6] == "media") and any(r[3] for r in after[1:] if r[6] == "media")
     assert got[layout.camera_visits_blob(TASK)] == linked[layout.camera_visits_blob(TASK)]
     assert combined["output"]["events"] > 0
@@ -371,6 +413,81 @@ def test_events_grouped_before_the_frames_were_numbered_leave_coco_as_it_was(tas
         assert image == was  # the other parts' photos numbered as in one pass
     assert got[layout.camtrap_dp_blob(TASK, "observations.csv")] == numbered[
         layout.camtrap_dp_blob(TASK, "observations.csv")]
+
+
+def package_spans(files: dict[str, bytes], tmp_path: Path) -> dict[str, dict[str, str]]:
+    """The Camtrap DP package among ``files`` (an exports snapshot), checked: valid for frictionless, every media
+    timestamp and every observation's eventStart..eventEnd within its deployment's deploymentStart..deploymentEnd
+    (a media-level one's at its photo's timestamp), and the package's temporal covering every deployment. Returns
+    the media rows by filePath."""
+    from datetime import date, datetime
+
+    from tests.unit.test_camtrapdp import validate
+
+    folder = tmp_path / "package"
+    folder.mkdir(exist_ok=True)
+    tables: dict[str, list[dict[str, str]]] = {}
+    for name in layout.CAMTRAP_DP_FILES:
+        (folder / name).write_bytes(files[layout.camtrap_dp_blob(TASK, name)])
+        if name.endswith(".csv"):
+            tables[name] = list(csv.DictReader(io.StringIO(files[layout.camtrap_dp_blob(TASK, name)].decode())))
+    report = validate(folder)
+    assert report.valid, report.flatten(["type", "note"])
+    at = datetime.fromisoformat
+    spans = {d["deploymentID"]: (at(d["deploymentStart"]), at(d["deploymentEnd"]))
+             for d in tables["deployments.csv"]}
+    media = {m["mediaID"]: m for m in tables["media.csv"]}
+    for m in media.values():
+        start, end = spans[m["deploymentID"]]
+        assert start <= at(m["timestamp"]) <= end, (m, start, end)
+    for o in tables["observations.csv"]:
+        start, end = spans[o["deploymentID"]]
+        assert start <= at(o["eventStart"]) <= at(o["eventEnd"]) <= end, (o, start, end)
+        if o["observationLevel"] == "media":
+            assert o["eventStart"] == o["eventEnd"] == media[o["mediaID"]]["timestamp"], o
+    temporal = json.loads(files[layout.camtrap_dp_blob(TASK, "datapackage.json")])["temporal"]
+    first, last = date.fromisoformat(temporal["start"]), date.fromisoformat(temporal["end"])
+    for start, end in spans.values():  # each deployment's dates, as written (its own offset)
+        assert first <= start.date() and end.date() <= last, (temporal, start, end)
+    return {m["filePath"]: m for m in media.values()}
+
+
+def test_a_photo_without_capture_time_is_within_its_deployment_in_both_ways(task: Any, tmp_path: Path) -> None:
+    """A camera with one photo with an EXIF time and one without, the latter first and in another merge part, and a
+    camera with no capture time at all: the photo without one is given its deployment's first capture time, not
+    the detection time years later (so no photo lies outside its deployment, whose span stays its capture
+    times'), its observation the same, and the package's temporal covers every deployment, the camera without
+    capture times included; the fan-out writes the single activity's bytes."""
+    settings, store, _ = task
+    settings = replace(settings, export_image_sizes=False)
+    detection = {"category": "1", "conf": 0.9, "bbox": [0.1, 0.1, 0.2, 0.2]}
+    doc = mdformat.build_output([
+        {"file": "siteA/cam1/a.jpg", "detections": [detection]},  # no capture time, alone in the first part
+        {"file": "siteA/cam1/b.jpg", "datetime": "2024:05:01 06:30:00", "detections": [detection]},
+        {"file": "siteA/cam2/c.jpg", "detections": []},  # a camera without any capture time
+    ], {"detector": "MDV5A", "detection_completion_time": "2026-12-01T10:04:05"})
+    store.write_json(settings.container, layout.enumeration_blob(TASK),
+                     {"container": "elsewhere", "prefix": "", "images": 3, "shards": 2})
+    request = store.read_json(settings.container, layout.request_blob(TASK))
+    store.write_json(settings.container, layout.request_blob(TASK), {**request, "utc_offset": "+02:00"})
+    parts = _write_fanin_results(store, settings.container, "", [1, 2], 1, doc)
+    single = run_exports(TASK, settings, store)
+    expected = _clear(store, settings.container, "")
+    media = package_spans(expected, tmp_path)
+    a, b, untimed = (media[name] for name in ("siteA/cam1/a.jpg", "siteA/cam1/b.jpg", "siteA/cam2/c.jpg"))
+    assert b["timestamp"] == a["timestamp"] == "2024-05-01T06:30:00+02:00"  # the deployment's first capture time
+    assert a["mediaComments"] == camtrapdp.FIRST_CAPTURE_STANDS_IN
+    assert (untimed["timestamp"], untimed["mediaComments"]) == ("2026-12-01T10:04:05+00:00", camtrapdp.NO_CAPTURE_TIME)
+    deployments = {d["deploymentID"]: d for d in csv.DictReader(io.StringIO(
+        expected[layout.camtrap_dp_blob(TASK, "deployments.csv")].decode()))}
+    assert (deployments["siteA/cam1"]["deploymentEnd"], deployments["siteA/cam1"]["timestampIssues"]) == (
+        "2024-05-01T06:30:00+02:00", "true")
+    assert camtrapdp.FIRST_CAPTURE_FOR_SOME in deployments["siteA/cam1"]["deploymentComments"]
+    assert json.loads(expected[layout.camtrap_dp_blob(TASK, "datapackage.json")])["temporal"] == {
+        "start": "2024-05-01", "end": "2026-12-01"}
+    assert _fanned(settings, store, "", parts, zooniverse_pieces=9) == single
+    got = _snapshot(store, settings.container, "")
+    assert {name: got[name] for name in expected} == expected
 
 
 def test_clock_corrections_shift_the_camtrap_dp_times_in_both_ways(task: Any) -> None:

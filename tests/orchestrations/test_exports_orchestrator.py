@@ -257,6 +257,41 @@ def test_parts_that_link_get_their_events_grouped_once_and_their_rows_linked_bef
     assert run.output == {**OUTPUT, "zooniverse_batches": 1}
 
 
+def test_a_part_run_again_whose_media_rows_got_stand_in_times_is_linked_again_before_the_combine() -> None:
+    """A link that gave photos without a capture time their deployment's first (``media_bytes``) read the part's
+    media rows; a redo writes them again (other comments), so that part is linked again, alone, and the second
+    combine takes the new fragment; a part run again without stand-in times is not (its own rows are composed)."""
+    combines: list[Any] = []
+    link_calls: list[int] = []
+
+    def answer(name: str, payload: Any) -> Any:
+        if name == c.EXPORTS_PART:
+            return {**part_output(payload), "link": True}
+        if name == c.EXPORTS_EVENTS:
+            return {**EVENTS, "link": [0, 1, 3]}
+        if name == c.EXPORTS_LINK_PART:
+            link_calls.append(payload["part"])
+            n = link_calls.count(payload["part"])
+            return {"part": payload["part"], "bytes": 100 * n + payload["part"]} | (
+                {"media_bytes": 1000 * n + payload["part"]} if payload["part"] == 1 else {})
+        if name == c.EXPORTS_COMBINE:
+            combines.append(payload)
+            return {"conflict": True, "redo": [1, 3]} if len(combines) == 1 else {"conflict": False, "output": OUTPUT}
+        if name == c.EXPORTS_ZOONIVERSE:
+            return 1
+        raise AssertionError(name)
+
+    run = run_orchestrator(exports_only, {"variant": "", "merged": merged(PARTS)}, answer)
+
+    assert run.status == "Completed", run.error
+    assert run.activity_names == [c.EXPORTS_PART] * 3 + [c.EXPORTS_EVENTS] + [c.EXPORTS_LINK_PART] * 3 + [
+        c.EXPORTS_COMBINE] + [c.EXPORTS_PART] * 2 + [c.EXPORTS_LINK_PART, c.EXPORTS_COMBINE, c.EXPORTS_ZOONIVERSE]
+    assert link_calls == [0, 1, 3, 1]
+    assert [(p["linked"], p["linked_media"]) for p in combines] == [
+        ([[0, 100], [1, 101], [3, 103]], [[1, 1001]]), ([[0, 100], [1, 201], [3, 103]], [[1, 2001]])]
+    assert run.output == {**OUTPUT, "zooniverse_batches": 1}
+
+
 def test_no_part_with_photos_grouped_by_time_links_nothing() -> None:
     def answer(name: str, payload: Any) -> Any:
         if name == c.EXPORTS_PART:

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from core import mdformat
-from gpu_batch.formats import camtrapdp
+from gpu_batch.formats import camtrapdp, csvline
 
 import frictionless  # requirements/dev.txt
 import requests
@@ -117,9 +117,9 @@ def test_the_package_is_valid_camtrap_dp(tmp_path: Path) -> None:
     assert cam1["deploymentComments"] == camtrapdp.ISSUE_COMMENTS[2][1]
     assert cam1["deploymentStart"] == "2024-05-01T06:30:00+00:00" and cam1["deploymentEnd"] == "2024-05-03T07:00:00+02:00"
     assert deployments["siteA/cam2"]["timestampIssues"] == "true" and "0, 0" in deployments["siteA/cam2"]["deploymentComments"]
-    # the survey's span is its capture times' (cam2's image has none: it does not stretch it to the detection day)
+    # the package's span covers every deployment's: cam2's image has no capture time, so cam2 is the detection day
     assert json.loads((tmp_path / "datapackage.json").read_text())["temporal"] == {"start": "2024-05-01",
-                                                                                   "end": "2024-05-03"}
+                                                                                   "end": "2026-12-01"}
     assert deployments["siteA/cam2"]["deploymentStart"] == "2026-12-01T10:00:00+00:00"  # none: the detection time
     observations = rows(tmp_path / "observations.csv")
     kinds = [(o["mediaID"], o["observationType"]) for o in observations]
@@ -318,6 +318,62 @@ def test_add_lines_is_csv_writer_over_add(listed: dict[str, dict[str, str]] | No
         assert observations == out.getvalue()
     assert by_rows.counts == by_lines.counts and by_rows.deployments == by_lines.deployments
     assert by_rows.deployment_rows() == by_lines.deployment_rows()
+
+
+def test_photos_without_capture_time_take_their_deployments_first_in_their_rows() -> None:
+    """``stand_in_media`` and ``link_observations`` over the rows as written (a name and a failure with quotes,
+    commas and line breaks included): a photo without a capture time in a deployment with one gets the deployment's
+    first capture time (its deploymentStart) instead of the detection time, in its media row and its observations,
+    and no event; one of a deployment without any keeps the detection time (its deployment's span); every other
+    line is left byte for byte."""
+    from core.camtrap_events import EventIndex, link_observations
+
+    det = [{"category": "1", "conf": 0.9, "bbox": [0.1, 0.1, 0.2, 0.2]}]
+    entries: list[dict[str, Any]] = [
+        {"file": "siteA/cam1/a.jpg", "detections": det},  # before the deployment's first capture time is known
+        {"file": 'siteA/cam1/b,"c"\r\n.jpg', "detections": None, "failure": 'odd, "quoted"\nfailure'},
+        {"file": "siteA/cam1/d.jpg", "datetime": "2024:05:02 08:00:00", "detections": []},
+        {"file": "siteA/cam1/e.jpg", "datetime": "2024:05:01 06:30:00", "detections": det},
+        {"file": "siteA/cam2/x.jpg", "detections": det},  # a camera without any capture time
+    ]
+    b = camtrapdp.CamtrapBuilder(threshold=0.2, detection_categories=mdformat.DETECTION_CATEGORIES,
+                                 completed_at="2026-12-01T10:04:05", classified_by="MegaDetector v5a.0.1",
+                                 utc_offset="+02:00")
+    written = [b.add_lines(e) for e in entries]
+    assert b.stand_ins() == {"siteA/cam1": "2024-05-01T06:30:00+02:00"}
+    media_text = csvline.line(camtrapdp.MEDIA_COLUMNS) + "".join(m for m, _ in written)
+    moved: dict[str, str] = {}
+    out = "".join(camtrapdp.stand_in_media(io.StringIO(media_text, newline=""), b.stand_ins(), moved))
+    a, odd, x = (camtrapdp.media_id(entries[i]["file"]) for i in (0, 1, 4))
+    assert moved == {a: "2024-05-01T06:30:00+02:00", odd: "2024-05-01T06:30:00+02:00"}
+    before, after = (list(csv.reader(io.StringIO(t, newline=""))) for t in (media_text, out))
+    assert len(after) == len(before) == 6
+    for was, now in zip(before, after):
+        if now[0] in moved:
+            assert now[3] == "2024-05-01T06:30:00+02:00" and was[3] == "2026-12-01T10:04:05+00:00"
+            assert was[10].startswith(camtrapdp.NO_CAPTURE_TIME)
+            assert now[10] == camtrapdp.FIRST_CAPTURE_STANDS_IN + was[10][len(camtrapdp.NO_CAPTURE_TIME):]
+            assert now[:3] + now[4:10] == was[:3] + was[4:10]
+        else:
+            assert now == was
+    assert after[2][4] == camtrapdp.media_file_path(entries[1]["file"]) and "failed: odd" in after[2][10]
+    assert out.split("\r\n")[-2] == media_text.split("\r\n")[-2]  # cam2's row: the detection time, as written
+    assert [r[3] for r in after if r[0] == x] == ["2026-12-01T10:04:05+00:00"]
+    observations = "".join(o for _, o in written)
+    linked = list(csv.reader(io.StringIO("".join(link_observations(
+        iter(io.StringIO(observations, newline="")), EventIndex(), set(), moved)), newline="")))
+    assert [(r[2], r[3], r[4], r[5]) for r in linked if r[2] in (a, x)] == [
+        (a, "", "2024-05-01T06:30:00+02:00", "2024-05-01T06:30:00+02:00"),
+        (x, "", "2026-12-01T10:04:05+00:00", "2026-12-01T10:04:05+00:00")]
+    rows = {r[0]: r for r in b.deployment_rows()}
+    cam1 = dict(zip(camtrapdp.DEPLOYMENT_COLUMNS, rows["siteA/cam1"]))
+    assert (cam1["deploymentStart"], cam1["deploymentEnd"], cam1["timestampIssues"]) == (
+        "2024-05-01T06:30:00+02:00", "2024-05-02T08:00:00+02:00", "true")
+    assert camtrapdp.FIRST_CAPTURE_FOR_SOME in cam1["deploymentComments"]
+    assert camtrapdp.NO_CAPTURE_TIME in dict(zip(camtrapdp.DEPLOYMENT_COLUMNS, rows["siteA/cam2"]))[
+        "deploymentComments"]
+    descriptor = b.descriptor("trapbatch-task-x", "site A", "2026-12-01T10:04:05Z", [{"title": "t"}])
+    assert descriptor["temporal"] == {"start": "2024-05-01", "end": "2026-12-01"}  # cam2: the detection day
 
 
 def test_boxes_are_clamped_and_formatted_as_before() -> None:
