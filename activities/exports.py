@@ -483,6 +483,7 @@ class ExportContext:
     # the ETag of the deployments' first facts the enumeration wrote for the workers' views (``layout.
     # list_facts_blob``), "" where it wrote none: a view's Camtrap DP lines must have started from exactly those
     given_etag: str = ""
+    data_license: str = ""  # the Camtrap DP package's data licence, "" for the images' (``license``)
 
     def camtrap(self, given: Mapping[str, Sequence[Any]] | None = None) -> camtrapdp.CamtrapBuilder:
         return camtrapdp.CamtrapBuilder(threshold=self.cut, detection_categories=self.categories,
@@ -565,7 +566,8 @@ def prepare(task_id: str, settings: Settings, store: BlobStore, variant: str, th
              if manifest.metadata_columns and camtrapdp.wants_first_facts(manifest.metadata_columns) else "")
     return ExportContext(task_id, variant, container, request, enumeration, info, categories, model, cut,
                          str(info.get("detection_completion_time") or ""), str(request.get("request_name") or task_id),
-                         manifest, shards if manifest.metadata_columns else 0, settings.export_license, given)
+                         manifest, shards if manifest.metadata_columns else 0, settings.export_license, given,
+                         settings.export_data_license)
 
 
 def contributors(ctx: ExportContext) -> list[dict[str, str]]:
@@ -582,12 +584,31 @@ def contributors(ctx: ExportContext) -> list[dict[str, str]]:
                                 "(the operator names it with TRAPBATCH_EXPORT_ATTRIBUTION)", "role": "rightsHolder"}]
 
 
+def package_licenses(ctx: ExportContext) -> list[dict[str, str]] | None:
+    """The Camtrap DP package's ``licenses``: the profile wants, once any is given, one for the data ("the content
+    of the package") and one for the media; the images' licence (TRAPBATCH_EXPORT_LICENSE, the Zooniverse
+    manifests' too) is the media's, and the data's unless TRAPBATCH_EXPORT_DATA_LICENSE names another (Camtrap DP's
+    example: CC0-1.0 data, CC BY media). Each an identifier as ``name`` or a URL as ``path``
+    (``camtrapdp.license_entry``). None without a media licence, or when a value is one the Data Package schema
+    refuses (``Settings.from_env`` refuses it now; a task's decided settings may hold one from before): no licence
+    is claimed rather than an invalid package written."""
+    if not ctx.license:
+        return None
+    data = camtrapdp.license_entry(ctx.data_license or ctx.license, "data")
+    media = camtrapdp.license_entry(ctx.license, "media")
+    if data is None or media is None:
+        logger.warning("task %s: the licence settings %r / %r are no Data Package licence (an identifier such as "
+                       "CC-BY-4.0, or a URL): the Camtrap DP package names none", ctx.task_id, ctx.license,
+                       ctx.data_license)
+        return None
+    return [data, media]
+
+
 def write_descriptor(store: BlobStore, ctx: ExportContext, camtrap: camtrapdp.CamtrapBuilder,
                      events: int = 0, interval_s: float = camtrap_events.DEFAULT_INTERVAL_S) -> None:
     """``datapackage.json`` of the variant's Camtrap DP package (``events``: how many events ``write_events`` wrote,
     grouped at ``interval_s``)."""
-    licenses = ([{"name": ctx.license, "scope": "data"}, {"name": ctx.license, "scope": "media"}]
-                if ctx.license else None)
+    licenses = package_licenses(ctx)
     descriptor = camtrap.descriptor(
         f"trapbatch-{ctx.task_id}" + (f"-{ctx.variant}" if ctx.variant else ""), ctx.title, ctx.completed_at,
         contributors(ctx), licenses, event_interval_s=interval_s if events else None)

@@ -61,8 +61,14 @@ Variables (names shared with infra/main.bicep app settings):
                                    ``preview_threshold``; unset: the model's typical threshold as MegaDetector
                                    publishes it (``core.mdformat.typical_threshold``: 0.2 for MDv5, 0.3 for redwood)
     TRAPBATCH_EXPORT_ATTRIBUTION   ``attribution`` column of Zooniverse manifests (default empty)
-    TRAPBATCH_EXPORT_LICENSE       ``license`` column of Zooniverse manifests and the Camtrap DP package's media
-                                   licence (default empty: no licence claimed)
+    TRAPBATCH_EXPORT_LICENSE       the images' licence: ``license`` column of Zooniverse manifests and the Camtrap DP
+                                   package's media licence, and its data licence too unless the next names another
+                                   (Camtrap DP wants both once either is given); an SPDX identifier (``CC-BY-4.0``,
+                                   ``CC0-1.0``: the Data Package schema's ``^[-a-zA-Z0-9._]+$``) or the licence's URL
+                                   (default empty: no licence claimed)
+    TRAPBATCH_EXPORT_DATA_LICENSE  the Camtrap DP package's data licence (its tables: the detections), where it is
+                                   not the images' (Camtrap DP's example: CC0-1.0 data, CC BY media); the same forms;
+                                   needs TRAPBATCH_EXPORT_LICENSE (default empty: the images' licence)
     TRAPBATCH_ZOONIVERSE_BATCH_SIZE   largest Zooniverse manifest batch (default 10000)
     TRAPBATCH_EVENT_INTERVAL_S     a camera's images more than this many seconds apart are two events in the Camtrap
                                    DP export's event-level observations (default 60, MegaDetector's sequence gap;
@@ -167,6 +173,7 @@ from core.requests import (DEFAULT_IMAGES_PER_SHARD, MAX_IMAGES_PER_SHARD, MIN_P
                            normalize_account_url)
 from core.task_events import endpoint_problem
 from core.shards import MAX_SHARDS
+from gpu_batch.formats.camtrapdp import LICENSE_HINT, license_entry
 from gpu_batch.layout import DEFAULT_STATE_CONTAINER, STATIC_WEBSITE_CONTAINER
 
 CALLER_AUTH_MODES = ("none", "easyauth")
@@ -263,6 +270,17 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     return raw in ("true", "1")
 
 
+def _license(env: Mapping[str, str], name: str) -> str:
+    """A licence setting, refused unless the Camtrap DP package can carry it (``camtrapdp.license_entry``: the Data
+    Package schema's licence name or path): a free-text name such as ``CC BY 4.0`` made the package invalid."""
+    raw = env.get(name, "").strip()
+    if raw and license_entry(raw, "media") is None:
+        raise ConfigError(f"{name}={raw!r} is neither a licence identifier nor a URL: the Camtrap DP package's "
+                          "licenses would fail the Data Package schema (a name matches ^[-a-zA-Z0-9._]+$)",
+                          f"{LICENSE_HINT}; {WHERE}")
+    return raw
+
+
 def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
     raw = env.get(name, "").strip().lower() or default
     if raw not in choices:
@@ -340,6 +358,7 @@ class Settings:
     preview_threshold_set: bool = False  # TRAPBATCH_PREVIEW_THRESHOLD was given; else the model decides
     export_attribution: str = ""
     export_license: str = ""
+    export_data_license: str = ""  # TRAPBATCH_EXPORT_DATA_LICENSE; "": export_license stands for the data too
     zooniverse_batch_size: int = 10_000
     event_interval_s: float = 60.0
     export_image_sizes: bool = True
@@ -471,7 +490,8 @@ class Settings:
             preview_threshold=_threshold(env, "TRAPBATCH_PREVIEW_THRESHOLD", 0.2),
             preview_threshold_set=bool(env.get("TRAPBATCH_PREVIEW_THRESHOLD")),
             export_attribution=env.get("TRAPBATCH_EXPORT_ATTRIBUTION", ""),
-            export_license=env.get("TRAPBATCH_EXPORT_LICENSE", ""),
+            export_license=_license(env, "TRAPBATCH_EXPORT_LICENSE"),
+            export_data_license=_license(env, "TRAPBATCH_EXPORT_DATA_LICENSE"),
             zooniverse_batch_size=_int(env, "TRAPBATCH_ZOONIVERSE_BATCH_SIZE", 10_000),
             event_interval_s=_positive(env, "TRAPBATCH_EVENT_INTERVAL_S", 60.0, allow_zero=True),
             export_image_sizes=_bool(env, "TRAPBATCH_EXPORT_IMAGE_SIZES", True),
@@ -510,6 +530,10 @@ class Settings:
 
             simulated_failure_rate=_fraction(env, "TRAPBATCH_SIMULATED_FAILURE_RATE", 0.0),
         )
+        if settings.export_data_license and not settings.export_license:
+            raise ConfigError("TRAPBATCH_EXPORT_DATA_LICENSE is set but TRAPBATCH_EXPORT_LICENSE is not: Camtrap DP "
+                              "wants a licence for the media beside the one for the data",
+                              f"set TRAPBATCH_EXPORT_LICENSE to the images' licence too, or unset both; {WHERE}")
         if pool == "azure_batch":
             for name, value in (("TRAPBATCH_BATCH_ACCOUNT_URL", settings.batch_account_url),
                                 ("TRAPBATCH_BATCH_POOL_ID", settings.batch_pool_id),
@@ -542,6 +566,7 @@ class DecidedSettings:
     event_interval_s: float | None = None
     export_image_sizes: bool | None = None
     export_license: str | None = None
+    export_data_license: str | None = None
     export_attribution: str | None = None
     zooniverse_batch_size: int | None = None
     max_task_seconds: int | None = None
@@ -552,6 +577,7 @@ class DecidedSettings:
         return cls(preview_threshold=settings.threshold_for(model), detection_threshold=settings.detection_threshold,
                    merge_views=settings.merge_views, event_interval_s=settings.event_interval_s,
                    export_image_sizes=settings.export_image_sizes, export_license=settings.export_license,
+                   export_data_license=settings.export_data_license,
                    export_attribution=settings.export_attribution,
                    zooniverse_batch_size=settings.zooniverse_batch_size,
                    max_task_seconds=settings.knobs.max_task_seconds)
@@ -568,7 +594,8 @@ class DecidedSettings:
         pool, stay the environment's)."""
         changes: dict[str, Any] = {k: getattr(self, k) for k in
                                    ("detection_threshold", "event_interval_s", "export_image_sizes", "export_license",
-                                    "export_attribution", "zooniverse_batch_size") if getattr(self, k) is not None}
+                                    "export_data_license", "export_attribution", "zooniverse_batch_size")
+                                   if getattr(self, k) is not None}
         if self.preview_threshold is not None:
             changes.update(preview_threshold=self.preview_threshold, preview_threshold_set=True)
         if self.merge_views is not None:

@@ -128,6 +128,27 @@ LIST_FIELDS = ("datetime", "location", "latitude", "longitude", "camera_id", "se
 FACT_CONCEPTS = ("latitude", "longitude", "camera_id")  # what a deployment takes from its first image that gives it
 
 
+# The Data Package 1.0 schema the Camtrap DP profile builds on (specs.frictionlessdata.io/schemas/data-package.json,
+# $ref'd by the profile) on a ``licenses`` item: a ``name`` or a ``path``; the name "MUST be an Open Definition license
+# identifier", ``"pattern": "^([-a-zA-Z0-9._])+$"`` (SPDX ids such as CC-BY-4.0 and CC0-1.0 match), the path "A fully
+# qualified URL, or a POSIX file path", ``"pattern": "^(?=^[^./~])(^((?!\\.{2}).)*$).*$"``, as for media.filePath.
+_LICENSE_NAME = re.compile(r"[-a-zA-Z0-9._]+")  # fullmatch: Python's "$" would also take a final line break
+_LICENSE_URL = re.compile(r"https?://[^\s]+")
+LICENSE_HINT = ("give an SPDX licence identifier such as CC-BY-4.0 or CC0-1.0 (letters, digits, '-', '.', '_' only), "
+                "or the licence's URL, e.g. https://creativecommons.org/licenses/by/4.0/")
+
+
+def license_entry(value: str, scope: str) -> dict[str, str] | None:
+    """A Camtrap DP ``licenses`` item of ``scope`` (``data`` or ``media``) for a licence setting: an identifier as
+    its ``name``, a URL as its ``path``; None for a value the Data Package schema refuses as either (free text such
+    as ``CC BY 4.0``), which would make the package invalid."""
+    if _LICENSE_NAME.fullmatch(value):
+        return {"name": value, "scope": scope}
+    if _LICENSE_URL.fullmatch(value) and ".." not in value:
+        return {"path": value, "scope": scope}
+    return None
+
+
 def wants_first_facts(columns: Sequence[str] | tuple[str, ...]) -> bool:
     """Whether an image list's columns can give deployments coordinates or a camera (``_deployment_fields``): a
     deployment's first values then decide its images' comments, and the workers' views need the task's

@@ -26,11 +26,18 @@ import requests
 REFERENCE = Path(__file__).resolve().parent / "data" / "camtrap-dp-1.0.2"
 
 
-# The generic Data Package schema's rule on contributors (frictionlessdata/datapackage schemas/data-package.json:
-# at least one, each with a title), which the Camtrap DP profile inherits; the rest of that schema frictionless
-# checks itself.
-DATA_PACKAGE_CONTRIBUTORS = (b'{"properties": {"contributors": {"type": "array", "minItems": 1, '
-                             b'"items": {"type": "object", "required": ["title"]}}}}')
+# The generic Data Package schema's rules on contributors (at least one, each with a title) and licences (at least
+# one, each with a name or a path; a name "MUST be an Open Definition license identifier", its pattern; a path "A
+# fully qualified URL, or a POSIX file path", its pattern), as frictionlessdata/datapackage's 1.0 data-package.json
+# says them, which the Camtrap DP profile inherits ($ref); the rest of that schema frictionless checks itself (its
+# own check of a licence wants only a name or a path, no pattern).
+DATA_PACKAGE_RULES = json.dumps({"properties": {
+    "contributors": {"type": "array", "minItems": 1, "items": {"type": "object", "required": ["title"]}},
+    "licenses": {"type": "array", "minItems": 1, "items": {
+        "type": "object", "anyOf": [{"required": ["name"]}, {"required": ["path"]}],
+        "properties": {"name": {"type": "string", "pattern": "^([-a-zA-Z0-9._])+$"},
+                       "path": {"type": "string", "pattern": "^(?=^[^./~])(^((?!\\.{2}).)*$).*$"},
+                       "title": {"type": "string"}}}}}}).encode()
 
 
 class _OfflineAdapter(requests.adapters.BaseAdapter):
@@ -41,7 +48,7 @@ class _OfflineAdapter(requests.adapters.BaseAdapter):
         elif url == "http://json.schemastore.org/geojson.json":
             body = (Path(frictionless.__file__).parent / "assets" / "profiles" / "geojson.json").read_bytes()
         elif url == "https://specs.frictionlessdata.io/schemas/data-package.json":
-            body = DATA_PACKAGE_CONTRIBUTORS
+            body = DATA_PACKAGE_RULES
         else:
             raise AssertionError(f"the validation tried to reach {url}")
         response = requests.Response()
@@ -452,6 +459,84 @@ def test_a_package_always_names_a_contributor(tmp_path: Path) -> None:
     for people, valid in (([unnamed], True), ([], False)):  # the stand-in schema holds the rule
         (tmp_path / "datapackage.json").write_text(json.dumps({**descriptor, "contributors": people}))
         assert validate(tmp_path).valid is valid
+
+
+def write_package_descriptor(folder: Path, media: str, data: str) -> dict[str, Any]:
+    """``datapackage.json`` as the exports write it (``activities.exports.write_descriptor``) for a task whose
+    licence settings are ``media`` and ``data``, beside ``build``'s tables in ``folder``; returns it."""
+    from types import SimpleNamespace
+
+    from activities.exports import write_descriptor
+    from core.zooniverse import ManifestOptions
+
+    written: dict[str, Any] = {}
+    store = SimpleNamespace(write_json=lambda container, name, doc: written.update(doc=doc))
+    ctx = SimpleNamespace(task_id="task-x", variant="", title="site A", completed_at="2026-12-01T10:00:00",
+                          license=media, data_license=data, request={"caller": "ana"}, container="c",
+                          manifest=ManifestOptions(threshold=0.2, attribution="Univ. of X"))
+    b = build(folder, ENTRIES)
+    write_descriptor(store, ctx, b)  # type: ignore[arg-type]
+    (folder / "datapackage.json").write_text(json.dumps(written["doc"]))
+    return dict(written["doc"])
+
+
+@pytest.mark.parametrize("media,data,entries", [
+    ("CC-BY-4.0", "", [{"name": "CC-BY-4.0", "scope": "data"}, {"name": "CC-BY-4.0", "scope": "media"}]),
+    ("https://creativecommons.org/licenses/by/4.0/", "CC0-1.0",
+     [{"name": "CC0-1.0", "scope": "data"},
+      {"path": "https://creativecommons.org/licenses/by/4.0/", "scope": "media"}]),
+    ("", "", None),
+])
+def test_licences_are_data_package_licences(tmp_path: Path, media: str, data: str,
+                                            entries: list[dict[str, str]] | None) -> None:
+    """A licence setting is an identifier (the Data Package schema's ``name``: ``^([-a-zA-Z0-9._])+$``) or a URL
+    (its ``path``); Camtrap DP wants one for the data and one for the media once any is given: the media licence
+    (TRAPBATCH_EXPORT_LICENSE) stands for the data too unless TRAPBATCH_EXPORT_DATA_LICENSE names another, as the
+    Camtrap DP example does (CC0-1.0 data, CC BY media). The package validates against the real rule."""
+    descriptor = write_package_descriptor(tmp_path, media, data)
+    assert descriptor.get("licenses") == entries
+    report = validate(tmp_path)
+    assert report.valid, report.flatten(["type", "note"])
+    assert camtrapdp.license_entry("CC-BY-4.0\n", "media") is None  # the pattern's "$" ends the string: no line break
+
+
+@pytest.mark.parametrize("value", ["CC BY 4.0", "https://example.org/../licence", "CC-BY-4.0;CC0-1.0",
+                                   "~/licence.txt"])
+def test_a_licence_the_data_package_schema_refuses_is_a_config_error(tmp_path: Path, value: str) -> None:
+    """A free-text licence (or a path the schema refuses) made a package that failed the Data Package schema's
+    licence rule: the setting is refused where settings are read, saying what to give; a value decided for a task
+    before that check (``DecidedSettings``) gives the package no licence rather than an invalid one."""
+    from core.errors import ConfigError
+    from core.settings import Settings
+
+    for name in ("TRAPBATCH_EXPORT_LICENSE", "TRAPBATCH_EXPORT_DATA_LICENSE"):
+        with pytest.raises(ConfigError) as refused:
+            Settings.from_env({"AzureWebJobsStorage": "UseDevelopmentStorage=true",
+                               "TRAPBATCH_EXPORT_LICENSE": "CC0-1.0", name: value})
+        assert name in str(refused.value) and "CC-BY-4.0" in refused.value.hint and "URL" in refused.value.hint
+    for media, data in ((value, ""), ("CC-BY-4.0", value)):
+        descriptor = write_package_descriptor(tmp_path, media, data)
+        report = validate(tmp_path)
+        assert report.valid, report.flatten(["type", "note"])
+        assert "licenses" not in descriptor
+    (tmp_path / "datapackage.json").write_text(json.dumps({**descriptor, "licenses": [
+        {"name": value, "scope": "data"}, {"name": value, "scope": "media"}]}))  # as the exports wrote it
+    assert not validate(tmp_path).valid  # the real rule refuses it
+
+
+def test_licence_settings_that_were_valid_stay_and_a_data_licence_needs_a_media_one() -> None:
+    from core.errors import ConfigError
+    from core.settings import Settings
+
+    base = {"AzureWebJobsStorage": "UseDevelopmentStorage=true"}
+    for value in ("", "CC-BY-4.0", "CC0-1.0", "ODC-By-1.0", "cc-by-nc-4.0",
+                  "https://creativecommons.org/licenses/by/4.0/"):
+        assert Settings.from_env({**base, "TRAPBATCH_EXPORT_LICENSE": value}).export_license == value
+    both = Settings.from_env({**base, "TRAPBATCH_EXPORT_LICENSE": "CC-BY-4.0",
+                              "TRAPBATCH_EXPORT_DATA_LICENSE": "CC0-1.0"})
+    assert (both.export_license, both.export_data_license) == ("CC-BY-4.0", "CC0-1.0")
+    with pytest.raises(ConfigError, match="TRAPBATCH_EXPORT_LICENSE"):
+        Settings.from_env({**base, "TRAPBATCH_EXPORT_DATA_LICENSE": "CC0-1.0"})
 
 
 def test_clock_corrections_shift_a_cameras_times_and_say_so(tmp_path: Path) -> None:

@@ -248,7 +248,8 @@ def test_decided_settings_replace_the_environments_and_leave_the_rest() -> None:
     start = Settings.from_env({**base, "TRAPBATCH_DETECTION_THRESHOLD": "0.01", "TRAPBATCH_EVENT_INTERVAL_S": "0",
                                "TRAPBATCH_EXPORT_IMAGE_SIZES": "false", "TRAPBATCH_MAX_TASK_SECONDS": "600"})
     now = Settings.from_env({**base, "TRAPBATCH_PREVIEW_THRESHOLD": "0.6", "TRAPBATCH_MERGE_VIEWS": "on",
-                             "TRAPBATCH_EXPORT_LICENSE": "CC0-1.0", "TRAPBATCH_CONTAINER": "elsewhere"})
+                             "TRAPBATCH_EXPORT_LICENSE": "CC0-1.0", "TRAPBATCH_EXPORT_DATA_LICENSE": "CC-BY-4.0",
+                             "TRAPBATCH_CONTAINER": "elsewhere"})
     decided = DecidedSettings.decide(start, "MDV1000-REDWOOD")
     assert json.loads(json.dumps(decided.to_dict())) == decided.to_dict()
     applied = DecidedSettings.from_dict(decided.to_dict()).apply(now)
@@ -257,6 +258,7 @@ def test_decided_settings_replace_the_environments_and_leave_the_rest() -> None:
     assert (applied.detection_threshold, applied.event_interval_s, applied.export_image_sizes) == (0.01, 0.0, False)
     assert applied.merge_views is False  # Azure Batch with the CLI worker: auto was off at the start
     assert (applied.export_license, applied.knobs.max_task_seconds, applied.container) == ("", 600, "elsewhere")
+    assert applied.export_data_license == ""  # decided too: the start had none
     assert applied.knobs.poll_min_s == now.knobs.poll_min_s
     assert DecidedSettings.from_dict({}).apply(now) == now
     older = DecidedSettings.from_dict({"detection_threshold": 0.01}).apply(now)
