@@ -69,12 +69,14 @@ from gpu_batch.manifest import ShardManifest, ViewBasis, ViewList, plain_etag
 # (``camtrapdp.media_file_path``). A view's COCO lines never held a box of unknown size (``coco_lines``: none then).
 # 4: Zooniverse lines quote a field that starts with a space (``csvline.manifest_field``: the Panoptes CLI reads
 # manifests with ``skipinitialspace``, which dropped the space from a photo's name). 5: results entries are ASCII, a
-# non-ASCII character ``\uXXXX``-escaped as MegaDetector writes its results (``entries.entry_json``).
+# non-ASCII character ``\uXXXX``-escaped as MegaDetector writes its results (``entries.entry_json``). 6: a
+# deployment's timestamp-issue facts are flags (``camtrapdp``: no time, clock corrected, zone assumed), so a time
+# written as UTC for want of a utc_offset makes timestampIssues true.
 # The worker image is deployed apart from the app, so an app may read views an older worker wrote: ``_header`` takes
 # only views of this version, so a version-2 view is no view (``read_view``/``read_view_part`` give None) and the
 # merge and the exports format that shard's entries themselves, instead of mixing the old lines with new ones in one
 # file; an older app likewise ignores a newer worker's views. Raise it whenever a line a view holds changes.
-VIEW_VERSION = 5
+VIEW_VERSION = 6
 COUNTS = ("images", "failed", "with_detections", "detections", "empty")
 
 
