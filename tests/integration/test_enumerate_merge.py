@@ -103,6 +103,8 @@ def test_merge_combines_attempts_marks_missing_and_is_idempotent(env: tuple[Sett
     doc = store.read_json(settings.container, results_blob(tid))
     mdformat.validate(doc, expected_files=list(m0.images) + list(m1.images))
     assert doc["info"]["detector"] == "m.pt" and doc["info"]["format_version"] == "1.6"
+    # as MegaDetector's run_detector_batch writes it (and the worker's own shard files): %Y-%m-%d %H:%M:%S, UTC
+    assert doc["info"]["detection_completion_time"] == "2026-11-22 00:00:00"
     import csv
     import io
 
