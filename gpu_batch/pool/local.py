@@ -115,7 +115,7 @@ class LocalPool:
         self.max_task_seconds = max_task_seconds
         self.worker_command = list(worker_command or [sys.executable, "-m", worker_module(resident)])
         self.worker_tuning = list(worker_tuning)  # TRAPBATCH_WORKER_TUNING, checked by core.worker_tuning
-        self._children: dict[str, subprocess.Popen[bytes]] = {}
+        self._children: dict[str, subprocess.Popen[bytes]] = {}  # runners started here, until waited for (_reap_locked)
         self._lock = threading.Lock()  # activities poll from several threads; one scheduling pass at a time
 
     # ---------------------------------------------------------------- API
@@ -207,6 +207,7 @@ class LocalPool:
             self._schedule_locked()
 
     def _schedule_locked(self) -> None:
+        self._reap_locked()
         rows = []
         for e in self.table.query_entities("State ne 'completed'"):
             row = dict(e)
@@ -219,9 +220,6 @@ class LocalPool:
             if row["State"] not in (TaskState.running.value, TaskState.preparing.value):
                 continue
             pid = int(row.get("Pid") or 0)
-            child = self._children.get(row["RowKey"] + "@" + row["PartitionKey"])
-            if child is not None:
-                child.poll()  # reap our own exited runners so they do not linger as zombies
             started = float(row.get("StartedAt") or now)
             beat = float(row.get("Heartbeat") or started)
             limit = int(row.get("MaxSeconds") or self.max_task_seconds)
@@ -253,6 +251,18 @@ class LocalPool:
                 busy += 1
                 if gpu is not None:
                     on_gpu.append(gpu)
+
+    def _reap_locked(self) -> bool:
+        """Wait for the runners this object started that have exited, and forget them; whether any had.
+
+        Why every one, at every pass: a runner records its task's end in the table itself and then exits, so its row
+        is no longer among the unfinished ones a pass reads; waiting only for the runners of rows still running left
+        every runner that ended normally a <defunct> child of the host (devhost: 12 after a few tasks) until it
+        exited. ``Popen.poll`` waits without blocking; the table is not read."""
+        ended = [key for key, proc in self._children.items() if proc.poll() is not None]
+        for key in ended:
+            del self._children[key]
+        return bool(ended)
 
     def _free_gpu(self, on_gpu: list[int]) -> int | None:
         """The GPU the next task runs on, the least used one, when this machine has several and nothing chose

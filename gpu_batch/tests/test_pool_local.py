@@ -350,3 +350,30 @@ def test_a_task_that_recorded_its_exit_after_the_snapshot_keeps_it_at_its_deadli
     pool._refresh_and_fail_if_running(snapshot, "timed out: ran longer than 1 s and was terminated", kill=True)
     after = states(pool, "job7")["sleep1-a1"]
     assert after.exit_code == 0 and after.result is TaskResult.success and killed == []
+
+
+def _zombie_children() -> set[int]:
+    """This process's children that have exited and were never waited for (state Z), from /proc."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] == "Z" and int(fields[1]) == os.getpid():
+            found.add(int(stat.parent.name))
+    return found
+
+
+def test_finished_runners_are_reaped_not_left_as_zombies(pool_args: dict[str, Any], storage_connection: str) -> None:
+    """A runner records its task's end in the table and then exits; the scheduler only looked at (and waited for) the
+    runners of tasks still running, so every runner that ended normally stayed a <defunct> child of the host (devhost
+    showed 12 after a few tasks) until the host exited."""
+    pool = make_pool("local", max_concurrent=2, **pool_args)
+    pool.submit("jobz", [task("sleep2"), task("sleep3"), task("sleep4")])
+    wait_until(lambda: all_done(pool, "jobz", 3), 60, "the three tasks")
+    rows = TableServiceClient.from_connection_string(storage_connection).get_table_client(pool_args["table"])
+    runners = {int(r["Pid"]) for r in rows.query_entities("PartitionKey eq 'jobz'")}
+    assert len(runners) == 3
+    wait_until(lambda: states(pool, "jobz") and not runners & _zombie_children(), 30,
+               "the pool to wait for its ended runners")
