@@ -165,9 +165,11 @@ def _start_devhost(port: int, conn: str, log: Path, model: str, resident: Path) 
     """Start devhost on ``port`` against Azurite, with the local pool, its output going to ``log``.
 
     Why these settings: short polls and 10-image shards let the few sample images show several shards and live
-    progress within seconds; the resident worker at ``resident`` runs them without a start-up each (it exits by
-    itself two minutes after its last shard, should the demo be killed before it stops it); its own process group
-    lets ``_stop_services`` stop devhost with everything it started.
+    progress within seconds (the polls only notice ends and show progress: the local pool starts a queued shard as
+    soon as a slot frees, whatever the poll interval; gpu_batch/pool/local.py "Scheduling"); the resident worker at
+    ``resident`` runs them without a start-up each (it exits by itself two minutes after its last shard, should the
+    demo be killed before it stops it); its own process group lets ``_stop_services`` stop devhost with everything it
+    started.
     """
     env = {**os.environ, "AzureWebJobsStorage": conn, "TRAPBATCH_POOL": "local",
            "TRAPBATCH_POLL_MIN_S": "1", "TRAPBATCH_POLL_MAX_S": "3", "TRAPBATCH_IMAGES_PER_SHARD": "10",

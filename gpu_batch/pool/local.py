@@ -3,9 +3,23 @@
 Why it looks like this: the pool must survive its host (devhost, or ``func host start``) being killed. Each task runs
 under a small runner (``python -m gpu_batch.pool.local_runner``) started in its own process session, which outlives
 the host, streams the worker's output to a log blob and records the exit in the task table itself. Task state lives
-in a table (Azurite locally), so a new LocalPool on the same table sees every task. ``poll()`` is the scheduler: it
-marks tasks whose runner died or overran their limit (``ShardTask.max_seconds``, else ``max_task_seconds``) as
-failed, starts queued tasks into free slots and reports states. Connection strings travel only in the runners' environment, never in the table or the logs.
+in a table (Azurite locally), so a new LocalPool on the same table sees every task. A scheduling pass marks tasks
+whose runner died or overran their limit (``ShardTask.max_seconds``, else ``max_task_seconds``) as failed and starts
+queued tasks into free slots. Connection strings travel only in the runners' environment, never in the table or the
+logs.
+
+Scheduling: Azure Batch puts an active task on a node as soon as one is free, whoever polls; so does LocalPool. While
+its table holds unfinished tasks, each pool object runs a watcher thread (``_watch``) that waits for the runners it
+started (none lingers as a zombie) and runs a pass when one of them exits, when ``cancel`` or ``close_job`` ended
+tasks, at the nearest time limit, and at least every ``SWEEP_S`` seconds (a runner another process started, before a
+restart, is no child of it: its end is seen at such a pass); it ends when nothing is left. Every call (``submit``,
+``poll``, ``changes``) runs a pass too and starts the watcher when work is left, so a pool object made after a restart
+takes over at its first call. Why: passes ran only at the orchestrator's polls, so a queued shard waited up to
+``TRAPBATCH_POLL_MIN_S`` (30 s by default) for a free slot: 41 images in 10-image shards took 155.7 s for 31.7 s of
+node time, one shard starting every 30 s. Within one object one pass runs at a time (activities call from several
+threads). Several objects on one table (the pool cache's, one per configuration, or another process's) each
+schedule: a claim is etag-checked, so no task starts twice, but each counts busy slots from its own snapshot, so two
+passes at the same moment may start a task more than ``max_concurrent`` allows, as two polls through them could.
 A task the pool ends itself (its time limit, ``cancel``, ``close_job``) is reported as Azure Batch reports one: failure
 code ``TaskEnded`` (``gpu_batch.exit_codes.TASK_ENDED``) and, when it had started, an exit code that is not the
 worker's (``KILLED_EXIT_CODE``; batch-job-task-error-checking.md "Constraint errors": a task past its maximum time
@@ -46,6 +60,8 @@ from gpu_batch.pool.base import (JobClosed, PoolChanges, ShardTask, TaskInfo, Ta
 
 logger = logging.getLogger(__name__)
 HEARTBEAT_S = 5.0
+WATCH_S = 0.25  # how often the watcher looks for its runners' exits (Popen.poll: no table read)
+SWEEP_S = 5.0  # the longest the watcher goes without a pass while tasks are unfinished: dead runners, other processes'
 DEAD_AFTER_S = 60.0
 _CLOSED_JOBS = "closed"  # the partition of the jobs table that lists closed jobs (row key: the job id)
 # How far a change cursor reaches back: a writer stamps ``Changed`` a moment before its write lands, so a listing
@@ -117,6 +133,8 @@ class LocalPool:
         self.worker_tuning = list(worker_tuning)  # TRAPBATCH_WORKER_TUNING, checked by core.worker_tuning
         self._children: dict[str, subprocess.Popen[bytes]] = {}  # runners started here, until waited for (_reap_locked)
         self._lock = threading.Lock()  # activities poll from several threads; one scheduling pass at a time
+        self._watcher: threading.Thread | None = None  # the scheduler thread while tasks are unfinished (_watch)
+        self._wake = threading.Event()  # a pass is wanted now (a slot freed by cancel or close_job)
 
     # ---------------------------------------------------------------- API
     def ensure_job(self, job_id: str) -> None:
@@ -192,6 +210,7 @@ class LocalPool:
                 self._kill(row)
                 started = row["State"] != TaskState.active.value
                 self._complete(row, KILLED_EXIT_CODE if started else None, message, TASK_ENDED)
+        self._kick()  # their slots are free: the next queued tasks start now, not at the next poll
 
     # ---------------------------------------------------------- scheduling
     def _info(self, row: Mapping[str, Any]) -> TaskInfo:
@@ -204,9 +223,57 @@ class LocalPool:
 
     def _schedule(self) -> None:
         with self._lock:
-            self._schedule_locked()
+            if self._schedule_locked() is not None or self._children:
+                self._watch_locked()
 
-    def _schedule_locked(self) -> None:
+    def _kick(self) -> None:
+        """Have the watcher run a pass now, starting it if none runs."""
+        with self._lock:
+            self._watch_locked()
+        self._wake.set()
+
+    def _watch_locked(self) -> None:
+        """Start the watcher unless it runs (a watcher that died of a bug is replaced)."""
+        if self._watcher is None or not self._watcher.is_alive():
+            self._watcher = threading.Thread(target=self._watch, name=f"localpool-{self.table.table_name}",
+                                             daemon=True)
+            self._watcher.start()
+
+    def _watch(self) -> None:
+        """The scheduler that runs whoever polls (module docstring: Scheduling), until no task is left unfinished and
+        no runner of this object is left to wait for; it stops under the lock, so a call that then finds work starts
+        another (``_watch_locked``)."""
+        next_pass = time.monotonic()
+        failures = 0  # passes failed in a row
+        while True:
+            kicked = self._wake.wait(WATCH_S)
+            if kicked:
+                self._wake.clear()
+            with self._lock:
+                ended = self._reap_locked()
+                if not (kicked or ended or time.monotonic() >= next_pass):
+                    continue
+                try:
+                    due = self._schedule_locked()
+                except Exception as exc:  # storage unreachable: the calls that need it fail and say so themselves
+                    failures += 1
+                    if failures >= 3 and not self._children:  # (10 + 20 s) the next call's pass starts a watcher
+                        logger.info("LocalPool %s: a scheduling pass failed again (%s); the watcher stops until the "
+                                    "next call", self.table.table_name, exc)
+                        self._watcher = None
+                        return
+                    logger.info("LocalPool %s: a scheduling pass failed (%s); trying again", self.table.table_name, exc)
+                    due = min(SWEEP_S * 2 ** failures, 60.0)
+                else:
+                    failures = 0
+                    if due is None and not self._children:
+                        self._watcher = None
+                        return
+            next_pass = time.monotonic() + (SWEEP_S if due is None else due)
+
+    def _schedule_locked(self) -> float | None:
+        """One scheduling pass over the whole table. Returns the seconds until the next pass is due (the nearest time
+        limit of a running task, at most ``SWEEP_S``), or None when no task is left unfinished."""
         self._reap_locked()
         rows = []
         for e in self.table.query_entities("State ne 'completed'"):
@@ -214,6 +281,7 @@ class LocalPool:
             row["_etag"] = e.metadata["etag"]
             rows.append(row)
         busy = 0
+        due = SWEEP_S
         on_gpu: list[int] = []  # the GPU of each task still running (a slot's count: the least used takes the next)
         now = time.time()
         for row in rows:
@@ -236,21 +304,28 @@ class LocalPool:
                                                        "(killed, or the machine restarted)")
             else:
                 busy += 1
+                due = min(due, max(0.0, started + limit - now) + 0.05)  # the limit is past just after it
                 if row.get("Gpu") is not None:
                     on_gpu.append(int(row["Gpu"]))
         queued = sorted((r for r in rows if r["State"] == TaskState.active.value), key=lambda r: r.get("Submitted", ""))
         closed = {job for job in {r["PartitionKey"] for r in queued} if self._is_closed(job)}
+        waiting = 0  # queued tasks left unstarted (or claimed meanwhile by another object's pass)
         for row in queued:
             if row["PartitionKey"] in closed:  # submitted while close_job ran: never started, as on Batch
                 self._complete(row, None, "terminated: the job was closed", TASK_ENDED)
                 continue
             if busy >= self.max_concurrent:
-                break
+                waiting += 1
+                continue
             gpu = self._free_gpu(on_gpu)
             if self._launch(row, gpu):
                 busy += 1
+                due = min(due, int(row.get("MaxSeconds") or self.max_task_seconds) + 0.05)
                 if gpu is not None:
                     on_gpu.append(gpu)
+            else:
+                waiting += 1
+        return due if busy or waiting else None
 
     def _reap_locked(self) -> bool:
         """Wait for the runners this object started that have exited, and forget them; whether any had.

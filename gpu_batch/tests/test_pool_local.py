@@ -377,3 +377,81 @@ def test_finished_runners_are_reaped_not_left_as_zombies(pool_args: dict[str, An
     assert len(runners) == 3
     wait_until(lambda: states(pool, "jobz") and not runners & _zombie_children(), 30,
                "the pool to wait for its ended runners")
+
+
+def _rows(pool_args: dict[str, Any], job: str) -> dict[str, dict[str, Any]]:
+    """The job's task rows read from the table itself: the pool object is not called (no poll, no scheduling pass)."""
+    table = TableServiceClient.from_connection_string(pool_args["connection_string"]).get_table_client(
+        pool_args["table"])
+    return {r["RowKey"]: dict(r) for r in table.query_entities("PartitionKey eq @j", parameters={"j": job})}
+
+
+def _rows_completed(pool_args: dict[str, Any], job: str, n: int) -> dict[str, dict[str, Any]] | None:
+    rows = _rows(pool_args, job)
+    return rows if len(rows) == n and all(r["State"] == "completed" for r in rows.values()) else None
+
+
+def test_queued_tasks_start_as_a_slot_frees_without_anyone_polling(pool_args: dict[str, Any]) -> None:
+    """Azure Batch schedules an active task onto a node as soon as one is free, whoever polls. LocalPool started a
+    queued task only in a scheduling pass, run when the orchestrator polled (TRAPBATCH_POLL_MIN_S, 30 s by default):
+    41 images in 10-image shards took 155.7 s for 31.7 s of node time, one shard starting every 30 s. Here nothing
+    polls after the submission, which starts the first task only (concurrency 1)."""
+    from datetime import datetime
+
+    pool = make_pool("local", max_concurrent=1, **pool_args)
+    pool.submit("jobq", [task("sleep3"), task("sleep4"), task("sleep5")])
+    rows = wait_until(lambda: _rows_completed(pool_args, "jobq", 3), 60, "all three tasks, with no poll")
+    assert all(r["Result"] == "success" and r["ExitCode"] == 0 for r in rows.values())
+    order = sorted(rows.values(), key=lambda r: float(r["StartedAt"]))
+    for before, after in zip(order, order[1:]):  # still one at a time: each started after the one before ended
+        assert float(after["StartedAt"]) >= datetime.fromisoformat(before["EndTime"]).timestamp()
+    runners = {int(r["Pid"]) for r in rows.values()}
+    wait_until(lambda: not runners & _zombie_children(), 30, "the ended runners to be waited for, with no poll")
+    wait_until(lambda: pool._watcher is None, 30, "the pool's watcher to end, nothing being left")
+
+
+def test_a_slot_freed_by_a_time_limit_starts_the_next_task_without_a_poll(pool_args: dict[str, Any]) -> None:
+    """Batch ends a task at its maxWallClockTime whoever polls, and its node takes the next task; LocalPool checked
+    the limit only in a scheduling pass, so without a poll a hung task held its slot for ever."""
+    pool = make_pool("local", max_concurrent=1, **pool_args)
+    limited = ShardTask("hang-a1", "state", "tasks/t/hang.json", "hang", 1, max_seconds=2)
+    pool.submit("jobl", [limited, task("sleep2")])
+    rows = wait_until(lambda: _rows_completed(pool_args, "jobl", 2), 60, "both tasks, with no poll")
+    assert (rows["hang-a1"]["ExitCode"], rows["hang-a1"]["FailureCode"]) == (137, "TaskEnded")
+    assert "timed out: ran longer than 2 s" in rows["hang-a1"]["FailureMessage"]
+    assert rows["sleep2-a1"]["ExitCode"] == 0
+
+
+def test_a_slot_freed_by_a_cancel_starts_the_next_task_without_a_poll(pool_args: dict[str, Any]) -> None:
+    pool = make_pool("local", max_concurrent=1, **pool_args)
+    pool.submit("jobk", [task("hang"), task("sleep2")])
+    wait_until(lambda: _rows(pool_args, "jobk")["hang-a1"]["State"] == "running", 30, "the first task to run")
+    pool.cancel("jobk", "hang-a1")
+    rows = wait_until(lambda: _rows_completed(pool_args, "jobk", 2), 60, "the queued task, with no poll")
+    assert (rows["hang-a1"]["ExitCode"], rows["hang-a1"]["FailureCode"]) == (137, "TaskEnded")
+    assert rows["sleep2-a1"]["ExitCode"] == 0
+
+
+def test_the_watcher_gives_up_on_unreachable_storage_and_the_next_call_starts_it_again(
+        pool_args: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Storage gone (Azurite stopped, a test module's at its end): the watcher tries a few passes, then stops rather
+    than try for ever; the next call through the pool runs a pass of its own and starts it again."""
+    import gpu_batch.pool.local as local
+
+    monkeypatch.setattr(local, "SWEEP_S", 0.01)
+    pool = make_pool("local", max_concurrent=1, **pool_args)
+    passes: list[float] = []
+
+    def unreachable() -> float | None:
+        passes.append(1.0)
+        raise ConnectionError("storage away")
+
+    monkeypatch.setattr(pool, "_schedule_locked", unreachable)
+    pool.cancel("jobu")  # a cancel wants a pass: it starts the watcher
+    wait_until(lambda: pool._watcher is None, 30, "the watcher to give up")
+    assert len(passes) == 3
+    monkeypatch.undo()
+    pool.submit("jobu", [task("hang")])
+    assert pool._watcher is not None and pool._watcher.is_alive()  # a task runs: watched again
+    pool.cancel("jobu")
+    wait_until(lambda: pool._watcher is None, 30, "the watcher to end, nothing being left")

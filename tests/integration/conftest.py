@@ -58,6 +58,7 @@ def app_env(storage_connection: str, unique_name: str, monkeypatch: pytest.Monke
         "TRAPBATCH_CONTAINER": unique_name + "-state",
         "TRAPBATCH_POOL": "local",
         "TRAPBATCH_MODEL": str(tiny_checkpoint),
+        # fast polls: the orchestrations notice ended shards within a second (queued shards start without a poll)
         "TRAPBATCH_POLL_MIN_S": "0.5",
         "TRAPBATCH_POLL_MAX_S": "1",
         "TRAPBATCH_IMAGES_PER_SHARD": "4",
