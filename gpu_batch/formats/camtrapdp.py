@@ -159,19 +159,22 @@ def wants_first_facts(columns: Sequence[str] | tuple[str, ...]) -> bool:
 FACT_FIELDS = ("location", *FACT_CONCEPTS)  # the list fields that decide a deployment and its first values
 
 
-def first_facts(rows: Iterable[tuple[str, Mapping[str, str] | None]]) -> list[list[Any]]:
+def first_facts(rows: Iterable[tuple[str, Mapping[str, str] | None]],
+                cameras: CameraRule | None = None) -> list[list[Any]]:
     """``CamtrapBuilder.deployment_facts`` of images with these list rows in this order, as far as the deployments'
     ids, locations and first coordinates and camera go (start, end and timestamp issues left empty): what a builder
     fed the same rows would hold (``CamtrapBuilder._facts``: same fields, same rules), without making the rows
-    (a third of the cost: ``activities.image_list`` runs it over a whole list)."""
+    (a third of the cost: ``activities.image_list`` runs it over a whole list). ``cameras``: the task's camera
+    rule (``CameraRule``; None: MegaDetector's)."""
+    rule = cameras or MEGADETECTOR_CAMERAS
     deployments: dict[str, _Deployment] = {}
     for file, row in rows:
         if not row:
-            deployments.setdefault(deployment_id(file), _Deployment("", ""))
+            deployments.setdefault(deployment_id(file, "", rule), _Deployment("", ""))
             continue
         known, rest = listfields.split(row, FACT_FIELDS)
         location = known["location"][1] if "location" in known else ""
-        dep = deployment_id(file, location)
+        dep = deployment_id(file, location, rule)
         span = deployments.get(dep)
         if span is None:
             span = deployments[dep] = _Deployment("", "", location=location)
@@ -195,9 +198,60 @@ def _camera_folder_of_dir(folder: str) -> str:
     return posixpath.dirname(name)
 
 
-def deployment_id(file: str, location: str = "") -> str:
-    """The camera folder (``(root)`` for none), with ``@<location>`` when the image list gives a location."""
-    folder = camera_folder(file) or ROOT_DEPLOYMENT
+MAX_CAMERA_DEPTH = 32  # a request's camera_depth: folders below its prefix that name a camera (core.requests)
+
+
+@dataclass(frozen=True, slots=True)
+class CameraRule:
+    """Which folder of an image is its camera (its deployment's folder), for every export that groups by camera.
+
+    ``depth`` None is MegaDetector's rule (``camera_folder``: the image's folder less overflow folders). Why
+    another: collections kept as ``camera/day/IMG.jpg`` would make each day folder a camera, and a day-long
+    deployment is wrong for trap effort and occupancy. With ``depth`` (a request's ``camera_depth``) the camera is
+    the image's first ``depth`` folders below ``prefix`` (the request's; the folder it ends in is not counted), kept
+    with the folders of the prefix, as deployment ids have always been the blob name's folders: prefix ``2024/``,
+    depth 1, ``2024/camera-01/2024-06-01/IMG_1.JPG`` -> ``2024/camera-01`` (``_prefix_folders``: a prefix ending inside
+    a folder's name). An image with fewer folders has the ones it has; none is the root deployment. Overflow folders
+    do not matter then: they lie below the camera."""
+
+    prefix: str = ""
+    depth: int | None = None
+
+    def folder(self, file: str) -> str:
+        """The camera folder of ``file`` ("" for an image at the top: ``ROOT_DEPLOYMENT``)."""
+        if self.depth is None:
+            return camera_folder(file)
+        name = file.replace("\\", "/")
+        folder = posixpath.dirname(name)
+        return _depth_folder(folder, _prefix_folders(self.prefix.replace("\\", "/"), name) + self.depth) \
+            if folder else ""
+
+
+def _prefix_folders(prefix: str, name: str) -> int:
+    """How many folders of blob ``name`` the prefix names, so that the ones below it are counted: each folder it
+    closes with '/', and the one it ends with when ``name`` goes on with '/' there (prefix ``2024`` for
+    ``2024/cam/IMG.jpg``, as an image list's paths are below it: ``core.imagelist.blob_name``). A prefix that ends
+    inside a name (``2024/cam`` for ``2024/camera-01/...``) chose among those folders: that one is the first below
+    it."""
+    folders = prefix.count("/")
+    if prefix and not prefix.endswith("/") and name.startswith(prefix) and name[len(prefix):len(prefix) + 1] == "/":
+        folders += 1
+    return folders
+
+
+@functools.lru_cache(maxsize=4096)
+def _depth_folder(folder: str, keep: int) -> str:
+    """The first ``keep`` folders of ``folder`` (all of them when it has fewer): images come folder by folder."""
+    return "/".join(folder.split("/")[:keep])
+
+
+MEGADETECTOR_CAMERAS = CameraRule()
+
+
+def deployment_id(file: str, location: str = "", cameras: CameraRule = MEGADETECTOR_CAMERAS) -> str:
+    """The camera folder by ``cameras`` (``(root)`` for none), with ``@<location>`` when the image list gives a
+    location."""
+    folder = cameras.folder(file) or ROOT_DEPLOYMENT
     return f"{folder}@{location}" if location else folder
 
 
@@ -341,6 +395,8 @@ class CamtrapBuilder:
     # camera folder -> seconds to add to its clock (the request's ``clock_corrections``): an image's capture time
     # is corrected by its folder's or the nearest folder above's; the media row says so
     clock_shifts: Mapping[str, int] = field(default_factory=dict)
+    # which folder of an image is its camera, so its deployment (the request's camera_depth: ``CameraRule``)
+    cameras: CameraRule = MEGADETECTOR_CAMERAS
     _quoted: str | None = None  # add_lines: the observations' constant tail, quoted once
     _shifts: dict[str, int] = field(default_factory=dict)  # camera folder -> its shift (clock_shift), as looked up
     _zone: tzinfo = timezone.utc  # utc_offset's zone (__post_init__)
@@ -390,7 +446,7 @@ class CamtrapBuilder:
         else:
             known_fields, rest = {}, {}  # listfields.split of no row
         location = known_fields["location"][1] if "location" in known_fields else ""
-        dep, mid = deployment_id(file, location), media_id(file)
+        dep, mid = deployment_id(file, location, self.cameras), media_id(file)
         zone, zone_known = self._zone, bool(self.utc_offset)
         if "utc_offset" in known_fields:  # the image list's offset for this image's camera
             column, value = known_fields["utc_offset"]

@@ -121,14 +121,17 @@ def list_fields(image: dict[str, Any], metadata: Mapping[str, str] | None) -> di
 
 def convert_entry(entry: Mapping[str, Any], size: tuple[int, int] | None, threshold: float,
                   detection_categories: Mapping[str, str],
-                  metadata: Mapping[str, str] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+                  metadata: Mapping[str, str] | None = None,
+                  cameras: camtrapdp.CameraRule = camtrapdp.MEGADETECTOR_CAMERAS
+                  ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """One results entry as a COCO image and its annotations (see the module doc for every rule); ``metadata``:
-    its row of the image list, if any (a failed image gets it too: where it was taken is still known)."""
+    its row of the image list, if any (a failed image gets it too: where it was taken is still known); ``cameras``:
+    the task's camera rule, for its ``location`` (``located``)."""
     file = str(entry["file"])
     image: dict[str, Any] = {"id": file, "file_name": file}
     if entry.get("failure") is not None:
         image["failure"] = entry["failure"]
-        return located(list_fields(image, metadata)), []
+        return located(list_fields(image, metadata), cameras), []
     size = entry_size(entry) or size
     if size is not None:
         image["width"], image["height"] = size
@@ -163,15 +166,17 @@ def convert_entry(entry: Mapping[str, Any], size: tuple[int, int] | None, thresh
         if type(value) not in _KEPT:  # _round(image) is a copy of it when every value is of a type it keeps
             image = _round(image)
             break
-    return located(list_fields(image, metadata)), annotations
+    return located(list_fields(image, metadata), cameras), annotations
 
 
-def located(image: dict[str, Any]) -> dict[str, Any]:
-    """``image`` with a ``location``: its own or its image list's, else its camera folder (``(root)`` for none), as
-    the Camtrap DP export's deployments are. COCO Camera Traps tools need one: MegaDetector's integrity check refuses
-    an image without (unless told not to), ``cct_to_md`` fails on it, and training splits go by location."""
+def located(image: dict[str, Any], cameras: camtrapdp.CameraRule = camtrapdp.MEGADETECTOR_CAMERAS
+            ) -> dict[str, Any]:
+    """``image`` with a ``location``: its own or its image list's, else its camera folder by ``cameras`` (the
+    task's camera rule; ``(root)`` for none), as the Camtrap DP export's deployments are. COCO Camera Traps tools
+    need one: MegaDetector's integrity check refuses an image without (unless told not to), ``cct_to_md`` fails on
+    it, and training splits go by location."""
     if "location" not in image:
-        image["location"] = camtrapdp.deployment_id(image["file_name"])
+        image["location"] = camtrapdp.deployment_id(image["file_name"], "", cameras)
     return image
 
 
@@ -200,9 +205,11 @@ class CocoWriter:
     """
 
     def __init__(self, images: IO[str], annotations: IO[str], threshold: float,
-                 detection_categories: Mapping[str, str], continued: bool = False) -> None:
+                 detection_categories: Mapping[str, str], continued: bool = False,
+                 cameras: camtrapdp.CameraRule = camtrapdp.MEGADETECTOR_CAMERAS) -> None:
         """``continued``: every image and annotation gets its leading comma (an exports part's fragments: the
-        combine drops the first one's)."""
+        combine drops the first one's); ``cameras``: the task's camera rule, the images' ``location``."""
+        self.cameras = cameras
         self.images, self.annotations = images, annotations
         self.continued = continued
         self.threshold = threshold
@@ -215,7 +222,7 @@ class CocoWriter:
     def add(self, entry: Mapping[str, Any], size: tuple[int, int] | None,
             metadata: Mapping[str, str] | None = None) -> None:
         """Write one entry's image and annotations; ``metadata``: its image-list row (``list_fields``)."""
-        image, anns = convert_entry(entry, size, self.threshold, self.detection_categories, metadata)
+        image, anns = convert_entry(entry, size, self.threshold, self.detection_categories, metadata, self.cameras)
         counts, pending = self.counts, self._pending
         images = pending["images"]
         images.append(("," if counts["images"] or self.continued else "") + jsonio.dumps_text(image) + "\n")

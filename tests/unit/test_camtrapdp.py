@@ -620,3 +620,64 @@ def test_many_unmatched_clock_corrections_keep_the_tasks_status_under_its_16_kb(
         threshold=0.2, detection_categories=mdformat.DETECTION_CATEGORIES, completed_at="", classified_by="",
         clock_shifts={"nowhere": 1}), few)  # type: ignore[arg-type]
     assert few == {"clock_corrections_unmatched": ["nowhere"]}
+
+
+@pytest.mark.parametrize("prefix, depth, file, camera", [
+    ("2024/", 1, "2024/camera-01/2024-06-01/IMG_1.JPG", "2024/camera-01"),  # the prefix's folders stay in the id
+    ("2024", 1, "2024/camera-01/2024-06-01/IMG_1.JPG", "2024/camera-01"),  # the folder the prefix names
+    ("2024/cam", 1, "2024/camera-01/2024-06-01/IMG_1.JPG", "2024/camera-01"),  # a prefix that chose cameras
+    ("2024/camera-01/", 1, "2024/camera-01/2024-06-01/IMG_1.JPG", "2024/camera-01/2024-06-01"),
+    ("", 1, "camera-01/2024-06-01/IMG_1.JPG", "camera-01"),
+    ("", 2, "site-a/camera-01/2024-06-01/IMG_1.JPG", "site-a/camera-01"),
+    ("", 5, "camera-01/2024-06-01/IMG_1.JPG", "camera-01/2024-06-01"),  # deeper than the path: the folders it has
+    ("2024/", 3, "2024/camera-01/IMG_1.JPG", "2024/camera-01"),
+    ("2024/", 1, "2024/IMG_1.JPG", "2024"),  # no folder below the prefix: the prefix's folder
+    ("", 1, "IMG_1.JPG", "(root)"),  # an image at the top: the root deployment, as today
+    ("", 1, "camera-01/100RECNX/IMG_1.JPG", "camera-01"),  # overflow folders lie below the camera
+    ("", 2, "camera-01/100RECNX/IMG_1.JPG", "camera-01/100RECNX"),  # ... and are folders like any other then
+    ("", None, "camera-01/2024-06-01/100RECNX/IMG_1.JPG", "camera-01/2024-06-01"),  # no depth: MegaDetector's rule
+    ("2024/", None, "2024/camera-01/2024-06-01/IMG_1.JPG", "2024/camera-01/2024-06-01"),
+])
+def test_a_camera_depth_makes_the_first_folders_below_the_prefix_the_camera(prefix: str, depth: int | None,
+                                                                             file: str, camera: str) -> None:
+    """``camera_depth``: camera/day folders are one camera, not a camera a day (trap effort, occupancy)."""
+    rule = camtrapdp.CameraRule(prefix, depth)
+    assert camtrapdp.deployment_id(file, "", rule) == camera
+    assert camtrapdp.deployment_id(file, "ridge", rule) == f"{camera}@ridge"  # an image list's location still splits
+
+
+def test_a_camera_depth_gives_one_deployment_per_camera_over_its_days(tmp_path: Path) -> None:
+    """Camera/day folders with ``camera_depth`` 1: a deployment per camera spanning its days, its media and
+    observations under it; an image list's location still makes its own deployment; the package stays valid."""
+    entries = [{"file": f"2024/{cam}/2024-06-0{day}/IMG_{n}.JPG", "datetime": f"2024:06:0{day} 0{n}:00:00",
+                "detections": []} for cam in ("cam-1", "cam-2") for day in (1, 2, 3) for n in (1, 2)]
+    builder = camtrapdp.CamtrapBuilder(threshold=0.2, detection_categories=mdformat.DETECTION_CATEGORIES,
+                                       completed_at="2026-12-01T10:00:00", classified_by="MegaDetector v5a.0.1",
+                                       utc_offset="+02:00", cameras=camtrapdp.CameraRule("2024/", 1))
+    listed = {"2024/cam-2/2024-06-03/IMG_2.JPG": {"location": "ridge"}}
+    media = [builder.add(e, listed.get(e["file"]))[0] for e in entries]
+    spans = {r[0]: (r[6], r[7]) for r in builder.deployment_rows()}
+    assert spans == {"2024/cam-1": ("2024-06-01T01:00:00+02:00", "2024-06-03T02:00:00+02:00"),
+                     "2024/cam-2": ("2024-06-01T01:00:00+02:00", "2024-06-03T01:00:00+02:00"),
+                     "2024/cam-2@ridge": ("2024-06-03T02:00:00+02:00", "2024-06-03T02:00:00+02:00")}
+    assert [m[1] for m in media] == ["2024/cam-1"] * 6 + ["2024/cam-2"] * 5 + ["2024/cam-2@ridge"]
+    facts = camtrapdp.first_facts([(e["file"], listed.get(e["file"])) for e in entries],
+                                  camtrapdp.CameraRule("2024/", 1))
+    assert [f[0] for f in facts] == list(builder.deployments)
+
+
+def test_coco_locations_follow_the_camera_rule() -> None:
+    """COCO's ``location`` is the Camtrap DP deployment's camera (without a list's location, which wins)."""
+    from gpu_batch.formats import coco
+
+    rule = camtrapdp.CameraRule("", 1)
+    entry = {"file": "cam-1/2024-06-01/IMG_1.JPG", "detections": []}
+    assert coco.convert_entry(entry, None, 0.2, mdformat.DETECTION_CATEGORIES)[0]["location"] == "cam-1/2024-06-01"
+    assert coco.convert_entry(entry, None, 0.2, mdformat.DETECTION_CATEGORIES, None, rule)[0]["location"] == "cam-1"
+    assert coco.convert_entry(entry, None, 0.2, mdformat.DETECTION_CATEGORIES, {"location": "ridge"},
+                              rule)[0]["location"] == "ridge"
+    images, annotations = io.StringIO(), io.StringIO()
+    writer = coco.CocoWriter(images, annotations, 0.2, mdformat.DETECTION_CATEGORIES, cameras=rule)
+    writer.add(mdformat.failure_entry("cam-2/d/x.jpg", mdformat.FAILURE_IMAGE_ACCESS), None)
+    writer.flush()
+    assert json.loads(images.getvalue())["location"] == "cam-2"
