@@ -99,6 +99,13 @@ REQUEST_FIELDS: dict[str, dict[str, Any]] = {
                                 "subjects); an image list's own captures (capture_id, or season, site, roll and "
                                 "capture) win; default: a subject per image; not part of the task id",
                                 "examples": [3]},
+    "camera_depth": {"type": ["integer", "null"], "minimum": 1, "maximum": rq.MAX_CAMERA_DEPTH,
+                     "description": "which folders are a camera: an image's first camera_depth folders below the "
+                     "prefix (1 for camera-01/2024-06-01/IMG_1.JPG: the day folders are one camera), for every "
+                     "export that groups by camera (Camtrap DP deployments, media and events, COCO location and "
+                     "sequences, camera-visits.csv, camera-days.csv); an image list's location still splits a "
+                     "camera; default: the image's folder less camera overflow folders (MegaDetector's rule); not "
+                     "part of the task id", "examples": [1]},
     "clock_corrections": {
         "type": ["object", "null"], "maxProperties": rq.MAX_CLOCK_CORRECTIONS,
         # a name with a character other than '/' and no control character (the validation strips the slashes)

@@ -340,7 +340,7 @@ async def post_task(req: func.HttpRequest, client: df.DurableOrchestrationClient
 # What a request sets about how its task runs and reports, without being part of the task id: posted again with
 # other values, the task found is not changed by them (they apply to a re-run)
 SETTING_FIELDS = ("max_failed_fraction", "preview_threshold", "notify_url", "previews_expire_days", "utc_offset",
-                  "event_interval_s", "clock_corrections", "zooniverse_visit_frames")
+                  "event_interval_s", "clock_corrections", "zooniverse_visit_frames", "camera_depth")
 
 
 async def _known_task(client: df.DurableOrchestrationClient, task_id: str, links: dict[str, str],

@@ -94,6 +94,8 @@ REQUEST_FLAGS: list[tuple[str, str, Any, str]] = [
      "two events (default: the app's, 60)"),
     ("--zooniverse-visit-frames", "zooniverse_visit_frames", int, "Zooniverse subjects of visits (photos grouped by "
      "time), at most this many frames each (default: a subject per image)"),
+    ("--camera-depth", "camera_depth", int, "an image's camera is its first N folders below the prefix (1 for "
+     "camera/day/IMG.jpg; default: the image's folder)"),
 ]
 
 

@@ -17,13 +17,17 @@ from core.errors import RequestInvalid, RequestTooLarge, UnsupportedContentType
 from core.ids import task_instance_id
 from core.repeats import DEFAULT_MAX_FOLDER_DETECTIONS, MAX_FOLDER_DETECTIONS, RepeatOptions
 from core.shards import has_dot_segment
-from gpu_batch.formats import listfields
+from gpu_batch.formats import camtrapdp, listfields
 
 _CONTAINER_RE = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$")
 ALLOWED_FIELDS = ("container", "prefix", "first_n", "sample_n", "seed", "model", "request_name", "caller",
                   "images_per_shard", "source_account_url", "credential_secret", "max_failed_fraction",
                   "preview_threshold", "dry_run", "notify_url", "previews_expire_days", "image_list", "rerun",
-                  "only_new", "utc_offset", "event_interval_s", "clock_corrections", "zooniverse_visit_frames")
+                  "only_new", "utc_offset", "event_interval_s", "clock_corrections", "zooniverse_visit_frames",
+                  "camera_depth")
+# Fields added after tasks were stored: written by ``to_dict`` only when set, so a request without one keeps the
+# stored form (tasks/<id>/request.json, the orchestration's input) it always had.
+LATER_FIELDS = ("camera_depth",)
 # Fields the edge sets, never the body: the image list's content hash (api/starters.py reads the list). They travel
 # with the request (to_dict / from_dict) so the enumeration can check it reads the list the id was made from.
 EDGE_FIELDS = ("image_list_sha256",)
@@ -103,6 +107,12 @@ class TaskRequest:
     # classify a capture rather than a frame (core.captures); None: a subject per image. An image list's own
     # captures (capture_id, or season/site/roll/capture) win. Not part of the task id: it says how to export.
     zooniverse_visit_frames: int | None = None
+    # Which folders of an image are its camera, for every export that groups by camera (deployments, events, visits,
+    # camera-days, COCO's location): its first ``camera_depth`` folders below ``prefix``
+    # (gpu_batch.formats.camtrapdp.CameraRule), for collections kept as camera/day/IMG.jpg, where each day folder
+    # would be a camera; None: MegaDetector's rule (the image's folder less overflow folders). Not part of the task
+    # id: it says how to group the results, not what to detect.
+    camera_depth: int | None = None
 
     @property
     def task_id(self) -> str:
@@ -118,7 +128,8 @@ class TaskRequest:
                 **{k: getattr(self, k) for k in OPTIONAL_IDENTITY_FIELDS if getattr(self, k)}}
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in (*ALLOWED_FIELDS, *EDGE_FIELDS)}
+        return {k: getattr(self, k) for k in (*ALLOWED_FIELDS, *EDGE_FIELDS)
+                if k not in LATER_FIELDS or getattr(self, k) is not None}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "TaskRequest":
@@ -341,7 +352,24 @@ def parse_task_request(body: Any, default_model: str = "", default_images_per_sh
         event_interval_s=_event_interval(body),
         clock_corrections=_clock_corrections(body),
         zooniverse_visit_frames=_opt_int(body, "zooniverse_visit_frames", 1, MAX_VISIT_FRAMES),
+        camera_depth=_camera_depth(body),
     )
+
+
+MAX_CAMERA_DEPTH = camtrapdp.MAX_CAMERA_DEPTH
+
+
+def _camera_depth(body: Mapping[str, Any]) -> int | None:
+    """``camera_depth``: 1 to ``MAX_CAMERA_DEPTH`` folders below the prefix, None when absent."""
+    value = body.get("camera_depth")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_CAMERA_DEPTH:
+        raise RequestInvalid(f"'camera_depth' must be a whole number of folders from 1 to {MAX_CAMERA_DEPTH}, got "
+                             f"{value!r}", 'count the folders below the prefix that name a camera: "camera_depth": 1 '
+                             'for camera-01/2024-06-01/IMG_1.JPG (each camera\'s day folders are one camera), 2 for '
+                             'site-a/camera-01/...; leave it out for the image\'s own folder')
+    return value
 
 
 UTC_OFFSET_PATTERN = listfields.UTC_OFFSET_PATTERN  # api/openapi.py states it (its test feeds both the same bodies)

@@ -38,6 +38,7 @@ BODIES: list[dict[str, Any]] = [
                                                         "", None, 2, "UTC")),
     *({"container": "cams", "event_interval_s": v} for v in (60, 0, 1800.5, 86400, 86400.01, -1, "60", True, None)),
     *({"container": "cams", "zooniverse_visit_frames": v} for v in (1, 3, 20, 0, 21, 2.5, "3", True, None)),
+    *({"container": "cams", "camera_depth": v} for v in (1, 2, 32, 0, 33, -1, 1.5, "1", True, None, [1])),
     *({"container": "cams", "clock_corrections": v} for v in (
         {"site-a/cam-3": 3600}, {"a": -3600, "b/c/": 0}, {"a": 1.5}, {"a": True}, {"a": "60"}, {"": 1}, {"/": 1},
         {"a\x01": 1}, {"a": 10**10}, [1], None, {},

@@ -193,6 +193,23 @@ def test_zooniverse_visit_frames_is_a_bounded_count_that_does_not_change_the_tas
         assert f"'zooniverse_visit_frames' must be {said}" in info.value.message
 
 
+def test_camera_depth_is_a_bounded_folder_count_kept_with_the_request_and_not_part_of_the_task_id() -> None:
+    base = {"container": "cams", "prefix": "2024/"}
+    plain = parse_task_request(base)
+    assert plain.camera_depth is None and "camera_depth" not in plain.to_dict()  # the stored form stays today's
+    r = parse_task_request({**base, "camera_depth": 1})
+    assert r.camera_depth == 1 and r.task_id == plain.task_id and r.task_id_for("ana") == plain.task_id_for("ana")
+    assert r.to_dict()["camera_depth"] == 1 and TaskRequest.from_dict(r.to_dict()) == r  # kept with the request
+    assert TaskRequest.from_dict(plain.to_dict()) == plain
+    assert parse_task_request({**base, "camera_depth": None}) == plain
+    assert parse_task_request({**base, "camera_depth": 32}).camera_depth == 32
+    for bad in (0, 33, -1, 1.5, "1", True, [1]):
+        with pytest.raises(RequestInvalid) as info:
+            parse_task_request({**base, "camera_depth": bad})
+        assert "'camera_depth' must be a whole number of folders from 1 to 32" in info.value.message
+        assert '"camera_depth": 1' in info.value.hint and "camera-01/2024-06-01/IMG_1.JPG" in info.value.hint
+
+
 def test_event_interval_is_bounded_seconds_that_do_not_change_the_task_id() -> None:
     base = {"container": "cams"}
     assert parse_task_request(base).event_interval_s is None
