@@ -132,7 +132,8 @@ def run_exports_part(payload: c.ExportsPartInput, settings: Settings, store: Blo
         buffered = {k: io.BufferedWriter(f, 1 << 16) for k, f in files.items()}
         text = {k: io.TextIOWrapper(buffered[k], encoding="utf-8", newline="", write_through=True)
                 for k in FRAGMENTS}
-        writer = coco.CocoWriter(text["images"], text["annotations"], ctx.cut, ctx.categories, continued=True)
+        writer = coco.CocoWriter(text["images"], text["annotations"], ctx.cut, ctx.categories, continued=True,
+                                 cameras=ctx.cameras())
         media, observations = LineBuffer(text["media"]), LineBuffer(text["observations"])
 
         def needs_size(entry: dict[str, Any]) -> str | None:
@@ -255,7 +256,7 @@ def run_exports_combine(payload: c.ExportsCombineInput, settings: Settings,
     ctx = prepare(task_id, settings, store, variant, payload.get("threshold"), head)
     camtrap = ctx.camtrap()
     exportparts.combine_deployments(camtrap, facts)
-    writer = coco.CocoWriter(io.StringIO(), io.StringIO(), ctx.cut, ctx.categories)
+    writer = coco.CocoWriter(io.StringIO(), io.StringIO(), ctx.cut, ctx.categories, cameras=ctx.cameras())
     # a linked part's images carry their events' seq_id, seq_num_frames and frame_num (activities.exportevents)
     linked_images = {int(part): int(size) for part, size in payload.get("linked_images") or []}
     compose_blob(store, container, layout.coco_blob(task_id, variant),

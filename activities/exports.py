@@ -490,7 +490,15 @@ class ExportContext:
                                         completed_at=self.completed_at,
                                         classified_by=f"MegaDetector {mdformat.detector_version(self.model)}",
                                         given=given or {}, utc_offset=self.utc_offset(),
-                                        clock_shifts=self.clock_shifts())
+                                        clock_shifts=self.clock_shifts(), cameras=self.cameras())
+
+    def cameras(self) -> camtrapdp.CameraRule:
+        """The request's camera rule: its ``camera_depth`` folders below its ``prefix`` are an image's camera (its
+        deployment, COCO location, visits and days), MegaDetector's camera folder without one."""
+        depth = self.request.get("camera_depth")
+        if not isinstance(depth, int) or isinstance(depth, bool):
+            return camtrapdp.MEGADETECTOR_CAMERAS
+        return camtrapdp.CameraRule(str(self.request.get("prefix") or ""), depth)
 
     def clock_shifts(self) -> dict[str, int]:
         """The request's ``clock_corrections`` (camera folder -> seconds to add), {} for none."""
@@ -515,8 +523,11 @@ class ExportContext:
     def plain_camtrap(self) -> bool:
         """``plain``, and the view's Camtrap DP lines hold this task's capture times: a view writes times without a
         zone as UTC and each camera's clock as read, so a task with a ``utc_offset`` or ``clock_corrections`` formats
-        its entries instead (its Zooniverse rows, which hold no time, still come from the views)."""
-        return self.plain() and not self.utc_offset() and not self.clock_shifts()
+        its entries instead (its Zooniverse rows, which hold no time, still come from the views). So with a
+        ``camera_depth``: a view's COCO locations, media and observation deployments and deployment facts are by
+        MegaDetector's camera folders, the workers' rule (``gpu_batch.formats.mergeview``)."""
+        return (self.plain() and not self.utc_offset() and not self.clock_shifts()
+                and self.cameras() == camtrapdp.MEGADETECTOR_CAMERAS)
 
     def view_list(self) -> tuple[tuple[str, ...], str]:
         """(``view_columns``, ``given_etag``): the image-list rows and first facts a view's export lines must have
@@ -729,7 +740,7 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
             tmp = {k: _text(files.enter_context(tempfile.TemporaryFile("w+b")))
                    for k in ("images", "annotations", "coco", "media", "observations", "deployments")}
             zooniverse_rows = files.enter_context(tempfile.TemporaryFile("w+b"))
-            writer = coco.CocoWriter(tmp["images"], tmp["annotations"], cut, categories)
+            writer = coco.CocoWriter(tmp["images"], tmp["annotations"], cut, categories, cameras=ctx.cameras())
             media, observations = LineBuffer(tmp["media"]), LineBuffer(tmp["observations"])
             media.write(csvline.line(camtrapdp.MEDIA_COLUMNS))
             observations.write(csvline.line(camtrapdp.OBSERVATION_COLUMNS))

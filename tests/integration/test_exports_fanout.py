@@ -545,3 +545,70 @@ def test_a_parts_deployment_facts_stay_out_of_the_orchestration_history(task: An
                                 settings, store)
     assert again == combined
     assert _snapshot(store, settings.container, "") == {n: b for n, b in now.items() if not n.endswith(DEPLOYMENTS)}
+
+
+def _camera_days(count: int) -> dict[str, Any]:
+    """``count`` photos of three cameras kept as ``2024/<camera>/<day>/`` folders over three days (one failed, a
+    few without a capture time), bursts a few seconds apart."""
+    entries: list[dict[str, Any]] = []
+    for k in range(count):
+        camera, day = k % 3, 1 + (k // 3) % 3
+        file = f"2024/cam-{camera}/2024-06-0{day}/IMG_{k:04d}.JPG"
+        if k == 7:
+            entries.append(mdformat.failure_entry(file, mdformat.FAILURE_IMAGE_ACCESS, "undecodable"))
+            continue
+        entry: dict[str, Any] = {"file": file, "detections": [{"category": "1", "conf": 0.9,
+                                                                 "bbox": [0.1, 0.1, 0.2, 0.2]}] if k % 4 else []}
+        if k % 13 != 5:
+            entry["datetime"] = f"2024:06:0{day} {6 + camera:02d}:{k // 9 % 60:02d}:{k % 9 * 2:02d}"
+        entries.append(entry)
+    return mdformat.build_output(entries, {"detector": "MDV5A", "detection_completion_time": "2026-12-01T10:00:00"})
+
+
+def test_a_camera_depth_makes_camera_day_folders_one_deployment_per_camera_in_both_ways(task: Any) -> None:
+    """``camera_depth`` 1 below the prefix ``2024/``: each camera's day folders are one camera, in every export that
+    groups by camera (Camtrap DP deployments, media and events; COCO's location and sequences; camera-visits.csv and
+    camera-days.csv), each deployment spanning its camera's first to last capture time, and the fan-out writes the
+    single activity's bytes."""
+    settings, store, _ = task
+    settings = replace(settings, export_image_sizes=False)
+    doc = _camera_days(60)
+    store.write_json(settings.container, layout.enumeration_blob(TASK),
+                     {"container": "elsewhere", "prefix": "2024/", "images": 60, "shards": 6})
+    parts = _write_fanin_results(store, settings.container, "", [10] * 6, 2, doc)
+    request = store.read_json(settings.container, layout.request_blob(TASK))
+    store.write_json(settings.container, layout.request_blob(TASK), {**request, "prefix": "2024/"})
+    assert run_exports(TASK, settings, store)["deployments"] == 9  # without it: a camera a day (MegaDetector's rule)
+    _clear(store, settings.container, "")
+    store.write_json(settings.container, layout.request_blob(TASK), {**request, "prefix": "2024/", "camera_depth": 1})
+    single = run_exports(TASK, settings, store)
+    assert single["deployments"] == 3 and single["cameras"] == 3 and single["events"] > 3
+    expected = _clear(store, settings.container, "")
+    cameras = ["2024/cam-0", "2024/cam-1", "2024/cam-2"]
+    deployments = list(csv.DictReader(io.StringIO(expected[layout.camtrap_dp_blob(TASK, "deployments.csv")].decode())))
+    timed = [e for e in doc["images"] if e.get("datetime")]
+    for camera, row in zip(cameras, deployments, strict=True):
+        times = sorted(e["datetime"] for e in timed if e["file"].startswith(camera + "/"))
+        start = times[0].replace(":", "-", 2).replace(" ", "T") + "+00:00"
+        end = times[-1].replace(":", "-", 2).replace(" ", "T") + "+00:00"
+        assert (row["deploymentID"], row["deploymentStart"], row["deploymentEnd"]) == (camera, start, end)
+        assert start.startswith("2024-06-01") and end.startswith("2024-06-03")  # three days, not one
+    media = list(csv.reader(io.StringIO(expected[layout.camtrap_dp_blob(TASK, "media.csv")].decode())))[1:]
+    assert {m[1] for m in media} == set(cameras) and len(media) == 60
+    observations = expected[layout.camtrap_dp_blob(TASK, "observations.csv")].decode()
+    assert {r[1] for r in csv.reader(io.StringIO(observations)) if r[6] == "event"} == set(cameras)
+    coco_images = json.loads(expected[layout.coco_blob(TASK)])["images"]
+    assert {im["location"] for im in coco_images} == set(cameras)
+    sequences: dict[str, set[str]] = {}
+    for im in coco_images:
+        if "seq_id" in im:
+            sequences.setdefault(im["seq_id"], set()).add(im["location"])
+    assert len(sequences) == single["events"] and all(len(at) == 1 for at in sequences.values())
+    visits = list(csv.DictReader(io.StringIO(expected[layout.camera_visits_blob(TASK)].decode())))
+    assert [r["deploymentID"] for r in visits] == cameras and all(float(r["days"]) > 1.9 for r in visits)
+    days = list(csv.DictReader(io.StringIO(expected[layout.camera_days_blob(TASK)].decode())))
+    assert [(r["deploymentID"], r["date"]) for r in days] == [
+        (camera, f"2024-06-0{d}") for camera in cameras for d in (1, 2, 3)]
+    assert _fanned(settings, store, "", parts, zooniverse_pieces=9) == single
+    got = _snapshot(store, settings.container, "")
+    assert {name: got[name] for name in expected} == expected

@@ -697,6 +697,19 @@ def test_exports_take_coco_camtrap_dp_and_zooniverse_lines_from_the_workers_view
     assert moved > 0
     assert fanned_exports(settings, store, tid, merged, single) == corrected
 
+    # a camera rule (camera_depth): the views' locations, deployments and facts are by MegaDetector's camera folders,
+    # so the entries again, cam1/sub/ now within camera cam1 (one deployment fewer), in both ways
+    store.write_json(settings.container, layout.request_blob(tid), {**request, "camera_depth": 1})
+    formatted.clear()
+    grouped = run_exports(tid, settings, store)
+    assert len(formatted) >= images and grouped["deployments"] == single["deployments"] - 1
+    by_camera = exported(settings, store, tid)
+    assert {r["deploymentID"] for r in csv.DictReader(io.StringIO(
+        by_camera[layout.camtrap_dp_blob(tid, "deployments.csv")].decode()))} >= {"cam1", "cam2", "(root)"}
+    assert "cam1/sub" in by_camera[layout.coco_blob(tid)].decode() and '"location":"cam1/sub"' not in \
+        by_camera[layout.coco_blob(tid)].decode()
+    assert fanned_exports(settings, store, tid, merged, grouped) == by_camera
+
 
 def test_exports_take_no_view_of_results_written_after_the_merge(task: Any, monkeypatch: Any) -> None:
     """A late worker of a shard's attempt (Batch reran its task; the first run flushed again after the merge) rewrote
