@@ -185,8 +185,10 @@ def _start_devhost(port: int, conn: str, log: Path, model: str, resident: Path) 
 
 
 def _start_task(api: ApiClient) -> str:
-    """Start the demo task through the HTTP API, as a user would, and return its id (its model: the app's default)."""
-    answer = api.submit({"container": CONTAINER, "request_name": "trapbatch demo"})
+    """Start the demo task through the HTTP API, as a user would, and return its id (its model: the app's default).
+    ``camera_depth`` 1: the samples are kept as camera/day folders, and a camera's days are one camera (its
+    deployment, visits and days), not a camera a day."""
+    answer = api.submit({"container": CONTAINER, "request_name": "trapbatch demo", "camera_depth": 1})
     task_id: str = answer["id"]
     say(f"task {task_id} started; status: {answer['status_url']}")
     return task_id

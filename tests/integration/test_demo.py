@@ -57,12 +57,14 @@ def test_demo_writes_validated_results_listing_every_sample_once(tmp_path: Path)
     from megadetector.data_management.cct_json_utils import create_sequences
 
     from gpu_batch.formats import camtrapdp
-    timed = [{"file_name": im["file"], "location": camtrapdp.deployment_id(im["file"]),
+    by_camera = camtrapdp.CameraRule("", 1)  # the demo's camera_depth: camera-01/2024-06-01/ is camera-01
+    timed = [{"file_name": im["file"], "location": camtrapdp.deployment_id(im["file"], "", by_camera),
               "datetime": im["datetime"].replace(":", "-", 2)} for im in doc["images"]
              if im.get("datetime") and not im.get("failure")]
     visits = len({im["seq_id"] for im in create_sequences(timed)})
     assert 3 < visits < len(timed)  # the samples' bursts: several photos a visit
-    cameras = {camtrapdp.deployment_id(im["file_name"]) for im in timed}
+    cameras = {camtrapdp.deployment_id(im["file_name"], "", by_camera) for im in timed}
+    assert cameras == {"camera-01", "camera-02", "camera-03"}  # not a camera a day folder
     assert f"events: {visits} camera visits at {len(cameras)} cameras (a camera's photos at most 60 s apart" \
         in proc.stdout
     # and per camera, in camera-visits.csv and on the preview page
@@ -74,6 +76,10 @@ def test_demo_writes_validated_results_listing_every_sample_once(tmp_path: Path)
     # and day by day in camera-days.csv: every day from a camera's first photo to its last, the same totals
     days = list(csv.DictReader(io.StringIO((out / "exports" / "camera-days.csv").read_text(encoding="utf-8"))))
     assert {r["deploymentID"] for r in days} == cameras
+    assert {r["date"] for r in days if r["deploymentID"] == "camera-01"} >= {"2024-06-01", "2024-06-02"}
+    deployments = list(csv.DictReader(io.StringIO((out / "exports" / "camtrap-dp" / "deployments.csv").read_text(
+        encoding="utf-8"))))
+    assert {r["deploymentID"] for r in deployments} == cameras  # a deployment per camera over its days
     assert sum(int(r["visits"]) for r in days) == visits and sum(int(r["photos"]) for r in days) == len(timed)
     assert "/exports/camera-days.csv: each camera's photos and visits day by day" in proc.stdout
     assert f"camera visits: {visits} visits at {len(cameras)} cameras" in (out / "previews" / "index.html").read_text()
