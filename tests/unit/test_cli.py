@@ -95,6 +95,15 @@ def test_the_zooniverse_visit_frames_flag_is_a_request_field_checked_before_send
     assert info.value.exit_code == 2
 
 
+def test_the_camera_depth_flag_is_on_submit_and_estimate_and_checked_before_sending() -> None:
+    for command in ("submit", "estimate"):
+        assert "--camera-depth" in {o for p in cli.commands[command].params for o in p.opts}, command
+    assert build_request(None, {"container": "cams", "camera_depth": 1}) == {"container": "cams", "camera_depth": 1}
+    with pytest.raises(CliError, match="'camera_depth' must be a whole number of folders from 1 to 32") as info:
+        build_request(None, {"container": "cams", "camera_depth": 0})
+    assert info.value.exit_code == 2
+
+
 @pytest.mark.parametrize("runtime,stage,code", [("Completed", "completed", 0), ("Completed", "estimated", 0),
                                                 ("Completed", "completed_with_errors", 3),
                                                 ("Completed", "cancelled", 1), ("Failed", "failed", 1),
