@@ -175,9 +175,13 @@ def run_exports_part(payload: c.ExportsPartInput, settings: Settings, store: Blo
     facts = json.dumps(camtrap.deployment_facts(), ensure_ascii=False).encode("utf-8")  # as the output was
     store.write_bytes(container, _fragment(task_id, variant, part, DEPLOYMENTS), facts, "application/json")
     sizes[DEPLOYMENTS] = len(facts)
-    return {"part": part, "images": writer.counts["images"], "annotations": writer.counts["annotations"],
-            "observations": camtrap.counts["observations"], "eligible": counts["eligible"],
-            "sizes_unknown": counts["sizes_unknown"], "bytes": sizes, "link": True}
+    out: c.ExportsPartOutput = {
+        "part": part, "images": writer.counts["images"], "annotations": writer.counts["annotations"],
+        "observations": camtrap.counts["observations"], "eligible": counts["eligible"],
+        "sizes_unknown": counts["sizes_unknown"], "bytes": sizes, "link": True}
+    if camtrap.clock_matched:
+        out["clock_matched"] = sorted(camtrap.clock_matched)
+    return out
 
 
 def part_facts(store: BlobStore, container: str, task_id: str, variant: str,
@@ -324,7 +328,8 @@ def run_exports_combine(payload: c.ExportsCombineInput, settings: Settings,
         out["output"]["cameras"] = camera_count
     if ctx.captures() is not None:  # the manifests are of captures (activities.zooniverse_captures), not of images
         out["zooniverse_captures"] = True
-    unmatched_clock_corrections(task_id, camtrap, out["output"])
+    matched = {folder for p in parts for folder in p.get("clock_matched", ())}
+    unmatched_clock_corrections(task_id, camtrap, out["output"], matched)
     return out
 
 

@@ -856,10 +856,12 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
     return out
 
 
-def unmatched_clock_corrections(task_id: str, camtrap: camtrapdp.CamtrapBuilder, out: c.ExportsOutput) -> None:
+def unmatched_clock_corrections(task_id: str, camtrap: camtrapdp.CamtrapBuilder, out: c.ExportsOutput,
+                                matched: Iterable[str] = ()) -> None:
     """Name in the exports' output (the task's status shows it) the clock corrections that corrected nothing: a
-    folder misspelt, in another case or Unicode form, left a camera's times wrong without a word."""
-    unmatched = camtrap.unmatched_clock_shifts()
+    folder misspelt, in another case or Unicode form, left a camera's times wrong without a word. ``matched``: the
+    folders that corrected an image in one of the parts (the combine's builder saw no image)."""
+    unmatched = camtrap.unmatched_clock_shifts(matched)
     if unmatched:
         # The status holds at most 16 KB (devhost README, row 8) and a request may name 1,000 folders of 1,024
         # characters: the first few, shortened, and how many; the log has them all.

@@ -530,6 +530,9 @@ class ExportsPartOutput(TypedDict):
     # (EXPORTS_EVENTS) and links the parts' media-level rows to them (EXPORTS_LINK_PART) before the combine. Recorded
     # in the history, so an orchestration whose parts ran before goes on to the combine, which groups them itself.
     link: NotRequired[bool]
+    # the clock_corrections folders that corrected an image's time in this part (absent when none, and from parts
+    # recorded before it): the combine names the others as matching nothing
+    clock_matched: NotRequired[list[str]]
 
 
 # The Camtrap DP events before the combine (activities.exportevents): every part's records grouped into events, their

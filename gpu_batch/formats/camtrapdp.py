@@ -399,6 +399,9 @@ class CamtrapBuilder:
     cameras: CameraRule = MEGADETECTOR_CAMERAS
     _quoted: str | None = None  # add_lines: the observations' constant tail, quoted once
     _shifts: dict[str, int] = field(default_factory=dict)  # camera folder -> its shift (clock_shift), as looked up
+    # the clock_shifts folders that corrected an image's time here (unmatched_clock_shifts; a part's output carries
+    # them to the combine, whose deployments alone cannot tell a day folder below a camera_depth camera)
+    clock_matched: set[str] = field(default_factory=set)
     _zone: tzinfo = timezone.utc  # utc_offset's zone (__post_init__)
 
     def __post_init__(self) -> None:
@@ -537,6 +540,7 @@ class CamtrapBuilder:
             while probe:
                 if probe in self.clock_shifts:
                     known = self.clock_shifts[probe]
+                    self.clock_matched.add(probe)
                     break
                 probe = probe.rpartition("/")[0]
             self._shifts[folder] = known
@@ -578,17 +582,20 @@ class CamtrapBuilder:
             return span.latitude, span.longitude
         return None
 
-    def unmatched_clock_shifts(self) -> list[str]:
-        """The ``clock_shifts`` folders that are no deployment's camera folder nor a folder above one: corrections
-        that changed nothing (blob names are case-sensitive and compared code point by code point, so ``cam1`` is not
-        ``Cam1/``, nor a composed ``Zoë`` a decomposed one), to be said instead of silently ignored. Each with the
-        camera folder it may have meant, where one differs only in case or Unicode form."""
+    def unmatched_clock_shifts(self, matched: Iterable[str] = ()) -> list[str]:
+        """The ``clock_shifts`` folders that are no deployment's camera folder nor a folder above one, and corrected
+        no image's time here or (``matched``) in another part of the same exports: corrections that changed nothing
+        (blob names are case-sensitive and compared code point by code point, so ``cam1`` is not ``Cam1/``, nor a
+        composed ``Zoë`` a decomposed one), to be said instead of silently ignored. Each with the camera folder it may
+        have meant, where one differs only in case or Unicode form. Why ``clock_matched`` too: with a
+        ``camera_depth`` a day folder below a camera corrects its images' times but is no deployment's folder."""
         folders = {dep[:len(dep) - len(d.location) - 1] if d.location else dep for dep, d in self.deployments.items()}
-        reached = set()
+        reached: set[str] = set()
         for folder in folders:
             while folder and folder not in reached:
                 reached.add(folder)
                 folder = folder.rpartition("/")[0]
+        reached.update(self.clock_matched, matched)
         loose = {unicodedata.normalize("NFC", f).casefold(): f for f in sorted(reached, reverse=True)}
         out = []
         for key in sorted(self.clock_shifts):

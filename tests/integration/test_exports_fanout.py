@@ -612,3 +612,28 @@ def test_a_camera_depth_makes_camera_day_folders_one_deployment_per_camera_in_bo
     assert _fanned(settings, store, "", parts, zooniverse_pieces=9) == single
     got = _snapshot(store, settings.container, "")
     assert {name: got[name] for name in expected} == expected
+
+
+def test_with_a_camera_depth_a_day_folder_that_corrected_times_is_not_named_as_matching_nothing(task: Any) -> None:
+    """A clock correction for a day folder below a ``camera_depth`` camera corrects that day's photos, but is no
+    deployment's folder: the status named it among the corrections that matched nothing. Only the misspelt one is
+    named, by the single activity and by the fan-out (whose combine sees no photo: the parts say what matched)."""
+    settings, store, _ = task
+    settings = replace(settings, export_image_sizes=False)
+    doc = _camera_days(60)
+    store.write_json(settings.container, layout.enumeration_blob(TASK),
+                     {"container": "elsewhere", "prefix": "2024/", "images": 60, "shards": 6})
+    parts = _write_fanin_results(store, settings.container, "", [10] * 6, 2, doc)
+    request = store.read_json(settings.container, layout.request_blob(TASK))
+    store.write_json(settings.container, layout.request_blob(TASK), {
+        **request, "prefix": "2024/", "camera_depth": 1, "clock_corrections": {
+            "2024/cam-0/2024-06-02": 3600, "2024/cam-1": 60, "2024/cam-2/2024-06-0x": 60}})
+    single = run_exports(TASK, settings, store)
+    assert single["clock_corrections_unmatched"] == ["2024/cam-2/2024-06-0x"], single
+    media = list(csv.reader(io.StringIO(_clear(store, settings.container, "")[
+        layout.camtrap_dp_blob(TASK, "media.csv")].decode())))
+    exif = {e["file"]: e["datetime"] for e in doc["images"] if e.get("datetime")}
+    shifted = [(m[3], exif[m[4]]) for m in media[1:] if m[4].startswith("2024/cam-0/2024-06-02/") and m[4] in exif]
+    assert shifted and all(int(ts[11:13]) == int(taken[11:13]) + 1 for ts, taken in shifted)  # an hour later
+    fanned = _fanned(settings, store, "", parts, zooniverse_pieces=9)
+    assert fanned["clock_corrections_unmatched"] == ["2024/cam-2/2024-06-0x"], fanned
