@@ -601,9 +601,12 @@ def package_licenses(ctx: ExportContext) -> list[dict[str, str]] | None:
     manifests' too) is the media's, and the data's unless TRAPBATCH_EXPORT_DATA_LICENSE names another (Camtrap DP's
     example: CC0-1.0 data, CC BY media). Each an identifier as ``name`` or a URL as ``path``
     (``camtrapdp.license_entry``). None without a media licence, or when a value is one the Data Package schema
-    refuses (``Settings.from_env`` refuses it now; a task's decided settings may hold one from before): no licence
-    is claimed rather than an invalid package written."""
+    refuses (the settings take any value, ``core.settings._license`` says why): no licence is claimed, and the log
+    says so, rather than an invalid package written."""
     if not ctx.license:
+        if ctx.data_license:
+            logger.warning("task %s: TRAPBATCH_EXPORT_DATA_LICENSE is set without TRAPBATCH_EXPORT_LICENSE: the "
+                           "Camtrap DP package names no licence (it wants one for the media too)", ctx.task_id)
         return None
     data = camtrapdp.license_entry(ctx.data_license or ctx.license, "data")
     media = camtrapdp.license_entry(ctx.license, "media")

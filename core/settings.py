@@ -64,11 +64,13 @@ Variables (names shared with infra/main.bicep app settings):
     TRAPBATCH_EXPORT_LICENSE       the images' licence: ``license`` column of Zooniverse manifests and the Camtrap DP
                                    package's media licence, and its data licence too unless the next names another
                                    (Camtrap DP wants both once either is given); an SPDX identifier (``CC-BY-4.0``,
-                                   ``CC0-1.0``: the Data Package schema's ``^[-a-zA-Z0-9._]+$``) or the licence's URL
-                                   (default empty: no licence claimed)
+                                   ``CC0-1.0``: the Data Package schema's ``^[-a-zA-Z0-9._]+$``; ``CC BY 4.0`` is
+                                   written ``CC-BY-4.0``) or the licence's URL; any other value: the package claims
+                                   none, said in the log (default empty: no licence claimed)
     TRAPBATCH_EXPORT_DATA_LICENSE  the Camtrap DP package's data licence (its tables: the detections), where it is
                                    not the images' (Camtrap DP's example: CC0-1.0 data, CC BY media); the same forms;
-                                   needs TRAPBATCH_EXPORT_LICENSE (default empty: the images' licence)
+                                   without TRAPBATCH_EXPORT_LICENSE no licence is claimed (default empty: the
+                                   images' licence)
     TRAPBATCH_ZOONIVERSE_BATCH_SIZE   largest Zooniverse manifest batch (default 10000)
     TRAPBATCH_EVENT_INTERVAL_S     a camera's images more than this many seconds apart are two events in the Camtrap
                                    DP export's event-level observations (default 60, MegaDetector's sequence gap;
@@ -173,7 +175,6 @@ from core.requests import (DEFAULT_IMAGES_PER_SHARD, MAX_IMAGES_PER_SHARD, MIN_P
                            normalize_account_url)
 from core.task_events import endpoint_problem
 from core.shards import MAX_SHARDS
-from gpu_batch.formats.camtrapdp import LICENSE_HINT, license_entry
 from gpu_batch.layout import DEFAULT_STATE_CONTAINER, STATIC_WEBSITE_CONTAINER
 
 CALLER_AUTH_MODES = ("none", "easyauth")
@@ -271,14 +272,12 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
 
 
 def _license(env: Mapping[str, str], name: str) -> str:
-    """A licence setting, refused unless the Camtrap DP package can carry it (``camtrapdp.license_entry``: the Data
-    Package schema's licence name or path): a free-text name such as ``CC BY 4.0`` made the package invalid."""
-    raw = env.get(name, "").strip()
-    if raw and license_entry(raw, "media") is None:
-        raise ConfigError(f"{name}={raw!r} is neither a licence identifier nor a URL: the Camtrap DP package's "
-                          "licenses would fail the Data Package schema (a name matches ^[-a-zA-Z0-9._]+$)",
-                          f"{LICENSE_HINT}; {WHERE}")
-    return raw
+    """A licence setting as given. Not refused here, though the Camtrap DP package can carry only an identifier
+    or a URL (``camtrapdp.license_entry``, which writes ``CC BY 4.0`` as ``CC-BY-4.0``): every activity and route
+    reads the settings, so one refused value (a deployment's free text from before) would stop the whole app,
+    running tasks and the closing of their pool jobs included; the exports claim no licence for such a value and
+    say so in the log (``activities.exports.package_licenses``)."""
+    return env.get(name, "").strip()
 
 
 def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
@@ -530,10 +529,6 @@ class Settings:
 
             simulated_failure_rate=_fraction(env, "TRAPBATCH_SIMULATED_FAILURE_RATE", 0.0),
         )
-        if settings.export_data_license and not settings.export_license:
-            raise ConfigError("TRAPBATCH_EXPORT_DATA_LICENSE is set but TRAPBATCH_EXPORT_LICENSE is not: Camtrap DP "
-                              "wants a licence for the media beside the one for the data",
-                              f"set TRAPBATCH_EXPORT_LICENSE to the images' licence too, or unset both; {WHERE}")
         if pool == "azure_batch":
             for name, value in (("TRAPBATCH_BATCH_ACCOUNT_URL", settings.batch_account_url),
                                 ("TRAPBATCH_BATCH_POOL_ID", settings.batch_pool_id),

@@ -140,12 +140,14 @@ LICENSE_HINT = ("give an SPDX licence identifier such as CC-BY-4.0 or CC0-1.0 (l
 
 def license_entry(value: str, scope: str) -> dict[str, str] | None:
     """A Camtrap DP ``licenses`` item of ``scope`` (``data`` or ``media``) for a licence setting: an identifier as
-    its ``name``, a URL as its ``path``; None for a value the Data Package schema refuses as either (free text such
-    as ``CC BY 4.0``), which would make the package invalid."""
-    if _LICENSE_NAME.fullmatch(value):
-        return {"name": value, "scope": scope}
+    its ``name`` (a name written with spaces, ``CC BY 4.0`` as people write it, with hyphens: ``CC-BY-4.0``), a URL
+    as its ``path``; None for a value the Data Package schema refuses as either, which would make the package
+    invalid (the package then claims no licence, and the exports say so in the log)."""
     if _LICENSE_URL.fullmatch(value) and ".." not in value:
         return {"path": value, "scope": scope}
+    name = "-".join(value.split())
+    if _LICENSE_NAME.fullmatch(name):
+        return {"name": name, "scope": scope}
     return None
 
 
