@@ -90,8 +90,8 @@ def _fix(source: str, value: str) -> str:
 
 
 def check_url(url: str, source: str = "") -> str:
-    """``url`` without a trailing slash when it is an app's base address: http or https, a host, no path, query,
-    fragment or user. Why here: requests refused ``127.0.0.1:7071`` (no scheme) only when sending, and the transport
+    """``url`` without a trailing slash when it is an app's base address: http or https, a host, no query, fragment,
+    user or final ``/api`` (a path in front stays: a gateway may route the app by one). Why here: requests refused ``127.0.0.1:7071`` (no scheme) only when sending, and the transport
     took that for a network failure and waited 52 s over its retries before the same error; ``.../api`` reached the
     app as ``/api/api/tasks`` and came back as a 404 that did not say why. ``source`` (``Config.sources``) names
     where to fix it."""
@@ -117,12 +117,14 @@ def check_url(url: str, source: str = "") -> str:
                        f"{_fix(source, base)}; the key goes in --key, TRAPBATCH_KEY or key in the config file",
                        EXIT_USAGE)
     path = parts.path.rstrip("/")
-    if path or parts.query or parts.fragment:
+    if path.endswith("/api") or parts.query or parts.fragment:
+        fixed = base + path.removesuffix("/api")
         why = ("ends in /api, which the CLI adds itself (it asks for /api/tasks...)" if path.endswith("/api")
-               else "has a path, query or fragment: the app's address is its scheme and host only")
-        raise CliError(f"{named} ({where}) {why}", f"drop it: {_fix(source, base)}",
+               else "has a query or fragment: the app's address is its scheme, host and any path in front of /api")
+        raise CliError(f"{named} ({where}) {why}", f"drop it: {_fix(source, fixed)}",
                        EXIT_USAGE)
-    return base
+    # any other path stays: a gateway (API Management, Front Door, a reverse proxy) may route the app by a path
+    return base + path
 
 
 def _hostname(parts: SplitResult) -> str | None:

@@ -99,7 +99,10 @@ class DevHost:
 
     @property
     def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        """Where a client on this machine reaches devhost: a wildcard bind (``0.0.0.0``, ``::``) as loopback, an IPv6
+        host in brackets (``http://::1:7071`` is no URL; the CLI and the SDK's management URLs need one)."""
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)
+        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
 
     @property
     def function_key(self) -> str:

@@ -365,3 +365,15 @@ def test_web_serves_a_blob_as_the_static_website_does(host: DevHost) -> None:
     assert (page.headers["Content-Type"], page.headers["Cache-Control"]) == ("text/html; charset=utf-8", "no-cache")
     raw = requests.get(f"{host.base_url}/web/{folder}/raw.html", timeout=30)
     assert raw.headers["Content-Type"] == "application/octet-stream" and "Cache-Control" not in raw.headers
+
+
+def test_the_address_devhost_gives_is_one_a_client_can_use() -> None:
+    """devhost printed ``export TRAPBATCH_URL=http://0.0.0.0:7071`` for a wildcard bind (the CLI refuses plain http
+    to a host that is not loopback when a key is sent) and ``http://::1:7071`` for IPv6 (no URL at all)."""
+    from cli.config import check_url
+
+    for bound, reached in (("0.0.0.0", "http://127.0.0.1:7071"), ("::", "http://[::1]:7071"),
+                           ("::1", "http://[::1]:7071"), ("127.0.0.1", "http://127.0.0.1:7071")):
+        host = DevHost.__new__(DevHost)
+        host.host, host.port = bound, 7071
+        assert host.base_url == reached and check_url(host.base_url) == reached

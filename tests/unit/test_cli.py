@@ -840,7 +840,8 @@ def test_a_command_whose_app_names_another_host_stops_before_anything_is_sent(
     ("func-x.azurewebsites.net", "has no http:// or https://", "pass --url https://func-x.azurewebsites.net "),
     ("http://127.0.0.1:7071/api", "ends in /api", "drop it: pass --url http://127.0.0.1:7071"),
     ("https://func-x.azurewebsites.net/api/", "ends in /api", "drop it: pass --url https://func-x.azurewebsites.net"),
-    ("https://func-x.azurewebsites.net/x?y=1", "has a path", "pass --url https://func-x.azurewebsites.net"),
+    ("https://func-x.azurewebsites.net/x?y=1", "has a query", "pass --url https://func-x.azurewebsites.net/x"),
+    ("https://gw.example.org/trapbatch/api", "ends in /api", "pass --url https://gw.example.org/trapbatch"),
     ("ftp://func-x", "is not http:// or https://", "https://<app>.azurewebsites.net"),
     ("http://127.0.0.1:99999", "names no host", "http://127.0.0.1:7071 for devhost"),
     ("https://me:secret@func-x.azurewebsites.net", "user name or password", "pass --url https://func-x.azure")])
@@ -854,6 +855,16 @@ def test_an_address_that_is_no_apps_is_refused_before_anything_is_sent(url: str,
         _client(session, url=url)
     assert said in refused.value.message and next_line in refused.value.hint, refused.value
     assert refused.value.exit_code == EXIT_USAGE and session.sent == [] and "secret" not in str(refused.value.message)
+
+
+def test_an_address_with_a_path_in_front_of_the_api_is_a_gateways_and_is_kept() -> None:
+    """API Management, Front Door or a reverse proxy may route the app by a path (the CLI appends /api/...): such an
+    address worked before the address check, which refused it as having a path."""
+    from cli.config import check_url
+
+    assert check_url("https://gw.example.org/trapbatch/") == "https://gw.example.org/trapbatch"
+    assert check_url("https://func-x.azurewebsites.net/") == "https://func-x.azurewebsites.net"
+    assert check_url("http://[::1]:7071") == "http://[::1]:7071"
 
 
 def test_the_address_check_says_where_the_address_came_from(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
