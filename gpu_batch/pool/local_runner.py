@@ -16,7 +16,8 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-from azure.core.exceptions import ResourceExistsError
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
 from azure.data.tables import TableServiceClient, UpdateMode
 from azure.storage.blob import BlobServiceClient
 
@@ -31,6 +32,25 @@ def _die_with_parent() -> None:
 
     PR_SET_PDEATHSIG = 1
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _mark_running(table: Any, key: dict[str, str]) -> bool:
+    """Mark the task running unless it was ended meanwhile; False when it was. The write is conditional on the row
+    read: a plain merge after a terminate's (``LocalPool._terminate``, between this runner's read and write) turned
+    a completed task back to running, and its worker then ran the whole shard of a cancelled task or closed job.
+    Another writer in between (the pool recording this runner's pid) only means reading again."""
+    while True:
+        row = table.get_entity(key["PartitionKey"], key["RowKey"])
+        if row.get("State") == "completed":
+            return False
+        try:
+            table.update_entity({**key, "State": "running", "Pid": os.getpid(), "Heartbeat": time.time(),
+                                 "Changed": time.time()},  # Changed: LocalPool.changes
+                                mode=UpdateMode.MERGE, etag=row.metadata["etag"],
+                                match_condition=MatchConditions.IfNotModified)
+            return True
+        except ResourceModifiedError:
+            continue
 
 
 def _state(table: Any, job: str, task: str) -> str:
@@ -50,10 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     conn = os.environ["TRAPBATCH_STORAGE_CONNECTION"]
     table = TableServiceClient.from_connection_string(conn).get_table_client(args.table)
     key = {"PartitionKey": args.job, "RowKey": args.task}
-    if _state(table, args.job, args.task) == "completed":  # cancelled (or timed out) before this runner got going
+    if not _mark_running(table, key):  # cancelled (or timed out, its job closed) before this runner got going
         return 143
-    table.update_entity({**key, "State": "running", "Pid": os.getpid(), "Heartbeat": time.time(),
-                         "Changed": time.time()}, mode=UpdateMode.MERGE)  # Changed: LocalPool.changes
     env = dict(os.environ)
     if args.fault:
         env["TRAPBATCH_WORKER_FAULT"] = args.fault
@@ -98,8 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # the exit still gets recorded; the log is a convenience
         print(f"could not upload the task log: {exc}", file=sys.stderr)
     message = "" if code == 0 else f"the worker exited with code {code}; see {args.log_container}/{log_name}"
+    # FailureCode cleared: a terminate that came after the worker ended must not leave its TaskEnded on a result
     table.update_entity({**key, "State": "completed", "Result": "success" if code == 0 else "failure",
-                         "ExitCode": code, "FailureMessage": message, "Log": f"{args.log_container}/{log_name}",
+                         "ExitCode": code, "FailureMessage": message, "FailureCode": "",
+                         "Log": f"{args.log_container}/{log_name}",
                          "EndTime": datetime.now(timezone.utc).isoformat(), "Changed": time.time()},
                         mode=UpdateMode.MERGE)
     return 0

@@ -455,3 +455,35 @@ def test_the_watcher_gives_up_on_unreachable_storage_and_the_next_call_starts_it
     assert pool._watcher is not None and pool._watcher.is_alive()  # a task runs: watched again
     pool.cancel("jobu")
     wait_until(lambda: pool._watcher is None, 30, "the watcher to end, nothing being left")
+
+
+def test_a_task_ended_between_the_runners_check_and_its_start_stays_ended(
+        storage_connection: str, unique_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A terminate (a cancel, the job closed: LocalPool._terminate) that lands between the runner's read of its
+    task and its "running" write was overwritten by that plain merge: the task turned back to running and its worker
+    ran the whole shard. The write is now conditional on the row read, so the runner sees the end and stops."""
+    from azure.data.tables import TableClient, UpdateMode
+
+    from gpu_batch.pool import local_runner
+
+    table = TableServiceClient.from_connection_string(storage_connection).get_table_client(unique_name + "race")
+    table.create_table()
+    table.create_entity({"PartitionKey": "job", "RowKey": "t-a1", "State": "preparing"})
+    real_get, ended = TableClient.get_entity, []
+
+    def get_then_terminated(self: TableClient, *args: Any, **kwargs: Any) -> Any:
+        row = real_get(self, *args, **kwargs)
+        if not ended:  # the pool's terminate, right after this read
+            ended.append(True)
+            table.update_entity({"PartitionKey": "job", "RowKey": "t-a1", "State": "completed",
+                                 "FailureCode": "TaskEnded"}, mode=UpdateMode.MERGE)
+        return row
+
+    monkeypatch.setattr(TableClient, "get_entity", get_then_terminated)
+    monkeypatch.setenv("TRAPBATCH_STORAGE_CONNECTION", storage_connection)
+    marker = tmp_path / "worker-ran"
+    code = local_runner.main(["--table", table.table_name, "--job", "job", "--task", "t-a1", "--log-container",
+                              unique_name, "--", sys.executable, "-c", f"open({str(marker)!r}, 'w')"])
+    assert code == 143 and not marker.exists()
+    row = real_get(table, "job", "t-a1")
+    assert row["State"] == "completed" and row["FailureCode"] == "TaskEnded"
