@@ -102,6 +102,7 @@ class ShardState(TypedDict):
     node_s: NotRequired[float]  # ... summing to this many seconds of node time (core.cost)
     pool_error: NotRequired[str]  # the pool ended its last attempt (TaskEnded, or no exit code), not the worker: why
     unfixable: NotRequired[str]  # an attempt ended with an exit no retry should fix (gpu_batch.exit_codes): why
+    gave_up: NotRequired["GivenUpShard"]  # a given-up shard: how its last attempt ended (absent in states of before)
 
 
 class ShardsInput(TypedDict):
@@ -367,6 +368,22 @@ class ShardProgress(ShardCounts):
     stage: str  # Stage
 
 
+class GivenUpShard(TypedDict, total=False):
+    """How the last attempt of a shard that was given up ended, for the task's status (``shards_given_up``): without
+    it a shard that failed every attempt shows as images "not_processed" and nothing says why."""
+
+    shard: str
+    attempts: int
+    exit_code: int | None  # the worker's exit code (or the operating system's, when the pool ended it)
+    failure_code: str  # the pool's failure code (TaskEnded: its time limit or a terminate), when it gave one
+    by: str  # "worker": its own exit; "pool": the pool ended the attempt (gpu_batch.exit_codes.pool_ended)
+    reason: str  # the worker's or the pool's words, at most GIVEN_UP_REASON_CHARS
+
+
+GIVEN_UP_REASON_CHARS = 300
+GIVEN_UP_EXAMPLES = 10  # given-up shards described per group and per status: histories and the status stay small
+
+
 class ShardsOutcome(ShardCounts, total=False):
     """What a shard-group orchestration returns: ``continued`` (it went on as new), or its final counts."""
 
@@ -376,6 +393,9 @@ class ShardsOutcome(ShardCounts, total=False):
     # not start: no exit code; its time limit: failure code TaskEnded), and the pool's reason for the first of them
     pool_error_shards: int
     pool_error: str
+    # the first GIVEN_UP_EXAMPLES given-up shards (in shard order) and how each ended; ``given_up`` counts them all.
+    # Absent in outcomes of before (and where none was given up)
+    given_up_examples: list[GivenUpShard]
 
 
 class TaskStatus(TypedDict, total=False):
@@ -411,6 +431,9 @@ class TaskStatus(TypedDict, total=False):
     previews: PreviewsOutput
     estimate: dict[str, Any]  # core.estimate.estimate(): a "dry_run" task's images, shards, GPU-hours, wall time, cost
     cost: dict[str, Any]  # core.cost.task_cost(): measured node time, rate and, where a price is known, USD
+    # shards given up after every attempt: {"count", "examples": [GivenUpShard...], "hint"}; absent: none
+    shards_given_up: dict[str, Any]
+    images_done: int  # a cancelled or failed task: images with a final result when the pool work ended
 
 
 class RemovalStatus(TypedDict, total=False):

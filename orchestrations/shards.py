@@ -30,7 +30,7 @@ from azure.durable_functions.models.history.HistoryEventType import HistoryEvent
 from core import contracts as c
 from core.contracts import ShardStatus, Stage
 from core.settings import OrchestrationKnobs
-from gpu_batch.exit_codes import pool_ended, unfixable_reason
+from gpu_batch.exit_codes import OUTPUT, TASK_ENDED, pool_ended, unfixable_reason
 from gpu_batch.layout import parse_pool_task_id, pool_job_id, pool_task_id
 from orchestrations.retries import POOL_RETRY, STORAGE_RETRY, call
 
@@ -122,7 +122,37 @@ def _outcome(state: dict[str, c.ShardState], cancelled: bool) -> c.ShardsOutcome
     errors = [s["pool_error"] for s in state.values() if s["status"] == ShardStatus.given_up and s.get("pool_error")]
     if errors:
         out["pool_error_shards"], out["pool_error"] = len(errors), errors[0]
+    examples = [s["gave_up"] for s in state.values() if s["status"] == ShardStatus.given_up and "gave_up" in s]
+    if examples:  # the first few only: the outcome goes into the task's history (``given_up`` counts them all)
+        out["given_up_examples"] = examples[: c.GIVEN_UP_EXAMPLES]
     return out
+
+
+def _why_given_up(sid: str, row: c.CompletedShard, by_pool: bool) -> c.GivenUpShard:
+    """How a shard's last attempt ended, in words a person can act on: the pool's reason when it ended the attempt
+    (its time limit: TaskEnded), else the worker's exit code and its own last error (or the pool's message)."""
+    code, failure_code = row.get("exit_code"), row.get("failure_code")
+    said = row.get("worker_message") or row.get("failure_message") or ""
+    if by_pool:
+        reason = said or str(failure_code or "no message")
+        if failure_code and not reason.startswith(failure_code):
+            reason = f"{failure_code}: {reason}"
+        if failure_code == TASK_ENDED:
+            reason += " (the pool's time limit, TRAPBATCH_MAX_TASK_SECONDS, or a terminate)"
+    elif not code:  # it exited 0 (or gave no code) but results for some images are missing
+        reason = f"the worker exited {code} without results for {row['missing']} image(s)" + (f": {said}" if said
+                                                                                            else "")
+    else:
+        reason = f"the worker exited {code}{_EXIT_MEANS.get(code, '')}: {said or 'no message; see the task log'}"
+    why = c.GivenUpShard(shard=sid, attempts=row["attempt"], exit_code=code, by="pool" if by_pool else "worker",
+                         reason=reason[: c.GIVEN_UP_REASON_CHARS])
+    if failure_code:
+        why["failure_code"] = failure_code
+    return why
+
+
+# What a worker's exit code says beyond its message (gpu_batch.exit_codes; 137 = 128 + SIGKILL).
+_EXIT_MEANS = {OUTPUT: " (its results could not be written)", 137: " (killed: most often out of memory)"}
 
 
 def _unknown_shards(state: dict[str, c.ShardState], unknown: list[str]) -> list[str]:
@@ -198,7 +228,8 @@ def _record_completions(state: dict[str, c.ShardState], completed: list[c.Comple
         # The pool ended it, not a worker exit: failure code TaskEnded (its time limit, with an exit code of the
         # operating system's), or a failure without an exit code. A row of before failure codes has none, and is
         # judged as it was then, so a recorded history replays unchanged.
-        if pool_ended(row.get("exit_code"), row.get("failure_code"), row.get("failure_message")):
+        by_pool = pool_ended(row.get("exit_code"), row.get("failure_code"), row.get("failure_message"))
+        if by_pool:
             s["pool_error"] = str(row.get("failure_message") or row.get("failure_code"))[:300]
         else:
             s.pop("pool_error", None)
@@ -213,6 +244,7 @@ def _record_completions(state: dict[str, c.ShardState], completed: list[c.Comple
             to_resubmit.append(row["shard_id"])
         else:
             s["status"] = ShardStatus.given_up
+            s["gave_up"] = _why_given_up(row["shard_id"], row, by_pool)  # state and outcome only: no action
     return fresh, to_resubmit
 
 

@@ -98,7 +98,32 @@ def _final_status(started: str, finished: str, enumeration: c.EnumerateOutput, o
     }
 
 
-class PoolNeverRan(RuntimeError):
+def _shards_given_up(outcomes: list[c.ShardsOutcome]) -> dict[str, Any] | None:
+    """The status's ``shards_given_up``: how many shards failed every attempt, how the first few ended (the worker's
+    exit code and words, or the pool's), and what to do; None when none was. Why: their images are only counted as
+    "not_processed", which says nothing of the cause (a crash, a kill for memory, the pool's time limit)."""
+    count = sum(o.get("given_up", 0) for o in outcomes)
+    if not count:
+        return None
+    examples = [e for o in outcomes for e in o.get("given_up_examples", [])][: c.GIVEN_UP_EXAMPLES]
+    if any(e.get("failure_code") == TASK_ENDED for e in examples):
+        hint = ("the pool stopped them at their time limit: raise TRAPBATCH_MAX_TASK_SECONDS or send smaller shards "
+                "(the request's images_per_shard), then post the request again with \"rerun\": true")
+    elif any(e.get("by") == "pool" for e in examples):
+        hint = ("the pool could not run the worker: fix what it names (the pool's image, registry access, the node "
+                "start task), then post the request again with \"rerun\": true")
+    else:
+        hint = ("the worker failed every attempt: its log (the pool task's stderr) says why; an exit 137 is a kill, "
+                "most often for memory (a smaller --batch-size in TRAPBATCH_WORKER_TUNING, or a larger VM); fix it, then post the "
+                "request again with \"rerun\": true")
+    return {"count": count, "examples": examples, "hint": hint}
+
+
+class NothingProcessed(RuntimeError):
+    """No image of the task was processed and every shard was given up: the task fails with the first reason."""
+
+
+class PoolNeverRan(NothingProcessed):
     """No image of the task was processed, and the pool, not a worker's exit, ended the shards' attempts."""
 
 
@@ -111,7 +136,10 @@ def _fail_if_the_pool_never_ran(outcomes: list[c.ShardsOutcome], images: int) ->
     ``completed_with_errors``, a failure hidden behind a file of failures."""
     shards = sum(o.get("pool_error_shards", 0) for o in outcomes)
     processed = sum(o.get("images_done", 0) + o.get("images_failed", 0) for o in outcomes)
-    if not shards or processed or not images or any(o.get("cancelled") for o in outcomes):
+    if processed or not images or any(o.get("cancelled") for o in outcomes):
+        return
+    if not shards:
+        _fail_if_every_worker_failed(outcomes)
         return
     reason = next(o["pool_error"] for o in outcomes if o.get("pool_error"))
     # named before the pool's words, so that a long quote cut at the status's 500 characters leaves it
@@ -120,6 +148,26 @@ def _fail_if_the_pool_never_ran(outcomes: list[c.ShardsOutcome], images: int) ->
     raise PoolNeverRan(f"no image was processed: the pool itself ended every attempt of {shards} shard(s) ({how}). "
                        "Fix what it names (the pool's image, registry access, the node start task, the time limit), "
                        f"then post the request again with \"rerun\": true. The pool said: {reason[:200]}")
+
+
+def _fail_if_every_worker_failed(outcomes: list[c.ShardsOutcome]) -> None:
+    """Not one image processed, every shard given up, the pool ended none of them: the workers failed every attempt
+    (a crash, a kill for memory, results that could not be written). Fail the task with the first worker's exit code
+    and words, instead of ``completed_with_errors`` over a file of "not_processed" failures.
+
+    Replay: this raises where a task of before went on to merge. Only outcomes that carry ``given_up_examples`` count,
+    and only a shard group running this code returns them; the decision is taken once every group's result is in the
+    task's history, so a history whose groups ended under an earlier release has none and merges as it did. (The
+    recorded histories, scripts/record_histories.py, could not reach it either: their crashed shard is resubmitted and
+    succeeds, so images were processed.)"""
+    given_up = sum(o.get("given_up", 0) for o in outcomes)
+    shards = sum(o.get("shards", 0) for o in outcomes)
+    if not given_up or given_up != shards or any(o.get("given_up") and "given_up_examples" not in o for o in outcomes):
+        return
+    first = next(e for o in outcomes for e in o["given_up_examples"])
+    raise NothingProcessed(f"no image was processed: every attempt of {given_up} shard(s) failed; {first['reason']} "
+                           f"(shard {first['shard']}, attempt {first['attempts']}). Fix what it names, then post the "
+                           "request again with \"rerun\": true")
 
 
 def _first_line(exc: BaseException, limit: int = 500) -> str:
@@ -142,8 +190,9 @@ def task_orchestrator(context: df.DurableOrchestrationContext) -> Generator[Any,
     job_id = pool_job_id(task_id, data.get("run", ""))
     started = context.current_utc_datetime.isoformat()
     pool_used = [False]
+    ended: dict[str, Any] = {}  # the pool work's outcomes once every shard group returned (_run_task)
     try:
-        summary = yield from _run_task(context, data, job_id, started, pool_used)
+        summary = yield from _run_task(context, data, job_id, started, pool_used, ended)
     except Exception as exc:
         error = _first_line(exc)
         if pool_used[0]:
@@ -156,6 +205,8 @@ def task_orchestrator(context: df.DurableOrchestrationContext) -> Generator[Any,
                                           f"end it with 'az batch job terminate --job-id {job_id}')")
         failed = c.TaskStatus(stage=Stage.failed, started=started, error=error,
                               finished=context.current_utc_datetime.isoformat(), pool_job=job_id)
+        if ended:  # it failed after the pool work: what that work did and cost (status only, no action)
+            _add_pool_work(failed, ended["work"], ended["outcomes"], OrchestrationKnobs.from_dict(data["knobs"]))
         context.set_custom_status(failed)
         yield from _tell(context, data, failed)
         raise
@@ -288,8 +339,21 @@ def _publish_event(context: df.DurableOrchestrationContext, data: c.TaskInput,
     return published
 
 
+def _add_pool_work(status: c.TaskStatus, work: c.EnumerateOutput, outcomes: list[c.ShardsOutcome],
+                   knobs: OrchestrationKnobs) -> None:
+    """A cancelled or failed task's status after its pool work: the images that got a final result, the failed
+    ones, the shards given up and why, and the cost. Why: the node time was spent (and billed) whatever the ending,
+    and without it such a status said nothing of what ran."""
+    status["images_done"] = sum(o.get("images_done", 0) for o in outcomes)
+    status["failed"] = sum(o.get("images_failed", 0) for o in outcomes)
+    given_up = _shards_given_up(outcomes)
+    if given_up is not None:
+        status["shards_given_up"] = given_up
+    status["cost"] = _cost(work, outcomes, knobs)
+
+
 def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id: str, started: str,
-              pool_used: list[bool]) -> Generator[Any, Any, c.TaskStatus]:
+              pool_used: list[bool], ended: dict[str, Any]) -> Generator[Any, Any, c.TaskStatus]:
     task_id = data["task_id"]
     generation = data.get("generation", "")
     key = generation_key(task_id, generation)  # where this generation's state and results go (the task id at first)
@@ -360,6 +424,7 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
                                                       shards_instance_id(task_id, g, groups_run)))
     pool_used[0] = True
     outcomes: list[c.ShardsOutcome] = yield context.task_all(children)
+    ended.update(work=work, outcomes=outcomes)
     job_error = ""
     try:  # no pool work is left: free the job before the long merge
         yield from _close_job(context, task_id, job_id)
@@ -370,13 +435,14 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
     pool_used[0] = False
     try:
         _fail_if_the_pool_never_ran(outcomes, enumeration["images"])
-    except PoolNeverRan as never:
+    except NothingProcessed as never:
         if job_error:  # the failed status says what to end as well
-            raise PoolNeverRan(f"{never}; {job_error}") from None
+            raise type(never)(f"{never}; {job_error}") from None
         raise
     if any(o.get("cancelled") for o in outcomes):
         cancelled = c.TaskStatus(stage=Stage.cancelled, started=started, images=enumeration["images"],
                                  finished=context.current_utc_datetime.isoformat(), pool_job=job_id)
+        _add_pool_work(cancelled, work, outcomes, knobs)
         if job_error:
             cancelled["pool_job_error"] = job_error
         context.set_custom_status(cancelled)
@@ -415,6 +481,9 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
     if job_error:
         summary["pool_job_error"] = job_error
     summary["cost"] = _cost(work, outcomes, knobs)
+    given_up = _shards_given_up(outcomes)
+    if given_up is not None:
+        summary["shards_given_up"] = given_up
     if exports is not None:
         summary["results"]["exports"] = exports
     else:

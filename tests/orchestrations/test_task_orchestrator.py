@@ -772,3 +772,96 @@ def test_the_notification_and_the_event_both_go_out_once() -> None:
     answer, seen = with_events(activities(shards=1))
     run = run_task(task_input({**REQUEST, "notify_url": NOTIFY_URL}, task_events=True), with_notify(answer)[0])
     assert run.activity_names[-2:] == [c.NOTIFY, c.PUBLISH_EVENT] and seen["n"] == 1
+
+
+# ---------------------------------------------------------------- shards given up: why, in the status
+
+def _every_attempt(answer: Any, ended: Any, merged_missing: int) -> Any:
+    """``answer``, with each attempt of the shards ``ended(shard)`` describes (a row update; None: succeeded) ending
+    so with nothing more covered, and a merge that marks ``merged_missing`` images not processed."""
+    def run(name: str, payload: Any) -> Any:
+        if name == c.POLL:
+            out = answer(name, payload)
+            out["completed"] = [{**r, "result": "failure", "covered": 0, "missing": 10, **ended(r["shard_id"])}
+                                if ended(r["shard_id"]) is not None else r for r in out["completed"]]
+            return out
+        if name == c.RESUBMIT:
+            return {"shards": [{"shard_id": s, "attempt": a, "missing": 10, "submitted": True}
+                               for s, a in payload["shards"]]}
+        if name == c.MERGE_PART:
+            return {**answer(name, payload), "failed": merged_missing, "missing": merged_missing,
+                    "failure_reasons": {"not_processed": merged_missing}}
+        return answer(name, payload)
+    return run
+
+
+@pytest.mark.parametrize("exit_code, words", [(1, "CUDA error: an illegal memory access was encountered"),
+                                              (4, "cannot write results: AuthorizationFailure"),
+                                              (137, "")])
+def test_a_worker_failing_every_attempt_of_every_shard_fails_the_task_with_its_exit_code_and_words(
+        exit_code: int, words: str) -> None:
+    """Every attempt of every shard exits non-zero having written nothing: the task ended completed_with_errors with
+    every image "not_processed" and no word of why. It fails with the worker's exit code and message instead."""
+    row = {"exit_code": exit_code, "failure_code": "FailureExitCode",
+           "failure_message": "The task exited with an exit code representing a failure"}
+    if words:
+        row["worker_message"] = words
+    run = run_task(task_input(shards_per_group=1), _every_attempt(activities(shards=2), lambda sid: row, 20))
+
+    assert run.status == "Failed" and c.MERGE_PART not in run.activity_names
+    status = run.custom_status
+    assert status["stage"] == Stage.failed and "no image was processed" in status["error"]
+    assert f"the worker exited {exit_code}" in status["error"] and '"rerun": true' in status["error"]
+    assert (words or "exit code representing a failure") in status["error"]
+    given_up = status["shards_given_up"]
+    assert given_up["count"] == 2 and [e["shard"] for e in given_up["examples"]] == [shard_id(0), shard_id(1)]
+    assert given_up["examples"][0]["exit_code"] == exit_code and given_up["examples"][0]["attempts"] == 3
+    assert "log" in given_up["hint"]
+    # what the pool work did and cost, though it failed
+    assert (status["images_done"], status["failed"]) == (0, 0) and status["cost"]["attempts"] == 6
+
+
+def test_a_shard_stopped_at_the_pools_time_limit_every_attempt_is_named_in_the_status() -> None:
+    """Shard 1 meets the pool's time limit (TaskEnded) on every attempt while shard 0 succeeds: the task completes
+    with errors, and its status names the shard, TaskEnded and the time limit to raise."""
+    ended = {"exit_code": -1073741510, "failure_code": "TaskEnded",
+             "failure_message": "The task exceeded its maximum wall clock time", "covered": 4, "missing": 6}
+    run = run_task(task_input(shards_per_group=1),
+                   _every_attempt(activities(shards=2), lambda sid: ended if sid == shard_id(1) else None, 6))
+
+    assert run.status == "Completed" and run.output["stage"] == Stage.completed_with_errors
+    given_up = run.output["shards_given_up"]
+    assert given_up["count"] == 1 and len(given_up["examples"]) == 1
+    example = given_up["examples"][0]
+    assert (example["shard"], example["by"], example["failure_code"]) == (shard_id(1), "pool", "TaskEnded")
+    assert "maximum wall clock time" in example["reason"] and "TRAPBATCH_MAX_TASK_SECONDS" in example["reason"]
+    assert "time limit" in given_up["hint"] and "TRAPBATCH_MAX_TASK_SECONDS" in given_up["hint"]
+
+
+def test_a_task_of_plain_successes_says_no_shard_was_given_up() -> None:
+    run = run_task(task_input(shards_per_group=1), activities(shards=2))
+    assert run.output["stage"] == Stage.completed and "shards_given_up" not in run.output
+
+
+def test_given_up_shards_of_groups_of_before_are_counted_and_fail_nothing() -> None:
+    """A group that returned before given_up_examples existed (a history replayed after a deployment) merged then:
+    the task merges now as well (replay), and its status counts the shards without examples."""
+    def child(name: str, instance_id: str, payload: Any) -> Any:
+        n = len(payload["shards"])
+        return {**finished_group(n), "done": 0, "given_up": n, "images_done": 0, "images_missing": 10 * n}
+
+    run = run_task(task_input(shards_per_group=1), activities(shards=2), children=child)
+    assert run.status == "Completed" and c.MERGE_PART in run.activity_names
+    assert run.output["shards_given_up"]["count"] == 2 and run.output["shards_given_up"]["examples"] == []
+
+
+def test_a_cancelled_task_says_what_its_pool_work_did_and_cost() -> None:
+    def child(name: str, instance_id: str, payload: Any) -> Any:
+        n = len(payload["shards"])
+        return {**finished_group(n, cancelled=instance_id == shards_instance_id(TASK, 1)), "images_failed": 1,
+                "node_seconds": 30.0, "attempts_ended": n, "attempts_timed": n}
+
+    run = run_task(task_input(shards_per_group=1), activities(shards=3), children=child)
+    assert run.output["stage"] == Stage.cancelled
+    assert (run.output["images_done"], run.output["failed"]) == (30, 3)
+    assert run.output["cost"]["node_seconds"] == 90.0 and run.output["cost"]["attempts"] == 3
