@@ -114,8 +114,8 @@ def _shards_given_up(outcomes: list[c.ShardsOutcome]) -> dict[str, Any] | None:
                 "start task), then post the request again with \"rerun\": true")
     else:
         hint = ("the worker failed every attempt: its log (the pool task's stderr) says why; an exit 137 is a kill, "
-                "most often for memory (a smaller --batch-size in TRAPBATCH_WORKER_TUNING, or a larger VM); fix it, then post the "
-                "request again with \"rerun\": true")
+                "most often for memory (a smaller --batch-size in TRAPBATCH_WORKER_TUNING, or a larger VM); fix it, "
+                "then post the request again with \"rerun\": true")
     return {"count": count, "examples": examples, "hint": hint}
 
 
