@@ -203,6 +203,14 @@ def _summary(st: dict[str, Any]) -> None:
             table.add_row(k, str(st[k]))
     if st.get("failure_reasons"):
         table.add_row("failure_reasons", ", ".join(f"{k}: {v}" for k, v in st["failure_reasons"].items()))
+    given_up = st.get("shards_given_up")
+    if isinstance(given_up, dict) and given_up.get("count"):  # why their images were not processed, and what to do
+        table.add_row("shards given up", f"{given_up['count']} after every attempt")
+        for example in given_up.get("examples") or []:
+            table.add_row("", escape(f"{example.get('shard')} (attempt {example.get('attempts')}): "
+                                     f"{example.get('reason')}"))
+        if given_up.get("hint"):
+            table.add_row("next", escape(in_cli_words(str(given_up["hint"]))))
     if st.get("stage") == Stage.awaiting_confirmation and not is_final(st):  # what it waits for, and the commands
         table.add_row("next", awaiting_line(st))
     results: dict[str, Any] = st["results"] if isinstance(st.get("results"), dict) else {}

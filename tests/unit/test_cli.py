@@ -1178,3 +1178,27 @@ def test_config_says_when_its_file_does_not_exist_and_how_to_make_it(tmp_path: P
     assert main(["config"]) == 0
     shown = capsys.readouterr().out
     assert f"config file: {path}\n" in shown and f"url: https://func-x.azurewebsites.net (file {path})" in shown
+
+
+def test_the_summary_says_which_shards_were_given_up_why_and_what_to_do(capsys: pytest.CaptureFixture[str],
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from cli import main as cli_main
+    from cli.main import _summary
+
+    monkeypatch.setattr(cli_main, "out", cli_main.Console(width=400, highlight=False, soft_wrap=True))  # no wrapping
+
+    given_up = {"count": 3, "examples": [
+        {"shard": "s00001", "attempts": 3, "exit_code": -1073741510, "failure_code": "TaskEnded", "by": "pool",
+         "reason": "TaskEnded: The task exceeded its maximum wall clock time (the pool's time limit)"},
+        {"shard": "s00004", "attempts": 3, "exit_code": 137, "by": "worker",
+         "reason": "the worker exited 137 (killed: most often out of memory): [cuda] out of memory"}],
+        "hint": "the pool stopped them at their time limit: raise TRAPBATCH_MAX_TASK_SECONDS, then post the request "
+                "again with \"rerun\": true"}
+    _summary({"id": "task-0", "stage": "completed_with_errors", "shards_given_up": given_up})
+    shown = capsys.readouterr().out
+    assert "shards given up" in shown and "3 after every attempt" in shown
+    assert "s00001 (attempt 3): TaskEnded: The task exceeded its maximum wall clock time" in shown
+    assert "s00004 (attempt 3): the worker exited 137" in shown and "[cuda] out of memory" in shown
+    assert "raise TRAPBATCH_MAX_TASK_SECONDS" in shown
+    _summary({"id": "task-0", "stage": "completed"})
+    assert "given up" not in capsys.readouterr().out
