@@ -533,12 +533,15 @@ def _schedule_expiry(context: df.DurableOrchestrationContext, data: c.TaskInput,
         return
     expires = expiry_time(context.current_utc_datetime, int(days), knobs.previews_expire_day_s).isoformat() \
         if days else ""
-    if expires:
-        summary["previews"]["expires"] = expires
     asked = c.ExpiryInput(task_id=data["task_id"], expires=expires)
     if rerun:
         asked["move"] = True
     try:
         yield from call(context, c.SCHEDULE_EXPIRY, STORAGE_RETRY, asked)
     except Exception as exc:  # noqa: BLE001 - every attempt failed; the pages stay until deleted
-        summary["previews"]["expiry_error"] = _first_line(exc)
+        # no ``expires`` then: a date in the status would say the pages go when nothing will take them off
+        summary["previews"]["expiry_error"] = (f"no expiry was scheduled, the pages stay until deleted: "
+                                               f"{_first_line(exc, 400)}")
+        return
+    if expires:  # only once an expiry waits for it (status content only: the actions are those of before)
+        summary["previews"]["expires"] = expires

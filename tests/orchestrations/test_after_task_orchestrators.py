@@ -143,3 +143,11 @@ def test_a_task_without_it_schedules_nothing_and_a_failed_schedule_is_noted_not_
     failing = run_task(task_input({**REQUEST, "previews_expire_days": 1}), with_expiry(activities(shards=1), True))
     assert failing.status == "Completed" and failing.output["stage"] == Stage.completed
     assert "management API down" in failing.output["previews"]["expiry_error"]
+
+
+def test_a_failed_expiry_schedule_shows_no_expiry_date_and_says_the_pages_stay() -> None:
+    """The status showed the date the pages would go though no expiry was scheduled: they stay until deleted."""
+    failing = run_task(task_input({**REQUEST, "previews_expire_days": 1}), with_expiry(activities(shards=1), True))
+    previews = failing.output["previews"]
+    assert "expires" not in previews and "expires" not in failing.custom_status["previews"]
+    assert "no expiry was scheduled" in previews["expiry_error"] and "stay" in previews["expiry_error"]
