@@ -464,6 +464,31 @@ def test_a_shard_the_pool_ended_at_its_time_limit_reports_the_pools_reason_whate
         assert (run.output["pool_error_shards"], run.output["pool_error"]) == (1, reason)
 
 
+def test_a_group_keeps_how_its_first_given_up_shards_ended_and_no_more() -> None:
+    """Each given-up shard's last exit code and the worker's words go into the group's outcome (the task's status
+    says why its images were not processed), for the first GIVEN_UP_EXAMPLES shards only: the outcome is history."""
+    pool = Pool()
+    shards = c.GIVEN_UP_EXAMPLES + 2
+
+    def crashing(name: str, payload: Any) -> Any:
+        out = pool(name, payload)
+        if name == c.POLL:
+            out["completed"] = [{**r, "result": "failure", "exit_code": 1, "failure_code": "FailureExitCode",
+                                 "failure_message": "The task exited with an exit code representing a failure",
+                                 "worker_message": "RuntimeError: CUDA error: " + "x" * 400, "covered": 0,
+                                 "missing": IMAGES} for r in out["completed"]]
+        return out
+
+    run = run_orchestrator(run_shards, {"task_id": TASK, "knobs": knobs(max_attempts=1, max_in_flight=shards),
+                                        "shards": [shard_id(i) for i in range(shards)]}, crashing)
+    assert run.status == "Completed" and run.output["given_up"] == shards
+    examples = run.output["given_up_examples"]
+    assert [e["shard"] for e in examples] == [shard_id(i) for i in range(c.GIVEN_UP_EXAMPLES)]
+    assert examples[0]["exit_code"] == 1 and examples[0]["by"] == "worker" and examples[0]["attempts"] == 1
+    assert examples[0]["reason"].startswith("the worker exited 1: RuntimeError: CUDA error: ")
+    assert len(examples[0]["reason"]) == c.GIVEN_UP_REASON_CHARS
+
+
 def test_an_exit_code_without_a_failure_code_is_the_workers_as_before() -> None:
     """A poll output of before failure codes (a recorded history replayed after a deployment): an exit code is the
     worker's, as it was judged then, so no pool error is recorded (tests/orchestrations/test_upgrade_replay.py)."""

@@ -395,6 +395,8 @@ def test_a_failing_merge_fails_the_task_as_failed_not_merging() -> None:
     assert len(run.calls(c.MERGE_PART)) == STORAGE_RETRY.attempts
     assert run.custom_status["stage"] == Stage.failed and "disk full" in run.custom_status["error"]
     assert run.inputs(c.CLOSE_JOB) == [{"task_id": TASK, "job_id": TASK}]  # once, when the pool work ended
+    # what the pool work did and cost before the failure
+    assert run.custom_status["images_done"] == 10 and run.custom_status["cost"]["node_seconds"] == ATTEMPT_S
 
 
 @pytest.mark.parametrize("limit, stage", [(0.04, Stage.completed), (0.039, Stage.completed_with_errors),
