@@ -77,7 +77,11 @@ def _completed_row(info: TaskInfo, settings: Settings, store: BlobStore, task_id
         "failed": coverage["failed"], "missing": coverage["missing"]}
     if info.failure_code:  # TaskEnded: the pool ended it, whatever the exit code (exit_codes.pool_ended)
         row["failure_code"] = info.failure_code
-    if exit_codes.unfixable_reason(info.exit_code, info.failure_code):
+    # the worker's own words for an exit no attempt fixes, and for any failed exit that left images missing: a shard
+    # given up after its attempts says why (orchestrations.shards: the status's shards_given_up), not only the pool's
+    # "exited with code 1"; not for a task the pool ended (its log says nothing of that)
+    failed_exit = info.exit_code not in (None, 0) and info.failure_code != exit_codes.TASK_ENDED
+    if exit_codes.unfixable_reason(info.exit_code, info.failure_code) or (failed_exit and coverage["missing"]):
         row["worker_message"] = worker_message(store, info)[:1000]
     # node time for the task's cost (core.cost): of the task's last run only, if Batch requeued it (a lower bound)
     seconds = attempt_seconds(info.start_time, info.end_time)

@@ -179,3 +179,33 @@ def test_a_shard_batch_ended_at_its_time_limit_on_every_attempt_fails_the_task_w
     with pytest.raises(PoolNeverRan, match="no image was processed") as failed:
         _fail_if_the_pool_never_ran([run.output], 2)
     assert "TaskEnded" in str(failed.value) and "time limit, TRAPBATCH_MAX_TASK_SECONDS" in str(failed.value)
+
+
+class CrashingPool(ScriptedPool):
+    """Its one task ended with the worker's exit ``code`` (not an unfixable one), leaving its images missing."""
+
+    def __init__(self, code: int, failure_code: str | None = None) -> None:
+        super().__init__({"s00003-a1": TaskState.completed}, changed=[])
+        self.code, self.failure_code = code, failure_code
+
+    def _info(self, tid: str) -> TaskInfo:
+        return TaskInfo(tid, TaskState.completed, TaskResult.failure, self.code,
+                        failure_message=f"the worker exited with code {self.code}", log="logs/s00003-a1.log",
+                        failure_code=self.failure_code)
+
+
+def test_a_crashed_attempt_that_left_images_missing_carries_the_workers_own_words(
+        setup: tuple[Settings, ReadSpy]) -> None:
+    """A shard given up after its attempts says why in the status (orchestrations.shards, shards_given_up): for
+    exits no retry fixes the worker's last error line was read, for the others (1, 4, 137...) only the pool's
+    "exited with code 1" was kept. Not for a task the pool ended at its time limit: its log says nothing of that."""
+    settings, store = setup
+    store.write_json(settings.container, layout.manifest_blob(TASK, "s00003", 1), {"images": ["c.jpg"]})
+    store.ensure_container("logs")
+    store.write_bytes("logs", "s00003-a1.log", b"2026-12-05 10:00:00 INFO gpu_batch: loading\n"
+                     b"2026-12-05 10:00:09 ERROR gpu_batch.worker: results cannot be written: "
+                     b"403 AuthorizationFailure\n")
+    for code, failure_code, said in ((4, None, "403 AuthorizationFailure"), (1, None, "403 AuthorizationFailure"),
+                                     (137, "TaskEnded", None)):
+        row = run_poll(TASK, TASK, ["s00003-a1"], settings, store, CrashingPool(code, failure_code))["completed"][0]
+        assert row["missing"] == 1 and (said in row["worker_message"] if said else "worker_message" not in row), row
