@@ -299,6 +299,13 @@ def description(base_url: str = "") -> dict[str, Any]:
                     "stage": {"enum": [*Stage]}, "images": {"type": "integer"}, "images_done": {"type": "integer"},
                     "progress": {"type": "number"}, "images_per_second": {"type": "number"},
                     "eta_seconds": {"type": ["integer", "null"]}, "error": {"type": "string"},
+                    "shards_given_up": {"type": "object", "description": "shards given up after every attempt "
+                                        "(their images are failures with reason not_processed): how many, the first "
+                                        "few with how their last attempt ended (the worker's exit code and words, or "
+                                        "the pool's, e.g. TaskEnded at the time limit) and what to do. Absent: none",
+                                        "properties": {"count": {"type": "integer", "minimum": 1},
+                                                       "examples": {"type": "array", "items": {"type": "object"}},
+                                                       "hint": {"type": "string"}}},
                     "not_images": {"type": "object", "description": "files the listing found that are not images "
                                    "trapbatch runs (videos, other formats, sidecar and hidden files): how many, and "
                                    "the largest kinds (by extension); GET .../results lists every kind with "
