@@ -502,10 +502,20 @@ def _answer_blob(request_name: str, stem: str, suffix: str) -> str:
     stem cut and marked with the request name's hash (``...~<8 hex>``), so its answer can still be written (Azure
     refuses a longer name on every try: the trigger was retried to the poison queue and the request got no answer)."""
     name = stem + suffix
-    if len(name) <= MAX_BLOB_NAME_CHARS:
+    if _utf16_len(name) <= MAX_BLOB_NAME_CHARS:
         return name
     mark = "~" + hashlib.sha256(request_name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
-    return stem[: MAX_BLOB_NAME_CHARS - len(suffix) - len(mark)] + mark + suffix
+    budget = MAX_BLOB_NAME_CHARS - len(suffix) - len(mark)
+    cut = stem[:budget]
+    while _utf16_len(cut) > budget:  # a character above U+FFFF counts twice
+        cut = cut[:-1]
+    return cut + mark + suffix
+
+
+def _utf16_len(text: str) -> int:
+    """``text``'s length as the service may count it (UTF-16 units, as .NET strings are: an emoji is two): never
+    less than its characters, so a name within it is within the limit whichever way it is counted."""
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2
 
 
 def drop_receipt_blob(request_name: str) -> str:

@@ -87,6 +87,9 @@ def test_a_request_named_near_the_limit_still_gets_its_answers() -> None:
             assert answer.startswith("site/xxx") and not layout.is_drop_request(answer)
         other = name[:-6] + "y.json"
         assert layout.drop_error_blob(other) != layout.drop_error_blob(name)
+    emoji = "site/" + "\U0001f98a" * 505 + ".json"  # 515 characters, 1,020 UTF-16 units (as .NET counts)
+    for answer in (layout.drop_error_blob(emoji), layout.drop_receipt_blob(emoji)):
+        assert len(answer.encode("utf-16-le")) // 2 <= layout.MAX_BLOB_NAME_CHARS and "~" in answer, answer
     assert layout.drop_error_blob("a.json") == "a.json.error.json"  # names that fit are unchanged
     assert layout.drop_answer_blob("d/a.json", "done") == "d/a.done.json"
 
