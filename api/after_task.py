@@ -7,8 +7,11 @@ in check; ``api.starters.get_results`` calls ``extend_results``).
 ``GET /api/tasks/{id}/results`` then also shows: ``results.thresholds`` (the CSVs at other thresholds, per variant),
 ``previews.rerender`` (the last re-render's state and threshold; the page shows the last threshold rendered),
 ``previews.expiry`` (when the pages come off the website, and whether they have), and, when the linked files together
-exceed ``TRAPBATCH_RESULTS_ZIP_ABOVE_BYTES``, ``zip``: ``ready`` with ``links.zip`` (read-only, like every link), or
-``building`` (the first GET above the size starts the build, ``orchestrations.results_zip``; GET again).
+exceed ``TRAPBATCH_RESULTS_ZIP_ABOVE_BYTES``, ``zip``: ``ready`` with ``links.zip`` (read-only, like every link),
+``building`` (the first GET above the size starts the build, ``orchestrations.results_zip``; GET again), or ``failed``
+with the last build's ``error``: a failed build is not started again by every GET (each would fail alike, and the
+answer would say "building" for ever), only by ``GET .../results?zip=rebuild`` or once its inputs changed (another
+generation served, or a file written after the failed build started).
 
 All of it is the served generation's (``adapters.generations``): once a re-run's results are served, a re-render
 renders its page and writes its CSVs, and the zip holds its files.
@@ -17,7 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from datetime import datetime
+from typing import Any, Mapping
 
 import azure.durable_functions as df
 import azure.functions as func
@@ -29,9 +33,9 @@ from adapters.generations import served_key
 from adapters.preview_folders import existing_preview_folder
 from adapters.results_bundle import linked_blobs, zip_is_current
 from api.edge import http_edge, json_response, start_once
-from api.starters import ACTIVE, _base_url, _runtime, authorize_task, finished_task, page_labels
+from api.starters import ACTIVE, _base_url, _runtime, _task_input, authorize_task, finished_task, page_labels
 from core import contracts as c
-from core.errors import failure_message
+from core.errors import RequestInvalid, failure_message
 from core.ids import expiry_instance_id, repeats_instance_id, rerender_instance_id, results_zip_instance_id
 from core.requests import parse_json_body, parse_rerender
 from core.settings import Settings
@@ -101,25 +105,61 @@ def _rerender_variants(s: Settings, task_id: str) -> list[str] | None:
     return [v for v in share_links.VARIANTS if store.exists(s.container, layout.results_blob(task_id, v))]
 
 
-def _zip_state(store: BlobStore, s: Settings, task_id: str) -> tuple[dict[str, Any], bool]:
-    """(what the answer says about the zip, whether a build must start)."""
+ZIP_REBUILD = "rebuild"  # GET .../results?zip=rebuild: build the zip again after a failed build
+
+
+def wants_zip_rebuild(params: Mapping[str, str]) -> bool:
+    """Whether ``GET .../results`` asks for the zip to be built again (``?zip=rebuild``). Any other value is refused
+    (400) rather than ignored: a typo would otherwise answer the same failed build without saying why."""
+    value = params.get("zip")
+    if value is None:
+        return False
+    if value != ZIP_REBUILD:
+        raise RequestInvalid(f"zip must be {ZIP_REBUILD!r}, got {value!r}",
+                             f"GET .../results?zip={ZIP_REBUILD} builds the results zip again after a failed build; "
+                             "leave zip out otherwise")
+    return True
+
+
+def _zip_state(store: BlobStore, s: Settings, task_id: str) -> tuple[dict[str, Any], bool, str]:
+    """(what the answer says about the zip, whether a build is needed, the newest file's ``modified``: a failed build
+    that started before it did not read these files, so it is tried again)."""
     current = linked_blobs(store, s.container, task_id)
     total = sum(f["size"] for f in current.values())
+    newest = max((str(f["modified"]) for f in current.values()), default="")
     base = {"files": len(current), "files_bytes": total, "above_bytes": s.results_zip_above_bytes}
     if total <= s.results_zip_above_bytes:
-        return {**base, "state": "not_needed"}, False
+        return {**base, "state": "not_needed"}, False, newest
     manifest = store.read_json_or_none(s.container, layout.results_zip_manifest_blob(task_id))
     if zip_is_current(manifest, current) and store.exists(s.container, layout.results_zip_blob(task_id)):
-        return {**base, "state": "ready", "blob": layout.results_zip_blob(task_id), "bytes": manifest["bytes"]}, False
+        return ({**base, "state": "ready", "blob": layout.results_zip_blob(task_id), "bytes": manifest["bytes"]},
+                False, newest)
     return {**base, "state": "building", "hint": "one zip of these files is being written; GET this again in a "
-                                                 "minute or so for its link"}, True
+                                                 "minute or so for its link"}, True, newest
+
+
+def _failed_build_stands(status: Any, key: str, newest: str) -> bool:
+    """Whether the zip instance ``status`` is a failed build of these very inputs: the same generation ``key``, and
+    no file written after it started. Only then is its failure the answer; otherwise a build of the new inputs may
+    well succeed, and the GET starts it as for a first build."""
+    if _runtime(status) != "Failed" or _task_input(status).get("task_id", key) != key:
+        return False
+    created = getattr(status, "created_time", None)
+    if not isinstance(created, datetime) or not newest:
+        return True
+    try:
+        return datetime.fromisoformat(newest) <= created
+    except (TypeError, ValueError):  # an offset-naive time or odd text: judge by the generation alone
+        return True
 
 
 async def extend_results(client: df.DurableOrchestrationClient, s: Settings, store: BlobStore, task_id: str,
-                         files: dict[str, dict[str, Any]], answer: dict[str, Any], generation: str = "") -> None:
+                         files: dict[str, dict[str, Any]], answer: dict[str, Any], generation: str = "",
+                         rebuild: bool = False) -> None:
     """Add what came after the task to ``GET /api/tasks/{id}/results``'s ``answer`` (see the module doc), for the
     served ``generation``: its zip (one build at a time per task, of the generation served when it started; a zip of
-    another generation is never current, so the next GET builds the served one's) and its last re-render (one at a
+    another generation is never current, so the next GET builds the served one's; a failed build of the same inputs is
+    answered ``failed`` until ``rebuild`` asks again, ``_failed_build_stands``) and its last re-render (one at a
     time per task: a re-render of another generation is not this one's, ``null``); the task's preview expiry, which
     takes the served generation's pages off (``activities.expiry``)."""
     key = layout.generation_key(task_id, generation)
@@ -128,15 +168,21 @@ async def extend_results(client: df.DurableOrchestrationClient, s: Settings, sto
     rerender = await _instance(client, rerender_instance_id(task_id))
     previews["rerender"] = rerender if rerender is None or rerender.get("key", task_id) == key else None
     previews["expiry"] = await _instance(client, expiry_instance_id(task_id))  # the task's: it takes the served pages
-    state, build = await asyncio.to_thread(_zip_state, store, s, key)
+    state, build, newest = await asyncio.to_thread(_zip_state, store, s, key)
     if build:
-        running = await _instance(client, results_zip_instance_id(task_id))
-        if running is None or running["runtime_status"] not in ACTIVE:
-            if await start_once(client, c.RESULTS_ZIP_ORCHESTRATOR, results_zip_instance_id(task_id),
-                                c.ResultsZipInput(task_id=key)):  # else another GET started it a moment ago
-                logger.info("task %s: results zip build started (%d bytes of files)", task_id, state["files_bytes"])
-        elif running.get("stage") == c.Stage.failed:
-            state["error"] = running.get("error", "")
+        status = await client.get_status(results_zip_instance_id(task_id), show_input=True)
+        if _runtime(status) in ACTIVE:
+            pass  # the answer says building
+        elif not rebuild and _failed_build_stands(status, key, newest):
+            state = {k: v for k, v in state.items() if k != "hint"}
+            state.update(state="failed", error=failure_message(str(status.output or "")), hint=(
+                f"the last build of the zip failed; GET /api/tasks/{task_id}/results?zip={ZIP_REBUILD} builds it "
+                "again (once the cause is fixed, e.g. no file being rewritten); every file's own link in "
+                "links.files works without it"))
+        elif await start_once(client, c.RESULTS_ZIP_ORCHESTRATOR, results_zip_instance_id(task_id),
+                              c.ResultsZipInput(task_id=key)):  # else another GET started it a moment ago
+            logger.info("task %s: results zip build started (%d bytes of files%s)", task_id, state["files_bytes"],
+                        ", asked again" if rebuild else "")
     answer["zip"] = state
     links = answer.get("links")
     if state["state"] == "ready" and isinstance(links, dict) and "files" in links:

@@ -240,8 +240,12 @@ def description(base_url: str = "") -> dict[str, Any]:
                 "responses": {"200": _answer("the task's status", "TaskStatus"), **_errors(401, 403, 404)}}},
             "/api/tasks/{task_id}/results": {**task_ref, "get": {
                 "operationId": "getResults", "summary": "where the results and previews are",
+                "parameters": [{"name": "zip", "in": "query", "required": False, "schema": {"enum": ["rebuild"]},
+                                "description": "rebuild: build the results zip again after its last build failed "
+                                               "(zip.state 'failed'); a failed build is not retried otherwise "
+                                               "until its files change"}],
                 "responses": {"200": _answer("blob names and addresses", "Results"),
-                              **_errors(401, 403, 404, 409)}}},
+                              **_errors(400, 401, 403, 404, 409)}}},
             "/api/tasks/{task_id}/cancel": {**task_ref, "post": {
                 "operationId": "cancelTask", "summary": "stop the task's pool work at the next poll",
                 "responses": {"202": _answer("cancel requested", "CancelRequested"),
@@ -356,9 +360,11 @@ def description(base_url: str = "") -> dict[str, Any]:
                                "the storage account the request named (empty: the app's own)", "properties": {
                                    "container": {"type": "string"}, "account_url": {"type": "string"}}},
                     "zip": {"type": "object", "required": ["state"], "properties": {
-                        "state": {"enum": ["not_needed", "building", "ready"]}, "blob": {"type": "string"},
-                        "bytes": {"type": "integer"}, "files": {"type": "integer"},
-                        "files_bytes": {"type": "integer"}}},
+                        "state": {"enum": ["not_needed", "building", "ready", "failed"]},
+                        "blob": {"type": "string"}, "bytes": {"type": "integer"}, "files": {"type": "integer"},
+                        "files_bytes": {"type": "integer"}, "above_bytes": {"type": "integer"},
+                        "error": {"type": "string", "description": "failed: why the last build failed"},
+                        "hint": {"type": "string"}}},
                     "results": {"type": "object", "required": ["container", "blob"], "properties": {
                         "container": {"type": "string"}, "blob": {"type": "string"}, "csv": {"type": "string"},
                         "url": {"type": "string"},

@@ -688,7 +688,10 @@ def _results_answer(req: func.HttpRequest, s: Settings, store: BlobStore, task_i
 @bp.durable_client_input(client_name="client")
 @http_edge
 async def get_results(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    from api.after_task import extend_results, wants_zip_rebuild  # the served generation's zip, re-render and expiry
+
     task_id = req.route_params["task_id"]
+    rebuild = wants_zip_rebuild(req.params)  # ?zip=rebuild; a bad value is a 400 before any work
     await authorize_task(req, client, task_id)
     info, started = await describe_task_with_input(client, task_id)
     rerunning = info["stage"] not in FINISHED
@@ -707,9 +710,7 @@ async def get_results(req: func.HttpRequest, client: df.DurableOrchestrationClie
     # where the images are, by name only (no secret or its name): `trapbatch zooniverse` reads the manifests' images
     answer["source"] = {"container": str(request.get("container") or ""),
                         "account_url": str(request.get("source_account_url") or "")}
-    from api.after_task import extend_results  # the served generation's zip, re-render and expiry
-
-    await extend_results(client, s, store, task_id, files, answer, generation)
+    await extend_results(client, s, store, task_id, files, answer, generation, rebuild)
     return _json(200, answer)
 
 

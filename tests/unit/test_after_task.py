@@ -108,3 +108,96 @@ def test_scheduling_an_expiry_keeps_a_waiting_one_unless_a_re_run_moves_it() -> 
     assert idle.started == []  # nothing waits and none is wanted
     assert asyncio.run(run_schedule_expiry({"task_id": "t", "expires": "2027-01-01T00:00:00", "move": True},
                                            idle))["scheduled"] is True and len(idle.started) == 1
+
+
+class _ZipClient:
+    """A durable client whose results-zip instance is ``zip_runtime`` (its input names generation ``zip_key``, it
+    started at ``zip_created``); every other instance does not exist. Records the builds started."""
+
+    def __init__(self, zip_runtime: str | None, zip_key: str = TASK,
+                 zip_created: datetime = NOW, output: str = "") -> None:
+        from types import SimpleNamespace
+
+        self.started: list[tuple[str, str, Any]] = []
+        self.zip = SimpleNamespace(runtime_status=SimpleNamespace(value=zip_runtime) if zip_runtime else None,
+                                   custom_status=None, output=output, input_=f'{{"task_id": "{zip_key}"}}',
+                                   created_time=zip_created)
+
+    async def get_status(self, instance_id: str, *args: Any, **kwargs: Any) -> Any:
+        from types import SimpleNamespace
+
+        from core.ids import results_zip_instance_id
+
+        if instance_id == results_zip_instance_id(TASK):
+            return self.zip
+        return SimpleNamespace(runtime_status=None, custom_status=None, output=None)
+
+    async def start_new(self, name: str, instance_id: str, payload: Any) -> None:
+        self.started.append((name, instance_id, payload))
+
+
+RUN = "r202603011200abc"  # a re-run's generation
+ZIP_ERROR = "Orchestrator function 'zip_results' failed: ValueError: file rewritten while read"
+
+
+def _zip_answer(client: _ZipClient, monkeypatch: pytest.MonkeyPatch, newest: datetime = NOW - timedelta(hours=1),
+                rebuild: bool = False, generation: str = "") -> dict[str, Any]:
+    import asyncio
+
+    import api.after_task as at
+
+    building = {"files": 9, "files_bytes": 10**10, "above_bytes": 1, "state": "building", "hint": "GET again"}
+    monkeypatch.setattr(at, "_zip_state", lambda store, s, key: (dict(building), True, newest.isoformat()))
+    answer: dict[str, Any] = {"results": {}, "links": {}}
+    asyncio.run(at.extend_results(client, None, None, TASK, {}, answer, generation,  # type: ignore[arg-type]
+                                  rebuild=rebuild))
+    return dict(answer["zip"])
+
+
+def test_a_failed_zip_build_is_answered_failed_with_its_error_and_not_started_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    client = _ZipClient("Failed", output=ZIP_ERROR)
+    for _ in range(2):  # every GET: the same answer, no new build
+        zipped = _zip_answer(client, monkeypatch)
+        assert zipped["state"] == "failed" and zipped["error"] == "ValueError: file rewritten while read"
+        assert f"/api/tasks/{TASK}/results?zip=rebuild" in zipped["hint"] and "minute" not in zipped["hint"]
+        assert zipped["files_bytes"] == 10**10
+    assert client.started == []
+
+
+def test_a_failed_zip_build_starts_again_when_asked_or_when_its_inputs_changed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from core import contracts as c
+    from core.ids import results_zip_instance_id
+
+    asked = _ZipClient("Failed", output=ZIP_ERROR)
+    assert _zip_answer(asked, monkeypatch, rebuild=True)["state"] == "building"
+    assert asked.started == [(c.RESULTS_ZIP_ORCHESTRATOR, results_zip_instance_id(TASK), {"task_id": TASK})]
+    other = _ZipClient("Failed", zip_key=TASK, output=ZIP_ERROR)  # a re-run is served now: its files never tried
+    assert _zip_answer(other, monkeypatch, generation=RUN)["state"] == "building"
+    assert other.started[0][2] == {"task_id": layout.generation_key(TASK, RUN)} != {"task_id": TASK}
+    rewritten = _ZipClient("Failed", output=ZIP_ERROR)  # a file written after the failed build started
+    assert _zip_answer(rewritten, monkeypatch, newest=NOW + timedelta(minutes=1))["state"] == "building"
+    assert len(rewritten.started) == 1
+    running = _ZipClient("Running")  # one build at a time, asked or not
+    assert _zip_answer(running, monkeypatch, rebuild=True)["state"] == "building" and running.started == []
+    done = _ZipClient("Completed")  # a zip built before the files changed: as before, build the new one
+    assert _zip_answer(done, monkeypatch)["state"] == "building" and len(done.started) == 1
+
+
+def test_the_results_route_takes_zip_rebuild_and_refuses_other_values() -> None:
+    import asyncio
+    import json
+
+    import azure.functions as func
+
+    from api import starters
+    from api.after_task import wants_zip_rebuild
+
+    assert wants_zip_rebuild({}) is False and wants_zip_rebuild({"zip": "rebuild"}) is True
+    handler = starters.get_results._function.get_user_function().__wrapped__  # http_edge(get_results), no binding
+    req = func.HttpRequest("GET", f"http://h/api/tasks/{TASK}/results", body=b"", params={"zip": "yes"},
+                           route_params={"task_id": TASK})
+    response = asyncio.run(handler(req, _ZipClient(None)))
+    body = json.loads(response.get_body())
+    assert response.status_code == 400 and "zip must be 'rebuild'" in body["error"] and "zip=rebuild" in body["hint"]
