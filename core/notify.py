@@ -23,14 +23,26 @@ from urllib.parse import urlsplit
 
 SIGNATURE_HEADER = "X-Trapbatch-Signature"
 DELIVERY_HEADER = "X-Trapbatch-Delivery"
-# what of the final status a notification carries (no previews: their address is unguessable on purpose)
+# What of the final status a notification carries: the counts, and every failure a pipeline acting on it must see
+# (why images failed, a failed repeat search or exports in ``results``, files not run, a pool job left open holding
+# nodes, shards given up, pages whose expiry could not be scheduled). Left out on purpose: the pool job's name, the
+# owner, the generation and what became of earlier deliveries (internal), and the preview pages' address.
 STATUS_KEYS = ("stage", "started", "finished", "error", "images", "failed", "missing", "failed_fraction",
-               "with_detections", "detections", "empty", "shards", "resubmissions", "results", "estimate", "cost")
+               "failure_reasons", "with_detections", "detections", "empty", "shards", "resubmissions",
+               "shards_given_up", "not_images", "results", "repeated_detections", "pool_job_error", "estimate", "cost")
+# The previews' fields it carries (core.contracts.PreviewsOutput): never where the pages are (a folder, page blob or
+# URL), whose random part is unguessable on purpose: anyone with it sees the images. Named, not filtered out, so a
+# field added to the previews later stays out until someone decides it is not an address.
+PREVIEW_KEYS = ("container", "counts", "expires", "expiry_error", "not_published")
 
 
 def public_status(task_id: str, status: Mapping[str, Any]) -> dict[str, Any]:
     """The task id and the final status's public fields: what a notification and an Event Grid event carry."""
-    return {"task_id": task_id, **{k: status[k] for k in STATUS_KEYS if k in status}}
+    out = {"task_id": task_id, **{k: status[k] for k in STATUS_KEYS if k in status}}
+    previews = status.get("previews")
+    if isinstance(previews, Mapping) and any(k in previews for k in PREVIEW_KEYS):
+        out["previews"] = {k: previews[k] for k in PREVIEW_KEYS if k in previews}
+    return out
 
 
 def body(task_id: str, status: Mapping[str, Any]) -> bytes:

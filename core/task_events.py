@@ -17,8 +17,8 @@ estimated)::
      "type": "trapbatch.task.completed", "time": "<finished, RFC 3339>", "datacontenttype": "application/json",
      "data": {"task_id": ..., "stage": ..., "images": ..., ...}}
 
-``data`` is what a ``notify_url`` receives (``core.notify.public_status``): no previews (their address is unguessable
-on purpose), no secrets, no owner. ``id`` is the same on every retry of one task run's final stage, so a subscriber
+``data`` is what a ``notify_url`` receives (``core.notify.public_status``): no preview address (unguessable on
+purpose), no secrets, no owner. ``id`` is the same on every retry of one task run's final stage, so a subscriber
 can drop a repeat (source + id identify an event, CloudEvents 1.0 "id").
 """
 from __future__ import annotations

@@ -31,6 +31,35 @@ def test_the_body_is_signed_and_the_receiver_can_verify_it() -> None:
     assert not notify.verify("other secret", raw, header) and not notify.verify(SECRET, raw + b" ", header)
 
 
+FAILURES: dict[str, Any] = {  # every failure a pipeline acting on the word must see
+    "failure_reasons": {"auth": 2, "undecodable": 1},
+    "repeated_detections": {"locations": 0, "blob": "", "error": "MemoryError: search ran out",
+                            "hint": "POST .../repeats/search to run it again"},
+    "not_images": {"files": 12040, "kinds": {".mp4": 12000, ".txt": 40}},
+    "pool_job_error": "could not close pool job task-x: run `az batch job delete --job-id task-x`",
+    "shards_given_up": {"count": 2, "examples": ["shard-00003", "shard-00007"], "hint": "run it again"},
+    "results": {"container": "trapbatch", "blob": "results/t/detections.json",
+                "exports_error": "exports failed: TimeoutError"},
+}
+
+
+def test_the_body_carries_every_failure_and_the_previews_expiry_but_not_their_address() -> None:
+    previews = {"container": "$web", "counts": {"animal": 3}, "expires": "2026-04-01T00:00:00+00:00",
+                "expiry_error": "HttpResponseError: throttled", "not_published": "deleted",
+                "folder": "task-x-unguessable0123", "blob": "task-x-unguessable0123/index.html",
+                "public_url": "https://web.example/task-x-unguessable0123/index.html", "local_url": "http://h/web/x"}
+    status = {**STATUS, **FAILURES, "previews": previews, "pool_job": "task-x", "owner": "ana", "generation": "r1",
+              "notification": {"sent": True}}
+    doc = json.loads(notify.body("task-0123456789abcdef0123", status))
+    for key, value in FAILURES.items():
+        assert doc[key] == value, key
+    assert doc["previews"] == {k: previews[k] for k in ("container", "counts", "expires", "expiry_error",
+                                                         "not_published")}
+    assert "unguessable" not in json.dumps(doc) and "web.example" not in json.dumps(doc)
+    assert not {"pool_job", "owner", "generation", "notification"} & set(doc)
+    assert "previews" not in notify.public_status("t", {"stage": "failed", "previews": {"folder": "f"}})
+
+
 @pytest.mark.parametrize("url,allowed,ok", [
     ("https://hooks.example.org/x", ("hooks.example.org",), True),
     ("https://HOOKS.example.org/x", ("hooks.example.org",), True),

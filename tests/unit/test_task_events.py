@@ -83,7 +83,7 @@ def test_the_event_is_a_cloudevent_named_for_the_stage_and_subject_the_task(stag
 
 def test_the_event_data_is_the_public_status_without_previews_or_the_pool_job() -> None:
     data = task_events.task_event(TASK, STATUS)["data"]
-    assert "previews" not in data and "pool_job" not in data  # a preview's address is unguessable on purpose
+    assert data["previews"] == {"container": "$web"} and "pool_job" not in data  # the address is unguessable on purpose
     assert data["images"] == 25 and data["results"]["blob"] == f"results/{TASK}/detections.json"
     assert "unguessable" not in json.dumps(task_events.task_event(TASK, STATUS))
 
