@@ -6,6 +6,9 @@ EXIT_TASK_FAILED = 1  # the task ended failed, cancelled or terminated
 EXIT_USAGE = 2  # click's own code for bad arguments; also no app configured, or a config file it cannot use
 EXIT_COMPLETED_WITH_ERRORS = 3  # the task ended completed_with_errors
 EXIT_API = 4  # the app could not be reached, or refused the request
+# the task ended completed, but a step after detection failed (exports, repeat search, closing the pool job, the
+# previews' expiry): the results stand, yet a pipeline that goes on after exit 0 would miss what the step makes
+EXIT_FOLLOW_UP_FAILED = 5
 EXIT_INTERRUPTED = 130  # Ctrl-C while watching (the task keeps running)
 
 

@@ -15,12 +15,13 @@ from rich.table import Column, Table
 
 from cli import config as cfg
 from cli.client import ApiClient
-from cli.errors import (EXIT_API, EXIT_COMPLETED_WITH_ERRORS, EXIT_INTERRUPTED, EXIT_OK, EXIT_TASK_FAILED,
+from cli.errors import (EXIT_API, EXIT_COMPLETED_WITH_ERRORS, EXIT_FOLLOW_UP_FAILED, EXIT_INTERRUPTED, EXIT_OK,
+                        EXIT_TASK_FAILED,
                         EXIT_USAGE, CliError)
 from cli.folders import folder_requests
 from cli.hints import translate
 from cli.zooniverse_upload import VARIANTS as ZU_VARIANTS
-from cli.progress import BarReporter, LineReporter, awaiting_line, exit_code_for, is_final, wait_for
+from cli.progress import BarReporter, LineReporter, awaiting_line, exit_code_for, failed_steps, is_final, wait_for
 from core.contracts import Stage
 from core.errors import TrapbatchError
 from core.notimages import describe as describe_not_images
@@ -288,11 +289,18 @@ def _estimate_table(est: dict[str, Any]) -> None:
 
 
 def _finish(st: dict[str, Any]) -> int:
+    """Say how the task ended when that is not plain success, each step after detection that failed with its
+    ``next:`` line (``failed_steps``), and answer the exit code."""
     code = exit_code_for(st)
     if code != EXIT_OK:
         folder = f" (folder {st['folder']})" if st.get("folder") else ""  # submit --folder: which of them
-        err.print(f"[bold red]task {st.get('id')}{escape(folder)} ended {st.get('stage')}[/]" +
-                  (f": {st['error']}" if st.get("error") else ""))
+        ended = "completed, but a step after detection failed" if code == EXIT_FOLLOW_UP_FAILED else \
+            f"ended {st.get('stage')}"
+        err.print(f"[bold red]task {st.get('id')}{escape(folder)} {ended}[/]" +
+                  (f": {escape(str(st['error']))}" if st.get("error") else ""))
+    for step, error, hint in failed_steps(st):
+        err.print(f"[bold red]{escape(step)} failed:[/] {escape(error)}")
+        err.print(f"  [bold]next:[/] {escape(in_cli_words(hint))}")
     return code
 
 
@@ -354,7 +362,7 @@ def submit(state: State, /, request_file: Path | None, folders: tuple[str, ...],
     else:
         _summary(st)
     code = _finish(st)
-    if code != EXIT_OK and not answer.get("started"):
+    if code not in (EXIT_OK, EXIT_FOLLOW_UP_FAILED) and not answer.get("started"):  # the task's own end, not a step
         err.print(f"[bold]next:[/] this request's task had ended {st.get('stage')} before; to run it again, submit "
                   "the same request with --rerun (or --only-new to run only new or changed images)")
     sys.exit(code)
@@ -436,9 +444,10 @@ def _exit_for_folders(codes: list[int], failures: list[dict[str, Any]]) -> None:
         sys.exit(worst)
 
 
-# worst last: a failed or cancelled task outranks one completed with errors; a code not listed (4: the app refused
-# or could not be reached) outranks them all
-SEVERITY = {EXIT_OK: 0, EXIT_COMPLETED_WITH_ERRORS: 1, EXIT_TASK_FAILED: 2}
+# worst last: a failed or cancelled task outranks one completed with errors, which outranks one whose results are
+# complete but a step after detection failed; a code not listed (4: the app refused or could not be reached) outranks
+# them all
+SEVERITY = {EXIT_OK: 0, EXIT_FOLLOW_UP_FAILED: 1, EXIT_COMPLETED_WITH_ERRORS: 2, EXIT_TASK_FAILED: 3}
 
 
 @cli.command(short_help="Estimate images, shards, GPU-hours, wall time and cost; submits no pool work.")

@@ -20,12 +20,42 @@ def is_final(status: dict[str, Any]) -> bool:
     return status.get("runtime_status") in FINAL_RUNTIME
 
 
+def failed_steps(status: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(step, error, what to do) of each step after detection that failed although the task's results stand: the
+    status says them in its rows, but a script sees only the exit code (``exit_code_for``), so they are said again
+    when the command ends. The repeat search's what-to-do is the app's hint (to be put in the CLI's words)."""
+    task_id = str(status.get("id") or "ID")
+    steps: list[tuple[str, str, str]] = []
+    results = status.get("results") if isinstance(status.get("results"), dict) else {}
+    if results and results.get("exports_error"):
+        steps.append(("exports", str(results["exports_error"]),
+                      "the results JSON and CSV are complete; the COCO, Camtrap DP and Zooniverse files were not "
+                      "written: submit the same request with --rerun --only-new to write them again (only new or "
+                      "changed images run)"))
+    repeats = status.get("repeated_detections") if isinstance(status.get("repeated_detections"), dict) else {}
+    if repeats and repeats.get("error"):
+        steps.append(("repeated-detection search", str(repeats["error"]),
+                      str(repeats.get("hint") or f"trapbatch repeats {task_id} --search runs it again")))
+    if status.get("pool_job_error"):
+        steps.append(("closing the pool job", str(status["pool_job_error"]),
+                      "terminate the pool job the error names (az batch job terminate --job-id ...): until then "
+                      "it counts against the Batch account's active jobs"))
+    previews = status.get("previews") if isinstance(status.get("previews"), dict) else {}
+    if previews and previews.get("expiry_error"):
+        steps.append(("scheduling the previews' expiry", str(previews["expiry_error"]),
+                      f"the preview pages stay on the public website until deleted: trapbatch previews {task_id} "
+                      "--delete when they should go"))
+    return steps
+
+
 def exit_code_for(status: dict[str, Any]) -> int:
-    from cli.errors import EXIT_COMPLETED_WITH_ERRORS, EXIT_OK, EXIT_TASK_FAILED
+    """0 for a task that ended completed (or estimated) with nothing after detection failed; 5 when a step after
+    detection failed (``failed_steps``); 3 completed_with_errors; 1 for the rest (docs/cli.md, "Exit codes")."""
+    from cli.errors import EXIT_COMPLETED_WITH_ERRORS, EXIT_FOLLOW_UP_FAILED, EXIT_OK, EXIT_TASK_FAILED
 
     stage = status.get("stage")
     if status.get("runtime_status") == "Completed" and stage in SUCCESS_STAGES:
-        return EXIT_OK
+        return EXIT_FOLLOW_UP_FAILED if failed_steps(status) else EXIT_OK
     if status.get("runtime_status") == "Completed" and stage == Stage.completed_with_errors:
         return EXIT_COMPLETED_WITH_ERRORS
     return EXIT_TASK_FAILED

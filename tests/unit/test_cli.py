@@ -112,6 +112,52 @@ def test_only_a_completed_task_exits_zero(runtime: str, stage: str, code: int) -
     assert exit_code_for({"runtime_status": runtime, "stage": stage}) == code
 
 
+FOLLOW_UPS: list[tuple[dict[str, Any], str, str]] = [  # a step after detection that failed: the status, its name, next
+    ({"results": {"container": "c", "blob": "b", "exports_error": "TimeoutError: exports_coco"}}, "exports failed",
+     "--rerun --only-new"),
+    ({"repeated_detections": {"locations": 0, "blob": "", "error": "MemoryError: search",
+                              "hint": "POST /api/tasks/task-0123456789abcdef0123/repeats/search to run it again"}},
+     "repeated-detection search failed", "trapbatch repeats task-0123456789abcdef0123 --search"),
+    ({"pool_job_error": "the pool job j1 could not be closed (HttpError): ... 'az batch job terminate --job-id j1'"},
+     "closing the pool job failed", "az batch job terminate"),
+    ({"previews": {"container": "$web", "expiry_error": "HttpResponseError: throttled"}},
+     "scheduling the previews' expiry failed", "trapbatch previews task-0123456789abcdef0123 --delete"),
+]
+
+
+@pytest.mark.parametrize("extra,step,hint", FOLLOW_UPS)
+def test_a_completed_task_whose_follow_up_step_failed_exits_5_and_says_the_step(
+        extra: dict[str, Any], step: str, hint: str, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """``submit --wait && upload`` went on (exit 0) without the exports, or with an open pool job, unsaid."""
+    from cli import main as cli_main
+
+    final = {"id": "task-0123456789abcdef0123", "runtime_status": "Completed", "stage": "completed", "images": 3,
+             **extra}
+    assert exit_code_for(final) == 5
+    assert exit_code_for({**final, "stage": "completed_with_errors"}) == 3  # the images' failure is said first
+    assert exit_code_for({**final, "runtime_status": "Failed", "stage": "failed"}) == 1
+
+    class Client:
+        def status(self, task_id: str) -> dict[str, Any]:
+            return final
+
+    monkeypatch.setattr(cli_main.State, "client", property(lambda self: Client()))
+    assert cli_main.main(["watch", "task-0123456789abcdef0123", "--plain"]) == 5
+    said = " ".join(capsys.readouterr().err.split())
+    assert "completed, but a step after detection failed" in said and step in said, said
+    assert "next: " in said and hint in said, said
+
+
+def test_a_follow_up_failure_ranks_below_a_task_that_failed_among_folders() -> None:
+    from cli import main as cli_main
+
+    for codes, worst in (([0, 5], 5), ([5, 3], 3), ([5, 1, 0], 1)):
+        with pytest.raises(SystemExit) as ended:
+            cli_main._exit_for_folders(codes, [])
+        assert ended.value.code == worst, codes
+
+
 def test_waiting_polls_until_the_task_ends_and_reports_each_status() -> None:
     statuses: list[dict[str, Any]] = [
         {"runtime_status": "Running", "stage": "enumerating"},
