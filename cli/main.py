@@ -884,7 +884,7 @@ def repeats(state: State, /, task_id: str, keep: str | None, remove: str | None,
                 out.print(f"the list above stands; run the search again: trapbatch repeats {task_id} --search ...")
         removal = answer.get("removal")
         if removal:
-            out.print(f"removal: {removal.get('stage') or removal.get('runtime_status')}")
+            _print_removal(task_id, removal)
         elif answer.get("locations"):
             suffix = "" if listed == "merge" else f" --list {listed}"
             out.print(f"keep the real animals: trapbatch repeats {task_id} --keep r00002,...{suffix} "
@@ -897,6 +897,22 @@ def repeats(state: State, /, task_id: str, keep: str | None, remove: str | None,
         if not url:
             raise CliError("the task has no preview page", str(page.get("error") or "the app named none"))
         click.launch(url)
+
+
+def _print_removal(task_id: str, removal: dict[str, Any]) -> None:
+    """The last removal's state, with what went wrong and what to do: a bare "completed" hid that its exports were
+    not written, a bare "failed" hid why."""
+    out.print(f"removal: {removal.get('stage') or removal.get('runtime_status')}", markup=False, highlight=False)
+    again = (f"send the same choice again (trapbatch repeats {task_id} --keep ... or --remove ...): the "
+             "repeats-removed results are written again")
+    if removal.get("error"):  # the removal failed: no repeats-removed variant of this choice was written
+        out.print(f"  error: {removal['error']}", markup=False, highlight=False)
+        out.print(f"  next: {again}", markup=False, highlight=False)
+    results = removal.get("results") if isinstance(removal.get("results"), dict) else {}
+    if results and results.get("exports_error"):  # the variant stands; its COCO / Camtrap DP / Zooniverse do not
+        out.print(f"  exports NOT written: {results['exports_error']}", markup=False, highlight=False)
+        out.print(f"  next: the repeats-removed results JSON and CSV are complete; for their exports, {again}",
+                  markup=False, highlight=False)
 
 
 def _print_skipped(skipped: Any) -> None:

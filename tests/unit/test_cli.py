@@ -1248,3 +1248,29 @@ def test_the_summary_says_which_shards_were_given_up_why_and_what_to_do(capsys: 
     assert "raise TRAPBATCH_MAX_TASK_SECONDS" in shown
     _summary({"id": "task-0", "stage": "completed"})
     assert "given up" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("removal,shown", [
+    ({"runtime_status": "Completed", "stage": "completed",
+      "results": {"container": "c", "blob": "b", "exports_error": "TimeoutError: exports_coco ran out of time"}},
+     ["removal: completed", "exports NOT written: TimeoutError: exports_coco ran out of time", "next: the "
+      "repeats-removed results JSON and CSV are complete", "--keep ... or --remove ..."]),
+    ({"runtime_status": "Failed", "stage": "failed", "error": "MemoryError: merge_part"},
+     ["removal: failed", "error: MemoryError: merge_part", "next: send the same choice again"]),
+])
+def test_repeats_shows_what_went_wrong_with_the_removal_and_what_to_do(
+        removal: dict[str, Any], shown: list[str], monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """``trapbatch repeats ID`` printed a bare "removal: completed" though its exports were not written, and a bare
+    "removal: failed" without why."""
+    from cli import main as cli_main
+
+    class Client:
+        def repeats(self, task_id: str) -> dict[str, Any]:
+            return {"id": task_id, "locations": [], "search": "s1", "search_options": {}, "removal": removal}
+
+    monkeypatch.setattr(cli_main.State, "client", property(lambda self: Client()))
+    assert cli_main.main(["repeats", "task-0123456789abcdef0123"]) == 0
+    said = " ".join(capsys.readouterr().out.split())
+    for text in shown:
+        assert text in said, (text, said)
