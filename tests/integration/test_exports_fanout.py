@@ -565,18 +565,24 @@ def _camera_days(count: int) -> dict[str, Any]:
     return mdformat.build_output(entries, {"detector": "MDV5A", "detection_completion_time": "2026-12-01T10:00:00"})
 
 
-def test_a_camera_depth_makes_camera_day_folders_one_deployment_per_camera_in_both_ways(task: Any) -> None:
-    """``camera_depth`` 1 below the prefix ``2024/``: each camera's day folders are one camera, in every export that
-    groups by camera (Camtrap DP deployments, media and events; COCO's location and sequences; camera-visits.csv and
-    camera-days.csv), each deployment spanning its camera's first to last capture time, and the fan-out writes the
-    single activity's bytes."""
+def _camera_days_task(task: Any) -> tuple[Settings, BlobStore, dict[str, Any], list[Any], dict[str, Any]]:
+    """``_camera_days(60)`` merged in six parts below the prefix ``2024/``: settings, store, the results, the parts
+    and the stored request (the tests write it again with their fields)."""
     settings, store, _ = task
     settings = replace(settings, export_image_sizes=False)
     doc = _camera_days(60)
     store.write_json(settings.container, layout.enumeration_blob(TASK),
                      {"container": "elsewhere", "prefix": "2024/", "images": 60, "shards": 6})
     parts = _write_fanin_results(store, settings.container, "", [10] * 6, 2, doc)
-    request = store.read_json(settings.container, layout.request_blob(TASK))
+    return settings, store, doc, parts, store.read_json(settings.container, layout.request_blob(TASK))
+
+
+def test_a_camera_depth_makes_camera_day_folders_one_deployment_per_camera_in_both_ways(task: Any) -> None:
+    """``camera_depth`` 1 below the prefix ``2024/``: each camera's day folders are one camera, in every export that
+    groups by camera (Camtrap DP deployments, media and events; COCO's location and sequences; camera-visits.csv and
+    camera-days.csv), each deployment spanning its camera's first to last capture time, and the fan-out writes the
+    single activity's bytes."""
+    settings, store, doc, parts, request = _camera_days_task(task)
     store.write_json(settings.container, layout.request_blob(TASK), {**request, "prefix": "2024/"})
     assert run_exports(TASK, settings, store)["deployments"] == 9  # without it: a camera a day (MegaDetector's rule)
     _clear(store, settings.container, "")
@@ -618,13 +624,7 @@ def test_with_a_camera_depth_a_day_folder_that_corrected_times_is_not_named_as_m
     """A clock correction for a day folder below a ``camera_depth`` camera corrects that day's photos, but is no
     deployment's folder: the status named it among the corrections that matched nothing. Only the misspelt one is
     named, by the single activity and by the fan-out (whose combine sees no photo: the parts say what matched)."""
-    settings, store, _ = task
-    settings = replace(settings, export_image_sizes=False)
-    doc = _camera_days(60)
-    store.write_json(settings.container, layout.enumeration_blob(TASK),
-                     {"container": "elsewhere", "prefix": "2024/", "images": 60, "shards": 6})
-    parts = _write_fanin_results(store, settings.container, "", [10] * 6, 2, doc)
-    request = store.read_json(settings.container, layout.request_blob(TASK))
+    settings, store, doc, parts, request = _camera_days_task(task)
     store.write_json(settings.container, layout.request_blob(TASK), {
         **request, "prefix": "2024/", "camera_depth": 1, "clock_corrections": {
             "2024/cam-0/2024-06-02": 3600, "2024/cam-1": 60, "2024/cam-2/2024-06-0x": 60}})
