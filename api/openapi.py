@@ -321,6 +321,10 @@ def description(base_url: str = "") -> dict[str, Any]:
                                      "why not (reason)", "properties": {
                                          "sent": {"type": "boolean"}, "status_code": {"type": "integer"},
                                          "reason": {"type": "string"}}},
+                    "drop_answer": {"type": "object", "description": "a dropped request's done file could not be "
+                                    "written: which file and why (absent: written, or no dropped request)",
+                                    "properties": {"written": {"type": "boolean"}, "file": {"type": "string"},
+                                                   "reason": {"type": "string"}}},
                     "task_event": {"type": "object", "description": "a finished task, where the app publishes "
                                    "to an Event Grid topic: whether its event was taken or why not", "properties": {
                                        "sent": {"type": "boolean"}, "status_code": {"type": "integer"},

@@ -426,6 +426,7 @@ class TaskStatus(TypedDict, total=False):
     not_images: dict[str, Any]  # files listed but not run (core.notimages summary: total, largest kinds); absent: none
     notification: "NotifyOutput"  # what became of the request's notify_url POST (absent: none was asked for)
     task_event: "PublishEventOutput"  # what became of the Event Grid event (absent: no topic configured)
+    drop_answer: dict[str, Any]  # the done file beside a dropped request could not be written: file, reason
     results: ResultsRef
     repeated_detections: RepeatsRef
     previews: PreviewsOutput

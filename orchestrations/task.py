@@ -33,7 +33,7 @@ from core.ids import shards_instance_id
 from core.settings import CONFIRM_TIMEOUT_MAX_S, OrchestrationKnobs
 from core.shards import group_count_limit, group_shards, in_flight_shares
 from gpu_batch.exit_codes import TASK_ENDED
-from gpu_batch.layout import generation_key, pool_job_id, shard_id
+from gpu_batch.layout import INCOMING_CONTAINER, drop_answer_blob, generation_key, pool_job_id, shard_id
 from orchestrations.enumeration import enumerate_in_parallel
 from orchestrations.exports import exports as run_exports
 from orchestrations.fanin import fan_in
@@ -220,29 +220,35 @@ def _tell(context: df.DurableOrchestrationContext, data: c.TaskInput,
     Grid event where a topic is configured. Each is best effort: none changes how the task ended. Whether the
     ``notify_url`` was told, and whether the event was published, is then added to the status (``notification``,
     ``task_event``), so word that never arrived is seen in ``GET /api/tasks/{id}``, not only in the app's log."""
-    yield from _drop_answer(context, data, "done", status)
+    unwritten = yield from _drop_answer(context, data, "done", status)
     told = yield from _notify(context, data, status)
     published = yield from _publish_event(context, data, status)
+    if unwritten is not None:  # someone waiting for <name>.done.json learns here that it will not come
+        status["drop_answer"] = unwritten
     if told is not None:
         status["notification"] = told
     if published is not None:
         status["task_event"] = published
-    if told is not None or published is not None:
+    if unwritten is not None or told is not None or published is not None:
         context.set_custom_status(status)
 
 
 def _drop_answer(context: df.DurableOrchestrationContext, data: c.TaskInput, kind: str,
-                 status: c.TaskStatus) -> Generator[Any, Any, None]:
+                 status: c.TaskStatus) -> Generator[Any, Any, dict[str, Any] | None]:
     """``incoming/<name>.<kind>.json`` beside the dropped request that started the task, if one did. Best effort: the
-    task's outcome stands whether or not its answer file could be written."""
+    task's outcome stands whether or not its answer file could be written. Returns ``{"written": False, "file",
+    "reason"}`` when every attempt failed (the status then says so: the file someone waits for will not come), else
+    None. (Status content only: the actions are the same whatever it returns.)"""
     drop = data.get("drop")
     if not drop:
-        return
+        return None
     try:
         yield from call(context, c.DROP_ANSWER, STORAGE_RETRY, c.DropAnswerInput(
             task_id=data["task_id"], drop=drop, kind=kind, status=dict(status)))
-    except Exception:  # noqa: BLE001 - every attempt failed; the activity logged why
-        pass
+    except Exception as exc:  # noqa: BLE001 - every attempt failed; the activity logged why
+        return {"written": False, "file": f"{INCOMING_CONTAINER}/{drop_answer_blob(drop, kind)}",
+                "reason": failure_line(exc, 300)}
+    return None
 
 
 def _confirmed(context: df.DurableOrchestrationContext, data: c.TaskInput, started: str,

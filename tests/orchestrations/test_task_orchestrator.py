@@ -637,6 +637,25 @@ def test_a_failed_task_notifies_its_failure_then_fails() -> None:
     assert run.custom_status["stage"] == Stage.failed and run.custom_status["notification"]["sent"] is True
 
 
+def test_a_done_file_that_cannot_be_written_is_said_in_the_status() -> None:
+    """Someone waiting for ``incoming/<name>.done.json`` had no sign that it would never come: every attempt of the
+    drop answer failing was swallowed. The task's outcome stands; the status names the file and why."""
+    data = task_input()
+    data["drop"] = "site-a/survey.json"
+    answers = activities(shards=1)
+
+    def refusing(name: str, payload: Any) -> Any:
+        if name == c.DROP_ANSWER:
+            raise RuntimeError("AuthorizationFailure: the app may not write to incoming")
+        return answers(name, payload)
+
+    run = run_task(data, refusing)
+    assert run.status == "Completed" and run.output["stage"] == Stage.completed
+    said = run.custom_status["drop_answer"]
+    assert said["written"] is False and said["file"] == "incoming/site-a/survey.done.json"
+    assert "the app may not write to incoming" in said["reason"]
+
+
 def test_a_dry_run_notifies_its_estimate() -> None:
     answer, _ = with_notify(activities(images=30, shards=3))
     run = run_task(task_input({**REQUEST, "dry_run": True, "notify_url": NOTIFY_URL}), answer)
