@@ -53,6 +53,7 @@ from core.contracts import FINISHED, Stage
 from core.errors import (ConfigError, ContainerNotFound, InstanceListTooSlow, RequestInvalid, SourceUnavailable,
                          TaskNotFinished, TaskNotFound, TaskStillRunning, TooManyActiveTasks, TrapbatchError,
                          failure_message)
+from core.estimate import live_rate
 from core.ids import is_task_id, repeats_instance_id, shards_instance_id
 from core.requests import (MAX_BODY_BYTES, TaskRequest, check_repeat_removal, parse_json_body, parse_repeat_removal,
                            parse_task_request, same_storage_account)
@@ -565,12 +566,13 @@ async def _describe(client: df.DurableOrchestrationClient, task_id: str,
         images = int(custom.get("images") or 0)
         done = out["images_done"]
         out["progress"] = round(done / images, 4) if images else 0.0
-        start = _parse_time(custom.get("started"))
+        # from when the pool work began (older instances: the task's start); reused images were never detected
+        start = _parse_time(custom.get("detecting_since") or custom.get("started"))
         if start and done:
-            elapsed = (datetime.now(timezone.utc) - start).total_seconds()
-            rate = done / elapsed if elapsed > 0 else 0.0
+            rate, eta = live_rate(images, done, int(custom.get("reused") or 0),
+                                  (datetime.now(timezone.utc) - start).total_seconds())
             out["images_per_second"] = round(rate, 2)
-            out["eta_seconds"] = round((images - done) / rate) if rate else None
+            out["eta_seconds"] = eta
     elif out["stage"] in FINISHED:
         out["progress"] = 1.0
     return out, (_task_input(status) if with_input else {})

@@ -404,6 +404,7 @@ class TaskStatus(TypedDict, total=False):
     task_id: str
     stage: str  # Stage
     started: str
+    detecting_since: str  # stage detecting: when the pool work began (the live rate counts from here, not ``started``)
     finished: str
     error: str
     pool_job: str

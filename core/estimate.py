@@ -67,3 +67,18 @@ def estimate(images: int, shards: int, images_per_shard: int, worker_images_per_
                       if warm_shard_start_s is not None else "")
                    + "; node boot time, queueing, idle autoscaled nodes and Spot discounts are not included",
     }
+
+
+def live_rate(images: int, done: int, reused: int, elapsed_s: float) -> tuple[float, int | None]:
+    """A running task's images per second and seconds left, as its status shows them.
+
+    Only images this run detected count (``done - reused``: a re-run with ``only_new`` starts with its reused images
+    already done, which made the rate of a mostly reused task look hundreds of times faster than the pool), over the
+    time since the pool work began (the caller passes the time since ``detecting_since``: before it, enumeration and a
+    confirmation wait of up to days made the rate look slow). Nothing detected yet: rate 0 and no ETA.
+    """
+    detected = max(0, done - max(0, reused))
+    if detected <= 0 or elapsed_s <= 0:
+        return 0.0, None
+    rate = detected / elapsed_s
+    return rate, round(max(0, images - done) / rate)

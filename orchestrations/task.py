@@ -412,7 +412,8 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
                                                                    knobs.max_in_flight))
     shares = in_flight_shares([len(group) for group in groups], knobs.max_in_flight)
     detecting = c.TaskStatus(stage=Stage.detecting, started=started, images=enumeration["images"],
-                             shards=enumeration["shards"], groups=len(groups), pool_job=job_id)
+                             shards=enumeration["shards"], groups=len(groups), pool_job=job_id,
+                             detecting_since=context.current_utc_datetime.isoformat())
     groups_run = data.get("run", "") if generation else ""  # a re-run's groups get ids of their own
     if groups_run:
         detecting["generation"], detecting["groups_run"] = generation, groups_run

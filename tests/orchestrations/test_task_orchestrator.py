@@ -1,6 +1,7 @@
 """Branches of the task orchestrator, replayed by the real Durable SDK with scripted activities and children."""
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -886,3 +887,14 @@ def test_a_cancelled_task_says_what_its_pool_work_did_and_cost() -> None:
     assert run.output["stage"] == Stage.cancelled
     assert (run.output["images_done"], run.output["failed"]) == (30, 3)
     assert run.output["cost"]["node_seconds"] == 90.0 and run.output["cost"]["attempts"] == 3
+
+
+def test_the_detecting_status_says_when_the_pool_work_began() -> None:
+    """GET /api/tasks/{id} counts the live rate from ``detecting_since`` (api/starters.py): the orchestration's
+    replay-safe clock when the shard groups were started, never before the task's start."""
+    run = run_task(task_input(), activities(shards=2),
+                   children=lambda name, iid, payload: finished_group(len(payload["shards"])))
+    detecting = next(s for s in run.statuses if s["stage"] == Stage.detecting)
+    since = datetime.fromisoformat(detecting["detecting_since"])
+    assert since >= datetime.fromisoformat(detecting["started"]) and since.tzinfo is not None
+    assert all("detecting_since" not in s for s in run.statuses if s["stage"] != Stage.detecting)

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 from typing import Any
 
 from aiohttp import web
 
 from api import starters
+from core.estimate import live_rate
 from core.ids import shards_instance_id
 
 TASK = "task-0123456789abcdef0123"
@@ -144,3 +146,41 @@ def test_a_reruns_progress_sums_its_own_groups_not_those_of_the_earlier_run() ->
 
     out = with_api(groups, body)
     assert out["images_done"] == 1 + 11 and out["shards_done"] == 0 + 1
+
+
+def test_the_rate_counts_detected_images_since_the_pool_work_began() -> None:
+    """A re-run with only_new began with 90,000 of its 100,000 images reused, and waited two days for confirmation:
+    the rate counted all 95,000 done images over the two days (0.55 img/s, ETA hours), where the pool detected
+    5,000 in 100 s (50 img/s, 100 s left). Counted from ``detecting_since`` and without the reused images it says so.
+    """
+    now = datetime.now(timezone.utc)
+    status = {**TASK_STATUS, "groups": 1, "reused": 90_000, "started": (now - timedelta(days=2)).isoformat(),
+              "detecting_since": (now - timedelta(seconds=100)).isoformat()}
+    groups = {shards_instance_id(TASK, 0): group_status(done=0, progress=95_000)}
+
+    async def body(base: str, api: ManagementApi) -> Any:
+        return await starters.describe_task(Client(base, status), TASK)
+
+    out = with_api(groups, body)
+    assert out["images_done"] == 95_000
+    assert 5_000 / 160 <= out["images_per_second"] <= 50.0  # 100 s ago, and up to a minute on a loaded machine
+    assert 100 <= out["eta_seconds"] <= 160
+
+
+def test_a_task_from_before_detecting_since_still_gets_a_rate_from_its_start() -> None:
+    now = datetime.now(timezone.utc)
+    status = {**TASK_STATUS, "groups": 1, "started": (now - timedelta(seconds=1000)).isoformat()}
+    groups = {shards_instance_id(TASK, 0): group_status(done=0, progress=10_000)}
+
+    async def body(base: str, api: ManagementApi) -> Any:
+        return await starters.describe_task(Client(base, status), TASK)
+
+    out = with_api(groups, body)
+    assert 10_000 / 1060 <= out["images_per_second"] <= 10.0 and 9_000 <= out["eta_seconds"] <= 9_540
+
+
+def test_nothing_detected_yet_gives_no_rate_and_no_eta() -> None:
+    assert live_rate(1000, 400, 400, 50.0) == (0.0, None)
+    assert live_rate(1000, 0, 0, 50.0) == (0.0, None)
+    assert live_rate(1000, 500, 0, 0.0) == (0.0, None)
+    assert live_rate(1000, 500, 100, 40.0) == (10.0, 50)
