@@ -465,6 +465,31 @@ def clean_merge_work(payload: c.CleanMergeWorkInput) -> c.CleanMergeWorkOutput:
     return run_clean_merge_work(payload, s, clients.store(s))
 
 
+def run_clear_removal_outputs(task_id: str, settings: Settings, store: BlobStore) -> int:
+    """Delete the repeats-removed variant's exports and threshold CSVs before a new removal re-merges it; how many.
+
+    Why: they were made from the earlier removal's results. The new removal rewrites the results and (when its
+    exports step succeeds) the exports, but never the CSVs at other thresholds (``POST .../previews`` writes those),
+    and a failed exports step left the earlier ones: links and the results zip (``adapters.share_links``) handed them
+    out beside the new results, counting detections the new file no longer has. Missing is honest; stale is not
+    (``POST .../previews`` makes the threshold CSVs again, the status' ``exports_error`` says the exports failed).
+    """
+    gone = 0
+    stale = (layout.exports_prefix(task_id, REPEATS_REMOVED), layout.threshold_csv_prefix(task_id, REPEATS_REMOVED))
+    for prefix in stale:
+        gone += delete_prefix(store, settings.container, prefix)
+    if gone:
+        logger.info("task %s: %d files of an earlier repeated-detection removal deleted before the new one", task_id,
+                    gone)
+    return gone
+
+
+@bp.activity_trigger(input_name="payload", activity=c.CLEAR_REMOVAL_OUTPUTS)
+def clear_removal_outputs(payload: c.ClearRemovalOutputsInput) -> int:
+    s = clients.settings()
+    return run_clear_removal_outputs(payload["task_id"], s, clients.store(s))
+
+
 @bp.activity_trigger(input_name="payload", activity=c.READ_ENUMERATION)
 def read_enumeration(payload: c.ReadEnumerationInput) -> c.EnumerateOutput:
     s = clients.settings()

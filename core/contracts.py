@@ -128,6 +128,13 @@ class RepeatsInput(TypedDict):
     # core.settings.OrchestrationKnobs.to_dict() when the removal started: its merge parts are planned from these, on
     # every replay alike (a removal started before they were recorded: orchestrations.repeats.LEGACY_KNOBS)
     knobs: NotRequired[dict[str, Any]]
+    # True from this release's starter: the removal first deletes the variant's files derived from an earlier removal
+    # (CLEAR_REMOVAL_OUTPUTS); a removal started before it was recorded has none and replays without that step
+    clear_stale: NotRequired[bool]
+
+
+class ClearRemovalOutputsInput(TypedDict):
+    task_id: str  # the generation key (gpu_batch.layout.generation_key)
 
 
 class RepeatSearchInput(TypedDict):
@@ -725,6 +732,9 @@ class ExportsCapturesCombineOutput(TypedDict):
 # stay registered (activities.merge) for orchestrations started before the fan-in; new ones use these.
 
 READ_ENUMERATION = "read_enumeration"
+# a new removal's first step: the repeats-removed variant's exports and threshold CSVs of an earlier removal go, so
+# that no link or zip hands them out beside the new results (activities.fanin.run_clear_removal_outputs)
+CLEAR_REMOVAL_OUTPUTS = "clear_removal_outputs"
 MERGE_PART = "merge_part"
 MERGE_COMBINE = "merge_combine"
 SEARCH_REPEATS = "search_repeats"

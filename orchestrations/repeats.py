@@ -38,6 +38,8 @@ def remove_repeats(context: df.DurableOrchestrationContext) -> Generator[Any, An
         head["search"] = data["search"]
     merging: c.RemovalStatus = {**head, "stage": Stage.merging}
     context.set_custom_status(merging)
+    if data.get("clear_stale"):  # absent from removals started before this step existed: they replay without it
+        yield from call(context, c.CLEAR_REMOVAL_OUTPUTS, STORAGE_RETRY, c.ClearRemovalOutputsInput(task_id=task_id))
     enumeration: c.EnumerateOutput = yield from call(context, c.READ_ENUMERATION, STORAGE_RETRY,
                                                      c.ReadEnumerationInput(task_id=task_id))
     knobs = OrchestrationKnobs.from_dict(data.get("knobs") or LEGACY_KNOBS)

@@ -235,7 +235,7 @@ def check_repeat_removal(host, store, app_env, task_id: str, doc: dict[str, Any]
     MegaDetector's own search elsewhere), so a "rock" is added to the cam0 images' shard results and named in the
     task's repeated-detection list; the re-merge must mark exactly those detections and change nothing else.
     """
-    from gpu_batch.layout import REPEATS_REMOVED, repeats_blob
+    from gpu_batch.layout import REPEATS_REMOVED, repeats_blob, threshold_csv_blob
 
     url = f"{host.base_url}/api/tasks/{task_id}/repeats"
     listed = api.get(url, timeout=120)
@@ -255,6 +255,9 @@ def check_repeat_removal(host, store, app_env, task_id: str, doc: dict[str, Any]
                 "conf_min": 0.3, "conf_max": 0.3, "files": ["cam0/img 002.jpg"]}
     store.write_json(container, repeats_blob(task_id), {**found, "locations": [location]})
     assert api.post(url, json={"remove": ["r09999"]}, timeout=120).status_code == 400
+    # what an earlier removal left (a CSV at another threshold): made from results the new removal replaces
+    stale = threshold_csv_blob(task_id, 0.5, REPEATS_REMOVED)
+    store.write_bytes(container, stale, b"file,status\n")
     started = api.post(url, json={"keep": []}, timeout=120)
     assert started.status_code == 202, started.text
     assert started.json()["removing"] == ["r00001"]
@@ -270,6 +273,7 @@ def check_repeat_removal(host, store, app_env, task_id: str, doc: dict[str, Any]
             expected["detections"] = [*before["detections"], {**rock, "conf": -0.3}]
         assert after == expected
     assert store.read_json(container, results_blob(task_id)) == doc  # the original results are left alone
+    assert not store.exists(container, stale)  # no link or zip hands it out beside the new results
     assert done["previews"]["blob"].endswith(f"/{REPEATS_REMOVED}/index.html")
     page = api.get(done["previews"]["local_url"], timeout=120)
     assert page.status_code == 200 and "repeated detections removed at 1 place" in page.text

@@ -142,3 +142,27 @@ def test_the_results_route_answers_with_links_for_every_file(files: tuple[BlobSt
     # the links exist only in this answer: nothing stored in the task's container carries a signature
     for name in store.list_names(container):
         assert b"sig=" not in store.read_bytes(container, name), name
+
+
+def test_a_new_removal_first_deletes_the_variant_files_of_the_earlier_one(files: tuple[BlobStore, str]) -> None:
+    """The repeats-removed variant's exports and CSVs at other thresholds were made from the earlier removal's
+    results: a new removal deletes them before it re-merges (orchestrations.repeats), so no link or zip hands them out
+    beside the new results when its exports fail. The original's files, and the results themselves, stay."""
+    from activities.fanin import run_clear_removal_outputs
+
+    store, container = files
+    for variant in ("", layout.REPEATS_REMOVED):
+        store.write_bytes(container, layout.threshold_csv_blob(TASK, 0.5, variant), b"file,status\n")
+    before = share_links.result_files(store, container, TASK)
+    assert before[layout.REPEATS_REMOVED]["exports"] and before[layout.REPEATS_REMOVED]["thresholds"]
+
+    gone = run_clear_removal_outputs(TASK, SimpleNamespace(container=container), store)  # type: ignore[arg-type]
+
+    after = share_links.result_files(store, container, TASK)
+    assert gone == 4  # coco, a Zooniverse batch, a work blob, a threshold CSV
+    assert after[layout.REPEATS_REMOVED] == {"results": layout.results_blob(TASK, layout.REPEATS_REMOVED),
+                                            "csv": layout.csv_blob(TASK, layout.REPEATS_REMOVED),
+                                            "exports": {}, "thresholds": {}}
+    assert after["original"] == before["original"]
+    assert not list(store.list_names(container, layout.exports_prefix(TASK, layout.REPEATS_REMOVED)))
+    assert list(store.list_names(container, layout.exports_prefix(TASK) + ".parts/"))  # the original's own stay

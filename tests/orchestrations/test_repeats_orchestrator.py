@@ -102,3 +102,24 @@ def test_the_merge_parts_follow_the_knobs_recorded_when_the_removal_started() ->
                                                                                              (3, 1)]
     assert _plan_of(base, 400_000, 4) == [(0, 2), (2, 2)]
 
+
+
+def test_a_removal_from_this_release_first_clears_the_earlier_removals_files_and_an_older_one_does_not() -> None:
+    """``clear_stale`` (the starter sets it) puts CLEAR_REMOVAL_OUTPUTS first; a removal started before the step
+    existed has no such field, so its recorded history replays with the same activities as before."""
+    part = {"images": 5, "failed": 0, "with_detections": 0, "detections": 0, "empty": 5, "missing": 0,
+            "failure_reasons": {}, "json_bytes": 10, "csv_bytes": 10, "detections_considered": 0, "marked": 0}
+    answers: dict[str, Any] = {
+        c.CLEAR_REMOVAL_OUTPUTS: 4, c.READ_ENUMERATION: {"images": 5, "shards": 1},
+        c.MERGE_PART: lambda p: {**part, "part": p["part"]},
+        c.MERGE_COMBINE: {"container": "trapbatch", "search_groups": 0}, c.PREVIEWS: {"container": "$web"},
+        c.CLEAN_MERGE_WORK: {"deleted": 1}, c.EXPORTS: lambda p: (_ for _ in ()).throw(RuntimeError("disk full"))}
+    removal: c.RepeatsInput = {"task_id": TASK, "model": "MDV5A", "request_name": "", "remove": ["r00001"]}
+
+    new = run_orchestrator(remove_repeats, {**removal, "clear_stale": True}, answers, instance_id=f"{TASK}-repeats")
+    old = run_orchestrator(remove_repeats, removal, answers, instance_id=f"{TASK}-repeats")
+
+    assert new.activity_names[:2] == [c.CLEAR_REMOVAL_OUTPUTS, c.READ_ENUMERATION]
+    assert new.inputs(c.CLEAR_REMOVAL_OUTPUTS) == [{"task_id": TASK}]
+    assert c.CLEAR_REMOVAL_OUTPUTS not in old.activity_names and old.activity_names[0] == c.READ_ENUMERATION
+    assert new.output["results"]["exports_error"] and "exports" not in new.output["results"]
