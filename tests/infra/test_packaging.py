@@ -81,6 +81,29 @@ def test_the_package_leaves_out_tests_tools_and_the_worker(packaged: set[str]) -
         assert spec.match_file(path), path
 
 
+def gitignored_examples() -> list[str]:
+    """One path each line of .gitignore ignores (``*`` -> ``x``, a folder pattern gets a file below it), plus the tool
+    folders that ignore themselves with a .gitignore of their own (Hypothesis' ``.hypothesis/``)."""
+    examples = [".hypothesis/constants/x"]
+    for raw in (REPO / ".gitignore").read_text().splitlines():
+        line = raw.strip()
+        if line and not line.startswith(("#", "!")):
+            path = line.lstrip("/").replace("*", "x")
+            examples.append(path + "f" if path.endswith("/") else path)
+    return examples
+
+
+def test_the_package_leaves_out_what_git_ignores() -> None:
+    """azd zips the service folder with .funcignore's patterns alone: when the file exists, .gitignore is not read
+    (Azure/azure-dev cli/azd/pkg/project/project_utils.go, createDeployableZip: `ignoreFile := svc.Host.IgnoreFile()`,
+    no other ignore file). The fixture above lists git's files (``--exclude-standard``) and so could not see what a
+    checkout holds besides them: ``.whl/`` (~32 MB of GPU wheels, bench/gpu_session.sh), ``*.egg-info/``,
+    ``.hypothesis/`` went into every `azd deploy` of a developer's checkout."""
+    spec = pathspec.GitIgnoreSpec.from_lines((REPO / ".funcignore").read_text().splitlines())
+    shipped = [path for path in gitignored_examples() if not spec.match_file(path)]
+    assert not shipped, f".gitignore keeps these out of git but .funcignore ships them; add them to it: {shipped}"
+
+
 # ---------------------------------------------------------------------------------------------- azure.yaml
 def test_azure_yaml_deploys_the_repository_root_as_a_python_function_app() -> None:
     doc = yaml.safe_load((REPO / "azure.yaml").read_text())
