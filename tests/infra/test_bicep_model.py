@@ -72,7 +72,10 @@ FLEX_DEPRECATED = ("FUNCTIONS_WORKER_RUNTIME", "FUNCTIONS_EXTENSION_VERSION", "W
                    # properties (Site.SiteConfig.FtpsState, Site.SiteConfig.LinuxFxVersion) for Flex Consumption
                    # sites is invalid" (reported deployments; Azure/azure-cli#31414 lists more)
                    "ftpsState", "use32BitWorkerProcess", "preWarmedInstanceCount", "netFrameworkVersion",
-                   "functionsRuntimeScaleMonitoringEnabled")
+                   "functionsRuntimeScaleMonitoringEnabled",
+                   # "Site.SiteConfig.FunctionAppScaleLimit ... for Flex Consumption sites is invalid"
+                   # (Azure/azure-functions-host#10643): scale is functionAppConfig.scaleAndConcurrency's
+                   "functionAppScaleLimit")
 
 
 def main(templates: dict[str, Template]) -> Template:

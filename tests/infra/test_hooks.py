@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.infra.bicep_model import REPO
 
@@ -153,7 +154,19 @@ def test_hooks_stop_when_azd_has_not_provisioned(tmp_path: Path, name: str) -> N
 def test_windows_hooks_exist_beside_the_posix_ones() -> None:
     for script in HOOKS.glob("*.sh"):
         assert script.with_suffix(".ps1").exists(), script
-    assert os.access(HOOKS / "postprovision.sh", os.X_OK) and os.access(HOOKS / "postdeploy.sh", os.X_OK)
+
+
+def test_every_posix_hook_azure_yaml_runs_is_executable_with_a_shebang() -> None:
+    """azd runs a posix hook's file itself, not through ``sh FILE`` (Azure/azure-dev cli/azd/pkg/tools/bash/bash.go):
+    one without the executable bit or a ``#!`` line fails ``azd up`` with "permission denied" / "exec format error".
+    Every ``posix.run`` in azure.yaml, not a list here that a new hook could miss."""
+    doc = yaml.safe_load((REPO / "azure.yaml").read_text())
+    runs = [hook["posix"]["run"] for hook in (doc.get("hooks") or {}).values() if "posix" in hook]
+    assert len(runs) >= 3, runs
+    for run in runs:
+        script = REPO / run
+        assert script.is_file() and os.access(script, os.X_OK), f"{run}: chmod +x, and git add --chmod=+x"
+        assert script.read_text().startswith("#!"), f"{run}: start it with #!/bin/sh"
 
 
 def _doc_commands(prefix: str) -> list[str]:
