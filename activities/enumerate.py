@@ -30,8 +30,8 @@ from core import contracts as c
 from core import notimages
 from core.requests import TaskRequest
 from core.settings import Settings
-from core.shards import (Leaf, ListingLimits, group_leaves, is_image_name, merge_level, plan_shards, sample_key,
-                         select_images)
+from core.shards import (FOLDER_WEIGHT, Leaf, ListingLimits, folder_weight_estimate, group_leaves, is_image_name,
+                         merge_level, plan_shards, sample_key, select_images)
 from gpu_batch import layout
 from gpu_batch.formats import camtrapdp, jsonio
 from gpu_batch.manifest import ShardManifest, ViewList
@@ -97,7 +97,9 @@ def run_plan_listing(task_id: str, request: TaskRequest, settings: Settings, sto
                      source: BlobStore | None = None, limits: ListingLimits = ListingLimits()) -> c.PlanListingOutput:
     """List one level of virtual folders under the request's prefix (two while there are few folders), within
     ``limits.plan_items`` entries, and write the listing units. A level too large to list within that budget (a flat
-    folder of millions of blobs) stays one folder leaf: it is then listed in bounded calls, one after another.
+    folder of millions of blobs) stays one folder leaf: it is then listed in bounded calls, one after another. When
+    the budget runs out part way through the second level, the folders left whole weigh what their expanded siblings
+    held (``core.shards.folder_weight_estimate``), so the units share them instead of the last unit taking them all.
 
     The run's first activity: it decides the app settings the run's outputs follow (``activities.decided``), before
     ``write_shard_manifests`` writes any manifest with them."""
@@ -119,16 +121,28 @@ def run_plan_listing(task_id: str, request: TaskRequest, settings: Settings, sto
         leaves = merge_level(prefixes, names)
         if len(prefixes) < limits.expand_below:
             expanded: list[Leaf] = []
+            contents: list[list[Leaf]] = []  # each expanded folder's leaves
+            kept: list[tuple[Leaf, int]] = []  # the folders left unexpanded, with the weight of what was seen of them
             for leaf in leaves:
                 folder = leaf.get("prefix")
+                seen = 0
                 if folder is not None and budget > 0:
                     sub_prefixes, sub_names, sub_complete = src.list_level(request.container, folder, budget,
                                                                            limits.page_size, etags, sizes)
                     budget -= len(sub_prefixes) + len(sub_names)
                     if sub_complete:
-                        expanded.extend(merge_level(sub_prefixes, sub_names))
+                        contents.append(merge_level(sub_prefixes, sub_names))
+                        expanded.extend(contents[-1])
                         continue
+                    seen = FOLDER_WEIGHT * len(sub_prefixes) + len(sub_names)
+                if folder is not None:
+                    kept.append((leaf, seen))
                 expanded.append(leaf)
+            if contents:  # the budget ran out part way: the folders kept whole weigh what their siblings held
+                for leaf, seen in kept:
+                    weight = folder_weight_estimate(contents, seen)
+                    if weight != FOLDER_WEIGHT:
+                        leaf["weight"] = weight
             leaves = expanded
     passed_over = notimages.NotImages()  # the blobs beside the folders that are not images: the plan drops them here
     for leaf in leaves:

@@ -196,3 +196,31 @@ def test_the_listings_end_reports_a_cancel_that_came_meanwhile(env: tuple[Settin
     store.write_json(settings.container, layout.cancel_marker(job), {"requested": "now"})
     assert run_finish_enumeration(*args, cancel_job=job)["cancelled"] is True
     assert "cancelled" not in run_finish_enumeration(*args)  # an orchestration from before names no job
+
+
+def test_folders_the_plan_could_not_expand_weigh_what_their_expanded_siblings_held(
+        storage_connection: str, unique_name: str, store: BlobStore) -> None:
+    """Sites of camera folders, more camera folders than the plan's budget: the plan expands the first sites into
+    their cameras and keeps the others whole. Those whole sites must not all land in the last unit (before: each
+    weighed one camera folder, so at 50 sites of 2,000 cameras 8 of 10 million images were one unit's chain of
+    calls, ``core.shards.folder_weight_estimate``); the manifests stay those of the single stream."""
+    settings = Settings.from_env({"AzureWebJobsStorage": storage_connection,
+                                  "TRAPBATCH_CONTAINER": unique_name + "-state"})
+    store.ensure_container(unique_name)
+    names = [f"sites/site{s}/cam{k}/{i}.jpg" for s in range(6) for k in range(4) for i in range(2)]
+    for name in names:
+        store.write_bytes(unique_name, name, b"")
+    request = TaskRequest(container=unique_name, prefix="sites/", model="MDV5A", images_per_shard=3)
+    # 6 sites, then 8 cameras within the budget of 14: two sites expanded, four kept whole
+    limits = ListingLimits(max_units=6, plan_items=14, expand_below=64, names_per_call=100, page_size=100)
+    run, out = run_parallel(settings, store, "task-sites", request, limits)
+
+    plan = store.read_json(settings.container, layout.listing_plan_blob("task-sites"))
+    assert plan["units"] == 6 and plan["leaves"] == 2 * 4 + 4
+    per_unit = {p.input["unit"]: 0 for p in run.calls(c.LIST_PART)}
+    for p in run.calls(c.LIST_PART):
+        per_unit[p.input["unit"]] += p.result["images"]
+    assert max(per_unit.values()) == 8  # one site at most (before: two whole sites in each of the last two units)
+    single = run_enumerate("task-sites-single", request, settings, store)
+    assert out == single == {"images": len(names), "shards": 16}
+    assert manifests(settings, store, "task-sites") == manifests(settings, store, "task-sites-single")

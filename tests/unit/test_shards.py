@@ -4,8 +4,9 @@ import pytest
 
 from collections import Counter
 
-from core.shards import (FOLDER_WEIGHT, first_n_satisfied, group_leaves, group_shards, is_image_name, merge_level,
-                         missing_images, plan_shards, sample_key, select_images, selected_counts, shard_batches)
+from core.shards import (FOLDER_WEIGHT, Leaf, first_n_satisfied, folder_weight_estimate, group_leaves,
+                         group_shards, is_image_name, leaf_weight, merge_level, missing_images, plan_shards, sample_key,
+                         select_images, selected_counts, shard_batches)
 
 NAMES = [f"cam{c}/img{i:03d}.JPG" for c in range(3) for i in range(20)] + ["cam0/notes.txt", "cam1/.hidden.jpg"]
 
@@ -122,3 +123,18 @@ def test_shard_batches_cut_the_concatenated_parts_like_the_single_stream(counts:
         assert len(cut) == b["count"] and b["first"] == len(shards)
         shards += cut
     assert shards == list(plan_shards(stream, per))
+
+
+def test_a_folder_the_plan_kept_whole_weighs_its_estimate() -> None:
+    """``weight`` (the plan's estimate for a folder it could not expand) is what ``group_leaves`` balances: three
+    cameras of a site it expanded and two sites kept whole, each estimated at three cameras, make three units."""
+    cams: list[Leaf] = [{"prefix": f"s0/c{k}/"} for k in range(3)]
+    estimate = folder_weight_estimate([cams], 0)
+    assert estimate == 3 * FOLDER_WEIGHT
+    assert folder_weight_estimate([cams], 5 * FOLDER_WEIGHT) == 5 * FOLDER_WEIGHT  # what was seen, when more
+    assert folder_weight_estimate([], 0) == FOLDER_WEIGHT
+    sites: list[Leaf] = [{"prefix": "s1/", "weight": estimate}, {"prefix": "s2/", "weight": estimate}]
+    groups = group_leaves(cams + sites, 3)
+    assert groups == [cams, sites[:1], sites[1:]]
+    weights = [leaf_weight(leaf) for leaf in [*cams, *sites, {"name": "a.jpg"}]]
+    assert weights == [FOLDER_WEIGHT] * 3 + [estimate] * 2 + [1]
