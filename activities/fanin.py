@@ -81,6 +81,14 @@ def _removal(store: BlobStore, settings: Settings, task_id: str, remove: list[st
     return RepeatRemoval(chosen, RepeatOptions.from_dict(found.get("options") or {}))
 
 
+def _chosen_ids(store: BlobStore, settings: Settings, payload: c.MergePartInput) -> list[str]:
+    """The location ids a removal's part marks: from the blob its first step wrote, or (parts scheduled before that
+    step existed) from the input itself."""
+    if "remove_blob" in payload:
+        return list(store.read_json(settings.container, payload["remove_blob"])["remove"])
+    return list(payload.get("remove", []))
+
+
 def _task_model(store: BlobStore, settings: Settings, task_id: str) -> str:
     """The task's model as its request named it (a part's input carries no model; the threshold may depend on it)."""
     request = store.read_json_or_none(settings.container, layout.request_blob(task_id)) or {}
@@ -91,7 +99,7 @@ def run_merge_part(payload: c.MergePartInput, settings: Settings, store: BlobSto
     task_id, part = payload["task_id"], payload["part"]
     settings = task_settings(settings, store, task_id)  # the threshold its run decided (activities.decided)
     variant = payload.get("variant", "")
-    removal = (_removal(store, settings, task_id, payload.get("remove", []), payload.get("search"))
+    removal = (_removal(store, settings, task_id, _chosen_ids(store, settings, payload), payload.get("search"))
                if variant == REPEATS_REMOVED else None)
     threshold = task_threshold(store, settings, task_id, _task_model(store, settings, task_id))
     formatter = ShardFormatter(task_id, threshold, search=removal is None)
@@ -465,14 +473,17 @@ def clean_merge_work(payload: c.CleanMergeWorkInput) -> c.CleanMergeWorkOutput:
     return run_clean_merge_work(payload, s, clients.store(s))
 
 
-def run_clear_removal_outputs(task_id: str, settings: Settings, store: BlobStore) -> int:
-    """Delete the repeats-removed variant's exports and threshold CSVs before a new removal re-merges it; how many.
+def run_prepare_removal(task_id: str, remove: list[str], settings: Settings,
+                        store: BlobStore) -> c.PrepareRemovalOutput:
+    """A new removal's first step: delete the repeats-removed variant's exports and threshold CSVs, then write the
+    chosen ids to ``layout.removal_choice_blob`` for the merge parts.
 
-    Why: they were made from the earlier removal's results. The new removal rewrites the results and (when its
+    Why delete: they were made from the earlier removal's results. The new removal rewrites the results and (when its
     exports step succeeds) the exports, but never the CSVs at other thresholds (``POST .../previews`` writes those),
     and a failed exports step left the earlier ones: links and the results zip (``adapters.share_links``) handed them
     out beside the new results, counting detections the new file no longer has. Missing is honest; stale is not
     (``POST .../previews`` makes the threshold CSVs again, the status' ``exports_error`` says the exports failed).
+    Why a blob: every merge part's input carried the whole list (``contracts.PREPARE_REMOVAL``).
     """
     gone = 0
     stale = (layout.exports_prefix(task_id, REPEATS_REMOVED), layout.threshold_csv_prefix(task_id, REPEATS_REMOVED))
@@ -481,13 +492,15 @@ def run_clear_removal_outputs(task_id: str, settings: Settings, store: BlobStore
     if gone:
         logger.info("task %s: %d files of an earlier repeated-detection removal deleted before the new one", task_id,
                     gone)
-    return gone
+    name = layout.removal_choice_blob(task_id)
+    store.write_json(settings.container, name, {"remove": sorted(remove)})
+    return c.PrepareRemovalOutput(deleted=gone, remove_blob=name)
 
 
-@bp.activity_trigger(input_name="payload", activity=c.CLEAR_REMOVAL_OUTPUTS)
-def clear_removal_outputs(payload: c.ClearRemovalOutputsInput) -> int:
+@bp.activity_trigger(input_name="payload", activity=c.PREPARE_REMOVAL)
+def prepare_removal(payload: c.PrepareRemovalInput) -> c.PrepareRemovalOutput:
     s = clients.settings()
-    return run_clear_removal_outputs(payload["task_id"], s, clients.store(s))
+    return run_prepare_removal(payload["task_id"], payload["remove"], s, clients.store(s))
 
 
 @bp.activity_trigger(input_name="payload", activity=c.READ_ENUMERATION)

@@ -873,7 +873,7 @@ async def task_repeats(req: func.HttpRequest, client: df.DurableOrchestrationCli
     model, request_name = await page_labels(client, s, task_id, key)
     if not await start_once(client, c.REPEATS_ORCHESTRATOR, repeats_instance_id(task_id), c.RepeatsInput(
             task_id=key, model=model, request_name=request_name, remove=remove, search=search,
-            knobs=s.knobs.to_dict(), clear_stale=True)):
+            knobs=s.knobs.to_dict(), prepare=True)):
         return _json(409, {"error": f"a repeated-detection removal for task {task_id} is still running",
                            "hint": f"wait until it completed (GET {_base_url(req)}/api/tasks/{task_id}/repeats), "
                                    "then retry"})

@@ -128,13 +128,20 @@ class RepeatsInput(TypedDict):
     # core.settings.OrchestrationKnobs.to_dict() when the removal started: its merge parts are planned from these, on
     # every replay alike (a removal started before they were recorded: orchestrations.repeats.LEGACY_KNOBS)
     knobs: NotRequired[dict[str, Any]]
-    # True from this release's starter: the removal first deletes the variant's files derived from an earlier removal
-    # (CLEAR_REMOVAL_OUTPUTS); a removal started before it was recorded has none and replays without that step
-    clear_stale: NotRequired[bool]
+    # True from this release's starter: the removal begins with PREPARE_REMOVAL (the variant's files derived from an
+    # earlier removal deleted, ``remove`` written to a blob that the merge parts read instead of each carrying the
+    # list); a removal started before it was recorded has none and replays without that step
+    prepare: NotRequired[bool]
 
 
-class ClearRemovalOutputsInput(TypedDict):
+class PrepareRemovalInput(TypedDict):
     task_id: str  # the generation key (gpu_batch.layout.generation_key)
+    remove: list[str]
+
+
+class PrepareRemovalOutput(TypedDict):
+    deleted: int  # files of an earlier removal deleted
+    remove_blob: str  # the location ids to mark, for the merge parts (gpu_batch.layout.removal_choice_blob)
 
 
 class RepeatSearchInput(TypedDict):
@@ -732,9 +739,11 @@ class ExportsCapturesCombineOutput(TypedDict):
 # stay registered (activities.merge) for orchestrations started before the fan-in; new ones use these.
 
 READ_ENUMERATION = "read_enumeration"
-# a new removal's first step: the repeats-removed variant's exports and threshold CSVs of an earlier removal go, so
-# that no link or zip hands them out beside the new results (activities.fanin.run_clear_removal_outputs)
-CLEAR_REMOVAL_OUTPUTS = "clear_removal_outputs"
+# a new removal's first step (activities.fanin.run_prepare_removal): the repeats-removed variant's exports and
+# threshold CSVs of an earlier removal go, so that no link or zip hands them out beside the new results, and the
+# chosen ids are written once to a blob, which the merge parts read (each carried the list: 50 parts of a 10M-image
+# task choosing 30,000 places put ~15 MB into the history, sent again at every episode)
+PREPARE_REMOVAL = "prepare_removal"
 MERGE_PART = "merge_part"
 MERGE_COMBINE = "merge_combine"
 SEARCH_REPEATS = "search_repeats"
@@ -753,6 +762,7 @@ class MergePartInput(TypedDict):
     shards: int  # shards first_shard .. first_shard + shards - 1
     variant: NotRequired[str]  # "" or gpu_batch.layout.REPEATS_REMOVED
     remove: NotRequired[list[str]]  # the variant's repeated locations to mark (ids in the repeats blob)
+    remove_blob: NotRequired[str]  # instead of ``remove``: the blob holding them (PREPARE_REMOVAL wrote it)
     search: NotRequired[str]  # the variant: the search id of the list ``remove`` refers to (checked against the blob)
 
 

@@ -145,6 +145,12 @@ def request_blob(task_id: str) -> str:
     return f"{task_prefix(task_id)}request.json"
 
 
+def removal_choice_blob(task_id: str) -> str:
+    """The location ids a running repeated-detection removal marks (``activities.fanin.run_prepare_removal``); one
+    removal at a time per task, so one blob."""
+    return f"{task_prefix(task_id)}repeats-removal.json"
+
+
 def enumeration_blob(task_id: str) -> str:
     return f"{task_prefix(task_id)}enumeration.json"
 

@@ -45,9 +45,11 @@ COUNTS = ("images", "failed", "with_detections", "detections", "empty", "missing
 
 def fan_in(context: df.DurableOrchestrationContext, task_id: str, model: str, images: int, shards: int,
            knobs: OrchestrationKnobs, variant: str = "",
-           remove: list[str] | None = None, search: str | None = None) -> Generator[Any, Any, c.MergeOutput]:
+           remove: list[str] | None = None, search: str | None = None,
+           remove_blob: str | None = None) -> Generator[Any, Any, c.MergeOutput]:
     """Merge every shard's results (or write the repeats-removed ``variant`` for the location ids ``remove`` of the
-    list ``search``: the parts refuse to mark anything when the task's list is another one)."""
+    list ``search``: the parts refuse to mark anything when the task's list is another one). ``remove_blob``: the
+    parts read the ids from it instead of each carrying them (``contracts.PREPARE_REMOVAL``)."""
     completed_at = context.current_utc_datetime.isoformat()
     payloads: list[c.MergePartInput] = []
     plan = plan_parts(shards, images, knobs.merge_images_per_part)
@@ -55,7 +57,10 @@ def fan_in(context: df.DurableOrchestrationContext, task_id: str, model: str, im
         payload = c.MergePartInput(task_id=task_id, part=part, first_shard=first, shards=count)
         if variant:
             payload["variant"] = variant
-            payload["remove"] = list(remove or [])
+            if remove_blob:
+                payload["remove_blob"] = remove_blob
+            else:
+                payload["remove"] = list(remove or [])
             if search is not None:
                 payload["search"] = search
         payloads.append(payload)

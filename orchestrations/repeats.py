@@ -38,14 +38,17 @@ def remove_repeats(context: df.DurableOrchestrationContext) -> Generator[Any, An
         head["search"] = data["search"]
     merging: c.RemovalStatus = {**head, "stage": Stage.merging}
     context.set_custom_status(merging)
-    if data.get("clear_stale"):  # absent from removals started before this step existed: they replay without it
-        yield from call(context, c.CLEAR_REMOVAL_OUTPUTS, STORAGE_RETRY, c.ClearRemovalOutputsInput(task_id=task_id))
+    remove_blob: str | None = None
+    if data.get("prepare"):  # absent from removals started before this step existed: they replay without it
+        prepared: c.PrepareRemovalOutput = yield from call(
+            context, c.PREPARE_REMOVAL, STORAGE_RETRY, c.PrepareRemovalInput(task_id=task_id, remove=data["remove"]))
+        remove_blob = prepared["remove_blob"]
     enumeration: c.EnumerateOutput = yield from call(context, c.READ_ENUMERATION, STORAGE_RETRY,
                                                      c.ReadEnumerationInput(task_id=task_id))
     knobs = OrchestrationKnobs.from_dict(data.get("knobs") or LEGACY_KNOBS)
     merged: c.MergeOutput = yield from fan_in(context, task_id, data["model"], enumeration["images"],
                                               enumeration["shards"], knobs, REPEATS_REMOVED,
-                                              data["remove"], data.get("search"))
+                                              data["remove"], data.get("search"), remove_blob)
     exports: c.ExportsOutput | None = None
     exports_error = ""
     try:  # the variant's COCO, Camtrap DP and Zooniverse exports; the variant stands without them

@@ -144,11 +144,12 @@ def test_the_results_route_answers_with_links_for_every_file(files: tuple[BlobSt
         assert b"sig=" not in store.read_bytes(container, name), name
 
 
-def test_a_new_removal_first_deletes_the_variant_files_of_the_earlier_one(files: tuple[BlobStore, str]) -> None:
+def test_a_new_removal_first_deletes_the_variant_files_of_the_earlier_one_and_writes_its_choice(
+        files: tuple[BlobStore, str]) -> None:
     """The repeats-removed variant's exports and CSVs at other thresholds were made from the earlier removal's
     results: a new removal deletes them before it re-merges (orchestrations.repeats), so no link or zip hands them out
     beside the new results when its exports fail. The original's files, and the results themselves, stay."""
-    from activities.fanin import run_clear_removal_outputs
+    from activities.fanin import run_prepare_removal
 
     store, container = files
     for variant in ("", layout.REPEATS_REMOVED):
@@ -156,10 +157,11 @@ def test_a_new_removal_first_deletes_the_variant_files_of_the_earlier_one(files:
     before = share_links.result_files(store, container, TASK)
     assert before[layout.REPEATS_REMOVED]["exports"] and before[layout.REPEATS_REMOVED]["thresholds"]
 
-    gone = run_clear_removal_outputs(TASK, SimpleNamespace(container=container), store)  # type: ignore[arg-type]
+    out = run_prepare_removal(TASK, ["r2", "r1"], SimpleNamespace(container=container), store)  # type: ignore[arg-type]
 
     after = share_links.result_files(store, container, TASK)
-    assert gone == 4  # coco, a Zooniverse batch, a work blob, a threshold CSV
+    assert out["deleted"] == 4  # coco, a Zooniverse batch, a work blob, a threshold CSV
+    assert store.read_json(container, out["remove_blob"]) == {"remove": ["r1", "r2"]}  # what the parts read
     assert after[layout.REPEATS_REMOVED] == {"results": layout.results_blob(TASK, layout.REPEATS_REMOVED),
                                             "csv": layout.csv_blob(TASK, layout.REPEATS_REMOVED),
                                             "exports": {}, "thresholds": {}}

@@ -104,22 +104,29 @@ def test_the_merge_parts_follow_the_knobs_recorded_when_the_removal_started() ->
 
 
 
-def test_a_removal_from_this_release_first_clears_the_earlier_removals_files_and_an_older_one_does_not() -> None:
-    """``clear_stale`` (the starter sets it) puts CLEAR_REMOVAL_OUTPUTS first; a removal started before the step
-    existed has no such field, so its recorded history replays with the same activities as before."""
+def test_a_removal_from_this_release_prepares_first_and_its_parts_read_the_ids_from_a_blob() -> None:
+    """``prepare`` (the starter sets it) puts PREPARE_REMOVAL first (the earlier removal's files deleted, the ids
+    written once) and the merge parts name the blob instead of each carrying the list; a removal started before the
+    step existed has no such field, so its recorded history replays with the same activities and inputs as before."""
     part = {"images": 5, "failed": 0, "with_detections": 0, "detections": 0, "empty": 5, "missing": 0,
             "failure_reasons": {}, "json_bytes": 10, "csv_bytes": 10, "detections_considered": 0, "marked": 0}
+    blob = f"tasks/{TASK}/repeats-removal.json"
     answers: dict[str, Any] = {
-        c.CLEAR_REMOVAL_OUTPUTS: 4, c.READ_ENUMERATION: {"images": 5, "shards": 1},
+        c.PREPARE_REMOVAL: {"deleted": 4, "remove_blob": blob}, c.READ_ENUMERATION: {"images": 5, "shards": 2},
         c.MERGE_PART: lambda p: {**part, "part": p["part"]},
         c.MERGE_COMBINE: {"container": "trapbatch", "search_groups": 0}, c.PREVIEWS: {"container": "$web"},
         c.CLEAN_MERGE_WORK: {"deleted": 1}, c.EXPORTS: lambda p: (_ for _ in ()).throw(RuntimeError("disk full"))}
-    removal: c.RepeatsInput = {"task_id": TASK, "model": "MDV5A", "request_name": "", "remove": ["r00001"]}
+    removal: c.RepeatsInput = {"task_id": TASK, "model": "MDV5A", "request_name": "", "remove": ["r00002", "r00001"],
+                               "knobs": {"merge_images_per_part": 2}}
 
-    new = run_orchestrator(remove_repeats, {**removal, "clear_stale": True}, answers, instance_id=f"{TASK}-repeats")
+    new = run_orchestrator(remove_repeats, {**removal, "prepare": True}, answers, instance_id=f"{TASK}-repeats")
     old = run_orchestrator(remove_repeats, removal, answers, instance_id=f"{TASK}-repeats")
 
-    assert new.activity_names[:2] == [c.CLEAR_REMOVAL_OUTPUTS, c.READ_ENUMERATION]
-    assert new.inputs(c.CLEAR_REMOVAL_OUTPUTS) == [{"task_id": TASK}]
-    assert c.CLEAR_REMOVAL_OUTPUTS not in old.activity_names and old.activity_names[0] == c.READ_ENUMERATION
+    assert new.activity_names[:2] == [c.PREPARE_REMOVAL, c.READ_ENUMERATION]
+    assert new.inputs(c.PREPARE_REMOVAL) == [{"task_id": TASK, "remove": ["r00002", "r00001"]}]
+    assert len(new.inputs(c.MERGE_PART)) == 2
+    assert all(p["remove_blob"] == blob and "remove" not in p for p in new.inputs(c.MERGE_PART))
+    assert new.inputs(c.MERGE_COMBINE)[0]["removed"] == ["r00001", "r00002"]
+    assert c.PREPARE_REMOVAL not in old.activity_names and old.activity_names[0] == c.READ_ENUMERATION
+    assert all(p["remove"] == ["r00002", "r00001"] and "remove_blob" not in p for p in old.inputs(c.MERGE_PART))
     assert new.output["results"]["exports_error"] and "exports" not in new.output["results"]
