@@ -65,8 +65,10 @@ def cli(ctx: click.Context, url: str | None, key: str | None, token: str | None,
 
     Configuration: flags, then TRAPBATCH_URL / TRAPBATCH_KEY / TRAPBATCH_TOKEN / TRAPBATCH_STORAGE_CONNECTION, then
     ~/.config/trapbatch/config.toml (TRAPBATCH_CONFIG names another). Exit codes: 0 done, 1 the task failed, was
-    cancelled or expired, 2 bad arguments or no app configured, 3 completed with errors, 4 the app could not be
-    reached or refused the request, 130 interrupted (the task keeps running).
+    cancelled or expired, 2 bad arguments or no app configured, 3 completed with errors (zooniverse: some photos
+    not prepared), 4 the app could not be reached or refused the request, 5 completed but a step after detection
+    failed (exports, repeat search, pool job, previews' expiry: each printed with what to do), 130 interrupted
+    (the task keeps running).
     """
     ctx.obj = State({"url": url, "key": key, "token": token, "auth_client_id": auth_client_id})
 
@@ -327,7 +329,8 @@ def submit(state: State, /, request_file: Path | None, folders: tuple[str, ...],
     """Start a task over a container, from a request JSON file and/or flags (flags win).
 
     Posting the same request again finds the same task instead of running it twice. With --wait the command follows
-    the task and exits 0 only if it completed (1 failed or cancelled, 3 completed with errors). With --folder, one
+    the task and exits 0 only if it completed and every step after detection succeeded (1 failed or cancelled, 3
+    completed with errors, 5 completed but a step after detection failed). With --folder, one
     task per folder (the exit code is the worst of theirs). A task over the app's confirmation threshold waits, with
     its estimate, for 'trapbatch confirm' (or --yes)."""
     if confirm and not wait:
@@ -583,7 +586,8 @@ def short_time(iso: str) -> str:
 @click.option("--plain", is_flag=True, help="one line per change instead of a progress bar")
 @pass_state
 def watch(state: State, /, task_id: str, plain: bool) -> None:
-    """Follow a task until it ends; exits like `submit --wait` (0 only if it completed)."""
+    """Follow a task until it ends; exits like `submit --wait` (0 only if it completed and every step after
+    detection succeeded; 5 when it completed but a step after detection failed)."""
     st = watch_task(state.client, task_id, plain)
     _summary(st)
     sys.exit(_finish(st))

@@ -1274,3 +1274,21 @@ def test_repeats_shows_what_went_wrong_with_the_removal_and_what_to_do(
     said = " ".join(capsys.readouterr().out.split())
     for text in shown:
         assert text in said, (text, said)
+
+
+def test_help_names_every_exit_code_the_docs_table_lists() -> None:
+    """``trapbatch --help`` is where an operator scripting the CLI looks first: every code of docs/cli.md's exit-code
+    table must be in it (5, a completed task whose step after detection failed, was only in the docs), and
+    ``submit --help`` / ``watch --help`` must not say a completed task always exits 0."""
+    import re
+
+    table = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8").split("## Exit codes and errors")[1]
+    documented = {int(code) for code in re.findall(r"^\| (\d+) \|", table, flags=re.MULTILINE)}
+    assert {0, 1, 2, 3, 4, 5, 130} <= documented
+    text = " ".join(CliRunner().invoke(cli, ["--help"], terminal_width=200).output.split())
+    said = {int(code) for code in re.findall(r"(?:Exit codes:|,) (\d+) ", text)}
+    assert documented <= said, f"--help lacks exit code(s) {sorted(documented - said)}"
+    for command in ("submit", "watch"):
+        helped = " ".join(CliRunner().invoke(cli, [command, "--help"], terminal_width=200).output.split())
+        assert "5 " in helped and "step after detection" in helped, command
+
