@@ -37,7 +37,7 @@ from api.starters import ACTIVE, _base_url, _runtime, _task_input, authorize_tas
 from core import contracts as c
 from core.errors import RequestInvalid, failure_message
 from core.ids import expiry_instance_id, repeats_instance_id, rerender_instance_id, results_zip_instance_id
-from core.requests import parse_json_body, parse_rerender
+from core.requests import RERENDER_EXAMPLE, parse_json_body, parse_rerender
 from core.settings import Settings
 from gpu_batch import layout
 
@@ -67,7 +67,8 @@ async def post_previews(req: func.HttpRequest, client: df.DurableOrchestrationCl
     task_id = req.route_params["task_id"]
     await authorize_task(req, client, task_id)
     await finished_task(client, task_id, "previews")
-    threshold = parse_rerender(parse_json_body(req.get_body(), req.headers.get("content-type", "")))
+    threshold = parse_rerender(parse_json_body(req.get_body(), req.headers.get("content-type", ""),
+                                           RERENDER_EXAMPLE, f"send only {RERENDER_EXAMPLE}"))
     status_url = f"{_base_url(req)}/api/tasks/{task_id}/results"
     for instance, what in ((rerender_instance_id(task_id), "a preview re-render"),
                            (repeats_instance_id(task_id), "a repeated-detection removal")):

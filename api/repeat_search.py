@@ -39,8 +39,8 @@ from core import contracts as c
 from core.errors import RepeatListChanged, RepeatsBusy, failure_message
 from core.ids import repeat_search_id, repeat_search_instance_id
 from core.repeats import ORIGINAL_SEARCH, list_search_id
-from core.requests import (parse_json_body, parse_repeat_search, recorded_search_fields, repeat_search_fields,
-                           requested_list)
+from core.requests import (SEARCH_EXAMPLE, parse_json_body, parse_repeat_search, recorded_search_fields,
+                           repeat_search_fields, requested_list)
 
 logger = logging.getLogger(__name__)
 bp = df.Blueprint()
@@ -118,7 +118,8 @@ async def post_repeat_search(req: func.HttpRequest, client: df.DurableOrchestrat
     s = clients.settings()
     key = await asyncio.to_thread(served_key, clients.store(s), s.container, task_id)  # a re-run's, once served
     raw = req.get_body() or b""
-    body = parse_json_body(raw, req.headers.get("content-type", "")) if raw.strip() else {}
+    body = parse_json_body(raw, req.headers.get("content-type", ""), SEARCH_EXAMPLE,
+                           f"send only the search options, e.g. {SEARCH_EXAMPLE}") if raw.strip() else {}
     options = parse_repeat_search(body, s.knobs.repeat_max_folder_detections)  # the folder cap left out: the app's
     # one search at a time per task, whichever generation it searched (they share the instance id)
     ensure_idle(task_id, await _removal_status(client, task_id, key), await search_status(client, task_id))

@@ -55,8 +55,8 @@ from core.errors import (ConfigError, ContainerNotFound, InstanceListTooSlow, Re
                          failure_message)
 from core.estimate import live_rate
 from core.ids import is_task_id, repeats_instance_id, shards_instance_id
-from core.requests import (MAX_BODY_BYTES, TaskRequest, check_repeat_removal, parse_json_body, parse_repeat_removal,
-                           parse_task_request, same_storage_account)
+from core.requests import (MAX_BODY_BYTES, REMOVAL_EXAMPLE, TaskRequest, check_repeat_removal, parse_json_body,
+                           parse_repeat_removal, parse_task_request, same_storage_account)
 from core.settings import Settings, drop_trigger_source, own_container_reason
 from gpu_batch import layout
 from gpu_batch.models import (BLOB_SCHEME, canonical_name, known_model, known_names, split_blob_model,
@@ -865,7 +865,8 @@ async def task_repeats(req: func.HttpRequest, client: df.DurableOrchestrationCli
         return _json(200, {"id": task_id, "locations": found["locations"], "options": found["options"],
                            **repeat_search.list_fields(found), "blob": layout.repeats_blob(key),
                            "removal": removal, "searching": searching})
-    body = parse_json_body(req.get_body(), req.headers.get("content-type", ""))
+    body = parse_json_body(req.get_body(), req.headers.get("content-type", ""), REMOVAL_EXAMPLE,
+                           "send only the place ids to keep or remove, and the list's \"search\" id")
     check_repeat_removal(body)  # a malformed choice is a 400 whichever list is current
     repeat_search.ensure_idle(task_id, removal, searching)
     search = repeat_search.current_list(body, found, task_id)

@@ -25,7 +25,7 @@ from cli.progress import BarReporter, LineReporter, awaiting_line, exit_code_for
 from core.contracts import Stage
 from core.errors import TrapbatchError
 from core.notimages import describe as describe_not_images
-from core.requests import parse_rerender, parse_task_request
+from core.requests import MAX_BODY_BYTES, TASK_BODY_HINT, encoded_size, parse_rerender, parse_task_request
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -133,6 +133,9 @@ def build_request(request_file: Path | None, fields: dict[str, Any], dry_run: bo
         parse_task_request(body)
     except TrapbatchError as exc:
         raise CliError(f"the request is not valid: {exc.message}", exc.hint, exit_code=2, app_hint=True) from None
+    if (size := encoded_size(body)) > MAX_BODY_BYTES:  # the app refuses it (413) unread: say so before sending
+        raise CliError(f"the request is {size} bytes, more than the {MAX_BODY_BYTES} the app takes",
+                       TASK_BODY_HINT, exit_code=2, app_hint=True)
     return body
 
 

@@ -42,7 +42,8 @@ MAX_IMAGES_PER_SHARD = 100_000
 MAX_IMAGES = 1_000_000_000  # first_n / sample_n: far above any camera-trap collection, far below overflow
 MAX_SEED = 2**32 - 1
 MAX_PREVIEWS_EXPIRE_DAYS = 365  # previews_expire_days: a year; a longer-lived public page should be deleted by hand
-MAX_BODY_BYTES = 64 * 1024  # a task request is a few hundred bytes; anything near this is not one
+MAX_BODY_BYTES = 64 * 1024  # a task request is a few hundred bytes, a long clock_corrections some tens of KB; the
+# request travels in the task's and every listing part's inputs, so it stays small (README, clock_corrections)
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 # Each shard is one worker process on a GPU node, and each pays about 10 s before its first result (interpreter and
 # torch imports ~7 s, model ~1 s, first batch ~2 s; H100, bench/RESULTS.md). At ~250 img/s a 1,000-image shard would
@@ -136,21 +137,40 @@ class TaskRequest:
         return cls(**{k: data[k] for k in (*ALLOWED_FIELDS, *EDGE_FIELDS) if k in data})
 
 
-def parse_json_body(raw: bytes, content_type: str | None = None) -> Any:
+TASK_EXAMPLE = '{"container": "my-camera-traps"}'
+RERENDER_EXAMPLE = '{"threshold": 0.35}'  # POST /api/tasks/{id}/previews
+REMOVAL_EXAMPLE = '{"keep": ["r00002"]}'  # POST /api/tasks/{id}/repeats
+SEARCH_EXAMPLE = '{"occurrence_threshold": 10}'  # POST /api/tasks/{id}/repeats/search
+# What fills a task request's body near MAX_BODY_BYTES is a long clock_corrections: say how to make it shorter
+TASK_BODY_HINT = ("send only the fields of a task request; many clock_corrections fit as seconds (\"cam-3\": 3600) "
+                  "rather than camera/actual times, and one folder corrects every camera folder below it")
+
+
+def parse_json_body(raw: bytes, content_type: str | None = None, example: str = TASK_EXAMPLE,
+                    too_large_hint: str = TASK_BODY_HINT) -> Any:
     """The JSON value of a request body, refused with a 4xx (never a 5xx) when it is not one a person would send.
 
-    ``content_type`` None skips the media-type check (a dropped ``*.json`` blob has no header worth trusting)."""
-    example = ('send e.g. {"container": "my-camera-traps"} with Content-Type: application/json'
-               if content_type is not None else 'write a JSON object, e.g. {"container": "my-camera-traps"}')
+    ``content_type`` None skips the media-type check (a dropped ``*.json`` blob has no header worth trusting).
+    ``example`` is a body of the route's own (a re-render's ``{"threshold": 0.35}``), which the hints show: a task
+    request's example told someone who sent a malformed threshold to send a container. ``too_large_hint`` says what
+    to leave out when the body is over ``MAX_BODY_BYTES``."""
+    hint = (f"send e.g. {example} with Content-Type: application/json" if content_type is not None
+            else f"write a JSON object, e.g. {example}")
     if content_type is not None and content_type.split(";")[0].strip().lower() != "application/json":
-        raise UnsupportedContentType(f"the request body must be JSON, not {content_type or 'untyped'!r}", example)
+        raise UnsupportedContentType(f"the request body must be JSON, not {content_type or 'untyped'!r}", hint)
     if len(raw) > MAX_BODY_BYTES:
-        raise RequestTooLarge(f"the request body has {len(raw)} bytes; a task request needs far less than "
-                              f"{MAX_BODY_BYTES}", "send only the fields of a task request")
+        raise RequestTooLarge(f"the request body has {len(raw)} bytes, more than the {MAX_BODY_BYTES} a request may "
+                              "have", too_large_hint)
     try:
         return json.loads(raw)
     except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser's stack
-        raise RequestInvalid("the request body is not valid JSON", example) from None
+        raise RequestInvalid("the request body is not valid JSON", hint) from None
+
+
+def encoded_size(body: Any) -> int:
+    """The bytes ``body`` takes as a request body the way the CLI sends it (``requests``' ``json=``: ``json.dumps``
+    with its defaults, UTF-8), to refuse one over ``MAX_BODY_BYTES`` before it is sent."""
+    return len(json.dumps(body, allow_nan=False).encode("utf-8"))
 
 
 def _opt_int(body: Mapping[str, Any], name: str, minimum: int, maximum: int = MAX_IMAGES) -> int | None:
@@ -290,7 +310,10 @@ def parse_task_request(body: Any, default_model: str = "", default_images_per_sh
     if unknown:
         raise RequestInvalid(f"unknown field(s): {', '.join(unknown)}", f"allowed fields: {', '.join(ALLOWED_FIELDS)}")
     container = body.get("container")
-    if not isinstance(container, str) or not container:
+    if container is not None and not isinstance(container, str):
+        raise RequestInvalid(f"'container' must be a string, got {type(container).__name__}",
+                             'name the blob container holding the images: {"container": "..."}')
+    if not container:
         raise RequestInvalid("'container' is required", 'name the blob container holding the images: {"container": "..."}')
     if not _CONTAINER_RE.match(container):
         raise RequestInvalid(

@@ -74,6 +74,10 @@ def test_rerender_zip_and_expiry_of_finished_tasks(host, app_env, store, unique_
 
     assert api.post(f"{host.base_url}/api/tasks/{task}/previews", json={"threshold": 7}, timeout=120).status_code == 400
     assert api.post(f"{host.base_url}/api/tasks/{task}/previews", json={}, timeout=120).status_code == 400
+    for route in ("previews", "repeats", "repeats/search"):  # a malformed body: the route's own example, not a task's
+        malformed = api.post(f"{host.base_url}/api/tasks/{task}/{route}", data=b"{nope", timeout=120,
+                             headers={"Content-Type": "application/json"})
+        assert malformed.status_code == 400 and "container" not in malformed.json()["hint"], (route, malformed.text)
     started = api.post(f"{host.base_url}/api/tasks/{task}/previews", json={"threshold": threshold}, timeout=120)
     assert started.status_code == 202, started.text
     again = api.post(f"{host.base_url}/api/tasks/{task}/previews", json={"threshold": threshold}, timeout=120)

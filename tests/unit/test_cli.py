@@ -1292,3 +1292,13 @@ def test_help_names_every_exit_code_the_docs_table_lists() -> None:
         helped = " ".join(CliRunner().invoke(cli, [command, "--help"], terminal_width=200).output.split())
         assert "5 " in helped and "step after detection" in helped, command
 
+
+def test_a_request_over_the_apps_body_limit_is_refused_before_it_is_sent(tmp_path: Path) -> None:
+    """It passed the local validation and was sent, to come back as a 413 (exit 4) with nothing to act on."""
+    corrections = {f"site-a/cameras/cam-{i:04d}x": {"camera": "2000:01:01 00:12:00", "actual": "2024-06-01 06:30:00"}
+                   for i in range(1000)}
+    path = tmp_path / "request.json"
+    path.write_text(json.dumps({"container": "my-camera-traps", "clock_corrections": corrections}))
+    with pytest.raises(CliError) as refused:
+        build_request(path, {})
+    assert refused.value.exit_code == 2 and "bytes" in refused.value.message and "seconds" in refused.value.hint

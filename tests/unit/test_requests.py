@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from core.errors import RequestInvalid
@@ -255,3 +257,36 @@ def test_a_threshold_out_of_range_is_told_how_to_fix_it_where_it_is_asked() -> N
     with pytest.raises(RequestInvalid) as required:
         parse_rerender({"threshold": 2})
     assert "leave it out" not in required.value.hint and '"threshold": 0.2' in required.value.hint
+
+
+def test_a_body_error_shows_the_routes_own_example_and_how_to_shorten_a_task_request() -> None:
+    """A malformed re-render, removal or search body was told to send ``{"container": ...}`` (a task request's
+    example); a task request over the size limit was told to "send only the fields of a task request" when it did
+    (a long clock_corrections), without saying how to make it fit."""
+    from core.errors import RequestTooLarge
+    from core.requests import (MAX_BODY_BYTES, RERENDER_EXAMPLE, TASK_BODY_HINT, encoded_size, parse_json_body,
+                               parse_task_request)
+
+    with pytest.raises(RequestInvalid) as bad:
+        parse_json_body(b"{nope", "application/json", RERENDER_EXAMPLE)
+    assert "threshold" in bad.value.hint and "container" not in bad.value.hint
+    with pytest.raises(RequestInvalid) as untyped:
+        parse_json_body(b"{}", "text/plain", RERENDER_EXAMPLE)
+    assert "threshold" in untyped.value.hint and "container" not in untyped.value.hint
+    pairs = {f"site-a/cameras/cam-{i:04d}x": {"camera": "2000:01:01 00:12:00", "actual": "2024-06-01 06:30:00"}
+             for i in range(1000)}
+    body = {"container": "my-camera-traps", "clock_corrections": pairs}
+    parse_task_request(body)  # valid: 1,000 folders is the field's own limit...
+    assert encoded_size(body) > MAX_BODY_BYTES  # ...but not as a body: the hint says how to shorten it
+    with pytest.raises(RequestTooLarge) as large:
+        parse_json_body(json.dumps(body).encode(), "application/json")
+    assert large.value.hint == TASK_BODY_HINT and "seconds" in large.value.hint
+    as_seconds = {"container": "my-camera-traps", "clock_corrections": {name: 3600 for name in pairs}}
+    assert parse_task_request(parse_json_body(json.dumps(as_seconds, indent=2).encode(), "application/json"))
+
+
+def test_a_container_of_another_type_is_said_so_not_missing() -> None:
+    with pytest.raises(RequestInvalid, match="'container' must be a string, got int"):
+        parse_task_request({"container": 5})
+    with pytest.raises(RequestInvalid, match="'container' is required"):
+        parse_task_request({"prefix": "x/"})
