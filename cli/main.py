@@ -768,7 +768,12 @@ def previews(state: State, /, task_id: str, threshold: float | None, delete: boo
         parse_rerender({"threshold": threshold})
     except TrapbatchError as exc:
         raise CliError(exc.message, exc.hint, exit_code=2, app_hint=True) from None
-    answer = state.client.rerender_previews(task_id, threshold)
+    running = _running_rerender(state.client, task_id) if wait else {}
+    if running.get("threshold") == threshold:  # the one the line below told to wait for: followed, not sent again
+        err.print(f"a re-render of {task_id} at {threshold} is running: waiting for it")
+        answer = running
+    else:
+        answer = state.client.rerender_previews(task_id, threshold)
     if wait:
         def done() -> dict[str, Any] | None:
             state_ = (state.client.results(task_id).get("previews") or {}).get("rerender") or {}
@@ -793,6 +798,14 @@ def previews(state: State, /, task_id: str, threshold: float | None, delete: boo
     else:
         out.print(f"re-rendering {task_id} at {threshold}; see: trapbatch previews {task_id} --threshold "
                   f"{threshold} --wait, or trapbatch results {task_id}")
+
+
+def _running_rerender(client: ApiClient, task_id: str) -> dict[str, Any]:
+    """The task's re-render while it runs (``previews.rerender`` of its results), else {}. Why: ``previews
+    --threshold T`` without ``--wait`` says to follow it with ``previews --threshold T --wait``, whose POST the app
+    refuses (409) while that same re-render runs: the command shown would fail for as long as it is worth running."""
+    rerender = (client.results(task_id).get("previews") or {}).get("rerender") or {}
+    return rerender if rerender.get("runtime_status") in ("Pending", "Running") else {}
 
 
 # --search options: MegaDetector's RDE phase-1 options, by the names POST /api/tasks/{id}/repeats/search takes

@@ -1302,3 +1302,35 @@ def test_a_request_over_the_apps_body_limit_is_refused_before_it_is_sent(tmp_pat
     with pytest.raises(CliError) as refused:
         build_request(path, {})
     assert refused.value.exit_code == 2 and "bytes" in refused.value.message and "seconds" in refused.value.hint
+
+
+def test_the_command_previews_says_to_follow_a_re_render_with_follows_it(monkeypatch: pytest.MonkeyPatch,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """``previews T --threshold 0.3`` says "see: trapbatch previews T --threshold 0.3 --wait"; run while that
+    re-render still ran, its POST was refused (409, exit 4). It now waits for the running one instead; a re-render
+    at another threshold is still sent (and refused by the app while one runs)."""
+    from cli import main as cli_main
+
+    task = "task-0123456789abcdef0123"
+    sent: list[float] = []
+    states = iter(["Running", "Running", "Completed"])
+
+    class Client:
+        def rerender_previews(self, task_id: str, threshold: float) -> dict[str, Any]:
+            sent.append(threshold)
+            return {"id": task_id, "threshold": threshold}
+
+        def results(self, task_id: str) -> dict[str, Any]:
+            return {"previews": {"rerender": {"runtime_status": next(states, "Completed"), "threshold": 0.3,
+                                              "previews": {"original": {"counts": {"detections": 4}}}}}}
+
+    monkeypatch.setattr(cli_main.State, "client", property(lambda self: Client()))
+    monkeypatch.setattr(cli_main.time, "sleep", lambda s: None)
+    assert cli_main.main(["previews", task, "--threshold", "0.3"]) == 0
+    assert f"trapbatch previews {task} --threshold 0.3 --wait" in capsys.readouterr().out and sent == [0.3]
+    assert cli_main.main(["previews", task, "--threshold", "0.3", "--wait"]) == 0
+    said = capsys.readouterr()
+    assert sent == [0.3] and "is running: waiting for it" in said.err and "original at 0.3: detections 4" in said.out
+    states = iter(["Running", "Completed"])
+    assert cli_main.main(["previews", task, "--threshold", "0.5", "--wait"]) == 0
+    assert sent == [0.3, 0.5]
