@@ -40,7 +40,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterable, Sequence
 
 from cli.download import _fetch, _safe_join, local_paths, open_new, signed_in_client, within
-from cli.errors import CliError
+from cli.errors import EXIT_API, EXIT_USAGE, CliError
 from cli.photo_fit import COPIED, REENCODED, SHRUNK, Unfittable, fit
 from core.zooniverse import IMAGE_COLUMN  # the manifests' own rule: a list's column never matches it
 
@@ -111,19 +111,21 @@ def manifests(answer: dict[str, Any], status: dict[str, Any], variant: str | Non
     files = (answer.get("results") or {}).get("files") or {}
     if variant is None:
         variant = "repeats-removed" if "repeats-removed" in files else "original"
-    if variant not in files:
-        raise CliError(f"the task has no {variant} results", f"choose --variant from: {', '.join(files) or 'none'}")
+    if variant not in files:  # a --variant the task lacks is a bad argument (2), not an app that refused (4)
+        raise CliError(f"the task has no {variant} results", f"choose --variant from: {', '.join(files) or 'none'}",
+                       EXIT_USAGE)
     names = {blob for rel, blob in (files[variant].get("exports") or {}).items()
              if PurePosixPath(rel).parent.name == "zooniverse" and rel.endswith(".csv")}
     wanted = {f"batch-{n:03d}.csv" for n in batches}
     found = [(c, blob, path) for c, blob, path in local_paths(answer, status)
              if blob in names and (not wanted or PurePosixPath(blob).name in wanted)]
     absent = sorted(wanted - {PurePosixPath(blob).name for _, blob, _ in found})
-    if not found or absent:
+    if not found or absent:  # a --batch the task lacks is a bad argument (2); no manifest at all, the task's (4)
         raise CliError(f"the task's {variant} results have no Zooniverse manifest"
                        + (f" {', '.join(absent)}" if absent else ""),
                        "a task's manifests are made when its exports ran with at least one image that did not "
-                       f"fail; it has {len(names)}: see GET /api/tasks/{{id}}/results for its files")
+                       f"fail; it has {len(names)}: trapbatch results {answer.get('id') or '<task id>'} downloads "
+                       "them all", EXIT_USAGE if absent else EXIT_API)
     return variant, sorted(found, key=lambda item: item[2])
 
 

@@ -268,13 +268,16 @@ def test_the_manifests_are_the_repeats_removed_ones_when_there_are_any() -> None
     variant, found = manifests(_answer(("original", "repeats-removed")), {}, "original", [2])
     assert (variant, [path for _, _, path in found]) == ("original", ["exports/zooniverse/batch-002.csv"])
     assert manifests(_answer(("original",)), {}, None)[0] == "original"
-    with pytest.raises(CliError, match="no repeats-removed results"):
+    with pytest.raises(CliError, match="no repeats-removed results") as no_variant:
         manifests(_answer(("original",)), {}, "repeats-removed")
-    with pytest.raises(CliError, match="no Zooniverse manifest batch-007.csv"):
+    with pytest.raises(CliError, match="no Zooniverse manifest batch-007.csv") as no_batch:
         manifests(_answer(("original",)), {}, None, [7])
     with pytest.raises(CliError, match="no Zooniverse manifest batch-003.csv") as absent:  # one asked for is not there
         manifests(_answer(("original",)), {}, None, [1, 3])
-    assert "it has 2" in absent.value.hint
+    assert "it has 2" in absent.value.hint and "trapbatch results" in absent.value.hint
+    assert "GET /api" not in absent.value.hint  # the CLI's own words, not the app's route
+    # an option naming what the task does not have is a bad argument (docs/cli.md: exit 2), not an app's refusal (4)
+    assert no_variant.value.exit_code == no_batch.value.exit_code == absent.value.exit_code == 2
 
 
 
