@@ -92,6 +92,21 @@ def decode_client_body(raw: str) -> str | None:
     return json.dumps(inner)
 
 
+def event_data_as_stored(raw: str) -> str:
+    """The ``Input`` of the ``EventRaised`` event the extension stores for a raiseEvent body: the body parsed as one
+    JSON token and written back compactly, nothing unwrapped (ext ``HttpApiHandler.HandleRaiseEventRequestAsync``:
+    ``MessagePayloadDataConverter.ConvertToJToken(body)``, then ``RaiseEventAsync`` serializes that token,
+    ``JToken.ToString(Formatting.None)``). Raises ``ValueError`` for a body that is not JSON (an empty one too).
+
+    Why not ``decode_client_body``: the SDK client's ``raise_event`` posts ``json=json.dumps(data)`` (sdk 1.7
+    ``DurableOrchestrationClient.raise_event``, ``http_utils.post_async_request``), a JSON *string* holding the data's
+    JSON, and that string is what the orchestrator's ``wait_for_external_event`` task gets on Azure
+    (azure-functions-durable-python#295: a raised string arrives with its quotes). devhost unwrapped it, so a dict
+    raised by the app arrived as a dict here and as its JSON text on Azure (devhost README, fidelity row 36).
+    """
+    return json.dumps(json.loads(raw), separators=(",", ":"), ensure_ascii=False)
+
+
 def status_code_for(runtime: str | None, error_500_on_failure: bool = False) -> int:
     """``HttpApiHandler.HandleGetStatusRequestAsync``: 202 while running, 200 when finished (a Failed instance 500
     only with ``returnInternalServerErrorOnFailure=true``)."""
@@ -365,7 +380,7 @@ class HttpFront:
         if request.content_type.lower() != "application/json":
             return _error(400, "Only application/json request content is supported")
         try:
-            data = decode_client_body(await request.text())
+            data = event_data_as_stored(await request.text())
         except ValueError as exc:
             return _error(400, "Invalid JSON content", exc, "Newtonsoft.Json.JsonReaderException")
         try:

@@ -9,6 +9,7 @@ Deterministic code only.
 """
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any, Generator
 
@@ -20,6 +21,24 @@ from core.expiry import next_timer
 from orchestrations.retries import STORAGE_RETRY, call
 
 bp = df.Blueprint()
+
+
+def moved_to(result: Any) -> str:
+    """The time an ``EXPIRY_MOVED_EVENT`` names ("" when the re-run wants none), whether its data arrives as a dict or
+    as its JSON text.
+
+    Why the text: the SDK client's ``raise_event`` (what ``activities.expiry`` calls) posts ``json.dumps(data)`` as
+    the JSON body, a JSON string, and the Durable extension stores that string as the event's data
+    (``HttpApiHandler.HandleRaiseEventRequestAsync``: ``ConvertToJToken``), so on Azure ``wait_for_external_event``
+    gives ``'{"expires": ...}'`` (azure-functions-durable-python#295; devhost README, fidelity row 36). Histories
+    recorded before devhost stored it so hold a dict. Deterministic: the event's data is in the history."""
+    data = json.loads(result) if isinstance(result, str) else result
+    if data is None:
+        return ""
+    if not isinstance(data, dict):
+        raise TypeError(f"the {c.EXPIRY_MOVED_EVENT} event carries {data!r}, not {{\"expires\": ...}} as "
+                        "activities/expiry.py sends it: the pages stay until DELETE /api/tasks/{id}/previews")
+    return str(data.get("expires") or "")
 
 
 @bp.orchestration_trigger(context_name="context", orchestration=c.EXPIRY_ORCHESTRATOR)
@@ -37,7 +56,7 @@ def expire_previews(context: df.DurableOrchestrationContext) -> Generator[Any, A
         winner = yield context.task_any([timer, moved])
         if winner == moved:
             timer.cancel()
-            expires = str((moved.result or {}).get("expires") or "")
+            expires = moved_to(moved.result)
             if not expires:  # the re-run asked for none: its pages stay
                 ended = c.ExpiryStatus(stage=Stage.cancelled, deleted=0)
                 context.set_custom_status(ended)

@@ -703,6 +703,36 @@ def test_an_event_raised_before_the_orchestrator_waits_for_it_is_kept_for_the_wa
     assert (done["runtimeStatus"], done["output"]) == ("Completed", {"approved": {"by": "early caller"}}), done
 
 
+# ------------------------------------------------------------------ 36. an event's data raised by the SDK client
+def test_an_event_raised_through_the_sdk_client_reaches_the_orchestrator_as_the_json_text_the_client_posted(
+        host: DevHost) -> None:
+    """sdk 1.7 ``DurableOrchestrationClient.raise_event`` posts ``json.dumps(event_data)`` through
+    ``http_utils.post_async_request(url, data)`` (``session.post(url, json=data)``): the body is a JSON string holding
+    the data's JSON. ext ``HttpApiHandler.HandleRaiseEventRequestAsync`` reads the body with
+    ``MessagePayloadDataConverter.ConvertToJToken`` (one JSON token: that string) and ``DurableClient.RaiseEventAsync``
+    stores it serialized (``MessagePayloadDataConverter.Serialize``: ``JToken.ToString(Formatting.None)``); the
+    history hands it to the SDK, whose ``set_task_value`` parses it once. So the orchestrator gets the JSON text, not
+    the object (azure-functions-durable-python#295: a raised string arrives with its quotes). devhost unwrapped one
+    layer, so an orchestrator reading ``event.result["key"]`` passed here and failed on Azure (the preview expiry's
+    move did: orchestrations/expiry.py ``moved_to``)."""
+    for data, arrives in (({"by": "alice", "n": 1}, '{"by": "alice", "n": 1}'), ("yes", '"yes"'), (None, "null")):
+        iid = host.start_orchestration("approval", 60)
+        wait_until(lambda: running(host, iid), 20, "approval to wait")
+        sdk(host, lambda c: c.raise_event(iid, "Approve", data))
+        done = host.wait_for(iid, 30)
+        assert done["output"] == {"approved": arrives}, (data, done)
+        raised = next(e for e in _history(host, iid) if e["EventType"] == h.EVENT_RAISED)
+        assert json.loads(raised["Input"]) == json.dumps(data)  # the JSON string the client posted, as stored
+    # a body that is not JSON: 400 "Invalid JSON content" (JsonReaderException), nothing raised
+    iid = host.start_orchestration("approval", 60)
+    wait_until(lambda: running(host, iid), 20, "approval to wait")
+    for body in ("{not json", ""):
+        r = requests.post(f"{host.rpc_base_url}instances/{iid}/raiseEvent/Approve", data=body, timeout=10,
+                          headers={"Content-Type": "application/json"})
+        assert r.status_code == 400 and r.json()["Message"] == "Invalid JSON content", r.text
+    host.terminate(iid, "done")
+
+
 def _history(host: DevHost, iid: str) -> list[dict[str, Any]]:
     doc = host.engine.store.load_history(iid)
     return list(doc["history"]) if doc else []

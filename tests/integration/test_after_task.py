@@ -153,9 +153,15 @@ def check_expiry(host, store, task: str) -> None:  # type: ignore[no-untyped-def
 def test_a_waiting_expiry_moves_or_ends_when_a_re_run_says_so(host, app_env, store, unique_name) -> None:  # type: ignore[no-untyped-def]
     """The real expiry orchestration (through devhost's replay) and the activity that tells it (a re-run's
     ``move``): the first run's time took the re-run's pages off the website, days before the time its status
-    showed, or when the re-run asked for no expiry at all."""
+    showed, or when the re-run asked for no expiry at all.
+
+    The event goes through the SDK's own client, as the activity sends it on Azure: its ``raise_event`` posts the
+    data's JSON as a JSON string, which the extension keeps (devhost README, fidelity row 36), so the orchestrator
+    gets the JSON text, not a dict. A fake client posting the dict itself hid that the expiry failed on Azure."""
     import asyncio
     from datetime import datetime, timedelta, timezone
+
+    from azure.durable_functions import DurableOrchestrationClient
 
     from activities.expiry import run_schedule_expiry
     from core import contracts as c
@@ -168,17 +174,10 @@ def test_a_waiting_expiry_moves_or_ends_when_a_re_run_says_so(host, app_env, sto
         instance = expiry_instance_id(task_id)
         host.start_orchestration(c.EXPIRY_ORCHESTRATOR, {"task_id": task_id, "expires": later}, instance)
         wait_until(lambda: (host.get_status(instance) or {}).get("runtimeStatus") == "Running", 60, "the expiry")
-
-        class Client:  # the activity's durable client: devhost's management API raises the event
-            async def get_status(self, iid: str) -> Any:
-                from types import SimpleNamespace
-                return SimpleNamespace(runtime_status=SimpleNamespace(value=host.get_status(iid)["runtimeStatus"]))
-
-            async def raise_event(self, iid: str, name: str, data: Any) -> None:
-                requests.post(f"{host.rpc_base_url}instances/{iid}/raiseEvent/{name}", json=data,
-                              timeout=30).raise_for_status()
-
-        out = asyncio.run(run_schedule_expiry({"task_id": task_id, "expires": moved_to, "move": True}, Client()))
+        # the activity's durable client binding, on devhost's loop (where the SDK's session lives)
+        client = DurableOrchestrationClient(host.front.binding())
+        out = asyncio.run_coroutine_threadsafe(run_schedule_expiry(
+            {"task_id": task_id, "expires": moved_to, "move": True}, client), host._loop).result(60)
         assert out["moved"] is True
         st = host.wait_for(instance, 60)
         assert st["runtimeStatus"] == "Completed" and st["output"]["stage"] == stage, st

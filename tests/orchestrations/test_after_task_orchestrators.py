@@ -2,6 +2,7 @@
 the task's own expiry scheduling, replayed by the real Durable SDK with scripted activities."""
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -102,6 +103,19 @@ def test_an_expiry_already_due_deletes_at_once() -> None:
     run = run_orchestrator(expire_previews, {"task_id": TASK, "expires": (T0 - timedelta(hours=1)).isoformat()},
                            {c.DELETE_PREVIEWS: {"deleted": 0}})
     assert run.status == "Completed" and run.orchestrator_timers == [] and run.output["deleted"] == 0
+
+
+def test_a_moved_expiry_reads_the_event_as_azure_delivers_it_and_as_older_histories_hold_it() -> None:
+    """The SDK client's ``raise_event`` posts the data's JSON as a JSON string and the extension keeps it, so on Azure
+    the waiting expiry gets ``'{"expires": ...}'`` (devhost README, fidelity row 36); histories devhost recorded before
+    hold the dict. Both name the same time; anything else fails the expiry with what to do."""
+    from orchestrations.expiry import moved_to
+
+    later = (T0 + timedelta(days=3)).isoformat()
+    assert moved_to(json.dumps({"expires": later})) == moved_to({"expires": later}) == later
+    assert moved_to(json.dumps({"expires": ""})) == moved_to({"expires": ""}) == moved_to(None) == ""
+    with pytest.raises(TypeError, match="DELETE /api/tasks/"):
+        moved_to(json.dumps(["not", "a", "time"]))
 
 
 def test_the_zip_orchestration_builds_it_in_one_activity() -> None:
