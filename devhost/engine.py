@@ -314,19 +314,23 @@ class Engine:
             self._notify_parent({**inst, "Output": json.dumps(reason), "Error": reason}, "Terminated")
         logger.info("[%s] terminated: %s", instance_id, reason)
 
-    def status(self, instance_id: str, show_input: bool = True, show_history: bool = False) -> dict[str, Any] | None:
+    def status(self, instance_id: str, show_input: bool = True, show_history: bool = False,
+               input_as_text: bool = False) -> dict[str, Any] | None:
         inst = self.store.get_instance(instance_id)
         if inst is None:
             return None
-        out = self.status_from(inst, show_input)
+        out = self.status_from(inst, show_input, input_as_text)
         if show_history:
             doc = self.store.load_history(instance_id)
             out["historyEvents"] = doc["history"] if doc else []
         return out
 
     @staticmethod
-    def status_from(inst: dict[str, Any], show_input: bool = True) -> dict[str, Any]:
-        """The management API's status payload (``StatusResponsePayload``) of an instance entity."""
+    def status_from(inst: dict[str, Any], show_input: bool = True, input_as_text: bool = False) -> dict[str, Any]:
+        """The management API's status payload (``StatusResponsePayload``) of an instance entity.
+
+        ``input_as_text`` (what the management API answers): the input as the JSON text it was started with, a string,
+        as the extension answers every instance the Python SDK starts (fidelity row 37); else parsed (tests)."""
         out: dict[str, Any] = {
             "name": inst.get("Name"), "instanceId": inst.get("InstanceId"), "runtimeStatus": inst.get("Status"),
             "createdTime": h.status_time(inst.get("CreatedTime")),
@@ -336,7 +340,8 @@ class Engine:
             "input": None,
         }
         if show_input:
-            out["input"] = None if inst.get("InputIsNull") or not inst.get("Input") else json.loads(inst["Input"])
+            text = None if inst.get("InputIsNull") or not inst.get("Input") else str(inst["Input"])
+            out["input"] = text if input_as_text or text is None else json.loads(text)
         return out
 
     def purge(self, instance_id: str) -> bool:

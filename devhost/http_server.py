@@ -342,7 +342,7 @@ class HttpFront:
     async def get_status(self, request: web.Request, iid: str) -> web.Response:
         q = request.query
         st = await self._off(functools.partial(self.engine.status, iid, show_input=_bool(q, "showInput", True),
-                                               show_history=_bool(q, "showHistory", False)))
+                                               show_history=_bool(q, "showHistory", False), input_as_text=True))
         if st is None:
             return web.Response(status=404)
         code = status_code_for(st["runtimeStatus"], _bool(q, "returnInternalServerErrorOnFailure", False))
@@ -366,7 +366,7 @@ class HttpFront:
             created_from=_timestamp(_param(q, "createdTimeFrom")), created_to=_timestamp(_param(q, "createdTimeTo")),
             after=after, top=top))
         show_input = _bool(q, "showInput", True)  # OrchestrationStatusQueryCondition.ShowInput defaults to true
-        out = [self.engine.status_from(inst, show_input=show_input) for inst in page]
+        out = [self.engine.status_from(inst, show_input=show_input, input_as_text=True) for inst in page]
         next_token = _encode_token(page[-1]["InstanceId"]) if more and page else ""
         return web.json_response(out, headers={CONTINUATION: next_token})
 

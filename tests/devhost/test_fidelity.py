@@ -187,6 +187,30 @@ def test_one_instances_status_carries_its_input_unless_show_input_is_false(host:
     requests.post(f"{host.rpc_base_url}instances/{iid}/terminate?reason=done", timeout=10)
 
 
+# ------------------------------------------------------------------ 37. an instance's input as the status shows it
+def test_the_status_shows_an_sdk_started_input_as_the_json_text_it_was_started_with(host: DevHost) -> None:
+    """sdk 1.7 ``start_new`` posts ``json=dumps(input)`` (a JSON string holding the input's JSON); ext
+    ``HttpApiHandler.HandleStartOrchestratorRequestAsync`` reads it with ``JsonConvert.DeserializeObject`` (that
+    string) and ``StartNewAsync`` hands it to dtfx ``TaskHubClient.CreateOrchestrationInstanceAsync``, whose
+    ``JsonDataConverter.Serialize`` stores it as a JSON string literal; ``DurableClient.ConvertFrom`` answers the status
+    with ``Input = ParseToJToken(state.Input)``: the string. So ``get_status(...).input_`` is the JSON text on Azure
+    (the orchestrator itself gets the object: ext ``OrchestrationTriggerAttributeBindingProvider`` hands it
+    ``GetInputAsJson()``, the string, which the SDK's ``get_input`` parses). The app reads inputs through
+    ``api.starters._task_input``, which parses the text; a status read that indexed ``input_`` passed on devhost only."""
+    iid = "in-" + uuid.uuid4().hex[:8]
+    sdk(host, lambda c: c.start_new("sleepy", iid, {"marker": "in-the-input", "n": 1}))
+    wait_until(lambda: running(host, iid), 20, "sleepy to run")
+    st = sdk(host, lambda c: c.get_status(iid, show_input=True))
+    assert st.input_ == '{"marker": "in-the-input", "n": 1}', st.input_
+    listed = [i for i in requests.get(f"{host.rpc_base_url}instances?instanceIdPrefix={iid}", timeout=10).json()]
+    assert [i["input"] for i in listed] == [st.input_]
+    from api.starters import _task_input
+
+    assert _task_input(st) == {"marker": "in-the-input", "n": 1}
+    assert host.get_status(iid)["input"] == {"marker": "in-the-input", "n": 1}  # devhost's own helper: parsed
+    requests.post(f"{host.rpc_base_url}instances/{iid}/terminate?reason=done", timeout=10)
+
+
 def test_status_times_are_whole_seconds_as_the_extension_writes_them(host: DevHost) -> None:
     """ext HttpApiHandler.cs ConvertFrom: ``CreatedTime = status.CreatedTime.ToString("s") + "Z"`` (and
     LastUpdatedTime), for one instance and for the list alike. devhost answered with microseconds, so tasks started
