@@ -196,7 +196,7 @@ def test_the_status_shows_an_sdk_started_input_as_the_json_text_it_was_started_w
     with ``Input = ParseToJToken(state.Input)``: the string. So ``get_status(...).input_`` is the JSON text on Azure
     (the orchestrator itself gets the object: ext ``OrchestrationTriggerAttributeBindingProvider`` hands it
     ``GetInputAsJson()``, the string, which the SDK's ``get_input`` parses). The app reads inputs through
-    ``api.starters._task_input``, which parses the text; a status read that indexed ``input_`` passed on devhost only."""
+    ``api.starters._task_input``, which parses the text; a status read indexing ``input_`` passed on devhost only."""
     iid = "in-" + uuid.uuid4().hex[:8]
     sdk(host, lambda c: c.start_new("sleepy", iid, {"marker": "in-the-input", "n": 1}))
     wait_until(lambda: running(host, iid), 20, "sleepy to run")
