@@ -775,15 +775,9 @@ def previews(state: State, /, task_id: str, threshold: float | None, delete: boo
     else:
         answer = state.client.rerender_previews(task_id, threshold)
     if wait:
-        def done() -> dict[str, Any] | None:
-            state_ = (state.client.results(task_id).get("previews") or {}).get("rerender") or {}
-            return state_ if state_.get("runtime_status") in ("Completed", "Failed", "Terminated") else None
-
-        while (finished := done()) is None:
-            time.sleep(2.0)
-        answer = finished
-        if finished.get("runtime_status") != "Completed":
-            raise CliError(f"the re-render ended {finished.get('runtime_status')}: {finished.get('error', '')}",
+        answer = _wait_rerender(state.client, task_id)
+        if answer.get("runtime_status") != "Completed":
+            raise CliError(f"the re-render ended {answer.get('runtime_status')}: {answer.get('error', '')}",
                            "see the app's log; the results and the earlier page are unchanged",
                            EXIT_TASK_FAILED)  # the app answered: what it ran failed (4 says it could not be reached)
     if as_json:
@@ -798,6 +792,27 @@ def previews(state: State, /, task_id: str, threshold: float | None, delete: boo
     else:
         out.print(f"re-rendering {task_id} at {threshold}; see: trapbatch previews {task_id} --threshold "
                   f"{threshold} --wait, or trapbatch results {task_id}")
+
+
+RERENDER_POLL_S = 2.0
+RERENDER_GONE_POLLS = 30  # a minute of answers without the re-render: it is not coming back
+
+
+def _wait_rerender(client: ApiClient, task_id: str) -> dict[str, Any]:
+    """The task's re-render once it ended (Completed, Failed, Terminated). Why bounded: the results answer names the
+    re-render only while its instance exists; one purged (or never started) left ``--wait`` polling for ever."""
+    gone = 0
+    while True:
+        rerender = (client.results(task_id).get("previews") or {}).get("rerender") or {}
+        if rerender.get("runtime_status") in ("Completed", "Failed", "Terminated"):
+            return rerender
+        gone = gone + 1 if not rerender else 0
+        if gone >= RERENDER_GONE_POLLS:
+            raise CliError(f"the results of {task_id} have named no re-render for "
+                           f"{RERENDER_GONE_POLLS * RERENDER_POLL_S:.0f} s: it was purged or never started",
+                           f"see trapbatch results {task_id}; send the re-render again with trapbatch previews "
+                           f"{task_id} --threshold T --wait", EXIT_TASK_FAILED)
+        time.sleep(RERENDER_POLL_S)
 
 
 def _running_rerender(client: ApiClient, task_id: str) -> dict[str, Any]:

@@ -1334,3 +1334,30 @@ def test_the_command_previews_says_to_follow_a_re_render_with_follows_it(monkeyp
     states = iter(["Running", "Completed"])
     assert cli_main.main(["previews", task, "--threshold", "0.5", "--wait"]) == 0
     assert sent == [0.3, 0.5]
+
+
+def test_previews_wait_stops_when_the_re_render_is_no_longer_named(monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """The results answer names the re-render only while its instance exists: one purged while ``--wait`` followed
+    it left the command polling for ever. A minute of answers without it ends the wait (exit 1, with what to do)."""
+    from cli import main as cli_main
+
+    task = "task-0123456789abcdef0123"
+    polls: list[int] = []
+
+    class Client:
+        def rerender_previews(self, task_id: str, threshold: float) -> dict[str, Any]:
+            return {"id": task_id, "threshold": threshold}
+
+        def results(self, task_id: str) -> dict[str, Any]:
+            polls.append(1)
+            if len(polls) <= 3:  # the check for a running one, then two polls while it runs
+                return {"previews": {"rerender": {"runtime_status": "Running", "threshold": 0.9}}}
+            return {"previews": {}}  # purged
+
+    monkeypatch.setattr(cli_main.State, "client", property(lambda self: Client()))
+    monkeypatch.setattr(cli_main.time, "sleep", lambda s: None)
+    assert cli_main.main(["previews", task, "--threshold", "0.3", "--wait"]) == 1
+    said = capsys.readouterr().err
+    assert "named no re-render for 60 s" in said and "--threshold T --wait" in said
+    assert len(polls) == 3 + cli_main.RERENDER_GONE_POLLS
