@@ -268,6 +268,8 @@ def _confirmed(context: df.DurableOrchestrationContext, data: c.TaskInput, start
     # cancel() leaves its timer open, so the task would stay Running past a confirmation (core.settings)
     wait_s = min(knobs.confirm_timeout_s, CONFIRM_TIMEOUT_MAX_S)
     deadline = context.current_utc_datetime + timedelta(seconds=wait_s)
+    # waited for once per execution: the SDK hands an event raised before any wait to EVERY later wait of its name
+    # (azure-functions-durable-python#507; devhost README, row 31), so a second wait here would see a stale one
     confirm = context.wait_for_external_event(c.CONFIRM_EVENT)
     cancel = context.wait_for_external_event(c.CANCEL_EVENT)
     timer = context.create_timer(deadline)
