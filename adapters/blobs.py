@@ -16,7 +16,8 @@ import io
 import json
 from typing import IO, Any, Iterator
 
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient
 
 from adapters import blob_requests, listing
@@ -164,6 +165,22 @@ class BlobStore:
             return self.read_bytes(container, name)
         except ResourceNotFoundError:
             return None
+
+    def read_version_or_none(self, container: str, name: str, max_bytes: int) -> tuple[bytes | None, int, str] | None:
+        """(content, size, ETag) of the blob as it is now, the content read only if it has at most ``max_bytes``
+        (else None, unread) and only if it is still that ETag's (Get Blob with ``If-Match``). None: no such blob, or
+        replaced between the two requests (its new version is another one: a trigger handles that one by its own
+        event). Why: a trigger that must act once per blob version needs the version of the bytes it acts on."""
+        client = self.service.get_blob_client(container, name)
+        try:
+            props = client.get_blob_properties()
+            size, etag = int(props.size or 0), str(props.etag)
+            if size > max_bytes:
+                return None, size, _etag(etag)
+            data = client.download_blob(etag=etag, match_condition=MatchConditions.IfNotModified).readall()
+        except (ResourceNotFoundError, ResourceModifiedError):
+            return None
+        return data, size, _etag(etag)
 
     def write_bytes(self, container: str, name: str, data: bytes, content_type: str | None = None,
                     cache_control: str | None = None) -> str:

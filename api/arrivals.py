@@ -25,7 +25,7 @@ import azure.functions as func
 
 from adapters import clients
 from adapters.blobs import BlobStore
-from api.starters import start_task
+from api.starters import answered_version, drop_origin, read_request_blob, start_task
 from core.errors import RequestInvalid, TrapbatchError
 from core.requests import MAX_BODY_BYTES, parse_json_body
 from core.settings import Settings
@@ -73,11 +73,11 @@ async def container_ready(event: func.EventGridEvent, client: df.DurableOrchestr
     if _own(container, s):
         return
     store = clients.store(s)
-    raw = await asyncio.to_thread(store.read_bytes_or_none, container, layout.READY_MARKER)
-    if raw is None:
-        return  # deleted since the event was sent: nothing to start
     try:
-        request = marker_request(container, raw)
+        marker = await _read_marker(store, container)
+        if marker is None:
+            return  # deleted since the event was sent, or answered already: nothing to start
+        request = marker_request(container, marker[0])
     except TrapbatchError as exc:
         await _refuse(store, container, exc)
         return
@@ -86,31 +86,49 @@ async def container_ready(event: func.EventGridEvent, client: df.DurableOrchestr
                                 {"marker_container": container})
         logger.info("marker in container %s names an image list: handed to the drop trigger", container)
         return
-    await start_from_marker(client, container, request, s)
+    await start_from_marker(client, container, (request, marker[1]), s)
 
 
-async def start_from_marker(client: df.DurableOrchestrationClient, container: str, request: dict[str, object] | None,
-                            s: Settings) -> None:
+async def _read_marker(store: BlobStore, container: str) -> tuple[bytes, str] | None:
+    """The marker's bytes and ETag (``api.starters.read_request_blob``); None when it is gone, or when this version
+    was answered already: Event Grid delivers at least once and retries a failed delivery for up to 24 h
+    (articles/event-grid/delivery-and-retry.md), and a ``rerun`` marker must not run again for it."""
+    marker = await asyncio.to_thread(read_request_blob, store, container, layout.READY_MARKER)
+    if marker is None:
+        return None
+    receipt = await asyncio.to_thread(store.read_json_or_none, container, layout.ready_receipt_blob())
+    if answered_version(receipt, marker[1]):
+        logger.info("marker in container %s: this version was answered already (a redelivered event)", container)
+        return None
+    return marker
+
+
+async def start_from_marker(client: df.DurableOrchestrationClient, container: str,
+                            marker: tuple[dict[str, object], str] | None, s: Settings) -> None:
     """Start the task a marker stands for and answer beside it: ``trapbatch-ready.task.json``, or
-    ``trapbatch-ready.json.error.json`` when refused. ``request``: the marker's, already read (None: read it here, as
-    the drop trigger does for a handed-over marker, so what starts is the marker's own request, never the
-    hand-over's)."""
+    ``trapbatch-ready.json.error.json`` when refused. ``marker``: its request and ETag, already read (None: read it
+    here, as the drop trigger does for a handed-over marker, so what starts is the marker's own request, never the
+    hand-over's). The marker's version is the task's ``origin``: a redelivery starts nothing (``start_task``)."""
     if _own(container, s):
         return
     store = clients.store(s)
     try:
-        if request is None:
-            raw = await asyncio.to_thread(store.read_bytes_or_none, container, layout.READY_MARKER)
-            if raw is None:
-                logger.warning("marker in container %s was handed over but is gone: nothing to start", container)
+        if marker is None:
+            read = await _read_marker(store, container)
+            if read is None:
+                logger.warning("marker in container %s was handed over but is gone or answered: nothing to start",
+                               container)
                 return
-            request = marker_request(container, raw)
-        started, task_id = await start_task(client, request, s)
+            marker = marker_request(container, read[0]), read[1]
+        request, etag = marker
+        started, task_id = await start_task(client, request, s,
+                                            origin=drop_origin(container, layout.READY_MARKER, etag))
     except TrapbatchError as exc:
         await _refuse(store, container, exc)
         return
     await asyncio.to_thread(store.write_json, container, layout.ready_receipt_blob(),
-                            {"id": task_id, "started": started, "status_path": f"/api/tasks/{task_id}"})
+                            {"id": task_id, "started": started, "status_path": f"/api/tasks/{task_id}",
+                             "request_etag": etag})
     logger.info("marker in container %s: task %s %s", container, task_id, "started" if started else "already known")
 
 

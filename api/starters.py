@@ -50,9 +50,9 @@ from api.edge import http_edge, json_response, start_once
 from core import contracts as c
 from core import notify
 from core.contracts import FINISHED, Stage
-from core.errors import (ConfigError, ContainerNotFound, InstanceListTooSlow, RequestInvalid, SourceUnavailable,
-                         TaskNotFinished, TaskNotFound, TaskStillRunning, TooManyActiveTasks, TrapbatchError,
-                         failure_message)
+from core.errors import (ConfigError, ContainerNotFound, InstanceListTooSlow, RequestInvalid, RequestTooLarge,
+                         SourceUnavailable, TaskNotFinished, TaskNotFound, TaskStillRunning, TooManyActiveTasks,
+                         TrapbatchError, failure_message)
 from core.estimate import live_rate
 from core.ids import is_task_id, repeats_instance_id, shards_instance_id
 from core.requests import (MAX_BODY_BYTES, REMOVAL_EXAMPLE, TaskRequest, check_repeat_removal, parse_json_body,
@@ -141,11 +141,16 @@ ACTIVE_TASKS_RETRY_AFTER_S = 300  # Retry-After of a 429 for too many running ta
 
 
 async def start_task(client: df.DurableOrchestrationClient, body: Any, settings: Settings,
-                     caller: Caller = ANONYMOUS_OPERATOR, drop: str = "") -> tuple[bool, str]:
+                     caller: Caller = ANONYMOUS_OPERATOR, drop: str = "", origin: str = "") -> tuple[bool, str]:
     """Validate ``body`` and start its task unless that task already runs or completed. Returns (started, id).
 
     A verified ``caller`` (``TRAPBATCH_CALLER_AUTH=easyauth``) replaces any ``caller`` the body names, is recorded in
-    the task's input as its ``owner`` and is part of the task id; its limits are checked (operators are exempt)."""
+    the task's input as its ``owner`` and is part of the task id; its limits are checked (operators are exempt).
+
+    ``origin``: the blob version that asks (``drop_origin``), recorded in the task's input. When the task's last run
+    was started by that same version, this is a redelivery of its event (at least once, from Event Grid and from the
+    blob trigger's queue): (True, id) without starting or refusing anything, so a ``rerun`` request delivered twice
+    runs once and is not answered "still running"."""
     request = parse_task_request(body, settings.model, settings.knobs.images_per_shard)
     if caller.verified:  # a body-supplied 'caller' is a label nobody checked: the verified id replaces it
         request = dataclasses.replace(request, caller=caller.id)
@@ -182,6 +187,9 @@ async def start_task(client: df.DurableOrchestrationClient, body: Any, settings:
         if _runtime(legacy) is not None:
             request, task_id, existing = as_given, legacy_id, legacy
     runtime = _runtime(existing)
+    if origin and runtime is not None and _task_input(existing).get("origin") == origin:
+        logger.info("task %s: %s was already started by %s (a redelivered event)", task_id, runtime, origin)
+        return True, task_id
     if runtime in ACTIVE and request.rerun:
         raise TaskStillRunning(f"task {task_id} is still running (stage: {_stage_of(existing)}); it can be run again "
                                "once it has finished", f"wait until GET /api/tasks/{task_id} shows it finished, or "
@@ -205,6 +213,8 @@ async def start_task(client: df.DurableOrchestrationClient, body: Any, settings:
             task_input["owner"] = caller.id
         if drop:  # answers (done, estimate) go beside the dropped request
             task_input["drop"] = drop
+        if origin:
+            task_input["origin"] = origin
         await client.start_new(c.TASK_ORCHESTRATOR, task_id, task_input)
     except Exception:
         # The extension refuses to start an instance id that is running or pending (OverridableExistingInstanceStates
@@ -883,16 +893,49 @@ async def task_repeats(req: func.HttpRequest, client: df.DurableOrchestrationCli
                        "hint": "the new results are written beside the originals, which are left unchanged"})
 
 
+def drop_origin(container: str, name: str, etag: str) -> str:
+    """The ``origin`` of a task started by one version of a blob (``start_task``)."""
+    return f"{container}/{name}@{etag}"
+
+
+def answered_version(receipt: Any, etag: str) -> bool:
+    """Whether a receipt (``<name>.task.json``, ``trapbatch-ready.task.json``) answers the blob version ``etag``: its
+    event came again (Event Grid and the blob trigger's queue deliver at least once), and the answer stands."""
+    return isinstance(receipt, dict) and bool(etag) and receipt.get("request_etag") == etag
+
+
+def read_request_blob(store: BlobStore, container: str, name: str) -> tuple[bytes, str] | None:
+    """A dropped request's (or marker's) bytes and ETag, of one version. None: deleted, or replaced since (as the
+    storage extension ignores a message whose blob is gone; the new version comes with its own event). A blob
+    larger than any request is refused unread (``RequestTooLarge``). Blocking: call it off the event loop."""
+    version = store.read_version_or_none(container, name, MAX_BODY_BYTES)
+    if version is None:
+        return None
+    data, size, etag = version
+    if data is None:
+        raise RequestTooLarge(f"{name} has {size} bytes; a task request needs far less than {MAX_BODY_BYTES}",
+                              "write only the fields of a task request (an image list is a blob of its own, named by "
+                              "'image_list')")
+    return data, etag
+
+
 @bp.blob_trigger(arg_name="blob", path=layout.INCOMING_CONTAINER + "/{name}", connection="AzureWebJobsStorage",
                  source=func.BlobSource(drop_trigger_source(os.environ)))
 @bp.durable_client_input(client_name="client")
 async def task_dropped(blob: func.InputStream, client: df.DurableOrchestrationClient) -> None:
     """A ``*.json`` task request dropped into ``incoming`` starts the task; a bad one gets ``<name>.error.json``.
 
+    Once per blob version: the request is read again with its ETag (the trigger's stream says nothing of which
+    version it holds), recorded in the receipt and as the task's ``origin``; an event of a version already answered
+    changes nothing (``start_task``). Why: with the Event Grid source the function runs once per delivered event,
+    which Event Grid sends at least once, and again after a failure, with no receipts (module docstring of
+    tests/integration/test_drop_redelivery.py cites the extension's code).
+
     Storage SDK errors are not answered here: they propagate, so the platform retries the trigger (a transient
     failure must not become a permanent refusal written beside the request)."""
     full_name = blob.name or ""
     container, _, name = full_name.partition("/")
+    container = container or layout.INCOMING_CONTAINER
     if not layout.is_drop_request(name):
         return
     s = clients.settings()
@@ -904,12 +947,21 @@ async def task_dropped(blob: func.InputStream, client: df.DurableOrchestrationCl
         return
     store = clients.store(s)
     try:
-        body = parse_json_body(blob.read(MAX_BODY_BYTES + 1))
-        started, task_id = await start_task(client, body, s, drop=name)
+        version = await asyncio.to_thread(read_request_blob, store, container, name)
+        if version is None:
+            logger.info("dropped request %s is gone or was replaced: its newer version has an event of its own", name)
+            return
+        raw, etag = version
+        receipt_name = layout.drop_receipt_blob(name)
+        if answered_version(await asyncio.to_thread(store.read_json_or_none, container, receipt_name), etag):
+            logger.info("dropped request %s: this version was answered already (a redelivered event)", name)
+            return
+        body = parse_json_body(raw)
+        started, task_id = await start_task(client, body, s, drop=name, origin=drop_origin(container, name, etag))
     except TrapbatchError as exc:
-        await asyncio.to_thread(store.write_json, container or layout.INCOMING_CONTAINER,
-                                layout.drop_error_blob(name), exc.to_dict())
+        await asyncio.to_thread(store.write_json, container, layout.drop_error_blob(name), exc.to_dict())
         logger.warning("dropped request %s rejected: %s", name, exc.message)
         return
-    await asyncio.to_thread(store.write_json, container or layout.INCOMING_CONTAINER, layout.drop_receipt_blob(name),
-                            {"id": task_id, "started": started, "status_path": f"/api/tasks/{task_id}"})
+    await asyncio.to_thread(store.write_json, container, receipt_name,
+                            {"id": task_id, "started": started, "status_path": f"/api/tasks/{task_id}",
+                             "request_etag": etag})

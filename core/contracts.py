@@ -76,6 +76,9 @@ class TaskInput(TypedDict):
     run: NotRequired[str]  # this run's id (gpu_batch.layout.run_id): its pool work goes to a job of its own
     owner: NotRequired[str]  # the verified caller id (api/callers.py, TRAPBATCH_CALLER_AUTH=easyauth); absent: no owner
     drop: NotRequired[str]  # the name of the dropped request (incoming/<name>.json) that started it: answers go beside
+    # The blob version that asked for this run, ``<container>/<blob>@<ETag>`` (a drop or a marker; api.starters
+    # drop_origin): a redelivered event of that version finds the run it started instead of running or refusing again
+    origin: NotRequired[str]
     # A re-run (``"rerun": true``): the generation this run is (its state and results under
     # ``gpu_batch.layout.generation_key(task_id, generation)``; absent or "": the task's first generation) ...
     generation: NotRequired[str]

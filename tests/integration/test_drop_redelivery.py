@@ -1,0 +1,147 @@
+"""A dropped request or a marker is acted on once per blob version, however often its event arrives (Azurite).
+
+Why: deployed, the drop trigger's source is Event Grid. The storage extension's webhook puts each delivered event on
+the host's blob-trigger queue, and ``BlobQueueTriggerExecutor`` runs the function for every message whose blob still
+exists, with no blob receipts and, for this source, no ETag check (azure-sdk-for-net
+``Microsoft.Azure.WebJobs.Extensions.Storage.Blobs``: ``Config/BlobsExtensionConfigProvider.cs``
+``ProcessEventsAsync``, ``Listeners/BlobQueueTriggerExecutor.cs``). Event Grid delivers at least once
+(``articles/event-grid/delivery-and-retry.md``), and a function that fails after the start (its answer could not be
+written) runs again from the queue; ``container_ready`` is redelivered by Event Grid itself, for up to 24 h. A
+``"rerun": true`` request delivered twice then either ran the whole task again (after the first re-run ended) or
+wrote ``<name>.json.error.json`` "still running" beside a request that had started. devhost's receipts (once per blob
+version) hid it: these tests call the functions directly, as a second delivery does.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+from enum import Enum
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from adapters.blobs import BlobStore
+from api import arrivals, starters
+from gpu_batch import layout
+
+
+class _Runtime(Enum):
+    Running = "Running"
+    Completed = "Completed"
+    Failed = "Failed"
+
+
+class Client:
+    """The durable client's calls the starters make, over instances kept here."""
+
+    def __init__(self) -> None:
+        self.instances: dict[str, dict[str, Any]] = {}
+        self.starts: list[str] = []
+
+    async def get_status(self, instance_id: str, *args: Any, **kwargs: Any) -> Any:
+        found = self.instances.get(instance_id)
+        if found is None:
+            return SimpleNamespace(runtime_status=None, input_=None, custom_status=None, output=None)
+        return SimpleNamespace(runtime_status=_Runtime(found["runtime"]), input_=json.dumps(found["input"]),
+                               custom_status={"stage": "detecting"}, output=None)
+
+    async def start_new(self, name: str, instance_id: str, client_input: Any = None) -> str:
+        self.starts.append(instance_id)
+        self.instances[instance_id] = {"runtime": "Running", "input": client_input}
+        return instance_id
+
+    def end_all(self) -> None:
+        for found in self.instances.values():
+            found["runtime"] = "Completed"
+
+
+class _Stream:
+    """The trigger's ``func.InputStream``: its name is ``<container>/<blob>`` (the BlobTrigger metadata)."""
+
+    def __init__(self, name: str, data: bytes) -> None:
+        self.name, self._data = name, data
+
+    def read(self, size: int = -1) -> bytes:
+        return self._data if size < 0 else self._data[:size]
+
+
+def _deliver(store: BlobStore, client: Client, name: str) -> None:
+    """One delivery of the drop's event: the function runs over the blob as it is now."""
+    data = store.read_bytes(layout.INCOMING_CONTAINER, name)
+    fn = starters.task_dropped._function.get_user_function().__wrapped__  # no durable client binding
+    asyncio.run(fn(_Stream(f"{layout.INCOMING_CONTAINER}/{name}", data), client))
+
+
+@pytest.fixture
+def source(app_env: dict[str, str], store: BlobStore, unique_name: str) -> str:
+    store.ensure_container(unique_name)
+    store.ensure_container(layout.INCOMING_CONTAINER)
+    return unique_name
+
+
+def test_a_rerun_drop_delivered_again_neither_runs_again_nor_is_refused(source: str, store: BlobStore,
+                                                                       unique_name: str) -> None:
+    client = Client()
+    store.write_json(layout.INCOMING_CONTAINER, f"{unique_name}-first.json", {"container": source})
+    _deliver(store, client, f"{unique_name}-first.json")
+    client.end_all()
+    name = f"{unique_name}-again.json"
+    store.write_json(layout.INCOMING_CONTAINER, name, {"container": source, "rerun": True})
+    _deliver(store, client, name)
+    assert len(client.starts) == 2
+    _deliver(store, client, name)  # redelivered while the re-run runs
+    client.end_all()
+    _deliver(store, client, name)  # ... and after it ended
+    assert len(client.starts) == 2, "a redelivered event ran the task again"
+    assert store.read_json_or_none(layout.INCOMING_CONTAINER, layout.drop_error_blob(name)) is None
+    receipt = store.read_json(layout.INCOMING_CONTAINER, layout.drop_receipt_blob(name))
+    assert receipt["started"] is True and receipt["id"] == client.starts[1]
+    store.write_json(layout.INCOMING_CONTAINER, name, {"container": source, "rerun": True})  # a new version
+    _deliver(store, client, name)
+    assert len(client.starts) == 3, "a request written again is a new request"
+
+
+def test_a_drop_whose_answer_failed_is_answered_on_the_retry_as_started(source: str, store: BlobStore,
+                                                                        unique_name: str,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The start succeeded, writing ``<name>.task.json`` failed: the platform runs the function again."""
+    client = Client()
+    store.write_json(layout.INCOMING_CONTAINER, f"{unique_name}-first.json", {"container": source})
+    _deliver(store, client, f"{unique_name}-first.json")
+    client.end_all()
+    name = f"{unique_name}-rerun.json"
+    store.write_json(layout.INCOMING_CONTAINER, name, {"container": source, "rerun": True})
+    write_json = BlobStore.write_json
+    failures = [layout.drop_receipt_blob(name)]
+
+    def flaky(self: BlobStore, container: str, blob: str, value: Any) -> str:
+        if blob in failures:
+            failures.remove(blob)
+            raise ConnectionError("storage went away")
+        return write_json(self, container, blob, value)
+
+    monkeypatch.setattr(BlobStore, "write_json", flaky)
+    with pytest.raises(ConnectionError):
+        _deliver(store, client, name)
+    _deliver(store, client, name)
+    assert len(client.starts) == 2
+    assert store.read_json_or_none(layout.INCOMING_CONTAINER, layout.drop_error_blob(name)) is None
+    assert store.read_json(layout.INCOMING_CONTAINER, layout.drop_receipt_blob(name))["started"] is True
+
+
+def test_a_rerun_marker_redelivered_after_its_run_ended_starts_nothing(source: str, store: BlobStore) -> None:
+    client = Client()
+    store.write_json(source, layout.READY_MARKER, {})
+    event = SimpleNamespace(event_type=arrivals.BLOB_CREATED,
+                            subject=f"/blobServices/default/containers/{source}/blobs/{layout.READY_MARKER}")
+    fn = arrivals.container_ready._function.get_user_function().__wrapped__  # no durable client binding
+    asyncio.run(fn(event, client))
+    client.end_all()
+    store.write_json(source, layout.READY_MARKER, {"rerun": True})
+    asyncio.run(fn(event, client))
+    client.end_all()
+    asyncio.run(fn(event, client))  # Event Grid's retry or a duplicate
+    assert len(client.starts) == 2
+    assert store.read_json_or_none(source, layout.ready_error_blob()) is None
+    assert store.read_json(source, layout.ready_receipt_blob())["started"] is True
