@@ -245,6 +245,14 @@ class BlobStore:
 
         return self.write_bytes(container, name, jsonio.dumps(value), "application/json")
 
+    def delete_if_exists(self, container: str, name: str) -> bool:
+        """Delete the blob; False when there was none."""
+        try:
+            self.service.get_blob_client(container, name).delete_blob()
+        except ResourceNotFoundError:
+            return False
+        return True
+
     def exists(self, container: str, name: str) -> bool:
         return bool(self.service.get_blob_client(container, name).exists())
 

@@ -129,6 +129,8 @@ async def start_from_marker(client: df.DurableOrchestrationClient, container: st
     await asyncio.to_thread(store.write_json, container, layout.ready_receipt_blob(),
                             {"id": task_id, "started": started, "status_path": f"/api/tasks/{task_id}",
                              "request_etag": etag})
+    # an earlier version's refusal, now answered by this one: left there, it said the corrected marker was refused
+    await asyncio.to_thread(store.delete_if_exists, container, layout.ready_error_blob())
     logger.info("marker in container %s: task %s %s", container, task_id, "started" if started else "already known")
 
 

@@ -965,3 +965,5 @@ async def task_dropped(blob: func.InputStream, client: df.DurableOrchestrationCl
     await asyncio.to_thread(store.write_json, container, receipt_name,
                             {"id": task_id, "started": started, "status_path": f"/api/tasks/{task_id}",
                              "request_etag": etag})
+    # an earlier version's refusal, now answered by this one: left there, it said the corrected request was refused
+    await asyncio.to_thread(store.delete_if_exists, container, layout.drop_error_blob(name))

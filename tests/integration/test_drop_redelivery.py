@@ -145,3 +145,30 @@ def test_a_rerun_marker_redelivered_after_its_run_ended_starts_nothing(source: s
     assert len(client.starts) == 2
     assert store.read_json_or_none(source, layout.ready_error_blob()) is None
     assert store.read_json(source, layout.ready_receipt_blob())["started"] is True
+
+
+def test_a_corrected_request_or_marker_that_starts_takes_the_earlier_refusal_away(source: str, store: BlobStore,
+                                                                                  unique_name: str) -> None:
+    """Version 1 was refused (``<name>.json.error.json``), version 2, corrected, started: the refusal stayed beside
+    the answer, saying the request was refused while its task ran."""
+    client = Client()
+    name = f"{unique_name}-fixed.json"
+    store.write_json(layout.INCOMING_CONTAINER, name, {"container": source, "first_n": -1})
+    _deliver(store, client, name)
+    assert store.read_json(layout.INCOMING_CONTAINER, layout.drop_error_blob(name))
+    store.write_json(layout.INCOMING_CONTAINER, name, {"container": source})
+    _deliver(store, client, name)
+    assert len(client.starts) == 1 and store.read_json(layout.INCOMING_CONTAINER, layout.drop_receipt_blob(name))
+    assert not store.exists(layout.INCOMING_CONTAINER, layout.drop_error_blob(name))
+
+    store.write_json(source, layout.READY_MARKER, {"first_n": "many"})
+    event = SimpleNamespace(event_type=arrivals.BLOB_CREATED,
+                            subject=f"/blobServices/default/containers/{source}/blobs/{layout.READY_MARKER}")
+    fn = arrivals.container_ready._function.get_user_function().__wrapped__  # no durable client binding
+    asyncio.run(fn(event, client))
+    assert store.exists(source, layout.ready_error_blob())
+    store.write_json(source, layout.READY_MARKER, {})
+    asyncio.run(fn(event, client))
+    # the same request as the drop's above: answered with that task, which runs already
+    assert store.read_json(source, layout.ready_receipt_blob())["id"] == client.starts[0]
+    assert not store.exists(source, layout.ready_error_blob())
