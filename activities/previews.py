@@ -36,6 +36,7 @@ from core.settings import Settings
 from gpu_batch import layout
 from gpu_batch.formats.detections_csv import capture_time, unguarded
 from gpu_batch.formats.previewsample import NEAR_MISS_FLOOR
+from gpu_batch.manifest import has_dot_segment
 
 logger = logging.getLogger(__name__)
 bp = df.Blueprint()
@@ -90,7 +91,7 @@ class _Pictures:
         self.folder, self.source, self.variant = folder, source, variant
 
     def make(self, file: str) -> dict[str, str] | None:
-        if not self.source:
+        if not self.source or has_dot_segment(file):  # such a name reads another blob: never publish that one
             return None
         try:
             made = _renderings(self.source_store.read_bytes(self.source, file))

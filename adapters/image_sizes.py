@@ -24,6 +24,7 @@ from typing import Callable, Iterable, Iterator, TypeVar
 from azure.core.exceptions import AzureError
 
 from adapters.blobs import BlobStore
+from gpu_batch.manifest import has_dot_segment
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -49,6 +50,8 @@ def size_from_bytes(data: bytes) -> tuple[int, int] | None:
 
 
 def _size(store: BlobStore, container: str, name: str) -> tuple[int, int] | None:
+    if has_dot_segment(name):  # the HTTP layer would read another blob's size (gpu_batch.manifest.has_dot_segment)
+        return None
     client = store.service.get_blob_client(container, name)
     try:
         head = bytes(client.download_blob(offset=0, length=HEADER_BYTES).readall())

@@ -135,6 +135,14 @@ def normalize_path(value: Any, name: str, row: int) -> str:
     return path
 
 
+def _looks_like_path(cell: str) -> bool:
+    """Whether a list's first cell is an image path (a headerless list) rather than a column name: an image extension
+    and a name that is not hidden. Not ``is_image_name``, which also refuses ``.``/``..`` folders: ``find .`` writes
+    ``./a/1.jpg``, and a row such as ``a/../b.jpg`` is then refused by ``normalize_path`` with its own reason."""
+    lower = cell.strip().lower()
+    return lower.endswith(IMAGE_EXTENSIONS) and not lower.rsplit("/", 1)[-1].startswith(".")
+
+
 def blob_name(prefix: str, path: str) -> str:
     """The blob name of a listed path: the request's ``prefix`` is the folder the list's paths are relative to."""
     if not prefix:
@@ -187,7 +195,7 @@ def _csv_rows(fp: IO[bytes], name: str) -> Iterator[ListedImage]:
             header = next(reader, None)
             if header is None:
                 return
-            if len(header) == 1 and is_image_name(header[0].strip()):  # a headerless list of paths
+            if len(header) == 1 and _looks_like_path(header[0]):  # a headerless list of paths
                 yield _row(header[0], {}, name, 1)
                 for number, cells in enumerate(reader, start=2):
                     if cells and any(c.strip() for c in cells):

@@ -25,6 +25,7 @@ from __future__ import annotations
 from typing import Any, Iterable, Mapping
 
 from gpu_batch import layout
+from gpu_batch.manifest import has_dot_segment
 
 MAX_KINDS = 64  # distinct kinds kept; past that a listing of odd names (random suffixes) goes to OTHER
 EXAMPLES = 3  # example names kept per kind, the first in listing order
@@ -32,6 +33,7 @@ TOP_KINDS = 5  # kinds handed to the orchestrator (and so the status): the large
 HIDDEN = "(hidden)"
 NO_EXTENSION = "(no extension)"
 OTHER = "(other)"
+DOT_FOLDER = "(a '.' or '..' folder)"
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mts", ".m2ts", ".m4v", ".wmv", ".3gp", ".mkv", ".mpg",
                               ".mpeg", ".asf"})
@@ -47,6 +49,8 @@ def kind_of(name: str, size: int | None = None) -> str | None:
     base = name.rsplit("/", 1)[-1]
     if not base or name in TRAPBATCH_OWN:
         return None
+    if ("/." in name or name[:1] == ".") and has_dot_segment(name):  # before the extension: often a .jpg
+        return DOT_FOLDER
     if base.startswith("."):
         return HIDDEN
     _stem, dot, ext = base.rpartition(".")
@@ -114,6 +118,10 @@ def advice(kind: str) -> str:
                 "process_video script, or extract frames to JPEG and run those")
     if kind in OTHER_IMAGE_EXTENSIONS:
         return "an image format MegaDetector does not read (it takes .jpg, .jpeg, .png, .gif): convert to JPEG to run it"
+    if kind == DOT_FOLDER:
+        return ("a name with a '.' or '..' folder (e.g. 'a/../b.jpg'), which Azure Storage keeps as written but its "
+                "clients resolve before sending, so reading it would read another blob: copy it to a name without "
+                "such a folder to run it")
     if kind == HIDDEN:
         return "a hidden file (a name starting with '.', e.g. the '._' files macOS writes); never run, as MegaDetector"
     return ""

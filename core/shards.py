@@ -24,21 +24,19 @@ from dataclasses import asdict, dataclass
 from itertools import islice
 from typing import Iterable, Iterator, Sequence, TypedDict
 
+from gpu_batch.manifest import has_dot_segment as has_dot_segment  # re-exported: requests and image lists use it
+
 # MegaDetector's own image extensions (ct_utils / path_utils IMG_EXTENSIONS), compared case-insensitively.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".gif", ".png")
 
 
 def is_image_name(name: str) -> bool:
+    """Whether a listed blob is an image trapbatch runs: an image extension, not hidden, and no ``.``/``..`` folder
+    (``has_dot_segment``: such a name would be read as another blob, so the listing passes it over and says so,
+    ``core.notimages``). The dot check runs only on names holding ``/.`` or starting with ``.`` (a per-name cost)."""
     lower = name.lower()
-    return lower.endswith(IMAGE_EXTENSIONS) and not lower.rsplit("/", 1)[-1].startswith(".")
-
-
-def has_dot_segment(name: str) -> bool:
-    """Whether a blob name has a ``.`` or ``..`` folder. Why it matters: Azure's clients send a blob's name as its URL
-    path and the HTTP layer resolves such segments before sending (urllib3's ``parse_url``), so ``a/../b.jpg`` reads
-    ``b.jpg`` (one photo under two names, or a blob outside the prefix) and a shared-key signature no longer matches
-    the path sent (403). Such a name can only be refused."""
-    return any(part in (".", "..") for part in name.split("/"))
+    return (lower.endswith(IMAGE_EXTENSIONS) and not lower.rsplit("/", 1)[-1].startswith(".")
+            and not (("/." in name or name[:1] == ".") and has_dot_segment(name)))
 
 
 def select_images(names: Iterable[str], first_n: int | None = None, sample_n: int | None = None,

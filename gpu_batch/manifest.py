@@ -24,6 +24,17 @@ from typing import Any, Iterable, Mapping, Sequence
 MANIFEST_VERSION = 1
 
 
+def has_dot_segment(name: str) -> bool:
+    """Whether a blob name has a ``.`` or ``..`` folder. Why it matters: Azure's clients send a blob's name as its URL
+    path and the HTTP layer resolves such segments before sending (urllib3's ``parse_url``), so ``a/../b.jpg`` reads
+    ``b.jpg`` (one photo under two names, or a blob outside the prefix, or with a bearer token or an account SAS, which
+    do not sign the path, in another container) and a shared-key signature no longer matches the path sent (403).
+    Azure Storage itself keeps such names as written (a REST client that sends ``%2E%2E`` creates ``a/../b.jpg``), so a
+    listing can return them; they can only be refused. Shared by the app (requests, image lists, listings) and the
+    worker (``gpu_batch.worker.sources``), hence here."""
+    return any(part in (".", "..") for part in name.split("/"))
+
+
 @dataclass(frozen=True, slots=True)
 class ViewBasis:
     """What a later attempt's merge view covers besides its own results (``ShardManifest.merge_view_basis``): the

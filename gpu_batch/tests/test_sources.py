@@ -224,3 +224,32 @@ def test_a_resubmitted_attempt_writes_the_view_of_the_whole_shard(storage_connec
     assert (view.list_etag, view.list_columns) == (etag(layout.shard_list_blob("task-w", "s2")).strip('"'),
                                                    ("season", "site"))
     assert view.zooniverse is not None and view.zooniverse.rows.count(b',"S1, wet",J0') == 4
+
+
+def test_blob_source_never_reads_a_name_with_a_dot_folder_as_another_blob(storage_connection: str,
+                                                                          unique_name: str) -> None:
+    """``x/../y.jpg`` is a blob of its own in Azure Storage (a REST client sending ``%2E%2E`` creates it), but the
+    SDK's URL goes through urllib3, which resolves the dot folder: a SAS (or a bearer token, which does not sign the
+    path either) read ``y.jpg`` instead, and its detections were written under the other name. A manifest listed
+    before the app passed such names over still names them: the worker refuses them, permanently."""
+    from datetime import datetime, timedelta, timezone
+
+    import requests
+    from azure.storage.blob import ContainerSasPermissions, generate_container_sas
+
+    service = BlobServiceClient.from_connection_string(storage_connection)
+    container = service.create_container(unique_name)
+    container.upload_blob("y.jpg", jpeg_bytes(textured(64, 48, 1)))
+    sas = generate_container_sas(str(service.account_name), unique_name, account_key=service.credential.account_key,
+                                 permission=ContainerSasPermissions(read=True, create=True, write=True, list=True),
+                                 expiry=datetime.now(timezone.utc) + timedelta(hours=1))
+    made = requests.put(f"{container.url}/x/%2E%2E/y.jpg?{sas}", data=b"the dot-folder blob", timeout=30,
+                        headers={"x-ms-blob-type": "BlockBlob"})
+    assert made.status_code == 201, made.text
+    assert sorted(b.name for b in container.list_blobs()) == ["x/../y.jpg", "y.jpg"]
+    by_sas = BlobServiceClient(service.url, credential=sas)
+    # the SDK alone reads the wrong blob: the reason for the refusal below
+    assert by_sas.get_blob_client(unique_name, "x/../y.jpg").download_blob().readall() != b"the dot-folder blob"
+    with pytest.raises(SourceError) as refused:
+        BlobImageSource(by_sas, unique_name).fetch("x/../y.jpg")
+    assert refused.value.reason == "not_found" and not refused.value.retryable and "another blob" in str(refused.value)

@@ -143,6 +143,10 @@ class BlobImageSource:
     def fetch(self, name: str) -> bytes:
         from azure.core.exceptions import AzureError
 
+        # the HTTP layer would read another blob (a manifest listed before the app passed such names over)
+        if contract.has_dot_segment(name):
+            raise SourceError(f"{name!r} has a '.' or '..' folder, which the HTTP layer resolves to another blob: "
+                              "not read", contract.REASON_NOT_FOUND)
         try:
             return bytes(self.container.download_blob(name, max_concurrency=1).readall())
         except (AzureError, OSError) as exc:  # OSError: a socket error or timeout the SDK let through

@@ -224,3 +224,39 @@ def test_folders_the_plan_could_not_expand_weigh_what_their_expanded_siblings_he
     single = run_enumerate("task-sites-single", request, settings, store)
     assert out == single == {"images": len(names), "shards": 16}
     assert manifests(settings, store, "task-sites") == manifests(settings, store, "task-sites-single")
+
+
+@pytest.mark.parametrize("limits", [SMALL, TINY, ListingLimits()], ids=["small", "tiny", "defaults"])
+def test_a_listed_name_with_a_dot_folder_is_not_run_and_the_task_says_why(env: tuple[Settings, BlobStore, str],
+                                                                          limits: ListingLimits) -> None:
+    """Azure keeps ``cams/site1/../../flat/000.jpg`` as a blob of its own (a REST client sending ``%2E%2E`` made it),
+    but every reader would fetch ``flat/000.jpg`` (urllib3 resolves dot folders; with a bearer token or an account
+    SAS, which do not sign the path, ``x/../../other/y.jpg`` reads container ``other``): both listings pass it over,
+    as a kind of its own with what to do. Before, it was run under its name with another photo's detections (and
+    that photo's thumbnail on the public preview page)."""
+    from datetime import datetime, timedelta, timezone
+
+    import requests
+    from azure.storage.blob import ContainerSasPermissions, generate_container_sas
+
+    from core import notimages
+
+    settings, store, container = env
+    dotted = "cams/site1/../../flat/000.jpg"
+    service = store.service
+    sas = generate_container_sas(str(service.account_name), container, account_key=service.credential.account_key,
+                                 permission=ContainerSasPermissions(create=True, write=True),
+                                 expiry=datetime.now(timezone.utc) + timedelta(hours=1))
+    url = service.get_container_client(container).url
+    made = requests.put(f"{url}/{dotted.replace('..', '%2E%2E')}?{sas}", data=b"y", timeout=30,
+                        headers={"x-ms-blob-type": "BlockBlob"})
+    assert made.status_code == 201, made.text
+    request = TaskRequest(container=container, model="MDV5A", images_per_shard=3)
+    single = run_enumerate("task-single", request, settings, store)
+    _, parallel = run_parallel(settings, store, "task-parallel", request, limits)
+    assert parallel["images"] == single["images"] == sum(1 for n in NAMES if is_image_name(n))
+    for task_id in ("task-single", "task-parallel"):
+        assert not any(dotted in images for images in manifests(settings, store, task_id))
+    kinds = store.read_json(settings.container, layout.enumeration_blob("task-parallel"))["not_images"]["kinds"]
+    assert kinds[notimages.DOT_FOLDER]["examples"] == [dotted] and "another blob" in kinds[notimages.DOT_FOLDER]["hint"]
+    assert parallel["not_images"]["kinds"][notimages.DOT_FOLDER] == 1

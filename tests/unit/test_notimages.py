@@ -84,3 +84,38 @@ def test_what_is_tallied_is_exactly_what_the_enumeration_does_not_run() -> None:
         if not is_image_name(name):
             t.add(name, 10)
         assert (t.files == 1) != is_image_name(name), name
+
+
+@pytest.mark.parametrize("name", ["a/../b.jpg", "a/./b.JPG", "../b.png", "./b.jpg", "a/b/../../c/d.jpeg", "a/.."])
+def test_a_name_with_a_dot_folder_is_passed_over_and_says_why(name: str) -> None:
+    """Azure keeps ``a/../b.jpg`` as written, but the HTTP layer resolves it before sending: the listing must not run
+    it (the worker would read ``b.jpg``, or with a bearer token another container's blob) and the task says so."""
+    assert not is_image_name(name)
+    assert kind_of(name, 10) == notimages.DOT_FOLDER
+    tally = NotImages()
+    tally.add(name, 10)
+    assert "another blob" in tally.to_dict()["kinds"][notimages.DOT_FOLDER]["hint"]
+
+
+@pytest.mark.parametrize("name", ["a../b.jpg", "a/b..jpg", ".cams/b.jpg", "a/.x/b.jpg", "a...jpg"])
+def test_dots_inside_a_folder_name_are_no_dot_folder(name: str) -> None:
+    assert is_image_name(name) and kind_of(name) != notimages.DOT_FOLDER
+
+
+def test_app_side_readers_never_fetch_a_name_with_a_dot_folder() -> None:
+    """Results written before the listing passed such names over still name them: the preview page would publish
+    the other blob's picture, and the exports would take its size. Neither reads it."""
+    from activities.previews import _Pictures
+    from adapters.image_sizes import _size
+
+    class Refusing:
+        @property
+        def service(self) -> object:
+            raise AssertionError("no storage call for a name with a dot folder")
+
+        def read_bytes(self, container: str, name: str) -> bytes:
+            raise AssertionError("no storage call for a name with a dot folder")
+
+    store = Refusing()
+    assert _Pictures(store, store, None, "folder", "cams", "").make("a/../b.jpg") is None  # type: ignore[arg-type]
+    assert _size(store, "cams", "a/../b.jpg") is None  # type: ignore[arg-type]
