@@ -47,7 +47,10 @@ def _extra_kinds(folder: Path) -> list[str]:
     names += ["rot6.jpg", "gray.jpg", "cmyk.jpg", "gray16.png", "truncated.jpg", "rgba.png"]
     # capture times: DateTimeOriginal (Exif IFD) beside a turn, a camera clock never set, only IFD0's DateTime
     # (MegaDetector reads DateTimeOriginal alone), a PNG's eXIf chunk
+    # and a grayscale JPEG and an RGBA PNG, dated and turned: MegaDetector keeps their time but not their turn
     for name, fmt, tags in (("dated_rot6.jpg", "JPEG", {274: 6, 36867: "2024:05:02 09:59:58"}),
+                            ("gray_dated_rot6.jpg", "JPEG", {274: 6, 36867: "2024:05:03 21:00:01"}),
+                            ("rgba_dated_rot6.png", "PNG", {274: 6, 36867: "2024:05:03 21:00:02"}),
                             ("clock_unset.jpg", "JPEG", {36867: "0000:00:00 00:00:00"}),
                             ("ifd0_only.jpg", "JPEG", {306: "2024:05:02 10:00:00"}),
                             ("dated.png", "PNG", {36867: "2023:12:31 23:59:59"})):
@@ -55,7 +58,8 @@ def _extra_kinds(folder: Path) -> list[str]:
         for tag, value in tags.items():
             (exif.get_ifd(0x8769) if tag == 36867 else exif)[tag] = value
         buf = io.BytesIO()
-        textured(640, 480, len(names)).save(buf, format=fmt, exif=exif.tobytes())  # PNG skips an Exif without IFD0
+        mode = "L" if name.startswith("gray") else "RGBA" if name.startswith("rgba") else "RGB"
+        textured(640, 480, len(names)).convert(mode).save(buf, format=fmt, exif=exif.tobytes())  # PNG: needs IFD0
         (folder / name).write_bytes(buf.getvalue())
         names.append(name)
     return names
@@ -137,8 +141,10 @@ def test_worker_matches_megadetector_cpu_fp32(checkpoint: Path, tmp_path: Path) 
     assert (ours["rot6.jpg"]["width"], ours["rot6.jpg"]["height"]) == (600, 800)  # stored 800 x 600, turned
     assert all(isinstance(e.get("width"), int) for e in ours.values() if not e.get("failure"))
     assert {n: e["datetime"] for n, e in ours.items() if "datetime" in e} == {
-        "dated_rot6.jpg": "2024:05:02 09:59:58", "dated.png": "2023:12:31 23:59:59"}
+        "dated_rot6.jpg": "2024:05:02 09:59:58", "dated.png": "2023:12:31 23:59:59",
+        "gray_dated_rot6.jpg": "2024:05:03 21:00:01", "rgba_dated_rot6.png": "2024:05:03 21:00:02"}
     assert (ours["dated_rot6.jpg"]["width"], ours["dated_rot6.jpg"]["height"]) == (480, 640)
+    assert (ours["gray_dated_rot6.jpg"]["width"], ours["gray_dated_rot6.jpg"]["height"]) == (640, 480)  # not turned
     print(f"oracle: {len(names)} images, {pairs} detection pairs above {CONF_FLOOR} matched")
 
 

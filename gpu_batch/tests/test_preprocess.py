@@ -124,7 +124,8 @@ def _dated(value: object, orientation: int | None = None, fmt: str = "JPEG") -> 
 @pytest.mark.parametrize(("value", "want"), [("2024:05:02 09:59:58", "2024:05:02 09:59:58"),
                                              ("0000:00:00 00:00:00", None),  # a camera clock never set
                                              ("2024-05-02 09:59:58", None),  # not EXIF's form: MegaDetector drops it
-                                             ("2024:05:02 09:59:58 ", None),
+                                             # read_pil_exif strips it (and drops nothing else)
+                                             ("2024:05:02 09:59:58 ", "2024:05:02 09:59:58"),
                                              ("", None)])
 def test_capture_time_is_megadetectors_datetime_on_both_decode_paths(value: str, want: str | None) -> None:
     from gpu_batch.worker.devices import gpu_decodable_jpeg
@@ -142,6 +143,24 @@ def test_capture_time_absent_without_exif_and_read_from_a_png() -> None:
     assert gpu_decodable_jpeg(jpeg_bytes(textured(64, 48, 1))) == (48, 64, 0, None)
     assert decode_image_and_time(_dated("2023:12:31 23:59:59", fmt="PNG"))[1] == "2023:12:31 23:59:59"
     assert decode_image_and_time(_png(textured(64, 48, 1)))[1] is None
+
+
+@pytest.mark.parametrize(("mode", "fmt"), [("L", "JPEG"), ("L", "PNG"), ("RGBA", "PNG")])
+def test_a_grayscale_or_rgba_photo_keeps_its_capture_time_and_is_not_turned(mode: str, fmt: str) -> None:
+    """MegaDetector converts L/RGBA to RGB before reading the orientation (the copy has no ``_getexif``: not turned)
+    but reads the time with ``getexif`` from that copy, which keeps the EXIF: a time, no turn, on both paths.
+    Before, the CPU path lost the time of every grayscale night frame and the GPU path turned grayscale JPEGs."""
+    from gpu_batch.worker.devices import gpu_decodable_jpeg
+
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[36867] = "2024:05:02 21:59:58"
+    exif[274] = 6
+    buf = io.BytesIO()
+    textured(120, 80, 3).convert(mode).save(buf, format=fmt, exif=exif.tobytes())
+    pixels, captured = decode_image_and_time(buf.getvalue())
+    assert (pixels.shape, captured) == ((80, 120, 3), "2024:05:02 21:59:58")
+    if fmt == "JPEG":
+        assert gpu_decodable_jpeg(buf.getvalue()) == (80, 120, 0, "2024:05:02 21:59:58")
 
 
 def test_grayscale_becomes_rgb_and_truncated_jpeg_decodes() -> None:

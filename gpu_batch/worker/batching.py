@@ -51,7 +51,7 @@ class Prepared:
     failure_reason: str | None = None  # why (gpu_batch.manifest.FAILURE_REASONS); None with a failure: inference
     jpeg: bytes | None = None  # CUDA: JPEG bytes, decoded on the GPU together with the whole batch (nvJPEG)
     rotation: int = 0  # degrees counter-clockwise (EXIF orientation), applied after the GPU decode
-    captured: str | None = None  # EXIF DateTimeOriginal as MegaDetector writes it (``preprocess.exif_capture_time``)
+    captured: str | None = None  # EXIF DateTimeOriginal as MegaDetector writes it (``preprocess.image_capture_time``)
     uploaded: torch.Tensor | None = None  # CUDA: ``pixels`` already on the GPU (a JPEG of the CPU-decoded share)
 
 

@@ -39,7 +39,7 @@ from gpu_batch.worker.hwdecode import (DECODER_CPU, DECODER_HW, DECODER_NVJPEG, 
                                        route_decoded)
 from gpu_batch.worker.loader import LoadedModel
 from gpu_batch.worker.preprocess import (_EXIF_ORIENTATION, _EXIF_ROTATIONS, ImageAccessError, LetterboxGeometry,
-                                         decode_image, decode_image_and_time, exif_capture_time, letterbox_cpu,
+                                         decode_image, decode_image_and_time, image_capture_time, letterbox_cpu,
                                          letterbox_geometry, letterbox_torch_batch)
 from gpu_batch.worker.results import FAILURE_IMAGE_OPEN, FAILURE_INFER, detections_entry
 from gpu_batch.worker.sources import ImageSource, SourceError
@@ -114,13 +114,16 @@ def gpu_decodable_jpeg(data: bytes) -> tuple[int, int, int, str | None] | None:
         image = Image.open(io.BytesIO(data))
         if image.format != "JPEG" or image.mode not in ("RGB", "L"):
             return None
-        rotation, captured = 0, None
-        try:
-            exif = image._getexif()  # type: ignore[attr-defined]
-            captured = exif_capture_time(exif)
-            rotation = _EXIF_ROTATIONS.get(exif.get(_EXIF_ORIENTATION), 0)
-        except Exception:  # noqa: BLE001 - no or unreadable EXIF: MegaDetector ignores it too
-            rotation = 0
+        rotation = 0
+        # A grayscale JPEG is not turned: MegaDetector's load_image converts it to RGB first, and the copy has no
+        # ``_getexif`` to read the orientation from (``preprocess.decode_image`` does the same on the CPU path).
+        if image.mode == "RGB":
+            try:
+                exif = image._getexif()  # type: ignore[attr-defined]
+                rotation = _EXIF_ROTATIONS.get(exif.get(_EXIF_ORIENTATION), 0)
+            except Exception:  # noqa: BLE001 - no or unreadable EXIF: MegaDetector ignores it too
+                rotation = 0
+        captured = image_capture_time(image)  # the converted or turned copy MegaDetector reads keeps this EXIF
         w, h = image.size
         if w * h > (Image.MAX_IMAGE_PIXELS or 0) * 2:
             return None  # let the CPU path raise the decompression-bomb failure

@@ -9,8 +9,9 @@ Why this module exists: to give the same answers as MegaDetector (``run_detector
   files loaded with gray fill (MegaDetector sets ``ImageFile.LOAD_TRUNCATED_IMAGES``), PIL's decompression-bomb limit
   left at its default (so images over ~179 MP fail);
 * capture time = ``run_detector_batch``'s ``get_image_datetime`` (``--include_image_timestamp``): EXIF
-  ``DateTimeOriginal`` as written, when it parses as ``YYYY:MM:DD HH:MM:SS``; taken from the EXIF the orientation
-  already needs (a JPEG's APP1, a PNG's eXIf chunk);
+  ``DateTimeOriginal`` (IFD0's before the Exif IFD's, stripped of spaces), when it parses as ``YYYY:MM:DD HH:MM:SS``,
+  read with ``Image.getexif`` from the image ``load_image`` returns, so also for grayscale and RGBA images, whose
+  conversion to RGB keeps their EXIF (but, in MegaDetector, skips their EXIF orientation);
 * letterbox = YOLOv5's ``letterbox(img, 1280, stride=64, auto=True, scaleup=True)``: ``cv2.resize`` INTER_LINEAR to
   the long side, then minimal padding with value 114 to a multiple of the stride.
 
@@ -41,7 +42,8 @@ LETTERBOX_VALUE = 114
 _ACCEPTED_MODES = ("RGBA", "RGB", "L", "I;16")
 _EXIF_ORIENTATION = 274
 _EXIF_ROTATIONS = {3: 180, 6: 270, 8: 90}
-_EXIF_DATETIME_ORIGINAL = 36867  # in the Exif IFD; PIL's merged ``_getexif()`` dict has it beside IFD0's tags
+_EXIF_DATETIME_ORIGINAL = 36867  # normally in the Exif IFD; IFD0's wins where both have it (``image_capture_time``)
+_EXIF_IFD = 0x8769
 _EXIF_TIME_FORMAT = "%Y:%m:%d %H:%M:%S"
 
 
@@ -55,6 +57,32 @@ class ImageAccessError(Exception):
     def __init__(self, message: str, reason: str = contract.REASON_UNDECODABLE) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+def image_capture_time(image: Image.Image) -> str | None:
+    """The capture time MegaDetector's ``get_image_datetime`` reads from ``image`` (``--include_image_timestamp``).
+
+    Why not ``exif_capture_time(image._getexif())``: MegaDetector reads ``image.getexif()`` through
+    ``read_exif.read_pil_exif``, which exists on every PIL image, so a grayscale or RGBA photo converted to RGB (a
+    plain ``Image`` without ``_getexif``) keeps its time there; ``_getexif`` lost it, and with it the capture times of
+    grayscale night frames in the exports. ``read_pil_exif`` takes IFD0's ``DateTimeOriginal`` (as ``str``) before
+    the Exif IFD's and strips strings, then ``get_image_datetime`` keeps the value that parses as
+    ``YYYY:MM:DD HH:MM:SS`` (megadetector/data_management/read_exif.py, detection/run_detector_batch.py).
+    """
+    try:
+        exif = image.getexif()
+        value: Any = exif.get(_EXIF_DATETIME_ORIGINAL)
+        if value is not None:
+            value = str(value)
+        else:
+            value = exif.get_ifd(_EXIF_IFD).get(_EXIF_DATETIME_ORIGINAL)
+            if isinstance(value, bytes):
+                value = str(value)
+        if isinstance(value, str):
+            value = value.strip()
+        return exif_capture_time({_EXIF_DATETIME_ORIGINAL: value})
+    except Exception:  # noqa: BLE001 - unreadable EXIF: no time, as MegaDetector's try/except gives
+        return None
 
 
 def exif_capture_time(exif: Mapping[int, Any] | None) -> str | None:
@@ -87,7 +115,8 @@ def decode_image(data: bytes) -> np.ndarray:
 
 
 def decode_image_and_time(data: bytes) -> tuple[np.ndarray, str | None]:
-    """``decode_image`` and the capture time (``exif_capture_time``) from the EXIF the decode reads anyway."""
+    """``decode_image`` and the capture time (``image_capture_time``) of the image it returns, as MegaDetector
+    reads it."""
     if not data:
         raise ImageAccessError("zero-byte file")
     try:
@@ -96,17 +125,16 @@ def decode_image_and_time(data: bytes) -> tuple[np.ndarray, str | None]:
             raise ImageAccessError(f"unsupported image mode {image.mode}", contract.REASON_UNSUPPORTED)
         if image.mode in ("RGBA", "L"):
             image = image.convert(mode="RGB")
-        captured = None
         try:
-            exif = image._getexif()  # type: ignore[attr-defined]  # JPEG/TIFF only, as in MegaDetector
-            captured = exif_capture_time(exif)
+            # ``_getexif``: JPEG/PNG/WebP/TIFF, and not the RGB copy of a grayscale or RGBA image, as in MegaDetector
+            exif = image._getexif()  # type: ignore[attr-defined]
             orientation = exif.get(_EXIF_ORIENTATION, None)
             if orientation is not None and orientation in _EXIF_ROTATIONS:
                 image = image.rotate(_EXIF_ROTATIONS[orientation], expand=True)
         except Exception:  # no EXIF, unreadable EXIF, or not a JPEG: MegaDetector ignores all of these
             pass
         image.load()
-        return np.asarray(image), captured
+        return np.asarray(image), image_capture_time(image)  # from the image load_image returns, as MegaDetector
     except ImageAccessError:
         raise
     except Image.DecompressionBombError as exc:  # over PIL's pixel limit, as in MegaDetector
