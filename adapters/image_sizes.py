@@ -9,7 +9,8 @@ Why: MegaDetector's results give boxes relative to the image and carry no sizes 
 EXIF orientation) sits in its first bytes, so one ranged read (``HEADER_BYTES``) per image is enough, with the whole
 blob read only when the header is not (a JPEG whose EXIF block is unusually large). Sizes are as MegaDetector's
 ``visualization_utils.open_image`` sees them: an EXIF orientation of 6 or 8 (90-degree turns) swaps width and height,
-since the detector ran on the turned image; mirrored orientations are not turned (MegaDetector does not either).
+since the detector ran on the turned image; mirrored orientations, and grayscale or RGBA images (converted to RGB
+first), are not turned (MegaDetector does not turn them either).
 
 Must not: hold more than ``batch`` images' headers at a time; fail the export for one unreadable image (its size is
 None).
@@ -31,6 +32,7 @@ T = TypeVar("T")
 
 HEADER_BYTES = 128 * 1024  # a JPEG's APP1 (EXIF) segment is at most 64 KiB; the frame header follows it
 _TURNED = (6, 8)  # EXIF orientations MegaDetector rotates by 90 degrees (visualization_utils.EXIF_IMAGE_ROTATIONS)
+_CONVERTED_FIRST = ("L", "RGBA")  # modes visualization_utils.open_image converts before reading the orientation
 
 
 def size_from_bytes(data: bytes) -> tuple[int, int] | None:
@@ -40,10 +42,14 @@ def size_from_bytes(data: bytes) -> tuple[int, int] | None:
     try:
         with Image.open(io.BytesIO(data)) as im:
             width, height = im.size
-            try:
-                orientation = im._getexif().get(274)  # JPEG only, as MegaDetector reads it
-            except Exception:  # no EXIF, or not a JPEG: MegaDetector does not turn it either
-                orientation = None
+            orientation = None
+            # MegaDetector's load_image converts grayscale and RGBA images to RGB before it reads the orientation,
+            # and the copy has no ``_getexif``: those are never turned (nor by the worker, which sized the boxes)
+            if im.mode not in _CONVERTED_FIRST:
+                try:
+                    orientation = im._getexif().get(274)  # JPEG only, as MegaDetector reads it
+                except Exception:  # no EXIF, or not a JPEG: MegaDetector does not turn it either
+                    orientation = None
     except Exception:  # a truncated header or an undecodable file
         return None
     return (height, width) if orientation in _TURNED else (width, height)
