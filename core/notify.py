@@ -59,15 +59,26 @@ def verify(secret: str, raw: bytes, header: str) -> bool:
     return hmac.compare_digest(signature(secret, raw), header or "")
 
 
+_DEFAULT_PORTS = {"https": 443, "http": 80}
+
+
 def host_of(url: str) -> str:
-    """``host`` or ``host:port`` (lower-case) of a URL, as allow-list entries are written."""
+    """``host`` or ``host:port`` (lower-case) of a URL, as allow-list entries are written: the scheme's own port is
+    left out (``https://h:443/`` is ``h``, which an entry ``h`` names; it said ``h:443`` and was refused)."""
     parts = urlsplit(url)
     host = (parts.hostname or "").lower()
-    return f"{host}:{parts.port}" if parts.port else host
+    port = parts.port
+    return f"{host}:{port}" if port and port != _DEFAULT_PORTS.get(parts.scheme.lower()) else host
+
+
+def _entry(text: str) -> str:
+    """An allow-list entry as ``host_of`` writes hosts: an entry ``h:443`` (https's own port) is ``h``."""
+    entry = text.strip().lower()
+    return entry[:-len(":443")] if entry.endswith(":443") else entry
 
 
 def host_allowed(url: str, allowed: tuple[str, ...]) -> bool:
-    return bool(allowed) and host_of(url) in {a.strip().lower() for a in allowed if a.strip()}
+    return bool(allowed) and host_of(url) in {_entry(a) for a in allowed if a.strip()}
 
 
 def not_sendable(url: str, allowed: tuple[str, ...], signing_configured: bool) -> str | None:

@@ -149,3 +149,15 @@ def test_a_receiver_error_raises_so_the_orchestrator_retries(receiver: dict[str,
     with pytest.raises(ReceiverFailed, match="302"):
         send({"task_id": "task-0123456789abcdef0123", "url": receiver["url"], "status": STATUS},
              (receiver["host"],), "notify-key", secrets_env)
+
+
+@pytest.mark.parametrize("url, allowed, ok", [
+    ("https://hooks.example.org:443/x", ("hooks.example.org",), True),  # was 'hooks.example.org:443': refused
+    ("https://hooks.example.org/x", ("Hooks.Example.org:443",), True),
+    ("https://hooks.example.org:8443/x", ("hooks.example.org",), False),
+    ("https://hooks.example.org:8443/x", ("hooks.example.org:8443",), True),
+    ("http://localhost:80/x", ("localhost",), True),
+    ("http://localhost:8080/x", ("localhost",), False),
+])
+def test_the_schemes_own_port_is_the_host_the_allow_list_names(url: str, allowed: tuple[str, ...], ok: bool) -> None:
+    assert notify.host_allowed(url, allowed) is ok
