@@ -515,3 +515,28 @@ def test_a_flush_whose_answers_were_all_lost_but_landed_is_no_taken_output() -> 
 
     with pytest.raises(OutputTaken):
         sink.write(b"flush 6")  # type: ignore[attr-defined]
+
+
+def test_a_local_results_file_gets_the_mode_open_would_give_and_old_temporaries_go(tmp_path: Path) -> None:
+    """mkstemp makes its file 0600 and the rename kept it, so ``--output-file`` results were readable by their owner
+    only (MegaDetector's file has the umask's mode); a run killed between writing and renaming left
+    ``<name>.XXXX.tmp`` for ever. A new run's read removes those older than ``STALE_TEMPORARY_S``, never a fresh one
+    (another run's, about to be renamed)."""
+    import os
+
+    from gpu_batch.worker import results as results_module
+
+    out = tmp_path / "out.json"
+    old = tmp_path / "out.json.abc123.tmp"
+    fresh = tmp_path / "out.json.def456.tmp"
+    other = tmp_path / "other.json.abc123.tmp"
+    for leftover in (old, fresh, other):
+        leftover.write_bytes(b"{")
+    long_ago = time.time() - results_module.STALE_TEMPORARY_S - 60
+    os.utime(old, (long_ago, long_ago))
+    os.utime(other, (long_ago, long_ago))
+    sink = results_module.FileSink(out)
+    assert sink.read() is None
+    sink.write(b"{}")
+    assert not old.exists() and fresh.exists() and other.exists()
+    assert out.stat().st_mode & 0o777 == 0o666 & ~results_module._UMASK

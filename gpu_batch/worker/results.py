@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import glob
 import json
 import logging
 import os
@@ -120,6 +121,16 @@ def _file_identity(st: os.stat_result) -> FileIdentity:
     return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
 
 
+def _read_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()  # read once, at import: os.umask can only be read by setting it
+STALE_TEMPORARY_S = 600.0
+
+
 class FileSink:
     """A local results file, replaced atomically on every flush.
 
@@ -137,6 +148,7 @@ class FileSink:
         self._taken: OutputTaken | None = None
 
     def read(self) -> bytes | None:
+        self._remove_stale_temporaries()
         try:
             with self.path.open("rb") as f:
                 st = os.fstat(f.fileno())
@@ -146,6 +158,16 @@ class FileSink:
             return None
         self._guarded, self._expected = True, _file_identity(st)
         return data
+
+    def _remove_stale_temporaries(self) -> None:
+        """Delete ``<name>.*.tmp`` beside the results that a run killed between writing and renaming left (nothing
+        else removes them). Only those older than ``STALE_TEMPORARY_S``: a live writer's lives for milliseconds."""
+        cutoff = time.time() - STALE_TEMPORARY_S
+        with contextlib.suppress(OSError):
+            for leftover in self.path.parent.glob(glob.escape(self.path.name) + ".*.tmp"):
+                with contextlib.suppress(OSError):
+                    if leftover.stat().st_mtime < cutoff:
+                        leftover.unlink()
 
     def _current(self) -> FileIdentity | None:
         try:
@@ -159,6 +181,8 @@ class FileSink:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name + ".", suffix=".tmp")
+            if hasattr(os, "fchmod"):  # mkstemp's 0600 would be kept by the rename: the mode open() would give
+                os.fchmod(fd, 0o666 & ~_UMASK)
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
             mine = _file_identity(os.stat(tmp))  # a rename keeps inode, mtime and size
