@@ -501,3 +501,61 @@ def test_a_compiling_server_keeps_the_compiled_network_for_the_next_shard(shards
         assert cli_doc is not None and res_doc is not None
         assert compare({e["file"]: e for e in res_doc["images"]}, {e["file"]: e for e in cli_doc["images"]},
                        coord_tol=1e-3, conf_tol=0.005) >= 1
+
+
+def test_a_server_broken_by_a_shard_hands_the_next_waiting_shard_back_instead_of_accepting_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two tasks on one node (a local pool running more workers than it has GPUs) wait on one server. When the running
+    shard fails unexpectedly the server exits (its torch or CUDA state is no longer trusted); a shard waiting for its
+    turn must then be refused, not accepted by the exiting server and lost with it (the client's exit 75 cost the
+    shard an attempt), and the server's socket must be gone at once, so the client's second try starts a fresh
+    server."""
+    import socket as sockets
+    import threading
+
+    from gpu_batch.worker import resident_protocol as wire
+    from gpu_batch.worker.resident import Server
+
+    folder = Path(tempfile.mkdtemp(prefix="tbbrk", dir="/tmp"))  # short: a Unix socket path has at most 107 bytes
+    server = Server(folder / "w.sock", 60.0)
+    ran: list[list[str]] = []
+    second_waits = threading.Event()
+
+    def run(request: Any, conn: Any) -> Any:
+        ran.append(list(request["argv"]))
+        if len(ran) == 1:
+            assert second_waits.wait(30)
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return 0, {"done": 1}, None
+
+    monkeypatch.setattr(server, "_run", run)
+    listener = server.bind()
+    assert listener is not None
+    serving = threading.Thread(target=server.serve_forever, args=(listener,), daemon=True)
+    serving.start()
+
+    def request(sock: sockets.socket, name: str) -> None:
+        sock.connect(str(server.socket_path))
+        wire.send_message(sock, {"type": "run", "argv": [name], "env": {}, "cwd": str(folder),
+                                 "code": wire.code_fingerprint()})
+
+    try:
+        with sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM) as one, \
+                sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM) as two:
+            request(one, "first")
+            first = wire.recv_message(one)
+            assert first is not None and first["type"] == "accepted"
+            request(two, "second")
+            wait_until(lambda: server._active == 2, 30, "the second request to wait for its turn")
+            second_waits.set()
+            done = wire.recv_message(one)
+            assert done is not None and done["type"] == "done" and done["exit_code"] == 1  # as a CLI's traceback
+            second = wire.recv_message(two)
+        assert second is not None and second["type"] == "refused", second
+        assert "failed unexpectedly" in second["reason"]
+        assert ran == [["first"]]  # the second shard never ran on the broken server
+        assert not server.socket_path.exists()  # the next try starts a fresh server instead of reaching this one
+        serving.join(30)
+        assert not serving.is_alive() and server.broken
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -12,8 +12,8 @@ with the shard's exit code, so the pool task's exit code is the shard's outcome 
   process-group kill of the task; it exits after ``TRAPBATCH_RESIDENT_IDLE_S`` without a shard.
 * The server dies mid-shard (after it accepted the shard): exit ``exit_codes.SERVER_LOST`` (75, EX_TEMPFAIL), which the
   app retries like any crash; the next attempt resumes from the results the shard flushed.
-* The server refuses the shard (its worker code differs from this client's, or the shard asks for CUDA and the
-  server has none; ``resident_protocol``): it steps aside, and the second try starts a server from this client's
+* The server refuses the shard (its worker code differs from this client's, the shard asks for CUDA and the
+  server has none, or the shard before it failed unexpectedly; ``resident_protocol``): it steps aside, and the second try starts a server from this client's
   code (or, where that cannot be had, the shard runs in this process).
 * The resident path cannot be used at all (socket path too long, the server cannot start or never answers, it went
   away before accepting the shard): the shard runs in this process through the CLI's ``main`` (logged as such).

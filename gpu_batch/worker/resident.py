@@ -24,7 +24,7 @@ server's values. The start-time faults (``hang``, ``exit:N``) are applied by the
 Two cases end the server instead of risking the next shard: a shard whose client went away but which does not stop
 within ``STOP_GRACE_S`` (stuck outside the pipeline's stop checks: the next client then starts a fresh server), and
 a shard that raised an unexpected exception (torch or CUDA state can no longer be trusted; the client gets exit 1,
-as from a CLI that crashed with a traceback).
+as from a CLI that crashed with a traceback; a shard that was waiting for its turn is refused, not run).
 
 A server refuses a shard whose client runs other worker code, or that asks for CUDA it lacks, and steps aside
 (``resident_protocol``). On Azure Batch the pool's start task runs this server in the worker image with
@@ -62,6 +62,8 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"  # the CLI's (exi
 # Read by torch or CUDA once per process: a shard's environment cannot change them, so the server's values stay.
 PINNED_ENV = ("TORCHINDUCTOR_CACHE_DIR", "CUDA_VISIBLE_DEVICES", "PYTORCH_CUDA_ALLOC_CONF", "CUDA_DEVICE_ORDER")
 STOP_GRACE_S = 120.0  # how long a shard whose client went away may take to stop before the server gives up on it
+BROKEN_REASON = ("a shard on this resident worker failed unexpectedly and it is exiting (its torch or CUDA state "
+                 "can no longer be trusted)")
 
 
 class ModelCache:
@@ -242,6 +244,9 @@ class Server:
             with self._shard_lock:  # one shard at a time: the GPU, os.environ and the root logger are the server's
                 if conn.gone.is_set():
                     return
+                if self._broken.is_set():  # a shard failed while this one waited: the server is on its way out
+                    conn.send({"type": "refused", "reason": BROKEN_REASON})
+                    return
                 self.shards_served += 1
                 conn.send({"type": "accepted", "pid": os.getpid(), "shards_served": self.shards_served})
                 threading.Thread(target=conn.watch, name="resident-watch", daemon=True).start()
@@ -250,6 +255,15 @@ class Server:
                                  daemon=True).start()
                 try:
                     code, summary, after = self._run(request, conn)
+                except Exception:  # noqa: BLE001 - answered as a crashed CLI would be; then the server exits
+                    # Broken before the lock is released, so no shard waiting for its turn is accepted and then lost
+                    # with the exiting server (exit 75, an attempt spent); the socket goes now, so such a client's
+                    # second try starts a fresh server.
+                    logger.exception("resident worker: the shard failed unexpectedly")
+                    self._broken.set()
+                    self.step_aside(BROKEN_REASON)
+                    conn.send({"type": "done", "exit_code": 1, "summary": None})
+                    return
                 finally:
                     finished.set()
                 conn.send({"type": "done", "exit_code": code, "summary": summary})

@@ -14,7 +14,8 @@ bytes of UTF-8 JSON (an object with a ``type``).
                        {"type": "done", "exit_code": n, "summary": {...} | null}
 A server refuses a shard it must not run: its worker code differs from the client's (``code``: an image updated
 while a node's server, started by the pool's start task, still runs the old one; a local checkout edited while a
-server idles) or the shard asks for CUDA and the server has none (a start task's container without the GPUs). It
+server idles), the shard asks for CUDA and the server has none (a start task's container without the GPUs), or the
+shard waited for its turn while the shard before it failed unexpectedly (the server then exits). It
 then steps aside at once (removes its socket, exits when its requests are answered), so the client's second try
 starts a server of its own or runs the shard itself.
 
