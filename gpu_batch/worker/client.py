@@ -13,10 +13,12 @@ with the shard's exit code, so the pool task's exit code is the shard's outcome 
 * The server dies mid-shard (after it accepted the shard): exit ``exit_codes.SERVER_LOST`` (75, EX_TEMPFAIL), which the
   app retries like any crash; the next attempt resumes from the results the shard flushed.
 * The server refuses the shard (its worker code differs from this client's, the shard asks for CUDA and the
-  server has none, or the shard before it failed unexpectedly; ``resident_protocol``): it steps aside, and the second try starts a server from this client's
-  code (or, where that cannot be had, the shard runs in this process).
+  server has none, or the shard before it failed unexpectedly; ``resident_protocol``): it steps aside, and the
+  second try starts a server from this client's code (or, where that cannot be had, the shard runs in this
+  process).
 * The resident path cannot be used at all (socket path too long, the server cannot start or never answers, it went
-  away before accepting the shard): the shard runs in this process through the CLI's ``main`` (logged as such).
+  away before accepting the shard, what listens on the socket runs as another user): the shard runs in this
+  process through the CLI's ``main`` (logged as such).
 * Cancellation: nothing to do here; when this process ends (SIGTERM, SIGKILL) the kernel closes its socket and the
   server stops the shard between batches.
 * Faults (tests): the start-time faults of ``TRAPBATCH_WORKER_FAULT`` (``hang``, ``exit:N``) act here, in the
@@ -31,6 +33,7 @@ import json
 import logging
 import os
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -47,13 +50,43 @@ class ResidentUnavailable(Exception):
 
 
 def _connect(path: Path) -> socket.socket | None:
+    """A connection to whatever listens at ``path`` (None when nothing does), once it is known to run as this user.
+
+    Raises ``ResidentUnavailable`` when the listener runs as another user (``_check_server_user``).
+    """
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect(str(path))
     except OSError:
         sock.close()
         return None
+    try:
+        _check_server_user(sock, path)
+    except ResidentUnavailable:
+        sock.close()
+        raise
     return sock
+
+
+def _check_server_user(sock: socket.socket, path: Path) -> None:
+    """Refuse a listener that runs as another user than this process (the kernel's ``SO_PEERCRED``, unix(7)).
+
+    Why: the request carries the task's whole environment, storage credentials included. The server's own socket is
+    0600 in a 0700 folder, but the client connects to whatever it finds at the path first: with
+    ``TRAPBATCH_RESIDENT_SOCKET`` in a folder others can write to (``/tmp``), another user's process listening
+    there first was handed those credentials. Where the kernel gives no peer credentials (not Linux) nothing is
+    checked.
+    """
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except (OSError, AttributeError):
+        return
+    _pid, uid, _gid = struct.unpack("3i", raw)
+    mine = os.geteuid()
+    if uid != mine:
+        raise ResidentUnavailable(f"the process listening on {path} runs as user {uid}, not as this task's user "
+                                  f"{mine}, so the shard (and its storage credentials) is not handed to it; point "
+                                  f"{wire.SOCKET_ENV} at a path in a folder only this user can write to")
 
 
 def _spawn_server(path: Path, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
