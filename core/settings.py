@@ -115,7 +115,8 @@ Variables (names shared with infra/main.bicep app settings):
                                    runs in the pool's start task, outside the tasks' ``--rm`` containers, so it
                                    outlives each task (infra/app/batch.bicep, ``residentWorker``). The
                                    client and server read TRAPBATCH_RESIDENT_SOCKET (socket path; default in the
-                                   node-shared folder), TRAPBATCH_RESIDENT_IDLE_S (server exits after this long
+                                   node-shared folder; its folder is made 0700, so not /tmp itself),
+                                   TRAPBATCH_RESIDENT_IDLE_S (server exits after this long
                                    without a shard, default 600), TRAPBATCH_RESIDENT_START_S (how long a client
                                    waits for a server it started, default 300) and TRAPBATCH_RESIDENT_COMPILE (a
                                    server started without ``serve --compile`` compiles every shard's network when

@@ -604,3 +604,30 @@ def test_the_client_hands_no_shard_to_a_listener_of_another_user(monkeypatch: py
         finally:
             shutil.rmtree(folder, ignore_errors=True)
     assert received in ([], [None])  # connected, then closed without a byte: no request, no environment
+
+
+def test_a_socket_right_inside_a_shared_folder_leaves_the_folder_as_it_was(tmp_path: Path) -> None:
+    """TRAPBATCH_RESIDENT_SOCKET=/tmp/worker.sock made /tmp 0700 when the server or client ran as its owner (root in
+    many containers), so every other user's and daemon's temporary files stopped working; as another user the chmod
+    failed and the server died with a traceback. Both now refuse the folder, saying where to put the socket, and the
+    client runs the shard itself."""
+    from gpu_batch.worker import client
+    from gpu_batch.worker import resident
+    from gpu_batch.worker import resident_protocol as wire
+
+    shared = Path(tempfile.mkdtemp(prefix="tbsh", dir="/tmp"))  # short: a Unix socket path has at most 107 bytes
+    try:
+        shared.chmod(0o1777)  # as /tmp
+        sock = shared / "w.sock"
+        with pytest.raises(OSError, match="sticky bit"):  # wire.SharedFolder
+            resident.Server(sock, 1.0).bind()
+        assert resident.main(["serve", "--socket", str(sock), "--idle-exit", "1"]) == 2
+        with pytest.raises(client.ResidentUnavailable, match=f"set {wire.SOCKET_ENV} to a path inside a folder"):
+            client.connect_or_start(sock, {wire.SOCKET_ENV: str(sock)})
+        assert (shared.stat().st_mode & 0o7777) == 0o1777
+        assert sorted(p.name for p in shared.iterdir()) == []  # no socket, lock, log or pid file left in it
+        own = shared / "trapbatch"  # what the message proposes: a folder of its own inside, made private
+        wire.private_folder(own)
+        assert (own.stat().st_mode & 0o7777) == 0o700
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)

@@ -111,8 +111,7 @@ def connect_or_start(path: Path, env: Mapping[str, str]) -> tuple[socket.socket,
     if sock is not None:
         return sock, False
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        os.chmod(path.parent, 0o700)
+        wire.private_folder(path.parent)
         lock = open(str(path) + ".lock", "a+b")  # noqa: SIM115 - held until the server answers
     except OSError as exc:
         raise ResidentUnavailable(f"cannot prepare {path.parent}: {exc}") from exc

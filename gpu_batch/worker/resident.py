@@ -170,8 +170,7 @@ class Server:
     def bind(self) -> socket.socket | None:
         """Listen on the socket; None when another server already answers there."""
         path = self.socket_path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        os.chmod(path.parent, 0o700)
+        wire.private_folder(path.parent)  # SharedFolder (an OSError) for /tmp itself and other users' folders
         if path.exists() or path.is_symlink():
             probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
@@ -444,7 +443,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     idle = args.idle_exit if args.idle_exit is not None else wire.float_setting(os.environ, wire.IDLE_ENV,
                                                                                 wire.DEFAULT_IDLE_S)
     server = Server(path, idle, args.cache_size, compiles_models(args, os.environ))
-    listener = server.bind()
+    try:
+        listener = server.bind()
+    except OSError as exc:
+        logger.error("the resident worker cannot listen on %s: %s", path, exc)
+        return 2
     if listener is None:
         logger.info("a resident worker already answers on %s", path)
         return 0

@@ -29,7 +29,9 @@ listener that runs as another user (``SO_PEERCRED``; ``client._check_server_user
 Settings (environment; documented with the others in ``core/settings.py``):
     TRAPBATCH_RESIDENT_SOCKET   the server's socket (default: ``resident/worker[-<CUDA_VISIBLE_DEVICES>].sock`` in
                                 the node's shared folder ``AZ_BATCH_NODE_SHARED_DIR/trapbatch``, else in
-                                ``~/.cache/trapbatch``)
+                                ``~/.cache/trapbatch``); its folder is made this user's alone (0700), so it must be
+                                a folder of its own: one with the sticky bit (``/tmp`` itself) or another user's is
+                                refused (``private_folder``) and the client runs the shard itself
     TRAPBATCH_RESIDENT_IDLE_S   seconds a server waits without a shard before it exits (default 600)
     TRAPBATCH_RESIDENT_START_S  seconds a client waits for a server it started to answer (default 300)
 """
@@ -41,6 +43,7 @@ import json
 import os
 import signal
 import socket
+import stat
 import struct
 import time
 from pathlib import Path
@@ -96,6 +99,31 @@ def recv_message(sock: socket.socket) -> dict[str, Any] | None:
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
         raise ProtocolError("not a message object")
     return message
+
+
+class SharedFolder(OSError):
+    """The socket's folder is not one this user may make private (``private_folder``)."""
+
+
+def private_folder(folder: Path) -> None:
+    """Create ``folder`` if needed and make it this user's alone (0700), as the socket, its lock, log and pid need.
+
+    Raises ``SharedFolder`` for a folder this must not change: one with the sticky bit (``/tmp``, ``/dev/shm``: a
+    ``TRAPBATCH_RESIDENT_SOCKET`` right inside it made them 0700 when run as their owner, root, and every other
+    user's and daemon's temporary files stopped working; as anyone else the chmod failed and the server died with a
+    traceback) or one another user owns.
+    """
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = folder.stat()
+    fix = (f"set {SOCKET_ENV} to a path inside a folder of the resident worker's own, e.g. "
+           f"{folder / 'trapbatch' / 'worker.sock'}")
+    if st.st_mode & stat.S_ISVTX:
+        raise SharedFolder(f"{folder} is a shared folder (sticky bit), which the resident worker does not make "
+                           f"private: {fix}")
+    if st.st_uid != os.geteuid():
+        raise SharedFolder(f"{folder} belongs to user {st.st_uid}, not to this user ({os.geteuid()}): {fix}")
+    if stat.S_IMODE(st.st_mode) != 0o700:
+        os.chmod(folder, 0o700)
 
 
 def default_socket_path(env: Mapping[str, str]) -> Path:
