@@ -391,3 +391,34 @@ def test_two_workers_fetching_a_blob_model_at_once_each_write_a_file_of_their_ow
         t.join(timeout=60)
     assert len(set(parts)) == 2 and found == [tmp_path / "blob" / "models" / "md.pt"] * 2
     assert found[0].read_bytes() == b"weights" and not list((tmp_path / "blob" / "models").glob("*.part"))
+
+
+def test_a_blob_model_overwritten_with_new_weights_is_downloaded_again(tmp_path: Path) -> None:
+    """The node's cache kept a ``blob://`` model for ever: overwritten under the same name, nodes that had it ran the
+    old weights (a resident server kept them loaded) beside new nodes running the new ones. Each resolve now asks
+    the blob's ETag: the same version is used from the cache, another is downloaded; unreadable, the cache serves."""
+    blob = {"etag": '"0x1"', "data": b"weights 1"}
+    fetched: list[str] = []
+
+    def fetch(container: str, name: str, dest: Path) -> None:
+        fetched.append(str(blob["etag"]))
+        dest.write_bytes(blob["data"])  # type: ignore[arg-type]
+
+    def version(container: str, name: str) -> str:
+        if blob["etag"] is None:
+            raise ConnectionError("storage unreachable")
+        return str(blob["etag"])
+
+    def resolve() -> bytes:
+        return resolve_model_file("blob://models/md.pt", cache_dir=tmp_path, blob_fetcher=fetch,
+                                  blob_version=version).read_bytes()
+
+    assert resolve() == b"weights 1" and resolve() == b"weights 1" and fetched == ['"0x1"']
+    blob.update(etag='"0x2"', data=b"weights 2")
+    assert resolve() == b"weights 2" and fetched == ['"0x1"', '"0x2"']
+    blob["etag"] = None
+    assert resolve() == b"weights 2" and len(fetched) == 2
+    # a copy cached before versions were recorded (no .etag beside it) is fetched once more
+    (tmp_path / "blob" / "models" / "md.pt.etag").unlink()
+    blob["etag"] = '"0x2"'
+    assert resolve() == b"weights 2" and len(fetched) == 3 and resolve() and len(fetched) == 3

@@ -604,11 +604,13 @@ def _load_detector(args: argparse.Namespace, env: Mapping[str, str], service: An
     if problem:
         logger.warning("%s %s", label, problem)
     try:
-        fetcher = None
+        fetcher = version = None
         if service is not None or model_ref.startswith("blob://"):
             svc = service if service is not None else sources.blob_service_from_env(env)
             fetcher = lambda c, n, dest: sources.download_blob_to(svc, c, n, dest)  # noqa: E731
-        path = resolve_model_file(model_ref, cache_dir=model_cache_dir(env), blob_fetcher=fetcher)
+            version = lambda c, n: sources.blob_etag(svc, c, n)  # noqa: E731
+        path = resolve_model_file(model_ref, cache_dir=model_cache_dir(env), blob_fetcher=fetcher,
+                                  blob_version=version)
         model = load_model(path, device=device)
         if args.compile:
             model = compile_model(model)

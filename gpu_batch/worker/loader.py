@@ -35,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import pickle
 import re
 import shutil
@@ -92,12 +93,14 @@ DOWNLOAD_WAIT_S = 5.0
 
 def resolve_model_file(ref: str, cache_dir: Path | None = None, downloader: Downloader | None = None,
                        blob_fetcher: Callable[[str, str, Path], None] | None = None,
-                       sleep: Callable[[float], None] = time.sleep) -> Path:
+                       sleep: Callable[[float], None] = time.sleep,
+                       blob_version: Callable[[str, str], str] | None = None) -> Path:
     """Return a local checkpoint path for ``ref`` (known version, local path or ``blob://container/name``).
 
     Known versions are downloaded once into ``cache_dir`` and their published hash is checked on every resolve of a
     fresh download; a cached file with a wrong hash is replaced. ``blob_fetcher(container, name, dest)`` downloads a
-    blob (the pipeline passes one built from the storage settings).
+    blob (the pipeline passes one built from the storage settings); ``blob_version(container, name)`` gives the
+    blob's ETag now, and a cached copy of another version is downloaded again (``_cached_blob_is_current``).
     """
     cache_dir = model_cache_dir() if cache_dir is None else cache_dir
     unsupported = UNSUPPORTED_MODELS.get(ref.strip().lower())
@@ -152,7 +155,8 @@ def resolve_model_file(ref: str, cache_dir: Path | None = None, downloader: Down
         dest = cache_dir / "blob" / container / name
         if not dest.resolve().is_relative_to((cache_dir / "blob").resolve()):  # a symlinked folder in the cache
             raise ModelLoadError(f"model {ref!r} would be cached outside {cache_dir / 'blob'}")
-        if not dest.exists():
+        version = _blob_version_or_none(blob_version, container, name)
+        if not _cached_blob_is_current(dest, version):
             dest.parent.mkdir(parents=True, exist_ok=True)
             # a file of its own: two workers starting together on a node (the local pool's slots, a resident
             # server and a fallback process) wrote one "<name>.part" at once, and the file they renamed was corrupt
@@ -163,12 +167,55 @@ def resolve_model_file(ref: str, cache_dir: Path | None = None, downloader: Down
                 tmp.unlink(missing_ok=True)
                 raise ModelLoadError(f"could not download model {ref}: {exc}") from exc
             tmp.replace(dest)
+            if version is not None:  # after the file: a crash between leaves an old version, so a new download
+                _write_atomically(_version_file(dest), version.encode("utf-8"))
         return dest
     path = Path(ref).expanduser()
     if not path.is_file():
         raise ModelLoadError(f"model {ref!r} is neither a known MegaDetector version ({', '.join(sorted(MODEL_ALIASES))}),"
                              " blob://container/name, nor an existing file")
     return path
+
+
+def _version_file(dest: Path) -> Path:
+    return dest.with_name(dest.name + ".etag")
+
+
+def _blob_version_or_none(blob_version: Callable[[str, str], str] | None, container: str, name: str) -> str | None:
+    """The model blob's ETag now; None when it cannot be asked (no reader given, storage unreachable: the cached copy,
+    if any, is used, as before versions were checked)."""
+    if blob_version is None:
+        return None
+    try:
+        return str(blob_version(container, name)).strip('"') or None
+    except Exception as exc:  # noqa: BLE001 - azure errors vary; a cached copy still serves
+        logger.warning("could not read the version of model blob %s/%s (%s); a cached copy is used if there is one",
+                       container, name, exc)
+        return None
+
+
+def _cached_blob_is_current(dest: Path, version: str | None) -> bool:
+    """A cached ``blob://`` model may be used: it exists and is the blob's version ``version`` (unknown: any copy).
+
+    Why: the cache is per node and lives as long as the node; a model blob overwritten with new weights under the
+    same name was never downloaded again, so nodes that had it kept running the old weights (and a resident server
+    kept them loaded), while new nodes ran the new ones, in one task, under one model name. A copy cached before
+    versions were recorded has no version file: it is downloaded once more."""
+    if not dest.exists():
+        return False
+    if version is None:
+        return True
+    try:
+        return _version_file(dest).read_text(encoding="utf-8") == version
+    except OSError:
+        return False
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".part")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
 
 
 # The torch.nn layers our YOLOv5 modules are built from (yolov5_modules.py), plus the activations earlier YOLOv5

@@ -284,6 +284,11 @@ def blob_reader(service: Any, container: str) -> Callable[[str], tuple[bytes, st
     return read
 
 
+def blob_etag(service: Any, container: str, name: str) -> str:
+    """A blob's ETag now (one Get Blob Properties): which version a cached ``blob://`` model must be."""
+    return str(service.get_blob_client(container, name).get_blob_properties().etag)
+
+
 def download_blob_to(service: Any, container: str, name: str, dest: Path) -> None:
     """Stream one blob to a local file (used for ``blob://`` models)."""
     with dest.open("wb") as f:
