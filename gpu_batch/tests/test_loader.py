@@ -422,3 +422,32 @@ def test_a_blob_model_overwritten_with_new_weights_is_downloaded_again(tmp_path:
     (tmp_path / "blob" / "models" / "md.pt.etag").unlink()
     blob["etag"] = '"0x2"'
     assert resolve() == b"weights 2" and len(fetched) == 3 and resolve() and len(fetched) == 3
+
+
+def test_a_resident_workers_model_key_follows_the_weights_not_the_name(tmp_path: Path) -> None:
+    """A resident server keeps loaded models under ``_model_key``: a ``blob://`` model carried its reference only, so
+    once the blob was overwritten (and downloaded again) the old weights stayed loaded; a local checkpoint rewritten
+    with its size and modification time kept (same architecture, ``touch -r``) did too."""
+    import argparse
+    import os
+
+    from gpu_batch.worker.__main__ import _model_key
+
+    versions = {"blob://models/md.pt": '"0x1"'}
+    def key(model: str) -> object:
+        args = argparse.Namespace(model=model, compile=False)
+        return _model_key(args, None, "cpu", versions.get)  # type: ignore[arg-type]
+    first = key("blob://models/md.pt")
+    assert key("blob://models/md.pt") == first
+    versions["blob://models/md.pt"] = '"0x2"'
+    assert key("blob://models/md.pt") != first
+
+    checkpoint = tmp_path / "md.pt"
+    checkpoint.write_bytes(b"weights 1")
+    before = checkpoint.stat()
+    local = key(str(checkpoint))
+    replacement = tmp_path / "new.pt"
+    replacement.write_bytes(b"weights 2")  # same size
+    os.replace(replacement, checkpoint)
+    os.utime(checkpoint, ns=(before.st_atime_ns, before.st_mtime_ns))  # same modification time
+    assert checkpoint.stat().st_size == before.st_size and key(str(checkpoint)) != local

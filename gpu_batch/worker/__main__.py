@@ -620,31 +620,53 @@ def _load_detector(args: argparse.Namespace, env: Mapping[str, str], service: An
     return path, model
 
 
-def _model_key(args: argparse.Namespace, manifest: ShardManifest, device: str) -> Hashable:
+def _model_key(args: argparse.Namespace, manifest: ShardManifest, device: str,
+               blob_version: Callable[[str], str | None] = lambda ref: None) -> Hashable:
     """What a loaded model is cached under: the model reference and the options that shape the loaded network.
 
-    Why a local path also carries its size and modification time: a file rewritten in place is a different model.
-    Known versions and ``blob://`` references resolve to node-cache files that are never rewritten under the same
-    reference (``loader.resolve_model_file``), so the reference itself names the weights.
+    Why a local path also carries its identity (inode, size, modification and change times): a file rewritten in
+    place is a different model, and two checkpoints of one architecture have one size. A ``blob://`` reference
+    carries its blob's ETag now (``blob_version``; None when storage cannot be asked: the reference alone), as
+    ``loader.resolve_model_file`` downloads an overwritten blob again. Known versions resolve to node-cache files
+    checked against their published hash, so the reference itself names the weights.
     """
     ref = args.model or manifest.model
     from gpu_batch.models import BLOB_SCHEME, known_model
 
     identity: tuple[Any, ...] = (ref,)
-    if known_model(ref) is None and not ref.startswith(BLOB_SCHEME):
+    if ref.startswith(BLOB_SCHEME):
+        identity = (ref, blob_version(ref))
+    elif known_model(ref) is None:
         path = Path(ref).expanduser()
         try:
             st = path.stat()
-            identity = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+            identity = (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
         except OSError:
             return None  # not loadable anyway; never cached
     return (*identity, device, bool(args.compile))
 
 
+def _blob_model_version(env: Mapping[str, str], service: Any) -> Callable[[str], str | None]:
+    """The ETag now of a ``blob://`` model reference, for ``_model_key``; None when it cannot be read."""
+    def version(ref: str) -> str | None:
+        from gpu_batch.models import split_blob_model
+        from gpu_batch.worker import sources
+
+        blob = split_blob_model(ref)
+        if blob is None:
+            return None
+        try:
+            svc = service if service is not None else sources.blob_service_from_env(env)
+            return sources.blob_etag(svc, *blob)
+        except Exception:  # noqa: BLE001 - azure errors vary: the reference alone keys the model, as before
+            return None
+    return version
+
+
 def _cached_detector(args: argparse.Namespace, env: Mapping[str, str], service: Any, manifest: ShardManifest,
                      device: str, label: str, models: ModelCache | None) -> tuple[Path, LoadedModel, bool] | None:
     """``_load_detector`` through a resident worker's model cache; the third value says whether it was a hit."""
-    key = _model_key(args, manifest, device) if models is not None else None
+    key = _model_key(args, manifest, device, _blob_model_version(env, service)) if models is not None else None
     if models is not None and key is not None:
         hit = models.get(key)
         if hit is not None:
