@@ -334,3 +334,21 @@ def test_images_in_memory_stay_bounded_on_a_long_mixed_shard(checkpoint: Path, t
     assert counts["written"] == 3000
     bound = prefetch + (2 * batch + 1) + 3 * batch
     assert counts["max_held"] <= bound, counts
+
+
+def test_a_shard_without_a_cudnn_benchmark_limit_gets_torchs_default_not_the_last_shards() -> None:
+    """A resident server runs shard after shard in one process: a shard run with --cudnn-benchmark-limit left its
+    limit for every later shard, which set none."""
+    import torch
+
+    from gpu_batch.worker.pipeline import (CUDNN_BENCHMARK_LIMIT_DEFAULT, PipelineOptions, ShardSummary,
+                                           _choose_cudnn_tuning)
+
+    saved = torch.backends.cudnn.benchmark, torch.backends.cudnn.benchmark_limit
+    try:
+        _choose_cudnn_tuning(10, PipelineOptions(cudnn_benchmark_limit=0), ShardSummary(images=10))
+        assert torch.backends.cudnn.benchmark_limit == 0
+        _choose_cudnn_tuning(10, PipelineOptions(), ShardSummary(images=10))
+        assert torch.backends.cudnn.benchmark_limit == CUDNN_BENCHMARK_LIMIT_DEFAULT == 10
+    finally:
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.benchmark_limit = saved

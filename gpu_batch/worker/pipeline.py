@@ -99,6 +99,7 @@ class ShardSummary:
 # Measured on an H100 with YOLOv5x6 at batch 32 (bench/RESULTS.md, 2026-11-22): tuning costs about 2.8 s before the
 # first batch and makes the forward passes about 7 % faster (263 vs 245 img/s), so it pays from about 10,000 images.
 CUDNN_TUNING_MIN_IMAGES = 10_000
+CUDNN_BENCHMARK_LIMIT_DEFAULT = 10  # torch.backends.cudnn.benchmark_limit as torch starts
 
 
 def cudnn_benchmark_pays(images: int) -> bool:
@@ -234,8 +235,9 @@ def _choose_cudnn_tuning(images: int, options: PipelineOptions, summary: ShardSu
     tune = options.cudnn_benchmark
     torch.backends.cudnn.benchmark = cudnn_benchmark_pays(images) if tune is None else tune
     summary.cudnn_benchmark = torch.backends.cudnn.benchmark
-    if options.cudnn_benchmark_limit is not None:
-        torch.backends.cudnn.benchmark_limit = options.cudnn_benchmark_limit
+    # always set: a resident server runs shard after shard in one process, and one shard's limit must not stay
+    torch.backends.cudnn.benchmark_limit = (CUDNN_BENCHMARK_LIMIT_DEFAULT if options.cudnn_benchmark_limit is None
+                                            else options.cudnn_benchmark_limit)
     logger.info("%s cuDNN algorithm tuning %s for %d images", options.shard_label,
                 "on" if torch.backends.cudnn.benchmark else "off", images)
 
