@@ -38,6 +38,7 @@ from azure.functions.durable_functions import ActivityTriggerConverter
 from devhost import history as h
 from devhost.functions import AppIndex
 from devhost.metrics import Metrics, Timer
+from devhost.status_history import management_history
 from devhost.store import TERMINAL, Store
 from devhost.timeouts import FunctionTimeout, call_with_timeout
 
@@ -315,14 +316,21 @@ class Engine:
         logger.info("[%s] terminated: %s", instance_id, reason)
 
     def status(self, instance_id: str, show_input: bool = True, show_history: bool = False,
-               input_as_text: bool = False) -> dict[str, Any] | None:
+               input_as_text: bool = False, show_history_output: bool = False) -> dict[str, Any] | None:
+        """The management API's status of one instance (``HttpApiHandler.HandleGetStatusRequestAsync``).
+
+        ``historyEvents`` (``show_history``) is the current execution's history in the extension's shape
+        (``devhost.status_history``; fidelity row 39), not devhost's own: absent for a Pending instance, as ext
+        ``DurableClient.GetDurableOrchestrationStatusAsync`` reads no history for one and the payload omits a null
+        ``historyEvents`` (``StatusResponsePayload``: ``EmitDefaultValue = false``)."""
         inst = self.store.get_instance(instance_id)
         if inst is None:
             return None
         out = self.status_from(inst, show_input, input_as_text)
-        if show_history:
+        if show_history and inst.get("Status") != "Pending":
             doc = self.store.load_history(instance_id)
-            out["historyEvents"] = doc["history"] if doc else []
+            current = doc["history"] if doc and doc.get("execution_id") == inst.get("ExecutionId") else []
+            out["historyEvents"] = management_history(current, show_input, show_history_output)
         return out
 
     @staticmethod

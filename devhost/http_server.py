@@ -342,7 +342,8 @@ class HttpFront:
     async def get_status(self, request: web.Request, iid: str) -> web.Response:
         q = request.query
         st = await self._off(functools.partial(self.engine.status, iid, show_input=_bool(q, "showInput", True),
-                                               show_history=_bool(q, "showHistory", False), input_as_text=True))
+                                               show_history=_bool(q, "showHistory", False), input_as_text=True,
+                                               show_history_output=_bool(q, "showHistoryOutput", False)))
         if st is None:
             return web.Response(status=404)
         code = status_code_for(st["runtimeStatus"], _bool(q, "returnInternalServerErrorOnFailure", False))

@@ -832,3 +832,32 @@ def test_a_generation_gone_on_as_new_begins_with_a_completed_start_episode(stora
                              h.TASK_SCHEDULED], continued
     assert continued[-1] == h.EXECUTION_COMPLETED and continued.count(h.EXECUTION_STARTED) == 1
     assert started[:3] == [h.ORCHESTRATOR_STARTED, h.EXECUTION_STARTED, h.TIMER_CREATED], started
+
+
+# ------------------------------------------------------------------ 39. the status's history
+def test_show_history_answers_the_extensions_history_and_the_sdk_client_reads_it(host: DevHost) -> None:
+    """ext ``DurableClient.GetDurableOrchestrationStatusAsync``: ``historyEvents`` with event names, no
+    ``OrchestratorStarted``/``Completed``, each ``TaskScheduled``/``SubOrchestrationInstanceCreated`` folded into its
+    completion (``FunctionName``, ``ScheduledTime``), ``Result`` only with showHistoryOutput, no ``EventId``/
+    ``IsPlayed``; ``StatusResponsePayload`` omits ``historyEvents`` without showHistory. devhost answered its own
+    replay history (integer ``EventType``, ``IsPlayed``, showHistoryOutput ignored). The pure conversion is tested
+    event by event in test_status_history.py. sdk 1.7 ``DurableOrchestrationStatus(**json)`` keeps the list as the
+    attribute ``historyEvents`` (its ``history`` property stays None: the constructor's parameter is ``history``)."""
+    iid = host.start_orchestration("features")
+    assert host.wait_for(iid, 30)["runtimeStatus"] == "Completed"
+    st = sdk(host, lambda c: c.get_status(iid, show_history=True, show_history_output=True, show_input=True))
+    events = st.historyEvents
+    assert [e["EventType"] for e in events] == [
+        "ExecutionStarted", "TimerCreated", "TimerFired", "TaskFailed", "SubOrchestrationInstanceCompleted",
+        "SubOrchestrationInstanceCompleted", "ExecutionCompleted"], events
+    assert st.history is None
+    assert not any("EventId" in e or "IsPlayed" in e for e in events)
+    assert events[0]["FunctionName"] == "features" and events[0]["Generation"] == 0
+    failed, child = events[3], events[4]
+    assert failed["FunctionName"] == "say_hello" and failed["Input"] == '["\\"Boom\\""]'
+    assert failed["ScheduledTime"].endswith("+00:00") and failed["Reason"].startswith("Activity function 'say_hello'")
+    assert child["FunctionName"] == "fanout" and child["Result"] == {"results": ["Hello Oslo!"], "doubled": {"n": 2}}
+    assert events[-1]["OrchestrationStatus"] == "Completed" and events[-1]["Result"]["child2"]["results"]
+    plain = requests.get(f"{host.rpc_base_url}instances/{iid}?showHistory=true", timeout=10).json()["historyEvents"]
+    assert "Result" not in plain[4] and "Result" not in plain[-1] and plain[3]["Input"] == failed["Input"]
+    assert "historyEvents" not in requests.get(f"{host.rpc_base_url}instances/{iid}", timeout=10).json()
