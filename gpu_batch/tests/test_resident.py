@@ -631,3 +631,49 @@ def test_a_socket_right_inside_a_shared_folder_leaves_the_folder_as_it_was(tmp_p
         assert (own.stat().st_mode & 0o7777) == 0o700
     finally:
         shutil.rmtree(shared, ignore_errors=True)
+
+
+def test_without_so_peercred_the_client_checks_the_socket_files_owner(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Python has no ``SO_PEERCRED`` on macOS, where the local pool runs the resident client too: the check handed
+    the shard (and the task's storage credentials) to whichever user listened there. The socket file's owner (its
+    binder) stands in; a listener of another user gets nothing. Fails without the change (the request was sent)."""
+    import socket as sockets
+    import threading
+
+    from gpu_batch.worker import client
+    from gpu_batch.worker import resident_protocol as wire
+
+    folder = Path(tempfile.mkdtemp(prefix="tbmac", dir="/tmp"))  # short: a Unix socket path has at most 107 bytes
+    path = folder / "w.sock"
+    received: list[Any] = []
+    with sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM) as listener:
+        listener.bind(str(path))
+        listener.listen(1)
+        listener.settimeout(10)
+
+        def accept() -> None:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(2)
+                try:
+                    received.append(wire.recv_message(conn))
+                except OSError:
+                    pass
+
+        thread = threading.Thread(target=accept, daemon=True)
+        thread.start()
+        own = os.geteuid()
+        monkeypatch.delattr(sockets, "SO_PEERCRED", raising=False)  # as on macOS
+        monkeypatch.setattr(os, "geteuid", lambda: own + 1)  # the listener (this process) is now another user
+        try:
+            with pytest.raises(client.ResidentUnavailable, match=f"runs as user {own}, not as this task's user"):
+                client.run_on_server(["--manifest-container", "c", "--manifest-blob", "b"],
+                                     {wire.SOCKET_ENV: str(path), "TRAPBATCH_STORAGE_CONNECTION": "AccountKey=secret"},
+                                     time.time())
+            thread.join(15)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+    assert received in ([], [None])  # connected, then closed without a byte: no request, no environment

@@ -74,19 +74,36 @@ def _check_server_user(sock: socket.socket, path: Path) -> None:
     Why: the request carries the task's whole environment, storage credentials included. The server's own socket is
     0600 in a 0700 folder, but the client connects to whatever it finds at the path first: with
     ``TRAPBATCH_RESIDENT_SOCKET`` in a folder others can write to (``/tmp``), another user's process listening
-    there first was handed those credentials. Where the kernel gives no peer credentials (not Linux) nothing is
-    checked.
+    there first was handed those credentials. Where Python offers no ``SO_PEERCRED`` (macOS: the local pool runs
+    this client there too) the socket file's owner stands in for it: ``bind`` creates the file as the listener's
+    user. Nothing was checked there before, so a listener of another user in ``/tmp`` got the environment.
     """
-    try:
-        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    except (OSError, AttributeError):
-        return
-    _pid, uid, _gid = struct.unpack("3i", raw)
+    uid = _listener_uid(sock, path)
     mine = os.geteuid()
+    if uid is None:
+        raise ResidentUnavailable(f"cannot tell which user listens on {path} (its socket file is gone), so the shard "
+                                  f"(and its storage credentials) is not handed to it; point {wire.SOCKET_ENV} at a "
+                                  "path in a folder only this user can write to")
     if uid != mine:
         raise ResidentUnavailable(f"the process listening on {path} runs as user {uid}, not as this task's user "
                                   f"{mine}, so the shard (and its storage credentials) is not handed to it; point "
                                   f"{wire.SOCKET_ENV} at a path in a folder only this user can write to")
+
+
+def _listener_uid(sock: socket.socket, path: Path) -> int | None:
+    """The user id the process listening on ``sock`` runs as: the kernel's ``SO_PEERCRED`` where Python has it
+    (Linux), else the owner of the socket file at ``path`` (None when it is gone)."""
+    peercred = getattr(socket, "SO_PEERCRED", None)
+    if peercred is not None:
+        try:
+            _pid, uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, peercred, struct.calcsize("3i")))
+            return int(uid)
+        except OSError:
+            pass
+    try:
+        return os.stat(path).st_uid
+    except OSError:
+        return None
 
 
 def _spawn_server(path: Path, env: Mapping[str, str]) -> subprocess.Popen[bytes]:

@@ -24,7 +24,8 @@ killed, crashed), which stops the shard between batches. The client's whole envi
 (storage settings, fault injection) because the server runs each shard with the environment of the task that asked,
 and in its working folder (local-mode paths are relative to it);
 the socket lives in a folder only its user can enter (0700) and is itself 0600, and a client sends nothing to a
-listener that runs as another user (``SO_PEERCRED``; ``client._check_server_user``).
+listener that runs as another user (``SO_PEERCRED``, else the socket file's owner;
+``client._check_server_user``).
 
 Settings (environment; documented with the others in ``core/settings.py``):
     TRAPBATCH_RESIDENT_SOCKET   the server's socket (default: ``resident/worker[-<CUDA_VISIBLE_DEVICES>].sock`` in
