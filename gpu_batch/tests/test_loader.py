@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from gpu_batch.worker import loader
-from gpu_batch.worker.loader import KnownModel, ModelLoadError, load_model, resolve_model_file
+from gpu_batch.worker.loader import KEPT_BLOB_VERSIONS, KnownModel, ModelLoadError, load_model, resolve_model_file
 from gpu_batch.worker.make_test_checkpoint import MD_CLASS_NAMES
 from gpu_batch.worker.yolov5_modules import Detect, Model
 
@@ -417,11 +417,18 @@ def test_a_blob_model_overwritten_with_new_weights_is_downloaded_again(tmp_path:
     blob.update(etag='"0x2"', data=b"weights 2")
     assert resolve() == b"weights 2" and fetched == ['"0x1"', '"0x2"']
     blob["etag"] = None
-    assert resolve() == b"weights 2" and len(fetched) == 2
-    # a copy cached before versions were recorded (no .etag beside it) is fetched once more
-    (tmp_path / "blob" / "models" / "md.pt.etag").unlink()
-    blob["etag"] = '"0x2"'
-    assert resolve() == b"weights 2" and len(fetched) == 3 and resolve() and len(fetched) == 3
+    assert resolve() == b"weights 2" and len(fetched) == 2  # the newest copy
+    # overwritten while it downloaded: the bytes could be either version's, so that download does not count
+    blob.update(etag='"0x3"', data=b"weights 3")
+    calls = iter(['"0x3"', '"0x4"', '"0x4"', '"0x4"'])
+    seen = lambda c, n: next(calls)  # noqa: E731
+    path = resolve_model_file("blob://models/md.pt", cache_dir=tmp_path, blob_fetcher=fetch, blob_version=seen)
+    assert path.name == "md.pt@0x4" and len(fetched) == 4
+    # only the newest versions stay on the node
+    blob.update(etag='"0x5"', data=b"weights 5")
+    assert resolve() == b"weights 5"
+    kept = sorted(p.name for p in (tmp_path / "blob" / "models").iterdir())
+    assert len(kept) == KEPT_BLOB_VERSIONS and "md.pt@0x5" in kept and "md.pt@0x1" not in kept
 
 
 def test_a_resident_workers_model_key_follows_the_weights_not_the_name(tmp_path: Path) -> None:

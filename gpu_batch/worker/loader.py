@@ -32,10 +32,10 @@ Must not: run inference, or touch image data.
 """
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import logging
-import os
 import pickle
 import re
 import shutil
@@ -155,30 +155,13 @@ def resolve_model_file(ref: str, cache_dir: Path | None = None, downloader: Down
         dest = cache_dir / "blob" / container / name
         if not dest.resolve().is_relative_to((cache_dir / "blob").resolve()):  # a symlinked folder in the cache
             raise ModelLoadError(f"model {ref!r} would be cached outside {cache_dir / 'blob'}")
-        version = _blob_version_or_none(blob_version, container, name)
-        if not _cached_blob_is_current(dest, version):
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            # a file of its own: two workers starting together on a node (the local pool's slots, a resident
-            # server and a fallback process) wrote one "<name>.part" at once, and the file they renamed was corrupt
-            tmp = Path(tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".part")[1])
-            try:
-                blob_fetcher(container, name, tmp)
-            except Exception as exc:  # azure errors vary; any failure here means the model is unavailable
-                tmp.unlink(missing_ok=True)
-                raise ModelLoadError(f"could not download model {ref}: {exc}") from exc
-            tmp.replace(dest)
-            if version is not None:  # after the file: a crash between leaves an old version, so a new download
-                _write_atomically(_version_file(dest), version.encode("utf-8"))
-        return dest
+        return _cached_blob_model(ref, dest, lambda: _blob_version_or_none(blob_version, container, name),
+                                  lambda tmp: blob_fetcher(container, name, tmp))
     path = Path(ref).expanduser()
     if not path.is_file():
         raise ModelLoadError(f"model {ref!r} is neither a known MegaDetector version ({', '.join(sorted(MODEL_ALIASES))}),"
                              " blob://container/name, nor an existing file")
     return path
-
-
-def _version_file(dest: Path) -> Path:
-    return dest.with_name(dest.name + ".etag")
 
 
 def _blob_version_or_none(blob_version: Callable[[str, str], str] | None, container: str, name: str) -> str | None:
@@ -194,28 +177,78 @@ def _blob_version_or_none(blob_version: Callable[[str, str], str] | None, contai
         return None
 
 
-def _cached_blob_is_current(dest: Path, version: str | None) -> bool:
-    """A cached ``blob://`` model may be used: it exists and is the blob's version ``version`` (unknown: any copy).
+KEPT_BLOB_VERSIONS = 3  # cached versions of one blob:// model kept on a node (the newest); older ones are deleted
 
-    Why: the cache is per node and lives as long as the node; a model blob overwritten with new weights under the
-    same name was never downloaded again, so nodes that had it kept running the old weights (and a resident server
-    kept them loaded), while new nodes ran the new ones, in one task, under one model name. A copy cached before
-    versions were recorded has no version file: it is downloaded once more."""
-    if not dest.exists():
-        return False
+
+def _cached_blob_model(ref: str, dest: Path, version_now: Callable[[], str | None],
+                       fetch: Callable[[Path], None]) -> Path:
+    """The node's copy of a ``blob://`` model at its blob's version now: ``<name>@<ETag>`` beside where the copy of
+    an unknown version goes (``dest``), downloaded when missing.
+
+    Why per version: the cache lives as long as the node, and a model blob overwritten with new weights under the
+    same name was never downloaded again, so nodes that had it kept the old weights (a resident server kept them
+    loaded) beside new nodes running the new ones, in one task. A file per version cannot name weights it does not
+    hold: the download counts as that version only if the blob's ETag is the same after it as before (the storage
+    client reads all of a download's ranges from one version). Storage unreachable: the newest cached copy serves.
+    """
+    version = version_now()
     if version is None:
-        return True
-    try:
-        return _version_file(dest).read_text(encoding="utf-8") == version
-    except OSError:
-        return False
+        cached = _newest_copy(dest)
+        if cached is not None:
+            return cached
+    for _attempt in range(DOWNLOAD_ATTEMPTS):
+        path = dest if version is None else _versioned(dest, version)
+        if path.exists():
+            return path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # a file of its own: two workers starting together on a node (the local pool's slots, a resident server
+        # and a fallback process) wrote one "<name>.part" at once, and the file they renamed was corrupt
+        tmp = Path(tempfile.mkstemp(dir=path.parent, prefix=dest.name + ".", suffix=".part")[1])
+        try:
+            fetch(tmp)
+        except Exception as exc:  # azure errors vary; any failure here means the model is unavailable
+            tmp.unlink(missing_ok=True)
+            raise ModelLoadError(f"could not download model {ref}: {exc}") from exc
+        after = version_now() if version is not None else None
+        if after is None or after == version:  # unchanged meanwhile (or no longer askable: as it was just now)
+            tmp.replace(path)
+            _drop_old_versions(dest)
+            return path
+        tmp.unlink(missing_ok=True)  # overwritten while it downloaded: the bytes may be either version's
+        version = after
+    raise ModelLoadError(f"model {ref} was overwritten during each of {DOWNLOAD_ATTEMPTS} downloads",
+                         hint="upload new weights under a new name (results name the model, not its version)")
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".part")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+def _versioned(dest: Path, version: str) -> Path:
+    return dest.with_name(f"{dest.name}@{re.sub(r'[^A-Za-z0-9]', '', version)}")
+
+
+def _cached_copies(dest: Path) -> list[Path]:
+    found = [p for p in dest.parent.glob(glob.escape(dest.name) + "@*") if not p.name.endswith(".part")]
+    return found + ([dest] if dest.exists() else [])
+
+
+def _newest_copy(dest: Path) -> Path | None:
+    copies = []
+    for path in _cached_copies(dest):
+        try:
+            copies.append((path.stat().st_mtime, path))
+        except OSError:
+            continue
+    return max(copies)[1] if copies else None
+
+
+def _drop_old_versions(dest: Path) -> None:
+    """Keep the newest ``KEPT_BLOB_VERSIONS`` copies (a worker may still be loading an older one it just chose)."""
+    copies = []
+    for path in _cached_copies(dest):
+        try:
+            copies.append((path.stat().st_mtime, path))
+        except OSError:
+            continue
+    for _, path in sorted(copies, reverse=True)[KEPT_BLOB_VERSIONS:]:
+        path.unlink(missing_ok=True)
 
 
 # The torch.nn layers our YOLOv5 modules are built from (yolov5_modules.py), plus the activations earlier YOLOv5
