@@ -34,6 +34,17 @@ OpenMP thread per core, so ``n`` concurrent CPU workers ran ``n`` x cores thread
 work (a 12-image CPU shard beside other load: 10.1 s of CPU with the default threads, 7.8 s with one). A worker gets
 ``OMP_NUM_THREADS`` = cores // ``max_concurrent`` (at least 1) unless the environment or ``worker_env`` already sets
 it (``worker_threads``). On a GPU node the forward pass runs on the GPU and this changes nothing measurable.
+
+Resident workers (``resident=True``, TRAPBATCH_WORKER_RESIDENT): each task's client hands its shard to the server of
+its socket (``gpu_batch.worker.resident_protocol.default_socket_path``: one per ``CUDA_VISIBLE_DEVICES``), which runs
+one shard at a time. So the pool runs at most as many tasks at once as there are such servers (``resident_servers``:
+one per GPU when the pool pins each task to a GPU and the socket is the default, else one), as a Batch node with its
+resident server runs one task at a time (``taskSlotsPerNode: 1`` in infra/app/batch.bicep), and says so in the log
+when TRAPBATCH_LOCAL_CONCURRENCY asked for more. Why: the extra tasks were "running" while they waited on the one
+server, so their wait counted against their time limit (three 6-image CPU shards with a 12 s limit, concurrency 3:
+all three killed as timed out, none accepted by the server), and the server, started by the first client, kept that
+client's ``cores // max_concurrent`` OpenMP threads for every shard it ran one by one (a third of the machine at
+concurrency 3).
 """
 from __future__ import annotations
 
@@ -72,6 +83,8 @@ CHANGE_OVERLAP_S = 5.0
 # 0xC000013A for a timed-out task (a Windows code; the SDK: "an operating system-defined exit code"): any code will do
 # that is not one of the worker's (gpu_batch.exit_codes), and the failure code TaskEnded says the pool ended it.
 KILLED_EXIT_CODE = 128 + int(signal.SIGKILL)
+# gpu_batch.worker.resident_protocol.SOCKET_ENV, not imported: the Functions app's package holds no gpu_batch/worker/
+SOCKET_ENV = "TRAPBATCH_RESIDENT_SOCKET"
 
 
 def now_iso() -> str:
@@ -125,8 +138,17 @@ class LocalPool:
         self.jobs = tables.create_table_if_not_exists(table + "jobs")
         env_conc = os.environ.get("TRAPBATCH_LOCAL_CONCURRENCY")
         self.gpus = detect_gpu_count()
-        self.max_concurrent = max_concurrent or (int(env_conc) if env_conc else 0) or max(1, self.gpus)
         self.worker_env = dict(worker_env or {})
+        self.max_concurrent = max_concurrent or (int(env_conc) if env_conc else 0) or max(1, self.gpus)
+        if resident and self.max_concurrent > self.resident_servers():  # module docstring: Resident workers
+            servers = self.resident_servers()
+            logger.warning("LocalPool %s: runs %d task(s) at once, not %d (TRAPBATCH_LOCAL_CONCURRENCY, default one "
+                           "per GPU): with the resident worker (TRAPBATCH_WORKER_RESIDENT) its tasks share %d "
+                           "server(s), each running one shard at a time, and a task waiting for one would spend its "
+                           "time limit waiting. For more at once: one server per GPU (leave CUDA_VISIBLE_DEVICES and "
+                           "%s unset on a machine with several GPUs), or TRAPBATCH_WORKER_RESIDENT=0 (one worker "
+                           "process per task)", table, servers, self.max_concurrent, servers, SOCKET_ENV)
+            self.max_concurrent = servers
         self.faults = dict(faults or {})
         self.max_task_seconds = max_task_seconds
         self.worker_command = list(worker_command or [sys.executable, "-m", worker_module(resident)])
@@ -339,12 +361,24 @@ class LocalPool:
             del self._children[key]
         return bool(ended)
 
+    def _pins_gpus(self) -> bool:
+        """Whether each task is pinned to one GPU of this machine (``_free_gpu``): several GPUs, none chosen already."""
+        return self.gpus >= 2 and "CUDA_VISIBLE_DEVICES" not in {**os.environ, **self.worker_env}
+
+    def resident_servers(self) -> int:
+        """How many resident workers this pool's tasks reach: one per GPU where each task is pinned to a GPU and the
+        socket is the default (one per ``CUDA_VISIBLE_DEVICES``), else one (a configured socket is the same path for
+        every task). Each runs one shard at a time (module docstring: Resident workers)."""
+        if self._pins_gpus() and not {**os.environ, **self.worker_env}.get(SOCKET_ENV):
+            return self.gpus
+        return 1
+
     def _free_gpu(self, on_gpu: list[int]) -> int | None:
         """The GPU the next task runs on, the least used one, when this machine has several and nothing chose
         already (``CUDA_VISIBLE_DEVICES`` set for the workers); None otherwise. Why: every worker asks for ``cuda``,
         which is GPU 0 unless told, so on a two-GPU machine both shards shared GPU 0 and the second sat idle (and the
         resident workers, one per ``CUDA_VISIBLE_DEVICES``, were one server taking shards one at a time)."""
-        if self.gpus < 2 or "CUDA_VISIBLE_DEVICES" in {**os.environ, **self.worker_env}:
+        if not self._pins_gpus():
             return None
         return min(range(self.gpus), key=lambda g: (on_gpu.count(g), g))
 

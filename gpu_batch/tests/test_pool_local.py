@@ -487,3 +487,37 @@ def test_a_task_ended_between_the_runners_check_and_its_start_stays_ended(
     assert code == 143 and not marker.exists()
     row = real_get(table, "job", "t-a1")
     assert row["State"] == "completed" and row["FailureCode"] == "TaskEnded"
+
+
+def test_resident_workers_run_one_task_per_server_with_all_its_cores(
+        pool_args: dict[str, Any], storage_connection: str, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """With the resident worker every task hands its shard to the one server of its socket (one per
+    ``CUDA_VISIBLE_DEVICES``), which runs one shard at a time: three slots on a CPU machine made two tasks "running"
+    while they waited, their wait counting against their time limit (reproduced: three 6-image shards, 12 s limit,
+    all three killed as timed out, none accepted), and the server kept the first client's cores // 3 threads. The
+    pool now runs one task per server, as a Batch node with taskSlotsPerNode 1, each with the server's cores."""
+    import gpu_batch.pool.local as local
+
+    monkeypatch.setattr(local, "detect_gpu_count", lambda: 0)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.delenv("TRAPBATCH_RESIDENT_SOCKET", raising=False)
+    with caplog.at_level("WARNING", logger="gpu_batch.pool.local"):
+        pool = make_pool("local", max_concurrent=3, resident=True, **pool_args)
+    assert pool.max_concurrent == 1  # type: ignore[attr-defined]
+    assert "runs 1 task(s) at once, not 3" in caplog.text and "TRAPBATCH_WORKER_RESIDENT=0" in caplog.text
+    pool.submit("jobr", [task("sleep8"), task("sleep9"), task("sleep7")])
+    done = wait_until(lambda: all_done(pool, "jobr", 3), 60, "the three tasks")
+    spans = sorted((i.start_time, i.end_time) for i in done.values())
+    assert all(end <= start for (_, end), (start, _) in zip(spans, spans[1:])), spans  # one at a time
+    cores = os.cpu_count() or 1
+    assert f"threads {cores}" in _log(storage_connection, pool_args["log_container"], "jobr", "sleep7-a1")
+    assert make_pool("local", max_concurrent=3, **pool_args).max_concurrent == 3  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(local, "detect_gpu_count", lambda: 2)  # one server per GPU: the pool pins each task to one
+    assert make_pool("local", max_concurrent=4, resident=True, **pool_args).max_concurrent == 2  # type: ignore
+    assert make_pool("local", max_concurrent=1, resident=True, **pool_args).max_concurrent == 1  # type: ignore
+    for chosen in ({"CUDA_VISIBLE_DEVICES": "0,1"}, {"TRAPBATCH_RESIDENT_SOCKET": "/run/tb/w.sock"}):  # one server
+        one = make_pool("local", max_concurrent=2, resident=True, **{**pool_args, "worker_env": chosen})
+        assert one.max_concurrent == 1  # type: ignore[attr-defined]
