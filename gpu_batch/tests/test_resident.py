@@ -463,6 +463,46 @@ def test_a_server_started_to_compile_compiles_every_shards_network(monkeypatch: 
     assert code == 0 and seen == [compiled] and summary is not None
 
 
+def test_each_shard_runs_with_its_own_torch_threads_and_the_server_keeps_its_own(monkeypatch: pytest.MonkeyPatch,
+                                                                                  tmp_path: Path) -> None:
+    """torch reads OMP_NUM_THREADS once, so a server kept the count of the client that started it (a LocalPool worker's
+    cores // concurrency) for every later shard: each shard now applies its own, and a shard that sets none (or a
+    value torch.set_num_threads cannot take) runs with the server's."""
+    import socket
+
+    import torch
+
+    from gpu_batch.worker import __main__ as cli
+    from gpu_batch.worker.resident import Server, _Connection
+
+    seen: list[int] = []
+
+    def run_shard(args: Any, env: Any, fault: Any, **kwargs: Any) -> Any:
+        seen.append(torch.get_num_threads())
+        return cli.ShardOutcome(0, {"done": 0})
+
+    monkeypatch.setattr(cli, "run_shard", run_shard)
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)  # the server's own count
+    try:
+        server = Server(tmp_path / "s.sock", 60.0)
+        argv = ["--manifest-file", "m.json", "--image-root", str(tmp_path), "--device", "cpu"]
+        after: list[int] = []
+        reported: list[Any] = []
+        for env in ({"OMP_NUM_THREADS": "1"}, {}, {"OMP_NUM_THREADS": "4,2"}, {"OMP_NUM_THREADS": "0"},
+                    {"OMP_NUM_THREADS": "2"}):
+            mine, theirs = socket.socketpair()
+            with mine, theirs:
+                code, summary, _ = server._run({"argv": argv, "env": env, "cwd": str(tmp_path)}, _Connection(mine))
+            assert code == 0 and summary is not None
+            after.append(torch.get_num_threads())
+            reported.append(summary["resident"].get("torch_threads"))
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [1, 3, 3, 3, 2] and after == [3] * 5
+    assert reported == seen  # the summary says what the shard ran with
+
+
 def test_serve_compiles_when_told_on_its_command_line_or_by_the_environment_it_starts_in() -> None:
     from gpu_batch.worker.resident import build_parser, compiles_models
 

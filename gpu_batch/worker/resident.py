@@ -17,7 +17,11 @@ batches, flushes the results so far (incomplete, so the next attempt resumes) an
 Each shard runs with the environment its client sent (``os.environ`` is swapped for the shard's duration; only one
 shard runs at a time) and in its client's working folder, so storage settings, managed-identity variables, fault
 injection and local-mode paths act as in the CLI; the variables torch reads once at start (``PINNED_ENV``) keep the
-server's values. The start-time faults (``hang``, ``exit:N``) are applied by the client, which is the pool task;
+server's values. ``OMP_NUM_THREADS``, which torch also reads once, each shard applies with ``torch.set_num_threads``
+(``_shard_threads``; the server's own count when the shard sets none). Why: a server kept the thread count of the
+client that started it (LocalPool gives each of its workers cores // its concurrency) for every later shard, whatever
+that shard's task asked for: a server left from a run at concurrency 3 ran the next run's shards on a third of the
+machine. The start-time faults (``hang``, ``exit:N``) are applied by the client, which is the pool task;
 ``crash_after:K`` ends this server, as it would end a CLI worker, and the client then exits with
 ``exit_codes.SERVER_LOST`` (retryable).
 
@@ -149,6 +153,7 @@ class Server:
         self._stepped_aside = threading.Event()  # a shard was refused (resident_protocol): exit once idle
         self._inode: int | None = None  # the socket file this server bound
         self._cuda: bool | None = None
+        self.threads: int | None = None  # torch's intra-op threads as this server started (prepare, else first shard)
         # the code this process runs: hashed now, at start, since files edited later are not what it imported
         self.code = wire.code_fingerprint()
 
@@ -164,6 +169,9 @@ class Server:
         cli.choose_compile_cache(os.environ)
         cli._import_worker_modules()
         self.import_s = time.monotonic() - started
+        import torch
+
+        self.threads = torch.get_num_threads()
         logger.info("resident worker pid %d: imports took %.1fs; shards' networks %s", os.getpid(), self.import_s,
                     "compiled (torch.compile)" if self.compile_models else "eager unless a shard asks for --compile")
 
@@ -318,9 +326,13 @@ class Server:
              ) -> tuple[int, dict[str, Any] | None, Callable[[], None] | None]:
         """Run one shard with the request's command line and environment; its exit code, summary and the work left
         for after the answer (``ShardOutcome.after``)."""
+        import torch
+
         from gpu_batch.worker import __main__ as cli
         from gpu_batch.worker.faults import Fault, FaultSpecError
 
+        if self.threads is None:
+            self.threads = torch.get_num_threads()
         argv = [str(a) for a in request.get("argv") or []]
         env = {str(k): str(v) for k, v in (request.get("env") or {}).items()}
         process_started = float(request.get("process_started") or time.time())
@@ -329,6 +341,9 @@ class Server:
         handler: logging.Handler | None = None
         try:
             _swap_environ(env)
+            # in this thread, which runs the forward pass; the shard's own threads start with it (torch's lazy
+            # per-thread init reads the count set here)
+            torch.set_num_threads(_shard_threads(env, self.threads))
             cwd = request.get("cwd")
             if isinstance(cwd, str) and os.path.isdir(cwd):
                 os.chdir(cwd)  # local-mode paths are the client's (one shard at a time: the folder is ours)
@@ -360,7 +375,8 @@ class Server:
             summary = outcome.summary
             if summary is not None:
                 summary["resident"] = {"server_pid": os.getpid(), "shard_number": self.shards_served,
-                                       "server_import_s": round(self.import_s, 3), "models_cached": len(self.models)}
+                                       "server_import_s": round(self.import_s, 3), "models_cached": len(self.models),
+                                       "torch_threads": torch.get_num_threads()}
             return outcome.code, summary, outcome.after
         finally:
             if handler is not None:
@@ -368,6 +384,14 @@ class Server:
             root.setLevel(saved_level)
             _swap_environ(saved_env, keep=())
             os.chdir(saved_cwd)
+            torch.set_num_threads(self.threads)
+
+
+def _shard_threads(env: Mapping[str, str], default: int) -> int:
+    """The intra-op threads a shard runs with: its ``OMP_NUM_THREADS``, the count a CLI worker's torch would start
+    with (a positive whole number; anything else, such as OpenMP's nested ``4,2``, is ignored), else ``default``."""
+    raw = env.get("OMP_NUM_THREADS", "").strip()
+    return int(raw) if raw.isdigit() and int(raw) > 0 else default
 
 
 def _after_shard(work: Callable[[], None]) -> None:
