@@ -71,14 +71,16 @@ def host_of(url: str) -> str:
     return f"{host}:{port}" if port and port != _DEFAULT_PORTS.get(parts.scheme.lower()) else host
 
 
-def _entry(text: str) -> str:
-    """An allow-list entry as ``host_of`` writes hosts: an entry ``h:443`` (https's own port) is ``h``."""
-    entry = text.strip().lower()
-    return entry[:-len(":443")] if entry.endswith(":443") else entry
-
-
 def host_allowed(url: str, allowed: tuple[str, ...]) -> bool:
-    return bool(allowed) and host_of(url) in {_entry(a) for a in allowed if a.strip()}
+    """``url``'s host is on the list, written with or without its scheme's own port (``h`` and ``h:443`` both name
+    ``https://h/``; ``localhost`` and ``localhost:80`` both ``http://localhost/``)."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    names = {host_of(url)}
+    default = _DEFAULT_PORTS.get(parts.scheme.lower())
+    if default is not None and parts.port in (None, default):
+        names.add(f"{host}:{default}")
+    return bool(allowed) and bool(names & {a.strip().lower() for a in allowed if a.strip()})
 
 
 def not_sendable(url: str, allowed: tuple[str, ...], signing_configured: bool) -> str | None:

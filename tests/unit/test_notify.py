@@ -158,6 +158,9 @@ def test_a_receiver_error_raises_so_the_orchestrator_retries(receiver: dict[str,
     ("https://hooks.example.org:8443/x", ("hooks.example.org:8443",), True),
     ("http://localhost:80/x", ("localhost",), True),
     ("http://localhost:8080/x", ("localhost",), False),
+    ("http://localhost:80/x", ("localhost:80",), True),
+    ("http://localhost/x", ("localhost:80",), True),
+    ("http://hooks.example.org/x", ("hooks.example.org:443",), False),  # an https entry does not name http
 ])
 def test_the_schemes_own_port_is_the_host_the_allow_list_names(url: str, allowed: tuple[str, ...], ok: bool) -> None:
     assert notify.host_allowed(url, allowed) is ok
