@@ -25,7 +25,8 @@ import azure.functions as func
 
 from adapters import clients
 from adapters.blobs import BlobStore
-from api.starters import answered_version, drop_origin, read_request_blob, start_task
+from api.starters import (answered_version, drop_origin, read_request_blob, start_task,
+                          withdraw_overtaken_refusal)
 from core.errors import RequestInvalid, TrapbatchError
 from core.requests import MAX_BODY_BYTES, parse_json_body
 from core.settings import Settings
@@ -73,13 +74,14 @@ async def container_ready(event: func.EventGridEvent, client: df.DurableOrchestr
     if _own(container, s):
         return
     store = clients.store(s)
+    marker = None
     try:
         marker = await _read_marker(store, container)
         if marker is None:
             return  # deleted since the event was sent, or answered already: nothing to start
         request = marker_request(container, marker[0])
     except TrapbatchError as exc:
-        await _refuse(store, container, exc)
+        await _refuse(store, container, exc, marker[1] if marker else "")
         return
     if request.get("image_list"):
         await asyncio.to_thread(store.write_json, layout.INCOMING_CONTAINER, layout.marker_handoff_blob(container),
@@ -112,6 +114,7 @@ async def start_from_marker(client: df.DurableOrchestrationClient, container: st
     if _own(container, s):
         return
     store = clients.store(s)
+    etag = ""
     try:
         if marker is None:
             read = await _read_marker(store, container)
@@ -124,7 +127,7 @@ async def start_from_marker(client: df.DurableOrchestrationClient, container: st
         started, task_id = await start_task(client, request, s,
                                             origin=drop_origin(container, layout.READY_MARKER, etag))
     except TrapbatchError as exc:
-        await _refuse(store, container, exc)
+        await _refuse(store, container, exc, etag)
         return
     await asyncio.to_thread(store.write_json, container, layout.ready_receipt_blob(),
                             {"id": task_id, "started": started, "status_path": f"/api/tasks/{task_id}",
@@ -142,6 +145,11 @@ def _own(container: str, s: Settings) -> bool:
     return False
 
 
-async def _refuse(store: BlobStore, container: str, exc: TrapbatchError) -> None:
-    await asyncio.to_thread(store.write_json, container, layout.ready_error_blob(), exc.to_dict())
+async def _refuse(store: BlobStore, container: str, exc: TrapbatchError, etag: str = "") -> None:
+    """Write the marker's refusal, naming the version it refuses (``etag``, when read), and withdraw it when a newer
+    marker replaced this one meanwhile (``api.starters.withdraw_overtaken_refusal``)."""
+    refusal = {**exc.to_dict(), **({"request_etag": etag} if etag else {})}
+    await asyncio.to_thread(store.write_json, container, layout.ready_error_blob(), refusal)
     logger.warning("marker in container %s refused: %s", container, exc.message)
+    await asyncio.to_thread(withdraw_overtaken_refusal, store, container, layout.READY_MARKER,
+                            layout.ready_error_blob(), etag)

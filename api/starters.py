@@ -904,6 +904,18 @@ def answered_version(receipt: Any, etag: str) -> bool:
     return isinstance(receipt, dict) and bool(etag) and receipt.get("request_etag") == etag
 
 
+def withdraw_overtaken_refusal(store: BlobStore, container: str, name: str, refusal: str, etag: str) -> None:
+    """Delete the refusal just written for version ``etag`` of request ``name`` if a newer version replaced the
+    request meanwhile: that version is answered by its own event, and a start of it may already have deleted the
+    refusals it found (before this one was written), which left this one beside its answer. A refusal the newer
+    version wrote itself names that version and stays. Blocking: call it off the event loop."""
+    if not etag or store.etag_or_none(container, name) in (etag, None):
+        return
+    written = store.read_json_or_none(container, refusal)
+    if isinstance(written, dict) and written.get("request_etag") == etag:
+        store.delete_if_exists(container, refusal)
+
+
 def read_request_blob(store: BlobStore, container: str, name: str) -> tuple[bytes, str] | None:
     """A dropped request's (or marker's) bytes and ETag, of one version. None: deleted, or replaced since (as the
     storage extension ignores a message whose blob is gone; the new version comes with its own event). A blob
@@ -946,6 +958,7 @@ async def task_dropped(blob: func.InputStream, client: df.DurableOrchestrationCl
         await start_from_marker(client, marker, None, s)
         return
     store = clients.store(s)
+    etag = ""
     try:
         version = await asyncio.to_thread(read_request_blob, store, container, name)
         if version is None:
@@ -959,8 +972,10 @@ async def task_dropped(blob: func.InputStream, client: df.DurableOrchestrationCl
         body = parse_json_body(raw)
         started, task_id = await start_task(client, body, s, drop=name, origin=drop_origin(container, name, etag))
     except TrapbatchError as exc:
-        await asyncio.to_thread(store.write_json, container, layout.drop_error_blob(name), exc.to_dict())
+        refusal = {**exc.to_dict(), **({"request_etag": etag} if etag else {})}
+        await asyncio.to_thread(store.write_json, container, layout.drop_error_blob(name), refusal)
         logger.warning("dropped request %s rejected: %s", name, exc.message)
+        await asyncio.to_thread(withdraw_overtaken_refusal, store, container, name, layout.drop_error_blob(name), etag)
         return
     await asyncio.to_thread(store.write_json, container, receipt_name,
                             {"id": task_id, "started": started, "status_path": f"/api/tasks/{task_id}",

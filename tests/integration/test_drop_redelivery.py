@@ -172,3 +172,36 @@ def test_a_corrected_request_or_marker_that_starts_takes_the_earlier_refusal_awa
     # the same request as the drop's above: answered with that task, which runs already
     assert store.read_json(source, layout.ready_receipt_blob())["id"] == client.starts[0]
     assert not store.exists(source, layout.ready_error_blob())
+
+
+def test_a_refusal_written_after_a_newer_version_replaced_the_request_is_withdrawn(source: str, store: BlobStore,
+                                                                                  unique_name: str,
+                                                                                  monkeypatch: pytest.MonkeyPatch
+                                                                                  ) -> None:
+    """Version 1 (invalid) and version 2 (valid) handled at once: version 2 started and deleted the refusals it
+    found, then version 1's refusal was written, standing beside the answer of a task that runs. A refusal now names
+    its version and is withdrawn when the request was replaced meanwhile; the newer version's own refusal stays."""
+    client = Client()
+    name = f"{unique_name}-race.json"
+    store.write_json(layout.INCOMING_CONTAINER, name, {"container": source, "first_n": -1})
+    write_json = BlobStore.write_json
+
+    raced: list[bool] = []
+
+    def overtaken(self: BlobStore, container: str, blob: str, value: Any) -> str:
+        if blob == layout.drop_error_blob(name) and not raced:
+            raced.append(True)  # before version 1's refusal is written, version 2 replaces the request and starts
+            write_json(self, container, name, {"container": source})
+            _deliver(store, client, name)
+        return write_json(self, container, blob, value)
+
+    monkeypatch.setattr(BlobStore, "write_json", overtaken)
+    _deliver(store, client, name)
+    monkeypatch.setattr(BlobStore, "write_json", write_json)
+    assert len(client.starts) == 1 and store.read_json(layout.INCOMING_CONTAINER, layout.drop_receipt_blob(name))
+    assert not store.exists(layout.INCOMING_CONTAINER, layout.drop_error_blob(name))
+    # a newer invalid version's own refusal names that version and stays
+    store.write_json(layout.INCOMING_CONTAINER, name, {"container": source, "first_n": -2})
+    _deliver(store, client, name)
+    refusal = store.read_json(layout.INCOMING_CONTAINER, layout.drop_error_blob(name))
+    assert refusal["request_etag"] == store.etag_or_none(layout.INCOMING_CONTAINER, name)
