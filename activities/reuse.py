@@ -13,12 +13,13 @@ poll counts the shard without parsing the reused entries.
 
 How the previous entries are found, in bounded memory: each enumeration records the name range of each shard it cut
 (``layout.shard_ranges_blob``, one small blob per manifest write); a new shard reads only the previous shards whose
-range holds one of its names, one at a time, keeping only the entries it reuses. Container listings and image lists
-(whose units are name ranges, ``core.imagelist.unit_bounds``) are cut in name order, so that is one or two previous
-shards per new shard; an image list enumerated by an earlier release, whose units were spread by a hash, costs more
-reads, never other answers. A previous generation enumerated before ETags were recorded has
-no ranges: nothing is reused and every image runs again (as with ``rerun``). Images deleted since are in no new shard,
-so they are simply not carried over.
+range holds one of its names, one at a time, keeping only the entries it reuses. A call reads the range blobs once
+and indexes them (``PreviousRanges``): finding a shard's previous shards is a binary search, not a pass over every
+previous range. Container listings and image lists (whose units are name ranges, ``core.imagelist.unit_bounds``) are
+cut in name order, so that is one or two previous shards per new shard; an image list enumerated by an earlier
+release, whose units were spread by a hash, costs more reads, never other answers. A previous generation enumerated
+before ETags were recorded has no ranges: nothing is reused and every image runs again (as with ``rerun``). Images
+deleted since are in no new shard, so they are simply not carried over.
 
 Idempotent: a retried call finds attempt 0's manifest (every image) and writes the same four blobs again (the
 summary after the results whose new ETag it names). Must not: reuse an entry whose image's ETag changed or is unknown
@@ -27,8 +28,9 @@ on either side; send a reused image to the pool.
 from __future__ import annotations
 
 import bisect
+import itertools
 import logging
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import azure.durable_functions as df
 
@@ -45,8 +47,6 @@ from gpu_batch.manifest import ShardManifest, coverage_summary, is_final
 logger = logging.getLogger(__name__)
 bp = df.Blueprint()
 
-SHARDS_PER_CALL = 10  # shards one reuse call handles (each reads a few previous shards: seconds per shard)
-
 
 def previous_ranges(store: BlobStore, settings: Settings, previous: str) -> list[tuple[str, str, str]]:
     """``(shard, first name, last name)`` of every shard of the previous generation that recorded its range."""
@@ -57,6 +57,45 @@ def previous_ranges(store: BlobStore, settings: Settings, previous: str) -> list
     return ranges
 
 
+class PreviousRanges:
+    """The previous generation's shard ranges, indexed to find those that can hold one of a shard's names.
+
+    Why: a re-run's call looked at every previous range for each of its shards: tens of milliseconds per shard at
+    100,000 previous shards, quadratic over the re-run. Sorted by first name with the running maximum of the last names
+    (``_reach``), the ranges that can overlap ``[first, last]`` of a shard are found by two binary searches: those
+    starting after ``last`` cannot, nor can any before the first position whose running maximum reaches ``first``.
+    Ranges cut in name order (listings, image lists) overlap nothing else, so that is one or two candidates; the
+    hash-spread ranges of an image list enumerated by an earlier release still overlap widely, and are all looked at
+    as before. The answers keep the recorded order, so a name found in two previous shards resolves as it did.
+    """
+
+    def __init__(self, ranges: Sequence[tuple[str, str, str]]) -> None:
+        self._ranges = list(ranges)
+        lows = [low for _, low, _ in self._ranges]
+        self._order = sorted(range(len(lows)), key=lows.__getitem__)  # already in order, usually: linear
+        self._lows = [lows[i] for i in self._order]
+        self._reach = list(itertools.accumulate((self._ranges[i][2] for i in self._order), max))
+
+    def __len__(self) -> int:
+        return len(self._ranges)
+
+    def holding(self, names: Sequence[str]) -> list[tuple[str, str, str]]:
+        """``(shard, first, last)`` of the previous shards whose range holds one of ``names`` (sorted), in recorded
+        order."""
+        if not names or not self._ranges:
+            return []
+        stop = bisect.bisect_right(self._lows, names[-1])  # later ranges start after our last name
+        start = bisect.bisect_left(self._reach, names[0], 0, stop)  # earlier ones all end before our first name
+        hits: list[int] = []
+        for position in range(start, stop):
+            i = self._order[position]
+            _, low, high = self._ranges[i]
+            at = bisect.bisect_left(names, low)
+            if at < len(names) and names[at] <= high:
+                hits.append(i)
+        return [self._ranges[i] for i in sorted(hits)]
+
+
 def _etags(store: BlobStore, settings: Settings, key: str, sid: str) -> dict[str, str]:
     data = store.read_bytes_or_none(settings.container, layout.shard_etags_blob(key, sid))
     doc = jsonio.loads(data) if data is not None else None
@@ -64,15 +103,13 @@ def _etags(store: BlobStore, settings: Settings, key: str, sid: str) -> dict[str
     return {str(k): str(v) for k, v in etags.items() if v} if isinstance(etags, dict) else {}
 
 
-def reusable_entries(store: BlobStore, settings: Settings, previous: str, ranges: list[tuple[str, str, str]],
+def reusable_entries(store: BlobStore, settings: Settings, previous: str, ranges: PreviousRanges,
                      etags: Mapping[str, str]) -> dict[str, Mapping[str, Any]]:
     """The previous generation's final entries for the names in ``etags`` whose ETag is unchanged there."""
     names = sorted(etags)
     found: dict[str, Mapping[str, Any]] = {}
-    for sid, low, high in ranges:
+    for sid, low, high in ranges.holding(names):  # only previous shards whose range holds one of our names
         start = bisect.bisect_left(names, low)
-        if start == len(names) or names[start] > high:
-            continue  # none of our names in this previous shard's range
         before = _etags(store, settings, previous, sid)
         same = {n for n in names[start: bisect.bisect_right(names, high)] if before.get(n) == etags[n]}
         if not same:
@@ -85,7 +122,7 @@ def reusable_entries(store: BlobStore, settings: Settings, previous: str, ranges
     return found
 
 
-def reuse_shard(key: str, previous: str, sid: str, ranges: list[tuple[str, str, str]], settings: Settings,
+def reuse_shard(key: str, previous: str, sid: str, ranges: PreviousRanges, settings: Settings,
                 store: BlobStore) -> tuple[int, int]:
     """Write shard ``sid``'s attempt 0 (reused entries) and its attempt 1 (the rest); (reused, to run)."""
     full = ShardManifest.from_dict(shard_manifest(store, settings, key, sid))
@@ -120,7 +157,7 @@ def _fields(manifest: ShardManifest) -> dict[str, Any]:
 
 def run_reuse(key: str, previous: str, first: int, count: int, settings: Settings,
               store: BlobStore) -> c.ReuseOutput:
-    ranges = previous_ranges(store, settings, previous)
+    ranges = PreviousRanges(previous_ranges(store, settings, previous))  # read and indexed once per call
     reused: list[int] = []
     to_run: list[int] = []
     for index in range(first, first + count):
