@@ -362,7 +362,7 @@ def scale_model(args: argparse.Namespace) -> dict[str, Any]:
     module doc); without ``--shape-of``, the request's and the production defaults unchanged. ``--images-per-shard``
     and ``--images-per-folder`` are sizes at ``shape_of``'s scale."""
     from core.settings import OrchestrationKnobs
-    from core.shards import ListingLimits
+    from core.shards import REUSE_IMAGES_PER_CALL, ListingLimits
 
     scale = (args.shape_of / args.images) if args.shape_of else 1.0
     if scale < 1:
@@ -380,6 +380,8 @@ def scale_model(args: argparse.Namespace) -> dict[str, Any]:
         "TRAPBATCH_REPEAT_SEARCH_DETECTIONS_PER_GROUP": str(down(knobs.repeat_search_detections_per_group)),
         # a folder is left out of the search at the same share of the cap as at full size
         "TRAPBATCH_REPEAT_MAX_FOLDER_DETECTIONS": str(down(knobs.repeat_max_folder_detections)),
+        # an only_new re-run's reuse step: as many calls as at full size
+        "TRAPBATCH_REUSE_IMAGES_PER_CALL": str(down(REUSE_IMAGES_PER_CALL)),
     }
     return {"scale": scale, "images_per_shard": down(args.images_per_shard),
             "images_per_folder": down(args.images_per_folder), "env": env,

@@ -55,6 +55,8 @@ Variables (names shared with infra/main.bicep app settings):
                                    functionTimeout and the 4 GB instance's memory that up to 8 activities share).
                                    The merge's cap, and POST .../repeats/search's ``max_folder_detections`` when
                                    left out
+    TRAPBATCH_REUSE_IMAGES_PER_CALL  images one call of an ``only_new`` re-run's reuse step takes (default 100000,
+                                   whole shards, 1 to 500 of them: orchestrations.task.reuse_shards_per_call)
     TRAPBATCH_MAX_TASK_SECONDS     a pool task running longer is terminated and resubmitted (default 21600)
     TRAPBATCH_DETECTION_THRESHOLD  lowest confidence written to results (default 0.005, MegaDetector's)
     TRAPBATCH_PREVIEW_THRESHOLD    threshold of previews, the CSV and the exports when a request sets no
@@ -177,7 +179,7 @@ from core.repeats import DEFAULT_MAX_FOLDER_DETECTIONS, MAX_FOLDER_DETECTIONS
 from core.requests import (DEFAULT_IMAGES_PER_SHARD, MAX_IMAGES_PER_SHARD, MIN_PREVIEW_THRESHOLD,
                            normalize_account_url)
 from core.task_events import endpoint_problem
-from core.shards import MAX_SHARDS
+from core.shards import MAX_SHARDS, REUSE_IMAGES_PER_CALL
 from gpu_batch.layout import DEFAULT_STATE_CONTAINER, STATIC_WEBSITE_CONTAINER
 
 CALLER_AUTH_MODES = ("none", "easyauth")
@@ -325,6 +327,10 @@ class OrchestrationKnobs:
     repeat_search_detections_per_group: int = 400_000  # eligible detections per repeat-search activity
     # a folder with more eligible detections is not searched (RepeatOptions.max_folder_detections)
     repeat_max_folder_detections: int = DEFAULT_MAX_FOLDER_DETECTIONS
+    # images per call of only_new's reuse step (core.shards.REUSE_IMAGES_PER_CALL; Settings.from_env sets it); 0, a
+    # task whose input lacks it (started by a release before the knob), replays its 10 shards per call
+    # (orchestrations.task.reuse_shards_per_call)
+    reuse_images_per_call: int = 0
 
 
     # estimates (core/estimate.py) for "dry_run" requests
@@ -470,6 +476,7 @@ class Settings:
             merge_images_per_part=_int(env, "TRAPBATCH_MERGE_IMAGES_PER_PART", 200_000),
             repeat_search_detections_per_group=_int(env, "TRAPBATCH_REPEAT_SEARCH_DETECTIONS_PER_GROUP", 400_000),
             repeat_max_folder_detections=_max_folder_detections(env),
+            reuse_images_per_call=_int(env, "TRAPBATCH_REUSE_IMAGES_PER_CALL", REUSE_IMAGES_PER_CALL),
 
 
             worker_images_per_s=_positive(env, "TRAPBATCH_WORKER_IMAGES_PER_S", DEFAULT_WORKER_IMAGES_PER_S),

@@ -270,6 +270,13 @@ class ShardBatch(TypedDict):
 # of 100, far smaller than shards need to be. Read at replay time (tests/orchestrations/test_replay_constants.py).
 MAX_SHARDS = 100_000
 
+# Images one call of ``only_new``'s reuse step takes (``activities.reuse``), in whole shards: 10 shards of the default
+# 10,000 images, what every call took when calls were 10 shards whatever their size. Sized by shards, 100,000 shards of
+# 100 images made 10,000 calls in the task orchestrator's history (which never continues as new): ~20,000 events
+# replayed, and ~1.7 MB of their inputs sent again, at every later episode. A task records the value when it starts
+# (``OrchestrationKnobs.reuse_images_per_call``, ``TRAPBATCH_REUSE_IMAGES_PER_CALL``); read at start only.
+REUSE_IMAGES_PER_CALL = 100_000
+
 
 class TooManyShards(ValueError):
     """Raised by the enumeration before any manifest is written: the task ends Failed with what to post instead."""

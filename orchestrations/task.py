@@ -30,6 +30,7 @@ from core.errors import failure_line
 from core.estimate import RESIDENT_SHARD_START_S, estimate
 from core.expiry import expiry_time
 from core.ids import shards_instance_id
+from core.requests import TaskRequest
 from core.settings import CONFIRM_TIMEOUT_MAX_S, OrchestrationKnobs
 from core.shards import group_count_limit, group_shards, in_flight_shares
 from gpu_batch.exit_codes import TASK_ENDED
@@ -394,7 +395,9 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
     reuse: c.ReuseOutput | None = None
     work = enumeration  # what goes to the pool: every image, or with only_new those not reused
     if request.get("only_new") and generation and "previous" in data:
-        reuse = yield from _reuse(context, key, generation_key(task_id, data["previous"]), enumeration["shards"])
+        per_call = reuse_shards_per_call(knobs.reuse_images_per_call, TaskRequest.from_dict(request).images_per_shard)
+        reuse = yield from _reuse(context, key, generation_key(task_id, data["previous"]), enumeration["shards"],
+                                  per_call)
         work = c.EnumerateOutput(images=sum(reuse["to_run"]), shards=sum(1 for n in reuse["to_run"] if n))
         if passed_over:
             work["not_images"] = passed_over
@@ -502,17 +505,31 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
     return summary
 
 
-# Shards one reuse call handles (``activities.reuse``): each reads its previous shards, a few seconds per shard.
+# Shards per reuse call (``activities.reuse``) of a task whose input has no ``reuse_images_per_call`` knob (started by
+# a release that planned every call so): its history replays with them.
 REUSE_SHARDS_PER_CALL = 10
+# Shards per reuse call at most, however small: each costs about ten blob requests whatever its images (its manifest
+# and ETags, its previous shards' ETags and results, four writes), so a call stays near a minute.
+REUSE_MAX_SHARDS_PER_CALL = 500
 
 
-def _reuse(context: df.DurableOrchestrationContext, key: str, previous: str,
-           shards: int) -> Generator[Any, Any, c.ReuseOutput]:
+def reuse_shards_per_call(images_per_call: int, images_per_shard: int) -> int:
+    """Shards one reuse call takes: about ``images_per_call`` images (the task's knob) in whole shards, 1 to
+    ``REUSE_MAX_SHARDS_PER_CALL``; ``REUSE_SHARDS_PER_CALL`` where the knob is 0 (an input recorded before it).
+    Why by images: small shards in calls of 10 made 10,000 calls for 100,000 shards, all in the task orchestrator's
+    history. Read at replay time: pinned in tests/orchestrations/test_replay_constants.py."""
+    if images_per_call <= 0:
+        return REUSE_SHARDS_PER_CALL
+    return max(1, min(REUSE_MAX_SHARDS_PER_CALL, images_per_call // max(1, images_per_shard)))
+
+
+def _reuse(context: df.DurableOrchestrationContext, key: str, previous: str, shards: int,
+           per_call: int) -> Generator[Any, Any, c.ReuseOutput]:
     """``only_new``: per shard of this generation, the images whose results ``previous`` (a generation key) already
-    has for the same name and ETag (``activities.reuse``, in parallel calls); counts only pass through history."""
-    payloads = [c.ReuseInput(task_id=key, previous=previous, first=first,
-                             count=min(REUSE_SHARDS_PER_CALL, shards - first))
-                for first in range(0, shards, REUSE_SHARDS_PER_CALL)]
+    has for the same name and ETag (``activities.reuse``, in parallel calls of ``per_call`` shards); counts only pass
+    through history."""
+    payloads = [c.ReuseInput(task_id=key, previous=previous, first=first, count=min(per_call, shards - first))
+                for first in range(0, shards, per_call)]
     outputs: list[c.ReuseOutput] = yield from call_all(context, c.REUSE, payloads)
     return c.ReuseOutput(reused=[n for out in outputs for n in out["reused"]],
                          to_run=[n for out in outputs for n in out["to_run"]])

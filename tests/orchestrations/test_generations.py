@@ -6,7 +6,10 @@ from typing import Any
 from core import contracts as c
 from core.contracts import Stage
 from core.ids import shards_instance_id
+from core.settings import Settings
+from core.shards import REUSE_IMAGES_PER_CALL
 from gpu_batch.layout import generation_key, pool_job_id
+from orchestrations import task
 from tests.orchestrations.replay import HarnessError
 from tests.orchestrations.test_task_orchestrator import (ENUMERATION, TASK, activities, finished_group, run_task,
                                                          task_input)
@@ -153,6 +156,42 @@ def test_only_new_reuses_in_parallel_calls_and_sends_only_shards_with_images_lef
     assert run.output["reused"] == sum(reused) and run.output["generation"] == RUN
     assert next(s for s in run.statuses if s["stage"] == Stage.detecting)["reused"] == sum(reused)
     assert c.PROMOTE in names
+
+
+def _reuse_calls(data: c.TaskInput, shards: int) -> list[tuple[int, int]]:
+    """(first, count) of each reuse call an ``only_new`` re-run of ``shards`` shards makes."""
+    answer, _ = reuse_answers([1] * shards, [0] * shards)
+    run = run_task(data, answer)
+    assert run.status == "Completed", run.error
+    return [(p["first"], p["count"]) for p in run.inputs(c.REUSE)]
+
+
+def test_reuse_calls_take_about_the_knobs_images_in_whole_shards() -> None:
+    """A new task's calls follow ``reuse_images_per_call`` (recorded at start) over the request's shard size: small
+    shards go many to a call (100,000 shards of 100 images made 10,000 calls of 10 in the task's history)."""
+    def sized(images_per_call: int, images_per_shard: int) -> c.TaskInput:
+        data = only_new_input(previous="")
+        return {**data, "request": {**data["request"], "images_per_shard": images_per_shard},
+                "knobs": {**data["knobs"], "reuse_images_per_call": images_per_call}}
+
+    assert _reuse_calls(sized(25, 5), 12) == [(0, 5), (5, 5), (10, 2)]
+    assert _reuse_calls(sized(4, 5), 3) == [(0, 1), (1, 1), (2, 1)]  # a shard larger than a call: one per call
+    assert _reuse_calls(sized(100_000, 10_000), 12) == [(0, 10), (10, 2)]  # the default: as before at 10,000
+    assert task.reuse_shards_per_call(100_000, 100) == task.REUSE_MAX_SHARDS_PER_CALL == 500  # at most 500
+    assert task.reuse_shards_per_call(100_000, 1_000) == 100 and task.reuse_shards_per_call(100_000, 200_000) == 1
+    # the app records TRAPBATCH_REUSE_IMAGES_PER_CALL (default core.shards.REUSE_IMAGES_PER_CALL) in new tasks
+    assert Settings.from_env({"AzureWebJobsStorage": "x"}).knobs.reuse_images_per_call == REUSE_IMAGES_PER_CALL
+    assert Settings.from_env({"AzureWebJobsStorage": "x", "TRAPBATCH_REUSE_IMAGES_PER_CALL": "7"}
+                             ).knobs.reuse_images_per_call == 7
+
+
+def test_a_task_started_before_the_reuse_knob_replays_10_shards_per_call() -> None:
+    """Its history holds calls of 10 shards whatever their size: an input without the knob plans them again."""
+    data = only_new_input(previous="")
+    knobs = {k: v for k, v in data["knobs"].items() if k != "reuse_images_per_call"}
+    old: c.TaskInput = {**data, "request": {**data["request"], "images_per_shard": 1}, "knobs": knobs}
+
+    assert _reuse_calls(old, 23) == [(0, 10), (10, 10), (20, 3)]
 
 
 def test_only_new_without_served_results_runs_everything_and_a_plain_rerun_reuses_nothing() -> None:

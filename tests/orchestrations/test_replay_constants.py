@@ -18,6 +18,7 @@ import pytest
 
 from core import fanin, shards
 from core.exportparts import ZOONIVERSE_PIECES
+from core.settings import OrchestrationKnobs
 from gpu_batch.exit_codes import UNFIXABLE
 from orchestrations import enumeration, repeats, retries
 from orchestrations import shards as shard_groups
@@ -31,6 +32,7 @@ def test_constants_read_at_replay_time_are_unchanged() -> None:
         "core.exportparts.ZOONIVERSE_PIECES": ZOONIVERSE_PIECES,
         "orchestrations.enumeration.IMAGES_PER_WRITE": enumeration.IMAGES_PER_WRITE,
         "orchestrations.task.REUSE_SHARDS_PER_CALL": task.REUSE_SHARDS_PER_CALL,
+        "orchestrations.task.REUSE_MAX_SHARDS_PER_CALL": task.REUSE_MAX_SHARDS_PER_CALL,
         "core.shards.MAX_SHARDS": shards.MAX_SHARDS,
         "orchestrations.task.NOTIFY_RETRY.attempts": task.NOTIFY_RETRY.attempts,
         "orchestrations.retries.STORAGE_RETRY.attempts": retries.STORAGE_RETRY.attempts,
@@ -42,6 +44,7 @@ def test_constants_read_at_replay_time_are_unchanged() -> None:
         "core.exportparts.ZOONIVERSE_PIECES": 2_000,
         "orchestrations.enumeration.IMAGES_PER_WRITE": 200_000,
         "orchestrations.task.REUSE_SHARDS_PER_CALL": 10,
+        "orchestrations.task.REUSE_MAX_SHARDS_PER_CALL": 500,
         "core.shards.MAX_SHARDS": 100_000,
         "orchestrations.task.NOTIFY_RETRY.attempts": 6,
         "orchestrations.retries.STORAGE_RETRY.attempts": 3,
@@ -81,3 +84,17 @@ def test_the_merge_part_plan_is_unchanged(shard_count: int, images: int, per_par
                                           plan_head: list[tuple[int, int]], parts: int) -> None:
     plan = fanin.plan_parts(shard_count, images, per_part)
     assert plan[:2] == plan_head and len(plan) == parts
+
+
+@pytest.mark.parametrize(("images_per_call", "images_per_shard", "per_call"), [
+    (0, 100, 10),  # an input without the knob (OrchestrationKnobs' default): 10 shards per call, as recorded
+    (0, 10_000, 10),
+    (100_000, 10_000, 10),
+    (100_000, 100, 500),
+    (100_000, 1_000, 100),
+    (100_000, 300_000, 1),
+])
+def test_the_reuse_call_rule_is_unchanged(images_per_call: int, images_per_shard: int, per_call: int) -> None:
+    """An only_new re-run recomputes its reuse calls from its knob and request on every replay."""
+    assert task.reuse_shards_per_call(images_per_call, images_per_shard) == per_call
+    assert OrchestrationKnobs.from_dict({}).reuse_images_per_call == 0

@@ -40,7 +40,7 @@ def test_without_a_shape_the_run_uses_the_request_and_production_sizes() -> None
 
 def test_a_shape_of_ten_million_over_100k_images_divides_every_size_by_100() -> None:
     from core.settings import OrchestrationKnobs
-    from core.shards import ListingLimits
+    from core.shards import REUSE_IMAGES_PER_CALL, ListingLimits
 
     shape = _bench().scale_model(_args(shape_of=10_000_000))
     knobs, limits = OrchestrationKnobs(), ListingLimits()
@@ -50,6 +50,7 @@ def test_a_shape_of_ten_million_over_100k_images_divides_every_size_by_100() -> 
     assert shape["env"]["TRAPBATCH_REPEAT_SEARCH_DETECTIONS_PER_GROUP"] == str(
         knobs.repeat_search_detections_per_group // 100)
     assert shape["env"]["TRAPBATCH_REPEAT_MAX_FOLDER_DETECTIONS"] == str(knobs.repeat_max_folder_detections // 100)
+    assert shape["env"]["TRAPBATCH_REUSE_IMAGES_PER_CALL"] == str(REUSE_IMAGES_PER_CALL // 100)
     listing = shape["listing"]
     assert listing["names_per_call"] == limits.names_per_call // 100
     assert listing["images_per_write"] == limits.images_per_write // 100
