@@ -26,6 +26,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from adapters import clients
 from adapters.blobs import BlobStore
 from adapters.compose import delete_prefix
+from adapters.image_sizes import detector_rotation
 from adapters.preview_folders import existing_preview_folder, forget_folder, preview_folder, withdrawn
 from core import contracts as c
 from core import notimages
@@ -55,14 +56,19 @@ def _renderings(data: bytes) -> tuple[bytes, bytes] | None:
     """(thumbnail, larger rendering) JPEGs of an image, or None when it cannot be decoded at all.
 
     Truncated JPEGs are loaded with grey fill, as the worker (and MegaDetector) load them for detection: the page must
-    show what the detector saw, not a blank slot."""
-    from PIL import Image, ImageFile, ImageOps
+    show what the detector saw, not a blank slot. Turned as the detector turned it (``detector_rotation``), not by
+    ``ImageOps.exif_transpose``: the boxes are relative to the image the detector saw, so a mirrored orientation, or
+    a turned grayscale photo (which MegaDetector does not turn), would otherwise get its boxes in the wrong place."""
+    from PIL import Image, ImageFile
 
     ImageFile.LOAD_TRUNCATED_IMAGES = True  # process-wide, as in gpu_batch.worker.preprocess
     try:
         with Image.open(io.BytesIO(data)) as im:
+            rotation = detector_rotation(im)  # of the image as opened: before draft() changes its mode
             im.draft("RGB", (LARGE_WIDTH, LARGE_WIDTH))
-            im = ImageOps.exif_transpose(im).convert("RGB")
+            im = im.convert("RGB")
+            if rotation:
+                im = im.rotate(rotation, expand=True)
             out = []
             for width in (THUMB_WIDTH, LARGE_WIDTH):
                 copy = im.copy()

@@ -20,19 +20,39 @@ from __future__ import annotations
 import io
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, TypeVar
 
 from azure.core.exceptions import AzureError
 
 from adapters.blobs import BlobStore
 from gpu_batch.manifest import has_dot_segment
 
+if TYPE_CHECKING:
+    from PIL import Image
+
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 HEADER_BYTES = 128 * 1024  # a JPEG's APP1 (EXIF) segment is at most 64 KiB; the frame header follows it
-_TURNED = (6, 8)  # EXIF orientations MegaDetector rotates by 90 degrees (visualization_utils.EXIF_IMAGE_ROTATIONS)
+# EXIF orientation -> degrees MegaDetector turns the image (PIL's ``rotate``, counter-clockwise;
+# visualization_utils.EXIF_IMAGE_ROTATIONS, gpu_batch.worker.preprocess._EXIF_ROTATIONS): mirrored ones are not turned
+DETECTOR_ROTATIONS = {3: 180, 6: 270, 8: 90}
 _CONVERTED_FIRST = ("L", "RGBA")  # modes visualization_utils.open_image converts before reading the orientation
+
+
+def detector_rotation(im: Image.Image) -> int:
+    """Degrees (counter-clockwise, as ``Image.rotate``) the detector turned this opened image by: 0, 90, 180 or 270.
+
+    Why not ``ImageOps.exif_transpose``: MegaDetector (and the worker, ``gpu_batch.worker.preprocess``) applies only
+    the turns 3/6/8, never the mirrored orientations, and converts grayscale and RGBA images to RGB before it reads
+    the orientation, from a copy without ``_getexif``: those are never turned. The boxes are relative to the image it
+    saw, so anything drawing them (the preview's thumbnails) or sizing them (COCO) must turn it the same way."""
+    if im.mode in _CONVERTED_FIRST:
+        return 0
+    try:
+        return DETECTOR_ROTATIONS.get(im._getexif().get(274), 0)  # type: ignore[attr-defined]  # as MegaDetector
+    except Exception:  # noqa: BLE001 - no EXIF, or a format without ``_getexif``: MegaDetector does not turn it
+        return 0
 
 
 def size_from_bytes(data: bytes) -> tuple[int, int] | None:
@@ -42,17 +62,10 @@ def size_from_bytes(data: bytes) -> tuple[int, int] | None:
     try:
         with Image.open(io.BytesIO(data)) as im:
             width, height = im.size
-            orientation = None
-            # MegaDetector's load_image converts grayscale and RGBA images to RGB before it reads the orientation,
-            # and the copy has no ``_getexif``: those are never turned (nor by the worker, which sized the boxes)
-            if im.mode not in _CONVERTED_FIRST:
-                try:
-                    orientation = im._getexif().get(274)  # JPEG only, as MegaDetector reads it
-                except Exception:  # no EXIF, or not a JPEG: MegaDetector does not turn it either
-                    orientation = None
+            turned = detector_rotation(im) in (90, 270)  # as the worker turned it before sizing the boxes
     except Exception:  # a truncated header or an undecodable file
         return None
-    return (height, width) if orientation in _TURNED else (width, height)
+    return (height, width) if turned else (width, height)
 
 
 def _size(store: BlobStore, container: str, name: str) -> tuple[int, int] | None:
