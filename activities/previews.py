@@ -222,6 +222,13 @@ def _skipped_note(repeats: dict[str, Any]) -> str:
             f"{hint[:1].upper()}{hint[1:]}.")
 
 
+def slider_step(threshold: float) -> str:
+    """The page's slider step: 0.01, or 0.001 for a threshold between (0.005, MegaDetector's output threshold, or
+    0.155). Why: a range input snaps its value to its step, so at 0.01 a request's 0.005 sat at 0.01 and the page
+    opened with the counts and boxes of 0.01, not those of the CSV it was cut with."""
+    return "0.01" if abs(threshold * 100 - round(threshold * 100)) < 1e-9 else "0.001"
+
+
 def _not_published(settings: Settings) -> c.PreviewsOutput:
     return {"container": settings.web_container, "counts": {},
             "not_published": "the task's preview pages were deleted or expired; they are not published again"}
@@ -281,6 +288,8 @@ def run_previews(task_id: str, model: str, request_name: str, settings: Settings
         repeats_search_json=script_json(list_search_id(repeats) if repeats is not None and repeats.get("search")
                                         else None),
         histogram_json=script_json(histogram), near_miss_floor=NEAR_MISS_FLOOR, page_size=PAGE_SIZE,
+        at_threshold_json=script_json({k: doc["totals"][k] for k in ("detections", "near_misses", "empty")}),
+        slider_step=slider_step(threshold),
         counts_note=("Counts follow the threshold; the pictures are a sample of each group." if histogram else
                      f"Counts are at threshold {threshold}; the pictures are a sample of each group and regroup "
                      "as the threshold moves."),

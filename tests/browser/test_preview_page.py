@@ -8,6 +8,7 @@ it), so canvases are same-origin and their pixels can be read. A phone-size scre
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import json
@@ -57,6 +58,10 @@ def _entries() -> list[dict[str, Any]]:
         if rng.random() < 0.3:
             dets.append({"category": "3", "conf": round(top / 2, 3), "bbox": [0.6, 0.6, 0.2, 0.2]})
         out.append({"file": f"cam{i % 2}/img{i:03d}.jpg", "detections": dets})
+    # tops between the slider's steps: a request's threshold of 0.005 or 0.1555 must not become the step's 0.01, 0.16
+    for k, top in enumerate((0.007, 0.158, 0.1558, 0.1552)):
+        out.append({"file": f"cam1/between{k}.jpg", "detections": [{"category": "1", "conf": top,
+                                                                    "bbox": [0.3, 0.3, 0.2, 0.2]}]})
     out.append({"file": "cam0/truncated.jpg", "detections": [{"category": "1", "conf": 0.9,
                                                               "bbox": [0.1, 0.1, 0.3, 0.3]}]})
     out.append({"file": "cam1/broken.jpg", "failure": "Failure image access", "detections": None})
@@ -73,6 +78,11 @@ def _repeats(n: int) -> dict[str, Any]:
 @pytest.fixture
 def page_folder(storage_connection: str, unique_name: str, tmp_path: Path) -> tuple[Path, list[dict[str, Any]], int]:
     """The rendered page, copied out of Azurite into a folder; the entries it was made from; its repeat count."""
+    return _render(storage_connection, unique_name, tmp_path, THRESHOLD)
+
+
+def _render(storage_connection: str, unique_name: str, tmp_path: Path,
+            threshold: float) -> tuple[Path, list[dict[str, Any]], int]:
     settings = Settings.from_env({"AzureWebJobsStorage": storage_connection, "TRAPBATCH_CONTAINER": unique_name + "s",
                                   "TRAPBATCH_WEB_CONTAINER": unique_name + "w"})
     store = BlobStore(service_client(storage_connection))
@@ -83,7 +93,7 @@ def page_folder(storage_connection: str, unique_name: str, tmp_path: Path) -> tu
     for e in entries:
         store.write_bytes(source, e["file"], _jpeg(truncate=e["file"].endswith("truncated.jpg")))
     task_id = "browsertask"
-    sampler = PreviewSampler(task_id, THRESHOLD)
+    sampler = PreviewSampler(task_id, threshold)
     for e in entries:
         sampler.add(e)
     sample = {**sampler.result(), "images": len(entries), "detection_categories": {"1": "animal", "2": "person",
@@ -105,12 +115,19 @@ def page_folder(storage_connection: str, unique_name: str, tmp_path: Path) -> tu
 @pytest.fixture
 def served(page_folder: tuple[Path, list[dict[str, Any]], int]) -> Iterator[tuple[str, list[dict[str, Any]], int]]:
     root, entries, places = page_folder
+    with _serve(root) as url:
+        yield url, entries, places
+
+
+@contextlib.contextmanager
+def _serve(root: Path) -> Iterator[str]:
+    """The folder over HTTP, as the static website serves it; the page's address."""
     handler = functools.partial(_QuietHandler, directory=str(root))
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/index.html", entries, places
+        yield f"http://127.0.0.1:{server.server_address[1]}/index.html"
     finally:
         server.shutdown()
         server.server_close()
@@ -238,3 +255,43 @@ def test_the_page_embeds_every_repeated_place_and_the_request_covers_unticked_on
     assert [it["location"] for it in data["repeats"]] == [f"r{k + 1:05d}" for k in range(places)]
     assert all(len(it["examples"]) == 3 for it in data["repeats"])
     assert '<meta name="viewport"' in html
+
+
+def _chromium() -> None:
+    if not Path(CHROMIUM).exists() or shutil.which("node") is None:
+        pytest.fail("Chromium is needed for the browser test: `make setup-test` installs Debian's chromium package "
+                    "(apt-get install chromium)", pytrace=False)
+
+
+@pytest.mark.parametrize("threshold", [0.005, 0.1555])
+def test_the_page_opens_at_the_requests_threshold_between_the_sliders_steps(
+        storage_connection: str, unique_name: str, tmp_path: Path, threshold: float) -> None:
+    """The counts, groups and boxes the page opens with are those of the request's threshold (the CSV's), not of
+    the nearest slider step: a range input snaps its value to its step, and the page read the threshold from it."""
+    _chromium()
+    from playwright.sync_api import sync_playwright
+
+    root, entries, _ = _render(storage_connection, unique_name, tmp_path, threshold)
+    by_file = {e["file"]: e for e in entries}
+    with _serve(root) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page()
+            page.goto(url)
+            page.wait_for_function("() => [...document.querySelectorAll('.grid canvas')].every(c => c.id in "
+                                   "window.trapbatchDrawn) && window.trapbatchRenders > 0", timeout=60_000)
+            assert page.evaluate("window.trapbatchRendered") == threshold
+            assert page.locator("#thrv").text_content() == f"{threshold:g}".ljust(4, "0")
+            totals = page.evaluate("Object.fromEntries([...document.querySelectorAll('h2 .total')].map("
+                                   "e => [e.dataset.section, +e.textContent]))")
+            want = _counts(entries, threshold)
+            assert {k: totals[k] for k in want} == want
+            files = page.evaluate("[...document.querySelectorAll('#detections figcaption')].map(c => "
+                                  "c.firstChild.textContent)")
+            assert sorted(files) == sorted(f for f, e in by_file.items() if e.get("failure") is None
+                                           and _top(e) >= threshold)[:PAGE_SIZE]
+            # the slider still moves in its steps, and back to the request's threshold's step
+            step = page.evaluate("document.getElementById('thr').step")
+            assert step == "0.001"
+        finally:
+            browser.close()
