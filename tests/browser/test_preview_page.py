@@ -210,6 +210,12 @@ def test_the_preview_page_draws_what_the_data_says_and_follows_the_slider(
                         for cid in fig["canvases"]:
                             assert sorted(drawn[cid]) == sorted(_expected_drawn(entry, threshold,
                                                                                 section == "near_misses")), cid
+                            # ... and says so to a screen reader: an image named by its file and its boxes
+                            name = page.evaluate("id => { const c = document.getElementById(id); "
+                                                 "return [c.getAttribute('role'), c.getAttribute('aria-label')]; }",
+                                                 cid)
+                            assert name[0] == "img" and name[1].startswith(fig["file"] + ": "), name
+                            assert name[1].count(" 0.") == len(drawn[cid]) or name[1].endswith("no boxes"), name
                 totals = page.evaluate("Object.fromEntries([...document.querySelectorAll('h2 .total')].map("
                                        "e => [e.dataset.section, +e.textContent]))")
                 want = _counts(entries, threshold)
@@ -238,7 +244,15 @@ def test_the_preview_page_draws_what_the_data_says_and_follows_the_slider(
             assert page.locator("#repeats figure").count() == places - PAGE_SIZE
             assert page.locator("#repeats input.keep").count() == places - PAGE_SIZE
 
-            # a thumbnail opens the larger rendering, with the boxes drawn on it
+            # a thumbnail opens the larger rendering, with the boxes drawn on it; from the keyboard too
+            page.locator("#detections figure a").first.focus()
+            page.keyboard.press("Enter")
+            page.wait_for_function("() => 'large-canvas' in window.trapbatchDrawn", timeout=60_000)
+            assert page.evaluate("document.getElementById('large').open")
+            page.keyboard.press("Escape")
+            assert not page.evaluate("document.getElementById('large').open")
+            del_drawn = "() => { delete window.trapbatchDrawn['large-canvas']; }"
+            page.evaluate(del_drawn)
             page.locator("#detections figure canvas").first.click()
             page.wait_for_function("() => 'large-canvas' in window.trapbatchDrawn", timeout=60_000)
             assert page.evaluate("document.getElementById('large-canvas').width") > THUMB_WIDTH
