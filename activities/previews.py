@@ -37,7 +37,7 @@ from core.settings import Settings
 from gpu_batch import layout
 from gpu_batch.formats.detections_csv import capture_time, unguarded
 from gpu_batch.formats.previewsample import NEAR_MISS_FLOOR
-from gpu_batch.manifest import has_dot_segment
+from gpu_batch.manifest import FAILURE_REASONS, RETRYABLE, has_dot_segment
 
 logger = logging.getLogger(__name__)
 bp = df.Blueprint()
@@ -222,6 +222,23 @@ def _skipped_note(repeats: dict[str, Any]) -> str:
             f"{hint[:1].upper()}{hint[1:]}.")
 
 
+def _failures_note(reasons: Any) -> str:
+    """What the failures section says of them all: how many failed for each reason (the sample shows a few), and
+    which ones a re-run retries. "" without counts (a sample written before the merge counted reasons)."""
+    if not isinstance(reasons, dict) or not reasons:
+        return ""
+    counts = ", ".join(f"{reason} {n}" for reason, n in sorted(reasons.items(), key=lambda kv: (-int(kv[1]), kv[0])))
+    retry = sorted(r for r in reasons if FAILURE_REASONS.get(r) == RETRYABLE)
+    line = f"By reason: {counts} (info.trapbatch.failure_reasons of the results file)."
+    if retry:
+        line += (f" {', '.join(retry)}: the task's request sent again with \"only_new\": true runs these images "
+                 "again, with any new or changed ones, and keeps every other result.")
+    if any(r not in retry for r in reasons):
+        line += " The others stay failed however often they run: the file is missing, unreadable, or one " \
+                "MegaDetector refuses; the failure beside each image says which."
+    return line
+
+
 def slider_step(threshold: float) -> str:
     """The page's slider step: 0.01, or 0.001 for a threshold between (0.005, MegaDetector's output threshold, or
     0.155). Why: a range input snaps its value to its step, so at 0.01 a request's 0.005 sat at 0.01 and the page
@@ -269,7 +286,9 @@ def run_previews(task_id: str, model: str, request_name: str, settings: Settings
         items = [{"file": im["file"], **links.get(im["file"], {}), "failure": im.get("failure"),
                   "detections": im.get("detections") or [], "taken": capture_time(im)} for im in sample]
         sections.append({"name": name, "title": name.replace("_", " "), "total": doc["totals"][name],
-                         "unit": ("image", "images"), "entries": items, "paged": True})
+                         "unit": ("image", "images"), "entries": items, "paged": True,
+                         "about": _failures_note(doc["info"].get("failure_reasons"))
+                         if name == "failures" and doc["totals"][name] else ""})
     if removed is not None:
         n = len(removed["locations"])
         request_name = f"{request_name or task_id}: repeated detections removed at {n} place{'s' if n != 1 else ''}"

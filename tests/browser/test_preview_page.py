@@ -98,7 +98,8 @@ def _render(storage_connection: str, unique_name: str, tmp_path: Path,
         sampler.add(e)
     sample = {**sampler.result(), "images": len(entries), "detection_categories": {"1": "animal", "2": "person",
                                                                                   "3": "vehicle"},
-              "info": {"detection_completion_time": "2026-12-01T00:00:00", "trapbatch": {"container": source}}}
+              "info": {"detection_completion_time": "2026-12-01T00:00:00", "trapbatch": {"container": source},
+                       "failure_reasons": {"download": 1, "undecodable": 2}}}
     store.write_json(settings.container, layout.preview_sample_blob(task_id), sample)
     places = PAGE_SIZE + 6
     store.write_json(settings.container, layout.repeats_blob(task_id), _repeats(places))
@@ -269,6 +270,12 @@ def test_the_page_embeds_every_repeated_place_and_the_request_covers_unticked_on
     assert [it["location"] for it in data["repeats"]] == [f"r{k + 1:05d}" for k in range(places)]
     assert all(len(it["examples"]) == 3 for it in data["repeats"])
     assert '<meta name="viewport"' in html
+    # the failures section counts them all by reason, and says which a re-run retries
+    failures = html.split('<section id="failures">', 1)[1].split("</section>", 1)[0]
+    assert "By reason: undecodable 2, download 1" in failures
+    assert "download: the task&#39;s request sent again with &#34;only_new&#34;: true runs these images again" \
+        in failures
+    assert "The others stay failed" in failures
 
 
 def _chromium() -> None:
