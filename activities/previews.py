@@ -308,10 +308,12 @@ def run_previews(task_id: str, model: str, request_name: str, settings: Settings
                                         else None),
         histogram_json=script_json(histogram), near_miss_floor=NEAR_MISS_FLOOR, page_size=PAGE_SIZE,
         at_threshold_json=script_json({k: doc["totals"][k] for k in ("detections", "near_misses", "empty")}),
-        slider_step=slider_step(threshold),
+        slider_step=slider_step(threshold), kinds_json=script_json(doc.get("kind_totals")),
         counts_note=("Counts follow the threshold; the pictures are a sample of each group." if histogram else
                      f"Counts are at threshold {threshold}; the pictures are a sample of each group and regroup "
-                     "as the threshold moves."),
+                     "as the threshold moves.") + (f" The counts of each kind are at threshold {threshold}: "
+                                                   "trapbatch previews <task> --threshold <t> counts them at "
+                                                   "another." if doc.get("kind_totals") else ""),
         completed=doc["info"].get("detection_completion_time", ""),
         not_images=_not_images_note(doc["info"].get("trapbatch", {}).get("not_images")),
         taken=_taken_note(doc),

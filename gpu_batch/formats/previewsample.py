@@ -84,6 +84,10 @@ class PreviewSampler:
         # images with an EXIF capture time (``datetime``, ``YYYY:MM:DD HH:MM:SS``, which sorts as text) and the
         # first and last of them: the page says when the photos were taken, and a camera clock never set shows
         self.captured, self.first, self.last = 0, "", ""
+        # images of the detections by the kinds they show at the threshold, as the page's chips split them: one kind
+        # (by category id), or several; MegaDetector's preview counts its "detections_animal" ... pages the same way
+        self.kinds: dict[str, int] = {}
+        self.several = 0
 
     def _capture(self, when: Any) -> None:
         if is_exif_time(when):
@@ -103,6 +107,8 @@ class PreviewSampler:
             category = ("detections" if top >= self.threshold else "near_misses" if top >= NEAR_MISS_FLOOR
                         else "empty")
             self.totals[category] += 1
+            if category == "detections":
+                self._count_kinds(entry)
             self.histogram[min(HISTOGRAM_BINS, max(0, int(top * HISTOGRAM_BINS)))] += 1
         when = entry.get("datetime")
         if when is not None:
@@ -112,6 +118,15 @@ class PreviewSampler:
             file = str(file)
         key = _FIRST_8_BYTES(sha256(f"{self.seed}\0{file}".encode("utf-8")).digest())[0]  # sample_key's
         self._offer(category, key, file, entry)
+
+    def _count_kinds(self, entry: Mapping[str, Any]) -> None:
+        kinds = {str(d.get("category")) for d in entry.get("detections") or ()
+                 if isinstance(d, Mapping) and isinstance(d.get("conf"), (int, float)) and d["conf"] >= self.threshold}
+        if len(kinds) == 1:
+            kind = kinds.pop()
+            self.kinds[kind] = self.kinds.get(kind, 0) + 1
+        else:
+            self.several += 1
 
     def _offer(self, category: str, key: int, file: str, entry: Mapping[str, Any]) -> None:
         heap, kept = self._heaps[category], self._kept[category]
@@ -129,7 +144,9 @@ class PreviewSampler:
     def state(self) -> dict[str, Any]:
         """JSON-ready partial state (totals and the kept entries with their keys), for ``absorb`` elsewhere."""
         return {"threshold": self.threshold, "sample_size": self.size, "totals": dict(self.totals),
-                "histogram": list(self.histogram), "captured": [self.captured, self.first, self.last], "kept": {c: [[-k, f, self._kept[c][f]] for k, f in sorted(self._heaps[c], reverse=True)]
+                "histogram": list(self.histogram), "captured": [self.captured, self.first, self.last],
+                "kinds": dict(self.kinds), "several": self.several,
+                "kept": {c: [[-k, f, self._kept[c][f]] for k, f in sorted(self._heaps[c], reverse=True)]
                          for c in CATEGORIES}}
 
     def absorb(self, state: Mapping[str, Any]) -> None:
@@ -146,14 +163,18 @@ class PreviewSampler:
                     self.first = when
                 if when > self.last:
                     self.last = when
+        for kind, n in (state.get("kinds") or {}).items():
+            self.kinds[str(kind)] = self.kinds.get(str(kind), 0) + int(n)
+        self.several += int(state.get("several") or 0)
         for category, kept in state["kept"].items():
             for key, file, entry in kept:
                 self._offer(category, int(key), str(file), entry)
 
     def result(self) -> dict[str, Any]:
-        """JSON-ready: threshold, totals, the capture times' count and span, and each category's sample sorted by
-        file name."""
+        """JSON-ready: threshold, totals, the capture times' count and span, the detections' images by kind, and each
+        category's sample sorted by file name."""
         return {"threshold": self.threshold, "sample_size": self.size, "totals": dict(self.totals),
                 "max_conf_histogram": list(self.histogram),
                 "capture_times": {"images": self.captured, "first": self.first, "last": self.last},
+                "kind_totals": {"kinds": dict(sorted(self.kinds.items())), "several": self.several},
                 "samples": {c: [self._kept[c][f] for f in sorted(self._kept[c])] for c in CATEGORIES}}

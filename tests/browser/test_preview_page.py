@@ -157,6 +157,17 @@ def _counts(entries: list[dict[str, Any]], threshold: float) -> dict[str, int]:
             "empty": sum(_top(e) < min(0.1, threshold) for e in ok)}
 
 
+def _kind_counts(entries: list[dict[str, Any]], threshold: float) -> dict[str, int]:
+    """The detections' images by the one kind they show at the threshold, or "several"."""
+    out = {"1": 0, "2": 0, "3": 0, "several": 0}
+    for e in entries:
+        kinds = {d["category"] for d in e.get("detections") or [] if d["conf"] >= threshold}
+        if kinds:
+            out[kinds.pop() if len(kinds) == 1 else "several"] += 1
+    assert out["several"] and out["1"]  # the data must hold both kinds of image
+    return out
+
+
 def test_the_preview_page_draws_what_the_data_says_and_follows_the_slider(
         served: tuple[str, list[dict[str, Any]], int]) -> None:
     if not Path(CHROMIUM).exists() or shutil.which("node") is None:
@@ -222,6 +233,11 @@ def test_the_preview_page_draws_what_the_data_says_and_follows_the_slider(
                 want = _counts(entries, threshold)
                 assert {k: totals[k] for k in want} == want, threshold
                 assert totals["failures"] == 1
+                # the kind chips count the detections by the kinds they show, at the sample's threshold only
+                kinds = page.evaluate("Object.fromEntries([...document.querySelectorAll('.kind-total')].map("
+                                      "e => [e.dataset.category, e.textContent]))")
+                assert kinds == ({k: f" ({n})" for k, n in _kind_counts(entries, threshold).items()}
+                                 if threshold == THRESHOLD else {k: "" for k in kinds}), threshold
                 # each heading's unit follows its count as the slider moves ("1 image", "0 images")
                 units = page.evaluate("Object.fromEntries([...document.querySelectorAll('h2 .unit')].map("
                                       "e => [e.dataset.section, e.textContent]))")

@@ -127,3 +127,26 @@ def test_top_confidence_is_max_of_the_numeric_confs() -> None:
         confs = [d.get("conf") for d in entry["detections"] or [] if isinstance(d, Mapping)]
         want = max((float(c) for c in confs if isinstance(c, (int, float))), default=0.0)
         assert repr(top_confidence(entry)) == repr(want), entry
+
+
+def test_detections_are_counted_by_the_kinds_they_show_at_the_threshold() -> None:
+    """One kind (by category id) or several, as the page's chips split them; parts combine to the whole."""
+    def entry(i: int, dets: list[tuple[str, float]]) -> dict[str, Any]:
+        return {"file": f"k{i}.jpg", "detections": [{"category": c, "conf": v, "bbox": [0, 0, 1, 1]} for c, v in dets]}
+
+    entries = [entry(0, [("1", 0.9), ("2", 0.1)]),  # animal only: the person is below the threshold
+               entry(1, [("1", 0.9), ("2", 0.5)]),  # several
+               entry(2, [("2", 0.3), ("2", 0.8)]),  # person only, twice
+               entry(3, [("3", 0.05)]),  # no detection at the threshold: not counted
+               {"file": "k4.jpg", "failure": "Failure image access", "detections": None}]
+    whole = PreviewSampler("t", 0.2)
+    for e in entries:
+        whole.add(e)
+    assert whole.result()["kind_totals"] == {"kinds": {"1": 1, "2": 1}, "several": 1}
+    parts = [PreviewSampler("t", 0.2) for _ in range(2)]
+    for k, e in enumerate(entries):
+        parts[k % 2].add(e)
+    combined = PreviewSampler("t", 0.2)
+    for p in parts:
+        combined.absorb(json.loads(json.dumps(p.state())))
+    assert combined.result()["kind_totals"] == whole.result()["kind_totals"]
