@@ -145,16 +145,34 @@ def _raise_if_exited(ports: dict[int, tuple[str, subprocess.Popen[bytes]]], log_
                                f"(another program may hold that port). Its log:\n{tail}")
 
 
+def _azurite_answers(port: int, timeout_s: float = 1.0) -> bool:
+    """Whether an Azurite service answers HTTP on ``port``: every Azurite response carries ``Server: Azurite-Blob/...``
+    (``-Queue``, ``-Table``; its storage-context middlewares). Why not a bare connect: another program that took the
+    port first accepts connections too, and under load the Azurite meant for it may exit (EADDRINUSE) later than
+    any fixed wait (a loaded CI run handed out such a port)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as s:
+            s.settimeout(timeout_s)
+            s.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            head = b""
+            while b"\r\n\r\n" not in head and len(head) < 16384:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                head += chunk
+    except OSError:
+        return False
+    return any(line.lower().startswith(b"server: azurite-") for line in head.split(b"\r\n"))
+
+
 def _wait_ports(ports: dict[int, tuple[str, subprocess.Popen[bytes]]], deadline: float,
                 log_path: Path | None) -> None:
     pending = dict(ports)
     while pending:
         _raise_if_exited(pending, log_path)
         for port in list(pending):
-            with socket.socket() as s:
-                s.settimeout(0.2)
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    del pending[port]
+            if _azurite_answers(port):
+                del pending[port]
         if time.monotonic() > deadline:
             raise AzuriteError(f"Azurite did not listen on ports {sorted(pending)} within the time limit")
         time.sleep(0.1)

@@ -15,7 +15,7 @@ from pathlib import Path
 from azure.data.tables import TableServiceClient
 from azure.storage.queue import QueueServiceClient
 
-from devhost.azurite import SERVICES, start_azurite
+from devhost.azurite import SERVICES, Azurite, start_azurite
 
 
 def test_each_service_is_its_own_process_and_a_frozen_blob_service_holds_no_table_read(tmp_path: Path) -> None:
@@ -78,3 +78,37 @@ def test_a_port_another_program_took_is_an_error_not_a_silent_stranger(tmp_path:
         taken = squatter.getsockname()[1]
         with pytest.raises(AzuriteError, match=f"port {taken}"):
             start_azurite(ports=(taken, free_port(), free_port()), log_path=tmp_path / "azurite.log")
+
+
+def test_a_port_counts_as_azurites_only_when_azurite_answers_there() -> None:
+    """A bare connect counted another program's port as Azurite's; under load the Azurite meant for it exited
+    (EADDRINUSE) after the settle wait, and starting handed out that port. Only Azurite's own answer
+    (``Server: Azurite-...``) counts now, whenever it exits."""
+    import socket
+    import threading
+
+    from devhost.azurite import _azurite_answers
+
+    with socket.socket() as squatter:  # accepts connections, never answers
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen(5)
+        assert not _azurite_answers(squatter.getsockname()[1], timeout_s=0.5)
+
+    with socket.socket() as web:  # answers HTTP, but is not Azurite
+        web.bind(("127.0.0.1", 0))
+        web.listen(5)
+
+        def answer() -> None:
+            conn, _ = web.accept()
+            with conn:
+                conn.recv(4096)
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\nServer: nginx\r\nContent-Length: 0\r\n\r\n")
+
+        threading.Thread(target=answer, daemon=True).start()
+        assert not _azurite_answers(web.getsockname()[1])
+
+
+def test_azurites_own_ports_answer_as_azurite(azurite: Azurite) -> None:
+    from devhost.azurite import _azurite_answers
+
+    assert all(_azurite_answers(port) for port in (azurite.blob_port, azurite.queue_port, azurite.table_port))
