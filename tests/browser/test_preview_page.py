@@ -260,6 +260,13 @@ def test_the_preview_page_draws_what_the_data_says_and_follows_the_slider(
             page.locator(".pager[data-section='repeats'] button", has_text="2").click()
             assert page.locator("#repeats figure").count() == places - PAGE_SIZE
             assert page.locator("#repeats input.keep").count() == places - PAGE_SIZE
+            # the request names the places ticked as real animals (all others go), whatever the list's length
+            command = page.evaluate("document.getElementById('rde-request').textContent")
+            assert '"remove":"all"' in command and '"keep"' not in command, command
+            page.locator("#repeats input.keep").first.check()
+            command = page.evaluate("document.getElementById('rde-request').textContent")
+            body = json.loads(command.split("-d '", 1)[1].rsplit("'", 1)[0])
+            assert body["keep"] == [f"r{PAGE_SIZE + 1:05d}"] and "remove" not in body, command
 
             # a thumbnail opens the larger rendering, with the boxes drawn on it; from the keyboard too
             page.locator("#detections figure a").first.focus()
