@@ -260,6 +260,10 @@ def test_the_preview_page_draws_what_the_data_says_and_follows_the_slider(
             page.locator(".pager[data-section='repeats'] button", has_text="2").click()
             assert page.locator("#repeats figure").count() == places - PAGE_SIZE
             assert page.locator("#repeats input.keep").count() == places - PAGE_SIZE
+            # a long list's pager offers the first and last pages and those near the current one, not one per page
+            pages = page.evaluate("[0, 1, 5, 9].map(p => pagerPages(p, 10).map(x => x === null ? '-' : x + 1)"
+                                  ".join(' '))")
+            assert pages == ["1 2 3 - 10", "1 2 3 4 - 10", "1 - 4 5 6 7 8 - 10", "1 - 8 9 10"], pages
             # the request names the places ticked as real animals (all others go), whatever the list's length
             command = page.evaluate("document.getElementById('rde-request').textContent")
             assert '"remove":"all"' in command and '"keep"' not in command, command
