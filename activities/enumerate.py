@@ -96,8 +96,9 @@ def _write_summary(task_id: str, request: TaskRequest, settings: Settings, store
 def run_plan_listing(task_id: str, request: TaskRequest, settings: Settings, store: BlobStore,
                      source: BlobStore | None = None, limits: ListingLimits = ListingLimits()) -> c.PlanListingOutput:
     """List one level of virtual folders under the request's prefix (two while there are few folders), within
-    ``limits.plan_items`` entries, and write the listing units. A level too large to list within that budget (a flat
-    folder of millions of blobs) stays one folder leaf: it is then listed in bounded calls, one after another. When
+    ``limits.plan_items`` blobs and ``limits.plan_folders`` folders, and write the listing units. A level too large to
+    list within that budget (a flat folder of millions of blobs) stays one folder leaf: it is then listed in bounded
+    calls, one after another. When
     the budget runs out part way through the second level, the folders left whole weigh what their expanded siblings
     held (``core.shards.folder_weight_estimate``), so the units share them instead of the last unit taking them all.
 
@@ -112,12 +113,12 @@ def run_plan_listing(task_id: str, request: TaskRequest, settings: Settings, sto
     etags: dict[str, str] = {}
     sizes: dict[str, int] = {}
     prefixes, names, complete = src.list_level(request.container, request.prefix, budget, limits.page_size, etags,
-                                               sizes)
+                                               sizes, max_prefixes=limits.plan_folders)
     leaves: list[Leaf]
     if not complete:
         leaves = [{"prefix": request.prefix}]
     else:
-        budget -= len(prefixes) + len(names)
+        budget -= len(prefixes) + len(names)  # below zero after a level of many folders: no second level then
         leaves = merge_level(prefixes, names)
         if len(prefixes) < limits.expand_below:
             expanded: list[Leaf] = []

@@ -70,13 +70,16 @@ class BlobStore:
 
     def list_level(self, container: str, prefix: str, max_items: int, page_size: int = 5000,
                    etags: dict[str, str] | None = None,
-                   sizes: dict[str, int] | None = None) -> tuple[list[str], list[str], bool]:
+                   sizes: dict[str, int] | None = None,
+                   max_prefixes: int | None = None) -> tuple[list[str], list[str], bool]:
         """One level of the virtual folders under ``prefix`` (delimiter ``/``): the folder prefixes and the blob names
         found there, in pages, stopping after the page that reaches ``max_items``. Returns ``(prefixes, names,
         complete)``; ``complete`` False means the level has more (the plan then lists that folder flat instead).
         Order is restored by ``core.shards.merge_level`` (prefixes and blobs come back as two lists per page).
         ``etags``, when given, receives each blob's ETag by name (``only_new`` compares them across generations),
-        ``sizes`` each blob's size (``core.notimages`` tells folder markers from files by it)."""
+        ``sizes`` each blob's size (``core.notimages`` tells folder markers from files by it). ``max_prefixes``: folder
+        prefixes count apart from blob names, up to that many (a level of many folders lists in a few pages, where
+        one of as many blobs is the whole container); None: both count towards ``max_items``."""
         client = self.service.get_container_client(container)
         prefixes: list[str] = []
         names: list[str] = []
@@ -89,7 +92,9 @@ class BlobStore:
                         etags[blob.name] = blob.etag
                     if sizes is not None:
                         sizes[blob.name] = blob.size
-                if len(prefixes) + len(names) >= max_items and page.next_marker is not None:
+                full = (len(prefixes) + len(names) >= max_items if max_prefixes is None
+                        else len(names) >= max_items or len(prefixes) >= max_prefixes)
+                if full and page.next_marker is not None:
                     return prefixes, names, False
         except ResourceNotFoundError:
             raise self._container_not_found(container) from None

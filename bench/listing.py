@@ -101,8 +101,8 @@ class SdkListingStore:
 
         class Store(BlobStore):
             def list_level(self, container: str, prefix: str, max_items: int, page_size: int = 5000,
-                           etags: dict[str, str] | None = None,
-                           sizes: dict[str, int] | None = None) -> tuple[list[str], list[str], bool]:
+                           etags: dict[str, str] | None = None, sizes: dict[str, int] | None = None,
+                           max_prefixes: int | None = None) -> tuple[list[str], list[str], bool]:
                 client = self.service.get_container_client(container)
                 prefixes: list[str] = []
                 names: list[str] = []
@@ -115,7 +115,9 @@ class SdkListingStore:
                             etags[str(item.name)] = _etag(item.etag)
                         if sizes is not None and not isinstance(item, BlobPrefix):
                             sizes[str(item.name)] = int(item.size or 0)
-                    if len(prefixes) + len(names) >= max_items and pages.continuation_token:
+                    full = (len(prefixes) + len(names) >= max_items if max_prefixes is None
+                            else len(names) >= max_items or len(prefixes) >= max_prefixes)
+                    if full and pages.continuation_token:
                         return prefixes, names, False
                 return prefixes, names, True
 

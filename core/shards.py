@@ -147,6 +147,9 @@ class ListingLimits:
     names_per_call: int = 200_000
     images_per_write: int = 200_000
     page_size: int = 5000  # names per listing request (the service's maximum; tests use less to reach markers)
+    # folders the plan's first level may hold, counted apart from ``plan_items`` blobs: 100,000 top-level folders are
+    # 20 listing pages, and kept as one leaf they were listed flat, one page after another (2,000 pages at 10M images)
+    plan_folders: int = 200_000
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)

@@ -260,3 +260,32 @@ def test_a_listed_name_with_a_dot_folder_is_not_run_and_the_task_says_why(env: t
     kinds = store.read_json(settings.container, layout.enumeration_blob("task-parallel"))["not_images"]["kinds"]
     assert kinds[notimages.DOT_FOLDER]["examples"] == [dotted] and "another blob" in kinds[notimages.DOT_FOLDER]["hint"]
     assert parallel["not_images"]["kinds"][notimages.DOT_FOLDER] == 1
+
+
+def test_a_first_level_of_more_folders_than_the_blob_budget_is_still_split_into_units(
+        storage_connection: str, unique_name: str, store: BlobStore) -> None:
+    """Folders count apart from blobs in the plan's first level (``ListingLimits.plan_folders``): 12 top-level folders
+    with a budget of 5 entries made the whole prefix one leaf, listed flat by one unit, one page after another (at
+    100,000 camera-day folders of 10M images, 2,000 pages in a row); now each folder is a leaf and the units share
+    them. The manifests stay those of the single stream."""
+    settings = Settings.from_env({"AzureWebJobsStorage": storage_connection,
+                                  "TRAPBATCH_CONTAINER": unique_name + "-state"})
+    store.ensure_container(unique_name)
+    names = [f"day{d:02d}/{i}.jpg" for d in range(12) for i in range(2)] + ["top.jpg"]
+    for name in names:
+        store.write_bytes(unique_name, name, b"")
+    request = TaskRequest(container=unique_name, prefix="", model="MDV5A", images_per_shard=5)
+    limits = ListingLimits(max_units=3, plan_items=5, plan_folders=100, expand_below=4, names_per_call=4,
+                           page_size=2)
+    run, out = run_parallel(settings, store, "task-days", request, limits)
+
+    plan = store.read_json(settings.container, layout.listing_plan_blob("task-days"))
+    assert plan["units"] == 3 and plan["leaves"] == 13
+    assert len({p.input["unit"] for p in run.calls(c.LIST_PART)}) == 3
+    single = run_enumerate("task-days-single", request, settings, store)
+    assert out == single == {"images": len(names), "shards": 5}
+    assert manifests(settings, store, "task-days") == manifests(settings, store, "task-days-single")
+    # a first level of more folders than plan_folders stays one leaf, as a flat folder of millions of blobs does
+    few = ListingLimits(max_units=3, plan_items=5, plan_folders=6, expand_below=4, names_per_call=4, page_size=2)
+    run_parallel(settings, store, "task-days-few", request, few)
+    assert store.read_json(settings.container, layout.listing_plan_blob("task-days-few"))["leaves"] == 1
