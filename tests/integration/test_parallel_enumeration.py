@@ -289,3 +289,24 @@ def test_a_first_level_of_more_folders_than_the_blob_budget_is_still_split_into_
     few = ListingLimits(max_units=3, plan_items=5, plan_folders=6, expand_below=4, names_per_call=4, page_size=2)
     run_parallel(settings, store, "task-days-few", request, few)
     assert store.read_json(settings.container, layout.listing_plan_blob("task-days-few"))["leaves"] == 1
+
+
+def test_a_listing_call_makes_a_bounded_number_of_requests_whatever_the_folders_hold(
+        storage_connection: str, unique_name: str, store: BlobStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A unit of many small folders makes a request per folder: a call counts each request as at least
+    names_per_call // MAX_REQUESTS_PER_CALL names, so it ends after that many requests, not after every folder."""
+    from activities import enumerate as enumerate_activity
+
+    monkeypatch.setattr(enumerate_activity, "MAX_REQUESTS_PER_CALL", 3)
+    settings = Settings.from_env({"AzureWebJobsStorage": storage_connection,
+                                  "TRAPBATCH_CONTAINER": unique_name + "-state"})
+    store.ensure_container(unique_name)
+    names = [f"day{d:02d}/0.jpg" for d in range(9)]
+    for name in names:
+        store.write_bytes(unique_name, name, b"")
+    request = TaskRequest(container=unique_name, prefix="", model="MDV5A", images_per_shard=5)
+    limits = ListingLimits(max_units=1, plan_items=5, plan_folders=100, expand_below=4, names_per_call=30,
+                           page_size=5)
+    run, out = run_parallel(settings, store, "task-calls", request, limits)
+    assert out["images"] == 9 and len(run.calls(c.LIST_PART)) == 3  # 9 folders, 3 requests a call
+    assert manifests(settings, store, "task-calls") == [names[:5], names[5:]]
