@@ -25,6 +25,7 @@ from typing import Any
 from adapters import share_links
 from adapters.block_writer import BlockBlobWriter
 from adapters.blobs import BlobStore
+from core import zipformat
 from gpu_batch import layout
 
 logger = logging.getLogger(__name__)
@@ -45,6 +46,19 @@ def zip_path(task_id: str, name: str) -> str:
     return layout.download_label(task_id) + "/" + name[len(layout.results_prefix(task_id)):]
 
 
+def member_info(task_id: str, name: str, file: dict[str, Any]) -> zipfile.ZipInfo:
+    """The zip entry of blob ``name`` as ``core.zipformat`` writes it for a zip built in parts: the blob's last
+    modified time (UTC), a regular file readable by all (``-rw-r--r--``), deflated. Why: ``zf.open(name, "w")``
+    dates every member 1980-01-01 and makes it ``-rw-------`` with no file type, so a zip of up to
+    ``zip_parts.PART_BYTES`` unpacked into files only their owner may read (on a shared server, not the colleagues),
+    all dated 1980, while a larger task's zip carried the real dates: the same download differed by size alone."""
+    info = zipfile.ZipInfo(zip_path(task_id, name), date_time=zipformat.zip_time(file["modified"]))
+    info.compress_type = zipfile.ZIP_DEFLATED
+    info.create_system = 3  # Unix: external_attr holds the mode, as core.zipformat's _MADE_BY says
+    info.external_attr = zipformat.FILE_MODE
+    return info
+
+
 def zip_is_current(manifest: Any, current: dict[str, dict[str, Any]]) -> bool:
     """The zip recorded in ``manifest`` holds exactly ``current``'s files, each as it is now (same etag)."""
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
@@ -62,7 +76,7 @@ def write_zip(store: BlobStore, container: str, task_id: str,
     with BlockBlobWriter(store, container, name) as out:
         with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as zf:
             for blob in sorted(files):
-                with zf.open(zip_path(task_id, blob), "w", force_zip64=True) as member:
+                with zf.open(member_info(task_id, blob, files[blob]), "w", force_zip64=True) as member:
                     for chunk in store.service.get_blob_client(container, blob).download_blob().chunks():
                         member.write(chunk)
         size = out.bytes_written

@@ -27,7 +27,7 @@ _ZIP64_VERSION = 45  # "version needed to extract" for zip64 (APPNOTE 4.4.3.2)
 _MADE_BY = (3 << 8) | _ZIP64_VERSION  # Unix attributes, as zipfile writes them on Linux
 _DEFLATED = 8
 _UTF8_NAME = 0x800  # general purpose bit 11: the name is UTF-8
-_FILE_MODE = 0o100644 << 16  # a regular file, rw-r--r--
+FILE_MODE = 0o100644 << 16  # a regular file, rw-r--r-- (external attributes; results_bundle writes it too)
 _U16, _U32 = 0xFFFF, 0xFFFFFFFF
 
 
@@ -107,6 +107,15 @@ class Member:
     modified: datetime
 
 
+def zip_time(modified: str) -> tuple[int, int, int, int, int, int]:
+    """A blob's ``modified`` (ISO 8601) as a zip member's date and time (``zipfile.ZipInfo.date_time``), as
+    ``_dos_time`` writes it: 1980-01-01 for an earlier one (zip cannot say earlier)."""
+    when = datetime.fromisoformat(modified)
+    if when.year < 1980:
+        return (1980, 1, 1, 0, 0, 0)
+    return (when.year, when.month, when.day, when.hour, when.minute, when.second)
+
+
 def _dos_time(when: datetime) -> tuple[int, int]:
     if when.year < 1980:  # the DOS epoch; zip cannot say earlier
         return 0, (1 << 5) | 1
@@ -145,7 +154,7 @@ def central_directory(members: Iterable[Member], start: int) -> bytes:
         clock, date = _dos_time(m.modified)
         extra = struct.pack("<HHQQQ", 1, 24, m.size, m.compressed, m.offset)
         records.append(struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, _MADE_BY, _ZIP64_VERSION, flags, _DEFLATED,
-                                   clock, date, m.crc, _U32, _U32, len(name), len(extra), 0, 0, 0, _FILE_MODE, _U32)
+                                   clock, date, m.crc, _U32, _U32, len(name), len(extra), 0, 0, 0, FILE_MODE, _U32)
                        + name + extra)
         count += 1
     directory = b"".join(records)

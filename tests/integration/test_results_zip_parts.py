@@ -10,6 +10,7 @@ import random
 import shutil
 import subprocess
 import zipfile
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,41 @@ def test_small_files_are_zipped_in_one_pass(store: BlobStore, files: Any, tmp_pa
     assert "plan" not in done and done["files"] == len(made) and done["bytes"] > 0
     check_zip(store, container, task, made, tmp_path)
     assert list(store.list_names(container, layout.results_zip_work_prefix(task))) == []
+
+
+def test_one_pass_and_parts_zips_date_and_permit_their_members_alike(store: BlobStore, files: Any,
+                                                                      tmp_path: Path) -> None:
+    """Each member dated by its blob's last change, a regular file readable by all (``-rw-r--r--``), whichever way
+    the zip was built. Before, a zip built in one pass (up to 256 MiB of files) dated every member 1980-01-01 and
+    unpacked it ``-rw-------`` (``zipfile``'s defaults for ``open(name, "w")``): colleagues on a shared server could
+    not read the files."""
+    container, task, made = files
+
+    def entries() -> dict[str, tuple[Any, int, int]]:
+        data = store.read_bytes(container, layout.results_zip_blob(task))
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            return {i.filename: (i.date_time, i.external_attr >> 16, i.create_system) for i in zf.infolist()}
+
+    run_build(store, container, task)
+    one_pass = entries()
+    store.delete_if_exists(container, layout.results_zip_blob(task))
+    build_in_parts(store, container, task, 4_096)
+    assert one_pass == entries()
+    listed = linked_blobs(store, container, task)
+    for name, f in listed.items():
+        date_time, mode, system = one_pass[zip_path(task, name)]
+        modified = datetime.fromisoformat(f["modified"])
+        assert date_time == (modified.year, modified.month, modified.day, modified.hour, modified.minute,
+                             modified.second // 2 * 2)
+        assert (mode, system) == (0o100644, 3)
+    if shutil.which("unzip"):
+        (tmp_path / "z.zip").write_bytes(store.read_bytes(container, layout.results_zip_blob(task)))
+        run_build(store, container, task)
+        (tmp_path / "one.zip").write_bytes(store.read_bytes(container, layout.results_zip_blob(task)))
+        subprocess.run(["unzip", "-q", str(tmp_path / "one.zip"), "-d", str(tmp_path / "x")], check=True)
+        unpacked = tmp_path / "x" / zip_path(task, layout.results_blob(task))
+        assert unpacked.stat().st_mode & 0o777 == 0o644
+        assert unpacked.stat().st_mtime > datetime(2020, 1, 1).timestamp()
 
 
 def test_a_file_rewritten_while_the_parts_read_gives_no_zip(store: BlobStore, files: Any) -> None:
