@@ -144,6 +144,17 @@ def open_new(path: Path) -> io.BufferedWriter:
     return os.fdopen(os.open(path, _NEW_FILE, 0o666), "wb")
 
 
+def open_existing(path: Path) -> io.BufferedWriter:
+    """``path``, a regular file already there (an interrupted download's ``.part``), opened to append to it, never
+    through a symbolic link (``O_NOFOLLOW`` where the system has it; what was opened is checked to be a regular file
+    either way)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0))
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise IsADirectoryError(f"{path} is no regular file")
+    return os.fdopen(fd, "ab")
+
+
 def _regular_size(path: Path) -> int | None:
     """The size of the regular file at ``path`` itself, None when there is none: a symbolic link is no file of the
     download's (it is replaced, never taken for the copy already fetched), whatever it points to."""
@@ -154,35 +165,78 @@ def _regular_size(path: Path) -> int | None:
     return found.st_size if stat.S_ISREG(found.st_mode) else None
 
 
-def _fetch(service: Any, container: str, name: str, dest: Path, known: dict[str, str] | None = None) -> bool:
+# Bytes read from the service at a time (its 4 MiB ranges, up to 4 at once) and written in order, so an interrupted
+# download's ``.part`` is always the blob's first bytes; a blob larger than this keeps its ``.part`` for a resume.
+WINDOW = 16 * 1024 * 1024
+
+
+def _fetch(service: Any, container: str, name: str, dest: Path, known: FetchedEtags | None = None) -> bool:
     """Stream one blob into ``dest`` (through ``<dest>.part``, renamed when whole: an interrupted download leaves no
-    file that looks complete), a chunk at a time: a ten-million-image task's results and COCO file are gigabytes.
-    ``known``: container/blob -> the ETag of the copy already at ``dest`` (``FetchedEtags``); a blob whose ETag and size
-    are those is not fetched again (False), so running a download that failed part-way again resumes it. Nothing is
-    written through a symbolic link at either name (``open_new``; the rename replaces a link at ``dest``, not what it
-    points to); ``dest``'s folders are the caller's to check (``_safe_join``)."""
-    from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
+    file that looks complete), a window at a time: a ten-million-image task's results and COCO file are gigabytes.
+    ``known``: what earlier downloads wrote into the folder (``FetchedEtags``); without it, nothing is resumed.
+
+    * A blob whose ETag and size are those of the copy this folder's downloads wrote at ``dest`` is not fetched
+      again (False), so running a download that failed part-way again skips the files it finished.
+    * A ``.part`` of a blob larger than ``WINDOW`` is kept when the download stops (Ctrl-C, a network drop past the
+      SDK's retries, a full disk) and the next run asks only for the rest, while the blob's ETag is the one the
+      ``.part`` was read from (``If-Match``); a blob changed meanwhile is read from the start. Why: gigabytes over a
+      field station's link were read again from byte 0 after every interruption.
+    * What is written is checked against the blob's size before the rename.
+
+    Nothing is written through a symbolic link at either name (``open_new``, ``open_existing``; the rename replaces
+    a link at ``dest``, not what it points to); ``dest``'s folders are the caller's to check (``_safe_join``)."""
+    from azure.core import MatchConditions
+    from azure.core.exceptions import (AzureError, ClientAuthenticationError, HttpResponseError,
+                                       ResourceModifiedError, ResourceNotFoundError)
 
     partial = dest.with_name(dest.name + ".part")
+    keep = False  # whether the .part stays for the next run to resume
     try:
         blob = service.get_blob_client(container, name)
         key = f"{container}/{name}"
         size = _regular_size(dest)
-        if known is not None and key in known and size is not None:
+        have = known.etag(dest, key) if known is not None else None
+        part_etag = known.etag(partial, key) if known is not None else None
+        done = (_regular_size(partial) or 0) if part_etag else 0
+        if (have and size is not None) or done:
             props = blob.get_blob_properties()
-            if str(props.etag) == known[key] and props.size == size:
+            if have == str(props.etag) and size == props.size:
                 return False
+            if part_etag != str(props.etag) or done >= props.size:
+                done = 0  # changed since, or whole but not renamed: read it all again
         dest.parent.mkdir(parents=True, exist_ok=True)
-        with open_new(partial) as fh:
+        if done:
+            fh = open_existing(partial)
+            downloader = blob.download_blob(offset=done, max_concurrency=4, etag=part_etag,
+                                            match_condition=MatchConditions.IfNotModified)
+        else:
+            fh = open_new(partial)
             downloader = blob.download_blob(max_concurrency=4)
-            downloader.readinto(fh)
+        with fh:
+            etag = str(getattr(downloader.properties, "etag", "") or "")
+            if known is not None and downloader.size > WINDOW:
+                known.record(partial, key, etag)
+                known.save()
+                keep = True
+            while data := downloader.read(WINDOW):
+                fh.write(data)
+            written = fh.tell()
+        if written != done + downloader.size:
+            keep = False
+            raise CliError(f"{key}: {written} bytes written to {partial}, the blob has {done + downloader.size}",
+                           "run the same command again: it reads the file from the start")
         partial.replace(dest)
         if known is not None:
-            known[key] = str(getattr(downloader.properties, "etag", "") or "")
+            known.forget(partial)
+            known.record(dest, key, etag)
         return True
     except ResourceNotFoundError:
         raise CliError(f"blob {container}/{name} does not exist", "the task's files may have been deleted; "
                        "check the storage account") from None
+    except ResourceModifiedError:  # If-Match: the blob was rewritten (a re-render's CSV...) while it was read
+        keep = False
+        raise CliError(f"{container}/{name} changed while it was downloaded",
+                       "run the same command again: it fetches the file as it is now") from None
     except ClientAuthenticationError as exc:
         raise CliError(f"not allowed to read {container}/{name} ({type(exc).__name__})",
                        "sign in with an identity that has Storage Blob Data Reader on the account (az login), or "
@@ -193,12 +247,16 @@ def _fetch(service: Any, container: str, name: str, dest: Path, known: dict[str,
     except AzureError as exc:  # the connection, after the SDK's own retries (ServiceRequestError...)
         raise CliError(f"reading {container}/{name} failed: {type(exc).__name__}",
                        "check the network and the storage address (TRAPBATCH_STORAGE_CONNECTION or the account "
-                       "the app names), then run the same command again") from None
+                       "the app names), then run the same command again (it resumes a large file where it "
+                       "stopped)") from None
     except OSError as exc:  # the local side: disk full, no permission
         raise CliError(f"cannot write {dest}: {exc.strerror or exc}",
                        "free space or choose another --out folder, then run the same command again") from None
     finally:
-        partial.unlink(missing_ok=True)
+        if not keep:
+            partial.unlink(missing_ok=True)
+            if known is not None:
+                known.forget(partial)
 
 
 def _list(service: Any, container: str, prefix: str) -> list[str]:
@@ -282,37 +340,75 @@ def download(service: Any, results: dict[str, Any], status: dict[str, Any], out:
     with FetchedEtags(out) as known:
         for container, name, path in local_paths(results, status):
             dest = _safe_join(out, path)
-            files.append(Fetched(dest, _fetch(service, container, name, dest, known.etags)))
+            files.append(Fetched(dest, _fetch(service, container, name, dest, known)))
             known.save()
         page = results.get("previews") or {}
         if previews and page.get("folder"):
             folder = str(page["folder"])
             for name in _list(service, str(page["container"]), folder + "/"):
                 dest = _safe_join(out / "previews", name[len(folder) + 1:], top=out)
-                files.append(Fetched(dest, _fetch(service, str(page["container"]), name, dest, known.etags)))
+                files.append(Fetched(dest, _fetch(service, str(page["container"]), name, dest, known)))
     return files
 
 
 class FetchedEtags:
-    """The ETag of each blob a download wrote into ``out`` (``.trapbatch-downloads.json``), so the same command run
-    again after a failure part-way (a dropped connection at file 7 of 10, a COCO file of gigabytes) fetches only what
-    is missing or has changed since. Saved after each file and at the end; unreadable: everything is fetched."""
+    """What this folder's downloads wrote (``.trapbatch-downloads.json``): for each file, by its path in the folder,
+    the blob it holds and that blob's ETag; for an interrupted large download's ``<name>.part``, the same of the bytes
+    it holds. So the same command run again after a failure part-way (a dropped connection at file 7 of 10, a COCO
+    file of gigabytes) fetches only what is missing or has changed since, and resumes a ``.part``.
+
+    By path, not by blob: another task's (or generation's) download into the same folder writes its own
+    ``detections.json`` there, and a record by blob alone then took that file for the first task's whenever the sizes
+    matched. The first format (blob -> ETag) is still read, for a path this format has no record of. Saved after
+    each file and at the end; unreadable: everything is fetched."""
 
     FILE = ".trapbatch-downloads.json"
+    VERSION = 2
 
     def __init__(self, out: Path) -> None:
+        self.out = out
         self.path = out / self.FILE
         try:
             loaded = json.loads(self.path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             loaded = {}
-        self.etags: dict[str, str] = {str(k): str(v) for k, v in loaded.items()} if isinstance(loaded, dict) else {}
+        loaded = loaded if isinstance(loaded, dict) else {}
+        self.files: dict[str, dict[str, str]] = {}
+        self.legacy: dict[str, str] = {}
+        if loaded.get("version") == self.VERSION and isinstance(loaded.get("files"), dict):
+            self.files = {str(k): {"blob": str(v.get("blob", "")), "etag": str(v.get("etag", ""))}
+                          for k, v in loaded["files"].items() if isinstance(v, dict)}
+            legacy = loaded.get("legacy")
+            self.legacy = {str(k): str(v) for k, v in legacy.items()} if isinstance(legacy, dict) else {}
+        elif "version" not in loaded:
+            self.legacy = {str(k): str(v) for k, v in loaded.items()}
+
+    def _key(self, path: Path) -> str:
+        return path.relative_to(self.out).as_posix()
+
+    def etag(self, path: Path, blob: str) -> str | None:
+        """The ETag of ``blob`` (``container/name``) whose bytes a download wrote at ``path``; None when ``path``
+        holds another blob's, or nothing this folder's downloads recorded."""
+        found = self.files.get(self._key(path))
+        if found is not None:
+            return found["etag"] if found["blob"] == blob else None
+        return None if path.name.endswith(".part") else self.legacy.get(blob)
+
+    def record(self, path: Path, blob: str, etag: str) -> None:
+        self.files[self._key(path)] = {"blob": blob, "etag": etag}
+        self.legacy.pop(blob, None)
+
+    def forget(self, path: Path) -> None:
+        self.files.pop(self._key(path), None)
 
     def save(self) -> None:
         try:
             partial = self.path.with_name(self.path.name + ".part")
             with open_new(partial) as fh:  # not through a link planted at the name
-                fh.write(json.dumps(self.etags, indent=0, sort_keys=True).encode("utf-8"))
+                kept: dict[str, Any] = {"version": self.VERSION, "files": self.files}
+                if self.legacy:
+                    kept["legacy"] = self.legacy
+                fh.write(json.dumps(kept, indent=0, sort_keys=True).encode("utf-8"))
             partial.replace(self.path)
         except OSError:  # only the resume is lost: the files themselves are written
             pass

@@ -3,6 +3,7 @@ or has changed since (a ten-million-image task's results and COCO file are gigab
 folder is never written through."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -106,3 +107,115 @@ def test_a_linked_folder_that_leads_out_of_the_folder_is_refused_with_what_to_do
         download(service_client(storage_connection), answer, {}, out, previews=True)
     assert "symbolic link" in refused.value.message and "remove the link" in refused.value.hint
     assert list(elsewhere.iterdir()) == []
+
+
+def test_another_tasks_file_at_the_same_path_is_not_taken_for_this_tasks(
+        store: BlobStore, unique_name: str, storage_connection: str, tmp_path: Path) -> None:
+    """Tasks A and B downloaded into one folder (``--out site-a``, month after month), then A again: the record was
+    by blob (A's ETag still there), so B's detections.json, of the same size, was kept and printed ``unchanged`` as
+    A's. Fails without recording by path."""
+    store.ensure_container(unique_name)
+    answers = {}
+    for task, body in (("task-a", b'{"a": 1}'), ("task-b", b'{"b": 2}')):
+        store.write_bytes(unique_name, f"results/{task}/detections.json", body)
+        answers[task] = {"results": {"container": unique_name, "blob": f"results/{task}/detections.json"}}
+    service = service_client(storage_connection)
+    download(service, answers["task-a"], {}, tmp_path)
+    download(service, answers["task-b"], {}, tmp_path)
+    assert (tmp_path / "detections.json").read_bytes() == b'{"b": 2}'
+    again = download(service, answers["task-a"], {}, tmp_path)
+    assert [f.written for f in again] == [True]
+    assert (tmp_path / "detections.json").read_bytes() == b'{"a": 1}'
+    assert [f.written for f in download(service, answers["task-a"], {}, tmp_path)] == [False]
+
+
+class Interrupting:
+    """The real client, whose downloads stop (Ctrl-C) after ``reads`` reads, recording each download's offset."""
+
+    def __init__(self, service: Any, reads: int | None) -> None:
+        self.service, self.reads, self.offsets = service, reads, []  # type: ignore[var-annotated]
+
+    def get_blob_client(self, container: str, name: str) -> Any:
+        client, outer = self.service.get_blob_client(container, name), self
+
+        class Blob:
+            def get_blob_properties(self) -> Any:
+                return client.get_blob_properties()
+
+            def download_blob(self, **kw: Any) -> Any:
+                outer.offsets.append(kw.get("offset"))
+                real = client.download_blob(**kw)
+                left = outer.reads
+
+                class Down:
+                    properties, size = real.properties, real.size
+
+                    def read(self, n: int) -> bytes:
+                        nonlocal left
+                        if left is not None:
+                            if left == 0:
+                                raise KeyboardInterrupt
+                            left -= 1
+                        return bytes(real.read(n))
+
+                return Down()
+
+        return Blob()
+
+
+@pytest.mark.parametrize("changed", [False, True])
+def test_an_interrupted_large_download_resumes_where_it_stopped(
+        changed: bool, store: BlobStore, unique_name: str, storage_connection: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C (or a network drop past the SDK's retries) 3 windows into a file larger than a window: the next run
+    asks only for the rest, unless the blob changed since (then it reads it all). Before, the ``.part`` was deleted
+    and gigabytes were read again from byte 0. Fails without the resume."""
+    from cli import download as cli_download
+
+    monkeypatch.setattr(cli_download, "WINDOW", 1_000)
+    store.ensure_container(unique_name)
+    name = "results/task-1/detections.json"
+    body = bytes(range(256)) * 40  # 10,240 bytes: 11 windows
+    store.write_bytes(unique_name, name, body)
+    answer = {"results": {"container": unique_name, "blob": name}}
+    stopping = Interrupting(service_client(storage_connection), reads=3)
+    with pytest.raises(KeyboardInterrupt):
+        download(stopping, answer, {}, tmp_path)
+    part = tmp_path / "detections.json.part"
+    assert part.read_bytes() == body[:3_000] and not (tmp_path / "detections.json").exists()
+    if changed:
+        body = b"rewritten " * 1_500
+        store.write_bytes(unique_name, name, body)
+    going = Interrupting(service_client(storage_connection), reads=None)
+    assert [f.written for f in download(going, answer, {}, tmp_path)] == [True]
+    assert going.offsets == [None if changed else 3_000]
+    assert (tmp_path / "detections.json").read_bytes() == body and not part.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [FetchedEtags.FILE, "detections.json"]
+    assert [f.written for f in download(going, answer, {}, tmp_path)] == [False]
+
+
+def test_a_small_files_interrupted_download_leaves_no_part(
+        store: BlobStore, unique_name: str, storage_connection: str, tmp_path: Path) -> None:
+    store.ensure_container(unique_name)
+    store.write_bytes(unique_name, "results/task-1/detections.json", b"x" * 5_000)
+    answer = {"results": {"container": unique_name, "blob": "results/task-1/detections.json"}}
+    with pytest.raises(KeyboardInterrupt):
+        download(Interrupting(service_client(storage_connection), reads=0), answer, {}, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [FetchedEtags.FILE]
+
+
+def test_a_folder_recorded_by_an_older_cli_is_not_fetched_again(
+        store: BlobStore, unique_name: str, storage_connection: str, tmp_path: Path) -> None:
+    """``.trapbatch-downloads.json`` of the first format (blob -> ETag): its files count as fetched, once."""
+    store.ensure_container(unique_name)
+    store.write_bytes(unique_name, "results/task-1/detections.json", b"{}")
+    answer = {"results": {"container": unique_name, "blob": "results/task-1/detections.json"}}
+    service = CountingService(service_client(storage_connection))
+    download(service, answer, {}, tmp_path)
+    etag = str(service_client(storage_connection).get_blob_client(
+        unique_name, "results/task-1/detections.json").get_blob_properties().etag)
+    (tmp_path / FetchedEtags.FILE).write_text(json.dumps({f"{unique_name}/results/task-1/detections.json": etag}))
+    service.downloaded.clear()
+    assert [f.written for f in download(service, answer, {}, tmp_path)] == [False] and service.downloaded == []
+    assert json.loads((tmp_path / FetchedEtags.FILE).read_text())["version"] == 2
+    assert [f.written for f in download(service, answer, {}, tmp_path)] == [False] and service.downloaded == []

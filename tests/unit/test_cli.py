@@ -1046,7 +1046,9 @@ def test_results_run_again_says_unchanged_for_the_files_it_did_not_download_agai
 
                 def download_blob(self, **kw: Any) -> Any:
                     fetched.append(name)
-                    return type("Down", (), {"properties": props, "readinto": lambda self, fh: fh.write(data)})()
+                    left = [data]
+                    return type("Down", (), {"properties": props, "size": len(data),
+                                             "read": lambda self, n: left.pop() if left else b""})()
 
             return Blob()
 
