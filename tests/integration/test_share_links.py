@@ -67,6 +67,23 @@ def test_links_download_anonymously_read_only_until_they_expire(files: tuple[Blo
     assert share_links.redact(url).endswith("?<sas>") and "sig=" not in share_links.redact(url)
 
 
+def test_a_link_saves_its_file_under_its_name_rather_than_showing_it(files: tuple[BlobStore, str]) -> None:
+    """A results file or COCO export is application/json and gigabytes at ten million images: a partner clicking its
+    link had the browser render it in the tab. The link's answer says ``attachment`` with the file's name (a name
+    that is not ASCII in ``filename*``); fails without the change."""
+    store, container = files
+    odd = layout.exports_prefix(TASK) + "ünïcødé 森.csv"
+    store.write_bytes(container, layout.coco_blob(TASK), b"{}", "application/json")
+    store.write_bytes(container, odd, b"x\n")
+    links = share_links.read_links(store, container, [layout.coco_blob(TASK), odd], days=1)
+    got = requests.get(links.urls[layout.coco_blob(TASK)], timeout=60)
+    assert got.status_code == 200 and got.headers["Content-Disposition"] == 'attachment; filename="coco.json"'
+    got = requests.get(links.urls[odd], timeout=60)
+    assert got.status_code == 200 and got.content == b"x\n"
+    assert got.headers["Content-Disposition"] == (
+        "attachment; filename*=UTF-8''%C3%BCn%C3%AFc%C3%B8d%C3%A9%20%E6%A3%AE.csv")
+
+
 @pytest.mark.parametrize("days", [0, -1, 7.5])
 def test_link_lifetimes_outside_what_azure_allows_are_refused(files: tuple[BlobStore, str], days: float) -> None:
     store, container = files
