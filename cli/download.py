@@ -249,7 +249,11 @@ def _fetch(service: Any, container: str, name: str, dest: Path, known: FetchedEt
                        "check the network and the storage address (TRAPBATCH_STORAGE_CONNECTION or the account "
                        "the app names), then run the same command again (it resumes a large file where it "
                        "stopped)") from None
-    except OSError as exc:  # the local side: disk full, no permission
+    except PermissionError as exc:  # Windows: the file is open in another program (Excel holds a CSV it shows)
+        raise CliError(f"cannot write {dest}: {exc.strerror or exc}",
+                       "close the program that has the file open (a spreadsheet showing the CSV), or check the "
+                       "folder's permissions or choose another --out folder, then run the same command again") from None
+    except OSError as exc:  # the local side: disk full
         raise CliError(f"cannot write {dest}: {exc.strerror or exc}",
                        "free space or choose another --out folder, then run the same command again") from None
     finally:

@@ -219,3 +219,25 @@ def test_a_folder_recorded_by_an_older_cli_is_not_fetched_again(
     assert [f.written for f in download(service, answer, {}, tmp_path)] == [False] and service.downloaded == []
     assert json.loads((tmp_path / FetchedEtags.FILE).read_text())["version"] == 2
     assert [f.written for f in download(service, answer, {}, tmp_path)] == [False] and service.downloaded == []
+
+
+def test_a_file_another_program_holds_says_to_close_it(store: BlobStore, unique_name: str, storage_connection: str,
+                                                        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On Windows a CSV open in Excel cannot be replaced (PermissionError at the rename): the hint said to free space
+    or choose another folder; it says to close the program that holds the file."""
+    import os
+
+    store.ensure_container(unique_name)
+    store.write_bytes(unique_name, "results/task-1/detections.csv", b"file\n")
+    answer = {"results": {"container": unique_name, "blob": "results/task-1/detections.csv"}}
+    real_replace = os.replace
+
+    def held(src: Any, dst: Any) -> None:
+        if str(dst).endswith("detections.csv"):
+            raise PermissionError(13, "The process cannot access the file because it is being used by another process")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", held)
+    with pytest.raises(CliError) as refused:
+        download(service_client(storage_connection), answer, {}, tmp_path)
+    assert "close the program that has the file open" in refused.value.hint
