@@ -18,6 +18,7 @@ from core.ids import task_instance_id
 from core.repeats import DEFAULT_MAX_FOLDER_DETECTIONS, MAX_FOLDER_DETECTIONS, RepeatOptions
 from core.shards import has_dot_segment
 from gpu_batch.formats import camtrapdp, listfields
+from gpu_batch.manifest import DEFAULT_DETECTION_THRESHOLD
 
 _CONTAINER_RE = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$")
 ALLOWED_FIELDS = ("container", "prefix", "first_n", "sample_n", "seed", "model", "request_name", "caller",
@@ -259,7 +260,8 @@ def _opt_fraction(body: Mapping[str, Any], name: str) -> float | None:
     return float(value)
 
 
-MIN_PREVIEW_THRESHOLD = 0.005  # MegaDetector's output threshold (run_detector.DEFAULT_OUTPUT_CONFIDENCE_THRESHOLD)
+# nothing below MegaDetector's output threshold (run_detector.DEFAULT_OUTPUT_CONFIDENCE_THRESHOLD) is in the results
+MIN_PREVIEW_THRESHOLD = DEFAULT_DETECTION_THRESHOLD
 
 
 def _opt_threshold(body: Mapping[str, Any], name: str, optional: bool = True) -> float | None:

@@ -32,7 +32,8 @@ Variables (names shared with infra/main.bicep app settings):
     TRAPBATCH_MAX_ATTEMPTS         attempts per shard including the first (default 3)
     TRAPBATCH_MAX_FAILED_FRACTION  share of images that may fail for a task to end ``completed`` rather than
                                    ``completed_with_errors`` (default 0.05; a request's ``max_failed_fraction`` wins)
-    TRAPBATCH_POLL_MIN_S / _MAX_S  durable-timer back-off between pool polls (default 30 / 300 s)
+    TRAPBATCH_POLL_MIN_S / _MAX_S  durable-timer back-off between pool polls (default 30 / 300 s; positive, the most
+                                   no less than the least; _MAX_S defaults to _MIN_S where that is above 300)
     TRAPBATCH_MAX_IN_FLIGHT        pool tasks in flight at once per task, all shard groups together (default 100):
                                    each group gets a fixed share (``core.shards.in_flight_shares``), and a task never
                                    has more groups than this (groups grow past TRAPBATCH_SHARDS_PER_GROUP if needed)
@@ -58,7 +59,7 @@ Variables (names shared with infra/main.bicep app settings):
     TRAPBATCH_REUSE_IMAGES_PER_CALL  images one call of an ``only_new`` re-run's reuse step takes (default 100000,
                                    whole shards, 1 to 500 of them: orchestrations.task.reuse_shards_per_call)
     TRAPBATCH_MAX_TASK_SECONDS     a pool task running longer is terminated and resubmitted (default 21600)
-    TRAPBATCH_DETECTION_THRESHOLD  lowest confidence written to results (default 0.005, MegaDetector's)
+    TRAPBATCH_DETECTION_THRESHOLD  lowest confidence written to results, 0 to 1 (default 0.005, MegaDetector's)
     TRAPBATCH_PREVIEW_THRESHOLD    threshold of previews, the CSV and the exports when a request sets no
                                    ``preview_threshold``; unset: the model's typical threshold as MegaDetector
                                    publishes it (``core.mdformat.typical_threshold``: 0.2 for MDv5, 0.3 for redwood)
@@ -113,7 +114,9 @@ Variables (names shared with infra/main.bicep app settings):
                                    default none (bench/RESULTS.md says what each did on which GPU)
     TRAPBATCH_WORKER_RESIDENT      ``1``: pool tasks run ``gpu_batch.worker.client``, which hands each shard to a
                                    node-resident worker that keeps torch and the model loaded (start-up paid once per
-                                   node); default off until it has run on Batch (``1``/``true``/``yes``/``on``: on).
+                                   node); default off until it has run on Batch (``1``/``true``/``yes``/``on``: on;
+                                   ``0``/``false``/``no``/``off``: off; other words are refused, as for every on/off
+                                   setting).
                                    Read here only and handed to the pools (``resident=``), which build the task
                                    command with it (``gpu_batch.pool.base.worker_module``). On Azure Batch the server
                                    runs in the pool's start task, outside the tasks' ``--rm`` containers, so it
@@ -180,7 +183,8 @@ from core.requests import (DEFAULT_IMAGES_PER_SHARD, MAX_IMAGES_PER_SHARD, MIN_P
                            normalize_account_url)
 from core.task_events import endpoint_problem
 from core.shards import MAX_SHARDS, REUSE_IMAGES_PER_CALL
-from gpu_batch.layout import DEFAULT_STATE_CONTAINER, STATIC_WEBSITE_CONTAINER
+from gpu_batch.layout import DEFAULT_STATE_CONTAINER, INCOMING_CONTAINER, STATIC_WEBSITE_CONTAINER
+from gpu_batch.manifest import DEFAULT_DETECTION_THRESHOLD, DEVICES
 
 CALLER_AUTH_MODES = ("none", "easyauth")
 MIN_HISTORY_EVENTS = 200  # a shard group's generation must hold at least a few poll rounds (orchestrations.shards)
@@ -234,6 +238,13 @@ def _max_folder_detections(env: Mapping[str, str]) -> int:
     return _int(env, name, DEFAULT_MAX_FOLDER_DETECTIONS)
 
 
+def _text(env: Mapping[str, str], name: str, default: str) -> str:
+    """A text setting with a default: empty (``"TRAPBATCH_CONTAINER": ""`` in local.settings.json, an app setting left
+    blank) is the default, as it is for every number. Why: ``env.get(name, default)`` took "" as the value, so an empty
+    TRAPBATCH_CONTAINER named no container and every blob call failed far from the setting."""
+    return env.get(name, "").strip() or default
+
+
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -267,13 +278,21 @@ def _threshold(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
+
+
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    """An on/off setting: ``TRUE_WORDS`` or ``FALSE_WORDS`` in any case, empty or unset the default. Why one reader
+    refusing anything else: TRAPBATCH_WORKER_RESIDENT used to take any other word (``ture``, ``enabled``) as off
+    without a word, while TRAPBATCH_EXPORT_IMAGE_SIZES refused ``yes``: one setting's spelling failed on the other."""
     raw = env.get(name, "").strip().lower()
     if not raw:
         return default
-    if raw not in ("true", "false", "1", "0"):
-        raise ConfigError(f"{name}={raw!r} is not true or false", f"{WHERE}; e.g. {name}={str(default).lower()}")
-    return raw in ("true", "1")
+    if raw not in TRUE_WORDS + FALSE_WORDS:
+        raise ConfigError(f"{name}={raw!r} is not true or false",
+                          f"{WHERE}; e.g. {name}={str(default).lower()} (also {'/'.join(TRUE_WORDS + FALSE_WORDS)})")
+    return raw in TRUE_WORDS
 
 
 def _license(env: Mapping[str, str], name: str) -> str:
@@ -304,6 +323,19 @@ def _link_days(env: Mapping[str, str]) -> float:
         raise ConfigError(f"TRAPBATCH_LINK_DAYS={value} is not a number of days above 0 and at most {MAX_LINK_DAYS:g}",
                           f"{WHERE}; links are user delegation SAS, which Azure limits to 7 days")
     return value
+
+
+def _poll_s(env: Mapping[str, str]) -> tuple[float, float]:
+    """TRAPBATCH_POLL_MIN_S and _MAX_S: positive, finite, the least no more than the most. Why checked here: they
+    become a shard group's durable timers (``orchestrations.shards``), where NaN or infinity raised inside the
+    orchestrator (``timedelta``) and failed every task, and a negative or zero delay polled the pool without a pause."""
+    least = _positive(env, "TRAPBATCH_POLL_MIN_S", 30.0)
+    most = _positive(env, "TRAPBATCH_POLL_MAX_S", max(300.0, least))
+    if most < least:
+        raise ConfigError(f"TRAPBATCH_POLL_MAX_S={most:g} is below TRAPBATCH_POLL_MIN_S={least:g}",
+                          f"{WHERE}; the polls back off from the least to the most, "
+                          f"e.g. TRAPBATCH_POLL_MAX_S={least * 10:g}")
+    return least, most
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,7 +393,7 @@ class Settings:
     web_container: str = STATIC_WEBSITE_CONTAINER
     pool: str = "local"
     model: str = ""
-    detection_threshold: float = 0.005
+    detection_threshold: float = DEFAULT_DETECTION_THRESHOLD
     preview_threshold: float = 0.2
     preview_threshold_set: bool = False  # TRAPBATCH_PREVIEW_THRESHOLD was given; else the model decides
     export_attribution: str = ""
@@ -444,7 +476,7 @@ class Settings:
                 f"{WHERE}; locally use 'UseDevelopmentStorage=true' with Azurite running, in Azure the "
                 "identity-based AzureWebJobsStorage__accountName",
             )
-        pool = env.get("TRAPBATCH_POOL", "local")
+        pool = _text(env, "TRAPBATCH_POOL", "local")
         if pool not in POOL_KINDS:
             raise ConfigError(f"TRAPBATCH_POOL={pool!r} is not a pool kind",
                               "use 'local' or 'azure_batch' ('simulated' is for the control-plane benchmark only)")
@@ -461,13 +493,14 @@ class Settings:
         if topic_endpoint and (problem := endpoint_problem(topic_endpoint)):
             raise ConfigError(problem, f"give the topic's endpoint, as `az eventgrid topic show --query endpoint` "
                                        f"prints it, or unset it; {WHERE}")
+        poll_min_s, poll_max_s = _poll_s(env)
         knobs = OrchestrationKnobs(
             max_shards=MAX_SHARDS,
             images_per_shard=_int(env, "TRAPBATCH_IMAGES_PER_SHARD", DEFAULT_IMAGES_PER_SHARD,
                                   maximum=MAX_IMAGES_PER_SHARD),  # what a request may ask for
             max_attempts=_int(env, "TRAPBATCH_MAX_ATTEMPTS", 3),
-            poll_min_s=_float(env, "TRAPBATCH_POLL_MIN_S", 30.0),
-            poll_max_s=_float(env, "TRAPBATCH_POLL_MAX_S", 300.0),
+            poll_min_s=poll_min_s,
+            poll_max_s=poll_max_s,
             max_in_flight=_int(env, "TRAPBATCH_MAX_IN_FLIGHT", 100),
             shards_per_group=_int(env, "TRAPBATCH_SHARDS_PER_GROUP", 200),
             max_task_seconds=_int(env, "TRAPBATCH_MAX_TASK_SECONDS", 21600),
@@ -487,15 +520,15 @@ class Settings:
             confirm_timeout_s=_confirm_timeout_s(env),
             previews_expire_day_s=_int(env, "TRAPBATCH_PREVIEWS_EXPIRE_DAY_S", 86400),
             task_events=bool(topic_endpoint),
-            worker_resident=env.get("TRAPBATCH_WORKER_RESIDENT", "").strip().lower() in ("1", "true", "yes", "on"),
+            worker_resident=_bool(env, "TRAPBATCH_WORKER_RESIDENT", False),
         )
         settings = cls(
             storage_connection=storage,
-            container=env.get("TRAPBATCH_CONTAINER", DEFAULT_STATE_CONTAINER),
-            web_container=env.get("TRAPBATCH_WEB_CONTAINER", STATIC_WEBSITE_CONTAINER),
+            container=_text(env, "TRAPBATCH_CONTAINER", DEFAULT_STATE_CONTAINER),
+            web_container=_text(env, "TRAPBATCH_WEB_CONTAINER", STATIC_WEBSITE_CONTAINER),
             pool=pool,
             model=env.get("TRAPBATCH_MODEL", ""),
-            detection_threshold=_float(env, "TRAPBATCH_DETECTION_THRESHOLD", 0.005),
+            detection_threshold=_fraction(env, "TRAPBATCH_DETECTION_THRESHOLD", DEFAULT_DETECTION_THRESHOLD),
             preview_threshold=_threshold(env, "TRAPBATCH_PREVIEW_THRESHOLD", 0.2),
             preview_threshold_set=bool(env.get("TRAPBATCH_PREVIEW_THRESHOLD")),
             export_attribution=env.get("TRAPBATCH_EXPORT_ATTRIBUTION", ""),
@@ -511,7 +544,7 @@ class Settings:
             knobs=knobs,
             local_concurrency=_int(env, "TRAPBATCH_LOCAL_CONCURRENCY", 0, minimum=0),
             worker_tuning=parse_worker_tuning(env.get("TRAPBATCH_WORKER_TUNING", "")),
-            device=env.get("TRAPBATCH_DEVICE", "auto"),
+            device=_choice(env, "TRAPBATCH_DEVICE", DEVICES, "auto"),
             model_cache=env.get("TRAPBATCH_MODEL_CACHE", ""),
             worker_faults=faults,
             batch_account_url=env.get("TRAPBATCH_BATCH_ACCOUNT_URL", ""),
@@ -621,7 +654,7 @@ def own_container_reason(container: str, settings: Settings) -> str | None:
     account. Naming the state container as the images' container (or an image list in it) let a caller probe other
     callers' task ids and read the first line of their files (a preview folder's secret name) through the answers."""
     own = {settings.container: "trapbatch's task state and results (TRAPBATCH_CONTAINER)",
-           "incoming": "trapbatch's dropped requests", settings.web_container: "the preview website"}
+           INCOMING_CONTAINER: "trapbatch's dropped requests", settings.web_container: "the preview website"}
     if settings.models_container:
         own[settings.models_container] = "the operator's model checkpoints (TRAPBATCH_MODELS_CONTAINER)"
     name = container.lower()

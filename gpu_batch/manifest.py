@@ -85,6 +85,15 @@ class ViewList:
         return cls(data["blob"], tuple(columns), str(data.get("given") or ""))
 
 
+# MegaDetector's output threshold (run_detector.DEFAULT_OUTPUT_CONFIDENCE_THRESHOLD): the lowest confidence a shard's
+# results keep when the app names none. One constant: the app's TRAPBATCH_DETECTION_THRESHOLD default
+# (core.settings) and the lowest preview threshold a request may ask for (core.requests) are this number.
+DEFAULT_DETECTION_THRESHOLD = 0.005
+# The devices a worker runs on (its ``--device``, TRAPBATCH_DEVICE): core.settings refuses any other at the app's
+# start, so a typo stops the app with the choices instead of failing every shard of the local pool with exit 2.
+DEVICES = ("auto", "cpu", "cuda")
+
+
 @dataclass(frozen=True, slots=True)
 class ShardManifest:
     """One unit of GPU work: run ``model`` over ``images`` (blob names in ``source_container``).
@@ -102,7 +111,7 @@ class ShardManifest:
     output_container: str
     output_blob: str
     model: str
-    detection_threshold: float = 0.005
+    detection_threshold: float = DEFAULT_DETECTION_THRESHOLD
     extra: Mapping[str, Any] = field(default_factory=dict)
     # Images in another storage account (``storage_refs``): its URL and the *name* of the secret that opens it.
     source_account_url: str = ""
@@ -161,7 +170,7 @@ class ShardManifest:
             output_container=str(data["output_container"]),
             output_blob=str(data["output_blob"]),
             model=str(data["model"]),
-            detection_threshold=float(data.get("detection_threshold", 0.005)),
+            detection_threshold=float(data.get("detection_threshold", DEFAULT_DETECTION_THRESHOLD)),
             extra=dict(data.get("extra") or {}),
             source_account_url=str(data.get("source_account_url") or ""),
             source_credential_secret=str(data.get("source_credential_secret") or ""),

@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Hashable, Mapping, Protocol, Sequence
 
 from gpu_batch import exit_codes  # torch-free, like everything imported before main sets up the environment
+from gpu_batch.manifest import DEVICES  # the app checks TRAPBATCH_DEVICE against the same tuple
 from gpu_batch.sdk_logging import quiet_azure_sdk
 from gpu_batch.worker.resident_protocol import process_start_unix
 
@@ -171,8 +172,6 @@ def _stage_threads(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected 1 to {MAX_STAGE_THREADS}, not {value}")
     return value
 
-
-DEVICES = ("auto", "cpu", "cuda")
 
 
 def parse_args(argv: Sequence[str] | None, env: Mapping[str, str] | None = None) -> argparse.Namespace | int:

@@ -283,6 +283,11 @@ def test_the_settings_load_as_the_app_loads_them(templates: dict[str, Template])
     main = next(t for t in templates.values() if t.name == "main.bicep")
     env["TRAPBATCH_POOL_NODES"] = str(main.params["maxGpuNodes"]["default"])  # string(maxGpuNodes)
     env["TRAPBATCH_WORKER_TUNING"] = main.params["workerTuning"]["default"]  # workerTuning: none unless set
+    # residentWorker ? '1' : '0': both words must be ones the app's on/off settings take (core.settings._bool)
+    resident = trapbatch["TRAPBATCH_WORKER_RESIDENT"]["operator"]["operands"]
+    assert resident["condition"] == "residentWorker", resident
+    assert Settings.from_env({**env, "TRAPBATCH_WORKER_RESIDENT": resident["true_value"]}).worker_resident
+    env["TRAPBATCH_WORKER_RESIDENT"] = resident["false_value"]
     settings = Settings.from_env(env)
     assert settings.pool == "azure_batch" and settings.storage_connection.startswith("identity:https://")
     assert settings.knobs.pool_nodes == 8 and settings.worker_tuning == ()

@@ -273,3 +273,90 @@ def test_tasks_start_with_the_shard_limit_in_their_knobs_and_older_inputs_have_n
     knobs = Settings.from_env({"AzureWebJobsStorage": "x"}).knobs
     assert knobs.max_shards == MAX_SHARDS
     assert OrchestrationKnobs.from_dict({k: v for k, v in knobs.to_dict().items() if k != "max_shards"}).max_shards == 0
+
+
+BASE = {"AzureWebJobsStorage": "UseDevelopmentStorage=true"}
+
+
+@pytest.mark.parametrize("env, needle", [
+    # poll delays become a shard group's durable timers: NaN and infinity raised in the orchestrator (timedelta),
+    # a negative or zero one polled without a pause
+    ({"TRAPBATCH_POLL_MIN_S": "nan"}, "TRAPBATCH_POLL_MIN_S=nan must be a positive number"),
+    ({"TRAPBATCH_POLL_MIN_S": "-5"}, "TRAPBATCH_POLL_MIN_S=-5.0 must be a positive number"),
+    ({"TRAPBATCH_POLL_MAX_S": "inf"}, "TRAPBATCH_POLL_MAX_S=inf must be a positive number"),
+    ({"TRAPBATCH_POLL_MAX_S": "0"}, "TRAPBATCH_POLL_MAX_S=0.0 must be a positive number"),
+    ({"TRAPBATCH_POLL_MIN_S": "60", "TRAPBATCH_POLL_MAX_S": "10"}, "TRAPBATCH_POLL_MAX_S=10 is below"),
+    # a confidence: 2 kept no detection, -1 or NaN every box or none
+    ({"TRAPBATCH_DETECTION_THRESHOLD": "2"}, "TRAPBATCH_DETECTION_THRESHOLD=2.0 is not a fraction from 0 to 1"),
+    ({"TRAPBATCH_DETECTION_THRESHOLD": "nan"}, "TRAPBATCH_DETECTION_THRESHOLD=nan is not a fraction"),
+    # the worker refused it with exit 2 on every shard of the local pool; now the app's start says the choices
+    ({"TRAPBATCH_DEVICE": "gpu"}, "TRAPBATCH_DEVICE='gpu' is not one of auto, cpu, cuda"),
+    # was silently off
+    ({"TRAPBATCH_WORKER_RESIDENT": "ture"}, "TRAPBATCH_WORKER_RESIDENT='ture' is not true or false"),
+])
+def test_invalid_values_are_refused_at_start_naming_the_variable_and_what_to_write(env: dict[str, str],
+                                                                                   needle: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({**BASE, **env})
+    assert needle in str(info.value)
+    assert "e.g." in info.value.hint
+
+
+def test_an_empty_text_setting_is_its_default_as_an_empty_number_is() -> None:
+    """``"TRAPBATCH_CONTAINER": ""`` (local.settings.json, an app setting left blank) named no container: every blob
+    call then failed far from the setting. Empty numbers always meant their default; text settings now do too."""
+    empty = Settings.from_env({**BASE, **{name: "" for name in ("TRAPBATCH_CONTAINER", "TRAPBATCH_WEB_CONTAINER",
+                                                                "TRAPBATCH_DEVICE", "TRAPBATCH_POOL",
+                                                                "TRAPBATCH_POLL_MIN_S", "TRAPBATCH_WORKER_RESIDENT")}})
+    assert empty == Settings.from_env(BASE)
+    assert (empty.container, empty.web_container, empty.device, empty.pool) == ("trapbatch", "$web", "auto", "local")
+
+
+@pytest.mark.parametrize("word, on", [("1", True), ("TRUE", True), ("yes", True), ("On", True), ("0", False),
+                                      ("false", False), ("no", False), ("off", False)])
+def test_every_on_off_setting_takes_the_same_words(word: str, on: bool) -> None:
+    """TRAPBATCH_WORKER_RESIDENT took yes/on and any other word as off; TRAPBATCH_EXPORT_IMAGE_SIZES refused yes."""
+    s = Settings.from_env({**BASE, "TRAPBATCH_WORKER_RESIDENT": word, "TRAPBATCH_EXPORT_IMAGE_SIZES": word})
+    assert (s.worker_resident, s.export_image_sizes) == (on, on)
+
+
+def test_the_worker_and_the_app_share_the_detection_threshold_and_device_constants() -> None:
+    """One number for MegaDetector's output threshold, one tuple of worker devices (gpu_batch.manifest)."""
+    from core.requests import MIN_PREVIEW_THRESHOLD
+    from gpu_batch import manifest
+    from gpu_batch.worker import __main__ as worker
+
+    assert Settings.from_env(BASE).detection_threshold == manifest.DEFAULT_DETECTION_THRESHOLD == MIN_PREVIEW_THRESHOLD
+    assert manifest.ShardManifest.from_dict({"task_id": "t", "shard_id": "s", "attempt": 1, "source_container": "c",
+                                             "images": [], "output_container": "o", "output_blob": "b",
+                                             "model": "m"}).detection_threshold == manifest.DEFAULT_DETECTION_THRESHOLD
+    assert worker.DEVICES is manifest.DEVICES
+
+
+def test_the_settings_docstring_gives_each_default_the_code_uses() -> None:
+    """README sends operators to core/settings.py's docstring for each setting's default; the names are checked above,
+    this checks the values: setting a variable to the default its entry states must change nothing."""
+    import re
+
+    import core.settings as module
+    from gpu_batch.worker import resident_protocol
+
+    doc = module.__doc__ or ""
+    entries = {name: " ".join(text.split()) for name, text in
+               re.findall(r"^    (TRAPBATCH_[A-Z0-9_]+)(.*?)(?=^    \S|\Z)", doc, re.S | re.M)}
+    documented: dict[str, str] = {}
+    for name, text in entries.items():
+        if pair := re.match(r"/ (_[A-Z0-9_]+) .*?\(default ([\d.]+) / ([\d.]+)", text):  # ``_MIN_S / _MAX_S``
+            documented[name], documented[name.rsplit("_", 2)[0] + pair.group(1)] = pair.group(2), pair.group(3)
+        elif found := (re.search(r"\(default(?: and most)? (?:``)?([^\s`,;:)]+)", text)
+                       or re.search(r"``([^`]+)`` \(default[:)]", text)):
+            documented[name] = "" if found.group(1) == "empty" else found.group(1)
+    assert len(documented) >= 35, sorted(documented)  # the parse still finds the entries
+    default = Settings.from_env(BASE)
+    differ = {name: value for name, value in documented.items() if Settings.from_env({**BASE, name: value}) != default}
+    assert differ == {}
+    # the resident worker's own variables, read on the nodes (gpu_batch.worker.resident_protocol)
+    resident = entries["TRAPBATCH_WORKER_RESIDENT"]
+    assert f"TRAPBATCH_RESIDENT_IDLE_S (server exits after this long without a shard, default " \
+           f"{resident_protocol.DEFAULT_IDLE_S:g})" in resident
+    assert f"default {resident_protocol.DEFAULT_START_S:g})" in resident.split("TRAPBATCH_RESIDENT_START_S", 1)[1]
