@@ -77,7 +77,7 @@ Variables (names shared with infra/main.bicep app settings):
     TRAPBATCH_ZOONIVERSE_BATCH_SIZE   largest Zooniverse manifest batch (default 10000)
     TRAPBATCH_EVENT_INTERVAL_S     a camera's images more than this many seconds apart are two events in the Camtrap
                                    DP export's event-level observations (default 60, MegaDetector's sequence gap;
-                                   core.camtrap_events)
+                                   0 to 86400, as a request's ``event_interval_s``; core.camtrap_events)
     TRAPBATCH_LINK_DAYS            how long the read-only links of ``GET /api/tasks/{id}/results`` work (default 7,
                                    the most a user delegation SAS allows; fractions of a day are fine)
     TRAPBATCH_RESULTS_ZIP_ABOVE_BYTES  when a task's linked files (results, CSVs, exports) together exceed this many
@@ -179,8 +179,8 @@ from core.expiry import MAX_TIMER_STEP
 from core.worker_tuning import parse_worker_tuning
 from core.mdformat import typical_threshold
 from core.repeats import DEFAULT_MAX_FOLDER_DETECTIONS, MAX_FOLDER_DETECTIONS
-from core.requests import (DEFAULT_IMAGES_PER_SHARD, MAX_IMAGES_PER_SHARD, MIN_PREVIEW_THRESHOLD,
-                           normalize_account_url)
+from core.requests import (DEFAULT_IMAGES_PER_SHARD, MAX_EVENT_INTERVAL_S, MAX_IMAGES_PER_SHARD,
+                           MIN_PREVIEW_THRESHOLD, normalize_account_url)
 from core.task_events import endpoint_problem
 from core.shards import MAX_SHARDS, REUSE_IMAGES_PER_CALL
 from gpu_batch.layout import DEFAULT_STATE_CONTAINER, INCOMING_CONTAINER, STATIC_WEBSITE_CONTAINER
@@ -322,6 +322,20 @@ def _link_days(env: Mapping[str, str]) -> float:
     if not 0 < value <= MAX_LINK_DAYS:
         raise ConfigError(f"TRAPBATCH_LINK_DAYS={value} is not a number of days above 0 and at most {MAX_LINK_DAYS:g}",
                           f"{WHERE}; links are user delegation SAS, which Azure limits to 7 days")
+    return value
+
+
+def _event_interval_s(env: Mapping[str, str]) -> float:
+    """TRAPBATCH_EVENT_INTERVAL_S: 0 to ``core.requests.MAX_EVENT_INTERVAL_S``, the range a request's own
+    ``event_interval_s`` takes. Why the same bound: the setting stands in for the request's value when it names none,
+    and a request refused above a day (past it a camera's visits merge into its whole deployment) was given any
+    larger number by the app."""
+    name = "TRAPBATCH_EVENT_INTERVAL_S"
+    value = _positive(env, name, 60.0, allow_zero=True)
+    if value > MAX_EVENT_INTERVAL_S:
+        raise ConfigError(f"{name}={value:g} is above {MAX_EVENT_INTERVAL_S} s (a day), the most a request's "
+                          "event_interval_s may be: past it a camera's visits merge into its whole deployment",
+                          f"{WHERE}; e.g. {name}=1800 (the 30-minute independence interval)")
     return value
 
 
@@ -535,7 +549,7 @@ class Settings:
             export_license=_license(env, "TRAPBATCH_EXPORT_LICENSE"),
             export_data_license=_license(env, "TRAPBATCH_EXPORT_DATA_LICENSE"),
             zooniverse_batch_size=_int(env, "TRAPBATCH_ZOONIVERSE_BATCH_SIZE", 10_000),
-            event_interval_s=_positive(env, "TRAPBATCH_EVENT_INTERVAL_S", 60.0, allow_zero=True),
+            event_interval_s=_event_interval_s(env),
             export_image_sizes=_bool(env, "TRAPBATCH_EXPORT_IMAGE_SIZES", True),
             merge_views_mode=_choice(env, "TRAPBATCH_MERGE_VIEWS", ("auto", "on", "off"), "auto"),
             image_list_max_bytes=_int(env, "TRAPBATCH_IMAGE_LIST_MAX_BYTES", DEFAULT_IMAGE_LIST_MAX_BYTES),

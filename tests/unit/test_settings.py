@@ -293,6 +293,8 @@ BASE = {"AzureWebJobsStorage": "UseDevelopmentStorage=true"}
     ({"TRAPBATCH_DEVICE": "gpu"}, "TRAPBATCH_DEVICE='gpu' is not one of auto, cpu, cuda"),
     # was silently off
     ({"TRAPBATCH_WORKER_RESIDENT": "ture"}, "TRAPBATCH_WORKER_RESIDENT='ture' is not true or false"),
+    # the range a request's own event_interval_s takes (core.requests.MAX_EVENT_INTERVAL_S)
+    ({"TRAPBATCH_EVENT_INTERVAL_S": "86401"}, "TRAPBATCH_EVENT_INTERVAL_S=86401 is above 86400 s"),
 ])
 def test_invalid_values_are_refused_at_start_naming_the_variable_and_what_to_write(env: dict[str, str],
                                                                                    needle: str) -> None:
