@@ -57,7 +57,7 @@ from core.estimate import live_rate
 from core.ids import is_task_id, repeats_instance_id, shards_instance_id
 from core.requests import (MAX_BODY_BYTES, REMOVAL_EXAMPLE, TaskRequest, check_repeat_removal, parse_json_body,
                            parse_repeat_removal, parse_task_request, same_storage_account)
-from core.settings import Settings, drop_trigger_source, own_container_reason
+from core.settings import Settings, caller_auth_mode, drop_trigger_source, own_container_reason
 from gpu_batch import layout
 from gpu_batch.models import (BLOB_SCHEME, canonical_name, known_model, known_names, split_blob_model,
                               unsupported_reason)
@@ -314,7 +314,7 @@ async def _enforce_active_limit(client: df.DurableOrchestrationClient, caller: C
 def request_caller(req: func.HttpRequest) -> Caller:
     """The request's caller (``api.callers``); 401 under ``easyauth`` without a verified identity. With the default
     ``none`` nothing else is read: the handlers behave exactly as before callers existed."""
-    if (os.environ.get("TRAPBATCH_CALLER_AUTH", "") or "none") == "none":
+    if caller_auth_mode(os.environ) == "none":
         return ANONYMOUS_OPERATOR
     return caller_from_headers(req.headers, clients.settings())
 

@@ -400,6 +400,12 @@ class OrchestrationKnobs:
         return cls(**{k: data[k] for k in cls.__slots__ if k in data})
 
 
+def caller_auth_mode(env: Mapping[str, str]) -> str:
+    """``TRAPBATCH_CALLER_AUTH`` as read (unset or empty: ``none``), without the rest of the settings: the HTTP edge
+    reads it alone so that, with ``none``, a request needs nothing else (``api.starters.request_caller``)."""
+    return env.get("TRAPBATCH_CALLER_AUTH", "") or "none"
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     storage_connection: str = field(repr=False)
@@ -494,7 +500,7 @@ class Settings:
         if pool not in POOL_KINDS:
             raise ConfigError(f"TRAPBATCH_POOL={pool!r} is not a pool kind",
                               "use 'local' or 'azure_batch' ('simulated' is for the control-plane benchmark only)")
-        caller_auth = env.get("TRAPBATCH_CALLER_AUTH", "") or "none"
+        caller_auth = caller_auth_mode(env)
         if caller_auth not in CALLER_AUTH_MODES:
             raise ConfigError(f"TRAPBATCH_CALLER_AUTH={caller_auth!r} is not a caller authentication mode",
                               f"use one of {', '.join(CALLER_AUTH_MODES)}; {WHERE}")
