@@ -66,7 +66,9 @@ def test_blob_shard_end_to_end_with_resume(storage_connection: str, unique_name:
     assert view is not None and view.matches("task-b", 0.2, str(state_c.get_blob_client(out_blob).get_blob_properties()
                                                                  .etag), str(manifest_props.etag))
     assert view.counts["images"] == 8 and view.counts["failed"] == 2 and view.json.count(b"\n  {") == 8
-    assert (tmp_path / "cache" / "blob" / state_c.container_name / "models" / "md_test.pt").is_file()
+    # cached per blob version (loader._cached_blob_model): <name>@<ETag>
+    cached = list((tmp_path / "cache" / "blob" / state_c.container_name / "models").glob("md_test.pt@*"))
+    assert len(cached) == 1 and cached[0].is_file()
 
 
 def test_blob_source_missing_blob_is_source_error(storage_connection: str, unique_name: str) -> None:
