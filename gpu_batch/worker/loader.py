@@ -229,25 +229,23 @@ def _cached_copies(dest: Path) -> list[Path]:
     return found + ([dest] if dest.exists() else [])
 
 
-def _newest_copy(dest: Path) -> Path | None:
-    copies = []
+def _copies_newest_first(dest: Path) -> list[Path]:
+    dated = []
     for path in _cached_copies(dest):
         try:
-            copies.append((path.stat().st_mtime, path))
-        except OSError:
+            dated.append((path.stat().st_mtime, path))
+        except OSError:  # deleted meanwhile by another worker
             continue
-    return max(copies)[1] if copies else None
+    return [path for _, path in sorted(dated, reverse=True)]
+
+
+def _newest_copy(dest: Path) -> Path | None:
+    return next(iter(_copies_newest_first(dest)), None)
 
 
 def _drop_old_versions(dest: Path) -> None:
     """Keep the newest ``KEPT_BLOB_VERSIONS`` copies (a worker may still be loading an older one it just chose)."""
-    copies = []
-    for path in _cached_copies(dest):
-        try:
-            copies.append((path.stat().st_mtime, path))
-        except OSError:
-            continue
-    for _, path in sorted(copies, reverse=True)[KEPT_BLOB_VERSIONS:]:
+    for path in _copies_newest_first(dest)[KEPT_BLOB_VERSIONS:]:
         path.unlink(missing_ok=True)
 
 
