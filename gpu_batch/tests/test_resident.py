@@ -601,17 +601,16 @@ def test_a_server_broken_by_a_shard_hands_the_next_waiting_shard_back_instead_of
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def test_the_client_hands_no_shard_to_a_listener_of_another_user(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The request carries the task's environment, storage credentials included: with TRAPBATCH_RESIDENT_SOCKET in a
-    folder others can write to, another user's process listening there first must get nothing (reproduced as root
-    with a listener run as ``nobody`` in a 1777 folder: it printed the task's connection string)."""
+def _request_to_a_stranger(monkeypatch: pytest.MonkeyPatch, prefix: str) -> list[Any]:
+    """What a listener at TRAPBATCH_RESIDENT_SOCKET received when the client took it for another user's (this process,
+    with ``os.geteuid`` made to say otherwise): the client must refuse it (``ResidentUnavailable``) and send nothing."""
     import socket as sockets
     import threading
 
     from gpu_batch.worker import client
     from gpu_batch.worker import resident_protocol as wire
 
-    folder = Path(tempfile.mkdtemp(prefix="tbusr", dir="/tmp"))  # short: a Unix socket path has at most 107 bytes
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))  # short: a Unix socket path has at most 107 bytes
     path = folder / "w.sock"
     received: list[Any] = []
     with sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM) as listener:
@@ -643,7 +642,14 @@ def test_the_client_hands_no_shard_to_a_listener_of_another_user(monkeypatch: py
             thread.join(15)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
-    assert received in ([], [None])  # connected, then closed without a byte: no request, no environment
+    return received
+
+
+def test_the_client_hands_no_shard_to_a_listener_of_another_user(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The request carries the task's environment, storage credentials included: with TRAPBATCH_RESIDENT_SOCKET in a
+    folder others can write to, another user's process listening there first must get nothing (reproduced as root
+    with a listener run as ``nobody`` in a 1777 folder: it printed the task's connection string)."""
+    assert _request_to_a_stranger(monkeypatch, "tbusr") in ([], [None])  # closed without a byte: no environment
 
 
 def test_a_socket_right_inside_a_shared_folder_leaves_the_folder_as_it_was(tmp_path: Path) -> None:
@@ -678,42 +684,6 @@ def test_without_so_peercred_the_client_checks_the_socket_files_owner(monkeypatc
     the shard (and the task's storage credentials) to whichever user listened there. The socket file's owner (its
     binder) stands in; a listener of another user gets nothing. Fails without the change (the request was sent)."""
     import socket as sockets
-    import threading
 
-    from gpu_batch.worker import client
-    from gpu_batch.worker import resident_protocol as wire
-
-    folder = Path(tempfile.mkdtemp(prefix="tbmac", dir="/tmp"))  # short: a Unix socket path has at most 107 bytes
-    path = folder / "w.sock"
-    received: list[Any] = []
-    with sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM) as listener:
-        listener.bind(str(path))
-        listener.listen(1)
-        listener.settimeout(10)
-
-        def accept() -> None:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            with conn:
-                conn.settimeout(2)
-                try:
-                    received.append(wire.recv_message(conn))
-                except OSError:
-                    pass
-
-        thread = threading.Thread(target=accept, daemon=True)
-        thread.start()
-        own = os.geteuid()
-        monkeypatch.delattr(sockets, "SO_PEERCRED", raising=False)  # as on macOS
-        monkeypatch.setattr(os, "geteuid", lambda: own + 1)  # the listener (this process) is now another user
-        try:
-            with pytest.raises(client.ResidentUnavailable, match=f"runs as user {own}, not as this task's user"):
-                client.run_on_server(["--manifest-container", "c", "--manifest-blob", "b"],
-                                     {wire.SOCKET_ENV: str(path), "TRAPBATCH_STORAGE_CONNECTION": "AccountKey=secret"},
-                                     time.time())
-            thread.join(15)
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
-    assert received in ([], [None])  # connected, then closed without a byte: no request, no environment
+    monkeypatch.delattr(sockets, "SO_PEERCRED", raising=False)  # as on macOS
+    assert _request_to_a_stranger(monkeypatch, "tbmac") in ([], [None])  # closed without a byte: no environment
