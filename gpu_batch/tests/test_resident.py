@@ -687,3 +687,26 @@ def test_without_so_peercred_the_client_checks_the_socket_files_owner(monkeypatc
 
     monkeypatch.delattr(sockets, "SO_PEERCRED", raising=False)  # as on macOS
     assert _request_to_a_stranger(monkeypatch, "tbmac") in ([], [None])  # closed without a byte: no environment
+
+
+@pytest.mark.parametrize("raw, expected, warned", [("", 300.0, False), ("45", 45.0, False), ("4s", 300.0, True),
+                                                   ("-1", 300.0, True), ("inf", 300.0, True), ("nan", 300.0, True)])
+def test_a_resident_seconds_setting_that_is_no_number_says_so(raw: str, expected: float, warned: bool,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    """These run on the nodes (a refusal would fail every shard): a typo fell back to the default without a word."""
+    from gpu_batch.worker import resident_protocol as wire
+
+    with caplog.at_level("WARNING"):
+        assert wire.float_setting({wire.START_ENV: raw}, wire.START_ENV, 300.0) == expected
+    assert (wire.START_ENV in caplog.text) is warned
+
+
+@pytest.mark.parametrize("raw, on, warned", [("", False, False), ("TRUE", True, False), ("off", False, False),
+                                             ("ture", False, True)])
+def test_a_resident_switch_with_an_unknown_word_is_off_and_says_so(raw: str, on: bool, warned: bool,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    from gpu_batch.worker import resident_protocol as wire
+
+    with caplog.at_level("WARNING"):
+        assert wire.bool_setting({wire.COMPILE_ENV: raw}, wire.COMPILE_ENV) is on
+    assert (wire.COMPILE_ENV in caplog.text) is warned

@@ -41,6 +41,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import os
 import signal
 import socket
@@ -49,6 +50,8 @@ import struct
 import time
 from pathlib import Path
 from typing import Any, Mapping
+
+logger = logging.getLogger(__name__)
 
 SOCKET_ENV = "TRAPBATCH_RESIDENT_SOCKET"
 IDLE_ENV = "TRAPBATCH_RESIDENT_IDLE_S"
@@ -173,16 +176,34 @@ def wants_cuda(argv: list[str]) -> bool:
 
 
 def float_setting(env: Mapping[str, str], name: str, default: float) -> float:
-    try:
-        value = float(env.get(name, "") or default)
-    except ValueError:
+    """A positive number of seconds; unset: ``default``. A value that is not one also gives ``default``, with a
+    warning naming the variable: these run on the pool's nodes, where refusing would fail every shard, and saying
+    nothing left a typo unnoticed."""
+    raw = env.get(name, "").strip()
+    if not raw:
         return default
-    return value if value > 0 else default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if value > 0 and value != float("inf"):
+        return value
+    logger.warning("%s=%r is not a positive number of seconds: %g s is used (write e.g. %s=600)", name, raw, default,
+                   name)
+    return default
+
+
+ON_WORDS = ("1", "true", "yes", "on")
+OFF_WORDS = ("0", "false", "no", "off")
 
 
 def bool_setting(env: Mapping[str, str], name: str) -> bool:
-    """``1``/``true``/``yes``/``on`` (any case) is on; anything else, or nothing, is off."""
-    return env.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+    """``1``/``true``/``yes``/``on`` (any case) is on; ``0``/``false``/``no``/``off`` or nothing is off; any other
+    word is off too, with a warning naming the variable (``float_setting`` says why not a refusal)."""
+    raw = env.get(name, "").strip().lower()
+    if raw and raw not in ON_WORDS + OFF_WORDS:
+        logger.warning("%s=%r is neither on (1, true, yes, on) nor off (0, false, no, off): taken as off", name, raw)
+    return raw in ON_WORDS
 
 
 def process_start_unix() -> float:
