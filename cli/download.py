@@ -355,6 +355,15 @@ def download(service: Any, results: dict[str, Any], status: dict[str, Any], out:
     return files
 
 
+def earlier_files(out: Path, files: list[Fetched]) -> list[str]:
+    """Files in ``out`` that an earlier download wrote (``.trapbatch-downloads.json``) and this one did not: another
+    task's or an earlier run's files (its repeats-removed variant, its exports, its preview pages), which sat among
+    this download's without a word. Paths relative to ``out``, in name order; the ones still there only."""
+    now = {f.path.relative_to(out).as_posix() for f in files}
+    recorded = FetchedEtags(out).files
+    return sorted(p for p in recorded if p not in now and (out / p).is_file())
+
+
 class FetchedEtags:
     """What this folder's downloads wrote (``.trapbatch-downloads.json``): for each file, by its path in the folder,
     the blob it holds and that blob's ETag; for an interrupted large download's ``<name>.part``, the same of the bytes

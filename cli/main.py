@@ -631,7 +631,7 @@ def cancel(state: State, /, task_id: str) -> None:
 @pass_state
 def results(state: State, /, task_id: str, out_dir: Path | None, previews: bool, storage_connection: str | None) -> None:
     """Download a finished task's files into a folder, and say where its preview site is."""
-    from cli.download import blob_service, download
+    from cli.download import blob_service, download, earlier_files
 
     answer = state.client.results(task_id)
     st = state.client.status(task_id)
@@ -652,6 +652,11 @@ def results(state: State, /, task_id: str, out_dir: Path | None, previews: bool,
                   + f"open {folder / 'previews' / 'index.html'})")
     elif previews:
         err.print(f"no preview pages downloaded: {page.get('error') or 'the app named none'}")
+    left = [p for p in earlier_files(folder, files) if previews or not p.startswith("previews/")]
+    if left:  # standard error: the lines above stay the list of this task's files
+        err.print(f"{len(left)} file{'s' if len(left) != 1 else ''} in {folder} from an earlier download, not this "
+                  f"task's (now): {', '.join(left[:5])}{', ...' if len(left) > 5 else ''}; choose an empty --out "
+                  "folder to keep them apart")
     where = page.get("public_url") or page.get("local_url")
     if where:
         out.print(f"preview site: {where}")

@@ -241,3 +241,24 @@ def test_a_file_another_program_holds_says_to_close_it(store: BlobStore, unique_
     with pytest.raises(CliError) as refused:
         download(service_client(storage_connection), answer, {}, tmp_path)
     assert "close the program that has the file open" in refused.value.hint
+
+
+def test_files_an_earlier_download_left_in_the_folder_are_named(store: BlobStore, unique_name: str,
+                                                                storage_connection: str, tmp_path: Path) -> None:
+    """Task A (with exports) then task B (without) into one folder: A's exports stayed among B's files without a
+    word; ``results`` now names them (``earlier_files``), and not once B's own files are all there is."""
+    from cli.download import earlier_files
+
+    store.ensure_container(unique_name)
+    store.write_bytes(unique_name, "results/task-a/detections.json", b'{"a": 1}')
+    store.write_bytes(unique_name, "results/task-a/exports/coco.json", b"{}")
+    store.write_bytes(unique_name, "results/task-b/detections.json", b'{"b": 2}')
+    a = {"results": {"container": unique_name, "blob": "results/task-a/detections.json",
+                     "exports": {"original": {"coco.json": "results/task-a/exports/coco.json"}}}}
+    b = {"results": {"container": unique_name, "blob": "results/task-b/detections.json"}}
+    service = service_client(storage_connection)
+    download(service, a, {}, tmp_path)
+    files = download(service, b, {}, tmp_path)
+    assert earlier_files(tmp_path, files) == ["exports/coco.json"]
+    (tmp_path / "exports" / "coco.json").unlink()
+    assert earlier_files(tmp_path, files) == []  # gone: nothing to say
