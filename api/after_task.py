@@ -32,7 +32,7 @@ from adapters.blobs import BlobStore
 from adapters.generations import served_key
 from adapters.preview_folders import existing_preview_folder
 from adapters.results_bundle import linked_blobs, zip_is_current
-from api.edge import http_edge, json_response, start_once
+from api.edge import http_edge, json_response, read_status, start_once
 from api.starters import ACTIVE, _base_url, _runtime, _task_input, authorize_task, finished_task, page_labels
 from core import contracts as c
 from core.errors import RequestInvalid, failure_message
@@ -47,7 +47,7 @@ bp = df.Blueprint()
 
 async def _instance(client: df.DurableOrchestrationClient, instance_id: str) -> dict[str, Any] | None:
     """An orchestration's runtime status and custom status, or None when there is no such instance."""
-    status = await client.get_status(instance_id)
+    status = await read_status(client, instance_id)
     runtime = _runtime(status)
     if runtime is None:
         return None
@@ -171,7 +171,7 @@ async def extend_results(client: df.DurableOrchestrationClient, s: Settings, sto
     previews["expiry"] = await _instance(client, expiry_instance_id(task_id))  # the task's: it takes the served pages
     state, build, newest = await asyncio.to_thread(_zip_state, store, s, key)
     if build:
-        status = await client.get_status(results_zip_instance_id(task_id), show_input=True)
+        status = await read_status(client, results_zip_instance_id(task_id), show_input=True)
         if _runtime(status) in ACTIVE:
             pass  # the answer says building
         elif not rebuild and _failed_build_stands(status, key, newest):

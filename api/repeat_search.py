@@ -34,7 +34,7 @@ import azure.functions as func
 
 from adapters import clients
 from adapters.generations import served_key
-from api.edge import http_edge, json_response, start_once
+from api.edge import http_edge, json_response, read_status, start_once
 from core import contracts as c
 from core.errors import RepeatListChanged, RepeatsBusy, failure_message
 from core.ids import repeat_search_id, repeat_search_instance_id
@@ -52,7 +52,7 @@ async def search_status(client: df.DurableOrchestrationClient, task_id: str, key
                         ) -> dict[str, Any] | None:
     """The state of the task's latest search run again (its custom status), or None when none ever ran; with
     ``key`` (a generation, ``layout.generation_key``), None too when that search was of another generation."""
-    status = await client.get_status(repeat_search_instance_id(task_id), show_input=True)
+    status = await read_status(client, repeat_search_instance_id(task_id), show_input=True)
     runtime = status.runtime_status.value if getattr(status, "runtime_status", None) is not None else None
     if runtime is None:
         return None

@@ -46,7 +46,7 @@ from adapters.image_lists import scan_image_list
 from adapters.preview_folders import delete_preview_folder, existing_preview_folder
 from api.callers import (ANONYMOUS_OPERATOR, Caller, caller_from_headers, enforce_owner, enforce_request_limits,
                          owner_of)
-from api.edge import http_edge, json_response, start_once
+from api.edge import http_edge, json_response, read_status, start_once
 from core import contracts as c
 from core import notify
 from core.contracts import FINISHED, Stage
@@ -178,12 +178,12 @@ async def start_task(client: df.DurableOrchestrationClient, body: Any, settings:
                                  "'notify_url' out and poll GET /api/tasks/{id}")
     request = await asyncio.to_thread(_check_source, request, settings)  # blocking storage calls: off the loop
     task_id = request.task_id_for(caller.id)
-    existing = await client.get_status(task_id, show_input=True)
+    existing = await read_status(client, task_id, show_input=True)
     if _runtime(existing) is None and as_given.model != request.model:
         # A release before model names were made canonical named the task by the alias as given: a request posted
         # again (a retry, a failed task resumed) finds that task instead of starting the same work twice.
         legacy_id = as_given.task_id_for(caller.id)
-        legacy = await client.get_status(legacy_id, show_input=True)
+        legacy = await read_status(client, legacy_id, show_input=True)
         if _runtime(legacy) is not None:
             request, task_id, existing = as_given, legacy_id, legacy
     runtime = _runtime(existing)
@@ -219,7 +219,7 @@ async def start_task(client: df.DurableOrchestrationClient, body: Any, settings:
     except Exception:
         # The extension refuses to start an instance id that is running or pending (OverridableExistingInstanceStates
         # = NonRunningStates): an identical request posted at the same moment won the race. Same task, not started.
-        if _runtime(await client.get_status(task_id)) in ACTIVE | {"Completed"}:
+        if _runtime(await read_status(client, task_id)) in ACTIVE | {"Completed"}:
             return False, task_id
         raise
     logger.info("task %s: started for container %s prefix %r%s", task_id, request.container, request.prefix,
@@ -325,7 +325,7 @@ async def authorize_task(req: func.HttpRequest, client: df.DurableOrchestrationC
     caller = request_caller(req)
     if caller.operator or not is_task_id(task_id):  # a malformed id gets describe_task's 404
         return caller
-    status = await client.get_status(task_id, show_input=True)
+    status = await read_status(client, task_id, show_input=True)
     if _runtime(status) is None:
         raise TaskNotFound(f"no task {task_id}", "check the id, or start the task with POST /api/tasks")
     enforce_owner(caller, task_id, owner_of(_task_input(status)))
@@ -359,7 +359,7 @@ async def _known_task(client: df.DurableOrchestrationClient, task_id: str, links
     """What a request that found its task already there is told: the task's stage, what posting it again does not
     do (a finished task is not run again without ``rerun``), and which of its settings differ from the task's and so
     were not applied (a new notify_url, clock_corrections...: silently dropped before)."""
-    status = await client.get_status(task_id, show_input=True)
+    status = await read_status(client, task_id, show_input=True)
     runtime = _runtime(status)
     stage = _stage(runtime, status.custom_status if isinstance(getattr(status, "custom_status", None), dict) else {})
     if runtime in ACTIVE:
@@ -492,7 +492,7 @@ async def _task_inputs(client: df.DurableOrchestrationClient, task_ids: list[str
 
     async def one(task_id: str) -> dict[str, Any]:
         async with gate:
-            return _task_input(await client.get_status(task_id, show_input=True))
+            return _task_input(await read_status(client, task_id, show_input=True))
 
     try:
         async with asyncio.timeout(max(0.0, timeout_s)):
@@ -557,7 +557,7 @@ async def _describe(client: df.DurableOrchestrationClient, task_id: str,
     if not is_task_id(task_id):
         raise TaskNotFound(f"{task_id!r} is not a task id", "task ids look like task-<20 hex digits>; "
                            "POST /api/tasks returns them")
-    status = await client.get_status(task_id, show_input=with_input)
+    status = await read_status(client, task_id, show_input=with_input)
     runtime = _runtime(status)
     if runtime is None:
         raise TaskNotFound(f"no task {task_id}", "check the id, or start the task with POST /api/tasks")
@@ -772,7 +772,7 @@ async def cancel_task(req: func.HttpRequest, client: df.DurableOrchestrationClie
     # history before the wait is kept: azure-functions-durable-python TaskOrchestrationExecutor.set_task_value puts
     # it in deferred_tasks, which DurableOrchestrationContext applies when the wait is created; devhost's fidelity
     # row 31).
-    started = _task_input(await client.get_status(task_id, show_input=True))
+    started = _task_input(await read_status(client, task_id, show_input=True))
     job = layout.pool_job_id(task_id, str(started.get("run") or ""))  # this run's marker: the next run starts clean
     s = clients.settings()
     await asyncio.to_thread(clients.store(s).write_json, s.container, layout.cancel_marker(job),
@@ -821,14 +821,14 @@ async def page_labels(client: df.DurableOrchestrationClient, s: Settings, task_i
     ``layout.request_blob`` was written."""
     request = await asyncio.to_thread(generation_request, clients.store(s), s.container, key)
     if request is None:
-        request = _task_input(await client.get_status(task_id, show_input=True)).get("request", {})
+        request = _task_input(await read_status(client, task_id, show_input=True)).get("request", {})
     return str(request.get("model", "") or ""), str(request.get("request_name", "") or "")
 
 
 async def _removal_status(client: df.DurableOrchestrationClient, task_id: str, key: str) -> dict[str, Any] | None:
     """The task's last repeat removal, if it was of the served generation ``key`` (a removal of a generation a re-run
     replaced is not this one's)."""
-    status = await client.get_status(repeats_instance_id(task_id), show_input=True)
+    status = await read_status(client, repeats_instance_id(task_id), show_input=True)
     runtime = _runtime(status)
     if runtime is None or _task_input(status).get("task_id", task_id) != key:
         return None

@@ -17,6 +17,7 @@
     ├── CallerForbidden(TrapbatchError, PermissionError)    the task belongs to another caller (403)
     ├── CallerLimitExceeded(RequestInvalid)                a request beyond the caller's limits (400)
     ├── TooManyActiveTasks(TrapbatchError)                 the caller runs as many tasks as allowed (429, Retry-After)
+    ├── TaskHubUnavailable(TrapbatchError, ConnectionError)  the task hub could not be read (503, Retry-After)
     ├── InternalError(TrapbatchError, RuntimeError)    a bug or an unforeseen failure (HTTP 500; details in the log)
     └── StorageError(TrapbatchError)                   trapbatch's own storage failed (adapters.storage_errors maps
         ├── StorageUnavailable(StorageError, ConnectionError)     every azure-core exception to one of these)
@@ -145,6 +146,19 @@ class TooManyActiveTasks(TrapbatchError):
     def __init__(self, message: str, hint: str = "", retry_after_s: int = 60) -> None:
         super().__init__(message, hint)
         self.retry_after_s = retry_after_s
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
+
+
+class TaskHubUnavailable(TrapbatchError, ConnectionError):
+    """The Durable task hub could not be read: its storage throttled or failed and the extension's management API
+    answered 500 (``HttpApiHandler`` catches the exception and answers "Something went wrong while processing your
+    request"), or it did not answer at all. Never "no such task": see ``api.edge.read_status``."""
+
+    status_code = 503
+    retry_after_s = 30
 
     @property
     def headers(self) -> dict[str, str]:
