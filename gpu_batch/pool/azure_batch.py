@@ -52,7 +52,7 @@ WORKER_PYTHON = "/opt/venv/bin/python"
 # REST "Task - Add Collection": "The maximum number of tasks that can be added per request is 100", and the body at
 # most 1 MB (answered 413 RequestBodyTooLarge, upon which a chunk is halved).
 TASKS_PER_REQUEST = 100
-# How long one submission keeps retrying Batch's server errors (5xx, or a task answered "servererror") before it fails
+# How long one submission keeps retrying Batch's server errors (5xx, 429, or a task answered "servererror") before it fails
 # with BatchUnavailable; the orchestration's own retries (orchestrations.retries.POOL_RETRY) come on top.
 SUBMIT_DEADLINE_S = 300.0
 _SUBMIT_FIRST_DELAY_S = 2.0
@@ -341,7 +341,7 @@ class AzureBatchPool:
                 if code == "RequestBodyTooLarge" and len(chunk) > 1:
                     per_request = max(1, len(chunk) // 2)
                     continue
-                if not 500 <= status <= 599:
+                if not (500 <= status <= 599 or status == 429):  # 429: throttled past azure-core's own retries
                     raise
                 problem, retry = f"HTTP {status} {code}".strip(), chunk
             except (ServiceRequestError, ServiceResponseError) as exc:  # the connection, after azure-core's retries

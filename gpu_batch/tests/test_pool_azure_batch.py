@@ -731,3 +731,13 @@ def test_every_other_reason_cuda_is_unusable_is_said_plainly() -> None:
     assert "no NVIDIA driver is visible" in (cuda_problem("cuda", probe("13.0", False, None)) or "")
     assert "CPU-only build" in (cuda_problem("cuda", probe(None, False, 13000)) or "")
     assert "finds no usable GPU" in (cuda_problem("cuda", probe("13.0", False, 13000, "580.95.05")) or "")
+
+
+def test_a_throttled_submission_past_the_clients_own_retries_waits_like_a_server_error() -> None:
+    """429 TooManyRequests that outlasted azure-core's retries was raised at once (only 5xx waited), and the
+    orchestration's two quick retries followed: now it waits and retries until the submission's deadline, as a 5xx."""
+    t = FlakyBatch(lambda n, ids: (429, _batch_error("TooManyRequests")) if n < 8 else (200, _results(ids)))
+    p = pool(t)
+    slept = _fake_time(p)
+    p.submit("task-x", [shard("s00000", 1)])
+    assert t.adds[-1] == ["s00000-a1"] and slept and slept[0] == 2.0
