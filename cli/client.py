@@ -171,8 +171,10 @@ class ApiClient:
                 continue
             transient = resp.status_code in _NOT_RUN or (repeatable and resp.status_code in _MAYBE_RUN)
             # the app's own refusal ({"error", "hint"}: too many running tasks, an instance list too slow to read)
-            # is its answer, shown at once; a platform's (the front end's, a host scaling out) is tried again
-            if transient and not _api_error(resp)[0]:
+            # is its answer, shown at once; a platform's (the front end's, a host scaling out) is tried again, and so
+            # is the app's own 503 with Retry-After (its storage or task hub busy: it asks to be asked again)
+            app_says_retry = resp.status_code == 503 and bool(resp.headers.get("Retry-After"))
+            if transient and (not _api_error(resp)[0] or app_says_retry):
                 if not last:
                     self._pause(attempt, resp.headers.get("Retry-After"), f"{method} {path} answered "
                                 f"{resp.status_code}")

@@ -192,9 +192,15 @@ class StorageError(TrapbatchError):
 
 
 class StorageUnavailable(StorageError, ConnectionError):
-    """Storage cannot be reached, timed out or throttles: retrying later usually works."""
+    """Storage cannot be reached, timed out or throttles: retrying later usually works (``Retry-After``, which the
+    CLI honours by trying again)."""
 
     status_code = 503
+    retry_after_s = 30
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
 
 
 class StorageAccessDenied(StorageError, PermissionError):

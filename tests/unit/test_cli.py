@@ -595,12 +595,22 @@ def test_the_apps_own_429_and_503_are_shown_at_once_with_its_hint() -> None:
     from cli.errors import CliError
 
     body = '{"error": "too many running tasks", "hint": "wait for one to end"}'
-    for status in (429, 503):
-        session = _Answers((status, {"Retry-After": "300", "_body": body}))
+    for status, headers in ((429, {"Retry-After": "300"}), (503, {})):
+        session = _Answers((status, {**headers, "_body": body}))
         client, slept = _client(session)
         with pytest.raises(CliError) as refused:
             client.list()
         assert len(session.sent) == 1 and slept == [] and "too many running tasks" in refused.value.message
+
+
+def test_the_apps_own_503_with_retry_after_is_tried_again() -> None:
+    """The app's storage or task hub busy (StorageUnavailable, TaskHubUnavailable: 503 with Retry-After 30) asks to
+    be asked again: ``status --wait`` or a download ended on the first throttled answer."""
+    body = '{"error": "the task hub could not be read", "hint": "retry in a minute"}'
+    session = _Answers((503, {"Retry-After": "30", "_body": body}), 200)
+    client, slept = _client(session)
+    client.list()
+    assert len(session.sent) == 2 and slept == [30.0]
 
 
 def test_a_token_from_the_azure_sign_in_is_not_sent_over_plain_http_either() -> None:
