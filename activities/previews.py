@@ -18,7 +18,7 @@ import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import azure.durable_functions as df
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -246,6 +246,14 @@ def slider_step(threshold: float) -> str:
     return "0.01" if abs(threshold * 100 - round(threshold * 100)) < 1e-9 else "0.001"
 
 
+def _kind_extras(kind_samples: dict[str, Any], sections: list[dict[str, Any]],
+                 item: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The kind samples' images the uniform samples do not already hold: the page adds them to a kind's chip,
+    and an image embedded twice only made the page longer (a person among the detections' sample is in both)."""
+    shown = {it["file"] for s in sections if s["name"] in ("detections", "near_misses", "empty") for it in s["entries"]}
+    return {kind: [item(im) for im in sample if im["file"] not in shown] for kind, sample in kind_samples.items()}
+
+
 def _not_published(settings: Settings) -> c.PreviewsOutput:
     return {"container": settings.web_container, "counts": {},
             "not_published": "the task's preview pages were deleted or expired; they are not published again"}
@@ -277,14 +285,20 @@ def run_previews(task_id: str, model: str, request_name: str, settings: Settings
     removed = doc["info"].get("trapbatch", {}).get("repeated_detections_removed")
     locations = repeats["locations"] if repeats is not None and removed is None else []
 
+    # each kind's own sample (absent from a sample written before them): the page shows it with a kind's chip
+    kind_samples = doc.get("kind_samples") if isinstance(doc.get("kind_samples"), dict) else {}
     wanted = [im["file"] for name, sample in doc["samples"].items() if name != "failures" for im in sample]
+    wanted += [im["file"] for sample in kind_samples.values() for im in sample]
     wanted += [f for loc in locations[:REPEATS_PICTURED] for f in loc["files"][:REPEAT_EXAMPLES]]
     links = pictures.make_all(wanted)
 
+    def item(im: dict[str, Any]) -> dict[str, Any]:
+        return {"file": im["file"], **links.get(im["file"], {}), "failure": im.get("failure"),
+                "detections": im.get("detections") or [], "taken": capture_time(im)}
+
     sections = []
     for name, sample in doc["samples"].items():
-        items = [{"file": im["file"], **links.get(im["file"], {}), "failure": im.get("failure"),
-                  "detections": im.get("detections") or [], "taken": capture_time(im)} for im in sample]
+        items = [item(im) for im in sample]
         sections.append({"name": name, "title": name.replace("_", " "), "total": doc["totals"][name],
                          "unit": ("image", "images"), "entries": items, "paged": True,
                          "about": _failures_note(doc["info"].get("failure_reasons"))
@@ -304,6 +318,7 @@ def run_previews(task_id: str, model: str, request_name: str, settings: Settings
         task_id=task_id, request_name=request_name, model=model.rsplit("/", 1)[-1] or model, threshold=threshold,
         total=doc["images"], sections=sections, categories=doc["detection_categories"],
         sections_json=script_json({s["name"]: s["entries"] for s in sections}),
+        kind_samples_json=script_json(_kind_extras(kind_samples, sections, item)),
         repeats_search_json=script_json(list_search_id(repeats) if repeats is not None and repeats.get("search")
                                         else None),
         histogram_json=script_json(histogram), near_miss_floor=NEAR_MISS_FLOOR, page_size=PAGE_SIZE,

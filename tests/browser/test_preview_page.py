@@ -15,6 +15,7 @@ import json
 import random
 import shutil
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Iterator
@@ -341,5 +342,83 @@ def test_the_page_opens_at_the_requests_threshold_between_the_sliders_steps(
             # the slider still moves in its steps, and back to the request's threshold's step
             step = page.evaluate("document.getElementById('thr').step")
             assert step == "0.001"
+        finally:
+            browser.close()
+
+
+def _render_kinds(storage_connection: str, unique_name: str, tmp_path: Path, old: bool) -> Path:
+    """A page of many animals and two people, drawn with a uniform sample too small to hold a person (as at 10M
+    images); ``old``: its sample as code before the kind samples wrote it (no ``kind_samples``)."""
+    settings = Settings.from_env({"AzureWebJobsStorage": storage_connection, "TRAPBATCH_CONTAINER": unique_name + "s",
+                                  "TRAPBATCH_WEB_CONTAINER": unique_name + "w"})
+    store = BlobStore(service_client(storage_connection))
+    source = unique_name
+    for name in (source, settings.container):
+        store.ensure_container(name)
+    entries = [{"file": f"cam0/a{i:03d}.jpg", "detections": [{"category": "1", "conf": 0.9,
+                                                               "bbox": [0.25, 0.25, 0.5, 0.5]}]} for i in range(60)]
+    entries += [{"file": f"cam1/p{i}.jpg", "detections": [{"category": "2", "conf": 0.7,
+                                                           "bbox": [0.1, 0.1, 0.2, 0.4]}]} for i in range(2)]
+    jpeg = _jpeg(320, 240)
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda e: store.write_bytes(source, e["file"], jpeg), entries))
+    task_id = "kindtask2"  # a seed whose uniform sample of 5 holds no person
+    sampler = PreviewSampler(task_id, THRESHOLD, size=5)
+    for e in entries:
+        sampler.add(e)
+    result = sampler.result()
+    assert not [e for e in result["samples"]["detections"] if e["file"].startswith("cam1/")]  # the case at hand
+    if old:
+        del result["kind_samples"]
+    sample = {**result, "images": len(entries), "detection_categories": {"1": "animal", "2": "person", "3": "vehicle"},
+              "info": {"detection_completion_time": "2026-12-01T00:00:00", "trapbatch": {"container": source}}}
+    store.write_json(settings.container, layout.preview_sample_blob(task_id), sample)
+    run_previews(task_id, "MDV5A", "kinds check", settings, store)
+    folder = existing_preview_folder(store, settings, task_id)
+    assert folder
+    for name in store.list_names(settings.web_container, folder + "/"):
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(store.read_bytes(settings.web_container, name))
+    return tmp_path / folder
+
+
+@pytest.mark.parametrize("old", [False, True], ids=["kind-samples", "sample-of-older-code"])
+def test_a_kinds_chip_shows_its_own_sample_when_the_uniform_sample_has_none_of_it(
+        storage_connection: str, unique_name: str, tmp_path: Path, old: bool) -> None:
+    """'person' shows the people (with boxes drawn) although none is among the uniform sample's pictures; 'animal'
+    shows animals only; a sample written before kind samples renders as before (no person picture, no error)."""
+    _chromium()
+    from playwright.sync_api import sync_playwright
+
+    root = _render_kinds(storage_connection, unique_name, tmp_path, old)
+    errors: list[str] = []
+    drawn = ("() => [...document.querySelectorAll('.grid canvas')].every(c => c.id in window.trapbatchDrawn) && "
+             "window.trapbatchRenders > {}")
+    files = "[...document.querySelectorAll('#detections figcaption')].map(c => c.firstChild.textContent)"
+    with _serve(root) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page()
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(url)
+            page.wait_for_function(drawn.format(0), timeout=60_000)
+            everything = page.evaluate(files)
+            assert everything and not [f for f in everything if f.startswith("cam1/")]
+            assert page.locator(".kind-total[data-category='2']").text_content() == " (2)"
+            renders = page.evaluate("window.trapbatchRenders")
+            page.locator(".chips button[data-category='2']").click()
+            page.wait_for_function(drawn.format(renders), timeout=60_000)
+            people = page.evaluate(files)
+            assert people == ([] if old else ["cam1/p0.jpg", "cam1/p1.jpg"])
+            boxes = page.evaluate("Object.values(window.trapbatchDrawn)")
+            assert boxes == [[["2", 0.7]]] * len(people)
+            renders = page.evaluate("window.trapbatchRenders")
+            page.locator(".chips button[data-category='1']").click()
+            page.wait_for_function(drawn.format(renders), timeout=60_000)
+            animals = page.evaluate(files)
+            assert animals and all(f.startswith("cam0/") for f in animals)
+            assert set(everything) <= set(animals)  # the uniform sample's animals, and the kind's own
+            assert errors == [], errors
         finally:
             browser.close()

@@ -10,7 +10,7 @@ import pytest
 import random
 from collections.abc import Mapping
 
-from gpu_batch.formats.previewsample import PreviewSampler, preview_category, top_confidence
+from gpu_batch.formats.previewsample import PreviewSampler, preview_category, sample_key, top_confidence
 
 
 def _entry(i: int, conf: float | None) -> dict[str, Any]:
@@ -150,3 +150,101 @@ def test_detections_are_counted_by_the_kinds_they_show_at_the_threshold() -> Non
     for p in parts:
         combined.absorb(json.loads(json.dumps(p.state())))
     assert combined.result()["kind_totals"] == whole.result()["kind_totals"]
+
+
+def _kind_entries(n: int) -> list[dict[str, Any]]:
+    """Mostly animals, a few people (1 in 97), some several-kind images, some below the threshold."""
+    out = []
+    for i in range(n):
+        dets = [{"category": "2" if i % 97 == 0 else "1", "conf": 0.9, "bbox": [0, 0, 1, 1]}]
+        if i % 13 == 0:
+            dets.append({"category": "3", "conf": 0.5, "bbox": [0, 0, 1, 1]})
+        if i % 5 == 0:
+            dets = [{"category": "1", "conf": 0.05, "bbox": [0, 0, 1, 1]}]
+        out.append({"file": f"img{i:06d}.jpg", "detections": dets})
+    return out
+
+
+def _old_state(sampler: PreviewSampler) -> dict[str, Any]:
+    """A state as the code before kind samples wrote it: none of their fields."""
+    state = json.loads(json.dumps(sampler.state()))
+    for name in ("kind_kept", "kind_bound", "kind_sample_size"):
+        del state[name]
+    return state
+
+
+def test_each_kind_keeps_its_own_sample_of_the_smallest_keys() -> None:
+    """A rare kind gets pictures the uniform sample has none of; each kind's sample is its images' smallest keys."""
+    entries = _kind_entries(20000)
+    sampler = PreviewSampler("task-k", 0.2, size=10, kind_size=6)
+    for e in entries:
+        sampler.add(e)
+    out = sampler.result()
+    assert set(out["kind_samples"]) == {"1", "2", "several"}
+    for kind, sample in out["kind_samples"].items():
+        of_kind = [e["file"] for e in entries if sampler._kind(e) == kind and preview_category(e, 0.2) == "detections"]
+        want = sorted(sorted(of_kind, key=lambda f: (sample_key("task-k", f), f))[:6])
+        assert [e["file"] for e in sample] == want, kind
+    assert not [e for e in out["samples"]["detections"] if e["detections"][0]["category"] == "2"]  # the case at hand
+
+
+@pytest.mark.parametrize("cuts", [[], [1], [17, 18, 4000], list(range(0, 20000, 1371))])
+def test_kind_samples_of_parts_combine_to_the_whole_and_are_deterministic(cuts: list[int]) -> None:
+    entries = _kind_entries(20000)
+    whole = PreviewSampler("task-k", 0.2, size=10, kind_size=6)
+    for e in entries:
+        whole.add(e)
+    bounds = [0, *cuts, len(entries)]
+    combined = PreviewSampler("task-k", 0.2, size=10, kind_size=6)
+    for lo, hi in zip(bounds, bounds[1:]):
+        part = PreviewSampler("task-k", 0.2, size=10, kind_size=6)
+        for e in entries[lo:hi]:
+            part.add(e)
+        combined.absorb(json.loads(json.dumps(part.state())))
+    assert combined.result() == whole.result()
+    again = PreviewSampler("task-k", 0.2, size=10, kind_size=6)
+    for e in entries:
+        again.add(e)
+    assert again.result()["kind_samples"] == whole.result()["kind_samples"]
+    other = PreviewSampler("task-other", 0.2, size=10, kind_size=6)
+    for e in entries:
+        other.add(e)
+    assert other.result()["kind_samples"] != whole.result()["kind_samples"]
+
+
+def test_a_state_without_kind_samples_still_combines_and_what_it_gives_is_exact() -> None:
+    """Parts written by older code (a deployment under way, a worker's view): they combine; each kind's sample is then
+    the smallest keys of that kind below the smallest of the largest keys the old parts' uniform samples kept, nothing
+    else (never an image that would not be in a single pass's kind sample)."""
+    entries = _kind_entries(20000)
+    whole = PreviewSampler("task-k", 0.2, size=40, kind_size=6)
+    for e in entries:
+        whole.add(e)
+    parts = [PreviewSampler("task-k", 0.2, size=40, kind_size=6) for _ in range(3)]
+    for i, e in enumerate(entries):
+        parts[i * 3 // len(entries)].add(e)
+
+    mixed = PreviewSampler("task-k", 0.2, size=40, kind_size=6)
+    mixed.absorb(parts[0].state())
+    mixed.absorb(_old_state(parts[1]))
+    mixed.absorb(parts[2].state())
+    assert {k: v for k, v in mixed.result().items() if k != "kind_samples"} == \
+        {k: v for k, v in whole.result().items() if k != "kind_samples"}
+    def cut_at(old: list[PreviewSampler]) -> dict[str, list[dict[str, Any]]]:
+        cut = min(max((sample_key("task-k", e["file"]), e["file"]) for e in p.result()["samples"]["detections"])
+                  for p in old)
+        return {kind: kept for kind, sample in whole.result()["kind_samples"].items()
+                if (kept := [e for e in sample if (sample_key("task-k", e["file"]), e["file"]) <= cut])}
+
+    assert {k: v for k, v in mixed.result()["kind_samples"].items() if v} == cut_at([parts[1]])
+    all_old = PreviewSampler("task-k", 0.2, size=40, kind_size=6)
+    for p in parts:
+        all_old.absorb(_old_state(p))
+    assert {k: v for k, v in all_old.result()["kind_samples"].items() if v} == cut_at(parts)
+
+    small = PreviewSampler("task-k", 0.2, size=40, kind_size=6)  # a part with few detections is whole: no cut
+    for e in entries[:30]:
+        small.add(e)
+    only = PreviewSampler("task-k", 0.2, size=40, kind_size=6)
+    only.absorb(_old_state(small))
+    assert only.result() == small.result()
