@@ -422,3 +422,36 @@ def test_a_kinds_chip_shows_its_own_sample_when_the_uniform_sample_has_none_of_i
             assert errors == [], errors
         finally:
             browser.close()
+
+
+def test_a_section_sorts_most_confident_first_and_back(served: tuple[str, list[dict[str, Any]], int]) -> None:
+    """MegaDetector's html_sort_order='confidence', client-side: the toggle orders a section by its images' top
+    confidence (ties by file), from the first page, and a second click gives the file order back."""
+    _chromium()
+    from playwright.sync_api import sync_playwright
+
+    url, entries, _ = served
+    by_file = {e["file"]: e for e in entries}
+    files = "[...document.querySelectorAll('#detections figcaption')].map(c => c.firstChild.textContent)"
+    drawn = "n => window.trapbatchRenders > n"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page()
+            page.goto(url)
+            page.wait_for_function("() => window.trapbatchRenders > 0", timeout=60_000)
+            before = page.evaluate(files)
+            assert before == sorted(before)
+            detections = sorted((f for f, e in by_file.items() if e.get("failure") is None
+                                 and _top(e) >= THRESHOLD), key=lambda f: (-_top(by_file[f]), f))
+            assert len(detections) > PAGE_SIZE  # the order must hold across pages, not within one
+            button = page.locator("button.sort[data-section='detections']")
+            for pressed, want in (("true", detections[:PAGE_SIZE]), ("false", before)):
+                renders = page.evaluate("window.trapbatchRenders")
+                button.click()
+                page.wait_for_function(drawn, arg=renders, timeout=60_000)
+                assert page.evaluate(files) == want
+                assert button.get_attribute("aria-pressed") == pressed
+            assert page.locator("button.sort[data-section='near_misses']").get_attribute("aria-pressed") == "false"
+        finally:
+            browser.close()
