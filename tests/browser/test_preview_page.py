@@ -48,6 +48,19 @@ def _jpeg(w: int = 800, h: int = 600, truncate: bool = False) -> bytes:
     return data[: len(data) // 2] if truncate else data
 
 
+def _rendered(store: BlobStore, settings: Settings, task_id: str, name: str, tmp_path: Path) -> Path:
+    """The task's preview pages rendered by the real activity, copied from the website container into ``tmp_path``
+    (as the static website serves them); the page's folder."""
+    run_previews(task_id, "MDV5A", name, settings, store)
+    folder = existing_preview_folder(store, settings, task_id)
+    assert folder
+    for blob in store.list_names(settings.web_container, folder + "/"):
+        path = tmp_path / blob
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(store.read_bytes(settings.web_container, blob))
+    return tmp_path / folder
+
+
 def _entries() -> list[dict[str, Any]]:
     rng = random.Random(7)
     out: list[dict[str, Any]] = []
@@ -104,14 +117,7 @@ def _render(storage_connection: str, unique_name: str, tmp_path: Path,
     store.write_json(settings.container, layout.preview_sample_blob(task_id), sample)
     places = PAGE_SIZE + 6
     store.write_json(settings.container, layout.repeats_blob(task_id), _repeats(places))
-    run_previews(task_id, "MDV5A", "browser check", settings, store)
-    folder = existing_preview_folder(store, settings, task_id)
-    assert folder
-    for name in store.list_names(settings.web_container, folder + "/"):
-        path = tmp_path / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(store.read_bytes(settings.web_container, name))
-    return tmp_path / folder, entries, places
+    return _rendered(store, settings, task_id, "browser check", tmp_path), entries, places
 
 
 @pytest.fixture
@@ -373,14 +379,7 @@ def _render_kinds(storage_connection: str, unique_name: str, tmp_path: Path, old
     sample = {**result, "images": len(entries), "detection_categories": {"1": "animal", "2": "person", "3": "vehicle"},
               "info": {"detection_completion_time": "2026-12-01T00:00:00", "trapbatch": {"container": source}}}
     store.write_json(settings.container, layout.preview_sample_blob(task_id), sample)
-    run_previews(task_id, "MDV5A", "kinds check", settings, store)
-    folder = existing_preview_folder(store, settings, task_id)
-    assert folder
-    for name in store.list_names(settings.web_container, folder + "/"):
-        path = tmp_path / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(store.read_bytes(settings.web_container, name))
-    return tmp_path / folder
+    return _rendered(store, settings, task_id, "kinds check", tmp_path)
 
 
 @pytest.mark.parametrize("old", [False, True], ids=["kind-samples", "sample-of-older-code"])
