@@ -26,7 +26,10 @@ bp = df.Blueprint()
 WAITING = {"Running", "Pending"}
 
 
-async def run_schedule_expiry(payload: c.ExpiryInput, client: df.DurableOrchestrationClient) -> c.ExpiryOutput:
+async def run_schedule_expiry(payload: c.ExpiryInput, client: df.DurableOrchestrationClient,
+                              busy_retry_attempts: int = 0) -> c.ExpiryOutput:
+    """Start the task's expiry orchestration, or move the waiting one's time. ``busy_retry_attempts``: the app's
+    ``OrchestrationKnobs.busy_retry_attempts``, recorded in the new expiry's input (orchestrations.retries)."""
     instance = expiry_instance_id(payload["task_id"])
     status = await client.get_status(instance)
     runtime = getattr(getattr(status, "runtime_status", None), "value", None)
@@ -38,8 +41,9 @@ async def run_schedule_expiry(payload: c.ExpiryInput, client: df.DurableOrchestr
         return {"scheduled": False, "instance_id": instance}
     if not payload["expires"]:  # nothing waits and none is wanted
         return {"scheduled": False, "instance_id": instance}
-    await client.start_new(c.EXPIRY_ORCHESTRATOR, instance, c.ExpiryInput(task_id=payload["task_id"],
-                                                                          expires=payload["expires"]))
+    await client.start_new(c.EXPIRY_ORCHESTRATOR, instance, c.ExpiryInput(
+        task_id=payload["task_id"], expires=payload["expires"],
+        busy_retry_attempts=busy_retry_attempts))
     logger.info("task %s: preview pages expire at %s (%s)", payload["task_id"], payload["expires"], instance)
     return {"scheduled": True, "instance_id": instance}
 
@@ -48,7 +52,7 @@ async def run_schedule_expiry(payload: c.ExpiryInput, client: df.DurableOrchestr
 @bp.durable_client_input(client_name="client")
 async def schedule_preview_expiry(payload: c.ExpiryInput,
                                   client: df.DurableOrchestrationClient) -> c.ExpiryOutput:
-    return await run_schedule_expiry(payload, client)
+    return await run_schedule_expiry(payload, client, clients.settings().knobs.busy_retry_attempts)
 
 
 @bp.activity_trigger(input_name="payload", activity=c.DELETE_PREVIEWS)

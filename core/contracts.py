@@ -1027,6 +1027,8 @@ class RerenderInput(TypedDict):
     model: str
     request_name: str
     variants: list[str]  # "" (the original results) and/or gpu_batch.layout.REPEATS_REMOVED, those that exist
+    # OrchestrationKnobs.busy_retry_attempts when it started (orchestrations.retries; none: started before the knob)
+    busy_retry_attempts: NotRequired[int]
 
 
 class RethresholdInput(TypedDict):
@@ -1084,6 +1086,8 @@ class ExpiryInput(TypedDict):
     task_id: str
     expires: str  # ISO time (UTC) when the preview folder is deleted; "" (with ``move``): none any more
     move: NotRequired[bool]  # a re-run's: an expiry already waiting takes this time (or ends, for "")
+    # OrchestrationKnobs.busy_retry_attempts when it started (orchestrations.retries; none: started before the knob)
+    busy_retry_attempts: NotRequired[int]
 
 
 class ExpiryOutput(TypedDict):
@@ -1108,6 +1112,8 @@ class DeletePreviewsOutput(TypedDict):
 
 class ResultsZipInput(TypedDict):
     task_id: str
+    # OrchestrationKnobs.busy_retry_attempts when it started (orchestrations.retries; none: started before the knob)
+    busy_retry_attempts: NotRequired[int]
 
 
 class ZipFileEntry(TypedDict):

@@ -58,6 +58,10 @@ Variables (names shared with infra/main.bicep app settings):
                                    left out
     TRAPBATCH_REUSE_IMAGES_PER_CALL  images one call of an ``only_new`` re-run's reuse step takes (default 100000,
                                    whole shards, 1 to 500 of them: orchestrations.task.reuse_shards_per_call)
+    TRAPBATCH_BUSY_RETRY_ATTEMPTS  calls at most of an orchestration step whose failure says storage or Batch is busy
+                                   or out of reach (default 8, 3 to 20: waits of 15 s doubling to 5 min between
+                                   them, ~18 min in all at 8); other failures are tried 3 times
+                                   (orchestrations.retries); read when a task or an after-task action starts
     TRAPBATCH_MAX_TASK_SECONDS     a pool task running longer is terminated and resubmitted (default 21600)
     TRAPBATCH_DETECTION_THRESHOLD  lowest confidence written to results, 0 to 1 (default 0.005, MegaDetector's)
     TRAPBATCH_PREVIEW_THRESHOLD    threshold of previews, the CSV and the exports when a request sets no
@@ -188,6 +192,9 @@ from gpu_batch.manifest import DEFAULT_DETECTION_THRESHOLD, DEVICES
 
 CALLER_AUTH_MODES = ("none", "easyauth")
 MIN_HISTORY_EVENTS = 200  # a shard group's generation must hold at least a few poll rounds (orchestrations.shards)
+# TRAPBATCH_BUSY_RETRY_ATTEMPTS: 8 calls wait ~18 minutes of throttling out (orchestrations.retries); 20 about 83
+DEFAULT_BUSY_RETRY_ATTEMPTS = 8
+MAX_BUSY_RETRY_ATTEMPTS = 20
 
 
 POOL_KINDS = ("local", "azure_batch", "simulated")
@@ -377,6 +384,10 @@ class OrchestrationKnobs:
     # task whose input lacks it (started by a release before the knob), replays its 10 shards per call
     # (orchestrations.task.reuse_shards_per_call)
     reuse_images_per_call: int = 0
+    # calls at most of an activity whose failure says storage or Batch is busy or out of reach
+    # (orchestrations.retries; TRAPBATCH_BUSY_RETRY_ATTEMPTS, Settings.from_env sets it); 0, a task whose input lacks
+    # it (started by a release before the knob), replays retrying such failures as any other (3 calls, 2 s and 4 s)
+    busy_retry_attempts: int = 0
 
 
     # estimates (core/estimate.py) for "dry_run" requests
@@ -530,6 +541,8 @@ class Settings:
             repeat_search_detections_per_group=_int(env, "TRAPBATCH_REPEAT_SEARCH_DETECTIONS_PER_GROUP", 400_000),
             repeat_max_folder_detections=_max_folder_detections(env),
             reuse_images_per_call=_int(env, "TRAPBATCH_REUSE_IMAGES_PER_CALL", REUSE_IMAGES_PER_CALL),
+            busy_retry_attempts=_int(env, "TRAPBATCH_BUSY_RETRY_ATTEMPTS", DEFAULT_BUSY_RETRY_ATTEMPTS,
+                                     minimum=3, maximum=MAX_BUSY_RETRY_ATTEMPTS),
 
 
             worker_images_per_s=_positive(env, "TRAPBATCH_WORKER_IMAGES_PER_S", DEFAULT_WORKER_IMAGES_PER_S),

@@ -7,12 +7,21 @@ task's event ids collide with the new tasks'. Our orchestrators do exactly that 
 a caught failure, a durable timer and another ``call_activity``: events DTFx numbers like any others, and the
 activities are idempotent, so running one twice is harmless. Use as ``result = yield from call(context, ...)``, or
 ``results = yield from call_all(context, ...)`` for one activity over many payloads in parallel.
+
+Busy services: a failure that says storage or Batch is busy or out of reach (``is_busy``) is retried for longer than
+others, as its orchestration's input allows: ``busy_retry_attempts`` (``OrchestrationKnobs``, from
+``TRAPBATCH_BUSY_RETRY_ATTEMPTS``, snapshotted at start in ``knobs`` or, for inputs without knobs, at the top level)
+calls at most, waiting ``BUSY_FIRST_DELAY_S`` doubling up to ``BUSY_MAX_DELAY_S``. Why: the storage SDK gives up on
+ServerBusy after about a minute, so three calls 2 s and 4 s apart failed a ten-million-image task after ~4 minutes of
+throttling that the account's scale targets expect clients to wait out (back off, then retry). Read from the input,
+so an orchestration started before the knob (none in its input) replays with the policy it ran with.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Generator, Sequence
+from typing import Any, Generator, Mapping, Sequence
 
 import azure.durable_functions as df
 from azure.durable_functions.models.Task import TaskState
@@ -30,6 +39,57 @@ class RetryPolicy:
         return float(self.first_delay_s * self.backoff ** (retry - 1))
 
 
+# A busy failure's n-th retry waits BUSY_FIRST_DELAY_S * 2 ** (n - 1) seconds, at most BUSY_MAX_DELAY_S: with the
+# default 8 attempts, 15 s to 5 min, about 18 minutes of waiting in all (each call's own SDK retries come on top).
+BUSY_FIRST_DELAY_S = 15.0
+BUSY_MAX_DELAY_S = 300.0
+
+# Python types (as the extension words a failed activity: devhost fidelity row 32) that say a service was busy or
+# could not be reached: trapbatch's own (core.errors, gpu_batch.pool.azure_batch) and azure-core's transport errors.
+BUSY_TYPES = frozenset({
+    "StorageUnavailable", "TaskHubUnavailable", "BatchUnavailable", "ServiceRequestError", "ServiceResponseError",
+    "ServiceRequestTimeoutError", "ServiceResponseTimeoutError", "IncompleteReadError", "ConnectionError",
+    "ConnectionResetError", "ConnectionAbortedError", "ConnectionRefusedError", "TimeoutError"})
+# An HttpResponseError is busy by its service error code: Azure Storage words it ``ErrorCode:ServerBusy`` (the storage
+# SDK's process_storage_error), Azure Batch ``(ServerBusy) ...\nCode: ServerBusy`` (azure-core's OData error). The
+# codes are the ones both services document as "retry later": ServerBusy (503), OperationTimedOut and InternalError
+# (500); TooManyRequests for a 429.
+_BUSY_CODE = re.compile(r"(?:ErrorCode:|\nCode: )\s*(?:ServerBusy|OperationTimedOut|InternalError|TooManyRequests)\b")
+_FAILED_TYPE = re.compile(r"Activity function '[^']*' failed: +(?P<type>[A-Za-z_][A-Za-z0-9_]*)(?::|\s|$)")
+
+
+def is_busy(exc: BaseException) -> bool:
+    """Whether a failed activity's exception, as the orchestrator receives it, says a service was busy or out of reach
+    (retrying later works) rather than that the request or the data was wrong. Read from the text alone, which the
+    history holds, so every replay decides alike."""
+    text = str(exc)
+    found = _FAILED_TYPE.search(text)
+    kind = found.group("type") if found else ""
+    if kind in BUSY_TYPES:
+        return True
+    return kind == "HttpResponseError" and bool(_BUSY_CODE.search(text))
+
+
+def busy_attempts(data: Any) -> int:
+    """``busy_retry_attempts`` of an orchestration's input (its ``knobs``, else its top level); 0 where it has none."""
+    if not isinstance(data, Mapping):
+        return 0
+    knobs = data.get("knobs")
+    value = knobs.get("busy_retry_attempts") if isinstance(knobs, Mapping) else None
+    if value is None:
+        value = data.get("busy_retry_attempts")
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
+
+
+def _retry_delay_s(context: df.DurableOrchestrationContext, policy: RetryPolicy, retry: int,
+                   exc: BaseException) -> float | None:
+    """Seconds to wait before the next call after the ``retry``-th failure ``exc``, or None: no more calls."""
+    limit = busy_attempts(context.get_input()) if is_busy(exc) else 0
+    if limit > policy.attempts:
+        return min(BUSY_FIRST_DELAY_S * 2.0 ** (retry - 1), BUSY_MAX_DELAY_S) if retry < limit else None
+    return policy.delay_s(retry) if retry < policy.attempts else None
+
+
 # Listing a container or streaming a merge can hit transient storage throttling; a few retries spare a failed task.
 STORAGE_RETRY = RetryPolicy()
 # Pool calls are I/O against a remote service: retry transient failures a few times before failing the task.
@@ -40,17 +100,19 @@ def call(context: df.DurableOrchestrationContext, name: str, policy: RetryPolicy
          payload: Any) -> Generator[Any, Any, Any]:
     """Call activity ``name``; after a failure wait on a durable timer and call it again, up to ``policy.attempts``.
 
-    The last failure propagates to the orchestrator unchanged (the task then fails with the activity's message).
+    A busy failure may be retried for longer (the module's docstring). The last failure propagates to the
+    orchestrator unchanged (the task then fails with the activity's message).
     """
     retry = 0
     while True:
         try:
             return (yield context.call_activity(name, payload))
-        except Exception:  # noqa: BLE001 - the activity's failure, as the SDK raises it in the orchestrator
+        except Exception as exc:  # noqa: BLE001 - the activity's failure, as the SDK raises it in the orchestrator
             retry += 1
-            if retry >= policy.attempts:
+            delay = _retry_delay_s(context, policy, retry, exc)
+            if delay is None:
                 raise
-            yield context.create_timer(context.current_utc_datetime + timedelta(seconds=policy.delay_s(retry)))
+            yield context.create_timer(context.current_utc_datetime + timedelta(seconds=delay))
 
 
 def call_all(context: df.DurableOrchestrationContext, name: str, payloads: Sequence[Any],
@@ -60,7 +122,8 @@ def call_all(context: df.DurableOrchestrationContext, name: str, payloads: Seque
     A failed round does not re-run what succeeded: after a durable timer only the calls that had not succeeded when
     the failure surfaced are made again, ``policy.attempts`` rounds at most, and the last failure propagates.
     ``task_all`` fails as soon as one call fails (the SDK's ``WhenAllTask``), so calls still running then may run
-    twice, which idempotent activities allow. Used by the parallel enumeration and the merge fan-in.
+    twice, which idempotent activities allow. A round failed busy may be retried for longer (the module's
+    docstring). Used by the parallel enumeration and the merge fan-in.
     """
     results: list[Any] = [None] * len(payloads)
     todo = list(range(len(payloads)))
@@ -69,7 +132,7 @@ def call_all(context: df.DurableOrchestrationContext, name: str, payloads: Seque
         tasks = [context.call_activity(name, payloads[i]) for i in todo]
         try:
             values = yield context.task_all(tasks)
-        except Exception:  # noqa: BLE001 - one call's failure, as the SDK raises it in the orchestrator
+        except Exception as exc:  # noqa: BLE001 - one call's failure, as the SDK raises it in the orchestrator
             left = []
             for i, task in zip(todo, tasks):
                 if getattr(task, "state", None) is TaskState.SUCCEEDED:
@@ -78,9 +141,10 @@ def call_all(context: df.DurableOrchestrationContext, name: str, payloads: Seque
                     left.append(i)
             todo = left
             retry += 1
-            if retry >= policy.attempts:
+            delay = _retry_delay_s(context, policy, retry, exc)
+            if delay is None:
                 raise
-            yield context.create_timer(context.current_utc_datetime + timedelta(seconds=policy.delay_s(retry)))
+            yield context.create_timer(context.current_utc_datetime + timedelta(seconds=delay))
             continue
         for i, value in zip(todo, values):
             results[i] = value

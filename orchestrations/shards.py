@@ -41,10 +41,19 @@ RUNNING, QUEUED = "running", "queued"
 # History events one awaited task adds: its TaskScheduled/TimerCreated, its completion, and the episode boundary
 # (OrchestratorCompleted + OrchestratorStarted) around the completion's delivery. Each of our awaits is one task.
 EVENTS_PER_TASK = 4
-# Tasks one activity call through ``call`` can await: every attempt, and a retry timer between two attempts.
-_CALL_TASKS = 2 * POOL_RETRY.attempts - 1
-# Between two checks of the history size: the poll timer, the poll, a resubmission, a cancel, the next submission.
-ROUND_EVENTS = EVENTS_PER_TASK * (1 + 3 * _CALL_TASKS + 1) + 4  # + the generation's closing events
+
+
+def round_events(busy_retry_attempts: int = 0) -> int:
+    """History events one poll round can add at most: the poll timer, the poll, a resubmission and the next
+    submission (each an activity call through ``call``: every attempt, and a retry timer between two attempts, as
+    many as a busy failure may make: ``busy_retry_attempts``), a cancel, and the generation's closing events."""
+    call_tasks = 2 * max(POOL_RETRY.attempts, busy_retry_attempts) - 1
+    return EVENTS_PER_TASK * (1 + 3 * call_tasks + 1) + 4
+
+
+# What a group recorded as ``ShardsInput.round_events`` before busy retries (tests/orchestrations/
+# test_replay_constants.py pins it); a group started since records ``round_events(knobs.busy_retry_attempts)``.
+ROUND_EVENTS = round_events()
 # What a group started before ``ShardsInput.round_events`` was recorded replays with: ROUND_EVENTS then. Where a
 # generation continues as new decides which actions it schedules, so a running group must keep its own value
 # (tests/orchestrations/test_replay_constants.py).

@@ -107,7 +107,9 @@ def test_scheduling_an_expiry_keeps_a_waiting_one_unless_a_re_run_moves_it() -> 
     assert asyncio.run(run_schedule_expiry({"task_id": "t", "expires": "", "move": True}, idle))["scheduled"] is False
     assert idle.started == []  # nothing waits and none is wanted
     assert asyncio.run(run_schedule_expiry({"task_id": "t", "expires": "2027-01-01T00:00:00", "move": True},
-                                           idle))["scheduled"] is True and len(idle.started) == 1
+                                           idle, busy_retry_attempts=6))["scheduled"] is True
+    # the new expiry records the app's busy-retry knob (orchestrations.retries.busy_attempts reads it there)
+    assert idle.started == [{"task_id": "t", "expires": "2027-01-01T00:00:00", "busy_retry_attempts": 6}]
 
 
 class _ZipClient:
@@ -149,7 +151,10 @@ def _zip_answer(client: _ZipClient, monkeypatch: pytest.MonkeyPatch, newest: dat
     building = {"files": 9, "files_bytes": 10**10, "above_bytes": 1, "state": "building", "hint": "GET again"}
     monkeypatch.setattr(at, "_zip_state", lambda store, s, key: (dict(building), True, newest.isoformat()))
     answer: dict[str, Any] = {"results": {}, "links": {}}
-    asyncio.run(at.extend_results(client, None, None, TASK, {}, answer, generation,  # type: ignore[arg-type]
+    from core.settings import Settings
+
+    settings = Settings.from_env({"AzureWebJobsStorage": "x", "TRAPBATCH_BUSY_RETRY_ATTEMPTS": "5"})
+    asyncio.run(at.extend_results(client, settings, None, TASK, {}, answer, generation,  # type: ignore[arg-type]
                                   rebuild=rebuild))
     return dict(answer["zip"])
 
@@ -172,10 +177,12 @@ def test_a_failed_zip_build_starts_again_when_asked_or_when_its_inputs_changed(
 
     asked = _ZipClient("Failed", output=ZIP_ERROR)
     assert _zip_answer(asked, monkeypatch, rebuild=True)["state"] == "building"
-    assert asked.started == [(c.RESULTS_ZIP_ORCHESTRATOR, results_zip_instance_id(TASK), {"task_id": TASK})]
+    # the app's busy-retry knob travels in the input (orchestrations.retries.busy_attempts reads it there)
+    assert asked.started == [(c.RESULTS_ZIP_ORCHESTRATOR, results_zip_instance_id(TASK),
+                              {"task_id": TASK, "busy_retry_attempts": 5})]
     other = _ZipClient("Failed", zip_key=TASK, output=ZIP_ERROR)  # a re-run is served now: its files never tried
     assert _zip_answer(other, monkeypatch, generation=RUN)["state"] == "building"
-    assert other.started[0][2] == {"task_id": layout.generation_key(TASK, RUN)} != {"task_id": TASK}
+    assert other.started[0][2]["task_id"] == layout.generation_key(TASK, RUN) != TASK
     rewritten = _ZipClient("Failed", output=ZIP_ERROR)  # a file written after the failed build started
     assert _zip_answer(rewritten, monkeypatch, newest=NOW + timedelta(minutes=1))["state"] == "building"
     assert len(rewritten.started) == 1

@@ -1,0 +1,249 @@
+"""A failure that says storage or Batch is busy is retried for longer than others (``orchestrations.retries``).
+
+The failures are the SDKs' own exceptions (azure-storage-blob and azure-batch answered 503/500 through a transport),
+worded as the Durable extension hands them to the orchestrator (``devhost.history.activity_failure_reason``, fidelity
+row 32), and driven through the real SDK replay (tests/orchestrations/replay.py). Here rather than in
+tests/orchestrations because it builds the SDK clients' test transports, which that folder's strict typing does not
+cover (tests/unit/test_typing.py).
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import pytest
+from azure.core.exceptions import ResourceNotFoundError, ServiceRequestError
+from azure.core.pipeline.transport import HttpTransport
+from azure.storage.blob import BlobClient
+
+from core import contracts as c
+from core.contracts import Stage
+from core.errors import ConfigError, StorageUnavailable
+from core.settings import DEFAULT_BUSY_RETRY_ATTEMPTS, OrchestrationKnobs, Settings
+from devhost.history import activity_failure_reason
+from gpu_batch.layout import shard_id
+from gpu_batch.pool.azure_batch import BatchUnavailable
+from gpu_batch.tests.test_pool_azure_batch import FakeBatch, _batch_error, _Response, pool
+from orchestrations import retries
+from orchestrations.expiry import expire_previews
+from orchestrations.retries import BUSY_FIRST_DELAY_S, BUSY_MAX_DELAY_S, STORAGE_RETRY, busy_attempts, is_busy
+from orchestrations.shards import ROUND_EVENTS, round_events, run_shards
+from tests.orchestrations.replay import T0, run_orchestrator
+from tests.orchestrations.test_shards_orchestrator import TASK as GROUP_TASK
+from tests.orchestrations.test_shards_orchestrator import Pool
+from tests.orchestrations.test_task_orchestrator import activities, run_task, task_input
+
+
+class _StorageAnswers(HttpTransport):  # type: ignore[misc]
+    """Azure Storage answering every request with one error, as the service words it."""
+
+    def __init__(self, status: int, code: str) -> None:
+        self.status, self.code = status, code
+
+    def send(self, request: Any, **kwargs: Any) -> Any:
+        response = _Response(request, self.status, None)
+        response.headers = {"x-ms-error-code": self.code, "Content-Type": "application/xml"}
+        response._content = (f'<?xml version="1.0" encoding="utf-8"?><Error><Code>{self.code}</Code>'
+                             f'<Message>{self.code}</Message></Error>').encode()
+        return response
+
+    def open(self) -> None: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> "_StorageAnswers": return self
+    def __exit__(self, *a: Any) -> None: ...
+
+
+def storage_failure(status: int, code: str) -> Exception:
+    blob = BlobClient("https://acct.blob.core.windows.net", "c", "b", transport=_StorageAnswers(status, code),
+                      retry_total=0)
+    with pytest.raises(Exception) as raised:
+        blob.download_blob().readall()
+    return raised.value
+
+
+class _BatchAnswers(FakeBatch):
+    """Azure Batch answering the task listing with one error; azure-core's own retries do not sleep."""
+
+    def sleep(self, duration: float) -> None: ...
+
+
+@functools.cache
+def batch_failure(status: int, code: str) -> Exception:
+    transport = _BatchAnswers(responses={("GET", "/jobs/j/tasks"): (status, _batch_error(code))})
+    with pytest.raises(Exception) as raised:
+        pool(transport).poll("j", ["s00000-a1"])
+    return raised.value
+
+
+def as_received(name: str, exc: BaseException) -> Exception:
+    """The exception the SDK raises in the orchestrator for the failed activity (``Reason \\n Details``)."""
+    return Exception(f"{activity_failure_reason(name, exc)} \n Traceback (most recent call last): ...")
+
+
+@pytest.mark.parametrize("failure, busy", [
+    (lambda: storage_failure(503, "ServerBusy"), True),
+    (lambda: storage_failure(500, "OperationTimedOut"), True),
+    (lambda: storage_failure(500, "InternalError"), True),
+    (lambda: storage_failure(404, "BlobNotFound"), False),
+    (lambda: storage_failure(403, "AuthorizationPermissionMismatch"), False),
+    (lambda: batch_failure(503, "ServerBusy"), True),
+    (lambda: batch_failure(500, "InternalError"), True),
+    (lambda: batch_failure(400, "InvalidQueryParameterValue"), False),
+    (lambda: batch_failure(403, "Forbidden"), False),
+    (lambda: StorageUnavailable("storage is busy or unavailable (HTTP 503)"), True),
+    (lambda: BatchUnavailable("Azure Batch kept answering 503"), True),
+    (lambda: ServiceRequestError("connection refused"), True),
+    (lambda: ConnectionResetError("reset by peer"), True),
+    (lambda: ResourceNotFoundError("ServerBusy named in a message of a 404"), False),
+    (lambda: ValueError("a request with ErrorCode:ServerBusy in its text is still a ValueError"), False),
+    (lambda: KeyError("shards"), False),
+])
+def test_busy_failures_are_told_from_the_others_by_what_the_orchestrator_receives(failure: Any, busy: bool) -> None:
+    assert is_busy(as_received("plan_listing", failure())) is busy
+
+
+def test_a_function_timeout_is_not_busy() -> None:
+    text = activity_failure_reason("merge_part", TimeoutError("Timeout value of 00:30:00 exceeded"), timed_out=True)
+    assert not is_busy(Exception(text))
+
+
+def test_the_knob_is_read_from_the_inputs_knobs_or_its_top_level_and_is_zero_without_it() -> None:
+    assert busy_attempts({"knobs": {"busy_retry_attempts": 8}}) == 8
+    assert busy_attempts({"task_id": "t", "busy_retry_attempts": 5}) == 5
+    assert busy_attempts({"knobs": {"images_per_shard": 10}}) == 0  # a task started before the knob
+    assert busy_attempts({"task_id": "t"}) == busy_attempts(None) == busy_attempts("text") == 0
+    assert busy_attempts({"busy_retry_attempts": True}) == 0
+
+
+def _flaky_listing(failures: int, exc: BaseException) -> Any:
+    answer = activities(shards=1)
+    seen = {"n": 0}
+
+    def flaky(name: str, payload: Any) -> Any:
+        if name == c.PLAN_LISTING:
+            seen["n"] += 1
+            if seen["n"] <= failures:
+                raise exc
+        return answer(name, payload)
+
+    return flaky
+
+
+def test_a_task_waits_a_busy_storage_out_with_growing_waits_where_its_knobs_allow() -> None:
+    busy = storage_failure(503, "ServerBusy")
+    run = run_task(task_input(busy_retry_attempts=8), _flaky_listing(7, busy))
+
+    assert run.status == "Completed"
+    assert len(run.calls(c.PLAN_LISTING)) == 8
+    waits = [t.delay_s for t in run.orchestrator_timers][:7]
+    assert waits == [15.0, 30.0, 60.0, 120.0, 240.0, 300.0, 300.0]
+    assert waits[0] == BUSY_FIRST_DELAY_S and max(waits) == BUSY_MAX_DELAY_S
+
+
+def test_a_busy_failure_past_the_knobs_attempts_fails_the_task_with_its_message() -> None:
+    run = run_task(task_input(busy_retry_attempts=4), _flaky_listing(9, storage_failure(503, "ServerBusy")))
+
+    assert run.status == "Failed" and len(run.calls(c.PLAN_LISTING)) == 4
+    assert "ServerBusy" in (run.error or "")
+    assert run.custom_status["stage"] == Stage.failed
+
+
+def test_other_failures_keep_three_calls_however_many_busy_ones_the_knob_allows() -> None:
+    run = run_task(task_input(busy_retry_attempts=8), _flaky_listing(9, storage_failure(404, "ContainerNotFound")))
+
+    assert run.status == "Failed" and len(run.calls(c.PLAN_LISTING)) == STORAGE_RETRY.attempts == 3
+    assert [t.delay_s for t in run.orchestrator_timers][:2] == [2.0, 4.0]
+
+
+def test_a_task_started_before_the_knob_replays_its_three_calls() -> None:
+    """Its input has no ``busy_retry_attempts`` (0): a busy failure is retried as any other, as it was when it ran."""
+    data = task_input()
+    data["knobs"].pop("busy_retry_attempts")
+    run = run_task(data, _flaky_listing(9, storage_failure(503, "ServerBusy")))
+
+    assert run.status == "Failed" and len(run.calls(c.PLAN_LISTING)) == 3
+    assert [t.delay_s for t in run.orchestrator_timers][:2] == [2.0, 4.0]
+
+
+def test_a_parallel_step_retries_only_its_busy_calls_with_the_busy_waits() -> None:
+    """``call_all`` (the merge parts here): a round failed busy waits as a busy call, and only the calls that had
+    not succeeded are made again."""
+    answer = activities(shards=1)
+    seen = {"n": 0}
+
+    def flaky(name: str, payload: Any) -> Any:
+        if name == c.MERGE_PART:
+            seen["n"] += 1
+            if seen["n"] <= 4:
+                raise batch_failure(503, "ServerBusy") if seen["n"] % 2 else storage_failure(503, "ServerBusy")
+        return answer(name, payload)
+
+    run = run_task(task_input(busy_retry_attempts=6), flaky)
+
+    assert run.status == "Completed" and len(run.calls(c.MERGE_PART)) == 5
+    merge_waits = [t.delay_s for t in run.orchestrator_timers if t.delay_s >= BUSY_FIRST_DELAY_S]
+    assert merge_waits == [15.0, 30.0, 60.0, 120.0]
+
+
+def test_a_shard_group_polls_through_a_busy_batch_account_and_records_the_rounds_size() -> None:
+    s0 = shard_id(0)
+    scripted = Pool()
+    failures = {"left": 5}
+
+    def flaky(name: str, payload: Any) -> Any:
+        if name == c.POLL and failures["left"]:
+            failures["left"] -= 1
+            raise batch_failure(503, "ServerBusy")
+        return scripted(name, payload)
+
+    knobs = OrchestrationKnobs(busy_retry_attempts=8).to_dict()
+    run = run_orchestrator(run_shards, {"task_id": GROUP_TASK, "job_id": GROUP_TASK, "knobs": knobs, "shards": [s0],
+                                        "round_events": round_events(8)}, flaky)
+
+    assert run.status == "Completed" and run.output["done"] == 1
+    assert len(run.calls(c.POLL)) == 6
+
+
+def test_a_round_counts_every_call_a_busy_failure_may_make() -> None:
+    """``round_events`` bounds what one poll round adds to a generation's history; with more calls per step it grows,
+    so a generation still goes on as new before ``history_events``. Without busy retries it is the recorded value."""
+    assert round_events(0) == round_events(3) == ROUND_EVENTS == 72
+    assert round_events(8) == 4 * (1 + 3 * 15 + 1) + 4
+    run = run_task(task_input(busy_retry_attempts=8, shards_per_group=2), activities(shards=3))
+    assert {s.input["round_events"] for s in run.sub_orchestrations} == {round_events(8)}
+
+
+def test_an_after_task_orchestration_reads_the_knob_from_its_inputs_top_level() -> None:
+    """The preview expiry's input has no knobs: its starter records ``busy_retry_attempts`` beside ``task_id``."""
+    seen = {"n": 0}
+
+    def deleting(name: str, payload: Any) -> Any:
+        assert name == c.DELETE_PREVIEWS
+        seen["n"] += 1
+        if seen["n"] <= 4:
+            raise storage_failure(503, "ServerBusy")
+        return {"deleted": 3}
+
+    expires = T0.isoformat()
+    waited = run_orchestrator(expire_previews, {"task_id": "t", "expires": expires, "busy_retry_attempts": 5},
+                              deleting)
+    assert waited.status == "Completed" and len(waited.calls(c.DELETE_PREVIEWS)) == 5
+    seen["n"] = 0
+    legacy = run_orchestrator(expire_previews, {"task_id": "t", "expires": expires}, deleting)
+    assert legacy.status == "Failed" and len(legacy.calls(c.DELETE_PREVIEWS)) == 3
+
+
+def test_the_app_records_the_knob_in_new_tasks_and_refuses_values_outside_its_range() -> None:
+    env = {"AzureWebJobsStorage": "x"}
+    assert Settings.from_env(env).knobs.busy_retry_attempts == DEFAULT_BUSY_RETRY_ATTEMPTS == 8
+    assert Settings.from_env({**env, "TRAPBATCH_BUSY_RETRY_ATTEMPTS": "12"}).knobs.busy_retry_attempts == 12
+    for bad in ("2", "21", "many"):
+        with pytest.raises(ConfigError, match="TRAPBATCH_BUSY_RETRY_ATTEMPTS"):
+            Settings.from_env({**env, "TRAPBATCH_BUSY_RETRY_ATTEMPTS": bad})
+    assert OrchestrationKnobs.from_dict({}).busy_retry_attempts == 0  # an input from before the knob
+
+
+def test_the_default_knob_waits_about_eighteen_minutes() -> None:
+    waits = [min(BUSY_FIRST_DELAY_S * 2 ** (n - 1), BUSY_MAX_DELAY_S) for n in range(1, DEFAULT_BUSY_RETRY_ATTEMPTS)]
+    assert 17 * 60 <= sum(waits) <= 19 * 60
+    assert retries.BUSY_TYPES >= {"StorageUnavailable", "BatchUnavailable", "TaskHubUnavailable"}
