@@ -54,7 +54,7 @@ from gpu_batch import layout
 from gpu_batch.formats import jsonio
 from gpu_batch.formats.detections_csv import CSV_COLUMNS
 from gpu_batch.formats.eligible import FolderRows, RepeatOptions
-from gpu_batch.formats.mergeview import HEAD_BYTES, ShardFormatter, ShardView, TornView, read_view_part
+from gpu_batch.formats.mergeview import HEAD_BYTES, LongHeader, ShardFormatter, ShardView, TornView, read_view_part
 from gpu_batch.formats.previewsample import PreviewSampler
 from gpu_batch.layout import REPEATS_REMOVED
 from gpu_batch.manifest import REASON_LISTED_NOT_FOUND, plain_etag
@@ -240,6 +240,10 @@ def clean_view(store: BlobStore, settings: Settings, task_id: str, index: int, t
     try:
         view = read_view_part(read_range(store, settings.container, view_name, 0, HEAD_BYTES), fetch, part)
     except (ResourceNotFoundError, TornView):  # deleted since the listing (its task's work cleaned up): the entries
+        return None
+    except LongHeader as exc:  # the shard loses the fast path: said, since it costs control-plane CPU per image
+        logger.warning("task %s shard %s: the worker's merge view is not used, its entries are read instead: %s",
+                       task_id, sid, exc)
         return None
     earlier = {name: listed[name] for attempt, name in results.items() if attempt != last}
     if view is None or not view.matches(task_id, threshold, listed[results[last]], listed[manifest_name], earlier):

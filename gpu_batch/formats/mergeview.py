@@ -664,6 +664,10 @@ def _aligned(media: _Records, observations: _Records) -> Iterator[tuple[bytes, b
 
 
 HEAD_BYTES = 256 * 1024  # a first read that holds a view's header line (the preview sample is most of it)
+# how far a reader reads on for a header that the first read did not end (``read_view_part``): the header grows with
+# the model's categories (the preview sampler keeps a sample of each) and the shard's folders (one size each), 139 KB
+# measured at 10,000 images and 3 categories; a longer one is refused (``LongHeader``), so a reader's memory is bounded
+MAX_HEAD_BYTES = 16 * 1024 * 1024
 # what each reader reads of a view's body: its entries' bytes, its exports' lines (COCO, Camtrap DP, Zooniverse),
 # Zooniverse's rows alone, or the exports' lines where they lie, read a slice at a time (``ExportSections``)
 STREAMED = "streamed"
@@ -679,13 +683,16 @@ def read_view(data: bytes | None) -> ShardView | None:
     return _assemble(header, data, at, len(data) - at, None)
 
 
-def read_view_part(head: bytes | None, fetch: Callable[[int, int], bytes], part: str) -> ShardView | None:
+def read_view_part(head: bytes | None, fetch: Callable[[int, int], bytes], part: str,
+                   max_head_bytes: int = MAX_HEAD_BYTES) -> ShardView | None:
     """One reader's part of a view (``PARTS``) from the blob's first bytes ``head`` (``HEAD_BYTES`` of them, or the
     whole blob if shorter) and ``fetch(offset, length)``, a ranged read of the rest when ``head`` does not hold it:
     the merge reads a third of a view, the exports the rest (each ~3-8 MB per 10,000 images), Zooniverse's parts
     their rows. The other parts' sections come back empty (``b""``, no folders, no COCO, Camtrap DP or Zooniverse
     lines). ``STREAMED``: the exports' sections are not read but checked, and left where they lie, for the caller to
-    read a slice at a time (``ShardView.exports``). None as for ``read_view``."""
+    read a slice at a time (``ShardView.exports``). A header that does not end within ``head`` is read on
+    (``_read_on``). None as for ``read_view``; ``LongHeader`` when the header passes ``max_head_bytes``."""
+    head = _read_on(head, fetch, max_head_bytes)
     header, at = _header(head)
     if header is None or head is None:
         return None
@@ -757,6 +764,33 @@ def _le_lengths(slices: Iterable[bytes]) -> Iterator[tuple[int]]:
     """Zooniverse's row lengths (4-byte little-endian integers) one at a time, without a list of a slice's."""
     for data in slices:
         yield from struct.iter_unpack("<I", data)
+
+
+class LongHeader(ValueError):
+    """A view's header line did not end within ``MAX_HEAD_BYTES``: the view is not used (the shard's entries are
+    read instead), and the caller says so, since its shard has lost the fast path (a larger bound would restore it)."""
+
+
+def _read_on(head: bytes | None, fetch: Callable[[int, int], bytes], limit: int) -> bytes | None:
+    """``head`` and, when it is a whole first read (``HEAD_BYTES``) that holds no header end, the bytes after it up
+    to the header's end: each further read as long as all read so far, starting one byte back, so that no range
+    starts past the blob's end (Get Blob answers that with 416; a range that passes it gives the bytes up to it).
+    Views written before this was read the same: only the reader changed. ``LongHeader`` past ``limit`` bytes."""
+    if not head or len(head) < HEAD_BYTES or b"\n" in head:
+        return head  # the whole blob (a shorter read), or the header's end is in it
+    searched = 0
+    while b"\n" not in head[searched:]:
+        if len(head) >= limit:
+            raise LongHeader(f"a view's header line does not end within its first {limit} bytes")
+        asked = min(len(head), limit - len(head))
+        more = fetch(len(head) - 1, asked + 1)
+        if len(more) <= 1:
+            return head  # the blob ends inside its header: torn, no view
+        searched = len(head)
+        head += more[1:]
+        if len(more) < asked + 1:
+            break
+    return head
 
 
 def _header(data: bytes | None) -> tuple[dict[str, Any] | None, int]:

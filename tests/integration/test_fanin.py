@@ -921,3 +921,41 @@ def test_an_image_lists_exports_take_their_lines_from_views_made_with_the_lists_
                                            columns=tuple(LIST_COLUMNS), given_etag=given_etag) is None, change
         assert fanin_activities.clean_view(store, settings, tid, index, threshold, listed, "merge") is not None
     assert fanned_exports(settings, store, tid, merged, single) == expected
+
+
+def test_a_views_header_longer_than_the_first_read_is_read_on_in_azurite(task: Any, caplog: Any) -> None:
+    """A worker's view whose header line passes ``HEAD_BYTES`` (many categories or folders: the preview sampler's
+    state and a size per folder) is still used: the reader reads on with ranged reads, never one that starts past
+    the blob's end (Azure and Azurite answer that with 416), even for a blob cut at exactly ``HEAD_BYTES``. Past
+    ``MAX_HEAD_BYTES`` the view is not used and a warning names the task and shard."""
+    from gpu_batch.formats.mergeview import HEAD_BYTES, MAX_HEAD_BYTES, read_view
+
+    settings, store, tid, counts = task
+    threshold = settings.threshold_for(MODEL, None)
+    index = min(write_worker_views(settings, store, tid, range(counts["shards"]), threshold))
+    sid = layout.shard_id(index)
+    name = layout.attempt_view_blob(tid, sid, 1)
+    data = store.read_bytes(settings.container, name)
+    line = data.index(b"\n")
+
+    def padded(size: int) -> bytes:  # the same view, its header made ``size`` bytes long by a key no reader knows
+        head = json.loads(data[:line])
+        head["padding"] = ""
+        head["padding"] = "x" * (size - len(json.dumps(head).encode()))
+        return json.dumps(head).encode() + data[line:]
+
+    def merge_view() -> Any:
+        listed = store.list_etags(settings.container, layout.shard_prefix(tid, sid))
+        return fanin_activities.clean_view(store, settings, tid, index, threshold, listed, "merge")
+
+    store.write_bytes(settings.container, name, padded(HEAD_BYTES + 50_000))
+    long_header, whole = merge_view(), read_view(store.read_bytes(settings.container, name))
+    assert long_header is not None and whole is not None and long_header.sample
+    assert (long_header.json, long_header.csv, long_header.sample) == (whole.json, whole.csv, whole.sample)
+    store.write_bytes(settings.container, name, padded(HEAD_BYTES + 50_000)[:HEAD_BYTES])  # cut inside its header
+    assert merge_view() is None
+    with caplog.at_level("WARNING", logger="activities.fanin"):
+        store.write_bytes(settings.container, name, padded(MAX_HEAD_BYTES + 10))
+        assert merge_view() is None
+    assert f"task {tid} shard {sid}: the worker's merge view is not used" in caplog.text
+    assert f"does not end within its first {MAX_HEAD_BYTES} bytes" in caplog.text

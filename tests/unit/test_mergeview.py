@@ -421,3 +421,36 @@ def test_list_rows_reads_the_document_its_manifest_names() -> None:
     for name in ("s2/image-list.json", "s3/image-list.json"):
         with pytest.raises(ValueError):
             list_rows(contract.ViewList(name, ("site",)), read)
+
+
+def test_a_header_longer_than_the_first_read_is_read_on_and_one_past_the_bound_is_refused_loudly() -> None:
+    """A view's header line holds the preview sampler's state and every folder's size, so it grows with the
+    categories and folders (139 KB measured at 10,000 images and 3 categories): one that does not end within the
+    first ``HEAD_BYTES`` is read on (the shard keeps its fast path), up to ``MAX_HEAD_BYTES``; past that the reader
+    says so (``LongHeader``) instead of taking it for a view that does not parse."""
+    from gpu_batch.formats.mergeview import HEAD_BYTES, LongHeader, read_view_part
+
+    names = ["site-%04d-with-a-longish-folder-name/IMG_0001.JPG" % i for i in range(1500)]
+    entries = [synthetic_entry(n, 1, 0.1, seed=7) for n in names]
+    for e in entries:
+        if e.get("failure_kind") == contract.RETRYABLE:
+            e.update(contract.failure_fields("undecodable"))
+    data = build_view(TASK, THRESHOLD, names, as_merge_reads(entries), "r1", "m1")
+    assert data is not None and data.index(b"\n") > HEAD_BYTES  # the case: a header past the first read
+    whole = read_view(data)
+    assert whole is not None
+    fetched: list[tuple[int, int]] = []
+
+    def fetch(offset: int, length: int) -> bytes:
+        assert offset < len(data)  # never a range that starts past the blob's end (Get Blob answers 416)
+        fetched.append((offset, length))
+        return data[offset:offset + length]
+
+    for part in ("merge", "exports"):
+        view = read_view_part(data[:HEAD_BYTES], fetch, part)
+        assert view is not None and view.sample == whole.sample and view.counts == whole.counts
+    assert read_view_part(data[:HEAD_BYTES], fetch, "merge").json == whole.json  # type: ignore[union-attr]
+    torn = data[:data.index(b"\n")]  # a blob cut inside its header: no view, and no read past its end
+    assert read_view_part(torn[:HEAD_BYTES], lambda o, n: torn[o:o + n], "merge") is None
+    with pytest.raises(LongHeader, match="header"):
+        read_view_part(data[:HEAD_BYTES], fetch, "merge", max_head_bytes=HEAD_BYTES + 1000)
