@@ -68,11 +68,12 @@ def read_links(store: BlobStore, container: str, names: Iterable[str], days: flo
 
 def attachment(name: str) -> str:
     """The ``Content-Disposition`` a link's answer carries (the SAS's ``rscd``, signed with it): save as the blob's
-    file name. Why: a results file or COCO export is ``application/json`` and gigabytes at ten million images; a
-    partner who clicks its link had the browser render it in the tab (its JSON viewer) instead of saving it, which
-    stalls or crashes the tab. Programs (curl, azcopy, a script's GET) are not affected. A name that is not plain
-    ASCII goes in ``filename*`` (RFC 6266 4.3, RFC 8187): a header holds ASCII."""
-    file = name.rsplit("/", 1)[-1]
+    file name, a results variant's exports with the variant in it (``layout.download_file_name``: both variants'
+    ``coco.json`` saved as one file). Why: a results file or COCO export is ``application/json`` and gigabytes at ten
+    million images; a partner who clicks its link had the browser render it in the tab (its JSON viewer) instead of
+    saving it, which stalls or crashes the tab. Programs (curl, azcopy, a script's GET) are not affected. A name that
+    is not plain ASCII goes in ``filename*`` (RFC 6266 4.3, RFC 8187): a header holds ASCII."""
+    file = layout.download_file_name(name)
     if file.isascii() and file.isprintable() and not any(c in file for c in '"\\;'):
         return f'attachment; filename="{file}"'
     return "attachment; filename*=UTF-8''" + quote(file, safe="")

@@ -460,6 +460,22 @@ def zooniverse_batch_blob(task_id: str, batch: int, variant: str = "") -> str:
     return f"{exports_prefix(task_id, variant)}zooniverse/batch-{batch:03d}.csv"
 
 
+def download_file_name(name: str) -> str:
+    """The file name a download of blob ``name`` saves under (``adapters.share_links.attachment``): its own, but for
+    a results variant's export (under ``exports/<variant>/``), which gets the variant before its extension, as the
+    variant's detections have it (``coco.repeats-removed.json`` beside ``detections.repeats-removed.json``): both
+    variants' exports have the same names in their folders, so their downloads saved under one name and a person who
+    downloaded both kept one. Files of a Camtrap DP package keep their names: its ``datapackage.json`` names them
+    (a package is a folder). Only the name saved changes: the blobs keep the paths tasks already wrote."""
+    folders, _, file = name.rpartition("/")
+    parts = folders.split("/")
+    variants = [v for i, v in enumerate(parts[1:], 1) if parts[i - 1] == "exports" and v == REPEATS_REMOVED]
+    if not variants or parts[-1] == "camtrap-dp":
+        return file
+    stem, dot, ext = file.rpartition(".")
+    return f"{stem}.{variants[0]}.{ext}" if dot and stem else f"{file}.{variants[0]}"
+
+
 # ---------------------------------------------------------------- static website
 
 def preview_folder_name(task_id: str, random_hex: str) -> str:

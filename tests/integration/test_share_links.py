@@ -84,6 +84,26 @@ def test_a_link_saves_its_file_under_its_name_rather_than_showing_it(files: tupl
         "attachment; filename*=UTF-8''%C3%BCn%C3%AFc%C3%B8d%C3%A9%20%E6%A3%AE.csv")
 
 
+def test_the_repeats_removed_variants_exports_save_under_names_of_their_own(files: tuple[BlobStore, str]) -> None:
+    """Both variants' exports are named alike in their folders (``exports/coco.json``,
+    ``exports/repeats-removed/coco.json``): their links saved under one name, so a partner who downloaded both kept
+    one (the browser's "coco (1).json" at best). The variant's are saved with the variant in the name, as its
+    detections are (``detections.repeats-removed.json``); the blobs keep their paths. A Camtrap DP package's files
+    keep theirs (its datapackage.json names them). Fails without the change."""
+    store, container = files
+    package = layout.camtrap_dp_blob(TASK, "media.csv", layout.REPEATS_REMOVED)
+    store.write_bytes(container, package, b"mediaID\n")
+    names = {layout.coco_blob(TASK): "coco.json", layout.coco_blob(TASK, layout.REPEATS_REMOVED):
+             "coco.repeats-removed.json",
+             layout.zooniverse_batch_blob(TASK, 1, layout.REPEATS_REMOVED): "batch-001.repeats-removed.csv",
+             layout.results_blob(TASK, layout.REPEATS_REMOVED): "detections.repeats-removed.json",
+             package: "media.csv"}
+    links = share_links.read_links(store, container, list(names), days=1)
+    for name, file in names.items():
+        got = requests.get(links.urls[name], timeout=60)
+        assert got.status_code == 200 and got.headers["Content-Disposition"] == f'attachment; filename="{file}"', name
+
+
 @pytest.mark.parametrize("days", [0, -1, 7.5])
 def test_link_lifetimes_outside_what_azure_allows_are_refused(files: tuple[BlobStore, str], days: float) -> None:
     store, container = files

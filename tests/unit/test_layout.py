@@ -138,3 +138,16 @@ def test_listing_parts_sit_apart_from_shards_and_sort_in_listing_order() -> None
     assert all(layout.attempt_of_results_blob(n) is None for n in names)
     parts = [layout.listing_part_blob(TASK, u, p) for u in (0, 1, 12) for p in (0, 2, 10, 11)]
     assert sorted(parts) == parts
+
+
+@pytest.mark.parametrize("name, file", [
+    ("results/task-a/exports/coco.json", "coco.json"),
+    ("results/task-a/exports/repeats-removed/coco.json", "coco.repeats-removed.json"),
+    ("results/task-a/runs/r2/exports/repeats-removed/camera-days.csv", "camera-days.repeats-removed.csv"),
+    ("results/task-a/exports/repeats-removed/zooniverse/batch-002.csv", "batch-002.repeats-removed.csv"),
+    ("results/task-a/exports/repeats-removed/camtrap-dp/media.csv", "media.csv"),  # the package names its files
+    ("results/task-a/detections.repeats-removed.json", "detections.repeats-removed.json"),
+    ("results/task-a/download/task-a-results.zip", "task-a-results.zip"),
+])
+def test_a_variants_exports_download_under_names_of_their_own(name: str, file: str) -> None:
+    assert layout.download_file_name(name) == file
