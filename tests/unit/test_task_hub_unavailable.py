@@ -95,3 +95,26 @@ def test_posting_a_completed_task_again_while_the_hub_is_throttled_starts_nothin
     assert hub.started == []
     hub.answer = (200, {**COMPLETED, "instanceId": parse_task_request(body).task_id_for()})
     assert asyncio.run(starters.start_task(hub, body, _settings()))[0] is False and hub.started == []
+
+
+@pytest.mark.parametrize("payload", [{"task_id": "task-0123456789abcdef0123", "expires": "", "move": True},
+                                     {"task_id": "task-0123456789abcdef0123", "expires": "2027-01-01T00:00:00"}])
+def test_scheduling_a_preview_expiry_while_the_hub_is_throttled_fails_the_activity_instead_of_guessing(
+        payload: Any) -> None:
+    """``schedule_preview_expiry`` reads the expiry's status to know whether one waits. A throttled read answered as
+    "none waits": a re-run's move (``expires`` "") was dropped, so the first run's time took the re-run's pages off
+    the website, and a new expiry was started over the waiting one (which the extension refuses: a failure that
+named no cause). Now the activity fails (TaskHubUnavailable) and
+    the task's STORAGE_RETRY tries it again; fails without the change."""
+    from activities.expiry import run_schedule_expiry
+
+    hub = Hub((500, HUB_ERROR))
+    raised: list[Any] = []
+
+    async def raise_event(*args: Any, **kwargs: Any) -> None:
+        raised.append(args)
+
+    hub.raise_event = raise_event  # type: ignore[method-assign]
+    with pytest.raises(TaskHubUnavailable, match="task hub could not be read"):
+        asyncio.run(run_schedule_expiry(payload, hub))  # type: ignore[arg-type]
+    assert hub.started == [] and raised == []
