@@ -38,7 +38,7 @@ from azure.functions.durable_functions import ActivityTriggerConverter
 from devhost import history as h
 from devhost.functions import AppIndex
 from devhost.metrics import Metrics, Timer
-from devhost.status_history import management_history
+from devhost.status_history import management_history, parse_to_jtoken
 from devhost.store import TERMINAL, Store
 from devhost.timeouts import FunctionTimeout, call_with_timeout
 
@@ -308,11 +308,12 @@ class Engine:
             if doc is not None:
                 doc["history"].append(h.event(h.EXECUTION_TERMINATED, Input=json.dumps(reason)))
                 self.store.save_history(instance_id, doc)
-            self.store.put_instance(instance_id, Status="Terminated", Output=json.dumps(reason),
-                                    UpdatedTime=h.ts(h.utcnow()))
+            # the reason as given, as dtfx's AzureTableTrackingStore writes it to Output (fidelity row 40); the
+            # status parses it as the extension does (status_from)
+            self.store.put_instance(instance_id, Status="Terminated", Output=reason, UpdatedTime=h.ts(h.utcnow()))
             self.store.delete_messages_of(instance_id)
             self.store.delete_activities_of(instance_id)
-            self._notify_parent({**inst, "Output": json.dumps(reason), "Error": reason}, "Terminated")
+            self._notify_parent({**inst, "Output": reason, "Error": reason}, "Terminated")
         logger.info("[%s] terminated: %s", instance_id, reason)
 
     def status(self, instance_id: str, show_input: bool = True, show_history: bool = False,
@@ -344,7 +345,10 @@ class Engine:
             "createdTime": h.status_time(inst.get("CreatedTime")),
             "lastUpdatedTime": h.status_time(inst.get("UpdatedTime")),
             "customStatus": json.loads(inst["CustomStatus"]) if inst.get("CustomStatus") else None,
-            "output": json.loads(inst["Output"]) if inst.get("Output") else None,
+            # ext DurableClient.ConvertFrom: Output = ParseToJToken(state.Output); devhost's Completed and Failed
+            # outputs are JSON text, a Terminated one the raw reason, blank included (fidelity row 40)
+            "output": (parse_to_jtoken(inst.get("Output") or "") if inst.get("Status") == "Terminated"
+                       else parse_to_jtoken(inst["Output"]) if inst.get("Output") else None),
             "input": None,
         }
         if show_input:

@@ -861,3 +861,27 @@ def test_show_history_answers_the_extensions_history_and_the_sdk_client_reads_it
     plain = requests.get(f"{host.rpc_base_url}instances/{iid}?showHistory=true", timeout=10).json()["historyEvents"]
     assert "Result" not in plain[4] and "Result" not in plain[-1] and plain[3]["Input"] == failed["Input"]
     assert "historyEvents" not in requests.get(f"{host.rpc_base_url}instances/{iid}", timeout=10).json()
+
+
+# ------------------------------------------------------------------ 40. a terminated instance's output
+@pytest.mark.parametrize("reason, output", [("stop it", "stop it"), ('{"by": "operator"}', {"by": "operator"}),
+                                            ("  42 ", 42), ('"quoted"', "quoted"), ("", "")])
+def test_a_terminate_reason_is_the_status_output_as_the_extension_parses_it(
+        host: DevHost, reason: str, output: Any) -> None:
+    """dtfx ``AzureStorageOrchestrationService.ForceTerminateTaskOrchestrationAsync`` sends
+    ``ExecutionTerminatedEvent(-1, reason)`` with the reason as the client gave it (ext ``HttpApiHandler.
+    HandleTerminateInstanceRequestAsync``: the ``reason`` query value; ``DurableClient.TerminateAsync`` ->
+    ``TaskHubClient.TerminateInstanceAsync``), and ``AzureTableTrackingStore`` writes that raw text as the instance's
+    ``Output`` ("the termination reason becomes the orchestration's output"); ext ``DurableClient.ConvertFrom``
+    answers ``Output = ParseToJToken(state.Output)``: the trimmed text parsed when it is JSON, else the text ("common
+    in terminate scenarios"). devhost stored the reason JSON-encoded, so a reason that is JSON came back a string."""
+    from urllib.parse import quote
+
+    iid = host.start_orchestration("sleepy")
+    wait_until(lambda: running(host, iid), 20, "sleepy to run")
+    url = f"{host.rpc_base_url}instances/{iid}/terminate?reason={quote(reason)}"
+    assert requests.post(url, timeout=10).status_code == 202
+    st = host.wait_for(iid, 30)
+    assert st["runtimeStatus"] == "Terminated" and st["output"] == output, st
+    answered = requests.get(f"{host.rpc_base_url}instances/{iid}", timeout=10).json()
+    assert answered["output"] == output and sdk(host, lambda c: c.get_status(iid)).output == output
