@@ -535,7 +535,8 @@ def status(state: State, /, task_id: str, as_json: bool) -> None:
 
 
 @cli.command(name="list", short_help="List tasks, newest first.")
-@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1))
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1),
+              help="the newest N tasks (the app's GET /api/tasks?limit=N)")
 @click.option("--json", "as_json", is_flag=True, help="print the API's answer as JSON")
 @pass_state
 def list_(state: State, /, limit: int, as_json: bool) -> None:
