@@ -28,9 +28,10 @@ Variables (names shared with infra/main.bicep app settings):
                                    MDV1000-SPRUCE), blob://<container>/<name>, or a checkpoint file on the nodes
     TRAPBATCH_MODELS_CONTAINER     container (in trapbatch's account) whose checkpoints requests may name as
                                    blob://<container>/<name>; requests may otherwise name only published models
-    TRAPBATCH_IMAGES_PER_SHARD     default shard size (default 10000: see core.requests)
+    TRAPBATCH_IMAGES_PER_SHARD     default shard size (default 10000: see core.requests; at most 100000, the most a
+                                   request's ``images_per_shard`` may ask for)
     TRAPBATCH_MAX_ATTEMPTS         attempts per shard including the first (default 3)
-    TRAPBATCH_MAX_FAILED_FRACTION  share of images that may fail for a task to end ``completed`` rather than
+    TRAPBATCH_MAX_FAILED_FRACTION  share of images (0 to 1) that may fail for a task to end ``completed`` rather than
                                    ``completed_with_errors`` (default 0.05; a request's ``max_failed_fraction`` wins)
     TRAPBATCH_POLL_MIN_S / _MAX_S  durable-timer back-off between pool polls (default 30 / 300 s; positive, the most
                                    no less than the least; _MAX_S defaults to _MIN_S where that is above 300)
@@ -66,7 +67,8 @@ Variables (names shared with infra/main.bicep app settings):
     TRAPBATCH_DETECTION_THRESHOLD  lowest confidence written to results, 0 to 1 (default 0.005, MegaDetector's)
     TRAPBATCH_PREVIEW_THRESHOLD    threshold of previews, the CSV and the exports when a request sets no
                                    ``preview_threshold``; unset: the model's typical threshold as MegaDetector
-                                   publishes it (``core.mdformat.typical_threshold``: 0.2 for MDv5, 0.3 for redwood)
+                                   publishes it (``core.mdformat.typical_threshold``: 0.2 for MDv5, 0.3 for redwood);
+                                   a confidence from 0.005 to 1, as a request's (nothing below 0.005 is in the results)
     TRAPBATCH_EXPORT_ATTRIBUTION   ``attribution`` column of Zooniverse manifests (default empty)
     TRAPBATCH_EXPORT_LICENSE       the images' licence: ``license`` column of Zooniverse manifests and the Camtrap DP
                                    package's media licence, and its data licence too unless the next names another
@@ -83,7 +85,8 @@ Variables (names shared with infra/main.bicep app settings):
                                    DP export's event-level observations (default 60, MegaDetector's sequence gap;
                                    0 to 86400, as a request's ``event_interval_s``; core.camtrap_events)
     TRAPBATCH_LINK_DAYS            how long the read-only links of ``GET /api/tasks/{id}/results`` work (default 7,
-                                   the most a user delegation SAS allows; fractions of a day are fine)
+                                   at most 7: the most a user delegation SAS allows; above 0, fractions of a day are
+                                   fine)
     TRAPBATCH_RESULTS_ZIP_ABOVE_BYTES  when a task's linked files (results, CSVs, exports) together exceed this many
                                    bytes (default 52428800, 50 MiB), ``GET /api/tasks/{id}/results`` also offers one
                                    zip of them, built on first request (orchestrations/results_zip.py)
@@ -144,10 +147,12 @@ Variables (names shared with infra/main.bicep app settings):
     TRAPBATCH_OPERATOR_ROLE        the app role (``roles`` claim) that makes a caller an operator (default
                                    ``trapbatch.operator``): sees every task, exempt from the limits below
     TRAPBATCH_WORKER_IMAGES_PER_S  estimates (``"dry_run": true``, core/estimate.py): one worker's images per second
-                                   (default 244, one H100 in bench/RESULTS.md; measure your node size and set it)
+                                   (default 244, one H100 in bench/RESULTS.md; measure your node size and set it;
+                                   positive)
     TRAPBATCH_POOL_NODES           estimates: GPU nodes the pool runs at once, one worker each (default 1)
     TRAPBATCH_NODE_PRICE_PER_HOUR  one node's price per hour in USD, for estimates and for the ``cost`` block of a
-                                   finished task (core/cost.py); set it for Spot, low-priority or negotiated prices.
+                                   finished task (core/cost.py); set it for Spot, low-priority or negotiated prices
+                                   (0 or more).
                                    Default 0: the list price of TRAPBATCH_POOL_VM_SIZE from core/cost.py's table, and
                                    without a known size no price (the cost block still gives node time and rate)
     TRAPBATCH_POOL_VM_SIZE         ``azure_batch`` pool only: the pool's VM size (infra/ sets it from ``gpuVmSize``),

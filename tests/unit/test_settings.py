@@ -362,3 +362,61 @@ def test_the_settings_docstring_gives_each_default_the_code_uses() -> None:
     assert f"TRAPBATCH_RESIDENT_IDLE_S (server exits after this long without a shard, default " \
            f"{resident_protocol.DEFAULT_IDLE_S:g})" in resident
     assert f"default {resident_protocol.DEFAULT_START_S:g})" in resident.split("TRAPBATCH_RESIDENT_START_S", 1)[1]
+
+
+def test_the_settings_docstring_states_each_bound_the_code_refuses_past() -> None:
+    """An operator reads a setting's range in core/settings.py's docstring (README sends them there) and learns it
+    otherwise only from a refused start: TRAPBATCH_IMAGES_PER_SHARD above 100000, TRAPBATCH_PREVIEW_THRESHOLD below
+    0.005 and TRAPBATCH_MAX_FAILED_FRACTION above 1 were refused without the docstring saying so. Found on the
+    readers' calls in the module's source (``_int(..., maximum=)``, ``_fraction``, ``_threshold``, ``_positive``),
+    so a bound added later fails here until its entry states it."""
+    import ast
+    import inspect
+    import re
+
+    import core.settings as module
+
+    doc = module.__doc__ or ""
+    entries = {name: " ".join(text.split()) for name, text in
+               re.findall(r"^    (TRAPBATCH_[A-Z0-9_]+)(.*?)(?=^    \S|\Z)", doc, re.S | re.M)}
+
+    def entry(name: str) -> str:
+        if name in entries:
+            return entries[name]
+        shared = [text for head, text in entries.items()  # ``TRAPBATCH_POLL_MIN_S / _MAX_S``
+                  for suffix in re.findall(r"^(?:/ _[A-Z0-9_]+ )*/ (_[A-Z0-9_]+)", text)
+                  + re.findall(r"/ (_[A-Z0-9_]+)", text.split("  ")[0])
+                  if any(head[:cut] + suffix == name for cut in [m.start() for m in re.finditer("_", head)])]
+        assert shared, name
+        return shared[0]
+
+    def number(value: float) -> str:  # 100000, written 100000 or 100,000
+        return rf"{value:g}" if value != int(value) else rf"{int(value):,}".replace(",", ",?")
+
+    unstated = []
+    for call in ast.walk(ast.parse(inspect.getsource(module))):
+        if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and len(call.args) >= 2
+                and isinstance(call.args[1], ast.Constant) and str(call.args[1].value).startswith("TRAPBATCH_")):
+            continue
+        name, reader = str(call.args[1].value), call.func.id
+        keywords = {k.arg: eval(compile(ast.Expression(k.value), "", "eval"), vars(module)) for k in call.keywords}
+        text = entry(name)
+        wanted: list[str] = []
+        if reader == "_int" and keywords.get("maximum") is not None:
+            wanted.append(rf"most {number(keywords['maximum'])}\b")
+        if reader == "_int" and keywords.get("minimum", 1) > 1:
+            wanted.append(rf"(minimum|at least) {number(keywords['minimum'])}\b")
+        if reader == "_fraction":
+            wanted.append(r"\b0 to 1\b|\(0-1\)")
+        if reader == "_threshold":
+            wanted.append(rf"{number(module.MIN_PREVIEW_THRESHOLD)} to 1\b")
+        if reader == "_positive":
+            wanted.append(r"0 or more|\b0 to\b" if keywords.get("allow_zero") else r"positive|above 0")
+        unstated += [f"{name}: {pattern}" for pattern in wanted if not re.search(pattern, text)]
+    # the readers of their own, each with its bound
+    for name, pattern in (("TRAPBATCH_LINK_DAYS", rf"most {module.MAX_LINK_DAYS:g}\b"),
+                          ("TRAPBATCH_CONFIRM_TIMEOUT_S", rf"most {module.CONFIRM_TIMEOUT_MAX_S}\b"),
+                          ("TRAPBATCH_EVENT_INTERVAL_S", rf"0 to {module.MAX_EVENT_INTERVAL_S}\b"),
+                          ("TRAPBATCH_REPEAT_MAX_FOLDER_DETECTIONS", rf"at most {module.MAX_FOLDER_DETECTIONS}\b")):
+        unstated += [f"{name}: {pattern}"] if not re.search(pattern, entry(name)) else []
+    assert unstated == [], unstated
