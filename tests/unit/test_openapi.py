@@ -1,6 +1,7 @@
 """api/openapi.py: the described request is the validated request (core.requests), field for field and bound for bound."""
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -149,3 +150,44 @@ def operations(schema: Any) -> list[Any]:
         assert isinstance(result, Ok), result
         found.append(result.ok())
     return found
+
+
+def _bounds_said(text: str, schema: dict[str, Any]) -> bool:
+    """Whether ``text`` (commas in numbers ignored) states the schema's range as ``lo-hi`` or ``lo to hi`` (an
+    exclusive least as ``above lo``)."""
+    import re
+
+    def num(v: float) -> str:
+        return str(int(v)) if float(v) == int(v) else f"{v:g}"
+
+    plain = re.sub(r"(?<=\d),(?=\d{3})", "", text)
+    high = num(schema["maximum"])
+    if "exclusiveMinimum" in schema:
+        return bool(re.search(rf"above {num(schema['exclusiveMinimum'])}\b", plain)
+                    and re.search(rf"(?<![\d.])\d[\d.]*(?:-| to ){high}(?![\d.])", plain))
+    return bool(re.search(rf"(?<![\d.]){num(schema['minimum'])}(?:-| to ){high}(?![\d.])", plain))
+
+
+def test_the_readme_tables_name_every_request_field_and_state_its_range() -> None:
+    """README's request table and its ``POST .../repeats/search`` row are where users read the fields; the bounds
+    come from the validation (through this schema), so a changed limit fails here until the README says it.
+    ``images_per_shard`` (at most 100,000), ``first_n`` / ``sample_n`` and ``seed`` were refused past bounds the
+    README never gave."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    rows = {}
+    for line in readme.splitlines():
+        if line.startswith("| `") and line.count("|") >= 3:
+            for name in re.findall(r"`([a-z_]+)`", line.split("|")[1]):
+                rows.setdefault(name, line)
+    assert sorted(set(ALLOWED_FIELDS) - set(rows)) == [], "README's request table lacks these fields"
+    unsaid = [name for name, schema in openapi.REQUEST_FIELDS.items()
+              if "maximum" in schema and not _bounds_said(rows[name], schema)]
+    search = "| `POST /api/tasks/{id}/repeats/search`"
+    search_row = next(line for line in readme.splitlines() if line.startswith(search))
+    for name, schema in openapi.REPEAT_SEARCH_PROPERTIES.items():
+        said = re.search(rf"`{name}`(?: / `[a-z_]+`)* \(([^)]*)\)", search_row)
+        if not said or not _bounds_said(said.group(1), schema):
+            unsaid.append(f"repeats/search {name}")
+    assert unsaid == [], unsaid
