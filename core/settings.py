@@ -112,7 +112,8 @@ Variables (names shared with infra/main.bicep app settings):
     TRAPBATCH_DEVICE               local pool: auto | cpu | cuda (default auto); given to the workers, whose
                                    ``--device`` defaults to it
     TRAPBATCH_MODEL_CACHE          where workers cache model files
-    TRAPBATCH_WORKER_FAULTS        tests only: JSON {"<shard>/<attempt>": "crash_after:2", ...}
+    TRAPBATCH_WORKER_FAULTS        tests only: JSON {"<shard>/<attempt>": "crash_after:2", ...}; the local pool
+                                   hands each worker its fault as TRAPBATCH_WORKER_FAULT (gpu_batch.worker.faults)
     TRAPBATCH_WORKER_TUNING        GPU worker options added to every shard's command (Batch tasks and the local pool):
                                    ``--stage-threads N``, ``--cpu-decode-share F|auto``, ``--batch-size N``,
                                    ``--workers N``, ``--hw-decode auto|on|off``, ``--stream-priority normal|high``,

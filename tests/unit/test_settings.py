@@ -420,3 +420,31 @@ def test_the_settings_docstring_states_each_bound_the_code_refuses_past() -> Non
                           ("TRAPBATCH_REPEAT_MAX_FOLDER_DETECTIONS", rf"at most {module.MAX_FOLDER_DETECTIONS}\b")):
         unstated += [f"{name}: {pattern}"] if not re.search(pattern, entry(name)) else []
     assert unstated == [], unstated
+
+
+def test_every_variable_the_shipped_code_reads_is_named_in_the_docs() -> None:
+    """A variable read by the app, the worker, devhost, the demo, the CLI or the deployment's hooks, but named in no
+    document (README.md, docs/, devhost/README.md, this module's docstring), is one only its reader knows:
+    ``TRAPBATCH_DEMO_OUTPUT`` (the demo empties that folder first), the worker's ``TRAPBATCH_WORKER_FAULT`` and the
+    hooks' ``TRAPBATCH_WORKER_IMAGE_NAME`` were. The benchmarks (bench/) say their own."""
+    import re
+    import subprocess
+
+    import core.settings as module
+
+    root = Path(module.__file__ or "").resolve().parents[1]
+    shipped = subprocess.run(["git", "ls-files", "--", "*.py", "*.sh", "*.ps1", "*.bicep", "Makefile", "host.json",
+                              "azure.yaml", "infra/*.json", ":!tests/*", ":!*/tests/*", ":!bench/*"],
+                             cwd=root, capture_output=True, text=True, check=True).stdout.split()
+    code = "\n".join((root / f).read_text(encoding="utf-8", errors="replace") for f in shipped if (root / f).is_file())
+    # a name as a string, a shell or PowerShell variable, or an assignment; not a constant's name (TRAPBATCH_OWN)
+    read = set(re.findall(r'(?:"|\$\{?|\$env:)(TRAPBATCH_[A-Z0-9_]*[A-Z0-9])\b', code))
+    read |= set(re.findall(r"\b(TRAPBATCH_[A-Z0-9_]*[A-Z0-9])=", code))
+    docs = "\n".join(p.read_text(encoding="utf-8") for p in
+                     [root / "README.md", root / "devhost" / "README.md", *sorted((root / "docs").glob("*.md"))])
+    docs += "\n" + (module.__doc__ or "")
+    named = set(re.findall(r"\bTRAPBATCH_[A-Z0-9_]*[A-Z0-9]\b", docs))
+    for head, tails in re.findall(r"\b(TRAPBATCH_[A-Z0-9_]+)((?: / _[A-Z0-9_]+)+)", docs):  # ``_MIN_S / _MAX_S``
+        for tail in re.findall(r"_[A-Z0-9_]+", tails):
+            named |= {head[:cut] + tail for cut in [m.start() for m in re.finditer("_", head)][1:]}
+    assert sorted(read - named) == [], "name them where their readers' users look"
