@@ -448,3 +448,7 @@ def test_every_variable_the_shipped_code_reads_is_named_in_the_docs() -> None:
         for tail in re.findall(r"_[A-Z0-9_]+", tails):
             named |= {head[:cut] + tail for cut in [m.start() for m in re.finditer("_", head)][1:]}
     assert sorted(read - named) == [], "name them where their readers' users look"
+    # and the other way: a variable the docs name that nothing reads (a renamed one) is set in vain; a name ending in
+    # ``_`` is a family (``TRAPBATCH_CALLER_MAX_*``)
+    every = set(re.findall(r"\bTRAPBATCH_[A-Z0-9_]*[A-Z0-9]\b", code))
+    assert sorted(n for n in set(re.findall(r"\bTRAPBATCH_[A-Z0-9_]*[A-Z0-9]\b", docs)) if n not in every) == []
