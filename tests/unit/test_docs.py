@@ -28,3 +28,30 @@ def test_every_make_target_is_in_the_readme_and_every_one_named_exists() -> None
     # the Makefile's own variables the docs tell users to set exist there
     for variable in set(re.findall(r"`make [a-z-]+ ([A-Z_]+)=", _doc_text())):
         assert re.search(rf"^{variable} \??=", makefile, re.M), variable
+
+
+TOP = "|".join(["activities", "adapters", "api", "bench", "cli", "core", "devhost", "docs", "gpu_batch", "infra",
+                "orchestrations", "samples", "scripts", "requirements", "tests"])  # the folders a path starts with
+
+
+def test_every_repository_path_and_test_the_docs_name_exists() -> None:
+    """A path the docs give (``core/settings.py``, ``tests/unit/test_x.py::test_y``) that was moved or renamed sends
+    the reader nowhere. Paths after a ``/`` are URLs (``/api/tasks``); files the code writes at run time are not in
+    the repository (``devhost/.function-key``); ``bench/results/logs/2026-12-04-h200-*`` is the start of some."""
+    written_at_run_time = {"devhost/.function-key"}
+    gone = []
+    for doc in DOCS + [ROOT / "bench" / "RESULTS.md"]:
+        text = doc.read_text(encoding="utf-8")
+        for path, after in set(re.findall(rf"(?<![\w/.-])((?:{TOP})/[\w./-]*\w)(.{{0,2}})", text)):
+            module = re.sub(r"\.\w+$", ".py", path)  # ``adapters/blob_requests.get_range``: a module's name
+            if path in written_at_run_time or (ROOT / path).exists() or (ROOT / module).is_file():
+                continue
+            pattern = after.lstrip("-.")[:1] in ("*", "<")  # the start of a pattern's names
+            if pattern and list((ROOT / path).parent.glob((ROOT / path).name + "*")):
+                continue
+            gone.append(f"{doc.relative_to(ROOT)}: {path}")
+        for path, test in set(re.findall(rf"(?<![\w/.-])((?:{TOP})/[\w/]+\.py)::(\w+)", text)):
+            if (ROOT / path).exists() and not re.search(rf"^\s*(?:async )?def {test}\(",
+                                                         (ROOT / path).read_text(encoding="utf-8"), re.M):
+                gone.append(f"{doc.relative_to(ROOT)}: {path}::{test}")
+    assert sorted(gone) == [], sorted(gone)
