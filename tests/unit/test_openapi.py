@@ -191,3 +191,19 @@ def test_the_readme_tables_name_every_request_field_and_state_its_range() -> Non
         if not said or not _bounds_said(said.group(1), schema):
             unsaid.append(f"repeats/search {name}")
     assert unsaid == [], unsaid
+
+
+def test_the_docs_show_every_route_the_app_serves_and_no_other() -> None:
+    """README's endpoint table is the API's manual beside the description: a route served but never shown is one
+    users do not find, and a route the docs show that the app does not serve answers 404 to whoever copies it."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    docs = "\n".join(p.read_text(encoding="utf-8") for p in
+                     [root / "README.md", root / "devhost" / "README.md", *sorted((root / "docs").glob("*.md"))])
+    served = {re.sub(r"\{\w+\}", "{id}", route) for route in served_routes()}
+    shown = {re.sub(r"[?#].*$", "", re.sub(r"<[^>]+>|\{\w+\}", "{id}", route))
+             for route in re.findall(r"\b((?:GET|POST|PUT|PATCH|DELETE) /api/[^\s`\"')|,;]*)", docs)}
+    assert sorted(shown - served) == []
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    assert sorted(r for r in served if f"`{r}`" not in readme and f"`{r}" not in readme) == []
