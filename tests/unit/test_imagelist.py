@@ -211,3 +211,20 @@ def test_the_described_field_is_the_validated_field(body: dict[str, Any]) -> Non
     except RequestInvalid:
         accepted = False
     assert Draft202012Validator(openapi.request_schema()).is_valid(body) == accepted
+
+
+def test_the_readme_gives_every_flag_word_the_list_reader_takes() -> None:
+    """README said ``0, false, no or empty keep it, anything else is refused`` while ``t``, ``y``, ``f``, ``n``,
+    ``none`` and ``null`` were taken too: a list writer reading it would rewrite a column that already works."""
+    import re
+    from pathlib import Path
+
+    from core import imagelist
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    passage = " ".join(readme.split("with a truthy", 1)[1].split("anything else is refused", 1)[0].split())
+    leave, keep = passage.split("leave the row out", 1)
+    said = {word: set(re.findall(r"\b[a-z0-9]+\b", part)) for word, part in (("leave", leave), ("keep", keep))}
+    assert sorted(w for w in imagelist._TRUTHY if w not in said["leave"]) == []
+    assert sorted(w for w in imagelist._FALSY if w and w not in said["keep"]) == []
+    assert imagelist.is_truthy(None) is False and imagelist.is_truthy(2) is True  # JSON null and a number, as said
