@@ -228,3 +228,17 @@ def test_the_readme_gives_every_flag_word_the_list_reader_takes() -> None:
     assert sorted(w for w in imagelist._TRUTHY if w not in said["leave"]) == []
     assert sorted(w for w in imagelist._FALSY if w and w not in said["keep"]) == []
     assert imagelist.is_truthy(None) is False and imagelist.is_truthy(2) is True  # JSON null and a number, as said
+
+
+def test_the_readme_gives_the_list_readers_limits() -> None:
+    """The metadata limits refused a list with a ``400`` the README's list of refusals did not name."""
+    import re
+    from pathlib import Path
+
+    from core import imagelist
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    passage = re.sub(r"(?<=\d),(?=\d{3})", "", " ".join(
+        readme.split("The edge reads the whole list", 1)[1].split("no task starts", 1)[0].split()))
+    assert f"more than {imagelist.MAX_METADATA_COLUMNS} metadata columns" in passage
+    assert f"more than {imagelist.MAX_METADATA_VALUE_CHARS} characters" in passage
