@@ -60,8 +60,8 @@ Variables (names shared with infra/main.bicep app settings):
     TRAPBATCH_REUSE_IMAGES_PER_CALL  images one call of an ``only_new`` re-run's reuse step takes (default 100000,
                                    whole shards, 1 to 500 of them: orchestrations.task.reuse_shards_per_call)
     TRAPBATCH_BUSY_RETRY_ATTEMPTS  calls at most of an orchestration step whose failure says storage or Batch is busy
-                                   or out of reach (default 8, 3 to 20: waits of 15 s doubling to 5 min between
-                                   them, ~18 min in all at 8); other failures are tried 3 times
+                                   or out of reach (default 8, at least 3, at most 20: waits of 15 s doubling to
+                                   5 min between them, ~18 min in all at 8); other failures are tried 3 times
                                    (orchestrations.retries); read when a task or an after-task action starts
     TRAPBATCH_MAX_TASK_SECONDS     a pool task running longer is terminated and resubmitted (default 21600)
     TRAPBATCH_DETECTION_THRESHOLD  lowest confidence written to results, 0 to 1 (default 0.005, MegaDetector's)
