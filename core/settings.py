@@ -419,8 +419,9 @@ class OrchestrationKnobs:
 
 def caller_auth_mode(env: Mapping[str, str]) -> str:
     """``TRAPBATCH_CALLER_AUTH`` as read (unset or empty: ``none``), without the rest of the settings: the HTTP edge
-    reads it alone so that, with ``none``, a request needs nothing else (``api.starters.request_caller``)."""
-    return env.get("TRAPBATCH_CALLER_AUTH", "") or "none"
+    reads it alone so that, with ``none``, a request needs nothing else (``api.starters.request_caller``). Read as
+    every other choice is (``_choice``: spaces and case ignored), so ``EasyAuth`` does not stop the app."""
+    return env.get("TRAPBATCH_CALLER_AUTH", "").strip().lower() or "none"
 
 
 @dataclass(frozen=True, slots=True)

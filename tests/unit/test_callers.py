@@ -108,6 +108,15 @@ def test_an_unknown_caller_auth_mode_is_a_config_error() -> None:
         _settings(TRAPBATCH_CALLER_AUTH="keys")
 
 
+def test_the_caller_auth_mode_is_read_as_every_other_choice_whatever_its_case_and_spaces() -> None:
+    """As ``_choice`` reads the other choices: ``EasyAuth`` (as the portal spells the feature) stopped the app."""
+    from core.settings import caller_auth_mode
+
+    assert _settings(TRAPBATCH_CALLER_AUTH=" EasyAuth ").caller_auth == "easyauth"
+    assert caller_auth_mode({"TRAPBATCH_CALLER_AUTH": "EASYAUTH"}) == "easyauth"
+    assert caller_auth_mode({"TRAPBATCH_CALLER_AUTH": "  "}) == caller_auth_mode({}) == "none"
+
+
 def test_owners_see_their_tasks_others_get_403_operators_see_all() -> None:
     ana, bo = Caller(id="ana"), Caller(id="bo")
     enforce_owner(ana, "task-x", "ana")
