@@ -257,8 +257,8 @@ def test_images_still_missing_after_the_merge_complete_with_errors() -> None:
     assert run.custom_status["stage"] == Stage.completed_with_errors
 
 
-@pytest.mark.parametrize("failures, status", [(2, "Completed"), (3, "Failed")])
-def test_enumeration_is_retried_on_transient_storage_errors(failures: int, status: str) -> None:
+def flaky_listing(failures: int, exc: BaseException) -> Any:
+    """``activities(shards=1)`` whose first ``failures`` PLAN_LISTING calls raise ``exc``."""
     answer = activities(shards=1)
     seen = {"n": 0}
 
@@ -266,10 +266,15 @@ def test_enumeration_is_retried_on_transient_storage_errors(failures: int, statu
         if name == c.PLAN_LISTING:
             seen["n"] += 1
             if seen["n"] <= failures:
-                raise ConnectionError("storage throttled")
+                raise exc
         return answer(name, payload)
 
-    run = run_task(task_input(), flaky)
+    return flaky
+
+
+@pytest.mark.parametrize("failures, status", [(2, "Completed"), (3, "Failed")])
+def test_enumeration_is_retried_on_transient_storage_errors(failures: int, status: str) -> None:
+    run = run_task(task_input(), flaky_listing(failures, ConnectionError("storage throttled")))
 
     assert run.status == status
     calls = run.calls(c.PLAN_LISTING)

@@ -31,7 +31,7 @@ from orchestrations.shards import ROUND_EVENTS, round_events, run_shards
 from tests.orchestrations.replay import T0, run_orchestrator
 from tests.orchestrations.test_shards_orchestrator import TASK as GROUP_TASK
 from tests.orchestrations.test_shards_orchestrator import Pool
-from tests.orchestrations.test_task_orchestrator import activities, run_task, task_input
+from tests.orchestrations.test_task_orchestrator import activities, flaky_listing, run_task, task_input
 
 
 class _StorageAnswers(HttpTransport):  # type: ignore[misc]
@@ -115,23 +115,9 @@ def test_the_knob_is_read_from_the_inputs_knobs_or_its_top_level_and_is_zero_wit
     assert busy_attempts({"busy_retry_attempts": True}) == 0
 
 
-def _flaky_listing(failures: int, exc: BaseException) -> Any:
-    answer = activities(shards=1)
-    seen = {"n": 0}
-
-    def flaky(name: str, payload: Any) -> Any:
-        if name == c.PLAN_LISTING:
-            seen["n"] += 1
-            if seen["n"] <= failures:
-                raise exc
-        return answer(name, payload)
-
-    return flaky
-
-
 def test_a_task_waits_a_busy_storage_out_with_growing_waits_where_its_knobs_allow() -> None:
     busy = storage_failure(503, "ServerBusy")
-    run = run_task(task_input(busy_retry_attempts=8), _flaky_listing(7, busy))
+    run = run_task(task_input(busy_retry_attempts=8), flaky_listing(7, busy))
 
     assert run.status == "Completed"
     assert len(run.calls(c.PLAN_LISTING)) == 8
@@ -141,7 +127,7 @@ def test_a_task_waits_a_busy_storage_out_with_growing_waits_where_its_knobs_allo
 
 
 def test_a_busy_failure_past_the_knobs_attempts_fails_the_task_with_its_message() -> None:
-    run = run_task(task_input(busy_retry_attempts=4), _flaky_listing(9, storage_failure(503, "ServerBusy")))
+    run = run_task(task_input(busy_retry_attempts=4), flaky_listing(9, storage_failure(503, "ServerBusy")))
 
     assert run.status == "Failed" and len(run.calls(c.PLAN_LISTING)) == 4
     assert "ServerBusy" in (run.error or "")
@@ -149,7 +135,7 @@ def test_a_busy_failure_past_the_knobs_attempts_fails_the_task_with_its_message(
 
 
 def test_other_failures_keep_three_calls_however_many_busy_ones_the_knob_allows() -> None:
-    run = run_task(task_input(busy_retry_attempts=8), _flaky_listing(9, storage_failure(404, "ContainerNotFound")))
+    run = run_task(task_input(busy_retry_attempts=8), flaky_listing(9, storage_failure(404, "ContainerNotFound")))
 
     assert run.status == "Failed" and len(run.calls(c.PLAN_LISTING)) == STORAGE_RETRY.attempts == 3
     assert [t.delay_s for t in run.orchestrator_timers][:2] == [2.0, 4.0]
@@ -159,7 +145,7 @@ def test_a_task_started_before_the_knob_replays_its_three_calls() -> None:
     """Its input has no ``busy_retry_attempts`` (0): a busy failure is retried as any other, as it was when it ran."""
     data = task_input()
     data["knobs"].pop("busy_retry_attempts")
-    run = run_task(data, _flaky_listing(9, storage_failure(503, "ServerBusy")))
+    run = run_task(data, flaky_listing(9, storage_failure(503, "ServerBusy")))
 
     assert run.status == "Failed" and len(run.calls(c.PLAN_LISTING)) == 3
     assert [t.delay_s for t in run.orchestrator_timers][:2] == [2.0, 4.0]
