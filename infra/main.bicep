@@ -197,6 +197,7 @@ module rbac 'app/rbac.bicep' = {
   scope: rg
   params: {
     storageAccountName: storage.outputs.name
+    stateContainerName: stateContainerName // the nodes write here only (TRAPBATCH_CONTAINER below)
     keyVaultName: keyVault.outputs.name
     batchAccountName: batch.outputs.accountName
     registryName: registry.outputs.name

@@ -17,7 +17,13 @@
 //   events    EventGrid Data Sender          publish "task ended" events to the custom topic (local auth is off;
 //             event-grid/authenticate-with-microsoft-entra-id.md)
 // GPU node identity (gpu_batch/worker, and the Batch agent uploading task logs):
-//   storage   Storage Blob Data Contributor  read images and manifests, write results and logs
+//   storage   Storage Blob Data Reader       read images (any container of the account), the models container
+//   trapbatch Storage Blob Data Contributor  the state container only: read manifests, write results, progress and
+//                                            the task logs Batch uploads (batch-task-output-files.md: the identity
+//                                            needs write access to the destination container)
+//             Why not Contributor on the whole account: the nodes run a model checkpoint (pickled code) and decode
+//             untrusted images; write access elsewhere would let a compromised node replace the Functions app's
+//             deployment package (app-package-*), the preview site ($web) or drop task requests (incoming/).
 //   vault     Key Vault Secrets User         read source-account SAS tokens by name
 //   registry  AcrPull                        pull the worker image (containerRegistries.identityReference)
 // Deploying user (azd's AZURE_PRINCIPAL_ID; skipped when empty):
@@ -25,6 +31,8 @@
 //   vault     Key Vault Secrets Officer      add the SAS tokens that requests name
 
 param storageAccountName string
+@description('The state container (TRAPBATCH_CONTAINER): the only one the GPU nodes may write to.')
+param stateContainerName string
 param keyVaultName string
 param batchAccountName string
 param registryName string
@@ -40,6 +48,7 @@ param userPrincipalType string = 'User'
 // Built-in role definition ids (role-based-access-control/built-in-roles.md; Batch: batch-role-based-access-control.md)
 var storageBlobDataOwner = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
 var storageBlobDataContributor = 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
+var storageBlobDataReader = '2a2b9908-6ea1-4ae2-8e65-a410df84e7d1'
 var storageQueueDataContributor = '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
 var storageTableDataContributor = '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
 var azureBatchJobSubmitter = '48e5e92e-a480-4e71-aa9c-2778f4c13781'
@@ -51,6 +60,18 @@ var eventGridDataSender = 'd5a91429-5739-47e2-a06b-3470a27159e7'
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
+}
+
+resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' existing = {
+  parent: storage
+  name: 'default'
+}
+
+// Created by core/storage (main.bicep passes the same name to both), which this module waits for through its
+// storageAccountName output.
+resource stateContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
+  parent: blobService
+  name: stateContainerName
 }
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
@@ -145,9 +166,19 @@ resource appEventsSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = 
 }
 
 // ---------------------------------------------------------------- GPU node identity
-resource nodeBlobContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(storage.id, nodePrincipalId, storageBlobDataContributor)
+resource nodeBlobReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, nodePrincipalId, storageBlobDataReader)
   scope: storage
+  properties: {
+    principalId: nodePrincipalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataReader)
+  }
+}
+
+resource nodeStateContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(stateContainer.id, nodePrincipalId, storageBlobDataContributor)
+  scope: stateContainer
   properties: {
     principalId: nodePrincipalId
     principalType: 'ServicePrincipal'

@@ -23,6 +23,7 @@ from tests.infra.bicep_model import REPO, Template, accessor_chain, loops, parse
 ROLES = {
     "b7e6dc6d-f1e8-4753-8033-0f276bb0955b": "Storage Blob Data Owner",
     "ba92f5b4-2d11-453d-a403-e96b0029c9fe": "Storage Blob Data Contributor",
+    "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1": "Storage Blob Data Reader",
     "974c5e8b-45b9-4653-ba55-5f855dd0fb88": "Storage Queue Data Contributor",
     "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3": "Storage Table Data Contributor",
     "48e5e92e-a480-4e71-aa9c-2778f4c13781": "Azure Batch Job Submitter",
@@ -42,7 +43,10 @@ EXPECTED_ROLES = {
     ("app", "Microsoft.KeyVault/vaults", "Key Vault Secrets User"),
     ("app", "Microsoft.Insights/components", "Monitoring Metrics Publisher"),
     ("app", "Microsoft.EventGrid/topics", "EventGrid Data Sender"),
-    ("node", "Microsoft.Storage/storageAccounts", "Storage Blob Data Contributor"),
+    # the nodes read the whole account (images, models) and write only the state container (results, logs):
+    # tests/infra/test_role_coverage.py has the operations behind each role
+    ("node", "Microsoft.Storage/storageAccounts", "Storage Blob Data Reader"),
+    ("node", "Microsoft.Storage/storageAccounts/blobServices/containers", "Storage Blob Data Contributor"),
     ("node", "Microsoft.KeyVault/vaults", "Key Vault Secrets User"),
     ("node", "Microsoft.ContainerRegistry/registries", "AcrPull"),
     ("user", "Microsoft.Storage/storageAccounts", "Storage Blob Data Contributor"),
