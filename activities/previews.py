@@ -37,7 +37,8 @@ from core.settings import Settings
 from gpu_batch import layout
 from gpu_batch.formats.detections_csv import capture_time, unguarded
 from gpu_batch.formats.previewsample import NEAR_MISS_FLOOR
-from gpu_batch.manifest import FAILURE_REASONS, RETRYABLE, has_dot_segment
+from gpu_batch.manifest import FAILURE_REASONS, REASON_AUTH, RETRYABLE, has_dot_segment
+from gpu_batch.storage_refs import NO_ACCESS_HINT
 
 logger = logging.getLogger(__name__)
 bp = df.Blueprint()
@@ -236,6 +237,9 @@ def _failures_note(reasons: Any) -> str:
     if any(r not in retry for r in reasons):
         line += " The others stay failed however often they run: the file is missing, unreadable, or one " \
                 "MegaDetector refuses; the failure beside each image says which."
+    if REASON_AUTH in reasons:  # the GPU nodes' reads were refused (401/403)
+        line += (" auth: the images' storage account refused the GPU nodes; for images in another account, "
+                 + NO_ACCESS_HINT + ".")
     return line
 
 

@@ -19,12 +19,13 @@ from adapters.blobs import BlobStore
 from core.errors import SourceUnavailable
 from core.imagelist import (MAX_NAME_CHARS, MAX_NAME_SEGMENTS, ImageListInvalid, ImageListSummary, ListedImage,
                             blob_name, scan)
+from gpu_batch.storage_refs import NO_ACCESS_HINT
 
 
 READ_BYTES = 4 * 1024 * 1024  # one ranged read of the list
 NOT_THERE = ("upload the list into the images' container and name it as 'image_list' (a blob name in that container, "
              "e.g. \"lists/season-1.csv\")")
-NO_ACCESS = "the app (or the request's secret) needs read permission on that container"
+NO_ACCESS = NO_ACCESS_HINT
 TOO_LARGE = "split the list into several requests, or ask the operator to raise TRAPBATCH_IMAGE_LIST_MAX_BYTES"
 
 

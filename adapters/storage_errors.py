@@ -17,8 +17,9 @@ from core.errors import (StorageAccessDenied, StorageConflict, StorageError, Sto
 _RETRY = "retry in a minute; if it persists, check the storage account's health in the Azure portal"
 _REACH = ("trapbatch cannot reach its storage account: check AzureWebJobsStorage (locally: is Azurite running?) "
           "and the network; then retry")
-_ROLE = ("the Function App's identity (or key) was refused by its storage account: grant the identity 'Storage Blob "
-         "Data Contributor' on the account (infra/ does), or fix AzureWebJobsStorage")
+_ROLE = ("the Function App's identity (or key) was refused by its storage account: infra/ grants the app's identity "
+         "(id-api-*) 'Storage Blob Data Owner' on the account (a new assignment takes a few minutes to apply), or "
+         "fix AzureWebJobsStorage")
 _UNEXPECTED = "storage answered something trapbatch did not expect: retry; if it persists, report it with the log"
 
 # Most specific first: the first class the exception is an instance of decides.

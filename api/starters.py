@@ -42,7 +42,7 @@ from azure.core.exceptions import AzureError
 from adapters import clients
 from adapters.blobs import BlobStore
 from adapters.generations import generation_request, served_generation, served_key
-from adapters.image_lists import scan_image_list
+from adapters.image_lists import NO_ACCESS, scan_image_list
 from adapters.preview_folders import delete_preview_folder, existing_preview_folder
 from api.callers import (ANONYMOUS_OPERATOR, Caller, caller_from_headers, enforce_owner, enforce_request_limits,
                          owner_of)
@@ -243,8 +243,7 @@ def _check_source(request: TaskRequest, settings: Settings) -> TaskRequest:
                     else source.container_listable(request.container))
     except AzureError as exc:  # authorization problems with a foreign account: say what to fix, never echo secrets
         raise SourceUnavailable(f"cannot list container {request.container!r} in {request.source_account_url}: "
-                                f"{type(exc).__name__}", "the secret (or the app's identity) needs read and list "
-                                "permission on that container") from None
+                                f"{type(exc).__name__}", NO_ACCESS) from None
     if not readable:
         raise ContainerNotFound(f"container {request.container!r} does not exist in storage account "
                                 f"{request.source_account_url or source.account!r}",

@@ -25,6 +25,13 @@ LOCAL_SECRETS_ENV = "TRAPBATCH_LOCAL_SECRETS_FILE"
 
 SecretReader = Callable[[str], str]
 
+# What to do when another account refuses a read. Both identities read there, each with its own token: the app
+# (enumeration, image lists, preview thumbnails) and every GPU node (the images themselves), so a role for the app
+# alone lets the task start and then fails every shard (infra/app/rbac.bicep names them id-api-* and id-nodes-*).
+NO_ACCESS_HINT = ("the SAS the request names (credential_secret) needs read and list permission on that container; "
+                  "without a secret, both of trapbatch's managed identities, the app's (id-api-*) and the GPU "
+                  "nodes' (id-nodes-*), need 'Storage Blob Data Reader' on that storage account (or container)")
+
 
 class SourceAccessError(Exception):
     """The source account or its credential cannot be used; the message says what to fix."""
@@ -74,8 +81,8 @@ def key_vault_reader(vault_url: str, transport: Any = None, credential: Any = No
                                     "with read and list permissions, or a connection string)") from None
         except AzureError as exc:
             raise SourceAccessError(f"cannot read secret {name!r} from Key Vault {vault_url}: "
-                                    f"{type(exc).__name__}; grant this app's identity 'Key Vault Secrets User' "
-                                    "on the vault") from None
+                                    f"{type(exc).__name__}; grant the identity reading it (the app's id-api-*, or "
+                                    "the GPU nodes' id-nodes-*) 'Key Vault Secrets User' on the vault") from None
         if not value:
             raise SourceAccessError(f"secret {name!r} in Key Vault {vault_url} is empty")
         return str(value)

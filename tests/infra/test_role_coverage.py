@@ -302,3 +302,29 @@ def test_deploy_docs_list_every_assignment(templates: dict[str, Template]) -> No
     """docs/deploy.md "Roles and why" is what an operator reads before granting or auditing by hand."""
     assigned = {(identity, BUILTIN_ROLES[role].name) for identity, _, role in assignments(templates)}
     assert _deploy_roles_table() == assigned
+
+
+def test_source_account_errors_name_the_role_and_both_identities() -> None:
+    """Images in another account are read by the app (enumeration, previews) *and* by every GPU node, each with its
+    own identity, outside infra/'s reach. What the operator reads must say that both need Storage Blob Data Reader
+    there: the app's refusal at the edge, an unreadable image list, the preview page's note on images the nodes
+    could not read (failure_reason "auth"), README and docs/deploy.md. Before, the edge said "the app's identity",
+    README "trapbatch's managed identity": a task whose app identity had the role started, and every shard failed."""
+    from activities.previews import _failures_note
+    from gpu_batch.storage_refs import NO_ACCESS_HINT
+
+    assert "Storage Blob Data Reader" in NO_ACCESS_HINT and "id-api-" in NO_ACCESS_HINT \
+        and "id-nodes-" in NO_ACCESS_HINT and "credential_secret" in NO_ACCESS_HINT
+    starters = (REPO / "api" / "starters.py").read_text(encoding="utf-8")
+    image_lists = (REPO / "adapters" / "image_lists.py").read_text(encoding="utf-8")
+    assert "NO_ACCESS) from None" in starters.split("def _check_source", 1)[1].split("\ndef ", 1)[0]
+    assert "from adapters.image_lists import NO_ACCESS," in starters  # api may not import gpu_batch.storage_refs
+    assert "NO_ACCESS = NO_ACCESS_HINT" in image_lists
+    note = _failures_note({"auth": 3, "undecodable": 1})
+    assert "Storage Blob Data Reader" in note and "id-nodes-" in note and "credential_secret" in note
+    assert "id-nodes-" not in _failures_note({"undecodable": 1})
+    readme = (REPO / "README.md").read_text(encoding="utf-8").split("### Images in another storage account", 1)[1]
+    deploy = (REPO / "docs" / "deploy.md").read_text(encoding="utf-8").split("**Images in another storage account**",
+                                                                             1)[1]
+    for text in (readme[:1200], deploy[:600]):
+        assert "Storage Blob Data Reader" in text and "id-api-" in text and "id-nodes-" in text, text
