@@ -21,9 +21,10 @@
 //   trapbatch Storage Blob Data Contributor  the state container only: read manifests, write results, progress and
 //                                            the task logs Batch uploads (batch-task-output-files.md: the identity
 //                                            needs write access to the destination container)
-//             Why not Contributor on the whole account: the nodes run a model checkpoint (pickled code) and decode
-//             untrusted images; write access elsewhere would let a compromised node replace the Functions app's
-//             deployment package (app-package-*), the preview site ($web) or drop task requests (incoming/).
+//             Why not Contributor on the whole account: the nodes unpickle model checkpoints (restricted to known
+//             classes: gpu_batch/worker/loader.py) and decode untrusted images; write access elsewhere would let a
+//             compromised node replace the Functions app's deployment package (app-package-*), the preview site
+//             ($web) or drop task requests (incoming/).
 //   vault     Key Vault Secrets User         read source-account SAS tokens by name
 //   registry  AcrPull                        pull the worker image (containerRegistries.identityReference)
 // Deploying user (azd's AZURE_PRINCIPAL_ID; skipped when empty):

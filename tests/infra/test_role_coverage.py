@@ -172,7 +172,7 @@ OPERATIONS: tuple[Op, ...] = (
 
 # Least privilege: what no assignment may give (identity, scope, permission).
 MUST_NOT: tuple[tuple[str, str, str], ...] = (
-    # the nodes run a checkpoint (pickled code) and decode untrusted images: no write outside the state container,
+    # the nodes unpickle checkpoints (a restricted unpickler) and decode untrusted images: no write outside the state container,
     # where the app's deployment package, the preview site and incoming/ live
     ("node", "storage", BLOB_WRITE), ("node", "storage", BLOB_DELETE), ("node", "storage", CONTAINER_WRITE),
     ("node", "storage", f"{STORAGE}/containers/delete"),
