@@ -303,6 +303,14 @@ def description(base_url: str = "") -> dict[str, Any]:
                     "stage": {"enum": [*Stage]}, "images": {"type": "integer"}, "images_done": {"type": "integer"},
                     "progress": {"type": "number"}, "images_per_second": {"type": "number"},
                     "eta_seconds": {"type": ["integer", "null"]}, "error": {"type": "string"},
+                    "waiting": {"type": "object", "description": "a step of the task (or of one of its shard groups) "
+                                "waiting out a busy storage account or Batch service before it is tried again "
+                                "(TRAPBATCH_BUSY_RETRY_ATTEMPTS): the step, the service's words, the attempt that "
+                                "comes next of how many, and when. Absent: nothing waits",
+                                "required": ["step", "reason", "attempt", "of", "at"], "properties": {
+                                    "step": {"type": "string"}, "reason": {"type": "string"},
+                                    "attempt": {"type": "integer", "minimum": 2}, "of": {"type": "integer"},
+                                    "at": {"type": "string", "format": "date-time"}}},
                     "shards_given_up": {"type": "object", "description": "shards given up after every attempt "
                                         "(their images are failures with reason not_processed): how many, the first "
                                         "few with how their last attempt ended (the worker's exit code and words, or "

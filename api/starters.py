@@ -505,7 +505,7 @@ async def _task_inputs(client: df.DurableOrchestrationClient, task_ids: list[str
 
 
 async def _child_progress(client: df.DurableOrchestrationClient, task_id: str, groups: int,
-                          run: str = "") -> dict[str, int]:
+                          run: str = "") -> tuple[dict[str, int], dict[str, Any] | None]:
     """Sum the progress counters of the task's shard groups, from their custom statuses, in ONE instance query.
 
     Why a query by id prefix rather than one status read per group: each read cost a round trip (~12.5 ms per group
@@ -515,11 +515,13 @@ async def _child_progress(client: df.DurableOrchestrationClient, task_id: str, g
     Only the groups of the current run count (``g < groups``: a re-run with fewer groups leaves the old ones).
 
     ``images_progress`` sums each group's own never-decreasing count; a group from before that count reports its
-    final and in-progress images instead.
+    final and in-progress images instead. Also returns the first ``waiting`` a group shows (a step waiting out a
+    busy service: ``orchestrations.retries``), or None.
     """
     wanted = {shards_instance_id(task_id, g, run) for g in range(groups)}
     prefix = shards_instance_id(task_id, 0)[: -len("0000")]  # every run's groups: a re-run's ids carry its run
     totals: dict[str, int] = {}
+    waiting: dict[str, Any] | None = None
     for child in await _all_instances(client, prefix, show_input=False):
         if str(getattr(child, "instance_id", "") or "") not in wanted:
             continue
@@ -530,7 +532,9 @@ async def _child_progress(client: df.DurableOrchestrationClient, task_id: str, g
         counts.setdefault("images_progress", counts.get("images_done", 0) + counts.get("images_in_progress", 0))
         for key, value in counts.items():
             totals[key] = totals.get(key, 0) + value
-    return totals
+        if waiting is None and isinstance(status.get(c.WAITING_KEY), dict):
+            waiting = status[c.WAITING_KEY]
+    return totals, waiting
 
 
 def _parse_time(text: Any) -> datetime | None:
@@ -566,7 +570,10 @@ async def _describe(client: df.DurableOrchestrationClient, task_id: str,
     if runtime == "Failed":
         out["error"] = failure_message(str(custom.get("error") or status.output or ""))
     if out["stage"] == Stage.detecting and custom.get("groups"):
-        progress = await _child_progress(client, task_id, int(custom["groups"]), str(custom.get("groups_run") or ""))
+        progress, waiting = await _child_progress(client, task_id, int(custom["groups"]),
+                                                  str(custom.get("groups_run") or ""))
+        if waiting is not None and c.WAITING_KEY not in out:  # a shard group waiting out a busy Batch or storage
+            out[c.WAITING_KEY] = waiting
         out.update({k: progress.get(k, 0) for k in ("images_done", "images_failed", "images_missing", "resubmissions")})
         out["images_done"] = progress.get("images_progress", 0)  # final or counted by running shards; never lower
         out["shards_done"] = progress.get("done", 0) + progress.get("given_up", 0)

@@ -21,7 +21,8 @@ from cli.errors import (EXIT_API, EXIT_COMPLETED_WITH_ERRORS, EXIT_FOLLOW_UP_FAI
 from cli.folders import folder_requests
 from cli.hints import translate
 from cli.zooniverse_upload import VARIANTS as ZU_VARIANTS
-from cli.progress import BarReporter, LineReporter, awaiting_line, exit_code_for, failed_steps, is_final, wait_for
+from cli.progress import (BarReporter, LineReporter, awaiting_line, exit_code_for, failed_steps, is_final, wait_for,
+                          waiting_note)
 from core.contracts import Stage
 from core.errors import TrapbatchError
 from core.notimages import describe as describe_not_images
@@ -207,6 +208,8 @@ def _summary(st: dict[str, Any]) -> None:
     for k in keys:
         if st.get(k) not in (None, ""):
             table.add_row(k, str(st[k]))
+    if waiting_note(st):
+        table.add_row("waiting", waiting_note(st).removeprefix("; waiting for "))
     if st.get("failure_reasons"):
         table.add_row("failure_reasons", ", ".join(f"{k}: {v}" for k, v in st["failure_reasons"].items()))
     given_up = st.get("shards_given_up")

@@ -68,8 +68,23 @@ def _eta(seconds: Any) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
 
 
+def waiting_note(st: dict[str, Any]) -> str:
+    """``; waiting for a busy service: ...`` while a step of the task waits to be tried again
+    (``orchestrations.retries``); "" otherwise."""
+    waiting = st.get("waiting")
+    if not isinstance(waiting, dict):
+        return ""
+    return (f"; waiting for a busy service ({waiting.get('reason', '?')}): {waiting.get('step', '?')} tried again "
+            f"at {waiting.get('at', '?')}, attempt {waiting.get('attempt', '?')} of {waiting.get('of', '?')}")
+
+
 def progress_line(st: dict[str, Any]) -> str:
-    """One line for a status: the stage, and while detecting the counts, rate and ETA."""
+    """One line for a status: the stage, and while detecting the counts, rate and ETA; a step waiting out a busy
+    service says so."""
+    return _progress_line(st) + waiting_note(st)
+
+
+def _progress_line(st: dict[str, Any]) -> str:
     stage: str = str(st.get("stage", "?"))
     if stage == Stage.detecting:
         done, total = st.get("images_done", 0), st.get("images", 0)
@@ -160,7 +175,8 @@ class BarReporter:
                   f"running, {st.get('shards_queued', 0)} queued, {st.get('resubmissions', 0)} resubmitted"
                   if stage == Stage.detecting else "")
         self.progress.update(self.bar, description=stage, total=images or None, completed=done or 0,
-                             rate=f"{rate} img/s" if rate else "", eta=_eta(st.get("eta_seconds")), shards=shards)
+                             rate=f"{rate} img/s" if rate else "", eta=_eta(st.get("eta_seconds")),
+                             shards=(shards + waiting_note(st)).removeprefix("; "))
 
     def close(self) -> None:
         self.progress.stop()

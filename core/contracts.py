@@ -35,6 +35,8 @@ DROP_ANSWER = "write_drop_answer"
 PUBLISH_EVENT = "publish_task_event"
 CONFIRM_EVENT = "confirm"  # the external event POST /api/tasks/{id}/confirm raises on a task awaiting confirmation
 CANCEL_EVENT = "cancel"  # POST /api/tasks/{id}/cancel on a task awaiting confirmation (nothing is in the pool yet)
+# a custom status key: a step waiting out a busy service ({step, reason, attempt, of, at}; orchestrations.retries)
+WAITING_KEY = "waiting"
 EXPIRY_MOVED_EVENT = "expiry_moved"  # a re-run's own expiry for a waiting one: {"expires": ISO time, or "" for none}
 
 

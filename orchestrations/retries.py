@@ -26,6 +26,9 @@ from typing import Any, Generator, Mapping, Sequence
 import azure.durable_functions as df
 from azure.durable_functions.models.Task import TaskState
 
+from core.contracts import WAITING_KEY
+from core.errors import failure_line
+
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
@@ -54,7 +57,7 @@ BUSY_TYPES = frozenset({
 # SDK's process_storage_error), Azure Batch ``(ServerBusy) ...\nCode: ServerBusy`` (azure-core's OData error). The
 # codes are the ones both services document as "retry later": ServerBusy (503), OperationTimedOut and InternalError
 # (500); TooManyRequests for a 429.
-_BUSY_CODE = re.compile(r"(?:ErrorCode:|\nCode: )\s*(?:ServerBusy|OperationTimedOut|InternalError|TooManyRequests)\b")
+_BUSY_CODE = re.compile(r"(?:ErrorCode:|\nCode: )\s*(?P<code>ServerBusy|OperationTimedOut|InternalError|TooManyRequests)\b")
 _FAILED_TYPE = re.compile(r"Activity function '[^']*' failed: +(?P<type>[A-Za-z_][A-Za-z0-9_]*)(?::|\s|$)")
 
 
@@ -81,13 +84,40 @@ def busy_attempts(data: Any) -> int:
     return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
 
 
-def _retry_delay_s(context: df.DurableOrchestrationContext, policy: RetryPolicy, retry: int,
+def _retry_delay_s(context: df.DurableOrchestrationContext, name: str, policy: RetryPolicy, retry: int,
                    exc: BaseException) -> float | None:
-    """Seconds to wait before the next call after the ``retry``-th failure ``exc``, or None: no more calls."""
+    """Seconds to wait before the next call after the ``retry``-th failure ``exc``, or None: no more calls. A busy
+    wait is shown in the orchestration's status while it lasts (``_show_waiting``)."""
     limit = busy_attempts(context.get_input()) if is_busy(exc) else 0
     if limit > policy.attempts:
-        return min(BUSY_FIRST_DELAY_S * 2.0 ** (retry - 1), BUSY_MAX_DELAY_S) if retry < limit else None
+        if retry >= limit:
+            _show_waiting(context, None)
+            return None
+        delay = min(BUSY_FIRST_DELAY_S * 2.0 ** (retry - 1), BUSY_MAX_DELAY_S)
+        _show_waiting(context, {"step": name, "reason": _busy_reason(exc), "attempt": retry + 1, "of": limit,
+                                "at": (context.current_utc_datetime + timedelta(seconds=delay)).isoformat()})
+        return delay
+    _show_waiting(context, None)
     return policy.delay_s(retry) if retry < policy.attempts else None
+
+
+def _busy_reason(exc: BaseException) -> str:
+    """The failure as a person reads it, with the service's error code where its first line lacks it (the storage
+    SDK's first line is "Operation returned an invalid status ''", its code on the next)."""
+    line = failure_line(exc, 200)
+    found = _BUSY_CODE.search(str(exc))
+    return f"{line} ({found.group('code')})" if found and found.group("code") not in line else line
+
+
+def _show_waiting(context: df.DurableOrchestrationContext, waiting: dict[str, Any] | None) -> None:
+    """Add (or, with None, remove) ``waiting`` in the orchestration's custom status, when that is a dict: a step
+    waiting minutes for a busy service says so (``GET /api/tasks/{id}``, ``trapbatch status``) instead of the
+    status standing still. Custom status is no history action, so replay is unaffected."""
+    status = context.custom_status
+    if not isinstance(status, dict) or (waiting is None and WAITING_KEY not in status):
+        return
+    rest = {k: v for k, v in status.items() if k != WAITING_KEY}
+    context.set_custom_status({**rest, WAITING_KEY: waiting} if waiting is not None else rest)
 
 
 # Listing a container or streaming a merge can hit transient storage throttling; a few retries spare a failed task.
@@ -106,13 +136,17 @@ def call(context: df.DurableOrchestrationContext, name: str, policy: RetryPolicy
     retry = 0
     while True:
         try:
-            return (yield context.call_activity(name, payload))
+            value = yield context.call_activity(name, payload)
         except Exception as exc:  # noqa: BLE001 - the activity's failure, as the SDK raises it in the orchestrator
             retry += 1
-            delay = _retry_delay_s(context, policy, retry, exc)
+            delay = _retry_delay_s(context, name, policy, retry, exc)
             if delay is None:
                 raise
             yield context.create_timer(context.current_utc_datetime + timedelta(seconds=delay))
+            continue
+        if retry:
+            _show_waiting(context, None)
+        return value
 
 
 def call_all(context: df.DurableOrchestrationContext, name: str, payloads: Sequence[Any],
@@ -141,11 +175,13 @@ def call_all(context: df.DurableOrchestrationContext, name: str, payloads: Seque
                     left.append(i)
             todo = left
             retry += 1
-            delay = _retry_delay_s(context, policy, retry, exc)
+            delay = _retry_delay_s(context, name, policy, retry, exc)
             if delay is None:
                 raise
             yield context.create_timer(context.current_utc_datetime + timedelta(seconds=delay))
             continue
+        if retry:
+            _show_waiting(context, None)
         for i, value in zip(todo, values):
             results[i] = value
         todo = []

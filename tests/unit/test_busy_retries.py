@@ -188,6 +188,10 @@ def test_a_shard_group_polls_through_a_busy_batch_account_and_records_the_rounds
 
     assert run.status == "Completed" and run.output["done"] == 1
     assert len(run.calls(c.POLL)) == 6
+    # the group's own status says it waits (the task's status shows it: tests/unit/test_status_progress.py)
+    waits = [s["waiting"] for s in run.statuses if isinstance(s, dict) and "waiting" in s]
+    assert [w["attempt"] for w in waits] == [2, 3, 4, 5, 6] and {w["step"] for w in waits} == {c.POLL}
+    assert "waiting" not in run.custom_status
 
 
 def test_a_round_counts_every_call_a_busy_failure_may_make() -> None:
@@ -233,3 +237,46 @@ def test_the_default_knob_waits_about_eighteen_minutes() -> None:
     waits = [min(BUSY_FIRST_DELAY_S * 2 ** (n - 1), BUSY_MAX_DELAY_S) for n in range(1, DEFAULT_BUSY_RETRY_ATTEMPTS)]
     assert 17 * 60 <= sum(waits) <= 19 * 60
     assert retries.BUSY_TYPES >= {"StorageUnavailable", "BatchUnavailable", "TaskHubUnavailable"}
+
+
+def test_a_step_waiting_out_a_busy_service_says_so_in_the_status_until_it_succeeds() -> None:
+    """While the timer runs the task's status names the step, the service's code, the attempt and when it is tried
+    again (``GET /api/tasks/{id}`` shows the custom status; the CLI prints it); once the step succeeded it is gone."""
+    run = run_task(task_input(busy_retry_attempts=8), flaky_listing(2, storage_failure(503, "ServerBusy")))
+
+    assert run.status == "Completed"
+    waits = [s["waiting"] for s in run.statuses if isinstance(s, dict) and "waiting" in s]
+    assert [(w["step"], w["attempt"], w["of"]) for w in waits] == [(c.PLAN_LISTING, 2, 8), (c.PLAN_LISTING, 3, 8)]
+    assert all("ServerBusy" in w["reason"] and "Activity function" not in w["reason"] for w in waits)
+    first_timer = run.orchestrator_timers[0]
+    assert waits[0]["at"] == first_timer.fire_at.isoformat()
+    after = run.statuses[[i for i, s in enumerate(run.statuses) if isinstance(s, dict) and "waiting" in s][-1] + 1]
+    assert after.get("stage") == Stage.enumerating and "waiting" not in after
+    assert "waiting" not in run.custom_status
+
+
+def test_a_step_that_never_got_through_leaves_no_waiting_note_in_the_failed_status() -> None:
+    run = run_task(task_input(busy_retry_attempts=3), flaky_listing(9, storage_failure(503, "ServerBusy")))
+
+    assert run.status == "Failed" and "waiting" not in run.custom_status
+    assert run.custom_status["stage"] == Stage.failed
+
+
+def test_other_failures_wait_without_a_note() -> None:
+    run = run_task(task_input(busy_retry_attempts=8), flaky_listing(2, ValueError("bad plan")))
+
+    assert run.status == "Completed"
+    assert not [s for s in run.statuses if isinstance(s, dict) and "waiting" in s]
+
+
+def test_the_cli_shows_the_wait_beside_the_progress() -> None:
+    from cli.progress import progress_line
+
+    st = {"stage": "detecting", "images": 100, "images_done": 40, "shards": 4,
+          "waiting": {"step": "poll_shards", "reason": "(ServerBusy) ServerBusy", "attempt": 3, "of": 8,
+                      "at": "2026-12-05T15:10:00+00:00"}}
+    line = progress_line(st)
+    assert line.startswith("detecting: 40/100 images")
+    assert line.endswith("; waiting for a busy service ((ServerBusy) ServerBusy): poll_shards tried again at "
+                         "2026-12-05T15:10:00+00:00, attempt 3 of 8")
+    assert progress_line({k: v for k, v in st.items() if k != "waiting"}) == line.split("; waiting")[0]

@@ -184,3 +184,23 @@ def test_nothing_detected_yet_gives_no_rate_and_no_eta() -> None:
     assert live_rate(1000, 0, 0, 50.0) == (0.0, None)
     assert live_rate(1000, 500, 0, 0.0) == (0.0, None)
     assert live_rate(1000, 500, 100, 40.0) == (10.0, 50)
+
+
+def test_a_shard_group_waiting_out_a_busy_service_is_shown_in_the_tasks_status() -> None:
+    """A group's poll waiting minutes on a busy Batch account (orchestrations.retries) is seen in the task's status,
+    not only in the group's own: the first group that waits."""
+    waiting = {"step": "poll_shards", "reason": "(ServerBusy) ServerBusy", "attempt": 2, "of": 8,
+               "at": "2026-12-05T15:10:00+00:00"}
+    groups = {shards_instance_id(TASK, 0): group_status(done=1, progress=10),
+              shards_instance_id(TASK, 1): {**group_status(done=1, progress=10), "waiting": waiting}}
+
+    async def body(base: str, api: ManagementApi) -> Any:
+        return await starters.describe_task(Client(base, {**TASK_STATUS, "groups": 2}), TASK)
+
+    out = with_api(groups, body)
+    assert out["waiting"] == waiting and out["images_done"] == 20
+
+    async def calm(base: str, api: ManagementApi) -> Any:
+        return await starters.describe_task(Client(base, {**TASK_STATUS, "groups": 1}), TASK)
+
+    assert "waiting" not in with_api({shards_instance_id(TASK, 0): group_status(done=1, progress=10)}, calm)
