@@ -6,8 +6,8 @@ sub-orchestrations, whose parent waits for them), and the task must complete whe
 client binding (``durable_client_input``), which any function may take. Idempotent: an expiry already waiting for
 this task keeps its time (a rerun of the activity starts nothing new), except that a re-run of the task
 (``move``) tells it the re-run's time, or that there is none: the first run's time would otherwise take the re-run's
-pages off the website. The expiry's status is read with ``api.edge.read_status`` (the app's one reader of instance
-statuses): a task hub that could not be read (the management API's 500 for throttled storage) fails the activity,
+pages off the website. The expiry's status is read with ``adapters.task_hub.read_status`` (the app's one reader of
+instance statuses): a task hub that could not be read (the management API's 500 for throttled storage) fails the activity,
 to be tried again (the task's ``STORAGE_RETRY``), instead of reading as "no expiry waits", which dropped a re-run's
 move (the first run's time then took the re-run's pages off) or tried to start an expiry over the waiting one.
 """
@@ -20,7 +20,7 @@ import azure.durable_functions as df
 from adapters import clients
 from adapters.generations import served_key
 from adapters.preview_folders import delete_preview_folder
-from api.edge import read_status
+from adapters.task_hub import read_status
 from core import contracts as c
 from core.ids import expiry_instance_id
 

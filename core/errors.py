@@ -155,7 +155,7 @@ class TooManyActiveTasks(TrapbatchError):
 class TaskHubUnavailable(TrapbatchError, ConnectionError):
     """The Durable task hub could not be read: its storage throttled or failed and the extension's management API
     answered 500 (``HttpApiHandler`` catches the exception and answers "Something went wrong while processing your
-    request"), or it did not answer at all. Never "no such task": see ``api.edge.read_status``."""
+    request"), or it did not answer at all. Never "no such task": see ``adapters.task_hub.read_status``."""
 
     status_code = 503
     retry_after_s = 30
