@@ -7,17 +7,32 @@ activity's old result differently fails it too. Tasks run for hours or days, so 
 This script runs a scenario that takes every orchestrator through its main branches on this machine (Azurite, devhost,
 the local pool with a random-weight YOLOv5n network, as ``make demo``), snapshots each instance's history as it grows
 (``continue_as_new`` replaces a history; the snapshots keep every execution), and writes them to one gzipped JSON file.
-A later release's tests replay every prefix of those histories, as Azure would after a deployment.
+A later release's tests replay every prefix of those histories, as Azure would after a deployment, and run today's
+activities on the inputs they scheduled (test_upgrade_payloads.py): an activity no recording schedules goes unchecked,
+so the scenario reaches every activity today's orchestrators can still schedule (that test's ``LEGACY`` names the
+others, and checks that the newest recording schedules all the rest).
+
+Stand-ins, so that branches meant for Azure or for millions of images happen here (all in the recording's own devhost
+process, ``serve``; the orchestrators and the inputs they schedule are today's, unchanged):
+
+* a local receiver (``Receiver``): a request's ``notify_url`` (allowed by ``TRAPBATCH_NOTIFY_HOSTS``, signed with a
+  secret of a local secrets file) and the Event Grid topic (``TRAPBATCH_EVENT_GRID_TOPIC_ENDPOINT`` is set, so every
+  task publishes its end; the publisher's token is a local one and its transport posts to the receiver instead);
+* a results zip and a re-render at ``PARTS_THRESHOLD`` cut into about three parts (their ``PART_BYTES``, hundreds of
+  MB, are far above this scenario's files); a re-render at any other threshold keeps the single pass;
+* a day of ``previews_expire_days`` lasts ``DAY_S`` seconds (TRAPBATCH_PREVIEWS_EXPIRE_DAY_S, tests only).
 
     .venv/bin/python -m scripts.record_histories --out tests/orchestrations/histories/<release>.json.gz
 
-Run it from the release's own checkout (it drives that checkout's app). Takes two to four minutes.
+Run it from the release's own checkout (it drives that checkout's app). Takes four to six minutes.
 """
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import gzip
+import hmac
 import json
 import os
 import secrets
@@ -27,8 +42,10 @@ import sys
 import tempfile
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 import requests
 
@@ -42,6 +59,12 @@ HUB = "histories"
 CONTAINER = "history-camera-traps"
 KEY = secrets.token_urlsafe(24)
 FORMAT = 1
+NOTIFY_SECRET_NAME = "histories-notify"
+TOPIC_ENDPOINT = "https://histories-topic.westeurope-1.eventgrid.azure.net/api/events"  # posted to Receiver instead
+PARTS_THRESHOLD = 0.35  # a re-render at this threshold passes over the results in parts (serve)
+DAY_S = 3  # seconds in a day of previews_expire_days
+LONG_DAYS = 365  # task A's first expiry: 18 minutes, past the scenario (its re-run moves it to one day)
+CAPTURES_LIST = "lists/captures.csv"
 
 
 def say(msg: str) -> None:
@@ -111,6 +134,47 @@ class Api:
         raise SystemExit(f"{what}: not done within {timeout_s:.0f} s")
 
 
+class Receiver:
+    """The scenario's notification receiver and Event Grid topic stand-in: a local HTTP server that takes every POST
+    (``/notify``: a task's ``notify_url``; ``/topic``: what the publisher sends the topic) and answers 200, as a
+    receiver that took it would. Keeps what came, to say it did (a notification's signature checked)."""
+
+    def __init__(self, secret: str) -> None:
+        self.secret = secret
+        self.posts: list[tuple[str, dict[str, str], bytes]] = []
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                owner.posts.append((urlsplit(self.path).path, dict(self.headers.items()), body))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.host = f"127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def received(self, path: str) -> list[tuple[dict[str, str], bytes]]:
+        return [(headers, body) for at, headers, body in self.posts if at == path]
+
+    def signed(self, headers: dict[str, str], body: bytes) -> bool:
+        from core import notify
+
+        return hmac.compare_digest(headers.get(notify.SIGNATURE_HEADER, ""), notify.signature(self.secret, body))
+
+
 def _ended(api: Api, task: str) -> bool:
     code, st = api.call("GET", f"tasks/{task}")
     return code == 200 and st.get("runtime_status") in ("Completed", "Failed", "Terminated")
@@ -124,25 +188,46 @@ def _quiet(store: Store, skip_names: tuple[str, ...]) -> Callable[[], bool]:
     return check
 
 
-def scenario(api: Api, store: Store) -> None:
-    """Take each orchestrator through its main branches; each step says what it covers."""
+def _captures_list() -> bytes:
+    """Task D's image list: captures of three images (``capture_id``, ranked), one flagged invalid, one image alone
+    (no capture), and one name the container lacks (``listed_not_found``)."""
+    rows = ["path,capture_id,image_rank_in_capture,site,invalid"]
+    for day in ("2024-06-01", "2024-06-02"):
+        for k in range(1, 7):
+            capture = f"C03-{day[5:]}-{(k - 1) // 3 + 1}"
+            flagged = "1" if (day, k) == ("2024-06-02", 6) else "0"
+            rows.append(f"camera-03/{day}/IMG_000{k}.JPG,{capture},{(k - 1) % 3 + 1},C03,{flagged}")
+    rows.append("camera-03/2024-06-02/IMG_0099_night.jpg,,,C03,0")
+    rows.append("camera-03/2024-06-03/IMG_0001.JPG,C03-06-03-1,1,C03,0")
+    return ("\n".join(rows) + "\n").encode("utf-8")
+
+
+def scenario(api: Api, store: Store, blobs: BlobStore, receiver: Receiver) -> None:
+    """Take each orchestrator through its main branches, and every activity today's code schedules for a new task
+    (test_upgrade_payloads.LEGACY: the others); each step says what it covers."""
     from core import contracts as c
+    from core.ids import expiry_instance_id
+    from gpu_batch import layout
 
     quiet = _quiet(store, (c.EXPIRY_ORCHESTRATOR,))
-    # a task with a crashed shard (resubmitted: only its missing images), a preview expiry and the repeat search
+    # a task with a crashed shard (resubmitted: only its missing images), a preview expiry (far off, till its re-run
+    # moves it) and the repeat search
     code, ans = api.call("POST", "tasks", {"container": CONTAINER, "request_name": "histories A",
-                                           "first_n": 36, "previews_expire_days": 1})
+                                           "first_n": 36, "previews_expire_days": LONG_DAYS})
     assert code in (200, 201, 202), (code, ans)
     task_a = ans["id"]
     api.wait("task A", lambda: _ended(api, task_a))
     api.wait("task A's follow-ups", quiet)
     steps: list[tuple[str, str, str, Any]] = [
-        ("re-render at another threshold", "POST", f"tasks/{task_a}/previews", {"threshold": 0.35}),
+        ("re-render at another threshold, in parts", "POST", f"tasks/{task_a}/previews",
+         {"threshold": PARTS_THRESHOLD}),
         ("repeat search again", "POST", f"tasks/{task_a}/repeats/search",  # loose: random weights repeat little
          {"occurrence_threshold": 2, "iou_threshold": 0.5, "confidence_min": 0.0,
           "max_suspicious_detection_size": 1.0}),
         ("repeat removal", "POST", f"tasks/{task_a}/repeats", {"remove": "all"}),  # of the search's list
-        ("results zip", "GET", f"tasks/{task_a}/results", None),
+        ("re-render of both variants, single pass", "POST", f"tasks/{task_a}/previews", {"threshold": 0.3}),
+        ("results zip, in parts", "GET", f"tasks/{task_a}/results", None),
+        # its expiry, moved to a day (DAY_S) after it: the preview folder is deleted
         ("re-run, only new images, clock corrected", "POST", "tasks",
          {"container": CONTAINER, "request_name": "histories A", "first_n": 36, "previews_expire_days": 1,
           "only_new": True, "clock_corrections": {"(root)": 3600}}),
@@ -155,27 +240,107 @@ def scenario(api: Api, store: Store) -> None:
         search = str(ans.get("search") or search)
         say(f"{what}: {code} {json.dumps(ans)[:300]}")
         api.wait(what, lambda: _ended(api, task_a) and quiet())
-    # a task cancelled while its shards run
+    # a random sample of 12 (choose_sample), cancelled while its shards run
     code, ans = api.call("POST", "tasks", {"container": CONTAINER, "request_name": "histories B (cancelled)",
-                                           "first_n": 12})
+                                           "sample_n": 12, "seed": 7})
     task_b = ans["id"]
     api.wait("task B detecting", lambda: api.call("GET", f"tasks/{task_b}")[1].get("stage") == "detecting", 300,
              poll_s=0.2)
     code, ans = api.call("POST", f"tasks/{task_b}/cancel")
     say(f"cancel: {code}")
     api.wait("task B ended", lambda: _ended(api, task_b))
-    # an estimate, then a task over the confirmation threshold (all 41 images), confirmed, whose last shard cannot
-    # load its model on two attempts: the task fails (the other groups told to stop, the pool job closed)
+    # an estimate, then a dropped request (incoming/) over the confirmation threshold (all 41 images): its estimate
+    # and done files are written beside it; confirmed, its last shard cannot load its model on two attempts: the
+    # task fails (the other groups told to stop, the pool job closed)
     code, ans = api.call("POST", "tasks", {"container": CONTAINER, "request_name": "histories C", "dry_run": True})
     api.wait("estimate", lambda: _ended(api, ans["id"]))
-    code, ans = api.call("POST", "tasks", {"container": CONTAINER, "request_name": "histories C"})
-    task_c = ans["id"]
-    api.wait("task C awaiting confirmation",
-             lambda: api.call("GET", f"tasks/{task_c}")[1].get("stage") == "awaiting_confirmation", 300)
+    drop = "histories-c.json"
+    blobs.write_bytes(layout.INCOMING_CONTAINER, drop,
+                      json.dumps({"container": CONTAINER, "request_name": "histories C"}).encode("utf-8"))
+    estimate: dict[str, Any] = {}
+    api.wait("task C's estimate file", lambda: estimate.update(
+        blobs.read_json_or_none(layout.INCOMING_CONTAINER, layout.drop_answer_blob(drop, "estimate")) or {})
+        or bool(estimate), 300)
+    task_c = str(estimate["id"])
     code, ans = api.call("POST", f"tasks/{task_c}/confirm")
     say(f"confirm: {code}")
+    # meanwhile (task C's listing is done: the list blob does not change it) a task of an image list of captures
+    # (the Zooniverse subjects are captures), whose end is notified to notify_url
+    blobs.write_bytes(CONTAINER, CAPTURES_LIST, _captures_list())
+    code, ans = api.call("POST", "tasks", {"container": CONTAINER, "request_name": "histories D (captures)",
+                                           "image_list": CAPTURES_LIST,
+                                           "notify_url": f"http://{receiver.host}/notify"})
+    assert code in (200, 201, 202), (code, ans)
+    task_d = ans["id"]
     api.wait("task C (failing)", lambda: _ended(api, task_c))
+    api.wait("task C's done file", lambda: blobs.exists(layout.INCOMING_CONTAINER,
+                                                        layout.drop_answer_blob(drop, "done")), 120)
+    api.wait("task D", lambda: _ended(api, task_d))
     api.wait("everything", quiet)
+    expiry = expiry_instance_id(task_a)
+    api.wait("task A's preview expiry", lambda: (store.get_instance(expiry) or {}).get("Status") == "Completed", 120)
+    told = receiver.received("/notify")
+    events = receiver.received("/topic")
+    say(f"notifications: {len(told)} ({sum(receiver.signed(h, b) for h, b in told)} signed right); "
+        f"task events published: {len(events)}")
+    if not told or not all(receiver.signed(h, b) for h, b in told) or not events:
+        raise SystemExit("the receiver did not get a signed notification and the task events")
+
+
+def _stand_ins(receiver: str) -> None:
+    """Patch the recording's devhost process (see the module docstring): the Event Grid publisher posts to
+    ``receiver`` with a local token, a results zip is cut into about three parts, and so is a re-render at
+    ``PARTS_THRESHOLD``. Only the sizes and the transport change: every orchestrator, activity and input is today's."""
+    from azure.core.credentials import AccessToken, AccessTokenInfo
+    from azure.core.pipeline.transport import RequestsTransport
+
+    from activities import rethreshold, results_zip, task_events
+    from adapters import zip_parts
+    from adapters.event_grid import EventGridPublisher
+    from gpu_batch import layout
+
+    class LocalToken:
+        def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+            return AccessToken("local", int(time.time()) + 3600)
+
+        def get_token_info(self, *scopes: str, options: Any = None) -> AccessTokenInfo:
+            return AccessTokenInfo("local", int(time.time()) + 3600)
+
+    class LocalTopic(RequestsTransport):  # type: ignore[misc]
+        def send(self, request: Any, **kwargs: Any) -> Any:
+            request.url = f"{receiver}?{urlsplit(request.url).query}"
+            return super().send(request, **kwargs)
+
+    @functools.cache
+    def local_publisher(endpoint: str) -> EventGridPublisher:
+        return EventGridPublisher(endpoint, credential=LocalToken(), transport=LocalTopic())
+
+    task_events._publisher = local_publisher
+    whole_zip, single_pass = results_zip.run_build, rethreshold.run_rethreshold
+
+    def zip_in_parts(store: Any, container: str, task_id: str, part_bytes: int | None = None) -> Any:
+        if part_bytes is None:
+            files = zip_parts.plan(store, container, task_id, zip_parts.PART_BYTES)["files"]
+            part_bytes = max(1, sum(int(f["size"]) for f in files) // 3)
+        return whole_zip(store, container, task_id, part_bytes)
+
+    def rethreshold_in_parts(task_id: str, threshold: float, variant: str, settings: Any, store: Any,
+                             part_bytes: int | None = None) -> Any:
+        if part_bytes is None and threshold == PARTS_THRESHOLD:
+            size = store.size_or_none(settings.container, layout.results_blob(task_id, variant)) or 0
+            part_bytes = max(1, size // 3)
+        return single_pass(task_id, threshold, variant, settings, store, part_bytes)
+
+    results_zip.run_build = zip_in_parts
+    rethreshold.run_rethreshold = rethreshold_in_parts
+
+
+def serve(argv: list[str]) -> int:
+    """``python -m devhost argv[1:]`` with the stand-ins, the topic's posts going to ``argv[0]``."""
+    _stand_ins(argv[0])
+    from devhost.__main__ import main as devhost_main
+
+    return devhost_main(argv[1:])
 
 
 def _commit() -> str:
@@ -196,10 +361,18 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="trapbatch-histories-"))
     azurite = start_azurite(log_path=work / "azurite.log")
     devhost: subprocess.Popen[bytes] | None = None
+    receiver = Receiver(secrets.token_urlsafe(24))
+    receiver.start()
     try:
+        from gpu_batch.layout import INCOMING_CONTAINER
+
         conn = azurite.connection_string
         blobs = BlobStore(service_client(conn))
         blobs.ensure_container(CONTAINER)
+        blobs.ensure_container(INCOMING_CONTAINER)
+        local_secrets = work / "secrets.json"
+        local_secrets.write_text(json.dumps({NOTIFY_SECRET_NAME: receiver.secret}), encoding="utf-8")
+        local_secrets.chmod(0o600)
         for path in sorted(SAMPLES.rglob("*")):
             if path.is_file():
                 blobs.write_bytes(CONTAINER, path.relative_to(SAMPLES).as_posix(), path.read_bytes())
@@ -207,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
         env = {**os.environ, "AzureWebJobsStorage": conn, "TRAPBATCH_POOL": "local", "TRAPBATCH_POLL_MIN_S": "1",
                "TRAPBATCH_POLL_MAX_S": "2", "TRAPBATCH_IMAGES_PER_SHARD": "6", "TRAPBATCH_LOCAL_CONCURRENCY": "2",
                "TRAPBATCH_SHARDS_PER_GROUP": "3", "TRAPBATCH_MAX_IN_FLIGHT": "4",
+               "TRAPBATCH_MERGE_IMAGES_PER_PART": "6",  # one shard a part: the fan-ins and exports fan out
                "TRAPBATCH_DEVHOST_FUNCTION_KEY": KEY, "TRAPBATCH_MODEL": demo_model(), "TRAPBATCH_DEVICE": "cpu",
                "TRAPBATCH_WORKER_RESIDENT": "0", "TRAPBATCH_RESULTS_ZIP_ABOVE_BYTES": "1",
                "TRAPBATCH_CONFIRM_ABOVE_IMAGES": "40", "TRAPBATCH_PREVIEW_THRESHOLD": "0.2",
@@ -217,10 +391,18 @@ def main(argv: list[str] | None = None) -> int:
                "TRAPBATCH_WORKER_FAULTS": json.dumps({"s00001/1": "crash_after:1", "s00002/1": "hang",
                                                       "s00006/1": "exit:3", "s00006/2": "exit:3"}),
                "TRAPBATCH_MAX_TASK_SECONDS": "60", "TRAPBATCH_HISTORY_EVENTS": "200",
-               "TRAPBATCH_PUBLIC_WEB_URL": "https://example.z6.web.core.windows.net/"}
+               "TRAPBATCH_PUBLIC_WEB_URL": "https://example.z6.web.core.windows.net/",
+               "TRAPBATCH_PREVIEWS_EXPIRE_DAY_S": str(DAY_S),
+               # task D's notification, to the receiver, signed with the local secrets file's secret
+               "TRAPBATCH_NOTIFY_HOSTS": receiver.host, "TRAPBATCH_NOTIFY_SECRET": NOTIFY_SECRET_NAME,
+               "TRAPBATCH_LOCAL_SECRETS_FILE": str(local_secrets),
+               # every task's end published on the topic (serve: the receiver stands in for it)
+               "TRAPBATCH_EVENT_GRID_TOPIC_ENDPOINT": TOPIC_ENDPOINT}
         log = work / "devhost.log"
-        devhost = subprocess.Popen([sys.executable, "-m", "devhost", "--port", str(port), "--hub", HUB], cwd=ROOT,
-                                   env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+        serve_devhost = "import sys; from scripts.record_histories import serve; sys.exit(serve(sys.argv[1:]))"
+        devhost = subprocess.Popen([sys.executable, "-c", serve_devhost, f"http://{receiver.host}/topic",
+                                    "--port", str(port), "--hub", HUB], cwd=ROOT, env=env, stdout=open(log, "wb"),
+                                   stderr=subprocess.STDOUT, start_new_session=True)
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120
         while True:
@@ -234,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
         snaps = Snapshots(Store(conn, HUB))
         snaps.start()
         try:
-            scenario(Api(base), Store(conn, HUB))
+            scenario(Api(base), Store(conn, HUB), blobs, receiver)
         finally:
             snaps.stop()
         instances = sorted(snaps.kept.values(), key=lambda d: (d["instance_id"], d["history"][0]["Timestamp"]))
@@ -251,6 +433,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     finally:
         stop_group(devhost)
+        receiver.stop()
         azurite.stop()
         shutil.rmtree(work, ignore_errors=True)
 
