@@ -2,6 +2,9 @@
 and, for a request dropped as ``incoming/<name>.json``, an answer file beside it (``<name>.done.json`` when the task
 ended, ``<name>.estimate.json`` while it awaits confirmation).
 
+The signing key is read from the app's own vault (``TRAPBATCH_APP_KEY_VAULT_URL``; ``Settings.app_secret_store_env``),
+which the GPU nodes cannot read, not from the sources' vault they share with the app.
+
 Nothing is sent to a host outside ``TRAPBATCH_NOTIFY_HOSTS``, or without ``TRAPBATCH_NOTIFY_SECRET``: the answer then
 says why, and the orchestrator does not retry (retrying cannot change a setting). A receiver that cannot be reached
 or answers other than 2xx raises, so the orchestrator retries with back-off (orchestrations/task.py NOTIFY_RETRY).
@@ -68,7 +71,7 @@ def send(payload: c.NotifyInput, allowed_hosts: tuple[str, ...], secret_name: st
 @bp.activity_trigger(input_name="payload", activity=c.NOTIFY)
 def notify_task_end(payload: c.NotifyInput) -> c.NotifyOutput:
     s = clients.settings()
-    return send(payload, s.notify_hosts, s.notify_secret, s.secret_store_env())
+    return send(payload, s.notify_hosts, s.notify_secret, s.app_secret_store_env())
 
 
 def write_drop_answer(payload: c.DropAnswerInput, store: BlobStore) -> c.DropAnswerOutput:

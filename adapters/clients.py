@@ -41,8 +41,9 @@ def source_store(s: Settings, account_url: str = "", credential_secret: str = ""
     check_source_allowed(s, account_url)
     if credential_secret and s.notify_secret and credential_secret.casefold() == s.notify_secret.casefold():
         # (Key Vault names are case-insensitive)
-        # the vault holds the app's own secrets too: named as a storage credential, the notification signing key
-        # would be read and sent to the account in a request's query string
+        # the sources' vault may hold the app's own secrets too (without TRAPBATCH_APP_KEY_VAULT_URL, or an old copy
+        # left there): named as a storage credential, the signing key would be read and sent to the account in a
+        # request's query string
         raise SourceNotAllowed(f"secret {credential_secret!r} signs this app's notifications; it is no storage "
                                "credential", "name the Key Vault secret that holds the account's SAS token or "
                                "connection string")

@@ -170,7 +170,7 @@ async def start_task(client: df.DurableOrchestrationClient, body: Any, settings:
                              "or give the app's identity a role on the source account and drop 'credential_secret'")
     if request.notify_url:  # a notification this app would never send is refused now, not missed at the end
         why = notify.not_sendable(request.notify_url, settings.notify_hosts,
-                                  bool(settings.notify_secret and settings.secret_store_env()))
+                                  bool(settings.notify_secret and settings.app_secret_store_env()))
         if why is not None:
             raise RequestInvalid(f"'notify_url' cannot be told: {why}",
                                  "the operator adds the receiver's host to TRAPBATCH_NOTIFY_HOSTS and sets "

@@ -5,10 +5,12 @@ calls that activity once when the task ends (completed, completed_with_errors, c
 a receiver that is down with back-off on durable timers.
 
 Signature: ``X-Trapbatch-Signature: sha256=<hex HMAC-SHA256 of the raw body>`` with the secret the app setting
-``TRAPBATCH_NOTIFY_SECRET`` names (a Key Vault secret, or locally an entry of ``TRAPBATCH_LOCAL_SECRETS_FILE``, read
-as gpu_batch/storage_refs.py reads source-account secrets). The receiver recomputes it over the bytes it got and
-compares in constant time (``verify``). ``X-Trapbatch-Delivery`` (``<task id>/<stage>``) is the same on every retry,
-so a receiver can drop a repeat (a retry after a lost answer, or an activity Durable ran twice).
+``TRAPBATCH_NOTIFY_SECRET`` names (a secret of the app's own Key Vault, ``TRAPBATCH_APP_KEY_VAULT_URL``, which the GPU
+nodes cannot read; without it of ``TRAPBATCH_KEY_VAULT_URL``'s; or locally an entry of
+``TRAPBATCH_LOCAL_SECRETS_FILE``; read as gpu_batch/storage_refs.py reads source-account secrets). The receiver
+recomputes it over the bytes it got and compares in constant time (``verify``). ``X-Trapbatch-Delivery``
+(``<task id>/<stage>``) is the same on every retry, so a receiver can drop a repeat (a retry after a lost answer, or
+an activity Durable ran twice).
 
 Where: only hosts in ``TRAPBATCH_NOTIFY_HOSTS`` (comma-separated host names, ``host:port`` for a port) are sent to;
 the app would otherwise POST to any address a request names, from inside its network.

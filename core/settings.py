@@ -138,6 +138,11 @@ Variables (names shared with infra/main.bicep app settings):
                                    on; Bicep ``residentCompile`` passes ``--compile``); see
                                    gpu_batch.worker.resident_protocol
     TRAPBATCH_KEY_VAULT_URL        Key Vault holding source-account credentials that requests name by secret name
+                                   (the GPU nodes read it too)
+    TRAPBATCH_APP_KEY_VAULT_URL    Key Vault holding the app's own secrets (TRAPBATCH_NOTIFY_SECRET's value), which
+                                   the GPU nodes cannot read (infra/ sets it; docs/deploy.md). Default unset: those
+                                   are read from TRAPBATCH_KEY_VAULT_URL's vault (or the local secrets file), as
+                                   before the second vault existed
     TRAPBATCH_SOURCE_ACCOUNTS      storage accounts requests may name as ``source_account_url`` (comma-separated blob
                                    endpoints); default none: only the app's own account. The app sends its identity's
                                    token, or a named secret, to the account a request names, so this is a door.
@@ -165,8 +170,9 @@ Variables (names shared with infra/main.bicep app settings):
                                    the wait is one durable timer, and Python's are limited to six days)
     TRAPBATCH_NOTIFY_HOSTS         hosts a request's ``notify_url`` may name (comma-separated, ``host:port`` for a
                                    port); default none: no notification is sent (core/notify.py)
-    TRAPBATCH_NOTIFY_SECRET        name of the Key Vault secret (locally: of the local secrets file) whose value signs
-                                   notifications (HMAC-SHA256); without it none is sent
+    TRAPBATCH_NOTIFY_SECRET        name of the Key Vault secret (in TRAPBATCH_APP_KEY_VAULT_URL's vault when set;
+                                   locally: of the local secrets file) whose value signs notifications (HMAC-SHA256);
+                                   without it none is sent
     TRAPBATCH_EVENT_GRID_TOPIC_ENDPOINT  an Event Grid custom topic's endpoint (``https://<topic>.<region>-1.eventgrid.
                                    azure.net/api/events``; infra/ sets it): every task's end is published there as a
                                    CloudEvents event (core/task_events.py) with the app's managed identity (role
@@ -457,6 +463,7 @@ class Settings:
     worker_identity_resource_id: str = ""
     storage_account_url: str = ""
     key_vault_url: str = ""
+    app_key_vault_url: str = ""  # TRAPBATCH_APP_KEY_VAULT_URL: the app's own secrets; never passed to the workers
     local_secrets_file: str = ""
     public_web_url: str = ""
     models_container: str = ""
@@ -498,6 +505,17 @@ class Settings:
         the same names, ``storage_refs.KEY_VAULT_ENV`` and ``LOCAL_SECRETS_ENV``; tests/unit/test_settings pins it)."""
         return {k: v for k, v in (("TRAPBATCH_KEY_VAULT_URL", self.key_vault_url),
                                   ("TRAPBATCH_LOCAL_SECRETS_FILE", self.local_secrets_file)) if v}
+
+    def app_secret_store_env(self) -> dict[str, str]:
+        """The secret store of the app's own secrets (the notification signing key), for
+        ``gpu_batch.storage_refs.secret_reader_from_env``: the app vault when TRAPBATCH_APP_KEY_VAULT_URL is set, else
+        the sources' store (``secret_store_env``, today's single vault or the local secrets file).
+
+        Why a second vault: the GPU nodes read the sources' vault by secret names that requests choose, so no role
+        can keep them from a secret stored there, and a node decodes untrusted images. Never give this to a worker."""
+        if self.app_key_vault_url:
+            return {"TRAPBATCH_KEY_VAULT_URL": self.app_key_vault_url}
+        return self.secret_store_env()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "Settings":
@@ -594,6 +612,7 @@ class Settings:
             worker_identity_resource_id=env.get("TRAPBATCH_WORKER_IDENTITY_RESOURCE_ID", ""),
             storage_account_url=env.get("TRAPBATCH_STORAGE_ACCOUNT_URL", ""),
             key_vault_url=env.get("TRAPBATCH_KEY_VAULT_URL", ""),
+            app_key_vault_url=env.get("TRAPBATCH_APP_KEY_VAULT_URL", "").strip(),
             local_secrets_file=env.get("TRAPBATCH_LOCAL_SECRETS_FILE", ""),
             public_web_url=env.get("TRAPBATCH_PUBLIC_WEB_URL", "").rstrip("/"),
             models_container=env.get("TRAPBATCH_MODELS_CONTAINER", ""),

@@ -5,7 +5,8 @@
 //   Event Grid custom topic for "a task ended" events (CloudEvents 1.0, Entra ID only)               app/task-events.bicep
 //   Azure Batch account + autoscaling GPU pool of worker containers (Spot first)                     app/batch.bicep
 //   Azure Container Registry for the worker image (built by infra/hooks/postprovision)               core/host
-//   Key Vault (RBAC) for source-account SAS tokens                                                   core/security
+//   Key Vault (RBAC) for source-account SAS tokens (the app and the GPU nodes read it)                core/security
+//   Key Vault (RBAC) for the app's own secrets (notification signing key); the nodes cannot read it   core/security
 //   Log Analytics + Application Insights                                                             core/monitor
 //   two user-assigned identities (app, GPU nodes) and every role assignment                           app/rbac.bicep
 // Steps that ARM cannot do are azd hooks (azure.yaml): enabling the static website and building the worker image
@@ -142,6 +143,20 @@ module keyVault 'core/security/keyvault.bicep' = {
   }
 }
 
+// The app's own secrets (TRAPBATCH_NOTIFY_SECRET's value signs task-ended notifications). Not in keyVault: the GPU
+// nodes read that vault's secrets by names that requests choose (so no per-secret role can scope them), and a node
+// decodes untrusted images; a compromised node must not be able to read the key and forge notifications.
+// 'kva-' + the 13-character token = 17 characters, within Key Vault's 3-24.
+module appKeyVault 'core/security/keyvault.bicep' = {
+  name: 'appKeyVault'
+  scope: rg
+  params: {
+    name: 'kva-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
 module registry 'core/host/container-registry.bicep' = {
   name: 'registry'
   scope: rg
@@ -199,6 +214,7 @@ module rbac 'app/rbac.bicep' = {
     storageAccountName: storage.outputs.name
     stateContainerName: stateContainerName // the nodes write here only (TRAPBATCH_CONTAINER below)
     keyVaultName: keyVault.outputs.name
+    appKeyVaultName: appKeyVault.outputs.name
     batchAccountName: batch.outputs.accountName
     registryName: registry.outputs.name
     applicationInsightsName: monitoring.outputs.applicationInsightsName
@@ -248,6 +264,7 @@ module api 'app/api.bicep' = {
       TRAPBATCH_WORKER_IDENTITY_RESOURCE_ID: nodeIdentity.outputs.id
       TRAPBATCH_STORAGE_ACCOUNT_URL: storage.outputs.blobEndpoint
       TRAPBATCH_KEY_VAULT_URL: keyVault.outputs.uri
+      TRAPBATCH_APP_KEY_VAULT_URL: appKeyVault.outputs.uri // the notification signing key (not readable by the nodes)
       TRAPBATCH_SOURCE_ACCOUNTS: sourceAccounts
       TRAPBATCH_EVENT_GRID_TOPIC_ENDPOINT: taskEvents.outputs.endpoint
     }
@@ -274,6 +291,7 @@ output AZURE_CONTAINER_REGISTRY_NAME string = registry.outputs.name
 output AZURE_CONTAINER_REGISTRY_ENDPOINT string = registry.outputs.loginServer
 output TRAPBATCH_WORKER_IMAGE_NAME string = workerImageName
 output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
+output AZURE_APP_KEY_VAULT_NAME string = appKeyVault.outputs.name
 output AZURE_BATCH_ACCOUNT_NAME string = batch.outputs.accountName
 output AZURE_BATCH_POOL_ID string = batch.outputs.poolId
 output TRAPBATCH_PUBLIC_WEB_URL string = storage.outputs.webEndpoint

@@ -13,6 +13,8 @@
 //   batch     Azure Batch Job Submitter      create jobs and tasks, list and terminate them; it cannot change pools
 //             (batch-role-based-access-control.md; everything trapbatch's AzureBatchPool calls is under jobs/*)
 //   vault     Key Vault Secrets User         read source-account SAS tokens by name
+//   app vault Key Vault Secrets User         read the app's own secrets (TRAPBATCH_NOTIFY_SECRET: the key that signs
+//                                            task-ended notifications; activities/notify.py)
 //   insights  Monitoring Metrics Publisher   send telemetry with Entra ID (local auth is off)
 //   events    EventGrid Data Sender          publish "task ended" events to the custom topic (local auth is off;
 //             event-grid/authenticate-with-microsoft-entra-id.md)
@@ -26,15 +28,22 @@
 //             compromised node replace the Functions app's deployment package (app-package-*), the preview site
 //             ($web) or drop task requests (incoming/).
 //   vault     Key Vault Secrets User         read source-account SAS tokens by name
+//             Nothing on the app vault: requests choose the source secrets' names, so the nodes need every secret
+//             of `vault` and no per-secret role can scope them; the app's signing key therefore lives in a vault of
+//             its own, out of reach of a node that decodes untrusted images (it could forge notifications).
 //   registry  AcrPull                        pull the worker image (containerRegistries.identityReference)
 // Deploying user (azd's AZURE_PRINCIPAL_ID; skipped when empty):
 //   storage   Storage Blob Data Contributor  upload images, drop task requests, read results
 //   vault     Key Vault Secrets Officer      add the SAS tokens that requests name
+//   app vault Key Vault Secrets Officer      set the notification signing key (docs/deploy.md)
 
 param storageAccountName string
 @description('The state container (TRAPBATCH_CONTAINER): the only one the GPU nodes may write to.')
 param stateContainerName string
+@description('The vault of source-account credentials: the app and the GPU nodes read it.')
 param keyVaultName string
+@description('The vault of the app\'s own secrets (notification signing key): the app reads it, the nodes cannot.')
+param appKeyVaultName string
 param batchAccountName string
 param registryName string
 param applicationInsightsName string
@@ -77,6 +86,10 @@ resource stateContainer 'Microsoft.Storage/storageAccounts/blobServices/containe
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
   name: keyVaultName
+}
+
+resource appVault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
+  name: appKeyVaultName
 }
 
 resource batch 'Microsoft.Batch/batchAccounts@2024-07-01' existing = {
@@ -139,6 +152,16 @@ resource appBatchJobSubmitter 'Microsoft.Authorization/roleAssignments@2022-04-0
 resource appSecretsUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(vault.id, appPrincipalId, keyVaultSecretsUser)
   scope: vault
+  properties: {
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', keyVaultSecretsUser)
+  }
+}
+
+resource appAppSecretsUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(appVault.id, appPrincipalId, keyVaultSecretsUser)
+  scope: appVault
   properties: {
     principalId: appPrincipalId
     principalType: 'ServicePrincipal'
@@ -221,6 +244,16 @@ resource userBlobContributor 'Microsoft.Authorization/roleAssignments@2022-04-01
 resource userSecretsOfficer 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(userPrincipalId)) {
   name: guid(vault.id, userPrincipalId, keyVaultSecretsOfficer)
   scope: vault
+  properties: {
+    principalId: userPrincipalId
+    principalType: userPrincipalType
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', keyVaultSecretsOfficer)
+  }
+}
+
+resource userAppSecretsOfficer 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(userPrincipalId)) {
+  name: guid(appVault.id, userPrincipalId, keyVaultSecretsOfficer)
+  scope: appVault
   properties: {
     principalId: userPrincipalId
     principalType: userPrincipalType

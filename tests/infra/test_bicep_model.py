@@ -59,7 +59,8 @@ REQUIRED_APP_SETTINGS = {
     "TRAPBATCH_TASK_HUB", "TRAPBATCH_CONTAINER", "TRAPBATCH_PUBLIC_WEB_URL", "TRAPBATCH_DROP_TRIGGER_SOURCE",
     "TRAPBATCH_POOL", "TRAPBATCH_MODEL", "TRAPBATCH_BATCH_ACCOUNT_URL", "TRAPBATCH_BATCH_POOL_ID",
     "TRAPBATCH_WORKER_IMAGE", "TRAPBATCH_WORKER_IDENTITY", "TRAPBATCH_WORKER_IDENTITY_RESOURCE_ID",
-    "TRAPBATCH_STORAGE_ACCOUNT_URL", "TRAPBATCH_KEY_VAULT_URL", "TRAPBATCH_EVENT_GRID_TOPIC_ENDPOINT",
+    "TRAPBATCH_STORAGE_ACCOUNT_URL", "TRAPBATCH_KEY_VAULT_URL", "TRAPBATCH_APP_KEY_VAULT_URL",
+    "TRAPBATCH_EVENT_GRID_TOPIC_ENDPOINT",
     "TRAPBATCH_POOL_VM_SIZE",
 }
 REQUIRED_HOST_SETTINGS = {
@@ -497,7 +498,8 @@ def test_role_assignments(templates: dict[str, Template]) -> None:
 
 def test_rbac_scopes_are_the_deployed_resources(templates: dict[str, Template]) -> None:
     """The `existing` resources rbac.bicep assigns on are the ones main.bicep created."""
-    expected = {"storageAccountName": "storage", "keyVaultName": "keyVault", "batchAccountName": "batch",
+    expected = {"storageAccountName": "storage", "keyVaultName": "keyVault", "appKeyVaultName": "appKeyVault",
+                "batchAccountName": "batch",
                 "registryName": "registry", "applicationInsightsName": "monitoring",
                 "taskEventsTopicName": "taskEvents"}
     for param, module in expected.items():

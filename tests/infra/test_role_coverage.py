@@ -17,7 +17,9 @@ batch-role-based-access-control.md's list of Batch RBAC operations.
 Scopes: "storage" is trapbatch's storage account (any container in it), "storage/state" the state container
 (TRAPBATCH_CONTAINER, `trapbatch`); an assignment on the account covers both, one on the container only the
 container. Images in *another* account are outside infra/: docs/deploy.md and the app's error say which role to
-grant there (test_source_account_errors_name_the_role_and_both_identities).
+grant there (test_source_account_errors_name_the_role_and_both_identities). There are two vaults of one type: "vault"
+is the sources' vault (TRAPBATCH_KEY_VAULT_URL; app and nodes read it), "app-vault" the app's own
+(TRAPBATCH_APP_KEY_VAULT_URL; the notification signing key, which no node may read).
 """
 from __future__ import annotations
 
@@ -103,13 +105,14 @@ class Op:
     identity: str  # app (id-api-*), node (id-nodes-*), user (the deploying user, AZURE_PRINCIPAL_ID)
     where: str  # the code (or platform component acting with the identity) that makes the call
     permission: str  # the action or data action Azure checks
-    scope: str  # storage | storage/state | vault | batch | registry | insights | events
+    scope: str  # storage | storage/state | vault | app-vault | batch | registry | insights | events
 
 
 BLOB_READ, BLOB_WRITE, BLOB_DELETE = (f"{STORAGE}/containers/blobs/{v}" for v in ("read", "write", "delete"))
 CONTAINER_WRITE = f"{STORAGE}/containers/write"
 UDK = f"{STORAGE}/generateUserDelegationKey/action"
 GET_SECRET = "Microsoft.KeyVault/vaults/secrets/getSecret/action"
+SET_SECRET = "Microsoft.KeyVault/vaults/secrets/setSecret/action"
 
 OPERATIONS: tuple[Op, ...] = (
     # ---- the Functions app's identity (AzureWebJobsStorage__credential managedidentity, AZURE_CLIENT_ID)
@@ -140,7 +143,8 @@ OPERATIONS: tuple[Op, ...] = (
     Op("app", "adapters/preview_folders.py: preview pages in $web", BLOB_WRITE, "storage"),
     Op("app", "adapters/preview_folders.py: delete previews in $web", BLOB_DELETE, "storage"),
     Op("app", "adapters/share_links.py: Get User Delegation Key (read-only result links)", UDK, "storage"),
-    Op("app", "gpu_batch/storage_refs.py key_vault_reader: source SAS, TRAPBATCH_NOTIFY_SECRET", GET_SECRET, "vault"),
+    Op("app", "gpu_batch/storage_refs.py key_vault_reader: the source SAS a request names", GET_SECRET, "vault"),
+    Op("app", "activities/notify.py: TRAPBATCH_NOTIFY_SECRET's value (signs notifications)", GET_SECRET, "app-vault"),
     Op("app", "gpu_batch/pool/azure_batch.py: create_job, create_task_collection, terminate job/task",
        "Microsoft.Batch/batchAccounts/jobs/write", "batch"),
     Op("app", "gpu_batch/pool/azure_batch.py: list_tasks", "Microsoft.Batch/batchAccounts/jobs/read", "batch"),
@@ -166,8 +170,9 @@ OPERATIONS: tuple[Op, ...] = (
     Op("user", "az storage blob upload(-batch): images, incoming/<name>.json, trapbatch-ready.json", BLOB_WRITE,
        "storage"),
     Op("user", "az storage blob download, trapbatch download: results", BLOB_READ, "storage"),
-    Op("user", "az keyvault secret set: a source account's SAS", "Microsoft.KeyVault/vaults/secrets/setSecret/action",
-       "vault"),
+    Op("user", "az keyvault secret set: a source account's SAS", SET_SECRET, "vault"),
+    Op("user", "az keyvault secret set --vault-name $AZURE_APP_KEY_VAULT_NAME: the notification signing key",
+       SET_SECRET, "app-vault"),
 )
 
 # Least privilege: what no assignment may give (identity, scope, permission).
@@ -176,12 +181,15 @@ MUST_NOT: tuple[tuple[str, str, str], ...] = (
     # where the app's deployment package, the preview site and incoming/ live
     ("node", "storage", BLOB_WRITE), ("node", "storage", BLOB_DELETE), ("node", "storage", CONTAINER_WRITE),
     ("node", "storage", f"{STORAGE}/containers/delete"),
-    ("node", "vault", "Microsoft.KeyVault/vaults/secrets/setSecret/action"),
+    ("node", "vault", SET_SECRET),
+    # the app's own secrets: a node that could read the notification signing key could forge task-ended notifications
+    ("node", "app-vault", GET_SECRET), ("node", "app-vault", "Microsoft.KeyVault/vaults/secrets/readMetadata/action"),
+    ("node", "app-vault", SET_SECRET),
     ("node", "registry", "Microsoft.ContainerRegistry/registries/push/write"),
     # the app submits jobs; it never creates, resizes or deletes pools, nor reads account keys
     ("app", "batch", "Microsoft.Batch/batchAccounts/pools/write"),
     ("app", "batch", "Microsoft.Batch/batchAccounts/listKeys/action"),
-    ("app", "vault", "Microsoft.KeyVault/vaults/secrets/setSecret/action"),
+    ("app", "vault", SET_SECRET), ("app", "app-vault", SET_SECRET),
 )
 
 # Scopes an assignment at the key's scope covers.
@@ -195,6 +203,8 @@ SCOPE_TYPES = {
     "Microsoft.Insights/components": "insights",
     "Microsoft.EventGrid/topics": "events",
 }
+# Both vaults have one type: the rbac.bicep parameter naming the vault tells them apart.
+VAULTS = {"keyVaultName": "vault", "appKeyVaultName": "app-vault"}
 
 
 def _matches(pattern: str, permission: str) -> bool:
@@ -214,6 +224,8 @@ def assignments(templates: dict[str, Template]) -> set[tuple[str, str, str]]:
     identity = {"appPrincipalId": "app", "nodePrincipalId": "node", "userPrincipalId": "user"}
     assert chain(module_param(templates, "rbac", "appPrincipalId"))[0] == "appIdentity"
     assert chain(module_param(templates, "rbac", "nodePrincipalId"))[0] == "nodeIdentity"
+    assert chain(module_param(templates, "rbac", "keyVaultName"))[0] == "keyVault"
+    assert chain(module_param(templates, "rbac", "appKeyVaultName"))[0] == "appKeyVault"
     found = set()
     for body in rbac.of_type("Microsoft.Authorization/roleAssignments").values():
         props = body["properties"]
@@ -223,6 +235,8 @@ def assignments(templates: dict[str, Template]) -> set[tuple[str, str, str]]:
         if scope == "storage/state":  # a container: it must be the state container the app and nodes write to
             container = rbac.body(body["scope"])
             assert container["name"] == "stateContainerName", f"role on container {container['name']!r}"
+        elif scope == "vault":
+            scope = VAULTS[rbac.body(body["scope"])["name"]]
         found.add((identity[props["principalId"]], scope, role_id))
     return found
 
@@ -328,3 +342,25 @@ def test_source_account_errors_name_the_role_and_both_identities() -> None:
                                                                              1)[1]
     for text in (readme[:1200], deploy[:600]):
         assert "Storage Blob Data Reader" in text and "id-api-" in text and "id-nodes-" in text, text
+
+
+def test_the_app_reads_its_signing_key_from_a_vault_the_nodes_cannot_read(templates: dict[str, Template]) -> None:
+    """The nodes read the sources' vault by names requests choose (no per-secret scoping is possible) and decode
+    untrusted images; the notification signing key sat in that vault, so a compromised node could forge task-ended
+    notifications. The app's own secrets now live in a second vault (TRAPBATCH_APP_KEY_VAULT_URL) that the app reads,
+    the deploying user writes (azd output AZURE_APP_KEY_VAULT_NAME, docs/deploy.md), and the nodes cannot."""
+    trapbatch, _ = app_settings(templates)
+    assert chain(trapbatch["TRAPBATCH_KEY_VAULT_URL"]) == ["keyVault", "outputs", "uri"]
+    assert chain(trapbatch["TRAPBATCH_APP_KEY_VAULT_URL"]) == ["appKeyVault", "outputs", "uri"]
+    m = main(templates)
+    assert module_file(templates, "appKeyVault").name == module_file(templates, "keyVault").name \
+        == "core/security/keyvault.bicep"
+    names = {module_param(templates, v, "name") for v in ("keyVault", "appKeyVault")}
+    assert len(names) == 2, names
+    for name in names:  # Key Vault names: 3-24 characters; uniqueString() gives 13
+        assert name.endswith("${resourceToken}") and 3 <= len(name.replace("${resourceToken}", "x" * 13)) <= 24, name
+    assert chain(m.outputs["AZURE_APP_KEY_VAULT_NAME"]["value"]) == ["appKeyVault", "outputs", "name"]
+    found = assignments(templates)
+    assert granted(found, "app", "app-vault", GET_SECRET) and not granted(found, "node", "app-vault", GET_SECRET)
+    deploy = (REPO / "docs" / "deploy.md").read_text(encoding="utf-8")
+    assert 'az keyvault secret set --vault-name "$AZURE_APP_KEY_VAULT_NAME"' in deploy

@@ -10,11 +10,16 @@ from typing import Any, Iterator
 
 import pytest
 
+from activities import notify as notify_activity
 from activities.notify import ReceiverFailed, send
+from adapters import clients
 from core import notify
 from core.errors import RequestInvalid
 from core.requests import parse_task_request
 from core.settings import Settings
+from gpu_batch.storage_refs import KEY_VAULT_ENV, secret_reader_from_env
+from gpu_batch.tests.test_pool_azure_batch import FakeCredential
+from gpu_batch.tests.test_storage_refs import FakeVault
 
 SECRET = "notify-secret-value"
 STATUS = {"stage": "completed", "images": 10, "failed": 1, "previews": {"folder": "task-x-0123abcd"},
@@ -164,3 +169,30 @@ def test_a_receiver_error_raises_so_the_orchestrator_retries(receiver: dict[str,
 ])
 def test_the_schemes_own_port_is_the_host_the_allow_list_names(url: str, allowed: tuple[str, ...], ok: bool) -> None:
     assert notify.host_allowed(url, allowed) is ok
+
+
+def test_the_activity_reads_the_signing_key_from_the_app_vault_not_the_sources_vault(
+        receiver: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The GPU nodes read the sources' vault (TRAPBATCH_KEY_VAULT_URL) and decode untrusted images: a key kept there
+    let a compromised node forge notifications. With TRAPBATCH_APP_KEY_VAULT_URL set, the activity asks that vault
+    (Key Vault's HTTP API, through a fake transport) and never the sources' one, even with an old copy left there."""
+    sources_url, app_url = "https://kv-abc.vault.azure.net/", "https://kva-abc.vault.azure.net/"
+    vaults = {sources_url: FakeVault({"notify-key": "old copy the nodes can read"}),
+              app_url: FakeVault({"notify-key": SECRET})}
+    monkeypatch.setattr(notify_activity, "secret_reader_from_env", lambda env: secret_reader_from_env(
+        env, transport=vaults[env[KEY_VAULT_ENV]], credential=FakeCredential()))
+    env = {"AzureWebJobsStorage": "UseDevelopmentStorage=true", "TRAPBATCH_KEY_VAULT_URL": sources_url,
+           "TRAPBATCH_APP_KEY_VAULT_URL": app_url, "TRAPBATCH_NOTIFY_HOSTS": receiver["host"],
+           "TRAPBATCH_NOTIFY_SECRET": "notify-key"}
+    monkeypatch.setattr(clients, "settings", lambda: Settings.from_env(env))
+    activity = notify_activity.notify_task_end._function.get_user_function()
+
+    out = activity({"task_id": "task-0123456789abcdef0123", "url": receiver["url"], "status": STATUS})
+
+    assert out == {"sent": True, "status_code": 204, "reason": ""}
+    [(headers, raw)] = receiver["got"]
+    assert notify.verify(SECRET, raw, headers[notify.SIGNATURE_HEADER])
+    asked = vaults[app_url].requests[-1]
+    assert asked.url.startswith(f"{app_url}secrets/notify-key/?api-version=")
+    assert asked.headers["Authorization"] == "Bearer entra-token"
+    assert vaults[sources_url].requests == []

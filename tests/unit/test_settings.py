@@ -50,6 +50,24 @@ def test_secret_store_settings_reach_the_workers_by_name_only() -> None:
     assert set(s.secret_store_env()) | set(local.secret_store_env()) == {KEY_VAULT_ENV, LOCAL_SECRETS_ENV}
 
 
+def test_the_apps_own_secrets_come_from_the_app_vault_which_never_reaches_the_workers() -> None:
+    """The GPU nodes read TRAPBATCH_KEY_VAULT_URL's vault by names requests choose, so the notification signing key
+    has a vault of its own (TRAPBATCH_APP_KEY_VAULT_URL). Unset, the app reads it where it always did: the one vault,
+    or locally the secrets file."""
+    base = {"AzureWebJobsStorage": "UseDevelopmentStorage=true"}
+    both = Settings.from_env({**base, "TRAPBATCH_KEY_VAULT_URL": "https://kv-abc.vault.azure.net/",
+                              "TRAPBATCH_APP_KEY_VAULT_URL": " https://kva-abc.vault.azure.net/ "})
+    assert both.app_key_vault_url == "https://kva-abc.vault.azure.net/"
+    assert both.app_secret_store_env() == {KEY_VAULT_ENV: "https://kva-abc.vault.azure.net/"}
+    # what the workers get (and the sources' reader uses) is the sources' vault alone
+    assert both.secret_store_env() == {KEY_VAULT_ENV: "https://kv-abc.vault.azure.net/"}
+    one = Settings.from_env({**base, "TRAPBATCH_KEY_VAULT_URL": "https://kv-abc.vault.azure.net/"})
+    assert one.app_key_vault_url == "" and one.app_secret_store_env() == one.secret_store_env()
+    local = Settings.from_env({**base, "TRAPBATCH_LOCAL_SECRETS_FILE": "/tmp/s.json"})
+    assert local.app_secret_store_env() == {LOCAL_SECRETS_ENV: "/tmp/s.json"}
+    assert Settings.from_env(base).app_secret_store_env() == {}
+
+
 def test_drop_trigger_source_defaults_to_event_grid_and_refuses_anything_else() -> None:
     """Flex Consumption runs only the Event Grid blob trigger (flex-consumption-plan.md); ``func host start`` with
     Azurite has no Event Grid, so local.settings.example.json polls instead."""

@@ -1,6 +1,7 @@
-// Key Vault for source-account credentials (SAS tokens or connection strings that task requests name by secret
-// name, never by value). Azure RBAC only (no access policies): the app and the GPU nodes get Key Vault Secrets User,
-// the deploying user Key Vault Secrets Officer (app/rbac.bicep).
+// A Key Vault, Azure RBAC only (no access policies). main.bicep makes two: `keyVault` for source-account credentials
+// (SAS tokens or connection strings that task requests name by secret name, never by value; the app and the GPU nodes
+// get Key Vault Secrets User) and `appKeyVault` for the app's own secrets (the notification signing key; the app
+// alone gets Secrets User). The deploying user gets Key Vault Secrets Officer on both (app/rbac.bicep).
 
 param name string
 param location string = resourceGroup().location
