@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import urllib.error
 import urllib.request
+from typing import Callable
 
 import azure.durable_functions as df
 
@@ -23,7 +24,7 @@ from core import contracts as c
 from core import notify
 from adapters.blobs import BlobStore
 from gpu_batch import layout
-from gpu_batch.storage_refs import secret_reader_from_env
+from gpu_batch.storage_refs import KEY_VAULT_ENV, LOCAL_SECRETS_ENV, SourceAccessError, secret_reader_from_env
 
 logger = logging.getLogger(__name__)
 bp = df.Blueprint()
@@ -39,6 +40,25 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
+def _signing_key(read: Callable[[str], str], name: str, secret_env: dict[str, str]) -> str:
+    """The signing key, or a failure that says what to do about THIS secret: the secret reader's own words are for a
+    source account's SAS token ("create it (a SAS token ...)", "grant ... the GPU nodes' id-nodes-*"), wrong here:
+    the key is the app's alone, in the app's vault, which the nodes must never read."""
+    try:
+        return read(name)
+    except SourceAccessError as exc:
+        where = secret_env.get(KEY_VAULT_ENV) or secret_env.get(LOCAL_SECRETS_ENV) or "the secret store"
+        raise SigningKeyUnavailable(
+            f"the notification signing key {name!r} (TRAPBATCH_NOTIFY_SECRET) could not be read from {where}: "
+            f"{str(exc).split(';')[0]}; put it in the app's own vault (docs/deploy.md, 'Signed notifications': "
+            "az keyvault secret set --vault-name $AZURE_APP_KEY_VAULT_NAME), which only the app's identity "
+            "(id-api-*, role Key Vault Secrets User, granted by infra/) reads") from None
+
+
+class SigningKeyUnavailable(RuntimeError):
+    """The signing key could not be read; the orchestrator retries (it may have just been set)."""
+
+
 def send(payload: c.NotifyInput, allowed_hosts: tuple[str, ...], secret_name: str,
          secret_env: dict[str, str]) -> c.NotifyOutput:
     url = payload["url"]
@@ -52,7 +72,7 @@ def send(payload: c.NotifyInput, allowed_hosts: tuple[str, ...], secret_name: st
     stage = str(payload["status"].get("stage", ""))
     request = urllib.request.Request(url, data=raw, method="POST", headers={
         "Content-Type": "application/json", "User-Agent": "trapbatch",
-        notify.SIGNATURE_HEADER: notify.signature(read(secret_name), raw),
+        notify.SIGNATURE_HEADER: notify.signature(_signing_key(read, secret_name, secret_env), raw),
         notify.DELIVERY_HEADER: f"{payload['task_id']}/{stage}"})
     opener = urllib.request.build_opener(_NoRedirect)
     try:

@@ -196,3 +196,22 @@ def test_the_activity_reads_the_signing_key_from_the_app_vault_not_the_sources_v
     assert asked.url.startswith(f"{app_url}secrets/notify-key/?api-version=")
     assert asked.headers["Authorization"] == "Bearer entra-token"
     assert vaults[sources_url].requests == []
+
+
+def test_a_signing_key_missing_from_the_app_vault_says_where_it_goes_not_what_a_sas_token_needs(
+        receiver: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The secret reader's words are for a source account's SAS token (create a SAS token; grant the GPU nodes' id):
+    both wrong for the app's signing key, which the nodes must never read."""
+    from activities.notify import SigningKeyUnavailable
+
+    app_url = "https://kva-abc.vault.azure.net/"
+    vault = FakeVault({})
+    monkeypatch.setattr(notify_activity, "secret_reader_from_env", lambda env: secret_reader_from_env(
+        env, transport=vault, credential=FakeCredential()))
+    with pytest.raises(SigningKeyUnavailable) as caught:
+        send({"task_id": "task-0123456789abcdef0123", "url": receiver["url"], "status": STATUS},
+             (receiver["host"],), "notify-key", {KEY_VAULT_ENV: app_url})
+    message = str(caught.value)
+    assert "'notify-key'" in message and app_url in message and "AZURE_APP_KEY_VAULT_NAME" in message
+    assert "SAS" not in message and "id-nodes" not in message
+    assert receiver["got"] == []  # nothing unsigned was sent
