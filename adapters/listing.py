@@ -153,7 +153,13 @@ def _error(response: HttpResponse) -> HttpResponseError:
 
 def response_error(response: HttpResponse, operation: str) -> HttpResponseError:
     """The exception the SDK raises for this error answer to ``operation`` (classed by status, then by the service's
-    error code), with the service's error code and message (``adapters.blob_requests`` uses it too)."""
+    error code), with the service's error code and message (``adapters.blob_requests`` uses it too).
+
+    The code is also worded as the SDK words it, a line ``ErrorCode:<code>`` (azure-storage-blob
+    ``_shared/response_handlers.py`` ``process_storage_error``), which is what tells a busy account (``ServerBusy``...)
+    from other failures once an activity's exception is only text (``orchestrations.retries.is_busy``): without it
+    the control plane's commonest requests, these, were retried as any failure (three calls, 2 s and 4 s apart), and
+    a task failed on throttling that the busy retries wait out."""
     response.read()
     code = response.headers.get("x-ms-error-code", "")
     message = ""
@@ -163,7 +169,8 @@ def response_error(response: HttpResponse, operation: str) -> HttpResponseError:
     except ParseError:
         pass
     cls = _BY_STATUS.get(response.status_code) or _BY_CODE.get(code, HttpResponseError)
-    error = cls(message=f"{operation}: HTTP {response.status_code} {code}: {message}".strip(" :"), response=response)
+    text = f"{operation}: HTTP {response.status_code} {code}: {message}".strip(" :")
+    error = cls(message=text + (f"\nErrorCode:{code}" if code else ""), response=response)
     error.error_code = code or None  # type: ignore[attr-defined]  # as process_storage_error sets it
     return error
 

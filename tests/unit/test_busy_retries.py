@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 from azure.core.exceptions import ResourceNotFoundError, ServiceRequestError
 from azure.core.pipeline.transport import HttpTransport
-from azure.storage.blob import BlobClient
+from azure.storage.blob import BlobClient, BlobServiceClient
 
+from adapters.blobs import BlobStore
 from core import contracts as c
 from core.contracts import Stage
 from core.errors import ConfigError, StorageUnavailable
@@ -67,6 +68,19 @@ class _BatchAnswers(FakeBatch):
     def sleep(self, duration: float) -> None: ...
 
 
+def store_failure(status: int, code: str, operation: str) -> Exception:
+    """The failure of one of ``BlobStore``'s own requests (``adapters.blob_requests``, ``adapters.listing``: not the
+    SDK's operations) when storage answers ``status`` ``code``."""
+    service = BlobServiceClient("https://acct.blob.core.windows.net", transport=_StorageAnswers(status, code),
+                                retry_total=0)
+    calls = {"read_bytes": lambda s: s.read_bytes("c", "b.json"),
+             "write_bytes": lambda s: s.write_bytes("c", "b.json", b"{}"),
+             "list_names": lambda s: list(s.list_names("c"))}
+    with pytest.raises(Exception) as raised:
+        calls[operation](BlobStore(service))
+    return raised.value
+
+
 @functools.cache
 def batch_failure(status: int, code: str) -> Exception:
     transport = _BatchAnswers(responses={("GET", "/jobs/j/tasks"): (status, _batch_error(code))})
@@ -86,6 +100,12 @@ def as_received(name: str, exc: BaseException) -> Exception:
     (lambda: storage_failure(500, "InternalError"), True),
     (lambda: storage_failure(404, "BlobNotFound"), False),
     (lambda: storage_failure(403, "AuthorizationPermissionMismatch"), False),
+    (lambda: store_failure(503, "ServerBusy", "read_bytes"), True),
+    (lambda: store_failure(503, "ServerBusy", "write_bytes"), True),
+    (lambda: store_failure(503, "ServerBusy", "list_names"), True),
+    (lambda: store_failure(500, "OperationTimedOut", "read_bytes"), True),
+    (lambda: store_failure(409, "BlobAlreadyExists", "write_bytes"), False),
+    (lambda: store_failure(403, "AuthorizationPermissionMismatch", "list_names"), False),
     (lambda: batch_failure(503, "ServerBusy"), True),
     (lambda: batch_failure(500, "InternalError"), True),
     (lambda: batch_failure(400, "InvalidQueryParameterValue"), False),
