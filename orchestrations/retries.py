@@ -92,13 +92,26 @@ def _retry_delay_s(context: df.DurableOrchestrationContext, name: str, policy: R
     if limit > policy.attempts:
         if retry >= limit:
             _show_waiting(context, None)
-            return None
+            raise ServiceStayedBusy(_gave_up(name, exc, retry)) from exc
         delay = min(BUSY_FIRST_DELAY_S * 2.0 ** (retry - 1), BUSY_MAX_DELAY_S)
         _show_waiting(context, {"step": name, "reason": _busy_reason(exc), "attempt": retry + 1, "of": limit,
                                 "at": (context.current_utc_datetime + timedelta(seconds=delay)).isoformat()})
         return delay
     _show_waiting(context, None)
     return policy.delay_s(retry) if retry < policy.attempts else None
+
+
+class ServiceStayedBusy(RuntimeError):
+    """A step whose service stayed busy through every busy retry: its message says so and what to do, where the
+    storage SDK's own first line ("Operation returned an invalid status ''") said neither. Raised in the
+    orchestrator (an exception is no history action: replay is unaffected)."""
+
+
+def _gave_up(name: str, exc: BaseException, calls: int) -> str:
+    waited_s = sum(min(BUSY_FIRST_DELAY_S * 2.0 ** (n - 1), BUSY_MAX_DELAY_S) for n in range(1, calls))
+    return (f"{name} failed {calls} times over {waited_s / 60:.0f}+ minutes because a service stayed busy or out of "
+            f"reach: {_busy_reason(exc)}. Nothing is lost: post the task again later with \"only_new\": true "
+            "(what was done is kept), or let steps wait longer (TRAPBATCH_BUSY_RETRY_ATTEMPTS)")
 
 
 def _busy_reason(exc: BaseException) -> str:
@@ -139,7 +152,7 @@ def call(context: df.DurableOrchestrationContext, name: str, policy: RetryPolicy
             value = yield context.call_activity(name, payload)
         except Exception as exc:  # noqa: BLE001 - the activity's failure, as the SDK raises it in the orchestrator
             retry += 1
-            delay = _retry_delay_s(context, name, policy, retry, exc)
+            delay = _retry_delay_s(context, name, policy, retry, exc)  # ServiceStayedBusy past the busy retries
             if delay is None:
                 raise
             yield context.create_timer(context.current_utc_datetime + timedelta(seconds=delay))
@@ -175,7 +188,7 @@ def call_all(context: df.DurableOrchestrationContext, name: str, payloads: Seque
                     left.append(i)
             todo = left
             retry += 1
-            delay = _retry_delay_s(context, name, policy, retry, exc)
+            delay = _retry_delay_s(context, name, policy, retry, exc)  # ServiceStayedBusy past the busy retries
             if delay is None:
                 raise
             yield context.create_timer(context.current_utc_datetime + timedelta(seconds=delay))

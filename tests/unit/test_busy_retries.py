@@ -152,6 +152,26 @@ def test_a_busy_failure_past_the_knobs_attempts_fails_the_task_with_its_message(
     assert run.status == "Failed" and len(run.calls(c.PLAN_LISTING)) == 4
     assert "ServerBusy" in (run.error or "")
     assert run.custom_status["stage"] == Stage.failed
+    # what a person reads: the step, how long it waited, the service's code, and what to do; not the storage SDK's
+    # first line ("Operation returned an invalid status ''"), which said none of it
+    error = run.custom_status["error"]
+    assert error.startswith(f"{c.PLAN_LISTING} failed 4 times over 2+ minutes because a service stayed busy")
+    assert "(ServerBusy)" in error and '"only_new": true' in error and "TRAPBATCH_BUSY_RETRY_ATTEMPTS" in error
+
+
+def test_a_shard_group_whose_batch_account_stays_busy_fails_the_task_saying_so() -> None:
+    answer = activities(shards=1)
+
+    def busy_batch(name: str, payload: Any) -> Any:
+        if name == c.POLL:
+            raise batch_failure(503, "ServerBusy")
+        return answer(name, payload)
+
+    run = run_task(task_input(busy_retry_attempts=3 + 1), busy_batch)
+
+    assert run.status == "Failed"
+    error = run.custom_status["error"]
+    assert error.startswith(f"{c.POLL} failed 4 times over") and "stayed busy" in error and "ServerBusy" in error
 
 
 def test_other_failures_keep_three_calls_however_many_busy_ones_the_knob_allows() -> None:
