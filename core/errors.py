@@ -230,12 +230,21 @@ _FUNCTION_FAILED = re.compile(r"^(?:Orchestrator function '[^']*' failed: )*"
                               r"(?:Activity function '[^']*' failed: (?: (?P<type>[A-Za-z_][A-Za-z0-9_]*):(?: |$))?)?")
 
 
+# The storage SDK's HttpResponseError reads "Operation returned an invalid status '<reason>'" on its first line and
+# the service's error code on the next ("ErrorCode:ContainerNotFound"; azure-storage-blob's process_storage_error).
+_SDK_STATUS_LINE = "Operation returned an invalid status"
+_ERROR_CODE = re.compile(r"\nErrorCode:\s*(?P<code>[A-Za-z0-9]+)")
+
+
 def failure_message(text: str) -> str:
     """A failed task's error as a user reads it: its first line, without the platform's nested function prefixes
-    (an activity's exception without a message reads as its type)."""
+    (an activity's exception without a message reads as its type); a storage SDK error's first line, which names
+    no error, gets the service's error code from the line after."""
     first = text.strip().split("\n")[0].rstrip()
     found = _FUNCTION_FAILED.match(first)
     rest = first[found.end():].strip() if found else first
+    if rest.startswith(_SDK_STATUS_LINE) and (code := _ERROR_CODE.search(text)):
+        rest = f"{rest} ({code.group('code')})"
     return rest or (found.group("type") if found and found.group("type") else "") or first
 
 

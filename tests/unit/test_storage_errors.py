@@ -145,3 +145,15 @@ def test_a_follow_up_started_by_another_request_a_moment_before_is_not_a_500() -
     assert asyncio.run(start_once(Client(True, "Running"), "o", "x", {})) is False
     with pytest.raises(RuntimeError, match="already exists"):  # refused for another reason: not hidden
         asyncio.run(start_once(Client(True, "Failed"), "o", "x", {}))
+
+
+def test_a_storage_sdk_failure_read_by_a_person_names_the_services_error_code() -> None:
+    """The storage SDK's first line ("Operation returned an invalid status ''") names no error; its code is on the
+    next line. A task failed by one showed only that first line."""
+    from core.errors import failure_message
+
+    text = ("Activity function 'merge_part' failed:  ResourceNotFoundError: Operation returned an invalid status "
+            "'The specified container does not exist.'\nErrorCode:ContainerNotFound\nContent: <?xml ...> \n stack")
+    assert failure_message(text) == ("Operation returned an invalid status 'The specified container does not "
+                                     "exist.' (ContainerNotFound)")
+    assert failure_message("Activity function 'x' failed:  ValueError: bad\nErrorCode:Other") == "bad"
