@@ -18,6 +18,7 @@ so an orchestration started before the knob (none in its input) replays with the
 """
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from datetime import timedelta
@@ -130,7 +131,20 @@ def _show_waiting(context: df.DurableOrchestrationContext, waiting: dict[str, An
     if not isinstance(status, dict) or (waiting is None and WAITING_KEY not in status):
         return
     rest = {k: v for k, v in status.items() if k != WAITING_KEY}
-    context.set_custom_status({**rest, WAITING_KEY: waiting} if waiting is not None else rest)
+    noted = {**rest, WAITING_KEY: waiting} if waiting is not None else rest
+    if waiting is not None and not _fits(noted):
+        noted = rest  # a note is never worth a refused status: the extension fails the orchestration for one
+    context.set_custom_status(noted)
+
+
+# The extension refuses a custom status whose compact JSON is over 16 KB in UTF-16 (devhost fidelity row 8) and
+# fails the orchestration for it; a note goes in only while the status stays under 15.
+_NOTE_LIMIT_BYTES = 15 * 1024
+
+
+def _fits(status: dict[str, Any]) -> bool:
+    text = json.dumps(status, separators=(",", ":"), ensure_ascii=False)
+    return len(text.encode("utf-16-le")) <= _NOTE_LIMIT_BYTES
 
 
 # Listing a container or streaming a merge can hit transient storage throttling; a few retries spare a failed task.

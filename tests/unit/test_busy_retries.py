@@ -320,3 +320,24 @@ def test_the_cli_shows_the_wait_beside_the_progress() -> None:
     assert line.endswith("; waiting for a busy service ((ServerBusy) ServerBusy): poll_shards tried again at "
                          "2026-12-05T15:10:00+00:00, attempt 3 of 8")
     assert progress_line({k: v for k, v in st.items() if k != "waiting"}) == line.split("; waiting")[0]
+
+
+def test_a_status_near_the_extensions_16_kb_limit_gets_no_waiting_note() -> None:
+    """The extension refuses a custom status over 16 KB (UTF-16 of the compact JSON; devhost fidelity row 8) and fails
+    the orchestration: a note about waiting must never push a large status over it."""
+    from devhost.engine import custom_status_error
+    from orchestrations.retries import _show_waiting
+
+    class Context:
+        custom_status: Any = None
+
+        def set_custom_status(self, status: Any) -> None:
+            self.custom_status = status
+
+    note = {"step": "merge_part", "reason": "x" * 200, "attempt": 2, "of": 8, "at": "2026-12-05T15:10:00+00:00"}
+    for size in (100, 7_000, 7_900, 8_100):
+        context = Context()
+        context.custom_status = {"stage": "merging", "filler": "y" * size}
+        _show_waiting(context, note)  # type: ignore[arg-type]
+        assert custom_status_error(context.custom_status) is None, size
+        assert ("waiting" in context.custom_status) is (size <= 7_000), size
