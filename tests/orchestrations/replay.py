@@ -16,7 +16,9 @@ What the Durable extension does for an out-of-process Python app, reduced to one
   delivering one event per episode makes those numbers "the event's first, then the episode's new actions";
 * ``continue_as_new`` starts a new execution (fresh history) with the new input;
 * the replayed action prefix is compared with what earlier episodes recorded (the extension's non-determinism check),
-  and an SDK "duplicate completion" warning (a wrong task id) is an error, not a silent hang.
+  and an SDK "duplicate completion" warning (a wrong task id) is an error, not a silent hang;
+* a custom status over the extension's 16 KB (``devhost.engine.custom_status_error``), which fails the orchestration
+  on Azure, is an error too.
 
 Everything the orchestrator did is recorded on the returned ``Run`` so tests assert on behaviour.
 """
@@ -34,6 +36,7 @@ from azure.functions import meta
 from azure.functions.durable_functions import ActivityTriggerConverter
 
 from devhost import history as h
+from devhost.engine import custom_status_error
 
 T0 = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
 OUT_OF_PROC = "$OutOfProcData$:"
@@ -250,6 +253,9 @@ class Harness:
                 raise HarnessError(f"{run.name} ({run.instance_id}) still running after {self.max_episodes} episodes")
             state = self._invoke(fn, history, run.instance_id, input_json, parent_instance_id)
             custom = state.get("customStatus")
+            too_big = custom_status_error(custom)
+            if too_big is not None:  # the extension fails the orchestration for it (devhost README, row 8)
+                raise HarnessError(f"{run.name} set a custom status the extension refuses: {too_big}")
             if custom is not None:
                 run.custom_status = custom
                 if not run.statuses or run.statuses[-1] != custom:

@@ -59,3 +59,16 @@ def test_non_deterministic_replay_is_reported() -> None:
 
     with pytest.raises(HarnessError, match="non-deterministic"):
         run_orchestrator(orchestrator, None, {"work": 1})
+
+
+def test_a_custom_status_over_16_kb_is_an_error_as_the_extension_fails_the_orchestration_for_it() -> None:
+    """devhost README row 8: about 8,700 characters of compact JSON pass, 8,704 do not."""
+    def orchestrator(context: df.DurableOrchestrationContext) -> Generator[Any, Any, Any]:
+        size = context.get_input()
+        context.set_custom_status("x" * (size - 2))  # a JSON string: its two quotes
+        yield context.call_activity("noop", None)
+        return size
+
+    assert run_orchestrator(orchestrator, 8703, {"noop": None}).status == "Completed"
+    with pytest.raises(HarnessError, match="must not exceed 16 KB. The current payload size is 17 KB"):
+        run_orchestrator(orchestrator, 8704, {"noop": None})
