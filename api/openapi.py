@@ -333,6 +333,9 @@ def description(base_url: str = "") -> dict[str, Any]:
                                     "written: which file and why (absent: written, or no dropped request)",
                                     "properties": {"written": {"type": "boolean"}, "file": {"type": "string"},
                                                    "reason": {"type": "string"}}},
+                    "cut": {"type": "string", "description": "what of this status was shortened (the first few "
+                            "examples kept, long texts cut) to fit the Durable extension's 16 KB custom status; "
+                            "the orchestration's output holds it whole once it completes. Absent: nothing"},
                     "task_event": {"type": "object", "description": "a finished task, where the app publishes "
                                    "to an Event Grid topic: whether its event was taken or why not", "properties": {
                                        "sent": {"type": "boolean"}, "status_code": {"type": "integer"},

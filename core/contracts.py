@@ -455,6 +455,7 @@ class TaskStatus(TypedDict, total=False):
     # shards given up after every attempt: {"count", "examples": [GivenUpShard...], "hint"}; absent: none
     shards_given_up: dict[str, Any]
     images_done: int  # a cancelled or failed task: images with a final result when the pool work ended
+    cut: str  # core.status_size.fit: what was shortened to fit the 16 KB status (absent: nothing; the output is whole)
 
 
 class RemovalStatus(TypedDict, total=False):
@@ -468,6 +469,7 @@ class RemovalStatus(TypedDict, total=False):
     detections_marked: int
     results: ResultsRef
     previews: PreviewsOutput
+    cut: str  # as TaskStatus's
 
 
 class RepeatSearchStatus(TypedDict, total=False):

@@ -15,6 +15,7 @@ from core.contracts import Stage
 from core.errors import failure_line
 from gpu_batch.layout import REPEATS_REMOVED
 from core.settings import OrchestrationKnobs
+from core.status_size import fit
 from orchestrations.exports import exports as run_exports
 from orchestrations.fanin import fan_in
 from orchestrations.retries import STORAGE_RETRY, call
@@ -70,5 +71,5 @@ def remove_repeats(context: df.DurableOrchestrationContext) -> Generator[Any, An
         summary["results"]["exports"] = exports
     else:
         summary["results"]["exports_error"] = exports_error
-    context.set_custom_status(summary)
+    context.set_custom_status(fit(summary))
     return summary

@@ -13,7 +13,9 @@ group instance ids and notifications stay the task's (the groups' ids carry the 
 
 Deterministic code only. Its input is the normalized request plus a snapshot of the tuning knobs (orchestrators never
 read the environment). Progress for people goes to ``custom_status``; the per-shard detail lives in the shard-group
-sub-orchestrations, whose ids are derived from the task id so the status API can find them.
+sub-orchestrations, whose ids are derived from the task id so the status API can find them. A status that could pass
+the extension's 16 KB (the final, failed or cancelled one, with its notes) goes through ``core.status_size.fit``;
+the task's output keeps it whole.
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ from core.ids import shards_instance_id
 from core.requests import TaskRequest
 from core.settings import CONFIRM_TIMEOUT_MAX_S, OrchestrationKnobs
 from core.shards import group_count_limit, group_shards, in_flight_shares
+from core.status_size import fit
 from gpu_batch.exit_codes import TASK_ENDED
 from gpu_batch.layout import INCOMING_CONTAINER, drop_answer_blob, generation_key, pool_job_id, shard_id
 from orchestrations.enumeration import enumerate_in_parallel
@@ -208,7 +211,7 @@ def task_orchestrator(context: df.DurableOrchestrationContext) -> Generator[Any,
                               finished=context.current_utc_datetime.isoformat(), pool_job=job_id)
         if ended:  # it failed after the pool work: what that work did and cost (status only, no action)
             _add_pool_work(failed, ended["work"], ended["outcomes"], OrchestrationKnobs.from_dict(data["knobs"]))
-        context.set_custom_status(failed)
+        context.set_custom_status(fit(failed))
         yield from _tell(context, data, failed)
         raise
     yield from _tell(context, data, summary)
@@ -231,7 +234,7 @@ def _tell(context: df.DurableOrchestrationContext, data: c.TaskInput,
     if published is not None:
         status["task_event"] = published
     if unwritten is not None or told is not None or published is not None:
-        context.set_custom_status(status)
+        context.set_custom_status(fit(status))
 
 
 def _drop_answer(context: df.DurableOrchestrationContext, data: c.TaskInput, kind: str,
@@ -457,7 +460,7 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
         _add_pool_work(cancelled, work, outcomes, knobs)
         if job_error:
             cancelled["pool_job_error"] = job_error
-        context.set_custom_status(cancelled)
+        context.set_custom_status(fit(cancelled))
         return cancelled
 
     context.set_custom_status(noted(c.TaskStatus(stage=Stage.merging, started=started, images=enumeration["images"],
@@ -501,7 +504,7 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
     else:
         summary["results"]["exports_error"] = exports_error
     yield from _schedule_expiry(context, data, knobs, summary)
-    context.set_custom_status(summary)
+    context.set_custom_status(fit(summary))
     return summary
 
 
