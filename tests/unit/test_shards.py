@@ -138,3 +138,48 @@ def test_a_folder_the_plan_kept_whole_weighs_its_estimate() -> None:
     assert groups == [cams, sites[:1], sites[1:]]
     weights = [leaf_weight(leaf) for leaf in [*cams, *sites, {"name": "a.jpg"}]]
     assert weights == [FOLDER_WEIGHT] * 3 + [estimate] * 2 + [1]
+
+
+# ---------------------------------------------------------------- pinned values (a mutation audit found them unpinned)
+
+def test_a_seeded_sample_is_the_same_across_releases() -> None:
+    """Same request, same work: a request's ``sample_n`` (its seed defaults to 0, ``core.requests``) selects the
+    same images in every release, so a task id names the same images whenever it is posted. The key and the chosen
+    sample are recorded values: a change to the hash, its input or the default seed's key fails here."""
+    assert sample_key(0, "cam/img001.jpg") == ("32c45b3dd9096735d56b1a16e2b17ac9", "cam/img001.jpg")
+    names = [f"cam/{i:02d}.jpg" for i in range(10)]
+    assert list(select_images(names, sample_n=3, seed=0)) == ["cam/01.jpg", "cam/07.jpg", "cam/08.jpg"]
+    assert list(select_images(names, sample_n=3, seed=7)) == ["cam/02.jpg", "cam/03.jpg", "cam/04.jpg"]
+
+
+def test_shard_sizes_below_one_are_refused_not_cut_into_nothing() -> None:
+    """A size of 0 would cut no shard at all (every image silently left out) or divide by zero."""
+    with pytest.raises(ValueError):
+        list(plan_shards(["a.jpg"], 0))
+    with pytest.raises(ValueError):
+        shard_batches([3], 0, 10)
+
+
+def test_shard_batches_are_whole_shards_within_the_batch_size_and_name_only_the_parts_they_read() -> None:
+    """The batches (one write activity each, scheduled by the enumeration orchestrator, so their number is part of
+    its history) hold ``images_per_batch // images_per_shard`` shards (at least one), and a slice of an empty part,
+    or of a part outside the batch, is never named."""
+    assert shard_batches([5, 0, 7, 1], 3, 7) == [
+        {"first": 0, "count": 2, "slices": [{"part": 0, "skip": 0, "take": 5}, {"part": 2, "skip": 0, "take": 1}]},
+        {"first": 2, "count": 2, "slices": [{"part": 2, "skip": 1, "take": 6}]},
+        {"first": 4, "count": 1, "slices": [{"part": 3, "skip": 0, "take": 1}]}]
+    assert [(b["first"], b["count"]) for b in shard_batches([10], 4, 6)] == [(0, 1), (1, 1), (2, 1)]
+
+
+def test_in_flight_shares_never_exceed_a_small_groups_size_wherever_it_stands() -> None:
+    """The rest of the limit goes only to groups larger than their share, even when a small group comes first
+    (``group_shards`` puts the short group last, so the property test never puts it first)."""
+    assert in_flight_shares([1, 10, 10], 6) == [1, 3, 2]
+
+
+def test_group_leaves_cuts_where_half_a_leaf_passes_the_target() -> None:
+    """A leaf joins the unit it would take past its share of the weight only if less than half of it lies beyond:
+    weights 1000, 3000, 1000, 1000 in two units are 4000 + 2000, not 1000 + 5000."""
+    leaves: list[Leaf] = [{"prefix": "a/"}, {"prefix": "b/", "weight": 3 * FOLDER_WEIGHT}, {"prefix": "c/"},
+                          {"prefix": "d/"}]
+    assert group_leaves(leaves, 2) == [leaves[:2], leaves[2:]]
