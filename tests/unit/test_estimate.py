@@ -48,6 +48,25 @@ def test_a_resident_worker_makes_only_each_nodes_first_shard_pay_the_full_start(
     assert few["gpu_hours"] == estimate(20_000, 2, 10_000, 200.0, pool_nodes=4)["gpu_hours"]
 
 
+def test_the_largest_shard_bounds_the_wall_time_when_the_shards_are_uneven() -> None:
+    """Two nodes split 95 s of busy time into 47.5 s each, but the full shard alone takes 50 s of images after its
+    10 s start: the wall time is that shard's 60 s."""
+    est = estimate(images=15_000, shards=2, images_per_shard=10_000, worker_images_per_s=200.0, pool_nodes=16)
+    assert est["wall_seconds"] == 10_000 / 200 + SHARD_START_S
+
+
+def test_a_shard_smaller_than_its_size_takes_its_own_images_and_wall_time_rounds_up() -> None:
+    """100 images in one shard of up to 10,000 take 0.5 s after the 10 s start, not 50 s; the wall time is a lower
+    bound, so 10.5 s is 11 s, never 10."""
+    est = estimate(images=100, shards=1, images_per_shard=10_000, worker_images_per_s=200.0)
+    assert est["wall_seconds"] == 11
+
+
+def test_no_shards_start_no_worker_even_a_resident_one() -> None:
+    est = estimate(0, 0, 10_000, node_price_per_hour=5.0, warm_shard_start_s=RESIDENT_SHARD_START_S)
+    assert (est["gpu_hours"], est["wall_seconds"], est["cost"]) == (0, 0, 0)
+
+
 def test_no_price_configured_gives_no_cost_rather_than_zero() -> None:
     assert estimate(100, 1, 10_000)["cost"] is None
 
@@ -57,7 +76,7 @@ def test_nothing_to_do_costs_nothing() -> None:
     assert (est["gpu_hours"], est["wall_seconds"], est["cost"]) == (0, 0, 0)
 
 
-@pytest.mark.parametrize("kwargs", [{"images": -1}, {"images_per_shard": 0}, {"worker_images_per_s": 0},
+@pytest.mark.parametrize("kwargs", [{"images": -1}, {"shards": -1}, {"images_per_shard": 0}, {"worker_images_per_s": 0},
                                     {"pool_nodes": 0}, {"node_price_per_hour": -1}, {"warm_shard_start_s": -1}])
 def test_impossible_inputs_are_refused(kwargs: dict[str, float]) -> None:
     args: dict[str, float] = {"images": 10, "shards": 1, "images_per_shard": 10, **kwargs}

@@ -204,3 +204,8 @@ def test_a_shard_group_waiting_out_a_busy_service_is_shown_in_the_tasks_status()
         return await starters.describe_task(Client(base, {**TASK_STATUS, "groups": 1}), TASK)
 
     assert "waiting" not in with_api({shards_instance_id(TASK, 0): group_status(done=1, progress=10)}, calm)
+
+
+def test_the_eta_is_rounded_and_never_negative() -> None:
+    assert live_rate(1000, 600, 0, 10.0) == (60.0, 7)  # 6.67 s left: rounded, not cut to 6
+    assert live_rate(1000, 1200, 0, 10.0) == (120.0, 0)  # more done than listed: no time left, never negative
