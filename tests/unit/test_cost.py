@@ -82,6 +82,8 @@ def test_an_impossible_override_is_refused(bad: float) -> None:
     ("2026-12-02T00:00:10Z", None, None),
     ("not a time", "2026-12-02T00:00:10Z", None),
     ("2026-12-02T00:00:10Z", "2026-12-02T00:00:00Z", None),  # ends before it starts: not trusted
+    ("2026-12-02T00:00:10Z", "2026-12-02T00:00:10Z", 0.0),  # ends as it starts: timed, at no node time
+    ("2026-12-02T00:00:00", "2026-12-02T00:00:05+00:00", 5.0),  # one side without a zone: UTC, comparable
 ])
 def test_attempt_seconds_from_the_pool_tasks_times(start: str | None, end: str | None, seconds: float | None) -> None:
     assert attempt_seconds(start, end) == seconds
@@ -115,9 +117,24 @@ def test_no_node_time_gives_no_rate_and_no_cost_per_image() -> None:
     assert block["usd"] == 0.0
 
 
-def test_impossible_counts_are_refused() -> None:
+@pytest.mark.parametrize("images, node_seconds, attempts, timed", [(1, 1.0, 1, 2), (-1, 1.0, 1, 1), (1, -1.0, 1, 1),
+                                                                  (1, 1.0, 1, -1)])
+def test_impossible_counts_are_refused(images: int, node_seconds: float, attempts: int, timed: int) -> None:
     with pytest.raises(ValueError):
-        task_cost(images=1, node_seconds=1.0, attempts=1, attempts_timed=2, vm_size="")
+        task_cost(images=images, node_seconds=node_seconds, attempts=attempts, attempts_timed=timed, vm_size="")
+
+
+def test_node_time_without_images_has_a_cost_but_no_cost_per_image() -> None:
+    """No image sent (every shard's images already covered) yet node time spent: the bill, and no rate of 0 that
+    ``cost_per_million`` would refuse."""
+    block = task_cost(images=0, node_seconds=10.0, attempts=1, attempts_timed=1, vm_size=H100)
+    assert block["images_per_node_second"] is None and block["usd_per_million_images"] is None
+    assert block["usd"] == round(6.98 * 10 / 3600, 4)
+
+
+def test_the_cost_blocks_figures_keep_three_decimals() -> None:
+    block = task_cost(images=1001, node_seconds=123.4567, attempts=1, attempts_timed=1, vm_size="")
+    assert (block["node_seconds"], block["images_per_node_second"]) == (123.457, 8.108)
 
 
 def test_settings_take_the_vm_size_for_a_batch_pool_only() -> None:
