@@ -57,3 +57,10 @@ def test_completion_time_in_megadetectors_format(iso: str, expected: str) -> Non
         from datetime import datetime
 
         assert datetime.strptime(mdformat.completion_time(iso), "%Y-%m-%d %H:%M:%S")
+
+
+def test_the_version_comes_from_the_file_name_not_the_folders_above_it() -> None:
+    """A folder name holding another version's string (``models-v2``, ``models-v4``, with ``/`` or Windows ``\\``)
+    does not decide: MegaDetector reads the file's base name."""
+    assert mdformat.detector_version("blob://models-v2/md_v5a.0.0.pt") == "v5a.0.1"
+    assert mdformat.detector_version("C:\\models-v4\\md_v5a.0.0.pt") == "v5a.0.1"

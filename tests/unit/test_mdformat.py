@@ -321,3 +321,82 @@ def test_summarize_counts_odd_detections_as_the_plain_reading_does() -> None:
             images.append(im)
         for threshold in (0.2, 0, 1, 0.0005):
             assert mdformat.summarize(images, threshold) == plain(images, threshold), images
+
+
+@pytest.mark.parametrize("ending", [
+    b",\n ]\n}\n",  # the last entry's line keeps its comma
+    b"\n ]\n}\n{\"images\": [\n ]\n}\n",  # a second document after the first, ending as the merge ends
+])
+def test_a_merged_file_broken_at_its_end_raises_as_ijson_does(ending: bytes) -> None:
+    """The line-by-line reader checks the end too (no comma after the last entry, nothing after the object):
+    it must not hand back entries of a file ijson refuses."""
+    import ijson
+    good = merged_file(LAYOUT_ENTRIES)
+    data = good[:-len(mdformat.RESULTS_TAIL)] + ending
+    with pytest.raises(ijson.JSONError):
+        ijson_entries(data)
+    with pytest.raises(ijson.JSONError):
+        read_all(data)
+
+
+def test_results_head_finds_fields_after_images_in_a_file_not_written_by_the_merge() -> None:
+    """MegaDetector's own files may hold ``images`` first: the head is read to the end, not cut at ``images``."""
+    import io
+    data = b'{"images": [{"file": "a", "detections": []}], "info": {"format_version": "1.6"}}'
+    assert mdformat.results_head(io.BytesIO(data)) == {"info": {"format_version": "1.6"}}
+
+
+# ---------------------------------------------------------------- validate: each check rejects (the integration
+# tests' oracle for every results file, so a check that stopped rejecting would make them unable to fail)
+
+def _valid_doc() -> dict[str, Any]:
+    return mdformat.build_output([{"file": "a", "detections": [det(0.5)]},
+                                  mdformat.failure_entry("b", mdformat.FAILURE_IMAGE_ACCESS)], {"detector": "m"})
+
+
+def _broken(change: str) -> dict[str, Any]:
+    doc = _valid_doc()
+    ok = doc["images"][0]
+    if change == "category id not a number":
+        doc["detection_categories"] = {"animal": "animal"}
+        ok["detections"][0]["category"] = "animal"
+    elif change == "blank category name":
+        doc["detection_categories"] = {**doc["detection_categories"], "1": "  "}
+    elif change == "format_version not a string":
+        doc["info"]["format_version"] = 1.6
+    elif change == "no detection_categories":
+        del doc["detection_categories"]
+    elif change == "unmapped category":
+        ok["detections"][0]["category"] = "9"
+    elif change == "failure not a string":
+        doc["images"][1]["failure"] = 7
+    elif change == "detections not a list":
+        ok["detections"] = "none"
+    elif change == "no file":
+        del ok["file"]
+    elif change == "bbox of five numbers":
+        ok["detections"][0]["bbox"] = [0.1, 0.2, 0.3, 0.4, 0.5]
+    return doc
+
+
+# the changes MegaDetector's validate_batch_results refuses too (the others are trapbatch's own checks)
+MD_REFUSES = ["category id not a number", "blank category name", "format_version not a string",
+              "no detection_categories", "unmapped category", "failure not a string", "detections not a list",
+              "no file"]
+
+
+@pytest.mark.parametrize("change", [*MD_REFUSES, "bbox of five numbers"])
+def test_validate_rejects_each_breach_of_the_format(change: str) -> None:
+    from megadetector.postprocessing.validate_batch_results import validate_batch_results
+
+    mdformat.validate(_valid_doc(), expected_files=["a", "b"])
+    doc = _broken(change)
+    with pytest.raises(mdformat.FormatError):
+        mdformat.validate(doc)
+    if change in MD_REFUSES:  # our check mirrors one of MegaDetector's
+        assert validate_batch_results(doc)["validation_results"]["errors"]
+
+
+def test_validate_rejects_an_image_the_task_did_not_list() -> None:
+    with pytest.raises(mdformat.FormatError, match="unexpected"):
+        mdformat.validate(_valid_doc(), expected_files=["a"])
