@@ -470,3 +470,34 @@ def test_every_variable_the_shipped_code_reads_is_named_in_the_docs() -> None:
     # ``_`` is a family (``TRAPBATCH_CALLER_MAX_*``)
     every = set(re.findall(r"\bTRAPBATCH_[A-Z0-9_]*[A-Z0-9]\b", code))
     assert sorted(n for n in set(re.findall(r"\bTRAPBATCH_[A-Z0-9_]*[A-Z0-9]\b", docs)) if n not in every) == []
+
+
+def test_each_range_takes_its_own_limits() -> None:
+    """The bounds are inclusive where the docstring and the request's own range say so (a request may ask for the
+    limit itself): the largest shard, the lowest preview threshold, a day's event interval, a 7-day link, a least
+    poll delay equal to the most; and a TRAPBATCH_POLL_MIN_S above 300 s alone raises the most to it."""
+    from core.requests import MAX_EVENT_INTERVAL_S, MAX_IMAGES_PER_SHARD, MIN_PREVIEW_THRESHOLD
+    from core.settings import MAX_LINK_DAYS
+
+    s = Settings.from_env({**BASE, "TRAPBATCH_IMAGES_PER_SHARD": str(MAX_IMAGES_PER_SHARD),
+                           "TRAPBATCH_PREVIEW_THRESHOLD": str(MIN_PREVIEW_THRESHOLD),
+                           "TRAPBATCH_EVENT_INTERVAL_S": str(MAX_EVENT_INTERVAL_S),
+                           "TRAPBATCH_LINK_DAYS": str(MAX_LINK_DAYS),
+                           "TRAPBATCH_POLL_MIN_S": "45", "TRAPBATCH_POLL_MAX_S": "45"})
+    assert (s.knobs.images_per_shard, s.preview_threshold, s.event_interval_s, s.link_days) == (
+        MAX_IMAGES_PER_SHARD, MIN_PREVIEW_THRESHOLD, MAX_EVENT_INTERVAL_S, MAX_LINK_DAYS)
+    assert (s.knobs.poll_min_s, s.knobs.poll_max_s) == (45.0, 45.0)
+    slow = Settings.from_env({**BASE, "TRAPBATCH_POLL_MIN_S": "600"}).knobs
+    assert (slow.poll_min_s, slow.poll_max_s) == (600.0, 600.0)
+
+
+def test_a_link_of_zero_days_is_refused() -> None:
+    """A user delegation SAS valid for no time is no link: 0 is outside ``0 < days <= 7``."""
+    with pytest.raises(ConfigError, match="TRAPBATCH_LINK_DAYS"):
+        Settings.from_env({**BASE, "TRAPBATCH_LINK_DAYS": "0"})
+
+
+def test_text_settings_are_read_without_surrounding_blanks() -> None:
+    """An app setting pasted with a trailing space named a container no one created."""
+    s = Settings.from_env({**BASE, "TRAPBATCH_CONTAINER": " mystate ", "TRAPBATCH_POOL": " local "})
+    assert (s.container, s.pool) == ("mystate", "local")
