@@ -151,3 +151,40 @@ def test_listing_parts_sit_apart_from_shards_and_sort_in_listing_order() -> None
 ])
 def test_a_variants_exports_download_under_names_of_their_own(name: str, file: str) -> None:
     assert layout.download_file_name(name) == file
+
+
+# ---------------------------------------------------------------- pinned names (a mutation audit found them unpinned)
+
+def test_shard_ids_are_five_digits_at_least_and_thumbnails_keep_their_names() -> None:
+    """Blob names are storage format: tasks started by an earlier release are read back by these names (a shard's
+    attempts, a page re-rendered at another threshold linking the thumbnails the first rendering wrote)."""
+    assert [layout.shard_id(i) for i in (0, 7, 99_999, 100_000)] == ["s00000", "s00007", "s99999", "s100000"]
+    assert layout.thumbnail_path("cam/a.jpg") == "thumbs/f872370676a90ba4.jpg"
+
+
+def test_only_a_results_blob_itself_names_an_attempt() -> None:
+    results = layout.attempt_results_blob(TASK, "s00003", 2)
+    assert layout.attempt_of_results_blob(results + ".tmp") is None
+    prefix = layout.list_facts_parts_prefix(TASK)
+    assert layout.list_facts_part_of(TASK, layout.list_facts_part_blob(TASK, 12)) == 12
+    assert layout.list_facts_part_of(TASK, prefix + "000012.tmp") is None
+
+
+def test_a_generation_must_be_a_run_id_since_it_becomes_part_of_every_name() -> None:
+    assert layout.generation_key(TASK, "r261201153005ab12") == f"{TASK}/runs/r261201153005ab12"
+    for bad in ("../other", "r26120115300", "r261201153005AB12/x"):
+        with pytest.raises(ValueError):
+            layout.generation_key(TASK, bad)
+
+
+def test_a_drop_answer_of_exactly_the_limit_is_not_cut_and_only_known_kinds_are_answers() -> None:
+    name = "x" * (layout.MAX_BLOB_NAME_CHARS - len(".error.json"))
+    assert layout.drop_error_blob(name) == name + ".error.json"
+    with pytest.raises(ValueError):
+        layout.drop_answer_blob("a.json", "error")
+
+
+def test_only_a_whole_handoff_name_hands_a_marker_over() -> None:
+    """A request dropped as ``trapbatch-ready.cams.json.old.json`` is an ordinary request, not a marker's start."""
+    assert layout.marker_handoff_container(layout.marker_handoff_blob("cams")) == "cams"
+    assert layout.marker_handoff_container("trapbatch-ready.cams.json.old.json") is None
