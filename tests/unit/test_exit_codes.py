@@ -26,3 +26,21 @@ def test_the_workers_last_error_line_is_its_message() -> None:
     assert exit_codes.worker_error_message(LOG) == ("task=t shard=s00000 attempt=1 model '/m.pt' cannot be loaded: "
                                                     "not a zip file (see https://example/x: y)")
     assert exit_codes.worker_error_message("no errors here\n") == ""
+
+
+def test_the_exit_code_numbers_are_a_contract_between_separately_deployed_worker_and_app() -> None:
+    """The worker image (gpu_batch/Dockerfile) and the Function App are deployed apart, and a pool may run an older
+    worker than the app: the numbers, not the names, cross between them."""
+    assert (exit_codes.OK, exit_codes.BAD_INPUT, exit_codes.MODEL, exit_codes.OUTPUT, exit_codes.SOURCE,
+            exit_codes.OUTPUT_TAKEN, exit_codes.SERVER_LOST) == (0, 2, 3, 4, 5, 73, 75)
+
+
+def test_the_pool_ended_a_task_only_with_its_failure_code_or_a_failure_without_an_exit() -> None:
+    assert exit_codes.pool_ended(None, None, "the pool cannot pull the worker image")
+    assert exit_codes.pool_ended(0xC000013A, exit_codes.TASK_ENDED, None)
+    assert not exit_codes.pool_ended(None, None, None)  # no exit and no failure: nothing says the pool ended it
+    assert not exit_codes.pool_ended(3, None, "model")
+
+
+def test_an_error_line_without_a_logger_prefix_is_its_own_message() -> None:
+    assert exit_codes.worker_error_message("2026-12-01 15:00:02,456 ERROR out of memory\n") == "out of memory"
