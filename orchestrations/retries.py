@@ -57,7 +57,10 @@ BUSY_TYPES = frozenset({
 # An HttpResponseError is busy by its service error code: Azure Storage words it ``ErrorCode:ServerBusy`` (the storage
 # SDK's process_storage_error), Azure Batch ``(ServerBusy) ...\nCode: ServerBusy`` (azure-core's OData error). The
 # codes are the ones both services document as "retry later": ServerBusy (503), OperationTimedOut and InternalError
-# (500); TooManyRequests for a 429.
+# (500) (Batch REST "Batch Status and Error Codes", common REST API error codes); TooManyRequests for a 429, a Batch
+# error code ("Requests for the same pool must be separated by at least 30 seconds": azure-sdk-for-net
+# sdk/batch/Azure.Compute.Batch BatchErrorCode.TooManyRequests). Batch also throttles with 503 ServerBusy
+# (articles/batch/batch-retry-after-errors.md: "429 or 503 status code HTTP responses with the Retry-after header").
 _BUSY_CODE = re.compile(r"(?:ErrorCode:|\nCode: )\s*(?P<code>ServerBusy|OperationTimedOut|InternalError|TooManyRequests)\b")
 _FAILED_TYPE = re.compile(r"Activity function '[^']*' failed: +(?P<type>[A-Za-z_][A-Za-z0-9_]*)(?::|\s|$)")
 
