@@ -63,7 +63,8 @@ Variables (names shared with infra/main.bicep app settings):
                                    or out of reach (default 8, at least 3, at most 20: waits of 15 s doubling to
                                    5 min between them, ~18 min in all at 8); other failures are tried 3 times
                                    (orchestrations.retries); read when a task or an after-task action starts
-    TRAPBATCH_MAX_TASK_SECONDS     a pool task running longer is terminated and resubmitted (default 21600)
+    TRAPBATCH_MAX_TASK_SECONDS     a pool task running longer is terminated and resubmitted (default 21600, at most
+                                   15552000: Batch ends a task 180 days after it was added)
     TRAPBATCH_DETECTION_THRESHOLD  lowest confidence written to results, 0 to 1 (default 0.005, MegaDetector's)
     TRAPBATCH_PREVIEW_THRESHOLD    threshold of previews, the CSV and the exports when a request sets no
                                    ``preview_threshold``; unset: the model's typical threshold as MegaDetector
@@ -207,6 +208,11 @@ MIN_HISTORY_EVENTS = 200  # a shard group's generation must hold at least a few 
 # TRAPBATCH_BUSY_RETRY_ATTEMPTS: 8 calls wait ~18 minutes of throttling out (orchestrations.retries); 20 about 83
 DEFAULT_BUSY_RETRY_ATTEMPTS = 8
 MAX_BUSY_RETRY_ATTEMPTS = 20
+# TRAPBATCH_MAX_TASK_SECONDS: a shard's wall-clock limit, sent as Batch's maxWallClockTime; Batch ends a task 180 days
+# after it was added whatever its limit ("The maximum lifetime of a Task from addition to completion is 180 days",
+# learn.microsoft.com/rest/api/batchservice/tasks/create-task), so a larger value promises what Batch never keeps
+# (and a huge one overflowed timedelta when the task was sent).
+MAX_TASK_SECONDS_LIMIT = 180 * 86400
 
 
 POOL_KINDS = ("local", "azure_batch", "simulated")
@@ -559,7 +565,7 @@ class Settings:
             poll_max_s=poll_max_s,
             max_in_flight=_int(env, "TRAPBATCH_MAX_IN_FLIGHT", 100),
             shards_per_group=_int(env, "TRAPBATCH_SHARDS_PER_GROUP", 200),
-            max_task_seconds=_int(env, "TRAPBATCH_MAX_TASK_SECONDS", 21600),
+            max_task_seconds=_int(env, "TRAPBATCH_MAX_TASK_SECONDS", 21600, maximum=MAX_TASK_SECONDS_LIMIT),
             history_events=_int(env, "TRAPBATCH_HISTORY_EVENTS", 1000, minimum=MIN_HISTORY_EVENTS),
             max_failed_fraction=_fraction(env, "TRAPBATCH_MAX_FAILED_FRACTION", 0.05),
             merge_images_per_part=_int(env, "TRAPBATCH_MERGE_IMAGES_PER_PART", 200_000),

@@ -501,3 +501,13 @@ def test_text_settings_are_read_without_surrounding_blanks() -> None:
     """An app setting pasted with a trailing space named a container no one created."""
     s = Settings.from_env({**BASE, "TRAPBATCH_CONTAINER": " mystate ", "TRAPBATCH_POOL": " local "})
     assert (s.container, s.pool) == ("mystate", "local")
+
+
+def test_max_task_seconds_is_refused_past_batchs_180_day_task_lifetime() -> None:
+    """Batch ends a task 180 days after it was added, whatever its maxWallClockTime (Tasks - Create Task, REST
+    reference); a larger limit promised what Batch never keeps, and a huge one overflowed ``timedelta`` only when
+    the first shard was sent, long after the app started."""
+    limit = Settings.from_env({**BASE, "TRAPBATCH_MAX_TASK_SECONDS": str(180 * 86400)}).knobs.max_task_seconds
+    assert limit == 15552000
+    with pytest.raises(ConfigError, match=r"TRAPBATCH_MAX_TASK_SECONDS=15552001 is above the maximum 15552000"):
+        Settings.from_env({**BASE, "TRAPBATCH_MAX_TASK_SECONDS": "15552001"})
