@@ -80,7 +80,11 @@ FLEX_DEPRECATED = ("FUNCTIONS_WORKER_RUNTIME", "FUNCTIONS_EXTENSION_VERSION", "W
                    "functionsRuntimeScaleMonitoringEnabled",
                    # "Site.SiteConfig.FunctionAppScaleLimit ... for Flex Consumption sites is invalid"
                    # (Azure/azure-functions-host#10643): scale is functionAppConfig.scaleAndConcurrency's
-                   "functionAppScaleLimit")
+                   "functionAppScaleLimit",
+                   # the rest of the deprecations table (site properties and app settings a Flex app must not set)
+                   "isReserved", "alwaysOn", "containerSize", "javaVersion", "powerShellVersion", "windowsFxVersion",
+                   "WEBSITE_NODE_DEFAULT_VERSION", "FUNCTIONS_MAX_HTTP_CONCURRENCY", "FUNCTIONS_WORKER_PROCESS_COUNT",
+                   "FUNCTIONS_WORKER_DYNAMIC_CONCURRENCY_ENABLED")
 
 
 def main(templates: dict[str, Template]) -> Template:
