@@ -19,7 +19,7 @@ import os
 import re
 import stat
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterator, NamedTuple
+from typing import Any, Callable, Iterator, NamedTuple
 from urllib.parse import urlsplit
 
 from cli.errors import CliError
@@ -168,9 +168,36 @@ def _regular_size(path: Path) -> int | None:
 # Bytes read from the service at a time (its 4 MiB ranges, up to 4 at once) and written in order, so an interrupted
 # download's ``.part`` is always the blob's first bytes; a blob larger than this keeps its ``.part`` for a resume.
 WINDOW = 16 * 1024 * 1024
+# The last bytes of an interrupted download's ``.part`` that are read again from the blob (one ranged Get Blob, under
+# the ``.part``'s ETag) and compared before it is resumed (``_tail_matches``): after a power loss or an OS crash a
+# file's length can have reached the disk without its last pages, which then read as zeros or stale bytes.
+CHECK_TAIL = 4 * 1024 * 1024
 
 
-def _fetch(service: Any, container: str, name: str, dest: Path, known: FetchedEtags | None = None) -> bool:
+def _amount(size: int) -> str:
+    """``size`` bytes for a person: ``"3,000 bytes"``, ``"1,234.5 MiB"``."""
+    return f"{size:,} bytes" if size < 1024 * 1024 else f"{size / (1024 * 1024):,.1f} MiB"
+
+
+def _tail_matches(blob: Any, partial: Path, done: int, etag: str) -> bool:
+    """Whether the last ``min(done, CHECK_TAIL)`` bytes of the ``.part`` (``done`` bytes long) are the blob's bytes
+    there, as the blob is at ``etag`` (If-Match: ``ResourceModifiedError`` when it changed since). Why: resuming from
+    a ``.part`` whose tail never reached the disk (zeros, stale pages after a power loss) kept that garbage inside a
+    results file that then looked complete; this costs one small read against the gigabytes the resume saves."""
+    from azure.core import MatchConditions
+
+    span = min(done, CHECK_TAIL)
+    fd = os.open(partial, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0))
+    with os.fdopen(fd, "rb") as fh:
+        fh.seek(done - span)
+        mine = fh.read(span)
+    theirs = blob.download_blob(offset=done - span, length=span, etag=etag,
+                                match_condition=MatchConditions.IfNotModified).readall()
+    return bytes(mine) == bytes(theirs)
+
+
+def _fetch(service: Any, container: str, name: str, dest: Path, known: FetchedEtags | None = None,
+           say: Callable[[str], None] | None = None) -> bool:
     """Stream one blob into ``dest`` (through ``<dest>.part``, renamed when whole: an interrupted download leaves no
     file that looks complete), a window at a time: a ten-million-image task's results and COCO file are gigabytes.
     ``known``: what earlier downloads wrote into the folder (``FetchedEtags``); without it, nothing is resumed.
@@ -180,7 +207,9 @@ def _fetch(service: Any, container: str, name: str, dest: Path, known: FetchedEt
     * A ``.part`` of a blob larger than ``WINDOW`` is kept when the download stops (Ctrl-C, a network drop past the
       SDK's retries, a full disk) and the next run asks only for the rest, while the blob's ETag is the one the
       ``.part`` was read from (``If-Match``); a blob changed meanwhile is read from the start. Why: gigabytes over a
-      field station's link were read again from byte 0 after every interruption.
+      field station's link were read again from byte 0 after every interruption. The ``.part``'s last bytes are
+      first compared with the blob's (``_tail_matches``); a ``.part`` that does not match (torn by a power loss) is
+      not trusted: the blob is read from the start. ``say`` (a line for a person) is told which happened.
     * What is written is checked against the blob's size before the rename.
 
     Nothing is written through a symbolic link at either name (``open_new``, ``open_existing``; the rename replaces
@@ -204,6 +233,14 @@ def _fetch(service: Any, container: str, name: str, dest: Path, known: FetchedEt
                 return False
             if part_etag != str(props.etag) or done >= props.size:
                 done = 0  # changed since, or whole but not renamed: read it all again
+            elif _tail_matches(blob, partial, done, str(part_etag)):
+                if say is not None:
+                    say(f"{dest}: resumed at {_amount(done)} of {_amount(props.size)} after checking the last "
+                        f"{_amount(min(done, CHECK_TAIL))}")
+            else:
+                done = 0
+                if say is not None:
+                    say(f"{dest}: the partial download did not match the results; started over")
         dest.parent.mkdir(parents=True, exist_ok=True)
         if done:
             fh = open_existing(partial)
@@ -333,9 +370,9 @@ class Fetched(NamedTuple):
 
 
 def download(service: Any, results: dict[str, Any], status: dict[str, Any], out: Path,
-             previews: bool = False) -> list[Fetched]:
+             previews: bool = False, say: Callable[[str], None] | None = None) -> list[Fetched]:
     """Write the task's files into ``out`` (at their paths under the results folder, ``local_paths``; previews
-    under ``out/previews``)."""
+    under ``out/previews``). ``say``: where a line on a resumed (or not resumed) download goes (``_fetch``)."""
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -344,14 +381,14 @@ def download(service: Any, results: dict[str, Any], status: dict[str, Any], out:
     with FetchedEtags(out) as known:
         for container, name, path in local_paths(results, status):
             dest = _safe_join(out, path)
-            files.append(Fetched(dest, _fetch(service, container, name, dest, known)))
+            files.append(Fetched(dest, _fetch(service, container, name, dest, known, say)))
             known.save()
         page = results.get("previews") or {}
         if previews and page.get("folder"):
             folder = str(page["folder"])
             for name in _list(service, str(page["container"]), folder + "/"):
                 dest = _safe_join(out / "previews", name[len(folder) + 1:], top=out)
-                files.append(Fetched(dest, _fetch(service, str(page["container"]), name, dest, known)))
+                files.append(Fetched(dest, _fetch(service, str(page["container"]), name, dest, known, say)))
     return files
 
 

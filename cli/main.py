@@ -642,7 +642,7 @@ def results(state: State, /, task_id: str, out_dir: Path | None, previews: bool,
     config = cfg.resolve({**state.flags, "storage_connection": storage_connection})
     service = blob_service(config.storage_connection, str((answer.get("results") or {}).get("url") or ""))
     folder = out_dir or Path(task_id)
-    files = download(service, answer, st, folder, previews)
+    files = download(service, answer, st, folder, previews, say=err.print)  # a resume's check: stderr
     pages = [f for f in files if previews and "previews" in f.path.relative_to(folder).parts]
     for path, written in files:
         if not previews or "previews" not in path.relative_to(folder).parts:

@@ -130,10 +130,15 @@ def test_another_tasks_file_at_the_same_path_is_not_taken_for_this_tasks(
 
 
 class Interrupting:
-    """The real client, whose downloads stop (Ctrl-C) after ``reads`` reads, recording each download's offset."""
+    """The real client, whose downloads stop (Ctrl-C) after ``reads`` reads, recording each download's offset and
+    length (``ranges``) and the bytes it returned (``received``)."""
 
     def __init__(self, service: Any, reads: int | None) -> None:
-        self.service, self.reads, self.offsets = service, reads, []  # type: ignore[var-annotated]
+        self.service, self.reads, self.ranges, self.received = service, reads, [], 0  # type: ignore[var-annotated]
+
+    @property
+    def offsets(self) -> list[int | None]:
+        return [offset for offset, _ in self.ranges]
 
     def get_blob_client(self, container: str, name: str) -> Any:
         client, outer = self.service.get_blob_client(container, name), self
@@ -143,7 +148,7 @@ class Interrupting:
                 return client.get_blob_properties()
 
             def download_blob(self, **kw: Any) -> Any:
-                outer.offsets.append(kw.get("offset"))
+                outer.ranges.append((kw.get("offset"), kw.get("length")))
                 real = client.download_blob(**kw)
                 left = outer.reads
 
@@ -156,7 +161,14 @@ class Interrupting:
                             if left == 0:
                                 raise KeyboardInterrupt
                             left -= 1
-                        return bytes(real.read(n))
+                        data = bytes(real.read(n))
+                        outer.received += len(data)
+                        return data
+
+                    def readall(self) -> bytes:
+                        data = bytes(real.readall())
+                        outer.received += len(data)
+                        return data
 
                 return Down()
 
@@ -173,6 +185,7 @@ def test_an_interrupted_large_download_resumes_where_it_stopped(
     from cli import download as cli_download
 
     monkeypatch.setattr(cli_download, "WINDOW", 1_000)
+    monkeypatch.setattr(cli_download, "CHECK_TAIL", 500)
     store.ensure_container(unique_name)
     name = "results/task-1/detections.json"
     body = bytes(range(256)) * 40  # 10,240 bytes: 11 windows
@@ -187,11 +200,47 @@ def test_an_interrupted_large_download_resumes_where_it_stopped(
         body = b"rewritten " * 1_500
         store.write_bytes(unique_name, name, body)
     going = Interrupting(service_client(storage_connection), reads=None)
-    assert [f.written for f in download(going, answer, {}, tmp_path)] == [True]
-    assert going.offsets == [None if changed else 3_000]
+    said: list[str] = []
+    assert [f.written for f in download(going, answer, {}, tmp_path, say=said.append)] == [True]
+    if changed:
+        assert going.ranges == [(None, None)] and said == []
+    else:  # the .part's last 500 bytes checked (tail check), then only the rest: 7,740 bytes, not 10,240
+        assert going.ranges == [(2_500, 500), (3_000, None)] and going.received == 500 + 7_240
+        assert said == [f"{tmp_path / 'detections.json'}: resumed at 3,000 bytes of 10,240 bytes after checking the "
+                        "last 500 bytes"]
     assert (tmp_path / "detections.json").read_bytes() == body and not part.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == [FetchedEtags.FILE, "detections.json"]
     assert [f.written for f in download(going, answer, {}, tmp_path)] == [False]
+
+
+@pytest.mark.parametrize("torn", ["zeros", "stale bytes"])
+def test_a_part_whose_tail_never_reached_the_disk_is_not_resumed(
+        torn: str, store: BlobStore, unique_name: str, storage_connection: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A power loss 3 windows into a large file: the ``.part``'s length reached the disk, its last pages did not (they
+    read as zeros, or as whatever those disk blocks held before). Resumed from its end, the garbage stayed inside a
+    results file that looked complete (right size, renamed); now its tail is compared with the blob's first and the
+    file is read again from the start. Fails without the tail check."""
+    from cli import download as cli_download
+
+    monkeypatch.setattr(cli_download, "WINDOW", 1_000)
+    monkeypatch.setattr(cli_download, "CHECK_TAIL", 500)
+    store.ensure_container(unique_name)
+    name = "results/task-1/detections.json"
+    body = bytes(range(256)) * 40  # 10,240 bytes
+    store.write_bytes(unique_name, name, body)
+    answer = {"results": {"container": unique_name, "blob": name}}
+    with pytest.raises(KeyboardInterrupt):
+        download(Interrupting(service_client(storage_connection), reads=3), answer, {}, tmp_path)
+    part = tmp_path / "detections.json.part"
+    garbage = bytes(300) if torn == "zeros" else b"old disk block " * 20
+    part.write_bytes(body[:2_700] + garbage[:300])  # the same 3,000 bytes long: only the last 300 torn
+    going = Interrupting(service_client(storage_connection), reads=None)
+    said: list[str] = []
+    assert [f.written for f in download(going, answer, {}, tmp_path, say=said.append)] == [True]
+    assert (tmp_path / "detections.json").read_bytes() == body
+    assert going.ranges == [(2_500, 500), (None, None)]
+    assert said == [f"{tmp_path / 'detections.json'}: the partial download did not match the results; started over"]
 
 
 def test_a_small_files_interrupted_download_leaves_no_part(
