@@ -18,6 +18,7 @@ import json
 import os
 import re
 import stat
+import time
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterator, NamedTuple
 from urllib.parse import urlsplit
@@ -172,6 +173,12 @@ WINDOW = 16 * 1024 * 1024
 # the ``.part``'s ETag) and compared before it is resumed (``_tail_matches``): after a power loss or an OS crash a
 # file's length can have reached the disk without its last pages, which then read as zeros or stale bytes.
 CHECK_TAIL = 4 * 1024 * 1024
+# Seconds between the times a resumable download's ``.part`` is flushed to the disk (fsync) and the length that is now
+# surely there recorded (``FetchedEtags.record``'s ``durable``), and so how much a power loss can cost: a resume trusts
+# no byte past that length. By time, not bytes: an fsync per window would wait on the disk most often on a fast link,
+# where a lost window is cheap, while on a field station's link a window takes minutes. A download that stops (Ctrl-C,
+# an error) records its whole length.
+CHECKPOINT_S = 10.0
 
 
 def _amount(size: int) -> str:
@@ -196,6 +203,19 @@ def _tail_matches(blob: Any, partial: Path, done: int, etag: str) -> bool:
     return bytes(mine) == bytes(theirs)
 
 
+def _checkpoint(fh: io.BufferedWriter, known: FetchedEtags, partial: Path, key: str, etag: str) -> None:
+    """Flush the ``.part`` to the disk, then record its length as durable (only then: a record read after a power
+    loss never names a length whose bytes were still in memory). ``OSError`` (a full disk) records nothing: the last
+    checkpoint's length stands."""
+    try:
+        fh.flush()
+        os.fsync(fh.fileno())
+        known.record(partial, key, etag, durable=fh.tell())
+        known.save()
+    except OSError:
+        pass
+
+
 def _fetch(service: Any, container: str, name: str, dest: Path, known: FetchedEtags | None = None,
            say: Callable[[str], None] | None = None) -> bool:
     """Stream one blob into ``dest`` (through ``<dest>.part``, renamed when whole: an interrupted download leaves no
@@ -210,7 +230,11 @@ def _fetch(service: Any, container: str, name: str, dest: Path, known: FetchedEt
       field station's link were read again from byte 0 after every interruption. The ``.part``'s last bytes are
       first compared with the blob's (``_tail_matches``); a ``.part`` that does not match (torn by a power loss) is
       not trusted: the blob is read from the start. ``say`` (a line for a person) is told which happened.
-    * What is written is checked against the blob's size before the rename.
+    * Only the ``.part``'s length recorded as flushed to the disk is resumed (``CHECKPOINT_S``); bytes past it are
+      cut off and read again. Why: after a power loss the pages lost need not be the last ones (the tail check alone
+      passed a ``.part`` whose middle held zeros); a ``.part`` recorded by an older CLI has only the tail check.
+    * What is written is checked against the blob's size, and flushed to the disk, before the rename: a file renamed
+      and recorded as the blob's is never one whose bytes a power loss then took (it would read ``unchanged``).
 
     Nothing is written through a symbolic link at either name (``open_new``, ``open_existing``; the rename replaces
     a link at ``dest``, not what it points to); ``dest``'s folders are the caller's to check (``_safe_join``)."""
@@ -226,7 +250,9 @@ def _fetch(service: Any, container: str, name: str, dest: Path, known: FetchedEt
         size = _regular_size(dest)
         have = known.etag(dest, key) if known is not None else None
         part_etag = known.etag(partial, key) if known is not None else None
-        done = (_regular_size(partial) or 0) if part_etag else 0
+        found = (_regular_size(partial) or 0) if part_etag else 0
+        durable = known.durable(partial, key) if known is not None else None
+        done = found if durable is None else min(found, durable)  # past ``durable``: maybe never on the disk
         if (have and size is not None) or done:
             props = blob.get_blob_properties()
             if have == str(props.etag) and size == props.size:
@@ -236,7 +262,9 @@ def _fetch(service: Any, container: str, name: str, dest: Path, known: FetchedEt
             elif _tail_matches(blob, partial, done, str(part_etag)):
                 if say is not None:
                     say(f"{dest}: resumed at {_amount(done)} of {_amount(props.size)} after checking the last "
-                        f"{_amount(min(done, CHECK_TAIL))}")
+                        f"{_amount(min(done, CHECK_TAIL))}" + (f"; the {_amount(found - done)} after it, not yet "
+                                                               "flushed to the disk when the download stopped, "
+                                                               "are read again" if found > done else ""))
             else:
                 done = 0
                 if say is not None:
@@ -244,6 +272,9 @@ def _fetch(service: Any, container: str, name: str, dest: Path, known: FetchedEt
         dest.parent.mkdir(parents=True, exist_ok=True)
         if done:
             fh = open_existing(partial)
+            if found > done:
+                os.ftruncate(fh.fileno(), done)
+                fh.seek(0, os.SEEK_END)
             downloader = blob.download_blob(offset=done, max_concurrency=4, etag=part_etag,
                                             match_condition=MatchConditions.IfNotModified)
         else:
@@ -251,12 +282,24 @@ def _fetch(service: Any, container: str, name: str, dest: Path, known: FetchedEt
             downloader = blob.download_blob(max_concurrency=4)
         with fh:
             etag = str(getattr(downloader.properties, "etag", "") or "")
-            if known is not None and downloader.size > WINDOW:
-                known.record(partial, key, etag)
-                known.save()
+            resumable = known if known is not None and downloader.size > WINDOW else None
+            if resumable is not None:
+                resumable.record(partial, key, etag, durable=done)
+                resumable.save()
                 keep = True
-            while data := downloader.read(WINDOW):
-                fh.write(data)
+            synced = time.monotonic()
+            try:
+                while data := downloader.read(WINDOW):
+                    fh.write(data)
+                    if resumable is not None and time.monotonic() - synced >= CHECKPOINT_S:
+                        _checkpoint(fh, resumable, partial, key, etag)
+                        synced = time.monotonic()
+            except BaseException:
+                if resumable is not None:  # stopped, not crashed: what was written is the blob's
+                    _checkpoint(fh, resumable, partial, key, etag)
+                raise
+            fh.flush()
+            os.fsync(fh.fileno())
             written = fh.tell()
         if written != done + downloader.size:
             keep = False
@@ -404,8 +447,10 @@ def earlier_files(out: Path, files: list[Fetched]) -> list[str]:
 class FetchedEtags:
     """What this folder's downloads wrote (``.trapbatch-downloads.json``): for each file, by its path in the folder,
     the blob it holds and that blob's ETag; for an interrupted large download's ``<name>.part``, the same of the bytes
-    it holds. So the same command run again after a failure part-way (a dropped connection at file 7 of 10, a COCO
-    file of gigabytes) fetches only what is missing or has changed since, and resumes a ``.part``.
+    it holds and how many of them were flushed to the disk (``durable``: a resume trusts no byte past it; an older
+    CLI reading the record ignores it). So the same command run again after a failure part-way (a dropped connection
+    at file 7 of 10, a COCO file of gigabytes) fetches only what is missing or has changed since, and resumes a
+    ``.part``.
 
     By path, not by blob: another task's (or generation's) download into the same folder writes its own
     ``detections.json`` there, and a record by blob alone then took that file for the first task's whenever the sizes
@@ -423,10 +468,12 @@ class FetchedEtags:
         except (OSError, ValueError):
             loaded = {}
         loaded = loaded if isinstance(loaded, dict) else {}
-        self.files: dict[str, dict[str, str]] = {}
+        self.files: dict[str, dict[str, Any]] = {}  # path -> blob, etag (and a .part's durable length)
         self.legacy: dict[str, str] = {}
         if loaded.get("version") == self.VERSION and isinstance(loaded.get("files"), dict):
-            self.files = {str(k): {"blob": str(v.get("blob", "")), "etag": str(v.get("etag", ""))}
+            self.files = {str(k): {"blob": str(v.get("blob", "")), "etag": str(v.get("etag", "")),
+                                   **({"durable": v["durable"]} if type(v.get("durable")) is int and v["durable"] >= 0
+                                      else {})}
                           for k, v in loaded["files"].items() if isinstance(v, dict)}
             legacy = loaded.get("legacy")
             self.legacy = {str(k): str(v) for k, v in legacy.items()} if isinstance(legacy, dict) else {}
@@ -444,8 +491,19 @@ class FetchedEtags:
             return found["etag"] if found["blob"] == blob else None
         return None if path.name.endswith(".part") else self.legacy.get(blob)
 
-    def record(self, path: Path, blob: str, etag: str) -> None:
-        self.files[self._key(path)] = {"blob": blob, "etag": etag}
+    def durable(self, path: Path, blob: str) -> int | None:
+        """How many of the ``.part``'s bytes at ``path`` (of ``blob``) were flushed to the disk (``_checkpoint``);
+        None when the record has no such length (an older CLI's): then all of them are taken, tail-checked."""
+        found = self.files.get(self._key(path))
+        if found is None or found["blob"] != blob:
+            return None
+        value = found.get("durable")
+        return value if isinstance(value, int) else None
+
+    def record(self, path: Path, blob: str, etag: str, durable: int | None = None) -> None:
+        """``path`` holds ``blob``'s bytes at ``etag``; for a ``.part``, ``durable`` of them surely on the disk."""
+        self.files[self._key(path)] = {"blob": blob, "etag": etag, **({"durable": durable} if durable is not None
+                                                                      else {})}
         self.legacy.pop(blob, None)
 
     def forget(self, path: Path) -> None:

@@ -243,6 +243,91 @@ def test_a_part_whose_tail_never_reached_the_disk_is_not_resumed(
     assert said == [f"{tmp_path / 'detections.json'}: the partial download did not match the results; started over"]
 
 
+def test_only_the_part_flushed_to_the_disk_is_resumed(store: BlobStore, unique_name: str, storage_connection: str,
+                                                      tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A power loss need not take a ``.part``'s last pages: here its bytes 1,000-2,500 read as zeros, its tail is
+    good, so the tail check alone resumed at 3,000 and kept the zeros. Now the ``.part`` is flushed to the disk as it
+    grows (each window here) and that length recorded first; a resume cuts off whatever lies past it. Fails without
+    the recorded length."""
+    from cli import download as cli_download
+
+    monkeypatch.setattr(cli_download, "WINDOW", 1_000)
+    monkeypatch.setattr(cli_download, "CHECK_TAIL", 500)
+    monkeypatch.setattr(cli_download, "CHECKPOINT_S", 0.0)
+    store.ensure_container(unique_name)
+    name = "results/task-1/detections.json"
+    body = bytes(range(256)) * 40  # 10,240 bytes
+    store.write_bytes(unique_name, name, body)
+    answer = {"results": {"container": unique_name, "blob": name}}
+    recorded: list[int] = []  # the durable length the record held as each window was asked for
+
+    class Watching(Interrupting):
+        def get_blob_client(self, container: str, blob: str) -> Any:
+            real = super().get_blob_client(container, blob)
+
+            class Blob:
+                def get_blob_properties(self) -> Any:
+                    return real.get_blob_properties()
+
+                def download_blob(self, **kw: Any) -> Any:
+                    down = real.download_blob(**kw)
+
+                    class Down:
+                        properties, size = down.properties, down.size
+
+                        def read(self, n: int) -> bytes:
+                            files = json.loads((tmp_path / FetchedEtags.FILE).read_text())["files"]
+                            recorded.append(files["detections.json.part"]["durable"])
+                            return down.read(n)
+
+                    return Down()
+
+            return Blob()
+
+    with pytest.raises(KeyboardInterrupt):
+        download(Watching(service_client(storage_connection), reads=3), answer, {}, tmp_path)
+    assert recorded == [0, 1_000, 2_000, 3_000]  # flushed after each window, the length recorded
+    part = tmp_path / "detections.json.part"
+    assert part.read_bytes() == body[:3_000]
+    # what a power loss after the first window's flush could leave: the length on the disk, not all the pages
+    kept = json.loads((tmp_path / FetchedEtags.FILE).read_text())
+    kept["files"]["detections.json.part"]["durable"] = 1_000
+    (tmp_path / FetchedEtags.FILE).write_text(json.dumps(kept))
+    part.write_bytes(body[:1_000] + bytes(1_500) + body[2_500:3_000])
+    going = Interrupting(service_client(storage_connection), reads=None)
+    said: list[str] = []
+    assert [f.written for f in download(going, answer, {}, tmp_path, say=said.append)] == [True]
+    assert (tmp_path / "detections.json").read_bytes() == body
+    assert going.ranges == [(500, 500), (1_000, None)]
+    assert said == [f"{tmp_path / 'detections.json'}: resumed at 1,000 bytes of 10,240 bytes after checking the last "
+                    "500 bytes; the 2,000 bytes after it, not yet flushed to the disk when the download stopped, are "
+                    "read again"]
+
+
+def test_a_file_is_on_the_disk_before_it_is_renamed_and_recorded(
+        store: BlobStore, unique_name: str, storage_connection: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file renamed and recorded (its ETag in ``.trapbatch-downloads.json``) whose bytes a power loss then took
+    read as ``unchanged`` from then on: its size is the blob's. Its ``.part`` is flushed (fsync) whole before the
+    rename. Fails without the flush."""
+    import os
+
+    store.ensure_container(unique_name)
+    store.write_bytes(unique_name, "results/task-1/detections.json", b"x" * 5_000)
+    answer = {"results": {"container": unique_name, "blob": "results/task-1/detections.json"}}
+    flushed: list[tuple[str, int]] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        flushed.append((os.path.basename(os.readlink(f"/proc/self/fd/{fd}")), os.fstat(fd).st_size))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    download(service_client(storage_connection), answer, {}, tmp_path)
+    assert flushed == [("detections.json.part", 5_000)]
+    assert (tmp_path / "detections.json").read_bytes() == b"x" * 5_000
+
+
 def test_a_small_files_interrupted_download_leaves_no_part(
         store: BlobStore, unique_name: str, storage_connection: str, tmp_path: Path) -> None:
     store.ensure_container(unique_name)
