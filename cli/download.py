@@ -13,6 +13,7 @@ Where: each file at its path under the results folder (``local_paths``): by file
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -203,6 +204,25 @@ def _tail_matches(blob: Any, partial: Path, done: int, etag: str) -> bool:
     return bytes(mine) == bytes(theirs)
 
 
+def _content_md5(properties: Any) -> bytes | None:
+    """The blob's whole Content-MD5 as a download's properties carry it, None when it has none. Azure returns it on
+    every Get Blob, a ranged one (a resume) included, as ``x-ms-blob-content-md5`` (learn.microsoft.com, "Get Blob"
+    response headers); Put Blob stores one computed by the service, Put Block List only one the writer sends, which
+    trapbatch's own writer (``adapters.block_writer``) does not: a results file over 4 MiB has none (Azurite alike)."""
+    value = getattr(getattr(properties, "content_settings", None), "content_md5", None)
+    return bytes(value) if value else None
+
+
+def _md5_of(path: Path) -> bytes:
+    """The MD5 of the file at ``path`` as it reads back from the disk, a window at a time."""
+    digest = hashlib.md5(usedforsecurity=False)
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0))
+    with os.fdopen(fd, "rb") as fh:
+        while chunk := fh.read(WINDOW):
+            digest.update(chunk)
+    return digest.digest()
+
+
 def _checkpoint(fh: io.BufferedWriter, known: FetchedEtags, partial: Path, key: str, etag: str) -> None:
     """Flush the ``.part`` to the disk, then record its length as durable (only then: a record read after a power
     loss never names a length whose bytes were still in memory). ``OSError`` (a full disk) records nothing: the last
@@ -235,6 +255,9 @@ def _fetch(service: Any, container: str, name: str, dest: Path, known: FetchedEt
       passed a ``.part`` whose middle held zeros); a ``.part`` recorded by an older CLI has only the tail check.
     * What is written is checked against the blob's size, and flushed to the disk, before the rename: a file renamed
       and recorded as the blob's is never one whose bytes a power loss then took (it would read ``unchanged``).
+    * Where the blob carries a Content-MD5 (``_content_md5``), the whole file is checked against it before the rename:
+      a resumed one that does not match is read again from the start (torn where no check above looked), a fresh one
+      is an error.
 
     Nothing is written through a symbolic link at either name (``open_new``, ``open_existing``; the rename replaces
     a link at ``dest``, not what it points to); ``dest``'s folders are the caller's to check (``_safe_join``)."""
@@ -305,11 +328,21 @@ def _fetch(service: Any, container: str, name: str, dest: Path, known: FetchedEt
             keep = False
             raise CliError(f"{key}: {written} bytes written to {partial}, the blob has {done + downloader.size}",
                            "run the same command again: it reads the file from the start")
-        partial.replace(dest)
-        if known is not None:
-            known.forget(partial)
-            known.record(dest, key, etag)
-        return True
+        md5 = _content_md5(downloader.properties)
+        if md5 is not None and _md5_of(partial) != md5:
+            keep = False
+            if not done:
+                raise CliError(f"{key}: the downloaded file does not match the blob's Content-MD5",
+                               "run the same command again; if it says so again, the blob's Content-MD5 property "
+                               "is not its content's (set by whoever wrote it)")
+            if say is not None:
+                say(f"{dest}: the partial download did not match the results; started over")
+        else:
+            partial.replace(dest)
+            if known is not None:
+                known.forget(partial)
+                known.record(dest, key, etag)
+            return True
     except ResourceNotFoundError:
         raise CliError(f"blob {container}/{name} does not exist", "the task's files may have been deleted; "
                        "check the storage account") from None
@@ -341,6 +374,8 @@ def _fetch(service: Any, container: str, name: str, dest: Path, known: FetchedEt
             partial.unlink(missing_ok=True)
             if known is not None:
                 known.forget(partial)
+    # only a resumed file that did not match its Content-MD5 gets here, its .part gone: read it from the start
+    return _fetch(service, container, name, dest, known, say)
 
 
 def _list(service: Any, container: str, prefix: str) -> list[str]:

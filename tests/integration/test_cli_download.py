@@ -328,6 +328,58 @@ def test_a_file_is_on_the_disk_before_it_is_renamed_and_recorded(
     assert (tmp_path / "detections.json").read_bytes() == b"x" * 5_000
 
 
+def test_a_resumed_file_that_does_not_match_its_content_md5_is_read_again(
+        store: BlobStore, unique_name: str, storage_connection: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ``.part`` recorded by an older CLI (no flushed length) whose middle a power loss left as zeros passes the
+    tail check; where the blob carries a Content-MD5 (a Put Blob: Azure computes it, as Azurite does) the finished
+    file is checked against it and, not matching, read again from the start. Fails without the MD5 check."""
+    from cli import download as cli_download
+
+    monkeypatch.setattr(cli_download, "WINDOW", 1_000)
+    monkeypatch.setattr(cli_download, "CHECK_TAIL", 500)
+    store.ensure_container(unique_name)
+    name = "results/task-1/detections.json"
+    body = bytes(range(256)) * 40  # 10,240 bytes, one Put Blob: it has a Content-MD5
+    store.write_bytes(unique_name, name, body)
+    assert service_client(storage_connection).get_blob_client(
+        unique_name, name).get_blob_properties().content_settings.content_md5
+    answer = {"results": {"container": unique_name, "blob": name}}
+    with pytest.raises(KeyboardInterrupt):
+        download(Interrupting(service_client(storage_connection), reads=3), answer, {}, tmp_path)
+    kept = json.loads((tmp_path / FetchedEtags.FILE).read_text())
+    del kept["files"]["detections.json.part"]["durable"]  # as an older CLI recorded it
+    (tmp_path / FetchedEtags.FILE).write_text(json.dumps(kept))
+    (tmp_path / "detections.json.part").write_bytes(body[:1_000] + bytes(1_500) + body[2_500:3_000])
+    going = Interrupting(service_client(storage_connection), reads=None)
+    said: list[str] = []
+    assert [f.written for f in download(going, answer, {}, tmp_path, say=said.append)] == [True]
+    assert (tmp_path / "detections.json").read_bytes() == body
+    assert going.ranges == [(2_500, 500), (3_000, None), (None, None)]  # the tail passed; the MD5 did not
+    assert said == [f"{tmp_path / 'detections.json'}: resumed at 3,000 bytes of 10,240 bytes after checking the last "
+                    "500 bytes",
+                    f"{tmp_path / 'detections.json'}: the partial download did not match the results; started over"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [FetchedEtags.FILE, "detections.json"]
+
+
+def test_a_file_that_does_not_match_its_content_md5_is_an_error(
+        store: BlobStore, unique_name: str, storage_connection: str, tmp_path: Path) -> None:
+    """A blob whose Content-MD5 property is not its content's MD5 (set so by whoever wrote it, or the bytes changed
+    on the way): the download is refused with what to do, and no file is left that looks complete."""
+    from azure.storage.blob import ContentSettings
+
+    store.ensure_container(unique_name)
+    name = "results/task-1/detections.json"
+    store.write_bytes(unique_name, name, b"x" * 5_000)
+    service_client(storage_connection).get_blob_client(unique_name, name).set_http_headers(
+        ContentSettings(content_md5=bytearray(16)))
+    answer = {"results": {"container": unique_name, "blob": name}}
+    with pytest.raises(CliError) as failed:
+        download(service_client(storage_connection), answer, {}, tmp_path)
+    assert "does not match the blob's Content-MD5" in failed.value.message
+    assert sorted(p.name for p in tmp_path.iterdir()) == [FetchedEtags.FILE]
+
+
 def test_a_small_files_interrupted_download_leaves_no_part(
         store: BlobStore, unique_name: str, storage_connection: str, tmp_path: Path) -> None:
     store.ensure_container(unique_name)
