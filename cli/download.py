@@ -552,6 +552,8 @@ class FetchedEtags:
                 if self.legacy:
                     kept["legacy"] = self.legacy
                 fh.write(json.dumps(kept, indent=0, sort_keys=True).encode("utf-8"))
+                fh.flush()
+                os.fsync(fh.fileno())  # renamed unflushed, a power loss could leave the record empty: all read again
             partial.replace(self.path)
         except OSError:  # only the resume is lost: the files themselves are written
             pass

@@ -309,7 +309,7 @@ def test_a_file_is_on_the_disk_before_it_is_renamed_and_recorded(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A file renamed and recorded (its ETag in ``.trapbatch-downloads.json``) whose bytes a power loss then took
     read as ``unchanged`` from then on: its size is the blob's. Its ``.part`` is flushed (fsync) whole before the
-    rename. Fails without the flush."""
+    rename; so is the downloads record before its own rename. Fails without either flush."""
     import os
 
     store.ensure_container(unique_name)
@@ -324,7 +324,10 @@ def test_a_file_is_on_the_disk_before_it_is_renamed_and_recorded(
 
     monkeypatch.setattr(os, "fsync", fsync)
     download(service_client(storage_connection), answer, {}, tmp_path)
-    assert flushed == [("detections.json.part", 5_000)]
+    # the file, then the downloads record that names it (renamed unflushed, a power loss could leave it empty)
+    assert flushed[0] == ("detections.json.part", 5_000)
+    assert flushed[1:] and {name for name, _ in flushed[1:]} == {".trapbatch-downloads.json.part"}
+    assert all(size > 0 for _, size in flushed[1:])
     assert (tmp_path / "detections.json").read_bytes() == b"x" * 5_000
 
 
