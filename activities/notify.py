@@ -81,10 +81,10 @@ def send(payload: c.NotifyInput, allowed_hosts: tuple[str, ...], secret_name: st
     except urllib.error.HTTPError as exc:
         code = int(exc.code)
     except (urllib.error.URLError, OSError) as exc:
-        raise ReceiverFailed(f"notification to {notify.host_of(url)} failed: {type(exc).__name__}") from None
+        raise ReceiverFailed(f"notification to {notify.shown_host(url)} failed: {type(exc).__name__}") from None
     if not 200 <= code < 300:
-        raise ReceiverFailed(f"notification to {notify.host_of(url)} answered {code}")
-    logger.info("task %s: notified %s (%s)", payload["task_id"], notify.host_of(url), stage)
+        raise ReceiverFailed(f"notification to {notify.shown_host(url)} answered {code}")
+    logger.info("task %s: notified %s (%s)", payload["task_id"], notify.shown_host(url), stage)
     return {"sent": True, "status_code": code, "reason": ""}
 
 

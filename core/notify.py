@@ -23,6 +23,8 @@ import json
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
+from core.status_size import shorten
+
 SIGNATURE_HEADER = "X-Trapbatch-Signature"
 DELIVERY_HEADER = "X-Trapbatch-Delivery"
 # What of the final status a notification carries: the counts, and every failure a pipeline acting on it must see
@@ -62,6 +64,11 @@ def verify(secret: str, raw: bytes, header: str) -> bool:
 
 
 _DEFAULT_PORTS = {"https": 443, "http": 80}
+# The most of a host a message names (``shown_host``). A DNS name has at most 253 characters (RFC 1035 2.3.4), but a
+# request's notify_url may be 2,000 (core.requests), nearly all of it host; the reasons that name it reach the task's
+# status (``NotifyOutput.reason``, the failure after every retry) and the log. 120 characters tell any real host
+# apart, and keep such a reason under ``core.status_size.NOTE_CHARS``, so the status never has to cut it.
+HOST_SHOWN_CHARS = 120
 
 
 def host_of(url: str) -> str:
@@ -71,6 +78,11 @@ def host_of(url: str) -> str:
     host = (parts.hostname or "").lower()
     port = parts.port
     return f"{host}:{port}" if port and port != _DEFAULT_PORTS.get(parts.scheme.lower()) else host
+
+
+def shown_host(url: str) -> str:
+    """``host_of(url)`` as a message names it: at most ``HOST_SHOWN_CHARS`` characters, a longer one cut with "…"."""
+    return shorten(host_of(url), HOST_SHOWN_CHARS)
 
 
 def host_allowed(url: str, allowed: tuple[str, ...]) -> bool:
@@ -90,7 +102,7 @@ def not_sendable(url: str, allowed: tuple[str, ...], signing_configured: bool) -
     notification that can never be sent would only be missed) and the sending activity checks again at the end (the
     settings may have changed since)."""
     if not host_allowed(url, allowed):
-        return f"host {host_of(url)!r} is not in TRAPBATCH_NOTIFY_HOSTS"
+        return f"host {shown_host(url)!r} is not in TRAPBATCH_NOTIFY_HOSTS"
     if not signing_configured:
         return "TRAPBATCH_NOTIFY_SECRET (and a Key Vault or local secrets file holding it) is not configured"
     return None

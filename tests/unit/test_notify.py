@@ -215,3 +215,20 @@ def test_a_signing_key_missing_from_the_app_vault_says_where_it_goes_not_what_a_
     assert "'notify-key'" in message and app_url in message and "AZURE_APP_KEY_VAULT_NAME" in message
     assert "SAS" not in message and "id-nodes" not in message
     assert receiver["got"] == []  # nothing unsigned was sent
+
+
+def test_a_long_host_is_cut_in_every_reason_that_names_it(secrets_env: dict[str, str]) -> None:
+    """A request's notify_url may be 2,000 characters, nearly all host (core.requests); the reasons that name it reach
+    the task's status (``notification.reason``) and the log, so the host is cut where they are worded
+    (``notify.HOST_SHOWN_CHARS``), not left whole for ``core.status_size.fit`` to find at the very end."""
+    host = ".".join(["h" * 59] * 33)  # 1,979 characters in labels DNS allows (at most 63 each)
+    url = f"https://{host}/hook"
+    refused = send({"task_id": "task-0123456789abcdef0123", "url": url, "status": STATUS},
+                   ("hooks.example.org",), "notify-key", secrets_env)
+    assert not refused["sent"] and "TRAPBATCH_NOTIFY_HOSTS" in refused["reason"]
+    assert len(refused["reason"]) < 200 and host[: notify.HOST_SHOWN_CHARS - 1] + "…" in refused["reason"]
+    with pytest.raises(ReceiverFailed) as failed:  # no such host: the failure after every retry names it too
+        send({"task_id": "task-0123456789abcdef0123", "url": url, "status": STATUS},
+             (host,), "notify-key", secrets_env)
+    assert len(str(failed.value)) < 200 and str(failed.value).startswith("notification to hhh")
+    assert notify.shown_host("https://Hooks.Example.org:8443/x") == "hooks.example.org:8443"  # short: whole
