@@ -67,13 +67,31 @@ class TasksRefused(RuntimeError):
     """Azure Batch refused some of a submission's tasks for what they are (a client error other than TaskExists)."""
 
 
-# The most of failureInfo.details' values kept in a task's failure text (see ``_failure_text``).
+# What a task's failure text keeps of Batch's ``failureInfo`` (``_failure_text``, ``_failure_code``). Batch sets these
+# texts, not trapbatch, and nothing bounds them; they travel in every poll's answer (the shard group's history), the
+# given-up shards' examples and the task's status (whose 16 KB the Durable extension enforces: core/status_size.py), so
+# each is cut here, where it enters trapbatch. Codes are identifiers ("TaskEnded", "ContainerPullImageFailed"), a
+# message a sentence or two: real ones are never cut. The whole text is then at most 64 + 2 + 400 + 2 + 500 + 1
+# characters, under the 1,000 that activities/pool.py keeps of a worker's own message.
+FAILURE_CODE_CHARS = 64
+FAILURE_MESSAGE_CHARS = 400
 FAILURE_DETAILS_CHARS = 500
+
+
+def _cut(text: str, limit: int) -> str:
+    """``text`` at most ``limit`` characters, a cut one ending in "…" (as ``core.status_size.shorten``)."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _failure_code(failure: Any) -> str | None:
+    """``failureInfo.code`` (TaskEnded: Batch ended the task, ``exit_codes.pool_ended``), at most
+    ``FAILURE_CODE_CHARS``; None when Batch gave none."""
+    return _cut(str(getattr(failure, "code", None) or ""), FAILURE_CODE_CHARS) or None
 
 
 def _failure_text(failure: Any) -> str | None:
     """Batch's ``failureInfo`` as one line: its code first, where there is one, then its message, then the values of
-    its ``details`` (at most ``FAILURE_DETAILS_CHARS`` of them).
+    its ``details``; each cut (``FAILURE_CODE_CHARS``, ``FAILURE_MESSAGE_CHARS``, ``FAILURE_DETAILS_CHARS``).
 
     Why the code: a task that failed before it ran (an image that cannot be pulled, an output upload refused) has no
     exit code, and the code (e.g. ``ContainerPullImageFailed``) is what says which (batch-job-task-error-checking.md).
@@ -82,19 +100,18 @@ def _failure_text(failure: Any) -> str | None:
     the detail "Some supplied docker options are not recognized or are unsupported: --gpus"); without them the
     operator saw only the generic message.
     """
-    message = getattr(failure, "message", None)
-    code = getattr(failure, "code", None)
-    if code and (not message or str(code) not in str(message)):
-        text: str | None = f"{code}: {message}" if message else str(code)
+    raw = getattr(failure, "message", None)
+    message = _cut(str(raw), FAILURE_MESSAGE_CHARS) if raw else None
+    code = _failure_code(failure)
+    if code and (not message or code not in message):
+        text: str | None = f"{code}: {message}" if message else code
     else:
         text = message
     values = [str(v) for d in getattr(failure, "details", None) or []
               if (v := getattr(d, "value", None)) and str(v) not in (text or "")]
     if not values:
         return text
-    details = "; ".join(values)
-    if len(details) > FAILURE_DETAILS_CHARS:
-        details = details[:FAILURE_DETAILS_CHARS - 1] + "…"
+    details = _cut("; ".join(values), FAILURE_DETAILS_CHARS)
     return f"{text} ({details})" if text else details
 
 
@@ -457,7 +474,7 @@ class AzureBatchPool:
             start_time=str(start) if start else None,
             end_time=str(end) if end else None,
             log=f"{self.log_container}/{layout.pool_log_prefix(job_id, t.id)}" if completed else None,
-            failure_code=str(getattr(failure, "code", None) or "") or None,  # TaskEnded: Batch ended it (exit_codes)
+            failure_code=_failure_code(failure) if failure else None,  # TaskEnded: Batch ended it (exit_codes)
         )
 
     def cancel(self, job_id: str, task_id: str | None = None) -> None:

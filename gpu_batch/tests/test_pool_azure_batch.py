@@ -534,6 +534,31 @@ def test_a_container_failure_says_its_reason_from_the_failure_details() -> None:
                                                   "container settings is invalid")  # no details: as before
 
 
+def test_batchs_failure_code_and_message_are_cut_where_they_enter_trapbatch() -> None:
+    """Batch's ``failureInfo`` texts are Batch's, unbounded: they travel in every poll's answer (the shard group's
+    history), the given-up shards' examples and the task's status, whose 16 KB the extension enforces. The code is cut
+    to ``FAILURE_CODE_CHARS`` (tests/orchestrations/test_status_sizes.py counts on it), the message to
+    ``FAILURE_MESSAGE_CHARS``; a real code stays whole, so TaskEnded still says the pool ended the task."""
+    from gpu_batch.exit_codes import TASK_ENDED, pool_ended
+
+    tasks = [_task("s00000-a1", "completed", result="failure",
+                   failureInfo={"category": "usererror", "code": "C" * 5000, "message": "m" * 20_000,
+                                "details": [{"name": "Message", "value": "d" * 20_000}]}),
+             _task("s00001-a1", "completed", result="failure", exitCode=TIMED_OUT_EXIT,
+                   failureInfo={"category": "servererror", "code": "TaskEnded", "message": "m" * 20_000})]
+    infos = {i.task_id: i for i in pool(FakeBatch(tasks={"task-x": tasks})).poll("task-x", ["s00000-a1", "s00001-a1"])}
+    huge = infos["s00000-a1"]
+    assert len(huge.failure_code or "") == 64 and len(huge.failure_message or "") <= 1000  # activities/pool.py's
+    from gpu_batch.pool.azure_batch import FAILURE_CODE_CHARS, FAILURE_DETAILS_CHARS, FAILURE_MESSAGE_CHARS
+
+    assert huge.failure_code == "C" * (FAILURE_CODE_CHARS - 1) + "…"
+    assert huge.failure_message == (f"{huge.failure_code}: {'m' * (FAILURE_MESSAGE_CHARS - 1)}… "
+                                    f"({'d' * (FAILURE_DETAILS_CHARS - 1)}…)")
+    ended = infos["s00001-a1"]
+    assert ended.failure_code == TASK_ENDED and pool_ended(ended.exit_code, ended.failure_code, ended.failure_message)
+    assert ended.failure_message == f"TaskEnded: {'m' * (FAILURE_MESSAGE_CHARS - 1)}…"
+
+
 # batch-job-task-error-checking.md, "Constraint errors": a task past its maximum time "is marked as completed. The exit
 # code is set to 0xC000013A. The schedulingError field is marked as { category:"ServerError", code="TaskEnded"}".
 TIMED_OUT_EXIT = -1073741510  # 0xC000013A as Batch's int32 exitCode

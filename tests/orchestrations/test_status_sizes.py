@@ -121,10 +121,12 @@ GROUPS = 4  # shards_per_group 10
 
 def given_up(i: int) -> c.GivenUpShard:
     """A given-up shard as orchestrations.shards._why_given_up words it: the pool's failure code (Azure Batch's
-    ``TaskFailureInformation.code``, a word such as ``TaskEnded``: taken at 64 characters) and the reason at its
-    cap."""
+    ``TaskFailureInformation.code``, a word such as ``TaskEnded``: cut where it enters trapbatch,
+    ``gpu_batch.pool.azure_batch.FAILURE_CODE_CHARS``) and the reason at its cap."""
+    from gpu_batch.pool.azure_batch import FAILURE_CODE_CHARS
+
     return {"shard": layout.shard_id(100_000 + i), "attempts": 99, "exit_code": -1073741510,
-            "failure_code": "F" * 64, "by": "pool", "reason": W * c.GIVEN_UP_REASON_CHARS}
+            "failure_code": W * FAILURE_CODE_CHARS, "by": "pool", "reason": W * c.GIVEN_UP_REASON_CHARS}
 
 
 def group_outcome(group: int) -> c.ShardsOutcome:
