@@ -44,8 +44,10 @@ def moved_to(result: Any) -> str:
 @bp.orchestration_trigger(context_name="context", orchestration=c.EXPIRY_ORCHESTRATOR)
 def expire_previews(context: df.DurableOrchestrationContext) -> Generator[Any, Any, c.ExpiryStatus]:
     data: c.ExpiryInput = context.get_input()
-    expires = data["expires"]
-    until = datetime.fromisoformat(expires)
+    # the status and output show the time as read, never the text as given: Python reads an ISO time whatever the length
+    # of its fraction, so the text is unbounded, and a status over 16 KB fails the orchestration (core/status_size.py)
+    until = datetime.fromisoformat(data["expires"])
+    expires = until.isoformat()
     context.set_custom_status(c.ExpiryStatus(stage="waiting", expires=expires))
     fire = next_timer(context.current_utc_datetime, until)
     while fire is not None:
@@ -62,6 +64,7 @@ def expire_previews(context: df.DurableOrchestrationContext) -> Generator[Any, A
                 context.set_custom_status(ended)
                 return ended
             until = datetime.fromisoformat(expires)
+            expires = until.isoformat()
             context.set_custom_status(c.ExpiryStatus(stage="waiting", expires=expires))
         fire = next_timer(context.current_utc_datetime, until)
     gone: c.DeletePreviewsOutput = yield from call(context, c.DELETE_PREVIEWS, STORAGE_RETRY,

@@ -322,8 +322,16 @@ def test_a_rerender_s_largest_status_fits() -> None:
     assert_fits(run)
 
 
-def test_an_expiry_s_status_fits() -> None:
-    data: c.ExpiryInput = {"task_id": TASK, "expires": "2025-01-01T00:00:01+00:00"}
+@pytest.mark.parametrize("expires", [
+    "2025-01-01T00:00:01.123456+00:00",
+    # Python reads an ISO time whatever the length of its fraction (datetime.fromisoformat, 3.11): the status shows the
+    # time read, at most 32 characters, not the text as given
+    "2025-01-01T00:00:01." + "1" * 20_000 + "+00:00",
+])
+def test_an_expiry_s_status_fits(expires: str) -> None:
+    data: c.ExpiryInput = {"task_id": TASK, "expires": expires}
     run = run_orchestrator(expire_previews, data, {c.DELETE_PREVIEWS: {"deleted": BIG}}, instance_id=f"{TASK}-expiry")
     assert run.status == "Completed", run.error
     assert_fits(run)
+    assert run.output["expires"] == "2025-01-01T00:00:01.111111+00:00" if len(expires) > 40 else expires
+
