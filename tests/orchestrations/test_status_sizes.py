@@ -335,3 +335,77 @@ def test_an_expiry_s_status_fits(expires: str) -> None:
     assert_fits(run)
     assert run.output["expires"] == "2025-01-01T00:00:01.111111+00:00" if len(expires) > 40 else expires
 
+
+# ---------------------------------------------------------------- every status an orchestrator sets
+
+# Each ``set_custom_status`` of orchestrations/ that does not go through ``core.status_size.fit``, by (module, function,
+# its argument as written), with why it stays small whatever the input: a test above drives it at its worst case, or
+# it holds nothing that grows. A status added or changed that is not fitted fails the test below until it is listed
+# here with its reason (or fitted).
+UNFITTED = {
+    ("expiry", "expire_previews", "c.ExpiryStatus(stage='waiting', expires=expires)"):
+        "a time as read (isoformat, 32 characters): test_an_expiry_s_status_fits",
+    ("expiry", "expire_previews", "ended"): "a stage and a count",
+    ("expiry", "expire_previews", "done"): "a time as read and a count: test_an_expiry_s_status_fits",
+    ("repeat_search", "search_repeats_again", "status"):
+        "a search id (100), numeric options, counts, previews' counts: test_a_repeat_search_s_largest_status_fits",
+    ("repeats", "remove_repeats", "merging"): "a search id (100) and counts: test_a_removal_s_largest_status_fits",
+    ("repeats", "remove_repeats", "publishing"): "as merging",
+    ("rerender", "rerender_previews", "status"):
+        "two variants' CSV names and previews' counts: test_a_rerender_s_largest_status_fits",
+    ("retries", "_show_waiting", "noted"): "only while it stays under 15 KB (retries._fits)",
+    ("shards", "run_shards", "{'stage': Stage.detecting, **_progress(state)}"):
+        "counts only: test_a_shard_group_s_status_fits",
+    ("shards", "run_shards", "{'stage': Stage.cancelled, **_progress(state)}"): "counts only",
+    ("task", "_confirmed", "waiting"):
+        "counts, the estimate, not_images (TOP_KINDS kinds of 12 characters): "
+        "test_a_dry_run_and_a_task_awaiting_confirmation_fit",
+    ("task", "_confirmed", "cancelled"): "a stage, times and a count",
+    ("task", "_confirmed", "expired"):
+        "counts, the estimate, a fixed error: test_a_dry_run_and_a_task_awaiting_confirmation_fit",
+    ("task", "_run_task", "c.TaskStatus(stage=Stage.enumerating, started=started)"): "a stage and a time",
+    ("task", "_run_task", "cancelled"): "a stage, times and a count",
+    ("task", "_run_task", "estimated"): "as waiting: test_a_dry_run_and_a_task_awaiting_confirmation_fit",
+    ("task", "_run_task", "noted(detecting)"):
+        "ids of fixed length, counts, not_images: test_a_completed_task_s_largest_status_fits",
+    ("task", "_run_task", "noted(c.TaskStatus(stage=Stage.merging, started=started, images=enumeration['images'], "
+                          "shards=enumeration['shards']))"):
+        "counts, not_images: test_a_completed_task_s_largest_status_fits",
+    ("task", "_run_task", "noted(c.TaskStatus(stage=Stage.publishing, started=started, "
+                          "images=enumeration['images']))"):
+        "counts, not_images: test_a_completed_task_s_largest_status_fits",
+}
+
+
+def _custom_statuses() -> list[tuple[str, str, str]]:
+    """(module, innermost function, argument as ``ast.unparse`` writes it) of every ``set_custom_status`` call in
+    orchestrations/."""
+    import ast
+    from pathlib import Path
+
+    found: list[tuple[str, str, str]] = []
+
+    def visit(node: ast.AST, module: str, function: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            inner = child.name if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)) else function
+            if (isinstance(child, ast.Call) and isinstance(child.func, ast.Attribute)
+                    and child.func.attr == "set_custom_status"):
+                found.append((module, inner, ast.unparse(child.args[0])))
+            visit(child, module, inner)
+
+    for path in sorted((Path(__file__).resolve().parents[2] / "orchestrations").glob("*.py")):
+        visit(ast.parse(path.read_text(encoding="utf-8")), path.stem, "")
+    return found
+
+
+def test_every_status_an_orchestrator_sets_is_fitted_or_known_to_stay_small() -> None:
+    """A status that grows with its input (a name, a note, a list, a reason) must go through ``fit``, or it may one day
+    pass 16 KB and fail its orchestration; those that do not are listed in ``UNFITTED`` with why they stay small."""
+    calls = _custom_statuses()
+    unfitted = {call for call in calls if not call[2].startswith("fit(")}
+    assert len(calls) > len(unfitted) > 0  # the scan found the statuses (the final ones are fitted)
+    assert unfitted - set(UNFITTED) == set(), "fit it (core.status_size.fit), or show it stays small and list it"
+    assert set(UNFITTED) - unfitted == set(), "listed but no longer set so: remove it from UNFITTED"
+    tests = {name for name in globals() if name.startswith("test_")}
+    for why in UNFITTED.values():  # a reason that names a test names one of this module
+        assert all(word in tests for word in why.replace(",", " ").split() if word.startswith("test_")), why
