@@ -60,6 +60,12 @@ WORKER_MODULE = "gpu_batch.worker"
 RESIDENT_CLIENT_MODULE = "gpu_batch.worker.client"
 
 
+# What the resident client (``RESIDENT_CLIENT_MODULE``) takes, alone, to start its server and wait until it takes
+# shards (``gpu_batch.worker.client.wait_ready``); LocalPool runs it while a task prepares. Here, not imported from
+# the client: the Functions app's package holds no gpu_batch/worker/.
+READY_ARG = "--ready"
+
+
 def worker_module(resident: bool) -> str:
     """The module a pool task runs with ``python -m``, followed by ``ShardTask.worker_args()``.
 

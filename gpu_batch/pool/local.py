@@ -44,7 +44,14 @@ when TRAPBATCH_LOCAL_CONCURRENCY asked for more. Why: the extra tasks were "runn
 server, so their wait counted against their time limit (three 6-image CPU shards with a 12 s limit, concurrency 3:
 all three killed as timed out, none accepted by the server), and the server, started by the first client, kept that
 client's ``cores // max_concurrent`` OpenMP threads for every shard it ran one by one (a third of the machine at
-concurrency 3).
+concurrency 3). The server starts before a task's clock does: while the task is ``preparing``, its runner runs the
+worker command with the one argument ``--ready`` (``gpu_batch.worker.client.wait_ready``: start the server if none
+answers, wait until its imports are done), at most ``prepare_seconds``, and the task's limit counts from when the
+runner marks it ``running`` (``local_runner``), as a Batch node's start task runs the server before its tasks and
+``maxWallClockTime`` counts from a task's start. Why: the first task's client started the server inside the task's
+own limit, so on a slow machine the first shard could time out while torch was still importing (a 12 s limit
+against ~2-8 s of imports before the shard's first image). A preparing task is ended at ``prepare_seconds`` past
+its limit (its runner stuck), and by the heartbeat as a running one.
 """
 from __future__ import annotations
 
@@ -66,7 +73,7 @@ from azure.data.tables import TableServiceClient, UpdateMode
 
 from gpu_batch import layout
 from gpu_batch.exit_codes import TASK_ENDED
-from gpu_batch.pool.base import (JobClosed, PoolChanges, ShardTask, TaskInfo, TaskResult, TaskState,
+from gpu_batch.pool.base import (READY_ARG, JobClosed, PoolChanges, ShardTask, TaskInfo, TaskResult, TaskState,
                                  worker_module)
 
 logger = logging.getLogger(__name__)
@@ -128,7 +135,7 @@ class LocalPool:
                  max_concurrent: int | None = None, worker_env: Mapping[str, str] | None = None,
                  faults: Mapping[str, str] | None = None, max_task_seconds: int = 21600,
                  worker_command: Sequence[str] | None = None, resident: bool = False,
-                 worker_tuning: Sequence[str] = ()) -> None:
+                 worker_tuning: Sequence[str] = (), prepare_seconds: int = 600) -> None:
         if len(table) > 59:  # the jobs table's name adds 4 characters; Azure table names have at most 63
             raise ValueError(f"LocalPool table name {table!r} is longer than 59 characters")
         self.connection_string = connection_string
@@ -152,6 +159,10 @@ class LocalPool:
         self.faults = dict(faults or {})
         self.max_task_seconds = max_task_seconds
         self.worker_command = list(worker_command or [sys.executable, "-m", worker_module(resident)])
+        # resident: the worker command is the resident client, which ``--ready`` alone brings its server up with
+        # (module docstring: Resident workers); it runs while the task is preparing, before its clock starts
+        self.prepare_command = [*self.worker_command, READY_ARG] if resident else []
+        self.prepare_seconds = prepare_seconds
         self.worker_tuning = list(worker_tuning)  # TRAPBATCH_WORKER_TUNING, checked by core.worker_tuning
         self._children: dict[str, subprocess.Popen[bytes]] = {}  # runners started here, until waited for (_reap_locked)
         self._lock = threading.Lock()  # activities poll from several threads; one scheduling pass at a time
@@ -310,9 +321,11 @@ class LocalPool:
             if row["State"] not in (TaskState.running.value, TaskState.preparing.value):
                 continue
             pid = int(row.get("Pid") or 0)
-            started = float(row.get("StartedAt") or now)
+            started = float(row.get("StartedAt") or now)  # the runner restamps it when it marks the task running
             beat = float(row.get("Heartbeat") or started)
             limit = int(row.get("MaxSeconds") or self.max_task_seconds)
+            if row["State"] == TaskState.preparing.value:  # its clock has not started (module docstring: Resident)
+                limit += self.prepare_seconds
             if now - started > limit:
                 # read again first: a runner that recorded its exit after the snapshot keeps it, and its pid (maybe
                 # reused since) is not signalled
@@ -412,7 +425,10 @@ class LocalPool:
             env["CUDA_VISIBLE_DEVICES"] = str(gpu)
         args = [sys.executable, "-m", "gpu_batch.pool.local_runner", "--table", self.table.table_name,
                 "--job", row["PartitionKey"], "--task", row["RowKey"], "--log-container", self.log_container,
-                "--fault", fault, "--"] + self.worker_command + spec.worker_args() + self.worker_tuning
+                "--fault", fault]
+        if self.prepare_command:
+            args += ["--prepare", json.dumps(self.prepare_command), "--prepare-seconds", str(self.prepare_seconds)]
+        args += ["--"] + self.worker_command + spec.worker_args() + self.worker_tuning
         proc = subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, start_new_session=True)
         self._children[row["RowKey"] + "@" + row["PartitionKey"]] = proc

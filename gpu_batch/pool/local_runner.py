@@ -2,10 +2,20 @@
 
 Started by ``LocalPool`` in a new process session, so it outlives the host that launched it. The storage connection
 comes from ``TRAPBATCH_STORAGE_CONNECTION`` in the environment (never from arguments, which ``ps`` shows).
+
+The task is ``preparing`` from its launch until the worker starts, then ``running``: the runner marks it running and
+restamps ``StartedAt`` and ``StartTime`` then, so its time limit counts from there, as Batch's ``maxWallClockTime``
+is "measured from the time the Task starts" (TaskConstraints.MaxWallClockTime, learn.microsoft.com
+dotnet/api/microsoft.azure.batch.taskconstraints.maxwallclocktime), its ``executionInfo.startTime``. With
+``--prepare`` (LocalPool's resident workers: the client's ``--ready``) a command runs first, while the task is
+preparing, at most ``--prepare-seconds``, with a heartbeat: the resident server starts there, not inside the first
+task's limit, as a Batch node's start task starts it before the node's tasks. A preparation that fails is logged
+and the worker runs all the same (its client then runs the shard itself, as without one).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -34,6 +44,37 @@ def _die_with_parent() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+def _prepare(table: Any, key: dict[str, str], command: list[str], env: dict[str, str], seconds: float,
+             log: Any) -> None:
+    """Run ``command`` (its output into the task's log) while the task is preparing, beating its heartbeat so the
+    pool does not take a long preparation for a dead runner; killed after ``seconds``. Never fails the task."""
+    done = threading.Event()
+
+    def beat() -> None:
+        while not done.wait(5.0):
+            try:
+                table.update_entity({**key, "Heartbeat": time.time()}, mode=UpdateMode.MERGE)
+            except Exception:  # a missed heartbeat is harmless (as in main's)
+                pass
+
+    threading.Thread(target=beat, daemon=True).start()
+    started = time.monotonic()
+    try:
+        code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                              timeout=seconds).returncode
+        said = f"exited {code}"
+    except subprocess.TimeoutExpired:
+        said = f"still ran after {seconds:.0f} s and was killed"
+    except OSError as exc:
+        said = f"could not start: {exc}"
+    finally:
+        done.set()
+    log.seek(0, os.SEEK_END)  # past what the command wrote through its own descriptor
+    log.write(f"[local_runner] preparation ({' '.join(command)}) {said} after {time.monotonic() - started:.1f} s; "
+              "the task's time limit counts from here\n".encode())
+    log.flush()
+
+
 def _mark_running(table: Any, key: dict[str, str]) -> bool:
     """Mark the task running unless it was ended meanwhile; False when it was. The write is conditional on the row
     read: a plain merge after a terminate's (``LocalPool._terminate``, between this runner's read and write) turned
@@ -44,7 +85,9 @@ def _mark_running(table: Any, key: dict[str, str]) -> bool:
         if row.get("State") == "completed":
             return False
         try:
+            # StartedAt and StartTime: the task's limit and reported start count from here (module docstring)
             table.update_entity({**key, "State": "running", "Pid": os.getpid(), "Heartbeat": time.time(),
+                                 "StartedAt": time.time(), "StartTime": datetime.now(timezone.utc).isoformat(),
                                  "Changed": time.time()},  # Changed: LocalPool.changes
                                 mode=UpdateMode.MERGE, etag=row.metadata["etag"],
                                 match_condition=MatchConditions.IfNotModified)
@@ -64,18 +107,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--task", required=True)
     p.add_argument("--log-container", required=True)
     p.add_argument("--fault", default="")
+    p.add_argument("--prepare", default="", help="a JSON list: a command to run while the task is preparing")
+    p.add_argument("--prepare-seconds", type=float, default=600.0)
     p.add_argument("command", nargs=argparse.REMAINDER)
     args = p.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     conn = os.environ["TRAPBATCH_STORAGE_CONNECTION"]
     table = TableServiceClient.from_connection_string(conn).get_table_client(args.table)
     key = {"PartitionKey": args.job, "RowKey": args.task}
+    env = dict(os.environ)
+    log = tempfile.TemporaryFile()
+    if args.prepare:
+        if _state(table, args.job, args.task) == "completed":  # ended before this runner got going
+            return 143
+        _prepare(table, key, [str(a) for a in json.loads(args.prepare)], env, args.prepare_seconds, log)
     if not _mark_running(table, key):  # cancelled (or timed out, its job closed) before this runner got going
         return 143
-    env = dict(os.environ)
-    if args.fault:
+    if args.fault:  # the shard's, not the preparation's
         env["TRAPBATCH_WORKER_FAULT"] = args.fault
-    log = tempfile.TemporaryFile()
     proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                             preexec_fn=_die_with_parent if sys.platform == "linux" else None)
     def on_term(*_: object) -> None:  # LocalPool.cancel: stop the worker too, and say so in the exit code

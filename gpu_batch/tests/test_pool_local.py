@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,13 @@ from tests.waiting import wait_until
 
 FAKE_WORKER = r'''
 import os, sys, time
+server = os.environ.get("FAKE_SERVER")  # as the resident client: a server to start (a file, once it is up) if none is
+if server and not os.path.exists(server):
+    time.sleep(float(os.environ.get("FAKE_SERVER_START_S", "0")))  # its imports
+    open(server, "w").close()
+if sys.argv[1:] == ["--ready"]:  # the client's --ready: the server is up, no shard
+    print("ready")
+    sys.exit(0)
 args = dict(zip(sys.argv[1::2], sys.argv[2::2]))
 blob = args["--manifest-blob"]
 fault = os.environ.get("TRAPBATCH_WORKER_FAULT", "")
@@ -521,3 +529,28 @@ def test_resident_workers_run_one_task_per_server_with_all_its_cores(
     for chosen in ({"CUDA_VISIBLE_DEVICES": "0,1"}, {"TRAPBATCH_RESIDENT_SOCKET": "/run/tb/w.sock"}):  # one server
         one = make_pool("local", max_concurrent=2, resident=True, **{**pool_args, "worker_env": chosen})
         assert one.max_concurrent == 1  # type: ignore[attr-defined]
+
+
+def test_the_resident_servers_start_is_paid_while_the_first_task_prepares_not_inside_its_limit(
+        pool_args: dict[str, Any], storage_connection: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first task's client started the resident server inside the task's own time limit, so a slow machine
+    could end the first shard as timed out while torch still imported. The runner now starts it first, with the
+    client's ``--ready``, while the task is ``preparing`` (as a Batch node's start task runs it before the node's
+    tasks), and the limit counts from ``running``, as Batch's maxWallClockTime counts from the task's start. Here a
+    4 s server start against a 3 s limit: the first task timed out; now both tasks succeed."""
+    import gpu_batch.pool.local as local
+
+    monkeypatch.setattr(local, "detect_gpu_count", lambda: 0)
+    server = tmp_path / "server-up"
+    env = {**pool_args["worker_env"], "FAKE_SERVER": str(server), "FAKE_SERVER_START_S": "4"}
+    pool = make_pool("local", resident=True, max_task_seconds=3, **{**pool_args, "worker_env": env})
+    pool.submit("jobp", [task("first"), task("second")])
+    wait_until(lambda: states(pool, "jobp")["first-a1"].state is TaskState.preparing and not server.exists(), 20,
+               "the first task preparing while its server starts")
+    done = wait_until(lambda: all_done(pool, "jobp", 2), 60, "both tasks")
+    assert all(i.result is TaskResult.success for i in done.values()), {k: i.failure_message for k, i in done.items()}
+    up = server.stat().st_mtime
+    first = done["first-a1"]
+    assert datetime.fromisoformat(first.start_time or "").timestamp() >= up  # its clock started once the server was up
+    log = _log(storage_connection, pool_args["log_container"], "jobp", "first-a1")
+    assert "ready" in log and "exited 0 after" in log and "the task's time limit counts from here" in log

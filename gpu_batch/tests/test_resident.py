@@ -274,6 +274,9 @@ def test_local_pool_with_the_resident_setting_runs_a_shard_end_to_end(shards: Sh
     log = shards.service.get_blob_client(shards.state, info.log.split("/", 1)[1]).download_blob().readall().decode()
     assert info.result is TaskResult.success and info.exit_code == 0, log[-3000:]
     assert "runs this shard" in log
+    # the server was started, and its imports done, while the task prepared (client.wait_ready), before its clock
+    assert "is ready (pid" in log and ", started now" in log and "exited 0 after" in log
+    assert log.index("the task's time limit counts from here") < log.index("runs this shard")
     assert json.loads(log.strip().splitlines()[-1])["model_cache_hit"] is False
     doc = shards.output("l.json")
     assert doc is not None and doc["info"]["trapbatch"]["complete"] is True

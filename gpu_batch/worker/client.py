@@ -21,6 +21,9 @@ with the shard's exit code, so the pool task's exit code is the shard's outcome 
   process through the CLI's ``main`` (logged as such).
 * Cancellation: nothing to do here; when this process ends (SIGTERM, SIGKILL) the kernel closes its socket and the
   server stops the shard between batches.
+* ``--ready`` (the only argument): no shard; start the server if none answers and wait until it takes shards
+  (``wait_ready``). LocalPool runs this while a task is ``preparing``, before the task's clock starts, as a Batch
+  node's start task runs the server before its tasks (``gpu_batch.pool.local``, Resident workers).
 * Faults (tests): the start-time faults of ``TRAPBATCH_WORKER_FAULT`` (``hang``, ``exit:N``) act here, in the
   process the pool watches; the others travel with the environment to the server.
 
@@ -202,6 +205,43 @@ def _relay(sock: socket.socket, accepted: Mapping[str, Any]) -> int:
             return int(message.get("exit_code", 1))
 
 
+READY_ARG = "--ready"  # gpu_batch.pool.base.READY_ARG, which the pool sends
+
+
+def wait_ready(env: Mapping[str, str]) -> int:
+    """Bring the resident server of ``env``'s socket up and wait until it takes shards (its torch import done): 0, or
+    1 when none can be had (the task's client then meets the same and runs the shard itself, as before).
+
+    Why: a server started by a task's client paid its start-up inside that task's time limit. "Ready" is an answer
+    to a ``ready`` request, which the server gives only once its imports are done (it accepts connections after
+    ``Server.prepare``; the socket is bound before, so a connection alone says nothing). A server that refuses
+    (other worker code) steps aside, and the second try starts a current one, as ``main`` does for a shard."""
+    path = wire.default_socket_path(env)
+    wait_s = wire.float_setting(env, wire.START_ENV, wire.DEFAULT_START_S)
+    for attempt in (1, 2):
+        try:
+            sock, started = connect_or_start(path, env)
+        except ResidentUnavailable as exc:
+            logger.warning("resident worker unavailable (%s); the task's client will meet the same", exc)
+            return 1
+        with sock:
+            sock.settimeout(wait_s)
+            try:
+                wire.send_message(sock, {"type": "ready", "code": wire.code_fingerprint()})
+                answer = wire.recv_message(sock)
+            except (OSError, wire.ProtocolError) as exc:
+                logger.warning("the resident worker on %s did not say it was ready: %s", path, exc)
+                return 1
+        if answer is None or answer.get("type") == "refused":  # it closed (idle exit) or stepped aside: once more
+            logger.warning("the resident worker on %s %s", path, f"refused: {answer.get('reason')}" if answer
+                           else "closed the connection")
+            continue
+        logger.info("the resident worker on %s is ready (pid %s%s)", path, answer.get("pid"),
+                    ", started now" if started else "")
+        return 0
+    return 1
+
+
 def _apply_start_faults(env: Mapping[str, str]) -> None:
     """``hang`` and ``exit:N`` act in the process the pool watches, as they do in the CLI."""
     from gpu_batch.worker.faults import Fault, FaultSpecError
@@ -219,6 +259,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     env = dict(os.environ if env is None else env)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if argv == [READY_ARG]:  # no shard, so no start-time fault: a ``hang`` is the shard's, not the preparation's
+        return wait_ready(env)
     _apply_start_faults(env)
     for attempt in (1, 2):  # a second try: a server may close (idle exit) just as this client connects
         try:

@@ -239,6 +239,14 @@ class Server:
             request = wire.recv_message(sock)
             if request is None:
                 return
+            if request.get("type") == "ready":  # a pool preparing a task (client.wait_ready): accept() runs only
+                reason = self.refusal(request)  # after prepare(), so an answer means the imports are done
+                if reason:
+                    self.step_aside(reason)
+                    conn.send({"type": "refused", "reason": reason})
+                else:
+                    conn.send({"type": "ready", "pid": os.getpid(), "shards_served": self.shards_served})
+                return
             if request.get("type") != "run":
                 conn.send({"type": "done", "exit_code": 2, "summary": None,
                            "error": f"unknown request type {request.get('type')!r}"})

@@ -8,6 +8,9 @@ bytes of UTF-8 JSON (an object with a ``type``).
     client -> server   {"type": "run", "argv": [worker CLI args], "env": {environment}, "cwd": client's folder,
                         "process_started": unix s, "client_pid": n}
     client -> server   ... "code": code_fingerprint() of the client's worker package (absent from older clients)
+    client -> server   {"type": "ready", "code": ...}   (instead of run: a pool preparing a task, ``client.wait_ready``)
+    server -> client   {"type": "ready", "pid": n, "shards_served": n}   (its imports are done: it takes shards now;
+                       a server older than this message answers "done" with exit code 2, as ready all the same)
     server -> client   {"type": "accepted", "pid": server pid, "shards_served": n}   (the shard is now the server's)
                        {"type": "refused", "reason": "..."}   (instead of accepted: the server steps aside, below)
                        {"type": "log", "line": "..."}   (any number: the shard's log, formatted as the CLI's)
