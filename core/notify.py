@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
@@ -97,10 +98,27 @@ def host_allowed(url: str, allowed: tuple[str, ...]) -> bool:
     return bool(allowed) and bool(names & {a.strip().lower() for a in allowed if a.strip()})
 
 
+def host_name_problem(url: str) -> str | None:
+    """Why ``url``'s host is no name DNS can hold (None: it is, or it is an IP literal): at most 253 characters,
+    labels of 1 to 63 (RFC 1035 2.3.4). Why checked: ``urllib`` fails such a host with a ``UnicodeError`` ("label too
+    long", from the idna codec) that read as a receiver's failure and was retried, and it can never be reached."""
+    host = (urlsplit(url).hostname or "").rstrip(".")
+    if not host or ":" in host or re.fullmatch(r"[0-9.]+", host):
+        return None
+    if len(host) > 253:
+        return f"host {shorten(host, HOST_SHOWN_CHARS)!r} is {len(host)} characters long, over the 253 DNS allows"
+    if any(not 1 <= len(label) <= 63 for label in host.split(".")):
+        return f"host {shorten(host, HOST_SHOWN_CHARS)!r} has a label that is empty or over the 63 characters DNS allows"
+    return None
+
+
 def not_sendable(url: str, allowed: tuple[str, ...], signing_configured: bool) -> str | None:
     """Why this app would not send a notification to ``url`` (None: it would). The edge refuses such a request (a
     notification that can never be sent would only be missed) and the sending activity checks again at the end (the
     settings may have changed since)."""
+    named = host_name_problem(url)
+    if named is not None:
+        return named
     if not host_allowed(url, allowed):
         return f"host {shown_host(url)!r} is not in TRAPBATCH_NOTIFY_HOSTS"
     if not signing_configured:

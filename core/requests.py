@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from core.errors import RequestInvalid, RequestTooLarge, UnsupportedContentType
 from core.ids import task_instance_id
+from core.notify import host_name_problem
 from core.repeats import DEFAULT_MAX_FOLDER_DETECTIONS, MAX_FOLDER_DETECTIONS, RepeatOptions
 from core.shards import has_dot_segment
 from gpu_batch.formats import camtrapdp, listfields
@@ -289,6 +290,9 @@ def _notify_url(body: Mapping[str, Any]) -> str:
     if not parsed.hostname or (parsed.scheme != "https" and not (parsed.scheme == "http" and local)):
         raise RequestInvalid(f"'notify_url' {url!r} is not an https address",
                              'e.g. "https://hooks.example.org/trapbatch" (http only for localhost)')
+    named = host_name_problem(url)
+    if named is not None:
+        raise RequestInvalid(f"'notify_url': {named}", "give the address of a host that can be reached")
     return url
 
 

@@ -221,7 +221,7 @@ def test_a_long_host_is_cut_in_every_reason_that_names_it(secrets_env: dict[str,
     """A request's notify_url may be 2,000 characters, nearly all host (core.requests); the reasons that name it reach
     the task's status (``notification.reason``) and the log, so the host is cut where they are worded
     (``notify.HOST_SHOWN_CHARS``), not left whole for ``core.status_size.fit`` to find at the very end."""
-    host = ".".join(["h" * 59] * 33)  # 1,979 characters in labels DNS allows (at most 63 each)
+    host = ".".join(["h" * 62] * 4)  # 251 characters: as long as DNS allows (253; labels at most 63)
     url = f"https://{host}/hook"
     refused = send({"task_id": "task-0123456789abcdef0123", "url": url, "status": STATUS},
                    ("hooks.example.org",), "notify-key", secrets_env)
@@ -232,3 +232,26 @@ def test_a_long_host_is_cut_in_every_reason_that_names_it(secrets_env: dict[str,
              (host,), "notify-key", secrets_env)
     assert len(str(failed.value)) < 200 and str(failed.value).startswith("notification to hhh")
     assert notify.shown_host("https://Hooks.Example.org:8443/x") == "hooks.example.org:8443"  # short: whole
+
+
+@pytest.mark.parametrize("host, problem", [
+    ("h" * 64 + ".example.org", "label"), ("a..example.org", "label"),
+    (".".join(["h" * 60] * 5), "over the 253"),
+])
+def test_a_host_dns_cannot_hold_is_refused_at_the_edge_and_not_sent(
+        host: str, problem: str, secrets_env: dict[str, str]) -> None:
+    """A label over 63 characters made ``urllib`` fail with the idna codec's UnicodeError ("label too long"), a
+    receiver failure retried three times for a host that can never be reached; such a host is refused with the
+    request and, for a request accepted before the check, not sent with the reason why."""
+    url = f"https://{host}/hook"
+    with pytest.raises(RequestInvalid, match=problem):
+        parse_task_request({"container": "cams", "notify_url": url})
+    refused = send({"task_id": "task-0123456789abcdef0123", "url": url, "status": STATUS},
+                   (host.lower(),), "notify-key", secrets_env)
+    assert not refused["sent"] and problem in refused["reason"] and len(refused["reason"]) < 250
+
+
+def test_ip_literals_and_a_trailing_dot_are_host_names() -> None:
+    for url in ("https://10.0.0.4/x", "https://[2001:db8::1]:8443/x", "https://hooks.example.org./x",
+                "http://127.0.0.1:9/x", "https://" + ".".join(["h" * 63] * 3) + ".org/x"):
+        assert notify.host_name_problem(url) is None, url
