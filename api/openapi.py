@@ -305,12 +305,17 @@ def description(base_url: str = "") -> dict[str, Any]:
                     "eta_seconds": {"type": ["integer", "null"]}, "error": {"type": "string"},
                     "waiting": {"type": "object", "description": "a step of the task (or of one of its shard groups) "
                                 "waiting out a busy storage account or Batch service before it is tried again "
-                                "(TRAPBATCH_BUSY_RETRY_ATTEMPTS): the step, the service's words, the attempt that "
-                                "comes next of how many, and when. Absent: nothing waits",
-                                "required": ["step", "reason", "attempt", "of", "at"], "properties": {
+                                "(TRAPBATCH_BUSY_RETRY_ATTEMPTS): the step, the service's words, when it is tried "
+                                "again, and, while the step retries, the attempt that comes next of how many; a shard "
+                                "group whose pool steps stayed busy through their retries (an outage it waits out "
+                                "while its shards run on) adds since when, and when it gives up and fails the task. "
+                                "Absent: nothing waits",
+                                "required": ["step", "reason", "at"], "properties": {
                                     "step": {"type": "string"}, "reason": {"type": "string"},
                                     "attempt": {"type": "integer", "minimum": 2}, "of": {"type": "integer"},
-                                    "at": {"type": "string", "format": "date-time"}}},
+                                    "at": {"type": "string", "format": "date-time"},
+                                    "since": {"type": "string", "format": "date-time"},
+                                    "until": {"type": "string", "format": "date-time"}}},
                     "shards_given_up": {"type": "object", "description": "shards given up after every attempt "
                                         "(their images are failures with reason not_processed): how many, the first "
                                         "few with how their last attempt ended (the worker's exit code and words, or "

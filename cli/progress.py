@@ -70,12 +70,18 @@ def _eta(seconds: Any) -> str:
 
 def waiting_note(st: dict[str, Any]) -> str:
     """``; waiting for a busy service: ...`` while a step of the task waits to be tried again
-    (``orchestrations.retries``); "" otherwise."""
+    (``orchestrations.retries``), with since when and until when a shard group waits out an outage
+    (``orchestrations.shards``); "" otherwise."""
     waiting = st.get("waiting")
     if not isinstance(waiting, dict):
         return ""
-    return (f"; waiting for a busy service ({waiting.get('reason', '?')}): {waiting.get('step', '?')} tried again "
-            f"at {waiting.get('at', '?')}, attempt {waiting.get('attempt', '?')} of {waiting.get('of', '?')}")
+    note = f"; waiting for a busy service ({waiting.get('reason', '?')}): {waiting.get('step', '?')} tried again " \
+           f"at {waiting.get('at', '?')}"
+    if "attempt" in waiting:
+        note += f", attempt {waiting['attempt']} of {waiting.get('of', '?')}"
+    if "since" in waiting:
+        note += f"; out of reach since {waiting['since']}, the task fails at {waiting.get('until', '?')}"
+    return note
 
 
 def progress_line(st: dict[str, Any]) -> str:

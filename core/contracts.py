@@ -35,7 +35,8 @@ DROP_ANSWER = "write_drop_answer"
 PUBLISH_EVENT = "publish_task_event"
 CONFIRM_EVENT = "confirm"  # the external event POST /api/tasks/{id}/confirm raises on a task awaiting confirmation
 CANCEL_EVENT = "cancel"  # POST /api/tasks/{id}/cancel on a task awaiting confirmation (nothing is in the pool yet)
-# a custom status key: a step waiting out a busy service ({step, reason, attempt, of, at}; orchestrations.retries)
+# a custom status key: a step waiting out a busy service ({step, reason, attempt, of, at}; orchestrations.retries),
+# or a shard group waiting out a pool outage ({step, reason, at, since, until}; orchestrations.shards "Outages")
 WAITING_KEY = "waiting"
 EXPIRY_MOVED_EVENT = "expiry_moved"  # a re-run's own expiry for a waiting one: {"expires": ISO time, or "" for none}
 
@@ -122,6 +123,20 @@ class ShardsInput(TypedDict):
     # the history events one round may add (orchestrations.shards.ROUND_EVENTS when the group started), so a release
     # that changes that constant does not move a running group's continue_as_new (a changed replay)
     round_events: NotRequired[int]
+    # Set by the task for groups started since (orchestrations.shards "Outages"): a pool step (submit, poll, resubmit)
+    # whose service stays busy through its busy retries does not fail the group; the group fails only once its pool
+    # steps have been out of reach this many seconds in a row. Absent (a group started by an earlier release): such a
+    # step fails the group, as it did then, so its history replays unchanged. Carried over by continue_as_new.
+    outage_limit_s: NotRequired[int]
+    outage: NotRequired["PoolOutage"]  # the outage under way when the generation went on as new (absent: none)
+
+
+class PoolOutage(TypedDict):
+    """A shard group's pool or storage out of reach: since when, and the last step that ran out of busy retries."""
+
+    since: str  # ISO time of the first call of the first round that ran out of busy retries
+    step: str  # the activity (c.SUBMIT, c.POLL, c.RESUBMIT) that last did
+    reason: str  # the service's words (orchestrations.retries.busy_reason)
 
 
 class RepeatsInput(TypedDict):

@@ -24,7 +24,7 @@ import json
 from typing import Any, Mapping, TypeVar, cast
 
 # The extension's limit is 16 KB; a status is kept 2 KB under it, so the note of a step waiting for a busy service
-# (orchestrations.retries._show_waiting, which adds it only while the status stays under 15 KB) still goes in.
+# (orchestrations.retries.show_waiting, which adds it only while the status stays under 15 KB) still goes in.
 STATUS_BUDGET_BYTES = 14 * 1024
 NOTE_CHARS = 200  # a best-effort step's failure, as a status shows it once the status is too large
 EXAMPLES_SHOWN = 3  # given-up shards described, once the status is too large (``count`` says how many)

@@ -14,7 +14,9 @@ others, as its orchestration's input allows: ``busy_retry_attempts`` (``Orchestr
 calls at most, waiting ``BUSY_FIRST_DELAY_S`` doubling up to ``BUSY_MAX_DELAY_S``. Why: the storage SDK gives up on
 ServerBusy after about a minute, so three calls 2 s and 4 s apart failed a ten-million-image task after ~4 minutes of
 throttling that the account's scale targets expect clients to wait out (back off, then retry). Read from the input,
-so an orchestration started before the knob (none in its input) replays with the policy it ran with.
+so an orchestration started before the knob (none in its input) replays with the policy it ran with. Past the busy
+retries a step raises ``ServiceStayedBusy``, which fails its orchestration, except in a shard group, which waits a
+longer outage of its pool steps out (orchestrations.shards, "Outages").
 """
 from __future__ import annotations
 
@@ -91,34 +93,39 @@ def busy_attempts(data: Any) -> int:
 def _retry_delay_s(context: df.DurableOrchestrationContext, name: str, policy: RetryPolicy, retry: int,
                    exc: BaseException) -> float | None:
     """Seconds to wait before the next call after the ``retry``-th failure ``exc``, or None: no more calls. A busy
-    wait is shown in the orchestration's status while it lasts (``_show_waiting``)."""
+    wait is shown in the orchestration's status while it lasts (``show_waiting``)."""
     limit = busy_attempts(context.get_input()) if is_busy(exc) else 0
     if limit > policy.attempts:
         if retry >= limit:
-            _show_waiting(context, None)
-            raise ServiceStayedBusy(_gave_up(name, exc, retry)) from exc
+            show_waiting(context, None)
+            raise ServiceStayedBusy(_gave_up(name, exc, retry), step=name, reason=busy_reason(exc)) from exc
         delay = min(BUSY_FIRST_DELAY_S * 2.0 ** (retry - 1), BUSY_MAX_DELAY_S)
-        _show_waiting(context, {"step": name, "reason": _busy_reason(exc), "attempt": retry + 1, "of": limit,
-                                "at": (context.current_utc_datetime + timedelta(seconds=delay)).isoformat()})
+        show_waiting(context, {"step": name, "reason": busy_reason(exc), "attempt": retry + 1, "of": limit,
+                               "at": (context.current_utc_datetime + timedelta(seconds=delay)).isoformat()})
         return delay
-    _show_waiting(context, None)
+    show_waiting(context, None)
     return policy.delay_s(retry) if retry < policy.attempts else None
 
 
 class ServiceStayedBusy(RuntimeError):
     """A step whose service stayed busy through every busy retry: its message says so and what to do, where the
     storage SDK's own first line ("Operation returned an invalid status ''") said neither. Raised in the
-    orchestrator (an exception is no history action: replay is unaffected)."""
+    orchestrator (an exception is no history action: replay is unaffected). ``step`` and ``reason`` (the service's
+    words) are for a caller that outlasts it (orchestrations.shards "Outages")."""
+
+    def __init__(self, message: str, step: str = "", reason: str = "") -> None:
+        super().__init__(message)
+        self.step, self.reason = step, reason
 
 
 def _gave_up(name: str, exc: BaseException, calls: int) -> str:
     waited_s = sum(min(BUSY_FIRST_DELAY_S * 2.0 ** (n - 1), BUSY_MAX_DELAY_S) for n in range(1, calls))
     return (f"{name} failed {calls} times over {waited_s / 60:.0f}+ minutes because a service stayed busy or out of "
-            f"reach: {_busy_reason(exc)}. Nothing is lost: post the task again later with \"only_new\": true "
+            f"reach: {busy_reason(exc)}. Nothing is lost: post the task again later with \"only_new\": true "
             "(what was done is kept), or let steps wait longer (TRAPBATCH_BUSY_RETRY_ATTEMPTS)")
 
 
-def _busy_reason(exc: BaseException) -> str:
+def busy_reason(exc: BaseException) -> str:
     """The failure as a person reads it, with the service's error code where its first line lacks it (the storage
     SDK's first line is "Operation returned an invalid status ''", its code on the next)."""
     line = failure_line(exc, 200)
@@ -126,19 +133,27 @@ def _busy_reason(exc: BaseException) -> str:
     return f"{line} ({found.group('code')})" if found and found.group("code") not in line else line
 
 
-def _show_waiting(context: df.DurableOrchestrationContext, waiting: dict[str, Any] | None) -> None:
+def show_waiting(context: df.DurableOrchestrationContext, waiting: dict[str, Any] | None) -> None:
     """Add (or, with None, remove) ``waiting`` in the orchestration's custom status, when that is a dict: a step
     waiting minutes for a busy service says so (``GET /api/tasks/{id}``, ``trapbatch status``) instead of the
-    status standing still. Custom status is no history action, so replay is unaffected."""
+    status standing still. Custom status is no history action, so replay is unaffected. A note that replaces one
+    of an outage a shard group waits out (``OUTAGE_KEYS``: orchestrations.shards "Outages") keeps its since and
+    until, so a step's own retries during the outage do not hide how long it has lasted."""
     status = context.custom_status
     if not isinstance(status, dict) or (waiting is None and WAITING_KEY not in status):
         return
+    before = status.get(WAITING_KEY)
+    if waiting is not None and isinstance(before, dict):
+        waiting = {**{k: before[k] for k in OUTAGE_KEYS if k in before}, **waiting}
     rest = {k: v for k, v in status.items() if k != WAITING_KEY}
     noted = {**rest, WAITING_KEY: waiting} if waiting is not None else rest
     if waiting is not None and not _fits(noted):
         noted = rest  # a note is never worth a refused status: the extension fails the orchestration for one
     context.set_custom_status(noted)
 
+
+# The keys of a shard group's outage note (orchestrations.shards "Outages") beyond a step's own
+OUTAGE_KEYS = ("since", "until")
 
 # The extension refuses a custom status whose compact JSON is over 16 KB in UTF-16 (devhost fidelity row 8) and
 # fails the orchestration for it; a note goes in only while the status stays under 15.
@@ -175,7 +190,7 @@ def call(context: df.DurableOrchestrationContext, name: str, policy: RetryPolicy
             yield context.create_timer(context.current_utc_datetime + timedelta(seconds=delay))
             continue
         if retry:
-            _show_waiting(context, None)
+            show_waiting(context, None)
         return value
 
 
@@ -211,7 +226,7 @@ def call_all(context: df.DurableOrchestrationContext, name: str, payloads: Seque
             yield context.create_timer(context.current_utc_datetime + timedelta(seconds=delay))
             continue
         if retry:
-            _show_waiting(context, None)
+            show_waiting(context, None)
         for i, value in zip(todo, values):
             results[i] = value
         todo = []

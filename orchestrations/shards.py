@@ -18,10 +18,28 @@ submission never reached it) is submitted again, so no shard waits for ever on a
 A shard is done when its pool task completed AND its results cover every image of its manifest. Otherwise its missing
 images (only those) become the next attempt, up to ``max_attempts``; after that the shard is given up and the merge
 writes a ``failure`` entry for each image still missing.
+
+Outages: a pool step (SUBMIT, POLL, RESUBMIT) whose Batch account or storage stays busy or out of reach through its
+busy retries (``orchestrations.retries``: ``TRAPBATCH_BUSY_RETRY_ATTEMPTS``, ~18 minutes at 8) raises
+``ServiceStayedBusy``. In a group whose input has ``outage_limit_s`` (every group a task starts since that field) that
+does not fail the group, as the shards keep running on the pool whatever the orchestrator can see: the round is one
+without news (the poll delay doubles to ``poll_max_s`` as after any quiet poll), the next poll asks by id (a full
+reconciliation: the cursor is dropped), and the group's status carries a ``waiting`` note (``c.WAITING_KEY``: the
+step, the service's words, ``since`` the outage began, ``until`` the group gives up, ``at`` the next try). A failed
+SUBMIT leaves its shards pending (submitted again next round: pool task ids are deterministic, so one added already is
+not added twice); a failed SUBMIT of shards the pool did not know leaves them to the next poll, which names them
+unknown again; a failed RESUBMIT puts the state back as it was before the poll's completions were recorded, and the
+next poll, by id, reports them again (RESUBMIT is idempotent: ``activities.pool.run_resubmit``). The outage lasts
+while each round has a step that ran out of busy retries, and ends with the first round that has none; it travels
+through ``continue_as_new`` (``ShardsInput.outage``). A step that runs out once the outage has lasted
+``outage_limit_s`` fails the group (``PoolOutOfReach``), saying since when and what to do. Other failures fail the
+group as before, and a group whose input lacks ``outage_limit_s`` (started by an earlier release) fails at the first
+step that stays busy, as it did when it ran, so its history replays unchanged.
 """
 from __future__ import annotations
 
-from datetime import timedelta
+from copy import deepcopy
+from datetime import datetime, timedelta
 from typing import Any, Generator, cast
 
 import azure.durable_functions as df
@@ -32,7 +50,8 @@ from core.contracts import ShardStatus, Stage
 from core.settings import OrchestrationKnobs
 from gpu_batch.exit_codes import OUTPUT, TASK_ENDED, pool_ended, unfixable_reason
 from gpu_batch.layout import parse_pool_task_id, pool_job_id, pool_task_id
-from orchestrations.retries import POOL_RETRY, STORAGE_RETRY, call
+from orchestrations.retries import (POOL_RETRY, STORAGE_RETRY, ServiceStayedBusy, busy_reason, call, is_busy,
+                                   show_waiting)
 
 bp = df.Blueprint()
 
@@ -46,7 +65,9 @@ EVENTS_PER_TASK = 4
 def round_events(busy_retry_attempts: int = 0) -> int:
     """History events one poll round can add at most: the poll timer, the poll, a resubmission and the next
     submission (each an activity call through ``call``: every attempt, and a retry timer between two attempts, as
-    many as a busy failure may make: ``busy_retry_attempts``), a cancel, and the generation's closing events."""
+    many as a busy failure may make: ``busy_retry_attempts``), a cancel, and the generation's closing events. A round
+    of an outage (module docstring) adds no more: a step that ran out of busy retries made the calls counted here,
+    and the round makes none after it but the next round's."""
     call_tasks = 2 * max(POOL_RETRY.attempts, busy_retry_attempts) - 1
     return EVENTS_PER_TASK * (1 + 3 * call_tasks + 1) + 4
 
@@ -58,6 +79,67 @@ ROUND_EVENTS = round_events()
 # generation continues as new decides which actions it schedules, so a running group must keep its own value
 # (tests/orchestrations/test_replay_constants.py).
 LEGACY_ROUND_EVENTS = 72
+
+# How long a group waits out its pool steps being out of reach (module docstring, "Outages") before it fails, at the
+# least: 6 hours, or a pool task's time limit where that is longer (``outage_limit_s``). Why: long enough for a
+# regional Batch or Storage incident that the shards, running on regardless, would have outlasted anyway (a
+# ten-million-image task is hours of GPU time; failing it over a 30-minute outage costs its shards' restart); no
+# longer than a pool task may run (TRAPBATCH_MAX_TASK_SECONDS, 6 hours by default), so by then every shard that ran
+# when the outage began has ended, and a person, told, does better than a group polling on: a pool or credentials
+# gone for good answer busy too (a network error), and the failure closes the job, which stops the nodes' cost.
+OUTAGE_LIMIT_S = 6 * 3600
+
+
+def outage_limit_s(knobs: OrchestrationKnobs) -> int:
+    """``ShardsInput.outage_limit_s`` for a group started now (recorded in its input: a later release that changes
+    the rule does not move a running group's end)."""
+    return max(OUTAGE_LIMIT_S, int(knobs.max_task_seconds))
+
+
+class PoolOutOfReach(ServiceStayedBusy):
+    """A group's pool steps stayed out of reach longer than its ``outage_limit_s``: the group, and so the task, fails
+    saying since when and what to do."""
+
+
+def _outage_goes_on(context: df.DurableOrchestrationContext, outage: c.PoolOutage | None, busy: ServiceStayedBusy,
+                    tried_at: datetime, limit_s: int) -> c.PoolOutage:
+    """The outage with ``busy`` (a step that ran out of busy retries, first called at ``tried_at``) added: it began
+    then, or earlier with ``outage``. Raises ``PoolOutOfReach`` once it has lasted ``limit_s``."""
+    since = outage["since"] if outage else tried_at.isoformat()
+    lasted_s = (context.current_utc_datetime - datetime.fromisoformat(since)).total_seconds()
+    if lasted_s >= limit_s:
+        show_waiting(context, None)
+        raise PoolOutOfReach(
+            f"the pool or its storage has been out of reach since {since} ({lasted_s / 3600:.1f} hours, the most a "
+            f"shard group waits is {limit_s / 3600:g}): {busy.step} stayed busy through every retry: {busy.reason}. "
+            "Pool tasks submitted before may have finished: once Azure Batch and Storage answer again, post the "
+            "task again with \"only_new\": true (what was done is kept)") from busy
+    return c.PoolOutage(since=since, step=busy.step, reason=busy.reason)
+
+
+def _outage_note(outage: c.PoolOutage, limit_s: int, at: datetime) -> dict[str, Any]:
+    """The status's ``waiting`` note while an outage lasts (module docstring); ``at``: when the next step is tried."""
+    until = datetime.fromisoformat(outage["since"]) + timedelta(seconds=limit_s)
+    return {"step": outage["step"], "reason": outage["reason"], "at": at.isoformat(), "since": outage["since"],
+            "until": until.isoformat()}
+
+
+def _pool_step(context: df.DurableOrchestrationContext, name: str, payload: Any, outlast: bool,
+               awaited: list[int]) -> Generator[Any, Any, tuple[Any, ServiceStayedBusy | None]]:
+    """``call`` of a pool activity through ``POOL_RETRY``, counted in ``awaited``: its result and None, or, with
+    ``outlast`` (the module docstring's "Outages"), None and the ``ServiceStayedBusy`` it would raise otherwise. A
+    busy failure that ``call`` raised as it is (``TRAPBATCH_BUSY_RETRY_ATTEMPTS`` at 3: no more calls than any
+    other failure) counts as one too; any other failure propagates."""
+    try:
+        value = yield from counted(call(context, name, POOL_RETRY, payload), awaited)
+    except Exception as exc:  # noqa: BLE001 - the step's last failure, as ``call`` raises it
+        if not outlast or not (isinstance(exc, ServiceStayedBusy) or is_busy(exc)):
+            raise
+        if isinstance(exc, ServiceStayedBusy):
+            return None, exc
+        return None, ServiceStayedBusy(str(exc), step=name, reason=busy_reason(exc))
+    return value, None
+
 
 # The events that complete a task this orchestrator awaits (activities and timers; it raises and awaits no external
 # events and starts no sub-orchestrations): the SDK resumes the orchestrator once per such event
@@ -298,67 +380,106 @@ def run_shards(context: df.DurableOrchestrationContext) -> Generator[Any, Any, c
         sid: c.ShardState(attempt=1, status=ShardStatus.pending) for sid in data["shards"]}
     delay = float(data.get("delay") or knobs.poll_min_s)
     round_events = int(data.get("round_events") or LEGACY_ROUND_EVENTS)
+    outage_limit = int(data.get("outage_limit_s") or 0)  # 0: a pool step that stays busy fails the group (before)
+    outage: c.PoolOutage | None = data.get("outage") if outage_limit else None
     cursor = ""  # each generation starts with a full reconciliation by id, which returns a fresh cursor
     awaited = [0]  # tasks this generation has waited on (history_so_far)
     polls = 0
     while True:
+        gave_up = False  # a pool step of this round ran out of busy retries (only with outage_limit)
         in_flight = [sid for sid, s in state.items() if s["status"] == ShardStatus.submitted]
         pending = [sid for sid, s in state.items() if s["status"] == ShardStatus.pending]
         to_submit = pending[: max(0, limit - len(in_flight))]
         if to_submit:
-            yield from counted(call(context, c.SUBMIT, POOL_RETRY, c.SubmitInput(
-                task_id=task_id, job_id=job_id, shards=[(sid, state[sid]["attempt"]) for sid in to_submit])), awaited)
-            for sid in to_submit:
-                state[sid]["status"], state[sid]["pool"] = ShardStatus.submitted, QUEUED
-            in_flight += to_submit
+            tried_at = context.current_utc_datetime
+            _, busy = yield from _pool_step(context, c.SUBMIT, c.SubmitInput(
+                task_id=task_id, job_id=job_id, shards=[(sid, state[sid]["attempt"]) for sid in to_submit]),
+                outage_limit > 0, awaited)
+            if busy is None:
+                for sid in to_submit:
+                    state[sid]["status"], state[sid]["pool"] = ShardStatus.submitted, QUEUED
+                in_flight += to_submit
+            else:  # they stay pending: submitted again next round
+                outage, gave_up = _outage_goes_on(context, outage, busy, tried_at, outage_limit), True
         context.set_custom_status({"stage": Stage.detecting, **_progress(state)})
-        if not in_flight:
+        if not in_flight and not gave_up:
             break
+        if outage is not None:  # shown through the round (its steps' own retries add their attempt): the next try
+            show_waiting(context, _outage_note(outage, outage_limit,
+                                               context.current_utc_datetime + timedelta(seconds=delay)))
         if polls and history_so_far(context, awaited[0]) + round_events > knobs.history_events:
-            context.continue_as_new(c.ShardsInput(task_id=task_id, job_id=job_id, knobs=knobs.to_dict(), state=state,
-                                                  delay=delay, shards=list(state), max_in_flight=limit,
-                                                  round_events=round_events))
+            next_input = c.ShardsInput(task_id=task_id, job_id=job_id, knobs=knobs.to_dict(), state=state,
+                                       delay=delay, shards=list(state), max_in_flight=limit,
+                                       round_events=round_events)
+            if outage_limit:
+                next_input["outage_limit_s"] = outage_limit
+                if outage is not None:
+                    next_input["outage"] = outage
+            context.continue_as_new(next_input)
             return {"continued": True}
         yield context.create_timer(context.current_utc_datetime + timedelta(seconds=delay))
         awaited[0] += 1
-        request = c.PoolTasksInput(task_id=task_id, job_id=job_id, task_ids=_pool_ids(state, in_flight),
-                                   running=[tid for sid, tid in zip(in_flight, _pool_ids(state, in_flight))
-                                            if state[sid].get("pool") == RUNNING])
-        if cursor and polls % FULL_POLL_EVERY:  # every FULL_POLL_EVERY-th poll asks by id again (below)
-            request["since"] = cursor
-        poll: c.PollOutput = yield from counted(call(context, c.POLL, POOL_RETRY, request), awaited)
-        cursor = poll.get("cursor") or ""
-        if poll["cancelled"]:
-            yield context.call_activity(c.CANCEL, c.PoolTasksInput(task_id=task_id, job_id=job_id,
-                                                                     task_ids=_pool_ids(state, in_flight)))
-            context.set_custom_status({"stage": Stage.cancelled, **_progress(state)})
-            return _outcome(state, cancelled=True)
-        _record_pool_view(state, poll)
-        lost = _unknown_shards(state, poll.get("unknown") or [])
-        if lost:  # a submission the pool never received: submit it again (a known id would be a no-op)
-            yield from counted(call(context, c.SUBMIT, POOL_RETRY, c.SubmitInput(
-                task_id=task_id, job_id=job_id, shards=[(sid, state[sid]["attempt"]) for sid in lost])), awaited)
-        try:
-            fresh, resubmits = _record_completions(state, poll["completed"], knobs.max_attempts)
-        except ShardUnfixable as failure:  # the run's other groups stop too (activities.pool.run_stop_groups)
+        poll: c.PollOutput | None = None
+        fresh = 0
+        if in_flight:  # else a submission stayed busy and nothing else runs: it is tried again next round
+            request = c.PoolTasksInput(task_id=task_id, job_id=job_id, task_ids=_pool_ids(state, in_flight),
+                                       running=[tid for sid, tid in zip(in_flight, _pool_ids(state, in_flight))
+                                                if state[sid].get("pool") == RUNNING])
+            if cursor and polls % FULL_POLL_EVERY:  # every FULL_POLL_EVERY-th poll asks by id again (below)
+                request["since"] = cursor
+            tried_at = context.current_utc_datetime
+            poll, busy = yield from _pool_step(context, c.POLL, request, outage_limit > 0, awaited)
+            if busy is not None:  # no news this round
+                outage, gave_up = _outage_goes_on(context, outage, busy, tried_at, outage_limit), True
+        if poll is not None:
+            cursor = poll.get("cursor") or ""
+            if poll["cancelled"]:
+                yield context.call_activity(c.CANCEL, c.PoolTasksInput(task_id=task_id, job_id=job_id,
+                                                                         task_ids=_pool_ids(state, in_flight)))
+                context.set_custom_status({"stage": Stage.cancelled, **_progress(state)})
+                return _outcome(state, cancelled=True)
+            _record_pool_view(state, poll)
+            lost = _unknown_shards(state, poll.get("unknown") or [])
+            if lost:  # a submission the pool never received: submit it again (a known id would be a no-op)
+                tried_at = context.current_utc_datetime
+                _, busy = yield from _pool_step(context, c.SUBMIT, c.SubmitInput(
+                    task_id=task_id, job_id=job_id, shards=[(sid, state[sid]["attempt"]) for sid in lost]),
+                    outage_limit > 0, awaited)
+                if busy is not None:  # the next poll, by id, names them unknown again
+                    outage, gave_up = _outage_goes_on(context, outage, busy, tried_at, outage_limit), True
+            before = deepcopy(state) if outage_limit else state  # a RESUBMIT that stays busy puts this back
             try:
-                yield from call(context, c.STOP_GROUPS, STORAGE_RETRY, c.StopGroupsInput(
-                    task_id=task_id, job_id=job_id, reason=str(failure)))
-            except Exception:  # noqa: BLE001 - the worker's failure is the task's; the others stop at the job's close
-                pass
-            raise failure
-        if resubmits:
-            resubmitted: c.ResubmitOutput = yield from counted(call(context, c.RESUBMIT, POOL_RETRY, c.ResubmitInput(
-                task_id=task_id, job_id=job_id, shards=[(sid, state[sid]["attempt"]) for sid in resubmits])), awaited)
-            for outcome in resubmitted["shards"]:
-                # A resubmitted shard stays "submitted" under its new attempt number; if storage shows nothing
-                # missing any more (results landed late), the shard is done, and no attempt was added.
-                if not outcome["submitted"]:
-                    s = state[outcome["shard_id"]]
-                    s["covered"] = s.get("covered", 0) + s.get("missing", 0)
-                    s["status"], s["missing"], s["attempt"] = ShardStatus.done, 0, s["attempt"] - 1
-                    s.pop("pool", None)
-                    _show(s)
+                fresh, resubmits = _record_completions(state, poll["completed"], knobs.max_attempts)
+            except ShardUnfixable as failure:  # the run's other groups stop too (activities.pool.run_stop_groups)
+                try:
+                    yield from call(context, c.STOP_GROUPS, STORAGE_RETRY, c.StopGroupsInput(
+                        task_id=task_id, job_id=job_id, reason=str(failure)))
+                except Exception:  # noqa: BLE001 - the worker's failure is the task's; the rest stop as the job closes
+                    pass
+                raise failure
+            if resubmits:
+                tried_at = context.current_utc_datetime
+                resubmitted: c.ResubmitOutput | None
+                resubmitted, busy = yield from _pool_step(context, c.RESUBMIT, c.ResubmitInput(
+                    task_id=task_id, job_id=job_id, shards=[(sid, state[sid]["attempt"]) for sid in resubmits]),
+                    outage_limit > 0, awaited)
+                if busy is not None:  # the round's completions are forgotten: the next poll, by id, reports them again
+                    state, fresh = before, 0
+                    outage, gave_up = _outage_goes_on(context, outage, busy, tried_at, outage_limit), True
+                for outcome in resubmitted["shards"] if resubmitted is not None else []:
+                    # A resubmitted shard stays "submitted" under its new attempt number; if storage shows nothing
+                    # missing any more (results landed late), the shard is done, and no attempt was added.
+                    if not outcome["submitted"]:
+                        s = state[outcome["shard_id"]]
+                        s["covered"] = s.get("covered", 0) + s.get("missing", 0)
+                        s["status"], s["missing"], s["attempt"] = ShardStatus.done, 0, s["attempt"] - 1
+                        s.pop("pool", None)
+                        _show(s)
+        if gave_up:
+            cursor = ""  # the next poll asks by id: a full reconciliation after the outage
+        elif outage is not None:  # every step of this round got through: the outage is over
+            outage = None
+            show_waiting(context, None)
         delay = knobs.poll_min_s if fresh else min(delay * 2, knobs.poll_max_s)
         polls += 1
     return _outcome(state, cancelled=False)

@@ -42,7 +42,7 @@ from orchestrations.enumeration import enumerate_in_parallel
 from orchestrations.exports import exports as run_exports
 from orchestrations.fanin import fan_in
 from orchestrations.retries import POOL_RETRY, STORAGE_RETRY, RetryPolicy, call, call_all
-from orchestrations.shards import round_events
+from orchestrations.shards import outage_limit_s, round_events
 
 bp = df.Blueprint()
 
@@ -432,7 +432,8 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
     for g, group in enumerate(groups):
         shards_input = c.ShardsInput(task_id=key, job_id=job_id, knobs=knobs.to_dict(),
                                      shards=[shard_id(i) for i in group], max_in_flight=shares[g],
-                                     round_events=round_events(knobs.busy_retry_attempts))
+                                     round_events=round_events(knobs.busy_retry_attempts),
+                                     outage_limit_s=outage_limit_s(knobs))  # outlasts a Batch or storage outage
         if reuse is not None:
             shards_input["state"] = _reused_state(group, reuse)
         children.append(context.call_sub_orchestrator(c.SHARDS_ORCHESTRATOR, shards_input,

@@ -1,6 +1,7 @@
 """Branches of the shard-group orchestrator (``run_shards``), replayed by the real Durable SDK with a scripted pool."""
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import pytest
@@ -616,3 +617,136 @@ def test_a_poll_without_unknown_ids_submits_nothing_again() -> None:
     run = run_group(2, pool, max_in_flight=2)
     assert run.status == "Completed", run.error
     assert len(run.calls(c.SUBMIT)) == 1
+
+
+# ---------------------------------------------------------------- outages (module docstring of orchestrations.shards)
+
+OUTAGE_S = 6 * 3600
+BUSY_CALLS = 4  # busy_retry_attempts in these tests: waits of 15, 30 and 60 s between a step's calls
+
+
+def busy_for(pool: Pool, step: str, failures: int, error: Exception | None = None) -> Any:
+    """``pool``, with the first ``failures`` calls of ``step`` failing as a Batch account out of reach does."""
+    left = {"n": failures}
+
+    def script(name: str, payload: Any) -> Any:
+        if name == step and left["n"]:
+            left["n"] -= 1
+            raise error or ConnectionError("Connection aborted: the Batch endpoint did not answer")
+        return pool(name, payload)
+    return script
+
+
+def outage_group(shards: int, script: Any, extra: dict[str, Any] | None = None, **knob_overrides: Any) -> Run:
+    """A group as the task starts it since outages are outlasted (``outage_limit_s`` in its input)."""
+    overrides = {"busy_retry_attempts": BUSY_CALLS, "poll_min_s": 30, "poll_max_s": 300, **knob_overrides}
+    data = {"task_id": TASK, "knobs": knobs(**overrides), "shards": [shard_id(i) for i in range(shards)],
+            "outage_limit_s": OUTAGE_S, **(extra or {})}
+    return run_orchestrator(run_shards, data, script, instance_id=f"{TASK}-shards-0000")
+
+
+def notes(run: Run) -> list[dict[str, Any]]:
+    return [s[c.WAITING_KEY] for s in run.statuses if isinstance(s, dict) and c.WAITING_KEY in s]
+
+
+def test_a_poll_that_stays_busy_past_its_retries_is_a_round_without_news_and_the_group_finishes_after() -> None:
+    """Two rounds' polls run out of busy retries (4 calls each), the third round's gets through: the group waited
+    with its normal back-off (30 s, then 60 s, then 120 s), said since when the pool was out of reach, asked by id
+    after the outage, and finished; the note is gone once a round got through."""
+    run = outage_group(1, busy_for(Pool(), c.POLL, 2 * BUSY_CALLS + 2))
+
+    assert run.status == "Completed", run.error
+    assert run.output["done"] == 1 and len(run.calls(c.POLL)) == 2 * BUSY_CALLS + 3
+    timers = run.orchestrator_timers
+    assert [t.delay_s for t in timers] == [30, 15, 30, 60, 60, 15, 30, 60, 120, 15, 30]
+    since = timers[0].fire_at  # the first poll of the first round that ran out of retries
+    outage = [n for n in notes(run) if "since" in n]
+    assert {n["since"] for n in outage} == {since.isoformat()}
+    assert {n["until"] for n in outage} == {(since + dt.timedelta(seconds=OUTAGE_S)).isoformat()}
+    assert {n["step"] for n in outage} == {c.POLL} and all("Connection aborted" in n["reason"] for n in outage)
+    # before each round's timer the note says when the next poll is; the poll's own retries then say which attempt
+    # of how many, keeping since and until
+    assert [n["at"] for n in outage if "attempt" not in n] == [timers[4].fire_at.isoformat(),
+                                                               timers[8].fire_at.isoformat()]
+    assert [n["attempt"] for n in outage if "attempt" in n] == [2, 3, 4, 2, 3]
+    assert c.WAITING_KEY not in run.custom_status and run.custom_status["done"] == 1
+    assert all("since" not in p for p in run.inputs(c.POLL))  # asked by id (the first poll after the outage too)
+
+
+def test_a_resubmission_that_stays_busy_is_made_again_after_the_next_poll_reports_the_attempt_again() -> None:
+    """The round's completions are put back: the next poll (by id) reports attempt 1 again, its node time counts
+    once, and attempt 2 is resubmitted then."""
+    s0 = shard_id(0)
+    a1 = pool_task_id(s0, 1)
+    pool = Pool(missing={a1: 3}, seconds={a1: 50.0}, runs_for={pool_task_id(s0, 2): 1})
+    run = outage_group(1, busy_for(pool, c.RESUBMIT, BUSY_CALLS))
+
+    assert run.status == "Completed", run.error
+    assert [call["shards"] for call in run.inputs(c.RESUBMIT)] == [[[s0, 2]]] * (BUSY_CALLS + 1)
+    assert [call["task_ids"] for call in run.inputs(c.POLL)] == [[a1], [a1], [pool_task_id(s0, 2)]]
+    assert "since" not in run.inputs(c.POLL)[1]
+    assert run.output["done"] == 1 and run.output["resubmissions"] == 1
+    assert (run.output["attempts_ended"], run.output["node_seconds"]) == (2, 50.0)
+    assert {n["step"] for n in notes(run)} == {c.RESUBMIT} and c.WAITING_KEY not in run.custom_status
+
+
+def test_a_submission_that_stays_busy_leaves_its_shards_pending_until_it_gets_through() -> None:
+    """Nothing in flight, nothing to poll: the group waits its back-off and submits the same attempts again."""
+    pool = Pool()
+    run = outage_group(2, busy_for(pool, c.SUBMIT, BUSY_CALLS + 1))
+
+    assert run.status == "Completed", run.error
+    assert [call["shards"] for call in run.inputs(c.SUBMIT)] == [[[shard_id(0), 1], [shard_id(1), 1]]] * (
+        BUSY_CALLS + 2)
+    assert len(run.calls(c.POLL)) == 1 and run.output["done"] == 2
+    assert [t.delay_s for t in run.orchestrator_timers] == [15, 30, 60, 30, 15, 60]
+    assert {n["step"] for n in notes(run)} == {c.SUBMIT}
+
+
+def test_busy_failures_with_no_more_calls_than_others_are_outlasted_too() -> None:
+    """``TRAPBATCH_BUSY_RETRY_ATTEMPTS=3``: ``call`` raises the busy failure itself after 3 calls, not
+    ``ServiceStayedBusy``; it is an outage all the same."""
+    run = outage_group(1, busy_for(Pool(), c.POLL, 3), busy_retry_attempts=3)
+
+    assert run.status == "Completed", run.error
+    assert len(run.calls(c.POLL)) == 4 and run.output["done"] == 1
+    assert [t.delay_s for t in run.orchestrator_timers] == [30, 2, 4, 60]
+
+
+def test_a_failure_that_is_not_busy_still_fails_the_group() -> None:
+    run = outage_group(1, busy_for(Pool(), c.POLL, 99, ValueError("InvalidQueryParameterValue")))
+
+    assert run.status == "Failed" and len(run.calls(c.POLL)) == 3
+    assert "InvalidQueryParameterValue" in (run.error or "")
+
+
+def test_a_group_started_before_outages_were_outlasted_fails_at_its_first_step_that_stays_busy() -> None:
+    """No ``outage_limit_s`` in its input: the poll that ran out of busy retries fails it, as it did then."""
+    run = run_group(1, busy_for(Pool(), c.POLL, 99), busy_retry_attempts=BUSY_CALLS)
+
+    assert run.status == "Failed" and len(run.calls(c.POLL)) == BUSY_CALLS
+    assert (run.error or "").startswith(f"{c.POLL} failed {BUSY_CALLS} times over")
+    assert len(run.orchestrator_timers) == 1 + BUSY_CALLS - 1
+
+
+def test_an_outage_longer_than_the_limit_fails_the_group_saying_since_when_and_what_to_do() -> None:
+    """Through several generations (``continue_as_new`` carries the outage and the limit), each one's history under
+    its threshold with the failed calls and their timers counted; then the group fails, once the outage has lasted
+    ``outage_limit_s``, with the time it began and the request to post."""
+    from orchestrations.shards import round_events
+
+    pool = Pool()
+    run = outage_group(1, busy_for(pool, c.POLL, 10_000), extra={"round_events": round_events(BUSY_CALLS)},
+                       history_events=200)
+
+    assert run.status == "Failed" and pool.polls == 0
+    error = run.error or ""
+    since = run.orchestrator_timers[0].fire_at
+    assert f"out of reach since {since.isoformat()}" in error
+    assert '"only_new": true' in error and "Connection aborted" in error and f"{c.POLL} stayed busy" in error
+    assert OUTAGE_S <= (run.orchestrator_timers[-1].fire_at - since).total_seconds() < OUTAGE_S + 3600
+    assert len(run.continued_as_new) >= 2
+    assert {i["outage_limit_s"] for i in run.continued_as_new} == {OUTAGE_S}
+    assert {i["outage"]["since"] for i in run.continued_as_new} == {since.isoformat()}
+    assert max(run.history_events) <= 200
+    assert c.WAITING_KEY not in run.custom_status

@@ -42,7 +42,7 @@ W = '"'  # two UTF-16 units in compact JSON, as many as any character a capped s
 TASK = "task-0123456789abcdef0123"
 RUN = "r250101000000abcd"
 BIG = 9_999_999_999  # ten digits: every count
-# What a status may use: 2 KB under the limit, so that the busy-wait note (orchestrations.retries._show_waiting, up
+# What a status may use: 2 KB under the limit, so that the busy-wait note (orchestrations.retries.show_waiting, up
 # to ~1 KB) still goes in, and a field added later has room before anything is refused.
 BUDGET_BYTES = (MAX_CUSTOM_STATUS_KB - 2) * 1024
 

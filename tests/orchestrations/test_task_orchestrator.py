@@ -12,7 +12,7 @@ from core.ids import shards_instance_id
 from core.settings import OrchestrationKnobs
 from gpu_batch.layout import parse_pool_task_id, pool_job_id, shard_id
 from orchestrations.retries import POOL_RETRY, STORAGE_RETRY
-from orchestrations.shards import run_shards
+from orchestrations.shards import OUTAGE_LIMIT_S, run_shards
 from orchestrations.task import task_orchestrator
 from tests.orchestrations.replay import T0, HarnessError, Run, run_orchestrator
 
@@ -196,7 +196,8 @@ def test_runs_one_shard_group_sub_orchestration_per_group() -> None:
     assert [(s.name, s.instance_id, s.input) for s in run.sub_orchestrations] == [
         (c.SHARDS_ORCHESTRATOR, shards_instance_id(TASK, g), {"task_id": TASK, "job_id": TASK, "knobs": knob_values,
                                                               "shards": [shard_id(i) for i in ids],
-                                                              "max_in_flight": len(ids), "round_events": 72})
+                                                              "max_in_flight": len(ids), "round_events": 72,
+                                                              "outage_limit_s": OUTAGE_LIMIT_S})
         for g, ids in enumerate([[0, 1], [2, 3], [4]])]
     detecting = next(s for s in run.statuses if s["stage"] == Stage.detecting)
     assert {k: detecting[k] for k in ("images", "shards", "groups")} == {"images": 25, "shards": 5, "groups": 3}

@@ -159,7 +159,9 @@ def test_a_busy_failure_past_the_knobs_attempts_fails_the_task_with_its_message(
     assert "(ServerBusy)" in error and '"only_new": true' in error and "TRAPBATCH_BUSY_RETRY_ATTEMPTS" in error
 
 
-def test_a_shard_group_whose_batch_account_stays_busy_fails_the_task_saying_so() -> None:
+def test_a_shard_group_whose_batch_account_stays_busy_fails_the_task_after_its_outage_limit_saying_so() -> None:
+    """A poll that stays busy through its busy retries no longer fails the task (orchestrations.shards "Outages");
+    an outage longer than the group's limit does, saying since when and what to do."""
     answer = activities(shards=1)
 
     def busy_batch(name: str, payload: Any) -> Any:
@@ -171,7 +173,8 @@ def test_a_shard_group_whose_batch_account_stays_busy_fails_the_task_saying_so()
 
     assert run.status == "Failed"
     error = run.custom_status["error"]
-    assert error.startswith(f"{c.POLL} failed 4 times over") and "stayed busy" in error and "ServerBusy" in error
+    assert error.startswith("the pool or its storage has been out of reach since ")
+    assert f"{c.POLL} stayed busy" in error and "ServerBusy" in error and '"only_new": true' in error
 
 
 def test_other_failures_keep_three_calls_however_many_busy_ones_the_knob_allows() -> None:
@@ -320,13 +323,22 @@ def test_the_cli_shows_the_wait_beside_the_progress() -> None:
     assert line.endswith("; waiting for a busy service ((ServerBusy) ServerBusy): poll_shards tried again at "
                          "2026-12-05T15:10:00+00:00, attempt 3 of 8")
     assert progress_line({k: v for k, v in st.items() if k != "waiting"}) == line.split("; waiting")[0]
+    # a shard group waiting out an outage (orchestrations.shards): since when, and when it gives up
+    outage = {"step": "poll_shards", "reason": "(ServerBusy) ServerBusy", "at": "2026-12-05T16:10:00+00:00",
+              "since": "2026-12-05T15:00:00+00:00", "until": "2026-12-05T21:00:00+00:00"}
+    assert progress_line({**st, "waiting": outage}).endswith(
+        "poll_shards tried again at 2026-12-05T16:10:00+00:00; out of reach since 2026-12-05T15:00:00+00:00, the "
+        "task fails at 2026-12-05T21:00:00+00:00")
+    assert progress_line({**st, "waiting": {**outage, "attempt": 3, "of": 8}}).endswith(
+        "16:10:00+00:00, attempt 3 of 8; out of reach since 2026-12-05T15:00:00+00:00, the task fails at "
+        "2026-12-05T21:00:00+00:00")
 
 
 def test_a_status_near_the_extensions_16_kb_limit_gets_no_waiting_note() -> None:
     """The extension refuses a custom status over 16 KB (UTF-16 of the compact JSON; devhost fidelity row 8) and fails
     the orchestration: a note about waiting must never push a large status over it."""
     from devhost.engine import custom_status_error
-    from orchestrations.retries import _show_waiting
+    from orchestrations.retries import show_waiting
 
     class Context:
         custom_status: Any = None
@@ -338,6 +350,6 @@ def test_a_status_near_the_extensions_16_kb_limit_gets_no_waiting_note() -> None
     for size in (100, 7_000, 7_900, 8_100):
         context = Context()
         context.custom_status = {"stage": "merging", "filler": "y" * size}
-        _show_waiting(context, note)  # type: ignore[arg-type]
+        show_waiting(context, note)  # type: ignore[arg-type]
         assert custom_status_error(context.custom_status) is None, size
         assert ("waiting" in context.custom_status) is (size <= 7_000), size
