@@ -353,7 +353,7 @@ UNFITTED = {
     ("repeats", "remove_repeats", "publishing"): "as merging",
     ("rerender", "rerender_previews", "status"):
         "two variants' CSV names and previews' counts: test_a_rerender_s_largest_status_fits",
-    ("retries", "_show_waiting", "noted"): "only while it stays under 15 KB (retries._fits)",
+    ("retries", "show_waiting", "noted"): "only while it stays under 15 KB (retries._fits)",
     ("shards", "run_shards", "{'stage': Stage.detecting, **_progress(state)}"):
         "counts only: test_a_shard_group_s_status_fits",
     ("shards", "run_shards", "{'stage': Stage.cancelled, **_progress(state)}"): "counts only",
