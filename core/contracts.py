@@ -120,8 +120,8 @@ class ShardsInput(TypedDict):
     delay: NotRequired[float]  # the poll back-off carried over by continue_as_new
     max_in_flight: NotRequired[int]  # this group's share of TRAPBATCH_MAX_IN_FLIGHT (core.shards.in_flight_shares)
     cursor: NotRequired[str]  # the pool's change cursor (GpuPool.changes), carried over by continue_as_new
-    # the history events one round may add (orchestrations.shards.ROUND_EVENTS when the group started), so a release
-    # that changes that constant does not move a running group's continue_as_new (a changed replay)
+    # the history events one round may add (orchestrations.shards.round_events when the group started), so a release
+    # that changes its formula does not move a running group's continue_as_new (a changed replay)
     round_events: NotRequired[int]
     # Set by the task for groups started since (orchestrations.shards "Outages"): a pool step (submit, poll, resubmit)
     # whose service stays busy through its busy retries does not fail the group; the group fails only once its pool

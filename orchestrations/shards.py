@@ -63,18 +63,25 @@ EVENTS_PER_TASK = 4
 
 
 def round_events(busy_retry_attempts: int = 0) -> int:
-    """History events one poll round can add at most: the poll timer, the poll, a resubmission and the next
-    submission (each an activity call through ``call``: every attempt, and a retry timer between two attempts, as
-    many as a busy failure may make: ``busy_retry_attempts``), a cancel, and the generation's closing events. A round
-    of an outage (module docstring) adds no more: a step that ran out of busy retries made the calls counted here,
-    and the round makes none after it but the next round's."""
+    """History events one poll round can add at most: the poll timer, the poll, a SUBMIT again of the shards the
+    poll named unknown, a resubmission and the next submission (each an activity call through ``call``: every
+    attempt, and a retry timer between two attempts, as many as a busy failure may make: ``busy_retry_attempts``), a
+    cancel, and the generation's closing events. A round of an outage (module docstring) adds no more: a step that
+    ran out of busy retries made the calls counted here, and the round makes none after it but the next round's. (A
+    cancel or a STOP_GROUPS ends a round in place of its last calls, so counting the cancel too is a margin.)
+
+    Groups started before the SUBMIT of unknown shards was counted recorded the three-call value (72 at 3 busy
+    attempts, 192 at 8) in their input and replay with it (``ShardsInput.round_events``); only groups started since
+    get this one."""
     call_tasks = 2 * max(POOL_RETRY.attempts, busy_retry_attempts) - 1
-    return EVENTS_PER_TASK * (1 + 3 * call_tasks + 1) + 4
+    return EVENTS_PER_TASK * (1 + 4 * call_tasks + 1) + 4
 
 
 # What a group recorded as ``ShardsInput.round_events`` before busy retries (tests/orchestrations/
-# test_replay_constants.py pins it); a group started since records ``round_events(knobs.busy_retry_attempts)``.
-ROUND_EVENTS = round_events()
+# test_replay_constants.py pins it): ``round_events()`` as it was then, when a round counted three calls (poll,
+# resubmission, next submission) of three attempts each. A group started since records
+# ``round_events(knobs.busy_retry_attempts)``.
+ROUND_EVENTS = 72
 # What a group started before ``ShardsInput.round_events`` was recorded replays with: ROUND_EVENTS then. Where a
 # generation continues as new decides which actions it schedules, so a running group must keep its own value
 # (tests/orchestrations/test_replay_constants.py).

@@ -750,3 +750,67 @@ def test_an_outage_longer_than_the_limit_fails_the_group_saying_since_when_and_w
     assert {i["outage"]["since"] for i in run.continued_as_new} == {since.isoformat()}
     assert max(run.history_events) <= 200
     assert c.WAITING_KEY not in run.custom_status
+
+
+class WorstRoundsPool(LosingPool):
+    """From its fifth poll on, every poll round makes each pool call a round can make, all four: the poll, the
+    SUBMIT again of a shard the poll names unknown, the RESUBMIT of a shard that came back with images missing, and
+    the next round's SUBMIT of a pending shard into the slot a finished shard freed. Every shard's first submission
+    is lost once (named unknown, submitted again), its attempt 1 leaves images missing, its attempt 2 finishes; the
+    first three shards' attempts 2 run 1, 2 and 3 polls, which staggers the shards one poll apart (with three in
+    flight). It returns no change cursor (as pools did before ``GpuPool.changes``), so every poll asks by id and so
+    may name a task unknown."""
+
+    def __init__(self, shards: int) -> None:
+        ids = [shard_id(i) for i in range(shards)]
+        super().__init__({pool_task_id(sid, 1) for sid in ids}, missing={pool_task_id(sid, 1): 2 for sid in ids},
+                         runs_for={pool_task_id(ids[1], 2): 2, pool_task_id(ids[2], 2): 3}, max_polls=10 * shards)
+
+    def __call__(self, name: str, payload: Any) -> Any:
+        answer = super().__call__(name, payload)
+        if name == c.RESUBMIT:  # the pool received it (``LosingPool`` loses first submissions only)
+            self.known.update(pool_task_id(sid, attempt) for sid, attempt in payload["shards"])
+        if name == c.POLL:
+            answer["cursor"] = ""
+        return answer
+
+
+def each_call_busy(script: Any, failures: int) -> Any:
+    """``script``, with each call of each pool step failing ``failures`` times (a Batch account out of reach) before
+    the next attempt gets through: the most calls a step makes without running out of busy retries."""
+    failed: dict[str, int] = {}
+
+    def busy(name: str, payload: Any) -> Any:
+        if failed.get(name, 0) < failures:
+            failed[name] = failed.get(name, 0) + 1
+            raise ConnectionError("Connection aborted: the Batch endpoint did not answer")
+        failed[name] = 0
+        return script(name, payload)
+    return busy
+
+
+# (busy_retry_attempts, history_events): the smallest of both, then pairs where a round budget of three calls
+# (``round_events`` before the SUBMIT of unknown shards was counted) let a generation pass its threshold here (by 4,
+# 28 and 36 events; 8 attempts is the default).
+@pytest.mark.parametrize(("attempts", "threshold"), [(3, 200), (3, 300), (5, 500), (8, 700)])
+def test_no_generation_passes_its_threshold_when_every_call_of_every_round_retries_as_long_as_it_may(
+        attempts: int, threshold: int) -> None:
+    """The worst round (``WorstRoundsPool``: a poll, a SUBMIT of the shards it named unknown, a RESUBMIT and the
+    next SUBMIT, each failing busy ``attempts - 1`` times before it gets through) fits in ``round_events``, so a
+    generation, which goes on as new before its next round could pass ``history_events``, never passes it."""
+    from core.settings import MIN_HISTORY_EVENTS
+    from orchestrations.shards import round_events
+
+    assert MIN_HISTORY_EVENTS == 200  # the smallest threshold a deployment may set is among those tried
+    shards = 12
+    pool = WorstRoundsPool(shards)
+    run = outage_group(shards, each_call_busy(pool, attempts - 1), extra={"round_events": round_events(attempts)},
+                       busy_retry_attempts=attempts, max_in_flight=3, history_events=threshold)
+
+    assert run.status == "Completed", run.error
+    assert run.output["done"] == shards and run.output["resubmissions"] == shards
+    submitted = [shard for call in pool.submits for shard in call]
+    assert sorted(submitted) == sorted([(shard_id(i), 1) for i in range(shards)] * 2)  # lost once, then again
+    assert len(run.calls(c.POLL)) == attempts * pool.polls  # every call failed attempts - 1 times first
+    assert len(run.continued_as_new) >= 2
+    assert max(run.history_events) <= threshold, run.history_events

@@ -196,7 +196,9 @@ def test_runs_one_shard_group_sub_orchestration_per_group() -> None:
     assert [(s.name, s.instance_id, s.input) for s in run.sub_orchestrations] == [
         (c.SHARDS_ORCHESTRATOR, shards_instance_id(TASK, g), {"task_id": TASK, "job_id": TASK, "knobs": knob_values,
                                                               "shards": [shard_id(i) for i in ids],
-                                                              "max_in_flight": len(ids), "round_events": 72,
+                                                              # a round's four calls of 3 attempts
+                                                              # (orchestrations.shards.round_events)
+                                                              "max_in_flight": len(ids), "round_events": 92,
                                                               "outage_limit_s": OUTAGE_LIMIT_S})
         for g, ids in enumerate([[0, 1], [2, 3], [4]])]
     detecting = next(s for s in run.statuses if s["stage"] == Stage.detecting)

@@ -239,9 +239,13 @@ def test_a_shard_group_polls_through_a_busy_batch_account_and_records_the_rounds
 
 def test_a_round_counts_every_call_a_busy_failure_may_make() -> None:
     """``round_events`` bounds what one poll round adds to a generation's history; with more calls per step it grows,
-    so a generation still goes on as new before ``history_events``. Without busy retries it is the recorded value."""
-    assert round_events(0) == round_events(3) == ROUND_EVENTS == 72
-    assert round_events(8) == 4 * (1 + 3 * 15 + 1) + 4
+    so a generation still goes on as new before ``history_events``."""
+    assert ROUND_EVENTS == 72  # what groups recorded before busy retries (and before the SUBMIT below was counted)
+    # Four calls a round (poll, SUBMIT of the shards it named unknown, RESUBMIT, next SUBMIT), each with its attempts
+    # and the retry timers between them, a timer, a cancel and 4 closing events; groups started before the unknown
+    # shards' SUBMIT was counted recorded three calls (72 here, 192 at 8) in their input and replay with that.
+    assert round_events(0) == round_events(3) == 4 * (1 + 4 * 5 + 1) + 4 == 92
+    assert round_events(8) == 4 * (1 + 4 * 15 + 1) + 4 == 252
     run = run_task(task_input(busy_retry_attempts=8, shards_per_group=2), activities(shards=3))
     assert {s.input["round_events"] for s in run.sub_orchestrations} == {round_events(8)}
 
