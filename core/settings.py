@@ -39,7 +39,10 @@ Variables (names shared with infra/main.bicep app settings):
                                    each group gets a fixed share (``core.shards.in_flight_shares``), and a task never
                                    has more groups than this (groups grow past TRAPBATCH_SHARDS_PER_GROUP if needed)
     TRAPBATCH_HISTORY_EVENTS       a shard group goes on as new (``continue_as_new``) before its generation's Durable
-                                   history passes this many events (default 1000, minimum 200): replay cost follows it
+                                   history passes this many events (default 1000, minimum 200): replay cost follows it;
+                                   a generation holds at least one poll round whatever the value (a round's worst case
+                                   is ~32 events per TRAPBATCH_BUSY_RETRY_ATTEMPTS: 252 at 8), so a small value with
+                                   many busy retries only continues as new after every round
     TRAPBATCH_SHARDS_PER_GROUP     shards driven by one sub-orchestration (default 200)
     TRAPBATCH_MERGE_IMAGES_PER_PART  images one fan-in activity merges (default 200000, whole shards, at least one:
                                    ~40 s at ~190 us/image, far inside functionTimeout; see orchestrations.fanin);
