@@ -140,6 +140,21 @@ def build_request(request_file: Path | None, fields: dict[str, Any], dry_run: bo
     return body
 
 
+def _task_id(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """A task id argument without the blanks a copy and paste brings along; an empty one is refused before anything
+    is sent. Why: ``trapbatch status "$ID"`` with ``ID`` unset asked for ``GET /api/tasks/``, which is the task
+    *list*: ``status`` printed nothing and exited 0, ``watch`` followed the list forever (stage ``?``)."""
+    task_id = value.strip()
+    if not task_id:
+        raise CliError(f"no task id given ({param.human_readable_name} is empty)",
+                       "pass the id trapbatch submit printed (trapbatch list shows every task's id)",
+                       exit_code=EXIT_USAGE)
+    return task_id
+
+
+task_id_argument = click.argument("task_id", callback=_task_id)
+
+
 # ------------------------------------------------------------------ output helpers
 
 
@@ -525,7 +540,7 @@ def estimate(state: State, /, request_file: Path | None, folders: tuple[str, ...
 
 
 @cli.command(short_help="Show a task's stage, counts, progress and outcome.")
-@click.argument("task_id")
+@task_id_argument
 @click.option("--json", "as_json", is_flag=True, help="print the API's answer as JSON")
 @pass_state
 def status(state: State, /, task_id: str, as_json: bool) -> None:
@@ -589,7 +604,7 @@ def short_time(iso: str) -> str:
 
 
 @cli.command(short_help="Follow a running task with a progress bar until it ends.")
-@click.argument("task_id")
+@task_id_argument
 @click.option("--plain", is_flag=True, help="one line per change instead of a progress bar")
 @pass_state
 def watch(state: State, /, task_id: str, plain: bool) -> None:
@@ -601,7 +616,7 @@ def watch(state: State, /, task_id: str, plain: bool) -> None:
 
 
 @cli.command(short_help="Let a task waiting for confirmation go to the pool.")
-@click.argument("task_id")
+@task_id_argument
 @click.option("--wait/--no-wait", default=False, help="then follow the task until it ends")
 @click.option("--plain", is_flag=True, help="one line per change instead of a progress bar")
 @pass_state
@@ -617,7 +632,7 @@ def confirm(state: State, /, task_id: str, wait: bool, plain: bool) -> None:
 
 
 @cli.command(short_help="Cancel a running task (its pool work stops at the next poll).")
-@click.argument("task_id")
+@task_id_argument
 @pass_state
 def cancel(state: State, /, task_id: str) -> None:
     """Ask a running task to stop; its stage becomes 'cancelled' after the next poll."""
@@ -626,7 +641,7 @@ def cancel(state: State, /, task_id: str) -> None:
 
 
 @cli.command(short_help="Download results JSON, CSV and exports (and --previews) into a folder.")
-@click.argument("task_id")
+@task_id_argument
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="folder to write into (default: ./<task id>)")
 @click.option("--previews", is_flag=True, help="also download the preview site into <folder>/previews")
@@ -667,7 +682,7 @@ def results(state: State, /, task_id: str, out_dir: Path | None, previews: bool,
 
 
 @cli.command(short_help="Zooniverse manifests with their photos beside them, each under Zooniverse's size limit.")
-@click.argument("task_id")
+@task_id_argument
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="folder to write into (default: ./<task id>, as `results` writes it)")
 @click.option("--variant", type=click.Choice(ZU_VARIANTS), default=None,
@@ -751,7 +766,7 @@ def _with_photo_progress(run: Callable[[Callable[[], None], Callable[[Path, int]
 
 
 @cli.command(short_help="Re-render the preview page, its counts and a CSV at another threshold; --delete.")
-@click.argument("task_id")
+@task_id_argument
 @click.option("--threshold", type=float, default=None, help="confidence from which a detection counts (0.005-1)")
 @click.option("--delete", is_flag=True, help="take the preview pages off the public website instead (the results "
               "stay)")
@@ -844,7 +859,7 @@ FIELD_FLAGS = {**{dest: flag for flag, dest, _, _ in REQUEST_FLAGS}, "threshold"
 
 
 @cli.command(short_help="List repeated detections; --keep/--remove sends your choice; --search finds them again.")
-@click.argument("task_id")
+@task_id_argument
 @click.option("--keep", default=None, help="comma-separated places that are real animals; all others are removed")
 @click.option("--remove", default=None, help="comma-separated places to remove, or 'all'")
 @click.option("--list", "list_id", default=None,

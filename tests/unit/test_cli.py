@@ -1403,3 +1403,22 @@ def test_previews_wait_stops_when_the_re_render_is_no_longer_named(monkeypatch: 
     said = capsys.readouterr().err
     assert "named no re-render for 60 s" in said and "--threshold T --wait" in said
     assert len(polls) == 3 + cli_main.RERENDER_GONE_POLLS
+
+
+@pytest.mark.parametrize("command", ["status", "watch", "cancel", "results", "repeats"])
+def test_an_empty_task_id_is_refused_before_anything_is_sent(command: str, monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """``trapbatch status "$ID"`` with ``ID`` unset asked for ``GET /api/tasks/``, the task list: ``status`` printed
+    nothing and exited 0, ``watch`` followed the list forever. A pasted id's surrounding blanks are dropped."""
+    import cli.main as cli_main
+    from cli.client import ApiClient
+
+    session = _Answers(*[200] * 3)
+    monkeypatch.setattr(cli_main, "ApiClient", lambda config: ApiClient(config, session=session,  # type: ignore[arg-type]
+                                                                        sleep=lambda s: None))
+    assert main(["--url", "https://app.example", "--key", "k", command, " "]) == 2
+    assert session.sent == []
+    said = capsys.readouterr().err
+    assert "no task id given" in said and "next: pass the id trapbatch submit printed" in said
+    assert main(["--url", "https://app.example", "--key", "k", "status", " task-00000000000000000001\n"]) == 0
+    assert [s["url"] for s in session.sent] == ["https://app.example/api/tasks/task-00000000000000000001"]
