@@ -13,6 +13,7 @@ Where: each file at its path under the results folder (``local_paths``): by file
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -366,12 +367,18 @@ def _fetch(service: Any, container: str, name: str, dest: Path, known: FetchedEt
         raise CliError(f"cannot write {dest}: {exc.strerror or exc}",
                        "close the program that has the file open (a spreadsheet showing the CSV), or check the "
                        "folder's permissions or choose another --out folder, then run the same command again") from None
-    except OSError as exc:  # the local side: disk full
+    except OSError as exc:  # the local side: a full disk, a read-only one
+        full = exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
         raise CliError(f"cannot write {dest}: {exc.strerror or exc}",
-                       "free space or choose another --out folder, then run the same command again") from None
+                       ("free space or choose another --out folder" if full else
+                        "choose another --out folder, one you can write to") + ", then run the same command again"
+                       ) from None
     finally:
         if not keep:
-            partial.unlink(missing_ok=True)
+            try:
+                partial.unlink(missing_ok=True)
+            except OSError:  # a read-only folder refuses even this (EROFS): its traceback hid the error above
+                pass
             if known is not None:
                 known.forget(partial)
     # only a resumed file that did not match its Content-MD5 gets here, its .part gone: read it from the start

@@ -574,6 +574,29 @@ def test_a_download_that_fails_on_the_network_or_the_disk_is_an_api_error_with_w
         assert list(tmp_path.iterdir()) == []
 
 
+def test_a_read_only_out_folder_is_said_not_a_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``results --out`` an existing folder on a read-only file system (a mounted backup, a CD image): removing the
+    ``.part`` that was never made failed too (EROFS, not "no such file"), and its traceback hid the error."""
+    import errno
+    import os
+
+    from cli.download import _fetch
+    from cli.errors import EXIT_API, CliError
+
+    def read_only(path: Any, *a: Any, **k: Any) -> None:
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    class Service:
+        def get_blob_client(self, container: str, name: str) -> Any:
+            return object()  # never read: the .part cannot be made
+
+    monkeypatch.setattr(os, "unlink", read_only)
+    with pytest.raises(CliError) as failed:
+        _fetch(Service(), "trapbatch", "results/t/detections.json", tmp_path / "detections.json")
+    assert "Read-only file system" in failed.value.message and failed.value.exit_code == EXIT_API
+    assert failed.value.hint.startswith("choose another --out folder, one you can write to")  # no free space to make
+
+
 def test_ctrl_c_outside_a_watch_says_what_goes_on(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
                                                   tmp_path: Path) -> None:
     """Ctrl-C during an estimate, a results download or a re-render wait exited 130 without a word."""
