@@ -657,7 +657,11 @@ def results(state: State, /, task_id: str, out_dir: Path | None, previews: bool,
     config = cfg.resolve({**state.flags, "storage_connection": storage_connection})
     service = blob_service(config.storage_connection, str((answer.get("results") or {}).get("url") or ""))
     folder = out_dir or Path(task_id)
-    files = download(service, answer, st, folder, previews, say=err.print)  # a resume's check: stderr
+    try:
+        files = download(service, answer, st, folder, previews, say=err.print)  # a resume's check: stderr
+    except KeyboardInterrupt:  # only the download stopped: nothing of the app's was running for it
+        raise CliError("stopped downloading (Ctrl-C)", "run the same command again: the files already written are "
+                       "not fetched again, and a large file resumes where it stopped", EXIT_INTERRUPTED) from None
     pages = [f for f in files if previews and "previews" in f.path.relative_to(folder).parts]
     for path, written in files:
         if not previews or "previews" not in path.relative_to(folder).parts:

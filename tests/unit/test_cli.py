@@ -612,6 +612,33 @@ def test_ctrl_c_outside_a_watch_says_what_goes_on(monkeypatch: pytest.MonkeyPatc
     assert "keeps running" in said and "trapbatch status" in said
 
 
+def test_ctrl_c_during_a_results_download_says_the_same_command_resumes(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """Ctrl-C in the middle of gigabytes of results said "anything the app had already accepted keeps running there"
+    (nothing was: only the download stopped) and not that the same command picks it up where it stopped."""
+    from cli import download as cli_download
+    from cli import main as cli_main
+    from cli.errors import EXIT_INTERRUPTED
+
+    class Client:
+        def results(self, task_id: str) -> dict[str, Any]:
+            return {"results": {"container": "trapbatch", "blob": "results/task-1/detections.json"}}
+
+        def status(self, task_id: str) -> dict[str, Any]:
+            return {"id": task_id, "stage": "completed"}
+
+    def stopped(*a: Any, **k: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_main.State, "client", property(lambda self: Client()))
+    monkeypatch.setattr(cli_download, "blob_service", lambda connection, url: object())
+    monkeypatch.setattr(cli_download, "download", stopped)
+    assert cli_main.main(["results", "task-1", "--out", str(tmp_path)]) == EXIT_INTERRUPTED
+    said = " ".join(capsys.readouterr().err.split())
+    assert "stopped downloading" in said and "keeps running" not in said
+    assert "next: run the same command again" in said and "resumes" in said
+
+
 def test_the_apps_own_429_and_503_are_shown_at_once_with_its_hint() -> None:
     """An answer with the app's {"error", "hint"} is its decision (too many running tasks, Retry-After 300; an
     instance list too slow to read at 200 s): retrying it 4 times took ~20 minutes before the hint was shown."""
