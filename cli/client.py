@@ -262,13 +262,27 @@ class ApiClient:
                             "start); where the app has App Service Authentication (infra's authClientId) a token "
                             "too: --auth-client-id <that id> (TRAPBATCH_AUTH_CLIENT_ID) gets and renews one from "
                             "your Azure sign-in (az login)")
-        if code == 404 and not error:
-            return CliError(f"{method} {path} answered 404 without an explanation",
-                            f"is {self.base} the trapbatch app (its API is under /api/tasks)?")
+        if code == 403 and not error:
+            # the platform's refusal before the app ran: App Service answers "Error 403 - This web app is stopped."
+            # for an app stopped (or disabled by a spending or quota limit), and a plain 403 for a request its access
+            # restrictions refuse (learn.microsoft.com, archive/blogs/waws "Azure Web Apps: Error 403 - This web app
+            # is stopped"); the app's own 403 (another caller's task) carries its {"error", "hint"}
+            return CliError(f"{method} {path} answered 403 without an explanation from the app",
+                            "Azure refused it before the app ran: an app that is stopped (az functionapp start -g "
+                            "<group> -n <app>; a subscription's spending or quota limit stops it too) or whose "
+                            "access restrictions or private endpoint keep this network out answers so; else check "
+                            f"that {self.base} is the trapbatch app's address")
         if code == 429:
             after = resp.headers.get("Retry-After")
             return CliError(what, (hint or "wait, then retry") + (f" (the app says: retry after {after} s)"
                                                                  if after else ""), app_hint=True)
+        if code < 500 and not error:  # the app answers every other 4xx with its {"error", "hint"}: another server
+            # answered (a wrong port: Azurite's blob service answers GET /api/tasks with 400), or a wrong path prefix
+            return CliError(f"{method} {path} answered {code} without an explanation",
+                            f"is {self.base} the trapbatch app (its API is under /api/tasks), and as new as this CLI? "
+                            "If not, another server answers there: check the port and the path in --url, "
+                            "TRAPBATCH_URL or url in "
+                            f"{config_path(os.environ)}")
         if code >= 500:
             return CliError(what or f"{method} {path} answered {code}",
                             hint or "the app failed: retry, and if it persists look at its log (Application "

@@ -653,6 +653,27 @@ def test_the_apps_own_429_and_503_are_shown_at_once_with_its_hint() -> None:
         assert len(session.sent) == 1 and slept == [] and "too many running tasks" in refused.value.message
 
 
+def test_a_refusal_that_is_not_the_apps_says_who_refused_and_what_to_check() -> None:
+    """A wrong port (Azurite's blob service answers ``GET /api/tasks`` with 400 and XML) said "check the request
+    (trapbatch --help)"; a stopped Azure app (App Service's "Error 403 - This web app is stopped.") said the same.
+    The app answers every 4xx but 401 with its {"error", "hint"}: one without it is someone else's."""
+    from cli.errors import CliError
+
+    for status, body, needle in (
+            (400, '<?xml version="1.0"?><Error><Code>InvalidUri</Code></Error>', "is https://app.example the trapbatch"),
+            (405, "", "check the port and the path in --url"),
+            (403, "<html><h1>Error 403 - This web app is stopped.</h1></html>", "az functionapp start")):
+        client, _ = _client(_Answers((status, {"_body": body})))
+        with pytest.raises(CliError) as refused:
+            client.list()
+        assert needle in refused.value.hint and "trapbatch --help" not in refused.value.hint
+    body = '{"error": "task task-1 belongs to another caller", "hint": "ask its owner"}'  # the app's own: as it is
+    client, _ = _client(_Answers((403, {"_body": body})))
+    with pytest.raises(CliError) as theirs:
+        client.status("task-1")
+    assert "belongs to another caller" in theirs.value.message and theirs.value.hint == "ask its owner"
+
+
 def test_the_apps_own_503_with_retry_after_is_tried_again() -> None:
     """The app's storage or task hub busy (StorageUnavailable, TaskHubUnavailable: 503 with Retry-After 30) asks to
     be asked again: ``status --wait`` or a download ended on the first throttled answer."""
