@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import sys
 import time
 from typing import Any, Callable
@@ -210,7 +211,14 @@ class ApiClient:
                                       "at its log (Application Insights, or devhost.log)")) from None
         except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError,
                 requests.exceptions.ContentDecodingError) as exc:  # the network: may pass on its own
-            if _refused(exc) and (urlsplit(self.base).hostname or "") in LOOPBACK_HOSTS:
+            host = urlsplit(self.base).hostname or ""
+            if _unknown_host(exc):  # DNS says the name does not exist: a typo, which no wait heals (a resolver
+                # that cannot answer now says EAI_AGAIN, "temporary failure", and is tried again below)
+                raise CliError(f"cannot reach {self.base}: DNS knows no host {host}",
+                               "check the host name in --url, TRAPBATCH_URL or url in "
+                               f"{config_path(os.environ)} (an Azure app's: az functionapp show -g <group> -n <app> "
+                               "--query defaultHostName)") from None
+            if _refused(exc) and host in LOOPBACK_HOSTS:
                 # nothing listens on this machine: no wait heals that (a cold Azure app may refuse for a moment,
                 # a devhost that is not started does not start by itself)
                 raise CliError(f"cannot reach {self.base}: nothing is listening there (connection refused)",
@@ -293,6 +301,22 @@ class ApiClient:
 def _refused(exc: BaseException) -> bool:
     """Whether a connection error was a refusal (nothing listens at the port): requests wraps urllib3's
     ``NewConnectionError`` (in ``MaxRetryError.reason``), raised from the socket's ``ConnectionRefusedError``."""
+    return _caused_by(exc, lambda item: isinstance(item, ConnectionRefusedError))
+
+
+# getaddrinfo's answers for a name that does not exist (NXDOMAIN; EAI_NODATA: it exists without an address), as
+# opposed to EAI_AGAIN, a resolver that cannot answer now
+_NO_SUCH_NAME = frozenset(code for code in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", None)) if code is not None)
+
+
+def _unknown_host(exc: BaseException) -> bool:
+    """Whether a connection error was DNS saying the host does not exist: requests wraps urllib3's
+    ``NameResolutionError`` (in ``MaxRetryError.reason``), raised from the resolver's ``socket.gaierror``."""
+    return _caused_by(exc, lambda item: isinstance(item, socket.gaierror) and item.errno in _NO_SUCH_NAME)
+
+
+def _caused_by(exc: BaseException, found: Callable[[BaseException], bool]) -> bool:
+    """Whether ``exc`` or an exception it wraps (its args, urllib3's ``reason``, its cause or context) is ``found``."""
     seen: set[int] = set()
     todo: list[Any] = [exc]
     while todo:
@@ -300,7 +324,7 @@ def _refused(exc: BaseException) -> bool:
         if not isinstance(item, BaseException) or id(item) in seen:
             continue
         seen.add(id(item))
-        if isinstance(item, ConnectionRefusedError):
+        if found(item):
             return True
         todo.extend([*item.args, getattr(item, "reason", None), item.__cause__, item.__context__])
     return False

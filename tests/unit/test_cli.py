@@ -1042,6 +1042,40 @@ def test_a_refused_connection_fails_at_once_on_this_machine_and_is_tried_again_f
     assert len(session.sent) == 5 and slept == [2.0, 5.0, 15.0, 30.0]
 
 
+def _dns_failure(code: int) -> Exception:
+    """What requests raises when the resolver answers ``code``: urllib3's ``NameResolutionError`` from the
+    ``socket.gaierror``, in ``MaxRetryError.reason``, in requests' ``ConnectionError``."""
+    import socket
+
+    import requests
+    from urllib3.exceptions import MaxRetryError, NameResolutionError
+
+    try:
+        try:
+            raise socket.gaierror(code, "Name or service not known")
+        except socket.gaierror as gai:
+            raise NameResolutionError("trapbatch-typo.azurewebsites.net", None, gai) from gai  # type: ignore[arg-type]
+    except NameResolutionError as failed:
+        return requests.exceptions.ConnectionError(MaxRetryError(None, "/api/tasks", failed))  # type: ignore[arg-type]
+
+
+def test_a_host_dns_does_not_know_fails_at_once_and_a_resolver_that_cannot_answer_now_is_tried_again() -> None:
+    """A typo in the app's host name (NXDOMAIN) was tried 5 times over 52 s, then said "cannot reach ...
+    (ConnectionError)": no wait heals it, and the message did not say the name was unknown."""
+    import socket
+
+    session = _Answers(_dns_failure(socket.EAI_NONAME))
+    client, slept = _client(session)
+    with pytest.raises(CliError) as unknown:
+        client.list()
+    assert len(session.sent) == 1 and slept == []
+    assert "DNS knows no host app.example" in unknown.value.message and "check the host name" in unknown.value.hint
+    session = _Answers(_dns_failure(socket.EAI_AGAIN), 200)  # "temporary failure in name resolution"
+    client, slept = _client(session)
+    client.list()
+    assert len(session.sent) == 2 and slept == [2.0]
+
+
 # ------------------------------------------------------------------ --folder: one folder's failure hides no other's
 class _FolderClient:
     """An app whose estimate or task of folder ``fails`` ends failed, and whose POST of folder ``refuses`` is
