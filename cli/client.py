@@ -11,10 +11,11 @@ from __future__ import annotations
 import os
 import re
 import socket
+import ssl
 import sys
 import time
 from typing import Any, Callable
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import requests
 
@@ -203,8 +204,15 @@ class ApiClient:
             resp = self.session.request(method, url, json=json, params=params, timeout=timeout_s, headers=headers,
                                         allow_redirects=False)
         except requests.exceptions.SSLError as exc:
-            raise CliError(f"TLS with {self.base} failed: {type(exc).__name__}",
-                           "check the address (https:// for Azure, http:// for a local devhost)") from None
+            if _plain_http(exc):  # an https:// address whose server answered in plain http (a local devhost)
+                plain = urlunsplit(urlsplit(self.base)._replace(scheme="http"))
+                raise CliError(f"{self.base} does not speak https: its server answered in plain http",
+                               f"for a local devhost (it serves plain http) use {plain}; an Azure app's address is "
+                               "https://<app>.azurewebsites.net, without a port (check --url, TRAPBATCH_URL or url "
+                               f"in {config_path(os.environ)})") from None
+            raise CliError(f"TLS with {self.base} failed: {type(exc).__name__} ({_ssl_reason(exc) or 'no reason'})",
+                           "check the address (https:// for Azure, http:// for a local devhost); a certificate not "
+                           "trusted behind a proxy that inspects TLS: set REQUESTS_CA_BUNDLE to its CA file") from None
         except requests.exceptions.Timeout:
             raise _transient(CliError(f"{self.base} did not answer {method} {path} within {timeout_s:.0f} s",
                                       "retry; if it keeps happening the app may be scaling out or overloaded: look "
@@ -313,6 +321,30 @@ def _unknown_host(exc: BaseException) -> bool:
     """Whether a connection error was DNS saying the host does not exist: requests wraps urllib3's
     ``NameResolutionError`` (in ``MaxRetryError.reason``), raised from the resolver's ``socket.gaierror``."""
     return _caused_by(exc, lambda item: isinstance(item, socket.gaierror) and item.errno in _NO_SUCH_NAME)
+
+
+# OpenSSL's reasons for a server that answered a TLS hello in plain text: "wrong version number" (1.1, 3.0, 3.1),
+# "record layer failure" or "packet length too long" (3.2 and later read the text as a record's header)
+_PLAIN_HTTP_REASONS = frozenset({"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG"})
+
+
+def _ssl_reason(exc: BaseException) -> str:
+    """The OpenSSL reason (``WRONG_VERSION_NUMBER``, ``CERTIFICATE_VERIFY_FAILED``) of the ``ssl.SSLError`` that
+    requests wraps (``SSLError`` of urllib3's ``SSLError`` of it), "" when there is none."""
+    reasons: list[str] = []
+
+    def has_reason(item: BaseException) -> bool:
+        if isinstance(item, ssl.SSLError) and item.reason:
+            reasons.append(str(item.reason))
+            return True
+        return False
+
+    _caused_by(exc, has_reason)
+    return reasons[0] if reasons else ""
+
+
+def _plain_http(exc: BaseException) -> bool:
+    return _ssl_reason(exc) in _PLAIN_HTTP_REASONS
 
 
 def _caused_by(exc: BaseException, found: Callable[[BaseException], bool]) -> bool:

@@ -1076,6 +1076,26 @@ def test_a_host_dns_does_not_know_fails_at_once_and_a_resolver_that_cannot_answe
     assert len(session.sent) == 2 and slept == [2.0]
 
 
+def test_an_https_address_of_a_plain_http_server_says_to_use_http() -> None:
+    """``https://`` to a local devhost (plain http) said "TLS with ... failed: SSLError" and "check the address":
+    now which scheme the server speaks, and the address to use."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    import requests
+
+    server = HTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)  # answers every request 501, in plain http
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client, slept = _client(requests.Session(), url=f"https://127.0.0.1:{server.server_port}")  # type: ignore[arg-type]
+        with pytest.raises(CliError) as plain:
+            client.list()
+    finally:
+        server.shutdown()
+    assert "does not speak https: its server answered in plain http" in plain.value.message and slept == []
+    assert f"use http://127.0.0.1:{server.server_port}" in plain.value.hint
+
+
 # ------------------------------------------------------------------ --folder: one folder's failure hides no other's
 class _FolderClient:
     """An app whose estimate or task of folder ``fails`` ends failed, and whose POST of folder ``refuses`` is
