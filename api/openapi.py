@@ -201,9 +201,16 @@ def _errors(*codes: int) -> dict[str, Any]:
            "verified caller", 403: "another caller's task, or a source account not allowed", 404: "no such task "
            "or container", 409: "the task is not in a stage that allows this", 413: "body too large",
            415: "body is not JSON", 429: "too many running tasks for this caller (Retry-After)",
-           503: "the task hub's instance list took too long to read (the body says how to purge old instances)"}
+           503: "trapbatch's storage or task hub is busy or unreachable: ask again after Retry-After seconds "
+                "(GET /api/tasks also when its instance list took too long to read: the body says how to purge old "
+                "instances)"}
     # 401 without a key is the Functions host's own answer, before the app runs: no body at all (devhost does the same)
-    return {str(c): ({"description": why[c]} if c == 401 else _answer(why[c], "Error")) for c in codes}
+    answers = {str(c): ({"description": why[c]} if c == 401 else _answer(why[c], "Error")) for c in codes}
+    # every route reads the task hub or storage, whose failures answer 503 (core.errors TaskHubUnavailable,
+    # StorageUnavailable: Retry-After 30, which the CLI waits and asks again)
+    answers["503"] = {**_answer(why[503], "Error"), "headers": {"Retry-After": {
+        "description": "seconds to wait before asking again", "schema": {"type": "integer", "minimum": 0}}}}
+    return answers
 
 
 TASK_ID_PARAM = {"name": "task_id", "in": "path", "required": True,
@@ -233,7 +240,7 @@ def description(base_url: str = "") -> dict[str, Any]:
                 "get": {"operationId": "listTasks", "summary": "tasks, newest first",
                         "parameters": [{"name": "limit", "in": "query", "required": False,
                                         "schema": {"type": "integer", "minimum": 1, "default": 50}}],
-                        "responses": {"200": _answer("tasks", "TaskList"), **_errors(400, 401, 503)}},
+                        "responses": {"200": _answer("tasks", "TaskList"), **_errors(400, 401)}},
             },
             "/api/tasks/{task_id}": {**task_ref, "get": {
                 "operationId": "getTask", "summary": "stage, counts, progress, ETA, estimate, cost",

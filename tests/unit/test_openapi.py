@@ -89,8 +89,12 @@ def test_the_description_is_valid_openapi_3_1() -> None:
                       "GET /api/tasks/{task_id}/repeats", "POST /api/tasks/{task_id}/repeats",
                       "POST /api/tasks/{task_id}/repeats/search"}
     assert labels == served_routes() - {"GET /api/openapi.json"}  # every route the app serves is described
-    # the instance list answers 503 with what to do when reading it takes too long (api/starters.py list_tasks)
-    assert "503" in doc["paths"]["/api/tasks"]["get"]["responses"]
+    # the instance list answers 503 with what to do when reading it takes too long (api/starters.py list_tasks), and
+    # every route 503 with Retry-After when the task hub or storage is busy (core.errors: TaskHubUnavailable on any
+    # status read, StorageUnavailable): a client generated from the description must expect it on each
+    for op in operations(schema):
+        assert op.definition.raw["responses"]["503"]["headers"]["Retry-After"], op.label
+    assert "instance list" in doc["paths"]["/api/tasks"]["get"]["responses"]["503"]["description"]
     for name, sub in doc["components"]["schemas"].items():
         Draft202012Validator.check_schema(sub)
 
