@@ -365,6 +365,31 @@ def test_a_server_running_other_worker_code_refuses_steps_aside_and_the_client_s
             stale.wait()
 
 
+def test_a_pool_preparing_a_task_gets_a_current_server_when_the_running_one_has_other_worker_code(
+        shards: Shards, tmp_path: Path) -> None:
+    """``client --ready`` (LocalPool, while a task prepares) meets a server of an older worker image: the server
+    refuses the ``ready`` and steps aside, and the one retry starts a current server and waits for its ``ready``, so
+    the task's shard finds it up (the preparation's exit 0; exit 1 left the start to the task, inside its limit)."""
+    from gpu_batch.pool.base import READY_ARG
+
+    stale = _start_server_from(_edited_copy(tmp_path), shards.socket_path, tmp_path / "stale.log")
+    try:
+        wait_until(lambda: shards.socket_path.exists(), 120, "the stale server to listen")
+        proc = subprocess.run([sys.executable, "-m", RESIDENT_CLIENT_MODULE, READY_ARG], capture_output=True,
+                              text=True, env=shards.env(), cwd=REPO_ROOT, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert "refused: this resident worker runs other worker code" in proc.stderr
+        stale.wait(timeout=60)  # it stepped aside and exited, having no shard in hand
+        assert stale.returncode == 0 and "stepping aside" in (tmp_path / "stale.log").read_text()
+        current = shards.server_pid()
+        assert current not in (None, stale.pid) and _alive(current)  # the retry's server holds the socket
+        assert f"is ready (pid {current}, started now)" in proc.stderr
+    finally:
+        if stale.poll() is None:
+            stale.kill()
+            stale.wait()
+
+
 def test_a_server_without_cuda_refuses_a_cuda_shard_and_steps_aside(shards: Shards, tmp_path: Path) -> None:
     """What a node sees if the start task's container did not get the GPUs: the task's client is told why."""
     import socket as sockets
