@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -123,7 +124,7 @@ def test_submit_wait_completes_and_results_downloads_every_file(host, store: Blo
 
 
 def test_a_failing_task_exits_non_zero_and_errors_say_what_to_do(host, store: BlobStore,  # type: ignore[no-untyped-def]
-                                                                unique_name: str) -> None:
+                                                                unique_name: str, storage_connection: str) -> None:
     store.ensure_container(unique_name)
     store.write_bytes(unique_name, "notes/readme.txt", b"no images here")
 
@@ -145,6 +146,16 @@ def test_a_failing_task_exits_non_zero_and_errors_say_what_to_do(host, store: Bl
     nowhere = trapbatch("list", url=f"http://127.0.0.1:{free_port()}")
     assert nowhere.returncode == 4 and "cannot reach" in nowhere.stderr and "devhost --with-azurite" in nowhere.stderr
     assert "trying again" not in nowhere.stderr  # nothing listens on this machine: no wait heals that
+    # what an operator meets with a wrong address or id, against the real servers: the Azurite blob port (a wrong
+    # port answers 400 in XML), https:// to devhost's plain http, an id from an unset variable
+    blob_port = re.search(r"BlobEndpoint=(http://[^/;]+)", storage_connection)
+    assert blob_port is not None
+    other = trapbatch("list", url=blob_port.group(1))
+    assert other.returncode == 4 and f"is {blob_port.group(1)} the trapbatch app" in other.stderr
+    tls = trapbatch("list", url=host.base_url.replace("http://", "https://"))
+    assert tls.returncode == 4 and "does not speak https" in tls.stderr and f"use {host.base_url}" in tls.stderr
+    empty = trapbatch("status", "", url=host.base_url)
+    assert empty.returncode == 2 and "no task id given" in empty.stderr and not empty.stdout
 
 
 def test_submit_with_folders_starts_and_follows_one_task_per_folder(host, store: BlobStore,  # type: ignore[no-untyped-def]
