@@ -165,7 +165,12 @@ def parse_json_body(raw: bytes, content_type: str | None = None, example: str = 
                               "have", too_large_hint)
     try:
         return json.loads(raw)
-    except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser's stack
+    except UnicodeDecodeError:  # bytes: json.loads detects UTF-8/16/32; anything else is not text
+        raise RequestInvalid("the request body is not UTF-8 text", hint) from None
+    except (ValueError, RecursionError) as exc:  # RecursionError: nesting deeper than the parser's stack
+        if "integer string conversion" in str(exc):  # Python's int-digits limit (sys.set_int_max_str_digits)
+            raise RequestInvalid("the request body has a number of more than 4,300 digits",
+                                 f"no field takes one that long; {hint}") from None
         raise RequestInvalid("the request body is not valid JSON", hint) from None
 
 

@@ -290,3 +290,18 @@ def test_a_container_of_another_type_is_said_so_not_missing() -> None:
         parse_task_request({"container": 5})
     with pytest.raises(RequestInvalid, match="'container' is required"):
         parse_task_request({"prefix": "x/"})
+
+
+@pytest.mark.parametrize("raw, said", [
+    (b'{"container": "cams", "max_images": ' + b"9" * 5000 + b"}", "more than 4,300 digits"),
+    (b'{"container": "caf\xe9"}', "not UTF-8 text"),
+    (b'{"container": ', "not valid JSON"),
+])
+def test_a_body_the_parser_refuses_says_why(raw: bytes, said: str) -> None:
+    """A 5,000-digit number (Python refuses to convert it: sys.get_int_max_str_digits) and Latin-1 bytes were both
+    answered "not valid JSON", which they are by the letter but which sent the sender looking for a syntax error."""
+    from core.requests import parse_json_body
+
+    with pytest.raises(RequestInvalid, match=said) as refused:
+        parse_json_body(raw, "application/json")
+    assert "Content-Type: application/json" in refused.value.hint
