@@ -109,6 +109,9 @@ class ShardState(TypedDict):
     pool_error: NotRequired[str]  # the pool ended its last attempt (TaskEnded, or no exit code), not the worker: why
     unfixable: NotRequired[str]  # an attempt ended with an exit no retry should fix (gpu_batch.exit_codes): why
     gave_up: NotRequired["GivenUpShard"]  # a given-up shard: how its last attempt ended (absent in states of before)
+    # its attempt's RESUBMIT stayed busy through its retries (orchestrations.shards "Outages", groups with
+    # outage_limit_s only): made again, first, by a later round's RESUBMIT; until then the pool is not asked about it
+    owed: NotRequired[bool]
 
 
 class ShardsInput(TypedDict):

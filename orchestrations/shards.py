@@ -28,8 +28,14 @@ reconciliation: the cursor is dropped), and the group's status carries a ``waiti
 step, the service's words, ``since`` the outage began, ``until`` the group gives up, ``at`` the next try). A failed
 SUBMIT leaves its shards pending (submitted again next round: pool task ids are deterministic, so one added already is
 not added twice); a failed SUBMIT of shards the pool did not know leaves them to the next poll, which names them
-unknown again; a failed RESUBMIT puts the state back as it was before the poll's completions were recorded, and the
-next poll, by id, reports them again (RESUBMIT is idempotent: ``activities.pool.run_resubmit``). The outage lasts
+unknown again; a failed RESUBMIT keeps the poll's completions (each attempt's end and node time counted once) and
+leaves its shards ``owed`` (``c.ShardState``): the pool is not asked about their next attempt until a later round's
+RESUBMIT, made for them first (RESUBMIT is idempotent: ``activities.pool.run_resubmit``), gets through, and the poll
+after that asks by id. Why not forget the completions for the next poll to report again: the failed RESUBMIT may
+have added some of the next attempts (one shard after another) that then ran, and ended, during the outage; asked
+about the older attempt only, the group counted neither their node time nor their resubmission, could call a shard
+done while its next attempt still ran, and (a cursor taken after such an attempt ended) waited up to
+``FULL_POLL_EVERY`` rounds to see one that left images missing. The outage lasts
 while each round has a step that ran out of busy retries, and ends with the first round that has none; it travels
 through ``continue_as_new`` (``ShardsInput.outage``). A step that runs out once the outage has lasted
 ``outage_limit_s`` fails the group (``PoolOutOfReach``), saying since when and what to do. Other failures fail the
@@ -38,7 +44,6 @@ step that stays busy, as it did when it ran, so its history replays unchanged.
 """
 from __future__ import annotations
 
-from copy import deepcopy
 from datetime import datetime, timedelta
 from typing import Any, Generator, cast
 
@@ -428,9 +433,12 @@ def run_shards(context: df.DurableOrchestrationContext) -> Generator[Any, Any, c
         awaited[0] += 1
         poll: c.PollOutput | None = None
         fresh = 0
-        if in_flight:  # else a submission stayed busy and nothing else runs: it is tried again next round
-            request = c.PoolTasksInput(task_id=task_id, job_id=job_id, task_ids=_pool_ids(state, in_flight),
-                                       running=[tid for sid, tid in zip(in_flight, _pool_ids(state, in_flight))
+        resubmits: list[str] = []
+        # not the owed (only with outage_limit): their next attempt may not be in the pool, nor its manifest written
+        asked = [sid for sid in in_flight if not state[sid].get("owed")]
+        if asked:  # else a submission stayed busy and nothing else runs, or only owed resubmissions: below
+            request = c.PoolTasksInput(task_id=task_id, job_id=job_id, task_ids=_pool_ids(state, asked),
+                                       running=[tid for sid, tid in zip(asked, _pool_ids(state, asked))
                                                 if state[sid].get("pool") == RUNNING])
             if cursor and polls % FULL_POLL_EVERY:  # every FULL_POLL_EVERY-th poll asks by id again (below)
                 request["since"] = cursor
@@ -454,7 +462,6 @@ def run_shards(context: df.DurableOrchestrationContext) -> Generator[Any, Any, c
                     outage_limit > 0, awaited)
                 if busy is not None:  # the next poll, by id, names them unknown again
                     outage, gave_up = _outage_goes_on(context, outage, busy, tried_at, outage_limit), True
-            before = deepcopy(state) if outage_limit else state  # a RESUBMIT that stays busy puts this back
             try:
                 fresh, resubmits = _record_completions(state, poll["completed"], knobs.max_attempts)
             except ShardUnfixable as failure:  # the run's other groups stop too (activities.pool.run_stop_groups)
@@ -464,24 +471,33 @@ def run_shards(context: df.DurableOrchestrationContext) -> Generator[Any, Any, c
                 except Exception:  # noqa: BLE001 - the worker's failure is the task's; the rest stop as the job closes
                     pass
                 raise failure
-            if resubmits:
-                tried_at = context.current_utc_datetime
-                resubmitted: c.ResubmitOutput | None
-                resubmitted, busy = yield from _pool_step(context, c.RESUBMIT, c.ResubmitInput(
-                    task_id=task_id, job_id=job_id, shards=[(sid, state[sid]["attempt"]) for sid in resubmits]),
-                    outage_limit > 0, awaited)
-                if busy is not None:  # the round's completions are forgotten: the next poll, by id, reports them again
-                    state, fresh = before, 0
-                    outage, gave_up = _outage_goes_on(context, outage, busy, tried_at, outage_limit), True
-                for outcome in resubmitted["shards"] if resubmitted is not None else []:
-                    # A resubmitted shard stays "submitted" under its new attempt number; if storage shows nothing
-                    # missing any more (results landed late), the shard is done, and no attempt was added.
-                    if not outcome["submitted"]:
-                        s = state[outcome["shard_id"]]
-                        s["covered"] = s.get("covered", 0) + s.get("missing", 0)
-                        s["status"], s["missing"], s["attempt"] = ShardStatus.done, 0, s["attempt"] - 1
-                        s.pop("pool", None)
-                        _show(s)
+        owed: list[str] = []
+        if poll is not None or not asked:  # a poll that stayed busy leaves them to a later round, as the rest
+            owed = [sid for sid, s in state.items() if s.get("owed")]
+            resubmits = owed + [sid for sid in resubmits if sid not in owed]
+        if resubmits:
+            tried_at = context.current_utc_datetime
+            resubmitted: c.ResubmitOutput | None
+            resubmitted, busy = yield from _pool_step(context, c.RESUBMIT, c.ResubmitInput(
+                task_id=task_id, job_id=job_id, shards=[(sid, state[sid]["attempt"]) for sid in resubmits]),
+                outage_limit > 0, awaited)
+            if busy is not None:  # made again in a later round, before the pool is asked about them (docstring)
+                for sid in resubmits:
+                    state[sid]["owed"] = True
+                fresh = 0
+                outage, gave_up = _outage_goes_on(context, outage, busy, tried_at, outage_limit), True
+            elif owed:  # an owed attempt may have been added, and have ended, before this round's cursor
+                cursor = ""
+            for outcome in resubmitted["shards"] if resubmitted is not None else []:
+                # A resubmitted shard stays "submitted" under its new attempt number; if storage shows nothing
+                # missing any more (results landed late), the shard is done, and no attempt was added.
+                s = state[outcome["shard_id"]]
+                s.pop("owed", None)
+                if not outcome["submitted"]:
+                    s["covered"] = s.get("covered", 0) + s.get("missing", 0)
+                    s["status"], s["missing"], s["attempt"] = ShardStatus.done, 0, s["attempt"] - 1
+                    s.pop("pool", None)
+                    _show(s)
         if gave_up:
             cursor = ""  # the next poll asks by id: a full reconciliation after the outage
         elif outage is not None:  # every step of this round got through: the outage is over

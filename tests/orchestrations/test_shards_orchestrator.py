@@ -673,9 +673,10 @@ def test_a_poll_that_stays_busy_past_its_retries_is_a_round_without_news_and_the
     assert all("since" not in p for p in run.inputs(c.POLL))  # asked by id (the first poll after the outage too)
 
 
-def test_a_resubmission_that_stays_busy_is_made_again_after_the_next_poll_reports_the_attempt_again() -> None:
-    """The round's completions are put back: the next poll (by id) reports attempt 1 again, its node time counts
-    once, and attempt 2 is resubmitted then."""
+def test_a_resubmission_that_stays_busy_is_made_again_next_round_before_the_pool_is_asked_about_it() -> None:
+    """The round's completions are kept (attempt 1's node time counts once); the shard is owed its attempt 2, which
+    the next round resubmits with no poll before it (nothing else is in flight), and the poll after that asks about
+    attempt 2 by id."""
     s0 = shard_id(0)
     a1 = pool_task_id(s0, 1)
     pool = Pool(missing={a1: 3}, seconds={a1: 50.0}, runs_for={pool_task_id(s0, 2): 1})
@@ -683,8 +684,9 @@ def test_a_resubmission_that_stays_busy_is_made_again_after_the_next_poll_report
 
     assert run.status == "Completed", run.error
     assert [call["shards"] for call in run.inputs(c.RESUBMIT)] == [[[s0, 2]]] * (BUSY_CALLS + 1)
-    assert [call["task_ids"] for call in run.inputs(c.POLL)] == [[a1], [a1], [pool_task_id(s0, 2)]]
+    assert [call["task_ids"] for call in run.inputs(c.POLL)] == [[a1], [pool_task_id(s0, 2)]]
     assert "since" not in run.inputs(c.POLL)[1]
+    assert [call.name for call in run.activities][-3:] == [c.RESUBMIT, c.RESUBMIT, c.POLL]
     assert run.output["done"] == 1 and run.output["resubmissions"] == 1
     assert (run.output["attempts_ended"], run.output["node_seconds"]) == (2, 50.0)
     assert {n["step"] for n in notes(run)} == {c.RESUBMIT} and c.WAITING_KEY not in run.custom_status
@@ -814,3 +816,106 @@ def test_no_generation_passes_its_threshold_when_every_call_of_every_round_retri
     assert len(run.calls(c.POLL)) == attempts * pool.polls  # every call failed attempts - 1 times first
     assert len(run.continued_as_new) >= 2
     assert max(run.history_events) <= threshold, run.history_events
+
+
+class ChangesPool:
+    """A pool that answers as ``GpuPool`` does where cursors matter (``activities.pool.run_poll``): asked by id, the
+    asked tasks it knows, with their state now, and the ones it does not know (``unknown``); asked with a cursor,
+    only the asked tasks that started or ended after it. Its clock is the number of pool calls so far (each call,
+    failed or not, is one tick); a poll's cursor is the clock when it asks. A task runs ``runs[task]`` ticks (default
+    1) from when it is added, then completes after ``seconds[task]`` of node time (default 10), leaving
+    ``missing[task]`` images missing (default 0). A row's coverage is its shard's, from any attempt, as
+    ``shard_coverage`` counts it: the latest ended attempt's missing images. The first ``busy_resubmits`` RESUBMIT
+    calls add their first shard's attempt, then fail as a Batch account out of reach does (on the second shard)."""
+
+    def __init__(self, missing: dict[str, int] | None = None, runs: dict[str, int] | None = None,
+                 busy_resubmits: int = 0) -> None:
+        self.missing = missing or {}
+        self.runs = runs or {}
+        self.seconds: dict[str, float] = {}
+        self.busy_resubmits = busy_resubmits
+        self.clock = 0
+        self.added: dict[str, int] = {}  # pool task id -> the tick it was added at
+
+    def _ends(self, tid: str) -> int:
+        return self.added[tid] + self.runs.get(tid, 1)
+
+    def _add(self, sid: str, attempt: int) -> None:
+        self.added.setdefault(pool_task_id(sid, attempt), self.clock)  # a known id is a no-op (deterministic ids)
+
+    def _row(self, tid: str) -> c.CompletedShard:
+        sid, _ = parse_pool_task_id(tid)
+        ended = [t for t in self.added if parse_pool_task_id(t)[0] == sid and self._ends(t) <= self.clock]
+        latest = max(ended, key=lambda t: parse_pool_task_id(t)[1])
+        return row(tid, self.missing.get(latest, 0), seconds=self.seconds.get(tid, 10.0))
+
+    def __call__(self, name: str, payload: Any) -> Any:
+        self.clock += 1
+        if name == c.SUBMIT:
+            for sid, attempt in payload["shards"]:
+                self._add(sid, attempt)
+            return {"submitted": len(payload["shards"])}
+        if name == c.RESUBMIT:
+            out = []
+            for n, (sid, attempt) in enumerate(payload["shards"]):
+                if n == 1 and self.busy_resubmits:
+                    self.busy_resubmits -= 1
+                    raise ConnectionError("Connection aborted: the Batch endpoint did not answer")
+                self._add(sid, attempt)
+                out.append({"shard_id": sid, "attempt": attempt, "missing": 1, "submitted": True})
+            return {"shards": out}
+        if name == c.POLL:
+            since = int(payload.get("since") or -1)
+            rows, states, unknown = [], {}, []
+            for tid in payload["task_ids"]:
+                if tid not in self.added:
+                    unknown.append(tid)
+                elif since >= 0 and not (self.added[tid] > since or since < self._ends(tid) <= self.clock):
+                    continue  # no change after the cursor
+                elif self._ends(tid) <= self.clock:
+                    rows.append(self._row(tid))
+                else:
+                    states[tid] = "running"
+            answer = {"cancelled": False, "completed": rows, "running": len(states), "queued": 0,
+                      "images_in_progress": 0, "cursor": str(self.clock), "states": states, "progress": {}}
+            if since < 0:
+                answer["unknown"] = unknown
+            return answer
+        if name == c.CANCEL:
+            return {"cancelled": True}
+        raise HarnessError(f"unexpected activity {name}")
+
+
+def test_an_attempt_a_busy_resubmission_added_that_ended_before_the_next_cursor_is_not_missed() -> None:
+    """A RESUBMIT of two shards adds shard 0's attempt 2, then stays busy on shard 1 through its retries. Attempt 2
+    of shard 0 ends (images still missing) before the round after the outage asks the pool; its end must be seen by
+    the next poll, not only by the next one asked by id (up to ``FULL_POLL_EVERY`` rounds, an hour at 300 s, later):
+    a poll with a cursor taken after it ended never reports it."""
+    s0, s1 = shard_id(0), shard_id(1)
+    pool = ChangesPool(missing={pool_task_id(s0, 1): 3, pool_task_id(s1, 1): 3, pool_task_id(s0, 2): 1},
+                       runs={pool_task_id(s1, 2): 40}, busy_resubmits=BUSY_CALLS)
+    run = outage_group(2, pool, max_in_flight=2)
+
+    assert run.status == "Completed", run.error
+    resubmits = [call for call in run.calls(c.RESUBMIT) if call.error is None]
+    third = next(n for n, call in enumerate(run.activities) if call.name == c.RESUBMIT and call.error is None
+                 and call.input["shards"] == [[s0, 3]])
+    polls_before = [call for call in run.activities[:third] if call.name == c.POLL]
+    assert len(polls_before) <= 3, [p.input.get("since") for p in polls_before]
+    assert [call.input["shards"] for call in resubmits][-1] == [[s0, 3]]
+
+
+def test_an_attempt_a_busy_resubmission_added_counts_its_node_time_and_is_waited_for() -> None:
+    """The same busy RESUBMIT; shard 0's attempt 2 covers every image during the outage. It ran (a node was paid
+    for it, core.cost): its node time and its resubmission count, and the group does not end before the pool reports
+    it ended."""
+    s0, s1 = shard_id(0), shard_id(1)
+    pool = ChangesPool(missing={pool_task_id(s0, 1): 3, pool_task_id(s1, 1): 3}, busy_resubmits=BUSY_CALLS)
+    pool.seconds[pool_task_id(s0, 2)] = 40.0
+    run = outage_group(2, pool, max_in_flight=2)
+
+    assert run.status == "Completed", run.error
+    assert run.output["done"] == 2 and run.output["resubmissions"] == 2
+    assert (run.output["attempts_ended"], run.output["node_seconds"]) == (4, 10.0 + 10.0 + 40.0 + 10.0)
+    asked = {tid for call in run.calls(c.POLL) if call.error is None for tid in call.input["task_ids"]}
+    assert pool_task_id(s0, 2) in asked
