@@ -38,9 +38,12 @@ done while its next attempt still ran, and (a cursor taken after such an attempt
 ``FULL_POLL_EVERY`` rounds to see one that left images missing. The outage lasts
 while each round has a step that ran out of busy retries, and ends with the first round that has none; it travels
 through ``continue_as_new`` (``ShardsInput.outage``). A step that runs out once the outage has lasted
-``outage_limit_s`` fails the group (``PoolOutOfReach``), saying since when and what to do. Other failures fail the
-group as before, and a group whose input lacks ``outage_limit_s`` (started by an earlier release) fails at the first
-step that stays busy, as it did when it ran, so its history replays unchanged.
+``outage_limit_s`` fails the group (``PoolOutOfReach``), saying since when and what to do. A cancel that a poll
+reads while Batch is out of reach (the marker is in storage) ends the group cancelled, as asked, even though the
+CANCEL of its pool tasks fails busy: the task's close of the pool job, its next step, ends them, or says it could not
+(``pool_job_error``); before, the group failed over the outage, the task too, and the cancel was lost. Other
+failures fail the group as before, and a group whose input lacks ``outage_limit_s`` (started by an earlier release)
+fails at the first step that stays busy, as it did when it ran, so its history replays unchanged.
 """
 from __future__ import annotations
 
@@ -449,8 +452,12 @@ def run_shards(context: df.DurableOrchestrationContext) -> Generator[Any, Any, c
         if poll is not None:
             cursor = poll.get("cursor") or ""
             if poll["cancelled"]:
-                yield context.call_activity(c.CANCEL, c.PoolTasksInput(task_id=task_id, job_id=job_id,
-                                                                         task_ids=_pool_ids(state, in_flight)))
+                try:
+                    yield context.call_activity(c.CANCEL, c.PoolTasksInput(task_id=task_id, job_id=job_id,
+                                                                             task_ids=_pool_ids(state, in_flight)))
+                except Exception as exc:  # noqa: BLE001 - Batch out of reach: cancelled all the same (docstring)
+                    if not outage_limit or not is_busy(exc):
+                        raise
                 context.set_custom_status({"stage": Stage.cancelled, **_progress(state)})
                 return _outcome(state, cancelled=True)
             _record_pool_view(state, poll)

@@ -919,3 +919,24 @@ def test_an_attempt_a_busy_resubmission_added_counts_its_node_time_and_is_waited
     assert (run.output["attempts_ended"], run.output["node_seconds"]) == (4, 10.0 + 10.0 + 40.0 + 10.0)
     asked = {tid for call in run.calls(c.POLL) if call.error is None for tid in call.input["task_ids"]}
     assert pool_task_id(s0, 2) in asked
+
+
+def test_a_cancel_during_a_batch_outage_ends_the_group_cancelled_though_the_cancel_of_its_tasks_fails() -> None:
+    """The poll reads the cancel marker (storage answers) but Batch does not: the CANCEL of the pool tasks fails as
+    a Batch account out of reach does. The group ends cancelled, as asked, not failed over the outage: the task
+    closes the pool job next, which ends the tasks (or says it could not)."""
+    pool = Pool(runs_for={pool_task_id(shard_id(0), 1): 5}, cancel_on_poll=2)
+    run = outage_group(1, busy_for(pool, c.CANCEL, 99))
+
+    assert run.status == "Completed", run.error
+    assert run.output["cancelled"] is True and len(run.calls(c.CANCEL)) >= 1
+    assert run.custom_status["stage"] == Stage.cancelled
+
+
+def test_a_cancel_whose_pool_cancel_fails_otherwise_still_fails_the_group() -> None:
+    """Not busy (or a group started before outages were outlasted): the CANCEL's failure fails the group, as before."""
+    pool = Pool(runs_for={pool_task_id(shard_id(0), 1): 5}, cancel_on_poll=2)
+    run = outage_group(1, busy_for(pool, c.CANCEL, 99, ValueError("InvalidQueryParameterValue")))
+    assert run.status == "Failed" and len(run.calls(c.CANCEL)) == 1
+    old = run_group(1, busy_for(Pool(runs_for={pool_task_id(shard_id(0), 1): 5}, cancel_on_poll=2), c.CANCEL, 99))
+    assert old.status == "Failed" and len(old.calls(c.CANCEL)) == 1
