@@ -102,9 +102,14 @@ def run_poll(task_id: str, job: str, task_ids: list[str], settings: Settings, st
     (``activities.shard_results``). Progress comes from the counters of the tasks the orchestrator knows to run
     (``running``) plus those this round found running: a few bytes each, never the results. A full reconciliation
     also names the asked-about tasks the pool does not know (``unknown``): a submission that never reached it would
-    otherwise leave its shard "submitted" for ever.
+    otherwise leave its shard "submitted" for ever. A round that finds the run's cancel marker says only that, without
+    asking the pool: the group cancels its tasks next and ends, so a cancel during a Batch outage that the group
+    outlasts (orchestrations/shards.py "Outages") is not held up until Batch answers.
     """
     cancelled = store.exists(settings.container, layout.cancel_marker(job))
+    if cancelled:  # all the group needs now (it cancels its tasks and ends): no pool call, which Batch may refuse
+        return {"cancelled": True, "completed": [], "running": 0, "queued": 0, "images_in_progress": 0,
+                "cursor": "", "states": {}, "progress": {}}
     wanted = set(task_ids)
     if since:
         found = pool.changes(job, since)

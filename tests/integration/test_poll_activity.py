@@ -209,3 +209,27 @@ def test_a_crashed_attempt_that_left_images_missing_carries_the_workers_own_word
                                      (137, "TaskEnded", None)):
         row = run_poll(TASK, TASK, ["s00003-a1"], settings, store, CrashingPool(code, failure_code))["completed"][0]
         assert row["missing"] == 1 and (said in row["worker_message"] if said else "worker_message" not in row), row
+
+
+class UnreachablePool(ScriptedPool):
+    """A Batch account out of reach: every call fails as the SDK's transport error does."""
+
+    def poll(self, job_id: str, task_ids: Sequence[str] | None = None) -> list[TaskInfo]:
+        raise ConnectionError("Connection aborted: the Batch endpoint did not answer")
+
+    def cursor(self) -> str:
+        raise ConnectionError("Connection aborted: the Batch endpoint did not answer")
+
+    def changes(self, job_id: str, since: str) -> PoolChanges:
+        raise ConnectionError("Connection aborted: the Batch endpoint did not answer")
+
+
+@pytest.mark.parametrize("since", [None, "cursor-1"])
+def test_a_cancel_is_reported_while_batch_is_out_of_reach(setup: tuple[Settings, ReadSpy], since: str | None) -> None:
+    """The cancel marker (storage) is all a cancelled round needs: the group cancels its pool tasks next and ends
+    (orchestrations/shards.py "Outages"), so the poll answers without asking the pool. Before, the pool's failure
+    failed the poll, and a group outlasting a Batch outage did not see the cancel for up to its outage limit."""
+    settings, store = setup
+    store.write_json(settings.container, layout.cancel_marker(TASK), {"requested": "now"})
+    out = run_poll(TASK, TASK, ["s00001-a1"], settings, store, UnreachablePool({}, changed=[]), since=since)
+    assert out["cancelled"] is True and out["completed"] == []
