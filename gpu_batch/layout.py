@@ -192,6 +192,12 @@ def attempt_coverage_blob(task_id: str, sid: str, attempt: int) -> str:
     return f"{shard_prefix(task_id, sid)}attempt-{attempt}.coverage.json"
 
 
+def attempt_damaged_blob(task_id: str, sid: str, attempt: int) -> str:
+    """The attempt's photos cut short (``gpu_batch.worker.results.damaged_document``), rewritten after each flush of
+    results while there are any (absent: none); valid only while the results blob has the ETag it names."""
+    return f"{shard_prefix(task_id, sid)}attempt-{attempt}.damaged.json"
+
+
 def attempt_view_blob(task_id: str, sid: str, attempt: int) -> str:
     """The finished attempt's merge view (``gpu_batch.formats.mergeview``), written by the worker after its coverage
     summary when every image of the manifest got a final entry; valid only for the ETags it names."""

@@ -317,8 +317,8 @@ def test_images_in_memory_stay_bounded_on_a_long_mixed_shard(checkpoint: Path, t
             return portrait if int(name[4:9]) % 5 == 0 else landscape
 
     class CountingWriter(ResultWriter):
-        def add(self, entry: dict[str, Any]) -> None:
-            super().add(entry)
+        def add(self, entry: dict[str, Any], damaged: bool = False) -> None:
+            super().add(entry, damaged)
             with lock:
                 counts["written"] += 1
 

@@ -17,9 +17,10 @@ Exit codes: 0 shard processed (per-image failures are data in the output); 2 bad
 missing or unreadable: see ``gpu_batch.storage_refs``); 73 another run of the same attempt wrote its results since
 this one read or last wrote them (this run stopped without writing more: ``gpu_batch.exit_codes.OUTPUT_TAKEN``).
 The last stdout line is a one-line JSON summary:
-{"images", "done", "failed", "retryable", "failure_reasons", "skipped_resumed", "seconds", "img_s", ...}: "failed"
-counts every failed image, "retryable" those the next attempt runs again, "failure_reasons" all of them by
-``failure_reason`` (``gpu_batch.manifest``); "seconds" runs from after the imports
+{"images", "done", "failed", "retryable", "failure_reasons", "damaged", "skipped_resumed", "seconds", "img_s", ...}:
+"failed" counts every failed image, "retryable" those the next attempt runs again, "failure_reasons" all of them by
+``failure_reason`` (``gpu_batch.manifest``), "damaged" the successes that were JPEGs cut short (decoded as far as they
+go, named in ``layout.attempt_damaged_blob``: ``results``); "seconds" runs from after the imports
 ("import_s") to the last result, "model_load_s" is manifest + model ready, "first_batch_s" the first batch's
 results, "steady_img_s" the rate after that, "stages" the per-stage seconds (see ``pipeline.ShardSummary``),
 "first_batch_unix" the first batch's wall-clock time and "start_to_first_batch_s" the seconds from the start of the
@@ -296,9 +297,10 @@ def _run(args: argparse.Namespace, env: Mapping[str, str], fault: Any, process_s
 
     images = list(dict.fromkeys(manifest.images))  # a name listed twice gets one entry
     summary = ShardSummary(images=len(images))
-    kept = _load_finished_results(sink, images, label)
-    if kept is None:
+    resumed = _load_finished_results(sink, images, label)
+    if resumed is None:
         return ShardOutcome(EXIT_OUTPUT)
+    kept, kept_damaged = resumed
     summary.skipped_resumed = len(kept)
     todo = [name for name in images if name not in kept]
     info = _results_info(manifest, path)
@@ -306,7 +308,8 @@ def _run(args: argparse.Namespace, env: Mapping[str, str], fault: Any, process_s
                           on_flushed=fault.after_flush, flush_at_new=fault.crash_threshold,
                           progress=_progress_sink(blob_mode, service, manifest),
                           coverage=_coverage_target(blob_mode, service, manifest, images, manifest_etag),
-                          view=_view_target(blob_mode, service, manifest, manifest_etag))
+                          view=_view_target(blob_mode, service, manifest, manifest_etag),
+                          damaged=kept_damaged, damaged_sink=_damaged_sink(blob_mode, service, manifest))
     options = _pipeline_options(args, label, decode)
     logger.info("%s %d images, %d already done, %d to process", label, len(images), len(kept), len(todo))
     try:
@@ -551,6 +554,18 @@ def _progress_sink(blob_mode: bool, service: Any, manifest: ShardManifest) -> Re
                             layout.attempt_progress_blob(manifest.task_id, manifest.shard_id, manifest.attempt))
 
 
+def _damaged_sink(blob_mode: bool, service: Any, manifest: ShardManifest) -> ResultSink | None:
+    """Where the attempt's list of photos cut short goes (blob mode: ``layout.attempt_damaged_blob``, which the merge
+    reads; ``results.damaged_document``); none for file outputs, whose results' ``info`` names them."""
+    if not blob_mode:
+        return None
+    from gpu_batch import layout
+    from gpu_batch.worker import sources
+
+    return sources.BlobSink(service, manifest.output_container,
+                            layout.attempt_damaged_blob(manifest.task_id, manifest.shard_id, manifest.attempt))
+
+
 def _coverage_target(blob_mode: bool, service: Any, manifest: ShardManifest, images: Sequence[str],
                      manifest_etag: str) -> CoverageTarget | None:
     """Where the finished attempt's coverage summary goes (blob mode: ``layout.attempt_coverage_blob``, which the
@@ -678,16 +693,18 @@ def _cached_detector(args: argparse.Namespace, env: Mapping[str, str], service: 
     return loaded[0], loaded[1], False
 
 
-def _load_finished_results(sink: ResultSink, images: list[str], label: str) -> dict[str, dict[str, Any]] | None:
-    """The results an earlier attempt of this shard already wrote for ``images``, so a retry resumes.
+def _load_finished_results(sink: ResultSink, images: list[str],
+                           label: str) -> tuple[dict[str, dict[str, Any]], set[str]] | None:
+    """The results an earlier attempt of this shard already wrote for ``images``, so a retry resumes, and which of
+    them it named cut short (``results.load_resumable_state``).
 
     Returns ``None`` (already logged) when the output location cannot even be read, which ``_run`` turns into
     exit 4, the code for an output location the worker cannot use.
     """
-    from gpu_batch.worker.results import load_resumable
+    from gpu_batch.worker.results import load_resumable_state
 
     try:
-        kept = load_resumable(sink, images)
+        kept = load_resumable_state(sink, images)
     except Exception as exc:  # noqa: BLE001 - cannot even read the output location
         logger.error("%s output %s unreadable: %s", label, sink.describe(), exc)
         return None

@@ -39,8 +39,8 @@ from gpu_batch.worker.hwdecode import (DECODER_CPU, DECODER_HW, DECODER_NVJPEG, 
                                        route_decoded)
 from gpu_batch.worker.loader import LoadedModel
 from gpu_batch.worker.preprocess import (_EXIF_ORIENTATION, _EXIF_ROTATIONS, ImageAccessError, LetterboxGeometry,
-                                         decode_image, decode_image_and_time, image_capture_time, letterbox_cpu,
-                                         letterbox_geometry, letterbox_torch_batch)
+                                         decode_image, decode_image_and_time, image_capture_time, jpeg_cut_short,
+                                         letterbox_cpu, letterbox_geometry, letterbox_torch_batch)
 from gpu_batch.worker.results import FAILURE_IMAGE_OPEN, FAILURE_INFER, detections_entry
 from gpu_batch.worker.sources import ImageSource, SourceError
 
@@ -162,7 +162,8 @@ class CpuStages:
         return CPU_BATCH_SIZE
 
     def prepare(self, source: ImageSource, name: str) -> Prepared:
-        """Fetch and decode one image (a fetch thread). Never raises: problems become failures.
+        """Fetch and decode one image (a fetch thread). Never raises: problems become failures. A JPEG cut short
+        (``preprocess.jpeg_cut_short``) that decodes is marked ``damaged``, on the CPU and the CUDA path alike.
 
         Why fetching and decoding are told apart: a read that failed says nothing about the image (retryable unless
         the source says it is gone), while bytes that cannot be decoded fail the same way every time (permanent).
@@ -176,7 +177,10 @@ class CpuStages:
             logger.warning("image %r: unexpected %s while fetching: %s", name, type(exc).__name__, exc)
             return Prepared(name, failure=FAILURE_IMAGE_OPEN, failure_reason=contract.REASON_DOWNLOAD)
         try:
-            return self._prepare(data, name)
+            item = self._prepare(data, name)
+            # both devices: the bytes are here, and only their tail is read (no second decode)
+            item.damaged = item.failure is None and jpeg_cut_short(data)
+            return item
         except ImageAccessError as exc:
             logger.info("image %r: %s (%s)", name, exc, exc.reason)
             return Prepared(name, failure=FAILURE_IMAGE_OPEN, failure_reason=exc.reason)

@@ -66,6 +66,7 @@ class ShardSummary:
     failed: int = 0
     retryable: int = 0  # of ``failed``: the ones the next attempt runs again
     failure_reasons: dict[str, int] = field(default_factory=dict)  # failed images by failure_reason
+    damaged: int = 0  # of the successes: JPEGs cut short, decoded as far as they go (``preprocess.jpeg_cut_short``)
     skipped_resumed: int = 0
     seconds: float = 0.0
     batch_size: int = 0
@@ -91,7 +92,7 @@ class ShardSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return {"images": self.images, "done": self.done, "failed": self.failed, "retryable": self.retryable,
-                "failure_reasons": dict(sorted(self.failure_reasons.items())),
+                "failure_reasons": dict(sorted(self.failure_reasons.items())), "damaged": self.damaged,
                 "skipped_resumed": self.skipped_resumed, "seconds": round(self.seconds, 3),
                 "img_s": round(self.done / self.seconds, 3) if self.seconds > 0 else 0.0}
 
@@ -178,15 +179,22 @@ def run_images(names: Sequence[str], source: ImageSource, model: LoadedModel, wr
     buckets = _Buckets(batch_size)
     clock = StageClock()
     clock.first("pipeline_start")
-    emit = _result_emitter(writer, summary, meter, stop_check)
+    damaged: set[str] = set()  # names the fetch threads found cut short (``Prepared.damaged``); few, if any
+    emit = _result_emitter(writer, summary, meter, stop_check, damaged)
 
     tuner = _share_tuner(stages, options, clock, str(model.device))
     pending: set[Future[Prepared]] = set()
     todo = iter(names)
     pool = ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="fetch-decode")
 
+    def prepare(name: str) -> Prepared:
+        item = stages.prepare(source, name)
+        if item.damaged:  # before its future completes, so before its entry is emitted
+            damaged.add(name)
+        return item
+
     def submit(name: str) -> Future[Prepared]:
-        return pool.submit(stages.prepare, source, name)
+        return pool.submit(prepare, name)
 
     try:
         with BatchOverlap(stages, emit, clock, pad_to=batch_size if stages.pads_tail else None,
@@ -243,8 +251,11 @@ def _choose_cudnn_tuning(images: int, options: PipelineOptions, summary: ShardSu
 
 
 def _result_emitter(writer: ResultWriter, summary: ShardSummary, meter: _Throughput,
-                    stop_check: Callable[[], None] | None) -> Callable[[list[Entry]], None]:
+                    stop_check: Callable[[], None] | None,
+                    damaged: set[str] | frozenset[str] = frozenset()) -> Callable[[list[Entry]], None]:
     """The callback every finished entry goes through: to ``writer``, into ``summary`` and the throughput log.
+    ``damaged``: the names of JPEGs cut short; their entries go to the writer as such (never changed), and a success
+    among them counts in ``summary.damaged``.
 
     Why one callback for the fetch failures and for ``BatchOverlap``'s results (which it emits on this thread):
     every image is counted and written the same way, and a writer error or a stop request is raised right after
@@ -252,8 +263,10 @@ def _result_emitter(writer: ResultWriter, summary: ShardSummary, meter: _Through
     """
     def emit(entries: list[Entry]) -> None:
         for entry in entries:
-            writer.add(entry)
+            cut_short = entry["file"] in damaged and "failure" not in entry
+            writer.add(entry, damaged=cut_short)
             summary.done += 1
+            summary.damaged += cut_short
             if "failure" in entry:
                 summary.failed += 1
                 reason = contract.failure_reason(entry) or contract.REASON_UNCLASSIFIED

@@ -105,6 +105,35 @@ def exif_capture_time(exif: Mapping[int, Any] | None) -> str | None:
     return value
 
 
+# Bytes a camera or a copy may leave after a JPEG's end-of-image marker: cards' preallocated files and some cameras'
+# fixed-size writes fill the rest with zeros, others with 0xFF (JPEG's fill byte).
+_JPEG_PADDING = b"\x00\xff"
+_JPEG_SOI, _JPEG_EOI = b"\xff\xd8", b"\xff\xd9"
+_TAIL_WINDOW = 64 * 1024  # the padding is skipped this many bytes at a time, so a long run costs no full copy
+
+
+def jpeg_cut_short(data: bytes) -> bool:
+    """Whether ``data`` is a JPEG (it starts with the start-of-image marker) whose end-of-image marker (FF D9) is
+    missing: the last bytes before any trailing padding (zeros or 0xFF) are something else. Such a file was cut
+    short (a camera that lost power mid-write, a partial upload or copy) and decodes "as far as it goes", with gray
+    fill (``LOAD_TRUNCATED_IMAGES``, as in MegaDetector): its detections stand, but the user should re-copy it.
+
+    Why from the bytes: they are in memory already, and the check reads only the tail (no second decode, no full
+    copy). Any other format (PNG, TIFF...) is never called cut short here.
+    """
+    if data[:2] != _JPEG_SOI:
+        return False
+    end = len(data)
+    while end > 2:
+        start = max(2, end - _TAIL_WINDOW)
+        kept = len(data[start:end].rstrip(_JPEG_PADDING))
+        if kept:
+            end = start + kept
+            break
+        end = start
+    return data[max(0, end - 2):end] != _JPEG_EOI
+
+
 def decode_image(data: bytes) -> np.ndarray:
     """Decode image bytes the way MegaDetector's ``load_image`` does; returns the ``np.asarray`` of the PIL image.
 

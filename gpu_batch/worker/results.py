@@ -27,6 +27,13 @@ the shard. After the last flush (``ResultWriter.close``), a blob output also get
 tied to the ETag Put Blob returned for the results, so the poll counts coverage without parsing them. Best effort
 too: without it (or with a stale one) the app parses the results, as before.
 
+Photos cut short (a JPEG without its end-of-image marker, decoded as far as it goes: ``preprocess.jpeg_cut_short``)
+keep MegaDetector's entry; the writer names the successful ones in the document's ``info.trapbatch.damaged`` (sorted),
+written with their entries in each flush, so a restarted attempt keeps them with the entries it resumes
+(``load_resumable_state``). A blob output also gets, after each flush while there are any,
+``layout.attempt_damaged_blob``: ``damaged_document``, the same names tied to the results' ETag, which the merge
+reads instead of the results (``activities.shard_results.shard_damaged``); best effort as the counter.
+
 Must not: run models or decode images.
 """
 from __future__ import annotations
@@ -232,9 +239,35 @@ def progress_document(images_done: int) -> bytes:
     return json.dumps({"images_done": images_done}, separators=(",", ":")).encode("utf-8")
 
 
+DAMAGED_VERSION = 1
+
+
+def damaged_document(results_etag: str, names: Iterable[str]) -> bytes:
+    """What ``layout.attempt_damaged_blob`` holds: the attempt's photos cut short (successes, sorted) in the results
+    document that Put Blob stored with ``results_etag``. Why tied to it: a reader whose results blob has another
+    ETag now (the worker died between the two writes, another run rewrote them) reads the names from the results'
+    ``info`` instead (``activities.shard_results.shard_damaged``)."""
+    return json.dumps({"version": DAMAGED_VERSION, "results_etag": contract.plain_etag(results_etag),
+                       "damaged": sorted(names)}, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def damaged_in(doc: Any) -> list[str]:
+    """The names a results document's ``info.trapbatch.damaged`` lists (none for a document without them)."""
+    info = doc.get("info") if isinstance(doc, dict) else None
+    own = info.get("trapbatch") if isinstance(info, dict) else None
+    names = own.get("damaged") if isinstance(own, dict) else None
+    return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
+
+
 def load_resumable(sink: ResultSink, wanted: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """``load_resumable_state``'s entries alone."""
+    return load_resumable_state(sink, wanted)[0]
+
+
+def load_resumable_state(sink: ResultSink, wanted: Iterable[str]) -> tuple[dict[str, dict[str, Any]], set[str]]:
     """Entries from a previous run of this attempt that can be kept, for images still wanted: successes and
-    permanent failures (a corrupt image stays corrupt).
+    permanent failures (a corrupt image stays corrupt); and which of the kept successes it named damaged (cut short:
+    ``info.trapbatch.damaged``), which are not decoded again.
 
     Retryable failures are dropped so that the image is tried again, and so are failures without a kind (written
     before kinds existed: they may have been transient read errors). An unreadable or invalid previous output is
@@ -242,7 +275,7 @@ def load_resumable(sink: ResultSink, wanted: Iterable[str]) -> dict[str, dict[st
     """
     data = sink.read()
     if not data:
-        return {}
+        return {}, set()
     try:
         doc = json.loads(data)
         images = doc["images"]
@@ -251,7 +284,7 @@ def load_resumable(sink: ResultSink, wanted: Iterable[str]) -> dict[str, dict[st
     except (ValueError, KeyError, TypeError) as exc:
         logger.warning("previous output %s is not a valid results document (%s); starting this shard over",
                        sink.describe(), exc)
-        return {}
+        return {}, set()
     wanted_set = set(wanted)
     kept = {}
     for entry in images:
@@ -262,7 +295,8 @@ def load_resumable(sink: ResultSink, wanted: Iterable[str]) -> dict[str, dict[st
                 kept[entry["file"]] = entry
         elif "failure" not in entry and isinstance(entry.get("detections"), list):
             kept[entry["file"]] = entry
-    return kept
+    damaged = {n for n in damaged_in(doc) if n in kept and not contract.is_failure(kept[n])}
+    return kept, damaged
 
 
 class ResultWriter:
@@ -273,7 +307,9 @@ class ResultWriter:
     ``flush_when(n_new)`` may ask for an immediate flush once that many new entries were added;
     ``progress``, when given, receives ``progress_document`` after each flush (best effort);
     ``coverage``, when given, receives the coverage summary of the final document after ``close`` (best effort; only
-    when the sink returned an identity for it, i.e. a blob's ETag).
+    when the sink returned an identity for it, i.e. a blob's ETag);
+    ``damaged``: the kept entries' names that were cut short (``load_resumable_state``); ``damaged_sink``, when
+    given, receives ``damaged_document`` after each flush while there are any (best effort, as ``progress``).
     """
 
     ENCODE_SECONDS = 0.5  # how often the flushing thread encodes newly added entries between flushes
@@ -284,9 +320,12 @@ class ResultWriter:
     def __init__(self, sink: ResultSink, info: Mapping[str, Any], initial: Mapping[str, dict[str, Any]] | None = None,
                  flush_seconds: float = 5.0, on_flushed: Callable[[int], None] | None = None,
                  flush_at_new: int | None = None, progress: ResultSink | None = None,
-                 coverage: CoverageTarget | None = None, view: ViewTarget | None = None) -> None:
+                 coverage: CoverageTarget | None = None, view: ViewTarget | None = None,
+                 damaged: Iterable[str] = (), damaged_sink: ResultSink | None = None) -> None:
         self.sink = sink
         self.progress = progress
+        self.damaged_sink = damaged_sink
+        self._damaged: set[str] = set(damaged)  # successes cut short (``add``), named in every flush's ``info``
         self.coverage = coverage
         self.view = view
         # the last flush: the identity its write returned, its entries and its bytes (the merge view reads those)
@@ -318,9 +357,15 @@ class ResultWriter:
         self.flush()
         self._thread.start()
 
-    def add(self, entry: dict[str, Any]) -> None:
+    def add(self, entry: dict[str, Any], damaged: bool = False) -> None:
+        """Add (or replace) ``entry``; ``damaged``: its photo was cut short and decoded as far as it goes (a success
+        whose entry stays MegaDetector's; the document's ``info`` names it)."""
         with self._lock:
             self._entries[entry["file"]] = entry
+            if damaged:
+                self._damaged.add(entry["file"])
+            else:
+                self._damaged.discard(entry["file"])
             self._fresh.append(entry)
             self._new += 1
             due = self.flush_at_new is not None and self._new >= self.flush_at_new
@@ -344,8 +389,12 @@ class ResultWriter:
         with self._lock:
             entries = list(self._entries.values())
             new = self._new
+            damaged = sorted(self._damaged)
             self._dirty.clear()
-        data = self._document_bytes(entries, {**self.info, **(extra_info or {})})
+        info = {**self.info, **(extra_info or {})}
+        if damaged:  # beside trapbatch's other fields of the shard's ``info``; entries stay MegaDetector's
+            info["trapbatch"] = {**(info.get("trapbatch") or {}), "damaged": damaged}
+        data = self._document_bytes(entries, info)
         last: OutputNotWritable | None = None
         # transient storage errors: a short retry before declaring the output lost (``OutputTaken`` passes through:
         # another run wrote the results, and a retry would overwrite them)
@@ -361,6 +410,11 @@ class ResultWriter:
             self._dirty.set()  # not written: the next flush writes these entries too
             raise last
         self._written = (identity, entries, data)
+        if self.damaged_sink is not None and damaged and identity:
+            try:
+                self.damaged_sink.write(damaged_document(identity, damaged))
+            except OutputNotWritable as exc:  # the names are in the results' info; the merge reads them there
+                logger.warning("damaged list %s not written: %s", self.damaged_sink.describe(), exc)
         if self.progress is not None:
             try:
                 self.progress.write(progress_document(len(entries)))

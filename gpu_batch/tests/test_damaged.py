@@ -1,0 +1,156 @@
+"""Photos cut short: a JPEG without its end-of-image marker is decoded as far as it goes (as MegaDetector does) and
+keeps MegaDetector's entry, but the attempt names it, on the CPU and the CUDA decode path alike.
+
+Why: a camera that lost power mid-write or a partial copy leaves such files, and the ecologist should re-copy them
+from the cards; before, they counted as whole photos and nobody learnt of them.
+"""
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from gpu_batch.tests.imagegen import jpeg_bytes, textured
+from gpu_batch.worker.loader import LoadedModel, load_model
+from gpu_batch.worker.pipeline import PipelineOptions, ShardSummary, run_images
+from gpu_batch.worker.preprocess import jpeg_cut_short
+from gpu_batch.worker.results import (FileSink, ResultWriter, damaged_document, detections_entry,
+                                      load_resumable_state)
+from gpu_batch.worker.sources import LocalFolderSource
+
+
+def _png(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _images() -> dict[str, bytes]:
+    whole = jpeg_bytes(textured(320, 240, 5))
+    cut = whole[: len(whole) * 2 // 3]
+    return {
+        "whole.jpg": whole,
+        "truncated.jpg": cut,  # a partial copy
+        "zero-filled.jpg": cut + b"\0" * (len(whole) - len(cut)),  # a preallocated file the camera never finished
+        "zero-padded.jpg": whole + b"\0" * 70_000,  # whole, then padding some cameras write (past one tail window)
+        "ff-padded.jpg": whole + b"\xff" * 16,
+        "image.png": _png(textured(150, 90, 9)),
+        "broken.jpg": b"\xff\xd8not a jpeg at all",  # fails to decode: a failure, never "damaged"
+    }
+
+
+CUT_SHORT = {"truncated.jpg", "zero-filled.jpg"}
+
+
+def test_a_jpeg_is_cut_short_only_when_its_end_marker_is_missing_before_any_padding() -> None:
+    images = _images()
+    assert {name for name, data in images.items() if jpeg_cut_short(data)} == CUT_SHORT | {"broken.jpg"}
+    assert not jpeg_cut_short(b"") and not jpeg_cut_short(b"\xff")
+    assert jpeg_cut_short(b"\xff\xd8" + b"\0" * 200_000)  # nothing but padding after the start marker
+
+
+@pytest.fixture(scope="module")
+def model(checkpoint: Path) -> LoadedModel:
+    return replace(load_model(checkpoint, device="cpu", image_size=256), stride=64)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("damaged")
+    for name, data in _images().items():
+        (root / name).write_bytes(data)
+    return root
+
+
+def test_the_cpu_pipeline_names_the_cut_short_jpegs_and_leaves_their_entries_as_megadetector_writes_them(
+        model: LoadedModel, folder: Path, tmp_path: Path) -> None:
+    names = sorted(_images())
+    sink = FileSink(tmp_path / "out.json")
+    writer = ResultWriter(sink, {"detector": "test", "trapbatch": {"shard_id": "s0"}}, flush_seconds=60)
+    summary = ShardSummary(images=len(names))
+    writer.start()
+    try:
+        run_images(names, LocalFolderSource(folder), model, writer, 0.005, PipelineOptions(batch_size=3, workers=2),
+                   summary)
+    finally:
+        writer.close()
+    doc = json.loads(sink.read() or b"")
+    entries = {e["file"]: e for e in doc["images"]}
+    assert doc["info"]["trapbatch"] == {"shard_id": "s0", "damaged": sorted(CUT_SHORT)}
+    assert summary.damaged == 2 and summary.to_dict()["damaged"] == 2
+    for name in CUT_SHORT:  # a success with MegaDetector's keys only: the results do not change
+        assert set(entries[name]) == {"file", "detections", "width", "height"}, entries[name]
+    assert "failure" in entries["broken.jpg"] and "failure" not in entries["image.png"]
+
+
+def test_the_cuda_stages_mark_the_cut_short_jpegs_they_decode_exactly_and_not_the_header_path(
+        model: LoadedModel, folder: Path) -> None:
+    from gpu_batch.tests.test_image_size import _cuda_stages_on_cpu
+
+    stages = _cuda_stages_on_cpu(model)
+    source = LocalFolderSource(folder)
+    prepared = {name: stages.prepare(source, name) for name in _images()}
+    assert {name for name, it in prepared.items() if it.damaged} == CUT_SHORT
+    assert all(prepared[name].pixels is not None for name in CUT_SHORT)  # the exact PIL decode, gray fill
+    assert prepared["whole.jpg"].jpeg is not None and prepared["zero-padded.jpg"].jpeg is not None  # nvJPEG's
+
+
+class _EtagSink:
+    def __init__(self) -> None:
+        self.data: bytes | None = None
+        self.writes = 0
+
+    def read(self) -> bytes | None:
+        return self.data
+
+    def write(self, data: bytes) -> str | None:
+        self.data, self.writes = data, self.writes + 1
+        return f"0x{self.writes:04X}"
+
+    def describe(self) -> str:
+        return "etag sink"
+
+
+def test_the_damaged_list_follows_every_flush_with_the_results_etag_and_a_resumed_run_keeps_it() -> None:
+    results, listed = _EtagSink(), _EtagSink()
+    w = ResultWriter(results, {"trapbatch": {}}, flush_seconds=60, damaged_sink=listed)
+    w.start()
+    assert listed.data is None  # none cut short: nothing written
+    w.add(detections_entry("b.jpg", [], 64, 48), damaged=True)
+    w.add(detections_entry("a.jpg", [], 64, 48))
+    w.flush()
+    assert json.loads(listed.data or b"") == json.loads(damaged_document("0x0002", ["b.jpg"]))
+    w.add(detections_entry("c.jpg", [], 64, 48), damaged=True)
+    w.close({"trapbatch": {"complete": True}})
+    assert json.loads(listed.data or b"") == {"version": 1, "results_etag": "0x0003", "damaged": ["b.jpg", "c.jpg"]}
+    assert json.loads(results.data or b"")["info"]["trapbatch"] == {"complete": True, "damaged": ["b.jpg", "c.jpg"]}
+
+    kept, damaged = load_resumable_state(results, ["a.jpg", "b.jpg"])  # c.jpg is no longer in the manifest
+    assert set(kept) == {"a.jpg", "b.jpg"} and damaged == {"b.jpg"}
+    again = _EtagSink()
+    resumed = ResultWriter(again, {}, initial=kept, damaged=damaged, flush_seconds=60)
+    resumed.start()
+    resumed.close()
+    assert json.loads(again.data or b"")["info"]["trapbatch"] == {"damaged": ["b.jpg"]}
+
+
+def test_a_blob_shard_writes_its_damaged_list_beside_its_results() -> None:
+    from types import SimpleNamespace
+
+    from gpu_batch import layout
+    from gpu_batch.manifest import ShardManifest
+    from gpu_batch.worker.__main__ import _damaged_sink
+
+    opened: list[tuple[str, str]] = []
+    service = SimpleNamespace(get_blob_client=lambda container, name: opened.append((container, name)))
+    manifest: Any = ShardManifest(task_id="task-0123456789abcdef0123", shard_id="s00007", attempt=2,
+                                  source_container="cams", images=("a.jpg",), output_container="state",
+                                  output_blob="x", model="m.pt")
+    assert _damaged_sink(True, service, manifest) is not None
+    assert opened == [("state", layout.attempt_damaged_blob("task-0123456789abcdef0123", "s00007", 2))]
+    assert _damaged_sink(False, None, manifest) is None
