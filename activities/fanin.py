@@ -41,6 +41,7 @@ from azure.core.exceptions import ResourceNotFoundError
 
 from activities.decided import task_settings
 from activities.merge import _merged_shard, _results_info, task_threshold
+from activities.shard_results import shard_damaged
 from adapters import clients
 from adapters.block_writer import BlockBlobWriter
 from adapters.blobs import BlobStore
@@ -104,6 +105,7 @@ def run_merge_part(payload: c.MergePartInput, settings: Settings, store: BlobSto
     threshold = task_threshold(store, settings, task_id, _task_model(store, settings, task_id))
     formatter = ShardFormatter(task_id, threshold, search=removal is None)
     missing = viewed = 0
+    damaged: list[str] = []  # the part's photos cut short (the original variant's merge: a removal keeps the list)
     container = settings.container
     # streamed into their blobs as written (a part's fragments are ~100 MB at its default size; the instance's
     # local disk is shared by eight activities: core.scratch)
@@ -129,6 +131,7 @@ def run_merge_part(payload: c.MergePartInput, settings: Settings, store: BlobSto
                 json_part, csv_part = formatter.add_shard(entries)
             if removal is None:
                 record_merged(store, container, task_id, index, listed)
+                damaged += shard_damaged(store, settings, task_id, layout.shard_id(index), listed)
             out.write(json_part)  # one write per shard: the same bytes as one per entry
             table_file.write(csv_part)
     json_bytes, csv_bytes = out.bytes_written, table_file.bytes_written
@@ -138,10 +141,48 @@ def run_merge_part(payload: c.MergePartInput, settings: Settings, store: BlobSto
         write_folders(store, container, task_id, part, formatter.folders)
     logger.info("task %s merge part %d: %d of %d shards from the workers' merge views", task_id, part, viewed,
                 payload["shards"])
-    return {"part": part, **formatter.counts, "missing": missing,  # type: ignore[typeddict-item]
-            "failure_reasons": dict(sorted(formatter.reasons.items())), "json_bytes": json_bytes,
-            "csv_bytes": csv_bytes, "detections_considered": formatter.considered,
-            "marked": removal.marked if removal is not None else 0}
+    result: c.MergePartOutput = {
+        "part": part, **formatter.counts, "missing": missing,  # type: ignore[typeddict-item]
+        "failure_reasons": dict(sorted(formatter.reasons.items())), "json_bytes": json_bytes, "csv_bytes": csv_bytes,
+        "detections_considered": formatter.considered, "marked": removal.marked if removal is not None else 0}
+    if damaged:  # only then: a part without any returns what it returned before (the output is kept in the history)
+        rows = damaged_rows(damaged)
+        store.write_bytes(container, layout.merge_part_blob(task_id, part, "damaged.csv", variant), rows, "text/csv")
+        result["damaged"], result["damaged_bytes"] = len(damaged), len(rows)
+    return result
+
+
+DAMAGED_HEADER = b"file\r\n"
+
+
+def damaged_rows(names: list[str]) -> bytes:
+    """CSV rows of ``names`` (one column, quoted where a name needs it), as the ``csv`` module writes them."""
+    text = io.StringIO(newline="")
+    rows = csv.writer(text)
+    for name in names:
+        rows.writerow([name])
+    return text.getvalue().encode("utf-8")
+
+
+def write_damaged(store: BlobStore, container: str, task_id: str, sizes: list[int]) -> list[str]:
+    """Compose ``layout.damaged_blob`` (a ``file`` header, then each part's rows in part order) from the parts'
+    fragments of ``sizes`` bytes, or delete one an earlier merge of this generation left when none has any; returns
+    the first few names (``c.DAMAGED_EXAMPLES``) for the status. Why composed: a card of photos cut short is as many
+    rows as photos, and the combine holds none of them."""
+    name = layout.damaged_blob(task_id)
+    if not any(sizes):
+        store.delete_if_exists(container, name)
+        return []
+    pieces: list[Piece] = [DAMAGED_HEADER]
+    pieces += [(layout.merge_part_blob(task_id, p, "damaged.csv"), 0, n) for p, n in enumerate(sizes) if n > 0]
+    compose_blob(store, container, name, pieces, "text/csv; charset=utf-8")
+    first = next(p for p, n in enumerate(sizes) if n > 0)
+    text = read_range(store, container, layout.merge_part_blob(task_id, first, "damaged.csv"), 0,
+                      min(sizes[first], 16 * 1024)).decode("utf-8", errors="replace")
+    rows = list(csv.reader(io.StringIO(text, newline="")))
+    if sizes[first] > 16 * 1024:
+        rows = rows[:-1]  # the last row may be cut by the range
+    return [row[0] for row in rows if row][: c.DAMAGED_EXAMPLES]
 
 
 def merged_results(listed: dict[str, str]) -> dict[str, str]:
@@ -345,6 +386,8 @@ def run_merge_combine(payload: c.MergeCombineInput, settings: Settings, store: B
               "detection_categories": mdformat.DETECTION_CATEGORIES, "images": payload["images"]}
     store.write_bytes(container, layout.preview_sample_blob(task_id, variant),
                       json.dumps(sample, ensure_ascii=False).encode("utf-8"), "application/json")
+    examples = (write_damaged(store, container, task_id, list(payload.get("damaged_bytes") or []))
+                if variant != REPEATS_REMOVED else [])
     groups = 0
     if variant != REPEATS_REMOVED:
         groups = plan_groups(store, container, task_id, len(json_sizes),
@@ -353,7 +396,11 @@ def run_merge_combine(payload: c.MergeCombineInput, settings: Settings, store: B
                              max_folder_detections=payload.get("max_folder_detections",
                                                                settings.knobs.repeat_max_folder_detections))
     logger.info("task %s: combined %d merge parts (%s), %d repeat-search groups", task_id, len(json_sizes), how, groups)
-    return {"container": container, "search_groups": groups, "exports_parts": True, "exports_one_part": True}
+    out: c.MergeCombineOutput = {"container": container, "search_groups": groups, "exports_parts": True,
+                                 "exports_one_part": True}
+    if examples:
+        out["damaged_examples"] = examples
+    return out
 
 
 def plan_groups(store: BlobStore, container: str, task_id: str, parts: int, per_group: int, work: str = "",

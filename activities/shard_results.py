@@ -20,6 +20,8 @@ import json
 import logging
 from typing import Any, Iterable, Iterator
 
+from azure.core.exceptions import ResourceNotFoundError
+
 from adapters.blobs import BlobStore
 from core import mdformat
 from core.settings import Settings
@@ -125,6 +127,40 @@ def images_to_rerun(store: BlobStore, settings: Settings, task_id: str, sid: str
     if summarized is not None:
         return [name for name in images if name in summarized.not_final]
     return missing_images(images, done_images(store, settings, task_id, sid))
+
+
+def shard_damaged(store: BlobStore, settings: Settings, task_id: str, sid: str, listed: dict[str, str]) -> list[str]:
+    """The shard's photos cut short (JPEGs decoded as far as they go: successes whose entries are MegaDetector's), from
+    each attempt's ``layout.attempt_damaged_blob``, sorted; ``listed``: the shard's blobs and ETags (one listing).
+
+    Costs nothing for a shard without any (no such blob is listed). A list whose results ETag is not the results
+    blob's now (the worker died between the two writes, or another run rewrote the results) is not trusted: the names
+    come from that results document's ``info`` (``gpu_batch.worker.results.damaged_in``). Why every attempt's: a
+    success is final, so an image cut short is run, and named, by one attempt only (a run of the same attempt that
+    resumed keeps the names with the entries)."""
+    from gpu_batch.worker.results import damaged_in  # torch-free, as the merge view the merge reads
+
+    names: set[str] = set()
+    for name, etag in listed.items():
+        attempt = layout.attempt_of_results_blob(name)
+        damaged_name = layout.attempt_damaged_blob(task_id, sid, attempt) if attempt is not None else ""
+        if damaged_name not in listed:
+            continue
+        try:
+            doc = json.loads(store.read_bytes_or_none(settings.container, damaged_name) or b"null")
+        except (ValueError, UnicodeDecodeError):
+            doc = None
+        if isinstance(doc, dict) and contract.plain_etag(str(doc.get("results_etag") or "")) == contract.plain_etag(etag):
+            found = doc.get("damaged")
+            if isinstance(found, list):
+                names.update(n for n in found if isinstance(n, str))
+            continue
+        try:
+            names.update(damaged_in(jsonio.loads(store.read_bytes(settings.container, name))))
+        except (ValueError, UnicodeDecodeError, ResourceNotFoundError):
+            logger.warning("task %s shard %s: results %s unreadable; its photos cut short are not listed", task_id,
+                           sid, name)
+    return sorted(names)
 
 
 def progress_count(store: BlobStore, settings: Settings, task_id: str, sid: str, attempt: int) -> int | None:

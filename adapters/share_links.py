@@ -89,7 +89,8 @@ VARIANTS = ("", layout.REPEATS_REMOVED)
 
 def result_files(store: BlobStore, container: str, task_id: str) -> dict[str, dict[str, Any]]:
     """The files a task's people may download, per results variant that exists (``original`` / ``repeats-removed``):
-    ``results`` and ``csv`` (blob names), ``exports`` (name relative to the variant's exports folder -> blob) and
+    ``results`` and ``csv`` (blob names), the original's ``damaged`` (the photos cut short, ``layout.damaged_blob``,
+    when there were any), ``exports`` (name relative to the variant's exports folder -> blob) and
     ``thresholds`` (the CSVs at other thresholds that ``POST .../previews`` wrote: threshold -> blob)."""
     found: dict[str, dict[str, Any]] = {}
     for variant in VARIANTS:
@@ -99,6 +100,8 @@ def result_files(store: BlobStore, container: str, task_id: str) -> dict[str, di
         entry: dict[str, Any] = {"results": results}
         if store.exists(container, layout.csv_blob(task_id, variant)):
             entry["csv"] = layout.csv_blob(task_id, variant)
+        if not variant and store.exists(container, layout.damaged_blob(task_id)):  # one list for both variants
+            entry["damaged"] = layout.damaged_blob(task_id)
         prefix = layout.exports_prefix(task_id, variant)
         others = tuple(layout.exports_prefix(task_id, v) for v in VARIANTS if v and v != variant)
         # not the work folders (".parts/", ".zooniverse-parts/"): an exports step that failed before its clean-up

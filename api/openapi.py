@@ -330,6 +330,14 @@ def description(base_url: str = "") -> dict[str, Any]:
                                         "properties": {"count": {"type": "integer", "minimum": 1},
                                                        "examples": {"type": "array", "items": {"type": "object"}},
                                                        "hint": {"type": "string"}}},
+                    "damaged": {"type": "object", "description": "photos cut short (JPEGs without their end-of-image "
+                                "marker: power lost mid-write, a partial copy), detected as far as they go with gray "
+                                "fill as MegaDetector does: their results stand, but copy them again from the cards. "
+                                "How many, the first few names, the blob listing all of them (damaged.csv, which GET "
+                                ".../results links) and what to do. Absent: none",
+                                "properties": {"count": {"type": "integer", "minimum": 1},
+                                               "examples": {"type": "array", "items": {"type": "string"}},
+                                               "blob": {"type": "string"}, "hint": {"type": "string"}}},
                     "not_images": {"type": "object", "description": "files the listing found that are not images "
                                    "trapbatch runs (videos, other formats, sidecar and hidden files): how many, and "
                                    "the largest kinds (by extension); GET .../results lists every kind with "
@@ -396,7 +404,8 @@ def description(base_url: str = "") -> dict[str, Any]:
                         "container": {"type": "string"}, "blob": {"type": "string"}, "csv": {"type": "string"},
                         "url": {"type": "string"},
                         "files": {"type": "object", "description": "per results variant (original, repeats-removed), "
-                                  "its blob names: results, csv, exports, thresholds"}}}}},
+                                  "its blob names: results, csv, exports, thresholds, and the original's damaged (damaged.csv: the "
+                                  "photos cut short, when there were any)"}}}}},
                 "CancelRequested": {"type": "object", "required": ["id", "cancel_requested"], "properties": {
                     "id": {"type": "string"}, "cancel_requested": {"const": True}, "hint": {"type": "string"}}},
                 "PreviewsDeleted": {"type": "object", "required": ["id", "deleted"], "properties": {

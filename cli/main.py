@@ -235,6 +235,14 @@ def _summary(st: dict[str, Any]) -> None:
                                      f"{example.get('reason')}"))
         if given_up.get("hint"):
             table.add_row("next", escape(in_cli_words(str(given_up["hint"]))))
+    damaged = st.get("damaged")
+    if isinstance(damaged, dict) and damaged.get("count"):  # photos cut short: results stand, re-copy them
+        count = int(damaged["count"])
+        examples = ", ".join(str(e) for e in damaged.get("examples") or [])
+        table.add_row("damaged", escape(f"{count} photo{'' if count == 1 else 's'} cut short (no JPEG end marker), "
+                                        f"detected as far as they go; re-copy them from the cards: damaged.csv "
+                                        f"(trapbatch results {st.get('id')})" + (f"; e.g. {examples}" if examples
+                                                                                 else "")))
     if st.get("stage") == Stage.awaiting_confirmation and not is_final(st):  # what it waits for, and the commands
         table.add_row("next", awaiting_line(st))
     results: dict[str, Any] = st["results"] if isinstance(st.get("results"), dict) else {}

@@ -334,6 +334,11 @@ class MergeOutput(TypedDict):
     # the exports can fan out over the same ranges (orchestrations.exports)
     parts: NotRequired[list[list[int]]]
     exports_fan_out: NotRequired[bool]  # one part's exports fan out too (MergeCombineOutput.exports_one_part)
+    # photos cut short (JPEGs decoded as far as they go; their results stand), the list of all of them and the first
+    # few; absent: none, or a merge from before they were counted
+    damaged: NotRequired[int]
+    damaged_blob: NotRequired[str]
+    damaged_examples: NotRequired[list[str]]
 
 
 class PreviewsInput(TypedDict):
@@ -473,6 +478,9 @@ class TaskStatus(TypedDict, total=False):
     # shards given up after every attempt: {"count", "examples": [GivenUpShard...], "hint"}; absent: none
     shards_given_up: dict[str, Any]
     images_done: int  # a cancelled or failed task: images with a final result when the pool work ended
+    # photos cut short, decoded as far as they go (their results stand; copy them again from the cards):
+    # {"count", "examples": [the first few names], "blob": the full list (layout.damaged_blob), "hint"}; absent: none
+    damaged: dict[str, Any]
     cut: str  # core.status_size.fit: what was shortened to fit the 16 KB status (absent: nothing; the output is whole)
 
 
@@ -791,6 +799,9 @@ class MergePartInput(TypedDict):
     search: NotRequired[str]  # the variant: the search id of the list ``remove`` refers to (checked against the blob)
 
 
+DAMAGED_EXAMPLES = 3  # photos cut short named in a task's status (``TaskStatus.damaged``); the list has them all
+
+
 class MergePartOutput(TypedDict):
     part: int
     images: int
@@ -804,6 +815,10 @@ class MergePartOutput(TypedDict):
     csv_bytes: int
     detections_considered: int  # eligible for the repeat search (0 for the variant: it does not search)
     marked: int  # repeated detections marked (the variant)
+    # photos cut short in the part's shards (``activities.shard_results.shard_damaged``) and the bytes of its
+    # ``damaged.csv`` fragment; absent: none (and from a part that ran before they were counted)
+    damaged: NotRequired[int]
+    damaged_bytes: NotRequired[int]
 
 
 class MergeCombineInput(TypedDict):
@@ -820,6 +835,9 @@ class MergeCombineInput(TypedDict):
     # folders with more eligible detections are not searched (TRAPBATCH_REPEAT_MAX_FOLDER_DETECTIONS; default
     # core.repeats.RepeatOptions().max_folder_detections)
     max_folder_detections: NotRequired[int]
+    # per part, the bytes of its ``damaged.csv`` fragment (photos cut short): the combine writes ``layout.damaged_blob``
+    # from them; absent: no part found any (or parts that ran before they were counted)
+    damaged_bytes: NotRequired[list[int]]
 
 
 class MergeCombineOutput(TypedDict):
@@ -832,6 +850,8 @@ class MergeCombineOutput(TypedDict):
     # activity spools ~2.7 kB an image to the local disk): fan_in then sets ``MergeOutput.exports_fan_out``. Absent
     # from a combine recorded before, so such an orchestration keeps the single exports call when it replays.
     exports_one_part: NotRequired[bool]
+    # the first few photos cut short of ``layout.damaged_blob`` (which it wrote), for the status; absent: none
+    damaged_examples: NotRequired[list[str]]
 
 
 class SearchRepeatsInput(TypedDict):

@@ -30,6 +30,7 @@ NOTE_CHARS = 200  # a best-effort step's failure, as a status shows it once the 
 EXAMPLES_SHOWN = 3  # given-up shards described, once the status is too large (``count`` says how many)
 UNMATCHED_SHOWN = 3  # unmatched clock corrections named, once the status is too large (``..._count`` says how many)
 UNMATCHED_CHARS = 120
+DAMAGED_SHOWN = 1  # photos cut short named, once the status is too large (``damaged.count`` says how many)
 SHORTEST_CHARS = 60  # a text is never cut below this (blob paths and ids are shorter, so never cut)
 CUT_KEY = "cut"
 
@@ -39,10 +40,12 @@ Path = tuple[Any, ...]  # keys and list indices from the status's top; "*": ever
 _LISTS: tuple[tuple[Path, int, str | None], ...] = (
     (("shards_given_up", "examples"), EXAMPLES_SHOWN, None),  # its "count" is every given-up shard
     (("results", "exports", "clock_corrections_unmatched"), UNMATCHED_SHOWN, "clock_corrections_unmatched_count"),
+    (("damaged", "examples"), DAMAGED_SHOWN, None),  # its "count" is every photo cut short, its "blob" lists them
 )
 # (a text, its characters at most)
 _NOTES: tuple[tuple[Path, int], ...] = (
     (("results", "exports", "clock_corrections_unmatched", "*"), UNMATCHED_CHARS),
+    (("damaged", "examples", "*"), UNMATCHED_CHARS),  # blob names of up to 1,024 characters
     (("shards_given_up", "examples", "*", "reason"), NOTE_CHARS),
     (("notification", "reason"), NOTE_CHARS),
     (("task_event", "reason"), NOTE_CHARS),

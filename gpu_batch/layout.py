@@ -414,6 +414,12 @@ def results_zip_part_blob(task_id: str, part: int) -> str:
     return f"{results_zip_work_prefix(task_id)}part-{part:05d}.deflate"
 
 
+def damaged_blob(task_id: str) -> str:
+    """The photos cut short (JPEGs without their end-of-image marker, decoded as far as they go: their results stand),
+    one CSV row ``file`` each, so the user can copy them again; written by the merge only when there are any."""
+    return f"{results_prefix(task_id)}damaged.csv"
+
+
 def repeats_blob(task_id: str) -> str:
     return f"{results_prefix(task_id)}repeated-detections.json"
 
@@ -615,7 +621,7 @@ def drop_error_blob(request_name: str) -> str:
 #     search-<g>.plan.json         the folders search group g looks at, and where their detections are
 #     search-<g>.found.json        the suspicious locations group g found
 
-MERGE_PART_KINDS = ("json", "csv", "sample.json", "folders.jsonl", "folders-index.json")
+MERGE_PART_KINDS = ("json", "csv", "sample.json", "folders.jsonl", "folders-index.json", "damaged.csv")
 SEARCH_KINDS = ("plan.json", "found.json")
 
 

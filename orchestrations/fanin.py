@@ -10,6 +10,9 @@ Here every activity is bounded whatever the task size (``activities.fanin`` says
                                                          (both best effort: ``repeat_search_error`` says why not)
     clean_merge_work                                     deletes the parts' work blobs (best effort)
 
+The parts also count the photos cut short (``activities.shard_results.shard_damaged``) and the combine lists them
+all in ``layout.damaged_blob`` when there are any; the merge output then carries ``damaged`` and a few examples.
+
 Used with ``yield from`` by the task orchestrator (``fan_in(...)`` where it called the merge) and the repeats removal
 (``variant=REPEATS_REMOVED``: parts mark the chosen locations, no search). Deterministic code only: the completion
 time comes from the orchestration clock, everything else from the activities' outputs.
@@ -37,7 +40,7 @@ from core import contracts as c
 from core.errors import failure_line
 from core.fanin import plan_parts
 from core.settings import OrchestrationKnobs
-from gpu_batch.layout import REPEATS_REMOVED, csv_blob, repeats_blob, results_blob
+from gpu_batch.layout import REPEATS_REMOVED, csv_blob, damaged_blob, repeats_blob, results_blob
 from orchestrations.retries import STORAGE_RETRY, call, call_all
 
 COUNTS = ("images", "failed", "with_detections", "detections", "empty", "missing")
@@ -80,6 +83,9 @@ def fan_in(context: df.DurableOrchestrationContext, task_id: str, model: str, im
     else:
         combine["detections_per_group"] = knobs.repeat_search_detections_per_group
         combine["max_folder_detections"] = knobs.repeat_max_folder_detections
+        damaged = sum(int(p.get("damaged", 0)) for p in parts)  # absent from parts recorded before: none
+        if damaged:  # only then: a combine input without it is what it was before
+            combine["damaged_bytes"] = [int(p.get("damaged_bytes", 0)) for p in parts]
     combined: c.MergeCombineOutput = yield from call(context, c.MERGE_COMBINE, STORAGE_RETRY, combine)
     merged: c.MergeOutput = {
         "results_blob": results_blob(task_id, variant), "csv_blob": csv_blob(task_id, variant),
@@ -93,6 +99,10 @@ def fan_in(context: df.DurableOrchestrationContext, task_id: str, model: str, im
     if variant == REPEATS_REMOVED:
         merged["detections_marked"] = sum(p["marked"] for p in parts)
     else:
+        if "damaged_bytes" in combine:  # the combine wrote the list of photos cut short
+            merged["damaged"] = damaged
+            merged["damaged_blob"] = damaged_blob(task_id)
+            merged["damaged_examples"] = list(combined.get("damaged_examples", []))
         groups = combined["search_groups"]
         try:  # the results are written: a search failing after its retries must not fail the task that holds them
             yield from call_all(context, c.SEARCH_REPEATS, [c.SearchRepeatsInput(task_id=task_id, group=g)

@@ -102,6 +102,20 @@ def _final_status(started: str, finished: str, enumeration: c.EnumerateOutput, o
     }
 
 
+def _damaged(merged: c.MergeOutput) -> dict[str, Any] | None:
+    """The status's ``damaged``: how many photos were JPEGs cut short (decoded as far as they go, with gray fill, as
+    MegaDetector does: their results stand, but what the camera did not write was never seen), the first few, where
+    the list of all of them is, and what to do; None when there were none (or a merge recorded before they were
+    counted, which an orchestration replaying its history gets back)."""
+    count = int(merged.get("damaged", 0))
+    if not count:
+        return None
+    return {"count": count, "examples": list(merged.get("damaged_examples", []))[: c.DAMAGED_EXAMPLES],
+            "blob": merged.get("damaged_blob", ""),
+            "hint": "JPEGs cut short (no end-of-image marker: power lost mid-write, a partial copy), detected as far as "
+                    "they go; copy them again from the cards, then post the request again with \"only_new\": true"}
+
+
 def _shards_given_up(outcomes: list[c.ShardsOutcome]) -> dict[str, Any] | None:
     """The status's ``shards_given_up``: how many shards failed every attempt, how the first few ended (the worker's
     exit code and words, or the pool's), and what to do; None when none was. Why: their images are only counted as
@@ -500,6 +514,9 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
     given_up = _shards_given_up(outcomes)
     if given_up is not None:
         summary["shards_given_up"] = given_up
+    damaged = _damaged(merged)
+    if damaged is not None:
+        summary["damaged"] = damaged
     if exports is not None:
         summary["results"]["exports"] = exports
     else:

@@ -197,6 +197,41 @@ def test_parallel_fan_in_writes_the_single_pass_bytes(task: Any, images_per_part
     assert json.loads(got["results"].decode("cp1252")) == doc
 
 
+def test_the_photos_cut_short_are_counted_and_listed_beside_the_results_which_stay_as_they_were(task: Any) -> None:
+    """The workers' lists of JPEGs cut short (``layout.attempt_damaged_blob``) reach the merge output and
+    ``damaged.csv``: a list tied to the results' ETag as they are is read, one that is not (the worker died between
+    the two writes) gives way to the names in those results' ``info``. The results and CSV keep their bytes."""
+    from gpu_batch.worker.results import damaged_document
+
+    settings, store, tid, counts = task
+    reference = run_merge(tid, MODEL, T0.isoformat(), settings, store)
+    expected = _outputs(settings, store, tid)
+    first = ShardManifest.from_dict(store.read_json(settings.container, layout.manifest_blob(tid, "s00000", 1)))
+    etag = store.etag_or_none(settings.container, first.output_blob) or ""
+    store.write_bytes(settings.container, layout.attempt_damaged_blob(tid, "s00000", 1),
+                      damaged_document(etag, [first.images[2], first.images[0]]))
+    stale = ShardManifest.from_dict(store.read_json(settings.container, layout.manifest_blob(tid, "s00006", 1)))
+    doc = store.read_json(settings.container, stale.output_blob)
+    doc["info"] = {"trapbatch": {"damaged": [stale.images[1]]}}
+    store.write_bytes(settings.container, stale.output_blob, json.dumps(doc).encode())
+    store.write_bytes(settings.container, layout.attempt_damaged_blob(tid, "s00006", 1),
+                      damaged_document("0xOLDER", [stale.images[3]]))
+
+    run = run_orchestrator(merge_orchestrator, {"task_id": tid, "model": MODEL, "images_per_part": 12, **counts},
+                           real_activities(settings, store))
+
+    assert run.status == "Completed", run.error
+    names = sorted([first.images[0], first.images[2]]) + [stale.images[1]]
+    assert run.output["damaged"] == 3 and run.output["damaged_blob"] == layout.damaged_blob(tid)
+    assert run.output["damaged_examples"] == names[:2]  # the first part's rows, in shard order
+    rows = list(csv.reader(io.StringIO(store.read_bytes(settings.container, layout.damaged_blob(tid)).decode())))
+    assert rows == [["file"], *([n] for n in names)]
+    assert {k: v for k, v in run.output.items() if not k.startswith(("parts", "exports_fan_out", "damaged"))} == \
+        reference
+    got = _outputs(settings, store, tid)
+    assert got["results"] == expected["results"] and got["csv"] == expected["csv"]
+
+
 def test_a_folder_over_the_cap_is_left_out_of_every_group_and_named_in_the_single_pass_bytes(task: Any) -> None:
     """TRAPBATCH_REPEAT_MAX_FOLDER_DETECTIONS below cam1's eligible detections (the folder with the rock, across a
     dozen shards and so several parts): no group reads it, the document names it with its count and what to do,

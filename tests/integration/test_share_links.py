@@ -67,6 +67,19 @@ def test_links_download_anonymously_read_only_until_they_expire(files: tuple[Blo
     assert share_links.redact(url).endswith("?<sas>") and "sig=" not in share_links.redact(url)
 
 
+def test_the_list_of_photos_cut_short_is_a_file_of_the_original_results_when_there_is_one(
+        files: tuple[BlobStore, str]) -> None:
+    """``damaged.csv`` (written by the merge only when some photos were cut short) is linked, downloaded by
+    ``trapbatch results`` and zipped with the original variant's files; fails without the change."""
+    store, container = files
+    assert "damaged" not in share_links.result_files(store, container, TASK)["original"]
+    store.write_bytes(container, layout.damaged_blob(TASK), b"file\r\ncam/IMG_1.JPG\r\n")
+    found = share_links.result_files(store, container, TASK)
+    assert found["original"]["damaged"] == layout.damaged_blob(TASK) == f"results/{TASK}/damaged.csv"
+    assert "damaged" not in found[layout.REPEATS_REMOVED]
+    assert layout.damaged_blob(TASK) in share_links.all_names(found)
+
+
 def test_a_link_saves_its_file_under_its_name_rather_than_showing_it(files: tuple[BlobStore, str]) -> None:
     """A results file or COCO export is application/json and gigabytes at ten million images: a partner clicking its
     link had the browser render it in the tab. The link's answer says ``attachment`` with the file's name (a name

@@ -112,7 +112,7 @@ def merge_part(payload: Any) -> Any:
     reasons = {r: BIG for r in [*FAILURE_REASONS, REASON_UNCLASSIFIED]}
     return {"part": payload["part"], "images": BIG, "failed": BIG, "with_detections": BIG, "detections": BIG,
             "empty": BIG, "missing": 0, "failure_reasons": reasons, "json_bytes": BIG, "csv_bytes": BIG,
-            "detections_considered": BIG, "marked": BIG}
+            "detections_considered": BIG, "marked": BIG, "damaged": BIG, "damaged_bytes": BIG}
 
 
 SHARDS = 40
@@ -160,8 +160,9 @@ def task_activities(fail: set[str] = frozenset()) -> Any:  # type: ignore[assign
             return {"closed": True}
         if name == c.MERGE_PART:
             return merge_part(payload)
-        if name == c.MERGE_COMBINE:
-            return {"container": "t" * 63, "search_groups": 1}
+        if name == c.MERGE_COMBINE:  # the photos cut short named as blob names at their longest
+            return {"container": "t" * 63, "search_groups": 1,
+                    "damaged_examples": [W * layout.MAX_BLOB_NAME_CHARS] * c.DAMAGED_EXAMPLES}
         if name == c.SEARCH_REPEATS:
             return {"group": payload["group"], "locations": BIG}
         if name == c.RANK_REPEATS:
@@ -224,6 +225,7 @@ def test_a_completed_task_s_largest_status_fits(fail: set[str]) -> None:
 
     assert run.status == "Completed", run.error
     assert run.custom_status["stage"] == Stage.completed_with_errors
+    assert run.custom_status["damaged"]["count"] and run.custom_status["damaged"]["examples"]
     assert_fits(run)
 
 

@@ -262,6 +262,19 @@ def test_the_summary_says_which_files_were_not_run(capsys: pytest.CaptureFixture
     assert "not run" not in capsys.readouterr().out
 
 
+def test_the_summary_names_the_photos_cut_short(capsys: pytest.CaptureFixture[str]) -> None:
+    """The status's ``damaged`` (JPEGs decoded as far as they go) is named with its count and where the list is."""
+    from cli.main import _summary
+
+    _summary({"id": "task-0", "stage": "completed", "damaged": {
+        "count": 312, "examples": ["cam1/IMG_0001.JPG"], "blob": "results/task-0/damaged.csv", "hint": "h"}})
+    shown = " ".join(capsys.readouterr().out.split())  # the table may wrap a long line
+    assert "damaged 312 photos cut short" in shown and "damaged.csv (trapbatch results task-0)" in shown
+    assert "cam1/IMG_0001.JPG" in shown
+    _summary({"id": "task-0", "stage": "completed"})
+    assert "damaged" not in capsys.readouterr().out
+
+
 def test_the_summary_says_what_did_not_happen_after_the_results(capsys: pytest.CaptureFixture[str]) -> None:
     """The results stand, but exports that failed or a receiver never told are failures a person must see."""
     from cli.main import _summary
