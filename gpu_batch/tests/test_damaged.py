@@ -39,6 +39,7 @@ def _images() -> dict[str, bytes]:
         "zero-filled.jpg": cut + b"\0" * (len(whole) - len(cut)),  # a preallocated file the camera never finished
         "zero-padded.jpg": whole + b"\0" * 70_000,  # whole, then padding some cameras write (past one tail window)
         "ff-padded.jpg": whole + b"\xff" * 16,
+        "trailer.jpg": whole + b"\0\0\0\x18ftypmp42" + bytes(range(256)) * 4,  # a motion photo's video after the end
         "image.png": _png(textured(150, 90, 9)),
         "broken.jpg": b"\xff\xd8not a jpeg at all",  # fails to decode: a failure, never "damaged"
     }

@@ -119,7 +119,9 @@ def jpeg_cut_short(data: bytes) -> bool:
     fill (``LOAD_TRUNCATED_IMAGES``, as in MegaDetector): its detections stand, but the user should re-copy it.
 
     Why from the bytes: they are in memory already, and the check reads only the tail (no second decode, no full
-    copy). Any other format (PNG, TIFF...) is never called cut short here.
+    copy); only a file whose tail is not the marker is searched for it (``_first_scan``), so data a camera or phone
+    appends after the image (a motion photo's video) is no damage. Any other format (PNG, TIFF...) is never called
+    cut short here. (``cli.photo_fit._cut_short`` asks the same when it makes a photo fit for Zooniverse.)
     """
     if data[:2] != _JPEG_SOI:
         return False
@@ -131,7 +133,31 @@ def jpeg_cut_short(data: bytes) -> bool:
             end = start + kept
             break
         end = start
-    return data[max(0, end - 2):end] != _JPEG_EOI
+    if data[max(0, end - 2):end] == _JPEG_EOI:
+        return False
+    # Not at the end: data after the marker (a phone's motion-photo video, a maker's trailer) or none at all. Only
+    # then is the file searched, after its first scan's start: entropy-coded data never holds FF D9 (byte stuffing),
+    # and an EXIF thumbnail's own end marker comes before it.
+    scan = _first_scan(data)
+    return scan is None or data.find(_JPEG_EOI, scan) < 0
+
+
+_STANDALONE_MARKERS = frozenset({0x01, *range(0xD0, 0xD8)})  # TEM, RST0-7: no length field
+
+
+def _first_scan(data: bytes) -> int | None:
+    """Where a JPEG's first start-of-scan segment is, walking its marker segments; None where they cannot be walked
+    (then the tail alone decides)."""
+    at = 2
+    while at + 4 <= len(data) and data[at] == 0xFF:
+        marker = data[at + 1]
+        if marker == 0xFF or marker in _STANDALONE_MARKERS:
+            at += 1 if marker == 0xFF else 2
+            continue
+        if marker == 0xDA:
+            return at
+        at += 2 + int.from_bytes(data[at + 2:at + 4], "big")
+    return None
 
 
 def decode_image(data: bytes) -> np.ndarray:
