@@ -129,6 +129,8 @@ def test_http_start_runs_to_one_merged_file_with_every_image_once(host, app_env,
                                                                    storage_connection) -> None:  # type: ignore[no-untyped-def]
     since = scan_start()
     names = upload_images(store, unique_name, 10, corrupt=1)
+    whole = store.read_bytes(unique_name, names[5])  # cut short, but decodable: a success named damaged
+    store.write_bytes(unique_name, names[5], whole[: len(whole) * 9 // 10])
     body = {"container": unique_name, "request_name": "e2e", "max_failed_fraction": 0.1,  # 1 corrupt image of 10
             "event_interval_s": 120, "clock_corrections": {"cam-x/": 3600}}  # kept for the exports
     r = api.post(host.base_url + "/api/tasks", json=body, timeout=120)
@@ -146,6 +148,10 @@ def test_http_start_runs_to_one_merged_file_with_every_image_once(host, app_env,
     assert status["runtime_status"] == "Completed", status
     assert status["stage"] == "completed" and status["images"] == 10 and status["failed"] == 1
     assert status["failed_fraction"] == 0.1 and status["max_failed_fraction"] == 0.1
+    # the corrupt image is a failure, never "damaged"; the one cut short is named, and listed beside the results
+    assert status["damaged"]["count"] == 1 and status["damaged"]["examples"] == [names[5]], status
+    damaged_list = store.read_bytes(app_env["TRAPBATCH_CONTAINER"], layout.damaged_blob(task_id)).decode()
+    assert damaged_list.splitlines() == ["file", names[5]]
     doc = check_results(store, app_env, task_id, names)
     stored = store.read_json(app_env["TRAPBATCH_CONTAINER"], layout.request_blob(task_id))
     assert (stored["event_interval_s"], stored["clock_corrections"]) == (120, {"cam-x": 3600})
@@ -155,7 +161,7 @@ def test_http_start_runs_to_one_merged_file_with_every_image_once(host, app_env,
     res = api.get(f"{host.base_url}/api/tasks/{task_id}/results", timeout=120)
     assert res.status_code == 200 and res.json()["results"]["blob"] == results_blob(task_id)
     check_exports_and_links(store, storage_connection, app_env, status, res.json(), doc, since)
-    check_zooniverse_folder(storage_connection, res.json(), status, doc, unique_name)
+    check_zooniverse_folder(storage_connection, res.json(), status, doc, unique_name, damaged={names[5]})
     page = api.get(res.json()["previews"]["local_url"], timeout=120)
     assert page.status_code == 200 and task_id in page.text
     previews = res.json()["previews"]
@@ -179,6 +185,7 @@ def check_exports_and_links(store, connection: str, app_env, status: dict[str, A
     assert exports["coco"] == layout.coco_blob(status["id"])
     files = answer["links"]["files"]["original"]
     assert requests.get(files["results"], timeout=120).json() == doc  # no credential but the link
+    assert requests.get(files["damaged"], timeout=120).text.splitlines()[0] == "file"  # the photos cut short
     coco = requests.get(files["exports"]["coco.json"], timeout=120).json()
     assert [im["file_name"] for im in coco["images"]] == [im["file"] for im in doc["images"]]
     assert set(files["exports"]) >= {"camtrap-dp/datapackage.json", "camtrap-dp/media.csv", "zooniverse/batch-001.csv"}
@@ -187,7 +194,7 @@ def check_exports_and_links(store, connection: str, app_env, status: dict[str, A
 
 
 def check_zooniverse_folder(connection: str, answer: dict[str, Any], status: dict[str, Any], doc: dict[str, Any],
-                            container: str) -> None:
+                            container: str, damaged: set[str] = frozenset()) -> None:  # type: ignore[assignment]
     """The results answer names the images' container, and `trapbatch zooniverse` puts every photo of the task's
     manifest beside it from there, byte for byte as they are all small (tests/integration/test_zooniverse_upload.py
     shrinks photos)."""
@@ -206,8 +213,11 @@ def check_zooniverse_folder(connection: str, answer: dict[str, Any], status: dic
         assert report.copied == len(subjects)
         written = {p.relative_to(report.manifest.parent).as_posix(): p.read_bytes()
                    for p in report.manifest.parent.rglob("*.jpg")}
-        assert written == {name: service.get_blob_client(container, name).download_blob().readall()
-                           for name in subjects}
+        assert set(written) == set(subjects)
+        # a photo cut short (``damaged``) is made whole for upload, as ``cli.photo_fit`` saves what it decodes
+        assert {n: b for n, b in written.items() if n not in damaged} == {
+            name: service.get_blob_client(container, name).download_blob().readall() for name in subjects
+            if name not in damaged}
 
 
 def check_preview_folder_is_unguessable(host, store, app_env, connection: str, task_id: str,  # type: ignore[no-untyped-def]
