@@ -34,7 +34,8 @@ DELIVERY_HEADER = "X-Trapbatch-Delivery"
 # owner, the generation and what became of earlier deliveries (internal), and the preview pages' address.
 STATUS_KEYS = ("stage", "started", "finished", "error", "images", "failed", "missing", "failed_fraction",
                "failure_reasons", "with_detections", "detections", "empty", "shards", "resubmissions",
-               "shards_given_up", "not_images", "results", "repeated_detections", "pool_job_error", "estimate", "cost")
+               "shards_given_up", "not_images", "results", "repeated_detections", "pool_job_error", "estimate", "cost",
+               "damaged")
 # The previews' fields it carries (core.contracts.PreviewsOutput): never where the pages are (a folder, page blob or
 # URL), whose random part is unguessable on purpose: anyone with it sees the images. Named, not filtered out, so a
 # field added to the previews later stays out until someone decides it is not an address.

@@ -43,6 +43,8 @@ FAILURES: dict[str, Any] = {  # every failure a pipeline acting on the word must
     "not_images": {"files": 12040, "kinds": {".mp4": 12000, ".txt": 40}},
     "pool_job_error": "could not close pool job task-x: run `az batch job delete --job-id task-x`",
     "shards_given_up": {"count": 2, "examples": ["shard-00003", "shard-00007"], "hint": "run it again"},
+    "damaged": {"count": 1, "examples": ["cam1/IMG_0007.JPG"], "blob": "results/t/damaged.csv",
+                "hint": "copy these photos again from the cards"},  # photos cut short: re-copy them
     "results": {"container": "trapbatch", "blob": "results/t/detections.json",
                 "exports_error": "exports failed: TimeoutError"},
 }
