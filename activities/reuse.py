@@ -11,6 +11,12 @@ attempt 1's manifest to the images still to run. A shard with nothing left to ru
 Attempt 0 also gets its coverage summary (``layout.attempt_coverage_blob``), as a worker's attempt does, so the
 poll counts the shard without parsing the reused entries.
 
+Photos cut short (``activities.shard_results.shard_damaged``) carry over with their entries: a reused success that the
+previous generation named damaged (its results' ``info.trapbatch.damaged``, read from the documents this step parses
+anyway, so free) is named again in attempt 0's ``info.trapbatch.damaged`` and, as a worker names its own, in
+``layout.attempt_damaged_blob`` tied to attempt 0's results ETag. Why: its ETag is unchanged, so the photo is still
+the same bytes cut short; without this a re-run's count and ``damaged.csv`` would drop every damaged photo it reused.
+
 How the previous entries are found, in bounded memory: each enumeration records the name range of each shard it cut
 (``layout.shard_ranges_blob``, one small blob per manifest write); a new shard reads only the previous shards whose
 range holds one of its names, one at a time, keeping only the entries it reuses. A call reads the range blobs once
@@ -21,9 +27,9 @@ release, whose units were spread by a hash, costs more reads, never other answer
 before ETags were recorded has no ranges: nothing is reused and every image runs again (as with ``rerun``). Images
 deleted since are in no new shard, so they are simply not carried over.
 
-Idempotent: a retried call finds attempt 0's manifest (every image) and writes the same four blobs again (the
-summary after the results whose new ETag it names). Must not: reuse an entry whose image's ETag changed or is unknown
-on either side; send a reused image to the pool.
+Idempotent: a retried call finds attempt 0's manifest (every image) and writes the same blobs again (the summary
+and the list of photos cut short after the results whose new ETag they name). Must not: reuse an entry whose image's
+ETag changed or is unknown on either side; send a reused image to the pool.
 """
 from __future__ import annotations
 
@@ -42,7 +48,8 @@ from core import mdformat
 from core.settings import Settings
 from gpu_batch import layout
 from gpu_batch.formats import jsonio
-from gpu_batch.manifest import ShardManifest, coverage_summary, is_final
+from gpu_batch.manifest import ShardManifest, coverage_summary, is_failure, is_final
+from gpu_batch.worker.results import damaged_document  # torch-free
 
 logger = logging.getLogger(__name__)
 bp = df.Blueprint()
@@ -104,22 +111,27 @@ def _etags(store: BlobStore, settings: Settings, key: str, sid: str) -> dict[str
 
 
 def reusable_entries(store: BlobStore, settings: Settings, previous: str, ranges: PreviousRanges,
-                     etags: Mapping[str, str]) -> dict[str, Mapping[str, Any]]:
-    """The previous generation's final entries for the names in ``etags`` whose ETag is unchanged there."""
+                     etags: Mapping[str, str]) -> tuple[dict[str, Mapping[str, Any]], set[str]]:
+    """The previous generation's final entries for the names in ``etags`` whose ETag is unchanged there, and which of
+    those successes it named cut short (its attempts' ``info.trapbatch.damaged``)."""
     names = sorted(etags)
     found: dict[str, Mapping[str, Any]] = {}
+    damaged: set[str] = set()
     for sid, low, high in ranges.holding(names):  # only previous shards whose range holds one of our names
         start = bisect.bisect_left(names, low)
         before = _etags(store, settings, previous, sid)
         same = {n for n in names[start: bisect.bisect_right(names, high)] if before.get(n) == etags[n]}
         if not same:
             continue
-        best = mdformat.best_entries(shard_attempt_results(store, settings, previous, sid))
+        named: set[str] = set()
+        best = mdformat.best_entries(shard_attempt_results(store, settings, previous, sid, damaged=named))
         for name in same:
             entry = best.get(name)
             if entry is not None and is_final(entry):
                 found[name] = entry
-    return found
+                if name in named and not is_failure(entry):
+                    damaged.add(name)
+    return found, damaged
 
 
 def reuse_shard(key: str, previous: str, sid: str, ranges: PreviousRanges, settings: Settings,
@@ -129,7 +141,7 @@ def reuse_shard(key: str, previous: str, sid: str, ranges: PreviousRanges, setti
     etags = _etags(store, settings, key, sid)
     images = set(full.images)
     wanted = {n: e for n, e in etags.items() if n in images}
-    found = reusable_entries(store, settings, previous, ranges, wanted) if wanted and ranges else {}
+    found, damaged = reusable_entries(store, settings, previous, ranges, wanted) if wanted and ranges else ({}, set())
     if not found:
         return 0, len(full.images)
     to_run = tuple(n for n in full.images if n not in found)
@@ -139,9 +151,14 @@ def reuse_shard(key: str, previous: str, sid: str, ranges: PreviousRanges, setti
     # compact orjson (gpu_batch.formats.jsonio): these documents hold a shard's names and entries; json.dumps with an
     # indent was a third of this activity's CPU per image (bench/RESULTS.md, seventeenth session)
     manifest_etag = store.write_compact_json(settings.container, layout.manifest_blob(key, sid, 0), whole.to_dict())
+    own: dict[str, Any] = {"reused_from": previous}
+    if damaged:  # as a worker names its own (gpu_batch.worker.results): sorted, beside the entries they describe
+        own["damaged"] = sorted(damaged)
     results_etag = store.write_compact_json(settings.container, layout.attempt_results_blob(key, sid, 0), {
-        "images": [found[n] for n in full.images if n in found],
-        "info": {"trapbatch": {"reused_from": previous}}})
+        "images": [found[n] for n in full.images if n in found], "info": {"trapbatch": own}})
+    if damaged:  # what the merge reads instead of the results (activities.shard_results.shard_damaged)
+        store.write_bytes(settings.container, layout.attempt_damaged_blob(key, sid, 0),
+                          damaged_document(results_etag, damaged), "application/json")
     # As a worker does after its results: the poll counts this attempt from the summary (``shard_results``).
     store.write_compact_json(settings.container, layout.attempt_coverage_blob(key, sid, 0),
                              coverage_summary(found, full.images, results_etag, manifest_etag))

@@ -41,9 +41,16 @@ def shard_blobs(store: BlobStore, settings: Settings, task_id: str, sid: str) ->
 
 
 def shard_attempt_results(store: BlobStore, settings: Settings, task_id: str, sid: str,
-                          listed: set[str] | None = None) -> Iterator[list[dict[str, Any]]]:
+                          listed: set[str] | None = None,
+                          damaged: set[str] | None = None) -> Iterator[list[dict[str, Any]]]:
     """Result entries of each attempt of a shard, oldest attempt first; unreadable results count as none.
-    ``listed``: the shard's names from ``shard_blobs`` (else it is listed here)."""
+    ``listed``: the shard's names from ``shard_blobs`` (else it is listed here). ``damaged``, when given, gains the
+    names each parsed document's ``info.trapbatch.damaged`` lists (photos cut short: ``gpu_batch.worker.results.
+    damaged_in``), as each attempt is yielded. Why here: a reader that parses the results anyway (the merge's entry
+    path, the reuse step) gets them with no read of its own, and from the document itself, which is atomic with its
+    entries, where ``layout.attempt_damaged_blob`` may be missing or stale (a worker that died between the writes)."""
+    from gpu_batch.worker.results import damaged_in  # torch-free, as the merge view the merge reads
+
     attempts: list[tuple[int, str]] = []
     names = listed if listed is not None else store.list_names(settings.container, layout.shard_prefix(task_id, sid))
     for name in names:
@@ -59,6 +66,8 @@ def shard_attempt_results(store: BlobStore, settings: Settings, task_id: str, si
         if not isinstance(entries, list):
             logger.warning("task %s shard %s attempt %d: results are not valid JSON; ignoring them", task_id, sid, attempt)
             continue
+        if damaged is not None:
+            damaged.update(damaged_in(doc))
         yield [e for e in entries if isinstance(e, dict)]
 
 

@@ -10,11 +10,13 @@ from typing import Any
 
 from activities.merge import _merged_shard
 from activities.reuse import run_reuse
-from activities.shard_results import done_images, parsed_coverage, shard_coverage, summarized_coverage
+from activities.shard_results import (done_images, parsed_coverage, shard_coverage, shard_damaged,
+                                      shard_manifest, summarized_coverage)
 from adapters.blobs import BlobStore
 from core.requests import TaskRequest
 from core.settings import Settings
 from gpu_batch import layout
+from gpu_batch.worker.results import damaged_document, damaged_in
 from tests.integration.test_parallel_enumeration import SMALL, env, manifests, run_parallel  # noqa: F401 - fixture
 
 OLD = "task-old"
@@ -102,3 +104,40 @@ def test_a_previous_generation_without_recorded_etags_reuses_nothing(env: tuple[
     out = run_reuse(NEW, OLD, 0, new["shards"], settings, store)
     assert sum(out["reused"]) == 0 and sum(out["to_run"]) == new["images"]
     assert not store.exists(settings.container, layout.manifest_blob(NEW, layout.shard_id(0), 0))
+
+
+def _damaged(settings: Settings, store: BlobStore, key: str, shards: int) -> list[str]:
+    """The generation's photos cut short as the merge parts find them (``shard_damaged`` over each shard's listing)."""
+    return sorted(n for i in range(shards) for n in shard_damaged(
+        store, settings, key, layout.shard_id(i), store.list_etags(settings.container,
+                                                                   layout.shard_prefix(key, layout.shard_id(i)))))
+
+
+def test_reuse_carries_the_photos_cut_short_of_the_entries_it_reuses(env: tuple[Settings, BlobStore, str]) -> None:
+    settings, store, container = env
+    request, _ = _first_run(settings, store, container)
+    kept, recopied = "cams/site0/cam1/01.jpg", "cams/site0/cam1/02.jpg"
+    old = manifests(settings, store, OLD)
+    for i, shard in enumerate(old):  # as the worker names them: in the results' info, then in the side file
+        named = sorted({kept, recopied} & set(shard))
+        if named:
+            name = layout.attempt_results_blob(OLD, layout.shard_id(i), 1)
+            doc = store.read_json(settings.container, name)
+            etag = store.write_json(settings.container, name, {**doc, "info": {"trapbatch": {"damaged": named}}})
+            store.write_bytes(settings.container, layout.attempt_damaged_blob(OLD, layout.shard_id(i), 1),
+                              damaged_document(etag, named))
+    assert _damaged(settings, store, OLD, len(old)) == [kept, recopied]
+    store.write_bytes(container, recopied, b"copied again from the card")  # a new ETag: it runs, and is not named
+    _, new = run_parallel(settings, store, NEW, request, SMALL)
+
+    out = run_reuse(NEW, OLD, 0, new["shards"], settings, store)
+    assert out == run_reuse(NEW, OLD, 0, new["shards"], settings, store)  # a retried call writes the same
+    assert _damaged(settings, store, NEW, new["shards"]) == [kept]
+    holder = next(sid for sid in map(layout.shard_id, range(new["shards"]))
+                  if kept in shard_manifest(store, settings, NEW, sid)["images"])
+    zero = store.read_json(settings.container, layout.attempt_results_blob(NEW, holder, 0))
+    assert damaged_in(zero) == [kept]  # in the reused results too: a later re-run carries it on
+    later = layout.generation_key(OLD, "r260102120000cd34")
+    _, again = run_parallel(settings, store, later, request, SMALL)
+    run_reuse(later, NEW, 0, again["shards"], settings, store)
+    assert _damaged(settings, store, later, again["shards"]) == [kept]
