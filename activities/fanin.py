@@ -117,6 +117,7 @@ def run_merge_part(payload: c.MergePartInput, settings: Settings, store: BlobSto
             listed = store.list_etags(container, layout.shard_prefix(task_id, layout.shard_id(index)))
             view = (clean_view(store, settings, task_id, index, threshold, listed, not_found_after=True)
                     if removal is None else None)
+            named: set[str] | None = None  # photos cut short that the parsed results name (entry path only)
             if view is not None:  # the worker's bytes for this shard: nothing to parse or format here
                 formatter.absorb(view)
                 json_part, csv_part = view.json, view.csv
@@ -126,12 +127,13 @@ def run_merge_part(payload: c.MergePartInput, settings: Settings, store: BlobSto
                     json_part, csv_part = json_part + extra_json, csv_part + extra_csv
                 viewed += 1
             else:
-                entries, shard_missing = _merged_shard(store, settings, task_id, index, removal, set(listed))
+                named = set()
+                entries, shard_missing = _merged_shard(store, settings, task_id, index, removal, set(listed), named)
                 missing += shard_missing
                 json_part, csv_part = formatter.add_shard(entries)
             if removal is None:
                 record_merged(store, container, task_id, index, listed)
-                damaged += shard_damaged(store, settings, task_id, layout.shard_id(index), listed)
+                damaged += shard_damaged(store, settings, task_id, layout.shard_id(index), listed, named)
             out.write(json_part)  # one write per shard: the same bytes as one per entry
             table_file.write(csv_part)
     json_bytes, csv_bytes = out.bytes_written, table_file.bytes_written

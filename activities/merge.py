@@ -134,16 +134,18 @@ class _MergeStreams:
 
 
 def _merged_shard(store: BlobStore, settings: Settings, task_id: str, index: int,
-                  removal: RepeatRemoval | None, listed: set[str] | None = None) -> tuple[list[dict[str, Any]], int]:
+                  removal: RepeatRemoval | None, listed: set[str] | None = None,
+                  damaged: set[str] | None = None) -> tuple[list[dict[str, Any]], int]:
     """One shard's entries (each manifest image exactly once, later attempts filling gaps, then the image list's names
     not found that the shard reports, ``activities.image_list``) and how many are missing. ``listed``: the shard's
-    blob names, when the caller listed them already."""
+    blob names, when the caller listed them already. ``damaged``, when given, gains the photos cut short that the
+    attempts' results name (``shard_attempt_results``: from the documents read here anyway)."""
     sid = layout.shard_id(index)
     # after the shards ran: nothing is written there any more
     names = listed if listed is not None else shard_blobs(store, settings, task_id, sid)
     manifest = shard_manifest(store, settings, task_id, sid, names)  # every image, reused ones (attempt 0) included
     entries, missing = mdformat.merge_entries(manifest["images"],
-                                              shard_attempt_results(store, settings, task_id, sid, names))
+                                              shard_attempt_results(store, settings, task_id, sid, names, damaged))
     list_name = layout.shard_list_blob(task_id, sid)
     listed = store.read_json_or_none(settings.container, list_name) if list_name in names else None
     if listed:  # an image list's names the container did not hold: failed entries, after the shard's own images

@@ -138,18 +138,31 @@ def images_to_rerun(store: BlobStore, settings: Settings, task_id: str, sid: str
     return missing_images(images, done_images(store, settings, task_id, sid))
 
 
-def shard_damaged(store: BlobStore, settings: Settings, task_id: str, sid: str, listed: dict[str, str]) -> list[str]:
+def shard_damaged(store: BlobStore, settings: Settings, task_id: str, sid: str, listed: dict[str, str],
+                  parsed: set[str] | None = None) -> list[str]:
     """The shard's photos cut short (JPEGs decoded as far as they go: successes whose entries are MegaDetector's), from
     each attempt's ``layout.attempt_damaged_blob``, sorted; ``listed``: the shard's blobs and ETags (one listing).
+    ``parsed``: the names every attempt's results ``info`` gave a caller that parsed them all already (the merge's
+    entry path: ``shard_attempt_results(damaged=...)``); None when it did not (the worker's merge view was used).
 
     Costs nothing for a shard without any (no such blob is listed). A list whose results ETag is not the results
     blob's now (the worker died between the two writes, or another run rewrote the results) is not trusted: the names
-    come from that results document's ``info`` (``gpu_batch.worker.results.damaged_in``). Why every attempt's: a
-    success is final, so an image cut short is run, and named, by one attempt only (a run of the same attempt that
-    resumed keeps the names with the entries)."""
+    come from that results document's ``info`` (``gpu_batch.worker.results.damaged_in``), read here unless ``parsed``
+    has them. Why every attempt's: a success is final, so an image cut short is run, and named, by one attempt only (a
+    run of the same attempt that resumed keeps the names with the entries).
+
+    A list that is missing although the results name photos cut short (the worker died after a flush of results that
+    named one, before it wrote the list) is covered only where the caller parsed the results anyway (``parsed``): a
+    shard whose last attempt died so has no merge view, so the merge reads its entries, and the names with them, at
+    no extra cost; likewise every shard that reused results (``activities.reuse``) or ran with no view. Not covered
+    without ``parsed``: the shard took the merge view of a later attempt that finished, which covers the earlier
+    attempt's entries (``mergeview.whole_shard``) but not its names. Looking for those would mean reading, for every
+    shard with an attempt whose list is missing, that attempt's whole results, whether it named any or not, and a
+    missing list is what every shard without photos cut short has: the read the side list exists to spare. A later
+    attempt's worker read those results for its view; naming them there is the place to close it."""
     from gpu_batch.worker.results import damaged_in  # torch-free, as the merge view the merge reads
 
-    names: set[str] = set()
+    names: set[str] = set(parsed or ())
     for name, etag in listed.items():
         attempt = layout.attempt_of_results_blob(name)
         damaged_name = layout.attempt_damaged_blob(task_id, sid, attempt) if attempt is not None else ""
@@ -163,6 +176,8 @@ def shard_damaged(store: BlobStore, settings: Settings, task_id: str, sid: str, 
             found = doc.get("damaged")
             if isinstance(found, list):
                 names.update(n for n in found if isinstance(n, str))
+            continue
+        if parsed is not None:  # the caller parsed these results: their names are in ``parsed`` already
             continue
         try:
             names.update(damaged_in(jsonio.loads(store.read_bytes(settings.container, name))))

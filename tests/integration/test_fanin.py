@@ -232,6 +232,27 @@ def test_the_photos_cut_short_are_counted_and_listed_beside_the_results_which_st
     assert got["results"] == expected["results"] and got["csv"] == expected["csv"]
 
 
+def test_results_naming_a_photo_cut_short_without_their_list_are_counted_from_the_entries_read_anyway(
+        task: Any) -> None:
+    """A worker that died after a flush of results naming a photo cut short, before it wrote
+    ``layout.attempt_damaged_blob``: the shard has no merge view, so the part reads its entries, and the names in the
+    same documents' ``info`` with them (no read of its own)."""
+    settings, store, tid, counts = task
+    died = ShardManifest.from_dict(store.read_json(settings.container, layout.manifest_blob(tid, "s00004", 1)))
+    doc = store.read_json(settings.container, died.output_blob)
+    doc["info"] = {"trapbatch": {"damaged": [died.images[2]]}}
+    store.write_bytes(settings.container, died.output_blob, json.dumps(doc).encode())
+    assert not store.exists(settings.container, layout.attempt_damaged_blob(tid, "s00004", 1))
+
+    run = run_orchestrator(merge_orchestrator, {"task_id": tid, "model": MODEL, "images_per_part": 12, **counts},
+                           real_activities(settings, store))
+
+    assert run.status == "Completed", run.error
+    assert (run.output["damaged"], run.output["damaged_examples"]) == (1, [died.images[2]])
+    rows = list(csv.reader(io.StringIO(store.read_bytes(settings.container, layout.damaged_blob(tid)).decode())))
+    assert rows == [["file"], [died.images[2]]]
+
+
 def test_a_folder_over_the_cap_is_left_out_of_every_group_and_named_in_the_single_pass_bytes(task: Any) -> None:
     """TRAPBATCH_REPEAT_MAX_FOLDER_DETECTIONS below cam1's eligible detections (the folder with the rock, across a
     dozen shards and so several parts): no group reads it, the document names it with its count and what to do,
