@@ -105,7 +105,7 @@ def run_merge_part(payload: c.MergePartInput, settings: Settings, store: BlobSto
     threshold = task_threshold(store, settings, task_id, _task_model(store, settings, task_id))
     formatter = ShardFormatter(task_id, threshold, search=removal is None)
     missing = viewed = 0
-    damaged: list[str] = []  # the part's photos cut short (the original variant's merge: a removal keeps the list)
+    damaged: list[str] = []  # the part's photos cut short (both variants: a removal changes no photo)
     container = settings.container
     # streamed into their blobs as written (a part's fragments are ~100 MB at its default size; the instance's
     # local disk is shared by eight activities: core.scratch)
@@ -133,7 +133,8 @@ def run_merge_part(payload: c.MergePartInput, settings: Settings, store: BlobSto
                 json_part, csv_part = formatter.add_shard(entries)
             if removal is None:
                 record_merged(store, container, task_id, index, listed)
-                damaged += shard_damaged(store, settings, task_id, layout.shard_id(index), listed, named)
+            # the variant too (always the entry path: its names come with the entries read, lists only where listed)
+            damaged += shard_damaged(store, settings, task_id, layout.shard_id(index), listed, named)
             out.write(json_part)  # one write per shard: the same bytes as one per entry
             table_file.write(csv_part)
     json_bytes, csv_bytes = out.bytes_written, table_file.bytes_written
@@ -147,7 +148,9 @@ def run_merge_part(payload: c.MergePartInput, settings: Settings, store: BlobSto
         "part": part, **formatter.counts, "missing": missing,  # type: ignore[typeddict-item]
         "failure_reasons": dict(sorted(formatter.reasons.items())), "json_bytes": json_bytes, "csv_bytes": csv_bytes,
         "detections_considered": formatter.considered, "marked": removal.marked if removal is not None else 0}
-    if damaged:  # only then: a part without any returns what it returned before (the output is kept in the history)
+    if damaged and removal is not None:  # the variant: the original's damaged.csv lists them; its first few suffice
+        result["damaged"], result["damaged_examples"] = len(damaged), damaged[: c.DAMAGED_EXAMPLES]
+    elif damaged:  # only then: a part without any returns what it returned before (the output is kept in the history)
         rows = damaged_rows(damaged)
         store.write_bytes(container, layout.merge_part_blob(task_id, part, "damaged.csv", variant), rows, "text/csv")
         result["damaged"], result["damaged_bytes"] = len(damaged), len(rows)

@@ -89,10 +89,12 @@ VARIANTS = ("", layout.REPEATS_REMOVED)
 
 def result_files(store: BlobStore, container: str, task_id: str) -> dict[str, dict[str, Any]]:
     """The files a task's people may download, per results variant that exists (``original`` / ``repeats-removed``):
-    ``results`` and ``csv`` (blob names), the original's ``damaged`` (the photos cut short, ``layout.damaged_blob``,
-    when there were any), ``exports`` (name relative to the variant's exports folder -> blob) and
-    ``thresholds`` (the CSVs at other thresholds that ``POST .../previews`` wrote: threshold -> blob)."""
+    ``results`` and ``csv`` (blob names), ``damaged`` (the photos cut short, ``layout.damaged_blob``, when there were
+    any: one list, named under both variants, since removing repeated detections changes no photo), ``exports``
+    (name relative to the variant's exports folder -> blob) and ``thresholds`` (the CSVs at other thresholds that
+    ``POST .../previews`` wrote: threshold -> blob)."""
     found: dict[str, dict[str, Any]] = {}
+    damaged: bool | None = None
     for variant in VARIANTS:
         results = layout.results_blob(task_id, variant)
         if not store.exists(container, results):
@@ -100,7 +102,9 @@ def result_files(store: BlobStore, container: str, task_id: str) -> dict[str, di
         entry: dict[str, Any] = {"results": results}
         if store.exists(container, layout.csv_blob(task_id, variant)):
             entry["csv"] = layout.csv_blob(task_id, variant)
-        if not variant and store.exists(container, layout.damaged_blob(task_id)):  # one list for both variants
+        if damaged is None:  # one list for both variants: looked up once
+            damaged = store.exists(container, layout.damaged_blob(task_id))
+        if damaged:
             entry["damaged"] = layout.damaged_blob(task_id)
         prefix = layout.exports_prefix(task_id, variant)
         others = tuple(layout.exports_prefix(task_id, v) for v in VARIANTS if v and v != variant)

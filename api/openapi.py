@@ -404,8 +404,9 @@ def description(base_url: str = "") -> dict[str, Any]:
                         "container": {"type": "string"}, "blob": {"type": "string"}, "csv": {"type": "string"},
                         "url": {"type": "string"},
                         "files": {"type": "object", "description": "per results variant (original, repeats-removed), "
-                                  "its blob names: results, csv, exports, thresholds, and the original's damaged (damaged.csv: the "
-                                  "photos cut short, when there were any)"}}}}},
+                                  "its blob names: results, csv, exports, thresholds, and damaged (damaged.csv: "
+                                  "the photos cut short, when there were any; the same list under both variants, "
+                                  "since removing repeated detections changes no photo)"}}}}},
                 "CancelRequested": {"type": "object", "required": ["id", "cancel_requested"], "properties": {
                     "id": {"type": "string"}, "cancel_requested": {"const": True}, "hint": {"type": "string"}}},
                 "PreviewsDeleted": {"type": "object", "required": ["id", "deleted"], "properties": {
@@ -418,7 +419,11 @@ def description(base_url: str = "") -> dict[str, Any]:
                     "id": {"type": "string"}, "locations": {"type": "array", "items": obj}, "options": obj,
                     "search": {"type": "string", "description": "the list's id: send it with a removal"},
                     "searched": {"type": ["string", "null"]}, "search_options": obj,
-                    "blob": {"type": "string"}, "removal": {"type": ["object", "null"]},
+                    "blob": {"type": "string"},
+                    "removal": {"type": ["object", "null"], "description": "the latest removal of the served "
+                                "results: stage, locations, detections_marked, results (the repeats-removed files), "
+                                "previews, and damaged as the task's status has it (the same photos cut short and "
+                                "damaged.csv: removing repeated detections changes no photo)"},
                     "searching": {"type": ["object", "null"]},
                     "skipped_folders": {
                         "type": ["object", "null"], "description": "folders not searched, each holding more than "

@@ -495,6 +495,9 @@ class RemovalStatus(TypedDict, total=False):
     detections_marked: int
     results: ResultsRef
     previews: PreviewsOutput
+    # photos cut short, as TaskStatus's (removing repeated detections changes no photo): the same count, examples and
+    # list (``layout.damaged_blob``, the original's); absent: none, or a removal that ran before they were counted
+    damaged: dict[str, Any]
     cut: str  # as TaskStatus's
 
 
@@ -819,6 +822,9 @@ class MergePartOutput(TypedDict):
     # ``damaged.csv`` fragment; absent: none (and from a part that ran before they were counted)
     damaged: NotRequired[int]
     damaged_bytes: NotRequired[int]
+    # the repeats-removed variant's part: no fragment (the original's ``damaged.csv`` lists the same photos), its first
+    # few names instead (``DAMAGED_EXAMPLES``), for the removal's status
+    damaged_examples: NotRequired[list[str]]
 
 
 class MergeCombineInput(TypedDict):

@@ -11,7 +11,9 @@ Here every activity is bounded whatever the task size (``activities.fanin`` says
     clean_merge_work                                     deletes the parts' work blobs (best effort)
 
 The parts also count the photos cut short (``activities.shard_results.shard_damaged``) and the combine lists them
-all in ``layout.damaged_blob`` when there are any; the merge output then carries ``damaged`` and a few examples.
+all in ``layout.damaged_blob`` when there are any; the merge output then carries ``damaged`` and a few examples
+(``damaged_status`` words them for a status). The variant's parts count them too and return their first few names
+instead of a list: removing repeated detections changes no photo, so its output names the original's list.
 
 Used with ``yield from`` by the task orchestrator (``fan_in(...)`` where it called the merge) and the repeats removal
 (``variant=REPEATS_REMOVED``: parts mark the chosen locations, no search). Deterministic code only: the completion
@@ -44,6 +46,21 @@ from gpu_batch.layout import REPEATS_REMOVED, csv_blob, damaged_blob, repeats_bl
 from orchestrations.retries import STORAGE_RETRY, call, call_all
 
 COUNTS = ("images", "failed", "with_detections", "detections", "empty", "missing")
+
+
+def damaged_status(merged: c.MergeOutput) -> dict[str, Any] | None:
+    """A status's ``damaged`` (the task's, and a repeat removal's: the same photos): how many photos were JPEGs cut
+    short (decoded as far as they go, with gray fill, as MegaDetector does: their results stand, but what the camera
+    did not write was never seen), the first few, where the list of all of them is, and what to do; None when there
+    were none (or a merge recorded before they were counted, which an orchestration replaying its history gets
+    back)."""
+    count = int(merged.get("damaged", 0))
+    if not count:
+        return None
+    return {"count": count, "examples": list(merged.get("damaged_examples", []))[: c.DAMAGED_EXAMPLES],
+            "blob": merged.get("damaged_blob", ""),
+            "hint": "JPEGs cut short (no end-of-image marker: power lost mid-write, a partial copy), detected as far as "
+                    "they go; copy them again from the cards, then post the request again with \"only_new\": true"}
 
 
 def fan_in(context: df.DurableOrchestrationContext, task_id: str, model: str, images: int, shards: int,
@@ -98,6 +115,13 @@ def fan_in(context: df.DurableOrchestrationContext, task_id: str, model: str, im
         merged["exports_fan_out"] = True
     if variant == REPEATS_REMOVED:
         merged["detections_marked"] = sum(p["marked"] for p in parts)
+        damaged = sum(int(p.get("damaged", 0)) for p in parts)  # absent from parts recorded before: none
+        if damaged:  # the same photos as the original's list, which the original's merge wrote
+            merged["damaged"] = damaged
+            merged["damaged_blob"] = damaged_blob(task_id)
+            # the first part's that has any, as the original's combine takes them from that part's rows
+            merged["damaged_examples"] = next((list(p["damaged_examples"]) for p in parts
+                                               if p.get("damaged_examples")), [])
     else:
         if "damaged_bytes" in combine:  # the combine wrote the list of photos cut short
             merged["damaged"] = damaged

@@ -17,7 +17,7 @@ from gpu_batch.layout import REPEATS_REMOVED
 from core.settings import OrchestrationKnobs
 from core.status_size import fit
 from orchestrations.exports import exports as run_exports
-from orchestrations.fanin import fan_in
+from orchestrations.fanin import damaged_status, fan_in
 from orchestrations.retries import STORAGE_RETRY, call
 
 bp = df.Blueprint()
@@ -67,6 +67,9 @@ def remove_repeats(context: df.DurableOrchestrationContext) -> Generator[Any, An
         "results": {"container": merged["container"], "blob": merged["results_blob"],
                     "csv": merged.get("csv_blob", "")},
         "previews": previews}
+    damaged = damaged_status(merged)  # the task's photos cut short: a removal changes no photo (absent: none)
+    if damaged is not None:
+        summary["damaged"] = damaged
     if exports is not None:
         summary["results"]["exports"] = exports
     else:

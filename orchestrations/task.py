@@ -40,7 +40,7 @@ from gpu_batch.exit_codes import TASK_ENDED
 from gpu_batch.layout import INCOMING_CONTAINER, drop_answer_blob, generation_key, pool_job_id, shard_id
 from orchestrations.enumeration import enumerate_in_parallel
 from orchestrations.exports import exports as run_exports
-from orchestrations.fanin import fan_in
+from orchestrations.fanin import damaged_status, fan_in
 from orchestrations.retries import POOL_RETRY, STORAGE_RETRY, RetryPolicy, call, call_all
 from orchestrations.shards import outage_limit_s, round_events
 
@@ -100,20 +100,6 @@ def _final_status(started: str, finished: str, enumeration: c.EnumerateOutput, o
         "previews": previews,
         "pool_job": job_id,
     }
-
-
-def _damaged(merged: c.MergeOutput) -> dict[str, Any] | None:
-    """The status's ``damaged``: how many photos were JPEGs cut short (decoded as far as they go, with gray fill, as
-    MegaDetector does: their results stand, but what the camera did not write was never seen), the first few, where
-    the list of all of them is, and what to do; None when there were none (or a merge recorded before they were
-    counted, which an orchestration replaying its history gets back)."""
-    count = int(merged.get("damaged", 0))
-    if not count:
-        return None
-    return {"count": count, "examples": list(merged.get("damaged_examples", []))[: c.DAMAGED_EXAMPLES],
-            "blob": merged.get("damaged_blob", ""),
-            "hint": "JPEGs cut short (no end-of-image marker: power lost mid-write, a partial copy), detected as far as "
-                    "they go; copy them again from the cards, then post the request again with \"only_new\": true"}
 
 
 def _shards_given_up(outcomes: list[c.ShardsOutcome]) -> dict[str, Any] | None:
@@ -514,7 +500,7 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
     given_up = _shards_given_up(outcomes)
     if given_up is not None:
         summary["shards_given_up"] = given_up
-    damaged = _damaged(merged)
+    damaged = damaged_status(merged)
     if damaged is not None:
         summary["damaged"] = damaged
     if exports is not None:

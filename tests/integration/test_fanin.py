@@ -327,6 +327,41 @@ def test_parallel_repeats_removed_variant_writes_the_single_pass_bytes(task: Any
     assert len(marked) == reference["detections_marked"]
 
 
+def test_the_repeats_removed_variant_names_the_same_photos_cut_short_and_the_original_s_list(task: Any) -> None:
+    """Removing repeated detections changes no photo: the variant's merge counts the photos cut short as the
+    original's did (a worker's list, and names only in results' info) and names the original's ``damaged.csv``, which
+    it leaves as it was (no list of its own)."""
+    from gpu_batch.worker.results import damaged_document
+
+    settings, store, tid, counts = task
+    first = ShardManifest.from_dict(store.read_json(settings.container, layout.manifest_blob(tid, "s00000", 1)))
+    etag = store.etag_or_none(settings.container, first.output_blob) or ""
+    store.write_bytes(settings.container, layout.attempt_damaged_blob(tid, "s00000", 1),
+                      damaged_document(etag, [first.images[1]]))
+    died = ShardManifest.from_dict(store.read_json(settings.container, layout.manifest_blob(tid, "s00009", 1)))
+    doc = store.read_json(settings.container, died.output_blob)
+    doc["info"] = {"trapbatch": {"damaged": [died.images[0], died.images[3]]}}
+    store.write_bytes(settings.container, died.output_blob, json.dumps(doc).encode())
+    original = run_orchestrator(merge_orchestrator, {"task_id": tid, "model": MODEL, "images_per_part": 12, **counts},
+                                real_activities(settings, store))
+    assert original.status == "Completed", original.error
+    listed = store.read_bytes(settings.container, layout.damaged_blob(tid))
+    ids = [loc["id"] for loc in store.read_json(settings.container, layout.repeats_blob(tid))["locations"]]
+
+    run = run_orchestrator(merge_orchestrator, {"task_id": tid, "model": MODEL, "images_per_part": 8,
+                                                "variant": REPEATS_REMOVED, "remove": ids, **counts},
+                           real_activities(settings, store))
+
+    assert run.status == "Completed", run.error
+    assert {k: run.output[k] for k in ("damaged", "damaged_blob", "damaged_examples")} == \
+        {k: original.output[k] for k in ("damaged", "damaged_blob", "damaged_examples")} == \
+        {"damaged": 3, "damaged_blob": layout.damaged_blob(tid),
+         "damaged_examples": [first.images[1]]}  # the first part's that has any
+    assert store.read_bytes(settings.container, layout.damaged_blob(tid)) == listed
+    assert not any(n.endswith("damaged.csv") for n in store.list_names(
+        settings.container, layout.merge_work_prefix(tid, REPEATS_REMOVED)))
+
+
 def test_compose_concatenates_ranges_across_block_boundaries(storage_connection: str, unique_name: str) -> None:
     from adapters.compose import MAX_BLOCKS, ComposeError, compose_blob
 

@@ -67,17 +67,20 @@ def test_links_download_anonymously_read_only_until_they_expire(files: tuple[Blo
     assert share_links.redact(url).endswith("?<sas>") and "sig=" not in share_links.redact(url)
 
 
-def test_the_list_of_photos_cut_short_is_a_file_of_the_original_results_when_there_is_one(
+def test_the_list_of_photos_cut_short_is_a_file_of_both_variants_when_there_is_one(
         files: tuple[BlobStore, str]) -> None:
     """``damaged.csv`` (written by the merge only when some photos were cut short) is linked, downloaded by
-    ``trapbatch results`` and zipped with the original variant's files; fails without the change."""
+    ``trapbatch results`` and zipped with the results' files; named under the repeats-removed variant too (the same
+    blob: removing repeated detections changes no photo), and still one link and one download."""
     store, container = files
     assert "damaged" not in share_links.result_files(store, container, TASK)["original"]
     store.write_bytes(container, layout.damaged_blob(TASK), b"file\r\ncam/IMG_1.JPG\r\n")
     found = share_links.result_files(store, container, TASK)
     assert found["original"]["damaged"] == layout.damaged_blob(TASK) == f"results/{TASK}/damaged.csv"
-    assert "damaged" not in found[layout.REPEATS_REMOVED]
+    assert found[layout.REPEATS_REMOVED]["damaged"] == layout.damaged_blob(TASK)
     assert layout.damaged_blob(TASK) in share_links.all_names(found)
+    links = share_links.linked(found, share_links.read_links(store, container, share_links.all_names(found), 1))
+    assert links["files"]["original"]["damaged"] == links["files"][layout.REPEATS_REMOVED]["damaged"]
 
 
 def test_a_link_saves_its_file_under_its_name_rather_than_showing_it(files: tuple[BlobStore, str]) -> None:

@@ -130,3 +130,34 @@ def test_a_removal_from_this_release_prepares_first_and_its_parts_read_the_ids_f
     assert c.PREPARE_REMOVAL not in old.activity_names and old.activity_names[0] == c.READ_ENUMERATION
     assert all(p["remove"] == ["r00002", "r00001"] and "remove_blob" not in p for p in old.inputs(c.MERGE_PART))
     assert new.output["results"]["exports_error"] and "exports" not in new.output["results"]
+
+
+def test_the_removal_s_status_names_the_task_s_photos_cut_short_and_schedules_what_it_did() -> None:
+    """Removing repeated detections changes no photo: the status says ``damaged`` as the task's does (count, the
+    first part's examples, the original's list, the hint), from the parts' outputs; the same activities run."""
+    from gpu_batch.layout import damaged_blob
+    from orchestrations.fanin import damaged_status
+
+    part = {"images": 5, "failed": 0, "with_detections": 1, "detections": 1, "empty": 4, "missing": 0,
+            "failure_reasons": {}, "json_bytes": 10, "csv_bytes": 10, "detections_considered": 0, "marked": 1}
+    found = {1: {"damaged": 2, "damaged_examples": ["cam/b.jpg", "cam/c.jpg"]}, 2: {"damaged": 1,
+                                                                                   "damaged_examples": ["d/e.jpg"]}}
+    answers: dict[str, Any] = {
+        c.READ_ENUMERATION: {"images": 15, "shards": 3},
+        c.MERGE_PART: lambda p: {**part, "part": p["part"], **found.get(p["part"], {})},
+        c.MERGE_COMBINE: {"container": "trapbatch", "search_groups": 0},
+        c.PREVIEWS: {"container": "$web", "counts": {}}, c.CLEAN_MERGE_WORK: {"deleted": 3},
+        c.EXPORTS: lambda p: (_ for _ in ()).throw(ConnectionError("no exports"))}
+    removal: c.RepeatsInput = {"task_id": TASK, "model": "MDV5A", "request_name": "", "remove": ["r00002"],
+                               "knobs": {"merge_images_per_part": 5}}
+
+    run = run_orchestrator(remove_repeats, removal, answers, instance_id=f"{TASK}-repeats")
+
+    assert run.status == "Completed", run.error
+    assert [call.input["part"] for call in run.calls(c.MERGE_PART)] == [0, 1, 2]
+    assert run.activity_names[:6] == [c.READ_ENUMERATION, *[c.MERGE_PART] * 3, c.MERGE_COMBINE, c.CLEAN_MERGE_WORK]
+    assert set(run.activity_names[6:]) == {c.EXPORTS, c.PREVIEWS}  # the exports fail after their retries
+    assert run.output["damaged"] == damaged_status({  # type: ignore[typeddict-item]
+        "damaged": 3, "damaged_blob": damaged_blob(TASK), "damaged_examples": ["cam/b.jpg", "cam/c.jpg"]})
+    assert run.output["damaged"]["blob"] == f"results/{TASK}/damaged.csv" and run.custom_status == run.output
+    assert "damaged_bytes" not in run.inputs(c.MERGE_COMBINE)[0]  # the variant writes no list of its own

@@ -112,7 +112,10 @@ def merge_part(payload: Any) -> Any:
     reasons = {r: BIG for r in [*FAILURE_REASONS, REASON_UNCLASSIFIED]}
     return {"part": payload["part"], "images": BIG, "failed": BIG, "with_detections": BIG, "detections": BIG,
             "empty": BIG, "missing": 0, "failure_reasons": reasons, "json_bytes": BIG, "csv_bytes": BIG,
-            "detections_considered": BIG, "marked": BIG, "damaged": BIG, "damaged_bytes": BIG}
+            "detections_considered": BIG, "marked": BIG, "damaged": BIG, "damaged_bytes": BIG,
+            # the variant's parts name their first photos cut short (at their longest) instead of a list fragment
+            **({"damaged_examples": [W * layout.MAX_BLOB_NAME_CHARS] * c.DAMAGED_EXAMPLES}
+               if payload.get("variant") else {})}
 
 
 SHARDS = 40
@@ -285,6 +288,7 @@ def test_a_removal_s_largest_status_fits() -> None:
                             "search": W * 100, "knobs": OrchestrationKnobs().to_dict(), "prepare": True}
     run = run_orchestrator(remove_repeats, data, answer, instance_id=f"{TASK}-repeats")
     assert run.status == "Completed", run.error
+    assert run.custom_status["damaged"]["count"] and run.custom_status["damaged"]["examples"]
     assert_fits(run)
 
 
