@@ -235,14 +235,9 @@ def _summary(st: dict[str, Any]) -> None:
                                      f"{example.get('reason')}"))
         if given_up.get("hint"):
             table.add_row("next", escape(in_cli_words(str(given_up["hint"]))))
-    damaged = st.get("damaged")
-    if isinstance(damaged, dict) and damaged.get("count"):  # photos cut short: results stand, re-copy them
-        count = int(damaged["count"])
-        examples = ", ".join(str(e) for e in damaged.get("examples") or [])
-        table.add_row("damaged", escape(f"{count} photo{'' if count == 1 else 's'} cut short (no JPEG end marker), "
-                                        f"detected as far as they go; re-copy them from the cards: damaged.csv "
-                                        f"(trapbatch results {st.get('id')})" + (f"; e.g. {examples}" if examples
-                                                                                 else "")))
+    damaged = damaged_line(st.get("damaged"), str(st.get("id")))
+    if damaged:  # photos cut short: results stand, re-copy them
+        table.add_row("damaged", escape(damaged))
     if st.get("stage") == Stage.awaiting_confirmation and not is_final(st):  # what it waits for, and the commands
         table.add_row("next", awaiting_line(st))
     results: dict[str, Any] = st["results"] if isinstance(st.get("results"), dict) else {}
@@ -970,6 +965,18 @@ def repeats(state: State, /, task_id: str, keep: str | None, remove: str | None,
         click.launch(url)
 
 
+def damaged_line(damaged: Any, task_id: str) -> str:
+    """A status's ``damaged`` (photos cut short) as one line, or "" when there are none: the task's summary and the
+    repeats-removed variant's say the same."""
+    if not isinstance(damaged, dict) or not damaged.get("count"):
+        return ""
+    count = int(damaged["count"])
+    examples = ", ".join(str(e) for e in damaged.get("examples") or [])
+    return (f"{count} photo{'' if count == 1 else 's'} cut short (no JPEG end marker), detected as far as they go; "
+            f"re-copy them from the cards: damaged.csv (trapbatch results {task_id})"
+            + (f"; e.g. {examples}" if examples else ""))
+
+
 def _print_removal(task_id: str, removal: dict[str, Any]) -> None:
     """The last removal's state, with what went wrong and what to do: a bare "completed" hid that its exports were
     not written, a bare "failed" hid why."""
@@ -979,6 +986,9 @@ def _print_removal(task_id: str, removal: dict[str, Any]) -> None:
     if removal.get("error"):  # the removal failed: no repeats-removed variant of this choice was written
         out.print(f"  error: {removal['error']}", markup=False, highlight=False)
         out.print(f"  next: {again}", markup=False, highlight=False)
+    damaged = damaged_line(removal.get("damaged"), task_id)
+    if damaged:  # the task's photos cut short, in this variant too
+        out.print(f"  damaged: {damaged}", markup=False, highlight=False)
     results = removal.get("results") if isinstance(removal.get("results"), dict) else {}
     if results and results.get("exports_error"):  # the variant stands; its COCO / Camtrap DP / Zooniverse do not
         out.print(f"  exports NOT written: {results['exports_error']}", markup=False, highlight=False)

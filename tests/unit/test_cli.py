@@ -1407,6 +1407,10 @@ def test_the_summary_says_which_shards_were_given_up_why_and_what_to_do(capsys: 
       "repeats-removed results JSON and CSV are complete", "--keep ... or --remove ..."]),
     ({"runtime_status": "Failed", "stage": "failed", "error": "MemoryError: merge_part"},
      ["removal: failed", "error: MemoryError: merge_part", "next: send the same choice again"]),
+    ({"runtime_status": "Completed", "stage": "completed", "results": {"container": "c", "blob": "b"},
+      "damaged": {"count": 2, "examples": ["cam1/IMG_0007.JPG"], "blob": "results/t/damaged.csv"}},
+     ["removal: completed", "damaged: 2 photos cut short", "damaged.csv (trapbatch results task-0123456789abcdef0123)",
+      "e.g. cam1/IMG_0007.JPG"]),
 ])
 def test_repeats_shows_what_went_wrong_with_the_removal_and_what_to_do(
         removal: dict[str, Any], shown: list[str], monkeypatch: pytest.MonkeyPatch,
