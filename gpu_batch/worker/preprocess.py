@@ -138,8 +138,11 @@ def jpeg_cut_short(data: bytes) -> bool:
     # Not at the end: data after the marker (a phone's motion-photo video, a maker's trailer) or none at all. Only
     # then is the file searched, after its first scan's start: entropy-coded data never holds FF D9 (byte stuffing),
     # and an EXIF thumbnail's own end marker comes before it.
+    # Searched from the end: the answer is the same (any FF D9 after the scan's start), and a trailer holds one near
+    # its end or ends right after the image's own, where searching forward crossed all the scan data (2.9 ms for a
+    # 2.8 MB photo with a trailer against 0.04 ms: at 400 images/s a core's worth, were every photo a motion photo).
     scan = _first_scan(data)
-    return scan is None or data.find(_JPEG_EOI, scan) < 0
+    return scan is None or data.rfind(_JPEG_EOI, scan) < 0
 
 
 _STANDALONE_MARKERS = frozenset({0x01, *range(0xD0, 0xD8)})  # TEM, RST0-7: no length field
