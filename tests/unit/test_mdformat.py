@@ -400,3 +400,63 @@ def test_validate_rejects_each_breach_of_the_format(change: str) -> None:
 def test_validate_rejects_an_image_the_task_did_not_list() -> None:
     with pytest.raises(mdformat.FormatError, match="unexpected"):
         mdformat.validate(_valid_doc(), expected_files=["a"])
+
+
+# ---------------------------------------------------------------- per-image rules (a mutation audit found them unpinned)
+
+def test_of_two_successes_the_first_attempts_detections_are_kept() -> None:
+    """``merge_entries``: a success from any attempt wins, the first one (a shard run again must not change the
+    detections of an image that had its result)."""
+    first, second = {"file": "a", "detections": [det(0.9)]}, {"file": "a", "detections": [det(0.4)]}
+    merged, missing = mdformat.merge_entries(["a"], [[first], [second]])
+    assert merged == [first] and missing == 0
+
+
+def test_an_image_listed_twice_gets_one_entry_and_counts_missing_once() -> None:
+    merged, missing = mdformat.merge_entries(["a", "b", "a", "b"], [[ok("a")]])
+    assert [m["file"] for m in merged] == ["a", "b"] and missing == 1
+
+
+def test_an_entry_without_a_string_file_name_is_dropped_and_does_not_stop_the_merge() -> None:
+    odd = [{"file": ["a"], "detections": []}, {"file": None, "detections": []}, {"detections": []}, ok("a")]
+    merged, missing = mdformat.merge_entries(["a"], [odd])
+    assert merged == [ok("a")] and missing == 0
+
+
+def test_summarize_reads_detections_of_any_mapping_type_and_counts_a_confidence_at_the_threshold() -> None:
+    from types import MappingProxyType
+
+    images = [{"file": "a", "detections": [MappingProxyType(det(0.2)), MappingProxyType(det(0.19))]},
+              {"file": "b", "detections": [det(0.2)]}]
+    assert mdformat.summarize(images, 0.2) == {"images": 2, "failed": 0, "with_detections": 2, "detections": 2,
+                                               "empty": 0}
+
+
+@pytest.mark.parametrize("text", ["\x80", "\u07ff", "\u0800", "\ud7ff", "\ue000", "\uffff", "\U00010000",
+                                  "\U0001f600", "\U0010ffff", "Zoë/Ávila 🦊.jpg"])
+def test_an_entry_is_escaped_exactly_as_json_dumps_with_ensure_ascii(text: str) -> None:
+    """MegaDetector writes its results with ``ensure_ascii=True``: the same escapes for every non-ASCII character (the
+    edges of each escape's range, the last characters of the planes as the right surrogate pairs)."""
+    import json
+
+    from gpu_batch.formats.entries import entry_json
+
+    entry = {"file": text, "detections": []}
+    assert entry_json(entry) == json.dumps(entry, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+
+
+@pytest.mark.parametrize("value, exif", [
+    ("2024:05:06 07:08:09", True), ("2024:05:06 07:08:09.5", False), ("2024:05:06T07:08:09", False),
+    ("2024-05:06 07:08:09", False), ("2024:05-06 07:08:09", False), ("2024:05:06 07:08:0", False),
+    ("2024-05-06 07:08:09", False), (20240506, False), (None, False)])
+def test_only_megadetectors_exif_time_form_is_an_exif_time(value: Any, exif: bool) -> None:
+    """The CSV rewrites such a time's date with dashes and the preview compares them as text: any other form must be
+    left alone (``detections_csv.capture_time``, ``previewsample``)."""
+    from gpu_batch.formats.detections_csv import capture_time
+    from gpu_batch.formats.entries import is_exif_time
+
+    assert is_exif_time(value) is exif
+    if exif:
+        assert capture_time({"datetime": value}) == "2024-05-06 07:08:09"
+    elif isinstance(value, str):
+        assert capture_time({"datetime": value}) == value
