@@ -366,3 +366,104 @@ def test_a_large_folder_searched_in_batches_counts_as_one_at_a_time(monkeypatch:
     one_at_a_time, batched = locations(10**9), locations(300)
     assert len(one_at_a_time) > 2000 and sum(loc[0] for loc in one_at_a_time) > len(one_at_a_time) + 500
     assert batched == one_at_a_time
+
+
+# ---------------------------------------------------------------- pinned rules (a mutation audit found them unpinned)
+
+def test_a_location_started_by_a_detection_without_a_readable_confidence_reports_the_others_range() -> None:
+    """A NaN confidence passes the filters (as in MegaDetector) but must not become the location's range: the
+    document would hold NaN, which is not JSON."""
+    finder = RepeatFinder()
+    finder.add(_img("cam/000.jpg", ("1", BOX, float("nan"))))
+    for i in range(1, 20):
+        finder.add(_img(f"cam/{i:03d}.jpg", ("1", BOX, 0.3 + i / 100)))
+    (loc,) = finder.result()["locations"]
+    assert (loc["count"], loc["conf_min"], loc["conf_max"]) == (20, 0.31, 0.49)
+
+
+def test_files_listed_zero_lists_no_files() -> None:
+    finder = RepeatFinder(RepeatOptions(files_listed=0))
+    for i in range(20):
+        finder.add(_img(f"cam/{i:03d}.jpg", ("1", BOX, 0.5)))
+    assert [(r["count"], r["files"]) for r in finder.result()["locations"]] == [(20, [])]
+
+
+def test_images_at_the_containers_root_are_one_folder() -> None:
+    finder = RepeatFinder()
+    for i in range(20):
+        finder.add(_img(f"{i:03d}.jpg", ("1", BOX, 0.5)))
+    assert [(r["folder"], r["count"]) for r in finder.result()["locations"]] == [("", 20)]
+
+
+def test_ties_rank_by_folder_then_by_the_order_found_whatever_order_the_folders_come_in() -> None:
+    """The fan-in hands the folders' findings over in any order: the document (and its ids) must not depend on it."""
+    def found(folder: str, order: int, count: int) -> dict[str, Any]:
+        return {"folder": folder, "category": "1", "bbox": BOX, "count": count, "conf_min": 0.5, "conf_max": 0.5,
+                "files": [f"{folder}/{order}.jpg"], "_order": order}
+
+    scrambled = [found("b", 0, 20), found("a", 7, 20), found("a", 2, 20), found("c", 1, 30)]
+    doc = repeats.rank_locations(scrambled, RepeatOptions(), 0)
+    assert [(r["id"], r["files"], r["count"]) for r in doc["locations"]] == [
+        ("r00001", ["c/1.jpg"], 30), ("r00002", ["a/2.jpg"], 20), ("r00003", ["a/7.jpg"], 20),
+        ("r00004", ["b/0.jpg"], 20)]
+    assert [r["_order"] for r in scrambled if r["folder"] == "a"] == [7, 2]  # the input is not changed
+    assert "_order" not in doc["locations"][0]
+    assert repeats.rank_locations(list(reversed(scrambled)), RepeatOptions(), 0) == doc
+
+
+def test_skipped_folders_are_listed_in_name_order_with_a_nested_folder_after_its_parent() -> None:
+    finder = RepeatFinder(RepeatOptions(max_folder_detections=2))
+    for name in ["a/1.jpg", "a/b/1.jpg", "a/b/2.jpg", "a/b/3.jpg", "a/c.jpg", "a/d.jpg"]:
+        finder.add(_img(name, ("1", BOX, 0.5)))
+    listed = finder.result()["skipped_folders"]["listed"]
+    assert listed == [{"folder": "a", "detections": 3}, {"folder": "a/b", "detections": 3}]
+
+
+def test_a_skipped_folder_of_exactly_the_largest_cap_is_offered_the_search_at_that_cap() -> None:
+    largest = repeats.MAX_FOLDER_DETECTIONS
+    hint = repeats.skipped_summary([("cam", largest)], RepeatOptions())["hint"]
+    assert f"--max-folder-detections {largest}" in hint
+    hint = repeats.skipped_summary([("cam", largest + 1)], RepeatOptions())["hint"]
+    assert "--max-folder-detections" not in hint
+
+
+def test_removal_marks_a_detection_exactly_when_the_search_would_count_it() -> None:
+    """Phase 2 applies the search's filters at their bounds: a confidence at ``confidence_min`` or an area at
+    ``max_area`` is counted and so removed; one above ``confidence_max`` or below ``min_area`` is neither."""
+    from core.repeats import RepeatRemoval
+
+    area = abs(BOX[2] * BOX[3])
+    options = RepeatOptions(confidence_min=0.1, confidence_max=0.6, min_area=area * 0.97, max_area=area)
+    shrunk = [BOX[0], BOX[1], BOX[2] * 0.98, BOX[3] * 0.98]  # IoU 0.96 with BOX, area below min_area
+    dets = [{"category": "1", "bbox": BOX, "conf": 0.1}, {"category": "1", "bbox": BOX, "conf": 0.6},
+            {"category": "1", "bbox": BOX, "conf": 0.61}, {"category": "1", "bbox": shrunk, "conf": 0.5}]
+    entry = {"file": "cam/1.jpg", "detections": dets}
+    counted = [row[-1] for row in eligible_detections(entry, options) or []]
+    assert counted == [0.1, 0.6]
+    removal = RepeatRemoval([{"folder": "cam", "category": "1", "bbox": BOX}], options)
+    assert [d["conf"] for d in removal.apply(entry)["detections"]] == [-0.1, -0.6, 0.61, 0.5]
+    assert removal.marked == 2
+
+
+def test_at_an_iou_threshold_of_one_removal_marks_the_identical_boxes_the_search_counted() -> None:
+    from core.repeats import RepeatRemoval
+
+    options = RepeatOptions(iou_threshold=1.0, occurrence_threshold=3)
+    entries = [_img(f"cam/{i}.jpg", ("1", BOX, 0.5)) for i in range(3)]
+    finder = RepeatFinder(options)
+    for e in entries:
+        finder.add(e)
+    locations = finder.result()["locations"]
+    assert [r["count"] for r in locations] == [3]
+    removal = RepeatRemoval(locations, options)
+    assert [removal.apply(e)["detections"][0]["conf"] for e in entries] == [-0.5] * 3
+
+
+def test_removal_leaves_a_failed_entry_as_it_is_even_with_detections() -> None:
+    """The search never counts a failed image's detections (``eligible_detections``), so phase 2 never marks them."""
+    from core.repeats import RepeatRemoval
+
+    failed = {**_img("cam/1.jpg", ("1", BOX, 0.5)), "failure": "inference failure"}
+    assert eligible_detections(failed, RepeatOptions()) is None
+    removal = RepeatRemoval([{"folder": "cam", "category": "1", "bbox": BOX}])
+    assert removal.apply(failed) == failed and removal.marked == 0
