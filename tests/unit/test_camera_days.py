@@ -127,3 +127,16 @@ def test_a_camera_with_photos_on_too_many_dates_gets_no_rows(monkeypatch: pytest
     after = table([tapped(both)[0]])
     assert after == "".join(line for line in before.splitlines(keepends=True) if not line.startswith("wander,"))
     assert [line.split(",")[0] for line in after.splitlines()[1:]] == ["steady"] * 3
+
+
+@pytest.mark.parametrize("per_gather", [1, 1 << 20])
+def test_a_camera_with_photos_on_exactly_the_most_dates_keeps_its_rows(monkeypatch: pytest.MonkeyPatch,
+                                                                       per_gather: int) -> None:
+    """``MAX_CAMERA_DAYS`` dates are still counted, also when ranges of its photos share a date (counted once)."""
+    entries = [{"file": f"cam/{d}.jpg", "datetime": (datetime(2024, 1, 1, 9) + timedelta(days=d))
+                .strftime("%Y:%m:%d %H:%M:%S"), "detections": []} for d in range(5)]
+    entries.append({"file": "cam/0b.jpg", "datetime": "2024:01:01 10:00:00", "detections": []})
+    before = table([tapped(entries)[0]])
+    monkeypatch.setattr(ev, "MAX_CAMERA_DAYS", 5)
+    monkeypatch.setattr(ev, "RECORDS_PER_GATHER", per_gather)
+    assert table([tapped(entries)[0]]) == before and len(before.splitlines()) == 6

@@ -502,3 +502,35 @@ def test_the_camera_tables_never_hand_a_spreadsheet_a_formula() -> None:
         assert row["deploymentID"] == day["deploymentID"] == "'" + name
         assert unguarded(row["deploymentID"]) == name  # as the preview page shows it (activities.previews)
     assert unguarded("'plain") == "'plain" and unguarded("") == ""
+
+
+# ---------------------------------------------------------------- pinned rules (a mutation audit found them unpinned)
+
+def test_an_events_confidence_is_the_highest_of_its_kind_even_when_a_lower_box_comes_after() -> None:
+    entries = [{"file": "cam/a.jpg", "datetime": "2024:06:01 06:00:00",
+                "detections": [detection("1", 0.9), detection("1", 0.5)]}]
+    records, _, _ = tapped(entries)
+    lines = "".join(text for text, *_ in ev.event_lines([records], "MD", COMPLETED))
+    assert [(r[7], r[10], r[25]) for r in csv.reader(io.StringIO(lines))] == [("animal", "2", "0.9")]
+
+
+def test_a_west_of_greenwich_offset_of_quarter_hours_is_written_as_the_media_rows_are() -> None:
+    """``-03:45``: the minutes of a negative offset are those of its size (-225 % 60 is 15, not 45)."""
+    entries = [{"file": "c/a.jpg", "datetime": "2024:06:01 23:59:50", "detections": []}]
+    records, media, _ = tapped(entries, b=builder("-03:45"))
+    (event,) = ev.events([records])
+    assert event.start == event.end == next(csv.reader(io.StringIO(media[0])))[3] == "2024-06-01T23:59:50-03:45"
+
+
+def test_a_parts_share_of_the_index_holds_the_events_its_first_and_last_photo_end_and_start() -> None:
+    """A part whose first photo is the last of an event (the event began in the part before) and whose last photo is
+    the first of another gets both events in its share: each of its photos names its event."""
+    entries = [{"file": f"cam/{n}.jpg", "datetime": f"2024:06:01 06:{minute:02d}:00", "detections": []}
+               for n, minute in enumerate((0, 1, 10, 20, 21))]
+    parts = [tapped(entries[a:b])[0] for a, b in ((0, 1), (1, 4), (4, 5))]
+    whole = _indexed(parts)
+    middle = tapped(entries[1:4])
+    share = ev.EventIndex.from_bytes(whole.to_bytes(ev.time_windows(middle[0])))
+    text = "".join(middle[2])
+    assert _link(text, share) == _link(text, whole.lookup())
+    assert len(share._lists["cam"][0]) == 3
