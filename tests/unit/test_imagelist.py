@@ -242,3 +242,52 @@ def test_the_readme_gives_the_list_readers_limits() -> None:
         readme.split("The edge reads the whole list", 1)[1].split("no task starts", 1)[0].split()))
     assert f"more than {imagelist.MAX_METADATA_COLUMNS} metadata columns" in passage
     assert f"more than {imagelist.MAX_METADATA_VALUE_CHARS} characters" in passage
+
+
+# ---------------------------------------------------------------- pinned rules (a mutation audit found them unpinned)
+
+@pytest.mark.parametrize("value, excluded", [
+    (" 1 ", True), (" yes", True), ("Y", True), ("t", True), ("-1", True), ("+2.5", True),
+    ("no ", False), ("N", False), ("f", False), ("None", False), ("null", False), ("+0", False), ("-0.0", False)])
+def test_flag_words_and_signed_numbers_read_as_the_docstring_says(value: str, excluded: bool) -> None:
+    assert is_truthy(value) is excluded
+
+
+def test_csv_headers_are_read_with_their_spaces_and_case_forgiven() -> None:
+    """A spreadsheet's header often has ' path ' or 'Invalid': the path column is found, the flag still excludes,
+    and a metadata column is named without its spaces."""
+    got = rows(" Path , Invalid , site \r\na/1.jpg,1,J05\r\na/2.jpg,0,J06\r\n")
+    assert got == [ListedImage("a/1.jpg", True, {"site": "J05"}), ListedImage("a/2.jpg", False, {"site": "J06"})]
+    assert rows(json.dumps([{"file": "a/1.jpg", " Invalid ": 1}])) == [ListedImage("a/1.jpg", True, {})]
+
+
+def test_rows_of_empty_cells_are_skipped_as_spreadsheets_write_them() -> None:
+    assert rows("path,site\r\na/1.jpg,J05\r\n,\r\n , \r\n") == [ListedImage("a/1.jpg", False, {"site": "J05"})]
+
+
+def test_a_list_saved_with_a_byte_order_mark_is_read_as_json() -> None:
+    data = b"\xef\xbb\xbf" + json.dumps(["a/1.jpg"]).encode()
+    assert rows(data) == [ListedImage("a/1.jpg")]
+    assert scan(io.BytesIO(data), "list").format == "json"
+
+
+def test_limits_are_inclusive_and_a_delete_character_is_refused() -> None:
+    from core import imagelist
+
+    longest = "a/" + "x" * (imagelist.MAX_NAME_CHARS - 6) + ".jpg"
+    assert rows(json.dumps([longest])) == [ListedImage(longest)]
+    with pytest.raises(ImageListInvalid, match="not a blob name"):
+        rows(json.dumps(["a/x\x7f.jpg"]))
+    value = "v" * imagelist.MAX_METADATA_VALUE_CHARS
+    assert rows(json.dumps([{"file": "a/1.jpg", "note": value}]))[0].metadata == {"note": value}
+    columns = {f"c{i}": "x" for i in range(imagelist.MAX_METADATA_COLUMNS)}
+    summary = scan(io.BytesIO(json.dumps([{"file": "a/1.jpg", **columns}]).encode()), "list")
+    assert len(summary.metadata_columns) == imagelist.MAX_METADATA_COLUMNS
+
+
+def test_names_not_found_after_the_last_full_shard_go_to_the_last_shard_and_one_batch_only() -> None:
+    """Never to a shard that does not exist (its names would be dropped) nor to two batches (reported twice)."""
+    assert not_found_shards([4, 0], [0, 3], 2) == {1: 1}
+    batches = shard_batches([4, 0, 4], 2, 4)
+    assert [(b["first"], b["count"]) for b in batches] == [(0, 2), (2, 2)]
+    assert not_found_by_batch(batches, [(0, 0), (1, 0), (2, 0)], [4, 0, 4], [0, 1, 0], 2) == [[], [[1, 0, 2]]]
