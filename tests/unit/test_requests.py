@@ -305,3 +305,38 @@ def test_a_body_the_parser_refuses_says_why(raw: bytes, said: str) -> None:
     with pytest.raises(RequestInvalid, match=said) as refused:
         parse_json_body(raw, "application/json")
     assert "Content-Type: application/json" in refused.value.hint
+
+
+# ---------------------------------------------------------------- pinned rules (a mutation audit found them unpinned)
+
+def test_a_media_types_case_does_not_matter() -> None:
+    """RFC 9110 8.3.1: type and subtype names are case-insensitive (some HTTP clients send ``Application/JSON``)."""
+    from core.requests import parse_json_body
+
+    assert parse_json_body(b'{"container": "cams"}', "Application/JSON") == {"container": "cams"}
+
+
+def test_bounds_that_are_inclusive_are_accepted_at_the_bound() -> None:
+    from core.requests import MAX_CLOCK_SHIFT_S, MIN_PREVIEW_THRESHOLD, parse_rerender
+
+    assert parse_rerender({"threshold": MIN_PREVIEW_THRESHOLD}) == MIN_PREVIEW_THRESHOLD
+    assert parse_task_request({"container": "cams", "preview_threshold": MIN_PREVIEW_THRESHOLD}).preview_threshold \
+        == MIN_PREVIEW_THRESHOLD
+    corrections = {"a": -MAX_CLOCK_SHIFT_S, "b": MAX_CLOCK_SHIFT_S}
+    assert parse_task_request({"container": "cams", "clock_corrections": corrections}).clock_corrections == corrections
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("source_account_url", "https://photos.blob.core.windows.net/c/sig=abc", "SAS token"),
+    ("notify_url", "https://hooks.example.org/trapbatch#x", "fragment"),
+    ("clock_corrections", {"a" * 1025: 60}, "not a folder name"),
+])
+def test_refused_inputs_say_why(field: str, value: object, message: str) -> None:
+    with pytest.raises(RequestInvalid, match=message):
+        parse_task_request({"container": "cams", field: value})
+
+
+def test_a_blank_model_takes_the_default_and_no_clock_corrections_are_none() -> None:
+    r = parse_task_request({"container": "cams", "model": "  ", "clock_corrections": {}}, default_model="MDV5A")
+    assert (r.model, r.clock_corrections) == ("MDV5A", None)
+    assert parse_task_request({"container": "cams", "model": " MDV5B "}).model == "MDV5B"
