@@ -13,7 +13,8 @@ far past ``functionTimeout``. ``orchestrations.fanin`` runs these instead, each 
   ran again covers every attempt) is not read entry by entry:
   the part composes the view's bytes (``gpu_batch.formats.mergeview``: the same bytes, made on the GPU node).
   Per shard it records which results blobs it merged, with their ETags (``record_merged``): the exports take a
-  worker's view only of those (``was_merged``).
+  worker's view only of those (``was_merged``). The photos cut short come with the view (``ShardView.damaged``, every
+  attempt's) or with the entries read, else from the workers' lists (``activities.shard_results.shard_damaged``).
 * ``run_merge_combine``: composes the results JSON (head, fragments, tail) and the CSV (header, fragments) with
   ``adapters.compose`` (server side where the service has Put Block From URL), absorbs the parts' sampler states
   into the preview sample, and plans the repeat search's folder groups from the parts' small indexes
@@ -133,8 +134,10 @@ def run_merge_part(payload: c.MergePartInput, settings: Settings, store: BlobSto
                 json_part, csv_part = formatter.add_shard(entries)
             if removal is None:
                 record_merged(store, container, task_id, index, listed)
-            # the variant too (always the entry path: its names come with the entries read, lists only where listed)
-            damaged += shard_damaged(store, settings, task_id, layout.shard_id(index), listed, named)
+            if view is not None and view.damaged is not None:  # every attempt's, atomic with the view: no list read
+                damaged += view.damaged
+            else:  # the variant too (always the entry path: its names come with the entries read), an older view
+                damaged += shard_damaged(store, settings, task_id, layout.shard_id(index), listed, named)
             out.write(json_part)  # one write per shard: the same bytes as one per entry
             table_file.write(csv_part)
     json_bytes, csv_bytes = out.bytes_written, table_file.bytes_written

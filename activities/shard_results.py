@@ -29,6 +29,7 @@ from core.shards import missing_images
 from gpu_batch import layout
 from gpu_batch import manifest as contract
 from gpu_batch.formats import jsonio
+from gpu_batch.formats.entries import damaged_in
 
 logger = logging.getLogger(__name__)
 PROGRESS_READ_LIMIT = 4096  # a progress counter is a few bytes; anything larger is not one
@@ -45,12 +46,10 @@ def shard_attempt_results(store: BlobStore, settings: Settings, task_id: str, si
                           damaged: set[str] | None = None) -> Iterator[list[dict[str, Any]]]:
     """Result entries of each attempt of a shard, oldest attempt first; unreadable results count as none.
     ``listed``: the shard's names from ``shard_blobs`` (else it is listed here). ``damaged``, when given, gains the
-    names each parsed document's ``info.trapbatch.damaged`` lists (photos cut short: ``gpu_batch.worker.results.
+    names each parsed document's ``info.trapbatch.damaged`` lists (photos cut short: ``gpu_batch.formats.entries.
     damaged_in``), as each attempt is yielded. Why here: a reader that parses the results anyway (the merge's entry
     path, the reuse step) gets them with no read of its own, and from the document itself, which is atomic with its
     entries, where ``layout.attempt_damaged_blob`` may be missing or stale (a worker that died between the writes)."""
-    from gpu_batch.worker.results import damaged_in  # torch-free, as the merge view the merge reads
-
     attempts: list[tuple[int, str]] = []
     names = listed if listed is not None else store.list_names(settings.container, layout.shard_prefix(task_id, sid))
     for name in names:
@@ -143,25 +142,26 @@ def shard_damaged(store: BlobStore, settings: Settings, task_id: str, sid: str, 
     """The shard's photos cut short (JPEGs decoded as far as they go: successes whose entries are MegaDetector's), from
     each attempt's ``layout.attempt_damaged_blob``, sorted; ``listed``: the shard's blobs and ETags (one listing).
     ``parsed``: the names every attempt's results ``info`` gave a caller that parsed them all already (the merge's
-    entry path: ``shard_attempt_results(damaged=...)``); None when it did not (the worker's merge view was used).
+    entry path: ``shard_attempt_results(damaged=...)``); None when it did not (the merge took the view of a worker
+    that did not name them in it; a view that does, ``mergeview.ShardView.damaged``, stands for this call).
 
     Costs nothing for a shard without any (no such blob is listed). A list whose results ETag is not the results
     blob's now (the worker died between the two writes, or another run rewrote the results) is not trusted: the names
-    come from that results document's ``info`` (``gpu_batch.worker.results.damaged_in``), read here unless ``parsed``
+    come from that results document's ``info`` (``gpu_batch.formats.entries.damaged_in``), read here unless ``parsed``
     has them. Why every attempt's: a success is final, so an image cut short is run, and named, by one attempt only (a
     run of the same attempt that resumed keeps the names with the entries).
 
     A list that is missing although the results name photos cut short (the worker died after a flush of results that
     named one, before it wrote the list) is covered only where the caller parsed the results anyway (``parsed``): a
     shard whose last attempt died so has no merge view, so the merge reads its entries, and the names with them, at
-    no extra cost; likewise every shard that reused results (``activities.reuse``) or ran with no view. Not covered
-    without ``parsed``: the shard took the merge view of a later attempt that finished, which covers the earlier
-    attempt's entries (``mergeview.whole_shard``) but not its names. Looking for those would mean reading, for every
-    shard with an attempt whose list is missing, that attempt's whole results, whether it named any or not, and a
-    missing list is what every shard without photos cut short has: the read the side list exists to spare. A later
-    attempt's worker read those results for its view; naming them there is the place to close it."""
-    from gpu_batch.worker.results import damaged_in  # torch-free, as the merge view the merge reads
-
+    no extra cost; likewise every shard that reused results (``activities.reuse``) or ran with no view. A shard
+    merged from the view of a later attempt that finished gets every attempt's names from that view: its worker read
+    the earlier results for it and names them in it (``mergeview.whole_shard``, ``build_view``), with its own, so
+    neither a list never written nor one an attempt died before loses a name, and the merge reads no list there.
+    Not covered: such a view by a worker older than those names (``ShardView.damaged`` None), which this call reads
+    lists for. Looking further would mean reading, for every shard with an attempt whose list is missing, that
+    attempt's whole results, whether it named any or not, and a missing list is what every shard without photos cut
+    short has: the read the side list exists to spare."""
     names: set[str] = set(parsed or ())
     for name, etag in listed.items():
         attempt = layout.attempt_of_results_blob(name)

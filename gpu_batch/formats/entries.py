@@ -42,6 +42,17 @@ def has_failure(entry: Mapping[str, Any]) -> bool:
 _RANK = {None: 2, contract.PERMANENT: 1, contract.RETRYABLE: 0}
 
 
+def damaged_in(doc: Any) -> list[str]:
+    """The names a results document's ``info.trapbatch.damaged`` lists (photos cut short: successes decoded as far as
+    they go, ``gpu_batch.worker.results``); none for a document without them. Here, beside the merge's other rules,
+    so that the merge view (``gpu_batch.formats.mergeview``) names an earlier attempt's photos cut short from the
+    results it reads anyway."""
+    info = doc.get("info") if isinstance(doc, dict) else None
+    own = info.get("trapbatch") if isinstance(info, dict) else None
+    names = own.get("damaged") if isinstance(own, dict) else None
+    return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
+
+
 def _rank(entry: Mapping[str, Any]) -> int:
     return _RANK[contract.failure_kind(entry)]
 

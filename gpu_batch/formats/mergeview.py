@@ -40,11 +40,12 @@ each view's first facts against those before it all the same (``activities.expor
 parts are checked against each other (``core.exportparts``).
 
 Layout: one line of JSON (the header: version, identity, counts, the preview sampler's state, the folders' sizes,
-COCO's, Camtrap DP's and Zooniverse's sizes and counts), ``\\n``, then the entries' JSON fragments, their CSV lines,
-each folder's rows, COCO's image and annotation lines, Camtrap DP's media and observation lines, and Zooniverse's rows
-and their lengths (4-byte little-endian integers), back to back. A view without a section reads as one without those
-lines (the exports then format the entries); code older than a section does not see it (its ranged reads stop
-before it, and a whole view it reads is longer than its header says, so it takes the entries).
+COCO's, Camtrap DP's and Zooniverse's sizes and counts, the photos cut short), ``\\n``, then the entries' JSON
+fragments, their CSV lines, each folder's rows, COCO's image and annotation lines, Camtrap DP's media and observation
+lines, and Zooniverse's rows and their lengths (4-byte little-endian integers), back to back. A view without a
+section reads as one without those lines (the exports then format the entries); code older than a section does not
+see it (its ranged reads stop before it, and a whole view it reads is longer than its header says, so it takes the
+entries).
 
 Must not: do I/O (``whole_shard`` reads through the caller's reader).
 """
@@ -59,7 +60,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 from gpu_batch.formats import camtrapdp, coco, csvline, jsonio, zooniverse_rows
 from gpu_batch.formats.detections_csv import CsvLines
 from gpu_batch.formats.eligible import FolderRows, RepeatOptions, eligible_detections
-from gpu_batch.formats.entries import DETECTION_CATEGORIES, entry_fragment, failure_counts, merge_entries, summarize
+from gpu_batch.formats.entries import (DETECTION_CATEGORIES, damaged_in, entry_fragment, failure_counts, merge_entries,
+                                       summarize)
 from gpu_batch.formats.previewsample import PreviewSampler
 from gpu_batch.manifest import ShardManifest, ViewBasis, ViewList, plain_etag
 
@@ -76,6 +78,8 @@ from gpu_batch.manifest import ShardManifest, ViewBasis, ViewList, plain_etag
 # only views of this version, so a version-2 view is no view (``read_view``/``read_view_part`` give None) and the
 # merge and the exports format that shard's entries themselves, instead of mixing the old lines with new ones in one
 # file; an older app likewise ignores a newer worker's views. Raise it whenever a line a view holds changes.
+# A header field added (``damaged``) is no new version: an older app reads past it, and this one reads a view
+# without it as one whose worker did not name the photos cut short (``ShardView.damaged`` None).
 VIEW_VERSION = 6
 COUNTS = ("images", "failed", "with_detections", "detections", "empty")
 
@@ -165,6 +169,10 @@ class ShardView:
     # a view read ``STREAMED``: its export sections where they lie in the blob, read a slice at a time (``coco``,
     # ``camtrap`` and ``zooniverse`` are then None); None for a view whose sections are held
     exports: "ExportSections | None" = None
+    # the photos cut short that the results it was made from name (every attempt's ``info.trapbatch.damaged``,
+    # sorted: ``build_view``'s ``damaged``); None for a view of a worker that did not name them (the merge then reads
+    # the attempts' lists, ``activities.shard_results.shard_damaged``)
+    damaged: tuple[str, ...] | None = None
 
     def export_sections(self) -> "ExportSections":
         """The view's export sections to read a slice at a time (``ExportSections``): where they lie in the blob for
@@ -208,6 +216,7 @@ class EarlierAttempt:
     name: str
     etag: str
     entries: Sequence[Any]
+    damaged: tuple[str, ...] = ()  # the photos cut short its ``info`` names (``entries.damaged_in``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,10 +272,11 @@ def list_rows(where: ViewList, read: BlobReader) -> ListedRows:
 
 
 def whole_shard(basis: ViewBasis, read: BlobReader) -> WholeShard:
-    """The shard's first manifest and earlier results that ``basis`` names, through ``read`` (the caller's storage).
-    Raises ValueError when one of them cannot be read or does not parse as the merge would take it (the merge
-    skips results that do not parse; a view that merged them anyway, or left them out, would not be its bytes): no
-    view then."""
+    """The shard's first manifest and earlier results that ``basis`` names, through ``read`` (the caller's storage),
+    with the photos cut short each of those results names (no further read: the merge, which takes this shard's
+    view instead of those results, learns them from the view). Raises ValueError when one of them cannot be read or
+    does not parse as the merge would take it (the merge skips results that do not parse; a view that merged them
+    anyway, or left them out, would not be its bytes): no view then."""
     manifest_bytes, manifest_etag = read(basis.manifest)
     images = ShardManifest.from_dict(jsonio.loads(manifest_bytes)).images
     earlier: list[EarlierAttempt] = []
@@ -276,20 +286,24 @@ def whole_shard(basis: ViewBasis, read: BlobReader) -> WholeShard:
         entries = doc.get("images") if isinstance(doc, dict) else None
         if not isinstance(entries, list):
             raise ValueError(f"{name}: not a results document")
-        earlier.append(EarlierAttempt(name, etag, entries))
+        earlier.append(EarlierAttempt(name, etag, entries, tuple(damaged_in(doc))))
     return WholeShard(images, manifest_etag, earlier)
 
 
 def build_view(task_id: str, threshold: float, manifest_images: Iterable[str], attempt_entries: Iterable[Any],
                results_etag: str, manifest_etag: str, earlier: Sequence[EarlierAttempt] = (),
-               listed: ListedRows | None = None) -> bytes | None:
+               listed: ListedRows | None = None, damaged: Iterable[str] = ()) -> bytes | None:
     """The view of an attempt's results (the entries as the merge reads them from the results blob) for a shard whose
     manifest lists ``manifest_images``; None when the attempt left images without a final entry (the shard runs
     again). ``earlier``: for a later attempt, the shard's earlier attempts (oldest first), merged before it as the
     merge does (``merge_entries``), with ``manifest_images`` and ``manifest_etag`` then those of the shard's first
     manifest, which lists every image: the view covers the whole shard, so a shard that ran again is not merged entry
     by entry either (issue 11). ``listed``: the image list's rows of the shard (``list_rows``), with which the export
-    lines are made (see the module doc)."""
+    lines are made (see the module doc). ``damaged``: the photos cut short that the attempt's results name
+    (``entries.damaged_in``); the header names them with the earlier attempts' (``EarlierAttempt.damaged``), always,
+    none as ``[]``. Why in the view: a merge that takes it reads no results, so the names must come with it, tied to
+    the same ETags; the attempts' own lists (``layout.attempt_damaged_blob``) are best effort, and an earlier attempt
+    that died before writing its list named its photos only in its results (``ShardView.damaged``)."""
     attempts = [[e for e in attempt.entries if isinstance(e, dict)] for attempt in earlier]
     entries, missing = merge_entries(manifest_images, [*attempts, [e for e in attempt_entries if isinstance(e, dict)]])
     if missing:
@@ -302,7 +316,8 @@ def build_view(task_id: str, threshold: float, manifest_images: Iterable[str], a
               "results_etag": plain_etag(results_etag), "manifest_etag": plain_etag(manifest_etag),
               "counts": formatter.counts, "failure_reasons": formatter.reasons, "considered": formatter.considered,
               "sample": formatter.sampler.state(), "json_bytes": len(json_bytes), "csv_bytes": len(csv_bytes),
-              "folders": [[folder, count, len(rows)] for folder, count, rows in folders]}
+              "folders": [[folder, count, len(rows)] for folder, count, rows in folders],
+              "damaged": sorted({*damaged, *(name for attempt in earlier for name in attempt.damaged)})}
     if earlier:
         header["earlier_results"] = [[attempt.name, plain_etag(attempt.etag)] for attempt in earlier]
     if listed is not None:
@@ -875,9 +890,12 @@ def _assemble(header: Mapping[str, Any], body: bytes, origin: int, total: int, p
         earlier = {str(name): str(etag) for name, etag in header.get("earlier_results") or []}
         made_with = header.get("list") or {}
         list_columns = tuple(str(c) for c in made_with.get("columns") or ())
+        named = header.get("damaged")  # absent: a worker that did not name them (``ShardView.damaged``)
+        damaged = tuple(str(name) for name in named) if isinstance(named, list) else None
         return ShardView(str(header["task_id"]), float(header["threshold"]), str(header["results_etag"]),
                          str(header["manifest_etag"]), counts, reasons, int(header["considered"]), sample,
                          json_bytes, csv_bytes, folders, coco_view, camtrap_view, rows_view, earlier,
-                         str(made_with.get("etag") or ""), list_columns, str(made_with.get("given_etag") or ""))
+                         str(made_with.get("etag") or ""), list_columns, str(made_with.get("given_etag") or ""),
+                         damaged=damaged)
     except (KeyError, TypeError, ValueError):
         return None

@@ -36,6 +36,7 @@ from gpu_batch import layout
 from gpu_batch import manifest as contract
 from gpu_batch.exit_codes import TASK_ENDED
 from gpu_batch.formats import jsonio, mergeview
+from gpu_batch.formats.entries import damaged_in
 from gpu_batch.pool.base import JobClosed, PoolChanges, ShardTask, TaskInfo, TaskResult, TaskState
 
 CATEGORIES = {"1": "animal", "2": "person", "3": "vehicle"}
@@ -200,8 +201,9 @@ class SimulatedPool:
                 listed = mergeview.list_rows(shard.merge_view_list, self._reader(shard.output_container))
             except ValueError:
                 listed = None
-        return mergeview.build_view(shard.task_id, shard.merge_view_threshold, images, jsonio.loads(data)["images"],
-                                    results_etag, manifest_etag, earlier, listed)
+        doc = jsonio.loads(data)
+        return mergeview.build_view(shard.task_id, shard.merge_view_threshold, images, doc["images"], results_etag,
+                                    manifest_etag, earlier, listed, damaged_in(doc))
 
     def _run(self, job_id: str, task: ShardTask) -> None:
         started = _now()

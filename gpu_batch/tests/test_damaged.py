@@ -155,3 +155,70 @@ def test_a_blob_shard_writes_its_damaged_list_beside_its_results() -> None:
     assert _damaged_sink(True, service, manifest) is not None
     assert opened == [("state", layout.attempt_damaged_blob("task-0123456789abcdef0123", "s00007", 2))]
     assert _damaged_sink(False, None, manifest) is None
+
+
+class _UnwritableSink:
+    """A side list whose every write fails (an outage over the whole attempt: the list is best effort)."""
+
+    def read(self) -> bytes | None:
+        return None
+
+    def write(self, data: bytes) -> str | None:
+        from gpu_batch.worker.results import OutputNotWritable
+
+        raise OutputNotWritable("storage outage")
+
+    def describe(self) -> str:
+        return "unwritable sink"
+
+
+def test_a_later_attempts_view_names_every_attempts_photos_cut_short_from_what_it_reads_anyway() -> None:
+    """Attempt 1 named b.jpg cut short in its results and died before its list (``layout.attempt_damaged_blob``);
+    attempt 2 cuts c.jpg short and none of its list's writes land. The merge takes attempt 2's view of the whole
+    shard and reads neither the results nor the lists: the view names both, from the documents its worker parsed for
+    it (each blob read once, as before)."""
+    from gpu_batch.formats.mergeview import read_view
+    from gpu_batch.manifest import ShardManifest, ViewBasis
+    from gpu_batch.worker.results import ViewTarget, failure_entry
+
+    first = ShardManifest(task_id="task-v", shard_id="s00001", attempt=1, source_container="cams",
+                          images=("a.jpg", "b.jpg", "c.jpg"), output_container="state", output_blob="r1",
+                          model="m.pt")
+    earlier = {"images": [detections_entry("a.jpg", [], 64, 48), detections_entry("b.jpg", [], 64, 48),
+                          failure_entry("c.jpg", "image access failure", "download")],
+               "info": {"trapbatch": {"damaged": ["b.jpg"]}}}
+    blobs = {"m1": (json.dumps(first.to_dict()).encode(), '"0xM1"'), "r1": (json.dumps(earlier).encode(), '"0xR1"')}
+    reads: list[str] = []
+
+    def read(name: str) -> tuple[bytes, str]:
+        reads.append(name)
+        return blobs[name]
+
+    results, view_sink = _EtagSink(), _EtagSink()
+    w = ResultWriter(results, {}, flush_seconds=60, damaged_sink=_UnwritableSink(),
+                     view=ViewTarget(view_sink, "task-v", 0.2, ["c.jpg"], "0xM2", ViewBasis("m1", ("r1",)), read))
+    w.start()
+    w.add(detections_entry("c.jpg", [], 64, 48), damaged=True)
+    w.close({"trapbatch": {"complete": True}})
+
+    view = read_view(view_sink.data)
+    assert view is not None and view.matches("task-v", 0.2, f"0x{results.writes:04X}", "0xM1", {"r1": "0xR1"})
+    assert view.damaged == ("b.jpg", "c.jpg")
+    assert reads == ["m1", "r1"]  # nothing read for the names
+    assert json.loads(results.data or b"")["info"]["trapbatch"]["damaged"] == ["c.jpg"]  # its own, as before
+
+
+def test_a_view_without_names_is_one_whose_worker_did_not_name_them_and_an_empty_list_is_none_cut_short() -> None:
+    """A view of a worker older than the names has no ``damaged`` in its header: ``None``, so the merge reads the
+    attempts' lists for it; a newer worker's view of a shard without any says ``[]``: the merge reads nothing more."""
+    from gpu_batch.formats.mergeview import build_view, read_view
+
+    view = build_view("task-v", 0.2, ["a.jpg"], [detections_entry("a.jpg", [], 64, 48)], "0xR", "0xM")
+    assert view is not None
+    parsed = read_view(view)
+    assert parsed is not None and parsed.damaged == ()
+    head, body = view.split(b"\n", 1)
+    older = json.loads(head)
+    del older["damaged"]
+    parsed = read_view(json.dumps(older, separators=(",", ":")).encode() + b"\n" + body)
+    assert parsed is not None and parsed.damaged is None

@@ -32,7 +32,10 @@ keep MegaDetector's entry; the writer names the successful ones in the document'
 written with their entries in each flush, so a restarted attempt keeps them with the entries it resumes
 (``load_resumable_state``). A blob output also gets, after each flush while there are any,
 ``layout.attempt_damaged_blob``: ``damaged_document``, the same names tied to the results' ETag, which the merge
-reads instead of the results (``activities.shard_results.shard_damaged``); best effort as the counter.
+reads instead of the results (``activities.shard_results.shard_damaged``); best effort as the counter. The merge
+view names them too, with the earlier attempts' that it merges (``write_view``): a merge that takes the view needs no
+list, so a list that was never written (this attempt's writes all failed, an earlier attempt died before its own)
+loses no name.
 
 Must not: run models or decode images.
 """
@@ -53,7 +56,8 @@ from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
 from gpu_batch import manifest as contract
 from gpu_batch.formats import jsonio, mergeview
-from gpu_batch.formats.entries import DETECTION_CATEGORIES, FAILURE_IMAGE_ACCESS, FAILURE_INFERENCE, FORMAT_VERSION
+from gpu_batch.formats.entries import (DETECTION_CATEGORIES, FAILURE_IMAGE_ACCESS, FAILURE_INFERENCE, FORMAT_VERSION,
+                                      damaged_in)
 
 logger = logging.getLogger(__name__)
 
@@ -251,14 +255,6 @@ def damaged_document(results_etag: str, names: Iterable[str]) -> bytes:
                        "damaged": sorted(names)}, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-def damaged_in(doc: Any) -> list[str]:
-    """The names a results document's ``info.trapbatch.damaged`` lists (none for a document without them)."""
-    info = doc.get("info") if isinstance(doc, dict) else None
-    own = info.get("trapbatch") if isinstance(info, dict) else None
-    names = own.get("damaged") if isinstance(own, dict) else None
-    return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
-
-
 def load_resumable(sink: ResultSink, wanted: Iterable[str]) -> dict[str, dict[str, Any]]:
     """``load_resumable_state``'s entries alone."""
     return load_resumable_state(sink, wanted)[0]
@@ -413,7 +409,7 @@ class ResultWriter:
         if self.damaged_sink is not None and damaged and identity:
             try:
                 self.damaged_sink.write(damaged_document(identity, damaged))
-            except OutputNotWritable as exc:  # the names are in the results' info; the merge reads them there
+            except OutputNotWritable as exc:  # the names are in the results' info and the view: the merge reads them
                 logger.warning("damaged list %s not written: %s", self.damaged_sink.describe(), exc)
         if self.progress is not None:
             try:
@@ -529,7 +525,10 @@ class ResultWriter:
     def write_view(self) -> None:
         """The merge's view of what the last flush wrote (``gpu_batch.formats.mergeview``), made from those bytes as
         the merge parses them and tied to the identity their write returned. Best effort: without it the merge reads
-        the entries, as before; none when an image of the manifest has no final entry (the shard runs again).
+        the entries, as before; none when an image of the manifest has no final entry (the shard runs again). It names
+        the photos cut short of every attempt it covers, from the documents it parses anyway (``mergeview.build_view``):
+        the merge that takes it reads neither those results nor ``damaged_sink``'s lists, which may be missing (best
+        effort, or an earlier attempt that died between the two writes).
 
         Cost: about 0.1 s of one core per 10,000 images (``bench/RESULTS.md``, eleventh session), with the garbage
         collector paused meanwhile (a few MB of short-lived objects, each young collection otherwise a third more)."""
@@ -547,7 +546,7 @@ class ResultWriter:
                 whole = mergeview.whole_shard(self.view.basis, self.view.read)
                 images, manifest_etag, earlier = whole.images, whole.manifest_etag, whole.earlier
             view = mergeview.build_view(self.view.task_id, self.view.threshold, images, doc.get("images") or [],
-                                        identity, manifest_etag, earlier, self._listed())
+                                        identity, manifest_etag, earlier, self._listed(), damaged_in(doc))
         except (ValueError, TypeError, KeyError, AttributeError) as exc:  # a bug or an unreadable blob, not a stop
             logger.warning("merge view for %s not made: %s", self.sink.describe(), exc)
             return

@@ -431,8 +431,10 @@ def test_a_merge_part_reads_only_blobs_that_exist(task: Any) -> None:
 def write_worker_views(settings: Settings, store: BlobStore, tid: str, shards: Iterable[int],
                        threshold: float) -> set[int]:
     """What a worker writes after its results (``gpu_batch.worker.results``), for every shard whose results finish
-    its manifest: the view of the results blob's bytes, tied to the ETags the shard's listing shows now."""
+    its manifest: the view of the results blob's bytes (with the photos cut short they name), tied to the ETags the
+    shard's listing shows now."""
     from gpu_batch.formats import jsonio
+    from gpu_batch.formats.entries import damaged_in
     from gpu_batch.formats.mergeview import build_view
 
     viewed = set()
@@ -443,11 +445,12 @@ def write_worker_views(settings: Settings, store: BlobStore, tid: str, shards: I
         if results not in listed:
             continue
         try:
-            entries = jsonio.loads(store.read_bytes(settings.container, results))["images"]
+            doc = jsonio.loads(store.read_bytes(settings.container, results))
+            entries = doc["images"]
         except ValueError:
             continue
         images = ShardManifest.from_dict(store.read_json(settings.container, manifest)).images
-        view = build_view(tid, threshold, images, entries, listed[results], listed[manifest])
+        view = build_view(tid, threshold, images, entries, listed[results], listed[manifest], damaged=damaged_in(doc))
         if view is not None:
             store.write_bytes(settings.container, layout.attempt_view_blob(tid, sid, 1), view)
             viewed.add(index)
@@ -532,12 +535,15 @@ def test_image_list_shards_are_merged_from_their_views_with_the_names_not_found_
         assert (view is not None) is usable
 
 
-def run_again_with_views(settings: Settings, store: BlobStore, tid: str, shards: Iterable[int]) -> None:
+def run_again_with_views(settings: Settings, store: BlobStore, tid: str, shards: Iterable[int],
+                         damaged: dict[int, list[str]] | None = None) -> None:
     """Each shard's second attempt as the app resubmits it (``resubmit_one``: its manifest names the first manifest
-    and the earlier results) and as its worker finishes it: every image it runs succeeds, then the view of the
-    whole shard, read through the worker's own blob reader (``gpu_batch.worker.sources.blob_reader``)."""
+    and the earlier results) and as its worker finishes it: every image it runs succeeds (``damaged``: those of a
+    shard that its results name cut short, and no list of them written), then the view of the whole shard, read
+    through the worker's own blob reader (``gpu_batch.worker.sources.blob_reader``)."""
     from activities.pool import resubmit_one
     from gpu_batch.formats import jsonio
+    from gpu_batch.formats.entries import damaged_in
     from gpu_batch.formats.mergeview import build_view, whole_shard
     from gpu_batch.worker.sources import blob_reader
 
@@ -554,12 +560,14 @@ def run_again_with_views(settings: Settings, store: BlobStore, tid: str, shards:
         again = ShardManifest.from_dict(store.read_json(settings.container, layout.manifest_blob(tid, sid, 2)))
         assert again.merge_view_basis is not None and again.merge_view_threshold is not None
         entries = [{"file": f, "detections": [], "width": 640, "height": 480} for f in again.images]
-        store.write_bytes(settings.container, again.output_blob, json.dumps({"images": entries}).encode())
+        named = (damaged or {}).get(index)
+        store.write_bytes(settings.container, again.output_blob, json.dumps(
+            {"images": entries, **({"info": {"trapbatch": {"damaged": named}}} if named else {})}).encode())
         results_etag = store.list_etags(settings.container, layout.shard_prefix(tid, sid))[again.output_blob]
         whole = whole_shard(again.merge_view_basis, blob_reader(store.service, settings.container))
-        view = build_view(tid, again.merge_view_threshold, whole.images,
-                          jsonio.loads(store.read_bytes(settings.container, again.output_blob))["images"],
-                          results_etag, whole.manifest_etag, whole.earlier)
+        doc = jsonio.loads(store.read_bytes(settings.container, again.output_blob))
+        view = build_view(tid, again.merge_view_threshold, whole.images, doc["images"], results_etag,
+                          whole.manifest_etag, whole.earlier, damaged=damaged_in(doc))
         assert view is not None
         store.write_bytes(settings.container, layout.attempt_view_blob(tid, sid, 2), view)
 
@@ -586,6 +594,38 @@ def test_shards_that_ran_again_are_merged_from_their_last_attempts_views_of_ever
     read_results = {(i, a) for i in range(counts["shards"]) for a in (1, 2)
                     if layout.attempt_results_blob(tid, layout.shard_id(i), a) in reads}
     assert read_results == {(3, 1), (5, 1), (8, 1), (8, 2)}  # no usable view: 3 and 5 (none), 8 (stale)
+
+
+def test_a_shard_merged_from_a_later_attempts_view_names_every_attempts_photos_cut_short_without_their_lists(
+        task: Any) -> None:
+    """Shard 7's first attempt named a photo cut short in its results and died before its list
+    (``layout.attempt_damaged_blob``); its second attempt names one too and none of its list's writes landed. The
+    part takes the second attempt's view, reading neither attempt's results nor any list, and counts both from the
+    view; the entry path (the view gone) finds the same names in the results."""
+    settings, store, tid, counts = task
+    sid = layout.shard_id(7)
+    write_worker_views(settings, store, tid, range(counts["shards"]), settings.threshold_for(MODEL, None))
+    first = ShardManifest.from_dict(store.read_json(settings.container, layout.manifest_blob(tid, sid, 1)))
+    doc = store.read_json(settings.container, first.output_blob)
+    doc["info"] = {"trapbatch": {"damaged": [first.images[2]]}}
+    store.write_bytes(settings.container, first.output_blob, json.dumps(doc).encode())
+    run_again_with_views(settings, store, tid, [7], {7: [first.images[1]]})  # images[1]: its retryable failure
+    names = sorted(first.images[1:3])
+
+    run, reads = merge_recording_reads(settings, store, tid, counts)
+
+    assert run.status == "Completed", run.error
+    assert (run.output["damaged"], run.output["damaged_examples"]) == (2, names)
+    rows = list(csv.reader(io.StringIO(store.read_bytes(settings.container, layout.damaged_blob(tid)).decode())))
+    assert rows == [["file"], *([n] for n in names)]
+    assert not {layout.attempt_results_blob(tid, sid, a) for a in (1, 2)} & set(reads)  # from the view
+    assert not any(n.endswith(".damaged.json") for n in store.list_names(settings.container,
+                                                                        layout.shard_prefix(tid, sid)))
+    store.service.get_blob_client(settings.container, layout.attempt_view_blob(tid, sid, 2)).delete_blob()
+    entry_path, reads = merge_recording_reads(settings, store, tid, counts)
+    assert layout.attempt_results_blob(tid, sid, 2) in reads
+    assert {k: entry_path.output[k] for k in ("damaged", "damaged_examples")} == {"damaged": 2,
+                                                                                "damaged_examples": names}
 
 
 def unsequenced(document: bytes) -> dict[str, Any]:
