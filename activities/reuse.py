@@ -49,7 +49,7 @@ from core.settings import Settings
 from gpu_batch import layout
 from gpu_batch.formats import jsonio
 from gpu_batch.manifest import ShardManifest, coverage_summary, is_failure, is_final
-from gpu_batch.worker.results import damaged_document  # torch-free
+from gpu_batch.formats.entries import damaged_document
 
 logger = logging.getLogger(__name__)
 bp = df.Blueprint()

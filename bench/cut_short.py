@@ -1,4 +1,4 @@
-"""What telling a photo cut short costs the worker: ``preprocess.jpeg_cut_short`` per image, by kind of file.
+"""What telling a photo cut short costs the worker: ``formats.jpeg_end.jpeg_cut_short`` per image, by kind of file.
 
     python bench/cut_short.py [--width 2048 --height 1536] [--runs 500]
 
@@ -21,7 +21,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gpu_batch.worker.preprocess import jpeg_cut_short  # noqa: E402
+from gpu_batch.formats.jpeg_end import jpeg_cut_short  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -34,6 +34,8 @@ import re
 import struct
 from typing import Any
 
+from gpu_batch.formats.jpeg_end import jpeg_cut_short
+
 ZOONIVERSE_FORMATS = ("JPEG", "PNG", "GIF")
 JPEG_QUALITY = 85
 MIN_SIDE = 64  # no photo is shrunk below this many pixels on its longer side: something else is wrong then
@@ -94,21 +96,6 @@ def fit(data: bytes, max_bytes: int, max_side: int | None = None, keep_metadata:
     return _encode(data, fmt, max_bytes, max_side, keep_metadata)
 
 
-def _cut_short(data: bytes) -> bool:
-    """Whether a JPEG has no end of image after its first scan (an EXIF thumbnail's own end comes before it; scan
-    data never holds FF D9, being byte-stuffed)."""
-    at = 2
-    while at + 4 <= len(data) and data[at] == 0xFF:
-        marker = data[at + 1]
-        if marker == 0xFF or marker in _STANDALONE:
-            at += 1 if marker == 0xFF else 2
-            continue
-        if marker == 0xDA:
-            return data.find(b"\xff\xd9", at) < 0
-        at += 2 + int.from_bytes(data[at + 2:at + 4], "big")
-    return False  # segments that cannot be walked: Pillow decides
-
-
 def _plain_error(exc: BaseException) -> str:
     """Pillow's message without the in-memory file's address it names (``<_io.BytesIO object at 0x...>``)."""
     return re.sub(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "the file", str(exc))
@@ -151,7 +138,7 @@ def _encode(data: bytes, fmt: str, max_bytes: int, max_side: int | None, keep_me
     """The photo decoded, upright, scaled to fit ``max_bytes`` and ``max_side``, in a format Zooniverse takes."""
     from PIL import Image
 
-    if fmt == "JPEG" and _cut_short(data):
+    if fmt == "JPEG" and jpeg_cut_short(data):
         # a camera that lost power while writing: decoded as far as it goes, the rest gray, as the worker read it
         # (MegaDetector's LOAD_TRUNCATED_IMAGES), whatever Pillow's process-wide switch says here
         data += _EOI

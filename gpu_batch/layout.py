@@ -193,7 +193,7 @@ def attempt_coverage_blob(task_id: str, sid: str, attempt: int) -> str:
 
 
 def attempt_damaged_blob(task_id: str, sid: str, attempt: int) -> str:
-    """The attempt's photos cut short (``gpu_batch.worker.results.damaged_document``), rewritten after each flush of
+    """The attempt's photos cut short (``gpu_batch.formats.entries.damaged_document``), rewritten after each flush of
     results while there are any (absent: none); valid only while the results blob has the ETag it names."""
     return f"{shard_prefix(task_id, sid)}attempt-{attempt}.damaged.json"
 

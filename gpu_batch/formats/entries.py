@@ -11,6 +11,7 @@ Must not: do I/O.
 """
 from __future__ import annotations
 
+import json as _json
 import re
 from collections.abc import Iterable, Mapping  # typing's isinstance is slow (per detection)
 from typing import Any
@@ -40,6 +41,18 @@ def has_failure(entry: Mapping[str, Any]) -> bool:
 
 # Which entry for an image wins across attempts: a success, then a permanent failure, then a retryable one.
 _RANK = {None: 2, contract.PERMANENT: 1, contract.RETRYABLE: 0}
+
+
+DAMAGED_VERSION = 1
+
+
+def damaged_document(results_etag: str, names: Iterable[str]) -> bytes:
+    """What ``layout.attempt_damaged_blob`` holds: the attempt's photos cut short (successes, sorted) in the results
+    document that Put Blob stored with ``results_etag``. Why tied to it: a reader whose results blob has another
+    ETag now (the worker died between the two writes, another run rewrote them) reads the names from the results'
+    ``info`` instead (``activities.shard_results.shard_damaged``)."""
+    return _json.dumps({"version": DAMAGED_VERSION, "results_etag": contract.plain_etag(results_etag),
+                       "damaged": sorted(names)}, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def damaged_in(doc: Any) -> list[str]:

@@ -18,7 +18,7 @@ from PIL import Image
 from gpu_batch.tests.imagegen import jpeg_bytes, textured
 from gpu_batch.worker.loader import LoadedModel, load_model
 from gpu_batch.worker.pipeline import PipelineOptions, ShardSummary, run_images
-from gpu_batch.worker.preprocess import jpeg_cut_short
+from gpu_batch.formats.jpeg_end import jpeg_cut_short
 from gpu_batch.worker.results import (FileSink, ResultWriter, damaged_document, detections_entry,
                                       load_resumable_state)
 from gpu_batch.worker.sources import LocalFolderSource

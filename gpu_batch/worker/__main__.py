@@ -556,7 +556,7 @@ def _progress_sink(blob_mode: bool, service: Any, manifest: ShardManifest) -> Re
 
 def _damaged_sink(blob_mode: bool, service: Any, manifest: ShardManifest) -> ResultSink | None:
     """Where the attempt's list of photos cut short goes (blob mode: ``layout.attempt_damaged_blob``, which the merge
-    reads; ``results.damaged_document``); none for file outputs, whose results' ``info`` names them."""
+    reads; ``formats.entries.damaged_document``); none for file outputs, whose results' ``info`` names them."""
     if not blob_mode:
         return None
     from gpu_batch import layout

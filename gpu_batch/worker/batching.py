@@ -53,7 +53,7 @@ class Prepared:
     rotation: int = 0  # degrees counter-clockwise (EXIF orientation), applied after the GPU decode
     captured: str | None = None  # EXIF DateTimeOriginal as MegaDetector writes it (``preprocess.image_capture_time``)
     uploaded: torch.Tensor | None = None  # CUDA: ``pixels`` already on the GPU (a JPEG of the CPU-decoded share)
-    # a JPEG without its end-of-image marker, decoded as far as it goes (``preprocess.jpeg_cut_short``): its entry is
+    # a JPEG without its end-of-image marker, decoded as far as it goes (``formats.jpeg_end.jpeg_cut_short``): its entry is
     # MegaDetector's as ever; the attempt names it among the damaged photos (``results.ResultWriter.add``)
     damaged: bool = False
 

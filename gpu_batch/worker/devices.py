@@ -35,12 +35,13 @@ from PIL import Image
 from gpu_batch import manifest as contract
 from gpu_batch.worker.batching import Entry, Launched, Prepared, Staged
 from gpu_batch.worker.detector import Detector
+from gpu_batch.formats.jpeg_end import jpeg_cut_short
 from gpu_batch.worker.hwdecode import (DECODER_CPU, DECODER_HW, DECODER_NVJPEG, DecodeCounts, HwJpegDecoder,
                                        route_decoded)
 from gpu_batch.worker.loader import LoadedModel
 from gpu_batch.worker.preprocess import (_EXIF_ORIENTATION, _EXIF_ROTATIONS, ImageAccessError, LetterboxGeometry,
-                                         decode_image, decode_image_and_time, image_capture_time, jpeg_cut_short,
-                                         letterbox_cpu, letterbox_geometry, letterbox_torch_batch)
+                                         decode_image, decode_image_and_time, image_capture_time, letterbox_cpu,
+                                         letterbox_geometry, letterbox_torch_batch)
 from gpu_batch.worker.results import FAILURE_IMAGE_OPEN, FAILURE_INFER, detections_entry
 from gpu_batch.worker.sources import ImageSource, SourceError
 
@@ -163,7 +164,7 @@ class CpuStages:
 
     def prepare(self, source: ImageSource, name: str) -> Prepared:
         """Fetch and decode one image (a fetch thread). Never raises: problems become failures. A JPEG cut short
-        (``preprocess.jpeg_cut_short``) that decodes is marked ``damaged``, on the CPU and the CUDA path alike.
+        (``formats.jpeg_end.jpeg_cut_short``) that decodes is marked ``damaged``, on the CPU and the CUDA path alike.
 
         Why fetching and decoding are told apart: a read that failed says nothing about the image (retryable unless
         the source says it is gone), while bytes that cannot be decoded fail the same way every time (permanent).

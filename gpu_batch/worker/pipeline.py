@@ -66,7 +66,7 @@ class ShardSummary:
     failed: int = 0
     retryable: int = 0  # of ``failed``: the ones the next attempt runs again
     failure_reasons: dict[str, int] = field(default_factory=dict)  # failed images by failure_reason
-    damaged: int = 0  # of the successes: JPEGs cut short, decoded as far as they go (``preprocess.jpeg_cut_short``)
+    damaged: int = 0  # of the successes: JPEGs cut short, decoded as far as they go (``formats.jpeg_end.jpeg_cut_short``)
     skipped_resumed: int = 0
     seconds: float = 0.0
     batch_size: int = 0

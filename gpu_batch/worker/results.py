@@ -27,7 +27,7 @@ the shard. After the last flush (``ResultWriter.close``), a blob output also get
 tied to the ETag Put Blob returned for the results, so the poll counts coverage without parsing them. Best effort
 too: without it (or with a stale one) the app parses the results, as before.
 
-Photos cut short (a JPEG without its end-of-image marker, decoded as far as it goes: ``preprocess.jpeg_cut_short``)
+Photos cut short (a JPEG without its end-of-image marker, decoded as far as it goes: ``formats.jpeg_end.jpeg_cut_short``)
 keep MegaDetector's entry; the writer names the successful ones in the document's ``info.trapbatch.damaged`` (sorted),
 written with their entries in each flush, so a restarted attempt keeps them with the entries it resumes
 (``load_resumable_state``). A blob output also gets, after each flush while there are any,
@@ -57,7 +57,7 @@ from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 from gpu_batch import manifest as contract
 from gpu_batch.formats import jsonio, mergeview
 from gpu_batch.formats.entries import (DETECTION_CATEGORIES, FAILURE_IMAGE_ACCESS, FAILURE_INFERENCE, FORMAT_VERSION,
-                                      damaged_in)
+                                      damaged_document, damaged_in)
 
 logger = logging.getLogger(__name__)
 
@@ -243,16 +243,6 @@ def progress_document(images_done: int) -> bytes:
     return json.dumps({"images_done": images_done}, separators=(",", ":")).encode("utf-8")
 
 
-DAMAGED_VERSION = 1
-
-
-def damaged_document(results_etag: str, names: Iterable[str]) -> bytes:
-    """What ``layout.attempt_damaged_blob`` holds: the attempt's photos cut short (successes, sorted) in the results
-    document that Put Blob stored with ``results_etag``. Why tied to it: a reader whose results blob has another
-    ETag now (the worker died between the two writes, another run rewrote them) reads the names from the results'
-    ``info`` instead (``activities.shard_results.shard_damaged``)."""
-    return json.dumps({"version": DAMAGED_VERSION, "results_etag": contract.plain_etag(results_etag),
-                       "damaged": sorted(names)}, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def load_resumable(sink: ResultSink, wanted: Iterable[str]) -> dict[str, dict[str, Any]]:

@@ -201,7 +201,7 @@ def test_the_photos_cut_short_are_counted_and_listed_beside_the_results_which_st
     """The workers' lists of JPEGs cut short (``layout.attempt_damaged_blob``) reach the merge output and
     ``damaged.csv``: a list tied to the results' ETag as they are is read, one that is not (the worker died between
     the two writes) gives way to the names in those results' ``info``. The results and CSV keep their bytes."""
-    from gpu_batch.worker.results import damaged_document
+    from gpu_batch.formats.entries import damaged_document
 
     settings, store, tid, counts = task
     reference = run_merge(tid, MODEL, T0.isoformat(), settings, store)
@@ -331,7 +331,7 @@ def test_the_repeats_removed_variant_names_the_same_photos_cut_short_and_the_ori
     """Removing repeated detections changes no photo: the variant's merge counts the photos cut short as the
     original's did (a worker's list, and names only in results' info) and names the original's ``damaged.csv``, which
     it leaves as it was (no list of its own)."""
-    from gpu_batch.worker.results import damaged_document
+    from gpu_batch.formats.entries import damaged_document
 
     settings, store, tid, counts = task
     first = ShardManifest.from_dict(store.read_json(settings.container, layout.manifest_blob(tid, "s00000", 1)))

@@ -17,7 +17,7 @@ from core.requests import TaskRequest
 from core.settings import Settings
 from gpu_batch import layout
 from gpu_batch.formats.entries import damaged_in
-from gpu_batch.worker.results import damaged_document
+from gpu_batch.formats.entries import damaged_document
 from tests.integration.test_parallel_enumeration import SMALL, env, manifests, run_parallel  # noqa: F401 - fixture
 
 OLD = "task-old"

@@ -8,7 +8,8 @@
     activities       I/O steps: core, adapters, activities, gpu_batch's contracts; never an orchestrator
     api              HTTP and blob-drop edges: core, adapters, api, the blob layout and model names; never an activity
     devhost          the stand-in for the Functions host: nothing of the app (it loads function_app by name)
-    cli              the operator's ``trapbatch`` command (runs on a laptop, talks HTTP): core's pure modules only
+    cli              the operator's ``trapbatch`` command (runs on a laptop, talks HTTP): core's pure modules and
+                     gpu_batch's pure ``formats`` (which core imports already: nothing more to install)
     function_app     registers the blueprints of activities, api and orchestrations, and sets the process's
                      collector thresholds (``core.collector``) and SDK log level (``gpu_batch.sdk_logging``)
 
@@ -37,7 +38,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "activities": ("core", "adapters", "activities", *CONTRACTS),
     "api": ("core", "adapters", "api", "gpu_batch.layout", "gpu_batch.models"),
     "devhost": ("devhost",),
-    "cli": ("core", "cli"),
+    "cli": ("core", "cli", "gpu_batch.formats"),
     "function_app": ("activities", "api", "orchestrations", "core.collector", "gpu_batch.sdk_logging"),
 }
 
