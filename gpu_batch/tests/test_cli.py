@@ -246,3 +246,54 @@ def test_the_device_defaults_to_the_apps_setting_in_the_workers_environment() ->
     assert parse_args(base, {"TRAPBATCH_DEVICE": " CUDA "}).device == "cuda"  # type: ignore[union-attr]
     assert parse_args([*base, "--device", "cuda"], {"TRAPBATCH_DEVICE": "cpu"}).device == "cuda"  # type: ignore[union-attr]
     assert parse_args(base, {"TRAPBATCH_DEVICE": "tpu"}) == EXIT_BAD_INPUT
+
+
+class _StorageAnswering:
+    """A blob service whose every manifest read raises ``exc`` (what the SDK raises once its own retries are spent)."""
+
+    def __init__(self, exc: Exception) -> None:
+        self.exc = exc
+
+    def get_blob_client(self, container: str, blob: str) -> "_StorageAnswering":
+        return self
+
+    def download_blob(self) -> None:
+        raise self.exc
+
+
+def _http_error(status: int, code: str) -> Exception:
+    from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+
+    exc = (ResourceNotFoundError if status == 404 else HttpResponseError)(f"ErrorCode:{code}")
+    exc.status_code = status  # type: ignore[attr-defined]
+    return exc
+
+
+def test_a_manifest_read_that_storage_could_not_answer_is_retryable_and_a_bad_one_is_exit_2(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Storage out of reach, busy or timing out while the worker reads its manifest is a passing cause: the exit must
+    not be one of ``UNFIXABLE`` (exit 2 twice in a row fails the whole task, orchestrations.shards), so a storage
+    outage or throttling at a run's start (every worker reads its manifest first) costs one attempt, not the task.
+    A manifest that is not there, or that storage refuses to the worker, stays exit 2."""
+    from azure.core.exceptions import ServiceRequestError, ServiceResponseTimeoutError
+
+    from gpu_batch import exit_codes
+    from gpu_batch.worker import __main__ as worker
+    from gpu_batch.worker import sources
+
+    env = {"TRAPBATCH_STORAGE_CONNECTION": "UseDevelopmentStorage=true", "TRAPBATCH_DEVICE": "cpu"}
+    argv = ["--manifest-container", "state", "--manifest-blob", "tasks/t/shards/s00000/attempt-1.json"]
+    passing = [ServiceRequestError("Connection refused"), ServiceResponseTimeoutError("read timed out"),
+               _http_error(503, "ServerBusy"), _http_error(500, "InternalError"), _http_error(429, "TooManyRequests"),
+               ConnectionResetError("reset by peer")]
+    for exc in passing:
+        monkeypatch.setattr(sources, "blob_service_from_env", lambda env, exc=exc: _StorageAnswering(exc))
+        code = worker.main(argv, env)
+        assert code == exit_codes.STORAGE_UNAVAILABLE and exit_codes.unfixable_reason(code) is None, (exc, code)
+        assert "storage did not answer the manifest read" in caplog.text
+        caplog.clear()
+    for exc in (_http_error(404, "BlobNotFound"), _http_error(403, "AuthorizationFailure")):
+        monkeypatch.setattr(sources, "blob_service_from_env", lambda env, exc=exc: _StorageAnswering(exc))
+        assert worker.main(argv, env) == exit_codes.BAD_INPUT, exc
+        assert "cannot read the shard manifest" in caplog.text
+        caplog.clear()

@@ -71,6 +71,7 @@ EXIT_MODEL = exit_codes.MODEL
 EXIT_OUTPUT = exit_codes.OUTPUT
 EXIT_SOURCE = exit_codes.SOURCE
 EXIT_OUTPUT_TAKEN = exit_codes.OUTPUT_TAKEN
+EXIT_STORAGE_UNAVAILABLE = exit_codes.STORAGE_UNAVAILABLE
 EXIT_CANCELLED = 143  # a resident worker's shard stopped because its client went away (128 + SIGTERM, as a killed CLI)
 
 logger = logging.getLogger("gpu_batch.worker")
@@ -78,6 +79,10 @@ logger = logging.getLogger("gpu_batch.worker")
 
 class _Usage(Exception):
     pass
+
+
+class _StorageUnavailable(Exception):
+    """Storage did not answer a read the shard cannot start without (``exit_codes.STORAGE_UNAVAILABLE``)."""
 
 
 class ShardCancelled(Exception):
@@ -245,6 +250,9 @@ def run_shard(args: argparse.Namespace, env: Mapping[str, str], fault: Any, *, p
     except _Usage as exc:
         logger.error("%s", exc)
         return ShardOutcome(EXIT_BAD_INPUT)
+    except _StorageUnavailable as exc:
+        logger.error("%s", exc)
+        return ShardOutcome(EXIT_STORAGE_UNAVAILABLE)
     except ShardCancelled as exc:
         logger.warning("shard stopped before it ran: %s", exc)
         return ShardOutcome(EXIT_CANCELLED)
@@ -377,8 +385,9 @@ def _read_manifest(args: argparse.Namespace, env: Mapping[str, str],
     """Fetch and parse the shard manifest; in blob mode also return the storage client it came through and the
     manifest blob's ETag as read (the coverage summary names the manifest by it; empty in local mode).
 
-    Why every failure becomes ``_Usage``: without a manifest there is no shard to run, which is exit 2 whatever the
-    cause; the reason is kept in the message for the log.
+    Why failures become ``_Usage``: without a manifest there is no shard to run, which is exit 2; the reason is kept
+    in the message for the log. Except when storage did not answer (``_storage_did_not_answer``): that is
+    ``_StorageUnavailable``, a passing cause another attempt can get past (``exit_codes.STORAGE_UNAVAILABLE``).
     """
     from gpu_batch.manifest import ShardManifest
     from gpu_batch.worker import sources
@@ -402,9 +411,25 @@ def _read_manifest(args: argparse.Namespace, env: Mapping[str, str],
         raise
     except sources.StorageConfigError as exc:
         raise _Usage(str(exc)) from exc
-    except Exception as exc:  # noqa: BLE001 - any failure to obtain a manifest is exit 2, with the reason logged
+    except Exception as exc:  # noqa: BLE001 - any other failure to obtain a manifest is exit 2, with the reason logged
+        if blob_mode and _storage_did_not_answer(exc):
+            raise _StorageUnavailable(f"storage did not answer the manifest read of {args.manifest_container}/"
+                                      f"{args.manifest_blob} (another attempt runs the shard): "
+                                      f"{type(exc).__name__}: {str(exc)[:500]}") from exc
         raise _Usage(f"cannot read the shard manifest: {type(exc).__name__}: {exc}") from exc
     return service, manifest, etag
+
+
+def _storage_did_not_answer(exc: BaseException) -> bool:
+    """Whether a storage read failed for a passing cause: no answer (a connection or timeout error, which azure-core
+    raises without a status), or an answer that says "later": 408, 429 or 5xx (Azure Storage's ServerBusy 503,
+    OperationTimedOut and InternalError 500). A 404, 403 or any other 4xx is about the request and stays so."""
+    from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
+
+    if isinstance(exc, HttpResponseError) and getattr(exc, "status_code", None) is not None:
+        status = int(exc.status_code)  # type: ignore[arg-type]
+        return status >= 500 or status in (408, 429)
+    return isinstance(exc, (ServiceRequestError, ServiceResponseError, ConnectionError, TimeoutError))
 
 
 def _choose_device(requested: str, probe: CudaProbe | None = None) -> str:

@@ -15,6 +15,8 @@ def test_unfixable_codes_are_exactly_manifest_model_and_source() -> None:
     assert exit_codes.unfixable_reason(None) is None and exit_codes.unfixable_reason(exit_codes.OUTPUT) is None
     # a run that stopped because another run of its attempt took the output: the next attempt runs what is missing
     assert exit_codes.unfixable_reason(exit_codes.OUTPUT_TAKEN) is None
+    # storage that did not answer the manifest read: a passing cause (gpu_batch.worker.__main__._read_manifest)
+    assert exit_codes.unfixable_reason(exit_codes.STORAGE_UNAVAILABLE) is None
 
 
 def test_every_named_exit_code_is_distinct() -> None:
@@ -32,7 +34,8 @@ def test_the_exit_code_numbers_are_a_contract_between_separately_deployed_worker
     """The worker image (gpu_batch/Dockerfile) and the Function App are deployed apart, and a pool may run an older
     worker than the app: the numbers, not the names, cross between them."""
     assert (exit_codes.OK, exit_codes.BAD_INPUT, exit_codes.MODEL, exit_codes.OUTPUT, exit_codes.SOURCE,
-            exit_codes.OUTPUT_TAKEN, exit_codes.SERVER_LOST) == (0, 2, 3, 4, 5, 73, 75)
+            exit_codes.OUTPUT_TAKEN, exit_codes.SERVER_LOST, exit_codes.STORAGE_UNAVAILABLE) == (0, 2, 3, 4, 5, 73, 75,
+                                                                                                    69)
 
 
 def test_the_pool_ended_a_task_only_with_its_failure_code_or_a_failure_without_an_exit() -> None:
