@@ -24,14 +24,42 @@ import tempfile
 import threading
 import time
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from azure.core import MatchConditions
-from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
+from azure.core.exceptions import (HttpResponseError, ResourceExistsError, ResourceModifiedError, ServiceRequestError,
+                                   ServiceResponseError)
 from azure.data.tables import TableServiceClient, UpdateMode
 from azure.storage.blob import BlobServiceClient
 
 from gpu_batch import layout
+
+T = TypeVar("T")
+# How long the runner waits out storage that does not answer (no connection, a timeout, a 408, 429 or 5xx) where it
+# cannot go on without it: reading and marking its task running, and recording the exit. The worker waits out as long
+# for its results (gpu_batch.worker.results.ResultWriter.OUTAGE_S). Why: the tables SDK gives up on a refused
+# connection after ~5 s, and the runner then died: the pool found a dead runner and failed the attempt, so every shard
+# launched during a storage outage lost one of its attempts, and a worker's exit that ended in one was never recorded.
+STORAGE_OUTAGE_S = 300.0
+STORAGE_RETRY_S = 2.0
+
+
+def _through_outage(call: Callable[[], T]) -> T:
+    """``call()``, tried again every ``STORAGE_RETRY_S`` while storage does not answer, for up to ``STORAGE_OUTAGE_S``;
+    any other error (a 404, a failed condition) is the caller's at once."""
+    deadline = time.monotonic() + STORAGE_OUTAGE_S
+    while True:
+        try:
+            return call()
+        except (ServiceRequestError, ServiceResponseError, ConnectionError, TimeoutError):
+            pass
+        except HttpResponseError as exc:
+            status = exc.status_code
+            if status is None or (status < 500 and status not in (408, 429)):
+                raise
+        if time.monotonic() >= deadline:
+            return call()  # the last try: its error is the caller's
+        time.sleep(STORAGE_RETRY_S)
 
 
 def _die_with_parent() -> None:
@@ -81,23 +109,23 @@ def _mark_running(table: Any, key: dict[str, str]) -> bool:
     a completed task back to running, and its worker then ran the whole shard of a cancelled task or closed job.
     Another writer in between (the pool recording this runner's pid) only means reading again."""
     while True:
-        row = table.get_entity(key["PartitionKey"], key["RowKey"])
+        row = _through_outage(lambda: table.get_entity(key["PartitionKey"], key["RowKey"]))
         if row.get("State") == "completed":
             return False
         try:
             # StartedAt and StartTime: the task's limit and reported start count from here (module docstring)
-            table.update_entity({**key, "State": "running", "Pid": os.getpid(), "Heartbeat": time.time(),
-                                 "StartedAt": time.time(), "StartTime": datetime.now(timezone.utc).isoformat(),
-                                 "Changed": time.time()},  # Changed: LocalPool.changes
-                                mode=UpdateMode.MERGE, etag=row.metadata["etag"],
-                                match_condition=MatchConditions.IfNotModified)
+            _through_outage(lambda: table.update_entity(
+                {**key, "State": "running", "Pid": os.getpid(), "Heartbeat": time.time(), "StartedAt": time.time(),
+                 "StartTime": datetime.now(timezone.utc).isoformat(),
+                 "Changed": time.time()},  # Changed: LocalPool.changes
+                mode=UpdateMode.MERGE, etag=row.metadata["etag"], match_condition=MatchConditions.IfNotModified))
             return True
-        except ResourceModifiedError:
+        except ResourceModifiedError:  # also a write that landed before its answer was lost: read again
             continue
 
 
 def _state(table: Any, job: str, task: str) -> str:
-    return str(table.get_entity(job, task).get("State", ""))
+    return str(_through_outage(lambda: table.get_entity(job, task)).get("State", ""))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,11 +194,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"could not upload the task log: {exc}", file=sys.stderr)
     message = "" if code == 0 else f"the worker exited with code {code}; see {args.log_container}/{log_name}"
     # FailureCode cleared: a terminate that came after the worker ended must not leave its TaskEnded on a result
-    table.update_entity({**key, "State": "completed", "Result": "success" if code == 0 else "failure",
-                         "ExitCode": code, "FailureMessage": message, "FailureCode": "",
-                         "Log": f"{args.log_container}/{log_name}",
-                         "EndTime": datetime.now(timezone.utc).isoformat(), "Changed": time.time()},
-                        mode=UpdateMode.MERGE)
+    _through_outage(lambda: table.update_entity(
+        {**key, "State": "completed", "Result": "success" if code == 0 else "failure", "ExitCode": code,
+         "FailureMessage": message, "FailureCode": "", "Log": f"{args.log_container}/{log_name}",
+         "EndTime": datetime.now(timezone.utc).isoformat(), "Changed": time.time()}, mode=UpdateMode.MERGE))
     return 0
 
 

@@ -554,3 +554,38 @@ def test_the_resident_servers_start_is_paid_while_the_first_task_prepares_not_in
     assert datetime.fromisoformat(first.start_time or "").timestamp() >= up  # its clock started once the server was up
     log = _log(storage_connection, pool_args["log_container"], "jobp", "first-a1")
     assert "ready" in log and "exited 0 after" in log and "the task's time limit counts from here" in log
+
+
+def test_a_runner_started_while_storage_is_away_waits_for_it_then_runs_and_records_its_task(tmp_path: Path) -> None:
+    """Storage (Azurite, its state on disk) is stopped as the runner starts, and started again ~12 s later: the runner
+    must mark its task running once storage answers, run the command and record its exit. It died at its first
+    table read instead (the tables SDK gives up on a refused connection after ~5 s), so the pool later found a dead
+    runner and failed the attempt: every shard launched during a storage outage cost one of its attempts."""
+    import subprocess
+    import time
+
+    from devhost.azurite import start_azurite
+
+    location = tmp_path / "azurite"
+    azurite = start_azurite(location=location)
+    ports = (azurite.blob_port, azurite.queue_port, azurite.table_port)
+    connection = azurite.connection_string
+    TableServiceClient.from_connection_string(connection).create_table("outagepool").create_entity(
+        {"PartitionKey": "job", "RowKey": "t-a1", "State": "preparing"})
+    azurite.stop()
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "gpu_batch.pool.local_runner", "--table", "outagepool", "--job", "job", "--task",
+         "t-a1", "--log-container", "logs", "--", sys.executable, "-c", "print('worked')"],
+        env={**os.environ, "TRAPBATCH_STORAGE_CONNECTION": connection}, cwd=Path(__file__).resolve().parents[2],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        time.sleep(12)
+        azurite = start_azurite(location=location, ports=ports)
+        out = runner.communicate(timeout=180)[0].decode(errors="replace")
+        row = TableServiceClient.from_connection_string(connection).get_table_client("outagepool").get_entity(
+            "job", "t-a1")
+        assert (runner.returncode, row["State"], row["Result"], row["ExitCode"]) == (0, "completed", "success", 0), \
+            out[-3000:]
+    finally:
+        runner.kill()
+        azurite.stop()
