@@ -297,3 +297,50 @@ def test_a_manifest_read_that_storage_could_not_answer_is_retryable_and_a_bad_on
         assert worker.main(argv, env) == exit_codes.BAD_INPUT, exc
         assert "cannot read the shard manifest" in caplog.text
         caplog.clear()
+
+
+class _ModelBlobAnswering:
+    """A storage client whose model blob cannot be read: its properties and its download fail with ``exc``."""
+
+    def __init__(self, exc: Exception) -> None:
+        self.exc = exc
+
+    def get_blob_client(self, container: str, blob: str) -> "_ModelBlobAnswering":
+        return self
+
+    def get_blob_properties(self) -> None:
+        raise self.exc
+
+    def download_blob(self, **kwargs: object) -> None:
+        raise self.exc
+
+
+def test_a_model_download_that_storage_could_not_answer_is_retryable_and_a_refused_one_is_exit_3(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A ``blob://`` model whose download storage did not answer (no connection, timeout, 5xx, 408, 429) is a passing
+    cause like the manifest read's: exit 69, not 3 (exit 3 twice in a row fails the whole task). A model blob that
+    is not there, or that storage refuses to the worker, stays exit 3."""
+    from azure.core.exceptions import ServiceRequestError, ServiceResponseTimeoutError
+
+    from gpu_batch import exit_codes
+    from gpu_batch.worker import __main__ as worker
+    from gpu_batch.worker import sources
+
+    (tmp_path / "images").mkdir()
+    manifest = write_manifest(tmp_path / "m.json", ["a.jpg"], "blob://models/md.pt")
+    env = {"TRAPBATCH_STORAGE_CONNECTION": "UseDevelopmentStorage=true", "TRAPBATCH_DEVICE": "cpu",
+           "TRAPBATCH_MODEL_CACHE": str(tmp_path / "cache")}
+    argv = _local(manifest, tmp_path / "images", tmp_path / "out.json")
+    passing = [ServiceRequestError("Connection refused"), ServiceResponseTimeoutError("read timed out"),
+               _http_error(503, "ServerBusy"), _http_error(429, "TooManyRequests"), _http_error(408, "Timeout")]
+    for exc in passing:
+        monkeypatch.setattr(sources, "blob_service_from_env", lambda env, exc=exc: _ModelBlobAnswering(exc))
+        code = worker.main(argv, env)
+        assert code == exit_codes.STORAGE_UNAVAILABLE and exit_codes.unfixable_reason(code) is None, (exc, code)
+        assert "storage did not answer the download of model 'blob://models/md.pt'" in caplog.text
+        caplog.clear()
+    for exc in (_http_error(404, "BlobNotFound"), _http_error(403, "AuthorizationFailure")):
+        monkeypatch.setattr(sources, "blob_service_from_env", lambda env, exc=exc: _ModelBlobAnswering(exc))
+        assert worker.main(argv, env) == exit_codes.MODEL, exc
+        assert "cannot be loaded" in caplog.text
+        caplog.clear()

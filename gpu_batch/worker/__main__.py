@@ -283,7 +283,11 @@ def _run(args: argparse.Namespace, env: Mapping[str, str], fault: Any, process_s
     device = _choose_device(args.device)
     start_cuda_warmup(device)  # overlaps CUDA/cuDNN/nvJPEG initialisation with the model download and load
     pending_decode = _choose_decode_in_background(args, env, device)  # the engine probe overlaps them too
-    opened = _open_images_and_output(args, env, blob_mode, service, manifest, label)
+    try:
+        opened = _open_images_and_output(args, env, blob_mode, service, manifest, label)
+    except _StorageUnavailable:
+        _settle(pending_decode)
+        raise
     if opened is None:
         _settle(pending_decode)
         return ShardOutcome(EXIT_SOURCE)
@@ -293,7 +297,11 @@ def _run(args: argparse.Namespace, env: Mapping[str, str], fault: Any, process_s
     if stop_check is not None:
         stop_check()
     _check_compile(args, env, label)
-    loaded = _cached_detector(args, env, service, manifest, device, label, models)
+    try:
+        loaded = _cached_detector(args, env, service, manifest, device, label, models)
+    except _StorageUnavailable:
+        _settle(pending_decode)
+        raise
     if loaded is None:
         _settle(pending_decode)
         return ShardOutcome(EXIT_MODEL)
@@ -527,7 +535,7 @@ def _choose_decode_in_background(args: argparse.Namespace, env: Mapping[str, str
 
 
 def _settle(pending_decode: Callable[[], DecodeSelection]) -> None:
-    """Wait for the engine probe of a shard that ends early (exit 3 or 5), whatever it found.
+    """Wait for the engine probe of a shard that ends early (exit 3, 5 or 69), whatever it found.
 
     Why: a CLI worker exits right after; a probe thread still inside nvImageCodec's or CUDA's initialisation while
     the interpreter shuts down could crash it and turn the shard's exit code into a signal's.
@@ -632,7 +640,10 @@ def _load_detector(args: argparse.Namespace, env: Mapping[str, str], service: An
 
     Returns the checkpoint's local path and the model, or ``None`` (already logged) when it cannot be resolved or
     loaded, which ``_run`` turns into exit 3. Why the blob fetcher: a ``blob://`` model is downloaded through the
-    storage client (the shard's own in blob mode, else one built from the environment).
+    storage client (the shard's own in blob mode, else one built from the environment). Except when the download
+    failed because storage did not answer (``_storage_did_not_answer`` of the loader's cause): that raises
+    ``_StorageUnavailable`` (``exit_codes.STORAGE_UNAVAILABLE``), as for the manifest read; a timeout or throttling
+    on the model blob as exit 3, twice, failed the whole task although the next attempt would have loaded it.
     """
     from gpu_batch.worker import sources
     from gpu_batch.worker.caches import model_cache_dir, node_cache_problem
@@ -654,6 +665,10 @@ def _load_detector(args: argparse.Namespace, env: Mapping[str, str], service: An
         if args.compile:
             model = compile_model(model)
     except (ModelLoadError, sources.StorageConfigError) as exc:
+        cause = exc.__cause__
+        if isinstance(exc, ModelLoadError) and cause is not None and _storage_did_not_answer(cause):
+            raise _StorageUnavailable(f"{label} storage did not answer the download of model {model_ref!r} (another "
+                                      f"attempt runs the shard): {type(cause).__name__}: {str(cause)[:500]}") from exc
         logger.error("%s model %r cannot be loaded: %s", label, model_ref, exc)
         return None
     return path, model
