@@ -25,7 +25,8 @@ SERVER_LOST = 75
 # still going) the shard's missing images go to the next attempt as after any retryable exit.
 OUTPUT_TAKEN = 73
 # Storage could not be reached, was busy or timed out while the worker read its shard manifest or downloaded its
-# ``blob://`` model, after the SDK's own retries: no answer at all, a 5xx, a 408 or a 429. EX_UNAVAILABLE (sysexits.h): not in UNFIXABLE, so the app runs the
+# ``blob://`` model, or Key Vault did so while it read the images' secret, after the SDK's own retries: no answer at
+# all, a 5xx, a 408 or a 429. EX_UNAVAILABLE (sysexits.h): not in UNFIXABLE, so the app runs the
 # shard again (nothing was written). Why not BAD_INPUT: every worker reads its manifest first, so a storage outage or
 # throttling at a run's start met a second attempt the same way and failed the whole task as "could not start its
 # shard" (the second unfixable exit of a shard ends the task, orchestrations.shards), losing every image of the run.

@@ -37,6 +37,26 @@ class SourceAccessError(Exception):
     """The source account or its credential cannot be used; the message says what to fix."""
 
 
+class SecretStoreUnavailable(SourceAccessError):
+    """The secret store did not answer (no connection, a timeout, a 408, 429 or 5xx, after the SDK's own retries): a
+    passing cause, which the GPU worker exits retryable for (``exit_codes.STORAGE_UNAVAILABLE``), not as a secret it
+    cannot read (``exit_codes.SOURCE``, unfixable: twice in a row failed the whole task over Key Vault throttling).
+    A ``SourceAccessError`` still, so the app's callers, which answer any of them alike, need no change."""
+
+
+def service_did_not_answer(exc: BaseException) -> bool:
+    """Whether an Azure SDK call failed for a passing cause: no answer (a connection or timeout error, which azure-core
+    raises without a status), or an answer that says "later": 408, 429 or 5xx (Azure Storage's ServerBusy 503,
+    OperationTimedOut and InternalError 500; Key Vault's throttling 429). A 404, 401, 403 or any other 4xx is about
+    the request and stays so."""
+    from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
+
+    if isinstance(exc, HttpResponseError) and getattr(exc, "status_code", None) is not None:
+        status = int(exc.status_code)  # type: ignore[arg-type]
+        return status >= 500 or status in (408, 429)
+    return isinstance(exc, (ServiceRequestError, ServiceResponseError, ConnectionError, TimeoutError))
+
+
 @dataclass(frozen=True, slots=True)
 class SourceRef:
     """Where a task's images are: trapbatch's own account (both empty), or another one."""
@@ -80,6 +100,9 @@ def key_vault_reader(vault_url: str, transport: Any = None, credential: Any = No
             raise SourceAccessError(f"Key Vault {vault_url} has no secret named {name!r}; create it (a SAS token "
                                     "with read and list permissions, or a connection string)") from None
         except AzureError as exc:
+            if service_did_not_answer(exc):
+                raise SecretStoreUnavailable(f"Key Vault {vault_url} did not answer the read of secret {name!r}: "
+                                             f"{type(exc).__name__}: {str(exc)[:300]}") from None
             raise SourceAccessError(f"cannot read secret {name!r} from Key Vault {vault_url}: "
                                     f"{type(exc).__name__}; grant the identity reading it (the app's id-api-*, or "
                                     "the GPU nodes' id-nodes-*) 'Key Vault Secrets User' on the vault") from None

@@ -101,3 +101,66 @@ def test_a_connection_string_for_another_endpoint_than_the_requests_account_is_r
     endpoint, another account, plain http)."""
     with pytest.raises(SourceAccessError, match="not for the request's account https://partner.blob"):
         client_from_secret("https://partner.blob.core.windows.net", secret, "'partner-conn'")
+
+
+class _BusyVault(FakeVault):
+    """Key Vault answering every authenticated secret read with ``status`` (throttling, an outage, a refusal); the
+    SDK's retry backoffs do not sleep."""
+
+    def __init__(self, status: int, code: str) -> None:
+        super().__init__({})
+        self.status, self.code = status, code
+
+    def send(self, request: Any, **kwargs: Any) -> Any:
+        if "Authorization" not in request.headers:
+            return super().send(request, **kwargs)
+        self.requests.append(request)
+        return _Response(request, self.status, {"error": {"code": self.code, "message": "later"}})
+
+    def sleep(self, duration: float) -> None: ...
+
+
+def test_a_key_vault_that_did_not_answer_is_a_passing_failure_and_a_refusal_is_not() -> None:
+    """Throttling (429), a 5xx or a timeout from Key Vault is ``SecretStoreUnavailable`` (the worker exits 69, worth
+    another attempt); a refusal (403) stays a plain ``SourceAccessError`` (exit 5, unfixable)."""
+    from gpu_batch.storage_refs import SecretStoreUnavailable
+
+    for status, code in ((429, "Throttled"), (503, "ServiceUnavailable"), (500, "InternalServerError"),
+                         (408, "RequestTimeout")):
+        read = secret_reader_from_env({KEY_VAULT_ENV: VAULT}, transport=_BusyVault(status, code),
+                                      credential=FakeCredential())
+        assert read is not None
+        with pytest.raises(SecretStoreUnavailable, match="did not answer the read of secret 'partner-sas'"):
+            read("partner-sas")
+    read = secret_reader_from_env({KEY_VAULT_ENV: VAULT}, transport=_BusyVault(403, "Forbidden"),
+                                  credential=FakeCredential())
+    assert read is not None
+    with pytest.raises(SourceAccessError, match="Key Vault Secrets User") as refused:
+        read("partner-sas")
+    assert not isinstance(refused.value, SecretStoreUnavailable)
+
+
+def test_the_worker_exits_69_when_the_images_secret_store_did_not_answer(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """``__main__._open_images_and_output``: the secret store not answering is ``_StorageUnavailable`` (exit 69 in
+    ``run_shard``), a secret it cannot read stays ``None`` (exit 5)."""
+    from types import SimpleNamespace
+
+    from gpu_batch import storage_refs
+    from gpu_batch.storage_refs import SecretStoreUnavailable
+    from gpu_batch.worker import __main__ as worker
+
+    manifest = SimpleNamespace(source_account_url="https://partner.blob.core.windows.net",
+                               source_credential_secret="partner-sas", source_container="images",
+                               output_container="results", output_blob="out.json")
+    for raised in (SecretStoreUnavailable("Key Vault did not answer"), SourceAccessError("no secret named 'x'")):
+        def refuse(*a: Any, raised: Exception = raised) -> Any:
+            raise raised
+        monkeypatch.setattr(storage_refs, "source_service", refuse)
+        if isinstance(raised, SecretStoreUnavailable):
+            with pytest.raises(worker._StorageUnavailable, match="secret store did not answer"):
+                worker._open_images_and_output(SimpleNamespace(), {}, True, object(), manifest, "t s a")  # type: ignore[arg-type]
+        else:
+            assert worker._open_images_and_output(SimpleNamespace(), {}, True, object(), manifest,  # type: ignore[arg-type]
+                                                  "t s a") is None
+            assert "images cannot be read" in caplog.text

@@ -429,15 +429,11 @@ def _read_manifest(args: argparse.Namespace, env: Mapping[str, str],
 
 
 def _storage_did_not_answer(exc: BaseException) -> bool:
-    """Whether a storage read failed for a passing cause: no answer (a connection or timeout error, which azure-core
-    raises without a status), or an answer that says "later": 408, 429 or 5xx (Azure Storage's ServerBusy 503,
-    OperationTimedOut and InternalError 500). A 404, 403 or any other 4xx is about the request and stays so."""
-    from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
+    """Whether a storage read failed for a passing cause (``storage_refs.service_did_not_answer``: no answer, or a
+    408, 429 or 5xx). A 404, 403 or any other 4xx is about the request and stays so."""
+    from gpu_batch.storage_refs import service_did_not_answer
 
-    if isinstance(exc, HttpResponseError) and getattr(exc, "status_code", None) is not None:
-        status = int(exc.status_code)  # type: ignore[arg-type]
-        return status >= 500 or status in (408, 429)
-    return isinstance(exc, (ServiceRequestError, ServiceResponseError, ConnectionError, TimeoutError))
+    return service_did_not_answer(exc)
 
 
 def _choose_device(requested: str, probe: CudaProbe | None = None) -> str:
@@ -551,7 +547,8 @@ def _open_images_and_output(args: argparse.Namespace, env: Mapping[str, str], bl
     """Open where the shard's images come from and where its results go.
 
     Returns ``None`` (already logged) when the images' storage account cannot be opened, which ``_run`` turns into
-    exit 5: that is a configuration problem (a missing or unreadable secret), not a bad manifest.
+    exit 5: that is a configuration problem (a missing or unreadable secret), not a bad manifest. Except when the
+    secret store did not answer (``storage_refs.SecretStoreUnavailable``): ``_StorageUnavailable``, exit 69.
     """
     from gpu_batch.worker import sources
     from gpu_batch.worker.results import FileSink
@@ -564,6 +561,9 @@ def _open_images_and_output(args: argparse.Namespace, env: Mapping[str, str], bl
         try:
             own = service
             image_service = storage_refs.source_service(ref, lambda: own, storage_refs.secret_reader_from_env(env))
+        except storage_refs.SecretStoreUnavailable as exc:  # a passing cause: exit 69, not 5
+            raise _StorageUnavailable(f"{label} the images' secret store did not answer (another attempt runs the "
+                                      f"shard): {exc}") from exc
         except storage_refs.SourceAccessError as exc:
             logger.error("%s images cannot be read: %s", label, exc)
             return None
