@@ -49,12 +49,15 @@ def service_did_not_answer(exc: BaseException) -> bool:
     raises without a status), or an answer that says "later": 408, 429 or 5xx (Azure Storage's ServerBusy 503,
     OperationTimedOut and InternalError 500; Key Vault's throttling 429). A 404, 401, 403 or any other 4xx is about
     the request and stays so."""
-    from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
+    from azure.core.exceptions import (HttpResponseError, IncompleteReadError, ServiceRequestError,
+                                       ServiceResponseError)
 
     if isinstance(exc, HttpResponseError) and getattr(exc, "status_code", None) is not None:
         status = int(exc.status_code)  # type: ignore[arg-type]
         return status >= 500 or status in (408, 429)
-    return isinstance(exc, (ServiceRequestError, ServiceResponseError, ConnectionError, TimeoutError))
+    # IncompleteReadError: a body cut off mid-stream (no status), as orchestrations.retries.BUSY_TYPES counts it
+    return isinstance(exc, (ServiceRequestError, ServiceResponseError, IncompleteReadError, ConnectionError,
+                            TimeoutError))
 
 
 @dataclass(frozen=True, slots=True)

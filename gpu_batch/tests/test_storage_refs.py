@@ -164,3 +164,15 @@ def test_the_worker_exits_69_when_the_images_secret_store_did_not_answer(
             assert worker._open_images_and_output(SimpleNamespace(), {}, True, object(), manifest,  # type: ignore[arg-type]
                                                   "t s a") is None
             assert "images cannot be read" in caplog.text
+
+
+def test_a_read_cut_off_mid_stream_is_a_passing_cause() -> None:
+    """azure-core raises IncompleteReadError without a status code when a body stops mid-stream: a model download or
+    manifest read cut off so was an unfixable exit (3 or 2), though the orchestrator already retries it as busy."""
+    from azure.core.exceptions import HttpResponseError, IncompleteReadError, ResourceNotFoundError
+
+    from gpu_batch.storage_refs import service_did_not_answer
+
+    assert service_did_not_answer(IncompleteReadError("body cut off"))
+    assert not service_did_not_answer(ResourceNotFoundError("no such blob"))
+    assert not service_did_not_answer(HttpResponseError("odd"))
