@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from gpu_batch.tests.imagegen import jpeg_bytes, textured
+from gpu_batch.tests.test_results import _EtagSink
 from gpu_batch.worker.loader import LoadedModel, load_model
 from gpu_batch.worker.pipeline import PipelineOptions, ShardSummary, run_images
 from gpu_batch.formats.jpeg_end import jpeg_cut_short
@@ -99,22 +100,6 @@ def test_the_cuda_stages_mark_the_cut_short_jpegs_they_decode_exactly_and_not_th
     assert {name for name, it in prepared.items() if it.damaged} == CUT_SHORT
     assert all(prepared[name].pixels is not None for name in CUT_SHORT)  # the exact PIL decode, gray fill
     assert prepared["whole.jpg"].jpeg is not None and prepared["zero-padded.jpg"].jpeg is not None  # nvJPEG's
-
-
-class _EtagSink:
-    def __init__(self) -> None:
-        self.data: bytes | None = None
-        self.writes = 0
-
-    def read(self) -> bytes | None:
-        return self.data
-
-    def write(self, data: bytes) -> str | None:
-        self.data, self.writes = data, self.writes + 1
-        return f"0x{self.writes:04X}"
-
-    def describe(self) -> str:
-        return "etag sink"
 
 
 def test_the_damaged_list_follows_every_flush_with_the_results_etag_and_a_resumed_run_keeps_it() -> None:
