@@ -9,10 +9,12 @@ committed.
 
 What is checked: object keys at every depth (through arrays, `[for ...]` bodies, dictionaries and discriminated
 objects), string literals where the type is an enum (also through `cond ? a : b`, variables, and a parameter's
-@allowed list and default), read-only properties. Open enums (modelAsString; Bicep accepts any string) are held
-to the listed values too, since a typo there fails only at deployment: OPEN_ENUM_EXTRAS takes documented others.
-Values known only at deployment (function calls, property accesses, interpolated strings, resource symbols) are
-not checked.
+@allowed list and default), read-only properties, and the kind of value a string, int or bool property gets (a
+literal, an interpolated string, a parameter by its declared type, a variable by its value; BCP036 "The property X
+expected a value of type int but the provided value is of type string"). Open enums (modelAsString; Bicep accepts
+any string) are held to the listed values too, since a typo there fails only at deployment: OPEN_ENUM_EXTRAS takes
+documented others. Values known only at deployment (function calls, property accesses, interpolated strings, resource
+symbols) are not checked, nor the ranges and patterns of strings and ints (the vendored types keep only the kind).
 """
 from __future__ import annotations
 
@@ -38,6 +40,8 @@ BICEP_KEYS = {"parent", "scope", "dependsOn"}
 # array indices written []; each entry needs a source (service docs) in a comment. Empty: infra/ uses listed values.
 OPEN_ENUM_EXTRAS: dict[str, set[str]] = {}
 INDEX = re.compile(r"^\[\d+\]$")
+# Bicep's types a parameter declares, as the scalar check compares them (object and array: never a scalar's)
+SCALAR_KINDS = {"string", "int", "bool", "object", "array"}
 
 
 def load_types() -> dict[str, Any]:
@@ -102,7 +106,8 @@ class Checker:
             for branch in ("true_value", "false_value"):
                 self.check(ref, ops[branch], path)
             return
-        if isinstance(t, str):  # string, int, bool, any, null
+        if isinstance(t, str):  # string, int, bool, any
+            self.check_scalar(t, value, path)
             return
         if "enum" in t:
             self.check_enum(t, value, path)
@@ -116,6 +121,39 @@ class Checker:
         elif "discriminator" in t:
             if isinstance(value, dict) and not self.is_expression(value):
                 self.check_discriminated(t, value, path)
+
+    def kind(self, value: Any, depth: int = 0) -> str | None:
+        """The Bicep type of a value (string, int, bool, array, object), or None where only the deployment knows it
+        (function calls, property accesses, resource and module symbols, loop variables, null)."""
+        if depth > 20 or value is None:
+            return None
+        if isinstance(value, bool):  # before int: a bool is an int in Python
+            return "bool"
+        if isinstance(value, int):
+            return "int"
+        if isinstance(value, list):
+            return "array"
+        if not isinstance(value, str):
+            return None  # an expression (dicts): its type is the compiler's to infer
+        if "${" in value:
+            return "string"
+        if value in self.tpl.params:
+            declared = str(self.tpl.params[value].get("type") or "")
+            return declared if declared in SCALAR_KINDS else None
+        if value in self.tpl.variables:
+            return self.kind(self.tpl.variables[value]["value"], depth + 1)
+        if value in self.symbols():
+            return None
+        return "string"
+
+    def check_scalar(self, expected: str, value: Any, path: list[str]) -> None:
+        """A string, int or bool property given a value of another kind: Bicep refuses to compile it (BCP036), as ARM
+        would refuse the template (a parameter or literal of the wrong type). ``any`` takes anything."""
+        if expected == "any":
+            return
+        given = self.kind(value)
+        if given is not None and given != expected:
+            self.report(path, f"expects a value of type {expected}, given {value!r} of type {given} (BCP036)")
 
     @staticmethod
     def is_expression(value: dict[str, Any]) -> bool:
@@ -313,3 +351,35 @@ def test_a_read_only_property_fails(templates: dict[str, Template]) -> None:
 
     problems = type_problems(planted(templates, "core/storage/storage-account.bicep", "storage", edit), load_types())
     assert any("properties.provisioningState: is read-only" in p for p in problems), problems
+
+
+def test_a_value_of_another_type_than_the_propertys_fails(templates: dict[str, Template]) -> None:
+    """BCP036: a string where an int or bool belongs (a quoted number, 'true'), a bool where an int belongs, and a
+    parameter whose declared type is not the property's (an int parameter into a string property)."""
+    def edit(body: dict[str, Any]) -> None:
+        body["properties"]["taskSlotsPerNode"] = True
+        body["properties"]["startTask"]["waitForSuccess"] = "false"
+        body["properties"]["startTask"]["maxTaskRetryCount"] = "3"
+        body["properties"]["vmSize"] = "osDiskSizeGB"
+        body["properties"]["displayName"] = "trapbatch ${vmSize}"  # an interpolated string is a string: fine
+
+    problems = type_problems(planted(templates, "app/batch.bicep", "pool", edit), load_types())
+    assert len(problems) == 4, problems
+    assert any("properties.taskSlotsPerNode: expects a value of type int, given True of type bool" in p
+               for p in problems), problems
+    assert any("startTask.waitForSuccess: expects a value of type bool, given 'false' of type string" in p
+               for p in problems), problems
+    assert any("startTask.maxTaskRetryCount: expects a value of type int, given '3' of type string" in p
+               for p in problems), problems
+    assert any("properties.vmSize: expects a value of type string, given 'osDiskSizeGB' of type int (BCP036)" in p
+               for p in problems), problems
+
+
+def test_a_parameter_of_the_propertys_type_and_a_deployment_value_pass(templates: dict[str, Template]) -> None:
+    """instanceMemoryMB (param int) into the int property; a module output, a function call: known at deployment."""
+    problems = type_problems(templates, load_types())
+    assert not problems, problems
+    api = templates["app/api.bicep"]
+    assert api.params["instanceMemoryMB"]["type"] == "int"
+    scale = api.body("app")["properties"]["functionAppConfig"]["scaleAndConcurrency"]
+    assert scale["instanceMemoryMB"] == "instanceMemoryMB"
