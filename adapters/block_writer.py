@@ -28,6 +28,13 @@ from adapters import blob_requests
 from adapters.blobs import BlobStore
 
 BLOCK_BYTES = 8 * 1024 * 1024
+# "A block blob can include up to 50,000 blocks" (Azure Storage, "Understanding block blobs"; Put Block List refuses
+# more with 400 BlockListTooLong): refused here before the 50,001st block is uploaded, not at the commit after all
+MAX_BLOCKS = 50_000
+
+
+class BlockLimitError(RuntimeError):
+    """A blob written in blocks would need more than ``MAX_BLOCKS`` of them."""
 
 
 def block_id(index: int) -> str:
@@ -84,6 +91,10 @@ class BlockBlobWriter(io.RawIOBase):
         self.bytes_written = 0
 
     def _stage(self, chunk: bytes) -> None:
+        if len(self._blocks) >= MAX_BLOCKS:
+            raise BlockLimitError(
+                f"{self._blob.blob_name}: more than {MAX_BLOCKS} blocks of {self._block_bytes} bytes, what a block blob "
+                "holds; nothing was committed. Write it with larger blocks (block_bytes) or in several blobs")
         staged = block_id(len(self._blocks))
         self._blocks.append(BlobBlock(block_id=staged))
         if self._pool is None:

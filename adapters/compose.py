@@ -27,13 +27,12 @@ from azure.storage.blob import BlobClient, BlobSasPermissions, ContentSettings, 
 
 from adapters import blob_requests
 from adapters.blobs import BlobStore
-from adapters.block_writer import block_id
+from adapters.block_writer import MAX_BLOCKS, block_id
 
 logger = logging.getLogger(__name__)
 
 SERVER_BLOCK = 100 * 1024 * 1024
 STREAM_BLOCK = 8 * 1024 * 1024
-MAX_BLOCKS = 50_000
 THREADS = 8
 
 # A piece of the composed blob: literal bytes, or (blob name in the same container, offset, length)

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from azure.core.exceptions import ResourceModifiedError
 
-from adapters.block_writer import BlobReader, BlobSpool, BlockBlobWriter, open_blob
+import adapters.block_writer
+from adapters.block_writer import BlobReader, BlobSpool, BlockBlobWriter, BlockLimitError, open_blob
 from adapters.blobs import BlobStore
 
 
@@ -65,6 +66,21 @@ def test_a_writer_whose_block_fails_commits_nothing_and_raises(store: BlobStore,
                 for chunk in _chunks(1, 3000):
                     writer.write(chunk)
     assert store.read_bytes(unique_name, "w.bin") == b"the version before"
+
+
+def test_a_writer_past_the_block_limit_fails_before_uploading_more_and_commits_nothing(
+        store: BlobStore, unique_name: str, monkeypatch: Any) -> None:
+    store.ensure_container(unique_name)
+    store.write_bytes(unique_name, "w.bin", b"the version before")
+    monkeypatch.setattr(adapters.block_writer, "MAX_BLOCKS", 3)
+    writer = BlockBlobWriter(store, unique_name, "w.bin", "application/octet-stream", 10)
+    with pytest.raises(BlockLimitError, match="w.bin: more than 3 blocks of 10 bytes"):
+        with writer:
+            writer.write(b"x" * 30)  # three blocks staged: the limit
+            writer.write(b"y" * 10)  # a fourth is refused before it is sent
+    assert store.read_bytes(unique_name, "w.bin") == b"the version before"
+    uncommitted = store.service.get_blob_client(unique_name, "w.bin").get_block_list("uncommitted")[1]
+    assert len(uncommitted) == 3
 
 
 def test_a_small_write_is_one_put_blob_and_restart_drops_what_came_before(store: BlobStore, unique_name: str) -> None:
