@@ -37,7 +37,7 @@ from core.settings import Settings
 from gpu_batch import layout
 from gpu_batch.formats.detections_csv import capture_time, unguarded
 from gpu_batch.formats.previewsample import NEAR_MISS_FLOOR
-from gpu_batch.manifest import FAILURE_REASONS, REASON_AUTH, RETRYABLE, has_dot_segment
+from gpu_batch.manifest import FAILURE_REASON, FAILURE_REASONS, REASON_AUTH, RETRYABLE, has_dot_segment
 from gpu_batch.storage_refs import NO_ACCESS_HINT
 
 logger = logging.getLogger(__name__)
@@ -297,8 +297,13 @@ def run_previews(task_id: str, model: str, request_name: str, settings: Settings
     links = pictures.make_all(wanted)
 
     def item(im: dict[str, Any]) -> dict[str, Any]:
-        return {"file": im["file"], **links.get(im["file"], {}), "failure": im.get("failure"),
-                "detections": im.get("detections") or [], "taken": capture_time(im)}
+        out = {"file": im["file"], **links.get(im["file"], {}), "failure": im.get("failure"),
+               "detections": im.get("detections") or [], "taken": capture_time(im)}
+        # the failures section says "the failure beside each image says which" (missing, unreadable, refused...):
+        # MegaDetector's string is "image access failure" for all of them, so the reason goes beside it
+        if im.get("failure") is not None and im.get(FAILURE_REASON):
+            out["failure_reason"] = str(im[FAILURE_REASON])
+        return out
 
     sections = []
     for name, sample in doc["samples"].items():

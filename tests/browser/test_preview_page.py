@@ -78,7 +78,8 @@ def _entries() -> list[dict[str, Any]]:
                                                                     "bbox": [0.3, 0.3, 0.2, 0.2]}]})
     out.append({"file": "cam0/truncated.jpg", "detections": [{"category": "1", "conf": 0.9,
                                                               "bbox": [0.1, 0.1, 0.3, 0.3]}]})
-    out.append({"file": "cam1/broken.jpg", "failure": "Failure image access", "detections": None})
+    out.append({"file": "cam1/broken.jpg", "failure": "Failure image access", "detections": None,
+                "failure_kind": "permanent", "failure_reason": "undecodable"})
     return out
 
 
@@ -258,6 +259,10 @@ def test_the_preview_page_draws_what_the_data_says_and_follows_the_slider(
                 return [...g.getImageData(x, y, 1, 1).data].slice(0, 3); }""", first["canvases"][0])
             assert all(abs(a - b) <= 40 for a, b in zip(pixel, RED)), pixel
 
+            # a failed image's caption says why it failed, as the failures section promises ("says which")
+            caption = page.evaluate("document.querySelector('#failures figcaption .failure').textContent")
+            assert caption == " Failure image access (undecodable)", caption
+
             # the truncated JPEG got a picture (loaded with grey fill, as the worker loads it)
             assert any(f["file"] == "cam0/truncated.jpg" and f["canvases"] for f in shown["detections"])
 
@@ -310,6 +315,9 @@ def test_the_page_embeds_every_repeated_place_and_the_request_covers_unticked_on
     assert "download: the task&#39;s request sent again with &#34;only_new&#34;: true runs these images again" \
         in failures
     assert "The others stay failed" in failures
+    # ... "the failure beside each image says which": MegaDetector's one string for every reason, and the reason
+    assert [(it["failure"], it["failure_reason"]) for it in data["failures"]] == [("Failure image access",
+                                                                                  "undecodable")]
 
 
 def _chromium() -> None:
