@@ -6,8 +6,11 @@ so it costs no extra read of the results, whatever their size.
 
 Columns: the image path and its folder (the camera, usually); ``capture_time``, the image's EXIF capture time
 (the results' ``datetime``) written ``YYYY-MM-DD HH:MM:SS`` as spreadsheets read dates (EXIF's own
-``YYYY:MM:DD`` is text to them), empty without one; ``status`` (``ok`` or ``failed``) and the failure text; how many detections of each MegaDetector category reach the threshold; the highest confidence of each
-category (any value, so a lower threshold can be applied in the spreadsheet); and ``max_conf``. Detections marked as
+``YYYY:MM:DD`` is text to them), empty without one; ``status`` (``ok`` or ``failed``) and the failure text
+(``failure_text``: MegaDetector's string with the entry's ``failure_reason`` beside it, ``image access failure
+(undecodable)``, since MegaDetector writes the same words for a missing, corrupt or archived file, and each asks
+something else of whoever reads the sheet); how many detections of each MegaDetector category reach the threshold;
+the highest confidence of each category (any value, so a lower threshold can be applied in the spreadsheet); and ``max_conf``. Detections marked as
 repeated false positives (negative confidence) count nowhere.
 
 Text cells come from blob names, which whoever uploads the images chooses: a name starting with ``=``, ``+``, ``-``,
@@ -57,12 +60,20 @@ def capture_time(entry: Mapping[str, Any]) -> str:
     return spreadsheet_safe(text)
 
 
+def failure_text(entry: Mapping[str, Any]) -> str:
+    """A failed entry's ``failure`` cell (unguarded): MegaDetector's ``failure`` string, followed by the entry's
+    ``failure_reason`` in parentheses when it has one (``gpu_batch.manifest``: ``undecodable``, ``archived``...)."""
+    reason = entry.get("failure_reason")
+    text = str(entry["failure"])
+    return f"{text} ({reason})" if isinstance(reason, str) and reason else text
+
+
 def csv_row(entry: Mapping[str, Any], threshold: float) -> list[Any]:
     """The CSV cells for one result entry (in ``CSV_COLUMNS`` order)."""
     raw = str(entry.get("file", ""))
     file, folder = spreadsheet_safe(raw), spreadsheet_safe(posixpath.dirname(raw))
     if entry.get("failure") is not None:
-        return ([file, folder, capture_time(entry), "failed", spreadsheet_safe(str(entry["failure"]))]
+        return ([file, folder, capture_time(entry), "failed", spreadsheet_safe(failure_text(entry))]
                 + [""] * (2 * len(_NAMES) + 1) + [threshold])
     counts = dict.fromkeys(_KEYS, 0)
     best = dict.fromkeys(_KEYS, 0.0)
@@ -129,7 +140,7 @@ class CsvLines:
             return _writer_text(csv_row(entry, threshold))
         failure = entry.get("failure")
         if failure is not None:
-            text = spreadsheet_safe(str(failure))
+            text = spreadsheet_safe(failure_text(entry))
             if not _plain(text):
                 return _writer_text(csv_row(entry, threshold))
             return f"{file},{folder},{when},failed,{text},{self._failed_tail}"

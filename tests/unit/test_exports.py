@@ -42,6 +42,23 @@ def test_rows_count_per_category_at_the_threshold_and_keep_best_confidences() ->
     assert all(r["threshold"] == "0.2" for r in rows)
 
 
+def test_a_failed_rows_failure_names_its_reason() -> None:
+    """MegaDetector writes "image access failure" for a missing, a corrupt and an archived file alike; a spreadsheet's
+    reader must tell them apart (re-copy, rehydrate, or give up), so the worker's failure_reason goes beside it."""
+    entries: list[dict[str, Any]] = [
+        {"file": "cam1/corrupt.jpg", "failure": "image access failure", "detections": None,
+         "failure_kind": "permanent", "failure_reason": "undecodable"},
+        {"file": "cam1/cold.jpg", "failure": "image access failure", "detections": None,
+         "failure_kind": "permanent", "failure_reason": "archived"},
+        {"file": "cam1/old.jpg", "failure": "image access failure", "detections": None},  # written before reasons
+    ]
+    assert [r["failure"] for r in _table(entries)] == ["image access failure (undecodable)",
+                                                      "image access failure (archived)", "image access failure"]
+    lines = CsvLines(0.2)
+    assert [next(csv.DictReader(io.StringIO(",".join(CSV_COLUMNS) + "\r\n" + lines.line(e))))["failure"]
+            for e in entries] == [r["failure"] for r in _table(entries)]
+
+
 def test_names_that_a_spreadsheet_would_run_as_formulas_stay_text() -> None:
     rows = _table([
         {"file": "=HYPERLINK(\"http://evil\")/a.jpg", "detections": []},
@@ -103,6 +120,8 @@ def _random_entries(seed: int, n: int) -> list[dict[str, Any]]:
                              else rnd.choice([None, 5, "", "2024-05-01T06:00:00+02:00", "=now()", "a,b", text()]))
         if rnd.random() < 0.15:
             e["failure"], e["detections"] = rnd.choice([text(), "Failure image access", 3, "=x", "a,b"]), None
+            if rnd.random() < 0.5:  # the worker's reason beside it (gpu_batch.manifest), or what a hand edit left
+                e["failure_reason"] = rnd.choice(["undecodable", "archived", "", None, 3, text()])
         else:
             e["detections"] = rnd.choice([None, [], [detection() for _ in range(rnd.randint(0, 6))]])
         out.append(e)
