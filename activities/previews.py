@@ -141,6 +141,28 @@ def _not_images_note(passed_over: Any) -> dict[str, Any] | None:
     return {"line": notimages.describe(passed_over), "kinds": kinds}
 
 
+CUT_SHORT_NOTE = "cut short: the grey part was never written (damaged.csv)"  # beside such a picture
+
+
+def _damaged(store: BlobStore, container: str, task_id: str, shown: set[str]) -> tuple[int, set[str]]:
+    """How many photos the merge found cut short (``layout.damaged_blob``, written only when there are any; one list
+    for both variants), and which of ``shown`` (the page's pictures) are among them. Why the page says so: such a
+    photo is detected "as far as it goes" with grey fill, an ordinary success in the results, so a picture of it
+    with no word would pass for a whole one, its blank lower part for a blank scene."""
+    data = store.read_bytes_or_none(container, layout.damaged_blob(task_id))
+    if not data:
+        return 0, set()
+    rows = csv.reader(io.StringIO(data.decode("utf-8", errors="replace"), newline=""))
+    next(rows, None)  # the header, "file"
+    total, hit = 0, set()
+    for row in rows:
+        if row and row[0]:
+            total += 1
+            if row[0] in shown:
+                hit.add(row[0])
+    return total, hit
+
+
 EARLIEST_PLAUSIBLE_CAPTURE = "2000"  # digital trail cameras came later: an earlier date is a clock never set
 
 
@@ -295,10 +317,13 @@ def run_previews(task_id: str, model: str, request_name: str, settings: Settings
     wanted += [im["file"] for sample in kind_samples.values() for im in sample]
     wanted += [f for loc in locations[:REPEATS_PICTURED] for f in loc["files"][:REPEAT_EXAMPLES]]
     links = pictures.make_all(wanted)
+    damaged, damaged_shown = _damaged(store, settings.container, task_id, set(wanted))
 
     def item(im: dict[str, Any]) -> dict[str, Any]:
         out = {"file": im["file"], **links.get(im["file"], {}), "failure": im.get("failure"),
                "detections": im.get("detections") or [], "taken": capture_time(im)}
+        if im["file"] in damaged_shown:
+            out["note"] = CUT_SHORT_NOTE
         # the failures section says "the failure beside each image says which" (missing, unreadable, refused...):
         # MegaDetector's string is "image access failure" for all of them, so the reason goes beside it
         if im.get("failure") is not None and im.get(FAILURE_REASON):
@@ -340,6 +365,7 @@ def run_previews(task_id: str, model: str, request_name: str, settings: Settings
                                                    "another." if doc.get("kind_totals") else ""),
         completed=doc["info"].get("detection_completion_time", ""),
         not_images=_not_images_note(doc["info"].get("trapbatch", {}).get("not_images")),
+        damaged=damaged, damaged_list=f"{settings.container}/{layout.damaged_blob(task_id)}",
         taken=_taken_note(doc),
         visits=_camera_visits(store, settings.container, task_id, variant),
         # no list (the search failed after its retries): the page says so, rather than nothing at all

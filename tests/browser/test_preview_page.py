@@ -22,7 +22,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from activities.previews import PAGE_SIZE, THUMB_WIDTH, run_previews
+from activities.previews import CUT_SHORT_NOTE, PAGE_SIZE, THUMB_WIDTH, run_previews
 from adapters.blobs import BlobStore, service_client
 from adapters.preview_folders import existing_preview_folder
 from core.settings import Settings
@@ -118,6 +118,9 @@ def _render(storage_connection: str, unique_name: str, tmp_path: Path,
     store.write_json(settings.container, layout.preview_sample_blob(task_id), sample)
     places = PAGE_SIZE + 6
     store.write_json(settings.container, layout.repeats_blob(task_id), _repeats(places))
+    # the merge's list of photos cut short (fanin.write_damaged): the truncated sample, and one the page does not show
+    store.write_bytes(settings.container, layout.damaged_blob(task_id),
+                      b"file\r\ncam0/truncated.jpg\r\ncam9/not-sampled.jpg\r\n", "text/csv")
     return _rendered(store, settings, task_id, "browser check", tmp_path), entries, places
 
 
@@ -315,6 +318,14 @@ def test_the_page_embeds_every_repeated_place_and_the_request_covers_unticked_on
     assert "download: the task&#39;s request sent again with &#34;only_new&#34;: true runs these images again" \
         in failures
     assert "The others stay failed" in failures
+    # the photos cut short: the page counts them, and the picture of the one it shows says so (a grey lower half
+    # must not pass for a whole photo)
+    damaged = html.split('<p class="muted" id="damaged">', 1)[1].split("</p>", 1)[0]
+    damaged = " ".join(damaged.split())
+    assert damaged.startswith("Cut short: 2 photos ended before their") and "damaged.csv" in damaged, damaged
+    notes = {it["file"]: it.get("note") for it in data["detections"]}
+    assert notes["cam0/truncated.jpg"] == CUT_SHORT_NOTE
+    assert not any(note for file, note in notes.items() if file != "cam0/truncated.jpg")
     # ... "the failure beside each image says which": MegaDetector's one string for every reason, and the reason
     assert [(it["failure"], it["failure_reason"]) for it in data["failures"]] == [("Failure image access",
                                                                                   "undecodable")]
