@@ -52,6 +52,17 @@ runner marks it ``running`` (``local_runner``), as a Batch node's start task run
 own limit, so on a slow machine the first shard could time out while torch was still importing (a 12 s limit
 against ~2-8 s of imports before the shard's first image). A preparing task is ended at ``prepare_seconds`` past
 its limit (its runner stuck), and by the heartbeat as a running one.
+
+Liveness: a running task's runner is dead when its process is gone. The row records the runner's pid with the
+process's start time and this machine's boot and pid namespace (``process_identity.record``: the pool right after
+the launch, the runner when it marks the task running), so a pass on this machine tells the very process from a
+later one that reuses its pid, and counts it alive however old its heartbeat: a storage outage of minutes, which
+stops every heartbeat, no longer ends every running task once storage answers again (each of them one attempt lost,
+and a live worker racing its replacement). Only a runner that cannot be checked here (``process_identity.Liveness
+.ELSEWHERE``: another machine or container, or before a reboot) is dead once its heartbeat is older than
+``DEAD_AFTER_S``, and a row written before these fields (``UNKNOWN``) is judged as before: dead once its pid is gone
+here or its heartbeat is that old. A pid found reused, or recorded elsewhere, is not signalled (``_kill``): the
+runner's process group is not the group of that number here.
 """
 from __future__ import annotations
 
@@ -73,6 +84,7 @@ from azure.data.tables import TableServiceClient, UpdateMode
 
 from gpu_batch import layout
 from gpu_batch.exit_codes import TASK_ENDED
+from gpu_batch.pool import process_identity
 from gpu_batch.pool.base import (READY_ARG, JobClosed, PoolChanges, ShardTask, TaskInfo, TaskResult, TaskState,
                                  worker_module)
 
@@ -80,6 +92,9 @@ logger = logging.getLogger(__name__)
 HEARTBEAT_S = 5.0
 WATCH_S = 0.25  # how often the watcher looks for its runners' exits (Popen.poll: no table read)
 SWEEP_S = 5.0  # the longest the watcher goes without a pass while tasks are unfinished: dead runners, other processes'
+# A runner this machine cannot check (process_identity.check: UNKNOWN, e.g. a row from another machine, container or
+# boot, or one written before the runner's start time was recorded) is dead once its heartbeat is this old. A runner
+# it can check is judged by its process alone (module docstring: Liveness).
 DEAD_AFTER_S = 60.0
 _CLOSED_JOBS = "closed"  # the partition of the jobs table that lists closed jobs (row key: the job id)
 # How far a change cursor reaches back: a writer stamps ``Changed`` a moment before its write lands, so a listing
@@ -333,7 +348,7 @@ class LocalPool:
                 self._refresh_and_fail_if_running(row, f"timed out: ran longer than {limit} s and was terminated "
                                                        f"(exit code {KILLED_EXIT_CODE}: killed)",
                                                   kill=True, exit_code=KILLED_EXIT_CODE, failure_code=TASK_ENDED)
-            elif (pid and not _alive(pid)) or now - beat > DEAD_AFTER_S:
+            elif self._runner_dead(row, pid, now - beat):
                 self._kill(row)  # a worker that outlived its runner must not run beside the next attempt
                 self._refresh_and_fail_if_running(row, "the worker's runner process died without recording an exit "
                                                        "(killed, or the machine restarted)")
@@ -361,6 +376,20 @@ class LocalPool:
             else:
                 waiting += 1
         return due if busy or waiting else None
+
+    @staticmethod
+    def _runner_dead(row: Mapping[str, Any], pid: int, beat_age: float) -> bool:
+        """Whether the task's runner has died (module docstring: Liveness): its recorded process is gone where this
+        machine can check it, whatever its heartbeat's age; else the old rule, its pid gone here or its heartbeat
+        older than ``DEAD_AFTER_S``."""
+        state = process_identity.check_row(row)
+        if state is process_identity.Liveness.ALIVE:
+            return False
+        if state in (process_identity.Liveness.GONE, process_identity.Liveness.REUSED):
+            return True
+        if state is process_identity.Liveness.ELSEWHERE:  # the pid here is not the runner's
+            return beat_age > DEAD_AFTER_S
+        return bool(pid and not _alive(pid)) or beat_age > DEAD_AFTER_S
 
     def _reap_locked(self) -> bool:
         """Wait for the runners this object started that have exited, and forget them; whether any had.
@@ -432,14 +461,19 @@ class LocalPool:
         proc = subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, start_new_session=True)
         self._children[row["RowKey"] + "@" + row["PartitionKey"]] = proc
-        self.table.update_entity({"PartitionKey": row["PartitionKey"], "RowKey": row["RowKey"], "Pid": proc.pid},
-                                 mode=UpdateMode.MERGE)
+        # with its start time (module docstring: Liveness), read before the child can be waited for: its pid is its own
+        self.table.update_entity({"PartitionKey": row["PartitionKey"], "RowKey": row["RowKey"], "Pid": proc.pid,
+                                  **process_identity.record(proc.pid)}, mode=UpdateMode.MERGE)
         logger.info("job %s: started task %s (runner pid %d)", row["PartitionKey"], row["RowKey"], proc.pid)
         return True
 
     def _kill(self, row: Mapping[str, Any]) -> None:
+        """Stop the runner's whole process group (its worker too), unless its pid is known to be another process's
+        now or the row was recorded elsewhere (``process_identity.Liveness.REUSED``, ``ELSEWHERE``): the group of that
+        number here is not the runner's (module docstring: Liveness)."""
         pid = int(row.get("Pid") or 0)
-        if pid:
+        foreign = (process_identity.Liveness.REUSED, process_identity.Liveness.ELSEWHERE)
+        if pid and process_identity.check_row(row) not in foreign:
             for sig in (signal.SIGTERM, signal.SIGKILL):
                 try:
                     os.killpg(pid, sig)

@@ -33,6 +33,7 @@ from azure.data.tables import TableServiceClient, UpdateMode
 from azure.storage.blob import BlobServiceClient
 
 from gpu_batch import layout
+from gpu_batch.pool import process_identity
 
 T = TypeVar("T")
 # How long the runner waits out storage that does not answer (no connection, a timeout, a 408, 429 or 5xx) where it
@@ -115,7 +116,9 @@ def _mark_running(table: Any, key: dict[str, str]) -> bool:
         try:
             # StartedAt and StartTime: the task's limit and reported start count from here (module docstring)
             _through_outage(lambda: table.update_entity(
-                {**key, "State": "running", "Pid": os.getpid(), "Heartbeat": time.time(), "StartedAt": time.time(),
+                # Pid with its start time: LocalPool's liveness check (its module docstring: Liveness)
+                {**key, "State": "running", "Pid": os.getpid(), **process_identity.record(os.getpid()),
+                 "Heartbeat": time.time(), "StartedAt": time.time(),
                  "StartTime": datetime.now(timezone.utc).isoformat(),
                  "Changed": time.time()},  # Changed: LocalPool.changes
                 mode=UpdateMode.MERGE, etag=row.metadata["etag"], match_condition=MatchConditions.IfNotModified))
@@ -173,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
                     proc.kill()
                     return
                 table.update_entity({**key, "Heartbeat": time.time()}, mode=UpdateMode.MERGE)
-            except Exception:  # a missed heartbeat is harmless; a long outage marks the task dead, as it should
+            except Exception:  # missed: a pool on this machine checks this process itself; one elsewhere waits 60 s
                 pass
 
     threading.Thread(target=beat, daemon=True).start()

@@ -589,3 +589,112 @@ def test_a_runner_started_while_storage_is_away_waits_for_it_then_runs_and_recor
     finally:
         runner.kill()
         azurite.stop()
+
+
+def _running_row(pool_args: dict[str, Any], job: str, task_id: str, pid: int, heartbeat_age: float,
+                 **fields: Any) -> None:
+    """A running task as a runner records it (``Pid`` and, when given, ``process_identity.record``'s fields), written
+    straight into the table: its pid is a process of the test's choosing."""
+    import time
+
+    TableServiceClient.from_connection_string(pool_args["connection_string"]).get_table_client(
+        pool_args["table"]).create_entity({"PartitionKey": job, "RowKey": task_id, "State": "running",
+                                           "Spec": json.dumps(task(task_id.rsplit("-a", 1)[0]).to_dict()),
+                                           "Submitted": "x", "StartedAt": time.time(), "Pid": pid,
+                                           "Heartbeat": time.time() - heartbeat_age, **fields})
+
+
+def test_a_live_runner_whose_heartbeat_is_old_is_not_dead(pool_args: dict[str, Any]) -> None:
+    """A storage outage stops every heartbeat (the runner writes it to the table) for its length: a runner whose
+    process still runs on this machine is alive however old its heartbeat, not ended at 60 s (every running shard an
+    attempt lost once storage answered again, its live worker racing the next attempt). Here the runner is stopped
+    (SIGSTOP: alive, writing nothing) and its heartbeat set two minutes back."""
+    import time
+
+    pool = make_pool("local", max_concurrent=1, **pool_args)
+    pool.submit("jobl", [task("hang")])
+    wait_until(lambda: states(pool, "jobl")["hang-a1"].state is TaskState.running, 30, "the task to run")
+    table = TableServiceClient.from_connection_string(pool_args["connection_string"]).get_table_client(
+        pool_args["table"])
+    row = table.get_entity("jobl", "hang-a1")
+    assert row.get("PidStart") and row.get("PidHost")  # the runner recorded which process it is
+    runner = int(row["Pid"])
+    os.kill(runner, signal.SIGSTOP)
+    try:
+        table.update_entity({"PartitionKey": "jobl", "RowKey": "hang-a1", "Heartbeat": time.time() - 120})
+        assert states(pool, "jobl")["hang-a1"].state is TaskState.running  # a pass ran: still running
+        assert _group_size(runner) >= 2  # and nothing was killed
+    finally:
+        os.kill(runner, signal.SIGCONT)
+    pool.cancel("jobl")
+
+
+def test_a_runner_whose_pid_is_another_process_now_is_dead_and_that_process_is_left_alone(
+        pool_args: dict[str, Any]) -> None:
+    """The pid exists, but with another start time: the recorded runner ended and the kernel gave its pid to another
+    process (after a reboot, or once pids wrapped). Dead, with a fresh heartbeat even; and the process that holds the
+    pid now, a process group leader here, is not signalled."""
+    import subprocess
+
+    from gpu_batch.pool import process_identity
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    try:
+        recorded = process_identity.record(other.pid)
+        recorded["PidStart"] = str(int(recorded["PidStart"]) - 1)
+        pool = make_pool("local", max_concurrent=1, **pool_args)  # (it makes the table)
+        _running_row(pool_args, "jobr", "reused-a1", other.pid, 0, **recorded)
+        info = states(pool, "jobr")["reused-a1"]
+        assert info.state is TaskState.completed and "died" in (info.failure_message or "")
+        assert other.poll() is None  # not killed
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_a_runner_whose_process_is_gone_is_dead_at_once(pool_args: dict[str, Any]) -> None:
+    import subprocess
+
+    from gpu_batch.pool import process_identity
+
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    recorded = process_identity.record(ended.pid)  # before it is waited for, as the pool records its runner's
+    ended.wait()
+    pool = make_pool("local", max_concurrent=1, **pool_args)
+    _running_row(pool_args, "jobg", "gone-a1", ended.pid, 0, **recorded)
+    info = states(pool, "jobg")["gone-a1"]
+    assert info.state is TaskState.completed and "died" in (info.failure_message or "")
+
+
+def test_a_row_without_the_runners_start_time_keeps_the_heartbeat_rule(pool_args: dict[str, Any]) -> None:
+    """Rows written before the start time was recorded, or on another machine, container or boot (another
+    ``PidHost``): this machine cannot check their process, so a heartbeat older than 60 s is death, as before, and a
+    fresh one life. A pid gone here is death for an old row, as before; for another machine's row it says nothing,
+    and the process of that pid here is not signalled when the row ends."""
+    import subprocess
+
+    def sleeper() -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+
+    alive, alive_too, bystander = sleeper(), sleeper(), sleeper()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    elsewhere = {"PidStart": "12345", "PidHost": "another-boot/pid:[1]"}
+    pool = make_pool("local", max_concurrent=5, **pool_args)
+    try:
+        _running_row(pool_args, "jobo", "oldfresh-a1", alive.pid, 0)
+        _running_row(pool_args, "jobo", "oldstale-a1", alive_too.pid, 120)
+        _running_row(pool_args, "jobo", "oldgone-a1", gone.pid, 0)
+        _running_row(pool_args, "jobo", "elsefresh-a1", gone.pid, 0, **elsewhere)
+        _running_row(pool_args, "jobo", "elsestale-a1", bystander.pid, 120, **elsewhere)
+        s = states(pool, "jobo")
+        assert {k: v.state.value for k, v in s.items()} == {
+            "oldfresh-a1": "running", "oldstale-a1": "completed", "oldgone-a1": "completed",
+            "elsefresh-a1": "running", "elsestale-a1": "completed"}
+        assert all("died" in (s[k].failure_message or "") for k in ("oldstale-a1", "oldgone-a1", "elsestale-a1"))
+        assert alive_too.wait(10) == -signal.SIGTERM  # an old row's runner group is stopped, as before
+        assert bystander.poll() is None  # another machine's pid is not this machine's process
+    finally:
+        for proc in (alive, alive_too, bystander):
+            proc.kill()
+            proc.wait()
