@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -48,16 +49,101 @@ def service_did_not_answer(exc: BaseException) -> bool:
     """Whether an Azure SDK call failed for a passing cause: no answer (a connection or timeout error, which azure-core
     raises without a status), or an answer that says "later": 408, 429 or 5xx (Azure Storage's ServerBusy 503,
     OperationTimedOut and InternalError 500; Key Vault's throttling 429). A 404, 401, 403 or any other 4xx is about
-    the request and stays so."""
-    from azure.core.exceptions import (HttpResponseError, IncompleteReadError, ServiceRequestError,
-                                       ServiceResponseError)
+    the request and stays so. So is a credential that could not get a token, except when the token endpoint did
+    not answer (``token_endpoint_did_not_answer``)."""
+    from azure.core.exceptions import (ClientAuthenticationError, HttpResponseError, IncompleteReadError,
+                                       ServiceRequestError, ServiceResponseError)
 
     if isinstance(exc, HttpResponseError) and getattr(exc, "status_code", None) is not None:
         status = int(exc.status_code)  # type: ignore[arg-type]
         return status >= 500 or status in (408, 429)
+    if isinstance(exc, ClientAuthenticationError):  # no status: raised by the credential, before any request went out
+        return token_endpoint_did_not_answer(exc)
     # IncompleteReadError: a body cut off mid-stream (no status), as orchestrations.retries.BUSY_TYPES counts it
     return isinstance(exc, (ServiceRequestError, ServiceResponseError, IncompleteReadError, ConnectionError,
                             TimeoutError))
+
+
+# How azure-identity words each case: token_endpoint_did_not_answer's docstring.
+_MANAGED_IDENTITY_LINE = re.compile(r"ManagedIdentityCredential: ([^\n]*)")
+_TOKEN_REQUEST_ERROR = re.compile(r"Token request error: \(([^)]*)\)\s*([^\n]*)")
+_PASSING_OAUTH_ERRORS = frozenset({"server_error", "temporarily_unavailable"})
+_PASSING_DESCRIPTION = re.compile(r"too many requests|throttl|temporar|transient|timed? ?out|try again|busy|updating",
+                                  re.IGNORECASE)
+_NO_ANSWER = "no response from the IMDS endpoint"
+_NOT_JSON = re.compile(r"ManagedIdentityCredential authentication unavailable\.\s*$")
+
+
+def managed_identity_problem(exc: BaseException) -> str:
+    """What the managed identity credential said when it could not get a token (DefaultAzureCredential's message
+    lists every credential it tried: this is the ManagedIdentityCredential line alone); empty when ``exc`` does not
+    say."""
+    text = str(getattr(exc, "message", None) or exc)
+    line = _MANAGED_IDENTITY_LINE.search(text)
+    if line:
+        return line.group(1).strip()
+    return text.strip() if text.lstrip().startswith("ManagedIdentityCredential") else ""
+
+
+def token_endpoint_did_not_answer(exc: BaseException) -> bool:
+    """Whether a credential could not get a token because its token endpoint (the node's IMDS) did not answer, or
+    answered "later": a passing cause, as ``service_did_not_answer``'s; not when no identity is assigned, IMDS does
+    not know the one asked for, or it refused (400, 403), which the operator must fix.
+
+    How azure-identity 1.27.0 (requirements/worker.txt; github.com/Azure/azure-sdk-for-python, tag
+    azure-identity_1.27.0, under sdk/identity/azure-identity/azure/identity/) says which, on a VM or Batch node:
+
+    * ``_credentials/imds.py`` ``ImdsCredential._request_token``: no answer (connection refused or reset, a timeout:
+      azure-core's ``ServiceRequestError`` / ``ServiceResponseError``) raises ``CredentialUnavailableError(
+      "ManagedIdentityCredential authentication unavailable, no response from the IMDS endpoint.")`` *from* that
+      error (lines 148-151; lines 118-122 the same for the probe DefaultAzureCredential sends first); an answer that
+      is not JSON (a 429 or 5xx of a proxy, say) raises ``CredentialUnavailableError("ManagedIdentityCredential
+      authentication unavailable.")`` from the ``JSONDecodeError`` (146-147); the older 400 answer "No identity has
+      been assigned to this resource" (132-141) and Docker Desktop's 403 "unreachable" (78) are configuration.
+    * ``_internal/msal_managed_identity_client.py`` ``_request_token``: IMDS answered with an OAuth error body, after
+      the pipeline retried 404, 410, 429 and 5xx (imds.py line 30): MSAL hands the body back and the status is lost,
+      ``CredentialUnavailableError(get_unavailable_message("Token request error: (<error>) <description>"))``
+      (lines 65-69), whose text says "no response from the IMDS endpoint" too (imds.py 154-155): the error code
+      decides. IMDS answers a missing identity, or one AZURE_CLIENT_ID names that is not the node's, with 400
+      ``(invalid_request) Identity not found`` (learn.microsoft.com entra/identity/managed-identities-azure-resources/
+      how-to-use-vm-token, "Error handling"); RFC 6749 (4.1.2.1, 5.2) names ``server_error`` and
+      ``temporarily_unavailable`` the codes of a server that cannot answer now. MSAL's own ``ManagedIdentityError``
+      (a client error) is raised as ``ClientAuthenticationError`` (line 192): configuration.
+    * ``_credentials/chained.py`` ``ChainedTokenCredential.get_token`` (DefaultAzureCredential's): when every
+      credential was unavailable, ``ClientAuthenticationError(message=...)`` with one line ``<credential>: <its
+      message>`` each (lines 23-39, 135-137, 159) and no ``__cause__``: only the ManagedIdentityCredential
+      line tells which of the above happened.
+    """
+    from azure.core.exceptions import (HttpResponseError, IncompleteReadError, ServiceRequestError,
+                                       ServiceResponseError)
+
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:  # ImdsCredential raises ``from`` what the request raised
+        seen.add(id(cause))
+        if isinstance(cause, (ServiceRequestError, ServiceResponseError, IncompleteReadError, ConnectionError,
+                              TimeoutError)):
+            return True
+        status = getattr(cause, "status_code", None) if isinstance(cause, HttpResponseError) else None
+        if status is not None and (int(status) >= 500 or int(status) in (408, 429)):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    said = managed_identity_problem(exc)
+    oauth = _TOKEN_REQUEST_ERROR.search(said)
+    if oauth:  # IMDS answered with an error body: its code says whether it is about now or about the identity
+        return oauth.group(1).strip() in _PASSING_OAUTH_ERRORS or bool(_PASSING_DESCRIPTION.search(oauth.group(2)))
+    return _NO_ANSWER in said or bool(_NOT_JSON.search(said))
+
+
+def credential_hint(exc: BaseException) -> str:
+    """What to do when trapbatch's managed identity got no token for a reason no retry fixes (empty when ``exc`` is not
+    such a failure)."""
+    said = managed_identity_problem(exc)
+    if not said:
+        return ""
+    return (f"the managed identity could not get a token ({said[:300]}); check that the identity exists and is "
+            "assigned to this machine (the Batch pool's id-nodes-*, the app's id-api-*; infra/app/batch.bicep, "
+            "api.bicep) and that AZURE_CLIENT_ID is its client id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,8 +190,14 @@ def key_vault_reader(vault_url: str, transport: Any = None, credential: Any = No
                                     "with read and list permissions, or a connection string)") from None
         except AzureError as exc:
             if service_did_not_answer(exc):
+                said = managed_identity_problem(exc)
+                what = (f"the managed identity's token endpoint did not answer ({said[:300]})" if said
+                        else f"{type(exc).__name__}: {str(exc)[:300]}")
                 raise SecretStoreUnavailable(f"Key Vault {vault_url} did not answer the read of secret {name!r}: "
-                                             f"{type(exc).__name__}: {str(exc)[:300]}") from None
+                                             f"{what}") from None
+            hint = credential_hint(exc)
+            if hint:
+                raise SourceAccessError(f"cannot read secret {name!r} from Key Vault {vault_url}: {hint}") from None
             raise SourceAccessError(f"cannot read secret {name!r} from Key Vault {vault_url}: "
                                     f"{type(exc).__name__}; grant the identity reading it (the app's id-api-*, or "
                                     "the GPU nodes' id-nodes-*) 'Key Vault Secrets User' on the vault") from None

@@ -176,3 +176,198 @@ def test_a_read_cut_off_mid_stream_is_a_passing_cause() -> None:
     assert service_did_not_answer(IncompleteReadError("body cut off"))
     assert not service_did_not_answer(ResourceNotFoundError("no such blob"))
     assert not service_did_not_answer(HttpResponseError("odd"))
+
+
+# The node's managed identity (IMDS) in front of every Key Vault and storage read of the worker: what azure-identity
+# raises when the token endpoint does not answer, and when it answers that there is no such identity, produced by the
+# real credentials against a local stand-in for IMDS (AZURE_POD_IDENTITY_AUTHORITY_HOST points them at it).
+_IMDS_ANSWERS: dict[str, tuple[int, Any]] = {
+    "400 identity not found": (400, {"error": "invalid_request", "error_description": "Identity not found"}),
+    "403 refused": (403, {"error": "access_denied", "error_description": "Forbidden"}),
+    "500 server error": (500, {"error": "server_error", "error_description": "An unexpected error occurred"}),
+    "503 temporarily unavailable": (503, {"error": "temporarily_unavailable", "error_description": "IMDS updating"}),
+    "500 not json": (500, "Internal Server Error"),
+    "429 not json": (429, "Too many requests"),
+}
+PASSING = ["refused", "timeout", "500 server error", "503 temporarily unavailable", "500 not json", "429 not json"]
+CONFIGURATION = ["400 identity not found", "403 refused"]
+
+
+@pytest.fixture
+def imds(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A stand-in IMDS that behaves as ``request.param`` says: refuses connections, never answers, or answers one of
+    ``_IMDS_ANSWERS``. The SDK's own retries are cut to none (their end is what the worker meets)."""
+    import http.server
+    import socket
+    import threading
+
+    from azure.identity._credentials import imds as sdk_imds
+
+    behaviour = request.param
+    server = None
+    if behaviour == "refused":
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+    else:
+        stop = threading.Event()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if behaviour == "timeout":
+                    stop.wait(10)
+                    return
+                status, body = _IMDS_ANSWERS[behaviour]
+                data = (json.dumps(body) if isinstance(body, dict) else body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json" if isinstance(body, dict) else "text/plain")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None: ...
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        port = server.server_address[1]
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    for name in ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET", "AZURE_FEDERATED_TOKEN_FILE",
+                 "IDENTITY_ENDPOINT", "MSI_ENDPOINT", "AZURE_TOKEN_CREDENTIALS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AZURE_POD_IDENTITY_AUTHORITY_HOST", f"http://127.0.0.1:{port}")
+    monkeypatch.setitem(sdk_imds.PIPELINE_SETTINGS, "retry_total", 0)
+    monkeypatch.setitem(sdk_imds.PIPELINE_SETTINGS, "read_timeout", 1)
+    yield behaviour
+    if server is not None:
+        stop.set()
+        server.shutdown()
+
+
+def _credentials() -> dict[str, Any]:
+    """The worker's DefaultAzureCredential (the developer-tool credentials left out: a developer's signed-in Azure CLI
+    must not answer for the node) and a ManagedIdentityCredential alone (DefaultAzureCredential calls it directly once
+    it gave a token, ``_successful_credential``)."""
+    from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
+
+    return {"DefaultAzureCredential": DefaultAzureCredential(
+                exclude_cli_credential=True, exclude_developer_cli_credential=True,
+                exclude_powershell_credential=True, exclude_shared_token_cache_credential=True,
+                exclude_visual_studio_code_credential=True, exclude_broker_credential=True),
+            "ManagedIdentityCredential": ManagedIdentityCredential()}
+
+
+def _token_failure(credential: Any) -> BaseException:
+    try:
+        credential.get_token("https://vault.azure.net/.default")
+    except BaseException as exc:  # noqa: BLE001 - whatever the SDK raises is what is classified
+        return exc
+    raise AssertionError("the stand-in IMDS gave a token")
+
+
+@pytest.mark.parametrize("imds", PASSING + CONFIGURATION, indirect=True)
+def test_a_token_endpoint_that_does_not_answer_is_a_passing_cause_and_a_missing_identity_is_not(imds: str) -> None:
+    """The node's IMDS not answering (refused, timed out), or answering "later" (5xx, 429, after the SDK's retries), is
+    a passing cause (exit 69): a Key Vault read through it exited 5, unfixable, and two such shards failed the task.
+    No identity (IMDS's 400 "Identity not found") or a 403 stays the operator's to fix, with a message saying what."""
+    from azure.core.exceptions import ClientAuthenticationError
+
+    from gpu_batch.storage_refs import credential_hint, service_did_not_answer, token_endpoint_did_not_answer
+
+    for name, credential in _credentials().items():
+        exc = _token_failure(credential)
+        assert isinstance(exc, ClientAuthenticationError) and exc.status_code is None, (name, exc)
+        assert service_did_not_answer(exc) is (imds in PASSING), (name, exc)
+        assert token_endpoint_did_not_answer(exc) is (imds in PASSING), (name, exc)
+        if imds in CONFIGURATION:
+            assert "AZURE_CLIENT_ID" in credential_hint(exc) and "id-nodes-*" in credential_hint(exc)
+
+
+def test_credential_errors_as_azure_identity_raises_them_on_other_paths() -> None:
+    """The ones the stand-in does not reach: the probe DefaultAzureCredential sends first on a real node
+    (imds.py: CredentialUnavailableError ``from`` the connection error), the older 400 answer ("No identity has been
+    assigned", ``from`` the HttpResponseError), a ClientAuthenticationError carrying IMDS's 503, and a Key Vault 401
+    (the service's answer, not the credential's), and the chain's message when every credential was unavailable."""
+    from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ServiceRequestError
+    from azure.identity import ChainedTokenCredential, CredentialUnavailableError
+
+    from gpu_batch.storage_refs import service_did_not_answer
+
+    def raised_from(exc: BaseException, cause: BaseException) -> BaseException:
+        try:
+            try:
+                raise cause
+            except BaseException as inner:
+                raise exc from inner
+        except BaseException as outer:  # noqa: BLE001
+            return outer
+
+    def status_error(cls: type, status: int, message: str) -> Any:
+        err = cls(message=message)
+        err.status_code = status
+        return err
+
+    probe = raised_from(CredentialUnavailableError(
+        "ManagedIdentityCredential authentication unavailable, no response from the IMDS endpoint."),
+        ServiceRequestError("Connection timed out"))
+    no_identity = raised_from(CredentialUnavailableError(
+        message="ManagedIdentityCredential authentication unavailable. No identity has been assigned to this "
+                "resource. Error: Identity not found"), status_error(HttpResponseError, 400, "Identity not found"))
+    imds_busy = status_error(ClientAuthenticationError, 503, "Service Unavailable")
+    vault_401 = status_error(ClientAuthenticationError, 401, "Unauthorized")
+    assert service_did_not_answer(probe) and service_did_not_answer(imds_busy)
+    assert not service_did_not_answer(no_identity) and not service_did_not_answer(vault_401)
+
+    class Unavailable:
+        def __init__(self, error: BaseException) -> None:
+            self.error = error
+
+        def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+            raise self.error
+
+    class ManagedIdentityCredential(Unavailable): ...  # the chain names each credential by its class
+
+    for inner, passing in ((probe, True), (no_identity, False)):
+        chain = _token_failure(ChainedTokenCredential(
+            Unavailable(CredentialUnavailableError("EnvironmentCredential authentication unavailable.")),
+            ManagedIdentityCredential(inner)))
+        assert chain.__cause__ is None and service_did_not_answer(chain) is passing, chain
+
+
+@pytest.mark.parametrize("imds", ["refused", "500 server error", "400 identity not found"], indirect=True)
+def test_a_key_vault_read_whose_identity_endpoint_did_not_answer_is_retryable_and_says_so(imds: str) -> None:
+    from gpu_batch.storage_refs import SecretStoreUnavailable, key_vault_reader
+
+    read = key_vault_reader(VAULT, transport=FakeVault({"partner-sas": "sv=1&sig=x"}),
+                            credential=_credentials()["DefaultAzureCredential"])
+    if imds == "400 identity not found":
+        with pytest.raises(SourceAccessError) as refused:
+            read("partner-sas")
+        assert not isinstance(refused.value, SecretStoreUnavailable)
+        assert "Identity not found" in str(refused.value) and "assigned to this machine" in str(refused.value)
+    else:
+        with pytest.raises(SecretStoreUnavailable, match="token endpoint did not answer"):
+            read("partner-sas")
+
+
+@pytest.mark.parametrize("imds", ["refused", "400 identity not found"], indirect=True)
+def test_a_manifest_read_whose_identity_endpoint_did_not_answer_exits_69(
+        imds: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker's storage reads use the same credential and rule (``TRAPBATCH_STORAGE_ACCOUNT_URL``, a Batch node's
+    configuration): its manifest read exits 69 when the token endpoint did not answer, 2 with what to do when there is
+    no identity. No request reaches the account: the credential fails before one goes out. (The blob client is the
+    one ``sources.blob_service_from_env`` builds, without the storage SDK's retries of the token request: ~80 s.)"""
+    from azure.storage.blob import BlobServiceClient
+
+    from gpu_batch import exit_codes
+    from gpu_batch.worker import __main__ as worker
+    from gpu_batch.worker import sources
+
+    account = "https://trapbatchdata.blob.core.windows.net"
+    monkeypatch.setattr(sources, "blob_service_from_env", lambda env: BlobServiceClient(
+        account, credential=_credentials()["DefaultAzureCredential"], max_single_get_size=64 << 20, retry_total=0))
+    env = {"TRAPBATCH_STORAGE_ACCOUNT_URL": account, "TRAPBATCH_DEVICE": "cpu"}
+    code = worker.main(["--manifest-container", "state", "--manifest-blob", "tasks/t/s/attempt-1.json"], env)
+    if imds == "refused":
+        assert code == exit_codes.STORAGE_UNAVAILABLE and "token endpoint did not" in caplog.text
+    else:
+        assert code == exit_codes.BAD_INPUT and "assigned to this machine" in caplog.text

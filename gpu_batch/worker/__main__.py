@@ -420,11 +420,16 @@ def _read_manifest(args: argparse.Namespace, env: Mapping[str, str],
     except sources.StorageConfigError as exc:
         raise _Usage(str(exc)) from exc
     except Exception as exc:  # noqa: BLE001 - any other failure to obtain a manifest is exit 2, with the reason logged
+        from gpu_batch.storage_refs import credential_hint, managed_identity_problem
+
         if blob_mode and _storage_did_not_answer(exc):
+            said = managed_identity_problem(exc)  # DefaultAzureCredential's message: its managed-identity line alone
             raise _StorageUnavailable(f"storage did not answer the manifest read of {args.manifest_container}/"
                                       f"{args.manifest_blob} (another attempt runs the shard): "
-                                      f"{type(exc).__name__}: {str(exc)[:500]}") from exc
-        raise _Usage(f"cannot read the shard manifest: {type(exc).__name__}: {exc}") from exc
+                                      + (f"the managed identity's token endpoint did not: {said[:500]}" if said
+                                         else f"{type(exc).__name__}: {str(exc)[:500]}")) from exc
+        hint = credential_hint(exc) if blob_mode else ""
+        raise _Usage(f"cannot read the shard manifest: {hint or f'{type(exc).__name__}: {exc}'}") from exc
     return service, manifest, etag
 
 
