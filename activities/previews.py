@@ -16,11 +16,13 @@ import csv
 import io
 import json
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
 import azure.durable_functions as df
+from azure.core.exceptions import ResourceNotFoundError
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from adapters import clients
@@ -28,6 +30,7 @@ from adapters.blobs import BlobStore
 from adapters.compose import delete_prefix
 from adapters.image_sizes import detector_rotation
 from adapters.preview_folders import existing_preview_folder, forget_folder, preview_folder, withdrawn
+from adapters.storage_errors import HANDLED, storage_error
 from core import contracts as c
 from core import notimages
 from core.errors import TrapbatchError
@@ -89,22 +92,56 @@ def script_json(value: Any) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026").replace("'", "\\u0027")
 
 
+# Why a picture is missing from the page (``_Pictures.missing``): the image is gone since detection, its bytes do
+# not decode here, or the read failed (refused, throttled, unreachable: a re-render may get it)
+PICTURE_NOT_FOUND = "not_found"
+PICTURE_UNDECODABLE = "undecodable"
+PICTURE_UNREADABLE = "unreadable"
+PICTURE_WORDS = {PICTURE_NOT_FOUND: "no picture: the image is no longer in its container",
+                 PICTURE_UNDECODABLE: "no picture: the image does not decode",
+                 PICTURE_UNREADABLE: "no picture: the image could not be read for this page"}
+MISSING_EXAMPLES = 3  # files named in the status's ``previews.pictures_missing``
+
+
 class _Pictures:
-    """Writes each image's thumbnail and larger rendering once, beside the page, and says how the page links them."""
+    """Writes each image's thumbnail and larger rendering once, beside the page, and says how the page links them.
+
+    An image that gets no picture is recorded in ``missing`` (file -> why, ``PICTURE_*``; the first read error in
+    ``first_error``): the page says so beside it and the status's ``previews.pictures_missing`` counts them. Why:
+    a read refused for every image (the app's identity without a role on a partner's account, an expired SAS) gave
+    a page of captions without a single picture and a task that said nothing of it."""
 
     def __init__(self, store: BlobStore, source_store: BlobStore, settings: Settings, folder: str, source: str,
                  variant: str) -> None:
         self.store, self.source_store, self.settings = store, source_store, settings
         self.folder, self.source, self.variant = folder, source, variant
+        self.missing: dict[str, str] = {}
+        self.first_error = ""
+        self._lock = threading.Lock()
+
+    def _lost(self, file: str, why: str, error: str = "") -> None:
+        with self._lock:
+            self.missing[file] = why
+            if error and not self.first_error:
+                self.first_error = f"{file}: {error}"
 
     def make(self, file: str) -> dict[str, str] | None:
         if not self.source or has_dot_segment(file):  # such a name reads another blob: never publish that one
             return None
         try:
-            made = _renderings(self.source_store.read_bytes(self.source, file))
-        except Exception:  # noqa: BLE001 - the image vanished since detection: show the entry without a picture
-            made = None
+            data = self.source_store.read_bytes(self.source, file)
+        except ResourceNotFoundError:  # deleted or renamed since detection: its result stands
+            self._lost(file, PICTURE_NOT_FOUND)
+            return None
+        except Exception as exc:  # noqa: BLE001 - refused, throttled, unreachable: said in the status and the page
+            # the storage map's words never carry the request's URL (it may hold a SAS)
+            error = storage_error(exc).message if isinstance(exc, HANDLED) else type(exc).__name__
+            logger.warning("previews: no picture of %s/%s: %s", self.source, file, error)
+            self._lost(file, PICTURE_UNREADABLE, error)
+            return None
+        made = _renderings(data)
         if made is None:
+            self._lost(file, PICTURE_UNDECODABLE)
             return None
         for path, data in zip((layout.thumbnail_path(file), layout.large_rendering_path(file)), made):
             self.store.write_bytes(self.settings.web_container, f"{self.folder}/{path}", data, "image/jpeg")
@@ -116,6 +153,30 @@ class _Pictures:
         with ThreadPoolExecutor(THUMB_THREADS) as pool:
             made = dict(zip(unique, pool.map(self.make, unique)))
         return {f: links for f, links in made.items() if links is not None}
+
+    def report(self, pictured: int) -> dict[str, Any] | None:
+        """The status's ``previews.pictures_missing`` (None when every picture was made): how many of the
+        ``pictured`` images the page wanted a picture of have none, by why, the first few, the first read error,
+        and what to do."""
+        if not self.missing:
+            return None
+        reasons: dict[str, int] = {}
+        for why in self.missing.values():
+            reasons[why] = reasons.get(why, 0) + 1
+        out: dict[str, Any] = {"count": len(self.missing), "of": pictured, "reasons": dict(sorted(reasons.items())),
+                               "examples": sorted(self.missing)[:MISSING_EXAMPLES]}
+        if self.first_error:
+            out["error"] = self.first_error
+        if PICTURE_UNREADABLE in reasons:
+            out["hint"] = ("the app could not read these images from their container for the page (the GPU nodes "
+                           "read them for detection: the results stand): give the app's identity (id-api-*) Storage "
+                           "Blob Data Reader on the images' account, or renew the secret the request's "
+                           "credential_secret names, then re-render the pages at the task's threshold: POST "
+                           "/api/tasks/{id}/previews")
+        else:
+            out["hint"] = ("the results stand; these images were deleted since detection or do not decode for the "
+                           "page, so it shows them without a picture")
+        return out
 
 
 def _repeat_entries(locations: list[dict[str, Any]], links: dict[str, dict[str, str]]) -> list[dict[str, Any]]:
@@ -324,6 +385,8 @@ def run_previews(task_id: str, model: str, request_name: str, settings: Settings
                "detections": im.get("detections") or [], "taken": capture_time(im)}
         if im["file"] in damaged_shown:
             out["note"] = CUT_SHORT_NOTE
+        elif im["file"] in pictures.missing:  # the page says why it has no picture, as the status counts them
+            out["note"] = PICTURE_WORDS[pictures.missing[im["file"]]]
         # the failures section says "the failure beside each image says which" (missing, unreadable, refused...):
         # MegaDetector's string is "image access failure" for all of them, so the reason goes beside it
         if im.get("failure") is not None and im.get(FAILURE_REASON):
@@ -389,7 +452,11 @@ def run_previews(task_id: str, model: str, request_name: str, settings: Settings
     logger.info("task %s: previews written to %s (folder in %s/%s)", task_id, settings.web_container,
                 settings.container, layout.preview_folder_blob(task_id))
     # No page path here: this return value is stored in the orchestration history; GET .../results gives the URL.
-    return {"container": settings.web_container, "counts": {s["name"]: s["total"] for s in sections}}
+    out: c.PreviewsOutput = {"container": settings.web_container, "counts": {s["name"]: s["total"] for s in sections}}
+    missing = pictures.report(len(set(wanted) - {f for f in wanted if has_dot_segment(f)}))
+    if missing is not None:  # only then: an output without it is what it was before
+        out["pictures_missing"] = missing
+    return out
 
 
 @bp.activity_trigger(input_name="payload", activity=c.PREVIEWS)

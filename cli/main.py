@@ -251,6 +251,13 @@ def _summary(st: dict[str, Any]) -> None:
         table.add_row("camera visits", f"{exports['events']}{where} (Camtrap DP event-level observations"
                       + ("; a row per camera in camera-visits.csv" if exports.get("camera_visits") else "")
                       + ("; a row per camera and day in camera-days.csv" if exports.get("camera_days") else "") + ")")
+    previews: dict[str, Any] = st["previews"] if isinstance(st.get("previews"), dict) else {}
+    missing = previews.get("pictures_missing")
+    if isinstance(missing, dict) and missing.get("count"):  # the page shows these images without a picture
+        why = ", ".join(f"{k}: {v}" for k, v in (missing.get("reasons") or {}).items())
+        table.add_row("preview pictures", escape(f"{missing['count']} of {missing.get('of')} missing ({why}); "
+                                                 + in_cli_words(str(missing.get("hint") or "")
+                                                                .replace("{id}", str(st.get("id"))))))
     told = st.get("notification")
     if isinstance(told, dict):  # the request's notify_url: taken, or why not
         table.add_row("notify_url", f"told (answered {told.get('status_code')})" if told.get("sent") else

@@ -41,6 +41,12 @@ def failed_steps(status: dict[str, Any]) -> list[tuple[str, str, str]]:
                       "terminate the pool job the error names (az batch job terminate --job-id ...): until then "
                       "it counts against the Batch account's active jobs"))
     previews = status.get("previews") if isinstance(status.get("previews"), dict) else {}
+    missing = previews.get("pictures_missing") if previews else None
+    if isinstance(missing, dict) and (missing.get("reasons") or {}).get("unreadable"):  # a read failed, not an image
+        steps.append(("the preview pictures", f"{missing['reasons']['unreadable']} of {missing.get('of')} pictures "
+                      f"could not be read ({missing.get('error', '')})",
+                      str(missing.get("hint") or f"trapbatch previews {task_id} --threshold <t> renders them again")
+                      .replace("{id}", task_id)))
     if previews and previews.get("expiry_error"):
         steps.append(("scheduling the previews' expiry", str(previews["expiry_error"]),
                       f"the preview pages stay on the public website until deleted: trapbatch previews {task_id} "

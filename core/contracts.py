@@ -362,6 +362,9 @@ class PreviewsOutput(TypedDict):
     expires: NotRequired[str]  # the request's previews_expire_days: when the pages come off (ISO time, UTC)
     expiry_error: NotRequired[str]  # why no expiry could be scheduled (the pages then stay until deleted)
     not_published: NotRequired[str]  # only_if_published and the pages were deleted or expired: why nothing was written
+    # images the page wanted a picture of and has none (activities.previews._Pictures.report): count, of, reasons,
+    # examples, error, hint; absent when every picture was made
+    pictures_missing: NotRequired[dict[str, Any]]
 
 
 # ---------------------------------------------------------------- custom status and outputs

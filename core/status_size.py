@@ -41,6 +41,7 @@ _LISTS: tuple[tuple[Path, int, str | None], ...] = (
     (("shards_given_up", "examples"), EXAMPLES_SHOWN, None),  # its "count" is every given-up shard
     (("results", "exports", "clock_corrections_unmatched"), UNMATCHED_SHOWN, "clock_corrections_unmatched_count"),
     (("damaged", "examples"), DAMAGED_SHOWN, None),  # its "count" is every photo cut short, its "blob" lists them
+    (("previews", "pictures_missing", "examples"), DAMAGED_SHOWN, None),  # its "count" is every picture missing
 )
 # (a text, its characters at most)
 _NOTES: tuple[tuple[Path, int], ...] = (
@@ -52,6 +53,8 @@ _NOTES: tuple[tuple[Path, int], ...] = (
     (("drop_answer", "reason"), NOTE_CHARS),
     (("drop_answer", "file"), NOTE_CHARS),
     (("previews", "expiry_error"), NOTE_CHARS),
+    (("previews", "pictures_missing", "examples", "*"), UNMATCHED_CHARS),  # blob names of up to 1,024 characters
+    (("previews", "pictures_missing", "error"), NOTE_CHARS),
     (("results", "exports_error"), NOTE_CHARS),
     (("repeated_detections", "error"), NOTE_CHARS),
     (("pool_job_error",), NOTE_CHARS + 200),  # the job's id and the command that ends it come after the error

@@ -184,6 +184,43 @@ def test_previews_render_from_the_merge_sample_without_reading_the_merged_file(
 
 
 
+def test_pictures_the_page_could_not_make_are_in_the_output_and_on_the_page(
+        env: tuple[Settings, BlobStore, str], storage_connection: str) -> None:
+    """A page whose images the app cannot read (a partner's account that refuses its key, an expired SAS) or that
+    were deleted since detection says so: ``pictures_missing`` in the output (the task status's ``previews``, which
+    the CLI and the notification show) counts them by why, with the read's error and what to do, and each caption
+    says why it has no picture. It used to swallow every read failure: a page of captions, a status with no word."""
+    import base64
+    import re
+
+    from activities.previews import run_previews
+
+    settings, store, source = env
+    tid = _merged_task_of_jpegs(settings, store, source, ("a", "b"), 5)
+    wrong_key = base64.b64encode(b"not the account key").decode()
+    refused = BlobStore(service_client(re.sub(r"AccountKey=[^;]+", f"AccountKey={wrong_key}", storage_connection)))
+    out = run_previews(tid, "m.pt", "", settings, store, source_store=refused)
+    missing = out["pictures_missing"]
+    assert (missing["count"], missing["of"], missing["reasons"]) == (10, 10, {"unreadable": 10})
+    assert missing["examples"] == ["a/img0.jpg", "a/img1.jpg", "a/img2.jpg"]
+    assert missing["error"].startswith("a/img") and "storage refused" in missing["error"]
+    assert "AccountKey" not in json.dumps(out) and "Storage Blob Data Reader" in missing["hint"]
+    assert "POST /api/tasks/{id}/previews" in missing["hint"]
+    folder = existing_preview_folder(store, settings, tid)
+    page = store.read_bytes(settings.web_container, f"{folder}/index.html").decode()
+    assert page.count("no picture: the image could not be read for this page") == 10
+    assert list(store.list_names(settings.web_container, f"{folder}/thumbs/")) == []
+
+    store.service.get_blob_client(source, "b/img3.jpg").delete_blob()  # deleted since detection
+    out = run_previews(tid, "m.pt", "", settings, store)
+    assert out["pictures_missing"]["reasons"] == {"not_found": 1} and out["pictures_missing"]["count"] == 1
+    assert "error" not in out["pictures_missing"] and "deleted since detection" in out["pictures_missing"]["hint"]
+    page = store.read_bytes(settings.web_container, f"{folder}/index.html").decode()
+    assert page.count("no picture: the image is no longer in its container") == 1
+    store.write_bytes(source, "b/img3.jpg", b"not a jpeg")  # bytes that do not decode for the page
+    assert run_previews(tid, "m.pt", "", settings, store)["pictures_missing"]["reasons"] == {"undecodable": 1}
+
+
 def test_the_preview_page_lists_each_cameras_visits_and_flags_mostly_blank_ones(
         env: tuple[Settings, BlobStore, str]) -> None:
     """The exports' camera-visits.csv becomes the page's table; a camera whose visits are mostly blank is marked."""

@@ -122,6 +122,13 @@ FOLLOW_UPS: list[tuple[dict[str, Any], str, str]] = [  # a step after detection 
      "closing the pool job failed", "az batch job terminate"),
     ({"previews": {"container": "$web", "expiry_error": "HttpResponseError: throttled"}},
      "scheduling the previews' expiry failed", "trapbatch previews task-0123456789abcdef0123 --delete"),
+    ({"previews": {"container": "$web", "pictures_missing": {  # activities.previews._Pictures.report
+        "count": 10, "of": 10, "reasons": {"unreadable": 10}, "examples": ["a/1.jpg"],
+        "error": "a/1.jpg: storage refused the request (HttpResponseError, AuthorizationFailure)",
+        "hint": "give the app's identity (id-api-*) Storage Blob Data Reader on the images' account, then re-render "
+                "the pages at the task's threshold: POST /api/tasks/{id}/previews"}}},
+     "the preview pictures failed: 10 of 10 pictures could not be read",
+     "trapbatch previews task-0123456789abcdef0123 --threshold <t>"),
 ]
 
 
@@ -147,6 +154,15 @@ def test_a_completed_task_whose_follow_up_step_failed_exits_5_and_says_the_step(
     said = " ".join(capsys.readouterr().err.split())
     assert "completed, but a step after detection failed" in said and step in said, said
     assert "next: " in said and hint in said, said
+
+
+def test_pictures_missing_only_for_what_the_images_are_is_said_but_is_no_failed_step() -> None:
+    """Images deleted since detection (or that do not decode for the page) get no picture: the summary says so, but
+    nothing the user can run brings them back, so the task still exits 0."""
+    missing = {"count": 1, "of": 10, "reasons": {"not_found": 1}, "examples": ["a/1.jpg"], "hint": "the results stand"}
+    final = {"id": "t", "runtime_status": "Completed", "stage": "completed",
+             "previews": {"container": "$web", "pictures_missing": missing}}
+    assert exit_code_for(final) == 0
 
 
 def test_a_follow_up_failure_ranks_below_a_task_that_failed_among_folders() -> None:

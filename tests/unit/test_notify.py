@@ -53,6 +53,7 @@ FAILURES: dict[str, Any] = {  # every failure a pipeline acting on the word must
 def test_the_body_carries_every_failure_and_the_previews_expiry_but_not_their_address() -> None:
     previews = {"container": "$web", "counts": {"animal": 3}, "expires": "2026-04-01T00:00:00+00:00",
                 "expiry_error": "HttpResponseError: throttled", "not_published": "deleted",
+                "pictures_missing": {"count": 2, "of": 9, "reasons": {"unreadable": 2}, "examples": ["a/1.jpg"]},
                 "folder": "task-x-unguessable0123", "blob": "task-x-unguessable0123/index.html",
                 "public_url": "https://web.example/task-x-unguessable0123/index.html", "local_url": "http://h/web/x"}
     status = {**STATUS, **FAILURES, "previews": previews, "pool_job": "task-x", "owner": "ana", "generation": "r1",
@@ -61,7 +62,7 @@ def test_the_body_carries_every_failure_and_the_previews_expiry_but_not_their_ad
     for key, value in FAILURES.items():
         assert doc[key] == value, key
     assert doc["previews"] == {k: previews[k] for k in ("container", "counts", "expires", "expiry_error",
-                                                         "not_published")}
+                                                         "not_published", "pictures_missing")}
     assert "unguessable" not in json.dumps(doc) and "web.example" not in json.dumps(doc)
     assert not {"pool_job", "owner", "generation", "notification"} & set(doc)
     assert "previews" not in notify.public_status("t", {"stage": "failed", "previews": {"folder": "f"}})
