@@ -258,6 +258,8 @@ def _summary(st: dict[str, Any]) -> None:
         table.add_row("preview pictures", escape(f"{missing['count']} of {missing.get('of')} missing ({why}); "
                                                  + in_cli_words(str(missing.get("hint") or "")
                                                                 .replace("{id}", str(st.get("id"))))))
+    if st.get("work_left"):  # a best-effort cleanup left work blobs: the results stand, the storage costs
+        table.add_row("work left", escape(str(st["work_left"])))
     told = st.get("notification")
     if isinstance(told, dict):  # the request's notify_url: taken, or why not
         table.add_row("notify_url", f"told (answered {told.get('status_code')})" if told.get("sent") else

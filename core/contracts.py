@@ -339,6 +339,9 @@ class MergeOutput(TypedDict):
     damaged: NotRequired[int]
     damaged_blob: NotRequired[str]
     damaged_examples: NotRequired[list[str]]
+    # a best-effort cleanup failed after its retries: which work blobs it left and how to delete them (they cost
+    # storage, nothing else reads them); absent: none left
+    work_left: NotRequired[str]
 
 
 class PreviewsInput(TypedDict):
@@ -484,6 +487,7 @@ class TaskStatus(TypedDict, total=False):
     # photos cut short, decoded as far as they go (their results stand; copy them again from the cards):
     # {"count", "examples": [the first few names], "blob": the full list (layout.damaged_blob), "hint"}; absent: none
     damaged: dict[str, Any]
+    work_left: str  # MergeOutput.work_left: work blobs a cleanup left, and how to delete them; absent: none
     cut: str  # core.status_size.fit: what was shortened to fit the 16 KB status (absent: nothing; the output is whole)
 
 
@@ -501,6 +505,7 @@ class RemovalStatus(TypedDict, total=False):
     # photos cut short, as TaskStatus's (removing repeated detections changes no photo): the same count, examples and
     # list (``layout.damaged_blob``, the original's); absent: none, or a removal that ran before they were counted
     damaged: dict[str, Any]
+    work_left: str  # MergeOutput.work_left: work blobs a cleanup left, and how to delete them; absent: none
     cut: str  # as TaskStatus's
 
 
@@ -519,6 +524,7 @@ class RepeatSearchStatus(TypedDict, total=False):
     folders_skipped: int  # folders not searched (over max_folder_detections), which the new list names
     detections_skipped: int
     previews: PreviewsOutput
+    work_left: str  # MergeOutput.work_left: work blobs a cleanup left, and how to delete them; absent: none
 
 
 # ---------------------------------------------------------------- exports (activities.exports)

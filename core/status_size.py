@@ -57,6 +57,7 @@ _NOTES: tuple[tuple[Path, int], ...] = (
     (("previews", "pictures_missing", "error"), NOTE_CHARS),
     (("results", "exports_error"), NOTE_CHARS),
     (("repeated_detections", "error"), NOTE_CHARS),
+    (("work_left",), NOTE_CHARS + 200),  # the command that deletes them comes after the error
     (("pool_job_error",), NOTE_CHARS + 200),  # the job's id and the command that ends it come after the error
 )
 # Last resort, should texts cut to SHORTEST_CHARS still not fit (no status of trapbatch comes near): whole blocks go.

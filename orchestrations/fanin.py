@@ -42,7 +42,8 @@ from core import contracts as c
 from core.errors import failure_line
 from core.fanin import plan_parts
 from core.settings import OrchestrationKnobs
-from gpu_batch.layout import REPEATS_REMOVED, csv_blob, damaged_blob, repeats_blob, results_blob
+from gpu_batch.layout import (REPEATS_REMOVED, csv_blob, damaged_blob, merge_work_prefix, repeats_blob,
+                               results_blob)
 from orchestrations.retries import STORAGE_RETRY, call, call_all
 
 COUNTS = ("images", "failed", "with_detections", "detections", "empty", "missing")
@@ -145,6 +146,18 @@ def fan_in(context: df.DurableOrchestrationContext, task_id: str, model: str, im
         clean["variant"] = variant
     try:  # the results are written; the work blobs (as large as they are) only cost storage from here on
         yield from call(context, c.CLEAN_MERGE_WORK, STORAGE_RETRY, clean)
-    except Exception:  # noqa: BLE001 - best effort: leftovers under tasks/<task>/merge*/ harm nothing
-        pass
+    except Exception as exc:  # noqa: BLE001 - best effort: leftovers under tasks/<task>/merge*/ harm nothing ...
+        # ... but cost storage (as much as the results): said in the status, with how to delete them (status only)
+        merged["work_left"] = work_left(merged["container"], merge_work_prefix(task_id, variant), exc)
     return merged
+
+
+def work_left(container: str, prefix: str, exc: BaseException) -> str:
+    """The status's ``work_left``: a best-effort cleanup that failed after its retries, which work blobs it left and
+    how to delete them. Why said: nothing else deletes them, and a merge's are as large as the results.
+    ``container``: the state container, "" where the caller does not know its name (the app's
+    ``TRAPBATCH_CONTAINER``)."""
+    container = container or "$TRAPBATCH_CONTAINER"
+    return (f"the work blobs under {container}/{prefix} were not deleted ({failure_line(exc, 200)}); the results do "
+            f"not need them: delete them with 'az storage blob delete-batch --source {container} --pattern "
+            f"\"{prefix}*\"' to stop paying for their storage")

@@ -27,7 +27,8 @@ from core import contracts as c
 from core.contracts import Stage
 from core.fanin import plan_parts
 from core.settings import OrchestrationKnobs
-from gpu_batch.layout import REPEAT_SEARCH_WORK
+from gpu_batch.layout import REPEAT_SEARCH_WORK, merge_work_prefix
+from orchestrations.fanin import work_left
 from orchestrations.retries import STORAGE_RETRY, call, call_all
 
 bp = df.Blueprint()
@@ -68,8 +69,9 @@ def search_repeats_again(context: df.DurableOrchestrationContext) -> Generator[A
     try:  # the list is written; the work blobs (a few columns per eligible detection) only cost storage from here on
         yield from call(context, c.CLEAN_MERGE_WORK, STORAGE_RETRY, c.CleanMergeWorkInput(task_id=task_id,
                                                                                           variant=work))
-    except Exception:  # noqa: BLE001 - best effort: leftovers under tasks/<task>/merge.repeat-search/ harm nothing
-        pass
+    except Exception as exc:  # noqa: BLE001 - best effort: leftovers under tasks/<task>/merge.repeat-search/ harm
+        # nothing but cost storage: said in the status, with how to delete them (status only, no action)
+        status = {**status, "work_left": work_left("", merge_work_prefix(task_id, work), exc)}
     previews: c.PreviewsOutput = yield from call(context, c.PREVIEWS, STORAGE_RETRY, c.PreviewsInput(
         task_id=task_id, model=data["model"], request_name=data.get("request_name", ""), only_if_published=True))
     status = {**status, "stage": Stage.completed, "finished": context.current_utc_datetime.isoformat(),

@@ -70,6 +70,8 @@ def remove_repeats(context: df.DurableOrchestrationContext) -> Generator[Any, An
     damaged = damaged_status(merged)  # the task's photos cut short: a removal changes no photo (absent: none)
     if damaged is not None:
         summary["damaged"] = damaged
+    if merged.get("work_left"):  # a cleanup left the merge's work blobs: said, with how to delete them
+        summary["work_left"] = merged["work_left"]
     if exports is not None:
         summary["results"]["exports"] = exports
     else:

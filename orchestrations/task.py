@@ -503,6 +503,8 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
     damaged = damaged_status(merged)
     if damaged is not None:
         summary["damaged"] = damaged
+    if merged.get("work_left"):  # a cleanup left the merge's work blobs: said, with how to delete them
+        summary["work_left"] = merged["work_left"]
     if exports is not None:
         summary["results"]["exports"] = exports
     else:

@@ -108,6 +108,8 @@ def test_no_eligible_detection_still_writes_an_empty_list_and_a_failed_cleanup_d
     assert len(run.inputs(c.SEARCH_PART)) == 1 and c.SEARCH_REPEATS not in run.activity_names
     assert run.inputs(c.RANK_REPEATS)[0]["groups"] == 0
     assert run.activity_names[-1] == c.PREVIEWS and run.output["stage"] == Stage.completed
+    assert f"tasks/{TASK}/merge.repeat-search/" in run.output["work_left"]  # said, with how to delete them
+    assert "delete-batch --source $TRAPBATCH_CONTAINER" in run.output["work_left"]
 
 
 def test_the_options_folder_cap_reaches_the_plan_and_the_folders_left_out_are_counted_in_the_status() -> None:

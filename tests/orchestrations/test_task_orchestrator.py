@@ -437,6 +437,26 @@ def test_failing_exports_leave_the_results_and_say_why() -> None:
     assert "Traceback" not in run.output["results"]["exports_error"]
 
 
+def test_merge_work_a_cleanup_left_is_said_in_the_status_with_how_to_delete_it() -> None:
+    """The fan-in's work blobs (as large as the results) that the best-effort cleanup could not delete stay forever:
+    the task still completes, and its status names them and the command that deletes them (it said nothing)."""
+    answer = activities(shards=1)
+
+    def no_cleanup(name: str, payload: Any) -> Any:
+        if name == c.CLEAN_MERGE_WORK:
+            raise RuntimeError("AuthorizationPermissionMismatch\nTraceback ...")
+        return answer(name, payload)
+
+    run = run_task(task_input(), no_cleanup)
+
+    assert run.status == "Completed" and run.output["stage"] == Stage.completed
+    left = run.output["work_left"]
+    assert f"trapbatch/tasks/{TASK}/merge/" in left and "AuthorizationPermissionMismatch" in left
+    assert f"az storage blob delete-batch --source trapbatch --pattern \"tasks/{TASK}/merge/*\"" in left
+    assert "Traceback" not in left and run.custom_status["work_left"] == left
+    assert "work_left" not in run_task(task_input(), activities(shards=1)).output
+
+
 def test_a_repeat_search_failing_every_attempt_leaves_the_task_completed_and_says_how_to_run_it_again() -> None:
     """The search runs after the results are written (a folder too large for one activity failed the whole task
     after all the GPU work): the task completes with its results, exports and page, and its status says the search
