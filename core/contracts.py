@@ -132,6 +132,10 @@ class ShardsInput(TypedDict):
     # step fails the group, as it did then, so its history replays unchanged. Carried over by continue_as_new.
     outage_limit_s: NotRequired[int]
     outage: NotRequired["PoolOutage"]  # the outage under way when the generation went on as new (absent: none)
+    # Set (True) by the task for groups started since, with outage_limit_s (orchestrations.shards "Outages"): a group
+    # that fails over an outage stops the run's other groups (STOP_GROUPS) first. Absent: it does not, as before, so a
+    # group started by an earlier release replays unchanged. Carried over by continue_as_new.
+    outage_stops: NotRequired[bool]
 
 
 class PoolOutage(TypedDict):

@@ -44,6 +44,12 @@ CANCEL of its pool tasks fails busy: the task's close of the pool job, its next 
 (``pool_job_error``); before, the group failed over the outage, the task too, and the cancel was lost. Other
 failures fail the group as before, and a group whose input lacks ``outage_limit_s`` (started by an earlier release)
 fails at the first step that stays busy, as it did when it ran, so its history replays unchanged.
+
+With ``outage_stops`` in its input as well (every group a task starts since that field), the group that fails over
+an outage first stops the run's other groups (STOP_GROUPS, best effort, as for a worker failure no attempt fixes):
+the task fails when one group's outage reaches the limit, as the Durable extension sends the task's next action (its
+pool job's close) only once every group has ended (devhost README, row 26); before, each went on until its own
+outage reached the limit, or its shards ended. A group started without the field does not, as before.
 """
 from __future__ import annotations
 
@@ -76,7 +82,10 @@ def round_events(busy_retry_attempts: int = 0) -> int:
     attempt, and a retry timer between two attempts, as many as a busy failure may make: ``busy_retry_attempts``), a
     cancel, and the generation's closing events. A round of an outage (module docstring) adds no more: a step that
     ran out of busy retries made the calls counted here, and the round makes none after it but the next round's. (A
-    cancel or a STOP_GROUPS ends a round in place of its last calls, so counting the cancel too is a margin.)
+    cancel or a STOP_GROUPS ends a round in place of its last calls, so counting the cancel too is a margin. One
+    exception, once, as the group ends: the STOP_GROUPS of a group failing over an outage, ``outage_stops``, follows
+    its last step, which may be the round's fourth call, so that generation may pass ``history_events`` by that
+    call's events.)
 
     Groups started before the SUBMIT of unknown shards was counted recorded the three-call value (72 at 3 busy
     attempts, 192 at 8) in their input and replay with it (``ShardsInput.round_events``); only groups started since
@@ -124,11 +133,15 @@ def _outage_goes_on(context: df.DurableOrchestrationContext, outage: c.PoolOutag
     lasted_s = (context.current_utc_datetime - datetime.fromisoformat(since)).total_seconds()
     if lasted_s >= limit_s:
         show_waiting(context, None)
+        # what to do before the service's words: a status shows the first 500 characters (core.errors.failure_line).
+        # Posted again as it was, a failed task resumes its own run from what its pool tasks wrote (api.starters
+        # ``_generations``); with "rerun" or "only_new" it would be a new run, reusing only a completed one's results.
         raise PoolOutOfReach(
-            f"the pool or its storage has been out of reach since {since} ({lasted_s / 3600:.1f} hours, the most a "
-            f"shard group waits is {limit_s / 3600:g}): {busy.step} stayed busy through every retry: {busy.reason}. "
-            "Pool tasks submitted before may have finished: once Azure Batch and Storage answer again, post the "
-            "task again with \"only_new\": true (what was done is kept)") from busy
+            f"the pool or its storage has been out of reach since {since} ({lasted_s / 3600:.1f} hours; a shard "
+            f"group waits {limit_s / 3600:g} at most): once Azure Batch and Storage answer again, post the same "
+            "request again, without \"rerun\" or \"only_new\": it resumes from the results its pool tasks wrote "
+            f"(those still running may finish meanwhile). {busy.step} stayed busy through every retry: "
+            f"{busy.reason}") from busy
     return c.PoolOutage(since=since, step=busy.step, reason=busy.reason)
 
 
@@ -386,7 +399,32 @@ FULL_POLL_EVERY = 12
 
 @bp.orchestration_trigger(context_name="context", orchestration=c.SHARDS_ORCHESTRATOR)
 def run_shards(context: df.DurableOrchestrationContext) -> Generator[Any, Any, c.ShardsOutcome]:
+    """The group (``_run_shards``); one that fails over an outage stops the run's other groups first, where its
+    input has ``outage_stops`` (module docstring, "Outages")."""
     data: c.ShardsInput = context.get_input()
+    try:
+        return (yield from _run_shards(context, data))
+    except PoolOutOfReach as failure:
+        if data.get("outage_stops") and data.get("outage_limit_s"):
+            yield from _stop_the_run(context, data["task_id"], data.get("job_id") or pool_job_id(data["task_id"]),
+                                     str(failure))
+        raise
+
+
+def _stop_the_run(context: df.DurableOrchestrationContext, task_id: str, job_id: str,
+                  reason: str) -> Generator[Any, Any, None]:
+    """Ask the run's other shard groups to stop (STOP_GROUPS: the run's cancel marker, which each reads at its next
+    poll), before this one fails the task. Best effort: the group's own failure is the task's, and a marker that
+    cannot be written (storage out of reach too) leaves the others to end as the job closes or at their own bound."""
+    try:
+        yield from call(context, c.STOP_GROUPS, STORAGE_RETRY, c.StopGroupsInput(
+            task_id=task_id, job_id=job_id, reason=reason))
+    except Exception:  # noqa: BLE001 - the failure that stops the run is what the task reports
+        pass
+
+
+def _run_shards(context: df.DurableOrchestrationContext,
+                data: c.ShardsInput) -> Generator[Any, Any, c.ShardsOutcome]:
     task_id = data["task_id"]
     job_id = data.get("job_id") or pool_job_id(task_id)
     knobs = OrchestrationKnobs.from_dict(data["knobs"])
@@ -397,6 +435,8 @@ def run_shards(context: df.DurableOrchestrationContext) -> Generator[Any, Any, c
     round_events = int(data.get("round_events") or LEGACY_ROUND_EVENTS)
     outage_limit = int(data.get("outage_limit_s") or 0)  # 0: a pool step that stays busy fails the group (before)
     outage: c.PoolOutage | None = data.get("outage") if outage_limit else None
+    # the group's failure over an outage stops the others (run_shards): carried to the next generation
+    stops = bool(data.get("outage_stops")) and outage_limit > 0
     cursor = ""  # each generation starts with a full reconciliation by id, which returns a fresh cursor
     awaited = [0]  # tasks this generation has waited on (history_so_far)
     polls = 0
@@ -430,6 +470,8 @@ def run_shards(context: df.DurableOrchestrationContext) -> Generator[Any, Any, c
                 next_input["outage_limit_s"] = outage_limit
                 if outage is not None:
                     next_input["outage"] = outage
+                if stops:
+                    next_input["outage_stops"] = True
             context.continue_as_new(next_input)
             return {"continued": True}
         yield context.create_timer(context.current_utc_datetime + timedelta(seconds=delay))
@@ -472,11 +514,7 @@ def run_shards(context: df.DurableOrchestrationContext) -> Generator[Any, Any, c
             try:
                 fresh, resubmits = _record_completions(state, poll["completed"], knobs.max_attempts)
             except ShardUnfixable as failure:  # the run's other groups stop too (activities.pool.run_stop_groups)
-                try:
-                    yield from call(context, c.STOP_GROUPS, STORAGE_RETRY, c.StopGroupsInput(
-                        task_id=task_id, job_id=job_id, reason=str(failure)))
-                except Exception:  # noqa: BLE001 - the worker's failure is the task's; the rest stop as the job closes
-                    pass
+                yield from _stop_the_run(context, task_id, job_id, str(failure))
                 raise failure
         owed: list[str] = []
         if poll is not None or not asked:  # a poll that stayed busy leaves them to a later round, as the rest

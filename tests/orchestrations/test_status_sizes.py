@@ -360,9 +360,9 @@ UNFITTED = {
     ("rerender", "rerender_previews", "status"):
         "two variants' CSV names and previews' counts: test_a_rerender_s_largest_status_fits",
     ("retries", "show_waiting", "noted"): "only while it stays under 15 KB (retries._fits)",
-    ("shards", "run_shards", "{'stage': Stage.detecting, **_progress(state)}"):
+    ("shards", "_run_shards", "{'stage': Stage.detecting, **_progress(state)}"):
         "counts only: test_a_shard_group_s_status_fits",
-    ("shards", "run_shards", "{'stage': Stage.cancelled, **_progress(state)}"): "counts only",
+    ("shards", "_run_shards", "{'stage': Stage.cancelled, **_progress(state)}"): "counts only",
     ("task", "_confirmed", "waiting"):
         "counts, the estimate, not_images (TOP_KINDS kinds of 12 characters): "
         "test_a_dry_run_and_a_task_awaiting_confirmation_fit",

@@ -199,7 +199,8 @@ def test_runs_one_shard_group_sub_orchestration_per_group() -> None:
                                                               # a round's four calls of 3 attempts
                                                               # (orchestrations.shards.round_events)
                                                               "max_in_flight": len(ids), "round_events": 92,
-                                                              "outage_limit_s": OUTAGE_LIMIT_S})
+                                                              "outage_limit_s": OUTAGE_LIMIT_S,
+                                                              "outage_stops": True})
         for g, ids in enumerate([[0, 1], [2, 3], [4]])]
     detecting = next(s for s in run.statuses if s["stage"] == Stage.detecting)
     assert {k: detecting[k] for k in ("images", "shards", "groups")} == {"images": 25, "shards": 5, "groups": 3}
@@ -926,3 +927,45 @@ def test_the_detecting_status_says_when_the_pool_work_began() -> None:
     since = datetime.fromisoformat(detecting["detecting_since"])
     assert since >= datetime.fromisoformat(detecting["started"]) and since.tzinfo is not None
     assert all("detecting_since" not in s for s in run.statuses if s["stage"] != Stage.detecting)
+
+
+def test_the_first_group_out_of_reach_past_its_limit_stops_the_others_and_fails_the_task_saying_what_to_do() -> None:
+    """Group 0's Batch calls stay busy past the outage limit; group 1's shard runs on for hours. Group 0 stops the
+    run (STOP_GROUPS writes the cancel marker), group 1 reads it at its next poll and ends, and the task fails then,
+    with the outage and what to do in its status and its pool job closed; before, it failed only once group 1's
+    shard ended (or its own outage reached the limit). The harness runs group 0 to its end first, so group 1's first
+    poll is its next one."""
+    answer = activities(shards=2)
+    stopped: list[str] = []
+    running_polls: list[Any] = []  # group 1's polls before the stop (none once group 0 stops the run first)
+
+    def pool(name: str, payload: Any) -> Any:
+        if name == c.POLL and not stopped and shard_id(0) in "".join(payload["task_ids"]):
+            raise ConnectionError("Connection aborted: the Batch endpoint did not answer")
+        if name == c.POLL and not stopped:  # group 1's shard runs on, for 50 polls (hours at 300 s)
+            if len(running_polls) < 50:
+                running_polls.append(payload)
+                return {"cancelled": False, "completed": [], "running": 1, "queued": 0, "images_in_progress": 0,
+                        "states": {tid: "running" for tid in payload["task_ids"]}, "progress": {}}
+        if name == c.POLL and stopped:  # the marker: what run_poll answers once it is written
+            return {"cancelled": True, "completed": [], "running": 0, "queued": 0, "images_in_progress": 0}
+        if name == c.STOP_GROUPS:
+            stopped.append(payload["reason"])
+            return {"stopped": True}
+        if name == c.CANCEL:
+            return {"cancelled": True}
+        return answer(name, payload)
+
+    run = run_task(task_input(shards_per_group=1, busy_retry_attempts=4), pool)
+
+    assert run.status == "Failed"
+    group0, group1 = (s.run for s in run.sub_orchestrations)
+    assert group0 is not None and group1 is not None
+    assert group0.status == "Failed" and len(group0.calls(c.STOP_GROUPS)) == 1 and len(stopped) == 1
+    assert group1.status == "Completed" and group1.output["cancelled"] is True
+    assert len(group1.calls(c.POLL)) == 1 and running_polls == []
+    assert run.inputs(c.CLOSE_JOB) == [{"task_id": TASK, "job_id": TASK}]
+    error = run.custom_status["error"]
+    assert run.custom_status["stage"] == Stage.failed and error.startswith("the pool or its storage has been out of "
+                                                                          "reach since")
+    assert 'post the same request again, without "rerun" or "only_new"' in error
