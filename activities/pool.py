@@ -104,11 +104,13 @@ def run_poll(task_id: str, job: str, task_ids: list[str], settings: Settings, st
     also names the asked-about tasks the pool does not know (``unknown``): a submission that never reached it would
     otherwise leave its shard "submitted" for ever. A round that finds the run's cancel marker says only that, without
     asking the pool: the group cancels its tasks next and ends, so a cancel during a Batch outage that the group
-    outlasts (orchestrations/shards.py "Outages") is not held up until Batch answers.
+    outlasts (orchestrations/shards.py "Outages") is not held up until Batch answers. A round about no task (no
+    ``task_ids``, no ``since``: a group whose SUBMIT stays busy with nothing else in flight) reads the marker and asks
+    the pool nothing, so a cancel or a stop gets through while Batch is out of reach.
     """
     cancelled = store.exists(settings.container, layout.cancel_marker(job))
-    if cancelled:  # all the group needs now (it cancels its tasks and ends): no pool call, which Batch may refuse
-        return {"cancelled": True, "completed": [], "running": 0, "queued": 0, "images_in_progress": 0,
+    if cancelled or (not task_ids and not since):  # no pool call, which Batch may refuse: the marker is all it needs
+        return {"cancelled": cancelled, "completed": [], "running": 0, "queued": 0, "images_in_progress": 0,
                 "cursor": "", "states": {}, "progress": {}}
     wanted = set(task_ids)
     if since:

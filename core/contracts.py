@@ -136,6 +136,11 @@ class ShardsInput(TypedDict):
     # that fails over an outage stops the run's other groups (STOP_GROUPS) first. Absent: it does not, as before, so a
     # group started by an earlier release replays unchanged. Carried over by continue_as_new.
     outage_stops: NotRequired[bool]
+    # Set (True) by the task for groups started since, with outage_limit_s: a round that asks the pool about no task (a
+    # SUBMIT stayed busy with nothing in flight, or every shard in flight is owed) reads the cancel marker all the
+    # same (a POLL of no task), so a cancel or a stop reaches the group while Batch is out of reach. Absent: no such
+    # read, as before, so a group started by an earlier release replays unchanged. Carried over by continue_as_new.
+    reads_cancel: NotRequired[bool]
 
 
 class PoolOutage(TypedDict):

@@ -49,7 +49,11 @@ With ``outage_stops`` in its input as well (every group a task starts since that
 an outage first stops the run's other groups (STOP_GROUPS, best effort, as for a worker failure no attempt fixes):
 the task fails when one group's outage reaches the limit, as the Durable extension sends the task's next action (its
 pool job's close) only once every group has ended (devhost README, row 26); before, each went on until its own
-outage reached the limit, or its shards ended. A group started without the field does not, as before.
+outage reached the limit, or its shards ended. A group started without the field does not, as before. With
+``reads_cancel`` (every group a task starts since that field), a round that asks the pool about no task (a SUBMIT
+stayed busy with nothing else in flight, or every shard in flight is owed) reads the cancel marker all the same, with
+a POLL about no task (``activities.pool.run_poll`` asks the pool nothing then): before, such a group saw neither a
+cancel nor a stop until Batch answered, up to its outage limit. A group started without it reads none, as before.
 """
 from __future__ import annotations
 
@@ -82,10 +86,10 @@ def round_events(busy_retry_attempts: int = 0) -> int:
     attempt, and a retry timer between two attempts, as many as a busy failure may make: ``busy_retry_attempts``), a
     cancel, and the generation's closing events. A round of an outage (module docstring) adds no more: a step that
     ran out of busy retries made the calls counted here, and the round makes none after it but the next round's. (A
-    cancel or a STOP_GROUPS ends a round in place of its last calls, so counting the cancel too is a margin. One
-    exception, once, as the group ends: the STOP_GROUPS of a group failing over an outage, ``outage_stops``, follows
-    its last step, which may be the round's fourth call, so that generation may pass ``history_events`` by that
-    call's events.)
+    cancel or a STOP_GROUPS ends a round in place of its last calls, so counting the cancel too is a margin; a round
+    that reads only the cancel marker makes its POLL in place of the poll. One exception, once, as the group ends:
+    the STOP_GROUPS of a group failing over an outage, ``outage_stops``, follows its last step, which may be the
+    round's fourth call, so that generation may pass ``history_events`` by that call's events.)
 
     Groups started before the SUBMIT of unknown shards was counted recorded the three-call value (72 at 3 busy
     attempts, 192 at 8) in their input and replay with it (``ShardsInput.round_events``); only groups started since
@@ -437,6 +441,8 @@ def _run_shards(context: df.DurableOrchestrationContext,
     outage: c.PoolOutage | None = data.get("outage") if outage_limit else None
     # the group's failure over an outage stops the others (run_shards): carried to the next generation
     stops = bool(data.get("outage_stops")) and outage_limit > 0
+    # a round that asks the pool about no task reads the cancel marker all the same (module docstring, "Outages")
+    reads_cancel = bool(data.get("reads_cancel")) and outage_limit > 0
     cursor = ""  # each generation starts with a full reconciliation by id, which returns a fresh cursor
     awaited = [0]  # tasks this generation has waited on (history_so_far)
     polls = 0
@@ -472,6 +478,8 @@ def _run_shards(context: df.DurableOrchestrationContext,
                     next_input["outage"] = outage
                 if stops:
                     next_input["outage_stops"] = True
+                if reads_cancel:
+                    next_input["reads_cancel"] = True
             context.continue_as_new(next_input)
             return {"continued": True}
         yield context.create_timer(context.current_utc_datetime + timedelta(seconds=delay))
@@ -491,12 +499,19 @@ def _run_shards(context: df.DurableOrchestrationContext,
             poll, busy = yield from _pool_step(context, c.POLL, request, outage_limit > 0, awaited)
             if busy is not None:  # no news this round
                 outage, gave_up = _outage_goes_on(context, outage, busy, tried_at, outage_limit), True
+        elif reads_cancel:  # the cancel marker only: a POLL about no pool task asks the pool nothing (run_poll)
+            tried_at = context.current_utc_datetime
+            poll, busy = yield from _pool_step(context, c.POLL, c.PoolTasksInput(
+                task_id=task_id, job_id=job_id, task_ids=[], running=[]), True, awaited)
+            if busy is not None:  # storage out of reach too: read again next round
+                outage, gave_up = _outage_goes_on(context, outage, busy, tried_at, outage_limit), True
         if poll is not None:
             cursor = poll.get("cursor") or ""
             if poll["cancelled"]:
-                try:
-                    yield context.call_activity(c.CANCEL, c.PoolTasksInput(task_id=task_id, job_id=job_id,
-                                                                             task_ids=_pool_ids(state, in_flight)))
+                try:  # none in flight (a SUBMIT stayed busy): the task's close of the job ends what it may have added
+                    if in_flight:
+                        yield context.call_activity(c.CANCEL, c.PoolTasksInput(
+                            task_id=task_id, job_id=job_id, task_ids=_pool_ids(state, in_flight)))
                 except Exception as exc:  # noqa: BLE001 - Batch out of reach: cancelled all the same (docstring)
                     if not outage_limit or not is_busy(exc):
                         raise

@@ -434,7 +434,8 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
                                      shards=[shard_id(i) for i in group], max_in_flight=shares[g],
                                      round_events=round_events(knobs.busy_retry_attempts),
                                      outage_limit_s=outage_limit_s(knobs),  # outlasts a Batch or storage outage
-                                     outage_stops=True)  # the first group out of reach past it stops the others
+                                     outage_stops=True,  # the first group out of reach past it stops the others
+                                     reads_cancel=True)  # a round with nothing to poll reads the cancel marker
         if reuse is not None:
             shards_input["state"] = _reused_state(group, reuse)
         children.append(context.call_sub_orchestrator(c.SHARDS_ORCHESTRATOR, shards_input,

@@ -233,3 +233,17 @@ def test_a_cancel_is_reported_while_batch_is_out_of_reach(setup: tuple[Settings,
     store.write_json(settings.container, layout.cancel_marker(TASK), {"requested": "now"})
     out = run_poll(TASK, TASK, ["s00001-a1"], settings, store, UnreachablePool({}, changed=[]), since=since)
     assert out["cancelled"] is True and out["completed"] == []
+
+
+@pytest.mark.parametrize("marker", [True, False])
+def test_a_round_about_no_task_reads_the_cancel_marker_and_asks_the_pool_nothing(setup: tuple[Settings, ReadSpy],
+                                                                                  marker: bool) -> None:
+    """A group whose SUBMIT stays busy with nothing in flight reads the marker so (orchestrations/shards.py
+    "Outages"): the answer is the marker's alone, cancelled or not, while Batch is out of reach."""
+    settings, store = setup
+    if marker:
+        store.write_json(settings.container, layout.cancel_marker(TASK), {"requested": "now"})
+    pool = UnreachablePool({}, changed=[])
+    out = run_poll(TASK, TASK, [], settings, store, pool)
+    assert out["cancelled"] is marker and out["completed"] == [] and out["cursor"] == ""
+    assert pool.calls == []

@@ -983,3 +983,37 @@ def test_a_stop_that_cannot_be_written_leaves_the_outage_the_tasks_failure() -> 
     assert run.status == "Failed" and "out of reach since" in (run.error or "")
     assert "AuthorizationFailure" not in (run.error or "") and len(run.calls(c.STOP_GROUPS)) == 3
 
+def test_a_cancel_reaches_a_group_whose_submission_stays_busy_with_nothing_in_flight() -> None:
+    """Nothing in flight, nothing to poll: the round reads the cancel marker with a POLL about no task, so a cancel
+    (or another group's stop) sent during the outage ends the group at once, not once Batch answers (up to its
+    limit). Nothing was submitted: no CANCEL of pool tasks (the task's close of the job ends any the busy SUBMIT
+    added)."""
+    pool = Pool(cancel_on_poll=1)
+    run = outage_group(2, busy_for(pool, c.SUBMIT, 10_000), extra={"reads_cancel": True})
+
+    assert run.status == "Completed", run.error
+    assert run.output["cancelled"] is True and run.custom_status["stage"] == Stage.cancelled
+    assert len(run.calls(c.SUBMIT)) == BUSY_CALLS and run.calls(c.CANCEL) == []
+    assert [(p["task_ids"], "since" in p) for p in run.inputs(c.POLL)] == [([], False)]
+
+
+def test_a_round_that_reads_only_the_marker_goes_on_as_before_when_there_is_none() -> None:
+    """No cancel: the group submits again next round and finishes; a group started before the field reads nothing
+    in such a round (``test_a_submission_that_stays_busy_leaves_its_shards_pending_until_it_gets_through``)."""
+    run = outage_group(2, busy_for(Pool(), c.SUBMIT, BUSY_CALLS + 1), extra={"reads_cancel": True})
+
+    assert run.status == "Completed", run.error
+    assert run.output["done"] == 2 and len(run.calls(c.SUBMIT)) == BUSY_CALLS + 2
+    assert [p["task_ids"] for p in run.inputs(c.POLL)] == [[], pool_ids((0, 1), (1, 1))]
+
+
+
+def test_a_group_that_reads_the_marker_keeps_reading_it_after_going_on_as_new() -> None:
+    from orchestrations.shards import round_events
+
+    run = outage_group(1, busy_for(Pool(), c.SUBMIT, 10_000), history_events=200,
+                       extra={"reads_cancel": True, "round_events": round_events(BUSY_CALLS)})
+
+    assert run.status == "Failed" and len(run.continued_as_new) >= 2
+    assert {i["reads_cancel"] for i in run.continued_as_new} == {True}
+    assert {call.execution for call in run.calls(c.POLL)} == set(range(len(run.continued_as_new) + 1))
