@@ -443,6 +443,11 @@ def _run_shards(context: df.DurableOrchestrationContext,
     stops = bool(data.get("outage_stops")) and outage_limit > 0
     # a round that asks the pool about no task reads the cancel marker all the same (module docstring, "Outages")
     reads_cancel = bool(data.get("reads_cancel")) and outage_limit > 0
+    # Went on as new in an outage: the status and its note come first, so the retries of the generation's first step
+    # (a SUBMIT) keep since and until (retries.show_waiting); custom status is no history action: replay is unchanged
+    if outage is not None:
+        context.set_custom_status({"stage": Stage.detecting, **_progress(state)})
+        show_waiting(context, _outage_note(outage, outage_limit, context.current_utc_datetime))
     cursor = ""  # each generation starts with a full reconciliation by id, which returns a fresh cursor
     awaited = [0]  # tasks this generation has waited on (history_so_far)
     polls = 0

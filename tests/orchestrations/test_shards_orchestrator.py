@@ -1017,3 +1017,16 @@ def test_a_group_that_reads_the_marker_keeps_reading_it_after_going_on_as_new() 
     assert run.status == "Failed" and len(run.continued_as_new) >= 2
     assert {i["reads_cancel"] for i in run.continued_as_new} == {True}
     assert {call.execution for call in run.calls(c.POLL)} == set(range(len(run.continued_as_new) + 1))
+
+def test_a_generation_gone_on_as_new_in_an_outage_says_since_when_through_its_first_steps_retries() -> None:
+    """The continued generation's first step (a SUBMIT) retries before the round sets its status: the note of each
+    retry says since when the outage lasts and until when the group waits, as in any other round."""
+    since = "2024-12-31T23:00:00+00:00"
+    state = {shard_id(0): {"attempt": 1, "status": "submitted"}, shard_id(1): {"attempt": 1, "status": "pending"}}
+    run = outage_group(2, busy_for(Pool(), c.SUBMIT, BUSY_CALLS + 1), max_in_flight=2,
+                       extra={"state": state, "outage": {"since": since, "step": c.POLL, "reason": "Connection"}})
+
+    assert run.status == "Completed", run.error
+    retries = [n for n in notes(run) if "attempt" in n]
+    assert [n["attempt"] for n in retries] == [2, 3, 4, 2]
+    assert {(n["since"], n["until"]) for n in retries} == {(since, "2025-01-01T05:00:00+00:00")}
