@@ -120,9 +120,11 @@ class ServiceStayedBusy(RuntimeError):
 
 def _gave_up(name: str, exc: BaseException, calls: int) -> str:
     waited_s = sum(min(BUSY_FIRST_DELAY_S * 2.0 ** (n - 1), BUSY_MAX_DELAY_S) for n in range(1, calls))
+    # what to do before the service's words: a status shows the error's first 500 characters (orchestrations.task)
     return (f"{name} failed {calls} times over {waited_s / 60:.0f}+ minutes because a service stayed busy or out of "
-            f"reach: {busy_reason(exc)}. Nothing is lost: post the task again later with \"only_new\": true "
-            "(what was done is kept), or let steps wait longer (TRAPBATCH_BUSY_RETRY_ATTEMPTS)")
+            "reach. Nothing is lost: send the same request again later (a failed task's request as it was, without "
+            "\"rerun\" or \"only_new\", resumes it; those start a new run), or let steps wait longer "
+            f"(TRAPBATCH_BUSY_RETRY_ATTEMPTS). The service said: {busy_reason(exc)}")
 
 
 def busy_reason(exc: BaseException) -> str:
