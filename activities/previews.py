@@ -202,6 +202,12 @@ def _not_images_note(passed_over: Any) -> dict[str, Any] | None:
     return {"line": notimages.describe(passed_over), "kinds": kinds}
 
 
+# Where the repeats list is for a reader of the page: the page is ``previews/index.html`` of a download (``trapbatch
+# results --previews``, cli/main.py) and the list ``repeated-detections.json`` beside that folder, as in the results
+# zip (``<task>/repeated-detections.json``, adapters/results_bundle.zip_path); the storage path alone was right in
+# neither copy, and the website's page cannot link the app's private container.
+REPEATS_FILE_NOTE = ("repeated-detections.json, beside this page's folder in a downloaded copy (trapbatch results, "
+                     "the results zip)")
 CUT_SHORT_NOTE = "cut short: the grey part was never written (damaged.csv)"  # beside such a picture
 
 
@@ -408,7 +414,8 @@ def run_previews(task_id: str, model: str, request_name: str, settings: Settings
                          "unit": ("place", "places"), "entries": _repeat_entries(locations, links), "paged": True,
                          "about": "The same box in many images of one folder: often a rock or branch, not an "
                                   "animal (MegaDetector's repeat-detection rules). Review them before trusting counts; "
-                                  f"the full list is {settings.container}/{layout.repeats_blob(task_id)}. "
+                                  f"the full list is {REPEATS_FILE_NOTE} ({settings.container}/"
+                                  f"{layout.repeats_blob(task_id)} in the app's storage). "
                                   + _search_note(repeats) + _skipped_note(repeats)})
     histogram = doc.get("max_conf_histogram")
     html = _templates.get_template("preview.html").render(

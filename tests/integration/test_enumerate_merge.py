@@ -329,6 +329,9 @@ def test_merge_finds_repeated_detections_and_the_preview_lists_them(env: tuple[S
     page = store.read_bytes(settings.web_container, f"{existing_preview_folder(store, settings, tid)}/index.html"
                             ).decode()
     assert "repeated detections" in page and "22 times in site/cam7" in page
+    # named as a downloaded copy has it (previews/index.html, repeated-detections.json beside that folder), not only
+    # by its storage path, which is in neither the download nor the zip
+    assert "repeated-detections.json, beside this page&#39;s folder in a downloaded copy" in page
     assert '"location": "r00001"' in page and 'id="rde-request"' in page
     assert_script_parses(page)
 
