@@ -49,6 +49,7 @@ from activities.exports import (CameraDaysWriter, LineBuffer, ListMetadata, View
                                write_camera_visits,
                                write_descriptor, write_events)
 from activities.fanin import iter_export_views, range_lines
+from activities.shard_results import shards_damaged
 from adapters import clients
 from adapters.block_writer import BlockBlobWriter, open_blob
 from adapters.blob_files import ResultsNotFound
@@ -60,6 +61,8 @@ from core.fanin import json_ranges
 from core.settings import Settings
 from gpu_batch import layout
 from gpu_batch.formats import camtrapdp, coco, jsonio
+from gpu_batch.formats.entries import mark_cut_short
+from gpu_batch.formats.zooniverse_rows import left_out_cut_short
 from gpu_batch.formats.mergeview import STREAMED
 
 logger = logging.getLogger(__name__)
@@ -121,7 +124,7 @@ def run_exports_part(payload: c.ExportsPartInput, settings: Settings, store: Blo
     ctx = prepare(task_id, settings, store, variant, payload.get("threshold"), head)
     # run again after a combine found its deployments' first facts differ from the task's: start from the task's
     camtrap = ctx.camtrap(store.read_json(container, _given(task_id, variant)) if payload.get("given") else None)
-    counts = {"eligible": 0, "sizes_unknown": 0}
+    counts = {"eligible": 0, "sizes_unknown": 0, "cut_short": 0}
     sizes: dict[str, int] = {}
     # the fragments stream into their blobs as written, the entries from theirs: nothing on the instance's local
     # disk, which eight activities share (core.scratch; a part's fragments are ~1 kB an image)
@@ -154,14 +157,19 @@ def run_exports_part(payload: c.ExportsPartInput, settings: Settings, store: Blo
             counts["eligible"] = views.eligible()
         entries = (() if views.complete else
                    range_lines(store, container, results_name, start + payload["offset"], payload["length"]))
+        # the part's photos cut short, marked on their entries for every format (their shards' views are not used)
+        cut_short = (frozenset() if views.complete else
+                     shards_damaged(store, settings, task_id, payload["first_shard"], int(payload.get("shards", 0))))
         for entry, size in (() if views.complete else sized(settings, source or store,
                                                              str(ctx.enumeration.get("container", "")),
-                                                             _lines(entries), needs_size)):
+                                                             mark_cut_short(_lines(entries), cut_short),
+                                                             needs_size)):
             if entry.get("failure") is None and size is None and coco.entry_size(entry) is None:
                 counts["sizes_unknown"] += 1
             metadata = listed.get(str(entry["file"]))
             views.add(entry, size, metadata, writer, camtrap, media, observations)
             counts["eligible"] += not zooniverse.excluded(entry)
+            counts["cut_short"] += left_out_cut_short(entry)
         writer.flush()
         media.flush()
         observations.flush()
@@ -179,6 +187,8 @@ def run_exports_part(payload: c.ExportsPartInput, settings: Settings, store: Blo
         "part": part, "images": writer.counts["images"], "annotations": writer.counts["annotations"],
         "observations": camtrap.counts["observations"], "eligible": counts["eligible"],
         "sizes_unknown": counts["sizes_unknown"], "bytes": sizes, "link": True}
+    if counts["cut_short"]:
+        out["zooniverse_cut_short"] = counts["cut_short"]
     if camtrap.clock_matched:
         out["clock_matched"] = sorted(camtrap.clock_matched)
     return out
@@ -321,6 +331,9 @@ def run_exports_combine(payload: c.ExportsCombineInput, settings: Settings,
         "observations": sum(p["observations"] for p in parts), "deployments": len(camtrap.deployments),
         "zooniverse_subjects": eligible, "sizes_unknown": sum(p["sizes_unknown"] for p in parts),
         "events": events, "event_observations": event_rows}}
+    cut_short = sum(int(p.get("zooniverse_cut_short", 0)) for p in parts)
+    if cut_short:
+        out["output"]["zooniverse_cut_short"] = cut_short
     if visits is not None:
         out["output"]["camera_visits"] = visits
         if camera_days is not None:

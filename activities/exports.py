@@ -57,6 +57,7 @@ import azure.durable_functions as df
 
 from activities.decided import task_settings
 from activities.fanin import iter_export_views
+from activities.shard_results import shards_damaged
 from adapters import clients
 from adapters.blob_files import delete_under, download_to
 from adapters.block_writer import BlockBlobWriter
@@ -69,6 +70,8 @@ from core.exportparts import combine_deployments, follows_first
 from core.settings import Settings
 from gpu_batch import layout
 from gpu_batch.formats import camtrapdp, coco, csvline, jsonio
+from gpu_batch.formats.entries import mark_cut_short
+from gpu_batch.formats.zooniverse_rows import left_out_cut_short
 from gpu_batch.formats.mergeview import STREAMED, ShardView, TornView
 
 logger = logging.getLogger(__name__)
@@ -738,7 +741,8 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
         enumeration, categories, cut, manifest, list_shards = (ctx.enumeration, ctx.categories, ctx.cut, ctx.manifest,
                                                                ctx.list_shards)
         camtrap = ctx.camtrap()
-        eligible = sizes_unknown = 0
+        eligible = sizes_unknown = cut_short_out = 0
+        cut_short: frozenset[str] | None = None  # the task's photos cut short, looked up once the entries are read
         with ExitStack() as files:
             tmp = {k: _text(files.enter_context(tempfile.TemporaryFile("w+b")))
                    for k in ("images", "annotations", "coco", "media", "observations", "deployments")}
@@ -767,13 +771,17 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
                 eligible = views.write_zooniverse(zooniverse_rows, lengths)
             if not views.complete and not downloaded:  # the entries for the formats the views do not hold
                 download_to(store, container, results_name, results)
+            if not views.complete:  # marked on their entries for every format (their shards' views are not used)
+                cut_short = shards_damaged(store, settings, task_id, 0, int(enumeration.get("shards") or 0))
             for entry, size in (() if views.complete else sized(settings, source or store,
                                                                  str(enumeration.get("container", "")),
-                                                                 _entries(results), needs_size)):
+                                                                 mark_cut_short(_entries(results), cut_short or
+                                                                                frozenset()), needs_size)):
                 if entry.get("failure") is None and size is None and coco.entry_size(entry) is None:
                     sizes_unknown += 1
                 metadata = listed.get(str(entry["file"]))  # every entry, in order (the walk keeps step)
                 views.add(entry, size, metadata, writer, camtrap, media, observations)
+                cut_short_out += by_capture is None and not views.zooniverse and left_out_cut_short(entry)
                 if not views.zooniverse and by_capture is None and not zooniverse.excluded(entry):
                     eligible += 1
                     line = zooniverse.row_line(entry, manifest, categories, metadata).encode("utf-8")
@@ -837,7 +845,9 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
                 def entries() -> Iterator[dict[str, Any]]:  # without every shard's view: the entries, read now
                     if not downloaded and views.complete:
                         download_to(store, container, results_name, results)
-                    return _entries(results)
+                    names = cut_short if cut_short is not None else shards_damaged(
+                        store, settings, task_id, 0, int(enumeration.get("shards") or 0))
+                    return mark_cut_short(_entries(results), names)
 
                 made = write_single(settings, store, ctx, by_capture, entries, places)
                 batches, eligible = made["batches"], made["subjects"]
@@ -855,6 +865,8 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
         "camera_days": days.name}
     if by_capture is not None:
         out["zooniverse_capture_images"] = made["images"]
+    if cut_short_out:
+        out["zooniverse_cut_short"] = cut_short_out
     unmatched_clock_corrections(task_id, camtrap, out)
     return out
 

@@ -324,6 +324,8 @@ def iter_export_views(store: BlobStore, settings: Settings, task_id: str, first_
     or with ``STREAMED`` a few slices of them (a shard of 100,000 images' lines held took 226 MB). Yields ``None``
     and stops at the first shard without a usable view, or at once when there is none to use; a view is usable only
     of the results the merge took its shard from (``was_merged``): the exports then agree with the results file.
+    Nor is the view of a shard with photos cut short (``ShardView.damaged``, else ``shard_damaged``): the worker
+    made its lines as of whole photos, and the exports treat those apart (``gpu_batch.formats.entries.CUT_SHORT``).
     ``plain``: the exports have MegaDetector's categories and the original variant (what a view's lines assume);
     ``columns``, ``given_etag``: the image list's metadata columns and first facts (``clean_view``)."""
     if not plain or shards <= 0:
@@ -333,6 +335,9 @@ def iter_export_views(store: BlobStore, settings: Settings, task_id: str, first_
         listed = store.list_etags(settings.container, layout.shard_prefix(task_id, layout.shard_id(index)))
         view = clean_view(store, settings, task_id, index, threshold, listed, part, columns=columns,
                           given_etag=given_etag, merged=True)
+        if view is not None and (view.damaged if view.damaged is not None else
+                                 shard_damaged(store, settings, task_id, layout.shard_id(index), listed)):
+            view = None  # photos cut short: their lines are the exports' (gpu_batch.formats.entries.CUT_SHORT)
         yield view
         if view is None:
             return

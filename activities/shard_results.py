@@ -137,6 +137,23 @@ def images_to_rerun(store: BlobStore, settings: Settings, task_id: str, sid: str
     return missing_images(images, done_images(store, settings, task_id, sid))
 
 
+def shards_damaged(store: BlobStore, settings: Settings, task_id: str, first: int, count: int) -> frozenset[str]:
+    """The photos cut short in shards ``first .. +count`` (an exports part's, or every shard for the single
+    activity), for the exports to mark (``gpu_batch.formats.entries.mark_cut_short``). Empty at the cost of one
+    request when the merge listed none (it writes ``layout.damaged_blob`` only when there are any: one list for both
+    variants), else one listing per shard and ``shard_damaged``'s small reads of the lists there are. Memory: the
+    names of those shards alone (an exports part's are at most its ``merge_images_per_part`` images, as the merge
+    part holding them; the single activity's, its own bound of ~1.9M images), never the task's list."""
+    if count <= 0 or not store.exists(settings.container, layout.damaged_blob(task_id)):
+        return frozenset()
+    names: set[str] = set()
+    for index in range(first, first + count):
+        sid = layout.shard_id(index)
+        names.update(shard_damaged(store, settings, task_id, sid,
+                                   store.list_etags(settings.container, layout.shard_prefix(task_id, sid))))
+    return frozenset(names)
+
+
 def shard_damaged(store: BlobStore, settings: Settings, task_id: str, sid: str, listed: dict[str, str],
                   parsed: set[str] | None = None) -> list[str]:
     """The shard's photos cut short (JPEGs decoded as far as they go: successes whose entries are MegaDetector's), from

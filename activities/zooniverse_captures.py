@@ -42,6 +42,7 @@ from activities.decided import task_settings
 from activities.exportparts import FRAMES, _fragment, _lines
 from activities.exports import ExportContext, ListMetadata, prepare, read_results_head
 from activities.fanin import export_views, range_lines
+from activities.shard_results import shards_damaged
 from adapters import clients
 from adapters.block_writer import BlockBlobWriter
 from adapters.blob_files import delete_under
@@ -53,6 +54,7 @@ from core.captures import CaptureColumns
 from core.settings import Settings
 from gpu_batch import layout
 from gpu_batch.formats import camtrapdp, csvline, jsonio
+from gpu_batch.formats.entries import mark_cut_short
 from gpu_batch.formats.mergeview import ShardView
 
 bp = df.Blueprint()
@@ -153,8 +155,11 @@ def run_captures_part(payload: c.ExportsCapturesPartInput, settings: Settings,
         return {"part": part, "records": records, "runs": runs}
     entries = range_lines(store, container, results_name, start + payload["offset"], payload["length"])  # streamed
     listed = ListMetadata(store, container, task_id, ctx.list_shards, payload["first_shard"])
-    records, runs = write_runs(store, ctx, part, _of_visits(entry_records(ctx, key, _lines(entries), listed), key,
-                                                            visits))
+    # photos cut short are in no capture (a capture of nothing else is none: zooniverse.excluded)
+    cut_short = shards_damaged(store, settings, task_id, payload["first_shard"], int(payload.get("shards", 0)))
+    records, runs = write_runs(store, ctx, part, _of_visits(entry_records(ctx, key, mark_cut_short(_lines(entries),
+                                                                                                   cut_short), listed),
+                                                            key, visits))
     return {"part": part, "records": records, "runs": runs}
 
 

@@ -36,6 +36,7 @@ from activities.decided import task_settings
 from activities.exportparts import _csv_line, _lines, work_prefix
 from activities.exports import ListMetadata, prepare, read_results_head, write_view_rows
 from activities.fanin import export_views, range_lines
+from activities.shard_results import shards_damaged
 from adapters import clients
 from adapters.blob_files import delete_under
 from adapters.blobs import BlobStore
@@ -45,6 +46,7 @@ from core import contracts as c
 from core import zooniverse
 from core.settings import Settings
 from gpu_batch import layout
+from gpu_batch.formats.entries import mark_cut_short
 
 bp = df.Blueprint()
 PARALLEL_BATCHES = 4  # batches composed at once by a combine (each with adapters.compose's own threads)
@@ -86,7 +88,10 @@ def run_zooniverse_part(payload: c.ExportsZooniversePartInput, settings: Setting
         listed = ListMetadata(store, container, task_id, ctx.list_shards, payload["first_shard"])
         entries = () if from_views else range_lines(store, container, results_name, start + payload["offset"],
                                                     payload["length"])  # streamed: no copy on the local disk
-        for entry in _lines(entries):
+        # photos cut short: left out as the exports part counting ``rows`` left them out (its output said so)
+        cut_short = (shards_damaged(store, settings, task_id, payload["first_shard"], int(payload.get("shards", 0)))
+                     if payload.get("cut_short") and not from_views else frozenset())
+        for entry in mark_cut_short(_lines(entries), cut_short):
             metadata = listed.get(str(entry["file"]))  # every entry, so the walk keeps step with the shards
             if zooniverse.excluded(entry):
                 continue

@@ -571,6 +571,9 @@ class ExportsOutput(ExportsRef):
     deployments: int
     zooniverse_subjects: int
     sizes_unknown: int  # images whose size could not be read: their COCO boxes stay normalized (bbox_relative)
+    # photos cut short (damaged.csv) left out of the Zooniverse subjects, which would show volunteers their grey
+    # part; absent when none (and from exports written before they were left out)
+    zooniverse_cut_short: NotRequired[int]
     # subjects are captures (core.captures): the images they hold; absent: one subject per image
     zooniverse_capture_images: NotRequired[int]
     # Camtrap DP events (a camera's visits, core.camtrap_events) and their event-level observation rows; absent from
@@ -623,6 +626,9 @@ class ExportsPartOutput(TypedDict):
     # (EXPORTS_EVENTS) and links the parts' media-level rows to them (EXPORTS_LINK_PART) before the combine. Recorded
     # in the history, so an orchestration whose parts ran before goes on to the combine, which groups them itself.
     link: NotRequired[bool]
+    # photos cut short (gpu_batch.formats.entries.CUT_SHORT) left out of the part's Zooniverse subjects, not counted in
+    # ``eligible``; absent when none (and from parts recorded before they were left out)
+    zooniverse_cut_short: NotRequired[int]
     # the clock_corrections folders that corrected an image's time in this part (absent when none, and from parts
     # recorded before it): the combine names the others as matching nothing
     clock_matched: NotRequired[list[str]]
@@ -727,6 +733,9 @@ class ExportsZooniversePartInput(TypedDict):
     batches: int  # the batch count (ExportsOutput.zooniverse_batches of the combine)
     threshold: NotRequired[float]
     shards: NotRequired[int]  # as ExportsPartInput (the workers' merge views hold the part's rows)
+    # True when the exports part left photos cut short out of ``rows`` (ExportsPartOutput.zooniverse_cut_short): this
+    # part leaves them out too. Absent (parts counted before, and parts without any): the rows are counted as before
+    cut_short: NotRequired[bool]
 
 
 class ExportsZooniversePartOutput(TypedDict):

@@ -6,7 +6,8 @@ workflow (../shared/reference/seeds/001) builds one from its captures, adds the 
 into batches by ``max_batch_size`` or ``number_of_batches``, at random by default, because Zooniverse advises against
 very large uploads. This module does the same for a results file:
 
-* one row per image, except failed images (nothing to show) and images flagged as excluded in the image list
+* one row per image, except failed images (nothing to show), photos cut short (``gpu_batch.formats.entries.CUT_SHORT``:
+  their lower part is grey fill) and images flagged as excluded in the image list
   (``EXCLUDING_FLAGS``, the seed's captures-file rules: ``invalid`` 1 or 2; ``image_is_invalid``,
   ``image_no_upload``, ``image_was_deleted`` 1), so each remaining image is in exactly one batch;
 * an image list's metadata columns (``core.imagelist``: e.g. season, site, roll, capture) after the fixed ones;

@@ -101,6 +101,9 @@ def exports(context: df.DurableOrchestrationContext, task_id: str, variant: str,
               for (part, first, offset, length), p, before in zip(ranges, parts,
                                                                   eligible_before([p["eligible"] for p in parts]))
               if p["eligible"]]
+    for zpart, p in zip(zparts, [p for p in parts if p["eligible"]]):
+        if p.get("zooniverse_cut_short"):  # its eligible count left photos cut short out: the rows leave them out too
+            zpart["cut_short"] = True
     written: list[c.ExportsZooniversePartOutput] = yield from call_all(context, c.EXPORTS_ZOONIVERSE_PART, zparts)
     with_rows = [w["part"] for w in written if w["rows"]]
     yield from call_all(context, c.EXPORTS_ZOONIVERSE_COMBINE, [

@@ -77,6 +77,7 @@ from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from gpu_batch.formats import csvline, listfields
+from gpu_batch.formats.entries import is_cut_short
 
 VERSION = "1.0.2"
 _BASE = f"https://raw.githubusercontent.com/tdwg/camtrap-dp/{VERSION}/"
@@ -101,6 +102,10 @@ OBSERVATION_COLUMNS = ["observationID", "deploymentID", "mediaID", "eventID", "e
 OBSERVATION_TYPES = {"animal": "animal", "person": "human", "vehicle": "vehicle"}
 _OVERFLOW = [re.compile(p) for p in (r"/\d+RECNX/", r"/\d+EK\d+/", r"/\d+_BTCF/", r"/\d+MEDIA/", r"/\d+DSCIM/")]
 _MEDIATYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".gif": "image/gif"}
+# mediaComments (Camtrap DP 1.0 media table: "Comments or notes about the media file", a string; its example is
+# "corrupted file") of a photo cut short (``entries.CUT_SHORT``): its blank observation may be no blank at all
+CUT_SHORT_COMMENT = ("file cut short (JPEG without its end: damaged.csv): detected as far as it goes, the rest "
+                     "grey, so a blank here may not be one")
 NO_CAPTURE_TIME = "capture time unknown: the detection completion time stands in for it"
 # the same, once the deployment's first capture time replaced the detection time (stand_in_media), and the
 # deployment's comment on such images
@@ -497,6 +502,8 @@ class CamtrapBuilder:
             self._deployment_fields(known, known_fields, rest)
         if failed:
             comments.append(f"detection failed: {entry['failure']}")
+        elif is_cut_short(entry):
+            comments.append(CUT_SHORT_COMMENT)
         if rest:
             comments.append(LIST_METADATA_LABEL + _COMMENT_JSON.encode(rest))
         media = [mid, dep, "", timestamp, media_file_path(file), "false", file[file.rfind("/") + 1:],  # basename

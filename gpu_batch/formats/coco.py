@@ -19,6 +19,13 @@ MegaDetector's normalized box as ``bbox_relative`` and no ``bbox`` (``md_to_coco
 format that dateutil knows how to parse" and its tools (``cct_json_utils.parse_datetimes_from_cct_image_list``, so
 ``create_sequences``) parse with ``dateutil.parser.parse``, which reads ``2024:06:01 06:20:00`` as today at 06:20
 and so merged photos days apart into one sequence. The results file keeps the EXIF form, as MegaDetector writes it.
+And an image that failed to load gets the format's ``"corrupt": true``, which md_to_coco never writes: the format
+(MegaDetector's data_management/README.md, "COCO Camera Traps format") has it "to indicate that an image failed to
+load, e.g. in PIL", rather than throwing such images out. Here that is a failure with ``failure_reason``
+``undecodable`` (PIL could not open the bytes) and a photo cut short (``entries.CUT_SHORT``: a JPEG without its end,
+which PIL opens only with ``LOAD_TRUNCATED_IMAGES``, as MegaDetector loads it; its boxes stand, detected as far as
+it goes, and the results list it in ``damaged.csv``); not other failures (missing, refused, a mode MegaDetector
+refuses: those images load, or were never read).
 
 An explicit image list's metadata (``core.imagelist``), when the caller gives an image's row: the columns
 ``gpu_batch.formats.listfields`` recognises fill COCO Camera Traps' optional image fields (``datetime``, ``location``,
@@ -46,7 +53,8 @@ import uuid
 from typing import IO, Any, Mapping
 
 from gpu_batch.formats import camtrapdp, jsonio, listfields
-from gpu_batch.formats.entries import is_exif_time
+from gpu_batch.formats.entries import CUT_SHORT, is_cut_short, is_exif_time
+from gpu_batch.manifest import FAILURE_REASON, REASON_UNDECODABLE
 
 LIST_METADATA_FIELD = "image_list_metadata"  # the image list's columns that are no COCO Camera Traps field
 # COCO Camera Traps' optional image fields an image list may fill (gpu_batch.formats.listfields concepts); the integer
@@ -131,13 +139,17 @@ def convert_entry(entry: Mapping[str, Any], size: tuple[int, int] | None, thresh
     image: dict[str, Any] = {"id": file, "file_name": file}
     if entry.get("failure") is not None:
         image["failure"] = entry["failure"]
+        if entry.get(FAILURE_REASON) == REASON_UNDECODABLE:  # PIL could not open it: the format's "corrupt"
+            image["corrupt"] = True
         return located(list_fields(image, metadata), cameras), []
     size = entry_size(entry) or size
     if size is not None:
         image["width"], image["height"] = size
     for key, value in entry.items():
-        if key not in ("file", "detections", "width", "height"):
+        if key not in ("file", "detections", "width", "height", CUT_SHORT):
             image[key] = value
+    if is_cut_short(entry):  # PIL opens it only with LOAD_TRUNCATED_IMAGES (as MegaDetector loads): "corrupt"
+        image["corrupt"] = True
     when = image.get("datetime")
     if when is not None:
         image["datetime"] = cct_datetime(when)  # in its place: the image's fields keep the entry's order

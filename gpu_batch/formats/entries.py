@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json as _json
 import re
-from collections.abc import Iterable, Mapping  # typing's isinstance is slow (per detection)
+from collections.abc import Iterable, Iterator, Mapping  # typing's isinstance is slow (per detection)
 from typing import Any
 
 from gpu_batch import manifest as contract
@@ -25,6 +25,33 @@ DETECTION_CATEGORIES = {"1": "animal", "2": "person", "3": "vehicle"}
 FAILURE_IMAGE_ACCESS = "image access failure"
 FAILURE_INFERENCE = "inference failure"
 ENTRY_SEPARATOR = b",\n  "  # before each entry of the merged results but the first (core.fanin's byte layout)
+
+
+# What the exports add to an entry they read whose photo was cut short (``damaged_in``: a success decoded as far as it
+# goes, the rest grey): the mark is never written to a results file (NUL is in no key MegaDetector or trapbatch
+# writes), only carried from the reader of the entries to the formatters, as an image list's row is beside it. Why on
+# the entry: every export (COCO, Camtrap DP, Zooniverse's rows and captures) reads the entries one at a time, in
+# several activities, and each must treat such a photo alike (``mark_cut_short``).
+CUT_SHORT = "\x00cut_short"
+
+
+def mark_cut_short(entries: Iterator[dict[str, Any]], names: "set[str] | frozenset[str]") -> Iterator[dict[str, Any]]:
+    """``entries`` with each success whose ``file`` is in ``names`` (the photos cut short) marked ``CUT_SHORT``;
+    ``entries`` itself when there are none (nothing to look up per entry)."""
+    if not names:
+        return entries
+    return (_marked(entry, names) for entry in entries)
+
+
+def _marked(entry: dict[str, Any], names: "set[str] | frozenset[str]") -> dict[str, Any]:
+    if entry.get("failure") is None and entry.get("file") in names:
+        entry[CUT_SHORT] = True
+    return entry
+
+
+def is_cut_short(entry: Mapping[str, Any]) -> bool:
+    """Whether the exports marked ``entry`` as a photo cut short (``mark_cut_short``)."""
+    return bool(entry.get(CUT_SHORT))
 
 
 def failure_entry(file: str, failure: str, reason: str | None = None) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from gpu_batch.formats import csvline
+from gpu_batch.formats.entries import is_cut_short
 
 # Flags of the seed's captures file that keep an image out of the manifest, and the values that do.
 EXCLUDING_FLAGS: Mapping[str, tuple[str, ...]] = {"invalid": ("1", "2"), "image_is_invalid": ("1",),
@@ -21,7 +22,18 @@ MIDDLE = "\x00zooniverse\x00"
 
 
 def excluded(entry: Mapping[str, Any]) -> bool:
-    """Whether an entry stays out of the manifests: a failed image, or one the image list flags."""
+    """Whether an entry stays out of the manifests: a failed image, one the image list flags, or a photo cut short
+    (``entries.CUT_SHORT``: its lower part is grey fill, which volunteers would be shown and asked to classify)."""
+    return _excluded_otherwise(entry) or is_cut_short(entry)
+
+
+def left_out_cut_short(entry: Mapping[str, Any]) -> bool:
+    """Whether an entry stays out of the manifests only because its photo was cut short (the exports count them,
+    ``ExportsOutput.zooniverse_cut_short``, so a subject set smaller than the photos says why)."""
+    return is_cut_short(entry) and not _excluded_otherwise(entry)
+
+
+def _excluded_otherwise(entry: Mapping[str, Any]) -> bool:
     if entry.get("failure") is not None:
         return True
     for flag, values in EXCLUDING_FLAGS.items():  # an absent flag reads as "", which no flag's values hold

@@ -103,8 +103,11 @@ def test_exports_of_a_results_file(task: tuple[Settings, BlobStore, Path], tmp_p
     dashed = [{**im, "datetime": im["datetime"].replace(":", "-", 2)} if "datetime" in im else im
               for im in theirs["images"]]
     visit = ("seq_id", "seq_num_frames", "frame_num")  # a photo with a capture time is a visit's (tested below)
+    # and another: the image that failed to load (undecodable) gets the format's "corrupt", which md_to_coco never
+    # writes (gpu_batch/formats/coco.py's module doc)
     assert [{k: v for k, v in im.items() if k not in visit} for im in mine["images"]] == \
-        [{**im, "location": im["file_name"].rsplit("/", 1)[0]} for im in dashed]
+        [{**im, "location": im["file_name"].rsplit("/", 1)[0],
+          **({"corrupt": True} if im["file_name"] == "siteA/cam2/broken.jpg" else {})} for im in dashed]
     assert mine["images"][0]["datetime"] == "2024-06-01 06:20:00"
     assert [(im["seq_num_frames"], im["frame_num"]) for im in mine["images"] if "seq_id" in im] == [(1, 0)]
     assert strip(mine) == strip(theirs)
@@ -228,8 +231,9 @@ def test_an_image_lists_metadata_reaches_coco_and_camtrap_dp(task: tuple[Setting
     results_file.write_bytes(store.read_bytes(settings.container, layout.results_blob(TASK, variant)))
     theirs = md_to_coco.md_to_coco(str(results_file), str(tmp_path / "md.coco.json"), image_folder=str(folder),
                                    confidence_threshold=0.2, verbose=False)
-    listed = ("location", "datetime", "seq_id", "frame_num", "seq_num_frames", "image_list_metadata")
+    listed = ("location", "datetime", "seq_id", "frame_num", "seq_num_frames", "image_list_metadata", "corrupt")
     assert [{k: v for k, v in im.items() if k not in listed} for im in mine["images"]] == theirs["images"]
+    assert [im["file_name"] for im in mine["images"] if im.get("corrupt")] == ["siteA/cam2/broken.jpg"]
 
     # Camtrap DP: timestamps, deployments per folder and location with the list's coordinates, events; still valid
     package = tmp_path / "camtrap-dp"

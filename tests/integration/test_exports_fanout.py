@@ -102,12 +102,14 @@ def relink(settings: Settings, store: BlobStore, task_id: str, variant: str, gro
 
 
 def _fanned(settings: Settings, store: BlobStore, variant: str, parts: list[list[int]],
-            zooniverse_pieces: int | None = ZOONIVERSE_PIECES) -> c.ExportsOutput:
+            zooniverse_pieces: int | None = ZOONIVERSE_PIECES, with_shards: bool = False) -> c.ExportsOutput:
     """What orchestrations.exports runs, in order; ``zooniverse_pieces`` None: the single Zooniverse activity (a
-    combine recorded before the Zooniverse fan-out), else the Zooniverse fan-out with groups of that many requests."""
+    combine recorded before the Zooniverse fan-out), else the Zooniverse fan-out with groups of that many requests.
+    ``with_shards``: each part is told its shards (``ExportsPartInput.shards``), as the orchestrator tells it."""
     ranges = part_ranges(parts)
+    shards = {p: {"shards": parts[p][1]} if with_shards else {} for p, *_ in ranges}
     outs = [run_exports_part(c.ExportsPartInput(task_id=TASK, variant=variant, part=p, first_shard=f, offset=o,
-                                                length=n), settings, store) for p, f, o, n in ranges]
+                                                length=n, **shards[p]), settings, store) for p, f, o, n in ranges]
     grouped = group_and_link(settings, store, TASK, variant, outs)
     LINKED_PARTS.append(len(grouped["linked"]))
     combined = run_exports_combine(c.ExportsCombineInput(task_id=TASK, variant=variant, parts=outs, **grouped),
@@ -136,7 +138,8 @@ def _fanned(settings: Settings, store: BlobStore, variant: str, parts: list[list
     total, count = output["zooniverse_subjects"], output["zooniverse_batches"]
     written = [run_zooniverse_part(c.ExportsZooniversePartInput(
         task_id=TASK, variant=variant, part=p, first_shard=f, offset=o, length=n, before=before, rows=out["eligible"],
-        eligible=total, batches=count), settings, store)
+        eligible=total, batches=count, **shards[p], **({"cut_short": True} if out.get("zooniverse_cut_short") else {})),
+        settings, store)
         for (p, f, o, n), out, before in zip(ranges, outs, eligible_before([o["eligible"] for o in outs]))
         if out["eligible"]]
     assert sum(w["rows"] for w in written) == total
@@ -637,3 +640,49 @@ def test_with_a_camera_depth_a_day_folder_that_corrected_times_is_not_named_as_m
     assert shifted and all(int(ts[11:13]) == int(taken[11:13]) + 1 for ts, taken in shifted)  # an hour later
     fanned = _fanned(settings, store, "", parts, zooniverse_pieces=9)
     assert fanned["clock_corrections_unmatched"] == ["2024/cam-2/2024-06-0x"], fanned
+
+
+def test_a_photo_cut_short_is_out_of_zooniverse_corrupt_in_coco_and_noted_in_camtrap_dp_in_both_ways(
+        task: Any) -> None:
+    """A JPEG cut short (the merge's damaged.csv; the shard's worker named it: ``layout.attempt_damaged_blob``) is
+    detected as far as it goes: volunteers are not shown its grey part (left out of the Zooniverse subjects, and the
+    exports' output says how many), COCO flags it ``corrupt`` (the format's flag for an image that failed to load,
+    e.g. in PIL) and its Camtrap DP media row says so in ``mediaComments``. The fan-out and the single activity
+    agree byte for byte."""
+    import csv
+
+    from gpu_batch.formats.camtrapdp import CUT_SHORT_COMMENT, media_id
+    from gpu_batch.formats.entries import damaged_document
+
+    settings, store, _ = task
+    cut = "siteA/cam1/b.jpg"  # shard 0's second photo, with an animal box
+    store.write_json(settings.container, layout.enumeration_blob(TASK), {
+        **store.read_json(settings.container, layout.enumeration_blob(TASK)), "shards": 2})
+    parts = _write_fanin_results(store, settings.container, "", [3, 3], 1)
+    doc = _results()
+    etag = store.write_json(settings.container, layout.attempt_results_blob(TASK, "s00000", 1),
+                            {**doc, "images": doc["images"][:3], "info": {**doc["info"], "trapbatch": {"damaged": [cut]}}})
+    store.write_bytes(settings.container, layout.attempt_damaged_blob(TASK, "s00000", 1), damaged_document(etag, [cut]))
+    store.write_json(settings.container, layout.attempt_results_blob(TASK, "s00001", 1),
+                     {**doc, "images": doc["images"][3:]})
+    store.write_bytes(settings.container, layout.damaged_blob(TASK), f"file\r\n{cut}\r\n".encode())
+    single = run_exports(TASK, settings, store)
+    expected = _snapshot(store, settings.container, "")
+    for name in expected:
+        store.service.get_blob_client(settings.container, name).delete_blob()
+    fanned = _fanned(settings, store, "", parts, zooniverse_pieces=4, with_shards=True)
+    assert fanned == single
+    assert (single["zooniverse_subjects"], single["zooniverse_cut_short"]) == (4, 1)  # a, c, d, e: b cut short
+    got = _snapshot(store, settings.container, "")
+    assert sorted(got) == sorted(expected) and all(got[n] == expected[n] for n in expected)
+    batches = [n for n in got if "/zooniverse/" in n]
+    assert batches and not any(cut.encode() in got[n] for n in batches)
+    coco = json.loads(got[layout.coco_blob(TASK)])
+    flagged = {im["file_name"]: im.get("corrupt") for im in coco["images"]}
+    assert flagged == {"siteA/cam1/a.jpg": None, cut: True, "siteA/cam2/c.png": None, "siteA/cam2/d.jpg": None,
+                       "siteA/cam2/e.jpg": None, "siteA/cam2/broken.jpg": True}  # undecodable too
+    assert [a["image_id"] for a in coco["annotations"]].count(cut) == 1  # its box stays
+    media = {r["mediaID"]: r for r in csv.DictReader(io.StringIO(
+        got[layout.camtrap_dp_blob(TASK, "media.csv")].decode()))}
+    assert media[media_id(cut)]["mediaComments"].endswith("; " + CUT_SHORT_COMMENT)  # after its other note
+    assert sum(CUT_SHORT_COMMENT in r["mediaComments"] for r in media.values()) == 1

@@ -679,7 +679,8 @@ def fanned_exports(settings: Settings, store: BlobStore, tid: str, merged: Any, 
     for (p, f, o, n), out, before in zip(ranges, outs, eligible_before([o["eligible"] for o in outs])):
         run_zooniverse_part(c.ExportsZooniversePartInput(
             task_id=tid, variant="", part=p, first_shard=f, offset=o, length=n, before=before, rows=out["eligible"],
-            eligible=total, batches=batches, shards=merged["parts"][p][1]), settings, store)
+            eligible=total, batches=batches, shards=merged["parts"][p][1],
+            **({"cut_short": True} if out.get("zooniverse_cut_short") else {})), settings, store)  # as the orchestrator
     for first, count in zooniverse_groups(batches, len(ranges)):
         run_zooniverse_combine(c.ExportsZooniverseCombineInput(
             task_id=tid, variant="", parts=[r[0] for r in ranges], first=first, count=count), settings, store)
@@ -1090,3 +1091,43 @@ def test_a_views_header_longer_than_the_first_read_is_read_on_in_azurite(task: A
         assert merge_view() is None
     assert f"task {tid} shard {sid}: the worker's merge view is not used" in caplog.text
     assert f"does not end within its first {MAX_HEAD_BYTES} bytes" in caplog.text
+
+
+def test_exports_take_no_view_of_a_shard_with_photos_cut_short_and_mark_them(task: Any, monkeypatch: Any) -> None:
+    """A worker's view holds its shard's export lines as of whole photos: for a shard whose view names a photo cut
+    short, the exports format the entries instead, with that photo out of Zooniverse, ``corrupt`` in COCO and noted
+    in Camtrap DP (the worker's list names it, ``layout.attempt_damaged_blob``), in both ways alike."""
+    from activities.exports import run_exports
+    from gpu_batch.formats import jsonio
+    from gpu_batch.formats.camtrapdp import CUT_SHORT_COMMENT
+    from gpu_batch.formats.entries import damaged_document
+    from gpu_batch.formats.mergeview import build_view
+
+    settings, store, tid, counts = task
+    settings, merged = finish_every_shard(settings, store, tid, counts)
+    threshold = settings.threshold_for(MODEL, None)
+    whole = run_exports(tid, settings, store)
+    write_worker_views(settings, store, tid, range(counts["shards"]), threshold)
+    sid = layout.shard_id(1)
+    listed = store.list_etags(settings.container, layout.shard_prefix(tid, sid))
+    results, manifest = layout.attempt_results_blob(tid, sid, 1), layout.manifest_blob(tid, sid, 1)
+    entries = jsonio.loads(store.read_bytes(settings.container, results))["images"]
+    cut = next(e["file"] for e in entries if e.get("failure") is None)
+    images = ShardManifest.from_dict(store.read_json(settings.container, manifest)).images
+    store.write_bytes(settings.container, layout.attempt_view_blob(tid, sid, 1), build_view(
+        tid, threshold, images, entries, listed[results], listed[manifest], damaged=[cut]))
+    store.write_bytes(settings.container, layout.attempt_damaged_blob(tid, sid, 1),
+                      damaged_document(listed[results], [cut]))
+    store.write_bytes(settings.container, layout.damaged_blob(tid), f"file\r\n{cut}\r\n".encode())
+    formatted, _, _ = record_formatting(monkeypatch)
+    single = run_exports(tid, settings, store)
+    assert cut in formatted  # the entries, not the view
+    assert single["zooniverse_subjects"] == whole["zooniverse_subjects"] - 1 and single["zooniverse_cut_short"] == 1
+    files = exported(settings, store, tid)
+    assert not any(cut.encode() in data for name, data in files.items() if "/zooniverse/" in name)
+    assert [im["file_name"] for im in json.loads(files[layout.coco_blob(tid)])["images"]
+            if im.get("corrupt") and "failure" not in im] == [cut]
+    media = [r for r in csv.DictReader(io.StringIO(files[layout.camtrap_dp_blob(tid, "media.csv")].decode()))
+             if CUT_SHORT_COMMENT in r["mediaComments"]]
+    assert [r["filePath"] for r in media] == [cut]
+    assert fanned_exports(settings, store, tid, merged, single) == files

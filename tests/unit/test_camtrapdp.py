@@ -680,3 +680,25 @@ def test_coco_locations_follow_the_camera_rule() -> None:
     writer.add(mdformat.failure_entry("cam-2/d/x.jpg", mdformat.FAILURE_IMAGE_ACCESS), None)
     writer.flush()
     assert json.loads(images.getvalue())["location"] == "cam-2"
+
+
+def test_a_photo_cut_short_says_so_in_its_media_comments_and_the_package_stays_valid(tmp_path: Path) -> None:
+    """A JPEG without its end is detected as far as it goes, the rest grey: its "blank" may be an animal in the part
+    never written. The media table's ``mediaComments`` (a string, "Comments or notes about the media file"; the 1.0.2
+    schema's example is "corrupted file") says so, beside any other note; its observations stay."""
+    from gpu_batch.formats.entries import mark_cut_short
+
+    blank = ENTRIES[1]["file"]
+    build(tmp_path, list(mark_cut_short([dict(e) for e in ENTRIES], {blank})))
+    report = validate(tmp_path)
+    assert report.valid, report.flatten(["type", "note"])
+    media = {m["filePath"]: m for m in rows(tmp_path / "media.csv")}
+    assert media[blank]["mediaComments"] == camtrapdp.CUT_SHORT_COMMENT
+    assert "cut short" not in media[ENTRIES[0]["file"]]["mediaComments"]
+    mid = camtrapdp.media_id(blank)
+    assert [o["observationType"] for o in rows(tmp_path / "observations.csv") if o["mediaID"] == mid] == ["blank"]
+    # add_lines, the exports' hot path, writes the same row
+    b = camtrapdp.CamtrapBuilder(threshold=0.2, detection_categories=mdformat.DETECTION_CATEGORIES,
+                                 completed_at="2026-12-01T10:00:00", classified_by="MegaDetector v5a.0.1")
+    line, _ = b.add_lines(next(iter(mark_cut_short([dict(ENTRIES[1])], {blank}))))
+    assert next(csv.reader([line]))[-1] == camtrapdp.CUT_SHORT_COMMENT

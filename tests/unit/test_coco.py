@@ -66,6 +66,13 @@ def dashed(doc: dict[str, Any]) -> dict[str, Any]:
                               for im in doc["images"]]}
 
 
+def corrupt(doc: dict[str, Any]) -> dict[str, Any]:
+    """md_to_coco's document with the format's ``corrupt`` flag, which it never writes, on the image that failed to
+    load (``failure_reason`` undecodable; see coco's module doc)."""
+    return {**doc, "images": [{**im, "corrupt": True} if im["file_name"] == "cam1/broken.jpg" else im
+                              for im in doc["images"]]}
+
+
 @pytest.mark.parametrize("threshold", [0.15, 0.2, 0.0])
 def test_same_document_as_md_to_coco(tmp_path: Path, threshold: float) -> None:
     path = tmp_path / "detections.json"
@@ -75,7 +82,7 @@ def test_same_document_as_md_to_coco(tmp_path: Path, threshold: float) -> None:
                                    info={"description": "test"})
     mine = ours(path, threshold)
     assert [im.get("datetime") for im in theirs["images"] if "datetime" in im] == ["2024:06:01 06:20:00"]
-    assert without_ids(mine) == without_ids(located(dashed(theirs)))
+    assert without_ids(mine) == without_ids(corrupt(located(dashed(theirs))))
     assert len({a["id"] for a in mine["annotations"]}) == len(mine["annotations"])
     assert mine["annotations"], "the comparison must cover some boxes"
 
@@ -141,9 +148,9 @@ def test_an_image_lists_columns_become_coco_camera_traps_fields(tmp_path: Path) 
     # an integer field that is not one stays in the rest; the other fields are typed
     assert (b["seq_num_frames"], b["rights_holder"], "frame_num" in b) == (3, "ZSL", False)
     assert b["image_list_metadata"] == {"frame_num": "two", "season": "S1"}
-    # a failed image keeps md_to_coco's three fields, plus where it was taken
+    # a failed image keeps md_to_coco's three fields, plus where it was taken (and, undecodable, the format's corrupt)
     assert broken == {"id": "cam1/broken.jpg", "file_name": "cam1/broken.jpg", "failure": mdformat.FAILURE_IMAGE_ACCESS,
-                      "location": "B05", "image_list_metadata": {"season": "S2"}}
+                      "corrupt": True, "location": "B05", "image_list_metadata": {"season": "S2"}}
     assert (c["location"], c["image_list_metadata"], c["exif_note"]) == ("B06", {"site": "B06-alias"}, 1.235)
     # the entry's own datetime (EXIF, from MegaDetector; written as dateutil reads it) stands; the list's joins the rest
     assert (d["datetime"], d["image_list_metadata"]) == ("2024-05-02 09:59:58", {"datetime": "2024-05-02T10:00:00"})
@@ -244,3 +251,26 @@ def test_annotation_id_is_uuid5_of_file_and_index() -> None:
         name = "".join(rng.choice("ab/é日\x00 ,#") for _ in range(rng.randrange(12)))
         index = rng.randrange(1000)
         assert coco.annotation_id(name, index) == str(uuid.uuid5(coco._ID_NAMESPACE, f"{name}#{index}"))
+
+
+def test_images_that_failed_to_load_are_flagged_corrupt_as_the_format_asks() -> None:
+    """COCO Camera Traps' image ``corrupt`` (MegaDetector's data_management/README.md: "use this flag to indicate
+    that an image failed to load, e.g. in PIL"): a photo PIL could not open, and one cut short, which PIL opens only
+    with LOAD_TRUNCATED_IMAGES; its boxes stay. Other failures (missing, refused) loaded nothing to be corrupt."""
+    from gpu_batch.formats.entries import CUT_SHORT, mark_cut_short
+
+    entries = [mdformat.failure_entry("c/broken.jpg", mdformat.FAILURE_IMAGE_ACCESS, "undecodable"),
+               mdformat.failure_entry("c/gone.jpg", mdformat.FAILURE_IMAGE_ACCESS, "not_found"),
+               {"file": "c/half.jpg", "width": 800, "height": 600,
+                "detections": [{"category": "1", "conf": 0.9, "bbox": [0.1, 0.1, 0.2, 0.2]}]},
+               {"file": "c/whole.jpg", "width": 800, "height": 600, "detections": []}]
+    images, annotations = io.StringIO(), io.StringIO()
+    writer = coco.CocoWriter(images, annotations, 0.2, mdformat.DETECTION_CATEGORIES)
+    for entry in mark_cut_short(entries, {"c/half.jpg", "c/broken.jpg"}):
+        writer.add(entry, None)
+    writer.flush()
+    out = {im["file_name"]: im for im in map(json.loads, images.getvalue().lstrip(",").split("\n,"))}
+    assert {name: im.get("corrupt") for name, im in out.items()} == {
+        "c/broken.jpg": True, "c/gone.jpg": None, "c/half.jpg": True, "c/whole.jpg": None}
+    assert not any(CUT_SHORT in im for im in out.values())  # the exports' mark is no field of the document
+    assert writer.counts["annotations"] == 1  # the photo cut short keeps its box

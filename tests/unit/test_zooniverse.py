@@ -90,6 +90,20 @@ def test_exclusions(entry: dict[str, object], out: bool) -> None:
     assert zooniverse.excluded(entry) is out
 
 
+def test_a_photo_cut_short_is_left_out_and_counted_as_such() -> None:
+    """Volunteers would be shown its grey lower part (damaged.csv lists it): out of the manifests, and counted apart
+    from the images left out for another reason (failed, flagged), whose count no one asked for."""
+    from gpu_batch.formats.entries import mark_cut_short
+    from gpu_batch.formats.zooniverse_rows import left_out_cut_short
+
+    entries = [{"file": "a", "detections": []}, {"file": "b", "detections": []},
+               {"file": "c", "detections": [], "invalid": "1"},
+               {"file": "d", "failure": "image access failure", "detections": None}]
+    marked = list(mark_cut_short(entries, {"b", "c", "d"}))
+    assert [zooniverse.excluded(e) for e in marked] == [False, True, True, True]
+    assert [left_out_cut_short(e) for e in marked] == [False, True, False, False]
+
+
 @pytest.mark.parametrize("metadata", [None, {"season": 'S,"1"', "site": "a\nb", "roll": "", "n": "\u2028 x "}])
 @pytest.mark.parametrize("threshold", [0.2, 0.123456789, 1e-7, 1])
 def test_row_line_is_csv_writer_over_row(metadata: dict[str, str] | None, threshold: float) -> None:
