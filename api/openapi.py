@@ -349,6 +349,13 @@ def description(base_url: str = "") -> dict[str, Any]:
                                      "why not (reason)", "properties": {
                                          "sent": {"type": "boolean"}, "status_code": {"type": "integer"},
                                          "reason": {"type": "string"}}},
+                    "results": {"type": "object", "description": "a finished task: where its results are "
+                                "(GET .../results links them); when the exports failed after their retries (the "
+                                "results JSON and CSV stand), exports_error says why and exports_hint what to do",
+                                "properties": {"container": {"type": "string"}, "blob": {"type": "string"},
+                                               "csv": {"type": "string"}, "exports": {"type": "object"},
+                                               "exports_error": {"type": "string"},
+                                               "exports_hint": {"type": "string"}}},
                     "drop_answer": {"type": "object", "description": "a dropped request's done file could not be "
                                     "written: which file and why (absent: written, or no dropped request)",
                                     "properties": {"written": {"type": "boolean"}, "file": {"type": "string"},

@@ -23,15 +23,17 @@ def is_final(status: dict[str, Any]) -> bool:
 def failed_steps(status: dict[str, Any]) -> list[tuple[str, str, str]]:
     """(step, error, what to do) of each step after detection that failed although the task's results stand: the
     status says them in its rows, but a script sees only the exit code (``exit_code_for``), so they are said again
-    when the command ends. The repeat search's what-to-do is the app's hint (to be put in the CLI's words)."""
+    when the command ends. The repeat search's and the exports' what-to-do is the app's hint (``results.exports_hint``,
+    absent from statuses of releases before it: then the CLI's own words)."""
     task_id = str(status.get("id") or "ID")
     steps: list[tuple[str, str, str]] = []
     results = status.get("results") if isinstance(status.get("results"), dict) else {}
     if results and results.get("exports_error"):
         steps.append(("exports", str(results["exports_error"]),
-                      "the results JSON and CSV are complete; the COCO, Camtrap DP and Zooniverse files were not "
-                      "written: submit the same request with --rerun --only-new to write them again (only new or "
-                      "changed images run)"))
+                      str(results.get("exports_hint") or
+                          "the results JSON and CSV are complete; the COCO, Camtrap DP and Zooniverse files were not "
+                          "written: submit the same request with --rerun --only-new to write them again (only new or "
+                          "changed images run)")))
     repeats = status.get("repeated_detections") if isinstance(status.get("repeated_detections"), dict) else {}
     if repeats and repeats.get("error"):
         steps.append(("repeated-detection search", str(repeats["error"]),

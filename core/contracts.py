@@ -387,6 +387,7 @@ class ResultsRef(TypedDict):
     csv: str
     exports: NotRequired["ExportsRef"]  # activities.exports: COCO, Camtrap DP and Zooniverse beside the results
     exports_error: NotRequired[str]  # why the exports are missing (the results themselves are complete)
+    exports_hint: NotRequired[str]  # with exports_error of a task: what to do (orchestrations.task.exports_hint)
 
 
 class RepeatsRef(TypedDict):

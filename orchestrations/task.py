@@ -82,6 +82,17 @@ def _repeats_ref(task_id: str, merged: c.MergeOutput) -> c.RepeatsRef:
     return ref
 
 
+def exports_hint(task_id: str) -> str:
+    """What to do when a task's exports failed (its ``results.exports_hint``, beside ``exports_error``): no route
+    builds only the exports again, but an ``only_new`` re-run reuses every result of the served generation (no image
+    whose name and ETag are unchanged runs again) and writes a new generation's exports. Said in the status itself, so
+    the API's answer and the notification carry it, not only the CLI (which said it alone; it words the field as its
+    flag, ``cli.hints``)."""
+    return ("the results JSON and CSV are complete; the COCO, Camtrap DP and Zooniverse exports were not written. "
+            f"Write them again: post the same request with \"only_new\": true, a re-run of task {task_id} that "
+            f"reuses every result and runs only new or changed images")
+
+
 def _final_status(started: str, finished: str, enumeration: c.EnumerateOutput, outcomes: list[c.ShardsOutcome],
                   merged: c.MergeOutput, previews: c.PreviewsOutput, max_failed_fraction: float,
                   job_id: str, task_id: str) -> c.TaskStatus:
@@ -511,6 +522,7 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
         summary["results"]["exports"] = exports
     else:
         summary["results"]["exports_error"] = exports_error
+        summary["results"]["exports_hint"] = exports_hint(task_id)
     yield from _schedule_expiry(context, data, knobs, summary)
     context.set_custom_status(fit(summary))
     return summary

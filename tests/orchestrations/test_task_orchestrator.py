@@ -1,12 +1,14 @@
 """Branches of the task orchestrator, replayed by the real Durable SDK with scripted activities and children."""
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
 import pytest
 
 from core import contracts as c
+from core import notify
 from core.contracts import Stage
 from core.ids import shards_instance_id
 from core.settings import OrchestrationKnobs
@@ -436,6 +438,11 @@ def test_failing_exports_leave_the_results_and_say_why() -> None:
     assert "exports" not in run.output["results"]
     assert "not valid JSON" in run.output["results"]["exports_error"]
     assert "Traceback" not in run.output["results"]["exports_error"]
+    # what to do is in the status itself (the API's answer) and in the notification, not only in the CLI
+    hint = run.output["results"]["exports_hint"]
+    assert '"only_new": true' in hint and TASK in hint
+    assert run.custom_status["results"]["exports_hint"] == hint
+    assert json.loads(notify.body(TASK, run.output))["results"]["exports_hint"] == hint
 
 
 def test_merge_work_a_cleanup_left_is_said_in_the_status_with_how_to_delete_it() -> None:

@@ -115,6 +115,9 @@ def test_only_a_completed_task_exits_zero(runtime: str, stage: str, code: int) -
 FOLLOW_UPS: list[tuple[dict[str, Any], str, str]] = [  # a step after detection that failed: the status, its name, next
     ({"results": {"container": "c", "blob": "b", "exports_error": "TimeoutError: exports_coco"}}, "exports failed",
      "--rerun --only-new"),
+    ({"results": {"container": "c", "blob": "b", "exports_error": "TimeoutError: exports_coco",  # the app's words
+                  "exports_hint": "post the same request with \"only_new\": true (the app's hint)"}},
+     "exports failed", "submit the same request with --only-new (the app's hint)"),
     ({"repeated_detections": {"locations": 0, "blob": "", "error": "MemoryError: search",
                               "hint": "POST /api/tasks/task-0123456789abcdef0123/repeats/search to run it again"}},
      "repeated-detection search failed", "trapbatch repeats task-0123456789abcdef0123 --search"),
