@@ -45,8 +45,8 @@ from azure.core.exceptions import ResourceNotFoundError
 
 from activities.decided import task_settings
 from activities.exports import (CameraDaysWriter, LineBuffer, ListMetadata, ViewLines, _write_zooniverse,
-                               needs_no_size, prepare, read_results_head, sized, unmatched_clock_corrections,
-                               write_camera_visits,
+                               count_size_unknown, needs_no_size, prepare, read_results_head, sized,
+                               sizes_unknown_why, unmatched_clock_corrections, write_camera_visits,
                                write_descriptor, write_events)
 from activities.fanin import iter_export_views, range_lines
 from activities.shard_results import shards_damaged
@@ -55,6 +55,7 @@ from adapters.block_writer import BlockBlobWriter, open_blob
 from adapters.blob_files import ResultsNotFound
 from adapters.blobs import BlobStore
 from adapters.compose import Piece, compose_blob
+from adapters.image_sizes import SizeMisses
 from core import contracts as c
 from core import camtrap_events, exportparts, mdformat, zooniverse
 from core.fanin import json_ranges
@@ -125,6 +126,7 @@ def run_exports_part(payload: c.ExportsPartInput, settings: Settings, store: Blo
     # run again after a combine found its deployments' first facts differ from the task's: start from the task's
     camtrap = ctx.camtrap(store.read_json(container, _given(task_id, variant)) if payload.get("given") else None)
     counts = {"eligible": 0, "sizes_unknown": 0, "cut_short": 0}
+    misses = SizeMisses()
     sizes: dict[str, int] = {}
     # the fragments stream into their blobs as written, the entries from theirs: nothing on the instance's local
     # disk, which eight activities share (core.scratch; a part's fragments are ~1 kB an image)
@@ -163,9 +165,8 @@ def run_exports_part(payload: c.ExportsPartInput, settings: Settings, store: Blo
         for entry, size in (() if views.complete else sized(settings, source or store,
                                                              str(ctx.enumeration.get("container", "")),
                                                              mark_cut_short(_lines(entries), cut_short),
-                                                             needs_size)):
-            if entry.get("failure") is None and size is None and coco.entry_size(entry) is None:
-                counts["sizes_unknown"] += 1
+                                                             needs_size, misses)):
+            counts["sizes_unknown"] += count_size_unknown(entry, size, needs_size, misses)
             metadata = listed.get(str(entry["file"]))
             views.add(entry, size, metadata, writer, camtrap, media, observations)
             counts["eligible"] += not zooniverse.excluded(entry)
@@ -191,6 +192,9 @@ def run_exports_part(payload: c.ExportsPartInput, settings: Settings, store: Blo
         out["zooniverse_cut_short"] = counts["cut_short"]
     if camtrap.clock_matched:
         out["clock_matched"] = sorted(camtrap.clock_matched)
+    missed = misses.to_dict()
+    if missed is not None:  # why, for the combine (absent: every size known)
+        out["sizes_unknown_why"] = missed
     return out
 
 
@@ -341,6 +345,9 @@ def run_exports_combine(payload: c.ExportsCombineInput, settings: Settings,
         out["output"]["cameras"] = camera_count
     if ctx.captures() is not None:  # the manifests are of captures (activities.zooniverse_captures), not of images
         out["zooniverse_captures"] = True
+    why = sizes_unknown_why(SizeMisses.combine(p.get("sizes_unknown_why") for p in parts))
+    if why is not None:
+        out["output"]["sizes_unknown_why"] = why
     matched = {folder for p in parts for folder in p.get("clock_matched", ())}
     unmatched_clock_corrections(task_id, camtrap, out["output"], matched)
     return out

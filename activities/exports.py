@@ -63,7 +63,8 @@ from adapters.blob_files import delete_under, download_to
 from adapters.block_writer import BlockBlobWriter
 from adapters.blobs import BlobStore
 from adapters.compose import read_range
-from adapters.image_sizes import with_sizes
+from adapters.image_sizes import (SIZE_NOT_FOUND, SIZE_NOT_READ, SIZE_UNDECODABLE, SIZE_UNREADABLE,
+                                  SIZE_UNSAFE_NAME, SizeMisses, with_sizes)
 from core import contracts as c
 from core import camtrap_events, captures, mdformat, zooniverse
 from core.exportparts import combine_deployments, follows_first
@@ -99,12 +100,52 @@ def read_results_head(store: BlobStore, container: str, name: str) -> tuple[dict
 
 
 def sized(settings: Settings, store: BlobStore, container: str, entries: Iterator[dict[str, Any]],
-          needs_size: Callable[[dict[str, Any]], str | None]) -> Iterator[tuple[dict[str, Any], tuple[int, int] | None]]:
-    """``adapters.image_sizes.with_sizes`` of the entries; with ``export_image_sizes`` off (``needs_size`` then
-    names no image), each entry with None directly, without its thread pool and chunks."""
+          needs_size: Callable[[dict[str, Any]], str | None],
+          misses: SizeMisses | None = None) -> Iterator[tuple[dict[str, Any], tuple[int, int] | None]]:
+    """``adapters.image_sizes.with_sizes`` of the entries (each failed read recorded in ``misses``); with
+    ``export_image_sizes`` off (``needs_size`` then names no image), each entry with None directly, without its
+    thread pool and chunks."""
     if not settings.export_image_sizes:
         return ((entry, None) for entry in entries)
-    return with_sizes(store, container, entries, needs_size)
+    return with_sizes(store, container, entries, needs_size, misses=misses)
+
+
+def count_size_unknown(entry: dict[str, Any], size: tuple[int, int] | None,
+                       needs_size: Callable[[dict[str, Any]], str | None], misses: SizeMisses) -> bool:
+    """Whether ``entry`` is a success whose COCO boxes stay relative (no size in it, none read); one that no read
+    was asked for is recorded in ``misses`` here (``SIZE_NOT_READ``), a read that failed was by ``with_sizes``."""
+    if entry.get("failure") is not None or size is not None or coco.entry_size(entry) is not None:
+        return False
+    if needs_size(entry) is None:
+        misses.add(str(entry.get("file")), SIZE_NOT_READ)
+    return True
+
+
+# What to do about each reason an image's size is unknown (``sizes_unknown_why``), in this order
+_RERUN = "then post the same request with \"only_new\": true to write the exports again (it reuses every result)"
+_SIZE_HINTS = (
+    (SIZE_UNREADABLE, "the app could not read these images from their container (the GPU nodes read them for "
+                      "detection): give the app's identity (id-api-*) Storage Blob Data Reader on the images' "
+                      f"account, or renew the secret the request's credential_secret names, {_RERUN}"),
+    (SIZE_NOT_READ, "TRAPBATCH_EXPORT_IMAGE_SIZES was off when the run started, so no image's size was read: set it "
+                    f"to true, {_RERUN}"),
+    (SIZE_NOT_FOUND, "deleted or renamed since detection: nothing can read their size now"),
+    (SIZE_UNDECODABLE, "their bytes do not give an image's size here"),
+    (SIZE_UNSAFE_NAME, "names with '.' or '..' folders are never read (storage would read another blob)"),
+)
+
+
+def sizes_unknown_why(record: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The exports' ``sizes_unknown_why`` (None: every size known): ``SizeMisses``'s reasons, first names and first
+    error, and what to do. Why: ``sizes_unknown`` alone, a bare count, said neither why these images' COCO boxes
+    stayed relative nor whether anything could be done (the reasons were only in the log)."""
+    if not record:
+        return None
+    reasons = record.get("reasons") or {}
+    said = [text for why, text in _SIZE_HINTS if reasons.get(why)]
+    hint = ("their COCO boxes stay relative (bbox_relative: x, y, width, height as fractions of the image, as COCO "
+            "Camera Traps allows; a tool that wants pixels multiplies by the image's size); " + "; ".join(said))
+    return {**record, "hint": hint}
 
 
 class LineBuffer:
@@ -743,6 +784,7 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
         camtrap = ctx.camtrap()
         eligible = sizes_unknown = cut_short_out = 0
         cut_short: frozenset[str] | None = None  # the task's photos cut short, looked up once the entries are read
+        misses = SizeMisses()
         with ExitStack() as files:
             tmp = {k: _text(files.enter_context(tempfile.TemporaryFile("w+b")))
                    for k in ("images", "annotations", "coco", "media", "observations", "deployments")}
@@ -776,9 +818,8 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
             for entry, size in (() if views.complete else sized(settings, source or store,
                                                                  str(enumeration.get("container", "")),
                                                                  mark_cut_short(_entries(results), cut_short or
-                                                                                frozenset()), needs_size)):
-                if entry.get("failure") is None and size is None and coco.entry_size(entry) is None:
-                    sizes_unknown += 1
+                                                                                frozenset()), needs_size, misses)):
+                sizes_unknown += count_size_unknown(entry, size, needs_size, misses)
                 metadata = listed.get(str(entry["file"]))  # every entry, in order (the walk keeps step)
                 views.add(entry, size, metadata, writer, camtrap, media, observations)
                 cut_short_out += by_capture is None and not views.zooniverse and left_out_cut_short(entry)
@@ -867,6 +908,9 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
         out["zooniverse_capture_images"] = made["images"]
     if cut_short_out:
         out["zooniverse_cut_short"] = cut_short_out
+    why = sizes_unknown_why(misses.to_dict())
+    if why is not None:
+        out["sizes_unknown_why"] = why
     unmatched_clock_corrections(task_id, camtrap, out)
     return out
 

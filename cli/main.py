@@ -215,6 +215,21 @@ def watch_task(client: ApiClient, task_id: str, plain: bool = False, poll_s: flo
         reporter.close()
 
 
+def sizes_unknown_line(exports: dict[str, Any]) -> str:
+    """The exports' ``sizes_unknown`` (images whose COCO boxes stayed relative: no size in the results and none
+    read) with why (``sizes_unknown_why``: by reason, the first names and storage error) and what to do; exports
+    written before the why was kept give the count alone."""
+    line = f"{exports['sizes_unknown']} image(s) without a size: their boxes are relative (bbox_relative)"
+    why = exports.get("sizes_unknown_why")
+    if not isinstance(why, dict):
+        return line
+    reasons = ", ".join(f"{k}: {v}" for k, v in (why.get("reasons") or {}).items())
+    line += f" ({reasons}); e.g. {', '.join(why.get('examples') or [])}"
+    if why.get("error"):
+        line += f"; {why['error']}"
+    return line + (f"; next: {in_cli_words(str(why['hint']))}" if why.get("hint") else "")
+
+
 def _summary(st: dict[str, Any]) -> None:
     table = Table(show_header=False, box=None)
     keys = ("id", "stage", "runtime_status", "images", "images_done", "failed", "missing", "with_detections",
@@ -251,6 +266,8 @@ def _summary(st: dict[str, Any]) -> None:
         table.add_row("camera visits", f"{exports['events']}{where} (Camtrap DP event-level observations"
                       + ("; a row per camera in camera-visits.csv" if exports.get("camera_visits") else "")
                       + ("; a row per camera and day in camera-days.csv" if exports.get("camera_days") else "") + ")")
+    if isinstance(exports, dict) and exports.get("sizes_unknown"):  # COCO boxes left relative: why, what to do
+        table.add_row("COCO sizes", escape(sizes_unknown_line(exports)))
     previews: dict[str, Any] = st["previews"] if isinstance(st.get("previews"), dict) else {}
     missing = previews.get("pictures_missing")
     if isinstance(missing, dict) and missing.get("count"):  # the page shows these images without a picture

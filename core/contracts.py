@@ -575,6 +575,9 @@ class ExportsOutput(ExportsRef):
     # photos cut short (damaged.csv) left out of the Zooniverse subjects, which would show volunteers their grey
     # part; absent when none (and from exports written before they were left out)
     zooniverse_cut_short: NotRequired[int]
+    # why (adapters.image_sizes.SizeMisses: reasons, the first names, the first error) and what to do
+    # (activities.exports.sizes_unknown_why: hint); absent when sizes_unknown is 0, and from exports written before it
+    sizes_unknown_why: NotRequired[dict[str, Any]]
     # subjects are captures (core.captures): the images they hold; absent: one subject per image
     zooniverse_capture_images: NotRequired[int]
     # Camtrap DP events (a camera's visits, core.camtrap_events) and their event-level observation rows; absent from
@@ -619,6 +622,7 @@ class ExportsPartOutput(TypedDict):
     observations: int
     eligible: int
     sizes_unknown: int
+    sizes_unknown_why: NotRequired[dict[str, Any]]  # SizeMisses.to_dict (absent: none, and from parts before it)
     bytes: dict[str, int]  # fragment name -> size (core.exportparts.FRAGMENTS)
     # gpu_batch.formats.camtrapdp.CamtrapBuilder.deployment_facts rows, from parts recorded before they wrote them to
     # their fragment (activities.exportparts.DEPLOYMENTS, its size in ``bytes``); absent from newer parts

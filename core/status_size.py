@@ -42,6 +42,7 @@ _LISTS: tuple[tuple[Path, int, str | None], ...] = (
     (("results", "exports", "clock_corrections_unmatched"), UNMATCHED_SHOWN, "clock_corrections_unmatched_count"),
     (("damaged", "examples"), DAMAGED_SHOWN, None),  # its "count" is every photo cut short, its "blob" lists them
     (("previews", "pictures_missing", "examples"), DAMAGED_SHOWN, None),  # its "count" is every picture missing
+    (("results", "exports", "sizes_unknown_why", "examples"), DAMAGED_SHOWN, None),  # "sizes_unknown" counts them
 )
 # (a text, its characters at most)
 _NOTES: tuple[tuple[Path, int], ...] = (
@@ -55,6 +56,8 @@ _NOTES: tuple[tuple[Path, int], ...] = (
     (("previews", "expiry_error"), NOTE_CHARS),
     (("previews", "pictures_missing", "examples", "*"), UNMATCHED_CHARS),  # blob names of up to 1,024 characters
     (("previews", "pictures_missing", "error"), NOTE_CHARS),
+    (("results", "exports", "sizes_unknown_why", "examples", "*"), UNMATCHED_CHARS),  # blob names, as above
+    (("results", "exports", "sizes_unknown_why", "error"), NOTE_CHARS),
     (("results", "exports_error"), NOTE_CHARS),
     (("repeated_detections", "error"), NOTE_CHARS),
     (("work_left",), NOTE_CHARS + 200),  # the command that deletes them comes after the error

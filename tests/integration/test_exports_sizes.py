@@ -9,6 +9,8 @@ still take the ranged-GET path, one read per successful image, counted here the 
 from __future__ import annotations
 
 import copy
+import json
+from dataclasses import replace
 from typing import Any, Iterator
 
 import pytest
@@ -86,3 +88,33 @@ def test_fanned_out_exports_of_sized_results_read_no_image(task: Any, image_gets
     coco = store.read_json(settings.container, fanned["coco"])
     assert {i["file_name"]: (i["width"], i["height"]) for i in coco["images"] if "width" in i} == DECODED
     assert all("bbox" in a and "bbox_relative" not in a for a in coco["annotations"])
+
+
+@pytest.mark.parametrize("fanned_out", [False, True])
+def test_images_whose_size_could_not_be_read_are_said_with_why_and_what_to_do(task: Any, fanned_out: bool) -> None:
+    """An image deleted since detection and one whose bytes are no image keep relative COCO boxes: the exports say
+    how many (``sizes_unknown``), and now why, which, the first error and what to do (a bare count before)."""
+    settings, store, _ = task
+    images = str(store.read_json(settings.container, layout.enumeration_blob(TASK))["container"])
+    store.service.get_blob_client(images, "siteA/cam2/d.jpg").delete_blob()
+    store.write_bytes(images, "siteA/cam1/a.jpg", b"not an image at all")
+    if fanned_out:
+        out = fanout._fanned(settings, store, "", fanout._write_fanin_results(store, settings.container, "", [3, 3], 1))
+    else:
+        out = run_exports(TASK, settings, store)
+    assert out["sizes_unknown"] == 2
+    why = out["sizes_unknown_why"]
+    assert why["reasons"] == {"not_found": 1, "undecodable": 1}
+    assert why["examples"] == ["siteA/cam1/a.jpg", "siteA/cam2/d.jpg"]
+    assert why["error"] == "siteA/cam2/d.jpg: not found in storage (ResourceNotFoundError, BlobNotFound)"
+    assert "bbox_relative" in why["hint"] and "deleted or renamed since detection" in why["hint"]
+    assert "http" not in json.dumps(why)  # no request URL (it may hold a SAS)
+
+
+def test_exports_told_to_read_no_size_say_the_setting_and_how_to_write_them_again(task: Any) -> None:
+    settings, store, _ = task
+    out = run_exports(TASK, replace(settings, export_image_sizes=False), store)
+    assert out["sizes_unknown"] == 5 and out["sizes_unknown_why"]["reasons"] == {"not_read": 5}
+    assert out["sizes_unknown_why"]["examples"] == ["siteA/cam1/a.jpg", "siteA/cam1/b.jpg", "siteA/cam2/c.png"]
+    assert "TRAPBATCH_EXPORT_IMAGE_SIZES" in out["sizes_unknown_why"]["hint"]
+    assert '"only_new": true' in out["sizes_unknown_why"]["hint"]

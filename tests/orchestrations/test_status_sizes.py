@@ -98,7 +98,22 @@ def exports_output(key: str, variant: str = "") -> c.ExportsOutput:
             "event_observations": BIG, "camera_visits": layout.camera_visits_blob(key, variant),
             "camera_days": layout.camera_days_blob(key, variant), "cameras": BIG,
             "clock_corrections_unmatched": [W * (UNMATCHED_CHARS - 1) + "…"] * UNMATCHED_SHOWN,
-            "clock_corrections_unmatched_count": 1000}
+            "clock_corrections_unmatched_count": 1000, "sizes_unknown_why": sizes_unknown_why()}
+
+
+def sizes_unknown_why() -> dict[str, Any]:
+    """activities.exports.sizes_unknown_why at its largest: every reason, MISS_EXAMPLES blob names at their longest,
+    a storage error naming one, and the hint of every reason."""
+    from activities.exports import sizes_unknown_why as why
+    from adapters import image_sizes
+
+    reasons = {r: BIG for r in (image_sizes.SIZE_NOT_FOUND, image_sizes.SIZE_NOT_READ, image_sizes.SIZE_UNDECODABLE,
+                                image_sizes.SIZE_UNREADABLE, image_sizes.SIZE_UNSAFE_NAME)}
+    name = W * layout.MAX_BLOB_NAME_CHARS
+    said = why({"reasons": reasons, "examples": [name] * image_sizes.MISS_EXAMPLES,
+                "error": f"{name}: storage refused the request (HttpResponseError, AuthorizationPermissionMismatch)"})
+    assert said is not None
+    return said
 
 
 def previews_output() -> c.PreviewsOutput:

@@ -311,6 +311,24 @@ def test_the_summary_says_what_did_not_happen_after_the_results(capsys: pytest.C
     assert "NOT" not in shown and "notify_url told (answered 204)" in shown
 
 
+def test_the_summary_says_why_coco_boxes_stayed_relative_and_what_to_do(capsys: pytest.CaptureFixture[str]) -> None:
+    """``results.exports.sizes_unknown`` was a bare count nobody was shown: the summary names it, why and the next
+    step (the app's hint in the CLI's words)."""
+    from cli.main import _summary
+
+    why = {"reasons": {"unreadable": 2}, "examples": ["cam1/a.jpg", "cam1/b.jpg"],
+           "error": "cam1/a.jpg: storage refused the request (HttpResponseError, AuthorizationFailure)",
+           "hint": 'their COCO boxes stay relative; ... then post the same request with "only_new": true'}
+    _summary({"id": "task-0", "stage": "completed",
+              "results": {"exports": {"images": 5, "sizes_unknown": 2, "sizes_unknown_why": why}}})
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "COCO sizes 2 image(s) without a size: their boxes are relative (bbox_relative) (unreadable: 2)" in shown
+    assert "e.g. cam1/a.jpg, cam1/b.jpg; cam1/a.jpg: storage refused the request" in shown
+    assert "next: their COCO boxes stay relative; ... then submit the same request with --only-new" in shown
+    _summary({"id": "task-0", "stage": "completed", "results": {"exports": {"images": 5, "sizes_unknown": 0}}})
+    assert "COCO sizes" not in capsys.readouterr().out
+
+
 def test_results_keep_their_paths_so_the_variants_exports_do_not_overwrite_each_other() -> None:
     from cli.download import local_paths
 
