@@ -357,9 +357,10 @@ def description(base_url: str = "") -> dict[str, Any]:
                                                "exports_error": {"type": "string"},
                                                "exports_hint": {"type": "string"}}},
                     "drop_answer": {"type": "object", "description": "a dropped request's done file could not be "
-                                    "written: which file and why (absent: written, or no dropped request)",
+                                    "written: which file, why and what to do (absent: written, or no dropped "
+                                    "request)",
                                     "properties": {"written": {"type": "boolean"}, "file": {"type": "string"},
-                                                   "reason": {"type": "string"}}},
+                                                   "reason": {"type": "string"}, "hint": {"type": "string"}}},
                     "cut": {"type": "string", "description": "what of this status was shortened (the first few "
                             "examples kept, long texts cut) to fit the Durable extension's 16 KB custom status; "
                             "the orchestration's output holds it whole once it completes. Absent: nothing"},

@@ -215,6 +215,14 @@ def watch_task(client: ApiClient, task_id: str, plain: bool = False, poll_s: flo
         reporter.close()
 
 
+def drop_answer_line(unwritten: dict[str, Any], task_id: str) -> str:
+    """The status's ``drop_answer`` (the answer file beside a dropped request could not be written): which, why, and
+    what to do, the app's hint in the CLI's words (a status from before the hint: the CLI's own)."""
+    hint = str(unwritten.get("hint") or "the task's outcome stands, but that file will not come: read the same "
+               f"status with GET /api/tasks/{task_id} instead")
+    return f"NOT written: {unwritten.get('file')} ({unwritten.get('reason')}); next: {in_cli_words(hint)}"
+
+
 def sizes_unknown_line(exports: dict[str, Any]) -> str:
     """The exports' ``sizes_unknown`` (images whose COCO boxes stayed relative: no size in the results and none
     read) with why (``sizes_unknown_why``: by reason, the first names and storage error) and what to do; exports
@@ -281,6 +289,9 @@ def _summary(st: dict[str, Any]) -> None:
     if isinstance(told, dict):  # the request's notify_url: taken, or why not
         table.add_row("notify_url", f"told (answered {told.get('status_code')})" if told.get("sent") else
                       f"NOT told: {told.get('reason')}")
+    unwritten = st.get("drop_answer")
+    if isinstance(unwritten, dict) and unwritten.get("written") is False:  # the dropped request's answer file
+        table.add_row("drop answer", escape(drop_answer_line(unwritten, str(st.get("id") or "ID"))))
     published = st.get("task_event")
     if isinstance(published, dict) and not published.get("sent"):  # the operator's Event Grid topic missed it
         table.add_row("task event", f"NOT published: {published.get('reason')}")

@@ -53,6 +53,7 @@ _NOTES: tuple[tuple[Path, int], ...] = (
     (("task_event", "reason"), NOTE_CHARS),
     (("drop_answer", "reason"), NOTE_CHARS),
     (("drop_answer", "file"), NOTE_CHARS),
+    (("drop_answer", "hint"), NOTE_CHARS),
     (("previews", "expiry_error"), NOTE_CHARS),
     (("previews", "pictures_missing", "examples", "*"), UNMATCHED_CHARS),  # blob names of up to 1,024 characters
     (("previews", "pictures_missing", "error"), NOTE_CHARS),

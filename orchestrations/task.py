@@ -252,8 +252,9 @@ def _drop_answer(context: df.DurableOrchestrationContext, data: c.TaskInput, kin
                  status: c.TaskStatus) -> Generator[Any, Any, dict[str, Any] | None]:
     """``incoming/<name>.<kind>.json`` beside the dropped request that started the task, if one did. Best effort: the
     task's outcome stands whether or not its answer file could be written. Returns ``{"written": False, "file",
-    "reason"}`` when every attempt failed (the status then says so: the file someone waits for will not come), else
-    None. (Status content only: the actions are the same whatever it returns.)"""
+    "reason", "hint"}`` when every attempt failed (the status then says so: the file someone waits for will not come,
+    and where to read the same instead), else None. (Status content only: the actions are the same whatever it
+    returns.)"""
     drop = data.get("drop")
     if not drop:
         return None
@@ -262,8 +263,17 @@ def _drop_answer(context: df.DurableOrchestrationContext, data: c.TaskInput, kin
             task_id=data["task_id"], drop=drop, kind=kind, status=dict(status)))
     except Exception as exc:  # noqa: BLE001 - every attempt failed; the activity logged why
         return {"written": False, "file": f"{INCOMING_CONTAINER}/{drop_answer_blob(drop, kind)}",
-                "reason": failure_line(exc, 300)}
+                "reason": failure_line(exc, 300), "hint": drop_answer_hint(data["task_id"])}
     return None
+
+
+def drop_answer_hint(task_id: str) -> str:
+    """What to do when a dropped request's answer file could not be written (the status's ``drop_answer.hint``):
+    nothing writes it again, so whoever waits for it reads the same status from the API; and the app's write access
+    to ``incoming`` is what the next drops need (a refusal is the usual cause, ``adapters.storage_errors``)."""
+    return (f"the task's outcome stands, but that file will not come: read the same status with GET "
+            f"/api/tasks/{task_id} instead. If storage refused the write, the app's identity (id-api-*) needs "
+            "Storage Blob Data Owner on trapbatch's storage account (infra/ grants it) for the next drops' answers")
 
 
 def _confirmed(context: df.DurableOrchestrationContext, data: c.TaskInput, started: str,

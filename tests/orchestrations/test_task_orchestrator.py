@@ -691,6 +691,8 @@ def test_a_done_file_that_cannot_be_written_is_said_in_the_status() -> None:
     said = run.custom_status["drop_answer"]
     assert said["written"] is False and said["file"] == "incoming/site-a/survey.done.json"
     assert "the app may not write to incoming" in said["reason"]
+    assert f"GET /api/tasks/{TASK}" in said["hint"]  # where to read the same instead, and the role it needs
+    assert "Storage Blob Data Owner" in said["hint"]
 
 
 def test_a_dry_run_notifies_its_estimate() -> None:

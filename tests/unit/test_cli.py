@@ -311,6 +311,24 @@ def test_the_summary_says_what_did_not_happen_after_the_results(capsys: pytest.C
     assert "NOT" not in shown and "notify_url told (answered 204)" in shown
 
 
+@pytest.mark.parametrize("hint", [None, "read the same status with GET /api/tasks/task-0 instead (the app's)"])
+def test_the_summary_says_a_drop_answer_not_written_and_what_to_do(hint: str | None,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """``drop_answer`` (the done file beside a dropped request could not be written) was in the status only: the
+    summary names the file, why, and where to read the same instead (the app's hint, or the CLI's for an older
+    status)."""
+    from cli.main import _summary
+
+    unwritten = {"written": False, "file": "incoming/site-a/survey.done.json", "reason": "AuthorizationFailure",
+                 **({"hint": hint} if hint else {})}
+    _summary({"id": "task-0", "stage": "completed", "drop_answer": unwritten})
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "drop answer NOT written: incoming/site-a/survey.done.json (AuthorizationFailure)" in shown
+    assert "next: " in shown and "read the same status with trapbatch status task-0 instead" in shown
+    _summary({"id": "task-0", "stage": "completed"})
+    assert "drop answer" not in capsys.readouterr().out
+
+
 def test_the_summary_says_why_coco_boxes_stayed_relative_and_what_to_do(capsys: pytest.CaptureFixture[str]) -> None:
     """``results.exports.sizes_unknown`` was a bare count nobody was shown: the summary names it, why and the next
     step (the app's hint in the CLI's words)."""
