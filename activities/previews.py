@@ -19,7 +19,7 @@ import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import azure.durable_functions as df
 from azure.core.exceptions import ResourceNotFoundError
@@ -179,14 +179,25 @@ class _Pictures:
         return out
 
 
-def _repeat_entries(locations: list[dict[str, Any]], links: dict[str, dict[str, str]]) -> list[dict[str, Any]]:
+def _repeat_entries(locations: list[dict[str, Any]], links: dict[str, dict[str, str]],
+                    missing: Mapping[str, str]) -> list[dict[str, Any]]:
+    """The page's repeated places: each with up to ``REPEAT_EXAMPLES`` example pictures, and a note that says which
+    examples have no picture and why (``missing``: file -> ``PICTURE_*``, ``_Pictures.missing``). Why: an example
+    without a picture was left out of its place's row without a word, so a place showed fewer images than it named
+    (or none), and a reviewer could not tell a deleted photo from a page that failed to read it."""
     entries = []
     for k, loc in enumerate(locations):
         files = loc["files"][:REPEAT_EXAMPLES] if k < REPEATS_PICTURED else []
         examples = [{"file": f, **links[f]} for f in files if f in links]
+        note = f"{loc['count']} times in {loc['folder'] or '(top folder)'} ({loc['id']})"
+        lost = [f for f in files if f not in links]
+        if lost:
+            why = ", ".join(f"{f} ({PICTURE_WORDS.get(missing.get(f, ''), 'no picture: not read for this page')})"
+                            for f in lost)
+            note += f"; {len(lost)} of its {len(files)} example pictures not shown: {why}"
         entries.append({
             "file": loc["files"][0] if loc["files"] else "", "examples": examples, "failure": None,
-            "location": loc["id"], "note": f"{loc['count']} times in {loc['folder'] or '(top folder)'} ({loc['id']})",
+            "location": loc["id"], "note": note,
             "detections": [{"category": loc["category"], "conf": loc["conf_max"], "bbox": loc["bbox"],
                             "always": True}]})
     return entries
@@ -411,7 +422,8 @@ def run_previews(task_id: str, model: str, request_name: str, settings: Settings
         request_name = f"{request_name or task_id}: repeated detections removed at {n} place{'s' if n != 1 else ''}"
     elif repeats is not None:
         sections.append({"name": "repeats", "title": "repeated detections", "total": len(locations),
-                         "unit": ("place", "places"), "entries": _repeat_entries(locations, links), "paged": True,
+                         "unit": ("place", "places"), "entries": _repeat_entries(locations, links, pictures.missing),
+                         "paged": True,
                          "about": "The same box in many images of one folder: often a rock or branch, not an "
                                   "animal (MegaDetector's repeat-detection rules). Review them before trusting counts; "
                                   f"the full list is {REPEATS_FILE_NOTE} ({settings.container}/"

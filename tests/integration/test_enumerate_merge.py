@@ -333,7 +333,17 @@ def test_merge_finds_repeated_detections_and_the_preview_lists_them(env: tuple[S
     # by its storage path, which is in neither the download nor the zip
     assert "repeated-detections.json, beside this page&#39;s folder in a downloaded copy" in page
     assert '"location": "r00001"' in page and 'id="rde-request"' in page
+    assert "example pictures not shown" not in page
     assert_script_parses(page)
+
+    # an example deleted since detection: its place says so instead of showing one picture fewer without a word
+    gone = found[0]["files"][0]
+    store.service.get_blob_client(source, gone).delete_blob()
+    run_previews(tid, "m.pt", "", settings, store)
+    page = store.read_bytes(settings.web_container, f"{existing_preview_folder(store, settings, tid)}/index.html"
+                            ).decode()
+    assert (f"22 times in site/cam7 (r00001); 1 of its 3 example pictures not shown: {gone} (no picture: the image "
+            "is no longer in its container)") in page
 
 
 def assert_script_parses(page: str) -> None:
