@@ -207,6 +207,10 @@ class ShardManifest:
 #     inference      retryable  read and decoded, but the network's batch failed (GPU error, out of memory on one
 #                               image), or the worker's memory ran out while decoding it; failure "inference failure"
 #     not_processed  retryable  no attempt wrote any result for the image (merged output only; "inference failure")
+#     worker_error   retryable  decoding or letterboxing it raised what no bad file makes the decoder raise (a
+#                               TypeError, AttributeError, RuntimeError...: a worker bug or a broken node, not the
+#                               photo); "image access failure", as MegaDetector writes for any exception while loading
+#                               an image; the worker logs its traceback once per shard
 #     not_found      permanent  the blob or file no longer exists (404)
 #     archived       permanent  the blob is in the Archive tier, or being rehydrated from it (409 BlobArchived /
 #                               BlobBeingRehydrated: "offline and can't be read", archive-rehydrate-overview.md);
@@ -233,6 +237,7 @@ REASON_THROTTLED = "throttled"
 REASON_TIMEOUT = "timeout"
 REASON_INFERENCE = "inference"
 REASON_NOT_PROCESSED = "not_processed"
+REASON_WORKER_ERROR = "worker_error"
 REASON_NOT_FOUND = "not_found"
 REASON_UNDECODABLE = "undecodable"
 REASON_UNSUPPORTED = "unsupported"
@@ -242,7 +247,7 @@ REASON_UNCLASSIFIED = "unclassified"  # never written: what counts by reason cal
 
 FAILURE_REASONS: Mapping[str, str] = {
     REASON_DOWNLOAD: RETRYABLE, REASON_AUTH: RETRYABLE, REASON_THROTTLED: RETRYABLE, REASON_TIMEOUT: RETRYABLE,
-    REASON_INFERENCE: RETRYABLE, REASON_NOT_PROCESSED: RETRYABLE,
+    REASON_INFERENCE: RETRYABLE, REASON_NOT_PROCESSED: RETRYABLE, REASON_WORKER_ERROR: RETRYABLE,
     REASON_NOT_FOUND: PERMANENT, REASON_UNDECODABLE: PERMANENT, REASON_UNSUPPORTED: PERMANENT,
     REASON_LISTED_NOT_FOUND: PERMANENT, REASON_ARCHIVED: PERMANENT,
 }

@@ -15,6 +15,7 @@ from gpu_batch import manifest as contract
 from gpu_batch.tests.conftest import run_worker_cli, summary_line, write_manifest
 from gpu_batch.tests.imagegen import jpeg_bytes, textured
 from gpu_batch.worker.faults import Fault, FaultSpecError
+from gpu_batch.worker.preprocess import ImageAccessError
 from gpu_batch.worker.sources import LocalFolderSource, SourceError
 
 FAULT = {"TRAPBATCH_WORKER_FAULT": "fetch_error:403:cam2/"}
@@ -91,7 +92,13 @@ def test_fetch_error_fault_spec_and_scope(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("raised, failure, reason", [
     (MemoryError(), "inference failure", contract.REASON_INFERENCE),  # the node's memory: the next attempt retries
-    (ValueError("odd sizes"), "image access failure", contract.REASON_UNDECODABLE),  # the bytes: final
+    # the decoder's words for bad bytes: final
+    (ImageAccessError("cannot identify image file"), "image access failure", contract.REASON_UNDECODABLE),
+    # anything else is the worker's (a bug, a broken node), not the photo's: tried again, not called corrupt
+    (ValueError("could not broadcast input array"), "image access failure", contract.REASON_WORKER_ERROR),
+    (TypeError("'NoneType' object is not subscriptable"), "image access failure", contract.REASON_WORKER_ERROR),
+    (AttributeError("'Prepared' object has no attribute 'x'"), "image access failure", contract.REASON_WORKER_ERROR),
+    (RuntimeError("CUDA out of memory"), "image access failure", contract.REASON_WORKER_ERROR),
 ])
 def test_what_a_decode_raises_decides_whether_the_image_is_tried_again(tmp_path: Path, raised: Exception,
                                                                         failure: str, reason: str) -> None:
@@ -108,3 +115,63 @@ def test_what_a_decode_raises_decides_whether_the_image_is_tried_again(tmp_path:
     entry = prepared_failure(stages.prepare(LocalFolderSource(tmp_path), "a.jpg"))
     assert (entry["failure"], contract.failure_reason(entry)) == (failure, reason)
     assert contract.failure_kind(entry) == contract.FAILURE_REASONS[reason]
+
+
+@pytest.mark.parametrize("data", [
+    b"\xff\xd8\xff not really a jpeg" * 20,  # PIL: UnidentifiedImageError ("cannot identify image file")
+    b"",  # zero bytes
+    jpeg_bytes(textured(64, 48, 1))[:400],  # cut inside its header: OSError from the decoder
+])
+def test_bad_bytes_stay_undecodable_through_the_real_decoder(tmp_path: Path, data: bytes) -> None:
+    """What Pillow raises for bad input (preprocess.BAD_FILE_ERRORS) still makes a final ``undecodable`` failure."""
+    from gpu_batch.worker.batching import prepared_failure
+    from gpu_batch.worker.devices import CpuStages
+
+    (tmp_path / "a.jpg").write_bytes(data)
+    stages = CpuStages.__new__(CpuStages)
+    stages.model = type("M", (), {"image_size": 64, "stride": 32})()
+    entry = prepared_failure(stages.prepare(LocalFolderSource(tmp_path), "a.jpg"))
+    assert (entry["failure"], contract.failure_reason(entry)) == ("image access failure", contract.REASON_UNDECODABLE)
+    assert contract.failure_kind(entry) == contract.PERMANENT
+
+
+def test_a_worker_error_is_logged_with_its_traceback_once_per_shard(tmp_path: Path,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """A bug that fails every photo must be seen: one traceback per shard's stages, a line for each other image."""
+    from gpu_batch.worker.devices import CpuStages
+
+    for name in ("a.jpg", "b.jpg"):
+        (tmp_path / name).write_bytes(jpeg_bytes(textured(64, 48, 1)))
+
+    def broken(data: bytes, name: str) -> Any:
+        raise TypeError("unsupported operand type(s)")
+
+    for shard in range(2):
+        stages = CpuStages.__new__(CpuStages)
+        stages._prepare = broken  # type: ignore[method-assign]
+        caplog.clear()
+        for name in ("a.jpg", "b.jpg"):
+            stages.prepare(LocalFolderSource(tmp_path), name)
+        traced = [r for r in caplog.records if r.exc_info]
+        assert len(traced) == 1 and "worker error" in traced[0].getMessage(), shard
+        assert traced[0].exc_info and traced[0].exc_info[0] is TypeError
+        assert sum("worker_error" in r.getMessage() for r in caplog.records) == 1  # the second image: a line
+
+
+@pytest.mark.parametrize("raised", [NotImplementedError("unsupported BMP compression"), OverflowError("too large"),
+                                    SyntaxError("not a TIFF file"), OSError("image file is truncated")])
+def test_what_pillow_raises_for_bad_input_is_undecodable(monkeypatch: pytest.MonkeyPatch,
+                                                         raised: Exception) -> None:
+    """Pillow's own list of what bad input raises (its fuzz test) is a bad file, final; NotImplementedError and
+    OverflowError were not on the decoder's list, so they would have read as worker errors and been run again."""
+    from PIL import Image
+
+    from gpu_batch.worker import preprocess
+
+    def opening(*_: Any, **__: Any) -> Any:
+        raise raised
+
+    monkeypatch.setattr(Image, "open", opening)
+    with pytest.raises(ImageAccessError) as info:
+        preprocess.decode_image_and_time(b"bytes")
+    assert info.value.reason == contract.REASON_UNDECODABLE

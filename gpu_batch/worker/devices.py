@@ -168,6 +168,13 @@ class CpuStages:
 
         Why fetching and decoding are told apart: a read that failed says nothing about the image (retryable unless
         the source says it is gone), while bytes that cannot be decoded fail the same way every time (permanent).
+        And why only the decoder's own words make a photo ``undecodable`` (``preprocess.ImageAccessError``: what
+        Pillow raises for bad input, ``preprocess.BAD_FILE_ERRORS``; nvJPEG's refusals go to that same exact decode):
+        anything else raised here (a TypeError, an AttributeError, a RuntimeError of CUDA...) is a bug of the worker
+        or a broken node, and made every photo it touched a permanent "corrupt" one, never run again, with nothing
+        but a warning line to tell. It is ``worker_error`` instead: retryable, so it shows up as failed attempts and
+        resubmissions, and logged with its traceback once per shard. The failure string stays MegaDetector's: its
+        ``run_detector_batch`` writes "image access failure" for any exception while loading an image.
         """
         try:
             data = source.fetch(name)
@@ -188,9 +195,25 @@ class CpuStages:
         except MemoryError as exc:  # the node's memory, not the photo: the next attempt runs it again
             logger.warning("image %r: out of memory while decoding (%s); the next attempt retries it", name, exc)
             return Prepared(name, failure=FAILURE_INFER, failure_reason=contract.REASON_INFERENCE)
-        except Exception as exc:  # noqa: BLE001 - one image must never stop the shard (e.g. cv2 on odd sizes)
-            logger.warning("image %r: unexpected %s while decoding: %s", name, type(exc).__name__, exc)
-            return Prepared(name, failure=FAILURE_IMAGE_OPEN, failure_reason=contract.REASON_UNDECODABLE)
+        except Exception as exc:  # noqa: BLE001 - one image must never stop the shard; not the photo's doing
+            self._worker_error(name, exc)
+            return Prepared(name, failure=FAILURE_IMAGE_OPEN, failure_reason=contract.REASON_WORKER_ERROR)
+
+    _worker_error_told = False  # this shard's stages logged a worker error's traceback (``_worker_error``)
+    _worker_error_lock = threading.Lock()
+
+    def _worker_error(self, name: str, exc: BaseException) -> None:
+        """Log an unexpected exception while preparing ``name``: the first of the shard with its traceback (the
+        stages live for one shard, ``pipeline.run_images``), the rest on a line each."""
+        with self._worker_error_lock:
+            first, self._worker_error_told = not self._worker_error_told, True
+        if first:
+            logger.error("image %r: unexpected %s while decoding (a worker error, not the photo: it is tried again "
+                         "by the next attempt; traceback once per shard): %s", name, type(exc).__name__, exc,
+                         exc_info=exc)
+        else:
+            logger.warning("image %r: unexpected %s while decoding (worker_error, tried again): %s", name,
+                           type(exc).__name__, exc)
 
     def _prepare(self, data: bytes, name: str) -> Prepared:
         pixels, captured = decode_image_and_time(data)

@@ -47,6 +47,17 @@ _EXIF_IFD = 0x8769
 _EXIF_TIME_FORMAT = "%Y:%m:%d %H:%M:%S"
 
 
+# What Pillow raises for bad input, by its maintainers' own list: its fuzz test accepts exactly these from opening and
+# decoding broken files (python-pillow/Pillow Tests/oss-fuzz/test_fuzzers.py: OSError, with UnidentifiedImageError
+# and "image file is truncated"; SyntaxError, to which ``ImageFile`` turns a plugin's IndexError, TypeError, KeyError
+# and struct.error while opening; ValueError, NotImplementedError, OverflowError; EOFError, which older releases let
+# through). Raised while decoding, they say the file is bad: ``undecodable``, final. MemoryError, also on its list, is
+# the node's as often as the file's: the worker tries it again (``devices.CpuStages.prepare``). Anything else raised
+# while preparing an image is no bad file's doing (``manifest.REASON_WORKER_ERROR``).
+BAD_FILE_ERRORS: tuple[type[BaseException], ...] = (OSError, SyntaxError, ValueError, NotImplementedError,
+                                                    OverflowError, EOFError)
+
+
 class ImageAccessError(Exception):
     """The bytes are not an image MegaDetector would open (becomes ``failure: "image access failure"``).
 
@@ -141,7 +152,7 @@ def decode_image_and_time(data: bytes) -> tuple[np.ndarray, str | None]:
         raise
     except Image.DecompressionBombError as exc:  # over PIL's pixel limit, as in MegaDetector
         raise ImageAccessError(f"{type(exc).__name__}: {exc}", contract.REASON_UNSUPPORTED) from exc
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+    except BAD_FILE_ERRORS as exc:
         raise ImageAccessError(f"{type(exc).__name__}: {exc}") from exc
 
 
