@@ -1029,8 +1029,9 @@ def _print_removal(task_id: str, removal: dict[str, Any]) -> None:
     results = removal.get("results") if isinstance(removal.get("results"), dict) else {}
     if results and results.get("exports_error"):  # the variant stands; its COCO / Camtrap DP / Zooniverse do not
         out.print(f"  exports NOT written: {results['exports_error']}", markup=False, highlight=False)
-        out.print(f"  next: the repeats-removed results JSON and CSV are complete; for their exports, {again}",
-                  markup=False, highlight=False)
+        hint = results.get("exports_hint") or (f"the repeats-removed results JSON and CSV are complete; for their "
+                                                f"exports, {again}")  # the app's words; ours for an older app's status
+        out.print(f"  next: {hint}", markup=False, highlight=False)
 
 
 def _print_skipped(skipped: Any) -> None:

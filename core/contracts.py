@@ -387,7 +387,8 @@ class ResultsRef(TypedDict):
     csv: str
     exports: NotRequired["ExportsRef"]  # activities.exports: COCO, Camtrap DP and Zooniverse beside the results
     exports_error: NotRequired[str]  # why the exports are missing (the results themselves are complete)
-    exports_hint: NotRequired[str]  # with exports_error of a task: what to do (orchestrations.task.exports_hint)
+    # with exports_error: what to do (orchestrations.task.exports_hint; a removal's, repeats.removal_exports_hint)
+    exports_hint: NotRequired[str]
 
 
 class RepeatsRef(TypedDict):

@@ -78,6 +78,9 @@ def test_the_list_the_ids_come_from_goes_to_every_part_and_into_the_status() -> 
     assert [p["search"] for p in run.inputs(c.MERGE_PART)] == ["s20250101T000000Z-abcdef"]
     assert all(s["search"] == "s20250101T000000Z-abcdef" for s in run.statuses)
     assert run.output["search"] == "s20250101T000000Z-abcdef" and run.output["results"]["exports_error"] == "no exports"
+    # what to do, in the status itself (the API's answer), not only in the CLI's printout
+    hint = run.output["results"]["exports_hint"]
+    assert f"POST /api/tasks/{TASK}/repeats" in hint and "same" in hint and "exports were not written" in hint
 
 
 def _plan_of(removal: c.RepeatsInput, images: int, shards: int) -> list[tuple[int, int]]:

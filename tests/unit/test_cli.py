@@ -1460,6 +1460,10 @@ def test_the_summary_says_which_shards_were_given_up_why_and_what_to_do(capsys: 
       "results": {"container": "c", "blob": "b", "exports_error": "TimeoutError: exports_coco ran out of time"}},
      ["removal: completed", "exports NOT written: TimeoutError: exports_coco ran out of time", "next: the "
       "repeats-removed results JSON and CSV are complete", "--keep ... or --remove ..."]),
+    ({"runtime_status": "Completed", "stage": "completed",  # the app's own hint, where its status carries one
+      "results": {"container": "c", "blob": "b", "exports_error": "TimeoutError: exports_coco",
+                  "exports_hint": "send the same choice again (POST /api/tasks/t/repeats)"}},
+     ["exports NOT written: TimeoutError: exports_coco", "next: send the same choice again (POST /api/tasks/t/repeats)"]),
     ({"runtime_status": "Failed", "stage": "failed", "error": "MemoryError: merge_part"},
      ["removal: failed", "error: MemoryError: merge_part", "next: send the same choice again"]),
     ({"runtime_status": "Completed", "stage": "completed", "results": {"container": "c", "blob": "b"},
