@@ -288,7 +288,10 @@ def _confirmed(context: df.DurableOrchestrationContext, data: c.TaskInput, start
     if enumeration.get("not_images"):  # what the listing passed over, before a person says yes
         waiting["not_images"] = enumeration["not_images"]
     context.set_custom_status(waiting)
-    yield from _drop_answer(context, data, "estimate", waiting)
+    unwritten = yield from _drop_answer(context, data, "estimate", waiting)
+    if unwritten is not None:  # someone waits for the estimate file to confirm: say it will not come (status only)
+        waiting["drop_answer"] = unwritten
+        context.set_custom_status(waiting)
     # at most one timer step (six days): a longer timer becomes the SDK's LongTimerTask on newer extensions, whose
     # cancel() leaves its timer open, so the task would stay Running past a confirmation (core.settings)
     wait_s = min(knobs.confirm_timeout_s, CONFIRM_TIMEOUT_MAX_S)

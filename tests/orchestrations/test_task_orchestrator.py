@@ -728,6 +728,26 @@ def test_above_the_confirmation_limit_a_task_waits_and_expires_without_touching_
     assert Stage.awaiting_confirmation in run.stages
 
 
+def test_an_estimate_file_that_cannot_be_written_is_said_while_the_task_waits_for_confirmation() -> None:
+    """Whoever dropped the request waits for ``<name>.estimate.json`` to decide whether to confirm: an estimate that
+    could not be written was swallowed, so the wait looked like a slow listing for days."""
+    data = task_input(confirm_above_images=10, confirm_timeout_s=3600)
+    data["drop"] = "survey.json"
+    answers = activities(images=25, shards=3)
+
+    def refusing(name: str, payload: Any) -> Any:
+        if name == c.DROP_ANSWER:
+            raise RuntimeError("AuthorizationFailure: the app may not write to incoming")
+        return answers(name, payload)
+
+    run = run_task(data, refusing)
+    waiting = [s for s in run.statuses if s.get("stage") == Stage.awaiting_confirmation]
+    said = waiting[-1]["drop_answer"]
+    assert said["written"] is False and said["file"] == "incoming/survey.estimate.json"
+    assert "the app may not write to incoming" in said["reason"] and f"GET /api/tasks/{TASK}" in said["hint"]
+    assert run.output["stage"] == Stage.expired  # the outcome is as before: nothing ran without a confirmation
+
+
 def test_a_confirmation_wait_from_an_older_input_still_waits_on_one_timer_of_at_most_six_days() -> None:
     """An input written before the six-day cap (a week) must not make the SDK split the timer into a LongTimerTask
     (the harness hands the orchestrator the extension's timer limits, as devhost does): one timer, six days."""
