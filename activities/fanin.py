@@ -42,6 +42,7 @@ from azure.core.exceptions import ResourceNotFoundError
 
 from activities.decided import task_settings
 from activities.merge import _merged_shard, _results_info, task_threshold
+from activities.readme import drop_readme
 from activities.shard_results import shard_damaged
 from adapters import clients
 from adapters.block_writer import BlockBlobWriter
@@ -539,8 +540,8 @@ def clean_merge_work(payload: c.CleanMergeWorkInput) -> c.CleanMergeWorkOutput:
 
 def run_prepare_removal(task_id: str, remove: list[str], settings: Settings,
                         store: BlobStore) -> c.PrepareRemovalOutput:
-    """A new removal's first step: delete the repeats-removed variant's exports and threshold CSVs, then write the
-    chosen ids to ``layout.removal_choice_blob`` for the merge parts.
+    """A new removal's first step: delete the repeats-removed variant's exports, threshold CSVs and README, then write
+    the chosen ids to ``layout.removal_choice_blob`` for the merge parts.
 
     Why delete: they were made from the earlier removal's results. The new removal rewrites the results and (when its
     exports step succeeds) the exports, but never the CSVs at other thresholds (``POST .../previews`` writes those),
@@ -553,6 +554,8 @@ def run_prepare_removal(task_id: str, remove: list[str], settings: Settings,
     stale = (layout.exports_prefix(task_id, REPEATS_REMOVED), layout.threshold_csv_prefix(task_id, REPEATS_REMOVED))
     for prefix in stale:
         gone += delete_prefix(store, settings.container, prefix)
+    # its README lists those files: gone with them, written again when the removal publishes (activities.readme)
+    gone += drop_readme(store, settings, task_id, REPEATS_REMOVED)
     if gone:
         logger.info("task %s: %d files of an earlier repeated-detection removal deleted before the new one", task_id,
                     gone)

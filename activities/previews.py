@@ -25,6 +25,7 @@ import azure.durable_functions as df
 from azure.core.exceptions import ResourceNotFoundError
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from activities.readme import write_readme
 from adapters import clients
 from adapters.blobs import BlobStore
 from adapters.compose import delete_prefix
@@ -484,6 +485,10 @@ def render_previews(payload: c.PreviewsInput) -> c.PreviewsOutput:
     own = clients.store(s)
     enumeration = own.read_json(s.container, layout.enumeration_blob(payload["task_id"]))
     source = clients.source_store(s, enumeration.get("source_account_url", ""), enumeration.get("credential_secret", ""))
-    return run_previews(payload["task_id"], payload["model"], payload.get("request_name", ""), s, own,
-                        payload.get("variant", ""), source, bool(payload.get("only_if_published")),
-                        payload.get("repeat_search_error", ""))
+    out = run_previews(payload["task_id"], payload["model"], payload.get("request_name", ""), s, own,
+                       payload.get("variant", ""), source, bool(payload.get("only_if_published")),
+                       payload.get("repeat_search_error", ""))
+    # the last step of every flow that changes the variant's files (activities.readme says which): its README now,
+    # pages published or not; no key in the output, which the history keeps as before
+    write_readme(own, s, payload["task_id"], payload.get("variant", ""))
+    return out

@@ -90,9 +90,11 @@ VARIANTS = ("", layout.REPEATS_REMOVED)
 def result_files(store: BlobStore, container: str, task_id: str) -> dict[str, dict[str, Any]]:
     """The files a task's people may download, per results variant that exists (``original`` / ``repeats-removed``):
     ``results`` and ``csv`` (blob names), ``damaged`` (the photos cut short, ``layout.damaged_blob``, when there were
-    any: one list, named under both variants, since removing repeated detections changes no photo), ``exports``
-    (name relative to the variant's exports folder -> blob) and ``thresholds`` (the CSVs at other thresholds that
-    ``POST .../previews`` wrote: threshold -> blob)."""
+    any: one list, named under both variants, since removing repeated detections changes no photo), ``readme`` (the
+    variant's README, ``activities.readme``, once written), ``repeats`` (the original's only: the repeated-detection
+    list, ``layout.repeats_blob``, when the search wrote one: its README names it, so the zip must hold it too),
+    ``exports`` (name relative to the variant's exports folder -> blob) and ``thresholds`` (the CSVs at other
+    thresholds that ``POST .../previews`` wrote: threshold -> blob)."""
     found: dict[str, dict[str, Any]] = {}
     damaged: bool | None = None
     for variant in VARIANTS:
@@ -106,6 +108,10 @@ def result_files(store: BlobStore, container: str, task_id: str) -> dict[str, di
             damaged = store.exists(container, layout.damaged_blob(task_id))
         if damaged:
             entry["damaged"] = layout.damaged_blob(task_id)
+        if not variant and store.exists(container, layout.repeats_blob(task_id)):
+            entry["repeats"] = layout.repeats_blob(task_id)
+        if store.exists(container, layout.readme_blob(task_id, variant)):
+            entry["readme"] = layout.readme_blob(task_id, variant)
         prefix = layout.exports_prefix(task_id, variant)
         others = tuple(layout.exports_prefix(task_id, v) for v in VARIANTS if v and v != variant)
         # not the work folders (".parts/", ".zooniverse-parts/"): an exports step that failed before its clean-up

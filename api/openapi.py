@@ -412,9 +412,13 @@ def description(base_url: str = "") -> dict[str, Any]:
                         "container": {"type": "string"}, "blob": {"type": "string"}, "csv": {"type": "string"},
                         "url": {"type": "string"},
                         "files": {"type": "object", "description": "per results variant (original, repeats-removed), "
-                                  "its blob names: results, csv, exports, thresholds, and damaged (damaged.csv: "
+                                  "its blob names: results, csv, exports, thresholds, damaged (damaged.csv: "
                                   "the photos cut short, when there were any; the same list under both variants, "
-                                  "since removing repeated detections changes no photo)"}}}}},
+                                  "since removing repeated detections changes no photo), readme (README.txt, a "
+                                  "variant's README.<variant>.txt: each file of the variant, what it holds and what "
+                                  "opens it, and the task's facts; written when the results are published and again "
+                                  "after a re-render, repeat search or removal) and, for the original, repeats "
+                                  "(repeated-detections.json, when the search wrote one)"}}}}},
                 "CancelRequested": {"type": "object", "required": ["id", "cancel_requested"], "properties": {
                     "id": {"type": "string"}, "cancel_requested": {"const": True}, "hint": {"type": "string"}}},
                 "PreviewsDeleted": {"type": "object", "required": ["id", "deleted"], "properties": {

@@ -52,6 +52,8 @@ In the task-state container::
     results/<task>/detections[.<variant>].json | .csv    merged results (MegaDetector format 1.6) and the CSV
     results/<task>/preview-sample[.<variant>].json       the preview page's samples, drawn by the merge
     results/<task>/repeated-detections.json              the repeated detections the merge found
+    results/<task>/README[.<variant>].txt                what each file of a results variant is, for people
+                                                         (``activities.readme``, written where the pages are)
     results/<task>/preview-folder.txt                    the task's unguessable folder in the static website
     results/<task>/exports[/<variant>]/coco.json         COCO Camera Traps (activities.exports)
     results/<task>/exports[/<variant>]/camtrap-dp/datapackage.json | deployments.csv | media.csv | observations.csv
@@ -418,6 +420,12 @@ def damaged_blob(task_id: str) -> str:
     """The photos cut short (JPEGs without their end-of-image marker, decoded as far as they go: their results stand),
     one CSV row ``file`` each, so the user can copy them again; written by the merge only when there are any."""
     return f"{results_prefix(task_id)}damaged.csv"
+
+
+def readme_blob(task_id: str, variant: str = "") -> str:
+    """A results variant's plain-text README (``activities.readme``): each of its files, what it holds and what opens
+    it; ``README.txt``, a variant's ``README.<variant>.txt`` beside it, as the variant's detections are named."""
+    return f"{results_prefix(task_id)}README{_variant_suffix(variant)}.txt"
 
 
 def repeats_blob(task_id: str) -> str:

@@ -261,6 +261,8 @@ def _print_summary(doc: dict[str, Any], st: dict[str, Any], md_check: str,
     counts = mdformat.summarize(doc["images"], THRESHOLD)
     wall = time.monotonic() - t0
     say("=" * 78)
+    if (OUT / "README.txt").is_file():  # written with the results: what each file is and what opens it
+        say(f"readme:   {_show(OUT)}/README.txt  (what each of these files is and what opens it)")
     say(f"results:  {_show(OUT)}/detections.json  (MegaDetector format {doc['info']['format_version']}; {md_check})")
     say(f"table:    {_show(OUT)}/detections.csv  (one row per image, for spreadsheets)")
     say(f"previews: {_show(OUT)}/previews/index.html  (open it in a browser: the page and its thumbnails are files)")

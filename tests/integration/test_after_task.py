@@ -12,12 +12,14 @@ from typing import Any
 import pytest
 import requests
 
+from adapters import share_links
 from gpu_batch import layout
 from gpu_batch.formats.detections_csv import CSV_COLUMNS, csv_row
 from gpu_batch.formats.previewsample import preview_category, top_confidence
 from tests.integration.conftest import upload_images
 from tests.integration.test_end_to_end import FUNCTION_KEY, api, finished_status
 from tests.integration.test_repeat_search import search
+from tests.readme_listing import listed_paths
 from tests.waiting import wait_until
 
 
@@ -59,7 +61,7 @@ def test_rerender_zip_and_expiry_of_finished_tasks(host, app_env, store, unique_
     for task_id in (task, expiring):
         status = wait_until(lambda: finished_status(host.base_url, task_id), 240, "task completion")
         assert status["runtime_status"] == "Completed", status
-    check_expiry(host, store, expiring)
+    check_expiry(host, store, expiring, container)
 
     results_url = f"{host.base_url}/api/tasks/{task}/results"
     before = store.read_bytes(container, layout.results_blob(task))
@@ -105,6 +107,13 @@ def test_rerender_zip_and_expiry_of_finished_tasks(host, app_env, store, unique_
     assert answer["results"]["thresholds"]["original"] == {label: csv_name}
     link = answer["links"]["files"]["original"]["thresholds"][label]
     assert requests.get(link, timeout=120).content == _csv_text(doc["images"], threshold)  # no credential
+    # the README, written again by the re-render: it lists the new CSV, exactly the files linked, and the page's
+    # threshold now
+    readme = store.read_bytes(container, layout.readme_blob(task)).decode("utf-8")
+    names = share_links.all_names({"original": answer["results"]["files"]["original"]})
+    assert sorted(listed_paths(readme)) == sorted(n[len(layout.results_prefix(task)):] for n in names), readme
+    assert csv_name.rsplit("/", 1)[1] in listed_paths(readme)
+    assert f"the preview page was last drawn at {threshold:g}" in " ".join(readme.split())
 
     check_zip(host, store, container, task, results_url)
 
@@ -131,7 +140,7 @@ def check_zip(host, store, container: str, task: str, results_url: str) -> None:
     wait_until(lambda: api.get(results_url, timeout=120).json()["zip"]["state"] == "ready", 120, "the rebuilt zip")
 
 
-def check_expiry(host, store, task: str) -> None:  # type: ignore[no-untyped-def]
+def check_expiry(host, store, task: str, container: str) -> None:  # type: ignore[no-untyped-def]
     """previews_expire_days=1 with a 3-second day: the status says when, then the folder is gone."""
     status = api.get(f"{host.base_url}/api/tasks/{task}", timeout=120).json()
     assert status["previews"]["expires"] > status["finished"]
@@ -148,6 +157,9 @@ def check_expiry(host, store, task: str) -> None:  # type: ignore[no-untyped-def
     assert "were deleted or expired" in listed["searching"]["previews"]["not_published"]
     assert not list(store.list_names("$web", task + "-"))
     assert "deleted" in api.get(url, timeout=120).json()["previews"]["error"]
+    # the search wrote the README again: it no longer points at pages that are gone
+    readme = " ".join(store.read_bytes(container, layout.readme_blob(task)).decode().split())
+    assert "Preview: not published" in readme and "published on the web" not in readme
 
 
 def test_a_waiting_expiry_moves_or_ends_when_a_re_run_says_so(host, app_env, store, unique_name) -> None:  # type: ignore[no-untyped-def]

@@ -50,6 +50,13 @@ def test_demo_writes_validated_results_listing_every_sample_once(tmp_path: Path)
     assert ",2024-06-01T06:20:01+00:00,camera-01/2024-06-01/IMG_0005.JPG," in media
     assert (out / "exports" / "coco.json").is_file() and (out / "exports" / "camtrap-dp" / "datapackage.json").is_file()
     assert "exports:  " in proc.stdout and "/exports/" in proc.stdout  # said where they are
+    # the README downloaded with them names each of them (every file it lists is there) and the demo points at it
+    from tests.readme_listing import listed_paths
+
+    listed = listed_paths((out / "README.txt").read_text(encoding="utf-8"))
+    assert {"README.txt", "detections.json", "detections.csv", "damaged.csv", "repeated-detections.json",
+            "exports/coco.json", "exports/camera-days.csv"} <= set(listed), listed
+    assert all((out / path).is_file() for path in listed) and "readme:   " in proc.stdout
     check_zooniverse_folder(out, doc, proc.stdout)
     assert "taken:  2024-06-01 06:00:00 to 2024-06-02 19:05:00 (37 of 41 images have an EXIF capture time)" \
         in proc.stdout

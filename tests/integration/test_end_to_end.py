@@ -126,7 +126,7 @@ def host(app_env: dict[str, str], unique_name: str):  # type: ignore[no-untyped-
 
 
 def test_http_start_runs_to_one_merged_file_with_every_image_once(host, app_env, store, unique_name,  # type: ignore[no-untyped-def]
-                                                                   storage_connection) -> None:  # type: ignore[no-untyped-def]
+                                                                   storage_connection, tmp_path) -> None:  # type: ignore[no-untyped-def]
     since = scan_start()
     names = upload_images(store, unique_name, 10, corrupt=1)
     whole = store.read_bytes(unique_name, names[5])  # cut short, but decodable: a success named damaged
@@ -161,6 +161,7 @@ def test_http_start_runs_to_one_merged_file_with_every_image_once(host, app_env,
     res = api.get(f"{host.base_url}/api/tasks/{task_id}/results", timeout=120)
     assert res.status_code == 200 and res.json()["results"]["blob"] == results_blob(task_id)
     check_exports_and_links(store, storage_connection, app_env, status, res.json(), doc, since)
+    check_readme(store, storage_connection, app_env, task_id, res.json(), status, tmp_path / "download")
     check_zooniverse_folder(storage_connection, res.json(), status, doc, unique_name, damaged={names[5]})
     page = api.get(res.json()["previews"]["local_url"], timeout=120)
     assert page.status_code == 200 and task_id in page.text
@@ -172,7 +173,7 @@ def test_http_start_runs_to_one_merged_file_with_every_image_once(host, app_env,
     assert [t["id"] for t in listed["tasks"]] == [task_id]  # its shard-group orchestrations are not tasks
     assert listed["tasks"][0]["stage"] == "completed" and listed["tasks"][0]["images"] == 10
     assert api.get(f"{host.base_url}/api/tasks?limit=0", timeout=120).status_code == 400
-    check_repeat_removal(host, store, app_env, task_id, doc)
+    check_repeat_removal(host, store, app_env, task_id, doc, storage_connection, tmp_path / "removed")
 
 
 def check_exports_and_links(store, connection: str, app_env, status: dict[str, Any],  # type: ignore[no-untyped-def]
@@ -193,6 +194,42 @@ def check_exports_and_links(store, connection: str, app_env, status: dict[str, A
     assert set(files["exports"]) >= {"camtrap-dp/datapackage.json", "camtrap-dp/media.csv", "zooniverse/batch-001.csv"}
     signature = parse_qs(urlsplit(files["results"]).query)["sig"][0]
     assert places_holding(store, connection, {signature}, since) == []  # not in history, statuses or any blob
+
+
+def check_readme(store, connection: str, app_env, task_id: str, answer: dict[str, Any],  # type: ignore[no-untyped-def]
+                 status: dict[str, Any], out: Path, variant: str = "") -> None:
+    """Each results variant has a README (``core.readme``) that lists exactly the files it has (those the results
+    answer names, in storage now, and itself), and ``trapbatch results``' download and the results zip carry it, each
+    file it lists beside it. Its facts: the task, the images' container, the counts and the preview site."""
+    import io
+    import zipfile
+
+    from adapters.results_bundle import write_zip
+    from cli.download import blob_service, download
+    from tests.readme_listing import listed_paths
+
+    container, key = app_env["TRAPBATCH_CONTAINER"], variant or "original"
+    files = answer["results"]["files"][key]
+    assert files["readme"] == layout.readme_blob(task_id, variant)
+    assert answer["links"]["files"][key]["readme"].split("?")[0].endswith("/" + files["readme"])
+    names = [n for v in files.values() for n in (v.values() if isinstance(v, dict) else [v])]
+    prefix = layout.results_prefix(task_id)
+    text = store.read_bytes(container, layout.readme_blob(task_id, variant)).decode("utf-8")
+    listed = listed_paths(text)
+    assert sorted(listed) == sorted(n[len(prefix):] for n in names), text  # no file left out, none made up
+    assert all(store.exists(container, prefix + path) for path in listed)
+    flat = " ".join(text.split())
+    assert task_id in flat and f'container "{answer["source"]["container"]}"' in flat, text
+    assert f"{status['images']} images, {status['failed']} failed" in flat and "1 cut short" in flat, text
+    assert ("not published" in flat) != ("published on the web" in flat)
+    downloaded = download(blob_service(connection, ""), answer, status, out)
+    got = {f.path.relative_to(out).as_posix() for f in downloaded}
+    assert set(listed) <= got and (out / listed[0]).read_text(encoding="utf-8") == text
+    write_zip(store, container, task_id)
+    zipped = store.read_bytes(container, layout.results_zip_blob(task_id))
+    with zipfile.ZipFile(io.BytesIO(zipped)) as zf:
+        members = {n.split("/", 1)[1] for n in zf.namelist()}
+        assert set(listed) <= members and zf.read(f"{task_id}/{listed[0]}").decode("utf-8") == text
 
 
 def check_zooniverse_folder(connection: str, answer: dict[str, Any], status: dict[str, Any], doc: dict[str, Any],
@@ -239,7 +276,8 @@ def check_preview_folder_is_unguessable(host, store, app_env, connection: str, t
     assert places_holding(store, connection, {token}, since, except_blobs=own) == []
 
 
-def check_repeat_removal(host, store, app_env, task_id: str, doc: dict[str, Any]) -> None:  # type: ignore[no-untyped-def]
+def check_repeat_removal(host, store, app_env, task_id: str, doc: dict[str, Any],  # type: ignore[no-untyped-def]
+                         connection: str, out: Path) -> None:
     """Phase 2 of repeated-detection elimination through HTTP, the orchestration and the re-merge.
 
     The tiny random-weight network gives no repeated boxes on these tiny images (and phase 1 is tested against
@@ -285,6 +323,14 @@ def check_repeat_removal(host, store, app_env, task_id: str, doc: dict[str, Any]
         assert after == expected
     assert store.read_json(container, results_blob(task_id)) == doc  # the original results are left alone
     assert not store.exists(container, stale)  # no link or zip hands it out beside the new results
+    # the variant's own README, written when the removal published: its files now (not the stale CSV); the
+    # original's still lists exactly the original's
+    answer = api.get(f"{host.base_url}/api/tasks/{task_id}/results", timeout=120).json()
+    status = api.get(f"{host.base_url}/api/tasks/{task_id}", timeout=120).json()
+    check_readme(store, connection, app_env, task_id, answer, status, out, REPEATS_REMOVED)
+    check_readme(store, connection, app_env, task_id, answer, status, out.with_name(out.name + "-original"))
+    text = store.read_bytes(container, layout.readme_blob(task_id, REPEATS_REMOVED)).decode("utf-8")
+    assert "repeated detections at 1 place removed" in " ".join(text.split()) and stale.rsplit("/", 1)[1] not in text
     assert done["previews"]["blob"].endswith(f"/{REPEATS_REMOVED}/index.html")
     page = api.get(done["previews"]["local_url"], timeout=120)
     assert page.status_code == 200 and "repeated detections removed at 1 place" in page.text

@@ -1,0 +1,99 @@
+"""The results README against Azurite (``activities.readme``): it lists exactly the files a variant has when it is
+written (what the results answer links, the download fetches and the zip holds), and follows them as they change."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from activities.fanin import run_prepare_removal
+from activities.merge import run_remove_repeats
+from activities.previews import run_previews
+from activities.readme import write_readme
+from adapters import share_links
+from adapters.blobs import BlobStore, service_client
+from adapters.preview_folders import delete_preview_folder
+from core.settings import Settings
+from gpu_batch import layout
+from tests.integration.test_enumerate_merge import _merged_task_of_jpegs
+from tests.readme_listing import listed_paths
+
+NOW = datetime(2026, 12, 5, 18, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def env(storage_connection: str, unique_name: str) -> tuple[Settings, BlobStore, str]:
+    settings = Settings.from_env({"AzureWebJobsStorage": storage_connection, "TRAPBATCH_CONTAINER": unique_name + "s"})
+    store = BlobStore(service_client(storage_connection))
+    store.ensure_container(unique_name)
+    return settings, store, unique_name
+
+
+def _readme(store: BlobStore, settings: Settings, key: str, variant: str = "") -> str:
+    return store.read_bytes(settings.container, layout.readme_blob(key, variant)).decode("utf-8")
+
+
+def _linked(store: BlobStore, settings: Settings, key: str, variant: str = "") -> list[str]:
+    """The variant's files as the results answer names them, relative to the results folder."""
+    found = share_links.result_files(store, settings.container, key)[variant or "original"]
+    names = share_links.all_names({"variant": found})
+    return sorted(n[len(layout.results_prefix(key)):] for n in names)
+
+
+def test_the_readme_lists_exactly_the_files_there_as_they_change(env: tuple[Settings, BlobStore, str]) -> None:
+    settings, store, source = env
+    tid = _merged_task_of_jpegs(settings, store, source, ("a", "b"), 5)
+    assert write_readme(store, settings, tid, now=NOW) == layout.readme_blob(tid)
+    text = _readme(store, settings, tid)
+    assert sorted(listed_paths(text)) == _linked(store, settings, tid) == [
+        "README.txt", "detections.csv", "detections.json", "repeated-detections.json"]
+    flat = " ".join(text.split())
+    for words in (tid, f'container "{source}"', "m.pt", "10 images", "Written: 2026-12-05T18:00:00+00:00",
+                  "Preview: not published"):
+        assert words in flat, words
+    assert "failed" not in text.split("\nFiles\n")[0] and "cut short" not in text.split("\nFiles\n")[0]
+
+    # pages published, a photo cut short, a CSV at another threshold and an export: written again, all named
+    run_previews(tid, "m.pt", "", settings, store)
+    store.write_bytes(settings.container, layout.damaged_blob(tid), b"file\r\na/img1.jpg\r\n")
+    store.write_bytes(settings.container, layout.threshold_csv_blob(tid, 0.35), b"file\n")
+    store.write_bytes(settings.container, layout.coco_blob(tid), b"{}")
+    for n in (1, 2, 3):
+        store.write_bytes(settings.container, layout.zooniverse_batch_blob(tid, n), b"x\n")
+    store.write_bytes(settings.container, layout.exports_prefix(tid) + ".parts/00000.x", b"work")  # no one's file
+    write_readme(store, settings, tid, now=NOW)
+    text = _readme(store, settings, tid)
+    assert sorted(listed_paths(text)) == _linked(store, settings, tid)
+    assert {"damaged.csv", "detections.threshold-0.35.csv", "exports/coco.json",
+            "exports/zooniverse/batch-003.csv"} <= set(listed_paths(text)) and ".parts" not in text
+    flat = " ".join(text.split())
+    assert "1 cut short (damaged.csv)" in flat and "published on the web" in flat
+    # the pages taken off: the next write says so rather than point at them
+    delete_preview_folder(store, settings, tid)
+    write_readme(store, settings, tid, now=NOW)
+    assert "Preview: not published" in " ".join(_readme(store, settings, tid).split())
+
+    # no repeats-removed results: no README of theirs
+    assert write_readme(store, settings, tid, layout.REPEATS_REMOVED) is None
+    assert not store.exists(settings.container, layout.readme_blob(tid, layout.REPEATS_REMOVED))
+
+
+def test_a_removal_has_its_own_readme_and_a_new_one_deletes_it_with_its_stale_files(
+        env: tuple[Settings, BlobStore, str]) -> None:
+    settings, store, source = env
+    tid = _merged_task_of_jpegs(settings, store, source, ("a",), 5)
+    variant = layout.REPEATS_REMOVED
+    run_remove_repeats(tid, "m.pt", "2026-11-22T00:00:00", [], settings, store)
+    store.write_bytes(settings.container, layout.threshold_csv_blob(tid, 0.5, variant), b"file\n")
+    write_readme(store, settings, tid, variant, now=NOW)
+    text = _readme(store, settings, tid, variant)
+    assert sorted(listed_paths(text)) == _linked(store, settings, tid, variant) == [
+        "README.repeats-removed.txt", "detections.repeats-removed.csv", "detections.repeats-removed.json",
+        "detections.repeats-removed.threshold-0.5.csv"]
+    assert "README.repeats-removed.txt\n    This file." in text
+    assert "repeated detections at 0 places removed" in " ".join(text.split())
+    assert "README.txt" not in listed_paths(text)  # the original's, written by its own step
+    # a new removal deletes what the earlier one made from its results, the README naming them with them
+    run_prepare_removal(tid, [], settings, store)
+    assert not store.exists(settings.container, layout.readme_blob(tid, variant))
+    assert "readme" not in share_links.result_files(store, settings.container, tid)[variant]

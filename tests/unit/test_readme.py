@@ -1,0 +1,80 @@
+"""The results README's text (``core.readme``): every file it is given gets a line with what opens it, and no other;
+the facts a reader needs; bounded whatever the task's size."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from core.readme import WIDTH, ReadmeFacts, readme_name, readme_text
+from tests.readme_listing import listed_paths
+
+FACTS = ReadmeFacts(
+    task_id="task-0123456789abcdef0123", generation="", variant="", request_name="site A 2024",
+    container="camera-traps", prefix="2024/site-a/", account_url="https://partner.blob.core.windows.net",
+    image_list="", model="MDV5A", detector="md_v5a.0.0.pt", threshold=0.2, page_threshold=None, images=41,
+    failed=1, damaged=1, detected="2026-12-05 17:55:03", removed_places=None,
+    not_images="2 files are not images and were not run (.txt 2)", published=True,
+    written="2026-12-05T17:56:10+00:00")
+CAMTRAP = [f"exports/camtrap-dp/{n}" for n in ("datapackage.json", "deployments.csv", "media.csv",
+                                               "observations.csv")]
+FILES = ["README.txt", "detections.json", "detections.csv", "damaged.csv", "repeated-detections.json",
+         "exports/coco.json", *CAMTRAP, "exports/camera-visits.csv", "exports/camera-days.csv",
+         "exports/zooniverse/batch-001.csv", "exports/zooniverse/batch-002.csv", "detections.threshold-0.35.csv"]
+
+
+def test_every_file_given_is_listed_once_with_what_opens_it_and_nothing_else() -> None:
+    text = readme_text(FACTS, FILES)
+    assert sorted(listed_paths(text)) == sorted(FILES)
+    section = text.split("\nFiles\n-----\n", 1)[1]
+    for words in ("Timelapse", "MegaDetector's postprocessing", "spreadsheet", "camtraptor", "camtrapR", "GBIF",
+                  "panoptes subject-set upload-subjects", "trapbatch zooniverse task-0123456789abcdef0123",
+                  "trapbatch repeats task-0123456789abcdef0123", "threshold 0.35", "LILA"):
+        assert words in section, words
+    assert listed_paths(text)[:4] == ["README.txt", "detections.json", "detections.csv",
+                                      "detections.threshold-0.35.csv"]
+    # a file the results do not have is not named: no damaged.csv, no Zooniverse line
+    fewer = readme_text(FACTS, ["README.txt", "detections.json", "detections.csv"])
+    assert listed_paths(fewer) == ["README.txt", "detections.json", "detections.csv"]
+    assert "damaged.csv\n" not in fewer and "zooniverse/" not in fewer and "camtrap" not in fewer.lower()
+    # a name it has no words for still gets its line
+    odd = readme_text(FACTS, ["README.txt", "exports/something-new.parquet"])
+    assert "exports/something-new.parquet\n    Another file of these results." in odd
+
+
+def test_the_facts_a_reader_needs_and_no_secret() -> None:
+    text = readme_text(FACTS, FILES)
+    flat = " ".join(text.split())  # as read, whatever the wrapping
+    for words in ("site A 2024", "task-0123456789abcdef0123", 'container "camera-traps", prefix "2024/site-a/"',
+                  "account https://partner.blob.core.windows.net", "MDV5A (md_v5a.0.0.pt)", "Threshold: 0.2:",
+                  "41 images, 1 failed", "1 cut short (damaged.csv)", "2026-12-05 17:55:03 UTC",
+                  "2 files are not images", "Written: 2026-12-05T17:56:10+00:00", "published on the web"):
+        assert words in flat, words
+    assert "sig=" not in text and "AccountKey" not in text and "SharedAccessSignature" not in text
+    unpublished = readme_text(dataclasses.replace(FACTS, published=False, failed=0, damaged=0), FILES)
+    assert "not published" in unpublished and "failed" not in unpublished.split("Files\n")[0]
+    moved = readme_text(dataclasses.replace(FACTS, page_threshold=0.35), FILES)
+    assert "the preview page was last drawn at 0.35" in " ".join(moved.split())
+
+
+def test_the_repeats_removed_variant_says_so_and_names_its_own_file() -> None:
+    facts = dataclasses.replace(FACTS, variant="repeats-removed", removed_places=3, generation="r261205175503ab")
+    files = ["README.repeats-removed.txt", "detections.repeats-removed.json", "detections.repeats-removed.csv",
+             "damaged.csv", "exports/repeats-removed/coco.json"]
+    text = readme_text(facts, files)
+    assert readme_name("repeats-removed") == "README.repeats-removed.txt" and readme_name("") == "README.txt"
+    assert sorted(listed_paths(text)) == sorted(files)
+    assert "README.repeats-removed.txt\n    This file." in text
+    flat = " ".join(text.split())
+    assert "repeated detections at 3 places removed" in flat and "(re-run r261205175503ab)" in flat
+
+
+@pytest.mark.parametrize("batches", [1, 3, 1000])
+def test_bounded_whatever_the_task_size_and_lines_fit_a_window(batches: int) -> None:
+    """A thousand Zooniverse batches are one line (a run numbered without a gap); a gap starts another run."""
+    files = [*FILES[:-3], *[f"exports/zooniverse/batch-{n:03d}.csv" for n in range(1, batches + 1)]]
+    text = readme_text(FACTS, files)
+    assert sorted(listed_paths(text)) == sorted(files)
+    assert 40 <= len(text.splitlines()) <= 80 and max(len(line) for line in text.splitlines()) <= WIDTH
+    gap = [f for f in files if not f.endswith("batch-002.csv")]
+    assert sorted(listed_paths(readme_text(FACTS, gap))) == sorted(gap)
