@@ -22,7 +22,7 @@ from cli.folders import folder_requests
 from cli.hints import translate
 from cli.zooniverse_upload import VARIANTS as ZU_VARIANTS
 from cli.progress import (BarReporter, LineReporter, awaiting_line, exit_code_for, failed_steps, is_final, wait_for,
-                          waiting_note)
+                          waiting_note, zooniverse_cut_short_line)
 from core.contracts import Stage
 from core.errors import TrapbatchError
 from core.notimages import describe as describe_not_images
@@ -276,6 +276,9 @@ def _summary(st: dict[str, Any]) -> None:
                       + ("; a row per camera and day in camera-days.csv" if exports.get("camera_days") else "") + ")")
     if isinstance(exports, dict) and exports.get("sizes_unknown"):  # COCO boxes left relative: why, what to do
         table.add_row("COCO sizes", escape(sizes_unknown_line(exports)))
+    cut_short = zooniverse_cut_short_line(exports, str(st.get("id")))
+    if cut_short:  # photos cut short: in the results, not in the Zooniverse manifests
+        table.add_row("zooniverse", escape(cut_short))
     previews: dict[str, Any] = st["previews"] if isinstance(st.get("previews"), dict) else {}
     missing = previews.get("pictures_missing")
     if isinstance(missing, dict) and missing.get("count"):  # the page shows these images without a picture
@@ -1027,6 +1030,9 @@ def _print_removal(task_id: str, removal: dict[str, Any]) -> None:
     if damaged:  # the task's photos cut short, in this variant too
         out.print(f"  damaged: {damaged}", markup=False, highlight=False)
     results = removal.get("results") if isinstance(removal.get("results"), dict) else {}
+    cut_short = zooniverse_cut_short_line((results or {}).get("exports"), task_id)
+    if cut_short:  # the variant's Zooniverse manifests leave them out too
+        out.print(f"  zooniverse: {cut_short}", markup=False, highlight=False)
     if results and results.get("exports_error"):  # the variant stands; its COCO / Camtrap DP / Zooniverse do not
         out.print(f"  exports NOT written: {results['exports_error']}", markup=False, highlight=False)
         hint = results.get("exports_hint") or (f"the repeats-removed results JSON and CSV are complete; for their "

@@ -56,6 +56,19 @@ def failed_steps(status: dict[str, Any]) -> list[tuple[str, str, str]]:
     return steps
 
 
+def zooniverse_cut_short_line(exports: Any, task_id: str) -> str:
+    """The exports' ``zooniverse_cut_short`` (photos cut short, ``damaged.csv``, left out of the Zooniverse subjects:
+    volunteers would see their grey part) as one line, or "" when none were (or for exports from before the count):
+    a manifest short of the task's photos must say why, where the task's other export notes are said (the summary
+    of ``status`` / ``submit --wait``, a removal's lines, the demo's summary)."""
+    count = exports.get("zooniverse_cut_short") if isinstance(exports, dict) else None
+    if not isinstance(count, int) or count <= 0:
+        return ""
+    return (f"{count} photo{'' if count == 1 else 's'} cut short left out of the subjects (volunteers would see "
+            f"{'its' if count == 1 else 'their'} grey part): re-copy {'it' if count == 1 else 'them'} from the "
+            f"cards (damaged.csv, trapbatch results {task_id}), then post the request again with --rerun --only-new")
+
+
 def exit_code_for(status: dict[str, Any]) -> int:
     """0 for a task that ended completed (or estimated) with nothing after detection failed; 5 when a step after
     detection failed (``failed_steps``); 3 completed_with_errors; 1 for the rest (docs/cli.md, "Exit codes")."""

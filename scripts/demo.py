@@ -35,7 +35,7 @@ from adapters.blobs import BlobStore, service_client
 from cli.client import ApiClient
 from cli.config import Config
 from cli.download import blob_service, download
-from cli.progress import LineReporter, wait_for
+from cli.progress import LineReporter, wait_for, zooniverse_cut_short_line
 from core import mdformat, notimages
 from devhost.azurite import Azurite, free_port, start_azurite
 from gpu_batch.formats.detections_csv import capture_time
@@ -270,6 +270,9 @@ def _print_summary(doc: dict[str, Any], st: dict[str, Any], md_check: str,
         say(f"exports:  {_show(OUT)}/exports/  (COCO Camera Traps, Camtrap DP, Zooniverse manifests)")
     for line in zooniverse:
         say(line)
+    cut_short = zooniverse_cut_short_line((st.get("results") or {}).get("exports"), str(st.get("id")))
+    if cut_short:  # the truncated sample: in the results and damaged.csv, not in the Zooniverse manifest
+        say(f"zooniverse: {cut_short}")
     say(f"images: {counts['images']}  with detections >= {THRESHOLD}: {counts['with_detections']} "
         f"({counts['detections']} detections)  empty: {counts['empty']}  failures: {counts['failed']}")
     for im in doc["images"]:

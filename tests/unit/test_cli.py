@@ -294,6 +294,25 @@ def test_the_summary_names_the_photos_cut_short(capsys: pytest.CaptureFixture[st
     assert "damaged" not in capsys.readouterr().out
 
 
+def test_the_summary_says_which_photos_cut_short_the_zooniverse_manifests_leave_out(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The exports' ``zooniverse_cut_short`` (photos cut short left out of the subjects) is an export note like the
+    others: a manifest short of the task's photos says why and what to do; nothing when none were left out."""
+    from cli.main import _summary
+    from cli.progress import zooniverse_cut_short_line
+
+    exports = {"events": 4, "cameras": 2, "zooniverse_subjects": 8, "zooniverse_cut_short": 3}
+    _summary({"id": "task-0", "stage": "completed", "results": {"exports": exports}})
+    shown = " ".join(capsys.readouterr().out.split())  # the table may wrap a long line
+    assert "zooniverse 3 photos cut short left out of the subjects" in shown, shown
+    assert "damaged.csv, trapbatch results task-0" in shown and "--rerun --only-new" in shown
+    assert zooniverse_cut_short_line({"zooniverse_cut_short": 1}, "t").startswith("1 photo cut short left out")
+    for none in ({"zooniverse_subjects": 8}, {"zooniverse_cut_short": 0}, None, "x"):
+        assert zooniverse_cut_short_line(none, "t") == ""
+    _summary({"id": "task-0", "stage": "completed", "results": {"exports": {"zooniverse_subjects": 8}}})
+    assert "zooniverse" not in capsys.readouterr().out
+
+
 def test_the_summary_says_what_did_not_happen_after_the_results(capsys: pytest.CaptureFixture[str]) -> None:
     """The results stand, but exports that failed or a receiver never told are failures a person must see."""
     from cli.main import _summary
@@ -1470,6 +1489,9 @@ def test_the_summary_says_which_shards_were_given_up_why_and_what_to_do(capsys: 
       "damaged": {"count": 2, "examples": ["cam1/IMG_0007.JPG"], "blob": "results/t/damaged.csv"}},
      ["removal: completed", "damaged: 2 photos cut short", "damaged.csv (trapbatch results task-0123456789abcdef0123)",
       "e.g. cam1/IMG_0007.JPG"]),
+    ({"runtime_status": "Completed", "stage": "completed",
+      "results": {"container": "c", "blob": "b", "exports": {"zooniverse_subjects": 5, "zooniverse_cut_short": 2}}},
+     ["removal: completed", "zooniverse: 2 photos cut short left out of the subjects"]),
 ])
 def test_repeats_shows_what_went_wrong_with_the_removal_and_what_to_do(
         removal: dict[str, Any], shown: list[str], monkeypatch: pytest.MonkeyPatch,
