@@ -22,6 +22,15 @@ TASK = "task-0123456789abcdef0123"
 REQUEST = {"container": "cams", "prefix": "2024/site-a/", "model": "MDV5A", "request_name": "site A"}
 
 
+def raising_on(activity: str, error: BaseException, answer: Any) -> Any:
+    """``answer``'s activities, but ``activity`` raises ``error`` on every attempt."""
+    def answering(name: str, payload: Any) -> Any:
+        if name == activity:
+            raise error
+        return answer(name, payload)
+    return answering
+
+
 def task_input(request: dict[str, Any] | None = None, **knob_overrides: Any) -> c.TaskInput:
     return {"task_id": TASK, "request": request or REQUEST, "knobs": OrchestrationKnobs(**knob_overrides).to_dict()}
 
@@ -327,10 +336,7 @@ def test_a_pool_job_that_cannot_be_closed_is_named_in_the_failed_status() -> Non
     def child(name: str, instance_id: str, payload: Any) -> Any:
         raise RuntimeError("poll_shards failed: the Batch account refused the request (403)")
 
-    def closing_fails(name: str, payload: Any) -> Any:
-        if name == c.CLOSE_JOB:
-            raise RuntimeError("Batch unreachable")
-        return answer(name, payload)
+    closing_fails = raising_on(c.CLOSE_JOB, RuntimeError("Batch unreachable"), answer)
 
     run = run_task(task_input(shards_per_group=1), closing_fails, children=child)
 
@@ -396,10 +402,7 @@ def test_a_task_whose_pool_never_ran_the_worker_fails_with_the_pools_reason() ->
 def test_a_failing_merge_fails_the_task_as_failed_not_merging() -> None:
     answer = activities(shards=1)
 
-    def broken_merge(name: str, payload: Any) -> Any:
-        if name == c.MERGE_PART:
-            raise OSError("disk full")
-        return answer(name, payload)
+    broken_merge = raising_on(c.MERGE_PART, OSError("disk full"), answer)
 
     run = run_task(task_input(), broken_merge)
 
@@ -425,10 +428,8 @@ def test_failing_exports_leave_the_results_and_say_why() -> None:
     them, and its status says why."""
     answer = activities(shards=1)
 
-    def broken_exports(name: str, payload: Any) -> Any:
-        if name == c.EXPORTS:
-            raise RuntimeError("results/x/detections.json is not valid JSON\nTraceback ...")
-        return answer(name, payload)
+    broken_exports = raising_on(c.EXPORTS, RuntimeError("results/x/detections.json is not valid JSON\nTraceback ..."),
+                                answer)
 
     run = run_task(task_input(), broken_exports)
 
@@ -450,10 +451,7 @@ def test_merge_work_a_cleanup_left_is_said_in_the_status_with_how_to_delete_it()
     the task still completes, and its status names them and the command that deletes them (it said nothing)."""
     answer = activities(shards=1)
 
-    def no_cleanup(name: str, payload: Any) -> Any:
-        if name == c.CLEAN_MERGE_WORK:
-            raise RuntimeError("AuthorizationPermissionMismatch\nTraceback ...")
-        return answer(name, payload)
+    no_cleanup = raising_on(c.CLEAN_MERGE_WORK, RuntimeError("AuthorizationPermissionMismatch\nTraceback ..."), answer)
 
     run = run_task(task_input(), no_cleanup)
 
@@ -681,10 +679,8 @@ def test_a_done_file_that_cannot_be_written_is_said_in_the_status() -> None:
     data["drop"] = "site-a/survey.json"
     answers = activities(shards=1)
 
-    def refusing(name: str, payload: Any) -> Any:
-        if name == c.DROP_ANSWER:
-            raise RuntimeError("AuthorizationFailure: the app may not write to incoming")
-        return answers(name, payload)
+    refusing = raising_on(c.DROP_ANSWER, RuntimeError("AuthorizationFailure: the app may not write to incoming"),
+                          answers)
 
     run = run_task(data, refusing)
     assert run.status == "Completed" and run.output["stage"] == Stage.completed
@@ -735,10 +731,8 @@ def test_an_estimate_file_that_cannot_be_written_is_said_while_the_task_waits_fo
     data["drop"] = "survey.json"
     answers = activities(images=25, shards=3)
 
-    def refusing(name: str, payload: Any) -> Any:
-        if name == c.DROP_ANSWER:
-            raise RuntimeError("AuthorizationFailure: the app may not write to incoming")
-        return answers(name, payload)
+    refusing = raising_on(c.DROP_ANSWER, RuntimeError("AuthorizationFailure: the app may not write to incoming"),
+                          answers)
 
     run = run_task(data, refusing)
     waiting = [s for s in run.statuses if s.get("stage") == Stage.awaiting_confirmation]
