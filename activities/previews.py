@@ -25,7 +25,7 @@ import azure.durable_functions as df
 from azure.core.exceptions import ResourceNotFoundError
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from activities.readme import write_readme
+from activities.readme import publish_readme
 from adapters import clients
 from adapters.blobs import BlobStore
 from adapters.compose import delete_prefix
@@ -489,6 +489,7 @@ def render_previews(payload: c.PreviewsInput) -> c.PreviewsOutput:
                        payload.get("variant", ""), source, bool(payload.get("only_if_published")),
                        payload.get("repeat_search_error", ""))
     # the last step of every flow that changes the variant's files (activities.readme says which): its README now,
-    # pages published or not; no key in the output, which the history keeps as before
-    write_readme(own, s, payload["task_id"], payload.get("variant", ""))
+    # pages published or not; no key in the output, which the history keeps as before. Best effort: a README that
+    # cannot be written fails neither this step nor the task whose results are all written (publish_readme)
+    publish_readme(own, s, payload["task_id"], payload.get("variant", ""))
     return out

@@ -21,12 +21,16 @@ import io
 import logging
 from datetime import datetime, timezone
 
+from azure.core.exceptions import AzureError
+
 from activities.decided import task_settings
 from activities.merge import task_threshold
 from adapters import share_links
 from adapters.blobs import BlobStore
 from adapters.preview_folders import existing_preview_folder, withdrawn
+from adapters.storage_errors import storage_error
 from core import notimages
+from core.errors import TrapbatchError
 from core.readme import ReadmeFacts, readme_text
 from core.settings import Settings
 from gpu_batch import layout
@@ -99,3 +103,23 @@ def write_readme(store: BlobStore, settings: Settings, key: str, variant: str = 
 def drop_readme(store: BlobStore, settings: Settings, key: str, variant: str) -> bool:
     """Delete a variant's README (its files are about to be replaced); whether there was one."""
     return store.delete_if_exists(settings.container, layout.readme_blob(key, variant))
+
+
+def publish_readme(store: BlobStore, settings: Settings, key: str, variant: str = "") -> str | None:
+    """``write_readme``, best effort: its blob name, or None when it wrote none, for whatever reason (logged).
+
+    Why: the previews activity that calls it is the last step of a task whose results, exports and pages are all
+    written, and of a re-render, a repeat search and a removal. A README that cannot be written (storage refusing the
+    write, a fact it cannot read) failing that step made the activity's retries render every page again, and then
+    failed the task at publishing, or the re-render, over a help text; the results stand without it. A README left
+    from before stays (a removal's first step deleted the variant's stale one); the next previews step writes it
+    again."""
+    try:
+        return write_readme(store, settings, key, variant)
+    except Exception as exc:  # noqa: BLE001 - a help text: the step's real work is done, and stands
+        # a storage error in the storage map's words (never the request URL, which may carry a SAS), else its type
+        said = (storage_error(exc).message if isinstance(exc, (AzureError, TrapbatchError))
+                else type(exc).__name__)
+        logger.warning("task %s: the README of results variant %r could not be written (%s); the results are "
+                       "complete without it", key, variant or "original", said)
+        return None

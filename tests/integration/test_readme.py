@@ -97,3 +97,27 @@ def test_a_removal_has_its_own_readme_and_a_new_one_deletes_it_with_its_stale_fi
     run_prepare_removal(tid, [], settings, store)
     assert not store.exists(settings.container, layout.readme_blob(tid, variant))
     assert "readme" not in share_links.result_files(store, settings.container, tid)[variant]
+
+
+def test_a_readme_that_cannot_be_written_leaves_the_previews_step_and_its_answer_as_they_were(
+        env: tuple[Settings, BlobStore, str], storage_connection: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README is a help for people, not a result: its write failing (storage refusing it, or a fact it cannot
+    read) must not fail the previews activity, the last step of a task whose results are all written (its retries
+    would render every page again, and then fail the task at publishing), nor a re-render, search or removal."""
+    from activities import readme
+    from activities.previews import render_previews
+
+    settings, store, source = env
+    tid = _merged_task_of_jpegs(settings, store, source, ("a",), 5)
+    monkeypatch.setenv("AzureWebJobsStorage", storage_connection)
+    monkeypatch.setenv("TRAPBATCH_CONTAINER", settings.container)
+
+    def refused(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("AuthorizationPermissionMismatch writing the README")
+
+    monkeypatch.setattr(readme, "readme_facts", refused)
+    shell = render_previews._function.get_user_function()  # type: ignore[attr-defined]
+    out = shell({"task_id": tid, "model": "m.pt", "request_name": ""})
+
+    assert out["container"] and out["counts"] and "not_published" not in out  # the pages were written
+    assert not store.exists(settings.container, layout.readme_blob(tid))
