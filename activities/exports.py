@@ -822,7 +822,9 @@ def run_exports(task_id: str, settings: Settings, store: BlobStore, source: Blob
                 sizes_unknown += count_size_unknown(entry, size, needs_size, misses)
                 metadata = listed.get(str(entry["file"]))  # every entry, in order (the walk keeps step)
                 views.add(entry, size, metadata, writer, camtrap, media, observations)
-                cut_short_out += by_capture is None and not views.zooniverse and left_out_cut_short(entry)
+                # subjects of one image or captures alike (activities.zooniverse_captures leaves them out of both),
+                # as an exports part counts them: the fan-out's output and this one's agree
+                cut_short_out += not views.zooniverse and left_out_cut_short(entry)
                 if not views.zooniverse and by_capture is None and not zooniverse.excluded(entry):
                     eligible += 1
                     line = zooniverse.row_line(entry, manifest, categories, metadata).encode("utf-8")

@@ -77,17 +77,21 @@ def _setup(settings: Settings, store: BlobStore, shard_sizes: list[int], shards_
     return doc, rows, parts
 
 
-def _fanned(settings: Settings, store: BlobStore, parts: list[list[int]]) -> c.ExportsOutput:
-    """What orchestrations.exports runs for a task whose list defines captures."""
+def _fanned(settings: Settings, store: BlobStore, parts: list[list[int]], with_shards: bool = False
+            ) -> c.ExportsOutput:
+    """What orchestrations.exports runs for a task whose list defines captures; ``with_shards``: each part's shard
+    count in its inputs, as the orchestrator gives it (the shards' views and lists are read then)."""
     ranges = part_ranges(parts)
-    outs = [run_exports_part(c.ExportsPartInput(task_id=TASK, variant="", part=p, first_shard=f, offset=o, length=n),
-                             settings, store) for p, f, o, n in ranges]
+    more: list[dict[str, Any]] = [{"shards": parts[p][1]} if with_shards else {} for p, *_ in ranges]
+    outs = [run_exports_part(c.ExportsPartInput(task_id=TASK, variant="", part=p, first_shard=f, offset=o, length=n,
+                                                **more[p]), settings, store) for p, f, o, n in ranges]
     combined = run_exports_combine(c.ExportsCombineInput(task_id=TASK, variant="", parts=outs,
                                                          **group_and_link(settings, store, TASK, "", outs)),
                                    settings, store)
     assert combined.get("zooniverse_captures") is True and "output" in combined
     runs = [run_captures_part(c.ExportsCapturesPartInput(task_id=TASK, variant="", part=p, first_shard=f, offset=o,
-                                                         length=n), settings, store) for p, f, o, n in ranges]
+                                                         length=n, **more[p]), settings, store)
+            for p, f, o, n in ranges]
     made = run_captures_combine(c.ExportsCapturesCombineInput(
         task_id=TASK, variant="", runs=[(r["part"], r["runs"]) for r in runs if r["runs"]]), settings, store)
     run_zooniverse_clean(c.ExportsZooniverseCleanInput(task_id=TASK, variant="", batches=made["batches"]), settings,
@@ -349,3 +353,30 @@ def test_an_image_lists_sequence_is_one_visit_among_the_subjects(task: Any) -> N
     coco = {im["file_name"]: im for im in json.loads(files[out["coco"]])["images"]}
     assert coco["siteA/cam1/b.jpg"]["seq_id"] == "S1#J05#1#7" and "seq_num_frames" not in coco["siteA/cam1/b.jpg"]
     assert out["zooniverse_subjects"] == len(subjects) == len(images)
+
+
+def test_a_photo_cut_short_is_in_no_capture_and_both_ways_count_it_alike(task: Any) -> None:  # noqa: F811
+    """A JPEG cut short (the merge's damaged.csv; its shard's worker named it) is in no capture, as in no subject
+    of one image (core.zooniverse: its grey part is not shown to volunteers), and the exports' output counts it in
+    ``zooniverse_cut_short`` whichever way they ran: the fan-out's parts count it, so the single activity must too
+    (their outputs are the same, as every other count)."""
+    from gpu_batch.formats.entries import damaged_document
+
+    settings, store, _ = task
+    settings = replace(settings, zooniverse_batch_size=4, export_image_sizes=False)
+    doc, rows, parts = _setup(settings, store, [40, 40, 40, 17], 2)
+    cut = next(e["file"] for e in doc["images"][:40] if not zooniverse.excluded(e) and rows[e["file"]]["capture"])
+    sid = layout.shard_id(0)
+    etag = store.write_json(settings.container, layout.attempt_results_blob(TASK, sid, 1), {"images": []})
+    store.write_bytes(settings.container, layout.attempt_damaged_blob(TASK, sid, 1), damaged_document(etag, [cut]))
+    store.write_bytes(settings.container, layout.damaged_blob(TASK), f"file\r\n{cut}\r\n".encode())
+
+    single = run_exports(TASK, settings, store)
+    expected = _clear(store, settings.container, "")
+    batches = [n for n in expected if "/zooniverse/" in n]
+    assert batches and not any(cut.encode() in expected[n] for n in batches)
+    assert single.get("zooniverse_cut_short") == 1, single
+    fanned = _fanned(settings, store, parts, with_shards=True)
+    assert fanned == single
+    again = _snapshot(store, settings.container, "")
+    assert sorted(again) == sorted(expected) and all(again[n] == expected[n] for n in expected)
