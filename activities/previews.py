@@ -491,5 +491,7 @@ def render_previews(payload: c.PreviewsInput) -> c.PreviewsOutput:
     # the last step of every flow that changes the variant's files (activities.readme says which): its README now,
     # pages published or not; no key in the output, which the history keeps as before. Best effort: a README that
     # cannot be written fails neither this step nor the task whose results are all written (publish_readme)
-    publish_readme(own, s, payload["task_id"], payload.get("variant", ""))
+    readme_error = publish_readme(own, s, payload["task_id"], payload.get("variant", ""))
+    if readme_error:  # said in the status (the output's key only when it failed: the history keeps it as before)
+        out["readme_error"] = readme_error
     return out

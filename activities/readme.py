@@ -31,7 +31,7 @@ from adapters.preview_folders import existing_preview_folder, withdrawn
 from adapters.storage_errors import storage_error
 from core import notimages
 from core.errors import TrapbatchError
-from core.readme import ReadmeFacts, readme_text
+from core.readme import ReadmeFacts, readme_name, readme_text
 from core.settings import Settings
 from gpu_batch import layout
 
@@ -105,8 +105,9 @@ def drop_readme(store: BlobStore, settings: Settings, key: str, variant: str) ->
     return store.delete_if_exists(settings.container, layout.readme_blob(key, variant))
 
 
-def publish_readme(store: BlobStore, settings: Settings, key: str, variant: str = "") -> str | None:
-    """``write_readme``, best effort: its blob name, or None when it wrote none, for whatever reason (logged).
+def publish_readme(store: BlobStore, settings: Settings, key: str, variant: str = "") -> str:
+    """``write_readme``, best effort: "" when it went as it should, else why no README was written (logged, and said
+    in the previews step's output, ``readme_error``, so the task's status says it rather than a log line alone).
 
     Why: the previews activity that calls it is the last step of a task whose results, exports and pages are all
     written, and of a re-render, a repeat search and a removal. A README that cannot be written (storage refusing the
@@ -115,11 +116,13 @@ def publish_readme(store: BlobStore, settings: Settings, key: str, variant: str 
     from before stays (a removal's first step deleted the variant's stale one); the next previews step writes it
     again."""
     try:
-        return write_readme(store, settings, key, variant)
+        write_readme(store, settings, key, variant)
+        return ""
     except Exception as exc:  # noqa: BLE001 - a help text: the step's real work is done, and stands
         # a storage error in the storage map's words (never the request URL, which may carry a SAS), else its type
         said = (storage_error(exc).message if isinstance(exc, (AzureError, TrapbatchError))
                 else type(exc).__name__)
         logger.warning("task %s: the README of results variant %r could not be written (%s); the results are "
                        "complete without it", key, variant or "original", said)
-        return None
+        return (f"{readme_name(variant)} not written ({said[:300]}); the results are complete without it, and the "
+                f"next re-render (POST /api/tasks/{key.partition(_RUNS)[0]}/previews) writes it again")

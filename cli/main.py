@@ -286,6 +286,8 @@ def _summary(st: dict[str, Any]) -> None:
         table.add_row("preview pictures", escape(f"{missing['count']} of {missing.get('of')} missing ({why}); "
                                                  + in_cli_words(str(missing.get("hint") or "")
                                                                 .replace("{id}", str(st.get("id"))))))
+    if previews.get("readme_error"):  # the results README was not written: the results stand without it
+        table.add_row("README", escape(in_cli_words(str(previews["readme_error"]))))
     if st.get("work_left"):  # a best-effort cleanup left work blobs: the results stand, the storage costs
         table.add_row("work left", escape(str(st["work_left"])))
     told = st.get("notification")

@@ -377,6 +377,8 @@ class PreviewsOutput(TypedDict):
     # images the page wanted a picture of and has none (activities.previews._Pictures.report): count, of, reasons,
     # examples, error, hint; absent when every picture was made
     pictures_missing: NotRequired[dict[str, Any]]
+    # the results README (activities.readme.publish_readme) could not be written: why, and that the results stand
+    readme_error: NotRequired[str]
 
 
 # ---------------------------------------------------------------- custom status and outputs

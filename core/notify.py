@@ -39,7 +39,7 @@ STATUS_KEYS = ("stage", "started", "finished", "error", "images", "failed", "mis
 # The previews' fields it carries (core.contracts.PreviewsOutput): never where the pages are (a folder, page blob or
 # URL), whose random part is unguessable on purpose: anyone with it sees the images. Named, not filtered out, so a
 # field added to the previews later stays out until someone decides it is not an address.
-PREVIEW_KEYS = ("container", "counts", "expires", "expiry_error", "not_published", "pictures_missing")
+PREVIEW_KEYS = ("container", "counts", "expires", "expiry_error", "not_published", "pictures_missing", "readme_error")
 
 
 def public_status(task_id: str, status: Mapping[str, Any]) -> dict[str, Any]:

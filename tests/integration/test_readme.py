@@ -115,9 +115,16 @@ def test_a_readme_that_cannot_be_written_leaves_the_previews_step_and_its_answer
     def refused(*args: object, **kwargs: object) -> None:
         raise RuntimeError("AuthorizationPermissionMismatch writing the README")
 
+    real_facts = readme.readme_facts
     monkeypatch.setattr(readme, "readme_facts", refused)
     shell = render_previews._function.get_user_function()  # type: ignore[attr-defined]
     out = shell({"task_id": tid, "model": "m.pt", "request_name": ""})
 
     assert out["container"] and out["counts"] and "not_published" not in out  # the pages were written
     assert not store.exists(settings.container, layout.readme_blob(tid))
+    # said in the step's output, so the task's status says it, not a log line alone
+    assert out["readme_error"].startswith("README.txt not written (RuntimeError)") and "results are complete" in out[
+        "readme_error"]
+    monkeypatch.setattr(readme, "readme_facts", real_facts)  # written again: nothing said
+    assert "readme_error" not in shell({"task_id": tid, "model": "m.pt", "request_name": ""})
+    assert store.exists(settings.container, layout.readme_blob(tid))

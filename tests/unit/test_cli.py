@@ -294,6 +294,22 @@ def test_the_summary_names_the_photos_cut_short(capsys: pytest.CaptureFixture[st
     assert "damaged" not in capsys.readouterr().out
 
 
+def test_the_summary_says_a_results_readme_was_not_written_and_how_it_is_written_again(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The previews step's ``readme_error`` (activities.readme.publish_readme): the README is a help text, so the
+    task stands and the summary says it in the CLI's words; nothing when it was written."""
+    from cli.main import _summary
+
+    said = ("README.txt not written (RuntimeError); the results are complete without it, and the next re-render "
+            "(POST /api/tasks/task-0/previews) writes it again")
+    _summary({"id": "task-0", "stage": "completed", "previews": {"container": "$web", "readme_error": said}})
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "README README.txt not written (RuntimeError)" in shown, shown
+    assert "trapbatch previews task-0 --threshold <t>" in shown
+    _summary({"id": "task-0", "stage": "completed", "previews": {"container": "$web"}})
+    assert "not written" not in capsys.readouterr().out
+
+
 def test_the_summary_says_which_photos_cut_short_the_zooniverse_manifests_leave_out(
         capsys: pytest.CaptureFixture[str]) -> None:
     """The exports' ``zooniverse_cut_short`` (photos cut short left out of the subjects) is an export note like the
