@@ -201,8 +201,10 @@ async def start_task(client: df.DurableOrchestrationClient, body: Any, settings:
     if request.max_failed_fraction is not None:
         knobs["max_failed_fraction"] = request.max_failed_fraction
     run = layout.run_id(datetime.now(timezone.utc), secrets.token_hex(2))  # a job of its own for this run's pool work
-    generations = await asyncio.to_thread(_generations, task_id, run, runtime, _task_input(existing), request,
-                                          settings)
+    last = _task_input(existing)
+    generations = await asyncio.to_thread(_generations, task_id, run, runtime, last, request, settings)
+    if runtime is not None and not request.rerun:
+        request = resumed_request(request, last)
     try:
         task_input = c.TaskInput(task_id=task_id, request=request.to_dict(), knobs=knobs, run=run, moves_expiry=True)
         if "generation" in generations:
@@ -260,6 +262,23 @@ def _stage_of(status: Any) -> str:
     return str(custom.get("stage", Stage.starting)) if isinstance(custom, dict) else str(Stage.starting)
 
 
+def resumed_request(request: TaskRequest, last: dict[str, Any]) -> TaskRequest:
+    """A plain request that resumes its task's failed or terminated run (``_generations``), with that run's verbs.
+
+    Why: the advice a failed run gives (orchestrations.shards ``PoolOutOfReach``, orchestrations.retries
+    ``_gave_up``) is to post the request again without "rerun" or "only_new", and that resumes the run's generation;
+    but the run's input is made from the request posted now, so an ``only_new`` re-run resumed so lost its reuse step
+    (orchestrations.task runs it only with ``only_new`` in the request) and the pool detected again every image it had
+    reused. The verbs are the only fields that decide the run's work without being part of the task id (the rest of
+    the id's fields are equal by construction; the settings say how to judge and report, and the request posted now
+    sets them, as before). ``only_new`` implies ``rerun`` (core.requests ``_only_new``): both are carried."""
+    stored = last.get("request")
+    if not isinstance(stored, dict):  # an input without a request: nothing to carry
+        return request
+    only_new = bool(stored.get("only_new"))
+    return dataclasses.replace(request, rerun=bool(stored.get("rerun")) or only_new, only_new=only_new)
+
+
 class _Generations(TypedDict, total=False):
     generation: str
     previous: str
@@ -273,7 +292,8 @@ def _generations(task_id: str, run: str, runtime: str | None, last: dict[str, An
     * ``rerun`` of a task that ran before: a new generation, ``run``, with its own state and results; the generation
       served now stays served (``previous``) until the new one is promoted, if it has results at all;
     * a plain request for a task whose last run failed or was terminated: that run's generation again, which resumes
-      from the results its attempts already wrote (as before re-runs), serving what that run would have served.
+      from the results its attempts already wrote (as before re-runs), serving what that run would have served; its
+      request keeps that run's "rerun" and "only_new" (``resumed_request``), so an ``only_new`` re-run still reuses.
     """
     if runtime is None:
         return {}

@@ -248,6 +248,50 @@ def test_only_new_runs_exactly_the_new_and_changed_images_and_merges_them_with_t
     assert served["generation"] == final["generation"] and served["results"]["blob"] == layout.results_blob(key)
 
 
+def test_an_only_new_rerun_that_failed_posted_again_plainly_resumes_with_its_reuse(
+        host: Any, app_env: dict[str, str], store: BlobStore, unique_name: str) -> None:
+    """A failed or terminated run is resumed by its request posted again without "rerun" or "only_new" (the advice
+    of orchestrations.shards' PoolOutOfReach and orchestrations.retries' _gave_up). When that run was an ``only_new``
+    re-run, the resumed run must still reuse the served results: before, its input lost ``only_new`` and the pool
+    detected every image again."""
+    from tests.integration.conftest import _jpeg
+
+    state = app_env["TRAPBATCH_CONTAINER"]
+    names = upload_images(store, unique_name, 10, corrupt=0)  # 3 shards of 4 (TRAPBATCH_IMAGES_PER_SHARD)
+    base = host.base_url
+    body = {"container": unique_name}
+    started = api.post(f"{base}/api/tasks", json=body, timeout=120)
+    assert started.status_code == 202, started.text
+    task_id = started.json()["id"]
+    assert confirm_and_finish(host, task_id)["stage"] == Stage.completed
+    changed, added = "cam0/img 002.jpg", ["cam1/img 100.jpg", "cam1/img 101.jpg"]
+    store.write_bytes(unique_name, changed, _jpeg(1002))  # new bytes: a new ETag
+    for i, name in enumerate(added):
+        store.write_bytes(unique_name, name, _jpeg(2000 + i))
+    now = sorted({*names, *added})
+
+    rerun = api.post(f"{base}/api/tasks", json={**body, "only_new": True}, timeout=120)
+    assert rerun.status_code == 202 and rerun.json()["id"] == task_id, rerun.text
+    waiting = wait_until(lambda: (lambda s: s if s["stage"] == Stage.awaiting_confirmation else None)(
+        status(host, task_id)), 120, "the only_new re-run waiting")
+    assert waiting["images"] == 3  # the reuse step ran: only the changed and the added images wait for the pool
+    host.terminate(task_id, "the re-run stopped before its pool work (as a failed run would)")
+    wait_until(lambda: status(host, task_id)["runtime_status"] == "Terminated", 60, "the re-run terminated")
+
+    resumed = api.post(f"{base}/api/tasks", json=body, timeout=120)  # as the failure's advice says: plainly
+    assert resumed.status_code == 202 and resumed.json()["started"] is True, resumed.text
+    again = wait_until(lambda: (lambda s: s if s["runtime_status"] == "Running"
+                                and s["stage"] == Stage.awaiting_confirmation else None)(status(host, task_id)), 120,
+                       "the resumed re-run waiting")
+    assert again["images"] == 3, again  # still only those: the resumed run reuses as the re-run did
+    final = confirm_and_finish(host, task_id)
+    assert final["stage"] == Stage.completed and final["reused"] == len(now) - 3, final
+    key = layout.generation_key(task_id, final["generation"])
+    assert pool_work(app_env, store, key, final["pool_job"]) == sorted([changed, *added])
+    files = [im["file"] for im in store.read_json(state, layout.results_blob(key))["images"]]
+    assert sorted(files) == now and len(files) == len(set(files))
+
+
 def _camera_jpeg(seed: int, taken: str) -> bytes:
     """A small JPEG with a trail camera's capture time (EXIF DateTimeOriginal)."""
     import io
