@@ -163,6 +163,30 @@ def _order(path: str) -> tuple[int, str]:
     return next((rank for pattern, rank in ranks if re.fullmatch(pattern, path)), 5), path
 
 
+PREVIEW_LABEL = "Preview:"
+
+
+def pages_gone(text: str, when: str) -> str | None:
+    """README ``text`` with its Preview field saying the pages were taken off the web at ``when`` (ISO 8601, UTC);
+    None when the text has no Preview field to restate.
+
+    Why: the field says whether the pages were published when the README was written, and nothing rewrote it when
+    they went (``DELETE .../previews``, an expiry, a re-run's promotion): the README kept saying a page was there.
+    Those deletions run where the README's facts cannot be gathered again (the HTTP edge may not import the
+    activities that gather them), and every other fact stands, so only this field is restated. The field is the
+    ``Preview:`` line and its continuation lines (``_field``'s indent); the rest of the text is kept byte for byte."""
+    lines = text.split("\n")
+    start = next((i for i, line in enumerate(lines) if line.startswith(PREVIEW_LABEL)), None)
+    if start is None:
+        return None
+    end = start + 1
+    while end < len(lines) and lines[end].startswith(" " * 12):
+        end += 1
+    field = _field("Preview", f"taken off the web at {when} (deleted or expired): its address no longer works; "
+                              "these results are unchanged")
+    return "\n".join([*lines[:start], *field, *lines[end:]])
+
+
 def readme_text(facts: ReadmeFacts, files: Sequence[str]) -> str:
     """The README of one results variant: the facts, then each path of ``files`` (relative to the results folder,
     as the download and the zip hold them) with what it holds and what opens it."""

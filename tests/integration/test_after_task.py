@@ -150,6 +150,9 @@ def check_expiry(host, store, task: str, container: str) -> None:  # type: ignor
     assert done["deleted"] > 0 and done["expires"] == status["previews"]["expires"]
     answer = api.get(url, timeout=120).json()
     assert "error" in answer["previews"] and not list(store.list_names("$web", task + "-"))
+    # the expiry made the README say so (adapters.preview_folders.restate_readmes), before anything rewrote it
+    readme = " ".join(store.read_bytes(container, layout.readme_blob(task)).decode().split())
+    assert "Preview: taken off the web at " in readme and "published on the web" not in readme
     refused = api.post(f"{host.base_url}/api/tasks/{task}/previews", json={"threshold": 0.5}, timeout=120)
     assert refused.status_code == 409 and "no preview pages" in refused.json()["error"]
     # a repeat search run again renders pages only while they are published: expired pages stay off the website

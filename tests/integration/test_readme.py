@@ -128,3 +128,56 @@ def test_a_readme_that_cannot_be_written_leaves_the_previews_step_and_its_answer
     monkeypatch.setattr(readme, "readme_facts", real_facts)  # written again: nothing said
     assert "readme_error" not in shell({"task_id": tid, "model": "m.pt", "request_name": ""})
     assert store.exists(settings.container, layout.readme_blob(tid))
+
+
+def _without_preview(text: str) -> list[str]:
+    """The README's lines less its Preview field (the ``Preview:`` line and its continuation lines)."""
+    kept: list[str] = []
+    inside = False
+    for line in text.split("\n"):
+        inside = line.startswith("Preview:") or (inside and line.startswith(" " * 12))
+        if not inside:
+            kept.append(line)
+    return kept
+
+
+def test_pages_taken_off_the_web_by_a_delete_or_an_expiry_make_the_readmes_say_they_are_gone(
+        env: tuple[Settings, BlobStore, str], storage_connection: str, unique_name: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's Preview field says whether the pages were published when it was written; when they go
+    (``DELETE .../previews``, the expiry's activity; a re-run's promotion deletes through the same function) it must
+    stop pointing at them. Only that field changes; a README that cannot be restated does not fail the deletion."""
+    from activities.expiry import delete_previews_when_due
+    from api.starters import _delete_served_previews
+
+    settings, store, source = env
+    tid = _merged_task_of_jpegs(settings, store, source, ("a",), 5)
+    run_previews(tid, "m.pt", "", settings, store)
+    run_remove_repeats(tid, "m.pt", "2026-11-22T00:00:00", [], settings, store)
+    before = {}
+    for variant in ("", layout.REPEATS_REMOVED):
+        write_readme(store, settings, tid, variant, now=NOW)
+        before[variant] = _readme(store, settings, tid, variant)
+        assert "Preview: published on the web" in " ".join(before[variant].split())
+
+    assert _delete_served_previews(settings, tid)  # what DELETE /api/tasks/{id}/previews does
+    for variant in ("", layout.REPEATS_REMOVED):
+        after = _readme(store, settings, tid, variant)
+        flat = " ".join(after.split())
+        assert "Preview: taken off the web at " in flat and "its address no longer works" in flat, after
+        assert "published on the web" not in flat
+        assert _without_preview(after) == _without_preview(before[variant])  # every other fact and file stands
+
+    # the expiry's activity, on another task; its repeats-removed README unreadable as text: the deletion stands
+    other = unique_name + "x"
+    store.ensure_container(other)
+    expiring = _merged_task_of_jpegs(settings, store, other, ("b",), 5)
+    run_previews(expiring, "m.pt", "", settings, store)
+    write_readme(store, settings, expiring, now=NOW)
+    store.write_bytes(settings.container, layout.readme_blob(expiring, layout.REPEATS_REMOVED), b"\xff\xfe\x00")
+    monkeypatch.setenv("AzureWebJobsStorage", storage_connection)
+    monkeypatch.setenv("TRAPBATCH_CONTAINER", settings.container)
+    shell = delete_previews_when_due._function.get_user_function()  # type: ignore[attr-defined]
+    assert shell({"task_id": expiring})["deleted"] > 0
+    assert "Preview: taken off the web at " in " ".join(_readme(store, settings, expiring).split())
+    assert store.read_bytes(settings.container, layout.readme_blob(expiring, layout.REPEATS_REMOVED)) == b"\xff\xfe\x00"

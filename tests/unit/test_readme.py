@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from core.readme import WIDTH, ReadmeFacts, readme_name, readme_text
+from core.readme import WIDTH, ReadmeFacts, pages_gone, readme_name, readme_text
 from tests.readme_listing import listed_paths
 
 FACTS = ReadmeFacts(
@@ -78,3 +78,15 @@ def test_bounded_whatever_the_task_size_and_lines_fit_a_window(batches: int) -> 
     assert 40 <= len(text.splitlines()) <= 80 and max(len(line) for line in text.splitlines()) <= WIDTH
     gap = [f for f in files if not f.endswith("batch-002.csv")]
     assert sorted(listed_paths(readme_text(FACTS, gap))) == sorted(gap)
+
+
+def test_pages_gone_restates_only_the_preview_field() -> None:
+    text = readme_text(FACTS, FILES)
+    assert "published on the web" in text
+    gone = pages_gone(text, "2026-12-06T09:00:00+00:00")
+    assert gone is not None and "published on the web" not in gone and "Preview:" in gone
+    assert "Preview: taken off the web at 2026-12-06T09:00:00+00:00 (deleted or expired)" in " ".join(gone.split())
+    before, after = text.split("Preview:")[0], gone.split("Preview:")[0]
+    assert before == after and text.split("\nWritten:")[1] == gone.split("\nWritten:")[1]  # the rest as it was
+    assert all(len(line) <= WIDTH for line in gone.splitlines())
+    assert pages_gone("a README without the field\n", "2026-12-06T09:00:00+00:00") is None
