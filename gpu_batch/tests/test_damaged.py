@@ -56,6 +56,26 @@ def test_a_jpeg_is_cut_short_only_when_its_end_marker_is_missing_before_any_padd
     assert jpeg_cut_short(b"\xff\xd8" + b"\0" * 200_000)  # nothing but padding after the start marker
 
 
+def test_a_jpeg_whose_segments_cannot_be_walked_is_judged_by_its_tail_alone_past_zero_or_ff_padding() -> None:
+    # Junk where the first marker belongs: the search for the end marker has no scan to start after, so only the
+    # bytes before any padding decide, as the docstring promises (zeros and 0xFF both padding).
+    body = b"\xff\xd8\x00\xda" + jpeg_bytes(textured(64, 48, 3))[2:]
+    assert not jpeg_cut_short(body)
+    assert not jpeg_cut_short(body + b"\0" * 100) and not jpeg_cut_short(body + b"\xff" * 100)
+    assert jpeg_cut_short(body + b"after its end")  # an end marker inside is no proof without a scan to follow
+
+
+def test_fill_bytes_and_length_free_markers_before_the_scan_do_not_make_a_motion_photo_cut_short() -> None:
+    # JPEG lets any marker be preceded by 0xFF fill bytes, and TEM/RSTn carry no length: the walk to the first
+    # scan must step over both, or a whole photo with a trailer (a motion photo's video) is called damaged.
+    whole = jpeg_bytes(textured(64, 48, 4))
+    trailer = b"\0\0\0\x18ftypmp42" + bytes(range(256)) * 4
+    for extra in (b"\xff", b"\xff\x01", b"\xff\xd0"):  # a fill byte, TEM, RST0
+        data = whole[:2] + extra + whole[2:]
+        assert not jpeg_cut_short(data + trailer), extra
+        assert jpeg_cut_short(data[: len(data) * 2 // 3]), extra
+
+
 @pytest.fixture(scope="module")
 def model(checkpoint: Path) -> LoadedModel:
     return replace(load_model(checkpoint, device="cpu", image_size=256), stride=64)
