@@ -82,3 +82,34 @@ def test_a_folder_in_parts_out_of_name_order_ends_at_its_last_range() -> None:
     indexes = [[["a", 0, 10, 1]], [["b", 0, 10, 1]], [["a", 0, 10, 1]]]
     (group,) = fanin.plan_search_groups(indexes, per_group=10)
     assert group["ranges"] == [[0, 0, 10], [1, 0, 10], [2, 0, 10]] and group["last"] == {"a": 2, "b": 1}
+
+
+def test_a_part_stays_within_the_knob_when_shards_do_not_divide_the_images_evenly() -> None:
+    # 95 images in 10 shards: shards of 10 (the last of 5), so 9 shards make a 90-image part, not 10 shards (95)
+    assert fanin.plan_parts(10, 95, 90) == [(0, 9), (9, 1)]
+
+
+def test_the_results_head_is_the_single_pass_bytes_with_the_images_key_on_its_own_line() -> None:
+    head = fanin.results_head({"format_version": "1.6"})
+    assert head.startswith(b'{\n "info": {\n  "format_version": "1.6"\n },\n "detection_categories": {')
+    assert head.endswith(b'"\n },\n "images": [')  # the categories' closing brace, then the key: no stray line
+
+
+def test_search_groups_fill_to_the_knob_from_zero_after_a_skipped_folder_and_never_start_empty() -> None:
+    counts = {"a": 2, "b": 2, "c": 2, "d": 2}
+    indexes = [[[f, 10 * i, 10, n] for i, (f, n) in enumerate(counts.items())]]
+    assert [g["folders"] for g in fanin.plan_search_groups(indexes, per_group=6)] == [["a", "b", "c"], ["d"]]
+    # a folder larger than a group is a group of its own, with no empty group before it
+    assert [g["folders"] for g in fanin.plan_search_groups([[["a", 0, 10, 9]]], per_group=6)] == [["a"]]
+    # after a skipped folder the next group counts from zero: c and d (6) fill one group
+    skipping = [[["a", 0, 10, 2], ["big", 10, 10, 50], ["c", 20, 10, 3], ["d", 30, 10, 3]]]
+    plan = fanin.plan_search(skipping, per_group=6, max_folder_detections=10)
+    assert [g["folders"] for g in plan.groups] == [["a"], ["c", "d"]]
+
+
+def test_folders_are_planned_in_name_order_whatever_order_the_parts_name_them() -> None:
+    # an image list's parts are not in name order: z in part 0, b and a (over the cap) later
+    indexes = [[["z", 0, 10, 1]], [["b", 0, 10, 1], ["y", 10, 10, 20]], [["a", 0, 10, 30]]]
+    plan = fanin.plan_search(indexes, per_group=1, max_folder_detections=10)
+    assert [g["folders"] for g in plan.groups] == [["b"], ["z"]]
+    assert plan.skipped == [("a", 30), ("y", 20)]
