@@ -3,8 +3,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from core.status_size import CUT_KEY, EXAMPLES_SHOWN, NOTE_CHARS, STATUS_BUDGET_BYTES, UNMATCHED_SHOWN, fit, \
-    status_bytes
+    shorten, status_bytes
 from devhost.engine import custom_status_error
 
 RESULTS = {"container": "trapbatch", "blob": "results/task-0123456789abcdef0123/detections.json",
@@ -64,3 +66,107 @@ def test_as_a_last_resort_whole_blocks_go() -> None:
     out = fit(status)
     assert "failure_reasons" not in out and status_bytes(out) <= STATUS_BUDGET_BYTES
     assert out[CUT_KEY].startswith("shortened to fit the 16 KB status: failure_reasons (")
+
+
+def test_the_budget_is_the_compact_json_s_utf16_bytes_with_the_limit_itself_allowed() -> None:
+    # {"stage":"..."}: 12 characters around the text, two UTF-16 bytes each; as Newtonsoft writes it, no spaces
+    at_budget = {"stage": "x" * (STATUS_BUDGET_BYTES // 2 - 12)}
+    assert status_bytes(at_budget) == STATUS_BUDGET_BYTES and fit(at_budget) is at_budget
+    # a character outside ASCII is one UTF-16 unit, not a \\u escape (Newtonsoft writes it as it is)
+    accented = {"stage": "completed", "error": "é" * 6000}
+    assert status_bytes(accented) < STATUS_BUDGET_BYTES and fit(accented) is accented
+
+
+def test_shorten_leaves_a_text_of_exactly_the_limit_whole() -> None:
+    assert shorten("x" * 200, 200) == "x" * 200
+    assert shorten("x" * 201, 200) == "x" * 199 + "…"
+
+
+def test_each_step_stops_as_soon_as_the_status_fits_and_a_fit_at_the_budget_itself_is_a_fit() -> None:
+    given_up = {"count": 10, "examples": [{"shard": f"s{i:05d}", "reason": "r" * 150} for i in range(10)]}
+    exports = {"clock_corrections_unmatched": ["cam" * 40] * 4, "clock_corrections_unmatched_count": 4}
+    status: dict[str, Any] = {"stage": "completed", "error": "e" * 100, "shards_given_up": given_up,
+                              "results": {**RESULTS, "exports": exports}}
+    out = fit(status, budget=status_bytes(status) - 1)
+    # the given-up examples were enough: the unmatched list and the error stay whole
+    assert len(out["shards_given_up"]["examples"]) == EXAMPLES_SHOWN and out["results"] == status["results"]
+    assert set(out["shards_given_up"]) == {"count", "examples"}  # no stray key for a count it does not keep
+    assert out["error"] == "e" * 100
+    assert fit(status, budget=status_bytes(out)) == out  # exactly at the budget: nothing more is cut
+
+    notes = {"notification": {"reason": "n" * 1000}, "task_event": {"reason": "t" * 1000}}
+    noted = fit({"stage": "completed", **notes}, budget=status_bytes({"stage": "completed", **notes}) - 1)
+    assert len(noted["notification"]["reason"]) == NOTE_CHARS and noted["task_event"] == notes["task_event"]
+
+
+def test_a_list_or_note_already_within_its_limit_is_not_named_as_cut() -> None:
+    given_up = {"count": 9, "examples": [{"shard": f"s{i:05d}", "reason": "r"} for i in range(EXAMPLES_SHOWN)]}
+    status = {"stage": "failed", "shards_given_up": given_up, "notification": {"reason": "n" * NOTE_CHARS},
+              "task_event": {"reason": "t" * 1000}}
+    out = fit(status, budget=status_bytes(status) - 1)
+    assert out["shards_given_up"] == given_up
+    assert out[CUT_KEY] == ("shortened to fit the 16 KB status: task_event.reason (a completed orchestration's "
+                            "output holds them whole)")
+
+
+def test_the_costliest_text_is_halved_first_named_once_and_never_below_the_shortest() -> None:
+    # b is longer in characters, a costs more ('"' is escaped): a is halved, and that is enough
+    status = {"stage": "failed", "b": "b" * 1500, "a": '"' * 1000}
+    out = fit(status, budget=status_bytes(status) - 1500)
+    assert out["b"] == "b" * 1500 and len(out["a"]) == 500
+    # halved again and again: named once; a list's item is named by its list
+    many = fit({"stage": "failed", "errors": ["e" * 5000]}, budget=600)
+    assert many[CUT_KEY] == ("shortened to fit the 16 KB status: errors[] (a completed orchestration's output "
+                             "holds them whole)")
+    # a text stops at SHORTEST_CHARS, then whole blocks go, the first that make it fit and no more
+    reasons = {f"reason-{i:04d}": 10**9 for i in range(2000)}
+    blocks = fit({"stage": "failed", "error": "e" * 100, "failure_reasons": reasons, "estimate": {"images": 5}})
+    assert len(blocks["error"]) == 60 and "failure_reasons" not in blocks and blocks["estimate"] == {"images": 5}
+    given_up = fit({"stage": "failed", "shards_given_up": {"count": 1, "by_reason": reasons}, "cost": {"usd": 1}})
+    assert "shards_given_up" not in given_up and given_up["cost"] == {"usd": 1}
+
+
+def test_a_status_nothing_can_shorten_claims_no_cut() -> None:
+    out = fit({"stage": "failed", "counts": list(range(3000))}, budget=1000)
+    assert CUT_KEY not in out and out["counts"] == list(range(3000))
+
+
+LISTS_CUT = [(("shards_given_up", "examples"), 3), (("results", "exports", "clock_corrections_unmatched"), 3),
+             (("damaged", "examples"), 1), (("previews", "pictures_missing", "examples"), 1)]
+
+
+@pytest.mark.parametrize(("path", "kept"), LISTS_CUT, ids=[".".join(p) for p, _ in LISTS_CUT])
+def test_each_list_of_examples_is_cut_to_its_first_few_and_its_count_stays(path: tuple[str, ...], kept: int) -> None:
+    status: dict[str, Any] = {"stage": "completed", "count": 10}
+    parent = status
+    for key in path[:-1]:
+        parent = parent.setdefault(key, {"count": 10})
+    items = [f"item-{i}-" + "x" * 50 for i in range(10)]  # 50: cutting them saves more than the note costs
+    parent[path[-1]] = items
+    out = fit(status, budget=status_bytes(status) - 1)
+    node = out
+    for key in path[:-1]:
+        node = node[key]
+    assert node[path[-1]] == items[:kept] and node["count"] == 10
+
+
+NOTES_CUT = [(("results", "exports", "clock_corrections_unmatched", "*"), 120), (("damaged", "examples", "*"), 120),
+             (("shards_given_up", "examples", "*", "reason"), 200), (("notification", "reason"), 200),
+             (("task_event", "reason"), 200), (("drop_answer", "reason"), 200), (("drop_answer", "file"), 200),
+             (("previews", "expiry_error"), 200), (("previews", "pictures_missing", "examples", "*"), 120),
+             (("previews", "pictures_missing", "error"), 200), (("results", "exports_error"), 200),
+             (("repeated_detections", "error"), 200), (("work_left",), 400), (("pool_job_error",), 400)]
+
+
+@pytest.mark.parametrize(("path", "limit"), NOTES_CUT, ids=[".".join(p) for p, _ in NOTES_CUT])
+def test_each_note_is_cut_to_its_own_limit_before_any_text_is_halved(path: tuple[str, ...], limit: int) -> None:
+    text = "w" * 1500
+    leaf: Any = text
+    for key in reversed(path):
+        leaf = [leaf] if key == "*" else {key: leaf}
+    status = {"stage": "completed", **leaf}
+    out = fit(status, budget=status_bytes(status) - 1)
+    node: Any = out
+    for key in path:
+        node = node[0] if key == "*" else node[key]
+    assert node == shorten(text, limit) and len(node) == limit
