@@ -2,6 +2,8 @@
 local HTTP receiver (activities/notify.py)."""
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -258,3 +260,38 @@ def test_ip_literals_and_a_trailing_dot_are_host_names() -> None:
     for url in ("https://10.0.0.4/x", "https://[2001:db8::1]:8443/x", "https://hooks.example.org./x",
                 "http://127.0.0.1:9/x", "https://" + ".".join(["h" * 63] * 3) + ".org/x"):
         assert notify.host_name_problem(url) is None, url
+
+
+def test_the_body_is_canonical_json_signed_with_hmac_sha256() -> None:
+    """A receiver may check the signature with any HMAC library and parse or re-serialize the body: compact JSON,
+    keys sorted, and the hex HMAC-SHA256 of exactly those bytes with the secret."""
+    raw = notify.body("t", {"stage": "completed", "images": 3, "owner": "ana"})
+    assert raw == b'{"images":3,"stage":"completed","task_id":"t"}'
+    assert notify.signature(SECRET, raw) == "sha256=" + hmac.new(SECRET.encode(), raw, hashlib.sha256).hexdigest()
+
+
+def test_the_body_carries_the_times_and_every_count_of_the_final_status() -> None:
+    public = ("stage", "started", "finished", "error", "images", "failed", "missing", "failed_fraction",
+              "failure_reasons", "with_detections", "detections", "empty", "shards", "resubmissions",
+              "shards_given_up", "not_images", "results", "repeated_detections", "pool_job_error", "estimate",
+              "cost", "damaged")
+    status = {key: f"value of {key}" for key in public}
+    assert json.loads(notify.body("t", status)) == {"task_id": "t", **status}
+
+
+def test_an_allow_list_entry_with_the_schemes_port_names_that_port_only() -> None:
+    assert not notify.host_allowed("https://hooks.example.org:8443/x", ("hooks.example.org:443",))
+    assert not notify.host_allowed("http://localhost:8080/x", ("localhost:80",))
+
+
+def test_a_host_of_exactly_253_characters_is_a_name_and_254_is_not() -> None:
+    longest = ".".join(["h" * 63] * 3) + "." + "h" * 61
+    assert len(longest) == 253 and notify.host_name_problem(f"https://{longest}/x") is None
+    assert "over the 253" in (notify.host_name_problem(f"https://{longest}h/x") or "")
+
+
+def test_a_label_too_long_is_found_in_a_host_that_starts_with_digits_and_named_within_a_note() -> None:
+    assert "label" in (notify.host_name_problem("https://1" + "h" * 63 + ".example.org/x") or "")
+    long_label_host = "h" * 64 + "." + ".".join(["h" * 60] * 3)  # 247 characters, one label over 63
+    reason = notify.not_sendable(f"https://{long_label_host}/x", (long_label_host,), True) or ""
+    assert "label" in reason and len(reason) <= 200  # core.status_size.NOTE_CHARS: the status never cuts it
