@@ -82,3 +82,25 @@ def test_every_option_it_allows_is_one_the_worker_parses() -> None:
         2, 0.3, 8, "high")
     auto = parse_args(["--manifest-file", "m.json", *parse_worker_tuning("--cpu-decode-share auto")], {})
     assert not isinstance(auto, int) and _pipeline_options(auto, "s").cpu_decode_auto is True
+
+
+def test_the_lowest_values_are_allowed_and_a_batch_of_nothing_is_not() -> None:
+    assert parse_worker_tuning("--stage-threads 1 --batch-size 1 --workers 1 --cpu-decode-share 0") == (
+        "--stage-threads", "1", "--batch-size", "1", "--workers", "1", "--cpu-decode-share", "0")
+    with pytest.raises(ConfigError, match="--batch-size '0': expected a whole number from 1 to 256"):
+        parse_worker_tuning("--batch-size 0")
+
+
+def test_an_option_with_a_value_given_twice_is_refused_not_left_to_the_workers_last_word() -> None:
+    with pytest.raises(ConfigError, match="--stage-threads is given twice"):
+        parse_worker_tuning("--stage-threads 2 --batch-size 8 --stage-threads 3")
+
+
+def test_a_choice_the_worker_refuses_is_refused_at_the_start() -> None:
+    """Each shard would otherwise exit 2 on a GPU node: the worker knows normal and high priority only."""
+    from gpu_batch.worker.__main__ import parse_args
+
+    for option, value in (("--stream-priority", "low"), ("--hw-decode", "nvjpeg")):
+        assert isinstance(parse_args(["--manifest-file", "m.json", option, value], {}), int)
+        with pytest.raises(ConfigError, match=f"{option} '{value}': expected one of"):
+            parse_worker_tuning(f"{option} {value}")
