@@ -9,10 +9,13 @@ cover (tests/unit/test_typing.py).
 from __future__ import annotations
 
 import functools
+import json
+from datetime import datetime, timezone
 from typing import Any
 
 import pytest
-from azure.core.exceptions import ResourceNotFoundError, ServiceRequestError
+from azure.core.exceptions import (IncompleteReadError, ResourceNotFoundError, ServiceRequestError,
+                                   ServiceRequestTimeoutError, ServiceResponseError, ServiceResponseTimeoutError)
 from azure.core.pipeline.transport import HttpTransport
 from azure.storage.blob import BlobClient, BlobServiceClient
 
@@ -362,3 +365,77 @@ def test_a_status_near_the_extensions_16_kb_limit_gets_no_waiting_note() -> None
         show_waiting(context, note)  # type: ignore[arg-type]
         assert custom_status_error(context.custom_status) is None, size
         assert ("waiting" in context.custom_status) is (size <= 7_000), size
+
+
+@pytest.mark.parametrize("failure", [
+    lambda: batch_failure(429, "TooManyRequests"),  # Batch's "requests for the same pool ... 30 seconds apart"
+    lambda: ServiceResponseError("connection dropped"), lambda: ServiceRequestTimeoutError("connect timed out"),
+    lambda: ServiceResponseTimeoutError("read timed out"), lambda: IncompleteReadError("body cut short"),
+    lambda: TimeoutError("timed out"), lambda: ConnectionError("gone"), lambda: ConnectionAbortedError("aborted"),
+    lambda: ConnectionRefusedError("refused"),
+])
+def test_every_transport_failure_and_a_batch_429_is_busy(failure: Any) -> None:
+    assert is_busy(as_received("poll_shards", failure()))
+
+
+def test_the_busy_reason_names_the_services_code_once_in_at_most_a_status_line() -> None:
+    storage = as_received("plan_listing", storage_failure(503, "ServerBusy"))
+    assert retries.busy_reason(storage) == "Operation returned an invalid status '' (ServerBusy)"
+    batch = as_received("poll_shards", batch_failure(503, "ServerBusy"))
+    assert retries.busy_reason(batch) == "(ServerBusy) ServerBusy"
+    assert len(retries.busy_reason(as_received("plan_listing", StorageUnavailable("s" * 400)))) == 200
+
+
+class _Context:
+    """What ``_retry_delay_s`` and ``show_waiting`` use of an orchestration context."""
+
+    def __init__(self, data: Any, status: Any = None) -> None:
+        self.data, self.custom_status = data, status
+        self.current_utc_datetime = datetime(2026, 12, 5, 15, tzinfo=timezone.utc)
+
+    def get_input(self) -> Any:
+        return self.data
+
+    def set_custom_status(self, status: Any) -> None:
+        self.custom_status = status
+
+
+def test_a_knob_of_the_policys_own_calls_keeps_the_policys_waits_and_failure() -> None:
+    """Histories recorded with ``busy_retry_attempts`` 3 (its lowest) hold the 2 s and 4 s timers of STORAGE_RETRY:
+    they must replay alike, and the last failure is the activity's own, not ServiceStayedBusy."""
+    busy = as_received("plan_listing", storage_failure(503, "ServerBusy"))
+    context = _Context({"knobs": {"busy_retry_attempts": 3}}, {"stage": "enumerating"})
+    delays = [retries._retry_delay_s(context, "plan_listing", STORAGE_RETRY, n, busy) for n in (1, 2, 3)]
+    assert delays == [2.0, 4.0, None] and context.custom_status == {"stage": "enumerating"}
+
+
+def test_the_waiting_note_goes_when_a_later_failure_is_not_busy_or_the_busy_retries_end() -> None:
+    busy = as_received("exports", storage_failure(503, "ServerBusy"))
+    context = _Context({"knobs": {"busy_retry_attempts": 8}}, {"stage": "exporting"})
+    assert retries._retry_delay_s(context, "exports", STORAGE_RETRY, 1, busy) == BUSY_FIRST_DELAY_S
+    assert context.custom_status["waiting"]["attempt"] == 2
+    assert retries._retry_delay_s(context, "exports", STORAGE_RETRY, 2, ValueError("bad")) == 4.0
+    assert context.custom_status == {"stage": "exporting"}  # not waiting for a busy service any more
+
+    retries._retry_delay_s(context, "exports", STORAGE_RETRY, 7, busy)
+    assert "waiting" in context.custom_status
+    with pytest.raises(retries.ServiceStayedBusy) as gave_up:
+        retries._retry_delay_s(context, "exports", STORAGE_RETRY, 8, busy)
+    assert context.custom_status == {"stage": "exporting"}  # a caller that outlasts it sets its own note
+    # 15 s doubling, at most 5 min: 15+30+60+120+240+300+300 s between the 8 calls
+    assert str(gave_up.value).startswith("exports failed 8 times over 18+ minutes because a service stayed busy")
+
+
+def test_a_waiting_note_goes_in_up_to_15_kb_exactly_and_a_stale_one_goes_when_the_new_one_does_not_fit() -> None:
+    note = {"step": "merge_part", "reason": "x" * 200, "attempt": 2, "of": 8, "at": "2026-12-05T15:10:00+00:00"}
+    base = json.dumps({"stage": "merging", "filler": "", "waiting": note}, separators=(",", ":"), ensure_ascii=False)
+    filler = (15 * 1024 - 2 * len(base)) // 2  # characters of one UTF-16 unit each
+    for size, noted in ((filler, True), (filler + 1, False)):
+        context = _Context(None, {"stage": "merging", "filler": "y" * size})
+        retries.show_waiting(context, note)  # type: ignore[arg-type]
+        assert ("waiting" in context.custom_status) is noted, size
+
+    stale = {**note, "reason": "x", "attempt": 1}
+    context = _Context(None, {"stage": "merging", "filler": "y" * (filler + 1), "waiting": stale})
+    retries.show_waiting(context, note)  # type: ignore[arg-type]
+    assert context.custom_status == {"stage": "merging", "filler": "y" * (filler + 1)}
