@@ -64,10 +64,12 @@ Variables (names shared with infra/main.bicep app settings):
                                    whole shards, 1 to 500 of them: orchestrations.task.reuse_shards_per_call)
     TRAPBATCH_BUSY_RETRY_ATTEMPTS  calls at most of an orchestration step whose failure says storage or Batch is busy
                                    or out of reach (default 8, at least 3, at most 20: waits of 15 s doubling to
-                                   5 min between them, ~18 min in all at 8); other failures are tried 3 times
-                                   (orchestrations.retries); read when a task or an after-task action starts. A
-                                   shard group's pool steps that run out of them wait on, as a pool outage, for 6
-                                   hours (or TRAPBATCH_MAX_TASK_SECONDS) before failing the task (orchestrations.shards)
+                                   5 min between them, ~18 min in all at 8; at 3, the steps' own policy of 3
+                                   calls, busy failures are retried as any other: 2 s, then 4 s); other failures
+                                   are tried 3 times (orchestrations.retries); read when a task or an after-task
+                                   action starts. A shard group's pool steps that run out of them wait on, as a pool
+                                   outage, for 6 hours (or TRAPBATCH_MAX_TASK_SECONDS) before failing the task
+                                   (orchestrations.shards)
     TRAPBATCH_MAX_TASK_SECONDS     a pool task running longer is terminated and resubmitted (default 21600, at most
                                    15552000: Batch ends a task 180 days after it was added)
     TRAPBATCH_DETECTION_THRESHOLD  lowest confidence written to results, 0 to 1 (default 0.005, MegaDetector's)
