@@ -354,7 +354,10 @@ def run_exports_combine(payload: c.ExportsCombineInput, settings: Settings,
 
 
 def run_exports_zooniverse(payload: c.ExportsZooniverseInput, settings: Settings, store: BlobStore) -> int:
-    """The Zooniverse batches of the whole results (one activity; see the module doc); returns how many."""
+    """The Zooniverse batches of the whole results (one activity; see the module doc); returns how many. The photos
+    cut short stay out, as the fanned-out batches leave them out (``shards_damaged``: every shard's names cut short,
+    held while the batches are written; nothing read when ``damaged.csv`` lists none). Why here too: histories from
+    before the Zooniverse fan-out still run this activity, which put those photos' grey parts before volunteers."""
     task_id, variant = payload["task_id"], payload["variant"]
     settings = task_settings(settings, store, task_id)  # the values its run decided (activities.decided)
     try:  # read by ranges, not copied to the local disk (gigabytes at millions of images: core.scratch)
@@ -364,8 +367,9 @@ def run_exports_zooniverse(payload: c.ExportsZooniverseInput, settings: Settings
                               "exports are written from a finished results file: wait for the merge") from None
     with results:
         ctx = prepare(task_id, settings, store, variant, payload.get("threshold"), mdformat.results_head(results))
+        cut_short = shards_damaged(store, settings, task_id, 0, int(ctx.enumeration.get("shards") or 0))
         return _write_zooniverse(store, settings.container, task_id, variant, results, ctx.manifest, ctx.categories,
-                                 payload["eligible"], 128, ctx.list_shards)
+                                 payload["eligible"], 128, ctx.list_shards, cut_short)
 
 
 @bp.activity_trigger(input_name="payload", activity=c.EXPORTS_PART)

@@ -438,8 +438,12 @@ def _copy(source: IO[bytes], target: IO[bytes], skip: int = 0) -> None:
 
 def _write_zooniverse(store: BlobStore, container: str, task_id: str, variant: str, results: IO[bytes],
                       options: zooniverse.ManifestOptions, categories: dict[str, str], eligible: int,
-                      open_files: int, shards: int = 0) -> int:
-    """Write the manifest batches; returns how many. Each pass over the results writes up to ``open_files``."""
+                      open_files: int, shards: int = 0, cut_short: frozenset[str] = frozenset()) -> int:
+    """Write the manifest batches; returns how many. Each pass over the results writes up to ``open_files``.
+    ``cut_short``: the photos cut short (``activities.shard_results.shards_damaged``), left out as every other
+    export leaves them out (``zooniverse.excluded``). Why a subject count may exceed the rows: ``eligible`` comes from
+    exports parts recorded before photos cut short were left out, which counted them; the rows they would have taken
+    stay empty, each other row in the batch its place was assigned."""
     batches = zooniverse.batch_count(eligible, options)
     targets = zooniverse.BatchAssigner(eligible, batches, options.shuffle, options.seed).batch_range(0, eligible)
     for first in range(0, batches, open_files):
@@ -451,7 +455,7 @@ def _write_zooniverse(store: BlobStore, container: str, task_id: str, variant: s
                 w.writerow(zooniverse.columns(options))
             listed = ListMetadata(store, container, task_id, shards if options.metadata_columns else 0)
             index = 0
-            for entry in _entries(results):
+            for entry in mark_cut_short(_entries(results), cut_short):
                 metadata = listed.get(str(entry["file"]))  # every entry, so the walk keeps step with the shards
                 if zooniverse.excluded(entry):
                     continue

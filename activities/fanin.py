@@ -14,7 +14,8 @@ far past ``functionTimeout``. ``orchestrations.fanin`` runs these instead, each 
   the part composes the view's bytes (``gpu_batch.formats.mergeview``: the same bytes, made on the GPU node).
   Per shard it records which results blobs it merged, with their ETags (``record_merged``): the exports take a
   worker's view only of those (``was_merged``). The photos cut short come with the view (``ShardView.damaged``, every
-  attempt's) or with the entries read, else from the workers' lists (``activities.shard_results.shard_damaged``).
+  attempt's) or with the entries read, else from the workers' lists (``activities.shard_results.shard_damaged``),
+  and the shard's record names them for the exports (``record_merged``).
 * ``run_merge_combine``: composes the results JSON (head, fragments, tail) and the CSV (header, fragments) with
   ``adapters.compose`` (server side where the service has Put Block From URL), absorbs the parts' sampler states
   into the preview sample, and plans the repeat search's folder groups from the parts' small indexes
@@ -133,12 +134,13 @@ def run_merge_part(payload: c.MergePartInput, settings: Settings, store: BlobSto
                 entries, shard_missing = _merged_shard(store, settings, task_id, index, removal, set(listed), named)
                 missing += shard_missing
                 json_part, csv_part = formatter.add_shard(entries)
-            if removal is None:
-                record_merged(store, container, task_id, index, listed)
             if view is not None and view.damaged is not None:  # every attempt's, atomic with the view: no list read
-                damaged += view.damaged
+                cut_short = list(view.damaged)
             else:  # the variant too (always the entry path: its names come with the entries read), an older view
-                damaged += shard_damaged(store, settings, task_id, layout.shard_id(index), listed, named)
+                cut_short = shard_damaged(store, settings, task_id, layout.shard_id(index), listed, named)
+            if removal is None:
+                record_merged(store, container, task_id, index, listed, cut_short)
+            damaged += cut_short
             out.write(json_part)  # one write per shard: the same bytes as one per entry
             table_file.write(csv_part)
     json_bytes, csv_bytes = out.bytes_written, table_file.bytes_written
@@ -199,16 +201,25 @@ def merged_results(listed: dict[str, str]) -> dict[str, str]:
     return {name: etag for name, etag in listed.items() if layout.attempt_of_results_blob(name) is not None}
 
 
-def record_merged(store: BlobStore, container: str, task_id: str, index: int, listed: dict[str, str]) -> None:
+def record_merged(store: BlobStore, container: str, task_id: str, index: int, listed: dict[str, str],
+                  damaged: list[str] | None = None) -> None:
     """Write which results blobs (and ETags) the merge took shard ``index`` from (``layout.shard_merged_blob``), from
     the listing it merged by: the view it composed was checked against it, and the entries it read were listed in
     it. None for a shard without results (its exports take no view). Why: the exports run after the merge and
     checked a view only against the shard's blobs as they were then; a results blob rewritten after the merge (a
-    late worker of the same attempt) with a view to match gave exports that differ from the results file."""
+    late worker of the same attempt) with a view to match gave exports that differ from the results file.
+
+    ``damaged``: the shard's photos cut short exactly as this merge put them in ``damaged.csv`` (its view's, or the
+    entries' and the workers' lists), recorded as ``"damaged"`` (``[]`` for none) for the exports to mark
+    (``activities.shard_results.shards_damaged``). Why: the exports read no view's header nor results for them, and
+    the workers' lists alone miss a name only a view or the results hold (an attempt that died before its list);
+    a record without the key (a merge before it) leaves the exports to those lists, as before."""
     results = merged_results(listed)
     if results:
-        store.write_compact_json(container, layout.shard_merged_blob(task_id, layout.shard_id(index)),
-                                 {"results": results})
+        record: dict[str, Any] = {"results": results}
+        if damaged is not None:
+            record["damaged"] = damaged
+        store.write_compact_json(container, layout.shard_merged_blob(task_id, layout.shard_id(index)), record)
 
 
 def was_merged(store: BlobStore, container: str, task_id: str, index: int, listed: dict[str, str]) -> bool:

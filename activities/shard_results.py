@@ -139,19 +139,38 @@ def images_to_rerun(store: BlobStore, settings: Settings, task_id: str, sid: str
 
 def shards_damaged(store: BlobStore, settings: Settings, task_id: str, first: int, count: int) -> frozenset[str]:
     """The photos cut short in shards ``first .. +count`` (an exports part's, or every shard for the single
-    activity), for the exports to mark (``gpu_batch.formats.entries.mark_cut_short``). Empty at the cost of one
-    request when the merge listed none (it writes ``layout.damaged_blob`` only when there are any: one list for both
-    variants), else one listing per shard and ``shard_damaged``'s small reads of the lists there are. Memory: the
-    names of those shards alone (an exports part's are at most its ``merge_images_per_part`` images, as the merge
-    part holding them; the single activity's, its own bound of ~1.9M images), never the task's list."""
+    activities), for the exports to mark (``gpu_batch.formats.entries.mark_cut_short``): exactly those the merge
+    listed in ``damaged.csv``. Empty at the cost of one request when the merge listed none (it writes
+    ``layout.damaged_blob`` only when there are any: one list for both variants), else per shard the merge's record
+    of it (``merged_damaged``: one small read), or for a shard merged before the record named them, one listing and
+    ``shard_damaged``'s small reads of the workers' lists there are. Why the record first: the lists miss a name
+    that only the shard's merge view or results hold (an attempt that died before its list), which the merge took
+    into ``damaged.csv``. Memory: the names of those shards alone (an exports part's are at most its
+    ``merge_images_per_part`` images, as the merge part holding them; the single activity's, its own bound of ~1.9M
+    images), never the task's list; the names cut short, never every image's."""
     if count <= 0 or not store.exists(settings.container, layout.damaged_blob(task_id)):
         return frozenset()
     names: set[str] = set()
     for index in range(first, first + count):
         sid = layout.shard_id(index)
+        recorded = merged_damaged(store, settings, task_id, sid)
+        if recorded is not None:
+            names.update(recorded)
+            continue
         names.update(shard_damaged(store, settings, task_id, sid,
                                    store.list_etags(settings.container, layout.shard_prefix(task_id, sid))))
     return frozenset(names)
+
+
+def merged_damaged(store: BlobStore, settings: Settings, task_id: str, sid: str) -> list[str] | None:
+    """The shard's photos cut short as the merge listed them in ``damaged.csv``, from its record of the shard
+    (``layout.shard_merged_blob``'s ``damaged``: ``activities.fanin.record_merged``); None where it recorded none
+    (a merge before the record named them, or a shard without results, which has none: the caller then reads the
+    workers' lists). Taken whatever the shard's blobs are now: the exports format the results file that same merge
+    wrote, so its list, not a later worker's, is theirs."""
+    record = store.read_json_or_none(settings.container, layout.shard_merged_blob(task_id, sid))
+    named = record.get("damaged") if isinstance(record, dict) else None
+    return [n for n in named if isinstance(n, str)] if isinstance(named, list) else None
 
 
 def shard_damaged(store: BlobStore, settings: Settings, task_id: str, sid: str, listed: dict[str, str],

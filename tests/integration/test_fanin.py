@@ -689,20 +689,24 @@ def fanned_exports(settings: Settings, store: BlobStore, tid: str, merged: Any, 
 
 
 def finish_every_shard(settings: Settings, store: BlobStore, tid: str, counts: Any,
-                       exif_times: bool = True) -> tuple[Settings, Any]:
+                       exif_times: bool = True, first_cut_short: bool = False) -> tuple[Settings, Any]:
     """Every shard finished cleanly, with sizes (and EXIF capture times but for a camera whose clock was never set,
     unless not ``exif_times``), so each can have a view (shard 2 by its second attempt's view of both attempts), and
     the task merged in parts of 12 images: (the settings, whose attribution and license to quote and batches of 7
-    subjects the task's run decided, ``task``, and the merge's output)."""
+    subjects the task's run decided, ``task``, and the merge's output). ``first_cut_short``: shard 2's first attempt
+    named its first photo cut short in its results and died before writing its list (``layout.attempt_damaged_blob``),
+    so only those results and its second attempt's view name it."""
     from gpu_batch.pool.simulated import synthetic_entry
 
     for index in range(counts["shards"]):
         sid = layout.shard_id(index)
         images = ShardManifest.from_dict(store.read_json(settings.container, layout.manifest_blob(tid, sid, 1))).images
         done = images[:2] if index == 2 else images  # shard 2's first attempt stopped half-way; its second finishes it
-        store.write_bytes(settings.container, layout.attempt_results_blob(tid, sid, 1),
-                          json.dumps({"images": [{k: v for k, v in synthetic_entry(n, 1, 0.0, seed=3).items()
-                                                  if exif_times or k != "datetime"} for n in done]}).encode())
+        doc: dict[str, Any] = {"images": [{k: v for k, v in synthetic_entry(n, 1, 0.0, seed=3).items()
+                                           if exif_times or k != "datetime"} for n in done]}
+        if first_cut_short and index == 2:
+            doc["info"] = {"trapbatch": {"damaged": [images[0]]}}
+        store.write_bytes(settings.container, layout.attempt_results_blob(tid, sid, 1), json.dumps(doc).encode())
     run_again_with_views(settings, store, tid, [2])  # its second worker's view covers both attempts
     merged = run_orchestrator(merge_orchestrator, {"task_id": tid, "model": MODEL, "images_per_part": 12, **counts},
                               real_activities(settings, store)).output
@@ -858,7 +862,7 @@ def test_exports_take_no_view_of_results_written_after_the_merge(task: Any, monk
     sid = layout.shard_id(1)
     results = layout.attempt_results_blob(tid, sid, 1)
     assert store.read_json(settings.container, layout.shard_merged_blob(tid, sid)) == {
-        "results": {results: store.etag_or_none(settings.container, results)}}
+        "results": {results: store.etag_or_none(settings.container, results)}, "damaged": []}  # none cut short
     merged_file = store.read_bytes(settings.container, layout.results_blob(tid))
     single = run_exports(tid, settings, store)
     expected = exported(settings, store, tid)  # from the entries of the results file: no view is written yet
@@ -1118,7 +1122,11 @@ def test_exports_take_no_view_of_a_shard_with_photos_cut_short_and_mark_them(tas
         tid, threshold, images, entries, listed[results], listed[manifest], damaged=[cut]))
     store.write_bytes(settings.container, layout.attempt_damaged_blob(tid, sid, 1),
                       damaged_document(listed[results], [cut]))
-    store.write_bytes(settings.container, layout.damaged_blob(tid), f"file\r\n{cut}\r\n".encode())
+    # merged again: from that view, which names the photo (damaged.csv, and the merge's record the exports read)
+    merged = run_orchestrator(merge_orchestrator, {"task_id": tid, "model": MODEL, "images_per_part": 12, **counts},
+                              real_activities(settings, store)).output
+    assert merged["damaged"] == 1
+    assert store.read_bytes(settings.container, layout.damaged_blob(tid)) == f"file\r\n{cut}\r\n".encode()
     formatted, _, _ = record_formatting(monkeypatch)
     single = run_exports(tid, settings, store)
     assert cut in formatted  # the entries, not the view
@@ -1131,3 +1139,46 @@ def test_exports_take_no_view_of_a_shard_with_photos_cut_short_and_mark_them(tas
              if CUT_SHORT_COMMENT in r["mediaComments"]]
     assert [r["filePath"] for r in media] == [cut]
     assert fanned_exports(settings, store, tid, merged, single) == files
+
+
+def test_exports_mark_a_photo_cut_short_that_only_its_shards_merge_view_names(task: Any) -> None:
+    """Shard 2's first attempt named a photo cut short in its results and died before its list
+    (``layout.attempt_damaged_blob``); its second attempt's view names it (``mergeview.whole_shard``), so the merge
+    lists it in ``damaged.csv``. The exports learned the photos cut short from the workers' lists alone and left it
+    unmarked; now they take each shard's from the merge's record of it (``layout.shard_merged_blob``): out of the
+    Zooniverse subjects (fanned out, and in the single Zooniverse activity that histories from before that fan-out
+    still run, whose count of subjects included it), ``corrupt`` in COCO and noted in Camtrap DP, in both ways alike.
+    The same when the view is gone and the merge reads the names in the results (the entry path)."""
+    from activities.exportparts import run_exports_zooniverse
+    from activities.exports import run_exports
+    from gpu_batch.formats.camtrapdp import CUT_SHORT_COMMENT
+
+    settings, store, tid, counts = task
+    settings, merged = finish_every_shard(settings, store, tid, counts, first_cut_short=True)
+    sid = layout.shard_id(2)
+    cut = ShardManifest.from_dict(store.read_json(settings.container, layout.manifest_blob(tid, sid, 1))).images[0]
+    assert not any(n.endswith(".damaged.json") for n in store.list_names(settings.container,
+                                                                        layout.shard_prefix(tid, sid)))
+    for view_gone in (False, True):
+        if view_gone:  # its last attempt's view lost: the merge reads the shard's entries, and the names with them
+            store.service.get_blob_client(settings.container, layout.attempt_view_blob(tid, sid, 2)).delete_blob()
+            merged = run_orchestrator(merge_orchestrator, {"task_id": tid, "model": MODEL, "images_per_part": 12,
+                                                           **counts}, real_activities(settings, store)).output
+        assert merged["damaged"] == 1
+        assert store.read_bytes(settings.container, layout.damaged_blob(tid)) == f"file\r\n{cut}\r\n".encode()
+        single = run_exports(tid, settings, store)
+        assert single["zooniverse_cut_short"] == 1, single
+        files = exported(settings, store, tid)
+        assert not any(cut.encode() in data for name, data in files.items() if "/zooniverse/" in name)
+        assert [im["file_name"] for im in json.loads(files[layout.coco_blob(tid)])["images"]
+                if im.get("corrupt")] == [cut]
+        media = [r["filePath"] for r in csv.DictReader(io.StringIO(
+            files[layout.camtrap_dp_blob(tid, "media.csv")].decode())) if CUT_SHORT_COMMENT in r["mediaComments"]]
+        assert media == [cut]
+        assert fanned_exports(settings, store, tid, merged, single) == files
+        # a combine recorded before the Zooniverse fan-out: its parts counted the photo among the subjects
+        assert run_exports_zooniverse(c.ExportsZooniverseInput(
+            task_id=tid, variant="", eligible=single["zooniverse_subjects"] + 1), settings, store) >= 1
+        batches = {n: b for n, b in exported(settings, store, tid).items() if "/zooniverse/" in n}
+        assert batches and not any(cut.encode() in data for data in batches.values())
+        assert sum(data.count(b"\n") - 1 for data in batches.values()) == single["zooniverse_subjects"]
