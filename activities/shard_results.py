@@ -139,7 +139,7 @@ def images_to_rerun(store: BlobStore, settings: Settings, task_id: str, sid: str
 
 def shards_damaged(store: BlobStore, settings: Settings, task_id: str, first: int, count: int) -> frozenset[str]:
     """The photos cut short in shards ``first .. +count`` (an exports part's, or every shard for the single
-    activities), for the exports to mark (``gpu_batch.formats.entries.mark_cut_short``): exactly those the merge
+    activity), for the exports to mark (``gpu_batch.formats.entries.mark_cut_short``): exactly those the merge
     listed in ``damaged.csv``. Empty at the cost of one request when the merge listed none (it writes
     ``layout.damaged_blob`` only when there are any: one list for both variants), else per shard the merge's record
     of it (``merged_damaged``: one small read), or for a shard merged before the record named them, one listing and
