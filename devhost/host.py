@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -30,6 +31,7 @@ from devhost.engine import Engine
 from devhost.functions import index_app
 from devhost.hostjson import HostConfig, check_task_hub_name
 from devhost.http_server import HTTP_RESPONSE_LIMIT_S, HttpFront
+from devhost.http_server import request_body_limit as body_limit_in
 from devhost.keys import CallerIdentity, Keys
 from devhost.store import TERMINAL, Store
 
@@ -62,7 +64,7 @@ class DevHost:
                  callers: Mapping[str, CallerIdentity] | None = None,
                  event_grid: list[Subscription] | None = None,
                  scratch_cap: int | None = FLEX_TEMPORARY_STORAGE_BYTES,
-                 http_response_limit_s: float = HTTP_RESPONSE_LIMIT_S) -> None:
+                 http_response_limit_s: float = HTTP_RESPONSE_LIMIT_S, request_body_limit: int | None = None) -> None:
         """``function_key``: the key /api/ routes of auth level FUNCTION require (default: TRAPBATCH_DEVHOST_FUNCTION_KEY,
         else a new random one; see ``keys``). ``host_config``: default ./host.json's settings (or the defaults).
         ``activity_workers``: activities at once; default host.json's ``maxConcurrentActivityFunctions``.
@@ -71,7 +73,9 @@ class DevHost:
         ``scratch_cap``: the bytes the process's temporary files may hold together while devhost serves
         (``scratch_disk``: a write past it fails with ENOSPC, as past a Flex Consumption instance's 0.8 GB; None: no
         cap, measured only). ``http_response_limit_s``: an HTTP trigger that has not answered by then gets its caller
-        a 502, as Azure's load balancer does at 230 s (the function runs on)."""
+        a 502, as Azure's load balancer does at 230 s (the function runs on). ``request_body_limit``: bytes of request
+        body the host takes, larger ones get 500 before the function runs; default the app setting
+        FUNCTIONS_REQUEST_BODY_SIZE_LIMIT from the environment, else the host's 104857600 (``http_server``)."""
         self.hub = check_task_hub_name(task_hub)  # the extension refuses the whole app's start over a bad name
         self.scratch = ScratchDisk(scratch_cap)
         self.index = index_app(app)
@@ -86,7 +90,9 @@ class DevHost:
         self.engine = Engine(self.index, self.store, activity_workers=activity_workers, poll_s=poll_s,
                              function_timeout_s=self.config.function_timeout_s)
         self.front = HttpFront(self.index, self.engine, task_hub, self.blobs, self.keys,
-                               response_limit_s=http_response_limit_s)
+                               response_limit_s=http_response_limit_s,
+                               body_limit=(request_body_limit if request_body_limit is not None
+                                           else body_limit_in(os.environ)))
         self.connection_string = connection_string
         self.blob_poll_s = blob_poll_s
         self._loop: asyncio.AbstractEventLoop | None = None

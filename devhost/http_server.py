@@ -20,8 +20,9 @@ import functools
 import inspect
 import json
 import logging
+import re
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Mapping, TypeVar
 from urllib.parse import quote
 
 import azure.functions as func
@@ -172,11 +173,40 @@ def _decode_token(token: str) -> str:
 # goes on running.)
 HTTP_RESPONSE_LIMIT_S = 230.0
 
+# host src/WebJobs.Script.WebHost/Program.cs: Kestrel's (and IIS's) MaxRequestBodySize is
+# ScriptConstants.DefaultMaxRequestBodySize, 104857600 bytes; Middleware/HttpRequestBodySizeMiddleware.cs sets each
+# request's limit to the app setting FUNCTIONS_REQUEST_BODY_SIZE_LIMIT instead when it parses as a long (docs
+# functions-app-settings.md). (The docs' "210 MB" is web.config's IIS request filtering: Windows only, and wider than
+# the 100 MB Kestrel/IIS limit inside it.) Flex Consumption runs this same host on Linux, with no other limit documented.
+HOST_REQUEST_BODY_LIMIT = 104_857_600
+REQUEST_BODY_LIMIT_SETTING = "FUNCTIONS_REQUEST_BODY_SIZE_LIMIT"
+
+
+def request_body_limit(env: Mapping[str, str]) -> int:
+    """The largest request body, in bytes, the Functions host lets through: the app setting when it is a whole
+    number (.NET ``long.TryParse``: surrounding blanks and a sign allowed), else the host's default. A negative one
+    makes Kestrel refuse the setting on every request (500s), so devhost refuses to start on it."""
+    raw = env.get(REQUEST_BODY_LIMIT_SETTING, "").strip()
+    if not re.fullmatch(r"[+-]?[0-9]+", raw):
+        return HOST_REQUEST_BODY_LIMIT
+    limit = int(raw)
+    if limit < 0:
+        raise ValueError(f"{REQUEST_BODY_LIMIT_SETTING}={raw}: Kestrel takes no negative body size, and the host would "
+                         "answer every request 500; leave it unset (100 MiB) or give a number of bytes")
+    return limit
+
+
+class BodyTooLarge(Exception):
+    """A request body over the host's limit (Kestrel's ``BadHttpRequestException``, 413, which the host turns into a
+    failed binding of ``req``: 500)."""
+
 
 class HttpFront:
     def __init__(self, index: AppIndex, engine: Engine, hub: str, blobs: BlobServiceClient, keys: Keys,
-                 workers: int = 8, response_limit_s: float = HTTP_RESPONSE_LIMIT_S) -> None:
+                 workers: int = 8, response_limit_s: float = HTTP_RESPONSE_LIMIT_S,
+                 body_limit: int = HOST_REQUEST_BODY_LIMIT) -> None:
         self.response_limit_s = response_limit_s
+        self.body_limit = body_limit
         self.index = index
         self.engine = engine
         self.hub = hub
@@ -198,7 +228,9 @@ class HttpFront:
 
     def build(self) -> web.Application:
         """The public app: HTTP triggers, /web/, and the management API behind the system key."""
-        app = web.Application(client_max_size=64 * 1024 * 1024)
+        # the public port is the host's Kestrel: the body limit holds for the webhooks too (their catch-all answers 500);
+        # aiohttp's 0 is no limit, hence 1 for a setting of 0 (/api/ reads bodies itself, exactly)
+        app = web.Application(client_max_size=max(self.body_limit, 1))
         app.add_routes([
             web.route("*", WEBHOOKS + "{tail:.*}", self.webhook),
             web.get("/web/{path:.*}", self.static),
@@ -210,7 +242,9 @@ class HttpFront:
 
     def build_rpc(self) -> web.Application:
         """The local RPC endpoint (loopback only, no keys), as the extension's ``LocalHttpListener``."""
-        app = web.Application(client_max_size=64 * 1024 * 1024)
+        # ext LocalHttpListener.cs: its own Kestrel with ``MaxRequestBodySize = null`` ("remove request's Content size
+        # limits"); aiohttp's 0 is no limit
+        app = web.Application(client_max_size=0)
         app.add_routes([web.route("*", RPC + "{tail:.*}", self.rpc)])
         return app
 
@@ -233,7 +267,15 @@ class HttpFront:
                 continue
             if not self.keys.allows(route.auth_level, request.headers, request.query):
                 return web.Response(status=401)  # AuthenticationLevelHandler + the host's authorization policy
-            body = await request.read()
+            try:
+                body = await self.read_body(request)
+            except BodyTooLarge as exc:  # the binding of req fails before the function runs: the host's 500
+                return web.json_response({"error": f"function {route.name} failed: Exception binding parameter "
+                                                   f"'{route.arg_name}'. {exc}",
+                                          "hint": f"the Functions host takes request bodies of at most "
+                                                  f"{self.body_limit} bytes ({REQUEST_BODY_LIMIT_SETTING}, default "
+                                                  f"{HOST_REQUEST_BODY_LIMIT}) and answers 500 to larger ones; put "
+                                                  "large data in blob storage and send its name"}, status=500)
             req = func.HttpRequest(request.method, str(request.url), headers=self.caller_headers(request),
                                    params=dict(request.query), route_params=m.groupdict(), body=body)
             kwargs: dict[str, Any] = {route.arg_name: req}
@@ -263,6 +305,19 @@ class HttpFront:
         return web.json_response({"error": f"no function serves {request.method} /api/{tail}",
                                   "hint": "routes: " + ", ".join(f"{'/'.join(r.methods)} /api/{r.route}"
                                                                  for r in self.index.http)}, status=404)
+
+    async def read_body(self, request: web.Request) -> bytes:
+        """The body, or ``BodyTooLarge`` past ``body_limit``: on a declared Content-Length before reading any of it,
+        as Kestrel's ``Http1ContentLengthMessageBody`` does, else once more than the limit has come."""
+        too_large = BodyTooLarge(f"Request body too large. The max request body size is {self.body_limit} bytes.")
+        if request.content_length is not None and request.content_length > self.body_limit:
+            raise too_large
+        body = bytearray()
+        async for chunk in request.content.iter_any():
+            body.extend(chunk)
+            if len(body) > self.body_limit:
+                raise too_large
+        return bytes(body)
 
     def caller_headers(self, request: web.Request) -> dict[str, str]:
         """The headers the app sees, as behind App Service Authentication: client-supplied X-MS-CLIENT-PRINCIPAL*

@@ -290,6 +290,12 @@ def secure_admin(req: func.HttpRequest) -> func.HttpResponse:
     return func.HttpResponse("admin-level ok")
 
 
+@app.route(route="secure/body-size", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def secure_body_size(req: func.HttpRequest) -> func.HttpResponse:
+    """How many body bytes reached the function (the host's request-body limit decides which bodies do)."""
+    return func.HttpResponse(str(len(req.get_body())))
+
+
 @app.route(route="raises-timeout", methods=["GET"])
 def raises_timeout(req: func.HttpRequest) -> func.HttpResponse:
     """Fails at once with the builtin TimeoutError (what a socket or HTTP client timeout raises)."""
