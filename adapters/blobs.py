@@ -26,11 +26,10 @@ from core.errors import ContainerNotFound
 
 
 def service_client(connection: str) -> BlobServiceClient:
-    if connection.startswith("identity:"):
-        from azure.identity import DefaultAzureCredential
+    if connection.startswith("identity:"):  # AppCredential: a token endpoint that did not answer is busy, not denied
+        from adapters.identity import AppCredential
 
-        return BlobServiceClient(connection[len("identity:"):], credential=DefaultAzureCredential(),
-                                 **transport_options())
+        return BlobServiceClient(connection[len("identity:"):], credential=AppCredential(), **transport_options())
     return BlobServiceClient.from_connection_string(connection, **transport_options())
 
 

@@ -11,6 +11,7 @@ from typing import Iterator
 
 from azure.core import exceptions as ax
 
+from adapters.identity import TokenEndpointUnavailable, translated
 from core.errors import (StorageAccessDenied, StorageConflict, StorageError, StorageNotFound, StorageUnavailable,
                          TrapbatchError)
 
@@ -29,6 +30,8 @@ _MAP: tuple[tuple[type[BaseException], type[StorageError], str, str], ...] = (
     (ax.ResourceExistsError, StorageConflict, "already exists in storage", "retry; another request wrote it first"),
     (ax.ResourceModifiedError, StorageConflict, "was changed by someone else meanwhile", "retry the request"),
     (ax.ResourceNotModifiedError, StorageConflict, "was not modified (a conditional request)", "retry the request"),
+    (TokenEndpointUnavailable, StorageUnavailable, "trapbatch's managed identity got no token (its endpoint did not "
+                                                   "answer)", _RETRY),
     (ax.ClientAuthenticationError, StorageAccessDenied, "storage refused trapbatch's credentials", _ROLE),
     (ax.IncompleteReadError, StorageUnavailable, "a storage download ended early", _RETRY),
     (ax.DecodeError, StorageError, "a storage response could not be decoded", _UNEXPECTED),
@@ -69,6 +72,8 @@ def storage_error(exc: BaseException, what: str = "") -> TrapbatchError:
     """
     if isinstance(exc, TrapbatchError):
         return exc
+    if isinstance(exc, ax.ClientAuthenticationError):  # a credential that is not AppCredential: tell the same apart
+        exc = translated(exc)
     for cls, kind, message, hint in _MAP:
         if isinstance(exc, cls):
             break

@@ -72,6 +72,13 @@ _PASSING_DESCRIPTION = re.compile(r"too many requests|throttl|temporar|transient
                                   re.IGNORECASE)
 _NO_ANSWER = "no response from the IMDS endpoint"
 _NOT_JSON = re.compile(r"ManagedIdentityCredential authentication unavailable\.\s*$")
+# App Service / Functions (IDENTITY_ENDPOINT): msal words the endpoint's error body "<statusCode>, <message>"; a request
+# that got no answer, or no JSON, is raised as it is, in urllib3's / azure-core's words.
+_APP_SERVICE = "App Service managed identity"
+_APP_SERVICE_STATUS = re.compile(r"^\s*(\d{3})\s*,")
+_TRANSPORT_FAILURE = re.compile(r"Failed to establish a new connection|Connection (?:refused|reset|aborted)|"
+                                r"RemoteDisconnected|Max retries exceeded|timed? ?out|JSON is invalid|"
+                                r"line \d+ column \d+ \(char \d+\)", re.IGNORECASE)
 
 
 def managed_identity_problem(exc: BaseException) -> str:
@@ -82,7 +89,7 @@ def managed_identity_problem(exc: BaseException) -> str:
     line = _MANAGED_IDENTITY_LINE.search(text)
     if line:
         return line.group(1).strip()
-    return text.strip() if text.lstrip().startswith("ManagedIdentityCredential") else ""
+    return text.strip() if text.lstrip().startswith(("ManagedIdentityCredential", "App Service managed identity")) else ""
 
 
 def token_endpoint_did_not_answer(exc: BaseException) -> bool:
@@ -113,6 +120,21 @@ def token_endpoint_did_not_answer(exc: BaseException) -> bool:
       credential was unavailable, ``ClientAuthenticationError(message=...)`` with one line ``<credential>: <its
       message>`` each (lines 23-39, 135-137, 159) and no ``__cause__``: only the ManagedIdentityCredential
       line tells which of the above happened.
+
+    And on App Service and Azure Functions (``IDENTITY_ENDPOINT`` and ``IDENTITY_HEADER`` set, the Functions app's
+    identity; ``_credentials/managed_identity.py`` picks ``AppServiceCredential``), through MSAL 1.x
+    ``managed_identity.py`` ``_obtain_token_on_app_service``:
+
+    * no answer: the pipeline's ``ServiceRequestError`` / ``ServiceResponseError`` (after its retries, ~5 s) is raised
+      as it is (``_internal/msal_managed_identity_client.py`` lines 193-202), and the chain's line is its text,
+      urllib3's ("Failed to establish a new connection: [Errno 111] Connection refused", "Read timed out");
+    * an answer that is not JSON (a 5xx page): MSAL's ``json.loads`` raises ``JSONDecodeError`` ("Expecting value:
+      line 1 column 1 (char 0)"; azure-core's ``DecodeError`` "JSON is invalid: ..." where no content type was
+      sent), likewise;
+    * a JSON error body: MSAL returns ``invalid_scope`` with the description ``"<statusCode>, <message>"``, raised as
+      ``CredentialUnavailableError("App Service managed identity configuration not found in environment. Token
+      request error: (invalid_scope) 503, ...")``: the status decides (5xx, 408, 429 passing; a 400 "Unable to load
+      the proper Managed Identity" is configuration).
     """
     from azure.core.exceptions import (HttpResponseError, IncompleteReadError, ServiceRequestError,
                                        ServiceResponseError)
@@ -131,7 +153,12 @@ def token_endpoint_did_not_answer(exc: BaseException) -> bool:
     said = managed_identity_problem(exc)
     oauth = _TOKEN_REQUEST_ERROR.search(said)
     if oauth:  # IMDS answered with an error body: its code says whether it is about now or about the identity
+        status = _APP_SERVICE_STATUS.match(oauth.group(2)) if _APP_SERVICE in said else None
+        if status and (int(status.group(1)) >= 500 or int(status.group(1)) in (408, 429)):
+            return True
         return oauth.group(1).strip() in _PASSING_OAUTH_ERRORS or bool(_PASSING_DESCRIPTION.search(oauth.group(2)))
+    if said and not said.startswith(("ManagedIdentityCredential authentication unavailable", _APP_SERVICE)):
+        return bool(_TRANSPORT_FAILURE.search(said))  # the credential raised what its request raised
     return _NO_ANSWER in said or bool(_NOT_JSON.search(said))
 
 

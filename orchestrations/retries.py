@@ -52,8 +52,11 @@ BUSY_MAX_DELAY_S = 300.0
 
 # Python types (as the extension words a failed activity: devhost fidelity row 32) that say a service was busy or
 # could not be reached: trapbatch's own (core.errors, gpu_batch.pool.azure_batch) and azure-core's transport errors.
+# TokenEndpointUnavailable (adapters.identity): the app's managed identity endpoint did not answer; a name no history
+# written before it holds, so recorded failures replay as they were judged.
 BUSY_TYPES = frozenset({
-    "StorageUnavailable", "TaskHubUnavailable", "BatchUnavailable", "ServiceRequestError", "ServiceResponseError",
+    "StorageUnavailable", "TaskHubUnavailable", "BatchUnavailable", "TokenEndpointUnavailable",
+    "ServiceRequestError", "ServiceResponseError",
     "ServiceRequestTimeoutError", "ServiceResponseTimeoutError", "IncompleteReadError", "ConnectionError",
     "ConnectionResetError", "ConnectionAbortedError", "ConnectionRefusedError", "TimeoutError"})
 # An HttpResponseError is busy by its service error code: Azure Storage words it ``ErrorCode:ServerBusy`` (the storage

@@ -1,0 +1,81 @@
+"""The Functions app's managed identity credential, with a token endpoint that did not answer told apart.
+
+Why: in Azure the app's identity is served by App Service's identity endpoint (``IDENTITY_ENDPOINT`` with
+``IDENTITY_HEADER``: azure-identity 1.27.0 ``_credentials/managed_identity.py`` picks ``AppServiceCredential``), not by
+IMDS as on the GPU nodes. When that endpoint does not answer, or answers 5xx, ``DefaultAzureCredential`` raises a
+``ClientAuthenticationError`` shaped like the one of an identity without a role (``gpu_batch.storage_refs``,
+``token_endpoint_did_not_answer``, says how each case is worded). trapbatch took it for one: its own storage answered
+502 "grant the role" at the HTTP edge, and an activity failed its task after three quick calls, where a busy storage
+account is waited out (``orchestrations.retries``). ``AppCredential`` raises such a failure as
+``TokenEndpointUnavailable`` instead: ``adapters.storage_errors`` maps it to ``StorageUnavailable`` (503, retry), and
+the orchestrations count it busy by its name (``orchestrations.retries.BUSY_TYPES``).
+
+Must not: hide a failure that no retry fixes (no identity, the wrong client id, a 400 or 403 from the endpoint): those
+stay the ``ClientAuthenticationError`` they were, with the credential's own words.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from azure.core.exceptions import ClientAuthenticationError
+
+from gpu_batch.storage_refs import managed_identity_problem, token_endpoint_did_not_answer
+
+
+class TokenEndpointUnavailable(ClientAuthenticationError):
+    """The managed identity's token endpoint did not answer, or answered "later" (5xx, 429): a passing cause.
+
+    Its message keeps the credential's ``ManagedIdentityCredential: ...`` line, which
+    ``gpu_batch.storage_refs.token_endpoint_did_not_answer`` reads, so a Key Vault read failing with it is still told
+    a store that did not answer (``SecretStoreUnavailable``)."""
+
+
+def translated(exc: ClientAuthenticationError) -> ClientAuthenticationError:
+    """``exc`` as ``TokenEndpointUnavailable`` when its token endpoint did not answer, else ``exc`` itself."""
+    if isinstance(exc, TokenEndpointUnavailable) or not token_endpoint_did_not_answer(exc):
+        return exc
+    said = managed_identity_problem(exc) or f"{type(exc).__name__}: {exc}"
+    return TokenEndpointUnavailable(message="the app's managed identity got no token: its token endpoint did not "
+                                            f"answer. ManagedIdentityCredential: {said[:400]}")
+
+
+class AppCredential:
+    """``DefaultAzureCredential`` (or ``inner``) whose passing failures are ``TokenEndpointUnavailable``.
+
+    Both token methods are passed through, as azure-core's ``BearerTokenCredentialPolicy`` calls ``get_token_info``
+    where a credential has it and ``get_token`` otherwise."""
+
+    def __init__(self, inner: Any = None) -> None:
+        if inner is None:
+            from azure.identity import DefaultAzureCredential
+
+            inner = DefaultAzureCredential()
+        self._inner = inner
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        try:
+            return self._inner.get_token(*scopes, **kwargs)
+        except ClientAuthenticationError as exc:
+            failure = translated(exc)
+            if failure is exc:
+                raise
+            raise failure from exc
+
+    def get_token_info(self, *scopes: str, options: Any = None) -> Any:
+        try:
+            return self._inner.get_token_info(*scopes, options=options)
+        except ClientAuthenticationError as exc:
+            failure = translated(exc)
+            if failure is exc:
+                raise
+            raise failure from exc
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def __enter__(self) -> AppCredential:
+        self._inner.__enter__()
+        return self
+
+    def __exit__(self, *args: Any) -> None:
+        self._inner.__exit__(*args)

@@ -1,0 +1,98 @@
+"""The Functions app's managed identity (App Service's identity endpoint) when that endpoint does not answer.
+
+The real credential classes (azure-identity 1.27.0, ``DefaultAzureCredential`` as the app builds it) against a stand-in
+endpoint on loopback (``IDENTITY_ENDPOINT`` + ``IDENTITY_HEADER``, as App Service and Azure Functions set them), as
+gpu_batch/tests/test_storage_refs.py does for the nodes' IMDS. Wording and paths: ``adapters.identity`` and
+``gpu_batch.storage_refs.token_endpoint_did_not_answer``.
+"""
+from __future__ import annotations
+
+import http.server
+import json
+import socket
+import threading
+from typing import Any, Iterator
+
+import pytest
+from azure.core.exceptions import ClientAuthenticationError
+
+from adapters.blobs import service_client
+from adapters.identity import TokenEndpointUnavailable
+from adapters.storage_errors import storage_error
+from core.errors import StorageAccessDenied, StorageUnavailable
+from orchestrations.retries import is_busy
+
+PASSING = ["refused", "500-page", "503-json"]
+CONFIGURATION = ["400-json"]
+
+
+class _Endpoint(http.server.BaseHTTPRequestHandler):
+    mode = ""
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        if self.mode == "500-page":
+            body, status, kind = b"<html>Internal Server Error</html>", 500, "text/html"
+        else:  # App Service's JSON error body: {"statusCode", "message", "correlationId"}
+            status = 503 if self.mode == "503-json" else 400
+            message = ("An unexpected error occured while fetching the AAD Token." if status == 503
+                       else "Unable to load the proper Managed Identity.")
+            body, kind = json.dumps({"statusCode": status, "message": message, "correlationId": "x"}).encode(), \
+                "application/json"
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def endpoint(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    mode = str(request.param)
+    server = None
+    if mode == "refused":  # a port nothing listens on
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+    else:
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), type("Endpoint", (_Endpoint,), {"mode": mode}))
+        server.daemon_threads = True
+        port = server.server_address[1]
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    for name in ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET", "AZURE_FEDERATED_TOKEN_FILE",
+                 "MSI_ENDPOINT", "MSI_SECRET", "IDENTITY_SERVER_THUMBPRINT", "IMDS_ENDPOINT", "AZURE_TOKEN_CREDENTIALS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("IDENTITY_ENDPOINT", f"http://127.0.0.1:{port}/msi/token")
+    monkeypatch.setenv("IDENTITY_HEADER", "stand-in-header")
+    yield mode
+    if server is not None:
+        server.shutdown()
+
+
+@pytest.mark.parametrize("endpoint", PASSING + CONFIGURATION, indirect=True)
+def test_the_apps_storage_waits_out_an_identity_endpoint_that_does_not_answer_and_not_a_missing_identity(
+        endpoint: str) -> None:
+    """The app's own storage (``identity:`` connection, as in Azure) when its identity endpoint refuses the connection,
+    answers a 500 page or App Service's 503 JSON: the credential's failure was a ClientAuthenticationError, mapped to
+    StorageAccessDenied (502, "grant the role") at the HTTP edge and, in an activity, a failure that is not busy
+    (three quick calls, then the task failed). Now busy: 503 at the edge, waited out by the orchestrations. A 400
+    ("Unable to load the proper Managed Identity") stays a refusal with the role hint."""
+    service = service_client("identity:https://127.0.0.1:9")  # the token is asked for before anything is sent
+    with pytest.raises(ClientAuthenticationError) as failed:
+        # retry_total=0: the storage SDK's own retries (3, ~1 minute: StorageRetryPolicy retries any AzureError, a
+        # credential's too) come first in Azure; what is tested is what reaches trapbatch after them
+        service.get_container_client("images").exists(retry_total=0)
+    exc = failed.value
+    mapped = storage_error(exc, "reading container images")
+    as_orchestrator_sees_it = Exception(f"Activity function 'enumerate_images' failed: {type(exc).__name__}: {exc}")
+    if endpoint in PASSING:
+        assert isinstance(exc, TokenEndpointUnavailable), (endpoint, exc)
+        assert isinstance(mapped, StorageUnavailable) and mapped.status_code == 503, mapped
+        assert is_busy(as_orchestrator_sees_it), exc
+        assert "stand-in-header" not in str(exc)
+    else:
+        assert not isinstance(exc, TokenEndpointUnavailable) and "Unable to load" in str(exc)
+        assert isinstance(mapped, StorageAccessDenied) and "Storage Blob Data Owner" in mapped.hint
+        assert not is_busy(as_orchestrator_sees_it)
