@@ -182,6 +182,55 @@ def write_test_checkpoint(path: str | Path, arch: str = "yolov5n", seed: int = 0
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    cached = cache_path(arch, seed, metadata)
+    if cached is not None and cached.is_file():
+        return _copy_into(cached, path)
+    _build(path, arch, seed, metadata)
+    if cached is not None:
+        with contextlib.suppress(OSError):  # a cache that cannot be written costs the next build, nothing else
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            _copy_into(path, cached)
+    return path
+
+
+CACHE_ENV = "TRAPBATCH_TEST_CHECKPOINT_CACHE"
+
+
+def cache_path(arch: str, seed: int, metadata: dict[str, Any] | None) -> Path | None:
+    """Where a checkpoint built from these arguments is kept for the next call, or None (``TRAPBATCH_TEST_CHECKPOINT_
+    CACHE=off``). Why: building one calibrates the head with six forward passes at 1280 px on the CPU (10-20 s a
+    checkpoint), and the test suite, the demo and the benchmarks build the same few a dozen times over.
+
+    The folder: ``$TRAPBATCH_TEST_CHECKPOINT_CACHE``, else ``$XDG_CACHE_HOME/trapbatch/test-checkpoints`` (``~/.cache``
+    when unset). The name is a digest of everything the file's bytes follow from: the arguments, this module's and
+    ``yolov5_modules``' source and the torch version, so a change to any of them builds afresh."""
+    import hashlib
+    import os
+
+    folder = os.environ.get(CACHE_ENV, "")
+    if folder.lower() in ("off", "0", "no"):
+        return None
+    if not folder:
+        cache_home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        folder = str(cache_home / "trapbatch" / "test-checkpoints")
+    digest = hashlib.sha256(json.dumps([arch, seed, metadata, torch.__version__], sort_keys=True).encode())
+    for module in (__file__, y5.__file__):
+        digest.update(Path(module).read_bytes())
+    return Path(folder) / f"{arch}-{seed}-{digest.hexdigest()[:16]}.pt"
+
+
+def _copy_into(source: Path, target: Path) -> Path:
+    """``source`` copied to ``target`` through a temporary name beside it, so a reader never sees half a file."""
+    import os
+    import shutil
+
+    tmp = target.with_name(f"{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    shutil.copyfile(source, tmp)
+    tmp.replace(target)
+    return target
+
+
+def _build(path: Path, arch: str, seed: int, metadata: dict[str, Any] | None) -> None:
     model = build_test_model(arch=arch, seed=seed)
     checkpoint = {
         "epoch": -1,
@@ -202,7 +251,6 @@ def write_test_checkpoint(path: str | Path, arch: str = "yolov5n", seed: int = 0
             root = archive.namelist()[0].split("/")[0]
             archive.writestr(f"{root}/megadetector_info.json", json.dumps(metadata))
     tmp.replace(path)
-    return path
 
 
 def main(argv: Sequence[str] | None = None) -> int:
