@@ -20,16 +20,23 @@ What the Durable extension does for an out-of-process Python app, reduced to one
 * a custom status over the extension's 16 KB (``devhost.engine.custom_status_error``), which fails the orchestration
   on Azure, is an error too.
 
+Each episode hands the SDK the whole history again, and ``HistoryEvent`` parses every event's timestamp with
+dateutil (~0.3 ms each: a shard group that retries through an outage, 414 episodes, parsed 86,000 of them, three
+quarters of its time). The harness memoizes that parse per ``Harness``: the same SDK function on the same strings,
+datetimes being immutable, so replay sees exactly what it saw before, only sooner.
+
 Everything the orchestrator did is recorded on the returned ``Run`` so tests assert on behaviour.
 """
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import json
 import warnings
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Union
+from unittest import mock
 
 from azure.durable_functions import DurableOrchestrationContext, Orchestrator
 from azure.functions import meta
@@ -39,6 +46,10 @@ from devhost import history as h
 from devhost.engine import custom_status_error
 
 T0 = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
+# The SDK module whose ``dt_parse`` (dateutil's ``parse``) reads each event's Timestamp (module docstring, last
+# paragraph); a module, which its package's ``HistoryEvent`` class attribute hides from a plain import.
+_HISTORY_EVENT_MODULE = importlib.import_module("azure.durable_functions.models.history.HistoryEvent")
+_SDK_PARSE: Callable[[str], dt.datetime] = _HISTORY_EVENT_MODULE.dt_parse
 OUT_OF_PROC = "$OutOfProcData$:"
 
 ActivityScript = Callable[[str, Any], Any]
@@ -184,6 +195,14 @@ class Harness:
         self.children = children
         self.now = start
         self.max_episodes = max_episodes
+        self._timestamps: dict[str, dt.datetime] = {}  # Timestamp string -> the SDK's own parse of it
+
+    def _parse_timestamp(self, text: str) -> dt.datetime:
+        """The SDK's ``dt_parse`` of ``text``, parsed once per harness (module docstring, last paragraph)."""
+        parsed = self._timestamps.get(text)
+        if parsed is None:
+            parsed = self._timestamps[text] = _SDK_PARSE(text)
+        return parsed
 
     # ------------------------------------------------------------------ public
     def run(self, orchestrator: Any, input_: Any, instance_id: str = "instance-1", name: str | None = None,
@@ -211,8 +230,9 @@ class Harness:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                state = dict(json.loads(Orchestrator(fn).handle(DurableOrchestrationContext.from_json(
-                    json.dumps(payload)))))
+                with mock.patch.object(_HISTORY_EVENT_MODULE, "dt_parse", self._parse_timestamp):
+                    context = DurableOrchestrationContext.from_json(json.dumps(payload))
+                state = dict(json.loads(Orchestrator(fn).handle(context)))
             except Exception as exc:  # an orchestrator exception comes back as this, with the state appended
                 text = str(exc)
                 if OUT_OF_PROC not in text:

@@ -1,13 +1,14 @@
 """Self-checks of the replay harness itself (tiny inline orchestrators), so a harness bug cannot pass for a pass."""
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 from typing import Any, Generator
 
 import azure.durable_functions as df
 import pytest
 
-from tests.orchestrations.replay import HarnessError, run_orchestrator
+from tests.orchestrations.replay import T0, HarnessError, run_orchestrator
 
 RETRY = df.RetryOptions(first_retry_interval_in_milliseconds=1000, max_number_of_attempts=2)
 
@@ -72,3 +73,22 @@ def test_a_custom_status_over_16_kb_is_an_error_as_the_extension_fails_the_orche
     assert run_orchestrator(orchestrator, 8703, {"noop": None}).status == "Completed"
     with pytest.raises(HarnessError, match="must not exceed 16 KB. The current payload size is 17 KB"):
         run_orchestrator(orchestrator, 8704, {"noop": None})
+
+
+def test_the_clock_each_episode_reads_is_its_history_s_though_the_harness_parses_each_timestamp_once() -> None:
+    """The harness memoizes the SDK's timestamp parse (replay.py docstring): every replay must still read, at each
+    point, the time its own history gives there (the start, then each timer's fire time), and each clock its time
+    zone as the SDK parses it; a second run on another start, in the same process, reads its own times."""
+    def orchestrator(context: df.DurableOrchestrationContext) -> Generator[Any, Any, Any]:
+        seen = [context.current_utc_datetime]
+        for delay_s in (30, 0.25):  # a quarter second: a cache keyed by less than the whole string fails
+            yield context.create_timer(context.current_utc_datetime + dt.timedelta(seconds=delay_s))
+            seen.append(context.current_utc_datetime)
+        yield context.call_activity("noop", None)
+        seen.append(context.current_utc_datetime)
+        return [[t.isoformat(), t.utcoffset() == dt.timedelta(0)] for t in seen]
+
+    for start in (T0, T0 + dt.timedelta(days=1, microseconds=7)):
+        run = run_orchestrator(orchestrator, None, {"noop": None}, start=start)
+        times = [start + dt.timedelta(seconds=s) for s in (0, 30, 30.25, 30.25)]
+        assert run.status == "Completed" and run.output == [[t.isoformat(), True] for t in times]
