@@ -979,7 +979,9 @@ def test_the_first_group_out_of_reach_past_its_limit_stops_the_others_and_fails_
             return {"cancelled": True}
         return answer(name, payload)
 
-    run = run_task(task_input(shards_per_group=1, busy_retry_attempts=4), pool)
+    # the least history a generation may hold (MIN_HISTORY_EVENTS): group 0's six hours of busy rounds replay as
+    # several short generations (outage and stop carried over), not one of ~1000 events replayed at every episode
+    run = run_task(task_input(shards_per_group=1, busy_retry_attempts=4, history_events=200), pool)
 
     assert run.status == "Failed"
     group0, group1 = (s.run for s in run.sub_orchestrations)
