@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,26 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from gpu_batch.worker.make_test_checkpoint import write_test_checkpoint
 
     return write_test_checkpoint(tmp_path_factory.mktemp("ckpt") / "md_test_yolov5n6.pt", arch=TEST_ARCH, seed=0)
+
+
+BENCH_ARCH = "yolov5n"  # what the CPU rehearsals of bench/ pass as --arch
+
+
+@pytest.fixture(scope="session")
+def bench_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The checkpoint bench/worker_throughput.py writes into its workdir (``md_bench_<arch>.pt``: this arch, seed 0),
+    built once (its calibration is ~7 CPU seconds); ``bench_workdir`` puts a copy where a test's bench reuses it."""
+    from gpu_batch.worker.make_test_checkpoint import write_test_checkpoint
+
+    return write_test_checkpoint(tmp_path_factory.mktemp("bench-ckpt") / f"md_bench_{BENCH_ARCH}.pt", arch=BENCH_ARCH)
+
+
+def bench_workdir(path: Path, checkpoint: Path) -> Path:
+    """``path`` as a bench --workdir holding ``checkpoint`` already (the benches reuse one they find there, as on a
+    warm device); a copy, so a bench that wrote over it could not change another test's."""
+    path.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(checkpoint, path / checkpoint.name)
+    return path
 
 
 def write_manifest(path: Path, images: Sequence[str], model: str, **overrides: Any) -> Path:

@@ -11,18 +11,20 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gpu_batch.tests.conftest import REPO_ROOT
+from gpu_batch.tests.conftest import BENCH_ARCH, REPO_ROOT, bench_workdir
 
 
-def test_the_worker_benchmark_runs_on_the_cpu_and_records_a_resident_node(tmp_path: Path) -> None:
-    bench = [sys.executable, str(REPO_ROOT / "bench" / "worker_throughput.py"), "--workdir", str(tmp_path / "w"),
+def test_the_worker_benchmark_runs_on_the_cpu_and_records_a_resident_node(tmp_path: Path,
+                                                                         bench_checkpoint: Path) -> None:
+    workdir = bench_workdir(tmp_path / "w", bench_checkpoint)  # its checkpoint there, as forward_modes.py leaves it
+    bench = [sys.executable, str(REPO_ROOT / "bench" / "worker_throughput.py"), "--workdir", str(workdir),
              "--images", "6"]
     ahead = subprocess.run([*bench, "--images-only"], capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
     assert ahead.returncode == 0, ahead.stderr[-3000:]
     images = sorted((tmp_path / "w" / "images").glob("*.jpg"))
     assert len(images) == 6 and not list((tmp_path / "w" / "images").glob("*.part"))
     written = {p.name: p.stat().st_mtime_ns for p in images}
-    proc = subprocess.run([*bench, "--skip-md", "--arch", "yolov5n", "--workers", "2", "--resident-shards", "2",
+    proc = subprocess.run([*bench, "--skip-md", "--arch", BENCH_ARCH, "--workers", "2", "--resident-shards", "2",
                            "--resident-modes", "eager", "--resident-args", "", "--resident-args", "--stage-threads 2",
                            "--resident-warmup", "2", "--results-dir", str(tmp_path / "results")],
                           capture_output=True, text=True, timeout=900, cwd=REPO_ROOT)
@@ -52,15 +54,17 @@ def test_the_worker_benchmark_runs_on_the_cpu_and_records_a_resident_node(tmp_pa
     assert "last shard's stage seconds" in proc.stdout
 
 
-def test_forward_modes_reports_each_mode_and_a_failing_or_slow_one_without_stopping() -> None:
-    script = [sys.executable, str(REPO_ROOT / "bench" / "forward_modes.py"), "--arch", "yolov5n", "--batch", "1",
-              "--iters", "1"]
+def test_forward_modes_reports_each_mode_and_a_failing_or_slow_one_without_stopping(tmp_path: Path) -> None:
+    # one workdir: the first run writes the checkpoint there, the second reuses it (as worker_throughput.py does)
+    script = [sys.executable, str(REPO_ROOT / "bench" / "forward_modes.py"), "--arch", BENCH_ARCH, "--batch", "1",
+              "--iters", "1", "--workdir", str(tmp_path)]
     proc = subprocess.run([*script, "--modes", "eager,no-such-mode", "--mode-timeout", "300"],
                           capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     modes = json.loads(proc.stdout.strip().splitlines()[-1])["modes"]
     assert modes["eager"]["img_s"] > 0 and modes["eager"]["first_passes_s"] >= 0
     assert "no-such-mode" in modes["no-such-mode"]["error"] and modes["no-such-mode"]["error"].startswith("rc=")
+    assert (tmp_path / f"md_bench_{BENCH_ARCH}.pt").is_file()
     slow = subprocess.run([*script, "--modes", "eager", "--mode-timeout", "0.01"],
                           capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
     assert slow.returncode == 0, slow.stderr[-3000:]

@@ -14,19 +14,23 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gpu_batch.tests.conftest import REPO_ROOT
+from gpu_batch.tests.conftest import BENCH_ARCH, REPO_ROOT, bench_workdir
 
 
-def test_the_session_script_runs_every_step_on_the_cpu_and_leaves_what_the_device_returns(tmp_path: Path) -> None:
+def test_the_session_script_runs_every_step_on_the_cpu_and_leaves_what_the_device_returns(
+        tmp_path: Path, bench_checkpoint: Path) -> None:
     out, results = tmp_path / "out", tmp_path / "results"
+    # the benchmark's checkpoint already in its workdir, as on a warm device (test_bench_worker.py's forward modes
+    # test writes one where there is none)
+    work = bench_workdir(tmp_path / "work", bench_checkpoint)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-           "DRY_RUN": "1", "OUT": str(out), "BENCH_WORKDIR": str(tmp_path / "work"), "RESULTS_DIR": str(results),
+           "DRY_RUN": "1", "OUT": str(out), "BENCH_WORKDIR": str(work), "RESULTS_DIR": str(results),
            "PREGEN_IMAGES": "6", "STEP_ORACLE_S": "240", "STEP_HWDECODE_S": "240", "STEP_DECODE_S": "240",
-           "DECODE_IMAGES": "4", "STEP_FORWARD_S": "300", "FORWARD_MODES": "eager", "FORWARD_ARCH": "yolov5n",
+           "DECODE_IMAGES": "4", "STEP_FORWARD_S": "300", "FORWARD_MODES": "eager", "FORWARD_ARCH": BENCH_ARCH,
            "FORWARD_BATCH": "1", "FORWARD_ITERS": "1",
            "STEP_BENCH_S": "600", "STEP_COMPILED_S": "1", "DECODE_COMPARE": "0",
            "BUDGET_S": "1500"}
-    proc = subprocess.run(["bash", "bench/gpu_session.sh", "--images", "6", "--skip-md", "--arch", "yolov5n",
+    proc = subprocess.run(["bash", "bench/gpu_session.sh", "--images", "6", "--skip-md", "--arch", BENCH_ARCH,
                            "--workers", "2", "--resident-shards", "2", "--resident-modes", "eager",
                            "--resident-warmup", "2", "--resident-args", "", "--resident-args", "--stage-threads 2",
                            "--record-suffix=-dry"],
