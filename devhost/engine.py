@@ -16,6 +16,15 @@ come back as messages. Everything is in the ``Store`` (Azure Storage), so a kill
 * ``call_*_with_retry``: the SDK expects the host to interleave a timer and a re-schedule after each failure, consuming
   sequence numbers in replay order. devhost delivers such a failure (and the retry timer's firing) as the last event
   of its episode, so the numbers the SDK assigns are "all new actions of this episode, then the retry task".
+
+Polling: both dispatchers list their table every ``poll_s`` (0.1 s) while there is work, and back off, doubling up to
+``idle_poll_max_s`` (1 s), while there is none; what this engine itself queues wakes them at once (a start, an
+event, an activity's completion, a child's end: ``wake``; a work item: ``activity_wake``), and the orchestration
+dispatcher's wait ends when its earliest timer is due. Why: an idle devhost listed both tables ten times a second,
+~6 % of a core for itself and as much again for Azurite, through every test and demo minute it waited on workers.
+The Durable extension's Azure Storage provider backs off further (``maxQueuePollingInterval``, 30 s by default:
+docs durable-functions-host-json-settings, ``extensions.durableTask.storageProvider``; fidelity row 42); only a
+message another process writes waits for a backed-off poll here, at most ``idle_poll_max_s``.
 """
 from __future__ import annotations
 
@@ -71,6 +80,7 @@ class OrchestrationAlreadyExists(RuntimeError):
 
 # OverridableStates.cs ``NonRunning``: the states an existing instance must NOT be in for start_new to replace it.
 DEDUPE_STATUSES = ("Running", "ContinuedAsNew", "Pending", "Suspended")
+IDLE_POLL_MAX_S = 1.0  # module docstring: Polling
 MAX_INSTANCE_ID_LENGTH = 256  # DurableClient.cs MaxInstanceIdLength
 MAX_CUSTOM_STATUS_KB = 16  # DurableOrchestrationContext.SetCustomStatus: MaxCustomStatusPayloadSizeInKB
 
@@ -199,10 +209,11 @@ def _append_to_history(doc: dict[str, Any], new_events: list[dict[str, Any]], co
 
 class Engine:
     def __init__(self, index: AppIndex, store: Store, activity_workers: int = 4, poll_s: float = 0.1,
-                 function_timeout_s: float | None = None) -> None:
+                 function_timeout_s: float | None = None, idle_poll_max_s: float = IDLE_POLL_MAX_S) -> None:
         self.index = index
         self.store = store
         self.poll_s = poll_s
+        self.idle_poll_max_s = max(poll_s, idle_poll_max_s)  # module docstring: Polling
         self.function_timeout_s = function_timeout_s  # host.json functionTimeout, applied to activities
         self.pool = ThreadPoolExecutor(max_workers=activity_workers, thread_name_prefix="activity")
         self._inflight: set[str] = set()
@@ -210,6 +221,7 @@ class Engine:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.wake = threading.Event()
+        self.activity_wake = threading.Event()  # set with each work item this engine queues (module docstring: Polling)
         self.metrics = Metrics()  # benchmark counters (devhost.metrics); instrumentation only
         # set by the host once it serves: its event loop (async activities run there, as the worker runs them on its
         # own loop) and the durable client binding an activity with ``durable_client_input`` receives
@@ -227,6 +239,7 @@ class Engine:
     def stop(self) -> None:
         self._stop.set()
         self.wake.set()
+        self.activity_wake.set()
         for t in self._threads:
             t.join(timeout=10)
         self.pool.shutdown(wait=False, cancel_futures=True)
@@ -426,6 +439,7 @@ class Engine:
                     continue
                 if spec["kind"] == "activity" and (iid, execution, tid) not in activities:
                     self.store.add_activity(iid, execution, tid, spec["name"], spec["input"])
+                    self.activity_wake.set()
                 elif spec["kind"] == "timer":
                     self._schedule_timer(iid, execution, tid, spec["fire_at"])
                 elif spec["kind"] == "suborch":
@@ -438,14 +452,18 @@ class Engine:
 
     # ------------------------------------------------------ orchestration loop
     def _orchestration_loop(self) -> None:
+        idle = self.poll_s
         while not self._stop.is_set():
             worked = False
+            next_due = ""  # the earliest message not due yet (a timer): the wait ends there
             try:
                 now = h.ts(h.utcnow())
                 due: dict[str, list[dict[str, Any]]] = {}
                 for m in self.store.list_messages():
                     if not m.get("Due") or m["Due"] <= now:
                         due.setdefault(m["InstanceId"], []).append(m)
+                    elif not next_due or m["Due"] < next_due:
+                        next_due = m["Due"]
                 for iid, msgs in due.items():
                     if self._stop.is_set():
                         break
@@ -455,9 +473,18 @@ class Engine:
                 logger.exception("orchestration dispatcher error")
                 time.sleep(1)
                 self._recover_after_error()
-            if not worked:
-                self.wake.wait(self.poll_s)
-                self.wake.clear()
+            if worked:
+                idle = self.poll_s
+                continue
+            wait = idle
+            if next_due:
+                wait = min(wait, max(0.0, (h.parse_ts(next_due) - h.utcnow()).total_seconds()) + 0.01)
+            self.wake.wait(wait)
+            if self.wake.is_set():
+                idle = self.poll_s
+            else:
+                idle = min(idle * 2, self.idle_poll_max_s)
+            self.wake.clear()
 
     def _fail(self, iid: str, inst: dict[str, Any], doc: dict[str, Any], message: str) -> None:
         logger.error("[%s] orchestration failed: %s", iid, message)
@@ -725,6 +752,7 @@ class Engine:
             kind = effect[0]
             if kind == "activity":
                 self.store.add_activity(iid, execution, effect[1], effect[2], effect[3])
+                self.activity_wake.set()
             elif kind == "timer":
                 self._schedule_timer(iid, execution, effect[1], effect[2])
             elif kind == "cancel_timer":
@@ -761,9 +789,13 @@ class Engine:
 
     # ---------------------------------------------------------- activity loop
     def _activity_loop(self) -> None:
+        idle = self.poll_s
         while not self._stop.is_set():
+            self.activity_wake.clear()  # before the listing: an item queued after it sets it again
+            listed = False
             try:
                 for item in self.store.list_activities():
+                    listed = True
                     key = item["PartitionKey"] + "/" + item["RowKey"]
                     with self._lock:
                         if key in self._inflight:
@@ -773,7 +805,9 @@ class Engine:
             except Exception:
                 logger.exception("activity dispatcher error")
                 time.sleep(1)
-            self._stop.wait(self.poll_s)
+            idle = self.poll_s if listed else min(idle * 2, self.idle_poll_max_s)
+            if self.activity_wake.wait(idle):
+                idle = self.poll_s
 
     def _run_activity(self, item: dict[str, Any], key: str) -> None:
         """Run one work item unless it is gone. The dispatcher's listing is a snapshot: an activity that finished

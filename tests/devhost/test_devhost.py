@@ -378,3 +378,36 @@ def test_the_address_devhost_gives_is_one_a_client_can_use() -> None:
         host = DevHost.__new__(DevHost)
         host.host, host.port = bound, 7071
         assert host.base_url == reached and check_url(host.base_url) == reached
+
+
+def test_an_idle_engine_backs_off_and_queued_work_still_starts_at_once(storage_connection: str,
+                                                                       unique_name: str) -> None:
+    """Idle, the dispatchers list their tables a few times, not ten times a second (engine docstring: Polling); and
+    whatever the engine queues itself wakes them, so an orchestration with activities, a failing one, children and a
+    durable timer runs to its end even where no poll would come for ten minutes."""
+    h = DevHost(sample_app.app, storage_connection, task_hub=unique_name, port=0, blob_poll_s=30)
+    listings = {"messages": 0, "activities": 0}
+    list_messages, list_activities = h.store.list_messages, h.store.list_activities
+
+    def counted_messages() -> Any:
+        listings["messages"] += 1
+        return list_messages()
+
+    def counted_activities() -> Any:
+        listings["activities"] += 1
+        return list_activities()
+
+    h.store.list_messages, h.store.list_activities = counted_messages, counted_activities  # type: ignore[method-assign]
+    h.start()
+    try:
+        time.sleep(3)
+        assert 1 <= listings["messages"] <= 10 and 1 <= listings["activities"] <= 10, listings  # 0.1 s polls: ~30
+        h.engine.poll_s = h.engine.idle_poll_max_s = 600  # from here, only a wake starts a listing in time
+        time.sleep(1.5)  # the loops' current waits (at most the 1 s back-off) end; the next ones are 600 s
+        iid = h.start_orchestration("features")
+        st = h.wait_for(iid, 120)
+        assert st["runtimeStatus"] == "Completed", st
+        assert st["output"]["child"] == {"results": ["Hello Oslo!"], "doubled": {"n": 2}}
+        assert st["output"]["waited"] >= 0.3  # the timer's message was due, not polled for
+    finally:
+        h.stop()
