@@ -15,11 +15,16 @@ import os
 import threading
 
 from adapters.blobs import BlobStore, blob_store
-from core.errors import SourceNotAllowed, SourceUnavailable
+from core.errors import SourceBusy, SourceNotAllowed, SourceUnavailable
 from core.requests import normalize_account_url
 from core.settings import Settings
 from gpu_batch.pool import GpuPool
-from gpu_batch.storage_refs import SourceAccessError, SourceRef, secret_reader_from_env, source_service
+from gpu_batch.storage_refs import (SecretStoreUnavailable, SourceAccessError, SourceRef, secret_reader_from_env,
+                                    source_service)
+
+# A secret store that did not answer is passing: try again, nothing to grant or create.
+SECRET_STORE_BUSY = ("retry in a minute; the secret store (TRAPBATCH_KEY_VAULT_URL) did not answer. If it persists, "
+                     "check the Key Vault's health and throttling in the Azure portal")
 
 
 def settings() -> Settings:
@@ -34,6 +39,11 @@ def source_store(s: Settings, account_url: str = "", credential_secret: str = ""
     """Where a task's images are read from: trapbatch's own account, or the one the request named.
 
     Not cached: the secret is read at each use, so a rotated SAS takes effect at the next activity.
+
+    A secret store that did not answer (``SecretStoreUnavailable``: no connection, a timeout, 408, 429 or 5xx, or
+    the managed identity's token endpoint did not answer) is ``SourceBusy``: 503 with Retry-After at the edge, and a
+    busy failure an activity's orchestration waits out. Any other failure to open the account is ``SourceUnavailable``
+    (400: a secret to create, a role to grant).
     """
     ref = SourceRef(account_url, credential_secret)
     if ref.is_own_account:
@@ -49,6 +59,8 @@ def source_store(s: Settings, account_url: str = "", credential_secret: str = ""
                                "connection string")
     try:
         return BlobStore(source_service(ref, lambda: store(s).service, secret_reader_from_env(s.secret_store_env())))
+    except SecretStoreUnavailable as exc:
+        raise SourceBusy(str(exc), SECRET_STORE_BUSY) from None
     except SourceAccessError as exc:
         raise SourceUnavailable(str(exc), "see README 'Images in another storage account'") from None
 

@@ -12,6 +12,7 @@
     ├── RepeatListChanged(TrapbatchError, RuntimeError)  a removal names ids of a replaced repeats list (409)
     ├── TaskStillRunning(TrapbatchError, RuntimeError) a re-run asked for while the task runs (HTTP 409)
     ├── SourceUnavailable(TrapbatchError, PermissionError)  another account's images cannot be opened
+    ├── SourceBusy(TrapbatchError, ConnectionError)    that account or its secret store did not answer (503)
     ├── SourceNotAllowed(TrapbatchError, PermissionError)   that account is not on the operator's allow-list (403)
     ├── CallerUnauthenticated(TrapbatchError, PermissionError)  no verified caller identity (401)
     ├── CallerForbidden(TrapbatchError, PermissionError)    the task belongs to another caller (403)
@@ -111,6 +112,21 @@ class SourceUnavailable(TrapbatchError, PermissionError):
     """The task's images are in another storage account that cannot be opened (missing secret, no access)."""
 
     status_code = 400
+
+
+class SourceBusy(TrapbatchError, ConnectionError):
+    """The images' storage account, or the secret store holding its credential, did not answer or answered "later"
+    (no connection, a timeout, 408, 429 or 5xx, or the app's token endpoint did not answer): retrying later usually
+    works, where ``SourceUnavailable`` needs someone to fix a secret or a role. A type of its own, not a
+    ``SourceUnavailable``: activities fail with its name, which ``orchestrations.retries.BUSY_TYPES`` counts busy,
+    and failures recorded as ``SourceUnavailable`` by earlier releases replay as they were judged."""
+
+    status_code = 503
+    retry_after_s = 30
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
 
 
 class SourceNotAllowed(TrapbatchError, PermissionError):

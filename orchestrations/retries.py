@@ -53,9 +53,10 @@ BUSY_MAX_DELAY_S = 300.0
 # Python types (as the extension words a failed activity: devhost fidelity row 32) that say a service was busy or
 # could not be reached: trapbatch's own (core.errors, gpu_batch.pool.azure_batch) and azure-core's transport errors.
 # TokenEndpointUnavailable (adapters.identity): the app's managed identity endpoint did not answer; a name no history
-# written before it holds, so recorded failures replay as they were judged.
+# written before it holds, so recorded failures replay as they were judged. SourceBusy (core.errors): the images'
+# account or its secret store did not answer; also new (such failures were SourceUnavailable, not busy, before).
 BUSY_TYPES = frozenset({
-    "StorageUnavailable", "TaskHubUnavailable", "BatchUnavailable", "TokenEndpointUnavailable",
+    "StorageUnavailable", "TaskHubUnavailable", "BatchUnavailable", "TokenEndpointUnavailable", "SourceBusy",
     "ServiceRequestError", "ServiceResponseError",
     "ServiceRequestTimeoutError", "ServiceResponseTimeoutError", "IncompleteReadError", "ConnectionError",
     "ConnectionResetError", "ConnectionAbortedError", "ConnectionRefusedError", "TimeoutError"})
