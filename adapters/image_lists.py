@@ -2,7 +2,9 @@
 
 Why here: the edge (api/starters.py) and the enumeration (activities/image_list.py) read the same blob the same way,
 and every storage answer must become an error a person can act on: a list that is not there, too large, or not
-readable with the app's (or the secret's) access is a 4xx at the edge, never a 5xx and never a started task.
+readable with the app's (or the secret's) access is a 4xx at the edge, never a 5xx and never a started task; an
+account that is busy or did not answer is a 503 "retry" (``adapters.storage_errors.source_error``), and, in the
+enumeration's activity, a failure its orchestration waits out.
 
 Must not: hold the list in memory or on the local disk (it is read by ranges, ``open_image_list``).
 """
@@ -16,6 +18,7 @@ from azure.core.exceptions import AzureError, HttpResponseError, ResourceModifie
 
 from adapters.block_writer import BlobReader
 from adapters.blobs import BlobStore
+from adapters.storage_errors import source_error
 from core.errors import SourceUnavailable
 from core.imagelist import (MAX_NAME_CHARS, MAX_NAME_SEGMENTS, ImageListInvalid, ImageListSummary, ListedImage,
                             blob_name, scan)
@@ -40,7 +43,7 @@ def open_image_list(store: BlobStore, container: str, name: str, max_bytes: int)
     except ResourceNotFoundError:
         raise ImageListInvalid(f"{where} does not exist", NOT_THERE) from None
     except AzureError as exc:
-        raise SourceUnavailable(f"cannot read {where}: {type(exc).__name__}", NO_ACCESS) from None
+        raise source_error(exc, f"cannot read {where}", NO_ACCESS) from None
     if reader.size > max_bytes:
         raise ImageListInvalid(f"{where} has {reader.size} bytes, more than this trapbatch reads ({max_bytes})",
                                TOO_LARGE)
@@ -57,7 +60,7 @@ def open_image_list(store: BlobStore, container: str, name: str, max_bytes: int)
         if isinstance(exc, HttpResponseError) and exc.status_code == 412:
             raise SourceUnavailable(f"{where} was replaced while it was read",
                                     "post the request again once the list is in place") from None
-        raise SourceUnavailable(f"cannot read {where}: {type(exc).__name__}", NO_ACCESS) from None
+        raise source_error(exc, f"cannot read {where}", NO_ACCESS) from None
 
 
 def scan_image_list(store: BlobStore, container: str, name: str, max_bytes: int,

@@ -3,6 +3,10 @@
 Why one map: handlers used to catch ``AzureError`` here and there and let the rest through as HTTP 500s with a
 traceback. Like httpx's mapping of transport errors, this names every azure-core exception type once; the HTTP edge
 (``api.edge``) and the blob-drop edge use it, and a test feeds it every exception class azure-core defines.
+
+``source_error`` is its counterpart for the storage account a task's images are in, which may be someone else's: a
+refusal there is the request's to fix (400 ``SourceUnavailable``, with what to grant), a busy or silent account is
+not (503 ``SourceBusy``).
 """
 from __future__ import annotations
 
@@ -12,8 +16,9 @@ from typing import Iterator
 from azure.core import exceptions as ax
 
 from adapters.identity import TokenEndpointUnavailable, translated
-from core.errors import (StorageAccessDenied, StorageConflict, StorageError, StorageNotFound, StorageUnavailable,
-                         TrapbatchError)
+from core.errors import (SourceBusy, SourceUnavailable, StorageAccessDenied, StorageConflict, StorageError,
+                         StorageNotFound, StorageUnavailable, TrapbatchError)
+from gpu_batch.storage_refs import service_did_not_answer
 
 _RETRY = "retry in a minute; if it persists, check the storage account's health in the Azure portal"
 _REACH = ("trapbatch cannot reach its storage account: check AzureWebJobsStorage (locally: is Azurite running?) "
@@ -93,3 +98,30 @@ def storage_errors(what: str = "") -> Iterator[None]:
         yield
     except HANDLED as exc:
         raise storage_error(exc, what) from exc
+
+
+_SOURCE_BUSY = ("retry in a minute: the images' storage account did not answer or is busy (or the token endpoint of "
+                "trapbatch's managed identity did not answer); nothing needs granting. If it persists, check that "
+                "account's health in the Azure portal")
+
+
+def source_error(exc: ax.AzureError, what: str, hint: str) -> SourceBusy | SourceUnavailable:
+    """The error for a failed request to the storage account a task's images are in: ``SourceBusy`` when it did not
+    answer or answered "later", else ``SourceUnavailable`` with ``hint`` (what to grant or fix).
+
+    "Later" is ``gpu_batch.storage_refs.service_did_not_answer``'s rule: no answer (a connection error, a timeout, a
+    download cut short), 408, 429 or any 5xx, or a managed-identity token endpoint that did not answer
+    (``TokenEndpointUnavailable``, or the same failure of a plain credential). Azure Storage's own "retry" answers
+    are all 5xx: ``ServerBusy`` (503), ``InternalError`` and ``OperationTimedOut`` (500) (REST "Common REST API
+    error codes", learn.microsoft.com/rest/api/storageservices/common-rest-api-error-codes: "The server encountered
+    an internal error. Please retry the request."). A 403 (``AuthorizationPermissionMismatch``,
+    ``AuthenticationFailed``) or a 404 stays ``SourceUnavailable``: no retry fixes a missing role or a wrong SAS.
+
+    The message names ``what`` was being done and the SDK's exception type and error code, never the request URL
+    (it may carry a SAS).
+    """
+    if isinstance(exc, TokenEndpointUnavailable) or service_did_not_answer(exc):
+        code = getattr(exc, "error_code", None)
+        return SourceBusy(f"{what}: the storage account did not answer or is busy ({type(exc).__name__}"
+                          f"{', ' + str(code) if code else ''})", _SOURCE_BUSY)
+    return SourceUnavailable(f"{what}: {type(exc).__name__}", hint)

@@ -201,13 +201,14 @@ def _errors(*codes: int) -> dict[str, Any]:
            "verified caller", 403: "another caller's task, or a source account not allowed", 404: "no such task "
            "or container", 409: "the task is not in a stage that allows this", 413: "body too large",
            415: "body is not JSON", 429: "too many running tasks for this caller (Retry-After)",
-           503: "trapbatch's storage or task hub is busy or unreachable: ask again after Retry-After seconds "
+           503: "trapbatch's storage or task hub, or the images' storage account or Key Vault, is busy or "
+                "unreachable: ask again after Retry-After seconds "
                 "(GET /api/tasks also when its instance list took too long to read: the body says how to purge old "
                 "instances)"}
     # 401 without a key is the Functions host's own answer, before the app runs: no body at all (devhost does the same)
     answers = {str(c): ({"description": why[c]} if c == 401 else _answer(why[c], "Error")) for c in codes}
     # every route reads the task hub or storage, whose failures answer 503 (core.errors TaskHubUnavailable,
-    # StorageUnavailable: Retry-After 30, which the CLI waits and asks again)
+    # StorageUnavailable, and SourceBusy for the images' account: Retry-After 30, which the CLI waits and asks again)
     answers["503"] = {**_answer(why[503], "Error"), "headers": {"Retry-After": {
         "description": "seconds to wait before asking again", "schema": {"type": "integer", "minimum": 0}}}}
     return answers

@@ -44,6 +44,7 @@ from adapters.blobs import BlobStore
 from adapters.generations import generation_request, served_generation, served_key
 from adapters.image_lists import NO_ACCESS, scan_image_list
 from adapters.preview_folders import delete_preview_folder, existing_preview_folder
+from adapters.storage_errors import source_error
 from api.callers import (ANONYMOUS_OPERATOR, Caller, caller_from_headers, enforce_owner, enforce_request_limits,
                          owner_of)
 from api.edge import http_edge, json_response, read_status, start_once
@@ -51,7 +52,7 @@ from core import contracts as c
 from core import notify
 from core.contracts import FINISHED, Stage
 from core.errors import (ConfigError, ContainerNotFound, InstanceListTooSlow, RequestInvalid, RequestTooLarge,
-                         SourceUnavailable, TaskNotFinished, TaskNotFound, TaskStillRunning, TooManyActiveTasks,
+                         TaskNotFinished, TaskNotFound, TaskStillRunning, TooManyActiveTasks,
                          TrapbatchError, failure_message)
 from core.estimate import live_rate
 from core.ids import is_task_id, repeats_instance_id, shards_instance_id
@@ -243,9 +244,9 @@ def _check_source(request: TaskRequest, settings: Settings) -> TaskRequest:
     try:
         readable = (source.container_exists(request.container) if not request.source_account_url
                     else source.container_listable(request.container))
-    except AzureError as exc:  # authorization problems with a foreign account: say what to fix, never echo secrets
-        raise SourceUnavailable(f"cannot list container {request.container!r} in {request.source_account_url}: "
-                                f"{type(exc).__name__}", NO_ACCESS) from None
+    except AzureError as exc:  # a refusal says what to fix, a busy account to retry (503); never echo secrets
+        raise source_error(exc, f"cannot list container {request.container!r} in {request.source_account_url}",
+                           NO_ACCESS) from None
     if not readable:
         raise ContainerNotFound(f"container {request.container!r} does not exist in storage account "
                                 f"{request.source_account_url or source.account!r}",
