@@ -20,6 +20,7 @@ from typing import Callable
 import azure.durable_functions as df
 
 from adapters import clients
+from adapters.identity import AppCredential
 from core import contracts as c
 from core import notify
 from adapters.blobs import BlobStore
@@ -62,7 +63,8 @@ class SigningKeyUnavailable(RuntimeError):
 def send(payload: c.NotifyInput, allowed_hosts: tuple[str, ...], secret_name: str,
          secret_env: dict[str, str]) -> c.NotifyOutput:
     url = payload["url"]
-    read = secret_reader_from_env(secret_env) if secret_name else None
+    # the app's identity (AppCredential): a token endpoint that did not answer is a store that did not answer
+    read = secret_reader_from_env(secret_env, credential=AppCredential()) if secret_name else None
     reason = notify.not_sendable(url, allowed_hosts, read is not None)
     if reason is not None or read is None:
         reason = reason or "no secret store"

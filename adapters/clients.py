@@ -15,6 +15,7 @@ import os
 import threading
 
 from adapters.blobs import BlobStore, blob_store
+from adapters.identity import AppCredential
 from core.errors import SourceBusy, SourceNotAllowed, SourceUnavailable
 from core.requests import normalize_account_url
 from core.settings import Settings
@@ -57,8 +58,13 @@ def source_store(s: Settings, account_url: str = "", credential_secret: str = ""
         raise SourceNotAllowed(f"secret {credential_secret!r} signs this app's notifications; it is no storage "
                                "credential", "name the Key Vault secret that holds the account's SAS token or "
                                "connection string")
+    # The app's identity reads the vault and, without a secret, the account: as AppCredential, so that its token
+    # endpoint not answering fails as TokenEndpointUnavailable, busy, not as a refused identity (adapters.identity)
+    credential = AppCredential()
     try:
-        return BlobStore(source_service(ref, lambda: store(s).service, secret_reader_from_env(s.secret_store_env())))
+        return BlobStore(source_service(ref, lambda: store(s).service,
+                                        secret_reader_from_env(s.secret_store_env(), credential=credential),
+                                        credential=credential))
     except SecretStoreUnavailable as exc:
         raise SourceBusy(str(exc), SECRET_STORE_BUSY) from None
     except SourceAccessError as exc:

@@ -8,7 +8,10 @@ event-grid/post-to-custom-topic.md describes, with ``Authorization: Bearer`` in 
 (event-grid/authenticate-with-microsoft-entra-id.md): the topic has local (key) auth disabled.
 
 No retries here (``retry_total=0``): the orchestrator retries a failed publish on durable timers
-(orchestrations/task.py), which outlasts an activity and costs no compute while it waits.
+(orchestrations/task.py), which outlasts an activity and costs no compute while it waits. A topic that did not answer,
+or answered "later" (408, 429, 5xx), or whose token the app's identity endpoint did not give
+(``adapters.identity.AppCredential``), is ``TopicUnavailable``: a name ``orchestrations.retries.BUSY_TYPES`` counts
+busy (new with it, so publishes recorded as ``PublishFailed`` replay as they were judged).
 """
 from __future__ import annotations
 
@@ -21,23 +24,28 @@ from azure.core.pipeline.policies import (BearerTokenCredentialPolicy, HeadersPo
                                           UserAgentPolicy)
 from azure.core.rest import HttpRequest
 
+from adapters.identity import AppCredential, TokenEndpointUnavailable
 from core import task_events
+from gpu_batch.storage_refs import service_did_not_answer
 
 
 class PublishFailed(RuntimeError):
     """The topic did not take the event (or could not be reached); the orchestrator retries."""
 
 
+class TopicUnavailable(PublishFailed):
+    """The topic, or the app's token endpoint, did not answer or answered "later": a passing cause, waited out as a
+    busy service."""
+
+
 class EventGridPublisher:
-    """Posts CloudEvents to one custom topic. ``credential``: a TokenCredential (DefaultAzureCredential in Azure,
-    which picks the app's managed identity through ``AZURE_CLIENT_ID``)."""
+    """Posts CloudEvents to one custom topic. ``credential``: a TokenCredential (by default the app's,
+    ``AppCredential``: DefaultAzureCredential, which picks the app's managed identity through ``AZURE_CLIENT_ID``)."""
 
     def __init__(self, endpoint: str, credential: Any = None, transport: Any = None) -> None:
         self.endpoint = endpoint
         if credential is None:
-            from azure.identity import DefaultAzureCredential
-
-            credential = DefaultAzureCredential()
+            credential = AppCredential()
         policies = [HeadersPolicy(), UserAgentPolicy("trapbatch"), RetryPolicy(retry_total=0),
                     BearerTokenCredentialPolicy(credential, task_events.TOKEN_SCOPE)]
         kwargs = {"transport": transport} if transport is not None else {}
@@ -52,9 +60,13 @@ class EventGridPublisher:
         try:
             response = self._client.send_request(request)
         except AzureError as exc:  # no answer: DNS, TLS, connection, or no token for the identity
-            raise PublishFailed(f"publishing to {host} failed: {type(exc).__name__}: {_first_line(exc)}") from None
+            failed = (TopicUnavailable if isinstance(exc, TokenEndpointUnavailable) or service_did_not_answer(exc)
+                      else PublishFailed)
+            raise failed(f"publishing to {host} failed: {type(exc).__name__}: {_first_line(exc)}") from None
         if not 200 <= response.status_code < 300:
-            raise PublishFailed(f"{host} answered {response.status_code}: {_error_message(response)}")
+            failed = (TopicUnavailable if response.status_code >= 500 or response.status_code in (408, 429)
+                      else PublishFailed)
+            raise failed(f"{host} answered {response.status_code}: {_error_message(response)}")
         return int(response.status_code)
 
 

@@ -187,7 +187,8 @@ class SourceRef:
 
 def secret_reader_from_env(env: Mapping[str, str] | None = None, transport: Any = None,
                            credential: Any = None) -> SecretReader | None:
-    """The configured secret store, or None when none is configured."""
+    """The configured secret store, or None when none is configured. ``credential``: Key Vault's token credential
+    (None: ``DefaultAzureCredential``; the Functions app passes ``adapters.identity.AppCredential``)."""
     env = os.environ if env is None else env
     vault_url = env.get(KEY_VAULT_ENV, "")
     if vault_url:
@@ -279,15 +280,24 @@ def client_from_secret(account_url: str, secret: str, name: str = "") -> Any:
     return BlobServiceClient(account_url, credential=value.lstrip("?"), max_single_get_size=64 << 20)
 
 
-def source_service(ref: SourceRef, own_service: Callable[[], Any], read_secret: SecretReader | None) -> Any:
-    """The ``BlobServiceClient`` to read a task's images with."""
+def source_service(ref: SourceRef, own_service: Callable[[], Any], read_secret: SecretReader | None,
+                   credential: Any = None) -> Any:
+    """The ``BlobServiceClient`` to read a task's images with.
+
+    ``credential``: the token credential for an account named without a secret; None is ``DefaultAzureCredential``
+    (the GPU nodes', whose failures the worker judges itself). The Functions app passes its own
+    (``adapters.identity.AppCredential``), whose token endpoint not answering is a failure of its own type, which the
+    orchestrations count busy."""
     if ref.is_own_account:
         return own_service()
     if not ref.credential_secret:
-        from azure.identity import DefaultAzureCredential
         from azure.storage.blob import BlobServiceClient
 
-        return BlobServiceClient(ref.account_url, credential=DefaultAzureCredential(), max_single_get_size=64 << 20)
+        if credential is None:
+            from azure.identity import DefaultAzureCredential
+
+            credential = DefaultAzureCredential()
+        return BlobServiceClient(ref.account_url, credential=credential, max_single_get_size=64 << 20)
     if read_secret is None:
         raise SourceAccessError(f"the task's images need secret {ref.credential_secret!r}, but no secret store is "
                                 f"configured: set {KEY_VAULT_ENV}")

@@ -55,8 +55,10 @@ BUSY_MAX_DELAY_S = 300.0
 # TokenEndpointUnavailable (adapters.identity): the app's managed identity endpoint did not answer; a name no history
 # written before it holds, so recorded failures replay as they were judged. SourceBusy (core.errors): the images'
 # account or its secret store did not answer; also new (such failures were SourceUnavailable, not busy, before).
+# TopicUnavailable (adapters.event_grid): the Event Grid topic, or its token, did not come; new (was PublishFailed).
 BUSY_TYPES = frozenset({
     "StorageUnavailable", "TaskHubUnavailable", "BatchUnavailable", "TokenEndpointUnavailable", "SourceBusy",
+    "TopicUnavailable",
     "ServiceRequestError", "ServiceResponseError",
     "ServiceRequestTimeoutError", "ServiceResponseTimeoutError", "IncompleteReadError", "ConnectionError",
     "ConnectionResetError", "ConnectionAbortedError", "ConnectionRefusedError", "TimeoutError"})

@@ -184,7 +184,7 @@ def test_the_activity_reads_the_signing_key_from_the_app_vault_not_the_sources_v
     sources_url, app_url = "https://kv-abc.vault.azure.net/", "https://kva-abc.vault.azure.net/"
     vaults = {sources_url: FakeVault({"notify-key": "old copy the nodes can read"}),
               app_url: FakeVault({"notify-key": SECRET})}
-    monkeypatch.setattr(notify_activity, "secret_reader_from_env", lambda env: secret_reader_from_env(
+    monkeypatch.setattr(notify_activity, "secret_reader_from_env", lambda env, **_: secret_reader_from_env(
         env, transport=vaults[env[KEY_VAULT_ENV]], credential=FakeCredential()))
     env = {"AzureWebJobsStorage": "UseDevelopmentStorage=true", "TRAPBATCH_KEY_VAULT_URL": sources_url,
            "TRAPBATCH_APP_KEY_VAULT_URL": app_url, "TRAPBATCH_NOTIFY_HOSTS": receiver["host"],
@@ -211,7 +211,7 @@ def test_a_signing_key_missing_from_the_app_vault_says_where_it_goes_not_what_a_
 
     app_url = "https://kva-abc.vault.azure.net/"
     vault = FakeVault({})
-    monkeypatch.setattr(notify_activity, "secret_reader_from_env", lambda env: secret_reader_from_env(
+    monkeypatch.setattr(notify_activity, "secret_reader_from_env", lambda env, **_: secret_reader_from_env(
         env, transport=vault, credential=FakeCredential()))
     with pytest.raises(SigningKeyUnavailable) as caught:
         send({"task_id": "task-0123456789abcdef0123", "url": receiver["url"], "status": STATUS},

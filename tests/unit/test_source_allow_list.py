@@ -52,8 +52,9 @@ def test_by_default_only_the_apps_own_account_is_read(no_outbound: list[str]) ->
 
 def test_a_listed_account_passes_whatever_its_spelling(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[str] = []
-    monkeypatch.setattr(clients, "source_service", lambda ref, own, reader: seen.append(ref.account_url) or object())
-    monkeypatch.setattr(clients, "secret_reader_from_env", lambda env: None)
+    monkeypatch.setattr(clients, "source_service",
+                        lambda ref, own, reader, **_: seen.append(ref.account_url) or object())
+    monkeypatch.setattr(clients, "secret_reader_from_env", lambda env, **_: None)
     clients.source_store(_settings(f"https://other.blob.core.windows.net, {PARTNER.upper()}/"), PARTNER + "/", "")
     assert seen == [PARTNER + "/"]
     assert normalize_account_url("HTTPS://A.blob.core.windows.net/") == "https://a.blob.core.windows.net"
