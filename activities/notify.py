@@ -25,7 +25,8 @@ from core import contracts as c
 from core import notify
 from adapters.blobs import BlobStore
 from gpu_batch import layout
-from gpu_batch.storage_refs import KEY_VAULT_ENV, LOCAL_SECRETS_ENV, SourceAccessError, secret_reader_from_env
+from gpu_batch.storage_refs import (KEY_VAULT_ENV, LOCAL_SECRETS_ENV, SecretStoreUnavailable, SourceAccessError,
+                                    secret_reader_from_env)
 
 logger = logging.getLogger(__name__)
 bp = df.Blueprint()
@@ -44,9 +45,14 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 def _signing_key(read: Callable[[str], str], name: str, secret_env: dict[str, str]) -> str:
     """The signing key, or a failure that says what to do about THIS secret: the secret reader's own words are for a
     source account's SAS token ("create it (a SAS token ...)", "grant ... the GPU nodes' id-nodes-*"), wrong here:
-    the key is the app's alone, in the app's vault, which the nodes must never read."""
+    the key is the app's alone, in the app's vault, which the nodes must never read. A vault that did not answer
+    (``SecretStoreUnavailable``) says so: the key may well be in place, and the orchestrator tries again."""
     try:
         return read(name)
+    except SecretStoreUnavailable as exc:  # nothing to put anywhere: the vault (or its token) did not come
+        raise SigningKeyUnavailable(
+            f"the notification signing key {name!r} (TRAPBATCH_NOTIFY_SECRET) could not be read: {str(exc)[:300]}; "
+            "a passing failure, tried again with the notification (nothing to set or grant)") from None
     except SourceAccessError as exc:
         where = secret_env.get(KEY_VAULT_ENV) or secret_env.get(LOCAL_SECRETS_ENV) or "the secret store"
         raise SigningKeyUnavailable(

@@ -295,3 +295,24 @@ def test_a_label_too_long_is_found_in_a_host_that_starts_with_digits_and_named_w
     long_label_host = "h" * 64 + "." + ".".join(["h" * 60] * 3)  # 247 characters, one label over 63
     reason = notify.not_sendable(f"https://{long_label_host}/x", (long_label_host,), True) or ""
     assert "label" in reason and len(reason) <= 200  # core.status_size.NOTE_CHARS: the status never cuts it
+
+
+def test_a_signing_key_whose_vault_did_not_answer_says_so_not_where_to_put_it(
+        receiver: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A throttled vault (429) or one answering 503: the key is likely in place; "put it in the app's own vault"
+    sent the operator to set a secret that was there."""
+    from activities.notify import SigningKeyUnavailable
+    from gpu_batch.tests.test_storage_refs import _BusyVault
+
+    app_url = "https://kva-abc.vault.azure.net/"
+    for status, code in ((429, "Throttled"), (503, "ServiceUnavailable")):
+        vault = _BusyVault(status, code)
+        monkeypatch.setattr(notify_activity, "secret_reader_from_env", lambda env, vault=vault, **_:
+                            secret_reader_from_env(env, transport=vault, credential=FakeCredential()))
+        with pytest.raises(SigningKeyUnavailable) as caught:
+            send({"task_id": "task-0123456789abcdef0123", "url": receiver["url"], "status": STATUS},
+                 (receiver["host"],), "notify-key", {KEY_VAULT_ENV: app_url})
+        message = str(caught.value)
+        assert "'notify-key'" in message and "did not answer" in message and "tried again" in message, message
+        assert "put it" not in message and "az keyvault secret set" not in message
+    assert receiver["got"] == []
