@@ -48,6 +48,13 @@ def main(argv: list[str] | None = None) -> int:
                              "events for a blob NAME at the top of any container go to FUNCTION (repeatable; default "
                              f"{' '.join(DEFAULT_EVENT_GRID)} for trapbatch's app, or $TRAPBATCH_DEVHOST_EVENT_GRID)")
     args = parser.parse_args(argv)
+    from devhost.http_server import request_body_limit
+
+    try:  # an app setting the host would refuse on every request: one line and exit 2, before anything starts
+        request_body_limit(os.environ)
+    except ValueError as exc:
+        print(f"devhost: {exc}", file=sys.stderr, flush=True)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("azure").setLevel(logging.WARNING)
 
