@@ -98,7 +98,8 @@ def _pool(kind: str, connection: str, container: str, concurrency: int, device: 
                          max_concurrent=concurrency or None, worker_env=worker_env, faults=dict(faults),
                          max_task_seconds=max_task_seconds, resident=resident, worker_tuning=tuning)
     account_url, pool_id, image, identity, identity_resource_id, storage_url = batch
-    return make_pool("azure_batch", account_url=account_url, pool_id=pool_id, image=image,
+    # the app's identity as AppCredential: its token endpoint not answering is busy (adapters.identity), not refused
+    return make_pool("azure_batch", credential=AppCredential(), account_url=account_url, pool_id=pool_id, image=image,
                      worker_identity_client_id=identity, identity_resource_id=identity_resource_id,
                      storage_account_url=storage_url, log_container=container,
                      max_task_seconds=max_task_seconds, key_vault_url=dict(secret_env).get("TRAPBATCH_KEY_VAULT_URL", ""),

@@ -50,3 +50,17 @@ def test_a_topic_answering_later_is_busy_and_a_refusal_is_not(status: int, busy:
     with pytest.raises(PublishFailed) as failed:
         EventGridPublisher(ENDPOINT, credential=FakeCredential(), transport=topic).publish([{"id": "e"}])
     assert is_busy(_as_orchestrator_sees_it("publish_task_event", failed.value)) is busy, failed.value
+
+
+@pytest.mark.parametrize("endpoint", PASSING + CONFIGURATION, indirect=True)
+def test_the_batch_pool_client_is_busy_when_the_apps_token_endpoint_did_not_answer(endpoint: str) -> None:
+    """The pool the app's submit and poll activities use (``clients._pool``, azure_batch): its Batch client took the
+    app's token through a plain DefaultAzureCredential, so a silent endpoint failed a poll as not busy."""
+    pool = clients._pool("azure_batch", "UseDevelopmentStorage=true", "trapbatch", 0, "", "", (),
+                         ("https://acct.westeurope.batch.azure.com", f"gpu-{endpoint}", "acr.io/w:1", "client-guid",
+                          "/subscriptions/s/resourceGroups/r/providers/Microsoft.ManagedIdentity/"
+                          "userAssignedIdentities/id-nodes", "https://acct.blob.core.windows.net"), 3600)
+    with pytest.raises(Exception) as failed:  # the token is asked for before anything is sent
+        pool.poll("j", ["s00000-a1"])
+    busy = is_busy(_as_orchestrator_sees_it("poll_shards", failed.value))
+    assert busy is (endpoint in PASSING), failed.value
