@@ -25,8 +25,8 @@ import azure.functions as func
 
 from adapters import clients
 from adapters.blobs import BlobStore
-from api.starters import (answered_version, drop_origin, read_request_blob, start_task,
-                          withdraw_overtaken_refusal)
+from api.starters import (DROP_TRIGGER_RETRIES, EVENT_GRID_RETRIES, answered_version, busy, drop_origin,
+                          read_request_blob, refusal_of, start_task, withdraw_overtaken_refusal)
 from core.errors import RequestInvalid, TrapbatchError
 from core.requests import MAX_BODY_BYTES, parse_json_body
 from core.settings import Settings
@@ -66,7 +66,9 @@ async def container_ready(event: func.EventGridEvent, client: df.DurableOrchestr
     extension answers the delivery only when the function has returned (EventGridExtensionConfigProvider). The blob
     trigger queues its events and runs the function from the host's own queue, under ``functionTimeout``.
 
-    Storage SDK errors propagate: the platform redelivers the event (a transient failure must not become a refusal)."""
+    Storage SDK errors propagate: the platform redelivers the event (a transient failure must not become a refusal).
+    A refusal only because a service was busy (``api.starters.busy``) is written, saying Event Grid delivers the event
+    again (``api.starters.EVENT_GRID_RETRIES`` cites how), and then raised so that it does."""
     container = layout.ready_marker_container(event.subject)
     if event.event_type != BLOB_CREATED or container is None:
         return
@@ -81,7 +83,9 @@ async def container_ready(event: func.EventGridEvent, client: df.DurableOrchestr
             return  # deleted since the event was sent, or answered already: nothing to start
         request = marker_request(container, marker[0])
     except TrapbatchError as exc:
-        await _refuse(store, container, exc, marker[1] if marker else "")
+        await _refuse(store, container, exc, marker[1] if marker else "", EVENT_GRID_RETRIES)
+        if busy(exc):
+            raise  # Event Grid delivers the event again
         return
     if request.get("image_list"):
         await asyncio.to_thread(store.write_json, layout.INCOMING_CONTAINER, layout.marker_handoff_blob(container),
@@ -110,9 +114,13 @@ async def start_from_marker(client: df.DurableOrchestrationClient, container: st
     """Start the task a marker stands for and answer beside it: ``trapbatch-ready.task.json``, or
     ``trapbatch-ready.json.error.json`` when refused. ``marker``: its request and ETag, already read (None: read it
     here, as the drop trigger does for a handed-over marker, so what starts is the marker's own request, never the
-    hand-over's). The marker's version is the task's ``origin``: a redelivery starts nothing (``start_task``)."""
+    hand-over's). The marker's version is the task's ``origin``: a redelivery starts nothing (``start_task``).
+
+    A refusal only because a service was busy (``api.starters.busy``) is written and then raised, so that the trigger
+    that called runs again: Event Grid for ``container_ready``, the drop trigger for a handed-over marker."""
     if _own(container, s):
         return
+    retried_by = DROP_TRIGGER_RETRIES if marker is None else EVENT_GRID_RETRIES
     store = clients.store(s)
     etag = ""
     try:
@@ -127,7 +135,9 @@ async def start_from_marker(client: df.DurableOrchestrationClient, container: st
         started, task_id = await start_task(client, request, s,
                                             origin=drop_origin(container, layout.READY_MARKER, etag))
     except TrapbatchError as exc:
-        await _refuse(store, container, exc, etag)
+        await _refuse(store, container, exc, etag, retried_by)
+        if busy(exc):
+            raise  # the trigger that called runs again (retried_by)
         return
     await asyncio.to_thread(store.write_json, container, layout.ready_receipt_blob(),
                             {"id": task_id, "started": started, "status_path": f"/api/tasks/{task_id}",
@@ -145,11 +155,14 @@ def _own(container: str, s: Settings) -> bool:
     return False
 
 
-async def _refuse(store: BlobStore, container: str, exc: TrapbatchError, etag: str = "") -> None:
-    """Write the marker's refusal, naming the version it refuses (``etag``, when read), and withdraw it when a newer
-    marker replaced this one meanwhile (``api.starters.withdraw_overtaken_refusal``)."""
-    refusal = {**exc.to_dict(), **({"request_etag": etag} if etag else {})}
-    await asyncio.to_thread(store.write_json, container, layout.ready_error_blob(), refusal)
-    logger.warning("marker in container %s refused: %s", container, exc.message)
+async def _refuse(store: BlobStore, container: str, exc: TrapbatchError, etag: str, retried_by: str) -> None:
+    """Write the marker's refusal, naming the version it refuses (``etag``, when read) and, for a busy failure, who
+    tries again (``retried_by``: ``api.starters.refusal_of``), and withdraw it when a newer marker replaced this one
+    meanwhile (``api.starters.withdraw_overtaken_refusal``)."""
+    await asyncio.to_thread(store.write_json, container, layout.ready_error_blob(),
+                            refusal_of(exc, etag, retried_by, "marker"))
+    logger.warning("marker in container %s %s: %s", container,
+                   "not started yet, a service was busy (the trigger runs again)" if busy(exc) else "refused",
+                   exc.message)
     await asyncio.to_thread(withdraw_overtaken_refusal, store, container, layout.READY_MARKER,
                             layout.ready_error_blob(), etag)

@@ -931,6 +931,38 @@ def answered_version(receipt: Any, etag: str) -> bool:
     return isinstance(receipt, dict) and bool(etag) and receipt.get("request_etag") == etag
 
 
+def busy(exc: TrapbatchError) -> bool:
+    """Whether ``exc`` says only that a service was busy or did not answer (the 503 class: ``StorageUnavailable``,
+    ``TaskHubUnavailable``, ``SourceBusy``, ``InstanceListTooSlow``): the request is not at fault, and the same start
+    tried again later usually works."""
+    return exc.status_code == 503
+
+
+# Who tries a start again after its trigger failed, as the hint of a busy refusal says (``refusal_of``).
+# The drop trigger (a blob trigger, Event Grid source): a failed run is run again from the host's blob-trigger queue,
+# 5 tries in all (host.json extensions.blobs.poisonBlobThreshold), then the blob goes to webjobs-blobtrigger-poison
+# (azure-sdk-for-net Microsoft.Azure.WebJobs.Extensions.Storage.Blobs Listeners/BlobQueueTriggerExecutor.cs; docs
+# articles/azure-functions/functions-bindings-storage-blob-trigger.md#poison-blobs; devhost/README.md rows 5, 38).
+DROP_TRIGGER_RETRIES = "the drop trigger runs again by itself (5 tries in all)"
+# The marker's Event Grid trigger: a failed function is answered 500 (Microsoft.Azure.WebJobs.Extensions.EventGrid
+# Config/EventGridExtensionConfigProvider.cs ProcessEventsAsync), which Event Grid retries with back-off for up to
+# 24 h (articles/event-grid/delivery-and-retry.md: only 400, 401, 403 and 413 are not retried; devhost row 17).
+EVENT_GRID_RETRIES = "Event Grid delivers the marker's event again (with back-off, for up to 24 hours)"
+
+
+def refusal_of(exc: TrapbatchError, etag: str, retried_by: str, what: str = "request") -> dict[str, str]:
+    """What a refusal file (``<name>.error.json``) holds: the error, its hint, and the version refused (``etag``).
+
+    A busy refusal (``busy``) is written before its trigger fails on purpose so the platform runs it again
+    (``retried_by`` says who): its hint says so, since nobody needs to write ``what`` again unless every try
+    failed; the try that starts the task deletes the file."""
+    answer = exc.to_dict()
+    if busy(exc):
+        answer["hint"] = (f"nothing to do yet: {retried_by}, and the try that starts the task deletes this file. If "
+                          f"it stays (every try failed), write the {what} again once the service answers: {exc.hint}")
+    return {**answer, **({"request_etag": etag} if etag else {})}
+
+
 def withdraw_overtaken_refusal(store: BlobStore, container: str, name: str, refusal: str, etag: str) -> None:
     """Delete the refusal just written for version ``etag`` of request ``name`` if a newer version replaced the
     request meanwhile: that version is answered by its own event, and a start of it may already have deleted the
@@ -971,7 +1003,9 @@ async def task_dropped(blob: func.InputStream, client: df.DurableOrchestrationCl
     tests/integration/test_drop_redelivery.py cites the extension's code).
 
     Storage SDK errors are not answered here: they propagate, so the platform retries the trigger (a transient
-    failure must not become a permanent refusal written beside the request)."""
+    failure must not become a permanent refusal written beside the request). A refusal only because a service was
+    busy (``busy``: 503, e.g. ``SourceBusy``) is written, saying the platform tries again (``DROP_TRIGGER_RETRIES``
+    cites how), and then raised for that retry; the try that starts the task deletes it."""
     full_name = blob.name or ""
     container, _, name = full_name.partition("/")
     container = container or layout.INCOMING_CONTAINER
@@ -999,10 +1033,14 @@ async def task_dropped(blob: func.InputStream, client: df.DurableOrchestrationCl
         body = parse_json_body(raw)
         started, task_id = await start_task(client, body, s, drop=name, origin=drop_origin(container, name, etag))
     except TrapbatchError as exc:
-        refusal = {**exc.to_dict(), **({"request_etag": etag} if etag else {})}
-        await asyncio.to_thread(store.write_json, container, layout.drop_error_blob(name), refusal)
-        logger.warning("dropped request %s rejected: %s", name, exc.message)
+        await asyncio.to_thread(store.write_json, container, layout.drop_error_blob(name),
+                                refusal_of(exc, etag, DROP_TRIGGER_RETRIES))
+        logger.warning("dropped request %s %s: %s", name,
+                       "not started yet, a service was busy (the trigger runs again)" if busy(exc) else "rejected",
+                       exc.message)
         await asyncio.to_thread(withdraw_overtaken_refusal, store, container, name, layout.drop_error_blob(name), etag)
+        if busy(exc):
+            raise  # the platform runs the trigger again (DROP_TRIGGER_RETRIES)
         return
     await asyncio.to_thread(store.write_json, container, receipt_name,
                             {"id": task_id, "started": started, "status_path": f"/api/tasks/{task_id}",

@@ -23,6 +23,7 @@ import pytest
 
 from adapters.blobs import BlobStore
 from api import arrivals, starters
+from core.errors import SourceBusy
 from gpu_batch import layout
 
 
@@ -205,3 +206,86 @@ def test_a_refusal_written_after_a_newer_version_replaced_the_request_is_withdra
     _deliver(store, client, name)
     refusal = store.read_json(layout.INCOMING_CONTAINER, layout.drop_error_blob(name))
     assert refusal["request_etag"] == store.etag_or_none(layout.INCOMING_CONTAINER, name)
+
+
+def _busy_once(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The source account's first existence check gets no answer (``SourceBusy`` through ``source_error``), the next
+    ones are answered; returns the containers whose check failed."""
+    from azure.core.exceptions import ServiceRequestError
+
+    container_exists = BlobStore.container_exists
+    failed: list[str] = []
+
+    def busy_once(self: BlobStore, container: str) -> bool:
+        if not failed:
+            failed.append(container)
+            raise ServiceRequestError("connection reset by peer")
+        return container_exists(self, container)
+
+    monkeypatch.setattr(BlobStore, "container_exists", busy_once)
+    return failed
+
+
+def test_a_drop_refused_only_because_a_service_was_busy_fails_so_the_platform_tries_it_again(
+        source: str, store: BlobStore, unique_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A busy failure (503 class) is not the request's fault: the refusal says so meanwhile, the function fails so
+    the platform runs it again (poisonBlobThreshold tries), and the try that starts the task takes the refusal away."""
+    client = Client()
+    name = f"{unique_name}-busy.json"
+    store.write_json(layout.INCOMING_CONTAINER, name, {"container": source})
+    failed = _busy_once(monkeypatch)
+    with pytest.raises(SourceBusy):
+        _deliver(store, client, name)
+    assert failed == [source] and client.starts == []
+    refusal = store.read_json(layout.INCOMING_CONTAINER, layout.drop_error_blob(name))
+    assert "did not answer or is busy" in refusal["error"]
+    assert refusal["hint"].startswith("nothing to do yet: the drop trigger runs again by itself")
+    assert refusal["request_etag"] == store.etag_or_none(layout.INCOMING_CONTAINER, name)
+    assert not store.exists(layout.INCOMING_CONTAINER, layout.drop_receipt_blob(name))
+    _deliver(store, client, name)  # the platform's next try
+    assert len(client.starts) == 1
+    assert store.read_json(layout.INCOMING_CONTAINER, layout.drop_receipt_blob(name))["started"] is True
+    assert not store.exists(layout.INCOMING_CONTAINER, layout.drop_error_blob(name))
+    _deliver(store, client, name)  # a redelivery of the answered version changes nothing
+    assert len(client.starts) == 1 and not store.exists(layout.INCOMING_CONTAINER, layout.drop_error_blob(name))
+
+
+def test_a_marker_refused_only_because_a_service_was_busy_fails_so_event_grid_delivers_it_again(
+        source: str, store: BlobStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As the drop above, for ``container_ready``: Event Grid delivers an event again after a failed delivery."""
+    client = Client()
+    store.write_json(source, layout.READY_MARKER, {})
+    event = SimpleNamespace(event_type=arrivals.BLOB_CREATED,
+                            subject=f"/blobServices/default/containers/{source}/blobs/{layout.READY_MARKER}")
+    fn = arrivals.container_ready._function.get_user_function().__wrapped__  # no durable client binding
+    _busy_once(monkeypatch)
+    with pytest.raises(SourceBusy):
+        asyncio.run(fn(event, client))
+    refusal = store.read_json(source, layout.ready_error_blob())
+    assert refusal["hint"].startswith("nothing to do yet: Event Grid delivers the marker's event again")
+    assert client.starts == []
+    asyncio.run(fn(event, client))
+    assert len(client.starts) == 1 and store.read_json(source, layout.ready_receipt_blob())["started"] is True
+    assert not store.exists(source, layout.ready_error_blob())
+    asyncio.run(fn(event, client))  # redelivered after the answer
+    assert len(client.starts) == 1
+
+
+def test_a_handed_over_marker_refused_only_because_a_service_was_busy_fails_so_the_drop_trigger_tries_again(
+        source: str, store: BlobStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A marker with an image list is started by the drop trigger (its hand-over blob in ``incoming``): a busy
+    failure fails that trigger, which the platform runs again."""
+    client = Client()
+    store.write_bytes(source, "list.txt", b"a.jpg\n")
+    store.write_bytes(source, "a.jpg", b"not really a jpeg")
+    store.write_json(source, layout.READY_MARKER, {"image_list": "list.txt"})
+    handoff = layout.marker_handoff_blob(source)
+    store.write_json(layout.INCOMING_CONTAINER, handoff, {"marker_container": source})
+    _busy_once(monkeypatch)
+    with pytest.raises(SourceBusy):
+        _deliver(store, client, handoff)
+    assert store.read_json(source, layout.ready_error_blob())["hint"].startswith(
+        "nothing to do yet: the drop trigger runs again by itself")
+    _deliver(store, client, handoff)
+    assert len(client.starts) == 1 and store.read_json(source, layout.ready_receipt_blob())["started"] is True
+    assert not store.exists(source, layout.ready_error_blob())
