@@ -245,8 +245,8 @@ def _check_source(request: TaskRequest, settings: Settings) -> TaskRequest:
         readable = (source.container_exists(request.container) if not request.source_account_url
                     else source.container_listable(request.container))
     except AzureError as exc:  # a refusal says what to fix, a busy account to retry (503); never echo secrets
-        raise source_error(exc, f"cannot list container {request.container!r} in {request.source_account_url}",
-                           NO_ACCESS) from None
+        where = request.source_account_url or f"storage account {source.account!r}"  # the app's own: no URL given
+        raise source_error(exc, f"cannot list container {request.container!r} in {where}", NO_ACCESS) from None
     if not readable:
         raise ContainerNotFound(f"container {request.container!r} does not exist in storage account "
                                 f"{request.source_account_url or source.account!r}",

@@ -139,3 +139,16 @@ def test_an_image_list_that_a_busy_account_does_not_serve_is_busy_at_its_open_an
             fp.read()
     assert "cannot read image list 'l.csv'" in failed.value.message
     _check(failed.value, busy)
+
+
+def test_a_busy_own_account_is_named_in_the_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request without ``source_account_url`` reads the app's own account: the message named no account at all
+    ("cannot list container 'images' in : ...")."""
+    from api import starters
+    from core.requests import parse_task_request
+
+    request = parse_task_request({"container": "images"}, "MDV5A")
+    monkeypatch.setattr(starters.clients, "source_store", lambda *a: _source(503, "ServerBusy"))
+    with pytest.raises(SourceBusy) as failed:
+        starters._check_source(request, _settings())
+    assert failed.value.message.startswith("cannot list container 'images' in storage account 'partnerphotos': ")
