@@ -265,6 +265,8 @@ def _run(args: argparse.Namespace, env: Mapping[str, str], fault: Any, process_s
     Why the steps stay in this order: the shard's clock starts after the imports, the CUDA warm-up overlaps the model
     load, and the images' account is checked (exit 5) before the model is downloaded (exit 3).
     """
+    blob_mode = _is_blob_mode(args)
+    local_manifest = _check_before_imports(args, env, blob_mode)
     imports_started = time.monotonic()
     _import_worker_modules()
     from gpu_batch.worker import faults
@@ -277,8 +279,7 @@ def _run(args: argparse.Namespace, env: Mapping[str, str], fault: Any, process_s
     started = time.monotonic()
     import_s = started - imports_started
 
-    blob_mode = _is_blob_mode(args)
-    service, manifest, manifest_etag = _read_manifest(args, env, blob_mode)
+    service, manifest, manifest_etag = _read_manifest(args, env, blob_mode, local_manifest)
     label = f"task={manifest.task_id} shard={manifest.shard_id} attempt={manifest.attempt}"
     device = _choose_device(args.device)
     start_cuda_warmup(device)  # overlaps CUDA/cuDNN/nvJPEG initialisation with the model download and load
@@ -388,10 +389,38 @@ def _is_blob_mode(args: argparse.Namespace) -> bool:
     return blob_mode
 
 
-def _read_manifest(args: argparse.Namespace, env: Mapping[str, str],
-                   blob_mode: bool) -> tuple[Any, ShardManifest, str]:
+def _check_before_imports(args: argparse.Namespace, env: Mapping[str, str], blob_mode: bool) -> ShardManifest | None:
+    """Refuse, before torch is imported, what needs no torch to refuse; in local mode return the manifest, read here.
+
+    Why: the imports cost 2-3 CPU seconds (more on a busy node), and a missing option, storage settings that are not
+    there or a manifest file that cannot be read are exit 2 whatever torch says: they are told at once (a tenth of a
+    second). In blob mode only the settings are checked here: the manifest's download stays after the imports, inside
+    the shard's clock ("model_load_s" is manifest + model, as MegaDetector reads its image list after its imports);
+    a local file (bench, tests) is read in milliseconds, so reading it here changes no figure.
+    """
+    from gpu_batch.manifest import ShardManifest
+    from gpu_batch.worker.sources import storage_config_problem
+
+    if blob_mode:
+        if not (args.manifest_container and args.manifest_blob):
+            raise _Usage("--manifest-container and --manifest-blob go together")
+        problem = storage_config_problem(env)
+        if problem is not None:
+            raise _Usage(problem)
+        return None
+    if not args.image_root:
+        raise _Usage("local mode needs --image-root")
+    try:
+        return ShardManifest.from_dict(json.loads(Path(args.manifest_file).read_bytes()))
+    except Exception as exc:  # noqa: BLE001 - any failure to obtain a manifest is exit 2, with the reason logged
+        raise _Usage(f"cannot read the shard manifest: {type(exc).__name__}: {exc}") from exc
+
+
+def _read_manifest(args: argparse.Namespace, env: Mapping[str, str], blob_mode: bool,
+                   local: ShardManifest | None = None) -> tuple[Any, ShardManifest, str]:
     """Fetch and parse the shard manifest; in blob mode also return the storage client it came through and the
-    manifest blob's ETag as read (the coverage summary names the manifest by it; empty in local mode).
+    manifest blob's ETag as read (the coverage summary names the manifest by it; empty in local mode). ``local``:
+    the local mode's manifest, already read by ``_check_before_imports``.
 
     Why failures become ``_Usage``: without a manifest there is no shard to run, which is exit 2; the reason is kept
     in the message for the log. Except when storage did not answer (``_storage_did_not_answer``): that is
@@ -410,11 +439,13 @@ def _read_manifest(args: argparse.Namespace, env: Mapping[str, str],
             download = service.get_blob_client(args.manifest_container, args.manifest_blob).download_blob()
             raw = download.readall()
             etag = str(getattr(download.properties, "etag", "") or "")
+            manifest = ShardManifest.from_dict(json.loads(raw))
+        elif local is not None:
+            manifest = local
         else:
             if not args.image_root:
                 raise _Usage("local mode needs --image-root")
-            raw = Path(args.manifest_file).read_bytes()
-        manifest = ShardManifest.from_dict(json.loads(raw))
+            manifest = ShardManifest.from_dict(json.loads(Path(args.manifest_file).read_bytes()))
     except _Usage:
         raise
     except sources.StorageConfigError as exc:

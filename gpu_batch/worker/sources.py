@@ -121,17 +121,28 @@ def _blob_imports() -> Any:
 def blob_service_from_env(env: Mapping[str, str] | None = None) -> Any:
     """A ``BlobServiceClient`` from TRAPBATCH_STORAGE_CONNECTION or TRAPBATCH_STORAGE_ACCOUNT_URL."""
     env = os.environ if env is None else env
+    problem = storage_config_problem(env)
+    if problem is not None:
+        raise StorageConfigError(problem)
     blob = _blob_imports()
     connection = env.get(CONNECTION_ENV)
     if connection:
         return blob.BlobServiceClient.from_connection_string(connection, max_single_get_size=64 << 20)
-    account_url = env.get(ACCOUNT_URL_ENV)
-    if account_url:
-        from azure.identity import DefaultAzureCredential
+    from azure.identity import DefaultAzureCredential
 
-        return blob.BlobServiceClient(account_url, credential=DefaultAzureCredential(), max_single_get_size=64 << 20)
-    raise StorageConfigError(f"set {CONNECTION_ENV} (connection string) or {ACCOUNT_URL_ENV} (with a managed "
-                             "identity) so the worker can reach blob storage")
+    return blob.BlobServiceClient(env[ACCOUNT_URL_ENV], credential=DefaultAzureCredential(),
+                                  max_single_get_size=64 << 20)
+
+
+def storage_config_problem(env: Mapping[str, str]) -> str | None:
+    """Why ``blob_service_from_env`` cannot build a client from ``env`` (neither setting is there), else None.
+
+    Why apart: the worker CLI asks before it imports torch (``__main__._check_before_imports``), so a task without
+    storage settings is told so at once instead of after seconds of imports; nothing here imports the SDK."""
+    if env.get(CONNECTION_ENV) or env.get(ACCOUNT_URL_ENV):
+        return None
+    return (f"set {CONNECTION_ENV} (connection string) or {ACCOUNT_URL_ENV} (with a managed identity) so the worker "
+            "can reach blob storage")
 
 
 class BlobImageSource:
