@@ -33,7 +33,7 @@ def test_the_session_script_runs_every_step_on_the_cpu_and_leaves_what_the_devic
     proc = subprocess.run(["bash", "bench/gpu_session.sh", "--images", "6", "--skip-md", "--arch", BENCH_ARCH,
                            "--workers", "2", "--resident-shards", "2", "--resident-modes", "eager",
                            "--resident-warmup", "2", "--resident-args", "", "--resident-args", "--stage-threads 2",
-                           "--record-suffix=-dry"],
+                           "--record-suffix=-dry", "--ceiling-iterations", "1"],
                           capture_output=True, text=True, timeout=1800, cwd=REPO_ROOT, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     steps = (out / "steps.txt").read_text()
@@ -49,4 +49,5 @@ def test_the_session_script_runs_every_step_on_the_cpu_and_leaves_what_the_devic
     (record,) = out.glob("worker_throughput-*-cpu-worker-only-dry.json")  # copied from RESULTS_DIR, not the repo's
     data = json.loads(record.read_text())
     assert data["resident_node_1_img_s"] > 0 and data["resident_node_2_img_s"] > 0
+    assert data["ceiling_img_s"] > 0 and data["ceiling_iterations"] == 1  # the bench's own arguments reached it
     assert list(results.glob("*.json")) and not list((REPO_ROOT / "bench" / "results").glob("*-dry.json"))
