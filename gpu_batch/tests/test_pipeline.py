@@ -196,9 +196,15 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
 
 
 def _run(folder: tuple[Path, list[str]], checkpoint: Path, tmp_path: Path, batch_size: int,
-         stop_check: Any = None, stage_threads: int = 1) -> tuple[dict[str, Any], ShardSummary]:
+         stop_check: Any = None, stage_threads: int = 1,
+         image_size: int | None = None) -> tuple[dict[str, Any], ShardSummary]:
+    """The folder through ``run_images``; ``image_size`` None is the checkpoint's (1280 px, as MegaDetector).
+
+    Why the "same detections" tests keep 1280: their tolerance is in normalised coordinates, and at 256 px one pixel
+    is 1/192 of these images' height, so the rounding differences between batch shapes they allow at 1280 would not
+    pass there (seen: img07's edge box moved 0.004)."""
     root, names = folder
-    model = load_model(checkpoint, device="cpu")
+    model = load_model(checkpoint, device="cpu", image_size=image_size)
     sink = FileSink(tmp_path / f"out-{batch_size}-{stage_threads}.json")
     writer = ResultWriter(sink, {"detector": "test"}, flush_seconds=60)
     summary = ShardSummary(images=len(names))
@@ -236,9 +242,17 @@ def assert_same_detections(got: dict[str, Any], expected: dict[str, Any], tolera
             left.remove(match)
 
 
-def test_pipeline_gives_the_same_detections_at_any_batch_size(folder: tuple[Path, list[str]], checkpoint: Path,
-                                                              tmp_path: Path) -> None:
-    one, s1 = _run(folder, checkpoint, tmp_path, 1)
+@pytest.fixture(scope="module")
+def one_at_a_time(folder: tuple[Path, list[str]], checkpoint: Path,
+                  tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], ShardSummary]:
+    """The reference the "same detections" tests compare with: the folder run a batch of 1 at a time, run once."""
+    return _run(folder, checkpoint, tmp_path_factory.mktemp("one-at-a-time"), 1)
+
+
+def test_pipeline_gives_the_same_detections_at_any_batch_size(
+        folder: tuple[Path, list[str]], checkpoint: Path, tmp_path: Path,
+        one_at_a_time: tuple[dict[str, Any], ShardSummary]) -> None:
+    one, _ = one_at_a_time
     three, s3 = _run(folder, checkpoint, tmp_path, 3)
     assert_same_detections(three, one)
     assert set(one) == set(folder[1]) and one["broken.jpg"]["failure"] == "image access failure"
@@ -248,18 +262,19 @@ def test_pipeline_gives_the_same_detections_at_any_batch_size(folder: tuple[Path
             "post_thread_busy_s"} <= set(s3.stages)
 
 
-def test_pipeline_with_two_stage_threads_gives_the_same_results(folder: tuple[Path, list[str]], checkpoint: Path,
-                                                                tmp_path: Path) -> None:
-    one, _ = _run(folder, checkpoint, tmp_path, 2)
+def test_pipeline_with_two_stage_threads_gives_the_same_results(
+        folder: tuple[Path, list[str]], checkpoint: Path, tmp_path: Path,
+        one_at_a_time: tuple[dict[str, Any], ShardSummary]) -> None:
+    one, _ = one_at_a_time
     two, summary = _run(folder, checkpoint, tmp_path, 2, stage_threads=2)
     assert_same_detections(two, one)
     assert summary.done == 10 and summary.failed == 1
 
 
-def test_pipeline_out_of_memory_retries_give_the_same_detections(folder: tuple[Path, list[str]], checkpoint: Path,
-                                                                 tmp_path: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    expected, _ = _run(folder, checkpoint, tmp_path, 4)
+def test_pipeline_out_of_memory_retries_give_the_same_detections(
+        folder: tuple[Path, list[str]], checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        one_at_a_time: tuple[dict[str, Any], ShardSummary]) -> None:
+    expected, _ = one_at_a_time
     real_forward = Detector.forward
 
     def forward(self: Detector, batch: torch.Tensor) -> torch.Tensor:
@@ -287,7 +302,7 @@ def test_a_stop_check_that_raises_stops_the_shard_and_joins_the_threads(folder: 
 
     before = {t.name for t in threading.enumerate()}
     with pytest.raises(Stop):
-        _run(folder, checkpoint, tmp_path, 2, stop_check=stop_check)
+        _run(folder, checkpoint, tmp_path, 2, stop_check=stop_check, image_size=256)  # no detection is compared
     leftover = [t.name for t in threading.enumerate() if t.name not in before and t.is_alive()
                 and t.name.startswith(("stage", "post", "fetch-decode"))]
     assert leftover == []
