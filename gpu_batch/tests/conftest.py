@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -20,6 +21,23 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from gpu_batch.worker.make_test_checkpoint import write_test_checkpoint
 
     return write_test_checkpoint(tmp_path_factory.mktemp("ckpt") / "md_test_yolov5n6.pt", arch=TEST_ARCH, seed=0)
+
+
+SMALL_INPUT = 256  # small_input_checkpoint's image size: 320x240 test images run at 256x192, not 1280x960
+
+
+@pytest.fixture(scope="session")
+def small_input_checkpoint(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``checkpoint``'s network, with ``{"image_size": 256}`` in its ``megadetector_info.json`` (as MDv1000 files
+    carry theirs): the worker runs it at 256 px. For the CLI tests whose subject is not the network's input (exit
+    codes, resuming, faults, two writers): a forward pass costs ~1/25 of one at 1280 px, and each image still gets
+    ~25 detections. The same bytes plus one archive member, so nothing is built or calibrated again."""
+    path = tmp_path_factory.mktemp("ckpt-small") / "md_test_yolov5n6_256.pt"
+    shutil.copyfile(checkpoint, path)
+    with zipfile.ZipFile(path, "a") as archive:  # where make_test_checkpoint._build puts the metadata
+        root = archive.namelist()[0].split("/")[0]
+        archive.writestr(f"{root}/megadetector_info.json", json.dumps({"image_size": SMALL_INPUT}))
+    return path
 
 
 BENCH_ARCH = "yolov5n"  # what the CPU rehearsals of bench/ pass as --arch

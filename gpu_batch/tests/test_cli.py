@@ -12,15 +12,27 @@ from gpu_batch.tests.conftest import REPO_ROOT, run_worker_cli, summary_line, wr
 from gpu_batch.tests.imagegen import jpeg_bytes, textured
 
 
-@pytest.fixture
-def shard(tmp_path: Path, checkpoint: Path) -> tuple[Path, Path, list[str]]:
+def _shard(tmp_path: Path, model: Path) -> tuple[Path, Path, list[str]]:
     folder = tmp_path / "images"
     folder.mkdir()
     names = [f"cam1/img{i:02d}.jpg" for i in range(8)]
     for i, name in enumerate(names):
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_bytes(jpeg_bytes(textured(320, 240, 40 + i)))
-    return write_manifest(tmp_path / "m.json", names, str(checkpoint)), folder, names
+    return write_manifest(tmp_path / "m.json", names, str(model)), folder, names
+
+
+@pytest.fixture
+def shard(tmp_path: Path, small_input_checkpoint: Path) -> tuple[Path, Path, list[str]]:
+    """8 images and their manifest, with the test network at 256 px (``conftest.small_input_checkpoint``): what these
+    tests check (exit codes, resuming, faults) does not depend on the input size; ``shard_at_1280`` is the default's."""
+    return _shard(tmp_path, small_input_checkpoint)
+
+
+@pytest.fixture
+def shard_at_1280(tmp_path: Path, checkpoint: Path) -> tuple[Path, Path, list[str]]:
+    """The same shard with MegaDetector's input size (no metadata in the checkpoint: 1280 px)."""
+    return _shard(tmp_path, checkpoint)
 
 
 def _local(manifest: Path, folder: Path, out: Path, *extra: str) -> list[str]:
@@ -28,8 +40,8 @@ def _local(manifest: Path, folder: Path, out: Path, *extra: str) -> list[str]:
             "--device", "cpu", "--workers", "2", *extra]
 
 
-def test_local_run_writes_complete_md_document(shard: tuple[Path, Path, list[str]], tmp_path: Path) -> None:
-    manifest, folder, names = shard
+def test_local_run_writes_complete_md_document(shard_at_1280: tuple[Path, Path, list[str]], tmp_path: Path) -> None:
+    manifest, folder, names = shard_at_1280
     proc = run_worker_cli(_local(manifest, folder, tmp_path / "out.json"))
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = summary_line(proc)

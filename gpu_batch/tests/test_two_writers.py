@@ -30,6 +30,8 @@ from gpu_batch.tests.imagegen import jpeg_bytes, textured
 from gpu_batch.worker.results import FileSink, OutputTaken
 from gpu_batch.worker.sources import BlobSink, condition_failed
 
+# The runs use conftest.small_input_checkpoint (the test network at 256 px): who wins the results does not depend on
+# the input size, and each of a test's ~13 forward passes costs ~1/25 of one at 1280 px.
 IMAGES = 10
 PAUSE_AFTER = 3
 ARGS = ["--device", "cpu", "--workers", "1", "--batch-size", "1", "--flush-seconds", "0.1"]
@@ -70,9 +72,9 @@ def images(tmp_path: Path) -> tuple[Path, list[str]]:
 
 
 def test_a_stale_local_run_stops_at_its_first_write_and_the_finished_results_stay(
-        images: tuple[Path, list[str]], checkpoint: Path, tmp_path: Path) -> None:
+        images: tuple[Path, list[str]], small_input_checkpoint: Path, tmp_path: Path) -> None:
     folder, names = images
-    manifest = write_manifest(tmp_path / "m.json", names, str(checkpoint))
+    manifest = write_manifest(tmp_path / "m.json", names, str(small_input_checkpoint))
     out = tmp_path / "attempt-1.results.json"
     args = ["--manifest-file", str(manifest), "--image-root", str(folder), "--output-file", str(out), *ARGS]
     first = _start_paused(args, {})
@@ -91,7 +93,7 @@ def test_a_stale_local_run_stops_at_its_first_write_and_the_finished_results_sta
 
 
 def test_a_stale_blob_run_stops_at_its_first_write_and_writes_nothing_more_for_the_attempt(
-        storage_connection: str, unique_name: str, images: tuple[Path, list[str]], checkpoint: Path,
+        storage_connection: str, unique_name: str, images: tuple[Path, list[str]], small_input_checkpoint: Path,
         tmp_path: Path) -> None:
     """Against Azurite: the stale run's write is refused (If-Match on Put Blob), and it writes neither its
     coverage summary nor its merge view, nor its progress counter, after that: all three stay the finished run's."""
@@ -100,7 +102,7 @@ def test_a_stale_blob_run_stops_at_its_first_write_and_writes_nothing_more_for_t
     images_c, state_c = service.create_container(unique_name + "img"), service.create_container(unique_name + "st")
     for name in names:
         images_c.upload_blob(name, (folder / name).read_bytes())
-    state_c.upload_blob("models/md_test.pt", checkpoint.read_bytes())
+    state_c.upload_blob("models/md_test.pt", small_input_checkpoint.read_bytes())
     task, sid = "task-tw", "s3"
     manifest = ShardManifest(task_id=task, shard_id=sid, attempt=1, source_container=images_c.container_name,
                              images=tuple(names), output_container=state_c.container_name,
