@@ -111,10 +111,13 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.fixture
-def shards(storage_connection: str, unique_name: str, checkpoint: Path) -> Iterator[Shards]:
+def shards(storage_connection: str, unique_name: str, small_input_checkpoint: Path) -> Iterator[Shards]:
+    """The test network at 256 px (``conftest.small_input_checkpoint``): the 256x192 images run at their own size, not
+    scaled up to 1280x960 (~1/25 of the forward pass); what is compared here (CLI against resident worker, model
+    reuse, stops, exits) does not depend on the input size, and both sides of each comparison run the same model."""
     folder = Path(tempfile.mkdtemp(prefix="tbres", dir="/tmp"))  # short: a Unix socket path has at most 107 bytes
     try:
-        yield Shards(storage_connection, unique_name, checkpoint, folder / "w.sock")
+        yield Shards(storage_connection, unique_name, small_input_checkpoint, folder / "w.sock")
     finally:
         _stop_servers(folder)
         shutil.rmtree(folder, ignore_errors=True)
