@@ -58,10 +58,12 @@ demo: setup
 
 # Two pytest workers (pytest-xdist), one test file each at a time: most integration tests wait on Azurite, devhost
 # and worker processes, so two files at once fit CI's two cores (TEST_WORKERS=0 runs everything in one process).
-# The 25 slowest tests are listed at the end, to keep CI's 30 minutes in view.
+# The 25 slowest tests are listed at the end, to keep CI's 30 minutes in view. Files run longest first
+# (tests/file_order.py; --no-loadscope-reorder keeps that order, where xdist would put the files with most tests first).
 TEST_WORKERS ?= 2
 test: setup-test
-	$(PY) -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) --durations=25 $(PYTEST_ARGS)
+	$(PY) -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder) \
+		--durations=25 $(PYTEST_ARGS)
 
 bench: setup-test
 	$(PY) bench/worker_throughput.py --images 40 --arch yolov5n

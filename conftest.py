@@ -88,7 +88,11 @@ def unique_name() -> str:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip ``slow`` tests unless TRAPBATCH_RUN_SLOW=1, with the reason printed (-rs)."""
+    """Run the longest files first (``tests.file_order``: the Makefile's ``--no-loadscope-reorder`` keeps this order
+    under xdist), and skip ``slow`` tests unless TRAPBATCH_RUN_SLOW=1, with the reason printed (-rs)."""
+    from tests.file_order import load_seconds, longest_files_first
+
+    items[:] = [items[i] for i in longest_files_first([item.nodeid for item in items], load_seconds())]
     if os.environ.get("TRAPBATCH_RUN_SLOW") == "1":
         return
     skip_slow = pytest.mark.skip(reason="slow test: set TRAPBATCH_RUN_SLOW=1 to run it (CI skips it to stay under 30 min)")
