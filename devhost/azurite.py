@@ -128,28 +128,36 @@ class Azurite:
 
 def _wait_listening(ports: dict[int, tuple[str, subprocess.Popen[bytes]]], deadline: float,
                     log_path: Path | None, settle_s: float = 0.5) -> None:
-    """Until every port answers; then, after ``settle_s``, that every process still runs. A port is picked free and
-    taken a moment later, so another program may have bound it in between: the port then answers at once (that
-    program) while the Azurite meant for it exits on EADDRINUSE. Without the second look, the caller would talk to the
-    other program (seen as bare HTTP 400s to every blob request while other servers started beside the tests)."""
-    _wait_ports(ports, deadline, log_path)
-    time.sleep(settle_s)
+    """Until every port answers as its own Azurite process. A port is picked free and taken a moment later, so another
+    program (another test module's Azurite, under ``pytest -n``) may have bound it in between: the port then answers at
+    once while the Azurite meant for it exits on EADDRINUSE, on a loaded machine seconds later. Where the kernel says
+    which process listens (Linux ``/proc``) the port counts only when it is ours, and one held by another process
+    raises ``PortTaken`` at once; elsewhere, after ``settle_s``, every process must still run. Without these looks the
+    caller talked to the other program: bare HTTP 400s to every blob request, and a CI run whose blob requests reached
+    another module's ``azurite-table`` ("The specified resource name contains invalid characters", no error code)."""
+    owned = _wait_ports(ports, deadline, log_path)
+    if not owned:
+        time.sleep(settle_s)
     _raise_if_exited(ports, log_path)
+
+
+class PortTaken(AzuriteError):
+    """Another process listens on a port an Azurite service was started on."""
 
 
 def _raise_if_exited(ports: dict[int, tuple[str, subprocess.Popen[bytes]]], log_path: Path | None) -> None:
     for port, (name, proc) in ports.items():
         if proc.poll() is not None:
             tail = log_path.read_text(errors="replace")[-2000:] if log_path and log_path.exists() else ""
-            raise AzuriteError(f"Azurite ({name}) exited with code {proc.returncode} while starting on port {port} "
-                               f"(another program may hold that port). Its log:\n{tail}")
+            raise PortTaken(f"Azurite ({name}) exited with code {proc.returncode} while starting on port {port} "
+                            f"(another program may hold that port). Its log:\n{tail}")
 
 
-def _azurite_answers(port: int, timeout_s: float = 1.0) -> bool:
+def _azurite_answers(port: int, timeout_s: float = 1.0, service: str = "") -> bool:
     """Whether an Azurite service answers HTTP on ``port``: every Azurite response carries ``Server: Azurite-Blob/...``
-    (``-Queue``, ``-Table``; its storage-context middlewares). Why not a bare connect: another program that took the
-    port first accepts connections too, and under load the Azurite meant for it may exit (EADDRINUSE) later than
-    any fixed wait (a loaded CI run handed out such a port)."""
+    (``-Queue``, ``-Table``; its storage-context middlewares); ``service`` (``blob``...) asks for that one. Why not a
+    bare connect: another program that took the port first accepts connections too, and under load the Azurite meant
+    for it may exit (EADDRINUSE) later than any fixed wait (a loaded CI run handed out such a port)."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as s:
             s.settimeout(timeout_s)
@@ -162,20 +170,78 @@ def _azurite_answers(port: int, timeout_s: float = 1.0) -> bool:
                 head += chunk
     except OSError:
         return False
-    return any(line.lower().startswith(b"server: azurite-") for line in head.split(b"\r\n"))
+    expected = f"server: azurite-{service}".encode()
+    return any(line.lower().startswith(expected) for line in head.split(b"\r\n"))
+
+
+def _listening_inodes(port: int) -> set[int] | None:
+    """The socket inodes listening on 127.0.0.1:``port`` (or any address), from the kernel's own table; ``None``
+    where there is no ``/proc/net/tcp`` to read (not Linux)."""
+    wanted = f"{port:04X}"
+    inodes: set[int] = set()
+    try:
+        lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 10 or fields[3] != "0A":  # 0A: LISTEN
+            continue
+        address, _, local_port = fields[1].partition(":")
+        if local_port == wanted and address in ("0100007F", "00000000"):
+            inodes.add(int(fields[9]))
+    return inodes
+
+
+def _socket_inodes(pid: int) -> set[int]:
+    inodes: set[int] = set()
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return inodes
+    for fd in fds:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(int(target[len("socket:["):-1]))
+    return inodes
+
+
+def _owner(port: int, proc: subprocess.Popen[bytes]) -> bool | None:
+    """Whether ``proc`` is what listens on ``port``: ``True``, ``False`` (another process does), or ``None`` when it
+    cannot be told (no ``/proc``, or nothing listens yet)."""
+    listening = _listening_inodes(port)
+    if not listening:
+        return None
+    return bool(listening & _socket_inodes(proc.pid))
 
 
 def _wait_ports(ports: dict[int, tuple[str, subprocess.Popen[bytes]]], deadline: float,
-                log_path: Path | None) -> None:
+                log_path: Path | None) -> bool:
+    """Wait until each port answers as its Azurite service; returns whether every one was seen to be ours."""
     pending = dict(ports)
+    all_owned = True
     while pending:
         _raise_if_exited(pending, log_path)
-        for port in list(pending):
-            if _azurite_answers(port):
-                del pending[port]
+        for port, (name, proc) in list(pending.items()):
+            if not _azurite_answers(port, service=name.removeprefix("azurite-")):
+                owner = _owner(port, proc)
+                if owner is False:
+                    raise PortTaken(f"port {port} is held by another program (another Azurite?), not the {name} "
+                                    "started for it")
+                continue
+            owner = _owner(port, proc)
+            if owner is False:
+                raise PortTaken(f"port {port} answers as Azurite but another process holds it, not the {name} "
+                                "started for it")
+            all_owned = all_owned and owner is True
+            del pending[port]
         if time.monotonic() > deadline:
             raise AzuriteError(f"Azurite did not listen on ports {sorted(pending)} within the time limit")
         time.sleep(0.1)
+    return all_owned
 
 
 def common_args(location: Path | None) -> list[str]:
@@ -199,11 +265,27 @@ def start_azurite(
 
     Args:
         location: a folder for persistent state; ``None`` keeps everything in memory (tests).
-        ports: (blob, queue, table); ``None`` picks free ports.
+        ports: (blob, queue, table); ``None`` picks free ports, and picks again (up to ``PICK_TRIES`` times) when
+            another program took one before Azurite could (``_wait_listening``).
         log_path: where Azurite's stdout/stderr go (default: discarded).
         stock_blob: the blob service as npm publishes it, without ``azurite_blob.js``'s fixes (tests compare).
     """
-    blob_port, queue_port, table_port = ports or (free_port(), free_port(), free_port())
+    for attempt in range(1, PICK_TRIES + 1):
+        try:
+            return _start_once(location, ports or (free_port(), free_port(), free_port()), log_path, timeout_s,
+                               stock_blob)
+        except PortTaken:
+            if ports is not None or attempt == PICK_TRIES:
+                raise
+    raise AssertionError("unreachable")
+
+
+PICK_TRIES = 3
+
+
+def _start_once(location: Path | None, ports: tuple[int, int, int], log_path: Path | None, timeout_s: float,
+                stock_blob: bool) -> Azurite:
+    blob_port, queue_port, table_port = ports
     common = common_args(location)
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL
     processes: dict[str, subprocess.Popen[bytes]] = {}

@@ -11,6 +11,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 from azure.data.tables import TableServiceClient
 from azure.storage.queue import QueueServiceClient
@@ -112,3 +113,53 @@ def test_azurites_own_ports_answer_as_azurite(azurite: Azurite) -> None:
     from devhost.azurite import _azurite_answers
 
     assert all(_azurite_answers(port) for port in (azurite.blob_port, azurite.queue_port, azurite.table_port))
+
+
+def test_a_port_another_azurite_holds_counts_as_taken_not_as_ours(azurite: Azurite) -> None:
+    """The CI failure: a test module's blob port was, by the time its Azurite bound it, another module's
+    ``azurite-table`` (ports are picked free and bound a moment later; two pytest workers picked the same one). That
+    port answers ``Server: Azurite-Table``; the module's own blob process was still starting, so it had not yet exited
+    on EADDRINUSE, and every blob request got the table service's "resource name contains invalid characters". Here a
+    running process that is not the one listening stands for that slow starter: the port must not count as its."""
+    import subprocess
+    import sys
+
+    import pytest
+
+    from devhost.azurite import PortTaken, _azurite_answers, _wait_ports
+
+    assert _azurite_answers(azurite.table_port, service="table")
+    assert not _azurite_answers(azurite.table_port, service="blob")
+    slow_starter = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        for name in ("azurite-blob", "azurite-table"):
+            started = time.monotonic()
+            with pytest.raises(PortTaken, match=f"port {azurite.table_port}"):
+                _wait_ports({azurite.table_port: (name, slow_starter)}, time.monotonic() + 30, None)
+            assert time.monotonic() - started < 20  # told at once, not at the deadline
+    finally:
+        slow_starter.kill()
+        slow_starter.wait()
+
+
+def test_free_ports_another_azurite_took_are_picked_again(azurite: Azurite, monkeypatch: Any) -> None:
+    """Picking free ports again is what a lost race asks for: the caller asked for no ports in particular."""
+    import devhost.azurite as module
+
+    picks = iter([azurite.table_port, azurite.queue_port, azurite.blob_port])
+    real = module.free_port
+    monkeypatch.setattr(module, "free_port", lambda: next(picks, None) or real())
+    fresh = start_azurite()
+    try:
+        assert {fresh.blob_port, fresh.queue_port, fresh.table_port}.isdisjoint(
+            {azurite.blob_port, azurite.queue_port, azurite.table_port})
+        container = "picked-again"
+        from azure.storage.blob import BlobServiceClient
+
+        BlobServiceClient.from_connection_string(fresh.connection_string).create_container(container)
+        assert container in [c.name for c in BlobServiceClient.from_connection_string(
+            fresh.connection_string).list_containers()]
+        assert container not in [c.name for c in BlobServiceClient.from_connection_string(
+            azurite.connection_string).list_containers()]
+    finally:
+        fresh.stop()
