@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from devhost.azurite import (REPO_ROOT, SERVICES, Azurite, AzuriteError, _wait_listening, azurite_executable,
-                             common_args, free_port)
+from devhost.azurite import (PICK_TRIES, REPO_ROOT, SERVICES, Azurite, AzuriteError, PortTaken, _wait_listening,
+                             azurite_executable, common_args, free_port)
 
 LAUNCHER = Path(__file__).resolve().parent / "azurite_preloaded_blob.js"
 
@@ -68,7 +68,18 @@ class PreloadedAzurite(Azurite):
 
 def start_preloaded_azurite(heap_mb: int = 8192, timeout_s: float = 60.0) -> PreloadedAzurite:
     """Start Azurite in memory with a preloadable blob service; ``heap_mb`` is Node's heap limit for it (a million
-    blob documents take about 1 GB)."""
+    blob documents take about 1 GB). Free ports another program took first are picked again, as
+    ``start_azurite`` does."""
+    for attempt in range(1, PICK_TRIES + 1):
+        try:
+            return _start_preloaded_once(heap_mb, timeout_s)
+        except PortTaken:
+            if attempt == PICK_TRIES:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _start_preloaded_once(heap_mb: int, timeout_s: float) -> PreloadedAzurite:
     ports = {service: free_port() for service in SERVICES}
     common = common_args(None)
     processes: dict[str, subprocess.Popen[bytes]] = {}
