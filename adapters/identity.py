@@ -11,11 +11,19 @@ account is waited out (``orchestrations.retries``). ``AppCredential`` raises suc
 the orchestrations count it busy by its name (``orchestrations.retries.BUSY_TYPES``).
 
 Must not: hide a failure that no retry fixes (no identity, the wrong client id, a 400 or 403 from the endpoint): those
-stay the ``ClientAuthenticationError`` they were, with the credential's own words.
+stay the ``ClientAuthenticationError`` they were, with the credential's own words. One of them reads like a silent
+endpoint: on App Service an app with no managed identity gets no ``IDENTITY_ENDPOINT``/``IDENTITY_HEADER``
+(MicrosoftDocs/azure-docs issue #81108), so azure-identity asks IMDS, which App Service does not serve, and says "no
+response from the IMDS endpoint" (``_credentials/managed_identity.py``, ``imds.py``; TROUBLESHOOTING.md, "Azure App
+Service and Azure Functions Managed Identity": "The environment variables configured by the App Services host
+weren't present"). There (``WEBSITE_SITE_NAME`` set: articles/app-service/reference-app-settings.md, "Read-only. App
+name.") it is ``AppIdentityMissing``, worded so that no busy rule matches it; elsewhere (a VM) IMDS not answering
+stays busy.
 """
 from __future__ import annotations
 
-from typing import Any
+import os
+from typing import Any, Mapping
 
 from azure.core.exceptions import ClientAuthenticationError
 
@@ -30,10 +38,30 @@ class TokenEndpointUnavailable(ClientAuthenticationError):
     a store that did not answer (``SecretStoreUnavailable``)."""
 
 
+class AppIdentityMissing(ClientAuthenticationError):
+    """The app runs on App Service without a managed identity (no ``IDENTITY_ENDPOINT``): configuration, not busy.
+
+    Its message must not repeat the credential's "no response from the IMDS endpoint" nor a ``ManagedIdentityCredential:``
+    line: ``gpu_batch.storage_refs.token_endpoint_did_not_answer`` reads those as a silent endpoint."""
+
+
+def app_service_without_identity(env: Mapping[str, str] | None = None) -> bool:
+    """Whether this process runs on App Service (``WEBSITE_SITE_NAME``) that gave it no identity endpoint."""
+    env = os.environ if env is None else env
+    return bool(env.get("WEBSITE_SITE_NAME")) and not (env.get("IDENTITY_ENDPOINT") and env.get("IDENTITY_HEADER"))
+
+
 def translated(exc: ClientAuthenticationError) -> ClientAuthenticationError:
-    """``exc`` as ``TokenEndpointUnavailable`` when its token endpoint did not answer, else ``exc`` itself."""
-    if isinstance(exc, TokenEndpointUnavailable) or not token_endpoint_did_not_answer(exc):
+    """``exc`` as ``TokenEndpointUnavailable`` when its token endpoint did not answer (as ``AppIdentityMissing`` when
+    that "endpoint" is IMDS on App Service, which means the app has no identity), else ``exc`` itself."""
+    if isinstance(exc, (TokenEndpointUnavailable, AppIdentityMissing)) or not token_endpoint_did_not_answer(exc):
         return exc
+    if app_service_without_identity():
+        return AppIdentityMissing(message="the Function App has no managed identity: App Service set no "
+                                          "IDENTITY_ENDPOINT/IDENTITY_HEADER, so azure-identity fell back to IMDS, "
+                                          "which App Service does not serve. Assign the app its user-assigned "
+                                          "identity (id-api-*, infra/app/api.bicep) and set AZURE_CLIENT_ID to its "
+                                          "client id")
     said = managed_identity_problem(exc) or f"{type(exc).__name__}: {exc}"
     return TokenEndpointUnavailable(message="the app's managed identity got no token: its token endpoint did not "
                                             f"answer. ManagedIdentityCredential: {said[:400]}")
@@ -59,7 +87,9 @@ class AppCredential:
             failure = translated(exc)
             if failure is exc:
                 raise
-            raise failure from exc
+            if not isinstance(failure, AppIdentityMissing):
+                raise failure from exc
+        raise failure  # outside the handler: no chain to the IMDS failure, which reads busy (AppIdentityMissing)
 
     def get_token_info(self, *scopes: str, options: Any = None) -> Any:
         try:
@@ -68,7 +98,9 @@ class AppCredential:
             failure = translated(exc)
             if failure is exc:
                 raise
-            raise failure from exc
+            if not isinstance(failure, AppIdentityMissing):
+                raise failure from exc
+        raise failure  # as get_token
 
     def close(self) -> None:
         self._inner.close()
