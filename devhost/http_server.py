@@ -184,12 +184,15 @@ REQUEST_BODY_LIMIT_SETTING = "FUNCTIONS_REQUEST_BODY_SIZE_LIMIT"
 
 def request_body_limit(env: Mapping[str, str]) -> int:
     """The largest request body, in bytes, the Functions host lets through: the app setting when it is a whole
-    number (.NET ``long.TryParse``: surrounding blanks and a sign allowed), else the host's default. A negative one
-    makes Kestrel refuse the setting on every request (500s), so devhost refuses to start on it."""
+    number (.NET ``long.TryParse``: surrounding blanks and a sign allowed, within a 64-bit long), else the host's
+    default. A negative one makes Kestrel refuse the setting on every request (500s), so devhost refuses to start on
+    it."""
     raw = env.get(REQUEST_BODY_LIMIT_SETTING, "").strip()
     if not re.fullmatch(r"[+-]?[0-9]+", raw):
         return HOST_REQUEST_BODY_LIMIT
     limit = int(raw)
+    if not -(2 ** 63) <= limit < 2 ** 63:  # past a .NET long: TryParse fails, the host keeps its default
+        return HOST_REQUEST_BODY_LIMIT
     if limit < 0:
         raise ValueError(f"{REQUEST_BODY_LIMIT_SETTING}={raw}: Kestrel takes no negative body size, and the host would "
                          "answer every request 500; leave it unset (100 MiB) or give a number of bytes")

@@ -904,6 +904,17 @@ def _post_declaring(host: DevHost, path: str, length: int, sent: bytes = b"") ->
     return int(answer.split(b" ", 2)[1]), answer
 
 
+def test_a_body_size_setting_past_a_long_is_the_hosts_default_not_a_wider_limit() -> None:
+    """host Middleware/HttpRequestBodySizeMiddleware.cs applies FUNCTIONS_REQUEST_BODY_SIZE_LIMIT only where .NET's
+    ``long.TryParse`` takes it; a number past ``long.MaxValue`` (9223372036854775807) fails it, and the request keeps
+    Kestrel's 104857600 (host Program.cs). devhost took any digits, so it let through what Azure refuses."""
+    from devhost.http_server import REQUEST_BODY_LIMIT_SETTING, request_body_limit
+
+    assert request_body_limit({REQUEST_BODY_LIMIT_SETTING: "9223372036854775807"}) == 9_223_372_036_854_775_807
+    assert request_body_limit({REQUEST_BODY_LIMIT_SETTING: "9223372036854775808"}) == 104_857_600
+    assert request_body_limit({REQUEST_BODY_LIMIT_SETTING: "+99999999999999999999"}) == 104_857_600
+
+
 def test_a_body_over_the_hosts_limit_gets_500_before_the_function_runs_and_one_below_reaches_it(
         storage_connection: str, unique_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """host Program.cs sets Kestrel's (and IIS's) ``MaxRequestBodySize`` to ``ScriptConstants.DefaultMaxRequestBodySize``
