@@ -31,7 +31,7 @@ import logging
 import os
 import secrets
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, TypedDict
 
@@ -938,28 +938,58 @@ def busy(exc: TrapbatchError) -> bool:
     return exc.status_code == 503
 
 
-# Who tries a start again after its trigger failed, as the hint of a busy refusal says (``refusal_of``).
+@dataclasses.dataclass(frozen=True)
+class Retries:
+    """Who tries a start again after its trigger failed, and for how long, as the hint of a busy refusal says
+    (``refusal_of``): ``tries`` in all where the platform counts them, else for ``hours`` from the first failure."""
+
+    who: str
+    tries: int = 0
+    hours: int = 0
+
+
 # The drop trigger (a blob trigger, Event Grid source): a failed run is run again from the host's blob-trigger queue,
 # 5 tries in all (host.json extensions.blobs.poisonBlobThreshold), then the blob goes to webjobs-blobtrigger-poison
 # (azure-sdk-for-net Microsoft.Azure.WebJobs.Extensions.Storage.Blobs Listeners/BlobQueueTriggerExecutor.cs; docs
 # articles/azure-functions/functions-bindings-storage-blob-trigger.md#poison-blobs; devhost/README.md rows 5, 38).
-DROP_TRIGGER_RETRIES = "the drop trigger runs again by itself (5 tries in all)"
+DROP_TRIGGER_RETRIES = Retries("the drop trigger runs again by itself", tries=5)
 # The marker's Event Grid trigger: a failed function is answered 500 (Microsoft.Azure.WebJobs.Extensions.EventGrid
 # Config/EventGridExtensionConfigProvider.cs ProcessEventsAsync), which Event Grid retries with back-off for up to
-# 24 h (articles/event-grid/delivery-and-retry.md: only 400, 401, 403 and 413 are not retried; devhost row 17).
-EVENT_GRID_RETRIES = "Event Grid delivers the marker's event again (with back-off, for up to 24 hours)"
+# 24 h (articles/event-grid/delivery-and-retry.md: only 400, 401, 403 and 413 are not retried; the subscription's
+# default eventTimeToLiveInMinutes 1440 ends it before its 30 attempts; devhost row 17).
+EVENT_GRID_RETRIES = Retries("Event Grid delivers the marker's event again, with back-off", hours=24)
 
 
-def refusal_of(exc: TrapbatchError, etag: str, retried_by: str, what: str = "request") -> dict[str, str]:
+def refusal_of(exc: TrapbatchError, etag: str, retried_by: Retries, what: str = "request", previous: Any = None,
+               now: datetime | None = None) -> dict[str, Any]:
     """What a refusal file (``<name>.error.json``) holds: the error, its hint, and the version refused (``etag``).
 
     A busy refusal (``busy``) is written before its trigger fails on purpose so the platform runs it again
     (``retried_by`` says who): its hint says so, since nobody needs to write ``what`` again unless every try
-    failed; the try that starts the task deletes the file."""
-    answer = exc.to_dict()
+    failed; the try that starts the task deletes the file. ``previous``: the refusal file as it was, whose
+    ``busy_tries`` and ``busy_since`` for the same version go on counting. Why: the file outlives the platform's
+    last try (the drop trigger's fifth, Event Grid's 24 hours), and a hint that said "nothing to do yet" then said so
+    for ever; now the last counted try says every try failed, and a time-bound one says until when to wait."""
+    answer: dict[str, Any] = exc.to_dict()
     if busy(exc):
-        answer["hint"] = (f"nothing to do yet: {retried_by}, and the try that starts the task deletes this file. If "
-                          f"it stays (every try failed), write the {what} again once the service answers: {exc.hint}")
+        same = (isinstance(previous, dict) and bool(etag) and previous.get("request_etag") == etag
+                and isinstance(previous.get("busy_tries"), int) and isinstance(previous.get("busy_since"), str))
+        tries = int(previous["busy_tries"]) + 1 if same else 1
+        since = (str(previous["busy_since"]) if same
+                 else (now or datetime.now(timezone.utc)).replace(microsecond=0).isoformat())
+        answer["busy_tries"], answer["busy_since"] = tries, since
+        again = f"write the {what} again once the service answers: {exc.hint}"
+        if retried_by.tries and tries >= retried_by.tries:
+            answer["hint"] = f"every try failed ({tries} of {retried_by.tries}) and the platform tries no more: {again}"
+        elif retried_by.tries:
+            answer["hint"] = (f"nothing to do yet: {retried_by.who} ({tries} of {retried_by.tries} tries failed so "
+                              "far), and the try that starts the task deletes this file. If the hint says every try "
+                              f"failed, {again}")
+        else:
+            until = datetime.fromisoformat(since) + timedelta(hours=retried_by.hours)
+            answer["hint"] = (f"nothing to do yet: {retried_by.who} until {until.isoformat()} ({tries} tries failed "
+                              "so far), and the try that starts the task deletes this file. If it is still here "
+                              f"after then, {again}")
     return {**answer, **({"request_etag": etag} if etag else {})}
 
 
@@ -1033,8 +1063,10 @@ async def task_dropped(blob: func.InputStream, client: df.DurableOrchestrationCl
         body = parse_json_body(raw)
         started, task_id = await start_task(client, body, s, drop=name, origin=drop_origin(container, name, etag))
     except TrapbatchError as exc:
+        previous = (await asyncio.to_thread(store.read_json_or_none, container, layout.drop_error_blob(name))
+                    if busy(exc) else None)  # its count of busy tries goes on (refusal_of)
         await asyncio.to_thread(store.write_json, container, layout.drop_error_blob(name),
-                                refusal_of(exc, etag, DROP_TRIGGER_RETRIES))
+                                refusal_of(exc, etag, DROP_TRIGGER_RETRIES, previous=previous))
         logger.warning("dropped request %s %s: %s", name,
                        "not started yet, a service was busy (the trigger runs again)" if busy(exc) else "rejected",
                        exc.message)

@@ -289,3 +289,44 @@ def test_a_handed_over_marker_refused_only_because_a_service_was_busy_fails_so_t
     _deliver(store, client, handoff)
     assert len(client.starts) == 1 and store.read_json(source, layout.ready_receipt_blob())["started"] is True
     assert not store.exists(source, layout.ready_error_blob())
+
+
+def test_a_busy_refusal_counts_the_platforms_tries_and_says_when_they_are_over(
+        source: str, store: BlobStore, unique_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The refusal file outlives the platform's last try: the drop trigger's fifth (poisonBlobThreshold), then the
+    blob goes to the poison queue. Its hint said "nothing to do yet: the drop trigger runs again" after that too, for
+    ever. Now it counts the tries of the same version and the last says every try failed; the marker's (Event Grid,
+    24 hours) says until when to wait."""
+    from azure.core.exceptions import ServiceRequestError
+
+    def never(self: BlobStore, container: str) -> bool:
+        raise ServiceRequestError("connection reset by peer")
+
+    monkeypatch.setattr(BlobStore, "container_exists", never)
+    client, name = Client(), f"{unique_name}-stays-busy.json"
+    store.write_json(layout.INCOMING_CONTAINER, name, {"container": source})
+    hints = []
+    for _ in range(5):  # host.json sets no poisonBlobThreshold: the default 5
+        with pytest.raises(SourceBusy):
+            _deliver(store, client, name)
+        hints.append(store.read_json(layout.INCOMING_CONTAINER, layout.drop_error_blob(name))["hint"])
+    assert all(h.startswith("nothing to do yet: the drop trigger runs again by itself") for h in hints[:-1]), hints
+    assert "4 of 5 tries failed" in hints[-2]
+    assert hints[-1].startswith("every try failed (5 of 5)") and "write the request again" in hints[-1], hints[-1]
+    store.write_json(layout.INCOMING_CONTAINER, name, {"container": source, "first_n": 10})  # a new version: anew
+    with pytest.raises(SourceBusy):
+        _deliver(store, client, name)
+    assert "1 of 5 tries failed" in store.read_json(layout.INCOMING_CONTAINER, layout.drop_error_blob(name))["hint"]
+
+    store.write_json(source, layout.READY_MARKER, {})
+    event = SimpleNamespace(event_type=arrivals.BLOB_CREATED,
+                            subject=f"/blobServices/default/containers/{source}/blobs/{layout.READY_MARKER}")
+    fn = arrivals.container_ready._function.get_user_function().__wrapped__  # no durable client binding
+    for _ in range(2):
+        with pytest.raises(SourceBusy):
+            asyncio.run(fn(event, client))
+    refusal = store.read_json(source, layout.ready_error_blob())
+    assert refusal["busy_tries"] == 2 and "2 tries failed" in refusal["hint"], refusal
+    assert refusal["hint"].startswith("nothing to do yet: Event Grid delivers the marker's event again, with back-off "
+                                      "until "), refusal["hint"]
+    assert client.starts == []
