@@ -9,8 +9,13 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from devhost.diagnostics import describe_live_hosts
+
+if TYPE_CHECKING:
+    from devhost.event_grid import Subscription
+    from devhost.keys import CallerIdentity
 
 DEFAULT_KEY_FILE = Path(__file__).resolve().parent / ".function-key"
 
@@ -58,30 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("azure").setLevel(logging.WARNING)
 
-    azurite = None
-    if args.with_azurite:
-        from devhost.azurite import start_azurite
-
-        azurite = start_azurite(location=Path(args.azurite_location), ports=(10000, 10001, 10002))
-        os.environ["AzureWebJobsStorage"] = azurite.connection_string
-    connection = os.environ.get("AzureWebJobsStorage", "")
-    if not connection:
-        print("AzureWebJobsStorage is not set: point it at Azurite ('UseDevelopmentStorage=true' with Azurite on its "
-              "default ports) or pass --with-azurite", file=sys.stderr)
-        return 2
-    sys.path.insert(0, os.getcwd())
-    module_name, _, attr = args.app.partition(":")
-    app = getattr(importlib.import_module(module_name), attr or "app")
-
     from devhost.event_grid import Subscription
-    from devhost.host import DevHost
-    from devhost.host_metadata import HostMetadataError
-    from devhost.hostjson import HostConfig, HostJsonError
-    from devhost.keys import CallersFileError, load_callers, key_from_file_or_new
-    from devhost.worker_indexing import WorkerIndexingError, WorkerUnavailableError
+    from devhost.keys import CallersFileError, load_callers
 
-    keys, key_source = key_from_file_or_new(Path(args.key_file), args.function_key)
-    try:
+    try:  # arguments devhost refuses: one line and exit 2, before Azurite starts (it would be left running)
         callers = load_callers(args.callers) if args.callers else {}
         env_grid = [s for s in os.environ.get("TRAPBATCH_DEVHOST_EVENT_GRID", "").split(",") if s.strip()]
         grid = args.event_grid or env_grid or (DEFAULT_EVENT_GRID if args.app == "function_app:app" else [])
@@ -89,6 +74,37 @@ def main(argv: list[str] | None = None) -> int:
     except (CallersFileError, ValueError) as exc:
         print(f"devhost: {exc}", file=sys.stderr, flush=True)
         return 2
+    if not args.with_azurite and not os.environ.get("AzureWebJobsStorage", ""):
+        print("AzureWebJobsStorage is not set: point it at Azurite ('UseDevelopmentStorage=true' with Azurite on its "
+              "default ports) or pass --with-azurite", file=sys.stderr)
+        return 2
+    azurite = None
+    if args.with_azurite:
+        from devhost.azurite import start_azurite
+
+        azurite = start_azurite(location=Path(args.azurite_location), ports=(10000, 10001, 10002))
+        os.environ["AzureWebJobsStorage"] = azurite.connection_string
+    try:  # every way out after this stops the Azurite started above (its processes are in sessions of their own)
+        return _serve(args, os.environ["AzureWebJobsStorage"], azurite is not None, callers, subscriptions)
+    finally:
+        if azurite:
+            azurite.stop()
+
+
+def _serve(args: argparse.Namespace, connection: str, own_azurite: bool, callers: dict[str, CallerIdentity],
+           subscriptions: list[Subscription]) -> int:
+    """Load the app, serve it until SIGTERM/SIGINT, stop it; returns the exit status (3: Azure would not load it)."""
+    sys.path.insert(0, os.getcwd())
+    module_name, _, attr = args.app.partition(":")
+    app = getattr(importlib.import_module(module_name), attr or "app")
+
+    from devhost.host import DevHost
+    from devhost.host_metadata import HostMetadataError
+    from devhost.hostjson import HostConfig, HostJsonError
+    from devhost.keys import key_from_file_or_new
+    from devhost.worker_indexing import WorkerIndexingError, WorkerUnavailableError
+
+    keys, key_source = key_from_file_or_new(Path(args.key_file), args.function_key)
     try:
         host_config = HostConfig.load(Path.cwd() / "host.json")
         hub = args.hub if args.hub is not None else host_config.task_hub(os.environ)
@@ -100,15 +116,13 @@ def main(argv: list[str] | None = None) -> int:
         # Azure would refuse to load this app (one function the worker refuses fails the whole app), or leave out
         # functions the host refuses: devhost serves none of it.
         print(f"devhost: not serving {args.app}: {exc}", file=sys.stderr, flush=True)
-        if azurite:
-            azurite.stop()
         return 3
     host.start()
     print(f"devhost: serving {args.app} on {host.base_url}/api/ (task hub {hub}); Ctrl-C stops", flush=True)
     print(f"devhost: function key ({key_source}): {keys.function_key}\n"
           "devhost: send it as the x-functions-key header (or ?code=) to routes with auth_level FUNCTION, as on Azure",
           flush=True)
-    if azurite or connection.strip().rstrip(";") == "UseDevelopmentStorage=true":  # never a real account's key
+    if own_azurite or connection.strip().rstrip(";") == "UseDevelopmentStorage=true":  # never a real account's key
         print(f"devhost: for the trapbatch command: export TRAPBATCH_URL={host.base_url} "
               f"TRAPBATCH_KEY={keys.function_key}; `trapbatch results` reads from storage with --storage-connection "
               "UseDevelopmentStorage=true (Azurite on its default ports); photos go up with "
@@ -124,8 +138,6 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGUSR1, lambda *_: print(describe_live_hosts(), file=sys.stderr, flush=True))
     stop.wait()
     host.stop()
-    if azurite:
-        azurite.stop()
     return 0
 
 

@@ -2,6 +2,10 @@
 missing AzureWebJobsStorage or a bad callers file), not a traceback."""
 from __future__ import annotations
 
+import os
+import signal
+from pathlib import Path
+
 import pytest
 
 from devhost.__main__ import main
@@ -19,3 +23,43 @@ def test_a_negative_request_body_limit_is_one_line_and_exit_2(storage_connection
     err = capsys.readouterr().err
     assert err.startswith(f"devhost: {REQUEST_BODY_LIMIT_SETTING}=-1: ") and err.count("\n") == 1, err
     assert "Traceback" not in err
+
+
+def _azurite_pids_under(location: Path) -> list[int]:
+    """Processes whose command line names ``location`` (Azurite's ``--location``), found through /proc."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue  # ended meanwhile
+        if str(location).encode() in args:
+            pids.append(int(cmdline.parent.name))
+    return pids
+
+
+@pytest.mark.parametrize("bad", [["--callers", "{missing}"], ["--event-grid", "no-equals-sign"]],
+                         ids=["callers-file", "event-grid"])
+def test_a_bad_argument_with_azurite_leaves_no_azurite_running(bad: list[str], tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """``--with-azurite`` with an argument devhost refuses: exit 2 with one line, and no Azurite of this run left
+    behind (it used to start Azurite first and return 2 without stopping it: three orphaned node processes).
+    ``start_azurite`` is given free ports instead of the fixed 10000-10002 so that the test clashes with nothing."""
+    import devhost.azurite
+
+    real_start = devhost.azurite.start_azurite
+    monkeypatch.setattr(devhost.azurite, "start_azurite",
+                        lambda location, ports: real_start(location=location, ports=None))
+    monkeypatch.setenv("AzureWebJobsStorage", "")  # restored after main() set it to the Azurite it started
+    location = tmp_path / "azurite"
+    argv = [arg.replace("{missing}", str(tmp_path / "no-such-callers.json")) for arg in bad]
+    try:
+        assert main(["--with-azurite", "--azurite-location", str(location), "--key-file", str(tmp_path / "key"),
+                     "--port", "0", *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("devhost: ") and err.count("\n") == 1, err
+        assert _azurite_pids_under(location) == []
+    finally:
+        for pid in _azurite_pids_under(location):  # without the fix: do not leave them to the next test
+            os.kill(pid, signal.SIGKILL)
