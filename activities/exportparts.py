@@ -353,11 +353,14 @@ def run_exports_combine(payload: c.ExportsCombineInput, settings: Settings,
     return out
 
 
-def run_exports_zooniverse(payload: c.ExportsZooniverseInput, settings: Settings, store: BlobStore) -> int:
-    """The Zooniverse batches of the whole results (one activity; see the module doc); returns how many. The photos
-    cut short stay out, as the fanned-out batches leave them out (``shards_damaged``: every shard's names cut short,
-    held while the batches are written; nothing read when ``damaged.csv`` lists none). Why here too: histories from
-    before the Zooniverse fan-out still run this activity, which put those photos' grey parts before volunteers."""
+def run_exports_zooniverse(payload: c.ExportsZooniverseInput, settings: Settings,
+                           store: BlobStore) -> c.ExportsZooniverseOutput:
+    """The Zooniverse batches of the whole results (one activity; see the module doc); returns how many, the rows
+    written and the photos cut short left out. The photos cut short stay out, as the fanned-out batches leave them
+    out (``shards_damaged``: every shard's names cut short, held while the batches are written; nothing read when
+    ``damaged.csv`` lists none). Why here too: histories from before the Zooniverse fan-out still run this activity,
+    which put those photos' grey parts before volunteers. Why the counts: ``payload["eligible"]`` (the combine's,
+    recorded before those photos were left out) counted them, and the task's summary showed it as the subjects."""
     task_id, variant = payload["task_id"], payload["variant"]
     settings = task_settings(settings, store, task_id)  # the values its run decided (activities.decided)
     try:  # read by ranges, not copied to the local disk (gigabytes at millions of images: core.scratch)
@@ -388,6 +391,6 @@ def exports_combine(payload: c.ExportsCombineInput) -> c.ExportsCombineOutput:
 
 
 @bp.activity_trigger(input_name="payload", activity=c.EXPORTS_ZOONIVERSE)
-def exports_zooniverse(payload: c.ExportsZooniverseInput) -> int:
+def exports_zooniverse(payload: c.ExportsZooniverseInput) -> c.ExportsZooniverseOutput:
     s = clients.settings()
     return run_exports_zooniverse(payload, s, clients.store(s))

@@ -438,14 +438,17 @@ def _copy(source: IO[bytes], target: IO[bytes], skip: int = 0) -> None:
 
 def _write_zooniverse(store: BlobStore, container: str, task_id: str, variant: str, results: IO[bytes],
                       options: zooniverse.ManifestOptions, categories: dict[str, str], eligible: int,
-                      open_files: int, shards: int = 0, cut_short: frozenset[str] = frozenset()) -> int:
-    """Write the manifest batches; returns how many. Each pass over the results writes up to ``open_files``.
-    ``cut_short``: the photos cut short (``activities.shard_results.shards_damaged``), left out as every other
-    export leaves them out (``zooniverse.excluded``). Why a subject count may exceed the rows: ``eligible`` comes from
-    exports parts recorded before photos cut short were left out, which counted them; the rows they would have taken
-    stay empty, each other row in the batch its place was assigned."""
+                      open_files: int, shards: int = 0,
+                      cut_short: frozenset[str] = frozenset()) -> c.ExportsZooniverseOutput:
+    """Write the manifest batches; returns how many, with the rows written (``subjects``) and the photos cut short
+    left out. Each pass over the results writes up to ``open_files``. ``cut_short``: the photos cut short
+    (``activities.shard_results.shards_damaged``), left out as every other export leaves them out
+    (``zooniverse.excluded``). Why ``eligible`` may exceed the rows: it comes from exports parts recorded before
+    photos cut short were left out, which counted them; the rows they would have taken stay empty, each other row in
+    the batch its place was assigned, and the rows written are counted for the summary instead."""
     batches = zooniverse.batch_count(eligible, options)
     targets = zooniverse.BatchAssigner(eligible, batches, options.shuffle, options.seed).batch_range(0, eligible)
+    index = left_out = 0  # rows written and photos cut short left out, counted again by each pass
     for first in range(0, batches, open_files):
         group = range(first, min(first + open_files, batches))
         with ExitStack() as files:
@@ -454,10 +457,11 @@ def _write_zooniverse(store: BlobStore, container: str, task_id: str, variant: s
             for w in writers.values():
                 w.writerow(zooniverse.columns(options))
             listed = ListMetadata(store, container, task_id, shards if options.metadata_columns else 0)
-            index = 0
+            index = left_out = 0
             for entry in mark_cut_short(_entries(results), cut_short):
                 metadata = listed.get(str(entry["file"]))  # every entry, so the walk keeps step with the shards
                 if zooniverse.excluded(entry):
+                    left_out += left_out_cut_short(entry)
                     continue
                 if index >= eligible:
                     raise ValueError(f"task {task_id}: more eligible images than the {eligible} counted (the results "
@@ -473,7 +477,10 @@ def _write_zooniverse(store: BlobStore, container: str, task_id: str, variant: s
     prefix = layout.exports_prefix(task_id, variant) + "zooniverse/"
     delete_under(store, container, prefix, {layout.zooniverse_batch_blob(task_id, b + 1, variant)
                                             for b in range(batches)})
-    return batches
+    made = c.ExportsZooniverseOutput(batches=batches, subjects=index)
+    if left_out:
+        made["cut_short"] = left_out
+    return made
 
 
 def _write_zooniverse_rows(store: BlobStore, container: str, task_id: str, variant: str, rows: IO[bytes],

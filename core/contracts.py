@@ -720,6 +720,17 @@ class ExportsZooniverseInput(TypedDict):
     threshold: NotRequired[float]
 
 
+class ExportsZooniverseOutput(TypedDict):
+    """What the single EXPORTS_ZOONIVERSE wrote. Releases before it returned the batch count alone (an ``int``,
+    recorded in histories: orchestrations.exports.single_zooniverse_output reads both)."""
+
+    batches: int
+    # the rows written: the combine's count less the photos cut short, which it counted (recorded before they were
+    # left out) and this activity leaves out
+    subjects: int
+    cut_short: NotRequired[int]  # those photos; absent when none
+
+
 # The Zooniverse batches fanned out (activities.zooniverseparts): per merge part with eligible images, its manifest
 # rows grouped by batch; then groups of batches composed from the parts' rows; then the work blobs and stale batches
 # deleted.

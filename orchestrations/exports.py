@@ -31,6 +31,19 @@ from core.exportparts import eligible_before, part_ranges, zooniverse_groups
 from orchestrations.retries import STORAGE_RETRY, call, call_all
 
 
+def single_zooniverse_output(output: c.ExportsOutput, made: int | c.ExportsZooniverseOutput) -> c.ExportsOutput:
+    """The exports' output after the single ``exports_zooniverse`` (a combine recorded before the fan-out). Its
+    counts replace the combine's: that combine's parts counted the photos cut short among the subjects, which the
+    activity leaves out, so the summary named more subjects than the batches hold. An ``int`` is its answer recorded
+    by a release before it counted (the batches alone): the output stays as that release made it."""
+    if isinstance(made, int):
+        return {**output, "zooniverse_batches": made}
+    out: c.ExportsOutput = {**output, "zooniverse_batches": made["batches"], "zooniverse_subjects": made["subjects"]}
+    if made.get("cut_short"):
+        out["zooniverse_cut_short"] = made["cut_short"]
+    return out
+
+
 def exports(context: df.DurableOrchestrationContext, task_id: str, variant: str,
             merged: c.MergeOutput) -> Generator[Any, Any, c.ExportsOutput]:
     ranges = part_ranges(merged.get("parts") or [])
@@ -91,9 +104,10 @@ def exports(context: df.DurableOrchestrationContext, task_id: str, variant: str,
         return {**output, "zooniverse_subjects": made["subjects"], "zooniverse_batches": made["batches"],
                 "zooniverse_capture_images": made["images"]}
     if not combined.get("zooniverse_parts"):  # a combine recorded before the Zooniverse fan-out
-        batches: int = yield from call(context, c.EXPORTS_ZOONIVERSE, STORAGE_RETRY, c.ExportsZooniverseInput(
-            task_id=task_id, variant=variant, eligible=output["zooniverse_subjects"]))
-        return {**output, "zooniverse_batches": batches}
+        made_single: int | c.ExportsZooniverseOutput = yield from call(
+            context, c.EXPORTS_ZOONIVERSE, STORAGE_RETRY,
+            c.ExportsZooniverseInput(task_id=task_id, variant=variant, eligible=output["zooniverse_subjects"]))
+        return single_zooniverse_output(output, made_single)
     total, count = output["zooniverse_subjects"], output["zooniverse_batches"]
     zparts = [c.ExportsZooniversePartInput(task_id=task_id, variant=variant, part=part, first_shard=first,
                                            offset=offset, length=length, before=before, rows=p["eligible"],

@@ -26,6 +26,7 @@ from core.exportparts import ZOONIVERSE_PIECES, eligible_before, part_ranges, zo
 from core.settings import Settings
 from gpu_batch import layout
 from gpu_batch.formats import camtrapdp
+from orchestrations.exports import single_zooniverse_output
 from tests.integration.test_exports import LIST_COLUMNS, LIST_SHARDS, TASK, _results, task, with_list  # noqa: F401
 
 SHARDS_OF_LIST = [3, 3]  # LIST_SHARDS' images per shard
@@ -132,9 +133,9 @@ def _fanned(settings: Settings, store: BlobStore, variant: str, parts: list[list
     if zooniverse_pieces is None:
         # a combine recorded before the fan-out was made by code that deleted its fragments itself
         delete_prefix(store, settings.container, work_prefix(TASK, variant))
-        batches = run_exports_zooniverse(c.ExportsZooniverseInput(
+        made = run_exports_zooniverse(c.ExportsZooniverseInput(
             task_id=TASK, variant=variant, eligible=output["zooniverse_subjects"]), settings, store)
-        return {**output, "zooniverse_batches": batches}
+        return single_zooniverse_output(output, made)
     total, count = output["zooniverse_subjects"], output["zooniverse_batches"]
     written = [run_zooniverse_part(c.ExportsZooniversePartInput(
         task_id=TASK, variant=variant, part=p, first_shard=f, offset=o, length=n, before=before, rows=out["eligible"],

@@ -77,6 +77,23 @@ def test_a_combine_recorded_before_the_zooniverse_fan_out_replays_into_the_singl
     assert run.output == {**OUTPUT, "zooniverse_batches": 1}
 
 
+def test_the_single_zooniverse_activitys_counts_replace_the_combines_recorded_count() -> None:
+    """A combine recorded before the Zooniverse fan-out counted photos cut short among its subjects, which the single
+    activity leaves out: the output's subjects are the rows it wrote, and it says how many were cut short. Nothing
+    scheduled changes (the same activities, the same inputs)."""
+    def answer(name: str, payload: Any) -> Any:
+        if name == c.EXPORTS_ZOONIVERSE:
+            return {"batches": 1, "subjects": 11, "cut_short": 1}
+        return script()(name, payload)
+
+    run = run_orchestrator(exports_only, {"variant": "", "merged": merged(PARTS)}, answer)
+
+    assert run.status == "Completed", run.error
+    assert run.activity_names == [c.EXPORTS_PART] * 3 + [c.EXPORTS_COMBINE, c.EXPORTS_ZOONIVERSE]
+    assert run.inputs(c.EXPORTS_ZOONIVERSE) == [{"task_id": TASK, "variant": "", "eligible": 12}]
+    assert run.output == {**OUTPUT, "zooniverse_batches": 1, "zooniverse_subjects": 11, "zooniverse_cut_short": 1}
+
+
 def test_a_failing_part_is_called_again_alone_after_a_durable_timer() -> None:
     run = run_orchestrator(exports_only, {"variant": "", "merged": merged(PARTS)}, script(fail={3: 2}))
 
