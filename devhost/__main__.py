@@ -80,9 +80,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     azurite = None
     if args.with_azurite:
-        from devhost.azurite import start_azurite
+        from devhost.azurite import AzuriteError, start_azurite
 
-        azurite = start_azurite(location=Path(args.azurite_location), ports=(10000, 10001, 10002))
+        try:  # not installed, or a port of 10000-10002 held by another program: one line, exit 2
+            azurite = start_azurite(location=Path(args.azurite_location), ports=(10000, 10001, 10002))
+        except AzuriteError as exc:
+            print(f"devhost: --with-azurite: {exc}", file=sys.stderr, flush=True)
+            return 2
         os.environ["AzureWebJobsStorage"] = azurite.connection_string
     try:  # every way out after this stops the Azurite started above (its processes are in sessions of their own)
         return _serve(args, os.environ["AzureWebJobsStorage"], azurite is not None, callers, subscriptions)

@@ -63,3 +63,31 @@ def test_a_bad_argument_with_azurite_leaves_no_azurite_running(bad: list[str], t
     finally:
         for pid in _azurite_pids_under(location):  # without the fix: do not leave them to the next test
             os.kill(pid, signal.SIGKILL)
+
+
+def test_with_azurite_on_a_port_another_program_holds_is_one_line_and_exit_2(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--with-azurite`` takes the fixed ports 10000-10002; one held by another program (an Azurite already running,
+    say) was an AzuriteError traceback. The squatter stands in for 10000, the other two ports are free ones."""
+    import socket
+
+    import devhost.azurite
+
+    real_start = devhost.azurite.start_azurite
+    monkeypatch.setenv("AzureWebJobsStorage", "")
+    location = tmp_path / "azurite"
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen(5)
+        taken = squatter.getsockname()[1]
+        monkeypatch.setattr(devhost.azurite, "start_azurite", lambda location, ports: real_start(
+            location=location, ports=(taken, devhost.azurite.free_port(), devhost.azurite.free_port())))
+        try:
+            assert main(["--with-azurite", "--azurite-location", str(location), "--key-file", str(tmp_path / "key"),
+                         "--port", "0"]) == 2
+        finally:
+            for pid in _azurite_pids_under(location):
+                os.kill(pid, signal.SIGKILL)
+    err = capsys.readouterr().err
+    assert err.startswith("devhost: --with-azurite: ") and f"port {taken}" in err and "Traceback" not in err, err
+    assert _azurite_pids_under(location) == []
