@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from devhost.diagnostics import describe_live_hosts
+from devhost.port_file import remove_port_file, write_port_file
 
 if TYPE_CHECKING:
     from devhost.event_grid import Subscription
@@ -28,7 +29,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devhost", description=__doc__)
     parser.add_argument("--app", default="function_app:app", help="module:attribute of the FunctionApp")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=7071)
+    parser.add_argument("--port", type=int, default=7071,
+                        help="the port of the HTTP listener (default %(default)s); 0: a free one the system picks, "
+                             "which the startup line and --port-file name")
+    parser.add_argument("--port-file", default=None, metavar="PATH",
+                        help='once devhost listens, write {"port": N, "pid": P, "base_url": ...} to PATH (atomically; '
+                             "removed at a clean stop): with --port 0, a caller that starts devhost never picks a port "
+                             "another program may take first (devhost/port_file.py)")
     parser.add_argument("--hub", default=None,
                         help="task hub name (default: host.json's durableTask.hubName with its %%NAME%% app setting "
                              "from the environment, as the Durable extension resolves it; trapbatch's: "
@@ -135,12 +142,16 @@ def _serve(args: argparse.Namespace, connection: str, own_azurite: bool, callers
         print(f"devhost: {len(callers)} caller keys from {args.callers}: requests made with one carry that caller's "
               "X-MS-CLIENT-PRINCIPAL headers, as App Service Authentication sets them "
               f"(ids: {', '.join(sorted(c.id for c in callers.values()))})", flush=True)
+    if args.port_file:  # last: a reader that finds it finds devhost listening and its startup lines printed
+        write_port_file(Path(args.port_file), host.port, host.base_url)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     # kill -USR1 <pid>: what every part of devhost is doing now (a request that hangs: devhost/diagnostics.py)
     signal.signal(signal.SIGUSR1, lambda *_: print(describe_live_hosts(), file=sys.stderr, flush=True))
     stop.wait()
+    if args.port_file:
+        remove_port_file(Path(args.port_file))
     host.stop()
     return 0
 

@@ -14,7 +14,6 @@ from typing import Any, Iterator
 import pytest
 import requests
 
-from devhost.azurite import free_port
 from devhost.host import DevHost
 from tests.devhost import sample_app
 from tests.waiting import wait_until
@@ -211,26 +210,64 @@ def test_the_containers_blob_triggers_watch_exist_once_devhost_runs(storage_conn
         h.stop()
 
 
+def test_python_m_devhost_on_port_0_writes_the_port_it_listens_on_to_its_port_file(
+        storage_connection: str, unique_name: str, tmp_path: Path) -> None:
+    """``--port 0 --port-file``: the port comes from devhost's own bind, never from a caller's pick that another
+    program may take first (a CI run's requests reached another module's Azurite that way); the file is written once
+    devhost listens, names this very process, and is removed at a clean stop."""
+    from devhost.azurite import _listening_inodes, _socket_inodes
+    from devhost.port_file import read_port_file, wait_for_port_file
+
+    port_file = tmp_path / "devhost.port"
+    port_file.write_text(json.dumps({"port": 1, "pid": 1, "base_url": "http://127.0.0.1:1"}))  # an earlier run's
+    env = {**os.environ, "AzureWebJobsStorage": storage_connection}
+    log = tmp_path / "devhost.log"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "devhost", "--app", "tests.devhost.sample_app:app", "--port",
+                                 "0", "--port-file", str(port_file), "--hub", unique_name, "--key-file",
+                                 str(tmp_path / "function-key")], cwd=ROOT, env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        base = wait_for_port_file(port_file, proc, 120, log)
+        port = int(base.rsplit(":", 1)[1])
+        assert read_port_file(port_file) == {"port": port, "pid": proc.pid, "base_url": f"http://127.0.0.1:{port}"}
+        assert port != 0 and _listening_inodes(port) & _socket_inodes(proc.pid)  # this devhost holds it
+        assert requests.get(f"{base}/api/none", timeout=30).status_code == 404
+        assert f"on {base}/api/" in log.read_text()  # the startup line names it too
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+        assert not port_file.exists()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
 def test_kill_9_mid_orchestration_then_restart_completes_each_step_once(storage_connection: str, unique_name: str,
                                                                       tmp_path: Path) -> None:
+    """Each start takes a port of devhost's own (``--port 0 --port-file``); the restarted devhost, on another port,
+    resumes the same task hub, and the management URL the first one handed out works once its origin is the new
+    one's (its system key survives the restart)."""
+    from devhost.port_file import wait_for_port_file
+
     marker = tmp_path / "ran.txt"
-    port = free_port()
+    port_file = tmp_path / "devhost.port"
     env = {**os.environ, "AzureWebJobsStorage": storage_connection, "SAMPLE_SLOW_S": "0.6"}
     env.pop("TRAPBATCH_DEVHOST_FUNCTION_KEY", None)  # devhost generates a key, keeps it in --key-file, prints it
-    cmd = [sys.executable, "-m", "devhost", "--app", "tests.devhost.sample_app:app", "--port", str(port),
-           "--hub", unique_name, "--key-file", str(tmp_path / "function-key")]
+    cmd = [sys.executable, "-m", "devhost", "--app", "tests.devhost.sample_app:app", "--port", "0", "--port-file",
+           str(port_file), "--hub", unique_name, "--key-file", str(tmp_path / "function-key")]
     log = open(tmp_path / "devhost.log", "ab")
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
     try:
-        wait_until(lambda: _answers(base), 30, "devhost to listen")
+        base = wait_for_port_file(port_file, proc, 120, tmp_path / "devhost.log")
         r = requests.post(f"{base}/api/orchestrators/slow_steps", json=str(marker), timeout=10)
         iid, status_url = r.json()["id"], r.json()["statusQueryGetUri"]
+        assert status_url.startswith(base + "/")
         wait_until(lambda: marker.exists() and marker.read_text().count("ran") >= 1, 30, "the first step")
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        wait_until(lambda: _answers(base), 30, "devhost to listen again")
+        first_base, base = base, wait_for_port_file(port_file, proc, 120, tmp_path / "devhost.log")
+        status_url = base + status_url.removeprefix(first_base)
         key = (tmp_path / "function-key").read_text().strip()
         log_text = wait_until(lambda: (lambda t: t if "function key (kept in" in t else None)(
             (tmp_path / "devhost.log").read_text()), 30, "devhost to print its key again")
@@ -246,14 +283,6 @@ def test_kill_9_mid_orchestration_then_restart_completes_each_step_once(storage_
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-
-
-def _answers(base: str) -> bool:
-    try:
-        requests.get(base + "/api/none", timeout=1)
-        return True
-    except requests.ConnectionError:
-        return False
 
 
 def test_a_storage_error_between_history_and_effects_loses_no_work(host: DevHost) -> None:

@@ -19,7 +19,6 @@ from typing import Any
 
 import pytest
 
-from devhost.azurite import free_port
 from devhost.host import DevHost
 from devhost.host_metadata import HostMetadataError, check_host_metadata
 from tests.devhost import host_refused_app
@@ -63,7 +62,7 @@ def test_devhost_refuses_functions_the_host_leaves_out_with_the_hosts_messages(s
 def test_python_m_devhost_exits_3_with_the_hosts_messages(storage_connection: str, tmp_path: Path) -> None:
     env = {**os.environ, "AzureWebJobsStorage": storage_connection}
     proc = subprocess.run([sys.executable, "-m", "devhost", "--app", "tests.devhost.host_refused_app:app",
-                           "--port", str(free_port()), "--hub", "refused", "--key-file", str(tmp_path / "key")],
+                           "--port", "0", "--hub", "refused", "--key-file", str(tmp_path / "key")],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 3, proc.stdout + proc.stderr
     assert "devhost: not serving tests.devhost.host_refused_app:app" in proc.stderr

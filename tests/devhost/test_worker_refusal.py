@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from devhost.azurite import free_port
 from devhost.host import DevHost
 from devhost.worker_indexing import WorkerIndexingError
 from tests.devhost import refused_app
@@ -29,7 +28,7 @@ def test_devhost_refuses_the_app_with_the_workers_message(storage_connection: st
 def test_python_m_devhost_exits_with_the_workers_message(storage_connection: str, tmp_path: Path) -> None:
     env = {**os.environ, "AzureWebJobsStorage": storage_connection}
     proc = subprocess.run([sys.executable, "-m", "devhost", "--app", "tests.devhost.refused_app:app",
-                           "--port", str(free_port()), "--hub", "refused", "--key-file", str(tmp_path / "key")],
+                           "--port", "0", "--hub", "refused", "--key-file", str(tmp_path / "key")],
                           cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 3, proc.stdout + proc.stderr
