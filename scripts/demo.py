@@ -29,15 +29,14 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-import requests
-
 from adapters.blobs import BlobStore, service_client
 from cli.client import ApiClient
 from cli.config import Config
 from cli.download import blob_service, download
 from cli.progress import LineReporter, wait_for, zooniverse_cut_short_line
 from core import mdformat, notimages
-from devhost.azurite import Azurite, free_port, start_azurite
+from devhost.azurite import Azurite, start_azurite
+from devhost.port_file import DevhostDidNotStart, wait_for_port_file
 from gpu_batch.formats.detections_csv import capture_time
 from gpu_batch.worker.resident_protocol import stop_server
 
@@ -92,19 +91,6 @@ def upload_samples(store: BlobStore) -> int:
     return n
 
 
-def wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"devhost exited early (code {proc.returncode}); its log:\n{log.read_text()[-3000:]}")
-        try:
-            requests.get(url, timeout=1)
-            return
-        except requests.ConnectionError:
-            time.sleep(0.2)
-    raise SystemExit(f"devhost did not answer at {url}; see {log}")
-
-
 def validate_with_megadetector(doc: dict[str, Any]) -> str:
     """Run MegaDetector's own validator when the package is installed (``make setup-test`` installs it for the tests)."""
     try:
@@ -136,12 +122,15 @@ def main() -> int:
         store = BlobStore(service_client(conn))
         n_files = upload_samples(store)
         say(f"uploaded {n_files} sample files to container '{CONTAINER}'")
-        port = free_port()
         log = OUT / "devhost.log"
-        say(f"starting devhost on http://127.0.0.1:{port} (log: {_show(log)}) ...")
-        devhost = _start_devhost(port, conn, log, model, resident)
-        base = f"http://127.0.0.1:{port}"
-        wait_http(base + "/api/tasks/task-00000000000000000000", devhost, log)
+        say(f"starting devhost (log: {_show(log)}) ...")
+        port_file = resident.parent / "devhost.port"
+        devhost = _start_devhost(port_file, conn, log, model, resident)
+        try:
+            base = wait_for_port_file(port_file, devhost, 120, log)
+        except DevhostDidNotStart as exc:
+            raise SystemExit(str(exc)) from None
+        say(f"devhost serves on {base}")
         api = ApiClient(Config(url=base, key=FUNCTION_KEY))
         task_id = _start_task(api)
         st, task_seconds = _wait_for_task(api, task_id)
@@ -161,8 +150,10 @@ def _fresh_output_folder() -> None:
     (OUT / "previews").mkdir(parents=True)
 
 
-def _start_devhost(port: int, conn: str, log: Path, model: str, resident: Path) -> subprocess.Popen[bytes]:
-    """Start devhost on ``port`` against Azurite, with the local pool, its output going to ``log``.
+def _start_devhost(port_file: Path, conn: str, log: Path, model: str, resident: Path) -> subprocess.Popen[bytes]:
+    """Start devhost against Azurite, with the local pool, its output going to ``log``, on a port it picks itself
+    and writes to ``port_file`` (a port picked here might be taken by another program before devhost binds it:
+    devhost/port_file.py).
 
     Why these settings: short polls and 10-image shards let the few sample images show several shards and live
     progress within seconds (the polls only notice ends and show progress: the local pool starts a queued shard as
@@ -179,7 +170,8 @@ def _start_devhost(port: int, conn: str, log: Path, model: str, resident: Path) 
            "TRAPBATCH_WORKER_RESIDENT": os.environ.get("TRAPBATCH_WORKER_RESIDENT", "1"),
            "TRAPBATCH_RESIDENT_SOCKET": str(resident), "TRAPBATCH_RESIDENT_IDLE_S": "120",
            "TRAPBATCH_MODEL": model}  # the operator's default model: requests may name only published ones
-    return subprocess.Popen([sys.executable, "-m", "devhost", "--port", str(port), "--hub", "demo"],
+    return subprocess.Popen([sys.executable, "-m", "devhost", "--port", "0", "--port-file", str(port_file), "--hub",
+                             "demo"],
                             cwd=ROOT, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
                             start_new_session=True)
 

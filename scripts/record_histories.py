@@ -50,7 +50,8 @@ from urllib.parse import urlsplit
 import requests
 
 from adapters.blobs import BlobStore, service_client
-from devhost.azurite import free_port, start_azurite
+from devhost.azurite import start_azurite
+from devhost.port_file import DevhostDidNotStart, wait_for_port_file
 from devhost.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -376,7 +377,6 @@ def main(argv: list[str] | None = None) -> int:
         for path in sorted(SAMPLES.rglob("*")):
             if path.is_file():
                 blobs.write_bytes(CONTAINER, path.relative_to(SAMPLES).as_posix(), path.read_bytes())
-        port = free_port()
         env = {**os.environ, "AzureWebJobsStorage": conn, "TRAPBATCH_POOL": "local", "TRAPBATCH_POLL_MIN_S": "1",
                "TRAPBATCH_POLL_MAX_S": "2", "TRAPBATCH_IMAGES_PER_SHARD": "6", "TRAPBATCH_LOCAL_CONCURRENCY": "2",
                "TRAPBATCH_SHARDS_PER_GROUP": "3", "TRAPBATCH_MAX_IN_FLIGHT": "4",
@@ -400,19 +400,14 @@ def main(argv: list[str] | None = None) -> int:
                "TRAPBATCH_EVENT_GRID_TOPIC_ENDPOINT": TOPIC_ENDPOINT}
         log = work / "devhost.log"
         serve_devhost = "import sys; from scripts.record_histories import serve; sys.exit(serve(sys.argv[1:]))"
+        port_file = work / "devhost.port"  # devhost picks its port: one picked here may be taken first
         devhost = subprocess.Popen([sys.executable, "-c", serve_devhost, f"http://{receiver.host}/topic",
-                                    "--port", str(port), "--hub", HUB], cwd=ROOT, env=env, stdout=open(log, "wb"),
-                                   stderr=subprocess.STDOUT, start_new_session=True)
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                requests.get(base + "/api/tasks", headers={"x-functions-key": KEY}, timeout=2)
-                break
-            except requests.ConnectionError:
-                if devhost.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"devhost did not start; see {log}") from None
-                time.sleep(0.3)
+                                    "--port", "0", "--port-file", str(port_file), "--hub", HUB], cwd=ROOT, env=env,
+                                   stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            base = wait_for_port_file(port_file, devhost, 120, log)
+        except DevhostDidNotStart as exc:
+            raise SystemExit(f"devhost did not start: {exc}") from None
         snaps = Snapshots(Store(conn, HUB))
         snaps.start()
         try:

@@ -29,11 +29,11 @@ from azure.data.tables import TableServiceClient
 
 from adapters.blobs import BlobStore
 from core import contracts as c
-from devhost.azurite import free_port
+from devhost.port_file import wait_for_port_file
 from gpu_batch import layout
 from gpu_batch.manifest import ShardManifest
 from tests.integration.conftest import upload_images
-from tests.integration.test_end_to_end import FUNCTION_KEY, _answers, api, check_results, finished_status
+from tests.integration.test_end_to_end import FUNCTION_KEY, api, check_results, finished_status
 from tests.integration.test_end_to_end import host  # noqa: F401 - the in-process devhost fixture
 from tests.waiting import wait_until
 
@@ -41,14 +41,18 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class DevhostProcess:
-    """``python -m devhost`` on a fixed port and task hub, started again after each kill on the same ones."""
+    """``python -m devhost`` on a fixed task hub, started again after each kill on the same one.
+
+    Each start takes a port of devhost's own (``--port 0 --port-file``, devhost/port_file.py): a port picked here, or
+    kept across a kill, could be taken by another test module's Azurite before devhost binds it, and the wait would
+    pass on that stranger. ``base`` follows the running process, so callers read it anew after each start."""
 
     def __init__(self, env: dict[str, str], hub: str, log_path: Path) -> None:
         self.env = {**os.environ, **env, "TRAPBATCH_DEVHOST_FUNCTION_KEY": FUNCTION_KEY}
         self.hub = hub
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
+        self.base = ""  # set by each start
         self.log_path = log_path
+        self.port_file = log_path.with_suffix(".port")
         self.proc: subprocess.Popen[bytes] | None = None
         self.kills = 0
         self.log_offset = 0  # where the running process's lines begin in the log
@@ -56,10 +60,10 @@ class DevhostProcess:
     def start(self) -> "DevhostProcess":
         self.log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "devhost", "--port", str(self.port), "--hub",
-                                          self.hub], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
-        wait_until(lambda: _answers(self.base), 120, "devhost to listen")
+            self.proc = subprocess.Popen([sys.executable, "-m", "devhost", "--port", "0", "--port-file",
+                                          str(self.port_file), "--hub", self.hub], cwd=ROOT, env=self.env, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+        self.base = wait_for_port_file(self.port_file, self.proc, 120, self.log_path)
         return self
 
     def kill(self) -> None:

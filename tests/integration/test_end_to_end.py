@@ -17,7 +17,6 @@ import requests
 
 from adapters.blobs import BlobStore
 from core import mdformat
-from devhost.azurite import free_port
 from gpu_batch import layout
 from gpu_batch.layout import results_blob
 from gpu_batch.manifest import ShardManifest
@@ -459,27 +458,33 @@ def test_the_apps_own_account_named_by_its_url_still_refuses_its_own_containers(
 
 
 def test_devhost_killed_mid_task_resumes_and_loses_nothing(app_env, store, unique_name) -> None:  # type: ignore[no-untyped-def]
+    """Each start takes a port of devhost's own (``--port 0 --port-file``, devhost/port_file.py: a port picked here
+    could be taken by another module's Azurite before devhost binds it); the restarted devhost resumes the same task
+    hub on whichever port it gets, and the client follows it there."""
+    from devhost.port_file import wait_for_port_file
+
     names = upload_images(store, unique_name, 12, corrupt=1)
-    port = free_port()
     hub = "k" + unique_name[:12]
     env = {**os.environ, **app_env, "TRAPBATCH_DEVHOST_FUNCTION_KEY": FUNCTION_KEY}
-    log = open(Path(os.environ.get("PYTEST_TMPDIR", "/tmp")) / f"devhost-{hub}.log", "ab")
+    log_path = Path(os.environ.get("PYTEST_TMPDIR", "/tmp")) / f"devhost-{hub}.log"
+    port_file = log_path.with_suffix(".port")
+    log = open(log_path, "ab")
 
     def launch() -> subprocess.Popen[bytes]:
-        return subprocess.Popen([sys.executable, "-m", "devhost", "--port", str(port), "--hub", hub], cwd=ROOT,
-                                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen([sys.executable, "-m", "devhost", "--port", "0", "--port-file", str(port_file),
+                                 "--hub", hub], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
 
     proc = launch()
-    base = f"http://127.0.0.1:{port}"
     try:
-        wait_until(lambda: _answers(base), 60, "devhost to listen")
+        base = wait_for_port_file(port_file, proc, 120, log_path)
         task_id = api.post(base + "/api/tasks", json={"container": unique_name}, timeout=120).json()["id"]
         wait_until(lambda: api.get(f"{base}/api/tasks/{task_id}", timeout=120).json().get("stage") == "detecting",
                    120, "the task to reach the detecting stage")
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
         proc = launch()
-        wait_until(lambda: _answers(base), 60, "devhost to listen again")
+        base = wait_for_port_file(port_file, proc, 120, log_path)
         status = wait_until(lambda: finished_status(base, task_id), 300, "task completion")
         assert status["runtime_status"] == "Completed", status
         assert status["images"] == 12 and status["missing"] == 0
@@ -487,14 +492,6 @@ def test_devhost_killed_mid_task_resumes_and_loses_nothing(app_env, store, uniqu
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-
-
-def _answers(base: str) -> bool:
-    try:
-        api.get(base + "/api/tasks/task-00000000000000000000", timeout=2)
-        return True
-    except requests.ConnectionError:
-        return False
 
 
 def test_hung_shard_is_terminated_at_its_deadline_and_resubmitted(host, app_env, store, unique_name, monkeypatch) -> None:  # type: ignore[no-untyped-def]
