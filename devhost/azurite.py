@@ -29,6 +29,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,48 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+class PortReservation:
+    """``count`` loopback ports that no one else is handed while this is open, which Azurite can still listen on:
+    for a test that stops Azurite and starts it again on the same ports (its clients keep the connection string).
+
+    Why: between the stop and the start the ports are free, and another pytest worker's ``free_port()`` (bind port 0,
+    then hand the port to its own Azurite) may be given one; the restart then fails (``PortTaken``) or, worse, the
+    clients reach the stranger. Each port here is held by a socket bound with ``SO_REUSEADDR`` that never listens.
+    On Linux a bind without ``SO_REUSEADDR``, port 0's pick included, conflicts with it (torvalds/linux
+    ``net/ipv4/inet_connection_sock.c``, ``inet_csk_bind_conflict``: two sockets share an address and port only when
+    both set ``SO_REUSEADDR`` and the earlier one does not listen; a port-0 pick skips ports with a conflict, and one
+    asked with ``SO_REUSEADDR`` skips shared ones too), so no one is handed these ports, while Node's listeners (libuv
+    binds with ``SO_REUSEADDR``) bind beside it (seen on 6.18; ``tests/devhost/test_azurite_services.py``); a
+    connection to a port where nothing listens is refused as if the port were free (outage tests see what they saw).
+    A program that binds a fixed port with ``SO_REUSEADDR`` is not kept out; none of the tests does.
+    Elsewhere (BSD, macOS: an identical address needs ``SO_REUSEPORT``) it holds nothing and only picks the ports."""
+
+    def __init__(self, count: int = 3) -> None:
+        self._sockets: list[socket.socket] = []
+        ports: list[int] = []
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", 0))
+            ports.append(int(s.getsockname()[1]))
+            if sys.platform.startswith("linux"):
+                self._sockets.append(s)
+            else:
+                s.close()
+        self.ports = tuple(ports)
+
+    def close(self) -> None:
+        for s in self._sockets:
+            s.close()
+        self._sockets.clear()
+
+    def __enter__(self) -> "PortReservation":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def connection_string(blob_port: int, queue_port: int, table_port: int, host: str = "127.0.0.1") -> str:

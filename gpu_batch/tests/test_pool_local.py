@@ -564,11 +564,12 @@ def test_a_runner_started_while_storage_is_away_waits_for_it_then_runs_and_recor
     import subprocess
     import time
 
-    from devhost.azurite import start_azurite
+    from devhost.azurite import PortReservation, start_azurite
 
     location = tmp_path / "azurite"
-    azurite = start_azurite(location=location)
-    ports = (azurite.blob_port, azurite.queue_port, azurite.table_port)
+    held = PortReservation(3)  # no other pytest worker is handed these ports while storage is away
+    azurite = start_azurite(location=location, ports=held.ports)
+    ports = held.ports
     connection = azurite.connection_string
     TableServiceClient.from_connection_string(connection).create_table("outagepool").create_entity(
         {"PartitionKey": "job", "RowKey": "t-a1", "State": "preparing"})
@@ -589,6 +590,7 @@ def test_a_runner_started_while_storage_is_away_waits_for_it_then_runs_and_recor
     finally:
         runner.kill()
         azurite.stop()
+        held.close()
 
 
 def _running_row(pool_args: dict[str, Any], job: str, task_id: str, pid: int, heartbeat_age: float,

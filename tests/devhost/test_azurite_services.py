@@ -45,22 +45,42 @@ def test_each_service_is_its_own_process_and_a_frozen_blob_service_holds_no_tabl
 
 
 def test_the_services_share_one_location_folder_and_keep_state_across_a_restart(tmp_path: Path) -> None:
+    """Stopped and started again on the same ports (as the outage tests do: their clients keep the connection
+    string), with the ports reserved (``PortReservation``) for the whole time: while Azurite is away nothing listens
+    there (connections are refused, as to a free port), yet no bind that asks the kernel for a free port, as every
+    ``free_port()`` of another pytest worker does, can be handed one, and Azurite listens there again."""
+    import errno
+    import socket
+
+    import pytest
+
+    from devhost.azurite import PortReservation
+
     location = tmp_path / "state"
-    first = start_azurite(location=location)
+    held = PortReservation(3)
     try:
-        TableServiceClient.from_connection_string(first.connection_string).create_table("keptacrossrestart")
-        QueueServiceClient.from_connection_string(first.connection_string).create_queue("kept-across-restart")
-        ports = (first.blob_port, first.queue_port, first.table_port)
+        first = start_azurite(location=location, ports=held.ports)
+        try:
+            TableServiceClient.from_connection_string(first.connection_string).create_table("keptacrossrestart")
+            QueueServiceClient.from_connection_string(first.connection_string).create_queue("kept-across-restart")
+        finally:
+            first.stop()
+        for port in held.ports:  # the outage
+            with pytest.raises(ConnectionRefusedError):
+                socket.create_connection(("127.0.0.1", port), timeout=5).close()
+            with socket.socket() as stranger, pytest.raises(OSError) as refused:
+                stranger.bind(("127.0.0.1", port))  # what free_port()'s pick respects: the kernel skips the port
+            assert refused.value.errno == errno.EADDRINUSE
+        second = start_azurite(location=location, ports=held.ports)
+        try:
+            tables = [t.name for t in TableServiceClient.from_connection_string(second.connection_string).list_tables()]
+            queues = [q.name for q in QueueServiceClient.from_connection_string(second.connection_string).list_queues()]
+            assert "keptacrossrestart" in tables
+            assert "kept-across-restart" in queues
+        finally:
+            second.stop()
     finally:
-        first.stop()
-    second = start_azurite(location=location, ports=ports)
-    try:
-        tables = [t.name for t in TableServiceClient.from_connection_string(second.connection_string).list_tables()]
-        queues = [q.name for q in QueueServiceClient.from_connection_string(second.connection_string).list_queues()]
-        assert "keptacrossrestart" in tables
-        assert "kept-across-restart" in queues
-    finally:
-        second.stop()
+        held.close()
 
 
 def test_a_port_another_program_took_is_an_error_not_a_silent_stranger(tmp_path: Path) -> None:

@@ -302,11 +302,12 @@ def test_azurite_stopped_for_20_s_and_started_again_loses_nothing(
     the workers start (they read their manifests and the model), once they have flushed results, or as the merge
     starts. devhost, the pool's runners and the workers ride it out, and the task ends complete."""
     from adapters.blobs import service_client
-    from devhost.azurite import start_azurite
+    from devhost.azurite import PortReservation, start_azurite
 
     location = tmp_path / "azurite"
-    azurite = start_azurite(location=location, log_path=tmp_path / "azurite.log")
-    ports = (azurite.blob_port, azurite.queue_port, azurite.table_port)
+    held = PortReservation(3)  # no other pytest worker is handed these ports while storage is away
+    azurite = start_azurite(location=location, ports=held.ports, log_path=tmp_path / "azurite.log")
+    ports = held.ports
     env = {"AzureWebJobsStorage": azurite.connection_string, "TRAPBATCH_CONTAINER": unique_name + "-state",
            "TRAPBATCH_POOL": "local", "TRAPBATCH_MODEL": str(tiny_checkpoint), "TRAPBATCH_POLL_MIN_S": "0.5",
            "TRAPBATCH_POLL_MAX_S": "1", "TRAPBATCH_IMAGES_PER_SHARD": "4", "TRAPBATCH_LOCAL_CONCURRENCY": "2",
@@ -339,3 +340,4 @@ def test_azurite_stopped_for_20_s_and_started_again_loses_nothing(
     finally:
         host.stop()
         azurite.stop()
+        held.close()
