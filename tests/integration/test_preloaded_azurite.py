@@ -5,7 +5,7 @@ those answers cost at a million blobs; ``bench/control_plane.py --preload`` reli
 images."""
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
@@ -74,3 +74,34 @@ def test_a_preload_names_a_template_that_exists(preloaded: PreloadedAzurite) -> 
 
     with pytest.raises(AzuriteError, match="template blob"):
         preloaded.preload(no_put, "nothing-here", ["a.jpg", "b.jpg"])
+
+
+def test_its_ports_are_handed_to_no_one_else_while_it_starts(monkeypatch: Any) -> None:
+    """The ports are picked before Azurite binds them (seconds later on a loaded machine); a free-port pick by
+    another pytest worker in between, a bind that asks the kernel for a port, must not be handed one (it then
+    started its own Azurite there, and one module's requests reached the other's). While the services start, a
+    plain bind of each port, which such a pick respects, is refused."""
+    import errno
+    import socket
+
+    import bench.preloaded_azurite as module
+
+    refused: list[int] = []
+    real = module._wait_listening
+
+    def bind_first(ports: dict[int, Any], *args: Any) -> None:
+        for port in ports:  # the services were only just spawned: none of them has bound its port yet
+            with socket.socket() as stranger:
+                try:
+                    stranger.bind(("127.0.0.1", port))
+                except OSError as exc:
+                    refused.append(exc.errno)
+        real(ports, *args)
+
+    monkeypatch.setattr(module, "_wait_listening", bind_first)
+    azurite = start_preloaded_azurite(heap_mb=256)
+    try:
+        assert refused == [errno.EADDRINUSE] * 3
+        BlobStore(service_client(azurite.connection_string)).ensure_container("started")
+    finally:
+        azurite.stop()
