@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from adapters.blobs import BlobStore
-from devhost.azurite import free_port
+from devhost.azurite import PortReservation
 from tests.waiting import wait_until
 from tests.integration.conftest import upload_images
 
@@ -143,7 +143,8 @@ def test_a_failing_task_exits_non_zero_and_errors_say_what_to_do(host, store: Bl
     assert bad.returncode == 2 and "not a valid blob container name" in bad.stderr  # checked before sending
     absent = trapbatch("submit", "--container", "absent-" + unique_name[:10], url=host.base_url)
     assert absent.returncode == 4 and "404" in absent.stderr and "create the container" in absent.stderr
-    nowhere = trapbatch("list", url=f"http://127.0.0.1:{free_port()}")
+    with PortReservation(1) as held:  # nothing listens there, and no other worker's Azurite is handed the port
+        nowhere = trapbatch("list", url=f"http://127.0.0.1:{held.ports[0]}")
     assert nowhere.returncode == 4 and "cannot reach" in nowhere.stderr and "devhost --with-azurite" in nowhere.stderr
     assert "trying again" not in nowhere.stderr  # nothing listens on this machine: no wait heals that
     # what an operator meets with a wrong address or id, against the real servers: the Azurite blob port (a wrong

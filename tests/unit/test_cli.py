@@ -1127,17 +1127,19 @@ def test_a_refused_connection_fails_at_once_on_this_machine_and_is_tried_again_f
     """Nothing listening at a devhost's address waited 52 s before saying so; a cold Azure app may refuse briefly."""
     import requests
 
-    from devhost.azurite import free_port
+    from devhost.azurite import PortReservation
 
-    local, slept = _client(requests.Session(), url=f"http://127.0.0.1:{free_port()}")  # type: ignore[arg-type]
-    with pytest.raises(CliError) as refused:
-        local.list()
-    assert slept == [] and "nothing is listening" in refused.value.message
-    assert "is devhost running? python -m devhost --with-azurite" in refused.value.hint
-    try:
-        requests.get(f"http://127.0.0.1:{free_port()}/", timeout=5)
-    except requests.exceptions.ConnectionError as exc:
-        seen = exc
+    with PortReservation(1) as held:  # nothing listens there, and no other worker's Azurite is handed the port
+        nowhere = f"http://127.0.0.1:{held.ports[0]}"
+        local, slept = _client(requests.Session(), url=nowhere)  # type: ignore[arg-type]
+        with pytest.raises(CliError) as refused:
+            local.list()
+        assert slept == [] and "nothing is listening" in refused.value.message
+        assert "is devhost running? python -m devhost --with-azurite" in refused.value.hint
+        try:
+            requests.get(nowhere + "/", timeout=5)
+        except requests.exceptions.ConnectionError as exc:
+            seen = exc
     session = _Answers(*[seen] * 5)
     remote, slept = _client(session)
     with pytest.raises(CliError, match="cannot reach https://app.example"):
