@@ -308,18 +308,24 @@ def start_azurite(
 
     Args:
         location: a folder for persistent state; ``None`` keeps everything in memory (tests).
-        ports: (blob, queue, table); ``None`` picks free ports, and picks again (up to ``PICK_TRIES`` times) when
-            another program took one before Azurite could (``_wait_listening``).
+        ports: (blob, queue, table); ``None`` picks free ports, held (``PortReservation``) until Azurite listens on
+            them, and picks again (up to ``PICK_TRIES`` times) when another program took one all the same (a program
+            that binds a fixed port; where nothing can be held: ``_wait_listening``).
         log_path: where Azurite's stdout/stderr go (default: discarded).
         stock_blob: the blob service as npm publishes it, without ``azurite_blob.js``'s fixes (tests compare).
     """
     for attempt in range(1, PICK_TRIES + 1):
+        held = PortReservation(len(SERVICES)) if ports is None else None  # no free-port pick is handed them meanwhile
         try:
-            return _start_once(location, ports or (free_port(), free_port(), free_port()), log_path, timeout_s,
-                               stock_blob)
+            chosen = (held.ports[0], held.ports[1], held.ports[2]) if held is not None else ports
+            assert chosen is not None  # held is None only when ports were given
+            return _start_once(location, chosen, log_path, timeout_s, stock_blob)
         except PortTaken:
             if ports is not None or attempt == PICK_TRIES:
                 raise
+        finally:
+            if held:
+                held.close()  # Azurite's listeners hold the ports from here
     raise AssertionError("unreachable")
 
 

@@ -163,12 +163,19 @@ def test_a_port_another_azurite_holds_counts_as_taken_not_as_ours(azurite: Azuri
 
 
 def test_free_ports_another_azurite_took_are_picked_again(azurite: Azurite, monkeypatch: Any) -> None:
-    """Picking free ports again is what a lost race asks for: the caller asked for no ports in particular."""
+    """Picking free ports again is what a lost race asks for: the caller asked for no ports in particular. The first
+    pick here is handed another Azurite's ports (as a program binding fixed ports, or a platform where nothing can be
+    held, may leave it)."""
     import devhost.azurite as module
 
-    picks = iter([azurite.table_port, azurite.queue_port, azurite.blob_port])
-    real = module.free_port
-    monkeypatch.setattr(module, "free_port", lambda: next(picks, None) or real())
+    class Stranger(module.PortReservation):
+        def __init__(self, count: int = 3) -> None:
+            super().__init__(0)
+            self.ports = (azurite.table_port, azurite.queue_port, azurite.blob_port)
+
+    picks = iter([Stranger])
+    real = module.PortReservation
+    monkeypatch.setattr(module, "PortReservation", lambda count=3: next(picks, real)(count))
     fresh = start_azurite()
     try:
         assert {fresh.blob_port, fresh.queue_port, fresh.table_port}.isdisjoint(
