@@ -11,7 +11,9 @@ No retries here (``retry_total=0``): the orchestrator retries a failed publish o
 (orchestrations/task.py), which outlasts an activity and costs no compute while it waits. A topic that did not answer,
 or answered "later" (408, 429, 5xx), or whose token the app's identity endpoint did not give
 (``adapters.identity.AppCredential``), is ``TopicUnavailable``: a name ``orchestrations.retries.BUSY_TYPES`` counts
-busy (new with it, so publishes recorded as ``PublishFailed`` replay as they were judged).
+busy (new with it, so publishes recorded as ``PublishFailed`` replay as they were judged). A topic host that DNS
+says does not exist (a misspelt endpoint: ``gpu_batch.storage_refs.unresolvable_host``) is not "did not answer":
+``PublishFailed``.
 """
 from __future__ import annotations
 

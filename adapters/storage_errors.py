@@ -18,7 +18,7 @@ from azure.core import exceptions as ax
 from adapters.identity import TokenEndpointUnavailable, translated
 from core.errors import (SourceBusy, SourceUnavailable, StorageAccessDenied, StorageConflict, StorageError,
                          StorageNotFound, StorageUnavailable, TrapbatchError)
-from gpu_batch.storage_refs import service_did_not_answer
+from gpu_batch.storage_refs import service_did_not_answer, unresolvable_host, unresolvable_hint
 
 _RETRY = "retry in a minute; if it persists, check the storage account's health in the Azure portal"
 _REACH = ("trapbatch cannot reach its storage account: check AzureWebJobsStorage (locally: is Azurite running?) "
@@ -116,10 +116,18 @@ def source_error(exc: ax.AzureError, what: str, hint: str) -> SourceBusy | Sourc
     error codes", learn.microsoft.com/rest/api/storageservices/common-rest-api-error-codes: "The server encountered
     an internal error. Please retry the request."). A 403 (``AuthorizationPermissionMismatch``,
     ``AuthenticationFailed``) or a 404 stays ``SourceUnavailable``: no retry fixes a missing role or a wrong SAS.
+    Nor a host name DNS says does not exist (``storage_refs.unresolvable_host``: a deleted or misspelt account that
+    is on the allow-list), which gets a hint of its own instead of ``hint``; a resolver that did not answer is busy.
 
     The message names ``what`` was being done and the SDK's exception type and error code, never the request URL
     (it may carry a SAS).
     """
+    host = unresolvable_host(exc)
+    if host is not None:
+        return SourceUnavailable(f"{what}: host name {host or '(in the account URL)'} does not resolve "
+                                 f"({type(exc).__name__})",
+                                 unresolvable_hint(host, "the storage account",
+                                                   "its URL (the request's source_account_url)"))
     if isinstance(exc, TokenEndpointUnavailable) or service_did_not_answer(exc):
         code = getattr(exc, "error_code", None)
         return SourceBusy(f"{what}: the storage account did not answer or is busy ({type(exc).__name__}"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -60,8 +61,55 @@ def service_did_not_answer(exc: BaseException) -> bool:
     if isinstance(exc, ClientAuthenticationError):  # no status: raised by the credential, before any request went out
         return token_endpoint_did_not_answer(exc)
     # IncompleteReadError: a body cut off mid-stream (no status), as orchestrations.retries.BUSY_TYPES counts it
-    return isinstance(exc, (ServiceRequestError, ServiceResponseError, IncompleteReadError, ConnectionError,
-                            TimeoutError))
+    return (isinstance(exc, (ServiceRequestError, ServiceResponseError, IncompleteReadError, ConnectionError,
+                             TimeoutError))
+            and unresolvable_host(exc) is None)  # DNS said the host does not exist: no retry makes it exist
+
+
+# getaddrinfo's answers for a host name that does not exist (EAI_NONAME, NXDOMAIN: glibc's "Name or service not
+# known", [Errno -2]; EAI_NODATA, the name without an address: "No address associated with hostname", [Errno -5]), as
+# cli.client reads them; unlike EAI_AGAIN ("Temporary failure in name resolution", [Errno -3]: the resolver did not
+# answer) or a refused or reset connection, which pass. The platform's own numbers (socket's constants), not glibc's.
+_NO_SUCH_NAME = frozenset(code for code in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", None)) if code is not None)
+
+
+def unresolvable_host(exc: BaseException) -> str | None:
+    """The host name DNS said does not exist, when that is why the request behind ``exc`` failed (a deleted or
+    misspelt storage account or Key Vault: permanent, unlike a resolver that did not answer); None otherwise, and ""
+    when the chain does not say which host.
+
+    Read from the ``socket.gaierror``'s errno (``_NO_SUCH_NAME``), not from the message, anywhere on the chain the
+    transport built. With azure-core 1.41 over requests 2.34 and urllib3 2.8 (requirements/): the SDK's retries off
+    (``Retry(total=False)``, ``RequestsTransport``), urllib3 re-raises its own ``NameResolutionError`` and azure-core
+    wraps it as ``ServiceRequestError(err, error=err)`` (``inner_exception``, no ``__cause__``); urllib3 raised it
+    ``from`` the ``gaierror`` (``urllib3/connection.py`` ``_new_conn``) and keeps the connection (``.conn.host``,
+    the host asked for). Through requests with retries it arrives as ``ConnectionError(MaxRetryError(reason=...))``
+    (``args``, ``reason``): walked alike. (Source accounts and vaults are read with the sync clients only.)
+    """
+    seen: set[int] = set()
+    todo: list[Any] = [exc]
+    host = ""
+    found = False
+    while todo:
+        item = todo.pop()
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        named = getattr(getattr(item, "conn", None), "host", None) or getattr(item, "_host", None)
+        if isinstance(named, str) and named and not host:
+            host = named
+        if isinstance(item, socket.gaierror) and item.errno in _NO_SUCH_NAME:
+            found = True
+        todo.extend([*item.args, getattr(item, "reason", None), getattr(item, "inner_exception", None),
+                     item.__cause__, item.__context__])
+    return host if found else None
+
+
+def unresolvable_hint(host: str, what: str, setting: str) -> str:
+    """What to do about ``what`` (e.g. "the storage account") whose host name does not resolve; ``setting`` says
+    where its URL was given. No ';' before the advice: ``activities.notify`` keeps a reader's message up to one."""
+    return (f"{what}'s host name {host or '(in its URL)'} does not resolve (DNS: no such name): check {setting} "
+            f"for a misspelt name, and that {what} exists (not deleted); retrying does not help")
 
 
 # How azure-identity words each case: token_endpoint_did_not_answer's docstring.
@@ -217,6 +265,10 @@ def key_vault_reader(vault_url: str, transport: Any = None, credential: Any = No
             raise SourceAccessError(f"Key Vault {vault_url} has no secret named {name!r}; create it (a SAS token "
                                     "with read and list permissions, or a connection string)") from None
         except AzureError as exc:
+            host = unresolvable_host(exc)
+            if host is not None:  # before service_did_not_answer, which says only "no": say why, and what to fix
+                raise SourceAccessError(f"cannot read secret {name!r} from Key Vault {vault_url}: "
+                                        + unresolvable_hint(host, "the Key Vault", KEY_VAULT_ENV)) from None
             if service_did_not_answer(exc):
                 said = managed_identity_problem(exc)
                 what = (f"the managed identity's token endpoint did not answer ({said[:300]})" if said

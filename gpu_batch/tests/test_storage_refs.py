@@ -3,6 +3,7 @@ and telling a SAS token from a connection string."""
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -371,3 +372,123 @@ def test_a_manifest_read_whose_identity_endpoint_did_not_answer_exits_69(
         assert code == exit_codes.STORAGE_UNAVAILABLE and "token endpoint did not" in caplog.text
     else:
         assert code == exit_codes.BAD_INPUT and "assigned to this machine" in caplog.text
+
+
+# A host name the test's resolver answers for (RFC 2606: ".invalid" never resolves, so nothing reaches a network even
+# where the patch below did not apply); ``resolver`` decides with which getaddrinfo error.
+NO_SUCH_ACCOUNT = "https://nosuchaccount.invalid"
+NO_SUCH_VAULT = "https://nosuchvault.invalid"
+NO_SUCH_NAME = [(socket.EAI_NONAME, "Name or service not known"),
+                (socket.EAI_NODATA, "No address associated with hostname")]
+RESOLVER_DOWN = (socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+
+@pytest.fixture
+def resolver(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """``resolver(errno, text)``: getaddrinfo raises that ``socket.gaierror`` for ``*.invalid`` hosts (whatever this
+    machine's resolver would say: -2 here, -3 where it cannot be reached), so the SDK's own client, transport and
+    urllib3 build the chain as in production; other hosts resolve as usual. The SDKs' retries do not wait."""
+    from azure.core.pipeline.transport import RequestsTransport
+
+    real = socket.getaddrinfo
+    monkeypatch.setattr(RequestsTransport, "sleep", lambda self, duration: None)
+
+    def says(errno: int, text: str) -> None:
+        def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+            if isinstance(host, str) and host.endswith(".invalid"):
+                raise socket.gaierror(errno, text)
+            return real(host, *args, **kwargs)
+        monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return says
+
+
+def refused_url() -> str:
+    """An https URL on a loopback port nothing listens on: connection refused, a passing cause."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"https://127.0.0.1:{port}"
+
+
+def _blob_failure(account_url: str) -> BaseException:
+    """What the storage SDK's own client raises for a container listing at ``account_url`` (its retries off)."""
+    from azure.storage.blob import BlobServiceClient
+
+    client = BlobServiceClient(account_url, credential="sv=2024-01-01&sig=abc", retry_total=0)
+    with pytest.raises(Exception) as failed:
+        next(iter(client.get_container_client("images").list_blobs()))
+    return failed.value
+
+
+@pytest.mark.parametrize("errno, text", NO_SUCH_NAME)
+def test_a_storage_host_dns_says_does_not_exist_is_no_passing_cause(errno: int, text: str, resolver: Any) -> None:
+    """EAI_NONAME / EAI_NODATA on the chain the real client builds (``ServiceRequestError`` of urllib3's
+    ``NameResolutionError`` from the ``gaierror``): a deleted or misspelt account, not one that did not answer."""
+    from azure.core.exceptions import ServiceRequestError
+
+    from gpu_batch.storage_refs import service_did_not_answer, unresolvable_host
+
+    resolver(errno, text)
+    exc = _blob_failure(NO_SUCH_ACCOUNT)
+    assert isinstance(exc, ServiceRequestError), repr(exc)
+    assert unresolvable_host(exc) == "nosuchaccount.invalid"
+    assert not service_did_not_answer(exc)
+    # requests' own wrapping (requests.ConnectionError(MaxRetryError(reason=NameResolutionError))) is read alike
+    import requests
+    from urllib3.exceptions import MaxRetryError
+
+    wrapped = requests.ConnectionError(MaxRetryError(None, "/", exc.inner_exception))  # type: ignore[arg-type]
+    assert unresolvable_host(ServiceRequestError(wrapped, error=wrapped)) == "nosuchaccount.invalid"
+
+
+def test_a_resolver_that_did_not_answer_or_a_refused_connection_still_passes(resolver: Any) -> None:
+    """EAI_AGAIN (no resolver reachable) and a refused connection are passing causes, as before."""
+    from gpu_batch.storage_refs import service_did_not_answer, unresolvable_host
+
+    resolver(*RESOLVER_DOWN)
+    for exc in (_blob_failure(NO_SUCH_ACCOUNT), _blob_failure(refused_url())):
+        assert unresolvable_host(exc) is None, repr(exc)
+        assert service_did_not_answer(exc), repr(exc)
+
+
+@pytest.mark.parametrize("errno, text, passing", [(*NO_SUCH_NAME[0], False), (*NO_SUCH_NAME[1], False),
+                                                  (*RESOLVER_DOWN, True)])
+def test_a_key_vault_whose_host_does_not_exist_is_refused_and_an_unreachable_resolver_is_not(
+        errno: int, text: str, passing: bool, resolver: Any) -> None:
+    """The real ``SecretClient`` (its retries included) on a vault host DNS says does not exist: ``SourceAccessError``
+    naming the host and the setting (the worker exits 5), not ``SecretStoreUnavailable`` (exit 69, tried again)."""
+    from gpu_batch.storage_refs import SecretStoreUnavailable, key_vault_reader
+
+    resolver(errno, text)
+    read = key_vault_reader(NO_SUCH_VAULT, credential=FakeCredential())
+    with pytest.raises(SourceAccessError) as failed:
+        read("partner-sas")
+    assert isinstance(failed.value, SecretStoreUnavailable) is passing, failed.value
+    if not passing:
+        assert "host name nosuchvault.invalid does not resolve" in str(failed.value)
+        assert KEY_VAULT_ENV in str(failed.value)
+    read = key_vault_reader(refused_url(), credential=FakeCredential())
+    with pytest.raises(SecretStoreUnavailable):
+        read("partner-sas")
+
+
+@pytest.mark.parametrize("errno, text, passing", [(*NO_SUCH_NAME[0], False), (*RESOLVER_DOWN, True)])
+def test_the_worker_exits_5_when_the_images_vault_does_not_exist_and_69_when_dns_did_not_answer(
+        errno: int, text: str, passing: bool, resolver: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """``__main__._open_images_and_output`` with the vault the node's settings name: a host DNS says does not exist
+    is the unfixable exit 5 (``None``), a resolver that did not answer exit 69 (``_StorageUnavailable``)."""
+    from types import SimpleNamespace
+
+    from gpu_batch.worker import __main__ as worker
+
+    resolver(errno, text)
+    manifest = SimpleNamespace(source_account_url="https://partner.blob.core.windows.net",
+                               source_credential_secret="partner-sas", source_container="images",
+                               output_container="results", output_blob="out.json")
+    call: tuple[Any, ...] = (SimpleNamespace(), {KEY_VAULT_ENV: NO_SUCH_VAULT}, True, object(), manifest, "t s a")
+    if passing:
+        with pytest.raises(worker._StorageUnavailable, match="secret store did not answer"):
+            worker._open_images_and_output(*call)
+    else:
+        assert worker._open_images_and_output(*call) is None
+        assert "nosuchvault.invalid does not resolve" in caplog.text

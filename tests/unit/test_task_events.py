@@ -23,6 +23,7 @@ from core.contracts import Stage
 from core.errors import ConfigError
 from core.settings import Settings
 from gpu_batch.tests.test_pool_azure_batch import _Response  # a recorded answer, as the Batch tests build it
+from gpu_batch.tests.test_storage_refs import resolver  # noqa: F401 - the fixture: getaddrinfo's answer for *.invalid
 
 ENDPOINT = "https://trapbatch-events.westeurope-1.eventgrid.azure.net/api/events"
 TASK = "task-0123456789abcdef0123"
@@ -135,6 +136,23 @@ def test_an_unreachable_topic_raises_publish_failed() -> None:
 
     with pytest.raises(PublishFailed, match="ServiceRequestError"):
         publish({"task_id": TASK, "run": "", "status": STATUS}, publisher(Down()))
+
+
+@pytest.mark.parametrize("busy", [False, True])
+def test_a_topic_whose_host_does_not_exist_is_not_waited_out_as_busy(busy: bool, resolver: Any) -> None:
+    """The real transport on a topic host DNS says does not exist (a misspelt TRAPBATCH_EVENT_GRID_TOPIC_ENDPOINT):
+    ``PublishFailed``, not the busy ``TopicUnavailable``, which a resolver that did not answer (EAI_AGAIN) still is
+    (``gpu_batch.storage_refs.service_did_not_answer``)."""
+    import socket
+
+    from adapters.event_grid import TopicUnavailable
+
+    resolver(*((socket.EAI_AGAIN, "Temporary failure in name resolution") if busy
+               else (socket.EAI_NONAME, "Name or service not known")))
+    topic = EventGridPublisher("https://nosuchtopic.invalid/api/events", credential=FakeCredential())
+    with pytest.raises(PublishFailed, match="nosuchtopic.invalid") as info:
+        publish({"task_id": TASK, "run": "", "status": STATUS}, topic)
+    assert isinstance(info.value, TopicUnavailable) is busy
 
 
 def test_without_a_topic_nothing_is_sent_and_the_answer_says_why() -> None:
