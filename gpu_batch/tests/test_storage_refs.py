@@ -199,17 +199,18 @@ def imds(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Any
     """A stand-in IMDS that behaves as ``request.param`` says: refuses connections, never answers, or answers one of
     ``_IMDS_ANSWERS``. The SDK's own retries are cut to none (their end is what the worker meets)."""
     import http.server
-    import socket
     import threading
 
     from azure.identity._credentials import imds as sdk_imds
 
     behaviour = request.param
     server = None
-    if behaviour == "refused":
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+    held = None
+    if behaviour == "refused":  # nothing listens there; held so that no other test's server is handed the port
+        from devhost.azurite import PortReservation
+
+        held = PortReservation(1)
+        port = held.ports[0]
     else:
         stop = threading.Event()
 
@@ -242,6 +243,8 @@ def imds(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Any
     if server is not None:
         stop.set()
         server.shutdown()
+    if held is not None:
+        held.close()
 
 
 def _credentials() -> dict[str, Any]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import socket
 import threading
 from typing import Any, Iterator
 
@@ -52,10 +51,12 @@ class _Endpoint(http.server.BaseHTTPRequestHandler):
 def endpoint(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     mode = str(request.param)
     server = None
-    if mode == "refused":  # a port nothing listens on
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
+    held = None
+    if mode == "refused":  # a port nothing listens on, held so that no other test's server is handed it meanwhile
+        from devhost.azurite import PortReservation
+
+        held = PortReservation(1)
+        port = held.ports[0]
     else:
         server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), type("Endpoint", (_Endpoint,), {"mode": mode}))
         server.daemon_threads = True
@@ -69,6 +70,8 @@ def endpoint(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) ->
     yield mode
     if server is not None:
         server.shutdown()
+    if held is not None:
+        held.close()
 
 
 @pytest.mark.parametrize("endpoint", PASSING + CONFIGURATION, indirect=True)
