@@ -85,7 +85,14 @@ def unresolvable_host(exc: BaseException) -> str | None:
     ``from`` the ``gaierror`` (``urllib3/connection.py`` ``_new_conn``) and keeps the connection (``.conn.host``,
     the host asked for). Through requests with retries it arrives as ``ConnectionError(MaxRetryError(reason=...))``
     (``args``, ``reason``): walked alike. (Source accounts and vaults are read with the sync clients only.)
+
+    Behind a proxy (``HTTPS_PROXY``) the name that failed is the proxy's: urllib3 connects to the proxy and raises
+    ``ProxyError("Unable to connect to proxy", NameResolutionError(...))`` (``urllib3/connectionpool.py``
+    ``urlopen``), and the account's own name was never looked up (the proxy resolves it). None then: no account to
+    call missing, and the failure stays one to reach the service (``service_did_not_answer``).
     """
+    from urllib3.exceptions import ProxyError  # azure-core's requests transport's own
+
     seen: set[int] = set()
     todo: list[Any] = [exc]
     host = ""
@@ -95,6 +102,8 @@ def unresolvable_host(exc: BaseException) -> str | None:
         if not isinstance(item, BaseException) or id(item) in seen:
             continue
         seen.add(id(item))
+        if isinstance(item, ProxyError):
+            return None  # the proxy's name, not the service's (docstring)
         named = getattr(getattr(item, "conn", None), "host", None) or getattr(item, "_host", None)
         if isinstance(named, str) and named and not host:
             host = named

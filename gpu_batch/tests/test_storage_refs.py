@@ -454,6 +454,26 @@ def test_a_resolver_that_did_not_answer_or_a_refused_connection_still_passes(res
         assert service_did_not_answer(exc), repr(exc)
 
 
+
+@pytest.mark.parametrize("errno, text", NO_SUCH_NAME)
+def test_a_proxy_host_dns_says_does_not_exist_is_not_the_accounts_host(
+        errno: int, text: str, resolver: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Behind a proxy (``HTTPS_PROXY``, which requests honours) the name urllib3 resolves is the proxy's, and its
+    ``NameResolutionError`` arrives inside ``ProxyError("Unable to connect to proxy", ...)``: the account's own name
+    was never looked up, so the request's ``source_account_url`` must not be refused as a name that does not exist
+    (400, "check its URL"); it stays what any failure to reach the account is (``service_did_not_answer``)."""
+    from gpu_batch.storage_refs import service_did_not_answer, unresolvable_host
+
+    resolver(errno, text)
+    monkeypatch.setenv("HTTPS_PROXY", "http://corpproxy.invalid:3128")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    exc = _blob_failure("https://partnerphotos.blob.core.windows.net")
+    assert "proxy" in str(exc), repr(exc)  # the proxy's name is what failed to resolve
+    assert unresolvable_host(exc) is None, repr(exc)
+    assert service_did_not_answer(exc)
+
+
 @pytest.mark.parametrize("errno, text, passing", [(*NO_SUCH_NAME[0], False), (*NO_SUCH_NAME[1], False),
                                                   (*RESOLVER_DOWN, True)])
 def test_a_key_vault_whose_host_does_not_exist_is_refused_and_an_unreachable_resolver_is_not(
