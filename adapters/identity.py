@@ -46,9 +46,14 @@ class AppIdentityMissing(ClientAuthenticationError):
 
 
 def app_service_without_identity(env: Mapping[str, str] | None = None) -> bool:
-    """Whether this process runs on App Service (``WEBSITE_SITE_NAME``) that gave it no identity endpoint."""
+    """Whether this process runs on App Service (``WEBSITE_SITE_NAME``) that gave it no identity endpoint, so that
+    azure-identity fell back to IMDS: it does so only when neither ``IDENTITY_ENDPOINT`` nor ``MSI_ENDPOINT`` is set
+    (azure-identity 1.27.0 ``_credentials/managed_identity.py``, ``ManagedIdentityCredential.__init__``).
+    ``MSI_ENDPOINT``/``MSI_SECRET`` are App Service's older names of the endpoint ("MSI_ENDPOINT can be used as an
+    alias for IDENTITY_ENDPOINT", articles/app-service/overview-managed-identity.md): an app with them has an identity,
+    and their endpoint not answering is busy, not "no identity"."""
     env = os.environ if env is None else env
-    return bool(env.get("WEBSITE_SITE_NAME")) and not (env.get("IDENTITY_ENDPOINT") and env.get("IDENTITY_HEADER"))
+    return bool(env.get("WEBSITE_SITE_NAME")) and not (env.get("IDENTITY_ENDPOINT") or env.get("MSI_ENDPOINT"))
 
 
 def translated(exc: ClientAuthenticationError) -> ClientAuthenticationError:

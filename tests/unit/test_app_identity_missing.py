@@ -100,3 +100,21 @@ def test_a_managed_identity_credential_alone_on_app_service_without_identity_is_
             "https://storage.azure.com/.default")
     assert not service_did_not_answer(failed.value), failed.value
     assert isinstance(source_error(failed.value, "listing", "grant read"), SourceUnavailable)
+
+
+@pytest.mark.parametrize("imds_silent", [ON_APP_SERVICE], indirect=True)
+def test_an_app_whose_identity_endpoint_is_named_by_msi_endpoint_is_busy_when_it_does_not_answer(
+        imds_silent: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``MSI_ENDPOINT``/``MSI_SECRET`` are App Service's older names of the identity endpoint ("MSI_ENDPOINT can be
+    used as an alias for IDENTITY_ENDPOINT", articles/app-service/overview-managed-identity.md, once required on Linux
+    Consumption). With them set azure-identity 1.27.0 never asks IMDS (``_credentials/managed_identity.py``: only
+    without ``IDENTITY_ENDPOINT`` and ``MSI_ENDPOINT`` does it pick ``ImdsCredential``), so an endpoint that did not
+    answer is a busy endpoint, not an app without identity."""
+    from gpu_batch.tests.test_storage_refs import refused_url
+
+    monkeypatch.setenv("MSI_ENDPOINT", refused_url().replace("https:", "http:") + "/msi/token")
+    monkeypatch.setenv("MSI_SECRET", "not-a-secret")
+    with pytest.raises(ClientAuthenticationError) as failed:
+        AppCredential().get_token("https://storage.azure.com/.default")  # DefaultAzureCredential, as the app's
+    assert isinstance(failed.value, TokenEndpointUnavailable), repr(failed.value)
+    assert is_busy(Exception(f"Activity function 'enumerate_images' failed: TokenEndpointUnavailable: {failed.value}"))
