@@ -85,6 +85,18 @@ def main(argv: list[str] | None = None) -> int:
         print("AzureWebJobsStorage is not set: point it at Azurite ('UseDevelopmentStorage=true' with Azurite on its "
               "default ports) or pass --with-azurite", file=sys.stderr)
         return 2
+    # Until _serve waits for it: SIGTERM unwinds (SystemExit) through the finally below, which stops the Azurite
+    # started here; the default action ended the process mid-start (importing the app takes seconds) and left it.
+    previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        return _start_and_serve(args, callers, subscriptions)
+    finally:
+        signal.signal(signal.SIGTERM, previous)  # main() called in-process (tests) leaves the caller's as it was
+
+
+def _start_and_serve(args: argparse.Namespace, callers: dict[str, CallerIdentity],
+                     subscriptions: list[Subscription]) -> int:
+    """Start Azurite where asked, then serve; every way out stops that Azurite again."""
     azurite = None
     if args.with_azurite:
         from devhost.azurite import AzuriteError, start_azurite
@@ -100,6 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if azurite:
             azurite.stop()
+
+
+def _terminated(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _serve(args: argparse.Namespace, connection: str, own_azurite: bool, callers: dict[str, CallerIdentity],
@@ -128,31 +144,36 @@ def _serve(args: argparse.Namespace, connection: str, own_azurite: bool, callers
         # functions the host refuses: devhost serves none of it.
         print(f"devhost: not serving {args.app}: {exc}", file=sys.stderr, flush=True)
         return 3
-    host.start()
-    print(f"devhost: serving {args.app} on {host.base_url}/api/ (task hub {hub}); Ctrl-C stops", flush=True)
-    print(f"devhost: function key ({key_source}): {keys.function_key}\n"
-          "devhost: send it as the x-functions-key header (or ?code=) to routes with auth_level FUNCTION, as on Azure",
-          flush=True)
-    if own_azurite or connection.strip().rstrip(";") == "UseDevelopmentStorage=true":  # never a real account's key
-        print(f"devhost: for the trapbatch command: export TRAPBATCH_URL={host.base_url} "
-              f"TRAPBATCH_KEY={keys.function_key}; `trapbatch results` reads from storage with --storage-connection "
-              "UseDevelopmentStorage=true (Azurite on its default ports); photos go up with "
-              "`python -m scripts.upload_local <container> <folder>`", flush=True)
-    if callers:
-        print(f"devhost: {len(callers)} caller keys from {args.callers}: requests made with one carry that caller's "
-              "X-MS-CLIENT-PRINCIPAL headers, as App Service Authentication sets them "
-              f"(ids: {', '.join(sorted(c.id for c in callers.values()))})", flush=True)
-    if args.port_file:  # last: a reader that finds it finds devhost listening and its startup lines printed
-        write_port_file(Path(args.port_file), host.port, host.base_url)
+    # Before host.start(): from here a SIGTERM or SIGINT is a clean stop (the port file removed, the host stopped),
+    # also one sent the moment the port file appears (it was written before these were installed: the default
+    # action ended devhost, the file left behind).
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     # kill -USR1 <pid>: what every part of devhost is doing now (a request that hangs: devhost/diagnostics.py)
     signal.signal(signal.SIGUSR1, lambda *_: print(describe_live_hosts(), file=sys.stderr, flush=True))
-    stop.wait()
-    if args.port_file:
-        remove_port_file(Path(args.port_file))
-    host.stop()
+    host.start()
+    try:
+        print(f"devhost: serving {args.app} on {host.base_url}/api/ (task hub {hub}); Ctrl-C stops", flush=True)
+        print(f"devhost: function key ({key_source}): {keys.function_key}\n"
+              "devhost: send it as the x-functions-key header (or ?code=) to routes with auth_level FUNCTION, as on "
+              "Azure", flush=True)
+        if own_azurite or connection.strip().rstrip(";") == "UseDevelopmentStorage=true":  # never a real account's key
+            print(f"devhost: for the trapbatch command: export TRAPBATCH_URL={host.base_url} "
+                  f"TRAPBATCH_KEY={keys.function_key}; `trapbatch results` reads from storage with "
+                  "--storage-connection UseDevelopmentStorage=true (Azurite on its default ports); photos go up with "
+                  "`python -m scripts.upload_local <container> <folder>`", flush=True)
+        if callers:
+            print(f"devhost: {len(callers)} caller keys from {args.callers}: requests made with one carry that "
+                  "caller's X-MS-CLIENT-PRINCIPAL headers, as App Service Authentication sets them "
+                  f"(ids: {', '.join(sorted(c.id for c in callers.values()))})", flush=True)
+        if args.port_file and not stop.is_set():  # last: a reader that finds it finds devhost listening
+            write_port_file(Path(args.port_file), host.port, host.base_url)
+        stop.wait()
+    finally:
+        if args.port_file:
+            remove_port_file(Path(args.port_file))
+        host.stop()
     return 0
 
 

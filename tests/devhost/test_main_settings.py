@@ -91,3 +91,81 @@ def test_with_azurite_on_a_port_another_program_holds_is_one_line_and_exit_2(
     err = capsys.readouterr().err
     assert err.startswith("devhost: --with-azurite: ") and f"port {taken}" in err and "Traceback" not in err, err
     assert _azurite_pids_under(location) == []
+
+
+# ``python -m devhost`` as a test starts it: --with-azurite on free ports (not the fixed 10000-10002, which would
+# clash with other pytest workers), and, with "term-after-port-file", a SIGTERM the moment the port file is written:
+# what a caller does that stops devhost as soon as ``wait_for_port_file`` returns.
+_DEVHOST = """
+import os, signal, sys
+import devhost.__main__ as cli
+import devhost.azurite as azurite
+real_start = azurite.start_azurite
+azurite.start_azurite = lambda location, ports: real_start(location=location, ports=None)
+if sys.argv[1] == "term-after-port-file":
+    real_write = cli.write_port_file
+    def write_then_term(*args):
+        real_write(*args)
+        os.kill(os.getpid(), signal.SIGTERM)
+    cli.write_port_file = write_then_term
+sys.exit(cli.main(sys.argv[2:]))
+"""
+
+
+def _start_devhost(tmp_path: Path, mode: str, app: str) -> tuple["subprocess.Popen[bytes]", Path, Path]:
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    location, port_file = tmp_path / "azurite", tmp_path / "devhost.port"
+    env = {**os.environ, "AzureWebJobsStorage": "",
+           "PYTHONPATH": os.pathsep.join([str(tmp_path), str(root), os.environ.get("PYTHONPATH", "")])}
+    with open(tmp_path / "devhost.log", "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-c", _DEVHOST, mode, "--with-azurite", "--azurite-location",
+                                 str(location), "--app", app, "--port", "0", "--port-file", str(port_file),
+                                 "--key-file", str(tmp_path / "key"), "--hub", "sigtermhub"],
+                                cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return proc, location, port_file
+
+
+def test_sigterm_while_the_app_is_still_loading_stops_the_azurite_devhost_started(tmp_path: Path) -> None:
+    """``--with-azurite`` starts Azurite (processes in sessions of their own) before it imports the app, which takes
+    seconds; a SIGTERM then (a caller giving up on a slow start, ``kill``) ended devhost by the default action, no
+    ``finally`` ran, and the three Azurite processes were left running. It must end devhost through its clean-up."""
+    from tests.waiting import wait_until
+
+    (tmp_path / "slow_loading_app.py").write_text(
+        "import pathlib, time\npathlib.Path(__file__).with_name('loading').touch()\ntime.sleep(120)\napp = None\n")
+    proc, location, _ = _start_devhost(tmp_path, "plain", "slow_loading_app:app")
+    azurites = lambda: [pid for pid in _azurite_pids_under(location) if pid != proc.pid]  # noqa: E731
+    try:
+        wait_until(lambda: (tmp_path / "loading").exists() or proc.poll() is not None, 120, "the app to be loading")
+        assert proc.poll() is None, (tmp_path / "devhost.log").read_text()
+        assert len(azurites()) == 3  # started, before the app
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+        wait_until(lambda: not azurites(), 30, "the Azurite processes to end")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        for pid in azurites():  # without the fix: do not leave them to the next test
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_sigterm_as_soon_as_the_port_file_is_written_is_a_clean_stop(tmp_path: Path) -> None:
+    """The port file says devhost is ready, so a caller may stop it the moment it appears: the SIGTERM handler must
+    already be installed (it was installed after the file was written: the default action ended devhost with the file
+    left behind and its Azurite running)."""
+    proc, location, port_file = _start_devhost(tmp_path, "term-after-port-file", "tests.devhost.sample_app:app")
+    try:
+        code = proc.wait(120)
+        assert code == 0, (code, (tmp_path / "devhost.log").read_text()[-3000:])
+        assert not port_file.exists()
+        assert _azurite_pids_under(location) == []
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        for pid in _azurite_pids_under(location):
+            os.kill(pid, signal.SIGKILL)
