@@ -252,13 +252,36 @@ def _socket_inodes(pid: int) -> set[int]:
     return inodes
 
 
+def _descendants(pid: int) -> set[int]:
+    """``pid`` and every process below it, from each process's parent in ``/proc/<pid>/stat`` (its fourth field,
+    after the command name in parentheses, which may hold any character)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rpartition(")")[2].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue  # ended meanwhile
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        if current not in found:
+            found.add(current)
+            todo.extend(children.get(current, []))
+    return found
+
+
 def _owner(port: int, proc: subprocess.Popen[bytes]) -> bool | None:
     """Whether ``proc`` is what listens on ``port``: ``True``, ``False`` (another process does), or ``None`` when it
-    cannot be told (no ``/proc``, or nothing listens yet)."""
+    cannot be told (no ``/proc``, or nothing listens yet). ``proc`` and its descendants count as one: an
+    ``azurite-<service>`` on PATH may be a wrapper that runs node as a child instead of exec'ing it."""
     listening = _listening_inodes(port)
     if not listening:
         return None
-    return bool(listening & _socket_inodes(proc.pid))
+    if listening & _socket_inodes(proc.pid):
+        return True
+    return any(listening & _socket_inodes(pid) for pid in _descendants(proc.pid) - {proc.pid})
 
 
 def _wait_ports(ports: dict[int, tuple[str, subprocess.Popen[bytes]]], deadline: float,

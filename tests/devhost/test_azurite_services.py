@@ -190,3 +190,30 @@ def test_free_ports_another_azurite_took_are_picked_again(azurite: Azurite, monk
             azurite.connection_string).list_containers()]
     finally:
         fresh.stop()
+
+
+def test_a_port_its_service_listens_on_through_a_child_process_counts_as_its_own() -> None:
+    """An ``azurite-blob`` found on PATH may be a wrapper that runs node as its child rather than exec'ing it (a shell
+    script without ``exec``, a version manager's shim): the listening socket is then the child's, and the started
+    process's own descriptors hold none. That must not read as "held by another program" (``PortTaken``, then three
+    failed picks): the process and its descendants are the service."""
+    import socket
+    import subprocess
+    import sys
+
+    from devhost.azurite import _owner
+    from tests.waiting import wait_until
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    listener = (f"import socket, time; s = socket.socket(); s.bind(('127.0.0.1', {port})); s.listen(); "
+                "time.sleep(60)")
+    wrapper = subprocess.Popen(["/bin/sh", "-c", f'"{sys.executable}" -c "{listener}"; true'],
+                               start_new_session=True)
+    try:
+        wait_until(lambda: _owner(port, wrapper) is not None, 30, "the child to listen")
+        assert _owner(port, wrapper) is True
+    finally:
+        os.killpg(wrapper.pid, signal.SIGKILL)
+        wrapper.wait()
