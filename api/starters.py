@@ -1005,6 +1005,17 @@ def withdraw_overtaken_refusal(store: BlobStore, container: str, name: str, refu
         store.delete_if_exists(container, refusal)
 
 
+def previous_refusal(store: BlobStore, container: str, refusal: str) -> Any:
+    """The refusal file ``refusal`` as it is, for the busy count it carries (``refusal_of``); None when there is none,
+    or when it is no longer JSON: it sits where callers write (``incoming``, a marker's container) and may have been
+    edited or emptied, and a read that raised left the trigger failing before it wrote the new refusal, every try.
+    Blocking: call it off the event loop."""
+    try:
+        return store.read_json_or_none(container, refusal)
+    except ValueError:  # JSONDecodeError, UnicodeDecodeError: counted anew
+        return None
+
+
 def read_request_blob(store: BlobStore, container: str, name: str) -> tuple[bytes, str] | None:
     """A dropped request's (or marker's) bytes and ETag, of one version. None: deleted, or replaced since (as the
     storage extension ignores a message whose blob is gone; the new version comes with its own event). A blob
@@ -1063,7 +1074,7 @@ async def task_dropped(blob: func.InputStream, client: df.DurableOrchestrationCl
         body = parse_json_body(raw)
         started, task_id = await start_task(client, body, s, drop=name, origin=drop_origin(container, name, etag))
     except TrapbatchError as exc:
-        previous = (await asyncio.to_thread(store.read_json_or_none, container, layout.drop_error_blob(name))
+        previous = (await asyncio.to_thread(previous_refusal, store, container, layout.drop_error_blob(name))
                     if busy(exc) else None)  # its count of busy tries goes on (refusal_of)
         await asyncio.to_thread(store.write_json, container, layout.drop_error_blob(name),
                                 refusal_of(exc, etag, DROP_TRIGGER_RETRIES, previous=previous))

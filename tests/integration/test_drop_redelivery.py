@@ -330,3 +330,33 @@ def test_a_busy_refusal_counts_the_platforms_tries_and_says_when_they_are_over(
     assert refusal["hint"].startswith("nothing to do yet: Event Grid delivers the marker's event again, with back-off "
                                       "until "), refusal["hint"]
     assert client.starts == []
+
+
+def test_a_busy_refusal_beside_an_unreadable_refusal_file_is_written_anew(
+        source: str, store: BlobStore, unique_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The refusal file sits in ``incoming``, which callers write (and a marker's in their own container): one that is
+    no longer JSON (edited by hand, emptied by a tool) must not stop the busy refusal from being written. Reading it
+    for its count raised JSONDecodeError out of the trigger, so every try failed before writing, the unreadable file
+    stayed, and the caller never read why."""
+    from azure.core.exceptions import ServiceRequestError
+
+    def never(self: BlobStore, container: str) -> bool:
+        raise ServiceRequestError("connection reset by peer")
+
+    monkeypatch.setattr(BlobStore, "container_exists", never)
+    client, name = Client(), f"{unique_name}-unreadable-refusal.json"
+    store.write_json(layout.INCOMING_CONTAINER, name, {"container": source})
+    store.write_bytes(layout.INCOMING_CONTAINER, layout.drop_error_blob(name), b"{not json")
+    with pytest.raises(SourceBusy):
+        _deliver(store, client, name)
+    refusal = store.read_json(layout.INCOMING_CONTAINER, layout.drop_error_blob(name))
+    assert refusal["busy_tries"] == 1 and "1 of 5 tries failed" in refusal["hint"], refusal
+
+    store.write_json(source, layout.READY_MARKER, {})
+    store.write_bytes(source, layout.ready_error_blob(), b"\xff\xfe not json either")
+    event = SimpleNamespace(event_type=arrivals.BLOB_CREATED,
+                            subject=f"/blobServices/default/containers/{source}/blobs/{layout.READY_MARKER}")
+    fn = arrivals.container_ready._function.get_user_function().__wrapped__  # no durable client binding
+    with pytest.raises(SourceBusy):
+        asyncio.run(fn(event, client))
+    assert store.read_json(source, layout.ready_error_blob())["busy_tries"] == 1
