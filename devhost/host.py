@@ -57,6 +57,10 @@ async def _close_sdk_session() -> None:
 DEFAULT_ACTIVITY_WORKERS = 4  # a host.json without maxConcurrentActivityFunctions
 
 
+# How long start() waits for its HTTP listeners: seconds idle, far more on a loaded CI machine.
+LISTEN_TIMEOUT_S = 300.0
+
+
 class DevHost:
     def __init__(self, app: Any, connection_string: str, task_hub: str = "devhost", host: str = "127.0.0.1",
                  port: int = 7071, activity_workers: int | None = None, blob_poll_s: float = 2.0, poll_s: float = 0.1,
@@ -164,7 +168,8 @@ class DevHost:
 
         self._thread = threading.Thread(target=serve, name="devhost-http", daemon=True)
         self._thread.start()
-        ready.wait(30)
+        if not ready.wait(LISTEN_TIMEOUT_S):  # never go on with port 0 (a --port-file would name it)
+            failure.append(TimeoutError(f"its listener was not up after {LISTEN_TIMEOUT_S:.0f} s"))
         if failure:
             self.scratch.__exit__(None, None, None)
             raise RuntimeError(f"devhost could not listen on {self.host}:{self.port}: {failure[0]}")
