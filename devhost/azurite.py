@@ -69,15 +69,23 @@ class PortReservation:
     def __init__(self, count: int = 3) -> None:
         self._sockets: list[socket.socket] = []
         ports: list[int] = []
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind(("127.0.0.1", 0))
-            ports.append(int(s.getsockname()[1]))
-            if sys.platform.startswith("linux"):
-                self._sockets.append(s)
-            else:
-                s.close()
+        try:
+            for _ in range(count):
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                try:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    s.bind(("127.0.0.1", 0))
+                    ports.append(int(s.getsockname()[1]))
+                except BaseException:
+                    s.close()
+                    raise
+                if sys.platform.startswith("linux"):
+                    self._sockets.append(s)
+                else:
+                    s.close()
+        except BaseException:
+            self.close()  # the ones bound already, not left to the garbage collector
+            raise
         self.ports = tuple(ports)
 
     def close(self) -> None:
