@@ -980,7 +980,8 @@ def refusal_of(exc: TrapbatchError, etag: str, retried_by: Retries, what: str = 
         answer["busy_tries"], answer["busy_since"] = tries, since
         again = f"write the {what} again once the service answers: {exc.hint}"
         if retried_by.tries and tries >= retried_by.tries:
-            answer["hint"] = f"every try failed ({tries} of {retried_by.tries}) and the platform tries no more: {again}"
+            answer["hint"] = (f"every try failed (the platform tries {retried_by.tries} times; {tries} failures "
+                              f"counted) and it tries no more: {again}")
         elif retried_by.tries:
             answer["hint"] = (f"nothing to do yet: {retried_by.who} ({tries} of {retried_by.tries} tries failed so "
                               "far), and the try that starts the task deletes this file. If the hint says every try "

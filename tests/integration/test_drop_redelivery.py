@@ -312,7 +312,7 @@ def test_a_busy_refusal_counts_the_platforms_tries_and_says_when_they_are_over(
         hints.append(store.read_json(layout.INCOMING_CONTAINER, layout.drop_error_blob(name))["hint"])
     assert all(h.startswith("nothing to do yet: the drop trigger runs again by itself") for h in hints[:-1]), hints
     assert "4 of 5 tries failed" in hints[-2]
-    assert hints[-1].startswith("every try failed (5 of 5)") and "write the request again" in hints[-1], hints[-1]
+    assert hints[-1].startswith("every try failed (the platform tries 5 times; 5 failures counted)") and "write the request again" in hints[-1], hints[-1]
     store.write_json(layout.INCOMING_CONTAINER, name, {"container": source, "first_n": 10})  # a new version: anew
     with pytest.raises(SourceBusy):
         _deliver(store, client, name)
