@@ -26,7 +26,7 @@ import azure.functions as func
 from adapters import clients
 from adapters.blobs import BlobStore
 from api.starters import (DROP_TRIGGER_RETRIES, EVENT_GRID_RETRIES, Retries, answered_version, busy, drop_origin,
-                          previous_refusal, read_request_blob, refusal_of, start_task, withdraw_overtaken_refusal)
+                          caller_writable_json, read_request_blob, refusal_of, start_task, withdraw_overtaken_refusal)
 from core.errors import RequestInvalid, TrapbatchError
 from core.requests import MAX_BODY_BYTES, parse_json_body
 from core.settings import Settings
@@ -102,7 +102,7 @@ async def _read_marker(store: BlobStore, container: str) -> tuple[bytes, str] | 
     marker = await asyncio.to_thread(read_request_blob, store, container, layout.READY_MARKER)
     if marker is None:
         return None
-    receipt = await asyncio.to_thread(store.read_json_or_none, container, layout.ready_receipt_blob())
+    receipt = await asyncio.to_thread(caller_writable_json, store, container, layout.ready_receipt_blob())
     if answered_version(receipt, marker[1]):
         logger.info("marker in container %s: this version was answered already (a redelivered event)", container)
         return None
@@ -159,7 +159,7 @@ async def _refuse(store: BlobStore, container: str, exc: TrapbatchError, etag: s
     """Write the marker's refusal, naming the version it refuses (``etag``, when read) and, for a busy failure, who
     tries again (``retried_by``: ``api.starters.refusal_of``), and withdraw it when a newer marker replaced this one
     meanwhile (``api.starters.withdraw_overtaken_refusal``)."""
-    previous = (await asyncio.to_thread(previous_refusal, store, container, layout.ready_error_blob())
+    previous = (await asyncio.to_thread(caller_writable_json, store, container, layout.ready_error_blob())
                 if busy(exc) else None)  # its count of busy tries goes on (refusal_of)
     await asyncio.to_thread(store.write_json, container, layout.ready_error_blob(),
                             refusal_of(exc, etag, retried_by, "marker", previous))

@@ -1006,14 +1006,16 @@ def withdraw_overtaken_refusal(store: BlobStore, container: str, name: str, refu
         store.delete_if_exists(container, refusal)
 
 
-def previous_refusal(store: BlobStore, container: str, refusal: str) -> Any:
-    """The refusal file ``refusal`` as it is, for the busy count it carries (``refusal_of``); None when there is none,
-    or when it is no longer JSON: it sits where callers write (``incoming``, a marker's container) and may have been
-    edited or emptied, and a read that raised left the trigger failing before it wrote the new refusal, every try.
-    Blocking: call it off the event loop."""
+def caller_writable_json(store: BlobStore, container: str, name: str) -> Any:
+    """A file trapbatch writes where callers write too (``incoming``, a marker's container): a refusal, for the busy
+    count it carries (``refusal_of``), or a receipt, for the version it answered. None when there is none, or when it
+    is no longer JSON: it may have been edited or emptied, and a read that raised left the trigger failing on every
+    try (the refusal never written anew; a receipt unreadable for good poisoned every later version of the request).
+    A receipt read as None costs nothing: ``start_task`` knows a version it started (``origin``). Blocking: call it
+    off the event loop."""
     try:
-        return store.read_json_or_none(container, refusal)
-    except ValueError:  # JSONDecodeError, UnicodeDecodeError: counted anew
+        return store.read_json_or_none(container, name)
+    except ValueError:  # JSONDecodeError, UnicodeDecodeError: as if there were none
         return None
 
 
@@ -1069,13 +1071,13 @@ async def task_dropped(blob: func.InputStream, client: df.DurableOrchestrationCl
             return
         raw, etag = version
         receipt_name = layout.drop_receipt_blob(name)
-        if answered_version(await asyncio.to_thread(store.read_json_or_none, container, receipt_name), etag):
+        if answered_version(await asyncio.to_thread(caller_writable_json, store, container, receipt_name), etag):
             logger.info("dropped request %s: this version was answered already (a redelivered event)", name)
             return
         body = parse_json_body(raw)
         started, task_id = await start_task(client, body, s, drop=name, origin=drop_origin(container, name, etag))
     except TrapbatchError as exc:
-        previous = (await asyncio.to_thread(previous_refusal, store, container, layout.drop_error_blob(name))
+        previous = (await asyncio.to_thread(caller_writable_json, store, container, layout.drop_error_blob(name))
                     if busy(exc) else None)  # its count of busy tries goes on (refusal_of)
         await asyncio.to_thread(store.write_json, container, layout.drop_error_blob(name),
                                 refusal_of(exc, etag, DROP_TRIGGER_RETRIES, previous=previous))

@@ -360,3 +360,29 @@ def test_a_busy_refusal_beside_an_unreadable_refusal_file_is_written_anew(
     with pytest.raises(SourceBusy):
         asyncio.run(fn(event, client))
     assert store.read_json(source, layout.ready_error_blob())["busy_tries"] == 1
+
+
+def test_a_receipt_that_is_no_longer_json_does_not_fail_every_later_delivery(
+        source: str, store: BlobStore, unique_name: str) -> None:
+    """The receipt sits in ``incoming`` too, which callers write: one edited into something that is not JSON raised
+    JSONDecodeError out of the trigger at every delivery, of this version and of every corrected one after it (each
+    poisoned after its 5 tries). Read as none, a redelivery of the version started changes nothing (``start_task``
+    knows it by its origin) and a new version starts and is answered as ever."""
+    client, name = Client(), f"{unique_name}-edited-receipt.json"
+    store.write_json(layout.INCOMING_CONTAINER, name, {"container": source})
+    _deliver(store, client, name)
+    assert len(client.starts) == 1
+    first = store.read_json(layout.INCOMING_CONTAINER, layout.drop_receipt_blob(name))
+    store.write_bytes(layout.INCOMING_CONTAINER, layout.drop_receipt_blob(name), b"\xff{edited by hand")
+    _deliver(store, client, name)  # the same version again
+    assert len(client.starts) == 1
+    assert store.read_json(layout.INCOMING_CONTAINER, layout.drop_receipt_blob(name))["id"] == first["id"]
+
+    store.write_bytes(source, layout.READY_MARKER, b"{}")
+    store.write_bytes(source, layout.ready_receipt_blob(), b"not json")
+    event = SimpleNamespace(event_type=arrivals.BLOB_CREATED,
+                            subject=f"/blobServices/default/containers/{source}/blobs/{layout.READY_MARKER}")
+    fn = arrivals.container_ready._function.get_user_function().__wrapped__  # no durable client binding
+    asyncio.run(fn(event, client))
+    receipt = store.read_json(source, layout.ready_receipt_blob())
+    assert receipt["id"] == first["id"] and receipt["started"] is False, receipt  # the drop's task runs already
