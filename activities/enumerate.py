@@ -26,6 +26,7 @@ import azure.durable_functions as df
 from activities import decided, image_list
 from adapters import clients
 from adapters.blobs import BlobStore
+from adapters.storage_errors import source_listing
 from core import contracts as c
 from core import notimages
 from core.requests import TaskRequest
@@ -40,6 +41,13 @@ logger = logging.getLogger(__name__)
 bp = df.Blueprint()
 
 
+def _listed(request: TaskRequest, names: Iterator[str]) -> Iterator[str]:
+    """``names`` (a lazy listing of the images' account) read under ``source_listing``: its pages are requested as
+    they are consumed, after this returns."""
+    with source_listing(request.source_account_url, request.container):
+        yield from names
+
+
 def run_enumerate(task_id: str, request: TaskRequest, settings: Settings, store: BlobStore,
                   source: BlobStore | None = None) -> c.EnumerateOutput:
     """Write the shard manifests; ``source`` lists the images when they are in another account."""
@@ -47,7 +55,7 @@ def run_enumerate(task_id: str, request: TaskRequest, settings: Settings, store:
     settings = decided.decide(task_id, request.model, settings, store)  # before any manifest (activities.decided)
     if request.image_list:  # only orchestrations from before image lists call this; they never carry one
         raise ValueError(f"task {task_id}: an image list is enumerated by the parallel enumeration only")
-    names = (source or store).list_names(request.container, request.prefix)
+    names = _listed(request, (source or store).list_names(request.container, request.prefix))
     selected = select_images(names, request.first_n, request.sample_n, request.seed)
     images = 0
     shards = 0
@@ -112,8 +120,9 @@ def run_plan_listing(task_id: str, request: TaskRequest, settings: Settings, sto
     budget = limits.plan_items
     etags: dict[str, str] = {}
     sizes: dict[str, int] = {}
-    prefixes, names, complete = src.list_level(request.container, request.prefix, budget, limits.page_size, etags,
-                                               sizes, max_prefixes=limits.plan_folders)
+    with source_listing(request.source_account_url, request.container):  # a deleted account: not busy (its docstring)
+        prefixes, names, complete = src.list_level(request.container, request.prefix, budget, limits.page_size,
+                                                   etags, sizes, max_prefixes=limits.plan_folders)
     leaves: list[Leaf]
     if not complete:
         leaves = [{"prefix": request.prefix}]
@@ -128,8 +137,9 @@ def run_plan_listing(task_id: str, request: TaskRequest, settings: Settings, sto
                 folder = leaf.get("prefix")
                 seen = 0
                 if folder is not None and budget > 0:
-                    sub_prefixes, sub_names, sub_complete = src.list_level(request.container, folder, budget,
-                                                                           limits.page_size, etags, sizes)
+                    with source_listing(request.source_account_url, request.container):
+                        sub_prefixes, sub_names, sub_complete = src.list_level(request.container, folder, budget,
+                                                                               limits.page_size, etags, sizes)
                     budget -= len(sub_prefixes) + len(sub_names)
                     if sub_complete:
                         contents.append(merge_level(sub_prefixes, sub_names))
@@ -204,7 +214,8 @@ def run_list_part(task_id: str, request: TaskRequest, settings: Settings, store:
                 etags.append(item.get("etag", ""))
             leaf += 1
             continue
-        blobs, marker = src.list_blobs_page(request.container, folder, marker, limits.page_size)
+        with source_listing(request.source_account_url, request.container):  # not busy when DNS says no such host
+            blobs, marker = src.list_blobs_page(request.container, folder, marker, limits.page_size)
         # a request counts as at least a share of the call's names: a unit of thousands of small or empty folders
         # (plan_folders) makes one request each, and a call stays within MAX_REQUESTS_PER_CALL of them
         listed += max(len(blobs), limits.names_per_call // MAX_REQUESTS_PER_CALL)

@@ -34,6 +34,7 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from adapters.blobs import BlobStore
 from adapters.block_writer import BlobSpool, BlockBlobWriter
 from adapters.image_lists import open_image_list
+from adapters.storage_errors import source_listing
 from core import contracts as c
 from core.errors import TrapbatchError
 from core import exportparts
@@ -218,7 +219,8 @@ def run_list_image_part(task_id: str, request: TaskRequest, settings: Settings, 
     per_call = checks_per_call(ListingLimits(**plan["limits"]))
     rows = _unit_rows(store, settings, task_id, unit)
     chunk = rows[part * per_call:(part + 1) * per_call]
-    found_flags = existing_sorted(source, request.container, [name for name, _ in chunk])
+    with source_listing(request.source_account_url, request.container):  # not busy when DNS says no such host
+        found_flags = existing_sorted(source, request.container, [name for name, _ in chunk])
     found = [name for (name, _), etag in zip(chunk, found_flags) if etag is not None]
     etags = [etag for etag in found_flags if etag is not None]
     missing = [name for (name, _), etag in zip(chunk, found_flags) if etag is None]

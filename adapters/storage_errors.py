@@ -11,14 +11,14 @@ not (503 ``SourceBusy``).
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from typing import ContextManager, Iterator
 
 from azure.core import exceptions as ax
 
 from adapters.identity import TokenEndpointUnavailable, translated
 from core.errors import (SourceBusy, SourceUnavailable, StorageAccessDenied, StorageConflict, StorageError,
                          StorageNotFound, StorageUnavailable, TrapbatchError)
-from gpu_batch.storage_refs import service_did_not_answer, unresolvable_host, unresolvable_hint
+from gpu_batch.storage_refs import NO_ACCESS_HINT, service_did_not_answer, unresolvable_host, unresolvable_hint
 
 _RETRY = "retry in a minute; if it persists, check the storage account's health in the Azure portal"
 _REACH = ("trapbatch cannot reach its storage account: check AzureWebJobsStorage (locally: is Azurite running?) "
@@ -133,3 +133,32 @@ def source_error(exc: ax.AzureError, what: str, hint: str) -> SourceBusy | Sourc
         return SourceBusy(f"{what}: the storage account did not answer or is busy ({type(exc).__name__}"
                           f"{', ' + str(code) if code else ''})", _SOURCE_BUSY)
     return SourceUnavailable(f"{what}: {type(exc).__name__}", hint)
+
+
+@contextlib.contextmanager
+def source_errors(what: str, hint: str) -> Iterator[None]:
+    """Turn any storage SDK exception raised inside into ``source_error(exc, what, hint)``: for requests to the
+    images' account only (never trapbatch's own, whose failures are ``storage_error``'s). Not chained (``from
+    None``), as at the edge: the SDK's exception may name the request's URL."""
+    try:
+        yield
+    except ax.AzureError as exc:
+        raise source_error(exc, what, hint) from None
+
+
+def source_listing(account_url: str, container: str) -> ContextManager[None]:
+    """Around the enumeration's requests to the images' account (``activities.enumerate``, ``activities.image_list``)
+    when a request names another one (``account_url``): its SDK errors become ``source_error``'s, as at the edge.
+
+    Why: an activity fails with its exception's type name, which the orchestration judges (``orchestrations.retries.
+    is_busy``), and the raw ``ServiceRequestError`` is busy, so an account deleted (or misspelt on the allow-list)
+    after the task started was waited out for ~18 minutes of busy retries. A host DNS says does not exist is now
+    ``SourceUnavailable`` (not busy) naming the host and what to check (``storage_refs.unresolvable_host``); what did
+    not answer or answered "later" is ``SourceBusy`` (busy, as the raw transport errors and ``ServerBusy`` were), a
+    refusal (403) ``SourceUnavailable`` (was ``HttpResponseError``/``ClientAuthenticationError``: not busy either).
+    One difference: a 5xx without a "retry" error code (a gateway's 502) was not busy as ``HttpResponseError`` and is
+    ``SourceBusy`` now, as the edge judges it. Failures recorded by earlier releases keep their text, so replays judge
+    them as before. The app's own account (no ``account_url``) is left alone: its failures are trapbatch's."""
+    if not account_url:
+        return contextlib.nullcontext()
+    return source_errors(f"cannot list container {container!r} in {account_url}", NO_ACCESS_HINT)

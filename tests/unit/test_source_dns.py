@@ -5,16 +5,19 @@ or a refused connection stays busy. The SDK's own clients and transport build th
 patched, ``gpu_batch.tests.test_storage_refs.resolver``)."""
 from __future__ import annotations
 
-from typing import Any
+import json
+from typing import Any, cast
 
 import pytest
 from azure.storage.blob import BlobServiceClient
 
 from adapters import clients, image_lists
 from adapters.blobs import BlobStore
-from core.errors import SourceBusy, SourceUnavailable
+from core.errors import SourceBusy, SourceUnavailable, failure_line
 from core.requests import parse_task_request
 from core.settings import Settings
+from core.shards import ListingLimits
+from gpu_batch import layout
 from gpu_batch.storage_refs import key_vault_reader
 from gpu_batch.tests.test_pool_azure_batch import FakeCredential
 from gpu_batch.tests.test_storage_refs import resolver  # noqa: F401 - the fixture: getaddrinfo's answer for *.invalid
@@ -100,3 +103,65 @@ def test_a_key_vault_whose_host_does_not_exist_is_a_refusal_at_the_edge(
     if not busy:
         assert "host name nosuchvault.invalid does not resolve" in err.message
         assert "TRAPBATCH_KEY_VAULT_URL" in err.message and err.status_code == 400
+
+
+class _OwnStore:
+    """trapbatch's own account as the listing activities use it (its plan, units and parts): blobs in memory."""
+
+    def __init__(self, blobs: dict[str, bytes]) -> None:
+        self.blobs = blobs
+
+    def read_bytes(self, container: str, name: str) -> bytes:
+        return self.blobs[name]
+
+    def read_json(self, container: str, name: str) -> Any:
+        return json.loads(self.blobs[name])
+
+    def write_json(self, container: str, name: str, value: Any) -> str:
+        self.blobs[name] = json.dumps(value).encode()
+        return "etag"
+
+    write_compact_json = write_json
+
+    def ensure_container(self, container: str) -> None: ...
+
+    def create_bytes(self, container: str, name: str, data: bytes) -> bool:
+        return self.blobs.setdefault(name, data) is data
+
+    def read_json_or_none(self, container: str, name: str) -> Any:
+        return self.read_json(container, name) if name in self.blobs else None
+
+
+@pytest.mark.parametrize("listed", ["plan", "folder", "image_list"])
+@pytest.mark.parametrize("errno, text, busy", ANSWERS)
+def test_an_enumeration_that_lists_an_account_whose_host_does_not_exist_is_not_waited_out_as_busy(
+        errno: int, text: str, busy: bool, listed: str, resolver: Any) -> None:
+    """``list_images_part`` (``activities.enumerate.run_list_part``) on an account deleted after the task started:
+    the raw ``ServiceRequestError`` it raised is a name ``orchestrations.retries.BUSY_TYPES`` counts busy (~18 minutes
+    of busy retries). Now ``SourceUnavailable`` naming the host and what to check, the task's failure line says so;
+    a resolver that did not answer stays busy (``SourceBusy``). A folder leaf (a page of the container listing), an
+    image list's names (``activities.image_list.existing_sorted``: listings and HEADs), and ``plan_listing``'s
+    first level (``run_plan_listing``)."""
+    from activities.enumerate import run_list_part, run_plan_listing
+
+    resolver(errno, text)
+    task = "task-00112233445566778899"
+    body: dict[str, Any] = {"container": "images", "source_account_url": NO_SUCH_ACCOUNT}
+    own = _OwnStore({layout.listing_plan_blob(task): json.dumps({"limits": ListingLimits().to_dict()}).encode(),
+                     layout.listing_unit_blob(task, 0): json.dumps([{"prefix": "cam1/"}]).encode(),
+                     layout.listing_list_unit_blob(task, 0): b'["cam1/a.jpg"]\n["cam1/b.jpg"]\n["cam2/c.jpg"]\n'})
+    if listed == "image_list":
+        body["image_list"] = "l.csv"
+    request = parse_task_request(body, "MDV5A")
+    settings, source, store = _settings(NO_SUCH_ACCOUNT), _store(NO_SUCH_ACCOUNT), cast(BlobStore, own)
+    with pytest.raises((SourceBusy, SourceUnavailable)) as failed:
+        if listed == "plan":  # plan_listing's first level
+            run_plan_listing(task, request, settings, store, source)
+        else:
+            run_list_part(task, request, settings, store, 0, 0, source)
+    assert "cannot list container 'images' in https://nosuchaccount.invalid" in failed.value.message
+    _check(failed.value, busy, "nosuchaccount.invalid")
+    if not busy:
+        line = failure_line(Exception(f"Orchestrator function 'enumeration' failed: "
+                                      f"{_as_orchestrator_sees_it(failed.value)}"))
+        assert "host name nosuchaccount.invalid does not resolve" in line and "source_account_url" in line, line
