@@ -17,7 +17,7 @@ from azure.core import exceptions as ax
 
 from adapters.identity import TokenEndpointUnavailable, translated
 from core.errors import (SourceBusy, SourceUnavailable, StorageAccessDenied, StorageConflict, StorageError,
-                         StorageNotFound, StorageUnavailable, TrapbatchError)
+                         StorageHostUnresolvable, StorageNotFound, StorageUnavailable, TrapbatchError)
 from gpu_batch.storage_refs import NO_ACCESS_HINT, service_did_not_answer, unresolvable_host, unresolvable_hint
 
 _RETRY = "retry in a minute; if it persists, check the storage account's health in the Azure portal"
@@ -26,6 +26,9 @@ _REACH = ("trapbatch cannot reach its storage account: check AzureWebJobsStorage
 _ROLE = ("the Function App's identity (or key) was refused by its storage account: infra/ grants the app's identity "
          "(id-api-*) 'Storage Blob Data Owner' on the account (a new assignment takes a few minutes to apply), or "
          "fix AzureWebJobsStorage")
+# Where the app's storage account is named (core.settings.Settings.from_env reads them in this order)
+_STORAGE_SETTING = ("AzureWebJobsStorage (or AzureWebJobsStorage__accountName / AzureWebJobsStorage__blobServiceUri) "
+                    "in the Function App settings (locally: local.settings.json or the environment)")
 _UNEXPECTED = "storage answered something trapbatch did not expect: retry; if it persists, report it with the log"
 
 # Most specific first: the first class the exception is an instance of decides.
@@ -73,10 +76,20 @@ def _by_status(status: int | None) -> tuple[type[StorageError], str, str] | None
 def storage_error(exc: BaseException, what: str = "") -> TrapbatchError:
     """The trapbatch error for a storage SDK exception (``exc`` itself if it already is one).
 
+    A ``ServiceRequestError`` whose host name DNS says does not exist (``storage_refs.unresolvable_host``: EAI_NONAME
+    or EAI_NODATA on the chain azure-core 1.41 / urllib3 2.8 build) is ``StorageHostUnresolvable``, naming the host
+    and the setting to fix: the account is misspelt or deleted, and the 503 "retry in a minute" of
+    ``StorageUnavailable`` sent operators waiting. A resolver that did not answer (EAI_AGAIN) stays
+    ``StorageUnavailable``.
+
     The message names ``what`` was being done and the SDK's error code, never the request URL (it may carry a SAS).
     """
     if isinstance(exc, TrapbatchError):
         return exc
+    if isinstance(exc, ax.ServiceRequestError) and (host := unresolvable_host(exc)) is not None:
+        return StorageHostUnresolvable(f"{what + ': ' if what else ''}storage host name {host or '(in its URL)'} "
+                                       f"does not resolve ({type(exc).__name__})",
+                                       unresolvable_hint(host, "trapbatch's storage account", _STORAGE_SETTING))
     if isinstance(exc, ax.ClientAuthenticationError):  # a credential that is not AppCredential: tell the same apart
         exc = translated(exc)
     for cls, kind, message, hint in _MAP:

@@ -22,6 +22,7 @@
     ├── InternalError(TrapbatchError, RuntimeError)    a bug or an unforeseen failure (HTTP 500; details in the log)
     └── StorageError(TrapbatchError)                   trapbatch's own storage failed (adapters.storage_errors maps
         ├── StorageUnavailable(StorageError, ConnectionError)     every azure-core exception to one of these)
+        ├── StorageHostUnresolvable(StorageError)   its account's host name does not exist in DNS (500)
         ├── StorageAccessDenied(StorageError, PermissionError)
         ├── StorageConflict(StorageError)
         └── StorageNotFound(StorageError, LookupError)
@@ -217,6 +218,16 @@ class StorageUnavailable(StorageError, ConnectionError):
     @property
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after_s)}
+
+
+class StorageHostUnresolvable(StorageError):
+    """DNS says trapbatch's own storage account's host name does not exist (a misspelt account name in
+    ``AzureWebJobsStorage`` / ``AzureWebJobsStorage__accountName``, or a deleted account): a setting to fix, not a
+    passing outage, so no ``Retry-After``, and not a name ``orchestrations.retries.BUSY_TYPES`` counts busy. A 500
+    like ``ConfigError``, but a ``StorageError`` (no ``KeyError``: a ``except KeyError`` around a read must not take
+    it for a missing key)."""
+
+    status_code = 500
 
 
 class StorageAccessDenied(StorageError, PermissionError):

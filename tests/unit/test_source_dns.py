@@ -165,3 +165,48 @@ def test_an_enumeration_that_lists_an_account_whose_host_does_not_exist_is_not_w
         line = failure_line(Exception(f"Orchestrator function 'enumeration' failed: "
                                       f"{_as_orchestrator_sees_it(failed.value)}"))
         assert "host name nosuchaccount.invalid does not resolve" in line and "source_account_url" in line, line
+
+
+OWN_ACCOUNT = ("DefaultEndpointsProtocol=https;AccountName=nosuchaccount;AccountKey=a2V5;"
+               "BlobEndpoint=https://nosuchaccount.invalid;")
+
+
+@pytest.mark.parametrize("errno, text, busy", ANSWERS)
+def test_the_apps_own_storage_whose_host_does_not_exist_is_a_setting_to_fix_not_retry_in_a_minute(
+        errno: int, text: str, busy: bool, resolver: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """trapbatch's own account (``AzureWebJobsStorage``, through ``clients.store`` and the SDK's retries) whose host
+    DNS says does not exist: the HTTP edge answered 503 "retry in a minute" (``StorageUnavailable``); now 500
+    ``StorageHostUnresolvable`` naming the host and the setting, without ``Retry-After``, and not a name the
+    orchestrations count busy. A resolver that did not answer stays 503."""
+    import asyncio
+
+    import azure.functions as func
+
+    from api.edge import http_edge
+    from core.errors import StorageHostUnresolvable, StorageUnavailable
+
+    from azure.core.pipeline.transport import HttpTransport
+
+    resolver(errno, text)
+    # the storage SDK's retries sleep through the sub-client's TransportWrapper (an HttpTransport), not the
+    # RequestsTransport the resolver fixture quietens
+    monkeypatch.setattr(HttpTransport, "sleep", lambda self, duration: None)
+    store = clients.store(Settings.from_env({"AzureWebJobsStorage": OWN_ACCOUNT}))
+
+    @http_edge
+    async def handler(req: func.HttpRequest) -> func.HttpResponse:
+        await asyncio.to_thread(store.read_json, "trapbatch", "tasks/t/request.json")
+        raise AssertionError("the read succeeded")
+
+    response = asyncio.run(handler(func.HttpRequest("GET", "http://h/api/tasks/t", body=b"")))
+    body = json.loads(response.get_body())
+    assert "a2V5" not in json.dumps(body)
+    if busy:
+        assert response.status_code == StorageUnavailable.status_code == 503 and "Retry-After" in response.headers
+        return
+    assert response.status_code == StorageHostUnresolvable.status_code == 500, body
+    assert "Retry-After" not in response.headers
+    assert "storage host name nosuchaccount.invalid does not resolve" in body["error"], body
+    assert "nosuchaccount.invalid does not resolve" in body["hint"] and "AzureWebJobsStorage" in body["hint"], body
+    assert "retry in a minute" not in body["hint"]
+    assert not is_busy(_as_orchestrator_sees_it(StorageHostUnresolvable(body["error"], body["hint"])))
