@@ -515,3 +515,50 @@ def test_the_worker_exits_5_when_the_images_vault_does_not_exist_and_69_when_dns
     else:
         assert worker._open_images_and_output(*call) is None
         assert "nosuchvault.invalid does not resolve" in caplog.text
+
+
+WORKER_STORAGE = ("DefaultEndpointsProtocol=https;AccountName=nosuchaccount;AccountKey=a2V5;"
+                  "BlobEndpoint=https://nosuchaccount.invalid;")
+
+
+@pytest.mark.parametrize("read", ["manifest", "model"])
+@pytest.mark.parametrize("errno, text, passing", [(*NO_SUCH_NAME[0], False), (*NO_SUCH_NAME[1], False),
+                                                  (*RESOLVER_DOWN, True)])
+def test_the_worker_names_its_storage_setting_when_its_storage_host_does_not_exist(
+        errno: int, text: str, passing: bool, read: str, resolver: Any, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The worker's own storage (``TRAPBATCH_STORAGE_CONNECTION``, the real client and its retries) whose host DNS
+    says does not exist, at the manifest read (exit 2) and at a ``blob://`` model's download (exit 3): an unfixable
+    exit whose message names the host and the setting to fix, not only urllib3's "Failed to resolve". A resolver
+    that did not answer stays exit 69 (another attempt)."""
+    from azure.core.pipeline.transport import HttpTransport
+
+    from gpu_batch import exit_codes
+    from gpu_batch.tests.conftest import write_manifest
+    from gpu_batch.worker import __main__ as worker
+
+    resolver(errno, text)
+    # the storage SDK's retries sleep through the sub-client's TransportWrapper, not the RequestsTransport
+    monkeypatch.setattr(HttpTransport, "sleep", lambda self, duration: None)
+    env = {"TRAPBATCH_STORAGE_CONNECTION": WORKER_STORAGE, "TRAPBATCH_DEVICE": "cpu",
+           "TRAPBATCH_MODEL_CACHE": str(tmp_path / "cache")}
+    if read == "manifest":
+        argv = ["--manifest-container", "state", "--manifest-blob", "tasks/t/shards/s00000/attempt-1.json"]
+        unfixable = exit_codes.BAD_INPUT
+    else:
+        (tmp_path / "images").mkdir()
+        manifest = write_manifest(tmp_path / "m.json", ["a.jpg"], "blob://models/md.pt")
+        argv = ["--manifest-file", str(manifest), "--image-root", str(tmp_path / "images"), "--output-file",
+                str(tmp_path / "out.json"), "--device", "cpu"]
+        unfixable = exit_codes.MODEL
+    code = worker.main(argv, env)
+    assert "a2V5" not in caplog.text
+    if passing:
+        assert code == exit_codes.STORAGE_UNAVAILABLE, caplog.text
+        return
+    assert code == unfixable and exit_codes.unfixable_reason(code), (code, caplog.text)
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors, caplog.text
+    assert "nosuchaccount.invalid does not resolve" in errors[-1], errors
+    assert "TRAPBATCH_STORAGE_CONNECTION" in errors[-1] and "retrying does not help" in errors[-1], errors
+    assert ("shard manifest" if read == "manifest" else "blob://models/md.pt") in errors[-1], errors

@@ -459,9 +459,36 @@ def _read_manifest(args: argparse.Namespace, env: Mapping[str, str], blob_mode: 
                                       f"{args.manifest_blob} (another attempt runs the shard): "
                                       + (f"the managed identity's token endpoint did not: {said[:500]}" if said
                                          else f"{type(exc).__name__}: {str(exc)[:500]}")) from exc
+        missing = _storage_host_missing(exc, env) if blob_mode else ""
+        if missing:  # exit 2 as before (storage_refs.service_did_not_answer says no); say what to fix
+            raise _Usage(f"cannot read the shard manifest {args.manifest_container}/{args.manifest_blob}: "
+                         + missing) from exc
         hint = credential_hint(exc) if blob_mode else ""
         raise _Usage(f"cannot read the shard manifest: {hint or f'{type(exc).__name__}: {exc}'}") from exc
     return service, manifest, etag
+
+
+def _storage_host_missing(exc: BaseException, env: Mapping[str, str]) -> str:
+    """What the operator fixes when DNS says the host of the worker's own storage account (the manifest's and a
+    ``blob://`` model's) does not exist; "" when that is not why ``exc`` happened.
+
+    Why: ``storage_refs.service_did_not_answer`` already leaves such a failure unfixable (exit 2 or 3, not 69), but
+    its text was urllib3 2.8's ``NameResolutionError`` alone ("HTTPSConnection(host=...): Failed to resolve ...
+    ([Errno -2] Name or service not known)", wrapped by azure-core 1.41 as ``ServiceRequestError``), which names
+    neither the setting nor that no retry helps. ``storage_refs.unresolvable_host`` reads the ``gaierror`` on that
+    chain (EAI_NONAME / EAI_NODATA, not EAI_AGAIN). The setting is the one ``sources.blob_service_from_env`` used:
+    the connection string first (the local pool passes the app's storage connection), else the account URL (the
+    Batch pool passes the app's TRAPBATCH_STORAGE_ACCOUNT_URL, ``pool.azure_batch``)."""
+    from gpu_batch.storage_refs import unresolvable_hint, unresolvable_host
+    from gpu_batch.worker.sources import ACCOUNT_URL_ENV, CONNECTION_ENV
+
+    host = unresolvable_host(exc)
+    if host is None:
+        return ""
+    setting = (f"{CONNECTION_ENV} (a local pool gives its workers the app's AzureWebJobsStorage)"
+               if env.get(CONNECTION_ENV) else
+               f"{ACCOUNT_URL_ENV} (the Function App setting an Azure Batch pool gives its tasks)")
+    return unresolvable_hint(host, "the worker's storage account", setting)
 
 
 def _storage_did_not_answer(exc: BaseException) -> bool:
@@ -705,6 +732,10 @@ def _load_detector(args: argparse.Namespace, env: Mapping[str, str], service: An
         if isinstance(exc, ModelLoadError) and cause is not None and _storage_did_not_answer(cause):
             raise _StorageUnavailable(f"{label} storage did not answer the download of model {model_ref!r} (another "
                                       f"attempt runs the shard): {type(cause).__name__}: {str(cause)[:500]}") from exc
+        missing = _storage_host_missing(cause, env) if cause is not None else ""
+        if missing:  # exit 3 as before; the loader's text is urllib3's "Failed to resolve" alone
+            logger.error("%s model %r cannot be downloaded: %s", label, model_ref, missing)
+            return None
         logger.error("%s model %r cannot be loaded: %s", label, model_ref, exc)
         return None
     return path, model
