@@ -940,8 +940,9 @@ def busy(exc: TrapbatchError) -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class Retries:
-    """Who tries a start again after its trigger failed, and for how long, as the hint of a busy refusal says
-    (``refusal_of``): ``tries`` in all where the platform counts them, else for ``hours`` from the first failure."""
+    """Who tries a start again after its trigger failed, how soon, and for how long, as the hint of a busy refusal
+    says (``refusal_of``): ``tries`` in all where the platform counts them, else for ``hours`` from the first failure.
+    ``who`` says how the platform spaces the tries, so a reader knows whether waiting can outlast an outage."""
 
     who: str
     tries: int = 0
@@ -952,7 +953,12 @@ class Retries:
 # 5 tries in all (host.json extensions.blobs.poisonBlobThreshold), then the blob goes to webjobs-blobtrigger-poison
 # (azure-sdk-for-net Microsoft.Azure.WebJobs.Extensions.Storage.Blobs Listeners/BlobQueueTriggerExecutor.cs; docs
 # articles/azure-functions/functions-bindings-storage-blob-trigger.md#poison-blobs; devhost/README.md rows 5, 38).
-DROP_TRIGGER_RETRIES = Retries("the drop trigger runs again by itself", tries=5)
+# The tries are not spaced: the failed message is released with visibility timeout zero and taken again at the
+# listener's next poll. host.json extensions.queues.visibilityTimeout does not reach that queue, whose QueuesOptions
+# the extension builds from BlobsOptions alone (Listeners/SharedBlobQueueListenerFactory.cs BlobsOptionsToQueuesOptions;
+# Storage.Common Shared/Queues/QueueProcessor.cs ReleaseMessageAsync, QueuesOptions.cs VisibilityTimeout default
+# TimeSpan.Zero; tests/unit/test_drop_retry_spacing.py), so an outage longer than five tries ends in "every try failed".
+DROP_TRIGGER_RETRIES = Retries("the drop trigger runs again by itself, right after each failure", tries=5)
 # The marker's Event Grid trigger: a failed function is answered 500 (Microsoft.Azure.WebJobs.Extensions.EventGrid
 # Config/EventGridExtensionConfigProvider.cs ProcessEventsAsync), which Event Grid retries with back-off for up to
 # 24 h (articles/event-grid/delivery-and-retry.md: only 400, 401, 403 and 413 are not retried; the subscription's
