@@ -958,7 +958,11 @@ class Retries:
 # the extension builds from BlobsOptions alone (Listeners/SharedBlobQueueListenerFactory.cs BlobsOptionsToQueuesOptions;
 # Storage.Common Shared/Queues/QueueProcessor.cs ReleaseMessageAsync, QueuesOptions.cs VisibilityTimeout default
 # TimeSpan.Zero; tests/unit/test_drop_retry_spacing.py), so an outage longer than five tries ends in "every try failed".
-DROP_TRIGGER_RETRIES = Retries("the drop trigger runs again by itself, right after each failure", tries=5)
+# So the trigger itself waits BUSY_TRY_WAIT_S before it fails on purpose: five tries then span five minutes or more
+# of an outage, not five polls of the host's queue (a function may run 30 minutes: host.json functionTimeout; the
+# listener keeps the message hidden while it runs, QueueListener's visibility renewal).
+BUSY_TRY_WAIT_S = 60.0
+DROP_TRIGGER_RETRIES = Retries("the drop trigger runs again by itself, a minute after each failure", tries=5)
 # The marker's Event Grid trigger: a failed function is answered 500 (Microsoft.Azure.WebJobs.Extensions.EventGrid
 # Config/EventGridExtensionConfigProvider.cs ProcessEventsAsync), which Event Grid retries with back-off for up to
 # 24 h (articles/event-grid/delivery-and-retry.md: only 400, 401, 403 and 413 are not retried; the subscription's
@@ -1092,7 +1096,8 @@ async def task_dropped(blob: func.InputStream, client: df.DurableOrchestrationCl
                        exc.message)
         await asyncio.to_thread(withdraw_overtaken_refusal, store, container, name, layout.drop_error_blob(name), etag)
         if busy(exc):
-            raise  # the platform runs the trigger again (DROP_TRIGGER_RETRIES)
+            await asyncio.sleep(BUSY_TRY_WAIT_S)  # the platform's next try comes at once (DROP_TRIGGER_RETRIES)
+            raise  # the platform runs the trigger again
         return
     await asyncio.to_thread(store.write_json, container, receipt_name,
                             {"id": task_id, "started": started, "status_path": f"/api/tasks/{task_id}",

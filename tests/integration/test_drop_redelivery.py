@@ -74,6 +74,18 @@ def _deliver(store: BlobStore, client: Client, name: str) -> None:
     asyncio.run(fn(_Stream(f"{layout.INCOMING_CONTAINER}/{name}", data), client))
 
 
+@pytest.fixture(autouse=True)
+def slept(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The waits of the starters (``BUSY_TRY_WAIT_S`` before a busy drop fails), recorded instead of slept."""
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    monkeypatch.setattr(starters.asyncio, "sleep", sleep)
+    return waits
+
+
 @pytest.fixture
 def source(app_env: dict[str, str], store: BlobStore, unique_name: str) -> str:
     store.ensure_container(unique_name)
@@ -386,3 +398,27 @@ def test_a_receipt_that_is_no_longer_json_does_not_fail_every_later_delivery(
     asyncio.run(fn(event, client))
     receipt = store.read_json(source, layout.ready_receipt_blob())
     assert receipt["id"] == first["id"] and receipt["started"] is False, receipt  # the drop's task runs already
+
+
+def test_a_busy_drop_waits_a_minute_before_it_fails_and_a_refused_one_does_not_wait(
+        source: str, store: BlobStore, unique_name: str, monkeypatch: pytest.MonkeyPatch, slept: list[float]) -> None:
+    """The platform's next try comes right after a failure (tests/unit/test_drop_retry_spacing.py), so five tries
+    did not outlast a minute's outage; the trigger waits ``BUSY_TRY_WAIT_S`` first, with its refusal already written
+    (a reader sees why at once). A request refused for good is answered and the trigger ends at once."""
+    from azure.core.exceptions import ServiceRequestError
+
+    client, name = Client(), f"{unique_name}-waits.json"
+    store.write_json(layout.INCOMING_CONTAINER, name, {"container": source, "first_n": -1})
+    _deliver(store, client, name)  # refused for good: a bad field
+    assert slept == [] and store.exists(layout.INCOMING_CONTAINER, layout.drop_error_blob(name))
+
+    def never(self: BlobStore, container: str) -> bool:
+        raise ServiceRequestError("connection reset by peer")
+
+    monkeypatch.setattr(BlobStore, "container_exists", never)
+    store.write_json(layout.INCOMING_CONTAINER, name, {"container": source})
+    with pytest.raises(SourceBusy):
+        _deliver(store, client, name)
+    assert slept == [starters.BUSY_TRY_WAIT_S]
+    assert "a minute after each failure" in store.read_json(layout.INCOMING_CONTAINER,
+                                                           layout.drop_error_blob(name))["hint"]
