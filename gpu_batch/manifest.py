@@ -216,6 +216,11 @@ class ShardManifest:
 #                               BlobBeingRehydrated: "offline and can't be read", archive-rehydrate-overview.md);
 #                               rehydration takes hours, so no attempt of this task can read it: rehydrate it to Hot or
 #                               Cool, then post the request again
+#     account_not_found permanent the images' storage account does not exist: DNS says there is no such host name
+#                               (EAI_NONAME / EAI_NODATA: deleted, or misspelt in the request's source_account_url;
+#                               ``gpu_batch.storage_refs.unresolvable_host``), not a resolver that did not answer
+#                               (``download``); the worker stops the shard at the first one (exit 5,
+#                               ``gpu_batch.exit_codes.SOURCE``), as every image of it would fail alike
 #     undecodable    permanent  the bytes are not an image PIL can open (zero bytes, corrupt, not an image)
 #     listed_not_found permanent a name in the request's image list that the container does not hold (found missing
 #                               at enumeration: never sent to the pool; core.imagelist)
@@ -243,13 +248,14 @@ REASON_UNDECODABLE = "undecodable"
 REASON_UNSUPPORTED = "unsupported"
 REASON_LISTED_NOT_FOUND = "listed_not_found"
 REASON_ARCHIVED = "archived"
+REASON_ACCOUNT_NOT_FOUND = "account_not_found"
 REASON_UNCLASSIFIED = "unclassified"  # never written: what counts by reason call a failure without a reason
 
 FAILURE_REASONS: Mapping[str, str] = {
     REASON_DOWNLOAD: RETRYABLE, REASON_AUTH: RETRYABLE, REASON_THROTTLED: RETRYABLE, REASON_TIMEOUT: RETRYABLE,
     REASON_INFERENCE: RETRYABLE, REASON_NOT_PROCESSED: RETRYABLE, REASON_WORKER_ERROR: RETRYABLE,
     REASON_NOT_FOUND: PERMANENT, REASON_UNDECODABLE: PERMANENT, REASON_UNSUPPORTED: PERMANENT,
-    REASON_LISTED_NOT_FOUND: PERMANENT, REASON_ARCHIVED: PERMANENT,
+    REASON_LISTED_NOT_FOUND: PERMANENT, REASON_ARCHIVED: PERMANENT, REASON_ACCOUNT_NOT_FOUND: PERMANENT,
 }
 
 

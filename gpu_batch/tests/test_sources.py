@@ -255,3 +255,102 @@ def test_blob_source_never_reads_a_name_with_a_dot_folder_as_another_blob(storag
     with pytest.raises(SourceError) as refused:
         BlobImageSource(by_sas, unique_name).fetch("x/../y.jpg")
     assert refused.value.reason == "not_found" and not refused.value.retryable and "another blob" in str(refused.value)
+
+
+# --- the images' account itself gone: DNS says its host does not exist ---------------------------------------------
+
+from gpu_batch.tests.test_storage_refs import resolver  # noqa: E402,F401 - the fixture: getaddrinfo for *.invalid
+from gpu_batch.tests.test_storage_refs import NO_SUCH_ACCOUNT, NO_SUCH_NAME, RESOLVER_DOWN  # noqa: E402
+
+PARTNER_SAS = "sv=2024-01-01&sig=abc"
+
+
+@pytest.mark.parametrize("errno, text, gone", [(*NO_SUCH_NAME[0], True), (*NO_SUCH_NAME[1], True),
+                                               (*RESOLVER_DOWN, False)])
+def test_a_read_from_an_account_whose_host_does_not_exist_is_permanent_and_names_it(
+        errno: int, text: str, gone: bool, resolver: Any) -> None:
+    """The real client (the storage SDK's retries off) on an account whose host DNS says does not exist (deleted after
+    enumeration, misspelt): ``account_not_found``, permanent, naming the host and what to check, and the source
+    remembers it (``raise_if_gone``: the worker stops the shard). A resolver that did not answer (EAI_AGAIN) and a
+    refused connection stay a retryable ``download`` that stops nothing."""
+    from devhost.azurite import PortReservation
+    from gpu_batch.worker.sources import SourceGone
+
+    resolver(errno, text)
+    source = BlobImageSource(BlobServiceClient(NO_SUCH_ACCOUNT, credential=PARTNER_SAS, retry_total=0), "images")
+    with pytest.raises(SourceError) as failed:
+        source.fetch("cam1/IMG_0001.JPG")
+    said = str(failed.value)
+    assert "sig=" not in said
+    if not gone:
+        assert (failed.value.reason, failed.value.retryable) == ("download", True), said
+        source.raise_if_gone()  # nothing to stop for
+    else:
+        assert (failed.value.reason, failed.value.retryable) == ("account_not_found", False), said
+        assert "nosuchaccount.invalid does not resolve" in said and "source_account_url" in said, said
+        assert "exists" in said and "retrying does not help" in said, said
+        with pytest.raises(SourceGone, match="nosuchaccount.invalid does not resolve"):
+            source.raise_if_gone()
+    reservation = PortReservation(1)  # held, never listening: connection refused
+    try:
+        refused = BlobImageSource(BlobServiceClient(f"https://127.0.0.1:{reservation.ports[0]}",
+                                                    credential=PARTNER_SAS, retry_total=0), "images")
+        with pytest.raises(SourceError) as failed:
+            refused.fetch("cam1/IMG_0001.JPG")
+        assert (failed.value.reason, failed.value.retryable) == ("download", True), failed.value
+        refused.raise_if_gone()
+    finally:
+        reservation.close()
+
+
+@pytest.mark.parametrize("errno, text, gone", [(*NO_SUCH_NAME[0], True), (*RESOLVER_DOWN, False)])
+def test_the_worker_stops_a_shard_whose_images_account_does_not_exist_with_exit_5(
+        errno: int, text: str, gone: bool, resolver: Any, storage_connection: str, unique_name: str,
+        checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Blob mode, the source account (by SAS, the storage SDK's own retries, their waits skipped) deleted after the
+    task's enumeration: the shard stops at its first result and exits 5 (unfixable: the orchestration ends the task at
+    the second time, ``orchestrations.shards``) with the host and what to check as its last error line, its results
+    so far flushed and the images it did not reach left missing. Before, every image failed as a retryable
+    ``download`` (each after the retries) and each attempt resubmitted them all. EAI_AGAIN still runs the shard to its
+    end with retryable failures (exit 0)."""
+    from azure.core.pipeline.transport import HttpTransport
+
+    from gpu_batch import exit_codes
+    from gpu_batch.manifest import read_coverage_summary
+    from gpu_batch.storage_refs import LOCAL_SECRETS_ENV
+    from gpu_batch.worker import __main__ as worker
+
+    resolver(errno, text)
+    monkeypatch.setattr(HttpTransport, "sleep", lambda self, duration: None)  # the storage SDK's retry waits
+    service = BlobServiceClient.from_connection_string(storage_connection)
+    state_c = service.create_container(unique_name)
+    state_c.upload_blob("models/md_test.pt", checkpoint.read_bytes())
+    names = [f"cam {i % 3}/IMG_{i:04d}.JPG" for i in range(24)]
+    out_blob = layout.attempt_results_blob("task-g", "s1", 1)
+    manifest = ShardManifest(task_id="task-g", shard_id="s1", attempt=1, source_container="images",
+                             source_account_url=NO_SUCH_ACCOUNT, source_credential_secret="partner-sas",
+                             images=tuple(names), output_container=unique_name, output_blob=out_blob,
+                             model=f"blob://{unique_name}/models/md_test.pt")
+    state_c.upload_blob(layout.manifest_blob("task-g", "s1", 1), json.dumps(manifest.to_dict()))
+    secrets = tmp_path / "secrets.json"
+    secrets.write_text(json.dumps({"partner-sas": PARTNER_SAS}), encoding="utf-8")
+    env = {"TRAPBATCH_STORAGE_CONNECTION": storage_connection, LOCAL_SECRETS_ENV: str(secrets),
+           "TRAPBATCH_MODEL_CACHE": str(tmp_path / "cache")}
+    code = worker.main(["--manifest-container", unique_name, "--manifest-blob", layout.manifest_blob("task-g", "s1", 1),
+                        "--device", "cpu", "--workers", "2"], env)
+    entries = json.loads(state_c.download_blob(out_blob).readall())["images"]
+    covered = read_coverage_summary(state_c.download_blob(layout.attempt_coverage_blob("task-g", "s1", 1)).readall())
+    assert covered is not None
+    if not gone:
+        assert code == exit_codes.OK, caplog.text
+        assert {(e["failure_reason"], e["failure_kind"]) for e in entries} == {("download", "retryable")}
+        assert len(entries) == len(names) and covered.final == 0
+        return
+    assert code == exit_codes.SOURCE and exit_codes.unfixable_reason(code), (code, caplog.text)
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert "nosuchaccount.invalid does not resolve" in errors[-1], errors
+    assert "source_account_url" in errors[-1] and "stopped after" in errors[-1], errors
+    assert "sig=" not in caplog.text
+    assert 1 <= len(entries) < len(names), entries
+    assert {(e["failure_reason"], e["failure_kind"]) for e in entries} == {("account_not_found", "permanent")}
+    assert covered.images == len(names) and covered.final == len(entries) < len(names)

@@ -14,8 +14,10 @@ Local mode (bench, tests):
 
 Exit codes: 0 shard processed (per-image failures are data in the output); 2 bad arguments or unreadable manifest;
 3 model cannot be resolved or loaded; 4 output not writable; 5 the images' storage account cannot be opened (secret
-missing or unreadable: see ``gpu_batch.storage_refs``); 73 another run of the same attempt wrote its results since
-this one read or last wrote them (this run stopped without writing more: ``gpu_batch.exit_codes.OUTPUT_TAKEN``).
+missing or unreadable: see ``gpu_batch.storage_refs``), or DNS says its host does not exist (found by an image read:
+the shard stops there, its results so far flushed, ``sources.SourceGone``); 73 another run of the same attempt wrote
+its results since this one read or last wrote them (this run stopped without writing more:
+``gpu_batch.exit_codes.OUTPUT_TAKEN``).
 The last stdout line is a one-line JSON summary:
 {"images", "done", "failed", "retryable", "failure_reasons", "damaged", "skipped_resumed", "seconds", "img_s", ...}:
 "failed" counts every failed image, "retryable" those the next attempt runs again, "failure_reasons" all of them by
@@ -273,6 +275,7 @@ def _run(args: argparse.Namespace, env: Mapping[str, str], fault: Any, process_s
     from gpu_batch.worker.devices import start_cuda_warmup
     from gpu_batch.worker.pipeline import ShardSummary, run_images
     from gpu_batch.worker.results import OutputNotWritable, OutputTaken, ResultWriter
+    from gpu_batch.worker.sources import SourceGone
 
     # The shard's clock starts here, after the imports, as the benchmark times MegaDetector from after its imports;
     # the import time is reported separately.
@@ -293,6 +296,7 @@ def _run(args: argparse.Namespace, env: Mapping[str, str], fault: Any, process_s
         _settle(pending_decode)
         return ShardOutcome(EXIT_SOURCE)
     source, sink = opened
+    shard_check = _with_source_check(source, stop_check)
     source = fault.wrap_source(source, manifest.attempt)
 
     if stop_check is not None:
@@ -331,8 +335,10 @@ def _run(args: argparse.Namespace, env: Mapping[str, str], fault: Any, process_s
     logger.info("%s %d images, %d already done, %d to process", label, len(images), len(kept), len(todo))
     try:
         writer.start()
-        run_images(todo, source, model, writer, manifest.detection_threshold, options, summary, stop_check)
+        run_images(todo, source, model, writer, manifest.detection_threshold, options, summary, shard_check)
         writer.close(_completed_info(info), view_later=defer_view)
+    except SourceGone as exc:
+        return _source_gone(writer, label, summary, len(todo), exc)
     except OutputNotWritable as exc:
         logger.error("%s %s", label, exc)
         return ShardOutcome(EXIT_OUTPUT)
@@ -347,6 +353,47 @@ def _run(args: argparse.Namespace, env: Mapping[str, str], fault: Any, process_s
     logger.info("%s finished: %s", label, summary.to_dict())
     return ShardOutcome(EXIT_OK, _summary_dict(summary, args, device, started, import_s, model_loaded_s,
                                                process_started, cache_hit), writer.write_view if defer_view else None)
+
+
+def _with_source_check(source: ImageSource, stop_check: Callable[[], None] | None) -> Callable[[], None] | None:
+    """The pipeline's stop check: ``stop_check``, and before it the images' source's own (a ``BlobImageSource``
+    raises ``SourceGone`` once a read found its account's host missing); ``stop_check`` alone for other sources.
+
+    Why stop the shard: each image of it is in that account, so each would fail alike, after the SDK's retries
+    (about a minute each: hours for a shard), and as retryable failures every attempt resubmitted them all. Stopped
+    at the first such result, the shard exits 5 (``exit_codes.SOURCE``), with the host and what to check."""
+    from gpu_batch.worker.sources import BlobImageSource
+
+    if not isinstance(source, BlobImageSource):
+        return stop_check
+    raise_if_gone = source.raise_if_gone
+
+    def check() -> None:
+        raise_if_gone()
+        if stop_check is not None:
+            stop_check()
+    return check
+
+
+def _source_gone(writer: ResultWriter, label: str, summary: ShardSummary, todo: int,
+                 why: BaseException) -> ShardOutcome:
+    """A shard stopped because its images' account does not exist (``sources.SourceGone``): flush what it has (still
+    marked incomplete: the images it did not reach stay missing, for the next attempt) and exit 5, the unfixable
+    ``exit_codes.SOURCE``, which ends the task at its second time (``orchestrations.shards``) instead of every
+    attempt failing every image. The error line naming the host comes last: the app reports the worker's last one
+    (``exit_codes.worker_error_message``)."""
+    from gpu_batch.worker.results import OutputNotWritable, OutputTaken
+
+    try:
+        writer.close()
+    except OutputNotWritable as exc:
+        logger.error("%s its results so far could not be written: %s", label, exc)
+    except OutputTaken as exc:  # another run of the attempt wrote its results: they stand, as at any other exit 73
+        logger.error("%s %s", label, exc)
+        return ShardOutcome(EXIT_OUTPUT_TAKEN)
+    logger.error("%s the shard's images cannot be read: %s; stopped after %d of %d images", label, why,
+                 summary.done, todo)
+    return ShardOutcome(EXIT_SOURCE)
 
 
 def _stopped(writer: ResultWriter, label: str, summary: ShardSummary, why: ShardCancelled) -> ShardOutcome:
@@ -480,15 +527,20 @@ def _storage_host_missing(exc: BaseException, env: Mapping[str, str]) -> str:
     the connection string first (the local pool passes the app's storage connection), else the account URL (the
     Batch pool passes the app's TRAPBATCH_STORAGE_ACCOUNT_URL, ``pool.azure_batch``)."""
     from gpu_batch.storage_refs import unresolvable_hint, unresolvable_host
-    from gpu_batch.worker.sources import ACCOUNT_URL_ENV, CONNECTION_ENV
 
     host = unresolvable_host(exc)
     if host is None:
         return ""
-    setting = (f"{CONNECTION_ENV} (a local pool gives its workers the app's AzureWebJobsStorage)"
-               if env.get(CONNECTION_ENV) else
-               f"{ACCOUNT_URL_ENV} (the Function App setting an Azure Batch pool gives its tasks)")
-    return unresolvable_hint(host, "the worker's storage account", setting)
+    return unresolvable_hint(host, "the worker's storage account", _own_storage_setting(env))
+
+
+def _own_storage_setting(env: Mapping[str, str]) -> str:
+    """The setting that named the worker's own storage account, as ``sources.blob_service_from_env`` chose it."""
+    from gpu_batch.worker.sources import ACCOUNT_URL_ENV, CONNECTION_ENV
+
+    return (f"{CONNECTION_ENV} (a local pool gives its workers the app's AzureWebJobsStorage)"
+            if env.get(CONNECTION_ENV) else
+            f"{ACCOUNT_URL_ENV} (the Function App setting an Azure Batch pool gives its tasks)")
 
 
 def _storage_did_not_answer(exc: BaseException) -> bool:
@@ -630,7 +682,9 @@ def _open_images_and_output(args: argparse.Namespace, env: Mapping[str, str], bl
         except storage_refs.SourceAccessError as exc:
             logger.error("%s images cannot be read: %s", label, exc)
             return None
-        source: sources.ImageSource = sources.BlobImageSource(image_service, manifest.source_container)
+        source: sources.ImageSource = sources.BlobImageSource(
+            image_service, manifest.source_container,
+            _own_storage_setting(env) if ref.is_own_account else sources.SOURCE_ACCOUNT_SETTING)
         sink: Any = sources.BlobSink(service, manifest.output_container, manifest.output_blob)
     else:
         source = sources.LocalFolderSource(args.image_root)

@@ -8,7 +8,10 @@ thread pool; ``BlobServiceClient`` is thread-safe). Storage configuration comes 
 
 Why failures are classified here: only the source knows whether a read failed because of the image (it no longer
 exists: permanent) or because of the storage account or the network (401/403, 429/503, a timeout: the next attempt
-runs the image again). ``SourceError.reason`` is one of ``gpu_batch.manifest.FAILURE_REASONS``.
+runs the image again). ``SourceError.reason`` is one of ``gpu_batch.manifest.FAILURE_REASONS``. One read tells of
+the whole account: a host name DNS says does not exist (``account_not_found``: deleted after the task's enumeration,
+say) fails every image alike, so ``BlobImageSource`` remembers it (``gone``) and the worker stops the shard on it
+(exit 5, ``gpu_batch.exit_codes.SOURCE``) instead of failing each image through the SDK's retries.
 
 Must not: decode images or interpret results.
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
 
@@ -60,12 +64,18 @@ def storage_error_reason(exc: BaseException) -> str:
     """Classify an exception raised while downloading one blob (azure-core's, or one the SDK let through).
 
     Retryable unless the blob is gone (404) or archived (its error code: Azure answers a read of a blob in the
-    Archive tier, or one being rehydrated, 409 ``BlobArchived`` / ``BlobBeingRehydrated``). Timeouts are checked
-    before the HTTP status because azure-core's timeout errors have none; an authentication error without a status
-    (no token could be obtained) is ``auth``.
+    Archive tier, or one being rehydrated, 409 ``BlobArchived`` / ``BlobBeingRehydrated``), or the account itself is:
+    a host name DNS says does not exist (``account_not_found``, ``storage_refs.unresolvable_host``: EAI_NONAME /
+    EAI_NODATA on the chain, where a resolver that did not answer, EAI_AGAIN, or a refused connection stays
+    ``download``). Timeouts are checked before the HTTP status because azure-core's timeout errors have none; an
+    authentication error without a status (no token could be obtained) is ``auth``.
     """
     from azure.core import exceptions as az
 
+    from gpu_batch.storage_refs import unresolvable_host
+
+    if unresolvable_host(exc) is not None:
+        return contract.REASON_ACCOUNT_NOT_FOUND
     if isinstance(exc, (az.ServiceRequestTimeoutError, az.ServiceResponseTimeoutError, TimeoutError)):
         return contract.REASON_TIMEOUT
     if isinstance(exc, az.HttpResponseError) and getattr(exc, "error_code", None) in ARCHIVED_CODES:
@@ -145,14 +155,35 @@ def storage_config_problem(env: Mapping[str, str]) -> str | None:
             "can reach blob storage")
 
 
-class BlobImageSource:
-    """Images in one container; ``fetch`` downloads a whole blob (called concurrently by the pipeline)."""
+# Where a source account's URL comes from, for what the worker says when its host does not resolve.
+SOURCE_ACCOUNT_SETTING = "the request's source_account_url (an account on TRAPBATCH_SOURCE_ACCOUNTS)"
 
-    def __init__(self, service: Any, container: str) -> None:
+
+class SourceGone(Exception):
+    """The images' storage account cannot be read at all (DNS says its host does not exist): a whole-shard problem.
+
+    Why an exception of the shard: every image of the shard is in that account, so each would fail alike (and each
+    only after the SDK's retries, about a minute); retryable, every attempt resubmitted them all. The worker stops the
+    shard and exits ``exit_codes.SOURCE``, which the orchestration takes as unfixable at its second time."""
+
+
+class BlobImageSource:
+    """Images in one container; ``fetch`` downloads a whole blob (called concurrently by the pipeline).
+
+    ``setting``: where the account's URL was given, for the message when its host does not resolve
+    (``SOURCE_ACCOUNT_SETTING``, or the worker's storage setting for images in trapbatch's own account). ``gone`` says
+    what the first such failure (``account_not_found``) found; ``raise_if_gone`` raises it as ``SourceGone``."""
+
+    def __init__(self, service: Any, container: str, setting: str = SOURCE_ACCOUNT_SETTING) -> None:
         self.container = service.get_container_client(container)
+        self.setting = setting
+        self.gone: str | None = None  # what the first read that found the host missing says
+        self._gone_lock = threading.Lock()
 
     def fetch(self, name: str) -> bytes:
         from azure.core.exceptions import AzureError
+
+        from gpu_batch.storage_refs import unresolvable_hint, unresolvable_host
 
         # the HTTP layer would read another blob (a manifest listed before the app passed such names over)
         if contract.has_dot_segment(name):
@@ -161,9 +192,22 @@ class BlobImageSource:
         try:
             return bytes(self.container.download_blob(name, max_concurrency=1).readall())
         except (AzureError, OSError) as exc:  # OSError: a socket error or timeout the SDK let through
+            host = unresolvable_host(exc)
+            if host is not None:
+                said = unresolvable_hint(host, "the images' storage account", self.setting)
+                with self._gone_lock:
+                    if self.gone is None:
+                        self.gone = f"{said} (found reading {name!r})"
+                raise SourceError(f"cannot download {name!r}: {said}", contract.REASON_ACCOUNT_NOT_FOUND) from exc
             status = getattr(exc, "status_code", None)
             raise SourceError(f"cannot download {name!r}: {type(exc).__name__}" + (f" ({status})" if status else ""),
                               storage_error_reason(exc)) from exc
+
+    def raise_if_gone(self) -> None:
+        """``SourceGone`` once a read found the account's host missing (the pipeline's stop check calls it)."""
+        gone = self.gone
+        if gone is not None:
+            raise SourceGone(gone)
 
 
 class BlobSink:
