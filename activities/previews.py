@@ -41,7 +41,8 @@ from core.settings import Settings
 from gpu_batch import layout
 from gpu_batch.formats.detections_csv import capture_time, unguarded
 from gpu_batch.formats.previewsample import NEAR_MISS_FLOOR
-from gpu_batch.manifest import FAILURE_REASON, FAILURE_REASONS, REASON_AUTH, RETRYABLE, has_dot_segment
+from gpu_batch.manifest import (FAILURE_REASON, FAILURE_REASONS, REASON_ACCOUNT_NOT_FOUND, REASON_AUTH, RETRYABLE,
+                                has_dot_segment)
 from gpu_batch.storage_refs import NO_ACCESS_HINT
 
 logger = logging.getLogger(__name__)
@@ -341,6 +342,10 @@ def _failures_note(reasons: Any) -> str:
     if REASON_AUTH in reasons:  # the GPU nodes' reads were refused (401/403)
         line += (" auth: the images' storage account refused the GPU nodes; for images in another account, "
                  + NO_ACCESS_HINT + ".")
+    if REASON_ACCOUNT_NOT_FOUND in reasons:  # not the files: DNS said the account's host does not exist
+        line += (" account_not_found: not the photos, their storage account: DNS says its host name does not exist "
+                 "(deleted since the task listed it, or misspelt); check the request's source_account_url and that "
+                 "the account exists (the task's error names the host).")
     return line
 
 
