@@ -203,6 +203,13 @@ class ShardManifest:
 #     auth           retryable  the storage account refused the read: 401/403 (an expired or rotated SAS, a missing
 #                               role) or no credential could be obtained
 #     throttled      retryable  the storage account is busy: 429/503 (ServerBusy)
+#     account_not_found retryable the images' storage account's host name does not exist in DNS (EAI_NONAME /
+#                               EAI_NODATA: deleted, or misspelt in the request's source_account_url;
+#                               ``gpu_batch.storage_refs.unresolvable_host``), not a resolver that did not answer
+#                               (``download``). Retryable: a lookup can say so for a while of an account that exists,
+#                               and a restored account's images must be read, not kept failed; once such reads have
+#                               failed for ``gpu_batch.worker.sources.GONE_AFTER_S`` the worker stops the shard (exit 5,
+#                               ``gpu_batch.exit_codes.SOURCE``), as every image of it would fail alike
 #     timeout        retryable  the read timed out (client timeout, 408/504)
 #     inference      retryable  read and decoded, but the network's batch failed (GPU error, out of memory on one
 #                               image), or the worker's memory ran out while decoding it; failure "inference failure"
@@ -216,11 +223,6 @@ class ShardManifest:
 #                               BlobBeingRehydrated: "offline and can't be read", archive-rehydrate-overview.md);
 #                               rehydration takes hours, so no attempt of this task can read it: rehydrate it to Hot or
 #                               Cool, then post the request again
-#     account_not_found permanent the images' storage account does not exist: DNS says there is no such host name
-#                               (EAI_NONAME / EAI_NODATA: deleted, or misspelt in the request's source_account_url;
-#                               ``gpu_batch.storage_refs.unresolvable_host``), not a resolver that did not answer
-#                               (``download``); the worker stops the shard at the first one (exit 5,
-#                               ``gpu_batch.exit_codes.SOURCE``), as every image of it would fail alike
 #     undecodable    permanent  the bytes are not an image PIL can open (zero bytes, corrupt, not an image)
 #     listed_not_found permanent a name in the request's image list that the container does not hold (found missing
 #                               at enumeration: never sent to the pool; core.imagelist)
@@ -254,8 +256,9 @@ REASON_UNCLASSIFIED = "unclassified"  # never written: what counts by reason cal
 FAILURE_REASONS: Mapping[str, str] = {
     REASON_DOWNLOAD: RETRYABLE, REASON_AUTH: RETRYABLE, REASON_THROTTLED: RETRYABLE, REASON_TIMEOUT: RETRYABLE,
     REASON_INFERENCE: RETRYABLE, REASON_NOT_PROCESSED: RETRYABLE, REASON_WORKER_ERROR: RETRYABLE,
+    REASON_ACCOUNT_NOT_FOUND: RETRYABLE,
     REASON_NOT_FOUND: PERMANENT, REASON_UNDECODABLE: PERMANENT, REASON_UNSUPPORTED: PERMANENT,
-    REASON_LISTED_NOT_FOUND: PERMANENT, REASON_ARCHIVED: PERMANENT, REASON_ACCOUNT_NOT_FOUND: PERMANENT,
+    REASON_LISTED_NOT_FOUND: PERMANENT, REASON_ARCHIVED: PERMANENT,
 }
 
 

@@ -270,14 +270,16 @@ PARTNER_SAS = "sv=2024-01-01&sig=abc"
 def test_a_read_from_an_account_whose_host_does_not_exist_is_permanent_and_names_it(
         errno: int, text: str, gone: bool, resolver: Any) -> None:
     """The real client (the storage SDK's retries off) on an account whose host DNS says does not exist (deleted after
-    enumeration, misspelt): ``account_not_found``, permanent, naming the host and what to check, and the source
-    remembers it (``raise_if_gone``: the worker stops the shard). A resolver that did not answer (EAI_AGAIN) and a
-    refused connection stay a retryable ``download`` that stops nothing."""
+    enumeration, misspelt): ``account_not_found``, retryable (the next attempt reads it again), naming the host; with
+    such reads lasting ``gone_after_s`` (0 here) the source remembers it, naming what to check (``raise_if_gone``: the
+    worker stops the shard). A resolver that did not answer (EAI_AGAIN) and a refused connection stay a retryable
+    ``download`` that stops nothing."""
     from devhost.azurite import PortReservation
     from gpu_batch.worker.sources import SourceGone
 
     resolver(errno, text)
-    source = BlobImageSource(BlobServiceClient(NO_SUCH_ACCOUNT, credential=PARTNER_SAS, retry_total=0), "images")
+    source = BlobImageSource(BlobServiceClient(NO_SUCH_ACCOUNT, credential=PARTNER_SAS, retry_total=0), "images",
+                             gone_after_s=0)
     with pytest.raises(SourceError) as failed:
         source.fetch("cam1/IMG_0001.JPG")
     said = str(failed.value)
@@ -286,11 +288,11 @@ def test_a_read_from_an_account_whose_host_does_not_exist_is_permanent_and_names
         assert (failed.value.reason, failed.value.retryable) == ("download", True), said
         source.raise_if_gone()  # nothing to stop for
     else:
-        assert (failed.value.reason, failed.value.retryable) == ("account_not_found", False), said
-        assert "nosuchaccount.invalid does not resolve" in said and "source_account_url" in said, said
-        assert "exists" in said and "retrying does not help" in said, said
-        with pytest.raises(SourceGone, match="nosuchaccount.invalid does not resolve"):
+        assert (failed.value.reason, failed.value.retryable) == ("account_not_found", True), said
+        assert "nosuchaccount.invalid does not resolve" in said, said
+        with pytest.raises(SourceGone, match="nosuchaccount.invalid does not resolve") as stopped:
             source.raise_if_gone()
+        assert "source_account_url" in str(stopped.value) and "exists" in str(stopped.value), stopped.value
     reservation = PortReservation(1)  # held, never listening: connection refused
     try:
         refused = BlobImageSource(BlobServiceClient(f"https://127.0.0.1:{reservation.ports[0]}",
@@ -311,8 +313,9 @@ def test_the_worker_stops_a_shard_whose_images_account_does_not_exist_with_exit_
     task's enumeration: the shard stops at its first result and exits 5 (unfixable: the orchestration ends the task at
     the second time, ``orchestrations.shards``) with the host and what to check as its last error line, its results
     so far flushed and the images it did not reach left missing. Before, every image failed as a retryable
-    ``download`` (each after the retries) and each attempt resubmitted them all. EAI_AGAIN still runs the shard to its
-    end with retryable failures (exit 0)."""
+    ``download`` (each after the retries) and each attempt resubmitted them all. The images whose reads failed so stay
+    retryable (not final: a blip, or an account restored, reads them again; ``GONE_AFTER_S`` is 0 here). EAI_AGAIN
+    still runs the shard to its end with retryable failures (exit 0)."""
     from azure.core.pipeline.transport import HttpTransport
 
     from gpu_batch import exit_codes
@@ -320,8 +323,11 @@ def test_the_worker_stops_a_shard_whose_images_account_does_not_exist_with_exit_
     from gpu_batch.storage_refs import LOCAL_SECRETS_ENV
     from gpu_batch.worker import __main__ as worker
 
+    from gpu_batch.worker import sources
+
     resolver(errno, text)
     monkeypatch.setattr(HttpTransport, "sleep", lambda self, duration: None)  # the storage SDK's retry waits
+    monkeypatch.setattr(sources, "GONE_AFTER_S", 0.0)  # the first such read stops the shard
     service = BlobServiceClient.from_connection_string(storage_connection)
     state_c = service.create_container(unique_name)
     state_c.upload_blob("models/md_test.pt", checkpoint.read_bytes())
@@ -352,5 +358,70 @@ def test_the_worker_stops_a_shard_whose_images_account_does_not_exist_with_exit_
     assert "source_account_url" in errors[-1] and "stopped after" in errors[-1], errors
     assert "sig=" not in caplog.text
     assert 1 <= len(entries) < len(names), entries
-    assert {(e["failure_reason"], e["failure_kind"]) for e in entries} == {("account_not_found", "permanent")}
-    assert covered.images == len(names) and covered.final == len(entries) < len(names)
+    assert {(e["failure_reason"], e["failure_kind"]) for e in entries} == {("account_not_found", "retryable")}
+    assert covered.images == len(names) and covered.final == 0  # every image runs again at the next attempt
+
+
+class _Blips:
+    """A container client whose reads fail as ``failure`` (the storage SDK's own exception) while ``down``."""
+
+    def __init__(self, failure: BaseException) -> None:
+        self.failure, self.down = failure, True
+
+    def get_container_client(self, name: str) -> "_Blips":
+        return self
+
+    def download_blob(self, name: str, max_concurrency: int = 1) -> Any:
+        if self.down:
+            raise self.failure
+        return type("Downloader", (), {"readall": lambda self: b"jpeg bytes"})()
+
+
+def _no_such_name_failure() -> BaseException:
+    """What the real client raises reading from an account whose host DNS says does not exist (retries off)."""
+    client = BlobServiceClient(NO_SUCH_ACCOUNT, credential=PARTNER_SAS, retry_total=0)
+    try:
+        client.get_container_client("images").download_blob("cam1/IMG_0001.JPG").readall()
+    except Exception as exc:  # noqa: BLE001 - the one the SDK raises, whatever its type
+        return exc
+    raise AssertionError("the read did not fail")
+
+
+def test_a_host_missing_for_a_moment_neither_stops_the_shard_nor_fails_its_images_for_good(resolver: Any) -> None:
+    """On Azure a lookup of an account that exists can say "no such name" for a while (``sources.GONE_AFTER_S``:
+    Azure/azure-storage-python#541, up to ~120 s). Such reads fail their images as ``account_not_found`` but
+    retryable, so the next attempt reads them again (and a restored account's images are read, not kept failed); the
+    shard stops (``SourceGone``) only once such reads have failed for ``GONE_AFTER_S`` with none succeeding in
+    between. Before, the first one stopped the shard (exit 5, the shard's first "unfixable" exit) and failed its
+    image for good."""
+    from gpu_batch.manifest import FAILURE_REASONS, RETRYABLE
+    from gpu_batch.worker.sources import GONE_AFTER_S, SourceGone
+
+    resolver(*NO_SUCH_NAME[0])
+    assert GONE_AFTER_S >= 120 and FAILURE_REASONS["account_not_found"] == RETRYABLE
+    blips = _Blips(_no_such_name_failure())
+    now = [1000.0]
+    source = BlobImageSource(blips, "images", clock=lambda: now[0])
+    for step in (0.0, 60.0, GONE_AFTER_S - 61.0):  # a blip of just under GONE_AFTER_S
+        now[0] += step
+        with pytest.raises(SourceError) as failed:
+            source.fetch("cam1/IMG_0001.JPG")
+        assert (failed.value.reason, failed.value.retryable) == ("account_not_found", True), failed.value
+        source.raise_if_gone()  # not yet
+    blips.down = False
+    now[0] += 1.0
+    assert source.fetch("cam1/IMG_0002.JPG") == b"jpeg bytes"  # the host resolves again: the blip is over
+    blips.down = True
+    now[0] += 5.0
+    with pytest.raises(SourceError):
+        source.fetch("cam1/IMG_0003.JPG")
+    now[0] += GONE_AFTER_S - 1.0  # counted from the failure after the success, not from the first blip
+    with pytest.raises(SourceError):
+        source.fetch("cam1/IMG_0004.JPG")
+    source.raise_if_gone()
+    now[0] += 1.0
+    with pytest.raises(SourceError):
+        source.fetch("cam1/IMG_0005.JPG")
+    with pytest.raises(SourceGone, match="nosuchaccount.invalid does not resolve") as stopped:
+        source.raise_if_gone()
+    assert "source_account_url" in str(stopped.value) and "IMG_0005" in str(stopped.value), stopped.value

@@ -14,8 +14,8 @@ Local mode (bench, tests):
 
 Exit codes: 0 shard processed (per-image failures are data in the output); 2 bad arguments or unreadable manifest;
 3 model cannot be resolved or loaded; 4 output not writable; 5 the images' storage account cannot be opened (secret
-missing or unreadable: see ``gpu_batch.storage_refs``), or DNS says its host does not exist (found by an image read:
-the shard stops there, its results so far flushed, ``sources.SourceGone``); 73 another run of the same attempt wrote
+missing or unreadable: see ``gpu_batch.storage_refs``), or DNS says its host does not exist (image reads found so for
+``sources.GONE_AFTER_S``: the shard stops there, its results so far flushed, ``sources.SourceGone``); 73 another run of the same attempt wrote
 its results since this one read or last wrote them (this run stopped without writing more:
 ``gpu_batch.exit_codes.OUTPUT_TAKEN``).
 The last stdout line is a one-line JSON summary:
@@ -360,8 +360,9 @@ def _with_source_check(source: ImageSource, stop_check: Callable[[], None] | Non
     raises ``SourceGone`` once a read found its account's host missing); ``stop_check`` alone for other sources.
 
     Why stop the shard: each image of it is in that account, so each would fail alike, after the SDK's retries
-    (about a minute each: hours for a shard), and as retryable failures every attempt resubmitted them all. Stopped
-    at the first such result, the shard exits 5 (``exit_codes.SOURCE``), with the host and what to check."""
+    (about a minute each: hours for a shard), and every attempt resubmitted them all. Stopped at the first result
+    after such reads have failed for ``sources.GONE_AFTER_S`` (not at the first: a lookup can say so for a while of an
+    account that exists), the shard exits 5 (``exit_codes.SOURCE``), with the host and what to check."""
     from gpu_batch.worker.sources import BlobImageSource
 
     if not isinstance(source, BlobImageSource):

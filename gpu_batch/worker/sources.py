@@ -8,10 +8,11 @@ thread pool; ``BlobServiceClient`` is thread-safe). Storage configuration comes 
 
 Why failures are classified here: only the source knows whether a read failed because of the image (it no longer
 exists: permanent) or because of the storage account or the network (401/403, 429/503, a timeout: the next attempt
-runs the image again). ``SourceError.reason`` is one of ``gpu_batch.manifest.FAILURE_REASONS``. One read tells of
+runs the image again). ``SourceError.reason`` is one of ``gpu_batch.manifest.FAILURE_REASONS``. Reads tell of
 the whole account: a host name DNS says does not exist (``account_not_found``: deleted after the task's enumeration,
-say) fails every image alike, so ``BlobImageSource`` remembers it (``gone``) and the worker stops the shard on it
-(exit 5, ``gpu_batch.exit_codes.SOURCE``) instead of failing each image through the SDK's retries.
+say) fails every image alike, so once such reads have failed for ``GONE_AFTER_S`` with none succeeding in between,
+``BlobImageSource`` remembers it (``gone``) and the worker stops the shard on it (exit 5,
+``gpu_batch.exit_codes.SOURCE``) instead of failing each image through the SDK's retries.
 
 Must not: decode images or interpret results.
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
 
@@ -159,6 +161,15 @@ def storage_config_problem(env: Mapping[str, str]) -> str | None:
 SOURCE_ACCOUNT_SETTING = "the request's source_account_url (an account on TRAPBATCH_SOURCE_ACCOUNTS)"
 
 
+# How long reads must keep finding the images' account's host missing from DNS (no read succeeding in between) before
+# the shard stops on it (``SourceGone``). Why not at the first: on Azure a lookup of an existing account's host can say
+# "no such name" for a while (Azure/azure-storage-python#541: "[Errno -2] Name or service not known" from
+# <account>.blob.core.windows.net, "live reconfigurations of the network fabric, which seem to take up to 120s";
+# azure-sdk-for-python#10685, azure-sdk-for-js#20161: intermittent "no such host" / ENOTFOUND for live endpoints), and
+# a shard stopped on such a blip cost an attempt and counted as the shard's first unfixable exit.
+GONE_AFTER_S = 120.0
+
+
 class SourceGone(Exception):
     """The images' storage account cannot be read at all (DNS says its host does not exist): a whole-shard problem.
 
@@ -171,40 +182,66 @@ class BlobImageSource:
     """Images in one container; ``fetch`` downloads a whole blob (called concurrently by the pipeline).
 
     ``setting``: where the account's URL was given, for the message when its host does not resolve
-    (``SOURCE_ACCOUNT_SETTING``, or the worker's storage setting for images in trapbatch's own account). ``gone`` says
-    what the first such failure (``account_not_found``) found; ``raise_if_gone`` raises it as ``SourceGone``."""
+    (``SOURCE_ACCOUNT_SETTING``, or the worker's storage setting for images in trapbatch's own account). A read whose
+    host DNS says does not exist fails its image as ``account_not_found``, retryable (a lookup can say so for a while
+    of an account that exists: ``GONE_AFTER_S``; and an account restored, or a name fixed, must read those images
+    again); once such reads have failed for ``gone_after_s`` (default ``GONE_AFTER_S``) with no read succeeding in
+    between, ``gone`` says what they found and ``raise_if_gone`` raises it as ``SourceGone``. ``clock``: monotonic
+    seconds (tests pass their own)."""
 
-    def __init__(self, service: Any, container: str, setting: str = SOURCE_ACCOUNT_SETTING) -> None:
+    def __init__(self, service: Any, container: str, setting: str = SOURCE_ACCOUNT_SETTING, *,
+                 gone_after_s: float | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.container = service.get_container_client(container)
         self.setting = setting
-        self.gone: str | None = None  # what the first read that found the host missing says
+        self.gone_after_s = GONE_AFTER_S if gone_after_s is None else gone_after_s
+        self.gone: str | None = None  # what the reads that found the host missing for gone_after_s say
+        self._clock = clock
+        self._missing_since: float | None = None  # the first of the reads that found it missing since the last success
         self._gone_lock = threading.Lock()
 
     def fetch(self, name: str) -> bytes:
         from azure.core.exceptions import AzureError
 
-        from gpu_batch.storage_refs import unresolvable_hint, unresolvable_host
+        from gpu_batch.storage_refs import unresolvable_host
 
         # the HTTP layer would read another blob (a manifest listed before the app passed such names over)
         if contract.has_dot_segment(name):
             raise SourceError(f"{name!r} has a '.' or '..' folder, which the HTTP layer resolves to another blob: "
                               "not read", contract.REASON_NOT_FOUND)
         try:
-            return bytes(self.container.download_blob(name, max_concurrency=1).readall())
+            data = bytes(self.container.download_blob(name, max_concurrency=1).readall())
         except (AzureError, OSError) as exc:  # OSError: a socket error or timeout the SDK let through
             host = unresolvable_host(exc)
             if host is not None:
-                said = unresolvable_hint(host, "the images' storage account", self.setting)
-                with self._gone_lock:
-                    if self.gone is None:
-                        self.gone = f"{said} (found reading {name!r})"
-                raise SourceError(f"cannot download {name!r}: {said}", contract.REASON_ACCOUNT_NOT_FOUND) from exc
+                self._host_missing(host, name)
+                raise SourceError(f"cannot download {name!r}: the images' storage account's host name "
+                                  f"{host or '(in its URL)'} does not resolve (DNS: no such name); the next attempt "
+                                  "reads it again", contract.REASON_ACCOUNT_NOT_FOUND) from exc
             status = getattr(exc, "status_code", None)
             raise SourceError(f"cannot download {name!r}: {type(exc).__name__}" + (f" ({status})" if status else ""),
                               storage_error_reason(exc)) from exc
+        if self._missing_since is not None:  # the host resolved after all: a blip, not a deleted account
+            with self._gone_lock:
+                if self.gone is None:
+                    self._missing_since = None
+        return data
+
+    def _host_missing(self, host: str, name: str) -> None:
+        """Count a read that found the account's host missing; ``gone`` once such reads span ``gone_after_s``."""
+        from gpu_batch.storage_refs import unresolvable_hint
+
+        now = self._clock()
+        with self._gone_lock:
+            if self._missing_since is None:
+                self._missing_since = now
+            lasted = now - self._missing_since
+            if self.gone is None and lasted >= self.gone_after_s:
+                said = unresolvable_hint(host, "the images' storage account", self.setting)
+                self.gone = f"{said} (every read for {lasted:.0f} s, the last {name!r})"
 
     def raise_if_gone(self) -> None:
-        """``SourceGone`` once a read found the account's host missing (the pipeline's stop check calls it)."""
+        """``SourceGone`` once reads found the account's host missing for ``gone_after_s`` (the pipeline's stop check
+        calls it)."""
         gone = self.gone
         if gone is not None:
             raise SourceGone(gone)
