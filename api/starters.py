@@ -983,7 +983,7 @@ def refusal_of(exc: TrapbatchError, etag: str, retried_by: Retries, what: str = 
     answer: dict[str, Any] = exc.to_dict()
     if busy(exc):
         same = (isinstance(previous, dict) and bool(etag) and previous.get("request_etag") == etag
-                and isinstance(previous.get("busy_tries"), int) and isinstance(previous.get("busy_since"), str))
+                and isinstance(previous.get("busy_tries"), int) and _busy_since(previous) is not None)
         tries = int(previous["busy_tries"]) + 1 if same else 1
         since = (str(previous["busy_since"]) if same
                  else (now or datetime.now(timezone.utc)).replace(microsecond=0).isoformat())
@@ -1002,6 +1002,22 @@ def refusal_of(exc: TrapbatchError, etag: str, retried_by: Retries, what: str = 
                               "so far), and the try that starts the task deletes this file. If it is still here "
                               f"after then, {again}")
     return {**answer, **({"request_etag": etag} if etag else {})}
+
+
+def _busy_since(previous: dict[str, Any]) -> datetime | None:
+    """The ``busy_since`` of a refusal file as it was, when it is a time a day can be added to (the time-bound hint's
+    "until"); None otherwise. Why: the file sits where callers write and may have been edited to JSON with anything
+    there; parsing it as it came raised on every delivery, before the refusal was written anew
+    (``caller_writable_json``'s reason): such a file's count starts again instead."""
+    since = previous.get("busy_since")
+    if not isinstance(since, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(since)
+        _ = parsed + timedelta(hours=EVENT_GRID_RETRIES.hours)  # what the hint adds must not overflow
+    except (ValueError, OverflowError):
+        return None
+    return parsed
 
 
 def withdraw_overtaken_refusal(store: BlobStore, container: str, name: str, refusal: str, etag: str) -> None:
