@@ -11,7 +11,9 @@ not (503 ``SourceBusy``).
 from __future__ import annotations
 
 import contextlib
-from typing import ContextManager, Iterator
+import socket
+import time
+from typing import Callable, ContextManager, Iterator
 
 from azure.core import exceptions as ax
 
@@ -159,6 +161,49 @@ def source_errors(what: str, hint: str) -> Iterator[None]:
         raise source_error(exc, what, hint) from None
 
 
+# How long a listing of the images' account that found its host missing from DNS asks DNS again (every
+# SOURCE_HOST_ASK_EVERY_S) before it calls the account missing (``source_listing``). Why: on Azure a lookup of an
+# account that exists can say "no such name" for a while (Azure/azure-storage-python#541: "[Errno -2] Name or service
+# not known" from <account>.blob.core.windows.net during "live reconfigurations of the network fabric, which seem to
+# take up to 120s"; azure-sdk-for-python#10685), and a refusal then failed the whole task's enumeration. The activity
+# may wait that long (host.json functionTimeout 30 min). The HTTP edge does not wait: a refused request is sent again.
+SOURCE_HOST_GONE_AFTER_S = 120.0
+SOURCE_HOST_ASK_EVERY_S = 15.0
+_sleep: Callable[[float], None] = time.sleep  # tests record the waits instead
+
+
+def _host_still_missing(host: str) -> bool:
+    """Whether DNS still says ``host`` does not exist after asking it again for ``SOURCE_HOST_GONE_AFTER_S``: False
+    as soon as it resolves (or its resolver does not answer: no longer a "no such name" to act on)."""
+    waited = 0.0
+    while waited < SOURCE_HOST_GONE_AFTER_S:
+        step = min(SOURCE_HOST_ASK_EVERY_S, SOURCE_HOST_GONE_AFTER_S - waited)
+        _sleep(step)
+        waited += step
+        try:
+            socket.getaddrinfo(host, 443, type=socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            if unresolvable_host(exc) is None:  # EAI_AGAIN and the like: the resolver, not the name
+                return False
+            continue
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _source_listing_errors(what: str, hint: str) -> Iterator[None]:
+    """``source_errors``, but a host DNS says does not exist is asked again (``_host_still_missing``) before it is a
+    refusal; one that resolves again is ``SourceBusy``, which the orchestration waits out and lists again."""
+    try:
+        yield
+    except ax.AzureError as exc:
+        host = unresolvable_host(exc)
+        if host and not _host_still_missing(host):
+            raise SourceBusy(f"{what}: the storage account's host name {host} did not resolve for a moment "
+                             f"({type(exc).__name__})", _SOURCE_BUSY) from None
+        raise source_error(exc, what, hint) from None
+
+
 def source_listing(account_url: str, container: str) -> ContextManager[None]:
     """Around the enumeration's requests to the images' account (``activities.enumerate``, ``activities.image_list``)
     when a request names another one (``account_url``): its SDK errors become ``source_error``'s, as at the edge.
@@ -166,7 +211,8 @@ def source_listing(account_url: str, container: str) -> ContextManager[None]:
     Why: an activity fails with its exception's type name, which the orchestration judges (``orchestrations.retries.
     is_busy``), and the raw ``ServiceRequestError`` is busy, so an account deleted (or misspelt on the allow-list)
     after the task started was waited out for ~18 minutes of busy retries. A host DNS says does not exist is now
-    ``SourceUnavailable`` (not busy) naming the host and what to check (``storage_refs.unresolvable_host``); what did
+    ``SourceUnavailable`` (not busy) naming the host and what to check (``storage_refs.unresolvable_host``), once DNS
+    asked again for ``SOURCE_HOST_GONE_AFTER_S`` still says so (``SourceBusy`` when it resolves meanwhile); what did
     not answer or answered "later" is ``SourceBusy`` (busy, as the raw transport errors and ``ServerBusy`` were), a
     refusal (403) ``SourceUnavailable`` (was ``HttpResponseError``/``ClientAuthenticationError``: not busy either).
     One difference: a 5xx without a "retry" error code (a gateway's 502) was not busy as ``HttpResponseError`` and is
@@ -174,4 +220,4 @@ def source_listing(account_url: str, container: str) -> ContextManager[None]:
     them as before. The app's own account (no ``account_url``) is left alone: its failures are trapbatch's."""
     if not account_url:
         return contextlib.nullcontext()
-    return source_errors(f"cannot list container {container!r} in {account_url}", NO_ACCESS_HINT)
+    return _source_listing_errors(f"cannot list container {container!r} in {account_url}", NO_ACCESS_HINT)

@@ -27,6 +27,15 @@ from orchestrations.retries import is_busy
 ANSWERS = [(*NO_SUCH_NAME[0], False), (*NO_SUCH_NAME[1], False), (*RESOLVER_DOWN, True)]
 
 
+@pytest.fixture(autouse=True)
+def _no_dns_waits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A listing that found its host missing asks DNS again for two minutes (``storage_errors._host_still_missing``):
+    the waits are skipped (the patched resolver still says no such name)."""
+    from adapters import storage_errors
+
+    monkeypatch.setattr(storage_errors, "_sleep", lambda seconds: None)
+
+
 def _settings(account: str) -> Settings:
     return Settings.from_env({"AzureWebJobsStorage": "UseDevelopmentStorage=true",
                               "TRAPBATCH_KEY_VAULT_URL": NO_SUCH_VAULT, "TRAPBATCH_SOURCE_ACCOUNTS": account})
@@ -210,3 +219,40 @@ def test_the_apps_own_storage_whose_host_does_not_exist_is_a_setting_to_fix_not_
     assert "nosuchaccount.invalid does not resolve" in body["hint"] and "AzureWebJobsStorage" in body["hint"], body
     assert "retry in a minute" not in body["hint"]
     assert not is_busy(_as_orchestrator_sees_it(StorageHostUnresolvable(body["error"], body["hint"])))
+
+
+def test_an_enumeration_that_meets_a_dns_blip_of_the_source_account_waits_it_out_as_busy(
+        resolver: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On Azure a lookup of an account that exists can say "no such name" for a while (Azure/azure-storage-python#541:
+    "[Errno -2] Name or service not known" during network fabric reconfigurations of up to ~120 s). A listing that
+    met it asks DNS again for up to ``storage_errors.SOURCE_HOST_GONE_AFTER_S`` before it calls the account missing:
+    a host that resolves again is ``SourceBusy`` (the orchestration waits it out), one still missing then is the
+    refusal above. Before, the first "no such name" failed the task's enumeration as not busy, after ~6 s of the
+    activity's own retries."""
+    import socket
+
+    from activities.enumerate import run_plan_listing
+    from adapters import storage_errors
+
+    resolver(*NO_SUCH_NAME[0])
+    waited: list[float] = []
+    monkeypatch.setattr(storage_errors, "_sleep", waited.append)
+    assert storage_errors.SOURCE_HOST_GONE_AFTER_S >= 120
+    failing = socket.getaddrinfo
+    asked: list[str] = []
+
+    def back_on_the_third_ask(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(host, str) and host.endswith(".invalid"):
+            asked.append(host)
+            if len(asked) >= 3:  # the listing's own lookup, then two asks while confirming
+                return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", 443))]
+        return failing(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", back_on_the_third_ask)
+    task = "task-00112233445566778899"
+    request = parse_task_request({"container": "images", "source_account_url": NO_SUCH_ACCOUNT}, "MDV5A")
+    own = _OwnStore({layout.listing_plan_blob(task): json.dumps({"limits": ListingLimits().to_dict()}).encode()})
+    with pytest.raises(SourceBusy) as failed:
+        run_plan_listing(task, request, _settings(NO_SUCH_ACCOUNT), cast(BlobStore, own), _store(NO_SUCH_ACCOUNT))
+    _check(failed.value, True, "nosuchaccount.invalid")
+    assert 0 < sum(waited) < storage_errors.SOURCE_HOST_GONE_AFTER_S, waited
