@@ -540,3 +540,57 @@ def test_a_local_results_file_gets_the_mode_open_would_give_and_old_temporaries_
     sink.write(b"{}")
     assert not old.exists() and fresh.exists() and other.exists()
     assert out.stat().st_mode & 0o777 == 0o666 & ~results_module._UMASK
+
+
+class _GatedSink:
+    """A sink whose writes wait at a gate, counting how many run at once (a blob's conditional writes race)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+        self.lock = threading.Lock()
+        self.running = 0
+        self.most = 0
+        self.writes = 0
+
+    def read(self) -> bytes | None:
+        return None
+
+    def write(self, data: bytes) -> str | None:
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+            self.writes += 1
+            first_gated = self.writes == 2  # the start() write passes; the flushing thread's first one waits
+        if first_gated:
+            self.entered.set()
+            self.gate.wait(30)
+        with self.lock:
+            self.running -= 1
+        return '"0x1"'
+
+    def describe(self) -> str:
+        return "gated"
+
+
+def test_a_flush_due_on_the_adding_thread_waits_for_the_flushing_threads_write() -> None:
+    """Fault injection (``crash_after``/``pause_after``: ``flush_at_new``) flushes on the adding thread while the
+    flushing thread may be writing: two writes of one blob at once, each conditional on the same ETag, and the loser
+    took the winner's bytes for another run's (``OutputTaken``, exit 73: a loaded CI run's two-writer test ended its
+    first run so). Flushes of one writer now take turns."""
+    import threading
+
+    sink = _GatedSink()
+    w = ResultWriter(sink, {}, flush_seconds=0.05, flush_at_new=3)
+    w.start()
+    w.add(failure_entry("a.jpg", "x", "download"))
+    assert sink.entered.wait(30), "the flushing thread never wrote"
+    adder = threading.Thread(target=lambda: [w.add(failure_entry(n, "x", "download")) for n in ("b.jpg", "c.jpg")])
+    adder.start()
+    time.sleep(0.5)  # without turns, the adding thread's flush is inside write by now
+    sink.gate.set()
+    adder.join(30)
+    w.close()
+    assert sink.most == 1

@@ -319,6 +319,7 @@ class ResultWriter:
         self.info = dict(info)
         self._entries: dict[str, dict[str, Any]] = dict(initial or {})
         self._lock = threading.Lock()
+        self._flush_turn = threading.Lock()  # ``flush``
         self._dirty = threading.Event()
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -372,6 +373,13 @@ class ResultWriter:
             return list(self._entries.values())
 
     def flush(self, extra_info: Mapping[str, Any] | None = None) -> None:
+        # One flush at a time: fault injection's ``flush_at_new`` flushes on the adding thread while the flushing
+        # thread may be writing, and two conditional writes of one blob on the same ETag made the loser take the
+        # winner's bytes for another run's (``OutputTaken``). The later flush writes after, on the new ETag.
+        with self._flush_turn:
+            self._flush(extra_info)
+
+    def _flush(self, extra_info: Mapping[str, Any] | None = None) -> None:
         with self._lock:
             entries = list(self._entries.values())
             new = self._new
