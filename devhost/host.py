@@ -13,8 +13,10 @@ master and system keys. What devhost does like the platform and what it does dif
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
+import socket
 import threading
 import time
 from pathlib import Path
@@ -54,11 +56,56 @@ async def _close_sdk_session() -> None:
     http_utils._client_session = None
 
 
+PICK_TRIES = 3  # port-0 picks on a name with several addresses, where another program took the port on one
 DEFAULT_ACTIVITY_WORKERS = 4  # a host.json without maxConcurrentActivityFunctions
 
 
 # How long start() waits for its HTTP listeners: seconds idle, far more on a loaded CI machine.
 LISTEN_TIMEOUT_S = 300.0
+
+
+def _addresses(host: str) -> list[str]:
+    """The distinct addresses a host name binds to, in the resolver's order (``localhost`` is often ::1 and
+    127.0.0.1); a name that does not resolve is left to the bind, whose error names it."""
+    try:
+        found = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError:
+        return [host]
+    return list(dict.fromkeys(str(info[4][0]) for info in found)) or [host]
+
+
+def _listen(loop: asyncio.AbstractEventLoop, runner: web.AppRunner, host: str, port: int) -> int:
+    """Listen on every address of ``host`` at one port and return it. A fixed port binds them all at once (as asyncio
+    does); port 0 on a name with several addresses would get a port of its own from the kernel for each, and the URL
+    (and ``--port-file``) could name only one, so a client that tried another address first reached whatever held
+    that port there: bind the first address at port 0, the others at the port it got, and pick again on a clash."""
+    addresses = _addresses(host) if port == 0 and host else [host]
+    if len(addresses) == 1:
+        site = web.TCPSite(runner, host, port)
+        loop.run_until_complete(site.start())
+        return _site_port(site, port)
+    for attempt in range(1, PICK_TRIES + 1):
+        sites: list[web.TCPSite] = []
+        try:
+            sites.append(web.TCPSite(runner, addresses[0], 0))
+            loop.run_until_complete(sites[0].start())
+            picked = _site_port(sites[0], 0)
+            for address in addresses[1:]:
+                sites.append(web.TCPSite(runner, address, picked))
+                loop.run_until_complete(sites[-1].start())
+            return picked
+        except OSError as exc:
+            for site in sites:
+                loop.run_until_complete(site.stop())
+            if exc.errno != errno.EADDRINUSE or attempt == PICK_TRIES:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _site_port(site: web.TCPSite, asked: int) -> int:
+    server: Any = site._server
+    sockets = server.sockets if server is not None else []
+    return int(sockets[0].getsockname()[1]) if sockets else asked
 
 
 class DevHost:
@@ -144,12 +191,8 @@ class DevHost:
                                         (self.front.build_rpc(), "127.0.0.1", 0)):
                     runner = web.AppRunner(app, access_log=None)
                     loop.run_until_complete(runner.setup())
-                    site = web.TCPSite(runner, host, port)
-                    loop.run_until_complete(site.start())
                     self._runners.append(runner)
-                    server: Any = site._server
-                    sockets = server.sockets if server is not None else []
-                    bound = int(sockets[0].getsockname()[1]) if sockets else port
+                    bound = _listen(loop, runner, host, port)
                     if len(self._runners) == 1:
                         self.port = bound
                     else:

@@ -409,6 +409,71 @@ def test_the_address_devhost_gives_is_one_a_client_can_use() -> None:
         assert host.base_url == reached and check_url(host.base_url) == reached
 
 
+def test_a_name_with_several_addresses_on_port_0_listens_on_one_port_for_all(storage_connection: str, unique_name: str,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--host localhost --port 0`` where localhost is both ::1 and 127.0.0.1: each address got a port of its own from
+    the kernel, and the URL (and port file) named the first one's, so a client trying the other address first reached
+    whatever held that port there. Every address of the name listens on the one port devhost reports."""
+    import socket
+
+    real = socket.getaddrinfo
+
+    def both(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "dual.test":  # resolves as a dual-stack localhost does, IPv6 first
+            return real("::1", port, *args, **kwargs) + real("127.0.0.1", port, *args, **kwargs)
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", both)
+    h = DevHost(sample_app.app, storage_connection, task_hub=unique_name, host="dual.test", port=0).start()
+    try:
+        assert h.base_url == f"http://dual.test:{h.port}"
+        for address in ("http://127.0.0.1", "http://[::1]"):
+            r = requests.post(f"{address}:{h.port}/api/orchestrators/fanout", json=["Oslo"], timeout=30)
+            assert r.status_code == 202, (address, r.status_code)
+    finally:
+        h.stop()
+
+
+def test_a_port_taken_on_the_second_address_is_picked_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Port 0 on a name with two addresses: the port the first address got may be another program's on the second;
+    devhost lets go of the first and picks again rather than failing, or serving one address only."""
+    import asyncio
+    import socket
+
+    from aiohttp import web
+
+    from devhost import host as host_module
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    clash = {"left": 1}
+
+    class ClashingOnce(web.TCPSite):
+        def __init__(self, runner: web.BaseRunner, host: str, port: int) -> None:
+            if port and clash["left"]:  # the first second-address bind meets the other program's port
+                clash["left"], port = 0, taken.getsockname()[1]
+            super().__init__(runner, host, port)
+
+    monkeypatch.setattr(host_module.web, "TCPSite", ClashingOnce)
+    monkeypatch.setattr(host_module, "_addresses", lambda host: ["::1", "127.0.0.1"])
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(web.Application())
+    try:
+        loop.run_until_complete(runner.setup())
+        port = host_module._listen(loop, runner, "dual.test", 0)
+        assert clash["left"] == 0 and port != taken.getsockname()[1]
+        for family, address in ((socket.AF_INET6, "::1"), (socket.AF_INET, "127.0.0.1")):
+            with socket.socket(family) as probe:
+                probe.settimeout(30)
+                probe.connect((address, port))  # both addresses listen on the reported port
+        assert len(runner.sites) == 2  # the clashing attempt's first site was let go
+    finally:
+        loop.run_until_complete(runner.cleanup())
+        loop.close()
+        taken.close()
+
+
 def test_an_idle_engine_backs_off_and_queued_work_still_starts_at_once(storage_connection: str,
                                                                        unique_name: str) -> None:
     """Idle, the dispatchers list their tables a few times, not ten times a second (engine docstring: Polling); and
