@@ -16,8 +16,9 @@ OUTPUT = 4  # the results cannot be written (storage hiccups too: worth another 
 SOURCE = 5  # the images' storage account cannot be opened (secret missing or unreadable, or its Key Vault's host
 # name does not exist in DNS: gpu_batch.storage_refs.unresolvable_host; a resolver that did not answer is 69), or
 # image reads found the account's own host name missing from DNS for GONE_AFTER_S (deleted after enumeration: the shard
-# stops there with its results so far flushed, gpu_batch.worker.sources.SourceGone; a resolver that did not answer
-# fails the image as a retryable ``download``)
+# stops there with its results so far flushed, gpu_batch.worker.sources.SourceGone; a shard whose reads all failed so
+# sooner waits that long at its end, asking DNS again; a resolver that did not answer fails the image as a retryable
+# ``download``)
 # The node-resident worker (gpu_batch.worker.resident) went away mid-shard: the client's exit when the server died
 # after accepting the shard, and the server's own exit when a shard it was told to stop never did. EX_TEMPFAIL
 # (sysexits.h): not in UNFIXABLE, so the app retries the shard, and the next attempt resumes from what was flushed.

@@ -209,7 +209,9 @@ class ShardManifest:
 #                               (``download``). Retryable: a lookup can say so for a while of an account that exists,
 #                               and a restored account's images must be read, not kept failed; once such reads have
 #                               failed for ``gpu_batch.worker.sources.GONE_AFTER_S`` the worker stops the shard (exit 5,
-#                               ``gpu_batch.exit_codes.SOURCE``), as every image of it would fail alike
+#                               ``gpu_batch.exit_codes.SOURCE``), as every image of it would fail alike; a shard
+#                               left with only such images sooner waits that long at its end, asking DNS again
+#                               (``BlobImageSource.wait_for_host``)
 #     timeout        retryable  the read timed out (client timeout, 408/504)
 #     inference      retryable  read and decoded, but the network's batch failed (GPU error, out of memory on one
 #                               image), or the worker's memory ran out while decoding it; failure "inference failure"

@@ -114,6 +114,24 @@ def unresolvable_host(exc: BaseException) -> str | None:
     return host if found else None
 
 
+def host_resolves(host: str, port: int = 443) -> bool | None:
+    """Whether DNS finds ``host`` now: True; False when it says there is no such name (``_NO_SUCH_NAME``); None when
+    it gave no answer either way (EAI_AGAIN: the resolver did not answer, or any other error of the lookup).
+
+    Asked as urllib3 asks before each connection (``socket.getaddrinfo`` for a stream socket:
+    ``urllib3/util/connection.py`` ``create_connection``), so the answer is the one the next read would get. Used
+    where one lookup says more than one more read: the worker's wait at a shard's end for a host reads found
+    missing (``gpu_batch.worker.sources.BlobImageSource.wait_for_host``), where a read would take the SDK's retries,
+    about a minute, to say the same."""
+    try:
+        socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        return False if exc.errno in _NO_SUCH_NAME else None
+    except (OSError, UnicodeError):  # UnicodeError: a name the IDNA codec refuses
+        return None
+    return True
+
+
 def unresolvable_hint(host: str, what: str, setting: str) -> str:
     """What to do about ``what`` (e.g. "the storage account") whose host name does not resolve; ``setting`` says
     where its URL was given. No ';' before the advice: ``activities.notify`` keeps a reader's message up to one."""

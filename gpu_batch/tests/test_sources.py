@@ -425,3 +425,176 @@ def test_a_host_missing_for_a_moment_neither_stops_the_shard_nor_fails_its_image
     with pytest.raises(SourceGone, match="nosuchaccount.invalid does not resolve") as stopped:
         source.raise_if_gone()
     assert "source_account_url" in str(stopped.value) and "IMG_0005" in str(stopped.value), stopped.value
+
+
+class _FakeTime:
+    """A clock that moves only when the worker sleeps: ``BlobImageSource``'s class ``monotonic`` and ``sleep``, which
+    the sources a worker run builds take (the SDK's own retry waits are skipped apart)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.now = 1000.0
+        self.slept: list[float] = []
+        monkeypatch.setattr(BlobImageSource, "monotonic", staticmethod(lambda: self.now))
+        monkeypatch.setattr(BlobImageSource, "sleep", staticmethod(self._sleep))
+
+    def _sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def _run_small_shard(storage_connection: str, unique_name: str, checkpoint: Path, tmp_path: Path,
+                     account_url: str, secret: str, names: list[str], images_container: str) -> tuple[int, Any, Any]:
+    """Run a shard of ``names`` in ``images_container`` of ``account_url`` (opened by ``secret``) through the
+    worker's CLI entry; its exit code, its results' entries and its coverage summary."""
+    from gpu_batch.manifest import read_coverage_summary
+    from gpu_batch.storage_refs import LOCAL_SECRETS_ENV
+    from gpu_batch.worker import __main__ as worker
+
+    service = BlobServiceClient.from_connection_string(storage_connection)
+    state_c = service.create_container(unique_name)
+    state_c.upload_blob("models/md_test.pt", checkpoint.read_bytes())
+    out_blob = layout.attempt_results_blob("task-h", "s1", 1)
+    manifest = ShardManifest(task_id="task-h", shard_id="s1", attempt=1, source_container=images_container,
+                             source_account_url=account_url, source_credential_secret="partner-sas",
+                             images=tuple(names), output_container=unique_name, output_blob=out_blob,
+                             model=f"blob://{unique_name}/models/md_test.pt")
+    state_c.upload_blob(layout.manifest_blob("task-h", "s1", 1), json.dumps(manifest.to_dict()))
+    secrets = tmp_path / "secrets.json"
+    secrets.write_text(json.dumps({"partner-sas": secret}), encoding="utf-8")
+    env = {"TRAPBATCH_STORAGE_CONNECTION": storage_connection, LOCAL_SECRETS_ENV: str(secrets),
+           "TRAPBATCH_MODEL_CACHE": str(tmp_path / "cache")}
+    code = worker.main(["--manifest-container", unique_name, "--manifest-blob", layout.manifest_blob("task-h", "s1", 1),
+                        "--device", "cpu", "--workers", "2"], env)
+    entries = json.loads(state_c.download_blob(out_blob).readall())["images"]
+    covered = read_coverage_summary(state_c.download_blob(layout.attempt_coverage_blob("task-h", "s1", 1)).readall())
+    return code, entries, covered
+
+
+def test_a_small_shard_whose_account_is_gone_waits_out_gone_after_s_and_exits_5(
+        resolver: Any, storage_connection: str, unique_name: str, checkpoint: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A shard of 3 images whose account's host DNS says does not exist (getaddrinfo: gaierror -2) fails every read
+    well within ``GONE_AFTER_S``: it does not end there, but asks DNS again every ``ASK_AGAIN_EVERY_S`` until
+    ``GONE_AFTER_S`` have passed since the first such read, then stops as a longer shard does: exit 5 (which the
+    orchestration takes as the account gone), results so far flushed, the host named in its last error line. Before,
+    it exited 0 with 3 retryable failures, and so did every attempt: the task ended ``completed_with_errors`` with
+    every image failed."""
+    from azure.core.pipeline.transport import HttpTransport
+
+    from gpu_batch import exit_codes
+    from gpu_batch.worker.sources import ASK_AGAIN_EVERY_S, GONE_AFTER_S
+
+    resolver(*NO_SUCH_NAME[0])
+    monkeypatch.setattr(HttpTransport, "sleep", lambda self, duration: None)  # the storage SDK's retry waits
+    clock = _FakeTime(monkeypatch)
+    names = [f"cam 1/IMG_{i:04d}.JPG" for i in range(3)]
+    code, entries, covered = _run_small_shard(storage_connection, unique_name, checkpoint, tmp_path, NO_SUCH_ACCOUNT,
+                                              PARTNER_SAS, names, "images")
+    assert code == exit_codes.SOURCE and exit_codes.unfixable_reason(code), (code, caplog.text)
+    assert sum(clock.slept) == pytest.approx(GONE_AFTER_S) and max(clock.slept) <= ASK_AGAIN_EVERY_S, clock.slept
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert "nosuchaccount.invalid does not resolve" in errors[-1], errors
+    assert "source_account_url" in errors[-1] and "stopped after 3 of 3" in errors[-1], errors
+    assert "sig=" not in caplog.text
+    assert sorted(e["file"] for e in entries) == names
+    assert {(e["failure_reason"], e["failure_kind"]) for e in entries} == {("account_not_found", "retryable")}
+    assert covered is not None and covered.images == len(names) and covered.final == 0
+
+
+def test_a_small_shard_whose_account_host_resolves_again_while_it_waits_reads_its_images(
+        storage_connection: str, unique_name: str, checkpoint: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The same small shard, but DNS finds the host again 30 s after the reads found it missing (a blip of the
+    platform's, Azure/azure-storage-python#541): the wait sees it resolve, reads the 3 images again, and the shard
+    completes with their detections (exit 0, nothing failed). The account is Azurite under a host name of the
+    test's own ("gone-images", no dot: Azurite reads the account from the path), which getaddrinfo says does not
+    exist until then."""
+    import socket
+    from datetime import datetime, timedelta, timezone
+    from urllib.parse import urlsplit
+
+    from azure.core.pipeline.transport import HttpTransport
+    from azure.storage.blob import ContainerSasPermissions, generate_container_sas
+
+    from gpu_batch import exit_codes
+
+    monkeypatch.setattr(HttpTransport, "sleep", lambda self, duration: None)  # the storage SDK's retry waits
+    clock = _FakeTime(monkeypatch)
+    service = BlobServiceClient.from_connection_string(storage_connection)
+    images_c = service.create_container(unique_name + "img")
+    names = [f"cam 1/IMG_{i:04d}.JPG" for i in range(3)]
+    for i, name in enumerate(names):
+        images_c.upload_blob(name, jpeg_bytes(textured(320, 240, 10 + i)))
+    sas = generate_container_sas(str(service.account_name), images_c.container_name,
+                                 account_key=service.credential.account_key,
+                                 permission=ContainerSasPermissions(read=True, list=True),
+                                 expiry=datetime.now(timezone.utc) + timedelta(hours=1))
+    azurite = urlsplit(service.url)
+    account_url = f"http://gone-images:{azurite.port}{azurite.path.rstrip('/')}"
+    back_at = clock.now + 30.0
+    real = socket.getaddrinfo
+    asked: list[float] = []
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "gone-images":
+            asked.append(clock.now)
+            if clock.now < back_at:
+                raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+            host = azurite.hostname
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    code, entries, covered = _run_small_shard(storage_connection, unique_name, checkpoint, tmp_path, account_url, sas,
+                                              names, images_c.container_name)
+    assert code == exit_codes.OK
+    assert clock.slept == [15.0, 15.0] and asked[-1] >= back_at, (clock.slept, asked)
+    assert sorted(e["file"] for e in entries) == names
+    assert not [e for e in entries if "failure" in e], entries
+    assert covered is not None and covered.final == len(names)
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])  # each image counted once, as read last
+    assert summary == {**summary, "images": 3, "done": 3, "failed": 0, "retryable": 0, "failure_reasons": {}}
+
+
+def test_the_wait_for_a_missing_host_ends_without_stopping_when_dns_does_not_answer(resolver: Any) -> None:
+    """``wait_for_host`` waits only on reads that found the host missing (none: False at once, no sleep); when DNS
+    then does not answer either way (EAI_AGAIN), ``GONE_AFTER_S`` pass without the account being called gone: the
+    shard ends as it would have (False), nothing to stop for."""
+    from gpu_batch.worker.sources import GONE_AFTER_S
+
+    now, slept = [1000.0], list[float]()
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    resolver(*NO_SUCH_NAME[0])
+    blips = _Blips(_no_such_name_failure())
+    source = BlobImageSource(blips, "images", clock=lambda: now[0], sleep=sleep)
+    assert source.wait_for_host() is False and slept == []  # no read found the host missing
+    with pytest.raises(SourceError):
+        source.fetch("cam1/IMG_0001.JPG")
+    assert source.host_missing()
+    resolver(*RESOLVER_DOWN)
+    assert source.wait_for_host() is False
+    assert sum(slept) == pytest.approx(GONE_AFTER_S) and source.gone is None, slept
+    source.raise_if_gone()
+
+
+def test_a_shard_with_a_failure_of_another_reason_is_not_held() -> None:
+    """Only a shard whose failures are all ``account_not_found`` waits for the host: a blob's 404 (or any other
+    failure) says nothing of the account, and such a shard ends as it is."""
+    from types import SimpleNamespace
+
+    from gpu_batch.worker.__main__ import _failed_for_missing_host
+
+    def entry(name: str, reason: str | None) -> dict[str, Any]:
+        if reason is None:
+            return {"file": name, "detections": []}
+        return {"file": name, "failure": "image access failure", "detections": None, "failure_reason": reason,
+                "failure_kind": "retryable" if reason == "account_not_found" else "permanent"}
+
+    gone = [entry("a.jpg", "account_not_found"), entry("b.jpg", "account_not_found")]
+    writer: Any = SimpleNamespace(snapshot=lambda: [*gone, entry("kept.jpg", "not_found"), entry("c.jpg", None)])
+    assert _failed_for_missing_host(writer, ["a.jpg", "b.jpg", "c.jpg"]) == gone  # kept.jpg: an earlier attempt's
+    writer = SimpleNamespace(snapshot=lambda: [*gone, entry("d.jpg", "not_found")])
+    assert _failed_for_missing_host(writer, ["a.jpg", "b.jpg", "d.jpg"]) == []

@@ -15,8 +15,9 @@ Local mode (bench, tests):
 Exit codes: 0 shard processed (per-image failures are data in the output); 2 bad arguments or unreadable manifest;
 3 model cannot be resolved or loaded; 4 output not writable; 5 the images' storage account cannot be opened (secret
 missing or unreadable: see ``gpu_batch.storage_refs``), or DNS says its host does not exist (image reads found so for
-``sources.GONE_AFTER_S``: the shard stops there, its results so far flushed, ``sources.SourceGone``); 73 another run of the same attempt wrote
-its results since this one read or last wrote them (this run stopped without writing more:
+``sources.GONE_AFTER_S``: the shard stops there, its results so far flushed, ``sources.SourceGone``; a shard whose
+reads all failed so sooner waits at its end until then, ``_wait_for_missing_host``); 73 another run of the same
+attempt wrote its results since this one read or last wrote them (this run stopped without writing more:
 ``gpu_batch.exit_codes.OUTPUT_TAKEN``).
 The last stdout line is a one-line JSON summary:
 {"images", "done", "failed", "retryable", "failure_reasons", "damaged", "skipped_resumed", "seconds", "img_s", ...}:
@@ -296,6 +297,7 @@ def _run(args: argparse.Namespace, env: Mapping[str, str], fault: Any, process_s
         _settle(pending_decode)
         return ShardOutcome(EXIT_SOURCE)
     source, sink = opened
+    images_source = source  # unwrapped: the one that knows whether its account's host is missing
     shard_check = _with_source_check(source, stop_check)
     source = fault.wrap_source(source, manifest.attempt)
 
@@ -336,6 +338,8 @@ def _run(args: argparse.Namespace, env: Mapping[str, str], fault: Any, process_s
     try:
         writer.start()
         run_images(todo, source, model, writer, manifest.detection_threshold, options, summary, shard_check)
+        _wait_for_missing_host(images_source, todo, writer, summary, label, shard_check, lambda names: run_images(
+            names, source, model, writer, manifest.detection_threshold, options, summary, shard_check))
         writer.close(_completed_info(info), view_later=defer_view)
     except SourceGone as exc:
         return _source_gone(writer, label, summary, len(todo), exc)
@@ -362,7 +366,8 @@ def _with_source_check(source: ImageSource, stop_check: Callable[[], None] | Non
     Why stop the shard: each image of it is in that account, so each would fail alike, after the SDK's retries
     (about a minute each: hours for a shard), and every attempt resubmitted them all. Stopped at the first result
     after such reads have failed for ``sources.GONE_AFTER_S`` (not at the first: a lookup can say so for a while of an
-    account that exists), the shard exits 5 (``exit_codes.SOURCE``), with the host and what to check."""
+    account that exists), the shard exits 5 (``exit_codes.SOURCE``), with the host and what to check (a shard that
+    runs out of images sooner waits for it at its end: ``_wait_for_missing_host``)."""
     from gpu_batch.worker.sources import BlobImageSource
 
     if not isinstance(source, BlobImageSource):
@@ -374,6 +379,56 @@ def _with_source_check(source: ImageSource, stop_check: Callable[[], None] | Non
         if stop_check is not None:
             stop_check()
     return check
+
+
+def _wait_for_missing_host(source: ImageSource, todo: Sequence[str], writer: ResultWriter, summary: ShardSummary,
+                           label: str, shard_check: Callable[[], None] | None,
+                           read_again: Callable[[list[str]], None]) -> None:
+    """Before a shard ends whose only images left to do failed as ``account_not_found`` (every failure of this run is
+    one, and no read succeeded since the first), wait until its account's host resolves again, then read those
+    images again (``read_again``), or until ``sources.GONE_AFTER_S`` have passed since the first such read:
+    ``SourceGone``, which the caller turns into exit 5 with the results so far flushed, as on a longer shard
+    (``sources.BlobImageSource.wait_for_host``).
+
+    Why: the shard stops on a missing host only once such reads have lasted ``GONE_AFTER_S``, so a shard that failed
+    every read so sooner (a small one, or the attempt that resubmitted only those images) ended with exit 0 and every
+    image a retryable failure, at every attempt: a deleted account's task ended ``completed_with_errors`` with all
+    its images failed instead of failing on the account (``orchestrations.shards``: exit 5 twice ends the task with
+    the worker's message). A shard with a failure of any other reason is not held: a blob's 404 says nothing of the
+    account, and those images end as they are."""
+    from gpu_batch.worker.sources import ASK_AGAIN_EVERY_S, BlobImageSource
+
+    if not isinstance(source, BlobImageSource):
+        return
+    while source.host_missing():
+        failed = _failed_for_missing_host(writer, todo)
+        if not failed:
+            return
+        logger.warning("%s %d images failed because their storage account's host does not resolve; asking DNS again "
+                       "every %.0f s, for up to %.0f s after the first such read, before the shard ends", label,
+                       len(failed), ASK_AGAIN_EVERY_S, source.gone_after_s)
+        if not source.wait_for_host(shard_check):
+            return
+        logger.info("%s the images' storage account's host resolves again: reading its %d images again", label,
+                    len(failed))
+        summary.forget(failed)
+        read_again([entry["file"] for entry in failed])
+
+
+def _failed_for_missing_host(writer: ResultWriter, todo: Sequence[str]) -> list[dict[str, Any]]:
+    """The entries of ``todo``'s images that failed as ``account_not_found``; empty when any of them failed for
+    another reason (or none failed so)."""
+    from gpu_batch import manifest as contract
+
+    wanted = set(todo)
+    failed = []
+    for entry in writer.snapshot():
+        if entry["file"] not in wanted or not contract.is_failure(entry):
+            continue
+        if contract.failure_reason(entry) != contract.REASON_ACCOUNT_NOT_FOUND:
+            return []
+        failed.append(entry)
+    return failed
 
 
 def _source_gone(writer: ResultWriter, label: str, summary: ShardSummary, todo: int,

@@ -84,6 +84,23 @@ class ShardSummary:
     # first batch submitted, staging started and done, launched, post-processed; where the first batch's time goes.
     firsts: dict[str, float] = field(default_factory=dict)
 
+    def forget(self, entries: Sequence[Entry]) -> None:
+        """Take failed ``entries`` out of the counts before their images are read again (``run_images`` then counts
+        their new results), so that ``done`` stays one per image of the shard."""
+        for entry in entries:
+            self.done -= 1
+            if "failure" not in entry:
+                continue
+            self.failed -= 1
+            reason = contract.failure_reason(entry) or contract.REASON_UNCLASSIFIED
+            left = self.failure_reasons.get(reason, 0) - 1
+            if left > 0:
+                self.failure_reasons[reason] = left
+            else:
+                self.failure_reasons.pop(reason, None)
+            if contract.failure_kind(entry) == contract.RETRYABLE:
+                self.retryable -= 1
+
     def steady_img_s(self) -> float | None:
         """Images per second after the first batch's results (start-up, cuDNN tuning and pipeline fill excluded)."""
         if self.first_batch_at is None or self.last_result_at is None or self.last_result_at <= self.first_batch_at:

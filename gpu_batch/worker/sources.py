@@ -12,7 +12,10 @@ runs the image again). ``SourceError.reason`` is one of ``gpu_batch.manifest.FAI
 the whole account: a host name DNS says does not exist (``account_not_found``: deleted after the task's enumeration,
 say) fails every image alike, so once such reads have failed for ``GONE_AFTER_S`` with none succeeding in between,
 ``BlobImageSource`` remembers it (``gone``) and the worker stops the shard on it (exit 5,
-``gpu_batch.exit_codes.SOURCE``) instead of failing each image through the SDK's retries.
+``gpu_batch.exit_codes.SOURCE``) instead of failing each image through the SDK's retries. A shard whose every read
+failed so in less time than that does not end on it either: the worker waits at its end, asking DNS again
+(``BlobImageSource.wait_for_host``), until the host resolves (its images are read again) or ``GONE_AFTER_S`` have
+passed (exit 5 all the same).
 
 Must not: decode images or interpret results.
 """
@@ -168,6 +171,9 @@ SOURCE_ACCOUNT_SETTING = "the request's source_account_url (an account on TRAPBA
 # azure-sdk-for-python#10685, azure-sdk-for-js#20161: intermittent "no such host" / ENOTFOUND for live endpoints), and
 # a shard stopped on such a blip cost an attempt and counted as the shard's first unfixable exit.
 GONE_AFTER_S = 120.0
+# How often ``BlobImageSource.wait_for_host`` asks DNS again about a missing host while a shard's end waits on it:
+# often enough that a host back after a blip is read again within seconds, and one lookup costs next to nothing.
+ASK_AGAIN_EVERY_S = 15.0
 
 
 class SourceGone(Exception):
@@ -186,17 +192,25 @@ class BlobImageSource:
     host DNS says does not exist fails its image as ``account_not_found``, retryable (a lookup can say so for a while
     of an account that exists: ``GONE_AFTER_S``; and an account restored, or a name fixed, must read those images
     again); once such reads have failed for ``gone_after_s`` (default ``GONE_AFTER_S``) with no read succeeding in
-    between, ``gone`` says what they found and ``raise_if_gone`` raises it as ``SourceGone``. ``clock``: monotonic
-    seconds (tests pass their own)."""
+    between, ``gone`` says what they found and ``raise_if_gone`` raises it as ``SourceGone``; ``wait_for_host`` holds
+    a shard's end that came sooner. ``clock``: monotonic seconds, ``sleep``: the wait's (None: the class's
+    ``monotonic`` and ``sleep``, which a test of the whole worker replaces for the sources its run builds, as
+    ``ResultWriter.retry_sleep``)."""
+
+    monotonic = staticmethod(time.monotonic)
+    sleep = staticmethod(time.sleep)
 
     def __init__(self, service: Any, container: str, setting: str = SOURCE_ACCOUNT_SETTING, *,
-                 gone_after_s: float | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 gone_after_s: float | None = None, clock: Callable[[], float] | None = None,
+                 sleep: Callable[[float], None] | None = None) -> None:
         self.container = service.get_container_client(container)
         self.setting = setting
         self.gone_after_s = GONE_AFTER_S if gone_after_s is None else gone_after_s
         self.gone: str | None = None  # what the reads that found the host missing for gone_after_s say
-        self._clock = clock
+        self._clock = clock if clock is not None else type(self).monotonic
+        self._sleep = sleep if sleep is not None else type(self).sleep
         self._missing_since: float | None = None  # the first of the reads that found it missing since the last success
+        self._missing_host = ""  # the host those reads found missing
         self._gone_lock = threading.Lock()
 
     def fetch(self, name: str) -> bytes:
@@ -226,18 +240,72 @@ class BlobImageSource:
                     self._missing_since = None
         return data
 
-    def _host_missing(self, host: str, name: str) -> None:
-        """Count a read that found the account's host missing; ``gone`` once such reads span ``gone_after_s``."""
+    def _host_missing(self, host: str, name: str | None) -> None:
+        """Count a read of ``name`` (None: a lookup of ``wait_for_host``) that found the account's host missing;
+        ``gone`` once such reads span ``gone_after_s``."""
         from gpu_batch.storage_refs import unresolvable_hint
 
         now = self._clock()
         with self._gone_lock:
             if self._missing_since is None:
                 self._missing_since = now
+            self._missing_host = host or self._missing_host or self._url_host()
             lasted = now - self._missing_since
             if self.gone is None and lasted >= self.gone_after_s:
                 said = unresolvable_hint(host, "the images' storage account", self.setting)
-                self.gone = f"{said} (every read for {lasted:.0f} s, the last {name!r})"
+                self.gone = (f"{said} (every read for {lasted:.0f} s, the last {name!r})" if name is not None else
+                             f"{said} (every read and DNS lookup for {lasted:.0f} s, the last a lookup at the "
+                             "shard's end)")
+
+    def _url_host(self) -> str:
+        """The host of the container's URL: the one to ask about when the failure's chain did not name it."""
+        from urllib.parse import urlsplit
+
+        url = getattr(self.container, "url", "")
+        return (urlsplit(url).hostname or "") if isinstance(url, str) else ""
+
+    def host_missing(self) -> bool:
+        """Whether reads found the account's host missing with none succeeding since the first of them: what
+        ``wait_for_host`` would wait on."""
+        with self._gone_lock:
+            return self._missing_since is not None
+
+    def wait_for_host(self, check: Callable[[], None] | None = None) -> bool:
+        """Hold a shard's end while its images' account's host is missing: ask DNS about it again every
+        ``ASK_AGAIN_EVERY_S`` until it resolves (True: read the images that failed so again) or reads and lookups
+        have found it missing for ``gone_after_s`` since the first such read (``SourceGone``, as ``raise_if_gone``).
+
+        False at once when there is nothing to wait for (no read found the host missing, a read succeeded since the
+        first that did, or no host to ask about), and False when ``gone_after_s`` passed with DNS not saying either
+        way (EAI_AGAIN: nothing says the account is gone, so the shard ends as it would have). ``check`` is called
+        before each lookup (the shard's stop check: a resident worker's client that went away stops the wait too).
+
+        Why: the account is judged gone only after ``GONE_AFTER_S`` of such reads, and a shard whose every read
+        failed so sooner (a small one, or an attempt that resubmitted only those images) ended with each image a
+        retryable ``account_not_found``; every attempt then did the same, and a deleted account's task ended
+        ``completed_with_errors`` with every image failed rather than failed as ``SourceGone`` (exit 5) says. One
+        lookup is asked rather than one more read: a read of a missing host takes the storage SDK's retries, about a
+        minute, to say what a lookup says at once (``storage_refs.host_resolves``)."""
+        from gpu_batch.storage_refs import host_resolves
+
+        while True:
+            self.raise_if_gone()
+            if check is not None:
+                check()
+            with self._gone_lock:
+                since, host = self._missing_since, self._missing_host
+            if since is None or not host:
+                return False
+            answer = host_resolves(host)
+            if answer:
+                return True
+            if answer is False:
+                self._host_missing(host, None)
+                self.raise_if_gone()
+            left = since + self.gone_after_s - self._clock()
+            if left <= 0:
+                return False
+            self._sleep(min(ASK_AGAIN_EVERY_S, left))
 
     def raise_if_gone(self) -> None:
         """``SourceGone`` once reads found the account's host missing for ``gone_after_s`` (the pipeline's stop check
