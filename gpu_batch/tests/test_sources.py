@@ -427,6 +427,35 @@ def test_a_host_missing_for_a_moment_neither_stops_the_shard_nor_fails_its_image
     assert "source_account_url" in str(stopped.value) and "IMG_0005" in str(stopped.value), stopped.value
 
 
+def test_a_read_the_service_answered_says_the_host_resolves_as_a_success_does(resolver: Any) -> None:
+    """A 404 (or 403, or 500) came from the account's service, so its host resolved: the reads that found the host
+    missing before it were a blip, as when a read succeeds. Only a success reset that count, so a shard of missing
+    blobs between two blips over two minutes apart was stopped as if its account were gone (exit 5)."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    from gpu_batch.worker.sources import GONE_AFTER_S
+
+    resolver(*NO_SUCH_NAME[0])
+    blips = _Blips(_no_such_name_failure())
+    now = [1000.0]
+    source = BlobImageSource(blips, "images", clock=lambda: now[0])
+    with pytest.raises(SourceError):
+        source.fetch("cam1/IMG_0001.JPG")  # a blip
+    not_there = ResourceNotFoundError("The specified blob does not exist.")
+    not_there.status_code = 404
+    blips.failure = not_there
+    now[0] += 30.0
+    with pytest.raises(SourceError) as missing:
+        source.fetch("cam1/IMG_0002.JPG")
+    assert missing.value.reason == "not_found"
+    assert not source.host_missing()  # the service answered: its host resolves
+    blips.failure = _no_such_name_failure()
+    now[0] += GONE_AFTER_S
+    with pytest.raises(SourceError):
+        source.fetch("cam1/IMG_0003.JPG")  # another blip, over GONE_AFTER_S after the first
+    source.raise_if_gone()  # counted from this one, not from the blip before the service's answer
+
+
 class _FakeTime:
     """A clock that moves only when the worker sleeps: ``BlobImageSource``'s class ``monotonic`` and ``sleep``, which
     the sources a worker run builds take (the SDK's own retry waits are skipped apart)."""

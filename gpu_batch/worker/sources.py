@@ -10,9 +10,10 @@ Why failures are classified here: only the source knows whether a read failed be
 exists: permanent) or because of the storage account or the network (401/403, 429/503, a timeout: the next attempt
 runs the image again). ``SourceError.reason`` is one of ``gpu_batch.manifest.FAILURE_REASONS``. Reads tell of
 the whole account: a host name DNS says does not exist (``account_not_found``: deleted after the task's enumeration,
-say) fails every image alike, so once such reads have failed for ``GONE_AFTER_S`` with none succeeding in between,
-``BlobImageSource`` remembers it (``gone``) and the worker stops the shard on it (exit 5,
-``gpu_batch.exit_codes.SOURCE``) instead of failing each image through the SDK's retries. A shard whose every read
+say) fails every image alike, so once such reads have failed for ``GONE_AFTER_S`` with none reaching the service in
+between (a blob, or an HTTP error such as a 404, says the host resolves), ``BlobImageSource`` remembers it
+(``gone``) and the worker stops the shard on it (exit 5, ``gpu_batch.exit_codes.SOURCE``) instead of failing each
+image through the SDK's retries. A shard whose every read
 failed so in less time than that does not end on it either: the worker waits at its end, asking DNS again
 (``BlobImageSource.wait_for_host``), until the host resolves (its images are read again) or ``GONE_AFTER_S`` have
 passed (exit 5 all the same).
@@ -164,8 +165,9 @@ def storage_config_problem(env: Mapping[str, str]) -> str | None:
 SOURCE_ACCOUNT_SETTING = "the request's source_account_url (an account on TRAPBATCH_SOURCE_ACCOUNTS)"
 
 
-# How long reads must keep finding the images' account's host missing from DNS (no read succeeding in between) before
-# the shard stops on it (``SourceGone``). Why not at the first: on Azure a lookup of an existing account's host can say
+# How long reads must keep finding the images' account's host missing from DNS (no read reaching the service in
+# between) before the shard stops on it (``SourceGone``). Why not at the first: on Azure a lookup of an existing
+# account's host can say
 # "no such name" for a while (Azure/azure-storage-python#541: "[Errno -2] Name or service not known" from
 # <account>.blob.core.windows.net, "live reconfigurations of the network fabric, which seem to take up to 120s";
 # azure-sdk-for-python#10685, azure-sdk-for-js#20161: intermittent "no such host" / ENOTFOUND for live endpoints), and
@@ -191,9 +193,10 @@ class BlobImageSource:
     (``SOURCE_ACCOUNT_SETTING``, or the worker's storage setting for images in trapbatch's own account). A read whose
     host DNS says does not exist fails its image as ``account_not_found``, retryable (a lookup can say so for a while
     of an account that exists: ``GONE_AFTER_S``; and an account restored, or a name fixed, must read those images
-    again); once such reads have failed for ``gone_after_s`` (default ``GONE_AFTER_S``) with no read succeeding in
-    between, ``gone`` says what they found and ``raise_if_gone`` raises it as ``SourceGone``; ``wait_for_host`` holds
-    a shard's end that came sooner. ``clock``: monotonic seconds, ``sleep``: the wait's (None: the class's
+    again); once such reads have failed for ``gone_after_s`` (default ``GONE_AFTER_S``) with no read reaching
+    the service in between, ``gone`` says what they found and ``raise_if_gone`` raises it as ``SourceGone``;
+    ``wait_for_host`` holds a shard's end that came sooner. ``clock``: monotonic seconds, ``sleep``: the wait's
+    (None: the class's
     ``monotonic`` and ``sleep``, which a test of the whole worker replaces for the sources its run builds, as
     ``ResultWriter.retry_sleep``)."""
 
@@ -232,13 +235,20 @@ class BlobImageSource:
                                   f"{host or '(in its URL)'} does not resolve (DNS: no such name); the next attempt "
                                   "reads it again", contract.REASON_ACCOUNT_NOT_FOUND) from exc
             status = getattr(exc, "status_code", None)
+            if status is not None:  # the account's service answered (a 404, a 403): its host resolves
+                self._host_answered()
             raise SourceError(f"cannot download {name!r}: {type(exc).__name__}" + (f" ({status})" if status else ""),
                               storage_error_reason(exc)) from exc
-        if self._missing_since is not None:  # the host resolved after all: a blip, not a deleted account
+        self._host_answered()
+        return data
+
+    def _host_answered(self) -> None:
+        """A read reached the account's service (its blob, or an HTTP error from it): the host resolved after all,
+        so the reads that found it missing before were a blip, not a deleted account."""
+        if self._missing_since is not None:
             with self._gone_lock:
                 if self.gone is None:
                     self._missing_since = None
-        return data
 
     def _host_missing(self, host: str, name: str | None) -> None:
         """Count a read of ``name`` (None: a lookup of ``wait_for_host``) that found the account's host missing;
