@@ -25,8 +25,9 @@ import azure.functions as func
 
 from adapters import clients
 from adapters.blobs import BlobStore
-from api.starters import (DROP_TRIGGER_RETRIES, EVENT_GRID_RETRIES, Retries, answered_version, busy, drop_origin,
-                          caller_writable_json, read_request_blob, refusal_of, start_task, withdraw_overtaken_refusal)
+from api.starters import (BUSY_TRY_WAIT_S, DROP_TRIGGER_RETRIES, EVENT_GRID_RETRIES, Retries, answered_version, busy,
+                          caller_writable_json, drop_origin, read_request_blob, refusal_of, start_task,
+                          withdraw_overtaken_refusal)
 from core.errors import RequestInvalid, TrapbatchError
 from core.requests import MAX_BODY_BYTES, parse_json_body
 from core.settings import Settings
@@ -117,7 +118,9 @@ async def start_from_marker(client: df.DurableOrchestrationClient, container: st
     hand-over's). The marker's version is the task's ``origin``: a redelivery starts nothing (``start_task``).
 
     A refusal only because a service was busy (``api.starters.busy``) is written and then raised, so that the trigger
-    that called runs again: Event Grid for ``container_ready``, the drop trigger for a handed-over marker."""
+    that called runs again: Event Grid for ``container_ready`` (which spaces its tries itself), the drop trigger for a
+    handed-over marker, after ``api.starters.BUSY_TRY_WAIT_S`` (that trigger's tries come one right after another,
+    ``DROP_TRIGGER_RETRIES``)."""
     if _own(container, s):
         return
     retried_by = DROP_TRIGGER_RETRIES if marker is None else EVENT_GRID_RETRIES
@@ -137,6 +140,8 @@ async def start_from_marker(client: df.DurableOrchestrationClient, container: st
     except TrapbatchError as exc:
         await _refuse(store, container, exc, etag, retried_by)
         if busy(exc):
+            if retried_by is DROP_TRIGGER_RETRIES:  # its next try comes at once: wait first, as task_dropped does
+                await asyncio.sleep(BUSY_TRY_WAIT_S)
             raise  # the trigger that called runs again (retried_by)
         return
     await asyncio.to_thread(store.write_json, container, layout.ready_receipt_blob(),

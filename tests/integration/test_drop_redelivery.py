@@ -284,9 +284,11 @@ def test_a_marker_refused_only_because_a_service_was_busy_fails_so_event_grid_de
 
 
 def test_a_handed_over_marker_refused_only_because_a_service_was_busy_fails_so_the_drop_trigger_tries_again(
-        source: str, store: BlobStore, monkeypatch: pytest.MonkeyPatch) -> None:
+        source: str, store: BlobStore, monkeypatch: pytest.MonkeyPatch, slept: list[float]) -> None:
     """A marker with an image list is started by the drop trigger (its hand-over blob in ``incoming``): a busy
-    failure fails that trigger, which the platform runs again."""
+    failure fails that trigger, which the platform runs again, after ``BUSY_TRY_WAIT_S`` as for any drop: the
+    drop trigger's tries are not spaced (tests/unit/test_drop_retry_spacing.py), and the refusal says "a minute
+    after each failure"."""
     client = Client()
     store.write_bytes(source, "list.txt", b"a.jpg\n")
     store.write_bytes(source, "a.jpg", b"not really a jpeg")
@@ -297,7 +299,8 @@ def test_a_handed_over_marker_refused_only_because_a_service_was_busy_fails_so_t
     with pytest.raises(SourceBusy):
         _deliver(store, client, handoff)
     assert store.read_json(source, layout.ready_error_blob())["hint"].startswith(
-        "nothing to do yet: the drop trigger runs again by itself")
+        "nothing to do yet: the drop trigger runs again by itself, a minute after each failure")
+    assert slept == [starters.BUSY_TRY_WAIT_S]
     _deliver(store, client, handoff)
     assert len(client.starts) == 1 and store.read_json(source, layout.ready_receipt_blob())["started"] is True
     assert not store.exists(source, layout.ready_error_blob())
