@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from devhost.azurite import (REPO_ROOT, SERVICES, Azurite, AzuriteError, PortReservation, _wait_listening,
-                             azurite_executable, common_args)
+from devhost.azurite import (PICK_TRIES, REPO_ROOT, SERVICES, Azurite, AzuriteError, PortReservation, PortTaken,
+                             _wait_listening, azurite_executable, common_args)
 
 LAUNCHER = Path(__file__).resolve().parent / "azurite_preloaded_blob.js"
 
@@ -69,7 +69,19 @@ class PreloadedAzurite(Azurite):
 def start_preloaded_azurite(heap_mb: int = 8192, timeout_s: float = 60.0) -> PreloadedAzurite:
     """Start Azurite in memory with a preloadable blob service; ``heap_mb`` is Node's heap limit for it (a million
     blob documents take about 1 GB); its ports are reserved (``PortReservation``) until it listens there, so no
-    other program asking for a free port meanwhile (another pytest worker's Azurite) is handed one."""
+    other program asking for a free port meanwhile (another pytest worker's Azurite) is handed one. Ports another
+    program took all the same (one that binds fixed ports, or a platform where nothing can be held) are picked again,
+    as ``start_azurite`` does."""
+    for attempt in range(1, PICK_TRIES + 1):
+        try:
+            return _start_preloaded_once(heap_mb, timeout_s)
+        except PortTaken:
+            if attempt == PICK_TRIES:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _start_preloaded_once(heap_mb: int, timeout_s: float) -> PreloadedAzurite:
     held = PortReservation(len(SERVICES))
     ports = dict(zip(SERVICES, held.ports))
     common = common_args(None)

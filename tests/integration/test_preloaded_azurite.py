@@ -105,3 +105,31 @@ def test_its_ports_are_handed_to_no_one_else_while_it_starts(monkeypatch: Any) -
         BlobStore(service_client(azurite.connection_string)).ensure_container("started")
     finally:
         azurite.stop()
+
+
+def test_free_ports_another_azurite_took_are_picked_again(preloaded: PreloadedAzurite,
+                                                         monkeypatch: Any) -> None:
+    """Where the reservation holds nothing (not Linux) or a program binds fixed ports (``SO_REUSEADDR`` set), the
+    picked ports may still be another Azurite's by the time the services bind them: ``PortTaken``, and the caller
+    asked for no ports in particular, so they are picked again, as ``start_azurite`` does (the re-pick 19376d4 added
+    went with ae0ce0f's reservation). The first pick here is the module's own preloading Azurite's ports."""
+    import bench.preloaded_azurite as module
+    from azure.storage.blob import BlobServiceClient
+
+    class Stranger(module.PortReservation):
+        def __init__(self, count: int = 3) -> None:
+            super().__init__(0)
+            self.ports = (preloaded.table_port, preloaded.queue_port, preloaded.blob_port)
+
+    picks = iter([Stranger])
+    real = module.PortReservation
+    monkeypatch.setattr(module, "PortReservation", lambda count=3: next(picks, real)(count))
+    fresh = start_preloaded_azurite(heap_mb=256)
+    try:
+        assert {fresh.blob_port, fresh.queue_port, fresh.table_port}.isdisjoint(
+            {preloaded.blob_port, preloaded.queue_port, preloaded.table_port})
+        BlobServiceClient.from_connection_string(fresh.connection_string).create_container("picked-again")
+        assert "picked-again" not in [c.name for c in BlobServiceClient.from_connection_string(
+            preloaded.connection_string).list_containers()]
+    finally:
+        fresh.stop()
