@@ -162,12 +162,12 @@ class Azurite:
         for proc in running:
             # SIGINT: azurite-table saves its store and exits on SIGINT only (its main.js has no SIGTERM handler, so
             # SIGTERM ends it without saving); azurite-blob and azurite-queue handle both.
-            proc.send_signal(signal.SIGINT)
+            _signal_service(proc, signal.SIGINT)
         for proc in running:
             try:
                 proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                _signal_service(proc, signal.SIGKILL)
                 proc.wait(timeout=timeout)
 
     def __enter__(self) -> "Azurite":
@@ -175,6 +175,24 @@ class Azurite:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _signal_service(proc: subprocess.Popen[bytes], signum: int) -> None:
+    """Send ``signum`` to a service's process and, when it leads a process group of its own (every service here is
+    started with ``start_new_session``), to the whole group. Why: an ``azurite-<service>`` found on PATH may be a
+    wrapper that runs node as its child (``_owner`` counts that child's port as the service's); signalled alone,
+    the wrapper ended and left the child running, listening on the port."""
+    if proc.poll() is not None:
+        return  # ended: its pid may be another process's by now
+    try:
+        if os.getpgid(proc.pid) == proc.pid:
+            os.killpg(proc.pid, signum)
+            return
+    except ProcessLookupError:
+        return
+    except (OSError, AttributeError):  # no process groups here (AttributeError: not POSIX): the process alone
+        pass
+    proc.send_signal(signum)
 
 
 def _wait_listening(ports: dict[int, tuple[str, subprocess.Popen[bytes]]], deadline: float,

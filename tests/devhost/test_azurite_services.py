@@ -217,3 +217,32 @@ def test_a_port_its_service_listens_on_through_a_child_process_counts_as_its_own
     finally:
         os.killpg(wrapper.pid, signal.SIGKILL)
         wrapper.wait()
+
+
+def test_stopping_a_service_started_through_a_wrapper_stops_its_child_too() -> None:
+    """The wrapper ``azurite-<service>`` that ``_owner`` counts as the service (the test above) runs the service as
+    its child; a stop that signalled the wrapper alone left that child running, listening on the port, after the
+    wrapper ended (by the signal, or killed at the stop's timeout): a leaked process and a port taken for good. Each
+    service runs in a session of its own (``start_new_session``), so its whole group is signalled."""
+    import subprocess
+    import sys
+
+    from devhost.azurite import _descendants
+    from tests.waiting import wait_until
+
+    wrapper = subprocess.Popen(["/bin/sh", "-c", f'"{sys.executable}" -c "import time; time.sleep(60)"; true'],
+                               start_new_session=True)
+    try:
+        wait_until(lambda: len(_descendants(wrapper.pid)) > 1, 30, "the wrapper to start its child")
+        child = max(_descendants(wrapper.pid) - {wrapper.pid})
+        Azurite({"blob": wrapper}, 0, 0, 0, None).stop(timeout=5.0)
+        assert wrapper.poll() is not None
+        wait_until(lambda: not Path(f"/proc/{child}").exists()
+                   or Path(f"/proc/{child}/stat").read_text().rpartition(")")[2].split()[0] == "Z",
+                   10, "the wrapper's child to end")
+    finally:
+        try:
+            os.killpg(wrapper.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        wrapper.wait()
