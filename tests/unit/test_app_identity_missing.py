@@ -15,7 +15,6 @@ The same words on a machine that is not App Service (a VM, a Batch node) stay a 
 """
 from __future__ import annotations
 
-import socket
 from typing import Iterator
 
 import pytest
@@ -36,12 +35,15 @@ ELSEWHERE = "elsewhere"
 @pytest.fixture
 def imds_silent(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """No App Service identity endpoint; "IMDS" a loopback port nothing listens on (refused at once, as the SDK's
-    probe finds 169.254.169.254 on App Service: no answer). ``request.param``: whether ``WEBSITE_SITE_NAME`` is set."""
+    probe finds 169.254.169.254 on App Service: no answer). ``request.param``: whether ``WEBSITE_SITE_NAME`` is set.
+    The port is held (``PortReservation``: bound, never listening) for the whole test: one bound and released at once
+    could be handed to another pytest worker's server (an Azurite), which would then answer as "IMDS"."""
     from azure.identity._credentials import imds as sdk_imds
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    from devhost.azurite import PortReservation
+
+    held = PortReservation(1)
+    port = held.ports[0]
     for name in ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET", "AZURE_FEDERATED_TOKEN_FILE",
                  "IDENTITY_ENDPOINT", "IDENTITY_HEADER", "MSI_ENDPOINT", "MSI_SECRET", "IDENTITY_SERVER_THUMBPRINT",
                  "IMDS_ENDPOINT", "AZURE_TOKEN_CREDENTIALS", "WEBSITE_SITE_NAME"):
@@ -51,7 +53,10 @@ def imds_silent(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setitem(sdk_imds.PIPELINE_SETTINGS, "retry_total", 0)
     if request.param == ON_APP_SERVICE:
         monkeypatch.setenv("WEBSITE_SITE_NAME", "func-api-abc")
-    yield str(request.param)
+    try:
+        yield str(request.param)
+    finally:
+        held.close()
 
 
 @pytest.mark.parametrize("imds_silent", [ON_APP_SERVICE, ELSEWHERE], indirect=True)
