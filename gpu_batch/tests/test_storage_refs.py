@@ -2,10 +2,11 @@
 and telling a SAS token from a connection string."""
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 from azure.core.pipeline.transport import HttpTransport
@@ -405,12 +406,15 @@ def resolver(monkeypatch: pytest.MonkeyPatch) -> Any:
     return says
 
 
-def refused_url() -> str:
-    """An https URL on a loopback port nothing listens on: connection refused, a passing cause."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"https://127.0.0.1:{port}"
+@contextlib.contextmanager
+def refused_url() -> Iterator[str]:
+    """An https URL on a loopback port nothing listens on while the ``with`` lasts: connection refused, a passing
+    cause. The port is held (``PortReservation``: bound, never listening), as the ``imds`` fixture's is: a port bound
+    and released at once could be handed to another pytest worker's server (an Azurite), which would then answer."""
+    from devhost.azurite import PortReservation
+
+    with PortReservation(1) as held:
+        yield f"https://127.0.0.1:{held.ports[0]}"
 
 
 def _blob_failure(account_url: str) -> BaseException:
@@ -449,7 +453,9 @@ def test_a_resolver_that_did_not_answer_or_a_refused_connection_still_passes(res
     from gpu_batch.storage_refs import service_did_not_answer, unresolvable_host
 
     resolver(*RESOLVER_DOWN)
-    for exc in (_blob_failure(NO_SUCH_ACCOUNT), _blob_failure(refused_url())):
+    with refused_url() as refused:
+        failures = (_blob_failure(NO_SUCH_ACCOUNT), _blob_failure(refused))
+    for exc in failures:
         assert unresolvable_host(exc) is None, repr(exc)
         assert service_did_not_answer(exc), repr(exc)
 
@@ -490,9 +496,8 @@ def test_a_key_vault_whose_host_does_not_exist_is_refused_and_an_unreachable_res
     if not passing:
         assert "host name nosuchvault.invalid does not resolve" in str(failed.value)
         assert KEY_VAULT_ENV in str(failed.value)
-    read = key_vault_reader(refused_url(), credential=FakeCredential())
-    with pytest.raises(SecretStoreUnavailable):
-        read("partner-sas")
+    with refused_url() as refused, pytest.raises(SecretStoreUnavailable):
+        key_vault_reader(refused, credential=FakeCredential())("partner-sas")
 
 
 @pytest.mark.parametrize("errno, text, passing", [(*NO_SUCH_NAME[0], False), (*RESOLVER_DOWN, True)])

@@ -117,9 +117,10 @@ def test_an_app_whose_identity_endpoint_is_named_by_msi_endpoint_is_busy_when_it
     answer is a busy endpoint, not an app without identity."""
     from gpu_batch.tests.test_storage_refs import refused_url
 
-    monkeypatch.setenv("MSI_ENDPOINT", refused_url().replace("https:", "http:") + "/msi/token")
-    monkeypatch.setenv("MSI_SECRET", "not-a-secret")
-    with pytest.raises(ClientAuthenticationError) as failed:
-        AppCredential().get_token("https://storage.azure.com/.default")  # DefaultAzureCredential, as the app's
+    with refused_url() as refused:
+        monkeypatch.setenv("MSI_ENDPOINT", refused.replace("https:", "http:") + "/msi/token")
+        monkeypatch.setenv("MSI_SECRET", "not-a-secret")
+        with pytest.raises(ClientAuthenticationError) as failed:
+            AppCredential().get_token("https://storage.azure.com/.default")  # DefaultAzureCredential, as the app's
     assert isinstance(failed.value, TokenEndpointUnavailable), repr(failed.value)
     assert is_busy(Exception(f"Activity function 'enumerate_images' failed: TokenEndpointUnavailable: {failed.value}"))

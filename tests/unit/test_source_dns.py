@@ -90,8 +90,8 @@ def test_an_image_list_in_an_account_whose_host_does_not_exist_is_refused(
 
 
 def test_a_refused_connection_to_the_source_account_is_still_busy(resolver: Any) -> None:
-    with pytest.raises(SourceBusy):
-        with image_lists.open_image_list(_store(refused_url()), "images", "l.csv", 10**6):
+    with refused_url() as refused, pytest.raises(SourceBusy):
+        with image_lists.open_image_list(_store(refused), "images", "l.csv", 10**6):
             pass
 
 
