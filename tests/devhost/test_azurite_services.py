@@ -86,19 +86,21 @@ def test_the_services_share_one_location_folder_and_keep_state_across_a_restart(
 def test_a_port_another_program_took_is_an_error_not_a_silent_stranger(tmp_path: Path) -> None:
     """Ports are picked free and bound a moment later; a program that took one in between answers at once while the
     Azurite meant for it exits (EADDRINUSE). Starting must fail then, not hand out a connection string that reaches
-    the other program (a CI run saw bare HTTP 400s to every blob request of one test module so)."""
+    the other program (a CI run saw bare HTTP 400s to every blob request of one test module so). The other two
+    ports are held (``PortReservation``; Azurite listens beside it) while it starts: ports picked free and released
+    at once could be handed to another pytest worker's server first, and the error then named that port."""
     import socket
 
     import pytest
 
-    from devhost.azurite import AzuriteError, free_port
+    from devhost.azurite import AzuriteError, PortReservation
 
-    with socket.socket() as squatter:
+    with socket.socket() as squatter, PortReservation(2) as others:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen(5)
         taken = squatter.getsockname()[1]
         with pytest.raises(AzuriteError, match=f"port {taken}"):
-            start_azurite(ports=(taken, free_port(), free_port()), log_path=tmp_path / "azurite.log")
+            start_azurite(ports=(taken, others.ports[0], others.ports[1]), log_path=tmp_path / "azurite.log")
 
 
 def test_a_port_counts_as_azurites_only_when_azurite_answers_there() -> None:

@@ -68,7 +68,10 @@ def test_a_bad_argument_with_azurite_leaves_no_azurite_running(bad: list[str], t
 def test_with_azurite_on_a_port_another_program_holds_is_one_line_and_exit_2(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """``--with-azurite`` takes the fixed ports 10000-10002; one held by another program (an Azurite already running,
-    say) was an AzuriteError traceback. The squatter stands in for 10000, the other two ports are free ones."""
+    say) was an AzuriteError traceback. The squatter stands in for 10000, the other two ports are reserved ones
+    (``PortReservation``, held until the test ends: Azurite listens beside the reservation): ports picked free and
+    released at once could be handed to another pytest worker's server first, and the error then named that port,
+    not ``taken``."""
     import socket
 
     import devhost.azurite
@@ -76,12 +79,12 @@ def test_with_azurite_on_a_port_another_program_holds_is_one_line_and_exit_2(
     real_start = devhost.azurite.start_azurite
     monkeypatch.setenv("AzureWebJobsStorage", "")
     location = tmp_path / "azurite"
-    with socket.socket() as squatter:
+    with socket.socket() as squatter, devhost.azurite.PortReservation(2) as others:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen(5)
         taken = squatter.getsockname()[1]
         monkeypatch.setattr(devhost.azurite, "start_azurite", lambda location, ports: real_start(
-            location=location, ports=(taken, devhost.azurite.free_port(), devhost.azurite.free_port())))
+            location=location, ports=(taken, others.ports[0], others.ports[1])))
         try:
             assert main(["--with-azurite", "--azurite-location", str(location), "--key-file", str(tmp_path / "key"),
                          "--port", "0"]) == 2
