@@ -198,27 +198,31 @@ def test_a_port_its_service_listens_on_through_a_child_process_counts_as_its_own
     """An ``azurite-blob`` found on PATH may be a wrapper that runs node as its child rather than exec'ing it (a shell
     script without ``exec``, a version manager's shim): the listening socket is then the child's, and the started
     process's own descriptors hold none. That must not read as "held by another program" (``PortTaken``, then three
-    failed picks): the process and its descendants are the service."""
-    import socket
+    failed picks): the process and its descendants are the service. The child listens on a port of its own pick
+    (port 0) and prints it: a port picked here and released for the child to bind could be handed to another pytest
+    worker's server meanwhile, and the child's bind would then fail."""
     import subprocess
     import sys
 
     from devhost.azurite import _owner
     from tests.waiting import wait_until
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    listener = (f"import socket, time; s = socket.socket(); s.bind(('127.0.0.1', {port})); s.listen(); "
-                "time.sleep(60)")
+    listener = ("import socket, time; s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(); "
+                "print(s.getsockname()[1], flush=True); time.sleep(60)")
     wrapper = subprocess.Popen(["/bin/sh", "-c", f'"{sys.executable}" -c "{listener}"; true'],
-                               start_new_session=True)
+                               start_new_session=True, stdout=subprocess.PIPE)
     try:
+        assert wrapper.stdout is not None
+        said = wrapper.stdout.readline()  # once the child listens; b"" if it ended first
+        assert said.strip().isdigit(), said
+        port = int(said)
         wait_until(lambda: _owner(port, wrapper) is not None, 30, "the child to listen")
         assert _owner(port, wrapper) is True
     finally:
         os.killpg(wrapper.pid, signal.SIGKILL)
         wrapper.wait()
+        if wrapper.stdout is not None:
+            wrapper.stdout.close()
 
 
 def test_stopping_a_service_started_through_a_wrapper_stops_its_child_too() -> None:
