@@ -3,7 +3,6 @@ app's own before Azure's 230 s cut on HTTP functions."""
 from __future__ import annotations
 
 import asyncio
-import socket
 from types import SimpleNamespace
 from typing import Any
 
@@ -35,10 +34,9 @@ async def _serve(pages: list[list[dict[str, Any]]], delay_s: float) -> tuple[web
     app.router.add_get("/instances/", instances)
     runner = web.AppRunner(app)
     await runner.setup()
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    # port 0 and the port read back: one picked free and released before the bind could be another worker's by then
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port = runner.addresses[0][1]
     return runner, f"http://127.0.0.1:{port}/"
 
 
