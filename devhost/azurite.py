@@ -44,18 +44,12 @@ class AzuriteError(RuntimeError):
     """Azurite could not be found or started; the message says what to do."""
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class PortReservation:
     """``count`` loopback ports that no one else is handed while this is open, which Azurite can still listen on:
     for a test that stops Azurite and starts it again on the same ports (its clients keep the connection string).
 
-    Why: between the stop and the start the ports are free, and another pytest worker's ``free_port()`` (bind port 0,
-    then hand the port to its own Azurite) may be given one; the restart then fails (``PortTaken``) or, worse, the
+    Why: between the stop and the start the ports are free, and another pytest worker's port-0 pick (a bind to port 0,
+    as ``PortReservation`` itself makes) may be given one; the restart then fails (``PortTaken``) or, worse, the
     clients reach the stranger. Each port here is held by a socket bound with ``SO_REUSEADDR`` that never listens.
     On Linux a bind without ``SO_REUSEADDR``, port 0's pick included, conflicts with it (torvalds/linux
     ``net/ipv4/inet_connection_sock.c``, ``inet_csk_bind_conflict``: two sockets share an address and port only when

@@ -48,7 +48,7 @@ def test_the_services_share_one_location_folder_and_keep_state_across_a_restart(
     """Stopped and started again on the same ports (as the outage tests do: their clients keep the connection
     string), with the ports reserved (``PortReservation``) for the whole time: while Azurite is away nothing listens
     there (connections are refused, as to a free port), yet no bind that asks the kernel for a free port, as every
-    ``free_port()`` of another pytest worker does, can be handed one, and Azurite listens there again."""
+    port-0 pick of another pytest worker does, can be handed one, and Azurite listens there again."""
     import errno
     import socket
 
@@ -69,7 +69,7 @@ def test_the_services_share_one_location_folder_and_keep_state_across_a_restart(
             with pytest.raises(ConnectionRefusedError):
                 socket.create_connection(("127.0.0.1", port), timeout=5).close()
             with socket.socket() as stranger, pytest.raises(OSError) as refused:
-                stranger.bind(("127.0.0.1", port))  # what free_port()'s pick respects: the kernel skips the port
+                stranger.bind(("127.0.0.1", port))  # what a port-0 pick respects: the kernel skips the port
             assert refused.value.errno == errno.EADDRINUSE
         second = start_azurite(location=location, ports=held.ports)
         try:
