@@ -11,16 +11,17 @@ not (503 ``SourceBusy``).
 from __future__ import annotations
 
 import contextlib
-import socket
 import time
 from typing import Callable, ContextManager, Iterator
+from urllib.parse import urlsplit
 
 from azure.core import exceptions as ax
 
 from adapters.identity import TokenEndpointUnavailable, translated
 from core.errors import (SourceBusy, SourceUnavailable, StorageAccessDenied, StorageConflict, StorageError,
                          StorageHostUnresolvable, StorageNotFound, StorageUnavailable, TrapbatchError)
-from gpu_batch.storage_refs import NO_ACCESS_HINT, service_did_not_answer, unresolvable_host, unresolvable_hint
+from gpu_batch.storage_refs import (HOST_ASK_EVERY_S, HOST_GONE_AFTER_S, NO_ACCESS_HINT, resolves_again,
+                                   service_did_not_answer, unresolvable_hint, unresolvable_host)
 
 _RETRY = "retry in a minute; if it persists, check the storage account's health in the Azure portal"
 _REACH = ("trapbatch cannot reach its storage account: check AzureWebJobsStorage (locally: is Azurite running?) "
@@ -162,45 +163,38 @@ def source_errors(what: str, hint: str) -> Iterator[None]:
 
 
 # How long a listing of the images' account that found its host missing from DNS asks DNS again (every
-# SOURCE_HOST_ASK_EVERY_S) before it calls the account missing (``source_listing``). Why: on Azure a lookup of an
-# account that exists can say "no such name" for a while (Azure/azure-storage-python#541: "[Errno -2] Name or service
-# not known" from <account>.blob.core.windows.net during "live reconfigurations of the network fabric, which seem to
-# take up to 120s"; azure-sdk-for-python#10685), and a refusal then failed the whole task's enumeration. The activity
-# may wait that long (host.json functionTimeout 30 min). The HTTP edge does not wait: a refused request is sent again.
-SOURCE_HOST_GONE_AFTER_S = 120.0
-SOURCE_HOST_ASK_EVERY_S = 15.0
-_sleep: Callable[[float], None] = time.sleep  # tests record the waits instead
+# SOURCE_HOST_ASK_EVERY_S) before it calls the account missing (``source_listing``): ``storage_refs.resolves_again``,
+# whose constants cite why (on Azure a lookup of an account that exists can say "no such name" for up to ~120 s), and a
+# refusal then failed the whole task's enumeration. The activity may wait that long (host.json functionTimeout 30 min).
+# The HTTP edge does not wait: a refused request is sent again.
+SOURCE_HOST_GONE_AFTER_S = HOST_GONE_AFTER_S
+SOURCE_HOST_ASK_EVERY_S = HOST_ASK_EVERY_S
+# The waits' clock (monotonic seconds) and sleep: tests give a fake clock that moves when it sleeps.
+_clock: Callable[[], float] = time.monotonic
+_sleep: Callable[[float], None] = time.sleep
 
 
 def _host_still_missing(host: str) -> bool:
-    """Whether DNS still says ``host`` does not exist after asking it again for ``SOURCE_HOST_GONE_AFTER_S``: False
-    as soon as it resolves (or its resolver does not answer: no longer a "no such name" to act on)."""
-    waited = 0.0
-    while waited < SOURCE_HOST_GONE_AFTER_S:
-        step = min(SOURCE_HOST_ASK_EVERY_S, SOURCE_HOST_GONE_AFTER_S - waited)
-        _sleep(step)
-        waited += step
-        try:
-            socket.getaddrinfo(host, 443, type=socket.SOCK_STREAM)
-        except socket.gaierror as exc:
-            if unresolvable_host(exc) is None:  # EAI_AGAIN and the like: the resolver, not the name
-                return False
-            continue
-        return False
-    return True
+    """Whether DNS still says ``host`` does not exist after asking it again for ``SOURCE_HOST_GONE_AFTER_S``
+    (``storage_refs.resolves_again``): False as soon as it resolves (or its resolver does not answer: no longer a
+    "no such name" to act on)."""
+    return resolves_again(host, SOURCE_HOST_GONE_AFTER_S, every_s=SOURCE_HOST_ASK_EVERY_S, clock=_clock,
+                          sleep=_sleep) is False
 
 
 @contextlib.contextmanager
-def _source_listing_errors(what: str, hint: str) -> Iterator[None]:
+def _source_listing_errors(what: str, hint: str, account_host: str) -> Iterator[None]:
     """``source_errors``, but a host DNS says does not exist is asked again (``_host_still_missing``) before it is a
-    refusal; one that resolves again is ``SourceBusy``, which the orchestration waits out and lists again."""
+    refusal; one that resolves again is ``SourceBusy``, which the orchestration waits out and lists again. When the
+    failure's chain does not name the host (``unresolvable_host`` gives ""), ``account_host``, the account URL's, is
+    asked: it is the one the listing looked up (before, such a failure was a refusal at the first answer)."""
     try:
         yield
     except ax.AzureError as exc:
         host = unresolvable_host(exc)
-        if host and not _host_still_missing(host):
-            raise SourceBusy(f"{what}: the storage account's host name {host} did not resolve for a moment "
-                             f"({type(exc).__name__})", _SOURCE_BUSY) from None
+        if host is not None and (host or account_host) and not _host_still_missing(host or account_host):
+            raise SourceBusy(f"{what}: the storage account's host name {host or account_host} did not resolve for a "
+                             f"moment ({type(exc).__name__})", _SOURCE_BUSY) from None
         raise source_error(exc, what, hint) from None
 
 
@@ -220,4 +214,5 @@ def source_listing(account_url: str, container: str) -> ContextManager[None]:
     them as before. The app's own account (no ``account_url``) is left alone: its failures are trapbatch's."""
     if not account_url:
         return contextlib.nullcontext()
-    return _source_listing_errors(f"cannot list container {container!r} in {account_url}", NO_ACCESS_HINT)
+    return _source_listing_errors(f"cannot list container {container!r} in {account_url}", NO_ACCESS_HINT,
+                                  urlsplit(account_url).hostname or "")

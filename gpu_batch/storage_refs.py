@@ -18,6 +18,7 @@ import json
 import os
 import re
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -130,6 +131,41 @@ def host_resolves(host: str, port: int = 443) -> bool | None:
     except (OSError, UnicodeError):  # UnicodeError: a name the IDNA codec refuses
         return None
     return True
+
+
+# How long a "no such name" for a host trapbatch has just used (its own storage account, a Key Vault, a source account
+# that enumeration listed) is asked about again before it counts as a host that does not exist, and how often. Why not
+# at the first: on Azure a lookup of an account that exists can say "no such name" for a while
+# (Azure/azure-storage-python#541: "[Errno -2] Name or service not known" from <account>.blob.core.windows.net during
+# "live reconfigurations of the network fabric, which seem to take up to 120s"; azure-sdk-for-python#10685,
+# azure-sdk-for-js#20161: intermittent "no such host" / ENOTFOUND for live endpoints).
+HOST_GONE_AFTER_S = 120.0
+HOST_ASK_EVERY_S = 15.0
+
+
+def resolves_again(host: str, grace_s: float = HOST_GONE_AFTER_S, *, every_s: float = HOST_ASK_EVERY_S,
+                   clock: Callable[[], float] = time.monotonic,
+                   sleep: Callable[[float], None] = time.sleep) -> bool | None:
+    """Ask DNS about ``host`` again, every ``every_s`` seconds for up to ``grace_s`` (by ``clock``, monotonic
+    seconds; ``sleep`` waits), after a request found it missing (``unresolvable_host``): True as soon as it resolves
+    (read again); None as soon as the resolver gives no answer either way (``host_resolves``: no longer a "no such
+    name" to act on, so a passing cause, as EAI_AGAIN is); False when it still said "no such name" at the end of
+    the grace: the host does not exist, and the caller refuses as it did at the first such answer before.
+
+    Why one helper: every place that used to take one such answer as final (the enumeration's listing, the worker's
+    manifest, model and Key Vault reads, the drop trigger's checks) waits the same way; the worker's image reads wait
+    at a shard's end too, counting reads as well (``gpu_batch.worker.sources.BlobImageSource.wait_for_host``). The
+    first ask comes after one wait: the request that failed has just asked. ``clock`` and ``sleep`` are the test's
+    seam (a fake clock that moves when ``sleep`` is called)."""
+    deadline = clock() + max(0.0, grace_s)
+    while True:
+        left = deadline - clock()
+        if left <= 0:
+            return False
+        sleep(min(every_s, left))
+        answer = host_resolves(host)
+        if answer is not False:
+            return answer
 
 
 def unresolvable_hint(host: str, what: str, setting: str) -> str:

@@ -567,3 +567,40 @@ def test_the_worker_names_its_storage_setting_when_its_storage_host_does_not_exi
     assert "nosuchaccount.invalid does not resolve" in errors[-1], errors
     assert "TRAPBATCH_STORAGE_CONNECTION" in errors[-1] and "retrying does not help" in errors[-1], errors
     assert ("shard manifest" if read == "manifest" else "blob://models/md.pt") in errors[-1], errors
+
+
+class FakeTime:
+    """A clock that moves only when ``sleep`` is called (``storage_refs.resolves_again``'s seam)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_dns_is_asked_again_until_the_host_resolves_the_resolver_goes_quiet_or_the_grace_ends(
+        resolver: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``resolves_again``: "no such name" all along is False after the whole grace, in steps of ``every_s``; the
+    first answer that is not "no such name" ends the wait with it (True: resolves, None: no answer)."""
+    from gpu_batch.storage_refs import HOST_ASK_EVERY_S, HOST_GONE_AFTER_S, resolves_again
+
+    assert HOST_GONE_AFTER_S >= 120  # Azure/azure-storage-python#541: "up to 120s"
+    resolver(*NO_SUCH_NAME[0])
+    time = FakeTime()
+    assert resolves_again("nosuchaccount.invalid", clock=time.clock, sleep=time.sleep) is False
+    assert sum(time.slept) == pytest.approx(HOST_GONE_AFTER_S) and max(time.slept) == HOST_ASK_EVERY_S, time.slept
+    resolver(*RESOLVER_DOWN)
+    time = FakeTime()
+    assert resolves_again("nosuchaccount.invalid", clock=time.clock, sleep=time.sleep) is None
+    assert time.slept == [HOST_ASK_EVERY_S]
+    time = FakeTime()
+    assert resolves_again("localhost", 30.0, every_s=10.0, clock=time.clock, sleep=time.sleep) is True
+    assert time.slept == [10.0]
+    assert resolves_again("nosuchaccount.invalid", 0.0, clock=time.clock, sleep=time.sleep) is False
+    assert time.slept == [10.0]  # no grace: no wait, no ask

@@ -27,13 +27,32 @@ from orchestrations.retries import is_busy
 ANSWERS = [(*NO_SUCH_NAME[0], False), (*NO_SUCH_NAME[1], False), (*RESOLVER_DOWN, True)]
 
 
+class DnsWaits:
+    """A clock that moves only when the code under test sleeps (``storage_errors._clock`` / ``_sleep``, the waits of
+    ``storage_refs.resolves_again``): ``slept`` records each wait."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
 @pytest.fixture(autouse=True)
-def _no_dns_waits(monkeypatch: pytest.MonkeyPatch) -> None:
+def dns_waits(monkeypatch: pytest.MonkeyPatch) -> DnsWaits:
     """A listing that found its host missing asks DNS again for two minutes (``storage_errors._host_still_missing``):
-    the waits are skipped (the patched resolver still says no such name)."""
+    on a fake clock, so the waits take no time (the patched resolver still says no such name)."""
     from adapters import storage_errors
 
-    monkeypatch.setattr(storage_errors, "_sleep", lambda seconds: None)
+    waits = DnsWaits()
+    monkeypatch.setattr(storage_errors, "_clock", waits.clock)
+    monkeypatch.setattr(storage_errors, "_sleep", waits.sleep)
+    return waits
 
 
 def _settings(account: str) -> Settings:
@@ -222,7 +241,7 @@ def test_the_apps_own_storage_whose_host_does_not_exist_is_a_setting_to_fix_not_
 
 
 def test_an_enumeration_that_meets_a_dns_blip_of_the_source_account_waits_it_out_as_busy(
-        resolver: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+        resolver: Any, monkeypatch: pytest.MonkeyPatch, dns_waits: DnsWaits) -> None:
     """On Azure a lookup of an account that exists can say "no such name" for a while (Azure/azure-storage-python#541:
     "[Errno -2] Name or service not known" during network fabric reconfigurations of up to ~120 s). A listing that
     met it asks DNS again for up to ``storage_errors.SOURCE_HOST_GONE_AFTER_S`` before it calls the account missing:
@@ -235,8 +254,7 @@ def test_an_enumeration_that_meets_a_dns_blip_of_the_source_account_waits_it_out
     from adapters import storage_errors
 
     resolver(*NO_SUCH_NAME[0])
-    waited: list[float] = []
-    monkeypatch.setattr(storage_errors, "_sleep", waited.append)
+    waited = dns_waits.slept
     assert storage_errors.SOURCE_HOST_GONE_AFTER_S >= 120
     failing = socket.getaddrinfo
     asked: list[str] = []
@@ -256,3 +274,46 @@ def test_an_enumeration_that_meets_a_dns_blip_of_the_source_account_waits_it_out
         run_plan_listing(task, request, _settings(NO_SUCH_ACCOUNT), cast(BlobStore, own), _store(NO_SUCH_ACCOUNT))
     _check(failed.value, True, "nosuchaccount.invalid")
     assert 0 < sum(waited) < storage_errors.SOURCE_HOST_GONE_AFTER_S, waited
+
+
+def test_a_listing_whose_failure_does_not_name_the_missing_host_asks_dns_about_the_accounts_host(
+        monkeypatch: pytest.MonkeyPatch, dns_waits: DnsWaits) -> None:
+    """A "no such name" whose chain does not say which host (``unresolvable_host`` gives "": a ``gaierror`` wrapped
+    without urllib3's connection) is asked about again too, by the account URL's host: the one the listing looked
+    up. Before, such a failure skipped the re-ask and failed the enumeration as a refusal at the first answer."""
+    import socket
+
+    from azure.core.exceptions import ServiceRequestError
+
+    from adapters.storage_errors import SOURCE_HOST_GONE_AFTER_S, source_listing
+    from gpu_batch.storage_refs import unresolvable_host
+
+    failure = ServiceRequestError("Failed to resolve", error=socket.gaierror(socket.EAI_NONAME,
+                                                                              "Name or service not known"))
+    assert unresolvable_host(failure) == ""
+    real = socket.getaddrinfo
+    asked: list[str] = []
+    back = [False]
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(host, str) and host.endswith(".invalid"):
+            asked.append(host)
+            if not back[0]:
+                raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", 443))]
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    back[0] = True  # a blip: the account's host resolves at the first ask
+    with pytest.raises(SourceBusy) as busy:
+        with source_listing(NO_SUCH_ACCOUNT, "images"):
+            raise failure
+    assert asked == ["nosuchaccount.invalid"] and "nosuchaccount.invalid" in busy.value.message, asked
+    assert dns_waits.slept == [15.0], dns_waits.slept
+    dns_waits.slept.clear()
+    back[0] = False  # gone: still "no such name" when the grace ends, then the refusal as before
+    with pytest.raises(SourceUnavailable) as refused:
+        with source_listing(NO_SUCH_ACCOUNT, "images"):
+            raise failure
+    assert sum(dns_waits.slept) == pytest.approx(SOURCE_HOST_GONE_AFTER_S), dns_waits.slept
+    assert "host name (in the account URL) does not resolve" in refused.value.message
