@@ -32,7 +32,10 @@ OUTPUT_TAKEN = 73
 # Storage could not be reached, was busy or timed out while the worker read its shard manifest or downloaded its
 # ``blob://`` model, or Key Vault did so while it read the images' secret, after the SDK's own retries: no answer at
 # all, a 5xx, a 408 or a 429; the node's managed-identity token endpoint (IMDS) not answering either read counts too
-# (gpu_batch.storage_refs.token_endpoint_did_not_answer; a missing identity stays SOURCE or BAD_INPUT). EX_UNAVAILABLE (sysexits.h): not in UNFIXABLE, so the app runs the
+# (gpu_batch.storage_refs.token_endpoint_did_not_answer; a missing identity stays SOURCE or BAD_INPUT), and so does
+# the worker's own storage host that DNS said does not exist at either read and whose resolver then did not answer
+# (DNS is asked again for GONE_AFTER_S first: gpu_batch.worker.__main__._read_through_dns_blips; still "no such name"
+# then stays BAD_INPUT or MODEL). EX_UNAVAILABLE (sysexits.h): not in UNFIXABLE, so the app runs the
 # shard again (nothing was written). Why not BAD_INPUT: every worker reads its manifest first, so a storage outage or
 # throttling at a run's start met a second attempt the same way and failed the whole task as "could not start its
 # shard" (the second unfixable exit of a shard ends the task, orchestrations.shards), losing every image of the run.

@@ -545,6 +545,7 @@ def test_the_worker_names_its_storage_setting_when_its_storage_host_does_not_exi
     resolver(errno, text)
     # the storage SDK's retries sleep through the sub-client's TransportWrapper, not the RequestsTransport
     monkeypatch.setattr(HttpTransport, "sleep", lambda self, duration: None)
+    time = _worker_dns_time(monkeypatch)
     env = {"TRAPBATCH_STORAGE_CONNECTION": WORKER_STORAGE, "TRAPBATCH_DEVICE": "cpu",
            "TRAPBATCH_MODEL_CACHE": str(tmp_path / "cache")}
     if read == "manifest":
@@ -559,9 +560,10 @@ def test_the_worker_names_its_storage_setting_when_its_storage_host_does_not_exi
     code = worker.main(argv, env)
     assert "a2V5" not in caplog.text
     if passing:
-        assert code == exit_codes.STORAGE_UNAVAILABLE, caplog.text
+        assert code == exit_codes.STORAGE_UNAVAILABLE and time.slept == [], caplog.text
         return
     assert code == unfixable and exit_codes.unfixable_reason(code), (code, caplog.text)
+    assert sum(time.slept) == pytest.approx(120.0), time.slept  # DNS asked again for GONE_AFTER_S first
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert errors, caplog.text
     assert "nosuchaccount.invalid does not resolve" in errors[-1], errors
@@ -604,3 +606,96 @@ def test_dns_is_asked_again_until_the_host_resolves_the_resolver_goes_quiet_or_t
     assert time.slept == [10.0]
     assert resolves_again("nosuchaccount.invalid", 0.0, clock=time.clock, sleep=time.sleep) is False
     assert time.slept == [10.0]  # no grace: no wait, no ask
+
+
+def _worker_dns_time(monkeypatch: pytest.MonkeyPatch) -> FakeTime:
+    """The worker's DNS waits on a fake clock: ``BlobImageSource``'s class ``monotonic`` and ``sleep``, which its
+    own-storage reads share (``__main__._read_through_dns_blips``)."""
+    from gpu_batch.worker.sources import BlobImageSource
+
+    time = FakeTime()
+    monkeypatch.setattr(BlobImageSource, "monotonic", staticmethod(time.clock))
+    monkeypatch.setattr(BlobImageSource, "sleep", staticmethod(time.sleep))
+    return time
+
+
+@pytest.mark.parametrize("read", ["manifest", "model"])
+def test_the_worker_exits_69_when_its_storage_host_went_missing_and_dns_then_did_not_answer(
+        read: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The worker's own storage host said "no such name" at the manifest read or the model download, and DNS asked
+    again then gave no answer (EAI_AGAIN): nothing says the account is gone, so exit 69 (the shard runs again), not
+    the unfixable 2 or 3 that one "no such name" gave (two such attempts failed the whole task)."""
+    from azure.core.pipeline.transport import HttpTransport, RequestsTransport
+
+    from gpu_batch import exit_codes
+    from gpu_batch.tests.conftest import write_manifest
+    from gpu_batch.worker import __main__ as worker
+
+    monkeypatch.setattr(HttpTransport, "sleep", lambda self, duration: None)
+    monkeypatch.setattr(RequestsTransport, "sleep", lambda self, duration: None)
+    time = _worker_dns_time(monkeypatch)
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(host, str) and host.endswith(".invalid"):
+            raise socket.gaierror(*(NO_SUCH_NAME[0] if not time.slept else RESOLVER_DOWN))  # quiet after a wait
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    env = {"TRAPBATCH_STORAGE_CONNECTION": WORKER_STORAGE, "TRAPBATCH_DEVICE": "cpu",
+           "TRAPBATCH_MODEL_CACHE": str(tmp_path / "cache")}
+    if read == "manifest":
+        argv = ["--manifest-container", "state", "--manifest-blob", "tasks/t/shards/s00000/attempt-1.json"]
+    else:
+        (tmp_path / "images").mkdir()
+        manifest = write_manifest(tmp_path / "m.json", ["a.jpg"], "blob://models/md.pt")
+        argv = ["--manifest-file", str(manifest), "--image-root", str(tmp_path / "images"), "--output-file",
+                str(tmp_path / "out.json"), "--device", "cpu"]
+    code = worker.main(argv, env)
+    assert code == exit_codes.STORAGE_UNAVAILABLE, caplog.text
+    assert time.slept == [15.0], time.slept
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert "nosuchaccount.invalid did not resolve" in errors[-1] and "DNS then did not answer" in errors[-1], errors
+    assert "a2V5" not in caplog.text
+
+
+def test_the_worker_reads_its_manifest_again_when_its_storage_host_resolves_again(
+        storage_connection: str, unique_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A "no such name" for the worker's own storage (where the app wrote the manifest moments before) that DNS takes
+    back 30 s later: the manifest is read again and the shard goes on. Before, the first such answer was exit 2,
+    unfixable. The account is Azurite under a host name of the test's own ("gone-state", no dot: Azurite reads the
+    account from the path), which getaddrinfo says does not exist until then."""
+    from urllib.parse import urlsplit
+
+    from azure.core.pipeline.transport import HttpTransport, RequestsTransport
+    from azure.storage.blob import BlobServiceClient
+
+    from gpu_batch.manifest import ShardManifest
+    from gpu_batch.worker import __main__ as worker
+
+    monkeypatch.setattr(HttpTransport, "sleep", lambda self, duration: None)
+    monkeypatch.setattr(RequestsTransport, "sleep", lambda self, duration: None)
+    time = _worker_dns_time(monkeypatch)
+    service = BlobServiceClient.from_connection_string(storage_connection)
+    state = service.create_container(unique_name)
+    manifest = ShardManifest(task_id="task-h", shard_id="s1", attempt=1, source_container="images",
+                             images=("a.jpg",), output_container=unique_name, output_blob="out.json", model="MDV5A")
+    state.upload_blob("m.json", json.dumps(manifest.to_dict()))
+    azurite = urlsplit(service.url)
+    account = service.credential.account_name
+    connection = (f"DefaultEndpointsProtocol=http;AccountName={account};AccountKey={service.credential.account_key};"
+                  f"BlobEndpoint=http://gone-state:{azurite.port}{azurite.path.rstrip('/')};")
+    back_at = time.now + 30.0
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "gone-state":
+            if time.now < back_at:
+                raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+            host = azurite.hostname
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    args = worker._parser().parse_args(["--manifest-container", unique_name, "--manifest-blob", "m.json"])
+    _, read, etag = worker._read_manifest(args, {"TRAPBATCH_STORAGE_CONNECTION": connection}, True)
+    assert read == manifest and etag and time.slept == [15.0, 15.0], time.slept

@@ -51,7 +51,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Hashable, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Hashable, Mapping, Protocol, Sequence, TypeVar
 
 from gpu_batch import exit_codes  # torch-free, like everything imported before main sets up the environment
 from gpu_batch.manifest import DEVICES  # the app checks TRAPBATCH_DEVICE against the same tuple
@@ -78,6 +78,7 @@ EXIT_STORAGE_UNAVAILABLE = exit_codes.STORAGE_UNAVAILABLE
 EXIT_CANCELLED = 143  # a resident worker's shard stopped because its client went away (128 + SIGTERM, as a killed CLI)
 
 logger = logging.getLogger("gpu_batch.worker")
+T = TypeVar("T")
 
 
 class _Usage(Exception):
@@ -527,7 +528,9 @@ def _read_manifest(args: argparse.Namespace, env: Mapping[str, str], blob_mode: 
 
     Why failures become ``_Usage``: without a manifest there is no shard to run, which is exit 2; the reason is kept
     in the message for the log. Except when storage did not answer (``_storage_did_not_answer``): that is
-    ``_StorageUnavailable``, a passing cause another attempt can get past (``exit_codes.STORAGE_UNAVAILABLE``).
+    ``_StorageUnavailable``, a passing cause another attempt can get past (``exit_codes.STORAGE_UNAVAILABLE``). A
+    host DNS says does not exist is asked about again first (``_read_through_dns_blips``): exit 2 only when it still
+    does not exist ``sources.GONE_AFTER_S`` later.
     """
     from gpu_batch.manifest import ShardManifest
     from gpu_batch.worker import sources
@@ -539,8 +542,14 @@ def _read_manifest(args: argparse.Namespace, env: Mapping[str, str], blob_mode: 
             if not (args.manifest_container and args.manifest_blob):
                 raise _Usage("--manifest-container and --manifest-blob go together")
             service = sources.blob_service_from_env(env)
-            download = service.get_blob_client(args.manifest_container, args.manifest_blob).download_blob()
-            raw = download.readall()
+            blob = service.get_blob_client(args.manifest_container, args.manifest_blob)
+
+            def read() -> tuple[Any, bytes]:
+                got = blob.download_blob()
+                return got, got.readall()
+            download, raw = _read_through_dns_blips(
+                read, _account_host(service),
+                f"the manifest read of {args.manifest_container}/{args.manifest_blob}")
             etag = str(getattr(download.properties, "etag", "") or "")
             manifest = ShardManifest.from_dict(json.loads(raw))
         elif local is not None:
@@ -549,7 +558,7 @@ def _read_manifest(args: argparse.Namespace, env: Mapping[str, str], blob_mode: 
             if not args.image_root:
                 raise _Usage("local mode needs --image-root")
             manifest = ShardManifest.from_dict(json.loads(Path(args.manifest_file).read_bytes()))
-    except _Usage:
+    except (_Usage, _StorageUnavailable):
         raise
     except sources.StorageConfigError as exc:
         raise _Usage(str(exc)) from exc
@@ -588,6 +597,50 @@ def _storage_host_missing(exc: BaseException, env: Mapping[str, str]) -> str:
     if host is None:
         return ""
     return unresolvable_hint(host, "the worker's storage account", _own_storage_setting(env))
+
+
+def _account_host(service: Any) -> str:
+    """The host of a storage client's account: the one to ask DNS about when a failure's chain did not name it."""
+    host = getattr(service, "primary_hostname", "")
+    return host if isinstance(host, str) else ""
+
+
+def _read_through_dns_blips(read: Callable[[], T], account_host: str, what: str) -> T:
+    """``read()`` from the worker's own storage account, read again when it failed because DNS said the account's
+    host does not exist (``storage_refs.unresolvable_host``) and DNS then finds it again
+    (``storage_refs.resolves_again``, asked every ``sources.ASK_AGAIN_EVERY_S`` for up to ``sources.GONE_AFTER_S``
+    from the first such failure). Still "no such name" then: the failure is raised as it came, and the caller exits
+    as before (2 or 3, ``_storage_host_missing``'s message); a resolver that stopped answering: ``_StorageUnavailable``
+    (exit 69, another attempt).
+
+    Why: the app wrote this shard's manifest into that account moments before, and the model sits there too, so a
+    "no such name" for it is most likely the platform's blip (up to ~120 s on Azure: ``storage_refs.HOST_GONE_AFTER_S``
+    cites it), and exit 2 or 3 is unfixable (``exit_codes.UNFIXABLE``): two such attempts ended the whole task. The
+    clock and sleep are ``sources.BlobImageSource``'s, the worker's one seam for its DNS waits."""
+    from gpu_batch.storage_refs import resolves_again, unresolvable_host
+    from gpu_batch.worker.sources import ASK_AGAIN_EVERY_S, GONE_AFTER_S, BlobImageSource
+
+    clock, sleep = BlobImageSource.monotonic, BlobImageSource.sleep
+    deadline: float | None = None
+    while True:
+        try:
+            return read()
+        except Exception as exc:  # noqa: BLE001 - only a missing host is handled here; the rest goes to the caller
+            host = unresolvable_host(exc)
+            asked = host or account_host
+            if host is None or not asked:
+                raise
+            now = clock()
+            deadline = now + GONE_AFTER_S if deadline is None else deadline
+            logger.warning("%s: storage's host name %s does not resolve (DNS: no such name); asking DNS again every "
+                           "%.0f s for up to %.0f s", what, asked, ASK_AGAIN_EVERY_S, max(0.0, deadline - now))
+            answer = resolves_again(asked, deadline - now, every_s=ASK_AGAIN_EVERY_S, clock=clock, sleep=sleep)
+            if answer is False:
+                raise
+            if answer is None:
+                raise _StorageUnavailable(f"storage's host name {asked} did not resolve at {what}, and DNS then did "
+                                          "not answer (another attempt runs the shard)") from exc
+            logger.info("%s: storage's host name %s resolves again: reading again", what, asked)
 
 
 def _own_storage_setting(env: Mapping[str, str]) -> str:
@@ -816,7 +869,8 @@ def _load_detector(args: argparse.Namespace, env: Mapping[str, str], service: An
     storage client (the shard's own in blob mode, else one built from the environment). Except when the download
     failed because storage did not answer (``_storage_did_not_answer`` of the loader's cause): that raises
     ``_StorageUnavailable`` (``exit_codes.STORAGE_UNAVAILABLE``), as for the manifest read; a timeout or throttling
-    on the model blob as exit 3, twice, failed the whole task although the next attempt would have loaded it.
+    on the model blob as exit 3, twice, failed the whole task although the next attempt would have loaded it. A
+    host DNS says does not exist is asked about again first, as for the manifest (``_read_through_dns_blips``).
     """
     from gpu_batch.worker import sources
     from gpu_batch.worker.caches import model_cache_dir, node_cache_problem
@@ -830,7 +884,9 @@ def _load_detector(args: argparse.Namespace, env: Mapping[str, str], service: An
         fetcher = version = None
         if service is not None or model_ref.startswith("blob://"):
             svc = service if service is not None else sources.blob_service_from_env(env)
-            fetcher = lambda c, n, dest: sources.download_blob_to(svc, c, n, dest)  # noqa: E731
+            fetcher = lambda c, n, dest: _read_through_dns_blips(  # noqa: E731
+                lambda: sources.download_blob_to(svc, c, n, dest), _account_host(svc),
+                f"the download of model {model_ref!r}")
             version = lambda c, n: sources.blob_etag(svc, c, n)  # noqa: E731
         path = resolve_model_file(model_ref, cache_dir=model_cache_dir(env), blob_fetcher=fetcher,
                                   blob_version=version)
@@ -839,6 +895,8 @@ def _load_detector(args: argparse.Namespace, env: Mapping[str, str], service: An
             model = compile_model(model)
     except (ModelLoadError, sources.StorageConfigError) as exc:
         cause = exc.__cause__
+        if isinstance(cause, _StorageUnavailable):  # its host went missing, then DNS did not answer
+            raise _StorageUnavailable(f"{label} {cause}") from exc
         if isinstance(exc, ModelLoadError) and cause is not None and _storage_did_not_answer(cause):
             raise _StorageUnavailable(f"{label} storage did not answer the download of model {model_ref!r} (another "
                                       f"attempt runs the shard): {type(cause).__name__}: {str(cause)[:500]}") from exc
