@@ -14,7 +14,8 @@ BAD_INPUT = 2  # bad arguments or an unreadable / malformed manifest
 MODEL = 3  # the model cannot be resolved or loaded
 OUTPUT = 4  # the results cannot be written (storage hiccups too: worth another attempt)
 SOURCE = 5  # the images' storage account cannot be opened (secret missing or unreadable, or its Key Vault's host
-# name does not exist in DNS: gpu_batch.storage_refs.unresolvable_host; a resolver that did not answer is 69), or
+# name does not exist in DNS: gpu_batch.storage_refs.unresolvable_host, still so when asked again for GONE_AFTER_S,
+# storage_refs.key_vault_reader's host_grace_s; a resolver that did not answer is 69), or
 # image reads found the account's own host name missing from DNS for GONE_AFTER_S (deleted after enumeration: the shard
 # stops there with its results so far flushed, gpu_batch.worker.sources.SourceGone; a shard whose reads all failed so
 # sooner waits that long at its end, asking DNS again; a resolver that did not answer fails the image as a retryable

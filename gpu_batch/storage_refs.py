@@ -297,20 +297,37 @@ class SourceRef:
 
 
 def secret_reader_from_env(env: Mapping[str, str] | None = None, transport: Any = None,
-                           credential: Any = None) -> SecretReader | None:
+                           credential: Any = None, host_grace_s: float = 0.0,
+                           clock: Callable[[], float] = time.monotonic,
+                           sleep: Callable[[float], None] = time.sleep) -> SecretReader | None:
     """The configured secret store, or None when none is configured. ``credential``: Key Vault's token credential
-    (None: ``DefaultAzureCredential``; the Functions app passes ``adapters.identity.AppCredential``)."""
+    (None: ``DefaultAzureCredential``; the Functions app passes ``adapters.identity.AppCredential``);
+    ``host_grace_s``, ``clock``, ``sleep``: ``key_vault_reader``'s."""
     env = os.environ if env is None else env
     vault_url = env.get(KEY_VAULT_ENV, "")
     if vault_url:
-        return key_vault_reader(vault_url, transport=transport, credential=credential)
+        return key_vault_reader(vault_url, transport=transport, credential=credential, host_grace_s=host_grace_s,
+                                clock=clock, sleep=sleep)
     local = env.get(LOCAL_SECRETS_ENV, "")
     if local:
         return local_file_reader(Path(local))
     return None
 
 
-def key_vault_reader(vault_url: str, transport: Any = None, credential: Any = None) -> SecretReader:
+def key_vault_reader(vault_url: str, transport: Any = None, credential: Any = None, host_grace_s: float = 0.0,
+                     clock: Callable[[], float] = time.monotonic,
+                     sleep: Callable[[float], None] = time.sleep) -> SecretReader:
+    """Read secrets from the Key Vault at ``vault_url``; every failure is a ``SourceAccessError`` saying what to fix,
+    or ``SecretStoreUnavailable`` when the vault did not answer.
+
+    ``host_grace_s``: how long a vault host DNS says does not exist is asked about again (``resolves_again``, on
+    ``clock`` and ``sleep``) before it is that refusal: the secret is read again when the host resolves again, and
+    a resolver that stopped answering is ``SecretStoreUnavailable``. 0 (the app's: its edge answers at once, and a
+    refused request is sent again) refuses at the first such answer. The GPU worker passes
+    ``gpu_batch.worker.sources.GONE_AFTER_S``: on Azure a lookup of a host that exists can say "no such name" for a
+    while (``HOST_GONE_AFTER_S``), and its exit 5 is unfixable (two such attempts ended the whole task)."""
+    from urllib.parse import urlsplit
+
     from azure.core.exceptions import AzureError, ResourceNotFoundError
     from azure.keyvault.secrets import SecretClient
 
@@ -321,7 +338,26 @@ def key_vault_reader(vault_url: str, transport: Any = None, credential: Any = No
     kwargs = {"transport": transport} if transport is not None else {}
     client = SecretClient(vault_url, credential, **kwargs)
 
+    vault_host = urlsplit(vault_url).hostname or ""
+
     def read(name: str) -> str:
+        deadline: float | None = None
+        while True:
+            try:
+                return read_once(name)
+            except _VaultHostMissing as missing:
+                asked = missing.host or vault_host
+                now = clock()
+                deadline = now + host_grace_s if deadline is None else deadline
+                answer = resolves_again(asked, deadline - now, clock=clock, sleep=sleep) if asked else False
+                if answer is False:
+                    raise missing.refusal from None
+                if answer is None:
+                    raise SecretStoreUnavailable(f"Key Vault {vault_url} did not answer the read of secret {name!r}: "
+                                                 f"its host name {asked} did not resolve, and DNS then did not "
+                                                 "answer") from None
+
+    def read_once(name: str) -> str:
         try:
             value = client.get_secret(name).value
         except ResourceNotFoundError:
@@ -330,8 +366,9 @@ def key_vault_reader(vault_url: str, transport: Any = None, credential: Any = No
         except AzureError as exc:
             host = unresolvable_host(exc)
             if host is not None:  # before service_did_not_answer, which says only "no": say why, and what to fix
-                raise SourceAccessError(f"cannot read secret {name!r} from Key Vault {vault_url}: "
-                                        + unresolvable_hint(host, "the Key Vault", KEY_VAULT_ENV)) from None
+                raise _VaultHostMissing(host, SourceAccessError(
+                    f"cannot read secret {name!r} from Key Vault {vault_url}: "
+                    + unresolvable_hint(host, "the Key Vault", KEY_VAULT_ENV))) from None
             if service_did_not_answer(exc):
                 said = managed_identity_problem(exc)
                 what = (f"the managed identity's token endpoint did not answer ({said[:300]})" if said
@@ -349,6 +386,16 @@ def key_vault_reader(vault_url: str, transport: Any = None, credential: Any = No
         return str(value)
 
     return read
+
+
+class _VaultHostMissing(Exception):
+    """A Key Vault read found the vault's host missing from DNS (``host``, "" when the chain did not say): the
+    ``refusal`` to raise unless DNS finds it again (``key_vault_reader``)."""
+
+    def __init__(self, host: str, refusal: SourceAccessError) -> None:
+        super().__init__(str(refusal))
+        self.host = host
+        self.refusal = refusal
 
 
 def local_file_reader(path: Path) -> SecretReader:

@@ -500,16 +500,30 @@ def test_a_key_vault_whose_host_does_not_exist_is_refused_and_an_unreachable_res
         key_vault_reader(refused, credential=FakeCredential())("partner-sas")
 
 
-@pytest.mark.parametrize("errno, text, passing", [(*NO_SUCH_NAME[0], False), (*RESOLVER_DOWN, True)])
+@pytest.mark.parametrize("errno, text, passing", [(*NO_SUCH_NAME[0], False), (*RESOLVER_DOWN, True), (0, "", True)])
 def test_the_worker_exits_5_when_the_images_vault_does_not_exist_and_69_when_dns_did_not_answer(
-        errno: int, text: str, passing: bool, resolver: Any, caplog: pytest.LogCaptureFixture) -> None:
+        errno: int, text: str, passing: bool, resolver: Any, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
     """``__main__._open_images_and_output`` with the vault the node's settings name: a host DNS says does not exist
-    is the unfixable exit 5 (``None``), a resolver that did not answer exit 69 (``_StorageUnavailable``)."""
+    is the unfixable exit 5 (``None``), but only once DNS, asked again, still says so ``sources.GONE_AFTER_S`` later
+    (before: at the first such answer); a resolver that did not answer is exit 69 (``_StorageUnavailable``), and so
+    is one that stops answering while it is asked again (``errno`` 0: "no such name", then EAI_AGAIN)."""
     from types import SimpleNamespace
 
     from gpu_batch.worker import __main__ as worker
 
-    resolver(errno, text)
+    time = _worker_dns_time(monkeypatch)
+    if errno:
+        resolver(errno, text)
+    else:
+        real = socket.getaddrinfo
+
+        def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+            if isinstance(host, str) and host.endswith(".invalid"):
+                raise socket.gaierror(*(NO_SUCH_NAME[0] if not time.slept else RESOLVER_DOWN))
+            return real(host, *args, **kwargs)
+        monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+        monkeypatch.setattr(HttpTransport, "sleep", lambda self, duration: None)
     manifest = SimpleNamespace(source_account_url="https://partner.blob.core.windows.net",
                                source_credential_secret="partner-sas", source_container="images",
                                output_container="results", output_blob="out.json")
@@ -517,9 +531,11 @@ def test_the_worker_exits_5_when_the_images_vault_does_not_exist_and_69_when_dns
     if passing:
         with pytest.raises(worker._StorageUnavailable, match="secret store did not answer"):
             worker._open_images_and_output(*call)
+        assert time.slept == ([] if errno else [15.0]), time.slept
     else:
         assert worker._open_images_and_output(*call) is None
         assert "nosuchvault.invalid does not resolve" in caplog.text
+        assert sum(time.slept) == pytest.approx(120.0), time.slept
 
 
 WORKER_STORAGE = ("DefaultEndpointsProtocol=https;AccountName=nosuchaccount;AccountKey=a2V5;"
@@ -699,3 +715,46 @@ def test_the_worker_reads_its_manifest_again_when_its_storage_host_resolves_agai
     args = worker._parser().parse_args(["--manifest-container", unique_name, "--manifest-blob", "m.json"])
     _, read, etag = worker._read_manifest(args, {"TRAPBATCH_STORAGE_CONNECTION": connection}, True)
     assert read == manifest and etag and time.slept == [15.0, 15.0], time.slept
+
+
+def test_a_key_vault_read_whose_host_resolves_again_reads_the_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A vault host DNS says does not exist (a ``gaierror`` whose chain names no host: the vault URL's is asked) that
+    resolves again 30 s later, within ``host_grace_s``: the secret is read again and returned, not refused."""
+    from azure.core.exceptions import ServiceRequestError
+
+    from gpu_batch.storage_refs import key_vault_reader
+
+    time = FakeTime()
+    back_at = time.now + 30.0
+
+    class BlippingVault(FakeVault):
+        def send(self, request: Any, **kwargs: Any) -> Any:
+            if time.now < back_at:
+                raise ServiceRequestError("Failed to resolve",
+                                          error=socket.gaierror(*NO_SUCH_NAME[0]))
+            return super().send(request, **kwargs)
+
+        def sleep(self, duration: float) -> None: ...
+
+    real = socket.getaddrinfo
+    asked: list[str] = []
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "trapbatch-kv.vault.azure.net":
+            asked.append(host)
+            if time.now < back_at:
+                raise socket.gaierror(*NO_SUCH_NAME[0])
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", 443))]
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    vault = BlippingVault({"partner-sas": "sv=2025-01-05&sr=c&sp=rl&sig=abc"})
+    read = key_vault_reader(VAULT, transport=vault, credential=FakeCredential(), host_grace_s=120.0,
+                            clock=time.clock, sleep=time.sleep)
+    assert read("partner-sas") == "sv=2025-01-05&sr=c&sp=rl&sig=abc"
+    assert time.slept == [15.0, 15.0] and len(asked) == 2, (time.slept, asked)
+    refused = key_vault_reader(VAULT, transport=BlippingVault({}), credential=FakeCredential())
+    back_at = time.now + 30.0  # the app's reader (no grace) refuses at the first such answer, as before
+    with pytest.raises(SourceAccessError, match="does not resolve"):
+        refused("partner-sas")
+    assert time.slept == [15.0, 15.0]

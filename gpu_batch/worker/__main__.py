@@ -772,7 +772,9 @@ def _open_images_and_output(args: argparse.Namespace, env: Mapping[str, str], bl
 
     Returns ``None`` (already logged) when the images' storage account cannot be opened, which ``_run`` turns into
     exit 5: that is a configuration problem (a missing or unreadable secret), not a bad manifest. Except when the
-    secret store did not answer (``storage_refs.SecretStoreUnavailable``): ``_StorageUnavailable``, exit 69.
+    secret store did not answer (``storage_refs.SecretStoreUnavailable``, which includes a vault host DNS said is
+    missing and then gave no answer): ``_StorageUnavailable``, exit 69. A vault host DNS says is missing is exit 5
+    only once it still is ``sources.GONE_AFTER_S`` later (``storage_refs.key_vault_reader``).
     """
     from gpu_batch.worker import sources
     from gpu_batch.worker.results import FileSink
@@ -784,7 +786,12 @@ def _open_images_and_output(args: argparse.Namespace, env: Mapping[str, str], bl
         ref = storage_refs.SourceRef(manifest.source_account_url, manifest.source_credential_secret)
         try:
             own = service
-            image_service = storage_refs.source_service(ref, lambda: own, storage_refs.secret_reader_from_env(env))
+            # a vault host DNS says is missing is asked about again first (key_vault_reader's host_grace_s), on the
+            # clock of the worker's other DNS waits
+            secrets = storage_refs.secret_reader_from_env(
+                env, host_grace_s=sources.GONE_AFTER_S, clock=sources.BlobImageSource.monotonic,
+                sleep=sources.BlobImageSource.sleep)
+            image_service = storage_refs.source_service(ref, lambda: own, secrets)
         except storage_refs.SecretStoreUnavailable as exc:  # a passing cause: exit 69, not 5
             raise _StorageUnavailable(f"{label} the images' secret store did not answer (another attempt runs the "
                                       f"shard): {exc}") from exc
