@@ -68,7 +68,9 @@ def source_store(s: Settings, account_url: str = "", credential_secret: str = ""
     except SecretStoreUnavailable as exc:
         raise SourceBusy(str(exc), SECRET_STORE_BUSY) from None
     except SourceAccessError as exc:
-        raise SourceUnavailable(str(exc), "see README 'Images in another storage account'") from None
+        refused = SourceUnavailable(str(exc), "see README 'Images in another storage account'")
+        refused.missing_host = exc.missing_host  # a vault host DNS said is missing: the drop trigger asks again
+        raise refused from None
 
 
 def check_source_allowed(s: Settings, account_url: str) -> None:

@@ -90,9 +90,11 @@ def storage_error(exc: BaseException, what: str = "") -> TrapbatchError:
     if isinstance(exc, TrapbatchError):
         return exc
     if isinstance(exc, ax.ServiceRequestError) and (host := unresolvable_host(exc)) is not None:
-        return StorageHostUnresolvable(f"{what + ': ' if what else ''}storage host name {host or '(in its URL)'} "
-                                       f"does not resolve ({type(exc).__name__})",
-                                       unresolvable_hint(host, "trapbatch's storage account", _STORAGE_SETTING))
+        missing = StorageHostUnresolvable(f"{what + ': ' if what else ''}storage host name {host or '(in its URL)'} "
+                                          f"does not resolve ({type(exc).__name__})",
+                                          unresolvable_hint(host, "trapbatch's storage account", _STORAGE_SETTING))
+        missing.missing_host = host
+        return missing
     if isinstance(exc, ax.ClientAuthenticationError):  # a credential that is not AppCredential: tell the same apart
         exc = translated(exc)
     for cls, kind, message, hint in _MAP:
@@ -121,7 +123,7 @@ _SOURCE_BUSY = ("retry in a minute: the images' storage account did not answer o
                 "account's health in the Azure portal")
 
 
-def source_error(exc: ax.AzureError, what: str, hint: str) -> SourceBusy | SourceUnavailable:
+def source_error(exc: ax.AzureError, what: str, hint: str, account_host: str = "") -> SourceBusy | SourceUnavailable:
     """The error for a failed request to the storage account a task's images are in: ``SourceBusy`` when it did not
     answer or answered "later", else ``SourceUnavailable`` with ``hint`` (what to grant or fix).
 
@@ -136,14 +138,17 @@ def source_error(exc: ax.AzureError, what: str, hint: str) -> SourceBusy | Sourc
     is on the allow-list), which gets a hint of its own instead of ``hint``; a resolver that did not answer is busy.
 
     The message names ``what`` was being done and the SDK's exception type and error code, never the request URL
-    (it may carry a SAS).
+    (it may carry a SAS). The refusal of a missing host carries it as ``missing_host`` (``account_host``, the account
+    URL's, when the chain does not name it), which the drop trigger asks DNS about again (``after_dns_asked_again``).
     """
     host = unresolvable_host(exc)
     if host is not None:
-        return SourceUnavailable(f"{what}: host name {host or '(in the account URL)'} does not resolve "
-                                 f"({type(exc).__name__})",
-                                 unresolvable_hint(host, "the storage account",
-                                                   "its URL (the request's source_account_url)"))
+        missing = SourceUnavailable(f"{what}: host name {host or '(in the account URL)'} does not resolve "
+                                    f"({type(exc).__name__})",
+                                    unresolvable_hint(host, "the storage account",
+                                                      "its URL (the request's source_account_url)"))
+        missing.missing_host = host or account_host
+        return missing
     if isinstance(exc, TokenEndpointUnavailable) or service_did_not_answer(exc):
         code = getattr(exc, "error_code", None)
         return SourceBusy(f"{what}: the storage account did not answer or is busy ({type(exc).__name__}"
@@ -216,3 +221,34 @@ def source_listing(account_url: str, container: str) -> ContextManager[None]:
         return contextlib.nullcontext()
     return _source_listing_errors(f"cannot list container {container!r} in {account_url}", NO_ACCESS_HINT,
                                   urlsplit(account_url).hostname or "")
+
+
+# How long the drop trigger asks DNS again about a host a dropped request's checks found missing before it writes the
+# refusal (``after_dns_asked_again``): the platform's blip lasts up to ~120 s (``storage_refs.HOST_GONE_AFTER_S``), and
+# the trigger may run that long (host.json functionTimeout 30 min; the listener keeps its message hidden meanwhile).
+DROP_HOST_GONE_AFTER_S = HOST_GONE_AFTER_S
+
+
+def after_dns_asked_again(exc: TrapbatchError) -> TrapbatchError:
+    """What the drop trigger answers for ``exc`` once DNS was asked again about the host it found missing
+    (``exc.missing_host``, set by ``source_error`` and ``storage_error``; ``storage_refs.resolves_again`` for up to
+    ``DROP_HOST_GONE_AFTER_S``): ``exc`` itself when DNS still says "no such name" (the refusal, as before), or when
+    ``exc`` is about something else or names no host; else busy, so the trigger runs again (``api.starters.busy``):
+    ``StorageUnavailable`` for trapbatch's own account, ``SourceBusy`` for the images' account or its vault.
+
+    Why: a refusal written beside a dropped request stays (nobody resends a dropped file), and on Azure a lookup of
+    an account that exists can say "no such name" for a while; one such answer refused the request for good, where
+    a synchronous HTTP caller that got 400 could send it again. The HTTP edge does not call this: it answers at
+    once. Blocking (sleeps): call it off the event loop."""
+    host = exc.missing_host
+    if not host:
+        return exc
+    answer = resolves_again(host, DROP_HOST_GONE_AFTER_S, every_s=SOURCE_HOST_ASK_EVERY_S, clock=_clock,
+                            sleep=_sleep)
+    if answer is False:
+        return exc
+    said = (f"{exc.message}; its host name {host} "
+            + ("resolves again" if answer else "then got no answer from DNS either way"))
+    if isinstance(exc, StorageError):
+        return StorageUnavailable(said, _RETRY)
+    return SourceBusy(said, _SOURCE_BUSY)

@@ -25,6 +25,7 @@ import azure.functions as func
 
 from adapters import clients
 from adapters.blobs import BlobStore
+from adapters.storage_errors import after_dns_asked_again
 from api.starters import (BUSY_TRY_WAIT_S, DROP_TRIGGER_RETRIES, EVENT_GRID_RETRIES, Retries, answered_version, busy,
                           caller_writable_json, drop_origin, read_request_blob, refusal_of, start_task,
                           withdraw_overtaken_refusal)
@@ -137,12 +138,15 @@ async def start_from_marker(client: df.DurableOrchestrationClient, container: st
         request, etag = marker
         started, task_id = await start_task(client, request, s,
                                             origin=drop_origin(container, layout.READY_MARKER, etag))
-    except TrapbatchError as exc:
+    except TrapbatchError as refused:
+        exc = refused
+        if retried_by is DROP_TRIGGER_RETRIES:  # a refusal written here stays: a missing host is asked about again
+            exc = await asyncio.to_thread(after_dns_asked_again, refused)  # (not in Event Grid's 30-s delivery)
         await _refuse(store, container, exc, etag, retried_by)
         if busy(exc):
             if retried_by is DROP_TRIGGER_RETRIES:  # its next try comes at once: wait first, as task_dropped does
                 await asyncio.sleep(BUSY_TRY_WAIT_S)
-            raise  # the trigger that called runs again (retried_by)
+            raise exc  # the trigger that called runs again (retried_by)
         return
     await asyncio.to_thread(store.write_json, container, layout.ready_receipt_blob(),
                             {"id": task_id, "started": started, "status_path": f"/api/tasks/{task_id}",

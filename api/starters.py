@@ -34,6 +34,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, TypedDict
+from urllib.parse import urlsplit
 
 import azure.durable_functions as df
 import azure.functions as func
@@ -44,7 +45,7 @@ from adapters.blobs import BlobStore
 from adapters.generations import generation_request, served_generation, served_key
 from adapters.image_lists import NO_ACCESS, scan_image_list
 from adapters.preview_folders import delete_preview_folder, existing_preview_folder
-from adapters.storage_errors import source_error
+from adapters.storage_errors import after_dns_asked_again, source_error
 from api.callers import (ANONYMOUS_OPERATOR, Caller, caller_from_headers, enforce_owner, enforce_request_limits,
                          owner_of)
 from api.edge import http_edge, json_response, read_status, start_once
@@ -246,7 +247,8 @@ def _check_source(request: TaskRequest, settings: Settings) -> TaskRequest:
                     else source.container_listable(request.container))
     except AzureError as exc:  # a refusal says what to fix, a busy account to retry (503); never echo secrets
         where = request.source_account_url or f"storage account {source.account!r}"  # the app's own: no URL given
-        raise source_error(exc, f"cannot list container {request.container!r} in {where}", NO_ACCESS) from None
+        raise source_error(exc, f"cannot list container {request.container!r} in {where}", NO_ACCESS,
+                           urlsplit(request.source_account_url or source.service.url).hostname or "") from None
     if not readable:
         raise ContainerNotFound(f"container {request.container!r} does not exist in storage account "
                                 f"{request.source_account_url or source.account!r}",
@@ -1075,7 +1077,10 @@ async def task_dropped(blob: func.InputStream, client: df.DurableOrchestrationCl
     Storage SDK errors are not answered here: they propagate, so the platform retries the trigger (a transient
     failure must not become a permanent refusal written beside the request). A refusal only because a service was
     busy (``busy``: 503, e.g. ``SourceBusy``) is written, saying the platform tries again (``DROP_TRIGGER_RETRIES``
-    cites how), and then raised for that retry; the try that starts the task deletes it."""
+    cites how), and then raised for that retry; the try that starts the task deletes it. A refusal because DNS said
+    a host does not exist (the images' account, its vault, trapbatch's own account) is written only once DNS, asked
+    again for up to ``adapters.storage_errors.DROP_HOST_GONE_AFTER_S``, still says so; busy when it resolves again
+    (``adapters.storage_errors.after_dns_asked_again``)."""
     full_name = blob.name or ""
     container, _, name = full_name.partition("/")
     container = container or layout.INCOMING_CONTAINER
@@ -1102,7 +1107,9 @@ async def task_dropped(blob: func.InputStream, client: df.DurableOrchestrationCl
             return
         body = parse_json_body(raw)
         started, task_id = await start_task(client, body, s, drop=name, origin=drop_origin(container, name, etag))
-    except TrapbatchError as exc:
+    except TrapbatchError as refused:
+        # a host DNS said is missing is asked about again first: a refusal written here stays (after_dns_asked_again)
+        exc = await asyncio.to_thread(after_dns_asked_again, refused)
         previous = (await asyncio.to_thread(caller_writable_json, store, container, layout.drop_error_blob(name))
                     if busy(exc) else None)  # its count of busy tries goes on (refusal_of)
         await asyncio.to_thread(store.write_json, container, layout.drop_error_blob(name),
@@ -1113,7 +1120,7 @@ async def task_dropped(blob: func.InputStream, client: df.DurableOrchestrationCl
         await asyncio.to_thread(withdraw_overtaken_refusal, store, container, name, layout.drop_error_blob(name), etag)
         if busy(exc):
             await asyncio.sleep(BUSY_TRY_WAIT_S)  # the platform's next try comes at once (DROP_TRIGGER_RETRIES)
-            raise  # the platform runs the trigger again
+            raise exc  # the platform runs the trigger again
         return
     await asyncio.to_thread(store.write_json, container, receipt_name,
                             {"id": task_id, "started": started, "status_path": f"/api/tasks/{task_id}",

@@ -38,6 +38,10 @@ class TrapbatchError(Exception):
     """Base class; ``hint`` says what the user should do next."""
 
     status_code = 500
+    # The host name DNS said does not exist, when that is why this error was raised ("" when the failure did not say
+    # which); None otherwise. Not part of the message: ``adapters.storage_errors.after_dns_asked_again`` reads it at
+    # the drop trigger, which asks DNS again before it writes a refusal that stays.
+    missing_host: str | None = None
 
     def __init__(self, message: str, hint: str = "") -> None:
         super().__init__(message)

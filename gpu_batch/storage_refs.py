@@ -37,7 +37,10 @@ NO_ACCESS_HINT = ("the SAS the request names (credential_secret) needs read and 
 
 
 class SourceAccessError(Exception):
-    """The source account or its credential cannot be used; the message says what to fix."""
+    """The source account or its credential cannot be used; the message says what to fix. ``missing_host``: the
+    host DNS said does not exist when that is why (a Key Vault's: ``key_vault_reader``), else None."""
+
+    missing_host: str | None = None
 
 
 class SecretStoreUnavailable(SourceAccessError):
@@ -351,6 +354,7 @@ def key_vault_reader(vault_url: str, transport: Any = None, credential: Any = No
                 deadline = now + host_grace_s if deadline is None else deadline
                 answer = resolves_again(asked, deadline - now, clock=clock, sleep=sleep) if asked else False
                 if answer is False:
+                    missing.refusal.missing_host = asked
                     raise missing.refusal from None
                 if answer is None:
                     raise SecretStoreUnavailable(f"Key Vault {vault_url} did not answer the read of secret {name!r}: "

@@ -25,6 +25,7 @@ from adapters.blobs import BlobStore
 from api import arrivals, starters
 from core.errors import SourceBusy
 from gpu_batch import layout
+from gpu_batch.tests.test_storage_refs import resolver  # noqa: F401 - the fixture: getaddrinfo for *.invalid
 
 
 class _Runtime(Enum):
@@ -425,3 +426,105 @@ def test_a_busy_drop_waits_a_minute_before_it_fails_and_a_refused_one_does_not_w
     assert slept == [starters.BUSY_TRY_WAIT_S]
     assert "a minute after each failure" in store.read_json(layout.INCOMING_CONTAINER,
                                                            layout.drop_error_blob(name))["hint"]
+
+
+class _DnsTime:
+    """The drop trigger's DNS waits (``adapters.storage_errors._clock`` / ``_sleep``) on a clock that moves only when
+    they sleep."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from adapters import storage_errors
+
+        self.now, self.slept = 1000.0, list[float]()
+        monkeypatch.setattr(storage_errors, "_clock", lambda: self.now)
+        monkeypatch.setattr(storage_errors, "_sleep", self.sleep)
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def _no_such_name_once(monkeypatch: pytest.MonkeyPatch, named: bool) -> list[str]:
+    """The request's container check fails once because DNS said its host does not exist: with the chain the
+    storage SDK builds, naming ``nosuchaccount.invalid`` (``named``), or a bare ``gaierror`` that names no host (the
+    account URL's is asked: here the app's own, Azurite's 127.0.0.1, which resolves). Later checks are answered."""
+    import socket
+
+    from azure.core.exceptions import ServiceRequestError
+
+    from gpu_batch.tests.test_storage_refs import NO_SUCH_ACCOUNT, _blob_failure
+
+    failure = (_blob_failure(NO_SUCH_ACCOUNT) if named else
+               ServiceRequestError("Failed to resolve", error=socket.gaierror(socket.EAI_NONAME,
+                                                                               "Name or service not known")))
+    container_exists = BlobStore.container_exists
+    failed: list[str] = []
+
+    def missing_once(self: BlobStore, container: str) -> bool:
+        if not failed:
+            failed.append(container)
+            raise failure
+        return container_exists(self, container)
+
+    monkeypatch.setattr(BlobStore, "container_exists", missing_once)
+    return failed
+
+
+@pytest.mark.parametrize("back", [True, False])
+def test_a_drop_whose_account_host_dns_said_is_missing_is_refused_only_if_it_still_is_two_minutes_later(
+        back: bool, source: str, store: BlobStore, unique_name: str, resolver: Any, monkeypatch: pytest.MonkeyPatch,
+        slept: list[float]) -> None:
+    """A refusal written beside a dropped request stays, and on Azure a lookup of an existing account's host can say
+    "no such name" for up to ~120 s (Azure/azure-storage-python#541). The drop trigger asks DNS again
+    (``adapters.storage_errors.after_dns_asked_again``): a host that resolves again is busy (the refusal says the
+    trigger runs again, and it fails so that it does; the next try starts the task); one still missing after
+    ``DROP_HOST_GONE_AFTER_S`` is the refusal as before. Before, the first such answer refused the request for good."""
+    import socket
+
+    from adapters.storage_errors import DROP_HOST_GONE_AFTER_S
+
+    resolver(socket.EAI_NONAME, "Name or service not known")
+    failed = _no_such_name_once(monkeypatch, named=True)
+    if back:  # the lookups after the failure find the host again
+        real = socket.getaddrinfo
+
+        def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+            if host == "nosuchaccount.invalid":
+                return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", 443))]
+            return real(host, *args, **kwargs)
+        monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    time = _DnsTime(monkeypatch)
+    client, name = Client(), f"{unique_name}-dns.json"
+    store.write_json(layout.INCOMING_CONTAINER, name, {"container": source})
+    if not back:
+        _deliver(store, client, name)  # refused for good, as before, once the grace has passed
+        refusal = store.read_json(layout.INCOMING_CONTAINER, layout.drop_error_blob(name))
+        assert "host name nosuchaccount.invalid does not resolve" in refusal["error"], refusal
+        assert "retrying does not help" in refusal["hint"] and "busy_tries" not in refusal, refusal
+        assert sum(time.slept) == pytest.approx(DROP_HOST_GONE_AFTER_S) and slept == [], time.slept
+        return
+    with pytest.raises(SourceBusy):
+        _deliver(store, client, name)
+    assert failed == [source] and client.starts == [] and time.slept == [15.0]
+    refusal = store.read_json(layout.INCOMING_CONTAINER, layout.drop_error_blob(name))
+    assert "nosuchaccount.invalid resolves again" in refusal["error"], refusal
+    assert refusal["hint"].startswith("nothing to do yet: the drop trigger runs again by itself"), refusal
+    _deliver(store, client, name)  # the platform's next try
+    assert len(client.starts) == 1 and not store.exists(layout.INCOMING_CONTAINER, layout.drop_error_blob(name))
+
+
+def test_a_drop_whose_own_account_host_dns_said_is_missing_asks_about_that_accounts_host(
+        source: str, store: BlobStore, unique_name: str, monkeypatch: pytest.MonkeyPatch, slept: list[float]) -> None:
+    """The same for trapbatch's own account (the request names no source account), with a failure whose chain names
+    no host: the own account's host (Azurite's, which resolves) is asked, and the drop is busy, not refused for good
+    (a blip of the own account's name refused the request beside which the refusal could then be written)."""
+    failed = _no_such_name_once(monkeypatch, named=False)
+    time = _DnsTime(monkeypatch)
+    client, name = Client(), f"{unique_name}-own.json"
+    store.write_json(layout.INCOMING_CONTAINER, name, {"container": source})
+    with pytest.raises(SourceBusy):
+        _deliver(store, client, name)
+    assert failed == [source] and time.slept == [15.0] and client.starts == []
+    assert store.read_json(layout.INCOMING_CONTAINER, layout.drop_error_blob(name))["busy_tries"] == 1
+    _deliver(store, client, name)
+    assert len(client.starts) == 1

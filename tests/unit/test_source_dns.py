@@ -131,6 +131,7 @@ def test_a_key_vault_whose_host_does_not_exist_is_a_refusal_at_the_edge(
     if not busy:
         assert "host name nosuchvault.invalid does not resolve" in err.message
         assert "TRAPBATCH_KEY_VAULT_URL" in err.message and err.status_code == 400
+        assert err.missing_host == "nosuchvault.invalid"  # the drop trigger asks DNS again before it refuses
 
 
 class _OwnStore:
