@@ -758,3 +758,36 @@ def test_a_key_vault_read_whose_host_resolves_again_reads_the_secret(monkeypatch
     with pytest.raises(SourceAccessError, match="does not resolve"):
         refused("partner-sas")
     assert time.slept == [15.0, 15.0]
+
+
+def test_a_published_models_download_host_that_does_not_resolve_is_not_said_to_be_the_workers_storage(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A published model (``MDV5A``) is downloaded from its publisher's URL, not through the worker's storage: when
+    DNS does not know that host (a node without internet) the error keeps the loader's advice (download the file
+    elsewhere, put it on the nodes or in the models container), exit 3. Seen against devhost with ``submit --model
+    MDV5A``: the task failed saying that the worker's storage account's host did not resolve and to check
+    TRAPBATCH_STORAGE_CONNECTION, which was fine."""
+    from gpu_batch import exit_codes
+    from gpu_batch.tests.conftest import write_manifest
+    from gpu_batch.worker import __main__ as worker
+    from gpu_batch.worker import loader
+
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "github.com":  # the published models' host (gpu_batch.models.KNOWN_MODELS)
+            raise socket.gaierror(*NO_SUCH_NAME[0])
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(loader, "DOWNLOAD_WAIT_S", 0.0)  # the loader's own tries do not wait
+    (tmp_path / "images").mkdir()
+    manifest = write_manifest(tmp_path / "m.json", ["a.jpg"], "MDV5A")
+    env = {"TRAPBATCH_STORAGE_CONNECTION": WORKER_STORAGE, "TRAPBATCH_DEVICE": "cpu",
+           "TRAPBATCH_MODEL_CACHE": str(tmp_path / "cache")}
+    argv = ["--manifest-file", str(manifest), "--image-root", str(tmp_path / "images"), "--output-file",
+            str(tmp_path / "out.json"), "--device", "cpu"]
+    assert worker.main(argv, env) == exit_codes.MODEL, caplog.text
+    error = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"][-1]
+    assert "storage account" not in error and "TRAPBATCH_STORAGE_CONNECTION" not in error, error
+    assert "could not download MDV5A" in error and "github.com" in error and "may be offline" in error, error

@@ -907,7 +907,9 @@ def _load_detector(args: argparse.Namespace, env: Mapping[str, str], service: An
         if isinstance(exc, ModelLoadError) and cause is not None and _storage_did_not_answer(cause):
             raise _StorageUnavailable(f"{label} storage did not answer the download of model {model_ref!r} (another "
                                       f"attempt runs the shard): {type(cause).__name__}: {str(cause)[:500]}") from exc
-        missing = _storage_host_missing(cause, env) if cause is not None else ""
+        # only a blob:// model comes through the worker's storage: a published one comes from its publisher's URL,
+        # whose host unknown to DNS (a node without internet) keeps the loader's advice (place the file yourself)
+        missing = _storage_host_missing(cause, env) if cause is not None and model_ref.startswith("blob://") else ""
         if missing:  # exit 3 as before; the loader's text is urllib3's "Failed to resolve" alone
             logger.error("%s model %r cannot be downloaded: %s", label, model_ref, missing)
             return None
