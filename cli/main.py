@@ -974,7 +974,10 @@ def repeats(state: State, /, task_id: str, keep: str | None, remove: str | None,
     if as_json:
         _print_json(answer)
     else:
-        table = Table("place", "folder", "category", "images", "confidence", "box (x, y, w, h)")
+        # the place id is copied into --keep/--remove and the folder tells two places apart (two days of one
+        # camera): neither is cut with '…' at 80 columns (a pipe, a usual terminal); a long folder wraps instead
+        table = Table(Column("place", no_wrap=True), Column("folder", overflow="fold"), "category", "images",
+                      "confidence", "box (x, y, w, h)")
         for loc in answer.get("locations", []):
             box = ", ".join(f"{v:.3f}" for v in loc.get("bbox", []))
             table.add_row(loc["id"], str(loc.get("folder")), str(loc.get("category")), str(loc.get("count")),

@@ -1663,3 +1663,28 @@ def test_an_empty_task_id_is_refused_before_anything_is_sent(command: str, monke
     assert "no task id given" in said and "next: pass the id trapbatch submit printed" in said
     assert main(["--url", "https://app.example", "--key", "k", "status", " task-00000000000000000001\n"]) == 0
     assert [s["url"] for s in session.sent] == ["https://app.example/api/tasks/task-00000000000000000001"]
+
+
+def test_the_repeats_listing_never_cuts_a_place_or_its_folder_on_a_narrow_or_piped_output(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The folder says where a place is (two days of one camera are two folders): at 80 columns (a pipe, a usual
+    terminal) ``trapbatch repeats ID`` showed ``camera-01/2024…`` for every folder of that camera, so the places of
+    two folders read alike. A long folder wraps in its column instead; the place id stays on one line."""
+    from cli import main as cli_main
+
+    folders = ["2024/site-a/northern-ridge/camera-01/100RECNX", "2024/site-a/northern-ridge/camera-01/101RECNX"]
+    places = [{"id": f"r0000{n + 1}", "folder": folder, "category": "1", "count": 25, "conf_min": 0.21,
+               "conf_max": 0.83, "bbox": [0.1234, 0.5, 0.25, 0.125]} for n, folder in enumerate(folders)]
+
+    class Client:
+        def repeats(self, task_id: str) -> dict[str, Any]:
+            return {"id": task_id, "locations": places, "search_options": {}}
+
+    monkeypatch.setattr(cli_main.State, "client", property(lambda self: Client()))
+    monkeypatch.setattr(cli_main, "out", cli_main.Console(width=80, highlight=False, soft_wrap=True))
+    assert cli_main.main(["repeats", "task-0123456789abcdef0123"]) == 0
+    shown = capsys.readouterr().out
+    assert "…" not in shown
+    rows = [[cell.strip() for cell in line.split("│")] for line in shown.splitlines() if line.startswith("│")]
+    assert [row[1] for row in rows if row[1]] == ["r00001", "r00002"]
+    assert "".join(row[2] for row in rows) == "".join(folders)  # each folder whole, read down its column
