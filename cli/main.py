@@ -900,9 +900,10 @@ def _running_rerender(client: ApiClient, task_id: str) -> dict[str, Any]:
 SEARCH_OPTIONS = ("occurrence_threshold", "iou_threshold", "confidence_min", "confidence_max",
                   "min_suspicious_detection_size", "max_suspicious_detection_size", "max_folder_detections")
 # A request field -> the flag that sets it, for the app's hints (in_cli_words): the request's (REQUEST_FLAGS), a
-# re-render's threshold, a search's options, and the switches (no value) that set a field to true
+# re-render's threshold, a removal's list (its "search" is repeats' --list), a search's options, and the switches (no
+# value) that set a field to true
 SWITCHES = frozenset({"rerun", "only_new"})
-FIELD_FLAGS = {**{dest: flag for flag, dest, _, _ in REQUEST_FLAGS}, "threshold": "--threshold",
+FIELD_FLAGS = {**{dest: flag for flag, dest, _, _ in REQUEST_FLAGS}, "threshold": "--threshold", "search": "--list",
                **{name: "--" + name.replace("_", "-") for name in SEARCH_OPTIONS},
                **{name: "--" + name.replace("_", "-") for name in SWITCHES}}
 

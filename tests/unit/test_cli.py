@@ -1348,6 +1348,9 @@ T1 = "task-0123456789abcdef0123"
      "to run it again, submit it with --rerun (or --only-new for new or changed images only)"),
     ('e.g. "request_name": "season 2"; e.g. "prefix": "2024/site-a/"', "e.g. --name 'season 2'; e.g. --prefix "
      "2024/site-a/"),
+    (f"GET /api/tasks/{T1}/repeats, choose from its list and send its 'search' ('s20261206T044031Z-bdeefa') with "
+     "the choice", f"trapbatch repeats {T1}, choose from its list and send its --list ('s20261206T044031Z-bdeefa') "
+     "with the choice"),  # a removal's "search" is repeats' --list
     # what the CLI has no command or flag for stays as the app wrote it
     ('e.g. {"site-a/cam-3": 3600}, "clock_corrections": 3, DELETE /runtime/webhooks/durabletask/instances',
      'e.g. {"site-a/cam-3": 3600}, "clock_corrections": 3, DELETE /runtime/webhooks/durabletask/instances'),
