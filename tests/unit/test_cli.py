@@ -1574,6 +1574,9 @@ def test_help_names_every_exit_code_the_docs_table_lists() -> None:
     text = " ".join(CliRunner().invoke(cli, ["--help"], terminal_width=200).output.split())
     said = {int(code) for code in re.findall(r"(?:Exit codes:|,) (\d+) ", text)}
     assert documented <= said, f"--help lacks exit code(s) {sorted(documented - said)}"
+    # and what each means as the table says it: a task terminated through the Durable API is exit 1 too
+    assert "failed, was cancelled, terminated or expired (previews --wait: the re-render failed)" in text
+    assert "previews' expiry or pictures" in text
     for command in ("submit", "watch"):
         helped = " ".join(CliRunner().invoke(cli, [command, "--help"], terminal_width=200).output.split())
         assert "5 " in helped and "step after detection" in helped, command
