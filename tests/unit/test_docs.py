@@ -55,3 +55,13 @@ def test_every_repository_path_and_test_the_docs_name_exists() -> None:
                                                          (ROOT / path).read_text(encoding="utf-8"), re.M):
                 gone.append(f"{doc.relative_to(ROOT)}: {path}::{test}")
     assert sorted(gone) == [], sorted(gone)
+
+
+def test_the_notification_fields_docs_cli_md_lists_are_those_it_carries() -> None:
+    """docs/cli.md "Word when a task ends" is what a receiver's author codes against: it said the previews carried
+    "only" five fields while the notification carried seven (``container`` and ``readme_error`` too)."""
+    from core.notify import PREVIEW_KEYS, STATUS_KEYS
+
+    section = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8").split("## Word when a task ends")[1]
+    named = set(re.findall(r"`(\w+)`", section))
+    assert sorted(set(STATUS_KEYS) - named) == [] and sorted(set(PREVIEW_KEYS) - named) == []
