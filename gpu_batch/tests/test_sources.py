@@ -627,3 +627,15 @@ def test_a_shard_with_a_failure_of_another_reason_is_not_held() -> None:
     assert _failed_for_missing_host(writer, ["a.jpg", "b.jpg", "c.jpg"]) == gone  # kept.jpg: an earlier attempt's
     writer = SimpleNamespace(snapshot=lambda: [*gone, entry("d.jpg", "not_found")])
     assert _failed_for_missing_host(writer, ["a.jpg", "b.jpg", "d.jpg"]) == []
+
+
+def test_the_workers_dns_grace_is_the_one_storage_refs_defines() -> None:
+    """``sources.GONE_AFTER_S`` / ``ASK_AGAIN_EVERY_S`` are ``storage_refs.HOST_GONE_AFTER_S`` / ``HOST_ASK_EVERY_S``
+    (the same objects, not equal copies): the platform's ~120-s "no such name" blip is one number, cited once, and a
+    change of it reaches the image reads as well as the app's and the worker's other re-asks. Tests still set the
+    worker's own name (``monkeypatch.setattr(sources, "GONE_AFTER_S", ...)``), which ``BlobImageSource`` reads."""
+    from gpu_batch import storage_refs
+    from gpu_batch.worker import sources
+
+    assert sources.GONE_AFTER_S is storage_refs.HOST_GONE_AFTER_S
+    assert sources.ASK_AGAIN_EVERY_S is storage_refs.HOST_ASK_EVERY_S

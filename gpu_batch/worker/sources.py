@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
 
 from gpu_batch import manifest as contract
+from gpu_batch.storage_refs import HOST_ASK_EVERY_S, HOST_GONE_AFTER_S
 
 if TYPE_CHECKING:  # imported where raised at run time, as OutputNotWritable is
     from gpu_batch.worker.results import OutputTaken
@@ -167,15 +168,14 @@ SOURCE_ACCOUNT_SETTING = "the request's source_account_url (an account on TRAPBA
 
 # How long reads must keep finding the images' account's host missing from DNS (no read reaching the service in
 # between) before the shard stops on it (``SourceGone``). Why not at the first: on Azure a lookup of an existing
-# account's host can say
-# "no such name" for a while (Azure/azure-storage-python#541: "[Errno -2] Name or service not known" from
-# <account>.blob.core.windows.net, "live reconfigurations of the network fabric, which seem to take up to 120s";
-# azure-sdk-for-python#10685, azure-sdk-for-js#20161: intermittent "no such host" / ENOTFOUND for live endpoints), and
-# a shard stopped on such a blip cost an attempt and counted as the shard's first unfixable exit.
-GONE_AFTER_S = 120.0
+# account's host can say "no such name" for a while (``storage_refs.HOST_GONE_AFTER_S`` cites the reports: up to
+# ~120 s), and a shard stopped on such a blip cost an attempt and counted as the shard's first unfixable exit. An alias
+# of that one number (was a copy of it), under the worker's own name, which tests set (``GONE_AFTER_S``).
+GONE_AFTER_S = HOST_GONE_AFTER_S
 # How often ``BlobImageSource.wait_for_host`` asks DNS again about a missing host while a shard's end waits on it:
-# often enough that a host back after a blip is read again within seconds, and one lookup costs next to nothing.
-ASK_AGAIN_EVERY_S = 15.0
+# often enough that a host back after a blip is read again within seconds, and one lookup costs next to nothing
+# (``storage_refs.HOST_ASK_EVERY_S``, aliased as the grace is).
+ASK_AGAIN_EVERY_S = HOST_ASK_EVERY_S
 
 
 class SourceGone(Exception):
