@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 from contextlib import contextmanager
 from typing import IO, Iterator
+from urllib.parse import urlsplit
 
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceModifiedError, ResourceNotFoundError
 
@@ -38,12 +39,13 @@ def open_image_list(store: BlobStore, container: str, name: str, max_bytes: int)
     to the version first seen), with every storage answer, at the open or while it is read, an error a person can
     act on. Nothing on the local disk: the enumeration's activity shares it (``core.scratch``)."""
     where = f"image list {name!r} in container {container!r}"
+    host = _account_host(store)
     try:
         reader = BlobReader(store, container, name)
     except ResourceNotFoundError:
         raise ImageListInvalid(f"{where} does not exist", NOT_THERE) from None
     except AzureError as exc:
-        raise source_error(exc, f"cannot read {where}", NO_ACCESS) from None
+        raise source_error(exc, f"cannot read {where}", NO_ACCESS, host) from None
     if reader.size > max_bytes:
         raise ImageListInvalid(f"{where} has {reader.size} bytes, more than this trapbatch reads ({max_bytes})",
                                TOO_LARGE)
@@ -60,7 +62,14 @@ def open_image_list(store: BlobStore, container: str, name: str, max_bytes: int)
         if isinstance(exc, HttpResponseError) and exc.status_code == 412:
             raise SourceUnavailable(f"{where} was replaced while it was read",
                                     "post the request again once the list is in place") from None
-        raise source_error(exc, f"cannot read {where}", NO_ACCESS) from None
+        raise source_error(exc, f"cannot read {where}", NO_ACCESS, host) from None
+
+
+def _account_host(store: BlobStore) -> str:
+    """The host of the account ``store`` reads (its URL's, never the SAS after it): what a refusal because DNS said
+    a host does not exist carries as ``missing_host`` when the failure's chain does not name it
+    (``source_error``'s ``account_host``), so that the drop trigger has a name to ask DNS about again."""
+    return urlsplit(store.service.url).hostname or ""
 
 
 def scan_image_list(store: BlobStore, container: str, name: str, max_bytes: int,

@@ -108,6 +108,43 @@ def test_an_image_list_in_an_account_whose_host_does_not_exist_is_refused(
     _check(failed.value, busy, "nosuchaccount.invalid")
 
 
+@pytest.mark.parametrize("when", ["open", "read"])
+def test_an_image_list_whose_failure_does_not_name_the_missing_host_carries_the_accounts_host(
+        when: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A "no such name" whose chain does not say which host (a bare ``gaierror``: ``unresolvable_host`` gives ""),
+    at the list's open or while it is read: the refusal carries the account URL's host as ``missing_host``, as
+    ``api.starters._check_source``'s does, so the drop trigger has a name to ask DNS about again
+    (``storage_errors.after_dns_asked_again``). Before, it carried "", and such a drop was refused for good at once."""
+    import io
+    import socket
+
+    from azure.core.exceptions import ServiceRequestError
+
+    failure = ServiceRequestError("Failed to resolve", error=socket.gaierror(socket.EAI_NONAME,
+                                                                              "Name or service not known"))
+
+    class Reader(io.RawIOBase):
+        size = 10
+
+        def __init__(self, store: BlobStore, container: str, name: str) -> None:
+            super().__init__()
+            if when == "open":
+                raise failure
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, buffer: Any) -> int:
+            raise failure
+
+    monkeypatch.setattr(image_lists, "BlobReader", Reader)
+    with pytest.raises(SourceUnavailable) as failed:
+        with image_lists.open_image_list(_store(NO_SUCH_ACCOUNT), "images", "l.csv", 10**6) as fp:
+            fp.read()
+    assert "host name (in the account URL) does not resolve" in failed.value.message, failed.value.message
+    assert failed.value.missing_host == "nosuchaccount.invalid"
+
+
 def test_a_refused_connection_to_the_source_account_is_still_busy(resolver: Any) -> None:
     with refused_url() as refused, pytest.raises(SourceBusy):
         with image_lists.open_image_list(_store(refused), "images", "l.csv", 10**6):
