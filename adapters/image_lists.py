@@ -19,7 +19,7 @@ from azure.core.exceptions import AzureError, HttpResponseError, ResourceModifie
 
 from adapters.block_writer import BlobReader
 from adapters.blobs import BlobStore
-from adapters.storage_errors import source_error
+from adapters.storage_errors import SOURCE_ACCOUNT, source_error
 from core.errors import SourceUnavailable
 from core.imagelist import (MAX_NAME_CHARS, MAX_NAME_SEGMENTS, ImageListInvalid, ImageListSummary, ListedImage,
                             blob_name, scan)
@@ -34,10 +34,12 @@ TOO_LARGE = "split the list into several requests, or ask the operator to raise 
 
 
 @contextmanager
-def open_image_list(store: BlobStore, container: str, name: str, max_bytes: int) -> Iterator[IO[bytes]]:
+def open_image_list(store: BlobStore, container: str, name: str, max_bytes: int,
+                    account: tuple[str, str] = SOURCE_ACCOUNT) -> Iterator[IO[bytes]]:
     """List blob ``container/name`` as a seekable file read by ranges (``adapters.block_writer.BlobReader``: pinned
     to the version first seen), with every storage answer, at the open or while it is read, an error a person can
-    act on. Nothing on the local disk: the enumeration's activity shares it (``core.scratch``)."""
+    act on. Nothing on the local disk: the enumeration's activity shares it (``core.scratch``). ``account``: which
+    account ``store`` reads, for ``source_error``'s hint (``storage_errors.OWN_ACCOUNT`` for trapbatch's own)."""
     where = f"image list {name!r} in container {container!r}"
     host = _account_host(store)
     try:
@@ -45,7 +47,7 @@ def open_image_list(store: BlobStore, container: str, name: str, max_bytes: int)
     except ResourceNotFoundError:
         raise ImageListInvalid(f"{where} does not exist", NOT_THERE) from None
     except AzureError as exc:
-        raise source_error(exc, f"cannot read {where}", NO_ACCESS, host) from None
+        raise source_error(exc, f"cannot read {where}", NO_ACCESS, host, account) from None
     if reader.size > max_bytes:
         raise ImageListInvalid(f"{where} has {reader.size} bytes, more than this trapbatch reads ({max_bytes})",
                                TOO_LARGE)
@@ -62,7 +64,7 @@ def open_image_list(store: BlobStore, container: str, name: str, max_bytes: int)
         if isinstance(exc, HttpResponseError) and exc.status_code == 412:
             raise SourceUnavailable(f"{where} was replaced while it was read",
                                     "post the request again once the list is in place") from None
-        raise source_error(exc, f"cannot read {where}", NO_ACCESS, host) from None
+        raise source_error(exc, f"cannot read {where}", NO_ACCESS, host, account) from None
 
 
 def _account_host(store: BlobStore) -> str:
@@ -73,14 +75,14 @@ def _account_host(store: BlobStore) -> str:
 
 
 def scan_image_list(store: BlobStore, container: str, name: str, max_bytes: int,
-                    prefix: str = "") -> ImageListSummary:
+                    prefix: str = "", account: tuple[str, str] = SOURCE_ACCOUNT) -> ImageListSummary:
     """Read and check the whole list (``core.imagelist.scan``): its hash, counts and metadata columns, or the
     ``ImageListInvalid`` naming what to fix. Streamed from its blob: neither memory nor disk holds it.
 
     ``prefix``: the request's, which each path is below: the whole blob name must be a valid one ("cannot be more
     than 1,024 characters long", at most 254 path segments: REST Naming and Referencing Containers, Blobs, and
     Metadata); Azure answers a request for another with 400 (the emulator does not check), on every attempt, and
-    the task fails without naming the row."""
+    the task fails without naming the row. ``account``: as ``open_image_list``'s."""
     def check(item: ListedImage) -> None:
         full = blob_name(prefix, item.path)
         if len(full) > MAX_NAME_CHARS:
@@ -92,5 +94,5 @@ def scan_image_list(store: BlobStore, container: str, name: str, max_bytes: int,
                                    f"the request's prefix, more than a blob name may have ({MAX_NAME_SEGMENTS})",
                                    "shorten the path in the list, or the request's 'prefix'")
 
-    with open_image_list(store, container, name, max_bytes) as fp:
+    with open_image_list(store, container, name, max_bytes, account) as fp:
         return scan(fp, name, check if prefix else None)

@@ -123,7 +123,16 @@ _SOURCE_BUSY = ("retry in a minute: the images' storage account did not answer o
                 "account's health in the Azure portal")
 
 
-def source_error(exc: ax.AzureError, what: str, hint: str, account_host: str = "") -> SourceBusy | SourceUnavailable:
+# Which account a ``source_error`` is about and where its URL is set, for the hint of a host DNS says does not exist
+# (``unresolvable_hint``'s ``what`` and ``setting``): the account the request names (``source_account_url``), or
+# trapbatch's own, which a request without one reads its images from (``api.starters._check_source``): its hint named
+# "the request's source_account_url", which that request did not name, where the fix is the app's storage setting.
+SOURCE_ACCOUNT = ("the storage account", "its URL (the request's source_account_url)")
+OWN_ACCOUNT = ("trapbatch's storage account", _STORAGE_SETTING)
+
+
+def source_error(exc: ax.AzureError, what: str, hint: str, account_host: str = "",
+                 account: tuple[str, str] = SOURCE_ACCOUNT) -> SourceBusy | SourceUnavailable:
     """The error for a failed request to the storage account a task's images are in: ``SourceBusy`` when it did not
     answer or answered "later", else ``SourceUnavailable`` with ``hint`` (what to grant or fix).
 
@@ -135,7 +144,8 @@ def source_error(exc: ax.AzureError, what: str, hint: str, account_host: str = "
     an internal error. Please retry the request."). A 403 (``AuthorizationPermissionMismatch``,
     ``AuthenticationFailed``) or a 404 stays ``SourceUnavailable``: no retry fixes a missing role or a wrong SAS.
     Nor a host name DNS says does not exist (``storage_refs.unresolvable_host``: a deleted or misspelt account that
-    is on the allow-list), which gets a hint of its own instead of ``hint``; a resolver that did not answer is busy.
+    is on the allow-list), which gets a hint of its own instead of ``hint`` (naming ``account``: ``SOURCE_ACCOUNT``,
+    or ``OWN_ACCOUNT`` for trapbatch's own); a resolver that did not answer is busy.
 
     The message names ``what`` was being done and the SDK's exception type and error code, never the request URL
     (it may carry a SAS). The refusal of a missing host carries it as ``missing_host`` (``account_host``, the account
@@ -145,8 +155,7 @@ def source_error(exc: ax.AzureError, what: str, hint: str, account_host: str = "
     if host is not None:
         missing = SourceUnavailable(f"{what}: host name {host or '(in the account URL)'} does not resolve "
                                     f"({type(exc).__name__})",
-                                    unresolvable_hint(host, "the storage account",
-                                                      "its URL (the request's source_account_url)"))
+                                    unresolvable_hint(host, *account))
         missing.missing_host = host or account_host
         return missing
     if isinstance(exc, TokenEndpointUnavailable) or service_did_not_answer(exc):

@@ -45,7 +45,7 @@ from adapters.blobs import BlobStore
 from adapters.generations import generation_request, served_generation, served_key
 from adapters.image_lists import NO_ACCESS, scan_image_list
 from adapters.preview_folders import delete_preview_folder, existing_preview_folder
-from adapters.storage_errors import after_dns_asked_again, source_error
+from adapters.storage_errors import OWN_ACCOUNT, SOURCE_ACCOUNT, after_dns_asked_again, source_error
 from api.callers import (ANONYMOUS_OPERATOR, Caller, caller_from_headers, enforce_owner, enforce_request_limits,
                          owner_of)
 from api.edge import http_edge, json_response, read_status, start_once
@@ -242,20 +242,22 @@ def _check_source(request: TaskRequest, settings: Settings) -> TaskRequest:
             raise RequestInvalid(f"container {request.container!r} holds {why}, not images",
                                  "name the container your camera-trap images are in")
     source = clients.source_store(settings, request.source_account_url, request.credential_secret)
+    account = SOURCE_ACCOUNT if request.source_account_url else OWN_ACCOUNT  # whose URL a missing host's hint names
     try:
         readable = (source.container_exists(request.container) if not request.source_account_url
                     else source.container_listable(request.container))
     except AzureError as exc:  # a refusal says what to fix, a busy account to retry (503); never echo secrets
         where = request.source_account_url or f"storage account {source.account!r}"  # the app's own: no URL given
         raise source_error(exc, f"cannot list container {request.container!r} in {where}", NO_ACCESS,
-                           urlsplit(request.source_account_url or source.service.url).hostname or "") from None
+                           urlsplit(request.source_account_url or source.service.url).hostname or "",
+                           account) from None
     if not readable:
         raise ContainerNotFound(f"container {request.container!r} does not exist in storage account "
                                 f"{request.source_account_url or source.account!r}",
                                 "check the name, or create the container and upload the images first")
     if request.image_list:  # read whole at the edge: a bad list is a 400 now, and its hash is part of the task id
         listed = scan_image_list(source, request.container, request.image_list, settings.image_list_max_bytes,
-                                 request.prefix)
+                                 request.prefix, account)
         request = dataclasses.replace(request, image_list_sha256=listed.sha256)
     return request
 

@@ -97,6 +97,30 @@ def test_the_edge_refuses_a_source_account_whose_host_does_not_exist(
     _check(failed.value, busy, "nosuchaccount.invalid")
 
 
+@pytest.mark.parametrize("read", ["container", "image_list"])
+def test_the_edge_names_the_apps_storage_setting_when_its_own_accounts_host_does_not_exist(
+        read: str, resolver: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request without ``source_account_url`` reads trapbatch's own account (``_check_source``: the container, then
+    the image list): when DNS says its host does not exist, the hint names the app's storage setting
+    (``AzureWebJobsStorage``, what ``core.settings`` reads), not "the request's source_account_url", which the
+    request did not name and whose fix could not help."""
+    from api import starters
+
+    resolver(*NO_SUCH_NAME[0])
+    own = _store(NO_SUCH_ACCOUNT)
+    if read == "image_list":  # the container check passes: the list's read is the one that meets DNS
+        monkeypatch.setattr(own, "container_exists", lambda container: True)
+    monkeypatch.setattr(starters.clients, "source_store", lambda *a: own)
+    body = {"container": "images", **({"image_list": "l.csv"} if read == "image_list" else {})}
+    with pytest.raises(SourceUnavailable) as failed:
+        starters._check_source(parse_task_request(body, "MDV5A"), _settings(NO_SUCH_ACCOUNT))
+    err = failed.value
+    assert "host name nosuchaccount.invalid does not resolve" in err.message, err.message
+    assert "trapbatch's storage account" in err.hint and "AzureWebJobsStorage" in err.hint, err.hint
+    assert "source_account_url" not in err.hint, err.hint
+    assert err.missing_host == "nosuchaccount.invalid"
+
+
 @pytest.mark.parametrize("errno, text, busy", ANSWERS)
 def test_an_image_list_in_an_account_whose_host_does_not_exist_is_refused(
         errno: int, text: str, busy: bool, resolver: Any) -> None:
