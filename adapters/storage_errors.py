@@ -256,8 +256,26 @@ def after_dns_asked_again(exc: TrapbatchError) -> TrapbatchError:
                             sleep=_sleep)
     if answer is False:
         return exc
-    said = (f"{exc.message}; its host name {host} "
-            + ("resolves again" if answer else "then got no answer from DNS either way"))
+    return host_missing_busy(exc, f"{exc.message}; its host name {host} "
+                             + ("resolves again" if answer else "then got no answer from DNS either way"))
+
+
+def host_missing_busy(exc: TrapbatchError, said: str) -> TrapbatchError:
+    """``exc``, a refusal because DNS said a host does not exist, as busy (``api.starters.busy``) with the message
+    ``said``: ``StorageUnavailable`` for trapbatch's own account (``storage_error``'s), ``SourceBusy`` for the images'
+    account or its vault. For the triggers that ask DNS again before such a refusal stays (``after_dns_asked_again``,
+    ``api.arrivals``' count across Event Grid's deliveries)."""
     if isinstance(exc, StorageError):
         return StorageUnavailable(said, _RETRY)
     return SourceBusy(said, _SOURCE_BUSY)
+
+
+# How long Event Grid's deliveries of a marker's event (``api.arrivals.start_from_marker``) must keep finding a host
+# missing from DNS before the marker's refusal is written: the same grace as the drop trigger's, counted across
+# deliveries instead of waited out in one. Why across: Event Grid "waits 30 seconds for a response after delivering a
+# message" and then retries it, so a delivery cannot wait two minutes; it retries a failed delivery "on the following
+# schedule on a best effort basis: 10 seconds, 30 seconds, 1 minute, 5 minutes, ..." and expires an event after 24 h
+# (default event time-to-live 1440 minutes, 30 attempts) (MicrosoftDocs/azure-docs
+# articles/event-grid/delivery-and-retry.md, "Retry schedule and duration"). So a host that stays missing is refused
+# at about the fifth delivery (~7 minutes after the first), and one back by then starts the task.
+MARKER_HOST_GONE_AFTER_S = HOST_GONE_AFTER_S

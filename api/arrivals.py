@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable
 
 import azure.durable_functions as df
 import azure.functions as func
 
 from adapters import clients
 from adapters.blobs import BlobStore
-from adapters.storage_errors import after_dns_asked_again
+from adapters.storage_errors import MARKER_HOST_GONE_AFTER_S, after_dns_asked_again, host_missing_busy
 from api.starters import (BUSY_TRY_WAIT_S, DROP_TRIGGER_RETRIES, EVENT_GRID_RETRIES, Retries, answered_version, busy,
                           caller_writable_json, drop_origin, read_request_blob, refusal_of, start_task,
                           withdraw_overtaken_refusal)
@@ -37,6 +39,15 @@ from gpu_batch import layout
 logger = logging.getLogger(__name__)
 bp = df.Blueprint()
 BLOB_CREATED = "Microsoft.Storage.BlobCreated"
+
+
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+# The wall clock the count of a missing host across Event Grid's deliveries reads (``_missing_across_deliveries``):
+# deliveries may run in different processes, so the time is written into the refusal file. Tests replace it.
+_now: Callable[[], datetime] = _utc_now
 
 
 def marker_request(container: str, raw: bytes) -> dict[str, object]:
@@ -121,7 +132,12 @@ async def start_from_marker(client: df.DurableOrchestrationClient, container: st
     A refusal only because a service was busy (``api.starters.busy``) is written and then raised, so that the trigger
     that called runs again: Event Grid for ``container_ready`` (which spaces its tries itself), the drop trigger for a
     handed-over marker, after ``api.starters.BUSY_TRY_WAIT_S`` (that trigger's tries come one right after another,
-    ``DROP_TRIGGER_RETRIES``)."""
+    ``DROP_TRIGGER_RETRIES``).
+
+    A refusal because DNS said a host does not exist (``missing_host``: the images' account, its vault, trapbatch's
+    own account) stays once written, and on Azure an existing account's host can say so for a while: the drop
+    trigger asks DNS again for up to two minutes first (``adapters.storage_errors.after_dns_asked_again``); Event
+    Grid's delivery has no such time, so its deliveries count the grace (``_missing_across_deliveries``)."""
     if _own(container, s):
         return
     retried_by = DROP_TRIGGER_RETRIES if marker is None else EVENT_GRID_RETRIES
@@ -139,10 +155,13 @@ async def start_from_marker(client: df.DurableOrchestrationClient, container: st
         started, task_id = await start_task(client, request, s,
                                             origin=drop_origin(container, layout.READY_MARKER, etag))
     except TrapbatchError as refused:
-        exc = refused
+        exc, missing = refused, dict[str, str]()
         if retried_by is DROP_TRIGGER_RETRIES:  # a refusal written here stays: a missing host is asked about again
             exc = await asyncio.to_thread(after_dns_asked_again, refused)  # (not in Event Grid's 30-s delivery)
-        await _refuse(store, container, exc, etag, retried_by)
+        elif refused.missing_host:  # Event Grid's deliveries count the grace instead
+            previous = await asyncio.to_thread(caller_writable_json, store, container, layout.ready_error_blob())
+            exc, missing = _missing_across_deliveries(refused, previous, etag, _now())
+        await _refuse(store, container, exc, etag, retried_by, missing)
         if busy(exc):
             if retried_by is DROP_TRIGGER_RETRIES:  # its next try comes at once: wait first, as task_dropped does
                 await asyncio.sleep(BUSY_TRY_WAIT_S)
@@ -156,6 +175,45 @@ async def start_from_marker(client: df.DurableOrchestrationClient, container: st
     logger.info("marker in container %s: task %s %s", container, task_id, "started" if started else "already known")
 
 
+def _missing_across_deliveries(refused: TrapbatchError, previous: Any, etag: str,
+                               now: datetime) -> tuple[TrapbatchError, dict[str, str]]:
+    """What an Event Grid delivery of marker version ``etag`` answers for ``refused``, a refusal because DNS said
+    ``refused.missing_host`` does not exist: ``refused`` itself (the refusal, as before) once the marker's refusal
+    file (``previous``) says a delivery of the same version found the same host missing
+    ``MARKER_HOST_GONE_AFTER_S`` or more before ``now``; else busy (``host_missing_busy``), with the fields that
+    record since when (``missing_host``, ``host_missing_since``) for the refusal file, which the next delivery reads.
+
+    Why: a refusal beside a marker stays, and on Azure an existing account's host can say "no such name" for up to
+    ~120 s; the drop trigger waits that out in one run (``after_dns_asked_again``), but Event Grid waits 30 s for a
+    delivery's answer, so the grace is counted across its deliveries (``MARKER_HOST_GONE_AFTER_S`` cites their
+    schedule). A delivery that finds the host again starts the task, and the start deletes the file. The file sits
+    where callers write: a ``host_missing_since`` that is no time, or one after ``now``, starts the count anew."""
+    host = str(refused.missing_host or "")
+    first = _host_missing_since(previous, etag, host)
+    if first is not None and first <= now and (now - first).total_seconds() >= MARKER_HOST_GONE_AFTER_S:
+        return refused, {}
+    first = first if first is not None and first <= now else now
+    until = first + timedelta(seconds=MARKER_HOST_GONE_AFTER_S)
+    said = (f"{refused.message}; Event Grid delivers the marker's event again, and a delivery from "
+            f"{until.isoformat()} on that still finds its host name {host} missing refuses the marker (on Azure an "
+            "existing account's host can be missing from DNS for a moment)")
+    return host_missing_busy(refused, said), {"missing_host": host, "host_missing_since": first.isoformat()}
+
+
+def _host_missing_since(previous: Any, etag: str, host: str) -> datetime | None:
+    """When a delivery of marker version ``etag`` first found ``host`` missing from DNS, as its refusal file
+    (``previous``) says; None when it says nothing of the kind (another version, another host, no such field, or
+    one that is not an aware ISO time)."""
+    if not (isinstance(previous, dict) and etag and previous.get("request_etag") == etag
+            and previous.get("missing_host") == host and isinstance(previous.get("host_missing_since"), str)):
+        return None
+    try:
+        since = datetime.fromisoformat(previous["host_missing_since"])
+    except ValueError:
+        return None
+    return since if since.tzinfo is not None else None
+
+
 def _own(container: str, s: Settings) -> bool:
     """Markers in trapbatch's own containers are ignored."""
     if container in {s.container, s.web_container, layout.INCOMING_CONTAINER}:
@@ -164,14 +222,16 @@ def _own(container: str, s: Settings) -> bool:
     return False
 
 
-async def _refuse(store: BlobStore, container: str, exc: TrapbatchError, etag: str, retried_by: Retries) -> None:
+async def _refuse(store: BlobStore, container: str, exc: TrapbatchError, etag: str, retried_by: Retries,
+                  extra: dict[str, str] | None = None) -> None:
     """Write the marker's refusal, naming the version it refuses (``etag``, when read) and, for a busy failure, who
-    tries again (``retried_by``: ``api.starters.refusal_of``), and withdraw it when a newer marker replaced this one
-    meanwhile (``api.starters.withdraw_overtaken_refusal``)."""
+    tries again (``retried_by``: ``api.starters.refusal_of``), with ``extra`` fields (``_missing_across_deliveries``'
+    count), and withdraw it when a newer marker replaced this one meanwhile
+    (``api.starters.withdraw_overtaken_refusal``)."""
     previous = (await asyncio.to_thread(caller_writable_json, store, container, layout.ready_error_blob())
                 if busy(exc) else None)  # its count of busy tries goes on (refusal_of)
     await asyncio.to_thread(store.write_json, container, layout.ready_error_blob(),
-                            refusal_of(exc, etag, retried_by, "marker", previous))
+                            {**refusal_of(exc, etag, retried_by, "marker", previous, _now()), **(extra or {})})
     logger.warning("marker in container %s %s: %s", container,
                    "not started yet, a service was busy (the trigger runs again)" if busy(exc) else "refused",
                    exc.message)

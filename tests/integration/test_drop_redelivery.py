@@ -528,3 +528,65 @@ def test_a_drop_whose_own_account_host_dns_said_is_missing_asks_about_that_accou
     assert store.read_json(layout.INCOMING_CONTAINER, layout.drop_error_blob(name))["busy_tries"] == 1
     _deliver(store, client, name)
     assert len(client.starts) == 1
+
+
+@pytest.mark.parametrize("back", [True, False])
+def test_a_marker_whose_account_host_dns_said_is_missing_is_refused_only_at_a_delivery_two_minutes_later(
+        back: bool, source: str, store: BlobStore, resolver: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``container_ready`` runs inside Event Grid's delivery, which "waits 30 seconds for a response" (no time for the
+    drop trigger's two-minute DNS wait), so the grace is counted across deliveries instead: the first "no such name"
+    is written as busy with when the host was first found missing (``host_missing_since``) and fails the delivery, so
+    Event Grid delivers again (10 s, 30 s, 1 min, 5 min, ... for 24 h: articles/event-grid/delivery-and-retry.md);
+    a delivery that finds the host again starts the task; one that still finds it missing
+    ``MARKER_HOST_GONE_AFTER_S`` after the first writes the refusal as before. Before, the first such answer refused
+    the marker for good (a refusal beside a marker stays: nobody writes the marker again for a blip)."""
+    import socket
+    from datetime import datetime, timedelta, timezone
+
+    from adapters import storage_errors
+    from gpu_batch.tests.test_storage_refs import NO_SUCH_ACCOUNT, _blob_failure
+
+    resolver(socket.EAI_NONAME, "Name or service not known")
+    failure, down = _blob_failure(NO_SUCH_ACCOUNT), [True]
+    container_exists = BlobStore.container_exists
+
+    def missing_while_down(self: BlobStore, container: str) -> bool:
+        if down[0]:
+            raise failure
+        return container_exists(self, container)
+
+    monkeypatch.setattr(BlobStore, "container_exists", missing_while_down)
+    dns = _DnsTime(monkeypatch)  # the drop trigger's in-delivery DNS wait must not run here
+    now = [datetime(2026, 12, 6, 12, 0, tzinfo=timezone.utc)]
+    monkeypatch.setattr(arrivals, "_now", lambda: now[0])
+    client = Client()
+    store.write_json(source, layout.READY_MARKER, {})
+    event = SimpleNamespace(event_type=arrivals.BLOB_CREATED,
+                            subject=f"/blobServices/default/containers/{source}/blobs/{layout.READY_MARKER}")
+    fn = arrivals.container_ready._function.get_user_function().__wrapped__  # no durable client binding
+    grace = storage_errors.MARKER_HOST_GONE_AFTER_S
+    assert grace >= 120
+    first = now[0]
+    for tries, after in enumerate([0.0, 10.0, grace - 1.0], start=1):  # Event Grid's deliveries within the grace
+        now[0] = first + timedelta(seconds=after)
+        with pytest.raises(SourceBusy):
+            asyncio.run(fn(event, client))
+        refusal = store.read_json(source, layout.ready_error_blob())
+        assert "host name nosuchaccount.invalid does not resolve" in refusal["error"], refusal
+        assert refusal["hint"].startswith("nothing to do yet: Event Grid delivers the marker's event again"), refusal
+        assert refusal["host_missing_since"] == first.isoformat() and refusal["busy_tries"] == tries, refusal
+        assert refusal["missing_host"] == "nosuchaccount.invalid", refusal
+    assert client.starts == [] and dns.slept == []
+    now[0] = first + timedelta(seconds=grace)
+    if back:
+        down[0] = False
+        asyncio.run(fn(event, client))
+        assert len(client.starts) == 1 and store.read_json(source, layout.ready_receipt_blob())["started"] is True
+        assert not store.exists(source, layout.ready_error_blob())
+        return
+    asyncio.run(fn(event, client))  # refused for good, as before, once the grace has passed
+    refusal = store.read_json(source, layout.ready_error_blob())
+    assert "host name nosuchaccount.invalid does not resolve" in refusal["error"], refusal
+    assert "retrying does not help" in refusal["hint"], refusal
+    assert not {"busy_tries", "host_missing_since", "missing_host"} & set(refusal), refusal
+    assert client.starts == [] and dns.slept == []
