@@ -34,7 +34,7 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from adapters.blobs import BlobStore
 from adapters.block_writer import BlobSpool, BlockBlobWriter
 from adapters.image_lists import open_image_list
-from adapters.storage_errors import source_listing
+from adapters.storage_errors import OWN_ACCOUNT, SOURCE_ACCOUNT, asking_dns_again, source_listing
 from core import contracts as c
 from core.errors import TrapbatchError
 from core import exportparts
@@ -75,13 +75,27 @@ def run_plan_image_list(task_id: str, request: TaskRequest, settings: Settings, 
                         limits: ListingLimits) -> c.PlanListingOutput:
     """Write the list's units and the listing plan (with the list's summary, for the enumeration summary).
 
+    The list's read asks DNS again about a host it found missing before that is a refusal (``asking_dns_again``, as
+    ``source_listing`` does for a listing): one "no such name", a blip of an account that exists, failed the task.
+    A request that names no ``source_account_url`` reads its list from trapbatch's own account, whose refusal names
+    that account's setting (``OWN_ACCOUNT``)."""
+    account = SOURCE_ACCOUNT if request.source_account_url else OWN_ACCOUNT
+    with asking_dns_again():
+        return _plan_image_list(task_id, request, settings, store, source, limits, account)
+
+
+def _plan_image_list(task_id: str, request: TaskRequest, settings: Settings, store: BlobStore, source: BlobStore,
+                     limits: ListingLimits, account: tuple[str, str]) -> c.PlanListingOutput:
+    """``run_plan_image_list``'s work.
+
     One pass parses and validates the list (``core.imagelist.scan``) and keeps its taken rows (not excluded, the
     first ``first_n``) as the JSON lines the units hold; the sample that cuts the units and the spread over them read
     those lines. Before, both parsed and validated the CSV again: three passes at ~2.4 us a row each, the largest
     per-image cost of a task started from a list (``bench/RESULTS.md``, seventeenth session)."""
     # the list read by ranges, its kept rows spooled to a blob, the units streamed to theirs: nothing on the local
     # disk, which eight activities share (core.scratch; a list may be 256 MiB and its rows as much again)
-    with open_image_list(source, request.container, request.image_list, settings.image_list_max_bytes) as fp, \
+    with open_image_list(source, request.container, request.image_list, settings.image_list_max_bytes,
+                         account) as fp, \
             BlobSpool(store, settings.container, layout.listing_list_rows_blob(task_id)) as lines:
         taken = 0
 

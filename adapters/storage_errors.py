@@ -260,6 +260,20 @@ def after_dns_asked_again(exc: TrapbatchError) -> TrapbatchError:
                              + ("resolves again" if answer else "then got no answer from DNS either way"))
 
 
+@contextlib.contextmanager
+def asking_dns_again() -> Iterator[None]:
+    """Around work whose storage errors are already ``source_error``'s (an image list's read, ``open_image_list``): a
+    refusal because DNS said a host does not exist is raised only once DNS asked again still says so
+    (``after_dns_asked_again``); busy if the host resolves again meanwhile. Blocking (sleeps): off the event loop."""
+    try:
+        yield
+    except TrapbatchError as exc:
+        answer = after_dns_asked_again(exc)
+        if answer is exc:
+            raise
+        raise answer from None
+
+
 def host_missing_busy(exc: TrapbatchError, said: str) -> TrapbatchError:
     """``exc``, a refusal because DNS said a host does not exist, as busy (``api.starters.busy``) with the message
     ``said``: ``StorageUnavailable`` for trapbatch's own account (``storage_error``'s), ``SourceBusy`` for the images'

@@ -379,3 +379,49 @@ def test_a_listing_whose_failure_does_not_name_the_missing_host_asks_dns_about_t
             raise failure
     assert sum(dns_waits.slept) == pytest.approx(SOURCE_HOST_GONE_AFTER_S), dns_waits.slept
     assert "host name (in the account URL) does not resolve" in refused.value.message
+
+
+@pytest.mark.parametrize("own", [False, True])
+def test_an_image_lists_plan_that_meets_a_dns_blip_waits_it_out_as_busy_and_names_the_right_account(
+        own: bool, monkeypatch: pytest.MonkeyPatch, dns_waits: DnsWaits) -> None:
+    """``plan_listing`` of a task started from an image list reads the list itself (``activities.image_list``,
+    ``open_image_list``), which turned the SDK's error into the refusal at once: one "no such name" (a blip of an
+    account that exists, up to ~120 s on Azure) failed the enumeration, where a listing asks DNS again first
+    (``source_listing``). Now the list's read asks again too: busy if the host comes back, the refusal as before if
+    it is still missing; and for a request that names no ``source_account_url`` the list is in trapbatch's own
+    account, so the refusal names its setting, not the request's ``source_account_url``."""
+    import socket
+
+    from activities.enumerate import run_plan_listing
+    from adapters.storage_errors import SOURCE_HOST_GONE_AFTER_S
+
+    real = socket.getaddrinfo
+    back = [False]
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(host, str) and host.endswith(".invalid"):
+            if not back[0] or not dns_waits.slept:  # the read's own lookups say no such name
+                raise socket.gaierror(*NO_SUCH_NAME[0])
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", 443))]
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    task = "task-00112233445566778899"
+    body: dict[str, Any] = {"container": "images", "image_list": "l.csv"}
+    if not own:
+        body["source_account_url"] = NO_SUCH_ACCOUNT
+    request = parse_task_request(body, "MDV5A")
+    store = cast(BlobStore, _OwnStore({layout.listing_plan_blob(task): json.dumps(
+        {"limits": ListingLimits().to_dict()}).encode()}))
+    back[0] = True  # a blip: the host resolves when asked again
+    with pytest.raises(SourceBusy) as busy:
+        run_plan_listing(task, request, _settings(NO_SUCH_ACCOUNT), store, _store(NO_SUCH_ACCOUNT))
+    assert "nosuchaccount.invalid" in busy.value.message and is_busy(_as_orchestrator_sees_it(busy.value))
+    dns_waits.slept.clear()
+    back[0] = False  # gone
+    with pytest.raises(SourceUnavailable) as refused:
+        run_plan_listing(task, request, _settings(NO_SUCH_ACCOUNT), store, _store(NO_SUCH_ACCOUNT))
+    assert sum(dns_waits.slept) == pytest.approx(SOURCE_HOST_GONE_AFTER_S), dns_waits.slept
+    assert "nosuchaccount.invalid does not resolve" in refused.value.hint, refused.value.hint
+    assert ("AzureWebJobsStorage" in refused.value.hint) is own, refused.value.hint
+    assert ("source_account_url" in refused.value.hint) is not own, refused.value.hint
