@@ -32,9 +32,14 @@ def small_input_checkpoint(checkpoint: Path, tmp_path_factory: pytest.TempPathFa
     carry theirs): the worker runs it at 256 px. For the CLI tests whose subject is not the network's input (exit
     codes, resuming, faults, two writers): a forward pass costs ~1/25 of one at 1280 px, and each image still gets
     ~25 detections. The same bytes plus one archive member, so nothing is built or calibrated again."""
-    path = tmp_path_factory.mktemp("ckpt-small") / "md_test_yolov5n6_256.pt"
+    return with_small_input(checkpoint, tmp_path_factory.mktemp("ckpt-small") / "md_test_yolov5n6_256.pt")
+
+
+def with_small_input(checkpoint: Path, path: Path) -> Path:
+    """``checkpoint`` copied to ``path`` with ``{"image_size": SMALL_INPUT}`` added as its ``megadetector_info.json``
+    (where make_test_checkpoint._build puts metadata): the same network, run at 256 px."""
     shutil.copyfile(checkpoint, path)
-    with zipfile.ZipFile(path, "a") as archive:  # where make_test_checkpoint._build puts the metadata
+    with zipfile.ZipFile(path, "a") as archive:
         root = archive.namelist()[0].split("/")[0]
         archive.writestr(f"{root}/megadetector_info.json", json.dumps({"image_size": SMALL_INPUT}))
     return path
@@ -46,10 +51,18 @@ BENCH_ARCH = "yolov5n"  # what the CPU rehearsals of bench/ pass as --arch
 @pytest.fixture(scope="session")
 def bench_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The checkpoint bench/worker_throughput.py writes into its workdir (``md_bench_<arch>.pt``: this arch, seed 0),
-    built once (its calibration is ~7 CPU seconds); ``bench_workdir`` puts a copy where a test's bench reuses it."""
+    built once (its calibration is ~7 CPU seconds), with ``SMALL_INPUT`` as its input size (``with_small_input``);
+    ``bench_workdir`` puts a copy where a test's bench reuses it.
+
+    Why 256 px: the CPU rehearsals of bench/ (test_bench_worker.py, test_gpu_session.py) check that each step runs
+    and records its figures, not what the figures are; at the bench's 1280 px every forward pass of YOLOv5n on a CPU
+    took ~2 s (the worker, the ceiling, two resident-node variants and the forward modes: ~30 s of each rehearsal),
+    at 256 px ~1/25 of that. Every step still loads the checkpoint and runs the same code at the size it reads."""
     from gpu_batch.worker.make_test_checkpoint import write_test_checkpoint
 
-    return write_test_checkpoint(tmp_path_factory.mktemp("bench-ckpt") / f"md_bench_{BENCH_ARCH}.pt", arch=BENCH_ARCH)
+    folder = tmp_path_factory.mktemp("bench-ckpt")
+    full = write_test_checkpoint(folder / "full" / f"md_bench_{BENCH_ARCH}.pt", arch=BENCH_ARCH)
+    return with_small_input(full, folder / f"md_bench_{BENCH_ARCH}.pt")
 
 
 def bench_workdir(path: Path, checkpoint: Path) -> Path:
