@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -494,16 +495,42 @@ def test_devhost_killed_mid_task_resumes_and_loses_nothing(app_env, store, uniqu
             os.killpg(proc.pid, signal.SIGKILL)
 
 
+HUNG_ATTEMPT_LIMIT_S = 10  # the hung attempt's own pool limit (test_hung_shard_is_terminated_at_its_deadline_...)
+
+
 def test_hung_shard_is_terminated_at_its_deadline_and_resubmitted(host, app_env, store, unique_name, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The pool ends an attempt that hangs at its time limit (TaskEnded) and the shard's next attempt runs it all.
+
+    Two limits: the run's, TRAPBATCH_MAX_TASK_SECONDS, must exceed a healthy attempt's run time on a loaded CI machine
+    (torch imports alone took over 30 s there once, and every attempt then ran into the deadline), so every healthy
+    attempt gets 75 s; the hung attempt, whose end is the limit whatever it is, gets ``HUNG_ATTEMPT_LIMIT_S`` as its
+    ``ShardTask.max_seconds`` (set here on its way into the in-process LocalPool). Why: waiting out 75 s was ~65 s of
+    the test's ~87 s. Killed at 10 s on a machine slow enough that its worker was still importing torch, the attempt
+    has still finished nothing, as a hung one has, and ends the same way."""
+    from gpu_batch.pool.local import LocalPool
+
     monkeypatch.setenv("TRAPBATCH_WORKER_FAULTS", json.dumps({"s00000/1": "hang"}))
-    # The deadline must exceed a healthy attempt's run time on a loaded CI machine (torch imports alone took over 30 s
-    # there once, and every attempt then ran into the deadline); the hung attempt waits it out once.
     monkeypatch.setenv("TRAPBATCH_MAX_TASK_SECONDS", "75")
+    hung = layout.pool_task_id("s00000", 1)
+    submit = LocalPool.submit
+
+    def submit_with_a_short_limit_for_the_hung_attempt(self: LocalPool, job_id: str, tasks: Any) -> None:
+        assert all(t.max_seconds == 75 for t in tasks)  # the run's limit reaches every attempt, resubmissions too
+        submit(self, job_id, [replace(t, max_seconds=HUNG_ATTEMPT_LIMIT_S) if t.task_id == hung else t for t in tasks])
+
+    monkeypatch.setattr(LocalPool, "submit", submit_with_a_short_limit_for_the_hung_attempt)
     names = upload_images(store, unique_name, 6, corrupt=0)
     task_id = api.post(host.base_url + "/api/tasks", json={"container": unique_name}, timeout=120).json()["id"]
     final = host.wait_for(task_id, timeout=480)
     assert final["runtimeStatus"] == "Completed", final
     assert final["output"]["resubmissions"] >= 1 and final["output"]["missing"] == 0
+    from azure.data.tables import TableServiceClient
+
+    (row,) = TableServiceClient.from_connection_string(app_env["AzureWebJobsStorage"]).get_table_client(
+        "trapbatchpool").query_entities("PartitionKey eq @j and RowKey eq @t",
+                                        parameters={"j": final["output"]["pool_job"], "t": hung})
+    assert row["FailureCode"] == "TaskEnded", dict(row)  # ended by the pool at its limit, not by the worker
+    assert f"timed out: ran longer than {HUNG_ATTEMPT_LIMIT_S} s" in row["FailureMessage"], dict(row)
     state = app_env["TRAPBATCH_CONTAINER"]
     second = ShardManifest.from_dict(store.read_json(state, layout.manifest_blob(task_id, "s00000", 2)))
     first = ShardManifest.from_dict(store.read_json(state, layout.manifest_blob(task_id, "s00000", 1)))
