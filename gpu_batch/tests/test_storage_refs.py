@@ -791,3 +791,35 @@ def test_a_published_models_download_host_that_does_not_resolve_is_not_said_to_b
     error = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"][-1]
     assert "storage account" not in error and "TRAPBATCH_STORAGE_CONNECTION" not in error, error
     assert "could not download MDV5A" in error and "github.com" in error and "may be offline" in error, error
+
+
+@pytest.mark.parametrize("cut", [TimeoutError("The read operation timed out"), ConnectionResetError(104, "reset")])
+def test_a_published_models_download_that_timed_out_names_its_download_host_not_storage(
+        cut: OSError, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A published model's download (``MDV5A``, from its publisher's URL) whose read timed out or was cut in every
+    loader try stays a passing cause, exit 69 (another attempt runs the shard), but the message names the host that
+    did not answer (github.com), not storage: "storage did not answer the download of model 'MDV5A'" sent an
+    operator to check a storage account that was not involved. A ``blob://`` model keeps the storage wording
+    (gpu_batch/tests/test_cli.py)."""
+    from gpu_batch import exit_codes
+    from gpu_batch.tests.conftest import write_manifest
+    from gpu_batch.worker import __main__ as worker
+    from gpu_batch.worker import loader
+
+    def download(url: str, dest: Path) -> None:  # urllib raises these bare once the response is being read
+        assert url.startswith("https://github.com/"), url
+        raise cut
+
+    monkeypatch.setattr(loader, "_urllib_download", download)
+    monkeypatch.setattr(loader, "DOWNLOAD_WAIT_S", 0.0)
+    (tmp_path / "images").mkdir()
+    manifest = write_manifest(tmp_path / "m.json", ["a.jpg"], "MDV5A")
+    env = {"TRAPBATCH_STORAGE_CONNECTION": WORKER_STORAGE, "TRAPBATCH_DEVICE": "cpu",
+           "TRAPBATCH_MODEL_CACHE": str(tmp_path / "cache")}
+    argv = ["--manifest-file", str(manifest), "--image-root", str(tmp_path / "images"), "--output-file",
+            str(tmp_path / "out.json"), "--device", "cpu"]
+    assert worker.main(argv, env) == exit_codes.STORAGE_UNAVAILABLE, caplog.text
+    error = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"][-1]
+    assert "storage" not in error, error
+    assert "github.com, the download host of model 'MDV5A', did not answer (another attempt runs the shard)" in error
+    assert type(cut).__name__ in error, error

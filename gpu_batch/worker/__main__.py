@@ -877,6 +877,8 @@ def _load_detector(args: argparse.Namespace, env: Mapping[str, str], service: An
     failed because storage did not answer (``_storage_did_not_answer`` of the loader's cause): that raises
     ``_StorageUnavailable`` (``exit_codes.STORAGE_UNAVAILABLE``), as for the manifest read; a timeout or throttling
     on the model blob as exit 3, twice, failed the whole task although the next attempt would have loaded it. A
+    published model's download that timed out or was cut is exit 69 too, its message naming the publisher's host
+    (``_model_source_did_not_answer``), not storage. A
     host DNS says does not exist is asked about again first, as for the manifest (``_read_through_dns_blips``).
     """
     from gpu_batch.worker import sources
@@ -905,8 +907,8 @@ def _load_detector(args: argparse.Namespace, env: Mapping[str, str], service: An
         if isinstance(cause, _StorageUnavailable):  # its host went missing, then DNS did not answer
             raise _StorageUnavailable(f"{label} {cause}") from exc
         if isinstance(exc, ModelLoadError) and cause is not None and _storage_did_not_answer(cause):
-            raise _StorageUnavailable(f"{label} storage did not answer the download of model {model_ref!r} (another "
-                                      f"attempt runs the shard): {type(cause).__name__}: {str(cause)[:500]}") from exc
+            raise _StorageUnavailable(f"{label} {_model_source_did_not_answer(model_ref)} (another attempt runs the "
+                                      f"shard): {type(cause).__name__}: {str(cause)[:500]}") from exc
         # only a blob:// model comes through the worker's storage: a published one comes from its publisher's URL,
         # whose host unknown to DNS (a node without internet) keeps the loader's advice (place the file yourself)
         missing = _storage_host_missing(cause, env) if cause is not None and model_ref.startswith("blob://") else ""
@@ -916,6 +918,23 @@ def _load_detector(args: argparse.Namespace, env: Mapping[str, str], service: An
         logger.error("%s model %r cannot be loaded: %s", label, model_ref, exc)
         return None
     return path, model
+
+
+def _model_source_did_not_answer(model_ref: str) -> str:
+    """Who did not answer a model's download, for the exit-69 message: the worker's storage for a ``blob://`` model;
+    for a published one (``MDV5A``) its publisher's download host (``gpu_batch.models.KNOWN_MODELS``' URL), which
+    the loader reads with urllib, so a read that timed out or a reset connection there is not about storage (an
+    operator told "storage did not answer" checked an account that was fine)."""
+    from urllib.parse import urlsplit
+
+    from gpu_batch.models import BLOB_SCHEME, known_model
+
+    if model_ref.startswith(BLOB_SCHEME):
+        return f"storage did not answer the download of model {model_ref!r}"
+    known = known_model(model_ref)
+    if known is not None:
+        return f"{urlsplit(known.url).hostname}, the download host of model {model_ref!r}, did not answer"
+    return f"reading model {model_ref!r} did not answer"
 
 
 def _model_key(args: argparse.Namespace, manifest: ShardManifest, device: str,
