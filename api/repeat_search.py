@@ -39,8 +39,10 @@ from core import contracts as c
 from core.errors import RepeatListChanged, RepeatsBusy, failure_message
 from core.ids import repeat_search_id, repeat_search_instance_id
 from core.repeats import ORIGINAL_SEARCH, list_search_id
+from core.repeats_status import current_repeats_ref
 from core.requests import (SEARCH_EXAMPLE, parse_json_body, parse_repeat_search, recorded_search_fields,
                            repeat_search_fields, requested_list)
+from gpu_batch import layout
 
 logger = logging.getLogger(__name__)
 bp = df.Blueprint()
@@ -67,6 +69,21 @@ async def search_status(client: df.DurableOrchestrationClient, task_id: str, key
     if runtime == "Failed":
         out["stage"], out["error"] = c.Stage.failed, failure_message(str(status.output or ""))
     return out
+
+
+async def current_repeats(client: df.DurableOrchestrationClient, task_id: str, key: str,
+                          merged_ref: Mapping[str, Any]) -> dict[str, Any]:
+    """A finished task's ``repeated_detections`` for its current list (``core.repeats_status.current_repeats_ref``):
+    the merge's block, which its status holds from the task's end, with the list a search run again over the served
+    generation ``key`` wrote laid over it. Costs one more status read per call (the search's); the list document is
+    read only while a later search has not written its own."""
+    searching = await search_status(client, task_id, key)
+    if searching is None:  # the merge's list is the current one: nothing to read
+        return current_repeats_ref(task_id, merged_ref, None, lambda: None, layout.repeats_blob(key))
+    s = clients.settings()
+    return await asyncio.to_thread(
+        current_repeats_ref, task_id, merged_ref, searching,
+        lambda: clients.store(s).read_json_or_none(s.container, layout.repeats_blob(key)), layout.repeats_blob(key))
 
 
 def ensure_idle(task_id: str, removal: Mapping[str, Any] | None, searching: Mapping[str, Any] | None) -> None:

@@ -626,6 +626,14 @@ async def get_task(req: func.HttpRequest, client: df.DurableOrchestrationClient)
     task_id = req.route_params["task_id"]
     await authorize_task(req, client, task_id)
     info, started = await describe_task_with_input(client, task_id)
+    if info["stage"] in FINISHED and isinstance(info.get("repeated_detections"), dict):
+        # the merge's count is fixed in the task's status; a search run again since replaced the list: count that
+        # (a finished task serves its own generation, which its input names)
+        from api import repeat_search
+
+        key = layout.generation_key(task_id, str(started.get("generation") or ""))
+        info["repeated_detections"] = await repeat_search.current_repeats(client, task_id, key,
+                                                                          info["repeated_detections"])
     if info["stage"] not in FINISHED:  # a re-run: say which results the task still hands out
         previous = started.get("previous")
         if isinstance(previous, str):

@@ -307,7 +307,11 @@ def _summary(st: dict[str, Any]) -> None:
         table.add_row("repeated places", f"NOT searched: {repeats['error']}; {in_cli_words(repeats.get('hint', ''))}")
     elif repeats.get("locations") or repeats.get("folders_skipped"):
         skipped = repeats.get("folders_skipped")
-        table.add_row("repeated places", str(repeats.get("locations", 0)) + " (trapbatch repeats ID)"
+        # the list a --search wrote replaces the merge's: say which one the count is of (absent: an older app's)
+        search = repeats.get("search")
+        of_list = (f"list {search} of {repeats.get('searched') or '?'}, "
+                   if search and search != "merge" else "")
+        table.add_row("repeated places", str(repeats.get("locations", 0)) + f" ({of_list}trapbatch repeats ID)"
                       + (f"; {skipped} folder{'s' if skipped != 1 else ''} too large NOT searched "
                          f"({repeats.get('detections_skipped')} eligible detections; trapbatch repeats ID says what to "
                          "do)" if skipped else ""))

@@ -20,7 +20,7 @@ the task's output keeps it whole.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any, Generator
+from typing import Any, Generator, cast
 
 import azure.durable_functions as df
 
@@ -32,6 +32,7 @@ from core.errors import failure_line
 from core.estimate import RESIDENT_SHARD_START_S, estimate
 from core.expiry import expiry_time
 from core.ids import shards_instance_id
+from core.repeats_status import merge_repeats_ref
 from core.requests import TaskRequest
 from core.settings import CONFIRM_TIMEOUT_MAX_S, OrchestrationKnobs
 from core.shards import group_count_limit, group_shards, in_flight_shares
@@ -64,22 +65,11 @@ def _outcome(merged: c.MergeOutput, max_failed_fraction: float) -> tuple[Stage, 
 
 
 def _repeats_ref(task_id: str, merged: c.MergeOutput) -> c.RepeatsRef:
-    """The status's ``repeated_detections``: how many places, where the list is, and, when some folders were too
-    large to search or the search failed (the task completes with its results either way), that and what to do."""
-    again = f"trapbatch repeats {task_id} --search (POST /api/tasks/{task_id}/repeats/search)"
-    error = merged.get("repeat_search_error")
-    if error is not None:  # no document was written: nothing to list or remove until it runs again
-        return {"locations": 0, "blob": "", "error": f"the repeated-detection search failed: {error}",
-                "hint": f"the results and exports are complete without it; run it again: {again}"}
-    ref: c.RepeatsRef = {"locations": merged.get("repeated_locations", 0), "blob": merged.get("repeats_blob", "")}
-    skipped = merged.get("repeat_folders_skipped", 0)
-    if skipped:
-        ref["folders_skipped"] = skipped
-        ref["detections_skipped"] = merged.get("repeat_detections_skipped", 0)
-        ref["hint"] = (f"{skipped} folder(s) held more eligible detections than the search takes per folder and were "
-                       f"not searched: trapbatch repeats {task_id} names them; search them with a higher "
-                       f"--max-folder-detections: {again}, or split them into subfolders")
-    return ref
+    """The status's ``repeated_detections`` from the merge (``core.repeats_status.merge_repeats_ref``): how many
+    places, where the list is, and, when some folders were too large to search or the search failed, that and what to
+    do. Fixed once the task ends: ``GET /api/tasks/{id}`` lays a list a search run again wrote over it
+    (``core.repeats_status.current_repeats_ref``)."""
+    return cast(c.RepeatsRef, merge_repeats_ref(task_id, merged))
 
 
 def exports_hint(task_id: str) -> str:
