@@ -435,10 +435,23 @@ def submit(state: State, /, request_file: Path | None, folders: tuple[str, ...],
     else:
         _summary(st)
     code = _finish(st)
-    if code not in (EXIT_OK, EXIT_FOLLOW_UP_FAILED) and not answer.get("started"):  # the task's own end, not a step
-        err.print(f"[bold]next:[/] this request's task had ended {st.get('stage')} before; to run it again, submit "
-                  "the same request with --rerun (or --only-new to run only new or changed images)")
+    again = ended_before_line(st, code, bool(answer.get("started")))
+    if again:
+        err.print(again)
     sys.exit(code)
+
+
+def ended_before_line(st: dict[str, Any], code: int, started: bool, folder: str = "") -> str:
+    """``next:`` for a submit that found its task already ended badly (failed, cancelled, completed with errors: the
+    task's own end, not a step after detection): posting the same request again finds that task, it does not run it
+    again; only ``--rerun`` does. "" when the submit started the task, or it ended well. ``folder``: whose task, for
+    ``submit --folder``, which said nothing of it while a single submit did."""
+    if started or code in (EXIT_OK, EXIT_FOLLOW_UP_FAILED):
+        return ""
+    whose = f"folder {folder}'s task" if folder else "this request's task"
+    flags = f"--folder {folder} --rerun" if folder else "--rerun"
+    return (f"[bold]next:[/] {escape(whose)} had ended {escape(str(st.get('stage')))} before; to run it again, "
+            f"submit the same request with {escape(flags)} (or --only-new to run only new or changed images)")
 
 
 def _submit_folders(state: State, body: dict[str, Any], folders: Sequence[str], wait: bool, plain: bool,
@@ -455,6 +468,7 @@ def _submit_folders(state: State, body: dict[str, Any], folders: Sequence[str], 
         _exit_for_folders([], failures)
         return
     finals = []
+    started: list[bool] = []  # beside finals: whether this submit started the folder's task
     for folder, answer in answers:
         try:
             st = watch_task(state.client, answer["id"], plain, to_stderr=as_json, confirm=confirm)
@@ -464,13 +478,16 @@ def _submit_folders(state: State, body: dict[str, Any], folders: Sequence[str], 
             failures.append(_folder_failure(folder, exc, answer["id"]))
             continue
         finals.append({**st, "folder": folder})
+        started.append(bool(answer.get("started")))
         if not as_json:
             out.print(f"[bold]folder {folder}[/]")
             _summary(st)
     if as_json:
         _print_json(finals + failures)
-    for st in finals:
-        _finish(st)
+    for st, new in zip(finals, started):
+        again = ended_before_line(st, _finish(st), new, str(st["folder"]))
+        if again:
+            err.print(again)
     _exit_for_folders([exit_code_for(st) for st in finals], failures)
 
 

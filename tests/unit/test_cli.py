@@ -467,6 +467,24 @@ def test_submit_json_keeps_stdout_json_and_an_ended_task_says_how_to_run_it_agai
         (None, None), (True, None), (None, True)]
 
 
+def test_submit_folders_wait_says_how_to_run_a_folders_ended_task_again(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """``submit --folder ... --wait`` whose folder's task had already ended cancelled said only that it ended, not
+    that the same request finds that task again and only --rerun runs it: a single ``submit`` said so."""
+    import cli.main as cli_main
+
+    monkeypatch.setattr(cli_main, "ApiClient", _KnownTaskClient)
+    monkeypatch.setattr(cli_main.time, "sleep", lambda s: None, raising=False)
+    _KnownTaskClient.posted.clear()
+    base = ["--url", "http://127.0.0.1:9", "--key", "k", "submit", "--container", "photos", "--wait", "--plain"]
+    assert main([*base, "--folder", "Summer_2018"]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert ("next: folder Summer_2018's task had ended cancelled before; to run it again, submit the same request "
+            "with --folder Summer_2018 --rerun (or --only-new to run only new or changed images)") in err
+    assert main([*base, "--folder", "Summer_2018", "--rerun"]) == 0  # started: nothing to say
+    assert "--rerun" not in capsys.readouterr().err
+
+
 def test_list_never_cuts_a_task_id_or_stage_on_a_narrow_or_piped_output(monkeypatch: pytest.MonkeyPatch,
                                                                         capsys: pytest.CaptureFixture[str]) -> None:
     """The id is what a person copies into status, results, cancel: at 80 columns (a pipe) it used to end in '…'."""
