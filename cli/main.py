@@ -1039,8 +1039,10 @@ def damaged_line(damaged: Any, task_id: str) -> str:
         return ""
     count = int(damaged["count"])
     examples = ", ".join(str(e) for e in damaged.get("examples") or [])
-    return (f"{count} photo{'' if count == 1 else 's'} cut short (no JPEG end marker), detected as far as they go; "
-            f"re-copy them from the cards: damaged.csv (trapbatch results {task_id})"
+    one = count == 1  # "1 photo ... as far as it goes; re-copy it", as zooniverse_cut_short_line words it
+    return (f"{count} photo{'' if one else 's'} cut short (no JPEG end marker), detected as far as "
+            f"{'it goes' if one else 'they go'}; re-copy {'it' if one else 'them'} from the cards: damaged.csv "
+            f"(trapbatch results {task_id})"
             + (f"; e.g. {examples}" if examples else ""))
 
 

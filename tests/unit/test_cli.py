@@ -1712,3 +1712,16 @@ def test_the_repeats_listing_never_cuts_a_place_or_its_folder_on_a_narrow_or_pip
     rows = [[cell.strip() for cell in line.split("│")] for line in shown.splitlines() if line.startswith("│")]
     assert [row[1] for row in rows if row[1]] == ["r00001", "r00002"]
     assert "".join(row[2] for row in rows) == "".join(folders)  # each folder whole, read down its column
+
+
+@pytest.mark.parametrize("count, said", [
+    (1, "1 photo cut short (no JPEG end marker), detected as far as it goes; re-copy it from the cards: damaged.csv "
+        "(trapbatch results task-0)"),
+    (2, "2 photos cut short (no JPEG end marker), detected as far as they go; re-copy them from the cards: "
+        "damaged.csv (trapbatch results task-0)")])
+def test_the_photos_cut_short_line_agrees_with_its_count(count: int, said: str) -> None:
+    """One photo cut short read "1 photo cut short ..., detected as far as they go; re-copy them"."""
+    from cli.main import damaged_line
+
+    assert damaged_line({"count": count, "examples": ["a/b.jpg"]}, "task-0") == f"{said}; e.g. a/b.jpg"
+    assert damaged_line({"count": 0}, "task-0") == ""
