@@ -66,7 +66,8 @@ def zooniverse_cut_short_line(exports: Any, task_id: str) -> str:
         return ""
     return (f"{count} photo{'' if count == 1 else 's'} cut short left out of the subjects (volunteers would see "
             f"{'its' if count == 1 else 'their'} grey part): re-copy {'it' if count == 1 else 'them'} from the "
-            f"cards (damaged.csv, trapbatch results {task_id}), then post the request again with --rerun --only-new")
+            f"cards (damaged.csv, trapbatch results {task_id}), then trapbatch submit the same request with --rerun "
+            "--only-new")
 
 
 def exit_code_for(status: dict[str, Any]) -> int:

@@ -322,6 +322,8 @@ def test_the_summary_says_which_photos_cut_short_the_zooniverse_manifests_leave_
     shown = " ".join(capsys.readouterr().out.split())  # the table may wrap a long line
     assert "zooniverse 3 photos cut short left out of the subjects" in shown, shown
     assert "damaged.csv, trapbatch results task-0" in shown and "--rerun --only-new" in shown
+    # the CLI's own line, in the CLI's words: "post the request" is the API's (seen: "post the request again")
+    assert "then trapbatch submit the same request with --rerun --only-new" in shown and "post " not in shown
     assert zooniverse_cut_short_line({"zooniverse_cut_short": 1}, "t").startswith("1 photo cut short left out")
     for none in ({"zooniverse_subjects": 8}, {"zooniverse_cut_short": 0}, None, "x"):
         assert zooniverse_cut_short_line(none, "t") == ""
