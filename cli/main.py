@@ -27,6 +27,7 @@ from core.contracts import Stage
 from core.errors import TrapbatchError
 from core.notimages import describe as describe_not_images
 from core.requests import MAX_BODY_BYTES, TASK_BODY_HINT, encoded_size, parse_rerender, parse_task_request
+from gpu_batch.formats.entries import DETECTION_CATEGORIES
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -1002,8 +1003,8 @@ def repeats(state: State, /, task_id: str, keep: str | None, remove: str | None,
                       "confidence", "box (x, y, w, h)")
         for loc in answer.get("locations", []):
             box = ", ".join(f"{v:.3f}" for v in loc.get("bbox", []))
-            table.add_row(loc["id"], str(loc.get("folder")), str(loc.get("category")), str(loc.get("count")),
-                          f"{loc.get('conf_min')}-{loc.get('conf_max')}", box)
+            table.add_row(loc["id"], str(loc.get("folder")), category_name(loc.get("category")),
+                          str(loc.get("count")), f"{loc.get('conf_min')}-{loc.get('conf_max')}", box)
         out.print(table)
         listed = answer.get("search") or "merge"
         options = answer.get("search_options") or {}
@@ -1030,6 +1031,14 @@ def repeats(state: State, /, task_id: str, keep: str | None, remove: str | None,
         if not url:
             raise CliError("the task has no preview page", str(page.get("error") or "the app named none"))
         click.launch(url)
+
+
+def category_name(category: Any) -> str:
+    """A detection category as MegaDetector names it (``animal``, ``person``, ``vehicle``: the results file's
+    ``detection_categories``, which the worker always writes as ``DETECTION_CATEGORIES``); a number it does not
+    name is shown as it is. The listing showed "1" and "3", which an operator had to look up before choosing
+    what to keep; ``--json`` keeps the API's numbers."""
+    return DETECTION_CATEGORIES.get(str(category), str(category))
 
 
 def damaged_line(damaged: Any, task_id: str) -> str:

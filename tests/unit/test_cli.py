@@ -1716,6 +1716,28 @@ def test_the_repeats_listing_never_cuts_a_place_or_its_folder_on_a_narrow_or_pip
     assert "".join(row[2] for row in rows) == "".join(folders)  # each folder whole, read down its column
 
 
+def test_the_repeats_listing_names_the_category_as_megadetector_does(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """``trapbatch repeats ID`` showed the category as the results file's number ("1", "3"): an operator choosing
+    which places are real animals had to look the numbers up. --json keeps the API's numbers."""
+    from cli import main as cli_main
+
+    places = [{"id": f"r0000{n + 1}", "folder": "cam", "category": cat, "count": 25, "conf_min": 0.2,
+               "conf_max": 0.8, "bbox": [0.1, 0.5, 0.25, 0.125]} for n, cat in enumerate(["1", "2", "3", "7"])]
+
+    class Client:
+        def repeats(self, task_id: str) -> dict[str, Any]:
+            return {"id": task_id, "locations": places, "search_options": {}}
+
+    monkeypatch.setattr(cli_main.State, "client", property(lambda self: Client()))
+    assert cli_main.main(["repeats", "task-0123456789abcdef0123"]) == 0
+    rows = [[cell.strip() for cell in line.split("│")] for line in capsys.readouterr().out.splitlines()
+            if line.startswith("│") and "r0000" in line]
+    assert [row[3] for row in rows] == ["animal", "person", "vehicle", "7"]  # a number it does not name: as it is
+    assert cli_main.main(["repeats", "task-0123456789abcdef0123", "--json"]) == 0
+    assert [loc["category"] for loc in json.loads(capsys.readouterr().out)["locations"]] == ["1", "2", "3", "7"]
+
+
 @pytest.mark.parametrize("count, said", [
     (1, "1 photo cut short (no JPEG end marker), detected as far as it goes; re-copy it from the cards: damaged.csv "
         "(trapbatch results task-0)"),
