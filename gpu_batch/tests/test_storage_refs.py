@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import urllib.error
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -823,3 +824,60 @@ def test_a_published_models_download_that_timed_out_names_its_download_host_not_
     assert "storage" not in error, error
     assert "github.com, the download host of model 'MDV5A', did not answer (another attempt runs the shard)" in error
     assert type(cut).__name__ in error, error
+
+
+@pytest.mark.parametrize("cause", [
+    urllib.error.URLError(socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")),
+    urllib.error.URLError(TimeoutError("timed out")),
+    urllib.error.URLError(ConnectionRefusedError(111, "Connection refused")),
+    urllib.error.HTTPError("https://github.com/x", 503, "Service Unavailable", {}, None),  # type: ignore[arg-type]
+    urllib.error.HTTPError("https://github.com/x", 429, "Too Many Requests", {}, None),  # type: ignore[arg-type]
+], ids=["dns-no-answer", "connect-timeout", "refused", "503", "429"])
+def test_a_published_models_download_host_that_did_not_answer_for_now_is_another_attempt_not_a_failed_task(
+        cause: OSError, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """urllib wraps what fails before the response (the resolver did not answer, the connection timed out or was
+    refused) in ``URLError``, and a 5xx or 429 is an ``HTTPError``: all of them passing causes, yet they exited 3
+    (``MODEL``, unfixable), so a few minutes' outage of the publisher's host at a shard's start failed the whole task
+    at the second attempt. Now exit 69, another attempt; the host is named. A name DNS says does not exist (a node
+    without internet) and a 404 stay exit 3 with the loader's advice (the tests above)."""
+    from gpu_batch import exit_codes
+    from gpu_batch.tests.conftest import write_manifest
+    from gpu_batch.worker import __main__ as worker
+    from gpu_batch.worker import loader
+
+    def download(url: str, dest: Path) -> None:
+        raise cause
+
+    monkeypatch.setattr(loader, "_urllib_download", download)
+    monkeypatch.setattr(loader, "DOWNLOAD_WAIT_S", 0.0)
+    (tmp_path / "images").mkdir()
+    manifest = write_manifest(tmp_path / "m.json", ["a.jpg"], "MDV5A")
+    env = {"TRAPBATCH_STORAGE_CONNECTION": WORKER_STORAGE, "TRAPBATCH_DEVICE": "cpu",
+           "TRAPBATCH_MODEL_CACHE": str(tmp_path / "cache")}
+    argv = ["--manifest-file", str(manifest), "--image-root", str(tmp_path / "images"), "--output-file",
+            str(tmp_path / "out.json"), "--device", "cpu"]
+    assert worker.main(argv, env) == exit_codes.STORAGE_UNAVAILABLE, caplog.text
+    error = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"][-1]
+    assert "github.com, the download host of model 'MDV5A', did not answer" in error, error
+
+
+def test_a_published_models_download_that_is_not_there_stays_a_model_failure(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A 404 from the publisher (the file moved) is no outage: exit 3 with the loader's advice, as before."""
+    from gpu_batch import exit_codes
+    from gpu_batch.tests.conftest import write_manifest
+    from gpu_batch.worker import __main__ as worker
+    from gpu_batch.worker import loader
+
+    def download(url: str, dest: Path) -> None:
+        raise urllib.error.HTTPError(url, 404, "Not Found", {}, None)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loader, "_urllib_download", download)
+    monkeypatch.setattr(loader, "DOWNLOAD_WAIT_S", 0.0)
+    (tmp_path / "images").mkdir()
+    manifest = write_manifest(tmp_path / "m.json", ["a.jpg"], "MDV5A")
+    env = {"TRAPBATCH_STORAGE_CONNECTION": WORKER_STORAGE, "TRAPBATCH_DEVICE": "cpu",
+           "TRAPBATCH_MODEL_CACHE": str(tmp_path / "cache")}
+    argv = ["--manifest-file", str(manifest), "--image-root", str(tmp_path / "images"), "--output-file",
+            str(tmp_path / "out.json"), "--device", "cpu"]
+    assert worker.main(argv, env) == exit_codes.MODEL, caplog.text

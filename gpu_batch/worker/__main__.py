@@ -883,7 +883,8 @@ def _load_detector(args: argparse.Namespace, env: Mapping[str, str], service: An
     """
     from gpu_batch.worker import sources
     from gpu_batch.worker.caches import model_cache_dir, node_cache_problem
-    from gpu_batch.worker.loader import ModelLoadError, compile_model, load_model, resolve_model_file
+    from gpu_batch.worker.loader import (ModelLoadError, compile_model, download_did_not_answer, load_model,
+                                         resolve_model_file)
 
     model_ref = args.model or manifest.model
     problem = node_cache_problem(env)
@@ -906,7 +907,9 @@ def _load_detector(args: argparse.Namespace, env: Mapping[str, str], service: An
         cause = exc.__cause__
         if isinstance(cause, _StorageUnavailable):  # its host went missing, then DNS did not answer
             raise _StorageUnavailable(f"{label} {cause}") from exc
-        if isinstance(exc, ModelLoadError) and cause is not None and _storage_did_not_answer(cause):
+        if isinstance(exc, ModelLoadError) and cause is not None and (
+                _storage_did_not_answer(cause) or (not model_ref.startswith("blob://")
+                                                   and download_did_not_answer(cause))):
             raise _StorageUnavailable(f"{label} {_model_source_did_not_answer(model_ref)} (another attempt runs the "
                                       f"shard): {type(cause).__name__}: {str(cause)[:500]}") from exc
         # only a blob:// model comes through the worker's storage: a published one comes from its publisher's URL,

@@ -85,6 +85,26 @@ def _urllib_download(url: str, dest: Path) -> None:
         shutil.copyfileobj(response, out, 1 << 20)
 
 
+def download_did_not_answer(exc: BaseException) -> bool:
+    """Whether a published model's download (``_urllib_download``) failed for a cause that passes: the host did not
+    answer for now (the resolver did not answer, EAI_AGAIN; the connection timed out, was refused or reset) or said
+    "later" (408, 429, 5xx). Not a name DNS says does not exist (a node without internet: the loader's advice is to
+    place the file) nor any other 4xx (a 404: the file moved).
+
+    Why: urllib wraps what fails before the response in ``URLError`` (its ``reason`` the socket error) and an HTTP
+    error status in ``HTTPError``, which the worker's exit-69 rule (``storage_refs.service_did_not_answer``, written
+    for the storage SDK's exceptions) did not count: a few minutes' outage of the publisher's host at a new node's
+    first shard exited 3 (unfixable), and the second such attempt failed the whole task."""
+    import socket
+
+    if isinstance(exc, urllib.error.HTTPError):
+        return exc.code >= 500 or exc.code in (408, 429)
+    reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+    if isinstance(reason, socket.gaierror):
+        return reason.errno not in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME))
+    return isinstance(reason, (TimeoutError, ConnectionError))
+
+
 # A known model's download is tried this many times, waiting DOWNLOAD_WAIT_S, twice that...: each new node downloads
 # MDV5A's 280 MB from GitHub on its first shard, and one cut connection otherwise cost the shard an attempt
 DOWNLOAD_ATTEMPTS = 3
