@@ -881,3 +881,54 @@ def test_a_published_models_download_that_is_not_there_stays_a_model_failure(
     argv = ["--manifest-file", str(manifest), "--image-root", str(tmp_path / "images"), "--output-file",
             str(tmp_path / "out.json"), "--device", "cpu"]
     assert worker.main(argv, env) == exit_codes.MODEL, caplog.text
+
+
+@pytest.mark.parametrize("read", ["manifest", "vault", "model"])
+def test_a_shard_stopped_while_the_worker_asks_dns_again_stops_at_the_next_ask(
+        read: str, resolver: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker's own-storage and Key Vault DNS waits (``__main__._read_through_dns_blips``,
+    ``storage_refs.key_vault_reader``'s ``host_grace_s``) honour the shard's stop check, as the image reads' wait
+    does (``BlobImageSource.wait_for_host``): a resident worker whose client went away (``stop_check`` raises
+    ``ShardCancelled``) stops within one ``ASK_AGAIN_EVERY_S``. Before, it asked DNS on for the whole
+    ``GONE_AFTER_S`` (120 s, the resident server's own ``STOP_GRACE_S``, past which it exits and takes the shards
+    waiting for their turn with it) and then ended the cancelled shard with the unfixable exit 2, 5 or 3."""
+    from types import SimpleNamespace
+
+    from azure.core.pipeline.transport import RequestsTransport
+
+    from gpu_batch.tests.conftest import write_manifest
+    from gpu_batch.worker import __main__ as worker
+    from gpu_batch.worker.faults import Fault
+
+    monkeypatch.setattr(HttpTransport, "sleep", lambda self, duration: None)  # the storage SDK's retry waits
+    monkeypatch.setattr(RequestsTransport, "sleep", lambda self, duration: None)
+    resolver(*NO_SUCH_NAME[0])
+    time = _worker_dns_time(monkeypatch)
+
+    def stop_check() -> None:
+        if time.slept:  # the client went away during the first wait
+            raise worker.ShardCancelled("the client went away (terminated or killed)")
+
+    if read == "vault":
+        manifest: Any = SimpleNamespace(source_account_url="https://partner.blob.core.windows.net",
+                                        source_credential_secret="partner-sas", source_container="images",
+                                        output_container="results", output_blob="out.json")
+        no_args: Any = SimpleNamespace()
+        with pytest.raises(worker.ShardCancelled):
+            worker._open_images_and_output(no_args, {KEY_VAULT_ENV: NO_SUCH_VAULT}, True, object(), manifest, "t s a",
+                                           stop_check=stop_check)
+    else:
+        env = {"TRAPBATCH_STORAGE_CONNECTION": WORKER_STORAGE, "TRAPBATCH_DEVICE": "cpu",
+               "TRAPBATCH_MODEL_CACHE": str(tmp_path / "cache")}
+        if read == "manifest":
+            argv = ["--manifest-container", "state", "--manifest-blob", "tasks/t/shards/s00000/attempt-1.json"]
+        else:
+            (tmp_path / "images").mkdir()
+            manifest_file = write_manifest(tmp_path / "m.json", ["a.jpg"], "blob://models/md.pt")
+            argv = ["--manifest-file", str(manifest_file), "--image-root", str(tmp_path / "images"),
+                    "--output-file", str(tmp_path / "out.json"), "--device", "cpu"]
+        args = worker.parse_args(argv, env)
+        assert not isinstance(args, int)
+        outcome = worker.run_shard(args, env, Fault.from_env(env), process_started=0.0, stop_check=stop_check)
+        assert outcome.code == worker.EXIT_CANCELLED, outcome
+    assert time.slept == [15.0], time.slept

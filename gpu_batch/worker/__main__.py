@@ -284,14 +284,14 @@ def _run(args: argparse.Namespace, env: Mapping[str, str], fault: Any, process_s
     started = time.monotonic()
     import_s = started - imports_started
 
-    service, manifest, manifest_etag = _read_manifest(args, env, blob_mode, local_manifest)
+    service, manifest, manifest_etag = _read_manifest(args, env, blob_mode, local_manifest, stop_check)
     label = f"task={manifest.task_id} shard={manifest.shard_id} attempt={manifest.attempt}"
     device = _choose_device(args.device)
     start_cuda_warmup(device)  # overlaps CUDA/cuDNN/nvJPEG initialisation with the model download and load
     pending_decode = _choose_decode_in_background(args, env, device)  # the engine probe overlaps them too
     try:
-        opened = _open_images_and_output(args, env, blob_mode, service, manifest, label)
-    except _StorageUnavailable:
+        opened = _open_images_and_output(args, env, blob_mode, service, manifest, label, stop_check)
+    except (_StorageUnavailable, ShardCancelled):  # a stop in a DNS wait too
         _settle(pending_decode)
         raise
     if opened is None:
@@ -306,8 +306,8 @@ def _run(args: argparse.Namespace, env: Mapping[str, str], fault: Any, process_s
         stop_check()
     _check_compile(args, env, label)
     try:
-        loaded = _cached_detector(args, env, service, manifest, device, label, models)
-    except _StorageUnavailable:
+        loaded = _cached_detector(args, env, service, manifest, device, label, models, stop_check)
+    except (_StorageUnavailable, ShardCancelled):  # a stop in a DNS wait too
         _settle(pending_decode)
         raise
     if loaded is None:
@@ -521,7 +521,8 @@ def _check_before_imports(args: argparse.Namespace, env: Mapping[str, str], blob
 
 
 def _read_manifest(args: argparse.Namespace, env: Mapping[str, str], blob_mode: bool,
-                   local: ShardManifest | None = None) -> tuple[Any, ShardManifest, str]:
+                   local: ShardManifest | None = None,
+                   stop_check: Callable[[], None] | None = None) -> tuple[Any, ShardManifest, str]:
     """Fetch and parse the shard manifest; in blob mode also return the storage client it came through and the
     manifest blob's ETag as read (the coverage summary names the manifest by it; empty in local mode). ``local``:
     the local mode's manifest, already read by ``_check_before_imports``.
@@ -529,8 +530,8 @@ def _read_manifest(args: argparse.Namespace, env: Mapping[str, str], blob_mode: 
     Why failures become ``_Usage``: without a manifest there is no shard to run, which is exit 2; the reason is kept
     in the message for the log. Except when storage did not answer (``_storage_did_not_answer``): that is
     ``_StorageUnavailable``, a passing cause another attempt can get past (``exit_codes.STORAGE_UNAVAILABLE``). A
-    host DNS says does not exist is asked about again first (``_read_through_dns_blips``): exit 2 only when it still
-    does not exist ``sources.GONE_AFTER_S`` later.
+    host DNS says does not exist is asked about again first (``_read_through_dns_blips``, which ``stop_check`` stops):
+    exit 2 only when it still does not exist ``sources.GONE_AFTER_S`` later.
     """
     from gpu_batch.manifest import ShardManifest
     from gpu_batch.worker import sources
@@ -549,7 +550,7 @@ def _read_manifest(args: argparse.Namespace, env: Mapping[str, str], blob_mode: 
                 return got, got.readall()
             download, raw = _read_through_dns_blips(
                 read, _account_host(service),
-                f"the manifest read of {args.manifest_container}/{args.manifest_blob}")
+                f"the manifest read of {args.manifest_container}/{args.manifest_blob}", stop_check)
             etag = str(getattr(download.properties, "etag", "") or "")
             manifest = ShardManifest.from_dict(json.loads(raw))
         elif local is not None:
@@ -558,7 +559,7 @@ def _read_manifest(args: argparse.Namespace, env: Mapping[str, str], blob_mode: 
             if not args.image_root:
                 raise _Usage("local mode needs --image-root")
             manifest = ShardManifest.from_dict(json.loads(Path(args.manifest_file).read_bytes()))
-    except (_Usage, _StorageUnavailable):
+    except (_Usage, _StorageUnavailable, ShardCancelled):
         raise
     except sources.StorageConfigError as exc:
         raise _Usage(str(exc)) from exc
@@ -605,7 +606,8 @@ def _account_host(service: Any) -> str:
     return host if isinstance(host, str) else ""
 
 
-def _read_through_dns_blips(read: Callable[[], T], account_host: str, what: str) -> T:
+def _read_through_dns_blips(read: Callable[[], T], account_host: str, what: str,
+                            stop_check: Callable[[], None] | None = None) -> T:
     """``read()`` from the worker's own storage account, read again when it failed because DNS said the account's
     host does not exist (``storage_refs.unresolvable_host``) and DNS then finds it again
     (``storage_refs.resolves_again``, asked every ``sources.ASK_AGAIN_EVERY_S`` for up to ``sources.GONE_AFTER_S``
@@ -616,11 +618,12 @@ def _read_through_dns_blips(read: Callable[[], T], account_host: str, what: str)
     Why: the app wrote this shard's manifest into that account moments before, and the model sits there too, so a
     "no such name" for it is most likely the platform's blip (up to ~120 s on Azure: ``storage_refs.HOST_GONE_AFTER_S``
     cites it), and exit 2 or 3 is unfixable (``exit_codes.UNFIXABLE``): two such attempts ended the whole task. The
-    clock and sleep are ``sources.BlobImageSource``'s, the worker's one seam for its DNS waits."""
+    clock and sleep are ``sources.BlobImageSource``'s, the worker's one seam for its DNS waits; ``stop_check`` (the
+    shard's) is called around each sleep (``_stoppable_sleep``)."""
     from gpu_batch.storage_refs import resolves_again, unresolvable_host
     from gpu_batch.worker.sources import ASK_AGAIN_EVERY_S, GONE_AFTER_S, BlobImageSource
 
-    clock, sleep = BlobImageSource.monotonic, BlobImageSource.sleep
+    clock, sleep = BlobImageSource.monotonic, _stoppable_sleep(BlobImageSource.sleep, stop_check)
     deadline: float | None = None
     while True:
         try:
@@ -641,6 +644,26 @@ def _read_through_dns_blips(read: Callable[[], T], account_host: str, what: str)
                 raise _StorageUnavailable(f"storage's host name {asked} did not resolve at {what}, and DNS then did "
                                           "not answer (another attempt runs the shard)") from exc
             logger.info("%s: storage's host name %s resolves again: reading again", what, asked)
+
+
+def _stoppable_sleep(sleep: Callable[[float], None],
+                     stop_check: Callable[[], None] | None) -> Callable[[float], None]:
+    """``sleep``, with the shard's ``stop_check`` called before and after it (None: ``sleep`` itself).
+
+    Why: the worker's DNS waits before its pipeline (its own storage's host at the manifest read and the model
+    download, the images' Key Vault's host) last up to ``sources.GONE_AFTER_S``, and nothing else checks for a stop
+    meanwhile: a resident worker whose client went away (``resident``: ``ShardCancelled``) asked DNS on for the
+    whole two minutes, its ``STOP_GRACE_S``, past which the server exits and takes the shards waiting for their
+    turn with it, and then ended the cancelled shard with an unfixable exit. The image reads' wait checks at each
+    lookup alike (``sources.BlobImageSource.wait_for_host``)."""
+    if stop_check is None:
+        return sleep
+
+    def wait(seconds: float) -> None:
+        stop_check()
+        sleep(seconds)
+        stop_check()
+    return wait
 
 
 def _own_storage_setting(env: Mapping[str, str]) -> str:
@@ -767,14 +790,16 @@ def _settle(pending_decode: Callable[[], DecodeSelection]) -> None:
 
 
 def _open_images_and_output(args: argparse.Namespace, env: Mapping[str, str], blob_mode: bool, service: Any,
-                            manifest: ShardManifest, label: str) -> tuple[ImageSource, Any] | None:
+                            manifest: ShardManifest, label: str,
+                            stop_check: Callable[[], None] | None = None) -> tuple[ImageSource, Any] | None:
     """Open where the shard's images come from and where its results go.
 
     Returns ``None`` (already logged) when the images' storage account cannot be opened, which ``_run`` turns into
     exit 5: that is a configuration problem (a missing or unreadable secret), not a bad manifest. Except when the
     secret store did not answer (``storage_refs.SecretStoreUnavailable``, which includes a vault host DNS said is
     missing and then gave no answer): ``_StorageUnavailable``, exit 69. A vault host DNS says is missing is exit 5
-    only once it still is ``sources.GONE_AFTER_S`` later (``storage_refs.key_vault_reader``).
+    only once it still is ``sources.GONE_AFTER_S`` later (``storage_refs.key_vault_reader``; ``stop_check`` stops
+    that wait: ``_stoppable_sleep``).
     """
     from gpu_batch.worker import sources
     from gpu_batch.worker.results import FileSink
@@ -790,7 +815,7 @@ def _open_images_and_output(args: argparse.Namespace, env: Mapping[str, str], bl
             # clock of the worker's other DNS waits
             secrets = storage_refs.secret_reader_from_env(
                 env, host_grace_s=sources.GONE_AFTER_S, clock=sources.BlobImageSource.monotonic,
-                sleep=sources.BlobImageSource.sleep)
+                sleep=_stoppable_sleep(sources.BlobImageSource.sleep, stop_check))
             image_service = storage_refs.source_service(ref, lambda: own, secrets)
         except storage_refs.SecretStoreUnavailable as exc:  # a passing cause: exit 69, not 5
             raise _StorageUnavailable(f"{label} the images' secret store did not answer (another attempt runs the "
@@ -868,7 +893,8 @@ def _view_target(blob_mode: bool, service: Any, manifest: ShardManifest, manifes
 
 
 def _load_detector(args: argparse.Namespace, env: Mapping[str, str], service: Any, manifest: ShardManifest,
-                   device: str, label: str) -> tuple[Path, LoadedModel] | None:
+                   device: str, label: str,
+                   stop_check: Callable[[], None] | None = None) -> tuple[Path, LoadedModel] | None:
     """Resolve the checkpoint (``--model`` or the manifest's), load it onto ``device``, compile it if asked.
 
     Returns the checkpoint's local path and the model, or ``None`` (already logged) when it cannot be resolved or
@@ -879,7 +905,8 @@ def _load_detector(args: argparse.Namespace, env: Mapping[str, str], service: An
     on the model blob as exit 3, twice, failed the whole task although the next attempt would have loaded it. A
     published model's download that timed out or was cut is exit 69 too, its message naming the publisher's host
     (``_model_source_did_not_answer``), not storage. A
-    host DNS says does not exist is asked about again first, as for the manifest (``_read_through_dns_blips``).
+    host DNS says does not exist is asked about again first, as for the manifest (``_read_through_dns_blips``, which
+    ``stop_check`` stops: its ``ShardCancelled`` is raised as it came, not as the loader's ``ModelLoadError``).
     """
     from gpu_batch.worker import sources
     from gpu_batch.worker.caches import model_cache_dir, node_cache_problem
@@ -896,7 +923,7 @@ def _load_detector(args: argparse.Namespace, env: Mapping[str, str], service: An
             svc = service if service is not None else sources.blob_service_from_env(env)
             fetcher = lambda c, n, dest: _read_through_dns_blips(  # noqa: E731
                 lambda: sources.download_blob_to(svc, c, n, dest), _account_host(svc),
-                f"the download of model {model_ref!r}")
+                f"the download of model {model_ref!r}", stop_check)
             version = lambda c, n: sources.blob_etag(svc, c, n)  # noqa: E731
         path = resolve_model_file(model_ref, cache_dir=model_cache_dir(env), blob_fetcher=fetcher,
                                   blob_version=version)
@@ -905,6 +932,8 @@ def _load_detector(args: argparse.Namespace, env: Mapping[str, str], service: An
             model = compile_model(model)
     except (ModelLoadError, sources.StorageConfigError) as exc:
         cause = exc.__cause__
+        if isinstance(cause, ShardCancelled):  # stopped while DNS was asked again (the loader wraps what it met)
+            raise cause from None
         if isinstance(cause, _StorageUnavailable):  # its host went missing, then DNS did not answer
             raise _StorageUnavailable(f"{label} {cause}") from exc
         if isinstance(exc, ModelLoadError) and cause is not None and (
@@ -984,14 +1013,15 @@ def _blob_model_version(env: Mapping[str, str], service: Any) -> Callable[[str],
 
 
 def _cached_detector(args: argparse.Namespace, env: Mapping[str, str], service: Any, manifest: ShardManifest,
-                     device: str, label: str, models: ModelCache | None) -> tuple[Path, LoadedModel, bool] | None:
+                     device: str, label: str, models: ModelCache | None,
+                     stop_check: Callable[[], None] | None = None) -> tuple[Path, LoadedModel, bool] | None:
     """``_load_detector`` through a resident worker's model cache; the third value says whether it was a hit."""
     key = _model_key(args, manifest, device, _blob_model_version(env, service)) if models is not None else None
     if models is not None and key is not None:
         hit = models.get(key)
         if hit is not None:
             return hit[0], hit[1], True
-    loaded = _load_detector(args, env, service, manifest, device, label)
+    loaded = _load_detector(args, env, service, manifest, device, label, stop_check)
     if loaded is None:
         return None
     if models is not None and key is not None:
