@@ -754,7 +754,8 @@ def test_a_key_vault_read_whose_host_resolves_again_reads_the_secret(monkeypatch
                             clock=time.clock, sleep=time.sleep)
     assert read("partner-sas") == "sv=2025-01-05&sr=c&sp=rl&sig=abc"
     assert time.slept == [15.0, 15.0] and len(asked) == 2, (time.slept, asked)
-    refused = key_vault_reader(VAULT, transport=BlippingVault({}), credential=FakeCredential())
+    refused = key_vault_reader(VAULT, transport=BlippingVault({}), credential=FakeCredential(), clock=time.clock,
+                               sleep=time.sleep)  # the default grace on the fake clock: a wait would be seen
     back_at = time.now + 30.0  # the app's reader (no grace) refuses at the first such answer, as before
     with pytest.raises(SourceAccessError, match="does not resolve"):
         refused("partner-sas")
