@@ -78,7 +78,12 @@ def _listen(loop: asyncio.AbstractEventLoop, runner: web.AppRunner, host: str, p
     """Listen on every address of ``host`` at one port and return it. A fixed port binds them all at once (as asyncio
     does); port 0 on a name with several addresses would get a port of its own from the kernel for each, and the URL
     (and ``--port-file``) could name only one, so a client that tried another address first reached whatever held
-    that port there: bind the first address at port 0, the others at the port it got, and pick again on a clash."""
+    that port there: bind the first address at port 0, the others at the port it got, and pick again on a clash.
+
+    An address of a family the machine lacks (``localhost``'s ::1 on a kernel without IPv6) listens nowhere without
+    an error (asyncio's ``create_server`` skips a family it cannot make a socket of, as it did for the whole name
+    before): its site is let go and the port is picked by the next address, not read as 0 from a site that has no
+    socket."""
     addresses = _addresses(host) if port == 0 and host else [host]
     if len(addresses) == 1:
         site = web.TCPSite(runner, host, port)
@@ -86,13 +91,15 @@ def _listen(loop: asyncio.AbstractEventLoop, runner: web.AppRunner, host: str, p
         return _site_port(site, port)
     for attempt in range(1, PICK_TRIES + 1):
         sites: list[web.TCPSite] = []
+        picked = 0
         try:
-            sites.append(web.TCPSite(runner, addresses[0], 0))
-            loop.run_until_complete(sites[0].start())
-            picked = _site_port(sites[0], 0)
-            for address in addresses[1:]:
+            for address in addresses:
                 sites.append(web.TCPSite(runner, address, picked))
                 loop.run_until_complete(sites[-1].start())
+                if not picked:
+                    picked = _site_port(sites[-1], 0)
+                    if not picked:  # no socket: a family the machine lacks
+                        loop.run_until_complete(sites.pop().stop())
             return picked
         except OSError as exc:
             for site in sites:

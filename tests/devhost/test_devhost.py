@@ -474,6 +474,46 @@ def test_a_port_taken_on_the_second_address_is_picked_again(monkeypatch: pytest.
         taken.close()
 
 
+def test_port_0_skips_a_first_address_of_a_family_the_machine_lacks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--host localhost --port 0`` on a machine without IPv6 (a kernel booted with ipv6.disable=1; a container):
+    the resolver still gives ::1 first, asyncio skips a family it cannot make a socket of (``create_server``: "bad
+    family/type/protocol combination", no error) and the ::1 site listens nowhere. Its port read 0, the next
+    address was bound at 0 (a kernel-chosen port) and devhost reported port 0, where before the whole name was
+    bound and the IPv4 port reported."""
+    import asyncio
+    import errno
+    import socket
+
+    from aiohttp import web
+
+    from devhost import host as host_module
+
+    real_socket = socket.socket
+
+    class NoIPv6(real_socket):  # type: ignore[misc,valid-type]
+        def __init__(self, family: int = -1, *args: Any, **kwargs: Any) -> None:
+            if family == socket.AF_INET6:
+                raise OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol")
+            super().__init__(family, *args, **kwargs)
+
+    monkeypatch.setattr(host_module, "_addresses", lambda host: ["::1", "127.0.0.1"])
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(web.Application())
+    try:
+        loop.run_until_complete(runner.setup())
+        monkeypatch.setattr(socket, "socket", NoIPv6)
+        port = host_module._listen(loop, runner, "dual.test", 0)
+        monkeypatch.setattr(socket, "socket", real_socket)
+        assert port != 0
+        with socket.socket(socket.AF_INET) as probe:
+            probe.settimeout(30)
+            probe.connect(("127.0.0.1", port))  # the reported port is the one the usable address listens on
+    finally:
+        monkeypatch.setattr(socket, "socket", real_socket)
+        loop.run_until_complete(runner.cleanup())
+        loop.close()
+
+
 def test_an_idle_engine_backs_off_and_queued_work_still_starts_at_once(storage_connection: str,
                                                                        unique_name: str) -> None:
     """Idle, the dispatchers list their tables a few times, not ten times a second (engine docstring: Polling); and
