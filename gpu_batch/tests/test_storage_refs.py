@@ -933,3 +933,31 @@ def test_a_shard_stopped_while_the_worker_asks_dns_again_stops_at_the_next_ask(
         outcome = worker.run_shard(args, env, Fault.from_env(env), process_started=0.0, stop_check=stop_check)
         assert outcome.code == worker.EXIT_CANCELLED, outcome
     assert time.slept == [15.0], time.slept
+
+
+def test_a_published_models_download_host_that_did_not_answer_keeps_the_advice_for_nodes_that_cannot_reach_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A connect timeout is also what a node without outbound internet meets on every attempt: exit 69 runs every
+    shard TRAPBATCH_MAX_ATTEMPTS times, and the task then fails with the first given-up shard's reason (the app keeps
+    300 characters of it). As exit 3 the loader's advice (place the file, or the models container) was in it; the
+    exit-69 words alone said "did not answer" with nothing to do. The advice now comes before the cause's text."""
+    from gpu_batch import exit_codes
+    from gpu_batch.tests.conftest import write_manifest
+    from gpu_batch.worker import __main__ as worker
+    from gpu_batch.worker import loader
+
+    def download(url: str, dest: Path) -> None:
+        raise urllib.error.URLError(TimeoutError("timed out"))
+
+    monkeypatch.setattr(loader, "_urllib_download", download)
+    monkeypatch.setattr(loader, "DOWNLOAD_WAIT_S", 0.0)
+    (tmp_path / "images").mkdir()
+    manifest = write_manifest(tmp_path / "m.json", ["a.jpg"], "MDV5A")
+    env = {"TRAPBATCH_STORAGE_CONNECTION": WORKER_STORAGE, "TRAPBATCH_DEVICE": "cpu",
+           "TRAPBATCH_MODEL_CACHE": str(tmp_path / "cache")}
+    argv = ["--manifest-file", str(manifest), "--image-root", str(tmp_path / "images"), "--output-file",
+            str(tmp_path / "out.json"), "--device", "cpu"]
+    assert worker.main(argv, env) == exit_codes.STORAGE_UNAVAILABLE, caplog.text
+    error = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"][-1]
+    kept = f"the worker exited 69: {error}"[:300]  # orchestrations.shards._why_given_up, c.GIVEN_UP_REASON_CHARS
+    assert "TRAPBATCH_MODELS_CONTAINER" in kept and "blob://" in kept, kept

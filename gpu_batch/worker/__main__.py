@@ -940,7 +940,8 @@ def _load_detector(args: argparse.Namespace, env: Mapping[str, str], service: An
                 _storage_did_not_answer(cause) or (not model_ref.startswith("blob://")
                                                    and download_did_not_answer(cause))):
             raise _StorageUnavailable(f"{label} {_model_source_did_not_answer(model_ref)} (another attempt runs the "
-                                      f"shard): {type(cause).__name__}: {str(cause)[:500]}") from exc
+                                      f"shard){_unreachable_advice(model_ref)}: {type(cause).__name__}: "
+                                      f"{str(cause)[:500]}") from exc
         # only a blob:// model comes through the worker's storage: a published one comes from its publisher's URL,
         # whose host unknown to DNS (a node without internet) keeps the loader's advice (place the file yourself)
         missing = _storage_host_missing(cause, env) if cause is not None and model_ref.startswith("blob://") else ""
@@ -967,6 +968,19 @@ def _model_source_did_not_answer(model_ref: str) -> str:
     if known is not None:
         return f"{urlsplit(known.url).hostname}, the download host of model {model_ref!r}, did not answer"
     return f"reading model {model_ref!r} did not answer"
+
+
+def _unreachable_advice(model_ref: str) -> str:
+    """What to do when a published model's download host keeps not answering, for the exit-69 message ("" for a
+    ``blob://`` model). Why: a connect timeout or refusal is also what a node without outbound internet meets on
+    every attempt; exit 69 then runs every shard ``TRAPBATCH_MAX_ATTEMPTS`` times and the task fails with the first
+    given-up shard's reason, of which the app keeps 300 characters (``core.contracts.GIVEN_UP_REASON_CHARS``): the
+    advice comes before the cause's text so that it is kept (as exit 3 the loader's advice said it)."""
+    from gpu_batch.models import BLOB_SCHEME
+
+    if model_ref.startswith(BLOB_SCHEME):
+        return ""
+    return "; on nodes without internet, upload it to TRAPBATCH_MODELS_CONTAINER, request blob://<container>/<name>"
 
 
 def _model_key(args: argparse.Namespace, manifest: ShardManifest, device: str,
