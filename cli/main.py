@@ -436,16 +436,32 @@ def submit(state: State, /, request_file: Path | None, folders: tuple[str, ...],
     else:
         _summary(st)
     code = _finish(st)
-    again = ended_before_line(st, code, bool(answer.get("started")))
+    again = ended_before_line(st, code, not found_ended(answer))
     if again:
         err.print(again)
     sys.exit(code)
 
 
+# The stages a task ends in (core.contracts.Stage); a task found again in any other was still running when posted
+ENDED_STAGES = frozenset({Stage.completed, Stage.completed_with_errors, Stage.cancelled, Stage.failed,
+                          Stage.terminated, Stage.expired, Stage.estimated})
+
+
+def found_ended(answer: dict[str, Any]) -> bool:
+    """Whether a submit's answer found the request's task already ended (not started, its ``stage`` an end). Why:
+    a task found still running that then fails during the wait did not end "before" (``ended_before_line``). An
+    answer without a stage (an app of before it gave one) counts as ended, as every found task did then."""
+    if answer.get("started"):
+        return False
+    stage = answer.get("stage")
+    return stage is None or stage in ENDED_STAGES
+
+
 def ended_before_line(st: dict[str, Any], code: int, started: bool, folder: str = "") -> str:
     """``next:`` for a submit that found its task already ended badly (failed, cancelled, completed with errors: the
     task's own end, not a step after detection): posting the same request again finds that task, it does not run it
-    again; only ``--rerun`` does. "" when the submit started the task, or it ended well. ``folder``: whose task, for
+    again; only ``--rerun`` does. "" when the submit started the task or found it still running (``started``:
+    ``not found_ended(answer)``), or it ended well. ``folder``: whose task, for
     ``submit --folder``, which said nothing of it while a single submit did."""
     if started or code in (EXIT_OK, EXIT_FOLLOW_UP_FAILED):
         return ""
@@ -469,7 +485,7 @@ def _submit_folders(state: State, body: dict[str, Any], folders: Sequence[str], 
         _exit_for_folders([], failures)
         return
     finals = []
-    started: list[bool] = []  # beside finals: whether this submit started the folder's task
+    started: list[bool] = []  # beside finals: whether this submit started the folder's task or found it running
     for folder, answer in answers:
         try:
             st = watch_task(state.client, answer["id"], plain, to_stderr=as_json, confirm=confirm)
@@ -479,7 +495,7 @@ def _submit_folders(state: State, body: dict[str, Any], folders: Sequence[str], 
             failures.append(_folder_failure(folder, exc, answer["id"]))
             continue
         finals.append({**st, "folder": folder})
-        started.append(bool(answer.get("started")))
+        started.append(not found_ended(answer))
         if not as_json:
             out.print(f"[bold]folder {folder}[/]")
             _summary(st)

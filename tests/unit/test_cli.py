@@ -487,6 +487,33 @@ def test_submit_folders_wait_says_how_to_run_a_folders_ended_task_again(
     assert "--rerun" not in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("folders", [[], ["Summer_2018"]])
+def test_submit_wait_that_found_its_task_still_running_does_not_say_it_had_ended_before(
+        folders: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The same request posted while its task still runs finds it (``started`` false, its ``stage`` running); the
+    task that then fails during this submit's wait did not end "before": the line said so, for a single submit and
+    for each folder of ``submit --folder``. The failure itself is said by the summary and the exit code."""
+    import cli.main as cli_main
+
+    class RunningTaskClient:
+        def __init__(self, config: Any) -> None:
+            pass
+
+        def submit(self, body: dict[str, Any]) -> dict[str, Any]:
+            return {"id": "task-00000000000000000009", "started": False, "stage": "detecting",
+                    "hint": "the same request's task is still running"}
+
+        def status(self, task_id: str) -> dict[str, Any]:
+            return {"id": task_id, "stage": "failed", "runtime_status": "Failed", "error": "boom", "images": 3}
+
+    monkeypatch.setattr(cli_main, "ApiClient", RunningTaskClient)
+    monkeypatch.setattr(cli_main.time, "sleep", lambda s: None, raising=False)
+    flags = [arg for folder in folders for arg in ("--folder", folder)]
+    base = ["--url", "http://127.0.0.1:9", "--key", "k", "submit", "--container", "photos", "--wait", "--plain"]
+    assert main([*base, *flags]) == 1
+    assert "before" not in " ".join(capsys.readouterr().err.split())
+
+
 def test_list_never_cuts_a_task_id_or_stage_on_a_narrow_or_piped_output(monkeypatch: pytest.MonkeyPatch,
                                                                         capsys: pytest.CaptureFixture[str]) -> None:
     """The id is what a person copies into status, results, cancel: at 80 columns (a pipe) it used to end in '…'."""
