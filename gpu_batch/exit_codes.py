@@ -37,7 +37,8 @@ OUTPUT_TAKEN = 73
 # the worker's own storage host that DNS said does not exist at either read and whose resolver then did not answer
 # (DNS is asked again for GONE_AFTER_S first: gpu_batch.worker.__main__._read_through_dns_blips; still "no such name"
 # then stays BAD_INPUT or MODEL), and a published model's download host that did not answer for now or said "later"
-# (gpu_batch.worker.loader.download_did_not_answer; one DNS says does not exist, or a 404, stays MODEL).
+# (gpu_batch.worker.loader.download_did_not_answer; one DNS says does not exist, a connection timed out or refused
+# before any answer, as a node without internet meets, or a 404, stays MODEL).
 # EX_UNAVAILABLE (sysexits.h): not in UNFIXABLE, so the app runs the shard again (nothing was written). Why not
 # BAD_INPUT: every worker reads its manifest first, so a storage outage or throttling at a run's start met a second
 # attempt the same way and failed the whole task as "could not start its shard" (the second unfixable exit of a shard

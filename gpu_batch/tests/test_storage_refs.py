@@ -829,11 +829,10 @@ def test_a_published_models_download_that_timed_out_names_its_download_host_not_
 
 @pytest.mark.parametrize("cause", [
     urllib.error.URLError(socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")),
-    urllib.error.URLError(TimeoutError("timed out")),
-    urllib.error.URLError(ConnectionRefusedError(111, "Connection refused")),
+    urllib.error.URLError(ConnectionResetError(104, "Connection reset by peer")),
     urllib.error.HTTPError("https://github.com/x", 503, "Service Unavailable", {}, None),  # type: ignore[arg-type]
     urllib.error.HTTPError("https://github.com/x", 429, "Too Many Requests", {}, None),  # type: ignore[arg-type]
-], ids=["dns-no-answer", "connect-timeout", "refused", "503", "429"])
+], ids=["dns-no-answer", "reset", "503", "429"])
 def test_a_published_models_download_host_that_did_not_answer_for_now_is_another_attempt_not_a_failed_task(
         cause: OSError, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """urllib wraps what fails before the response (the resolver did not answer, the connection timed out or was
@@ -862,16 +861,24 @@ def test_a_published_models_download_host_that_did_not_answer_for_now_is_another
     assert "github.com, the download host of model 'MDV5A', did not answer" in error, error
 
 
-def test_a_published_models_download_that_is_not_there_stays_a_model_failure(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    """A 404 from the publisher (the file moved) is no outage: exit 3 with the loader's advice, as before."""
+@pytest.mark.parametrize("cause", [
+    urllib.error.HTTPError("https://github.com/x", 404, "Not Found", {}, None),  # type: ignore[arg-type]
+    urllib.error.URLError(TimeoutError("timed out")),
+    urllib.error.URLError(ConnectionRefusedError(111, "Connection refused")),
+], ids=["404", "connect-timeout", "refused"])
+def test_a_published_models_download_that_is_not_there_or_never_connects_stays_a_model_failure(
+        cause: OSError, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A 404 from the publisher (the file moved) is no outage, and a connection that timed out or was refused before
+    any answer in every loader try is what a node without outbound internet meets (on Azure the name resolves):
+    exit 3 with the loader's advice, as before, so such a pool fails the task at a shard's second attempt instead of
+    trying every shard ``max_attempts`` times (``loader.download_did_not_answer``)."""
     from gpu_batch import exit_codes
     from gpu_batch.tests.conftest import write_manifest
     from gpu_batch.worker import __main__ as worker
     from gpu_batch.worker import loader
 
     def download(url: str, dest: Path) -> None:
-        raise urllib.error.HTTPError(url, 404, "Not Found", {}, None)  # type: ignore[arg-type]
+        raise cause
 
     monkeypatch.setattr(loader, "_urllib_download", download)
     monkeypatch.setattr(loader, "DOWNLOAD_WAIT_S", 0.0)
@@ -937,17 +944,17 @@ def test_a_shard_stopped_while_the_worker_asks_dns_again_stops_at_the_next_ask(
 
 def test_a_published_models_download_host_that_did_not_answer_keeps_the_advice_for_nodes_that_cannot_reach_it(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    """A connect timeout is also what a node without outbound internet meets on every attempt: exit 69 runs every
-    shard TRAPBATCH_MAX_ATTEMPTS times, and the task then fails with the first given-up shard's reason (the app keeps
-    300 characters of it). As exit 3 the loader's advice (place the file, or the models container) was in it; the
-    exit-69 words alone said "did not answer" with nothing to do. The advice now comes before the cause's text."""
+    """A publisher host that said "later" (503) in every try is exit 69: every shard runs TRAPBATCH_MAX_ATTEMPTS
+    times, and the task then fails with the first given-up shard's reason (the app keeps 300 characters of it). As
+    exit 3 the loader's advice (place the file, or the models container) was in it; the exit-69 words alone said "did
+    not answer" with nothing to do. The advice now comes before the cause's text."""
     from gpu_batch import exit_codes
     from gpu_batch.tests.conftest import write_manifest
     from gpu_batch.worker import __main__ as worker
     from gpu_batch.worker import loader
 
     def download(url: str, dest: Path) -> None:
-        raise urllib.error.URLError(TimeoutError("timed out"))
+        raise urllib.error.HTTPError(url, 503, "Service Unavailable", {}, None)  # type: ignore[arg-type]
 
     monkeypatch.setattr(loader, "_urllib_download", download)
     monkeypatch.setattr(loader, "DOWNLOAD_WAIT_S", 0.0)

@@ -86,23 +86,30 @@ def _urllib_download(url: str, dest: Path) -> None:
 
 
 def download_did_not_answer(exc: BaseException) -> bool:
-    """Whether a published model's download (``_urllib_download``) failed for a cause that passes: the host did not
-    answer for now (the resolver did not answer, EAI_AGAIN; the connection timed out, was refused or reset) or said
-    "later" (408, 429, 5xx). Not a name DNS says does not exist (a node without internet: the loader's advice is to
-    place the file) nor any other 4xx (a 404: the file moved).
+    """Whether a published model's download (``_urllib_download``) failed for a cause that passes: the resolver did
+    not answer (EAI_AGAIN), the connection was reset or the read timed out once the response had begun, or the host
+    said "later" (408, 429, 5xx). Not a name DNS says does not exist, nor a connection that timed out or was refused
+    before any answer: that is what a node without outbound internet meets on every try (on Azure the name still
+    resolves), and the loader's advice (place the file, or a ``blob://`` model) is what fixes it; nor any other 4xx
+    (a 404: the file moved).
 
     Why: urllib wraps what fails before the response in ``URLError`` (its ``reason`` the socket error) and an HTTP
     error status in ``HTTPError``, which the worker's exit-69 rule (``storage_refs.service_did_not_answer``, written
-    for the storage SDK's exceptions) did not count: a few minutes' outage of the publisher's host at a new node's
-    first shard exited 3 (unfixable), and the second such attempt failed the whole task."""
+    for the storage SDK's exceptions) did not count: the publisher's host answering 503 or its resolver down for a few
+    minutes at a new node's first shard exited 3 (unfixable), and the second such attempt failed the whole task. Why
+    not every connect failure: exit 69 is tried ``max_attempts`` times for every shard, minutes each here, so a pool
+    without internet would spend hours of node time before the task failed, where exit 3 fails it at a shard's second
+    attempt with the advice."""
     import socket
 
     if isinstance(exc, urllib.error.HTTPError):
         return exc.code >= 500 or exc.code in (408, 429)
-    reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-    if isinstance(reason, socket.gaierror):
-        return reason.errno not in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME))
-    return isinstance(reason, (TimeoutError, ConnectionError))
+    if isinstance(exc, urllib.error.URLError):  # before any response: only a resolver that did not answer passes
+        reason = exc.reason
+        if isinstance(reason, socket.gaierror):
+            return reason.errno not in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME))
+        return isinstance(reason, ConnectionError) and not isinstance(reason, ConnectionRefusedError)
+    return isinstance(exc, (TimeoutError, ConnectionError))  # raised bare while the response was read
 
 
 # A known model's download is tried this many times, waiting DOWNLOAD_WAIT_S, twice that...: each new node downloads
