@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import time
 from datetime import datetime, timezone
@@ -466,7 +467,7 @@ def ended_before_line(st: dict[str, Any], code: int, started: bool, folder: str 
     if started or code in (EXIT_OK, EXIT_FOLLOW_UP_FAILED):
         return ""
     whose = f"folder {folder}'s task" if folder else "this request's task"
-    flags = f"--folder {folder} --rerun" if folder else "--rerun"
+    flags = f"--folder {shlex.quote(folder)} --rerun" if folder else "--rerun"  # to paste: quoted for a shell
     return (f"[bold]next:[/] {escape(whose)} had ended {escape(str(st.get('stage')))} before; to run it again, "
             f"submit the same request with {escape(flags)} (or --only-new to run only new or changed images)")
 

@@ -1776,3 +1776,15 @@ def test_the_photos_cut_short_line_agrees_with_its_count(count: int, said: str) 
 
     assert damaged_line({"count": count, "examples": ["a/b.jpg"]}, "task-0") == f"{said}; e.g. a/b.jpg"
     assert damaged_line({"count": 0}, "task-0") == ""
+
+
+def test_the_rerun_hint_quotes_a_folder_name_a_shell_would_split() -> None:
+    """``submit --folder`` names folders as they are in the container, spaces and all: the hint's flags are a command
+    line to paste, so a name a shell would split (or expand) is quoted."""
+    from cli.errors import EXIT_TASK_FAILED
+    from cli.main import ended_before_line
+
+    line = ended_before_line({"stage": "failed"}, EXIT_TASK_FAILED, False, folder="Summer 2018 (cam $A)")
+    assert "--folder 'Summer 2018 (cam $A)' --rerun" in line, line
+    plain = ended_before_line({"stage": "failed"}, EXIT_TASK_FAILED, False, folder="Summer_2018")
+    assert "--folder Summer_2018 --rerun" in plain, plain
