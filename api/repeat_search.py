@@ -153,5 +153,5 @@ async def post_repeat_search(req: func.HttpRequest, client: df.DurableOrchestrat
         "id": task_id, "search": search, "options": repeat_search_fields(options),
         "status_url": f"{_base_url(req)}/api/tasks/{task_id}/repeats",
         "hint": "the new list replaces the current one when 'searching' in the status_url completes; removals "
-                "must then name this 'search'"})
+                "must then name this list ('search')"})
 

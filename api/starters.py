@@ -915,7 +915,7 @@ async def task_repeats(req: func.HttpRequest, client: df.DurableOrchestrationCli
                            **repeat_search.list_fields(found), "blob": layout.repeats_blob(key),
                            "removal": removal, "searching": searching})
     body = parse_json_body(req.get_body(), req.headers.get("content-type", ""), REMOVAL_EXAMPLE,
-                           "send only the place ids to keep or remove, and the list's \"search\" id")
+                           "send only the place ids to keep or remove, and the list's id (\"search\")")
     check_repeat_removal(body)  # a malformed choice is a 400 whichever list is current
     repeat_search.ensure_idle(task_id, removal, searching)
     search = repeat_search.current_list(body, found, task_id)

@@ -1788,3 +1788,15 @@ def test_the_rerun_hint_quotes_a_folder_name_a_shell_would_split() -> None:
     assert "--folder 'Summer 2018 (cam $A)' --rerun" in line, line
     plain = ended_before_line({"stage": "failed"}, EXIT_TASK_FAILED, False, folder="Summer_2018")
     assert "--folder Summer_2018 --rerun" in plain, plain
+
+
+def test_the_apps_repeat_list_hints_read_well_in_the_clis_words() -> None:
+    """The app names a repeat list by its request field ``search``, which the CLI shows as ``--list``: the hints are
+    worded so that both read ("the list's --list id" and "name this --list" did not)."""
+    from api import repeat_search, starters
+    from cli.main import in_cli_words
+
+    sources = Path(repeat_search.__file__).read_text() + Path(starters.__file__).read_text()
+    assert "name this list ('search')" in sources and "the list's id (\\\"search\\\")" in sources
+    assert in_cli_words("removals must then name this list ('search')") == "removals must then name this list (--list)"
+    assert in_cli_words("and the list's id (\"search\")") == "and the list's id (--list)"
