@@ -121,6 +121,10 @@ def storage_errors(what: str = "") -> Iterator[None]:
 _SOURCE_BUSY = ("retry in a minute: the images' storage account did not answer or is busy (or the token endpoint of "
                 "trapbatch's managed identity did not answer); nothing needs granting. If it persists, check that "
                 "account's health in the Azure portal")
+# The same for trapbatch's own account, where a request without source_account_url reads its images (OWN_ACCOUNT)
+_OWN_ACCOUNT_BUSY = ("retry in a minute: trapbatch's own storage account (where a request without source_account_url "
+                     "reads its images) did not answer or is busy; nothing needs granting. If it persists, check that "
+                     f"account's health in the Azure portal and {_STORAGE_SETTING}")
 
 
 # Which account a ``source_error`` is about and where its URL is set, for the hint of a host DNS says does not exist
@@ -149,7 +153,8 @@ def source_error(exc: ax.AzureError, what: str, hint: str, account_host: str = "
 
     The message names ``what`` was being done and the SDK's exception type and error code, never the request URL
     (it may carry a SAS). The refusal of a missing host carries it as ``missing_host`` (``account_host``, the account
-    URL's, when the chain does not name it), which the drop trigger asks DNS about again (``after_dns_asked_again``).
+    URL's, when the chain does not name it), which the drop trigger asks DNS about again (``after_dns_asked_again``),
+    and ``own_account`` when ``account`` is ``OWN_ACCOUNT``, so that a busy answer made of it names that account.
     """
     host = unresolvable_host(exc)
     if host is not None:
@@ -157,6 +162,7 @@ def source_error(exc: ax.AzureError, what: str, hint: str, account_host: str = "
                                     f"({type(exc).__name__})",
                                     unresolvable_hint(host, *account))
         missing.missing_host = host or account_host
+        missing.own_account = account == OWN_ACCOUNT
         return missing
     if isinstance(exc, TokenEndpointUnavailable) or service_did_not_answer(exc):
         code = getattr(exc, "error_code", None)
@@ -278,9 +284,16 @@ def host_missing_busy(exc: TrapbatchError, said: str) -> TrapbatchError:
     """``exc``, a refusal because DNS said a host does not exist, as busy (``api.starters.busy``) with the message
     ``said``: ``StorageUnavailable`` for trapbatch's own account (``storage_error``'s), ``SourceBusy`` for the images'
     account or its vault. For the triggers that ask DNS again before such a refusal stays (``after_dns_asked_again``,
-    ``api.arrivals``' count across Event Grid's deliveries)."""
+    ``api.arrivals``' count across Event Grid's deliveries).
+
+    A ``SourceUnavailable`` about trapbatch's own account (``own_account``: ``source_error`` with ``OWN_ACCOUNT``, a
+    request without source_account_url) stays ``SourceBusy``, the type ``orchestrations.retries.is_busy`` and
+    ``api.starters.busy`` judge by, but its hint names that account and its setting, not "the images' storage
+    account" the request did not name."""
     if isinstance(exc, StorageError):
         return StorageUnavailable(said, _RETRY)
+    if isinstance(exc, SourceUnavailable) and exc.own_account:
+        return SourceBusy(said, _OWN_ACCOUNT_BUSY)
     return SourceBusy(said, _SOURCE_BUSY)
 
 

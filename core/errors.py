@@ -117,6 +117,11 @@ class SourceUnavailable(TrapbatchError, PermissionError):
     """The task's images are in another storage account that cannot be opened (missing secret, no access)."""
 
     status_code = 400
+    # True when the refusal is about trapbatch's own storage account, which a request without source_account_url
+    # reads its images from (``adapters.storage_errors.source_error`` with ``OWN_ACCOUNT``): the type stays the
+    # images' account's (activities fail with its name, which the orchestrations judge), so what is made of it later
+    # (``storage_errors.host_missing_busy``) reads this field, not the message, to name the right account.
+    own_account: bool = False
 
 
 class SourceBusy(TrapbatchError, ConnectionError):

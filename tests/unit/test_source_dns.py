@@ -417,6 +417,9 @@ def test_an_image_lists_plan_that_meets_a_dns_blip_waits_it_out_as_busy_and_name
     with pytest.raises(SourceBusy) as busy:
         run_plan_listing(task, request, _settings(NO_SUCH_ACCOUNT), store, _store(NO_SUCH_ACCOUNT))
     assert "nosuchaccount.invalid" in busy.value.message and is_busy(_as_orchestrator_sees_it(busy.value))
+    # the busy answer's hint names the account the list is in: trapbatch's own (its setting), or the images' account
+    assert ("AzureWebJobsStorage" in busy.value.hint) is own, busy.value.hint
+    assert ("the images' storage account" in busy.value.hint) is not own, busy.value.hint
     dns_waits.slept.clear()
     back[0] = False  # gone
     with pytest.raises(SourceUnavailable) as refused:
