@@ -367,3 +367,48 @@ def test_a_shard_without_a_cudnn_benchmark_limit_gets_torchs_default_not_the_las
         assert torch.backends.cudnn.benchmark_limit == CUDNN_BENCHMARK_LIMIT_DEFAULT == 10
     finally:
         torch.backends.cudnn.benchmark, torch.backends.cudnn.benchmark_limit = saved
+
+
+def test_a_second_run_on_the_same_summary_adds_to_the_first_runs_figures(
+        folder: tuple[Path, list[str]], checkpoint: Path, tmp_path: Path) -> None:
+    """The worker reads again, on the same summary, the images whose reads found their account's host missing once it
+    resolves (``__main__._wait_for_missing_host``). That second ``run_images`` replaced the summary's ``stages``,
+    ``batch_size``, ``decoded_by`` and ``firsts``, so the shard's summary described only the re-read. Now the batch
+    size and each step's first time stay the first run's, and the stage seconds add up."""
+    root, names = folder
+    model = load_model(checkpoint, device="cpu", image_size=256)  # no detection is compared
+    writer = ResultWriter(FileSink(tmp_path / "out.json"), {"detector": "test"}, flush_seconds=60)
+    summary = ShardSummary(images=len(names))
+    writer.start()
+    try:
+        run_images(names, LocalFolderSource(root), model, writer, 0.005, PipelineOptions(batch_size=3, workers=2),
+                   summary)
+        first_stages, first_firsts = dict(summary.stages), dict(summary.firsts)
+        again = names[:4]
+        summary.forget([e for e in writer.snapshot() if e["file"] in again])
+        run_images(again, LocalFolderSource(root), model, writer, 0.005, PipelineOptions(batch_size=2, workers=2),
+                   summary)
+    finally:
+        writer.close()
+    assert summary.done == len(names)
+    assert summary.batch_size == 3
+    assert summary.firsts == first_firsts, (summary.firsts, first_firsts)  # the first run reached every step
+    assert set(first_stages) <= set(summary.stages)
+    assert summary.stages["stage_thread_busy_s"] > first_stages["stage_thread_busy_s"], (summary.stages, first_stages)
+    assert all(summary.stages[k] >= v for k, v in first_stages.items()), (summary.stages, first_stages)
+
+
+def test_a_runs_figures_are_added_to_the_shards_as_each_means() -> None:
+    """``ShardSummary.add_run``: seconds and decoder counts add up; the tuner's start share stays the first run's and
+    its end share is the last run's; a step the first run never reached takes the later run's time."""
+    summary = ShardSummary(images=8)
+    summary.add_run(32, {"main_wait_fetch_s": 1.0, "cpu_decode_share_start": 0.0, "cpu_decode_share_end": 0.2,
+                         "cpu_decode_share_changes": 2.0}, {"nvjpeg-cuda": 3}, {"pipeline_start": 10.0})
+    summary.add_run(16, {"main_wait_fetch_s": 0.5, "cpu_decode_share_start": 0.2, "cpu_decode_share_end": 0.3,
+                         "cpu_decode_share_changes": 1.0, "gpu_forward_s": 0.25},
+                    {"nvjpeg-cuda": 4, "cpu": 1}, {"pipeline_start": 50.0, "submitted": 51.0})
+    assert summary.batch_size == 32 and summary.runs == 2
+    assert summary.stages == {"main_wait_fetch_s": 1.5, "cpu_decode_share_start": 0.0, "cpu_decode_share_end": 0.3,
+                              "cpu_decode_share_changes": 3.0, "gpu_forward_s": 0.25}
+    assert summary.decoded_by == {"nvjpeg-cuda": 7, "cpu": 1}
+    assert summary.firsts == {"pipeline_start": 10.0, "submitted": 51.0}

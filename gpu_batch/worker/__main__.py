@@ -396,7 +396,10 @@ def _wait_for_missing_host(source: ImageSource, todo: Sequence[str], writer: Res
     image a retryable failure, at every attempt: a deleted account's task ended ``completed_with_errors`` with all
     its images failed instead of failing on the account (``orchestrations.shards``: exit 5 twice ends the task with
     the worker's message). A shard with a failure of any other reason is not held: a blob's 404 says nothing of the
-    account, and those images end as they are."""
+    account, and those images end as they are.
+
+    The re-read runs on the shard's ``summary``: its failed entries are taken out of the counts first
+    (``ShardSummary.forget``), and the pipeline adds the re-read's figures to the first run's (``add_run``)."""
     from gpu_batch.worker.sources import ASK_AGAIN_EVERY_S, BlobImageSource
 
     if not isinstance(source, BlobImageSource):

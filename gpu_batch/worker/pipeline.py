@@ -59,8 +59,24 @@ class PipelineOptions:
     stream_priority: str = "normal"
 
 
+# Stage figures that are not seconds to add up over a shard's runs (``ShardSummary.add_run``): the decode share the
+# tuner started from and ended at (``share_tuner.ShareTuner.finish``).
+_STAGES_FROM_FIRST_RUN = frozenset({"cpu_decode_share_start"})
+_STAGES_FROM_LAST_RUN = frozenset({"cpu_decode_share_end"})
+
+
 @dataclass(slots=True)
 class ShardSummary:
+    """What one shard did, for its one-line JSON summary (``__main__._summary_dict``) and the throughput log.
+
+    One summary can span several ``run_images`` calls: the worker reads again the images whose reads found their
+    account's host missing once it resolves (``__main__._wait_for_missing_host``). The counts stay one per image
+    (``forget``), and each run's pipeline figures are added to the earlier runs' (``add_run``), so the summary
+    describes the whole shard, not only its last run. ``seconds`` (set by the caller) and ``img_s`` are wall time from
+    the shard's start to its end, the wait for that host included; ``steady_img_s`` and ``stages`` say how fast the
+    pipeline ran while it ran.
+    """
+
     images: int
     done: int = 0
     failed: int = 0
@@ -83,6 +99,37 @@ class ShardSummary:
     # time.monotonic() of each step's first occurrence (StageClock.first): pipeline start, first image prepared,
     # first batch submitted, staging started and done, launched, post-processed; where the first batch's time goes.
     firsts: dict[str, float] = field(default_factory=dict)
+    runs: int = 0  # ``run_images`` calls this summary has counted (``add_run``)
+
+    def add_run(self, batch_size: int, stages: dict[str, float], decoded_by: dict[str, int] | None,
+                firsts: dict[str, float]) -> None:
+        """Count one ``run_images`` call's pipeline figures into the shard's.
+
+        What is kept, and why: ``batch_size`` stays the first run's (the shard's batch size; a re-read sizes its own
+        from the same options, and one number is reported). ``firsts`` keeps each step's earliest time: the first
+        run's, and a later run's only for steps the first never reached (a first run whose reads all failed submitted
+        no batch), so "where the first batch's time went" stays measured from the shard's start. ``stages`` seconds
+        and ``decoded_by`` counts are added up: each is a total over the images and batches of the shard; the decode
+        share tuner's start share stays the first run's and its end share is the last run's.
+        """
+        if self.runs == 0:
+            self.batch_size = batch_size
+        merged = dict(self.stages)
+        for key, value in stages.items():
+            if key in _STAGES_FROM_FIRST_RUN:
+                merged.setdefault(key, value)
+            elif key in _STAGES_FROM_LAST_RUN:
+                merged[key] = value
+            else:
+                merged[key] = merged.get(key, 0.0) + value
+        self.stages = merged
+        if decoded_by is not None:
+            counts = dict(self.decoded_by or {})
+            for decoder, images in decoded_by.items():
+                counts[decoder] = counts.get(decoder, 0) + images
+            self.decoded_by = counts
+        self.firsts = {**firsts, **self.firsts}
+        self.runs += 1
 
     def forget(self, entries: Sequence[Entry]) -> None:
         """Take failed ``entries`` out of the counts before their images are read again (``run_images`` then counts
@@ -190,7 +237,6 @@ def run_images(names: Sequence[str], source: ImageSource, model: LoadedModel, wr
     if model.device.type == "cuda":
         _choose_cudnn_tuning(len(names), options, summary)
     batch_size = options.batch_size or stages.default_batch_size()
-    summary.batch_size = batch_size
     prefetch = options.prefetch or max(4 * batch_size, 2 * options.workers)
     meter = _Throughput(options.log_seconds, options.shard_label, len(names))
     buckets = _Buckets(batch_size)
@@ -234,9 +280,9 @@ def run_images(names: Sequence[str], source: ImageSource, model: LoadedModel, wr
             overlap.drain()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)  # on a stop, queued downloads are dropped, not waited for
-        summary.stages = {**clock.snapshot(), **describe_stages(stages), **(tuner.finish() if tuner else {})}
-        summary.decoded_by = decoded_by(stages)
-        summary.firsts = clock.firsts()
+        # a second run on the same summary (a re-read after a missing host came back) adds to the first's figures
+        seconds = {**clock.snapshot(), **describe_stages(stages), **(tuner.finish() if tuner else {})}
+        summary.add_run(batch_size, seconds, decoded_by(stages), clock.firsts())
 
 
 def _share_tuner(stages: CpuStages, options: PipelineOptions, clock: StageClock, device: str) -> ShareTuner | None:
