@@ -639,3 +639,34 @@ def test_the_workers_dns_grace_is_the_one_storage_refs_defines() -> None:
 
     assert sources.GONE_AFTER_S is storage_refs.HOST_GONE_AFTER_S
     assert sources.ASK_AGAIN_EVERY_S is storage_refs.HOST_ASK_EVERY_S
+
+
+def test_a_shard_stopped_partway_through_its_re_read_counts_every_image_it_has_a_result_for(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The host came back, the worker took the 3 failed images out of the counts (``ShardSummary.forget``) and read
+    them again, and the first re-read found the host missing for good (``SourceGone``): the shard's results hold all 3
+    images, and its last error line says "stopped after 3 of 3". Before, it counted ``summary.done`` (1: the re-read's
+    one result), as if the other 2 had never been read."""
+    from gpu_batch.worker.__main__ import EXIT_SOURCE, _source_gone
+    from gpu_batch.worker.pipeline import ShardSummary
+    from gpu_batch.worker.results import FileSink, ResultWriter
+    from gpu_batch.worker.sources import SourceGone
+
+    def failed(name: str) -> dict[str, Any]:
+        return {"file": name, "failure": "image access failure", "detections": None,
+                "failure_reason": "account_not_found", "failure_kind": "retryable"}
+
+    todo = ["a.jpg", "b.jpg", "c.jpg"]
+    writer = ResultWriter(FileSink(tmp_path / "out.json"), {"detector": "test"}, flush_seconds=60)
+    summary = ShardSummary(images=len(todo))
+    writer.start()
+    for name in todo:  # the first run: every read found the host missing
+        writer.add(failed(name))
+        summary.done, summary.failed = summary.done + 1, summary.failed + 1
+    summary.forget(writer.snapshot())  # the host resolves again: all 3 are read again
+    writer.add(failed("a.jpg"))  # the re-read's first result, then the stop
+    summary.done, summary.failed = summary.done + 1, summary.failed + 1
+    outcome = _source_gone(writer, "task=t shard=s attempt=1", todo, SourceGone("nosuchaccount.invalid is gone"))
+    assert outcome.code == EXIT_SOURCE
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert "stopped after 3 of 3 images" in errors[-1], errors

@@ -343,7 +343,7 @@ def _run(args: argparse.Namespace, env: Mapping[str, str], fault: Any, process_s
             names, source, model, writer, manifest.detection_threshold, options, summary, shard_check))
         writer.close(_completed_info(info), view_later=defer_view)
     except SourceGone as exc:
-        return _source_gone(writer, label, summary, len(todo), exc)
+        return _source_gone(writer, label, todo, exc)
     except OutputNotWritable as exc:
         logger.error("%s %s", label, exc)
         return ShardOutcome(EXIT_OUTPUT)
@@ -435,13 +435,16 @@ def _failed_for_missing_host(writer: ResultWriter, todo: Sequence[str]) -> list[
     return failed
 
 
-def _source_gone(writer: ResultWriter, label: str, summary: ShardSummary, todo: int,
-                 why: BaseException) -> ShardOutcome:
+def _source_gone(writer: ResultWriter, label: str, todo: Sequence[str], why: BaseException) -> ShardOutcome:
     """A shard stopped because its images' account does not exist (``sources.SourceGone``): flush what it has (still
     marked incomplete: the images it did not reach stay missing, for the next attempt) and exit 5, the unfixable
     ``exit_codes.SOURCE``, which ends the task at its second time (``orchestrations.shards``) instead of every
     attempt failing every image. The error line naming the host comes last: the app reports the worker's last one
-    (``exit_codes.worker_error_message``)."""
+    (``exit_codes.worker_error_message``).
+
+    "Stopped after N of M" counts the images of ``todo`` with an entry in ``writer``, not ``ShardSummary.done``: a
+    stop partway through a re-read (``_wait_for_missing_host``) comes after ``ShardSummary.forget`` took the re-read
+    images out of ``done``, though their first results are still there, and flushed."""
     from gpu_batch.worker.results import OutputNotWritable, OutputTaken
 
     try:
@@ -451,8 +454,10 @@ def _source_gone(writer: ResultWriter, label: str, summary: ShardSummary, todo: 
     except OutputTaken as exc:  # another run of the attempt wrote its results: they stand, as at any other exit 73
         logger.error("%s %s", label, exc)
         return ShardOutcome(EXIT_OUTPUT_TAKEN)
+    wanted = set(todo)
+    reached = sum(1 for entry in writer.snapshot() if entry["file"] in wanted)
     logger.error("%s the shard's images cannot be read: %s; stopped after %d of %d images", label, why,
-                 summary.done, todo)
+                 reached, len(todo))
     return ShardOutcome(EXIT_SOURCE)
 
 
