@@ -670,3 +670,32 @@ def test_a_shard_stopped_partway_through_its_re_read_counts_every_image_it_has_a
     assert outcome.code == EXIT_SOURCE
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert "stopped after 3 of 3 images" in errors[-1], errors
+
+
+def test_a_shard_stopped_on_request_partway_through_its_re_read_counts_every_image_it_has_a_result_for(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """As for ``SourceGone`` above, but a stop request (``ShardCancelled``) in the re-read: the shard's results hold
+    all 3 images, and its last line says "stopped after 3 of 3". Before, it counted ``summary.done`` (1: the
+    re-read's one result), as if the other 2 had never been read."""
+    from gpu_batch.worker.__main__ import EXIT_CANCELLED, ShardCancelled, _stopped
+    from gpu_batch.worker.pipeline import ShardSummary
+    from gpu_batch.worker.results import FileSink, ResultWriter
+
+    def failed(name: str) -> dict[str, Any]:
+        return {"file": name, "failure": "image access failure", "detections": None,
+                "failure_reason": "account_not_found", "failure_kind": "retryable"}
+
+    todo = ["a.jpg", "b.jpg", "c.jpg"]
+    writer = ResultWriter(FileSink(tmp_path / "out.json"), {"detector": "test"}, flush_seconds=60)
+    summary = ShardSummary(images=len(todo))
+    writer.start()
+    for name in todo:  # the first run: every read found the host missing
+        writer.add(failed(name))
+        summary.done, summary.failed = summary.done + 1, summary.failed + 1
+    summary.forget(writer.snapshot())  # the host resolves again: all 3 are read again
+    writer.add(failed("a.jpg"))  # the re-read's first result, then the stop
+    summary.done, summary.failed = summary.done + 1, summary.failed + 1
+    outcome = _stopped(writer, "task=t shard=s attempt=1", todo, ShardCancelled("the client went away"))
+    assert outcome.code == EXIT_CANCELLED
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "stopped after 3 of 3 images" in warnings[-1], warnings

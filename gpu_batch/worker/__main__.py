@@ -351,7 +351,7 @@ def _run(args: argparse.Namespace, env: Mapping[str, str], fault: Any, process_s
         logger.error("%s %s", label, exc)
         return ShardOutcome(EXIT_OUTPUT_TAKEN)
     except ShardCancelled as exc:
-        return _stopped(writer, label, summary, exc)
+        return _stopped(writer, label, todo, exc)
     if fault.kind == "corrupt_output":
         sink.write(faults.CORRUPT_BYTES)
     summary.seconds = time.monotonic() - started
@@ -435,6 +435,15 @@ def _failed_for_missing_host(writer: ResultWriter, todo: Sequence[str]) -> list[
     return failed
 
 
+def _reached(writer: ResultWriter, todo: Sequence[str]) -> int:
+    """How many of ``todo``'s images have an entry in ``writer``: the "N" of a stopped shard's "stopped after N of M".
+
+    Why not ``ShardSummary.done``: ``ShardSummary.forget`` takes a re-read's images out of ``done`` before the re-read
+    (``_wait_for_missing_host``), though their first results stay in the writer and are flushed."""
+    wanted = set(todo)
+    return sum(1 for entry in writer.snapshot() if entry["file"] in wanted)
+
+
 def _source_gone(writer: ResultWriter, label: str, todo: Sequence[str], why: BaseException) -> ShardOutcome:
     """A shard stopped because its images' account does not exist (``sources.SourceGone``): flush what it has (still
     marked incomplete: the images it did not reach stay missing, for the next attempt) and exit 5, the unfixable
@@ -454,15 +463,17 @@ def _source_gone(writer: ResultWriter, label: str, todo: Sequence[str], why: Bas
     except OutputTaken as exc:  # another run of the attempt wrote its results: they stand, as at any other exit 73
         logger.error("%s %s", label, exc)
         return ShardOutcome(EXIT_OUTPUT_TAKEN)
-    wanted = set(todo)
-    reached = sum(1 for entry in writer.snapshot() if entry["file"] in wanted)
     logger.error("%s the shard's images cannot be read: %s; stopped after %d of %d images", label, why,
-                 reached, len(todo))
+                 _reached(writer, todo), len(todo))
     return ShardOutcome(EXIT_SOURCE)
 
 
-def _stopped(writer: ResultWriter, label: str, summary: ShardSummary, why: ShardCancelled) -> ShardOutcome:
-    """A shard stopped on request: flush what it has (still marked incomplete) so the next attempt resumes there."""
+def _stopped(writer: ResultWriter, label: str, todo: Sequence[str], why: ShardCancelled) -> ShardOutcome:
+    """A shard stopped on request: flush what it has (still marked incomplete) so the next attempt resumes there.
+
+    "Stopped after N of M" counts the images of ``todo`` with an entry in ``writer``, as ``_source_gone`` does, not
+    ``ShardSummary.done``: a stop partway through a re-read (``_wait_for_missing_host``) comes after
+    ``ShardSummary.forget`` took the re-read images out of ``done``, though their first results are still there."""
     from gpu_batch.worker.results import OutputNotWritable, OutputTaken
 
     try:
@@ -471,7 +482,7 @@ def _stopped(writer: ResultWriter, label: str, summary: ShardSummary, why: Shard
         logger.error("%s stopped, and its results so far could not be written: %s", label, exc)
     except OutputTaken as exc:  # stopped anyway; the other run's results stay as they are
         logger.error("%s stopped: %s", label, exc)
-    logger.warning("%s stopped after %d images: %s", label, summary.done, why)
+    logger.warning("%s stopped after %d of %d images: %s", label, _reached(writer, todo), len(todo), why)
     return ShardOutcome(EXIT_CANCELLED)
 
 
