@@ -369,6 +369,26 @@ def test_a_shard_without_a_cudnn_benchmark_limit_gets_torchs_default_not_the_las
         torch.backends.cudnn.benchmark, torch.backends.cudnn.benchmark_limit = saved
 
 
+
+def test_a_re_read_on_the_same_summary_keeps_the_first_runs_cudnn_tuning_choice() -> None:
+    """The re-read after a missing host came back chose cuDNN tuning from its own few images: it turned tuning off
+    for the rest of a long shard, and the summary reported "off" for the whole shard."""
+    import torch
+
+    from gpu_batch.worker.pipeline import CUDNN_TUNING_MIN_IMAGES, PipelineOptions, ShardSummary, _choose_cudnn_tuning
+
+    saved = torch.backends.cudnn.benchmark, torch.backends.cudnn.benchmark_limit
+    try:
+        summary = ShardSummary(images=CUDNN_TUNING_MIN_IMAGES)
+        _choose_cudnn_tuning(CUDNN_TUNING_MIN_IMAGES, PipelineOptions(), summary)  # the first run: long enough
+        assert summary.cudnn_benchmark is True
+        summary.runs = 1  # as add_run leaves it after the first run
+        _choose_cudnn_tuning(3, PipelineOptions(), summary)  # the re-read of 3 images
+        assert summary.cudnn_benchmark is True
+        assert torch.backends.cudnn.benchmark is True
+    finally:
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.benchmark_limit = saved
+
 def test_a_second_run_on_the_same_summary_adds_to_the_first_runs_figures(
         folder: tuple[Path, list[str]], checkpoint: Path, tmp_path: Path) -> None:
     """The worker reads again, on the same summary, the images whose reads found their account's host missing once it

@@ -92,7 +92,8 @@ class ShardSummary:
     last_result_at: float | None = None
     # Seconds per pipeline stage: where the main thread waited and how busy the stage/post threads and the GPU were.
     stages: dict[str, float] = field(default_factory=dict)
-    cudnn_benchmark: bool | None = None  # whether cuDNN tuned its algorithms (None: not on CUDA)
+    # whether cuDNN tuned its algorithms (None: not on CUDA); the first run's choice (``_choose_cudnn_tuning``)
+    cudnn_benchmark: bool | None = None
     decode: str | None = None  # the decoder chosen for the shard's JPEGs (hwdecode.DECODERS) and why
     decode_reason: str | None = None
     decoded_by: dict[str, int] | None = None  # CUDA: images per decoder that actually decoded them (fallbacks)
@@ -302,10 +303,17 @@ def _choose_cudnn_tuning(images: int, options: PipelineOptions, summary: ShardSu
 
     Why per shard: the search only pays back on long shards (``cudnn_benchmark_pays``) unless the options force it;
     the summary reports which way it went so throughput figures can be compared.
+
+    A later run on the same ``summary`` (the re-read after a missing host came back, ``ShardSummary.add_run``) keeps
+    the first run's choice: its own image count is only the re-read's, which would turn tuning off for a long shard
+    and report "off" for the whole of it, and the shard's convolutions are already tuned at its batch shape.
     """
     tune = options.cudnn_benchmark
-    torch.backends.cudnn.benchmark = cudnn_benchmark_pays(images) if tune is None else tune
-    summary.cudnn_benchmark = torch.backends.cudnn.benchmark
+    if summary.cudnn_benchmark is not None:
+        torch.backends.cudnn.benchmark = summary.cudnn_benchmark
+    else:
+        torch.backends.cudnn.benchmark = cudnn_benchmark_pays(images) if tune is None else tune
+        summary.cudnn_benchmark = torch.backends.cudnn.benchmark
     # always set: a resident server runs shard after shard in one process, and one shard's limit must not stay
     torch.backends.cudnn.benchmark_limit = (CUDNN_BENCHMARK_LIMIT_DEFAULT if options.cudnn_benchmark_limit is None
                                             else options.cudnn_benchmark_limit)
