@@ -121,10 +121,12 @@ def storage_errors(what: str = "") -> Iterator[None]:
 _SOURCE_BUSY = ("retry in a minute: the images' storage account did not answer or is busy (or the token endpoint of "
                 "trapbatch's managed identity did not answer); nothing needs granting. If it persists, check that "
                 "account's health in the Azure portal")
-# The same for trapbatch's own account, where a request without source_account_url reads its images (OWN_ACCOUNT)
+# The same for trapbatch's own account, where a request without source_account_url reads its images (OWN_ACCOUNT):
+# ``source_error``'s busy answer about it, and ``host_missing_busy``'s
 _OWN_ACCOUNT_BUSY = ("retry in a minute: trapbatch's own storage account (where a request without source_account_url "
-                     "reads its images) did not answer or is busy; nothing needs granting. If it persists, check that "
-                     f"account's health in the Azure portal and {_STORAGE_SETTING}")
+                     "reads its images) did not answer or is busy (or the token endpoint of trapbatch's managed "
+                     "identity did not answer); nothing needs granting. If it persists, check that account's health "
+                     f"in the Azure portal and {_STORAGE_SETTING}")
 
 
 # Which account a ``source_error`` is about and where its URL is set, for the hint of a host DNS says does not exist
@@ -149,7 +151,9 @@ def source_error(exc: ax.AzureError, what: str, hint: str, account_host: str = "
     ``AuthenticationFailed``) or a 404 stays ``SourceUnavailable``: no retry fixes a missing role or a wrong SAS.
     Nor a host name DNS says does not exist (``storage_refs.unresolvable_host``: a deleted or misspelt account that
     is on the allow-list), which gets a hint of its own instead of ``hint`` (naming ``account``: ``SOURCE_ACCOUNT``,
-    or ``OWN_ACCOUNT`` for trapbatch's own); a resolver that did not answer is busy.
+    or ``OWN_ACCOUNT`` for trapbatch's own); a resolver that did not answer is busy. A busy answer about
+    ``OWN_ACCOUNT`` stays ``SourceBusy`` (the type ``orchestrations.retries.is_busy`` judges by) but its hint names
+    that account and its setting, not "the images' storage account" the request did not name.
 
     The message names ``what`` was being done and the SDK's exception type and error code, never the request URL
     (it may carry a SAS). The refusal of a missing host carries it as ``missing_host`` (``account_host``, the account
@@ -167,7 +171,8 @@ def source_error(exc: ax.AzureError, what: str, hint: str, account_host: str = "
     if isinstance(exc, TokenEndpointUnavailable) or service_did_not_answer(exc):
         code = getattr(exc, "error_code", None)
         return SourceBusy(f"{what}: the storage account did not answer or is busy ({type(exc).__name__}"
-                          f"{', ' + str(code) if code else ''})", _SOURCE_BUSY)
+                          f"{', ' + str(code) if code else ''})",
+                          _OWN_ACCOUNT_BUSY if account == OWN_ACCOUNT else _SOURCE_BUSY)
     return SourceUnavailable(f"{what}: {type(exc).__name__}", hint)
 
 

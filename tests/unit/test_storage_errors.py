@@ -157,3 +157,24 @@ def test_a_storage_sdk_failure_read_by_a_person_names_the_services_error_code() 
     assert failure_message(text) == ("Operation returned an invalid status 'The specified container does not "
                                      "exist.' (ContainerNotFound)")
     assert failure_message("Activity function 'x' failed:  ValueError: bad\nErrorCode:Other") == "bad"
+
+
+@pytest.mark.parametrize("own", [True, False])
+@pytest.mark.parametrize("failure", [ax.ServiceRequestError("connection timed out"),
+                                     ax.HttpResponseError("server busy", response=None)])
+def test_a_busy_answer_from_the_account_the_images_are_read_from_names_that_account(failure: Exception,
+                                                                                     own: bool) -> None:
+    """A request without source_account_url reads its images from trapbatch's own account (``OWN_ACCOUNT``): when that
+    account did not answer or was busy, the hint named "the images' storage account", which the request did not name,
+    instead of trapbatch's own account and its setting. The type stays ``SourceBusy``, which the orchestrations judge
+    (``orchestrations.retries.is_busy``)."""
+    from adapters.storage_errors import OWN_ACCOUNT, SOURCE_ACCOUNT, source_error
+    from core.errors import SourceBusy
+
+    if isinstance(failure, ax.HttpResponseError):
+        failure.status_code = 503
+    busy = source_error(failure, "cannot read list.csv", "grant a role", "acct.blob.core.windows.net",
+                        OWN_ACCOUNT if own else SOURCE_ACCOUNT)
+    assert type(busy) is SourceBusy
+    assert ("AzureWebJobsStorage" in busy.hint) is own, busy.hint
+    assert ("the images' storage account" in busy.hint) is not own, busy.hint
