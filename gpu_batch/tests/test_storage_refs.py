@@ -7,7 +7,7 @@ import json
 import socket
 import urllib.error
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 from azure.core.pipeline.transport import HttpTransport
@@ -770,9 +770,6 @@ def test_a_published_models_download_host_that_does_not_resolve_is_not_said_to_b
     MDV5A``: the task failed saying that the worker's storage account's host did not resolve and to check
     TRAPBATCH_STORAGE_CONNECTION, which was fine."""
     from gpu_batch import exit_codes
-    from gpu_batch.tests.conftest import write_manifest
-    from gpu_batch.worker import __main__ as worker
-    from gpu_batch.worker import loader
 
     real = socket.getaddrinfo
 
@@ -782,14 +779,7 @@ def test_a_published_models_download_host_that_does_not_resolve_is_not_said_to_b
         return real(host, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    monkeypatch.setattr(loader, "DOWNLOAD_WAIT_S", 0.0)  # the loader's own tries do not wait
-    (tmp_path / "images").mkdir()
-    manifest = write_manifest(tmp_path / "m.json", ["a.jpg"], "MDV5A")
-    env = {"TRAPBATCH_STORAGE_CONNECTION": WORKER_STORAGE, "TRAPBATCH_DEVICE": "cpu",
-           "TRAPBATCH_MODEL_CACHE": str(tmp_path / "cache")}
-    argv = ["--manifest-file", str(manifest), "--image-root", str(tmp_path / "images"), "--output-file",
-            str(tmp_path / "out.json"), "--device", "cpu"]
-    assert worker.main(argv, env) == exit_codes.MODEL, caplog.text
+    assert _run_worker_on_mdv5a(tmp_path, monkeypatch) == exit_codes.MODEL, caplog.text
     error = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"][-1]
     assert "storage account" not in error and "TRAPBATCH_STORAGE_CONNECTION" not in error, error
     assert "could not download MDV5A" in error and "github.com" in error and "may be offline" in error, error
@@ -804,23 +794,12 @@ def test_a_published_models_download_that_timed_out_names_its_download_host_not_
     operator to check a storage account that was not involved. A ``blob://`` model keeps the storage wording
     (gpu_batch/tests/test_cli.py)."""
     from gpu_batch import exit_codes
-    from gpu_batch.tests.conftest import write_manifest
-    from gpu_batch.worker import __main__ as worker
-    from gpu_batch.worker import loader
 
     def download(url: str, dest: Path) -> None:  # urllib raises these bare once the response is being read
         assert url.startswith("https://github.com/"), url
         raise cut
 
-    monkeypatch.setattr(loader, "_urllib_download", download)
-    monkeypatch.setattr(loader, "DOWNLOAD_WAIT_S", 0.0)
-    (tmp_path / "images").mkdir()
-    manifest = write_manifest(tmp_path / "m.json", ["a.jpg"], "MDV5A")
-    env = {"TRAPBATCH_STORAGE_CONNECTION": WORKER_STORAGE, "TRAPBATCH_DEVICE": "cpu",
-           "TRAPBATCH_MODEL_CACHE": str(tmp_path / "cache")}
-    argv = ["--manifest-file", str(manifest), "--image-root", str(tmp_path / "images"), "--output-file",
-            str(tmp_path / "out.json"), "--device", "cpu"]
-    assert worker.main(argv, env) == exit_codes.STORAGE_UNAVAILABLE, caplog.text
+    assert _run_worker_on_mdv5a(tmp_path, monkeypatch, download) == exit_codes.STORAGE_UNAVAILABLE, caplog.text
     error = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"][-1]
     assert "storage" not in error, error
     assert "github.com, the download host of model 'MDV5A', did not answer (another attempt runs the shard)" in error
@@ -841,22 +820,11 @@ def test_a_published_models_download_host_that_did_not_answer_for_now_is_another
     at the second attempt. Now exit 69, another attempt; the host is named. A name DNS says does not exist (a node
     without internet) and a 404 stay exit 3 with the loader's advice (the tests above)."""
     from gpu_batch import exit_codes
-    from gpu_batch.tests.conftest import write_manifest
-    from gpu_batch.worker import __main__ as worker
-    from gpu_batch.worker import loader
 
     def download(url: str, dest: Path) -> None:
         raise cause
 
-    monkeypatch.setattr(loader, "_urllib_download", download)
-    monkeypatch.setattr(loader, "DOWNLOAD_WAIT_S", 0.0)
-    (tmp_path / "images").mkdir()
-    manifest = write_manifest(tmp_path / "m.json", ["a.jpg"], "MDV5A")
-    env = {"TRAPBATCH_STORAGE_CONNECTION": WORKER_STORAGE, "TRAPBATCH_DEVICE": "cpu",
-           "TRAPBATCH_MODEL_CACHE": str(tmp_path / "cache")}
-    argv = ["--manifest-file", str(manifest), "--image-root", str(tmp_path / "images"), "--output-file",
-            str(tmp_path / "out.json"), "--device", "cpu"]
-    assert worker.main(argv, env) == exit_codes.STORAGE_UNAVAILABLE, caplog.text
+    assert _run_worker_on_mdv5a(tmp_path, monkeypatch, download) == exit_codes.STORAGE_UNAVAILABLE, caplog.text
     error = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"][-1]
     assert "github.com, the download host of model 'MDV5A', did not answer" in error, error
 
@@ -873,22 +841,12 @@ def test_a_published_models_download_that_is_not_there_or_never_connects_stays_a
     exit 3 with the loader's advice, as before, so such a pool fails the task at a shard's second attempt instead of
     trying every shard ``max_attempts`` times (``loader.download_did_not_answer``)."""
     from gpu_batch import exit_codes
-    from gpu_batch.tests.conftest import write_manifest
-    from gpu_batch.worker import __main__ as worker
     from gpu_batch.worker import loader
 
     def download(url: str, dest: Path) -> None:
         raise cause
 
-    monkeypatch.setattr(loader, "_urllib_download", download)
-    monkeypatch.setattr(loader, "DOWNLOAD_WAIT_S", 0.0)
-    (tmp_path / "images").mkdir()
-    manifest = write_manifest(tmp_path / "m.json", ["a.jpg"], "MDV5A")
-    env = {"TRAPBATCH_STORAGE_CONNECTION": WORKER_STORAGE, "TRAPBATCH_DEVICE": "cpu",
-           "TRAPBATCH_MODEL_CACHE": str(tmp_path / "cache")}
-    argv = ["--manifest-file", str(manifest), "--image-root", str(tmp_path / "images"), "--output-file",
-            str(tmp_path / "out.json"), "--device", "cpu"]
-    assert worker.main(argv, env) == exit_codes.MODEL, caplog.text
+    assert _run_worker_on_mdv5a(tmp_path, monkeypatch, download) == exit_codes.MODEL, caplog.text
 
 
 @pytest.mark.parametrize("read", ["manifest", "vault", "model"])
@@ -949,14 +907,26 @@ def test_a_published_models_download_host_that_did_not_answer_keeps_the_advice_f
     exit 3 the loader's advice (place the file, or the models container) was in it; the exit-69 words alone said "did
     not answer" with nothing to do. The advice now comes before the cause's text."""
     from gpu_batch import exit_codes
-    from gpu_batch.tests.conftest import write_manifest
-    from gpu_batch.worker import __main__ as worker
-    from gpu_batch.worker import loader
 
     def download(url: str, dest: Path) -> None:
         raise urllib.error.HTTPError(url, 503, "Service Unavailable", {}, None)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(loader, "_urllib_download", download)
+    assert _run_worker_on_mdv5a(tmp_path, monkeypatch, download) == exit_codes.STORAGE_UNAVAILABLE, caplog.text
+    error = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"][-1]
+    kept = f"the worker exited 69: {error}"[:300]  # orchestrations.shards._why_given_up, c.GIVEN_UP_REASON_CHARS
+    assert "TRAPBATCH_MODELS_CONTAINER" in kept and "blob://" in kept, kept
+
+
+def _run_worker_on_mdv5a(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                         download: Callable[[str, Path], None] | None = None) -> int:
+    """The worker's exit code for a one-image shard of the published MDV5A (downloaded from its publisher's URL, by
+    ``download`` in place of urllib where given; the loader's own tries do not wait)."""
+    from gpu_batch.tests.conftest import write_manifest
+    from gpu_batch.worker import __main__ as worker
+    from gpu_batch.worker import loader
+
+    if download is not None:
+        monkeypatch.setattr(loader, "_urllib_download", download)
     monkeypatch.setattr(loader, "DOWNLOAD_WAIT_S", 0.0)
     (tmp_path / "images").mkdir()
     manifest = write_manifest(tmp_path / "m.json", ["a.jpg"], "MDV5A")
@@ -964,7 +934,4 @@ def test_a_published_models_download_host_that_did_not_answer_keeps_the_advice_f
            "TRAPBATCH_MODEL_CACHE": str(tmp_path / "cache")}
     argv = ["--manifest-file", str(manifest), "--image-root", str(tmp_path / "images"), "--output-file",
             str(tmp_path / "out.json"), "--device", "cpu"]
-    assert worker.main(argv, env) == exit_codes.STORAGE_UNAVAILABLE, caplog.text
-    error = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"][-1]
-    kept = f"the worker exited 69: {error}"[:300]  # orchestrations.shards._why_given_up, c.GIVEN_UP_REASON_CHARS
-    assert "TRAPBATCH_MODELS_CONTAINER" in kept and "blob://" in kept, kept
+    return worker.main(argv, env)

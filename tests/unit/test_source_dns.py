@@ -22,25 +22,10 @@ from gpu_batch.storage_refs import key_vault_reader
 from gpu_batch.tests.test_pool_azure_batch import FakeCredential
 from gpu_batch.tests.test_storage_refs import resolver  # noqa: F401 - the fixture: getaddrinfo's answer for *.invalid
 from gpu_batch.tests.test_storage_refs import NO_SUCH_ACCOUNT, NO_SUCH_NAME, NO_SUCH_VAULT, RESOLVER_DOWN, refused_url
+from gpu_batch.tests.test_storage_refs import FakeTime as DnsWaits  # storage_errors' waits on a clock of its own
 from orchestrations.retries import is_busy
 
 ANSWERS = [(*NO_SUCH_NAME[0], False), (*NO_SUCH_NAME[1], False), (*RESOLVER_DOWN, True)]
-
-
-class DnsWaits:
-    """A clock that moves only when the code under test sleeps (``storage_errors._clock`` / ``_sleep``, the waits of
-    ``storage_refs.resolves_again``): ``slept`` records each wait."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.slept: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
 
 
 @pytest.fixture(autouse=True)
