@@ -76,14 +76,26 @@ async def current_repeats(client: df.DurableOrchestrationClient, task_id: str, k
     """A finished task's ``repeated_detections`` for its current list (``core.repeats_status.current_repeats_ref``):
     the merge's block, which its status holds from the task's end, with the list a search run again over the served
     generation ``key`` wrote laid over it. Costs one more status read per call (the search's); the list document is
-    read only while a later search has not written its own."""
-    searching = await search_status(client, task_id, key)
-    if searching is None:  # the merge's list is the current one: nothing to read
-        return current_repeats_ref(task_id, merged_ref, None, lambda: None, layout.repeats_blob(key))
-    s = clients.settings()
-    return await asyncio.to_thread(
-        current_repeats_ref, task_id, merged_ref, searching,
-        lambda: clients.store(s).read_json_or_none(s.container, layout.repeats_blob(key)), layout.repeats_blob(key))
+    read only while a later search has not written its own.
+
+    Those reads are an addition to a status that answered without them: when one fails (a busy task hub or storage),
+    the status answers with the merge's block, as it did before they were added, and a ``note`` that says so and where
+    the current list is shown, rather than failing as a whole."""
+    try:
+        searching = await search_status(client, task_id, key)
+        if searching is None:  # the merge's list is the current one: nothing to read
+            return current_repeats_ref(task_id, merged_ref, None, lambda: None, layout.repeats_blob(key))
+        s = clients.settings()
+        return await asyncio.to_thread(
+            current_repeats_ref, task_id, merged_ref, searching,
+            lambda: clients.store(s).read_json_or_none(s.container, layout.repeats_blob(key)),
+            layout.repeats_blob(key))
+    except Exception as exc:  # noqa: BLE001 - any failure of the added reads: the status still answers
+        logger.warning("task %s: the current repeated-detection list could not be read for its status (%s: %s)",
+                       task_id, type(exc).__name__, str(exc)[:200])
+        return {**merged_ref, "note": f"the latest repeated-detection search could not be read just now "
+                                      f"({type(exc).__name__}): the count is the one the task ended with; "
+                                      f"trapbatch repeats {task_id} shows the current list"}
 
 
 def ensure_idle(task_id: str, removal: Mapping[str, Any] | None, searching: Mapping[str, Any] | None) -> None:

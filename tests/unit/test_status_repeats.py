@@ -159,3 +159,32 @@ def test_the_cli_summary_names_the_list_a_search_made(capsys: pytest.CaptureFixt
     _summary({"id": TASK, "stage": "completed", "repeated_detections": {"locations": 2, "blob": BLOB,
                                                                         "search": "merge"}})
     assert "2 (trapbatch repeats ID)" in " ".join(capsys.readouterr().out.split())
+
+
+@pytest.mark.parametrize("failing", ["search status", "list"])
+def test_a_status_whose_search_cannot_be_read_just_now_still_answers_with_the_merges_list(
+        failing: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The current list costs a finished task's status one more read (the search's status; its list document while a
+    later search has not written its own). A busy task hub or storage there failed the whole status, which answered
+    before that read was added: now it answers with the merge's block, as before, saying the current list could not
+    be read and where to see it."""
+    from azure.core.exceptions import ServiceRequestError
+
+    custom = {"stage": "searching", "search": SEARCH, "started": STARTED}
+    client = FakeClient(MERGED, ("Running", custom, {"task_id": TASK, "search": SEARCH}))
+    store = Store(None)
+    if failing == "search status":
+        async def busy(instance_id: str, *args: Any, **kwargs: Any) -> Any:
+            if instance_id == repeat_search_instance_id(TASK):
+                raise ServiceRequestError("the task hub did not answer")
+            return await FakeClient.get_status(client, instance_id, *args, **kwargs)
+
+        monkeypatch.setattr(client, "get_status", busy)
+    else:
+        def unreadable(container: str, name: str) -> Any:
+            raise ServiceRequestError("storage did not answer")
+
+        monkeypatch.setattr(store, "read_json_or_none", unreadable)
+    repeats = _get(client, store, monkeypatch)
+    assert {k: repeats[k] for k in MERGED} == MERGED, repeats
+    assert f"trapbatch repeats {TASK}" in repeats["note"] and "could not be read" in repeats["note"], repeats
