@@ -587,6 +587,35 @@ def test_a_task_batch_ended_at_its_time_limit_reports_its_exit_code_and_failure_
     assert not pool_ended(own.exit_code, own.failure_code, own.failure_message)
 
 
+@pytest.mark.parametrize("code", [2, 3, 5, 4, 69, 73, 75])
+def test_batch_retries_no_worker_exit_itself_and_the_app_judges_each_by_its_number(code: int) -> None:
+    """Which worker exits another attempt can fix is the app's decision alone (``gpu_batch.exit_codes``: 2, 3 and 5
+    unfixable; 4, 69, 73 and 75 run again by the orchestration): Batch must neither retry a failing exit nor act on
+    it. REST "Task - Add" ``constraints.maxTaskRetryCount``: "The Batch service retries a Task if its exit code is
+    nonzero ... If the maximum retry count is 0, the Batch service does not retry the Task after the first attempt";
+    ``exitConditions`` (none sent) take a ``jobAction`` only under the job's ``onTaskFailure``
+    ``performexitoptionsjobaction`` (none sent: the default is ``noaction``). A failing exit then comes back as its
+    own number with Batch's ``failureInfo`` code ``FailureExitCode`` (microsoft/ga4gh-tes#705), which is not the
+    pool's doing (``pool_ended``)."""
+    from gpu_batch import exit_codes
+
+    t = FakeBatch(tasks={"task-x": [_task("s00000-a1", "completed", result="failure", exitCode=code,
+                                          failureInfo={"category": "usererror", "code": "FailureExitCode",
+                                                       "message": "The task exited with an exit code representing "
+                                                                  "a failure"})]})
+    p = pool(t)
+    p.ensure_job("task-x")
+    p.submit("task-x", [shard("s00000", 1)])
+    job, add = (json.loads(r.content) for r in t.requests[:2])
+    assert not {"onTaskFailure", "constraints"} & set(job)
+    (sent,) = add["value"]
+    assert "exitConditions" not in sent and sent["constraints"]["maxTaskRetryCount"] == 0
+    (info,) = p.poll("task-x", ["s00000-a1"])
+    assert (info.exit_code, info.failure_code, info.result) == (code, "FailureExitCode", TaskResult.failure)
+    assert not exit_codes.pool_ended(info.exit_code, info.failure_code, info.failure_message)
+    assert bool(exit_codes.unfixable_reason(info.exit_code, info.failure_code)) is (code in (2, 3, 5))
+
+
 def test_polling_a_shard_group_of_a_big_job_does_not_page_through_the_job() -> None:
     """batch-efficient-list-queries.md: filter and select every list query. The job holds 5,000 tasks (five pages
     of 1,000 when listed whole); a shard group polls its 100 in-flight tasks with a $filter on their ids and gets
