@@ -303,6 +303,21 @@ def test_the_settings_load_as_the_app_loads_them(templates: dict[str, Template])
     assert drop_trigger_source(env) == "EventGrid"
 
 
+def test_every_app_setting_name_reaches_the_linux_app_as_written(templates: dict[str, Template]) -> None:
+    """The app reads its settings from the environment by these exact names (core/settings.py), and on Linux App
+    Service "any periods in the app setting name are replaced with a _ (single underscore)" (nested keys are written
+    ``__``; MicrosoftDocs/azure-docs articles/app-service/configure-common.md, "Configure app settings"): a name
+    with anything but letters, digits and underscores would reach Python under another name. None may be one the
+    Flex Consumption plan takes from functionAppConfig or refuses (FLEX_DEPRECATED)."""
+    trapbatch, host = app_settings(templates)
+    # callerSettings is empty(authClientId) ? {} : {...}: both branches; a quoted key ('a.b') keeps its quotes here
+    callers = module_file(templates, "api").resolve("callerSettings")["operator"]["operands"]
+    names = {n.strip("'") for n in (*trapbatch, *host, *callers["true_value"], *callers["false_value"])}
+    assert "TRAPBATCH_CALLER_AUTH" in names, callers
+    assert not [n for n in names if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", n)]
+    assert not names & set(FLEX_DEPRECATED)
+
+
 def test_host_json_task_hub_setting_is_set(templates: dict[str, Template]) -> None:
     hub = re.search(r"%(\w+)%", (REPO / "host.json").read_text())
     assert hub and hub.group(1) in app_settings(templates)[0]
