@@ -307,6 +307,9 @@ def _summary(st: dict[str, Any]) -> None:
     repeats = st.get("repeated_detections") or {}
     if repeats.get("error"):  # the results stand; the list was not made
         table.add_row("repeated places", f"NOT searched: {repeats['error']}; {in_cli_words(repeats.get('hint', ''))}")
+    elif repeats.get("note"):  # the current list could not be read just now: the count is the one the task ended with
+        table.add_row("repeated places", f"{repeats.get('locations', 0)} when the task ended; "
+                      + escape(in_cli_words(str(repeats["note"]))))
     elif repeats.get("locations") or repeats.get("folders_skipped"):
         skipped = repeats.get("folders_skipped")
         # the list a --search wrote replaces the merge's: say which one the count is of (absent: an older app's)

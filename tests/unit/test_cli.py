@@ -971,6 +971,21 @@ def test_the_summary_says_a_failed_repeat_search_and_folders_too_large_to_search
     assert "2 folders too large NOT searched (1700000 eligible detections" in shown
 
 
+def test_the_summary_says_a_repeat_count_is_the_ended_one_when_the_current_list_could_not_be_read(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A status whose current repeat list could not be read carries the count the task ended with and a ``note``
+    (api/repeat_search.py): shown bare, the count read as the current one, even as 0 after a search found places."""
+    from cli.main import _summary
+
+    _summary({"id": "task-0", "stage": "completed", "repeated_detections": {
+        "locations": 0, "blob": "b", "note": "the latest repeated-detection search could not be read just now "
+                                             "(Timeout): this is the count the task ended with; trapbatch repeats "
+                                             "task-0 shows the current list"}})
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "0 when the task ended; the latest repeated-detection search could not be read just now" in shown
+    assert "trapbatch repeats task-0 shows the current list" in shown
+
+
 def test_the_repeats_listing_names_the_folders_not_searched_and_sends_the_folder_cap(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     from cli import main as cli_main
