@@ -104,7 +104,10 @@ def download_did_not_answer(exc: BaseException) -> bool:
 
     if isinstance(exc, urllib.error.HTTPError):
         return exc.code >= 500 or exc.code in (408, 429)
-    if isinstance(exc, urllib.error.URLError):  # before any response: only a resolver that did not answer passes
+    # before any response: a resolver that did not answer, or a connection reset/aborted, passes. A reset (a
+    # firewall denying HTTPS may answer so on every try) fails in moments, so its extra attempts cost seconds, not
+    # the connect timeout's minutes
+    if isinstance(exc, urllib.error.URLError):
         reason = exc.reason
         if isinstance(reason, socket.gaierror):
             return reason.errno not in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME))
