@@ -87,7 +87,7 @@ def _urllib_download(url: str, dest: Path) -> None:
 
 def download_did_not_answer(exc: BaseException) -> bool:
     """Whether a published model's download (``_urllib_download``) failed for a cause that passes: the resolver did
-    not answer (EAI_AGAIN), the connection was reset or the read timed out once the response had begun, or the host
+    not answer (EAI_AGAIN), the connection was reset, the read timed out once the response had begun, or the host
     said "later" (408, 429, 5xx). Not a name DNS says does not exist, nor a connection that timed out or was refused
     before any answer: that is what a node without outbound internet meets on every try (on Azure the name still
     resolves), and the loader's advice (place the file, or a ``blob://`` model) is what fixes it; nor any other 4xx
