@@ -486,12 +486,18 @@ class Engine:
                 idle = min(idle * 2, self.idle_poll_max_s)
             self.wake.clear()
 
-    def _fail(self, iid: str, inst: dict[str, Any], doc: dict[str, Any], message: str) -> None:
+    def _fail(self, iid: str, inst: dict[str, Any], doc: dict[str, Any], message: str,
+              custom: Any = None) -> None:
+        """Fail the instance with ``message``; ``custom``: the custom status the failing episode set (None: it set
+        none, or it could not be stored, and the stored one stays, as in ``_finish_episode``)."""
         logger.error("[%s] orchestration failed: %s", iid, message)
         doc["history"].append(h.event(h.EXECUTION_FAILED, Reason=message))
         self.store.save_history(iid, doc)
+        fields: dict[str, Any] = {}
+        if custom is not None:
+            fields["CustomStatus"] = json.dumps(custom)
         self.store.put_instance(iid, Status="Failed", Output=json.dumps(message), Error=message,
-                                UpdatedTime=h.ts(h.utcnow()))
+                                UpdatedTime=h.ts(h.utcnow()), **fields)
         self.store.delete_activities_of(iid)
         self._notify_parent({**inst, "Output": json.dumps(message), "Error": message}, "Failed")
 
@@ -608,7 +614,11 @@ class Engine:
         if not error and state.get("error") and not doc["open"] and not doc.get("held_back"):
             error = f"Orchestrator function '{inst['Name']}' failed: {state['error']}"
         if error:
-            self._fail(iid, inst, doc, error)
+            # dtfx TaskOrchestrationExecutor.ExecuteCore returns GetStatus() after FailOrchestration and
+            # TaskOrchestrationDispatcher stores it (runtimeState.Status = result.CustomStatus): a failing episode's
+            # custom status stands, as the shim set it before the failure; not one over 16 KB, whose SetCustomStatus
+            # threw (fidelity row 43)
+            self._fail(iid, inst, doc, error, None if too_big else state.get("customStatus"))
         else:
             self._finish_episode(iid, inst, doc, state, effects)
         self.metrics.history(iid, len(doc["history"]))

@@ -166,6 +166,15 @@ def failing(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped
 
 
 @app.orchestration_trigger(context_name="context")
+def fails_saying_why(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+    """Sets a status, runs an activity, then sets the status it fails with (as trapbatch's task does) and raises."""
+    context.set_custom_status({"stage": "working"})
+    yield context.call_activity("say_hello", "ok")
+    context.set_custom_status({"stage": "failed", "hint": "do this next"})
+    raise RuntimeError("it failed")
+
+
+@app.orchestration_trigger(context_name="context")
 def status_across_generations(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
     """Sets a custom status, goes on as new, and in the new generation runs a slow activity before setting one."""
     state = context.get_input()

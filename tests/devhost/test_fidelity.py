@@ -412,6 +412,17 @@ def test_a_custom_status_over_16_kb_fails_the_orchestration(host: DevHost) -> No
                                  "must not exceed 16 KB. The current payload size is 17 KB.")
 
 
+def test_a_failing_episodes_custom_status_is_the_failed_instances(host: DevHost) -> None:
+    """dtfx DurableTask.Core/TaskOrchestrationExecutor.cs ExecuteCore: after FailOrchestration it returns
+    ``CustomStatus = this.taskOrchestration.GetStatus()``, and TaskOrchestrationDispatcher.cs stores it
+    (``runtimeState.Status = result?.CustomStatus``) with the failure; the out-of-proc shim sets it before it throws
+    (row 8). devhost kept the status of the episode before, so a failed task showed its "detecting" status on
+    devhost, without what its failure status says (shards given up, what to do, cost)."""
+    failed = host.wait_for(host.start_orchestration("fails_saying_why"), 30)
+    assert failed["runtimeStatus"] == "Failed" and "it failed" in failed["output"], failed
+    assert failed["customStatus"] == {"stage": "failed", "hint": "do this next"}, failed
+
+
 # ------------------------------------------------------------------ 9. instance id rules
 @pytest.mark.parametrize("bad", ["@entity", "back\\slash", "ctl\x01char", "del\x7f", "x" * 257, "a/b"])
 def test_start_new_with_an_invalid_instance_id_raises(host: DevHost, bad: str) -> None:
