@@ -20,9 +20,12 @@ from activities.shard_results import images_to_rerun, progress_count, shard_cove
 from adapters import clients
 from adapters.blobs import BlobStore
 from core import contracts as c
+from core import mdformat
 from core.cost import attempt_seconds
 from core.settings import Settings
 from gpu_batch import exit_codes, layout
+from gpu_batch import manifest as contract
+from gpu_batch.formats import jsonio
 from gpu_batch.manifest import ShardManifest, ViewBasis
 from gpu_batch.pool import GpuPool, ShardTask, TaskInfo, TaskState
 
@@ -67,6 +70,21 @@ def worker_message(store: BlobStore, info: TaskInfo) -> str:
         return ""
 
 
+def retryable_reasons(store: BlobStore, settings: Settings, task_id: str, sid: str, attempt: int) -> dict[str, int]:
+    """The attempt's retryable failures by ``failure_reason`` (``gpu_batch.manifest``), from its results; empty when
+    they cannot be read. Why: a worker that exits 0 with images failed as retryable (every read refused with a 403,
+    throttled, timed out) leaves them missing, and a shard given up so said only "exited 0 without results for N
+    image(s)": not that storage refused, nor what to do. Read only for an attempt that exited 0 and left retryable
+    failures (the coverage says so): one read of its results, which a resubmission follows anyway."""
+    try:
+        doc = jsonio.loads(store.read_bytes(settings.container, layout.attempt_results_blob(task_id, sid, attempt)))
+    except (AzureError, ValueError, UnicodeDecodeError):
+        return {}
+    entries = doc.get("images") if isinstance(doc, dict) else None
+    retryable = [e for e in entries or [] if isinstance(e, dict) and contract.failure_kind(e) == contract.RETRYABLE]
+    return dict(sorted(mdformat.failure_counts(retryable).items()))
+
+
 def _completed_row(info: TaskInfo, settings: Settings, store: BlobStore, task_id: str) -> c.CompletedShard:
     sid, attempt = layout.parse_pool_task_id(info.task_id)
     coverage = shard_coverage(store, settings, task_id, sid)
@@ -83,6 +101,10 @@ def _completed_row(info: TaskInfo, settings: Settings, store: BlobStore, task_id
     failed_exit = info.exit_code not in (None, 0) and info.failure_code != exit_codes.TASK_ENDED
     if exit_codes.unfixable_reason(info.exit_code, info.failure_code) or (failed_exit and coverage["missing"]):
         row["worker_message"] = worker_message(store, info)[:1000]
+    if info.exit_code == 0 and info.failure_code != exit_codes.TASK_ENDED and coverage.get("retryable"):
+        reasons = retryable_reasons(store, settings, task_id, sid, attempt)
+        if reasons:
+            row["retryable_reasons"] = reasons
     # node time for the task's cost (core.cost): of the task's last run only, if Batch requeued it (a lower bound)
     seconds = attempt_seconds(info.start_time, info.end_time)
     if seconds is not None:

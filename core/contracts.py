@@ -241,6 +241,10 @@ class CompletedShard(TypedDict):
     # the pool task's wall time (end - start; core.cost.attempt_seconds), when known: of its last run only, when Batch
     # ran it again after a Spot preemption (startTime is the latest start), so node time is a lower bound
     seconds: NotRequired[float]
+    # the attempt's retryable failures by failure_reason (auth, throttled, ...), when its worker exited 0 and left
+    # some (activities.pool.retryable_reasons): a shard given up so says why its images have no result; absent in
+    # outputs of before
+    retryable_reasons: NotRequired[dict[str, int]]
 
 
 class PollOutput(TypedDict):
@@ -439,6 +443,9 @@ class GivenUpShard(TypedDict, total=False):
     failure_code: str  # the pool's failure code (TaskEnded: its time limit or a terminate), when it gave one
     by: str  # "worker": its own exit; "pool": the pool ended the attempt (gpu_batch.exit_codes.pool_ended)
     reason: str  # the worker's or the pool's words, at most GIVEN_UP_REASON_CHARS
+    # the last attempt's retryable failures by failure_reason, when the worker exited 0 leaving some (the images'
+    # storage refused or was busy, the GPU batch failed): ``orchestrations.task`` picks the status's hint from them
+    failure_reasons: dict[str, int]
 
 
 GIVEN_UP_REASON_CHARS = 300

@@ -265,12 +265,17 @@ def _why_given_up(sid: str, row: c.CompletedShard, by_pool: bool) -> c.GivenUpSh
     elif not code:  # it exited 0 (or gave no code) but results for some images are missing
         reason = f"the worker exited {code} without results for {row['missing']} image(s)" + (f": {said}" if said
                                                                                             else "")
+        if row.get("retryable_reasons"):  # why: their reads (or their batch) failed, by reason
+            reason += (" (failed as retryable: " + ", ".join(f"{k} {n}" for k, n in row["retryable_reasons"].items())
+                       + ")")
     else:
         reason = f"the worker exited {code}{_EXIT_MEANS.get(code, '')}: {said or 'no message; see the task log'}"
     why = c.GivenUpShard(shard=sid, attempts=row["attempt"], exit_code=code, by="pool" if by_pool else "worker",
                          reason=reason[: c.GIVEN_UP_REASON_CHARS])
     if failure_code:
         why["failure_code"] = failure_code
+    if not by_pool and not code and row.get("retryable_reasons"):  # state and outcome only: no action
+        why["failure_reasons"] = dict(row["retryable_reasons"])
     return why
 
 

@@ -39,6 +39,8 @@ from core.shards import group_count_limit, group_shards, in_flight_shares
 from core.status_size import fit
 from gpu_batch.exit_codes import TASK_ENDED
 from gpu_batch.layout import INCOMING_CONTAINER, drop_answer_blob, generation_key, pool_job_id, shard_id
+from gpu_batch.manifest import REASON_ACCOUNT_NOT_FOUND, REASON_AUTH
+from gpu_batch.storage_refs import NO_ACCESS_HINT
 from orchestrations.enumeration import enumerate_in_parallel
 from orchestrations.exports import exports as run_exports
 from orchestrations.fanin import damaged_status, fan_in
@@ -117,11 +119,29 @@ def _shards_given_up(outcomes: list[c.ShardsOutcome]) -> dict[str, Any] | None:
     elif any(e.get("by") == "pool" for e in examples):
         hint = ("the pool could not run the worker: fix what it names (the pool's image, registry access, the node "
                 "start task), then post the request again with \"rerun\": true")
+    elif any(e.get("failure_reasons") for e in examples):  # the worker ran, and its images failed as retryable
+        hint = retryable_hint({r for e in examples for r in e.get("failure_reasons", {})})
     else:
         hint = ("the worker failed every attempt: its log (the pool task's stderr) says why; an exit 137 is a kill, "
                 "most often for memory (a smaller --batch-size in TRAPBATCH_WORKER_TUNING, or a larger VM); fix it, "
                 "then post the request again with \"rerun\": true")
     return {"count": count, "examples": examples, "hint": hint}
+
+
+def retryable_hint(reasons: set[str]) -> str:
+    """What to do about shards given up because their images failed as retryable on every attempt (``reasons``:
+    ``gpu_batch.manifest`` failure reasons; the worker exited 0). Why apart from the crash hint: such a worker did not
+    fail, the images' storage did (refused, busy, gone) or the network's batch did, and "its log says why; an exit 137
+    is a kill" sent a person to the wrong place."""
+    if REASON_AUTH in reasons:
+        return (f"the images' storage account refused the GPU nodes' reads (auth: 401/403): {NO_ACCESS_HINT}; "
+                "then post the request again with \"rerun\": true")
+    if REASON_ACCOUNT_NOT_FOUND in reasons:
+        return ("the images' storage account's host name does not resolve (account_not_found): check the request's "
+                "source_account_url and that the account exists, then post the request again with \"rerun\": true")
+    return (f"every attempt's reads or detections of them failed ({', '.join(sorted(reasons))}: storage busy, out of "
+            "reach or timing out, or the GPU's batch failing; the pool task's stderr names each image); when that has "
+            "passed, post the request again with \"only_new\": true to run them again and keep every other result")
 
 
 class NothingProcessed(RuntimeError):
