@@ -33,7 +33,7 @@ from adapters.image_sizes import detector_rotation
 from adapters.preview_folders import existing_preview_folder, forget_folder, preview_folder, withdrawn
 from adapters.storage_errors import HANDLED, storage_error
 from core import contracts as c
-from core import notimages
+from core import failure_advice, notimages
 from core.errors import TrapbatchError
 from core.repeats import list_search_id
 from core.requests import recorded_search_fields
@@ -41,9 +41,7 @@ from core.settings import Settings
 from gpu_batch import layout
 from gpu_batch.formats.detections_csv import capture_time, unguarded
 from gpu_batch.formats.previewsample import NEAR_MISS_FLOOR
-from gpu_batch.manifest import (FAILURE_REASON, FAILURE_REASONS, REASON_ACCOUNT_NOT_FOUND, REASON_AUTH, RETRYABLE,
-                                has_dot_segment)
-from gpu_batch.storage_refs import NO_ACCESS_HINT
+from gpu_batch.manifest import FAILURE_REASON, has_dot_segment
 
 logger = logging.getLogger(__name__)
 bp = df.Blueprint()
@@ -327,26 +325,12 @@ def _skipped_note(repeats: dict[str, Any]) -> str:
 
 def _failures_note(reasons: Any) -> str:
     """What the failures section says of them all: how many failed for each reason (the sample shows a few), and
-    which ones a re-run retries. "" without counts (a sample written before the merge counted reasons)."""
+    what to do about each kind (``core.failure_advice``, which the task's status says too). "" without counts (a
+    sample written before the merge counted reasons)."""
     if not isinstance(reasons, dict) or not reasons:
         return ""
-    counts = ", ".join(f"{reason} {n}" for reason, n in sorted(reasons.items(), key=lambda kv: (-int(kv[1]), kv[0])))
-    retry = sorted(r for r in reasons if FAILURE_REASONS.get(r) == RETRYABLE)
-    line = f"By reason: {counts} (info.trapbatch.failure_reasons of the results file)."
-    if retry:
-        line += (f" {', '.join(retry)}: the task's request sent again with \"only_new\": true runs these images "
-                 "again, with any new or changed ones, and keeps every other result.")
-    if any(r not in retry for r in reasons):
-        line += " The others stay failed however often they run: the file is missing, unreadable, or one " \
-                "MegaDetector refuses; the failure beside each image says which."
-    if REASON_AUTH in reasons:  # the GPU nodes' reads were refused (401/403)
-        line += (" auth: the images' storage account refused the GPU nodes; for images in another account, "
-                 + NO_ACCESS_HINT + ".")
-    if REASON_ACCOUNT_NOT_FOUND in reasons:  # not the files: DNS said the account's host does not exist
-        line += (" account_not_found: not the photos, their storage account: DNS says its host name does not exist "
-                 "(deleted since the task listed it, or misspelt); check the request's source_account_url and that "
-                 "the account exists (the task's error names the host).")
-    return line
+    return (f"By reason: {failure_advice.by_reason(reasons)} (info.trapbatch.failure_reasons of the results file). "
+            + " ".join(f"{sentence}." for sentence in failure_advice.advice(reasons)))
 
 
 def slider_step(threshold: float) -> str:

@@ -252,6 +252,8 @@ def _summary(st: dict[str, Any]) -> None:
         table.add_row("waiting", waiting_note(st).removeprefix("; waiting for "))
     if st.get("failure_reasons"):
         table.add_row("failure_reasons", ", ".join(f"{k}: {v}" for k, v in st["failure_reasons"].items()))
+    if st.get("failures_hint"):  # what to do about the failed images (which a re-run retries, what to fix first)
+        table.add_row("failures", escape(in_cli_words(str(st["failures_hint"]))))
     given_up = st.get("shards_given_up")
     if isinstance(given_up, dict) and given_up.get("count"):  # why their images were not processed, and what to do
         table.add_row("shards given up", f"{given_up['count']} after every attempt")

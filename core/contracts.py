@@ -486,6 +486,7 @@ class TaskStatus(TypedDict, total=False):
     missing: int
     failed_fraction: float  # failed / images; "completed" needs it <= max_failed_fraction and nothing missing
     failure_reasons: dict[str, int]  # failed images by failure_reason: "auth", "undecodable", "not_processed"...
+    failures_hint: str  # failed > 0: how many, why and what to do (core.failure_advice); absent: none failed
     max_failed_fraction: float
     with_detections: int
     detections: int

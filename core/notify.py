@@ -33,7 +33,7 @@ DELIVERY_HEADER = "X-Trapbatch-Delivery"
 # nodes, shards given up, pages whose expiry could not be scheduled). Left out on purpose: the pool job's name, the
 # owner, the generation and what became of earlier deliveries (internal), and the preview pages' address.
 STATUS_KEYS = ("stage", "started", "finished", "error", "images", "failed", "missing", "failed_fraction",
-               "failure_reasons", "with_detections", "detections", "empty", "shards", "resubmissions",
+               "failure_reasons", "failures_hint", "with_detections", "detections", "empty", "shards", "resubmissions",
                "shards_given_up", "not_images", "results", "repeated_detections", "pool_job_error", "estimate", "cost",
                "damaged")
 # The previews' fields it carries (core.contracts.PreviewsOutput): never where the pages are (a folder, page blob or

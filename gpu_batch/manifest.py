@@ -240,6 +240,14 @@ FAILURE_REASON = "failure_reason"
 RETRYABLE = "retryable"
 PERMANENT = "permanent"
 
+# What to do when another account refuses a read (failure reason ``auth``; listings and image lists too). Both
+# identities read there, each with its own token: the app (enumeration, image lists, preview thumbnails) and every GPU
+# node (the images themselves), so a role for the app alone lets the task start and then fails every shard
+# (infra/app/rbac.bicep names them id-api-* and id-nodes-*).
+NO_ACCESS_HINT = ("the SAS the request names (credential_secret) needs read and list permission on that container; "
+                  "without a secret, both of trapbatch's managed identities, the app's (id-api-*) and the GPU "
+                  "nodes' (id-nodes-*), need 'Storage Blob Data Reader' on that storage account (or container)")
+
 REASON_DOWNLOAD = "download"
 REASON_AUTH = "auth"
 REASON_THROTTLED = "throttled"

@@ -23,18 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+# What to do when another account refuses a read lives beside the failure reason it explains (``REASON_AUTH``), where
+# the app's core, which may not import this module, reads it too (core.failure_advice); re-exported for the worker's
+# and adapters' messages
+from gpu_batch.manifest import NO_ACCESS_HINT as NO_ACCESS_HINT
+
 KEY_VAULT_ENV = "TRAPBATCH_KEY_VAULT_URL"
 LOCAL_SECRETS_ENV = "TRAPBATCH_LOCAL_SECRETS_FILE"
 
 SecretReader = Callable[[str], str]
-
-# What to do when another account refuses a read. Both identities read there, each with its own token: the app
-# (enumeration, image lists, preview thumbnails) and every GPU node (the images themselves), so a role for the app
-# alone lets the task start and then fails every shard (infra/app/rbac.bicep names them id-api-* and id-nodes-*).
-NO_ACCESS_HINT = ("the SAS the request names (credential_secret) needs read and list permission on that container; "
-                  "without a secret, both of trapbatch's managed identities, the app's (id-api-*) and the GPU "
-                  "nodes' (id-nodes-*), need 'Storage Blob Data Reader' on that storage account (or container)")
-
 
 class SourceAccessError(Exception):
     """The source account or its credential cannot be used; the message says what to fix. ``missing_host``: the

@@ -25,7 +25,7 @@ from typing import Any, Generator, cast
 import azure.durable_functions as df
 
 from core import contracts as c
-from core import notimages
+from core import failure_advice, notimages
 from core.contracts import ShardStatus, Stage
 from core.cost import node_price, task_cost
 from core.errors import failure_line
@@ -40,7 +40,6 @@ from core.status_size import fit
 from gpu_batch.exit_codes import TASK_ENDED
 from gpu_batch.layout import INCOMING_CONTAINER, drop_answer_blob, generation_key, pool_job_id, shard_id
 from gpu_batch.manifest import REASON_ACCOUNT_NOT_FOUND, REASON_AUTH
-from gpu_batch.storage_refs import NO_ACCESS_HINT
 from orchestrations.enumeration import enumerate_in_parallel
 from orchestrations.exports import exports as run_exports
 from orchestrations.fanin import damaged_status, fan_in
@@ -92,6 +91,8 @@ def _final_status(started: str, finished: str, enumeration: c.EnumerateOutput, o
     return {
         "stage": stage, "failed_fraction": fraction, "max_failed_fraction": max_failed_fraction,
         "failure_reasons": merged.get("failure_reasons", {}),
+        **({"failures_hint": failure_advice.failures_hint(merged.get("failure_reasons", {}), merged["failed"],
+                                                          merged["images"])} if merged["failed"] else {}),
         "started": started, "finished": finished,
         "images": merged["images"], "failed": merged["failed"], "missing": merged["missing"],
         "with_detections": merged["with_detections"], "detections": merged["detections"], "empty": merged["empty"],
@@ -134,11 +135,10 @@ def retryable_hint(reasons: set[str]) -> str:
     fail, the images' storage did (refused, busy, gone) or the network's batch did, and "its log says why; an exit 137
     is a kill" sent a person to the wrong place."""
     if REASON_AUTH in reasons:
-        return (f"the images' storage account refused the GPU nodes' reads (auth: 401/403): {NO_ACCESS_HINT}; "
-                "then post the request again with \"rerun\": true")
+        return f"{failure_advice.AUTH_ADVICE}; then post the request again with \"rerun\": true"
     if REASON_ACCOUNT_NOT_FOUND in reasons:
-        return ("the images' storage account's host name does not resolve (account_not_found): check the request's "
-                "source_account_url and that the account exists, then post the request again with \"rerun\": true")
+        return (f"account_not_found, {failure_advice.ACCOUNT_NOT_FOUND_ADVICE}; then post the request again with "
+                "\"rerun\": true")
     return (f"every attempt's reads or detections of them failed ({', '.join(sorted(reasons))}: storage busy, out of "
             "reach or timing out, or the GPU's batch failing; the pool task's stderr names each image); when that has "
             "passed, post the request again with \"only_new\": true to run them again and keep every other result")

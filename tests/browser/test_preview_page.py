@@ -315,9 +315,9 @@ def test_the_page_embeds_every_repeated_place_and_the_request_covers_unticked_on
     # the failures section counts them all by reason, and says which a re-run retries
     failures = html.split('<section id="failures">', 1)[1].split("</section>", 1)[0]
     assert "By reason: undecodable 2, download 1" in failures
-    assert "download: the task&#39;s request sent again with &#34;only_new&#34;: true runs these images again" \
-        in failures
-    assert "The others stay failed" in failures
+    assert "download: the task&#39;s request posted again with &#34;only_new&#34;: true (a re-run) runs these images " \
+        "again" in failures
+    assert "undecodable: these stay failed however often they run" in failures
     # the photos cut short: the page counts them, and the picture of the one it shows says so (a grey lower half
     # must not pass for a whole photo)
     damaged = html.split('<p class="muted" id="damaged">', 1)[1].split("</p>", 1)[0]

@@ -663,6 +663,9 @@ def test_a_403_on_the_first_attempt_is_retried_and_a_corrupt_image_runs_once(hos
     status = wait_until(lambda: finished_status(host.base_url, task_id), 240, "task completion")
     assert status["runtime_status"] == "Completed" and status["stage"] == "completed", status
     assert status["failed"] == 1 and status["failure_reasons"] == {"undecodable": 1}, status
+    # and says what to do about it (core.failure_advice): a permanent failure no re-run changes
+    assert status["failures_hint"].startswith("1 of 8 images failed (undecodable 1). undecodable: these stay failed"), \
+        status
     state = app_env["TRAPBATCH_CONTAINER"]
     second = ShardManifest.from_dict(store.read_json(state, layout.manifest_blob(task_id, "s00000", 2)))
     assert list(second.images) == ["cam0/img 002.jpg"]  # only the refused download; not the corrupt image

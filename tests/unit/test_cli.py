@@ -971,6 +971,20 @@ def test_the_summary_says_a_failed_repeat_search_and_folders_too_large_to_search
     assert "2 folders too large NOT searched (1700000 eligible detections" in shown
 
 
+def test_the_summary_says_what_to_do_about_failed_images_in_the_cli_s_words(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The status's ``failures_hint`` (core.failure_advice) is shown, its JSON field as the CLI's flag: a task whose
+    every image failed read as "completed_with_errors" and a count."""
+    from cli.main import _summary
+    from core.failure_advice import failures_hint
+
+    _summary({"id": "task-0", "stage": "completed_with_errors", "images": 4, "failed": 4,
+              "failure_reasons": {"timeout": 4}, "failures_hint": failures_hint({"timeout": 4}, 4, 4)})
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "no image has a result: every one of the 4 failed (timeout 4)" in shown, shown
+    assert "posted again with --only-new (a re-run)" in shown, shown
+
+
 def test_the_summary_says_a_repeat_count_is_the_ended_one_when_the_current_list_could_not_be_read(
         capsys: pytest.CaptureFixture[str]) -> None:
     """A status whose current repeat list could not be read carries the count the task ended with and a ``note``

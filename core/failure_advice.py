@@ -1,0 +1,64 @@
+"""What to do about a task's failed images, by failure reason (``gpu_batch.manifest.FAILURE_REASONS``).
+
+Why one module: the advice (which reasons a re-run retries, what a refused read or a host DNS does not know means)
+was written on the preview page only (``activities.previews``), and again, in other words, for shards given up
+(``orchestrations.task``); the status of a ``completed_with_errors`` task, which the API, the notification and
+``trapbatch status`` show, said how many images failed and why but not what to do, so a task whose every image failed
+read as "completed ... with errors" and nothing else. Now the page, the given-up shards' hint and the status's
+``failures_hint`` say the same from here.
+
+Must not: do I/O. Pure text from counts.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from gpu_batch.manifest import FAILURE_REASONS, NO_ACCESS_HINT, REASON_ACCOUNT_NOT_FOUND, REASON_AUTH, RETRYABLE
+
+AUTH_ADVICE = f"the images' storage account refused the GPU nodes' reads (401/403): {NO_ACCESS_HINT}"
+ACCOUNT_NOT_FOUND_ADVICE = ("not the photos, their storage account: DNS says its host name does not exist (deleted "
+                            "since the task listed it, or misspelt); check the request's source_account_url and that "
+                            "the account exists (the task's error names the host)")
+ONLY_NEW_ADVICE = ("the task's request posted again with \"only_new\": true (a re-run) runs these images again, with "
+                   "any new or changed ones, and keeps every other result")
+PERMANENT_ADVICE = ("these stay failed however often they run: the file is missing, unreadable, or one MegaDetector "
+                    "refuses, and the failure beside each image in the results says which")
+
+
+def retryable(reasons: Mapping[str, Any] | set[str]) -> list[str]:
+    """The reasons among ``reasons`` that a later run may clear (storage busy or refusing, a GPU batch failing),
+    sorted."""
+    return sorted(r for r in reasons if FAILURE_REASONS.get(r) == RETRYABLE)
+
+
+def by_reason(reasons: Mapping[str, Any]) -> str:
+    """``"undecodable 3, auth 1"``: the counts, largest first."""
+    return ", ".join(f"{reason} {n}" for reason, n in sorted(reasons.items(), key=lambda kv: (-int(kv[1]), kv[0])))
+
+
+def advice(reasons: Mapping[str, Any] | set[str]) -> list[str]:
+    """One sentence per kind of failure present, each led by the reasons it is about: the retryable ones (a re-run
+    with ``only_new``), the permanent ones, and what to fix before that re-run for ``auth`` and
+    ``account_not_found`` (a re-run alone fails again)."""
+    retry = retryable(reasons)
+    permanent = sorted(r for r in reasons if r not in retry)
+    lines = [f"{', '.join(retry)}: {ONLY_NEW_ADVICE}"] if retry else []
+    if permanent:
+        lines.append(f"{', '.join(permanent)}: {PERMANENT_ADVICE}")
+    if REASON_AUTH in reasons:
+        lines.append(f"auth: {AUTH_ADVICE}, before that re-run")
+    if REASON_ACCOUNT_NOT_FOUND in reasons:
+        lines.append(f"account_not_found: {ACCOUNT_NOT_FOUND_ADVICE}")
+    return lines
+
+
+def failures_hint(reasons: Mapping[str, Any], failed: int, images: int) -> str:
+    """The status's ``failures_hint``: how many images failed, why, and what to do; "" when none failed. A task whose
+    every image failed says so first: no image has a detection result, whatever its stage's name."""
+    if failed <= 0:
+        return ""
+    head = (f"no image has a result: every one of the {images} failed" if images and failed >= images
+            else f"{failed} of {images} images failed")
+    if not reasons:  # a status written before the merge counted reasons
+        return f"{head}; the failure beside each image in the results says why."
+    return f"{head} ({by_reason(reasons)}). " + ". ".join(advice(reasons)) + "."
