@@ -160,7 +160,7 @@ async def start_from_marker(client: df.DurableOrchestrationClient, container: st
             exc = await asyncio.to_thread(after_dns_asked_again, refused)  # (not in Event Grid's 30-s delivery)
         elif refused.missing_host:  # Event Grid's deliveries count the grace instead
             previous = await asyncio.to_thread(caller_writable_json, store, container, layout.ready_error_blob())
-            exc, missing = _missing_across_deliveries(refused, previous, etag, _now())
+            exc, missing = _missing_across_deliveries(refused, previous, etag, _now(), s.marker_host_gone_after_s)
         await _refuse(store, container, exc, etag, retried_by, missing)
         if busy(exc):
             if retried_by is DROP_TRIGGER_RETRIES:  # its next try comes at once: wait first, as task_dropped does
@@ -175,13 +175,14 @@ async def start_from_marker(client: df.DurableOrchestrationClient, container: st
     logger.info("marker in container %s: task %s %s", container, task_id, "started" if started else "already known")
 
 
-def _missing_across_deliveries(refused: TrapbatchError, previous: Any, etag: str,
-                               now: datetime) -> tuple[TrapbatchError, dict[str, str]]:
+def _missing_across_deliveries(refused: TrapbatchError, previous: Any, etag: str, now: datetime,
+                               grace_s: float = MARKER_HOST_GONE_AFTER_S) -> tuple[TrapbatchError, dict[str, str]]:
     """What an Event Grid delivery of marker version ``etag`` answers for ``refused``, a refusal because DNS said
     ``refused.missing_host`` does not exist: ``refused`` itself (the refusal, as before) once the marker's refusal
-    file (``previous``) says a delivery of the same version found the same host missing
-    ``MARKER_HOST_GONE_AFTER_S`` or more before ``now``; else busy (``host_missing_busy``), with the fields that
-    record since when (``missing_host``, ``host_missing_since``) for the refusal file, which the next delivery reads.
+    file (``previous``) says a delivery of the same version found the same host missing ``grace_s`` or more before
+    ``now`` (``MARKER_HOST_GONE_AFTER_S``; only tests shorten it, ``Settings.marker_host_gone_after_s``); else busy
+    (``host_missing_busy``), with the fields that record since when (``missing_host``, ``host_missing_since``) for
+    the refusal file, which the next delivery reads.
 
     Why: a refusal beside a marker stays, and on Azure an existing account's host can say "no such name" for up to
     ~120 s; the drop trigger waits that out in one run (``after_dns_asked_again``), but Event Grid waits 30 s for a
@@ -190,10 +191,10 @@ def _missing_across_deliveries(refused: TrapbatchError, previous: Any, etag: str
     where callers write: a ``host_missing_since`` that is no time, or one after ``now``, starts the count anew."""
     host = str(refused.missing_host or "")
     first = _host_missing_since(previous, etag, host)
-    if first is not None and first <= now and (now - first).total_seconds() >= MARKER_HOST_GONE_AFTER_S:
+    if first is not None and first <= now and (now - first).total_seconds() >= grace_s:
         return refused, {}
     first = first if first is not None and first <= now else now
-    until = first + timedelta(seconds=MARKER_HOST_GONE_AFTER_S)
+    until = first + timedelta(seconds=grace_s)
     said = (f"{refused.message}; Event Grid delivers the marker's event again, and a delivery from "
             f"{until.isoformat()} on that still finds its host name {host} missing refuses the marker (on Azure an "
             "existing account's host can be missing from DNS for a moment)")

@@ -100,6 +100,10 @@ Variables (names shared with infra/main.bicep app settings):
                                    zip of them, built on first request (orchestrations/results_zip.py)
     TRAPBATCH_PREVIEWS_EXPIRE_DAY_S  tests only: the seconds in one of a request's ``previews_expire_days`` (default
                                    86400); lets a test see an expiry happen within seconds
+    TRAPBATCH_MARKER_HOST_GONE_AFTER_S  tests only: how long Event Grid's deliveries of a marker's event must keep
+                                   finding a host missing from DNS before the marker is refused (default 120, the
+                                   platform's blip, ``gpu_batch.storage_refs.HOST_GONE_AFTER_S``; positive); lets a
+                                   test see the final refusal on a devhost with a scaled delivery schedule
     TRAPBATCH_IMAGE_LIST_MAX_BYTES the largest image list (``image_list``) a request may name (default 268435456,
                                    256 MiB: about three million CSV rows); the edge reads it whole to hash and check it
     TRAPBATCH_MERGE_VIEWS          ``auto`` (default), ``on`` or ``off``: whether shard manifests ask the workers for
@@ -209,6 +213,7 @@ from core.task_events import endpoint_problem
 from core.shards import MAX_SHARDS, REUSE_IMAGES_PER_CALL
 from gpu_batch.layout import DEFAULT_STATE_CONTAINER, INCOMING_CONTAINER, STATIC_WEBSITE_CONTAINER
 from gpu_batch.manifest import DEFAULT_DETECTION_THRESHOLD, DEVICES
+from gpu_batch.storage_refs import HOST_GONE_AFTER_S
 
 CALLER_AUTH_MODES = ("none", "easyauth")
 MIN_HISTORY_EVENTS = 200  # a shard group's generation must hold at least a few poll rounds (orchestrations.shards)
@@ -463,6 +468,9 @@ class Settings:
     image_list_max_bytes: int = DEFAULT_IMAGE_LIST_MAX_BYTES
     link_days: float = 7.0
     results_zip_above_bytes: int = 50 * 1024 * 1024  # GET .../results offers one zip of the files above this
+    # tests only (TRAPBATCH_MARKER_HOST_GONE_AFTER_S): api.arrivals counts a missing host across Event Grid's
+    # deliveries for this long before a marker's refusal stays; the platform's 120 s everywhere else
+    marker_host_gone_after_s: float = HOST_GONE_AFTER_S
     knobs: OrchestrationKnobs = OrchestrationKnobs()
     local_concurrency: int = 0
     device: str = "auto"
@@ -612,6 +620,7 @@ class Settings:
             image_list_max_bytes=_int(env, "TRAPBATCH_IMAGE_LIST_MAX_BYTES", DEFAULT_IMAGE_LIST_MAX_BYTES),
             link_days=_link_days(env),
             results_zip_above_bytes=_int(env, "TRAPBATCH_RESULTS_ZIP_ABOVE_BYTES", 50 * 1024 * 1024, minimum=0),
+            marker_host_gone_after_s=_positive(env, "TRAPBATCH_MARKER_HOST_GONE_AFTER_S", HOST_GONE_AFTER_S),
             knobs=knobs,
             local_concurrency=_int(env, "TRAPBATCH_LOCAL_CONCURRENCY", 0, minimum=0),
             worker_tuning=parse_worker_tuning(env.get("TRAPBATCH_WORKER_TUNING", "")),

@@ -511,3 +511,15 @@ def test_max_task_seconds_is_refused_past_batchs_180_day_task_lifetime() -> None
     assert limit == 15552000
     with pytest.raises(ConfigError, match=r"TRAPBATCH_MAX_TASK_SECONDS=15552001 is above the maximum 15552000"):
         Settings.from_env({**BASE, "TRAPBATCH_MAX_TASK_SECONDS": "15552001"})
+
+
+def test_the_marker_host_grace_is_the_platforms_unless_a_test_shortens_it() -> None:
+    """``TRAPBATCH_MARKER_HOST_GONE_AFTER_S`` is for tests (devhost's scaled Event Grid schedule): by default the
+    grace api.arrivals counts across Event Grid's deliveries is the platform's DNS blip, 120 s."""
+    from gpu_batch.storage_refs import HOST_GONE_AFTER_S
+
+    assert Settings.from_env({"AzureWebJobsStorage": "x"}).marker_host_gone_after_s == HOST_GONE_AFTER_S == 120.0
+    env = {"AzureWebJobsStorage": "x", "TRAPBATCH_MARKER_HOST_GONE_AFTER_S": "1.5"}
+    assert Settings.from_env(env).marker_host_gone_after_s == 1.5
+    with pytest.raises(ConfigError, match="TRAPBATCH_MARKER_HOST_GONE_AFTER_S"):
+        Settings.from_env({**env, "TRAPBATCH_MARKER_HOST_GONE_AFTER_S": "0"})
