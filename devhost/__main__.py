@@ -59,6 +59,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="an Event Grid subscription as infra/hooks/postdeploy.sh creates it in Azure: BlobCreated "
                              "events for a blob NAME at the top of any container go to FUNCTION (repeatable; default "
                              f"{' '.join(DEFAULT_EVENT_GRID)} for trapbatch's app, or $TRAPBATCH_DEVHOST_EVENT_GRID)")
+    parser.add_argument("--event-grid-retry-scale", type=float, default=None, metavar="FACTOR",
+                        help="how long Event Grid's retry schedule of a failed delivery takes, as a multiple of the "
+                             "platform's (10 s, 30 s, 1 min, 5 min, 10 min, 30 min, 1 h, 3 h, 6 h, then every 12 h "
+                             "for the event's 24-h time to live; devhost/event_grid.py): e.g. 0.01 runs it a hundred "
+                             "times faster for a test or demo; the 30-s wait for an answer stays (default "
+                             "$TRAPBATCH_DEVHOST_EVENT_GRID_RETRY_SCALE, else 1.0: the platform's)")
     args = parser.parse_args(argv)
     from devhost.http_server import request_body_limit
 
@@ -78,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         env_grid = [s for s in os.environ.get("TRAPBATCH_DEVHOST_EVENT_GRID", "").split(",") if s.strip()]
         grid = args.event_grid or env_grid or (DEFAULT_EVENT_GRID if args.app == "function_app:app" else [])
         subscriptions = [Subscription.parse(s.strip()) for s in grid]
+        args.event_grid_retry_scale = _retry_scale(args.event_grid_retry_scale)
     except (CallersFileError, ValueError) as exc:
         print(f"devhost: {exc}", file=sys.stderr, flush=True)
         return 2
@@ -114,6 +121,21 @@ def _start_and_serve(args: argparse.Namespace, callers: dict[str, CallerIdentity
             azurite.stop()
 
 
+def _retry_scale(given: float | None) -> float:
+    """``--event-grid-retry-scale``, else ``$TRAPBATCH_DEVHOST_EVENT_GRID_RETRY_SCALE``, else 1.0; ValueError when it
+    is no positive number (``event_grid.DeliveryPolicy`` says so)."""
+    from devhost.event_grid import DeliveryPolicy
+
+    if given is None:
+        raw = os.environ.get("TRAPBATCH_DEVHOST_EVENT_GRID_RETRY_SCALE", "").strip() or "1.0"
+        try:
+            given = float(raw)
+        except ValueError:
+            raise ValueError(f"TRAPBATCH_DEVHOST_EVENT_GRID_RETRY_SCALE={raw!r}: expected a positive number (1.0: "
+                             "Event Grid's own schedule)") from None
+    return DeliveryPolicy(scale=given).scale
+
+
 def _terminated(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
@@ -138,7 +160,8 @@ def _serve(args: argparse.Namespace, connection: str, own_azurite: bool, callers
         host = DevHost(app, connection, task_hub=hub, host=args.host, port=args.port,
                        activity_workers=args.activity_workers, blob_poll_s=args.blob_poll_seconds,
                        function_key=keys.function_key, host_config=host_config,
-                       callers=callers, event_grid=subscriptions)
+                       callers=callers, event_grid=subscriptions,
+                       event_grid_retry_scale=args.event_grid_retry_scale)
     except (WorkerIndexingError, WorkerUnavailableError, HostMetadataError, HostJsonError) as exc:
         # Azure would refuse to load this app (one function the worker refuses fails the whole app), or leave out
         # functions the host refuses: devhost serves none of it.

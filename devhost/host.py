@@ -28,7 +28,7 @@ from azure.storage.blob import BlobServiceClient
 from devhost.scratch_disk import FLEX_TEMPORARY_STORAGE_BYTES, ScratchDisk
 from devhost import diagnostics
 from devhost.blob_trigger import BlobPoller
-from devhost.event_grid import EventGridPoller, Subscription
+from devhost.event_grid import DeliveryPolicy, EventGridPoller, Subscription
 from devhost.engine import Engine
 from devhost.functions import index_app
 from devhost.hostjson import HostConfig, check_task_hub_name
@@ -120,14 +120,16 @@ class DevHost:
                  port: int = 7071, activity_workers: int | None = None, blob_poll_s: float = 2.0, poll_s: float = 0.1,
                  function_key: str | None = None, host_config: HostConfig | None = None,
                  callers: Mapping[str, CallerIdentity] | None = None,
-                 event_grid: list[Subscription] | None = None,
+                 event_grid: list[Subscription] | None = None, event_grid_retry_scale: float = 1.0,
                  scratch_cap: int | None = FLEX_TEMPORARY_STORAGE_BYTES,
                  http_response_limit_s: float = HTTP_RESPONSE_LIMIT_S, request_body_limit: int | None = None) -> None:
         """``function_key``: the key /api/ routes of auth level FUNCTION require (default: TRAPBATCH_DEVHOST_FUNCTION_KEY,
         else a new random one; see ``keys``). ``host_config``: default ./host.json's settings (or the defaults).
         ``activity_workers``: activities at once; default host.json's ``maxConcurrentActivityFunctions``.
         ``callers``: further function keys, each with the identity devhost sets as Easy Auth would (``keys``).
-        ``event_grid``: the Event Grid subscriptions Azure would have (``event_grid.Subscription``).
+        ``event_grid``: the Event Grid subscriptions Azure would have (``event_grid.Subscription``), whose events are
+        retried on Event Grid's schedule ``event_grid_retry_scale`` times as long (``event_grid.DeliveryPolicy``;
+        1.0: the platform's, a smaller one for tests and demos).
         ``scratch_cap``: the bytes the process's temporary files may hold together while devhost serves
         (``scratch_disk``: a write past it fails with ENOSPC, as past a Flex Consumption instance's 0.8 GB; None: no
         cap, measured only). ``http_response_limit_s``: an HTTP trigger that has not answered by then gets its caller
@@ -158,6 +160,7 @@ class DevHost:
         self._runners: list[web.AppRunner] = []
         self._poller: BlobPoller | None = None
         self.event_grid = list(event_grid or [])
+        self.event_grid_policy = DeliveryPolicy(scale=event_grid_retry_scale)  # a bad scale fails here, before start
         self._events: EventGridPoller | None = None
         self.rpc_port = 0
 
@@ -231,7 +234,7 @@ class DevHost:
                                   self.front.binding, self.connection_string, self.config)
         self._poller.start()
         self._events = EventGridPoller(self.index, self.store, self.blobs, self.event_grid, self.blob_poll_s,
-                                       self._loop, self.front.binding, self.config)
+                                       self._loop, self.front.binding, self.config, self.event_grid_policy)
         self._events.start()
         logger.info("devhost serving %d functions on %s (task hub %s)", len(self.index.http) +
                     len(self.index.activities) + len(self.index.orchestrators) + len(self.index.blob_triggers),

@@ -7,6 +7,8 @@ orchestration, as the real Durable extension does with its Azure Storage backend
     table <hub>Messages     PK instance id,  RK time-ordered id  one history event to deliver (Due for timers)
     table <hub>Activities   PK instance id,  RK execution+task   one activity (or retry) to run
     table <hub>Receipts     PK function,     RK blob-name hash   blob versions a blob trigger already fired for
+                            PK "delivery:" + function, RK hash of blob name and ETag: an Event Grid event not yet
+                            delivered, with its tries and next try time (devhost.event_grid.Deliveries)
     container <hub>-state   history/<instance>.json             the orchestration history and host bookkeeping
 
 Large payloads go to blobs in the same container and the table entity keeps a reference, as the Durable extension's
@@ -266,3 +268,29 @@ class Store:
         self.receipts.upsert_entity({"PartitionKey": _key(function),
                                      "RowKey": hashlib.sha256(blob_name.encode()).hexdigest(),
                                      "BlobName": blob_name, "Etag": etag})
+
+    # ---------------------------------------------------------------- Event Grid deliveries
+    def save_delivery(self, function: str, blob_name: str, etag: str, fields: dict[str, Any]) -> None:
+        """Keep an Event Grid event that is not delivered yet (``devhost.event_grid.Deliveries``), beside the
+        receipts: a restart resumes its schedule from here."""
+        self.receipts.upsert_entity({"PartitionKey": _delivery_partition(function),
+                                     "RowKey": _delivery_row(blob_name, etag), "BlobName": blob_name, "Etag": etag,
+                                     **fields}, mode=UpdateMode.REPLACE)
+
+    def delete_delivery(self, function: str, blob_name: str, etag: str) -> None:
+        try:
+            self.receipts.delete_entity(_delivery_partition(function), _delivery_row(blob_name, etag))
+        except ResourceNotFoundError:
+            pass
+
+    def deliveries(self, function: str) -> list[dict[str, Any]]:
+        return [dict(e) for e in self.receipts.query_entities("PartitionKey eq @pk",
+                                                              parameters={"pk": _delivery_partition(function)})]
+
+
+def _delivery_partition(function: str) -> str:
+    return _key("delivery:" + function)
+
+
+def _delivery_row(blob_name: str, etag: str) -> str:
+    return hashlib.sha256(f"{blob_name}\n{etag}".encode()).hexdigest()

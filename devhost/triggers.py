@@ -1,10 +1,11 @@
-"""What devhost's blob and Event Grid pollers share: invoke a trigger function as the host does, and try it again.
+"""Invoke a trigger function as the host does (devhost's blob and Event Grid pollers), and try a blob trigger again.
 
 Invocation: an ``async def`` function runs on the host's event loop (where the Durable SDK's session lives), any other
 in a thread; either way an invocation running past host.json ``functionTimeout`` fails with the WebJobs SDK's
-``FunctionTimeout`` (devhost.timeouts). Retries: a failing invocation is tried again at once, up to
-``extensions.blobs.poisonBlobThreshold`` tries in all; what happens after the last failure (a poison message, a
-dropped event) is the caller's, as is the receipt that keeps the blob version from firing again.
+``FunctionTimeout`` (devhost.timeouts). Retries of a blob trigger (``try_at_once``): a failing invocation is tried
+again at once, up to ``extensions.blobs.poisonBlobThreshold`` tries in all; the poison message after the last failure
+is the caller's, as is the receipt that keeps the blob version from firing again. Event Grid deliveries are retried
+on Event Grid's own schedule instead (``devhost.event_grid.Deliveries``).
 """
 from __future__ import annotations
 

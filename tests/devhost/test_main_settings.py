@@ -38,8 +38,9 @@ def _azurite_pids_under(location: Path) -> list[int]:
     return pids
 
 
-@pytest.mark.parametrize("bad", [["--callers", "{missing}"], ["--event-grid", "no-equals-sign"]],
-                         ids=["callers-file", "event-grid"])
+@pytest.mark.parametrize("bad", [["--callers", "{missing}"], ["--event-grid", "no-equals-sign"],
+                                 ["--event-grid-retry-scale", "0"]],
+                         ids=["callers-file", "event-grid", "event-grid-retry-scale"])
 def test_a_bad_argument_with_azurite_leaves_no_azurite_running(bad: list[str], tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch,
                                                               capsys: pytest.CaptureFixture[str]) -> None:

@@ -3,6 +3,9 @@ through the Event Grid trigger (devhost delivers BlobCreated events as the subsc
 from __future__ import annotations
 
 import json
+import logging
+import socket
+from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
@@ -10,6 +13,7 @@ import pytest
 from adapters.blobs import BlobStore
 from devhost.event_grid import Subscription
 from gpu_batch import layout
+from gpu_batch.tests.test_storage_refs import resolver  # noqa: F401 - the fixture: getaddrinfo for *.invalid
 from tests.integration.conftest import upload_images
 from tests.waiting import wait_until
 
@@ -80,3 +84,50 @@ def test_a_marker_with_an_image_list_is_started_by_the_drop_trigger_and_answered
     assert sorted(im["file"] for im in doc["images"]) == sorted(names[:2])
     assert store.read_json_or_none(layout.INCOMING_CONTAINER,
                                    layout.drop_receipt_blob(layout.marker_handoff_blob(unique_name))) is None
+
+
+def test_a_marker_whose_images_host_stays_missing_ends_with_the_final_refusal_on_event_grids_schedule(
+        app_env: dict[str, str], store: BlobStore, unique_name: str, resolver: Any, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A marker whose images' account DNS says does not exist is answered busy (``host_missing_since``) and its
+    delivery fails, so Event Grid delivers it again on its schedule (10 s, 30 s, 1 min, ... after each failure:
+    articles/event-grid/delivery-and-retry.md); a delivery ``MARKER_HOST_GONE_AFTER_S`` after the first that still
+    finds the host missing writes the final refusal (api.arrivals). Here the schedule runs 50 times faster
+    (``event_grid_retry_scale``) and the app's grace is 1.5 s (TRAPBATCH_MARKER_HOST_GONE_AFTER_S): tries at 0, 0.2,
+    0.8 and 2.0 s after each failure, so the fourth refuses (the third on a slow machine). Before, devhost tried five
+    times at once and dropped the event, leaving the busy refusal beside the marker for ever."""
+    from devhost.host import DevHost
+    import function_app
+    from gpu_batch.tests.test_storage_refs import NO_SUCH_ACCOUNT
+
+    from azure.storage.blob._shared.base_client import TransportWrapper
+
+    resolver(socket.EAI_NONAME, "Name or service not known")
+    # the storage SDK's retries of a container client wait in its TransportWrapper, which the fixture leaves as it is:
+    # 15 + 18 + 24 s, past Event Grid's 30-s wait for an answer
+    monkeypatch.setattr(TransportWrapper, "sleep", lambda self, duration: None)
+    secrets = tmp_path / "secrets.json"
+    secrets.write_text(json.dumps({"images-sas": "sv=2024-01-01&sig=abc"}))
+    for name, value in (("TRAPBATCH_LOCAL_SECRETS_FILE", str(secrets)), ("TRAPBATCH_SOURCE_ACCOUNTS", NO_SUCH_ACCOUNT),
+                        ("TRAPBATCH_MARKER_HOST_GONE_AFTER_S", "1.5")):
+        monkeypatch.setenv(name, value)
+    scale = 0.02
+    h = DevHost(function_app.app, app_env["AzureWebJobsStorage"], task_hub="m" + unique_name[:12], port=0,
+                blob_poll_s=0.5, function_key=FUNCTION_KEY, event_grid_retry_scale=scale,
+                event_grid=[Subscription.parse("container_ready=" + layout.READY_SUBJECT_ENDS_WITH)])
+    store.ensure_container(unique_name)
+    with caplog.at_level(logging.INFO, logger="devhost.eventgrid"), h:
+        store.write_bytes(unique_name, layout.READY_MARKER, json.dumps(
+            {"source_account_url": NO_SUCH_ACCOUNT, "credential_secret": "images-sas"}).encode())
+        refusal = wait_until(lambda: (r := store.read_json_or_none(unique_name, layout.ready_error_blob()))
+                             and "busy_tries" not in r and r, 60, "the final refusal")
+        wait_until(lambda: not h.store.deliveries("container_ready"), 60, "the refusing try's answer (202)")
+        fired = f"event grid trigger container_ready fired for /blobServices/default/containers/{unique_name}/"
+        tries = [r.created for r in caplog.records if r.getMessage().startswith(fired)]  # (earlier tests' markers too)
+    assert "host name nosuchaccount.invalid does not resolve" in refusal["error"], refusal
+    assert "retrying does not help" in refusal["hint"], refusal
+    assert not {"host_missing_since", "missing_host"} & set(refusal), refusal
+    assert store.read_json_or_none(unique_name, layout.ready_receipt_blob()) is None
+    assert len(tries) >= 2, caplog.text  # the first answered busy and failed; a later one refused (answered 202)
+    gaps = [b - a for a, b in zip(tries, tries[1:])]
+    assert all(gap >= step * scale for gap, step in zip(gaps, (10, 30, 60))), gaps  # never sooner than scheduled
