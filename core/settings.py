@@ -213,9 +213,10 @@ from core.task_events import endpoint_problem
 from core.shards import MAX_SHARDS, REUSE_IMAGES_PER_CALL
 from gpu_batch.layout import DEFAULT_STATE_CONTAINER, INCOMING_CONTAINER, STATIC_WEBSITE_CONTAINER
 from gpu_batch.manifest import DEFAULT_DETECTION_THRESHOLD, DEVICES
-from gpu_batch.storage_refs import HOST_GONE_AFTER_S
 
 CALLER_AUTH_MODES = ("none", "easyauth")
+# gpu_batch.storage_refs.HOST_GONE_AFTER_S, which core may not import (tests/unit/test_layering); test_settings pins it
+HOST_GONE_AFTER_S = 120.0
 MIN_HISTORY_EVENTS = 200  # a shard group's generation must hold at least a few poll rounds (orchestrations.shards)
 # TRAPBATCH_BUSY_RETRY_ATTEMPTS: 8 calls wait ~18 minutes of throttling out (orchestrations.retries); 20 about 83
 DEFAULT_BUSY_RETRY_ATTEMPTS = 8
