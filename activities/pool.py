@@ -74,8 +74,8 @@ def retryable_reasons(store: BlobStore, settings: Settings, task_id: str, sid: s
     """The attempt's retryable failures by ``failure_reason`` (``gpu_batch.manifest``), from its results; empty when
     they cannot be read. Why: a worker that exits 0 with images failed as retryable (every read refused with a 403,
     throttled, timed out) leaves them missing, and a shard given up so said only "exited 0 without results for N
-    image(s)": not that storage refused, nor what to do. Read only for an attempt that exited 0 and left retryable
-    failures (the coverage says so): one read of its results, which a resubmission follows anyway."""
+    image(s)": not that storage refused, nor what to do. Read only for the shard's last attempt
+    (``_completed_row``), that exited 0 and left retryable failures (the coverage says so): one read of its results."""
     try:
         doc = jsonio.loads(store.read_bytes(settings.container, layout.attempt_results_blob(task_id, sid, attempt)))
     except (AzureError, ValueError, UnicodeDecodeError):
@@ -101,7 +101,13 @@ def _completed_row(info: TaskInfo, settings: Settings, store: BlobStore, task_id
     failed_exit = info.exit_code not in (None, 0) and info.failure_code != exit_codes.TASK_ENDED
     if exit_codes.unfixable_reason(info.exit_code, info.failure_code) or (failed_exit and coverage["missing"]):
         row["worker_message"] = worker_message(store, info)[:1000]
-    if info.exit_code == 0 and info.failure_code != exit_codes.TASK_ENDED and coverage.get("retryable"):
+    # the reasons say why a shard was given up, which only its last attempt can be: an earlier one is resubmitted
+    # from the coverage summaries, and reading its whole results (megabytes for 10,000 images) in each poll for
+    # every attempt with one throttled read would undo what the summaries save. The app's TRAPBATCH_MAX_ATTEMPTS;
+    # the orchestrator's own snapshot differs only if the setting changed while the task ran (then the reason is
+    # worded without them, or read once too often)
+    last = attempt >= settings.knobs.max_attempts
+    if last and info.exit_code == 0 and info.failure_code != exit_codes.TASK_ENDED and coverage.get("retryable"):
         reasons = retryable_reasons(store, settings, task_id, sid, attempt)
         if reasons:
             row["retryable_reasons"] = reasons

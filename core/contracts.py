@@ -241,9 +241,9 @@ class CompletedShard(TypedDict):
     # the pool task's wall time (end - start; core.cost.attempt_seconds), when known: of its last run only, when Batch
     # ran it again after a Spot preemption (startTime is the latest start), so node time is a lower bound
     seconds: NotRequired[float]
-    # the attempt's retryable failures by failure_reason (auth, throttled, ...), when its worker exited 0 and left
-    # some (activities.pool.retryable_reasons): a shard given up so says why its images have no result; absent in
-    # outputs of before
+    # the attempt's retryable failures by failure_reason (auth, throttled, ...), when it was the shard's last
+    # (TRAPBATCH_MAX_ATTEMPTS) and its worker exited 0 and left some (activities.pool.retryable_reasons): a shard
+    # given up so says why its images have no result; absent in outputs of before
     retryable_reasons: NotRequired[dict[str, int]]
 
 

@@ -247,3 +247,37 @@ def test_a_round_about_no_task_reads_the_cancel_marker_and_asks_the_pool_nothing
     out = run_poll(TASK, TASK, [], settings, store, pool)
     assert out["cancelled"] is marker and out["completed"] == [] and out["cursor"] == ""
     assert pool.calls == []
+
+
+@pytest.mark.parametrize("max_attempts, read", [(3, False), (1, True)])
+def test_an_attempt_that_exited_0_with_retryable_failures_reads_its_results_only_when_it_is_the_shards_last(
+        storage_connection: str, unique_name: str, max_attempts: int, read: bool) -> None:
+    """The reasons of an attempt's retryable failures (``retryable_reasons``) only say why a shard was given up, which
+    happens after its last attempt (``TRAPBATCH_MAX_ATTEMPTS``); an earlier one is resubmitted from its coverage
+    summary. Reading them cost a read and parse of the attempt's whole results file (~10,000 entries, megabytes) in
+    the poll activity for every attempt that exited 0 with one throttled read: at 10M images on a busy account,
+    every one of 1,000 shards' first attempts, where the coverage summaries had kept the poll at a few small reads."""
+    from gpu_batch.formats.entries import failure_entry
+    from gpu_batch.manifest import REASON_THROTTLED, coverage_summary
+
+    settings = Settings.from_env({"AzureWebJobsStorage": storage_connection, "TRAPBATCH_CONTAINER": unique_name,
+                                  "TRAPBATCH_MAX_ATTEMPTS": str(max_attempts)})
+    store = ReadSpy(service_client(storage_connection))
+    store.ensure_container(settings.container)
+    sid = "s00000"
+    manifest, results = layout.manifest_blob(TASK, sid, 1), layout.attempt_results_blob(TASK, sid, 1)
+    store.write_json(settings.container, manifest, {"images": ["a.jpg", "b.jpg"]})
+    entries = {"a.jpg": {"file": "a.jpg", "detections": []},
+               "b.jpg": failure_entry("b.jpg", "image access failure", REASON_THROTTLED)}
+    store.write_json(settings.container, results, {"images": list(entries.values())})
+    etags = store.list_etags(settings.container, layout.shard_prefix(TASK, sid))
+    store.write_json(settings.container, layout.attempt_coverage_blob(TASK, sid, 1),
+                     coverage_summary(entries, ["a.jpg", "b.jpg"], etags[results], etags[manifest]))
+    store.reads.clear()
+
+    out = run_poll(TASK, TASK, ["s00000-a1"], settings, store, ScriptedPool({"s00000-a1": TaskState.completed}, []))
+
+    [row] = out["completed"]
+    assert (row["covered"], row["missing"]) == (1, 1)  # from the coverage summary
+    assert (results in store.reads) is read, store.reads
+    assert row.get("retryable_reasons") == ({REASON_THROTTLED: 1} if read else None)
