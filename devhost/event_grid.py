@@ -83,6 +83,7 @@ DELIVERED = frozenset(range(200, 205))  # "only the following HTTP response code
 NOT_RETRIED = frozenset({400, 401, 403, 413})  # "errors for which Event Grid doesn't retry delivery": Webhook
 RETRY_AT_LEAST_S = {408: 120.0, 503: 30.0}  # "Retry after 2 minutes or more", "Retry after 30 seconds or more"
 FUNCTION_RETURNED, FUNCTION_FAILED = 202, 500  # the Event Grid extension's answers (ProcessEventsAsync)
+STOP_WAIT_S = 10.0  # what a stop gives the poller and the running tries together (the blob poller gets as long)
 
 
 @dataclass(frozen=True)
@@ -171,7 +172,10 @@ class Deliveries:
     not answered after ``policy.response_wait_s`` is counted failed and the next try starts on time while it still
     runs. ``step`` does the bookkeeping on the caller's thread (the poller's) and says
     how long until it has more to do; ``wake`` is set when an answer arrives. Every change of a pending event is
-    written to ``store`` before the try it schedules starts, so a restart (``load``) resumes the schedule."""
+    written to ``store`` before the try it schedules starts, so a restart (``load``) resumes the schedule. At a stop,
+    ``close`` starts no further try and ``drain`` lets the running ones answer and counts them, as a host that shuts
+    down lets its running functions finish: a try cut off would leave its thread blocked on a stopped loop and its
+    delivery pending, to be made again by the next start."""
 
     def __init__(self, store: DeliveryStore, deliver: Callable[[str, dict[str, Any]], int],
                  policy: DeliveryPolicy | None = None, clock: Callable[[], float] = time.time,
@@ -181,6 +185,9 @@ class Deliveries:
         self.wake = threading.Event()
         self.pending: dict[tuple[str, str, str], PendingEvent] = {}
         self._answers: queue.SimpleQueue[tuple[tuple[str, str, str], int, int, float, str]] = queue.SimpleQueue()
+        self._idle = threading.Condition()  # notified when a try ends (``drain``)
+        self._running = 0  # tries started and not yet answered, late ones included
+        self._closed = False  # devhost is stopping: no try starts any more
 
     def load(self, functions: list[str]) -> None:
         """Take up the pending events a previous devhost left (their tries and next try time as it wrote them)."""
@@ -204,19 +211,14 @@ class Deliveries:
     def step(self) -> float | None:
         """Count the answers that came, the tries that timed out, start the tries that are due; returns the seconds
         until the next of these can happen without an answer (None: nothing pending)."""
-        while True:
-            try:
-                key, attempt, status, at, why = self._answers.get_nowait()
-            except queue.Empty:
-                break
-            self._answered(key, attempt, status, at, why)
+        self._count_answers()
         now = self.clock()
         for event in list(self.pending.values()):
             if event.started_at is not None and now >= event.started_at + self.policy.response_wait_s:
                 self._failed(event, None, event.started_at + self.policy.response_wait_s,
                              f"no answer within {self.policy.response_wait_s:g} s (the try still runs)")
         for event in list(self.pending.values()):
-            if event.started_at is None and now >= event.next_try_at:
+            if event.started_at is None and now >= event.next_try_at and not self._closed:
                 if self.policy.expired(event.published_at, now):
                     self._drop(event, f"its time to live ({self.policy.ttl_s * self.policy.scale:g} s) has passed "
                                       f"after {event.tries} tries")
@@ -225,6 +227,31 @@ class Deliveries:
         times = [e.started_at + self.policy.response_wait_s if e.started_at is not None else e.next_try_at
                  for e in self.pending.values()]
         return max(0.0, min(times) - self.clock()) if times else None
+
+    def close(self) -> None:
+        """Start no try from now on (devhost is stopping); what is pending stays in ``store`` for the next start."""
+        with self._idle:
+            self._closed = True
+
+    def drain(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for the running tries to end, then count their answers (a delivered event is
+        forgotten, a failed one rescheduled in ``store``); False when some still run. Call after ``close``, where no
+        ``step`` runs at the same time."""
+        deadline = time.monotonic() + timeout_s
+        with self._idle:
+            while self._running and (left := deadline - time.monotonic()) > 0:
+                self._idle.wait(left)
+            running = self._running
+        self._count_answers()
+        return running == 0
+
+    def _count_answers(self) -> None:
+        while True:
+            try:
+                key, attempt, status, at, why = self._answers.get_nowait()
+            except queue.Empty:
+                return
+            self._answered(key, attempt, status, at, why)
 
     def _start(self, event: PendingEvent, now: float) -> None:
         # Written before the try (and before it counts here, so a failed write makes no phantom try): a devhost
@@ -239,13 +266,27 @@ class Deliveries:
 
         def run() -> None:
             try:
-                status, why = self.deliver(event.function, payload), ""
-            except BaseException as exc:  # the endpoint's failure, whatever it is, is a failed try
-                status, why = FUNCTION_FAILED, f"{type(exc).__name__}: {exc}"
-            self._answers.put((key, attempt, status, self.clock(), why))
-            self.wake.set()
+                try:
+                    status, why = self.deliver(event.function, payload), ""
+                except BaseException as exc:  # the endpoint's failure, whatever it is, is a failed try
+                    status, why = FUNCTION_FAILED, f"{type(exc).__name__}: {exc}"
+                self._answers.put((key, attempt, status, self.clock(), why))
+                self.wake.set()
+            finally:
+                self._ended()
 
-        self.spawn(run)
+        with self._idle:
+            self._running += 1
+        try:
+            self.spawn(run)
+        except BaseException:
+            self._ended()
+            raise
+
+    def _ended(self) -> None:
+        with self._idle:
+            self._running -= 1
+            self._idle.notify_all()
 
     def _answered(self, key: tuple[str, str, str], attempt: int, status: int, at: float, why: str) -> None:
         event = self.pending.get(key)
@@ -345,10 +386,23 @@ class EventGridPoller:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop scanning and starting tries, and give the tries still running the rest of 10 s to answer (counted,
+        so a delivered event is not made again by the next start); the host stops the loop they run on next."""
+        deadline = time.monotonic() + STOP_WAIT_S
         self._stop.set()
+        self.deliveries.close()
         self.deliveries.wake.set()
-        if self._thread:
-            self._thread.join(timeout=10)
+        if not self._thread:
+            return
+        self._thread.join(timeout=STOP_WAIT_S)
+        if self._thread.is_alive():  # stuck in a scan (Azurite slow): its step may still run, so count nothing here
+            return
+        try:
+            if not self.deliveries.drain(max(0.0, deadline - time.monotonic())):
+                logger.warning("event grid: a delivery still runs at the stop; it stays pending in Azurite and is "
+                               "made again after the next start (at least once, as Event Grid)")
+        except Exception:  # Azurite unreachable at the stop: the deliveries stay pending, made again after a start
+            logger.exception("event grid: counting the last answers failed")
 
     def _run(self) -> None:
         next_scan = 0.0

@@ -230,3 +230,33 @@ def test_the_retry_scale_comes_from_the_flag_else_the_environment_else_is_the_pl
         monkeypatch.setenv("TRAPBATCH_DEVHOST_EVENT_GRID_RETRY_SCALE", bad)
         with pytest.raises(ValueError, match="positive number"):
             _retry_scale(None)
+
+
+def test_a_delivery_running_when_devhost_stops_finishes_is_counted_and_leaves_no_thread(
+        storage_connection: str, unique_name: str) -> None:
+    """``DevHost.stop`` lets a try that is running finish (within the 10 s it gives its pollers) before it stops the
+    loop the function runs on, counts its answer, and starts no try after it: a host draining at shutdown. Before,
+    each try ran on a thread of its own that stop neither waited for nor counted: the function was cut off mid-run
+    when the loop stopped, its thread stayed blocked until host.json's ``functionTimeout`` (30 min), and the delivery
+    stayed pending in Azurite, so the next start delivered the event again."""
+    from azure.storage.blob import BlobServiceClient
+
+    from devhost.event_grid import Subscription
+    from devhost.host import DevHost
+    from devhost.store import Store
+    from tests.devhost import event_grid_app
+
+    event_grid_app.STARTED.clear()
+    event_grid_app.FINISHED.clear()
+    blobs = BlobServiceClient.from_connection_string(storage_connection)
+    blobs.create_container(unique_name).upload_blob("ready.json", b"{}")
+    h = DevHost(event_grid_app.app, storage_connection, task_hub=unique_name, port=0, blob_poll_s=0.2,
+                event_grid=[Subscription.parse("slow_ready=/blobs/ready.json")]).start()
+    try:
+        assert event_grid_app.STARTED.wait(60), "the event was never delivered"
+    finally:
+        h.stop()
+    assert event_grid_app.FINISHED.is_set()  # not cut off by the stop
+    assert not [t for t in threading.enumerate() if t.name == "devhost-eventgrid-delivery" and t.is_alive()]
+    assert Store(storage_connection, unique_name).deliveries("slow_ready") == []  # its 202 counted: not delivered again
+    blobs.delete_container(unique_name)
