@@ -388,23 +388,57 @@ NO_SUCH_NAME = [(socket.EAI_NONAME, "Name or service not known"),
 RESOLVER_DOWN = (socket.EAI_AGAIN, "Temporary failure in name resolution")
 
 
-@pytest.fixture
-def resolver(monkeypatch: pytest.MonkeyPatch) -> Any:
-    """``resolver(errno, text)``: getaddrinfo raises that ``socket.gaierror`` for ``*.invalid`` hosts (whatever this
-    machine's resolver would say: -2 here, -3 where it cannot be reached), so the SDK's own client, transport and
-    urllib3 build the chain as in production; other hosts resolve as usual. The SDKs' retries do not wait."""
-    from azure.core.pipeline.transport import RequestsTransport
+class Resolver:
+    """The ``resolver`` fixture: ``resolver(errno, text)`` makes getaddrinfo raise that ``socket.gaierror`` for
+    ``*.invalid`` hosts; ``slept`` records the back-offs the SDKs' retry policies asked their transports to sleep
+    (seconds), which are not slept."""
 
-    real = socket.getaddrinfo
-    monkeypatch.setattr(RequestsTransport, "sleep", lambda self, duration: None)
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self._monkeypatch = monkeypatch
+        self.slept: list[float] = []
 
-    def says(errno: int, text: str) -> None:
+    def __call__(self, errno: int, text: str) -> None:
+        real = socket.getaddrinfo
+
         def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
             if isinstance(host, str) and host.endswith(".invalid"):
                 raise socket.gaierror(errno, text)
             return real(host, *args, **kwargs)
-        monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    return says
+        self._monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+@pytest.fixture
+def resolver(monkeypatch: pytest.MonkeyPatch) -> Resolver:
+    """``resolver(errno, text)``: getaddrinfo raises that ``socket.gaierror`` for ``*.invalid`` hosts (whatever this
+    machine's resolver would say: -2 here, -3 where it cannot be reached), so the SDK's own client, transport and
+    urllib3 build the chain as in production; other hosts resolve as usual. The SDKs' retries do not wait: their
+    back-offs are recorded in ``resolver.slept`` instead.
+
+    Why ``HttpTransport.sleep``, the base class's: every sync retry policy sleeps through the request's transport
+    (azure-core ``RetryPolicy._sleep_backoff`` and the storage SDK's ``StorageRetryPolicy.sleep``:
+    ``transport.sleep(backoff)``), and a container or blob client made from a service client sends through the
+    storage SDK's ``TransportWrapper`` (``azure/storage/blob/_shared/base_client.py``), an ``HttpTransport`` that is
+    no ``RequestsTransport`` and inherits ``HttpTransport.sleep``: ``time.sleep``. Patching ``RequestsTransport.sleep``
+    alone left those waits real (18 + 24 + 42 s, ``test_the_resolver_fixture_quietens_every_sdk_retry_wait``)."""
+    quiet = Resolver(monkeypatch)
+    monkeypatch.setattr(HttpTransport, "sleep", lambda self, duration: quiet.slept.append(duration))
+    return quiet
+
+
+def test_the_resolver_fixture_quietens_every_sdk_retry_wait(resolver: Resolver) -> None:
+    """A container client made from a service client retries through ``TransportWrapper``: its back-off is recorded,
+    not slept (a short policy here, so that a fixture that missed it costs this test 2 s, not 84)."""
+    import time
+
+    from azure.storage.blob import BlobServiceClient, ExponentialRetry
+
+    resolver(*NO_SUCH_NAME[0])
+    policy = ExponentialRetry(initial_backoff=1, increment_base=1, retry_total=1, random_jitter_range=0)
+    client = BlobServiceClient(NO_SUCH_ACCOUNT, credential="sv=2024-01-01&sig=abc", retry_policy=policy)
+    started = time.monotonic()
+    with pytest.raises(Exception):
+        next(iter(client.get_container_client("images").list_blob_names()))
+    assert resolver.slept == [2.0] and time.monotonic() - started < 1.5, resolver.slept
 
 
 @contextlib.contextmanager

@@ -260,12 +260,7 @@ def test_the_apps_own_storage_whose_host_does_not_exist_is_a_setting_to_fix_not_
     from api.edge import http_edge
     from core.errors import StorageHostUnresolvable, StorageUnavailable
 
-    from azure.core.pipeline.transport import HttpTransport
-
-    resolver(errno, text)
-    # the storage SDK's retries sleep through the sub-client's TransportWrapper (an HttpTransport), not the
-    # RequestsTransport the resolver fixture quietens
-    monkeypatch.setattr(HttpTransport, "sleep", lambda self, duration: None)
+    resolver(errno, text)  # the storage SDK's retries (through the sub-client's TransportWrapper) do not sleep
     store = clients.store(Settings.from_env({"AzureWebJobsStorage": OWN_ACCOUNT}))
 
     @http_edge
