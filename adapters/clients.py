@@ -20,8 +20,8 @@ from core.errors import SourceBusy, SourceNotAllowed, SourceUnavailable
 from core.requests import normalize_account_url
 from core.settings import Settings
 from gpu_batch.pool import GpuPool
-from gpu_batch.storage_refs import (SecretStoreUnavailable, SourceAccessError, SourceRef, secret_reader_from_env,
-                                    source_service)
+from gpu_batch.storage_refs import (SecretStoreUnavailable, SourceAccessError, SourceRef, missing_host_not_retried,
+                                    secret_reader_from_env, source_service)
 
 # A secret store that did not answer is passing: try again, nothing to grant or create.
 SECRET_STORE_BUSY = ("retry in a minute; the secret store (TRAPBATCH_KEY_VAULT_URL) did not answer. If it persists, "
@@ -36,10 +36,16 @@ def store(s: Settings | None = None) -> BlobStore:
     return blob_store((s or settings()).storage_connection)
 
 
-def source_store(s: Settings, account_url: str = "", credential_secret: str = "") -> BlobStore:
+def source_store(s: Settings, account_url: str = "", credential_secret: str = "", *,
+                 deadline: bool = False) -> BlobStore:
     """Where a task's images are read from: trapbatch's own account, or the one the request named.
 
     Not cached: the secret is read at each use, so a rotated SAS takes effect at the next activity.
+
+    ``deadline``: the caller must answer within a deadline (the edges' check of a request, ``api.starters.
+    _check_source``: an HTTP caller, Event Grid's 30-s delivery of a marker): another account's host that DNS says
+    does not exist then fails at the first try, not after the storage SDK's ~84 s of back-offs
+    (``storage_refs.missing_host_not_retried``). Activities keep the SDK's default: they ask DNS again themselves.
 
     A secret store that did not answer (``SecretStoreUnavailable``: no connection, a timeout, 408, 429 or 5xx, or
     the managed identity's token endpoint did not answer) is ``SourceBusy``: 503 with Retry-After at the edge, and a
@@ -64,7 +70,8 @@ def source_store(s: Settings, account_url: str = "", credential_secret: str = ""
     try:
         return BlobStore(source_service(ref, lambda: store(s).service,
                                         secret_reader_from_env(s.secret_store_env(), credential=credential),
-                                        credential=credential))
+                                        credential=credential,
+                                        retry_policy=missing_host_not_retried() if deadline else None))
     except SecretStoreUnavailable as exc:
         raise SourceBusy(str(exc), SECRET_STORE_BUSY) from None
     except SourceAccessError as exc:

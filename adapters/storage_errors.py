@@ -309,5 +309,9 @@ def host_missing_busy(exc: TrapbatchError, said: str) -> TrapbatchError:
 # schedule on a best effort basis: 10 seconds, 30 seconds, 1 minute, 5 minutes, ..." and expires an event after 24 h
 # (default event time-to-live 1440 minutes, 30 attempts) (MicrosoftDocs/azure-docs
 # articles/event-grid/delivery-and-retry.md, "Retry schedule and duration"). So a host that stays missing is refused
-# at about the fifth delivery (~7 minutes after the first), and one back by then starts the task.
+# at about the fifth delivery (tries at 0, 10, 40, 100 and 400 s: ~7 minutes after the first), and one back by then
+# starts the task. That holds because each delivery answers at once: the check's storage client does not retry a host
+# DNS says does not exist (``storage_refs.missing_host_not_retried``); with the storage SDK's ~84 s of back-offs each
+# delivery timed out, the next one overlapped it, and a refusal written after Event Grid stopped waiting was
+# overwritten by the busy answer of the delivery that followed.
 MARKER_HOST_GONE_AFTER_S = HOST_GONE_AFTER_S

@@ -241,7 +241,8 @@ def _check_source(request: TaskRequest, settings: Settings) -> TaskRequest:
         if why and same_storage_account(request.source_account_url, own):
             raise RequestInvalid(f"container {request.container!r} holds {why}, not images",
                                  "name the container your camera-trap images are in")
-    source = clients.source_store(settings, request.source_account_url, request.credential_secret)
+    # deadline: a missing host is said at the first try, within Event Grid's 30 s (clients.source_store)
+    source = clients.source_store(settings, request.source_account_url, request.credential_secret, deadline=True)
     account = SOURCE_ACCOUNT if request.source_account_url else OWN_ACCOUNT  # whose URL a missing host's hint names
     try:
         readable = (source.container_exists(request.container) if not request.source_account_url

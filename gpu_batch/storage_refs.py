@@ -14,6 +14,7 @@ Shared by the Functions app and the GPU worker (like ``manifest.py``); must not 
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -131,6 +132,43 @@ def host_resolves(host: str, port: int = 443) -> bool | None:
     except (OSError, UnicodeError):  # UnicodeError: a name the IDNA codec refuses
         return None
     return True
+
+
+def missing_host_not_retried() -> Any:
+    """A retry policy for a storage client whose caller has a deadline: the storage SDK's own (``ExponentialRetry``
+    with its defaults) except that a request DNS said has no such host (``unresolvable_host``) fails at once, as with
+    ``retry_total=0``, instead of after the SDK's three back-offs. Timeouts, refused connections, a resolver that did
+    not answer (EAI_AGAIN) and 408/429/5xx answers are retried as before.
+
+    Why: the back-offs are 18, 24 and 42 s, ±3 each (Azure/azure-sdk-for-python
+    ``sdk/storage/azure-storage-blob/azure/storage/blob/_shared/policies.py``, 12.31 here:
+    ``ExponentialRetry(initial_backoff=15, increment_base=3, retry_total=3)``; ``StorageRetryPolicy.send`` calls
+    ``increment``, which adds 1 to ``count``, before ``sleep``, so each back-off is ``15 + 3**count`` with count 1, 2,
+    3), ~84 s before the caller learns what the first try already said. The edges' check of a request's container
+    (``api.starters._check_source``) answers a caller that waits: an HTTP client, the drop trigger (which then asks
+    DNS again itself, ``resolves_again``) and Event Grid's delivery of a marker, which "waits 30 seconds for a
+    response" (MicrosoftDocs articles/event-grid/delivery-and-retry.md): each delivery then timed out and overlapped
+    the next. Those tries could not tell a blip of an existing account's name (up to ~120 s, ``HOST_GONE_AFTER_S``)
+    from a deleted account either: the callers that must, ask DNS (``resolves_again``, ``api.arrivals``' count
+    across deliveries)."""
+    return _missing_host_not_retried_policy()()
+
+
+@functools.cache
+def _missing_host_not_retried_policy() -> Any:
+    """The class behind ``missing_host_not_retried``, made once (azure-storage-blob is imported lazily here, as
+    throughout this module)."""
+    from azure.storage.blob import ExponentialRetry
+
+    class MissingHostNotRetried(ExponentialRetry):
+        def increment(self, settings: dict[str, Any], request: Any, response: Any = None,
+                      error: Any = None) -> bool:
+            # False: "retries exhausted", on which StorageRetryPolicy.send raises the error it has
+            if error is not None and unresolvable_host(error) is not None:
+                return False
+            return bool(super().increment(settings, request, response=response, error=error))
+
+    return MissingHostNotRetried
 
 
 # How long a "no such name" for a host trapbatch has just used (its own storage account, a Key Vault, a source account
@@ -415,11 +453,16 @@ def local_file_reader(path: Path) -> SecretReader:
     return read
 
 
-def client_from_secret(account_url: str, secret: str, name: str = "") -> Any:
+def client_from_secret(account_url: str, secret: str, name: str = "", retry_policy: Any = None) -> Any:
     """A ``BlobServiceClient`` for ``account_url`` from a SAS token or a connection string (told apart by shape);
     a "Blob SAS URL" as the portal copies it gives its token. ``SourceAccessError`` for a connection string the SDK
-    refuses (before, a ValueError that the API answered as a trapbatch bug)."""
+    refuses (before, a ValueError that the API answered as a trapbatch bug). ``retry_policy``: the client's (None:
+    the storage SDK's default; ``missing_host_not_retried`` for a caller with a deadline)."""
     from azure.storage.blob import BlobServiceClient
+
+    options: dict[str, Any] = {"max_single_get_size": 64 << 20}
+    if retry_policy is not None:
+        options["retry_policy"] = retry_policy
 
     value = secret.strip()
     if value.lower().startswith(("https://", "http://")) and "?" in value:  # the portal's "Blob SAS URL"
@@ -427,7 +470,7 @@ def client_from_secret(account_url: str, secret: str, name: str = "") -> Any:
     if "=" in value and ";" in value and any(k in value for k in ("AccountKey=", "SharedAccessSignature=",
                                                                   "BlobEndpoint=", "DefaultEndpointsProtocol=")):
         try:
-            client = BlobServiceClient.from_connection_string(value, max_single_get_size=64 << 20)
+            client = BlobServiceClient.from_connection_string(value, **options)
         except ValueError as exc:
             raise SourceAccessError(f"secret {name or 'of the request'} is not a usable connection string ({exc}); "
                                     "store the account's connection string as the portal shows it, or a SAS "
@@ -440,17 +483,18 @@ def client_from_secret(account_url: str, secret: str, name: str = "") -> Any:
                                     f"for the request's account {account_url}; store that account's connection "
                                     "string (or a SAS token) under the secret, or name its account in the request")
         return client
-    return BlobServiceClient(account_url, credential=value.lstrip("?"), max_single_get_size=64 << 20)
+    return BlobServiceClient(account_url, credential=value.lstrip("?"), **options)
 
 
 def source_service(ref: SourceRef, own_service: Callable[[], Any], read_secret: SecretReader | None,
-                   credential: Any = None) -> Any:
+                   credential: Any = None, retry_policy: Any = None) -> Any:
     """The ``BlobServiceClient`` to read a task's images with.
 
     ``credential``: the token credential for an account named without a secret; None is ``DefaultAzureCredential``
     (the GPU nodes', whose failures the worker judges itself). The Functions app passes its own
     (``adapters.identity.AppCredential``), whose token endpoint not answering is a failure of its own type, which the
-    orchestrations count busy."""
+    orchestrations count busy. ``retry_policy``: another account's client's (``client_from_secret``); trapbatch's own
+    account's client is ``own_service``'s, shared, and keeps its own."""
     if ref.is_own_account:
         return own_service()
     if not ref.credential_secret:
@@ -460,8 +504,10 @@ def source_service(ref: SourceRef, own_service: Callable[[], Any], read_secret: 
             from azure.identity import DefaultAzureCredential
 
             credential = DefaultAzureCredential()
-        return BlobServiceClient(ref.account_url, credential=credential, max_single_get_size=64 << 20)
+        return BlobServiceClient(ref.account_url, credential=credential, max_single_get_size=64 << 20,
+                                 **({"retry_policy": retry_policy} if retry_policy is not None else {}))
     if read_secret is None:
         raise SourceAccessError(f"the task's images need secret {ref.credential_secret!r}, but no secret store is "
                                 f"configured: set {KEY_VAULT_ENV}")
-    return client_from_secret(ref.account_url, read_secret(ref.credential_secret), repr(ref.credential_secret))
+    return client_from_secret(ref.account_url, read_secret(ref.credential_secret), repr(ref.credential_secret),
+                              retry_policy)

@@ -441,6 +441,50 @@ def test_the_resolver_fixture_quietens_every_sdk_retry_wait(resolver: Resolver) 
     assert resolver.slept == [2.0] and time.monotonic() - started < 1.5, resolver.slept
 
 
+class _Busy(HttpTransport):  # type: ignore[misc]
+    """Answers every request 503 ServerBusy, as Azure Storage does when it asks to be retried."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+
+    def send(self, request: Any, **kwargs: Any) -> Any:
+        self.requests += 1
+        response = _Response(request, 503, None)
+        response.headers["x-ms-error-code"] = "ServerBusy"
+        return response
+
+    def open(self) -> None: ...
+    def close(self) -> None: ...
+    def __exit__(self, *a: Any) -> None: ...
+
+
+@pytest.mark.parametrize("answer", ["no such name", "no data", "resolver down", "503"])
+def test_a_deadlines_storage_client_does_not_retry_a_host_dns_says_does_not_exist_and_retries_the_rest(
+        answer: str, resolver: Resolver) -> None:
+    """``missing_host_not_retried``: a "no such name" (EAI_NONAME, EAI_NODATA) fails at the first try, with the
+    chain ``unresolvable_host`` reads; a resolver that did not answer (EAI_AGAIN) and a 503 get the storage SDK's
+    three retries and back-offs (18, 24, 42 s, ±3), as with its default policy."""
+    from azure.core.exceptions import HttpResponseError, ServiceRequestError
+    from azure.storage.blob import BlobServiceClient
+
+    from gpu_batch.storage_refs import client_from_secret, missing_host_not_retried, unresolvable_host
+
+    resolver(*{"no such name": NO_SUCH_NAME[0], "no data": NO_SUCH_NAME[1]}.get(answer, RESOLVER_DOWN))
+    busy = _Busy()
+    client = (BlobServiceClient(NO_SUCH_ACCOUNT, credential="sv=2024-01-01&sig=abc", transport=busy,
+                                retry_policy=missing_host_not_retried()) if answer == "503" else
+              client_from_secret(NO_SUCH_ACCOUNT, "sv=2024-01-01&sig=abc", retry_policy=missing_host_not_retried()))
+    with pytest.raises((ServiceRequestError, HttpResponseError)) as failed:
+        next(iter(client.get_container_client("images").list_blob_names()))
+    if answer in ("no such name", "no data"):
+        assert unresolvable_host(failed.value) == "nosuchaccount.invalid" and resolver.slept == []
+        return
+    assert unresolvable_host(failed.value) is None
+    assert len(resolver.slept) == 3, resolver.slept
+    assert all(abs(slept - mean) <= 3 for slept, mean in zip(resolver.slept, (18, 24, 42))), resolver.slept
+    assert busy.requests == (4 if answer == "503" else 0)
+
+
 @contextlib.contextmanager
 def refused_url() -> Iterator[str]:
     """An https URL on a loopback port nothing listens on while the ``with`` lasts: connection refused, a passing

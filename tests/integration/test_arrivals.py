@@ -100,12 +100,7 @@ def test_a_marker_whose_images_host_stays_missing_ends_with_the_final_refusal_on
     import function_app
     from gpu_batch.tests.test_storage_refs import NO_SUCH_ACCOUNT
 
-    from azure.storage.blob._shared.base_client import TransportWrapper
-
     resolver(socket.EAI_NONAME, "Name or service not known")
-    # the storage SDK's retries of a container client wait in its TransportWrapper, which the fixture leaves as it is:
-    # 15 + 18 + 24 s, past Event Grid's 30-s wait for an answer
-    monkeypatch.setattr(TransportWrapper, "sleep", lambda self, duration: None)
     secrets = tmp_path / "secrets.json"
     secrets.write_text(json.dumps({"images-sas": "sv=2024-01-01&sig=abc"}))
     for name, value in (("TRAPBATCH_LOCAL_SECRETS_FILE", str(secrets)), ("TRAPBATCH_SOURCE_ACCOUNTS", NO_SUCH_ACCOUNT),
@@ -129,5 +124,6 @@ def test_a_marker_whose_images_host_stays_missing_ends_with_the_final_refusal_on
     assert not {"host_missing_since", "missing_host"} & set(refusal), refusal
     assert store.read_json_or_none(unique_name, layout.ready_receipt_blob()) is None
     assert len(tries) >= 2, caplog.text  # the first answered busy and failed; a later one refused (answered 202)
+    assert resolver.slept == []  # each try answered at once (storage_refs.missing_host_not_retried)
     gaps = [b - a for a, b in zip(tries, tries[1:])]
     assert all(gap >= step * scale for gap, step in zip(gaps, (10, 30, 60))), gaps  # never sooner than scheduled

@@ -596,3 +596,37 @@ def test_a_marker_whose_account_host_dns_said_is_missing_is_refused_only_at_a_de
     assert "retrying does not help" in refusal["hint"], refusal
     assert not {"busy_tries", "host_missing_since", "missing_host"} & set(refusal), refusal
     assert client.starts == [] and dns.slept == []
+
+
+@pytest.mark.parametrize("answer", ["no such name", "resolver down"])
+def test_a_markers_delivery_learns_its_images_host_is_missing_within_event_grids_30_s(
+        answer: str, source: str, store: BlobStore, resolver: Any, tmp_path: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The marker path with the clients it really builds (``clients.source_store``, a SAS from the secrets file) and
+    DNS saying the images' host does not exist: the delivery answers (busy, ``host_missing_since``) with no storage
+    SDK back-off. Before, the SDK's retries waited 18 + 24 + 42 s (±3) first, past Event Grid's 30-s wait for an
+    answer (articles/event-grid/delivery-and-retry.md), so each delivery timed out and overlapped the next, and a
+    refusal written after the wait was overwritten by the next delivery's busy answer. A resolver that did not
+    answer (EAI_AGAIN) still gets the SDK's retries (busy, a passing cause: Event Grid delivers again anyway)."""
+    from gpu_batch.tests.test_storage_refs import NO_SUCH_ACCOUNT, NO_SUCH_NAME, RESOLVER_DOWN
+
+    resolver(*(NO_SUCH_NAME[0] if answer == "no such name" else RESOLVER_DOWN))
+    secrets = tmp_path / "secrets.json"
+    secrets.write_text(json.dumps({"images-sas": "sv=2024-01-01&sig=abc"}))
+    monkeypatch.setenv("TRAPBATCH_LOCAL_SECRETS_FILE", str(secrets))
+    monkeypatch.setenv("TRAPBATCH_SOURCE_ACCOUNTS", NO_SUCH_ACCOUNT)
+    store.write_json(source, layout.READY_MARKER, {"source_account_url": NO_SUCH_ACCOUNT,
+                                                   "credential_secret": "images-sas"})
+    event = SimpleNamespace(event_type=arrivals.BLOB_CREATED,
+                            subject=f"/blobServices/default/containers/{source}/blobs/{layout.READY_MARKER}")
+    fn = arrivals.container_ready._function.get_user_function().__wrapped__  # no durable client binding
+    client = Client()
+    with pytest.raises(SourceBusy):
+        asyncio.run(fn(event, client))
+    refusal = store.read_json(source, layout.ready_error_blob())
+    assert client.starts == [] and refusal["busy_tries"] == 1, refusal
+    if answer == "resolver down":
+        assert len(resolver.slept) == 3, resolver.slept
+        return
+    assert refusal["missing_host"] == "nosuchaccount.invalid" and "host_missing_since" in refusal, refusal
+    assert resolver.slept == [], resolver.slept  # the storage SDK's back-offs were ~84 s

@@ -113,7 +113,7 @@ def test_the_edge_answers_a_busy_source_account_503_and_a_refusing_one_400(
     from api import starters
     from core.requests import parse_task_request
 
-    monkeypatch.setattr(starters.clients, "source_store", lambda *a: _source(status, code, raised))
+    monkeypatch.setattr(starters.clients, "source_store", lambda *a, **kw: _source(status, code, raised))
     request = parse_task_request({"container": "images", "source_account_url": PARTNER}, "MDV5A")
     with pytest.raises((SourceBusy, SourceUnavailable)) as failed:
         starters._check_source(request, _settings())
@@ -148,7 +148,7 @@ def test_a_busy_own_account_is_named_in_the_message(monkeypatch: pytest.MonkeyPa
     from core.requests import parse_task_request
 
     request = parse_task_request({"container": "images"}, "MDV5A")
-    monkeypatch.setattr(starters.clients, "source_store", lambda *a: _source(503, "ServerBusy"))
+    monkeypatch.setattr(starters.clients, "source_store", lambda *a, **kw: _source(503, "ServerBusy"))
     with pytest.raises(SourceBusy) as failed:
         starters._check_source(request, _settings())
     assert failed.value.message.startswith("cannot list container 'images' in storage account 'partnerphotos': ")

@@ -74,12 +74,47 @@ def test_the_edge_refuses_a_source_account_whose_host_does_not_exist(
     from api import starters
 
     resolver(errno, text)
-    monkeypatch.setattr(starters.clients, "source_store", lambda *a: _store(NO_SUCH_ACCOUNT))
+    monkeypatch.setattr(starters.clients, "source_store", lambda *a, **kw: _store(NO_SUCH_ACCOUNT))
     request = parse_task_request({"container": "images", "source_account_url": NO_SUCH_ACCOUNT}, "MDV5A")
     with pytest.raises((SourceBusy, SourceUnavailable)) as failed:
         starters._check_source(request, _settings(NO_SUCH_ACCOUNT))
     assert "cannot list container 'images'" in failed.value.message
     _check(failed.value, busy, "nosuchaccount.invalid")
+
+
+# Event Grid "waits 30 seconds for a response after delivering a message" (MicrosoftDocs
+# articles/event-grid/delivery-and-retry.md): the marker's delivery runs the same check (api.arrivals)
+EVENT_GRID_WAIT_S = 30.0
+
+
+@pytest.mark.parametrize("answer", ["no such name", "no data", "resolver down", "refused"])
+def test_the_edges_check_says_a_missing_images_host_without_the_storage_sdks_back_offs(
+        answer: str, resolver: Any, tmp_path: Any) -> None:
+    """``_check_source`` with the client ``clients.source_store`` really builds (a SAS from the secrets file): the
+    request's (allowed) account whose host DNS says does not exist is refused after one try, with no back-off, where
+    the storage SDK's retries waited 18 + 24 + 42 s first (``storage_refs.missing_host_not_retried``), past Event
+    Grid's 30-s wait for a marker delivery's answer and long for an HTTP caller. A resolver that did not answer and
+    a refused connection are busy after the SDK's retries, as before (their back-offs recorded, not slept)."""
+    from api import starters
+
+    secrets = tmp_path / "secrets.json"
+    secrets.write_text(json.dumps({"images-sas": "sv=2024-01-01&sig=abc"}))
+    resolver(*{"no such name": NO_SUCH_NAME[0], "no data": NO_SUCH_NAME[1]}.get(answer, RESOLVER_DOWN))
+    with refused_url() as refused:
+        account = refused if answer == "refused" else NO_SUCH_ACCOUNT
+        settings = Settings.from_env({"AzureWebJobsStorage": "UseDevelopmentStorage=true",
+                                      "TRAPBATCH_LOCAL_SECRETS_FILE": str(secrets),
+                                      "TRAPBATCH_SOURCE_ACCOUNTS": account})
+        request = parse_task_request({"container": "images", "source_account_url": account,
+                                      "credential_secret": "images-sas"}, "MDV5A")
+        with pytest.raises((SourceBusy, SourceUnavailable)) as failed:
+            starters._check_source(request, settings)
+    if answer in ("no such name", "no data"):
+        _check(failed.value, False, "nosuchaccount.invalid")
+        assert resolver.slept == [], resolver.slept
+        return
+    assert isinstance(failed.value, SourceBusy), failed.value
+    assert len(resolver.slept) == 3 and sum(resolver.slept) > EVENT_GRID_WAIT_S, resolver.slept
 
 
 @pytest.mark.parametrize("read", ["container", "image_list"])
@@ -95,7 +130,7 @@ def test_the_edge_names_the_apps_storage_setting_when_its_own_accounts_host_does
     own = _store(NO_SUCH_ACCOUNT)
     if read == "image_list":  # the container check passes: the list's read is the one that meets DNS
         monkeypatch.setattr(own, "container_exists", lambda container: True)
-    monkeypatch.setattr(starters.clients, "source_store", lambda *a: own)
+    monkeypatch.setattr(starters.clients, "source_store", lambda *a, **kw: own)
     body = {"container": "images", **({"image_list": "l.csv"} if read == "image_list" else {})}
     with pytest.raises(SourceUnavailable) as failed:
         starters._check_source(parse_task_request(body, "MDV5A"), _settings(NO_SUCH_ACCOUNT))
