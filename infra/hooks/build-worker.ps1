@@ -1,14 +1,16 @@
 # Dot-sourced by the PowerShell hooks (preprovision.ps1, postprovision.ps1); the same step as build-worker.sh, which
 # explains it: Build-Worker IMAGE builds gpu_batch/Dockerfile with ACR Tasks into AZURE_CONTAINER_REGISTRY_NAME as
 # IMAGE unless that tag is there (TRAPBATCH_FORCE_WORKER_BUILD=true rebuilds, TRAPBATCH_SKIP_WORKER_BUILD=true skips).
+# -IfMissing builds only a missing tag whatever TRAPBATCH_FORCE_WORKER_BUILD says (postprovision: preprovision has
+# already rebuilt a forced tag in the same `azd provision`).
 
-function Build-Worker([string]$Image) {
+function Build-Worker([string]$Image, [switch]$IfMissing) {
   if ($env:TRAPBATCH_SKIP_WORKER_BUILD -eq 'true') {
     Write-Host 'TRAPBATCH_SKIP_WORKER_BUILD=true: not building the worker image.'
     return
   }
   $repository, $tag = $Image.Split(':', 2)
-  if ($env:TRAPBATCH_FORCE_WORKER_BUILD -ne 'true') {
+  if ($IfMissing -or $env:TRAPBATCH_FORCE_WORKER_BUILD -ne 'true') {
     $tags = az acr repository show-tags --name $env:AZURE_CONTAINER_REGISTRY_NAME --repository $repository --output tsv 2>$null
     if ($LASTEXITCODE -eq 0 -and ($tags -split "`r?`n") -contains $tag) {
       Write-Host "Worker image ${repository}:$tag is already in $env:AZURE_CONTAINER_REGISTRY_NAME (TRAPBATCH_FORCE_WORKER_BUILD=true rebuilds it)."

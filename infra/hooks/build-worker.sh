@@ -2,16 +2,21 @@
 # (gpu_batch/Dockerfile) with ACR Tasks, so no local Docker is needed, and pushes it to the registry
 # AZURE_CONTAINER_REGISTRY_NAME as IMAGE (repository:tag), unless that tag is already there.
 # TRAPBATCH_FORCE_WORKER_BUILD=true rebuilds it anyway; TRAPBATCH_SKIP_WORKER_BUILD=true skips this step.
+# build_worker IMAGE if-missing builds only a missing tag, whatever TRAPBATCH_FORCE_WORKER_BUILD says: postprovision
+# passes it, because in the same `azd provision` preprovision has already rebuilt a forced tag (both honouring it
+# built the image twice, 10-25 minutes each); on the first provision, the one preprovision skips, the tag is missing.
 
 build_worker() {
   image=$1
+  force=${TRAPBATCH_FORCE_WORKER_BUILD:-false}
+  [ "${2:-}" != "if-missing" ] || force=false
   if [ "${TRAPBATCH_SKIP_WORKER_BUILD:-false}" = "true" ]; then
     echo "TRAPBATCH_SKIP_WORKER_BUILD=true: not building the worker image."
     return 0
   fi
   repository=${image%%:*}
   tag=${image#*:}
-  if [ "${TRAPBATCH_FORCE_WORKER_BUILD:-false}" != "true" ] && az acr repository show-tags \
+  if [ "$force" != "true" ] && az acr repository show-tags \
        --name "$AZURE_CONTAINER_REGISTRY_NAME" --repository "$repository" --output tsv 2>/dev/null | grep -qx "$tag"; then
     echo "Worker image $repository:$tag is already in $AZURE_CONTAINER_REGISTRY_NAME (TRAPBATCH_FORCE_WORKER_BUILD=true rebuilds it)."
     return 0

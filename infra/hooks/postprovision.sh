@@ -5,7 +5,8 @@
 #     primaryEndpoints.web). The static website is a data-plane setting that ARM templates cannot set.
 #  2. Builds the GPU worker image (build-worker.sh) as <registry>/$TRAPBATCH_WORKER_IMAGE_NAME, unless that tag is
 #     already in the registry: on the first provision the registry only exists now. On later ones preprovision.sh
-#     has built a new tag before the deployment names it, so this finds it there.
+#     has built a new tag before the deployment names it, so this finds it there; it has also done any rebuild that
+#     TRAPBATCH_FORCE_WORKER_BUILD=true asks for, so this one builds only a missing tag (if-missing).
 set -eu
 . "$(dirname "$0")/load-env.sh"
 . "$(dirname "$0")/build-worker.sh"
@@ -17,4 +18,4 @@ az storage blob service-properties update --account-name "$AZURE_STORAGE_ACCOUNT
   --static-website --index-document index.html --only-show-errors --output none
 echo "Static website: ${TRAPBATCH_PUBLIC_WEB_URL:-?}"
 
-build_worker "$TRAPBATCH_WORKER_IMAGE_NAME"
+build_worker "$TRAPBATCH_WORKER_IMAGE_NAME" if-missing

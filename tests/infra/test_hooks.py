@@ -107,8 +107,24 @@ def test_postprovision_does_not_rebuild_an_existing_tag(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert not [c for c in calls if c["args"][:2] == ["acr", "build"]]
     assert "already in crabc" in proc.stdout
-    proc, calls = run_hook(tmp_path, "postprovision.sh", FAKE_TAGS="v1", TRAPBATCH_FORCE_WORKER_BUILD="true")
-    assert [c for c in calls if c["args"][:2] == ["acr", "build"]]
+
+
+def test_a_forced_worker_rebuild_runs_once_per_provision(tmp_path: Path) -> None:
+    """``azd provision`` runs preprovision, then postprovision, with the same TRAPBATCH_FORCE_WORKER_BUILD and tag:
+    both honouring it built the image twice (10-25 minutes each). preprovision rebuilds it; postprovision builds only a
+    tag that is missing, as on the first provision, which preprovision skips (no registry yet)."""
+    builds = []
+    for hook in ("preprovision.sh", "postprovision.sh"):
+        proc, calls = run_hook(tmp_path, hook, FAKE_TAGS="v1", TRAPBATCH_FORCE_WORKER_BUILD="true")
+        assert proc.returncode == 0, proc.stderr
+        builds += [(hook, option(c["args"], "--image")) for c in calls if c["args"][:2] == ["acr", "build"]]
+    assert builds == [("preprovision.sh", "trapbatch-worker:v1")]
+    proc, calls = run_hook(tmp_path, "postprovision.sh", FAKE_TAGS="v0", TRAPBATCH_FORCE_WORKER_BUILD="true")
+    assert [option(c["args"], "--image") for c in calls if c["args"][:2] == ["acr", "build"]] == ["trapbatch-worker:v1"]
+    for script, call in (("postprovision.sh", 'build_worker "$TRAPBATCH_WORKER_IMAGE_NAME" if-missing'),
+                         ("postprovision.ps1", "Build-Worker $env:TRAPBATCH_WORKER_IMAGE_NAME -IfMissing")):
+        assert call in (HOOKS / script).read_text(), script
+    assert "$IfMissing -or" in (HOOKS / "build-worker.ps1").read_text()
 
 
 def test_postdeploy_subscribes_the_blob_webhook_to_incoming(tmp_path: Path) -> None:
