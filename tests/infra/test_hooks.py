@@ -215,6 +215,19 @@ def test_the_docs_az_commands_reach_what_they_name() -> None:
     assert accounts and all("dedicatedCoreQuotaPerVmFamily" in c for c in accounts)
 
 
+def test_the_docs_task_events_webhook_is_told_the_cloudevents_handshake() -> None:
+    """The task-events subscription docs/deploy.md shows delivers in the CloudEvents schema (the topic's input schema
+    is CloudEventSchemaV1_0), and then Event Grid validates a webhook with CloudEvents 1.0's abuse protection, an HTTP
+    OPTIONS request answered with ``WebHook-Allowed-Origin``, not with its own ``SubscriptionValidationEvent``
+    (learn.microsoft.com event-grid/end-point-validation-cloud-events-schema): a receiver built for the latter never
+    lets the subscription be created."""
+    doc = (REPO / "docs" / "deploy.md").read_text()
+    creates = _doc_commands("az eventgrid event-subscription create")
+    assert creates and all(option(c.split(), "--event-delivery-schema") == "cloudeventschemav1_0" for c in creates)
+    assert "WebHook-Allowed-Origin" in doc and "OPTIONS" in doc
+    assert "Event Grid's validation handshake" not in doc
+
+
 def test_postdeploy_filters_the_apps_own_answers_out_of_the_drop_subscription(tmp_path: Path) -> None:
     """The app writes its answers to a dropped request beside it in incoming/ (gpu_batch/layout.py _DROP_ANSWERS); each
     matched ``--subject-ends-with .json`` and invoked task_dropped for nothing. An advanced filter on the subject
