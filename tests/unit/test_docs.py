@@ -65,3 +65,19 @@ def test_the_notification_fields_docs_cli_md_lists_are_those_it_carries() -> Non
     section = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8").split("## Word when a task ends")[1]
     named = set(re.findall(r"`(\w+)`", section))
     assert sorted(set(STATUS_KEYS) - named) == [] and sorted(set(PREVIEW_KEYS) - named) == []
+
+
+def test_the_readmes_core_tools_steps_run_func_in_the_virtual_environment_they_fill() -> None:
+    """Core Tools starts the Python worker with the ``python`` on PATH (functions-run-local: Python's Core Tools
+    commands run in a virtual environment), and the local pool starts its workers with that same interpreter
+    (``sys.executable``). The steps installed requirements/app.txt into a ``.venv`` that nothing had created and ran
+    ``func host start`` outside it: the system Python had neither the app's packages nor the worker's."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = next(b for b in re.findall(r"```bash\n(.*?)```", readme, re.S) if "func host start" in b)
+    steps = [line.split("#")[0].strip() for line in block.splitlines() if line.split("#")[0].strip()]
+    start = steps.index("func host start")
+    activate = next(i for i, step in enumerate(steps) if step in (". .venv/bin/activate", "source .venv/bin/activate"))
+    setup = next(i for i, step in enumerate(steps) if step == "make setup")
+    assert setup < activate < start, steps
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    assert "requirements/worker.txt" in makefile.split("$(STAMP):", 1)[1].split("\n\n", 1)[0]
