@@ -171,6 +171,178 @@ def _missing_host_not_retried_policy() -> Any:
     return MissingHostNotRetried
 
 
+# A client bound by a caller's deadline (``deadline_storage_options``, ``key_vault_reader``'s ``time_left``): each
+# request's timeouts and each retry's back-off, far below the SDKs' own. Those are, for storage, connection 20 s and
+# read 60 s a try and back-offs of 18, 24 and 42 s (azure-storage-blob 12.31 ``_shared/constants.py``
+# CONNECTION_TIMEOUT, READ_TIMEOUT, set in ``_shared/base_client.py`` ``_create_pipeline``; ``missing_host_not_retried``
+# cites the back-offs), ~400 s for four tries that hang; for Key Vault, azure-core's 300 s and 300 s a try
+# (``azure/core/configuration.py`` ``ConnectionConfiguration``) and ten retries (``RetryPolicy``, 1.41). A caller such
+# as Event Grid's 30-s delivery of a marker (``api.arrivals.MARKER_DELIVERY_DEADLINE_S``) cannot wait for either.
+DEADLINE_TRY_CONNECT_S = 3.0  # a request's connection timeout, at most (an Azure endpoint connects in milliseconds)
+DEADLINE_TRY_READ_S = 6.0  # a request's read timeout, at most (a small read or write answers within a second)
+DEADLINE_BACKOFFS_S = (0.5, 1.0, 2.0)  # before the first, second and third retry, each +-DEADLINE_JITTER of it
+DEADLINE_JITTER = 0.25
+DEADLINE_MIN_TRY_S = 1.0  # a retry is made only if this much is still left after its back-off
+
+
+def deadline_timeouts(left: float) -> tuple[float, float]:
+    """The connection and read timeouts of a request sent ``left`` seconds before its caller's deadline: the short
+    ones above, and together never more than ``left`` (so a request that hangs ends by the deadline)."""
+    connect = min(DEADLINE_TRY_CONNECT_S, left / 2)
+    return connect, min(DEADLINE_TRY_READ_S, left - connect)
+
+
+def deadline_storage_options(time_left: Callable[[], float], transport: Any = None,
+                             **transport_kwargs: Any) -> dict[str, Any]:
+    """Keyword arguments for a storage client (``BlobServiceClient``) whose every call ends by a deadline:
+    ``time_left()`` says how many seconds are left (0 or less: none). Its own client, never a shared one: the
+    activities keep the SDK's policy (they have minutes, and the patience is worth it).
+
+    * ``retry_policy``: ``missing_host_not_retried``'s (a host DNS says does not exist is not retried), with at most
+      three retries after ``DEADLINE_BACKOFFS_S``, and none whose back-off would leave less than
+      ``DEADLINE_MIN_TRY_S`` before the deadline: the last failure is then raised (a 503's ``HttpResponseError``, a
+      timeout), which the callers class busy (``service_did_not_answer``) as before, never as a refusal.
+    * ``transport``: ``transport`` (None: a ``RequestsTransport`` of ``transport_kwargs``) wrapped so that each
+      request is sent with ``deadline_timeouts(time_left())`` and none once the deadline passed
+      (``ServiceRequestTimeoutError``, a request that did not go out: busy). Set on the transport, not in the retry
+      policy: a storage client's sub-clients send through a ``TransportWrapper`` of it, which passes each request's
+      keyword arguments on (``_shared/base_client.py``), and azure-core's ``RequestsTransport.send`` reads
+      ``connection_timeout`` and ``read_timeout`` from them over its own (``azure/core/pipeline/transport/
+      _requests_basic.py``; azure-core's own ``RetryPolicy._configure_timeout`` shortens ``connection_timeout`` the
+      same way), so every request a try makes, and every try, is bounded.
+
+    What it cannot bound: the DNS lookup before a connection (urllib3's ``create_connection`` calls
+    ``getaddrinfo``, which takes no timeout: the resolver's own, ~5 s a query where it does not answer), a body read
+    in chunks each within the read timeout, and the token request of a credential (its own pipeline); callers keep a
+    margin for them (``api.arrivals``: 20 s of Event Grid's 30)."""
+    if transport is None:
+        from azure.core.pipeline.transport import RequestsTransport
+
+        transport = RequestsTransport(**transport_kwargs)
+    classes = _deadline_classes()
+    return {"retry_policy": classes.storage_retry(time_left), "transport": classes.transport(transport, time_left)}
+
+
+def deadline_vault_options(time_left: Callable[[], float], transport: Any = None) -> dict[str, Any]:
+    """Keyword arguments for a Key Vault client (``SecretClient``) whose every read ends by a deadline, as
+    ``deadline_storage_options``' for storage: each request bounded by ``deadline_timeouts``, at most three retries
+    after ``DEADLINE_BACKOFFS_S`` (or the ``Retry-After`` a 429 or 503 asks for, when longer) while they fit before
+    the deadline, and a vault host DNS says does not exist not retried (``key_vault_reader`` then asks DNS itself).
+    Key Vault's client takes ``retry_policy`` in place of azure-core's ``RetryPolicy`` (azure-keyvault-secrets 4.12
+    ``_generated/_configuration.py``: ``kwargs.get("retry_policy") or policies.RetryPolicy(**kwargs)``)."""
+    if transport is None:
+        from azure.core.pipeline.transport import RequestsTransport
+
+        transport = RequestsTransport()
+    classes = _deadline_classes()
+    return {"retry_policy": classes.vault_retry(time_left), "transport": classes.transport(transport, time_left)}
+
+
+def _deadline_backoff(settings: dict[str, Any], retry: int, time_left: Callable[[], float],
+                      asked: float = 0.0) -> bool:
+    """Whether retry number ``retry`` (1, 2, 3) fits before the deadline: its back-off (``DEADLINE_BACKOFFS_S``,
+    jittered, at least ``asked``) and ``DEADLINE_MIN_TRY_S`` after it. When it does, the back-off is kept in
+    ``settings`` for the policy's sleep."""
+    import random
+
+    base = DEADLINE_BACKOFFS_S[min(max(retry, 1), len(DEADLINE_BACKOFFS_S)) - 1]
+    backoff = max(base * random.uniform(1 - DEADLINE_JITTER, 1 + DEADLINE_JITTER), asked)
+    if backoff + DEADLINE_MIN_TRY_S > time_left():
+        return False
+    settings["deadline_backoff"] = backoff
+    return True
+
+
+class _DeadlineClasses:
+    """The classes behind ``deadline_storage_options`` and ``deadline_vault_options``."""
+
+    def __init__(self, transport: Any, storage_retry: Any, vault_retry: Any) -> None:
+        self.transport, self.storage_retry, self.vault_retry = transport, storage_retry, vault_retry
+
+
+@functools.cache
+def _deadline_classes() -> _DeadlineClasses:
+    """Made once (the Azure SDKs are imported lazily here, as throughout this module)."""
+    from urllib.parse import urlsplit
+
+    from azure.core.exceptions import ServiceRequestTimeoutError
+    from azure.core.pipeline import PipelineResponse
+    from azure.core.pipeline.policies import RetryPolicy
+    from azure.core.pipeline.transport import HttpTransport
+
+    class DeadlineTransport(HttpTransport[Any, Any]):
+        """Sends each request through ``inner`` with ``deadline_timeouts`` of the time left; none once it passed."""
+
+        def __init__(self, inner: Any, time_left: Callable[[], float]) -> None:
+            self._inner, self._time_left = inner, time_left
+
+        def send(self, request: Any, **kwargs: Any) -> Any:
+            left = self._time_left()
+            if left <= 0:  # a ServiceRequestError: "the server did not receive the request", busy for the callers
+                raise ServiceRequestTimeoutError(f"not sent: the caller's deadline passed before {request.method} to "
+                                                 f"{urlsplit(request.url).hostname} (the URL may hold a SAS)")
+            kwargs["connection_timeout"], kwargs["read_timeout"] = deadline_timeouts(left)
+            return self._inner.send(request, **kwargs)
+
+        def open(self) -> None:
+            self._inner.open()
+
+        def close(self) -> None:
+            self._inner.close()
+
+        def __enter__(self) -> Any:
+            self._inner.__enter__()
+            return self
+
+        def __exit__(self, *args: Any) -> None:
+            self._inner.__exit__(*args)
+
+        def sleep(self, duration: float) -> None:
+            self._inner.sleep(duration)
+
+    class DeadlineStorageRetry(_missing_host_not_retried_policy()):  # type: ignore[misc]
+        """The storage SDK's ``StorageRetryPolicy`` (``_shared/policies.py``: ``send`` calls ``increment``, which
+        counts the retry, then ``sleep`` of ``get_backoff_time``) with ``_deadline_backoff``'s back-offs."""
+
+        def __init__(self, time_left: Callable[[], float]) -> None:
+            super().__init__(initial_backoff=0, increment_base=0, retry_total=len(DEADLINE_BACKOFFS_S),
+                             random_jitter_range=0)
+            self._time_left = time_left
+
+        def increment(self, settings: dict[str, Any], request: Any, response: Any = None,
+                      error: Any = None) -> bool:
+            # False: "retries exhausted": send returns the response it has (a 503: HttpResponseError) or raises
+            if not super().increment(settings, request, response=response, error=error):
+                return False
+            return _deadline_backoff(settings, int(settings["count"]), self._time_left)
+
+        def get_backoff_time(self, settings: dict[str, Any]) -> float:
+            return float(settings.get("deadline_backoff", 0.0))
+
+    class DeadlineVaultRetry(RetryPolicy[Any, Any]):
+        """azure-core's ``RetryPolicy`` (``azure/core/pipeline/policies/_retry.py``: ``send`` calls ``increment``,
+        then ``sleep``, which would otherwise sleep whatever ``Retry-After`` asks) with ``_deadline_backoff``'s."""
+
+        def __init__(self, time_left: Callable[[], float]) -> None:
+            super().__init__(retry_total=len(DEADLINE_BACKOFFS_S))
+            self._time_left = time_left
+
+        def increment(self, settings: dict[str, Any], response: Any = None, error: Any = None) -> bool:
+            if error is not None and unresolvable_host(error) is not None:
+                return False  # key_vault_reader asks DNS itself (host_grace_s); the app's caller does not wait
+            if not super().increment(settings, response=response, error=error):
+                return False
+            asked = self.get_retry_after(response) if isinstance(response, PipelineResponse) else None
+            return _deadline_backoff(settings, len(settings["history"]), self._time_left, float(asked or 0.0))
+
+        def sleep(self, settings: dict[str, Any], transport: Any, response: Any = None) -> None:
+            wait = float(settings.get("deadline_backoff", 0.0))
+            if wait > 0:
+                transport.sleep(wait)
+
+    return _DeadlineClasses(DeadlineTransport, DeadlineStorageRetry, DeadlineVaultRetry)
+
+
 # How long a "no such name" for a host trapbatch has just used (its own storage account, a Key Vault, a source account
 # that enumeration listed) is asked about again before it counts as a host that does not exist, and how often. Why not
 # at the first: on Azure a lookup of an account that exists can say "no such name" for a while
@@ -337,15 +509,16 @@ class SourceRef:
 def secret_reader_from_env(env: Mapping[str, str] | None = None, transport: Any = None,
                            credential: Any = None, host_grace_s: float = 0.0,
                            clock: Callable[[], float] = time.monotonic,
-                           sleep: Callable[[float], None] = time.sleep) -> SecretReader | None:
+                           sleep: Callable[[float], None] = time.sleep,
+                           time_left: Callable[[], float] | None = None) -> SecretReader | None:
     """The configured secret store, or None when none is configured. ``credential``: Key Vault's token credential
     (None: ``DefaultAzureCredential``; the Functions app passes ``adapters.identity.AppCredential``);
-    ``host_grace_s``, ``clock``, ``sleep``: ``key_vault_reader``'s."""
+    ``host_grace_s``, ``clock``, ``sleep``, ``time_left``: ``key_vault_reader``'s."""
     env = os.environ if env is None else env
     vault_url = env.get(KEY_VAULT_ENV, "")
     if vault_url:
         return key_vault_reader(vault_url, transport=transport, credential=credential, host_grace_s=host_grace_s,
-                                clock=clock, sleep=sleep)
+                                clock=clock, sleep=sleep, time_left=time_left)
     local = env.get(LOCAL_SECRETS_ENV, "")
     if local:
         return local_file_reader(Path(local))
@@ -354,7 +527,8 @@ def secret_reader_from_env(env: Mapping[str, str] | None = None, transport: Any 
 
 def key_vault_reader(vault_url: str, transport: Any = None, credential: Any = None, host_grace_s: float = 0.0,
                      clock: Callable[[], float] = time.monotonic,
-                     sleep: Callable[[float], None] = time.sleep) -> SecretReader:
+                     sleep: Callable[[float], None] = time.sleep,
+                     time_left: Callable[[], float] | None = None) -> SecretReader:
     """Read secrets from the Key Vault at ``vault_url``; every failure is a ``SourceAccessError`` saying what to fix,
     or ``SecretStoreUnavailable`` when the vault did not answer.
 
@@ -363,7 +537,12 @@ def key_vault_reader(vault_url: str, transport: Any = None, credential: Any = No
     a resolver that stopped answering is ``SecretStoreUnavailable``. 0 (the app's: its edge answers at once, and a
     refused request is sent again) refuses at the first such answer. The GPU worker passes
     ``gpu_batch.worker.sources.GONE_AFTER_S``: on Azure a lookup of a host that exists can say "no such name" for a
-    while (``HOST_GONE_AFTER_S``), and its exit 5 is unfixable (two such attempts ended the whole task)."""
+    while (``HOST_GONE_AFTER_S``), and its exit 5 is unfixable (two such attempts ended the whole task).
+
+    ``time_left``: for a caller with a deadline (Event Grid's delivery of a marker, ``api.arrivals``), how many
+    seconds it has left: each read then ends by it (``deadline_vault_options``), where azure-core's defaults (300-s
+    timeouts, ten retries) could hold it for minutes; a read the deadline cut short is ``SecretStoreUnavailable``
+    (busy). None: azure-core's defaults."""
     from urllib.parse import urlsplit
 
     from azure.core.exceptions import AzureError, ResourceNotFoundError
@@ -373,7 +552,9 @@ def key_vault_reader(vault_url: str, transport: Any = None, credential: Any = No
         from azure.identity import DefaultAzureCredential
 
         credential = DefaultAzureCredential()
-    kwargs = {"transport": transport} if transport is not None else {}
+    kwargs: dict[str, Any] = {"transport": transport} if transport is not None else {}
+    if time_left is not None:  # a caller with a deadline
+        kwargs = deadline_vault_options(time_left, transport)
     client = SecretClient(vault_url, credential, **kwargs)
 
     vault_host = urlsplit(vault_url).hostname or ""
@@ -453,16 +634,20 @@ def local_file_reader(path: Path) -> SecretReader:
     return read
 
 
-def client_from_secret(account_url: str, secret: str, name: str = "", retry_policy: Any = None) -> Any:
+def client_from_secret(account_url: str, secret: str, name: str = "", retry_policy: Any = None,
+                       transport: Any = None) -> Any:
     """A ``BlobServiceClient`` for ``account_url`` from a SAS token or a connection string (told apart by shape);
     a "Blob SAS URL" as the portal copies it gives its token. ``SourceAccessError`` for a connection string the SDK
-    refuses (before, a ValueError that the API answered as a trapbatch bug). ``retry_policy``: the client's (None:
-    the storage SDK's default; ``missing_host_not_retried`` for a caller with a deadline)."""
+    refuses (before, a ValueError that the API answered as a trapbatch bug). ``retry_policy``, ``transport``: the
+    client's (None: the storage SDK's defaults; ``missing_host_not_retried`` for a caller with a deadline, or
+    ``deadline_storage_options``' pair for one whose deadline is a time)."""
     from azure.storage.blob import BlobServiceClient
 
     options: dict[str, Any] = {"max_single_get_size": 64 << 20}
     if retry_policy is not None:
         options["retry_policy"] = retry_policy
+    if transport is not None:
+        options["transport"] = transport
 
     value = secret.strip()
     if value.lower().startswith(("https://", "http://")) and "?" in value:  # the portal's "Blob SAS URL"
@@ -487,14 +672,14 @@ def client_from_secret(account_url: str, secret: str, name: str = "", retry_poli
 
 
 def source_service(ref: SourceRef, own_service: Callable[[], Any], read_secret: SecretReader | None,
-                   credential: Any = None, retry_policy: Any = None) -> Any:
+                   credential: Any = None, retry_policy: Any = None, transport: Any = None) -> Any:
     """The ``BlobServiceClient`` to read a task's images with.
 
     ``credential``: the token credential for an account named without a secret; None is ``DefaultAzureCredential``
     (the GPU nodes', whose failures the worker judges itself). The Functions app passes its own
     (``adapters.identity.AppCredential``), whose token endpoint not answering is a failure of its own type, which the
-    orchestrations count busy. ``retry_policy``: another account's client's (``client_from_secret``); trapbatch's own
-    account's client is ``own_service``'s, shared, and keeps its own."""
+    orchestrations count busy. ``retry_policy``, ``transport``: another account's client's (``client_from_secret``);
+    trapbatch's own account's client is ``own_service``'s, which keeps its own."""
     if ref.is_own_account:
         return own_service()
     if not ref.credential_secret:
@@ -504,10 +689,11 @@ def source_service(ref: SourceRef, own_service: Callable[[], Any], read_secret: 
             from azure.identity import DefaultAzureCredential
 
             credential = DefaultAzureCredential()
-        return BlobServiceClient(ref.account_url, credential=credential, max_single_get_size=64 << 20,
-                                 **({"retry_policy": retry_policy} if retry_policy is not None else {}))
+        options = {key: value for key, value in (("retry_policy", retry_policy), ("transport", transport))
+                   if value is not None}
+        return BlobServiceClient(ref.account_url, credential=credential, max_single_get_size=64 << 20, **options)
     if read_secret is None:
         raise SourceAccessError(f"the task's images need secret {ref.credential_secret!r}, but no secret store is "
                                 f"configured: set {KEY_VAULT_ENV}")
     return client_from_secret(ref.account_url, read_secret(ref.credential_secret), repr(ref.credential_secret),
-                              retry_policy)
+                              retry_policy, transport)

@@ -485,6 +485,155 @@ def test_a_deadlines_storage_client_does_not_retry_a_host_dns_says_does_not_exis
     assert busy.requests == (4 if answer == "503" else 0)
 
 
+class DeadlineClock:
+    """The ``deadline_clock`` fixture: a monotonic clock (``now``, seconds) that moves only when a retry policy
+    sleeps (recorded in ``slept``, as ``resolver.slept``) or a fake transport spends time (``spend``)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def spend(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def deadline_clock(monkeypatch: pytest.MonkeyPatch) -> DeadlineClock:
+    """``DeadlineClock``; the SDKs' retry waits (``HttpTransport.sleep``: the ``resolver`` fixture says why that one)
+    move it instead of sleeping."""
+    clock = DeadlineClock()
+
+    def sleep(self: Any, duration: float) -> None:
+        clock.slept.append(duration)
+        clock.spend(duration)
+    monkeypatch.setattr(HttpTransport, "sleep", sleep)
+    return clock
+
+
+class _Spending(HttpTransport):  # type: ignore[misc]
+    """Storage or Key Vault that spends time on a ``DeadlineClock``: ``hang`` takes each request's whole connection
+    and read timeouts and fails with a read timeout; ``503`` answers ServerBusy (Key Vault: ServiceUnavailable,
+    after its 401 challenge) after ``answer_s``; ``429`` is Key Vault's throttling with a ``Retry-After`` of 30 s.
+    ``timeouts``: each request's (connection, read) timeouts as sent, with the time left when it was sent."""
+
+    def __init__(self, clock: DeadlineClock, answer: str, answer_s: float = 0.2) -> None:
+        self.clock, self.answer, self.answer_s = clock, answer, answer_s
+        self.timeouts: list[tuple[float, float, float]] = []
+        self.left: Callable[[], float] = lambda: 0.0
+
+    def send(self, request: Any, **kwargs: Any) -> Any:
+        from azure.core.exceptions import ServiceResponseTimeoutError
+
+        connect, read = kwargs["connection_timeout"], kwargs["read_timeout"]
+        self.timeouts.append((connect, read, self.left()))
+        if "vault.azure.net" in request.url and "Authorization" not in request.headers:
+            return FakeVault({}).send(request)  # the challenge
+        if self.answer == "hang":
+            self.clock.spend(connect + read)
+            raise ServiceResponseTimeoutError("Read timed out")
+        self.clock.spend(self.answer_s)
+        status = 429 if self.answer == "429" else 503
+        response = _Response(request, status, {"error": {"code": "Throttled", "message": "later"}})
+        response.headers["x-ms-error-code"] = "ServerBusy"
+        if status == 429:
+            response.headers["Retry-After"] = "30"
+        return response
+
+    def open(self) -> None: ...
+    def close(self) -> None: ...
+    def __exit__(self, *a: Any) -> None: ...
+
+
+@pytest.mark.parametrize("budget", [15.0, 4.0, 0.5])
+@pytest.mark.parametrize("answer", ["503", "hang", "429"])
+@pytest.mark.parametrize("service", ["storage", "key vault"])
+def test_a_deadlines_clients_spend_no_more_than_the_time_left_and_fail_as_not_answered(
+        service: str, answer: str, budget: float, deadline_clock: DeadlineClock) -> None:
+    """``deadline_storage_options`` and ``key_vault_reader(time_left=...)``, with a service that keeps answering
+    503 (or 429 with a 30-s ``Retry-After``) or whose every request hangs until its timeouts: all the back-offs
+    and all the requests' timeouts together fit in the time left (``budget``), each request is sent with timeouts
+    that fit in what was left then, and the failure is one the callers class busy (``service_did_not_answer``,
+    ``SecretStoreUnavailable``), never a refusal. The SDKs' own policies took 18 + 24 + 42 s of back-offs (storage)
+    and 300 + 300 s a try (Key Vault) for the same, past Event Grid's 30-s wait for a marker's delivery."""
+    from azure.core.exceptions import AzureError
+    from azure.storage.blob import BlobServiceClient
+
+    from gpu_batch.storage_refs import (SecretStoreUnavailable, deadline_storage_options, key_vault_reader,
+                                        service_did_not_answer)
+
+    start = deadline_clock.now
+    left = lambda: start + budget - deadline_clock.now  # noqa: E731 - the caller's time_left
+    spending = _Spending(deadline_clock, answer)
+    spending.left = left
+    failed: BaseException
+    if service == "storage":
+        client = BlobServiceClient(NO_SUCH_ACCOUNT, credential="sv=2024-01-01&sig=abc",
+                                   **deadline_storage_options(left, spending))
+        with pytest.raises(AzureError) as raised:
+            next(iter(client.get_container_client("images").list_blob_names()))
+        failed = raised.value
+        assert service_did_not_answer(failed), failed
+    else:
+        read = key_vault_reader(VAULT, transport=spending, credential=FakeCredential(), time_left=left)
+        with pytest.raises(SecretStoreUnavailable) as unavailable:
+            read("partner-sas")
+        failed = unavailable.value
+    spent = deadline_clock.now - start
+    assert spent <= budget, (spent, deadline_clock.slept, spending.timeouts)
+    assert all(connect + read_s <= at_send + 1e-9 for connect, read_s, at_send in spending.timeouts), spending.timeouts
+    tries = len([t for t in spending.timeouts if t[0] > 0])
+    if answer == "429" or budget < 1.5:  # no back-off fits: the 30 s asked for, or the 0.5-s one and a try after it
+        assert deadline_clock.slept == [], deadline_clock.slept
+    elif budget == 15.0 and answer == "503":  # every retry fitted: three short back-offs
+        assert len(deadline_clock.slept) == 3 and sum(deadline_clock.slept) <= 3.5 * 1.25, deadline_clock.slept
+    assert tries >= 1
+
+
+def test_a_deadline_that_passed_sends_nothing_and_is_a_service_that_did_not_answer() -> None:
+    """A client whose caller's deadline has passed sends no request: ``ServiceRequestTimeoutError`` ("not sent"),
+    busy for the callers (``service_did_not_answer``), with no URL (it may hold a SAS)."""
+    from azure.core.exceptions import ServiceRequestTimeoutError
+    from azure.storage.blob import BlobServiceClient
+
+    from gpu_batch.storage_refs import deadline_storage_options, service_did_not_answer
+
+    sent = _Busy()
+    client = BlobServiceClient(NO_SUCH_ACCOUNT, credential="sv=2024-01-01&sig=abc",
+                               **deadline_storage_options(lambda: 0.0, sent))
+    with pytest.raises(ServiceRequestTimeoutError) as failed:
+        next(iter(client.get_container_client("images").list_blob_names()))
+    assert sent.requests == 0 and service_did_not_answer(failed.value)
+    assert "sig=" not in str(failed.value) and "nosuchaccount.invalid" in str(failed.value)
+
+
+@pytest.mark.parametrize("answer", ["no such name", "resolver down"])
+def test_a_deadlines_clients_do_not_retry_a_host_dns_says_does_not_exist(answer: str, resolver: Resolver) -> None:
+    """As ``missing_host_not_retried``: with a deadline, a "no such name" fails at the first try (the callers ask
+    DNS or count deliveries themselves), for storage and for Key Vault; a resolver that did not answer is retried
+    while the deadline allows (it has 15 s here: three short back-offs)."""
+    from azure.core.exceptions import ServiceRequestError
+    from azure.storage.blob import BlobServiceClient
+
+    from gpu_batch.storage_refs import deadline_storage_options, key_vault_reader, unresolvable_host
+
+    resolver(*(NO_SUCH_NAME[0] if answer == "no such name" else RESOLVER_DOWN))
+    client = BlobServiceClient(NO_SUCH_ACCOUNT, credential="sv=2024-01-01&sig=abc",
+                               **deadline_storage_options(lambda: 15.0))
+    with pytest.raises(ServiceRequestError) as failed:
+        next(iter(client.get_container_client("images").list_blob_names()))
+    assert (unresolvable_host(failed.value) is not None) == (answer == "no such name")
+    assert len(resolver.slept) == (0 if answer == "no such name" else 3), resolver.slept
+    assert sum(resolver.slept) <= 3.5 * 1.25, resolver.slept
+    resolver.slept.clear()
+    read = key_vault_reader(NO_SUCH_VAULT, credential=FakeCredential(), time_left=lambda: 15.0)
+    with pytest.raises(SourceAccessError):
+        read("partner-sas")
+    assert len(resolver.slept) == (0 if answer == "no such name" else 3), resolver.slept
+
+
 @contextlib.contextmanager
 def refused_url() -> Iterator[str]:
     """An https URL on a loopback port nothing listens on while the ``with`` lasts: connection refused, a passing
