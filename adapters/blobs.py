@@ -22,15 +22,20 @@ from azure.storage.blob import BlobServiceClient
 
 from adapters import blob_requests, listing
 from adapters.transport import transport_options
+from core.deadline import Deadline
 from core.errors import ContainerNotFound
+from gpu_batch.storage_refs import deadline_storage_options
 
 
-def service_client(connection: str) -> BlobServiceClient:
+def service_client(connection: str, options: dict[str, Any] | None = None) -> BlobServiceClient:
+    """The client of trapbatch's own account; ``options``: the client's keyword arguments (None:
+    ``transport_options``, with the storage SDK's retry policy and timeouts)."""
+    options = transport_options() if options is None else options
     if connection.startswith("identity:"):  # AppCredential: a token endpoint that did not answer is busy, not denied
         from adapters.identity import AppCredential
 
-        return BlobServiceClient(connection[len("identity:"):], credential=AppCredential(), **transport_options())
-    return BlobServiceClient.from_connection_string(connection, **transport_options())
+        return BlobServiceClient(connection[len("identity:"):], credential=AppCredential(), **options)
+    return BlobServiceClient.from_connection_string(connection, **options)
 
 
 class BlobStore:
@@ -275,3 +280,12 @@ def _etag(value: Any) -> str:
 def blob_store(connection: str) -> BlobStore:
     """One client per process and connection string."""
     return BlobStore(service_client(connection))
+
+
+def deadline_blob_store(connection: str, deadline: Deadline) -> BlobStore:
+    """A client of its own whose every call ends by ``deadline`` (``storage_refs.deadline_storage_options``: short
+    timeouts and back-offs, none past it; a call cut short raises the SDK's error, which callers class busy).
+
+    Not cached and not ``blob_store``'s shared one: the deadline is one caller's (an Event Grid delivery,
+    ``api.arrivals``), and the activities sharing that client keep the SDK's patience."""
+    return BlobStore(service_client(connection, deadline_storage_options(deadline.left, **transport_options())))

@@ -14,14 +14,15 @@ import functools
 import os
 import threading
 
-from adapters.blobs import BlobStore, blob_store
+from adapters.blobs import BlobStore, blob_store, deadline_blob_store
 from adapters.identity import AppCredential
+from core.deadline import Deadline
 from core.errors import SourceBusy, SourceNotAllowed, SourceUnavailable
 from core.requests import normalize_account_url
 from core.settings import Settings
 from gpu_batch.pool import GpuPool
-from gpu_batch.storage_refs import (SecretStoreUnavailable, SourceAccessError, SourceRef, missing_host_not_retried,
-                                    secret_reader_from_env, source_service)
+from gpu_batch.storage_refs import (SecretStoreUnavailable, SourceAccessError, SourceRef, deadline_storage_options,
+                                    missing_host_not_retried, secret_reader_from_env, source_service)
 
 # A secret store that did not answer is passing: try again, nothing to grant or create.
 SECRET_STORE_BUSY = ("retry in a minute; the secret store (TRAPBATCH_KEY_VAULT_URL) did not answer. If it persists, "
@@ -32,20 +33,27 @@ def settings() -> Settings:
     return Settings.from_env(os.environ)
 
 
-def store(s: Settings | None = None) -> BlobStore:
-    return blob_store((s or settings()).storage_connection)
+def store(s: Settings | None = None, deadline: Deadline | None = None) -> BlobStore:
+    """trapbatch's own account: the process's shared client (``blob_store``), or with a ``deadline`` a client of
+    the caller's own whose calls end by it (``deadline_blob_store``: Event Grid's delivery of a marker)."""
+    connection = (s or settings()).storage_connection
+    return blob_store(connection) if deadline is None else deadline_blob_store(connection, deadline)
 
 
 def source_store(s: Settings, account_url: str = "", credential_secret: str = "", *,
-                 deadline: bool = False) -> BlobStore:
+                 deadline: bool | Deadline = False) -> BlobStore:
     """Where a task's images are read from: trapbatch's own account, or the one the request named.
 
     Not cached: the secret is read at each use, so a rotated SAS takes effect at the next activity.
 
     ``deadline``: the caller must answer within a deadline (the edges' check of a request, ``api.starters.
-    _check_source``: an HTTP caller, Event Grid's 30-s delivery of a marker): another account's host that DNS says
-    does not exist then fails at the first try, not after the storage SDK's ~84 s of back-offs
-    (``storage_refs.missing_host_not_retried``). Activities keep the SDK's default: they ask DNS again themselves.
+    _check_source``): another account's host that DNS says does not exist then fails at the first try, not after the
+    storage SDK's ~84 s of back-offs (``storage_refs.missing_host_not_retried``). True (an HTTP caller, the drop
+    trigger: they can wait out the SDK's other retries): that alone. A ``Deadline`` (Event Grid's 30-s delivery of a
+    marker, ``api.arrivals``): also every storage and Key Vault request, and every retry, ends by it
+    (``storage_refs.deadline_storage_options``, ``key_vault_reader``'s ``time_left``), trapbatch's own account too
+    (``store``); a call it cut short is busy, as a storage account that did not answer. Activities keep the SDK's
+    default: they ask DNS again themselves.
 
     A secret store that did not answer (``SecretStoreUnavailable``: no connection, a timeout, 408, 429 or 5xx, or
     the managed identity's token endpoint did not answer) is ``SourceBusy``: 503 with Retry-After at the edge, and a
@@ -53,8 +61,9 @@ def source_store(s: Settings, account_url: str = "", credential_secret: str = ""
     (400: a secret to create, a role to grant).
     """
     ref = SourceRef(account_url, credential_secret)
+    until = deadline if isinstance(deadline, Deadline) else None
     if ref.is_own_account:
-        return store(s)
+        return store(s, until)
     check_source_allowed(s, account_url)
     if credential_secret and s.notify_secret and credential_secret.casefold() == s.notify_secret.casefold():
         # (Key Vault names are case-insensitive)
@@ -67,11 +76,13 @@ def source_store(s: Settings, account_url: str = "", credential_secret: str = ""
     # The app's identity reads the vault and, without a secret, the account: as AppCredential, so that its token
     # endpoint not answering fails as TokenEndpointUnavailable, busy, not as a refused identity (adapters.identity)
     credential = AppCredential()
+    options = (deadline_storage_options(until.left) if until is not None
+               else {"retry_policy": missing_host_not_retried() if deadline else None})
     try:
         return BlobStore(source_service(ref, lambda: store(s).service,
-                                        secret_reader_from_env(s.secret_store_env(), credential=credential),
-                                        credential=credential,
-                                        retry_policy=missing_host_not_retried() if deadline else None))
+                                        secret_reader_from_env(s.secret_store_env(), credential=credential,
+                                                               time_left=until.left if until else None),
+                                        credential=credential, **options))
     except SecretStoreUnavailable as exc:
         raise SourceBusy(str(exc), SECRET_STORE_BUSY) from None
     except SourceAccessError as exc:

@@ -18,7 +18,9 @@ The answer goes beside the marker: ``trapbatch-ready.task.json`` (the task id) o
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import time
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
@@ -31,6 +33,7 @@ from adapters.storage_errors import MARKER_HOST_GONE_AFTER_S, after_dns_asked_ag
 from api.starters import (BUSY_TRY_WAIT_S, DROP_TRIGGER_RETRIES, EVENT_GRID_RETRIES, Retries, answered_version, busy,
                           caller_writable_json, drop_origin, read_request_blob, refusal_of, start_task,
                           withdraw_overtaken_refusal)
+from core.deadline import Deadline
 from core.errors import RequestInvalid, TrapbatchError
 from core.requests import MAX_BODY_BYTES, parse_json_body
 from core.settings import Settings
@@ -48,6 +51,36 @@ def _utc_now() -> datetime:
 # The wall clock the count of a missing host across Event Grid's deliveries reads (``_missing_across_deliveries``):
 # deliveries may run in different processes, so the time is written into the refusal file. Tests replace it.
 _now: Callable[[], datetime] = _utc_now
+
+# Event Grid "waits 30 seconds for a response after delivering a message. After 30 seconds, if the endpoint hasn't
+# responded, the message is queued for retry" (MicrosoftDocs articles/event-grid/delivery-and-retry.md; devhost row
+# 17). A marker's delivery answers within MARKER_DELIVERY_DEADLINE_S in all (``_Delivery``): its storage and Key Vault
+# calls end by then (short timeouts and back-offs, ``gpu_batch.storage_refs.deadline_storage_options``), where the
+# SDKs' own took ~84 s of back-offs for a 503 and minutes for a request that hangs, so Event Grid stopped waiting,
+# delivered again while the first delivery still ran, and a refusal the first wrote late was overwritten by the next
+# one's busy answer. The last MARKER_ANSWER_S of it are kept for writing the answer (a busy refusal too): the reads
+# and checks end MARKER_ANSWER_S before. The 10 s left of Event Grid's 30 are for what no timeout bounds (a DNS lookup,
+# a credential's token request, the durable client's calls: ``deadline_storage_options``).
+MARKER_DELIVERY_DEADLINE_S = 20.0
+MARKER_ANSWER_S = 5.0
+# The delivery's clock (monotonic seconds): tests give a fake one that moves when the SDKs' back-offs sleep.
+_clock: Callable[[], float] = time.monotonic
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Delivery:
+    """One Event Grid delivery of a marker: its deadlines and the clients of trapbatch's own account bound by them,
+    built for this delivery only (the activities' shared client keeps the SDK's policy)."""
+
+    checks: Deadline  # the marker's reads and the start's checks end by then
+    reads: BlobStore  # trapbatch's own account, bound by ``checks``
+    answers: BlobStore  # ... bound by the whole deadline: the answer (receipt, refusal) is written after the checks
+
+    @classmethod
+    def begin(cls, s: Settings) -> _Delivery:
+        whole = Deadline.within(MARKER_DELIVERY_DEADLINE_S, _clock)
+        checks = Deadline(whole.at - MARKER_ANSWER_S, _clock)
+        return cls(checks, clients.store(s, checks), clients.store(s, whole))
 
 
 def marker_request(container: str, raw: bytes) -> dict[str, object]:
@@ -81,31 +114,33 @@ async def container_ready(event: func.EventGridEvent, client: df.DurableOrchestr
 
     Storage SDK errors propagate: the platform redelivers the event (a transient failure must not become a refusal).
     A refusal only because a service was busy (``api.starters.busy``) is written, saying Event Grid delivers the event
-    again (``api.starters.EVENT_GRID_RETRIES`` cites how), and then raised so that it does."""
+    again (``api.starters.EVENT_GRID_RETRIES`` cites how), and then raised so that it does. Every storage and Key
+    Vault call ends within ``MARKER_DELIVERY_DEADLINE_S`` (``_Delivery``); one it cut short is busy or propagates,
+    as a service that did not answer, never a refusal that stays."""
     container = layout.ready_marker_container(event.subject)
     if event.event_type != BLOB_CREATED or container is None:
         return
     s = clients.settings()
     if _own(container, s):
         return
-    store = clients.store(s)
+    delivery = _Delivery.begin(s)
     marker = None
     try:
-        marker = await _read_marker(store, container)
+        marker = await _read_marker(delivery.reads, container)
         if marker is None:
             return  # deleted since the event was sent, or answered already: nothing to start
         request = marker_request(container, marker[0])
     except TrapbatchError as exc:
-        await _refuse(store, container, exc, marker[1] if marker else "", EVENT_GRID_RETRIES)
+        await _refuse(delivery.answers, container, exc, marker[1] if marker else "", EVENT_GRID_RETRIES)
         if busy(exc):
             raise  # Event Grid delivers the event again
         return
     if request.get("image_list"):
-        await asyncio.to_thread(store.write_json, layout.INCOMING_CONTAINER, layout.marker_handoff_blob(container),
-                                {"marker_container": container})
+        await asyncio.to_thread(delivery.answers.write_json, layout.INCOMING_CONTAINER,
+                                layout.marker_handoff_blob(container), {"marker_container": container})
         logger.info("marker in container %s names an image list: handed to the drop trigger", container)
         return
-    await start_from_marker(client, container, (request, marker[1]), s)
+    await start_from_marker(client, container, (request, marker[1]), s, delivery)
 
 
 async def _read_marker(store: BlobStore, container: str) -> tuple[bytes, str] | None:
@@ -123,7 +158,8 @@ async def _read_marker(store: BlobStore, container: str) -> tuple[bytes, str] | 
 
 
 async def start_from_marker(client: df.DurableOrchestrationClient, container: str,
-                            marker: tuple[dict[str, object], str] | None, s: Settings) -> None:
+                            marker: tuple[dict[str, object], str] | None, s: Settings,
+                            delivery: _Delivery | None = None) -> None:
     """Start the task a marker stands for and answer beside it: ``trapbatch-ready.task.json``, or
     ``trapbatch-ready.json.error.json`` when refused. ``marker``: its request and ETag, already read (None: read it
     here, as the drop trigger does for a handed-over marker, so what starts is the marker's own request, never the
@@ -137,11 +173,15 @@ async def start_from_marker(client: df.DurableOrchestrationClient, container: st
     A refusal because DNS said a host does not exist (``missing_host``: the images' account, its vault, trapbatch's
     own account) stays once written, and on Azure an existing account's host can say so for a while: the drop
     trigger asks DNS again for up to two minutes first (``adapters.storage_errors.after_dns_asked_again``); Event
-    Grid's delivery has no such time, so its deliveries count the grace (``_missing_across_deliveries``)."""
+    Grid's delivery has no such time, so its deliveries count the grace (``_missing_across_deliveries``).
+
+    ``delivery``: Event Grid's (``container_ready``), whose calls end by its deadlines; None (the drop trigger, a blob
+    trigger under ``functionTimeout``): the storage SDK's own policy, as before."""
     if _own(container, s):
         return
     retried_by = DROP_TRIGGER_RETRIES if marker is None else EVENT_GRID_RETRIES
-    store = clients.store(s)
+    store = delivery.reads if delivery else clients.store(s)
+    answers = delivery.answers if delivery else store
     etag = ""
     try:
         if marker is None:
@@ -153,25 +193,26 @@ async def start_from_marker(client: df.DurableOrchestrationClient, container: st
             marker = marker_request(container, read[0]), read[1]
         request, etag = marker
         started, task_id = await start_task(client, request, s,
-                                            origin=drop_origin(container, layout.READY_MARKER, etag))
+                                            origin=drop_origin(container, layout.READY_MARKER, etag),
+                                            deadline=delivery.checks if delivery else None)
     except TrapbatchError as refused:
         exc, missing = refused, dict[str, str]()
         if retried_by is DROP_TRIGGER_RETRIES:  # a refusal written here stays: a missing host is asked about again
             exc = await asyncio.to_thread(after_dns_asked_again, refused)  # (not in Event Grid's 30-s delivery)
         elif refused.missing_host:  # Event Grid's deliveries count the grace instead
-            previous = await asyncio.to_thread(caller_writable_json, store, container, layout.ready_error_blob())
+            previous = await asyncio.to_thread(caller_writable_json, answers, container, layout.ready_error_blob())
             exc, missing = _missing_across_deliveries(refused, previous, etag, _now(), s.marker_host_gone_after_s)
-        await _refuse(store, container, exc, etag, retried_by, missing)
+        await _refuse(answers, container, exc, etag, retried_by, missing)
         if busy(exc):
             if retried_by is DROP_TRIGGER_RETRIES:  # its next try comes at once: wait first, as task_dropped does
                 await asyncio.sleep(BUSY_TRY_WAIT_S)
             raise exc  # the trigger that called runs again (retried_by)
         return
-    await asyncio.to_thread(store.write_json, container, layout.ready_receipt_blob(),
+    await asyncio.to_thread(answers.write_json, container, layout.ready_receipt_blob(),
                             {"id": task_id, "started": started, "status_path": f"/api/tasks/{task_id}",
                              "request_etag": etag})
     # an earlier version's refusal, now answered by this one: left there, it said the corrected marker was refused
-    await asyncio.to_thread(store.delete_if_exists, container, layout.ready_error_blob())
+    await asyncio.to_thread(answers.delete_if_exists, container, layout.ready_error_blob())
     logger.info("marker in container %s: task %s %s", container, task_id, "started" if started else "already known")
 
 

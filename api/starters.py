@@ -52,6 +52,7 @@ from api.edge import http_edge, json_response, read_status, start_once
 from core import contracts as c
 from core import notify
 from core.contracts import FINISHED, Stage
+from core.deadline import Deadline
 from core.errors import (ConfigError, ContainerNotFound, InstanceListTooSlow, RequestInvalid, RequestTooLarge,
                          TaskNotFinished, TaskNotFound, TaskStillRunning, TooManyActiveTasks,
                          TrapbatchError, failure_message)
@@ -143,7 +144,8 @@ ACTIVE_TASKS_RETRY_AFTER_S = 300  # Retry-After of a 429 for too many running ta
 
 
 async def start_task(client: df.DurableOrchestrationClient, body: Any, settings: Settings,
-                     caller: Caller = ANONYMOUS_OPERATOR, drop: str = "", origin: str = "") -> tuple[bool, str]:
+                     caller: Caller = ANONYMOUS_OPERATOR, drop: str = "", origin: str = "",
+                     deadline: Deadline | None = None) -> tuple[bool, str]:
     """Validate ``body`` and start its task unless that task already runs or completed. Returns (started, id).
 
     A verified ``caller`` (``TRAPBATCH_CALLER_AUTH=easyauth``) replaces any ``caller`` the body names, is recorded in
@@ -152,7 +154,11 @@ async def start_task(client: df.DurableOrchestrationClient, body: Any, settings:
     ``origin``: the blob version that asks (``drop_origin``), recorded in the task's input. When the task's last run
     was started by that same version, this is a redelivery of its event (at least once, from Event Grid and from the
     blob trigger's queue): (True, id) without starting or refusing anything, so a ``rerun`` request delivered twice
-    runs once and is not answered "still running"."""
+    runs once and is not answered "still running".
+
+    ``deadline``: when the caller must have its answer (Event Grid's delivery of a marker, ``api.arrivals``): the
+    storage and Key Vault calls of the checks end by it (``clients.source_store``), and one it cut short is busy
+    (``SourceBusy``, or the storage SDK's error). None (the HTTP edge, the drop trigger): the SDKs' own retries."""
     request = parse_task_request(body, settings.model, settings.knobs.images_per_shard)
     if caller.verified:  # a body-supplied 'caller' is a label nobody checked: the verified id replaces it
         request = dataclasses.replace(request, caller=caller.id)
@@ -178,7 +184,7 @@ async def start_task(client: df.DurableOrchestrationClient, body: Any, settings:
                                  "the operator adds the receiver's host to TRAPBATCH_NOTIFY_HOSTS and sets "
                                  "TRAPBATCH_NOTIFY_SECRET (docs/cli.md 'Word when a task ends'); or leave "
                                  "'notify_url' out and poll GET /api/tasks/{id}")
-    request = await asyncio.to_thread(_check_source, request, settings)  # blocking storage calls: off the loop
+    request = await asyncio.to_thread(_check_source, request, settings, deadline)  # blocking calls: off the loop
     task_id = request.task_id_for(caller.id)
     existing = await read_status(client, task_id, show_input=True)
     if _runtime(existing) is None and as_given.model != request.model:
@@ -204,7 +210,7 @@ async def start_task(client: df.DurableOrchestrationClient, body: Any, settings:
         knobs["max_failed_fraction"] = request.max_failed_fraction
     run = layout.run_id(datetime.now(timezone.utc), secrets.token_hex(2))  # a job of its own for this run's pool work
     last = _task_input(existing)
-    generations = await asyncio.to_thread(_generations, task_id, run, runtime, last, request, settings)
+    generations = await asyncio.to_thread(_generations, task_id, run, runtime, last, request, settings, deadline)
     if runtime is not None and not request.rerun:
         request = resumed_request(request, last)
     try:
@@ -231,18 +237,19 @@ async def start_task(client: df.DurableOrchestrationClient, body: Any, settings:
     return True, task_id
 
 
-def _check_source(request: TaskRequest, settings: Settings) -> TaskRequest:
+def _check_source(request: TaskRequest, settings: Settings, deadline: Deadline | None = None) -> TaskRequest:
     """The request's container must be readable (404/502 otherwise); with an ``image_list`` the request gains the
     list's hash. Blocking (a Key Vault secret, the source account, the list): ``start_task`` runs it off the event loop
-    (``api.edge`` module docstring)."""
+    (``api.edge`` module docstring). ``deadline``: ``start_task``'s."""
     if request.source_account_url:  # the app's own account named by its URL: its own containers are still its own
         own = clients.store(settings).service.primary_endpoint
         why = own_container_reason(request.container, settings)
         if why and same_storage_account(request.source_account_url, own):
             raise RequestInvalid(f"container {request.container!r} holds {why}, not images",
                                  "name the container your camera-trap images are in")
-    # deadline: a missing host is said at the first try, within Event Grid's 30 s (clients.source_store)
-    source = clients.source_store(settings, request.source_account_url, request.credential_secret, deadline=True)
+    # a missing host is said at the first try (clients.source_store); with a deadline, every call ends by it
+    source = clients.source_store(settings, request.source_account_url, request.credential_secret,
+                                  deadline=deadline or True)
     account = SOURCE_ACCOUNT if request.source_account_url else OWN_ACCOUNT  # whose URL a missing host's hint names
     try:
         readable = (source.container_exists(request.container) if not request.source_account_url
@@ -291,7 +298,7 @@ class _Generations(TypedDict, total=False):
 
 
 def _generations(task_id: str, run: str, runtime: str | None, last: dict[str, Any], request: TaskRequest,
-                 settings: Settings) -> _Generations:
+                 settings: Settings, deadline: Deadline | None = None) -> _Generations:
     """Which generation a start is (``orchestrations.task``), and which one is served until it completes.
 
     * the task's first start: its first generation, under the task id itself (no keys: as before re-runs);
@@ -300,6 +307,8 @@ def _generations(task_id: str, run: str, runtime: str | None, last: dict[str, An
     * a plain request for a task whose last run failed or was terminated: that run's generation again, which resumes
       from the results its attempts already wrote (as before re-runs), serving what that run would have served; its
       request keeps that run's "rerun" and "only_new" (``resumed_request``), so an ``only_new`` re-run still reuses.
+
+    ``deadline``: ``start_task``'s, for the reads of the served generation.
     """
     if runtime is None:
         return {}
@@ -310,7 +319,7 @@ def _generations(task_id: str, run: str, runtime: str | None, last: dict[str, An
         if "previous" in last:
             again["previous"] = str(last["previous"])
         return again
-    store = clients.store(settings)
+    store = clients.store(settings, deadline)
     served = served_generation(store, settings.container, task_id)
     out = _Generations(generation=run)
     if store.exists(settings.container, layout.results_blob(layout.generation_key(task_id, served))):

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from enum import Enum
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 
@@ -25,6 +26,7 @@ from adapters.blobs import BlobStore
 from api import arrivals, starters
 from core.errors import SourceBusy
 from gpu_batch import layout
+from gpu_batch.tests.test_storage_refs import deadline_clock  # noqa: F401 - the fixture: the SDKs' waits on a clock
 from gpu_batch.tests.test_storage_refs import resolver  # noqa: F401 - the fixture: getaddrinfo for *.invalid
 
 
@@ -630,3 +632,122 @@ def test_a_markers_delivery_learns_its_images_host_is_missing_within_event_grids
         return
     assert refusal["missing_host"] == "nosuchaccount.invalid" and "host_missing_since" in refusal, refusal
     assert resolver.slept == [], resolver.slept  # the storage SDK's back-offs were ~84 s
+
+
+class _BusyAccount:
+    """A storage account on loopback that answers every request 503 ``ServerBusy``, as Azure Storage does over its
+    scale targets (``tests.integration.storage_faults`` cites the answer), each answer ``spend_s`` seconds after
+    the request on the test's clock (``deadline_clock``: the first answer after ``first_s``). ``requests``: how many
+    came."""
+
+    def __init__(self, clock: Any, spend_s: float, first_s: float) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        account = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _busy(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    self.rfile.read(length)
+                clock.spend(first_s if account.requests == 0 else spend_s)
+                account.requests += 1
+                body = (b'<?xml version="1.0" encoding="utf-8"?><Error><Code>ServerBusy</Code>'
+                        b"<Message>Operations per second is over the account limit.</Message></Error>")
+                self.send_response(503, "Operations per second is over the account limit.")
+                self.send_header("x-ms-error-code", "ServerBusy")
+                self.send_header("Content-Type", "application/xml")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            do_GET = do_PUT = do_HEAD = do_DELETE = _busy
+
+            def log_message(self, *args: Any) -> None: ...
+
+        self.requests = 0
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/partner"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def busy_account(request: pytest.FixtureRequest, deadline_clock: Any) -> Iterator[_BusyAccount]:
+    """``_BusyAccount`` with ``(spend_s, first_s)`` from the test's parameter."""
+    spend_s, first_s = request.param
+    account = _BusyAccount(deadline_clock, spend_s, first_s)
+    yield account
+    account.close()
+
+
+@pytest.mark.parametrize("busy_account", [(0.2, 0.2), (0.2, 16.0)], ids=["busy", "busy at the deadline"],
+                         indirect=True)
+def test_a_markers_delivery_whose_images_account_stays_busy_answers_busy_within_its_deadline(
+        busy_account: _BusyAccount, deadline_clock: Any, source: str, store: BlobStore, tmp_path: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The marker path with the clients it really builds, the images' account answering 503 ServerBusy to every
+    request: the delivery retries with short back-offs while its deadline allows
+    (``arrivals.MARKER_DELIVERY_DEADLINE_S`` less ``MARKER_ANSWER_S`` for the checks), then writes the busy refusal
+    (Event Grid delivers again) and fails, all within the deadline: Event Grid waits 30 s for the answer
+    (articles/event-grid/delivery-and-retry.md). With the storage SDK's own policy the back-offs alone were 18 + 24 +
+    42 s (±3), so the delivery timed out and the next one overlapped it. "at the deadline": the first 503 comes
+    after the checks' deadline; nothing is retried and the refusal still says busy, never a refusal that stays."""
+    monkeypatch.setattr(arrivals, "_clock", deadline_clock)
+    secrets = tmp_path / "secrets.json"
+    secrets.write_text(json.dumps({"images-sas": "sv=2024-01-01&sig=abc"}))
+    monkeypatch.setenv("TRAPBATCH_LOCAL_SECRETS_FILE", str(secrets))
+    monkeypatch.setenv("TRAPBATCH_SOURCE_ACCOUNTS", busy_account.url)
+    store.write_json(source, layout.READY_MARKER, {"source_account_url": busy_account.url,
+                                                   "credential_secret": "images-sas"})
+    event = SimpleNamespace(event_type=arrivals.BLOB_CREATED,
+                            subject=f"/blobServices/default/containers/{source}/blobs/{layout.READY_MARKER}")
+    fn = arrivals.container_ready._function.get_user_function().__wrapped__  # no durable client binding
+    client = Client()
+    started = deadline_clock.now
+    with pytest.raises(SourceBusy):
+        asyncio.run(fn(event, client))
+    spent = deadline_clock.now - started
+    assert spent <= arrivals.MARKER_DELIVERY_DEADLINE_S, (spent, deadline_clock.slept)
+    refusal = store.read_json(source, layout.ready_error_blob())
+    assert "did not answer or is busy" in refusal["error"] and refusal["busy_tries"] == 1, refusal
+    assert refusal["hint"].startswith("nothing to do yet: Event Grid delivers the marker's event again"), refusal
+    assert client.starts == [] and not store.exists(source, layout.ready_receipt_blob())
+    if busy_account.requests == 1:  # the first answer came after the checks' deadline: no retry
+        assert spent >= arrivals.MARKER_DELIVERY_DEADLINE_S - arrivals.MARKER_ANSWER_S and deadline_clock.slept == []
+        return
+    assert busy_account.requests == 4 and len(deadline_clock.slept) == 3, deadline_clock.slept
+    assert sum(deadline_clock.slept) <= 5.0, deadline_clock.slept
+
+
+@pytest.mark.parametrize("busy_account", [(1.0, 1.0)], indirect=True)
+def test_a_markers_delivery_reads_trapbatchs_own_busy_account_within_its_deadline(
+        busy_account: _BusyAccount, deadline_clock: Any, app_env: dict[str, str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The marker's own read (trapbatch's account) when that account answers 503 to everything: the storage error
+    propagates (Event Grid delivers again; nothing could be written there anyway) within the checks' deadline,
+    after short back-offs, from a client built for the delivery; the process's shared client keeps the storage
+    SDK's policy (``ExponentialRetry``, 15-s initial back-off), which the activities use."""
+    from azure.core.exceptions import HttpResponseError
+
+    from adapters import clients
+
+    monkeypatch.setattr(arrivals, "_clock", deadline_clock)
+    monkeypatch.setenv("AzureWebJobsStorage", "DefaultEndpointsProtocol=http;AccountName=partner;AccountKey=a2V5;"
+                                              f"BlobEndpoint={busy_account.url};")
+    event = SimpleNamespace(event_type=arrivals.BLOB_CREATED,
+                            subject=f"/blobServices/default/containers/images/blobs/{layout.READY_MARKER}")
+    fn = arrivals.container_ready._function.get_user_function().__wrapped__  # no durable client binding
+    started = deadline_clock.now
+    with pytest.raises(HttpResponseError) as failed:
+        asyncio.run(fn(event, Client()))
+    assert failed.value.status_code == 503
+    spent = deadline_clock.now - started
+    assert spent <= arrivals.MARKER_DELIVERY_DEADLINE_S - arrivals.MARKER_ANSWER_S, (spent, deadline_clock.slept)
+    assert busy_account.requests == 4 and sum(deadline_clock.slept) <= 5.0, deadline_clock.slept
+    shared = clients.store(clients.settings()).service._config.retry_policy
+    assert shared.initial_backoff == 15 and shared.total_retries == 3

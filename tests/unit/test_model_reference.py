@@ -95,7 +95,7 @@ def test_the_api_names_the_task_by_the_models_one_name(monkeypatch: pytest.Monke
         async def get_status(self, instance_id: str, *args: Any, **kwargs: Any) -> Any:
             return SimpleNamespace(runtime_status=SimpleNamespace(value="Running"), custom_status={}, input_=None)
 
-    monkeypatch.setattr(starters, "_check_source", lambda request, settings: request)  # no storage here
+    monkeypatch.setattr(starters, "_check_source", lambda request, settings, deadline=None: request)  # no storage here
     ids = {asyncio.run(starters.start_task(Running(), {"container": "photos", "model": m}, _settings()))[1]
            for m in ("mdv5a", "MDV5A", "v5a.0.1")}
     assert len(ids) == 1
@@ -123,7 +123,7 @@ def test_a_task_an_earlier_release_named_by_an_alias_is_found_again(monkeypatch:
             runtime = SimpleNamespace(value="Running") if instance_id in self.ids else None
             return SimpleNamespace(runtime_status=runtime, custom_status={}, input_=None)
 
-    monkeypatch.setattr(starters, "_check_source", lambda request, settings: request)
+    monkeypatch.setattr(starters, "_check_source", lambda request, settings, deadline=None: request)
     body = {"container": "photos", "model": "mdv5a"}
     assert asyncio.run(starters.start_task(Known({old_id}), body, _settings())) == (False, old_id)
     assert asyncio.run(starters.start_task(Known({old_id, canonical_id}), body, _settings())) == (False, canonical_id)

@@ -86,7 +86,7 @@ def test_posting_a_completed_task_again_while_the_hub_is_throttled_starts_nothin
     """The same request posted again names the same task, which completed: it must not run again. With the status
     read answered 500, the task read as absent and ``start_new`` restarted the completed instance (the extension lets
     a Completed id be started again): the whole run's GPU work a second time."""
-    monkeypatch.setattr(starters, "_check_source", lambda request, settings: request)  # no storage here
+    monkeypatch.setattr(starters, "_check_source", lambda request, settings, deadline=None: request)  # no storage here
     monkeypatch.setattr(starters, "_generations", lambda *a: {})
     hub = Hub((500, HUB_ERROR))
     body = {"container": "photos", "model": "MDV5A"}
