@@ -130,7 +130,7 @@ def stand_ins(parts_facts: Iterable[Sequence[Sequence[Any]]]) -> list[dict[str, 
     for facts in parts_facts:
         mine = []
         for dep, start, _, issues, *_ in facts:
-            if start and (dep not in starts or start < starts[dep]):  # _Deployment.cover's rule
+            if start and (dep not in starts or camtrapdp.earlier(start, starts[dep])):  # _Deployment.cover's rule
                 starts[dep] = start
             if int(issues) & camtrapdp.NO_TIME:
                 mine.append(dep)

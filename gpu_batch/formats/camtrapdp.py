@@ -373,11 +373,31 @@ class _Deployment:
     camera: str = ""
 
     def cover(self, start: str, end: str) -> None:
-        """Widen the span to ``start``..``end`` ("" for no capture time: no change)."""
-        if start and (not self.start or start < self.start):
+        """Widen the span to ``start``..``end`` ("" for no capture time: no change), compared as instants
+        (``earlier``)."""
+        if start and (not self.start or earlier(start, self.start)):
             self.start = start
-        if end and end > self.end:
+        if end and (not self.end or earlier(self.end, end)):
             self.end = end
+
+
+def earlier(a: str, b: str) -> bool:
+    """Whether capture time ``a`` comes before ``b`` (both as ``camtrap_timestamp`` writes them). By the instant,
+    not the text: a camera that sets its clock back at the end of summer time writes ``02:10:00+01:00`` after
+    ``02:30:00+02:00``, and an image list may give some of a camera's photos an offset and leave others at the
+    assumed UTC; compared as text such a deployment started after it ended (negative trap effort in camtrapR) with
+    photos outside it. The same instant written with two offsets: the smaller text, so a span never depends on
+    the order its images come in (the single pass and the fan-out's parts agree). Text that is no time with an
+    offset is compared as text. Parses only where the offsets differ (one deployment's times mostly share one)."""
+    if a[19:] == b[19:]:
+        return a < b
+    try:
+        x, y = datetime.fromisoformat(a), datetime.fromisoformat(b)
+    except ValueError:
+        return a < b
+    if x.tzinfo is None or y.tzinfo is None:
+        return a < b
+    return x < y or (x == y and a < b)
 
 
 @dataclass(slots=True)

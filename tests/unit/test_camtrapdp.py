@@ -702,3 +702,42 @@ def test_a_photo_cut_short_says_so_in_its_media_comments_and_the_package_stays_v
                                  completed_at="2026-12-01T10:00:00", classified_by="MegaDetector v5a.0.1")
     line, _ = b.add_lines(next(iter(mark_cut_short([dict(ENTRIES[1])], {blank}))))
     assert next(csv.reader([line]))[-1] == camtrapdp.CUT_SHORT_COMMENT
+
+
+def test_a_deployments_span_is_by_the_instant_not_the_text(tmp_path: Path) -> None:
+    """A camera that sets its clock back at the end of summer time writes 02:10+01:00 (01:10 UTC) after
+    02:30+02:00 (00:30 UTC): compared as text its deployment started at 01:10 UTC and ended at 00:30 UTC (negative
+    trap effort in camtrapR), with photos outside it. The single pass, the combine of parts' facts (in either
+    order) and the stand-in of a photo without capture time all take the earliest and the latest instant."""
+    from core import exportparts
+
+    entries: list[dict[str, Any]] = [
+        {"file": "cam1/a.jpg", "datetime": "2024-10-27T02:30:00+02:00", "detections": []},
+        {"file": "cam1/b.jpg", "datetime": "2024-10-27T02:10:00+01:00", "detections": []},
+        {"file": "cam1/c.jpg", "datetime": "2024-10-27T02:20:00+01:00", "detections": []},
+        {"file": "cam1/d.jpg", "detections": []},  # no capture time: the deployment's first stands in
+    ]
+    b = build(tmp_path, entries)
+    assert validate(tmp_path).valid
+    cam1 = rows(tmp_path / "deployments.csv")[0]
+    assert (cam1["deploymentStart"], cam1["deploymentEnd"]) == ("2024-10-27T02:30:00+02:00",
+                                                                "2024-10-27T02:20:00+01:00")
+    assert b.stand_ins() == {"cam1": "2024-10-27T02:30:00+02:00"}
+
+    def facts(part: list[dict[str, Any]]) -> list[list[Any]]:
+        one = camtrapdp.CamtrapBuilder(threshold=0.2, detection_categories=mdformat.DETECTION_CATEGORIES,
+                                       completed_at="2026-12-01T10:00:00", classified_by="MD")
+        for e in part:
+            one.add(e)
+        return one.deployment_facts()
+
+    for parts in ([entries[:1], entries[1:]], [entries[1:], entries[:1]]):
+        combined = camtrapdp.CamtrapBuilder(threshold=0.2, detection_categories=mdformat.DETECTION_CATEGORIES,
+                                            completed_at="2026-12-01T10:00:00", classified_by="MD")
+        exportparts.combine_deployments(combined, [facts(p) for p in parts])
+        assert combined.deployment_rows()[0][6:8] == [cam1["deploymentStart"], cam1["deploymentEnd"]]
+        untimed = parts.index(entries[1:])  # the part holding d.jpg
+        assert exportparts.stand_ins([facts(p) for p in parts])[untimed] == {"cam1": "2024-10-27T02:30:00+02:00"}
+    # the same instant with two offsets: the smaller text whichever comes first
+    assert camtrapdp.earlier("2024-06-01T06:00:00+00:00", "2024-06-01T07:00:00+01:00")
+    assert not camtrapdp.earlier("2024-06-01T07:00:00+01:00", "2024-06-01T06:00:00+00:00")
