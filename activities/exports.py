@@ -543,7 +543,8 @@ class ExportContext:
     def camtrap(self, given: Mapping[str, Sequence[Any]] | None = None) -> camtrapdp.CamtrapBuilder:
         return camtrapdp.CamtrapBuilder(threshold=self.cut, detection_categories=self.categories,
                                         completed_at=self.completed_at,
-                                        classified_by=f"MegaDetector {mdformat.detector_version(self.model)}",
+                                        classified_by=mdformat.classified_by(self.model,
+                                                                             str(self.info.get("detector") or "")),
                                         given=given or {}, utc_offset=self.utc_offset(),
                                         clock_shifts=self.clock_shifts(), cameras=self.cameras())
 

@@ -168,6 +168,24 @@ def detector_version(model: str) -> str:
     return UNKNOWN_VERSION
 
 
+NO_RELEASE = "no known MegaDetector release"
+
+
+def classified_by(model: str, detector: str = "") -> str:
+    """Who classified an export's observations (Camtrap DP's ``classifiedBy``, "Name or ID of the person or AI
+    algorithm", and the package description's "made by"): ``MegaDetector v5a.0.1`` where the model's name says a
+    MegaDetector release, as MegaDetector derives it; else the file that ran (``detector``: the results'
+    ``info.detector``, else ``model``'s base name) and that it is no known release. Why not ``MegaDetector
+    unknown``: that reads as MegaDetector of some version, though such weights may be anyone's (a fine-tuned
+    model, or the demo's random ones, whose detections are meaningless), and it names nothing a reader can look up.
+    """
+    version = detector_version(model)
+    if version != UNKNOWN_VERSION:
+        return f"MegaDetector {version}"
+    name = (detector or model).strip().replace("\\", "/").rsplit("/", 1)[-1] or "an unnamed model"
+    return f"{name} ({NO_RELEASE})"
+
+
 def detector_metadata(model: str) -> dict[str, Any]:
     """``info.detector_metadata`` for results made by ``model``: its MegaDetector version and its typical and
     conservative confidence thresholds (see the table's comment for where they come from and the fallbacks)."""

@@ -16,9 +16,10 @@ What maps to what:
   storage);
 * **observations** at media level: one per detection at or above the threshold (``animal`` / ``human`` /
   ``vehicle``, ``count`` 1, the box as MegaDetector's normalized ``bboxX``/``bboxY``/``bboxWidth``/``bboxHeight``
-  clipped to the image, ``classificationMethod`` ``machine``, ``classifiedBy`` the MegaDetector version,
-  ``classificationProbability`` the confidence), and one ``blank`` observation per image without any. Failed images
-  and removed repeats (negative confidence) get none;
+  clipped to the image, ``classificationMethod`` ``machine``, ``classifiedBy`` the MegaDetector version (a model
+  of no known release: its file, ``core.mdformat.classified_by``), ``classificationProbability`` the confidence),
+  and one ``blank`` observation per image without any. Failed images and removed repeats (negative confidence) get
+  none;
 * **event-level observations** (a camera's visits) are added by the app's exports from these rows
   (``core.camtrap_events``: the worker's views cannot know a camera's other shards).
 

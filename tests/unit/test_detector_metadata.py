@@ -64,3 +64,25 @@ def test_the_version_comes_from_the_file_name_not_the_folders_above_it() -> None
     does not decide: MegaDetector reads the file's base name."""
     assert mdformat.detector_version("blob://models-v2/md_v5a.0.0.pt") == "v5a.0.1"
     assert mdformat.detector_version("C:\\models-v4\\md_v5a.0.0.pt") == "v5a.0.1"
+
+
+def test_observations_of_a_model_of_no_known_release_name_its_file_not_megadetector_unknown() -> None:
+    """Camtrap DP's ``classifiedBy`` (and the package's "made by"): a MegaDetector release by its version; any other
+    model by the file that ran, said to be no known release. 'MegaDetector unknown' read as MegaDetector of some
+    version for the demo's random weights (meaningless detections) and named nothing to look up."""
+    from activities.exports import ExportContext
+    from core import zooniverse
+
+    assert mdformat.classified_by("MDV5A") == "MegaDetector v5a.0.1"
+    assert mdformat.classified_by("blob://models/md_v1000.0.0-redwood.pt") == "MegaDetector v1000.0.0-redwood"
+    assert mdformat.classified_by("C:\\models\\custom.pt") == "custom.pt (no known MegaDetector release)"
+    assert mdformat.classified_by("/srv/.cache/models/demo-yolov5n-random.pt", "demo-yolov5n-random.pt") == (
+        "demo-yolov5n-random.pt (no known MegaDetector release)")
+    ctx = ExportContext("task-x", "", "c", {"model": "/srv/.cache/models/demo-yolov5n-random.pt"}, {},
+                        {"detector": "demo-yolov5n-random.pt"}, dict(mdformat.DETECTION_CATEGORIES),
+                        "/srv/.cache/models/demo-yolov5n-random.pt", 0.2, "2026-12-01 10:00:00", "demo",
+                        zooniverse.ManifestOptions(threshold=0.2), 0, "")
+    builder = ctx.camtrap()
+    assert builder.classified_by == "demo-yolov5n-random.pt (no known MegaDetector release)"
+    description = builder.descriptor("n", "t", "2026-12-01T10:00:00Z", [{"title": "t"}])["description"]
+    assert "made by demo-yolov5n-random.pt (no known MegaDetector release)" in description
