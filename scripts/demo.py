@@ -176,11 +176,22 @@ def _start_devhost(port_file: Path, conn: str, log: Path, model: str, resident: 
                             start_new_session=True)
 
 
+RANDOM_WEIGHTS_NAME = "trapbatch demo (random-weight model: its detections are meaningless)"
+
+
+def demo_request(random_weights: bool) -> dict[str, Any]:
+    """The demo task's request. ``camera_depth`` 1: the samples are kept as camera/day folders, and a camera's days
+    are one camera (its deployment, visits and days), not a camera a day. With the random-weight model its name
+    says so: the name is the title of README.txt, of the Camtrap DP package and of COCO's description, so whoever
+    is handed the demo's files (not its console) learns that its boxes are noise."""
+    name = RANDOM_WEIGHTS_NAME if random_weights else "trapbatch demo"
+    return {"container": CONTAINER, "request_name": name, "camera_depth": 1}
+
+
 def _start_task(api: ApiClient) -> str:
-    """Start the demo task through the HTTP API, as a user would, and return its id (its model: the app's default).
-    ``camera_depth`` 1: the samples are kept as camera/day folders, and a camera's days are one camera (its
-    deployment, visits and days), not a camera a day."""
-    answer = api.submit({"container": CONTAINER, "request_name": "trapbatch demo", "camera_depth": 1})
+    """Start the demo task through the HTTP API, as a user would, and return its id (its model: the app's default,
+    random weights unless TRAPBATCH_MODEL names one)."""
+    answer = api.submit(demo_request(not os.environ.get("TRAPBATCH_MODEL")))
     task_id: str = answer["id"]
     say(f"task {task_id} started; status: {answer['status_url']}")
     return task_id
