@@ -20,6 +20,8 @@ import textwrap
 from dataclasses import dataclass
 from typing import Sequence
 
+from core import mdformat
+
 WIDTH = 100  # columns: a terminal's or Notepad's window without wrapping
 _INDENT = "    "
 _BATCH = re.compile(r"(?P<folder>(?:.*/)?zooniverse/)batch-(?P<n>\d{3,})\.csv")
@@ -210,6 +212,8 @@ def readme_text(facts: ReadmeFacts, files: Sequence[str]) -> str:
     lines += _field("Task", facts.task_id + (f" (re-run {facts.generation})" if facts.generation else ""))
     lines += _field("Photos", where)
     model = facts.model + (f" ({facts.detector})" if facts.detector and facts.detector != facts.model else "")
+    if mdformat.detector_version(facts.model) == mdformat.UNKNOWN_VERSION:  # as the exports' classifiedBy says it
+        model += f", {mdformat.NO_RELEASE}: its boxes are only as good as its weights (a fine-tuned model's, or random)"
     lines += _field("Model", f"{model}; MegaDetector finds animals, people and vehicles, not species")
     lines += _field("Threshold", f"{facts.threshold:g}: detections at or above it count in the CSV, the exports and "
                                  "the preview; detections.json keeps those below it too, each with its confidence"

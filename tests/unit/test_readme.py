@@ -90,3 +90,18 @@ def test_pages_gone_restates_only_the_preview_field() -> None:
     assert before == after and text.split("\nWritten:")[1] == gone.split("\nWritten:")[1]  # the rest as it was
     assert all(len(line) <= WIDTH for line in gone.splitlines())
     assert pages_gone("a README without the field\n", "2026-12-06T09:00:00+00:00") is None
+
+
+def test_a_model_of_no_known_megadetector_release_is_said_to_be_one() -> None:
+    """The exports' Camtrap DP names such a model by its file, as no known release (``mdformat.classified_by``);
+    the README said 'MegaDetector finds animals...' of the demo's random weights as of MDv5a."""
+    from core import mdformat
+
+    def model_line(model: str, detector: str) -> str:
+        text = readme_text(dataclasses.replace(FACTS, model=model, detector=detector), FILES)
+        start = text.index("Model:")
+        return " ".join(text[start:text.index("Threshold:")].split())
+
+    odd = model_line("/srv/models/demo-yolov5n-random.pt", "demo-yolov5n-random.pt")
+    assert mdformat.NO_RELEASE in odd and "only as good as its weights" in odd
+    assert mdformat.NO_RELEASE not in model_line("MDV5A", "md_v5a.0.0.pt")
