@@ -27,14 +27,16 @@ from core.errors import ContainerNotFound
 from gpu_batch.storage_refs import deadline_storage_options
 
 
-def service_client(connection: str, options: dict[str, Any] | None = None) -> BlobServiceClient:
+def service_client(connection: str, options: dict[str, Any] | None = None,
+                   credential: Any = None) -> BlobServiceClient:
     """The client of trapbatch's own account; ``options``: the client's keyword arguments (None:
-    ``transport_options``, with the storage SDK's retry policy and timeouts)."""
+    ``transport_options``, with the storage SDK's retry policy and timeouts); ``credential``: an identity
+    connection's token credential (None: an ``AppCredential`` of its own)."""
     options = transport_options() if options is None else options
     if connection.startswith("identity:"):  # AppCredential: a token endpoint that did not answer is busy, not denied
         from adapters.identity import AppCredential
 
-        return BlobServiceClient(connection[len("identity:"):], credential=AppCredential(), **options)
+        return BlobServiceClient(connection[len("identity:"):], credential=credential or AppCredential(), **options)
     return BlobServiceClient.from_connection_string(connection, **options)
 
 
@@ -287,5 +289,10 @@ def deadline_blob_store(connection: str, deadline: Deadline) -> BlobStore:
     timeouts and back-offs, none past it; a call cut short raises the SDK's error, which callers class busy).
 
     Not cached and not ``blob_store``'s shared one: the deadline is one caller's (an Event Grid delivery,
-    ``api.arrivals``), and the activities sharing that client keep the SDK's patience."""
-    return BlobStore(service_client(connection, deadline_storage_options(deadline.left, **transport_options())))
+    ``api.arrivals``), and the activities sharing that client keep the SDK's patience. An identity connection's
+    credential is the shared client's, though: a credential of its own fetched a token on every delivery (2-3 per
+    delivery, a request no deadline bounds) and held its sockets until a cyclic garbage collection; the shared one
+    caches its token (azure-identity credentials may be shared across threads and clients)."""
+    credential = blob_store(connection).service.credential if connection.startswith("identity:") else None
+    return BlobStore(service_client(connection, deadline_storage_options(deadline.left, **transport_options()),
+                                    credential))

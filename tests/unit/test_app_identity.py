@@ -13,7 +13,7 @@ import threading
 from typing import Any, Iterator
 
 import pytest
-from azure.core.exceptions import ClientAuthenticationError
+from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError
 
 from adapters.blobs import service_client
 from adapters.identity import TokenEndpointUnavailable
@@ -99,3 +99,59 @@ def test_the_apps_storage_waits_out_an_identity_endpoint_that_does_not_answer_an
         assert not isinstance(exc, TokenEndpointUnavailable) and "Unable to load" in str(exc)
         assert isinstance(mapped, StorageAccessDenied) and "Storage Blob Data Owner" in mapped.hint
         assert not is_busy(as_orchestrator_sees_it)
+
+
+class _Tokens(http.server.BaseHTTPRequestHandler):
+    """App Service's identity endpoint answering every request with a token valid for a day; ``asked`` counts them."""
+
+    asked: list[str] = []
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        import time
+
+        self.asked.append(self.path)
+        body = json.dumps({"access_token": "stand-in", "expires_on": str(int(time.time()) + 86400),
+                           "resource": "https://storage.azure.com", "token_type": "Bearer"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def test_the_own_storage_clients_of_each_marker_delivery_reuse_the_apps_token_not_ask_for_one_each(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``deadline_blob_store`` (``api.arrivals._Delivery``: two clients of the app's own account per Event Grid
+    delivery, a third in ``_check_source``) with an ``identity:`` connection, as in Azure: each client built an
+    ``AppCredential`` of its own, so every delivery asked the identity endpoint for a token per client (a request
+    no deadline bounds, inside Event Grid's 30 s) and left that credential's sockets to the cyclic garbage collector.
+    They now use the process's shared client's credential, whose token is cached: one request for them all."""
+    from adapters.blobs import blob_store, deadline_blob_store
+    from core.deadline import Deadline
+
+    handler = type("Tokens", (_Tokens,), {"asked": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    for name in ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET", "AZURE_FEDERATED_TOKEN_FILE",
+                 "MSI_ENDPOINT", "MSI_SECRET", "IDENTITY_SERVER_THUMBPRINT", "IMDS_ENDPOINT", "AZURE_TOKEN_CREDENTIALS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("IDENTITY_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}/msi/token")
+    monkeypatch.setenv("IDENTITY_HEADER", "stand-in-header")
+    connection = "identity:https://127.0.0.1:9"  # nothing listens: the token is asked for before the refusal
+    blob_store.cache_clear()
+    try:
+        for _ in range(3):
+            store = deadline_blob_store(connection, Deadline.within(20.0))
+            with pytest.raises(ServiceRequestError):
+                store.service.get_container_client("images").exists(retry_total=0)
+        with pytest.raises(ServiceRequestError):
+            blob_store(connection).service.get_container_client("images").exists(retry_total=0)
+    finally:
+        blob_store.cache_clear()
+        server.shutdown()
+        server.server_close()
+    assert len(handler.asked) == 1, handler.asked
