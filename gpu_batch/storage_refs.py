@@ -182,7 +182,8 @@ DEADLINE_TRY_CONNECT_S = 3.0  # a request's connection timeout, at most (an Azur
 DEADLINE_TRY_READ_S = 6.0  # a request's read timeout, at most (a small read or write answers within a second)
 DEADLINE_BACKOFFS_S = (0.5, 1.0, 2.0)  # before the first, second and third retry, each +-DEADLINE_JITTER of it
 DEADLINE_JITTER = 0.25
-DEADLINE_MIN_TRY_S = 1.0  # a retry is made only if this much is still left after its back-off
+DEADLINE_MIN_TRY_S = 1.0  # a retry is made only if this much (or the last try's length, if longer) is left after
+# its back-off
 
 
 def deadline_timeouts(left: float) -> tuple[float, float]:
@@ -200,8 +201,9 @@ def deadline_storage_options(time_left: Callable[[], float], transport: Any = No
 
     * ``retry_policy``: ``missing_host_not_retried``'s (a host DNS says does not exist is not retried), with at most
       three retries after ``DEADLINE_BACKOFFS_S``, and none whose back-off would leave less than
-      ``DEADLINE_MIN_TRY_S`` before the deadline: the last failure is then raised (a 503's ``HttpResponseError``, a
-      timeout), which the callers class busy (``service_did_not_answer``) as before, never as a refusal.
+      ``DEADLINE_MIN_TRY_S``, or than the last try took, before the deadline (``_deadline_backoff``): the last
+      failure is then raised (a 503's ``HttpResponseError``, a timeout), which the callers class busy
+      (``service_did_not_answer``) as before, never as a refusal.
     * ``transport``: ``transport`` (None: a ``RequestsTransport`` of ``transport_kwargs``) wrapped so that each
       request is sent with ``deadline_timeouts(time_left())`` and none once the deadline passed
       (``ServiceRequestTimeoutError``, a request that did not go out: busy). Set on the transport, not in the retry
@@ -241,15 +243,24 @@ def deadline_vault_options(time_left: Callable[[], float], transport: Any = None
 def _deadline_backoff(settings: dict[str, Any], retry: int, time_left: Callable[[], float],
                       asked: float = 0.0) -> bool:
     """Whether retry number ``retry`` (1, 2, 3) fits before the deadline: its back-off (``DEADLINE_BACKOFFS_S``,
-    jittered, at least ``asked``) and ``DEADLINE_MIN_TRY_S`` after it. When it does, the back-off is kept in
-    ``settings`` for the policy's sleep."""
+    jittered, at least ``asked``) and a try after it as long as the last one, at least ``DEADLINE_MIN_TRY_S``. When
+    it does, the back-off is kept in ``settings`` for the policy's sleep.
+
+    The last try's length counts because part of a try is bounded by no timeout (``deadline_storage_options``): a
+    resolver that does not answer spends its own ~10 s (glibc: 5 s a query, two attempts) before EAI_AGAIN, so with
+    ``DEADLINE_MIN_TRY_S`` alone a retry after a 10-s try with 5 s left ended 5 s past the deadline. Measured on
+    ``time_left`` (``settings["deadline_try_left"]``: what was left when the try was sent, set by the policies'
+    ``configure_retries`` and here)."""
     import random
 
+    left = time_left()
+    took = max(float(settings.get("deadline_try_left", left)) - left, 0.0)
     base = DEADLINE_BACKOFFS_S[min(max(retry, 1), len(DEADLINE_BACKOFFS_S)) - 1]
     backoff = max(base * random.uniform(1 - DEADLINE_JITTER, 1 + DEADLINE_JITTER), asked)
-    if backoff + DEADLINE_MIN_TRY_S > time_left():
+    if backoff + max(DEADLINE_MIN_TRY_S, took) > left:
         return False
     settings["deadline_backoff"] = backoff
+    settings["deadline_try_left"] = left - backoff  # the next try is sent after the back-off
     return True
 
 
@@ -309,6 +320,11 @@ def _deadline_classes() -> _DeadlineClasses:
                              random_jitter_range=0)
             self._time_left = time_left
 
+        def configure_retries(self, request: Any) -> dict[str, Any]:
+            settings: dict[str, Any] = super().configure_retries(request)
+            settings["deadline_try_left"] = self._time_left()  # the first try's start (_deadline_backoff)
+            return settings
+
         def increment(self, settings: dict[str, Any], request: Any, response: Any = None,
                       error: Any = None) -> bool:
             # False: "retries exhausted": send returns the response it has (a 503: HttpResponseError) or raises
@@ -326,6 +342,11 @@ def _deadline_classes() -> _DeadlineClasses:
         def __init__(self, time_left: Callable[[], float]) -> None:
             super().__init__(retry_total=len(DEADLINE_BACKOFFS_S))
             self._time_left = time_left
+
+        def configure_retries(self, options: dict[str, Any]) -> dict[str, Any]:
+            settings = super().configure_retries(options)
+            settings["deadline_try_left"] = self._time_left()  # the first try's start (_deadline_backoff)
+            return settings
 
         def increment(self, settings: dict[str, Any], response: Any = None, error: Any = None) -> bool:
             if error is not None and unresolvable_host(error) is not None:

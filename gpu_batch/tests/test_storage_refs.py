@@ -634,6 +634,42 @@ def test_a_deadlines_clients_do_not_retry_a_host_dns_says_does_not_exist(answer:
     assert len(resolver.slept) == (0 if answer == "no such name" else 3), resolver.slept
 
 
+@pytest.mark.parametrize("service", ["storage", "key vault"])
+def test_a_deadlines_clients_do_not_retry_when_a_try_as_long_as_the_last_no_longer_fits(
+        service: str, deadline_clock: DeadlineClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A resolver that does not answer spends its own timeouts before EAI_AGAIN (glibc: 5 s a query, two attempts,
+    ~10 s), which no request timeout bounds (``deadline_storage_options``: "What it cannot bound"). The retry was
+    made whenever its back-off and ``DEADLINE_MIN_TRY_S`` fitted: after a 10-s try with 5 s left, a second 10-s try
+    ended 5.5 s past the deadline (and a marker's delivery past Event Grid's 30 s, with the refusal still to write).
+    A retry is now made only if a try as long as the last one fits too."""
+    from azure.core.exceptions import ServiceRequestError
+    from azure.storage.blob import BlobServiceClient
+
+    from gpu_batch.storage_refs import SecretStoreUnavailable, deadline_storage_options, key_vault_reader
+
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(host, str) and host.endswith(".invalid"):
+            deadline_clock.spend(10.0)  # the resolver's own timeouts
+            raise socket.gaierror(*RESOLVER_DOWN)
+        return real(host, *args, **kwargs)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    start = deadline_clock.now
+    left = lambda: start + 15.0 - deadline_clock.now  # noqa: E731 - the caller's time_left
+    if service == "storage":
+        client = BlobServiceClient(NO_SUCH_ACCOUNT, credential="sv=2024-01-01&sig=abc",
+                                   **deadline_storage_options(left))
+        with pytest.raises(ServiceRequestError):
+            next(iter(client.get_container_client("images").list_blob_names()))
+    else:
+        read = key_vault_reader(NO_SUCH_VAULT, credential=FakeCredential(), time_left=left)
+        with pytest.raises(SecretStoreUnavailable):
+            read("partner-sas")
+    assert deadline_clock.now - start <= 15.0, (deadline_clock.now - start, deadline_clock.slept)
+    assert deadline_clock.slept == [], deadline_clock.slept
+
+
 @contextlib.contextmanager
 def refused_url() -> Iterator[str]:
     """An https URL on a loopback port nothing listens on while the ``with`` lasts: connection refused, a passing
