@@ -13,7 +13,11 @@ function Build-Worker([string]$Image, [switch]$IfMissing) {
   if ($IfMissing -or $env:TRAPBATCH_FORCE_WORKER_BUILD -ne 'true') {
     $tags = az acr repository show-tags --name $env:AZURE_CONTAINER_REGISTRY_NAME --repository $repository --output tsv 2>$null
     if ($LASTEXITCODE -eq 0 -and ($tags -split "`r?`n") -contains $tag) {
-      Write-Host "Worker image ${repository}:$tag is already in $env:AZURE_CONTAINER_REGISTRY_NAME (TRAPBATCH_FORCE_WORKER_BUILD=true rebuilds it)."
+      if ($IfMissing) {  # postprovision: a forced rebuild is preprovision's
+        Write-Host "Worker image ${repository}:$tag is already in $env:AZURE_CONTAINER_REGISTRY_NAME."
+      } else {
+        Write-Host "Worker image ${repository}:$tag is already in $env:AZURE_CONTAINER_REGISTRY_NAME (TRAPBATCH_FORCE_WORKER_BUILD=true rebuilds it)."
+      }
       return
     }
   }

@@ -18,7 +18,11 @@ build_worker() {
   tag=${image#*:}
   if [ "$force" != "true" ] && az acr repository show-tags \
        --name "$AZURE_CONTAINER_REGISTRY_NAME" --repository "$repository" --output tsv 2>/dev/null | grep -qx "$tag"; then
-    echo "Worker image $repository:$tag is already in $AZURE_CONTAINER_REGISTRY_NAME (TRAPBATCH_FORCE_WORKER_BUILD=true rebuilds it)."
+    if [ "${2:-}" = "if-missing" ]; then  # postprovision: a forced rebuild is preprovision's
+      echo "Worker image $repository:$tag is already in $AZURE_CONTAINER_REGISTRY_NAME."
+    else
+      echo "Worker image $repository:$tag is already in $AZURE_CONTAINER_REGISTRY_NAME (TRAPBATCH_FORCE_WORKER_BUILD=true rebuilds it)."
+    fi
     return 0
   fi
   # The build context holds only what gpu_batch/Dockerfile copies (requirements/worker.txt, gpu_batch/), so neither
