@@ -969,6 +969,7 @@ class Retries:
     who: str
     tries: int = 0
     hours: int = 0
+    instead: str = ""  # a way around the wait, said after it, when waiting may not be enough
 
 
 # The drop trigger (a blob trigger, Event Grid source): a failed run is run again from the host's blob-trigger queue,
@@ -989,7 +990,13 @@ DROP_TRIGGER_RETRIES = Retries("the drop trigger runs again by itself, a minute 
 # Config/EventGridExtensionConfigProvider.cs ProcessEventsAsync), which Event Grid retries with back-off for up to
 # 24 h (articles/event-grid/delivery-and-retry.md: only 400, 401, 403 and 413 are not retried; the subscription's
 # default eventTimeToLiveInMinutes 1440 ends it before its 30 attempts; devhost row 17).
-EVENT_GRID_RETRIES = Retries("Event Grid delivers the marker's event again, with back-off", hours=24)
+EVENT_GRID_RETRIES = Retries(
+    "Event Grid delivers the marker's event again, with back-off", hours=24,
+    # api.arrivals.MARKER_DELIVERY_DEADLINE_S (tests/unit/test_refusal_edited pins the figure): an account or vault
+    # that always answers, but slower than a delivery's budget, stays busy for the whole 24 h
+    instead=("Each delivery gives the services 20 s: should the images' account or the Key Vault answer, but more "
+             "slowly, it stays busy here; the same request posted to POST /api/tasks (or dropped into the incoming "
+             "container) waits longer."))
 
 
 def refusal_of(exc: TrapbatchError, etag: str, retried_by: Retries, what: str = "request", previous: Any = None,
@@ -1023,6 +1030,8 @@ def refusal_of(exc: TrapbatchError, etag: str, retried_by: Retries, what: str = 
             answer["hint"] = (f"nothing to do yet: {retried_by.who} until {until.isoformat()} ({tries} tries failed "
                               "so far), and the try that starts the task deletes this file. If it is still here "
                               f"after then, {again}")
+        if retried_by.instead:
+            answer["hint"] += f" {retried_by.instead}"
     return {**answer, **({"request_etag": etag} if etag else {})}
 
 
