@@ -60,7 +60,9 @@ _now: Callable[[], datetime] = _utc_now
 # delivered again while the first delivery still ran, and a refusal the first wrote late was overwritten by the next
 # one's busy answer. The last MARKER_ANSWER_S of it are kept for writing the answer (a busy refusal too): the reads
 # and checks end MARKER_ANSWER_S before. The 10 s left of Event Grid's 30 are for what no timeout bounds (a DNS lookup,
-# a credential's token request, the durable client's calls: ``deadline_storage_options``).
+# a credential's token request, the durable client's calls: ``deadline_storage_options``) and for the time before the
+# function starts, which the 20 s do not count and Event Grid's 30 do (a cold start, the host's queue): a delivery
+# that times out so is delivered again, and the receipts by ETag keep it from starting a second task.
 MARKER_DELIVERY_DEADLINE_S = 20.0
 MARKER_ANSWER_S = 5.0
 # The delivery's clock (monotonic seconds): tests give a fake one that moves when the SDKs' back-offs sleep.
