@@ -1025,6 +1025,85 @@ def test_a_key_vault_read_whose_host_resolves_again_reads_the_secret(monkeypatch
     assert time.slept == [15.0, 15.0]
 
 
+def test_a_host_name_the_idna_codec_refuses_is_no_answer_from_dns() -> None:
+    """``host_resolves`` answers None (no answer either way), not a ``UnicodeError`` out of the worker's or the drop
+    trigger's wait, for a name the IDNA codec refuses (an empty or 64-character label), and the wait ends with it."""
+    from gpu_batch.storage_refs import host_resolves, resolves_again
+
+    time = FakeTime()
+    assert resolves_again("x..invalid", 20.0, every_s=15.0, clock=time.clock, sleep=time.sleep) is None
+    assert time.slept == [15.0], time.slept  # the IDNA refusal ends the wait as no answer at the first ask
+    assert host_resolves("x..invalid") is None and host_resolves("a" * 64 + ".invalid") is None
+
+
+def test_the_last_dns_wait_is_cut_to_the_grace_left(resolver: Any) -> None:
+    """``resolves_again``: "no such name" all along for a 20 s grace asked every 15 s waits 15 s, then the 5 s left,
+    not another 15 s past the grace (the worker's and the vault reader's remaining graces are seldom a multiple of
+    15 s)."""
+    from gpu_batch.storage_refs import resolves_again
+
+    resolver(*NO_SUCH_NAME[0])
+    time = FakeTime()
+    assert resolves_again("nosuchaccount.invalid", 20.0, every_s=15.0, clock=time.clock, sleep=time.sleep) is False
+    assert time.slept == [15.0, 5.0], time.slept
+
+
+class _MissingVault(FakeVault):
+    """Every request fails as a vault host DNS says does not exist (a ``gaierror`` whose chain names no host)."""
+
+    def send(self, request: Any, **kwargs: Any) -> Any:
+        from azure.core.exceptions import ServiceRequestError
+
+        self.requests.append(request)
+        raise ServiceRequestError("Failed to resolve", error=socket.gaierror(*NO_SUCH_NAME[0]))
+
+    def sleep(self, duration: float) -> None: ...
+
+
+class _BoundedTime(FakeTime):
+    """``FakeTime`` that fails the test past 50 waits (a reader that never gives up would otherwise hang)."""
+
+    def sleep(self, seconds: float) -> None:
+        assert len(self.slept) < 50, "the reader kept asking DNS past its grace"
+        super().sleep(seconds)
+
+
+def test_a_key_vault_whose_reads_keep_missing_while_dns_says_it_resolves_gives_up_at_the_first_grace(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A vault whose reads keep finding its host missing while each ask of DNS says it resolves (a flapping name):
+    the grace is counted from the first such read, not started anew after each ask that resolved, so the read is
+    refused ``host_grace_s`` later (the worker's exit 5), not tried for ever."""
+    from gpu_batch.storage_refs import SecretStoreUnavailable, key_vault_reader
+
+    monkeypatch.setattr("gpu_batch.storage_refs.host_resolves", lambda host, port=443: True)
+    time = _BoundedTime()
+    read = key_vault_reader(VAULT, transport=_MissingVault({}), credential=FakeCredential(), host_grace_s=120.0,
+                            clock=time.clock, sleep=time.sleep)
+    with pytest.raises(SourceAccessError, match="does not resolve") as failed:
+        read("partner-sas")
+    assert not isinstance(failed.value, SecretStoreUnavailable)
+    assert failed.value.missing_host == "trapbatch-kv.vault.azure.net"
+    assert sum(time.slept) == pytest.approx(120.0), time.slept
+
+
+def test_a_key_vault_whose_resolver_stops_answering_while_asked_again_is_unavailable_not_refused(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A vault read that found its host missing, then no answer from DNS when asked again (EAI_AGAIN): the resolver
+    is what fails now, a passing cause (``SecretStoreUnavailable``: the worker's retryable exit 69) at once, saying
+    so; not reads and asks until the grace ends and a refusal (exit 5, unfixable) even though DNS never again said
+    "no such name" to an ask."""
+    from gpu_batch.storage_refs import SecretStoreUnavailable, key_vault_reader
+
+    monkeypatch.setattr("gpu_batch.storage_refs.host_resolves", lambda host, port=443: None)
+    time = _BoundedTime()
+    vault = _MissingVault({})
+    read = key_vault_reader(VAULT, transport=vault, credential=FakeCredential(), host_grace_s=120.0,
+                            clock=time.clock, sleep=time.sleep)
+    with pytest.raises(SecretStoreUnavailable, match="DNS then did not answer"):
+        read("partner-sas")
+    assert time.slept == [15.0], time.slept
+
+
 def test_a_published_models_download_host_that_does_not_resolve_is_not_said_to_be_the_workers_storage(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """A published model (``MDV5A``) is downloaded from its publisher's URL, not through the worker's storage: when
