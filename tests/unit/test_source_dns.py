@@ -443,3 +443,59 @@ def test_an_image_lists_plan_that_meets_a_dns_blip_waits_it_out_as_busy_and_name
     assert "nosuchaccount.invalid does not resolve" in refused.value.hint, refused.value.hint
     assert ("AzureWebJobsStorage" in refused.value.hint) is own, refused.value.hint
     assert ("source_account_url" in refused.value.hint) is not own, refused.value.hint
+
+
+def test_a_listing_whose_dns_goes_quiet_while_asked_again_is_busy_and_names_the_images_account(
+        monkeypatch: pytest.MonkeyPatch, dns_waits: DnsWaits) -> None:
+    """A listing that found the images' account's host missing, then got no answer either way from DNS when it asked
+    again (EAI_AGAIN: ``host_resolves`` None), is busy (the orchestration waits it out, as any resolver that did not
+    answer), not the refusal that fails the enumeration: DNS never said "no such name" again. Its hint, like that of
+    a host that resolves again, names the images' account (the listing only reads the account a request names), not
+    trapbatch's own storage setting."""
+    import socket
+
+    from azure.core.exceptions import ServiceRequestError
+
+    from adapters.storage_errors import source_listing
+
+    monkeypatch.setattr("gpu_batch.storage_refs.host_resolves", lambda host, port=443: None)
+    failure = ServiceRequestError("Failed to resolve", error=socket.gaierror(*NO_SUCH_NAME[0]))
+    with pytest.raises(SourceBusy) as busy:
+        with source_listing(NO_SUCH_ACCOUNT, "images"):
+            raise failure
+    assert dns_waits.slept == [15.0], dns_waits.slept
+    assert "the images' storage account" in busy.value.hint, busy.value.hint
+    assert "AzureWebJobsStorage" not in busy.value.hint, busy.value.hint
+
+
+@pytest.mark.parametrize("dns", [True, None])
+def test_a_drop_refusal_for_trapbatchs_own_storage_host_asks_again_and_is_its_busy_kind(
+        dns: bool | None, resolver: Any, monkeypatch: pytest.MonkeyPatch, dns_waits: DnsWaits) -> None:
+    """``after_dns_asked_again`` (the drop trigger, ``asking_dns_again`` around an image list's read) on
+    ``storage_error``'s refusal of trapbatch's own account whose host DNS said does not exist: ``storage_error``
+    records the host (``missing_host``), which is asked again; when it resolves again (True) or DNS then gives no
+    answer either way (None), the answer is ``StorageUnavailable`` (503, "retry in a minute": the own account's busy
+    kind, not a ``SourceBusy`` about the images' account), saying which; a source refusal likewise becomes busy
+    when DNS goes quiet, not the refusal that stays beside the drop. A refusal that names no host is answered as it
+    is, without asking DNS (asking about "" would wait out the whole grace first)."""
+    from adapters.storage_errors import after_dns_asked_again, asking_dns_again, source_error, storage_error
+    from core.errors import StorageHostUnresolvable, StorageUnavailable
+    from gpu_batch.tests.test_storage_refs import _blob_failure
+
+    resolver(*NO_SUCH_NAME[0])
+    failure = _blob_failure(NO_SUCH_ACCOUNT)
+    refused = storage_error(failure, "checking the container")
+    assert isinstance(refused, StorageHostUnresolvable) and refused.missing_host == "nosuchaccount.invalid"
+    monkeypatch.setattr("gpu_batch.storage_refs.host_resolves", lambda host, port=443: dns)
+    answer = after_dns_asked_again(refused)
+    assert type(answer) is StorageUnavailable and answer.status_code == 503, answer
+    said = "resolves again" if dns else "then got no answer from DNS either way"
+    assert f"its host name nosuchaccount.invalid {said}" in answer.message, answer.message
+    assert dns_waits.slept == [15.0], dns_waits.slept
+    with pytest.raises(SourceBusy, match=said) as busy:
+        with asking_dns_again():
+            raise source_error(failure, "reading the image list", "grant it")
+    assert "the images' storage account" in busy.value.hint, busy.value.hint
+    plain = SourceUnavailable("cannot list container 'images': HttpResponseError", "grant it")
+    assert after_dns_asked_again(plain) is plain  # a refusal about no host: as it was, with no DNS asked
+    assert dns_waits.slept == [15.0, 15.0], dns_waits.slept

@@ -64,6 +64,8 @@ def test_each_sdk_exception_becomes_a_storage_error_with_a_hint(cls: type[Except
     (401, StorageAccessDenied, 502), (403, StorageAccessDenied, 502), (404, StorageNotFound, 404),
     (409, StorageConflict, 409), (412, StorageConflict, 409), (429, StorageUnavailable, 503),
     (500, StorageUnavailable, 503), (503, StorageUnavailable, 503), (400, StorageError, 502),
+    (408, StorageUnavailable, 503), (502, StorageUnavailable, 503), (504, StorageUnavailable, 503),
+    (501, StorageError, 502),
 ])
 def test_a_plain_http_response_error_is_judged_by_its_status(status: int, kind: type[StorageError], code: int) -> None:
     exc = ax.HttpResponseError(message="x")
