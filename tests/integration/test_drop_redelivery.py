@@ -751,3 +751,24 @@ def test_a_markers_delivery_reads_trapbatchs_own_busy_account_within_its_deadlin
     assert busy_account.requests == 4 and sum(deadline_clock.slept) <= 5.0, deadline_clock.slept
     shared = clients.store(clients.settings()).service._config.retry_policy
     assert shared.initial_backoff == 15 and shared.total_retries == 3
+def test_a_handed_over_marker_whose_account_host_dns_said_is_missing_asks_dns_again_before_it_refuses(
+        source: str, store: BlobStore, monkeypatch: pytest.MonkeyPatch, slept: list[float]) -> None:
+    """A marker with an image list is started by the drop trigger (its hand-over blob), which has the time to ask DNS
+    again in one run (``after_dns_asked_again``), unlike Event Grid's delivery: a blip of the account's host name
+    (here the own account's, which resolves when asked) is busy (the trigger runs again and starts the task), not
+    the refusal that would stay beside the marker."""
+    client = Client()
+    store.write_bytes(source, "list.txt", b"a.jpg\n")
+    store.write_bytes(source, "a.jpg", b"not really a jpeg")
+    store.write_json(source, layout.READY_MARKER, {"image_list": "list.txt"})
+    handoff = layout.marker_handoff_blob(source)
+    store.write_json(layout.INCOMING_CONTAINER, handoff, {"marker_container": source})
+    failed = _no_such_name_once(monkeypatch, named=False)
+    time = _DnsTime(monkeypatch)
+    with pytest.raises(SourceBusy):
+        _deliver(store, client, handoff)
+    assert failed == [source] and time.slept == [15.0] and client.starts == [], (failed, time.slept)
+    refusal = store.read_json(source, layout.ready_error_blob())
+    assert "resolves again" in refusal["error"] and "missing_host" not in refusal, refusal
+    _deliver(store, client, handoff)
+    assert len(client.starts) == 1 and not store.exists(source, layout.ready_error_blob())

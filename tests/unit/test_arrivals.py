@@ -71,3 +71,38 @@ def test_a_handed_over_marker_is_named_after_its_container_and_only_such_names_c
     for other in ("survey.json", "trapbatch-ready.json", "trapbatch-ready.Cams.json", "trapbatch-ready.a/b.json",
                   "trapbatch-ready.ab.json", "x.trapbatch-ready.cams.json"):
         assert layout.marker_handoff_container(other) is None, other
+
+
+def test_a_markers_missing_host_is_counted_only_from_its_own_versions_and_hosts_readable_past_times() -> None:
+    """``_missing_across_deliveries``: Event Grid's deliveries count the grace of a host DNS said is missing from the
+    first delivery of the same marker version (``request_etag``) that found the same host missing, as its refusal
+    file says. A file about another version (a corrected marker) or another host, or whose ``host_missing_since`` is
+    no aware ISO time or lies ahead of now (the file sits where callers write), starts the count at this delivery:
+    busy, not the refusal that stays. The busy answer says from when a delivery refuses: the first such delivery's
+    time plus ``MARKER_HOST_GONE_AFTER_S``, not this delivery's."""
+    from datetime import datetime, timedelta, timezone
+
+    from adapters.storage_errors import MARKER_HOST_GONE_AFTER_S
+    from api.arrivals import _missing_across_deliveries
+    from core.errors import SourceBusy, SourceUnavailable
+
+    host, etag = "nosuchaccount.invalid", '"0x8DD"'
+    now = datetime(2026, 12, 6, 12, 0, tzinfo=timezone.utc)
+    long_ago = (now - timedelta(seconds=MARKER_HOST_GONE_AFTER_S * 10)).isoformat()
+    refused = SourceUnavailable(f"cannot check container 'cams': host name {host} does not resolve", "check it")
+    refused.missing_host = host
+    recorded = {"request_etag": etag, "missing_host": host, "host_missing_since": long_ago}
+    assert _missing_across_deliveries(refused, recorded, etag, now) == (refused, {})  # the grace is over
+    for previous in ({**recorded, "request_etag": '"0x8DE"'}, {**recorded, "missing_host": "other.invalid"},
+                     {**recorded, "host_missing_since": "2026-12-06T11:00:00"},  # no zone
+                     {**recorded, "host_missing_since": "yesterday"},
+                     {**recorded, "host_missing_since": (now + timedelta(days=1)).isoformat()}):
+        answer, fields = _missing_across_deliveries(refused, previous, etag, now)
+        assert isinstance(answer, SourceBusy), (previous, answer)
+        assert fields == {"missing_host": host, "host_missing_since": now.isoformat()}, (previous, fields)
+    first = now - timedelta(seconds=40)
+    answer, fields = _missing_across_deliveries(refused, {**recorded, "host_missing_since": first.isoformat()},
+                                                etag, now)
+    assert isinstance(answer, SourceBusy) and fields["host_missing_since"] == first.isoformat(), fields
+    until = first + timedelta(seconds=MARKER_HOST_GONE_AFTER_S)
+    assert f"a delivery from {until.isoformat()} on" in answer.message, answer.message
