@@ -147,6 +147,9 @@ def test_the_merges_block_is_what_the_orchestration_wrote_before() -> None:
         "hint": f"the results and exports are complete without it; run it again: trapbatch repeats {TASK} --search "
                 f"(POST /api/tasks/{TASK}/repeats/search)"}
     assert current_repeats_ref(TASK, FAILED_MERGE, None, lambda: pytest.fail("not read"), BLOB)["error"]
+    # a merge whose output has no repeated_locations (NotRequired: activities.merge sets it only when its streams
+    # searched) counts 0 places, not a null count in the status
+    assert merge_repeats_ref(TASK, {"repeats_blob": BLOB}) == {"locations": 0, "blob": BLOB}
 
 
 def test_the_cli_summary_names_the_list_a_search_made(capsys: pytest.CaptureFixture[str]) -> None:
