@@ -13,8 +13,9 @@ photo's event by deployment and time span. ``orchestrations.exports`` runs, afte
   their ``seq_id``, ``seq_num_frames`` and ``frame_num`` (``link_coco_images``), each into a fragment of its own
   (the part's own fragments stay as written, so a part run again cannot undo a link). A part with photos without
   a capture time in deployments that have capture times (in any part: the parts' deployment facts combined,
-  ``part_stand_ins``) is linked too: its media rows get their deployment's first capture time instead of the
-  detection time, and their observations the same (``camtrapdp.stand_in_media``), into fragments of their own.
+  ``part_stand_ins``) is linked too: its media rows get their deployment's start (a second before its first
+  capture time: in no event) instead of the detection time, and their observations the same
+  (``camtrapdp.stand_in_media``), into fragments of their own.
 
 The combine then composes ``observations.csv`` and ``coco.json`` from the linked fragments: the bytes of the single
 activity, which links its own lines the same way (``activities.exports.link_event_ids``, ``link_coco_images``).
@@ -100,7 +101,8 @@ def run_exports_events(payload: c.ExportsEventsInput, settings: Settings, store:
 
 def part_stand_ins(store: BlobStore, container: str, task_id: str, variant: str,
                    parts: list[int]) -> list[dict[str, str]]:
-    """Per part, the first capture time that its photos without one get, of each deployment that has one
+    """Per part, the stand-in (``camtrapdp.stand_in_time``: a second before the first capture time) that its
+    photos without one get, of each deployment that has one
     (``core.exportparts.stand_ins`` over the parts' deployment facts, read one part at a time); none at all when a
     part wrote no facts fragment (recorded before it did: its deployments' first times are unknown here)."""
     names = [_fragment(task_id, variant, part, DEPLOYMENTS) for part in parts]

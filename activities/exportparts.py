@@ -74,7 +74,8 @@ INDEX = "event-index"  # the part's share of the events' index (activities.expor
 LINKED = "observations-linked"  # the part's observations with their events' ids (activities.exportevents)
 FRAMES = "event-frames"  # the part's time-grouped photos' places in their events (activities.exportevents)
 IMAGES_LINKED = "images-linked"  # the part's COCO images with seq_id, seq_num_frames, frame_num (the same)
-# the first capture time of each deployment whose photos without one the part holds (activities.exportevents), and
+# the stand-in (a second before the first capture time) of each deployment whose photos without one the part
+# holds (activities.exportevents), and
 # the part's media rows with those times in (camtrapdp.stand_in_media)
 STAND_INS = "stand-ins"
 MEDIA_LINKED = "media-linked"

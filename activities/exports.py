@@ -720,8 +720,9 @@ def link_event_ids(observations: IO[str], media: Callable[[], Iterable[str]], in
 
 def write_stand_ins(media: Iterable[str], stand_ins: Mapping[str, str], out: IO[str]) -> dict[str, str]:
     """The media rows (as written, from the start) to ``out`` with each photo without a capture time of a deployment
-    in ``stand_ins`` (``CamtrapBuilder.stand_ins``) given that deployment's first capture time
-    (``camtrapdp.stand_in_media``: not the detection time, which lies outside the deployment); returns those photos'
+    in ``stand_ins`` (``CamtrapBuilder.stand_ins``) given that deployment's start, a second before its first capture
+    time (``camtrapdp.stand_in_media``: not the detection time, which lies outside the deployment, nor the first
+    capture time, which is in its first event); returns those photos'
     mediaIDs and times, for their observations (``link_event_ids``)."""
     moved: dict[str, str] = {}
     buffer = LineBuffer(out)

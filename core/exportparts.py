@@ -15,7 +15,8 @@ saw values for a deployment saw the same first ones. ``conflicts`` finds the dep
 combine names the parts to run again (``parts_to_redo``) with the task's first facts given (``first_facts``), whose
 rows are then the single pass's, and combines again: bounded whatever the task size (before, the orchestrator ran
 the single activity instead, bounded to its ~1.9M images; it still does for a combine recorded before). The combined
-starts also give each part the time its photos without a capture time get (``stand_ins``: the deployment's first).
+starts also give each part the time its photos without a capture time get (``stand_ins``: a second before the
+deployment's first).
 
 Zooniverse batches (``activities.zooniverseparts``): the shuffle (``core.zooniverse.BatchAssigner``) is a
 permutation of the eligible images' global indexes, so a part that knows how many eligible images the parts before
@@ -122,9 +123,10 @@ def combine_deployments(builder: camtrapdp.CamtrapBuilder, parts_facts: Sequence
 
 def stand_ins(parts_facts: Iterable[Sequence[Sequence[Any]]]) -> list[dict[str, str]]:
     """Per part (its facts, in part order), its deployments with images without a capture time that have capture
-    times in some part, each with its first over every part: the time those images' media rows get instead of the
-    detection time (``camtrapdp.CamtrapBuilder.stand_ins`` of the combined deployments, which the single pass
-    uses). Each part's facts are read once, so they may come one at a time; held: each deployment's first time."""
+    times in some part, each with ``camtrapdp.stand_in_time`` of its first over every part (a second before it, the
+    combined ``deploymentStart``, so in no event): the time those images' media rows get instead of the detection
+    time (``camtrapdp.CamtrapBuilder.stand_ins`` of the combined deployments, which the single pass uses). Each
+    part's facts are read once, so they may come one at a time; held: each deployment's first time."""
     starts: dict[str, str] = {}
     untimed: list[list[str]] = []
     for facts in parts_facts:
@@ -135,7 +137,7 @@ def stand_ins(parts_facts: Iterable[Sequence[Sequence[Any]]]) -> list[dict[str, 
             if int(issues) & camtrapdp.NO_TIME:
                 mine.append(dep)
         untimed.append(mine)
-    return [{dep: starts[dep] for dep in mine if dep in starts} for mine in untimed]
+    return [{dep: camtrapdp.stand_in_time(starts[dep]) for dep in mine if dep in starts} for mine in untimed]
 
 
 def eligible_before(eligible: Sequence[int]) -> list[int]:

@@ -27,14 +27,18 @@ What the results do not know, and how it is said instead of invented: capture ti
 EXIF ``DateTimeOriginal`` the worker writes as MegaDetector does with ``--include_image_timestamp``, is used when
 present). Camtrap DP requires a media ``timestamp``, so an image without one gets a stand-in, said in its
 ``mediaComments``, and its deployment gets ``timestampIssues`` true. Which stand-in (``stand_in_media``): within a
-deployment that has capture times, its first one (its ``deploymentStart``), so the package never says a photo was
-taken outside its deployment, and the deployment's span (its survey effort) stays its capture times' instead of
-stretching to the day detection ran, years later maybe; only a deployment without any capture time takes the
-detection completion time, for its images and its span alike. The rows are written as the entries stream, before a
-deployment's first capture time is known (it may be in another exports part), so the detection time is written first
-and ``stand_in_media`` puts the first capture time in once the deployments are combined, with the observations'
-``eventStart``/``eventEnd`` (``core.camtrap_events.link_observations``); such images stay in no event (their order
-in time is unknown), although the stand-in lies in the span of their deployment's first event. The cameras' time
+deployment that has capture times, one second before its first one (``stand_in_time``), which is then its
+``deploymentStart``: the package never says a photo was taken outside its deployment, the deployment's span (its
+survey effort) stays its capture times' (one second more) instead of stretching to the day detection ran, years
+later maybe, and such an image is in no event (its order in time is unknown), as the description says (``EVENTS_NOTE``)
+and as readers find it. Why not the first capture time itself: that is the first event's ``eventStart``, and readers
+link media to events by time alone (R camtrapdp's ``read_camtrapdp`` assigns a photo every event-level observation
+of its deployment with ``eventStart <= timestamp <= eventEnd``: inbo/camtrapdp, R/read_camtrapdp.R, "Add eventID to
+media"), so the photo would join the first visit. Only a deployment without any capture time takes the detection
+completion time, for its images and its span alike (it has no event). The rows are written as the entries stream,
+before a deployment's first capture time is known (it may be in another exports part), so the detection time is
+written first and ``stand_in_media`` puts the stand-in in once the deployments are combined, with the observations'
+``eventStart``/``eventEnd`` (``core.camtrap_events.link_observations``). The cameras' time
 zone (EXIF times have none) is the task's ``utc_offset``, else UTC, as the package's description says, and a
 deployment whose times were placed in UTC for want of a zone gets ``timestampIssues`` true too: the deployments
 schema names "unknown timezone" as such an issue (each reason is said in its ``deploymentComments``:
@@ -108,11 +112,12 @@ _MEDIATYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png",
 CUT_SHORT_COMMENT = ("file cut short (JPEG without its end: damaged.csv): detected as far as it goes, the rest "
                      "grey, so a blank here may not be one")
 NO_CAPTURE_TIME = "capture time unknown: the detection completion time stands in for it"
-# the same, once the deployment's first capture time replaced the detection time (stand_in_media), and the
-# deployment's comment on such images
-FIRST_CAPTURE_STANDS_IN = "capture time unknown: its deployment's first capture time (deploymentStart) stands in for it"
-FIRST_CAPTURE_FOR_SOME = ("capture time unknown for some images: the deployment's first capture time "
-                          "(deploymentStart) stands in for theirs")
+# the same, once the deployment's start (a second before its first capture time: stand_in_time) replaced the
+# detection time (stand_in_media), and the deployment's comment on such images
+FIRST_CAPTURE_STANDS_IN = ("capture time unknown: its deployment's start (deploymentStart, one second before its "
+                           "first capture time) stands in for it, in no event")
+FIRST_CAPTURE_FOR_SOME = ("capture time unknown for some images: deploymentStart, one second before the first "
+                          "capture time, stands in for theirs (in no event)")
 # Camtrap DP timestamps carry a zone and EXIF's do not: without the task's utc_offset they are written as UTC, said
 # here and, per deployment, by timestampIssues (ZONE_ASSUMED)
 NO_ZONE = ("Capture times without a time zone (the cameras' clocks, as EXIF writes them) are written as UTC where "
@@ -287,10 +292,22 @@ def media_id(file: str) -> str:
     return hashlib.sha1(file.encode("utf-8")).hexdigest()[:16]
 
 
+def stand_in_time(first: str) -> str:
+    """The stand-in capture time of the images without one in a deployment whose first capture time is ``first``
+    (as ``camtrap_timestamp`` writes it): one second before, in the same offset, which is the deployment's
+    ``deploymentStart`` too. Before every event of the deployment, so in none (see the module doc); ``first`` itself
+    where it cannot be read (not a time this module writes)."""
+    try:
+        return (datetime.fromisoformat(first) - timedelta(seconds=1)).isoformat()
+    except ValueError:
+        return first
+
+
 def stand_in_media(lines: Iterable[str], stand_ins: Mapping[str, str], moved: dict[str, str]) -> Iterator[str]:
     """Media lines (``MEDIA_COLUMNS`` as written, read with ``newline=""``; a header passes) with each image without
-    a capture time of a deployment in ``stand_ins`` (``CamtrapBuilder.stand_ins``) given that deployment's first
-    capture time instead of the detection time, and its comment saying so (``FIRST_CAPTURE_STANDS_IN``); ``moved``
+    a capture time of a deployment in ``stand_ins`` (``CamtrapBuilder.stand_ins``) given that deployment's
+    stand-in (``stand_in_time``) instead of the detection time, and its comment saying so
+    (``FIRST_CAPTURE_STANDS_IN``); ``moved``
     gets each such image's mediaID and time, for its observations (``core.camtrap_events.link_observations``). Why
     afterwards: see the module doc. Other lines are yielded as they are; a quoted field's line break keeps its
     record whole, which is written back as ``csv.writer`` writes it (``csvline``), as it was written."""
@@ -380,6 +397,11 @@ class _Deployment:
             self.start = start
         if end and (not self.end or earlier(self.end, end)):
             self.end = end
+
+    def opening(self) -> str:
+        """Its ``deploymentStart`` ("" without capture times): the first capture time, or a second before it
+        (``stand_in_time``) where images without one stand in there."""
+        return stand_in_time(self.start) if self.start and self.timestamp_issues & NO_TIME else self.start
 
 
 def earlier(a: str, b: str) -> bool:
@@ -643,8 +665,9 @@ class CamtrapBuilder:
 
     def stand_ins(self) -> dict[str, str]:
         """The deployments with images without a capture time and with capture times of their own, each with its
-        first capture time: those images' stand-in (``stand_in_media``; see the module doc)."""
-        return {dep: d.start for dep, d in self.deployments.items() if d.timestamp_issues & NO_TIME and d.start}
+        ``deploymentStart`` (``stand_in_time`` of its first capture time): those images' stand-in
+        (``stand_in_media``; see the module doc)."""
+        return {dep: d.opening() for dep, d in self.deployments.items() if d.timestamp_issues & NO_TIME and d.start}
 
     def deployment_rows(self) -> list[list[Any]]:
         rows = []
@@ -658,7 +681,7 @@ class CamtrapBuilder:
             row = {"deploymentID": dep, "locationID": span.location,
                    "locationName": str(where.get("locationName", span.location or dep)),
                    "latitude": coords[0] if coords else 0, "longitude": coords[1] if coords else 0,
-                   "cameraID": span.camera, "deploymentStart": span.start or self.completed_at,
+                   "cameraID": span.camera, "deploymentStart": span.opening() or self.completed_at,
                    "deploymentEnd": span.end or self.completed_at,
                    "timestampIssues": "true" if span.timestamp_issues else "false",
                    "deploymentComments": "; ".join(comments)}
@@ -674,7 +697,7 @@ class CamtrapBuilder:
         # the package's time span: Camtrap DP's temporal is the "Start date of the first deployment" to the "End
         # date of the last (completed) deployment", so it covers every deployment row (deployment_rows: a deployment
         # without capture times spans the detection time), and so every media timestamp (stand_in_media)
-        starts = [d.start or self.completed_at for d in self.deployments.values()] or [self.completed_at]
+        starts = [d.opening() or self.completed_at for d in self.deployments.values()] or [self.completed_at]
         ends = [d.end or self.completed_at for d in self.deployments.values()] or [self.completed_at]
         coords = [(float(w["longitude"]), float(w["latitude"])) for w in self.locations.values()
                   if isinstance(w.get("latitude"), (int, float)) and isinstance(w.get("longitude"), (int, float))]

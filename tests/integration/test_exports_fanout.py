@@ -449,6 +449,13 @@ def package_spans(files: dict[str, bytes], tmp_path: Path) -> dict[str, dict[str
         assert start <= at(o["eventStart"]) <= at(o["eventEnd"]) <= end, (o, start, end)
         if o["observationLevel"] == "media":
             assert o["eventStart"] == o["eventEnd"] == media[o["mediaID"]]["timestamp"], o
+    # a photo without a capture time is in no event as R camtrapdp links media (deploymentID, and eventStart <=
+    # timestamp <= eventEnd: inbo/camtrapdp R/read_camtrapdp.R)
+    visits = [(o["deploymentID"], at(o["eventStart"]), at(o["eventEnd"])) for o in tables["observations.csv"]
+              if o["observationLevel"] == "event"]
+    for m in media.values():
+        if m["mediaComments"].startswith("capture time unknown"):
+            assert not [v for v in visits if v[0] == m["deploymentID"] and v[1] <= at(m["timestamp"]) <= v[2]], m
     temporal = json.loads(files[layout.camtrap_dp_blob(TASK, "datapackage.json")])["temporal"]
     first, last = date.fromisoformat(temporal["start"]), date.fromisoformat(temporal["end"])
     for start, end in spans.values():  # each deployment's dates, as written (its own offset)
@@ -479,7 +486,8 @@ def test_a_photo_without_capture_time_is_within_its_deployment_in_both_ways(task
     expected = _clear(store, settings.container, "")
     media = package_spans(expected, tmp_path)
     a, b, untimed = (media[name] for name in ("siteA/cam1/a.jpg", "siteA/cam1/b.jpg", "siteA/cam2/c.jpg"))
-    assert b["timestamp"] == a["timestamp"] == "2024-05-01T06:30:00+02:00"  # the deployment's first capture time
+    assert b["timestamp"] == "2024-05-01T06:30:00+02:00"  # the deployment's first capture time
+    assert a["timestamp"] == "2024-05-01T06:29:59+02:00"  # a second before it, its deploymentStart: in no event
     assert a["mediaComments"] == camtrapdp.FIRST_CAPTURE_STANDS_IN
     assert (untimed["timestamp"], untimed["mediaComments"]) == ("2026-12-01T10:04:05+00:00", camtrapdp.NO_CAPTURE_TIME)
     deployments = {d["deploymentID"]: d for d in csv.DictReader(io.StringIO(
@@ -601,6 +609,8 @@ def test_a_camera_depth_makes_camera_day_folders_one_deployment_per_camera_in_bo
         times = sorted(e["datetime"] for e in timed if e["file"].startswith(camera + "/"))
         start = times[0].replace(":", "-", 2).replace(" ", "T") + "+00:00"
         end = times[-1].replace(":", "-", 2).replace(" ", "T") + "+00:00"
+        # each camera has photos without a capture time (or failed): they stand in a second before its first
+        start = camtrapdp.stand_in_time(start)
         assert (row["deploymentID"], row["deploymentStart"], row["deploymentEnd"]) == (camera, start, end)
         assert start.startswith("2024-06-01") and end.startswith("2024-06-03")  # three days, not one
     media = list(csv.reader(io.StringIO(expected[layout.camtrap_dp_blob(TASK, "media.csv")].decode())))[1:]

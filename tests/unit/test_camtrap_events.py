@@ -534,3 +534,46 @@ def test_a_parts_share_of_the_index_holds_the_events_its_first_and_last_photo_en
     text = "".join(middle[2])
     assert _link(text, share) == _link(text, whole.lookup())
     assert len(share._lists["cam"][0]) == 3
+
+
+def test_a_photo_without_a_capture_time_joins_no_event_as_r_camtrapdp_links_media() -> None:
+    """R camtrapdp's ``read_camtrapdp`` (inbo/camtrapdp, R/read_camtrapdp.R, "Add eventID to media") gives each
+    media row every event-level observation of its deployment with ``eventStart <= timestamp <= eventEnd``. A photo
+    without a capture time is in no event (``camtrapdp.EVENTS_NOTE``): its stand-in, in the single pass and from
+    the parts' facts alike, lies before every event of its deployment and at its deploymentStart (inside it)."""
+    from core import exportparts
+
+    entries: list[dict[str, Any]] = [
+        {"file": "cam1/a.jpg", "datetime": "2024:06:01 06:00:00", "detections": [detection("1", 0.9)]},
+        {"file": "cam1/b.jpg", "datetime": "2024:06:01 06:00:02", "detections": []},
+        {"file": "cam1/x.jpg", "detections": []},  # no capture time
+        {"file": "cam1/c.jpg", "datetime": "2024:06:02 06:00:00", "detections": []},
+    ]
+    b = builder()
+    records, media, _ = tapped(entries, b=b)
+    events = [r for text, *_ in ev.event_lines([records], "MD", COMPLETED) for r in csv.reader(io.StringIO(text))]
+    moved: dict[str, str] = {}
+    restamped = list(csv.reader(io.StringIO("".join(camtrapdp.stand_in_media(media, b.stand_ins(), moved)),
+                                            newline="")))
+    untimed = camtrapdp.media_id("cam1/x.jpg")
+    assert list(moved) == [untimed]
+
+    def when(text: str) -> datetime:
+        return datetime.fromisoformat(text)
+
+    for row in restamped:
+        linked = [e[3] for e in events if e[1] == row[1] and when(e[4]) <= when(row[3]) <= when(e[5])]
+        assert linked == ([] if row[0] == untimed else linked[:1]) and (linked or row[0] == untimed)
+    start = dict(zip(camtrapdp.DEPLOYMENT_COLUMNS, b.deployment_rows()[0]))["deploymentStart"]
+    assert moved[untimed] == start == "2024-06-01T05:59:59+00:00"
+    # the fan-out: each part's stand-ins, from the parts' deployment facts, are the single pass's
+    parts = []
+    for cut in (entries[2:], entries[:2]):
+        one = builder()
+        for e in cut:
+            one.add(e)
+        parts.append(one.deployment_facts())
+    assert exportparts.stand_ins(parts) == [{"cam1": start}, {}]
+    combined = builder()
+    exportparts.combine_deployments(combined, parts)
+    assert combined.deployment_rows() == b.deployment_rows()

@@ -330,9 +330,9 @@ def test_add_lines_is_csv_writer_over_add(listed: dict[str, dict[str, str]] | No
 def test_photos_without_capture_time_take_their_deployments_first_in_their_rows() -> None:
     """``stand_in_media`` and ``link_observations`` over the rows as written (a name and a failure with quotes,
     commas and line breaks included): a photo without a capture time in a deployment with one gets the deployment's
-    first capture time (its deploymentStart) instead of the detection time, in its media row and its observations,
-    and no event; one of a deployment without any keeps the detection time (its deployment's span); every other
-    line is left byte for byte."""
+    deploymentStart (a second before its first capture time) instead of the detection time, in its media row and its
+    observations, and no event; one of a deployment without any keeps the detection time (its deployment's span);
+    every other line is left byte for byte."""
     from core.camtrap_events import EventIndex, link_observations
 
     det = [{"category": "1", "conf": 0.9, "bbox": [0.1, 0.1, 0.2, 0.2]}]
@@ -347,17 +347,17 @@ def test_photos_without_capture_time_take_their_deployments_first_in_their_rows(
                                  completed_at="2026-12-01T10:04:05", classified_by="MegaDetector v5a.0.1",
                                  utc_offset="+02:00")
     written = [b.add_lines(e) for e in entries]
-    assert b.stand_ins() == {"siteA/cam1": "2024-05-01T06:30:00+02:00"}
+    assert b.stand_ins() == {"siteA/cam1": "2024-05-01T06:29:59+02:00"}
     media_text = csvline.line(camtrapdp.MEDIA_COLUMNS) + "".join(m for m, _ in written)
     moved: dict[str, str] = {}
     out = "".join(camtrapdp.stand_in_media(io.StringIO(media_text, newline=""), b.stand_ins(), moved))
     a, odd, x = (camtrapdp.media_id(entries[i]["file"]) for i in (0, 1, 4))
-    assert moved == {a: "2024-05-01T06:30:00+02:00", odd: "2024-05-01T06:30:00+02:00"}
+    assert moved == {a: "2024-05-01T06:29:59+02:00", odd: "2024-05-01T06:29:59+02:00"}
     before, after = (list(csv.reader(io.StringIO(t, newline=""))) for t in (media_text, out))
     assert len(after) == len(before) == 6
     for was, now in zip(before, after):
         if now[0] in moved:
-            assert now[3] == "2024-05-01T06:30:00+02:00" and was[3] == "2026-12-01T10:04:05+00:00"
+            assert now[3] == "2024-05-01T06:29:59+02:00" and was[3] == "2026-12-01T10:04:05+00:00"
             assert was[10].startswith(camtrapdp.NO_CAPTURE_TIME)
             assert now[10] == camtrapdp.FIRST_CAPTURE_STANDS_IN + was[10][len(camtrapdp.NO_CAPTURE_TIME):]
             assert now[:3] + now[4:10] == was[:3] + was[4:10]
@@ -370,12 +370,12 @@ def test_photos_without_capture_time_take_their_deployments_first_in_their_rows(
     linked = list(csv.reader(io.StringIO("".join(link_observations(
         iter(io.StringIO(observations, newline="")), EventIndex(), set(), moved)), newline="")))
     assert [(r[2], r[3], r[4], r[5]) for r in linked if r[2] in (a, x)] == [
-        (a, "", "2024-05-01T06:30:00+02:00", "2024-05-01T06:30:00+02:00"),
+        (a, "", "2024-05-01T06:29:59+02:00", "2024-05-01T06:29:59+02:00"),
         (x, "", "2026-12-01T10:04:05+00:00", "2026-12-01T10:04:05+00:00")]
     rows = {r[0]: r for r in b.deployment_rows()}
     cam1 = dict(zip(camtrapdp.DEPLOYMENT_COLUMNS, rows["siteA/cam1"]))
     assert (cam1["deploymentStart"], cam1["deploymentEnd"], cam1["timestampIssues"]) == (
-        "2024-05-01T06:30:00+02:00", "2024-05-02T08:00:00+02:00", "true")
+        "2024-05-01T06:29:59+02:00", "2024-05-02T08:00:00+02:00", "true")
     assert camtrapdp.FIRST_CAPTURE_FOR_SOME in cam1["deploymentComments"]
     assert camtrapdp.NO_CAPTURE_TIME in dict(zip(camtrapdp.DEPLOYMENT_COLUMNS, rows["siteA/cam2"]))[
         "deploymentComments"]
@@ -720,9 +720,9 @@ def test_a_deployments_span_is_by_the_instant_not_the_text(tmp_path: Path) -> No
     b = build(tmp_path, entries)
     assert validate(tmp_path).valid
     cam1 = rows(tmp_path / "deployments.csv")[0]
-    assert (cam1["deploymentStart"], cam1["deploymentEnd"]) == ("2024-10-27T02:30:00+02:00",
+    assert (cam1["deploymentStart"], cam1["deploymentEnd"]) == ("2024-10-27T02:29:59+02:00",
                                                                 "2024-10-27T02:20:00+01:00")
-    assert b.stand_ins() == {"cam1": "2024-10-27T02:30:00+02:00"}
+    assert b.stand_ins() == {"cam1": "2024-10-27T02:29:59+02:00"}  # a second before the first: in no event
 
     def facts(part: list[dict[str, Any]]) -> list[list[Any]]:
         one = camtrapdp.CamtrapBuilder(threshold=0.2, detection_categories=mdformat.DETECTION_CATEGORIES,
@@ -737,7 +737,7 @@ def test_a_deployments_span_is_by_the_instant_not_the_text(tmp_path: Path) -> No
         exportparts.combine_deployments(combined, [facts(p) for p in parts])
         assert combined.deployment_rows()[0][6:8] == [cam1["deploymentStart"], cam1["deploymentEnd"]]
         untimed = parts.index(entries[1:])  # the part holding d.jpg
-        assert exportparts.stand_ins([facts(p) for p in parts])[untimed] == {"cam1": "2024-10-27T02:30:00+02:00"}
+        assert exportparts.stand_ins([facts(p) for p in parts])[untimed] == {"cam1": "2024-10-27T02:29:59+02:00"}
     # the same instant with two offsets: the smaller text whichever comes first
     assert camtrapdp.earlier("2024-06-01T06:00:00+00:00", "2024-06-01T07:00:00+01:00")
     assert not camtrapdp.earlier("2024-06-01T07:00:00+01:00", "2024-06-01T06:00:00+00:00")
