@@ -14,7 +14,10 @@ What an event row says (observationLevel ``event``, no ``mediaID``: Camtrap DP l
 ``deploymentID`` and timestamps between ``eventStart`` and ``eventEnd``): one row per kind detected in any of its
 images (``animal``, ``human``, ``vehicle``; ``unknown`` for other categories), ``count`` the most boxes of that kind
 in one image (a minimum number of individuals, never a sum over frames that see the same animal twice),
-``classificationProbability`` the highest confidence of that kind; an event without detections is one ``blank`` row.
+``classificationProbability`` the highest confidence of that kind; an event without detections is one ``blank`` row,
+unless one of its photos was cut short (``camtrapdp.CUT_SHORT_COMMENT``: its media-level observation is ``unknown``,
+its grey part may hold an animal): then the event has an ``unknown`` row (no count, no confidence) and is no blank
+visit in ``camera-visits.csv`` and ``camera-days.csv`` but one of their ``unknown_visits``.
 Images without a capture time (a stand-in is written for theirs: ``camtrapdp.stand_in_media``) and failed images
 are in no event: their order in time is unknown. The media-level observations of a photo in a time-grouped event
 carry its ``eventID`` (``EventIndex``, ``link_observations``: filled after the grouping, as a photo's event depends on
@@ -954,7 +957,9 @@ def event_lines(parts: Sequence[EventRecords], classified_by: str, completed_at:
                 if most[i]:
                     found = True
                     count = "" if kind == "unknown" else str(most[i])
-                    chunk.append(f"{key}_{kind}{head}{kind},,,{count}{tail}{top[i]:.4g},,\r\n")
+                    # no confidence: only photos cut short made it unknown (camtrapdp.CUT_SHORT_COMMENT)
+                    best = "" if kind == "unknown" and not top[i] else f"{top[i]:.4g}"
+                    chunk.append(f"{key}_{kind}{head}{kind},,,{count}{tail}{best},,\r\n")
             if not found:
                 chunk.append(f"{key}_blank{head}blank,,,{tail},,\r\n")
             events_in_chunk += 1

@@ -30,7 +30,8 @@ CAMTRAP_DP_TABLES = {
     "datapackage.json": "describes the package and names its tables",
     "deployments.csv": "one row per camera deployment (its folder, first and last photo)",
     "media.csv": "one row per photo (file path, capture time)",
-    "observations.csv": "what was seen (animal, person, vehicle, blank) per photo and per visit",
+    "observations.csv": ("what was seen (animal, person, vehicle, blank; unknown for a photo cut short with "
+                         "nothing detected) per photo and per visit"),
 }
 
 
@@ -115,7 +116,8 @@ def describe(path: str, facts: ReadmeFacts) -> str:
                 "sharing on LILA BC; MegaDetector's tools and any COCO reader open it.")
     if file == "camera-visits.csv":
         return ("A row per camera: its first and last photo and its visits (photos close in time) with an animal, "
-                "a person, a vehicle or nothing. Opens in a spreadsheet.")
+                "a person, a vehicle or nothing (a visit with a photo cut short where nothing was seen is unknown, "
+                "not blank). Opens in a spreadsheet.")
     if file == "camera-days.csv":
         return ("A row per camera and day: its photos and visits by kind, for trap effort and detection "
                 "histories (camtrapR, occupancy models). Opens in a spreadsheet.")

@@ -18,8 +18,8 @@ What maps to what:
   ``vehicle``, ``count`` 1, the box as MegaDetector's normalized ``bboxX``/``bboxY``/``bboxWidth``/``bboxHeight``
   clipped to the image, ``classificationMethod`` ``machine``, ``classifiedBy`` the MegaDetector version (a model
   of no known release: its file, ``core.mdformat.classified_by``), ``classificationProbability`` the confidence),
-  and one ``blank`` observation per image without any. Failed images and removed repeats (negative confidence) get
-  none;
+  and one ``blank`` observation per image without any (``unknown`` for a photo cut short: ``CUT_SHORT_COMMENT``).
+  Failed images and removed repeats (negative confidence) get none;
 * **event-level observations** (a camera's visits) are added by the app's exports from these rows
   (``core.camtrap_events``: the worker's views cannot know a camera's other shards).
 
@@ -108,9 +108,12 @@ OBSERVATION_TYPES = {"animal": "animal", "person": "human", "vehicle": "vehicle"
 _OVERFLOW = [re.compile(p) for p in (r"/\d+RECNX/", r"/\d+EK\d+/", r"/\d+_BTCF/", r"/\d+MEDIA/", r"/\d+DSCIM/")]
 _MEDIATYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".gif": "image/gif"}
 # mediaComments (Camtrap DP 1.0 media table: "Comments or notes about the media file", a string; its example is
-# "corrupted file") of a photo cut short (``entries.CUT_SHORT``): its blank observation may be no blank at all
+# "corrupted file") of a photo cut short (``entries.CUT_SHORT``). Where nothing was detected in what it holds, its
+# observation is ``unknown``, not ``blank``: the 1.0.2 observations schema's observationType ``unknown`` is where
+# "neither humans nor AI can say what was recorded", which is its grey part; so its event is never blank either
+# (``core.camtrap_events``: an ``unknown`` row, counted in camera-visits' and camera-days' unknown_visits)
 CUT_SHORT_COMMENT = ("file cut short (JPEG without its end: damaged.csv): detected as far as it goes, the rest "
-                     "grey, so a blank here may not be one")
+                     "grey, so with nothing detected it is unknown, not blank")
 NO_CAPTURE_TIME = "capture time unknown: the detection completion time stands in for it"
 # the same, once the deployment's start (a second before its first capture time: stand_in_time) replaced the
 # detection time (stand_in_media), and the deployment's comment on such images
@@ -127,7 +130,8 @@ ROOT_DEPLOYMENT = "(root)"
 # the description's word on event-level observations (core.camtrap_events), when there are any
 EVENTS_NOTE = (" Event-level observations group each deployment's images taken at most {interval} s apart (or by the "
                "image list's sequence); their count is the most detections of that kind in one image of the event. "
-               "Images without a capture time are in no event.")
+               "Images without a capture time are in no event. A photo cut short (its file ends early: "
+               "mediaComments says so) in which nothing was detected is unknown, not blank, and so is its event.")
 LIST_METADATA_LABEL = "image list: "  # mediaComments: the image list's other columns follow, as a JSON object
 # that object as json.dumps(rest, ensure_ascii=False) writes it (people read it; tests and docs spell it), from one
 # shared encoder (json.dumps builds one per call); deliberately not gpu_batch.formats.jsonio's compact form
@@ -576,8 +580,8 @@ class CamtrapBuilder:
                     # the numbers' clamp to [0, 1] is the identity: x0, y0 are in it, and 0 < x1 - x0 <= x1 <= 1
                     x, y, w, h = f"{x0:.6g}", f"{y0:.6g}", f"{x1 - x0:.6g}", f"{y1 - y0:.6g}"
             boxes.append((index + 1, kind, x, y, w, h, f"{min(float(conf), 1.0):.4g}"))
-        if not boxes:
-            boxes.append((0, "blank", "", "", "", "", ""))
+        if not boxes:  # nothing detected: blank, but a photo cut short may hold an animal in its grey part
+            boxes.append((0, "unknown" if is_cut_short(entry) else "blank", "", "", "", "", ""))
         self.counts["observations"] += len(boxes)
         return media, (mid, dep, event, timestamp), boxes
 

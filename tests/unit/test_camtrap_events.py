@@ -204,7 +204,8 @@ def _event_rows(event: ev.Event, classified_by: str, completed_at: str) -> list[
     rows = []
     for i, kind in enumerate(ev.KINDS):
         if event.counts[i]:
-            rows.append((kind, "" if kind == "unknown" else str(event.counts[i]), f"{event.best[i]:.4g}"))
+            rows.append((kind, "" if kind == "unknown" else str(event.counts[i]),
+                         "" if kind == "unknown" and not event.best[i] else f"{event.best[i]:.4g}"))
     if not rows:
         rows.append(("blank", "", ""))
     return [[f"{event.key}_{kind}", event.deployment, "", event.event_id, event.start, event.end, "event", kind, "", "",
@@ -577,3 +578,34 @@ def test_a_photo_without_a_capture_time_joins_no_event_as_r_camtrapdp_links_medi
     combined = builder()
     exportparts.combine_deployments(combined, parts)
     assert combined.deployment_rows() == b.deployment_rows()
+
+
+def test_a_visit_with_a_photo_cut_short_and_nothing_detected_is_unknown_not_blank() -> None:
+    """A photo cut short (a JPEG without its end: grey below what it holds) in which nothing was detected may hold an
+    animal: its media-level observation is ``unknown`` (Camtrap DP 1.0.2: "neither humans nor AI can say what was
+    recorded"), and its visit has an ``unknown`` row (no count, no confidence) and is no blank visit in
+    camera-visits.csv or camera-days.csv; a visit with a detection keeps it."""
+    from gpu_batch.formats.entries import mark_cut_short
+
+    entries = [{"file": f"c1/{n}.jpg", "datetime": f"2024:06:01 06:{minute:02d}:00", "detections": dets}
+               for n, minute, dets in (("a", 0, []), ("b", 10, []), ("c", 10, []), ("d", 20, [detection("1", 0.9)]),
+                                       ("e", 20, []))]
+    marked = list(mark_cut_short(iter([dict(e) for e in entries]), {"c1/a.jpg", "c1/c.jpg", "c1/e.jpg"}))
+    records, _, observations = tapped(marked)
+    media_level = {r[2]: r[7] for r in csv.reader(io.StringIO("".join(observations)))}
+    assert [media_level[camtrapdp.media_id(f"c1/{n}.jpg")] for n in "abcde"] == [
+        "unknown", "blank", "unknown", "animal", "unknown"]
+    rows = [r for text, *_ in ev.event_lines([records], "MD", COMPLETED, 60) for r in csv.reader(io.StringIO(text))]
+    assert [(r[4][11:16], r[7], r[10], r[25]) for r in rows] == [
+        ("06:00", "unknown", "", ""), ("06:10", "unknown", "", ""), ("06:20", "animal", "1", "0.9"),
+        ("06:20", "unknown", "", "")]
+    (cam,) = _visits([tapped(marked)[0]])
+    assert (cam.visits, cam.with_kind, cam.blank) == (3, (1, 0, 0, 3), 0)
+    days: list[ev.CameraDays] = []
+    for _ in ev.event_lines([tapped(marked)[0]], "MD", COMPLETED, 60, days=days.append):
+        pass
+    day = dict(zip(ev.DAY_COUNTS, days[0].counts[0].tolist()))
+    assert (day["visits"], day["unknown_visits"], day["blank_visits"]) == (3, 3, 0)
+    # the same photos whole: the first two visits are blank
+    (whole,) = _visits([tapped(entries)[0]])
+    assert (whole.with_kind, whole.blank) == ((1, 0, 0, 0), 2)

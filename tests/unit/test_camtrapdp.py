@@ -685,7 +685,8 @@ def test_coco_locations_follow_the_camera_rule() -> None:
 def test_a_photo_cut_short_says_so_in_its_media_comments_and_the_package_stays_valid(tmp_path: Path) -> None:
     """A JPEG without its end is detected as far as it goes, the rest grey: its "blank" may be an animal in the part
     never written. The media table's ``mediaComments`` (a string, "Comments or notes about the media file"; the 1.0.2
-    schema's example is "corrupted file") says so, beside any other note; its observations stay."""
+    schema's example is "corrupted file") says so, beside any other note; its observation with nothing detected is
+    ``unknown``, not ``blank`` (valid: the observationType vocabulary has it)."""
     from gpu_batch.formats.entries import mark_cut_short
 
     blank = ENTRIES[1]["file"]
@@ -696,7 +697,8 @@ def test_a_photo_cut_short_says_so_in_its_media_comments_and_the_package_stays_v
     assert media[blank]["mediaComments"] == camtrapdp.CUT_SHORT_COMMENT
     assert "cut short" not in media[ENTRIES[0]["file"]]["mediaComments"]
     mid = camtrapdp.media_id(blank)
-    assert [o["observationType"] for o in rows(tmp_path / "observations.csv") if o["mediaID"] == mid] == ["blank"]
+    assert [(o["observationType"], o["count"]) for o in rows(tmp_path / "observations.csv")
+            if o["mediaID"] == mid] == [("unknown", "")]
     # add_lines, the exports' hot path, writes the same row
     b = camtrapdp.CamtrapBuilder(threshold=0.2, detection_categories=mdformat.DETECTION_CATEGORIES,
                                  completed_at="2026-12-01T10:00:00", classified_by="MegaDetector v5a.0.1")
