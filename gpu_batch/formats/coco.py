@@ -14,7 +14,14 @@ Where we differ, on purpose: annotation ids are ``uuid5`` of the file and the de
 ``uuid1`` (so a rerun writes the same bytes); an image whose size could not be read keeps its annotations with
 MegaDetector's normalized box as ``bbox_relative`` and no ``bbox`` (``md_to_coco`` refuses the whole file instead;
 ``bbox_relative`` is the format's name for a normalized box, "mutually exclusive with bbox", which MegaDetector's
-``visualize_db`` draws); and an image's ``datetime`` in MegaDetector's EXIF form ``YYYY:MM:DD HH:MM:SS`` is written
+``visualize_db`` draws); an annotation with a ``bbox`` in pixels also has COCO's ``area`` (the box's width times
+height in pixels, rounded as every float: what pycocotools' ``COCO.loadRes`` computes for a box without
+``segmentation``) and ``"iscrowd": 0``, which md_to_coco leaves out and COCO's object-detection format requires:
+pycocotools' ``COCOeval`` reads both of every ground-truth annotation (cocodataset/cocoapi,
+PythonAPI/pycocotools/cocoeval.py: ``computeIoU``'s ``o['iscrowd']``, ``evaluateImg``'s ``g['area']``), and
+MMDetection's COCO loader reads ``area`` too (open-mmlab/mmdetection, mmdet/datasets/coco.py, ``parse_data_info``:
+``ann['area'] <= 0``), so without them they fail with a KeyError (a normalized box has no pixel area: none then);
+and an image's ``datetime`` in MegaDetector's EXIF form ``YYYY:MM:DD HH:MM:SS`` is written
 ``YYYY-MM-DD HH:MM:SS`` (``cct_datetime``), where md_to_coco copies the EXIF form: the format asks for "any obvious
 format that dateutil knows how to parse" and its tools (``cct_json_utils.parse_datetimes_from_cct_image_list``, so
 ``create_sequences``) parse with ``dateutil.parser.parse``, which reads ``2024:06:01 06:20:00`` as today at 06:20
@@ -166,10 +173,14 @@ def convert_entry(entry: Mapping[str, Any], size: tuple[int, int] | None, thresh
                 w, h = size
                 x, y, bw, bh = box[0] * w, box[1] * h, box[2] * w, box[3] * h
                 if type(x) is float and type(y) is float and type(bw) is float and type(bh) is float:
-                    ann["bbox"] = [round(x, PRECISION), round(y, PRECISION), round(bw, PRECISION),
-                                   round(bh, PRECISION)]  # _round of each, without the calls
+                    ann["bbox"] = pixels = [round(x, PRECISION), round(y, PRECISION), round(bw, PRECISION),
+                                            round(bh, PRECISION)]  # _round of each, without the calls
                 else:
-                    ann["bbox"] = [_round(x), _round(y), _round(bw), _round(bh)]
+                    ann["bbox"] = pixels = [_round(x), _round(y), _round(bw), _round(bh)]
+                # COCO's two other required annotation fields (see the module doc): a box's area, w * h as
+                # pycocotools' loadRes computes it for a box without segmentation, and not a crowd
+                ann["area"] = _round(pixels[2] * pixels[3])
+                ann["iscrowd"] = 0
             else:
                 ann["bbox_relative"] = [_round(v) for v in box]  # COCO Camera Traps' name for a normalized box
         ann["score"] = round(conf, PRECISION) if type(conf) is float else _round(conf)

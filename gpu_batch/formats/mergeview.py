@@ -74,7 +74,8 @@ from gpu_batch.manifest import ShardManifest, ViewBasis, ViewList, plain_etag
 # non-ASCII character ``\uXXXX``-escaped as MegaDetector writes its results (``entries.entry_json``). 6: a
 # deployment's timestamp-issue facts are flags (``camtrapdp``: no time, clock corrected, zone assumed), so a time
 # written as UTC for want of a utc_offset makes timestampIssues true. 7: a COCO image line of a failure whose
-# ``failure_reason`` is undecodable carries COCO Camera Traps' ``"corrupt": true`` (``coco.convert_entry``). The
+# ``failure_reason`` is undecodable carries COCO Camera Traps' ``"corrupt": true`` (``coco.convert_entry``). 8: a
+# COCO annotation line with a pixel ``bbox`` carries COCO's ``area`` and ``"iscrowd": 0`` (``coco.convert_entry``). The
 # lines of a photo cut short are made by the exports, not taken from a view: a view that names one is not used for
 # export lines (``activities.fanin.iter_export_views``).
 # The worker image is deployed apart from the app, so an app may read views an older worker wrote: ``_header`` takes
@@ -83,7 +84,7 @@ from gpu_batch.manifest import ShardManifest, ViewBasis, ViewList, plain_etag
 # file; an older app likewise ignores a newer worker's views. Raise it whenever a line a view holds changes.
 # A header field added (``damaged``) is no new version: an older app reads past it, and this one reads a view
 # without it as one whose worker did not name the photos cut short (``ShardView.damaged`` None).
-VIEW_VERSION = 7
+VIEW_VERSION = 8
 COUNTS = ("images", "failed", "with_detections", "detections", "empty")
 
 

@@ -73,6 +73,14 @@ def corrupt(doc: dict[str, Any]) -> dict[str, Any]:
                               for im in doc["images"]]}
 
 
+def with_area(doc: dict[str, Any]) -> dict[str, Any]:
+    """md_to_coco's document with COCO's ``area`` (w * h of the pixel box, rounded as every float) and
+    ``"iscrowd": 0`` on each annotation with a ``bbox``, which it leaves out and pycocotools' COCOeval and
+    MMDetection's loader read (see coco's module doc)."""
+    return {**doc, "annotations": [{**a, "area": round(a["bbox"][2] * a["bbox"][3], coco.PRECISION), "iscrowd": 0}
+                                   if "bbox" in a else a for a in doc["annotations"]]}
+
+
 @pytest.mark.parametrize("threshold", [0.15, 0.2, 0.0])
 def test_same_document_as_md_to_coco(tmp_path: Path, threshold: float) -> None:
     path = tmp_path / "detections.json"
@@ -82,7 +90,7 @@ def test_same_document_as_md_to_coco(tmp_path: Path, threshold: float) -> None:
                                    info={"description": "test"})
     mine = ours(path, threshold)
     assert [im.get("datetime") for im in theirs["images"] if "datetime" in im] == ["2024:06:01 06:20:00"]
-    assert without_ids(mine) == without_ids(corrupt(located(dashed(theirs))))
+    assert without_ids(mine) == without_ids(with_area(corrupt(located(dashed(theirs)))))
     assert len({a["id"] for a in mine["annotations"]}) == len(mine["annotations"])
     assert mine["annotations"], "the comparison must cover some boxes"
 
@@ -95,6 +103,7 @@ def test_annotation_ids_are_stable_and_an_unknown_size_keeps_the_normalized_box(
                                                                      "bbox": [0.1, 0.2, 0.3, 0.4]}]},
                                      None, 0.2, {"1": "animal"})
     assert "width" not in image and anns[0]["bbox_relative"] == [0.1, 0.2, 0.3, 0.4] and "bbox" not in anns[0]
+    assert "area" not in anns[0] and "iscrowd" not in anns[0]  # no pixel box, no pixel area
 
 
 def test_an_entry_that_carries_its_size_needs_none_from_the_caller() -> None:
@@ -107,6 +116,7 @@ def test_an_entry_that_carries_its_size_needs_none_from_the_caller() -> None:
         image, anns = coco.convert_entry(entry, given, 0.2, {"1": "animal"})
         assert (image["width"], image["height"]) == (1000, 500)
         assert anns[0]["bbox"] == [100.0, 100.0, 300.0, 200.0] and "bbox_relative" not in anns[0]
+        assert (anns[0]["area"], anns[0]["iscrowd"]) == (60000.0, 0)
     assert coco.entry_size({"file": "y.jpg", "detections": []}) is None  # older results: the exports read the size
 
 
@@ -274,3 +284,14 @@ def test_images_that_failed_to_load_are_flagged_corrupt_as_the_format_asks() -> 
         "c/broken.jpg": True, "c/gone.jpg": None, "c/half.jpg": True, "c/whole.jpg": None}
     assert not any(CUT_SHORT in im for im in out.values())  # the exports' mark is no field of the document
     assert writer.counts["annotations"] == 1  # the photo cut short keeps its box
+
+
+def test_every_pixel_box_has_cocos_area_and_iscrowd_as_cocoeval_reads_them(tmp_path: Path) -> None:
+    """pycocotools' COCOeval reads ``iscrowd`` (computeIoU) and ``area`` (evaluateImg) of every ground-truth
+    annotation, and MMDetection's loader ``area``: a KeyError without them. COCO's area of a box without segmentation
+    is its width times height in pixels (pycocotools' loadRes)."""
+    path = tmp_path / "detections.json"
+    path.write_text(json.dumps(results()))
+    anns = ours(path, 0.0)["annotations"]
+    assert anns and all(a["iscrowd"] == 0 and a["area"] == round(a["bbox"][2] * a["bbox"][3], coco.PRECISION) > 0
+                        for a in anns)
