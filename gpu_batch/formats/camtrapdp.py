@@ -127,11 +127,20 @@ NO_ZONE = ("Capture times without a time zone (the cameras' clocks, as EXIF writ
            "neither the task (utc_offset) nor the image list (a utc_offset column) gave the cameras' offset.")
 NO_COORDINATES = "coordinates unknown (0, 0 stand in): replace latitude and longitude before publishing"
 ROOT_DEPLOYMENT = "(root)"
+# the description's word on counting: the same animals are observed at both levels, and readers keep every row of
+# either (camtrapR's readcamtrapDP makes its record table of all observations, its filter_observations argument
+# filters by observationType only: jniedballa/camtrapR R/readcamtrapDP.R; R camtrapdp's filter_observations filters
+# on any column: inbo/camtrapdp R/filter_observations.R)
+LEVELS_NOTE = ("Media-level observations (each box in each image) and event-level ones (each visit) describe the "
+               "same animals, and readers keep both: count one level, e.g. in R camtrapdp::filter_observations(x, "
+               "observationLevel == \"event\"), or the rows of camtrapR's readcamtrapDP record table whose "
+               "observationLevel is \"event\".")
 # the description's word on event-level observations (core.camtrap_events), when there are any
 EVENTS_NOTE = (" Event-level observations group each deployment's images taken at most {interval} s apart (or by the "
                "image list's sequence); their count is the most detections of that kind in one image of the event. "
                "Images without a capture time are in no event. A photo cut short (its file ends early: "
-               "mediaComments says so) in which nothing was detected is unknown, not blank, and so is its event.")
+               "mediaComments says so) in which nothing was detected is unknown, not blank, and so is its event. "
+               + LEVELS_NOTE)
 LIST_METADATA_LABEL = "image list: "  # mediaComments: the image list's other columns follow, as a JSON object
 # that object as json.dumps(rest, ensure_ascii=False) writes it (people read it; tests and docs spell it), from one
 # shared encoder (json.dumps builds one per call); deliberately not gpu_batch.formats.jsonio's compact form

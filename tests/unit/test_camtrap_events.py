@@ -183,6 +183,8 @@ def test_a_package_with_events_is_valid_camtrap_dp(tmp_path: Path) -> None:
     assert report.valid, report.flatten(["type", "note"])
     assert descriptor["project"]["observationLevel"] == ["media", "event"]
     assert "at most 60 s apart" in descriptor["description"]
+    # readers keep both levels (camtrapR's record table too): the description says how to count one
+    assert 'camtrapdp::filter_observations(x, observationLevel == "event")' in descriptor["description"]
     table = rows(tmp_path / "observations.csv")
     at_event = [o for o in table if o["observationLevel"] == "event"]
     assert at_event and all(o["mediaID"] == "" and o["eventID"] for o in at_event)
