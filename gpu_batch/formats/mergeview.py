@@ -77,7 +77,9 @@ from gpu_batch.manifest import ShardManifest, ViewBasis, ViewList, plain_etag
 # ``failure_reason`` is undecodable carries COCO Camera Traps' ``"corrupt": true`` (``coco.convert_entry``). 8: a
 # COCO annotation line with a pixel ``bbox`` carries COCO's ``area`` and ``"iscrowd": 0`` (``coco.convert_entry``). The
 # lines of a photo cut short are made by the exports, not taken from a view: a view that names one is not used for
-# export lines (``activities.fanin.iter_export_views``).
+# export lines (``activities.fanin.iter_export_views``). 8: a deployment's span facts are its earliest and latest
+# capture instants (``camtrapdp.earlier``); 7's compared them as text, so a camera whose clock fell back at summer
+# time's end started after it ended, and the exports combine a view's facts as they are.
 # The worker image is deployed apart from the app, so an app may read views an older worker wrote: ``_header`` takes
 # only views of this version, so a version-2 view is no view (``read_view``/``read_view_part`` give None) and the
 # merge and the exports format that shard's entries themselves, instead of mixing the old lines with new ones in one

@@ -456,3 +456,24 @@ def test_a_header_longer_than_the_first_read_is_read_on_and_one_past_the_bound_i
     assert read_view_part(torn[:HEAD_BYTES], lambda o, n: torn[o:o + n], "merge") is None
     with pytest.raises(LongHeader, match="header"):
         read_view_part(data[:HEAD_BYTES], fetch, "merge", max_head_bytes=HEAD_BYTES + 1000)
+
+
+def test_a_view_whose_deployment_spans_compared_capture_times_as_text_is_no_view(monkeypatch: Any) -> None:
+    """The worker is deployed apart from the app. A view an older worker wrote holds each deployment's span as the
+    smallest and largest text (before ``camtrapdp.earlier``): for a camera whose clock fell back at summer time's
+    end, a start after its end. The exports combine a view's facts as they are, so such a view must not be used:
+    its version is not this one's, and the exports format the entries themselves."""
+    from gpu_batch.formats import mergeview
+
+    names = ["cam1/a.jpg", "cam1/b.jpg"]
+    entries = [{"file": "cam1/a.jpg", "datetime": "2024-10-27T02:30:00+02:00", "detections": []},
+               {"file": "cam1/b.jpg", "datetime": "2024-10-27T02:10:00+01:00", "detections": []}]
+    with monkeypatch.context() as older:  # what the worker before camtrapdp.earlier wrote
+        older.setattr(mergeview, "VIEW_VERSION", 7)
+        older.setattr(camtrapdp, "earlier", lambda a, b: a < b)
+        old = build_view(TASK, THRESHOLD, names, as_merge_reads(entries), "r1", "m1")
+    assert old is not None
+    assert read_view(old) is None, "a view with spans compared as text was taken"
+    new = read_view(build_view(TASK, THRESHOLD, names, as_merge_reads(entries), "r1", "m1"))
+    assert new is not None and new.camtrap is not None
+    assert new.camtrap.deployments[0][1:3] == ["2024-10-27T02:30:00+02:00", "2024-10-27T02:10:00+01:00"]
