@@ -992,9 +992,10 @@ DROP_TRIGGER_RETRIES = Retries("the drop trigger runs again by itself, a minute 
 # default eventTimeToLiveInMinutes 1440 ends it before its 30 attempts; devhost row 17).
 EVENT_GRID_RETRIES = Retries(
     "Event Grid delivers the marker's event again, with back-off", hours=24,
-    # api.arrivals.MARKER_DELIVERY_DEADLINE_S (tests/unit/test_refusal_edited pins the figure): an account or vault
-    # that always answers, but slower than a delivery's budget, stays busy for the whole 24 h
-    instead=("Each delivery gives the services 20 s: should the images' account or the Key Vault answer, but more "
+    # api.arrivals.MARKER_DELIVERY_DEADLINE_S less MARKER_ANSWER_S (_Delivery.checks, the images' account's and the
+    # Key Vault's calls; the last 5 s write the answer; tests/unit/test_refusal_edited pins the figure): an account or
+    # vault that always answers, but slower than a delivery's budget, stays busy for the whole 24 h
+    instead=("Each delivery gives the services 15 s: should the images' account or the Key Vault answer, but more "
              "slowly, it stays busy here; the same request posted to POST /api/tasks (or dropped into the incoming "
              "container) waits longer."))
 
