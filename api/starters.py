@@ -994,10 +994,13 @@ EVENT_GRID_RETRIES = Retries(
     "Event Grid delivers the marker's event again, with back-off", hours=24,
     # api.arrivals.MARKER_DELIVERY_DEADLINE_S less MARKER_ANSWER_S (_Delivery.checks, the images' account's and the
     # Key Vault's calls; the last 5 s write the answer; tests/unit/test_refusal_edited pins the figure): an account or
-    # vault that always answers, but slower than a delivery's budget, stays busy for the whole 24 h
+    # vault that always answers, but slower than a delivery's budget, stays busy for the whole 24 h. The marker is
+    # deleted first: Event Grid goes on delivering it, and a later delivery that gets through starts its own task
+    # where the other's id differs (a POST with TRAPBATCH_CALLER_AUTH=easyauth: the owner is in the id) or it asks
+    # "rerun" (start_task: a run of another origin runs again), so the images ran twice
     instead=("Each delivery gives the services 15 s: should the images' account or the Key Vault answer, but more "
-             "slowly, it stays busy here; the same request posted to POST /api/tasks (or dropped into the incoming "
-             "container) waits longer."))
+             "slowly, it stays busy here; delete this marker, then post the same request to POST /api/tasks (or "
+             "drop it into the incoming container), which waits longer."))
 
 
 def refusal_of(exc: TrapbatchError, etag: str, retried_by: Retries, what: str = "request", previous: Any = None,

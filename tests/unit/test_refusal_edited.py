@@ -50,6 +50,8 @@ def test_a_busy_marker_refusal_says_how_to_get_past_a_service_slower_than_a_deli
     checks = MARKER_DELIVERY_DEADLINE_S - MARKER_ANSWER_S
     assert f"Each delivery gives the services {checks:g} s" in refusal["hint"], refusal["hint"]
     assert "POST /api/tasks" in refusal["hint"]
+    # the marker is deleted first: left, a later delivery may start the images again (another owner's id, a rerun)
+    assert "delete this marker, then post the same request to POST /api/tasks" in refusal["hint"], refusal["hint"]
     dropped = starters.refusal_of(SourceBusy("x", "try later"), ETAG, starters.DROP_TRIGGER_RETRIES, "request", None,
                                   now=NOW)
     assert "Each delivery" not in dropped["hint"], dropped["hint"]
