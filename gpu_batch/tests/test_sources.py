@@ -641,16 +641,11 @@ def test_the_workers_dns_grace_is_the_one_storage_refs_defines() -> None:
     assert sources.ASK_AGAIN_EVERY_S is storage_refs.HOST_ASK_EVERY_S
 
 
-def test_a_shard_stopped_partway_through_its_re_read_counts_every_image_it_has_a_result_for(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """The host came back, the worker took the 3 failed images out of the counts (``ShardSummary.forget``) and read
-    them again, and the first re-read found the host missing for good (``SourceGone``): the shard's results hold all 3
-    images, and its last error line says "stopped after 3 of 3". Before, it counted ``summary.done`` (1: the re-read's
-    one result), as if the other 2 had never been read."""
-    from gpu_batch.worker.__main__ import EXIT_SOURCE, _source_gone
+def _stopped_in_a_re_read(tmp_path: Path) -> tuple[Any, list[str]]:
+    """A shard's writer after a first run whose 3 reads all found the host missing, the host back (the 3 taken out of
+    the counts, ``ShardSummary.forget``, and read again) and the re-read's first result written: where a stop comes."""
     from gpu_batch.worker.pipeline import ShardSummary
     from gpu_batch.worker.results import FileSink, ResultWriter
-    from gpu_batch.worker.sources import SourceGone
 
     def failed(name: str) -> dict[str, Any]:
         return {"file": name, "failure": "image access failure", "detections": None,
@@ -666,6 +661,18 @@ def test_a_shard_stopped_partway_through_its_re_read_counts_every_image_it_has_a
     summary.forget(writer.snapshot())  # the host resolves again: all 3 are read again
     writer.add(failed("a.jpg"))  # the re-read's first result, then the stop
     summary.done, summary.failed = summary.done + 1, summary.failed + 1
+    return writer, todo
+
+
+def test_a_shard_stopped_partway_through_its_re_read_counts_every_image_it_has_a_result_for(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The host came back, the worker read the 3 failed images again, and the first re-read found the host missing
+    for good (``SourceGone``): the shard's results hold all 3 images, and its last error line says "stopped after 3
+    of 3". Before, it counted ``summary.done`` (1: the re-read's one result), as if the other 2 had never been read."""
+    from gpu_batch.worker.__main__ import EXIT_SOURCE, _source_gone
+    from gpu_batch.worker.sources import SourceGone
+
+    writer, todo = _stopped_in_a_re_read(tmp_path)
     outcome = _source_gone(writer, "task=t shard=s attempt=1", todo, SourceGone("nosuchaccount.invalid is gone"))
     assert outcome.code == EXIT_SOURCE
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
@@ -674,27 +681,11 @@ def test_a_shard_stopped_partway_through_its_re_read_counts_every_image_it_has_a
 
 def test_a_shard_stopped_on_request_partway_through_its_re_read_counts_every_image_it_has_a_result_for(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """As for ``SourceGone`` above, but a stop request (``ShardCancelled``) in the re-read: the shard's results hold
-    all 3 images, and its last line says "stopped after 3 of 3". Before, it counted ``summary.done`` (1: the
-    re-read's one result), as if the other 2 had never been read."""
+    """As for ``SourceGone`` above, but a stop request (``ShardCancelled``) in the re-read: "stopped after 3 of 3"
+    too (a warning, not an error)."""
     from gpu_batch.worker.__main__ import EXIT_CANCELLED, ShardCancelled, _stopped
-    from gpu_batch.worker.pipeline import ShardSummary
-    from gpu_batch.worker.results import FileSink, ResultWriter
 
-    def failed(name: str) -> dict[str, Any]:
-        return {"file": name, "failure": "image access failure", "detections": None,
-                "failure_reason": "account_not_found", "failure_kind": "retryable"}
-
-    todo = ["a.jpg", "b.jpg", "c.jpg"]
-    writer = ResultWriter(FileSink(tmp_path / "out.json"), {"detector": "test"}, flush_seconds=60)
-    summary = ShardSummary(images=len(todo))
-    writer.start()
-    for name in todo:  # the first run: every read found the host missing
-        writer.add(failed(name))
-        summary.done, summary.failed = summary.done + 1, summary.failed + 1
-    summary.forget(writer.snapshot())  # the host resolves again: all 3 are read again
-    writer.add(failed("a.jpg"))  # the re-read's first result, then the stop
-    summary.done, summary.failed = summary.done + 1, summary.failed + 1
+    writer, todo = _stopped_in_a_re_read(tmp_path)
     outcome = _stopped(writer, "task=t shard=s attempt=1", todo, ShardCancelled("the client went away"))
     assert outcome.code == EXIT_CANCELLED
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
