@@ -1,8 +1,10 @@
 """Model references, the cache, hash checks, and unpickling MegaDetector-style checkpoints."""
 from __future__ import annotations
 
+import errno
 import hashlib
 import pickle
+import socket
 import urllib.error
 import zipfile
 from pathlib import Path
@@ -70,6 +72,38 @@ def test_known_model_offline_tells_user_to_pass_a_local_path(tmp_path: Path) -> 
     assert "md_v5a.0.1.pt" in str(info.value) and "blob://" in info.value.hint and "md_v5a.0.1.pt" in info.value.hint
     assert len(tried) == loader.DOWNLOAD_ATTEMPTS and waited == [5.0, 10.0]  # tried again before giving up
     assert list(tmp_path.iterdir()) == []  # no partial file left behind
+
+
+def _http_error(code: int) -> urllib.error.HTTPError:
+    return urllib.error.HTTPError("https://github.com/x", code, "status", {}, None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("exc", "passes"), [
+    (_http_error(500), True),  # the whole 5xx range, its first code included
+    (_http_error(503), True),
+    (_http_error(408), True),  # "request timeout": the host asks for the request again
+    (_http_error(429), True),
+    (_http_error(499), False),
+    (_http_error(404), False),
+    (urllib.error.URLError(socket.gaierror(socket.EAI_AGAIN, "Temporary failure")), True),
+    (urllib.error.URLError(socket.gaierror(socket.EAI_NONAME, "Name or service not known")), False),
+    (urllib.error.URLError(socket.gaierror(socket.EAI_NODATA, "No address associated with hostname")), False),
+    (urllib.error.URLError(ConnectionResetError(104, "reset")), True),
+    (urllib.error.URLError(ConnectionRefusedError(111, "refused")), False),
+    (urllib.error.URLError(TimeoutError("timed out")), False),
+    (urllib.error.URLError("no route to host"), False),
+    (TimeoutError("The read operation timed out"), True),
+    (ConnectionResetError(104, "reset"), True),
+    (OSError(errno.ENOSPC, "No space left on device"), False),  # the node's cache disk: no outage of the host
+    (PermissionError(errno.EACCES, "Permission denied"), False),
+], ids=["500", "503", "408", "429", "499", "404", "eai-again", "eai-noname", "eai-nodata", "url-reset", "refused",
+        "connect-timeout", "url-text", "read-timeout", "reset", "disk-full", "permission"])
+def test_which_download_failures_pass(exc: BaseException, passes: bool) -> None:
+    """``download_did_not_answer`` decides exit 69 (another attempt, each shard up to max_attempts times) against
+    exit 3 (the loader's advice, the task fails at a shard's second attempt): a 500 or 408 counted as a lasting
+    failure would fail a task over a moment's outage of the publisher; EAI_NODATA (a node without internet) or a
+    full/read-only cache disk counted as passing would spend hours of node time trying every shard again."""
+    assert loader.download_did_not_answer(exc) is passes
 
 
 def test_a_download_cut_short_once_is_tried_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
