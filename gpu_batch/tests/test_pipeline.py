@@ -432,3 +432,28 @@ def test_a_runs_figures_are_added_to_the_shards_as_each_means() -> None:
                               "cpu_decode_share_changes": 3.0, "gpu_forward_s": 0.25}
     assert summary.decoded_by == {"nvjpeg-cuda": 7, "cpu": 1}
     assert summary.firsts == {"pipeline_start": 10.0, "submitted": 51.0}
+
+
+def test_forget_takes_out_only_what_each_entry_counted() -> None:
+    """``ShardSummary.forget`` before a re-read: a success counts in ``done`` only (taking it out of ``failed`` too
+    left the shard's summary with fewer failures than images that failed); a failure without a reason comes out of
+    "unclassified", where ``run_images`` counted it; a permanent failure leaves ``retryable`` alone; a reason whose
+    count reaches 0 is dropped, not listed as 0."""
+    summary = ShardSummary(images=5, done=5, failed=3, retryable=1,
+                           failure_reasons={"account_not_found": 1, "unclassified": 1, "corrupt": 1})
+    summary.forget([{"file": "ok.jpg", "detections": []},
+                    {"file": "gone.jpg", "failure": "image access failure", "failure_reason": "account_not_found",
+                     "failure_kind": "retryable"},
+                    {"file": "old.jpg", "failure": "cannot decode"}])
+    assert (summary.done, summary.failed, summary.retryable) == (2, 1, 0)
+    assert summary.failure_reasons == {"corrupt": 1}
+
+
+def test_a_cuda_run_that_decoded_nothing_still_reports_its_decoders() -> None:
+    """``decoded_by`` None means "not on CUDA" in the shard's summary line; a CUDA run whose every read failed
+    reports ``{}`` (no image decoded), and a later run's counts add to it."""
+    summary = ShardSummary(images=2)
+    summary.add_run(8, {}, {}, {})
+    assert summary.decoded_by == {}
+    summary.add_run(8, {}, {"cpu": 2}, {})
+    assert summary.decoded_by == {"cpu": 2}
