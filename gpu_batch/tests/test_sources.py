@@ -690,3 +690,86 @@ def test_a_shard_stopped_on_request_partway_through_its_re_read_counts_every_ima
     assert outcome.code == EXIT_CANCELLED
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert "stopped after 3 of 3 images" in warnings[-1], warnings
+
+
+class _ScriptedHost(BlobImageSource):
+    """A blob source whose "host missing" answers and ``wait_for_host`` results are scripted (no storage, no DNS):
+    ``wait_for_host`` called past its script fails the test."""
+
+    def __init__(self, missing: list[bool], resolves: list[bool]) -> None:  # noqa: D107 - no service to open
+        self.gone_after_s = 120.0
+        self._missing, self._resolves = list(missing), list(resolves)
+        self.checks: list[Any] = []
+
+    def host_missing(self) -> bool:
+        return self._missing.pop(0) if self._missing else False
+
+    def wait_for_host(self, check: Any = None) -> bool:
+        self.checks.append(check)
+        return self._resolves.pop(0)
+
+
+def _gone_entry(name: str) -> dict[str, Any]:
+    return {"file": name, "failure": "image access failure", "detections": None,
+            "failure_reason": "account_not_found", "failure_kind": "retryable"}
+
+
+def _wait_scenario(source: Any, first: list[dict[str, Any]], rereads: list[list[dict[str, Any]]]
+                   ) -> tuple[list[list[str]], Any]:
+    """Run ``__main__._wait_for_missing_host`` on ``todo`` a.jpg, b.jpg whose first run wrote ``first``; each
+    re-read writes the next of ``rereads`` and counts it as ``run_images`` would. The names each re-read asked for,
+    and the summary."""
+    from types import SimpleNamespace
+
+    from gpu_batch.worker.__main__ import _wait_for_missing_host
+    from gpu_batch.worker.pipeline import ShardSummary
+
+    entries = {e["file"]: e for e in first}
+    writer: Any = SimpleNamespace(snapshot=lambda: list(entries.values()))
+    failed = [e for e in first if "failure" in e]
+    summary = ShardSummary(images=2, done=len(first), failed=len(failed), retryable=len(failed),
+                           failure_reasons={"account_not_found": len(failed)} if failed else {})
+    asked: list[list[str]] = []
+
+    def read_again(names: list[str]) -> None:
+        asked.append(names)
+        for entry in rereads.pop(0):
+            entries[entry["file"]] = entry
+            summary.done += 1
+            if "failure" in entry:
+                summary.failed, summary.retryable = summary.failed + 1, summary.retryable + 1
+                summary.failure_reasons["account_not_found"] = summary.failure_reasons.get("account_not_found", 0) + 1
+
+    _wait_for_missing_host(source, ["a.jpg", "b.jpg"], writer, summary, "t s a", shard_check, read_again)
+    return asked, summary
+
+
+def shard_check() -> None:
+    """The shard's stop check (passed on to each wait; never stops here)."""
+
+
+def test_a_host_that_goes_missing_again_during_the_re_read_is_waited_for_again_and_only_failures_are_read() -> None:
+    """``_wait_for_missing_host``: the re-read of the images whose account's host was missing can find it missing
+    again; the worker waits again and reads them once more (not once, leaving them failed), each wait honouring
+    the shard's stop check; the image that succeeded is not read again (its result would be counted twice)."""
+    source = _ScriptedHost(missing=[True, True, False], resolves=[True, True])
+    asked, summary = _wait_scenario(source, [{"file": "a.jpg", "detections": []}, _gone_entry("b.jpg")],
+                                    [[_gone_entry("b.jpg")], [{"file": "b.jpg", "detections": []}]])
+    assert asked == [["b.jpg"], ["b.jpg"]]
+    assert source.checks == [shard_check, shard_check]
+    assert (summary.done, summary.failed, summary.retryable, summary.failure_reasons) == (2, 0, 0, {})
+
+
+def test_no_re_read_when_the_wait_ends_without_the_host_or_a_failure_has_another_reason(tmp_path: Path) -> None:
+    """The wait ending False (DNS did not answer either way for the whole grace) ends the shard as it is: nothing
+    read again, the counts untouched. A shard with a failure of another reason does not wait at all (a wait holds
+    it up to ``GONE_AFTER_S``), and a local folder has no host to wait for."""
+    source = _ScriptedHost(missing=[True], resolves=[False])
+    asked, summary = _wait_scenario(source, [_gone_entry("a.jpg"), _gone_entry("b.jpg")], [[]])
+    assert asked == [] and (summary.done, summary.failed) == (2, 2) and len(source.checks) == 1
+    other = {**_gone_entry("b.jpg"), "failure_reason": "not_found", "failure_kind": "permanent"}
+    source = _ScriptedHost(missing=[True], resolves=[])
+    asked, _ = _wait_scenario(source, [_gone_entry("a.jpg"), other], [[]])
+    assert asked == [] and source.checks == []
+    asked, _ = _wait_scenario(LocalFolderSource(tmp_path), [_gone_entry("a.jpg")], [[]])
+    assert asked == []
