@@ -37,3 +37,28 @@ def test_nothing_failed_gives_no_hint(failed: int) -> None:
 def test_a_status_without_reasons_still_says_where_each_failure_is() -> None:
     assert failures_hint({}, failed=2, images=10) == ("2 of 10 images failed; the failure beside each image in the "
                                                        "results says why.")
+
+
+def test_reasons_read_in_one_order_whatever_order_the_status_counted_them() -> None:
+    """Equal counts are listed by name, and each advice sentence leads with its reasons sorted: the status's
+    reasons come in the order the merge met them, and the same failures must read the same in every status, the
+    notification and the preview page."""
+    hint = failures_hint({"timeout": 2, "undecodable": 1, "auth": 2, "not_found": 1}, failed=6, images=100)
+    assert hint.startswith("6 of 100 images failed (auth 2, timeout 2, not_found 1, undecodable 1). "), hint
+    assert "auth, timeout: the task's request" in hint and "not_found, undecodable: these stay failed" in hint, hint
+
+
+def test_a_status_without_an_image_count_does_not_say_every_image_failed() -> None:
+    """``images`` 0 (the count not known yet) says how many failed, not "every one of the 0 failed"."""
+    hint = failures_hint({"timeout": 2}, failed=2, images=0)
+    assert hint.startswith("2 of 0 images failed (timeout 2)"), hint
+
+
+def test_a_failure_without_a_known_reason_stays_failed_and_only_retryable_ones_say_nothing_of_staying() -> None:
+    """A reason the table does not know ("unclassified": a failure written without one, which
+    ``manifest.failure_kind`` calls permanent) is not promised to a re-run; failures all retryable get no "stay
+    failed" sentence (with no reasons before its colon); the hint ends in one full stop."""
+    hint = failures_hint({"unclassified": 1}, failed=1, images=5)
+    assert "unclassified: these stay failed" in hint and "only_new" not in hint, hint
+    hint = failures_hint({"timeout": 3}, failed=3, images=5)
+    assert "stay failed" not in hint and hint == f"3 of 5 images failed (timeout 3). {advice({'timeout': 3})[0]}."
