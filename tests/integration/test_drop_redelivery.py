@@ -96,6 +96,17 @@ def source(app_env: dict[str, str], store: BlobStore, unique_name: str) -> str:
     return unique_name
 
 
+def _marker_with_an_image_list_handed_over(source: str, store: BlobStore) -> str:
+    """A marker naming a one-image list in ``source``, handed over to the drop trigger as ``container_ready`` does
+    (its hand-over blob in ``incoming``, whose name this returns)."""
+    store.write_bytes(source, "list.txt", b"a.jpg\n")
+    store.write_bytes(source, "a.jpg", b"not really a jpeg")
+    store.write_json(source, layout.READY_MARKER, {"image_list": "list.txt"})
+    handoff = layout.marker_handoff_blob(source)
+    store.write_json(layout.INCOMING_CONTAINER, handoff, {"marker_container": source})
+    return handoff
+
+
 def test_a_rerun_drop_delivered_again_neither_runs_again_nor_is_refused(source: str, store: BlobStore,
                                                                        unique_name: str) -> None:
     client = Client()
@@ -293,11 +304,7 @@ def test_a_handed_over_marker_refused_only_because_a_service_was_busy_fails_so_t
     drop trigger's tries are not spaced (tests/unit/test_drop_retry_spacing.py), and the refusal says "a minute
     after each failure"."""
     client = Client()
-    store.write_bytes(source, "list.txt", b"a.jpg\n")
-    store.write_bytes(source, "a.jpg", b"not really a jpeg")
-    store.write_json(source, layout.READY_MARKER, {"image_list": "list.txt"})
-    handoff = layout.marker_handoff_blob(source)
-    store.write_json(layout.INCOMING_CONTAINER, handoff, {"marker_container": source})
+    handoff = _marker_with_an_image_list_handed_over(source, store)
     _busy_once(monkeypatch)
     with pytest.raises(SourceBusy):
         _deliver(store, client, handoff)
@@ -758,11 +765,7 @@ def test_a_handed_over_marker_whose_account_host_dns_said_is_missing_asks_dns_ag
     (here the own account's, which resolves when asked) is busy (the trigger runs again and starts the task), not
     the refusal that would stay beside the marker."""
     client = Client()
-    store.write_bytes(source, "list.txt", b"a.jpg\n")
-    store.write_bytes(source, "a.jpg", b"not really a jpeg")
-    store.write_json(source, layout.READY_MARKER, {"image_list": "list.txt"})
-    handoff = layout.marker_handoff_blob(source)
-    store.write_json(layout.INCOMING_CONTAINER, handoff, {"marker_container": source})
+    handoff = _marker_with_an_image_list_handed_over(source, store)
     failed = _no_such_name_once(monkeypatch, named=False)
     time = _DnsTime(monkeypatch)
     with pytest.raises(SourceBusy):

@@ -47,6 +47,16 @@ class _Endpoint(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
+def _identity_endpoint_at(monkeypatch: pytest.MonkeyPatch, port: int) -> None:
+    """The App Service managed identity environment (IDENTITY_ENDPOINT/HEADER) pointing at a stand-in on ``port``,
+    with every other credential source's variables removed, so the app's credential asks only that endpoint."""
+    for name in ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET", "AZURE_FEDERATED_TOKEN_FILE",
+                 "MSI_ENDPOINT", "MSI_SECRET", "IDENTITY_SERVER_THUMBPRINT", "IMDS_ENDPOINT", "AZURE_TOKEN_CREDENTIALS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("IDENTITY_ENDPOINT", f"http://127.0.0.1:{port}/msi/token")
+    monkeypatch.setenv("IDENTITY_HEADER", "stand-in-header")
+
+
 @pytest.fixture
 def endpoint(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     mode = str(request.param)
@@ -62,11 +72,7 @@ def endpoint(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) ->
         server.daemon_threads = True
         port = server.server_address[1]
         threading.Thread(target=server.serve_forever, daemon=True).start()
-    for name in ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET", "AZURE_FEDERATED_TOKEN_FILE",
-                 "MSI_ENDPOINT", "MSI_SECRET", "IDENTITY_SERVER_THUMBPRINT", "IMDS_ENDPOINT", "AZURE_TOKEN_CREDENTIALS"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("IDENTITY_ENDPOINT", f"http://127.0.0.1:{port}/msi/token")
-    monkeypatch.setenv("IDENTITY_HEADER", "stand-in-header")
+    _identity_endpoint_at(monkeypatch, port)
     yield mode
     if server is not None:
         server.shutdown()
@@ -136,11 +142,7 @@ def test_the_own_storage_clients_of_each_marker_delivery_reuse_the_apps_token_no
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    for name in ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET", "AZURE_FEDERATED_TOKEN_FILE",
-                 "MSI_ENDPOINT", "MSI_SECRET", "IDENTITY_SERVER_THUMBPRINT", "IMDS_ENDPOINT", "AZURE_TOKEN_CREDENTIALS"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("IDENTITY_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}/msi/token")
-    monkeypatch.setenv("IDENTITY_HEADER", "stand-in-header")
+    _identity_endpoint_at(monkeypatch, server.server_address[1])
     connection = "identity:https://127.0.0.1:9"  # nothing listens: the token is asked for before the refusal
     blob_store.cache_clear()
     try:
