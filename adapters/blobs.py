@@ -294,5 +294,5 @@ def deadline_blob_store(connection: str, deadline: Deadline) -> BlobStore:
     delivery, a request no deadline bounds) and held its sockets until a cyclic garbage collection; the shared one
     caches its token (azure-identity credentials may be shared across threads and clients)."""
     credential = blob_store(connection).service.credential if connection.startswith("identity:") else None
-    return BlobStore(service_client(connection, deadline_storage_options(deadline.left, **transport_options()),
-                                    credential))
+    return BlobStore(service_client(connection, deadline_storage_options(
+        deadline.left, try_timeouts=deadline.try_timeouts, **transport_options()), credential))

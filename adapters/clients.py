@@ -48,9 +48,10 @@ def source_store(s: Settings, account_url: str = "", credential_secret: str = ""
 
     ``deadline``: the caller must answer within a deadline (the edges' check of a request, ``api.starters.
     _check_source``): another account's host that DNS says does not exist then fails at the first try, not after the
-    storage SDK's ~84 s of back-offs (``storage_refs.missing_host_not_retried``). True (an HTTP caller, the drop
-    trigger: they can wait out the SDK's other retries): that alone. A ``Deadline`` (Event Grid's 30-s delivery of a
-    marker, ``api.arrivals``): also every storage and Key Vault request, and every retry, ends by it
+    storage SDK's ~84 s of back-offs (``storage_refs.missing_host_not_retried``). True (the drop trigger: it can wait
+    out the SDK's other retries): that alone. A ``Deadline`` (Event Grid's 30-s delivery of a marker,
+    ``api.arrivals``; an HTTP POST, which Azure's front end cuts at 230 s, ``api.starters.POST_CHECKS_DEADLINE_S``):
+    also every storage and Key Vault request, and every retry, ends by it
     (``storage_refs.deadline_storage_options``, ``key_vault_reader``'s ``time_left``), trapbatch's own account too
     (``store``); a call it cut short is busy, as a storage account that did not answer. Activities keep the SDK's
     default: they ask DNS again themselves.
@@ -76,12 +77,13 @@ def source_store(s: Settings, account_url: str = "", credential_secret: str = ""
     # The app's identity reads the vault and, without a secret, the account: as AppCredential, so that its token
     # endpoint not answering fails as TokenEndpointUnavailable, busy, not as a refused identity (adapters.identity)
     credential = AppCredential()
-    options = (deadline_storage_options(until.left) if until is not None
+    options = (deadline_storage_options(until.left, try_timeouts=until.try_timeouts) if until is not None
                else {"retry_policy": missing_host_not_retried() if deadline else None})
     try:
         return BlobStore(source_service(ref, lambda: store(s).service,
                                         secret_reader_from_env(s.secret_store_env(), credential=credential,
-                                                               time_left=until.left if until else None),
+                                                               time_left=until.left if until else None,
+                                                               try_timeouts=until.try_timeouts if until else None),
                                         credential=credential, **options))
     except SecretStoreUnavailable as exc:
         raise SourceBusy(str(exc), SECRET_STORE_BUSY) from None

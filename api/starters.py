@@ -156,9 +156,11 @@ async def start_task(client: df.DurableOrchestrationClient, body: Any, settings:
     blob trigger's queue): (True, id) without starting or refusing anything, so a ``rerun`` request delivered twice
     runs once and is not answered "still running".
 
-    ``deadline``: when the caller must have its answer (Event Grid's delivery of a marker, ``api.arrivals``): the
-    storage and Key Vault calls of the checks end by it (``clients.source_store``), and one it cut short is busy
-    (``SourceBusy``, or the storage SDK's error). None (the HTTP edge, the drop trigger): the SDKs' own retries."""
+    ``deadline``: when the caller must have its answer (Event Grid's delivery of a marker, ``api.arrivals``; the
+    HTTP edge, ``POST_CHECKS_DEADLINE_S``): the storage and Key Vault calls of the checks end by it
+    (``clients.source_store``), and so does the count of the caller's active tasks; one it cut short is busy
+    (``SourceBusy``, ``InstanceListTooSlow``, or the storage SDK's error, a 503). None (the drop trigger, whose
+    function may run 30 minutes): the SDKs' own retries."""
     request = parse_task_request(body, settings.model, settings.knobs.images_per_shard)
     if caller.verified:  # a body-supplied 'caller' is a label nobody checked: the verified id replaces it
         request = dataclasses.replace(request, caller=caller.id)
@@ -204,7 +206,7 @@ async def start_task(client: df.DurableOrchestrationClient, body: Any, settings:
                                f"POST /api/tasks/{task_id}/cancel it, then post the request with \"rerun\" again")
     if runtime in ACTIVE or (runtime == "Completed" and not request.rerun):
         return False, task_id
-    await _enforce_active_limit(client, caller, settings)
+    await _enforce_active_limit(client, caller, settings, deadline)
     knobs = {**settings.knobs.to_dict(), "images_per_shard": request.images_per_shard}
     if request.max_failed_fraction is not None:
         knobs["max_failed_fraction"] = request.max_failed_fraction
@@ -327,17 +329,23 @@ def _generations(task_id: str, run: str, runtime: str | None, last: dict[str, An
     return out
 
 
-async def _enforce_active_limit(client: df.DurableOrchestrationClient, caller: Caller, settings: Settings) -> None:
+async def _enforce_active_limit(client: df.DurableOrchestrationClient, caller: Caller, settings: Settings,
+                                deadline: Deadline | None = None) -> None:
     """``TRAPBATCH_CALLER_MAX_ACTIVE_TASKS``: a caller running that many tasks gets 429. Counted from the instance
-    list before the start, so two posts at the same moment may both pass (a soft limit, off by at most the race)."""
+    list before the start, so two posts at the same moment may both pass (a soft limit, off by at most the race).
+    ``deadline``: ``start_task``'s; the list and the tasks' inputs are read by it (else within
+    ``INSTANCE_LIST_TIMEOUT_S``), past it ``InstanceListTooSlow`` (503, busy)."""
     limit = settings.caller_max_active_tasks
     if not limit or caller.operator:
         return
     from core.ids import TASK_PREFIX
 
-    active = [status for status in await _all_instances(client, TASK_PREFIX, keep=is_task_id, show_input=False)
+    until = deadline or Deadline.within(INSTANCE_LIST_TIMEOUT_S, _clock)
+    active = [status for status in await _all_instances(client, TASK_PREFIX, keep=is_task_id, show_input=False,
+                                                        timeout_s=until.left())
               if _runtime(status) in ACTIVE]
-    inputs = await _task_inputs(client, [str(getattr(status, "instance_id", "") or "") for status in active])
+    inputs = await _task_inputs(client, [str(getattr(status, "instance_id", "") or "") for status in active],
+                                until.left())
     running = sum(1 for started in inputs if owner_of(started) == caller.id)
     if running >= limit:
         raise TooManyActiveTasks(f"you already run {running} tasks, the most this trapbatch runs at once for one "
@@ -373,7 +381,8 @@ async def post_task(req: func.HttpRequest, client: df.DurableOrchestrationClient
     caller = request_caller(req)
     body = parse_json_body(req.get_body(), req.headers.get("content-type", ""))
     settings = clients.settings()
-    started, task_id = await start_task(client, body, settings, caller)
+    started, task_id = await start_task(client, body, settings, caller,
+                                        deadline=Deadline.within(POST_CHECKS_DEADLINE_S, _clock, POST_TRY_TIMEOUTS))
     links = _links(_base_url(req), task_id)
     if started:
         return _json(202, {"id": task_id, "started": True, **links})
@@ -420,10 +429,26 @@ async def _known_task(client: df.DurableOrchestrationClient, task_id: str, links
 # HTTP triggered function can take to respond to a request" (MicrosoftDocs includes/functions-timeout-duration.md):
 # a list that takes longer must end in the app's own answer, not the front end's cut.
 INSTANCE_LIST_TIMEOUT_S = 200
+# POST /api/tasks: its storage and Key Vault calls (the images' account, an image list, a secret, the served
+# generation) and the caller's active tasks are read by this deadline (``start_task``'s ``deadline``): each request
+# with the storage SDK's own timeouts (``POST_TRY_TIMEOUTS``: an account that answers slowly is waited for, as before,
+# and longer than a marker's Event Grid delivery waits) but none past the deadline, and retries after short back-offs
+# only while a try as long as the last still fits (``gpu_batch.storage_refs.deadline_storage_options``); what it cuts
+# short is busy: 503 with Retry-After, which the CLI waits out and posts again. With the SDKs' own retries (storage:
+# four tries and 18, 24 and 42 s of back-offs; Key Vault: 300-s timeouts and ten retries) an account that accepted
+# connections and never answered held the POST for ~330 s: past the front end's 230 s, so the caller got a 502 saying
+# nothing while the function ran on and might start the task after all. The last 30 s of the 200 are for what follows
+# the checks: the task hub's reads and the start (the durable client's calls, which no deadline bounds).
+POST_CHECKS_DEADLINE_S = 170.0
+# (connection, read) timeouts of each request, at most: azure-storage-blob's own defaults (12.x ``_shared/constants.py``
+# CONNECTION_TIMEOUT 20, READ_TIMEOUT 60; ``gpu_batch.storage_refs`` cites them).
+POST_TRY_TIMEOUTS = (20.0, 60.0)
+# The deadlines' clock (monotonic seconds): tests give a fake one that moves when the SDKs' back-offs sleep.
+_clock: Callable[[], float] = time.monotonic
 
 
 async def _all_instances(client: df.DurableOrchestrationClient, prefix: str, show_input: bool = False,
-                         keep: Callable[[str], bool] | None = None) -> list[Any]:
+                         keep: Callable[[str], bool] | None = None, timeout_s: float | None = None) -> list[Any]:
     """Every instance whose id starts with ``prefix`` (and passes ``keep``, if given), following the management API's
     pages. ``keep`` drops the others page by page. Inputs only with ``show_input``: a shard group's input holds its
     shards' state (a finished 200-shard group's is ~114 KB once parsed, kept in a blob when large) and the task hub
@@ -433,6 +458,7 @@ async def _all_instances(client: df.DurableOrchestrationClient, prefix: str, sho
     (azure-functions-durable-extension HttpApiHandler.cs); the SDK's ``get_status_all``/``get_status_by``
     (azure-functions-durable 1.7.0) read the first page only and never see the header. So this calls the same endpoint
     the SDK calls (the binding's ``rpcBaseUrl``), sending each page's token back until the token is empty.
+    Every page within ``timeout_s`` together (None: ``INSTANCE_LIST_TIMEOUT_S``; ``InstanceListTooSlow`` past it).
     """
     from urllib.parse import quote
 
@@ -443,8 +469,9 @@ async def _all_instances(client: df.DurableOrchestrationClient, prefix: str, sho
            f"&showInput={'true' if show_input else 'false'}")
     statuses: list[Any] = []
     token, seen = "", set()
+    timeout_s = max(0.0, INSTANCE_LIST_TIMEOUT_S if timeout_s is None else timeout_s)
     try:  # one deadline for every page together (a session's ClientTimeout applies to each request alone)
-        async with asyncio.timeout(INSTANCE_LIST_TIMEOUT_S), aiohttp.ClientSession() as session:
+        async with asyncio.timeout(timeout_s), aiohttp.ClientSession() as session:
             while True:
                 async with session.get(url, headers={"x-ms-continuation-token": token} if token else {}) as resp:
                     if resp.status != 200:
@@ -458,7 +485,7 @@ async def _all_instances(client: df.DurableOrchestrationClient, prefix: str, sho
                 seen.add(token)
     except asyncio.TimeoutError:
         raise InstanceListTooSlow(
-            f"listing the task hub's instances took over {INSTANCE_LIST_TIMEOUT_S} s ({len(seen) + 1} pages read)",
+            f"listing the task hub's instances took over {timeout_s:.0f} s ({len(seen) + 1} pages read)",
             "the hub holds too many finished instances: purge old ones (Durable management API DELETE "
             "/runtime/webhooks/durabletask/instances?createdTimeTo=...), or ask for a task by id "
             "(GET /api/tasks/{id})") from None
@@ -533,7 +560,8 @@ async def _task_inputs(client: df.DurableOrchestrationClient, task_ids: list[str
             return list(await asyncio.gather(*(one(t) for t in task_ids)))
     except TimeoutError:
         raise InstanceListTooSlow(
-            f"reading the inputs of {len(task_ids)} tasks took past the listing's {INSTANCE_LIST_TIMEOUT_S} s",
+            f"reading the inputs of {len(task_ids)} tasks took past the listing's deadline ({max(0.0, timeout_s):.0f} s "
+            "were left for them)",
             "the hub holds too many tasks: purge old ones (Durable management API DELETE "
             "/runtime/webhooks/durabletask/instances?createdTimeTo=...), or ask for a task by id "
             "(GET /api/tasks/{id})") from None

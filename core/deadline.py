@@ -16,15 +16,20 @@ from typing import Callable
 
 @dataclass(frozen=True, slots=True)
 class Deadline:
-    """``at``: when, on ``clock`` (monotonic seconds), the caller must have its answer."""
+    """``at``: when, on ``clock`` (monotonic seconds), the caller must have its answer. ``try_timeouts``: each
+    request's (connection, read) timeouts at most, for a caller whose whole deadline is long (an HTTP POST's, minutes:
+    an account that answers slowly must not fail for it); None: the short ones a 30-s caller needs
+    (``gpu_batch.storage_refs.DEADLINE_TRY_CONNECT_S`` and ``DEADLINE_TRY_READ_S``). Either way, never past ``at``."""
 
     at: float
     clock: Callable[[], float] = field(default=time.monotonic, compare=False)
+    try_timeouts: tuple[float, float] | None = None
 
     @classmethod
-    def within(cls, seconds: float, clock: Callable[[], float] = time.monotonic) -> Deadline:
+    def within(cls, seconds: float, clock: Callable[[], float] = time.monotonic,
+               try_timeouts: tuple[float, float] | None = None) -> Deadline:
         """The deadline ``seconds`` from now."""
-        return cls(clock() + seconds, clock)
+        return cls(clock() + seconds, clock, try_timeouts)
 
     def left(self) -> float:
         """Seconds until the deadline; 0 or less once it passed."""

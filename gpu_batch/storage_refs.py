@@ -186,18 +186,22 @@ DEADLINE_MIN_TRY_S = 1.0  # a retry is made only if this much (or the last try's
 # its back-off
 
 
-def deadline_timeouts(left: float) -> tuple[float, float]:
-    """The connection and read timeouts of a request sent ``left`` seconds before its caller's deadline: the short
-    ones above, and together never more than ``left`` (so a request that hangs ends by the deadline)."""
-    connect = min(DEADLINE_TRY_CONNECT_S, left / 2)
-    return connect, min(DEADLINE_TRY_READ_S, left - connect)
+def deadline_timeouts(left: float, caps: tuple[float, float] | None = None) -> tuple[float, float]:
+    """The connection and read timeouts of a request sent ``left`` seconds before its caller's deadline: ``caps``
+    (None: the short ones above), and together never more than ``left`` (so a request that hangs ends by the
+    deadline)."""
+    cap_connect, cap_read = caps or (DEADLINE_TRY_CONNECT_S, DEADLINE_TRY_READ_S)
+    connect = min(cap_connect, left / 2)
+    return connect, min(cap_read, left - connect)
 
 
-def deadline_storage_options(time_left: Callable[[], float], transport: Any = None,
+def deadline_storage_options(time_left: Callable[[], float], transport: Any = None, *,
+                             try_timeouts: tuple[float, float] | None = None,
                              **transport_kwargs: Any) -> dict[str, Any]:
     """Keyword arguments for a storage client (``BlobServiceClient``) whose every call ends by a deadline:
     ``time_left()`` says how many seconds are left (0 or less: none). Its own client, never a shared one: the
-    activities keep the SDK's policy (they have minutes, and the patience is worth it).
+    activities keep the SDK's policy (they have minutes, and the patience is worth it). ``try_timeouts``: each
+    request's (connection, read) timeouts at most (``deadline_timeouts``' ``caps``; None: the short ones).
 
     * ``retry_policy``: ``missing_host_not_retried``'s (a host DNS says does not exist is not retried), with at most
       three retries after ``DEADLINE_BACKOFFS_S``, and none whose back-off would leave less than
@@ -222,10 +226,12 @@ def deadline_storage_options(time_left: Callable[[], float], transport: Any = No
 
         transport = RequestsTransport(**transport_kwargs)
     classes = _deadline_classes()
-    return {"retry_policy": classes.storage_retry(time_left), "transport": classes.transport(transport, time_left)}
+    return {"retry_policy": classes.storage_retry(time_left),
+            "transport": classes.transport(transport, time_left, try_timeouts)}
 
 
-def deadline_vault_options(time_left: Callable[[], float], transport: Any = None) -> dict[str, Any]:
+def deadline_vault_options(time_left: Callable[[], float], transport: Any = None,
+                           try_timeouts: tuple[float, float] | None = None) -> dict[str, Any]:
     """Keyword arguments for a Key Vault client (``SecretClient``) whose every read ends by a deadline, as
     ``deadline_storage_options``' for storage: each request bounded by ``deadline_timeouts``, at most three retries
     after ``DEADLINE_BACKOFFS_S`` (or the ``Retry-After`` a 429 or 503 asks for, when longer) while they fit before
@@ -237,7 +243,8 @@ def deadline_vault_options(time_left: Callable[[], float], transport: Any = None
 
         transport = RequestsTransport()
     classes = _deadline_classes()
-    return {"retry_policy": classes.vault_retry(time_left), "transport": classes.transport(transport, time_left)}
+    return {"retry_policy": classes.vault_retry(time_left),
+            "transport": classes.transport(transport, time_left, try_timeouts)}
 
 
 def _deadline_backoff(settings: dict[str, Any], retry: int, time_left: Callable[[], float],
@@ -284,15 +291,16 @@ def _deadline_classes() -> _DeadlineClasses:
     class DeadlineTransport(HttpTransport[Any, Any]):
         """Sends each request through ``inner`` with ``deadline_timeouts`` of the time left; none once it passed."""
 
-        def __init__(self, inner: Any, time_left: Callable[[], float]) -> None:
-            self._inner, self._time_left = inner, time_left
+        def __init__(self, inner: Any, time_left: Callable[[], float],
+                     caps: tuple[float, float] | None = None) -> None:
+            self._inner, self._time_left, self._caps = inner, time_left, caps
 
         def send(self, request: Any, **kwargs: Any) -> Any:
             left = self._time_left()
             if left <= 0:  # a ServiceRequestError: "the server did not receive the request", busy for the callers
                 raise ServiceRequestTimeoutError(f"not sent: the caller's deadline passed before {request.method} to "
                                                  f"{urlsplit(request.url).hostname} (the URL may hold a SAS)")
-            kwargs["connection_timeout"], kwargs["read_timeout"] = deadline_timeouts(left)
+            kwargs["connection_timeout"], kwargs["read_timeout"] = deadline_timeouts(left, self._caps)
             return self._inner.send(request, **kwargs)
 
         def open(self) -> None:
@@ -531,15 +539,16 @@ def secret_reader_from_env(env: Mapping[str, str] | None = None, transport: Any 
                            credential: Any = None, host_grace_s: float = 0.0,
                            clock: Callable[[], float] = time.monotonic,
                            sleep: Callable[[float], None] = time.sleep,
-                           time_left: Callable[[], float] | None = None) -> SecretReader | None:
+                           time_left: Callable[[], float] | None = None,
+                           try_timeouts: tuple[float, float] | None = None) -> SecretReader | None:
     """The configured secret store, or None when none is configured. ``credential``: Key Vault's token credential
     (None: ``DefaultAzureCredential``; the Functions app passes ``adapters.identity.AppCredential``);
-    ``host_grace_s``, ``clock``, ``sleep``, ``time_left``: ``key_vault_reader``'s."""
+    ``host_grace_s``, ``clock``, ``sleep``, ``time_left``, ``try_timeouts``: ``key_vault_reader``'s."""
     env = os.environ if env is None else env
     vault_url = env.get(KEY_VAULT_ENV, "")
     if vault_url:
         return key_vault_reader(vault_url, transport=transport, credential=credential, host_grace_s=host_grace_s,
-                                clock=clock, sleep=sleep, time_left=time_left)
+                                clock=clock, sleep=sleep, time_left=time_left, try_timeouts=try_timeouts)
     local = env.get(LOCAL_SECRETS_ENV, "")
     if local:
         return local_file_reader(Path(local))
@@ -549,7 +558,8 @@ def secret_reader_from_env(env: Mapping[str, str] | None = None, transport: Any 
 def key_vault_reader(vault_url: str, transport: Any = None, credential: Any = None, host_grace_s: float = 0.0,
                      clock: Callable[[], float] = time.monotonic,
                      sleep: Callable[[float], None] = time.sleep,
-                     time_left: Callable[[], float] | None = None) -> SecretReader:
+                     time_left: Callable[[], float] | None = None,
+                     try_timeouts: tuple[float, float] | None = None) -> SecretReader:
     """Read secrets from the Key Vault at ``vault_url``; every failure is a ``SourceAccessError`` saying what to fix,
     or ``SecretStoreUnavailable`` when the vault did not answer.
 
@@ -563,7 +573,8 @@ def key_vault_reader(vault_url: str, transport: Any = None, credential: Any = No
     ``time_left``: for a caller with a deadline (Event Grid's delivery of a marker, ``api.arrivals``), how many
     seconds it has left: each read then ends by it (``deadline_vault_options``), where azure-core's defaults (300-s
     timeouts, ten retries) could hold it for minutes; a read the deadline cut short is ``SecretStoreUnavailable``
-    (busy). None: azure-core's defaults."""
+    (busy). None: azure-core's defaults. ``try_timeouts``: with ``time_left``, each request's (connection, read)
+    timeouts at most (``deadline_timeouts``; None: the short ones)."""
     from urllib.parse import urlsplit
 
     from azure.core.exceptions import AzureError, ResourceNotFoundError
@@ -575,7 +586,7 @@ def key_vault_reader(vault_url: str, transport: Any = None, credential: Any = No
         credential = DefaultAzureCredential()
     kwargs: dict[str, Any] = {"transport": transport} if transport is not None else {}
     if time_left is not None:  # a caller with a deadline
-        kwargs = deadline_vault_options(time_left, transport)
+        kwargs = deadline_vault_options(time_left, transport, try_timeouts)
     client = SecretClient(vault_url, credential, **kwargs)
 
     vault_host = urlsplit(vault_url).hostname or ""

@@ -592,6 +592,43 @@ def test_a_deadlines_clients_spend_no_more_than_the_time_left_and_fail_as_not_an
     assert tries >= 1
 
 
+@pytest.mark.parametrize("service", ["storage", "key vault"])
+def test_a_long_deadline_sends_each_try_with_the_timeouts_it_was_given_and_still_ends_by_the_deadline(
+        service: str, deadline_clock: DeadlineClock) -> None:
+    """``try_timeouts`` (an HTTP POST's: the storage SDK's own 20 s and 60 s a try, ``api.starters``): each request is
+    sent with them while they fit, and with what is left once they do not; a retry only while a try as long as the
+    last fits. A 170-s deadline over a service whose requests hang: two 80-s tries, then the busy failure, by the
+    deadline. Without ``try_timeouts``, the short ones (3 s and 6 s) a 30-s caller needs."""
+    from azure.core.exceptions import AzureError
+    from azure.storage.blob import BlobServiceClient
+
+    from gpu_batch.storage_refs import (DEADLINE_TRY_CONNECT_S, DEADLINE_TRY_READ_S, SecretStoreUnavailable,
+                                        deadline_storage_options, deadline_timeouts, key_vault_reader)
+
+    assert deadline_timeouts(100.0) == (DEADLINE_TRY_CONNECT_S, DEADLINE_TRY_READ_S)
+    assert deadline_timeouts(100.0, (20.0, 60.0)) == (20.0, 60.0)
+    assert deadline_timeouts(50.0, (20.0, 60.0)) == (20.0, 30.0)  # together never past the deadline
+    start = deadline_clock.now
+    left = lambda: start + 170.0 - deadline_clock.now  # noqa: E731 - the caller's time_left
+    spending = _Spending(deadline_clock, "hang")
+    spending.left = left
+    if service == "storage":
+        client = BlobServiceClient(NO_SUCH_ACCOUNT, credential="sv=2024-01-01&sig=abc",
+                                   **deadline_storage_options(left, spending, try_timeouts=(20.0, 60.0)))
+        with pytest.raises(AzureError):
+            next(iter(client.get_container_client("images").list_blob_names()))
+    else:
+        read = key_vault_reader(VAULT, transport=spending, credential=FakeCredential(), time_left=left,
+                                try_timeouts=(20.0, 60.0))
+        with pytest.raises(SecretStoreUnavailable):
+            read("partner-sas")
+    # (Key Vault's may begin with its 401 challenge, which hangs not: azure-keyvault keeps a vault's challenge for the
+    # process, so only the first test to use the vault sees it)
+    assert {(connect, read_s) for connect, read_s, _ in spending.timeouts} == {(20.0, 60.0)}, spending.timeouts
+    spent = deadline_clock.now - start
+    assert 160.0 <= spent <= 170.0 and len(deadline_clock.slept) == 1, (spent, deadline_clock.slept)  # two tries
+
+
 def test_a_deadline_that_passed_sends_nothing_and_is_a_service_that_did_not_answer() -> None:
     """A client whose caller's deadline has passed sends no request: ``ServiceRequestTimeoutError`` ("not sent"),
     busy for the callers (``service_did_not_answer``), with no URL (it may hold a SAS)."""
