@@ -20,7 +20,7 @@ from typing import Callable
 import azure.durable_functions as df
 
 from adapters import clients
-from adapters.identity import AppCredential
+from adapters.identity import app_credential
 from core import contracts as c
 from core import notify
 from adapters.blobs import BlobStore
@@ -70,7 +70,7 @@ def send(payload: c.NotifyInput, allowed_hosts: tuple[str, ...], secret_name: st
          secret_env: dict[str, str]) -> c.NotifyOutput:
     url = payload["url"]
     # the app's identity (AppCredential): a token endpoint that did not answer is a store that did not answer
-    read = secret_reader_from_env(secret_env, credential=AppCredential()) if secret_name else None
+    read = secret_reader_from_env(secret_env, credential=app_credential()) if secret_name else None
     reason = notify.not_sendable(url, allowed_hosts, read is not None)
     if reason is not None or read is None:
         reason = reason or "no secret store"

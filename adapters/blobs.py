@@ -31,12 +31,12 @@ def service_client(connection: str, options: dict[str, Any] | None = None,
                    credential: Any = None) -> BlobServiceClient:
     """The client of trapbatch's own account; ``options``: the client's keyword arguments (None:
     ``transport_options``, with the storage SDK's retry policy and timeouts); ``credential``: an identity
-    connection's token credential (None: an ``AppCredential`` of its own)."""
+    connection's token credential (None: the app's shared one, ``adapters.identity.app_credential``)."""
     options = transport_options() if options is None else options
     if connection.startswith("identity:"):  # AppCredential: a token endpoint that did not answer is busy, not denied
-        from adapters.identity import AppCredential
+        from adapters.identity import app_credential
 
-        return BlobServiceClient(connection[len("identity:"):], credential=credential or AppCredential(), **options)
+        return BlobServiceClient(connection[len("identity:"):], credential=credential or app_credential(), **options)
     return BlobServiceClient.from_connection_string(connection, **options)
 
 
@@ -280,7 +280,7 @@ def _etag(value: Any) -> str:
 
 @functools.cache
 def blob_store(connection: str) -> BlobStore:
-    """One client per process and connection string."""
+    """One client per process and connection string (an identity connection's credential: the app's shared one)."""
     return BlobStore(service_client(connection))
 
 
@@ -290,9 +290,8 @@ def deadline_blob_store(connection: str, deadline: Deadline) -> BlobStore:
 
     Not cached and not ``blob_store``'s shared one: the deadline is one caller's (an Event Grid delivery,
     ``api.arrivals``), and the activities sharing that client keep the SDK's patience. An identity connection's
-    credential is the shared client's, though: a credential of its own fetched a token on every delivery (2-3 per
-    delivery, a request no deadline bounds) and held its sockets until a cyclic garbage collection; the shared one
-    caches its token (azure-identity credentials may be shared across threads and clients)."""
-    credential = blob_store(connection).service.credential if connection.startswith("identity:") else None
+    credential is the app's shared one, though (``service_client``'s default, ``adapters.identity.app_credential``):
+    a credential of its own fetched a token on every delivery (2-3 per delivery, a request no deadline bounds) and
+    held its sockets until a cyclic garbage collection; the shared one caches its token."""
     return BlobStore(service_client(connection, deadline_storage_options(
-        deadline.left, try_timeouts=deadline.try_timeouts, **transport_options()), credential))
+        deadline.left, try_timeouts=deadline.try_timeouts, **transport_options())))

@@ -15,7 +15,7 @@ import os
 import threading
 
 from adapters.blobs import BlobStore, blob_store, deadline_blob_store
-from adapters.identity import AppCredential
+from adapters.identity import app_credential
 from core.deadline import Deadline
 from core.errors import SourceBusy, SourceNotAllowed, SourceUnavailable
 from core.requests import normalize_account_url
@@ -44,7 +44,8 @@ def source_store(s: Settings, account_url: str = "", credential_secret: str = ""
                  deadline: bool | Deadline = False) -> BlobStore:
     """Where a task's images are read from: trapbatch's own account, or the one the request named.
 
-    Not cached: the secret is read at each use, so a rotated SAS takes effect at the next activity.
+    Not cached: the secret is read at each use, so a rotated SAS takes effect at the next activity. Only the app's
+    identity is shared (``adapters.identity.app_credential``: its token is asked for once, not per call).
 
     ``deadline``: the caller must answer within a deadline (the edges' check of a request, ``api.starters.
     _check_source``): another account's host that DNS says does not exist then fails at the first try, not after the
@@ -76,7 +77,7 @@ def source_store(s: Settings, account_url: str = "", credential_secret: str = ""
                                "connection string")
     # The app's identity reads the vault and, without a secret, the account: as AppCredential, so that its token
     # endpoint not answering fails as TokenEndpointUnavailable, busy, not as a refused identity (adapters.identity)
-    credential = AppCredential()
+    credential = app_credential()
     options = (deadline_storage_options(until.left, try_timeouts=until.try_timeouts) if until is not None
                else {"retry_policy": missing_host_not_retried() if deadline else None})
     try:
@@ -121,7 +122,7 @@ def _pool(kind: str, connection: str, container: str, concurrency: int, device: 
                          max_task_seconds=max_task_seconds, resident=resident, worker_tuning=tuning)
     account_url, pool_id, image, identity, identity_resource_id, storage_url = batch
     # the app's identity as AppCredential: its token endpoint not answering is busy (adapters.identity), not refused
-    return make_pool("azure_batch", credential=AppCredential(), account_url=account_url, pool_id=pool_id, image=image,
+    return make_pool("azure_batch", credential=app_credential(), account_url=account_url, pool_id=pool_id, image=image,
                      worker_identity_client_id=identity, identity_resource_id=identity_resource_id,
                      storage_account_url=storage_url, log_container=container,
                      max_task_seconds=max_task_seconds, key_vault_url=dict(secret_env).get("TRAPBATCH_KEY_VAULT_URL", ""),

@@ -26,7 +26,7 @@ from azure.core.pipeline.policies import (BearerTokenCredentialPolicy, HeadersPo
                                           UserAgentPolicy)
 from azure.core.rest import HttpRequest
 
-from adapters.identity import AppCredential, TokenEndpointUnavailable
+from adapters.identity import TokenEndpointUnavailable, app_credential
 from core import task_events
 from gpu_batch.storage_refs import service_did_not_answer
 
@@ -41,13 +41,14 @@ class TopicUnavailable(PublishFailed):
 
 
 class EventGridPublisher:
-    """Posts CloudEvents to one custom topic. ``credential``: a TokenCredential (by default the app's,
-    ``AppCredential``: DefaultAzureCredential, which picks the app's managed identity through ``AZURE_CLIENT_ID``)."""
+    """Posts CloudEvents to one custom topic. ``credential``: a TokenCredential (by default the app's shared one,
+    ``adapters.identity.app_credential``: DefaultAzureCredential, which picks the app's managed identity through
+    ``AZURE_CLIENT_ID``)."""
 
     def __init__(self, endpoint: str, credential: Any = None, transport: Any = None) -> None:
         self.endpoint = endpoint
         if credential is None:
-            credential = AppCredential()
+            credential = app_credential()
         policies = [HeadersPolicy(), UserAgentPolicy("trapbatch"), RetryPolicy(retry_total=0),
                     BearerTokenCredentialPolicy(credential, task_events.TOKEN_SCOPE)]
         kwargs = {"transport": transport} if transport is not None else {}

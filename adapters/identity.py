@@ -23,6 +23,7 @@ stays busy.
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any, Mapping
 
 from azure.core.exceptions import ClientAuthenticationError
@@ -76,7 +77,8 @@ class AppCredential:
     """``DefaultAzureCredential`` (or ``inner``) whose passing failures are ``TokenEndpointUnavailable``.
 
     Both token methods are passed through, as azure-core's ``BearerTokenCredentialPolicy`` calls ``get_token_info``
-    where a credential has it and ``get_token`` otherwise."""
+    where a credential has it and ``get_token`` otherwise. The app's clients take the process's shared one
+    (``app_credential``), not one each."""
 
     def __init__(self, inner: Any = None) -> None:
         if inner is None:
@@ -116,3 +118,43 @@ class AppCredential:
 
     def __exit__(self, *args: Any) -> None:
         self._inner.__exit__(*args)
+
+
+# The environment variables azure-identity 1.27.0 reads when it builds a credential (``_constants.py``
+# ``EnvironmentVariables``: AZURE_CLIENT_ID, AZURE_TENANT_ID, IDENTITY_ENDPOINT, IDENTITY_HEADER, MSI_ENDPOINT,
+# IMDS_ENDPOINT, ...), by prefix so that a name added later is covered too.
+_IDENTITY_ENV_PREFIXES = ("AZURE_", "IDENTITY_", "MSI_", "IMDS_")
+_SHARED: dict[tuple[tuple[str, str], ...], AppCredential] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def app_credential() -> AppCredential:
+    """The process's one ``AppCredential`` (per identity environment): what every client the app builds with its
+    identity uses (its own account's, a source account's, Key Vault's, Batch's, Event Grid's).
+
+    Why shared: a credential caches its tokens in itself ("the in-memory cache may be cleared by creating a new
+    credential instance", azure-identity ``TOKEN_CACHING.md``), so one built per client asked App Service's identity
+    endpoint for a token at each client's first request (``clients.source_store`` builds clients per listing or
+    shard step; a request nothing bounds) and held its transport's sockets until a cyclic garbage collection.
+    Sharing is safe: "the in-memory token cache provided by the Azure Identity library can be used by multiple
+    threads concurrently" (same file); no app code closes it (a client's ``close`` closes its own transport, not
+    its credential). A failed token request is not remembered: the next use asks again (``_credentials/chained.py``
+    keeps only a credential that succeeded; ``_credentials/imds.py`` leaves an unanswered probe unmarked).
+
+    Keyed by the identity-relevant environment (``_IDENTITY_ENV_PREFIXES``): a process whose environment names
+    another identity (tests that point ``IDENTITY_ENDPOINT`` elsewhere) gets a credential built for it, never one
+    holding another identity's token. What secrets a client reads with it stays per use (``clients.source_store``
+    reads a source's SAS from Key Vault at each call)."""
+    key = tuple(sorted((name, value) for name, value in os.environ.items() if name.startswith(_IDENTITY_ENV_PREFIXES)))
+    with _SHARED_LOCK:  # one per key even when a burst of activities asks at once
+        credential = _SHARED.get(key)
+        if credential is None:
+            credential = _SHARED[key] = AppCredential()
+        return credential
+
+
+def forget_app_credentials() -> None:
+    """Drop the shared credentials (tests: a stand-in endpoint on a port an earlier test's endpoint had used must
+    not find that test's token)."""
+    with _SHARED_LOCK:
+        _SHARED.clear()

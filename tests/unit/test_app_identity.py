@@ -49,7 +49,11 @@ class _Endpoint(http.server.BaseHTTPRequestHandler):
 
 def _identity_endpoint_at(monkeypatch: pytest.MonkeyPatch, port: int) -> None:
     """The App Service managed identity environment (IDENTITY_ENDPOINT/HEADER) pointing at a stand-in on ``port``,
-    with every other credential source's variables removed, so the app's credential asks only that endpoint."""
+    with every other credential source's variables removed, so the app's credential asks only that endpoint. The
+    app's shared credentials are dropped: one kept from an earlier test whose endpoint had this port holds its token."""
+    from adapters.identity import forget_app_credentials
+
+    forget_app_credentials()
     for name in ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET", "AZURE_FEDERATED_TOKEN_FILE",
                  "MSI_ENDPOINT", "MSI_SECRET", "IDENTITY_SERVER_THUMBPRINT", "IMDS_ENDPOINT", "AZURE_TOKEN_CREDENTIALS"):
         monkeypatch.delenv(name, raising=False)
@@ -157,3 +161,73 @@ def test_the_own_storage_clients_of_each_marker_delivery_reuse_the_apps_token_no
         server.shutdown()
         server.server_close()
     assert len(handler.asked) == 1, handler.asked
+
+
+def _open_fds() -> int:
+    import os
+
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_the_apps_identity_asks_its_endpoint_once_per_resource_however_many_clients_and_calls_use_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every client the app builds with its identity (``source_store`` for each listing or shard step that reads
+    another account, ``notify.send``'s vault reader, each Batch pool, the Event Grid publisher, the own account's
+    clients) built an ``AppCredential`` of its own, whose fresh token cache asked App Service's identity endpoint
+    again on first use (a request nothing bounds) and whose sockets stayed open until a cyclic garbage collection.
+    They now share the process's one credential (``adapters.identity.app_credential``): one token request per
+    resource for all of them, and no file descriptor more per call once the first has run."""
+    from activities import notify
+    from adapters import clients
+    from adapters.blobs import blob_store
+    from adapters.event_grid import EventGridPublisher
+    from core.settings import Settings
+    from tests.unit.test_task_events import ENDPOINT, FakeTopic
+
+    # HTTP/1.1: the connection is kept open for the next token request, as a credential's transport keeps it
+    handler = type("Tokens", (_Tokens,), {"asked": [], "protocol_version": "HTTP/1.1"})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _identity_endpoint_at(monkeypatch, server.server_address[1])
+    source = "https://127.0.0.1:9"  # nothing listens: each token is asked for before the refusal
+    s = Settings.from_env({"AzureWebJobsStorage": "UseDevelopmentStorage=true", "TRAPBATCH_SOURCE_ACCOUNTS": source})
+    readers: list[Any] = []
+    monkeypatch.setattr(notify, "secret_reader_from_env",
+                        lambda env, credential=None: readers.append(credential))  # no store: nothing sent
+    batch = ("https://127.0.0.1:9", "gpu-shared", "acr.io/w:1", "client-guid",
+             "/subscriptions/s/resourceGroups/r/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id-nodes",
+             "https://acct.blob.core.windows.net")
+
+    def uses(round_: int) -> None:
+        for _ in range(5):
+            with pytest.raises(ServiceRequestError):
+                clients.source_store(s, source, "").service.get_container_client("images").exists(retry_total=0)
+        with pytest.raises(ServiceRequestError):
+            blob_store(f"identity:{source}").service.get_container_client("images").exists(retry_total=0)
+        EventGridPublisher(ENDPOINT, transport=FakeTopic()).publish([{"id": f"e{round_}"}])
+        notify.send({"task_id": "t", "url": "https://example.org/hook", "status": {}}, ("example.org",), "key", {})
+        readers.pop().get_token("https://vault.azure.net/.default")
+        pool = clients._pool("azure_batch", "UseDevelopmentStorage=true", "trapbatch", 0, "", "", (),
+                             batch[:1] + (f"gpu-{round_}",) + batch[2:], 3600)
+        with pytest.raises(ServiceRequestError):
+            pool.client.get_pool(pool.pool_id, retry_total=0)  # type: ignore[attr-defined]
+
+    blob_store.cache_clear()
+    clients._pool.cache_clear()
+    try:
+        uses(0)
+        before = _open_fds()
+        for round_ in range(1, 5):
+            uses(round_)
+        grown = _open_fds() - before
+    finally:
+        blob_store.cache_clear()
+        clients._pool.cache_clear()
+        server.shutdown()
+        server.server_close()
+    import collections
+
+    asked = collections.Counter(path.split("resource=")[1] for path in handler.asked)
+    assert grown <= 0 and list(asked.values()) == [1, 1, 1, 1], (f"{grown} more file descriptors after 4 more "
+                                                                  f"rounds; token requests: {dict(asked)}")

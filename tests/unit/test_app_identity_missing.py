@@ -40,6 +40,7 @@ def imds_silent(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
     could be handed to another pytest worker's server (an Azurite), which would then answer as "IMDS"."""
     from azure.identity._credentials import imds as sdk_imds
 
+    from adapters.identity import forget_app_credentials
     from devhost.azurite import PortReservation
 
     held = PortReservation(1)
@@ -53,6 +54,7 @@ def imds_silent(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setitem(sdk_imds.PIPELINE_SETTINGS, "retry_total", 0)
     if request.param == ON_APP_SERVICE:
         monkeypatch.setenv("WEBSITE_SITE_NAME", "func-api-abc")
+    forget_app_credentials()  # the app's shared one is built anew, with retry_total 0 (read when it is built)
     try:
         yield str(request.param)
     finally:
