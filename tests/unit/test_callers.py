@@ -187,7 +187,8 @@ def test_too_many_active_tasks_is_429_with_retry_after(monkeypatch: pytest.Monke
                status("task-" + "c" * 20, "Completed", "ana"), status("task-" + "d" * 20, "Running", "bo"),
                status("task-" + "a" * 20 + "-shards-0000", "Running", "")]
 
-    async def all_instances(client: Any, prefix: str, keep: Any = None, show_input: bool = False) -> list[Any]:
+    async def all_instances(client: Any, prefix: str, keep: Any = None, show_input: bool = False,
+                            timeout_s: float | None = None) -> list[Any]:
         assert not show_input  # the list without inputs (shard groups' are large); tasks' inputs are read by id
         return [SimpleNamespace(instance_id=st.instance_id, runtime_status=st.runtime_status, input_=None)
                 for st in listing if keep is None or keep(st.instance_id)]
