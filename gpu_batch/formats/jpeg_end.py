@@ -26,15 +26,7 @@ def jpeg_cut_short(data: bytes) -> bool:
     """
     if data[:2] != _JPEG_SOI:
         return False
-    end = len(data)
-    while end > 2:
-        start = max(2, end - _TAIL_WINDOW)
-        kept = len(data[start:end].rstrip(_JPEG_PADDING))
-        if kept:
-            end = start + kept
-            break
-        end = start
-    if data[max(0, end - 2):end] == _JPEG_EOI:
+    if ends_at_eoi(data):
         return False
     # Not at the end: data after the marker (a phone's motion-photo video, a maker's trailer) or none at all. Only
     # then is the file searched, after its first scan's start: entropy-coded data never holds FF D9 (byte stuffing),
@@ -44,6 +36,27 @@ def jpeg_cut_short(data: bytes) -> bool:
     # 2.8 MB photo with a trailer against 0.04 ms: at 400 images/s a core's worth, were every photo a motion photo).
     scan = _first_scan(data)
     return scan is None or data.rfind(_JPEG_EOI, scan) < 0
+
+
+def ends_at_eoi(data: bytes) -> bool:
+    """Whether the last bytes of ``data`` before any trailing padding (zeros or 0xFF, in any mix) are the
+    end-of-image marker FF D9: the JPEG is whole and nothing but fill follows it.
+
+    Why padding counts as the end: a decoder stops at the end-of-image marker (ITU-T T.81 B.2.1: the compressed
+    image data ends with EOI; B.1.1.2 lets any marker be preceded by 0xFF fill bytes), so bytes after it cannot
+    change a pixel; and FF D9 cannot occur inside entropy-coded data (an FF there is followed by 00 or RST0-7), so a
+    file cut short and then padded does not end so. Anything else after the marker (a motion photo's video) is not
+    padding: False here (``jpeg_cut_short`` searches such files further). Reads the tail only, ``_TAIL_WINDOW``
+    bytes at a time: no copy of the whole file, however long the padding."""
+    end = len(data)
+    while end > 2:
+        start = max(2, end - _TAIL_WINDOW)
+        kept = len(data[start:end].rstrip(_JPEG_PADDING))
+        if kept:
+            end = start + kept
+            break
+        end = start
+    return data[max(0, end - 2):end] == _JPEG_EOI
 
 
 _STANDALONE_MARKERS = frozenset({0x01, *range(0xD0, 0xD8)})  # TEM, RST0-7: no length field

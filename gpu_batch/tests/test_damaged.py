@@ -76,6 +76,28 @@ def test_fill_bytes_and_length_free_markers_before_the_scan_do_not_make_a_motion
         assert jpeg_cut_short(data[: len(data) * 2 // 3]), extra
 
 
+def test_the_gpu_decode_takes_a_whole_jpeg_padded_with_zeros_or_ff_fill_and_leaves_the_rest_to_the_cpu() -> None:
+    """``devices.gpu_decodable_jpeg`` (header read for nvJPEG / the hardware engine; None: the exact CPU decode):
+    a whole JPEG followed by zeros, 0xFF fill or both (cameras pad to a sector) goes to the GPU, as the unpadded one;
+    a file cut short goes to the CPU however it is padded, and so does other data after the marker. Before, 0xFF
+    fill sent a whole photo to the slow CPU path. The exact decode of a padded file is the unpadded one's, pixel for
+    pixel: bytes after the end-of-image marker change nothing a decoder makes."""
+    from gpu_batch.formats.jpeg_end import ends_at_eoi
+    from gpu_batch.worker.devices import gpu_decodable_jpeg
+    from gpu_batch.worker.preprocess import decode_image
+
+    images = _images()
+    whole, cut = images["whole.jpg"], images["truncated.jpg"]
+    header = gpu_decodable_jpeg(whole)
+    assert header == (240, 320, 0, None)
+    for padding in (b"\0" * 70_000, b"\xff", b"\xff" * 16, b"\xff" * 70_000, b"\xff\0" * 300, b"\0" * 5 + b"\xff" * 5):
+        assert ends_at_eoi(whole + padding) and gpu_decodable_jpeg(whole + padding) == header, padding[:4]
+        assert (decode_image(whole + padding) == decode_image(whole)).all()
+    for damaged in (cut, cut + b"\0" * 100, cut + b"\xff" * 100, images["zero-filled.jpg"], whole[:-1] + b"\xff" * 8,
+                    whole[:-2], images["trailer.jpg"], images["image.png"], b"", b"\xff", b"\xff\xd9"):
+        assert gpu_decodable_jpeg(damaged) is None, damaged[-4:]
+
+
 @pytest.fixture(scope="module")
 def model(checkpoint: Path) -> LoadedModel:
     return replace(load_model(checkpoint, device="cpu", image_size=256), stride=64)
@@ -119,7 +141,8 @@ def test_the_cuda_stages_mark_the_cut_short_jpegs_they_decode_exactly_and_not_th
     prepared = {name: stages.prepare(source, name) for name in _images()}
     assert {name for name, it in prepared.items() if it.damaged} == CUT_SHORT
     assert all(prepared[name].pixels is not None for name in CUT_SHORT)  # the exact PIL decode, gray fill
-    assert prepared["whole.jpg"].jpeg is not None and prepared["zero-padded.jpg"].jpeg is not None  # nvJPEG's
+    # nvJPEG's path: zeros or 0xFF fill after the end marker are no damage
+    assert all(prepared[name].jpeg is not None for name in ("whole.jpg", "zero-padded.jpg", "ff-padded.jpg"))
 
 
 def test_the_damaged_list_follows_every_flush_with_the_results_etag_and_a_resumed_run_keeps_it() -> None:

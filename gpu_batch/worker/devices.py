@@ -35,7 +35,7 @@ from PIL import Image
 from gpu_batch import manifest as contract
 from gpu_batch.worker.batching import Entry, Launched, Prepared, Staged
 from gpu_batch.worker.detector import Detector
-from gpu_batch.formats.jpeg_end import jpeg_cut_short
+from gpu_batch.formats.jpeg_end import ends_at_eoi, jpeg_cut_short
 from gpu_batch.worker.hwdecode import (DECODER_CPU, DECODER_HW, DECODER_NVJPEG, DecodeCounts, HwJpegDecoder,
                                        route_decoded)
 from gpu_batch.worker.loader import LoadedModel
@@ -107,10 +107,15 @@ def gpu_decodable_jpeg(data: bytes) -> tuple[int, int, int, str | None] | None:
     CPU path.
 
     Reads only the header. Anything unusual (not JPEG, CMYK, no end-of-image marker, i.e. truncated, which
-    MegaDetector gray-fills through PIL) goes through the exact CPU decode instead.
+    MegaDetector gray-fills through PIL) goes through the exact CPU decode instead. The marker may be followed by
+    zeros or 0xFF fill (``formats.jpeg_end.ends_at_eoi``: cameras that pad a file to a sector or a preallocated
+    size; bytes after the marker cannot change a decoded pixel, and a decoder that refuses them anyway, or sizes
+    the image otherwise, falls back to the exact decode in ``CudaStages._decode``). Before, only zeros were skipped,
+    and every 0xFF-padded photo of such a camera took the slow CPU decode. Other data after the marker (a motion
+    photo's video) still goes to the CPU: whether nvJPEG reads past the marker is not documented.
     """
     try:
-        if data.rstrip(b"\0")[-2:] != b"\xff\xd9":
+        if not ends_at_eoi(data):
             return None
         image = Image.open(io.BytesIO(data))
         if image.format != "JPEG" or image.mode not in ("RGB", "L"):
