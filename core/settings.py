@@ -217,7 +217,10 @@ from gpu_batch.manifest import DEFAULT_DETECTION_THRESHOLD, DEVICES
 CALLER_AUTH_MODES = ("none", "easyauth")
 # gpu_batch.storage_refs.HOST_GONE_AFTER_S, which core may not import (tests/unit/test_layering); test_settings pins it
 HOST_GONE_AFTER_S = 120.0
-MIN_HISTORY_EVENTS = 200  # a shard group's generation must hold at least a few poll rounds (orchestrations.shards)
+# A shard group's generation must hold at least a few poll rounds. Not one worst round above 6 busy attempts (252
+# events at the default 8): such a group goes on as new after every round, which bounds its history all the same
+# (orchestrations.shards.round_events says why that is no fault).
+MIN_HISTORY_EVENTS = 200
 # TRAPBATCH_BUSY_RETRY_ATTEMPTS: 8 calls wait ~18 minutes of throttling out (orchestrations.retries); 20 about 83
 DEFAULT_BUSY_RETRY_ATTEMPTS = 8
 MAX_BUSY_RETRY_ATTEMPTS = 20

@@ -93,7 +93,19 @@ def round_events(busy_retry_attempts: int = 0) -> int:
 
     Groups started before the SUBMIT of unknown shards was counted recorded the three-call value (72 at 3 busy
     attempts, 192 at 8) in their input and replay with it (``ShardsInput.round_events``); only groups started since
-    get this one."""
+    get this one.
+
+    Why a generation that passes ``history_events`` (the STOP_GROUPS above; or a threshold below one worst round:
+    ``MIN_HISTORY_EVENTS``, 200, holds one up to 6 busy attempts, 188 events, not 7, 220, nor the default 8, 252;
+    such a group goes on as new after every round) is no fault to fix: the threshold is a replay-cost target, not a
+    platform limit (the Durable runtime stores a history of any length; a long one costs memory and load time at
+    each replay: ``IDurableOrchestrationContext.ContinueAsNew``'s remarks), and the overshoot is bounded. A
+    generation holds at most the larger of ``history_events`` and its first SUBMIT plus one round, plus, once, as
+    the group fails, the STOP_GROUPS call (``2 * attempts - 1`` tasks of 4 events: 60 at 8 busy attempts, 156 at
+    the most, 20). Nothing carries history from one generation to the next (``continue_as_new`` starts each from
+    its input: state, delay, outage), so no number of rounds out of reach, or of generations, makes one longer
+    (the orchestration tests measure each generation: ``test_no_generation_passes_its_threshold_...``). A one-round
+    generation costs a poll by id at its start (no cursor yet), which the deployment chose with its small value."""
     call_tasks = 2 * max(POOL_RETRY.attempts, busy_retry_attempts) - 1
     return EVENTS_PER_TASK * (1 + 4 * call_tasks + 1) + 4
 
