@@ -62,3 +62,10 @@ def failures_hint(reasons: Mapping[str, Any], failed: int, images: int) -> str:
     if not reasons:  # a status written before the merge counted reasons
         return f"{head}; the failure beside each image in the results says why."
     return f"{head} ({by_reason(reasons)}). " + ". ".join(advice(reasons)) + "."
+
+
+def without_counts(hint: str, reasons: Mapping[str, Any]) -> str:
+    """``failures_hint``'s ``hint`` without its counts by reason (``reasons``, as the hint was made from them): how
+    many failed and what to do, as a status too large for the extension keeps it (``core.status_size.fit``), which
+    shows the same counts in its ``failure_reasons``. ``hint`` itself where it holds no such counts."""
+    return hint.replace(f" ({by_reason(reasons)}). ", ". ", 1) if reasons else hint

@@ -12,8 +12,9 @@ UTF-16 units ('"' and '\\' are escaped, one above U+FFFF is a surrogate pair): t
 (tests/orchestrations/test_status_sizes.py builds that worst case).
 
 ``fit`` leaves a status that fits ``STATUS_BUDGET_BYTES`` as it is. A larger one is copied and cut, least useful
-first, until it fits: the examples of given-up shards and of unmatched clock corrections down to the first few (their
-counts stay), then the notes of best-effort steps to ``NOTE_CHARS`` characters, then the longest text halved, again
+first, until it fits: first what it says twice (``failures_hint``'s counts by reason: ``failure_reasons`` has them),
+then the examples of given-up shards and of unmatched clock corrections down to the first few (their counts stay),
+then the notes of best-effort steps to ``NOTE_CHARS`` characters, then the longest text halved, again
 and again, never below ``SHORTEST_CHARS`` (ids and blob paths are shorter: they are never cut); the copy says what was
 cut in ``cut``. The caller keeps the full status as the orchestration's output (the task's and a removal's return
 value), so nothing is lost but what the status shows. Pure and deterministic: an orchestrator may call it on replay.
@@ -22,6 +23,8 @@ from __future__ import annotations
 
 import json
 from typing import Any, Mapping, TypeVar, cast
+
+from core.failure_advice import without_counts
 
 # The extension's limit is 16 KB; a status is kept 2 KB under it, so the note of a step waiting for a busy service
 # (orchestrations.retries.show_waiting, which adds it only while the status stays under 15 KB) still goes in.
@@ -94,6 +97,16 @@ def fit(status: S, budget: int = STATUS_BUDGET_BYTES) -> S:
                             "orchestration's output holds them whole)")
         return status_bytes(out) <= budget
 
+    # What the status says twice goes first: ``failures_hint``'s counts by reason, which ``failure_reasons`` shows.
+    # Why: the halving below takes the longest text first, and the hint, the longest of a task with many reasons
+    # (~1,500 characters), was cut to those counts alone (~190), its advice lost, right under ``failure_reasons``
+    # in ``trapbatch status`` (which, as GET /api/tasks/{id}, shows this status, not the output).
+    hint, reasons = out.get("failures_hint"), out.get("failure_reasons")
+    if isinstance(hint, str) and isinstance(reasons, dict) and without_counts(hint, reasons) != hint:
+        out["failures_hint"] = without_counts(hint, reasons)
+        cut.append("failures_hint")
+        if fits():
+            return cast(S, out)
     for path, keep, count_key in _LISTS:
         for parent, key in _places(out, path):
             items = parent[key]

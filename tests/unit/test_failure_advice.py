@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.failure_advice import advice, failures_hint
+from core.failure_advice import advice, failures_hint, without_counts
 
 
 def test_a_task_whose_every_image_failed_says_no_image_has_a_result() -> None:
@@ -62,3 +62,17 @@ def test_a_failure_without_a_known_reason_stays_failed_and_only_retryable_ones_s
     assert "unclassified: these stay failed" in hint and "only_new" not in hint, hint
     hint = failures_hint({"timeout": 3}, failed=3, images=5)
     assert "stay failed" not in hint and hint == f"3 of 5 images failed (timeout 3). {advice({'timeout': 3})[0]}."
+
+
+def test_a_hint_without_its_counts_keeps_how_many_failed_and_what_to_do() -> None:
+    """``without_counts``: what ``core.status_size.fit`` drops first from a status too large, whose
+    ``failure_reasons`` shows the same counts; a hint that holds none (no reasons, or other ones) stays as it is."""
+    reasons = {"timeout": 2, "auth": 3, "undecodable": 1}
+    hint = failures_hint(reasons, failed=6, images=100)
+    assert without_counts(hint, reasons) == hint.replace(" (auth 3, timeout 2, undecodable 1). ", ". ")
+    assert without_counts(hint, reasons).startswith("6 of 100 images failed. auth, timeout: the task's request")
+    every = failures_hint({"undecodable": 4}, failed=4, images=4)
+    assert without_counts(every, {"undecodable": 4}).startswith("no image has a result: every one of the 4 failed. "
+                                                                "undecodable: these stay failed")
+    bare = failures_hint({}, failed=3, images=9)
+    assert without_counts(bare, {}) == bare and without_counts(hint, {"auth": 3}) == hint

@@ -60,6 +60,25 @@ def test_then_the_notes_then_the_longest_texts_and_never_an_id_or_a_path() -> No
     assert fit(status) == out  # deterministic: an orchestrator's replay sets the same
 
 
+def test_what_the_status_says_twice_goes_first_the_failures_hint_s_counts_by_reason() -> None:
+    """A status just over its budget loses ``failures_hint``'s counts by reason (``failure_reasons`` beside it has
+    them), and nothing else. Before, the longest text was halved: in the worst case the hint was cut to those counts
+    alone, its advice (what a re-run retries, what to fix) lost, while ``trapbatch status`` printed the same counts
+    on the line above it."""
+    from core.failure_advice import failures_hint
+
+    reasons = {f"reason_{i:02d}": 10**9 for i in range(12)} | {"auth": 5, "undecodable": 7}
+    hint = failures_hint(reasons, failed=12 * 10**9 + 12, images=10**11)
+    status: dict[str, Any] = {"stage": "completed_with_errors", "failure_reasons": reasons, "failures_hint": hint,
+                              "results": dict(RESULTS), "note": "n" * 500}
+    out = fit(status, budget=status_bytes(status) - 100)
+
+    assert out["failures_hint"] == hint.split(" (", 1)[0] + ". " + hint.split("). ", 1)[1]
+    assert "reason_00 1000000000" not in out["failures_hint"] and "auth: the images' storage" in out["failures_hint"]
+    assert out["failure_reasons"] == reasons and out["note"] == status["note"] and out["results"] == RESULTS
+    assert out[CUT_KEY].startswith("shortened to fit the 16 KB status: failures_hint (")
+
+
 def test_as_a_last_resort_whole_blocks_go() -> None:
     status = {"stage": "completed", "results": dict(RESULTS),
               "failure_reasons": {f"reason-{i:04d}": 10**9 for i in range(2000)}}
