@@ -145,6 +145,22 @@ def test_the_costliest_text_is_halved_first_named_once_and_never_below_the_short
     assert "shards_given_up" not in given_up and given_up["cost"] == {"usd": 1}
 
 
+@pytest.mark.parametrize("text", ["h" * 900, '"' * 900, "\U0001f98a" * 900, "é" * 900])
+@pytest.mark.parametrize("over", [1, 2, 3, 40, 41, 300])
+def test_a_status_a_little_over_loses_only_what_it_must_of_its_longest_text(text: str, over: int) -> None:
+    """Cut by as little as makes the status fit, not halved: a status ``over`` bytes over its budget keeps all but
+    a few characters of its longest text (each costs 2 bytes at least: 4 for an escaped '"' or a character above
+    U+FFFF), and the result fits. Before, it lost half of the text however few bytes were over."""
+    status = {"stage": "completed_with_errors", "failures_hint": text, "results": dict(RESULTS)}
+    budget = status_bytes(status) - over
+    out = fit(status, budget=budget)
+
+    assert status_bytes(out) <= budget and out["results"] == RESULTS
+    note = 2 * len(f',"{CUT_KEY}":"{out[CUT_KEY]}"')  # the note naming the cut costs its own bytes
+    assert len(out["failures_hint"]) >= len(text) - ((over + note + 1) // 2 + 2) > len(text) // 2
+    assert out["failures_hint"] == text[: len(out["failures_hint"]) - 1] + "…"
+
+
 def test_a_status_nothing_can_shorten_claims_no_cut() -> None:
     out = fit({"stage": "failed", "counts": list(range(3000))}, budget=1000)
     assert CUT_KEY not in out and out["counts"] == list(range(3000))
