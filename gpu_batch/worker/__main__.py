@@ -399,7 +399,14 @@ def _wait_for_missing_host(source: ImageSource, todo: Sequence[str], writer: Res
     account, and those images end as they are.
 
     The re-read runs on the shard's ``summary``: its failed entries are taken out of the counts first
-    (``ShardSummary.forget``), and the pipeline adds the re-read's figures to the first run's (``add_run``)."""
+    (``ShardSummary.forget``), and the pipeline adds the re-read's figures to the first run's (``add_run``).
+
+    On a resident worker the wait holds the server's one-shard lock, and that is no loss: each server is given one
+    task at a time (Batch's ``taskSlotsPerNode: 1``; LocalPool caps its tasks at its resident servers), so no other
+    shard waits on the lock, and the task holds its slot while it waits, lock or not. Handing the shard back instead
+    (an exit a retry follows) would spend an attempt, and the next attempt's run would start the grace again: no run
+    would see ``GONE_AFTER_S`` pass, the case this wait exists for. A client that goes away stops the wait at the
+    next lookup (``shard_check``)."""
     from gpu_batch.worker.sources import ASK_AGAIN_EVERY_S, BlobImageSource
 
     if not isinstance(source, BlobImageSource):
