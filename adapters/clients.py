@@ -16,6 +16,7 @@ import threading
 
 from adapters.blobs import BlobStore, blob_store, deadline_blob_store
 from adapters.identity import app_credential
+from adapters.transport import shared_session_options, shared_session_transport
 from core.deadline import Deadline
 from core.errors import SourceBusy, SourceNotAllowed, SourceUnavailable
 from core.requests import normalize_account_url
@@ -45,7 +46,10 @@ def source_store(s: Settings, account_url: str = "", credential_secret: str = ""
     """Where a task's images are read from: trapbatch's own account, or the one the request named.
 
     Not cached: the secret is read at each use, so a rotated SAS takes effect at the next activity. Only the app's
-    identity is shared (``adapters.identity.app_credential``: its token is asked for once, not per call).
+    identity is shared (``adapters.identity.app_credential``: its token is asked for once, not per call), and the
+    connections: the storage client and the Key Vault client made here send through the process's shared session
+    (``adapters.transport.shared_session_options``), so they hold no sockets of their own (each held its own until a
+    cyclic garbage collection, rare here: ``core.collector``), and nothing needs closing when the caller is done.
 
     ``deadline``: the caller must answer within a deadline (the edges' check of a request, ``api.starters.
     _check_source``): another account's host that DNS says does not exist then fails at the first try, not after the
@@ -78,11 +82,13 @@ def source_store(s: Settings, account_url: str = "", credential_secret: str = ""
     # The app's identity reads the vault and, without a secret, the account: as AppCredential, so that its token
     # endpoint not answering fails as TokenEndpointUnavailable, busy, not as a refused identity (adapters.identity)
     credential = app_credential()
-    options = (deadline_storage_options(until.left, try_timeouts=until.try_timeouts) if until is not None
-               else {"retry_policy": missing_host_not_retried() if deadline else None})
+    shared = shared_session_options()
+    options = (deadline_storage_options(until.left, try_timeouts=until.try_timeouts, **shared) if until is not None
+               else {"retry_policy": missing_host_not_retried() if deadline else None, "client_options": shared})
     try:
         return BlobStore(source_service(ref, lambda: store(s).service,
                                         secret_reader_from_env(s.secret_store_env(), credential=credential,
+                                                               transport=shared_session_transport(),
                                                                time_left=until.left if until else None,
                                                                try_timeouts=until.try_timeouts if until else None),
                                         credential=credential, **options))

@@ -667,15 +667,16 @@ def local_file_reader(path: Path) -> SecretReader:
 
 
 def client_from_secret(account_url: str, secret: str, name: str = "", retry_policy: Any = None,
-                       transport: Any = None) -> Any:
+                       transport: Any = None, client_options: Mapping[str, Any] | None = None) -> Any:
     """A ``BlobServiceClient`` for ``account_url`` from a SAS token or a connection string (told apart by shape);
     a "Blob SAS URL" as the portal copies it gives its token. ``SourceAccessError`` for a connection string the SDK
     refuses (before, a ValueError that the API answered as a trapbatch bug). ``retry_policy``, ``transport``: the
     client's (None: the storage SDK's defaults; ``missing_host_not_retried`` for a caller with a deadline, or
-    ``deadline_storage_options``' pair for one whose deadline is a time)."""
+    ``deadline_storage_options``' pair for one whose deadline is a time). ``client_options``: more of the client's
+    keyword arguments (the app's: a shared session, ``adapters.transport.shared_session_options``)."""
     from azure.storage.blob import BlobServiceClient
 
-    options: dict[str, Any] = {"max_single_get_size": 64 << 20}
+    options: dict[str, Any] = {**(client_options or {}), "max_single_get_size": 64 << 20}
     if retry_policy is not None:
         options["retry_policy"] = retry_policy
     if transport is not None:
@@ -704,14 +705,15 @@ def client_from_secret(account_url: str, secret: str, name: str = "", retry_poli
 
 
 def source_service(ref: SourceRef, own_service: Callable[[], Any], read_secret: SecretReader | None,
-                   credential: Any = None, retry_policy: Any = None, transport: Any = None) -> Any:
+                   credential: Any = None, retry_policy: Any = None, transport: Any = None,
+                   client_options: Mapping[str, Any] | None = None) -> Any:
     """The ``BlobServiceClient`` to read a task's images with.
 
     ``credential``: the token credential for an account named without a secret; None is ``DefaultAzureCredential``
     (the GPU nodes', whose failures the worker judges itself). The Functions app passes its own
     (``adapters.identity.AppCredential``), whose token endpoint not answering is a failure of its own type, which the
-    orchestrations count busy. ``retry_policy``, ``transport``: another account's client's (``client_from_secret``);
-    trapbatch's own account's client is ``own_service``'s, which keeps its own."""
+    orchestrations count busy. ``retry_policy``, ``transport``, ``client_options``: another account's client's
+    (``client_from_secret``); trapbatch's own account's client is ``own_service``'s, which keeps its own."""
     if ref.is_own_account:
         return own_service()
     if not ref.credential_secret:
@@ -721,11 +723,12 @@ def source_service(ref: SourceRef, own_service: Callable[[], Any], read_secret: 
             from azure.identity import DefaultAzureCredential
 
             credential = DefaultAzureCredential()
-        options = {key: value for key, value in (("retry_policy", retry_policy), ("transport", transport))
-                   if value is not None}
+        options = {**(client_options or {}), **{key: value for key, value in (("retry_policy", retry_policy),
+                                                                              ("transport", transport))
+                                                 if value is not None}}
         return BlobServiceClient(ref.account_url, credential=credential, max_single_get_size=64 << 20, **options)
     if read_secret is None:
         raise SourceAccessError(f"the task's images need secret {ref.credential_secret!r}, but no secret store is "
                                 f"configured: set {KEY_VAULT_ENV}")
     return client_from_secret(ref.account_url, read_secret(ref.credential_secret), repr(ref.credential_secret),
-                              retry_policy, transport)
+                              retry_policy, transport, client_options)

@@ -1,0 +1,227 @@
+"""Clients made per call (another account's storage client, its Key Vault reader, a caller's deadline client) hold no
+sockets of their own (``adapters.transport.shared_session_options``): each kept its kept-alive connection open until a
+cyclic garbage collection, rare in the app (``core.collector``), against the Functions sandbox's per-instance limit on
+outbound connections. Measured as the process's open file descriptors across 20 uses, against a local keep-alive
+server, with the garbage collector off; and a rotated secret still reaches the next use."""
+from __future__ import annotations
+
+import datetime
+import gc
+import json
+import os
+import ssl
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from azure.core.credentials import AccessToken
+
+from adapters import clients
+from core.deadline import Deadline
+from core.settings import Settings
+
+USES = 20
+LISTING = (b'<?xml version="1.0" encoding="utf-8"?><EnumerationResults ServiceEndpoint="x" ContainerName="images">'
+           b'<MaxResults>1</MaxResults><Blobs /><NextMarker /></EnumerationResults>')
+
+
+class KeepAlive(ThreadingHTTPServer):
+    """HTTP/1.1 with keep-alive (as Azure's front ends): a client's connection stays open after each answer. Answers
+    a container listing, and Key Vault's secret reads (a challenge first, then ``secrets``); records each request's
+    path and headers."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.secrets: dict[str, str] = {}
+        self.seen: list[tuple[str, dict[str, str]]] = []
+        self.set_cookie = False
+
+    @property
+    def url(self) -> str:
+        scheme = "https" if isinstance(self.socket, ssl.SSLSocket) else "http"
+        return f"{scheme}://127.0.0.1:{self.server_port}"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: KeepAlive
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        self.server.seen.append((self.path, dict(self.headers)))
+        if self.path.startswith("/secrets/"):
+            self._secret()
+        else:
+            self._answer(200, LISTING, "application/xml")
+
+    def _secret(self) -> None:
+        if "Authorization" not in self.headers:  # Key Vault's challenge; the resource must be a suffix of the host
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Bearer authorization="https://login.microsoftonline.com/tenant", '
+                                                 f'resource="https://0.1:{self.server.server_port}"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        name = self.path.split("?")[0].split("/")[2]
+        body = json.dumps({"value": self.server.secrets[name],
+                           "id": f"{self.server.url}/secrets/{name}/v1"}).encode()
+        self._answer(200, body, "application/json")
+
+    def _answer(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        if self.server.set_cookie:
+            self.send_header("Set-Cookie", "affinity=one-caller; Path=/")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+class FakeCredential:
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        return AccessToken("entra-token", int(time.time()) + 3600)
+
+
+@pytest.fixture
+def server() -> Iterator[KeepAlive]:
+    srv = KeepAlive()
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[KeepAlive]:
+    """``server`` over TLS (Key Vault's client sends its token over https only), with a certificate for 127.0.0.1
+    that the clients trust through REQUESTS_CA_BUNDLE (``adapters.transport.transport_options``)."""
+    cert, key = _self_signed(tmp_path)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    srv = KeepAlive()
+    srv.socket = context.wrap_socket(srv.socket, server_side=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def _self_signed(folder: Path) -> tuple[Path, Path]:
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+@pytest.fixture
+def no_gc() -> Iterator[None]:
+    """The garbage collector off, as good as the app's raised thresholds (``core.collector``) for a burst of calls:
+    what a client leaves to it stays."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+        gc.collect()
+
+
+@pytest.fixture(autouse=True)
+def app_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(clients, "app_credential", FakeCredential)
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _settings(account: str, **env: str) -> Settings:
+    return Settings.from_env({"AzureWebJobsStorage": "UseDevelopmentStorage=true",
+                              "TRAPBATCH_SOURCE_ACCOUNTS": account, **env})
+
+
+def _secrets_file(tmp_path: Path, value: str) -> str:
+    path = tmp_path / "secrets.json"
+    path.write_text(json.dumps({"partner-sas": value}), encoding="utf-8")
+    return str(path)
+
+
+@pytest.mark.parametrize("deadline", ["none", "missing-host", "deadline"])
+def test_another_accounts_clients_hold_no_sockets_after_their_use(server: KeepAlive, tmp_path: Path, no_gc: None,
+                                                                   deadline: str) -> None:
+    """Each activity step that reads another account made a client whose socket stayed open: 2 descriptors per use
+    here (the client's and this process's server end), 40 after 20 uses, until ``gc.collect()``."""
+    account = f"{server.url}/partner"
+    s = _settings(account, TRAPBATCH_LOCAL_SECRETS_FILE=_secrets_file(tmp_path, "sv=2025-01-05&sig=one"))
+    before = open_fds()
+    for _ in range(USES):
+        when: bool | Deadline = {"none": False, "missing-host": True, "deadline": Deadline.within(20)}[deadline]
+        assert clients.source_store(s, account, "partner-sas", deadline=when).container_listable("images")
+    assert open_fds() - before <= 4, "per-call clients kept their connections open"
+    assert len(server.seen) == USES
+
+
+@pytest.mark.parametrize("deadline", [False, True])
+def test_a_key_vault_reader_per_use_holds_no_socket_either(tls_server: KeepAlive, no_gc: None,
+                                                           deadline: bool) -> None:
+    """With TRAPBATCH_KEY_VAULT_URL each use also made a ``SecretClient`` of its own, with its own session."""
+    tls_server.secrets["partner-sas"] = "sv=2025-01-05&sig=one"
+    account = f"{tls_server.url}/partner"
+    s = _settings(account, TRAPBATCH_KEY_VAULT_URL=tls_server.url)
+    clients.source_store(s, account, "partner-sas").container_listable("images")  # the TLS session and challenge
+    before = open_fds()
+    for _ in range(USES):
+        source = clients.source_store(s, account, "partner-sas", deadline=Deadline.within(20) if deadline else False)
+        assert source.container_listable("images")
+    assert open_fds() - before <= 4, "per-call clients kept their connections open"
+    reads = [path for path, _ in tls_server.seen if path.startswith("/secrets/partner-sas")]
+    assert len(reads) >= USES + 1  # the secret was read at each use
+
+
+def test_a_rotated_secret_reaches_the_next_use(server: KeepAlive, tmp_path: Path) -> None:
+    """The secret is read at each use and its value makes the client: a SAS rotated between two activities is the
+    one the second sends (the shared connections carry no credential)."""
+    account = f"{server.url}/partner"
+    secrets = _secrets_file(tmp_path, "sv=2025-01-05&sig=old")
+    s = _settings(account, TRAPBATCH_LOCAL_SECRETS_FILE=secrets)
+    assert clients.source_store(s, account, "partner-sas").container_listable("images")
+    _secrets_file(tmp_path, "sv=2025-01-05&sig=rotated")
+    assert clients.source_store(s, account, "partner-sas").container_listable("images")
+    (first, _), (second, _) = server.seen
+    assert "sig=old" in first and "sig=rotated" in second and "sig=old" not in second
+
+
+def test_the_shared_connections_keep_no_cookie(server: KeepAlive, tmp_path: Path) -> None:
+    """One session serves every caller's clients: a cookie one answer sets is not sent with a later request."""
+    server.set_cookie = True
+    account = f"{server.url}/partner"
+    s = _settings(account, TRAPBATCH_LOCAL_SECRETS_FILE=_secrets_file(tmp_path, "sv=2025-01-05&sig=one"))
+    source = clients.source_store(s, account, "partner-sas")
+    assert source.container_listable("images") and source.container_listable("images")
+    assert [headers.get("Cookie") for _, headers in server.seen] == [None, None]
