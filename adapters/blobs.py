@@ -21,7 +21,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.storage.blob import BlobServiceClient
 
 from adapters import blob_requests, listing
-from adapters.transport import transport_options
+from adapters.transport import shared_session_options, transport_options
 from core.deadline import Deadline
 from core.errors import ContainerNotFound
 from gpu_batch.storage_refs import deadline_storage_options
@@ -292,6 +292,9 @@ def deadline_blob_store(connection: str, deadline: Deadline) -> BlobStore:
     ``api.arrivals``), and the activities sharing that client keep the SDK's patience. An identity connection's
     credential is the app's shared one, though (``service_client``'s default, ``adapters.identity.app_credential``):
     a credential of its own fetched a token on every delivery (2-3 per delivery, a request no deadline bounds) and
-    held its sockets until a cyclic garbage collection; the shared one caches its token."""
+    held its sockets until a cyclic garbage collection; the shared one caches its token. And so are its
+    connections: it sends through the process's shared session (``adapters.transport.shared_session_options``; the
+    deadline bounds each request, not the session), where a session of its own kept each delivery's socket open
+    until such a collection too."""
     return BlobStore(service_client(connection, deadline_storage_options(
-        deadline.left, try_timeouts=deadline.try_timeouts, **transport_options())))
+        deadline.left, try_timeouts=deadline.try_timeouts, **shared_session_options())))

@@ -225,3 +225,16 @@ def test_the_shared_connections_keep_no_cookie(server: KeepAlive, tmp_path: Path
     source = clients.source_store(s, account, "partner-sas")
     assert source.container_listable("images") and source.container_listable("images")
     assert [headers.get("Cookie") for _, headers in server.seen] == [None, None]
+
+
+def test_the_apps_own_deadline_clients_hold_no_sockets_after_their_use(server: KeepAlive, no_gc: None) -> None:
+    """``clients.store(s, deadline)``: a client of its own per Event Grid delivery of a marker (two of them,
+    ``api.arrivals``) and per re-run POST (``api.starters._generations``)."""
+    key = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="  # Azurite's
+    s = Settings.from_env({"AzureWebJobsStorage": f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+                                                  f"AccountKey={key};BlobEndpoint={server.url}/devstoreaccount1;"})
+    before = open_fds()
+    for _ in range(USES):
+        assert clients.store(s, Deadline.within(20)).container_listable("images")
+    assert open_fds() - before <= 4, "per-call clients kept their connections open"
+    assert len(server.seen) == USES
