@@ -21,6 +21,7 @@ import azure.durable_functions as df
 
 from adapters import clients
 from adapters.identity import app_credential
+from adapters.transport import shared_session_transport
 from core import contracts as c
 from core import notify
 from adapters.blobs import BlobStore
@@ -69,8 +70,11 @@ class SigningKeyUnavailable(RuntimeError):
 def send(payload: c.NotifyInput, allowed_hosts: tuple[str, ...], secret_name: str,
          secret_env: dict[str, str]) -> c.NotifyOutput:
     url = payload["url"]
-    # the app's identity (AppCredential): a token endpoint that did not answer is a store that did not answer
-    read = secret_reader_from_env(secret_env, credential=app_credential()) if secret_name else None
+    # the app's identity (AppCredential): a token endpoint that did not answer is a store that did not answer. The
+    # vault's client is made per send (the settings are read per send), over the process's shared session: one
+    # connection to the vault reused, not a TLS connection per send (adapters.transport.shared_session_options)
+    read = (secret_reader_from_env(secret_env, credential=app_credential(), transport=shared_session_transport())
+            if secret_name else None)
     reason = notify.not_sendable(url, allowed_hosts, read is not None)
     if reason is not None or read is None:
         reason = reason or "no secret store"

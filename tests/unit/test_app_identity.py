@@ -194,7 +194,7 @@ def test_the_apps_identity_asks_its_endpoint_once_per_resource_however_many_clie
     s = Settings.from_env({"AzureWebJobsStorage": "UseDevelopmentStorage=true", "TRAPBATCH_SOURCE_ACCOUNTS": source})
     readers: list[Any] = []
     monkeypatch.setattr(notify, "secret_reader_from_env",
-                        lambda env, credential=None: readers.append(credential))  # no store: nothing sent
+                        lambda env, credential=None, **_: readers.append(credential))  # no store: nothing sent
     batch = ("https://127.0.0.1:9", "gpu-shared", "acr.io/w:1", "client-guid",
              "/subscriptions/s/resourceGroups/r/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id-nodes",
              "https://acct.blob.core.windows.net")

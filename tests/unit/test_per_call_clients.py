@@ -40,6 +40,11 @@ class KeepAlive(ThreadingHTTPServer):
         self.secrets: dict[str, str] = {}
         self.seen: list[tuple[str, dict[str, str]]] = []
         self.set_cookie = False
+        self.connections = 0  # accepted: one per connection a client opened
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        self.connections += 1
+        super().process_request(request, client_address)
 
     @property
     def url(self) -> str:
@@ -79,6 +84,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Set-Cookie", "affinity=one-caller; Path=/")
         self.end_headers()
         self.wfile.write(body)
+
+    def do_POST(self) -> None:  # noqa: N802 - a notification's receiver (activities.notify)
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.server.seen.append((self.path, dict(self.headers)))
+        self._answer(200, b"", "text/plain")
 
     def log_message(self, *args: Any) -> None:
         pass
@@ -238,3 +248,26 @@ def test_the_apps_own_deadline_clients_hold_no_sockets_after_their_use(server: K
         assert clients.store(s, Deadline.within(20)).container_listable("images")
     assert open_fds() - before <= 4, "per-call clients kept their connections open"
     assert len(server.seen) == USES
+
+
+def test_a_notifications_vault_reads_reuse_one_connection(tls_server: KeepAlive, server: KeepAlive, no_gc: None,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """``activities.notify.send`` made a ``SecretClient`` per send to read the signing key from the app's vault. Its
+    socket was not left for the collector (nothing refers back to that client: reference counting closes it when the
+    send returns), but each send opened a TLS connection of its own: 21 for 21 sends. Through the shared session
+    they are one, and no descriptor stays behind either."""
+    from activities import notify as notify_activity
+
+    monkeypatch.setattr(notify_activity, "app_credential", FakeCredential)
+    tls_server.secrets["notify-key"] = "signing-key-value"
+    env = {"TRAPBATCH_KEY_VAULT_URL": tls_server.url}
+    payload: Any = {"task_id": "task-0123456789abcdef0123", "url": f"{server.url}/hook",
+                    "status": {"stage": "completed"}}
+    hosts = (f"127.0.0.1:{server.server_port}",)
+    assert notify_activity.send(payload, hosts, "notify-key", env)["sent"]  # the TLS session, the challenge
+    before = open_fds()
+    for _ in range(USES):
+        assert notify_activity.send(payload, hosts, "notify-key", env)["sent"]
+    assert open_fds() - before <= 4, "per-send vault clients kept their connections open"
+    assert len(server.seen) == USES + 1
+    assert tls_server.connections <= 2, f"{tls_server.connections} connections to the vault for {USES + 1} sends"
