@@ -69,6 +69,13 @@ def transport_options(environ: Mapping[str, str] | None = None) -> dict[str, Any
 
 _SESSIONS: dict[bool, Any] = {}  # requests' trust_env -> the process's session with it
 _SESSIONS_LOCK = threading.Lock()
+# Connections kept per host by the shared session, and hosts kept: requests' own 10 (``HTTPAdapter``'s
+# ``DEFAULT_POOLSIZE``) is one client's. The session serves every activity of the process at once, each reading with
+# up to 16 threads (``adapters.image_sizes``; previews 8), and a connection returned to a full pool is closed (urllib3
+# logs "Connection pool is full, discarding connection" and the next request opens a new TLS connection). Bounded so
+# one instance stays far inside the sandbox's 600 active outbound connections (module docstring).
+SHARED_POOL_CONNECTIONS = 64
+SHARED_POOL_HOSTS = 16
 
 
 def shared_session_options(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -91,6 +98,8 @@ def shared_session_options(environ: Mapping[str, str] | None = None) -> dict[str
             maker = _SessionMaker(**options)
             maker.open()  # the session, initialised by azure-core's own _init_session
             session = maker.session
+            for adapter in {id(a): a for a in session.adapters.values()}.values():  # azure-core's, one for both schemes
+                adapter.init_poolmanager(SHARED_POOL_HOSTS, SHARED_POOL_CONNECTIONS)  # nothing pooled yet to lose
             session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
             _SESSIONS[trust_env] = session
     return {**options, "session": session, "session_owner": False}

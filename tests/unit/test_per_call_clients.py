@@ -271,3 +271,27 @@ def test_a_notifications_vault_reads_reuse_one_connection(tls_server: KeepAlive,
     assert open_fds() - before <= 4, "per-send vault clients kept their connections open"
     assert len(server.seen) == USES + 1
     assert tls_server.connections <= 2, f"{tls_server.connections} connections to the vault for {USES + 1} sends"
+
+
+def test_many_threads_at_once_reuse_the_shared_sessions_connections_without_discarding_them(
+        server: KeepAlive, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The session is shared by every activity of a process, each reading with up to 16 threads: with requests' own
+    pool of 10 connections a host, each connection returned past the tenth was closed ("Connection pool is full,
+    discarding connection") and the next request opened another."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    account = f"{server.url}/partner"
+    s = _settings(account, TRAPBATCH_LOCAL_SECRETS_FILE=_secrets_file(tmp_path, "sv=2025-01-05&sig=one"))
+    barrier = threading.Barrier(24)
+
+    def use(_: int) -> None:
+        source = clients.source_store(s, account, "partner-sas")
+        barrier.wait(timeout=60)  # all 24 at once, as activities' reading threads are
+        for _ in range(3):
+            assert source.container_listable("images")
+
+    caplog.set_level("WARNING", logger="urllib3.connectionpool")
+    with ThreadPoolExecutor(24) as pool:
+        list(pool.map(use, range(24)))
+    assert not [r for r in caplog.records if "pool is full" in r.getMessage()], "connections were discarded"
+    assert server.connections <= 24, server.connections  # each thread's connection kept and reused
