@@ -280,8 +280,11 @@ def _etag(value: Any) -> str:
 
 @functools.cache
 def blob_store(connection: str) -> BlobStore:
-    """One client per process and connection string (an identity connection's credential: the app's shared one)."""
-    return BlobStore(service_client(connection))
+    """One client per process and connection string (an identity connection's credential: the app's shared one),
+    sending through the process's shared session (``adapters.transport.shared_session_options``): the activities of
+    a process use this one client from many threads at once (composing with 8, previews with 8), and a session of its
+    own kept requests' 10 connections, closing each one returned past them."""
+    return BlobStore(service_client(connection, shared_session_options()))
 
 
 def deadline_blob_store(connection: str, deadline: Deadline) -> BlobStore:

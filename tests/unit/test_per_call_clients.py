@@ -295,3 +295,25 @@ def test_many_threads_at_once_reuse_the_shared_sessions_connections_without_disc
         list(pool.map(use, range(24)))
     assert not [r for r in caplog.records if "pool is full" in r.getMessage()], "connections were discarded"
     assert server.connections <= 24, server.connections  # each thread's connection kept and reused
+
+
+def test_the_apps_own_shared_client_keeps_its_connections_for_many_threads_too(
+        server: KeepAlive, caplog: pytest.LogCaptureFixture) -> None:
+    """``blob_store``: one client per process, used by every activity's threads (compose 8, previews 8)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from adapters.blobs import blob_store
+
+    store = blob_store(f"DefaultEndpointsProtocol=http;AccountName=own;AccountKey=a2V5;BlobEndpoint={server.url}/own;")
+    barrier = threading.Barrier(24)
+
+    def use(_: int) -> None:
+        barrier.wait(timeout=60)
+        for _ in range(3):
+            assert store.container_listable("images")
+
+    caplog.set_level("WARNING", logger="urllib3.connectionpool")
+    with ThreadPoolExecutor(24) as pool:
+        list(pool.map(use, range(24)))
+    assert not [r for r in caplog.records if "pool is full" in r.getMessage()], "connections were discarded"
+    assert server.connections <= 24, server.connections
