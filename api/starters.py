@@ -432,9 +432,9 @@ INSTANCE_LIST_TIMEOUT_S = 200
 # POST /api/tasks: its storage and Key Vault calls (the images' account, an image list, a secret, the served
 # generation) and the caller's active tasks are read by this deadline (``start_task``'s ``deadline``): each request
 # with the storage SDK's own timeouts (``POST_TRY_TIMEOUTS``: an account that answers slowly is waited for, as before,
-# and longer than a marker's Event Grid delivery waits) but none past the deadline, and retries after short back-offs
-# only while a try as long as the last still fits (``gpu_batch.storage_refs.deadline_storage_options``); what it cuts
-# short is busy: 503 with Retry-After, which the CLI waits out and posts again. With the SDKs' own retries (storage:
+# and longer than a marker's Event Grid delivery waits) but none past the deadline, and retries after the storage
+# SDK's own back-offs (``PATIENT_BACKOFFS_S``: a blip of a few seconds is waited out, as before) only while a try as
+# long as the last still fits (``gpu_batch.storage_refs.deadline_storage_options``); what it cuts short is busy: 503 with Retry-After, which the CLI waits out and posts again. With the SDKs' own retries (storage:
 # four tries and 18, 24 and 42 s of back-offs; Key Vault: 300-s timeouts and ten retries) an account that accepted
 # connections and never answered held the POST for ~330 s: past the front end's 230 s, so the caller got a 502 saying
 # nothing while the function ran on and might start the task after all. The last 30 s of the 200 are for what follows

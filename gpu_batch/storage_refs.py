@@ -184,6 +184,11 @@ DEADLINE_BACKOFFS_S = (0.5, 1.0, 2.0)  # before the first, second and third retr
 DEADLINE_JITTER = 0.25
 DEADLINE_MIN_TRY_S = 1.0  # a retry is made only if this much (or the last try's length, if longer) is left after
 # its back-off
+# The back-offs of a caller with a long deadline (``try_timeouts`` given: an HTTP POST's 170 s,
+# ``api.starters.POST_CHECKS_DEADLINE_S``): the storage SDK's own (``missing_host_not_retried`` cites them), still
+# only while they fit. Why not the short ones: they span ~3.5 s, so a 503 or a dropped connection lasting a few
+# seconds, which the SDK's retries waited out for the POST before it had a deadline, failed it with a 503.
+PATIENT_BACKOFFS_S = (18.0, 24.0, 42.0)
 
 
 def deadline_timeouts(left: float, caps: tuple[float, float] | None = None) -> tuple[float, float]:
@@ -204,7 +209,7 @@ def deadline_storage_options(time_left: Callable[[], float], transport: Any = No
     request's (connection, read) timeouts at most (``deadline_timeouts``' ``caps``; None: the short ones).
 
     * ``retry_policy``: ``missing_host_not_retried``'s (a host DNS says does not exist is not retried), with at most
-      three retries after ``DEADLINE_BACKOFFS_S``, and none whose back-off would leave less than
+      three retries after ``DEADLINE_BACKOFFS_S`` (with ``try_timeouts``: ``PATIENT_BACKOFFS_S``), and none whose back-off would leave less than
       ``DEADLINE_MIN_TRY_S``, or than the last try took, before the deadline (``_deadline_backoff``): the last
       failure is then raised (a 503's ``HttpResponseError``, a timeout), which the callers class busy
       (``service_did_not_answer``) as before, never as a refusal.
@@ -226,8 +231,14 @@ def deadline_storage_options(time_left: Callable[[], float], transport: Any = No
 
         transport = RequestsTransport(**transport_kwargs)
     classes = _deadline_classes()
-    return {"retry_policy": classes.storage_retry(time_left),
+    return {"retry_policy": classes.storage_retry(time_left, _backoffs(try_timeouts)),
             "transport": classes.transport(transport, time_left, try_timeouts)}
+
+
+def _backoffs(try_timeouts: tuple[float, float] | None) -> tuple[float, ...]:
+    """A deadline's retry back-offs: ``PATIENT_BACKOFFS_S`` for a long one (``try_timeouts`` given), else the short
+    ``DEADLINE_BACKOFFS_S``."""
+    return DEADLINE_BACKOFFS_S if try_timeouts is None else PATIENT_BACKOFFS_S
 
 
 def deadline_vault_options(time_left: Callable[[], float], transport: Any = None,
@@ -243,15 +254,17 @@ def deadline_vault_options(time_left: Callable[[], float], transport: Any = None
 
         transport = RequestsTransport()
     classes = _deadline_classes()
-    return {"retry_policy": classes.vault_retry(time_left),
+    return {"retry_policy": classes.vault_retry(time_left, _backoffs(try_timeouts)),
             "transport": classes.transport(transport, time_left, try_timeouts)}
 
 
 def _deadline_backoff(settings: dict[str, Any], retry: int, time_left: Callable[[], float],
-                      asked: float = 0.0) -> bool:
-    """Whether retry number ``retry`` (1, 2, 3) fits before the deadline: its back-off (``DEADLINE_BACKOFFS_S``,
-    jittered, at least ``asked``) and a try after it as long as the last one, at least ``DEADLINE_MIN_TRY_S``. When
-    it does, the back-off is kept in ``settings`` for the policy's sleep.
+                      asked: float = 0.0, backoffs: tuple[float, ...] = DEADLINE_BACKOFFS_S) -> bool:
+    """Whether retry number ``retry`` (1, 2, 3) fits before the deadline: its back-off (``backoffs``:
+    ``DEADLINE_BACKOFFS_S``, or ``PATIENT_BACKOFFS_S`` for a long deadline; jittered, at least ``asked``) and a try
+    after it as long as the last one, at least ``DEADLINE_MIN_TRY_S`` (a long deadline's back-off is shortened to
+    make room for that try, down to the short one). When it does, the back-off is kept in ``settings`` for the
+    policy's sleep.
 
     The last try's length counts because part of a try is bounded by no timeout (``deadline_storage_options``): a
     resolver that does not answer spends its own ~10 s (glibc: 5 s a query, two attempts) before EAI_AGAIN, so with
@@ -262,10 +275,16 @@ def _deadline_backoff(settings: dict[str, Any], retry: int, time_left: Callable[
 
     left = time_left()
     took = max(float(settings.get("deadline_try_left", left)) - left, 0.0)
-    base = DEADLINE_BACKOFFS_S[min(max(retry, 1), len(DEADLINE_BACKOFFS_S)) - 1]
-    backoff = max(base * random.uniform(1 - DEADLINE_JITTER, 1 + DEADLINE_JITTER), asked)
-    if backoff + max(DEADLINE_MIN_TRY_S, took) > left:
-        return False
+    index = min(max(retry, 1), len(backoffs)) - 1
+    backoff = max(backoffs[index] * random.uniform(1 - DEADLINE_JITTER, 1 + DEADLINE_JITTER), asked)
+    need = max(DEADLINE_MIN_TRY_S, took)
+    if backoff + need > left:
+        # A long deadline's back-off shrinks to leave room for the try (a try that hung 80 s still gets a second
+        # one, as with the short back-offs), never below the short one's nor what the service asked for
+        floor = max(DEADLINE_BACKOFFS_S[min(index, len(DEADLINE_BACKOFFS_S) - 1)], asked)
+        if backoffs == DEADLINE_BACKOFFS_S or left - need < floor:
+            return False
+        backoff = left - need
     settings["deadline_backoff"] = backoff
     settings["deadline_try_left"] = left - backoff  # the next try is sent after the back-off
     return True
@@ -323,10 +342,11 @@ def _deadline_classes() -> _DeadlineClasses:
         """The storage SDK's ``StorageRetryPolicy`` (``_shared/policies.py``: ``send`` calls ``increment``, which
         counts the retry, then ``sleep`` of ``get_backoff_time``) with ``_deadline_backoff``'s back-offs."""
 
-        def __init__(self, time_left: Callable[[], float]) -> None:
-            super().__init__(initial_backoff=0, increment_base=0, retry_total=len(DEADLINE_BACKOFFS_S),
+        def __init__(self, time_left: Callable[[], float],
+                     backoffs: tuple[float, ...] = DEADLINE_BACKOFFS_S) -> None:
+            super().__init__(initial_backoff=0, increment_base=0, retry_total=len(backoffs),
                              random_jitter_range=0)
-            self._time_left = time_left
+            self._time_left, self._backoffs = time_left, backoffs
 
         def configure_retries(self, request: Any) -> dict[str, Any]:
             settings: dict[str, Any] = super().configure_retries(request)
@@ -338,7 +358,7 @@ def _deadline_classes() -> _DeadlineClasses:
             # False: "retries exhausted": send returns the response it has (a 503: HttpResponseError) or raises
             if not super().increment(settings, request, response=response, error=error):
                 return False
-            return _deadline_backoff(settings, int(settings["count"]), self._time_left)
+            return _deadline_backoff(settings, int(settings["count"]), self._time_left, backoffs=self._backoffs)
 
         def get_backoff_time(self, settings: dict[str, Any]) -> float:
             return float(settings.get("deadline_backoff", 0.0))
@@ -347,9 +367,10 @@ def _deadline_classes() -> _DeadlineClasses:
         """azure-core's ``RetryPolicy`` (``azure/core/pipeline/policies/_retry.py``: ``send`` calls ``increment``,
         then ``sleep``, which would otherwise sleep whatever ``Retry-After`` asks) with ``_deadline_backoff``'s."""
 
-        def __init__(self, time_left: Callable[[], float]) -> None:
-            super().__init__(retry_total=len(DEADLINE_BACKOFFS_S))
-            self._time_left = time_left
+        def __init__(self, time_left: Callable[[], float],
+                     backoffs: tuple[float, ...] = DEADLINE_BACKOFFS_S) -> None:
+            super().__init__(retry_total=len(backoffs))
+            self._time_left, self._backoffs = time_left, backoffs
 
         def configure_retries(self, options: dict[str, Any]) -> dict[str, Any]:
             settings = super().configure_retries(options)
@@ -362,7 +383,8 @@ def _deadline_classes() -> _DeadlineClasses:
             if not super().increment(settings, response=response, error=error):
                 return False
             asked = self.get_retry_after(response) if isinstance(response, PipelineResponse) else None
-            return _deadline_backoff(settings, len(settings["history"]), self._time_left, float(asked or 0.0))
+            return _deadline_backoff(settings, len(settings["history"]), self._time_left, float(asked or 0.0),
+                                     self._backoffs)
 
         def sleep(self, settings: dict[str, Any], transport: Any, response: Any = None) -> None:
             wait = float(settings.get("deadline_backoff", 0.0))

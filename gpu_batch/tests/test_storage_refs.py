@@ -629,6 +629,50 @@ def test_a_long_deadline_sends_each_try_with_the_timeouts_it_was_given_and_still
     assert 160.0 <= spent <= 170.0 and len(deadline_clock.slept) == 1, (spent, deadline_clock.slept)  # two tries
 
 
+class _Blip(_Spending):
+    """Storage or Key Vault answering 503 (``_Spending``'s) for the first ``blip_s`` seconds of its clock, then as
+    a healthy service: a container that exists, the secret ``partner-sas``."""
+
+    def __init__(self, clock: DeadlineClock, blip_s: float) -> None:
+        super().__init__(clock, "503")
+        self.until = clock.now + blip_s
+
+    def send(self, request: Any, **kwargs: Any) -> Any:
+        if self.clock.now < self.until:
+            return super().send(request, **kwargs)
+        self.clock.spend(self.answer_s)
+        if "vault.azure.net" in request.url:
+            return FakeVault({"partner-sas": "sv=x"}).send(request)
+        return _Response(request, 200, None)
+
+
+@pytest.mark.parametrize("service", ["storage", "key vault"])
+def test_a_long_deadline_waits_out_a_blip_as_the_sdks_own_retries_did(
+        service: str, deadline_clock: DeadlineClock) -> None:
+    """An HTTP POST's deadline (170 s, ``try_timeouts``: ``api.starters.POST_CHECKS_DEADLINE_S``) over a service
+    that answers 503 for 10 s, as a storage account or vault does for a few seconds now and then: the read succeeds,
+    as it did with the SDKs' own retries before the POST had a deadline (storage: 18, 24, 42 s of back-offs; Key
+    Vault: azure-core's ten retries). With a 30-s caller's short back-offs (0.5, 1, 2 s) all four tries fell in the
+    blip: a 503 to the caller for a blip the SDK used to wait out, where 170 s allowed waiting."""
+    from azure.storage.blob import BlobServiceClient
+
+    from gpu_batch.storage_refs import deadline_storage_options, key_vault_reader
+
+    start = deadline_clock.now
+    left = lambda: start + 170.0 - deadline_clock.now  # noqa: E731 - the caller's time_left
+    blip = _Blip(deadline_clock, 10.0)
+    blip.left = left
+    if service == "storage":
+        client = BlobServiceClient(NO_SUCH_ACCOUNT, credential="sv=2024-01-01&sig=abc",
+                                   **deadline_storage_options(left, blip, try_timeouts=(20.0, 60.0)))
+        assert client.get_container_client("images").exists()
+    else:
+        read = key_vault_reader(VAULT, transport=blip, credential=FakeCredential(), time_left=left,
+                                try_timeouts=(20.0, 60.0))
+        assert read("partner-sas") == "sv=x"
+    assert deadline_clock.now - start <= 170.0, deadline_clock.slept
+
+
 def test_a_deadline_that_passed_sends_nothing_and_is_a_service_that_did_not_answer() -> None:
     """A client whose caller's deadline has passed sends no request: ``ServiceRequestTimeoutError`` ("not sent"),
     busy for the callers (``service_did_not_answer``), with no URL (it may hold a SAS)."""
