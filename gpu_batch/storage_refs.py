@@ -223,9 +223,9 @@ def deadline_storage_options(time_left: Callable[[], float], transport: Any = No
       same way), so every request a try makes, and every try, is bounded.
 
     What it cannot bound: the DNS lookup before a connection (urllib3's ``create_connection`` calls
-    ``getaddrinfo``, which takes no timeout: the resolver's own, ~5 s a query where it does not answer), a body read
-    in chunks each within the read timeout, and the token request of a credential (its own pipeline); callers keep a
-    margin for them (``api.arrivals``: 20 s of Event Grid's 30)."""
+    ``getaddrinfo``, which takes no timeout: the resolver's own, ~5 s a query where it does not answer), and the
+    token request of a credential (its own pipeline); callers keep a margin for them (``api.arrivals``: 20 s of
+    Event Grid's 30). A streamed body (a blob download) is read by the deadline as well (``_DeadlineBody``)."""
     if transport is None:
         from azure.core.pipeline.transport import RequestsTransport
 
@@ -302,7 +302,7 @@ def _deadline_classes() -> _DeadlineClasses:
     """Made once (the Azure SDKs are imported lazily here, as throughout this module)."""
     from urllib.parse import urlsplit
 
-    from azure.core.exceptions import ServiceRequestTimeoutError
+    from azure.core.exceptions import ServiceRequestTimeoutError, ServiceResponseTimeoutError
     from azure.core.pipeline import PipelineResponse
     from azure.core.pipeline.policies import RetryPolicy
     from azure.core.pipeline.transport import HttpTransport
@@ -320,7 +320,11 @@ def _deadline_classes() -> _DeadlineClasses:
                 raise ServiceRequestTimeoutError(f"not sent: the caller's deadline passed before {request.method} to "
                                                  f"{urlsplit(request.url).hostname} (the URL may hold a SAS)")
             kwargs["connection_timeout"], kwargs["read_timeout"] = deadline_timeouts(left, self._caps)
-            return self._inner.send(request, **kwargs)
+            response = self._inner.send(request, **kwargs)
+            if callable(getattr(response, "stream_download", None)):  # a body read after send: bounded as well
+                response.stream_download = _DeadlineBody.wrap(response, self._time_left,
+                                                              urlsplit(request.url).hostname or "")
+            return response
 
         def open(self) -> None:
             self._inner.open()
@@ -337,6 +341,42 @@ def _deadline_classes() -> _DeadlineClasses:
 
         def sleep(self, duration: float) -> None:
             self._inner.sleep(duration)
+
+    class _DeadlineBody:
+        """A streamed body (``stream_download``'s chunks: a blob download, read after ``send`` returned) read by
+        the deadline too. Why: the read timeout bounds each socket read, not the body: a 4-MiB range of an image
+        list from an account sending ~70 KB/s took ~57 s, all past a deadline of a few seconds
+        (``deadline_storage_options``: the deadline was checked only when a request went out), and POST
+        /api/tasks' 170-s deadline then passed the front end's 230 s. Each chunk is now asked for only while the
+        deadline has not passed, with the socket's timeout cut to what is left (urllib3 sets it again for the
+        connection's next request); past it, ``ServiceResponseTimeoutError``: busy for the callers, as a read
+        timeout is."""
+
+        def __init__(self, chunks: Any, response: Any, time_left: Callable[[], float], host: str) -> None:
+            self._chunks, self.response, self._time_left, self._host = chunks, response, time_left, host
+
+        @classmethod
+        def wrap(cls, response: Any, time_left: Callable[[], float], host: str) -> Callable[..., Any]:
+            stream_download = response.stream_download
+
+            def bounded(*args: Any, **kwargs: Any) -> Any:
+                return cls(stream_download(*args, **kwargs), response, time_left, host)
+            return bounded
+
+        def __iter__(self) -> Any:
+            return self
+
+        def __next__(self) -> Any:
+            left = self._time_left()
+            if left <= 0:
+                raise ServiceResponseTimeoutError(f"the caller's deadline passed while a body from {self._host} "
+                                                  "was read")
+            sock: Any = getattr(getattr(getattr(getattr(self.response, "internal_response", None), "raw", None),
+                                   "connection", None), "sock", None)
+            timeout = sock.gettimeout() if sock is not None else None
+            if timeout is not None and timeout > left:
+                sock.settimeout(left)
+            return next(self._chunks)
 
     class DeadlineStorageRetry(_missing_host_not_retried_policy()):  # type: ignore[misc]
         """The storage SDK's ``StorageRetryPolicy`` (``_shared/policies.py``: ``send`` calls ``increment``, which

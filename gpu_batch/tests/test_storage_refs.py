@@ -3,8 +3,11 @@ and telling a SAS token from a connection string."""
 from __future__ import annotations
 
 import contextlib
+import http.server
 import json
 import socket
+import threading
+import time
 import urllib.error
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -671,6 +674,61 @@ def test_a_long_deadline_waits_out_a_blip_as_the_sdks_own_retries_did(
                                 try_timeouts=(20.0, 60.0))
         assert read("partner-sas") == "sv=x"
     assert deadline_clock.now - start <= 170.0, deadline_clock.slept
+
+
+class _Trickle(http.server.BaseHTTPRequestHandler):
+    """A storage account that answers a blob range's headers at once, then sends its 4 MiB 64 KiB at a time every
+    ``pause_s``: each socket read well within any read timeout, the whole body ~20 s."""
+
+    protocol_version = "HTTP/1.1"
+    size = 4 * 1024 * 1024
+    pause_s = 0.3
+
+    def log_message(self, *args: Any) -> None: ...
+
+    def do_GET(self) -> None:
+        self.send_response(206)
+        for name, value in {"Content-Length": str(self.size), "Content-Range": f"bytes 0-{self.size - 1}/{self.size}",
+                            "ETag": '"0x1"', "x-ms-blob-type": "BlockBlob",
+                            "Last-Modified": "Sun, 06 Dec 2026 10:00:00 GMT"}.items():
+            self.send_header(name, value)
+        self.end_headers()
+        for _ in range(self.size // 65536):
+            try:
+                self.wfile.write(b"a" * 65536)
+                self.wfile.flush()
+            except OSError:  # the client gave up
+                return
+            time.sleep(self.pause_s)
+
+
+def test_a_deadlines_storage_client_reads_a_body_by_the_deadline_too() -> None:
+    """A blob range read with a deadline (the image list's 4-MiB ranges at POST /api/tasks, ``adapters.image_lists``)
+    from an account that sends slowly: the read ends by the deadline (give or take the storage SDK's own 1-s pause
+    before its retry, which is then not sent), busy for the callers. Before, the deadline was checked only when a
+    request went out and the read timeout bounds each socket read, not the body: the range took its whole ~20 s, a
+    2-s deadline or not (and a 170-s POST's answer could come after the front end's 230 s)."""
+    from azure.core.exceptions import AzureError
+    from azure.storage.blob import BlobServiceClient
+
+    from gpu_batch.storage_refs import deadline_storage_options, service_did_not_answer
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Trickle)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    start = time.monotonic()
+    left = lambda: start + 2.0 - time.monotonic()  # noqa: E731 - the caller's time_left
+    try:
+        client = BlobServiceClient(f"http://127.0.0.1:{server.server_address[1]}/account", credential=None,
+                                   **deadline_storage_options(left, try_timeouts=(1.0, 5.0)))
+        with pytest.raises(AzureError) as failed:
+            client.get_blob_client("images", "list.csv").download_blob(offset=0, length=_Trickle.size).readall()
+    finally:
+        server.shutdown()
+        server.server_close()
+    spent = time.monotonic() - start
+    assert spent < 2.0 + 1.5, spent
+    assert service_did_not_answer(failed.value), failed.value
 
 
 def test_a_deadline_that_passed_sends_nothing_and_is_a_service_that_did_not_answer() -> None:
