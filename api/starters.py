@@ -54,7 +54,7 @@ from core import notify
 from core.contracts import FINISHED, Stage
 from core.deadline import Deadline
 from core.errors import (ConfigError, ContainerNotFound, InstanceListTooSlow, RequestInvalid, RequestTooLarge,
-                         TaskNotFinished, TaskNotFound, TaskStillRunning, TooManyActiveTasks,
+                         TaskHubUnavailable, TaskNotFinished, TaskNotFound, TaskStillRunning, TooManyActiveTasks,
                          TrapbatchError, failure_message)
 from core.estimate import live_rate
 from core.ids import is_task_id, repeats_instance_id, shards_instance_id
@@ -381,14 +381,21 @@ async def post_task(req: func.HttpRequest, client: df.DurableOrchestrationClient
     caller = request_caller(req)
     body = parse_json_body(req.get_body(), req.headers.get("content-type", ""))
     settings = clients.settings()
-    started, task_id = await start_task(client, body, settings, caller,
-                                        deadline=Deadline.within(POST_CHECKS_DEADLINE_S, _clock, POST_TRY_TIMEOUTS))
-    links = _links(_base_url(req), task_id)
-    if started:
-        return _json(202, {"id": task_id, "started": True, **links})
-    posted = parse_task_request(body, settings.model, settings.knobs.images_per_shard).to_dict()
-    return _json(200, {"id": task_id, "started": False, **links,
-                       **await _known_task(client, task_id, links, posted)})
+    try:
+        async with asyncio.timeout(POST_ANSWER_S):
+            started, task_id = await start_task(
+                client, body, settings, caller,
+                deadline=Deadline.within(POST_CHECKS_DEADLINE_S, _clock, POST_TRY_TIMEOUTS))
+            links = _links(_base_url(req), task_id)
+            if started:
+                return _json(202, {"id": task_id, "started": True, **links})
+            posted = parse_task_request(body, settings.model, settings.knobs.images_per_shard).to_dict()
+            return _json(200, {"id": task_id, "started": False, **links,
+                               **await _known_task(client, task_id, links, posted)})
+    except TimeoutError:
+        raise TaskHubUnavailable(f"no answer within {POST_ANSWER_S:.0f} s: the task hub (or the checks of the "
+                                 "request) did not answer in time", "post the request again in a minute: a task "
+                                 "already started is found, not started twice") from None
 
 
 # What a request sets about how its task runs and reports, without being part of the task id: posted again with
@@ -434,12 +441,18 @@ INSTANCE_LIST_TIMEOUT_S = 200
 # with the storage SDK's own timeouts (``POST_TRY_TIMEOUTS``: an account that answers slowly is waited for, as before,
 # and longer than a marker's Event Grid delivery waits) but none past the deadline, and retries after the storage
 # SDK's own back-offs (``PATIENT_BACKOFFS_S``: a blip of a few seconds is waited out, as before) only while a try as
-# long as the last still fits (``gpu_batch.storage_refs.deadline_storage_options``); what it cuts short is busy: 503 with Retry-After, which the CLI waits out and posts again. With the SDKs' own retries (storage:
-# four tries and 18, 24 and 42 s of back-offs; Key Vault: 300-s timeouts and ten retries) an account that accepted
+# long as the last still fits (``gpu_batch.storage_refs.deadline_storage_options``); what it cuts short is busy:
+# 503 with Retry-After, which the CLI waits out and posts again. With the SDKs' own retries (storage: four tries and 18, 24 and 42 s of back-offs; Key Vault: 300-s timeouts and ten retries) an account that accepted
 # connections and never answered held the POST for ~330 s: past the front end's 230 s, so the caller got a 502 saying
-# nothing while the function ran on and might start the task after all. The last 30 s of the 200 are for what follows
-# the checks: the task hub's reads and the start (the durable client's calls, which no deadline bounds).
+# nothing while the function ran on and might start the task after all. The last 30 s of the 200 (``POST_ANSWER_S``)
+# are for what follows the checks: the task hub's reads and the start (the durable client's calls).
 POST_CHECKS_DEADLINE_S = 170.0
+# The whole POST, the durable client's calls included, answers within this: past it, the app's 503 with Retry-After
+# (``TaskHubUnavailable``), 30 s before the front end's bare 502. Why: the SDK gives each of its calls 240 s
+# (azure-functions-durable ``models/utils/http_utils.py`` ``ClientTimeout(total=240)``) and a throttled task hub's
+# management API may take that long, so one read of the task's status after 170 s of checks passed 230 s. A start cut
+# short may still have gone through: the request posted again finds its task (the id is the request's hash).
+POST_ANSWER_S = 200.0
 # (connection, read) timeouts of each request, at most: azure-storage-blob's own defaults (12.x ``_shared/constants.py``
 # CONNECTION_TIMEOUT 20, READ_TIMEOUT 60; ``gpu_batch.storage_refs`` cites them).
 POST_TRY_TIMEOUTS = (20.0, 60.0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any, Iterator
 
 import azure.functions as func
@@ -65,4 +66,32 @@ def test_a_post_whose_images_account_never_answers_is_the_apps_503_well_inside_t
     sent = [(connect, read) for connect, read, _ in hanging_partner.timeouts]
     assert sent[0] == starters.POST_TRY_TIMEOUTS and len(sent) == 2, hanging_partner.timeouts
     assert all(connect + read <= left + 1e-9 for connect, read, left in hanging_partner.timeouts)
+    assert client.starts == []
+
+
+class _SlowHub(Client):
+    """A task hub whose management API takes ``answer_s`` to read a status (the SDK waits up to 240 s a call)."""
+
+    answer_s = 5.0
+
+    async def get_status(self, instance_id: str, *args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(self.answer_s)
+        return await super().get_status(instance_id, *args, **kwargs)
+
+
+def test_a_post_whose_task_hub_answers_too_late_is_the_apps_503_before_the_front_ends_230_s(
+        app_env: dict[str, str], store: BlobStore, unique_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The checks end by ``POST_CHECKS_DEADLINE_S``, but the durable client's calls after them (the task's status,
+    the start) had no bound but the SDK's 240 s a call: a slow task hub answered after the front end's 230 s, a bare
+    502. The whole POST now answers within ``POST_ANSWER_S`` (scaled down here): the app's 503 with Retry-After."""
+    images = f"{unique_name}-img"
+    store.ensure_container(images)
+    monkeypatch.setattr(starters, "POST_ANSWER_S", 1.0)
+    client = _SlowHub()
+    started = time.monotonic()
+    answer = _post({"container": images}, client)
+    spent = time.monotonic() - started
+    body = json.loads(answer.get_body())
+    assert answer.status_code == 503 and answer.headers.get("Retry-After"), (answer.status_code, body)
+    assert spent < _SlowHub.answer_s, spent
     assert client.starts == []
