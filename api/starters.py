@@ -442,9 +442,10 @@ INSTANCE_LIST_TIMEOUT_S = 200
 # and longer than a marker's Event Grid delivery waits) but none past the deadline, and retries after the storage
 # SDK's own back-offs (``PATIENT_BACKOFFS_S``: a blip of a few seconds is waited out, as before) only while a try as
 # long as the last still fits (``gpu_batch.storage_refs.deadline_storage_options``); what it cuts short is busy:
-# 503 with Retry-After, which the CLI waits out and posts again. With the SDKs' own retries (storage: four tries and 18, 24 and 42 s of back-offs; Key Vault: 300-s timeouts and ten retries) an account that accepted
-# connections and never answered held the POST for ~330 s: past the front end's 230 s, so the caller got a 502 saying
-# nothing while the function ran on and might start the task after all. The last 30 s of the 200 (``POST_ANSWER_S``)
+# 503 with Retry-After, which the CLI waits out and posts again. With the SDKs' own retries (storage: four tries and
+# 18, 24 and 42 s of back-offs; Key Vault: 300-s timeouts and ten retries) an account that accepted connections and
+# never answered held the POST for ~330 s: past the front end's 230 s, so the caller got a 502 saying nothing while
+# the function ran on and might start the task after all. The last 30 s of the 200 (``POST_ANSWER_S``)
 # are for what follows the checks: the task hub's reads and the start (the durable client's calls).
 POST_CHECKS_DEADLINE_S = 170.0
 # The whole POST, the durable client's calls included, answers within this: past it, the app's 503 with Retry-After
@@ -573,8 +574,8 @@ async def _task_inputs(client: df.DurableOrchestrationClient, task_ids: list[str
             return list(await asyncio.gather(*(one(t) for t in task_ids)))
     except TimeoutError:
         raise InstanceListTooSlow(
-            f"reading the inputs of {len(task_ids)} tasks took past the listing's deadline ({max(0.0, timeout_s):.0f} s "
-            "were left for them)",
+            f"reading the inputs of {len(task_ids)} tasks took past the listing's deadline "
+            f"({max(0.0, timeout_s):.0f} s were left for them)",
             "the hub holds too many tasks: purge old ones (Durable management API DELETE "
             "/runtime/webhooks/durabletask/instances?createdTimeTo=...), or ask for a task by id "
             "(GET /api/tasks/{id})") from None

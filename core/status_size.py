@@ -15,9 +15,10 @@ UTF-16 units ('"' and '\\' are escaped, one above U+FFFF is a surrogate pair): t
 first, until it fits: first what it says twice (``failures_hint``'s counts by reason: ``failure_reasons`` has them),
 then the examples of given-up shards and of unmatched clock corrections down to the first few (their counts stay),
 then the notes of best-effort steps to ``NOTE_CHARS`` characters, then the longest text halved (or cut by less
-where less makes the status fit), again and again, never below ``SHORTEST_CHARS`` (ids and blob paths are shorter: they are never cut); the copy says what was
-cut in ``cut``. The caller keeps the full status as the orchestration's output (the task's and a removal's return
-value), so nothing is lost but what the status shows. Pure and deterministic: an orchestrator may call it on replay.
+where less makes the status fit), again and again, never below ``SHORTEST_CHARS`` (ids and blob paths are shorter:
+they are never cut); the copy says what was cut in ``cut``. The caller keeps the full status as the orchestration's
+output (the task's and a removal's return value), so nothing is lost but what the status shows. Pure and
+deterministic: an orchestrator may call it on replay.
 """
 from __future__ import annotations
 

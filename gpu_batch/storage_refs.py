@@ -209,10 +209,10 @@ def deadline_storage_options(time_left: Callable[[], float], transport: Any = No
     request's (connection, read) timeouts at most (``deadline_timeouts``' ``caps``; None: the short ones).
 
     * ``retry_policy``: ``missing_host_not_retried``'s (a host DNS says does not exist is not retried), with at most
-      three retries after ``DEADLINE_BACKOFFS_S`` (with ``try_timeouts``: ``PATIENT_BACKOFFS_S``), and none whose back-off would leave less than
-      ``DEADLINE_MIN_TRY_S``, or than the last try took, before the deadline (``_deadline_backoff``): the last
-      failure is then raised (a 503's ``HttpResponseError``, a timeout), which the callers class busy
-      (``service_did_not_answer``) as before, never as a refusal.
+      three retries after ``DEADLINE_BACKOFFS_S`` (with ``try_timeouts``: ``PATIENT_BACKOFFS_S``), and none whose
+      back-off would leave less than ``DEADLINE_MIN_TRY_S``, or than the last try took, before the deadline
+      (``_deadline_backoff``): the last failure is then raised (a 503's ``HttpResponseError``, a timeout), which the
+      callers class busy (``service_did_not_answer``) as before, never as a refusal.
     * ``transport``: ``transport`` (None: a ``RequestsTransport`` of ``transport_kwargs``) wrapped so that each
       request is sent with ``deadline_timeouts(time_left())`` and none once the deadline passed
       (``ServiceRequestTimeoutError``, a request that did not go out: busy). Set on the transport, not in the retry

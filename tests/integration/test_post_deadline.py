@@ -44,8 +44,8 @@ def hanging_partner(app_env: dict[str, str], deadline_clock: DeadlineClock, tmp_
 
 def _post(body: dict[str, Any], client: Client) -> func.HttpResponse:
     fn = starters.post_task._function.get_user_function().__wrapped__  # http_edge (answers), no durable binding
-    req = func.HttpRequest(method="POST", url="http://localhost/api/tasks", headers={"content-type": "application/json"},
-                           body=json.dumps(body).encode())
+    req = func.HttpRequest(method="POST", url="http://localhost/api/tasks",
+                           headers={"content-type": "application/json"}, body=json.dumps(body).encode())
     return asyncio.run(fn(req, client))
 
 
