@@ -499,7 +499,8 @@ async def _all_instances(client: df.DurableOrchestrationClient, prefix: str, sho
                 seen.add(token)
     except asyncio.TimeoutError:
         raise InstanceListTooSlow(
-            f"listing the task hub's instances took over {timeout_s:.0f} s ({len(seen) + 1} pages read)",
+            f"listing the task hub's instances did not end in the {timeout_s:.0f} s left for it ({len(seen) + 1} pages "
+            "read)",
             "the hub holds too many finished instances: purge old ones (Durable management API DELETE "
             "/runtime/webhooks/durabletask/instances?createdTimeTo=...), or ask for a task by id "
             "(GET /api/tasks/{id})") from None
