@@ -550,7 +550,7 @@ class _Spending(HttpTransport):  # type: ignore[misc]
     def __exit__(self, *a: Any) -> None: ...
 
 
-@pytest.mark.parametrize("budget", [15.0, 4.0, 0.5])
+@pytest.mark.parametrize("budget", [15.0, 4.0, 1.25, 0.5])
 @pytest.mark.parametrize("answer", ["503", "hang", "429"])
 @pytest.mark.parametrize("service", ["storage", "key vault"])
 def test_a_deadlines_clients_spend_no_more_than_the_time_left_and_fail_as_not_answered(
@@ -588,7 +588,8 @@ def test_a_deadlines_clients_spend_no_more_than_the_time_left_and_fail_as_not_an
     assert spent <= budget, (spent, deadline_clock.slept, spending.timeouts)
     assert all(connect + read_s <= at_send + 1e-9 for connect, read_s, at_send in spending.timeouts), spending.timeouts
     tries = len([t for t in spending.timeouts if t[0] > 0])
-    if answer == "429" or budget < 1.5:  # no back-off fits: the 30 s asked for, or the 0.5-s one and a try after it
+    if answer == "429" or budget < 1.5:  # no back-off fits: the 30 s asked for, or the 0.5-s one and a 1-s try after it
+        # (1.25 s: a 503 answered in 0.2 s leaves 1.05 s, enough for a back-off and a 0.2-s try, not a 1-s one)
         assert deadline_clock.slept == [], deadline_clock.slept
     elif budget == 15.0 and answer == "503":  # every retry fitted: three short back-offs
         assert len(deadline_clock.slept) == 3 and sum(deadline_clock.slept) <= 3.5 * 1.25, deadline_clock.slept
@@ -729,6 +730,93 @@ def test_a_deadlines_storage_client_reads_a_body_by_the_deadline_too() -> None:
     spent = time.monotonic() - start
     assert spent < 2.0 + 1.5, spent
     assert service_did_not_answer(failed.value), failed.value
+
+
+def test_a_requests_timeouts_are_the_short_ones_and_share_what_is_left() -> None:
+    """Connection 3 s and read 6 s at most; with less left, the connection gets half of it and the read the rest, so a
+    request sent with 2 s left still has 1 s to read its answer (not 0: it would fail at once)."""
+    from gpu_batch.storage_refs import deadline_timeouts
+
+    assert deadline_timeouts(20.0) == (3.0, 6.0)
+    assert deadline_timeouts(8.0) == (3.0, 5.0)
+    assert deadline_timeouts(4.0) == (2.0, 2.0)
+    assert deadline_timeouts(2.0) == (1.0, 1.0)
+
+
+def _deadline_client(service: str, transport: Any, left: Callable[[], float]) -> Callable[[], Any]:
+    """One read by a deadline's storage client (a container listing) or Key Vault reader (a secret) over
+    ``transport``; it raises what that client raises."""
+    from azure.storage.blob import BlobServiceClient
+
+    from gpu_batch.storage_refs import deadline_storage_options, key_vault_reader
+
+    if service == "storage":
+        client = BlobServiceClient(NO_SUCH_ACCOUNT, credential="sv=2024-01-01&sig=abc",
+                                   **deadline_storage_options(left, transport))
+        return lambda: next(iter(client.get_container_client("images").list_blob_names()))
+    read = key_vault_reader(VAULT, transport=transport, credential=FakeCredential(), time_left=left)
+    return lambda: read("partner-sas")
+
+
+@pytest.mark.parametrize("service", ["storage", "key vault"])
+def test_a_deadlines_clients_make_every_retry_that_fits_after_growing_back_offs(
+        service: str, deadline_clock: DeadlineClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Back-offs of 0.5, 1 and 2 s (here without their jitter), each retry made when its back-off and a try as long
+    as the last fit in what is left: a service answering 503 after 1 s, with 8 s, gets all four tries (7.5 s), the
+    last one's time measured from when it was sent (after its back-off), not from before the back-off."""
+    import random
+
+    from azure.core.exceptions import AzureError
+
+    from gpu_batch.storage_refs import SecretStoreUnavailable
+
+    monkeypatch.setattr(random, "uniform", lambda low, high: (low + high) / 2)
+    start = deadline_clock.now
+    left = lambda: start + 8.0 - deadline_clock.now  # noqa: E731 - the caller's time_left
+    spending = _Spending(deadline_clock, "503", answer_s=1.0)
+    spending.left = left
+    with pytest.raises((AzureError, SecretStoreUnavailable)):
+        _deadline_client(service, spending, left)()
+    assert deadline_clock.slept == [0.5, 1.0, 2.0]
+    assert deadline_clock.now - start == pytest.approx(7.5)
+
+
+class _BusyThenRefused(HttpTransport):  # type: ignore[misc]
+    """Answers ServerBusy (503) and refuses the connection in turn (Key Vault: after its 401 challenge)."""
+
+    def __init__(self) -> None:
+        self.tries = 0
+
+    def send(self, request: Any, **kwargs: Any) -> Any:
+        from azure.core.exceptions import ServiceRequestError
+
+        if "vault.azure.net" in request.url and "Authorization" not in request.headers:
+            return FakeVault({}).send(request)  # the challenge
+        self.tries += 1
+        if self.tries % 2 == 0:
+            raise ServiceRequestError("[Errno 111] Connection refused")
+        response = _Response(request, 503, {"error": {"code": "ServiceUnavailable", "message": "later"}})
+        response.headers["x-ms-error-code"] = "ServerBusy"
+        return response
+
+    def open(self) -> None: ...
+    def close(self) -> None: ...
+    def __exit__(self, *a: Any) -> None: ...
+
+
+@pytest.mark.parametrize("service", ["storage", "key vault"])
+def test_a_deadlines_clients_retry_three_times_at_most_whatever_the_mix_of_failures(
+        service: str, deadline_clock: DeadlineClock) -> None:
+    """Three retries in all, not three of each kind: the SDKs also count connection, read and status retries apart
+    (3 each by default), so a service that answers 503 and refuses connections in turn got more with a larger total."""
+    from azure.core.exceptions import AzureError
+
+    from gpu_batch.storage_refs import SecretStoreUnavailable
+
+    flaky = _BusyThenRefused()
+    with pytest.raises((AzureError, SecretStoreUnavailable)):
+        _deadline_client(service, flaky, lambda: 15.0)()
+    assert flaky.tries == 4 and len(deadline_clock.slept) == 3, deadline_clock.slept
 
 
 def test_a_deadline_that_passed_sends_nothing_and_is_a_service_that_did_not_answer() -> None:
