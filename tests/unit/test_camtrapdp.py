@@ -743,3 +743,8 @@ def test_a_deployments_span_is_by_the_instant_not_the_text(tmp_path: Path) -> No
     # the same instant with two offsets: the smaller text whichever comes first
     assert camtrapdp.earlier("2024-06-01T06:00:00+00:00", "2024-06-01T07:00:00+01:00")
     assert not camtrapdp.earlier("2024-06-01T07:00:00+01:00", "2024-06-01T06:00:00+00:00")
+    # a time without offset (no camtrap_timestamp's) beside one with: compared as text, not a TypeError from
+    # comparing a naive datetime with an aware one; and a stand-in for text that is no time is that text
+    assert camtrapdp.earlier("2024-06-01T06:00:00+00:00", "2024-06-01T07:00:00")
+    assert not camtrapdp.earlier("2024-06-01T07:00:00", "2024-06-01T06:00:00+00:00")
+    assert camtrapdp.stand_in_time("not a time") == "not a time"
