@@ -289,9 +289,9 @@ def test_images_that_failed_to_load_are_flagged_corrupt_as_the_format_asks() -> 
 def test_every_pixel_box_has_cocos_area_and_iscrowd_as_cocoeval_reads_them(tmp_path: Path) -> None:
     """pycocotools' COCOeval reads ``iscrowd`` (computeIoU) and ``area`` (evaluateImg) of every ground-truth
     annotation, and MMDetection's loader ``area``: a KeyError without them. COCO's area of a box without segmentation
-    is its width times height in pixels (pycocotools' loadRes)."""
+    is its width times height in pixels (pycocotools' loadRes); ``iscrowd`` is COCO's integer 0, not JSON's false."""
     path = tmp_path / "detections.json"
     path.write_text(json.dumps(results()))
     anns = ours(path, 0.0)["annotations"]
-    assert anns and all(a["iscrowd"] == 0 and a["area"] == round(a["bbox"][2] * a["bbox"][3], coco.PRECISION) > 0
-                        for a in anns)
+    assert anns and all(a["area"] == round(a["bbox"][2] * a["bbox"][3], coco.PRECISION) > 0 for a in anns)
+    assert all(type(a["iscrowd"]) is int and a["iscrowd"] == 0 for a in anns)
