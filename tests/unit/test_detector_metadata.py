@@ -78,6 +78,13 @@ def test_observations_of_a_model_of_no_known_release_name_its_file_not_megadetec
     assert mdformat.classified_by("C:\\models\\custom.pt") == "custom.pt (no known MegaDetector release)"
     assert mdformat.classified_by("/srv/.cache/models/demo-yolov5n-random.pt", "demo-yolov5n-random.pt") == (
         "demo-yolov5n-random.pt (no known MegaDetector release)")
+    # the file that ran (the results' info.detector) over the requested model's name; no stray blanks, and a name
+    # even for a model given as nothing or a folder
+    assert mdformat.classified_by("blob://models/custom.pt", "custom-finetuned.pt") == (
+        "custom-finetuned.pt (no known MegaDetector release)")
+    assert mdformat.classified_by(" custom.pt\n") == "custom.pt (no known MegaDetector release)"
+    assert mdformat.classified_by("") == mdformat.classified_by("blob://models/") == (
+        "an unnamed model (no known MegaDetector release)")
     ctx = ExportContext("task-x", "", "c", {"model": "/srv/.cache/models/demo-yolov5n-random.pt"}, {},
                         {"detector": "demo-yolov5n-random.pt"}, dict(mdformat.DETECTION_CATEGORIES),
                         "/srv/.cache/models/demo-yolov5n-random.pt", 0.2, "2026-12-01 10:00:00", "demo",
