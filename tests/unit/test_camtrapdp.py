@@ -383,6 +383,23 @@ def test_photos_without_capture_time_take_their_deployments_first_in_their_rows(
     assert descriptor["temporal"] == {"start": "2024-05-01", "end": "2026-12-01"}  # cam2: the detection day
 
 
+def test_the_packages_time_span_starts_on_the_day_of_a_stand_in_before_a_midnight_first_capture() -> None:
+    """A deployment whose first capture is at midnight and that has a photo without capture time starts a second
+    before, on the day before (``stand_in_time``): the package's ``temporal`` starts that day too, so it covers every
+    deploymentStart and media timestamp, as Camtrap DP's "Start date of the first deployment" says."""
+    entries = [{"file": "siteA/cam1/a.jpg", "datetime": "2024:05:01 00:00:00", "detections": []},
+               {"file": "siteA/cam1/b.jpg", "detections": []}]
+    b = camtrapdp.CamtrapBuilder(threshold=0.2, detection_categories=mdformat.DETECTION_CATEGORIES,
+                                 completed_at="2026-12-01T10:04:05", classified_by="MegaDetector v5a.0.1",
+                                 utc_offset="+02:00")
+    for e in entries:
+        b.add_lines(e)
+    [row] = b.deployment_rows()
+    assert dict(zip(camtrapdp.DEPLOYMENT_COLUMNS, row))["deploymentStart"] == "2024-04-30T23:59:59+02:00"
+    descriptor = b.descriptor("trapbatch-task-x", "site A", "2026-12-01T10:04:05Z", [{"title": "t"}])
+    assert descriptor["temporal"] == {"start": "2024-04-30", "end": "2024-05-01"}
+
+
 def test_boxes_are_clamped_and_formatted_as_before() -> None:
     """The box fields against the rule as first written (each number clamped with min/max, then ``.6g``)."""
     import random
