@@ -8,7 +8,7 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import pytest
 
@@ -94,3 +94,14 @@ def summary_line(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
     assert lines, f"no stdout; stderr:\n{proc.stderr[-3000:]}"
     return json.loads(lines[-1])
+
+
+@pytest.fixture(autouse=True)
+def _no_shared_node_credential() -> Iterator[None]:
+    """Each test starts without the worker process's shared credential (``gpu_batch.worker.node_clients``): an
+    identity stand-in must not find an earlier test's token."""
+    from gpu_batch.worker import node_clients
+
+    node_clients.forget()
+    yield
+    node_clients.forget()

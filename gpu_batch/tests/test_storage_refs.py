@@ -160,7 +160,7 @@ def test_the_worker_exits_69_when_the_images_secret_store_did_not_answer(
                                source_credential_secret="partner-sas", source_container="images",
                                output_container="results", output_blob="out.json")
     for raised in (SecretStoreUnavailable("Key Vault did not answer"), SourceAccessError("no secret named 'x'")):
-        def refuse(*a: Any, raised: Exception = raised) -> Any:
+        def refuse(*a: Any, raised: Exception = raised, **_: Any) -> Any:
             raise raised
         monkeypatch.setattr(storage_refs, "source_service", refuse)
         if isinstance(raised, SecretStoreUnavailable):

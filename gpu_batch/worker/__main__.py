@@ -833,16 +833,22 @@ def _open_images_and_output(args: argparse.Namespace, env: Mapping[str, str], bl
     if blob_mode:
         assert service is not None
         from gpu_batch import storage_refs
+        from gpu_batch.worker import node_clients
 
         ref = storage_refs.SourceRef(manifest.source_account_url, manifest.source_credential_secret)
         try:
             own = service
             # a vault host DNS says is missing is asked about again first (key_vault_reader's host_grace_s), on the
             # clock of the worker's other DNS waits
+            # the process's identity and session (node_clients: a resident worker's shards hold no sockets of their
+            # own and ask IMDS for no token each); the secret itself is still read here, per shard
+            credential = node_clients.node_credential()  # built, not used, until a token is asked for
             secrets = storage_refs.secret_reader_from_env(
-                env, host_grace_s=sources.GONE_AFTER_S, clock=sources.BlobImageSource.monotonic,
+                env, transport=node_clients.shared_session_transport(), credential=credential,
+                host_grace_s=sources.GONE_AFTER_S, clock=sources.BlobImageSource.monotonic,
                 sleep=_stoppable_sleep(sources.BlobImageSource.sleep, stop_check))
-            image_service = storage_refs.source_service(ref, lambda: own, secrets)
+            image_service = storage_refs.source_service(ref, lambda: own, secrets, credential=credential,
+                                                        client_options=node_clients.shared_session_options())
         except storage_refs.SecretStoreUnavailable as exc:  # a passing cause: exit 69, not 5
             raise _StorageUnavailable(f"{label} the images' secret store did not answer (another attempt runs the "
                                       f"shard): {exc}") from exc

@@ -136,19 +136,24 @@ def _blob_imports() -> Any:
 
 
 def blob_service_from_env(env: Mapping[str, str] | None = None) -> Any:
-    """A ``BlobServiceClient`` from TRAPBATCH_STORAGE_CONNECTION or TRAPBATCH_STORAGE_ACCOUNT_URL."""
+    """A ``BlobServiceClient`` from TRAPBATCH_STORAGE_CONNECTION or TRAPBATCH_STORAGE_ACCOUNT_URL.
+
+    Made per shard, but with the process's shared session and managed-identity credential
+    (``node_clients``): a resident worker's shards no longer each hold pooled sockets until a cyclic garbage
+    collection, nor ask the node's IMDS for a token each."""
+    from gpu_batch.worker import node_clients
+
     env = os.environ if env is None else env
     problem = storage_config_problem(env)
     if problem is not None:
         raise StorageConfigError(problem)
     blob = _blob_imports()
     connection = env.get(CONNECTION_ENV)
+    shared = node_clients.shared_session_options()
     if connection:
-        return blob.BlobServiceClient.from_connection_string(connection, max_single_get_size=64 << 20)
-    from azure.identity import DefaultAzureCredential
-
-    return blob.BlobServiceClient(env[ACCOUNT_URL_ENV], credential=DefaultAzureCredential(),
-                                  max_single_get_size=64 << 20)
+        return blob.BlobServiceClient.from_connection_string(connection, max_single_get_size=64 << 20, **shared)
+    return blob.BlobServiceClient(env[ACCOUNT_URL_ENV], credential=node_clients.node_credential(),
+                                  max_single_get_size=64 << 20, **shared)
 
 
 def storage_config_problem(env: Mapping[str, str]) -> str | None:

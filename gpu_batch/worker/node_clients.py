@@ -1,0 +1,99 @@
+"""What a worker process shares between its shards: the node's identity (one credential) and one HTTP session.
+
+Why: a node-resident worker (``gpu_batch.worker.resident``) runs shard after shard in one process (thousands a day:
+a 10,000-image shard takes ~25 s at 400 img/s), and each shard built its own account's client
+(``sources.blob_service_from_env``), a Key Vault reader and, for images in another account, that account's client
+(``__main__._open_images_and_output``). Each had
+
+* a ``DefaultAzureCredential`` of its own: a credential caches its tokens in itself ("the in-memory cache may be
+  cleared by creating a new credential instance", azure-identity ``TOKEN_CACHING.md``), so every shard asked the
+  node's IMDS for a token again, for each resource, and held the credential's transport's sockets;
+* a ``requests.Session`` of its own, whose pooled connections (the images are read on many threads) stayed open until
+  a cyclic garbage collection, since azure-core's pipeline objects refer to each other: measured 5-6 descriptors more
+  per shard (``gpu_batch/tests/test_resident_clients.py``).
+
+Now they take ``node_credential()`` (one per identity environment) and send through ``shared_session_options()``'s
+session (``session_owner=False``: a client's ``close`` leaves it open; azure-core 1.41
+``pipeline/transport/_requests_basic.py``), whose connections are reused from shard to shard and bounded (requests'
+``HTTPAdapter``: 10 hosts' pools of 10 connections). Secrets are still read at each shard, so a rotated SAS takes
+effect at the next shard. A one-shot worker runs one shard per process: for it nothing changes but where its one
+credential and session are kept.
+
+The Functions app does the same with its own (``adapters.identity.app_credential``,
+``adapters.transport.shared_session_options``); the worker is deployed apart from the app and imports nothing of it
+(``tests/unit/test_layering.py``).
+
+Must not: read secrets or decide what a failure means (``gpu_batch.storage_refs`` does).
+"""
+from __future__ import annotations
+
+import os
+import threading
+from http.cookiejar import DefaultCookiePolicy
+from typing import Any
+
+# The environment variables azure-identity 1.27.0 reads when it builds a credential (``_constants.py``
+# ``EnvironmentVariables``: AZURE_CLIENT_ID, AZURE_TENANT_ID, IDENTITY_ENDPOINT, IMDS_ENDPOINT, MSI_ENDPOINT, ...), by
+# prefix so that a name added later is covered too.
+_IDENTITY_ENV_PREFIXES = ("AZURE_", "IDENTITY_", "MSI_", "IMDS_")
+_CREDENTIALS: dict[tuple[Any, tuple[tuple[str, str], ...]], Any] = {}
+_SESSION: list[Any] = []  # the process's one requests.Session, once made
+_LOCK = threading.Lock()
+
+
+def node_credential() -> Any:
+    """The process's ``DefaultAzureCredential`` for the identity its environment names.
+
+    Keyed by the identity-relevant variables of ``os.environ`` (what the credential reads when it is built; a resident
+    worker swaps ``os.environ`` for each shard's, ``resident._swap_environ``): a shard whose client names another
+    identity (``AZURE_CLIENT_ID``) gets a credential built for it, never one holding another identity's token. Shared
+    use is safe: "the in-memory token cache provided by the Azure Identity library can be used by multiple threads
+    concurrently" (``TOKEN_CACHING.md``). A failed token request is not remembered, so the next shard asks again and
+    the worker judges that failure as before (exit 69 when IMDS did not answer): azure-identity 1.27.0
+    ``_credentials/chained.py`` keeps only a credential that succeeded, ``_credentials/imds.py`` marks its endpoint
+    available only once it answered. Also keyed by the class as ``azure.identity`` has it now, so a test that stands
+    another class in gets its own."""
+    from azure import identity
+
+    maker = identity.DefaultAzureCredential
+    key = (maker, tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(_IDENTITY_ENV_PREFIXES))))
+    with _LOCK:
+        credential = _CREDENTIALS.get(key)
+        if credential is None:
+            credential = _CREDENTIALS[key] = maker()
+        return credential
+
+
+def shared_session_options() -> dict[str, Any]:
+    """Keyword arguments for an Azure SDK client (a storage client, a ``RequestsTransport``) that sends through the
+    process's one ``requests.Session``: ``session`` and ``session_owner=False``.
+
+    Made as azure-core makes its own (``RequestsTransport.open``: retries off in urllib3, its bigger-block adapter;
+    requests' ``trust_env`` on, as the worker's clients had it: a proxy is read from the environment at each request)
+    except that it keeps no cookies: it carries every shard's requests, to every account and vault, and neither Azure
+    Storage nor Key Vault needs one."""
+    with _LOCK:
+        if not _SESSION:
+            from azure.core.pipeline.transport import RequestsTransport
+
+            maker = RequestsTransport()
+            maker.open()  # the session, initialised by azure-core's own _init_session
+            session = maker.session
+            session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
+            _SESSION.append(session)
+        return {"session": _SESSION[0], "session_owner": False}
+
+
+def shared_session_transport() -> Any:
+    """A ``RequestsTransport`` over the process's shared session, for a client that takes a transport (the Key Vault
+    reader, ``storage_refs.secret_reader_from_env``)."""
+    from azure.core.pipeline.transport import RequestsTransport
+
+    return RequestsTransport(**shared_session_options())
+
+
+def forget() -> None:
+    """Drop the shared credentials (tests: an identity stand-in must not find an earlier test's token). The session
+    stays: it holds nothing of any identity."""
+    with _LOCK:
+        _CREDENTIALS.clear()
