@@ -350,7 +350,14 @@ def _deadline_classes() -> _DeadlineClasses:
         /api/tasks' 170-s deadline then passed the front end's 230 s. Each chunk is now asked for only while the
         deadline has not passed, with the socket's timeout cut to what is left (urllib3 sets it again for the
         connection's next request); past it, ``ServiceResponseTimeoutError``: busy for the callers, as a read
-        timeout is."""
+        timeout is.
+
+        Past the deadline the response is closed before that error (as azure-core's own chunk reader closes it on a
+        failed read), closing its half-read connection: never returned to the pool, it was otherwise left to the
+        garbage collector, and the response refers to itself through its wrapped ``stream_download``, so it stayed
+        open until a cyclic collection (``core.collector``: rare in the app). A body already read to its end
+        (urllib3 closed its file: every byte is in) is not failed: what is left of the iteration waits for
+        nothing."""
 
         def __init__(self, chunks: Any, response: Any, time_left: Callable[[], float], host: str) -> None:
             self._chunks, self.response, self._time_left, self._host = chunks, response, time_left, host
@@ -368,11 +375,16 @@ def _deadline_classes() -> _DeadlineClasses:
 
         def __next__(self) -> Any:
             left = self._time_left()
+            internal = getattr(self.response, "internal_response", None)
+            raw = getattr(internal, "raw", None)
             if left <= 0:
+                if raw is not None and getattr(raw, "closed", False) is True:  # read to its end: no wait left
+                    return next(self._chunks)
+                if internal is not None:
+                    internal.close()  # the connection with it: half read, it is never pooled again
                 raise ServiceResponseTimeoutError(f"the caller's deadline passed while a body from {self._host} "
                                                   "was read")
-            sock: Any = getattr(getattr(getattr(getattr(self.response, "internal_response", None), "raw", None),
-                                   "connection", None), "sock", None)
+            sock: Any = getattr(getattr(raw, "connection", None), "sock", None)
             timeout = sock.gettimeout() if sock is not None else None
             if timeout is not None and timeout > left:
                 sock.settimeout(left)

@@ -5,6 +5,7 @@ outbound connections. Measured as the process's open file descriptors across 20 
 server, with the garbage collector off; and a rotated secret still reaches the next use."""
 from __future__ import annotations
 
+import contextlib
 import datetime
 import gc
 import json
@@ -317,3 +318,85 @@ def test_the_apps_own_shared_client_keeps_its_connections_for_many_threads_too(
         list(pool.map(use, range(24)))
     assert not [r for r in caplog.records if "pool is full" in r.getMessage()], "connections were discarded"
     assert server.connections <= 24, server.connections
+
+
+class _Held(BaseHTTPRequestHandler):
+    """A blob of ``size`` bytes whose first ``sent`` are sent at once; then nothing more until the client closes the
+    connection, which ``closed`` records."""
+
+    protocol_version = "HTTP/1.1"
+    size, sent = 8192, 4096
+    closed = threading.Event()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        self.send_response(200)
+        self.send_header("Content-Length", str(self.size))
+        self.end_headers()
+        self.wfile.write(b"a" * self.sent)
+        self.wfile.flush()
+        self.connection.settimeout(10)
+        try:
+            if self.connection.recv(1) == b"":
+                type(self).closed.set()
+        except OSError:
+            pass
+
+
+@contextlib.contextmanager
+def _held_body(size: int, sent: int) -> Iterator[tuple[str, type[_Held]]]:
+    handler = type("Held", (_Held,), {"size": size, "sent": sent, "closed": threading.Event()})
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    srv.daemon_threads = True
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{srv.server_address[1]}/account/images/list.csv", handler
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def _deadline_stream(url: str, clock: dict[str, float]) -> tuple[Any, Any]:
+    """A streamed GET of ``url`` through a deadline's transport over the shared session (as ``clients.source_store``
+    sends a blob download), with ``clock["left"]`` as the time left: the response and its chunks."""
+    from azure.core.pipeline.transport import HttpRequest
+
+    from adapters.transport import shared_session_options
+    from gpu_batch.storage_refs import deadline_storage_options
+
+    transport = deadline_storage_options(lambda: clock["left"], try_timeouts=(5.0, 5.0),
+                                         **shared_session_options())["transport"]
+    response = transport.send(HttpRequest("GET", url), stream=True)
+    return response, response.stream_download(None)
+
+
+def test_a_body_cut_short_by_the_deadline_closes_its_connection_at_once(no_gc: None) -> None:
+    """The deadline passes between two chunks of a body (``storage_refs._DeadlineBody``): the read fails (busy) and
+    its connection is closed then. The response refers to itself (its wrapped ``stream_download``), so the half-read
+    socket, never returned to the shared pool, stayed open until a cyclic collection (``core.collector``)."""
+    from azure.core.exceptions import ServiceResponseTimeoutError
+
+    clock = {"left": 10.0}
+    with _held_body(8192, 4096) as (url, handler):
+        response, chunks = _deadline_stream(url, clock)
+        assert len(next(chunks)) == 4096
+        clock["left"] = -1.0
+        with pytest.raises(ServiceResponseTimeoutError):
+            next(chunks)
+        del response, chunks
+        assert handler.closed.wait(3), "the half-read connection was left open"
+
+
+def test_a_body_read_in_full_is_not_failed_by_a_deadline_that_passes_after_its_last_chunk() -> None:
+    """Every byte of the body was read before the deadline passed; what is left is the end of the iteration, which
+    waits for nothing: the body is the caller's, not a timeout that throws it away (the storage SDK's downloader then
+    sends the request again, which the deadline refuses: a read that succeeded, answered busy)."""
+    clock = {"left": 10.0}
+    with _held_body(4096, 4096) as (url, _):
+        response, chunks = _deadline_stream(url, clock)
+        first = next(chunks)
+        clock["left"] = -1.0
+        assert first + b"".join(chunks) == b"a" * 4096
+        response.internal_response.close()
