@@ -373,6 +373,14 @@ def _deadline_classes() -> _DeadlineClasses:
         def __iter__(self) -> Any:
             return self
 
+        def __getattr__(self, name: str) -> Any:
+            """The rest of the stream's attributes, its own (azure-core's ``StreamDownloadGenerator``). Why: the
+            storage SDK reads more of the stream it is handed than its chunks (azure-storage-blob 12.31
+            ``_download.py``: ``response.content_length`` after the first range, ``response.response.headers``):
+            without them every download through a deadline client failed with an AttributeError (a marker's
+            request read, an image list's ranges at POST /api/tasks)."""
+            return getattr(self._chunks, name)
+
         def __next__(self) -> Any:
             left = self._time_left()
             internal = getattr(self.response, "internal_response", None)
