@@ -364,10 +364,22 @@ def _deadline_classes() -> _DeadlineClasses:
 
         @classmethod
         def wrap(cls, response: Any, time_left: Callable[[], float], host: str) -> Callable[..., Any]:
-            stream_download = response.stream_download
+            """``response``'s ``stream_download`` bounded by the deadline, to be set on ``response`` itself: so it
+            refers to ``response`` weakly. Why: a strong reference made each response a cycle, which only a cyclic
+            collection frees (``core.collector``: rare in the app), and a streamed response dropped unread (the
+            storage SDK's retry policy drops a 503's to send the download again) held its socket until then."""
+            import weakref
+
+            method: Any = response.stream_download
+            function: Any = None
+            if getattr(method, "__self__", None) is response:  # bound to it: its function, called on the weak one
+                function, method = method.__func__, None
+            owner = weakref.ref(response)
 
             def bounded(*args: Any, **kwargs: Any) -> Any:
-                return cls(stream_download(*args, **kwargs), response, time_left, host)
+                current = owner()  # alive: its stream_download is what is called
+                chunks = function(current, *args, **kwargs) if function is not None else method(*args, **kwargs)
+                return cls(chunks, current, time_left, host)
             return bounded
 
         def __iter__(self) -> Any:

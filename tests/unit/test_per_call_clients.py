@@ -407,6 +407,7 @@ class _Blob(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     content = b'{"container": "images", "model": "MDV5A"}'
+    busy_first = False  # each download answered 503 ServerBusy first, as a throttled account does
 
     def log_message(self, *args: Any) -> None:
         pass
@@ -422,6 +423,13 @@ class _Blob(BaseHTTPRequestHandler):
         self._headers(200, len(self.content), {})
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        if self.busy_first and not getattr(self.server, "was_busy", False):  # a 503 first, with a body, then the blob
+            self.server.was_busy = True  # type: ignore[attr-defined]
+            busy = b"<?xml version='1.0' encoding='utf-8'?><Error><Code>ServerBusy</Code></Error>"
+            self._headers(503, len(busy), {"x-ms-error-code": "ServerBusy", "Content-Type": "application/xml"})
+            self.wfile.write(busy)
+            return
+        self.server.was_busy = False  # type: ignore[attr-defined]
         size = len(self.content)
         first, _, last = self.headers.get("x-ms-range", f"bytes=0-{size - 1}")[len("bytes="):].partition("-")
         start, end = int(first), min(int(last or size - 1), size - 1)
@@ -448,6 +456,31 @@ def test_a_deadlines_client_downloads_a_blob() -> None:
                                                                                   "0x8D0")
         blob = store.service.get_blob_client("images", "list.csv")
         assert blob.download_blob(offset=2, length=9).readall() == _Blob.content[2:11]
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_a_deadlines_download_retried_after_a_503_leaves_no_socket_open(no_gc: None) -> None:
+    """A throttled account answers a download 503 and the storage SDK's retry policy sends it again, dropping the
+    503's streamed response unread (``_shared/policies.py`` ``StorageRetryPolicy.send``). Dropped, its connection is
+    closed by reference counting, unless the response refers to itself: the deadline's body wrapper
+    (``storage_refs._DeadlineBody``) kept it in its ``stream_download``, so each retried download held a socket until
+    a cyclic collection (``core.collector``), as the per-call sessions did (2 descriptors a use here)."""
+    handler = type("Busy", (_Blob,), {"busy_first": True})
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    srv.daemon_threads = True
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    key = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="  # Azurite's
+    try:
+        s = Settings.from_env({"AzureWebJobsStorage": f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+                                                      f"AccountKey={key};BlobEndpoint=http://127.0.0.1:"
+                                                      f"{srv.server_address[1]}/devstoreaccount1;"})
+        before = open_fds()
+        for _ in range(5):
+            blob = clients.store(s, Deadline.within(20)).service.get_blob_client("images", "list.csv")
+            assert blob.download_blob().readall() == _Blob.content
+        assert open_fds() - before <= 4, "retried downloads kept their connections open"
     finally:
         srv.shutdown()
         srv.server_close()
