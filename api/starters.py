@@ -395,7 +395,9 @@ async def post_task(req: func.HttpRequest, client: df.DurableOrchestrationClient
     except TimeoutError:
         raise TaskHubUnavailable(f"no answer within {POST_ANSWER_S:.0f} s: the task hub (or the checks of the "
                                  "request) did not answer in time", "post the request again in a minute: a task "
-                                 "already started is found, not started twice") from None
+                                 "already started is found, not started twice (with \"rerun\": first see GET "
+                                 "/api/tasks whether it runs: a re-run that started answers 409 'still running', "
+                                 "and posting it with \"rerun\" once it has ended runs it again)") from None
 
 
 # What a request sets about how its task runs and reports, without being part of the task id: posted again with

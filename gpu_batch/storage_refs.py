@@ -225,7 +225,9 @@ def deadline_storage_options(time_left: Callable[[], float], transport: Any = No
     What it cannot bound: the DNS lookup before a connection (urllib3's ``create_connection`` calls
     ``getaddrinfo``, which takes no timeout: the resolver's own, ~5 s a query where it does not answer), and the
     token request of a credential (its own pipeline); callers keep a margin for them (``api.arrivals``: 20 s of
-    Event Grid's 30). A streamed body (a blob download) is read by the deadline as well (``_DeadlineBody``)."""
+    Event Grid's 30). A streamed body (the storage SDK's blob download) is read by the deadline as well
+    (``_DeadlineBody``); a body read through ``iter_bytes`` of a plain response (trapbatch's own small GETs:
+    ``adapters.blob_requests``, ``adapters.listing``) only within the read timeout a socket read, as before."""
     if transport is None:
         from azure.core.pipeline.transport import RequestsTransport
 
