@@ -437,28 +437,35 @@ class _Blob(BaseHTTPRequestHandler):
         self.wfile.write(self.content[start:end + 1])
 
 
+@contextlib.contextmanager
+def _serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[Settings]:
+    """``handler`` served on loopback as trapbatch's own account (Azurite's account name and key): the app's settings
+    that name it."""
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    srv.daemon_threads = True
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    key = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="  # Azurite's
+    try:
+        yield Settings.from_env({"AzureWebJobsStorage": f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+                                                        f"AccountKey={key};BlobEndpoint=http://127.0.0.1:"
+                                                        f"{srv.server_address[1]}/devstoreaccount1;"})
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
 def test_a_deadlines_client_downloads_a_blob() -> None:
     """What a marker's Event Grid delivery reads its request with (``clients.store(s, deadline)``,
     ``BlobStore.read_version_or_none``: the storage SDK's ``download_blob``), and a POST an image list's ranges
     (``adapters.block_writer.BlobReader``). The storage SDK reads more of the stream it is handed than its chunks
     (``StorageStreamDownloader._initial_request``: ``content_length``, ``response``): a wrapper that had only the
     chunks failed every such download with an AttributeError."""
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Blob)
-    srv.daemon_threads = True
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    key = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="  # Azurite's
-    try:
-        s = Settings.from_env({"AzureWebJobsStorage": f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
-                                                      f"AccountKey={key};BlobEndpoint=http://127.0.0.1:"
-                                                      f"{srv.server_address[1]}/devstoreaccount1;"})
+    with _serving(_Blob) as s:
         store = clients.store(s, Deadline.within(20))
         assert store.read_version_or_none("incoming", "site-a.json", 1 << 20) == (_Blob.content, len(_Blob.content),
                                                                                   "0x8D0")
         blob = store.service.get_blob_client("images", "list.csv")
         assert blob.download_blob(offset=2, length=9).readall() == _Blob.content[2:11]
-    finally:
-        srv.shutdown()
-        srv.server_close()
 
 
 def test_a_deadlines_download_retried_after_a_503_leaves_no_socket_open(no_gc: None) -> None:
@@ -467,20 +474,9 @@ def test_a_deadlines_download_retried_after_a_503_leaves_no_socket_open(no_gc: N
     closed by reference counting, unless the response refers to itself: the deadline's body wrapper
     (``storage_refs._DeadlineBody``) kept it in its ``stream_download``, so each retried download held a socket until
     a cyclic collection (``core.collector``), as the per-call sessions did (2 descriptors a use here)."""
-    handler = type("Busy", (_Blob,), {"busy_first": True})
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    srv.daemon_threads = True
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    key = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="  # Azurite's
-    try:
-        s = Settings.from_env({"AzureWebJobsStorage": f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
-                                                      f"AccountKey={key};BlobEndpoint=http://127.0.0.1:"
-                                                      f"{srv.server_address[1]}/devstoreaccount1;"})
+    with _serving(type("Busy", (_Blob,), {"busy_first": True})) as s:
         before = open_fds()
         for _ in range(5):
             blob = clients.store(s, Deadline.within(20)).service.get_blob_client("images", "list.csv")
             assert blob.download_blob().readall() == _Blob.content
         assert open_fds() - before <= 4, "retried downloads kept their connections open"
-    finally:
-        srv.shutdown()
-        srv.server_close()
