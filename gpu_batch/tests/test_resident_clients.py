@@ -222,3 +222,28 @@ def test_a_shards_fetch_threads_at_once_keep_their_connections_in_the_shared_ses
     finally:
         container.delete_container()
     assert not [r for r in caplog.records if "pool is full" in r.getMessage()], "connections were discarded"
+
+
+@pytest.mark.parametrize("images_account, secret", [("", ""), ("https://other.blob.core.windows.net", "src")])
+def test_a_shard_whose_clients_need_no_identity_makes_no_credential(
+        storage_connection: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, images_account: str,
+        secret: str) -> None:
+    """A worker on a connection string (LocalPool, devhost, Azurite) whose images are its own account's, or another's
+    by a SAS from a local secrets file, asks no managed identity for anything: it builds no ``DefaultAzureCredential``
+    and so imports no ``azure.identity`` (~0.15 s here) on its way to the first batch, as before the shared
+    credential (issue 14: a one-shot worker's start-up time)."""
+    import azure.identity
+
+    monkeypatch.setattr(azure.identity, "DefaultAzureCredential", CountingCredential)
+    monkeypatch.setattr(CountingCredential, "made", 0)
+    secrets = tmp_path / "secrets.json"
+    secrets.write_text(json.dumps({"src": "sv=2025-01-05&sig=x"}))
+    env = {sources.CONNECTION_ENV: storage_connection, storage_refs.LOCAL_SECRETS_ENV: str(secrets)}
+    args = cli.parse_args(["--manifest-container", "c", "--manifest-blob", "b", "--device", "cpu"], env)
+    assert not isinstance(args, int)
+    manifest = ShardManifest(task_id="t", shard_id="s", attempt=1, source_container="images", images=("a.jpg",),
+                             output_container="out", output_blob="o.json", model="m", detection_threshold=0.1,
+                             source_account_url=images_account, source_credential_secret=secret)
+    opened = cli._open_images_and_output(args, env, True, sources.blob_service_from_env(env), manifest, "label")
+    assert opened is not None
+    assert CountingCredential.made == 0
