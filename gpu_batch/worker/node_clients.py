@@ -14,9 +14,9 @@ a 10,000-image shard takes ~25 s at 400 img/s), and each shard built its own acc
 
 Now they take ``node_credential()`` (one per identity environment) and send through ``shared_session_options()``'s
 session (``session_owner=False``: a client's ``close`` leaves it open; azure-core 1.41
-``pipeline/transport/_requests_basic.py``), whose connections are reused from shard to shard and bounded (``POOL_CONNECTIONS`` a host,
-enough for the fetch threads). Secrets are still read at each shard, so a rotated SAS takes
-effect at the next shard. A one-shot worker runs one shard per process: for it nothing changes but where its one
+``pipeline/transport/_requests_basic.py``), whose connections are reused from shard to shard and bounded
+(``POOL_CONNECTIONS`` a host, enough for the fetch threads). Secrets are still read at each shard, so a rotated SAS
+takes effect at the next shard. A one-shot worker runs one shard per process: for it nothing changes but where its one
 credential and session are kept.
 
 The Functions app does the same with its own (``adapters.identity.app_credential``,
@@ -40,9 +40,10 @@ _CREDENTIALS: dict[tuple[Any, tuple[tuple[str, str], ...]], Any] = {}
 _SESSION: list[Any] = []  # the process's one requests.Session, once made
 _LOCK = threading.Lock()
 # Connections the shared session keeps per host, and hosts kept. requests' own 10 (``HTTPAdapter``'s
-# ``DEFAULT_POOLSIZE``) is fewer than the shard's 16 fetch threads (``pipeline.PipelineOptions.workers``, ``--workers``),
-# each reading one image at a time from the same account: every connection returned past the tenth was closed
-# (urllib3 "Connection pool is full, discarding connection") and a later read opened a new TCP and TLS connection.
+# ``DEFAULT_POOLSIZE``) is fewer than the shard's 16 fetch threads (``pipeline.PipelineOptions.workers``,
+# ``--workers``), each reading one image at a time from the same account: every connection returned past the tenth
+# was closed (urllib3 "Connection pool is full, discarding connection") and a later read opened a new TCP and TLS
+# connection.
 POOL_CONNECTIONS = 64
 POOL_HOSTS = 16
 
