@@ -28,7 +28,8 @@ from typing import Any, Mapping
 
 from azure.core.exceptions import ClientAuthenticationError
 
-from gpu_batch.storage_refs import managed_identity_problem, token_endpoint_did_not_answer
+from gpu_batch.storage_refs import (identity_environment, managed_identity_problem,
+                                    token_endpoint_did_not_answer)
 
 
 class TokenEndpointUnavailable(ClientAuthenticationError):
@@ -120,10 +121,6 @@ class AppCredential:
         self._inner.__exit__(*args)
 
 
-# The environment variables azure-identity 1.27.0 reads when it builds a credential (``_constants.py``
-# ``EnvironmentVariables``: AZURE_CLIENT_ID, AZURE_TENANT_ID, IDENTITY_ENDPOINT, IDENTITY_HEADER, MSI_ENDPOINT,
-# IMDS_ENDPOINT, ...), by prefix so that a name added later is covered too.
-_IDENTITY_ENV_PREFIXES = ("AZURE_", "IDENTITY_", "MSI_", "IMDS_")
 _SHARED: dict[tuple[tuple[str, str], ...], AppCredential] = {}
 _SHARED_LOCK = threading.Lock()
 
@@ -141,11 +138,11 @@ def app_credential() -> AppCredential:
     its credential). A failed token request is not remembered: the next use asks again (``_credentials/chained.py``
     keeps only a credential that succeeded; ``_credentials/imds.py`` leaves an unanswered probe unmarked).
 
-    Keyed by the identity-relevant environment (``_IDENTITY_ENV_PREFIXES``): a process whose environment names
-    another identity (tests that point ``IDENTITY_ENDPOINT`` elsewhere) gets a credential built for it, never one
-    holding another identity's token. What secrets a client reads with it stays per use (``clients.source_store``
-    reads a source's SAS from Key Vault at each call)."""
-    key = tuple(sorted((name, value) for name, value in os.environ.items() if name.startswith(_IDENTITY_ENV_PREFIXES)))
+    Keyed by the identity-relevant environment (``gpu_batch.storage_refs.identity_environment``): a process whose
+    environment names another identity (tests that point ``IDENTITY_ENDPOINT`` elsewhere) gets a credential built for
+    it, never one holding another identity's token. What secrets a client reads with it stays per use
+    (``clients.source_store`` reads a source's SAS from Key Vault at each call)."""
+    key = identity_environment()
     with _SHARED_LOCK:  # one per key even when a burst of activities asks at once
         credential = _SHARED.get(key)
         if credential is None:

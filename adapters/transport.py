@@ -29,13 +29,14 @@ from __future__ import annotations
 import os
 import threading
 import urllib.request
-from http.cookiejar import DefaultCookiePolicy
 from pathlib import Path
 from typing import Any, Mapping
 
 # azure-core's class as imported, to make the shared session with (a test may stand in another transport for the
 # clients: the session is still requests')
 from azure.core.pipeline.transport import RequestsTransport as _SessionMaker
+
+from gpu_batch.storage_refs import new_shared_session
 
 CA_BUNDLE_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
 NETRC_FILES = (".netrc", "_netrc")  # requests.utils.NETRC_FILES
@@ -69,14 +70,6 @@ def transport_options(environ: Mapping[str, str] | None = None) -> dict[str, Any
 
 _SESSIONS: dict[bool, Any] = {}  # requests' trust_env -> the process's session with it
 _SESSIONS_LOCK = threading.Lock()
-# Connections kept per host by the shared session, and hosts kept: requests' own 10 (``HTTPAdapter``'s
-# ``DEFAULT_POOLSIZE``) is one client's. The session serves every activity of the process at once, each reading with
-# up to 16 threads (``adapters.image_sizes``; previews 8), and a connection returned to a full pool is closed (urllib3
-# logs "Connection pool is full, discarding connection" and the next request opens a new TLS connection). Bounded so
-# one instance stays far inside the sandbox's 600 active outbound connections (module docstring).
-SHARED_POOL_CONNECTIONS = 64
-SHARED_POOL_HOSTS = 16
-
 
 def shared_session_options(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Keyword arguments for an Azure SDK client made per call (the module docstring): ``transport_options``, and the
@@ -86,22 +79,15 @@ def shared_session_options(environ: Mapping[str, str] | None = None) -> dict[str
     connection and 60-s read timeouts, which it sets on the transport it builds from these arguments
     (azure-storage-blob 12.31 ``_shared/base_client.py`` ``_create_pipeline``).
 
-    One session per value of requests' ``trust_env`` (``use_env_settings``: a proxy in the environment keeps it on).
-    Made as azure-core makes its own (retries off in urllib3, ``BiggerBlockSizeHTTPAdapter``), except that it keeps
-    no cookies: it is shared by requests for every caller, account and vault, and neither Azure Storage nor Key Vault
-    needs one."""
+    One session per value of requests' ``trust_env`` (``use_env_settings``: a proxy in the environment keeps it on),
+    made by ``gpu_batch.storage_refs.new_shared_session`` (as azure-core makes its own, with a pool of 64 connections
+    a host and no cookies), as the GPU worker's is."""
     options = transport_options(environ)
     trust_env = bool(options.get("use_env_settings", True))
     with _SESSIONS_LOCK:  # one session, not one per first caller racing
         session = _SESSIONS.get(trust_env)
         if session is None:
-            maker = _SessionMaker(**options)
-            maker.open()  # the session, initialised by azure-core's own _init_session
-            session = maker.session
-            for adapter in {id(a): a for a in session.adapters.values()}.values():  # azure-core's, one for both schemes
-                adapter.init_poolmanager(SHARED_POOL_HOSTS, SHARED_POOL_CONNECTIONS)  # nothing pooled yet to lose
-            session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
-            _SESSIONS[trust_env] = session
+            session = _SESSIONS[trust_env] = new_shared_session(_SessionMaker, **options)
     return {**options, "session": session, "session_owner": False}
 
 

@@ -762,6 +762,51 @@ def local_file_reader(path: Path) -> SecretReader:
     return read
 
 
+# The environment variables azure-identity 1.27.0 reads when it builds a credential (``_constants.py``
+# ``EnvironmentVariables``: AZURE_CLIENT_ID, AZURE_TENANT_ID, IDENTITY_ENDPOINT, IDENTITY_HEADER, MSI_ENDPOINT,
+# IMDS_ENDPOINT, ...), by prefix so that a name added later is covered too.
+IDENTITY_ENV_PREFIXES = ("AZURE_", "IDENTITY_", "MSI_", "IMDS_")
+
+
+def identity_environment(environ: Mapping[str, str] | None = None) -> tuple[tuple[str, str], ...]:
+    """The identity-relevant part of ``environ`` (None: ``os.environ``), as a key: a process shares one credential per
+    value of it (the app's ``adapters.identity.app_credential``, the worker's ``node_clients.node_credential``), so
+    an environment that names another identity never gets a credential holding another identity's token."""
+    env = os.environ if environ is None else environ
+    return tuple(sorted((name, value) for name, value in env.items() if name.startswith(IDENTITY_ENV_PREFIXES)))
+
+
+# Connections a process's shared session keeps per host, and hosts kept. requests' own 10 (``HTTPAdapter``'s
+# ``DEFAULT_POOLSIZE``) is one client's: the shared session serves every reading thread of the process at once (the
+# worker's 16 fetch threads, ``pipeline.PipelineOptions.workers``; the app's activities, each reading with up to 16,
+# ``adapters.image_sizes``), and a connection returned to a full pool is closed (urllib3 "Connection pool is full,
+# discarding connection") and a later request opens a new TCP and TLS connection. Bounded so that a Functions
+# instance stays far inside the sandbox's 600 active outbound connections (``adapters.transport``).
+SHARED_POOL_CONNECTIONS = 64
+SHARED_POOL_HOSTS = 16
+
+
+def new_shared_session(maker: Any = None, **transport_kwargs: Any) -> Any:
+    """A ``requests.Session`` for the Azure SDK clients of one process to share (``session=``, ``session_owner=False``:
+    azure-core 1.41 ``pipeline/transport/_requests_basic.py``; a client's ``close`` leaves it open): made as azure-core
+    makes its own (``maker``, None: ``RequestsTransport``, of ``transport_kwargs``; its ``open`` sets retries off in
+    urllib3 and its bigger-block adapter), with a pool of ``SHARED_POOL_CONNECTIONS`` a host, and no cookies: it
+    carries requests for every caller, account and vault, and neither Azure Storage nor Key Vault needs one."""
+    from http.cookiejar import DefaultCookiePolicy
+
+    if maker is None:
+        from azure.core.pipeline.transport import RequestsTransport
+
+        maker = RequestsTransport
+    transport = maker(**transport_kwargs)
+    transport.open()  # the session, initialised by azure-core's own _init_session
+    session = transport.session
+    for adapter in {id(a): a for a in session.adapters.values()}.values():  # azure-core's, one for both schemes
+        adapter.init_poolmanager(SHARED_POOL_HOSTS, SHARED_POOL_CONNECTIONS)  # nothing pooled yet to lose
+    session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
+    return session
+
+
 def client_from_secret(account_url: str, secret: str, name: str = "", retry_policy: Any = None,
                        transport: Any = None, client_options: Mapping[str, Any] | None = None) -> Any:
     """A ``BlobServiceClient`` for ``account_url`` from a SAS token or a connection string (told apart by shape);

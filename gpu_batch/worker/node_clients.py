@@ -15,9 +15,9 @@ a 10,000-image shard takes ~25 s at 400 img/s), and each shard built its own acc
 Now they take ``node_credential()`` (one per identity environment) and send through ``shared_session_options()``'s
 session (``session_owner=False``: a client's ``close`` leaves it open; azure-core 1.41
 ``pipeline/transport/_requests_basic.py``), whose connections are reused from shard to shard and bounded
-(``POOL_CONNECTIONS`` a host, enough for the fetch threads). Secrets are still read at each shard, so a rotated SAS
-takes effect at the next shard. A one-shot worker runs one shard per process: for it nothing changes but where its one
-credential and session are kept.
+(``storage_refs.SHARED_POOL_CONNECTIONS`` a host, enough for the fetch threads). Secrets are still read at each shard,
+so a rotated SAS takes effect at the next shard. A one-shot worker runs one shard per process: for it nothing changes
+but where its one credential and session are kept.
 
 The Functions app does the same with its own (``adapters.identity.app_credential``,
 ``adapters.transport.shared_session_options``); the worker is deployed apart from the app and imports nothing of it
@@ -27,25 +27,14 @@ Must not: read secrets or decide what a failure means (``gpu_batch.storage_refs`
 """
 from __future__ import annotations
 
-import os
 import threading
-from http.cookiejar import DefaultCookiePolicy
 from typing import Any
 
-# The environment variables azure-identity 1.27.0 reads when it builds a credential (``_constants.py``
-# ``EnvironmentVariables``: AZURE_CLIENT_ID, AZURE_TENANT_ID, IDENTITY_ENDPOINT, IMDS_ENDPOINT, MSI_ENDPOINT, ...), by
-# prefix so that a name added later is covered too.
-_IDENTITY_ENV_PREFIXES = ("AZURE_", "IDENTITY_", "MSI_", "IMDS_")
+from gpu_batch import storage_refs
+
 _CREDENTIALS: dict[tuple[Any, tuple[tuple[str, str], ...]], Any] = {}
 _SESSION: list[Any] = []  # the process's one requests.Session, once made
 _LOCK = threading.Lock()
-# Connections the shared session keeps per host, and hosts kept. requests' own 10 (``HTTPAdapter``'s
-# ``DEFAULT_POOLSIZE``) is fewer than the shard's 16 fetch threads (``pipeline.PipelineOptions.workers``,
-# ``--workers``), each reading one image at a time from the same account: every connection returned past the tenth
-# was closed (urllib3 "Connection pool is full, discarding connection") and a later read opened a new TCP and TLS
-# connection.
-POOL_CONNECTIONS = 64
-POOL_HOSTS = 16
 
 
 def node_credential() -> Any:
@@ -63,7 +52,7 @@ def node_credential() -> Any:
     from azure import identity
 
     maker = identity.DefaultAzureCredential
-    key = (maker, tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(_IDENTITY_ENV_PREFIXES))))
+    key = (maker, storage_refs.identity_environment())
     with _LOCK:
         credential = _CREDENTIALS.get(key)
         if credential is None:
@@ -75,21 +64,13 @@ def shared_session_options() -> dict[str, Any]:
     """Keyword arguments for an Azure SDK client (a storage client, a ``RequestsTransport``) that sends through the
     process's one ``requests.Session``: ``session`` and ``session_owner=False``.
 
-    Made as azure-core makes its own (``RequestsTransport.open``: retries off in urllib3, its bigger-block adapter;
-    requests' ``trust_env`` on, as the worker's clients had it: a proxy is read from the environment at each request)
-    except that it keeps no cookies: it carries every shard's requests, to every account and vault, and neither Azure
-    Storage nor Key Vault needs one."""
+    Made by ``storage_refs.new_shared_session`` (as azure-core makes its own, with a pool of 64 connections a host
+    and no cookies: it carries every shard's requests, to every account and vault), as the Functions app's is;
+    requests' ``trust_env`` on, as the worker's clients had it (a proxy is read from the environment at each
+    request)."""
     with _LOCK:
         if not _SESSION:
-            from azure.core.pipeline.transport import RequestsTransport
-
-            maker = RequestsTransport()
-            maker.open()  # the session, initialised by azure-core's own _init_session
-            session = maker.session
-            for adapter in {id(a): a for a in session.adapters.values()}.values():  # azure-core's, one for both schemes
-                adapter.init_poolmanager(POOL_HOSTS, POOL_CONNECTIONS)  # nothing pooled yet to lose
-            session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
-            _SESSION.append(session)
+            _SESSION.append(storage_refs.new_shared_session())
         return {"session": _SESSION[0], "session_owner": False}
 
 
