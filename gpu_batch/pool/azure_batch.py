@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from gpu_batch import layout
 from gpu_batch.pool.base import (JobClosed, JobQuotaReached, PoolChanges, ShardTask, TaskInfo, TaskResult,
@@ -60,7 +61,8 @@ _SUBMIT_MAX_DELAY_S = 30.0
 
 
 class BatchUnavailable(RuntimeError):
-    """Azure Batch kept answering a submission with server errors until ``SUBMIT_DEADLINE_S`` had passed."""
+    """Azure Batch kept answering with server errors: a submission until ``SUBMIT_DEADLINE_S`` had passed, any other
+    request past the client's own retries (``_unavailable_on_server_errors``)."""
 
 
 class TasksRefused(RuntimeError):
@@ -117,6 +119,34 @@ def _failure_text(failure: Any) -> str | None:
 
 def _error_code(exc: BaseException) -> str:
     return str(getattr(getattr(exc, "error", None), "code", "") or "")
+
+
+@contextmanager
+def _unavailable_on_server_errors(doing: str) -> Iterator[None]:
+    """Batch's answer of 5xx or 429 to ``doing``, past azure-core's own retries, as ``BatchUnavailable``; any other
+    error as it is.
+
+    Why: Batch documents every such answer as one to retry later ("Internal server errors - these are standard 5xx
+    status code HTTP response"; throttling "429 or 503 status code HTTP responses with the Retry-after header"; "They
+    can all be retried", articles/batch/batch-retry-after-errors.md), whatever its body says, and ``submit`` retried
+    them so. The orchestrator judges a failed activity from its text alone (``orchestrations.retries.is_busy``): an
+    SDK ``HttpResponseError`` counted as busy only with one of four error codes in its text, so a 502 or 504 from a
+    gateway, a 503 or 429 without Batch's JSON body, or a 500 with another code failed the poll, cancel or close as
+    a refusal, and the task with it, instead of being waited out as an outage of Batch. ``BatchUnavailable`` is busy
+    by its type; the status and Batch's code (or the HTTP reason) stay in its text.
+    """
+    from azure.core.exceptions import HttpResponseError
+
+    try:
+        yield
+    except HttpResponseError as exc:
+        status = getattr(exc, "status_code", None) or 0
+        if not (500 <= status <= 599 or status == 429):
+            raise
+        said = _error_code(exc) or str(getattr(exc, "reason", "") or "").strip() or "no error code"
+        raise BatchUnavailable(f"Azure Batch answered HTTP {status} {said} to {doing}, after the client's own "
+                               "retries: busy or out of reach for now. If it lasts, check azure.status.microsoft.com "
+                               "for Batch in the account's region") from exc
 
 
 def _odata_string(value: str) -> str:
@@ -202,19 +232,20 @@ class AzureBatchPool:
 
         job = m.BatchJobCreateOptions(id=job_id, pool_info=m.BatchPoolInfo(pool_id=self.pool_id),
                                       display_name=f"trapbatch {job_id}")
-        try:
-            self.client.create_job(job)
-        except HttpResponseError as exc:  # the SDK raises every 409 as ResourceExistsError, whatever its code
-            code = _error_code(exc)
-            if code == "JobExists":
-                return
-            if code == "ActiveJobAndScheduleQuotaReached":
-                raise JobQuotaReached(
-                    f"Azure Batch refused job {job_id}: the account's quota of active jobs is reached (each running "
-                    "trapbatch task holds one job). Wait for running tasks to end or cancel some, then post the "
-                    "request again; or ask for a higher quota (learn.microsoft.com/azure/batch/batch-quota-limit)"
-                ) from exc
-            raise
+        with _unavailable_on_server_errors(f"creating job {job_id}"):
+            try:
+                self.client.create_job(job)
+            except HttpResponseError as exc:  # the SDK raises every 409 as ResourceExistsError, whatever its code
+                code = _error_code(exc)
+                if code == "JobExists":
+                    return
+                if code == "ActiveJobAndScheduleQuotaReached":
+                    raise JobQuotaReached(
+                        f"Azure Batch refused job {job_id}: the account's quota of active jobs is reached (each "
+                        "running trapbatch task holds one job). Wait for running tasks to end or cancel some, then "
+                        "post the request again; or ask for a higher quota "
+                        "(learn.microsoft.com/azure/batch/batch-quota-limit)") from exc
+                raise
 
     def close_job(self, job_id: str) -> None:
         """Terminate the job's unfinished tasks, then the job: its trapbatch task has ended. A completed, terminating
@@ -234,8 +265,9 @@ class AzureBatchPool:
         Batch's own advice is to set it only "once you have finished adding Tasks" (OnAllTasksComplete, REST Job -
         Add), and only the orchestration knows when that is: it calls this when the task ends.
         """
-        self._terminate_unfinished_tasks(job_id)
-        self._terminate(job_id, "trapbatch task ended")
+        with _unavailable_on_server_errors(f"closing job {job_id}"):
+            self._terminate_unfinished_tasks(job_id)
+            self._terminate(job_id, "trapbatch task ended")
 
     def _terminate_unfinished_tasks(self, job_id: str) -> None:
         """Terminate every task of the job that is active, preparing or running; one that completed in between, or a
@@ -413,18 +445,20 @@ class AzureBatchPool:
         Filterable task properties (odata-filters-in-batch, "List tasks"): ``id`` (eq, ..., startswith) and
         ``state`` (eq). With ``task_ids=None`` the whole job is listed once.
         """
-        if task_ids is None:
-            return [self._task_info(job_id, t) for t in self.client.list_tasks(job_id, select=_TASK_SELECT)]
-        wanted = list(dict.fromkeys(task_ids))
-        found: dict[str, TaskInfo] = {}
-        unfinished = " or ".join(f"state eq {_odata_string(s.value)}" for s in _UNFINISHED_STATES)
-        for chunk in _chunks(wanted, self.POLL_IDS_PER_REQUEST):
-            ids = " or ".join(f"id eq {_odata_string(i)}" for i in chunk)
-            for t in self.client.list_tasks(job_id, filter=f"({ids}) and ({unfinished})", select=["id", "state"]):
-                found[t.id] = self._task_info(job_id, t)
-            for t in self.client.list_tasks(job_id, filter=f"({ids}) and state eq 'completed'", select=_TASK_SELECT):
-                found[t.id] = self._task_info(job_id, t)
-        return [found[i] for i in wanted if i in found]
+        with _unavailable_on_server_errors(f"a task listing of job {job_id}"):
+            if task_ids is None:
+                return [self._task_info(job_id, t) for t in self.client.list_tasks(job_id, select=_TASK_SELECT)]
+            wanted = list(dict.fromkeys(task_ids))
+            found: dict[str, TaskInfo] = {}
+            unfinished = " or ".join(f"state eq {_odata_string(s.value)}" for s in _UNFINISHED_STATES)
+            for chunk in _chunks(wanted, self.POLL_IDS_PER_REQUEST):
+                ids = " or ".join(f"id eq {_odata_string(i)}" for i in chunk)
+                for t in self.client.list_tasks(job_id, filter=f"({ids}) and ({unfinished})", select=["id", "state"]):
+                    found[t.id] = self._task_info(job_id, t)
+                for t in self.client.list_tasks(job_id, filter=f"({ids}) and state eq 'completed'",
+                                                select=_TASK_SELECT):
+                    found[t.id] = self._task_info(job_id, t)
+            return [found[i] for i in wanted if i in found]
 
     def cursor(self) -> str:
         """Now on this machine's clock, less ``CHANGE_OVERLAP`` (the service's clock may be behind ours)."""
@@ -449,13 +483,14 @@ class AzureBatchPool:
         after = _parse_cursor(since)
         latest = after
         tasks = []
-        for t in self.client.list_tasks(job_id, filter=f"stateTransitionTime gt {_odata_datetime(after)}",
-                                        select=_CHANGES_SELECT):
-            tasks.append(self._task_info(job_id, t))
-            changed = getattr(t, "state_transition_time", None)
-            if isinstance(changed, datetime):
-                changed = changed if changed.tzinfo else changed.replace(tzinfo=timezone.utc)
-                latest = max(latest, changed)
+        with _unavailable_on_server_errors(f"a task listing of job {job_id}"):
+            for t in self.client.list_tasks(job_id, filter=f"stateTransitionTime gt {_odata_datetime(after)}",
+                                            select=_CHANGES_SELECT):
+                tasks.append(self._task_info(job_id, t))
+                changed = getattr(t, "state_transition_time", None)
+                if isinstance(changed, datetime):
+                    changed = changed if changed.tzinfo else changed.replace(tzinfo=timezone.utc)
+                    latest = max(latest, changed)
         return PoolChanges(tasks=tasks, cursor=max(after, latest - CHANGE_OVERLAP).isoformat())
 
     def _task_info(self, job_id: str, t: Any) -> TaskInfo:
@@ -481,15 +516,16 @@ class AzureBatchPool:
         """Stop one task, or the whole job. A task that has completed (it may have ended between the poll that
         listed it and this call), or is gone with its job, is no error: Batch answers terminating it 409
         ``TaskCompleted`` ("The specified task is already in a completed state"), as the local pools skip it."""
-        if not task_id:
-            self._terminate(job_id, "trapbatch cancel")
-            return
         from azure.core.exceptions import HttpResponseError
 
-        try:
-            self.client.terminate_task(job_id, task_id)
-        except HttpResponseError as exc:
-            code = _error_code(exc)
-            if code not in _TASK_ENDED_CODES | _JOB_CLOSED_CODES:
-                raise
-            logger.info("task %s of job %s: nothing to terminate (%s)", task_id, job_id, code)
+        with _unavailable_on_server_errors(f"terminating {f'task {task_id} of ' if task_id else ''}job {job_id}"):
+            if not task_id:
+                self._terminate(job_id, "trapbatch cancel")
+                return
+            try:
+                self.client.terminate_task(job_id, task_id)
+            except HttpResponseError as exc:
+                code = _error_code(exc)
+                if code not in _TASK_ENDED_CODES | _JOB_CLOSED_CODES:
+                    raise
+                logger.info("task %s of job %s: nothing to terminate (%s)", task_id, job_id, code)

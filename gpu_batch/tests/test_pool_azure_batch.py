@@ -701,6 +701,47 @@ def test_changes_is_one_listing_of_what_changed_after_the_cursor_whatever_the_jo
     assert nothing.tasks == [] and nothing.cursor == found.cursor  # no change: the cursor stays
 
 
+class _Quiet(FakeBatch):
+    """azure-core's own retries do not sleep here."""
+
+    def sleep(self, duration: float) -> None: ...
+
+
+@pytest.mark.parametrize("status, body", [(502, None), (503, None), (504, None), (429, None),
+                                          (500, _batch_error("InternalServerError")), (503, _batch_error("ServerBusy"))])
+def test_a_server_error_past_the_clients_retries_is_batch_unavailable_whatever_its_body(status: int, body: Any) -> None:
+    """articles/batch/batch-retry-after-errors.md: "Internal server errors - these are standard 5xx status code HTTP
+    response", throttling "429 or 503 status code HTTP responses with the Retry-after header", and "They can all be
+    retried". A gateway's 502/504 or a 503/429 without Batch's JSON body carries none of the error codes by which the
+    orchestrator tells a busy service (orchestrations.retries.is_busy), so every pool call but ``submit`` let it out
+    as an HttpResponseError that failed the task; each now raises BatchUnavailable (busy by its type), with the status
+    in its text. A refusal (4xx) stays what it was."""
+    from azure.core.exceptions import HttpResponseError
+
+    from gpu_batch.pool.azure_batch import BatchUnavailable
+
+    calls: dict[str, tuple[tuple[str, str], Callable[[Any], Any]]] = {
+        "ensure_job": (("POST", "/jobs"), lambda p: p.ensure_job("task-x")),
+        "poll": (("GET", "/jobs/task-x/tasks"), lambda p: p.poll("task-x", ["s00000-a1"])),
+        "changes": (("GET", "/jobs/task-x/tasks"), lambda p: p.changes("task-x", "2026-12-01T00:00:00+00:00")),
+        "cancel": (("POST", "/jobs/task-x/tasks/s00000-a1/terminate"), lambda p: p.cancel("task-x", "s00000-a1")),
+        "close_job": (("GET", "/jobs/task-x/tasks"), lambda p: p.close_job("task-x")),
+        "close_job's terminate": (("POST", "/jobs/task-x/terminate"), lambda p: p.close_job("task-x")),
+    }
+    for name, (request, call) in calls.items():
+        answers = {request: (status, body)}
+        if name == "close_job's terminate":
+            answers[("GET", "/jobs/task-x/tasks")] = (200, {"value": []})
+        with pytest.raises(BatchUnavailable, match=rf"HTTP {status} ") as raised:
+            call(pool(_Quiet(answers)))
+        assert isinstance(raised.value.__cause__, HttpResponseError), name
+        if body:
+            assert body["code"] in str(raised.value), name
+    refused = _Quiet({("GET", "/jobs/task-x/tasks"): (403, _batch_error("AuthorizationFailure"))})
+    with pytest.raises(HttpResponseError, match="AuthorizationFailure"):
+        pool(refused).poll("task-x", ["s00000-a1"])
+
+
 def test_a_fresh_cursor_reaches_back_past_the_clock_skew_batch_allows() -> None:
     before = datetime.now(timezone.utc)
     cursor = datetime.fromisoformat(pool(FakeBatch()).cursor())

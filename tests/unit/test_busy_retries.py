@@ -87,7 +87,9 @@ def store_failure(status: int, code: str, operation: str) -> Exception:
 
 @functools.cache
 def batch_failure(status: int, code: str) -> Exception:
-    transport = _BatchAnswers(responses={("GET", "/jobs/j/tasks"): (status, _batch_error(code))})
+    """What the pool raises when Batch answers a task listing ``status`` with error ``code`` (none: no body, as a
+    gateway's 502 or 504 has none of Batch's JSON)."""
+    transport = _BatchAnswers(responses={("GET", "/jobs/j/tasks"): (status, _batch_error(code) if code else None)})
     with pytest.raises(Exception) as raised:
         pool(transport).poll("j", ["s00000-a1"])
     return raised.value
@@ -112,6 +114,12 @@ def as_received(name: str, exc: BaseException) -> Exception:
     (lambda: store_failure(403, "AuthorizationPermissionMismatch", "list_names"), False),
     (lambda: batch_failure(503, "ServerBusy"), True),
     (lambda: batch_failure(500, "InternalError"), True),
+    # batch-retry-after-errors.md: any 5xx, and 429/503 throttling, "can all be retried", whatever the body says
+    (lambda: batch_failure(502, ""), True),
+    (lambda: batch_failure(503, ""), True),
+    (lambda: batch_failure(504, ""), True),
+    (lambda: batch_failure(429, ""), True),
+    (lambda: batch_failure(500, "InternalServerError"), True),
     (lambda: batch_failure(400, "InvalidQueryParameterValue"), False),
     (lambda: batch_failure(403, "Forbidden"), False),
     (lambda: StorageUnavailable("storage is busy or unavailable (HTTP 503)"), True),
@@ -417,7 +425,9 @@ def test_the_busy_reason_names_the_services_code_once_in_at_most_a_status_line()
     storage = as_received("plan_listing", storage_failure(503, "ServerBusy"))
     assert retries.busy_reason(storage) == "Operation returned an invalid status '' (ServerBusy)"
     batch = as_received("poll_shards", batch_failure(503, "ServerBusy"))
-    assert retries.busy_reason(batch) == "(ServerBusy) ServerBusy"
+    said = retries.busy_reason(batch)  # the pool's BatchUnavailable: status and Batch's code first, once
+    assert said.startswith("Azure Batch answered HTTP 503 ServerBusy to a task listing of job j")
+    assert said.count("ServerBusy") == 1 and len(said) <= 200
     assert len(retries.busy_reason(as_received("plan_listing", StorageUnavailable("s" * 400)))) == 200
 
 
