@@ -27,6 +27,7 @@ import logging
 import time
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
+from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from gpu_batch import layout
@@ -147,6 +148,31 @@ def _unavailable_on_server_errors(doing: str) -> Iterator[None]:
         raise BatchUnavailable(f"Azure Batch answered HTTP {status} {said} to {doing}, after the client's own "
                                "retries: busy or out of reach for now. If it lasts, check azure.status.microsoft.com "
                                "for Batch in the account's region") from exc
+
+
+def _retry_after_s(exc: BaseException) -> float:
+    """The seconds Batch's ``Retry-After`` header asks a client to wait (seconds, or an HTTP date), 0 without one.
+
+    Why: Batch throttles with "429 or 503 status code HTTP responses with the Retry-after header", and a client that
+    comes back sooner is throttled again ("If you retry too frequently or too quickly, the retry handler will
+    throttle": articles/batch/batch-retry-after-errors.md). azure-core honours the header only within its own few
+    retries of a request; past them ``submit`` waited its own 2, 4, 8 ... s, back before Batch had asked."""
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None) or {}
+    value = str(headers.get("Retry-After") or headers.get("retry-after") or "").strip()
+    if not value:
+        return 0.0
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return 0.0
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
 
 
 def _odata_string(value: str) -> str:
@@ -365,7 +391,8 @@ class AzureBatchPool:
         answered "servererror", back on its queue and tries again at once, with no delay and no end
         (``_operations/_patch.py`` ``_bulk_add_tasks``), so a Batch outage spun the activity until the host's
         ``functionTimeout`` killed it, and the task failed as a timeout instead of with the reason. Here server errors
-        are retried with backoff until ``SUBMIT_DEADLINE_S``, then ``BatchUnavailable`` says so; a chunk too large
+        are retried with backoff, never sooner than Batch's ``Retry-After`` asks (``_retry_after_s``), until
+        ``SUBMIT_DEADLINE_S``, then ``BatchUnavailable`` says so; a chunk too large
         is halved, as the SDK does; a closed job is ``JobClosed``; any other refusal is ``TasksRefused`` with Batch's
         codes.
         """
@@ -380,6 +407,7 @@ class AzureBatchPool:
         while pending:
             chunk, rest = pending[:per_request], pending[per_request:]
             problem = ""
+            asked_wait = 0.0  # Batch's Retry-After, which the next try must not come before (_retry_after_s)
             try:
                 answer = self.client.create_task_collection(job_id, m.BatchTaskGroup(task_values=chunk))
             except HttpResponseError as exc:
@@ -393,6 +421,7 @@ class AzureBatchPool:
                 if not (500 <= status <= 599 or status == 429):  # 429: throttled past azure-core's own retries
                     raise
                 problem, retry = f"HTTP {status} {code}".strip(), chunk
+                asked_wait = _retry_after_s(exc)
             except (ServiceRequestError, ServiceResponseError) as exc:  # the connection, after azure-core's retries
                 problem, retry = f"{type(exc).__name__}: {exc}", chunk
             else:
@@ -410,14 +439,15 @@ class AzureBatchPool:
                         refused.append(f"{r.task_id}: {code or 'clienterror'}")
             pending = retry + rest
             if retry:
-                if self._clock() + delay > deadline:
+                wait = max(delay, asked_wait)
+                if self._clock() + wait > deadline:
                     raise BatchUnavailable(
                         f"Azure Batch kept failing to add tasks to job {job_id} for {SUBMIT_DEADLINE_S:.0f} s (last: "
                         f"{problem}; {len(pending)} of {len(tasks)} tasks not added). The task retries the submission; "
                         "if it fails again, check azure.status.microsoft.com for Batch in the account's region")
                 logger.warning("job %s: Batch answered %s; %d tasks retried in %.0f s", job_id, problem, len(retry),
-                               delay)
-                self._sleep(delay)
+                               wait)
+                self._sleep(wait)
                 delay = min(delay * 2, _SUBMIT_MAX_DELAY_S)
         if refused:
             raise TasksRefused(f"Azure Batch refused {len(refused)} of {len(tasks)} tasks for job {job_id}: "

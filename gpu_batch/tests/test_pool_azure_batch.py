@@ -836,3 +836,37 @@ def test_a_throttled_submission_past_the_clients_own_retries_waits_like_a_server
     slept = _fake_time(p)
     p.submit("task-x", [shard("s00000", 1)])
     assert t.adds[-1] == ["s00000-a1"] and slept and slept[0] == 2.0
+
+
+def test_a_throttled_submission_comes_back_no_sooner_than_batchs_retry_after() -> None:
+    """articles/batch/batch-retry-after-errors.md: Batch throttles with "429 or 503 status code HTTP responses with
+    the Retry-after header", and a client that retries "too frequently or too quickly" is throttled again. azure-core
+    honours the header only within its own three retries of the request; past them the submission waited its own
+    2 s, 4 s ... and came back before Batch had asked. It now waits what the header asks when that is longer, in
+    seconds or as an HTTP date."""
+    for header, at_least in (("20", 20.0), ("1", 2.0)):
+        answers: list[tuple[int, Any]] = [(429, _batch_error("TooManyRequests"))] * 4 + [(200, None)]
+
+        class Throttling(FlakyBatch):
+            def send(self, request: Any, **kwargs: Any) -> Any:
+                response = super().send(request, **kwargs)
+                if response.status_code == 429:
+                    response.headers = {**response.headers, "Retry-After": header}
+                return response
+
+        t = Throttling(lambda n, ids: answers[n - 1] if answers[n - 1][1] else (200, _results(ids)))
+        p = pool(t)
+        slept = _fake_time(p)
+        p.submit("task-x", [shard("s00000", 1)])
+        assert len(t.adds) == 5 and slept == [at_least], header  # azure-core's own 3 retries, then one wait of ours
+    from email.utils import format_datetime
+
+    from gpu_batch.pool.azure_batch import _retry_after_s
+
+    class _Refusal(Exception):
+        def __init__(self, value: str) -> None:
+            self.response = type("R", (), {"headers": {"Retry-After": value}})()
+
+    later = format_datetime(datetime.now(timezone.utc) + timedelta(seconds=90), usegmt=True)
+    assert 85 <= _retry_after_s(_Refusal(later)) <= 90
+    assert _retry_after_s(_Refusal("soon")) == 0.0 and _retry_after_s(ValueError("no response")) == 0.0
