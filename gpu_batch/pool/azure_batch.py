@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
+import urllib.parse
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
@@ -175,6 +176,24 @@ def _retry_after_s(exc: BaseException) -> float:
     return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
 
 
+def _check_storage_account_url(url: str) -> None:
+    """Refuse a storage account URL that is not a bare ``https://<host>[/]`` blob endpoint (as infra's
+    ``blobEndpoint`` is).
+
+    Why: every task carries it, in its environment and in its output files' ``containerUrl`` (the URL plus
+    ``/<container>``), and Batch shows a task's definition to whoever may read the job. Batch takes a SAS in a
+    ``containerUrl`` as the documented alternative to ``identityReference`` (batch-task-output-files.md), so it would
+    refuse nothing: a SAS or key pasted into TRAPBATCH_STORAGE_ACCOUNT_URL went into every task, and a path or query
+    made the container URL another container's, or none."""
+    parts = urllib.parse.urlsplit(url)
+    if (parts.scheme != "https" or not parts.hostname or parts.username or parts.password or parts.query
+            or parts.fragment or parts.path not in ("", "/")):
+        shown = urllib.parse.urlunsplit((parts.scheme, parts.hostname or "", parts.path, "", ""))
+        raise ValueError(f"TRAPBATCH_STORAGE_ACCOUNT_URL must be the storage account's blob endpoint alone, "
+                         f"https://<account>.blob.core.windows.net, without a path, query (no SAS) or credentials: "
+                         f"got {shown!r}{' with a query' if parts.query else ''} (every Batch task carries it)")
+
+
 def _odata_string(value: str) -> str:
     """An OData string literal: single quotes, an inner quote doubled."""
     return "'" + value.replace("'", "''") + "'"
@@ -215,6 +234,7 @@ class AzureBatchPool:
                              "user-assigned identity, with which Batch uploads each task's stdout/stderr to the "
                              "task-state container (TRAPBATCH_STORAGE_ACCOUNT_URL, "
                              "TRAPBATCH_WORKER_IDENTITY_RESOURCE_ID)")
+        _check_storage_account_url(storage_account_url)
         self.account_url = account_url
         self.pool_id = pool_id
         self.image = image

@@ -264,6 +264,28 @@ def test_missing_settings_fail_with_the_variable_names() -> None:
                   storage_account_url="https://acct.blob.core.windows.net/")
 
 
+@pytest.mark.parametrize("url", [
+    "https://acct.blob.core.windows.net/?sv=2024-11-04&ss=b&srt=co&sp=rwl&sig=abc%3D",  # an account SAS pasted in
+    "https://acct.blob.core.windows.net/trapbatch",  # a container: the logs' containerUrl would be another's
+    "https://user:key@acct.blob.core.windows.net/",
+    "http://acct.blob.core.windows.net/",
+    "acct.blob.core.windows.net",
+])
+def test_a_storage_url_that_would_carry_a_secret_or_another_container_into_every_task_is_refused(url: str) -> None:
+    """Every task carries TRAPBATCH_STORAGE_ACCOUNT_URL (its environment; its output files' ``containerUrl`` is the
+    URL plus ``/<container>``), and Batch takes a SAS in a ``containerUrl`` as the documented alternative to
+    ``identityReference`` (batch-task-output-files.md), so it refuses nothing: the pool must. The refusal never
+    repeats the query."""
+    t = FakeBatch()
+    with pytest.raises(ValueError, match="TRAPBATCH_STORAGE_ACCOUNT_URL must be the storage account's blob endpoint") \
+            as refused:
+        pool(t, storage_account_url=url).submit("task-x", [shard("s00000", 1)])
+    assert "sig=" not in str(refused.value) and "key@" not in str(refused.value) and not t.requests
+    for fine in ("https://acct.blob.core.windows.net/", "https://acct.blob.core.windows.net",
+                 "https://acct.blob.core.chinacloudapi.cn/"):
+        pool(FakeBatch(), storage_account_url=fine)
+
+
 def test_key_vault_url_reaches_the_nodes_as_a_setting() -> None:
     t = FakeBatch()
     p = make_pool("azure_batch", account_url=ACCOUNT, pool_id="gpu", image="img:1",
