@@ -11,7 +11,7 @@ function Build-Worker([string]$Image, [switch]$IfMissing) {
   }
   $repository, $tag = $Image.Split(':', 2)
   if ($IfMissing -or $env:TRAPBATCH_FORCE_WORKER_BUILD -ne 'true') {
-    $tags = az acr repository show-tags --name $env:AZURE_CONTAINER_REGISTRY_NAME --repository $repository --output tsv 2>$null
+    $tags = az acr repository show-tags --name $env:AZURE_CONTAINER_REGISTRY_NAME --repository $repository --output tsv @AzSubscription 2>$null
     if ($LASTEXITCODE -eq 0 -and ($tags -split "`r?`n") -contains $tag) {
       if ($IfMissing) {  # postprovision: a forced rebuild is preprovision's
         Write-Host "Worker image ${repository}:$tag is already in $env:AZURE_CONTAINER_REGISTRY_NAME."
@@ -32,7 +32,7 @@ function Build-Worker([string]$Image, [switch]$IfMissing) {
 
     Write-Host "Building ${repository}:$tag in $env:AZURE_CONTAINER_REGISTRY_NAME with ACR Tasks (CUDA + torch: expect 10-25 minutes) ..."
     az acr build --registry $env:AZURE_CONTAINER_REGISTRY_NAME --image $Image `
-      --file gpu_batch/Dockerfile --platform linux/amd64 --timeout 7200 $context
+      --file gpu_batch/Dockerfile --platform linux/amd64 --timeout 7200 $context @AzSubscription
     if ($LASTEXITCODE -ne 0) {
       Write-Error "the worker image $Image did not build (az acr build exit $LASTEXITCODE)"
       exit $LASTEXITCODE

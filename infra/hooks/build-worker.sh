@@ -16,7 +16,7 @@ build_worker() {
   fi
   repository=${image%%:*}
   tag=${image#*:}
-  if [ "$force" != "true" ] && az acr repository show-tags \
+  if [ "$force" != "true" ] && az_sub acr repository show-tags \
        --name "$AZURE_CONTAINER_REGISTRY_NAME" --repository "$repository" --output tsv 2>/dev/null | grep -qx "$tag"; then
     if [ "${2:-}" = "if-missing" ]; then  # postprovision: a forced rebuild is preprovision's
       echo "Worker image $repository:$tag is already in $AZURE_CONTAINER_REGISTRY_NAME."
@@ -37,7 +37,7 @@ build_worker() {
   find "$context" -name __pycache__ -type d -prune -exec rm -rf {} +
   echo "Building $repository:$tag in $AZURE_CONTAINER_REGISTRY_NAME with ACR Tasks (CUDA + torch: expect 10-25 minutes) ..."
   status=0
-  az acr build --registry "$AZURE_CONTAINER_REGISTRY_NAME" --image "$image" \
+  az_sub acr build --registry "$AZURE_CONTAINER_REGISTRY_NAME" --image "$image" \
     --file gpu_batch/Dockerfile --platform linux/amd64 --timeout 7200 "$context" || status=$?
   rm -rf "$context"
   [ "$status" -eq 0 ] || { echo "error: the worker image $image did not build (az acr build exit $status)" >&2; return "$status"; }

@@ -25,3 +25,9 @@ foreach ($line in (& azd env get-values)) {
     [Environment]::SetEnvironmentVariable($Matches[1], ($Matches[2] -replace '^"|"$'))
   }
 }
+
+# Every az call of the hooks splats this: the subscription azd deploys to (AZURE_SUBSCRIPTION_ID, part of the
+# environment azd gives every hook), not az's own default (`az account set`), which may be another one (load-env.sh
+# says why; tests/infra checks every call).
+$AzSubscription = @()
+if ($env:AZURE_SUBSCRIPTION_ID) { $AzSubscription = @('--subscription', $env:AZURE_SUBSCRIPTION_ID) }

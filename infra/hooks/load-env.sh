@@ -14,6 +14,14 @@ require() {
   done
 }
 
+# az_sub ARGS...: az ARGS... in the subscription azd deploys to (AZURE_SUBSCRIPTION_ID, part of the environment azd
+# gives every hook), not in az's own default (`az account set`), which may be another one: two azd environments in two
+# subscriptions share one `az login`. Every az command takes --subscription (azure-cli core,
+# register_global_subscription_argument). Every az call of the hooks goes through this (tests/infra checks it).
+az_sub() {
+  az "$@" ${AZURE_SUBSCRIPTION_ID:+--subscription "$AZURE_SUBSCRIPTION_ID"}
+}
+
 need azd
 while IFS= read -r line; do
   case "$line" in

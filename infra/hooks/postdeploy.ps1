@@ -18,7 +18,7 @@ $dropAnswers = @('.error.json', '.task.json', '.done.json', '.estimate.json')
 
 function Add-Subscription([string]$Name, [string[]]$Arguments) {
   for ($i = 1; $i -le $subscribeAttempts; $i++) {
-    az eventgrid system-topic event-subscription create --name $Name @Arguments
+    az eventgrid system-topic event-subscription create --name $Name @Arguments @AzSubscription
     if ($LASTEXITCODE -eq 0) { return }
     if ($i -lt $subscribeAttempts) {
       Write-Host "Event Grid could not validate the endpoint of $Name yet ($i/$subscribeAttempts); trying again ..."
@@ -31,7 +31,7 @@ function Add-Subscription([string]$Name, [string[]]$Arguments) {
 $key = ''
 for ($i = 1; $i -le $attempts; $i++) {
   $key = az functionapp keys list --name $env:AZURE_FUNCTION_APP_NAME --resource-group $env:AZURE_RESOURCE_GROUP `
-           --query 'systemKeys.blobs_extension' --output tsv 2>$null
+           --query 'systemKeys.blobs_extension' --output tsv @AzSubscription 2>$null
   if ($LASTEXITCODE -eq 0 -and $key) { break }
   Write-Host "Waiting for the Functions host to create its blobs_extension key ($i/$attempts) ..."
   Start-Sleep -Seconds $waitSeconds
@@ -59,7 +59,7 @@ $readySubject = '/blobs/trapbatch-ready.json'  # gpu_batch/layout.py READY_SUBJE
 $readyKey = ''
 for ($i = 1; $i -le $attempts; $i++) {
   $readyKey = az functionapp keys list --name $env:AZURE_FUNCTION_APP_NAME --resource-group $env:AZURE_RESOURCE_GROUP `
-                --query 'systemKeys.eventgrid_extension' --output tsv 2>$null
+                --query 'systemKeys.eventgrid_extension' --output tsv @AzSubscription 2>$null
   if ($LASTEXITCODE -eq 0 -and $readyKey) { break }
   Write-Host "Waiting for the Functions host to create its eventgrid_extension key ($i/$attempts) ..."
   Start-Sleep -Seconds $waitSeconds

@@ -29,7 +29,7 @@ drop_answers=".error.json .task.json .done.json .estimate.json"
 system_key() {
   i=1
   while [ "$i" -le "$attempts" ]; do
-    found=$(az functionapp keys list --name "$AZURE_FUNCTION_APP_NAME" --resource-group "$AZURE_RESOURCE_GROUP" \
+    found=$(az_sub functionapp keys list --name "$AZURE_FUNCTION_APP_NAME" --resource-group "$AZURE_RESOURCE_GROUP" \
             --query "systemKeys.$1" --output tsv 2>/dev/null || true)
     if [ -n "$found" ]; then
       printf '%s' "$found"
@@ -50,7 +50,7 @@ subscribe() {
   name=$1
   shift
   i=1
-  while ! az eventgrid system-topic event-subscription create --name "$name" "$@"; do
+  while ! az_sub eventgrid system-topic event-subscription create --name "$name" "$@"; do
     if [ "$i" -ge "$subscribe_attempts" ]; then
       echo "error: Event Grid could not create subscription $name ($subscribe_attempts tries): check the app's" >&2
       echo "       'Log stream' for the validation request, then run infra/hooks/postdeploy.sh again." >&2

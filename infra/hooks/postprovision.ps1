@@ -12,7 +12,7 @@ Assert-EnvValue @('AZURE_STORAGE_ACCOUNT_NAME', 'AZURE_CONTAINER_REGISTRY_NAME',
 
 Write-Host "Enabling the static website of storage account $env:AZURE_STORAGE_ACCOUNT_NAME (preview pages) ..."
 az storage blob service-properties update --account-name $env:AZURE_STORAGE_ACCOUNT_NAME --auth-mode login `
-  --static-website --index-document index.html --only-show-errors --output none
+  --static-website --index-document index.html --only-show-errors --output none @AzSubscription
 if ($LASTEXITCODE -ne 0) { exit $LASTEXITCODE }
 Write-Host "Static website: $env:TRAPBATCH_PUBLIC_WEB_URL"
 

@@ -14,7 +14,7 @@ need az
 require AZURE_STORAGE_ACCOUNT_NAME AZURE_CONTAINER_REGISTRY_NAME TRAPBATCH_WORKER_IMAGE_NAME
 
 echo "Enabling the static website of storage account $AZURE_STORAGE_ACCOUNT_NAME (preview pages) ..."
-az storage blob service-properties update --account-name "$AZURE_STORAGE_ACCOUNT_NAME" --auth-mode login \
+az_sub storage blob service-properties update --account-name "$AZURE_STORAGE_ACCOUNT_NAME" --auth-mode login \
   --static-website --index-document index.html --only-show-errors --output none
 echo "Static website: ${TRAPBATCH_PUBLIC_WEB_URL:-?}"
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,7 @@ from tests.infra.bicep_model import REPO
 
 HOOKS = REPO / "infra" / "hooks"
 KEY = "SECRET-blobs-extension-key-0123456789"
+SUBSCRIPTION = "0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0"
 
 AZD_ENV = {
     "AZURE_ENV_NAME": "dev", "AZURE_RESOURCE_GROUP": "rg-dev", "AZURE_FUNCTION_APP_NAME": "func-api-abc",
@@ -28,12 +30,18 @@ AZD_ENV = {
     "AZURE_CONTAINER_REGISTRY_NAME": "crabc", "AZURE_CONTAINER_REGISTRY_ENDPOINT": "crabc.azurecr.io",
     "TRAPBATCH_WORKER_IMAGE_NAME": "trapbatch-worker:v1", "EVENTGRID_SYSTEM_TOPIC_NAME": "evgt-storage-abc",
     "INCOMING_CONTAINER_NAME": "incoming", "TRAPBATCH_PUBLIC_WEB_URL": "https://stabc.z6.web.core.windows.net/",
+    "AZURE_SUBSCRIPTION_ID": SUBSCRIPTION,
 }
 
 FAKE_AZ = r'''
 import json, os, subprocess, sys
 args = sys.argv[1:]
-entry = {"args": args}
+subscription = None
+if "--subscription" in args:  # recorded apart, so that the checks below see the command's own arguments
+    at = args.index("--subscription")
+    subscription = args[at + 1]
+    del args[at:at + 2]
+entry = {"args": args, "subscription": subscription}
 if args[:2] == ["acr", "build"]:
     context = args[-1]
     entry["context"] = sorted(os.path.relpath(os.path.join(d, f), context)
@@ -167,6 +175,31 @@ def test_hooks_stop_when_azd_has_not_provisioned(tmp_path: Path, name: str) -> N
         AZD_ENV.clear()
         AZD_ENV.update(saved)
     assert proc.returncode == 1 and "run 'azd provision' first" in proc.stderr and not calls
+
+
+@pytest.mark.parametrize("name", ["preprovision.sh", "postprovision.sh", "postdeploy.sh"])
+def test_every_az_call_targets_the_subscription_azd_deploys_to(tmp_path: Path, name: str) -> None:
+    """azd deploys to its own AZURE_SUBSCRIPTION_ID (chosen at `azd up`, kept per azd environment), while an az command
+    without ``--subscription`` acts in az's default subscription (`az account set`; azure-cli core
+    ``register_global_subscription_argument`` adds ``--subscription`` to every command, defaulting to that one). Where
+    the two differ (two azd environments in two subscriptions, one `az login`), `az acr build` found no registry and
+    stopped the provision, and postdeploy waited five minutes for a key of an app it could not find, then blamed the
+    deployment. azd hands its environment, AZURE_SUBSCRIPTION_ID included, to every hook."""
+    proc, calls = run_hook(tmp_path, name, FAKE_KEY=KEY)
+    assert proc.returncode == 0, proc.stderr
+    assert calls and [c["args"][:3] for c in calls if c["subscription"] != SUBSCRIPTION] == []
+
+
+def test_windows_hooks_pass_the_azd_subscription_to_every_az_call() -> None:
+    """The PowerShell twins are not run here (no pwsh): each az command in them (continuation lines joined) splats
+    load-env.ps1's ``$AzSubscription`` (``--subscription $env:AZURE_SUBSCRIPTION_ID``), as the sh hooks pass it."""
+    loader = (HOOKS / "load-env.ps1").read_text()
+    assert "$AzSubscription = " in loader and "'--subscription', $env:AZURE_SUBSCRIPTION_ID" in loader
+    commands = [(script.name, line) for script in sorted(HOOKS.glob("*.ps1"))
+                for line in script.read_text().replace("`\n", " ").splitlines()
+                if re.search(r"(^|=\s*)az\s+[a-z]", line.strip())]
+    assert len(commands) >= 6, commands
+    assert [c for c in commands if "@AzSubscription" not in c[1]] == []
 
 
 def test_windows_hooks_exist_beside_the_posix_ones() -> None:
