@@ -11,5 +11,11 @@ if (-not $env:AZURE_CONTAINER_REGISTRY_NAME) {
   exit 0
 }
 Assert-Tool @('az')
+# The name can outlive its registry (preprovision.sh says when): postprovision builds into the one the deployment makes.
+az acr show --name $env:AZURE_CONTAINER_REGISTRY_NAME --query id --output tsv @AzSubscription 2>$null | Out-Null
+if ($LASTEXITCODE -ne 0) {
+  Write-Host "The registry $env:AZURE_CONTAINER_REGISTRY_NAME is not there (yet): postprovision builds the worker image."
+  exit 0
+}
 $tag = if ($env:TRAPBATCH_WORKER_TAG) { $env:TRAPBATCH_WORKER_TAG } else { 'v1' }
 Build-Worker "trapbatch-worker:$tag"

@@ -15,6 +15,14 @@ if [ -z "${AZURE_CONTAINER_REGISTRY_NAME:-}" ]; then
   exit 0
 fi
 need az
+# The name can outlive its registry: azd keeps the deployment's outputs when the resource group went without a
+# successful `azd down` (portal, a purge error), and after a move to another subscription it names a registry that
+# subscription lacks. A build into a registry that is not there would stop this and every later provision; the
+# deployment (re)creates the registry and postprovision builds into it, as on the first provision.
+if ! az_sub acr show --name "$AZURE_CONTAINER_REGISTRY_NAME" --query id --output tsv >/dev/null 2>&1; then
+  echo "The registry $AZURE_CONTAINER_REGISTRY_NAME is not there (yet): postprovision builds the worker image."
+  exit 0
+fi
 # infra/main.bicep: workerImageName = 'trapbatch-worker:${workerImageTag}'; infra/main.parameters.json:
 # ${TRAPBATCH_WORKER_TAG=v1} (tests/infra/test_hooks.py checks both)
 build_worker "trapbatch-worker:${TRAPBATCH_WORKER_TAG:-v1}"

@@ -48,6 +48,10 @@ if args[:2] == ["acr", "build"]:
                               for d, _, files in os.walk(context) for f in files)
 with open(os.environ["FAKE_LOG"], "a") as log:
     log.write(json.dumps(entry) + "\n")
+if args[:1] == ["acr"] and os.environ.get("FAKE_NO_REGISTRY"):  # every acr command: the registry is not there
+    print("ERROR: (ResourceNotFound) The Resource 'Microsoft.ContainerRegistry/registries/crabc' was not found",
+          file=sys.stderr)
+    sys.exit(1)
 if args[:2] == ["acr", "build"] and os.environ.get("FAKE_BUILD_FAILS"):
     sys.exit(3)
 if args[:3] == ["acr", "repository", "show-tags"]:
@@ -342,3 +346,21 @@ def test_a_worker_build_that_fails_stops_the_provision(tmp_path: Path) -> None:
     proc, calls = run_hook(tmp_path, "preprovision.sh", FAKE_TAGS="v1", TRAPBATCH_WORKER_TAG="v2", FAKE_BUILD_FAILS="1")
     assert proc.returncode != 0 and "did not build" in proc.stderr
     assert not list(tmp_path.glob("tmp.*")), "the temporary build context is removed"
+
+
+def test_preprovision_leaves_the_build_to_postprovision_when_the_named_registry_is_gone(tmp_path: Path) -> None:
+    """AZURE_CONTAINER_REGISTRY_NAME stays in the azd environment when its resource group goes without `azd down`
+    (deleted in the portal, or `azd down` stopped by a purge error: azd drops the deployment's outputs from the
+    environment only once the whole `azd down` succeeded, Azure/azure-dev bicep_provider.go Destroy,
+    InvalidatedEnvKeys) and when the environment moves to another subscription (a new resource token; the old name is
+    not found in the new subscription). preprovision then tried `az acr build` into a registry that is not there, failed, and so stopped
+    every later `azd up` before it could recreate anything. As on the first provision, postprovision builds into the
+    registry the deployment has made."""
+    proc, calls = run_hook(tmp_path, "preprovision.sh", FAKE_NO_REGISTRY="1", TRAPBATCH_WORKER_TAG="v2")
+    assert proc.returncode == 0, proc.stderr
+    assert not [c for c in calls if c["args"][:2] == ["acr", "build"]]
+    assert "crabc" in proc.stdout and "postprovision builds" in proc.stdout
+    proc, calls = run_hook(tmp_path, "preprovision.sh", TRAPBATCH_WORKER_TAG="v2")  # it exists: built first, as before
+    assert proc.returncode == 0 and [c for c in calls if c["args"][:2] == ["acr", "build"]]
+    ps1 = (HOOKS / "preprovision.ps1").read_text()
+    assert "az acr show --name $env:AZURE_CONTAINER_REGISTRY_NAME" in ps1 and "postprovision builds" in ps1
