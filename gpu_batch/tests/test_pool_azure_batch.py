@@ -730,7 +730,8 @@ class _Quiet(FakeBatch):
 
 
 @pytest.mark.parametrize("status, body", [(502, None), (503, None), (504, None), (429, None),
-                                          (500, _batch_error("InternalServerError")), (503, _batch_error("ServerBusy"))])
+                                          (500, _batch_error("InternalServerError")),
+                                          (503, _batch_error("ServerBusy"))])
 def test_a_server_error_past_the_clients_retries_is_batch_unavailable_whatever_its_body(status: int, body: Any) -> None:
     """articles/batch/batch-retry-after-errors.md: "Internal server errors - these are standard 5xx status code HTTP
     response", throttling "429 or 503 status code HTTP responses with the Retry-after header", and "They can all be

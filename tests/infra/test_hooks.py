@@ -353,8 +353,8 @@ def test_preprovision_leaves_the_build_to_postprovision_when_the_named_registry_
     (deleted in the portal, or `azd down` stopped by a purge error: azd drops the deployment's outputs from the
     environment only once the whole `azd down` succeeded, Azure/azure-dev bicep_provider.go Destroy,
     InvalidatedEnvKeys) and when the environment moves to another subscription (a new resource token; the old name is
-    not found in the new subscription). preprovision then tried `az acr build` into a registry that is not there, failed, and so stopped
-    every later `azd up` before it could recreate anything. As on the first provision, postprovision builds into the
+    not found in the new subscription). preprovision then tried `az acr build` into a registry that is not there,
+    failed, and so stopped every later `azd up` before it could recreate anything. As on the first provision, postprovision builds into the
     registry the deployment has made."""
     proc, calls = run_hook(tmp_path, "preprovision.sh", FAKE_NO_REGISTRY="1", TRAPBATCH_WORKER_TAG="v2")
     assert proc.returncode == 0, proc.stderr
