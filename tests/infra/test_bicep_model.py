@@ -84,7 +84,11 @@ FLEX_DEPRECATED = ("FUNCTIONS_WORKER_RUNTIME", "FUNCTIONS_EXTENSION_VERSION", "W
                    # the rest of the deprecations table (site properties and app settings a Flex app must not set)
                    "isReserved", "alwaysOn", "containerSize", "javaVersion", "powerShellVersion", "windowsFxVersion",
                    "WEBSITE_NODE_DEFAULT_VERSION", "FUNCTIONS_MAX_HTTP_CONCURRENCY", "FUNCTIONS_WORKER_PROCESS_COUNT",
-                   "FUNCTIONS_WORKER_DYNAMIC_CONCURRENCY_ENABLED")
+                   "FUNCTIONS_WORKER_DYNAMIC_CONCURRENCY_ENABLED",
+                   # and the table's networking rows (functions-app-settings.md at MicrosoftDocs-azure-docs 025a55b)
+                   "WEBSITE_CONTENTOVERVNET", "WEBSITE_DNS_SERVER", "WEBSITE_MAX_DYNAMIC_APPLICATION_SCALE_OUT",
+                   "WEBSITE_SKIP_CONTENTSHARE_VALIDATION", "WEBSITE_VNET_ROUTE_ALL", "IsXenon",
+                   "vnetBackupRestoreEnabled", "vnetContentShareEnabled", "vnetImagePullEnabled", "vnetRouteAllEnabled")
 
 
 def main(templates: dict[str, Template]) -> Template:
