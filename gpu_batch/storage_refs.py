@@ -226,8 +226,10 @@ def deadline_storage_options(time_left: Callable[[], float], transport: Any = No
     ``getaddrinfo``, which takes no timeout: the resolver's own, ~5 s a query where it does not answer), and the
     token request of a credential (its own pipeline); callers keep a margin for them (``api.arrivals``: 20 s of
     Event Grid's 30). A streamed body (the storage SDK's blob download) is read by the deadline as well
-    (``_DeadlineBody``); a body read through ``iter_bytes`` of a plain response (trapbatch's own small GETs:
-    ``adapters.blob_requests``, ``adapters.listing``) only within the read timeout a socket read, as before."""
+    (``_DeadlineBody``), and so is one read through ``iter_bytes`` of a plain response (trapbatch's own small GETs:
+    ``adapters.blob_requests``, ``adapters.listing``). A body the transport reads before ``send`` returns (a
+    request sent without ``stream``: the SDKs' other operations, small answers) is bounded only a socket read at a
+    time, by the read timeout."""
     if transport is None:
         from azure.core.pipeline.transport import RequestsTransport
 
@@ -323,9 +325,16 @@ def _deadline_classes() -> _DeadlineClasses:
                                                  f"{urlsplit(request.url).hostname} (the URL may hold a SAS)")
             kwargs["connection_timeout"], kwargs["read_timeout"] = deadline_timeouts(left, self._caps)
             response = self._inner.send(request, **kwargs)
-            if callable(getattr(response, "stream_download", None)):  # a body read after send: bounded as well
-                response.stream_download = _DeadlineBody.wrap(response, self._time_left,
-                                                              urlsplit(request.url).hostname or "")
+            # A body read after send, bounded as well: ``stream_download`` (the storage SDK's downloads), and
+            # ``iter_bytes``/``iter_raw`` of a streamed ``azure.core.rest`` response (trapbatch's own Get Blob and
+            # List Blobs, ``adapters.listing.run_get``; ``read()`` reads through ``iter_bytes``), which do not go
+            # through ``stream_download`` (azure-core 1.41 ``rest/_http_response_impl.py``: both call the response's
+            # ``_stream_download_generator`` themselves). A response not streamed was read whole before send returned.
+            readers = ("stream_download", "iter_bytes", "iter_raw") if kwargs.get("stream") else ("stream_download",)
+            for reader in readers:
+                if callable(getattr(response, reader, None)):
+                    setattr(response, reader, _DeadlineBody.wrap(response, self._time_left,
+                                                                 urlsplit(request.url).hostname or "", reader))
             return response
 
         def open(self) -> None:
@@ -359,20 +368,27 @@ def _deadline_classes() -> _DeadlineClasses:
         garbage collector, and the response refers to itself through its wrapped ``stream_download``, so it stayed
         open until a cyclic collection (``core.collector``: rare in the app). A body already read to its end
         (urllib3 closed its file: every byte is in) is not failed: what is left of the iteration waits for
-        nothing."""
+        nothing.
+
+        What it bounds is a chunk at a time (the response's block size: azure-core's 4 KiB for these transports):
+        a chunk is read whole (the socket file's buffered read fills it), each of its socket reads within what was
+        left when it began, so only a server that sends less than a chunk over the whole deadline keeps a read past
+        it; an Azure endpoint, however slow the network, sends a 4-KiB chunk in well under a second."""
 
         def __init__(self, chunks: Any, response: Any, time_left: Callable[[], float], host: str) -> None:
             self._chunks, self.response, self._time_left, self._host = chunks, response, time_left, host
 
         @classmethod
-        def wrap(cls, response: Any, time_left: Callable[[], float], host: str) -> Callable[..., Any]:
-            """``response``'s ``stream_download`` bounded by the deadline, to be set on ``response`` itself: so it
-            refers to ``response`` weakly. Why: a strong reference made each response a cycle, which only a cyclic
-            collection frees (``core.collector``: rare in the app), and a streamed response dropped unread (the
-            storage SDK's retry policy drops a 503's to send the download again) held its socket until then."""
+        def wrap(cls, response: Any, time_left: Callable[[], float], host: str,
+                 reader: str = "stream_download") -> Callable[..., Any]:
+            """``response``'s ``reader`` (a method that returns its body's chunks: ``stream_download``, or
+            ``iter_bytes``/``iter_raw``) bounded by the deadline, to be set on ``response`` itself: so it refers to
+            ``response`` weakly. Why: a strong reference made each response a cycle, which only a cyclic collection
+            frees (``core.collector``: rare in the app), and a streamed response dropped unread (the storage SDK's
+            retry policy drops a 503's to send the download again) held its socket until then."""
             import weakref
 
-            method: Any = response.stream_download
+            method: Any = getattr(response, reader)
             function: Any = None
             if getattr(method, "__self__", None) is response:  # bound to it: its function, called on the weak one
                 function, method = method.__func__, None

@@ -480,3 +480,44 @@ def test_a_deadlines_download_retried_after_a_503_leaves_no_socket_open(no_gc: N
             blob = clients.store(s, Deadline.within(20)).service.get_blob_client("images", "list.csv")
             assert blob.download_blob().readall() == _Blob.content
         assert open_fds() - before <= 4, "retried downloads kept their connections open"
+
+
+class _Slow(_Blob):
+    """A blob (GET) or a container listing (``comp=list``) of ``size`` bytes whose body comes ``piece`` bytes every
+    ``gap_s`` (~6 s in all): each socket read gets bytes long before any read timeout, as from an account that sends
+    a large answer (a file a caller wrote, of any size) slowly."""
+
+    size, piece, gap_s = 64 * 1024, 1024, 0.1
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        listing = "comp=list" in self.path
+        body = (LISTING if listing else b"{}").ljust(self.size)  # XML and JSON both allow the trailing spaces
+        self._headers(200, len(body), {"Content-Type": "application/xml" if listing else "application/json"})
+        try:
+            for at in range(0, len(body), self.piece):
+                self.wfile.write(body[at:at + self.piece])
+                self.wfile.flush()
+                time.sleep(self.gap_s)
+        except OSError:  # the client gave up and closed the connection
+            pass
+
+
+@pytest.mark.parametrize("read", ["get blob", "list blobs"])
+def test_a_deadlines_own_gets_end_by_the_deadline_however_slowly_their_body_comes(read: str) -> None:
+    """trapbatch's own Get Blob and List Blobs (``adapters.blob_requests``, ``adapters.listing``: the body read by
+    ``iter_bytes`` of a plain response) through a deadline's client. An Event Grid delivery of a marker reads the
+    marker's receipt so (``api.arrivals._read_marker``: ``caller_writable_json``, a file the caller may have written,
+    of any size), and a POST with ``rerun`` the served generation (``api.starters._generations``). The read timeout
+    bounds each socket read, not the body, and the deadline bounded only ``stream_download``'s chunks
+    (``storage_refs._DeadlineBody``): this read took ~6.5 s against a 1-s deadline."""
+    from azure.core.exceptions import AzureError
+
+    with _serving(_Slow) as s:
+        store = clients.store(s, Deadline.within(1.0))
+        started = time.monotonic()
+        with pytest.raises(AzureError):
+            if read == "get blob":
+                store.read_bytes("incoming", "trapbatch-ready.task.json")
+            else:
+                list(store.list_names("images"))
+        assert time.monotonic() - started < 3.0, "the body was read past the deadline"
