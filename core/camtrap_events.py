@@ -567,8 +567,9 @@ class CameraVisits:
     span_s: int  # first to last capture: a lower bound of the camera's time in the field
     images: int
     visits: int
-    with_kind: tuple[int, ...]  # visits with a box of each kind (KINDS)
-    blank: int
+    with_kind: tuple[int, ...]  # visits with a box of each kind (KINDS; unknown: also a photo cut short with no
+    # box), each visit once per kind it had: they may add up to more than ``visits`` (README "camera-visits.csv")
+    blank: int  # visits with none of them
 
     def plus(self, more: "CameraVisits") -> "CameraVisits":
         """This camera's visits and ``more`` of them (a later run of its events)."""

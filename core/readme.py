@@ -116,11 +116,13 @@ def describe(path: str, facts: ReadmeFacts) -> str:
                 "sharing on LILA BC; MegaDetector's tools and any COCO reader open it.")
     if file == "camera-visits.csv":
         return ("A row per camera: its first and last photo and its visits (photos close in time) with an animal, "
-                "a person, a vehicle or nothing (a visit with a photo cut short where nothing was seen is unknown, "
-                "not blank). Opens in a spreadsheet.")
+                "a person, a vehicle, another kind or a photo cut short in which nothing was seen (unknown), and "
+                "blank ones. A visit counts once in each kind it had (an animal and a person: in both; an animal "
+                "and such a photo: animal and unknown), so those columns may add up to more than its visits; a "
+                "blank visit had none of them. Opens in a spreadsheet.")
     if file == "camera-days.csv":
-        return ("A row per camera and day: its photos and visits by kind, for trap effort and detection "
-                "histories (camtrapR, occupancy models). Opens in a spreadsheet.")
+        return ("A row per camera and day: its photos and visits by kind (counted as in camera-visits.csv), for "
+                "trap effort and detection histories (camtrapR, occupancy models). Opens in a spreadsheet.")
     if _BATCH.fullmatch(path) is not None:
         return (f"Zooniverse subject manifests: trapbatch zooniverse {task} puts the photos beside them, fit for "
                 "upload, and prints the Zooniverse panoptes CLI command that uploads each "

@@ -238,6 +238,11 @@ def test_the_preview_page_lists_each_cameras_visits_and_flags_mostly_blank_ones(
     assert 'id="visits"' in page and "camera visits: 1 visit at 1 camera" in page
     assert "<td><code>a</code></td>" in page and "mostly blank" not in page
     assert f"{settings.container}/{layout.camera_visits_blob(tid)}" in page
+    # what the counts are, exactly: a visit is in each kind it had (an animal and a photo cut short with nothing
+    # detected: animal and unknown, core.camtrap_events), and blank only without any
+    said = " ".join(page.split())
+    assert "once for each kind it has, so the kinds may add up to more than the visits" in said
+    assert "blank when none has a box and none was cut short" in said
 
     def camera(name: str, visits: int, blank: int) -> ev.CameraVisits:
         return ev.CameraVisits(name, "2024-06-01T06:00:00+00:00", "2024-06-03T06:00:00+00:00", 172800, visits * 2,

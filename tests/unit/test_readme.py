@@ -105,3 +105,14 @@ def test_a_model_of_no_known_megadetector_release_is_said_to_be_one() -> None:
     odd = model_line("/srv/models/demo-yolov5n-random.pt", "demo-yolov5n-random.pt")
     assert mdformat.NO_RELEASE in odd and "only as good as its weights" in odd
     assert mdformat.NO_RELEASE not in model_line("MDV5A", "md_v5a.0.0.pt")
+
+
+def test_the_camera_tables_say_a_visit_counts_in_each_kind_it_had() -> None:
+    """camera-visits.csv's kind columns count a visit once for each kind it had (``core.camtrap_events``: a visit
+    with an animal and a photo cut short in which nothing was detected is in animal_visits and unknown_visits), so
+    they may add up to more than its visits; the README the ecologist reads says so, and what blank means, instead
+    of "with an animal, a person, a vehicle or nothing", which read as one column per visit."""
+    flat = " ".join(readme_text(FACTS, FILES).split())
+    assert "A visit counts once in each kind it had" in flat
+    assert "so those columns may add up to more than its visits; a blank visit had none of them" in flat
+    assert "(counted as in camera-visits.csv)" in flat
