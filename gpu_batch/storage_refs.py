@@ -19,6 +19,7 @@ import json
 import os
 import re
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -790,6 +791,94 @@ def identity_environment(environ: Mapping[str, str] | None = None) -> tuple[tupl
     an environment that names another identity never gets a credential holding another identity's token."""
     env = os.environ if environ is None else environ
     return tuple(sorted((name, value) for name, value in env.items() if name.startswith(IDENTITY_ENV_PREFIXES)))
+
+
+# A shared credential's token whose refresh failed is handed out as it is for this long before the next try
+# (``RefreshSparingCredential``): azure-identity's own pause between refresh tries for its other credentials
+# (1.27.0 ``_constants.py`` DEFAULT_TOKEN_REFRESH_RETRY_DELAY, used by ``_internal/get_token_mixin.py``)
+TOKEN_REFRESH_RETRY_S = 30.0
+# ... and never within this of its expiry: MSAL takes a cached token that expires within 5 minutes for expired (msal
+# 1.39 ``managed_identity.py``: "expires_in < 5*60: Then consider it expired")
+TOKEN_HELD_UNTIL_S = 300.0
+
+
+class RefreshSparingCredential:
+    """``inner`` (a ``DefaultAzureCredential``), except that once a refresh of a token still in date has failed,
+    that token is handed out as it is, for ``TOKEN_REFRESH_RETRY_S``, before the next refresh is tried.
+
+    Why: a managed identity's token (~24 h) is due for a refresh halfway (msal 1.39 ``managed_identity.py``:
+    ``refresh_in`` half of ``expires_in``), and a refresh that fails (IMDS not answering) hands back the token in hand
+    with that ``refresh_on`` already past ("Fallback to the cached token", same file). azure-core's
+    ``BearerTokenCredentialPolicy`` asks again while ``refresh_on`` is past (1.41 ``policies/_authentication.py``
+    ``_should_refresh_token``), so each request then asked IMDS, through ``ImdsRetryPolicy``'s retries: measured
+    ~5 s a request against a refused connection and ~24 s against 503s, ~75 s against 410s by the policy's own
+    comment (azure-identity 1.27.0 ``_credentials/imds.py``). azure-identity's other credentials pause between
+    refresh tries (``TOKEN_REFRESH_RETRY_S``); its managed identity, through MSAL, does not (MSAL throttles only a
+    429 or 5xx answer, for 5 s: ``_ThrottledHttpClient``). A process that keeps one credential for hours (the
+    resident GPU worker's ``node_clients.node_credential``: thousands of shards) met that in the second half of
+    every token's life: an IMDS outage then stalled every image read of every shard, where a token was in hand.
+
+    The token handed out meanwhile says ``refresh_on`` at the next try, so a client's policy asks again then, not at
+    each request; one caller makes that try, the others get the token in hand. Within ``TOKEN_HELD_UNTIL_S`` of its
+    expiry nothing is held: the request goes to ``inner`` and its failure is the caller's, as before.
+
+    Must not: hold a token of another identity (one wrapper per credential), or change what a failure raises."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self._held: dict[str, tuple[Any, float]] = {}  # scopes and options -> (token handed out, next try at)
+        self._lock = threading.Lock()
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        """``inner``'s: an ``AccessToken`` has no ``refresh_on``, so a policy that gets one asks again only near its
+        expiry."""
+        return self._inner.get_token(*scopes, **kwargs)
+
+    def get_token_info(self, *scopes: str, options: Any = None) -> Any:
+        """``inner``'s token, or the one held since a refresh failed (``RefreshSparingCredential``)."""
+        key = repr((scopes, sorted((options or {}).items())))
+        now = time.time()
+        with self._lock:
+            held = self._held.get(key)
+            if held is not None:
+                token, retry_at = held
+                if token.expires_on - now <= TOKEN_HELD_UNTIL_S:
+                    del self._held[key]
+                elif now < retry_at:
+                    return token
+                else:  # this caller tries; the others keep the token in hand meanwhile
+                    self._held[key] = (token, now + TOKEN_REFRESH_RETRY_S)
+        if hasattr(self._inner, "get_token_info"):
+            fresh = self._inner.get_token_info(*scopes, options=options)
+        else:
+            fresh = self._inner.get_token(*scopes, **dict(options or {}))
+        return self._kept(key, fresh)
+
+    def _kept(self, key: str, token: Any) -> Any:
+        """``token``, or it with ``refresh_on`` at the next try when it came back due already (a refresh failed)."""
+        from azure.core.credentials import AccessTokenInfo
+
+        now = time.time()
+        refresh_on = getattr(token, "refresh_on", None)
+        with self._lock:
+            if refresh_on is None or refresh_on > now or token.expires_on - now <= TOKEN_HELD_UNTIL_S:
+                self._held.pop(key, None)
+                return token
+            retry_at = now + TOKEN_REFRESH_RETRY_S
+            kept = AccessTokenInfo(token.token, int(token.expires_on), token_type=token.token_type,
+                                   refresh_on=int(retry_at))
+            self._held[key] = (kept, retry_at)
+            return kept
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def __enter__(self) -> RefreshSparingCredential:
+        self._inner.__enter__()
+        return self
+
+    def __exit__(self, *args: Any) -> None:
+        self._inner.__exit__(*args)
 
 
 # Connections a process's shared session keeps per host, and hosts kept. requests' own 10 (``HTTPAdapter``'s

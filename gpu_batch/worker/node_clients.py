@@ -38,7 +38,8 @@ _LOCK = threading.Lock()
 
 
 def node_credential() -> Any:
-    """The process's ``DefaultAzureCredential`` for the identity its environment names.
+    """The process's ``DefaultAzureCredential`` for the identity its environment names (in a
+    ``storage_refs.RefreshSparingCredential``).
 
     Keyed by the identity-relevant variables of ``os.environ`` (what the credential reads when it is built; a resident
     worker swaps ``os.environ`` for each shard's, ``resident._swap_environ``): a shard whose client names another
@@ -48,7 +49,16 @@ def node_credential() -> Any:
     the worker judges that failure as before (exit 69 when IMDS did not answer): azure-identity 1.27.0
     ``_credentials/chained.py`` keeps only a credential that succeeded, ``_credentials/imds.py`` marks its endpoint
     available only once it answered. Also keyed by the class as ``azure.identity`` has it now, so a test that stands
-    another class in gets its own."""
+    another class in gets its own.
+
+    What sharing changes when IMDS stops answering: a credential that once had a token no longer probes first
+    (``imds.py``: the 1-s probe runs only in a credential chain while ``_endpoint_available`` is unset), so a token
+    request takes ``ImdsRetryPolicy``'s whole course before it fails (~5 s refused, ~24 s against 503s, ~75 s
+    against 410s, IMDS being updated: riding that out is its point, and the probe let a 410 through to the same
+    retries). Once its token has expired no shard can read its storage however fast that fails, and a quicker exit
+    69 would only use up the shard's attempts sooner: left so. Before then the token in hand serves: a refresh that
+    fails in the second half of its life is tried again only every ``storage_refs.TOKEN_REFRESH_RETRY_S``
+    (``storage_refs.RefreshSparingCredential``, which this credential is wrapped in), not at every request."""
     from azure import identity
 
     maker = identity.DefaultAzureCredential
@@ -56,7 +66,7 @@ def node_credential() -> Any:
     with _LOCK:
         credential = _CREDENTIALS.get(key)
         if credential is None:
-            credential = _CREDENTIALS[key] = maker()
+            credential = _CREDENTIALS[key] = storage_refs.RefreshSparingCredential(maker())
         return credential
 
 

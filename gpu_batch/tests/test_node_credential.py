@@ -1,0 +1,132 @@
+"""The worker's shared managed-identity credential (``gpu_batch.worker.node_clients.node_credential``) when the
+node's IMDS stops answering in the second half of its token's life: the token in hand keeps serving, and IMDS is
+asked again every ``storage_refs.TOKEN_REFRESH_RETRY_S``, not at every request. Real azure-identity and azure-core
+against a local stand-in for IMDS (``AZURE_POD_IDENTITY_AUTHORITY_HOST``), the clock moved by the test."""
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Iterator
+
+import pytest
+
+STORAGE = "https://storage.azure.com/.default"
+DAY_S = 86399  # a managed identity's token: ~24 h (MSAL refreshes it halfway, msal managed_identity.py)
+
+
+class _Imds(BaseHTTPRequestHandler):
+    """IMDS's token endpoint: a token while ``up``, else the connection dropped without an answer."""
+
+    protocol_version = "HTTP/1.1"
+    up = True
+    asked = 0
+    issued = 0
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        type(self).asked += 1
+        if not type(self).up:
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        type(self).issued += 1
+        body = json.dumps({"access_token": f"token-{type(self).issued}", "expires_in": str(DAY_S),
+                           "resource": "https://storage.azure.com/", "token_type": "Bearer"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def imds(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[_Imds]]:
+    """The stand-in IMDS, the node's only identity (the SDK's own IMDS retries cut to none: each try is one request
+    here), and a clock the test moves (``time.time``, which MSAL and azure-core read)."""
+    from azure.identity._credentials import imds as sdk_imds
+
+    handler = type("Imds", (_Imds,), {"up": True, "asked": 0, "issued": 0})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    for name in ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET", "AZURE_FEDERATED_TOKEN_FILE",
+                 "IDENTITY_ENDPOINT", "MSI_ENDPOINT", "AZURE_TOKEN_CREDENTIALS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AZURE_POD_IDENTITY_AUTHORITY_HOST", f"http://127.0.0.1:{server.server_address[1]}")
+    monkeypatch.setitem(sdk_imds.PIPELINE_SETTINGS, "retry_total", 0)
+    yield handler
+    server.shutdown()
+    server.server_close()
+
+
+def _shard_requests(credential: Any, requests: int) -> list[str]:
+    """The Authorization header of ``requests`` requests of one shard's client: a storage client's pipeline has a
+    ``BearerTokenCredentialPolicy`` of its own, which asks the credential for a token when it has none and while the
+    one it has is due (``refresh_on`` past)."""
+    from azure.core.pipeline import PipelineContext, PipelineRequest
+    from azure.core.pipeline.policies import BearerTokenCredentialPolicy
+    from azure.core.rest import HttpRequest
+
+    policy = BearerTokenCredentialPolicy(credential, STORAGE)
+    said = []
+    for _ in range(requests):
+        request = PipelineRequest(HttpRequest("GET", "https://own.blob.core.windows.net/c/b.jpg"),
+                                  PipelineContext(None))
+        policy.on_request(request)
+        said.append(request.http_request.headers["Authorization"])
+    return said
+
+
+def test_a_token_whose_refresh_failed_serves_on_and_imds_is_asked_again_only_every_so_often(
+        imds: type[_Imds], monkeypatch: pytest.MonkeyPatch) -> None:
+    """13 h after its token was issued (past MSAL's refresh point, halfway), IMDS stops answering. MSAL then hands
+    back the token in hand with its ``refresh_on`` past, and azure-core's policy asks again at every request: each
+    of a shard's reads asked IMDS (~5-13 s of the SDK's retries each where it does not answer, ~75 s for a 410), so
+    without the change these 3 shards of 10 reads asked it 30 times. Now once, and again after
+    ``TOKEN_REFRESH_RETRY_S``; IMDS back, the next try gets a new token."""
+    from gpu_batch import storage_refs
+    from gpu_batch.worker import node_clients
+
+    now = {"offset": 0.0}
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + now["offset"])
+    credential = node_clients.node_credential()
+    assert _shard_requests(credential, 3) == ["Bearer token-1"] * 3 and imds.asked == 1
+    now["offset"] = 13 * 3600.0
+    imds.up, imds.asked = False, 0
+    for _ in range(3):
+        assert _shard_requests(credential, 10) == ["Bearer token-1"] * 10
+    assert imds.asked == 1, f"IMDS asked {imds.asked} times for 30 reads"
+    now["offset"] += storage_refs.TOKEN_REFRESH_RETRY_S + 1
+    assert _shard_requests(credential, 10) == ["Bearer token-1"] * 10
+    assert imds.asked == 2
+    imds.up = True
+    now["offset"] += storage_refs.TOKEN_REFRESH_RETRY_S + 1
+    assert _shard_requests(credential, 3) == ["Bearer token-2"] * 3 and imds.asked == 3
+    assert _shard_requests(credential, 3) == ["Bearer token-2"] * 3 and imds.asked == 3  # fresh: no more asking
+
+
+def test_an_expired_token_is_not_held_and_the_failure_is_the_callers(imds: type[_Imds],
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Within 5 minutes of its expiry (where MSAL stops using a cached token) nothing is held: with IMDS silent the
+    token request fails as it did (the worker's exit 69), at each use."""
+    from azure.core.exceptions import ClientAuthenticationError
+
+    from gpu_batch.worker import node_clients
+
+    now = {"offset": 0.0}
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + now["offset"])
+    credential = node_clients.node_credential()
+    assert _shard_requests(credential, 1) == ["Bearer token-1"]
+    now["offset"] = DAY_S - 200.0
+    imds.up, imds.asked = False, 0
+    for tries in (1, 2):
+        with pytest.raises(ClientAuthenticationError):
+            _shard_requests(credential, 1)
+        assert imds.asked == tries
