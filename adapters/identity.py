@@ -28,7 +28,7 @@ from typing import Any, Mapping
 
 from azure.core.exceptions import ClientAuthenticationError
 
-from gpu_batch.storage_refs import (identity_environment, managed_identity_problem,
+from gpu_batch.storage_refs import (RefreshSparingCredential, identity_environment, managed_identity_problem,
                                     token_endpoint_did_not_answer)
 
 
@@ -85,7 +85,9 @@ class AppCredential:
         if inner is None:
             from azure.identity import DefaultAzureCredential
 
-            inner = DefaultAzureCredential()
+            # a token whose refresh failed serves on, and the endpoint is asked again every 30 s, not at each request
+            # of every client (storage_refs.RefreshSparingCredential: the shared credential keeps tokens for hours)
+            inner = RefreshSparingCredential(DefaultAzureCredential())
         self._inner = inner
 
     def get_token(self, *scopes: str, **kwargs: Any) -> Any:

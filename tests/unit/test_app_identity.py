@@ -231,3 +231,87 @@ def test_the_apps_identity_asks_its_endpoint_once_per_resource_however_many_clie
     asked = collections.Counter(path.split("resource=")[1] for path in handler.asked)
     assert grown <= 0 and list(asked.values()) == [1, 1, 1, 1], (f"{grown} more file descriptors after 4 more "
                                                                   f"rounds; token requests: {dict(asked)}")
+
+
+class _Fading(http.server.BaseHTTPRequestHandler):
+    """App Service's identity endpoint: a token valid for a day while ``up``, else the connection dropped unanswered;
+    ``asked`` counts requests, ``issued`` tokens."""
+
+    protocol_version = "HTTP/1.1"
+    up = True
+    asked = 0
+    issued = 0
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        import socket
+        import time
+
+        type(self).asked += 1
+        if not type(self).up:
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        type(self).issued += 1
+        body = json.dumps({"access_token": f"token-{type(self).issued}", "expires_on": str(int(time.time()) + 86400),
+                           "resource": "https://storage.azure.com", "token_type": "Bearer"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def test_a_token_whose_refresh_failed_serves_the_apps_clients_without_asking_at_each_request(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The app's shared credential (``app_credential``) 13 h into its token's day, past MSAL's refresh point, with
+    the identity endpoint silent: MSAL hands back the token in hand, due already, and azure-core's policy asked again
+    at each request (four requests to the endpoint each, with azure-core's back-offs between: ~5 s a request), 12
+    times for these 3 clients' 12 requests. Now the token serves and the endpoint is tried again every
+    ``storage_refs.TOKEN_REFRESH_RETRY_S`` (``storage_refs.RefreshSparingCredential``)."""
+    import time
+
+    from azure.core.pipeline import PipelineContext, PipelineRequest
+    from azure.core.pipeline.policies import BearerTokenCredentialPolicy
+    from azure.core.rest import HttpRequest
+
+    from adapters.identity import app_credential
+    from gpu_batch.storage_refs import TOKEN_REFRESH_RETRY_S
+
+    handler = type("Fading", (_Fading,), {"up": True, "asked": 0, "issued": 0})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _identity_endpoint_at(monkeypatch, server.server_address[1])
+    now = {"offset": 0.0}
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + now["offset"])
+    monkeypatch.setattr(time, "sleep", lambda seconds: None)  # azure-core's retry back-offs: not waited here
+
+    def client_requests(requests: int) -> list[str]:
+        policy = BearerTokenCredentialPolicy(app_credential(), "https://storage.azure.com/.default")
+        said = []
+        for _ in range(requests):
+            request = PipelineRequest(HttpRequest("GET", "https://own.blob.core.windows.net/c/b"),
+                                      PipelineContext(None))
+            policy.on_request(request)
+            said.append(request.http_request.headers["Authorization"])
+        return said
+
+    try:
+        assert client_requests(2) == ["Bearer token-1"] * 2 and handler.asked == 1
+        now["offset"] = 13 * 3600.0
+        handler.up = False
+        asked = handler.asked
+        for _ in range(3):
+            assert client_requests(4) == ["Bearer token-1"] * 4
+        tries = handler.asked - asked
+        assert 0 < tries <= 4, f"the endpoint was asked {tries} times for 12 requests"  # one try, with its retries
+        handler.up = True
+        now["offset"] += TOKEN_REFRESH_RETRY_S + 1
+        assert client_requests(2) == ["Bearer token-2"] * 2
+    finally:
+        server.shutdown()
+        server.server_close()
