@@ -412,7 +412,9 @@ class AzureBatchPool:
         (``_operations/_patch.py`` ``_bulk_add_tasks``), so a Batch outage spun the activity until the host's
         ``functionTimeout`` killed it, and the task failed as a timeout instead of with the reason. Here server errors
         are retried with backoff, never sooner than Batch's ``Retry-After`` asks (``_retry_after_s``), until
-        ``SUBMIT_DEADLINE_S``, then ``BatchUnavailable`` says so; a chunk too large
+        ``SUBMIT_DEADLINE_S``, then ``BatchUnavailable`` says so; so is a task Batch's answer left out (it answers one
+        result per task sent): else it counted as added, and only its shard group's poll by id, every
+        ``orchestrations.shards.FULL_POLL_EVERY`` rounds (up to an hour), found it unknown; a chunk too large
         is halved, as the SDK does; a closed job is ``JobClosed``; any other refusal is ``TasksRefused`` with Batch's
         codes.
         """
@@ -447,7 +449,9 @@ class AzureBatchPool:
             else:
                 by_id = {t.id: t for t in chunk}
                 retry = []
+                answered: set[str] = set()
                 for r in answer.result_values or []:
+                    answered.add(r.task_id)
                     code = str(getattr(r.error, "code", "") or "") if r.error else ""
                     if r.status == m.BatchTaskAddStatus.SERVER_ERROR:
                         retry.append(by_id[r.task_id])
@@ -457,6 +461,13 @@ class AzureBatchPool:
                             raise JobClosed(f"job {job_id} is closed ({code}): Batch accepts no tasks for a "
                                             "terminated job")
                         refused.append(f"{r.task_id}: {code or 'clienterror'}")
+                # Batch answers one result per task sent (REST Task - Add Collection, TaskAddCollectionResult); one
+                # left out was not confirmed added: sent again, as a servererror (an id Batch has is TaskExists)
+                unanswered = [t for t in chunk if t.id not in answered]
+                if unanswered:
+                    retry += unanswered
+                    problem = f"no result for {len(unanswered)} task(s) ({unanswered[0].id}" + (
+                        " ...)" if len(unanswered) > 1 else ")")
             pending = retry + rest
             if retry:
                 wait = max(delay, asked_wait)

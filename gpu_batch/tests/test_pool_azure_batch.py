@@ -414,6 +414,24 @@ def test_tasks_batch_answers_servererror_for_are_added_again_after_a_pause() -> 
     assert slept == [2.0, 4.0]
 
 
+def test_a_task_missing_from_batchs_answer_is_added_again_not_taken_for_added() -> None:
+    """REST Task - Add Collection answers one TaskAddResult per task of the request (``value``: "The results of the
+    add Task collection operation"); a task the answer leaves out was not confirmed added. It is sent again (an id
+    Batch has already is TaskExists, success), after the same pause as a servererror; before, it counted as added and
+    only the shard group's poll by id, every FULL_POLL_EVERY rounds (up to an hour), found it unknown."""
+    t = FlakyBatch(lambda n, ids: (200, _results([i for i in ids if n > 1 or i != "s00001-a1"])))
+    p = pool(t)
+    slept = _fake_time(p)
+    p.submit("task-x", [shard("s00000", 1), shard("s00001", 1), shard("s00002", 1)])
+    assert t.adds == [["s00000-a1", "s00001-a1", "s00002-a1"], ["s00001-a1"]]
+    assert slept == [2.0]
+    never = FlakyBatch(lambda n, ids: (200, {"value": []}))
+    p2 = pool(never)
+    _fake_time(p2)
+    with pytest.raises(Exception, match=r"no result for 1 task\(s\) \(s00000-a1\); 1 of 1 tasks not added"):
+        p2.submit("task-x", [shard("s00000", 1)])
+
+
 def test_a_batch_outage_fails_the_submission_at_its_deadline_with_the_reason() -> None:
     """An outage (5xx on every request) must end the activity with what happened, inside the host's functionTimeout
     (30 min), not spin until the host kills it."""
