@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from typing import Iterable
 
 import azure.durable_functions as df
-from azure.core.exceptions import AzureError
+from azure.core.exceptions import AzureError, HttpResponseError
 
 from activities.decided import task_settings
 from activities.shard_results import images_to_rerun, progress_count, shard_coverage, shard_manifest
@@ -27,7 +27,8 @@ from gpu_batch import exit_codes, layout
 from gpu_batch import manifest as contract
 from gpu_batch.formats import jsonio
 from gpu_batch.manifest import ShardManifest, ViewBasis
-from gpu_batch.pool import GpuPool, ShardTask, TaskInfo, TaskState
+from gpu_batch.pool import GpuPool, JobClosed, JobDisabled, JobState, ShardTask, TaskInfo, TaskState
+from gpu_batch.pool.base import closed_outside_hint
 
 logger = logging.getLogger(__name__)
 bp = df.Blueprint()
@@ -134,19 +135,25 @@ def run_poll(task_id: str, job: str, task_ids: list[str], settings: Settings, st
     asking the pool: the group cancels its tasks next and ends, so a cancel during a Batch outage that the group
     outlasts (orchestrations/shards.py "Outages") is not held up until Batch answers. A round about no task (no
     ``task_ids``, no ``since``: a group whose SUBMIT stays busy with nothing else in flight) reads the marker and asks
-    the pool nothing, so a cancel or a stop gets through while Batch is out of reach.
+    the pool nothing, so a cancel or a stop gets through while Batch is out of reach. A round in which no task
+    completed also asks the job's state, and fails when the job was terminated, deleted or disabled outside trapbatch
+    (``check_job``): its queued tasks would never change.
     """
     cancelled = store.exists(settings.container, layout.cancel_marker(job))
     if cancelled or (not task_ids and not since):  # no pool call, which Batch may refuse: the marker is all it needs
         return {"cancelled": cancelled, "completed": [], "running": 0, "queued": 0, "images_in_progress": 0,
                 "cursor": "", "states": {}, "progress": {}}
     wanted = set(task_ids)
-    if since:
-        found = pool.changes(job, since)
-        infos, cursor = [i for i in found.tasks if i.task_id in wanted], found.cursor
-    else:
-        cursor = pool.cursor()  # before asking: a change after this is in the next round's listing
-        infos = pool.poll(job, task_ids)
+    try:
+        if since:
+            found = pool.changes(job, since)
+            infos, cursor = [i for i in found.tasks if i.task_id in wanted], found.cursor
+        else:
+            cursor = pool.cursor()  # before asking: a change after this is in the next round's listing
+            infos = pool.poll(job, task_ids)
+    except HttpResponseError:  # a listing refused because the job is gone (404 JobNotFound) says so
+        check_job(pool, job, len(task_ids))
+        raise
     completed: list[c.CompletedShard] = []
     states: dict[str, str] = {}
     for info in infos:
@@ -154,6 +161,8 @@ def run_poll(task_id: str, job: str, task_ids: list[str], settings: Settings, st
             completed.append(_completed_row(info, settings, store, task_id))
         else:
             states[info.task_id] = "running" if info.state == TaskState.running else "queued"
+    if not completed:  # a round without news: is the job still one whose tasks run? (check_job)
+        check_job(pool, job, len(task_ids))
     finished = {row["task_id"] for row in completed}
     now_running = {tid for tid in running or [] if tid in wanted and states.get(tid, "running") == "running"}
     now_running |= {tid for tid, state in states.items() if state == "running"}
@@ -172,6 +181,35 @@ def run_poll(task_id: str, job: str, task_ids: list[str], settings: Settings, st
         known = {info.task_id for info in infos}
         out["unknown"] = [tid for tid in task_ids if tid not in known]
     return out
+
+
+def check_job(pool: GpuPool, job: str, in_flight: int) -> None:
+    """Fail the poll when the run's pool job was ended or paused outside trapbatch; return when it is active.
+
+    Why: a job terminated outside trapbatch (``az batch job terminate``, the portal) ends its running tasks, but "If
+    there are any Tasks in the Job in the active state, they will remain in the active state" (REST Job - Terminate;
+    azure-batch 15 ``begin_terminate_job``), and a disabled one starts none until enabled ("No new Tasks are started
+    under the Job until it moves back to active state", REST Job - Disable). Those tasks never change, so a group
+    whose in-flight tasks were all still queued polled them for ever: no change, no completion, no resubmission (the
+    only step that met the closed job, as ``JobClosed``), and the task never ended. Asked only in a round without a
+    completed task (``run_poll``): one Job - Get per quiet round of a group, at most ``TRAPBATCH_MAX_IN_FLIGHT``
+    groups every ``TRAPBATCH_POLL_MAX_S`` (100 per 300 s by default).
+
+    Closed or deleted: ``JobClosed``, which fails the group, and so the task, saying what happened and what to do
+    (``closed_outside_hint``); each other group meets it at its own next quiet round (or SUBMIT), and the task's close
+    of the job then terminates the tasks left active. Why this is never trapbatch's own close: a run's groups have all
+    ended before the task closes its job, and a cancelled round returns before the pool is asked. Disabled:
+    ``JobDisabled``, a busy failure, so the group waits it out as an outage (``orchestrations.shards`` "Outages"): its
+    status's ``waiting`` note carries this reason (the first 200 characters: ``retries.busy_reason``) and until when;
+    enabled again, the group goes on; else it fails at its outage limit."""
+    state = pool.job_state(job)
+    if state in (JobState.closed, JobState.deleted):
+        how = "terminated" if state is JobState.closed else "deleted"
+        raise JobClosed(f"the pool job was {how} while {in_flight} shard attempt(s) of this group were in flight; "
+                        f"Batch runs none of its tasks still queued: {closed_outside_hint(job)}")
+    if state is JobState.disabled:
+        raise JobDisabled(f"the pool job was disabled outside trapbatch: none of its tasks starts until 'az batch job "
+                          f"enable --job-id {job}'; the shard group waits for that up to its outage limit, then fails")
 
 
 def resubmit_one(task_id: str, job: str, sid: str, attempt: int, settings: Settings, store: BlobStore,

@@ -57,9 +57,11 @@ BUSY_MAX_DELAY_S = 300.0
 # written before it holds, so recorded failures replay as they were judged. SourceBusy (core.errors): the images'
 # account or its secret store did not answer; also new (such failures were SourceUnavailable, not busy, before).
 # TopicUnavailable (adapters.event_grid): the Event Grid topic, or its token, did not come; new (was PublishFailed).
+# JobDisabled (gpu_batch.pool.base): the run's pool job was disabled outside trapbatch; a shard group waits it out as
+# an outage (activities.pool.check_job); new (such a group polled for ever before, no failure was recorded).
 BUSY_TYPES = frozenset({
     "StorageUnavailable", "TaskHubUnavailable", "BatchUnavailable", "TokenEndpointUnavailable", "SourceBusy",
-    "TopicUnavailable",
+    "TopicUnavailable", "JobDisabled",
     "ServiceRequestError", "ServiceResponseError",
     "ServiceRequestTimeoutError", "ServiceResponseTimeoutError", "IncompleteReadError", "ConnectionError",
     "ConnectionResetError", "ConnectionAbortedError", "ConnectionRefusedError", "TimeoutError"})

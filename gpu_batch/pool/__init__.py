@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from gpu_batch.pool.base import (GpuPool, JobClosed, JobQuotaReached, PoolChanges, ShardTask, TaskInfo, TaskResult,
-                                 TaskState)
+from gpu_batch.pool.base import (GpuPool, JobClosed, JobDisabled, JobQuotaReached, JobState, PoolChanges, ShardTask,
+                                 TaskInfo, TaskResult, TaskState)
 
-__all__ = ["GpuPool", "JobClosed", "JobQuotaReached", "PoolChanges", "ShardTask", "TaskInfo", "TaskResult", "TaskState",
-           "make_pool"]
+__all__ = ["GpuPool", "JobClosed", "JobDisabled", "JobQuotaReached", "JobState", "PoolChanges", "ShardTask", "TaskInfo",
+           "TaskResult", "TaskState", "make_pool"]
 
 
 def make_pool(kind: str, **kwargs: Any) -> GpuPool:

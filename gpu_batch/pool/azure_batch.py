@@ -32,8 +32,8 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from gpu_batch import layout
-from gpu_batch.pool.base import (JobClosed, JobQuotaReached, PoolChanges, ShardTask, TaskInfo, TaskResult,
-                                 TaskState, worker_module)
+from gpu_batch.pool.base import (JobClosed, JobQuotaReached, JobState, PoolChanges, ShardTask, TaskInfo, TaskResult,
+                                 TaskState, closed_outside_hint, worker_module)
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,11 @@ logger = logging.getLogger(__name__)
 _JOB_CLOSED_CODES = frozenset({"JobCompleted", "JobBeingTerminated", "JobBeingDeleted"})
 TASK_RETENTION = timedelta(days=1)
 _TASK_ENDED_CODES = frozenset({"TaskCompleted", "TaskNotFound", "JobNotFound"})  # terminating what has ended
+# Batch's job states (azure-batch 15 ``BatchJobState``) as trapbatch tells them apart (``JobState``); one Batch may add
+# later counts as active: a state trapbatch does not know is no reason to fail a task.
+_JOB_STATES = {"active": JobState.active, "enabling": JobState.active, "disabling": JobState.disabled,
+               "disabled": JobState.disabled, "terminating": JobState.closed, "completed": JobState.closed,
+               "deleting": JobState.deleted}
 _TASK_SELECT = ["id", "state", "executionInfo"]
 _CHANGES_SELECT = ["id", "state", "stateTransitionTime", "executionInfo"]
 # How far a change cursor reaches back. Batch's own monitoring sample allows "a clock skew (which is within 30 seconds
@@ -315,6 +320,20 @@ class AzureBatchPool:
             self._terminate_unfinished_tasks(job_id)
             self._terminate(job_id, "trapbatch task ended")
 
+    def job_state(self, job_id: str) -> JobState:
+        """The job's state (``JobState``), by one Job - Get with ``$select=state`` (batch-efficient-list-queries.md:
+        select only what is used); a job Batch does not know (404 JobNotFound) is ``deleted``."""
+        from azure.core.exceptions import HttpResponseError
+
+        with _unavailable_on_server_errors(f"reading job {job_id}"):
+            try:
+                job = self.client.get_job(job_id, select=["state"])
+            except HttpResponseError as exc:
+                if getattr(exc, "status_code", None) == 404 or _error_code(exc) in ("JobNotFound", "JobBeingDeleted"):
+                    return JobState.deleted
+                raise
+        return _JOB_STATES.get(str(getattr(job.state, "value", job.state) or "").lower(), JobState.active)
+
     def _terminate_unfinished_tasks(self, job_id: str) -> None:
         """Terminate every task of the job that is active, preparing or running; one that completed in between, or a
         job already gone or closed, is no error (``_TASK_ENDED_CODES``, ``_JOB_CLOSED_CODES``)."""
@@ -436,7 +455,7 @@ class AzureBatchPool:
                 code, status = _error_code(exc), getattr(exc, "status_code", None) or 0
                 if code in _JOB_CLOSED_CODES:
                     raise JobClosed(f"job {job_id} is closed ({code}): Batch accepts no tasks for a terminated "
-                                    "job") from exc
+                                    f"job; {closed_outside_hint(job_id)}") from exc
                 if code == "RequestBodyTooLarge" and len(chunk) > 1:
                     per_request = max(1, len(chunk) // 2)
                     continue
@@ -459,7 +478,7 @@ class AzureBatchPool:
                     elif r.status == m.BatchTaskAddStatus.CLIENT_ERROR and code != "TaskExists":
                         if code in _JOB_CLOSED_CODES:
                             raise JobClosed(f"job {job_id} is closed ({code}): Batch accepts no tasks for a "
-                                            "terminated job")
+                                            f"terminated job; {closed_outside_hint(job_id)}")
                         refused.append(f"{r.task_id}: {code or 'clienterror'}")
                 # Batch answers one result per task sent (REST Task - Add Collection, TaskAddCollectionResult); one
                 # left out was not confirmed added: sent again, as a servererror (an id Batch has is TaskExists)

@@ -129,6 +129,39 @@ class JobClosed(RuntimeError):
     """
 
 
+def closed_outside_hint(job_id: str) -> str:
+    """What a task whose pool job was terminated or deleted outside trapbatch fails with, after what happened: why
+    it was not trapbatch (a run's job is closed only once its shards are done: ``orchestrations.task``) and what to do.
+    Posted again as it was, a failed task resumes its run's generation in a pool job of its own (``api.starters``:
+    each start has its own ``run``, so its own job), from the results its pool tasks wrote: no image is lost."""
+    return (f"trapbatch closes a run's pool job only once its shards are done, so {job_id} was ended outside it ('az "
+            "batch job terminate' or 'delete', or the portal). Post the same request again, without \"rerun\" or "
+            "\"only_new\": it resumes in a new pool job from the results its pool tasks wrote")
+
+
+class JobState(str, Enum):
+    """Where a pool job stands, as ``GpuPool.job_state`` reports it: Azure Batch's job states, folded to what a shard
+    group must tell apart (azure-batch 15 ``BatchJobState``; REST Job - Disable, Job - Terminate, Job - Delete).
+
+    ``active``: its tasks are scheduled (Batch: active, enabling). ``disabled``: none of its tasks starts until it is
+    enabled again ("No new Tasks are started under the Job until it moves back to active state"; Batch: disabling,
+    disabled). ``closed``: terminated; it accepts no tasks, and the tasks it left active stay active for ever ("If
+    there are any Tasks in the Job in the active state, they will remain in the active state"; Batch: terminating,
+    completed). ``deleted``: gone, or going (Batch: deleting, or 404 JobNotFound).
+    """
+
+    active = "active"
+    disabled = "disabled"
+    closed = "closed"
+    deleted = "deleted"
+
+
+class JobDisabled(RuntimeError):
+    """The run's pool job was disabled outside trapbatch while shards were in flight: none of them starts until it is
+    enabled again. A busy failure (``orchestrations.retries.BUSY_TYPES``): a shard group waits it out as an outage, up
+    to its limit, with the reason in its status's ``waiting`` note, and then fails saying what to do."""
+
+
 class JobQuotaReached(RuntimeError):
     """The Batch account holds as many active jobs as its quota allows, so this run's job cannot be created.
 
@@ -154,6 +187,11 @@ class GpuPool(Protocol):
         their current state and, for completed ones, how they ended; and the cursor for the next call."""
 
     def cancel(self, job_id: str, task_id: str | None = None) -> None: ...
+
+    def job_state(self, job_id: str) -> JobState:
+        """Where the job stands (``JobState``). A shard group asks when a poll round brought no news
+        (``activities.pool.run_poll``): a job terminated, deleted or disabled outside trapbatch changes no task that
+        was still active, so without asking, its group would wait on them for ever."""
 
     def close_job(self, job_id: str) -> None:
         """The job's trapbatch task has ended: stop whatever of it still runs and accept no more tasks.

@@ -29,6 +29,13 @@ share), so ``changes`` lists only the rows changed after a cursor, as AzureBatch
 ``stateTransitionTime``. Closed jobs (``close_job``) are rows of a second table, ``<table>jobs``, so that every
 LocalPool on the same tables refuses tasks for them, as Azure Batch refuses tasks for a terminated job.
 
+Jobs ended or paused outside trapbatch: ``terminate_job`` is what ``az batch job terminate`` does to a Batch job (its
+running tasks end, TaskEnded; its active ones stay active and never start; it accepts no tasks), ``disable_job`` and
+``enable_job`` what ``az batch job disable --disable-tasks wait`` and ``enable`` do (no task of it starts meanwhile;
+running ones go on), and ``job_state`` reports either as ``AzureBatchPool.job_state`` does, so the app's handling of
+them (``activities.pool.run_poll``) is tested on this machine. ``close_job`` after either ends every unfinished task, as
+on Batch.
+
 Cores: the ``max_concurrent`` workers share this machine's cores. Each worker's torch would otherwise start one
 OpenMP thread per core, so ``n`` concurrent CPU workers ran ``n`` x cores threads whose spin-waits burnt CPU without
 work (a 12-image CPU shard beside other load: 10.1 s of CPU with the default threads, 7.8 s with one). A worker gets
@@ -85,8 +92,8 @@ from azure.data.tables import TableServiceClient, UpdateMode
 from gpu_batch import layout
 from gpu_batch.exit_codes import TASK_ENDED
 from gpu_batch.pool import process_identity
-from gpu_batch.pool.base import (READY_ARG, JobClosed, PoolChanges, ShardTask, TaskInfo, TaskResult, TaskState,
-                                 worker_module)
+from gpu_batch.pool.base import (READY_ARG, JobClosed, JobState, PoolChanges, ShardTask, TaskInfo, TaskResult,
+                                 TaskState, worker_module)
 
 logger = logging.getLogger(__name__)
 HEARTBEAT_S = 5.0
@@ -97,6 +104,7 @@ SWEEP_S = 5.0  # the longest the watcher goes without a pass while tasks are unf
 # it can check is judged by its process alone (module docstring: Liveness).
 DEAD_AFTER_S = 60.0
 _CLOSED_JOBS = "closed"  # the partition of the jobs table that lists closed jobs (row key: the job id)
+_DISABLED_JOBS = "disabled"  # the partition that lists jobs disabled outside trapbatch (disable_job)
 # How far a change cursor reaches back: a writer stamps ``Changed`` a moment before its write lands, so a listing
 # could miss a change stamped just before its cursor; repeats within the overlap are for the caller to ignore.
 CHANGE_OVERLAP_S = 5.0
@@ -242,12 +250,57 @@ class LocalPool:
                                 mode=UpdateMode.REPLACE)
         self._terminate(job_id, None, "terminated: the job was closed")
 
-    def _is_closed(self, job_id: str) -> bool:
+    def terminate_job(self, job_id: str) -> None:
+        """What ``az batch job terminate`` (REST Job - Terminate) does outside trapbatch: the job accepts no tasks, its
+        running (and preparing) tasks end as terminated (TaskEnded), and "If there are any Tasks in the Job in the
+        active state, they will remain in the active state" (azure-batch 15 ``begin_terminate_job``): never started,
+        never completed. A job closed already is left as it is (Batch answers 409 JobCompleted)."""
         try:
-            self.jobs.get_entity(_CLOSED_JOBS, job_id)
+            self.jobs.create_entity({"PartitionKey": _CLOSED_JOBS, "RowKey": job_id, "ClosedAt": now_iso(),
+                                     "Outside": True})
+        except ResourceExistsError:
+            return
+        for row in [dict(e) for e in self.table.query_entities("PartitionKey eq @j", parameters={"j": job_id})]:
+            if row["State"] in (TaskState.running.value, TaskState.preparing.value):
+                self._kill(row)
+                self._complete(row, KILLED_EXIT_CODE, "terminated: the job was terminated", TASK_ENDED)
+        self._kick()
+
+    def disable_job(self, job_id: str) -> None:
+        """What ``az batch job disable --disable-tasks wait`` does: no task of the job starts until ``enable_job``;
+        running ones go on ("No new Tasks are started under the Job until it moves back to active state", REST Job -
+        Disable)."""
+        self.jobs.upsert_entity({"PartitionKey": _DISABLED_JOBS, "RowKey": job_id, "DisabledAt": now_iso()},
+                                mode=UpdateMode.REPLACE)
+
+    def enable_job(self, job_id: str) -> None:
+        """What ``az batch job enable`` does: the job's active tasks are scheduled again."""
+        try:
+            self.jobs.delete_entity(_DISABLED_JOBS, job_id)
         except ResourceNotFoundError:
-            return False
-        return True
+            pass
+        self._kick()
+
+    def job_state(self, job_id: str) -> JobState:
+        """``closed`` once ``close_job`` or ``terminate_job`` closed it, ``disabled`` while ``disable_job`` holds,
+        else ``active`` (local jobs are never deleted: a job nothing was submitted to is active, as ``ensure_job``
+        makes none)."""
+        if self._closed_row(job_id) is not None:
+            return JobState.closed
+        try:
+            self.jobs.get_entity(_DISABLED_JOBS, job_id)
+        except ResourceNotFoundError:
+            return JobState.active
+        return JobState.disabled
+
+    def _closed_row(self, job_id: str) -> dict[str, Any] | None:
+        try:
+            return dict(self.jobs.get_entity(_CLOSED_JOBS, job_id))
+        except ResourceNotFoundError:
+            return None
+
+    def _is_closed(self, job_id: str) -> bool:
+        return self._closed_row(job_id) is not None
 
     def _terminate(self, job_id: str, task_id: str | None, message: str) -> None:
         """End the tasks as Batch's Terminate Task does: failure code TaskEnded, and an exit code only for a task that
@@ -358,9 +411,14 @@ class LocalPool:
                 if row.get("Gpu") is not None:
                     on_gpu.append(int(row["Gpu"]))
         queued = sorted((r for r in rows if r["State"] == TaskState.active.value), key=lambda r: r.get("Submitted", ""))
-        closed = {job for job in {r["PartitionKey"] for r in queued} if self._is_closed(job)}
+        jobs = {r["PartitionKey"] for r in queued}
+        closed = {job: mark for job in jobs if (mark := self._closed_row(job)) is not None}
+        held = {job for job in jobs if job in closed and closed[job].get("Outside")} | {
+            job for job in jobs - set(closed) if self.job_state(job) is JobState.disabled}
         waiting = 0  # queued tasks left unstarted (or claimed meanwhile by another object's pass)
         for row in queued:
+            if row["PartitionKey"] in held:  # terminated or disabled outside trapbatch: left active, as on Batch
+                continue  # not waiting: nothing starts it until enable_job (or close_job ends it)
             if row["PartitionKey"] in closed:  # submitted while close_job ran: never started, as on Batch
                 self._complete(row, None, "terminated: the job was closed", TASK_ENDED)
                 continue

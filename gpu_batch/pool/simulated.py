@@ -37,7 +37,7 @@ from gpu_batch import manifest as contract
 from gpu_batch.exit_codes import TASK_ENDED
 from gpu_batch.formats import jsonio, mergeview
 from gpu_batch.formats.entries import damaged_in
-from gpu_batch.pool.base import JobClosed, PoolChanges, ShardTask, TaskInfo, TaskResult, TaskState
+from gpu_batch.pool.base import JobClosed, JobState, PoolChanges, ShardTask, TaskInfo, TaskResult, TaskState
 
 CATEGORIES = {"1": "animal", "2": "person", "3": "vehicle"}
 REPEAT_SHARE = 0.3  # images of a folder that show one of its fixed "rock" boxes
@@ -141,6 +141,11 @@ class SimulatedPool:
 
     def cancel(self, job_id: str, task_id: str | None = None) -> None:
         self._end(job_id, task_id, "terminated: cancelled by the user")
+
+    def job_state(self, job_id: str) -> JobState:
+        """``closed`` once ``close_job`` closed it, else ``active``: nothing outside the benchmark touches its jobs."""
+        with self._lock:
+            return JobState.closed if job_id in self._closed else JobState.active
 
     def close_job(self, job_id: str) -> None:
         with self._lock:

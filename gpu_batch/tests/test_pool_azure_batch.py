@@ -22,7 +22,7 @@ from azure.core.pipeline.transport import HttpTransport
 from azure.core.rest._http_response_impl import HttpResponseImpl
 
 from gpu_batch import layout
-from gpu_batch.pool import JobClosed, JobQuotaReached, ShardTask, TaskResult, TaskState, make_pool
+from gpu_batch.pool import JobClosed, JobQuotaReached, JobState, ShardTask, TaskResult, TaskState, make_pool
 from gpu_batch.worker.cuda_check import CudaDriverMismatch, CudaProbe, cuda_problem, require_cuda
 
 API = "api-version=2025-06-01"
@@ -348,9 +348,36 @@ def test_close_job_terminates_the_jobs_unfinished_tasks_before_the_job() -> None
 
 
 def test_submitting_to_a_terminated_job_raises_job_closed() -> None:
+    """Said with what to do: trapbatch closes a run's job only after its shards, so one closed while they run was
+    ended outside it, and the request posted again resumes in a job of its own."""
     t = FakeBatch({("POST", "/jobs/task-x/addtaskcollection"): (409, _batch_error("JobCompleted"))})
-    with pytest.raises(JobClosed, match="task-x is closed"):
+    with pytest.raises(JobClosed, match="task-x is closed .*Post the same request again, without \"rerun\""):
         pool(t).submit("task-x", [shard("s00000", 2)])
+
+
+@pytest.mark.parametrize("status, body, state", [
+    (200, {"id": "task-x", "state": "active"}, JobState.active),
+    (200, {"id": "task-x", "state": "enabling"}, JobState.active),
+    (200, {"id": "task-x", "state": "disabling"}, JobState.disabled),
+    (200, {"id": "task-x", "state": "disabled"}, JobState.disabled),
+    (200, {"id": "task-x", "state": "terminating"}, JobState.closed),
+    (200, {"id": "task-x", "state": "completed"}, JobState.closed),
+    (200, {"id": "task-x", "state": "deleting"}, JobState.deleted),
+    (404, _batch_error("JobNotFound"), JobState.deleted),
+    (200, {"id": "task-x", "state": "someday"}, JobState.active),  # a state Batch adds later fails no task
+])
+def test_job_state_is_one_job_get_of_its_state_folded_to_what_a_shard_group_tells_apart(
+        status: int, body: dict[str, Any], state: JobState) -> None:
+    """azure-batch 15 ``BatchJobState``: active, disabling, disabled, enabling, terminating, completed, deleting. A
+    job terminated outside trapbatch leaves its active tasks active (REST Job - Terminate), a disabled one starts
+    none (Job - Disable): the shard group asks this when a round brings no news (activities.pool.check_job)."""
+    t = FakeBatch({("GET", "/jobs/task-x"): (status, body)})
+    assert pool(t).job_state("task-x") is state
+    (get,) = t.requests
+    assert get.method == "GET" and get.url == f"{ACCOUNT}/jobs/task-x?{API}&$select=state"
+    denied = FakeBatch({("GET", "/jobs/task-x"): (403, _batch_error("AuthorizationFailure"))})
+    with pytest.raises(Exception, match="AuthorizationFailure"):
+        pool(denied).job_state("task-x")
 
 
 class FlakyBatch(FakeBatch):

@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobServiceClient
 
 from gpu_batch import layout
-from gpu_batch.pool import JobClosed, ShardTask, TaskResult, TaskState, make_pool
+from gpu_batch.pool import JobClosed, JobState, ShardTask, TaskResult, TaskState, make_pool
 from tests.waiting import wait_until
 
 FAKE_WORKER = r'''
@@ -280,6 +281,44 @@ def test_a_task_that_slipped_in_while_the_job_closed_never_starts(pool_args: dic
     info = states(pool, "job9")["slow-a1"]
     assert info.state is TaskState.completed and "job was closed" in (info.failure_message or "")
     assert info.start_time is None  # never started
+
+
+def test_a_job_terminated_outside_trapbatch_leaves_its_queued_tasks_active_as_batch_does(
+        pool_args: dict[str, Any]) -> None:
+    """``az batch job terminate`` (REST Job - Terminate; azure-batch 15 ``begin_terminate_job``): the running task
+    ends (TaskEnded, an exit code), the active one "will remain in the active state" and never starts, the job
+    accepts no tasks and reports ``closed`` (what the app asks when a poll brings no news: activities.pool.check_job);
+    trapbatch's close_job afterwards ends the task left active, as AzureBatchPool's does."""
+    pool = make_pool("local", max_concurrent=1, **pool_args)
+    pool.submit("job10", [task("hang"), task("hangtoo")])  # one runs, one waits for the slot
+    wait_until(lambda: states(pool, "job10")["hang-a1"].state is TaskState.running, 30, "the first task to run")
+    assert pool.job_state("job10") is JobState.active
+    pool.terminate_job("job10")
+    ended = states(pool, "job10")["hang-a1"]
+    assert (ended.state, ended.failure_code, ended.exit_code) == (TaskState.completed, "TaskEnded", 137)
+    time.sleep(1.0)  # the freed slot: a pass (the terminate's kick, the polls) would have started the other by now
+    assert states(pool, "job10")["hangtoo-a1"].state is TaskState.active
+    assert pool.job_state("job10") is JobState.closed
+    with pytest.raises(JobClosed, match="job10 is closed"):
+        pool.submit("job10", [task("late")])
+    pool.terminate_job("job10")  # terminated already: left as it is
+    pool.close_job("job10")
+    left = states(pool, "job10")["hangtoo-a1"]
+    assert (left.state, left.failure_code, left.exit_code) == (TaskState.completed, "TaskEnded", None)
+
+
+def test_a_job_disabled_outside_trapbatch_starts_no_task_until_it_is_enabled(pool_args: dict[str, Any]) -> None:
+    """``az batch job disable --disable-tasks wait`` (REST Job - Disable): "No new Tasks are started under the Job
+    until it moves back to active state"; the job reports ``disabled`` until ``enable``."""
+    pool = make_pool("local", max_concurrent=1, **pool_args)
+    pool.disable_job("job11")
+    pool.submit("job11", [task("ok")])
+    time.sleep(1.0)
+    assert states(pool, "job11")["ok-a1"].state is TaskState.active
+    assert pool.job_state("job11") is JobState.disabled
+    pool.enable_job("job11")
+    assert pool.job_state("job11") is JobState.active
+    assert wait_until(lambda: all_done(pool, "job11", 1), 60, "the task to run")["ok-a1"].result is TaskResult.success
 
 
 def _zombie(pid: int) -> bool:

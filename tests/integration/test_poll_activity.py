@@ -7,6 +7,7 @@ gpu_batch/tests/test_pool_*.py); storage is Azurite.
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any, Sequence
 
 import pytest
@@ -15,7 +16,9 @@ from activities.pool import run_poll
 from adapters.blobs import BlobStore, service_client
 from core.settings import Settings
 from gpu_batch import layout
-from gpu_batch.pool import PoolChanges, TaskInfo, TaskResult, TaskState
+from gpu_batch.pool import (JobClosed, JobDisabled, JobState, PoolChanges, ShardTask, TaskInfo, TaskResult, TaskState,
+                            make_pool)
+from tests.waiting import wait_until
 
 TASK = "task-0123456789abcdef0123"
 
@@ -42,6 +45,8 @@ class ScriptedPool:
         self.tasks, self.changed = tasks, changed
         self.times = times or {}  # pool task -> (start time, end time), as the pool reports them
         self.calls: list[tuple[str, Any]] = []
+        self.job = JobState.active  # what job_state answers
+        self.job_asks = 0  # job_state calls (not in ``calls``: those are the task listings)
 
     def _info(self, tid: str) -> TaskInfo:
         state = self.tasks[tid]
@@ -61,6 +66,10 @@ class ScriptedPool:
     def changes(self, job_id: str, since: str) -> PoolChanges:
         self.calls.append(("changes", since))
         return PoolChanges([self._info(t) for t in self.changed], "cursor-2")
+
+    def job_state(self, job_id: str) -> JobState:
+        self.job_asks += 1
+        return self.job
 
 
 @pytest.fixture
@@ -281,3 +290,79 @@ def test_an_attempt_that_exited_0_with_retryable_failures_reads_its_results_only
     assert (row["covered"], row["missing"]) == (1, 1)  # from the coverage summary
     assert (results in store.reads) is read, store.reads
     assert row.get("retryable_reasons") == ({REASON_THROTTLED: 1} if read else None)
+
+
+@pytest.mark.parametrize("since", [None, "cursor-1"])
+@pytest.mark.parametrize("job, raised, said", [
+    (JobState.closed, JobClosed, "was terminated while 2 shard attempt"),
+    (JobState.deleted, JobClosed, "was deleted while 2 shard attempt"),
+    (JobState.disabled, JobDisabled, f"until 'az batch job enable --job-id {TASK}'"),
+])
+def test_a_round_without_news_fails_when_the_job_was_ended_or_disabled_outside_trapbatch(
+        setup: tuple[Settings, ReadSpy], since: str | None, job: JobState, raised: type[Exception], said: str) -> None:
+    """REST Job - Terminate: "If there are any Tasks in the Job in the active state, they will remain in the active
+    state"; Job - Disable: none starts until the job is enabled. Such tasks never change, so a group whose tasks were
+    all queued polled them for ever and the task never ended. A round that saw no task complete asks the job's state
+    (activities.pool.check_job): closed or deleted fails the group, and so the task, saying what to do; disabled is
+    a busy failure the group waits out as an outage (orchestrations/shards.py "Outages")."""
+    settings, store = setup
+    pool = ScriptedPool({"s00001-a1": TaskState.active, "s00002-a1": TaskState.active}, changed=[])
+    pool.job = job
+    with pytest.raises(raised, match=said) as failed:
+        run_poll(TASK, TASK, ["s00001-a1", "s00002-a1"], settings, store, pool, since=since)
+    assert pool.job_asks == 1
+    if raised is JobClosed:
+        assert 'Post the same request again, without "rerun" or "only_new"' in str(failed.value)
+
+
+def test_a_round_with_news_or_an_active_job_goes_on_as_before(setup: tuple[Settings, ReadSpy]) -> None:
+    """A round that saw a task complete does not ask (the group is not stuck); a quiet one asks once, and an active
+    job is no news."""
+    settings, store = setup
+    pool = ScriptedPool({"s00000-a1": TaskState.completed, "s00001-a1": TaskState.active}, changed=["s00000-a1"])
+    pool.job = JobState.closed  # not asked: the completion is news, handled as ever (a resubmission meets JobClosed)
+    out = run_poll(TASK, TASK, ["s00000-a1", "s00001-a1"], settings, store, pool, since="cursor-1")
+    assert [row["task_id"] for row in out["completed"]] == ["s00000-a1"] and pool.job_asks == 0
+    quiet = ScriptedPool({"s00001-a1": TaskState.active}, changed=[])
+    out = run_poll(TASK, TASK, ["s00001-a1"], settings, store, quiet, since="cursor-1")
+    assert out["completed"] == [] and out["cursor"] == "cursor-2" and quiet.job_asks == 1
+
+
+class DeletedJobPool(ScriptedPool):
+    """A job deleted outside trapbatch: Batch answers its task listing 404 JobNotFound."""
+
+    def changes(self, job_id: str, since: str) -> PoolChanges:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        raise ResourceNotFoundError("(JobNotFound) The specified job does not exist.")
+
+
+def test_a_listing_refused_because_the_job_is_gone_says_it_was_deleted(setup: tuple[Settings, ReadSpy]) -> None:
+    settings, store = setup
+    pool = DeletedJobPool({}, changed=[])
+    pool.job = JobState.deleted
+    with pytest.raises(JobClosed, match="was deleted while 1 shard attempt"):
+        run_poll(TASK, TASK, ["s00001-a1"], settings, store, pool, since="cursor-1")
+
+
+def test_a_localpool_job_terminated_outside_trapbatch_ends_the_poll_instead_of_leaving_it_queued(
+        setup: tuple[Settings, ReadSpy], storage_connection: str, unique_name: str) -> None:
+    """The same on LocalPool, which copies Batch's model (terminate_job): the running attempt ends (a completion:
+    news, handled as ever), the queued one stays queued for ever, and the next quiet round fails the group."""
+    settings, store = setup
+    pool = make_pool("local", connection_string=storage_connection, log_container=unique_name,
+                     table=unique_name + "pool", max_concurrent=1,
+                     worker_command=[sys.executable, "-c", "import time; time.sleep(3600)"])
+    ids = ["s00001-a1", "s00002-a1"]
+    pool.submit(TASK, [ShardTask(tid, settings.container, layout.manifest_blob(TASK, tid[:6], 1), tid[:6], 1)
+                       for tid in ids])
+    wait_until(lambda: any(i.state is TaskState.running for i in pool.poll(TASK, ids)), 30, "a task to run")
+    first = run_poll(TASK, TASK, ids, settings, store, pool)
+    assert first["completed"] == [] and sorted(first["states"].values()) == ["queued", "running"]
+    pool.terminate_job(TASK)
+    ended = run_poll(TASK, TASK, ids, settings, store, pool, since=first["cursor"])  # the running one ended
+    assert [row["exit_code"] for row in ended["completed"]] == [137]
+    with pytest.raises(JobClosed, match="was terminated while 1 shard attempt"):  # the queued one never will
+        run_poll(TASK, TASK, [tid for tid in ids if tid not in {r["task_id"] for r in ended["completed"]}], settings,
+                 store, pool, since=ended["cursor"])
+    pool.close_job(TASK)

@@ -28,6 +28,7 @@ from core.settings import DEFAULT_BUSY_RETRY_ATTEMPTS, OrchestrationKnobs, Setti
 from devhost.history import activity_failure_reason
 from gpu_batch.layout import shard_id
 from gpu_batch.pool.azure_batch import BatchUnavailable
+from gpu_batch.pool.base import JobClosed, JobDisabled
 from gpu_batch.tests.test_pool_azure_batch import FakeBatch, _batch_error, _Response, pool
 from orchestrations import retries
 from orchestrations.expiry import expire_previews
@@ -124,6 +125,9 @@ def as_received(name: str, exc: BaseException) -> Exception:
     (lambda: batch_failure(403, "Forbidden"), False),
     (lambda: StorageUnavailable("storage is busy or unavailable (HTTP 503)"), True),
     (lambda: BatchUnavailable("Azure Batch kept answering 503"), True),
+    # a job disabled outside trapbatch is waited out as an outage; one terminated or deleted fails the group at once
+    (lambda: JobDisabled("the pool job was disabled outside trapbatch"), True),
+    (lambda: JobClosed("the pool job was terminated while 2 shard attempt(s) of this group were in flight"), False),
     (lambda: ServiceRequestError("connection refused"), True),
     (lambda: ConnectionResetError("reset by peer"), True),
     (lambda: ResourceNotFoundError("ServerBusy named in a message of a 404"), False),
