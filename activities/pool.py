@@ -214,14 +214,25 @@ def check_job(pool: GpuPool, job: str, in_flight: int) -> None:
 
 def resubmit_one(task_id: str, job: str, sid: str, attempt: int, settings: Settings, store: BlobStore,
                  pool: GpuPool) -> c.Resubmitted:
+    """One shard's next attempt: its manifest (``prepare_resubmission``), then its pool task, unless nothing is
+    missing. ``run_resubmit`` does the same for many shards with one submission."""
+    out = prepare_resubmission(task_id, sid, attempt, settings, store)
+    if out["submitted"]:
+        run_submit(task_id, job, [(sid, attempt)], settings, pool)
+    return out
+
+
+def prepare_resubmission(task_id: str, sid: str, attempt: int, settings: Settings,
+                         store: BlobStore) -> c.Resubmitted:
+    """The manifest of a shard's next attempt, written (its missing images only), and whether its pool task is to be
+    submitted (``submitted``: False when nothing is missing any more); the caller submits it."""
     # The attempt's manifest as an earlier try of this activity wrote it, if one did (a RESUBMIT retried after a
     # Batch outage on another shard): kept as it is and submitted again (task ids are deterministic, so a task
     # already added is not added twice). Computed afresh, it would leave out the images the running attempt has
     # finished, and a requeued task (a Spot node preempted) would then rewrite its results without them.
     written = store.read_json_or_none(settings.container, layout.manifest_blob(task_id, sid, attempt))
     if written is not None and written.get("images"):
-        run_submit(task_id, job, [(sid, attempt)], settings, pool)
-        logger.info("task %s shard %s: attempt %d's manifest was written already; submitted it again", task_id, sid,
+        logger.info("task %s shard %s: attempt %d's manifest was written already; submitted again", task_id, sid,
                     attempt)
         return {"shard_id": sid, "attempt": attempt, "missing": len(written["images"]), "submitted": True}
     first = ShardManifest.from_dict(shard_manifest(store, settings, task_id, sid))  # every image of the shard
@@ -240,7 +251,6 @@ def resubmit_one(task_id: str, job: str, sid: str, attempt: int, settings: Setti
         merge_view_list=first.merge_view_list,
     )
     store.write_json(settings.container, layout.manifest_blob(task_id, sid, attempt), manifest.to_dict())
-    run_submit(task_id, job, [(sid, attempt)], settings, pool)
     logger.info("task %s shard %s: resubmitted %d missing images as attempt %d", task_id, sid, len(missing), attempt)
     return {"shard_id": sid, "attempt": attempt, "missing": len(missing), "submitted": True}
 
@@ -258,11 +268,25 @@ def _view_basis(store: BlobStore, settings: Settings, task_id: str, sid: str, at
 
 def run_resubmit(task_id: str, job: str, shards: Iterable[tuple[str, int]], settings: Settings, store: BlobStore,
                  pool: GpuPool) -> c.ResubmitOutput:
-    """Resubmit each shard's missing images as its next attempt. Idempotent: a retried call rewrites the same
-    manifests and the pool ignores task ids it already has."""
+    """Resubmit each shard's missing images as its next attempt: every manifest first, then ONE submission of
+    their pool tasks. Idempotent: a retried call keeps the manifests written (``prepare_resubmission``) and the pool
+    ignores task ids it already has.
+
+    Why one submission: each shard's own cost a job check and an add-collection of one task (on Azure Batch a
+    create-job answered 409 JobExists, then Task - Add Collection): 2 requests a shard, thousands in a
+    ten-million-image task whose shards fail now and then. Now a RESUBMIT of n shards (a poll round's, at most its
+    group's in-flight share) costs 1 + ceil(n / 100) requests (AzureBatchPool sends at most 100 tasks a request, the
+    REST limit). Nothing else changes: the orchestrator makes the same
+    RESUBMIT with the same shards and gets the same answer (replay), and a failure still fails the activity, which
+    the orchestration retries or leaves the shards ``owed`` (``orchestrations.shards`` "Outages"). A task the pool
+    refuses for itself (``TasksRefused``) no longer stops the shards after it: the pool adds the others, then names
+    it."""
     settings = task_settings(settings, store, task_id)  # the time limit its run decided (activities.decided)
-    return {"shards": [resubmit_one(task_id, job, str(sid), int(attempt), settings, store, pool)
-                       for sid, attempt in shards]}
+    out = [prepare_resubmission(task_id, str(sid), int(attempt), settings, store) for sid, attempt in shards]
+    due = [(r["shard_id"], r["attempt"]) for r in out if r["submitted"]]
+    if due:
+        run_submit(task_id, job, due, settings, pool)
+    return {"shards": out}
 
 
 def run_cancel(job: str, task_ids: list[str], pool: GpuPool) -> c.CancelOutput:

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 import pytest
 
-from activities.pool import resubmit_one
+from activities.pool import resubmit_one, run_resubmit
 from activities.shard_results import (done_images, images_to_rerun, parsed_coverage, shard_coverage,
                                       summarized_coverage)
 from adapters.blobs import BlobStore, service_client
@@ -270,3 +270,43 @@ def test_a_resubmission_tried_again_keeps_the_manifest_its_running_attempt_reads
     assert out == {"shard_id": sid, "attempt": 2, "missing": len(NAMES) - 4, "submitted": True}
     assert store.read_json(settings.container, layout.manifest_blob(TASK, sid, 2))["images"] == NAMES[4:]
     assert len(submitted) == 1  # submitted again: Batch answers TaskExists for a task it has
+
+
+def test_a_resubmission_of_several_shards_asks_the_pool_once_not_twice_a_shard(env: tuple[Settings, ReadSpy]) -> None:
+    """Each resubmitted shard cost the pool a job check (Azure Batch: a create-job answered 409 JobExists) and an
+    add-collection of one task: 2 requests a shard, thousands at ten million images. RESUBMIT now writes every
+    shard's manifest first, then submits their tasks together: one job check and one submission, which
+    AzureBatchPool sends at most 100 tasks a request (REST Task - Add Collection), so 1 + ceil(n / 100) requests for n
+    shards. A shard with nothing missing adds nothing. A submission that fails fails the activity, as one shard's
+    did; its retry finds every manifest written and submits them as they are (task ids are deterministic)."""
+    settings, store = env
+    done = {"s00010": 4, "s00011": len(NAMES), "s00012": 2}
+    for sid, ok in done.items():
+        _write_manifest(store, settings, sid, 1, NAMES)
+        _run_attempt(store, settings, sid, 1, {n: "ok" for n in NAMES[:ok]})
+    calls: list[tuple[str, Any]] = []
+
+    class Pool(NullPool):
+        fail = True
+
+        def ensure_job(self, job_id: str) -> None:
+            calls.append(("ensure_job", job_id))
+
+        def submit(self, job_id: str, tasks: list[Any]) -> None:
+            calls.append(("submit", [t.task_id for t in tasks]))
+            if self.fail:
+                raise ConnectionError("the pool did not answer")
+
+    shards = [(sid, 2) for sid in done]
+    with pytest.raises(ConnectionError):
+        run_resubmit(TASK, TASK, shards, settings, store, Pool())  # type: ignore[arg-type]
+    assert calls == [("ensure_job", TASK), ("submit", ["s00010-a2", "s00012-a2"])]
+    calls.clear()
+    Pool.fail = False
+    out = run_resubmit(TASK, TASK, shards, settings, store, Pool())  # type: ignore[arg-type]
+    assert calls == [("ensure_job", TASK), ("submit", ["s00010-a2", "s00012-a2"])]
+    assert out == {"shards": [{"shard_id": "s00010", "attempt": 2, "missing": len(NAMES) - 4, "submitted": True},
+                              {"shard_id": "s00011", "attempt": 2, "missing": 0, "submitted": False},
+                              {"shard_id": "s00012", "attempt": 2, "missing": len(NAMES) - 2, "submitted": True}]}
+    for sid, ok in (("s00010", 4), ("s00012", 2)):
+        assert store.read_json(settings.container, layout.manifest_blob(TASK, sid, 2))["images"] == NAMES[ok:]
