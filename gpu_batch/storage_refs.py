@@ -822,6 +822,9 @@ class RefreshSparingCredential:
     each request; one caller makes that try, the others get the token in hand. Within ``TOKEN_HELD_UNTIL_S`` of its
     expiry nothing is held: the request goes to ``inner`` and its failure is the caller's, as before.
 
+    A token request with ``claims`` (a CAE challenge: the token in hand was revoked) is never answered from a held
+    token (its key differs), and once ``inner`` answered it, no token held before is handed out again.
+
     Must not: hold a token of another identity (one wrapper per credential), or change what a failure raises."""
 
     def __init__(self, inner: Any) -> None:
@@ -852,6 +855,12 @@ class RefreshSparingCredential:
             fresh = self._inner.get_token_info(*scopes, options=options)
         else:
             fresh = self._inner.get_token(*scopes, **dict(options or {}))
+        if (options or {}).get("claims"):
+            # A CAE claims challenge: a resource refused the token in hand as revoked, and ``inner`` has a new one
+            # now (MSAL caches it in the old one's place: msal 1.39 ``managed_identity.py``, ``claims_challenge``).
+            # A held token is that old one: handed out, it is refused again, so none is held past this.
+            with self._lock:
+                self._held.clear()
         return self._kept(key, fresh)
 
     def _kept(self, key: str, token: Any) -> Any:

@@ -130,3 +130,34 @@ def test_an_expired_token_is_not_held_and_the_failure_is_the_callers(imds: type[
         with pytest.raises(ClientAuthenticationError):
             _shard_requests(credential, 1)
         assert imds.asked == tries
+
+
+def test_a_claims_challenge_answered_with_a_new_token_ends_the_held_one(imds: type[_Imds],
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A resource that refuses a token with a CAE claims challenge (azure-core's ``on_challenge``, Key Vault's
+    ``ChallengeAuthPolicy``: ``authorize_request(..., claims=...)``) says that token was revoked. The claims request
+    gets a new token from IMDS (MSAL ``acquire_token_for_client`` with ``claims_challenge`` falls back to no cached
+    token), which MSAL caches in place of the old one. Without the change the wrapper kept handing out the revoked
+    token it held to every other client (each then refused again) until its next try; now the next request gets
+    the new one, from MSAL's cache (no further IMDS request)."""
+    from azure.core.pipeline import PipelineContext, PipelineRequest
+    from azure.core.pipeline.policies import BearerTokenCredentialPolicy
+    from azure.core.rest import HttpRequest
+
+    from gpu_batch.worker import node_clients
+
+    now = {"offset": 0.0}
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + now["offset"])
+    credential = node_clients.node_credential()
+    assert _shard_requests(credential, 1) == ["Bearer token-1"]
+    now["offset"] = 13 * 3600.0
+    imds.up = False
+    assert _shard_requests(credential, 2) == ["Bearer token-1"] * 2  # held: the refresh failed
+    imds.up, imds.asked = True, 0
+    challenged = BearerTokenCredentialPolicy(credential, STORAGE)
+    request = PipelineRequest(HttpRequest("GET", "https://own.blob.core.windows.net/c/b.jpg"), PipelineContext(None))
+    challenged.authorize_request(request, STORAGE, claims='{"access_token":{"nbf":{"essential":true,"value":"1"}}}')
+    assert request.http_request.headers["Authorization"] == "Bearer token-2" and imds.asked == 1
+    assert _shard_requests(credential, 2) == ["Bearer token-2"] * 2, "the revoked token was handed out again"
+    assert imds.asked == 1
