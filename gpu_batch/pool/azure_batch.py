@@ -65,6 +65,9 @@ TASKS_PER_REQUEST = 100
 SUBMIT_DEADLINE_S = 300.0
 _SUBMIT_FIRST_DELAY_S = 2.0
 _SUBMIT_MAX_DELAY_S = 30.0
+# The longest ``Retry-After`` the Batch client's own retries sleep (``_bounded_retry_policy``); an answer asking for
+# longer comes back to the caller (``submit``: at most ``SUBMIT_DEADLINE_S`` in all; other calls: BatchUnavailable).
+RETRY_AFTER_MAX_S = 30.0
 
 
 class BatchUnavailable(RuntimeError):
@@ -181,6 +184,31 @@ def _retry_after_s(exc: BaseException) -> float:
     return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
 
 
+def _bounded_retry_policy() -> Any:
+    """azure-core's ``RetryPolicy`` (what ``BatchClient`` makes without one: azure-batch 15.1 ``_configuration.py``),
+    except that an answer whose ``Retry-After`` asks for more than ``RETRY_AFTER_MAX_S`` is not retried here.
+
+    Why: azure-core sleeps whatever ``Retry-After`` asks, unbounded, before each of its own retries (1.41
+    ``policies/_retry.py``: ``is_retry`` retries any answer of 400 or more that has the header, a POST too, and
+    ``_sleep_for_retry`` sleeps its value), so a 429 or 503 asking for a day held an activity's call three days,
+    past the host's function timeout, before ``submit``'s own bound was reached. Handed back instead, the answer is
+    the caller's: ``submit`` waits what it asks where that fits its deadline (``_retry_after_s``), else says
+    ``BatchUnavailable``, as the other calls do (``_unavailable_on_server_errors``)."""
+    from azure.core.pipeline.policies import RetryPolicy
+
+    class BoundedRetryAfter(RetryPolicy[Any, Any]):
+        def is_retry(self, settings: dict[str, Any], response: Any) -> bool:
+            try:
+                asked = self.get_retry_after(response)
+            except ValueError:  # not a number nor an HTTP date: azure-core's own handling, as before
+                asked = None
+            if asked is not None and asked > RETRY_AFTER_MAX_S:
+                return False
+            return bool(super().is_retry(settings, response))
+
+    return BoundedRetryAfter()
+
+
 def _check_storage_account_url(url: str) -> None:
     """Refuse a storage account URL that is not a bare ``https://<host>[/]`` blob endpoint (as infra's
     ``blobEndpoint`` is).
@@ -271,7 +299,9 @@ class AzureBatchPool:
                 from azure.identity import DefaultAzureCredential
 
                 credential = DefaultAzureCredential()
-            kwargs = {"transport": self._transport} if self._transport is not None else {}
+            kwargs: dict[str, Any] = {"retry_policy": _bounded_retry_policy()}
+            if self._transport is not None:
+                kwargs["transport"] = self._transport
             self._client = BatchClient(self.account_url, credential, **kwargs)
         return self._client
 

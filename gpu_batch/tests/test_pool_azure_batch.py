@@ -938,3 +938,45 @@ def test_a_throttled_submission_comes_back_no_sooner_than_batchs_retry_after() -
     later = format_datetime(datetime.now(timezone.utc) + timedelta(seconds=90), usegmt=True)
     assert 85 <= _retry_after_s(_Refusal(later)) <= 90
     assert _retry_after_s(_Refusal("soon")) == 0.0 and _retry_after_s(ValueError("no response")) == 0.0
+
+
+def test_an_absurd_retry_after_is_not_slept_inside_the_client() -> None:
+    """azure-core's ``RetryPolicy`` sleeps whatever ``Retry-After`` asks, unbounded, before each of its own retries
+    (1.41 ``policies/_retry.py`` ``_sleep_for_retry``; ``is_retry`` retries any answer with the header, a POST
+    too): a 429 or 503 asking for a day held the activity's call (a submission, a poll) three days, past the host's
+    function timeout, before ``submit``'s own bound (``SUBMIT_DEADLINE_S``) was ever reached. An answer asking for
+    longer than ``RETRY_AFTER_MAX_S`` now comes back to the caller at once: ``submit`` then says ``BatchUnavailable``
+    (it cannot wait that long), and so does any other call (busy, waited out by the orchestration). A shorter one
+    is still honoured by the client's own retries."""
+    from gpu_batch.pool.azure_batch import RETRY_AFTER_MAX_S, BatchUnavailable
+
+    class Throttling(FlakyBatch):
+        def __init__(self, header: str, answer: Callable[[int, list[str]], tuple[int, Any]]) -> None:
+            super().__init__(answer)
+            self.header, self.slept = header, []  # type: list[float]
+
+        def send(self, request: Any, **kwargs: Any) -> Any:
+            response = super().send(request, **kwargs)
+            if response.status_code in (429, 503):
+                response.headers = {**response.headers, "Retry-After": self.header}
+            return response
+
+        def sleep(self, duration: float) -> None:
+            self.slept.append(duration)
+
+    day = Throttling("86400", lambda n, ids: (429, _batch_error("TooManyRequests")))
+    p = pool(day)
+    slept = _fake_time(p)
+    with pytest.raises(BatchUnavailable):
+        p.submit("task-x", [shard("s00000", 1)])
+    assert day.slept == [] and slept == [] and len(day.adds) == 1
+    day.responses[("GET", "/jobs/task-x/tasks")] = (503, _batch_error("ServerBusy"))
+    with pytest.raises(BatchUnavailable):
+        p.poll("task-x", ["s00000-a1"])
+    assert day.slept == []
+    short = Throttling(str(int(RETRY_AFTER_MAX_S)), lambda n, ids: (429, _batch_error("TooManyRequests")) if n < 3
+                       else (200, _results(ids)))
+    p = pool(short)
+    _fake_time(p)
+    p.submit("task-x", [shard("s00000", 1)])
+    assert short.slept == [RETRY_AFTER_MAX_S] * 2 and len(short.adds) == 3
