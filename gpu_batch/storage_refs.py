@@ -832,10 +832,28 @@ class RefreshSparingCredential:
         self._held: dict[str, tuple[Any, float]] = {}  # scopes and options -> (token handed out, next try at)
         self._lock = threading.Lock()
 
-    def get_token(self, *scopes: str, **kwargs: Any) -> Any:
-        """``inner``'s: an ``AccessToken`` has no ``refresh_on``, so a policy that gets one asks again only near its
-        expiry."""
-        return self._inner.get_token(*scopes, **kwargs)
+    def get_token(self, *scopes: str, claims: str | None = None, tenant_id: str | None = None,
+                  enable_cae: bool = False, **kwargs: Any) -> Any:
+        """``get_token_info``'s token as an ``AccessToken``; ``inner``'s own ``get_token`` for other arguments.
+
+        Why not ``inner``'s alone: a caller that asks at each use instead of keeping the token in a policy
+        (``adapters.compose._source_auth``, once per block it stages from a URL) went to MSAL at each call, which in
+        the second half of the token's life asked the token endpoint before handing back the token in hand. The
+        options are those azure-identity's ``get_token`` makes of the same arguments (1.27.0
+        ``_internal/msal_managed_identity_client.py``, ``get_token``)."""
+        if kwargs or not hasattr(self._inner, "get_token_info"):
+            given = {name: value for name, value in (("claims", claims), ("tenant_id", tenant_id),
+                                                     ("enable_cae", enable_cae)) if value}
+            return self._inner.get_token(*scopes, **given, **kwargs)
+        from azure.core.credentials import AccessToken
+
+        options: dict[str, Any] = {"enable_cae": enable_cae}
+        if claims:
+            options["claims"] = claims
+        if tenant_id:
+            options["tenant_id"] = tenant_id
+        token = self.get_token_info(*scopes, options=options)
+        return AccessToken(token.token, int(token.expires_on))
 
     def get_token_info(self, *scopes: str, options: Any = None) -> Any:
         """``inner``'s token, or the one held since a refresh failed (``RefreshSparingCredential``)."""

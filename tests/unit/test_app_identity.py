@@ -315,3 +315,41 @@ def test_a_token_whose_refresh_failed_serves_the_apps_clients_without_asking_at_
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_token_whose_refresh_failed_serves_get_token_callers_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``adapters.compose._source_auth`` asks the app's credential for a token with ``get_token`` at each block it
+    stages from a URL (Put Block From URL's ``x-ms-copy-source-authorization``), not through a policy that keeps
+    it. 13 h into the token's day with the identity endpoint silent, each such call went to MSAL, which asked the
+    endpoint (four requests with azure-core's retries) before handing back the token in hand: 6 blocks, 24 requests.
+    ``get_token`` now serves the held token as ``get_token_info`` does (``storage_refs.RefreshSparingCredential``):
+    one try, then the next after ``TOKEN_REFRESH_RETRY_S``."""
+    import time
+
+    from adapters.identity import app_credential
+    from gpu_batch.storage_refs import TOKEN_REFRESH_RETRY_S
+
+    handler = type("Fading", (_Fading,), {"up": True, "asked": 0, "issued": 0})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _identity_endpoint_at(monkeypatch, server.server_address[1])
+    now = {"offset": 0.0}
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + now["offset"])
+    monkeypatch.setattr(time, "sleep", lambda seconds: None)  # azure-core's retry back-offs: not waited here
+    storage = "https://storage.azure.com/.default"
+    try:
+        assert app_credential().get_token(storage).token == "token-1" and handler.asked == 1
+        now["offset"] = 13 * 3600.0
+        handler.up = False
+        asked = handler.asked
+        assert [app_credential().get_token(storage).token for _ in range(6)] == ["token-1"] * 6
+        tries = handler.asked - asked
+        assert 0 < tries <= 4, f"the endpoint was asked {tries} times for 6 blocks"  # one try, with its retries
+        handler.up = True
+        now["offset"] += TOKEN_REFRESH_RETRY_S + 1
+        assert app_credential().get_token(storage).token == "token-2"
+    finally:
+        server.shutdown()
+        server.server_close()
