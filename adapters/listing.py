@@ -60,6 +60,8 @@ from azure.core.exceptions import (ClientAuthenticationError, HttpResponseError,
 from azure.core.rest import HttpRequest, HttpResponse
 from azure.storage.blob import ContainerClient
 
+from gpu_batch.storage_refs import deadline_passed
+
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -72,17 +74,21 @@ BODY_RETRY_DELAY_S = 0.5
 
 def run_get(pipeline: Any, build: Callable[[], HttpRequest], read: Callable[[HttpResponse], T], name: str) -> T:
     """``read`` of the streamed answer to the GET ``build`` makes, sent through the client's ``pipeline``; a body cut
-    short is read again (``BODY_ATTEMPTS``). ``read`` raises for an answer it does not take."""
+    short is read again (``BODY_ATTEMPTS``), the request sent anew. ``read`` raises for an answer it does not take.
+
+    A body cut because the caller's deadline passed (a deadline's client: ``storage_refs.deadline_passed``) is not
+    sent again: the deadline's transport refuses every request past it, so the retry only waited
+    ``BODY_RETRY_DELAY_S`` past the deadline and logged a read again that never happened."""
     attempt = 1
     while True:
         response = pipeline.run(build(), stream=True).http_response  # see the module docstring
         try:
             return read(response)
         except (IncompleteReadError, ServiceResponseError) as exc:
-            if attempt >= BODY_ATTEMPTS:
+            if attempt >= BODY_ATTEMPTS or deadline_passed(exc):
                 raise
-            logger.warning("%s: the body was cut short (%s); reading it again (%d/%d)", name, type(exc).__name__,
-                           attempt + 1, BODY_ATTEMPTS)
+            logger.warning("%s: the body was cut short (%s); sending the request again (%d/%d)", name,
+                           type(exc).__name__, attempt + 1, BODY_ATTEMPTS)
         finally:
             response.close()
         time.sleep(BODY_RETRY_DELAY_S * attempt)

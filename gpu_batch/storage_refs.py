@@ -23,7 +23,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, TypeVar
 
 # What to do when another account refuses a read lives beside the failure reason it explains (``REASON_AUTH``), where
 # the app's core, which may not import this module, reads it too (core.failure_advice); re-exported for the worker's
@@ -34,6 +34,7 @@ KEY_VAULT_ENV = "TRAPBATCH_KEY_VAULT_URL"
 LOCAL_SECRETS_ENV = "TRAPBATCH_LOCAL_SECRETS_FILE"
 
 SecretReader = Callable[[str], str]
+E = TypeVar("E", bound=BaseException)
 
 class SourceAccessError(Exception):
     """The source account or its credential cannot be used; the message says what to fix. ``missing_host``: the
@@ -295,6 +296,25 @@ def _deadline_backoff(settings: dict[str, Any], retry: int, time_left: Callable[
     return True
 
 
+_DEADLINE_PASSED = "trapbatch_deadline_passed"
+
+
+def _passed(error: E) -> E:
+    """``error`` marked as raised because a caller's deadline passed (``deadline_passed``). A mark, not a subclass:
+    the failure's type name is what callers judge (``orchestrations.retries.BUSY_TYPES`` reads it from an activity's
+    failure text, in histories recorded before this mark)."""
+    setattr(error, _DEADLINE_PASSED, True)
+    return error
+
+
+def deadline_passed(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised by a deadline's client (``deadline_storage_options``, ``deadline_vault_options``)
+    because the caller's deadline had passed: a request not sent, or a body whose read it cut. Nothing sent again
+    through that client can succeed (the transport refuses every request past the deadline), so a caller that retries
+    on its own (``adapters.listing.run_get``) stops there."""
+    return getattr(exc, _DEADLINE_PASSED, False) is True
+
+
 class _DeadlineClasses:
     """The classes behind ``deadline_storage_options`` and ``deadline_vault_options``."""
 
@@ -322,8 +342,9 @@ def _deadline_classes() -> _DeadlineClasses:
         def send(self, request: Any, **kwargs: Any) -> Any:
             left = self._time_left()
             if left <= 0:  # a ServiceRequestError: "the server did not receive the request", busy for the callers
-                raise ServiceRequestTimeoutError(f"not sent: the caller's deadline passed before {request.method} to "
-                                                 f"{urlsplit(request.url).hostname} (the URL may hold a SAS)")
+                raise _passed(ServiceRequestTimeoutError(f"not sent: the caller's deadline passed before "
+                                                         f"{request.method} to {urlsplit(request.url).hostname} "
+                                                         "(the URL may hold a SAS)"))
             kwargs["connection_timeout"], kwargs["read_timeout"] = deadline_timeouts(left, self._caps)
             response = self._inner.send(request, **kwargs)
             # A body read after send, bounded as well: ``stream_download`` (the storage SDK's downloads), and
@@ -421,8 +442,8 @@ def _deadline_classes() -> _DeadlineClasses:
                     return next(self._chunks)
                 if internal is not None:
                     internal.close()  # the connection with it: half read, it is never pooled again
-                raise ServiceResponseTimeoutError(f"the caller's deadline passed while a body from {self._host} "
-                                                  "was read")
+                raise _passed(ServiceResponseTimeoutError(f"the caller's deadline passed while a body from "
+                                                          f"{self._host} was read"))
             sock: Any = getattr(getattr(raw, "connection", None), "sock", None)
             timeout = sock.gettimeout() if sock is not None else None
             if timeout is not None and timeout > left:

@@ -521,3 +521,26 @@ def test_a_deadlines_own_gets_end_by_the_deadline_however_slowly_their_body_come
             else:
                 list(store.list_names("images"))
         assert time.monotonic() - started < 3.0, "the body was read past the deadline"
+
+
+@pytest.mark.parametrize("read", ["get blob", "list blobs"])
+def test_a_body_the_deadline_cut_is_not_sent_again(read: str, caplog: pytest.LogCaptureFixture) -> None:
+    """``adapters.listing.run_get`` sends a GET again when its body is cut short, but a body cut by the caller's
+    deadline (``storage_refs._DeadlineBody``) cannot be read by another try: the deadline's transport refuses every
+    request past it. It waited 0.5 s past the deadline, logged that the body was being read again, and ended with
+    the refusal ("not sent") in place of what happened (the deadline cut the body)."""
+    import logging
+
+    from azure.core.exceptions import ServiceResponseTimeoutError
+
+    from gpu_batch.storage_refs import deadline_passed
+
+    with _serving(_Slow) as s, caplog.at_level(logging.WARNING, logger="adapters.listing"):
+        store = clients.store(s, Deadline.within(1.0))
+        with pytest.raises(ServiceResponseTimeoutError, match="deadline passed while a body") as raised:
+            if read == "get blob":
+                store.read_bytes("incoming", "trapbatch-ready.task.json")
+            else:
+                list(store.list_names("images"))
+    assert deadline_passed(raised.value)
+    assert not [r for r in caplog.records if "cut short" in r.getMessage()], "a try past the deadline was logged"
