@@ -59,6 +59,43 @@ def get_range(client: BlobClient, offset: int, length: int) -> bytes:
     return _get(client, {"x-ms-range": f"bytes={offset}-{offset + length - 1}"}, (200, 206))
 
 
+def get_head(client: BlobClient, length: int) -> tuple[bytes, int]:
+    """The blob's first ``length`` bytes (all of a shorter blob) and its whole size, in one Get Blob with
+    ``x-ms-range`` (``bytes=0-<length - 1>``): never more than ``length`` bytes are read, however large the blob.
+    Why: a file callers can write (a receipt or a refusal beside their request) may be of any size, and a whole read
+    held all of it in the Functions host's memory (``api.starters.caller_writable_json``).
+
+    The size is the total of the 206's ``Content-Range`` (``bytes <first>-<last>/<size>``: "Specifying the range
+    header for Blob service operations", learn.microsoft.com), or a 200's ``Content-Length``. An empty blob is
+    ``(b"", 0)``: the service answers a range of it 416 ``InvalidRange`` (a range starting at its length, 0; see
+    ``get_range``; the SDK's own downloader reads a 416 to its first range so, azure-storage-blob 12.x
+    ``_download.py`` ``_initial_request``: "Get range will fail on an empty file"). ``ResourceNotFoundError`` for a
+    missing blob, as ``get_blob``."""
+    if length <= 0:
+        raise ValueError(f"get_head reads at least one byte, not {length}")
+
+    def request() -> HttpRequest:
+        return HttpRequest("GET", client.url, headers={"x-ms-version": client.api_version,
+                                                       "x-ms-range": f"bytes=0-{length - 1}"})
+
+    def read(response: HttpResponse) -> tuple[bytes, int]:
+        if response.status_code == 416:  # a range from 0 is unsatisfiable only for an empty blob
+            return b"", 0
+        if response.status_code not in (200, 206):
+            raise response_error(response, "Get Blob")
+        total = response.headers.get("Content-Range", "").rpartition("/")[2]
+        size = int(total) if response.status_code == 206 and total.isdigit() else int(
+            response.headers.get("Content-Length") or 0)
+        data = bytearray()
+        for chunk in response.iter_bytes():  # a 200 (no range honoured) is cut at length too
+            data += chunk
+            if len(data) >= length:
+                break
+        return bytes(data[:length]), size
+
+    return run_get(client._pipeline, request, read, f"Get Blob {client.blob_name}")
+
+
 def put_blob(client: BlobClient, data: bytes, content_type: str | None = None,
              cache_control: str | None = None) -> str:
     """Write (replace) a block blob with ``data`` in one Put Blob; returns the ETag the service answered with.

@@ -177,6 +177,14 @@ class BlobStore:
         except ResourceNotFoundError:
             return None
 
+    def read_head_or_none(self, container: str, name: str, max_bytes: int) -> tuple[bytes, int] | None:
+        """(the first ``max_bytes`` of the blob, its whole size) in one ranged Get Blob (``blob_requests.get_head``);
+        None if absent. For a blob of any size that need not be read whole (one callers can write)."""
+        try:
+            return blob_requests.get_head(self.service.get_blob_client(container, name), max_bytes)
+        except ResourceNotFoundError:
+            return None
+
     def read_version_or_none(self, container: str, name: str, max_bytes: int) -> tuple[bytes | None, int, str] | None:
         """(content, size, ETag) of the blob as it is now, the content read only if it has at most ``max_bytes``
         (else None, unread) and only if it is still that ETag's (Get Blob with ``If-Match``). None: no such blob, or

@@ -1107,9 +1107,15 @@ def withdraw_overtaken_refusal(store: BlobStore, container: str, name: str, refu
     version wrote itself names that version and stays. Blocking: call it off the event loop."""
     if not etag or store.etag_or_none(container, name) in (etag, None):
         return
-    written = store.read_json_or_none(container, refusal)
+    written = caller_writable_json(store, container, refusal)  # where callers write: any size, maybe not JSON
     if isinstance(written, dict) and written.get("request_etag") == etag:
         store.delete_if_exists(container, refusal)
+
+
+# The most of a file callers can write that is read (``caller_writable_json``). What trapbatch writes there is far
+# smaller: a receipt ~200 bytes, a refusal an error and its hint (~1-2 KB), whose message may quote a request of at
+# most MAX_BODY_BYTES (JSON-escaped, up to 6 bytes a byte): 1 MiB holds any of them.
+CALLER_WRITABLE_MAX_BYTES = 1024 * 1024
 
 
 def caller_writable_json(store: BlobStore, container: str, name: str) -> Any:
@@ -1118,9 +1124,23 @@ def caller_writable_json(store: BlobStore, container: str, name: str) -> Any:
     is no longer JSON: it may have been edited or emptied, and a read that raised left the trigger failing on every
     try (the refusal never written anew; a receipt unreadable for good poisoned every later version of the request).
     A receipt read as None costs nothing: ``start_task`` knows a version it started (``origin``). Blocking: call it
-    off the event loop."""
+    off the event loop.
+
+    None too, unread, when it is larger than anything trapbatch writes there (``CALLER_WRITABLE_MAX_BYTES``): at most
+    that much is read (one ranged Get Blob, ``BlobStore.read_head_or_none``). Why: it was read whole, and a file of
+    any size (a caller's mistake, or abuse) was held in the Functions host's memory, shared by all it runs, by the
+    drop trigger (no deadline) and each Event Grid delivery of a marker. Answered as a malformed file is: the refusal
+    or receipt is written anew over it, so the caller reads what to do next and nothing is lost."""
+    head = store.read_head_or_none(container, name, CALLER_WRITABLE_MAX_BYTES)
+    if head is None:
+        return None
+    data, size = head
+    if size > CALLER_WRITABLE_MAX_BYTES:
+        logger.warning("%s/%s has %d bytes, more than trapbatch ever writes there (%d): read as none, written anew",
+                       container, name, size, CALLER_WRITABLE_MAX_BYTES)
+        return None
     try:
-        return store.read_json_or_none(container, name)
+        return json.loads(data)
     except ValueError:  # JSONDecodeError, UnicodeDecodeError: as if there were none
         return None
 

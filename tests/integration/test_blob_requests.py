@@ -220,3 +220,21 @@ def test_a_body_cut_short_is_read_again(store: tuple[BlobStore, str], storage_co
     listed = BlobServiceClient.from_connection_string(storage_connection, transport=pages)
     assert [b.name for b in listing.list_page(listed.get_container_client(container)).blobs] == ["doc.json"]
     assert pages.gets == 2
+
+
+def test_a_head_read_takes_at_most_its_length_and_says_the_whole_size(store: tuple[BlobStore, str]) -> None:
+    """``blob_requests.get_head`` (``BlobStore.read_head_or_none``): how a file callers can write is read
+    (``api.starters.caller_writable_json``), never more than the length asked, whatever the blob's size; an empty blob
+    (which the service answers a range of with 416) and one shorter than the length read whole."""
+    s, container = store
+    big = bytes(range(256)) * 4096  # 1 MiB
+    s.write_bytes(container, "big.bin", big)
+    s.write_bytes(container, "empty.bin", b"")
+    s.write_bytes(container, "small.json", b'{"a": 1}')
+    assert s.read_head_or_none(container, "big.bin", 1000) == (big[:1000], len(big))
+    assert s.read_head_or_none(container, "big.bin", len(big)) == (big, len(big))
+    assert s.read_head_or_none(container, "empty.bin", 1000) == (b"", 0)
+    assert s.read_head_or_none(container, "small.json", 8) == (b'{"a": 1}', 8)
+    assert s.read_head_or_none(container, "small.json", 1000) == (b'{"a": 1}', 8)
+    assert s.read_head_or_none(container, "missing.json", 1000) is None
+    assert s.read_head_or_none(f"{container}-gone", "big.bin", 1000) is None  # as read_json_or_none

@@ -775,3 +775,58 @@ def test_a_handed_over_marker_whose_account_host_dns_said_is_missing_asks_dns_ag
     assert "resolves again" in refusal["error"] and "missing_host" not in refusal, refusal
     _deliver(store, client, handoff)
     assert len(client.starts) == 1 and not store.exists(source, layout.ready_error_blob())
+
+
+def test_a_receipt_or_refusal_larger_than_trapbatch_writes_is_not_read_whole_and_is_written_anew(
+        source: str, store: BlobStore, unique_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Receipts and refusals sit where callers write, and were read whole: a file of any size (a caller's mistake, or
+    abuse) was held in the Functions host's memory by the drop trigger and each Event Grid delivery. One larger than
+    anything trapbatch writes there (``starters.CALLER_WRITABLE_MAX_BYTES``) is answered as a malformed one is: read
+    as none (never more than the limit of it), then written anew, so the caller reads where its task stands. Each
+    file here is valid JSON that, read whole, would be taken at its word (padded with white space past the limit)."""
+    from azure.core.exceptions import ServiceRequestError
+
+    limit = starters.CALLER_WRITABLE_MAX_BYTES
+
+    def padded(value: dict[str, Any]) -> bytes:
+        return json.dumps(value).encode().ljust(limit + 1)
+
+    read_sizes: list[int] = []
+    whole = BlobStore.read_bytes
+
+    def read_bytes(self: BlobStore, container: str, name: str) -> bytes:
+        data = whole(self, container, name)
+        read_sizes.append(len(data))
+        return data
+
+    monkeypatch.setattr(BlobStore, "read_bytes", read_bytes)
+    client, name = Client(), f"{unique_name}-huge-receipt.json"
+    store.write_json(layout.INCOMING_CONTAINER, name, {"container": source})
+    _deliver(store, client, name)
+    first = store.read_json(layout.INCOMING_CONTAINER, layout.drop_receipt_blob(name))
+    store.write_bytes(layout.INCOMING_CONTAINER, layout.drop_receipt_blob(name), padded(first))
+    read_sizes.clear()
+    _deliver(store, client, name)  # the same version again: still started once, its receipt written anew
+    assert len(client.starts) == 1
+    assert max(read_sizes) <= limit, "a file callers can write was read whole"
+    assert store.size_or_none(layout.INCOMING_CONTAINER, layout.drop_receipt_blob(name)) < 1024
+    assert store.read_json(layout.INCOMING_CONTAINER, layout.drop_receipt_blob(name))["id"] == first["id"]
+
+    def never(self: BlobStore, container: str) -> bool:
+        raise ServiceRequestError("connection reset by peer")
+
+    monkeypatch.setattr(BlobStore, "container_exists", never)
+    store.write_json(source, layout.READY_MARKER, {})
+    etag = store.etag_or_none(source, layout.READY_MARKER)
+    store.write_bytes(source, layout.ready_error_blob(),
+                      padded({"error": "busy", "request_etag": etag, "busy_tries": 7,
+                              "busy_since": "2026-12-06T01:00:00+00:00"}))
+    event = SimpleNamespace(event_type=arrivals.BLOB_CREATED,
+                            subject=f"/blobServices/default/containers/{source}/blobs/{layout.READY_MARKER}")
+    fn = arrivals.container_ready._function.get_user_function().__wrapped__  # no durable client binding
+    read_sizes.clear()
+    with pytest.raises(SourceBusy):
+        asyncio.run(fn(event, client))
+    assert max(read_sizes, default=0) <= limit, "a file callers can write was read whole"
+    refusal = store.read_json(source, layout.ready_error_blob())
+    assert refusal["busy_tries"] == 1 and refusal["hint"].startswith("nothing to do yet"), refusal
