@@ -112,6 +112,11 @@ class ShardState(TypedDict):
     # its attempt's RESUBMIT stayed busy through its retries (orchestrations.shards "Outages", groups with
     # outage_limit_s only): made again, first, by a later round's RESUBMIT; until then the pool is not asked about it
     owed: NotRequired[bool]
+    # worker exits 69 that spent none of max_attempts (orchestrations.shards "Unavailable exits", groups with
+    # unavailable_wait_s only), since the first of them (ISO time); and when the attempt one left owed may be made
+    unavailable: NotRequired[int]
+    unavailable_since: NotRequired[str]
+    retry_at: NotRequired[str]
 
 
 class ShardsInput(TypedDict):
@@ -141,6 +146,11 @@ class ShardsInput(TypedDict):
     # same (a POLL of no task), so a cancel or a stop reaches the group while Batch is out of reach. Absent: no such
     # read, as before, so a group started by an earlier release replays unchanged. Carried over by continue_as_new.
     reads_cancel: NotRequired[bool]
+    # Set by the task for groups started since (orchestrations.shards "Unavailable exits"): a worker exit 69 (a
+    # service out of its reach) spends none of a shard's max_attempts for this many seconds from the shard's first
+    # such exit; its next attempt is made after a back-off. Absent: such an exit is counted as any, as before, so a
+    # group started by an earlier release replays unchanged. Carried over by continue_as_new.
+    unavailable_wait_s: NotRequired[int]
 
 
 class PoolOutage(TypedDict):

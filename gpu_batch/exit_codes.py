@@ -42,7 +42,9 @@ OUTPUT_TAKEN = 73
 # EX_UNAVAILABLE (sysexits.h): not in UNFIXABLE, so the app runs the shard again (nothing was written). Why not
 # BAD_INPUT: every worker reads its manifest first, so a storage outage or throttling at a run's start met a second
 # attempt the same way and failed the whole task as "could not start its shard" (the second unfixable exit of a shard
-# ends the task, orchestrations.shards), losing every image of the run.
+# ends the task, orchestrations.shards), losing every image of the run. Nor does it spend one of a shard's
+# attempts for an hour from the shard's first (orchestrations.shards "Unavailable exits"): such a worker ends in
+# seconds, and a node whose identity endpoint was out took most of the queued attempts and gave their shards up.
 STORAGE_UNAVAILABLE = 69
 
 # No retry should fix these: the same manifest, model and source give the same failure on the next attempt.

@@ -54,6 +54,17 @@ outage reached the limit, or its shards ended. A group started without the field
 stayed busy with nothing else in flight, or every shard in flight is owed) reads the cancel marker all the same, with
 a POLL about no task (``activities.pool.run_poll`` asks the pool nothing then): before, such a group saw neither a
 cancel nor a stop until Batch answered, up to its outage limit. A group started without it reads none, as before.
+
+Unavailable exits: with ``unavailable_wait_s`` in its input (every group a task starts since that field), a worker
+exit ``STORAGE_UNAVAILABLE`` (69: storage, Key Vault, a model's host or the node's identity endpoint, IMDS, did not
+answer the worker's first reads; nothing was written) spends none of the shard's ``max_attempts`` while the shard's
+first such exit was less than ``unavailable_wait_s`` ago (``UNAVAILABLE_WAIT_S``). Its next attempt is owed, as
+after a RESUBMIT that stayed busy, and made only once a back-off has passed (``poll_min_s`` doubling to
+``poll_max_s`` with each such exit: ``ShardState.retry_at``); past the wait, a 69 counts as any exit, so the shard
+ends after at most ``max_attempts`` more. Why: a node whose IMDS stopped answering past its token's expiry exits 69 in
+seconds, so, idle again at once, it took most of the queued attempts, and every shard it took was given up after
+three, minutes into the outage, with a failure entry for each of its images though nothing was wrong with them. A
+group started without the field counts a 69 as any exit, as before, so its history replays unchanged.
 """
 from __future__ import annotations
 
@@ -66,7 +77,7 @@ from azure.durable_functions.models.history.HistoryEventType import HistoryEvent
 from core import contracts as c
 from core.contracts import ShardStatus, Stage
 from core.settings import OrchestrationKnobs
-from gpu_batch.exit_codes import OUTPUT, TASK_ENDED, pool_ended, unfixable_reason
+from gpu_batch.exit_codes import OUTPUT, STORAGE_UNAVAILABLE, TASK_ENDED, pool_ended, unfixable_reason
 from gpu_batch.layout import parse_pool_task_id, pool_job_id, pool_task_id
 from orchestrations.retries import (POOL_RETRY, STORAGE_RETRY, ServiceStayedBusy, busy_reason, call, is_busy,
                                    show_waiting)
@@ -128,6 +139,15 @@ LEGACY_ROUND_EVENTS = 72
 # when the outage began has ended, and a person, told, does better than a group polling on: a pool or credentials
 # gone for good answer busy too (a network error), and the failure closes the job, which stops the nodes' cost.
 OUTAGE_LIMIT_S = 6 * 3600
+
+# How long a shard's worker exits STORAGE_UNAVAILABLE (69) spend none of its attempts, from its first (module
+# docstring, "Unavailable exits"), for a group started now (``ShardsInput.unavailable_wait_s``). Why an hour and not
+# OUTAGE_LIMIT_S: an identity endpoint's, storage's or a resolver's blip lasts minutes, and a 69 that lasts an hour
+# is seldom a passing one (a firewall that resets every connection to a model's host, a node without a resolver:
+# ``gpu_batch.worker.loader``), while the pool's nodes, paid for, mostly wait meanwhile. About ten attempts of each such
+# shard in that hour at the default poll knobs: back-offs of 30, 60, 120, 240 s, then 300 s, each after the poll
+# that saw the exit (the orchestration tests count 9 before the hour, then the 3 counted ones).
+UNAVAILABLE_WAIT_S = 3600
 
 
 def outage_limit_s(knobs: OrchestrationKnobs) -> int:
@@ -341,10 +361,40 @@ def _unfixable(row: c.CompletedShard) -> ShardUnfixable | None:
                           f"{row['exit_code']}): {said}")
 
 
+class UnavailableWaits:
+    """A group's rule for worker exits ``STORAGE_UNAVAILABLE`` (module docstring, "Unavailable exits"): ``now`` (the
+    orchestration's replay-safe time), ``wait_s`` from a shard's first such exit, and the back-off's bounds."""
+
+    def __init__(self, now: datetime, wait_s: int, first_s: float, most_s: float) -> None:
+        self.now, self.wait_s, self.first_s, self.most_s = now, wait_s, first_s, most_s
+
+    def defer(self, s: c.ShardState, row: c.CompletedShard, by_pool: bool) -> bool:
+        """Whether ``row``'s attempt (which left images missing) spends none of the shard's attempts: its worker
+        exited 69 and the shard's first such exit was less than ``wait_s`` ago. If so, counted and the next attempt's
+        earliest time set (``retry_at``)."""
+        if by_pool or row.get("exit_code") != STORAGE_UNAVAILABLE:
+            return False
+        since = s.get("unavailable_since") or self.now.isoformat()
+        if (self.now - datetime.fromisoformat(since)).total_seconds() >= self.wait_s:
+            return False
+        waited = s.get("unavailable", 0) + 1
+        s["unavailable"], s["unavailable_since"] = waited, since
+        backoff = min(self.first_s * 2 ** min(waited - 1, 16), self.most_s)
+        s["retry_at"] = (self.now + timedelta(seconds=backoff)).isoformat()
+        return True
+
+
+def _due(s: c.ShardState, now: datetime) -> bool:
+    """Whether an owed shard's RESUBMIT may be made now: at once, unless an unavailable exit set its ``retry_at``."""
+    retry_at = s.get("retry_at")
+    return retry_at is None or datetime.fromisoformat(retry_at) <= now
+
+
 def _record_completions(state: dict[str, c.ShardState], completed: list[c.CompletedShard],
-                        max_attempts: int) -> tuple[int, list[str]]:
+                        max_attempts: int, waits: UnavailableWaits | None = None) -> tuple[int, list[str]]:
     """Update the state from the poll's completed pool tasks: how many were news (not stale reports about an older
-    attempt), and the shards whose missing images need a next attempt.
+    attempt), and the shards whose missing images need a next attempt now. ``waits``: the group's rule for exits 69
+    (``UnavailableWaits``; None: counted as any exit), whose next attempt is owed for later instead.
 
     Raises ``ShardUnfixable`` for a worker failure no attempt can fix."""
     to_resubmit = []
@@ -353,13 +403,14 @@ def _record_completions(state: dict[str, c.ShardState], completed: list[c.Comple
         s = state[row["shard_id"]]
         if row["attempt"] != s["attempt"] or s["status"] != ShardStatus.submitted:
             continue  # a stale report about an older attempt
+        spent = s["attempt"] - s.get("unavailable", 0)  # attempts counted against max_attempts
         failure = _unfixable(row)
         if failure is not None:
             # Twice, or with no attempt left: the task fails now. Once: another attempt (another node) runs it, as
             # these exits also come from passing causes (a model download cut short, a storage timeout reading the
             # manifest, a node whose GPU fell off the bus); for a truly unfixable one that costs one more start of
             # each shard that met it (at most the group's in-flight share), against failing a whole run on one node.
-            if s.get("unfixable") or s["attempt"] >= max_attempts:
+            if s.get("unfixable") or spent >= max_attempts:
                 raise failure
             s["unfixable"] = str(failure)[:300]
         fresh += 1
@@ -378,7 +429,10 @@ def _record_completions(state: dict[str, c.ShardState], completed: list[c.Comple
         _show(s)
         if row["missing"] == 0:
             s["status"] = ShardStatus.done
-        elif s["attempt"] < max_attempts:
+        elif waits is not None and waits.defer(s, row, by_pool):  # made once its back-off passed (the round loop)
+            s["attempt"] += 1
+            s["pool"], s["owed"] = QUEUED, True
+        elif spent < max_attempts:
             s["attempt"] += 1
             s["pool"] = QUEUED
             to_resubmit.append(row["shard_id"])
@@ -460,6 +514,8 @@ def _run_shards(context: df.DurableOrchestrationContext,
     stops = bool(data.get("outage_stops")) and outage_limit > 0
     # a round that asks the pool about no task reads the cancel marker all the same (module docstring, "Outages")
     reads_cancel = bool(data.get("reads_cancel")) and outage_limit > 0
+    # worker exits 69 spend no attempt for this long from a shard's first (module docstring, "Unavailable exits")
+    unavailable_wait = int(data.get("unavailable_wait_s") or 0)
     # Went on as new in an outage: the status and its note come first, so the retries of the generation's first step
     # (a SUBMIT) keep since and until (retries.show_waiting); custom status is no history action: replay is unchanged
     if outage is not None:
@@ -502,9 +558,17 @@ def _run_shards(context: df.DurableOrchestrationContext,
                     next_input["outage_stops"] = True
                 if reads_cancel:
                     next_input["reads_cancel"] = True
+            if unavailable_wait:
+                next_input["unavailable_wait_s"] = unavailable_wait
             context.continue_as_new(next_input)
             return {"continued": True}
-        yield context.create_timer(context.current_utc_datetime + timedelta(seconds=delay))
+        wake = context.current_utc_datetime + timedelta(seconds=delay)
+        # an attempt owed after an exit 69 is made when its back-off ends, not up to a poll delay later (no such
+        # attempt in a group without unavailable_wait_s: its timers are as before)
+        retry_ats = [datetime.fromisoformat(s["retry_at"]) for s in state.values() if s.get("owed") and "retry_at" in s]
+        if retry_ats:
+            wake = min(wake, max(min(retry_ats), context.current_utc_datetime + timedelta(seconds=knobs.poll_min_s)))
+        yield context.create_timer(wake)
         awaited[0] += 1
         poll: c.PollOutput | None = None
         fresh = 0
@@ -549,13 +613,16 @@ def _run_shards(context: df.DurableOrchestrationContext,
                 if busy is not None:  # the next poll, by id, names them unknown again
                     outage, gave_up = _outage_goes_on(context, outage, busy, tried_at, outage_limit), True
             try:
-                fresh, resubmits = _record_completions(state, poll["completed"], knobs.max_attempts)
+                waits = (UnavailableWaits(context.current_utc_datetime, unavailable_wait, knobs.poll_min_s,
+                                          knobs.poll_max_s) if unavailable_wait else None)
+                fresh, resubmits = _record_completions(state, poll["completed"], knobs.max_attempts, waits)
             except ShardUnfixable as failure:  # the run's other groups stop too (activities.pool.run_stop_groups)
                 yield from _stop_the_run(context, task_id, job_id, str(failure))
                 raise failure
         owed: list[str] = []
         if poll is not None or not asked:  # a poll that stayed busy leaves them to a later round, as the rest
-            owed = [sid for sid, s in state.items() if s.get("owed")]
+            # (one an exit 69 left owes its RESUBMIT only once its back-off passed: _due)
+            owed = [sid for sid, s in state.items() if s.get("owed") and _due(s, context.current_utc_datetime)]
             resubmits = owed + [sid for sid in resubmits if sid not in owed]
         if resubmits:
             tried_at = context.current_utc_datetime
@@ -575,6 +642,7 @@ def _run_shards(context: df.DurableOrchestrationContext,
                 # missing any more (results landed late), the shard is done, and no attempt was added.
                 s = state[outcome["shard_id"]]
                 s.pop("owed", None)
+                s.pop("retry_at", None)
                 if not outcome["submitted"]:
                     s["covered"] = s.get("covered", 0) + s.get("missing", 0)
                     s["status"], s["missing"], s["attempt"] = ShardStatus.done, 0, s["attempt"] - 1

@@ -44,7 +44,7 @@ from orchestrations.enumeration import enumerate_in_parallel
 from orchestrations.exports import exports as run_exports
 from orchestrations.fanin import damaged_status, fan_in
 from orchestrations.retries import POOL_RETRY, STORAGE_RETRY, RetryPolicy, call, call_all
-from orchestrations.shards import outage_limit_s, round_events
+from orchestrations.shards import UNAVAILABLE_WAIT_S, outage_limit_s, round_events
 
 bp = df.Blueprint()
 
@@ -469,7 +469,9 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
                                      round_events=round_events(knobs.busy_retry_attempts),
                                      outage_limit_s=outage_limit_s(knobs),  # outlasts a Batch or storage outage
                                      outage_stops=True,  # the first group out of reach past it stops the others
-                                     reads_cancel=True)  # a round with nothing to poll reads the cancel marker
+                                     reads_cancel=True,  # a round with nothing to poll reads the cancel marker
+                                     # a worker's exit 69 (a service out of its reach) spends no attempt for a while
+                                     unavailable_wait_s=UNAVAILABLE_WAIT_S)
         if reuse is not None:
             shards_input["state"] = _reused_state(group, reuse)
         children.append(context.call_sub_orchestrator(c.SHARDS_ORCHESTRATOR, shards_input,

@@ -97,9 +97,10 @@ def download_did_not_answer(exc: BaseException) -> bool:
     error status in ``HTTPError``, which the worker's exit-69 rule (``storage_refs.service_did_not_answer``, written
     for the storage SDK's exceptions) did not count: the publisher's host answering 503 or its resolver down for a few
     minutes at a new node's first shard exited 3 (unfixable), and the second such attempt failed the whole task. Why
-    not every connect failure: exit 69 is tried ``max_attempts`` times for every shard, minutes each here, so a pool
-    without internet would spend hours of node time before the task failed, where exit 3 fails it at a shard's second
-    attempt with the advice."""
+    not every connect failure: exit 69 is tried for an hour from a shard's first (``orchestrations.shards``
+    "Unavailable exits") and then ``max_attempts`` times, for every shard, minutes each here, so a pool without
+    internet would spend hours of node time before the task failed, where exit 3 fails it at a shard's second attempt
+    with the advice."""
     import socket
 
     if isinstance(exc, urllib.error.HTTPError):

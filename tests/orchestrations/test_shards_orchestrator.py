@@ -1032,3 +1032,99 @@ def test_a_generation_gone_on_as_new_in_an_outage_says_since_when_through_its_fi
     retries = [n for n in notes(run) if "attempt" in n]
     assert [n["attempt"] for n in retries] == [2, 3, 4, 2]
     assert {(n["since"], n["until"]) for n in retries} == {(since, "2025-01-01T05:00:00+00:00")}
+
+
+# ------------------------------ worker exits 69 (``unavailable_wait_s``: orchestrations.shards "Unavailable exits")
+
+class UnavailablePool(Pool):
+    """``Pool``, whose attempts below ``until`` of every shard exit STORAGE_UNAVAILABLE with every image missing (a
+    node whose identity endpoint does not answer): at its first poll, as such a worker ends within seconds. Records,
+    for each RESUBMIT, the number of POLLs made before it."""
+
+    def __init__(self, until: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.until, self.resubmitted_after = until, list[int]()
+
+    def __call__(self, name: str, payload: Any) -> Any:
+        if name == c.RESUBMIT:
+            self.resubmitted_after.append(self.polls)
+            return {"shards": [{"shard_id": sid, "attempt": attempt, "missing": IMAGES, "submitted": True}
+                               for sid, attempt in payload["shards"]]}
+        out = super().__call__(name, payload)
+        if name == c.POLL:
+            for r in out["completed"]:
+                if r["attempt"] < self.until:
+                    r.update(exit_code=exit_codes.STORAGE_UNAVAILABLE, result="failure", covered=0, missing=IMAGES,
+                             failure_message="exited with code 69")
+        return out
+
+
+def unavailable_group(pool: UnavailablePool, wait_s: int | None) -> Run:
+    extra: dict[str, Any] = {"reads_cancel": True}  # as the task starts a group: a round with nothing to ask polls
+    if wait_s is not None:
+        extra["unavailable_wait_s"] = wait_s
+    return outage_group(1, pool, extra=extra, max_attempts=3)
+
+
+def test_a_worker_that_could_not_reach_a_service_spends_no_attempt_and_is_tried_again_after_a_back_off() -> None:
+    """Attempts 1-5 exit 69 (the node's IMDS out past its token's expiry), the sixth gets through: with
+    ``max_attempts`` 3 the shard was given up after its third, each image a failure entry, minutes into an outage
+    (each such attempt ends in seconds, and the node, idle again, takes the next). Now none of them counts, and each
+    next attempt waits a back-off of 30 s doubling to ``poll_max_s`` (the rounds' timers between the exit's poll
+    and the RESUBMIT add up to at least it)."""
+    pool = UnavailablePool(until=6)
+    run = unavailable_group(pool, 3600)
+
+    assert run.status == "Completed", run.error
+    assert run.output["done"] == 1 and run.output["given_up"] == 0 and run.output["images_done"] == IMAGES
+    assert [call["shards"] for call in run.inputs(c.RESUBMIT)] == [[[shard_id(0), a]] for a in range(2, 7)]
+    delays = [t.delay_s for t in run.orchestrator_timers]  # round k's timer comes before its poll k
+    # the first exit is seen at poll 1; each later one at the poll after its RESUBMIT; waited from that poll's time
+    waited = [sum(delays[seen:after]) for seen, after in
+              zip([1] + [n + 1 for n in pool.resubmitted_after[:-1]], pool.resubmitted_after)]
+    assert all(w >= need for w, need in zip(waited, [30, 60, 120, 240, 300])), (waited, delays)
+    # without the wait it would have resubmitted at each exit's own poll
+    assert pool.resubmitted_after != [1, 2, 3, 4, 5]
+
+
+def test_a_group_started_without_the_field_counts_an_exit_69_as_any_exit() -> None:
+    """A group started by an earlier release (no ``unavailable_wait_s``) schedules what it did: attempts 2 and 3 at
+    once, and the shard given up after its third, so a recorded history replays unchanged."""
+    pool = UnavailablePool(until=6)
+    run = unavailable_group(pool, None)
+
+    assert run.status == "Completed", run.error
+    assert run.output["given_up"] == 1 and run.output["images_missing"] == IMAGES
+    assert [call["shards"] for call in run.inputs(c.RESUBMIT)] == [[[shard_id(0), 2]], [[shard_id(0), 3]]]
+    assert pool.resubmitted_after == [1, 2]
+
+
+def test_exits_69_past_the_wait_count_again_so_the_shard_ends() -> None:
+    """A 69 that never passes (a firewall resetting every connection to a model's host): once the shard's first such
+    exit is ``unavailable_wait_s`` old, each counts, and the shard is given up after ``max_attempts`` more, saying
+    how its last attempt ended. The wait's state travels through ``continue_as_new``."""
+    pool = UnavailablePool(until=10_000, max_polls=400)
+    run = unavailable_group(pool, 1800)
+
+    assert run.status == "Completed", run.error
+    assert run.output["given_up"] == 1 and run.output["images_missing"] == IMAGES
+    [why] = run.output["given_up_examples"]
+    assert why["exit_code"] == exit_codes.STORAGE_UNAVAILABLE and "exited 69" in why["reason"], why
+    attempts = why["attempts"]
+    assert 5 < attempts < 20, attempts  # the waited ones (about 1800 s of back-offs), then 3 counted
+    total = sum(t.delay_s for t in run.orchestrator_timers)
+    assert 1800 <= total <= 1800 + 4 * 300 + 3 * 300, total
+
+
+def test_the_unavailable_wait_is_carried_through_continue_as_new() -> None:
+    from orchestrations.shards import round_events
+
+    pool = UnavailablePool(until=8)
+    run = outage_group(1, pool, history_events=200, max_attempts=3,
+                       extra={"reads_cancel": True, "unavailable_wait_s": 3600,
+                              "round_events": round_events(BUSY_CALLS)})
+
+    assert run.status == "Completed", run.error
+    assert run.output["done"] == 1 and run.output["given_up"] == 0
+    assert len(run.continued_as_new) >= 1
+    assert {i["unavailable_wait_s"] for i in run.continued_as_new} == {3600}

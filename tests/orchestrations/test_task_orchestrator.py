@@ -14,7 +14,7 @@ from core.ids import shards_instance_id
 from core.settings import OrchestrationKnobs
 from gpu_batch.layout import parse_pool_task_id, pool_job_id, shard_id
 from orchestrations.retries import POOL_RETRY, STORAGE_RETRY
-from orchestrations.shards import OUTAGE_LIMIT_S, run_shards
+from orchestrations.shards import OUTAGE_LIMIT_S, UNAVAILABLE_WAIT_S, run_shards
 from orchestrations.task import task_orchestrator
 from tests.orchestrations.replay import T0, HarnessError, Run, run_orchestrator
 
@@ -211,7 +211,8 @@ def test_runs_one_shard_group_sub_orchestration_per_group() -> None:
                                                               # (orchestrations.shards.round_events)
                                                               "max_in_flight": len(ids), "round_events": 92,
                                                               "outage_limit_s": OUTAGE_LIMIT_S,
-                                                              "outage_stops": True, "reads_cancel": True})
+                                                              "outage_stops": True, "reads_cancel": True,
+                                                              "unavailable_wait_s": UNAVAILABLE_WAIT_S})
         for g, ids in enumerate([[0, 1], [2, 3], [4]])]
     detecting = next(s for s in run.statuses if s["stage"] == Stage.detecting)
     assert {k: detecting[k] for k in ("images", "shards", "groups")} == {"images": 25, "shards": 5, "groups": 3}
