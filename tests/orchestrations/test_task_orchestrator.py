@@ -942,6 +942,25 @@ def test_a_cancelled_task_says_what_its_pool_work_did_and_cost() -> None:
     assert run.output["cost"]["node_seconds"] == 90.0 and run.output["cost"]["attempts"] == 3
 
 
+def test_a_cancelled_task_prices_the_images_that_ran_not_all_it_listed() -> None:
+    """Cancelled after one shard of three: the rate is that shard's 10 images over its 20 node-seconds (0.5 images
+    per node-second), not the 30 images listed over them (1.5), which made the node look three times as fast and the
+    price per million images three times as low."""
+    def child(name: str, instance_id: str, payload: Any) -> Any:
+        n = len(payload["shards"])
+        ran = instance_id == shards_instance_id(TASK, 0)  # the other groups were cancelled before any shard ran
+        return {**finished_group(n, cancelled=not ran), "done": n if ran else 0, "images_done": 10 * n if ran else 0,
+                "node_seconds": 20.0 if ran else 0.0, "attempts_ended": n if ran else 0,
+                "attempts_timed": n if ran else 0}
+
+    run = run_task(task_input(shards_per_group=1, node_price_per_hour=3.6), activities(images=30, shards=3),
+                   children=child)
+    assert run.output["stage"] == Stage.cancelled and run.output["images_done"] == 10
+    cost = run.output["cost"]
+    assert (cost["images"], cost["node_seconds"], cost["images_per_node_second"]) == (10, 20.0, 0.5)
+    assert cost["usd_per_million_images"] == round(3.6 / (0.5 * 3600) * 1e6, 2)
+
+
 def test_the_detecting_status_says_when_the_pool_work_began() -> None:
     """GET /api/tasks/{id} counts the live rate from ``detecting_since`` (api/starters.py): the orchestration's
     replay-safe clock when the shard groups were started, never before the task's start."""
