@@ -17,6 +17,7 @@ make demo`` runs a worker process per shard instead.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import secrets
@@ -28,6 +29,9 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any, Sequence
+
+if __name__ == "__main__" and not __package__:  # run as a file (python scripts/demo.py), not as -m scripts.demo:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the project's packages are beside scripts/
 
 from adapters.blobs import BlobStore, service_client
 from cli.client import ApiClient
@@ -104,11 +108,28 @@ def validate_with_megadetector(doc: dict[str, Any]) -> str:
     return "passes MegaDetector's validate_batch_results"
 
 
-def main() -> int:
+ENVIRONMENT = """environment:
+  TRAPBATCH_DEMO_OUTPUT       the output folder (default: demo-output/); EMPTIED first
+  TRAPBATCH_MODEL             a MegaDetector checkpoint (default: a random-weight network: meaningless boxes)
+  TRAPBATCH_WORKER_RESIDENT   0: a worker process per shard instead of one resident worker
+  TRAPBATCH_LOCAL_CONCURRENCY shards run at once (default 1)"""
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The demo takes no options, only ``--help``. Why parse at all: ``--help`` (or any argument) used to start the
+    demo, which empties its output folder first; an argument it does not know now ends it with exit 2, before that."""
+    parser = argparse.ArgumentParser(prog="python -m scripts.demo (make demo)",
+                                     description="\n\n".join((__doc__ or "").split("\n\n")[:2]),
+                                     epilog=ENVIRONMENT, formatter_class=argparse.RawDescriptionHelpFormatter)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     """Run the demo (module docstring); 0 when the task completed and its results check out.
 
     Any failure ends it with ``SystemExit`` and its reason; the ``finally`` stops devhost and Azurite either way.
     """
+    parse_args(argv)
     t0 = time.monotonic()
     _fresh_output_folder()
     model = demo_model()

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -20,3 +23,27 @@ def test_the_demo_names_its_random_weight_model_where_its_files_carry_the_tasks_
     assert parsed.camera_depth == 1
     text = readme.readme_text(dataclasses.replace(FACTS, request_name=parsed.request_name), FILES)
     assert text.splitlines()[0] == f"trapbatch results: {parsed.request_name}"
+
+
+def test_the_demo_answers_help_without_running_and_refuses_arguments_it_does_not_know(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """``python -m scripts.demo --help`` started the demo, which empties its output folder first: an operator asking
+    what it does lost the last run's files. It now prints what it does and the variables it reads, and any other
+    argument ends it with exit 2, before anything is touched."""
+    with pytest.raises(SystemExit) as ended:
+        demo.main(["--help"])
+    assert ended.value.code == 0
+    shown = capsys.readouterr().out
+    assert "TRAPBATCH_DEMO_OUTPUT" in shown and "TRAPBATCH_MODEL" in shown
+    with pytest.raises(SystemExit) as ended:
+        demo.main(["--out", "x"])
+    assert ended.value.code == 2
+
+
+def test_the_demo_runs_as_a_file_too() -> None:
+    """``python scripts/demo.py`` failed at its first import (no module named 'adapters'): the project's packages are
+    found from the file's place, as ``-m scripts.demo`` finds them from the working directory."""
+    proc = subprocess.run([sys.executable, str(Path(demo.__file__)), "--help"], cwd=Path(demo.__file__).parent,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "make demo" in proc.stdout
