@@ -90,6 +90,8 @@ REQUEST_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--source-account-url", "source_account_url", str, "the images' storage account, when not trapbatch's"),
     ("--credential-secret", "credential_secret", str, "name of the Key Vault secret that opens that account"),
     ("--max-failed-fraction", "max_failed_fraction", float, "share of images that may fail for 'completed'"),
+    ("--preview-threshold", "preview_threshold", float, "confidence (0.005-1) from which a detection counts in the "
+     "preview, the CSV and the exports (default: the app's, else the model's typical threshold)"),
     ("--notify-url", "notify_url", str, "https address told (one signed POST) when the task ends"),
     ("--previews-expire-days", "previews_expire_days", int, "days after the task ends that its preview pages come "
      "off the public website"),

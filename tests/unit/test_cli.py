@@ -104,6 +104,23 @@ def test_the_camera_depth_flag_is_on_submit_and_estimate_and_checked_before_send
     assert info.value.exit_code == 2
 
 
+def test_the_preview_threshold_is_a_flag_and_a_bad_one_is_answered_with_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The threshold a task counts detections from (README: ``preview_threshold``) had no flag: an ecologist had to
+    write a request file, and a bad value in it was answered with the JSON ``"preview_threshold": 0.2`` instead of
+    a flag to type."""
+    assert build_request(None, {"container": "cams", "preview_threshold": 0.35}) == {
+        "container": "cams", "preview_threshold": 0.35}
+    for name, value in {"TRAPBATCH_URL": "http://127.0.0.1:9", "TRAPBATCH_KEY": "k",
+                        "TRAPBATCH_CONFIG": str(tmp_path / "n.toml")}.items():
+        monkeypatch.setenv(name, value)
+    for command in ("submit", "estimate"):  # refused before anything is sent (nothing listens on port 9)
+        assert main([command, "--container", "cams", "--preview-threshold", "2"]) == 2, command
+        shown = capsys.readouterr().err
+        assert "'preview_threshold' must be a number from 0.005 to 1" in shown
+        assert "--preview-threshold 0.2" in shown, shown
+
+
 @pytest.mark.parametrize("runtime,stage,code", [("Completed", "completed", 0), ("Completed", "estimated", 0),
                                                 ("Completed", "completed_with_errors", 3),
                                                 ("Completed", "cancelled", 1), ("Failed", "failed", 1),
