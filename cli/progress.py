@@ -197,7 +197,10 @@ class BarReporter:
             self.progress.console.print(awaiting_line(st))
             self.said_waiting = True
         images = st.get("images")
-        done = st.get("images_done", images if is_final(st) and images else 0)
+        # After detection (merging, searching, publishing) the status counts no images: every one has been through
+        # the pool, so the bar stays full rather than falling back to 0 of N until the task ends.
+        over = is_final(st) or stage in (Stage.merging, Stage.searching, Stage.publishing)
+        done = st.get("images_done", images if over and images else 0)
         rate = st.get("images_per_second")
         shards = (f"shards {st.get('shards_done', 0)}/{st.get('shards', 0)} done, {st.get('shards_running', 0)} "
                   f"running, {st.get('shards_queued', 0)} queued, {st.get('resubmissions', 0)} resubmitted"

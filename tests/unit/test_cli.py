@@ -1522,6 +1522,24 @@ def test_confirm_wait_does_not_say_the_task_waits_for_the_confirmation_it_just_s
     assert "nothing runs until" not in screen.getvalue() and "confirmed" in screen.getvalue()
 
 
+def test_the_progress_bar_stays_full_after_detection_instead_of_falling_back_to_zero() -> None:
+    """Watched in a terminal, a task at 50/60 images went on to "merging  0/60" (the merging status counts no
+    images), which looks as if its detections were lost, until "completed 60/60"."""
+    import io
+
+    from rich.console import Console
+
+    from cli.progress import BarReporter
+
+    bar = BarReporter(Console(file=io.StringIO(), force_terminal=True, width=100), T1)
+    bar({"id": T1, "stage": "detecting", "runtime_status": "Running", "images": 60, "images_done": 50, "shards": 6})
+    assert bar.progress.tasks[0].completed == 50
+    for stage in ("merging", "publishing"):
+        bar({"id": T1, "stage": stage, "runtime_status": "Running", "images": 60, "shards": 6})
+        assert bar.progress.tasks[0].completed == 60, stage
+    bar.close()
+
+
 @pytest.mark.parametrize("stage", ["completed", "completed_with_errors"])
 def test_list_shows_when_a_task_was_created_compactly_on_its_rows_line(
         stage: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
