@@ -19,6 +19,11 @@ from typing import Callable
 from azure.core.exceptions import AzureError, ResourceExistsError
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
+if __name__ == "__main__" and not __package__:  # run as a file (python scripts/upload_local.py), not with -m:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the project's packages are beside scripts/
+
+from gpu_batch.layout import INCOMING_CONTAINER  # noqa: E402 - after the path above
+
 LOCAL_STORAGE = "UseDevelopmentStorage=true"  # Azurite on its default ports, as devhost --with-azurite starts it
 PARALLEL_UPLOADS = 8
 
@@ -83,9 +88,19 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"{uploaded} files uploaded, {skipped} already there, into container {args.container!r}"
           + (f" under {prefix!r}" if prefix else ""))
-    print(f"next: trapbatch submit --container {args.container}" + (f" --prefix {prefix}" if prefix else "")
-          + " --wait")
+    print(next_step(args.container, prefix))
     return 0
+
+
+def next_step(container: str, prefix: str) -> str:
+    """What to do after the upload. Why not always ``trapbatch submit``: ``incoming`` holds task requests, which
+    start their tasks by themselves (README "Start a task by dropping a file"), and the app refuses it as an image
+    container, so submitting it was advice that could only fail."""
+    if container == INCOMING_CONTAINER:
+        return ("next: nothing to submit: each <name>.json request here starts its task by itself; its answer appears "
+                "beside it (<name>.task.json with the task id, or <name>.json.error.json saying why not), then "
+                "trapbatch watch <task id>")
+    return f"next: trapbatch submit --container {container}" + (f" --prefix {prefix}" if prefix else "") + " --wait"
 
 
 if __name__ == "__main__":
