@@ -22,7 +22,7 @@ from azure.storage.blob import BlobServiceClient, ContainerClient
 if __name__ == "__main__" and not __package__:  # run as a file (python scripts/upload_local.py), not with -m:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the project's packages are beside scripts/
 
-from gpu_batch.layout import INCOMING_CONTAINER  # noqa: E402 - after the path above
+from gpu_batch.layout import INCOMING_CONTAINER, READY_MARKER, ready_receipt_blob  # noqa: E402 - after the path
 
 LOCAL_STORAGE = "UseDevelopmentStorage=true"  # Azurite on its default ports, as devhost --with-azurite starts it
 PARALLEL_UPLOADS = 8
@@ -55,12 +55,21 @@ def upload_folder(connection: str, container: str, folder: Path, prefix: str = "
         with path.open("rb") as data:
             client.upload_blob(name, data, overwrite=True)
 
+    # The start-on-arrival marker at the top of the container starts a task over what is there when it lands
+    # (README "Start a task when an upload is complete": write it last): sent in parallel with the photos, it
+    # could land first and start a task over some of them. It goes up alone, after every photo.
+    photos = [item for item in todo if item[1] != READY_MARKER]
     done = 0
     with ThreadPoolExecutor(PARALLEL_UPLOADS) as pool:
-        for _ in pool.map(put, todo):
+        for _ in pool.map(put, photos):
             done += 1
             if report and (done % 100 == 0 or done == len(todo)):
                 report(f"uploaded {done}/{len(todo)}")
+    for item in todo:
+        if item[1] == READY_MARKER:
+            put(item)
+            if report:
+                report(f"uploaded {len(todo)}/{len(todo)} ({READY_MARKER} last)")
     return len(todo), len(files_under(folder)) - len(todo)
 
 
@@ -88,14 +97,19 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"{uploaded} files uploaded, {skipped} already there, into container {args.container!r}"
           + (f" under {prefix!r}" if prefix else ""))
-    print(next_step(args.container, prefix))
+    print(next_step(args.container, prefix, (args.folder / READY_MARKER).is_file() and not prefix))
     return 0
 
 
-def next_step(container: str, prefix: str) -> str:
+def next_step(container: str, prefix: str, marker: bool = False) -> str:
     """What to do after the upload. Why not always ``trapbatch submit``: ``incoming`` holds task requests, which
     start their tasks by themselves (README "Start a task by dropping a file"), and the app refuses it as an image
-    container, so submitting it was advice that could only fail."""
+    container, so submitting it was advice that could only fail; a ``marker`` (``READY_MARKER`` at the top of the
+    container) starts its task by itself too."""
+    if marker:
+        return (f"next: nothing to submit: {READY_MARKER} starts the task by itself; its answer appears beside it "
+                f"({ready_receipt_blob()} with the task id, or {READY_MARKER}.error.json saying why not), then "
+                "trapbatch watch <task id>")
     if container == INCOMING_CONTAINER:
         return ("next: nothing to submit: each <name>.json request here starts its task by itself; its answer appears "
                 "beside it (<name>.task.json with the task id, or <name>.json.error.json saying why not), then "

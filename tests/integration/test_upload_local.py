@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+import pytest
+from azure.storage.blob import ContainerClient
 
 from adapters.blobs import BlobStore
 from scripts import upload_local
@@ -20,3 +24,26 @@ def test_a_folder_goes_up_with_its_paths_and_a_second_run_sends_only_what_change
     (tmp_path / "camera-02" / "Zoë.jpg").write_bytes(b"\xff\xd8changed")
     assert upload_local.upload_folder(storage_connection, unique_name, tmp_path, "2024/a/") == (1, 1)
     assert upload_local.main([unique_name, str(tmp_path / "missing"), "--connection", storage_connection]) == 2
+
+
+def test_the_start_on_arrival_marker_goes_up_last_and_the_advice_says_it_starts_the_task(
+        storage_connection: str, store: BlobStore, unique_name: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A photo folder holding trapbatch-ready.json went up in parallel, the marker among the photos: landing before
+    some of them, it started a task over part of the folder (README: write it last); and the last line advised
+    submitting the container, a second way to start the same task."""
+    for i in range(40):
+        (tmp_path / f"z{i:02d}.jpg").write_bytes(b"\xff\xd8" + bytes([i]))
+    (tmp_path / "trapbatch-ready.json").write_text("{}")
+    sent: list[str] = []
+    upload = ContainerClient.upload_blob
+
+    def spy(self: ContainerClient, name: str, *args: Any, **kwargs: Any) -> Any:
+        sent.append(name)
+        return upload(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(ContainerClient, "upload_blob", spy)
+    assert upload_local.main([unique_name, str(tmp_path), "--connection", storage_connection]) == 0
+    assert len(sent) == 41 and sent[-1] == "trapbatch-ready.json"
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert "trapbatch submit" not in last and "trapbatch-ready.task.json" in last
