@@ -477,13 +477,23 @@ def download(service: Any, results: dict[str, Any], status: dict[str, Any], out:
     return files
 
 
-def earlier_files(out: Path, files: list[Fetched]) -> list[str]:
+def earlier_files(out: Path, files: list[Fetched], pages_of: str | None = None) -> list[str]:
     """Files in ``out`` that an earlier download wrote (``.trapbatch-downloads.json``) and this one did not: another
     task's or an earlier run's files (its repeats-removed variant, its exports, its preview pages), which sat among
-    this download's without a word. Paths relative to ``out``, in name order; the ones still there only."""
+    this download's without a word. Paths relative to ``out``, in name order; the ones still there only.
+
+    ``pages_of``: a task id, for a download without the preview pages: the pages an earlier download of that task
+    wrote under ``previews/`` are its own and not named; another task's are (they were left out of the list, so
+    task B's results sat beside task A's preview page, which the list called nothing)."""
     now = {f.path.relative_to(out).as_posix() for f in files}
     recorded = FetchedEtags(out).files
-    return sorted(p for p in recorded if p not in now and (out / p).is_file())
+
+    def own_page(path: str) -> bool:  # a page blob is <website container>/<task id>-<random>/...
+        folder = recorded[path]["blob"].split("/", 2)[1:2]
+        return (pages_of is not None and path.startswith("previews/") and bool(folder)
+                and folder[0].startswith(pages_of + "-"))
+
+    return sorted(p for p in recorded if p not in now and (out / p).is_file() and not own_page(p))
 
 
 class FetchedEtags:

@@ -766,7 +766,7 @@ def results(state: State, /, task_id: str, out_dir: Path | None, previews: bool,
                   + f"open {folder / 'previews' / 'index.html'})")
     elif previews:
         err.print(f"no preview pages downloaded: {page.get('error') or 'the app named none'}")
-    left = [p for p in earlier_files(folder, files) if previews or not p.startswith("previews/")]
+    left = earlier_files(folder, files, None if previews else task_id)
     if left:  # standard error: the lines above stay the list of this task's files
         err.print(f"{len(left)} file{'s' if len(left) != 1 else ''} in {folder} from an earlier download, not this "
                   f"task's (now): {', '.join(left[:5])}{', ...' if len(left) > 5 else ''}; choose an empty --out "

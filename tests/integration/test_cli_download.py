@@ -451,3 +451,20 @@ def test_files_an_earlier_download_left_in_the_folder_are_named(store: BlobStore
     assert earlier_files(tmp_path, files) == ["exports/coco.json"]
     (tmp_path / "exports" / "coco.json").unlink()
     assert earlier_files(tmp_path, files) == []  # gone: nothing to say
+
+
+def test_another_tasks_preview_pages_left_in_the_folder_are_named_the_tasks_own_are_not(tmp_path: Path) -> None:
+    """Task A downloaded with --previews, then task B into the same folder without: B's results sat beside A's
+    preview page, and the list of files from an earlier download left every page out. A's own pages, left by a
+    download of A without --previews, are still not named."""
+    from cli.download import FetchedEtags, earlier_files
+
+    record = FetchedEtags(tmp_path)
+    for name in ("index.html", "thumbs/1.jpg"):
+        (tmp_path / "previews" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "previews" / name).write_text("page")
+        record.record(tmp_path / "previews" / name, f"$web/task-aaaa-0123abcd/{name}", '"0x1"')
+    record.save()
+    assert earlier_files(tmp_path, [], pages_of="task-bbbb") == ["previews/index.html", "previews/thumbs/1.jpg"]
+    assert earlier_files(tmp_path, [], pages_of="task-aaaa") == []
+    assert earlier_files(tmp_path, []) == ["previews/index.html", "previews/thumbs/1.jpg"]  # --previews: not now
