@@ -5,6 +5,7 @@ names the field and says how to fix it, because the person reading it is usually
 """
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import re
@@ -310,6 +311,18 @@ def _opt_bool(body: Mapping[str, Any], name: str) -> bool:
     return value
 
 
+def _did_you_mean(unknown: list[str], allowed: tuple[str, ...] | list[str]) -> str:
+    """``"did you mean preview_threshold? "`` for the unknown fields close to an allowed one (a typo, ``threshold``
+    for ``preview_threshold``, ``first-n`` for ``first_n``), else ``""``. Why: the hint listed 24 allowed fields,
+    and which one a misspelt name meant was left to the reader."""
+    meant = []
+    for name in unknown[:5]:
+        close = difflib.get_close_matches(name.lower().replace("-", "_"), allowed, n=1, cutoff=0.6)
+        if close and close[0] not in meant:
+            meant.append(close[0])
+    return f"did you mean {' or '.join(meant)}? " if meant else ""
+
+
 def parse_task_request(body: Any, default_model: str = "", default_images_per_shard: int = DEFAULT_IMAGES_PER_SHARD) -> TaskRequest:
     """Validate and normalize a request body; raise ``RequestInvalid`` naming the bad field."""
     if not isinstance(body, Mapping):
@@ -319,7 +332,8 @@ def parse_task_request(body: Any, default_model: str = "", default_images_per_sh
         )
     unknown = sorted(set(body) - set(ALLOWED_FIELDS))
     if unknown:
-        raise RequestInvalid(f"unknown field(s): {', '.join(unknown)}", f"allowed fields: {', '.join(ALLOWED_FIELDS)}")
+        raise RequestInvalid(f"unknown field(s): {', '.join(unknown)}",
+                             f"{_did_you_mean(unknown, ALLOWED_FIELDS)}allowed fields: {', '.join(ALLOWED_FIELDS)}")
     container = body.get("container")
     if container is not None and not isinstance(container, str):
         raise RequestInvalid(f"'container' must be a string, got {type(container).__name__}",

@@ -60,6 +60,19 @@ def test_bad_requests_name_the_field_and_give_a_hint(body: object, field: str) -
     assert info.value.to_dict() == {"error": info.value.message, "hint": info.value.hint}
 
 
+@pytest.mark.parametrize("typo, meant", [("treshold", "preview_threshold"), ("threshold", "preview_threshold"),
+                                         ("first-n", "first_n"), ("prefx", "prefix"), ("Camera_Depth", "camera_depth")])
+def test_an_unknown_field_close_to_a_known_one_is_named_in_the_hint(typo: str, meant: str) -> None:
+    """A misspelt field got the list of all 24 allowed ones: which one it meant was left to the reader."""
+    with pytest.raises(RequestInvalid) as info:
+        parse_task_request({"container": "cams", typo: 1})
+    assert info.value.message == f"unknown field(s): {typo}"
+    assert info.value.hint.startswith(f"did you mean {meant}? allowed fields: ")
+    with pytest.raises(RequestInvalid) as info:
+        parse_task_request({"container": "cams", "colour": "red"})
+    assert info.value.hint.startswith("allowed fields: ")  # nothing close: no guess
+
+
 def test_repeat_removal_bodies() -> None:
     from core.requests import parse_repeat_removal
 
