@@ -369,7 +369,8 @@ async def authorize_task(req: func.HttpRequest, client: df.DurableOrchestrationC
         return caller
     status = await read_status(client, task_id, show_input=True)
     if _runtime(status) is None:
-        raise TaskNotFound(f"no task {task_id}", "check the id, or start the task with POST /api/tasks")
+        raise TaskNotFound(f"no task {task_id}", "check the id against GET /api/tasks, or start the task with "
+                           "POST /api/tasks")
     enforce_owner(caller, task_id, owner_of(_task_input(status)))
     return caller
 
@@ -638,12 +639,13 @@ async def describe_task_with_input(client: df.DurableOrchestrationClient,
 async def _describe(client: df.DurableOrchestrationClient, task_id: str,
                     with_input: bool) -> tuple[dict[str, Any], dict[str, Any]]:
     if not is_task_id(task_id):
-        raise TaskNotFound(f"{task_id!r} is not a task id", "task ids look like task-<20 hex digits>; "
-                           "POST /api/tasks returns them")
+        raise TaskNotFound(f"{task_id!r} is not a task id", "task ids look like task-<20 hex digits>: GET /api/tasks "
+                           "shows them, POST /api/tasks returns a new one's")
     status = await read_status(client, task_id, show_input=with_input)
     runtime = _runtime(status)
     if runtime is None:
-        raise TaskNotFound(f"no task {task_id}", "check the id, or start the task with POST /api/tasks")
+        raise TaskNotFound(f"no task {task_id}", "check the id against GET /api/tasks, or start the task with "
+                           "POST /api/tasks")
     custom = status.custom_status if isinstance(status.custom_status, dict) else {}
     out: dict[str, Any] = {"id": task_id, "runtime_status": runtime, "stage": _stage(runtime, custom),
                            **{k: v for k, v in custom.items() if k != "stage"}}

@@ -135,7 +135,10 @@ def test_a_failing_task_exits_non_zero_and_errors_say_what_to_do(host, store: Bl
 
     missing = trapbatch("status", "task-00000000000000000000", url=host.base_url)
     assert missing.returncode == 4 and "404" in missing.stderr
-    assert "next: check the id, or start the task with trapbatch submit" in missing.stderr  # the app's hint, as the CLI
+    # the app's hint, as the CLI: where ids are listed (it named only where a new one comes from)
+    assert "next: check the id against trapbatch list, or start the task with trapbatch submit" in missing.stderr
+    malformed = trapbatch("results", "task-1f0c", url=host.base_url)
+    assert malformed.returncode == 4 and "trapbatch list shows them" in malformed.stderr, malformed.stderr
     refused = trapbatch("list", url=host.base_url, key="wrong-key")
     assert refused.returncode == 4 and "refused the request (function key)" in refused.stderr
     assert "TRAPBATCH_KEY" in refused.stderr
