@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from gpu_batch.manifest import FAILURE_REASONS, NO_ACCESS_HINT, REASON_ACCOUNT_NOT_FOUND, REASON_AUTH, RETRYABLE
+from gpu_batch.manifest import (FAILURE_REASONS, NO_ACCESS_HINT, REASON_ACCOUNT_NOT_FOUND, REASON_AUTH,
+                                REASON_LISTED_NOT_FOUND, RETRYABLE)
 
 AUTH_ADVICE = f"the images' storage account refused the GPU nodes' reads (401/403): {NO_ACCESS_HINT}"
 ACCOUNT_NOT_FOUND_ADVICE = ("not the photos, their storage account: DNS says its host name does not exist (deleted "
@@ -21,6 +22,10 @@ ACCOUNT_NOT_FOUND_ADVICE = ("not the photos, their storage account: DNS says its
                             "the account exists (the task's error names the host)")
 ONLY_NEW_ADVICE = ("the task's request posted again with \"only_new\": true (a re-run) runs these images again, with "
                    "any new or changed ones, and keeps every other result")
+LISTED_NOT_FOUND_ADVICE = ("the request's image list names files its container does not hold: compare those names "
+                           "(the failures in the results) with the container's blob names (case-sensitive, relative to "
+                           "the request's prefix, '/' between folders), correct the list, then post the request again "
+                           "with \"only_new\": true (the corrected names run, the other images keep their results)")
 PERMANENT_ADVICE = ("these stay failed however often they run: the file is missing, unreadable, or one MegaDetector "
                     "refuses, and the failure beside each image in the results says which")
 
@@ -41,10 +46,13 @@ def advice(reasons: Mapping[str, Any] | set[str]) -> list[str]:
     with ``only_new``), the permanent ones, and what to fix before that re-run for ``auth`` and
     ``account_not_found`` (a re-run alone fails again)."""
     retry = retryable(reasons)
-    permanent = sorted(r for r in reasons if r not in retry)
+    # listed_not_found is permanent for the list as it is: the list, not the photos, is what to fix (its own line)
+    permanent = sorted(r for r in reasons if r not in retry and r != REASON_LISTED_NOT_FOUND)
     lines = [f"{', '.join(retry)}: {ONLY_NEW_ADVICE}"] if retry else []
     if permanent:
         lines.append(f"{', '.join(permanent)}: {PERMANENT_ADVICE}")
+    if REASON_LISTED_NOT_FOUND in reasons:
+        lines.append(f"{REASON_LISTED_NOT_FOUND}: {LISTED_NOT_FOUND_ADVICE}")
     if REASON_AUTH in reasons:
         lines.append(f"auth: {AUTH_ADVICE}, before that re-run")
     if REASON_ACCOUNT_NOT_FOUND in reasons:

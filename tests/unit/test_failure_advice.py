@@ -29,6 +29,15 @@ def test_account_not_found_names_the_account_not_the_photos() -> None:
     assert any("source_account_url" in line and "not the photos" in line for line in lines), lines
 
 
+def test_names_an_image_list_holds_but_the_container_does_not_say_to_correct_the_list() -> None:
+    """They were advised as photos that "stay failed however often they run: the file is missing, unreadable, or one
+    MegaDetector refuses": the list is what is wrong (a mistyped name, another case, a path from another folder)."""
+    hint = failures_hint({"listed_not_found": 1, "undecodable": 2}, failed=3, images=10)
+    assert "undecodable: these stay failed" in hint and "listed_not_found, undecodable" not in hint
+    assert "listed_not_found: the request's image list names files its container does not hold" in hint
+    assert "correct the list" in hint and '"only_new": true' in hint
+
+
 @pytest.mark.parametrize("failed", [0, -1])
 def test_nothing_failed_gives_no_hint(failed: int) -> None:
     assert failures_hint({}, failed=failed, images=10) == ""
