@@ -29,6 +29,7 @@ from adapters.blobs import BlobStore
 from adapters.storage_errors import source_listing
 from core import contracts as c
 from core import notimages
+from core.nearby import NEARBY_NAMES, nearby, parent_folder
 from core.requests import TaskRequest
 from core.settings import Settings
 from core.shards import (FOLDER_WEIGHT, Leaf, ListingLimits, folder_weight_estimate, group_leaves, is_image_name,
@@ -123,6 +124,7 @@ def run_plan_listing(task_id: str, request: TaskRequest, settings: Settings, sto
     with source_listing(request.source_account_url, request.container):  # a deleted account: not busy (its docstring)
         prefixes, names, complete = src.list_level(request.container, request.prefix, budget, limits.page_size,
                                                    etags, sizes, max_prefixes=limits.plan_folders)
+    near = _nearby(src, request) if complete and not prefixes and not names else None  # the prefix names nothing
     leaves: list[Leaf]
     if not complete:
         leaves = [{"prefix": request.prefix}]
@@ -170,10 +172,26 @@ def run_plan_listing(task_id: str, request: TaskRequest, settings: Settings, sto
                      {"units": len(units), "leaves": len(leaves), "limits": limits.to_dict()})
     logger.info("task %s: listing plan of %d units over %d folders and blobs", task_id, len(units), len(leaves))
     out = c.PlanListingOutput(units=len(units), leaves=len(leaves), images_per_write=limits.images_per_write)
+    if near is not None:
+        out["nearby"] = near
     if passed_over.files:
         store.write_json(settings.container, layout.listing_not_images_blob(task_id), passed_over.to_dict())
         out["not_images"] = passed_over.files
     return out
+
+
+def _nearby(src: BlobStore, request: TaskRequest) -> dict[str, Any]:
+    """What the container holds nearest the request's prefix, under which there is nothing (``core.nearby``): the
+    first folders of the deepest folder above it that holds anything (its files only counted: no image name enters
+    the history), one listing request of ``NEARBY_NAMES`` a level, so the task's error says what to write instead."""
+    folder = request.prefix
+    while folder:
+        folder = parent_folder(folder)
+        with source_listing(request.source_account_url, request.container):
+            prefixes, names, complete = src.list_level(request.container, folder, NEARBY_NAMES, NEARBY_NAMES)
+        if prefixes or names:
+            return nearby(folder, prefixes, len(names), not complete)
+    return nearby("", [], 0, False)
 
 
 MAX_REQUESTS_PER_CALL = 4000  # listing requests one ``run_list_part`` call makes at most (~50 ms each on Azure)

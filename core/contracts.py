@@ -209,6 +209,7 @@ class EnumerateOutput(TypedDict):
     shards: int
     not_images: NotRequired[dict[str, Any]]  # core.notimages.NotImages.summary(): files listed but not run, by kind
     cancelled: NotRequired[bool]  # POST .../cancel came while the images were listed (the run's cancel marker)
+    nearby: NotRequired[dict[str, Any]]  # the prefix named nothing: what is near it (core.nearby; the plan's)
 
 
 class SubmitInput(TypedDict):
@@ -1054,6 +1055,7 @@ class PlanListingOutput(TypedDict):
     leaves: int  # folders and single blobs the plan found
     images_per_write: int  # images of the shards one WRITE_SHARDS call writes
     not_images: NotRequired[int]  # files the plan's own listing passed over (layout.listing_not_images_blob)
+    nearby: NotRequired[dict[str, Any]]  # nothing under the prefix: what the container holds near it (core.nearby)
 
 
 class ListPartInput(TypedDict):

@@ -118,4 +118,6 @@ def enumerate_in_parallel(context: df.DurableOrchestrationContext, task_id: str,
     if cancel_job:
         finish["cancel_job"] = cancel_job
     result: c.EnumerateOutput = yield from call(context, c.FINISH_ENUMERATION, STORAGE_RETRY, finish)
+    if "nearby" in plan:  # the prefix named nothing: the task's error says what is near it
+        result["nearby"] = plan["nearby"]
     return result

@@ -25,7 +25,7 @@ from typing import Any, Generator, cast
 import azure.durable_functions as df
 
 from core import contracts as c
-from core import failure_advice, notimages
+from core import failure_advice, nearby, notimages
 from core.contracts import ShardStatus, Stage
 from core.cost import node_price, task_cost
 from core.errors import failure_line
@@ -431,8 +431,10 @@ def _run_task(context: df.DurableOrchestrationContext, data: c.TaskInput, job_id
                                 "the list's paths are blob names in the container, relative to the prefix, with '/' "
                                 "between folders (not a Windows path such as site-a\\IMG_0001.JPG or D:\\...)")
         others = f"; {notimages.describe(passed_over)}" if passed_over else ""
+        near = enumeration.get("nearby")  # absent in plans recorded before it: the words they had
         raise NoImagesFound(f"no images (.jpg, .jpeg, .png, .gif) found in {_where(request)}{others}; "
-                            "check the container and prefix")
+                            + (nearby.describe(request["prefix"], near) if near is not None
+                               else "check the container and prefix"))
     reuse: c.ReuseOutput | None = None
     work = enumeration  # what goes to the pool: every image, or with only_new those not reused
     if request.get("only_new") and generation and "previous" in data:

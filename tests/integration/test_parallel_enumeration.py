@@ -116,6 +116,8 @@ def test_parallel_manifests_equal_the_single_stream(env: tuple[Settings, BlobSto
     run, parallel = run_parallel(settings, store, "task-parallel", request, limits)
 
     passed_over = parallel.pop("not_images", None)
+    near = parallel.pop("nearby", None)  # what is near a prefix that names nothing: the parallel plan's alone
+    assert (near is not None) == (request.prefix == "nothing-here/")
     assert parallel == single
     assert manifests(settings, store, "task-parallel") == manifests(settings, store, "task-single")
     summary = store.read_json(settings.container, layout.enumeration_blob("task-parallel"))
@@ -174,6 +176,25 @@ def test_first_n_stops_listing_once_the_first_images_are_known(env: tuple[Settin
     assert out["not_images"] == {"files": 2, "kinds": {"(hidden)": 1, ".txt": 1}}  # the plan's top level, listed
     assert all(p.input["max_images"] == 2 for p in run.calls(c.LIST_PART))
     assert len(run.calls(c.LIST_PART)) <= SMALL.max_units + 1  # not every unit listed to its end
+
+
+@pytest.mark.parametrize("prefix, folder, first", [
+    ("A/", "", "a-b/"),  # another case than the folder meant: the top level's folders (its files only counted)
+    ("zz/q/none/", "zz/q/", "zz/q/r/"),  # the deepest folder above that holds anything
+    ("cams/site9/cam0/", "cams/", "cams/site0/"),
+])
+def test_a_prefix_that_names_nothing_reports_what_is_near_it(env: tuple[Settings, BlobStore, str], prefix: str,
+                                                             folder: str, first: str) -> None:
+    """"no images found ... check the container and prefix" left the operator to list the container by other means
+    to find the folder meant; the plan now lists the folders above the prefix, one small request a level."""
+    settings, store, container = env
+    request = TaskRequest.from_dict({"container": container, "prefix": prefix})
+    _, out = run_parallel(settings, store, "task-near", request, SMALL)
+    assert (out["images"], out["nearby"]["folder"], out["nearby"]["names"][0]) == (0, folder, first)
+    assert len(out["nearby"]["names"]) <= 10
+    _, found = run_parallel(settings, store, "task-found", TaskRequest.from_dict({"container": container,
+                                                                                 "prefix": "a/"}), SMALL)
+    assert "nearby" not in found  # images found: nothing to say
 
 
 def test_missing_container_fails_with_what_to_do(env: tuple[Settings, BlobStore, str]) -> None:

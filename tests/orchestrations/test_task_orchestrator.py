@@ -134,6 +134,23 @@ def test_fails_with_a_message_naming_the_place_when_there_are_no_images(prefix: 
     assert run.inputs(c.PLAN_LISTING) == [{"task_id": TASK, "request": {**REQUEST, "prefix": prefix}}]
 
 
+def test_no_images_under_the_prefix_names_what_the_container_holds_near_it() -> None:
+    """The plan listed the folder above the prefix (activities.enumerate._nearby): the error names its folders
+    instead of "check the container and prefix"."""
+    answer = activities(images=0, shards=0)
+
+    def with_nearby(name: str, payload: Any) -> Any:
+        out = answer(name, payload)
+        if name == c.PLAN_LISTING:
+            out["nearby"] = {"folder": "", "names": ["camera-01/", "camera-02/"], "files": 0, "more": False}
+        return out
+
+    run = run_task(task_input({**REQUEST, "prefix": "Camera-01/"}), with_nearby)
+    assert run.status == "Failed" and run.custom_status["stage"] == Stage.failed
+    assert ("under prefix 'Camera-01/'; the container's top level holds camera-01/, camera-02/ (names are "
+            "case-sensitive: 'camera-01/' differs from the prefix only in case)") in run.custom_status["error"]
+
+
 @pytest.mark.parametrize("dry_run", [False, True])
 def test_more_shards_than_a_task_may_have_fail_before_any_manifest_with_the_shard_size_that_fits(dry_run: bool) -> None:
     """images_per_shard 1 over ten million images made ten million manifests, pool tasks and group entries."""

@@ -1,0 +1,56 @@
+"""What a container holds near a prefix that holds nothing, so "no images found" says what to write instead.
+
+Why: a prefix that names nothing (``Camera-01/`` for ``camera-01/``, the container's name repeated in front,
+``site-a\\2024`` from a Windows path, a folder not uploaded yet) failed with "check the container and prefix", and
+the operator had to list the container by other means to find the folder meant. The plan's listing, having found
+nothing under the prefix, lists the folder above it (and above that, up to the top: a few names each, one request a
+level) and the task's error names what is there.
+
+Folder names enter the orchestration history through this, as the status's ``clock_corrections_unmatched`` folders
+do: at most ``NEARBY_NAMES`` of them, each cut to ``NAME_CHARS``. Never a blob's name (an image's: the enumeration
+keeps image names out of the history, ``orchestrations.enumeration``): the files beside those folders are only
+counted.
+
+Pure: no I/O. The activity (``activities.enumerate.run_plan_listing``) lists; this module decides where and says it.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+NEARBY_NAMES = 10  # names shown: enough to spot a typo, few enough for one listing request and a readable error
+NAME_CHARS = 80  # a name longer than this is cut (a blob name may have 1,024 characters)
+
+
+def parent_folder(prefix: str) -> str:
+    """The folder above ``prefix``, as a listing prefix ending in ``/`` (``""``: the container's top).
+    ``a/b/c/`` and ``a/b/c`` -> ``a/b/``; ``a/`` and ``a`` -> ``""``."""
+    head, slash, _ = prefix.rstrip("/").rpartition("/")
+    return head + slash
+
+
+def nearby(folder: str, folders: Sequence[str], files: int, more: bool) -> dict[str, Any]:
+    """The plan's ``nearby`` (JSON-ready): the folder listed, the first folders found in it (their prefixes, ending
+    in ``/``), each cut to ``NAME_CHARS``, and how many files beside them (of those listed); ``more`` when it holds
+    others."""
+    shown = [n if len(n) <= NAME_CHARS else n[: NAME_CHARS - 1] + "…" for n in sorted(folders)[:NEARBY_NAMES]]
+    return {"folder": folder, "names": shown, "files": files, "more": more or len(folders) > NEARBY_NAMES}
+
+
+def describe(prefix: str, found: Mapping[str, Any]) -> str:
+    """What to write instead of ``prefix``, from the plan's ``nearby``: ``"the container is empty: upload the images
+    first"``, or where the names are and which differ from the prefix only in letter case."""
+    folder, names = str(found.get("folder") or ""), [str(n) for n in found.get("names") or []]
+    files = int(found.get("files") or 0)
+    where = f"folder {folder!r}" if folder else "the container's top level"
+    if not names and not files:
+        return "the container is empty: upload the images first, or name the container they are in"
+    if not names:
+        return (f"{where} holds files but no folders: " + (f"give the prefix {folder!r}" if folder
+                                                          else "leave the prefix out") + " to run them")
+    listed = ", ".join(names) + (", ..." if found.get("more") else "") + (" and files" if files else "")
+    wanted = prefix[len(folder):].split("/", 1)[0]  # the prefix's part that names nothing here
+    same_but_case = [n for n in names if n.rstrip("/").lower() == wanted.lower() and n.rstrip("/") != wanted]
+    case = (f" (names are case-sensitive: {same_but_case[0]!r} differs from the prefix only in case)"
+            if same_but_case else "")
+    slash = " ('/' separates folders in blob names, not '\\')" if "\\" in prefix else ""  # a Windows path
+    return f"{where} holds {listed}{case}{slash}: give the prefix of the folder the images are in"

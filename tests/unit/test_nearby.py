@@ -1,0 +1,46 @@
+"""core.nearby: what "no images found" says is near a prefix that names nothing."""
+from __future__ import annotations
+
+import pytest
+
+from core.nearby import NEARBY_NAMES, describe, nearby, parent_folder
+
+
+@pytest.mark.parametrize("prefix, parent", [("a/b/c/", "a/b/"), ("a/b/c", "a/b/"), ("a/", ""), ("a", ""),
+                                            ("site-a\\2024", "")])
+def test_the_folder_above_a_prefix(prefix: str, parent: str) -> None:
+    assert parent_folder(prefix) == parent
+
+
+def test_a_prefix_that_differs_only_in_case_is_pointed_out() -> None:
+    said = describe("Camera-01/", nearby("", ["camera-02/", "camera-01/"], 1, False))
+    assert said == ("the container's top level holds camera-01/, camera-02/ and files (names are case-sensitive: "
+                    "'camera-01/' differs from the prefix only in case): give the prefix of the folder the images "
+                    "are in")
+
+
+def test_a_deeper_folder_is_named_and_a_long_listing_is_cut() -> None:
+    names = [f"cam{i:02d}/" for i in range(NEARBY_NAMES + 3)]
+    found = nearby("2024/site-a/", names, 0, False)
+    assert len(found["names"]) == NEARBY_NAMES and found["more"]
+    said = describe("2024/site-a/cam99/", found)
+    assert said.startswith("folder '2024/site-a/' holds cam00/, cam01/") and ", ...:" in said
+    assert "case-sensitive" not in said
+
+
+def test_an_empty_container_says_to_upload_first() -> None:
+    assert describe("", nearby("", [], 0, False)).startswith("the container is empty: upload the images first")
+    assert nearby("", ["x" * 300], 0, False)["names"] == ["x" * 79 + "…"]
+
+
+def test_a_folder_of_files_alone_says_to_give_it_as_the_prefix() -> None:
+    """Images directly in cam1/ while the prefix named cam1/day1/: run cam1/ itself."""
+    assert describe("cam1/day1/", nearby("cam1/", [], 12, True)) == ("folder 'cam1/' holds files but no folders: "
+                                                                      "give the prefix 'cam1/' to run them")
+    assert describe("x/", nearby("", [], 3, False)).endswith("leave the prefix out to run them")
+
+
+def test_a_windows_path_is_told_the_separator() -> None:
+    said = describe("camera-01\\2024-06-01", nearby("", ["camera-01/"], 0, False))
+    assert said.endswith("camera-01/ ('/' separates folders in blob names, not '\\'): give the prefix of the folder "
+                         "the images are in"), said
