@@ -3,7 +3,8 @@
 Why a script: on Azure, photos go up with azcopy or Storage Explorer (docs/deploy.md); locally neither is installed
 here, and devhost reads its images from Azurite. Each file keeps its path relative to the folder as its blob name
 (``camera-01/IMG_0001.JPG``), the layout trapbatch reads cameras and folders from. Files already there with the same
-size are skipped, so running it again after an interruption uploads only what is missing.
+size, and not changed on disk since they were uploaded, are skipped, so running it again after an interruption
+uploads only what is missing, and again after correcting a file (an image list, a request) uploads that file.
 
     .venv/bin/python -m scripts.upload_local my-camera-traps /path/to/photos [--prefix 2024/site-a/]
 """
@@ -26,6 +27,8 @@ from gpu_batch.layout import INCOMING_CONTAINER, READY_MARKER, ready_receipt_blo
 
 LOCAL_STORAGE = "UseDevelopmentStorage=true"  # Azurite on its default ports, as devhost --with-azurite starts it
 PARALLEL_UPLOADS = 8
+# A blob's Last-Modified has whole seconds (RFC 1123): a file written in the second of its upload is not newer
+LAST_MODIFIED_SLACK_S = 2.0
 
 
 def files_under(folder: Path) -> list[tuple[Path, str]]:
@@ -46,9 +49,18 @@ def upload_folder(connection: str, container: str, folder: Path, prefix: str = "
         client.create_container()
     except ResourceExistsError:
         pass
-    present = {b.name: b.size for b in client.list_blobs(name_starts_with=prefix or None)}
-    todo = [(path, prefix + name) for path, name in files_under(folder)
-            if present.get(prefix + name) != path.stat().st_size]
+    present = {b.name: (b.size, b.last_modified.timestamp())
+               for b in client.list_blobs(name_starts_with=prefix or None)}
+
+    def uploaded(path: Path, name: str) -> bool:
+        """Already there as it is on disk: the same size, and not modified since the blob was written. Why the time
+        too: an image list or request corrected in place (a name fixed, a digit changed) keeps its size, and was
+        skipped, so the task ran the old one."""
+        found = present.get(name)
+        stat = path.stat()
+        return found is not None and found[0] == stat.st_size and stat.st_mtime <= found[1] + LAST_MODIFIED_SLACK_S
+
+    todo = [(path, prefix + name) for path, name in files_under(folder) if not uploaded(path, prefix + name)]
 
     def put(item: tuple[Path, str]) -> None:
         path, name = item

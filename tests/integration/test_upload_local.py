@@ -47,3 +47,20 @@ def test_the_start_on_arrival_marker_goes_up_last_and_the_advice_says_it_starts_
     assert len(sent) == 41 and sent[-1] == "trapbatch-ready.json"
     last = capsys.readouterr().out.splitlines()[-1]
     assert "trapbatch submit" not in last and "trapbatch-ready.task.json" in last
+
+
+def test_a_file_corrected_in_place_with_the_same_size_goes_up_again(
+        storage_connection: str, store: BlobStore, unique_name: str, tmp_path: Path) -> None:
+    """An image list fixed in place (NOPE.JPG -> IMG1.JPG keeps its size) was skipped as "already there", and the
+    task ran the old list; a file changed on disk after its upload goes up again, one left alone does not."""
+    import os
+    import time
+
+    (tmp_path / "list.csv").write_text("path\ncam/NOPE.JPG\n")
+    (tmp_path / "IMG.JPG").write_bytes(b"\xff\xd8one")
+    assert upload_local.upload_folder(storage_connection, unique_name, tmp_path) == (2, 0)
+    (tmp_path / "list.csv").write_text("path\ncam/IMG1.JPG\n")
+    later = time.time() + 5  # after the blob's time, whatever the clocks' resolution
+    os.utime(tmp_path / "list.csv", (later, later))
+    assert upload_local.upload_folder(storage_connection, unique_name, tmp_path) == (1, 1)
+    assert store.read_bytes(unique_name, "list.csv") == b"path\ncam/IMG1.JPG\n"
