@@ -342,7 +342,8 @@ def _cost(work: c.EnumerateOutput, outcomes: list[c.ShardsOutcome], knobs: Orche
     """What the pool work cost (core/cost.py): the images sent to the pool (``images`` instead where the work was cut
     short), the node time the shard groups summed from their attempts' pool tasks, at the override or the pool's list
     price."""
-    return task_cost(images=work["images"] if images is None else images, node_seconds=sum(float(o.get("node_seconds", 0.0)) for o in outcomes),
+    return task_cost(images=work["images"] if images is None else images,
+                     node_seconds=sum(float(o.get("node_seconds", 0.0)) for o in outcomes),
                      attempts=sum(o.get("attempts_ended", 0) for o in outcomes),
                      attempts_timed=sum(o.get("attempts_timed", 0) for o in outcomes),
                      vm_size=knobs.pool_vm_size, override_per_hour=knobs.node_price_per_hour)
