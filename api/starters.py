@@ -111,7 +111,7 @@ def check_model_reference(ref: str, settings: Settings) -> None:
         check_default_model_file(ref, settings)
         return
     choices = ", ".join(known_names()) + (f", blob://{settings.models_container}/<name>" if settings.models_container
-                                          else "") + (f", or leave 'model' out for {settings.model!r}"
+                                          else "") + (f", or leave 'model' out for {default_model_label(settings)}"
                                                       if settings.model else "")
     reason = unsupported_reason(ref)
     if reason is not None:
@@ -125,6 +125,20 @@ def check_model_reference(ref: str, settings: Settings) -> None:
         return
     raise RequestInvalid(f"model {ref!r} is not one this trapbatch runs",
                          f"use one of {choices} (the operator sets TRAPBATCH_MODELS_CONTAINER for own checkpoints)")
+
+
+def default_model_label(settings: Settings) -> str:
+    """How a refusal names the app's default model to a caller: a published model by its one name, a models-container
+    checkpoint by its ``blob://`` reference (one a request may name itself), and a checkpoint file only by its file
+    name. Why: TRAPBATCH_MODEL may be a path on the server or the nodes (devhost's default is one), and every
+    function-key holder reads this hint; where the operator keeps files is not theirs to see."""
+    ref = settings.model
+    if known_model(ref) is not None:
+        return repr(canonical_name(ref))
+    if ref.startswith(BLOB_SCHEME):
+        return repr(ref)
+    name = ref.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+    return f"the app's default checkpoint {name!r}" if name else "the app's default checkpoint"
 
 
 def check_default_model_file(ref: str, settings: Settings) -> None:

@@ -46,6 +46,19 @@ def test_anything_else_is_a_4xx_that_lists_the_choices(ref: str) -> None:
     assert "MDV5A" in info.value.hint and "blob://models/<name>" in info.value.hint and "custom.pt" in info.value.hint
 
 
+@pytest.mark.parametrize(("default", "shown", "hidden"), [
+    ("/home/op/secret-models/site.pt", "the app's default checkpoint 'site.pt'", "/home/op"),
+    ("C:\\Users\\op\\models\\site.pt", "the app's default checkpoint 'site.pt'", "Users"),
+    ("mdv5a", "'MDV5A'", "mdv5a"), ("blob://models/site.pt", "'blob://models/site.pt'", "\x00")])
+def test_a_refusal_names_the_default_model_without_the_servers_path(default: str, shown: str, hidden: str) -> None:
+    """Any function-key holder reads the hint: a default named by a path (devhost's is one) shows its file name only."""
+    with pytest.raises(RequestInvalid) as info:
+        check_model_reference("MDV4", _settings(TRAPBATCH_MODEL=default))
+    assert info.value.hint.endswith(f"or leave 'model' out for {shown} (the operator sets TRAPBATCH_MODELS_CONTAINER "
+                                    "for own checkpoints)")
+    assert hidden not in info.value.hint
+
+
 @pytest.mark.parametrize("ref", ["blob://models/../trapbatch/tasks/x/manifest.json", "blob://models/./x.pt",
                                  "blob://models/a/../../trapbatch/x.pt", "blob://models//x.pt",
                                  "blob://models/a\\..\\x.pt"])
