@@ -27,7 +27,8 @@ from cli.progress import (BarReporter, LineReporter, awaiting_line, exit_code_fo
 from core.contracts import Stage
 from core.errors import TrapbatchError
 from core.notimages import describe as describe_not_images
-from core.requests import MAX_BODY_BYTES, TASK_BODY_HINT, encoded_size, parse_rerender, parse_task_request
+from core.requests import (MAX_BODY_BYTES, TASK_BODY_HINT, encoded_size, parse_rerender, parse_task_request,
+                           too_large_hint_for)
 from gpu_batch.formats.entries import DETECTION_CATEGORIES
 
 out = Console(highlight=False, soft_wrap=True)
@@ -140,7 +141,7 @@ def build_request(request_file: Path | None, fields: dict[str, Any], dry_run: bo
         raise CliError(f"the request is not valid: {exc.message}", exc.hint, exit_code=2, app_hint=True) from None
     if (size := encoded_size(body)) > MAX_BODY_BYTES:  # the app refuses it (413) unread: say so before sending
         raise CliError(f"the request is {size} bytes, more than the {MAX_BODY_BYTES} the app takes",
-                       TASK_BODY_HINT, exit_code=2, app_hint=True)
+                       too_large_hint_for(body, TASK_BODY_HINT), exit_code=2, app_hint=True)
     return body
 
 

@@ -163,7 +163,7 @@ def parse_json_body(raw: bytes, content_type: str | None = None, example: str = 
         raise UnsupportedContentType(f"the request body must be JSON, not {content_type or 'untyped'!r}", hint)
     if len(raw) > MAX_BODY_BYTES:
         raise RequestTooLarge(f"the request body has {len(raw)} bytes, more than the {MAX_BODY_BYTES} a request may "
-                              "have", too_large_hint)
+                              "have", too_large_hint_for(_loads_or_none(raw), too_large_hint))
     try:
         return json.loads(raw)
     except UnicodeDecodeError:  # bytes: json.loads detects UTF-8/16/32; anything else is not text
@@ -173,6 +173,34 @@ def parse_json_body(raw: bytes, content_type: str | None = None, example: str = 
             raise RequestInvalid("the request body has a number of more than 4,300 digits",
                                  f"no field takes one that long; {hint}") from None
         raise RequestInvalid("the request body is not valid JSON", hint) from None
+
+
+# An oversized body is still read to name its largest field, up to this size; beyond it the route's hint is given
+# unread (parsing megabytes to phrase a refusal is work an anonymous sender could make the app do at will).
+MAX_SIZED_BODY_BYTES = 16 * MAX_BODY_BYTES
+
+
+def _loads_or_none(raw: bytes) -> Any:
+    if len(raw) > MAX_SIZED_BODY_BYTES:
+        return None
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):  # not JSON (UnicodeDecodeError is a ValueError): the route's hint
+        return None
+
+
+def too_large_hint_for(body: Any, route_hint: str) -> str:
+    """What to shrink in a body over ``MAX_BODY_BYTES``: the field that takes the most of it, by name, unless the
+    route's own hint already speaks of that field (a task request's long ``clock_corrections``). Why: every 413 of
+    a task request talked about clock_corrections, also when a 100 KB ``request_name`` was what made it large."""
+    if not isinstance(body, dict) or not body:
+        return route_hint
+    sizes = {str(name): encoded_size(value) for name, value in body.items()}
+    name = max(sizes, key=lambda k: sizes[k])
+    if re.search(rf"\b{re.escape(name)}\b", route_hint):
+        return route_hint
+    return (f"{name!r} takes {sizes[name]} of its bytes: shorten it or leave it out (a request is "
+            f"{MAX_BODY_BYTES} bytes at most)")
 
 
 def encoded_size(body: Any) -> int:

@@ -298,6 +298,27 @@ def test_a_body_error_shows_the_routes_own_example_and_how_to_shorten_a_task_req
     assert parse_task_request(parse_json_body(json.dumps(as_seconds, indent=2).encode(), "application/json"))
 
 
+@pytest.mark.parametrize("body, field", [
+    ({"container": "cams", "request_name": "x" * 100_000}, "request_name"),
+    ({"container": "cams", "prefix": "p/" * 40_000, "request_name": "site a"}, "prefix"),
+])
+def test_a_body_over_the_limit_names_the_field_that_makes_it_large(body: dict[str, object], field: str) -> None:
+    """The 413's hint spoke of clock_corrections whatever was large: a 100 KB request_name was told to write its
+    clock corrections as seconds. The CLI, which refuses such a body before sending it, gives the same hint."""
+    from core.errors import RequestTooLarge
+    from core.requests import TASK_BODY_HINT, parse_json_body
+
+    with pytest.raises(RequestTooLarge) as large:
+        parse_json_body(json.dumps(body).encode(), "application/json")
+    assert large.value.hint.startswith(f"{field!r} takes ") and "clock_corrections" not in large.value.hint
+    from core.requests import too_large_hint_for
+
+    assert too_large_hint_for(body, TASK_BODY_HINT) == large.value.hint
+    with pytest.raises(RequestTooLarge) as unread:  # too large to be worth reading: the route's hint, unread
+        parse_json_body(json.dumps({"request_name": "x" * 2_000_000}).encode(), "application/json")
+    assert unread.value.hint == TASK_BODY_HINT
+
+
 def test_a_container_of_another_type_is_said_so_not_missing() -> None:
     with pytest.raises(RequestInvalid, match="'container' must be a string, got int"):
         parse_task_request({"container": 5})
