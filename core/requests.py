@@ -159,8 +159,10 @@ def parse_json_body(raw: bytes, content_type: str | None = None, example: str = 
     to leave out when the body is over ``MAX_BODY_BYTES``."""
     hint = (f"send e.g. {example} with Content-Type: application/json" if content_type is not None
             else f"write a JSON object, e.g. {example}")
+    if content_type is not None and not content_type.split(";")[0].strip():  # curl -d sets one; a bare client may not
+        raise UnsupportedContentType("the request has no Content-Type: send Content-Type: application/json", hint)
     if content_type is not None and content_type.split(";")[0].strip().lower() != "application/json":
-        raise UnsupportedContentType(f"the request body must be JSON, not {content_type or 'untyped'!r}", hint)
+        raise UnsupportedContentType(f"the request body must be JSON, not {content_type!r}", hint)
     if len(raw) > MAX_BODY_BYTES:
         raise RequestTooLarge(f"the request body has {len(raw)} bytes, more than the {MAX_BODY_BYTES} a request may "
                               "have", too_large_hint_for(_loads_or_none(raw), too_large_hint))

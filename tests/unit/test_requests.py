@@ -319,6 +319,18 @@ def test_a_body_over_the_limit_names_the_field_that_makes_it_large(body: dict[st
     assert unread.value.hint == TASK_BODY_HINT
 
 
+@pytest.mark.parametrize("content_type", ["", " ", "; charset=utf-8"])
+def test_a_body_without_a_content_type_is_told_to_send_one(content_type: str) -> None:
+    """It was answered "must be JSON, not 'untyped'", a word of ours that named no header to set."""
+    from core.errors import UnsupportedContentType
+    from core.requests import parse_json_body
+
+    with pytest.raises(UnsupportedContentType) as refused:
+        parse_json_body(b'{"container": "cams"}', content_type)
+    assert refused.value.status_code == 415 and "untyped" not in refused.value.message
+    assert refused.value.message.endswith("send Content-Type: application/json")
+
+
 def test_a_container_of_another_type_is_said_so_not_missing() -> None:
     with pytest.raises(RequestInvalid, match="'container' must be a string, got int"):
         parse_task_request({"container": 5})
