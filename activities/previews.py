@@ -219,6 +219,15 @@ def _not_images_note(passed_over: Any) -> dict[str, Any] | None:
 # neither copy, and the website's page cannot link the app's private container.
 REPEATS_FILE_NOTE = ("repeated-detections.json, beside this page's folder in a downloaded copy (trapbatch results, "
                      "the results zip)")
+def downloaded_path(task_id: str, variant: str, blob: str) -> str:
+    """Where the results file ``blob`` is from the page of ``variant`` in a downloaded copy (``trapbatch results
+    --previews``): the page is ``previews/index.html`` (a variant's ``previews/<variant>/index.html``,
+    ``layout.preview_page``) and the file at its path under the results folder (``cli.download.local_paths``), e.g.
+    ``../exports/camera-visits.csv``. Why: the storage path alone names a file in the app's private container,
+    which a reader of the downloaded page cannot open and need not look for."""
+    return "../" * (2 if variant else 1) + blob.removeprefix(layout.results_prefix(task_id))
+
+
 CUT_SHORT_NOTE = "cut short: the grey part was never written (damaged.csv)"  # beside such a picture
 
 
@@ -292,6 +301,7 @@ def _camera_visits(store: BlobStore, container: str, task_id: str, variant: str)
         cameras.append({**row, "deploymentID": unguarded(row["deploymentID"]), "mostly_blank": mostly_blank})
     return {"rows": cameras[:CAMERAS_LISTED], "total": len(rows), "flagged": flagged,
             "visits": sum(int(r["visits"]) for r in rows), "blob": f"{container}/{name}",
+            "local": downloaded_path(task_id, variant, name),
             "interval": rows[0]["event_interval_s"], "threshold": rows[0]["threshold"],
             "blank_share": f"{MOSTLY_BLANK_SHARE:.0%}", "blank_visits": MOSTLY_BLANK_VISITS}
 

@@ -225,8 +225,9 @@ def test_the_preview_page_lists_each_cameras_visits_and_flags_mostly_blank_ones(
         env: tuple[Settings, BlobStore, str]) -> None:
     """The exports' camera-visits.csv becomes the page's table; a camera whose visits are mostly blank is marked."""
     from activities.exports import run_exports
-    from activities.previews import CAMERAS_LISTED, MOSTLY_BLANK_VISITS, run_previews
+    from activities.previews import CAMERAS_LISTED, MOSTLY_BLANK_VISITS, downloaded_path, run_previews
     from core import camtrap_events as ev
+    from gpu_batch.layout import REPEATS_REMOVED
 
     settings, store, source = env
     tid = _merged_task_of_jpegs(settings, store, source, ("a", "b"), 5)
@@ -238,6 +239,10 @@ def test_the_preview_page_lists_each_cameras_visits_and_flags_mostly_blank_ones(
     assert 'id="visits"' in page and "camera visits: 1 visit at 1 camera" in page
     assert "<td><code>a</code></td>" in page and "mostly blank" not in page
     assert f"{settings.container}/{layout.camera_visits_blob(tid)}" in page
+    # and where a downloaded copy has it (trapbatch results --previews: previews/index.html, exports/...)
+    assert " ".join(page.split()).count("<code>../exports/camera-visits.csv</code> from this page in a downloaded") == 1
+    assert downloaded_path(tid, REPEATS_REMOVED, layout.camera_visits_blob(tid, REPEATS_REMOVED)) == \
+        "../../exports/repeats-removed/camera-visits.csv"  # previews/repeats-removed/index.html's
     # what the counts are, exactly: a visit is in each kind it had (an animal and a photo cut short with nothing
     # detected: animal and unknown, core.camtrap_events), and blank only without any
     said = " ".join(page.split())
