@@ -33,7 +33,8 @@ from adapters.generations import served_key
 from adapters.preview_folders import existing_preview_folder
 from adapters.results_bundle import linked_blobs, zip_is_current
 from api.edge import http_edge, json_response, read_status, start_once
-from api.starters import ACTIVE, _base_url, _runtime, _task_input, authorize_task, finished_task, page_labels
+from api.starters import (ACTIVE, _base_url, _runtime, _task_input, authorize_task, finished_task, page_labels,
+                          previews_gone)
 from core import contracts as c
 from core.errors import RequestInvalid, failure_message
 from core.ids import expiry_instance_id, repeats_instance_id, rerender_instance_id, results_zip_instance_id
@@ -81,9 +82,8 @@ async def post_previews(req: func.HttpRequest, client: df.DurableOrchestrationCl
     variants = await asyncio.to_thread(_rerender_variants, s, key)
     if variants is None:
         return json_response(409, {"error": f"task {task_id} has no preview pages to re-render",
-                                   "hint": "they were deleted (DELETE .../previews or previews_expire_days), or the "
-                                           "task never reached its publishing stage; re-rendering would publish "
-                                           "them again, so it is refused"})
+                                   "hint": f"{previews_gone(task_id)}, or the task never reached its publishing "
+                                           "stage; re-rendering would publish them again, so it is refused"})
     model, request_name = await page_labels(client, s, task_id, key)
     if not await start_once(client, c.RERENDER_ORCHESTRATOR, rerender_instance_id(task_id), c.RerenderInput(
             task_id=key, threshold=threshold, model=model, request_name=request_name, variants=variants,

@@ -755,8 +755,16 @@ def _no_results_hint(task_id: str, info: dict[str, Any]) -> str:
     return f"it ended {stage} without results: post the same request with \"rerun\": true to run it again"
 
 
-NO_PREVIEW_PAGES = ("no preview pages are published for this task: they were deleted (DELETE .../previews) or "
-                    "expired (previews_expire_days), or the task ended before it published any")
+def previews_gone(task_id: str) -> str:
+    """How a task's preview pages may have gone, with the delete's route in full. Why the task's id in it: the CLI
+    shows an app's routes as its own commands (``cli.hints.translate``), which needs the id; "DELETE .../previews"
+    reached a CLI user as HTTP words for a command they have (``trapbatch previews <id> --delete``)."""
+    return f"they were deleted (DELETE /api/tasks/{task_id}/previews) or expired (previews_expire_days)"
+
+
+def no_preview_pages(task_id: str) -> str:
+    return (f"no preview pages are published for this task: {previews_gone(task_id)}, or the task ended before it "
+            "published any")
 
 
 def _preview_page(req: func.HttpRequest, s: Settings, task_id: str, variant: str = "") -> dict[str, Any]:
@@ -764,7 +772,8 @@ def _preview_page(req: func.HttpRequest, s: Settings, task_id: str, variant: str
     orchestration history and status (plain tables), see ``adapters.preview_folders.preview_folder``."""
     folder = existing_preview_folder(clients.store(s), s, task_id)
     if folder is None:  # a task finished before previews had their own folders, or whose previews were deleted
-        return {"container": s.web_container, "error": NO_PREVIEW_PAGES,
+        # ``task_id`` is a generation key (``layout.generation_key``: ``<task>/runs/<run>``); the route takes the task's
+        return {"container": s.web_container, "error": no_preview_pages(task_id.partition("/")[0]),
                 "hint": "the results and exports are unchanged; pages taken off stay off (a re-render, a repeat "
                         "search or a removal does not publish them again)"}
     page = layout.page_blob(folder, variant)

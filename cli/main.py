@@ -766,7 +766,7 @@ def results(state: State, /, task_id: str, out_dir: Path | None, previews: bool,
                   + (f"({fresh} of {len(pages)} files; " if fresh and fresh < len(pages) else "(")
                   + f"open {folder / 'previews' / 'index.html'})")
     elif previews:
-        err.print(f"no preview pages downloaded: {page.get('error') or 'the app named none'}")
+        err.print(f"no preview pages downloaded: {in_cli_words(str(page.get('error') or 'the app named none'))}")
     left = earlier_files(folder, files, None if previews else task_id)
     if left:  # standard error: the lines above stay the list of this task's files
         err.print(f"{len(left)} file{'s' if len(left) != 1 else ''} in {folder} from an earlier download, not this "
@@ -1054,7 +1054,8 @@ def repeats(state: State, /, task_id: str, keep: str | None, remove: str | None,
         page = (state.client.results(task_id).get("previews") or {})
         url = page.get("public_url") or page.get("local_url")
         if not url:
-            raise CliError("the task has no preview page", str(page.get("error") or "the app named none"))
+            raise CliError("the task has no preview page", str(page.get("error") or "the app named none"),
+                           app_hint=True)
         click.launch(url)
 
 

@@ -1413,6 +1413,44 @@ def test_results_run_again_says_unchanged_for_the_files_it_did_not_download_agai
     assert f"unchanged {tmp_path / 'previews'}/ (open" in again
 
 
+def test_deleted_preview_pages_are_said_with_the_clis_own_command(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """``results --previews`` of a task whose pages were deleted printed "deleted (DELETE .../previews)": HTTP words
+    for a command the CLI has. The re-render's 409 says it the same way (``api.starters.previews_gone``)."""
+    from api.starters import no_preview_pages, previews_gone
+    from cli import download as cli_download
+    from cli import main as cli_main
+
+    task = "task-0123456789abcdef0123"
+    blobs = {f"results/{task}/detections.json": b'{"images": []}'}
+
+    class Service:
+        def get_blob_client(self, container: str, name: str) -> Any:
+            data = blobs[name]
+            props = type("Props", (), {"etag": '"e"', "size": len(data)})()
+            left = [data]
+            down = type("Down", (), {"properties": props, "size": len(data),
+                                     "read": lambda self, n: left.pop() if left else b""})()
+            return type("Blob", (), {"get_blob_properties": lambda self: props,
+                                     "download_blob": lambda self, **kw: down})()
+
+    class Client:
+        def results(self, task_id: str) -> dict[str, Any]:
+            return {"results": {"container": "trapbatch", "blob": f"results/{task}/detections.json"},
+                    "previews": {"container": "$web", "error": no_preview_pages(task)}}
+
+        def status(self, task_id: str) -> dict[str, Any]:
+            return {"id": task_id, "stage": "completed"}
+
+    monkeypatch.setattr(cli_main.State, "client", property(lambda self: Client()))
+    monkeypatch.setattr(cli_download, "blob_service", lambda connection, url: Service())
+    assert cli_main.main(["results", task, "--out", str(tmp_path), "--previews"]) == 0
+    said = " ".join(capsys.readouterr().err.split())
+    assert f"they were deleted (trapbatch previews {task} --delete) or expired" in said and "DELETE" not in said
+    assert cli_main.in_cli_words(previews_gone(task)).startswith(
+        f"they were deleted (trapbatch previews {task} --delete)")
+
+
 # ------------------------------------------------------------------ the app's hints in the CLI's words (cli/hints.py)
 T1 = "task-0123456789abcdef0123"
 
