@@ -210,7 +210,7 @@ def watch_task(client: ApiClient, task_id: str, plain: bool = False, poll_s: flo
         return wait_for(fetch, reporter, poll_s=poll_s, timeout_s=timeout_s)
     except KeyboardInterrupt:
         reporter.close()
-        raise CliError("stopped watching; the task keeps running",
+        raise CliError(f"stopped watching (Ctrl-C); task {task_id} keeps running",
                        f"trapbatch watch {task_id} to follow it again, trapbatch cancel {task_id} to stop it",
                        exit_code=EXIT_INTERRUPTED) from None
     except TimeoutError as exc:
@@ -1150,7 +1150,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cli.main(args=argv, prog_name="trapbatch", standalone_mode=False)
     except CliError as exc:
-        err.print(f"[bold red]error:[/] {escape(exc.message)}")
+        # Ctrl-C is the user's own stop, not an error: "error: stopped watching" read as if the task had failed
+        # (each such message says "stopped ... (Ctrl-C)" itself)
+        err.print(f"[bold]{escape(exc.message)}[/]" if exc.exit_code == EXIT_INTERRUPTED
+                  else f"[bold red]error:[/] {escape(exc.message)}")
         err.print(f"[bold]next:[/] {escape(hint_of(exc))}")
         return exc.exit_code
     except (click.exceptions.Abort, KeyboardInterrupt):

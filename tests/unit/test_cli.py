@@ -779,6 +779,26 @@ def test_ctrl_c_outside_a_watch_says_what_goes_on(monkeypatch: pytest.MonkeyPatc
     assert "keeps running" in said and "trapbatch status" in said
 
 
+def test_ctrl_c_during_a_watch_is_no_error_and_says_how_to_follow_the_task_again(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """``watch`` stopped with Ctrl-C printed "error: stopped watching": the task had not failed, only the watching
+    stopped. It says so, how to look again, and exits 130 as every Ctrl-C of the CLI does."""
+    from cli import main as cli_main
+    from cli.errors import EXIT_INTERRUPTED
+
+    task = "task-0123456789abcdef0123"
+
+    class Client:
+        def status(self, task_id: str) -> dict[str, Any]:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_main.State, "client", property(lambda self: Client()))
+    assert cli_main.main(["watch", task, "--plain"]) == EXIT_INTERRUPTED
+    said = " ".join(capsys.readouterr().err.split())
+    assert "error" not in said and f"stopped watching (Ctrl-C); task {task} keeps running" in said
+    assert f"next: trapbatch watch {task} to follow it again" in said
+
+
 def test_ctrl_c_during_a_results_download_says_the_same_command_resumes(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     """Ctrl-C in the middle of gigabytes of results said "anything the app had already accepted keeps running there"
