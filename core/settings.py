@@ -636,7 +636,8 @@ class Settings:
             worker_image=env.get("TRAPBATCH_WORKER_IMAGE", ""),
             worker_identity=env.get("TRAPBATCH_WORKER_IDENTITY", ""),
             worker_identity_resource_id=env.get("TRAPBATCH_WORKER_IDENTITY_RESOURCE_ID", ""),
-            storage_account_url=env.get("TRAPBATCH_STORAGE_ACCOUNT_URL", ""),
+            # stripped: the pool refuses blanks in it (azure_batch._check_storage_account_url), a pasted newline too
+            storage_account_url=env.get("TRAPBATCH_STORAGE_ACCOUNT_URL", "").strip(),
             key_vault_url=env.get("TRAPBATCH_KEY_VAULT_URL", ""),
             app_key_vault_url=env.get("TRAPBATCH_APP_KEY_VAULT_URL", "").strip(),
             local_secrets_file=env.get("TRAPBATCH_LOCAL_SECRETS_FILE", ""),

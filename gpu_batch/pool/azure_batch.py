@@ -217,14 +217,21 @@ def _check_storage_account_url(url: str) -> None:
     ``/<container>``), and Batch shows a task's definition to whoever may read the job. Batch takes a SAS in a
     ``containerUrl`` as the documented alternative to ``identityReference`` (batch-task-output-files.md), so it would
     refuse nothing: a SAS or key pasted into TRAPBATCH_STORAGE_ACCOUNT_URL went into every task, and a path or query
-    made the container URL another container's, or none."""
+    made the container URL another container's, or none.
+
+    Blanks and control characters are refused anywhere in it: ``urlsplit`` strips leading ones and drops tab, CR and
+    LF wherever they are (WHATWG URL parsing, CPython ``urllib.parse._UNSAFE_URL_BYTES_TO_REMOVE``), so such a URL
+    passed the check while the raw value, not the parsed one, went into every task. ``Settings.from_env`` strips the
+    blanks around TRAPBATCH_STORAGE_ACCOUNT_URL (a pasted newline); what is left here was not pasted by accident."""
     parts = urllib.parse.urlsplit(url)
-    if (parts.scheme != "https" or not parts.hostname or parts.username or parts.password or parts.query
+    blanks = any(ch <= " " or ch == "\x7f" for ch in url)
+    if (blanks or parts.scheme != "https" or not parts.hostname or parts.username or parts.password or parts.query
             or parts.fragment or parts.path not in ("", "/")):
         shown = urllib.parse.urlunsplit((parts.scheme, parts.hostname or "", parts.path, "", ""))
         raise ValueError(f"TRAPBATCH_STORAGE_ACCOUNT_URL must be the storage account's blob endpoint alone, "
                          f"https://<account>.blob.core.windows.net, without a path, query (no SAS) or credentials: "
-                         f"got {shown!r}{' with a query' if parts.query else ''} (every Batch task carries it)")
+                         f"got {shown!r}{' with a query' if parts.query else ''}"
+                         f"{' with blanks or control characters' if blanks else ''} (every Batch task carries it)")
 
 
 def _odata_string(value: str) -> str:

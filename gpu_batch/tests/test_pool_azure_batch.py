@@ -270,6 +270,9 @@ def test_missing_settings_fail_with_the_variable_names() -> None:
     "https://user:key@acct.blob.core.windows.net/",
     "http://acct.blob.core.windows.net/",
     "acct.blob.core.windows.net",
+    # urlsplit strips or drops these, so the parsed URL was fine while the raw value went into every task
+    " https://acct.blob.core.windows.net", "\x01https://acct.blob.core.windows.net",
+    "https://acct.blob.core.windows.net/\n", "https://acct.blob.core.win\tdows.net/",
 ])
 def test_a_storage_url_that_would_carry_a_secret_or_another_container_into_every_task_is_refused(url: str) -> None:
     """Every task carries TRAPBATCH_STORAGE_ACCOUNT_URL (its environment; its output files' ``containerUrl`` is the

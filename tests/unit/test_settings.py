@@ -102,6 +102,13 @@ BATCH_ENV = {"AzureWebJobsStorage": "x", "TRAPBATCH_POOL": "azure_batch",
                                                       "Microsoft.ManagedIdentity/userAssignedIdentities/nodes"}
 
 
+def test_the_storage_account_url_is_read_without_the_blanks_around_it() -> None:
+    """The pool refuses blanks and control characters in it (every Batch task carries the raw value, while urlsplit
+    strips them): a newline pasted after it is trimmed here, as other URL settings are, rather than refused there."""
+    s = Settings.from_env({**BATCH_ENV, "TRAPBATCH_STORAGE_ACCOUNT_URL": " https://acct.blob.core.windows.net/\n"})
+    assert s.storage_account_url == "https://acct.blob.core.windows.net/"
+
+
 def test_the_batch_pool_gets_the_node_identity_it_uploads_logs_with() -> None:
     from adapters import clients
 
