@@ -49,7 +49,10 @@ def describe(prefix: str, found: Mapping[str, Any]) -> str:
                                                           else "leave the prefix out") + " to run them")
     listed = ", ".join(names) + (", ..." if found.get("more") else "") + (" and files" if files else "")
     wanted = prefix[len(folder):].split("/", 1)[0]  # the prefix's part that names nothing here
-    same_but_case = [n for n in names if n.rstrip("/").lower() == wanted.lower() and n.rstrip("/") != wanted]
+    # The listing's folders are whole prefixes (``2024/site-a/``): their part below ``folder`` is what the prefix's
+    # ``wanted`` part is compared with (a bare name, as a test may give, is taken as it is).
+    below = {n: (n[len(folder):] if folder and n.startswith(folder) else n).rstrip("/") for n in names}
+    same_but_case = [n for n in names if below[n].lower() == wanted.lower() and below[n] != wanted]
     case = (f" (names are case-sensitive: {same_but_case[0]!r} differs from the prefix only in case)"
             if same_but_case else "")
     slash = " ('/' separates folders in blob names, not '\\')" if "\\" in prefix else ""  # a Windows path

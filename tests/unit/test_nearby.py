@@ -44,3 +44,12 @@ def test_a_windows_path_is_told_the_separator() -> None:
     said = describe("camera-01\\2024-06-01", nearby("", ["camera-01/"], 0, False))
     assert said.endswith("camera-01/ ('/' separates folders in blob names, not '\\'): give the prefix of the folder "
                          "the images are in"), said
+
+
+def test_a_case_mismatch_below_the_top_level_is_pointed_out_too() -> None:
+    """The listing gives a folder's folders as whole prefixes (``2024/site-a/``, as the plan's activity records them),
+    which were compared with the prefix's part below that folder (``Site-A``) and never matched: the case hint was
+    given at the top level only."""
+    said = describe("2024/Site-A/cam1/", nearby("2024/", ["2024/site-b/", "2024/site-a/"], 0, False))
+    assert "(names are case-sensitive: '2024/site-a/' differs from the prefix only in case)" in said, said
+    assert "case-sensitive" not in describe("2024/site-c/", nearby("2024/", ["2024/site-a/"], 0, False))
