@@ -3,8 +3,9 @@
 Why a script: on Azure, photos go up with azcopy or Storage Explorer (docs/deploy.md); locally neither is installed
 here, and devhost reads its images from Azurite. Each file keeps its path relative to the folder as its blob name
 (``camera-01/IMG_0001.JPG``), the layout trapbatch reads cameras and folders from. Files already there with the same
-size, and not changed on disk since they were uploaded, are skipped, so running it again after an interruption
-uploads only what is missing, and again after correcting a file (an image list, a request) uploads that file.
+size, and not changed on disk since they were uploaded (the file's modification time then is kept in the blob's
+metadata), are skipped, so running it again after an interruption uploads only what is missing, and again after
+correcting a file (an image list, a request) uploads that file.
 
     .venv/bin/python -m scripts.upload_local my-camera-traps /path/to/photos [--prefix 2024/site-a/]
 """
@@ -29,6 +30,13 @@ LOCAL_STORAGE = "UseDevelopmentStorage=true"  # Azurite on its default ports, as
 PARALLEL_UPLOADS = 8
 # A blob's Last-Modified has whole seconds (RFC 1123): a file written in the second of its upload is not newer
 LAST_MODIFIED_SLACK_S = 2.0
+# Blob metadata: the file's st_mtime_ns when it was uploaded. Why not compare the file's time with the blob's
+# Last-Modified alone: photos copied from a card keep the camera's times, often ahead (a clock set wrong, a card's
+# local time read as UTC), so they went up again at every run; and a file replaced by another of the same size with
+# an older time (cp -p, an unzipped correction) was skipped. The time kept is the file's own: another is a change.
+# A metadata name is a C# identifier, kept in the case written ("Setting and retrieving properties and metadata for
+# Blob service resources", learn.microsoft.com/rest/api/storageservices); lower case, as listings give it back.
+MTIME_METADATA = "trapbatch_mtime_ns"
 
 
 def files_under(folder: Path) -> list[tuple[Path, str]]:
@@ -49,23 +57,29 @@ def upload_folder(connection: str, container: str, folder: Path, prefix: str = "
         client.create_container()
     except ResourceExistsError:
         pass
-    present = {b.name: (b.size, b.last_modified.timestamp())
-               for b in client.list_blobs(name_starts_with=prefix or None)}
+    present = {b.name: (b.size, b.last_modified.timestamp(), (b.metadata or {}).get(MTIME_METADATA))
+               for b in client.list_blobs(name_starts_with=prefix or None, include=["metadata"])}
 
     def uploaded(path: Path, name: str) -> bool:
-        """Already there as it is on disk: the same size, and not modified since the blob was written. Why the time
-        too: an image list or request corrected in place (a name fixed, a digit changed) keeps its size, and was
-        skipped, so the task ran the old one."""
+        """Already there as it is on disk: the same size, and the file's time the one it had when it went up
+        (``MTIME_METADATA``), or, for a blob written without it (an older run, azcopy), not modified since the blob
+        was. Why the time too: an image list or request corrected in place (a name fixed, a digit changed) keeps its
+        size, and was skipped, so the task ran the old one."""
         found = present.get(name)
         stat = path.stat()
-        return found is not None and found[0] == stat.st_size and stat.st_mtime <= found[1] + LAST_MODIFIED_SLACK_S
+        if found is None or found[0] != stat.st_size:
+            return False
+        if found[2] is not None:
+            return found[2] == str(stat.st_mtime_ns)
+        return stat.st_mtime <= found[1] + LAST_MODIFIED_SLACK_S
 
     todo = [(path, prefix + name) for path, name in files_under(folder) if not uploaded(path, prefix + name)]
 
     def put(item: tuple[Path, str]) -> None:
         path, name = item
+        mtime_ns = path.stat().st_mtime_ns  # before the read: a file changed while it goes up differs next time
         with path.open("rb") as data:
-            client.upload_blob(name, data, overwrite=True)
+            client.upload_blob(name, data, overwrite=True, metadata={MTIME_METADATA: str(mtime_ns)})
 
     # The start-on-arrival marker at the top of the container starts a task over what is there when it lands
     # (README "Start a task when an upload is complete": write it last): sent in parallel with the photos, it

@@ -64,3 +64,28 @@ def test_a_file_corrected_in_place_with_the_same_size_goes_up_again(
     os.utime(tmp_path / "list.csv", (later, later))
     assert upload_local.upload_folder(storage_connection, unique_name, tmp_path) == (1, 1)
     assert store.read_bytes(unique_name, "list.csv") == b"path\ncam/IMG1.JPG\n"
+
+
+def test_a_file_is_judged_changed_by_its_own_time_not_the_clocks_of_the_upload(
+        storage_connection: str, store: BlobStore, unique_name: str, tmp_path: Path) -> None:
+    """A file was "changed" when its mtime was past the blob's Last-Modified. Photos copied from a card keep the
+    camera's times, which are often ahead (a clock set wrong, a card's local time read as UTC): every such photo went
+    up again at every run, so a rerun after an interruption sent the whole folder again. And a file replaced by
+    another of the same size with an older time (``cp -p``, an unzipped correction) was skipped. The file's time at
+    its upload is kept with the blob, and a file is up to date when that time is its time now."""
+    import os
+    import time
+
+    ahead = tmp_path / "IMG_0001.JPG"
+    ahead.write_bytes(b"\xff\xd8one")
+    future = time.time() + 86400  # a camera clock a day ahead
+    os.utime(ahead, (future, future))
+    older = tmp_path / "list.csv"
+    older.write_text("path\ncam/NOPE.JPG\n")
+    assert upload_local.upload_folder(storage_connection, unique_name, tmp_path) == (2, 0)
+    assert upload_local.upload_folder(storage_connection, unique_name, tmp_path) == (0, 2)  # nothing changed
+    past = time.time() - 86400  # the corrected list, unpacked with its older time
+    older.write_text("path\ncam/IMG1.JPG\n")
+    os.utime(older, (past, past))
+    assert upload_local.upload_folder(storage_connection, unique_name, tmp_path) == (1, 1)
+    assert store.read_bytes(unique_name, "list.csv") == b"path\ncam/IMG1.JPG\n"
