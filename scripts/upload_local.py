@@ -50,8 +50,9 @@ def files_under(folder: Path) -> list[tuple[Path, str]]:
 
 
 def upload_folder(connection: str, container: str, folder: Path, prefix: str = "",
-                  report: Callable[[str], None] | None = None) -> tuple[int, int]:
-    """Upload ``folder``'s files under ``prefix``; returns (uploaded, skipped as already there with the same size)."""
+                  report: Callable[[str], None] | None = None, sent: set[str] | None = None) -> tuple[int, int]:
+    """Upload ``folder``'s files under ``prefix``; returns (uploaded, skipped as already there with the same size).
+    ``sent``, when given, receives the blob names uploaded (whether the marker went up: ``main``'s last line)."""
     client: ContainerClient = BlobServiceClient.from_connection_string(connection).get_container_client(container)
     try:
         client.create_container()
@@ -80,6 +81,8 @@ def upload_folder(connection: str, container: str, folder: Path, prefix: str = "
         mtime_ns = path.stat().st_mtime_ns  # before the read: a file changed while it goes up differs next time
         with path.open("rb") as data:
             client.upload_blob(name, data, overwrite=True, metadata={MTIME_METADATA: str(mtime_ns)})
+        if sent is not None:
+            sent.add(name)
 
     # The start-on-arrival marker at the top of the container starts a task over what is there when it lands
     # (README "Start a task when an upload is complete": write it last): sent in parallel with the photos, it
@@ -112,9 +115,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.folder} is not a folder\nnext: give the folder your photos are in", file=sys.stderr)
         return 2
     prefix = args.prefix if not args.prefix or args.prefix.endswith("/") else args.prefix + "/"
+    sent: set[str] = set()
     try:
         uploaded, skipped = upload_folder(args.connection, args.container, args.folder, prefix,
-                                          lambda line: print(line, flush=True))
+                                          lambda line: print(line, flush=True), sent)
     except AzureError as exc:
         print(f"error: cannot upload to container {args.container!r}: {type(exc).__name__}: "
               f"{str(exc).splitlines()[0]}\nnext: start Azurite first (python -m devhost --with-azurite), or give "
@@ -123,15 +127,24 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"{uploaded} files uploaded, {skipped} already there, into container {args.container!r}"
           + (f" under {prefix!r}" if prefix else ""))
-    print(next_step(args.container, prefix, (args.folder / READY_MARKER).is_file() and not prefix))
+    marker = (args.folder / READY_MARKER).is_file() and not prefix
+    # There already, unchanged, it did not go up again (and the same marker again starts nothing new: README), so
+    # files uploaded now beside it are in no task
+    stale = marker and READY_MARKER not in sent and uploaded > 0
+    print(next_step(args.container, prefix, marker and not stale, stale))
     return 0
 
 
-def next_step(container: str, prefix: str, marker: bool = False) -> str:
+def next_step(container: str, prefix: str, marker: bool = False, stale_marker: bool = False) -> str:
     """What to do after the upload. Why not always ``trapbatch submit``: ``incoming`` holds task requests, which
     start their tasks by themselves (README "Start a task by dropping a file"), and the app refuses it as an image
     container, so submitting it was advice that could only fail; a ``marker`` (``READY_MARKER`` at the top of the
-    container) starts its task by itself too."""
+    container) starts its task by itself too; a ``stale_marker`` (there already, not sent again while other files
+    were) starts nothing for them, and said so it left them in no task."""
+    if stale_marker:
+        return (f"next: {READY_MARKER} was there already as it is (not sent again), so no task starts for the files "
+                f"uploaded now: trapbatch submit --container {container} --only-new --wait runs them (with the "
+                "marker's fields as flags)")
     if marker:
         return (f"next: nothing to submit: {READY_MARKER} starts the task by itself; its answer appears beside it "
                 f"({ready_receipt_blob()} with the task id, or {READY_MARKER}.error.json saying why not), then "

@@ -89,3 +89,20 @@ def test_a_file_is_judged_changed_by_its_own_time_not_the_clocks_of_the_upload(
     os.utime(older, (past, past))
     assert upload_local.upload_folder(storage_connection, unique_name, tmp_path) == (1, 1)
     assert store.read_bytes(unique_name, "list.csv") == b"path\ncam/IMG1.JPG\n"
+
+
+def test_photos_added_beside_a_marker_already_there_are_not_said_to_start_a_task(
+        storage_connection: str, unique_name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The marker went up with the first run and started its task; photos added later went up on the next run, the
+    marker, unchanged, did not (and written again with the same content it starts nothing new: README), yet the last
+    line still said the marker starts the task: the new photos were left without one."""
+    (tmp_path / "a.jpg").write_bytes(b"\xff\xd8a")
+    (tmp_path / "trapbatch-ready.json").write_text("{}")
+    argv = [unique_name, str(tmp_path), "--connection", storage_connection]
+    assert upload_local.main(argv) == 0
+    assert "trapbatch-ready.task.json" in capsys.readouterr().out.splitlines()[-1]  # it went up: it starts the task
+    (tmp_path / "b.jpg").write_bytes(b"\xff\xd8b")
+    assert upload_local.main(argv) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-2].startswith("1 files uploaded, 2 already there"), out
+    assert "starts the task by itself" not in out[-1] and f"--container {unique_name} --only-new" in out[-1], out
