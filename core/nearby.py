@@ -38,7 +38,7 @@ def nearby(folder: str, folders: Sequence[str], files: int, more: bool) -> dict[
 
 def describe(prefix: str, found: Mapping[str, Any]) -> str:
     """What to write instead of ``prefix``, from the plan's ``nearby``: ``"the container is empty: upload the images
-    first"``, or where the names are and which differ from the prefix only in letter case."""
+    first"``, or which name differs from the prefix only in letter case and where the names are."""
     folder, names = str(found.get("folder") or ""), [str(n) for n in found.get("names") or []]
     files = int(found.get("files") or 0)
     where = f"folder {folder!r}" if folder else "the container's top level"
@@ -53,7 +53,9 @@ def describe(prefix: str, found: Mapping[str, Any]) -> str:
     # ``wanted`` part is compared with (a bare name, as a test may give, is taken as it is).
     below = {n: (n[len(folder):] if folder and n.startswith(folder) else n).rstrip("/") for n in names}
     same_but_case = [n for n in names if below[n].lower() == wanted.lower() and below[n] != wanted]
-    case = (f" (names are case-sensitive: {same_but_case[0]!r} differs from the prefix only in case)"
+    # What was wrong comes first: the status keeps the error's first 500 characters (core.errors.failure_line), and
+    # ten folders a few levels deep fill them
+    case = (f"names are case-sensitive: {same_but_case[0]!r} differs from the prefix only in case; "
             if same_but_case else "")
-    slash = " ('/' separates folders in blob names, not '\\')" if "\\" in prefix else ""  # a Windows path
-    return f"{where} holds {listed}{case}{slash}: give the prefix of the folder the images are in"
+    slash = "'/' separates folders in blob names, not '\\'; " if "\\" in prefix else ""  # a Windows path
+    return f"{case}{slash}{where} holds {listed}: give the prefix of the folder the images are in"

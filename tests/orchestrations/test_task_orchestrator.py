@@ -147,8 +147,8 @@ def test_no_images_under_the_prefix_names_what_the_container_holds_near_it() -> 
 
     run = run_task(task_input({**REQUEST, "prefix": "Camera-01/"}), with_nearby)
     assert run.status == "Failed" and run.custom_status["stage"] == Stage.failed
-    assert ("under prefix 'Camera-01/'; the container's top level holds camera-01/, camera-02/ (names are "
-            "case-sensitive: 'camera-01/' differs from the prefix only in case)") in run.custom_status["error"]
+    assert ("under prefix 'Camera-01/'; names are case-sensitive: 'camera-01/' differs from the prefix only in case; "
+            "the container's top level holds camera-01/, camera-02/") in run.custom_status["error"]
 
 
 @pytest.mark.parametrize("dry_run", [False, True])
@@ -1031,3 +1031,20 @@ def test_the_first_group_out_of_reach_past_its_limit_stops_the_others_and_fails_
     assert run.custom_status["stage"] == Stage.failed and error.startswith("the pool or its storage has been out of "
                                                                           "reach since")
     assert 'post the same request again, without "rerun" or "only_new"' in error
+
+
+def test_no_images_under_the_prefix_says_the_case_mismatch_within_what_the_status_keeps() -> None:
+    """The status keeps the error's first 500 characters (core.errors.failure_line): after ten folders of a few
+    levels the case hint, the one line that says what was wrong, was cut off."""
+    answer = activities(images=0, shards=0)
+    names = ["projects/2024/Site-A/", *(f"projects/2024/site-{c}-riverside/" for c in "bcdefghij")]
+
+    def with_nearby(name: str, payload: Any) -> Any:
+        out = answer(name, payload)
+        if name == c.PLAN_LISTING:
+            out["nearby"] = {"folder": "projects/2024/", "names": names, "files": 0, "more": True}
+        return out
+
+    run = run_task(task_input({**REQUEST, "prefix": "projects/2024/site-a/camera-07/"}), with_nearby)
+    assert run.status == "Failed"
+    assert "'projects/2024/Site-A/' differs from the prefix only in case" in run.custom_status["error"]
