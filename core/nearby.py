@@ -44,9 +44,12 @@ def describe(prefix: str, found: Mapping[str, Any]) -> str:
     where = f"folder {folder!r}" if folder else "the container's top level"
     if not names and not files:
         return "the container is empty: upload the images first, or name the container they are in"
+    run = (f"give the prefix {folder!r}" if folder else "leave the prefix out") + " to run them"
+    if not names and found.get("more"):  # the one request's names were all files: folders may come after them
+        return (f"{where} holds files, more than the {files} listed (its folders, if any, come after them in name "
+                f"order): {run}, or a folder of it")
     if not names:
-        return (f"{where} holds files but no folders: " + (f"give the prefix {folder!r}" if folder
-                                                          else "leave the prefix out") + " to run them")
+        return f"{where} holds files but no folders: {run}"
     listed = ", ".join(names) + (", ..." if found.get("more") else "") + (" and files" if files else "")
     wanted = prefix[len(folder):].split("/", 1)[0]  # the prefix's part that names nothing here
     # The listing's folders are whole prefixes (``2024/site-a/``): their part below ``folder`` is what the prefix's

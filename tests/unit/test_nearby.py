@@ -35,7 +35,7 @@ def test_an_empty_container_says_to_upload_first() -> None:
 
 def test_a_folder_of_files_alone_says_to_give_it_as_the_prefix() -> None:
     """Images directly in cam1/ while the prefix named cam1/day1/: run cam1/ itself."""
-    assert describe("cam1/day1/", nearby("cam1/", [], 12, True)) == ("folder 'cam1/' holds files but no folders: "
+    assert describe("cam1/day1/", nearby("cam1/", [], 3, False)) == ("folder 'cam1/' holds files but no folders: "
                                                                       "give the prefix 'cam1/' to run them")
     assert describe("x/", nearby("", [], 3, False)).endswith("leave the prefix out to run them")
 
@@ -53,3 +53,10 @@ def test_a_case_mismatch_below_the_top_level_is_pointed_out_too() -> None:
     said = describe("2024/Site-A/cam1/", nearby("2024/", ["2024/site-b/", "2024/site-a/"], 0, False))
     assert said.startswith("names are case-sensitive: '2024/site-a/' differs from the prefix only in case; "), said
     assert "case-sensitive" not in describe("2024/site-c/", nearby("2024/", ["2024/site-a/"], 0, False))
+
+
+def test_a_listing_cut_after_files_alone_does_not_say_the_folder_has_no_folders() -> None:
+    """One request of ten names lists a folder's files and folders in name order, so ``IMG_0001.JPG`` ... fill it
+    before ``day2/``: a folder of many photos and a day folder was said to hold "files but no folders"."""
+    said = describe("cam1/Day2/", nearby("cam1/", [], NEARBY_NAMES, True))
+    assert "no folders" not in said and "'cam1/'" in said, said
