@@ -564,8 +564,11 @@ def _run_shards(context: df.DurableOrchestrationContext,
             return {"continued": True}
         wake = context.current_utc_datetime + timedelta(seconds=delay)
         # an attempt owed after an exit 69 is made when its back-off ends, not up to a poll delay later (no such
-        # attempt in a group without unavailable_wait_s: its timers are as before)
-        retry_ats = [datetime.fromisoformat(s["retry_at"]) for s in state.values() if s.get("owed") and "retry_at" in s]
+        # attempt in a group without unavailable_wait_s: its timers are as before). Only a back-off still to come:
+        # one that passed while its RESUBMIT stayed busy is due at once (_due), as any owed attempt, and held every
+        # round of an outage to poll_min_s instead of the group's own back-off
+        retry_ats = [at for s in state.values() if s.get("owed") and "retry_at" in s
+                     if (at := datetime.fromisoformat(s["retry_at"])) > context.current_utc_datetime]
         if retry_ats:
             wake = min(wake, max(min(retry_ats), context.current_utc_datetime + timedelta(seconds=knobs.poll_min_s)))
         yield context.create_timer(wake)

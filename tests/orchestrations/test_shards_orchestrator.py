@@ -1128,3 +1128,20 @@ def test_the_unavailable_wait_is_carried_through_continue_as_new() -> None:
     assert run.output["done"] == 1 and run.output["given_up"] == 0
     assert len(run.continued_as_new) >= 1
     assert {i["unavailable_wait_s"] for i in run.continued_as_new} == {3600}
+
+
+
+def test_a_back_off_that_passed_while_its_resubmission_stayed_busy_leaves_the_outage_back_off_as_it_is() -> None:
+    """Attempt 1 exits 69; attempt 2's RESUBMIT, made once its back-off passed, stays busy for three rounds (a Batch
+    outage). Its ``retry_at`` has passed, so it is due at once, as any owed resubmission: the rounds wait the group's
+    own back-off (doubling to ``poll_max_s``), not ``poll_min_s`` each (up to ten times the rounds, each with its busy
+    retries, for as long as an outage lasts)."""
+    pool = UnavailablePool(until=2)
+    run = unavailable_group(busy_for(pool, c.RESUBMIT, 3 * BUSY_CALLS), 3600)
+
+    assert run.status == "Completed", run.error
+    assert run.output["done"] == 1 and run.output["given_up"] == 0
+    # the first poll's 30 s, the exit's back-off of 30 s, then each busy round's retries (15, 30, 60 s) and the
+    # round's timer after it: 60, 120, 240 s, as in an outage without an exit 69
+    assert [t.delay_s for t in run.orchestrator_timers][:14] == [30, 30, 15, 30, 60, 60, 15, 30, 60, 120, 15, 30, 60,
+                                                                 240]
