@@ -1145,3 +1145,23 @@ def test_a_back_off_that_passed_while_its_resubmission_stayed_busy_leaves_the_ou
     # round's timer after it: 60, 120, 240 s, as in an outage without an exit 69
     assert [t.delay_s for t in run.orchestrator_timers][:14] == [30, 30, 15, 30, 60, 60, 15, 30, 60, 120, 15, 30, 60,
                                                                  240]
+
+
+def test_a_group_without_the_field_schedules_exits_69_as_the_release_before_did_through_an_outage() -> None:
+    """Replay compatibility, pinned: what ``run_shards`` of aa42745^ (the release before "Unavailable exits")
+    scheduled for a group without ``unavailable_wait_s`` whose attempts 1 and 2 exit 69 and whose first RESUBMIT stays
+    busy through two rounds; recorded with that commit's orchestrator in this harness. The same activities, inputs
+    and timers now, so such a group's history replays unchanged at every episode (no recorded history in
+    tests/orchestrations/histories holds an exit 69)."""
+    pool = UnavailablePool(until=3)
+    run = unavailable_group(busy_for(pool, c.RESUBMIT, 2 * BUSY_CALLS), None)
+
+    s0 = shard_id(0)
+    assert run.status == "Completed", run.error
+    assert [(a.name, a.input.get("shards") or a.input.get("task_ids")) for a in run.activities] == [
+        (c.SUBMIT, [[s0, 1]]), (c.POLL, [f"{s0}-a1"]), *[(c.RESUBMIT, [[s0, 2]])] * 4, (c.POLL, []),
+        *[(c.RESUBMIT, [[s0, 2]])] * 4, (c.POLL, []), (c.RESUBMIT, [[s0, 2]]), (c.POLL, [f"{s0}-a2"]),
+        (c.RESUBMIT, [[s0, 3]]), (c.POLL, [f"{s0}-a3"])]
+    assert [t.fire_at.strftime("%H:%M:%S") for t in run.orchestrator_timers] == [
+        "00:00:30", "00:00:45", "00:01:15", "00:02:15", "00:03:15", "00:03:30", "00:04:00", "00:05:00", "00:07:00",
+        "00:11:00", "00:11:30"]
