@@ -319,6 +319,19 @@ def test_a_body_over_the_limit_names_the_field_that_makes_it_large(body: dict[st
     assert unread.value.hint == TASK_BODY_HINT
 
 
+def test_an_oversized_body_with_nan_is_a_413_not_a_500() -> None:
+    """``json.loads`` takes ``NaN`` and ``Infinity``, which ``encoded_size`` (``allow_nan=False``) refuses with a
+    ValueError: measuring the fields of such an oversized body to name the largest raised it, and the edge answered
+    500 ("trapbatch bug") where the body was only too large."""
+    from core.errors import RequestTooLarge
+    from core.requests import parse_json_body
+
+    raw = b'{"request_name": "' + b"x" * 70_000 + b'", "seed": NaN, "first_n": -Infinity}'
+    with pytest.raises(RequestTooLarge) as large:
+        parse_json_body(raw, "application/json")
+    assert large.value.status_code == 413 and large.value.hint.startswith("'request_name' takes ")
+
+
 @pytest.mark.parametrize("content_type", ["", " ", "; charset=utf-8"])
 def test_a_body_without_a_content_type_is_told_to_send_one(content_type: str) -> None:
     """It was answered "must be JSON, not 'untyped'", a word of ours that named no header to set."""
