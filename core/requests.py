@@ -19,6 +19,7 @@ from core.ids import task_instance_id
 from core.notify import host_name_problem
 from core.repeats import DEFAULT_MAX_FOLDER_DETECTIONS, MAX_FOLDER_DETECTIONS, RepeatOptions
 from core.shards import has_dot_segment
+from core.status_size import shorten
 from gpu_batch.formats import camtrapdp, listfields
 from gpu_batch.manifest import DEFAULT_DETECTION_THRESHOLD
 
@@ -180,6 +181,7 @@ def parse_json_body(raw: bytes, content_type: str | None = None, example: str = 
 # An oversized body is still read to name its largest field, up to this size; beyond it the route's hint is given
 # unread (parsing megabytes to phrase a refusal is work an anonymous sender could make the app do at will).
 MAX_SIZED_BODY_BYTES = 16 * MAX_BODY_BYTES
+SHOWN_NAME_CHARS = 80  # of a field name the 413's hint repeats
 
 
 def _loads_or_none(raw: bytes) -> Any:
@@ -203,8 +205,9 @@ def too_large_hint_for(body: Any, route_hint: str) -> str:
     name = max(sizes, key=lambda k: sizes[k])
     if re.search(rf"\b{re.escape(name)}\b", route_hint):
         return route_hint
-    return (f"{name!r} takes {sizes[name]} of its bytes: shorten it or leave it out (a request is "
-            f"{MAX_BODY_BYTES} bytes at most)")
+    # the name cut short: it is the sender's, as long as the body (read up to MAX_SIZED_BODY_BYTES) lets it be
+    return (f"{shorten(name, SHOWN_NAME_CHARS)!r} takes {sizes[name]} of its bytes: shorten it or leave it out (a "
+            f"request is {MAX_BODY_BYTES} bytes at most)")
 
 
 def encoded_size(body: Any) -> int:

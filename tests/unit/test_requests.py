@@ -332,6 +332,17 @@ def test_an_oversized_body_with_nan_is_a_413_not_a_500() -> None:
     assert large.value.status_code == 413 and large.value.hint.startswith("'request_name' takes ")
 
 
+def test_an_oversized_bodys_hint_does_not_echo_a_field_name_of_any_length() -> None:
+    """The hint named the largest field whole: a body whose one name was 900 KB (a key is read up to 16 times the
+    limit) got that name back in its 413, a megabyte answer (and log line) to a request refused as too large."""
+    from core.errors import RequestTooLarge
+    from core.requests import parse_json_body
+
+    with pytest.raises(RequestTooLarge) as large:
+        parse_json_body(json.dumps({"k" * 900_000: "v" * 1000}).encode(), "application/json")
+    assert len(large.value.hint) < 300 and large.value.hint.startswith("'kkk")
+
+
 @pytest.mark.parametrize("content_type", ["", " ", "; charset=utf-8"])
 def test_a_body_without_a_content_type_is_told_to_send_one(content_type: str) -> None:
     """It was answered "must be JSON, not 'untyped'", a word of ours that named no header to set."""
