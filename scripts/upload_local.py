@@ -18,13 +18,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
-from azure.core.exceptions import AzureError, ResourceExistsError
+from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
 if __name__ == "__main__" and not __package__:  # run as a file (python scripts/upload_local.py), not with -m:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the project's packages are beside scripts/
 
-from gpu_batch.layout import INCOMING_CONTAINER, READY_MARKER, ready_receipt_blob  # noqa: E402 - after the path
+from gpu_batch.layout import (INCOMING_CONTAINER, READY_MARKER, ready_error_blob,  # noqa: E402 - after the path
+                              ready_receipt_blob)
 
 LOCAL_STORAGE = "UseDevelopmentStorage=true"  # Azurite on its default ports, as devhost --with-azurite starts it
 PARALLEL_UPLOADS = 8
@@ -116,7 +117,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     prefix = args.prefix if not args.prefix or args.prefix.endswith("/") else args.prefix + "/"
     sent: set[str] = set()
+    marker = (args.folder / READY_MARKER).is_file() and not prefix
     try:
+        started = started_marker(args.connection, args.container) if marker else None
         uploaded, skipped = upload_folder(args.connection, args.container, args.folder, prefix,
                                           lambda line: print(line, flush=True), sent)
     except AzureError as exc:
@@ -127,24 +130,43 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"{uploaded} files uploaded, {skipped} already there, into container {args.container!r}"
           + (f" under {prefix!r}" if prefix else ""))
-    marker = (args.folder / READY_MARKER).is_file() and not prefix
-    # There already, unchanged, it did not go up again (and the same marker again starts nothing new: README), so
-    # files uploaded now beside it are in no task
-    stale = marker and READY_MARKER not in sent and uploaded > 0
+    # There already, unchanged, it did not go up again; or it went up again (its time changed) with the content of
+    # the marker that started a task, which is the same request, hence the same task (README): either way the files
+    # uploaded now beside it are in no task
+    photos_sent = uploaded - (READY_MARKER in sent)
+    same = started is not None and started == (args.folder / READY_MARKER).read_bytes()
+    stale = marker and photos_sent > 0 and (READY_MARKER not in sent or same)
     print(next_step(args.container, prefix, marker and not stale, stale))
     return 0
+
+
+def started_marker(connection: str, container: str) -> bytes | None:
+    """The bytes of the marker at the top of ``container`` when it started a task (its receipt,
+    ``ready_receipt_blob``, beside it and no refusal, ``ready_error_blob``), else None. Why: a marker written again
+    with the same content is the same request, hence the same task, and starts nothing new (README "Start a task when
+    an upload is complete"); one whose time alone changed goes up again, and was said to start a task for the photos
+    sent with it. A refused one (its ``.error.json``) written again is tried again, so it may start its task."""
+    client = BlobServiceClient.from_connection_string(connection).get_container_client(container)
+    try:
+        if not client.get_blob_client(ready_receipt_blob()).exists() or client.get_blob_client(
+                ready_error_blob()).exists():
+            return None
+        return client.download_blob(READY_MARKER).readall()
+    except ResourceNotFoundError:  # no container, or no marker
+        return None
 
 
 def next_step(container: str, prefix: str, marker: bool = False, stale_marker: bool = False) -> str:
     """What to do after the upload. Why not always ``trapbatch submit``: ``incoming`` holds task requests, which
     start their tasks by themselves (README "Start a task by dropping a file"), and the app refuses it as an image
     container, so submitting it was advice that could only fail; a ``marker`` (``READY_MARKER`` at the top of the
-    container) starts its task by itself too; a ``stale_marker`` (there already, not sent again while other files
-    were) starts nothing for them, and said so it left them in no task."""
+    container) starts its task by itself too; a ``stale_marker`` (there already as it is, or its content that of
+    the marker that started a task: the same request) starts nothing for the files sent now, and said so it left them
+    in no task."""
     if stale_marker:
-        return (f"next: {READY_MARKER} was there already as it is (not sent again), so no task starts for the files "
-                f"uploaded now: trapbatch submit --container {container} --only-new --wait runs them (with the "
-                "marker's fields as flags)")
+        return (f"next: {READY_MARKER} was there already as it is (the same request starts no new task), so no task "
+                f"starts for the files uploaded now: trapbatch submit --container {container} --only-new --wait runs "
+                "them (with the marker's fields as flags)")
     if marker:
         return (f"next: nothing to submit: {READY_MARKER} starts the task by itself; its answer appears beside it "
                 f"({ready_receipt_blob()} with the task id, or {READY_MARKER}.error.json saying why not), then "

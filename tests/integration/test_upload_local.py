@@ -106,3 +106,36 @@ def test_photos_added_beside_a_marker_already_there_are_not_said_to_start_a_task
     out = capsys.readouterr().out.splitlines()
     assert out[-2].startswith("1 files uploaded, 2 already there"), out
     assert "starts the task by itself" not in out[-1] and f"--container {unique_name} --only-new" in out[-1], out
+
+
+def test_photos_added_beside_a_marker_sent_again_with_the_same_content_are_not_said_to_start_a_task(
+        storage_connection: str, store: BlobStore, unique_name: str, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The marker's time changed (``touch``, a copy without ``-p``, a FAT card read in another time zone), so it went
+    up again, and the last line said it starts the task; but the same content is the same request, hence the same
+    task, which its receipt shows started already (README "Start a task when an upload is complete"): the photos
+    added beside it were in no task."""
+    import os
+    import time
+
+    from gpu_batch.layout import ready_receipt_blob
+
+    (tmp_path / "a.jpg").write_bytes(b"\xff\xd8a")
+    marker = tmp_path / "trapbatch-ready.json"
+    marker.write_text('{"prefix": ""}')
+    argv = [unique_name, str(tmp_path), "--connection", storage_connection]
+    assert upload_local.main(argv) == 0
+    store.write_json(unique_name, ready_receipt_blob(), {"id": "task-0123456789abcdef0123"})  # the app's answer
+    capsys.readouterr()
+    (tmp_path / "b.jpg").write_bytes(b"\xff\xd8b")
+    later = time.time() + 60
+    os.utime(marker, (later, later))
+    assert upload_local.main(argv) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-2].startswith("2 files uploaded, 1 already there"), out
+    assert "starts the task by itself" not in out[-1] and f"--container {unique_name} --only-new" in out[-1], out
+    # a marker with other content may be another request: it is said to start its task
+    (tmp_path / "c.jpg").write_bytes(b"\xff\xd8c")
+    marker.write_text('{"prefix": "", "model": "MDV5A"}')
+    assert upload_local.main(argv) == 0
+    assert "starts the task by itself" in capsys.readouterr().out.splitlines()[-1]
