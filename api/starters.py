@@ -131,12 +131,16 @@ def default_model_label(settings: Settings) -> str:
     """How a refusal names the app's default model to a caller: a published model by its one name, a models-container
     checkpoint by its ``blob://`` reference (one a request may name itself), and a checkpoint file only by its file
     name. Why: TRAPBATCH_MODEL may be a path on the server or the nodes (devhost's default is one), and every
-    function-key holder reads this hint; where the operator keeps files is not theirs to see."""
+    function-key holder reads this hint; where the operator keeps files is not theirs to see. A URL is taken without
+    its user, password, query and fragment (a SAS or a key pasted into TRAPBATCH_MODEL is no part of the name)."""
     ref = settings.model
     if known_model(ref) is not None:
         return repr(canonical_name(ref))
-    if ref.startswith(BLOB_SCHEME):
-        return repr(ref)
+    if "://" in ref:
+        parts = urlsplit(ref)
+        if ref.startswith(BLOB_SCHEME):
+            return repr(f"{BLOB_SCHEME}{parts.hostname or ''}{parts.path}")
+        ref = parts.path
     name = ref.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
     return f"the app's default checkpoint {name!r}" if name else "the app's default checkpoint"
 

@@ -49,7 +49,12 @@ def test_anything_else_is_a_4xx_that_lists_the_choices(ref: str) -> None:
 @pytest.mark.parametrize(("default", "shown", "hidden"), [
     ("/home/op/secret-models/site.pt", "the app's default checkpoint 'site.pt'", "/home/op"),
     ("C:\\Users\\op\\models\\site.pt", "the app's default checkpoint 'site.pt'", "Users"),
-    ("mdv5a", "'MDV5A'", "mdv5a"), ("blob://models/site.pt", "'blob://models/site.pt'", "\x00")])
+    ("mdv5a", "'MDV5A'", "mdv5a"), ("blob://models/site.pt", "'blob://models/site.pt'", "\x00"),
+    # a SAS or credentials pasted into TRAPBATCH_MODEL: its query and host are not the file's name
+    ("blob://models/site.pt?sv=2024-11-04&sig=SECRET", "'blob://models/site.pt'", "SECRET"),
+    ("https://acct.blob.core.windows.net/models/site.pt?sv=2024-11-04&sig=SECRET",
+     "the app's default checkpoint 'site.pt'", "SECRET"),
+    ("https://op:SECRET@models.example", "the app's default checkpoint", "SECRET")])
 def test_a_refusal_names_the_default_model_without_the_servers_path(default: str, shown: str, hidden: str) -> None:
     """Any function-key holder reads the hint: a default named by a path (devhost's is one) shows its file name only."""
     with pytest.raises(RequestInvalid) as info:
