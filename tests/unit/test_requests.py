@@ -343,6 +343,17 @@ def test_an_oversized_bodys_hint_does_not_echo_a_field_name_of_any_length() -> N
     assert len(large.value.hint) < 300 and large.value.hint.startswith("'kkk")
 
 
+def test_an_oversized_body_of_many_small_fields_gets_the_routes_hint_not_one_small_field() -> None:
+    """No one field made it large, yet the largest of 20,000 was named: "'f0' takes 12 of its bytes: shorten it"."""
+    from core.errors import RequestTooLarge
+    from core.requests import TASK_BODY_HINT, parse_json_body
+
+    body = {"container": "cams", **{f"f{i}": "a" * 10 for i in range(20_000)}}
+    with pytest.raises(RequestTooLarge) as large:
+        parse_json_body(json.dumps(body).encode(), "application/json")
+    assert large.value.hint == TASK_BODY_HINT
+
+
 @pytest.mark.parametrize("content_type", ["", " ", "; charset=utf-8"])
 def test_a_body_without_a_content_type_is_told_to_send_one(content_type: str) -> None:
     """It was answered "must be JSON, not 'untyped'", a word of ours that named no header to set."""
