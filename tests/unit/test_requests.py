@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -341,6 +342,27 @@ def test_an_oversized_bodys_hint_does_not_echo_a_field_name_of_any_length() -> N
     with pytest.raises(RequestTooLarge) as large:
         parse_json_body(json.dumps({"k" * 900_000: "v" * 1000}).encode(), "application/json")
     assert len(large.value.hint) < 300 and large.value.hint.startswith("'kkk")
+
+
+def test_an_oversized_bodys_field_name_is_never_compiled_as_a_pattern(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whether the route's hint speaks of the largest field was a regex of its name: a 900 KB name cost 1.3 s of CPU
+    to compile, and ``re`` keeps its last 512 patterns, about 7 MB each, so distinct such bodies (any key holder may
+    send them) held gigabytes of the app's memory."""
+    import re
+
+    from core.requests import TASK_BODY_HINT, too_large_hint_for
+
+    compiled: list[int] = []
+    real = re._compile  # type: ignore[attr-defined]
+
+    def spy(pattern: Any, flags: Any) -> Any:
+        compiled.append(len(pattern))
+        return real(pattern, flags)
+
+    monkeypatch.setattr(re, "_compile", spy)
+    assert too_large_hint_for({"z" * 200_000: 1}, TASK_BODY_HINT).startswith("'zzz")
+    assert too_large_hint_for({"clock_corrections": {"a": 1}}, TASK_BODY_HINT) == TASK_BODY_HINT
+    assert max(compiled, default=0) < 1000
 
 
 def test_an_oversized_body_of_many_small_fields_gets_the_routes_hint_not_one_small_field() -> None:
