@@ -638,7 +638,7 @@ class Settings:
             worker_identity_resource_id=env.get("TRAPBATCH_WORKER_IDENTITY_RESOURCE_ID", ""),
             # stripped: the pool refuses blanks in it (azure_batch._check_storage_account_url), a pasted newline too
             storage_account_url=env.get("TRAPBATCH_STORAGE_ACCOUNT_URL", "").strip(),
-            key_vault_url=env.get("TRAPBATCH_KEY_VAULT_URL", ""),
+            key_vault_url=env.get("TRAPBATCH_KEY_VAULT_URL", "").strip(),
             app_key_vault_url=env.get("TRAPBATCH_APP_KEY_VAULT_URL", "").strip(),
             local_secrets_file=env.get("TRAPBATCH_LOCAL_SECRETS_FILE", ""),
             public_web_url=env.get("TRAPBATCH_PUBLIC_WEB_URL", "").rstrip("/"),

@@ -109,6 +109,13 @@ def test_the_storage_account_url_is_read_without_the_blanks_around_it() -> None:
     assert s.storage_account_url == "https://acct.blob.core.windows.net/"
 
 
+def test_the_worker_key_vault_url_is_read_without_the_blanks_around_it() -> None:
+    """Every Batch task carries it in its environment, where the worker builds its Key Vault client from it: a
+    newline pasted after it is trimmed here, as the app's own vault URL is."""
+    s = Settings.from_env({**BATCH_ENV, "TRAPBATCH_KEY_VAULT_URL": " https://kv-abc.vault.azure.net/\n"})
+    assert s.key_vault_url == "https://kv-abc.vault.azure.net/"
+
+
 def test_the_batch_pool_gets_the_node_identity_it_uploads_logs_with() -> None:
     from adapters import clients
 
