@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timezone
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import azure.durable_functions as df
 from azure.core.exceptions import AzureError, HttpResponseError
@@ -86,7 +86,11 @@ def retryable_reasons(store: BlobStore, settings: Settings, task_id: str, sid: s
     return dict(sorted(mdformat.failure_counts(retryable).items()))
 
 
-def _completed_row(info: TaskInfo, settings: Settings, store: BlobStore, task_id: str) -> c.CompletedShard:
+def _completed_row(info: TaskInfo, settings: Settings, store: BlobStore, task_id: str,
+                   unavailable: int = 0) -> c.CompletedShard:
+    """The poll's report of a completed pool task. ``unavailable``: the earlier attempts of its shard that spent
+    none of its attempts (worker exits 69: orchestrations.shards "Unavailable exits"), so that the attempt number
+    minus them is the attempts spent, as the orchestrator counts them to give a shard up."""
     sid, attempt = layout.parse_pool_task_id(info.task_id)
     coverage = shard_coverage(store, settings, task_id, sid)
     row: c.CompletedShard = {
@@ -106,8 +110,9 @@ def _completed_row(info: TaskInfo, settings: Settings, store: BlobStore, task_id
     # from the coverage summaries, and reading its whole results (megabytes for 10,000 images) in each poll for
     # every attempt with one throttled read would undo what the summaries save. The app's TRAPBATCH_MAX_ATTEMPTS;
     # the orchestrator's own snapshot differs only if the setting changed while the task ran (then the reason is
-    # worded without them, or read once too often)
-    last = attempt >= settings.knobs.max_attempts
+    # worded without them, or read once too often). Attempts that spent none (exits 69) are not counted: else, with
+    # attempt numbers past max_attempts after such exits, every later attempt's whole results were read
+    last = attempt - unavailable >= settings.knobs.max_attempts
     if last and info.exit_code == 0 and info.failure_code != exit_codes.TASK_ENDED and coverage.get("retryable"):
         reasons = retryable_reasons(store, settings, task_id, sid, attempt)
         if reasons:
@@ -120,7 +125,8 @@ def _completed_row(info: TaskInfo, settings: Settings, store: BlobStore, task_id
 
 
 def run_poll(task_id: str, job: str, task_ids: list[str], settings: Settings, store: BlobStore, pool: GpuPool,
-             since: str | None = None, running: list[str] | None = None) -> c.PollOutput:
+             since: str | None = None, running: list[str] | None = None,
+             unavailable: Mapping[str, int] | None = None) -> c.PollOutput:
     """One poll round of a shard group: what changed among its in-flight pool tasks, and its running ones' progress.
 
     Without ``since`` the pool is asked about every id in ``task_ids`` (a full reconciliation, once per generation of
@@ -129,7 +135,9 @@ def run_poll(task_id: str, job: str, task_ids: list[str], settings: Settings, st
     returned cursor is for the next round. Completed tasks get their shard's coverage (what the orchestrator decides
     on), from the attempts' small coverage summaries where they can be trusted, else from their results
     (``activities.shard_results``). Progress comes from the counters of the tasks the orchestrator knows to run
-    (``running``) plus those this round found running: a few bytes each, never the results. A full reconciliation
+    (``running``) plus those this round found running: a few bytes each, never the results (``unavailable``: the
+    exits 69 of each task's shard that spent no attempt, so its shard's last attempt is known: ``_completed_row``).
+    A full reconciliation
     also names the asked-about tasks the pool does not know (``unknown``): a submission that never reached it would
     otherwise leave its shard "submitted" for ever. A round that finds the run's cancel marker says only that, without
     asking the pool: the group cancels its tasks next and ends, so a cancel during a Batch outage that the group
@@ -158,7 +166,7 @@ def run_poll(task_id: str, job: str, task_ids: list[str], settings: Settings, st
     states: dict[str, str] = {}
     for info in infos:
         if info.state == TaskState.completed:
-            completed.append(_completed_row(info, settings, store, task_id))
+            completed.append(_completed_row(info, settings, store, task_id, (unavailable or {}).get(info.task_id, 0)))
         else:
             states[info.task_id] = "running" if info.state == TaskState.running else "queued"
     if not completed:  # a round without news: is the job still one whose tasks run? (check_job)
@@ -315,7 +323,8 @@ def submit_shards(payload: c.SubmitInput) -> c.SubmitOutput:
 def poll_shards(payload: c.PoolTasksInput) -> c.PollOutput:
     s = clients.settings()
     return run_poll(payload["task_id"], payload["job_id"], payload["task_ids"], s, clients.store(s), clients.pool(s),
-                    since=payload.get("since"), running=payload.get("running"))
+                    since=payload.get("since"), running=payload.get("running"),
+                    unavailable=payload.get("unavailable"))
 
 
 @bp.activity_trigger(input_name="payload", activity=c.RESUBMIT)

@@ -230,6 +230,10 @@ class PoolTasksInput(TypedDict):
     task_ids: list[str]
     since: NotRequired[str]  # poll: the pool's change cursor; ask only about tasks changed since (absent: ask by id)
     running: NotRequired[list[str]]  # poll: in-flight tasks known to run, whose progress counters to read
+    # poll: in-flight tasks whose shard had this many worker exits 69 that spent no attempt (ShardState.unavailable;
+    # groups with unavailable_wait_s only, else absent): the attempts the task's attempt number counts that are not
+    # spent, so the poll knows which attempt is a shard's last (activities.pool._completed_row)
+    unavailable: NotRequired[dict[str, int]]
 
 
 class CompletedShard(TypedDict):

@@ -582,6 +582,12 @@ def _run_shards(context: df.DurableOrchestrationContext,
             request = c.PoolTasksInput(task_id=task_id, job_id=job_id, task_ids=_pool_ids(state, asked),
                                        running=[tid for sid, tid in zip(asked, _pool_ids(state, asked))
                                                 if state[sid].get("pool") == RUNNING])
+            # which attempt is a shard's last (the poll reads its whole results only then); none in a group without
+            # unavailable_wait_s, whose POLL inputs stay as they were (an input is not part of DTFx's replay check)
+            unspent = {pool_task_id(sid, state[sid]["attempt"]): n for sid in asked
+                       if (n := state[sid].get("unavailable", 0))}
+            if unspent:
+                request["unavailable"] = unspent
             if cursor and polls % FULL_POLL_EVERY:  # every FULL_POLL_EVERY-th poll asks by id again (below)
                 request["since"] = cursor
             tried_at = context.current_utc_datetime

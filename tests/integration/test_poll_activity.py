@@ -258,14 +258,19 @@ def test_a_round_about_no_task_reads_the_cancel_marker_and_asks_the_pool_nothing
     assert pool.calls == []
 
 
-@pytest.mark.parametrize("max_attempts, read", [(3, False), (1, True)])
+@pytest.mark.parametrize("max_attempts, attempt, unavailable, read", [
+    (3, 1, 0, False), (1, 1, 0, True), (3, 3, 0, True),
+    # attempt 3 after two exits 69 that spent no attempt (orchestrations.shards "Unavailable exits"): its first spent
+    (3, 3, 2, False), (3, 5, 2, True)])
 def test_an_attempt_that_exited_0_with_retryable_failures_reads_its_results_only_when_it_is_the_shards_last(
-        storage_connection: str, unique_name: str, max_attempts: int, read: bool) -> None:
+        storage_connection: str, unique_name: str, max_attempts: int, attempt: int, unavailable: int,
+        read: bool) -> None:
     """The reasons of an attempt's retryable failures (``retryable_reasons``) only say why a shard was given up, which
     happens after its last attempt (``TRAPBATCH_MAX_ATTEMPTS``); an earlier one is resubmitted from its coverage
     summary. Reading them cost a read and parse of the attempt's whole results file (~10,000 entries, megabytes) in
     the poll activity for every attempt that exited 0 with one throttled read: at 10M images on a busy account,
     every one of 1,000 shards' first attempts, where the coverage summaries had kept the poll at a few small reads."""
+    from activities.shard_results import shard_coverage
     from gpu_batch.formats.entries import failure_entry
     from gpu_batch.manifest import REASON_THROTTLED, coverage_summary
 
@@ -274,21 +279,30 @@ def test_an_attempt_that_exited_0_with_retryable_failures_reads_its_results_only
     store = ReadSpy(service_client(storage_connection))
     store.ensure_container(settings.container)
     sid = "s00000"
-    manifest, results = layout.manifest_blob(TASK, sid, 1), layout.attempt_results_blob(TASK, sid, 1)
+    manifest, results = layout.manifest_blob(TASK, sid, attempt), layout.attempt_results_blob(TASK, sid, attempt)
+    if attempt > 1:  # the shard's every image, which the coverage is of
+        store.write_json(settings.container, layout.manifest_blob(TASK, sid, 1), {"images": ["a.jpg", "b.jpg"]})
     store.write_json(settings.container, manifest, {"images": ["a.jpg", "b.jpg"]})
     entries = {"a.jpg": {"file": "a.jpg", "detections": []},
                "b.jpg": failure_entry("b.jpg", "image access failure", REASON_THROTTLED)}
     store.write_json(settings.container, results, {"images": list(entries.values())})
     etags = store.list_etags(settings.container, layout.shard_prefix(TASK, sid))
-    store.write_json(settings.container, layout.attempt_coverage_blob(TASK, sid, 1),
+    store.write_json(settings.container, layout.attempt_coverage_blob(TASK, sid, attempt),
                      coverage_summary(entries, ["a.jpg", "b.jpg"], etags[results], etags[manifest]))
     store.reads.clear()
+    # the coverage's own reads: none of the results from the summary of a first attempt; a parse of them when no
+    # earlier attempt wrote any (activities.shard_results.summarized_coverage)
+    shard_coverage(store, settings, TASK, sid)
+    by_coverage = store.reads.count(results)
+    store.reads.clear()
 
-    out = run_poll(TASK, TASK, ["s00000-a1"], settings, store, ScriptedPool({"s00000-a1": TaskState.completed}, []))
+    tid = layout.pool_task_id(sid, attempt)
+    out = run_poll(TASK, TASK, [tid], settings, store, ScriptedPool({tid: TaskState.completed}, []),
+                   unavailable={tid: unavailable} if unavailable else None)
 
     [row] = out["completed"]
-    assert (row["covered"], row["missing"]) == (1, 1)  # from the coverage summary
-    assert (results in store.reads) is read, store.reads
+    assert (row["covered"], row["missing"]) == (1, 1)
+    assert store.reads.count(results) == by_coverage + read, store.reads
     assert row.get("retryable_reasons") == ({REASON_THROTTLED: 1} if read else None)
 
 

@@ -1087,6 +1087,21 @@ def test_a_worker_that_could_not_reach_a_service_spends_no_attempt_and_is_tried_
     assert pool.resubmitted_after != [1, 2, 3, 4, 5]
 
 
+def test_each_poll_says_how_many_of_a_shards_attempts_spent_none_so_its_last_is_known() -> None:
+    """The poll reads an attempt's whole results for the reasons of its retryable failures only when it is the shard's
+    last (``activities.pool._completed_row``): its number less the exits 69 that spent none of ``max_attempts``.
+    Without them, attempts 3 and on after two such exits (with ``max_attempts`` 3) were each taken for the last."""
+    pool = UnavailablePool(until=4)
+    run = unavailable_group(pool, 3600)
+
+    assert run.status == "Completed", run.error
+    asked = [(p["task_ids"], p.get("unavailable")) for p in run.inputs(c.POLL) if p["task_ids"]]
+    s0 = shard_id(0)
+    assert asked[0] == ([f"{s0}-a1"], None)
+    assert asked[-1] == ([f"{s0}-a4"], {f"{s0}-a4": 3}), asked
+    assert {tuple(ids): n for ids, n in asked}[(f"{s0}-a3",)] == {f"{s0}-a3": 2}
+
+
 def test_a_group_started_without_the_field_counts_an_exit_69_as_any_exit() -> None:
     """A group started by an earlier release (no ``unavailable_wait_s``) schedules what it did: attempts 2 and 3 at
     once, and the shard given up after its third, so a recorded history replays unchanged."""
@@ -1097,6 +1112,7 @@ def test_a_group_started_without_the_field_counts_an_exit_69_as_any_exit() -> No
     assert run.output["given_up"] == 1 and run.output["images_missing"] == IMAGES
     assert [call["shards"] for call in run.inputs(c.RESUBMIT)] == [[[shard_id(0), 2]], [[shard_id(0), 3]]]
     assert pool.resubmitted_after == [1, 2]
+    assert all("unavailable" not in p for p in run.inputs(c.POLL))  # its POLL inputs as they were
 
 
 def test_exits_69_past_the_wait_count_again_so_the_shard_ends() -> None:
