@@ -117,6 +117,9 @@ class ShardState(TypedDict):
     unavailable: NotRequired[int]
     unavailable_since: NotRequired[str]
     retry_at: NotRequired[str]
+    # the owed attempt an exit 69 left is in no RESUBMIT yet (groups with unavailable_wait_s only): the pool cannot
+    # know it, so its RESUBMIT keeps the round's change cursor (orchestrations.shards)
+    unsent: NotRequired[bool]
 
 
 class ShardsInput(TypedDict):

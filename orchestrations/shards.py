@@ -60,11 +60,13 @@ exit ``STORAGE_UNAVAILABLE`` (69: storage, Key Vault, a model's host or the node
 answer the worker's first reads; nothing was written) spends none of the shard's ``max_attempts`` while the shard's
 first such exit was less than ``unavailable_wait_s`` ago (``UNAVAILABLE_WAIT_S``). Its next attempt is owed, as
 after a RESUBMIT that stayed busy, and made only once a back-off has passed (``poll_min_s`` doubling to
-``poll_max_s`` with each such exit: ``ShardState.retry_at``); past the wait, a 69 counts as any exit, so the shard
-ends after at most ``max_attempts`` more. Why: a node whose IMDS stopped answering past its token's expiry exits 69 in
-seconds, so, idle again at once, it took most of the queued attempts, and every shard it took was given up after
-three, minutes into the outage, with a failure entry for each of its images though nothing was wrong with them. A
-group started without the field counts a 69 as any exit, as before, so its history replays unchanged.
+``poll_max_s`` with each such exit: ``ShardState.retry_at``); its RESUBMIT, the first to hold that attempt
+(``ShardState.unsent``), keeps the round's change cursor, where one made again after an outage has the next poll ask
+by id. Past the wait, a 69 counts as any exit, so the shard ends after at most ``max_attempts`` more. Why: a node
+whose IMDS stopped answering past its token's expiry exits 69 in seconds, so, idle again at once, it took most of
+the queued attempts, and every shard it took was given up after three, minutes into the outage, with a failure entry
+for each of its images though nothing was wrong with them. A group started without the field counts a 69 as any
+exit, as before, so its history replays unchanged.
 """
 from __future__ import annotations
 
@@ -379,6 +381,7 @@ class UnavailableWaits:
             return False
         waited = s.get("unavailable", 0) + 1
         s["unavailable"], s["unavailable_since"] = waited, since
+        s["unsent"] = True  # its next attempt is in no RESUBMIT yet: the pool cannot have it (the round loop)
         backoff = min(self.first_s * 2 ** min(waited - 1, 16), self.most_s)
         s["retry_at"] = (self.now + timedelta(seconds=backoff)).isoformat()
         return True
@@ -642,9 +645,13 @@ def _run_shards(context: df.DurableOrchestrationContext,
             if busy is not None:  # made again in a later round, before the pool is asked about them (docstring)
                 for sid in resubmits:
                     state[sid]["owed"] = True
+                    state[sid].pop("unsent", None)  # this RESUBMIT may have added its attempt
                 fresh = 0
                 outage, gave_up = _outage_goes_on(context, outage, busy, tried_at, outage_limit), True
-            elif owed:  # an owed attempt may have been added, and have ended, before this round's cursor
+            elif any(not state[sid].get("unsent") for sid in owed):
+                # an owed attempt may have been added, and have ended, before this round's cursor; not one an exit 69
+                # left owed whose attempt no RESUBMIT held before (``unsent``, groups with unavailable_wait_s only):
+                # added after the cursor, the next listing of changes has it, so no poll by id each time a node exits 69
                 cursor = ""
             for outcome in resubmitted["shards"] if resubmitted is not None else []:
                 # A resubmitted shard stays "submitted" under its new attempt number; if storage shows nothing
@@ -652,6 +659,7 @@ def _run_shards(context: df.DurableOrchestrationContext,
                 s = state[outcome["shard_id"]]
                 s.pop("owed", None)
                 s.pop("retry_at", None)
+                s.pop("unsent", None)
                 if not outcome["submitted"]:
                     s["covered"] = s.get("covered", 0) + s.get("missing", 0)
                     s["status"], s["missing"], s["attempt"] = ShardStatus.done, 0, s["attempt"] - 1

@@ -1102,6 +1102,22 @@ def test_each_poll_says_how_many_of_a_shards_attempts_spent_none_so_its_last_is_
     assert {tuple(ids): n for ids, n in asked}[(f"{s0}-a3",)] == {f"{s0}-a3": 2}
 
 
+def test_the_resubmission_after_an_exit_69_keeps_the_change_cursor() -> None:
+    """Shard 0's attempts 1-3 exit 69 while shard 1 runs on. Each next attempt of shard 0 is in no earlier RESUBMIT
+    (one that stayed busy may have added it before the round's cursor, so the poll after it asks by id): added after
+    the cursor, the next listing of changes has it. Before, each was followed by a poll by id of the group's every
+    in-flight task, about every other poll while a node kept exiting 69."""
+    s0, s1 = shard_id(0), shard_id(1)
+    pool = UnavailablePool(until=4, runs_for={f"{s1}-a1": 30})
+    run = outage_group(2, pool, extra={"reads_cancel": True, "unavailable_wait_s": 3600}, max_attempts=3)
+
+    assert run.status == "Completed", run.error
+    asked = [p for p in run.inputs(c.POLL) if f"{s1}-a1" in p["task_ids"]]
+    assert {f"{s0}-a4"} <= {t for p in asked for t in p["task_ids"]}  # shard 0's attempts were made meanwhile
+    by_id = [n for n, p in enumerate(asked) if "since" not in p]
+    assert by_id == [0, 12, 24], by_id  # the generation's first and each FULL_POLL_EVERY-th round
+
+
 def test_a_group_started_without_the_field_counts_an_exit_69_as_any_exit() -> None:
     """A group started by an earlier release (no ``unavailable_wait_s``) schedules what it did: attempts 2 and 3 at
     once, and the shard given up after its third, so a recorded history replays unchanged."""
