@@ -88,6 +88,13 @@ def is_busy(exc: BaseException) -> bool:
     return kind == "HttpResponseError" and bool(_BUSY_CODE.search(text))
 
 
+def failed_type(exc: BaseException) -> str:
+    """The exception type a failed activity raised, from its text as the orchestrator receives it ("" when the text
+    names none); the failure that a ``ServiceStayedBusy`` was raised from, where it was."""
+    found = _FAILED_TYPE.search(str(exc.__cause__ if isinstance(exc, ServiceStayedBusy) and exc.__cause__ else exc))
+    return found.group("type") if found else ""
+
+
 def busy_attempts(data: Any) -> int:
     """``busy_retry_attempts`` of an orchestration's input (its ``knobs``, else its top level); 0 where it has none."""
     if not isinstance(data, Mapping):

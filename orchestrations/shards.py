@@ -81,8 +81,8 @@ from core.contracts import ShardStatus, Stage
 from core.settings import OrchestrationKnobs
 from gpu_batch.exit_codes import OUTPUT, STORAGE_UNAVAILABLE, TASK_ENDED, pool_ended, unfixable_reason
 from gpu_batch.layout import parse_pool_task_id, pool_job_id, pool_task_id
-from orchestrations.retries import (POOL_RETRY, STORAGE_RETRY, ServiceStayedBusy, busy_reason, call, is_busy,
-                                   show_waiting)
+from orchestrations.retries import (POOL_RETRY, STORAGE_RETRY, ServiceStayedBusy, busy_reason, call, failed_type,
+                                   is_busy, show_waiting)
 
 bp = df.Blueprint()
 
@@ -174,6 +174,13 @@ def _outage_goes_on(context: df.DurableOrchestrationContext, outage: c.PoolOutag
         # what to do before the service's words: a status shows the first 500 characters (core.errors.failure_line).
         # Posted again as it was, a failed task resumes its own run from what its pool tasks wrote (api.starters
         # ``_generations``); with "rerun" or "only_new" it would be a new run, reusing only a completed one's results.
+        if failed_type(busy) == "JobDisabled":  # not an outage: a job someone disabled (activities.pool.check_job)
+            raise PoolOutOfReach(
+                f"the pool job stayed disabled outside trapbatch (Batch starts none of its tasks until 'az batch job "
+                f"enable'; a shard group waits {limit_s / 3600:g} hours at most, its pool steps held up since "
+                f"{since}, {lasted_s / 3600:.1f} hours): the task ends that job; post the same request again, without "
+                "\"rerun\" or \"only_new\", and leave its new job enabled: it resumes from the results its pool tasks "
+                f"wrote. {busy.step} said: {busy.reason}") from busy
         raise PoolOutOfReach(
             f"the pool or its storage has been out of reach since {since} ({lasted_s / 3600:.1f} hours; a shard "
             f"group waits {limit_s / 3600:g} at most): once Azure Batch and Storage answer again, post the same "

@@ -757,6 +757,30 @@ def test_an_outage_longer_than_the_limit_fails_the_group_saying_since_when_and_w
     assert c.WAITING_KEY not in run.custom_status
 
 
+def test_a_job_disabled_past_the_limit_fails_the_group_saying_so_not_that_batch_was_out_of_reach() -> None:
+    """A pool job disabled outside trapbatch (``JobDisabled``, activities.pool.check_job) is waited out as an outage,
+    the same rounds and timers; past the limit the failure says the job stayed disabled and what to do, where it
+    said the pool was "out of reach" and to wait until "Azure Batch and Storage answer again", which they did."""
+    from gpu_batch.pool import JobDisabled
+
+    disabled = JobDisabled("the pool job was disabled outside trapbatch: none of its tasks starts until 'az batch "
+                           f"job enable --job-id {TASK}'; the shard group waits for that up to its outage limit, "
+                           "then fails")
+    pool = Pool()
+    run = outage_group(1, busy_for(pool, c.POLL, 10_000, error=disabled))
+    outage = outage_group(1, busy_for(Pool(), c.POLL, 10_000))
+
+    assert run.status == "Failed" and pool.polls == 0
+    error = run.error or ""
+    assert "out of reach" not in error and "answer again" not in error, error
+    assert error.index("the pool job stayed disabled outside trapbatch") < error.index("'az batch job enable'")
+    assert error.index('post the same request again, without "rerun" or "only_new"') < error.index(c.POLL) < 500
+    assert f"--job-id {TASK}" in error  # the pool's words, which name the job
+    # scheduled as any outage
+    assert [t.fire_at for t in run.orchestrator_timers] == [t.fire_at for t in outage.orchestrator_timers]
+    assert [a.name for a in run.activities] == [a.name for a in outage.activities]
+
+
 class WorstRoundsPool(LosingPool):
     """From its fifth poll on, every poll round makes each pool call a round can make, all four: the poll, the
     SUBMIT again of a shard the poll names unknown, the RESUBMIT of a shard that came back with images missing, and
