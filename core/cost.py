@@ -143,7 +143,9 @@ def task_cost(images: int, node_seconds: float, attempts: int, attempts_timed: i
               override_per_hour: float = 0.0) -> dict[str, Any]:
     """The ``cost`` block of a finished task's status (JSON-ready).
 
-    ``images``: the images the task sent to the pool; ``node_seconds``: the summed wall time of the
+    ``images``: the images the task sent to the pool, for a completed task; for a cancelled or failed one, those of
+    them that got a final result (``orchestrations.task._add_pool_work``: its node time is that of the attempts that
+    ran, so the rate and price per million are of what ran); ``node_seconds``: the summed wall time of the
     ``attempts_timed`` shard attempts whose pool task gave a start and end time, of ``attempts`` that ended.
     """
     if images < 0 or node_seconds < 0 or attempts_timed < 0 or attempts < attempts_timed:
