@@ -21,6 +21,12 @@ NEARBY_NAMES = 10  # names shown: enough to spot a typo, few enough for one list
 NAME_CHARS = 80  # a name longer than this is cut (a blob name may have 1,024 characters)
 
 
+def _cut(name: str) -> str:
+    """``name`` in at most ``NAME_CHARS`` characters: its start dropped for "…", so a folder deep in the container
+    keeps its own name, the part that tells it from its siblings (their start, the folder listed, is said apart)."""
+    return name if len(name) <= NAME_CHARS else "…" + name[len(name) - NAME_CHARS + 1:]
+
+
 def parent_folder(prefix: str) -> str:
     """The folder above ``prefix``, as a listing prefix ending in ``/`` (``""``: the container's top).
     ``a/b/c/`` and ``a/b/c`` -> ``a/b/``; ``a/`` and ``a`` -> ``""``."""
@@ -29,10 +35,10 @@ def parent_folder(prefix: str) -> str:
 
 
 def nearby(folder: str, folders: Sequence[str], files: int, more: bool) -> dict[str, Any]:
-    """The plan's ``nearby`` (JSON-ready): the folder listed, the first folders found in it (their prefixes, ending
-    in ``/``), each cut to ``NAME_CHARS``, and how many files beside them (of those listed); ``more`` when it holds
-    others."""
-    shown = [n if len(n) <= NAME_CHARS else n[: NAME_CHARS - 1] + "…" for n in sorted(folders)[:NEARBY_NAMES]]
+    """The plan's ``nearby`` (JSON-ready): the folder listed, the first folders found in it (their whole prefixes,
+    ending in ``/``), each cut to its last ``NAME_CHARS`` characters (``_cut``), and how many files beside them (of
+    those listed); ``more`` when it holds others."""
+    shown = [_cut(n) for n in sorted(folders)[:NEARBY_NAMES]]
     return {"folder": folder, "names": shown, "files": files, "more": more or len(folders) > NEARBY_NAMES}
 
 
@@ -52,9 +58,10 @@ def describe(prefix: str, found: Mapping[str, Any]) -> str:
         return f"{where} holds files but no folders: {run}"
     listed = ", ".join(names) + (", ..." if found.get("more") else "") + (" and files" if files else "")
     wanted = prefix[len(folder):].split("/", 1)[0]  # the prefix's part that names nothing here
-    # The listing's folders are whole prefixes (``2024/site-a/``): their part below ``folder`` is what the prefix's
-    # ``wanted`` part is compared with (a bare name, as a test may give, is taken as it is).
-    below = {n: (n[len(folder):] if folder and n.startswith(folder) else n).rstrip("/") for n in names}
+    # The listing's folders are whole prefixes (``2024/site-a/``), their start cut where long (``_cut``): their last
+    # part, the folder's own name below ``folder``, is what the prefix's ``wanted`` part is compared with (a bare
+    # name, as a test may give, is taken as it is).
+    below = {n: n.rstrip("/").rpartition("/")[2] for n in names}
     same_but_case = [n for n in names if below[n].lower() == wanted.lower() and below[n] != wanted]
     # What was wrong comes first: the status keeps the error's first 500 characters (core.errors.failure_line), and
     # ten folders a few levels deep fill them

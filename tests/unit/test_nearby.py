@@ -20,17 +20,31 @@ def test_a_prefix_that_differs_only_in_case_is_pointed_out() -> None:
 
 
 def test_a_deeper_folder_is_named_and_a_long_listing_is_cut() -> None:
-    names = [f"cam{i:02d}/" for i in range(NEARBY_NAMES + 3)]
+    names = [f"2024/site-a/cam{i:02d}/" for i in range(NEARBY_NAMES + 3)]  # whole prefixes, as the listing gives
     found = nearby("2024/site-a/", names, 0, False)
     assert len(found["names"]) == NEARBY_NAMES and found["more"]
     said = describe("2024/site-a/cam99/", found)
-    assert said.startswith("folder '2024/site-a/' holds cam00/, cam01/") and ", ...:" in said
+    assert said.startswith("folder '2024/site-a/' holds 2024/site-a/cam00/, 2024/site-a/cam01/") and ", ...:" in said
     assert "case-sensitive" not in said
 
 
 def test_an_empty_container_says_to_upload_first() -> None:
     assert describe("", nearby("", [], 0, False)).startswith("the container is empty: upload the images first")
-    assert nearby("", ["x" * 300], 0, False)["names"] == ["x" * 79 + "…"]
+    assert nearby("", ["x" * 300], 0, False)["names"] == ["…" + "x" * 79]
+
+
+def test_deep_folders_keep_the_end_of_their_names_which_tells_them_apart() -> None:
+    """The listing gives whole prefixes (``activities.enumerate._nearby``, as ``BlobStore.list_level`` returns them):
+    deep folders, cut from their end, all read ``2024/projects/...`` alike, their own names lost; the case hint,
+    which compares a folder's own name, is given for them too."""
+    folder = "2024/projects/wildlife-monitoring-network/region-north/site-a-upper-valley/"
+    found = nearby(folder, [folder + "Camera-Trap-0001-North/", folder + "camera-trap-0002-south/"], 0, False)
+    assert [len(n) for n in found["names"]] == [80, 80]
+    assert [n[-23:] for n in found["names"]] == ["Camera-Trap-0001-North/", "camera-trap-0002-south/"]
+    assert all(n.startswith("…") for n in found["names"])
+    said = describe(folder + "camera-trap-0001-north/day1/", found)
+    assert said.startswith("names are case-sensitive: '…"), said
+    assert "Camera-Trap-0001-North/' differs from the prefix only in case" in said
 
 
 def test_a_folder_of_files_alone_says_to_give_it_as_the_prefix() -> None:
