@@ -1010,7 +1010,8 @@ def _model_source_did_not_answer(model_ref: str) -> str:
 def _unreachable_advice(model_ref: str) -> str:
     """What to do when a published model's download host keeps not answering, for the exit-69 message ("" for a
     ``blob://`` model). Why: a connect timeout or refusal is also what a node without outbound internet meets on
-    every attempt; exit 69 then runs every shard ``TRAPBATCH_MAX_ATTEMPTS`` times and the task fails with the first
+    every attempt; exit 69 then runs every shard for an hour without spending attempts
+    (``ShardsInput.unavailable_wait_s``), then ``TRAPBATCH_MAX_ATTEMPTS`` times, and the task fails with the first
     given-up shard's reason, of which the app keeps 300 characters (``core.contracts.GIVEN_UP_REASON_CHARS``): the
     advice comes before the cause's text so that it is kept (as exit 3 the loader's advice said it)."""
     from gpu_batch.models import BLOB_SCHEME

@@ -56,7 +56,8 @@ def node_credential() -> Any:
     request takes ``ImdsRetryPolicy``'s whole course before it fails (~5 s refused, ~24 s against 503s, ~75 s
     against 410s, IMDS being updated: riding that out is its point, and the probe let a 410 through to the same
     retries). Once its token has expired no shard can read its storage however fast that fails, and a quicker exit
-    69 would only use up the shard's attempts sooner: left so. Before then the token in hand serves: a refresh that
+    69 would only hand the shard back sooner (for an hour a 69 spends no attempt, ``ShardsInput.unavailable_wait_s``,
+    then each does): left so. Before then the token in hand serves: a refresh that
     fails in the second half of its life is tried again only every ``storage_refs.TOKEN_REFRESH_RETRY_S``
     (``storage_refs.RefreshSparingCredential``, which this credential is wrapped in), not at every request."""
     from azure import identity
