@@ -11,7 +11,8 @@ listing of the shard (with ETags) and one small read per attempt, instead of par
 parse the results, as the merge does, whenever a summary cannot be trusted: an attempt with results but no summary
 (an older worker or app, a worker that died before its last flush, too many names left not final), a summary
 whose ETag is not the results blob's now (stale or torn), or attempts that did not run exactly what the previous
-ones left (``gpu_batch.manifest.combine_coverage``). Both ways give the same numbers
+ones left (``gpu_batch.manifest.combine_coverage``). An attempt that wrote no results (an exit 69, a crash) covers
+nothing and needs no summary (``summarized_coverage``). Both ways give the same numbers
 (tests/integration/test_shard_coverage.py).
 """
 from __future__ import annotations
@@ -90,11 +91,19 @@ def summarized_coverage(store: BlobStore, settings: Settings, task_id: str,
                         sid: str) -> contract.ShardCoverage | None:
     """The shard's coverage from its attempts' coverage summaries, or None when they cannot be trusted for every
     attempt that has results (the callers then parse the results). Costs one listing of the shard and one read of a
-    small blob per attempt; the results and the manifest are never read."""
+    small blob per attempt; the results are never read, the manifest only where the shard's first attempts wrote no
+    results.
+
+    An attempt without results (an exit 69, a crash before its first flush) covers nothing: it is left out, as
+    ``combine_coverage`` says. Where it was the shard's first, the oldest attempt with results must have run the whole
+    shard, which only the shard manifest's names show (its summary names its own manifest's ETag): they are read then,
+    one document of names, where giving up parsed that manifest and every attempt's results (megabytes for 10,000
+    images) at each later poll and resubmission of the shard. An attempt with results but no summary still gives
+    up, as before."""
     listed = store.list_etags(settings.container, layout.shard_prefix(task_id, sid))
     attempts = sorted((a, name) for name in listed if (a := layout.attempt_of_results_blob(name)) is not None)
     first = 0 if layout.manifest_blob(task_id, sid, 0) in listed else 1  # whose manifest lists the shard's images
-    if not attempts or attempts[0][0] != first:
+    if not attempts or attempts[0][0] < first:
         return None
     summaries: list[contract.CoverageSummary] = []
     for attempt, name in attempts:
@@ -105,7 +114,24 @@ def summarized_coverage(store: BlobStore, settings: Settings, task_id: str,
         if summary is None or not summary.matches(listed[name]):
             return None
         summaries.append(summary)
-    return contract.combine_coverage(listed.get(layout.manifest_blob(task_id, sid, first), ""), summaries)
+    shard_names = None
+    if attempts[0][0] > first:  # the first attempts wrote nothing: did the oldest with results run the whole shard?
+        shard_names = _manifest_names(store, settings, layout.manifest_blob(task_id, sid, first))
+        if shard_names is None:
+            return None
+    return contract.combine_coverage(listed.get(layout.manifest_blob(task_id, sid, first), ""), summaries, shard_names)
+
+
+def _manifest_names(store: BlobStore, settings: Settings, name: str) -> list[str] | None:
+    """The image names of manifest blob ``name``; None when it is missing or not a manifest (the caller parses)."""
+    try:
+        doc = jsonio.loads(store.read_bytes_or_none(settings.container, name) or b"null")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    images = doc.get("images") if isinstance(doc, dict) else None
+    if not isinstance(images, list) or not all(isinstance(n, str) for n in images):
+        return None
+    return images
 
 
 def parsed_coverage(store: BlobStore, settings: Settings, task_id: str, sid: str) -> dict[str, int]:

@@ -437,7 +437,8 @@ class ShardCoverage:
     not_final: frozenset[str]
 
 
-def combine_coverage(shard_manifest_etag: str, summaries: Sequence[CoverageSummary]) -> ShardCoverage | None:
+def combine_coverage(shard_manifest_etag: str, summaries: Sequence[CoverageSummary],
+                     shard_names: Sequence[str] | None = None) -> ShardCoverage | None:
     """The shard's coverage from the summaries of ALL its attempts that have results, oldest first, each already
     matched to its results blob (``CoverageSummary.matches``); None when they cannot give exactly what parsing the
     results gives (``core.mdformat.coverage`` over every attempt), so that the caller parses.
@@ -447,8 +448,18 @@ def combine_coverage(shard_manifest_etag: str, summaries: Sequence[CoverageSumma
     not final (``images_digest``); an attempt only writes entries for its own manifest (``foreign`` 0). Then no image
     is final in two attempts, so ``covered`` and ``failed`` are sums, the images still missing are those the newest
     attempt left not final, and of those the retryable ones are the names some attempt wrote a retryable failure for.
+    An attempt without results (an exit 69, a crash before its first flush) has no summary and covers nothing: it
+    leaves the next one what the one before it left, so it is simply not among ``summaries``. Where such attempts
+    came first, the oldest summary is another attempt's manifest's, never the shard's: the caller then passes the
+    shard manifest's names as read now (``shard_names``), and that attempt must have run exactly those (its
+    ``images_digest``), else an image it never ran would count as covered.
     """
-    if not summaries or not shard_manifest_etag or summaries[0].manifest_etag != plain_etag(shard_manifest_etag):
+    if not summaries:
+        return None
+    if shard_names is not None:
+        if summaries[0].images != len(set(shard_names)) or summaries[0].images_digest != names_digest(shard_names):
+            return None
+    elif not shard_manifest_etag or summaries[0].manifest_etag != plain_etag(shard_manifest_etag):
         return None
     covered = failed = 0
     retryable: set[str] = set()

@@ -6,7 +6,7 @@ Each shard is counted both ways (``activities.shard_results.summarized_coverage`
 resubmission's image list both ways, in the cases that make the summaries usable and those that must not be trusted:
 a resubmitted shard with retryable and permanent failures, an attempt without a summary, a stale summary, a reused
 attempt 0, an attempt that ran more than the previous one left (a late flush after the resubmission), a summary
-that lists no names.
+that lists no names, attempts that wrote nothing (first or later).
 """
 from __future__ import annotations
 
@@ -310,3 +310,49 @@ def test_a_resubmission_of_several_shards_asks_the_pool_once_not_twice_a_shard(e
                               {"shard_id": "s00012", "attempt": 2, "missing": len(NAMES) - 2, "submitted": True}]}
     for sid, ok in (("s00010", 4), ("s00012", 2)):
         assert store.read_json(settings.container, layout.manifest_blob(TASK, sid, 2))["images"] == NAMES[ok:]
+
+
+def test_an_attempt_that_wrote_nothing_covers_nothing_and_the_later_summaries_are_used(
+        env: tuple[Settings, ReadSpy]) -> None:
+    """Attempt 1 exited 69 (storage out of reach) or crashed before its first flush: no results, no summary. It covers
+    nothing, so attempt 2 ran the whole shard and the summaries count the shard: every later poll and resubmission
+    read one small summary per attempt and the shard manifest, not the results (megabytes at 10,000 images), as they
+    did when the first attempt's missing summary made them give up."""
+    settings, store = env
+    sid = "s00013"
+    _write_manifest(store, settings, sid, 1, NAMES + NAMES[:1])
+    assert _resubmit(store, settings, sid, 2) == NAMES + NAMES[:1]
+    _run_attempt(store, settings, sid, 2, {NAMES[0]: "ok", NAMES[1]: "perm", NAMES[2]: "retry", NAMES[3]: "ok"})
+    summarized, parsed = _both_ways(store, settings, sid)
+    assert summarized is not None
+    assert parsed == {"images": 12, "covered": 3, "failed": 1, "retryable": 1, "missing": 9}
+    assert _resubmit(store, settings, sid, 3) == NAMES[2:3] + NAMES[4:]
+    # attempt 3 wrote nothing either: a gap in the middle, which leaves attempt 4 what attempt 2 left
+    assert _resubmit(store, settings, sid, 4) == NAMES[2:3] + NAMES[4:]
+    _run_attempt(store, settings, sid, 4, {n: "ok" for n in NAMES[4:]})
+    store.reads.clear()
+    summarized, parsed = _both_ways(store, settings, sid)
+    assert summarized is not None and parsed["covered"] == 11 and summarized.not_final == {NAMES[2]}
+    store.reads.clear()
+    shard_coverage(store, settings, TASK, sid)
+    assert not any(n.endswith(".results.json") for n in store.reads), store.reads
+
+
+def test_an_attempt_after_one_that_wrote_nothing_must_have_run_the_whole_shard(env: tuple[Settings, ReadSpy]) -> None:
+    """Attempt 1 wrote nothing, and attempt 2 ran fewer images than the shard's (a manifest from elsewhere; a
+    re-run's attempt 0 whose reused results were never written while attempt 1 runs only the rest): the images it
+    did not run are not covered, so the summaries are not trusted and the shard is parsed."""
+    settings, store = env
+    sid = "s00014"
+    _write_manifest(store, settings, sid, 1, NAMES[:6])
+    _write_manifest(store, settings, sid, 2, NAMES[1:6])
+    _run_attempt(store, settings, sid, 2, {n: "ok" for n in NAMES[1:6]})
+    summarized, parsed = _both_ways(store, settings, sid)
+    assert summarized is None and parsed == {"images": 6, "covered": 5, "failed": 0, "retryable": 0, "missing": 1}
+
+    sid = "s00015"
+    _write_manifest(store, settings, sid, 0, NAMES[:4])  # reuse wrote attempt 0's manifest, then died
+    _write_manifest(store, settings, sid, 1, NAMES[1:4])
+    _run_attempt(store, settings, sid, 1, {n: "ok" for n in NAMES[1:4]})
+    summarized, parsed = _both_ways(store, settings, sid)
+    assert summarized is None and parsed == {"images": 4, "covered": 3, "failed": 0, "retryable": 0, "missing": 1}

@@ -75,3 +75,31 @@ def test_only_well_formed_summaries_are_read() -> None:
            json.dumps({**good, "retryable": None}).encode(), json.dumps({**good, "unwritten": [1]}).encode()]
     assert [contract.read_coverage_summary(data) for data in bad] == [None] * len(bad)
     assert contract.read_coverage_summary(None) is None
+
+
+def test_attempts_that_wrote_nothing_cover_nothing_given_the_shard_names_where_they_came_first() -> None:
+    """An attempt without results (an exit 69, a crash before its first flush) has no summary: left out, it covers
+    nothing, so the next attempt ran what the one before it left. Where such attempts came first, the oldest summary
+    names another manifest's ETag: with the shard's names it counts, only if that attempt ran exactly them."""
+    rng = random.Random(11)
+    for _ in range(300):
+        shard = [f"cam{i % 4}/{i:03d}.jpg" for i in range(rng.randint(1, 40))]
+        manifest = shard + rng.sample(shard, rng.randint(0, min(3, len(shard))))
+        images, attempts, summaries = manifest, [], []
+        for attempt in range(rng.randint(1, 5)):
+            if rng.random() < 0.4:  # wrote nothing: no results, no summary
+                continue
+            entries = {n: _entry(n, o) for n in dict.fromkeys(images) if (o := rng.choice(OUTCOMES)) is not None}
+            attempts.append(list(entries.values()))
+            summaries.append(_summary(entries, images, f"0x{attempt}", f"m{attempt}"))  # the attempt's own manifest
+            images = [n for n in dict.fromkeys(images) if n not in entries or not contract.is_final(entries[n])]
+        combined = contract.combine_coverage("m", summaries, manifest)
+        if not summaries:
+            assert combined is None
+            continue
+        assert combined is not None
+        assert combined.counts == mdformat.coverage(manifest, attempts)
+        assert combined.not_final == set(shard) - mdformat.final_files(attempts)
+        # the oldest attempt with results ran another set of names than the shard's: not trusted
+        assert contract.combine_coverage("m", summaries, list(dict.fromkeys(manifest))[1:] + ["x"]) is None
+        assert contract.combine_coverage("m", summaries, manifest + ["x"]) is None
