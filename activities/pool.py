@@ -142,15 +142,17 @@ def run_poll(task_id: str, job: str, task_ids: list[str], settings: Settings, st
     otherwise leave its shard "submitted" for ever. A round that finds the run's cancel marker says only that, without
     asking the pool: the group cancels its tasks next and ends, so a cancel during a Batch outage that the group
     outlasts (orchestrations/shards.py "Outages") is not held up until Batch answers. A round about no task (no
-    ``task_ids``, no ``since``: a group whose SUBMIT stays busy with nothing else in flight) reads the marker and asks
-    the pool nothing, so a cancel or a stop gets through while Batch is out of reach. A round in which no task
-    completed also asks the job's state, and fails when the job was terminated, deleted or disabled outside trapbatch
-    (``check_job``): its queued tasks would never change.
+    ``task_ids``: a group whose SUBMIT stays busy with nothing else in flight, or whose every shard in flight waits for
+    its next attempt) reads the marker and asks the pool nothing, so a cancel or a stop gets through while Batch is
+    out of reach; it returns the cursor it was given (``since``), the pool having seen no newer one, so the group's
+    next poll lists the changes after it instead of asking by id (as the empty cursor it once returned made it).
+    A round in which no task completed also asks the job's state, and fails when the job was terminated, deleted or
+    disabled outside trapbatch (``check_job``): its queued tasks would never change.
     """
     cancelled = store.exists(settings.container, layout.cancel_marker(job))
-    if cancelled or (not task_ids and not since):  # no pool call, which Batch may refuse: the marker is all it needs
+    if cancelled or not task_ids:  # no pool call, which Batch may refuse: the marker is all it needs
         return {"cancelled": cancelled, "completed": [], "running": 0, "queued": 0, "images_in_progress": 0,
-                "cursor": "", "states": {}, "progress": {}}
+                "cursor": since or "", "states": {}, "progress": {}}
     wanted = set(task_ids)
     try:
         if since:

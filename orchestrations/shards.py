@@ -54,6 +54,10 @@ outage reached the limit, or its shards ended. A group started without the field
 stayed busy with nothing else in flight, or every shard in flight is owed) reads the cancel marker all the same, with
 a POLL about no task (``activities.pool.run_poll`` asks the pool nothing then): before, such a group saw neither a
 cancel nor a stop until Batch answered, up to its outage limit. A group started without it reads none, as before.
+That POLL passes the group's change cursor and gets it back (the pool was not asked, so there is no newer one):
+before, it answered none, so the next poll asked by id, a full reconciliation after every round spent waiting out
+an exit 69's back-off. Only the POLL's input and output changed (inputs are not part of the replay check: devhost
+README, row 7), so a recorded history, whose POLL answered no cursor, replays as it ran.
 
 Unavailable exits: with ``unavailable_wait_s`` in its input (every group a task starts since that field), a worker
 exit ``STORAGE_UNAVAILABLE`` (69: storage, Key Vault, a model's host or the node's identity endpoint, IMDS, did not
@@ -605,9 +609,11 @@ def _run_shards(context: df.DurableOrchestrationContext,
             if busy is not None:  # no news this round
                 outage, gave_up = _outage_goes_on(context, outage, busy, tried_at, outage_limit), True
         elif reads_cancel:  # the cancel marker only: a POLL about no pool task asks the pool nothing (run_poll)
+            marker_only = c.PoolTasksInput(task_id=task_id, job_id=job_id, task_ids=[], running=[])
+            if cursor:  # given back as it is (run_poll): the next poll lists changes after it, not asks by id
+                marker_only["since"] = cursor
             tried_at = context.current_utc_datetime
-            poll, busy = yield from _pool_step(context, c.POLL, c.PoolTasksInput(
-                task_id=task_id, job_id=job_id, task_ids=[], running=[]), True, awaited)
+            poll, busy = yield from _pool_step(context, c.POLL, marker_only, True, awaited)
             if busy is not None:  # storage out of reach too: read again next round
                 outage, gave_up = _outage_goes_on(context, outage, busy, tried_at, outage_limit), True
         if poll is not None:

@@ -256,6 +256,10 @@ def test_a_round_about_no_task_reads_the_cancel_marker_and_asks_the_pool_nothing
     out = run_poll(TASK, TASK, [], settings, store, pool)
     assert out["cancelled"] is marker and out["completed"] == [] and out["cursor"] == ""
     assert pool.calls == []
+    # given the group's cursor, it gives it back: the pool saw no newer one, and without it the next poll asks by id
+    out = run_poll(TASK, TASK, [], settings, store, pool, since="cursor-7")
+    assert out["cancelled"] is marker and out["completed"] == [] and out["cursor"] == "cursor-7"
+    assert pool.calls == []
 
 
 @pytest.mark.parametrize("max_attempts, attempt, unavailable, read", [

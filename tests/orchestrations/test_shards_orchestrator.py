@@ -78,8 +78,10 @@ class Pool:
             # the counter blob of a running attempt: one image per poll so far (``counter`` overrides)
             progress = {tid: self.counter.get((tid, self.polled.get(tid, 0)), self.polled.get(tid, 0))
                         for tid in payload.get("running", []) if tid in states}
+            # a round about no task asks the pool nothing, so it has no cursor but the one it was given (run_poll)
+            cursor = f"cursor-{self.polls}" if payload["task_ids"] else payload.get("since") or ""
             return {"cancelled": self.polls == self.cancel_on_poll, "completed": rows, "running": len(states),
-                    "queued": 0, "images_in_progress": sum(progress.values()), "cursor": f"cursor-{self.polls}",
+                    "queued": 0, "images_in_progress": sum(progress.values()), "cursor": cursor,
                     "states": states, "progress": progress}
         if name == c.RESUBMIT:
             out = []
@@ -903,8 +905,9 @@ class ChangesPool:
                     rows.append(self._row(tid))
                 else:
                     states[tid] = "running"
+            cursor = str(self.clock) if payload["task_ids"] else payload.get("since") or ""  # as run_poll does
             answer = {"cancelled": False, "completed": rows, "running": len(states), "queued": 0,
-                      "images_in_progress": 0, "cursor": str(self.clock), "states": states, "progress": {}}
+                      "images_in_progress": 0, "cursor": cursor, "states": states, "progress": {}}
             if since < 0:
                 answer["unknown"] = unknown
             return answer
@@ -1140,6 +1143,26 @@ def test_the_resubmission_after_an_exit_69_keeps_the_change_cursor() -> None:
     assert {f"{s0}-a4"} <= {t for p in asked for t in p["task_ids"]}  # shard 0's attempts were made meanwhile
     by_id = [n for n, p in enumerate(asked) if "since" not in p]
     assert by_id == [0, 12, 24], by_id  # the generation's first and each FULL_POLL_EVERY-th round
+
+
+def test_rounds_that_ask_about_no_task_keep_the_change_cursor() -> None:
+    """A group whose every shard in flight waits out an exit 69's back-off asks the pool about no task in those rounds
+    (a POLL that reads the cancel marker only): that POLL passes the group's cursor and gets it back (``run_poll``
+    asks the pool nothing, so it has no newer one). Before, it answered no cursor, so the poll after each such wait,
+    and after the RESUBMIT that keeps the cursor (``unsent``), asked by id: a full reconciliation of the group's every
+    task in flight, each time a node exited 69."""
+    from orchestrations.shards import FULL_POLL_EVERY
+
+    pool = UnavailablePool(until=4)
+    run = unavailable_group(pool, 3600)
+
+    assert run.status == "Completed", run.error
+    polls = run.inputs(c.POLL)
+    empty = [p for p in polls if not p["task_ids"]]
+    assert empty and all(p.get("since") for p in empty), empty  # each after the first poll's cursor
+    asked = [n for n, p in enumerate(polls) if p["task_ids"]]
+    by_id = [n for n in asked if "since" not in polls[n]]
+    assert by_id == [n for n in asked if n % FULL_POLL_EVERY == 0], (by_id, asked)
 
 
 def test_a_group_started_without_the_field_counts_an_exit_69_as_any_exit() -> None:
