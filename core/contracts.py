@@ -443,6 +443,9 @@ class ShardCounts(TypedDict, total=False):
     attempts_ended: int  # shard attempts whose pool task ended ...
     attempts_timed: int  # ... of which this many had start and end times ...
     node_seconds: float  # ... summing to this much node time (a float: the status API's sum of integers skips it)
+    # submitted shards whose next attempt waits out an exit 69's back-off (orchestrations.shards "Unavailable exits"):
+    # in no RESUBMIT yet, so neither pool_queued nor pool_running, nor counted in resubmissions
+    unavailable_waiting: int
 
 
 class ShardProgress(ShardCounts):

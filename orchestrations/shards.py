@@ -261,11 +261,14 @@ def counted(inner: Generator[Any, Any, Any], tally: list[int]) -> Generator[Any,
 
 
 def _progress(state: dict[str, c.ShardState]) -> c.ShardCounts:
+    """The group's counts for its status and outcome. A shard whose next attempt waits out an exit 69's back-off
+    (``unsent``: in no RESUBMIT yet) has no pool task: it counts as ``unavailable_waiting``, not ``pool_queued``,
+    and that attempt is no resubmission until its RESUBMIT is made (a group cancelled meanwhile made none)."""
     counts: dict[str, int] = {
         "shards": len(state), "pending": 0, "submitted": 0, "done": 0, "given_up": 0,
         "images_done": 0, "images_failed": 0, "images_missing": 0, "resubmissions": 0,
         "images_in_progress": 0, "pool_running": 0, "pool_queued": 0, "images_progress": 0,
-        "attempts_ended": 0, "attempts_timed": 0}
+        "attempts_ended": 0, "attempts_timed": 0, "unavailable_waiting": 0}
     node_seconds = 0.0
     for s in state.values():
         counts["attempts_ended"] += s.get("ended", 0)
@@ -275,9 +278,12 @@ def _progress(state: dict[str, c.ShardState]) -> c.ShardCounts:
         counts["images_done"] += s.get("covered", 0)
         counts["images_failed"] += s.get("failed", 0)
         counts["images_missing"] += s.get("missing", 0) if s["status"] == ShardStatus.given_up else 0
-        counts["resubmissions"] += s["attempt"] - 1
+        unsent = s["status"] == ShardStatus.submitted and bool(s.get("unsent"))
+        counts["resubmissions"] += s["attempt"] - 1 - unsent
         counts["images_progress"] += max(s.get("seen", 0), s.get("covered", 0))
-        if s["status"] == ShardStatus.submitted:
+        if unsent:
+            counts["unavailable_waiting"] += 1
+        elif s["status"] == ShardStatus.submitted:
             running = s.get("pool") == RUNNING
             counts["pool_running" if running else "pool_queued"] += 1
             counts["images_in_progress"] += s.get("running", 0) if running else 0

@@ -1244,3 +1244,31 @@ def test_a_group_without_the_field_schedules_exits_69_as_the_release_before_did_
     assert [t.fire_at.strftime("%H:%M:%S") for t in run.orchestrator_timers] == [
         "00:00:30", "00:00:45", "00:01:15", "00:02:15", "00:03:15", "00:03:30", "00:04:00", "00:05:00", "00:07:00",
         "00:11:00", "00:11:30"]
+
+
+def test_a_shard_waiting_out_an_exit_69_back_off_is_neither_queued_in_the_pool_nor_resubmitted_yet() -> None:
+    """Between an exit 69 and the RESUBMIT of its shard's next attempt (its back-off) no pool task exists: the status
+    counted the shard as ``pool_queued`` and the attempt as a resubmission, and a group cancelled then reported a
+    resubmission never made. It counts as ``unavailable_waiting`` instead, and as a resubmission once one was made."""
+    pool = UnavailablePool(until=6, cancel_on_poll=2)  # poll 2 (the marker only) comes before the first RESUBMIT
+    run = unavailable_group(pool, 3600)
+
+    assert run.status == "Completed", run.error
+    assert run.inputs(c.RESUBMIT) == [] and run.output["cancelled"] is True
+    assert run.output["resubmissions"] == 0 and run.output["pool_queued"] == 0, run.output
+    assert run.output["unavailable_waiting"] == 1 and run.output["submitted"] == 1
+    waiting = [s for s in run.statuses if isinstance(s, dict) and s.get("unavailable_waiting")]
+    assert waiting and all(s["pool_queued"] == 0 and s["resubmissions"] == 0 for s in waiting), run.statuses
+
+
+def test_a_shard_after_exits_69_is_in_one_of_running_queued_or_waiting_and_its_resubmissions_were_made() -> None:
+    """Through attempts 1 and 2 exiting 69 and 3 getting through, each status counts the submitted shard once (running,
+    queued as a pool task, or waiting out its back-off) and no more resubmissions than RESUBMITs made."""
+    pool = UnavailablePool(until=3)
+    run = unavailable_group(pool, 3600)
+
+    assert run.status == "Completed", run.error
+    assert run.output["resubmissions"] == 2 and run.output["unavailable_waiting"] == 0
+    detecting = [s for s in run.statuses if isinstance(s, dict) and s.get("stage") == Stage.detecting]
+    assert all(s["pool_queued"] + s["pool_running"] + s["unavailable_waiting"] == s["submitted"] for s in detecting)
+    assert [s["resubmissions"] for s in detecting if s["unavailable_waiting"]] == [0, 1], run.statuses
