@@ -38,6 +38,9 @@ CANCEL_EVENT = "cancel"  # POST /api/tasks/{id}/cancel on a task awaiting confir
 # a custom status key: a step waiting out a busy service ({step, reason, attempt, of, at}; orchestrations.retries),
 # or a shard group waiting out a pool outage ({step, reason, at, since, until}; orchestrations.shards "Outages")
 WAITING_KEY = "waiting"
+# a custom status key: a shard group's shards whose workers exited 69 and wait to be tried again, spending no attempt
+# ({shards, reason, since, until, at}; orchestrations.shards "Unavailable exits"); the task's status adds what to check
+UNREACHABLE_KEY = "unreachable"
 EXPIRY_MOVED_EVENT = "expiry_moved"  # a re-run's own expiry for a waiting one: {"expires": ISO time, or "" for none}
 
 
@@ -117,6 +120,9 @@ class ShardState(TypedDict):
     unavailable: NotRequired[int]
     unavailable_since: NotRequired[str]
     retry_at: NotRequired[str]
+    # the worker's words for the exit 69 that left the shard's attempt owed (the status's ``unreachable`` note), kept
+    # until its next attempt ends otherwise
+    unavailable_reason: NotRequired[str]
     # the owed attempt an exit 69 left is in no RESUBMIT yet (groups with unavailable_wait_s only): the pool cannot
     # know it, so its RESUBMIT keeps the round's change cursor (orchestrations.shards)
     unsent: NotRequired[bool]

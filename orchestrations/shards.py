@@ -70,7 +70,11 @@ by id. Past the wait, a 69 counts as any exit, so the shard ends after at most `
 whose IMDS stopped answering past its token's expiry exits 69 in seconds, so, idle again at once, it took most of
 the queued attempts, and every shard it took was given up after three, minutes into the outage, with a failure entry
 for each of its images though nothing was wrong with them. A group started without the field counts a 69 as any
-exit, as before, so its history replays unchanged.
+exit, as before, so its history replays unchanged. While shards wait so, the group's status says so
+(``c.UNREACHABLE_KEY``: how many, the worker's own words for the first one's exit, since when, until when its exits
+spend no attempt, and the next try), as its ``waiting`` note says an outage: a 69 on every attempt is mostly a
+misconfiguration (a node without outbound internet downloading a published model, a firewall), which idles the pool
+up to ``unavailable_wait_s`` before any shard is given up, and the counts alone showed only shards "queued".
 """
 from __future__ import annotations
 
@@ -290,6 +294,28 @@ def _progress(state: dict[str, c.ShardState]) -> c.ShardCounts:
     return cast(c.ShardCounts, {**counts, "node_seconds": round(node_seconds, 3)})
 
 
+def _unreachable(state: dict[str, c.ShardState], wait_s: int) -> dict[str, Any]:
+    """The status's ``unreachable`` note (module docstring, "Unavailable exits"), as ``{c.UNREACHABLE_KEY: note}``, or
+    {} when no shard waits so: the submitted shards whose last attempt exited 69 within the wait and whose next one
+    is not running yet (in no RESUBMIT yet, or queued in the pool); the reason and since of the earliest such exit."""
+    waiting = [s for s in state.values() if s["status"] == ShardStatus.submitted and "unavailable_reason" in s
+               and "unavailable_since" in s and s.get("pool") != RUNNING]
+    if not wait_s or not waiting:
+        return {}
+    first = min(waiting, key=lambda s: datetime.fromisoformat(s["unavailable_since"]))
+    since = datetime.fromisoformat(first["unavailable_since"])
+    note: dict[str, Any] = {"shards": len(waiting), "reason": first["unavailable_reason"],
+                            "since": since.isoformat(), "until": (since + timedelta(seconds=wait_s)).isoformat()}
+    retry_ats = [datetime.fromisoformat(s["retry_at"]) for s in waiting if s.get("unsent") and "retry_at" in s]
+    if retry_ats:
+        note["at"] = min(retry_ats).isoformat()
+    return {c.UNREACHABLE_KEY: note}
+
+
+# The worker's words for an exit 69 as the ``unreachable`` note keeps them: the status stays small (core.status_size)
+UNREACHABLE_REASON_CHARS = 300
+
+
 def _outcome(state: dict[str, c.ShardState], cancelled: bool) -> c.ShardsOutcome:
     # A cast: mypy wants every optional key spelled out when a TypedDict is built from ** items.
     out = cast(c.ShardsOutcome, {"cancelled": cancelled, **_progress(state)})
@@ -399,6 +425,8 @@ class UnavailableWaits:
         waited = s.get("unavailable", 0) + 1
         s["unavailable"], s["unavailable_since"] = waited, since
         s["unsent"] = True  # its next attempt is in no RESUBMIT yet: the pool cannot have it (the round loop)
+        said = row.get("worker_message") or row.get("failure_message") or "no message; see the pool task's log"
+        s["unavailable_reason"] = said[:UNREACHABLE_REASON_CHARS]  # the status's note (_unreachable)
         backoff = min(self.first_s * 2 ** min(waited - 1, 16), self.most_s)
         s["retry_at"] = (self.now + timedelta(seconds=backoff)).isoformat()
         return True
@@ -446,6 +474,7 @@ def _record_completions(state: dict[str, c.ShardState], completed: list[c.Comple
             s.pop("pool_error", None)
         s["running"] = 0
         s.pop("pool", None)
+        s.pop("unavailable_reason", None)  # an exit 69 deferred below says it again (UnavailableWaits.defer)
         _show(s)
         if row["missing"] == 0:
             s["status"] = ShardStatus.done
@@ -539,7 +568,8 @@ def _run_shards(context: df.DurableOrchestrationContext,
     # Went on as new in an outage: the status and its note come first, so the retries of the generation's first step
     # (a SUBMIT) keep since and until (retries.show_waiting); custom status is no history action: replay is unchanged
     if outage is not None:
-        context.set_custom_status({"stage": Stage.detecting, **_progress(state)})
+        context.set_custom_status({"stage": Stage.detecting, **_progress(state),
+                                   **_unreachable(state, unavailable_wait)})
         show_waiting(context, _outage_note(outage, outage_limit, context.current_utc_datetime))
     cursor = ""  # each generation starts with a full reconciliation by id, which returns a fresh cursor
     awaited = [0]  # tasks this generation has waited on (history_so_far)
@@ -560,7 +590,8 @@ def _run_shards(context: df.DurableOrchestrationContext,
                 in_flight += to_submit
             else:  # they stay pending: submitted again next round
                 outage, gave_up = _outage_goes_on(context, outage, busy, tried_at, outage_limit), True
-        context.set_custom_status({"stage": Stage.detecting, **_progress(state)})
+        context.set_custom_status({"stage": Stage.detecting, **_progress(state),
+                                   **_unreachable(state, unavailable_wait)})
         if not in_flight and not gave_up:
             break
         if outage is not None:  # shown through the round (its steps' own retries add their attempt): the next try

@@ -1068,9 +1068,9 @@ class UnavailablePool(Pool):
     node whose identity endpoint does not answer): at its first poll, as such a worker ends within seconds. Records,
     for each RESUBMIT, the number of POLLs made before it."""
 
-    def __init__(self, until: int, **kwargs: Any) -> None:
+    def __init__(self, until: int, said: str = "", **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.until, self.resubmitted_after = until, list[int]()
+        self.until, self.resubmitted_after, self.said = until, list[int](), said
 
     def __call__(self, name: str, payload: Any) -> Any:
         if name == c.RESUBMIT:
@@ -1083,6 +1083,8 @@ class UnavailablePool(Pool):
                 if r["attempt"] < self.until:
                     r.update(exit_code=exit_codes.STORAGE_UNAVAILABLE, result="failure", covered=0, missing=IMAGES,
                              failure_message="exited with code 69")
+                    if self.said:  # the worker's last error line (activities.pool.worker_message)
+                        r["worker_message"] = self.said
         return out
 
 
@@ -1272,3 +1274,29 @@ def test_a_shard_after_exits_69_is_in_one_of_running_queued_or_waiting_and_its_r
     detecting = [s for s in run.statuses if isinstance(s, dict) and s.get("stage") == Stage.detecting]
     assert all(s["pool_queued"] + s["pool_running"] + s["unavailable_waiting"] == s["submitted"] for s in detecting)
     assert [s["resubmissions"] for s in detecting if s["unavailable_waiting"]] == [0, 1], run.statuses
+
+
+def test_while_shards_wait_out_exits_69_the_status_says_why_since_when_until_when_and_the_next_try() -> None:
+    """A misconfiguration that exits 69 on every attempt (a node without outbound internet downloading a published
+    model) idles the pool up to ``unavailable_wait_s``: the status showed only a shard "queued". Its ``unreachable``
+    note says, while it lasts, the worker's words, since the first exit, until when exits spend no attempt, and the
+    next try; gone once the shard got through."""
+    said = "the model's download host did not answer: github.com timed out (no outbound internet from the node?)"
+    pool = UnavailablePool(until=3, said=said)
+    run = unavailable_group(pool, 3600)
+
+    assert run.status == "Completed", run.error
+    shown = [s[c.UNREACHABLE_KEY] for s in run.statuses if isinstance(s, dict) and c.UNREACHABLE_KEY in s]
+    assert shown, run.statuses
+    since = shown[0]["since"]
+    assert all(n["shards"] == 1 and n["reason"] == said and n["since"] == since for n in shown), shown
+    assert {n["until"] for n in shown} == {(dt.datetime.fromisoformat(since) + dt.timedelta(hours=1)).isoformat()}
+    assert [n["at"] for n in shown if "at" in n] and all(n["at"] > since for n in shown if "at" in n), shown
+    assert c.UNREACHABLE_KEY not in run.custom_status  # the third attempt got through
+
+
+def test_a_group_started_without_the_field_shows_no_unreachable_note() -> None:
+    run = unavailable_group(UnavailablePool(until=2, said="identity endpoint did not answer"), None)
+
+    assert run.status == "Completed", run.error
+    assert not any(isinstance(s, dict) and c.UNREACHABLE_KEY in s for s in run.statuses)

@@ -271,7 +271,10 @@ def test_a_dry_run_and_a_task_awaiting_confirmation_fit() -> None:
 
 
 def test_a_shard_group_s_status_fits() -> None:
-    """Counts only, whatever the group's size: its state stays in its input, not in its status."""
+    """Counts, whatever the group's size (its state stays in its input, not in its status), and one ``unreachable``
+    note (orchestrations.shards "Unavailable exits"), its worker's words at their cap."""
+    from orchestrations.shards import UNREACHABLE_REASON_CHARS
+
     def answer(name: str, payload: Any) -> Any:
         if name == c.SUBMIT:
             return {"submitted": len(payload["shards"])}
@@ -283,8 +286,14 @@ def test_a_shard_group_s_status_fits() -> None:
     data: c.ShardsInput = {"task_id": TASK, "job_id": layout.pool_job_id(TASK, RUN), "shards": ["s00000"],
                            "knobs": OrchestrationKnobs().to_dict(),
                            "state": {layout.shard_id(i): c.ShardState(attempt=9, status="pending", covered=BIG)
-                                     for i in range(1000)}}
+                                     for i in range(1000)}, "unavailable_wait_s": 3600}
+    for i in range(3):  # waiting out exits 69: the note says the first one's words
+        data["state"][layout.shard_id(i)] = c.ShardState(
+            attempt=9, status="submitted", pool="queued", owed=True, unsent=True, unavailable=8,
+            unavailable_since="2025-01-01T00:00:00+00:00", retry_at="2025-01-01T00:05:00+00:00",
+            unavailable_reason=W * UNREACHABLE_REASON_CHARS)
     run = run_orchestrator(run_shards, data, answer)
+    assert any(isinstance(s, dict) and c.UNREACHABLE_KEY in s for s in run.statuses), run.statuses
     assert_fits(run)
 
 
@@ -375,8 +384,9 @@ UNFITTED = {
     ("rerender", "rerender_previews", "status"):
         "two variants' CSV names and previews' counts: test_a_rerender_s_largest_status_fits",
     ("retries", "show_waiting", "noted"): "only while it stays under 15 KB (retries._fits)",
-    ("shards", "_run_shards", "{'stage': Stage.detecting, **_progress(state)}"):
-        "counts only: test_a_shard_group_s_status_fits",
+    ("shards", "_run_shards",
+     "{'stage': Stage.detecting, **_progress(state), **_unreachable(state, unavailable_wait)}"):
+        "counts, and one note with a reason cut to UNREACHABLE_REASON_CHARS: test_a_shard_group_s_status_fits",
     ("shards", "_run_shards", "{'stage': Stage.cancelled, **_progress(state)}"): "counts only",
     ("task", "_confirmed", "waiting"):
         "counts, the estimate, not_images (TOP_KINDS kinds of 12 characters): "
