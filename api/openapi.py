@@ -324,6 +324,18 @@ def description(base_url: str = "") -> dict[str, Any]:
                                     "at": {"type": "string", "format": "date-time"},
                                     "since": {"type": "string", "format": "date-time"},
                                     "until": {"type": "string", "format": "date-time"}}},
+                    "unreachable": {"type": "object", "description": "shards whose workers exited 69 (storage, "
+                                    "the Key Vault, a model's download host or the node's identity endpoint did not "
+                                    "answer) and wait to be tried again, spending no attempt: how many, the worker's "
+                                    "words for the earliest such exit, since when, until when exits 69 spend no "
+                                    "attempt (then they count and a shard is given up after its attempts), the "
+                                    "next try, and what to check. Absent: none waits so",
+                                    "required": ["shards", "reason", "since", "until", "check"], "properties": {
+                                        "shards": {"type": "integer", "minimum": 1},
+                                        "reason": {"type": "string"}, "check": {"type": "string"},
+                                        "since": {"type": "string", "format": "date-time"},
+                                        "until": {"type": "string", "format": "date-time"},
+                                        "at": {"type": "string", "format": "date-time"}}},
                     "shards_given_up": {"type": "object", "description": "shards given up after every attempt "
                                         "(their images are failures with reason not_processed): how many, the first "
                                         "few with how their last attempt ended (the worker's exit code and words, or "

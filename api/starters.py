@@ -603,8 +603,17 @@ async def _task_inputs(client: df.DurableOrchestrationClient, task_ids: list[str
             "(GET /api/tasks/{id})") from None
 
 
+# What to check while shards wait out worker exits 69 (orchestrations.shards "Unavailable exits"; the exit's causes:
+# gpu_batch.exit_codes STORAGE_UNAVAILABLE): one that lasts is seldom a passing outage but the nodes' network.
+UNREACHABLE_CHECK = ("the pool nodes' outbound network to what the reason names: DNS, and the firewall, NSG or route "
+                     "rules to the storage account, the Key Vault, the model's download host (or put the model in "
+                     "storage) or the node identity endpoint (IMDS, 169.254.169.254); the worker's log is the pool "
+                     "task's stderr.txt. Each shard is tried again after a back-off, spending no attempt until "
+                     "'until'; from then its exits count, and it is given up after its max attempts")
+
+
 async def _child_progress(client: df.DurableOrchestrationClient, task_id: str, groups: int,
-                          run: str = "") -> tuple[dict[str, int], dict[str, Any] | None]:
+                          run: str = "") -> tuple[dict[str, int], dict[str, Any] | None, dict[str, Any] | None]:
     """Sum the progress counters of the task's shard groups, from their custom statuses, in ONE instance query.
 
     Why a query by id prefix rather than one status read per group: each read cost a round trip (~12.5 ms per group
@@ -615,12 +624,14 @@ async def _child_progress(client: df.DurableOrchestrationClient, task_id: str, g
 
     ``images_progress`` sums each group's own never-decreasing count; a group from before that count reports its
     final and in-progress images instead. Also returns the first ``waiting`` a group shows (a step waiting out a
-    busy service: ``orchestrations.retries``), or None.
+    busy service: ``orchestrations.retries``), or None, and the groups' ``unreachable`` notes as one
+    (``_merge_unreachable``), or None.
     """
     wanted = {shards_instance_id(task_id, g, run) for g in range(groups)}
     prefix = shards_instance_id(task_id, 0)[: -len("0000")]  # every run's groups: a re-run's ids carry its run
     totals: dict[str, int] = {}
     waiting: dict[str, Any] | None = None
+    unreachable: dict[str, Any] | None = None
     for child in await _all_instances(client, prefix, show_input=False):
         if str(getattr(child, "instance_id", "") or "") not in wanted:
             continue
@@ -633,7 +644,28 @@ async def _child_progress(client: df.DurableOrchestrationClient, task_id: str, g
             totals[key] = totals.get(key, 0) + value
         if waiting is None and isinstance(status.get(c.WAITING_KEY), dict):
             waiting = status[c.WAITING_KEY]
-    return totals, waiting
+        if isinstance(status.get(c.UNREACHABLE_KEY), dict):
+            unreachable = _merge_unreachable(unreachable, status[c.UNREACHABLE_KEY])
+    return totals, waiting, unreachable
+
+
+def _merge_unreachable(so_far: dict[str, Any] | None, note: dict[str, Any]) -> dict[str, Any]:
+    """Two groups' ``unreachable`` notes (orchestrations.shards "Unavailable exits") as one: their shards summed, the
+    worker's words and since of the earliest first exit, the earliest until (the first shards whose exits 69 count
+    again) and the earliest next try. ISO times of one clock (the orchestrations'), compared as times."""
+    if so_far is None:
+        return dict(note)
+    first = so_far if _time_or_max(so_far.get("since")) <= _time_or_max(note.get("since")) else note
+    out = {**first, "shards": int(so_far.get("shards") or 0) + int(note.get("shards") or 0)}
+    for key in ("until", "at"):
+        times = [t for t in (so_far.get(key), note.get(key)) if _parse_time(t) is not None]
+        if times:
+            out[key] = min(times, key=_time_or_max)
+    return out
+
+
+def _time_or_max(text: Any) -> datetime:
+    return _parse_time(text) or datetime.max.replace(tzinfo=timezone.utc)
 
 
 def _parse_time(text: Any) -> datetime | None:
@@ -670,10 +702,12 @@ async def _describe(client: df.DurableOrchestrationClient, task_id: str,
     if runtime == "Failed":
         out["error"] = failure_message(str(custom.get("error") or status.output or ""))
     if out["stage"] == Stage.detecting and custom.get("groups"):
-        progress, waiting = await _child_progress(client, task_id, int(custom["groups"]),
-                                                  str(custom.get("groups_run") or ""))
+        progress, waiting, unreachable = await _child_progress(client, task_id, int(custom["groups"]),
+                                                               str(custom.get("groups_run") or ""))
         if waiting is not None and c.WAITING_KEY not in out:  # a shard group waiting out a busy Batch or storage
             out[c.WAITING_KEY] = waiting
+        if unreachable is not None:  # shards whose workers exited 69, waiting to be tried again: why, what to check
+            out[c.UNREACHABLE_KEY] = {**unreachable, "check": UNREACHABLE_CHECK}
         out.update({k: progress.get(k, 0) for k in ("images_done", "images_failed", "images_missing", "resubmissions")})
         out["images_done"] = progress.get("images_progress", 0)  # final or counted by running shards; never lower
         out["shards_done"] = progress.get("done", 0) + progress.get("given_up", 0)

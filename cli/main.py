@@ -23,7 +23,7 @@ from cli.folders import folder_requests
 from cli.hints import translate
 from cli.zooniverse_upload import VARIANTS as ZU_VARIANTS
 from cli.progress import (BarReporter, LineReporter, awaiting_line, exit_code_for, failed_steps, is_final, wait_for,
-                          waiting_note, zooniverse_cut_short_line)
+                          unreachable_note, waiting_note, zooniverse_cut_short_line)
 from core.contracts import Stage
 from core.errors import TrapbatchError
 from core.notimages import describe as describe_not_images
@@ -253,6 +253,8 @@ def _summary(st: dict[str, Any]) -> None:
             table.add_row(k, str(st[k]))
     if waiting_note(st):
         table.add_row("waiting", waiting_note(st).removeprefix("; waiting for "))
+    if unreachable_note(st):  # shards waiting out worker exits 69: the worker's words, since, until, what to check
+        table.add_row("unreachable", escape(unreachable_note(st).removeprefix("; ")))
     if st.get("failure_reasons"):
         table.add_row("failure_reasons", ", ".join(f"{k}: {v}" for k, v in st["failure_reasons"].items()))
     if st.get("failures_hint"):  # what to do about the failed images (which a re-run retries, what to fix first)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
+from rich.markup import escape
+
 from core.contracts import Stage
 
 FINAL_RUNTIME = ("Completed", "Failed", "Terminated")
@@ -106,10 +108,27 @@ def waiting_note(st: dict[str, Any]) -> str:
     return note
 
 
+def unreachable_note(st: dict[str, Any], check: bool = True) -> str:
+    """``; N shard(s) wait: ...`` while shards wait out worker exits 69 (the status's ``unreachable``:
+    orchestrations.shards "Unavailable exits"): the worker's words, since and until when, the next try and what to
+    check (not with ``check`` False: the bar's one line); "" otherwise. Why: such exits on every attempt (a firewall,
+    a node without outbound internet) idle the pool up to an hour, and the counts alone show those shards only as
+    not running."""
+    note = st.get("unreachable")
+    if not isinstance(note, dict):
+        return ""
+    line = (f"; {note.get('shards', '?')} shard(s) wait, the worker could not reach a service "
+            f"({note.get('reason', '?')}) since {note.get('since', '?')}; no attempt spent until "
+            f"{note.get('until', '?')}")
+    if note.get("at"):
+        line += f", next try at {note['at']}"
+    return line + (f"; check {note['check']}" if check and note.get("check") else "")
+
+
 def progress_line(st: dict[str, Any]) -> str:
     """One line for a status: the stage, and while detecting the counts, rate and ETA; a step waiting out a busy
-    service says so."""
-    return _progress_line(st) + waiting_note(st)
+    service says so, and shards waiting out worker exits 69 why."""
+    return _progress_line(st) + waiting_note(st) + unreachable_note(st)
 
 
 def _progress_line(st: dict[str, Any]) -> str:
@@ -207,7 +226,8 @@ class BarReporter:
                   if stage == Stage.detecting else "")
         self.progress.update(self.bar, description=stage, total=images or None, completed=done or 0,
                              rate=f"{rate} img/s" if rate else "", eta=_eta(st.get("eta_seconds")),
-                             shards=(shards + waiting_note(st)).removeprefix("; "))
+                             shards=(shards + waiting_note(st)
+                                     + escape(unreachable_note(st, check=False))).removeprefix("; "))
 
     def close(self) -> None:
         self.progress.stop()

@@ -1022,6 +1022,43 @@ def test_the_summary_says_what_to_do_about_failed_images_in_the_cli_s_words(
     assert "posted again with --only-new (a re-run)" in shown, shown
 
 
+def test_status_and_watch_say_why_shards_wait_out_worker_exits_69_since_until_and_what_to_check(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The status's ``unreachable`` (shards whose workers exited 69, tried again spending no attempt for an hour):
+    ``trapbatch status`` and the log lines of ``watch`` say the worker's words, since, until, the next try and what to
+    check, not only shards "queued"; the bar's one line says it without the check, its words escaped for rich."""
+    from rich.console import Console
+
+    from cli.main import _summary
+    from cli.progress import BarReporter
+
+    note = {"shards": 4, "reason": "github.com, the download host of model 'MDV5A', did not answer [errno -3]",
+            "since": "2026-12-05T15:00:00+00:00", "until": "2026-12-05T16:00:00+00:00",
+            "at": "2026-12-05T15:04:00+00:00", "check": "the pool nodes' outbound network (DNS, firewall)"}
+    st = {"id": "task-0", "runtime_status": "Running", "stage": "detecting", "images": 40, "images_done": 0,
+          "shards": 4, "shards_done": 0, "shards_running": 0, "shards_queued": 0, "resubmissions": 0,
+          "unreachable": note}
+    _summary(st)
+    shown = " ".join(capsys.readouterr().out.split())
+    assert ("unreachable 4 shard(s) wait, the worker could not reach a service (github.com, the download host of "
+            "model 'MDV5A', did not answer [errno -3]) since 2026-12-05T15:00:00+00:00; no attempt spent until "
+            "2026-12-05T16:00:00+00:00, next try at 2026-12-05T15:04:00+00:00; check the pool nodes' outbound "
+            "network (DNS, firewall)") in shown, shown
+    line = progress_line(st)
+    assert line.startswith("detecting: 0/40 images") and "did not answer [errno -3]) since" in line, line
+    assert line.endswith("check the pool nodes' outbound network (DNS, firewall)"), line
+
+    import io
+
+    from rich.text import Text
+    bar = BarReporter(Console(file=io.StringIO(), force_terminal=True, width=100), T1)
+    bar(st)
+    shown_in_bar = Text.from_markup(str(bar.progress.tasks[0].fields["shards"])).plain  # as its TextColumn renders it
+    bar.close()
+    assert "did not answer [errno -3]) since 2026-12-05T15:00:00+00:00" in shown_in_bar, shown_in_bar
+    assert "outbound network" not in shown_in_bar
+
+
 def test_the_summary_says_a_repeat_count_is_the_ended_one_when_the_current_list_could_not_be_read(
         capsys: pytest.CaptureFixture[str]) -> None:
     """A status whose current repeat list could not be read carries the count the task ended with and a ``note``

@@ -209,3 +209,31 @@ def test_a_shard_group_waiting_out_a_busy_service_is_shown_in_the_tasks_status()
 def test_the_eta_is_rounded_and_never_negative() -> None:
     assert live_rate(1000, 600, 0, 10.0) == (60.0, 7)  # 6.67 s left: rounded, not cut to 6
     assert live_rate(1000, 1200, 0, 10.0) == (120.0, 0)  # more done than listed: no time left, never negative
+
+
+def test_shards_waiting_out_worker_exits_69_are_shown_in_the_tasks_status_with_why_and_what_to_check() -> None:
+    """Each group's ``unreachable`` note (orchestrations.shards "Unavailable exits") is summed into one in the task's
+    status: the shards of every group, the worker's words and since of the earliest first exit, the earliest until and
+    next try, and what to check; without it a pool idled an hour by a firewall showed only shards not running."""
+    early = {"shards": 2, "reason": "github.com, the download host of model 'MDV5A', did not answer",
+             "since": "2026-12-05T15:00:00+00:00", "until": "2026-12-05T16:00:00+00:00",
+             "at": "2026-12-05T15:04:00+00:00"}
+    late = {"shards": 3, "reason": "the images' secret store did not answer", "since": "2026-12-05T15:02:00+00:00",
+            "until": "2026-12-05T16:02:00+00:00", "at": "2026-12-05T15:03:00+00:00"}
+    groups = {shards_instance_id(TASK, 0): {**group_status(done=1, progress=10), "unreachable": late},
+              shards_instance_id(TASK, 1): {**group_status(done=1, progress=10), "unreachable": early},
+              shards_instance_id(TASK, 2): group_status(done=1, progress=10)}
+
+    async def body(base: str, api: ManagementApi) -> Any:
+        return await starters.describe_task(Client(base, {**TASK_STATUS, "groups": 3}), TASK)
+
+    note = with_api(groups, body)["unreachable"]
+    assert {k: note[k] for k in ("shards", "reason", "since", "until", "at")} == {
+        "shards": 5, "reason": early["reason"], "since": early["since"], "until": early["until"],
+        "at": late["at"]}, note
+    assert "169.254.169.254" in note["check"] and "stderr.txt" in note["check"]
+
+    async def calm(base: str, api: ManagementApi) -> Any:
+        return await starters.describe_task(Client(base, {**TASK_STATUS, "groups": 1}), TASK)
+
+    assert "unreachable" not in with_api({shards_instance_id(TASK, 0): group_status(done=1, progress=10)}, calm)
