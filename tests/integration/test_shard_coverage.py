@@ -6,11 +6,12 @@ Each shard is counted both ways (``activities.shard_results.summarized_coverage`
 resubmission's image list both ways, in the cases that make the summaries usable and those that must not be trusted:
 a resubmitted shard with retryable and permanent failures, an attempt without a summary, a stale summary, a reused
 attempt 0, an attempt that ran more than the previous one left (a late flush after the resubmission), a summary
-that lists no names, attempts that wrote nothing (first or later).
+that lists no names, attempts that wrote nothing (first or later), and seeded random histories of all of these.
 """
 from __future__ import annotations
 
 import json
+import random
 from typing import Any, Mapping
 
 import pytest
@@ -356,3 +357,71 @@ def test_an_attempt_after_one_that_wrote_nothing_must_have_run_the_whole_shard(e
     _run_attempt(store, settings, sid, 1, {n: "ok" for n in NAMES[1:4]})
     summarized, parsed = _both_ways(store, settings, sid)
     assert summarized is None and parsed == {"images": 4, "covered": 3, "failed": 0, "retryable": 0, "missing": 1}
+
+
+def test_random_histories_with_attempts_that_wrote_nothing_count_as_parsing(env: tuple[Settings, ReadSpy]) -> None:
+    """Seeded random shard histories, each step counted both ways (``_both_ways`` asserts that a usable summary
+    answer is the parsed one): attempts that wrote nothing first, in the middle and last; an ``only_new`` re-run's
+    attempt 0 with reused results, or with its manifest only (reuse died before the results); a manifest built from
+    an older state (a RESUBMIT's manifest from before the previous attempt wrote), or one that leaves out a name; a
+    late flush of an earlier attempt; a results blob that is empty or torn; the shard manifest rewritten with the
+    same names or others. Why: an image the summaries call final where parsing does not is an image the merge writes
+    no result for. (``tests/unit/test_coverage_summary.py`` runs thousands of such histories without storage.)"""
+    settings, store = env
+    rng = random.Random(45)
+    trusted_after_gap = 0
+    for case in range(48):
+        sid = f"r{case:05d}"
+        shard = NAMES[: rng.randint(1, 8)]
+        manifest = shard + rng.sample(shard, rng.randint(0, min(2, len(shard))))  # names listed twice
+        first = 1
+        if rng.random() < 0.35:  # an only_new re-run: attempt 0's manifest lists the whole shard
+            first = 0
+            _write_manifest(store, settings, sid, 0, manifest)
+            if rng.random() < 0.6:  # reused final entries as attempt 0, attempt 1 runs the rest
+                reused = {n: rng.choice(("ok", "perm", "old")) for n in shard if rng.random() < 0.5}
+                _run_attempt(store, settings, sid, 0, reused)
+                _write_manifest(store, settings, sid, 1, [n for n in manifest if n not in reused])
+            else:  # reuse died after attempt 0's manifest: attempt 1's is still the whole shard
+                _write_manifest(store, settings, sid, 1, manifest)
+        else:
+            _write_manifest(store, settings, sid, 1, manifest)
+        ran: dict[int, dict[str, str]] = {}  # attempt: the outcomes it wrote
+        manifests = {1: list(store.read_json(settings.container, layout.manifest_blob(TASK, sid, 1))["images"])}
+        for attempt in range(1, rng.randint(2, 6)):
+            if attempt > 1:
+                if rng.random() < 0.2 and attempt - 2 in manifests:  # built from an older state
+                    _write_manifest(store, settings, sid, attempt, manifests[attempt - 2])
+                    images = manifests[attempt - 2]
+                else:
+                    images = _resubmit(store, settings, sid, attempt)
+                    if len(images) > 1 and rng.random() < 0.2:  # one name left out (a manifest from elsewhere)
+                        images = images[1:]
+                        _write_manifest(store, settings, sid, attempt, images)
+                if not images:
+                    break
+                manifests[attempt] = images
+            roll = rng.random()
+            if roll < 0.35:  # wrote nothing (an exit 69, a crash before its first flush)
+                pass
+            elif roll < 0.42:  # a results blob that is empty or torn, no summary
+                store.write_bytes(settings.container, layout.attempt_results_blob(TASK, sid, attempt),
+                                  rng.choice((b"", b'{"images": [{"file": ')), "application/json")
+            else:
+                outcomes = {n: o for n in dict.fromkeys(manifests[attempt])
+                            if (o := rng.choice(("ok", "perm", "old", "retry", None))) is not None}
+                ran[attempt] = outcomes
+                _run_attempt(store, settings, sid, attempt, outcomes, summary=rng.random() < 0.9)
+            if ran and rng.random() < 0.15:  # a late flush of an earlier attempt (a resident worker), with its summary
+                late = rng.choice(sorted(ran))
+                more = {n: "ok" for n in dict.fromkeys(manifests.get(late, manifest)) if rng.random() < 0.3}
+                ran[late] = {**more, **ran[late]}
+                _run_attempt(store, settings, sid, late, ran[late])
+            if rng.random() < 0.1:  # the shard manifest rewritten: the same names reordered, or one more
+                names = list(reversed(manifest)) if rng.random() < 0.5 else manifest + [f"new/{case}.jpg"]
+                _write_manifest(store, settings, sid, first, names)
+            summarized, _ = _both_ways(store, settings, sid)
+            listed = store.list_names(settings.container, layout.shard_prefix(TASK, sid))
+            with_results = sorted(a for n in listed if (a := layout.attempt_of_results_blob(n)) is not None)
+            trusted_after_gap += summarized is not None and bool(with_results) and with_results[0] > first
+    assert trusted_after_gap > 5  # the histories did reach the summaries past leading attempts that wrote nothing

@@ -103,3 +103,54 @@ def test_attempts_that_wrote_nothing_cover_nothing_given_the_shard_names_where_t
         # the oldest attempt with results ran another set of names than the shard's: not trusted
         assert contract.combine_coverage("m", summaries, list(dict.fromkeys(manifest))[1:] + ["x"]) is None
         assert contract.combine_coverage("m", summaries, manifest + ["x"]) is None
+
+
+def test_random_histories_with_gaps_stale_manifests_and_late_flushes_never_count_more_than_parsing() -> None:
+    """Whatever the attempts ran, a summary answer is the parsed one, or there is none. Histories: attempts that
+    wrote nothing first, in the middle or last (left out of ``summaries``; the shard's names passed only where the
+    first ones wrote nothing, as ``activities.shard_results.summarized_coverage`` does, else the manifest's ETag), a
+    manifest built from an older state, one that leaves out a name, a late flush of an earlier attempt (its entries
+    grow after the next attempt's manifest was cut), the oldest attempt with results run on another manifest."""
+    rng = random.Random(45)
+    trusted = 0
+    for _ in range(3000):
+        shard = [f"cam{i % 4}/{i:03d}.jpg" for i in range(rng.randint(1, 12))]
+        manifest = shard + rng.sample(shard, rng.randint(0, min(3, len(shard))))
+        runs: list[tuple[list[str], dict[str, dict[str, Any]], str]] = []  # (images, entries, manifest ETag)
+        history: list[list[str]] = [manifest]  # what each resubmission would have been cut from
+        images = manifest
+        first_wrote = False
+        for attempt in range(rng.randint(1, 5)):
+            if attempt:
+                roll = rng.random()
+                if roll < 0.15 and len(history) > 1:  # cut from an older state
+                    images = rng.choice(history[:-1])
+                elif roll < 0.25 and len(images) > 1:  # a name left out
+                    images = images[1:]
+            elif rng.random() < 0.1:  # the oldest attempt ran another manifest (a subset, or the shard's reordered)
+                images = rng.choice((manifest[1:] or manifest, list(reversed(manifest))))
+            if rng.random() < 0.35:  # wrote nothing (no results, no summary): the next runs what it was to run
+                history.append(images)
+                continue
+            entries = {n: _entry(n, o) for n in dict.fromkeys(images) if (o := rng.choice(OUTCOMES)) is not None}
+            runs.append((images, entries, "m" if attempt == 0 and images is manifest else f"m{attempt}"))
+            first_wrote = first_wrote or attempt == 0
+            if runs and rng.random() < 0.15:  # a late flush of an earlier attempt: more of its names final
+                late = rng.randrange(len(runs))
+                l_images, l_entries, l_etag = runs[late]
+                grown = {**{n: _entry(n, "ok") for n in dict.fromkeys(l_images) if rng.random() < 0.3}, **l_entries}
+                runs[late] = (l_images, grown, l_etag)
+            images = [n for n in dict.fromkeys(images) if n not in entries or not contract.is_final(entries[n])]
+            history.append(images)
+        if not runs:
+            continue
+        summaries = [_summary(e, i, f"0x{k}", etag) for k, (i, e, etag) in enumerate(runs)]
+        # as summarized_coverage: the shard's names only where the first attempt (here attempt 0) wrote nothing
+        combined = contract.combine_coverage("m", summaries, None if first_wrote else manifest)
+        if combined is None:
+            continue
+        trusted += 1
+        parsed = [list(e.values()) for _, e, _ in runs]
+        assert combined.counts == mdformat.coverage(manifest, parsed)
+        assert combined.not_final == set(shard) - mdformat.final_files(parsed)
+    assert trusted > 500
