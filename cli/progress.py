@@ -108,12 +108,21 @@ def waiting_note(st: dict[str, Any]) -> str:
     return note
 
 
+def printable(text: str) -> str:
+    """``text`` with every character ``str.isprintable`` refuses (C0/C1 controls such as ESC, CR and BEL, bidi
+    overrides, line separators) written as its Python escape (``\\x1b``). Why: a worker's words come from its log,
+    which carries a remote service's text; raw, an ESC sequence from it would drive the operator's terminal (clear
+    it, retitle it, rewrite the line above), and neither ``rich.markup.escape`` nor ``click.echo`` on a terminal
+    removes one (rich's ``Text`` drops only BEL, BS, VT, FF and CR)."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+
+
 def unreachable_note(st: dict[str, Any], check: bool = True) -> str:
     """``; N shard(s) wait: ...`` while shards wait out worker exits 69 (the status's ``unreachable``:
     orchestrations.shards "Unavailable exits"): the worker's words, since and until when, the next try and what to
-    check (not with ``check`` False: the bar's one line); "" otherwise. Why: such exits on every attempt (a firewall,
-    a node without outbound internet) idle the pool up to an hour, and the counts alone show those shards only as
-    not running."""
+    check (not with ``check`` False: the bar's one line), its control characters escaped (``printable``); ""
+    otherwise. Why: such exits on every attempt (a firewall, a node without outbound internet) idle the pool up to an
+    hour, and the counts alone show those shards only as not running."""
     note = st.get("unreachable")
     if not isinstance(note, dict):
         return ""
@@ -122,7 +131,7 @@ def unreachable_note(st: dict[str, Any], check: bool = True) -> str:
             f"{note.get('until', '?')}")
     if note.get("at"):
         line += f", next try at {note['at']}"
-    return line + (f"; check {note['check']}" if check and note.get("check") else "")
+    return printable(line + (f"; check {note['check']}" if check and note.get("check") else ""))
 
 
 def progress_line(st: dict[str, Any]) -> str:

@@ -1059,6 +1059,37 @@ def test_status_and_watch_say_why_shards_wait_out_worker_exits_69_since_until_an
     assert "outbound network" not in shown_in_bar
 
 
+def test_a_worker_s_control_characters_in_the_unreachable_note_never_reach_the_terminal(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The note's reason is the worker's own log line (a remote service's text can be in it): an ESC sequence, a
+    carriage return or a bell from it would drive the operator's terminal (clear it, retitle it, hide the line), so
+    ``trapbatch status``, ``watch``'s lines and its bar show such characters escaped (``\\x1b``), never raw."""
+    import io
+
+    from rich.console import Console
+
+    from cli.main import _summary
+    from cli.progress import BarReporter
+
+    reason = "host did not answer \x1b]0;owned\x07\x1b[2J\rgone\x9b31m\u202e"
+    st = {"id": "task-0", "runtime_status": "Running", "stage": "detecting", "images": 40, "images_done": 0,
+          "shards": 4, "shards_done": 0, "shards_running": 0, "shards_queued": 0, "resubmissions": 0,
+          "unreachable": {"shards": 4, "reason": reason, "since": "2026-12-05T15:00:00+00:00",
+                          "until": "2026-12-05T16:00:00+00:00", "check": "the network"}}
+    bad = ("\x1b", "\x07", "\r", "\x9b", "\u202e")
+    line = progress_line(st)
+    assert not any(ch in line for ch in bad), repr(line)
+    assert "host did not answer \\x1b]0;owned\\x07\\x1b[2J\\rgone" in line, line
+    _summary(st)
+    shown = capsys.readouterr().out
+    assert "\\x1b]0;owned" in shown and not any(ch in shown for ch in bad), repr(shown)
+    out = io.StringIO()
+    bar = BarReporter(Console(file=out, force_terminal=False, width=400), T1)
+    bar(st)
+    bar.close()
+    assert "\\x1b]0;owned" in out.getvalue() and "\x1b]0" not in out.getvalue(), repr(out.getvalue())
+
+
 def test_the_summary_says_a_repeat_count_is_the_ended_one_when_the_current_list_could_not_be_read(
         capsys: pytest.CaptureFixture[str]) -> None:
     """A status whose current repeat list could not be read carries the count the task ended with and a ``note``
