@@ -9,6 +9,7 @@ of truth) and submits only those as the next attempt.
 from __future__ import annotations
 
 import logging
+import re
 from datetime import datetime, timezone
 from typing import Iterable, Mapping
 
@@ -54,9 +55,29 @@ def run_submit(task_id: str, job: str, shards: Iterable[tuple[str, int]], settin
 LOG_READ_LIMIT = 1024 * 1024  # a worker log larger than this is not read for its last error
 
 
+# A URL's query string (what follows a "?" glued to a host or path and holding a "="): a SAS token travels so
+_QUERY = re.compile(r"(?<=[^\s?])\?(?=[^\s'\"<>();]*=)[^\s'\"<>();]+")
+# a secret as a connection string, a SAS or an HTTP header names it
+_NAMED_SECRET = re.compile(r"(?i)\b(AccountKey|SharedAccessSignature|sig|client_secret|password)=[^\s;&'\"<>()]+")
+_BEARER = re.compile(r"(?i)\bBearer\s+[^\s'\"<>()]+")
+REDACTED = "[redacted]"
+
+
+def without_secrets(text: str) -> str:
+    """``text`` without URL query strings, ``AccountKey=``/``SharedAccessSignature=``/``sig=`` values or bearer
+    tokens. Why: the worker's words come from its log, where an exit 69's message carries an SDK exception's text,
+    and that text names the request's URL with its query (requests: "Max retries exceeded with url: /c/b?sv=...
+    &sig=..."): kept, a SAS would reach Durable history's plain tables, the shard group's ``unreachable`` note and
+    ``shards_given_up``, which every status reader sees. The host, path and cause stay: they say what to check."""
+    text = _QUERY.sub("?" + REDACTED, text)
+    text = _NAMED_SECRET.sub(lambda m: f"{m.group(1)}={REDACTED}", text)
+    return _BEARER.sub("Bearer " + REDACTED, text)
+
+
 def worker_message(store: BlobStore, info: TaskInfo) -> str:
-    """The worker's last error line from the pool task's log (LocalPool: one blob; Batch: ``stderr.txt`` in a folder);
-    empty when there is none or it cannot be read (the exit code still says what kind of failure it was)."""
+    """The worker's last error line from the pool task's log (LocalPool: one blob; Batch: ``stderr.txt`` in a folder),
+    its secrets removed (``without_secrets``); empty when there is none or it cannot be read (the exit code still
+    says what kind of failure it was)."""
     if not info.log:
         return ""
     container, _, name = info.log.partition("/")
@@ -66,7 +87,8 @@ def worker_message(store: BlobStore, info: TaskInfo) -> str:
         size = store.size_or_none(container, name)
         if size is None or size > LOG_READ_LIMIT:
             return ""
-        return exit_codes.worker_error_message(store.read_bytes(container, name).decode("utf-8", "replace"))
+        return without_secrets(exit_codes.worker_error_message(
+            store.read_bytes(container, name).decode("utf-8", "replace")))
     except AzureError:
         return ""
 

@@ -1,0 +1,52 @@
+"""``activities.pool.worker_message``: the worker's last error line, as the app keeps it in Durable history and
+statuses (a shard group's ``unreachable`` note, ``shards_given_up``), with no secret in it."""
+from __future__ import annotations
+
+from typing import Any
+
+from activities.pool import worker_message
+from gpu_batch.pool import TaskInfo, TaskResult, TaskState
+
+
+class LogStore:
+    """A BlobStore stand-in holding one pool task's log."""
+
+    def __init__(self, text: str) -> None:
+        self.data = text.encode()
+
+    def size_or_none(self, container: str, name: str) -> int:
+        return len(self.data)
+
+    def read_bytes(self, container: str, name: str) -> bytes:
+        return self.data
+
+
+def said(line: str) -> str:
+    info = TaskInfo("s00001-a1", TaskState.completed, TaskResult.failure, 69, log="logs/task-0/s00001-a1/")
+    store: Any = LogStore(f"2026-12-05 15:00:00 ERROR gpu_batch.worker: {line}\n")
+    return worker_message(store, info)
+
+
+def test_the_worker_s_words_keep_no_sas_token_account_key_or_bearer_token() -> None:
+    """An exit 69's words carry an SDK exception's text (``str(cause)[:500]``), which names the request's URL, its SAS
+    query string with it (requests: "Max retries exceeded with url: /c/b?sv=...&sig=..."), or a connection string's
+    parts: kept, the SAS would reach Durable history's plain tables and every status reader. The query goes, the
+    rest (host, path, the cause) stays."""
+    sas = "sv=2022-11-02&ss=b&srt=co&sp=rl&se=2027-01-01T00:00:00Z&sig=AbC%2Fsecret%3D"
+    text = said("storage did not answer the manifest read of work/task-0/s00001-a1.json (another attempt runs the "
+                "shard): ServiceRequestError: HTTPSConnectionPool(host='acct.blob.core.windows.net', port=443): Max "
+                f"retries exceeded with url: /work/task-0/s00001-a1.json?{sas} (Caused by ConnectTimeoutError()); "
+                f"https://kv.vault.azure.net/secrets/x?{sas}; DefaultEndpointsProtocol=https;AccountName=acct;"
+                "AccountKey=c2VjcmV0a2V5PT0=;EndpointSuffix=core.windows.net; SharedAccessSignature=sv=2022&sig=zz; "
+                "Authorization: Bearer eyJhbGciOi.secret.token")
+    for secret in ("AbC%2Fsecret", "sig=zz", "sv=2022&", "c2VjcmV0a2V5", "eyJhbGciOi", "sp=rl"):
+        assert secret not in text, text
+    assert "url: /work/task-0/s00001-a1.json?" in text and "(Caused by ConnectTimeoutError())" in text, text
+    assert "https://kv.vault.azure.net/secrets/x?[redacted]; DefaultEndpointsProtocol=https;AccountName=acct;" in text
+    assert "AccountKey=[redacted];EndpointSuffix" in text, text
+
+
+def test_words_without_secrets_are_kept_as_they_are() -> None:
+    line = ("github.com, the download host of model 'MDV5A', did not answer (another attempt runs the shard): "
+            "URLError: <urlopen error [Errno -3] Temporary failure in name resolution>; what? x = 1")
+    assert said(line) == line
