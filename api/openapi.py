@@ -336,6 +336,9 @@ def description(base_url: str = "") -> dict[str, Any]:
                                         "since": {"type": "string", "format": "date-time"},
                                         "until": {"type": "string", "format": "date-time"},
                                         "at": {"type": "string", "format": "date-time"}}},
+                    "shards_waiting": {"type": "integer", "minimum": 0, "description": "shards in no pool task, "
+                                       "waiting out a worker exit 69's back-off (see unreachable); shards_done, "
+                                       "shards_running, shards_queued and it add up to the submitted shards"},
                     "shards_given_up": {"type": "object", "description": "shards given up after every attempt "
                                         "(their images are failures with reason not_processed): how many, the first "
                                         "few with how their last attempt ended (the worker's exit code and words, or "

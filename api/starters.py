@@ -713,6 +713,9 @@ async def _describe(client: df.DurableOrchestrationClient, task_id: str,
         out["shards_done"] = progress.get("done", 0) + progress.get("given_up", 0)
         out["shards_running"] = progress.get("pool_running", 0)
         out["shards_queued"] = progress.get("pool_queued", 0)
+        # in no pool task: an exit 69's back-off (orchestrations.shards "Unavailable exits"); done + running + queued
+        # + waiting is every submitted shard, as before those were counted queued
+        out["shards_waiting"] = progress.get("unavailable_waiting", 0)
         images = int(custom.get("images") or 0)
         done = out["images_done"]
         out["progress"] = round(done / images, 4) if images else 0.0

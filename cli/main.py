@@ -246,8 +246,8 @@ def sizes_unknown_line(exports: dict[str, Any]) -> str:
 def _summary(st: dict[str, Any]) -> None:
     table = Table(show_header=False, box=None)
     keys = ("id", "stage", "runtime_status", "images", "images_done", "failed", "missing", "with_detections",
-            "detections", "empty", "shards", "shards_done", "shards_running", "shards_queued", "resubmissions",
-            "images_per_second", "eta_seconds", "progress", "started", "finished", "pool_job", "error")
+            "detections", "empty", "shards", "shards_done", "shards_running", "shards_queued", "shards_waiting",
+            "resubmissions", "images_per_second", "eta_seconds", "progress", "started", "finished", "pool_job", "error")
     for k in keys:
         if st.get(k) not in (None, ""):
             table.add_row(k, str(st[k]))

@@ -140,6 +140,13 @@ def progress_line(st: dict[str, Any]) -> str:
     return _progress_line(st) + waiting_note(st) + unreachable_note(st)
 
 
+def _waiting(st: dict[str, Any]) -> str:
+    """``N waiting to be tried again, `` for the status's ``shards_waiting`` (in no pool task, waiting out an exit
+    69's back-off), "" for none: the shard counts add up to the shards."""
+    waiting = st.get("shards_waiting") or 0
+    return f"{waiting} waiting to be tried again, " if waiting else ""
+
+
 def _progress_line(st: dict[str, Any]) -> str:
     stage: str = str(st.get("stage", "?"))
     if stage == Stage.detecting:
@@ -147,7 +154,7 @@ def _progress_line(st: dict[str, Any]) -> str:
         rate = st.get("images_per_second")
         extra = f", {rate} img/s, ETA {_eta(st.get('eta_seconds'))}" if rate else ""
         return (f"detecting: {done}/{total} images, shards {st.get('shards_done', 0)}/{st.get('shards', 0)} done, "
-                f"{st.get('shards_running', 0)} running, {st.get('shards_queued', 0)} queued, "
+                f"{st.get('shards_running', 0)} running, {st.get('shards_queued', 0)} queued, {_waiting(st)}"
                 f"{st.get('resubmissions', 0)} resubmitted{extra}")
     if stage in (Stage.failed,) and st.get("error"):
         return f"failed: {st['error']}"
@@ -231,7 +238,8 @@ class BarReporter:
         done = st.get("images_done", images if over and images else 0)
         rate = st.get("images_per_second")
         shards = (f"shards {st.get('shards_done', 0)}/{st.get('shards', 0)} done, {st.get('shards_running', 0)} "
-                  f"running, {st.get('shards_queued', 0)} queued, {st.get('resubmissions', 0)} resubmitted"
+                  f"running, {st.get('shards_queued', 0)} queued, {_waiting(st)}{st.get('resubmissions', 0)} "
+                  "resubmitted"
                   if stage == Stage.detecting else "")
         self.progress.update(self.bar, description=stage, total=images or None, completed=done or 0,
                              rate=f"{rate} img/s" if rate else "", eta=_eta(st.get("eta_seconds")),

@@ -237,3 +237,25 @@ def test_shards_waiting_out_worker_exits_69_are_shown_in_the_tasks_status_with_w
         return await starters.describe_task(Client(base, {**TASK_STATUS, "groups": 1}), TASK)
 
     assert "unreachable" not in with_api({shards_instance_id(TASK, 0): group_status(done=1, progress=10)}, calm)
+
+
+def test_shards_waiting_out_an_exit_69_back_off_are_counted_in_the_tasks_status_so_the_shards_add_up() -> None:
+    """A group counts a shard whose next attempt waits out an exit 69's back-off as ``unavailable_waiting``, neither
+    running nor queued (it is in no pool task): the task's status says so in ``shards_waiting``, and the CLI's line
+    shows it, so done + running + queued + waiting is every submitted shard; without it those shards (before, shown
+    queued) vanished from the counts: "0/4 done, 0 running, 0 queued"."""
+    from cli.progress import progress_line
+
+    groups = {shards_instance_id(TASK, 0): {**group_status(done=1, progress=10), "pool_running": 1, "pool_queued": 1,
+                                            "unavailable_waiting": 3},
+              shards_instance_id(TASK, 1): {**group_status(done=2, progress=10), "pool_running": 0, "pool_queued": 0,
+                                            "unavailable_waiting": 2}}
+
+    async def body(base: str, api: ManagementApi) -> Any:
+        return await starters.describe_task(Client(base, {**TASK_STATUS, "groups": 2, "shards": 10}), TASK)
+
+    out = with_api(groups, body)
+    assert (out["shards_done"], out["shards_running"], out["shards_queued"], out["shards_waiting"]) == (3, 1, 1, 5)
+    assert out["shards_done"] + out["shards_running"] + out["shards_queued"] + out["shards_waiting"] == out["shards"]
+    assert "3/10 done, 1 running, 1 queued, 5 waiting to be tried again, " in progress_line(out), progress_line(out)
+    assert " waiting to be tried again" not in progress_line({**out, "shards_waiting": 0})
