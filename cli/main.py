@@ -22,8 +22,8 @@ from cli.errors import (EXIT_API, EXIT_COMPLETED_WITH_ERRORS, EXIT_FOLLOW_UP_FAI
 from cli.folders import folder_requests
 from cli.hints import translate
 from cli.zooniverse_upload import VARIANTS as ZU_VARIANTS
-from cli.progress import (BarReporter, LineReporter, awaiting_line, exit_code_for, failed_steps, is_final, wait_for,
-                          unreachable_note, waiting_note, zooniverse_cut_short_line)
+from cli.progress import (BarReporter, LineReporter, awaiting_line, exit_code_for, failed_steps, is_final, printable,
+                          unreachable_note, wait_for, waiting_note, zooniverse_cut_short_line)
 from core.contracts import Stage
 from core.errors import TrapbatchError
 from core.notimages import describe as describe_not_images
@@ -263,8 +263,8 @@ def _summary(st: dict[str, Any]) -> None:
     if isinstance(given_up, dict) and given_up.get("count"):  # why their images were not processed, and what to do
         table.add_row("shards given up", f"{given_up['count']} after every attempt")
         for example in given_up.get("examples") or []:
-            table.add_row("", escape(f"{example.get('shard')} (attempt {example.get('attempts')}): "
-                                     f"{example.get('reason')}"))
+            table.add_row("", escape(printable(f"{example.get('shard')} (attempt {example.get('attempts')}): "
+                                               f"{example.get('reason')}")))  # the worker's words: no ESC
         if given_up.get("hint"):
             table.add_row("next", escape(in_cli_words(str(given_up["hint"]))))
     damaged = damaged_line(st.get("damaged"), str(st.get("id")))

@@ -92,10 +92,19 @@ def _eta(seconds: Any) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
 
 
+def printable(text: str) -> str:
+    """``text`` with every character ``str.isprintable`` refuses (C0/C1 controls such as ESC, CR and BEL, bidi
+    overrides, line separators) written as its Python escape (``\\x1b``). Why: a worker's words come from its log,
+    which carries a remote service's text; raw, an ESC sequence from it would drive the operator's terminal (clear
+    it, retitle it, rewrite the line above), and neither ``rich.markup.escape`` nor ``click.echo`` on a terminal
+    removes one (rich's ``Text`` drops only BEL, BS, VT, FF and CR)."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+
+
 def waiting_note(st: dict[str, Any]) -> str:
     """``; waiting for a busy service: ...`` while a step of the task waits to be tried again
     (``orchestrations.retries``), with since when and until when a shard group waits out an outage
-    (``orchestrations.shards``); "" otherwise."""
+    (``orchestrations.shards``), its control characters escaped (``printable``); "" otherwise."""
     waiting = st.get("waiting")
     if not isinstance(waiting, dict):
         return ""
@@ -105,16 +114,7 @@ def waiting_note(st: dict[str, Any]) -> str:
         note += f", attempt {waiting['attempt']} of {waiting.get('of', '?')}"
     if "since" in waiting:
         note += f"; out of reach since {waiting['since']}, the task fails at {waiting.get('until', '?')}"
-    return note
-
-
-def printable(text: str) -> str:
-    """``text`` with every character ``str.isprintable`` refuses (C0/C1 controls such as ESC, CR and BEL, bidi
-    overrides, line separators) written as its Python escape (``\\x1b``). Why: a worker's words come from its log,
-    which carries a remote service's text; raw, an ESC sequence from it would drive the operator's terminal (clear
-    it, retitle it, rewrite the line above), and neither ``rich.markup.escape`` nor ``click.echo`` on a terminal
-    removes one (rich's ``Text`` drops only BEL, BS, VT, FF and CR)."""
-    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+    return printable(note)  # the service's words: no ESC sequence of theirs reaches the terminal
 
 
 def unreachable_note(st: dict[str, Any], check: bool = True) -> str:

@@ -1090,6 +1090,21 @@ def test_a_worker_s_control_characters_in_the_unreachable_note_never_reach_the_t
     assert "\\x1b]0;owned" in out.getvalue() and "\x1b]0" not in out.getvalue(), repr(out.getvalue())
 
 
+def test_a_given_up_shard_s_or_a_busy_service_s_words_show_their_control_characters_escaped(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Like the ``unreachable`` note, a given-up shard's reason (the worker's words) and a busy service's words in
+    ``waiting`` come from text trapbatch does not write: an ESC sequence in them reaches no terminal."""
+    from cli.main import _summary
+
+    given_up = {"count": 1, "examples": [{"shard": "s00001", "attempts": 3, "reason": "exited 1: \x1b[2Jgone"}]}
+    _summary({"id": "task-0", "stage": "completed_with_errors", "shards_given_up": given_up})
+    shown = capsys.readouterr().out
+    assert "exited 1: \\x1b[2Jgone" in shown and "\x1b[2J" not in shown, repr(shown)
+    line = progress_line({"stage": "detecting", "waiting": {"step": "poll", "reason": "503 \x1b]0;t\x07",
+                                                            "at": "2026-12-05T15:00:00+00:00"}})
+    assert "503 \\x1b]0;t\\x07" in line and "\x1b" not in line, repr(line)
+
+
 def test_the_summary_says_a_repeat_count_is_the_ended_one_when_the_current_list_could_not_be_read(
         capsys: pytest.CaptureFixture[str]) -> None:
     """A status whose current repeat list could not be read carries the count the task ended with and a ``note``
